@@ -1,0 +1,104 @@
+// The whole deploy in one process: one connection and one lock per host from
+// the first upload to the last health check.
+
+import type { Settings } from '../inputs/parse.js';
+import type { Log } from '../log.js';
+import { withHosts } from '../stages/hosts.js';
+import { releaseStage } from '../stages/release.js';
+import { cleanupStage, markBad, revertHosts, switchFleet, verifyStage } from '../stages/switch.js';
+import { resultsTable, runAction, type ActionOutcome } from './run.js';
+
+export async function deploy(s: Settings<'deploy'>, log: Log): Promise<ActionOutcome> {
+  return withHosts(s, log, 'deploy', async (hosts) => {
+    const timings: Record<string, number> = {};
+    const time = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
+      const t = Date.now();
+      try {
+        return await fn();
+      } finally {
+        timings[name] = (Date.now() - t) / 1000;
+      }
+    };
+    const outputs: Record<string, string> = { healthy: 'false', 'rolled-back': 'false' };
+    const rel = await time('release', () => releaseStage(hosts, s, log));
+    const id = rel.releaseId;
+    outputs['release-id'] = id;
+    outputs['previous-release-id'] = rel.results.find((r) => r.previous)?.previous ?? '';
+    outputs['bytes-uploaded'] = String(rel.results.reduce((n, r) => n + (r.bytesUploaded ?? 0), 0));
+    const rows = new Map(
+      rel.results.map((r) => [
+        r.host,
+        { ...r } as Record<string, unknown> & { host: string; ok: boolean; error?: string },
+      ]),
+    );
+    const summary = () =>
+      `Release **${id}** (previous: ${outputs['previous-release-id'] || 'none'})\n\n` +
+      resultsTable(
+        [...rows.values()],
+        [
+          ['previous', 'previous'],
+          ['filesSent', 'files sent'],
+          ['bytesUploaded', 'bytes sent'],
+          ['slot', 'slot'],
+          ['healthy', 'healthy'],
+        ],
+      ) +
+      `\n\nStage seconds: ${Object.entries(timings)
+        .map(([k, v]) => `${k} ${v.toFixed(2)}`)
+        .join(', ')}`;
+    const fail = (failure: string): ActionOutcome => ({
+      outputs,
+      results: [...rows.values()],
+      summary: summary(),
+      failure,
+    });
+
+    const releaseFailed = rel.results.filter((r) => !r.ok);
+    if (releaseFailed.length)
+      return fail(
+        `release ${id} failed; nothing was switched:\n${releaseFailed.map((r) => `${r.host}: ${r.error}`).join('\n')}`,
+      );
+
+    const sw = await time('switch', () => switchFleet(hosts, id, s, log));
+    for (const r of sw.results)
+      Object.assign(rows.get(r.host) ?? {}, {
+        slot: r.slot,
+        ok: r.ok,
+        ...(r.error ? { error: r.error } : {}),
+      });
+    const switchFailed = sw.results.filter((r) => !r.ok);
+    if (switchFailed.length) {
+      await markBad(hosts, id, 'switch failed', log);
+      return fail(
+        `switching to ${id} failed (the previous release kept serving${sw.reverted.length ? `; reverted ${sw.reverted.join(', ')}` : ''}):\n` +
+          switchFailed.map((r) => `${r.host}: ${r.error}`).join('\n'),
+      );
+    }
+
+    const checks = await time('verify', () =>
+      verifyStage(hosts, { ...s, 'expect-body': s['expect-body'].replaceAll('{release}', id) }, log),
+    );
+    for (const c of checks) {
+      const row = rows.get(c.host);
+      if (row) Object.assign(row, { healthy: c.ok, ...(c.error ? { ok: false, error: c.error } : {}) });
+    }
+    const unhealthy = checks.filter((c) => !c.ok);
+    if (unhealthy.length) {
+      const reason = unhealthy.map((c) => c.error).join('\n');
+      if (s['rollback-on-failure']) {
+        const reverted = await time('rollback', () => revertHosts(hosts, sw.results, s, log));
+        await markBad(hosts, id, 'failed verification', log);
+        outputs['rolled-back'] = String(reverted.length > 0);
+        return fail(
+          `${id} failed verification and was rolled back to ${outputs['previous-release-id'] || 'nothing'} on ${reverted.join(', ') || 'no host'}:\n${reason}`,
+        );
+      }
+      return fail(`${id} failed verification (rollback-on-failure is off, so it stays current):\n${reason}`);
+    }
+    outputs.healthy = 'true';
+    await time('cleanup', () => cleanupStage(hosts, s['keep-releases'], log));
+    return { outputs, results: [...rows.values()], summary: summary() };
+  });
+}
+
+export const run = () => runAction('deploy', deploy);

@@ -1,0 +1,46 @@
+import type { Settings } from '../inputs/parse.js';
+import type { Log } from '../log.js';
+import { withHosts } from '../stages/hosts.js';
+import { markBad, revertHosts, rollbackTarget, switchFleet, verifyStage } from '../stages/switch.js';
+import { resultsTable, runAction, type ActionOutcome } from './run.js';
+
+export async function rollback(s: Settings<'rollback'>, log: Log): Promise<ActionOutcome> {
+  return withHosts(s, log, 'rollback', async (hosts) => {
+    const { target, from } = await rollbackTarget(hosts, s['release-id']);
+    log.info(`Rolling back from ${from || 'nothing'} to ${target}`);
+    const sw = await switchFleet(hosts, target, s, log);
+    const switchFailed = sw.results.filter((r) => !r.ok);
+    let failure = switchFailed.length
+      ? switchFailed.map((r) => `${r.host}: ${r.error}`).join('\n')
+      : undefined;
+    let healthy = false;
+    if (!failure) {
+      const checks = await verifyStage(
+        hosts,
+        { ...s, 'expect-body': s['expect-body'].replaceAll('{release}', target) },
+        log,
+      );
+      const bad = checks.filter((r) => !r.ok);
+      healthy = bad.length === 0;
+      if (!healthy) {
+        failure = `${target} is unhealthy after the rollback:\n${bad.map((r) => r.error).join('\n')}`;
+        await revertHosts(hosts, sw.results, s, log);
+      }
+    }
+    if (!failure && from) await markBad(hosts, from, `rolled back to ${target}`, log);
+    return {
+      outputs: { 'release-id': failure ? from : target, 'rolled-back-from': failure ? '' : from },
+      results: sw.results.map((r) => ({ ...r, healthy })),
+      summary:
+        `Rollback from **${from || 'nothing'}** to **${target}**${from && !failure ? ` (${from} is now marked bad)` : ''}\n\n` +
+        resultsTable(sw.results, [
+          ['previous', 'left'],
+          ['slot', 'slot'],
+          ['seconds', 'seconds'],
+        ]),
+      failure,
+    };
+  });
+}
+
+export const run = () => runAction('rollback', rollback);

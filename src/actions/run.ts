@@ -1,0 +1,79 @@
+// What every action does around its stages: read and validate inputs before
+// any host is contacted, mask secrets, write outputs and the job summary, and
+// fail the step (exit code 1) on anything thrown.
+
+import { actions, type ActionName } from '../inputs/actions.js';
+import { InputError, parseInputs, secretValues, type RawInputs, type Settings } from '../inputs/parse.js';
+import { Log } from '../log.js';
+import type { HostResult } from '../stages/hosts.js';
+
+/** Inputs the way the runner passes them: INPUT_<NAME> environment variables. */
+export function envInputs(env: NodeJS.ProcessEnv = process.env): RawInputs {
+  return (name) => env[`INPUT_${name.replace(/ /g, '_').toUpperCase()}`] ?? '';
+}
+
+export interface ActionOutcome {
+  outputs: Record<string, string>;
+  results: HostResult[];
+  summary: string;
+  /** Set when the action failed: the reason, shown as the step's error. */
+  failure?: string;
+}
+
+export function resultsTable(results: HostResult[], columns: [string, string][]): string {
+  const head = `| host | ok | ${columns.map(([, t]) => t).join(' | ')} | error |\n|---|---|${columns.map(() => '---|').join('')}---|`;
+  const rows = results.map((r) => {
+    const cells = columns.map(([k]) => (r[k] === undefined || r[k] === '' ? '–' : String(r[k])));
+    const err = r.error ? r.error.split('\n')[0]!.replace(/\|/g, '\\|').slice(0, 300) : '';
+    return `| ${r.host} | ${r.ok ? '✅' : '❌'} | ${cells.join(' | ')} | ${err} |`;
+  });
+  return [head, ...rows].join('\n');
+}
+
+export async function runAction<A extends ActionName>(
+  name: A,
+  body: (settings: Settings<A>, log: Log) => Promise<ActionOutcome>,
+  raw: RawInputs = envInputs(),
+  log: Log = new Log(),
+): Promise<{ ok: boolean; outputs: Record<string, string>; error?: string }> {
+  const started = Date.now();
+  for (const secret of secretValues(name, raw)) log.secret(secret);
+  let settings: Settings<A>;
+  try {
+    settings = parseInputs(name, raw);
+  } catch (err) {
+    const message = err instanceof InputError ? err.message : String(err);
+    log.error(message);
+    log.summary(
+      `## ${actions[name].title}: invalid input\n\nNo host was contacted.\n\n${message.replace(/^/gm, '> ')}`,
+    );
+    log.flushSummary();
+    process.exitCode = 1;
+    return { ok: false, outputs: {}, error: message };
+  }
+  try {
+    const outcome = await body(settings, log);
+    for (const [k, v] of Object.entries(outcome.outputs)) log.output(k, v);
+    log.output('results', JSON.stringify(outcome.results));
+    const seconds = ((Date.now() - started) / 1000).toFixed(1);
+    const status = outcome.failure ? `❌ failed after ${seconds} s` : `✅ done in ${seconds} s`;
+    log.summary(
+      `## ${actions[name].title}: ${status}\n\n${outcome.summary}${outcome.failure ? `\n\n**Why:** ${outcome.failure}` : ''}`,
+    );
+    log.flushSummary();
+    if (outcome.failure) {
+      log.error(outcome.failure);
+      process.exitCode = 1;
+      return { ok: false, outputs: log.outputs, error: outcome.failure };
+    }
+    return { ok: true, outputs: log.outputs };
+  } catch (err) {
+    // Anything thrown fails the step, whatever its type.
+    const message = err instanceof Error ? err.message : String(err);
+    log.error(message);
+    log.summary(`## ${actions[name].title}: ❌ failed\n\n${message.replace(/^/gm, '> ')}`);
+    log.flushSummary();
+    process.exitCode = 1;
+    return { ok: false, outputs: log.outputs, error: log.redact(message) };
+  }
+}

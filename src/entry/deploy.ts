@@ -1,0 +1,3 @@
+import { run } from '../actions/deploy.js';
+
+void run();

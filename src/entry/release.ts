@@ -1,0 +1,3 @@
+import { run } from '../actions/release.js';
+
+void run();

@@ -1,0 +1,3 @@
+import { run } from '../actions/rollback.js';
+
+void run();

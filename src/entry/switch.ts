@@ -1,0 +1,3 @@
+import { run } from '../actions/switch.js';
+
+void run();

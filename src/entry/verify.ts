@@ -1,0 +1,3 @@
+import { run } from '../actions/verify.js';
+
+void run();

@@ -1,0 +1,98 @@
+// Every action's inputs and outputs, defined once. action.yml files are
+// generated from this (npm run gen) and a test checks they match.
+
+import {
+  commonOutputs,
+  connectionInputs,
+  deployOnlyInputs,
+  releaseInputs,
+  rollbackOnlyInputs,
+  serviceInputs,
+  switchOnlyInputs,
+  verifyInputs,
+  type ActionDef,
+} from './definitions.js';
+
+export const actions = {
+  release: {
+    name: 'release',
+    title: 'metalship release',
+    description:
+      'Upload a new timestamped release of a Python service, build its virtualenv and check that it imports.',
+    inputs: {
+      ...connectionInputs,
+      ...releaseInputs,
+      'app-user': serviceInputs['app-user'],
+      'app-module': serviceInputs['app-module'],
+    },
+    outputs: {
+      'release-id': { description: "The new release's id (its directory name)." },
+      'release-path': { description: 'Absolute path of the new release on the hosts.' },
+      'previous-release-id': {
+        description: 'The release current pointed at before (empty on a first deploy).',
+      },
+      'bytes-uploaded': { description: 'Bytes sent to each host for the code (summed over hosts).' },
+      ...commonOutputs,
+    },
+  },
+  switch: {
+    name: 'switch',
+    title: 'metalship switch',
+    description:
+      'Start a release beside the serving one, move traffic to it once ready, point current at it, restart worker and scheduler.',
+    inputs: { ...connectionInputs, ...serviceInputs, ...switchOnlyInputs },
+    outputs: {
+      'release-id': { description: 'The release now current.' },
+      'previous-release-id': { description: 'The release that was current before.' },
+      ...commonOutputs,
+    },
+  },
+  verify: {
+    name: 'verify',
+    title: 'metalship verify',
+    description: 'Check that the current release is healthy on every host, until healthy or timed out.',
+    inputs: {
+      ...connectionInputs,
+      'health-path': serviceInputs['health-path'],
+      'worker-command': serviceInputs['worker-command'],
+      'scheduler-command': serviceInputs['scheduler-command'],
+      ...verifyInputs,
+    },
+    outputs: {
+      healthy: { description: 'true when every host passed.' },
+      attempts: { description: 'Checks made (the largest count over hosts).' },
+      'duration-seconds': { description: 'Seconds until healthy or failed.' },
+      ...commonOutputs,
+    },
+  },
+  rollback: {
+    name: 'rollback',
+    title: 'metalship rollback',
+    description:
+      'Switch back to the previous good release (or a named one), verify it, and mark the release left as bad.',
+    inputs: { ...connectionInputs, ...serviceInputs, ...rollbackOnlyInputs, ...verifyInputs },
+    outputs: {
+      'release-id': { description: 'The release now current.' },
+      'rolled-back-from': { description: 'The release that was current before the rollback.' },
+      ...commonOutputs,
+    },
+  },
+  deploy: {
+    name: 'deploy',
+    title: 'metalship deploy',
+    description:
+      'The whole deploy: release, switch, verify, and roll back automatically when verification fails.',
+    inputs: { ...connectionInputs, ...serviceInputs, ...releaseInputs, ...verifyInputs, ...deployOnlyInputs },
+    outputs: {
+      'release-id': { description: 'The release deployed.' },
+      'previous-release-id': { description: 'The release that was current before.' },
+      'bytes-uploaded': { description: 'Bytes sent for the code (summed over hosts).' },
+      healthy: { description: 'true when the new release passed verification.' },
+      'rolled-back': { description: 'true when verification failed and the previous release was restored.' },
+      ...commonOutputs,
+    },
+  },
+} satisfies Record<string, ActionDef>;
+
+export type ActionName = keyof typeof actions;
+export const ACTION_NAMES = Object.keys(actions) as ActionName[];

@@ -1,0 +1,83 @@
+// Logging, outputs and the job summary. Every line goes through redact(), so a
+// secret never reaches the log even outside GitHub (where ::add-mask:: does nothing).
+
+import * as core from '@actions/core';
+import { appendFileSync } from 'node:fs';
+
+export class Log {
+  private readonly secrets = new Set<string>();
+  private readonly onGitHub: boolean;
+  readonly outputs: Record<string, string> = {};
+  private summaryParts: string[] = [];
+
+  constructor(private readonly write: (line: string) => void = (l) => process.stdout.write(l + '\n')) {
+    this.onGitHub = process.env.GITHUB_ACTIONS === 'true';
+  }
+
+  /** Registers a secret: the whole value and each of its lines are masked from now on. */
+  secret(value: string): void {
+    const normalised = value.replace(/\r\n?/g, '\n');
+    const forms = [value, normalised, ...normalised.split('\n').map((l) => l.trim())];
+    for (const form of forms) {
+      if (form.length < 3 || this.secrets.has(form)) continue;
+      this.secrets.add(form);
+      if (this.onGitHub) core.setSecret(form);
+    }
+  }
+
+  redact(text: string): string {
+    let out = text;
+    // Longest first, so a whole multi-line secret is masked before its lines.
+    for (const s of [...this.secrets].sort((a, b) => b.length - a.length)) {
+      if (out.includes(s)) out = out.split(s).join('***');
+    }
+    return out;
+  }
+
+  info(message: string): void {
+    for (const line of this.redact(message).split('\n')) this.write(line);
+  }
+
+  warn(message: string): void {
+    const m = this.redact(message);
+    if (this.onGitHub) core.warning(m);
+    else this.write(`warning: ${m}`);
+  }
+
+  error(message: string): void {
+    const m = this.redact(message);
+    if (this.onGitHub) core.error(m);
+    else this.write(`error: ${m}`);
+  }
+
+  /** A collapsible log group; closed even when fn throws. */
+  async group<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    this.write(this.onGitHub ? `::group::${this.redact(name)}` : `▶ ${this.redact(name)}`);
+    try {
+      return await fn();
+    } finally {
+      if (this.onGitHub) this.write('::endgroup::');
+    }
+  }
+
+  output(name: string, value: string): void {
+    const v = this.redact(value);
+    this.outputs[name] = v;
+    if (process.env.GITHUB_OUTPUT) core.setOutput(name, v);
+  }
+
+  summary(markdown: string): void {
+    this.summaryParts.push(this.redact(markdown));
+  }
+
+  /** Writes the job summary (GITHUB_STEP_SUMMARY), or prints it when not on GitHub. */
+  flushSummary(): void {
+    if (this.summaryParts.length === 0) return;
+    let text = this.summaryParts.join('\n\n') + '\n';
+    // GitHub refuses step summaries over 1 MiB.
+    if (Buffer.byteLength(text) > 1000000) text = text.slice(0, 990000) + '\n\n(summary truncated)\n';
+    if (process.env.GITHUB_STEP_SUMMARY) appendFileSync(process.env.GITHUB_STEP_SUMMARY, text);
+    else if (!this.onGitHub) this.write('\n' + text);
+    this.summaryParts = [];
+  }
+}

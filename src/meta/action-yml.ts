@@ -1,0 +1,38 @@
+// Renders each action's action.yml from the input and output definitions, so
+// metadata, code and tests cannot drift apart. `npm run gen` writes them; a test
+// checks the committed files match.
+
+import { stringify } from 'yaml';
+import { actions, type ActionName } from '../inputs/actions.js';
+import type { Field } from '../inputs/fields.js';
+
+/** Where each action.yml lives and the bundle it runs, relative to that file. */
+export const ACTION_FILES: Record<ActionName, { path: string; main: string }> = {
+  deploy: { path: 'action.yml', main: 'dist/deploy/index.js' },
+  release: { path: 'actions/release/action.yml', main: '../../dist/release/index.js' },
+  switch: { path: 'actions/switch/action.yml', main: '../../dist/switch/index.js' },
+  verify: { path: 'actions/verify/action.yml', main: '../../dist/verify/index.js' },
+  rollback: { path: 'actions/rollback/action.yml', main: '../../dist/rollback/index.js' },
+};
+
+export function renderActionYml(name: ActionName): string {
+  const def = actions[name];
+  const inputs: Record<string, Record<string, unknown>> = {};
+  for (const [input, f] of Object.entries(def.inputs as Record<string, Field>)) {
+    inputs[input] = {
+      description: f.description + (f.secret ? ' Treated as a secret: masked in logs.' : ''),
+      required: f.required === true,
+      ...(f.default !== undefined && f.default !== '' ? { default: f.default } : {}),
+    };
+  }
+  const doc = {
+    name: def.title,
+    description: def.description,
+    author: 'metalship',
+    branding: { icon: 'server', color: 'gray-dark' },
+    inputs,
+    outputs: def.outputs,
+    runs: { using: 'node24', main: ACTION_FILES[name].main },
+  };
+  return `# Generated from src/inputs/definitions.ts by 'npm run gen': edit that file, not this one.\n${stringify(doc, { lineWidth: 0 })}`;
+}

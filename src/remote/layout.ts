@@ -1,0 +1,73 @@
+// Where everything lives on a host: the standard's /opt/{app} tree plus
+// metalship's own state. One place, so scripts cannot disagree on a path.
+
+export type Slot = 'blue' | 'green';
+export const SLOTS: Slot[] = ['blue', 'green'];
+
+export function otherSlot(slot: Slot | null): Slot {
+  return slot === 'blue' ? 'green' : 'blue';
+}
+
+export interface Layout {
+  app: string;
+  root: string;
+  releases: string;
+  release(id: string): string;
+  current: string;
+  shared: string;
+  venvs: string;
+  /** The standard's /opt/{app}/venv: a link to the current release's environment. */
+  venvLink: string;
+  env: string;
+  slots: string;
+  slot(slot: Slot): string;
+  state: string;
+  lockFile: string;
+  lockHolder: string;
+  history: string;
+  activeSlot: string;
+  apiSocket(slot: Slot): string;
+  /** The socket nginx connects to: a link to the serving slot's socket, switched by rename. */
+  apiLink: string;
+  runDir: string;
+  units: { api(slot: Slot): string; apiTemplate: string; worker: string; scheduler: string; target: string };
+  unitDir: string;
+  nginxSite: string;
+  nginxSiteEnabled: string;
+  nginxUpstream: string;
+}
+
+export function layout(app: string, root: string): Layout {
+  return {
+    app,
+    root,
+    releases: `${root}/releases`,
+    release: (id) => `${root}/releases/${id}`,
+    current: `${root}/current`,
+    shared: `${root}/shared`,
+    venvs: `${root}/venvs`,
+    venvLink: `${root}/venv`,
+    env: `${root}/.env`,
+    slots: `${root}/slots`,
+    slot: (s) => `${root}/slots/${s}`,
+    state: `${root}/.metalship`,
+    lockFile: `${root}/.metalship/deploy.lock`,
+    lockHolder: `${root}/.metalship/lock-holder`,
+    history: `${root}/.metalship/history.log`,
+    activeSlot: `${root}/.metalship/active-slot`,
+    apiSocket: (s) => `/run/${app}-api-${s}/api.sock`,
+    apiLink: `${root}/run/api.sock`,
+    runDir: `${root}/run`,
+    units: {
+      api: (s) => `${app}-api@${s}.service`,
+      apiTemplate: `${app}-api@.service`,
+      worker: `${app}-worker.service`,
+      scheduler: `${app}-scheduler.service`,
+      target: `${app}.target`,
+    },
+    unitDir: '/etc/systemd/system',
+    nginxSite: `/etc/nginx/sites-available/${app}`,
+    nginxSiteEnabled: `/etc/nginx/sites-enabled/${app}`,
+    nginxUpstream: `/etc/nginx/conf.d/metalship-${app}-upstream.conf`,
+  };
+}

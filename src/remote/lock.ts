@@ -1,0 +1,49 @@
+// The deploy lock of an app on a host: flock(2) on a file, held by a remote
+// process that lives as long as our connection and our heartbeat. A killed run
+// cannot leave it held: its process exits when the connection closes or the
+// heartbeat stops, and the holder file it leaves is reported as stale.
+
+import type { Layout } from './layout.js';
+import { script, sh } from './sh.js';
+
+export const LOCK_EXIT_HELD = 75;
+/** Seconds without a heartbeat line after which the remote holder gives the lock up. */
+export const LOCK_HEARTBEAT_LIMIT = 30;
+
+export interface LockHolder {
+  runUrl: string;
+  actor: string;
+  action: string;
+  startedAt: string;
+}
+
+export function holderText(h: LockHolder): string {
+  return `${h.action} by ${h.actor || 'unknown'} since ${h.startedAt} (${h.runUrl || 'no run URL'})`;
+}
+
+export function lockScript(l: Layout, holder: LockHolder, waitSeconds: number): string {
+  return script(
+    sh`mkdir -p ${l.state}`,
+    sh`chmod 755 ${l.root} ${l.state} 2>/dev/null || true`,
+    sh`exec 9>>${l.lockFile}`,
+    sh`if ! flock -n 9; then`,
+    sh`  echo "WAITING $(head -c 500 ${l.lockHolder} 2>/dev/null | tr '\n' ' ')"`,
+    sh`  if ! flock -w ${waitSeconds} 9; then`,
+    sh`    echo "HELD $(head -c 500 ${l.lockHolder} 2>/dev/null | tr '\n' ' ')"`,
+    `    exit ${LOCK_EXIT_HELD}`,
+    '  fi',
+    'fi',
+    // A holder file still filled in while nobody holds the flock: a run that died.
+    sh`if [ -s ${l.lockHolder} ]; then echo "STALE $(head -c 500 ${l.lockHolder} | tr '\n' ' ')"; fi`,
+    sh`printf '%s\n' ${holderText(holder)} > ${l.lockHolder}`,
+    'echo LOCKED',
+    `while IFS= read -r -t ${LOCK_HEARTBEAT_LIMIT} line; do`,
+    '  if [ "$line" = release ]; then',
+    sh`    : > ${l.lockHolder}`,
+    '    exit 0',
+    '  fi',
+    'done',
+    // EOF or no heartbeat: our run is gone. The flock goes with this process; the holder stays as evidence.
+    sh`printf '%s\n' "abandoned at $(date -u +%FT%TZ): $(head -n1 ${l.lockHolder})" > ${l.lockHolder}`,
+  );
+}

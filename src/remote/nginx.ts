@@ -1,0 +1,98 @@
+// nginx configuration for an app: the upstream (which api slot serves) and the
+// site. The deploy path owns the upstream; the site is provision's, with a
+// minimal HTTP site installed by the deploy when none exists yet.
+
+import type { Layout } from './layout.js';
+
+export function upstreamName(l: Layout): string {
+  return `${l.app.replace(/-/g, '_')}_api`;
+}
+
+/**
+ * http-level config: the upstream and the WebSocket map. The upstream is a link
+ * to the serving slot's socket; nginx opens the path for every upstream
+ * connection, so a switch renames the link and never reloads nginx (a reload
+ * closes clients' idle keep-alive connections, which some clients see as errors).
+ */
+export function upstreamConf(l: Layout): string {
+  return `# Managed by metalship.
+upstream ${upstreamName(l)} {
+    server unix:${l.apiLink} max_fails=0;
+}
+map $http_upgrade $metalship_${upstreamName(l)}_connection {
+    default upgrade;
+    '' close;
+}
+`;
+}
+
+export interface SiteSettings {
+  serverName: string;
+  /** null: HTTP only. */
+  tls: { certificate: string; key: string } | null;
+  staticDir?: string;
+}
+
+function proxyLocation(l: Layout): string {
+  return `    location / {
+        proxy_pass http://${upstreamName(l)};
+        proxy_http_version 1.1;
+        proxy_set_header Host $host;
+        proxy_set_header X-Real-IP $remote_addr;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_set_header Upgrade $http_upgrade;
+        proxy_set_header Connection $metalship_${upstreamName(l)}_connection;
+        proxy_connect_timeout 5s;
+        proxy_read_timeout 60s;
+        proxy_send_timeout 60s;
+    }`;
+}
+
+const securityHeaders = `    add_header X-Content-Type-Options nosniff always;
+    add_header X-Frame-Options SAMEORIGIN always;
+    add_header Referrer-Policy strict-origin-when-cross-origin always;`;
+
+export function siteConf(l: Layout, s: SiteSettings): string {
+  const isDefault = s.serverName === '_';
+  const listen = (port: number, extra = '') =>
+    `    listen ${port}${extra}${isDefault ? ' default_server' : ''};\n    listen [::]:${port}${extra}${isDefault ? ' default_server' : ''};`;
+  const statics = s.staticDir
+    ? `    location /static/ {\n        alias ${s.staticDir}/;\n        expires 7d;\n        access_log off;\n    }\n`
+    : '';
+  const common = `    server_name ${s.serverName};
+    client_max_body_size 25m;
+    server_tokens off;
+${securityHeaders}
+${statics}${proxyLocation(l)}`;
+  if (!s.tls) {
+    return `# Managed by metalship (HTTP only: no domain configured).
+server {
+${listen(80)}
+${common}
+}
+`;
+  }
+  return `# Managed by metalship.
+server {
+${listen(80)}
+    server_name ${s.serverName};
+    location /.well-known/acme-challenge/ {
+        root /var/www/letsencrypt;
+    }
+    location / {
+        return 301 https://$host$request_uri;
+    }
+}
+server {
+${listen(443, ' ssl http2')}
+    ssl_certificate ${s.tls.certificate};
+    ssl_certificate_key ${s.tls.key};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_prefer_server_ciphers off;
+    ssl_session_cache shared:metalship_ssl:10m;
+    add_header Strict-Transport-Security "max-age=31536000" always;
+${common}
+}
+`;
+}

@@ -1,0 +1,192 @@
+// A small Python program the scripts run on the host (Python is on every target):
+// file-level work where shell tools differ between coreutils flavours
+// (the atomic symlink switch) or would need many processes (manifest diffs).
+// Scripts define it once with PY_TOOL_DEFINITION and call `mstool <cmd> ...`.
+
+import { heredoc } from './sh.js';
+
+export const PY_TOOL = String.raw`
+import hashlib, http.client, json, os, shutil, socket, sys, time
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+    return h.hexdigest()
+
+def link(target, path):
+    # rename(2) of a fresh link over the old one: never a moment without the link.
+    tmp = '%s.tmp-%d' % (path, os.getpid())
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    os.symlink(target, tmp)
+    os.replace(tmp, path)
+    if os.readlink(path) != target:
+        sys.exit('link %s does not point at %s after the switch' % (path, target))
+
+def load_manifest(release):
+    p = os.path.join(release, '.metalship', 'manifest.json')
+    if not os.path.exists(p):
+        return None
+    with open(p) as f:
+        return json.load(f)
+
+def stage_files(release, prev):
+    manifest = json.load(sys.stdin)
+    os.makedirs(os.path.join(release, '.metalship'), exist_ok=True)
+    old = {}
+    if prev and os.path.isdir(prev):
+        pm = load_manifest(prev)
+        if pm:
+            old = {e[0]: e for e in pm['files']}
+    need, reused = [], 0
+    for path, digest, mode, size in manifest['files']:
+        dst = os.path.join(release, path)
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        o = old.get(path)
+        src = os.path.join(prev, path) if prev else None
+        if o and o[1] == digest and src and os.path.isfile(src) and not os.path.islink(src):
+            shutil.copy2(src, dst)
+            os.chmod(dst, int(mode, 8))
+            reused += 1
+        else:
+            need.append(path)
+    for path, target in manifest.get('links', []):
+        dst = os.path.join(release, path)
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        if os.path.lexists(dst):
+            os.unlink(dst)
+        os.symlink(target, dst)
+    with open(os.path.join(release, '.metalship', 'manifest.json'), 'w') as f:
+        json.dump(manifest, f)
+    print(json.dumps({'need': need, 'reused': reused}))
+
+def check_files(release):
+    manifest = load_manifest(release)
+    bad = []
+    for path, digest, mode, size in manifest['files']:
+        p = os.path.join(release, path)
+        if not os.path.isfile(p) or os.path.islink(p):
+            bad.append('missing ' + path)
+        elif sha256(p) != digest:
+            bad.append('checksum mismatch ' + path)
+        else:
+            os.chmod(p, int(mode, 8))
+    if bad:
+        sys.exit('release %s is incomplete:\n%s' % (release, '\n'.join(bad[:20])))
+    print('%d files verified' % len(manifest['files']))
+
+def read_env(path):
+    env = {}
+    if not os.path.exists(path):
+        return env
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line or line.startswith('#') or '=' not in line:
+                continue
+            k, v = line.split('=', 1)
+            k, v = k.strip(), v.strip()
+            if len(v) >= 2 and v[0] == v[-1] and v[0] in '"\'':
+                v = v[1:-1]
+            env[k] = v
+    return env
+
+def import_check(release, module, envfile):
+    # Import the app the way its service will: from the release, with the .env values.
+    os.environ.update(read_env(envfile))
+    os.chdir(release)
+    sys.path.insert(0, release)
+    import importlib
+    mod, _, attr = module.partition(':')
+    m = importlib.import_module(mod)
+    obj = m
+    for part in attr.split('.'):
+        if part:
+            obj = getattr(obj, part)
+    print('import ok: %s' % module)
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path, timeout):
+        super().__init__('localhost', timeout=timeout)
+        self.unix_path = path
+    def connect(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        s.connect(self.unix_path)
+        self.sock = s
+
+def probe(target, path, timeout=5):
+    try:
+        if target.startswith('/'):
+            c = UnixHTTPConnection(target, timeout)
+        else:
+            host, _, port = target.partition(':')
+            c = http.client.HTTPConnection(host, int(port or 80), timeout=timeout)
+        c.request('GET', path, headers={'Host': 'localhost', 'User-Agent': 'metalship-health'})
+        r = c.getresponse()
+        body = r.read(4096).decode('utf-8', 'replace')
+        c.close()
+        return r.status, body
+    except Exception as e:
+        return 0, '%s: %s' % (type(e).__name__, e)
+
+def wait_ready(target, path, timeout, interval, status, expect):
+    deadline = time.monotonic() + float(timeout)
+    attempts = 0
+    start = time.monotonic()
+    while True:
+        attempts += 1
+        code, body = probe(target, path)
+        ok = code == int(status) and (expect in body)
+        if ok or time.monotonic() >= deadline:
+            print(json.dumps({'ok': ok, 'attempts': attempts, 'status': code, 'body': body[:500],
+                              'seconds': round(time.monotonic() - start, 3)}))
+            sys.exit(0 if ok else 1)
+        time.sleep(float(interval))
+
+def releases(root):
+    out = []
+    rdir = os.path.join(root, 'releases')
+    links = {}
+    for name in ['current', 'slots/blue', 'slots/green']:
+        p = os.path.join(root, name)
+        if os.path.islink(p):
+            links[name] = os.path.basename(os.readlink(p).rstrip('/'))
+    if os.path.isdir(rdir):
+        for name in os.listdir(rdir):
+            p = os.path.join(rdir, name)
+            if not os.path.isdir(p) or os.path.islink(p):
+                continue
+            meta = {}
+            try:
+                with open(os.path.join(p, '.metalship', 'release.json')) as f:
+                    meta = json.load(f)
+            except Exception:
+                pass
+            try:
+                with open(os.path.join(p, '.metalship', 'status')) as f:
+                    status = f.read().strip()
+            except Exception:
+                status = 'incomplete'
+            try:
+                created = os.stat(os.path.join(p, '.metalship')).st_mtime if not meta.get('created_epoch') else meta['created_epoch']
+            except Exception:
+                created = 0
+            venv = os.readlink(os.path.join(p, '.venv')) if os.path.islink(os.path.join(p, '.venv')) else ''
+            out.append({'id': name, 'status': status, 'created': created, 'venv': os.path.basename(venv),
+                        'revision': meta.get('revision', ''), 'schema_revision': meta.get('schema_revision', '')})
+    venvs = sorted(os.listdir(os.path.join(root, 'venvs'))) if os.path.isdir(os.path.join(root, 'venvs')) else []
+    print(json.dumps({'releases': out, 'links': links, 'venvs': venvs}))
+
+cmd, args = sys.argv[1], sys.argv[2:]
+{'link': link, 'stage-files': stage_files, 'check-files': check_files, 'import-check': import_check,
+ 'wait-ready': wait_ready, 'releases': releases}[cmd](*args)
+`;
+
+/** Script lines that define `mstool`, a shell function running the Python tool with python3. */
+export function pyToolDefinition(): string {
+  const doc = heredoc(PY_TOOL);
+  return `MSTOOL_SRC=$(cat ${doc.open}\n${doc.body}\n)\nmstool() { python3 -c "$MSTOOL_SRC" "$@"; }`;
+}

@@ -1,0 +1,90 @@
+// Shell script building where quoting is the default: every value interpolated
+// into `sh` is single-quoted unless explicitly wrapped in raw().
+
+export class Raw {
+  constructor(readonly text: string) {}
+}
+
+/** Marks text as already-safe shell (a fragment we built ourselves, never user input). */
+export function raw(text: string): Raw {
+  return new Raw(text);
+}
+
+export type ShValue = string | number | Raw | ReadonlyArray<string | number | Raw>;
+
+/** POSIX single-quote a value: the result is one shell word with the exact bytes of value. */
+export function quote(value: string | number): string {
+  const text = String(value);
+  if (text.includes('\0')) throw new Error('a shell value cannot contain a NUL byte');
+  if (text !== '' && /^[A-Za-z0-9_@%+=:,./-]+$/.test(text)) return text;
+  return `'${text.replace(/'/g, `'\\''`)}'`;
+}
+
+function render(value: ShValue): string {
+  if (value instanceof Raw) return value.text;
+  if (Array.isArray(value)) return value.map((v) => render(v as string | number | Raw)).join(' ');
+  return quote(value as string | number);
+}
+
+/** Tagged template: sh`rm -rf ${dir}` quotes dir; sh`${raw('$HOME')}` does not. */
+export function sh(strings: TemplateStringsArray, ...values: ShValue[]): string {
+  let out = strings[0] ?? '';
+  values.forEach((value, i) => {
+    out += render(value) + (strings[i + 1] ?? '');
+  });
+  return out;
+}
+
+/** Joins script fragments into one script, one fragment per line block. */
+export function script(...parts: Array<string | false | null | undefined>): string {
+  return parts.filter((p): p is string => typeof p === 'string' && p.length > 0).join('\n') + '\n';
+}
+
+/**
+ * A heredoc that writes content to a file exactly (no expansion); the delimiter
+ * is chosen so that it cannot occur in the content.
+ */
+export function heredoc(content: string): { open: string; body: string } {
+  let delimiter = 'METALSHIP_EOF';
+  let n = 0;
+  while (content.split('\n').includes(delimiter)) delimiter = `METALSHIP_EOF_${++n}`;
+  const body = content.endsWith('\n') ? content : content + '\n';
+  return { open: `<<'${delimiter}'`, body: `${body}${delimiter}` };
+}
+
+/** Script lines that write content to path atomically (temp file + rename) with mode and owner. */
+export function writeFileAtomic(
+  path: string,
+  content: string,
+  opts: { mode?: string; owner?: string } = {},
+): string {
+  const doc = heredoc(content);
+  const tmp = `${path}.metalship-tmp`;
+  return script(
+    sh`cat > ${tmp} ${raw(doc.open)}`,
+    doc.body,
+    opts.mode ? sh`chmod ${opts.mode} ${tmp}` : null,
+    opts.owner ? sh`chown ${opts.owner} ${tmp}` : null,
+    sh`mv -f ${tmp} ${path}`,
+  ).trimEnd();
+}
+
+/**
+ * Script lines that write content to path only when it differs, and print
+ * "changed <label>" when they did; nothing otherwise. Used for idempotent config.
+ */
+export function ensureFile(
+  path: string,
+  content: string,
+  opts: { mode?: string; owner?: string; label?: string; onChange?: string } = {},
+): string {
+  const doc = heredoc(content);
+  const tmp = `${path}.metalship-new`;
+  return script(
+    sh`cat > ${tmp} ${raw(doc.open)}`,
+    doc.body,
+    opts.mode ? sh`chmod ${opts.mode} ${tmp}` : null,
+    opts.owner ? sh`chown ${opts.owner} ${tmp}` : null,
+    sh`if [ -f ${path} ] && cmp -s ${tmp} ${path}; then rm -f ${tmp}; else mv -f ${tmp} ${path}; echo ${'changed ' + (opts.label ?? path)}; ${raw(opts.onChange ?? ':')}; fi`,
+  ).trimEnd();
+}

@@ -1,0 +1,178 @@
+// The systemd units of an app, as text: the api (a template with a blue and a
+// green instance, for zero-downtime switches), the worker, the single scheduler
+// and a target grouping them. Shared by the deploy path and provision.
+
+import type { Layout } from './layout.js';
+
+export interface UnitSettings {
+  layout: Layout;
+  user: string;
+  appModule: string;
+  uvicornArgs: string[];
+  workerCommand: string[];
+  schedulerCommand: string[];
+  /** uvicorn >= 0.21 understands --timeout-graceful-shutdown (older ones reject it). */
+  gracefulShutdownFlag: boolean;
+}
+
+/** systemd's sandboxing: the app reads its release and writes only shared/ (field notes, systemd hardening). */
+export function hardening(l: Layout): string {
+  return [
+    'NoNewPrivileges=yes',
+    'ProtectSystem=strict',
+    `ReadWritePaths=${l.shared}`,
+    'PrivateTmp=yes',
+    'PrivateDevices=yes',
+    'ProtectHome=yes',
+    'ProtectKernelTunables=yes',
+    'ProtectKernelModules=yes',
+    'ProtectKernelLogs=yes',
+    'ProtectControlGroups=yes',
+    'ProtectClock=yes',
+    'ProtectHostname=yes',
+    'ProtectProc=invisible',
+    'RestrictNamespaces=yes',
+    'LockPersonality=yes',
+    'RestrictRealtime=yes',
+    'RestrictSUIDSGID=yes',
+    'RemoveIPC=yes',
+    'SystemCallArchitectures=native',
+    'SystemCallFilter=@system-service',
+    'SystemCallFilter=~@privileged @resources',
+    'SystemCallErrorNumber=EPERM',
+    'CapabilityBoundingSet=',
+    'AmbientCapabilities=',
+    'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6',
+    'DevicePolicy=closed',
+    'UMask=0027',
+  ].join('\n');
+}
+
+/** A command's program resolved inside a venv unless it is absolute. */
+function inVenv(venvBin: string, words: string[]): string {
+  const [program, ...args] = words;
+  if (!program) return '';
+  return [program.startsWith('/') ? program : `${venvBin}/${program}`, ...args].join(' ');
+}
+
+function serviceCommon(s: UnitSettings, workdir: string): string {
+  const l = s.layout;
+  return [
+    `User=${s.user}`,
+    `Group=${s.user}`,
+    `WorkingDirectory=${workdir}`,
+    `EnvironmentFile=-${l.env}`,
+    `Environment=PATH=${workdir}/.venv/bin:/usr/local/bin:/usr/bin:/bin`,
+    'Environment=PYTHONUNBUFFERED=1',
+    `Environment=APP_NAME=${l.app}`,
+    'Restart=always',
+    'RestartSec=5',
+  ].join('\n');
+}
+
+export function apiUnit(s: UnitSettings): string {
+  const l = s.layout;
+  const workdir = `${l.slots}/%i`;
+  const uvicorn = [
+    `${workdir}/.venv/bin/python -m uvicorn ${s.appModule}`,
+    `--uds /run/${l.app}-api-%i/api.sock`,
+    // Above nginx's idle upstream time, so uvicorn never closes a connection nginx is about to reuse.
+    '--timeout-keep-alive 75',
+    s.gracefulShutdownFlag ? '--timeout-graceful-shutdown 30' : '',
+    '--no-server-header',
+    ...s.uvicornArgs,
+  ]
+    .filter(Boolean)
+    .join(' ');
+  return `# Managed by metalship: changes are overwritten on the next deploy.
+[Unit]
+Description=${l.app} API (%i slot)
+After=network.target postgresql.service redis-server.service
+PartOf=${l.units.target}
+
+[Service]
+Type=simple
+${serviceCommon(s, workdir)}
+ExecStart=${uvicorn}
+RuntimeDirectory=${l.app}-api-%i
+RuntimeDirectoryMode=0755
+TimeoutStopSec=35
+KillMode=mixed
+KillSignal=SIGTERM
+${hardening(l)}
+
+[Install]
+WantedBy=${l.units.target}
+`;
+}
+
+export function workerUnit(s: UnitSettings): string | null {
+  if (s.workerCommand.length === 0) return null;
+  const l = s.layout;
+  return `# Managed by metalship: changes are overwritten on the next deploy.
+[Unit]
+Description=${l.app} worker
+After=network.target postgresql.service redis-server.service
+PartOf=${l.units.target}
+
+[Service]
+Type=simple
+${serviceCommon(s, l.current)}
+ExecStart=${inVenv(`${l.current}/.venv/bin`, s.workerCommand)}
+TimeoutStopSec=35
+KillMode=mixed
+KillSignal=SIGTERM
+${hardening(l)}
+
+[Install]
+WantedBy=${l.units.target}
+`;
+}
+
+export function schedulerUnit(s: UnitSettings): string | null {
+  if (s.schedulerCommand.length === 0) return null;
+  const l = s.layout;
+  return `# Managed by metalship: changes are overwritten on the next deploy.
+# Exactly one scheduler runs fleet-wide: it is installed on one host only.
+[Unit]
+Description=${l.app} scheduler
+After=network.target redis-server.service
+PartOf=${l.units.target}
+
+[Service]
+Type=simple
+${serviceCommon(s, l.current)}
+ExecStart=${inVenv(`${l.current}/.venv/bin`, s.schedulerCommand)}
+TimeoutStopSec=35
+KillMode=mixed
+KillSignal=SIGTERM
+${hardening(l)}
+
+[Install]
+WantedBy=${l.units.target}
+`;
+}
+
+export function targetUnit(l: Layout): string {
+  return `# Managed by metalship.
+[Unit]
+Description=${l.app} (all services)
+
+[Install]
+WantedBy=multi-user.target
+`;
+}
+
+/** The unit files for a host: name -> content (null: the unit must not exist there). */
+export function unitFiles(
+  s: UnitSettings,
+  roles: { worker: boolean; scheduler: boolean },
+): Record<string, string | null> {
+  const l = s.layout;
+  return {
+    [l.units.target]: targetUnit(l),
+    [l.units.apiTemplate]: apiUnit(s),
+    [l.units.worker]: roles.worker ? workerUnit(s) : null,
+    [l.units.scheduler]: roles.scheduler ? schedulerUnit(s) : null,
+  };
+}

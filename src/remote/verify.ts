@@ -1,0 +1,127 @@
+// Health checks run on a host, and the listing and cleanup of releases.
+
+import type { Layout } from './layout.js';
+import { pyToolDefinition } from './pytool.js';
+import { script, sh } from './sh.js';
+
+export interface VerifySettings {
+  layout: Layout;
+  path: string;
+  timeout: number;
+  interval: number;
+  expectStatus: number;
+  expectBody: string;
+  units: string[];
+}
+
+/** Polls the serving slot's readiness endpoint until it answers as expected; then checks the units. */
+export function verifyScript(s: VerifySettings): string {
+  const l = s.layout;
+  return script(
+    pyToolDefinition(),
+    sh`slot=$(cat ${l.activeSlot} 2>/dev/null || true)`,
+    'case "$slot" in blue|green) ;; *) echo "no api slot is serving on this host (nothing deployed yet?)" >&2; exit 1;; esac',
+    sh`sock=/run/${l.app}-api-$slot/api.sock`,
+    sh`rc=0; out=$(mstool wait-ready "$sock" ${s.path} ${s.timeout} ${s.interval} ${s.expectStatus} ${s.expectBody}) || rc=$?`,
+    'echo "RESULT $out"',
+    'failed=""',
+    ...s.units.map((u) => sh`if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`),
+    'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi',
+    'if [ "$rc" != 0 ] || [ -n "$failed" ]; then',
+    sh`  journalctl -u ${l.units.api('blue')} -u ${l.units.api('green')} ${s.units.flatMap((u) => ['-u', u])} -n 20 --no-pager -o short-iso >&2 || true`,
+    '  exit 1',
+    'fi',
+  );
+}
+
+export interface ReleaseInfo {
+  id: string;
+  status: string;
+  created: number;
+  venv: string;
+  revision: string;
+  schema_revision: string;
+}
+
+export interface ReleaseListing {
+  releases: ReleaseInfo[];
+  links: Record<string, string>;
+  venvs: string[];
+}
+
+export function listScript(l: Layout): string {
+  return script(pyToolDefinition(), sh`mstool releases ${l.root}`);
+}
+
+export function parseListing(stdout: string): ReleaseListing {
+  const line = stdout.trim().split('\n').pop() ?? '{}';
+  return JSON.parse(line) as ReleaseListing;
+}
+
+export const GOOD = new Set(['ready']);
+
+/**
+ * Which releases and venvs to remove: keep the newest `keep` good releases,
+ * always current and both slots' releases (the rollback target), and the newest
+ * failed one for inspection. Failed and bad releases never count toward keep.
+ */
+export function planCleanup(listing: ReleaseListing, keep: number): { releases: string[]; venvs: string[] } {
+  const pinned = new Set(Object.values(listing.links));
+  const byNewest = [...listing.releases].sort((a, b) => b.created - a.created || b.id.localeCompare(a.id));
+  const keepIds = new Set<string>(pinned);
+  for (const r of byNewest.filter((r) => GOOD.has(r.status)).slice(0, keep)) keepIds.add(r.id);
+  const newestFailed = byNewest.find((r) => r.status === 'failed');
+  if (newestFailed) keepIds.add(newestFailed.id);
+  const remove = byNewest.filter((r) => !keepIds.has(r.id)).map((r) => r.id);
+  const usedVenvs = new Set(listing.releases.filter((r) => keepIds.has(r.id)).map((r) => r.venv));
+  const venvs = listing.venvs.filter((v) => !usedVenvs.has(v));
+  return { releases: remove, venvs };
+}
+
+export function cleanupScript(l: Layout, plan: { releases: string[]; venvs: string[] }): string {
+  if (plan.releases.length === 0 && plan.venvs.length === 0) return script('echo "nothing to clean up"');
+  return script(
+    ...plan.releases.map((id) => sh`rm -rf -- ${l.release(id)} && echo "removed release ${id}"`),
+    ...plan.venvs.map((v) => sh`rm -rf -- ${l.venvs}/${v} && echo "removed virtualenv ${v}"`),
+  );
+}
+
+/**
+ * The release a rollback goes to: the named one (must be complete and not
+ * failed) or the newest good release older than current.
+ */
+export function pickRollbackTarget(
+  listing: ReleaseListing,
+  requested: string,
+): { target: string } | { error: string } {
+  const current = listing.links.current ?? '';
+  const candidates = [...listing.releases]
+    .filter((r) => GOOD.has(r.status) && r.id !== current)
+    .sort((a, b) => b.created - a.created || b.id.localeCompare(a.id));
+  const list = candidates.map((r) => r.id).join(', ') || 'none';
+  if (requested) {
+    const r = listing.releases.find((x) => x.id === requested);
+    if (!r) return { error: `release ${requested} does not exist; good releases: ${list}` };
+    if (r.id === current) return { error: `release ${requested} is already current; good releases: ${list}` };
+    if (r.status === 'bad')
+      return {
+        error: `release ${requested} is marked bad (rolled back from before); good releases: ${list}`,
+      };
+    if (!GOOD.has(r.status))
+      return { error: `release ${requested} is ${r.status}, not a complete release; good releases: ${list}` };
+    return { target: r.id };
+  }
+  const currentInfo = listing.releases.find((r) => r.id === current);
+  const older = candidates.filter(
+    (r) =>
+      !currentInfo ||
+      r.created < currentInfo.created ||
+      (r.created === currentInfo.created && r.id < current),
+  );
+  const pick = older[0];
+  if (!pick)
+    return {
+      error: `there is no good release before ${current || 'the current one'} to roll back to; good releases: ${list}`,
+    };
+  return { target: pick.id };
+}

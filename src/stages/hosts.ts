@@ -1,0 +1,215 @@
+// Opening hosts: one connection per host for the whole run, the deploy lock held
+// on each for as long as the run needs it, and per-host results.
+
+import type { HostSpec } from '../inputs/hosts.js';
+import type { Log } from '../log.js';
+import { layout, type Layout } from '../remote/layout.js';
+import { LOCK_EXIT_HELD, lockScript, type LockHolder } from '../remote/lock.js';
+import { connect, type Connection, type ConnectOptions } from '../transport/ssh.js';
+import type { KnownHostEntry } from '../inputs/known-hosts.js';
+
+export interface ConnectionSettings {
+  hosts: HostSpec[];
+  'ssh-user': string;
+  'ssh-key': string;
+  'ssh-key-passphrase': string;
+  'known-hosts': KnownHostEntry[] | null;
+  'insecure-accept-any-host-key': boolean;
+  'jump-host': { host: string; port: number; user?: string; label: string } | string | null;
+  app: string;
+  'app-root': string;
+  'connect-timeout': number;
+  'command-idle-timeout': number;
+  'command-timeout': number;
+  'lock-timeout': number;
+}
+
+export interface Host {
+  spec: HostSpec;
+  conn: Connection;
+  layout: Layout;
+  roles: { api: boolean; worker: boolean; scheduler: boolean; migrate: boolean };
+  release?: () => Promise<void>;
+}
+
+export interface HostResult {
+  host: string;
+  ok: boolean;
+  error?: string;
+  [key: string]: unknown;
+}
+
+/**
+ * Roles when the hosts input names none: every host runs api and worker; the
+ * first also runs the single scheduler and the migrations.
+ */
+export function resolveRoles(hosts: HostSpec[]): Host['roles'][] {
+  const explicit = hosts.some((h) => h.roles.length > 0);
+  return hosts.map((h, i) => {
+    if (!explicit) return { api: true, worker: true, scheduler: i === 0, migrate: i === 0 };
+    const roles = h.roles.length ? h.roles : ['api', 'worker'];
+    return {
+      api: roles.includes('api'),
+      worker: roles.includes('worker'),
+      scheduler: roles.includes('scheduler'),
+      migrate: roles.includes('migrate'),
+    };
+  });
+}
+
+export function connectOptions(s: ConnectionSettings): ConnectOptions {
+  const jump = s['jump-host'] && typeof s['jump-host'] === 'object' ? s['jump-host'] : null;
+  return {
+    privateKey: s['ssh-key'],
+    passphrase: s['ssh-key-passphrase'] || undefined,
+    knownHosts: s['insecure-accept-any-host-key'] ? null : s['known-hosts'],
+    jump: jump
+      ? { host: jump.host, port: jump.port, user: jump.user ?? s['ssh-user'], label: jump.label }
+      : null,
+    connectTimeoutMs: s['connect-timeout'] * 1000,
+    idleTimeoutMs: s['command-idle-timeout'] * 1000,
+    commandTimeoutMs: s['command-timeout'] * 1000,
+  };
+}
+
+/** Connects to every host in parallel; if any fails, closes the others and throws. */
+export async function openHosts(s: ConnectionSettings, log: Log): Promise<Host[]> {
+  const options = connectOptions(s);
+  const roles = resolveRoles(s.hosts);
+  const results = await Promise.allSettled(
+    s.hosts.map((spec) =>
+      connect(
+        { host: spec.host, port: spec.port, user: spec.user ?? s['ssh-user'], label: spec.label },
+        options,
+        log,
+      ),
+    ),
+  );
+  const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed.length) {
+    await Promise.all(results.map((r) => (r.status === 'fulfilled' ? r.value.close() : undefined)));
+    throw new Error(
+      failed.map((f) => (f.reason instanceof Error ? f.reason.message : String(f.reason))).join('\n'),
+    );
+  }
+  return results.map((r, i) => ({
+    spec: s.hosts[i]!,
+    conn: (r as PromiseFulfilledResult<Connection>).value,
+    layout: layout(s.app, s['app-root']),
+    roles: roles[i]!,
+  }));
+}
+
+export function lockHolder(action: string): LockHolder {
+  const e = process.env;
+  const runUrl = e.GITHUB_RUN_ID
+    ? `${e.GITHUB_SERVER_URL ?? 'https://github.com'}/${e.GITHUB_REPOSITORY}/actions/runs/${e.GITHUB_RUN_ID}`
+    : '';
+  return {
+    action,
+    actor: e.GITHUB_ACTOR ?? e.USER ?? 'unknown',
+    runUrl,
+    startedAt: new Date().toISOString(),
+  };
+}
+
+/** Takes the app's deploy lock on a host; the returned function releases it. */
+export async function acquireLock(
+  host: Host,
+  holder: LockHolder,
+  waitSeconds: number,
+  log: Log,
+): Promise<() => Promise<void>> {
+  let buffer = '';
+  let settle: ((v: string | Error) => void) | null = null;
+  const outcome = new Promise<string | Error>((resolve) => (settle = resolve));
+  const session = host.conn.openSession(lockScript(host.layout, holder, waitSeconds), (text) => {
+    buffer += text;
+    let nl: number;
+    while ((nl = buffer.indexOf('\n')) >= 0) {
+      const line = buffer.slice(0, nl);
+      buffer = buffer.slice(nl + 1);
+      if (line.startsWith('WAITING'))
+        log.info(
+          `[${host.spec.label}] waiting for the deploy lock, held by ${line.slice(8) || 'another run'}`,
+        );
+      if (line.startsWith('STALE'))
+        log.warn(
+          `[${host.spec.label}] recovered a stale deploy lock left by a run that ended without releasing it: ${line.slice(6)}`,
+        );
+      if (line === 'LOCKED') settle?.('locked');
+    }
+  });
+  void session.done.then((r) => {
+    if (r.code === LOCK_EXIT_HELD) {
+      const held = (r.stdout.split('\n').find((l) => l.startsWith('HELD')) ?? 'HELD another run').slice(5);
+      settle?.(
+        new Error(
+          `${host.spec.label}: another deploy holds the lock of ${host.layout.app} and did not finish within ${waitSeconds} s: ${held}`,
+        ),
+      );
+    } else {
+      settle?.(
+        new Error(
+          `${host.spec.label}: could not take the deploy lock (exit ${r.code}): ${r.stderr.trim().slice(-500)}`,
+        ),
+      );
+    }
+  });
+  const result = await outcome;
+  if (result instanceof Error) {
+    session.stdin.end();
+    throw result;
+  }
+  // Heartbeat: the remote holder gives the lock up when these stop (run killed, network gone).
+  const beat = setInterval(() => session.stdin.write('\n'), 10000);
+  return async () => {
+    clearInterval(beat);
+    session.stdin.end('release\n');
+    await session.done;
+  };
+}
+
+/** Runs fn on every host in parallel and collects a result per host (one failure does not hide the others). */
+export async function onEachHost<T extends Record<string, unknown>>(
+  hosts: Host[],
+  fn: (host: Host) => Promise<T>,
+): Promise<(HostResult & Partial<T>)[]> {
+  return Promise.all(
+    hosts.map(async (host) => {
+      try {
+        return { host: host.spec.label, ok: true, ...(await fn(host)) };
+      } catch (err) {
+        return {
+          host: host.spec.label,
+          ok: false,
+          error: err instanceof Error ? err.message : String(err),
+        } as HostResult & Partial<T>;
+      }
+    }),
+  );
+}
+
+/** Connects, locks every host, runs fn, and always releases the locks and closes the connections. */
+export async function withHosts<T>(
+  s: ConnectionSettings,
+  log: Log,
+  action: string,
+  fn: (hosts: Host[]) => Promise<T>,
+  opts: { lock?: boolean } = {},
+): Promise<T> {
+  const hosts = await log.group(`Connecting to ${s.hosts.length} host(s)`, () => openHosts(s, log));
+  const releases: (() => Promise<void>)[] = [];
+  try {
+    if (opts.lock === false) return await fn(hosts);
+    const holder = lockHolder(action);
+    const locks = await Promise.allSettled(hosts.map((h) => acquireLock(h, holder, s['lock-timeout'], log)));
+    for (const l of locks) if (l.status === 'fulfilled') releases.push(l.value);
+    const failed = locks.find((l): l is PromiseRejectedResult => l.status === 'rejected');
+    if (failed) throw failed.reason;
+    return await fn(hosts);
+  } finally {
+    await Promise.allSettled(releases.map((r) => r()));
+    await Promise.all(hosts.map((h) => h.conn.close()));
+  }
+}

@@ -1,0 +1,144 @@
+// The release stage: a new release directory on every host, with only the
+// changed files sent, its virtualenv built or reused, and an import check.
+
+import type { Log } from '../log.js';
+import { buildScript, markScript, prepareScript, RELEASE_EXISTS_EXIT } from '../remote/release.js';
+import { RemoteError } from '../transport/ssh.js';
+import { onEachHost, type Host, type HostResult } from './hosts.js';
+import { buildManifest, packFiles, venvKey, type Manifest } from './source.js';
+
+export interface ReleaseSettings {
+  source: string;
+  exclude: string[];
+  'release-id': string;
+  requirements: string;
+  'shared-paths': string[];
+  python: string;
+  'pip-args': string[];
+  'system-site-packages': boolean;
+  'import-check': boolean;
+  'app-user': string;
+  'app-module': string;
+}
+
+export interface ReleaseOutcome {
+  releaseId: string;
+  results: (HostResult & {
+    previous?: string;
+    bytesUploaded?: number;
+    filesReused?: number;
+    filesSent?: number;
+    seconds?: number;
+  })[];
+}
+
+/** UTC YYYYMMDD_HHMMSS, the standard's release directory name. */
+export function timestampId(date = new Date()): string {
+  const p = (n: number) => String(n).padStart(2, '0');
+  return `${date.getUTCFullYear()}${p(date.getUTCMonth() + 1)}${p(date.getUTCDate())}_${p(date.getUTCHours())}${p(date.getUTCMinutes())}${p(date.getUTCSeconds())}`;
+}
+
+function metadata(releaseId: string, s: ReleaseSettings, manifest: Manifest): Record<string, unknown> {
+  const e = process.env;
+  return {
+    id: releaseId,
+    revision: e.GITHUB_SHA ?? '',
+    ref: e.GITHUB_REF ?? '',
+    run_url: e.GITHUB_RUN_ID
+      ? `${e.GITHUB_SERVER_URL ?? 'https://github.com'}/${e.GITHUB_REPOSITORY}/actions/runs/${e.GITHUB_RUN_ID}`
+      : '',
+    actor: e.GITHUB_ACTOR ?? e.USER ?? '',
+    created: new Date().toISOString(),
+    created_epoch: Date.now() / 1000,
+    files: manifest.files.length,
+    requirements: s.requirements,
+  };
+}
+
+async function releaseOnHost(
+  host: Host,
+  releaseId: string,
+  s: ReleaseSettings,
+  manifest: Manifest,
+  key: string,
+  log: Log,
+) {
+  const started = Date.now();
+  const l = host.layout;
+  const prepared = await host.conn.run(
+    prepareScript({ layout: l, releaseId, user: s['app-user'], sharedPaths: s['shared-paths'] }),
+    {
+      input: Buffer.from(JSON.stringify(manifest)),
+      what: 'preparing the release directory',
+    },
+  );
+  const previous = /^PREVIOUS (.*)$/m.exec(prepared.stdout)?.[1]?.trim() ?? '';
+  const staged = JSON.parse(prepared.stdout.trim().split('\n').pop() ?? '{}') as {
+    need: string[];
+    reused: number;
+  };
+  try {
+    const tarball = await packFiles(s.source, staged.need);
+    await host.conn.run(
+      buildScript({
+        layout: l,
+        releaseId,
+        user: s['app-user'],
+        hasUpload: tarball.length > 0,
+        python: s.python,
+        venvKey: key,
+        requirements: s.requirements,
+        pipArgs: s['pip-args'],
+        systemSitePackages: s['system-site-packages'],
+        sharedPaths: s['shared-paths'],
+        importCheck: s['import-check'] ? s['app-module'] : null,
+        metadata: metadata(releaseId, s, manifest),
+      }),
+      { input: tarball, stream: true, what: `building release ${releaseId}` },
+    );
+    return {
+      previous,
+      bytesUploaded: tarball.length,
+      filesSent: staged.need.length,
+      filesReused: staged.reused,
+      seconds: (Date.now() - started) / 1000,
+    };
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    await host.conn
+      .run(markScript(l, releaseId, 'failed', reason))
+      .catch((e) => log.warn(`could not mark ${releaseId} failed on ${host.spec.label}: ${e}`));
+    throw err;
+  }
+}
+
+/** Builds the release on every host; the same id everywhere. */
+export async function releaseStage(hosts: Host[], s: ReleaseSettings, log: Log): Promise<ReleaseOutcome> {
+  const manifest = await buildManifest(s.source, s.exclude);
+  const key = await venvKey(s.source, s.requirements, [
+    s.python,
+    ...s['pip-args'],
+    String(s['system-site-packages']),
+  ]);
+  const base = s['release-id'] || timestampId();
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const releaseId = attempt === 0 ? base : `${base}_${attempt + 1}`;
+    const results = await log.group(`Release ${releaseId} on ${hosts.length} host(s)`, () =>
+      onEachHost(hosts, (h) => releaseOnHost(h, releaseId, s, manifest, key, log)),
+    );
+    const taken = results.some((r) => !r.ok && r.error?.includes(`exit code ${RELEASE_EXISTS_EXIT}`));
+    if (taken && !s['release-id']) {
+      // The id is taken on some host: give back what we claimed and try the next name.
+      await Promise.all(
+        hosts.map((h, i) =>
+          results[i]?.ok
+            ? h.conn.run(markScript(h.layout, releaseId, 'failed', 'release id taken on another host'))
+            : null,
+        ),
+      );
+      continue;
+    }
+    return { releaseId, results };
+  }
+  throw new RemoteError(`could not find a free release id after ${base}`, '', null, '');
+}

@@ -1,0 +1,305 @@
+// The switch, verify and rollback stages over a set of hosts.
+
+import type { Log } from '../log.js';
+import { otherSlot, type Slot } from '../remote/layout.js';
+import { markScript } from '../remote/release.js';
+import { factsScript, parseFacts, switchScript, type HostFacts } from '../remote/switch.js';
+import { unitFiles } from '../remote/units.js';
+import {
+  cleanupScript,
+  listScript,
+  parseListing,
+  pickRollbackTarget,
+  planCleanup,
+  verifyScript,
+  type ReleaseListing,
+} from '../remote/verify.js';
+import { onEachHost, type Host, type HostResult } from './hosts.js';
+
+export interface ServiceSettings {
+  'app-user': string;
+  'app-module': string;
+  'uvicorn-args': string[];
+  'worker-command': string[];
+  'scheduler-command': string[];
+  'health-path': string;
+  'ready-timeout': number;
+  'server-name': string;
+}
+
+export interface VerifySettings {
+  'health-path': string;
+  'verify-path': string;
+  url: string;
+  'expect-status': number;
+  'expect-body': string;
+  'verify-timeout': number;
+  'verify-interval': number;
+  'worker-command': string[];
+  'scheduler-command': string[];
+}
+
+export interface SwitchResult extends HostResult {
+  previous?: string;
+  slot?: Slot;
+  seconds?: number;
+}
+
+/** The slot that should serve releaseId: the standby if it already runs it, the serving one if it is it, else the idle one. */
+export function chooseSlot(facts: HostFacts, releaseId: string): Slot {
+  const active = facts.activeSlot;
+  if (active && facts.slots[active].release === releaseId && facts.slots[active].active) return active;
+  const idle = otherSlot(active);
+  return idle;
+}
+
+export async function switchHost(
+  host: Host,
+  releaseId: string,
+  s: ServiceSettings,
+  log: Log,
+): Promise<SwitchResult> {
+  const started = Date.now();
+  const facts = parseFacts(
+    (await host.conn.run(factsScript(host.layout, releaseId), { what: 'reading the host state' })).stdout,
+  );
+  if (facts.targetStatus !== 'ready' && facts.targetStatus !== 'bad') {
+    throw new Error(
+      `release ${releaseId} is ${facts.targetStatus} on ${host.spec.label}, not a complete release: refusing to switch to it`,
+    );
+  }
+  if (!facts.nginx)
+    throw new Error(`nginx is not installed on ${host.spec.label}: run the provision action first`);
+  const slot = chooseSlot(facts, releaseId);
+  const units = unitFiles(
+    {
+      layout: host.layout,
+      user: s['app-user'],
+      appModule: s['app-module'],
+      uvicornArgs: s['uvicorn-args'],
+      workerCommand: s['worker-command'],
+      schedulerCommand: s['scheduler-command'],
+      gracefulShutdownFlag: facts.gracefulShutdownFlag,
+    },
+    { worker: host.roles.worker, scheduler: host.roles.scheduler },
+  );
+  const res = await host.conn.run(
+    switchScript({
+      layout: host.layout,
+      releaseId,
+      slot,
+      units,
+      healthPath: s['health-path'],
+      readyTimeout: s['ready-timeout'],
+      serverName: s['server-name'],
+      worker: host.roles.worker && s['worker-command'].length > 0,
+      scheduler: host.roles.scheduler && s['scheduler-command'].length > 0,
+    }),
+    { stream: true, what: `switching to ${releaseId}` },
+  );
+  const previous = /^PREVIOUS (.*)$/m.exec(res.stdout)?.[1]?.trim() ?? facts.current;
+  log.info(`[${host.spec.label}] ${releaseId} serves from the ${slot} slot (was ${previous || 'nothing'})`);
+  return { host: host.spec.label, ok: true, previous, slot, seconds: (Date.now() - started) / 1000 };
+}
+
+export interface FleetSwitch {
+  results: SwitchResult[];
+  /** Hosts returned to their previous release after a failure. */
+  reverted: string[];
+}
+
+/**
+ * Switches hosts one after another. When one fails, the hosts already switched
+ * go back to the release they had, so the fleet serves one release.
+ */
+export async function switchFleet(
+  hosts: Host[],
+  releaseId: string,
+  s: ServiceSettings,
+  log: Log,
+): Promise<FleetSwitch> {
+  const results: SwitchResult[] = [];
+  for (const host of hosts) {
+    try {
+      results.push(
+        await log.group(`Switch ${host.spec.label} to ${releaseId}`, () =>
+          switchHost(host, releaseId, s, log),
+        ),
+      );
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      results.push({ host: host.spec.label, ok: false, error: message });
+      const reverted = await revertHosts(hosts, results, s, log);
+      return { results, reverted };
+    }
+  }
+  return { results, reverted: [] };
+}
+
+/** Switches the hosts that did switch back to the release each had before. */
+export async function revertHosts(
+  hosts: Host[],
+  results: SwitchResult[],
+  s: ServiceSettings,
+  log: Log,
+): Promise<string[]> {
+  const reverted: string[] = [];
+  for (const r of results) {
+    if (!r.ok || !r.previous) continue;
+    const host = hosts.find((h) => h.spec.label === r.host)!;
+    try {
+      await log.group(`Revert ${host.spec.label} to ${r.previous}`, () =>
+        switchHost(host, r.previous!, s, log),
+      );
+      reverted.push(r.host);
+    } catch (err) {
+      log.error(
+        `could not revert ${r.host} to ${r.previous}: ${err instanceof Error ? err.message : String(err)}`,
+      );
+    }
+  }
+  return reverted;
+}
+
+export interface VerifyResult extends HostResult {
+  healthy?: boolean;
+  attempts?: number;
+  seconds?: number;
+  status?: number;
+  body?: string;
+}
+
+async function verifyUrl(
+  s: VerifySettings,
+): Promise<{ ok: boolean; attempts: number; seconds: number; status: number; body: string }> {
+  const started = Date.now();
+  const deadline = started + s['verify-timeout'] * 1000;
+  let attempts = 0;
+  for (;;) {
+    attempts++;
+    let status = 0;
+    let body = '';
+    try {
+      const res = await fetch(s.url, { redirect: 'manual', signal: AbortSignal.timeout(5000) });
+      status = res.status;
+      body = (await res.text()).slice(0, 4096);
+    } catch (err) {
+      body = err instanceof Error ? err.message : String(err);
+    }
+    const ok = status === s['expect-status'] && body.includes(s['expect-body']);
+    if (ok || Date.now() >= deadline)
+      return { ok, attempts, seconds: (Date.now() - started) / 1000, status, body: body.slice(0, 500) };
+    await new Promise((r) => setTimeout(r, s['verify-interval'] * 1000));
+  }
+}
+
+/** Health checks on every host (or of the URL from the runner), until healthy or timed out. */
+export async function verifyStage(hosts: Host[], s: VerifySettings, log: Log): Promise<VerifyResult[]> {
+  return log.group('Verify', async () => {
+    const results: VerifyResult[] = await onEachHost(hosts, async (host) => {
+      const units = [
+        host.roles.worker && s['worker-command'].length ? host.layout.units.worker : null,
+        host.roles.scheduler && s['scheduler-command'].length ? host.layout.units.scheduler : null,
+      ].filter((u): u is string => !!u);
+      const res = await host.conn.exec(
+        verifyScript({
+          layout: host.layout,
+          path: s['verify-path'] || s['health-path'],
+          timeout: s['verify-timeout'],
+          interval: s['verify-interval'],
+          expectStatus: s['expect-status'],
+          expectBody: s.url ? '' : s['expect-body'],
+          units,
+        }),
+        { what: 'health check', timeoutMs: (s['verify-timeout'] + 60) * 1000 },
+      );
+      const line = /^RESULT (.*)$/m.exec(res.stdout)?.[1] ?? '';
+      const parsed = line
+        ? (JSON.parse(line) as {
+            ok: boolean;
+            attempts: number;
+            seconds: number;
+            status: number;
+            body: string;
+          })
+        : null;
+      const down = /^UNITS_DOWN (.*)$/m.exec(res.stdout)?.[1];
+      if (res.code !== 0) {
+        const why = [
+          parsed && !parsed.ok
+            ? `${s['verify-path'] || s['health-path']} answered ${parsed.status || 'nothing'} after ${parsed.attempts} attempts: ${parsed.body.slice(0, 300)}`
+            : '',
+          down ? `units not active: ${down}` : '',
+          res.stderr.trim() ? `recent journal:\n${res.stderr.trim().split('\n').slice(-20).join('\n')}` : '',
+        ]
+          .filter(Boolean)
+          .join('\n');
+        throw new Error(`${host.spec.label} is unhealthy: ${why}`);
+      }
+      log.info(`[${host.spec.label}] healthy after ${parsed?.attempts} check(s), ${parsed?.seconds} s`);
+      return { healthy: true, attempts: parsed?.attempts ?? 0, seconds: parsed?.seconds ?? 0 };
+    });
+    if (s.url) {
+      const r = await verifyUrl(s);
+      log.info(`${s.url}: ${r.status} after ${r.attempts} attempt(s)`);
+      if (!r.ok) {
+        results.push({
+          host: s.url,
+          ok: false,
+          healthy: false,
+          attempts: r.attempts,
+          seconds: r.seconds,
+          error: `${s.url} answered ${r.status || 'nothing'} (expected ${s['expect-status']}${s['expect-body'] ? ` containing '${s['expect-body']}'` : ''}): ${r.body.slice(0, 300)}`,
+        });
+      } else results.push({ host: s.url, ok: true, healthy: true, attempts: r.attempts, seconds: r.seconds });
+    }
+    return results;
+  });
+}
+
+export async function listReleases(host: Host): Promise<ReleaseListing> {
+  return parseListing((await host.conn.run(listScript(host.layout), { what: 'listing releases' })).stdout);
+}
+
+/** Removes old releases and unused virtualenvs, keeping `keep` good ones plus current and the standby. */
+export async function cleanupStage(hosts: Host[], keep: number, log: Log): Promise<void> {
+  await onEachHost(hosts, async (host) => {
+    const plan = planCleanup(await listReleases(host), keep);
+    const res = await host.conn.run(cleanupScript(host.layout, plan), { what: 'cleanup' });
+    if (plan.releases.length || plan.venvs.length)
+      log.info(`[${host.spec.label}] ${res.stdout.trim().split('\n').join('; ')}`);
+    return {};
+  }).then((rs) =>
+    rs.filter((r) => !r.ok).forEach((r) => log.warn(`cleanup on ${r.host} failed: ${r.error}`)),
+  );
+}
+
+/** The rollback target, the same on every host: it must be a good release everywhere. */
+export async function rollbackTarget(
+  hosts: Host[],
+  requested: string,
+): Promise<{ target: string; from: string }> {
+  const listings = await Promise.all(hosts.map((h) => listReleases(h)));
+  const first = listings[0]!;
+  const pick = pickRollbackTarget(first, requested);
+  if ('error' in pick) throw new Error(`cannot roll back on ${hosts[0]!.spec.label}: ${pick.error}`);
+  listings.forEach((listing, i) => {
+    const r = listing.releases.find((x) => x.id === pick.target);
+    if (!r || r.status !== 'ready') {
+      throw new Error(
+        `cannot roll back to ${pick.target}: it is ${r ? r.status : 'missing'} on ${hosts[i]!.spec.label}`,
+      );
+    }
+  });
+  return { target: pick.target, from: first.links.current ?? '' };
+}
+
+export async function markBad(hosts: Host[], releaseId: string, reason: string, log: Log): Promise<void> {
+  await Promise.all(
+    hosts.map((h) =>
+      h.conn
+        .run(markScript(h.layout, releaseId, 'bad', reason))
+        .catch((e) => log.warn(`could not mark ${releaseId} bad on ${h.spec.label}: ${e}`)),
+    ),
+  );
+}

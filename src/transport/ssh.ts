@@ -1,0 +1,359 @@
+// The only module that talks SSH. One connection per host per run; every script
+// goes on stdin to bash with errexit, nounset and pipefail, and its exit code decides.
+
+import { NodeSSH, type Config } from 'node-ssh';
+import { randomBytes } from 'node:crypto';
+import { PassThrough, Readable } from 'node:stream';
+import type { Log } from '../log.js';
+import { pinnedAlgorithms, verifyHostKey, type KnownHostEntry } from '../inputs/known-hosts.js';
+
+export interface Endpoint {
+  host: string;
+  port: number;
+  user: string;
+  label: string;
+}
+
+export interface ConnectOptions {
+  privateKey: string;
+  passphrase?: string;
+  /** null: accept any host key (insecure-accept-any-host-key). */
+  knownHosts: KnownHostEntry[] | null;
+  jump?: Endpoint | null;
+  connectTimeoutMs: number;
+  idleTimeoutMs: number;
+  commandTimeoutMs: number;
+  /** Connection attempts before giving up (commands are never retried). */
+  attempts?: number;
+}
+
+export interface RunOptions {
+  /** Bytes that follow the script on stdin, for the script's last command to read. */
+  input?: Buffer | Readable;
+  /** Streams output live into the log, prefixed with the host. */
+  stream?: boolean;
+  idleTimeoutMs?: number;
+  timeoutMs?: number;
+  /** What the step is, for error messages. */
+  what?: string;
+}
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export class RemoteError extends Error {
+  constructor(
+    message: string,
+    readonly host: string,
+    readonly code: number | null,
+    readonly stderrTail: string,
+  ) {
+    super(message);
+    this.name = 'RemoteError';
+  }
+}
+
+export class HostKeyError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'HostKeyError';
+  }
+}
+
+function tail(text: string, lines = 20): string {
+  return text.trimEnd().split('\n').slice(-lines).join('\n');
+}
+
+/**
+ * Wraps a script so bash parses all of it before running any of it: data that
+ * follows on stdin is then read by the script's commands and never executed.
+ * With a token, the script's session id is written where a timeout can find it
+ * and stop everything the script started.
+ */
+export function wrapScript(script: string, token?: string): string {
+  const body = script.replace(/\r\n?/g, '\n');
+  const record = token
+    ? `mkdir -p ${SESSION_DIR} && read -r _ _ _ _ _ __metalship_sid _ < /proc/$$/stat && echo "$__metalship_sid" > ${SESSION_DIR}/${token}\n`
+    : '';
+  const forget = token ? `trap 'rm -f ${SESSION_DIR}/${token}' EXIT\n` : '';
+  return `set -euo pipefail\numask 022\n${record}${forget}__metalship_main() {\n${body}\n}\n{ __metalship_main; exit $?; }\n`;
+}
+
+const SESSION_DIR = '/run/metalship-sessions';
+
+/** Stops every process of a timed-out script (its whole session). */
+export function killSessionScript(token: string): string {
+  return `f=${SESSION_DIR}/${token}; if [ -s "$f" ]; then sid=$(cat "$f"); pkill -TERM -s "$sid" || true; sleep 1; pkill -KILL -s "$sid" || true; rm -f "$f"; fi`;
+}
+
+/** The remote command: bash reading the script from stdin, through sudo for non-root users. */
+export function remoteCommand(user: string): string {
+  return user === 'root' ? 'bash -se' : 'sudo -n -H -- bash -se';
+}
+
+export class Connection {
+  private closed = false;
+  private lostReason: string | null = null;
+
+  constructor(
+    readonly endpoint: Endpoint,
+    private readonly ssh: NodeSSH,
+    private readonly jump: NodeSSH | null,
+    private readonly options: ConnectOptions,
+    private readonly log: Log,
+  ) {
+    ssh.connection?.on('error', (err: Error) => {
+      this.lostReason = err.message;
+    });
+    ssh.connection?.on('close', () => {
+      if (!this.closed) this.lostReason ??= 'connection closed';
+    });
+  }
+
+  get label(): string {
+    return this.endpoint.label;
+  }
+
+  /** Runs a script; resolves with its output when it exits 0, throws RemoteError otherwise. */
+  async run(script: string, opts: RunOptions = {}): Promise<RunResult> {
+    const result = await this.exec(script, opts);
+    if (result.code !== 0) {
+      const what = opts.what ?? 'remote command';
+      throw new RemoteError(
+        this.log.redact(
+          `${what} failed on ${this.label} with exit code ${result.code}` +
+            (result.stderr.trim() ? `:\n${tail(result.stderr)}` : ''),
+        ),
+        this.label,
+        result.code,
+        this.log.redact(tail(result.stderr)),
+      );
+    }
+    return result;
+  }
+
+  /** Runs a script and resolves with its exit code whatever it is (timeouts and lost connections still throw). */
+  async exec(script: string, opts: RunOptions = {}): Promise<RunResult> {
+    if (this.lostReason)
+      throw new RemoteError(`connection to ${this.label} was lost: ${this.lostReason}`, this.label, null, '');
+    const what = opts.what ?? 'remote command';
+    const idleMs = opts.idleTimeoutMs ?? this.options.idleTimeoutMs;
+    const totalMs = opts.timeoutMs ?? this.options.commandTimeoutMs;
+    const token = randomBytes(8).toString('hex');
+    const wrapped = wrapScript(script, token);
+    const stdin = new PassThrough();
+    stdin.write(wrapped);
+    if (opts.input instanceof Readable) opts.input.pipe(stdin);
+    else {
+      if (opts.input) stdin.write(opts.input);
+      stdin.end();
+    }
+
+    let channel: import('ssh2').ClientChannel | null = null;
+    let timedOut: string | null = null;
+    let idleTimer: NodeJS.Timeout | undefined;
+    let abandon: () => void = () => {};
+    const abandoned = new Promise<null>((resolve) => (abandon = () => resolve(null)));
+    const stop = (reason: string) => {
+      timedOut = reason;
+      // Closing the channel does not stop the remote processes: kill the script's session.
+      void this.ssh
+        .execCommand(remoteCommand(this.endpoint.user), { stdin: wrapScript(killSessionScript(token)) })
+        .catch(() => undefined)
+        .finally(() => {
+          channel?.close();
+          setTimeout(abandon, 3000);
+        });
+    };
+    const armIdle = () => {
+      clearTimeout(idleTimer);
+      idleTimer = setTimeout(
+        () => stop(`printed nothing for ${Math.round(idleMs / 1000)} s (idle timeout)`),
+        idleMs,
+      );
+    };
+    const totalTimer = setTimeout(
+      () => stop(`ran longer than ${Math.round(totalMs / 1000)} s (command timeout)`),
+      totalMs,
+    );
+    armIdle();
+
+    const lineBuffers = { out: '', err: '' };
+    let stderrSoFar = '';
+    const emit = (kind: 'out' | 'err', chunk: Buffer) => {
+      armIdle();
+      if (kind === 'err') stderrSoFar = (stderrSoFar + chunk.toString('utf8')).slice(-20000);
+      if (!opts.stream) return;
+      lineBuffers[kind] += chunk.toString('utf8');
+      const lines = lineBuffers[kind].split('\n');
+      lineBuffers[kind] = lines.pop() ?? '';
+      for (const line of lines) this.log.info(`[${this.label}] ${line}`);
+    };
+
+    try {
+      const execution = this.ssh.execCommand(remoteCommand(this.endpoint.user), {
+        stdin,
+        noTrim: true,
+        onChannel: (c) => {
+          channel = c;
+        },
+        onStdout: (c) => emit('out', c),
+        onStderr: (c) => emit('err', c),
+      });
+      const res = (await Promise.race([execution, abandoned])) ?? {
+        code: null,
+        signal: null,
+        stdout: '',
+        stderr: '',
+      };
+      if (opts.stream) {
+        for (const rest of [lineBuffers.out, lineBuffers.err])
+          if (rest) this.log.info(`[${this.label}] ${rest}`);
+      }
+      if (timedOut) {
+        const stderr = res.stderr || stderrSoFar;
+        throw new RemoteError(
+          this.log.redact(
+            `${what} on ${this.label} ${timedOut}; its processes were stopped` +
+              (stderr.trim() ? `; last output:\n${tail(stderr)}` : ''),
+          ),
+          this.label,
+          null,
+          this.log.redact(tail(stderr)),
+        );
+      }
+      if (res.code === null) {
+        throw new RemoteError(
+          this.log.redact(
+            `${what} on ${this.label} ended without an exit code (${this.lostReason ?? (res.signal ? 'signal ' + res.signal : 'connection lost')})`,
+          ),
+          this.label,
+          null,
+          this.log.redact(tail(res.stderr)),
+        );
+      }
+      return { code: res.code, stdout: res.stdout, stderr: res.stderr };
+    } finally {
+      clearTimeout(idleTimer);
+      clearTimeout(totalTimer);
+    }
+  }
+
+  /**
+   * Starts a long-running script whose stdin stays open: it can wait for lines
+   * from us (a heartbeat) and notices when we end it or the connection drops.
+   */
+  openSession(
+    script: string,
+    onStdout: (text: string) => void,
+  ): { stdin: PassThrough; done: Promise<RunResult> } {
+    const stdin = new PassThrough();
+    stdin.write(wrapScript(script));
+    const done = this.ssh
+      .execCommand(remoteCommand(this.endpoint.user), {
+        stdin,
+        noTrim: true,
+        onStdout: (c) => onStdout(c.toString('utf8')),
+      })
+      .then((r) => ({ code: r.code ?? -1, stdout: r.stdout, stderr: r.stderr }));
+    return { stdin, done };
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.ssh.dispose();
+    this.jump?.dispose();
+  }
+}
+
+function hostVerifier(
+  entries: KnownHostEntry[] | null,
+  target: Endpoint,
+  log: Log,
+  onReject: (reason: string) => void,
+) {
+  return (key: Buffer): boolean => {
+    if (entries === null) return true;
+    const verdict = verifyHostKey(entries, target.host, target.port, key);
+    if (!verdict.ok) {
+      onReject(verdict.reason);
+      log.error(`Refusing ${target.label}: ${verdict.reason}`);
+    }
+    return verdict.ok;
+  };
+}
+
+async function connectOnce(
+  target: Endpoint,
+  options: ConnectOptions,
+  log: Log,
+  sock?: import('node:stream').Duplex,
+): Promise<NodeSSH> {
+  let rejection: string | null = null;
+  const algorithms = options.knownHosts ? pinnedAlgorithms(options.knownHosts, target.host, target.port) : [];
+  const config: Config = {
+    host: target.host,
+    port: target.port,
+    username: target.user,
+    privateKey: options.privateKey,
+    passphrase: options.passphrase || undefined,
+    readyTimeout: options.connectTimeoutMs,
+    keepaliveInterval: 10000,
+    keepaliveCountMax: 3,
+    hostVerifier: hostVerifier(options.knownHosts, target, log, (r) => (rejection = r)),
+    ...(algorithms.length ? { algorithms: { serverHostKey: algorithms as never } } : {}),
+    ...(sock ? { sock } : {}),
+  };
+  const ssh = new NodeSSH();
+  try {
+    await ssh.connect(config);
+  } catch (err) {
+    ssh.dispose();
+    if (rejection) throw new HostKeyError(`host key verification failed for ${target.label}: ${rejection}`);
+    throw err;
+  }
+  return ssh;
+}
+
+/** Connects with bounded retries for network errors; a host key mismatch is never retried. */
+export async function connect(target: Endpoint, options: ConnectOptions, log: Log): Promise<Connection> {
+  if (options.knownHosts === null) {
+    log.warn(
+      `Host key checking is off for ${target.label} (insecure-accept-any-host-key): anyone in between could impersonate it.`,
+    );
+  }
+  const attempts = options.attempts ?? 3;
+  let lastError: unknown;
+  for (let attempt = 1; attempt <= attempts; attempt++) {
+    let jump: NodeSSH | null = null;
+    try {
+      let sock: import('node:stream').Duplex | undefined;
+      if (options.jump) {
+        jump = await connectOnce(options.jump, options, log);
+        sock = await new Promise((resolve, reject) =>
+          jump!.connection!.forwardOut('127.0.0.1', 0, target.host, target.port, (err, stream) =>
+            err ? reject(err) : resolve(stream),
+          ),
+        );
+      }
+      const ssh = await connectOnce(target, options, log, sock);
+      return new Connection(target, ssh, jump, options, log);
+    } catch (err) {
+      jump?.dispose();
+      lastError = err;
+      if (err instanceof HostKeyError) throw err;
+      const message = err instanceof Error ? err.message : String(err);
+      if (/authentication methods failed|passphrase|Cannot parse privateKey|Unsupported key/i.test(message))
+        break;
+      if (attempt < attempts) {
+        log.info(`[${target.label}] connect attempt ${attempt} failed (${message}); retrying`);
+        await new Promise((r) => setTimeout(r, 1000 * attempt));
+      }
+    }
+  }
+  const message = lastError instanceof Error ? lastError.message : String(lastError);
+  throw new RemoteError(`could not connect to ${target.label}: ${message}`, target.label, null, '');
+}

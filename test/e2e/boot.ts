@@ -1,0 +1,29 @@
+// Boots (or shuts down) the e2e suite's test hosts; run by global-setup through
+// tsx, since jest's global setup cannot import TypeScript modules.
+import { mkdir, writeFile } from 'node:fs/promises';
+import { bootHosts, buildImage, ensureKey, shutdownHosts } from '../support/hosts.js';
+import { STATE_FILE } from '../support/e2e.js';
+
+export const E2E_HOSTS = [
+  { name: 'ms-e1', index: 11 },
+  { name: 'ms-e2', index: 12 },
+];
+
+async function up(): Promise<void> {
+  const started = Date.now();
+  // Whatever an earlier, killed run left of these hosts goes first.
+  await shutdownHosts(E2E_HOSTS.map((h) => h.name));
+  await buildImage('full');
+  const imageSeconds = (Date.now() - started) / 1000;
+  await mkdir('/run/metalship-e2e', { recursive: true });
+  const key = await ensureKey('/run/metalship-e2e/key');
+  const bootStarted = Date.now();
+  const hosts = await bootHosts(E2E_HOSTS, key);
+  await writeFile(STATE_FILE, JSON.stringify({ key, hosts }));
+  process.stdout.write(
+    `test hosts: image ready in ${imageSeconds.toFixed(1)} s, ${hosts.length} hosts booted in ${((Date.now() - bootStarted) / 1000).toFixed(1)} s\n`,
+  );
+}
+
+if (process.argv[2] === 'down') await shutdownHosts(E2E_HOSTS.map((h) => h.name));
+else await up();

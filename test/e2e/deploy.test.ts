@@ -1,0 +1,202 @@
+// The deploy path end to end on a real host, under a steady stream of requests:
+// deploy v1, v2, a v3 that fails verification (rolled back by itself), a
+// dispatched rollback to v1; then retention, the lock, and killed runs.
+import { spawn } from 'node:child_process';
+import { cp, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import {
+  connectionInputs,
+  e2eState,
+  onHost,
+  REPO,
+  RUNNER_NODE,
+  runBundle,
+  SAMPLE_APP,
+  sampleAppInputs,
+  type E2EState,
+} from '../support/e2e.js';
+import { startLoad } from '../support/load.js';
+
+const APP = 'shop';
+let state: E2EState;
+let source: string;
+let host: E2EState['hosts'][0];
+
+async function setVersion(version: string, flags: { failHealth?: boolean } = {}) {
+  await writeFile(path.join(source, 'version.py'), `VERSION = "${version}"\n`);
+  await rm(path.join(source, 'FAIL_HEALTH'), { force: true });
+  if (flags.failHealth) await writeFile(path.join(source, 'FAIL_HEALTH'), '');
+}
+
+function inputs(extra: Record<string, string> = {}) {
+  return {
+    ...connectionInputs(state, [host]),
+    ...sampleAppInputs(APP, source),
+    'expect-body': '{release}',
+    ...extra,
+  };
+}
+
+async function serving(): Promise<{ release: string; version: string }> {
+  const res = await fetch(`http://${host.address}/version`);
+  return (await res.json()) as { release: string; version: string };
+}
+
+beforeAll(async () => {
+  state = e2eState();
+  host = state.hosts[0]!;
+  source = await mkdtemp(path.join(tmpdir(), 'metalship-shop-'));
+  await cp(SAMPLE_APP, source, { recursive: true });
+  await onHost(
+    state,
+    host,
+    `mkdir -p /opt/${APP} && printf 'REDIS_URL=redis://127.0.0.1:6379/0\\n' > /opt/${APP}/.env`,
+  );
+});
+afterAll(async () => {
+  await rm(source, { recursive: true, force: true });
+});
+
+const ids: Record<string, string> = {};
+
+test('v1, v2, a failing v3 rolled back by itself, and a rollback to v1: zero failed requests', async () => {
+  await setVersion('v1');
+  const first = await runBundle('deploy', inputs());
+  expect(first.stdout).not.toMatch(/::error::/);
+  expect(first.code).toBe(0);
+  ids.v1 = first.outputs['release-id']!;
+  expect(await serving()).toEqual({ release: ids.v1, version: 'v1' });
+
+  const load = startLoad(`http://${host.address}/`, { workers: 4, pauseMs: 5 });
+  try {
+    await setVersion('v2');
+    const second = await runBundle('deploy', inputs());
+    expect(second.code).toBe(0);
+    ids.v2 = second.outputs['release-id']!;
+    expect(second.outputs['previous-release-id']).toBe(ids.v1);
+    expect(second.outputs.healthy).toBe('true');
+    expect(await serving()).toEqual({ release: ids.v2, version: 'v2' });
+
+    await setVersion('v3', { failHealth: true });
+    const third = await runBundle('deploy', inputs({ 'verify-path': '/version', 'verify-timeout': '3' }));
+    expect(third.code).toBe(1);
+    ids.v3 = third.outputs['release-id']!;
+    expect(third.outputs['rolled-back']).toBe('true');
+    expect(third.stdout).toMatch(
+      new RegExp(`${ids.v3} failed verification and was rolled back to ${ids.v2}`),
+    );
+    expect(third.stdout).toMatch(/\/version answered 500/);
+    expect(third.summary).toContain('**Why:**');
+    expect(await serving()).toEqual({ release: ids.v2, version: 'v2' });
+    expect((await onHost(state, host, `cat /opt/${APP}/releases/${ids.v3}/.metalship/status`)).trim()).toBe(
+      'bad',
+    );
+
+    const back = await runBundle('rollback', { ...inputs(), 'release-id': ids.v1 });
+    expect(back.code).toBe(0);
+    expect(back.outputs['release-id']).toBe(ids.v1);
+    expect(back.outputs['rolled-back-from']).toBe(ids.v2);
+    expect(await serving()).toEqual({ release: ids.v1, version: 'v1' });
+  } finally {
+    const report = await load.stop();
+    expect(report.requests).toBeGreaterThan(100);
+    expect(report.failures).toEqual({});
+    expect(report.failed).toBe(0);
+  }
+  // The rollback refuses a release marked bad, naming the candidates.
+  const refused = await runBundle('rollback', { ...inputs(), 'release-id': ids.v3 });
+  expect(refused.code).toBe(1);
+  expect(refused.stdout).toContain(`release ${ids.v3} is marked bad`);
+  expect(refused.stdout).toContain('good releases:');
+});
+
+test('the worker and exactly one scheduler run from the current release', async () => {
+  const out = await onHost(
+    state,
+    host,
+    `systemctl is-active ${APP}-worker ${APP}-scheduler; readlink /proc/$(systemctl show -p MainPID --value ${APP}-worker)/cwd`,
+  );
+  expect(out).toBe(`active\nactive\n/opt/${APP}/releases/${ids.v1}\n`);
+  // Each running sample scheduler registers itself in Redis and leaves on exit.
+  const schedulers = await onHost(state, host, `redis-cli scard ${APP}:scheduler:running`);
+  expect(schedulers.trim()).toBe('1');
+});
+
+test('six more deploys leave five good releases and current intact', async () => {
+  let last = '';
+  for (let i = 4; i <= 9; i++) {
+    await setVersion(`v${i}`);
+    const r = await runBundle('deploy', inputs());
+    expect(r.code).toBe(0);
+    last = r.outputs['release-id']!;
+  }
+  const statuses = await onHost(state, host, `cat /opt/${APP}/releases/*/.metalship/status | sort | uniq -c`);
+  expect(statuses.trim()).toBe('5 ready');
+  expect((await onHost(state, host, `readlink /opt/${APP}/current`)).trim()).toBe(
+    `/opt/${APP}/releases/${last}`,
+  );
+  expect(await serving()).toEqual({ release: last, version: 'v9' });
+  // Only the virtualenvs still used remain.
+  expect((await onHost(state, host, `ls /opt/${APP}/venvs | wc -l`)).trim()).toBe('1');
+});
+
+test('two deploys at once: the second waits, then fails naming the holder; nothing is corrupted', async () => {
+  await setVersion('v10');
+  let lockTaken: () => void = () => {};
+  const taken = new Promise<void>((r) => (lockTaken = r));
+  // The release group starts only once the lock is held.
+  const a = runBundle('deploy', inputs(), {
+    onOutput: (out) => out.includes('::group::Release') && lockTaken(),
+  });
+  await taken;
+  const b = await runBundle('deploy', inputs({ 'lock-timeout': '0' }));
+  const ra = await a;
+  expect(ra.code).toBe(0);
+  expect(b.code).toBe(1);
+  expect(b.stdout).toMatch(/another deploy holds the lock of shop .*deploy by e2e-tester since/);
+  expect(await serving()).toEqual({ release: ra.outputs['release-id'], version: 'v10' });
+});
+
+/** Starts a deploy and kills it (SIGKILL, like a cancelled runner) when its output matches. */
+async function killedDeploy(marker: RegExp): Promise<string> {
+  const env: Record<string, string> = {
+    PATH: process.env.PATH ?? '',
+    GITHUB_ACTIONS: 'true',
+    GITHUB_ACTOR: 'killed-run',
+  };
+  for (const [k, v] of Object.entries(inputs())) env[`INPUT_${k.toUpperCase()}`] = v;
+  const child = spawn(RUNNER_NODE, [path.join(REPO, 'dist/deploy/index.js')], {
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  await new Promise<void>((resolve) => {
+    child.stdout.on('data', (c: Buffer) => {
+      out += c.toString();
+      if (marker.test(out)) child.kill('SIGKILL');
+    });
+    child.on('close', () => resolve());
+  });
+  return out;
+}
+
+test.each([
+  ['upload', /::group::Release/],
+  ['switch', /starting \S+ in the (blue|green) slot/],
+])('a run killed during %s leaves a release serving, and a re-run succeeds', async (_phase, marker) => {
+  const load = startLoad(`http://${host.address}/`, { workers: 2, pauseMs: 10 });
+  await setVersion(`killed-${_phase}`);
+  await killedDeploy(marker);
+  // Whatever answers is a complete release: the one before, or the new one if the kill came after traffic moved.
+  const during = await serving();
+  expect(
+    (await onHost(state, host, `cat /opt/${APP}/releases/${during.release}/.metalship/status`)).trim(),
+  ).toBe('ready');
+  expect((await onHost(state, host, `cat /opt/${APP}/current/.metalship/status`)).trim()).toBe('ready');
+  const rerun = await runBundle('deploy', inputs());
+  expect(rerun.code).toBe(0);
+  expect(await serving()).toEqual({ release: rerun.outputs['release-id'], version: `killed-${_phase}` });
+  const report = await load.stop();
+  expect(report.failed).toBe(0);
+});

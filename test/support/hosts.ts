@@ -1,0 +1,258 @@
+// Node wrapper around test/hosts/testhosts.sh: real Debian test hosts
+// (systemd-nspawn containers, one network namespace each) for e2e tests, the
+// demo and the benchmark. Needs root. Only node: builtins.
+import { spawn } from 'node:child_process';
+import { access, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { constants, tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export interface TestHost {
+  name: string;
+  address: string;
+  port: number;
+  knownHosts: string;
+}
+
+export interface HostKeyPair {
+  privateKey: string;
+  privateKeyPath: string;
+  publicKeyPath: string;
+}
+
+export type ImageVariant = 'full' | 'bare';
+
+/** Absolute path of test/hosts/testhosts.sh. */
+export function testHostsScript(): string {
+  return fileURLToPath(new URL('../hosts/testhosts.sh', import.meta.url));
+}
+
+interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+const STDERR_TAIL = 8000;
+
+/** Set METALSHIP_HOSTS_VERBOSE=1 to see the script's progress (image builds take minutes). */
+function verbose(): boolean {
+  const v = process.env.METALSHIP_HOSTS_VERBOSE;
+  return v !== undefined && v !== '' && v !== '0';
+}
+
+function run(
+  command: string,
+  args: string[],
+  opts: { input?: string; timeoutMs?: number; echoStderr?: boolean } = {},
+): Promise<RunResult & { timedOut: boolean }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, {
+      stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+    });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    let timedOut = false;
+    let timer: NodeJS.Timeout | undefined;
+    if (opts.timeoutMs !== undefined) {
+      timer = setTimeout(() => {
+        timedOut = true;
+        child.kill('SIGKILL');
+      }, opts.timeoutMs);
+    }
+    child.stdout?.on('data', (b: Buffer) => out.push(b));
+    child.stderr?.on('data', (b: Buffer) => {
+      err.push(b);
+      if (opts.echoStderr) process.stderr.write(b);
+    });
+    child.on('error', (e) => {
+      if (timer) clearTimeout(timer);
+      reject(e);
+    });
+    child.on('close', (code, signal) => {
+      if (timer) clearTimeout(timer);
+      resolve({
+        code: code ?? (signal ? 128 + signalNumber(signal) : 1),
+        stdout: Buffer.concat(out).toString('utf8'),
+        stderr: Buffer.concat(err).toString('utf8'),
+        timedOut,
+      });
+    });
+    if (opts.input !== undefined && child.stdin) {
+      child.stdin.on('error', () => {
+        /* remote side closed early: its exit code tells the story */
+      });
+      child.stdin.end(opts.input);
+    }
+  });
+}
+
+function signalNumber(signal: NodeJS.Signals): number {
+  return constants.signals[signal] ?? 0;
+}
+
+async function script(args: string[], timeoutMs?: number): Promise<string> {
+  const r = await run('bash', [testHostsScript(), ...args], { timeoutMs, echoStderr: verbose() });
+  if (r.code !== 0 || r.timedOut) {
+    const tail = r.stderr.length > STDERR_TAIL ? '…' + r.stderr.slice(-STDERR_TAIL) : r.stderr;
+    const why = r.timedOut ? `timed out after ${timeoutMs} ms` : `exited with ${r.code}`;
+    throw new Error(`testhosts.sh ${args.join(' ')} ${why}:\n${tail.trimEnd()}`);
+  }
+  return r.stdout;
+}
+
+async function exists(p: string): Promise<boolean> {
+  try {
+    await access(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** An ed25519 key pair without passphrase in `dir` (made with ssh-keygen if absent). */
+export async function ensureKey(dir: string): Promise<HostKeyPair> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const privateKeyPath = path.resolve(dir, 'id_ed25519');
+  const publicKeyPath = `${privateKeyPath}.pub`;
+  if (!(await exists(privateKeyPath)) || !(await exists(publicKeyPath))) {
+    await rm(privateKeyPath, { force: true });
+    await rm(publicKeyPath, { force: true });
+    const r = await run('ssh-keygen', [
+      '-q',
+      '-t',
+      'ed25519',
+      '-N',
+      '',
+      '-C',
+      'metalship-test',
+      '-f',
+      privateKeyPath,
+    ]);
+    if (r.code !== 0) throw new Error(`ssh-keygen failed (${r.code}): ${r.stderr.trim()}`);
+  }
+  return { privateKey: await readFile(privateKeyPath, 'utf8'), privateKeyPath, publicKeyPath };
+}
+
+/** Build (or reuse from cache) the Debian 12 image; returns its rootfs path. */
+export async function buildImage(variant: ImageVariant = 'full'): Promise<string> {
+  const out = await script(['image', variant]);
+  const rootfs = out.trim().split('\n').pop();
+  if (!rootfs) throw new Error(`testhosts.sh image ${variant} printed no path`);
+  return rootfs;
+}
+
+function parseHost(out: string, name: string): TestHost {
+  const line = out
+    .trim()
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .pop();
+  if (!line) throw new Error(`testhosts.sh up ${name} printed no host description`);
+  const h = JSON.parse(line) as TestHost;
+  if (!h.address || !h.knownHosts || typeof h.port !== 'number') {
+    throw new Error(`testhosts.sh up ${name} printed an incomplete host description: ${line}`);
+  }
+  return h;
+}
+
+/**
+ * Boot hosts in parallel (the image is built or checked once first). If any host
+ * fails to come up, the others are shut down again and the error is thrown.
+ */
+export async function bootHosts(
+  specs: { name: string; index: number }[],
+  key: HostKeyPair,
+  opts: { variant?: ImageVariant; bindRo?: string[] } = {},
+): Promise<TestHost[]> {
+  const variant = opts.variant ?? 'full';
+  await buildImage(variant);
+  const extra = (opts.bindRo ?? []).flatMap((b) => ['--bind-ro', b]);
+  const results = await Promise.allSettled(
+    specs.map(async (s) =>
+      parseHost(
+        await script(['up', s.name, String(s.index), variant, '--pubkey', key.publicKeyPath, ...extra]),
+        s.name,
+      ),
+    ),
+  );
+  const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed.length > 0) {
+    // shut down only what this call booted: a failure may be "already up"
+    const booted = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value.name] : []));
+    await shutdownHosts(booted).catch(() => undefined);
+    const reasons = failed.map((f) => (f.reason instanceof Error ? f.reason.message : String(f.reason)));
+    throw new Error(`booting test hosts failed:\n${reasons.join('\n\n')}`);
+  }
+  return results.map((r) => (r as PromiseFulfilledResult<TestHost>).value);
+}
+
+/** Power off and remove the named hosts (idempotent). */
+export async function shutdownHosts(names: string[]): Promise<void> {
+  const results = await Promise.allSettled(names.map((n) => script(['down', n])));
+  const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed.length > 0) {
+    throw new Error(
+      failed.map((f) => (f.reason instanceof Error ? f.reason.message : String(f.reason))).join('\n'),
+    );
+  }
+}
+
+/** Remove every host left under /var/lib/metalship/hosts (also those of killed runs). */
+export async function cleanupAll(): Promise<void> {
+  await script(['down-all']);
+}
+
+/**
+ * Run `command` as root on the host with the system ssh client, strict host key
+ * checking against host.knownHosts. Never throws on a non-zero exit; a timeout
+ * kills ssh and yields code 124.
+ */
+export async function sshRun(
+  host: TestHost,
+  key: HostKeyPair,
+  command: string,
+  opts: { input?: string; timeoutMs?: number } = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'metalship-kh-'));
+  try {
+    const knownHostsPath = path.join(dir, 'known_hosts');
+    // known_hosts names a host on a port other than 22 as [address]:port
+    const knownHosts =
+      host.port === 22
+        ? host.knownHosts
+        : host.knownHosts.replace(/^(\S+)(?=\s)/gm, (h) => (h.startsWith('[') ? h : `[${h}]:${host.port}`));
+    await writeFile(knownHostsPath, knownHosts.trimEnd() + '\n', { mode: 0o600 });
+    const args = [
+      '-F',
+      '/dev/null',
+      '-i',
+      key.privateKeyPath,
+      '-p',
+      String(host.port),
+      '-o',
+      'BatchMode=yes',
+      '-o',
+      'IdentitiesOnly=yes',
+      '-o',
+      'StrictHostKeyChecking=yes',
+      '-o',
+      `UserKnownHostsFile=${knownHostsPath}`,
+      '-o',
+      'GlobalKnownHostsFile=/dev/null',
+      '-o',
+      'ConnectTimeout=5',
+      '-o',
+      'LogLevel=ERROR',
+      `root@${host.address}`,
+      command,
+    ];
+    const r = await run('ssh', args, { input: opts.input, timeoutMs: opts.timeoutMs });
+    if (r.timedOut) {
+      return { code: 124, stdout: r.stdout, stderr: `${r.stderr}ssh timed out after ${opts.timeoutMs} ms\n` };
+    }
+    return { code: r.code, stdout: r.stdout, stderr: r.stderr };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}

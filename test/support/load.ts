@@ -1,0 +1,67 @@
+// A steady stream of HTTP requests to a test host while something happens,
+// counting every answer that is not 200. Bounded in time and count; stops itself.
+
+import http from 'node:http';
+
+export interface LoadReport {
+  requests: number;
+  failed: number;
+  /** status (or error code) -> count, for the failures */
+  failures: Record<string, number>;
+  seconds: number;
+  /** Bodies seen, in order of first appearance (to see which release served). */
+  bodies: string[];
+}
+
+export interface Load {
+  stop(): Promise<LoadReport>;
+}
+
+function once(url: URL, agent: http.Agent): Promise<{ status: string; body: string }> {
+  return new Promise((resolve) => {
+    const req = http.get(url, { agent, timeout: 10000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (body += c));
+      res.on('end', () => resolve({ status: String(res.statusCode), body }));
+      res.on('error', (e: NodeJS.ErrnoException) => resolve({ status: e.code ?? 'error', body: '' }));
+    });
+    req.on('timeout', () => req.destroy(Object.assign(new Error('timeout'), { code: 'TIMEOUT' })));
+    req.on('error', (e: NodeJS.ErrnoException) => resolve({ status: e.code ?? 'error', body: '' }));
+  });
+}
+
+/** Starts `workers` loops of GET url, each pausing pauseMs between requests. */
+export function startLoad(
+  target: string,
+  opts: { workers?: number; pauseMs?: number; maxSeconds?: number; maxRequests?: number } = {},
+): Load {
+  const url = new URL(target);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: opts.workers ?? 4 });
+  const report: LoadReport = { requests: 0, failed: 0, failures: {}, seconds: 0, bodies: [] };
+  const started = Date.now();
+  const deadline = started + (opts.maxSeconds ?? 300) * 1000;
+  const maxRequests = opts.maxRequests ?? 200000;
+  let running = true;
+  const worker = async () => {
+    while (running && Date.now() < deadline && report.requests < maxRequests) {
+      const r = await once(url, agent);
+      report.requests++;
+      if (r.status !== '200') {
+        report.failed++;
+        report.failures[r.status] = (report.failures[r.status] ?? 0) + 1;
+      } else if (!report.bodies.includes(r.body)) report.bodies.push(r.body);
+      await new Promise((res) => setTimeout(res, opts.pauseMs ?? 5));
+    }
+  };
+  const all = Promise.all(Array.from({ length: opts.workers ?? 4 }, worker));
+  return {
+    async stop() {
+      running = false;
+      await all;
+      agent.destroy();
+      report.seconds = (Date.now() - started) / 1000;
+      return report;
+    },
+  };
+}

@@ -1,0 +1,35 @@
+// The action.yml files are generated from src/inputs: they must match, run on
+// node24, describe every input and output, and point at a bundle that exists.
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { parse } from 'yaml';
+import { ACTION_NAMES } from '../../src/inputs/actions.js';
+import { ACTION_FILES, renderActionYml } from '../../src/meta/action-yml.js';
+
+describe.each(ACTION_NAMES)('%s action.yml', (name) => {
+  const file = ACTION_FILES[name].path;
+  const text = readFileSync(file, 'utf8');
+  const doc = parse(text) as {
+    name: string;
+    description: string;
+    inputs: Record<string, { description: string; required: boolean }>;
+    outputs: Record<string, { description: string }>;
+    runs: { using: string; main: string };
+  };
+
+  test('is what npm run gen writes', () => expect(text).toBe(renderActionYml(name)));
+  test('runs its own bundle on node24', () => {
+    expect(doc.runs.using).toBe('node24');
+    expect(existsSync(path.join(path.dirname(file), doc.runs.main))).toBe(true);
+  });
+  test('describes every input and output', () => {
+    expect(doc.name).toBeTruthy();
+    expect(doc.description).toBeTruthy();
+    for (const [input, def] of Object.entries(doc.inputs)) {
+      expect([input, def.description.length > 10]).toEqual([input, true]);
+      expect(typeof def.required).toBe('boolean');
+    }
+    for (const [output, def] of Object.entries(doc.outputs))
+      expect([output, def.description.length > 10]).toEqual([output, true]);
+  });
+});

@@ -1,0 +1,71 @@
+import { execFileSync } from 'node:child_process';
+import { quote, raw, sh, ensureFile, writeFileAtomic } from '../../src/remote/sh.js';
+import { wrapScript } from '../../src/transport/ssh.js';
+
+const HOSTILE = [
+  `it's`,
+  '$(touch /tmp/pwned)',
+  '`id`',
+  'a\nb',
+  'x; rm -rf /',
+  '../../etc/passwd',
+  '"dq"',
+  '$HOME',
+  '\\',
+  '*',
+  ' lead',
+  '-n',
+];
+
+/** Runs a script with bash and returns its stdout. */
+function bash(script: string): string {
+  return execFileSync('bash', ['-c', script], { encoding: 'utf8' });
+}
+
+describe('shell quoting', () => {
+  test.each(HOSTILE)('a hostile value %j stays one literal word', (value) => {
+    expect(bash(sh`printf '%s' ${value}`)).toBe(value);
+  });
+
+  test('arrays become one quoted word per item', () => {
+    expect(bash(sh`printf '[%s]' ${['a b', "c'd", '$(x)']}`)).toBe("[a b][c'd][$(x)]");
+  });
+
+  test('raw() is the only way to pass shell syntax through', () => {
+    expect(bash(sh`x=1; echo ${raw('$x')} ${'$x'}`)).toBe('1 $x\n');
+  });
+
+  test('safe words are left bare, empty strings are quoted', () => {
+    expect(quote('/opt/app/releases/20250101_000000')).toBe('/opt/app/releases/20250101_000000');
+    expect(quote('')).toBe("''");
+  });
+
+  test('NUL bytes are refused', () => {
+    expect(() => quote('a\0b')).toThrow(/NUL/);
+  });
+
+  test('file writers keep content byte for byte, even with a heredoc delimiter inside', () => {
+    const content = `line $(id) \`x\`\nMETALSHIP_EOF\n'quoted'\n`;
+    const dir = execFileSync('mktemp', ['-d'], { encoding: 'utf8' }).trim();
+    bash(writeFileAtomic(`${dir}/a`, content, { mode: '600' }));
+    expect(bash(`cat ${dir}/a`)).toBe(content);
+    expect(bash(`stat -c %a ${dir}/a`).trim()).toBe('600');
+    expect(bash(ensureFile(`${dir}/b`, content))).toMatch(/changed/);
+    expect(bash(ensureFile(`${dir}/b`, content))).toBe('');
+    bash(`rm -rf ${dir}`);
+  });
+
+  test('wrapped scripts parse fully before running, so trailing data is never executed', () => {
+    const out = execFileSync('bash', ['-se'], {
+      input: wrapScript('head -c 5') + 'HELLO; touch /tmp/metalship-never',
+      encoding: 'utf8',
+    });
+    expect(out).toBe('HELLO');
+  });
+
+  test('wrapped scripts run with errexit, nounset and pipefail', () => {
+    for (const body of ['false\necho after', 'echo $UNSET_VAR_X', 'false | true\necho after']) {
+      expect(() => execFileSync('bash', ['-se'], { input: wrapScript(body), stdio: 'pipe' })).toThrow();
+    }
+  });
+});
