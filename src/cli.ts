@@ -7,6 +7,7 @@ import type { Field } from './inputs/fields.js';
 
 import { envInputs, runAction, type ActionOutcome } from './actions/run.js';
 import { release } from './actions/release.js';
+import { migrate } from './actions/migrate.js';
 import { switchRelease } from './actions/switch.js';
 import { verify } from './actions/verify.js';
 import { rollback } from './actions/rollback.js';
@@ -16,6 +17,7 @@ import type { Log } from './log.js';
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 const BODIES: Record<ActionName, (settings: any, log: Log) => Promise<ActionOutcome>> = {
   release,
+  migrate,
   switch: switchRelease,
   verify,
   rollback,

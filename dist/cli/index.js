@@ -63960,9 +63960,9 @@ function checkRelativePath(p) {
 function checkCommand(v) {
     const words = v.trim().split(/\s+/).filter(Boolean);
     for (const w of words) {
-        if (!/^[A-Za-z0-9_.:/=@,+%-]+$/.test(w)) {
+        if (!/^[A-Za-z0-9_.:/=@,+%{}-]+$/.test(w)) {
             return {
-                error: `word '${w.slice(0, 40)}' contains characters other than letters, digits and _.:/=@,+%-`,
+                error: `word '${w.slice(0, 40)}' contains characters other than letters, digits and _.:/=@,+%{}-`,
             };
         }
     }
@@ -64518,6 +64518,52 @@ const rollbackOnlyInputs = {
         expected: 'a release directory name, e.g. 20250127_120000, or empty',
     }),
 };
+const migrateHostField = pattern({
+    description: 'The one host that runs migrations (as written in hosts). Default: the host with the migrate role, else the first.',
+    default: '',
+    regex: /^[A-Za-z0-9_.:@[\]-]{0,300}$/,
+    expected: 'one of the hosts, as written in the hosts input',
+});
+const revisionCommandField = commandField('Command printing the schema revision (first word of its last line), run before and after migrating.', 'alembic current');
+const backupKeepField = fields_int({
+    description: 'Pre-migration backups to keep in {app-root}/shared/backups.',
+    default: '10',
+    min: 1,
+    max: 1000,
+});
+/** The migrate action's own inputs. */
+const migrateInputs = {
+    'release-id': switchOnlyInputs['release-id'],
+    command: commandField("Migration command, run in the release with its venv first on PATH and the app's .env, as the app user.", 'alembic upgrade head'),
+    'revision-command': revisionCommandField,
+    backup: bool({
+        description: 'Take a pg_dump -Fc of the app database (DATABASE_URL in .env) before migrating.',
+        default: 'true',
+    }),
+    'backup-keep': backupKeepField,
+    'migrate-host': migrateHostField,
+};
+/** How the deploy pipeline migrates (off unless migrate: true). */
+const deployMigrateInputs = {
+    migrate: bool({ description: 'Run database migrations between release and switch.', default: 'false' }),
+    'migrate-command': migrateInputs.command,
+    'revision-command': revisionCommandField,
+    'migrate-backup': bool({ description: 'Back the database up before migrating.', default: 'true' }),
+    'backup-keep': backupKeepField,
+    'migrate-host': migrateHostField,
+};
+/** The rollback's database downgrade (off unless migrate-down: true). */
+const rollbackMigrateInputs = {
+    'migrate-down': bool({
+        description: "Before switching back, downgrade the schema to the target release's recorded revision, running the newer release's code. Data written since may be lost.",
+        default: 'false',
+    }),
+    'downgrade-command': commandField('Downgrade command; {revision} stands for the target revision.', 'alembic downgrade {revision}'),
+    'revision-command': revisionCommandField,
+    backup: bool({ description: 'Back the database up before downgrading.', default: 'true' }),
+    'backup-keep': backupKeepField,
+    'migrate-host': migrateHostField,
+};
 const deployOnlyInputs = {
     'rollback-on-failure': bool({
         description: 'When verification fails after the switch, switch back to the previous release (the job still fails).',
@@ -64582,11 +64628,34 @@ const actions = {
             ...commonOutputs,
         },
     },
+    migrate: {
+        name: 'migrate',
+        title: 'metalship migrate',
+        description: 'Run database migrations for a release once (on one host), after a pg_dump backup, under a PostgreSQL advisory lock.',
+        inputs: { ...connectionInputs, 'app-user': serviceInputs['app-user'], ...migrateInputs },
+        outputs: {
+            'revision-before': {
+                description: 'Schema revision before the migration (empty for an empty database).',
+            },
+            'revision-after': { description: 'Schema revision after the migration.' },
+            'backup-path': {
+                description: 'The pre-migration backup on the migrate host (empty when backup is false).',
+            },
+            changed: { description: 'true when the revision changed.' },
+            ...commonOutputs,
+        },
+    },
     rollback: {
         name: 'rollback',
         title: 'metalship rollback',
         description: 'Switch back to the previous good release (or a named one), verify it, and mark the release left as bad.',
-        inputs: { ...connectionInputs, ...serviceInputs, ...rollbackOnlyInputs, ...verifyInputs },
+        inputs: {
+            ...connectionInputs,
+            ...serviceInputs,
+            ...rollbackOnlyInputs,
+            ...verifyInputs,
+            ...rollbackMigrateInputs,
+        },
         outputs: {
             'release-id': { description: 'The release now current.' },
             'rolled-back-from': { description: 'The release that was current before the rollback.' },
@@ -64597,7 +64666,14 @@ const actions = {
         name: 'deploy',
         title: 'metalship deploy',
         description: 'The whole deploy: release, switch, verify, and roll back automatically when verification fails.',
-        inputs: { ...connectionInputs, ...serviceInputs, ...releaseInputs, ...verifyInputs, ...deployOnlyInputs },
+        inputs: {
+            ...connectionInputs,
+            ...serviceInputs,
+            ...releaseInputs,
+            ...deployMigrateInputs,
+            ...verifyInputs,
+            ...deployOnlyInputs,
+        },
         outputs: {
             'release-id': { description: 'The release deployed.' },
             'previous-release-id': { description: 'The release that was current before.' },
@@ -67811,7 +67887,7 @@ async function run_runAction(name, body, raw = envInputs(), log = new Log()) {
 ;// CONCATENATED MODULE: ./src/remote/layout.ts
 // Where everything lives on a host: the standard's /opt/{app} tree plus
 // metalship's own state. One place, so scripts cannot disagree on a path.
-const SLOTS = ['blue', 'green'];
+const SLOTS = (/* unused pure expression or super */ null && (['blue', 'green']));
 function otherSlot(slot) {
     return slot === 'blue' ? 'green' : 'blue';
 }
@@ -69351,6 +69427,25 @@ def import_check(release, module, envfile):
             obj = getattr(obj, part)
     print('import ok: %s' % module)
 
+def exec_in_release(release, envfile, *command):
+    # Run a command the way the services run: in the release, with the .env values
+    # and the release's virtualenv first on PATH. exec keeps it in our session, so
+    # a timeout can stop it.
+    os.environ.update(read_env(envfile))
+    os.environ['PATH'] = os.path.join(release, '.venv', 'bin') + os.pathsep + os.environ.get('PATH', '/usr/bin:/bin')
+    os.environ['PYTHONUNBUFFERED'] = '1'
+    os.chdir(release)
+    os.execvpe(command[0], list(command), os.environ)
+
+def database_url(envfile):
+    # The app's DATABASE_URL as libpq understands it (SQLAlchemy's +driver suffix removed).
+    url = read_env(envfile).get('DATABASE_URL', '')
+    if not url:
+        sys.exit('DATABASE_URL is not set in %s' % envfile)
+    scheme, sep, rest = url.partition('://')
+    print(scheme.split('+')[0].replace('postgres', 'postgresql', 1) if scheme.split('+')[0] == 'postgres' else scheme.split('+')[0], end='')
+    print(sep + rest)
+
 class UnixHTTPConnection(http.client.HTTPConnection):
     def __init__(self, path, timeout):
         super().__init__('localhost', timeout=timeout)
@@ -69390,6 +69485,13 @@ def wait_ready(target, path, timeout, interval, status, expect):
             sys.exit(0 if ok else 1)
         time.sleep(float(interval))
 
+def read_text(path):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except Exception:
+        return ''
+
 def releases(root):
     out = []
     rdir = os.path.join(root, 'releases')
@@ -69420,13 +69522,13 @@ def releases(root):
                 created = 0
             venv = os.readlink(os.path.join(p, '.venv')) if os.path.islink(os.path.join(p, '.venv')) else ''
             out.append({'id': name, 'status': status, 'created': created, 'venv': os.path.basename(venv),
-                        'revision': meta.get('revision', ''), 'schema_revision': meta.get('schema_revision', '')})
+                        'revision': meta.get('revision', ''), 'schema_revision': read_text(os.path.join(p, '.metalship', 'schema-revision'))})
     venvs = sorted(os.listdir(os.path.join(root, 'venvs'))) if os.path.isdir(os.path.join(root, 'venvs')) else []
     print(json.dumps({'releases': out, 'links': links, 'venvs': venvs}))
 
 cmd, args = sys.argv[1], sys.argv[2:]
 {'link': link, 'stage-files': stage_files, 'check-files': check_files, 'import-check': import_check,
- 'wait-ready': wait_ready, 'releases': releases}[cmd](*args)
+ 'wait-ready': wait_ready, 'releases': releases, 'exec': exec_in_release, 'database-url': database_url}[cmd](*args)
 `;
 /** Script lines that define `mstool`, a shell function running the Python tool with python3. */
 function pyToolDefinition() {
@@ -69434,10 +69536,148 @@ function pyToolDefinition() {
     return `MSTOOL_SRC=$(cat ${doc.open}\n${doc.body}\n)\nmstool() { python3 -c "$MSTOOL_SRC" "$@"; }`;
 }
 
+;// CONCATENATED MODULE: ./src/remote/nginx.ts
+// nginx configuration for an app: the upstream (which api slot serves) and the
+// site. The deploy path owns the upstream; the site is provision's, with a
+// minimal HTTP site installed by the deploy when none exists yet.
+function upstreamName(l) {
+    return `${l.app.replace(/-/g, '_')}_api`;
+}
+/**
+ * http-level config: the upstream and the WebSocket map. The upstream is a link
+ * to the serving slot's socket; nginx opens the path for every upstream
+ * connection, so a switch renames the link and never reloads nginx (a reload
+ * closes clients' idle keep-alive connections, which some clients see as errors).
+ */
+function upstreamConf(l) {
+    return `# Managed by metalship.
+upstream ${upstreamName(l)} {
+    server unix:${l.apiLink} max_fails=0;
+}
+map $http_upgrade $metalship_${upstreamName(l)}_connection {
+    default upgrade;
+    '' close;
+}
+`;
+}
+function proxyLocation(l) {
+    return `    location / {
+        proxy_pass http://${upstreamName(l)};
+        proxy_http_version 1.1;
+        proxy_set_header Host $host;
+        proxy_set_header X-Real-IP $remote_addr;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_set_header Upgrade $http_upgrade;
+        proxy_set_header Connection $metalship_${upstreamName(l)}_connection;
+        proxy_connect_timeout 5s;
+        proxy_read_timeout 60s;
+        proxy_send_timeout 60s;
+    }`;
+}
+const securityHeaders = `    add_header X-Content-Type-Options nosniff always;
+    add_header X-Frame-Options SAMEORIGIN always;
+    add_header Referrer-Policy strict-origin-when-cross-origin always;`;
+function siteConf(l, s) {
+    const isDefault = s.serverName === '_';
+    const listen = (port, extra = '') => `    listen ${port}${extra}${isDefault ? ' default_server' : ''};\n    listen [::]:${port}${extra}${isDefault ? ' default_server' : ''};`;
+    const statics = s.staticDir
+        ? `    location /static/ {\n        alias ${s.staticDir}/;\n        expires 7d;\n        access_log off;\n    }\n`
+        : '';
+    const common = `    server_name ${s.serverName};
+    client_max_body_size 25m;
+    server_tokens off;
+${securityHeaders}
+${statics}${proxyLocation(l)}`;
+    if (!s.tls) {
+        return `# Managed by metalship (HTTP only: no domain configured).
+server {
+${listen(80)}
+${common}
+}
+`;
+    }
+    return `# Managed by metalship.
+server {
+${listen(80)}
+    server_name ${s.serverName};
+    location /.well-known/acme-challenge/ {
+        root /var/www/letsencrypt;
+    }
+    location / {
+        return 301 https://$host$request_uri;
+    }
+}
+server {
+${listen(443, ' ssl http2')}
+    ssl_certificate ${s.tls.certificate};
+    ssl_certificate_key ${s.tls.key};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_prefer_server_ciphers off;
+    ssl_session_cache shared:metalship_ssl:10m;
+    add_header Strict-Transport-Security "max-age=31536000" always;
+${common}
+}
+`;
+}
+
+;// CONCATENATED MODULE: ./src/remote/switch.ts
+// Blue/green switch on one host, in one script: start the release in the idle
+// api slot (or reuse the standby if it already runs it), wait until it is ready
+// on its own socket, then rename the socket link nginx connects through, point
+// `current` at the release and restart the worker and the single scheduler.
+// The old slot stays up as a warm standby, so a rollback to it is a rename.
+
+
+
+/** The api unit of the slot held in the shell variable `$slot`. */
+function apiUnitOf(l, slotVar) {
+    return `${sh `${l.app}`}-api@"${slotVar}".service`;
+}
+function switchScript(s) {
+    const l = s.layout;
+    const rel = l.release(s.releaseId);
+    const unitLines = Object.entries(s.units).map(([name, content]) => content === null
+        ? sh `if [ -f ${l.unitDir}/${name} ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${l.unitDir}/${name}; units_changed=1; fi`
+        : ensureFile(`${l.unitDir}/${name}`, content, {
+            mode: '644',
+            label: `unit ${name}`,
+            onChange: 'units_changed=1',
+        }));
+    const followers = [s.worker ? l.units.worker : null, s.scheduler ? l.units.scheduler : null].filter((u) => !!u);
+    const api = raw(apiUnitOf(l, '$slot'));
+    const standbyApi = raw(apiUnitOf(l, '$standby'));
+    return script(pyToolDefinition(), sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${s.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'command -v nginx >/dev/null 2>&1 || { echo "nginx is not installed: run the provision action first" >&2; exit 1; }', 
+    // The serving slot keeps serving; the release goes to the other one, unless the serving one already runs it.
+    sh `active=$(cat ${l.activeSlot} 2>/dev/null || true)`, 'case "$active" in blue) idle=green ;; green) idle=blue ;; *) active=""; idle=blue ;; esac', sh `slot_release() { basename "$(readlink ${l.slots}/"$1" 2>/dev/null)" 2>/dev/null || true; }`, sh `if [ -n "$active" ] && [ "$(slot_release "$active")" = ${s.releaseId} ] && systemctl is-active --quiet ${raw(apiUnitOf(l, '$active'))}; then slot=$active; else slot=$idle; fi`, 'if [ "$slot" = blue ]; then standby=green; else standby=blue; fi', 'echo "SLOT $slot"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 'nginx_changed=0', sh `if [ ! -e ${l.nginxSite} ]; then`, ensureFile(l.nginxSite, siteConf(l, { serverName: s.serverName, tls: null }), {
+        mode: '644',
+        label: 'nginx site',
+        onChange: 'nginx_changed=1',
+    }), sh `  ln -sfn ${l.nginxSite} ${l.nginxSiteEnabled}`, s.serverName === '_' ? sh `  rm -f /etc/nginx/sites-enabled/default` : null, 'fi', ensureFile(l.nginxUpstream, upstreamConf(l), {
+        mode: '644',
+        label: 'nginx upstream',
+        onChange: 'nginx_changed=1',
+    }), 
+    // A configuration nginx refuses (say a second default_server) fails the switch before anything moves.
+    'if [ "$nginx_changed" = 1 ] && ! nginx_errors=$(nginx -t 2>&1); then', sh `  if grep -q 'Managed by metalship (HTTP only' ${l.nginxSite} 2>/dev/null; then rm -f ${l.nginxSite} ${l.nginxSiteEnabled}; fi`, '  echo "nginx refuses the configuration for this app: $nginx_errors" >&2', '  echo "(with several apps on one server, give each its own server-name)" >&2', '  exit 1', 'fi', 
+    // Start the release beside the serving one (unless the slot already runs it, unchanged).
+    'was=$(slot_release "$slot")', sh `mstool link ${rel} ${l.slots}/"$slot"`, sh `if [ "$units_changed" = 1 ] || [ "$was" != ${s.releaseId} ] || ! systemctl is-active --quiet ${api}; then`, sh `  echo "starting ${s.releaseId} in the $slot slot"`, sh `  systemctl restart ${api}`, 'else', sh `  echo "the $slot slot already runs ${s.releaseId}"`, 'fi', sh `sock=/run/${l.app}-api-"$slot"/api.sock`, sh `if ! ready=$(mstool wait-ready "$sock" ${s.healthPath} ${s.readyTimeout} 0.1 200 ''); then`, '  echo "$ready" >&2', sh `  journalctl -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh `  systemctl stop ${api} || true`, sh `  echo "release ${s.releaseId} did not become ready in the $slot slot within ${s.readyTimeout} s; traffic stays on the serving release" >&2`, '  exit 1', 'fi', 'echo "READY $ready"', 
+    // Traffic moves only now, by renaming the socket link nginx connects through:
+    // requests already on the old slot finish there, new ones reach the new slot.
+    sh `mstool link "$sock" ${l.apiLink}`, sh `echo "$slot" > ${l.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh `prev=$(basename "$(readlink ${l.current} 2>/dev/null)" 2>/dev/null || true)`, sh `mstool link ${rel} ${l.current}`, sh `mstool link "$(readlink ${rel}/.venv)" ${l.venvLink}`, 'echo "PREVIOUS $prev"', 
+    // On boot only the serving slot starts; the standby is a warm spare for this boot only.
+    sh `systemctl enable --quiet ${l.units.target} ${api} ${followers}`, sh `systemctl disable --quiet ${standbyApi} 2>/dev/null || true`, followers.length ? sh `systemctl restart ${followers}` : null, sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${s.releaseId} ($slot slot) from \${prev:-nothing}" >> ${l.history}`);
+}
+/** Whether a release's uvicorn accepts --timeout-graceful-shutdown (0.21+); recorded at release time. */
+function uvicornFlagsScript(rel) {
+    return script(sh `if ${rel}/.venv/bin/python -c 'import importlib.util, os, sys; s = importlib.util.find_spec("uvicorn"); sys.exit(0 if s and "timeout_graceful_shutdown" in open(os.path.join(os.path.dirname(s.origin), "config.py")).read() else 1)' 2>/dev/null; then`, sh `  echo 'METALSHIP_UVICORN_FLAGS=--timeout-graceful-shutdown 30' > ${rel}/.metalship/uvicorn.env`, 'else', sh `  echo 'METALSHIP_UVICORN_FLAGS=' > ${rel}/.metalship/uvicorn.env`, 'fi');
+}
+
 ;// CONCATENATED MODULE: ./src/remote/release.ts
 // Scripts that build a release on a host: claim the directory and reuse
 // unchanged files from the previous release, then unpack the new files, build
 // (or reuse) the virtualenv, link shared paths, compile and import-check.
+
 
 
 const RELEASE_EXISTS_EXIT = 73;
@@ -69471,7 +69711,7 @@ function buildScript(s) {
     // One environment per distinct requirements, built at its final path and never moved.
     sh `if [ ! -f ${venv}/.metalship-complete ]; then`, sh `  rm -rf ${venv}`, sh `  echo "building virtualenv ${s.venvKey}"`, sh `  ${s.python} -m venv ${venvFlags} ${venv}`, s.requirements
         ? sh `  PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 ${venv}/bin/python -m pip install --no-input -r ${rel}/${s.requirements} ${s.pipArgs}`
-        : null, sh `  ${venv}/bin/python -m compileall -q ${venv} >/dev/null 2>&1 || true`, sh `  touch ${venv}/.metalship-complete`, 'else', sh `  echo "reusing virtualenv ${s.venvKey}"`, 'fi', sh `mstool link ${venv} ${rel}/.venv`, ...s.sharedPaths.map((p) => script(sh `if [ -e ${rel}/${p} ] && [ ! -L ${rel}/${p} ]; then rm -rf ${rel}/${p}; fi`, sh `mkdir -p "$(dirname ${rel}/${p})"`, sh `mstool link ${sharedTarget(l, p)} ${rel}/${p}`).trimEnd()), 
+        : null, sh `  ${venv}/bin/python -m compileall -q ${venv} >/dev/null 2>&1 || true`, sh `  touch ${venv}/.metalship-complete`, 'else', sh `  echo "reusing virtualenv ${s.venvKey}"`, 'fi', sh `mstool link ${venv} ${rel}/.venv`, uvicornFlagsScript(rel), ...s.sharedPaths.map((p) => script(sh `if [ -e ${rel}/${p} ] && [ ! -L ${rel}/${p} ]; then rm -rf ${rel}/${p}; fi`, sh `mkdir -p "$(dirname ${rel}/${p})"`, sh `mstool link ${sharedTarget(l, p)} ${rel}/${p}`).trimEnd()), 
     // Bytecode now: the services cannot write it (read-only code, ProtectSystem=strict).
     sh `${venv}/bin/python -m compileall -q -x '/[.]venv/' ${rel} >/dev/null`, sh `chmod -R u+rwX,go+rX,go-w ${rel}`, s.importCheck
         ? sh `runuser -u ${s.user} -- ${venv}/bin/python -c "$MSTOOL_SRC" import-check ${rel} ${s.importCheck} ${l.env}`
@@ -73242,166 +73482,168 @@ async function release(s, log) {
 }
 const run = () => runAction('release', release);
 
-;// CONCATENATED MODULE: ./src/remote/nginx.ts
-// nginx configuration for an app: the upstream (which api slot serves) and the
-// site. The deploy path owns the upstream; the site is provision's, with a
-// minimal HTTP site installed by the deploy when none exists yet.
-function upstreamName(l) {
-    return `${l.app.replace(/-/g, '_')}_api`;
-}
-/**
- * http-level config: the upstream and the WebSocket map. The upstream is a link
- * to the serving slot's socket; nginx opens the path for every upstream
- * connection, so a switch renames the link and never reloads nginx (a reload
- * closes clients' idle keep-alive connections, which some clients see as errors).
- */
-function upstreamConf(l) {
-    return `# Managed by metalship.
-upstream ${upstreamName(l)} {
-    server unix:${l.apiLink} max_fails=0;
-}
-map $http_upgrade $metalship_${upstreamName(l)}_connection {
-    default upgrade;
-    '' close;
-}
-`;
-}
-function proxyLocation(l) {
-    return `    location / {
-        proxy_pass http://${upstreamName(l)};
-        proxy_http_version 1.1;
-        proxy_set_header Host $host;
-        proxy_set_header X-Real-IP $remote_addr;
-        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-        proxy_set_header X-Forwarded-Proto $scheme;
-        proxy_set_header Upgrade $http_upgrade;
-        proxy_set_header Connection $metalship_${upstreamName(l)}_connection;
-        proxy_connect_timeout 5s;
-        proxy_read_timeout 60s;
-        proxy_send_timeout 60s;
-    }`;
-}
-const securityHeaders = `    add_header X-Content-Type-Options nosniff always;
-    add_header X-Frame-Options SAMEORIGIN always;
-    add_header Referrer-Policy strict-origin-when-cross-origin always;`;
-function siteConf(l, s) {
-    const isDefault = s.serverName === '_';
-    const listen = (port, extra = '') => `    listen ${port}${extra}${isDefault ? ' default_server' : ''};\n    listen [::]:${port}${extra}${isDefault ? ' default_server' : ''};`;
-    const statics = s.staticDir
-        ? `    location /static/ {\n        alias ${s.staticDir}/;\n        expires 7d;\n        access_log off;\n    }\n`
-        : '';
-    const common = `    server_name ${s.serverName};
-    client_max_body_size 25m;
-    server_tokens off;
-${securityHeaders}
-${statics}${proxyLocation(l)}`;
-    if (!s.tls) {
-        return `# Managed by metalship (HTTP only: no domain configured).
-server {
-${listen(80)}
-${common}
-}
-`;
-    }
-    return `# Managed by metalship.
-server {
-${listen(80)}
-    server_name ${s.serverName};
-    location /.well-known/acme-challenge/ {
-        root /var/www/letsencrypt;
-    }
-    location / {
-        return 301 https://$host$request_uri;
-    }
-}
-server {
-${listen(443, ' ssl http2')}
-    ssl_certificate ${s.tls.certificate};
-    ssl_certificate_key ${s.tls.key};
-    ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_prefer_server_ciphers off;
-    ssl_session_cache shared:metalship_ssl:10m;
-    add_header Strict-Transport-Security "max-age=31536000" always;
-${common}
-}
-`;
-}
-
-;// CONCATENATED MODULE: ./src/remote/switch.ts
-// Blue/green switch on one host: start the release in the idle api slot, wait
-// until it is ready on its own socket, point nginx at it (graceful reload), then
-// point `current` at it and restart the worker and the single scheduler. The
-// old slot stays up as a warm standby, so a rollback to it needs no restart.
+;// CONCATENATED MODULE: ./src/remote/migrate.ts
+// Database migrations for a release, on one host: back the database up, then
+// run the migration command in the release (its venv, the app's .env, as the
+// app user) while a PostgreSQL advisory lock keeps every other migration of
+// the app waiting. Schema revisions before and after are recorded.
 
 
-
-
-/** Reads what the switch needs to know about a host, in one round trip. */
-function factsScript(l, releaseId) {
-    const rel = l.release(releaseId);
-    return script(sh `echo "ACTIVE $(cat ${l.activeSlot} 2>/dev/null || true)"`, ...SLOTS.map((s) => sh `echo "SLOT ${s} $(basename "$(readlink ${l.slot(s)} 2>/dev/null)" 2>/dev/null || true) $(systemctl is-active ${l.units.api(s)} 2>/dev/null || true)"`), sh `echo "CURRENT $(basename "$(readlink ${l.current} 2>/dev/null)" 2>/dev/null || true)"`, sh `echo "STATUS $(cat ${rel}/.metalship/status 2>/dev/null || echo missing)"`, 'echo "NGINX $(command -v nginx >/dev/null 2>&1 && echo yes || echo no)"', 
-    // uvicorn learnt --timeout-graceful-shutdown in 0.21; older ones refuse unknown flags.
-    sh `if [ -x ${rel}/.venv/bin/python ] && ${rel}/.venv/bin/python -c 'import os, uvicorn; import sys; sys.exit(0 if "timeout_graceful_shutdown" in open(os.path.join(os.path.dirname(uvicorn.__file__), "config.py")).read() else 1)' 2>/dev/null; then echo "GRACEFUL yes"; else echo "GRACEFUL no"; fi`);
-}
-function parseFacts(stdout) {
-    const facts = {
-        activeSlot: null,
-        slots: { blue: { release: '', active: false }, green: { release: '', active: false } },
-        current: '',
-        targetStatus: 'missing',
-        nginx: false,
-        gracefulShutdownFlag: false,
-    };
-    for (const line of stdout.split('\n')) {
-        const [key, ...rest] = line.trim().split(/\s+/);
-        if (key === 'ACTIVE')
-            facts.activeSlot = rest[0] === 'blue' || rest[0] === 'green' ? rest[0] : null;
-        if (key === 'SLOT' && (rest[0] === 'blue' || rest[0] === 'green')) {
-            const hasRelease = rest.length >= 3;
-            facts.slots[rest[0]] = {
-                release: hasRelease ? (rest[1] ?? '') : '',
-                active: rest[rest.length - 1] === 'active',
-            };
-        }
-        if (key === 'CURRENT')
-            facts.current = rest[0] ?? '';
-        if (key === 'STATUS')
-            facts.targetStatus = rest[0] ?? 'missing';
-        if (key === 'NGINX')
-            facts.nginx = rest[0] === 'yes';
-        if (key === 'GRACEFUL')
-            facts.gracefulShutdownFlag = rest[0] === 'yes';
-    }
-    return facts;
-}
-function switchScript(s) {
+const MIGRATE_LOCK_EXIT = 76;
+const MIGRATION_FAILED_EXIT = 77;
+/** The shell fragments every migration script shares: the tool, the app runner, the database URL. */
+function prelude(s) {
     const l = s.layout;
     const rel = l.release(s.releaseId);
-    const api = l.units.api(s.slot);
-    const other = l.units.api(s.slot === 'blue' ? 'green' : 'blue');
-    const unitLines = Object.entries(s.units).map(([name, content]) => content === null
-        ? sh `if [ -f ${l.unitDir}/${name} ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${l.unitDir}/${name}; units_changed=1; fi`
-        : ensureFile(`${l.unitDir}/${name}`, content, {
-            mode: '644',
-            label: `unit ${name}`,
-            onChange: 'units_changed=1',
-        }));
-    const followers = [s.worker ? l.units.worker : null, s.scheduler ? l.units.scheduler : null].filter((u) => !!u);
-    return script(pyToolDefinition(), sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${s.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'command -v nginx >/dev/null 2>&1 || { echo "nginx is not installed: run the provision action first" >&2; exit 1; }', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 'nginx_site_new=0', sh `if [ ! -e ${l.nginxSite} ]; then`, ensureFile(l.nginxSite, siteConf(l, { serverName: s.serverName, tls: null }), {
-        mode: '644',
-        label: 'nginx site',
-        onChange: 'nginx_site_new=1',
-    }), sh `  ln -sfn ${l.nginxSite} ${l.nginxSiteEnabled}`, s.serverName === '_' ? sh `  rm -f /etc/nginx/sites-enabled/default` : null, 'fi', 
-    // Start the release beside the serving one (unless the standby already runs it, unchanged).
-    sh `was=$(basename "$(readlink ${l.slot(s.slot)} 2>/dev/null)" 2>/dev/null || true)`, sh `mstool link ${rel} ${l.slot(s.slot)}`, sh `if [ "$units_changed" = 1 ] || [ "$was" != ${s.releaseId} ] || ! systemctl is-active --quiet ${api}; then`, sh `  echo "starting ${s.releaseId} in the ${s.slot} slot"`, sh `  systemctl restart ${api}`, 'else', sh `  echo "the ${s.slot} slot already runs ${s.releaseId}"`, 'fi', sh `if ! ready=$(mstool wait-ready ${l.apiSocket(s.slot)} ${s.healthPath} ${s.readyTimeout} 0.1 200 ''); then`, '  echo "$ready" >&2', sh `  journalctl -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh `  systemctl stop ${api} || true`, sh `  echo "release ${s.releaseId} did not become ready in the ${s.slot} slot within ${s.readyTimeout} s; traffic stays on the serving release" >&2`, '  exit 1', 'fi', 'echo "READY $ready"', 
-    // Traffic moves only now, by renaming the socket link nginx connects through:
-    // requests already on the old slot finish there, new ones reach the new slot.
-    sh `mkdir -p ${l.runDir}`, sh `mstool link ${l.apiSocket(s.slot)} ${l.apiLink}`, sh `echo ${s.slot} > ${l.activeSlot}`, 'nginx_changed=$nginx_site_new', ensureFile(l.nginxUpstream, upstreamConf(l), {
-        mode: '644',
-        label: 'nginx upstream',
-        onChange: 'nginx_changed=1',
-    }), 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then nginx -t -q && systemctl reload nginx; fi', sh `prev=$(basename "$(readlink ${l.current} 2>/dev/null)" 2>/dev/null || true)`, sh `mstool link ${rel} ${l.current}`, sh `mstool link "$(readlink ${rel}/.venv)" ${l.venvLink}`, sh `systemctl enable --quiet ${l.units.target} ${api} ${followers}`, sh `systemctl disable --quiet ${other} 2>/dev/null || true`, followers.length ? sh `systemctl restart ${followers}` : null, 'echo "PREVIOUS $prev"', sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${s.releaseId} (${s.slot} slot) from \${prev:-nothing}" >> ${l.history}`);
+    return script(pyToolDefinition(), sh `rel=${rel}`, sh `if [ ! -x "$rel/.venv/bin/python" ]; then echo "release ${s.releaseId} is not a complete release on this host" >&2; exit 1; fi`, sh `url=$(mstool database-url ${l.env})`, sh `run_app() { runuser -u ${s.user} -- python3 -c "$MSTOOL_SRC" exec "$rel" ${l.env} "$@"; }`, 
+    // The revision is the first word of the last line the revision command prints (alembic current: "0002 (head)").
+    sh `revision() { { run_app ${s.revisionCommand} 2>/dev/null || true; } | awk 'NF { last = $1 } END { print last }'; }`);
 }
+/** Takes the app's migration advisory lock in a psql session that lives until the script ends. */
+function advisoryLock(s) {
+    const key = `metalship-migrate:${s.layout.app}`;
+    const holderQuery = sh `SELECT a.application_name || ' (pid ' || a.pid || ', since ' || to_char(a.backend_start, 'YYYY-MM-DD HH24:MI:SS TZ') || ')' FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND a.application_name LIKE 'metalship-migrate%' LIMIT 1`;
+    return script(sh `holder=$(psql "$url" -qAtX -c ${holderQuery} 2>/dev/null || true)`, sh `if [ -n "$holder" ]; then echo "waiting for the migration lock ${key}, held by $holder"; fi`, sh `coproc LOCK { PGAPPNAME=${`metalship-migrate ${s.releaseId} by ${s.actor}`.slice(0, 63)} psql "$url" -qAtX -v ON_ERROR_STOP=1 2>&1; }`, sh `printf '%s\n' ${`SET lock_timeout = '${s.lockTimeout}s';`} ${`SELECT 'LOCKED' FROM pg_advisory_lock(hashtext('${key}'));`} >&"\${LOCK[1]}"`, 'IFS= read -r locked <&"${LOCK[0]}" || locked=""', 'if [ "$locked" != LOCKED ]; then', sh `  echo "another migration of ${s.layout.app} holds the lock ${key} and did not finish within ${s.lockTimeout} s: \${holder:-unknown holder} (\${locked})" >&2`, `  exit ${MIGRATE_LOCK_EXIT}`, 'fi', sh `echo "took the migration lock ${key}"`);
+}
+function backupStep(s) {
+    if (!s.backup)
+        return null;
+    const dir = `${s.layout.shared}/backups`;
+    return script(sh `install -d -m 700 ${dir}`, sh `backup=${dir}/${`${s.layout.app}_${s.releaseId}_${s.backup.label}.dump`}`, 'pg_dump -Fc --no-owner -f "$backup.tmp" "$url"', 'mv -f "$backup.tmp" "$backup"', 'chmod 600 "$backup"', 'sum=$(sha256sum "$backup" | cut -d" " -f1)', 'echo "$sum  $(basename "$backup")" > "$backup.sha256"', 'echo "BACKUP $backup $sum $(stat -c %s "$backup")"', 
+    // Bounded retention: the newest `keep` pre-migration backups stay.
+    sh `ls -1t ${dir}/*.dump 2>/dev/null | tail -n +${s.backup.keep + 1} | while IFS= read -r old; do rm -f -- "$old" "$old.sha256"; echo "removed old backup $old"; done`);
+}
+function migrateScript(s) {
+    return script(prelude(s), advisoryLock(s), 'before=$(revision)', 'echo "REVISION_BEFORE ${before}"', backupStep(s), sh `echo "running: ${s.command.join(' ')}"`, sh `if ! run_app ${s.command}; then echo "REVISION_AFTER $(revision)"; echo "the migration command failed" >&2; exit ${MIGRATION_FAILED_EXIT}; fi`, 'after=$(revision)', 'echo "REVISION_AFTER ${after}"', s.recordIn
+        ? sh `printf '%s\n' "$after" > ${s.layout.release(s.recordIn)}/.metalship/schema-revision`
+        : null, sh `printf '%s\n' "$(date -u +%FT%TZ) migrated ${s.releaseId}: \${before:-none} -> \${after:-none}" >> ${s.layout.history}`, 'printf "%s\\n" "SELECT pg_advisory_unlock_all();" "\\\\q" >&"${LOCK[1]}" || true');
+}
+function parseMigrateOutput(stdout) {
+    const get = (key) => new RegExp(`^${key} ?(.*)$`, 'm').exec(stdout)?.[1]?.trim() ?? '';
+    const [backupPath = '', backupSha256 = '', bytes = '0'] = get('BACKUP').split(' ');
+    return {
+        before: get('REVISION_BEFORE'),
+        after: get('REVISION_AFTER'),
+        backupPath,
+        backupSha256,
+        backupBytes: Number(bytes),
+    };
+}
+
+;// CONCATENATED MODULE: ./src/stages/migrate.ts
+// The migrate stage: once per deploy, on one host.
+
+
+
+
+/** The host that migrates: the one named, else the one with the migrate role, else the first. */
+function pickMigrateHost(hosts, named) {
+    if (named) {
+        const host = hosts.find((h) => h.spec.label === named || h.spec.host === named);
+        if (!host)
+            throw new Error(`migrate-host '${named}' is not one of the hosts (${hosts.map((h) => h.spec.label).join(', ')})`);
+        return host;
+    }
+    return hosts.find((h) => h.roles.migrate) ?? hosts[0];
+}
+async function migrateOnHost(host, releaseId, s, log) {
+    try {
+        const res = await host.conn.run(migrateScript({
+            layout: host.layout,
+            releaseId,
+            user: s['app-user'],
+            command: s.command,
+            revisionCommand: s['revision-command'],
+            recordIn: releaseId,
+            backup: s.backup ? { label: 'pre-migrate', keep: s['backup-keep'] } : null,
+            lockTimeout: s['lock-timeout'],
+            actor: lockHolder('migrate').actor,
+        }), { stream: true, what: `migrating for ${releaseId}` });
+        const out = parseMigrateOutput(res.stdout);
+        log.info(`[${host.spec.label}] schema ${out.before || 'empty'} -> ${out.after || 'empty'}`);
+        return out;
+    }
+    catch (err) {
+        if (err instanceof RemoteError && err.code === MIGRATE_LOCK_EXIT)
+            throw err;
+        // A failed migration: the release must never be switched to.
+        const reason = err instanceof RemoteError && err.code === MIGRATION_FAILED_EXIT
+            ? `migration failed:\n${err.stderrTail}`
+            : String(err);
+        await host.conn.run(markScript(host.layout, releaseId, 'failed', reason)).catch(() => undefined);
+        throw err;
+    }
+}
+/** Downgrades the schema to `revision`, running the code of the release being left. */
+async function downgradeOnHost(host, fromRelease, revision, s, log) {
+    const res = await host.conn.run(migrateScript({
+        layout: host.layout,
+        releaseId: fromRelease,
+        user: s['app-user'],
+        command: s['downgrade-command'].map((w) => w.replaceAll('{revision}', revision)),
+        revisionCommand: s['revision-command'],
+        recordIn: null,
+        backup: s.backup ? { label: 'pre-downgrade', keep: s['backup-keep'] } : null,
+        lockTimeout: s['lock-timeout'],
+        actor: lockHolder('rollback').actor,
+    }), { stream: true, what: `downgrading the schema to ${revision}` });
+    const out = parseMigrateOutput(res.stdout);
+    log.info(`[${host.spec.label}] schema ${out.before || 'empty'} -> ${out.after || 'empty'}`);
+    if (out.after !== revision)
+        throw new Error(`the downgrade left the schema at '${out.after}', not at ${revision}`);
+    return out;
+}
+/** Marks a release failed on every host (a failed migration means no host may switch to it). */
+async function markFailedEverywhere(hosts, releaseId, reason) {
+    await Promise.all(hosts.map((h) => h.conn.run(markScript(h.layout, releaseId, 'failed', reason)).catch(() => undefined)));
+}
+
+;// CONCATENATED MODULE: ./src/actions/migrate.ts
+
+
+
+
+
+async function migrate(s, log) {
+    // Migrations are serialised by a PostgreSQL advisory lock, which holds across hosts and
+    // runners; the per-host deploy lock is not taken, so a waiting migration shows that lock.
+    return withHosts(s, log, 'migrate', async (hosts) => {
+        const host = pickMigrateHost(hosts, s['migrate-host']);
+        try {
+            const out = await log.group(`Migrate on ${host.spec.label}`, () => migrateOnHost(host, s['release-id'], s, log));
+            const result = { host: host.spec.label, ok: true, before: out.before, after: out.after, backup: out.backupPath };
+            return {
+                outputs: {
+                    'revision-before': out.before,
+                    'revision-after': out.after,
+                    'backup-path': out.backupPath,
+                    changed: String(out.before !== out.after),
+                },
+                results: [result],
+                summary: `Migrations for **${s['release-id']}** on ${host.spec.label}: ${out.before || 'empty'} → ${out.after || 'empty'}` +
+                    (out.backupPath ? `\n\nBackup first: \`${out.backupPath}\` (${out.backupBytes} bytes, sha256 ${out.backupSha256.slice(0, 16)}…)` : '') +
+                    '\n\n' +
+                    resultsTable([result], [
+                        ['before', 'before'],
+                        ['after', 'after'],
+                    ]),
+            };
+        }
+        catch (err) {
+            const message = err instanceof Error ? err.message : String(err);
+            // A migration that never ran (the lock was busy) says nothing about the release.
+            if (!(err instanceof RemoteError && err.code === MIGRATE_LOCK_EXIT))
+                await markFailedEverywhere(hosts, s['release-id'], message);
+            return {
+                outputs: { 'revision-before': '', 'revision-after': '', 'backup-path': '', changed: 'false' },
+                results: [{ host: host.spec.label, ok: false, error: message }],
+                summary: `Migrations for **${s['release-id']}** failed on ${host.spec.label}; the release is marked failed and current is unchanged.\n\n\`\`\`\n${message.slice(-3000)}\n\`\`\``,
+                failure: message,
+            };
+        }
+    }, { lock: false });
+}
+const migrate_run = () => runAction('migrate', migrate);
 
 ;// CONCATENATED MODULE: ./src/remote/units.ts
 // The systemd units of an app, as text: the api (a template with a blue and a
@@ -73468,7 +73710,8 @@ function apiUnit(s) {
         `--uds /run/${l.app}-api-%i/api.sock`,
         // Above nginx's idle upstream time, so uvicorn never closes a connection nginx is about to reuse.
         '--timeout-keep-alive 75',
-        s.gracefulShutdownFlag ? '--timeout-graceful-shutdown 30' : '',
+        // --timeout-graceful-shutdown where the release's uvicorn has it (0.21+), from the release's uvicorn.env.
+        '$METALSHIP_UVICORN_FLAGS',
         '--no-server-header',
         ...s.uvicornArgs,
     ]
@@ -73483,6 +73726,7 @@ PartOf=${l.units.target}
 [Service]
 Type=simple
 ${serviceCommon(s, workdir)}
+EnvironmentFile=-${workdir}/.metalship/uvicorn.env
 ExecStart=${uvicorn}
 RuntimeDirectory=${l.app}-api-%i
 RuntimeDirectoryMode=0755
@@ -73646,24 +73890,8 @@ function pickRollbackTarget(listing, requested) {
 
 
 
-
-/** The slot that should serve releaseId: the standby if it already runs it, the serving one if it is it, else the idle one. */
-function chooseSlot(facts, releaseId) {
-    const active = facts.activeSlot;
-    if (active && facts.slots[active].release === releaseId && facts.slots[active].active)
-        return active;
-    const idle = otherSlot(active);
-    return idle;
-}
 async function switchHost(host, releaseId, s, log) {
     const started = Date.now();
-    const facts = parseFacts((await host.conn.run(factsScript(host.layout, releaseId), { what: 'reading the host state' })).stdout);
-    if (facts.targetStatus !== 'ready' && facts.targetStatus !== 'bad') {
-        throw new Error(`release ${releaseId} is ${facts.targetStatus} on ${host.spec.label}, not a complete release: refusing to switch to it`);
-    }
-    if (!facts.nginx)
-        throw new Error(`nginx is not installed on ${host.spec.label}: run the provision action first`);
-    const slot = chooseSlot(facts, releaseId);
     const units = unitFiles({
         layout: host.layout,
         user: s['app-user'],
@@ -73671,12 +73899,10 @@ async function switchHost(host, releaseId, s, log) {
         uvicornArgs: s['uvicorn-args'],
         workerCommand: s['worker-command'],
         schedulerCommand: s['scheduler-command'],
-        gracefulShutdownFlag: facts.gracefulShutdownFlag,
     }, { worker: host.roles.worker, scheduler: host.roles.scheduler });
     const res = await host.conn.run(switchScript({
         layout: host.layout,
         releaseId,
-        slot,
         units,
         healthPath: s['health-path'],
         readyTimeout: s['ready-timeout'],
@@ -73684,7 +73910,8 @@ async function switchHost(host, releaseId, s, log) {
         worker: host.roles.worker && s['worker-command'].length > 0,
         scheduler: host.roles.scheduler && s['scheduler-command'].length > 0,
     }), { stream: true, what: `switching to ${releaseId}` });
-    const previous = /^PREVIOUS (.*)$/m.exec(res.stdout)?.[1]?.trim() ?? facts.current;
+    const previous = /^PREVIOUS (.*)$/m.exec(res.stdout)?.[1]?.trim() ?? '';
+    const slot = /^SLOT (blue|green)$/m.exec(res.stdout)?.[1];
     log.info(`[${host.spec.label}] ${releaseId} serves from the ${slot} slot (was ${previous || 'nothing'})`);
     return { host: host.spec.label, ok: true, previous, slot, seconds: (Date.now() - started) / 1000 };
 }
@@ -73896,10 +74123,24 @@ const verify_run = () => runAction('verify', verify);
 
 
 
+
 async function rollback(s, log) {
     return withHosts(s, log, 'rollback', async (hosts) => {
         const { target, from } = await rollbackTarget(hosts, s['release-id']);
         log.info(`Rolling back from ${from || 'nothing'} to ${target}`);
+        let schemaNote = '';
+        if (s['migrate-down']) {
+            const host = pickMigrateHost(hosts, s['migrate-host']);
+            const listing = await listReleases(host);
+            const revision = listing.releases.find((r) => r.id === target)?.schema_revision ?? '';
+            if (!revision) {
+                throw new Error(`migrate-down: the schema revision of ${target} is unknown on ${host.spec.label} (it was not deployed with migrations); nothing was changed`);
+            }
+            const out = await log.group(`Downgrade the schema on ${host.spec.label} to ${revision}`, () => downgradeOnHost(host, from, revision, s, log));
+            schemaNote =
+                `\n\nSchema downgraded on ${host.spec.label}: ${out.before} → ${out.after}, using ${from}'s migrations. ` +
+                    `**Data written since ${target} was current may be lost**${out.backupPath ? `; a backup was taken first: \`${out.backupPath}\`` : ''}.`;
+        }
         const sw = await switchFleet(hosts, target, s, log);
         const switchFailed = sw.results.filter((r) => !r.ok);
         let failure = switchFailed.length
@@ -73925,7 +74166,8 @@ async function rollback(s, log) {
                     ['previous', 'left'],
                     ['slot', 'slot'],
                     ['seconds', 'seconds'],
-                ]),
+                ]) +
+                schemaNote,
             failure,
         };
     });
@@ -73935,6 +74177,7 @@ const rollback_run = () => runAction('rollback', rollback);
 ;// CONCATENATED MODULE: ./src/actions/deploy.ts
 // The whole deploy in one process: one connection and one lock per host from
 // the first upload to the last health check.
+
 
 
 
@@ -73981,6 +74224,21 @@ async function deploy(s, log) {
         const releaseFailed = rel.results.filter((r) => !r.ok);
         if (releaseFailed.length)
             return fail(`release ${id} failed; nothing was switched:\n${releaseFailed.map((r) => `${r.host}: ${r.error}`).join('\n')}`);
+        if (s.migrate) {
+            const host = pickMigrateHost(hosts, s['migrate-host']);
+            try {
+                const out = await time('migrate', () => log.group(`Migrate on ${host.spec.label}`, () => migrateOnHost(host, id, { ...s, command: s['migrate-command'], backup: s['migrate-backup'] }, log)));
+                outputs['revision-before'] = out.before;
+                outputs['revision-after'] = out.after;
+                Object.assign(rows.get(host.spec.label) ?? {}, { schema: `${out.before || 'empty'} → ${out.after || 'empty'}` });
+            }
+            catch (err) {
+                const message = err instanceof Error ? err.message : String(err);
+                await markFailedEverywhere(hosts, id, message);
+                Object.assign(rows.get(host.spec.label) ?? {}, { ok: false, error: message });
+                return fail(`the migration for ${id} failed on ${host.spec.label}; ${id} is marked failed and the previous release keeps serving:\n${message}`);
+            }
+        }
         const sw = await time('switch', () => switchFleet(hosts, id, s, log));
         for (const r of sw.results)
             Object.assign(rows.get(r.host) ?? {}, {
@@ -74029,9 +74287,11 @@ const deploy_run = () => runAction('deploy', deploy);
 
 
 
+
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 const BODIES = {
     release: release,
+    migrate: migrate,
     switch: switchRelease,
     verify: verify,
     rollback: rollback,

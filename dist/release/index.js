@@ -54397,7 +54397,7 @@ class Raw {
     }
 }
 /** Marks text as already-safe shell (a fragment we built ourselves, never user input). */
-function raw(text) {
+function sh_raw(text) {
     return new Raw(text);
 }
 /** POSIX single-quote a value: the result is one shell word with the exact bytes of value. */
@@ -54417,7 +54417,7 @@ function render(value) {
     return quote(value);
 }
 /** Tagged template: sh`rm -rf ${dir}` quotes dir; sh`${raw('$HOME')}` does not. */
-function sh(strings, ...values) {
+function sh_sh(strings, ...values) {
     let out = strings[0] ?? '';
     values.forEach((value, i) => {
         out += render(value) + (strings[i + 1] ?? '');
@@ -54425,7 +54425,7 @@ function sh(strings, ...values) {
     return out;
 }
 /** Joins script fragments into one script, one fragment per line block. */
-function script(...parts) {
+function sh_script(...parts) {
     return parts.filter((p) => typeof p === 'string' && p.length > 0).join('\n') + '\n';
 }
 /**
@@ -54444,16 +54444,16 @@ function heredoc(content) {
 function writeFileAtomic(path, content, opts = {}) {
     const doc = heredoc(content);
     const tmp = `${path}.metalship-tmp`;
-    return script(sh `cat > ${tmp} ${raw(doc.open)}`, doc.body, opts.mode ? sh `chmod ${opts.mode} ${tmp}` : null, opts.owner ? sh `chown ${opts.owner} ${tmp}` : null, sh `mv -f ${tmp} ${path}`).trimEnd();
+    return sh_script(sh_sh `cat > ${tmp} ${sh_raw(doc.open)}`, doc.body, opts.mode ? sh_sh `chmod ${opts.mode} ${tmp}` : null, opts.owner ? sh_sh `chown ${opts.owner} ${tmp}` : null, sh_sh `mv -f ${tmp} ${path}`).trimEnd();
 }
 /**
  * Script lines that write content to path only when it differs, and print
  * "changed <label>" when they did; nothing otherwise. Used for idempotent config.
  */
-function ensureFile(path, content, opts = {}) {
+function sh_ensureFile(path, content, opts = {}) {
     const doc = heredoc(content);
     const tmp = `${path}.metalship-new`;
-    return script(sh `cat > ${tmp} ${raw(doc.open)}`, doc.body, opts.mode ? sh `chmod ${opts.mode} ${tmp}` : null, opts.owner ? sh `chown ${opts.owner} ${tmp}` : null, sh `if [ -f ${path} ] && cmp -s ${tmp} ${path}; then rm -f ${tmp}; else mv -f ${tmp} ${path}; echo ${'changed ' + (opts.label ?? path)}; ${raw(opts.onChange ?? ':')}; fi`).trimEnd();
+    return sh_script(sh_sh `cat > ${tmp} ${sh_raw(doc.open)}`, doc.body, opts.mode ? sh_sh `chmod ${opts.mode} ${tmp}` : null, opts.owner ? sh_sh `chown ${opts.owner} ${tmp}` : null, sh_sh `if [ -f ${path} ] && cmp -s ${tmp} ${path}; then rm -f ${tmp}; else mv -f ${tmp} ${path}; echo ${'changed ' + (opts.label ?? path)}; ${sh_raw(opts.onChange ?? ':')}; fi`).trimEnd();
 }
 
 ;// CONCATENATED MODULE: ./src/remote/lock.ts
@@ -54469,11 +54469,11 @@ function holderText(h) {
     return `${h.action} by ${h.actor || 'unknown'} since ${h.startedAt} (${h.runUrl || 'no run URL'})`;
 }
 function lockScript(l, holder, waitSeconds) {
-    return script(sh `mkdir -p ${l.state}`, sh `chmod 755 ${l.root} ${l.state} 2>/dev/null || true`, sh `exec 9>>${l.lockFile}`, sh `if ! flock -n 9; then`, sh `  echo "WAITING $(head -c 500 ${l.lockHolder} 2>/dev/null | tr '\n' ' ')"`, sh `  if ! flock -w ${waitSeconds} 9; then`, sh `    echo "HELD $(head -c 500 ${l.lockHolder} 2>/dev/null | tr '\n' ' ')"`, `    exit ${LOCK_EXIT_HELD}`, '  fi', 'fi', 
+    return sh_script(sh_sh `mkdir -p ${l.state}`, sh_sh `chmod 755 ${l.root} ${l.state} 2>/dev/null || true`, sh_sh `exec 9>>${l.lockFile}`, sh_sh `if ! flock -n 9; then`, sh_sh `  echo "WAITING $(head -c 500 ${l.lockHolder} 2>/dev/null | tr '\n' ' ')"`, sh_sh `  if ! flock -w ${waitSeconds} 9; then`, sh_sh `    echo "HELD $(head -c 500 ${l.lockHolder} 2>/dev/null | tr '\n' ' ')"`, `    exit ${LOCK_EXIT_HELD}`, '  fi', 'fi', 
     // A holder file still filled in while nobody holds the flock: a run that died.
-    sh `if [ -s ${l.lockHolder} ]; then echo "STALE $(head -c 500 ${l.lockHolder} | tr '\n' ' ')"; fi`, sh `printf '%s\n' ${holderText(holder)} > ${l.lockHolder}`, 'echo LOCKED', `while IFS= read -r -t ${LOCK_HEARTBEAT_LIMIT} line; do`, '  if [ "$line" = release ]; then', sh `    : > ${l.lockHolder}`, '    exit 0', '  fi', 'done', 
+    sh_sh `if [ -s ${l.lockHolder} ]; then echo "STALE $(head -c 500 ${l.lockHolder} | tr '\n' ' ')"; fi`, sh_sh `printf '%s\n' ${holderText(holder)} > ${l.lockHolder}`, 'echo LOCKED', `while IFS= read -r -t ${LOCK_HEARTBEAT_LIMIT} line; do`, '  if [ "$line" = release ]; then', sh_sh `    : > ${l.lockHolder}`, '    exit 0', '  fi', 'done', 
     // EOF or no heartbeat: our run is gone. The flock goes with this process; the holder stays as evidence.
-    sh `printf '%s\n' "abandoned at $(date -u +%FT%TZ): $(head -n1 ${l.lockHolder})" > ${l.lockHolder}`);
+    sh_sh `printf '%s\n' "abandoned at $(date -u +%FT%TZ): $(head -n1 ${l.lockHolder})" > ${l.lockHolder}`);
 }
 
 // EXTERNAL MODULE: external "assert"
@@ -56048,6 +56048,25 @@ def import_check(release, module, envfile):
             obj = getattr(obj, part)
     print('import ok: %s' % module)
 
+def exec_in_release(release, envfile, *command):
+    # Run a command the way the services run: in the release, with the .env values
+    # and the release's virtualenv first on PATH. exec keeps it in our session, so
+    # a timeout can stop it.
+    os.environ.update(read_env(envfile))
+    os.environ['PATH'] = os.path.join(release, '.venv', 'bin') + os.pathsep + os.environ.get('PATH', '/usr/bin:/bin')
+    os.environ['PYTHONUNBUFFERED'] = '1'
+    os.chdir(release)
+    os.execvpe(command[0], list(command), os.environ)
+
+def database_url(envfile):
+    # The app's DATABASE_URL as libpq understands it (SQLAlchemy's +driver suffix removed).
+    url = read_env(envfile).get('DATABASE_URL', '')
+    if not url:
+        sys.exit('DATABASE_URL is not set in %s' % envfile)
+    scheme, sep, rest = url.partition('://')
+    print(scheme.split('+')[0].replace('postgres', 'postgresql', 1) if scheme.split('+')[0] == 'postgres' else scheme.split('+')[0], end='')
+    print(sep + rest)
+
 class UnixHTTPConnection(http.client.HTTPConnection):
     def __init__(self, path, timeout):
         super().__init__('localhost', timeout=timeout)
@@ -56087,6 +56106,13 @@ def wait_ready(target, path, timeout, interval, status, expect):
             sys.exit(0 if ok else 1)
         time.sleep(float(interval))
 
+def read_text(path):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except Exception:
+        return ''
+
 def releases(root):
     out = []
     rdir = os.path.join(root, 'releases')
@@ -56117,24 +56143,77 @@ def releases(root):
                 created = 0
             venv = os.readlink(os.path.join(p, '.venv')) if os.path.islink(os.path.join(p, '.venv')) else ''
             out.append({'id': name, 'status': status, 'created': created, 'venv': os.path.basename(venv),
-                        'revision': meta.get('revision', ''), 'schema_revision': meta.get('schema_revision', '')})
+                        'revision': meta.get('revision', ''), 'schema_revision': read_text(os.path.join(p, '.metalship', 'schema-revision'))})
     venvs = sorted(os.listdir(os.path.join(root, 'venvs'))) if os.path.isdir(os.path.join(root, 'venvs')) else []
     print(json.dumps({'releases': out, 'links': links, 'venvs': venvs}))
 
 cmd, args = sys.argv[1], sys.argv[2:]
 {'link': link, 'stage-files': stage_files, 'check-files': check_files, 'import-check': import_check,
- 'wait-ready': wait_ready, 'releases': releases}[cmd](*args)
+ 'wait-ready': wait_ready, 'releases': releases, 'exec': exec_in_release, 'database-url': database_url}[cmd](*args)
 `;
 /** Script lines that define `mstool`, a shell function running the Python tool with python3. */
-function pyToolDefinition() {
+function pytool_pyToolDefinition() {
     const doc = heredoc(PY_TOOL);
     return `MSTOOL_SRC=$(cat ${doc.open}\n${doc.body}\n)\nmstool() { python3 -c "$MSTOOL_SRC" "$@"; }`;
+}
+
+;// CONCATENATED MODULE: ./src/remote/switch.ts
+// Blue/green switch on one host, in one script: start the release in the idle
+// api slot (or reuse the standby if it already runs it), wait until it is ready
+// on its own socket, then rename the socket link nginx connects through, point
+// `current` at the release and restart the worker and the single scheduler.
+// The old slot stays up as a warm standby, so a rollback to it is a rename.
+
+
+
+/** The api unit of the slot held in the shell variable `$slot`. */
+function apiUnitOf(l, slotVar) {
+    return `${sh `${l.app}`}-api@"${slotVar}".service`;
+}
+function switchScript(s) {
+    const l = s.layout;
+    const rel = l.release(s.releaseId);
+    const unitLines = Object.entries(s.units).map(([name, content]) => content === null
+        ? sh `if [ -f ${l.unitDir}/${name} ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${l.unitDir}/${name}; units_changed=1; fi`
+        : ensureFile(`${l.unitDir}/${name}`, content, {
+            mode: '644',
+            label: `unit ${name}`,
+            onChange: 'units_changed=1',
+        }));
+    const followers = [s.worker ? l.units.worker : null, s.scheduler ? l.units.scheduler : null].filter((u) => !!u);
+    const api = raw(apiUnitOf(l, '$slot'));
+    const standbyApi = raw(apiUnitOf(l, '$standby'));
+    return script(pyToolDefinition(), sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${s.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'command -v nginx >/dev/null 2>&1 || { echo "nginx is not installed: run the provision action first" >&2; exit 1; }', 
+    // The serving slot keeps serving; the release goes to the other one, unless the serving one already runs it.
+    sh `active=$(cat ${l.activeSlot} 2>/dev/null || true)`, 'case "$active" in blue) idle=green ;; green) idle=blue ;; *) active=""; idle=blue ;; esac', sh `slot_release() { basename "$(readlink ${l.slots}/"$1" 2>/dev/null)" 2>/dev/null || true; }`, sh `if [ -n "$active" ] && [ "$(slot_release "$active")" = ${s.releaseId} ] && systemctl is-active --quiet ${raw(apiUnitOf(l, '$active'))}; then slot=$active; else slot=$idle; fi`, 'if [ "$slot" = blue ]; then standby=green; else standby=blue; fi', 'echo "SLOT $slot"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 'nginx_changed=0', sh `if [ ! -e ${l.nginxSite} ]; then`, ensureFile(l.nginxSite, siteConf(l, { serverName: s.serverName, tls: null }), {
+        mode: '644',
+        label: 'nginx site',
+        onChange: 'nginx_changed=1',
+    }), sh `  ln -sfn ${l.nginxSite} ${l.nginxSiteEnabled}`, s.serverName === '_' ? sh `  rm -f /etc/nginx/sites-enabled/default` : null, 'fi', ensureFile(l.nginxUpstream, upstreamConf(l), {
+        mode: '644',
+        label: 'nginx upstream',
+        onChange: 'nginx_changed=1',
+    }), 
+    // A configuration nginx refuses (say a second default_server) fails the switch before anything moves.
+    'if [ "$nginx_changed" = 1 ] && ! nginx_errors=$(nginx -t 2>&1); then', sh `  if grep -q 'Managed by metalship (HTTP only' ${l.nginxSite} 2>/dev/null; then rm -f ${l.nginxSite} ${l.nginxSiteEnabled}; fi`, '  echo "nginx refuses the configuration for this app: $nginx_errors" >&2', '  echo "(with several apps on one server, give each its own server-name)" >&2', '  exit 1', 'fi', 
+    // Start the release beside the serving one (unless the slot already runs it, unchanged).
+    'was=$(slot_release "$slot")', sh `mstool link ${rel} ${l.slots}/"$slot"`, sh `if [ "$units_changed" = 1 ] || [ "$was" != ${s.releaseId} ] || ! systemctl is-active --quiet ${api}; then`, sh `  echo "starting ${s.releaseId} in the $slot slot"`, sh `  systemctl restart ${api}`, 'else', sh `  echo "the $slot slot already runs ${s.releaseId}"`, 'fi', sh `sock=/run/${l.app}-api-"$slot"/api.sock`, sh `if ! ready=$(mstool wait-ready "$sock" ${s.healthPath} ${s.readyTimeout} 0.1 200 ''); then`, '  echo "$ready" >&2', sh `  journalctl -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh `  systemctl stop ${api} || true`, sh `  echo "release ${s.releaseId} did not become ready in the $slot slot within ${s.readyTimeout} s; traffic stays on the serving release" >&2`, '  exit 1', 'fi', 'echo "READY $ready"', 
+    // Traffic moves only now, by renaming the socket link nginx connects through:
+    // requests already on the old slot finish there, new ones reach the new slot.
+    sh `mstool link "$sock" ${l.apiLink}`, sh `echo "$slot" > ${l.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh `prev=$(basename "$(readlink ${l.current} 2>/dev/null)" 2>/dev/null || true)`, sh `mstool link ${rel} ${l.current}`, sh `mstool link "$(readlink ${rel}/.venv)" ${l.venvLink}`, 'echo "PREVIOUS $prev"', 
+    // On boot only the serving slot starts; the standby is a warm spare for this boot only.
+    sh `systemctl enable --quiet ${l.units.target} ${api} ${followers}`, sh `systemctl disable --quiet ${standbyApi} 2>/dev/null || true`, followers.length ? sh `systemctl restart ${followers}` : null, sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${s.releaseId} ($slot slot) from \${prev:-nothing}" >> ${l.history}`);
+}
+/** Whether a release's uvicorn accepts --timeout-graceful-shutdown (0.21+); recorded at release time. */
+function uvicornFlagsScript(rel) {
+    return sh_script(sh_sh `if ${rel}/.venv/bin/python -c 'import importlib.util, os, sys; s = importlib.util.find_spec("uvicorn"); sys.exit(0 if s and "timeout_graceful_shutdown" in open(os.path.join(os.path.dirname(s.origin), "config.py")).read() else 1)' 2>/dev/null; then`, sh_sh `  echo 'METALSHIP_UVICORN_FLAGS=--timeout-graceful-shutdown 30' > ${rel}/.metalship/uvicorn.env`, 'else', sh_sh `  echo 'METALSHIP_UVICORN_FLAGS=' > ${rel}/.metalship/uvicorn.env`, 'fi');
 }
 
 ;// CONCATENATED MODULE: ./src/remote/release.ts
 // Scripts that build a release on a host: claim the directory and reuse
 // unchanged files from the previous release, then unpack the new files, build
 // (or reuse) the virtualenv, link shared paths, compile and import-check.
+
 
 
 const RELEASE_EXISTS_EXIT = 73;
@@ -56145,7 +56224,7 @@ function sharedTarget(l, path) {
 /** Creates the app user and tree when missing (idempotent); shared by release and provision. */
 function ensureAppTree(l, user, sharedPaths) {
     const dirs = sharedPaths.filter((p) => p !== '.env').map((p) => `${l.shared}/${p}`);
-    return script(sh `if ! id -u ${user} >/dev/null 2>&1; then`, sh `  useradd --system --user-group --home-dir ${l.root} --no-create-home --shell /usr/sbin/nologin ${user}`, sh `  echo "changed app user ${user} created"`, 'fi', sh `mkdir -p ${l.releases} ${l.venvs} ${l.slots} ${l.shared} ${l.state} ${l.runDir}`, sh `chmod 755 ${l.root} ${l.releases} ${l.venvs} ${l.slots} ${l.runDir}`, sh `chmod 700 ${l.state}`, dirs.length ? sh `mkdir -p ${dirs}` : null, sh `chown ${user}:${user} ${l.shared}`, dirs.length ? sh `chown ${user}:${user} ${dirs}` : null, sh `chmod 750 ${l.shared}`, sh `if [ ! -e ${l.env} ]; then install -m 600 -o ${user} -g ${user} /dev/null ${l.env}; fi`);
+    return sh_script(sh_sh `if ! id -u ${user} >/dev/null 2>&1; then`, sh_sh `  useradd --system --user-group --home-dir ${l.root} --no-create-home --shell /usr/sbin/nologin ${user}`, sh_sh `  echo "changed app user ${user} created"`, 'fi', sh_sh `mkdir -p ${l.releases} ${l.venvs} ${l.slots} ${l.shared} ${l.state} ${l.runDir}`, sh_sh `chmod 755 ${l.root} ${l.releases} ${l.venvs} ${l.slots} ${l.runDir}`, sh_sh `chmod 700 ${l.state}`, dirs.length ? sh_sh `mkdir -p ${dirs}` : null, sh_sh `chown ${user}:${user} ${l.shared}`, dirs.length ? sh_sh `chown ${user}:${user} ${dirs}` : null, sh_sh `chmod 750 ${l.shared}`, sh_sh `if [ ! -e ${l.env} ]; then install -m 600 -o ${user} -g ${user} /dev/null ${l.env}; fi`);
 }
 /**
  * Claims releases/<id> and copies into it every file of the manifest (sent on
@@ -56155,29 +56234,29 @@ function ensureAppTree(l, user, sharedPaths) {
 function prepareScript(s) {
     const l = s.layout;
     const rel = l.release(s.releaseId);
-    return script(pyToolDefinition(), ensureAppTree(l, s.user, s.sharedPaths), sh `if [ -e ${rel} ]; then echo "release ${s.releaseId} exists already" >&2; exit ${RELEASE_EXISTS_EXIT}; fi`, sh `mkdir ${rel} ${rel}/.metalship`, sh `echo building > ${rel}/.metalship/status`, sh `prev=$(basename "$(readlink ${l.current} 2>/dev/null)" 2>/dev/null || true)`, 'echo "PREVIOUS ${prev}"', 
+    return sh_script(pytool_pyToolDefinition(), ensureAppTree(l, s.user, s.sharedPaths), sh_sh `if [ -e ${rel} ]; then echo "release ${s.releaseId} exists already" >&2; exit ${RELEASE_EXISTS_EXIT}; fi`, sh_sh `mkdir ${rel} ${rel}/.metalship`, sh_sh `echo building > ${rel}/.metalship/status`, sh_sh `prev=$(basename "$(readlink ${l.current} 2>/dev/null)" 2>/dev/null || true)`, 'echo "PREVIOUS ${prev}"', 
     // Reuse files from the serving release; on a first deploy there is nothing to reuse.
-    sh `base=""; if [ -n "$prev" ] && [ -d ${l.releases}/"$prev" ]; then base=${l.releases}/"$prev"; fi`, sh `mstool stage-files ${rel} "$base"`);
+    sh_sh `base=""; if [ -n "$prev" ] && [ -d ${l.releases}/"$prev" ]; then base=${l.releases}/"$prev"; fi`, sh_sh `mstool stage-files ${rel} "$base"`);
 }
 function buildScript(s) {
     const l = s.layout;
     const rel = l.release(s.releaseId);
     const venv = `${l.venvs}/${s.venvKey}`;
     const venvFlags = s.systemSitePackages ? ['--system-site-packages'] : [];
-    return script(pyToolDefinition(), s.hasUpload ? sh `tar -xzf - -C ${rel} --no-same-owner --no-overwrite-dir` : null, sh `mstool check-files ${rel}`, 
+    return sh_script(pytool_pyToolDefinition(), s.hasUpload ? sh_sh `tar -xzf - -C ${rel} --no-same-owner --no-overwrite-dir` : null, sh_sh `mstool check-files ${rel}`, 
     // One environment per distinct requirements, built at its final path and never moved.
-    sh `if [ ! -f ${venv}/.metalship-complete ]; then`, sh `  rm -rf ${venv}`, sh `  echo "building virtualenv ${s.venvKey}"`, sh `  ${s.python} -m venv ${venvFlags} ${venv}`, s.requirements
-        ? sh `  PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 ${venv}/bin/python -m pip install --no-input -r ${rel}/${s.requirements} ${s.pipArgs}`
-        : null, sh `  ${venv}/bin/python -m compileall -q ${venv} >/dev/null 2>&1 || true`, sh `  touch ${venv}/.metalship-complete`, 'else', sh `  echo "reusing virtualenv ${s.venvKey}"`, 'fi', sh `mstool link ${venv} ${rel}/.venv`, ...s.sharedPaths.map((p) => script(sh `if [ -e ${rel}/${p} ] && [ ! -L ${rel}/${p} ]; then rm -rf ${rel}/${p}; fi`, sh `mkdir -p "$(dirname ${rel}/${p})"`, sh `mstool link ${sharedTarget(l, p)} ${rel}/${p}`).trimEnd()), 
+    sh_sh `if [ ! -f ${venv}/.metalship-complete ]; then`, sh_sh `  rm -rf ${venv}`, sh_sh `  echo "building virtualenv ${s.venvKey}"`, sh_sh `  ${s.python} -m venv ${venvFlags} ${venv}`, s.requirements
+        ? sh_sh `  PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 ${venv}/bin/python -m pip install --no-input -r ${rel}/${s.requirements} ${s.pipArgs}`
+        : null, sh_sh `  ${venv}/bin/python -m compileall -q ${venv} >/dev/null 2>&1 || true`, sh_sh `  touch ${venv}/.metalship-complete`, 'else', sh_sh `  echo "reusing virtualenv ${s.venvKey}"`, 'fi', sh_sh `mstool link ${venv} ${rel}/.venv`, uvicornFlagsScript(rel), ...s.sharedPaths.map((p) => sh_script(sh_sh `if [ -e ${rel}/${p} ] && [ ! -L ${rel}/${p} ]; then rm -rf ${rel}/${p}; fi`, sh_sh `mkdir -p "$(dirname ${rel}/${p})"`, sh_sh `mstool link ${sharedTarget(l, p)} ${rel}/${p}`).trimEnd()), 
     // Bytecode now: the services cannot write it (read-only code, ProtectSystem=strict).
-    sh `${venv}/bin/python -m compileall -q -x '/[.]venv/' ${rel} >/dev/null`, sh `chmod -R u+rwX,go+rX,go-w ${rel}`, s.importCheck
-        ? sh `runuser -u ${s.user} -- ${venv}/bin/python -c "$MSTOOL_SRC" import-check ${rel} ${s.importCheck} ${l.env}`
-        : null, writeFileAtomic(`${rel}/.metalship/release.json`, JSON.stringify(s.metadata, null, 2) + '\n'), sh `echo ready > ${rel}/.metalship/status`, sh `printf '%s\n' ${`${new Date().toISOString()} release ${s.releaseId} ready (${String(s.metadata.revision || 'no revision')} by ${String(s.metadata.actor || 'unknown')})`} >> ${l.history}`);
+    sh_sh `${venv}/bin/python -m compileall -q -x '/[.]venv/' ${rel} >/dev/null`, sh_sh `chmod -R u+rwX,go+rX,go-w ${rel}`, s.importCheck
+        ? sh_sh `runuser -u ${s.user} -- ${venv}/bin/python -c "$MSTOOL_SRC" import-check ${rel} ${s.importCheck} ${l.env}`
+        : null, writeFileAtomic(`${rel}/.metalship/release.json`, JSON.stringify(s.metadata, null, 2) + '\n'), sh_sh `echo ready > ${rel}/.metalship/status`, sh_sh `printf '%s\n' ${`${new Date().toISOString()} release ${s.releaseId} ready (${String(s.metadata.revision || 'no revision')} by ${String(s.metadata.actor || 'unknown')})`} >> ${l.history}`);
 }
 /** Marks a release failed so that it never becomes current and never counts as a good release. */
 function markScript(l, releaseId, status, reason) {
     const rel = l.release(releaseId);
-    return script(sh `if [ -d ${rel}/.metalship ]; then echo ${status} > ${rel}/.metalship/status; fi`, sh `printf '%s\n' ${`${new Date().toISOString()} release ${releaseId} marked ${status}: ${reason.split('\n')[0]?.slice(0, 300) ?? ''}`} >> ${l.history} || true`);
+    return sh_script(sh_sh `if [ -d ${rel}/.metalship ]; then echo ${status} > ${rel}/.metalship/status; fi`, sh_sh `printf '%s\n' ${`${new Date().toISOString()} release ${releaseId} marked ${status}: ${reason.split('\n')[0]?.slice(0, 300) ?? ''}`} >> ${l.history} || true`);
 }
 
 ;// CONCATENATED MODULE: external "node:fs"
@@ -69525,9 +69604,9 @@ function checkRelativePath(p) {
 function checkCommand(v) {
     const words = v.trim().split(/\s+/).filter(Boolean);
     for (const w of words) {
-        if (!/^[A-Za-z0-9_.:/=@,+%-]+$/.test(w)) {
+        if (!/^[A-Za-z0-9_.:/=@,+%{}-]+$/.test(w)) {
             return {
-                error: `word '${w.slice(0, 40)}' contains characters other than letters, digits and _.:/=@,+%-`,
+                error: `word '${w.slice(0, 40)}' contains characters other than letters, digits and _.:/=@,+%{}-`,
             };
         }
     }
@@ -69929,6 +70008,52 @@ const rollbackOnlyInputs = {
         expected: 'a release directory name, e.g. 20250127_120000, or empty',
     }),
 };
+const migrateHostField = pattern({
+    description: 'The one host that runs migrations (as written in hosts). Default: the host with the migrate role, else the first.',
+    default: '',
+    regex: /^[A-Za-z0-9_.:@[\]-]{0,300}$/,
+    expected: 'one of the hosts, as written in the hosts input',
+});
+const revisionCommandField = commandField('Command printing the schema revision (first word of its last line), run before and after migrating.', 'alembic current');
+const backupKeepField = fields_int({
+    description: 'Pre-migration backups to keep in {app-root}/shared/backups.',
+    default: '10',
+    min: 1,
+    max: 1000,
+});
+/** The migrate action's own inputs. */
+const migrateInputs = {
+    'release-id': switchOnlyInputs['release-id'],
+    command: commandField("Migration command, run in the release with its venv first on PATH and the app's .env, as the app user.", 'alembic upgrade head'),
+    'revision-command': revisionCommandField,
+    backup: bool({
+        description: 'Take a pg_dump -Fc of the app database (DATABASE_URL in .env) before migrating.',
+        default: 'true',
+    }),
+    'backup-keep': backupKeepField,
+    'migrate-host': migrateHostField,
+};
+/** How the deploy pipeline migrates (off unless migrate: true). */
+const deployMigrateInputs = {
+    migrate: bool({ description: 'Run database migrations between release and switch.', default: 'false' }),
+    'migrate-command': migrateInputs.command,
+    'revision-command': revisionCommandField,
+    'migrate-backup': bool({ description: 'Back the database up before migrating.', default: 'true' }),
+    'backup-keep': backupKeepField,
+    'migrate-host': migrateHostField,
+};
+/** The rollback's database downgrade (off unless migrate-down: true). */
+const rollbackMigrateInputs = {
+    'migrate-down': bool({
+        description: "Before switching back, downgrade the schema to the target release's recorded revision, running the newer release's code. Data written since may be lost.",
+        default: 'false',
+    }),
+    'downgrade-command': commandField('Downgrade command; {revision} stands for the target revision.', 'alembic downgrade {revision}'),
+    'revision-command': revisionCommandField,
+    backup: bool({ description: 'Back the database up before downgrading.', default: 'true' }),
+    'backup-keep': backupKeepField,
+    'migrate-host': migrateHostField,
+};
 const deployOnlyInputs = {
     'rollback-on-failure': bool({
         description: 'When verification fails after the switch, switch back to the previous release (the job still fails).',
@@ -69993,11 +70118,34 @@ const actions = {
             ...commonOutputs,
         },
     },
+    migrate: {
+        name: 'migrate',
+        title: 'metalship migrate',
+        description: 'Run database migrations for a release once (on one host), after a pg_dump backup, under a PostgreSQL advisory lock.',
+        inputs: { ...connectionInputs, 'app-user': serviceInputs['app-user'], ...migrateInputs },
+        outputs: {
+            'revision-before': {
+                description: 'Schema revision before the migration (empty for an empty database).',
+            },
+            'revision-after': { description: 'Schema revision after the migration.' },
+            'backup-path': {
+                description: 'The pre-migration backup on the migrate host (empty when backup is false).',
+            },
+            changed: { description: 'true when the revision changed.' },
+            ...commonOutputs,
+        },
+    },
     rollback: {
         name: 'rollback',
         title: 'metalship rollback',
         description: 'Switch back to the previous good release (or a named one), verify it, and mark the release left as bad.',
-        inputs: { ...connectionInputs, ...serviceInputs, ...rollbackOnlyInputs, ...verifyInputs },
+        inputs: {
+            ...connectionInputs,
+            ...serviceInputs,
+            ...rollbackOnlyInputs,
+            ...verifyInputs,
+            ...rollbackMigrateInputs,
+        },
         outputs: {
             'release-id': { description: 'The release now current.' },
             'rolled-back-from': { description: 'The release that was current before the rollback.' },
@@ -70008,7 +70156,14 @@ const actions = {
         name: 'deploy',
         title: 'metalship deploy',
         description: 'The whole deploy: release, switch, verify, and roll back automatically when verification fails.',
-        inputs: { ...connectionInputs, ...serviceInputs, ...releaseInputs, ...verifyInputs, ...deployOnlyInputs },
+        inputs: {
+            ...connectionInputs,
+            ...serviceInputs,
+            ...releaseInputs,
+            ...deployMigrateInputs,
+            ...verifyInputs,
+            ...deployOnlyInputs,
+        },
         outputs: {
             'release-id': { description: 'The release deployed.' },
             'previous-release-id': { description: 'The release that was current before.' },

@@ -54290,7 +54290,7 @@ var __webpack_exports__ = {};
 ;// CONCATENATED MODULE: ./src/remote/layout.ts
 // Where everything lives on a host: the standard's /opt/{app} tree plus
 // metalship's own state. One place, so scripts cannot disagree on a path.
-const SLOTS = ['blue', 'green'];
+const SLOTS = (/* unused pure expression or super */ null && (['blue', 'green']));
 function otherSlot(slot) {
     return slot === 'blue' ? 'green' : 'blue';
 }
@@ -56075,6 +56075,25 @@ def import_check(release, module, envfile):
             obj = getattr(obj, part)
     print('import ok: %s' % module)
 
+def exec_in_release(release, envfile, *command):
+    # Run a command the way the services run: in the release, with the .env values
+    # and the release's virtualenv first on PATH. exec keeps it in our session, so
+    # a timeout can stop it.
+    os.environ.update(read_env(envfile))
+    os.environ['PATH'] = os.path.join(release, '.venv', 'bin') + os.pathsep + os.environ.get('PATH', '/usr/bin:/bin')
+    os.environ['PYTHONUNBUFFERED'] = '1'
+    os.chdir(release)
+    os.execvpe(command[0], list(command), os.environ)
+
+def database_url(envfile):
+    # The app's DATABASE_URL as libpq understands it (SQLAlchemy's +driver suffix removed).
+    url = read_env(envfile).get('DATABASE_URL', '')
+    if not url:
+        sys.exit('DATABASE_URL is not set in %s' % envfile)
+    scheme, sep, rest = url.partition('://')
+    print(scheme.split('+')[0].replace('postgres', 'postgresql', 1) if scheme.split('+')[0] == 'postgres' else scheme.split('+')[0], end='')
+    print(sep + rest)
+
 class UnixHTTPConnection(http.client.HTTPConnection):
     def __init__(self, path, timeout):
         super().__init__('localhost', timeout=timeout)
@@ -56114,6 +56133,13 @@ def wait_ready(target, path, timeout, interval, status, expect):
             sys.exit(0 if ok else 1)
         time.sleep(float(interval))
 
+def read_text(path):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except Exception:
+        return ''
+
 def releases(root):
     out = []
     rdir = os.path.join(root, 'releases')
@@ -56144,13 +56170,13 @@ def releases(root):
                 created = 0
             venv = os.readlink(os.path.join(p, '.venv')) if os.path.islink(os.path.join(p, '.venv')) else ''
             out.append({'id': name, 'status': status, 'created': created, 'venv': os.path.basename(venv),
-                        'revision': meta.get('revision', ''), 'schema_revision': meta.get('schema_revision', '')})
+                        'revision': meta.get('revision', ''), 'schema_revision': read_text(os.path.join(p, '.metalship', 'schema-revision'))})
     venvs = sorted(os.listdir(os.path.join(root, 'venvs'))) if os.path.isdir(os.path.join(root, 'venvs')) else []
     print(json.dumps({'releases': out, 'links': links, 'venvs': venvs}))
 
 cmd, args = sys.argv[1], sys.argv[2:]
 {'link': link, 'stage-files': stage_files, 'check-files': check_files, 'import-check': import_check,
- 'wait-ready': wait_ready, 'releases': releases}[cmd](*args)
+ 'wait-ready': wait_ready, 'releases': releases, 'exec': exec_in_release, 'database-url': database_url}[cmd](*args)
 `;
 /** Script lines that define `mstool`, a shell function running the Python tool with python3. */
 function pytool_pyToolDefinition() {
@@ -56159,57 +56185,21 @@ function pytool_pyToolDefinition() {
 }
 
 ;// CONCATENATED MODULE: ./src/remote/switch.ts
-// Blue/green switch on one host: start the release in the idle api slot, wait
-// until it is ready on its own socket, point nginx at it (graceful reload), then
-// point `current` at it and restart the worker and the single scheduler. The
-// old slot stays up as a warm standby, so a rollback to it needs no restart.
+// Blue/green switch on one host, in one script: start the release in the idle
+// api slot (or reuse the standby if it already runs it), wait until it is ready
+// on its own socket, then rename the socket link nginx connects through, point
+// `current` at the release and restart the worker and the single scheduler.
+// The old slot stays up as a warm standby, so a rollback to it is a rename.
 
 
 
-
-/** Reads what the switch needs to know about a host, in one round trip. */
-function factsScript(l, releaseId) {
-    const rel = l.release(releaseId);
-    return sh_script(sh_sh `echo "ACTIVE $(cat ${l.activeSlot} 2>/dev/null || true)"`, ...SLOTS.map((s) => sh_sh `echo "SLOT ${s} $(basename "$(readlink ${l.slot(s)} 2>/dev/null)" 2>/dev/null || true) $(systemctl is-active ${l.units.api(s)} 2>/dev/null || true)"`), sh_sh `echo "CURRENT $(basename "$(readlink ${l.current} 2>/dev/null)" 2>/dev/null || true)"`, sh_sh `echo "STATUS $(cat ${rel}/.metalship/status 2>/dev/null || echo missing)"`, 'echo "NGINX $(command -v nginx >/dev/null 2>&1 && echo yes || echo no)"', 
-    // uvicorn learnt --timeout-graceful-shutdown in 0.21; older ones refuse unknown flags.
-    sh_sh `if [ -x ${rel}/.venv/bin/python ] && ${rel}/.venv/bin/python -c 'import os, uvicorn; import sys; sys.exit(0 if "timeout_graceful_shutdown" in open(os.path.join(os.path.dirname(uvicorn.__file__), "config.py")).read() else 1)' 2>/dev/null; then echo "GRACEFUL yes"; else echo "GRACEFUL no"; fi`);
-}
-function parseFacts(stdout) {
-    const facts = {
-        activeSlot: null,
-        slots: { blue: { release: '', active: false }, green: { release: '', active: false } },
-        current: '',
-        targetStatus: 'missing',
-        nginx: false,
-        gracefulShutdownFlag: false,
-    };
-    for (const line of stdout.split('\n')) {
-        const [key, ...rest] = line.trim().split(/\s+/);
-        if (key === 'ACTIVE')
-            facts.activeSlot = rest[0] === 'blue' || rest[0] === 'green' ? rest[0] : null;
-        if (key === 'SLOT' && (rest[0] === 'blue' || rest[0] === 'green')) {
-            const hasRelease = rest.length >= 3;
-            facts.slots[rest[0]] = {
-                release: hasRelease ? (rest[1] ?? '') : '',
-                active: rest[rest.length - 1] === 'active',
-            };
-        }
-        if (key === 'CURRENT')
-            facts.current = rest[0] ?? '';
-        if (key === 'STATUS')
-            facts.targetStatus = rest[0] ?? 'missing';
-        if (key === 'NGINX')
-            facts.nginx = rest[0] === 'yes';
-        if (key === 'GRACEFUL')
-            facts.gracefulShutdownFlag = rest[0] === 'yes';
-    }
-    return facts;
+/** The api unit of the slot held in the shell variable `$slot`. */
+function apiUnitOf(l, slotVar) {
+    return `${sh_sh `${l.app}`}-api@"${slotVar}".service`;
 }
 function switchScript(s) {
     const l = s.layout;
     const rel = l.release(s.releaseId);
-    const api = l.units.api(s.slot);
-    const other = l.units.api(s.slot === 'blue' ? 'green' : 'blue');
     const unitLines = Object.entries(s.units).map(([name, content]) => content === null
         ? sh_sh `if [ -f ${l.unitDir}/${name} ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${l.unitDir}/${name}; units_changed=1; fi`
         : ensureFile(`${l.unitDir}/${name}`, content, {
@@ -56218,20 +56208,32 @@ function switchScript(s) {
             onChange: 'units_changed=1',
         }));
     const followers = [s.worker ? l.units.worker : null, s.scheduler ? l.units.scheduler : null].filter((u) => !!u);
-    return sh_script(pytool_pyToolDefinition(), sh_sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${s.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'command -v nginx >/dev/null 2>&1 || { echo "nginx is not installed: run the provision action first" >&2; exit 1; }', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 'nginx_site_new=0', sh_sh `if [ ! -e ${l.nginxSite} ]; then`, ensureFile(l.nginxSite, siteConf(l, { serverName: s.serverName, tls: null }), {
+    const api = raw(apiUnitOf(l, '$slot'));
+    const standbyApi = raw(apiUnitOf(l, '$standby'));
+    return sh_script(pytool_pyToolDefinition(), sh_sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${s.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'command -v nginx >/dev/null 2>&1 || { echo "nginx is not installed: run the provision action first" >&2; exit 1; }', 
+    // The serving slot keeps serving; the release goes to the other one, unless the serving one already runs it.
+    sh_sh `active=$(cat ${l.activeSlot} 2>/dev/null || true)`, 'case "$active" in blue) idle=green ;; green) idle=blue ;; *) active=""; idle=blue ;; esac', sh_sh `slot_release() { basename "$(readlink ${l.slots}/"$1" 2>/dev/null)" 2>/dev/null || true; }`, sh_sh `if [ -n "$active" ] && [ "$(slot_release "$active")" = ${s.releaseId} ] && systemctl is-active --quiet ${raw(apiUnitOf(l, '$active'))}; then slot=$active; else slot=$idle; fi`, 'if [ "$slot" = blue ]; then standby=green; else standby=blue; fi', 'echo "SLOT $slot"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 'nginx_changed=0', sh_sh `if [ ! -e ${l.nginxSite} ]; then`, ensureFile(l.nginxSite, siteConf(l, { serverName: s.serverName, tls: null }), {
         mode: '644',
         label: 'nginx site',
-        onChange: 'nginx_site_new=1',
-    }), sh_sh `  ln -sfn ${l.nginxSite} ${l.nginxSiteEnabled}`, s.serverName === '_' ? sh_sh `  rm -f /etc/nginx/sites-enabled/default` : null, 'fi', 
-    // Start the release beside the serving one (unless the standby already runs it, unchanged).
-    sh_sh `was=$(basename "$(readlink ${l.slot(s.slot)} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `mstool link ${rel} ${l.slot(s.slot)}`, sh_sh `if [ "$units_changed" = 1 ] || [ "$was" != ${s.releaseId} ] || ! systemctl is-active --quiet ${api}; then`, sh_sh `  echo "starting ${s.releaseId} in the ${s.slot} slot"`, sh_sh `  systemctl restart ${api}`, 'else', sh_sh `  echo "the ${s.slot} slot already runs ${s.releaseId}"`, 'fi', sh_sh `if ! ready=$(mstool wait-ready ${l.apiSocket(s.slot)} ${s.healthPath} ${s.readyTimeout} 0.1 200 ''); then`, '  echo "$ready" >&2', sh_sh `  journalctl -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh_sh `  systemctl stop ${api} || true`, sh_sh `  echo "release ${s.releaseId} did not become ready in the ${s.slot} slot within ${s.readyTimeout} s; traffic stays on the serving release" >&2`, '  exit 1', 'fi', 'echo "READY $ready"', 
-    // Traffic moves only now, by renaming the socket link nginx connects through:
-    // requests already on the old slot finish there, new ones reach the new slot.
-    sh_sh `mkdir -p ${l.runDir}`, sh_sh `mstool link ${l.apiSocket(s.slot)} ${l.apiLink}`, sh_sh `echo ${s.slot} > ${l.activeSlot}`, 'nginx_changed=$nginx_site_new', ensureFile(l.nginxUpstream, upstreamConf(l), {
+        onChange: 'nginx_changed=1',
+    }), sh_sh `  ln -sfn ${l.nginxSite} ${l.nginxSiteEnabled}`, s.serverName === '_' ? sh_sh `  rm -f /etc/nginx/sites-enabled/default` : null, 'fi', ensureFile(l.nginxUpstream, upstreamConf(l), {
         mode: '644',
         label: 'nginx upstream',
         onChange: 'nginx_changed=1',
-    }), 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then nginx -t -q && systemctl reload nginx; fi', sh_sh `prev=$(basename "$(readlink ${l.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `mstool link ${rel} ${l.current}`, sh_sh `mstool link "$(readlink ${rel}/.venv)" ${l.venvLink}`, sh_sh `systemctl enable --quiet ${l.units.target} ${api} ${followers}`, sh_sh `systemctl disable --quiet ${other} 2>/dev/null || true`, followers.length ? sh_sh `systemctl restart ${followers}` : null, 'echo "PREVIOUS $prev"', sh_sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${s.releaseId} (${s.slot} slot) from \${prev:-nothing}" >> ${l.history}`);
+    }), 
+    // A configuration nginx refuses (say a second default_server) fails the switch before anything moves.
+    'if [ "$nginx_changed" = 1 ] && ! nginx_errors=$(nginx -t 2>&1); then', sh_sh `  if grep -q 'Managed by metalship (HTTP only' ${l.nginxSite} 2>/dev/null; then rm -f ${l.nginxSite} ${l.nginxSiteEnabled}; fi`, '  echo "nginx refuses the configuration for this app: $nginx_errors" >&2', '  echo "(with several apps on one server, give each its own server-name)" >&2', '  exit 1', 'fi', 
+    // Start the release beside the serving one (unless the slot already runs it, unchanged).
+    'was=$(slot_release "$slot")', sh_sh `mstool link ${rel} ${l.slots}/"$slot"`, sh_sh `if [ "$units_changed" = 1 ] || [ "$was" != ${s.releaseId} ] || ! systemctl is-active --quiet ${api}; then`, sh_sh `  echo "starting ${s.releaseId} in the $slot slot"`, sh_sh `  systemctl restart ${api}`, 'else', sh_sh `  echo "the $slot slot already runs ${s.releaseId}"`, 'fi', sh_sh `sock=/run/${l.app}-api-"$slot"/api.sock`, sh_sh `if ! ready=$(mstool wait-ready "$sock" ${s.healthPath} ${s.readyTimeout} 0.1 200 ''); then`, '  echo "$ready" >&2', sh_sh `  journalctl -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh_sh `  systemctl stop ${api} || true`, sh_sh `  echo "release ${s.releaseId} did not become ready in the $slot slot within ${s.readyTimeout} s; traffic stays on the serving release" >&2`, '  exit 1', 'fi', 'echo "READY $ready"', 
+    // Traffic moves only now, by renaming the socket link nginx connects through:
+    // requests already on the old slot finish there, new ones reach the new slot.
+    sh_sh `mstool link "$sock" ${l.apiLink}`, sh_sh `echo "$slot" > ${l.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh_sh `prev=$(basename "$(readlink ${l.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `mstool link ${rel} ${l.current}`, sh_sh `mstool link "$(readlink ${rel}/.venv)" ${l.venvLink}`, 'echo "PREVIOUS $prev"', 
+    // On boot only the serving slot starts; the standby is a warm spare for this boot only.
+    sh_sh `systemctl enable --quiet ${l.units.target} ${api} ${followers}`, sh_sh `systemctl disable --quiet ${standbyApi} 2>/dev/null || true`, followers.length ? sh_sh `systemctl restart ${followers}` : null, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${s.releaseId} ($slot slot) from \${prev:-nothing}" >> ${l.history}`);
+}
+/** Whether a release's uvicorn accepts --timeout-graceful-shutdown (0.21+); recorded at release time. */
+function uvicornFlagsScript(rel) {
+    return script(sh `if ${rel}/.venv/bin/python -c 'import importlib.util, os, sys; s = importlib.util.find_spec("uvicorn"); sys.exit(0 if s and "timeout_graceful_shutdown" in open(os.path.join(os.path.dirname(s.origin), "config.py")).read() else 1)' 2>/dev/null; then`, sh `  echo 'METALSHIP_UVICORN_FLAGS=--timeout-graceful-shutdown 30' > ${rel}/.metalship/uvicorn.env`, 'else', sh `  echo 'METALSHIP_UVICORN_FLAGS=' > ${rel}/.metalship/uvicorn.env`, 'fi');
 }
 
 ;// CONCATENATED MODULE: ./src/remote/units.ts
@@ -56299,7 +56301,8 @@ function apiUnit(s) {
         `--uds /run/${l.app}-api-%i/api.sock`,
         // Above nginx's idle upstream time, so uvicorn never closes a connection nginx is about to reuse.
         '--timeout-keep-alive 75',
-        s.gracefulShutdownFlag ? '--timeout-graceful-shutdown 30' : '',
+        // --timeout-graceful-shutdown where the release's uvicorn has it (0.21+), from the release's uvicorn.env.
+        '$METALSHIP_UVICORN_FLAGS',
         '--no-server-header',
         ...s.uvicornArgs,
     ]
@@ -56314,6 +56317,7 @@ PartOf=${l.units.target}
 [Service]
 Type=simple
 ${serviceCommon(s, workdir)}
+EnvironmentFile=-${workdir}/.metalship/uvicorn.env
 ExecStart=${uvicorn}
 RuntimeDirectory=${l.app}-api-%i
 RuntimeDirectoryMode=0755
@@ -56477,24 +56481,8 @@ function verify_pickRollbackTarget(listing, requested) {
 
 
 
-
-/** The slot that should serve releaseId: the standby if it already runs it, the serving one if it is it, else the idle one. */
-function chooseSlot(facts, releaseId) {
-    const active = facts.activeSlot;
-    if (active && facts.slots[active].release === releaseId && facts.slots[active].active)
-        return active;
-    const idle = otherSlot(active);
-    return idle;
-}
 async function switchHost(host, releaseId, s, log) {
     const started = Date.now();
-    const facts = parseFacts((await host.conn.run(factsScript(host.layout, releaseId), { what: 'reading the host state' })).stdout);
-    if (facts.targetStatus !== 'ready' && facts.targetStatus !== 'bad') {
-        throw new Error(`release ${releaseId} is ${facts.targetStatus} on ${host.spec.label}, not a complete release: refusing to switch to it`);
-    }
-    if (!facts.nginx)
-        throw new Error(`nginx is not installed on ${host.spec.label}: run the provision action first`);
-    const slot = chooseSlot(facts, releaseId);
     const units = unitFiles({
         layout: host.layout,
         user: s['app-user'],
@@ -56502,12 +56490,10 @@ async function switchHost(host, releaseId, s, log) {
         uvicornArgs: s['uvicorn-args'],
         workerCommand: s['worker-command'],
         schedulerCommand: s['scheduler-command'],
-        gracefulShutdownFlag: facts.gracefulShutdownFlag,
     }, { worker: host.roles.worker, scheduler: host.roles.scheduler });
     const res = await host.conn.run(switchScript({
         layout: host.layout,
         releaseId,
-        slot,
         units,
         healthPath: s['health-path'],
         readyTimeout: s['ready-timeout'],
@@ -56515,7 +56501,8 @@ async function switchHost(host, releaseId, s, log) {
         worker: host.roles.worker && s['worker-command'].length > 0,
         scheduler: host.roles.scheduler && s['scheduler-command'].length > 0,
     }), { stream: true, what: `switching to ${releaseId}` });
-    const previous = /^PREVIOUS (.*)$/m.exec(res.stdout)?.[1]?.trim() ?? facts.current;
+    const previous = /^PREVIOUS (.*)$/m.exec(res.stdout)?.[1]?.trim() ?? '';
+    const slot = /^SLOT (blue|green)$/m.exec(res.stdout)?.[1];
     log.info(`[${host.spec.label}] ${releaseId} serves from the ${slot} slot (was ${previous || 'nothing'})`);
     return { host: host.spec.label, ok: true, previous, slot, seconds: (Date.now() - started) / 1000 };
 }
@@ -66279,9 +66266,9 @@ function checkRelativePath(p) {
 function checkCommand(v) {
     const words = v.trim().split(/\s+/).filter(Boolean);
     for (const w of words) {
-        if (!/^[A-Za-z0-9_.:/=@,+%-]+$/.test(w)) {
+        if (!/^[A-Za-z0-9_.:/=@,+%{}-]+$/.test(w)) {
             return {
-                error: `word '${w.slice(0, 40)}' contains characters other than letters, digits and _.:/=@,+%-`,
+                error: `word '${w.slice(0, 40)}' contains characters other than letters, digits and _.:/=@,+%{}-`,
             };
         }
     }
@@ -66683,6 +66670,52 @@ const rollbackOnlyInputs = {
         expected: 'a release directory name, e.g. 20250127_120000, or empty',
     }),
 };
+const migrateHostField = pattern({
+    description: 'The one host that runs migrations (as written in hosts). Default: the host with the migrate role, else the first.',
+    default: '',
+    regex: /^[A-Za-z0-9_.:@[\]-]{0,300}$/,
+    expected: 'one of the hosts, as written in the hosts input',
+});
+const revisionCommandField = commandField('Command printing the schema revision (first word of its last line), run before and after migrating.', 'alembic current');
+const backupKeepField = fields_int({
+    description: 'Pre-migration backups to keep in {app-root}/shared/backups.',
+    default: '10',
+    min: 1,
+    max: 1000,
+});
+/** The migrate action's own inputs. */
+const migrateInputs = {
+    'release-id': switchOnlyInputs['release-id'],
+    command: commandField("Migration command, run in the release with its venv first on PATH and the app's .env, as the app user.", 'alembic upgrade head'),
+    'revision-command': revisionCommandField,
+    backup: bool({
+        description: 'Take a pg_dump -Fc of the app database (DATABASE_URL in .env) before migrating.',
+        default: 'true',
+    }),
+    'backup-keep': backupKeepField,
+    'migrate-host': migrateHostField,
+};
+/** How the deploy pipeline migrates (off unless migrate: true). */
+const deployMigrateInputs = {
+    migrate: bool({ description: 'Run database migrations between release and switch.', default: 'false' }),
+    'migrate-command': migrateInputs.command,
+    'revision-command': revisionCommandField,
+    'migrate-backup': bool({ description: 'Back the database up before migrating.', default: 'true' }),
+    'backup-keep': backupKeepField,
+    'migrate-host': migrateHostField,
+};
+/** The rollback's database downgrade (off unless migrate-down: true). */
+const rollbackMigrateInputs = {
+    'migrate-down': bool({
+        description: "Before switching back, downgrade the schema to the target release's recorded revision, running the newer release's code. Data written since may be lost.",
+        default: 'false',
+    }),
+    'downgrade-command': commandField('Downgrade command; {revision} stands for the target revision.', 'alembic downgrade {revision}'),
+    'revision-command': revisionCommandField,
+    backup: bool({ description: 'Back the database up before downgrading.', default: 'true' }),
+    'backup-keep': backupKeepField,
+    'migrate-host': migrateHostField,
+};
 const deployOnlyInputs = {
     'rollback-on-failure': bool({
         description: 'When verification fails after the switch, switch back to the previous release (the job still fails).',
@@ -66747,11 +66780,34 @@ const actions = {
             ...commonOutputs,
         },
     },
+    migrate: {
+        name: 'migrate',
+        title: 'metalship migrate',
+        description: 'Run database migrations for a release once (on one host), after a pg_dump backup, under a PostgreSQL advisory lock.',
+        inputs: { ...connectionInputs, 'app-user': serviceInputs['app-user'], ...migrateInputs },
+        outputs: {
+            'revision-before': {
+                description: 'Schema revision before the migration (empty for an empty database).',
+            },
+            'revision-after': { description: 'Schema revision after the migration.' },
+            'backup-path': {
+                description: 'The pre-migration backup on the migrate host (empty when backup is false).',
+            },
+            changed: { description: 'true when the revision changed.' },
+            ...commonOutputs,
+        },
+    },
     rollback: {
         name: 'rollback',
         title: 'metalship rollback',
         description: 'Switch back to the previous good release (or a named one), verify it, and mark the release left as bad.',
-        inputs: { ...connectionInputs, ...serviceInputs, ...rollbackOnlyInputs, ...verifyInputs },
+        inputs: {
+            ...connectionInputs,
+            ...serviceInputs,
+            ...rollbackOnlyInputs,
+            ...verifyInputs,
+            ...rollbackMigrateInputs,
+        },
         outputs: {
             'release-id': { description: 'The release now current.' },
             'rolled-back-from': { description: 'The release that was current before the rollback.' },
@@ -66762,7 +66818,14 @@ const actions = {
         name: 'deploy',
         title: 'metalship deploy',
         description: 'The whole deploy: release, switch, verify, and roll back automatically when verification fails.',
-        inputs: { ...connectionInputs, ...serviceInputs, ...releaseInputs, ...verifyInputs, ...deployOnlyInputs },
+        inputs: {
+            ...connectionInputs,
+            ...serviceInputs,
+            ...releaseInputs,
+            ...deployMigrateInputs,
+            ...verifyInputs,
+            ...deployOnlyInputs,
+        },
         outputs: {
             'release-id': { description: 'The release deployed.' },
             'previous-release-id': { description: 'The release that was current before.' },

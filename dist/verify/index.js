@@ -54291,7 +54291,7 @@ var __webpack_exports__ = {};
 // Where everything lives on a host: the standard's /opt/{app} tree plus
 // metalship's own state. One place, so scripts cannot disagree on a path.
 const SLOTS = (/* unused pure expression or super */ null && (['blue', 'green']));
-function layout_otherSlot(slot) {
+function otherSlot(slot) {
     return slot === 'blue' ? 'green' : 'blue';
 }
 function layout(app, root) {
@@ -55990,6 +55990,25 @@ def import_check(release, module, envfile):
             obj = getattr(obj, part)
     print('import ok: %s' % module)
 
+def exec_in_release(release, envfile, *command):
+    # Run a command the way the services run: in the release, with the .env values
+    # and the release's virtualenv first on PATH. exec keeps it in our session, so
+    # a timeout can stop it.
+    os.environ.update(read_env(envfile))
+    os.environ['PATH'] = os.path.join(release, '.venv', 'bin') + os.pathsep + os.environ.get('PATH', '/usr/bin:/bin')
+    os.environ['PYTHONUNBUFFERED'] = '1'
+    os.chdir(release)
+    os.execvpe(command[0], list(command), os.environ)
+
+def database_url(envfile):
+    # The app's DATABASE_URL as libpq understands it (SQLAlchemy's +driver suffix removed).
+    url = read_env(envfile).get('DATABASE_URL', '')
+    if not url:
+        sys.exit('DATABASE_URL is not set in %s' % envfile)
+    scheme, sep, rest = url.partition('://')
+    print(scheme.split('+')[0].replace('postgres', 'postgresql', 1) if scheme.split('+')[0] == 'postgres' else scheme.split('+')[0], end='')
+    print(sep + rest)
+
 class UnixHTTPConnection(http.client.HTTPConnection):
     def __init__(self, path, timeout):
         super().__init__('localhost', timeout=timeout)
@@ -56029,6 +56048,13 @@ def wait_ready(target, path, timeout, interval, status, expect):
             sys.exit(0 if ok else 1)
         time.sleep(float(interval))
 
+def read_text(path):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except Exception:
+        return ''
+
 def releases(root):
     out = []
     rdir = os.path.join(root, 'releases')
@@ -56059,13 +56085,13 @@ def releases(root):
                 created = 0
             venv = os.readlink(os.path.join(p, '.venv')) if os.path.islink(os.path.join(p, '.venv')) else ''
             out.append({'id': name, 'status': status, 'created': created, 'venv': os.path.basename(venv),
-                        'revision': meta.get('revision', ''), 'schema_revision': meta.get('schema_revision', '')})
+                        'revision': meta.get('revision', ''), 'schema_revision': read_text(os.path.join(p, '.metalship', 'schema-revision'))})
     venvs = sorted(os.listdir(os.path.join(root, 'venvs'))) if os.path.isdir(os.path.join(root, 'venvs')) else []
     print(json.dumps({'releases': out, 'links': links, 'venvs': venvs}))
 
 cmd, args = sys.argv[1], sys.argv[2:]
 {'link': link, 'stage-files': stage_files, 'check-files': check_files, 'import-check': import_check,
- 'wait-ready': wait_ready, 'releases': releases}[cmd](*args)
+ 'wait-ready': wait_ready, 'releases': releases, 'exec': exec_in_release, 'database-url': database_url}[cmd](*args)
 `;
 /** Script lines that define `mstool`, a shell function running the Python tool with python3. */
 function pytool_pyToolDefinition() {
@@ -56157,24 +56183,8 @@ function verify_pickRollbackTarget(listing, requested) {
 
 
 
-
-/** The slot that should serve releaseId: the standby if it already runs it, the serving one if it is it, else the idle one. */
-function chooseSlot(facts, releaseId) {
-    const active = facts.activeSlot;
-    if (active && facts.slots[active].release === releaseId && facts.slots[active].active)
-        return active;
-    const idle = otherSlot(active);
-    return idle;
-}
 async function switchHost(host, releaseId, s, log) {
     const started = Date.now();
-    const facts = parseFacts((await host.conn.run(factsScript(host.layout, releaseId), { what: 'reading the host state' })).stdout);
-    if (facts.targetStatus !== 'ready' && facts.targetStatus !== 'bad') {
-        throw new Error(`release ${releaseId} is ${facts.targetStatus} on ${host.spec.label}, not a complete release: refusing to switch to it`);
-    }
-    if (!facts.nginx)
-        throw new Error(`nginx is not installed on ${host.spec.label}: run the provision action first`);
-    const slot = chooseSlot(facts, releaseId);
     const units = unitFiles({
         layout: host.layout,
         user: s['app-user'],
@@ -56182,12 +56192,10 @@ async function switchHost(host, releaseId, s, log) {
         uvicornArgs: s['uvicorn-args'],
         workerCommand: s['worker-command'],
         schedulerCommand: s['scheduler-command'],
-        gracefulShutdownFlag: facts.gracefulShutdownFlag,
     }, { worker: host.roles.worker, scheduler: host.roles.scheduler });
     const res = await host.conn.run(switchScript({
         layout: host.layout,
         releaseId,
-        slot,
         units,
         healthPath: s['health-path'],
         readyTimeout: s['ready-timeout'],
@@ -56195,7 +56203,8 @@ async function switchHost(host, releaseId, s, log) {
         worker: host.roles.worker && s['worker-command'].length > 0,
         scheduler: host.roles.scheduler && s['scheduler-command'].length > 0,
     }), { stream: true, what: `switching to ${releaseId}` });
-    const previous = /^PREVIOUS (.*)$/m.exec(res.stdout)?.[1]?.trim() ?? facts.current;
+    const previous = /^PREVIOUS (.*)$/m.exec(res.stdout)?.[1]?.trim() ?? '';
+    const slot = /^SLOT (blue|green)$/m.exec(res.stdout)?.[1];
     log.info(`[${host.spec.label}] ${releaseId} serves from the ${slot} slot (was ${previous || 'nothing'})`);
     return { host: host.spec.label, ok: true, previous, slot, seconds: (Date.now() - started) / 1000 };
 }
@@ -65959,9 +65968,9 @@ function checkRelativePath(p) {
 function checkCommand(v) {
     const words = v.trim().split(/\s+/).filter(Boolean);
     for (const w of words) {
-        if (!/^[A-Za-z0-9_.:/=@,+%-]+$/.test(w)) {
+        if (!/^[A-Za-z0-9_.:/=@,+%{}-]+$/.test(w)) {
             return {
-                error: `word '${w.slice(0, 40)}' contains characters other than letters, digits and _.:/=@,+%-`,
+                error: `word '${w.slice(0, 40)}' contains characters other than letters, digits and _.:/=@,+%{}-`,
             };
         }
     }
@@ -66363,6 +66372,52 @@ const rollbackOnlyInputs = {
         expected: 'a release directory name, e.g. 20250127_120000, or empty',
     }),
 };
+const migrateHostField = pattern({
+    description: 'The one host that runs migrations (as written in hosts). Default: the host with the migrate role, else the first.',
+    default: '',
+    regex: /^[A-Za-z0-9_.:@[\]-]{0,300}$/,
+    expected: 'one of the hosts, as written in the hosts input',
+});
+const revisionCommandField = commandField('Command printing the schema revision (first word of its last line), run before and after migrating.', 'alembic current');
+const backupKeepField = fields_int({
+    description: 'Pre-migration backups to keep in {app-root}/shared/backups.',
+    default: '10',
+    min: 1,
+    max: 1000,
+});
+/** The migrate action's own inputs. */
+const migrateInputs = {
+    'release-id': switchOnlyInputs['release-id'],
+    command: commandField("Migration command, run in the release with its venv first on PATH and the app's .env, as the app user.", 'alembic upgrade head'),
+    'revision-command': revisionCommandField,
+    backup: bool({
+        description: 'Take a pg_dump -Fc of the app database (DATABASE_URL in .env) before migrating.',
+        default: 'true',
+    }),
+    'backup-keep': backupKeepField,
+    'migrate-host': migrateHostField,
+};
+/** How the deploy pipeline migrates (off unless migrate: true). */
+const deployMigrateInputs = {
+    migrate: bool({ description: 'Run database migrations between release and switch.', default: 'false' }),
+    'migrate-command': migrateInputs.command,
+    'revision-command': revisionCommandField,
+    'migrate-backup': bool({ description: 'Back the database up before migrating.', default: 'true' }),
+    'backup-keep': backupKeepField,
+    'migrate-host': migrateHostField,
+};
+/** The rollback's database downgrade (off unless migrate-down: true). */
+const rollbackMigrateInputs = {
+    'migrate-down': bool({
+        description: "Before switching back, downgrade the schema to the target release's recorded revision, running the newer release's code. Data written since may be lost.",
+        default: 'false',
+    }),
+    'downgrade-command': commandField('Downgrade command; {revision} stands for the target revision.', 'alembic downgrade {revision}'),
+    'revision-command': revisionCommandField,
+    backup: bool({ description: 'Back the database up before downgrading.', default: 'true' }),
+    'backup-keep': backupKeepField,
+    'migrate-host': migrateHostField,
+};
 const deployOnlyInputs = {
     'rollback-on-failure': bool({
         description: 'When verification fails after the switch, switch back to the previous release (the job still fails).',
@@ -66427,11 +66482,34 @@ const actions = {
             ...commonOutputs,
         },
     },
+    migrate: {
+        name: 'migrate',
+        title: 'metalship migrate',
+        description: 'Run database migrations for a release once (on one host), after a pg_dump backup, under a PostgreSQL advisory lock.',
+        inputs: { ...connectionInputs, 'app-user': serviceInputs['app-user'], ...migrateInputs },
+        outputs: {
+            'revision-before': {
+                description: 'Schema revision before the migration (empty for an empty database).',
+            },
+            'revision-after': { description: 'Schema revision after the migration.' },
+            'backup-path': {
+                description: 'The pre-migration backup on the migrate host (empty when backup is false).',
+            },
+            changed: { description: 'true when the revision changed.' },
+            ...commonOutputs,
+        },
+    },
     rollback: {
         name: 'rollback',
         title: 'metalship rollback',
         description: 'Switch back to the previous good release (or a named one), verify it, and mark the release left as bad.',
-        inputs: { ...connectionInputs, ...serviceInputs, ...rollbackOnlyInputs, ...verifyInputs },
+        inputs: {
+            ...connectionInputs,
+            ...serviceInputs,
+            ...rollbackOnlyInputs,
+            ...verifyInputs,
+            ...rollbackMigrateInputs,
+        },
         outputs: {
             'release-id': { description: 'The release now current.' },
             'rolled-back-from': { description: 'The release that was current before the rollback.' },
@@ -66442,7 +66520,14 @@ const actions = {
         name: 'deploy',
         title: 'metalship deploy',
         description: 'The whole deploy: release, switch, verify, and roll back automatically when verification fails.',
-        inputs: { ...connectionInputs, ...serviceInputs, ...releaseInputs, ...verifyInputs, ...deployOnlyInputs },
+        inputs: {
+            ...connectionInputs,
+            ...serviceInputs,
+            ...releaseInputs,
+            ...deployMigrateInputs,
+            ...verifyInputs,
+            ...deployOnlyInputs,
+        },
         outputs: {
             'release-id': { description: 'The release deployed.' },
             'previous-release-id': { description: 'The release that was current before.' },

@@ -4,6 +4,7 @@
 import type { Settings } from '../inputs/parse.js';
 import type { Log } from '../log.js';
 import { withHosts } from '../stages/hosts.js';
+import { markFailedEverywhere, migrateOnHost, pickMigrateHost } from '../stages/migrate.js';
 import { releaseStage } from '../stages/release.js';
 import { cleanupStage, markBad, revertHosts, switchFleet, verifyStage } from '../stages/switch.js';
 import { resultsTable, runAction, type ActionOutcome } from './run.js';
@@ -58,6 +59,25 @@ export async function deploy(s: Settings<'deploy'>, log: Log): Promise<ActionOut
       return fail(
         `release ${id} failed; nothing was switched:\n${releaseFailed.map((r) => `${r.host}: ${r.error}`).join('\n')}`,
       );
+
+    if (s.migrate) {
+      const host = pickMigrateHost(hosts, s['migrate-host']);
+      try {
+        const out = await time('migrate', () =>
+          log.group(`Migrate on ${host.spec.label}`, () =>
+            migrateOnHost(host, id, { ...s, command: s['migrate-command'], backup: s['migrate-backup'] }, log),
+          ),
+        );
+        outputs['revision-before'] = out.before;
+        outputs['revision-after'] = out.after;
+        Object.assign(rows.get(host.spec.label) ?? {}, { schema: `${out.before || 'empty'} → ${out.after || 'empty'}` });
+      } catch (err) {
+        const message = err instanceof Error ? err.message : String(err);
+        await markFailedEverywhere(hosts, id, message);
+        Object.assign(rows.get(host.spec.label) ?? {}, { ok: false, error: message });
+        return fail(`the migration for ${id} failed on ${host.spec.label}; ${id} is marked failed and the previous release keeps serving:\n${message}`);
+      }
+    }
 
     const sw = await time('switch', () => switchFleet(hosts, id, s, log));
     for (const r of sw.results)

@@ -1,13 +1,29 @@
 import type { Settings } from '../inputs/parse.js';
 import type { Log } from '../log.js';
 import { withHosts } from '../stages/hosts.js';
-import { markBad, revertHosts, rollbackTarget, switchFleet, verifyStage } from '../stages/switch.js';
+import { downgradeOnHost, pickMigrateHost } from '../stages/migrate.js';
+import { listReleases, markBad, revertHosts, rollbackTarget, switchFleet, verifyStage } from '../stages/switch.js';
 import { resultsTable, runAction, type ActionOutcome } from './run.js';
 
 export async function rollback(s: Settings<'rollback'>, log: Log): Promise<ActionOutcome> {
   return withHosts(s, log, 'rollback', async (hosts) => {
     const { target, from } = await rollbackTarget(hosts, s['release-id']);
     log.info(`Rolling back from ${from || 'nothing'} to ${target}`);
+    let schemaNote = '';
+    if (s['migrate-down']) {
+      const host = pickMigrateHost(hosts, s['migrate-host']);
+      const listing = await listReleases(host);
+      const revision = listing.releases.find((r) => r.id === target)?.schema_revision ?? '';
+      if (!revision) {
+        throw new Error(
+          `migrate-down: the schema revision of ${target} is unknown on ${host.spec.label} (it was not deployed with migrations); nothing was changed`,
+        );
+      }
+      const out = await log.group(`Downgrade the schema on ${host.spec.label} to ${revision}`, () => downgradeOnHost(host, from, revision, s, log));
+      schemaNote =
+        `\n\nSchema downgraded on ${host.spec.label}: ${out.before} → ${out.after}, using ${from}'s migrations. ` +
+        `**Data written since ${target} was current may be lost**${out.backupPath ? `; a backup was taken first: \`${out.backupPath}\`` : ''}.`;
+    }
     const sw = await switchFleet(hosts, target, s, log);
     const switchFailed = sw.results.filter((r) => !r.ok);
     let failure = switchFailed.length
@@ -37,7 +53,8 @@ export async function rollback(s: Settings<'rollback'>, log: Log): Promise<Actio
           ['previous', 'left'],
           ['slot', 'slot'],
           ['seconds', 'seconds'],
-        ]),
+        ]) +
+        schemaNote,
       failure,
     };
   });

@@ -4,8 +4,11 @@
 import {
   commonOutputs,
   connectionInputs,
+  deployMigrateInputs,
   deployOnlyInputs,
+  migrateInputs,
   releaseInputs,
+  rollbackMigrateInputs,
   rollbackOnlyInputs,
   serviceInputs,
   switchOnlyInputs,
@@ -65,12 +68,36 @@ export const actions = {
       ...commonOutputs,
     },
   },
+  migrate: {
+    name: 'migrate',
+    title: 'metalship migrate',
+    description:
+      'Run database migrations for a release once (on one host), after a pg_dump backup, under a PostgreSQL advisory lock.',
+    inputs: { ...connectionInputs, 'app-user': serviceInputs['app-user'], ...migrateInputs },
+    outputs: {
+      'revision-before': {
+        description: 'Schema revision before the migration (empty for an empty database).',
+      },
+      'revision-after': { description: 'Schema revision after the migration.' },
+      'backup-path': {
+        description: 'The pre-migration backup on the migrate host (empty when backup is false).',
+      },
+      changed: { description: 'true when the revision changed.' },
+      ...commonOutputs,
+    },
+  },
   rollback: {
     name: 'rollback',
     title: 'metalship rollback',
     description:
       'Switch back to the previous good release (or a named one), verify it, and mark the release left as bad.',
-    inputs: { ...connectionInputs, ...serviceInputs, ...rollbackOnlyInputs, ...verifyInputs },
+    inputs: {
+      ...connectionInputs,
+      ...serviceInputs,
+      ...rollbackOnlyInputs,
+      ...verifyInputs,
+      ...rollbackMigrateInputs,
+    },
     outputs: {
       'release-id': { description: 'The release now current.' },
       'rolled-back-from': { description: 'The release that was current before the rollback.' },
@@ -82,7 +109,14 @@ export const actions = {
     title: 'metalship deploy',
     description:
       'The whole deploy: release, switch, verify, and roll back automatically when verification fails.',
-    inputs: { ...connectionInputs, ...serviceInputs, ...releaseInputs, ...verifyInputs, ...deployOnlyInputs },
+    inputs: {
+      ...connectionInputs,
+      ...serviceInputs,
+      ...releaseInputs,
+      ...deployMigrateInputs,
+      ...verifyInputs,
+      ...deployOnlyInputs,
+    },
     outputs: {
       'release-id': { description: 'The release deployed.' },
       'previous-release-id': { description: 'The release that was current before.' },

@@ -348,6 +348,67 @@ export const rollbackOnlyInputs = {
   }),
 } satisfies Record<string, Field>;
 
+const migrateHostField = pattern({
+  description:
+    'The one host that runs migrations (as written in hosts). Default: the host with the migrate role, else the first.',
+  default: '',
+  regex: /^[A-Za-z0-9_.:@[\]-]{0,300}$/,
+  expected: 'one of the hosts, as written in the hosts input',
+});
+const revisionCommandField = commandField(
+  'Command printing the schema revision (first word of its last line), run before and after migrating.',
+  'alembic current',
+);
+const backupKeepField = int({
+  description: 'Pre-migration backups to keep in {app-root}/shared/backups.',
+  default: '10',
+  min: 1,
+  max: 1000,
+});
+
+/** The migrate action's own inputs. */
+export const migrateInputs = {
+  'release-id': switchOnlyInputs['release-id'],
+  command: commandField(
+    "Migration command, run in the release with its venv first on PATH and the app's .env, as the app user.",
+    'alembic upgrade head',
+  ),
+  'revision-command': revisionCommandField,
+  backup: bool({
+    description: 'Take a pg_dump -Fc of the app database (DATABASE_URL in .env) before migrating.',
+    default: 'true',
+  }),
+  'backup-keep': backupKeepField,
+  'migrate-host': migrateHostField,
+} satisfies Record<string, Field>;
+
+/** How the deploy pipeline migrates (off unless migrate: true). */
+export const deployMigrateInputs = {
+  migrate: bool({ description: 'Run database migrations between release and switch.', default: 'false' }),
+  'migrate-command': migrateInputs.command,
+  'revision-command': revisionCommandField,
+  'migrate-backup': bool({ description: 'Back the database up before migrating.', default: 'true' }),
+  'backup-keep': backupKeepField,
+  'migrate-host': migrateHostField,
+} satisfies Record<string, Field>;
+
+/** The rollback's database downgrade (off unless migrate-down: true). */
+export const rollbackMigrateInputs = {
+  'migrate-down': bool({
+    description:
+      "Before switching back, downgrade the schema to the target release's recorded revision, running the newer release's code. Data written since may be lost.",
+    default: 'false',
+  }),
+  'downgrade-command': commandField(
+    'Downgrade command; {revision} stands for the target revision.',
+    'alembic downgrade {revision}',
+  ),
+  'revision-command': revisionCommandField,
+  backup: bool({ description: 'Back the database up before downgrading.', default: 'true' }),
+  'backup-keep': backupKeepField,
+  'migrate-host': migrateHostField,
+} satisfies Record<string, Field>;
+
 export const deployOnlyInputs = {
   'rollback-on-failure': bool({
     description:

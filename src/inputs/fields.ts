@@ -128,9 +128,9 @@ export function checkRelativePath(p: string): string | null {
 export function checkCommand(v: string): string[] | { error: string } {
   const words = v.trim().split(/\s+/).filter(Boolean);
   for (const w of words) {
-    if (!/^[A-Za-z0-9_.:/=@,+%-]+$/.test(w)) {
+    if (!/^[A-Za-z0-9_.:/=@,+%{}-]+$/.test(w)) {
       return {
-        error: `word '${w.slice(0, 40)}' contains characters other than letters, digits and _.:/=@,+%-`,
+        error: `word '${w.slice(0, 40)}' contains characters other than letters, digits and _.:/=@,+%{}-`,
       };
     }
   }

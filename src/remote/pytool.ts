@@ -107,6 +107,25 @@ def import_check(release, module, envfile):
             obj = getattr(obj, part)
     print('import ok: %s' % module)
 
+def exec_in_release(release, envfile, *command):
+    # Run a command the way the services run: in the release, with the .env values
+    # and the release's virtualenv first on PATH. exec keeps it in our session, so
+    # a timeout can stop it.
+    os.environ.update(read_env(envfile))
+    os.environ['PATH'] = os.path.join(release, '.venv', 'bin') + os.pathsep + os.environ.get('PATH', '/usr/bin:/bin')
+    os.environ['PYTHONUNBUFFERED'] = '1'
+    os.chdir(release)
+    os.execvpe(command[0], list(command), os.environ)
+
+def database_url(envfile):
+    # The app's DATABASE_URL as libpq understands it (SQLAlchemy's +driver suffix removed).
+    url = read_env(envfile).get('DATABASE_URL', '')
+    if not url:
+        sys.exit('DATABASE_URL is not set in %s' % envfile)
+    scheme, sep, rest = url.partition('://')
+    print(scheme.split('+')[0].replace('postgres', 'postgresql', 1) if scheme.split('+')[0] == 'postgres' else scheme.split('+')[0], end='')
+    print(sep + rest)
+
 class UnixHTTPConnection(http.client.HTTPConnection):
     def __init__(self, path, timeout):
         super().__init__('localhost', timeout=timeout)
@@ -146,6 +165,13 @@ def wait_ready(target, path, timeout, interval, status, expect):
             sys.exit(0 if ok else 1)
         time.sleep(float(interval))
 
+def read_text(path):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except Exception:
+        return ''
+
 def releases(root):
     out = []
     rdir = os.path.join(root, 'releases')
@@ -176,13 +202,13 @@ def releases(root):
                 created = 0
             venv = os.readlink(os.path.join(p, '.venv')) if os.path.islink(os.path.join(p, '.venv')) else ''
             out.append({'id': name, 'status': status, 'created': created, 'venv': os.path.basename(venv),
-                        'revision': meta.get('revision', ''), 'schema_revision': meta.get('schema_revision', '')})
+                        'revision': meta.get('revision', ''), 'schema_revision': read_text(os.path.join(p, '.metalship', 'schema-revision'))})
     venvs = sorted(os.listdir(os.path.join(root, 'venvs'))) if os.path.isdir(os.path.join(root, 'venvs')) else []
     print(json.dumps({'releases': out, 'links': links, 'venvs': venvs}))
 
 cmd, args = sys.argv[1], sys.argv[2:]
 {'link': link, 'stage-files': stage_files, 'check-files': check_files, 'import-check': import_check,
- 'wait-ready': wait_ready, 'releases': releases}[cmd](*args)
+ 'wait-ready': wait_ready, 'releases': releases, 'exec': exec_in_release, 'database-url': database_url}[cmd](*args)
 `;
 
 /** Script lines that define `mstool`, a shell function running the Python tool with python3. */

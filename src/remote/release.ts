@@ -4,6 +4,7 @@
 
 import type { Layout } from './layout.js';
 import { pyToolDefinition } from './pytool.js';
+import { uvicornFlagsScript } from './switch.js';
 import { script, sh, writeFileAtomic } from './sh.js';
 
 export const RELEASE_EXISTS_EXIT = 73;
@@ -99,6 +100,7 @@ export function buildScript(s: BuildSettings): string {
     sh`  echo "reusing virtualenv ${s.venvKey}"`,
     'fi',
     sh`mstool link ${venv} ${rel}/.venv`,
+    uvicornFlagsScript(rel),
     ...s.sharedPaths.map((p) =>
       script(
         sh`if [ -e ${rel}/${p} ] && [ ! -L ${rel}/${p} ]; then rm -rf ${rel}/${p}; fi`,

@@ -11,8 +11,6 @@ export interface UnitSettings {
   uvicornArgs: string[];
   workerCommand: string[];
   schedulerCommand: string[];
-  /** uvicorn >= 0.21 understands --timeout-graceful-shutdown (older ones reject it). */
-  gracefulShutdownFlag: boolean;
 }
 
 /** systemd's sandboxing: the app reads its release and writes only shared/ (field notes, systemd hardening). */
@@ -78,7 +76,8 @@ export function apiUnit(s: UnitSettings): string {
     `--uds /run/${l.app}-api-%i/api.sock`,
     // Above nginx's idle upstream time, so uvicorn never closes a connection nginx is about to reuse.
     '--timeout-keep-alive 75',
-    s.gracefulShutdownFlag ? '--timeout-graceful-shutdown 30' : '',
+    // --timeout-graceful-shutdown where the release's uvicorn has it (0.21+), from the release's uvicorn.env.
+    '$METALSHIP_UVICORN_FLAGS',
     '--no-server-header',
     ...s.uvicornArgs,
   ]
@@ -93,6 +92,7 @@ PartOf=${l.units.target}
 [Service]
 Type=simple
 ${serviceCommon(s, workdir)}
+EnvironmentFile=-${workdir}/.metalship/uvicorn.env
 ExecStart=${uvicorn}
 RuntimeDirectory=${l.app}-api-%i
 RuntimeDirectoryMode=0755

@@ -1,9 +1,9 @@
 // The switch, verify and rollback stages over a set of hosts.
 
 import type { Log } from '../log.js';
-import { otherSlot, type Slot } from '../remote/layout.js';
+import type { Slot } from '../remote/layout.js';
 import { markScript } from '../remote/release.js';
-import { factsScript, parseFacts, switchScript, type HostFacts } from '../remote/switch.js';
+import { switchScript } from '../remote/switch.js';
 import { unitFiles } from '../remote/units.js';
 import {
   cleanupScript,
@@ -45,14 +45,6 @@ export interface SwitchResult extends HostResult {
   seconds?: number;
 }
 
-/** The slot that should serve releaseId: the standby if it already runs it, the serving one if it is it, else the idle one. */
-export function chooseSlot(facts: HostFacts, releaseId: string): Slot {
-  const active = facts.activeSlot;
-  if (active && facts.slots[active].release === releaseId && facts.slots[active].active) return active;
-  const idle = otherSlot(active);
-  return idle;
-}
-
 export async function switchHost(
   host: Host,
   releaseId: string,
@@ -60,17 +52,6 @@ export async function switchHost(
   log: Log,
 ): Promise<SwitchResult> {
   const started = Date.now();
-  const facts = parseFacts(
-    (await host.conn.run(factsScript(host.layout, releaseId), { what: 'reading the host state' })).stdout,
-  );
-  if (facts.targetStatus !== 'ready' && facts.targetStatus !== 'bad') {
-    throw new Error(
-      `release ${releaseId} is ${facts.targetStatus} on ${host.spec.label}, not a complete release: refusing to switch to it`,
-    );
-  }
-  if (!facts.nginx)
-    throw new Error(`nginx is not installed on ${host.spec.label}: run the provision action first`);
-  const slot = chooseSlot(facts, releaseId);
   const units = unitFiles(
     {
       layout: host.layout,
@@ -79,7 +60,6 @@ export async function switchHost(
       uvicornArgs: s['uvicorn-args'],
       workerCommand: s['worker-command'],
       schedulerCommand: s['scheduler-command'],
-      gracefulShutdownFlag: facts.gracefulShutdownFlag,
     },
     { worker: host.roles.worker, scheduler: host.roles.scheduler },
   );
@@ -87,7 +67,6 @@ export async function switchHost(
     switchScript({
       layout: host.layout,
       releaseId,
-      slot,
       units,
       healthPath: s['health-path'],
       readyTimeout: s['ready-timeout'],
@@ -97,7 +76,8 @@ export async function switchHost(
     }),
     { stream: true, what: `switching to ${releaseId}` },
   );
-  const previous = /^PREVIOUS (.*)$/m.exec(res.stdout)?.[1]?.trim() ?? facts.current;
+  const previous = /^PREVIOUS (.*)$/m.exec(res.stdout)?.[1]?.trim() ?? '';
+  const slot = /^SLOT (blue|green)$/m.exec(res.stdout)?.[1] as Slot | undefined;
   log.info(`[${host.spec.label}] ${releaseId} serves from the ${slot} slot (was ${previous || 'nothing'})`);
   return { host: host.spec.label, ok: true, previous, slot, seconds: (Date.now() - started) / 1000 };
 }

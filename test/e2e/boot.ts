@@ -7,6 +7,7 @@ import { STATE_FILE } from '../support/e2e.js';
 export const E2E_HOSTS = [
   { name: 'ms-e1', index: 11 },
   { name: 'ms-e2', index: 12 },
+  { name: 'ms-e3', index: 13 },
 ];
 
 async function up(): Promise<void> {

@@ -19,7 +19,7 @@ set -euo pipefail
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 # Bump whenever the image recipe below changes: it is part of the cache key.
-readonly RECIPE_VERSION=1
+readonly RECIPE_VERSION=2
 readonly SUITE=bookworm
 readonly CACHE_DIR=/var/cache/metalship/images
 readonly STATE_ROOT=/var/lib/metalship/hosts
@@ -272,6 +272,13 @@ finalize_image() {
   printf 'nameserver 127.0.0.1\noptions timeout:1 attempts:1\n' >"$rootfs/etc/resolv.conf"
   for unit in "${MASKED_UNITS[@]}"; do
     ln -sfn /dev/null "$rootfs/etc/systemd/system/$unit"
+  done
+  # The chroot shares the machine's network: when the machine runs a PostgreSQL
+  # of its own on 5432, pg_createcluster picks the next free port. A server's
+  # cluster listens on the standard port.
+  local conf
+  for conf in "$rootfs"/etc/postgresql/*/main/postgresql.conf; do
+    [[ -f $conf ]] && sed -i 's/^port = .*/port = 5432\t\t\t\t# (standard port)/' "$conf"
   done
   rm -f "$rootfs/usr/sbin/policy-rc.d"
   chroot_run "$rootfs" apt-get clean

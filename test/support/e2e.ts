@@ -3,6 +3,7 @@
 // GITHUB_OUTPUT and GITHUB_STEP_SUMMARY files).
 
 import { spawn } from 'node:child_process';
+import http from 'node:http';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -132,4 +133,30 @@ export function sampleAppInputs(app: string, source: string): Record<string, str
     'worker-command': 'python -m worker',
     'scheduler-command': 'python -m scheduler',
   };
+}
+
+/** GET http://address/path with a Host header (fetch cannot set one): for apps with their own server_name. */
+export function httpGet(
+  address: string,
+  urlPath: string,
+  hostHeader?: string,
+): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(
+      {
+        host: address,
+        port: 80,
+        path: urlPath,
+        headers: hostHeader ? { Host: hostHeader } : {},
+        timeout: 10000,
+      },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (body += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      },
+    );
+    req.on('error', reject);
+  });
 }

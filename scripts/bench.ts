@@ -1,0 +1,336 @@
+// npm run bench: timings on a local test host, metalship beside a plain
+// baseline doing what most SSH deploy actions do (upload a tarball, extract into
+// a new directory, `ln -sfn`, `systemctl restart`), on the same host in the same
+// run, each under the same steady load through nginx. Prints figures; asserts nothing.
+
+import { execFile } from 'node:child_process';
+import { cp, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import {
+  bootHosts,
+  buildImage,
+  ensureKey,
+  shutdownHosts,
+  sshRun,
+  type HostKeyPair,
+  type TestHost,
+} from '../test/support/hosts.js';
+import { runBundle, SAMPLE_APP, sampleAppInputs } from '../test/support/e2e.js';
+import { startLoad, type LoadReport } from '../test/support/load.js';
+
+const run = promisify(execFile);
+const NAME = 'ms-bench';
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+
+interface Measure {
+  seconds: number;
+  /** Seconds from the start until the expected version answered through nginx. */
+  servingAfter: number | null;
+  connections: number;
+  load: LoadReport;
+  bytes?: number;
+}
+
+async function onHost(host: TestHost, key: HostKeyPair, cmd: string): Promise<string> {
+  const r = await sshRun(host, key, cmd, { timeoutMs: 120000 });
+  if (r.code !== 0) throw new Error(`${cmd}: ${r.stderr}`);
+  return r.stdout;
+}
+
+/** SSH logins the host has accepted so far (each is one connection). */
+async function logins(host: TestHost, key: HostKeyPair): Promise<number> {
+  return Number(
+    (
+      await onHost(host, key, "journalctl -u ssh --no-pager -o cat | grep -c 'Accepted publickey' || true")
+    ).trim(),
+  );
+}
+
+/** Polls url until its body contains text; resolves with the seconds since start. */
+function watchFor(
+  url: string,
+  text: string,
+  started: number,
+): { done: Promise<number | null>; stop: () => void } {
+  let stopped = false;
+  const done = (async () => {
+    while (!stopped) {
+      try {
+        const body = await (await fetch(url, { signal: AbortSignal.timeout(2000) })).text();
+        if (body.includes(text)) return (Date.now() - started) / 1000;
+      } catch {
+        // not yet
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return null;
+  })();
+  return { done, stop: () => (stopped = true) };
+}
+
+async function measure(
+  host: TestHost,
+  key: HostKeyPair,
+  url: string,
+  expect: string,
+  action: () => Promise<number | undefined>,
+): Promise<Measure> {
+  const before = await logins(host, key);
+  const load = startLoad(url.replace(/\/version$/, '/'), { workers: 4, pauseMs: 5, maxSeconds: 120 });
+  await new Promise((r) => setTimeout(r, 500));
+  const started = Date.now();
+  const watch = watchFor(url, expect, started);
+  const bytes = await action();
+  const seconds = (Date.now() - started) / 1000;
+  const servingAfter = await Promise.race([
+    watch.done,
+    new Promise<null>((r) => setTimeout(() => r(null), 5000)),
+  ]);
+  watch.stop();
+  await new Promise((r) => setTimeout(r, 500));
+  const report = await load.stop();
+  // The count itself logs in once more.
+  const connections = (await logins(host, key)) - before - 1;
+  return { seconds, servingAfter, connections, load: report, bytes };
+}
+
+// ---- metalship ------------------------------------------------------------
+
+async function metalshipRun(
+  host: TestHost,
+  key: HostKeyPair,
+  source: string,
+  bundle: 'deploy' | 'rollback',
+  extra: Record<string, string> = {},
+) {
+  const r = await runBundle(
+    bundle,
+    {
+      hosts: host.address,
+      'ssh-key': key.privateKey,
+      'known-hosts': host.knownHosts,
+      ...sampleAppInputs('bench', source),
+      ...extra,
+    },
+    { env: { GITHUB_ACTIONS: '' } },
+  );
+  if (r.code !== 0) throw new Error(`${bundle} failed:\n${r.stdout}`);
+  return r;
+}
+
+// ---- baseline: tarball, extract, ln -sfn, systemctl restart -----------------
+
+const BASELINE_UNIT = `[Unit]
+Description=baseline api
+[Service]
+User=www-data
+WorkingDirectory=/opt/baseline/current
+ExecStart=/usr/bin/python3 -m uvicorn main:app --uds /run/baseline/api.sock
+RuntimeDirectory=baseline
+Restart=always
+[Install]
+WantedBy=multi-user.target
+`;
+const BASELINE_SITE = `server {
+    listen 8080;
+    location / { proxy_pass http://unix:/run/baseline/api.sock; }
+}
+`;
+
+async function sshCmd(
+  host: TestHost,
+  key: HostKeyPair,
+  knownHostsFile: string,
+  cmd: string,
+  input?: Buffer,
+): Promise<void> {
+  const args = [
+    '-i',
+    key.privateKeyPath,
+    '-o',
+    `UserKnownHostsFile=${knownHostsFile}`,
+    '-o',
+    'BatchMode=yes',
+    `root@${host.address}`,
+    cmd,
+  ];
+  await new Promise<void>((resolve, reject) => {
+    const child = execFile('ssh', args, (err) => (err ? reject(err) : resolve()));
+    if (input) child.stdin?.end(input);
+    else child.stdin?.end();
+  });
+}
+
+async function baselineDeploy(
+  host: TestHost,
+  key: HostKeyPair,
+  knownHostsFile: string,
+  source: string,
+  id: string,
+): Promise<number> {
+  const tarball = (
+    await run('tar', ['-czf', '-', '-C', source, '--exclude=__pycache__', '.'], {
+      encoding: 'buffer',
+      maxBuffer: 64 << 20,
+    })
+  ).stdout;
+  // Like scp-then-ssh actions: one connection to upload, one to run the commands.
+  await sshCmd(host, key, knownHostsFile, `cat > /tmp/baseline-${id}.tgz`, tarball);
+  await sshCmd(
+    host,
+    key,
+    knownHostsFile,
+    `set -e; mkdir -p /opt/baseline/releases/${id}; tar -xzf /tmp/baseline-${id}.tgz -C /opt/baseline/releases/${id}; rm /tmp/baseline-${id}.tgz; ` +
+      `ln -sfn /opt/baseline/releases/${id} /opt/baseline/current; systemctl restart baseline`,
+  );
+  return tarball.length;
+}
+
+async function baselineRollback(
+  host: TestHost,
+  key: HostKeyPair,
+  knownHostsFile: string,
+  id: string,
+): Promise<void> {
+  await sshCmd(
+    host,
+    key,
+    knownHostsFile,
+    `set -e; ln -sfn /opt/baseline/releases/${id} /opt/baseline/current; systemctl restart baseline`,
+  );
+}
+
+// ---- main -----------------------------------------------------------------
+
+function fmt(m: Measure): string {
+  return [
+    `${m.seconds.toFixed(2)} s`.padStart(8),
+    (m.servingAfter === null ? 'never' : `${m.servingAfter.toFixed(2)} s`).padStart(8),
+    String(m.connections).padStart(5),
+    `${m.load.failed}/${m.load.requests}`.padStart(11),
+    (m.load.failed ? JSON.stringify(m.load.failures) : '').padStart(0),
+  ].join('  ');
+}
+
+function median(values: number[]): number {
+  const s = [...values].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)] ?? NaN;
+}
+
+async function main(): Promise<void> {
+  await buildImage('full');
+  const key = await ensureKey('/var/lib/metalship/bench-key');
+  await shutdownHosts([NAME]);
+  const [host] = await bootHosts([{ name: NAME, index: 95 }], key);
+  if (!host) throw new Error('no host');
+  const dir = await mkdtemp(path.join(tmpdir(), 'metalship-bench-'));
+  const source = path.join(dir, 'app');
+  const knownHostsFile = path.join(dir, 'known_hosts');
+  await writeFile(knownHostsFile, host.knownHosts + '\n');
+  await cp(SAMPLE_APP, source, { recursive: true });
+  const rows: [string, Measure][] = [];
+  try {
+    await onHost(
+      host,
+      key,
+      "mkdir -p /opt/bench && echo 'REDIS_URL=redis://127.0.0.1:6379/0' > /opt/bench/.env",
+    );
+    const url = `http://${host.address}/version`;
+    let version = 1;
+    const setVersion = async () => writeFile(path.join(source, 'version.py'), `VERSION = "v${++version}"\n`);
+
+    // metalship: first deploy (builds the virtualenv), then rounds of one-file deploys and rollbacks.
+    let firstBytes = 0;
+    const first = Date.now();
+    const r1 = await metalshipRun(host, key, source, 'deploy');
+    firstBytes = Number(r1.outputs['bytes-uploaded'] ?? 0);
+    const firstSeconds = (Date.now() - first) / 1000;
+    for (let i = 0; i < ROUNDS; i++) {
+      await setVersion();
+      rows.push([
+        'metalship deploy (1 file)',
+        await measure(host, key, url, `"v${version}"`, async () =>
+          Number((await metalshipRun(host, key, source, 'deploy')).outputs['bytes-uploaded']),
+        ),
+      ]);
+      rows.push([
+        'metalship rollback',
+        await measure(host, key, url, `"v${version - 1}"`, async () => {
+          await metalshipRun(host, key, source, 'rollback');
+          return undefined;
+        }),
+      ]);
+      // Back to the newest version for the next round (a rollback marked it bad: deploy it anew).
+    }
+
+    // baseline on the same host: its own unit and nginx site on port 8080.
+    await onHost(
+      host,
+      key,
+      `mkdir -p /opt/baseline/releases && cat > /etc/systemd/system/baseline.service <<'EOF'\n${BASELINE_UNIT}EOF\ncat > /etc/nginx/sites-enabled/baseline <<'EOF'\n${BASELINE_SITE}EOF\nsystemctl daemon-reload && systemctl enable -q baseline && nginx -t -q && systemctl reload nginx`,
+    );
+    const baseUrl = `http://${host.address}:8080/version`;
+    let baseVersion = 100;
+    await writeFile(path.join(source, 'version.py'), `VERSION = "v${baseVersion}"\n`);
+    await baselineDeploy(host, key, knownHostsFile, source, `b${baseVersion}`);
+    await new Promise((r) => setTimeout(r, 2000));
+    for (let i = 0; i < ROUNDS; i++) {
+      baseVersion++;
+      await writeFile(path.join(source, 'version.py'), `VERSION = "v${baseVersion}"\n`);
+      rows.push([
+        'baseline deploy (1 file)',
+        await measure(host, key, baseUrl, `"v${baseVersion}"`, () =>
+          baselineDeploy(host, key, knownHostsFile, source, `b${baseVersion}`),
+        ),
+      ]);
+      rows.push([
+        'baseline rollback',
+        await measure(host, key, baseUrl, `"v${baseVersion - 1}"`, async () => {
+          await baselineRollback(host, key, knownHostsFile, `b${baseVersion - 1}`);
+          return undefined;
+        }),
+      ]);
+      await baselineRollback(host, key, knownHostsFile, `b${baseVersion}`);
+      await new Promise((r) => setTimeout(r, 2000));
+    }
+
+    const out: string[] = [];
+    out.push(
+      `metalship benchmark on a local test host (Debian 12 in systemd-nspawn), ${ROUNDS} round(s); load: 4 clients through nginx`,
+    );
+    out.push(
+      `first deploy (empty host, builds the virtualenv): ${firstSeconds.toFixed(2)} s, ${firstBytes} bytes uploaded`,
+    );
+    out.push('');
+    out.push(
+      `${'run'.padEnd(28)}  ${'action'.padStart(8)}  ${'serving'.padStart(8)}  ${'ssh'.padStart(5)}  ${'failed/req'.padStart(11)}`,
+    );
+    for (const [name, m] of rows) out.push(`${name.padEnd(28)}  ${fmt(m)}`);
+    out.push('');
+    out.push('medians:');
+    for (const name of [...new Set(rows.map(([n]) => n))]) {
+      const ms = rows.filter(([n]) => n === name).map(([, m]) => m);
+      const bytes = ms.map((m) => m.bytes).filter((b): b is number => typeof b === 'number');
+      out.push(
+        `  ${name.padEnd(26)} action ${median(ms.map((m) => m.seconds)).toFixed(2)} s, new version serving after ${median(ms.map((m) => m.servingAfter ?? Infinity)).toFixed(2)} s, ` +
+          `${median(ms.map((m) => m.connections))} SSH connection(s), failed requests ${ms.map((m) => m.load.failed).join('/')}` +
+          (bytes.length ? `, ${median(bytes)} bytes uploaded` : ''),
+      );
+    }
+    out.push('');
+    out.push(
+      '"action" is the whole action (process start to exit, including SSH setup); "serving" is when the expected version first answered through nginx.',
+    );
+    process.stdout.write(out.join('\n') + '\n');
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+    await shutdownHosts([NAME]);
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`bench failed: ${err instanceof Error ? err.stack : String(err)}\n`);
+  process.exit(1);
+});

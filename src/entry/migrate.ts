@@ -1,0 +1,3 @@
+import { run } from '../actions/migrate.js';
+
+void run();

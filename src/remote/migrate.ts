@@ -1,0 +1,120 @@
+// Database migrations for a release, on one host: back the database up, then
+// run the migration command in the release (its venv, the app's .env, as the
+// app user) while a PostgreSQL advisory lock keeps every other migration of
+// the app waiting. Schema revisions before and after are recorded.
+
+import type { Layout } from './layout.js';
+import { pyToolDefinition } from './pytool.js';
+import { script, sh } from './sh.js';
+
+export const MIGRATE_LOCK_EXIT = 76;
+export const MIGRATION_FAILED_EXIT = 77;
+
+export interface MigrateScriptSettings {
+  layout: Layout;
+  /** The release whose code runs the command (the new one; for a downgrade, the one being left). */
+  releaseId: string;
+  user: string;
+  command: string[];
+  revisionCommand: string[];
+  /** Where to record the revision after the command (release id), or null. */
+  recordIn: string | null;
+  backup: { label: string; keep: number } | null;
+  lockTimeout: number;
+  actor: string;
+}
+
+/** The shell fragments every migration script shares: the tool, the app runner, the database URL. */
+function prelude(s: MigrateScriptSettings): string {
+  const l = s.layout;
+  const rel = l.release(s.releaseId);
+  return script(
+    pyToolDefinition(),
+    sh`rel=${rel}`,
+    sh`status=$(cat "$rel/.metalship/status" 2>/dev/null || echo missing)`,
+    sh`if [ "$status" != ready ] && [ "$status" != bad ] || [ ! -x "$rel/.venv/bin/python" ]; then echo "release ${s.releaseId} is $status on this host, not a complete release" >&2; exit 1; fi`,
+    sh`url=$(mstool database-url ${l.env})`,
+    sh`run_app() { runuser -u ${s.user} -- python3 -c "$MSTOOL_SRC" exec "$rel" ${l.env} "$@"; }`,
+    // The revision is the first word of the last line the revision command prints (alembic current: "0002 (head)").
+    sh`revision() { { run_app ${s.revisionCommand} 2>/dev/null || true; } | awk 'NF { last = $1 } END { print last }'; }`,
+  );
+}
+
+/** Takes the app's migration advisory lock in a psql session that lives until the script ends. */
+function advisoryLock(s: MigrateScriptSettings): string {
+  const key = `metalship-migrate:${s.layout.app}`;
+  const holderQuery = sh`SELECT a.application_name || ' (pid ' || a.pid || ', since ' || to_char(a.backend_start, 'YYYY-MM-DD HH24:MI:SS TZ') || ')' FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND a.application_name LIKE 'metalship-migrate%' LIMIT 1`;
+  return script(
+    sh`holder=$(psql "$url" -qAtX -c ${holderQuery} 2>/dev/null || true)`,
+    sh`if [ -n "$holder" ]; then echo "waiting for the migration lock ${key}, held by $holder"; fi`,
+    sh`coproc LOCK { PGAPPNAME=${`metalship-migrate ${s.releaseId} by ${s.actor}`.slice(0, 63)} psql "$url" -qAtX -v ON_ERROR_STOP=1 2>&1; }`,
+    sh`printf '%s\n' ${`SET lock_timeout = '${s.lockTimeout}s';`} ${`SELECT 'LOCKED' FROM pg_advisory_lock(hashtext('${key}'));`} >&"\${LOCK[1]}"`,
+    'IFS= read -r locked <&"${LOCK[0]}" || locked=""',
+    'case "$locked" in',
+    '  LOCKED) ;;',
+    '  *"lock timeout"*)',
+    sh`    echo "another migration of ${s.layout.app} holds the lock ${key} and did not finish within ${s.lockTimeout} s: \${holder:-unknown holder}" >&2`,
+    `    exit ${MIGRATE_LOCK_EXIT} ;;`,
+    '  *)',
+    '    echo "could not reach the database in DATABASE_URL to take the migration lock: ${locked:-no answer}" >&2',
+    '    exit 1 ;;',
+    'esac',
+    sh`echo "took the migration lock ${key}"`,
+  );
+}
+
+function backupStep(s: MigrateScriptSettings): string | null {
+  if (!s.backup) return null;
+  const dir = `${s.layout.shared}/backups`;
+  return script(
+    sh`install -d -m 700 ${dir}`,
+    sh`backup=${dir}/${`${s.layout.app}_${s.releaseId}_${s.backup.label}.dump`}`,
+    'pg_dump -Fc --no-owner -f "$backup.tmp" "$url"',
+    'mv -f "$backup.tmp" "$backup"',
+    'chmod 600 "$backup"',
+    'sum=$(sha256sum "$backup" | cut -d" " -f1)',
+    'echo "$sum  $(basename "$backup")" > "$backup.sha256"',
+    'echo "BACKUP $backup $sum $(stat -c %s "$backup")"',
+    // Bounded retention: the newest `keep` pre-migration backups stay.
+    sh`ls -1t ${dir}/*.dump 2>/dev/null | tail -n +${s.backup.keep + 1} | while IFS= read -r old; do rm -f -- "$old" "$old.sha256"; echo "removed old backup $old"; done`,
+  );
+}
+
+export function migrateScript(s: MigrateScriptSettings): string {
+  return script(
+    prelude(s),
+    advisoryLock(s),
+    'before=$(revision)',
+    'echo "REVISION_BEFORE ${before}"',
+    backupStep(s),
+    sh`echo "running: ${s.command.join(' ')}"`,
+    sh`if ! run_app ${s.command}; then echo "REVISION_AFTER $(revision)"; echo "the migration command failed" >&2; exit ${MIGRATION_FAILED_EXIT}; fi`,
+    'after=$(revision)',
+    'echo "REVISION_AFTER ${after}"',
+    s.recordIn
+      ? sh`printf '%s\n' "$after" > ${s.layout.release(s.recordIn)}/.metalship/schema-revision`
+      : null,
+    sh`printf '%s\n' "$(date -u +%FT%TZ) migrated ${s.releaseId}: \${before:-none} -> \${after:-none}" >> ${s.layout.history}`,
+    'printf "%s\\n" "SELECT pg_advisory_unlock_all();" "\\\\q" >&"${LOCK[1]}" || true',
+  );
+}
+
+export interface MigrateOutput {
+  before: string;
+  after: string;
+  backupPath: string;
+  backupSha256: string;
+  backupBytes: number;
+}
+
+export function parseMigrateOutput(stdout: string): MigrateOutput {
+  const get = (key: string) => new RegExp(`^${key} ?(.*)$`, 'm').exec(stdout)?.[1]?.trim() ?? '';
+  const [backupPath = '', backupSha256 = '', bytes = '0'] = get('BACKUP').split(' ');
+  return {
+    before: get('REVISION_BEFORE'),
+    after: get('REVISION_AFTER'),
+    backupPath,
+    backupSha256,
+    backupBytes: Number(bytes),
+  };
+}

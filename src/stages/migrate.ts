@@ -1,0 +1,107 @@
+// The migrate stage: once per deploy, on one host.
+
+import type { Log } from '../log.js';
+import { markScript } from '../remote/release.js';
+import {
+  MIGRATE_LOCK_EXIT,
+  MIGRATION_FAILED_EXIT,
+  migrateScript,
+  parseMigrateOutput,
+  type MigrateOutput,
+} from '../remote/migrate.js';
+import { RemoteError } from '../transport/ssh.js';
+import { lockHolder, type Host } from './hosts.js';
+
+/** The host that migrates: the one named, else the one with the migrate role, else the first. */
+export function pickMigrateHost(hosts: Host[], named: string): Host {
+  if (named) {
+    const host = hosts.find((h) => h.spec.label === named || h.spec.host === named);
+    if (!host)
+      throw new Error(
+        `migrate-host '${named}' is not one of the hosts (${hosts.map((h) => h.spec.label).join(', ')})`,
+      );
+    return host;
+  }
+  return hosts.find((h) => h.roles.migrate) ?? hosts[0]!;
+}
+
+export interface MigrateSettings {
+  'app-user': string;
+  command: string[];
+  'revision-command': string[];
+  backup: boolean;
+  'backup-keep': number;
+  'lock-timeout': number;
+}
+
+export async function migrateOnHost(
+  host: Host,
+  releaseId: string,
+  s: MigrateSettings,
+  log: Log,
+): Promise<MigrateOutput> {
+  try {
+    const res = await host.conn.run(
+      migrateScript({
+        layout: host.layout,
+        releaseId,
+        user: s['app-user'],
+        command: s.command,
+        revisionCommand: s['revision-command'],
+        recordIn: releaseId,
+        backup: s.backup ? { label: 'pre-migrate', keep: s['backup-keep'] } : null,
+        lockTimeout: s['lock-timeout'],
+        actor: lockHolder('migrate').actor,
+      }),
+      { stream: true, what: `migrating for ${releaseId}` },
+    );
+    const out = parseMigrateOutput(res.stdout);
+    log.info(`[${host.spec.label}] schema ${out.before || 'empty'} -> ${out.after || 'empty'}`);
+    return out;
+  } catch (err) {
+    if (err instanceof RemoteError && err.code === MIGRATE_LOCK_EXIT) throw err;
+    // A failed migration: the release must never be switched to.
+    const reason =
+      err instanceof RemoteError && err.code === MIGRATION_FAILED_EXIT
+        ? `migration failed:\n${err.stderrTail}`
+        : String(err);
+    await host.conn.run(markScript(host.layout, releaseId, 'failed', reason)).catch(() => undefined);
+    throw err;
+  }
+}
+
+/** Downgrades the schema to `revision`, running the code of the release being left. */
+export async function downgradeOnHost(
+  host: Host,
+  fromRelease: string,
+  revision: string,
+  s: Omit<MigrateSettings, 'command'> & { 'downgrade-command': string[] },
+  log: Log,
+): Promise<MigrateOutput> {
+  const res = await host.conn.run(
+    migrateScript({
+      layout: host.layout,
+      releaseId: fromRelease,
+      user: s['app-user'],
+      command: s['downgrade-command'].map((w) => w.replaceAll('{revision}', revision)),
+      revisionCommand: s['revision-command'],
+      recordIn: null,
+      backup: s.backup ? { label: 'pre-downgrade', keep: s['backup-keep'] } : null,
+      lockTimeout: s['lock-timeout'],
+      actor: lockHolder('rollback').actor,
+    }),
+    { stream: true, what: `downgrading the schema to ${revision}` },
+  );
+  const out = parseMigrateOutput(res.stdout);
+  log.info(`[${host.spec.label}] schema ${out.before || 'empty'} -> ${out.after || 'empty'}`);
+  if (out.after !== revision)
+    throw new Error(`the downgrade left the schema at '${out.after}', not at ${revision}`);
+  return out;
+}
+
+/** Marks a release failed on every host (a failed migration means no host may switch to it). */
+export async function markFailedEverywhere(hosts: Host[], releaseId: string, reason: string): Promise<void> {
+  await Promise.all(
+    hosts.map((h) => h.conn.run(markScript(h.layout, releaseId, 'failed', reason)).catch(() => undefined)),
+  );
+}

@@ -1,0 +1,274 @@
+// Migrations end to end with the sample app and real PostgreSQL: once per
+// deploy across three hosts, behind a backup and an advisory lock; a failing
+// migration changes nothing; a rollback with migrate-down restores the schema.
+import { cp, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import {
+  connectionInputs,
+  e2eState,
+  httpGet,
+  onHost,
+  runBundle,
+  SAMPLE_APP,
+  sampleAppInputs,
+  type E2EState,
+} from '../support/e2e.js';
+
+const APP = 'inventory';
+const DB_URL = 'postgresql://inventory:inv-secret-pw@127.0.0.1:5432/inventory';
+let state: E2EState;
+let source: string;
+let hosts: E2EState['hosts'];
+let first: E2EState['hosts'][0];
+
+const MIGRATION_0002 = `"""price and orders"""
+from alembic import op
+import sqlalchemy as sa
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.add_column("items", sa.Column("price", sa.Integer(), nullable=True))
+    op.create_table("orders", sa.Column("id", sa.Integer(), primary_key=True), sa.Column("item_id", sa.Integer()))
+    op.execute("INSERT INTO orders (item_id) VALUES (1), (2)")
+
+
+def downgrade():
+    op.drop_table("orders")
+    op.drop_column("items", "price")
+`;
+
+const MIGRATION_0003_FAILS = `"""a migration that fails half way"""
+from alembic import op
+import sqlalchemy as sa
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.create_table("audit", sa.Column("id", sa.Integer(), primary_key=True))
+    op.execute("SELECT no_such_function()")
+
+
+def downgrade():
+    op.drop_table("audit")
+`;
+
+const psql = (sql: string) => `runuser -u postgres -- psql -qAtX -d ${APP} -c ${JSON.stringify(sql)}`;
+
+function inputs(extra: Record<string, string> = {}) {
+  return {
+    ...connectionInputs(state, hosts),
+    ...sampleAppInputs(APP, source),
+    'server-name': SERVER_NAME,
+    migrate: 'true',
+    'migrate-command': 'python -m alembic upgrade head',
+    'revision-command': 'python -m alembic current',
+    ...extra,
+  };
+}
+
+// The deploy test's app is the default site on the first host: this one has its own name.
+const SERVER_NAME = 'inventory.test';
+
+async function version(): Promise<{ release: string; version: string }> {
+  return JSON.parse((await httpGet(first.address, '/version', SERVER_NAME)).body) as {
+    release: string;
+    version: string;
+  };
+}
+
+beforeAll(async () => {
+  state = e2eState();
+  hosts = state.hosts.slice(0, 3);
+  first = hosts[0]!;
+  source = await mkdtemp(path.join(tmpdir(), 'metalship-inv-'));
+  await cp(SAMPLE_APP, source, { recursive: true });
+  for (const h of hosts) {
+    await onHost(
+      state,
+      h,
+      `runuser -u postgres -- psql -qc "CREATE ROLE ${APP} LOGIN PASSWORD 'inv-secret-pw'" && runuser -u postgres -- createdb -O ${APP} ${APP} && ` +
+        `mkdir -p /opt/${APP} && printf 'DATABASE_URL=${DB_URL}\\nREDIS_URL=redis://127.0.0.1:6379/1\\n' > /opt/${APP}/.env`,
+    );
+  }
+});
+afterAll(async () => {
+  await rm(source, { recursive: true, force: true });
+});
+
+const ids: Record<string, string> = {};
+
+test('a deploy to three hosts migrates exactly once, on the first host', async () => {
+  const r = await runBundle('deploy', inputs());
+  expect(r.code).toBe(0);
+  ids.v1 = r.outputs['release-id']!;
+  expect(r.outputs['revision-after']).toBe('0001');
+  expect((await onHost(state, first, psql('SELECT version_num FROM alembic_version'))).trim()).toBe('0001');
+  expect((await onHost(state, first, psql('SELECT count(*) FROM items'))).trim()).toBe('3');
+  for (const h of hosts.slice(1)) {
+    expect((await onHost(state, h, psql("SELECT to_regclass('alembic_version') IS NULL"))).trim()).toBe('t');
+  }
+  expect(r.log).not.toContain('inv-secret-pw');
+});
+
+let countsBeforeV2 = '';
+let backupOfV2 = '';
+
+test('v2 adds a column and a table with data, after a backup', async () => {
+  countsBeforeV2 = await onHost(
+    state,
+    first,
+    psql(
+      "SELECT 'items=' || (SELECT count(*) FROM items) || ' alembic_version=' || (SELECT count(*) FROM alembic_version)",
+    ),
+  );
+  await writeFile(path.join(source, 'migrations/versions/0002_price_orders.py'), MIGRATION_0002);
+  await writeFile(path.join(source, 'version.py'), 'VERSION = "v2"\n');
+  const r = await runBundle('deploy', inputs());
+  expect(r.code).toBe(0);
+  ids.v2 = r.outputs['release-id']!;
+  expect([r.outputs['revision-before'], r.outputs['revision-after']]).toEqual(['0001', '0002']);
+  expect((await onHost(state, first, psql('SELECT count(*) FROM orders'))).trim()).toBe('2');
+  expect(await version()).toEqual({ release: ids.v2, version: 'v2' });
+  backupOfV2 = `/opt/${APP}/shared/backups/${APP}_${ids.v2}_pre-migrate.dump`;
+  expect(r.stdout).toContain(`BACKUP ${backupOfV2}`);
+});
+
+test('the pre-migration backup restores into a scratch database with the source row counts', async () => {
+  await onHost(
+    state,
+    first,
+    `test "$(sha256sum ${backupOfV2} | cut -d' ' -f1)" = "$(cut -d' ' -f1 ${backupOfV2}.sha256)"`,
+  );
+  const counts = await onHost(
+    state,
+    first,
+    `runuser -u postgres -- createdb scratch_restore && runuser -u postgres -- pg_restore --exit-on-error --no-owner -d scratch_restore ${backupOfV2} && ` +
+      `runuser -u postgres -- psql -qAtX -d scratch_restore -c "SELECT 'items=' || (SELECT count(*) FROM items) || ' alembic_version=' || (SELECT count(*) FROM alembic_version)"; ` +
+      `runuser -u postgres -- dropdb scratch_restore`,
+  );
+  expect(counts).toBe(countsBeforeV2);
+});
+
+test('a second migration waits for the advisory lock, and gives up naming its holder', async () => {
+  // Hold the app's migration lock from another session for a few seconds.
+  const holder = onHost(
+    state,
+    first,
+    `PGAPPNAME='metalship-migrate test-holder' runuser -u postgres -- psql -qAtX -d ${APP} -c "SELECT pg_advisory_lock(hashtext('metalship-migrate:${APP}')), pg_sleep(6)"`,
+  );
+  await new Promise((r) => setTimeout(r, 1000));
+  const migrateInputs = {
+    ...connectionInputs(state, hosts),
+    app: APP,
+    'release-id': ids.v2!,
+    command: 'python -m alembic upgrade head',
+    'revision-command': 'python -m alembic current',
+  };
+  const impatient = await runBundle('migrate', { ...migrateInputs, 'lock-timeout': '1' });
+  expect(impatient.code).toBe(1);
+  expect(impatient.stdout).toMatch(
+    /another migration of inventory holds the lock metalship-migrate:inventory .*metalship-migrate test-holder/,
+  );
+  const patient = await runBundle('migrate', { ...migrateInputs, 'lock-timeout': '60', backup: 'false' });
+  await holder;
+  expect(patient.code).toBe(0);
+  expect(patient.stdout).toMatch(
+    /waiting for the migration lock metalship-migrate:inventory, held by metalship-migrate test-holder/,
+  );
+  expect(patient.outputs.changed).toBe('false');
+  // The release is still good: a lock that was busy says nothing about it.
+  expect((await onHost(state, first, `cat /opt/${APP}/releases/${ids.v2}/.metalship/status`)).trim()).toBe(
+    'ready',
+  );
+});
+
+test('a v3 whose migration fails leaves v2 serving and the schema unchanged', async () => {
+  await writeFile(path.join(source, 'migrations/versions/0003_fails.py'), MIGRATION_0003_FAILS);
+  await writeFile(path.join(source, 'version.py'), 'VERSION = "v3"\n');
+  const r = await runBundle('deploy', inputs());
+  await rm(path.join(source, 'migrations/versions/0003_fails.py'));
+  expect(r.code).toBe(1);
+  ids.v3 = r.outputs['release-id']!;
+  expect(r.stdout).toMatch(/the migration for \S+ failed on 10\.213\.11\.2/);
+  expect(r.stdout).toMatch(/no_such_function/);
+  expect(r.summary).toMatch(/no_such_function/);
+  expect(await version()).toEqual({ release: ids.v2, version: 'v2' });
+  expect(
+    (
+      await onHost(
+        state,
+        first,
+        psql("SELECT version_num || ' ' || (to_regclass('audit') IS NULL) FROM alembic_version"),
+      )
+    ).trim(),
+  ).toBe('0002 t');
+  for (const h of hosts)
+    expect((await onHost(state, h, `cat /opt/${APP}/releases/${ids.v3}/.metalship/status`)).trim()).toBe(
+      'failed',
+    );
+});
+
+test('rollback to v1 with migrate-down restores v1 schema while v1 serves', async () => {
+  const r = await runBundle('rollback', {
+    ...connectionInputs(state, hosts),
+    ...sampleAppInputs(APP, source),
+    'server-name': SERVER_NAME,
+    'release-id': ids.v1!,
+    'migrate-down': 'true',
+    'downgrade-command': 'python -m alembic downgrade {revision}',
+    'revision-command': 'python -m alembic current',
+  });
+  expect(r.code).toBe(0);
+  expect(r.summary).toContain('Data written since');
+  expect(
+    (
+      await onHost(
+        state,
+        first,
+        psql("SELECT version_num || ' ' || (to_regclass('orders') IS NULL) FROM alembic_version"),
+      )
+    ).trim(),
+  ).toBe('0001 t');
+  expect(
+    (
+      await onHost(
+        state,
+        first,
+        psql(
+          "SELECT count(*) FROM information_schema.columns WHERE table_name = 'items' AND column_name = 'price'",
+        ),
+      )
+    ).trim(),
+  ).toBe('0');
+  expect(await version()).toEqual({ release: ids.v1, version: 'v1' });
+});
+
+test('migrate-down refuses a target whose revision is unknown, and changes nothing', async () => {
+  // Releases deployed without migrations record no schema revision.
+  await writeFile(path.join(source, 'version.py'), 'VERSION = "v4"\n');
+  const v4 = await runBundle('deploy', inputs({ migrate: 'false' }));
+  await writeFile(path.join(source, 'version.py'), 'VERSION = "v5"\n');
+  const v5 = await runBundle('deploy', inputs({ migrate: 'false' }));
+  expect([v4.code, v5.code]).toEqual([0, 0]);
+  const r = await runBundle('rollback', {
+    ...connectionInputs(state, hosts),
+    ...sampleAppInputs(APP, source),
+    'server-name': SERVER_NAME,
+    'release-id': v4.outputs['release-id']!,
+    'migrate-down': 'true',
+  });
+  expect(r.code).toBe(1);
+  expect(r.stdout).toContain(`migrate-down: the schema revision of ${v4.outputs['release-id']} is unknown`);
+  expect(await version()).toEqual({ release: v5.outputs['release-id'], version: 'v5' });
+  expect((await onHost(state, first, psql('SELECT version_num FROM alembic_version'))).trim()).toBe('0001');
+});

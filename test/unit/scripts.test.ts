@@ -1,0 +1,201 @@
+// The remote scripts as text: every builder's output parses with bash -n, and
+// values from inputs arrive quoted. Their behaviour is tested on real hosts (e2e).
+import { execFileSync } from 'node:child_process';
+import { layout } from '../../src/remote/layout.js';
+import { lockScript } from '../../src/remote/lock.js';
+import { migrateScript, parseMigrateOutput } from '../../src/remote/migrate.js';
+import { siteConf, upstreamConf } from '../../src/remote/nginx.js';
+import { buildScript, ensureAppTree, markScript, prepareScript } from '../../src/remote/release.js';
+import { switchScript, uvicornFlagsScript } from '../../src/remote/switch.js';
+import { unitFiles } from '../../src/remote/units.js';
+import {
+  cleanupScript,
+  listScript,
+  pickRollbackTarget,
+  planCleanup,
+  verifyScript,
+  type ReleaseListing,
+} from '../../src/remote/verify.js';
+import { wrapScript } from '../../src/transport/ssh.js';
+
+const l = layout('shop', '/opt/shop');
+const HOSTILE = `it's $(touch /tmp/pwned) \`id\` ; rm -rf / "x"\nnext`;
+
+function bashParses(text: string): void {
+  execFileSync('bash', ['-n'], { input: wrapScript(text, 'abc123') });
+}
+
+const units = unitFiles(
+  {
+    layout: l,
+    user: 'shop',
+    appModule: 'main:app',
+    uvicornArgs: ['--workers', '2'],
+    workerCommand: ['python', '-m', 'worker'],
+    schedulerCommand: ['taskiq', 'scheduler', 'x:y'],
+  },
+  { worker: true, scheduler: false },
+);
+
+const scripts: Record<string, string> = {
+  lock: lockScript(l, { action: 'deploy', actor: HOSTILE, runUrl: HOSTILE, startedAt: 'now' }, 30),
+  prepare: prepareScript({
+    layout: l,
+    releaseId: '20250101_000000',
+    user: 'shop',
+    sharedPaths: ['logs', 'uploads', '.env'],
+  }),
+  build: buildScript({
+    layout: l,
+    releaseId: '20250101_000000',
+    user: 'shop',
+    hasUpload: true,
+    python: 'python3',
+    venvKey: 'py-0123',
+    requirements: 'requirements.txt',
+    pipArgs: ['--no-index'],
+    systemSitePackages: true,
+    sharedPaths: ['logs', '.env'],
+    importCheck: 'main:app',
+    metadata: { actor: HOSTILE },
+  }),
+  mark: markScript(l, '20250101_000000', 'failed', HOSTILE),
+  tree: ensureAppTree(l, 'shop', ['logs']),
+  switch: switchScript({
+    layout: l,
+    releaseId: '20250101_000000',
+    units,
+    healthPath: '/health/ready',
+    readyTimeout: 30,
+    serverName: '_',
+    worker: true,
+    scheduler: false,
+  }),
+  flags: uvicornFlagsScript(l.release('x')),
+  verify: verifyScript({
+    layout: l,
+    path: '/health',
+    timeout: 5,
+    interval: 1,
+    expectStatus: 200,
+    expectBody: HOSTILE,
+    units: ['shop-worker.service'],
+  }),
+  list: listScript(l),
+  cleanup: cleanupScript(l, { releases: ['a', 'b'], venvs: ['py-1'] }),
+  migrate: migrateScript({
+    layout: l,
+    releaseId: '20250101_000000',
+    user: 'shop',
+    command: ['alembic', 'upgrade', 'head'],
+    revisionCommand: ['alembic', 'current'],
+    recordIn: '20250101_000000',
+    backup: { label: 'pre-migrate', keep: 10 },
+    lockTimeout: 30,
+    actor: HOSTILE,
+  }),
+};
+
+test.each(Object.keys(scripts))('the %s script parses with bash -n', (name) => {
+  bashParses(scripts[name]!);
+});
+
+test('hostile values written by the scripts arrive byte for byte and never run', () => {
+  const root = execFileSync('mktemp', ['-d'], { encoding: 'utf8' }).trim();
+  const marker = `${root}/pwned`;
+  const hostile = HOSTILE.replaceAll('/tmp/pwned', marker);
+  const sandbox = layout('shop', root);
+  execFileSync('bash', ['-se'], {
+    input: wrapScript(
+      lockScript(sandbox, { action: 'deploy', actor: hostile, runUrl: '', startedAt: 'now' }, 5),
+    ),
+  });
+  execFileSync('bash', ['-se'], { input: wrapScript(markScript(sandbox, 'r1', 'failed', hostile)) });
+  const holder = execFileSync('cat', [sandbox.lockHolder], { encoding: 'utf8' });
+  const history = execFileSync('cat', [sandbox.history], { encoding: 'utf8' });
+  execFileSync('rm', ['-rf', root]);
+  // The run ended without releasing: the holder is kept as evidence, with the actor as given.
+  expect(holder).toMatch(/^abandoned at .*: deploy by it's \$\(touch .*\) `id` ; rm -rf \/ "x"$/m);
+  expect(history).toContain(`marked failed: ${hostile.split('\n')[0]}`);
+  expect(() => execFileSync('test', ['-e', marker])).toThrow();
+});
+
+test('units: hardened, the api a blue/green template on a Unix socket, worker present, scheduler absent here', () => {
+  const api = units['shop-api@.service']!;
+  expect(api).toContain(
+    'ExecStart=/opt/shop/slots/%i/.venv/bin/python -m uvicorn main:app --uds /run/shop-api-%i/api.sock',
+  );
+  expect(api).toContain('$METALSHIP_UVICORN_FLAGS');
+  for (const d of [
+    'NoNewPrivileges=yes',
+    'ProtectSystem=strict',
+    'ReadWritePaths=/opt/shop/shared',
+    'CapabilityBoundingSet=',
+    'TimeoutStopSec=35',
+    'KillMode=mixed',
+  ]) {
+    expect(api).toContain(d);
+  }
+  expect(units['shop-worker.service']).toContain('ExecStart=/opt/shop/current/.venv/bin/python -m worker');
+  expect(units['shop-scheduler.service']).toBeNull();
+});
+
+test('nginx proxies to the socket link, so a switch never reloads nginx', () => {
+  expect(upstreamConf(l)).toContain('server unix:/opt/shop/run/api.sock');
+  const site = siteConf(l, { serverName: 'shop.example.com', tls: { certificate: '/c.pem', key: '/k.pem' } });
+  expect(site).toContain('return 301 https://$host$request_uri;');
+  expect(site).toContain('listen 443 ssl http2;');
+  expect(siteConf(l, { serverName: '_', tls: null })).toContain('listen 80 default_server;');
+});
+
+const listing: ReleaseListing = {
+  releases: [
+    { id: 'r1', status: 'ready', created: 1, venv: 'py-a', revision: '', schema_revision: '0001' },
+    { id: 'r2', status: 'ready', created: 2, venv: 'py-a', revision: '', schema_revision: '0002' },
+    { id: 'r3', status: 'failed', created: 3, venv: 'py-b', revision: '', schema_revision: '' },
+    { id: 'r4', status: 'bad', created: 4, venv: 'py-c', revision: '', schema_revision: '' },
+    { id: 'r5', status: 'ready', created: 5, venv: 'py-d', revision: '', schema_revision: '' },
+    { id: 'r6', status: 'building', created: 6, venv: '', revision: '', schema_revision: '' },
+    { id: 'r7', status: 'ready', created: 7, venv: 'py-d', revision: '', schema_revision: '' },
+  ],
+  links: { current: 'r7', 'slots/blue': 'r5', 'slots/green': 'r7' },
+  venvs: ['py-a', 'py-b', 'py-c', 'py-d', 'py-old'],
+};
+
+test('cleanup keeps N good releases plus current and the standby; failed ones never count', () => {
+  expect(planCleanup(listing, 2)).toEqual({
+    releases: ['r6', 'r4', 'r2', 'r1'],
+    venvs: ['py-a', 'py-c', 'py-old'],
+  });
+  expect(planCleanup(listing, 4).releases).toEqual(['r6', 'r4']);
+});
+
+test('rollback goes to the newest good release before current, refuses bad and missing ones with the candidates', () => {
+  expect(pickRollbackTarget(listing, '')).toEqual({ target: 'r5' });
+  expect(pickRollbackTarget(listing, 'r1')).toEqual({ target: 'r1' });
+  expect(pickRollbackTarget(listing, 'r4')).toEqual({
+    error: 'release r4 is marked bad (rolled back from before); good releases: r5, r2, r1',
+  });
+  expect(pickRollbackTarget(listing, 'r3')).toEqual({
+    error: 'release r3 is failed, not a complete release; good releases: r5, r2, r1',
+  });
+  expect(pickRollbackTarget(listing, 'nope')).toMatchObject({
+    error: expect.stringContaining('does not exist'),
+  });
+  expect(pickRollbackTarget(listing, 'r7')).toMatchObject({
+    error: expect.stringContaining('already current'),
+  });
+});
+
+test('migration output is parsed from the marker lines', () => {
+  expect(
+    parseMigrateOutput('REVISION_BEFORE 0001\nBACKUP /b/x.dump abc 123\nINFO noise\nREVISION_AFTER 0002\n'),
+  ).toEqual({
+    before: '0001',
+    after: '0002',
+    backupPath: '/b/x.dump',
+    backupSha256: 'abc',
+    backupBytes: 123,
+  });
+  expect(parseMigrateOutput('REVISION_BEFORE\nREVISION_AFTER 0001\n').before).toBe('');
+});
