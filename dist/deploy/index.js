@@ -56357,7 +56357,7 @@ const MIGRATION_FAILED_EXIT = 77;
 function prelude(s) {
     const l = s.layout;
     const rel = l.release(s.releaseId);
-    return script(pyToolDefinition(), sh `rel=${rel}`, sh `if [ ! -x "$rel/.venv/bin/python" ]; then echo "release ${s.releaseId} is not a complete release on this host" >&2; exit 1; fi`, sh `url=$(mstool database-url ${l.env})`, sh `run_app() { runuser -u ${s.user} -- python3 -c "$MSTOOL_SRC" exec "$rel" ${l.env} "$@"; }`, 
+    return script(pyToolDefinition(), sh `rel=${rel}`, sh `status=$(cat "$rel/.metalship/status" 2>/dev/null || echo missing)`, sh `if [ "$status" != ready ] && [ "$status" != bad ] || [ ! -x "$rel/.venv/bin/python" ]; then echo "release ${s.releaseId} is $status on this host, not a complete release" >&2; exit 1; fi`, sh `url=$(mstool database-url ${l.env})`, sh `run_app() { runuser -u ${s.user} -- python3 -c "$MSTOOL_SRC" exec "$rel" ${l.env} "$@"; }`, 
     // The revision is the first word of the last line the revision command prints (alembic current: "0002 (head)").
     sh `revision() { { run_app ${s.revisionCommand} 2>/dev/null || true; } | awk 'NF { last = $1 } END { print last }'; }`);
 }
@@ -56365,7 +56365,7 @@ function prelude(s) {
 function advisoryLock(s) {
     const key = `metalship-migrate:${s.layout.app}`;
     const holderQuery = sh `SELECT a.application_name || ' (pid ' || a.pid || ', since ' || to_char(a.backend_start, 'YYYY-MM-DD HH24:MI:SS TZ') || ')' FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND a.application_name LIKE 'metalship-migrate%' LIMIT 1`;
-    return script(sh `holder=$(psql "$url" -qAtX -c ${holderQuery} 2>/dev/null || true)`, sh `if [ -n "$holder" ]; then echo "waiting for the migration lock ${key}, held by $holder"; fi`, sh `coproc LOCK { PGAPPNAME=${`metalship-migrate ${s.releaseId} by ${s.actor}`.slice(0, 63)} psql "$url" -qAtX -v ON_ERROR_STOP=1 2>&1; }`, sh `printf '%s\n' ${`SET lock_timeout = '${s.lockTimeout}s';`} ${`SELECT 'LOCKED' FROM pg_advisory_lock(hashtext('${key}'));`} >&"\${LOCK[1]}"`, 'IFS= read -r locked <&"${LOCK[0]}" || locked=""', 'if [ "$locked" != LOCKED ]; then', sh `  echo "another migration of ${s.layout.app} holds the lock ${key} and did not finish within ${s.lockTimeout} s: \${holder:-unknown holder} (\${locked})" >&2`, `  exit ${MIGRATE_LOCK_EXIT}`, 'fi', sh `echo "took the migration lock ${key}"`);
+    return script(sh `holder=$(psql "$url" -qAtX -c ${holderQuery} 2>/dev/null || true)`, sh `if [ -n "$holder" ]; then echo "waiting for the migration lock ${key}, held by $holder"; fi`, sh `coproc LOCK { PGAPPNAME=${`metalship-migrate ${s.releaseId} by ${s.actor}`.slice(0, 63)} psql "$url" -qAtX -v ON_ERROR_STOP=1 2>&1; }`, sh `printf '%s\n' ${`SET lock_timeout = '${s.lockTimeout}s';`} ${`SELECT 'LOCKED' FROM pg_advisory_lock(hashtext('${key}'));`} >&"\${LOCK[1]}"`, 'IFS= read -r locked <&"${LOCK[0]}" || locked=""', 'case "$locked" in', '  LOCKED) ;;', '  *"lock timeout"*)', sh `    echo "another migration of ${s.layout.app} holds the lock ${key} and did not finish within ${s.lockTimeout} s: \${holder:-unknown holder}" >&2`, `    exit ${MIGRATE_LOCK_EXIT} ;;`, '  *)', '    echo "could not reach the database in DATABASE_URL to take the migration lock: ${locked:-no answer}" >&2', '    exit 1 ;;', 'esac', sh `echo "took the migration lock ${key}"`);
 }
 function backupStep(s) {
     if (!s.backup)
@@ -60361,7 +60361,9 @@ function unitFiles(s, roles) {
 /** Polls the serving slot's readiness endpoint until it answers as expected; then checks the units. */
 function verifyScript(s) {
     const l = s.layout;
-    return script(pyToolDefinition(), sh `slot=$(cat ${l.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "no api slot is serving on this host (nothing deployed yet?)" >&2; exit 1;; esac', sh `sock=/run/${l.app}-api-$slot/api.sock`, sh `rc=0; out=$(mstool wait-ready "$sock" ${s.path} ${s.timeout} ${s.interval} ${s.expectStatus} ${s.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'failed=""', ...s.units.map((u) => sh `if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', sh `  journalctl -u ${l.units.api('blue')} -u ${l.units.api('green')} ${s.units.flatMap((u) => ['-u', u])} -n 20 --no-pager -o short-iso >&2 || true`, '  exit 1', 'fi');
+    return script(pyToolDefinition(), sh `slot=$(cat ${l.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "no api slot is serving on this host (nothing deployed yet?)" >&2; exit 1;; esac', sh `sock=/run/${l.app}-api-$slot/api.sock`, sh `rc=0; out=$(mstool wait-ready "$sock" ${s.path} ${s.timeout} ${s.interval} ${s.expectStatus} ${s.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'failed=""', ...s.units.map((u) => sh `if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', 
+    // The services' recent lines, without uvicorn's access log lines.
+    sh `  journalctl -u ${l.units.api('blue')} -u ${l.units.api('green')} ${s.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 >&2 || true`, '  exit 1', 'fi');
 }
 function listScript(l) {
     return script(pyToolDefinition(), sh `mstool releases ${l.root}`);

