@@ -55998,6 +55998,40 @@ function parseBackupPath(stdout) {
     const lines = stdout.trim().split('\n');
     return (lines[lines.length - 1] ?? '').trim();
 }
+/**
+ * For other actions (deploy), on the database host: prints `LAST_VERIFIED <json>`
+ * with the record of the last successful restore test, and `NOW <epoch>`.
+ */
+function lastVerifiedScript(backupDir) {
+    return script(sh `f=${lastVerifiedPath(backupDir)}`, 'if [ -f "$f" ]; then echo "LAST_VERIFIED $(head -c 10000 -- "$f" | tr -d \'\\n\')"; fi', 'echo "NOW $(date -u +%s)"');
+}
+/**
+ * A warning for the deploy log when the backups were never proven to restore, or
+ * not for longer than maxDays (the monthly restore test stopped?); null when fine.
+ */
+function verificationWarning(stdout, maxDays = 45) {
+    const get = (k) => stdout
+        .split('\n')
+        .find((l) => l.startsWith(k + ' '))
+        ?.slice(k.length + 1);
+    const now = Number(get('NOW'));
+    const raw = get('LAST_VERIFIED');
+    if (!raw)
+        return 'no restore test of the backups is recorded on this host: run the backup-verify action';
+    let when = NaN;
+    try {
+        when = Date.parse(JSON.parse(raw).verified ?? '') / 1000;
+    }
+    catch {
+        // unreadable record: treated as missing
+    }
+    if (Number.isNaN(when))
+        return 'the record of the last restore test is unreadable: run the backup-verify action';
+    const days = (now - when) / 86400;
+    return days > maxDays
+        ? `the backups were last proven to restore ${days.toFixed(0)} days ago: is the monthly restore test still running?`
+        : null;
+}
 
 ;// CONCATENATED MODULE: ./src/remote/sh.ts
 // Shell script building where quoting is the default: every value interpolated
@@ -69898,6 +69932,11 @@ async function backupVerify(s, log) {
     const role = `metalship_verify_${(0,external_node_crypto_.randomBytes)(4).toString('hex')}`;
     const password = (0,external_node_crypto_.randomBytes)(24).toString('hex');
     log.secret(password);
+    // pg_restore and amcheck print nothing while they work: allow them the whole RTO objective.
+    const long = {
+        idleTimeoutMs: Math.max(s['command-idle-timeout'], s['max-restore-seconds']) * 1000,
+        timeoutMs: Math.max(s['command-timeout'], s['max-restore-seconds']) * 1000,
+    };
     const rows = [];
     const failures = [];
     const outputs = {
@@ -69957,18 +69996,20 @@ async function backupVerify(s, log) {
                 ? `Restoring ${f.dump} on ${restore.spec.label}`
                 : `Copying ${f.dump} from ${backup.spec.label} to ${restore.spec.label} and restoring it`, async () => {
                 if (same)
-                    return restore.conn.run(restoreScript({ ...restoreOpts, receive: false }), { what: 'restoring' });
+                    return restore.conn.run(restoreScript({ ...restoreOpts, receive: false }), { what: 'restoring', ...long });
                 const pipe = new external_node_stream_.PassThrough({ highWaterMark: 1 << 20 });
                 const abort = new AbortController();
                 const sending = backup.conn.pipeOut(sendDumpScript(f.dump), pipe, {
                     what: 'reading the dump',
                     signal: abort.signal,
+                    timeoutMs: long.timeoutMs,
                 });
                 let received;
                 try {
                     received = await restore.conn.run(restoreScript({ ...restoreOpts, receive: true }), {
                         what: 'receiving and restoring the dump',
                         input: pipe,
+                        ...long,
                     });
                 }
                 catch (err) {
@@ -70005,6 +70046,7 @@ async function backupVerify(s, log) {
         // 4. Row counts, amcheck, checks.
         const inspected = await log.group('Checking the restored database', () => restore.conn.run(inspectScript({ scratch, database: s.database, checks: s.checks }), {
             what: 'checking the restored database',
+            ...long,
         }));
         let counts = {};
         try {

@@ -86,6 +86,11 @@ export async function backupVerify(s: Settings<'backup-verify'>, log: Log): Prom
   const password = randomBytes(24).toString('hex');
   log.secret(password);
 
+  // pg_restore and amcheck print nothing while they work: allow them the whole RTO objective.
+  const long = {
+    idleTimeoutMs: Math.max(s['command-idle-timeout'], s['max-restore-seconds']) * 1000,
+    timeoutMs: Math.max(s['command-timeout'], s['max-restore-seconds']) * 1000,
+  };
   const rows: Row[] = [];
   const failures: string[] = [];
   const outputs: Record<string, string> = {
@@ -163,18 +168,20 @@ export async function backupVerify(s: Settings<'backup-verify'>, log: Log): Prom
           ? `Restoring ${f.dump} on ${restore.spec.label}`
           : `Copying ${f.dump} from ${backup.spec.label} to ${restore.spec.label} and restoring it`,
         async () => {
-          if (same) return restore.conn.run(restoreScript({ ...restoreOpts, receive: false }), { what: 'restoring' });
+          if (same) return restore.conn.run(restoreScript({ ...restoreOpts, receive: false }), { what: 'restoring', ...long });
           const pipe = new PassThrough({ highWaterMark: 1 << 20 });
           const abort = new AbortController();
           const sending = backup.conn.pipeOut(sendDumpScript(f.dump), pipe, {
             what: 'reading the dump',
             signal: abort.signal,
+            timeoutMs: long.timeoutMs,
           });
           let received;
           try {
             received = await restore.conn.run(restoreScript({ ...restoreOpts, receive: true }), {
               what: 'receiving and restoring the dump',
               input: pipe,
+              ...long,
             });
           } catch (err) {
             abort.abort();
@@ -214,6 +221,7 @@ export async function backupVerify(s: Settings<'backup-verify'>, log: Log): Prom
     const inspected = await log.group('Checking the restored database', () =>
       restore.conn.run(inspectScript({ scratch, database: s.database, checks: s.checks }), {
         what: 'checking the restored database',
+        ...long,
       }),
     );
     let counts: Record<string, number> = {};

@@ -315,3 +315,42 @@ export function parseBackupPath(stdout: string): string {
   const lines = stdout.trim().split('\n');
   return (lines[lines.length - 1] ?? '').trim();
 }
+
+/**
+ * For other actions (deploy), on the database host: prints `LAST_VERIFIED <json>`
+ * with the record of the last successful restore test, and `NOW <epoch>`.
+ */
+export function lastVerifiedScript(backupDir: string): string {
+  return script(
+    sh`f=${lastVerifiedPath(backupDir)}`,
+    'if [ -f "$f" ]; then echo "LAST_VERIFIED $(head -c 10000 -- "$f" | tr -d \'\\n\')"; fi',
+    'echo "NOW $(date -u +%s)"',
+  );
+}
+
+/**
+ * A warning for the deploy log when the backups were never proven to restore, or
+ * not for longer than maxDays (the monthly restore test stopped?); null when fine.
+ */
+export function verificationWarning(stdout: string, maxDays = 45): string | null {
+  const get = (k: string) =>
+    stdout
+      .split('\n')
+      .find((l) => l.startsWith(k + ' '))
+      ?.slice(k.length + 1);
+  const now = Number(get('NOW'));
+  const raw = get('LAST_VERIFIED');
+  if (!raw) return 'no restore test of the backups is recorded on this host: run the backup-verify action';
+  let when = NaN;
+  try {
+    when = Date.parse((JSON.parse(raw) as { verified?: string }).verified ?? '') / 1000;
+  } catch {
+    // unreadable record: treated as missing
+  }
+  if (Number.isNaN(when))
+    return 'the record of the last restore test is unreadable: run the backup-verify action';
+  const days = (now - when) / 86400;
+  return days > maxDays
+    ? `the backups were last proven to restore ${days.toFixed(0)} days ago: is the monthly restore test still running?`
+    : null;
+}

@@ -8,7 +8,9 @@ import {
   backupInstallScript,
   backupNowScript,
   backupProgram,
+  lastVerifiedScript,
   parseBackupPath,
+  verificationWarning,
 } from '../../src/remote/backup.js';
 
 const OPTS = { app: 'shop', database: 'shop', backupDir: '/var/backups/metalship/shop', retentionDays: 30 };
@@ -140,5 +142,17 @@ describe('backup now', () => {
     expect(s).toContain('/usr/local/sbin/metalship-backup-shop pre-migrate-20260101_000000');
     expect(s).toContain(backupProgram(OPTS).trimEnd());
     expect(parseBackupPath('noise\n/var/backups/x.dump\n')).toBe('/var/backups/x.dump');
+  });
+});
+
+describe('the last restore test, for deploy warnings', () => {
+  test('warns when none is recorded, when it is unreadable, or older than the limit', () => {
+    const now = Date.parse('2026-03-01T00:00:00Z') / 1000;
+    const rec = (iso: string) => `LAST_VERIFIED {"verified":"${iso}"}\nNOW ${now}\n`;
+    expect(verificationWarning(`NOW ${now}\n`)).toMatch(/no restore test/);
+    expect(verificationWarning(`LAST_VERIFIED {oops\nNOW ${now}\n`)).toMatch(/unreadable/);
+    expect(verificationWarning(rec('2026-02-01T00:00:00Z'))).toBeNull();
+    expect(verificationWarning(rec('2025-12-01T00:00:00Z'))).toMatch(/90 days ago/);
+    expect(lastVerifiedScript("/srv/it's")).toContain(`f='/srv/it'\\''s/.last-verified.json'`);
   });
 });
