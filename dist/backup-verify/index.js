@@ -69976,7 +69976,7 @@ async function backupVerify(s, log) {
         const ageHours = (f.now - Date.parse(m.created) / 1000) / 3600;
         outputs['backup-age-hours'] = ageHours.toFixed(2);
         if (ageHours > s['max-age-hours']) {
-            fail('age (RPO)', formatAge(ageHours), `the newest backup ${f.dump} was taken ${m.created}, ${formatAge(ageHours)} ago: older than the RPO objective of ${s['max-age-hours']} h (max-age-hours). Are the daily backups still running?`, `≤ ${s['max-age-hours']} h`);
+            fail('age (RPO)', formatAge(ageHours), `${s['backup-file'] ? 'the backup' : 'the newest backup'} ${f.dump} was taken ${m.created}, ${formatAge(ageHours)} ago: older than the RPO objective of ${s['max-age-hours']} h (max-age-hours). Are the daily backups still running?`, `≤ ${s['max-age-hours']} h`);
             return;
         }
         rows.push({ what: 'age (RPO)', measured: formatAge(ageHours), objective: `≤ ${s['max-age-hours']} h`, status: 'ok' });

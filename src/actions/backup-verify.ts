@@ -143,7 +143,7 @@ export async function backupVerify(s: Settings<'backup-verify'>, log: Log): Prom
       fail(
         'age (RPO)',
         formatAge(ageHours),
-        `the newest backup ${f.dump} was taken ${m.created}, ${formatAge(ageHours)} ago: older than the RPO objective of ${s['max-age-hours']} h (max-age-hours). Are the daily backups still running?`,
+        `${s['backup-file'] ? 'the backup' : 'the newest backup'} ${f.dump} was taken ${m.created}, ${formatAge(ageHours)} ago: older than the RPO objective of ${s['max-age-hours']} h (max-age-hours). Are the daily backups still running?`,
         `≤ ${s['max-age-hours']} h`,
       );
       return;
