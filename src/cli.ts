@@ -12,6 +12,7 @@ import { switchRelease } from './actions/switch.js';
 import { verify } from './actions/verify.js';
 import { rollback } from './actions/rollback.js';
 import { deploy } from './actions/deploy.js';
+import { backupVerify } from './actions/backup-verify.js';
 import type { Log } from './log.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -22,6 +23,7 @@ const BODIES: Record<ActionName, (settings: any, log: Log) => Promise<ActionOutc
   verify,
   rollback,
   deploy,
+  'backup-verify': backupVerify,
 };
 
 export function usage(action?: ActionName): string {

@@ -64573,11 +64573,109 @@ const deployOnlyInputs = {
 const commonOutputs = {
     results: { description: "JSON array with one object per host: host, ok, error and the action's figures." },
 };
+const SQL_NAME = /^[A-Za-z0-9_][A-Za-z0-9_-]{0,62}$/;
+const oneHost = (description, required, def) => fields_custom({ description, required, ...(def !== undefined ? { default: def } : {}) }, { expected: 'one host: host, host:port, user@host:port or [ipv6]:port' }, (v) => {
+    if (!v.trim())
+        return null;
+    const r = parseAddress(v.trim());
+    return typeof r === 'string' ? { error: r } : { ...r, roles: [] };
+});
+/** The restore test's inputs (backup-verify), beside the connection inputs without `hosts`. */
+const backupVerifyInputs = {
+    'backup-host': oneHost('The host that holds the backups (and the production database).', true),
+    'backup-dir': fields_custom({
+        description: "Directory of the backups on backup-host (provision's backup directory).",
+        default: '/var/backups/metalship/{app}',
+    }, { expected: 'an absolute path without .. or spaces' }, (v) => {
+        if (!v.startsWith('/') || v.split('/').some((s) => s === '..' || s === '.'))
+            return { error: `'${v.slice(0, 60)}' is not an absolute path without . and ..` };
+        if (!/^[A-Za-z0-9._/-]+$/.test(v))
+            return { error: `'${v.slice(0, 60)}' contains characters other than letters, digits and ._/-` };
+        return v.replace(/\/+$/, '') || '/';
+    }),
+    'backup-file': fields_custom({
+        description: 'One backup to verify instead of the newest: the absolute path of a .dump on backup-host (its manifest beside it).',
+        default: '',
+    }, {
+        expected: 'an absolute path ending in .dump, e.g. /var/backups/metalship/shop/shop_20250101T020000Z_daily.dump',
+    }, (v) => {
+        if (!v)
+            return '';
+        if (!v.startsWith('/') || !v.endsWith('.dump') || v.split('/').some((s) => s === '..'))
+            return { error: `'${v.slice(0, 80)}' is not an absolute path ending in .dump` };
+        if (!/^[A-Za-z0-9._/-]+$/.test(v))
+            return { error: `'${v.slice(0, 60)}' contains characters other than letters, digits and ._/-` };
+        return v;
+    }),
+    'restore-host': oneHost('The test environment the backup is restored on. Default: backup-host itself (into a scratch database).', false),
+    database: pattern({
+        description: 'The production database whose backups are verified (never touched: the restore goes to a scratch database).',
+        default: '{app}',
+        regex: SQL_NAME,
+        expected: 'a database name of letters, digits, _ and - (at most 63)',
+    }),
+    'scratch-database': pattern({
+        description: 'Name of the scratch database the backup is restored into, dropped afterwards. An existing database of that name that backup-verify did not create is refused.',
+        default: 'metalship_verify',
+        regex: SQL_NAME,
+        expected: 'a database name of letters, digits, _ and - (at most 63)',
+    }),
+    'max-age-hours': fields_int({
+        description: "RPO objective: the newest backup may be at most this old. The default fits daily backups (a day plus the timer's random delay).",
+        default: '26',
+        min: 1,
+        max: 8760,
+        unit: 'hours',
+    }),
+    'max-restore-seconds': fields_int({
+        description: 'RTO objective: copying, restoring and checking the backup must take at most this long.',
+        default: '14400',
+        min: 1,
+        max: 604800,
+        unit: 'seconds',
+    }),
+    checks: fields_custom({
+        description: 'SQL queries run in the restored database, one per line; each must return true (e.g. "SELECT count(*) > 0 FROM orders").',
+        default: '',
+    }, { expected: 'SQL queries, one per line, each returning one boolean' }, (v) => {
+        const items = splitList(v, false);
+        for (const q of items) {
+            if (q.startsWith('\\'))
+                return { error: `'${q.slice(0, 60)}' is a psql meta-command, not a SQL query` };
+            if (q.length > 4000)
+                return { error: `a check is longer than 4000 characters` };
+        }
+        return items;
+    }),
+    smoke: bool({
+        description: 'Start the current release on the restore host against the restored database (on a private socket, with only DATABASE_URL set) and check smoke-path. Skipped, and reported so, when the restore host has no release.',
+        default: 'true',
+    }),
+    'smoke-path': pattern({
+        description: "Path the smoke test expects a 200 from; it should use the database (the sample app's /health does).",
+        default: '/health',
+        regex: /^\/[A-Za-z0-9._~/?&=%-]*$/,
+        expected: 'a path beginning with /',
+    }),
+    'smoke-timeout': fields_int({
+        description: 'Seconds the started release has to answer smoke-path.',
+        default: '60',
+        min: 1,
+        max: 3600,
+        unit: 'seconds',
+    }),
+    'app-user': serviceInputs['app-user'],
+    'app-module': serviceInputs['app-module'],
+};
 
 ;// CONCATENATED MODULE: ./src/inputs/actions.ts
 // Every action's inputs and outputs, defined once. action.yml files are
 // generated from this (npm run gen) and a test checks they match.
 
+// backup-verify names its two hosts itself (backup-host, restore-host) and takes no deploy lock.
+const { hosts: _hosts, 'lock-timeout': _lock, ...backupVerifyConnection } = connectionInputs;
+void _hosts;
+void _lock;
 const actions = {
     release: {
         name: 'release',
@@ -64683,6 +64781,27 @@ const actions = {
             ...commonOutputs,
         },
     },
+    'backup-verify': {
+        name: 'backup-verify',
+        title: 'metalship backup-verify',
+        description: 'Prove that the newest PostgreSQL backup restores: restore it into a scratch database, compare row counts with its manifest, run amcheck, the checks and a smoke test of the app, then drop it all.',
+        inputs: {
+            ...backupVerifyConnection,
+            ...backupVerifyInputs,
+        },
+        outputs: {
+            'backup-file': { description: 'The backup verified (path on backup-host).' },
+            'backup-age-hours': { description: 'Age of that backup when verified: the RPO measured.' },
+            'restore-seconds': { description: 'Seconds to copy, restore and check it: the RTO measured.' },
+            tables: { description: 'Tables restored.' },
+            rows: { description: 'Rows restored, over all tables.' },
+            verified: { description: 'true when the backup restored and passed every check.' },
+            'last-verified-hours': {
+                description: 'Hours since the previous successful verification recorded on backup-host (empty: none).',
+            },
+            ...commonOutputs,
+        },
+    },
 };
 const ACTION_NAMES = Object.keys(actions);
 
@@ -64748,7 +64867,11 @@ function parseInputs(action, raw) {
 }
 function crossChecks(s) {
     const problems = [];
-    const hosts = s.hosts;
+    // backup-verify names its hosts one by one instead of in `hosts`.
+    const single = ['backup-host', 'restore-host']
+        .map((k) => s[k])
+        .filter((h) => !!h);
+    const hosts = s.hosts ?? (single.length ? single : undefined);
     if (hosts) {
         const insecure = s['insecure-accept-any-host-key'] === true;
         const known = s['known-hosts'];
@@ -64781,6 +64904,8 @@ function crossChecks(s) {
             }
         }
     }
+    if (typeof s['scratch-database'] === 'string' && s['scratch-database'] === s.database)
+        problems.push(`Input 'scratch-database' is '${s.database}', the production database; expected another name (the scratch database is dropped afterwards).`);
     if (s['app-user'] === 'root')
         problems.push("Input 'app-user' is 'root'; expected an unprivileged user (the services must not run as root).");
     return problems;
@@ -67956,7 +68081,7 @@ function render(value) {
     return quote(value);
 }
 /** Tagged template: sh`rm -rf ${dir}` quotes dir; sh`${raw('$HOME')}` does not. */
-function sh(strings, ...values) {
+function sh_sh(strings, ...values) {
     let out = strings[0] ?? '';
     values.forEach((value, i) => {
         out += render(value) + (strings[i + 1] ?? '');
@@ -67964,14 +68089,14 @@ function sh(strings, ...values) {
     return out;
 }
 /** Joins script fragments into one script, one fragment per line block. */
-function script(...parts) {
+function sh_script(...parts) {
     return parts.filter((p) => typeof p === 'string' && p.length > 0).join('\n') + '\n';
 }
 /**
  * A heredoc that writes content to a file exactly (no expansion); the delimiter
  * is chosen so that it cannot occur in the content.
  */
-function heredoc(content) {
+function sh_heredoc(content) {
     let delimiter = 'METALSHIP_EOF';
     let n = 0;
     while (content.split('\n').includes(delimiter))
@@ -67981,18 +68106,18 @@ function heredoc(content) {
 }
 /** Script lines that write content to path atomically (temp file + rename) with mode and owner. */
 function writeFileAtomic(path, content, opts = {}) {
-    const doc = heredoc(content);
+    const doc = sh_heredoc(content);
     const tmp = `${path}.metalship-tmp`;
-    return script(sh `cat > ${tmp} ${raw(doc.open)}`, doc.body, opts.mode ? sh `chmod ${opts.mode} ${tmp}` : null, opts.owner ? sh `chown ${opts.owner} ${tmp}` : null, sh `mv -f ${tmp} ${path}`).trimEnd();
+    return sh_script(sh_sh `cat > ${tmp} ${raw(doc.open)}`, doc.body, opts.mode ? sh_sh `chmod ${opts.mode} ${tmp}` : null, opts.owner ? sh_sh `chown ${opts.owner} ${tmp}` : null, sh_sh `mv -f ${tmp} ${path}`).trimEnd();
 }
 /**
  * Script lines that write content to path only when it differs, and print
  * "changed <label>" when they did; nothing otherwise. Used for idempotent config.
  */
-function ensureFile(path, content, opts = {}) {
-    const doc = heredoc(content);
+function sh_ensureFile(path, content, opts = {}) {
+    const doc = sh_heredoc(content);
     const tmp = `${path}.metalship-new`;
-    return script(sh `cat > ${tmp} ${raw(doc.open)}`, doc.body, opts.mode ? sh `chmod ${opts.mode} ${tmp}` : null, opts.owner ? sh `chown ${opts.owner} ${tmp}` : null, sh `if [ -f ${path} ] && cmp -s ${tmp} ${path}; then rm -f ${tmp}; else mv -f ${tmp} ${path}; echo ${'changed ' + (opts.label ?? path)}; ${raw(opts.onChange ?? ':')}; fi`).trimEnd();
+    return sh_script(sh_sh `cat > ${tmp} ${raw(doc.open)}`, doc.body, opts.mode ? sh_sh `chmod ${opts.mode} ${tmp}` : null, opts.owner ? sh_sh `chown ${opts.owner} ${tmp}` : null, sh_sh `if [ -f ${path} ] && cmp -s ${tmp} ${path}; then rm -f ${tmp}; else mv -f ${tmp} ${path}; echo ${'changed ' + (opts.label ?? path)}; ${raw(opts.onChange ?? ':')}; fi`).trimEnd();
 }
 
 ;// CONCATENATED MODULE: ./src/remote/lock.ts
@@ -68008,11 +68133,11 @@ function holderText(h) {
     return `${h.action} by ${h.actor || 'unknown'} since ${h.startedAt} (${h.runUrl || 'no run URL'})`;
 }
 function lockScript(l, holder, waitSeconds) {
-    return script(sh `mkdir -p ${l.state}`, sh `chmod 755 ${l.root} ${l.state} 2>/dev/null || true`, sh `exec 9>>${l.lockFile}`, sh `if ! flock -n 9; then`, sh `  echo "WAITING $(head -c 500 ${l.lockHolder} 2>/dev/null | tr '\n' ' ')"`, sh `  if ! flock -w ${waitSeconds} 9; then`, sh `    echo "HELD $(head -c 500 ${l.lockHolder} 2>/dev/null | tr '\n' ' ')"`, `    exit ${LOCK_EXIT_HELD}`, '  fi', 'fi', 
+    return sh_script(sh_sh `mkdir -p ${l.state}`, sh_sh `chmod 755 ${l.root} ${l.state} 2>/dev/null || true`, sh_sh `exec 9>>${l.lockFile}`, sh_sh `if ! flock -n 9; then`, sh_sh `  echo "WAITING $(head -c 500 ${l.lockHolder} 2>/dev/null | tr '\n' ' ')"`, sh_sh `  if ! flock -w ${waitSeconds} 9; then`, sh_sh `    echo "HELD $(head -c 500 ${l.lockHolder} 2>/dev/null | tr '\n' ' ')"`, `    exit ${LOCK_EXIT_HELD}`, '  fi', 'fi', 
     // A holder file still filled in while nobody holds the flock: a run that died.
-    sh `if [ -s ${l.lockHolder} ]; then echo "STALE $(head -c 500 ${l.lockHolder} | tr '\n' ' ')"; fi`, sh `printf '%s\n' ${holderText(holder)} > ${l.lockHolder}`, 'echo LOCKED', `while IFS= read -r -t ${LOCK_HEARTBEAT_LIMIT} line; do`, '  if [ "$line" = release ]; then', sh `    : > ${l.lockHolder}`, '    exit 0', '  fi', 'done', 
+    sh_sh `if [ -s ${l.lockHolder} ]; then echo "STALE $(head -c 500 ${l.lockHolder} | tr '\n' ' ')"; fi`, sh_sh `printf '%s\n' ${holderText(holder)} > ${l.lockHolder}`, 'echo LOCKED', `while IFS= read -r -t ${LOCK_HEARTBEAT_LIMIT} line; do`, '  if [ "$line" = release ]; then', sh_sh `    : > ${l.lockHolder}`, '    exit 0', '  fi', 'done', 
     // EOF or no heartbeat: our run is gone. The flock goes with this process; the holder stays as evidence.
-    sh `printf '%s\n' "abandoned at $(date -u +%FT%TZ): $(head -n1 ${l.lockHolder})" > ${l.lockHolder}`);
+    sh_sh `printf '%s\n' "abandoned at $(date -u +%FT%TZ): $(head -n1 ${l.lockHolder})" > ${l.lockHolder}`);
 }
 
 // EXTERNAL MODULE: ./node_modules/is-stream/index.js
@@ -69076,6 +69201,43 @@ class Connection {
         }
     }
     /**
+     * Runs a script whose stdout is data, not text: its bytes are piped into sink
+     * (with backpressure, never held in memory), and sink is ended when the script
+     * ends. For copying a file between hosts through the runner. Resolves with the
+     * exit code and stderr; `signal` aborts it (the channel is closed).
+     */
+    async pipeOut(script, sink, opts = {}) {
+        const client = this.ssh.connection;
+        const what = opts.what ?? 'remote command';
+        if (!client || this.lostReason)
+            throw new RemoteError(`connection to ${this.label} was lost: ${this.lostReason}`, this.label, null, '');
+        return new Promise((resolve, reject) => {
+            client.exec(remoteCommand(this.endpoint.user), (err, channel) => {
+                if (err) {
+                    sink.end();
+                    reject(new RemoteError(`${what} could not start on ${this.label}: ${err.message}`, this.label, null, ''));
+                    return;
+                }
+                let stderr = '';
+                let code = null;
+                const close = () => channel.close();
+                const timer = setTimeout(close, opts.timeoutMs ?? this.options.commandTimeoutMs);
+                opts.signal?.addEventListener('abort', close, { once: true });
+                channel.stderr.on('data', (c) => (stderr = (stderr + c.toString('utf8')).slice(-20000)));
+                channel.on('exit', (c) => (code = c));
+                channel.pipe(sink);
+                channel.on('close', () => {
+                    clearTimeout(timer);
+                    opts.signal?.removeEventListener('abort', close);
+                    if (!sink.writableEnded)
+                        sink.end();
+                    resolve({ code: code ?? -1, stdout: '', stderr: this.log.redact(stderr) });
+                });
+                channel.end(wrapScript(script));
+            });
+        });
+    }
+    /**
      * Starts a long-running script whose stdin stays open: it can wait for lines
      * from us (a heartbeat) and notices when we end it or the connection drops.
      */
@@ -69532,7 +69694,7 @@ cmd, args = sys.argv[1], sys.argv[2:]
 `;
 /** Script lines that define `mstool`, a shell function running the Python tool with python3. */
 function pyToolDefinition() {
-    const doc = heredoc(PY_TOOL);
+    const doc = sh_heredoc(PY_TOOL);
     return `MSTOOL_SRC=$(cat ${doc.open}\n${doc.body}\n)\nmstool() { python3 -c "$MSTOOL_SRC" "$@"; }`;
 }
 
@@ -69632,14 +69794,14 @@ ${common}
 
 /** The api unit of the slot held in the shell variable `$slot`. */
 function apiUnitOf(l, slotVar) {
-    return `${sh `${l.app}`}-api@"${slotVar}".service`;
+    return `${sh_sh `${l.app}`}-api@"${slotVar}".service`;
 }
 function switchScript(s) {
     const l = s.layout;
     const rel = l.release(s.releaseId);
     const unitLines = Object.entries(s.units).map(([name, content]) => content === null
-        ? sh `if [ -f ${l.unitDir}/${name} ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${l.unitDir}/${name}; units_changed=1; fi`
-        : ensureFile(`${l.unitDir}/${name}`, content, {
+        ? sh_sh `if [ -f ${l.unitDir}/${name} ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${l.unitDir}/${name}; units_changed=1; fi`
+        : sh_ensureFile(`${l.unitDir}/${name}`, content, {
             mode: '644',
             label: `unit ${name}`,
             onChange: 'units_changed=1',
@@ -69647,30 +69809,30 @@ function switchScript(s) {
     const followers = [s.worker ? l.units.worker : null, s.scheduler ? l.units.scheduler : null].filter((u) => !!u);
     const api = raw(apiUnitOf(l, '$slot'));
     const standbyApi = raw(apiUnitOf(l, '$standby'));
-    return script(pyToolDefinition(), sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${s.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'command -v nginx >/dev/null 2>&1 || { echo "nginx is not installed: run the provision action first" >&2; exit 1; }', 
+    return sh_script(pyToolDefinition(), sh_sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${s.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'command -v nginx >/dev/null 2>&1 || { echo "nginx is not installed: run the provision action first" >&2; exit 1; }', 
     // The serving slot keeps serving; the release goes to the other one, unless the serving one already runs it.
-    sh `active=$(cat ${l.activeSlot} 2>/dev/null || true)`, 'case "$active" in blue) idle=green ;; green) idle=blue ;; *) active=""; idle=blue ;; esac', sh `slot_release() { basename "$(readlink ${l.slots}/"$1" 2>/dev/null)" 2>/dev/null || true; }`, sh `if [ -n "$active" ] && [ "$(slot_release "$active")" = ${s.releaseId} ] && systemctl is-active --quiet ${raw(apiUnitOf(l, '$active'))}; then slot=$active; else slot=$idle; fi`, 'if [ "$slot" = blue ]; then standby=green; else standby=blue; fi', 'echo "SLOT $slot"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 'nginx_changed=0', sh `if [ ! -e ${l.nginxSite} ]; then`, ensureFile(l.nginxSite, siteConf(l, { serverName: s.serverName, tls: null }), {
+    sh_sh `active=$(cat ${l.activeSlot} 2>/dev/null || true)`, 'case "$active" in blue) idle=green ;; green) idle=blue ;; *) active=""; idle=blue ;; esac', sh_sh `slot_release() { basename "$(readlink ${l.slots}/"$1" 2>/dev/null)" 2>/dev/null || true; }`, sh_sh `if [ -n "$active" ] && [ "$(slot_release "$active")" = ${s.releaseId} ] && systemctl is-active --quiet ${raw(apiUnitOf(l, '$active'))}; then slot=$active; else slot=$idle; fi`, 'if [ "$slot" = blue ]; then standby=green; else standby=blue; fi', 'echo "SLOT $slot"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 'nginx_changed=0', sh_sh `if [ ! -e ${l.nginxSite} ]; then`, sh_ensureFile(l.nginxSite, siteConf(l, { serverName: s.serverName, tls: null }), {
         mode: '644',
         label: 'nginx site',
         onChange: 'nginx_changed=1',
-    }), sh `  ln -sfn ${l.nginxSite} ${l.nginxSiteEnabled}`, s.serverName === '_' ? sh `  rm -f /etc/nginx/sites-enabled/default` : null, 'fi', ensureFile(l.nginxUpstream, upstreamConf(l), {
+    }), sh_sh `  ln -sfn ${l.nginxSite} ${l.nginxSiteEnabled}`, s.serverName === '_' ? sh_sh `  rm -f /etc/nginx/sites-enabled/default` : null, 'fi', sh_ensureFile(l.nginxUpstream, upstreamConf(l), {
         mode: '644',
         label: 'nginx upstream',
         onChange: 'nginx_changed=1',
     }), 
     // A configuration nginx refuses (say a second default_server) fails the switch before anything moves.
-    'if [ "$nginx_changed" = 1 ] && ! nginx_errors=$(nginx -t 2>&1); then', sh `  if grep -q 'Managed by metalship (HTTP only' ${l.nginxSite} 2>/dev/null; then rm -f ${l.nginxSite} ${l.nginxSiteEnabled}; fi`, '  echo "nginx refuses the configuration for this app: $nginx_errors" >&2', '  echo "(with several apps on one server, give each its own server-name)" >&2', '  exit 1', 'fi', 
+    'if [ "$nginx_changed" = 1 ] && ! nginx_errors=$(nginx -t 2>&1); then', sh_sh `  if grep -q 'Managed by metalship (HTTP only' ${l.nginxSite} 2>/dev/null; then rm -f ${l.nginxSite} ${l.nginxSiteEnabled}; fi`, '  echo "nginx refuses the configuration for this app: $nginx_errors" >&2', '  echo "(with several apps on one server, give each its own server-name)" >&2', '  exit 1', 'fi', 
     // Start the release beside the serving one (unless the slot already runs it, unchanged).
-    'was=$(slot_release "$slot")', sh `mstool link ${rel} ${l.slots}/"$slot"`, sh `if [ "$units_changed" = 1 ] || [ "$was" != ${s.releaseId} ] || ! systemctl is-active --quiet ${api}; then`, sh `  echo "starting ${s.releaseId} in the $slot slot"`, sh `  systemctl restart ${api}`, 'else', sh `  echo "the $slot slot already runs ${s.releaseId}"`, 'fi', sh `sock=/run/${l.app}-api-"$slot"/api.sock`, sh `if ! ready=$(mstool wait-ready "$sock" ${s.healthPath} ${s.readyTimeout} 0.1 200 ''); then`, '  echo "$ready" >&2', sh `  journalctl -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh `  systemctl stop ${api} || true`, sh `  echo "release ${s.releaseId} did not become ready in the $slot slot within ${s.readyTimeout} s; traffic stays on the serving release" >&2`, '  exit 1', 'fi', 'echo "READY $ready"', 
+    'was=$(slot_release "$slot")', sh_sh `mstool link ${rel} ${l.slots}/"$slot"`, sh_sh `if [ "$units_changed" = 1 ] || [ "$was" != ${s.releaseId} ] || ! systemctl is-active --quiet ${api}; then`, sh_sh `  echo "starting ${s.releaseId} in the $slot slot"`, sh_sh `  systemctl restart ${api}`, 'else', sh_sh `  echo "the $slot slot already runs ${s.releaseId}"`, 'fi', sh_sh `sock=/run/${l.app}-api-"$slot"/api.sock`, sh_sh `if ! ready=$(mstool wait-ready "$sock" ${s.healthPath} ${s.readyTimeout} 0.1 200 ''); then`, '  echo "$ready" >&2', sh_sh `  journalctl -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh_sh `  systemctl stop ${api} || true`, sh_sh `  echo "release ${s.releaseId} did not become ready in the $slot slot within ${s.readyTimeout} s; traffic stays on the serving release" >&2`, '  exit 1', 'fi', 'echo "READY $ready"', 
     // Traffic moves only now, by renaming the socket link nginx connects through:
     // requests already on the old slot finish there, new ones reach the new slot.
-    sh `mstool link "$sock" ${l.apiLink}`, sh `echo "$slot" > ${l.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh `prev=$(basename "$(readlink ${l.current} 2>/dev/null)" 2>/dev/null || true)`, sh `mstool link ${rel} ${l.current}`, sh `mstool link "$(readlink ${rel}/.venv)" ${l.venvLink}`, 'echo "PREVIOUS $prev"', 
+    sh_sh `mstool link "$sock" ${l.apiLink}`, sh_sh `echo "$slot" > ${l.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh_sh `prev=$(basename "$(readlink ${l.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `mstool link ${rel} ${l.current}`, sh_sh `mstool link "$(readlink ${rel}/.venv)" ${l.venvLink}`, 'echo "PREVIOUS $prev"', 
     // On boot only the serving slot starts; the standby is a warm spare for this boot only.
-    sh `systemctl enable --quiet ${l.units.target} ${api} ${followers}`, sh `systemctl disable --quiet ${standbyApi} 2>/dev/null || true`, followers.length ? sh `systemctl restart ${followers}` : null, sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${s.releaseId} ($slot slot) from \${prev:-nothing}" >> ${l.history}`);
+    sh_sh `systemctl enable --quiet ${l.units.target} ${api} ${followers}`, sh_sh `systemctl disable --quiet ${standbyApi} 2>/dev/null || true`, followers.length ? sh_sh `systemctl restart ${followers}` : null, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${s.releaseId} ($slot slot) from \${prev:-nothing}" >> ${l.history}`);
 }
 /** Whether a release's uvicorn accepts --timeout-graceful-shutdown (0.21+); recorded at release time. */
 function uvicornFlagsScript(rel) {
-    return script(sh `if ${rel}/.venv/bin/python -c 'import importlib.util, os, sys; s = importlib.util.find_spec("uvicorn"); sys.exit(0 if s and "timeout_graceful_shutdown" in open(os.path.join(os.path.dirname(s.origin), "config.py")).read() else 1)' 2>/dev/null; then`, sh `  echo 'METALSHIP_UVICORN_FLAGS=--timeout-graceful-shutdown 30' > ${rel}/.metalship/uvicorn.env`, 'else', sh `  echo 'METALSHIP_UVICORN_FLAGS=' > ${rel}/.metalship/uvicorn.env`, 'fi');
+    return sh_script(sh_sh `if ${rel}/.venv/bin/python -c 'import importlib.util, os, sys; s = importlib.util.find_spec("uvicorn"); sys.exit(0 if s and "timeout_graceful_shutdown" in open(os.path.join(os.path.dirname(s.origin), "config.py")).read() else 1)' 2>/dev/null; then`, sh_sh `  echo 'METALSHIP_UVICORN_FLAGS=--timeout-graceful-shutdown 30' > ${rel}/.metalship/uvicorn.env`, 'else', sh_sh `  echo 'METALSHIP_UVICORN_FLAGS=' > ${rel}/.metalship/uvicorn.env`, 'fi');
 }
 
 ;// CONCATENATED MODULE: ./src/remote/release.ts
@@ -69688,7 +69850,7 @@ function sharedTarget(l, path) {
 /** Creates the app user and tree when missing (idempotent); shared by release and provision. */
 function ensureAppTree(l, user, sharedPaths) {
     const dirs = sharedPaths.filter((p) => p !== '.env').map((p) => `${l.shared}/${p}`);
-    return script(sh `if ! id -u ${user} >/dev/null 2>&1; then`, sh `  useradd --system --user-group --home-dir ${l.root} --no-create-home --shell /usr/sbin/nologin ${user}`, sh `  echo "changed app user ${user} created"`, 'fi', sh `mkdir -p ${l.releases} ${l.venvs} ${l.slots} ${l.shared} ${l.state} ${l.runDir}`, sh `chmod 755 ${l.root} ${l.releases} ${l.venvs} ${l.slots} ${l.runDir}`, sh `chmod 700 ${l.state}`, dirs.length ? sh `mkdir -p ${dirs}` : null, sh `chown ${user}:${user} ${l.shared}`, dirs.length ? sh `chown ${user}:${user} ${dirs}` : null, sh `chmod 750 ${l.shared}`, sh `if [ ! -e ${l.env} ]; then install -m 600 -o ${user} -g ${user} /dev/null ${l.env}; fi`);
+    return sh_script(sh_sh `if ! id -u ${user} >/dev/null 2>&1; then`, sh_sh `  useradd --system --user-group --home-dir ${l.root} --no-create-home --shell /usr/sbin/nologin ${user}`, sh_sh `  echo "changed app user ${user} created"`, 'fi', sh_sh `mkdir -p ${l.releases} ${l.venvs} ${l.slots} ${l.shared} ${l.state} ${l.runDir}`, sh_sh `chmod 755 ${l.root} ${l.releases} ${l.venvs} ${l.slots} ${l.runDir}`, sh_sh `chmod 700 ${l.state}`, dirs.length ? sh_sh `mkdir -p ${dirs}` : null, sh_sh `chown ${user}:${user} ${l.shared}`, dirs.length ? sh_sh `chown ${user}:${user} ${dirs}` : null, sh_sh `chmod 750 ${l.shared}`, sh_sh `if [ ! -e ${l.env} ]; then install -m 600 -o ${user} -g ${user} /dev/null ${l.env}; fi`);
 }
 /**
  * Claims releases/<id> and copies into it every file of the manifest (sent on
@@ -69698,29 +69860,29 @@ function ensureAppTree(l, user, sharedPaths) {
 function prepareScript(s) {
     const l = s.layout;
     const rel = l.release(s.releaseId);
-    return script(pyToolDefinition(), ensureAppTree(l, s.user, s.sharedPaths), sh `if [ -e ${rel} ]; then echo "release ${s.releaseId} exists already" >&2; exit ${RELEASE_EXISTS_EXIT}; fi`, sh `mkdir ${rel} ${rel}/.metalship`, sh `echo building > ${rel}/.metalship/status`, sh `prev=$(basename "$(readlink ${l.current} 2>/dev/null)" 2>/dev/null || true)`, 'echo "PREVIOUS ${prev}"', 
+    return sh_script(pyToolDefinition(), ensureAppTree(l, s.user, s.sharedPaths), sh_sh `if [ -e ${rel} ]; then echo "release ${s.releaseId} exists already" >&2; exit ${RELEASE_EXISTS_EXIT}; fi`, sh_sh `mkdir ${rel} ${rel}/.metalship`, sh_sh `echo building > ${rel}/.metalship/status`, sh_sh `prev=$(basename "$(readlink ${l.current} 2>/dev/null)" 2>/dev/null || true)`, 'echo "PREVIOUS ${prev}"', 
     // Reuse files from the serving release; on a first deploy there is nothing to reuse.
-    sh `base=""; if [ -n "$prev" ] && [ -d ${l.releases}/"$prev" ]; then base=${l.releases}/"$prev"; fi`, sh `mstool stage-files ${rel} "$base"`);
+    sh_sh `base=""; if [ -n "$prev" ] && [ -d ${l.releases}/"$prev" ]; then base=${l.releases}/"$prev"; fi`, sh_sh `mstool stage-files ${rel} "$base"`);
 }
 function buildScript(s) {
     const l = s.layout;
     const rel = l.release(s.releaseId);
     const venv = `${l.venvs}/${s.venvKey}`;
     const venvFlags = s.systemSitePackages ? ['--system-site-packages'] : [];
-    return script(pyToolDefinition(), s.hasUpload ? sh `tar -xzf - -C ${rel} --no-same-owner --no-overwrite-dir` : null, sh `mstool check-files ${rel}`, 
+    return sh_script(pyToolDefinition(), s.hasUpload ? sh_sh `tar -xzf - -C ${rel} --no-same-owner --no-overwrite-dir` : null, sh_sh `mstool check-files ${rel}`, 
     // One environment per distinct requirements, built at its final path and never moved.
-    sh `if [ ! -f ${venv}/.metalship-complete ]; then`, sh `  rm -rf ${venv}`, sh `  echo "building virtualenv ${s.venvKey}"`, sh `  ${s.python} -m venv ${venvFlags} ${venv}`, s.requirements
-        ? sh `  PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 ${venv}/bin/python -m pip install --no-input -r ${rel}/${s.requirements} ${s.pipArgs}`
-        : null, sh `  ${venv}/bin/python -m compileall -q ${venv} >/dev/null 2>&1 || true`, sh `  touch ${venv}/.metalship-complete`, 'else', sh `  echo "reusing virtualenv ${s.venvKey}"`, 'fi', sh `mstool link ${venv} ${rel}/.venv`, uvicornFlagsScript(rel), ...s.sharedPaths.map((p) => script(sh `if [ -e ${rel}/${p} ] && [ ! -L ${rel}/${p} ]; then rm -rf ${rel}/${p}; fi`, sh `mkdir -p "$(dirname ${rel}/${p})"`, sh `mstool link ${sharedTarget(l, p)} ${rel}/${p}`).trimEnd()), 
+    sh_sh `if [ ! -f ${venv}/.metalship-complete ]; then`, sh_sh `  rm -rf ${venv}`, sh_sh `  echo "building virtualenv ${s.venvKey}"`, sh_sh `  ${s.python} -m venv ${venvFlags} ${venv}`, s.requirements
+        ? sh_sh `  PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 ${venv}/bin/python -m pip install --no-input -r ${rel}/${s.requirements} ${s.pipArgs}`
+        : null, sh_sh `  ${venv}/bin/python -m compileall -q ${venv} >/dev/null 2>&1 || true`, sh_sh `  touch ${venv}/.metalship-complete`, 'else', sh_sh `  echo "reusing virtualenv ${s.venvKey}"`, 'fi', sh_sh `mstool link ${venv} ${rel}/.venv`, uvicornFlagsScript(rel), ...s.sharedPaths.map((p) => sh_script(sh_sh `if [ -e ${rel}/${p} ] && [ ! -L ${rel}/${p} ]; then rm -rf ${rel}/${p}; fi`, sh_sh `mkdir -p "$(dirname ${rel}/${p})"`, sh_sh `mstool link ${sharedTarget(l, p)} ${rel}/${p}`).trimEnd()), 
     // Bytecode now: the services cannot write it (read-only code, ProtectSystem=strict).
-    sh `${venv}/bin/python -m compileall -q -x '/[.]venv/' ${rel} >/dev/null`, sh `chmod -R u+rwX,go+rX,go-w ${rel}`, s.importCheck
-        ? sh `runuser -u ${s.user} -- ${venv}/bin/python -c "$MSTOOL_SRC" import-check ${rel} ${s.importCheck} ${l.env}`
-        : null, writeFileAtomic(`${rel}/.metalship/release.json`, JSON.stringify(s.metadata, null, 2) + '\n'), sh `echo ready > ${rel}/.metalship/status`, sh `printf '%s\n' ${`${new Date().toISOString()} release ${s.releaseId} ready (${String(s.metadata.revision || 'no revision')} by ${String(s.metadata.actor || 'unknown')})`} >> ${l.history}`);
+    sh_sh `${venv}/bin/python -m compileall -q -x '/[.]venv/' ${rel} >/dev/null`, sh_sh `chmod -R u+rwX,go+rX,go-w ${rel}`, s.importCheck
+        ? sh_sh `runuser -u ${s.user} -- ${venv}/bin/python -c "$MSTOOL_SRC" import-check ${rel} ${s.importCheck} ${l.env}`
+        : null, writeFileAtomic(`${rel}/.metalship/release.json`, JSON.stringify(s.metadata, null, 2) + '\n'), sh_sh `echo ready > ${rel}/.metalship/status`, sh_sh `printf '%s\n' ${`${new Date().toISOString()} release ${s.releaseId} ready (${String(s.metadata.revision || 'no revision')} by ${String(s.metadata.actor || 'unknown')})`} >> ${l.history}`);
 }
 /** Marks a release failed so that it never becomes current and never counts as a good release. */
 function markScript(l, releaseId, status, reason) {
     const rel = l.release(releaseId);
-    return script(sh `if [ -d ${rel}/.metalship ]; then echo ${status} > ${rel}/.metalship/status; fi`, sh `printf '%s\n' ${`${new Date().toISOString()} release ${releaseId} marked ${status}: ${reason.split('\n')[0]?.slice(0, 300) ?? ''}`} >> ${l.history} || true`);
+    return sh_script(sh_sh `if [ -d ${rel}/.metalship ]; then echo ${status} > ${rel}/.metalship/status; fi`, sh_sh `printf '%s\n' ${`${new Date().toISOString()} release ${releaseId} marked ${status}: ${reason.split('\n')[0]?.slice(0, 300) ?? ''}`} >> ${l.history} || true`);
 }
 
 ;// CONCATENATED MODULE: external "node:fs/promises"
@@ -73495,28 +73657,28 @@ const MIGRATION_FAILED_EXIT = 77;
 function prelude(s) {
     const l = s.layout;
     const rel = l.release(s.releaseId);
-    return script(pyToolDefinition(), sh `rel=${rel}`, sh `status=$(cat "$rel/.metalship/status" 2>/dev/null || echo missing)`, sh `if [ "$status" != ready ] && [ "$status" != bad ] || [ ! -x "$rel/.venv/bin/python" ]; then echo "release ${s.releaseId} is $status on this host, not a complete release" >&2; exit 1; fi`, sh `url=$(mstool database-url ${l.env})`, sh `run_app() { runuser -u ${s.user} -- python3 -c "$MSTOOL_SRC" exec "$rel" ${l.env} "$@"; }`, 
+    return sh_script(pyToolDefinition(), sh_sh `rel=${rel}`, sh_sh `status=$(cat "$rel/.metalship/status" 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ] || [ ! -x "$rel/.venv/bin/python" ]; then echo "release ${s.releaseId} is $status on this host, not a complete release" >&2; exit 1; fi`, sh_sh `url=$(mstool database-url ${l.env})`, sh_sh `run_app() { runuser -u ${s.user} -- python3 -c "$MSTOOL_SRC" exec "$rel" ${l.env} "$@"; }`, 
     // The revision is the first word of the last line the revision command prints (alembic current: "0002 (head)").
-    sh `revision() { { run_app ${s.revisionCommand} 2>/dev/null || true; } | awk 'NF { last = $1 } END { print last }'; }`);
+    sh_sh `revision() { { run_app ${s.revisionCommand} 2>/dev/null || true; } | awk 'NF { last = $1 } END { print last }'; }`);
 }
 /** Takes the app's migration advisory lock in a psql session that lives until the script ends. */
 function advisoryLock(s) {
     const key = `metalship-migrate:${s.layout.app}`;
-    const holderQuery = sh `SELECT a.application_name || ' (pid ' || a.pid || ', since ' || to_char(a.backend_start, 'YYYY-MM-DD HH24:MI:SS TZ') || ')' FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND a.application_name LIKE 'metalship-migrate%' LIMIT 1`;
-    return script(sh `holder=$(psql "$url" -qAtX -c ${holderQuery} 2>/dev/null || true)`, sh `if [ -n "$holder" ]; then echo "waiting for the migration lock ${key}, held by $holder"; fi`, sh `coproc LOCK { PGAPPNAME=${`metalship-migrate ${s.releaseId} by ${s.actor}`.slice(0, 63)} psql "$url" -qAtX -v ON_ERROR_STOP=1 2>&1; }`, sh `printf '%s\n' ${`SET lock_timeout = '${s.lockTimeout}s';`} ${`SELECT 'LOCKED' FROM pg_advisory_lock(hashtext('${key}'));`} >&"\${LOCK[1]}"`, 'IFS= read -r locked <&"${LOCK[0]}" || locked=""', 'case "$locked" in', '  LOCKED) ;;', '  *"lock timeout"*)', sh `    echo "another migration of ${s.layout.app} holds the lock ${key} and did not finish within ${s.lockTimeout} s: \${holder:-unknown holder}" >&2`, `    exit ${MIGRATE_LOCK_EXIT} ;;`, '  *)', '    echo "could not reach the database in DATABASE_URL to take the migration lock: ${locked:-no answer}" >&2', '    exit 1 ;;', 'esac', sh `echo "took the migration lock ${key}"`);
+    const holderQuery = sh_sh `SELECT a.application_name || ' (pid ' || a.pid || ', since ' || to_char(a.backend_start, 'YYYY-MM-DD HH24:MI:SS TZ') || ')' FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND a.application_name LIKE 'metalship-migrate%' LIMIT 1`;
+    return sh_script(sh_sh `holder=$(psql "$url" -qAtX -c ${holderQuery} 2>/dev/null || true)`, sh_sh `if [ -n "$holder" ]; then echo "waiting for the migration lock ${key}, held by $holder"; fi`, sh_sh `coproc LOCK { PGAPPNAME=${`metalship-migrate ${s.releaseId} by ${s.actor}`.slice(0, 63)} psql "$url" -qAtX -v ON_ERROR_STOP=1 2>&1; }`, sh_sh `printf '%s\n' ${`SET lock_timeout = '${s.lockTimeout}s';`} ${`SELECT 'LOCKED' FROM pg_advisory_lock(hashtext('${key}'));`} >&"\${LOCK[1]}"`, 'IFS= read -r locked <&"${LOCK[0]}" || locked=""', 'case "$locked" in', '  LOCKED) ;;', '  *"lock timeout"*)', sh_sh `    echo "another migration of ${s.layout.app} holds the lock ${key} and did not finish within ${s.lockTimeout} s: \${holder:-unknown holder}" >&2`, `    exit ${MIGRATE_LOCK_EXIT} ;;`, '  *)', '    echo "could not reach the database in DATABASE_URL to take the migration lock: ${locked:-no answer}" >&2', '    exit 1 ;;', 'esac', sh_sh `echo "took the migration lock ${key}"`);
 }
 function backupStep(s) {
     if (!s.backup)
         return null;
     const dir = `${s.layout.shared}/backups`;
-    return script(sh `install -d -m 700 ${dir}`, sh `backup=${dir}/${`${s.layout.app}_${s.releaseId}_${s.backup.label}.dump`}`, 'pg_dump -Fc --no-owner -f "$backup.tmp" "$url"', 'mv -f "$backup.tmp" "$backup"', 'chmod 600 "$backup"', 'sum=$(sha256sum "$backup" | cut -d" " -f1)', 'echo "$sum  $(basename "$backup")" > "$backup.sha256"', 'echo "BACKUP $backup $sum $(stat -c %s "$backup")"', 
+    return sh_script(sh_sh `install -d -m 700 ${dir}`, sh_sh `backup=${dir}/${`${s.layout.app}_${s.releaseId}_${s.backup.label}.dump`}`, 'pg_dump -Fc --no-owner -f "$backup.tmp" "$url"', 'mv -f "$backup.tmp" "$backup"', 'chmod 600 "$backup"', 'sum=$(sha256sum "$backup" | cut -d" " -f1)', 'echo "$sum  $(basename "$backup")" > "$backup.sha256"', 'echo "BACKUP $backup $sum $(stat -c %s "$backup")"', 
     // Bounded retention: the newest `keep` pre-migration backups stay.
-    sh `ls -1t ${dir}/*.dump 2>/dev/null | tail -n +${s.backup.keep + 1} | while IFS= read -r old; do rm -f -- "$old" "$old.sha256"; echo "removed old backup $old"; done`);
+    sh_sh `ls -1t ${dir}/*.dump 2>/dev/null | tail -n +${s.backup.keep + 1} | while IFS= read -r old; do rm -f -- "$old" "$old.sha256"; echo "removed old backup $old"; done`);
 }
 function migrateScript(s) {
-    return script(prelude(s), advisoryLock(s), 'before=$(revision)', 'echo "REVISION_BEFORE ${before}"', backupStep(s), sh `echo "running: ${s.command.join(' ')}"`, sh `if ! run_app ${s.command}; then echo "REVISION_AFTER $(revision)"; echo "the migration command failed" >&2; exit ${MIGRATION_FAILED_EXIT}; fi`, 'after=$(revision)', 'echo "REVISION_AFTER ${after}"', s.recordIn
-        ? sh `printf '%s\n' "$after" > ${s.layout.release(s.recordIn)}/.metalship/schema-revision`
-        : null, sh `printf '%s\n' "$(date -u +%FT%TZ) migrated ${s.releaseId}: \${before:-none} -> \${after:-none}" >> ${s.layout.history}`, 'printf "%s\\n" "SELECT pg_advisory_unlock_all();" "\\\\q" >&"${LOCK[1]}" || true');
+    return sh_script(prelude(s), advisoryLock(s), 'before=$(revision)', 'echo "REVISION_BEFORE ${before}"', backupStep(s), sh_sh `echo "running: ${s.command.join(' ')}"`, sh_sh `if ! run_app ${s.command}; then echo "REVISION_AFTER $(revision)"; echo "the migration command failed" >&2; exit ${MIGRATION_FAILED_EXIT}; fi`, 'after=$(revision)', 'echo "REVISION_AFTER ${after}"', s.recordIn
+        ? sh_sh `printf '%s\n' "$after" > ${s.layout.release(s.recordIn)}/.metalship/schema-revision`
+        : null, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) migrated ${s.releaseId}: \${before:-none} -> \${after:-none}" >> ${s.layout.history}`, 'printf "%s\\n" "SELECT pg_advisory_unlock_all();" "\\\\q" >&"${LOCK[1]}" || true');
 }
 function parseMigrateOutput(stdout) {
     const get = (key) => new RegExp(`^${key} ?(.*)$`, 'm').exec(stdout)?.[1]?.trim() ?? '';
@@ -73813,12 +73975,12 @@ function unitFiles(s, roles) {
 /** Polls the serving slot's readiness endpoint until it answers as expected; then checks the units. */
 function verifyScript(s) {
     const l = s.layout;
-    return script(pyToolDefinition(), sh `slot=$(cat ${l.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "no api slot is serving on this host (nothing deployed yet?)" >&2; exit 1;; esac', sh `sock=/run/${l.app}-api-$slot/api.sock`, sh `rc=0; out=$(mstool wait-ready "$sock" ${s.path} ${s.timeout} ${s.interval} ${s.expectStatus} ${s.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'failed=""', ...s.units.map((u) => sh `if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', 
+    return sh_script(pyToolDefinition(), sh_sh `slot=$(cat ${l.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "no api slot is serving on this host (nothing deployed yet?)" >&2; exit 1;; esac', sh_sh `sock=/run/${l.app}-api-$slot/api.sock`, sh_sh `rc=0; out=$(mstool wait-ready "$sock" ${s.path} ${s.timeout} ${s.interval} ${s.expectStatus} ${s.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'failed=""', ...s.units.map((u) => sh_sh `if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', 
     // The services' recent lines, without uvicorn's access log lines.
-    sh `  journalctl -u ${l.units.api('blue')} -u ${l.units.api('green')} ${s.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 >&2 || true`, '  exit 1', 'fi');
+    sh_sh `  journalctl -u ${l.units.api('blue')} -u ${l.units.api('green')} ${s.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 >&2 || true`, '  exit 1', 'fi');
 }
 function listScript(l) {
-    return script(pyToolDefinition(), sh `mstool releases ${l.root}`);
+    return sh_script(pyToolDefinition(), sh_sh `mstool releases ${l.root}`);
 }
 function parseListing(stdout) {
     const line = stdout.trim().split('\n').pop() ?? '{}';
@@ -73846,8 +74008,8 @@ function planCleanup(listing, keep) {
 }
 function cleanupScript(l, plan) {
     if (plan.releases.length === 0 && plan.venvs.length === 0)
-        return script('echo "nothing to clean up"');
-    return script(...plan.releases.map((id) => sh `rm -rf -- ${l.release(id)} && echo "removed release ${id}"`), ...plan.venvs.map((v) => sh `rm -rf -- ${l.venvs}/${v} && echo "removed virtualenv ${v}"`));
+        return sh_script('echo "nothing to clean up"');
+    return sh_script(...plan.releases.map((id) => sh_sh `rm -rf -- ${l.release(id)} && echo "removed release ${id}"`), ...plan.venvs.map((v) => sh_sh `rm -rf -- ${l.venvs}/${v} && echo "removed virtualenv ${v}"`));
 }
 /**
  * The release a rollback goes to: the named one (must be complete and not
@@ -74278,9 +74440,687 @@ async function deploy(s, log) {
 }
 const deploy_run = () => runAction('deploy', deploy);
 
+;// CONCATENATED MODULE: ./src/remote/backup.ts
+// PostgreSQL backups: the backup program installed on a database host, its
+// daily timer, and a one-off run. Pure functions from settings to bash.
+//
+// One backup is three files in the backup directory (700, root):
+//   <database>_<YYYYmmddTHHMMSSZ>_<label>.dump            pg_dump -Fc
+//   <database>_<YYYYmmddTHHMMSSZ>_<label>.globals.sql     pg_dumpall --globals-only
+//   <database>_<YYYYmmddTHHMMSSZ>_<label>.manifest.json   written last, atomically
+// The manifest's row counts are taken in the same snapshot as the dump, so a
+// restore must reproduce them exactly.
+
+const DEFAULT_BACKUP_LABEL = 'manual';
+const DEFAULT_RETENTION_DAYS = 30;
+function defaultBackupDir(app) {
+    return `/var/backups/metalship/${app}`;
+}
+function backupProgramPath(app) {
+    return `/usr/local/sbin/metalship-backup-${app}`;
+}
+function backupUnitNames(app) {
+    return { service: `metalship-backup-${app}.service`, timer: `metalship-backup-${app}.timer` };
+}
+/** The file with the record of the last successful restore test, beside the backups. */
+function lastVerifiedPath(backupDir) {
+    return `${backupDir}/.last-verified.json`;
+}
+const NAME_RE = /^[A-Za-z0-9_][A-Za-z0-9_-]{0,62}$/;
+const LABEL_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$/;
+const APP_RE = /^[a-z][a-z0-9_-]{0,31}$/;
+/** Backup file names: <database>_<UTC stamp>_<label>.dump (the label may hold '_'). */
+const backup_BACKUP_NAME_RE = /^([A-Za-z0-9_][A-Za-z0-9_-]{0,62})_(\d{8}T\d{6}Z)_([A-Za-z0-9][A-Za-z0-9._-]{0,79})\.dump$/;
+function validDatabaseName(name) {
+    return NAME_RE.test(name) ? null : 'letters, digits, _ and - only (1 to 63, not starting with -)';
+}
+function validBackupLabel(label) {
+    return LABEL_RE.test(label)
+        ? null
+        : 'letters, digits, ., _ and - only (1 to 80, starting with a letter or digit)';
+}
+function backup_check(opts) {
+    if (!APP_RE.test(opts.app))
+        throw new Error(`backup: app ${JSON.stringify(opts.app)} is not a valid app name`);
+    const db = validDatabaseName(opts.database);
+    if (db)
+        throw new Error(`backup: database ${JSON.stringify(opts.database)}: ${db}`);
+    if (!/^\/[^\0\n]*$/.test(opts.backupDir) ||
+        opts.backupDir === '/' ||
+        /(^|\/)\.\.?(\/|$)/.test(opts.backupDir))
+        throw new Error(`backup: backup directory ${JSON.stringify(opts.backupDir)} must be an absolute path, not /`);
+    if (!Number.isInteger(opts.retentionDays) || opts.retentionDays < 1 || opts.retentionDays > 3650)
+        throw new Error(`backup: retention ${opts.retentionDays} must be a whole number of days from 1 to 3650`);
+}
+/**
+ * SQL that prints one JSON object line {"schema.table": rows, ...} for every
+ * table whose data pg_dump dumps (ordinary tables and partitions, not the
+ * catalogs or extension members). Used at backup time, inside the snapshot, and
+ * after a restore, so both sides count the same way.
+ */
+const ROW_COUNTS_SQL = `SELECT coalesce(json_object_agg(t.name, t.n ORDER BY t.name), '{}')::text FROM (` +
+    `SELECT n.nspname || '.' || c.relname AS name, ` +
+    `(xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', n.nspname, c.relname), false, true, '')))[1]::text::bigint AS n ` +
+    `FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace ` +
+    `WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' ` +
+    `AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')` +
+    `) t;`;
+/**
+ * The backup program (/usr/local/sbin/metalship-backup-{app}). Usage:
+ * `metalship-backup-{app} [label]`; prints the dump's path on its last line.
+ */
+function backupProgram(opts) {
+    backup_check(opts);
+    return script('#!/bin/bash', sh `# metalship-backup-${opts.app}: PostgreSQL backup of ${opts.database}. Managed by metalship; changes are overwritten.`, '# Usage: metalship-backup-APP [label]   (label: daily, manual, pre-migrate-<release>, ...)', 'set -euo pipefail', 'umask 077', sh `DB=${opts.database}`, sh `DIR=${opts.backupDir}`, sh `RETENTION_DAYS=${opts.retentionDays}`, sh `LABEL=\${1:-${DEFAULT_BACKUP_LABEL}}`, 'say() { printf "metalship-backup: %s\\n" "$*" >&2; }', 'die() { say "error: $*"; exit 1; }', `[[ $LABEL =~ ${LABEL_RE.source} ]] || die "label '$LABEL' is invalid: letters, digits, ., _ and - only (1 to 80, starting with a letter or digit)"`, '[ "$(id -u)" = 0 ] || die "must run as root (it runs pg_dump as the postgres user and owns the backup directory)"', 'for tool in pg_dump pg_dumpall psql sha256sum runuser flock; do command -v "$tool" >/dev/null || die "$tool is not installed"; done', 'cd /', 'mkdir -p -- "$DIR"', 'chown root:root -- "$DIR"', 'chmod 700 -- "$DIR"', 
+    // One backup of this database at a time; a second waits.
+    'exec 8>>"$DIR/.backup.lock"', 'flock 8', 'now=$(date -u +%s)', 'stamp=$(date -u -d "@$now" +%Y%m%dT%H%M%SZ)', 'while [ -e "$DIR/${DB}_${stamp}_${LABEL}.dump" ] || [ -e "$DIR/${DB}_${stamp}_${LABEL}.manifest.json" ]; do', '  sleep 1; now=$(date -u +%s); stamp=$(date -u -d "@$now" +%Y%m%dT%H%M%SZ)', 'done', 'created=$(date -u -d "@$now" +%Y-%m-%dT%H:%M:%SZ)', 'base="${DB}_${stamp}_${LABEL}"', 'dump="$DIR/$base.dump"', 'manifest="$DIR/$base.manifest.json"', 'globals="$DIR/$base.globals.sql"', 'tmp_dump="$DIR/.$base.dump.partial"', 'tmp_manifest="$DIR/.$base.manifest.partial"', 'tmp_globals="$DIR/.$base.globals.partial"', 'psql_err=$(mktemp)', 'chmod 644 "$psql_err"', 'psql_pid=""', 'cleanup() {', '  rm -f -- "$tmp_dump" "$tmp_manifest" "$tmp_globals" "$psql_err"', '  if [ -n "$psql_pid" ]; then kill "$psql_pid" 2>/dev/null || true; fi', '}', 'trap cleanup EXIT', 'start=$(date +%s)', 
+    // The snapshot: a REPEATABLE READ transaction held open by a psql coprocess.
+    // Its first query exports the snapshot; the row counts and pg_dump read that same snapshot.
+    'coproc PSQL { exec runuser -u postgres -- psql -X -q -A -t -v ON_ERROR_STOP=1 -d "$DB" 2>"$psql_err"; }', 'psql_pid=$PSQL_PID', 'exec 5<&"${PSQL[0]}" 6>&"${PSQL[1]}"', "printf '%s\\n' 'BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;' 'SELECT pg_export_snapshot();' >&6", 'snap=""', 'IFS= read -r snap <&5 || true', '[[ $snap =~ ^[0-9A-Fa-f]+-[0-9A-Fa-f]+(-[0-9]+)?$ ]] || die "cannot open a snapshot of database $DB: $(head -c 2000 "$psql_err")"', "printf '%s\\n' \"SELECT to_json(current_setting('server_version'))::text;\" >&6", 'pg_version=""', 'IFS= read -r pg_version <&5 || die "cannot read the server version: $(head -c 2000 "$psql_err")"', heredocVar('counts_sql', ROW_COUNTS_SQL), 'printf \'%s\\n\' "$counts_sql" >&6', 'tables=""', 'IFS= read -r tables <&5 || die "cannot count the rows of $DB: $(head -c 2000 "$psql_err")"', '[[ $tables == "{"* ]] || die "unexpected row counts from $DB: $tables $(head -c 2000 "$psql_err")"', 'if ! runuser -u postgres -- pg_dump -Fc --snapshot="$snap" -d "$DB" > "$tmp_dump"; then die "pg_dump of $DB failed"; fi', "printf '%s\\n' 'COMMIT;' '\\q' >&6", 'exec 6>&- 5<&-', 'wait "$psql_pid" || die "the snapshot transaction failed: $(head -c 2000 "$psql_err")"', 'psql_pid=""', 
+    // Globals (roles, tablespaces) are cluster-wide and small: beside every dump.
+    'if runuser -u postgres -- pg_dumpall --globals-only > "$tmp_globals"; then', '  sync -- "$tmp_globals" 2>/dev/null || true', '  mv -f -- "$tmp_globals" "$globals"', 'else', '  say "warning: pg_dumpall --globals-only failed; the dump is still complete"', 'fi', 'size=$(stat -c %s -- "$tmp_dump")', '[ "$size" -gt 0 ] || die "pg_dump wrote nothing"', 'sha=$(sha256sum -- "$tmp_dump" | cut -d" " -f1)', 'sync -- "$tmp_dump" 2>/dev/null || true', 'mv -f -- "$tmp_dump" "$dump"', 'printf \'{"database": "%s", "created": "%s", "label": "%s", "file": "%s", "size": %s, "sha256": "%s", "pg_version": %s, "tables": %s}\\n\' \\', '  "$DB" "$created" "$LABEL" "$base.dump" "$size" "$sha" "$pg_version" "$tables" > "$tmp_manifest"', 'sync -- "$tmp_manifest" 2>/dev/null || true', 'mv -f -- "$tmp_manifest" "$manifest"', 'sync -- "$DIR" 2>/dev/null || true', 'say "$base.dump: $size bytes, $(( $(date +%s) - start )) s"', 
+    // Retention: backups of this database older than the limit. The new one is never older.
+    'pattern="${DB}_[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z_*"', 'find "$DIR" -maxdepth 1 -type f \\( -name "$pattern.dump" -o -name "$pattern.manifest.json" -o -name "$pattern.globals.sql" \\) \\', '  -mmin "+$(( RETENTION_DAYS * 1440 ))" -print -delete | sed "s|^|metalship-backup: removed old |" >&2', 'find "$DIR" -maxdepth 1 -type f -name ".${DB}_*.partial" -mmin +1440 -delete', 'printf \'%s\\n\' "$dump"');
+}
+/** `name=<exact text>` as a bash assignment, via a quoted heredoc (no expansion). */
+function heredocVar(name, text) {
+    const doc = heredoc(text);
+    return `${name}=$(cat ${doc.open}\n${doc.body}\n)`;
+}
+function backup_unitFiles(opts) {
+    const onCalendar = opts.onCalendar ?? 'daily';
+    if (!/^[A-Za-z0-9 *:,./~+-]{1,100}$/.test(onCalendar))
+        throw new Error(`backup: OnCalendar ${JSON.stringify(onCalendar)} has characters a calendar spec cannot have`);
+    const prog = backupProgramPath(opts.app);
+    const service = [
+        '# Managed by metalship.',
+        '[Unit]',
+        `Description=metalship: PostgreSQL backup of ${opts.database} (${opts.app})`,
+        'After=postgresql.service',
+        'Wants=postgresql.service',
+        '',
+        '[Service]',
+        'Type=oneshot',
+        `ExecStart=${prog} daily`,
+        'Nice=10',
+        'IOSchedulingClass=best-effort',
+        'IOSchedulingPriority=7',
+        'PrivateTmp=true',
+        'ProtectHome=true',
+        'ProtectSystem=full',
+        'TimeoutStartSec=6h',
+        '',
+    ].join('\n');
+    const timer = [
+        '# Managed by metalship.',
+        '[Unit]',
+        `Description=metalship: daily PostgreSQL backup of ${opts.database} (${opts.app})`,
+        '',
+        '[Timer]',
+        `OnCalendar=${onCalendar}`,
+        'RandomizedDelaySec=30min',
+        'Persistent=true',
+        '',
+        '[Install]',
+        'WantedBy=timers.target',
+        '',
+    ].join('\n');
+    return { service, timer };
+}
+/**
+ * Installs the backup program, its oneshot service and timer (idempotent). Prints
+ * `changed <what>` for each thing it changed, nothing when all was in place.
+ */
+function backupInstallScript(opts) {
+    const program = backupProgram(opts);
+    const names = backupUnitNames(opts.app);
+    const units = backup_unitFiles(opts);
+    const unitDir = '/etc/systemd/system';
+    return script('reload=""', sh `if [ ! -d ${opts.backupDir} ]; then mkdir -p -- ${opts.backupDir}; chmod 700 -- ${opts.backupDir}; echo ${'changed ' + opts.backupDir}; fi`, sh `if [ "$(stat -c %a:%U -- ${opts.backupDir})" != 700:root ]; then chown root:root -- ${opts.backupDir}; chmod 700 -- ${opts.backupDir}; echo ${'changed ' + opts.backupDir + ' mode'}; fi`, ensureFile(backupProgramPath(opts.app), program, {
+        mode: '755',
+        owner: 'root:root',
+        label: backupProgramPath(opts.app),
+    }), ensureFile(`${unitDir}/${names.service}`, units.service, {
+        mode: '644',
+        label: names.service,
+        onChange: 'reload=1',
+    }), ensureFile(`${unitDir}/${names.timer}`, units.timer, {
+        mode: '644',
+        label: names.timer,
+        onChange: 'reload=1',
+    }), 'if [ -n "$reload" ]; then systemctl daemon-reload; fi', sh `if ! systemctl is-enabled --quiet ${names.timer}; then systemctl enable --quiet ${names.timer}; echo ${'changed ' + names.timer + ' enabled'}; fi`, sh `if ! systemctl is-active --quiet ${names.timer}; then systemctl start ${names.timer}; echo ${'changed ' + names.timer + ' started'};`, sh `elif [ -n "$reload" ]; then systemctl restart ${names.timer}; fi`);
+}
+/**
+ * Takes a backup now with the given label: the installed program, or this
+ * program run inline when it is not installed. The dump's path is the last line.
+ */
+function backupNowScript(opts, label) {
+    const bad = validBackupLabel(label);
+    if (bad)
+        throw new Error(`backup: label ${JSON.stringify(label)}: ${bad}`);
+    const program = backupProgram(opts);
+    const doc = heredoc(program);
+    const prog = backupProgramPath(opts.app);
+    return script(sh `if [ -x ${prog} ]; then`, sh `  ${prog} ${label}`, 'else', '  inline=$(mktemp)', '  trap \'rm -f -- "$inline"\' EXIT', `  cat > "$inline" ${doc.open}`, doc.body, sh `  bash "$inline" ${label}`, 'fi');
+}
+/** The dump path a backup run printed (its last line). */
+function parseBackupPath(stdout) {
+    const lines = stdout.trim().split('\n');
+    return (lines[lines.length - 1] ?? '').trim();
+}
+/**
+ * For other actions (deploy), on the database host: prints `LAST_VERIFIED <json>`
+ * with the record of the last successful restore test, and `NOW <epoch>`.
+ */
+function lastVerifiedScript(backupDir) {
+    return script(sh `f=${lastVerifiedPath(backupDir)}`, 'if [ -f "$f" ]; then echo "LAST_VERIFIED $(head -c 10000 -- "$f" | tr -d \'\\n\')"; fi', 'echo "NOW $(date -u +%s)"');
+}
+/**
+ * A warning for the deploy log when the backups were never proven to restore, or
+ * not for longer than maxDays (the monthly restore test stopped?); null when fine.
+ */
+function verificationWarning(stdout, maxDays = 45) {
+    const get = (k) => stdout
+        .split('\n')
+        .find((l) => l.startsWith(k + ' '))
+        ?.slice(k.length + 1);
+    const now = Number(get('NOW'));
+    const raw = get('LAST_VERIFIED');
+    if (!raw)
+        return 'no restore test of the backups is recorded on this host: run the backup-verify action';
+    let when = NaN;
+    try {
+        when = Date.parse(JSON.parse(raw).verified ?? '') / 1000;
+    }
+    catch {
+        // unreadable record: treated as missing
+    }
+    if (Number.isNaN(when))
+        return 'the record of the last restore test is unreadable: run the backup-verify action';
+    const days = (now - when) / 86400;
+    return days > maxDays
+        ? `the backups were last proven to restore ${days.toFixed(0)} days ago: is the monthly restore test still running?`
+        : null;
+}
+
+;// CONCATENATED MODULE: ./src/remote/restore.ts
+// Restore tests: find the newest backup and its manifest, restore it into a
+// scratch database, inspect it (row counts, amcheck, checks), start the current
+// release against it, and drop everything again. Pure functions from settings to
+// bash, plus the comparisons run on what the scripts print.
+
+
+
+/** Written as the scratch database's comment: only a database carrying it is ours to drop. */
+const SCRATCH_MARKER = 'metalship backup-verify scratch database';
+const PSQL = 'runuser -u postgres -- psql -X -q -A -t -v ON_ERROR_STOP=1';
+function textVar(name, text) {
+    const doc = sh_heredoc(text);
+    return `${name}=$(cat ${doc.open}\n${doc.body}\n)`;
+}
+/**
+ * On the backup host: the chosen backup's manifest (the newest of the database in
+ * the directory, or the given dump file's), the host's clock and the record of
+ * the last successful verification. Prints `KEY value` lines.
+ */
+function findBackupScript(o) {
+    return sh_script('cd /', o.file
+        ? sh_sh `dump=${o.file}`
+        : sh_script(sh_sh `dir=${o.backupDir}`, sh_sh `db=${o.database}`, 'if [ ! -d "$dir" ]; then echo "the backup directory $dir does not exist on this host" >&2; exit 3; fi', 
+        // Names carry the UTC stamp after the database: the newest is the largest stamp.
+        `dump=$(find "$dir" -maxdepth 1 -type f -name "$db"'_[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z_*.dump' -printf '%f\\n' | awk -v db="$db" '{ s = substr($0, length(db) + 2, 16); print s "\\t" $0 }' | sort | tail -n 1 | cut -f2-)`, 'if [ -z "$dump" ]; then echo "no backup of database $db in $dir" >&2; exit 3; fi', 'dump="$dir/$dump"').trimEnd(), 'if [ ! -f "$dump" ]; then echo "the backup file $dump does not exist" >&2; exit 3; fi', 'manifest="${dump%.dump}.manifest.json"', 'if [ ! -f "$manifest" ]; then echo "the backup $dump has no manifest ($manifest): it is incomplete or was not made by metalship" >&2; exit 3; fi', 'echo "DUMP $dump"', 'echo "SIZE $(stat -c %s -- "$dump")"', 'echo "NOW $(date -u +%s)"', 'echo "MANIFEST $(head -c 10000000 -- "$manifest" | tr -d \'\\n\')"', sh_sh `last=${lastVerifiedPath(o.backupDir)}`, 'if [ -f "$last" ]; then echo "LAST $(head -c 10000 -- "$last" | tr -d \'\\n\')"; fi');
+}
+function parseFound(stdout) {
+    const get = (k) => stdout
+        .split('\n')
+        .find((l) => l.startsWith(k + ' '))
+        ?.slice(k.length + 1) ?? '';
+    const dump = get('DUMP');
+    let manifest;
+    try {
+        manifest = JSON.parse(get('MANIFEST'));
+    }
+    catch {
+        return { error: `the manifest of ${dump} is not valid JSON` };
+    }
+    const problems = [];
+    if (typeof manifest.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(manifest.sha256))
+        problems.push('sha256');
+    if (typeof manifest.size !== 'number')
+        problems.push('size');
+    if (typeof manifest.created !== 'string' || Number.isNaN(Date.parse(manifest.created)))
+        problems.push('created');
+    if (!manifest.tables || typeof manifest.tables !== 'object')
+        problems.push('tables');
+    if (problems.length)
+        return { error: `the manifest of ${dump} lacks a valid ${problems.join(', ')}` };
+    let lastVerified = null;
+    try {
+        lastVerified = get('LAST') ? JSON.parse(get('LAST')) : null;
+    }
+    catch {
+        lastVerified = null;
+    }
+    return { dump, size: Number(get('SIZE')), now: Number(get('NOW')), manifest, lastVerified };
+}
+/** Whether a dump's file name is one of ours (for a backup-file input). */
+function isBackupName(path) {
+    return BACKUP_NAME_RE.test(path.split('/').pop() ?? '');
+}
+/** On the backup host: sends the dump's bytes on stdout, nothing else. */
+function sendDumpScript(dump) {
+    return sh_script(sh_sh `exec cat -- ${dump}`);
+}
+function refuseProduction(o) {
+    if (o.scratch === o.database)
+        throw new Error(`the scratch database cannot be the production database (${o.database})`);
+}
+/**
+ * On the restore host, before anything is copied: the tools are there, and the
+ * scratch name is free or a leftover of ours (dropped then). A database of that
+ * name that is not ours is refused.
+ */
+function prepareScratchScript(o) {
+    refuseProduction(o);
+    return sh_script('cd /', 'for tool in pg_restore psql sha256sum runuser; do command -v "$tool" >/dev/null || { echo "$tool is not installed on this host" >&2; exit 1; }; done', sh_sh `scratch=${o.scratch}`, sh_sh `marker=${SCRATCH_MARKER}`, `existing=$(${PSQL} -d postgres -v name="$scratch" <<'SQL'`, "SELECT coalesce(shobj_description(oid, 'pg_database'), '') || '|' FROM pg_database WHERE datname = :'name';", 'SQL', ')', 'if [ -n "$existing" ]; then', '  if [ "$existing" != "$marker|" ]; then echo "a database named $scratch exists and is not a scratch database of metalship: refusing to touch it (choose another scratch-database)" >&2; exit 5; fi', `  ${PSQL} -d postgres -v name="$scratch" <<'SQL'`, 'DROP DATABASE :"name" WITH (FORCE);', 'SQL', '  echo "DROPPED_LEFTOVER $scratch"', 'fi', `echo "FREE $(${PSQL} -d postgres -c 'SHOW server_version')"`);
+}
+/**
+ * On the restore host: checks the dump (received on stdin after the script when
+ * `receive`, or read in place) against the manifest's size and sha256, creates the
+ * scratch database, marked as ours, and restores into it with --exit-on-error.
+ * Prints `RECEIVED <bytes>`, `CHECKSUM ok`, `CREATED` and `RESTORED <seconds>`.
+ */
+function restoreScript(o) {
+    refuseProduction(o);
+    return sh_script('cd /', 
+    // First read everything that was sent, so the sender never blocks on a script that stopped early.
+    'work=$(mktemp -d /var/tmp/metalship-verify.XXXXXX)', 'trap \'rm -rf -- "$work"\' EXIT', o.receive
+        ? sh_script(
+        // The dump follows the script on stdin, streamed from the backup host through the runner.
+        'cat > "$work/backup.dump"', 'dump="$work/backup.dump"', 'echo "RECEIVED $(stat -c %s -- "$dump")"').trimEnd()
+        : sh_sh `dump=${o.dump}`, sh_sh `scratch=${o.scratch}`, sh_sh `marker=${SCRATCH_MARKER}`, sh_sh `want_size=${o.size}`, sh_sh `want_sha=${o.sha256}`, 'size=$(stat -c %s -- "$dump")', 'if [ "$size" != "$want_size" ]; then echo "the dump is $size bytes but its manifest says $want_size: it is truncated or was changed after the backup" >&2; exit 4; fi', 'sha=$(sha256sum -- "$dump" | cut -d" " -f1)', 'if [ "$sha" != "$want_sha" ]; then echo "the dump\'s sha256 $sha does not match its manifest\'s $want_sha: it was changed or damaged after the backup" >&2; exit 4; fi', 'echo "CHECKSUM ok"', 
+    // CREATE DATABASE fails if the name was taken since the preparation: never someone else's.
+    `${PSQL} -d postgres -v name="$scratch" -v marker="$marker" <<'SQL'`, 'CREATE DATABASE :"name" TEMPLATE template0;', 'COMMENT ON DATABASE :"name" IS :\'marker\';', 'SQL', 'echo "CREATED $scratch"', 'start=$(date +%s.%N)', 
+    // Owners and grants name roles the restore host may not have: restore as postgres.
+    'if ! runuser -u postgres -- pg_restore --exit-on-error --no-owner --no-privileges -d "$scratch" < "$dump" 2> "$work/restore.err"; then', '  echo "pg_restore failed: $(head -c 3000 "$work/restore.err")" >&2', '  exit 6', 'fi', 'end=$(date +%s.%N)', 'echo "RESTORED $(awk -v a="$start" -v b="$end" \'BEGIN { printf "%.2f", b - a }\')"');
+}
+/**
+ * On the restore host, in the scratch database: row counts (JSON), amcheck of
+ * every btree index (with heapallindexed), and each check query. Prints
+ * `COUNTS <json>`, `AMCHECK <n>` or `AMCHECK_FAILED <text>`, `CHECK <i> <t|f|error: ...>`.
+ */
+function inspectScript(o) {
+    refuseProduction(o);
+    return sh_script('cd /', sh_sh `scratch=${o.scratch}`, textVar('counts_sql', ROW_COUNTS_SQL), `echo "COUNTS $(${PSQL} -d "$scratch" -c "$counts_sql")"`, 'err=$(mktemp)', 'trap \'rm -f -- "$err"\' EXIT', 'chmod 644 "$err"', `if ${PSQL} -d "$scratch" -c 'CREATE EXTENSION IF NOT EXISTS amcheck' 2>"$err"; then`, textVar('amcheck_sql', "SELECT c.oid::regclass::text, bt_index_check(c.oid, true) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam JOIN pg_namespace n ON n.oid = c.relnamespace WHERE am.amname = 'btree' AND i.indisvalid AND i.indisready AND c.relpersistence <> 't' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%';"), `  if out=$(${PSQL} -d "$scratch" -c "$amcheck_sql" 2>"$err"); then echo "AMCHECK $(printf '%s\\n' "$out" | grep -c . || true)"; else echo "AMCHECK_FAILED $(head -c 2000 "$err" | tr '\\n' ' ')"; fi`, 'else', '  echo "AMCHECK_UNAVAILABLE $(head -c 500 "$err" | tr \'\\n\' \' \')"', 'fi', ...o.checks.map((q, i) => sh_script(textVar('q', q), `if out=$(${PSQL} -d "$scratch" -c "$q" 2>"$err"); then echo "CHECK ${i} $(printf '%s' "$out" | tr '\\n' ' ')"; else echo "CHECK ${i} error: $(head -c 500 "$err" | tr '\\n' ' ')"; fi`).trimEnd()));
+}
+/**
+ * On the restore host: starts the current release's uvicorn on a private Unix
+ * socket with only DATABASE_URL set (pointing at the scratch database through a
+ * temporary login role), waits for smoke-path to answer 200, and stops it.
+ * Prints `SMOKE skipped <why>` or the wait-ready JSON after `SMOKE `.
+ */
+function smokeScript(o) {
+    refuseProduction(o);
+    return sh_script('cd /', sh_sh `current=${o.appRoot}/current`, sh_sh `user=${o.appUser}`, sh_sh `scratch=${o.scratch}`, sh_sh `role=${o.role}`, 'if [ ! -d "$current/" ]; then echo "SMOKE skipped: no current release at $current on this host"; exit 0; fi', 'py="$current/.venv/bin/python"', sh_sh `[ -x "$py" ] || py=${o.appRoot}/venv/bin/python`, 'if [ ! -x "$py" ]; then echo "SMOKE skipped: the current release has no virtualenv"; exit 0; fi', 'if ! id -u "$user" >/dev/null 2>&1; then echo "SMOKE skipped: the app user $user does not exist on this host"; exit 0; fi', pyToolDefinition(), 'port=$(' + PSQL + ' -d postgres -c "SHOW port")', 
+    // A temporary role that can use everything in the scratch database, and nothing else.
+    textVar('password', o.password), `${PSQL} -d "$scratch" -v role="$role" -v password="$password" -v name="$scratch" <<'SQL'`, "CREATE ROLE :\"role\" LOGIN PASSWORD :'password' VALID UNTIL 'infinity';", 'GRANT CONNECT, TEMPORARY ON DATABASE :"name" TO :"role";', "SELECT format('GRANT USAGE ON SCHEMA %I TO %I; GRANT ALL ON ALL TABLES IN SCHEMA %I TO %I; GRANT ALL ON ALL SEQUENCES IN SCHEMA %I TO %I;', nspname, :'role', nspname, :'role', nspname, :'role') FROM pg_namespace WHERE nspname NOT IN ('pg_catalog', 'information_schema') AND nspname NOT LIKE 'pg\\_%' \\gexec", 'SQL', 'sockdir=$(mktemp -d /run/metalship-verify-smoke.XXXXXX)', 'chown "$user" "$sockdir"', 'sock="$sockdir/api.sock"', 'log="$sockdir/app.log"', 'pid=""', 'stop() { if [ -n "$pid" ]; then kill -TERM -- "-$pid" 2>/dev/null || true; for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 -- "-$pid" 2>/dev/null || break; sleep 0.5; done; kill -KILL -- "-$pid" 2>/dev/null || true; fi; rm -rf -- "$sockdir"; }', 'trap stop EXIT', 'url="postgresql://$role:$password@127.0.0.1:$port/$scratch"', '(cd "$current/" && exec setsid runuser -u "$user" -- env -i PATH="$(dirname "$py"):/usr/bin:/bin" HOME=/nonexistent LANG=C.UTF-8 \\', sh_sh `  DATABASE_URL="$url" "$py" -m uvicorn ${o.appModule} --uds "$sock" > "$log" 2>&1) &`, 'pid=$!', sh_sh `if out=$(mstool wait-ready "$sock" ${o.path} ${o.timeout} 1 200 ''); then echo "SMOKE $out"; else`, '  echo "SMOKE $out"', '  echo "the current release did not answer on the scratch database; its output:" >&2', '  tail -n 20 "$log" | sed "s|$password|***|g" >&2', '  exit 7', 'fi');
+}
+/** On the restore host, always at the end: drops the scratch database (if ours) and the temporary role. */
+function dropScratchScript(o) {
+    refuseProduction(o);
+    return sh_script('cd /', sh_sh `scratch=${o.scratch}`, sh_sh `role=${o.role}`, sh_sh `marker=${SCRATCH_MARKER}`, `existing=$(${PSQL} -d postgres -v name="$scratch" <<'SQL'`, "SELECT coalesce(shobj_description(oid, 'pg_database'), '') || '|' FROM pg_database WHERE datname = :'name';", 'SQL', ')', 'if [ "$existing" = "$marker|" ]; then', `  ${PSQL} -d postgres -v name="$scratch" <<'SQL'`, 'DROP DATABASE :"name" WITH (FORCE);', 'SQL', '  echo "DROPPED $scratch"', 'elif [ -n "$existing" ]; then echo "not dropping $scratch: it is not a scratch database of metalship" >&2; fi', `${PSQL} -d postgres -v role="$role" <<'SQL'`, "SELECT format('DROP ROLE %I', rolname) FROM pg_roles WHERE rolname = :'role' \\gexec", 'SQL', 'rm -rf /var/tmp/metalship-verify.* /run/metalship-verify-smoke.* 2>/dev/null || true', `left=$(${PSQL} -d postgres -v name="$scratch" -v role="$role" <<'SQL'`, "SELECT (SELECT count(*) FROM pg_database WHERE datname = :'name') + (SELECT count(*) FROM pg_roles WHERE rolname = :'role');", 'SQL', ')', 'echo "LEFT $left"');
+}
+/** On the backup host, after a successful verification: the record the next run (and deploys) report. */
+function recordVerifiedScript(backupDir, record) {
+    const doc = sh_heredoc(JSON.stringify(record));
+    const path = lastVerifiedPath(backupDir);
+    return sh_script(sh_sh `cat > ${path + '.tmp'} ${raw(doc.open)}`, doc.body, sh_sh `chmod 600 ${path + '.tmp'}`, sh_sh `mv -f ${path + '.tmp'} ${path}`);
+}
+/** Compares row counts: every table of the manifest with the same count, and no table more or less. */
+function compareCounts(expected, actual) {
+    const mismatches = [];
+    for (const [t, n] of Object.entries(expected)) {
+        if (!(t in actual))
+            mismatches.push(`${t}: in the manifest (${n} rows) but not restored`);
+        else if (Number(actual[t]) !== Number(n))
+            mismatches.push(`${t}: ${actual[t]} rows restored, the manifest says ${n}`);
+    }
+    for (const t of Object.keys(actual))
+        if (!(t in expected))
+            mismatches.push(`${t}: restored but not in the manifest`);
+    const rows = Object.values(actual).reduce((a, b) => a + Number(b), 0);
+    return { tables: Object.keys(actual).length, rows, mismatches };
+}
+/** `KEY rest` lines of a script's stdout. */
+function lines(stdout, key) {
+    return stdout
+        .split('\n')
+        .filter((l) => l === key || l.startsWith(key + ' '))
+        .map((l) => l.slice(key.length + 1));
+}
+
+;// CONCATENATED MODULE: ./src/actions/backup-verify.ts
+// backup-verify: proves that a backup restores. Finds the newest backup and its
+// manifest on the backup host, copies it to the restore host when that is
+// another host (streamed through the runner, checksum verified on arrival),
+// restores it into a scratch database with --exit-on-error, compares row counts
+// with the manifest, runs amcheck, the checks and a smoke test of the current
+// release, and always drops the scratch database and the temporary role.
+
+
+
+
+
+const ICON = { ok: '✅', failed: '❌', skipped: '➖', warning: '⚠️' };
+function sameHost(a, b) {
+    return a.host === b.host && a.port === b.port && (a.user ?? '') === (b.user ?? '');
+}
+function formatBytes(n) {
+    if (n < 1024)
+        return `${n} B`;
+    const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+    let v = n / 1024;
+    let i = 0;
+    while (v >= 1024 && i < units.length - 1) {
+        v /= 1024;
+        i++;
+    }
+    return `${v.toFixed(1)} ${units[i]}`;
+}
+function formatAge(hours) {
+    if (hours < 1)
+        return `${Math.round(hours * 60)} min`;
+    if (hours < 48)
+        return `${hours.toFixed(1)} h`;
+    return `${(hours / 24).toFixed(1)} days`;
+}
+function cell(text) {
+    return text.replace(/\|/g, '\\|').replace(/\n/g, ' ');
+}
+function recoveryTable(rows) {
+    return [
+        '| | measured | objective | |',
+        '|---|---|---|---|',
+        ...rows.map((r) => `| ${cell(r.what)} | ${cell(r.measured)} | ${cell(r.objective ?? '')} | ${ICON[r.status]} |`),
+    ].join('\n');
+}
+async function backupVerify(s, log) {
+    const backupSpec = s['backup-host'];
+    const restoreSpec = s['restore-host'] ?? backupSpec;
+    const same = sameHost(backupSpec, restoreSpec);
+    const hosts = await log.group(`Connecting to ${same ? 1 : 2} host(s)`, () => openHosts({ ...s, hosts: same ? [backupSpec] : [backupSpec, restoreSpec], 'lock-timeout': 0 }, log));
+    const backup = hosts[0];
+    const restore = hosts[same ? 0 : 1];
+    const scratch = s['scratch-database'];
+    const role = `metalship_verify_${(0,external_node_crypto_.randomBytes)(4).toString('hex')}`;
+    const password = (0,external_node_crypto_.randomBytes)(24).toString('hex');
+    log.secret(password);
+    // pg_restore and amcheck print nothing while they work: allow them the whole RTO objective.
+    const long = {
+        idleTimeoutMs: Math.max(s['command-idle-timeout'], s['max-restore-seconds']) * 1000,
+        timeoutMs: Math.max(s['command-timeout'], s['max-restore-seconds']) * 1000,
+    };
+    const rows = [];
+    const failures = [];
+    const outputs = {
+        'backup-file': '',
+        'backup-age-hours': '',
+        'restore-seconds': '',
+        tables: '',
+        rows: '',
+        verified: 'false',
+        'last-verified-hours': '',
+    };
+    let found = null;
+    let scratchTouched = false;
+    const fail = (what, measured, reason, objective) => {
+        rows.push({ what, measured, objective, status: 'failed' });
+        failures.push(reason);
+    };
+    const steps = async () => {
+        // 1. The backup and its manifest.
+        const f = await log.group(`Finding the backup on ${backup.spec.label}`, async () => parseFound((await backup.conn.run(findBackupScript({ backupDir: s['backup-dir'], database: s.database, file: s['backup-file'] }), { what: 'finding the backup' })).stdout));
+        if ('error' in f) {
+            fail('backup', 'unusable', f.error);
+            return;
+        }
+        found = f;
+        const m = f.manifest;
+        outputs['backup-file'] = f.dump;
+        if (f.lastVerified) {
+            const since = (f.now - Date.parse(f.lastVerified.verified) / 1000) / 3600;
+            outputs['last-verified-hours'] = since.toFixed(1);
+        }
+        rows.push({
+            what: 'backup',
+            measured: `${f.dump.split('/').pop()}: ${formatBytes(f.size)}, taken ${m.created} (label ${m.label}, PostgreSQL ${m.pg_version})`,
+            status: 'ok',
+        });
+        const ageHours = (f.now - Date.parse(m.created) / 1000) / 3600;
+        outputs['backup-age-hours'] = ageHours.toFixed(2);
+        if (ageHours > s['max-age-hours']) {
+            fail('age (RPO)', formatAge(ageHours), `${s['backup-file'] ? 'the backup' : 'the newest backup'} ${f.dump} was taken ${m.created}, ${formatAge(ageHours)} ago: older than the RPO objective of ${s['max-age-hours']} h (max-age-hours). Are the daily backups still running?`, `≤ ${s['max-age-hours']} h`);
+            return;
+        }
+        rows.push({ what: 'age (RPO)', measured: formatAge(ageHours), objective: `≤ ${s['max-age-hours']} h`, status: 'ok' });
+        // 2. The scratch database: free, or a leftover of ours.
+        const prep = await restore.conn.run(prepareScratchScript({ scratch, database: s.database }), {
+            what: 'preparing the scratch database',
+        });
+        if (lines(prep.stdout, 'DROPPED_LEFTOVER').length)
+            log.warn(`dropped the scratch database ${scratch} a previous run left on ${restore.spec.label}`);
+        scratchTouched = true;
+        // 3. Copy (when another host), check, restore.
+        const started = Date.now();
+        const restoreOpts = { scratch, database: s.database, dump: f.dump, size: m.size, sha256: m.sha256 };
+        let restored;
+        try {
+            restored = await log.group(same
+                ? `Restoring ${f.dump} on ${restore.spec.label}`
+                : `Copying ${f.dump} from ${backup.spec.label} to ${restore.spec.label} and restoring it`, async () => {
+                if (same)
+                    return restore.conn.run(restoreScript({ ...restoreOpts, receive: false }), { what: 'restoring', ...long });
+                const pipe = new external_node_stream_.PassThrough({ highWaterMark: 1 << 20 });
+                const abort = new AbortController();
+                const sending = backup.conn.pipeOut(sendDumpScript(f.dump), pipe, {
+                    what: 'reading the dump',
+                    signal: abort.signal,
+                    timeoutMs: long.timeoutMs,
+                });
+                let received;
+                try {
+                    received = await restore.conn.run(restoreScript({ ...restoreOpts, receive: true }), {
+                        what: 'receiving and restoring the dump',
+                        input: pipe,
+                        ...long,
+                    });
+                }
+                catch (err) {
+                    abort.abort();
+                    const sent = await sending;
+                    if (sent.code !== 0)
+                        throw new Error(`reading ${f.dump} on ${backup.spec.label} failed (exit ${sent.code}): ${sent.stderr.trim()}`);
+                    throw err;
+                }
+                const sent = await sending;
+                if (sent.code !== 0)
+                    throw new Error(`reading ${f.dump} on ${backup.spec.label} failed (exit ${sent.code}): ${sent.stderr.trim()}`);
+                return received;
+            });
+        }
+        catch (err) {
+            const message = err instanceof Error ? err.message : String(err);
+            const why = /truncated|sha256/.test(message) ? 'checksum' : 'restore';
+            fail(why === 'checksum' ? 'checksum' : 'restore', why === 'checksum' ? 'does not match the manifest' : 'failed', message);
+            return;
+        }
+        const received = lines(restored.stdout, 'RECEIVED')[0];
+        rows.push({
+            what: 'checksum',
+            measured: `sha256 and size match the manifest${received !== undefined ? ` (copied ${formatBytes(Number(received))} from ${backup.spec.label} to ${restore.spec.label} through the runner)` : ''}`,
+            status: 'ok',
+        });
+        const restoreOnly = Number(lines(restored.stdout, 'RESTORED')[0] ?? 'NaN');
+        rows.push({
+            what: 'pg_restore --exit-on-error',
+            measured: `into ${scratch} on ${restore.spec.label} in ${restoreOnly.toFixed(1)} s`,
+            status: 'ok',
+        });
+        // 4. Row counts, amcheck, checks.
+        const inspected = await log.group('Checking the restored database', () => restore.conn.run(inspectScript({ scratch, database: s.database, checks: s.checks }), {
+            what: 'checking the restored database',
+            ...long,
+        }));
+        let counts = {};
+        try {
+            counts = JSON.parse(lines(inspected.stdout, 'COUNTS')[0] ?? '');
+        }
+        catch {
+            fail('row counts', 'unreadable', 'the row counts of the restored database could not be read');
+        }
+        const cmp = compareCounts(m.tables, counts);
+        outputs.tables = String(cmp.tables);
+        outputs.rows = String(cmp.rows);
+        if (cmp.mismatches.length)
+            fail('row counts', `${cmp.mismatches.length} of ${Object.keys(m.tables).length} tables differ from the manifest: ${cmp.mismatches.slice(0, 5).join('; ')}`, `the restored data disagrees with the backup's manifest: ${cmp.mismatches.join('; ')}`);
+        else
+            rows.push({
+                what: 'row counts',
+                measured: `${cmp.tables} tables, ${cmp.rows} rows, each as in the manifest`,
+                status: 'ok',
+            });
+        const am = lines(inspected.stdout, 'AMCHECK')[0];
+        const amFailed = lines(inspected.stdout, 'AMCHECK_FAILED')[0];
+        const amMissing = lines(inspected.stdout, 'AMCHECK_UNAVAILABLE')[0];
+        if (am !== undefined)
+            rows.push({ what: 'amcheck', measured: `${am} btree indexes (heapallindexed) intact`, status: 'ok' });
+        else if (amFailed !== undefined)
+            fail('amcheck', amFailed, `amcheck found a damaged index: ${amFailed}`);
+        else {
+            rows.push({ what: 'amcheck', measured: `not available on ${restore.spec.label}: ${amMissing ?? ''}`, status: 'warning' });
+            log.warn(`amcheck is not available on ${restore.spec.label}; indexes were not checked`);
+        }
+        s.checks.forEach((q, i) => {
+            const out = lines(inspected.stdout, 'CHECK').find((l) => l.startsWith(`${i} `))?.slice(String(i).length + 1) ?? 'no result';
+            const ok = out.trim() === 't';
+            if (ok)
+                rows.push({ what: `check \`${q}\``, measured: 'true', status: 'ok' });
+            else
+                fail(`check \`${q}\``, out.trim() === 'f' ? 'false' : out, `check failed: ${q} returned ${out.trim() === 'f' ? 'false' : out}`);
+        });
+        // The RTO: from the first byte copied to the last check.
+        const seconds = (Date.now() - started) / 1000;
+        outputs['restore-seconds'] = seconds.toFixed(1);
+        if (seconds > s['max-restore-seconds'])
+            fail('restore and checks (RTO)', `${seconds.toFixed(1)} s`, `copying, restoring and checking took ${seconds.toFixed(1)} s: longer than the RTO objective of ${s['max-restore-seconds']} s (max-restore-seconds)`, `≤ ${s['max-restore-seconds']} s`);
+        else
+            rows.push({
+                what: 'restore and checks (RTO)',
+                measured: `${seconds.toFixed(1)} s`,
+                objective: `≤ ${s['max-restore-seconds']} s`,
+                status: 'ok',
+            });
+        // 5. The application against the restored data.
+        if (!s.smoke)
+            rows.push({ what: 'smoke test', measured: 'off (smoke: false)', status: 'skipped' });
+        else {
+            try {
+                const r = await log.group(`Starting the current release on ${restore.spec.label} against ${scratch}`, () => restore.conn.run(smokeScript({
+                    scratch,
+                    database: s.database,
+                    app: s.app,
+                    appRoot: s['app-root'],
+                    appUser: s['app-user'],
+                    appModule: s['app-module'],
+                    path: s['smoke-path'],
+                    timeout: s['smoke-timeout'],
+                    password,
+                    role,
+                }), { what: 'the smoke test' }));
+                const line = lines(r.stdout, 'SMOKE')[0] ?? '';
+                if (line.startsWith('skipped')) {
+                    rows.push({ what: 'smoke test', measured: line, status: 'skipped' });
+                    log.info(`smoke test ${line}`);
+                }
+                else {
+                    const j = JSON.parse(line);
+                    rows.push({
+                        what: 'smoke test',
+                        measured: `current release answered GET ${s['smoke-path']} with ${j.status} after ${j.seconds.toFixed(1)} s`,
+                        status: 'ok',
+                    });
+                }
+            }
+            catch (err) {
+                const message = err instanceof Error ? err.message : String(err);
+                fail('smoke test', `GET ${s['smoke-path']} failed`, `the smoke test failed: ${message}`);
+            }
+        }
+    };
+    try {
+        await steps();
+    }
+    catch (err) {
+        fail('run', 'stopped', err instanceof Error ? err.message : String(err));
+    }
+    finally {
+        if (scratchTouched) {
+            try {
+                const r = await restore.conn.run(dropScratchScript({ scratch, database: s.database, role }), {
+                    what: 'dropping the scratch database',
+                });
+                const left = lines(r.stdout, 'LEFT')[0];
+                if (left === '0')
+                    rows.push({ what: 'clean-up', measured: `${scratch} and the temporary role dropped`, status: 'ok' });
+                else
+                    fail('clean-up', `${left ?? '?'} left`, `the scratch database ${scratch} or the role ${role} is still there after dropping`);
+            }
+            catch (err) {
+                fail('clean-up', 'failed', err instanceof Error ? err.message : String(err));
+            }
+        }
+    }
+    const verified = failures.length === 0 && found !== null;
+    outputs.verified = String(verified);
+    try {
+        if (verified && found) {
+            const record = {
+                verified: new Date(found.now * 1000).toISOString(),
+                backup: found.dump,
+                created: found.manifest.created,
+                restoreSeconds: Number(outputs['restore-seconds']),
+                run: process.env.GITHUB_RUN_ID
+                    ? `${process.env.GITHUB_SERVER_URL ?? 'https://github.com'}/${process.env.GITHUB_REPOSITORY}/actions/runs/${process.env.GITHUB_RUN_ID}`
+                    : '',
+            };
+            await backup.conn.run(recordVerifiedScript(s['backup-dir'], record), { what: 'recording the verification' });
+        }
+    }
+    finally {
+        await Promise.all(hosts.map((h) => h.conn.close()));
+    }
+    const prev = found?.lastVerified;
+    const previous = prev
+        ? `Previous successful verification: ${formatAge(Number(outputs['last-verified-hours']))} ago (${prev.verified}, of the backup taken ${prev.created}).`
+        : 'No earlier successful verification is recorded on the backup host.';
+    const where = same
+        ? `restored on ${restore.spec.label} itself, into the scratch database ${scratch}`
+        : `restored on ${restore.spec.label}, into the scratch database ${scratch}`;
+    const summary = `### Recovery report: database ${s.database} on ${backup.spec.label}, ${where}\n\n` +
+        `${verified ? '**The backup restores.**' : '**The backup is NOT proven to restore.**'} ${previous}\n\n` +
+        recoveryTable(rows);
+    const results = [
+        { host: backup.spec.label, ok: verified, role: 'backup', backup: outputs['backup-file'] },
+        ...(same ? [] : [{ host: restore.spec.label, ok: verified, role: 'restore' }]),
+    ];
+    return { outputs, results, summary, failure: verified ? undefined : failures.join('\n') || 'not verified' };
+}
+const backup_verify_run = () => runAction('backup-verify', backupVerify);
+
 ;// CONCATENATED MODULE: ./src/cli.ts
 // `npx metalship <action> --<input> value ...`: the same code the actions run,
 // from a terminal. Inputs not given as flags are read from INPUT_* variables.
+
 
 
 
@@ -74298,6 +75138,7 @@ const BODIES = {
     verify: verify,
     rollback: rollback,
     deploy: deploy,
+    'backup-verify': backupVerify,
 };
 function usage(action) {
     if (!action) {

@@ -55697,6 +55697,43 @@ class Connection {
         }
     }
     /**
+     * Runs a script whose stdout is data, not text: its bytes are piped into sink
+     * (with backpressure, never held in memory), and sink is ended when the script
+     * ends. For copying a file between hosts through the runner. Resolves with the
+     * exit code and stderr; `signal` aborts it (the channel is closed).
+     */
+    async pipeOut(script, sink, opts = {}) {
+        const client = this.ssh.connection;
+        const what = opts.what ?? 'remote command';
+        if (!client || this.lostReason)
+            throw new RemoteError(`connection to ${this.label} was lost: ${this.lostReason}`, this.label, null, '');
+        return new Promise((resolve, reject) => {
+            client.exec(remoteCommand(this.endpoint.user), (err, channel) => {
+                if (err) {
+                    sink.end();
+                    reject(new RemoteError(`${what} could not start on ${this.label}: ${err.message}`, this.label, null, ''));
+                    return;
+                }
+                let stderr = '';
+                let code = null;
+                const close = () => channel.close();
+                const timer = setTimeout(close, opts.timeoutMs ?? this.options.commandTimeoutMs);
+                opts.signal?.addEventListener('abort', close, { once: true });
+                channel.stderr.on('data', (c) => (stderr = (stderr + c.toString('utf8')).slice(-20000)));
+                channel.on('exit', (c) => (code = c));
+                channel.pipe(sink);
+                channel.on('close', () => {
+                    clearTimeout(timer);
+                    opts.signal?.removeEventListener('abort', close);
+                    if (!sink.writableEnded)
+                        sink.end();
+                    resolve({ code: code ?? -1, stdout: '', stderr: this.log.redact(stderr) });
+                });
+                channel.end(wrapScript(script));
+            });
+        });
+    }
+    /**
      * Starts a long-running script whose stdin stays open: it can wait for lines
      * from us (a heartbeat) and notices when we end it or the connection drops.
      */
@@ -70684,11 +70721,109 @@ const deployOnlyInputs = {
 const commonOutputs = {
     results: { description: "JSON array with one object per host: host, ok, error and the action's figures." },
 };
+const SQL_NAME = /^[A-Za-z0-9_][A-Za-z0-9_-]{0,62}$/;
+const oneHost = (description, required, def) => fields_custom({ description, required, ...(def !== undefined ? { default: def } : {}) }, { expected: 'one host: host, host:port, user@host:port or [ipv6]:port' }, (v) => {
+    if (!v.trim())
+        return null;
+    const r = parseAddress(v.trim());
+    return typeof r === 'string' ? { error: r } : { ...r, roles: [] };
+});
+/** The restore test's inputs (backup-verify), beside the connection inputs without `hosts`. */
+const backupVerifyInputs = {
+    'backup-host': oneHost('The host that holds the backups (and the production database).', true),
+    'backup-dir': fields_custom({
+        description: "Directory of the backups on backup-host (provision's backup directory).",
+        default: '/var/backups/metalship/{app}',
+    }, { expected: 'an absolute path without .. or spaces' }, (v) => {
+        if (!v.startsWith('/') || v.split('/').some((s) => s === '..' || s === '.'))
+            return { error: `'${v.slice(0, 60)}' is not an absolute path without . and ..` };
+        if (!/^[A-Za-z0-9._/-]+$/.test(v))
+            return { error: `'${v.slice(0, 60)}' contains characters other than letters, digits and ._/-` };
+        return v.replace(/\/+$/, '') || '/';
+    }),
+    'backup-file': fields_custom({
+        description: 'One backup to verify instead of the newest: the absolute path of a .dump on backup-host (its manifest beside it).',
+        default: '',
+    }, {
+        expected: 'an absolute path ending in .dump, e.g. /var/backups/metalship/shop/shop_20250101T020000Z_daily.dump',
+    }, (v) => {
+        if (!v)
+            return '';
+        if (!v.startsWith('/') || !v.endsWith('.dump') || v.split('/').some((s) => s === '..'))
+            return { error: `'${v.slice(0, 80)}' is not an absolute path ending in .dump` };
+        if (!/^[A-Za-z0-9._/-]+$/.test(v))
+            return { error: `'${v.slice(0, 60)}' contains characters other than letters, digits and ._/-` };
+        return v;
+    }),
+    'restore-host': oneHost('The test environment the backup is restored on. Default: backup-host itself (into a scratch database).', false),
+    database: pattern({
+        description: 'The production database whose backups are verified (never touched: the restore goes to a scratch database).',
+        default: '{app}',
+        regex: SQL_NAME,
+        expected: 'a database name of letters, digits, _ and - (at most 63)',
+    }),
+    'scratch-database': pattern({
+        description: 'Name of the scratch database the backup is restored into, dropped afterwards. An existing database of that name that backup-verify did not create is refused.',
+        default: 'metalship_verify',
+        regex: SQL_NAME,
+        expected: 'a database name of letters, digits, _ and - (at most 63)',
+    }),
+    'max-age-hours': fields_int({
+        description: "RPO objective: the newest backup may be at most this old. The default fits daily backups (a day plus the timer's random delay).",
+        default: '26',
+        min: 1,
+        max: 8760,
+        unit: 'hours',
+    }),
+    'max-restore-seconds': fields_int({
+        description: 'RTO objective: copying, restoring and checking the backup must take at most this long.',
+        default: '14400',
+        min: 1,
+        max: 604800,
+        unit: 'seconds',
+    }),
+    checks: fields_custom({
+        description: 'SQL queries run in the restored database, one per line; each must return true (e.g. "SELECT count(*) > 0 FROM orders").',
+        default: '',
+    }, { expected: 'SQL queries, one per line, each returning one boolean' }, (v) => {
+        const items = splitList(v, false);
+        for (const q of items) {
+            if (q.startsWith('\\'))
+                return { error: `'${q.slice(0, 60)}' is a psql meta-command, not a SQL query` };
+            if (q.length > 4000)
+                return { error: `a check is longer than 4000 characters` };
+        }
+        return items;
+    }),
+    smoke: bool({
+        description: 'Start the current release on the restore host against the restored database (on a private socket, with only DATABASE_URL set) and check smoke-path. Skipped, and reported so, when the restore host has no release.',
+        default: 'true',
+    }),
+    'smoke-path': pattern({
+        description: "Path the smoke test expects a 200 from; it should use the database (the sample app's /health does).",
+        default: '/health',
+        regex: /^\/[A-Za-z0-9._~/?&=%-]*$/,
+        expected: 'a path beginning with /',
+    }),
+    'smoke-timeout': fields_int({
+        description: 'Seconds the started release has to answer smoke-path.',
+        default: '60',
+        min: 1,
+        max: 3600,
+        unit: 'seconds',
+    }),
+    'app-user': serviceInputs['app-user'],
+    'app-module': serviceInputs['app-module'],
+};
 
 ;// CONCATENATED MODULE: ./src/inputs/actions.ts
 // Every action's inputs and outputs, defined once. action.yml files are
 // generated from this (npm run gen) and a test checks they match.
 
+// backup-verify names its two hosts itself (backup-host, restore-host) and takes no deploy lock.
+const { hosts: _hosts, 'lock-timeout': _lock, ...backupVerifyConnection } = connectionInputs;
+void _hosts;
+void _lock;
 const actions = {
     release: {
         name: 'release',
@@ -70794,6 +70929,27 @@ const actions = {
             ...commonOutputs,
         },
     },
+    'backup-verify': {
+        name: 'backup-verify',
+        title: 'metalship backup-verify',
+        description: 'Prove that the newest PostgreSQL backup restores: restore it into a scratch database, compare row counts with its manifest, run amcheck, the checks and a smoke test of the app, then drop it all.',
+        inputs: {
+            ...backupVerifyConnection,
+            ...backupVerifyInputs,
+        },
+        outputs: {
+            'backup-file': { description: 'The backup verified (path on backup-host).' },
+            'backup-age-hours': { description: 'Age of that backup when verified: the RPO measured.' },
+            'restore-seconds': { description: 'Seconds to copy, restore and check it: the RTO measured.' },
+            tables: { description: 'Tables restored.' },
+            rows: { description: 'Rows restored, over all tables.' },
+            verified: { description: 'true when the backup restored and passed every check.' },
+            'last-verified-hours': {
+                description: 'Hours since the previous successful verification recorded on backup-host (empty: none).',
+            },
+            ...commonOutputs,
+        },
+    },
 };
 const ACTION_NAMES = Object.keys(actions);
 
@@ -70859,7 +71015,11 @@ function parseInputs(action, raw) {
 }
 function crossChecks(s) {
     const problems = [];
-    const hosts = s.hosts;
+    // backup-verify names its hosts one by one instead of in `hosts`.
+    const single = ['backup-host', 'restore-host']
+        .map((k) => s[k])
+        .filter((h) => !!h);
+    const hosts = s.hosts ?? (single.length ? single : undefined);
     if (hosts) {
         const insecure = s['insecure-accept-any-host-key'] === true;
         const known = s['known-hosts'];
@@ -70892,6 +71052,8 @@ function crossChecks(s) {
             }
         }
     }
+    if (typeof s['scratch-database'] === 'string' && s['scratch-database'] === s.database)
+        problems.push(`Input 'scratch-database' is '${s.database}', the production database; expected another name (the scratch database is dropped afterwards).`);
     if (s['app-user'] === 'root')
         problems.push("Input 'app-user' is 'root'; expected an unprivileged user (the services must not run as root).");
     return problems;

@@ -2,6 +2,7 @@
 // generated from this (npm run gen) and a test checks they match.
 
 import {
+  backupVerifyInputs,
   commonOutputs,
   connectionInputs,
   deployMigrateInputs,
@@ -15,6 +16,11 @@ import {
   verifyInputs,
   type ActionDef,
 } from './definitions.js';
+
+// backup-verify names its two hosts itself (backup-host, restore-host) and takes no deploy lock.
+const { hosts: _hosts, 'lock-timeout': _lock, ...backupVerifyConnection } = connectionInputs;
+void _hosts;
+void _lock;
 
 export const actions = {
   release: {
@@ -123,6 +129,29 @@ export const actions = {
       'bytes-uploaded': { description: 'Bytes sent for the code (summed over hosts).' },
       healthy: { description: 'true when the new release passed verification.' },
       'rolled-back': { description: 'true when verification failed and the previous release was restored.' },
+      ...commonOutputs,
+    },
+  },
+  'backup-verify': {
+    name: 'backup-verify',
+    title: 'metalship backup-verify',
+    description:
+      'Prove that the newest PostgreSQL backup restores: restore it into a scratch database, compare row counts with its manifest, run amcheck, the checks and a smoke test of the app, then drop it all.',
+    inputs: {
+      ...backupVerifyConnection,
+      ...backupVerifyInputs,
+    },
+    outputs: {
+      'backup-file': { description: 'The backup verified (path on backup-host).' },
+      'backup-age-hours': { description: 'Age of that backup when verified: the RPO measured.' },
+      'restore-seconds': { description: 'Seconds to copy, restore and check it: the RTO measured.' },
+      tables: { description: 'Tables restored.' },
+      rows: { description: 'Rows restored, over all tables.' },
+      verified: { description: 'true when the backup restored and passed every check.' },
+      'last-verified-hours': {
+        description:
+          'Hours since the previous successful verification recorded on backup-host (empty: none).',
+      },
       ...commonOutputs,
     },
   },

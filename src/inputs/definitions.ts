@@ -432,3 +432,125 @@ export interface ActionDef {
   inputs: Record<string, Field>;
   outputs: Record<string, OutputDef>;
 }
+
+const SQL_NAME = /^[A-Za-z0-9_][A-Za-z0-9_-]{0,62}$/;
+
+const oneHost = (description: string, required: boolean, def?: string) =>
+  custom<HostSpec | null>(
+    { description, required, ...(def !== undefined ? { default: def } : {}) },
+    { expected: 'one host: host, host:port, user@host:port or [ipv6]:port' },
+    (v) => {
+      if (!v.trim()) return null;
+      const r = parseAddress(v.trim());
+      return typeof r === 'string' ? { error: r } : { ...r, roles: [] };
+    },
+  );
+
+/** The restore test's inputs (backup-verify), beside the connection inputs without `hosts`. */
+export const backupVerifyInputs = {
+  'backup-host': oneHost('The host that holds the backups (and the production database).', true),
+  'backup-dir': custom<string>(
+    {
+      description: "Directory of the backups on backup-host (provision's backup directory).",
+      default: '/var/backups/metalship/{app}',
+    },
+    { expected: 'an absolute path without .. or spaces' },
+    (v) => {
+      if (!v.startsWith('/') || v.split('/').some((s) => s === '..' || s === '.'))
+        return { error: `'${v.slice(0, 60)}' is not an absolute path without . and ..` };
+      if (!/^[A-Za-z0-9._/-]+$/.test(v))
+        return { error: `'${v.slice(0, 60)}' contains characters other than letters, digits and ._/-` };
+      return v.replace(/\/+$/, '') || '/';
+    },
+  ),
+  'backup-file': custom<string>(
+    {
+      description:
+        'One backup to verify instead of the newest: the absolute path of a .dump on backup-host (its manifest beside it).',
+      default: '',
+    },
+    {
+      expected:
+        'an absolute path ending in .dump, e.g. /var/backups/metalship/shop/shop_20250101T020000Z_daily.dump',
+    },
+    (v) => {
+      if (!v) return '';
+      if (!v.startsWith('/') || !v.endsWith('.dump') || v.split('/').some((s) => s === '..'))
+        return { error: `'${v.slice(0, 80)}' is not an absolute path ending in .dump` };
+      if (!/^[A-Za-z0-9._/-]+$/.test(v))
+        return { error: `'${v.slice(0, 60)}' contains characters other than letters, digits and ._/-` };
+      return v;
+    },
+  ),
+  'restore-host': oneHost(
+    'The test environment the backup is restored on. Default: backup-host itself (into a scratch database).',
+    false,
+  ),
+  database: pattern({
+    description:
+      'The production database whose backups are verified (never touched: the restore goes to a scratch database).',
+    default: '{app}',
+    regex: SQL_NAME,
+    expected: 'a database name of letters, digits, _ and - (at most 63)',
+  }),
+  'scratch-database': pattern({
+    description:
+      'Name of the scratch database the backup is restored into, dropped afterwards. An existing database of that name that backup-verify did not create is refused.',
+    default: 'metalship_verify',
+    regex: SQL_NAME,
+    expected: 'a database name of letters, digits, _ and - (at most 63)',
+  }),
+  'max-age-hours': int({
+    description:
+      "RPO objective: the newest backup may be at most this old. The default fits daily backups (a day plus the timer's random delay).",
+    default: '26',
+    min: 1,
+    max: 8760,
+    unit: 'hours',
+  }),
+  'max-restore-seconds': int({
+    description: 'RTO objective: copying, restoring and checking the backup must take at most this long.',
+    default: '14400',
+    min: 1,
+    max: 604800,
+    unit: 'seconds',
+  }),
+  checks: custom<string[]>(
+    {
+      description:
+        'SQL queries run in the restored database, one per line; each must return true (e.g. "SELECT count(*) > 0 FROM orders").',
+      default: '',
+    },
+    { expected: 'SQL queries, one per line, each returning one boolean' },
+    (v) => {
+      const items = splitList(v, false);
+      for (const q of items) {
+        if (q.startsWith('\\'))
+          return { error: `'${q.slice(0, 60)}' is a psql meta-command, not a SQL query` };
+        if (q.length > 4000) return { error: `a check is longer than 4000 characters` };
+      }
+      return items;
+    },
+  ),
+  smoke: bool({
+    description:
+      'Start the current release on the restore host against the restored database (on a private socket, with only DATABASE_URL set) and check smoke-path. Skipped, and reported so, when the restore host has no release.',
+    default: 'true',
+  }),
+  'smoke-path': pattern({
+    description:
+      "Path the smoke test expects a 200 from; it should use the database (the sample app's /health does).",
+    default: '/health',
+    regex: /^\/[A-Za-z0-9._~/?&=%-]*$/,
+    expected: 'a path beginning with /',
+  }),
+  'smoke-timeout': int({
+    description: 'Seconds the started release has to answer smoke-path.',
+    default: '60',
+    min: 1,
+    max: 3600,
+    unit: 'seconds',
+  }),
+  'app-user': serviceInputs['app-user'],
+  'app-module': serviceInputs['app-module'],
+} satisfies Record<string, Field>;

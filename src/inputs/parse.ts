@@ -67,7 +67,12 @@ export function parseInputs<A extends ActionName>(action: A, raw: RawInputs): Se
 
 function crossChecks(s: Record<string, unknown>): string[] {
   const problems: string[] = [];
-  const hosts = s.hosts as { host: string; port: number; label: string; roles: string[] }[] | undefined;
+  type Target = { host: string; port: number; label: string; roles: string[] };
+  // backup-verify names its hosts one by one instead of in `hosts`.
+  const single = ['backup-host', 'restore-host']
+    .map((k) => s[k] as Target | null | undefined)
+    .filter((h): h is Target => !!h);
+  const hosts = (s.hosts as Target[] | undefined) ?? (single.length ? single : undefined);
   if (hosts) {
     const insecure = s['insecure-accept-any-host-key'] === true;
     const known = s['known-hosts'] as ReturnType<typeof entriesFor> | null;
@@ -106,6 +111,10 @@ function crossChecks(s: Record<string, unknown>): string[] {
       }
     }
   }
+  if (typeof s['scratch-database'] === 'string' && s['scratch-database'] === s.database)
+    problems.push(
+      `Input 'scratch-database' is '${s.database}', the production database; expected another name (the scratch database is dropped afterwards).`,
+    );
   if (s['app-user'] === 'root')
     problems.push(
       "Input 'app-user' is 'root'; expected an unprivileged user (the services must not run as root).",

@@ -3,7 +3,7 @@
 
 import { NodeSSH, type Config } from 'node-ssh';
 import { randomBytes } from 'node:crypto';
-import { PassThrough, Readable } from 'node:stream';
+import { PassThrough, Readable, type Writable } from 'node:stream';
 import type { Log } from '../log.js';
 import { pinnedAlgorithms, verifyHostKey, type KnownHostEntry } from '../inputs/known-hosts.js';
 
@@ -240,6 +240,49 @@ export class Connection {
       clearTimeout(idleTimer);
       clearTimeout(totalTimer);
     }
+  }
+
+  /**
+   * Runs a script whose stdout is data, not text: its bytes are piped into sink
+   * (with backpressure, never held in memory), and sink is ended when the script
+   * ends. For copying a file between hosts through the runner. Resolves with the
+   * exit code and stderr; `signal` aborts it (the channel is closed).
+   */
+  async pipeOut(
+    script: string,
+    sink: Writable,
+    opts: { what?: string; timeoutMs?: number; signal?: AbortSignal } = {},
+  ): Promise<RunResult> {
+    const client = this.ssh.connection;
+    const what = opts.what ?? 'remote command';
+    if (!client || this.lostReason)
+      throw new RemoteError(`connection to ${this.label} was lost: ${this.lostReason}`, this.label, null, '');
+    return new Promise<RunResult>((resolve, reject) => {
+      client.exec(remoteCommand(this.endpoint.user), (err, channel) => {
+        if (err) {
+          sink.end();
+          reject(
+            new RemoteError(`${what} could not start on ${this.label}: ${err.message}`, this.label, null, ''),
+          );
+          return;
+        }
+        let stderr = '';
+        let code: number | null = null;
+        const close = () => channel.close();
+        const timer = setTimeout(close, opts.timeoutMs ?? this.options.commandTimeoutMs);
+        opts.signal?.addEventListener('abort', close, { once: true });
+        channel.stderr.on('data', (c: Buffer) => (stderr = (stderr + c.toString('utf8')).slice(-20000)));
+        channel.on('exit', (c: number | null) => (code = c));
+        channel.pipe(sink);
+        channel.on('close', () => {
+          clearTimeout(timer);
+          opts.signal?.removeEventListener('abort', close);
+          if (!sink.writableEnded) sink.end();
+          resolve({ code: code ?? -1, stdout: '', stderr: this.log.redact(stderr) });
+        });
+        channel.end(wrapScript(script));
+      });
+    });
   }
 
   /**

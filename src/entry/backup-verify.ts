@@ -1,0 +1,3 @@
+import { run } from '../actions/backup-verify.js';
+
+void run();
