@@ -5,7 +5,7 @@ import ncc from '@vercel/ncc';
 import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-const entries = ['release', 'switch', 'verify', 'rollback', 'deploy', 'cli'];
+const entries = ['release', 'switch', 'verify', 'rollback', 'deploy', 'provision', 'cli'];
 const externals = ['cpu-features', './crypto/build/Release/sshcrypto.node'];
 
 async function filesUnder(dir) {

@@ -11,6 +11,7 @@ import { switchRelease } from './actions/switch.js';
 import { verify } from './actions/verify.js';
 import { rollback } from './actions/rollback.js';
 import { deploy } from './actions/deploy.js';
+import { provision } from './actions/provision.js';
 import type { Log } from './log.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -20,6 +21,7 @@ const BODIES: Record<ActionName, (settings: any, log: Log) => Promise<ActionOutc
   verify,
   rollback,
   deploy,
+  provision,
 };
 
 export function usage(action?: ActionName): string {

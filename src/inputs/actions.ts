@@ -12,6 +12,7 @@ import {
   verifyInputs,
   type ActionDef,
 } from './definitions.js';
+import { provisionInputs } from './provision.js';
 
 export const actions = {
   release: {
@@ -89,6 +90,28 @@ export const actions = {
       'bytes-uploaded': { description: 'Bytes sent for the code (summed over hosts).' },
       healthy: { description: 'true when the new release passed verification.' },
       'rolled-back': { description: 'true when verification failed and the previous release was restored.' },
+      ...commonOutputs,
+    },
+  },
+  provision: {
+    name: 'provision',
+    title: 'metalship provision',
+    description:
+      'Converge a Debian 12 or Ubuntu 22.04+ server to the standard: system, firewall, SSH, users, Python, app tree and units, nginx, TLS, PostgreSQL, Redis, logs, monitoring. Idempotent, with a check mode.',
+    inputs: {
+      ...connectionInputs,
+      'app-user': serviceInputs['app-user'],
+      'app-module': serviceInputs['app-module'],
+      'uvicorn-args': serviceInputs['uvicorn-args'],
+      'worker-command': serviceInputs['worker-command'],
+      'scheduler-command': serviceInputs['scheduler-command'],
+      'health-path': serviceInputs['health-path'],
+      ...provisionInputs,
+    },
+    outputs: {
+      changed: { description: 'Items changed (or, with check: true, that would change), summed over hosts.' },
+      failed: { description: 'Items that failed, summed over hosts.' },
+      python: { description: "The Python interpreter provisioned, for the release action's python input." },
       ...commonOutputs,
     },
   },

@@ -13,6 +13,7 @@ export const ACTION_FILES: Record<ActionName, { path: string; main: string }> = 
   switch: { path: 'actions/switch/action.yml', main: '../../dist/switch/index.js' },
   verify: { path: 'actions/verify/action.yml', main: '../../dist/verify/index.js' },
   rollback: { path: 'actions/rollback/action.yml', main: '../../dist/rollback/index.js' },
+  provision: { path: 'actions/provision/action.yml', main: '../../dist/provision/index.js' },
 };
 
 export function renderActionYml(name: ActionName): string {

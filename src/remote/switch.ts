@@ -7,7 +7,7 @@ import type { Layout, Slot } from './layout.js';
 import { SLOTS } from './layout.js';
 import { siteConf, upstreamConf } from './nginx.js';
 import { pyToolDefinition } from './pytool.js';
-import { ensureFile, script, sh } from './sh.js';
+import { ensureFile, raw, script, sh } from './sh.js';
 
 export interface HostFacts {
   activeSlot: Slot | null;
@@ -16,6 +16,14 @@ export interface HostFacts {
   targetStatus: string;
   nginx: boolean;
   gracefulShutdownFlag: boolean;
+}
+
+/**
+ * A shell condition: the uvicorn of this Python understands --timeout-graceful-shutdown
+ * (0.21+; older ones refuse unknown flags). Shared with provision, so both write the same units.
+ */
+export function gracefulFlagTest(python: string): string {
+  return sh`[ -x ${python} ] && ${python} -c 'import os, uvicorn; import sys; sys.exit(0 if "timeout_graceful_shutdown" in open(os.path.join(os.path.dirname(uvicorn.__file__), "config.py")).read() else 1)' 2>/dev/null`;
 }
 
 /** Reads what the switch needs to know about a host, in one round trip. */
@@ -31,7 +39,7 @@ export function factsScript(l: Layout, releaseId: string): string {
     sh`echo "STATUS $(cat ${rel}/.metalship/status 2>/dev/null || echo missing)"`,
     'echo "NGINX $(command -v nginx >/dev/null 2>&1 && echo yes || echo no)"',
     // uvicorn learnt --timeout-graceful-shutdown in 0.21; older ones refuse unknown flags.
-    sh`if [ -x ${rel}/.venv/bin/python ] && ${rel}/.venv/bin/python -c 'import os, uvicorn; import sys; sys.exit(0 if "timeout_graceful_shutdown" in open(os.path.join(os.path.dirname(uvicorn.__file__), "config.py")).read() else 1)' 2>/dev/null; then echo "GRACEFUL yes"; else echo "GRACEFUL no"; fi`,
+    sh`if ${raw(gracefulFlagTest(`${rel}/.venv/bin/python`))}; then echo "GRACEFUL yes"; else echo "GRACEFUL no"; fi`,
   );
 }
 
