@@ -36,10 +36,60 @@ export async function startPebble(listen: string, hostAddress: string): Promise<
   }
   const dir = await mkdtemp(path.join(tmpdir(), 'metalship-pebble-'));
   // A CA for pebble's own HTTPS listener (the host trusts it through acme-ca-bundle).
-  openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=metalship test ACME CA'], dir);
-  openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'key.pem', '-out', 'req.csr', '-subj', `/CN=${listen}`], dir);
+  openssl(
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      'ca.key',
+      '-out',
+      'ca.pem',
+      '-days',
+      '2',
+      '-subj',
+      '/CN=metalship test ACME CA',
+    ],
+    dir,
+  );
+  openssl(
+    [
+      'req',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      'key.pem',
+      '-out',
+      'req.csr',
+      '-subj',
+      `/CN=${listen}`,
+    ],
+    dir,
+  );
   await writeFile(path.join(dir, 'ext'), `subjectAltName=IP:${listen}\n`);
-  openssl(['x509', '-req', '-in', 'req.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'cert.pem', '-days', '2', '-extfile', 'ext'], dir);
+  openssl(
+    [
+      'x509',
+      '-req',
+      '-in',
+      'req.csr',
+      '-CA',
+      'ca.pem',
+      '-CAkey',
+      'ca.key',
+      '-CAcreateserial',
+      '-out',
+      'cert.pem',
+      '-days',
+      '2',
+      '-extfile',
+      'ext',
+    ],
+    dir,
+  );
   await writeFile(
     path.join(dir, 'config.json'),
     JSON.stringify({
@@ -58,7 +108,22 @@ export async function startPebble(listen: string, hostAddress: string): Promise<
   const procs: ChildProcess[] = [];
   const dns = spawn(
     'pebble-challtestsrv',
-    ['-defaultIPv4', hostAddress, '-defaultIPv6', '', '-dns01', `${listen}:8053`, '-http01', '', '-https01', '', '-tlsalpn01', '', '-management', `${listen}:8055`],
+    [
+      '-defaultIPv4',
+      hostAddress,
+      '-defaultIPv6',
+      '',
+      '-dns01',
+      `${listen}:8053`,
+      '-http01',
+      '',
+      '-https01',
+      '',
+      '-tlsalpn01',
+      '',
+      '-management',
+      `${listen}:8055`,
+    ],
     { stdio: 'ignore' },
   );
   procs.push(dns);
@@ -77,5 +142,9 @@ export async function startPebble(listen: string, hostAddress: string): Promise<
     await stop();
     throw err;
   }
-  return { directory: `https://${listen}:14000/dir`, caBundle: await readFile(path.join(dir, 'ca.pem'), 'utf8'), stop };
+  return {
+    directory: `https://${listen}:14000/dir`,
+    caBundle: await readFile(path.join(dir, 'ca.pem'), 'utf8'),
+    stop,
+  };
 }
