@@ -5,7 +5,17 @@ import ncc from '@vercel/ncc';
 import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-const entries = ['release', 'migrate', 'switch', 'verify', 'rollback', 'deploy', 'backup-verify', 'cli'];
+const entries = [
+  'release',
+  'migrate',
+  'switch',
+  'verify',
+  'rollback',
+  'deploy',
+  'provision',
+  'backup-verify',
+  'cli',
+];
 const externals = ['cpu-features', './crypto/build/Release/sshcrypto.node'];
 
 async function filesUnder(dir) {

@@ -13,6 +13,7 @@ import { verify } from './actions/verify.js';
 import { rollback } from './actions/rollback.js';
 import { deploy } from './actions/deploy.js';
 import { backupVerify } from './actions/backup-verify.js';
+import { provision } from './actions/provision.js';
 import type { Log } from './log.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -24,6 +25,7 @@ const BODIES: Record<ActionName, (settings: any, log: Log) => Promise<ActionOutc
   rollback,
   deploy,
   'backup-verify': backupVerify,
+  provision,
 };
 
 export function usage(action?: ActionName): string {

@@ -54199,6 +54199,13 @@ module.exports = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:zlib");
 
 /***/ }),
 
+/***/ 857:
+/***/ ((module) => {
+
+module.exports = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("os");
+
+/***/ }),
+
 /***/ 6928:
 /***/ ((module) => {
 
@@ -54227,6 +54234,13 @@ module.exports = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("tls");
 
 /***/ }),
 
+/***/ 7016:
+/***/ ((module) => {
+
+module.exports = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("url");
+
+/***/ }),
+
 /***/ 9023:
 /***/ ((module) => {
 
@@ -54238,6 +54252,19 @@ module.exports = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("util");
 /***/ ((module) => {
 
 module.exports = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("zlib");
+
+/***/ }),
+
+/***/ 8230:
+/***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
+
+var j=(e,n)=>()=>{try{return n||e((n={exports:{}}).exports,n),n.exports}catch(t){throw n=0,t}};var R=j((Z,N)=>{function T(e){return typeof e=="string"?!["false","0","no","off",""].includes(e.toLowerCase()):!!e}function U(e=process.env){let n={};for(let t of["ENCODING","PATH","QUIET","DEBUG","OVERRIDE","FAST"]){let r=e[`DOTENV_${t}`]!=null?e[`DOTENV_${t}`]:e[`DOTENV_CONFIG_${t}`];r!=null&&(n[t.toLowerCase()]=t==="ENCODING"||t==="PATH"?r:T(r))}return n}N.exports={parseBoolean:T,optionsFromEnv:U}});var P=j((ee,b)=>{var F=__nccwpck_require__(9896),_=__nccwpck_require__(6928),B=__nccwpck_require__(857),{URL:L,fileURLToPath:Q}=__nccwpck_require__(7016),{parseBoolean:$,optionsFromEnv:I}=R(),G=/(?:^|^)\s*(?:export\s+)?([\w.-]+)(?:\s*=\s*?|:\s+?)(\s*'(?:\\'|[^'])*'|\s*"(?:\\"|[^"])*"|\s*`(?:\\`|[^`])*`|[^#\r\n]+)?\s*(?:#.*)?(?:$|$)/mg,y=new Uint8Array(256);for(let e=48;e<=57;e++)y[e]=1;for(let e=65;e<=90;e++)y[e]=1;for(let e=97;e<=122;e++)y[e]=1;y[45]=1;y[46]=1;y[95]=1;function H(e){let n={},t=e.toString();t=t.replace(/\r\n?/mg,`
+`);let r;for(;(r=G.exec(t))!=null;){let o=r[1],i=r[2]||"";i=i.trim();let c=i[0];i=i.replace(/^(['"`])([\s\S]*)\1$/mg,"$2"),c==='"'&&(i=i.replace(/\\n/g,`
+`),i=i.replace(/\\r/g,"\r")),n[o]=i}return n}function g(e){return e<=32?e===32||e>=9&&e<=13:e>=160&&(e===160||e===5760||e>=8192&&e<=8202||e===8232||e===8233||e===8239||e===8287||e===12288||e===65279)}function O(e){return e===10||e===8232||e===8233}function V(e){let n={},t=typeof e=="string"?e:e.toString();t.indexOf("\r")!==-1&&(t=t.replace(/\r\n?/g,`
+`));let r=t.length,o=0;for(;o<r;){let i=t.charCodeAt(o);for(;o<r&&g(i);)o++,i=t.charCodeAt(o);if(o>=r)break;if(i===35){for(;o<r&&!O(t.charCodeAt(o));)o++;continue}let c=-1;if(i===101&&o+6<r&&t.charCodeAt(o+1)===120&&t.charCodeAt(o+2)===112&&t.charCodeAt(o+3)===111&&t.charCodeAt(o+4)===114&&t.charCodeAt(o+5)===116){let u=t.charCodeAt(o+6);if(g(u)){let s=o+7;for(;s<r&&g(t.charCodeAt(s));)s++;y[t.charCodeAt(s)]&&(c=o+6,o=s)}else i=t.charCodeAt(o)}let E=o,p=0;for(;o<r&&(p=t.charCodeAt(o),y[p]);)o++;if(o===E){for(;o<r&&!O(t.charCodeAt(o));)o++;continue}let k=t.slice(E,o),D=o;if(o>=r&&(p=0),g(p))do o++,p=o<r?t.charCodeAt(o):0;while(g(p));if(p===61)o++;else if(p===58&&o===D&&o+1<r&&g(t.charCodeAt(o+1)))o+=2;else{for(o=c===-1?D:c;o<r&&!O(t.charCodeAt(o));)o++;continue}let d=o,l=o;for(;l<r&&g(t.charCodeAt(l));)l++;let C=t.charCodeAt(l),a,q=!1;if(C===39||C===34||C===96){let u=t[l],s=t.indexOf(u,l+1),f=-1,h=-1;for(;s!==-1;){let x=t.charCodeAt(s-1)===92,w=s+1;for(;w<r&&!O(t.charCodeAt(w))&&g(t.charCodeAt(w));)w++;if((w===r||O(t.charCodeAt(w))||t.charCodeAt(w)===35)&&(f=s,h=w),!x)break;s=t.indexOf(u,s+1)}if(f!==-1){if(a=t.slice(l+1,f),o=h,t.charCodeAt(o)===35)for(;o<r&&!O(t.charCodeAt(o));)o++;q=!0}}if(!q){let u=t.indexOf(`
+`,d);u===-1&&(u=r);let s;if(r<4096)s=t.indexOf("#",d),(s===-1||s>u)&&(s=u);else for(s=d;s<u&&t.charCodeAt(s)!==35;)s++;let f=d,h=s;for(;f<h&&g(t.charCodeAt(f));)f++;for(;h>f&&g(t.charCodeAt(h-1));)h--;let x=t.charCodeAt(f);if(a=t.slice(f,h),a.includes("\u2028")||a.includes("\u2029")?a=a.replace(/^(['"`])([\s\S]*)\1$/mg,"$2"):h-f>=2&&(x===39||x===34||x===96)&&t.charCodeAt(h-1)===x&&(a=t.slice(f+1,h-1)),o=s,s<u)for(;o<r&&!O(t.charCodeAt(o));)o++}C===34&&(q||l<o)&&a.indexOf("\\")!==-1&&(a=a.replace(/\\n/g,`
+`).replace(/\\r/g,"\r")),n[k]=a}return n}function J(e,n){return n&&$(n.fast)?V(e):H(e)}function v(e){console.log(`\u2506 ${e}`)}function W(e){console.error(`\u25C7 ${e}`)}function S(e){return e[0]==="~"?_.join(B.homedir(),e.slice(1)):e}function K(e={}){let n={...e};for(let t of Object.keys(n))n[t]===void 0&&delete n[t];return{...I(),...n}}function M(e){e=K(e);let n=_.resolve(process.cwd(),".env"),t="utf8",r=process.env;e&&e.processEnv!=null&&(r=e.processEnv);let o=$(e&&e.debug);e&&e.encoding?t=e.encoding:o&&v("no encoding is specified (UTF-8 is used by default)");let i=[n];if(e&&e.path)if(!Array.isArray(e.path))i=[S(e.path)];else{i=[];for(let d of e.path)i.push(S(d))}let c,E={},p={fast:e.fast};for(let d of i)try{let l=A.parse(F.readFileSync(d,{encoding:t}),p);A.populate(E,l,e)}catch(l){o&&v(`failed to load ${d} ${l.message}`),c=l}let k=A.populate(r,E,e),D=$(Object.prototype.hasOwnProperty.call(e,"quiet")?e.quiet:I(r).quiet);if(o||!D){let d=Object.keys(k).length,l=[];for(let C of i)try{let a=_.relative(process.cwd(),C instanceof L?Q(C):C);l.push(a)}catch(a){o&&v(`failed to load ${C} ${a.message}`),c=a}W(`injected env (${d}) from ${l.join(",")}`)}return c?{parsed:E,error:c}:{parsed:E}}function Y(e){return A.configDotenv(e)}function z(e,n,t={}){let r=$(t&&t.debug),o=$(t&&t.override),i={};if(e===null||typeof e!="object"||n===null||typeof n!="object"){let c=new Error("OBJECT_REQUIRED: Please check the processEnv argument being passed to populate");throw c.code="OBJECT_REQUIRED",c}for(let c of Object.keys(n))Object.prototype.hasOwnProperty.call(e,c)?(o===!0&&(e[c]=n[c],i[c]=n[c]),r&&v(o===!0?`"${c}" is already defined and WAS overwritten`:`"${c}" is already defined and was NOT overwritten`)):(e[c]=n[c],i[c]=n[c]);return i}var A={configDotenv:M,config:Y,parse:J,populate:z};b.exports.configDotenv=A.configDotenv;b.exports.config=A.config;b.exports.parse=A.parse;b.exports.populate=A.populate;b.exports=A});var m=P();module.exports=m;module.exports.config=m.config;module.exports.configDotenv=m.configDotenv;module.exports.parse=m.parse;module.exports.populate=m.populate;
+
 
 /***/ }),
 
@@ -65958,11 +65985,11 @@ const fields_int = (opts) => field(opts, `a whole number from ${opts.min} to ${o
     }
     return n;
 }));
-const choice = (opts) => field(opts, `one of ${opts.choices.join(', ')}`, z.string().transform((v, ctx) => {
+const choice = (opts) => field(opts, `one of ${opts.choices.join(', ')}`, schemas_string().transform((v, ctx) => {
     if (opts.choices.includes(v))
         return v;
     ctx.addIssue({ code: 'custom', message: `'${v.slice(0, 40)}' is not a known value` });
-    return z.NEVER;
+    return NEVER;
 }));
 /** A value checked by a regular expression, with the reason shown when it fails. */
 const pattern = (opts) => field(opts, opts.expected, schemas_string().transform((v, ctx) => {
@@ -66561,9 +66588,309 @@ const backupVerifyInputs = {
     'app-module': serviceInputs['app-module'],
 };
 
+// EXTERNAL MODULE: ./node_modules/dotenv/dist/index.cjs
+var dist = __nccwpck_require__(8230);
+;// CONCATENATED MODULE: ./src/inputs/provision.ts
+// The provision action's own inputs: what a bare server is converged to. Each
+// part of the standard can be switched off; secrets are flagged and masked.
+
+
+/** A dotenv key: letters, digits and _, not starting with a digit. */
+const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
+/**
+ * Validates dotenv text line by line (quoted values may span lines). Errors name
+ * the line and at most the key, never a value: the text is a secret.
+ */
+function parseEnvText(v) {
+    const normalised = v.replace(/\r\n?/g, '\n');
+    if (!normalised.trim())
+        return { text: '', values: {} };
+    const lines = normalised.split('\n');
+    for (let i = 0; i < lines.length; i++) {
+        const line = lines[i].trim();
+        if (line === '' || line.startsWith('#'))
+            continue;
+        const eq = line.indexOf('=');
+        if (eq < 0) {
+            return {
+                error: `line ${i + 1} is not KEY=value (its content is not shown: the input is a secret)`,
+            };
+        }
+        const key = line
+            .slice(0, eq)
+            .trim()
+            .replace(/^export\s+/, '');
+        if (!ENV_KEY.test(key)) {
+            return {
+                error: `line ${i + 1}: '${key.slice(0, 40)}' is not a valid key (letters, digits and _, not starting with a digit)`,
+            };
+        }
+        const value = line.slice(eq + 1).trimStart();
+        const quote = value[0];
+        if (quote === '"' || quote === "'" || quote === '`') {
+            // A quoted value ends at its closing quote, possibly on a later line.
+            let j = i;
+            let rest = value.slice(1);
+            while (!rest.includes(quote)) {
+                j++;
+                if (j >= lines.length)
+                    return { error: `line ${i + 1}: the value of ${key} opens a ${quote} quote that is never closed` };
+                rest = lines[j];
+            }
+            i = j;
+        }
+    }
+    const values = (0,dist.parse)(normalised);
+    return { text: normalised.endsWith('\n') ? normalised : normalised + '\n', values };
+}
+/** A port rule for ufw: 8080, 8080/tcp, 60000:61000/udp. */
+function parsePorts(v) {
+    const items = splitList(v);
+    for (const p of items) {
+        const m = /^(\d{1,5})(?::(\d{1,5}))?(?:\/(tcp|udp))?$/.exec(p);
+        if (!m || Number(m[1]) < 1 || Number(m[1]) > 65535 || (m[2] && Number(m[2]) > 65535))
+            return { error: `'${p.slice(0, 40)}' is not a port, range or port/protocol` };
+    }
+    return items.map((p) => (p.includes('/') ? p : `${p}/tcp`));
+}
+const DOMAIN = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$/;
+const CIDR = /^(\d{1,3}(\.\d{1,3}){3}\/\d{1,2}|[0-9a-f:]+\/\d{1,3})$/i;
+const provision_SQL_NAME = /^([a-z_][a-z0-9_-]{0,62}|\{app\})$/;
+const provisionInputs = {
+    check: bool({
+        description: 'Report what would change on each host and change nothing.',
+        default: 'false',
+    }),
+    // System
+    system: bool({
+        description: 'System: refresh the package index when older than a day, install base packages, unattended-upgrades for security updates, kernel hardening sysctls.',
+        default: 'true',
+    }),
+    'security-updates': bool({
+        description: 'Install pending security updates now (unattended-upgrade), besides enabling them daily.',
+        default: 'true',
+    }),
+    // Firewall
+    firewall: bool({
+        description: 'ufw: deny incoming by default, allow the port sshd really listens on, 80 and 443 when nginx is on, and firewall-allow.',
+        default: 'true',
+    }),
+    'firewall-allow': fields_custom({ description: 'Extra ports to open, newline- or comma-separated: 8080, 8080/tcp, 60000:61000/udp.' }, { expected: 'ports such as "8080, 51820/udp"' }, (v) => parsePorts(v)),
+    // SSH
+    'ssh-hardening': bool({
+        description: 'sshd: key-only login, no password or keyboard-interactive, modern algorithms; validated with sshd -t and kept only when a fresh connection works.',
+        default: 'true',
+    }),
+    'ssh-root-login': choice({
+        description: "sshd's PermitRootLogin: prohibit-password (keys only) or no.",
+        default: 'prohibit-password',
+        choices: ['prohibit-password', 'no'],
+    }),
+    'deploy-user': pattern({
+        description: 'Optional deploy user for the actions (ssh-user): gets deploy-user-keys and sudo for exactly the command the actions run. Empty: none.',
+        default: '',
+        regex: /^(|[a-z_][a-z0-9_-]{0,31})$/,
+        expected: 'a Unix user name, or empty',
+    }),
+    'deploy-user-keys': fields_custom({ description: 'Public keys (authorized_keys lines) of the deploy user, one a line.' }, { expected: 'authorized_keys lines such as "ssh-ed25519 AAAA... ci@example"' }, (v) => {
+        const lines = splitList(v, false);
+        for (const [i, l] of lines.entries()) {
+            if (!/^(ssh-(ed25519|rsa)|ecdsa-sha2-nistp(256|384|521)|sk-[a-z0-9@.-]+) [A-Za-z0-9+/=]+( [ -~]*)?$/.test(l))
+                return { error: `line ${i + 1} is not a public key line` };
+        }
+        return lines;
+    }),
+    // Python
+    'python-install': choice({
+        description: "Where Python comes from: system (the distribution's python3, venv and pip) or pyenv (built from source into /opt/pyenv).",
+        default: 'system',
+        choices: ['system', 'pyenv'],
+    }),
+    'python-version': pattern({
+        description: 'Python version: with system, the version python3 must have (empty: whatever it is); with pyenv, the version to build (required).',
+        default: '',
+        regex: /^(|3\.\d{1,2}(\.\d{1,2})?)$/,
+        expected: 'a version such as 3.12 or 3.12.4, or empty',
+    }),
+    // App tree and services
+    env: fields_custom({
+        description: "The app's .env as dotenv text (KEY=value lines), typically a secret; written atomically, mode 600, owned by the app user. Empty: .env is left as it is.",
+        secret: true,
+        revealErrors: true,
+    }, { expected: 'KEY=value lines, keys of letters, digits and _' }, (v) => parseEnvText(v)),
+    // nginx and TLS
+    nginx: bool({
+        description: "nginx with the standard's site: 80 to 443, TLS, proxy to the app, WebSocket upgrade, static files, security headers.",
+        default: 'true',
+    }),
+    'static-dir': fields_custom({ description: 'Directory nginx serves /static/ from, e.g. {app-root}/current/static. Empty: none.' }, { expected: 'an absolute path without .. or spaces' }, (v) => {
+        if (!v)
+            return '';
+        if (!/^\/[A-Za-z0-9._/-]+$/.test(v) || v.split('/').includes('..'))
+            return { error: `'${v.slice(0, 60)}' is not an absolute path of plain characters` };
+        return v.replace(/\/+$/, '');
+    }),
+    domains: fields_custom({
+        description: 'Domain names of the site, newline- or comma-separated; the first names the certificate. Empty: HTTP only, no TLS.',
+    }, { expected: 'domain names such as "shop.example.com, www.shop.example.com"' }, (v) => {
+        const items = splitList(v).map((d) => d.toLowerCase());
+        for (const d of items)
+            if (!DOMAIN.test(d))
+                return { error: `'${d.slice(0, 60)}' is not a domain name` };
+        return items;
+    }),
+    'acme-email': pattern({
+        description: 'Contact e-mail for the ACME account (required with domains).',
+        default: '',
+        regex: /^(|[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,})$/,
+        expected: 'an e-mail address',
+    }),
+    'acme-server': fields_custom({
+        description: 'ACME directory URL certbot uses.',
+        default: 'https://acme-v02.api.letsencrypt.org/directory',
+    }, { expected: 'an https:// URL' }, (v) => {
+        try {
+            const u = new URL(v);
+            if (u.protocol !== 'https:')
+                return { error: `'${v.slice(0, 60)}' is not https` };
+            return u.toString();
+        }
+        catch {
+            return { error: `'${v.slice(0, 60)}' is not a URL` };
+        }
+    }),
+    'acme-ca-bundle': fields_custom({
+        description: "PEM certificates certbot trusts for the ACME server (for a private or test ACME server such as pebble). Empty: the system's trust store.",
+    }, { expected: 'PEM certificates (-----BEGIN CERTIFICATE-----)' }, (v) => {
+        const t = v.replace(/\r\n?/g, '\n').trim();
+        if (!t)
+            return '';
+        if (!/^(-----BEGIN CERTIFICATE-----\n[A-Za-z0-9+/=\n]+-----END CERTIFICATE-----\s*)+$/.test(t))
+            return { error: 'is not a list of PEM certificates' };
+        return t + '\n';
+    }),
+    // PostgreSQL
+    postgresql: bool({
+        description: 'PostgreSQL: database and user for the app, local access, daily backups.',
+        default: 'true',
+    }),
+    'db-name': pattern({
+        description: "The app's database.",
+        default: '{app}',
+        regex: provision_SQL_NAME,
+        expected: 'lowercase letters, digits, _ and -, starting with a letter or _',
+    }),
+    'db-user': pattern({
+        description: "The app's database role.",
+        default: '{app}',
+        regex: provision_SQL_NAME,
+        expected: 'lowercase letters, digits, _ and -, starting with a letter or _',
+    }),
+    'db-password': fields_text({
+        description: "Password of the database role (scram-sha-256). Empty: no password, the app connects over the local socket as the app user's peer.",
+        secret: true,
+        max: 1024,
+    }),
+    'db-remote-cidrs': fields_custom({
+        description: 'Networks allowed to reach PostgreSQL remotely, over SSL only (hostssl, scram-sha-256), also opened in ufw. Empty: local only.',
+    }, { expected: 'CIDR networks such as 10.0.0.0/8' }, (v) => {
+        const items = splitList(v);
+        for (const c of items)
+            if (!CIDR.test(c))
+                return { error: `'${c.slice(0, 60)}' is not a CIDR network` };
+        return items;
+    }),
+    'backup-dir': fields_custom({ description: 'Directory of the daily PostgreSQL backups.', default: '/var/backups/metalship/{app}' }, { expected: 'an absolute path without .. or spaces' }, (v) => {
+        if (!/^\/[A-Za-z0-9._/-]+$/.test(v) ||
+            v.split('/').includes('..') ||
+            v.split('/').filter(Boolean).length < 2)
+            return { error: `'${v.slice(0, 60)}' is not an absolute directory of its own` };
+        return v.replace(/\/+$/, '');
+    }),
+    'backup-keep-days': fields_int({ description: 'Days backups are kept.', default: '30', min: 1, max: 3650 }),
+    'backup-schedule': pattern({
+        description: 'When the daily backup runs: a systemd OnCalendar expression.',
+        default: 'daily',
+        regex: /^[A-Za-z0-9*:.,~/ -]{1,100}$/,
+        expected: 'an OnCalendar expression such as "daily" or "*-*-* 03:15:00"',
+    }),
+    // Redis
+    redis: bool({
+        description: 'Redis: loopback only, an ACL user for the app without dangerous commands, the default user off, maxmemory with allkeys-lru, appendonly.',
+        default: 'true',
+    }),
+    'redis-user': pattern({
+        description: "The app's Redis ACL user.",
+        default: '{app}',
+        regex: /^([a-z_][a-z0-9_-]{0,62}|\{app\})$/,
+        expected: 'lowercase letters, digits, _ and -',
+    }),
+    'redis-password': fields_text({
+        description: "Password of the app's Redis user (required with redis: true).",
+        secret: true,
+        max: 1024,
+    }),
+    'redis-maxmemory': pattern({
+        description: "Redis maxmemory, e.g. 256mb or 2gb. Empty: redis-memory-percent of the host's RAM.",
+        default: '',
+        regex: /^(|\d{1,6}(kb|mb|gb))$/,
+        expected: 'a size such as 256mb or 2gb, or empty',
+    }),
+    'redis-memory-percent': fields_int({
+        description: "Share of the host's RAM Redis may use when redis-maxmemory is empty.",
+        default: '25',
+        min: 1,
+        max: 90,
+        unit: 'percent',
+    }),
+    // Logs and monitoring
+    'log-rotation': bool({
+        description: 'logrotate for shared/logs: daily, compressed after a day, 30 days kept.',
+        default: 'true',
+    }),
+    'health-ping-url': fields_custom({
+        description: 'Optional URL called every minute by a systemd timer while the app answers its health path (Healthchecks.io style).',
+    }, { expected: 'an http:// or https:// URL' }, (v) => {
+        if (!v)
+            return '';
+        try {
+            const u = new URL(v);
+            if (u.protocol !== 'http:' && u.protocol !== 'https:')
+                return { error: 'is not http(s)' };
+            return u.toString();
+        }
+        catch {
+            return { error: `'${v.slice(0, 60)}' is not a URL` };
+        }
+    }),
+    'node-exporter': bool({ description: 'Install Prometheus node_exporter.', default: 'false' }),
+    'node-exporter-listen': pattern({
+        description: "node_exporter's listen address (open its port with firewall-allow to scrape from outside).",
+        default: '127.0.0.1:9100',
+        regex: /^(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-f:]+\])?:\d{1,5}$/,
+        expected: 'address:port such as 127.0.0.1:9100 or :9100',
+    }),
+};
+/** Cross-input checks of provision, with messages naming the inputs. */
+function provisionChecks(s) {
+    const problems = [];
+    if (s.domains?.length && !s['acme-email'])
+        problems.push("Input 'acme-email' is required when 'domains' is set: expected an e-mail address.");
+    if (s['python-install'] === 'pyenv' && !s['python-version'])
+        problems.push("Input 'python-version' is required with python-install: pyenv: expected a version such as 3.12.4.");
+    if (s.redis === true && !s['redis-password'])
+        problems.push("Input 'redis-password' is required with redis: true: expected the app's Redis password.");
+    if (s['deploy-user'] && !s['deploy-user-keys'].length)
+        problems.push("Input 'deploy-user-keys' is required with deploy-user: expected authorized_keys lines.");
+    if (s['deploy-user'] && s['deploy-user'] === s['app-user'])
+        problems.push("Input 'deploy-user' is the app user; expected another user (the app user has no login).");
+    return problems;
+}
+
 ;// CONCATENATED MODULE: ./src/inputs/actions.ts
 // Every action's inputs and outputs, defined once. action.yml files are
 // generated from this (npm run gen) and a test checks they match.
+
 
 // backup-verify names its two hosts itself (backup-host, restore-host) and takes no deploy lock.
 const { hosts: _hosts, 'lock-timeout': _lock, ...backupVerifyConnection } = connectionInputs;
@@ -66695,12 +67022,34 @@ const actions = {
             ...commonOutputs,
         },
     },
+    provision: {
+        name: 'provision',
+        title: 'metalship provision',
+        description: 'Converge a Debian 12 or Ubuntu 22.04+ server to the standard: system, firewall, SSH, users, Python, app tree and units, nginx, TLS, PostgreSQL, Redis, logs, monitoring. Idempotent, with a check mode.',
+        inputs: {
+            ...connectionInputs,
+            'app-user': serviceInputs['app-user'],
+            'app-module': serviceInputs['app-module'],
+            'uvicorn-args': serviceInputs['uvicorn-args'],
+            'worker-command': serviceInputs['worker-command'],
+            'scheduler-command': serviceInputs['scheduler-command'],
+            'health-path': serviceInputs['health-path'],
+            ...provisionInputs,
+        },
+        outputs: {
+            changed: { description: 'Items changed (or, with check: true, that would change), summed over hosts.' },
+            failed: { description: 'Items that failed, summed over hosts.' },
+            python: { description: "The Python interpreter provisioned, for the release action's python input." },
+            ...commonOutputs,
+        },
+    },
 };
 const ACTION_NAMES = Object.keys(actions);
 
 ;// CONCATENATED MODULE: ./src/inputs/parse.ts
 // Turns raw string inputs into one typed, validated settings object, or throws an
 // InputError that lists every problem. Nothing else in the code reads raw inputs.
+
 
 
 class InputError extends Error {
@@ -66746,7 +67095,7 @@ function parseInputs(action, raw) {
         }
         const r = f.schema.safeParse(value);
         if (!r.success) {
-            const why = f.secret ? 'is not valid' : (r.error.issues[0]?.message ?? 'is not valid');
+            const why = f.secret && !f.revealErrors ? 'is not valid' : (r.error.issues[0]?.message ?? 'is not valid');
             problems.push(`Input '${name}': ${why}; expected ${f.expected}.`);
             continue;
         }
@@ -66799,13 +67148,15 @@ function crossChecks(s) {
     }
     if (typeof s['scratch-database'] === 'string' && s['scratch-database'] === s.database)
         problems.push(`Input 'scratch-database' is '${s.database}', the production database; expected another name (the scratch database is dropped afterwards).`);
+    if ('postgresql' in s && 'redis' in s)
+        problems.push(...provisionChecks(s));
     if (s['app-user'] === 'root')
         problems.push("Input 'app-user' is 'root'; expected an unprivileged user (the services must not run as root).");
     return problems;
 }
 
-;// CONCATENATED MODULE: external "os"
-const external_os_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("os");
+// EXTERNAL MODULE: external "os"
+var external_os_ = __nccwpck_require__(857);
 ;// CONCATENATED MODULE: ./node_modules/@actions/core/lib/utils.js
 // We use any as a valid input type
 /* eslint-disable @typescript-eslint/no-explicit-any */
@@ -66880,7 +67231,7 @@ function utils_toCommandProperties(annotationProperties) {
  */
 function command_issueCommand(command, properties, message) {
     const cmd = new Command(command, properties, message);
-    process.stdout.write(cmd.toString() + external_os_namespaceObject.EOL);
+    process.stdout.write(cmd.toString() + external_os_.EOL);
 }
 function command_issue(name, message = '') {
     command_issueCommand(name, {}, message);
@@ -66952,7 +67303,7 @@ function file_command_issueFileCommand(command, message) {
     if (!external_fs_.existsSync(filePath)) {
         throw new Error(`Missing file at path: ${filePath}`);
     }
-    external_fs_.appendFileSync(filePath, `${utils_toCommandValue(message)}${external_os_namespaceObject.EOL}`, {
+    external_fs_.appendFileSync(filePath, `${utils_toCommandValue(message)}${external_os_.EOL}`, {
         encoding: 'utf8'
     });
 }
@@ -66968,7 +67319,7 @@ function file_command_prepareKeyValueMessage(key, value) {
     if (convertedValue.includes(delimiter)) {
         throw new Error(`Unexpected input: value should not contain the delimiter "${delimiter}"`);
     }
-    return `${key}<<${delimiter}${external_os_namespaceObject.EOL}${convertedValue}${external_os_namespaceObject.EOL}${delimiter}`;
+    return `${key}<<${delimiter}${external_os_.EOL}${convertedValue}${external_os_.EOL}${delimiter}`;
 }
 //# sourceMappingURL=file-command.js.map
 // EXTERNAL MODULE: external "http"
@@ -68048,7 +68399,7 @@ class Summary {
      * @returns {Summary} summary instance
      */
     addEOL() {
-        return this.addRaw(external_os_namespaceObject.EOL);
+        return this.addRaw(external_os_.EOL);
     }
     /**
      * Adds an HTML codeblock to the summary buffer
@@ -68770,13 +69121,13 @@ class ToolRunner extends external_events_.EventEmitter {
     _processLineBuffer(data, strBuffer, onLine) {
         try {
             let s = strBuffer + data.toString();
-            let n = s.indexOf(external_os_namespaceObject.EOL);
+            let n = s.indexOf(external_os_.EOL);
             while (n > -1) {
                 const line = s.substring(0, n);
                 onLine(line);
                 // the rest of the string ...
-                s = s.substring(n + external_os_namespaceObject.EOL.length);
-                n = s.indexOf(external_os_namespaceObject.EOL);
+                s = s.substring(n + external_os_.EOL.length);
+                n = s.indexOf(external_os_.EOL);
             }
             return s;
         }
@@ -69067,7 +69418,7 @@ class ToolRunner extends external_events_.EventEmitter {
                 }
                 const optionsNonNull = this._cloneExecOptions(this.options);
                 if (!optionsNonNull.silent && optionsNonNull.outStream) {
-                    optionsNonNull.outStream.write(this._getCommandString(optionsNonNull) + external_os_namespaceObject.EOL);
+                    optionsNonNull.outStream.write(this._getCommandString(optionsNonNull) + external_os_.EOL);
                 }
                 const state = new ExecState(optionsNonNull, this.toolPath);
                 state.on('debug', (message) => {
@@ -69406,8 +69757,8 @@ const getLinuxInfo = () => platform_awaiter(void 0, void 0, void 0, function* ()
         version
     };
 });
-const platform = external_os_namespaceObject.platform();
-const arch = external_os_namespaceObject.arch();
+const platform = external_os_.platform();
+const arch = external_os_.arch();
 const isWindows = platform === 'win32';
 const isMacOS = platform === 'darwin';
 const isLinux = platform === 'linux';
@@ -69588,7 +69939,7 @@ function setOutput(name, value) {
     if (filePath) {
         return file_command_issueFileCommand('OUTPUT', file_command_prepareKeyValueMessage(name, value));
     }
-    process.stdout.write(external_os_namespaceObject.EOL);
+    process.stdout.write(external_os_.EOL);
     command_issueCommand('set-output', { name }, utils_toCommandValue(value));
 }
 /**

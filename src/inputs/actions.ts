@@ -16,6 +16,7 @@ import {
   verifyInputs,
   type ActionDef,
 } from './definitions.js';
+import { provisionInputs } from './provision.js';
 
 // backup-verify names its two hosts itself (backup-host, restore-host) and takes no deploy lock.
 const { hosts: _hosts, 'lock-timeout': _lock, ...backupVerifyConnection } = connectionInputs;
@@ -152,6 +153,28 @@ export const actions = {
         description:
           'Hours since the previous successful verification recorded on backup-host (empty: none).',
       },
+      ...commonOutputs,
+    },
+  },
+  provision: {
+    name: 'provision',
+    title: 'metalship provision',
+    description:
+      'Converge a Debian 12 or Ubuntu 22.04+ server to the standard: system, firewall, SSH, users, Python, app tree and units, nginx, TLS, PostgreSQL, Redis, logs, monitoring. Idempotent, with a check mode.',
+    inputs: {
+      ...connectionInputs,
+      'app-user': serviceInputs['app-user'],
+      'app-module': serviceInputs['app-module'],
+      'uvicorn-args': serviceInputs['uvicorn-args'],
+      'worker-command': serviceInputs['worker-command'],
+      'scheduler-command': serviceInputs['scheduler-command'],
+      'health-path': serviceInputs['health-path'],
+      ...provisionInputs,
+    },
+    outputs: {
+      changed: { description: 'Items changed (or, with check: true, that would change), summed over hosts.' },
+      failed: { description: 'Items that failed, summed over hosts.' },
+      python: { description: "The Python interpreter provisioned, for the release action's python input." },
       ...commonOutputs,
     },
   },

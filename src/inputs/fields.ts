@@ -10,12 +10,20 @@ export interface Field<T = unknown> {
   required?: boolean;
   /** Masked in logs and never echoed in error messages. */
   secret?: boolean;
+  /** The schema's error messages never quote the value, so they may be shown even for a secret. */
+  revealErrors?: boolean;
   /** What a valid value looks like, for error messages. */
   expected: string;
   schema: z.ZodType<T, string>;
 }
 
-type Opts = { description: string; default?: string; required?: boolean; secret?: boolean };
+type Opts = {
+  description: string;
+  default?: string;
+  required?: boolean;
+  secret?: boolean;
+  revealErrors?: boolean;
+};
 
 function field<T>(opts: Opts, expected: string, schema: z.ZodType<T, string>): Field<T> {
   return { ...opts, expected, schema };

@@ -4,6 +4,7 @@
 import type { Field } from './fields.js';
 import { actions, type ActionName } from './actions.js';
 import { entriesFor, knownHostsName } from './known-hosts.js';
+import { provisionChecks } from './provision.js';
 
 export class InputError extends Error {
   constructor(readonly problems: string[]) {
@@ -54,7 +55,8 @@ export function parseInputs<A extends ActionName>(action: A, raw: RawInputs): Se
     }
     const r = f.schema.safeParse(value);
     if (!r.success) {
-      const why = f.secret ? 'is not valid' : (r.error.issues[0]?.message ?? 'is not valid');
+      const why =
+        f.secret && !f.revealErrors ? 'is not valid' : (r.error.issues[0]?.message ?? 'is not valid');
       problems.push(`Input '${name}': ${why}; expected ${f.expected}.`);
       continue;
     }
@@ -115,6 +117,7 @@ function crossChecks(s: Record<string, unknown>): string[] {
     problems.push(
       `Input 'scratch-database' is '${s.database}', the production database; expected another name (the scratch database is dropped afterwards).`,
     );
+  if ('postgresql' in s && 'redis' in s) problems.push(...provisionChecks(s));
   if (s['app-user'] === 'root')
     problems.push(
       "Input 'app-user' is 'root'; expected an unprivileged user (the services must not run as root).",

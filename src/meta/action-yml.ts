@@ -15,6 +15,7 @@ export const ACTION_FILES: Record<ActionName, { path: string; main: string }> = 
   rollback: { path: 'actions/rollback/action.yml', main: '../../dist/rollback/index.js' },
   migrate: { path: 'actions/migrate/action.yml', main: '../../dist/migrate/index.js' },
   'backup-verify': { path: 'actions/backup-verify/action.yml', main: '../../dist/backup-verify/index.js' },
+  provision: { path: 'actions/provision/action.yml', main: '../../dist/provision/index.js' },
 };
 
 export function renderActionYml(name: ActionName): string {

@@ -31,7 +31,11 @@ export interface SiteSettings {
   /** null: HTTP only. */
   tls: { certificate: string; key: string } | null;
   staticDir?: string;
+  /** Serve ACME http-01 challenges from this directory on port 80 (HTTP-only sites; TLS sites always do). */
+  acmeWebroot?: string;
 }
+
+export const ACME_WEBROOT = '/var/www/letsencrypt';
 
 function proxyLocation(l: Layout): string {
   return `    location / {
@@ -62,14 +66,21 @@ export function siteConf(l: Layout, s: SiteSettings): string {
     : '';
   const common = `    server_name ${s.serverName};
     client_max_body_size 25m;
+    client_body_timeout 30s;
+    client_header_timeout 30s;
+    send_timeout 60s;
+    keepalive_timeout 65s;
     server_tokens off;
 ${securityHeaders}
 ${statics}${proxyLocation(l)}`;
+  const acme = (root: string) => `    location /.well-known/acme-challenge/ {
+        root ${root};
+    }`;
   if (!s.tls) {
     return `# Managed by metalship (HTTP only: no domain configured).
 server {
 ${listen(80)}
-${common}
+${s.acmeWebroot ? acme(s.acmeWebroot) + '\n' : ''}${common}
 }
 `;
   }
@@ -77,9 +88,8 @@ ${common}
 server {
 ${listen(80)}
     server_name ${s.serverName};
-    location /.well-known/acme-challenge/ {
-        root /var/www/letsencrypt;
-    }
+    server_tokens off;
+${acme(s.acmeWebroot ?? ACME_WEBROOT)}
     location / {
         return 301 https://$host$request_uri;
     }

@@ -58,7 +58,9 @@ export function switchScript(s: SwitchSettings): string {
     ...unitLines,
     'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi',
     'nginx_changed=0',
+    'site_new=0',
     sh`if [ ! -e ${l.nginxSite} ]; then`,
+    '  site_new=1',
     ensureFile(l.nginxSite, siteConf(l, { serverName: s.serverName, tls: null }), {
       mode: '644',
       label: 'nginx site',
@@ -74,7 +76,7 @@ export function switchScript(s: SwitchSettings): string {
     }),
     // A configuration nginx refuses (say a second default_server) fails the switch before anything moves.
     'if [ "$nginx_changed" = 1 ] && ! nginx_errors=$(nginx -t 2>&1); then',
-    sh`  if grep -q 'Managed by metalship (HTTP only' ${l.nginxSite} 2>/dev/null; then rm -f ${l.nginxSite} ${l.nginxSiteEnabled}; fi`,
+    sh`  if [ "$site_new" = 1 ]; then rm -f ${l.nginxSite} ${l.nginxSiteEnabled}; fi`,
     '  echo "nginx refuses the configuration for this app: $nginx_errors" >&2',
     '  echo "(with several apps on one server, give each its own server-name)" >&2',
     '  exit 1',

@@ -1,0 +1,3 @@
+import { run } from '../actions/provision.js';
+
+void run();

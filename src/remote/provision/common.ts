@@ -1,0 +1,127 @@
+// What every provision item shares: the protocol its script speaks (lines
+// `changed <what>` and `warning <what>` on stdout; a non-zero exit is a failure,
+// its stderr the reason), the CHECK flag every script honours (CHECK=1 reports
+// what would change and changes nothing), and bash helpers for packages and files.
+
+import { heredoc, raw, script, sh, type Raw } from '../sh.js';
+
+export type ItemName =
+  | 'system'
+  | 'sysctl'
+  | 'users'
+  | 'python'
+  | 'app'
+  | 'postgresql'
+  | 'redis'
+  | 'nginx'
+  | 'tls'
+  | 'firewall'
+  | 'ssh'
+  | 'logs'
+  | 'monitoring';
+
+/**
+ * A change that could cut the runner off (firewall, sshd): after it, the stage
+ * opens a fresh connection; `confirm` keeps the change, `revert` undoes it. A
+ * timer armed by the apply script reverts by itself if neither ever comes.
+ */
+export interface Guard {
+  confirm: string;
+  revert: string;
+}
+
+export interface Item {
+  name: ItemName;
+  /** Runs with CHECK=0 or CHECK=1 set by the prelude. */
+  script: string;
+  guard?: Guard;
+}
+
+/** Bash helpers every item script starts with. */
+export function prelude(check: boolean): string {
+  return script(
+    `CHECK=${check ? 1 : 0}`,
+    'export DEBIAN_FRONTEND=noninteractive LC_ALL=C',
+    // A change, or with CHECK=1 a change that would be made.
+    'ms_changed() { echo "changed $*"; }',
+    'ms_warn() { echo "warning $*"; }',
+    'ms_apply() { [ "$CHECK" = 1 ] || "$@"; }',
+    'ms_installed() { dpkg-query -W -f=\'${Status}\' "$1" 2>/dev/null | grep -q "install ok installed"; }',
+    'ms_missing() { local p; for p in "$@"; do ms_installed "$p" || printf \'%s \' "$p"; done; }',
+    // The package index is refreshed when older than a day (or absent).
+    'ms_index_fresh() { [ -n "$(find /var/lib/apt/lists -maxdepth 1 -name \'*Packages*\' -mmin -1440 -print -quit 2>/dev/null)" ]; }',
+    'ms_refresh_index() {',
+    '  ms_index_fresh && return 0',
+    '  if [ "$CHECK" = 1 ]; then ms_changed "package index is older than a day (would refresh)"; return 0; fi',
+    '  apt-get update -qq -o Dpkg::Use-Pty=0 >/dev/null 2>/tmp/metalship-apt-update.err || { cat /tmp/metalship-apt-update.err >&2; return 1; }',
+    '  if grep -q "^[WE]:" /tmp/metalship-apt-update.err; then ms_warn "apt-get update: $(grep -m1 "^[WE]:" /tmp/metalship-apt-update.err | cut -c1-200)"; fi',
+    '  ms_changed "package index refreshed"',
+    '}',
+    // Installs what is missing. With CHECK=1 it reports what it would install and ends
+    // the item there: what follows needs the packages to be checked.
+    'ms_install() {',
+    '  local missing; missing=$(ms_missing "$@")',
+    '  [ -z "$missing" ] && return 0',
+    '  if [ "$CHECK" = 1 ]; then ms_changed "would install ${missing% } and configure it"; exit 0; fi',
+    '  ms_refresh_index',
+    '  # shellcheck disable=SC2086',
+    '  apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold $missing >/dev/null',
+    '  ms_changed "installed ${missing% }"',
+    '}',
+    // ms_file PATH MODE OWNER LABEL < content: writes PATH (atomically) when it differs; MS_WROTE=1 when it did (or would).
+    'ms_file() {',
+    '  local path=$1 mode=$2 owner=$3 label=$4 tmp',
+    '  MS_WROTE=0',
+    '  tmp=$(mktemp "${path%/*}/.metalship-XXXXXX" 2>/dev/null || mktemp)',
+    '  cat > "$tmp"',
+    '  if [ -f "$path" ] && cmp -s "$tmp" "$path" && [ "$(stat -c %a:%U:%G "$path")" = "$mode:${owner%%:*}:${owner#*:}" ]; then rm -f "$tmp"; return 0; fi',
+    '  MS_WROTE=1',
+    '  if [ "$CHECK" = 1 ]; then rm -f "$tmp"; if [ -f "$path" ]; then ms_changed "$label differs"; else ms_changed "$label missing"; fi; return 0; fi',
+    '  chmod "$mode" "$tmp"; chown "$owner" "$tmp"',
+    '  mv -f "$tmp" "$path"',
+    '  ms_changed "$label written"',
+    '}',
+  );
+}
+
+/** Script lines: write content to path when it differs (honours CHECK); runs onChange when it did. */
+export function file(
+  path: string | Raw,
+  content: string,
+  opts: { mode?: string; owner?: string; label?: string; onChange?: string } = {},
+): string {
+  const doc = heredoc(content);
+  return script(
+    sh`ms_file ${path} ${opts.mode ?? '644'} ${opts.owner ?? 'root:root'} ${opts.label ?? (typeof path === 'string' ? path : 'file')} ${raw(doc.open)}`,
+    doc.body,
+    opts.onChange ? `if [ "$MS_WROTE" = 1 ]; then ${opts.onChange}; fi` : null,
+  ).trimEnd();
+}
+
+/** A whole item script: prelude plus body. */
+export function itemScript(check: boolean, ...parts: Array<string | false | null | undefined>): string {
+  return script(prelude(check), ...parts);
+}
+
+/** The results of one item run, parsed from its output. */
+export interface ItemOutcome {
+  status: 'ok' | 'changed' | 'warning' | 'failed';
+  changes: string[];
+  warnings: string[];
+  detail: string;
+}
+
+export function parseItemOutput(code: number, stdout: string, stderr: string): ItemOutcome {
+  const changes: string[] = [];
+  const warnings: string[] = [];
+  for (const line of stdout.split('\n')) {
+    if (line.startsWith('changed ')) changes.push(line.slice(8).trim());
+    else if (line.startsWith('warning ')) warnings.push(line.slice(8).trim());
+  }
+  if (code !== 0) {
+    const why = stderr.trim().split('\n').slice(-5).join(' / ') || `exit code ${code}`;
+    return { status: 'failed', changes, warnings, detail: why };
+  }
+  const status = changes.length ? 'changed' : warnings.length ? 'warning' : 'ok';
+  return { status, changes, warnings, detail: [...changes, ...warnings.map((w) => `⚠ ${w}`)].join('; ') };
+}

@@ -1,0 +1,81 @@
+// Monitoring: an optional health-check ping (a timer calls the URL every minute
+// while the app answers its health path) and an optional node_exporter.
+
+import { sh } from '../sh.js';
+import { file, itemScript, type Item } from './common.js';
+import type { ProvisionSettings } from './settings.js';
+
+export function pingUnits(s: ProvisionSettings): { service: string; timer: string } {
+  const l = s.layout;
+  return {
+    service: `# Managed by metalship: tells the monitoring service that ${l.app} is healthy.
+[Unit]
+Description=${l.app} health ping
+After=network-online.target
+
+[Service]
+Type=oneshot
+User=${s.user}
+ExecStart=/bin/sh -c 'curl -fsS -m 10 --unix-socket ${l.apiLink} http://localhost${s.healthPath} >/dev/null && curl -fsS -m 10 --retry 3 -o /dev/null "$$PING_URL"'
+Environment=PING_URL=${s.monitoring.pingUrl.replace(/%/g, '%%')}
+NoNewPrivileges=yes
+ProtectSystem=strict
+ProtectHome=yes
+PrivateTmp=yes
+`,
+    timer: `# Managed by metalship.
+[Unit]
+Description=${l.app} health ping every minute
+
+[Timer]
+OnCalendar=minutely
+AccuracySec=5s
+
+[Install]
+WantedBy=timers.target
+`,
+  };
+}
+
+export function monitoringItem(s: ProvisionSettings): Item {
+  const m = s.monitoring;
+  const app = s.layout.app;
+  const ping = pingUnits(s);
+  return {
+    name: 'monitoring',
+    script: itemScript(
+      s.check,
+      'reload=0',
+      m.pingUrl
+        ? [
+            'ms_install curl',
+            file(`/etc/systemd/system/metalship-${app}-ping.service`, ping.service, {
+              label: 'health ping service',
+              onChange: 'reload=1',
+            }),
+            file(`/etc/systemd/system/metalship-${app}-ping.timer`, ping.timer, {
+              label: 'health ping timer',
+              onChange: 'reload=1',
+            }),
+            'if [ "$reload" = 1 ] && [ "$CHECK" != 1 ]; then systemctl daemon-reload; fi',
+            sh`if ! systemctl is-enabled --quiet ${`metalship-${app}-ping.timer`} 2>/dev/null; then ms_changed "health ping timer enabled"; ms_apply systemctl enable --now --quiet ${`metalship-${app}-ping.timer`}; fi`,
+          ].join('\n')
+        : sh`if [ -f ${`/etc/systemd/system/metalship-${app}-ping.timer`} ]; then ms_changed "health ping removed"; if [ "$CHECK" != 1 ]; then systemctl disable --now ${`metalship-${app}-ping.timer`} 2>/dev/null || true; rm -f ${`/etc/systemd/system/metalship-${app}-ping.timer`} ${`/etc/systemd/system/metalship-${app}-ping.service`}; systemctl daemon-reload; fi; fi`,
+      m.nodeExporter
+        ? [
+            'ms_install prometheus-node-exporter',
+            file(
+              '/etc/default/prometheus-node-exporter',
+              `# Managed by metalship.\nARGS="--web.listen-address=${m.nodeExporterListen}"\n`,
+              {
+                label: 'node_exporter listen address',
+                onChange: '[ "$CHECK" = 1 ] || systemctl restart prometheus-node-exporter',
+              },
+            ),
+            'if ! systemctl is-active --quiet prometheus-node-exporter; then ms_changed "node_exporter started"; ms_apply systemctl enable --now --quiet prometheus-node-exporter; fi',
+          ].join('\n')
+        : null,
+      m.pingUrl || m.nodeExporter ? null : 'echo "note no health ping URL, no node_exporter"',
+    ),
+  };
+}

@@ -1,0 +1,86 @@
+// PostgreSQL: the app's role and database, pg_hba rules for local access (and
+// SSL-only remote access when networks are given), and the daily backups of the
+// backup module (pg_dump -Fc plus a manifest, kept for a number of days).
+
+import { backupInstallScript, backupProgram, backupProgramPath, backupUnitNames } from '../backup.js';
+import { sh } from '../sh.js';
+import { itemScript, type Item } from './common.js';
+import type { ProvisionSettings } from './settings.js';
+
+export function hbaBlock(s: ProvisionSettings): string {
+  const p = s.postgresql;
+  const db = `"${p.database}"`;
+  const user = `"${p.user}"`;
+  return [
+    `# BEGIN metalship ${s.layout.app}`,
+    `host    ${db} ${user} 127.0.0.1/32 scram-sha-256`,
+    `host    ${db} ${user} ::1/128 scram-sha-256`,
+    ...p.remoteCidrs.map((c) => `hostssl ${db} ${user} ${c} scram-sha-256`),
+    `# END metalship ${s.layout.app}`,
+  ].join('\n');
+}
+
+export function postgresqlItem(s: ProvisionSettings): Item {
+  const p = s.postgresql;
+  const backup = {
+    app: s.layout.app,
+    database: p.database,
+    backupDir: p.backupDir,
+    retentionDays: p.keepDays,
+  };
+  const units = backupUnitNames(s.layout.app);
+  const psql = 'runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1';
+  return {
+    name: 'postgresql',
+    script: itemScript(
+      s.check,
+      'ms_install postgresql',
+      'if ! systemctl is-active --quiet postgresql; then ms_changed "postgresql started"; ms_apply systemctl enable --now --quiet postgresql; fi',
+      // Clusters take a moment to accept connections after a start.
+      `for i in $(seq 1 30); do ${psql} -c 'select 1' >/dev/null 2>&1 && break; sleep 1; done`,
+      `q() { ${psql} -v u=${p.user} -v db=${p.database} "$@"; }`,
+      sh`if [ -z "$(echo "select 1 from pg_roles where rolname = :'u'" | q)" ]; then ms_changed ${'role ' + p.user + ' created'}; if [ "$CHECK" != 1 ]; then echo 'create role :"u" login' | q; fi; fi`,
+      sh`if [ -z "$(echo "select 1 from pg_database where datname = :'db'" | q)" ]; then ms_changed ${'database ' + p.database + ' created'}; if [ "$CHECK" != 1 ]; then echo 'create database :"db" owner :"u"' | q; fi; fi`,
+      p.password
+        ? [
+            // The password is right when it logs in; it goes to psql on stdin, never on a command line.
+            'pgpass=$(mktemp); chmod 600 "$pgpass"; trap \'rm -f "$pgpass"\' EXIT',
+            sh`printf '%s\\n' ${'127.0.0.1:*:' + p.database + ':' + p.user + ':' + p.password.replace(/\\/g, '\\\\').replace(/:/g, '\\:')} > "$pgpass"`,
+            sh`if ! PGPASSFILE="$pgpass" psql -XAtq -w -h 127.0.0.1 -U ${p.user} -d ${p.database} -c 'select 1' >/dev/null 2>&1; then`,
+            sh`  ms_changed ${'password of role ' + p.user + ' set'}`,
+            // printf is a builtin: the password is never on a command line.
+            sh`  if [ "$CHECK" != 1 ]; then printf '%s\\n' ${`alter role :"u" password '${p.password.replace(/'/g, "''")}'`} | q; fi`,
+            'fi',
+          ].join('\n')
+        : null,
+      `hba=$(${psql} -c 'show hba_file')`,
+      sh`block=$(cat <<'MS_HBA_EOF'`,
+      hbaBlock(s),
+      'MS_HBA_EOF',
+      ')',
+      // Our rules first (pg_hba: the first matching line wins); the rest as it was.
+      sh`new=$( { printf '%s\\n' "$block"; awk -v b=${'# BEGIN metalship ' + s.layout.app} -v e=${'# END metalship ' + s.layout.app} '$0 == b { skip = 1; next } $0 == e { skip = 0; next } !skip' "$hba"; } )`,
+      'if [ "$new" != "$(cat "$hba")" ]; then',
+      '  ms_changed "pg_hba rules for the app"',
+      '  if [ "$CHECK" != 1 ]; then printf "%s\\n" "$new" > "$hba.metalship-new"; chown --reference="$hba" "$hba.metalship-new"; chmod --reference="$hba" "$hba.metalship-new"; mv -f "$hba.metalship-new" "$hba"; echo "select pg_reload_conf()" | q >/dev/null; fi',
+      'fi',
+      p.remoteCidrs.length
+        ? [
+            `if [ "$(${psql} -c 'show listen_addresses')" != '*' ] || [ "$(${psql} -c 'show ssl')" != on ]; then`,
+            '  ms_changed "listening for remote clients, SSL on"',
+            `  if [ "$CHECK" != 1 ]; then echo "alter system set listen_addresses = '*'; alter system set ssl = on" | q; systemctl restart postgresql; fi`,
+            'fi',
+          ].join('\n')
+        : null,
+      'if [ "$CHECK" = 1 ]; then',
+      sh`  prog=$(mktemp); cat > "$prog" <<'MS_PROG_EOF'`,
+      backupProgram(backup).replace(/\n$/, ''),
+      'MS_PROG_EOF',
+      sh`  if ! cmp -s "$prog" ${backupProgramPath(s.layout.app)}; then ms_changed "backup program differs or is missing"; fi; rm -f "$prog"`,
+      sh`  if ! systemctl is-enabled --quiet ${units.timer} 2>/dev/null; then ms_changed ${'backup timer ' + units.timer + ' not enabled'}; fi`,
+      'else',
+      backupInstallScript({ ...backup, onCalendar: p.schedule }),
+      'fi',
+    ),
+  };
+}

@@ -1,0 +1,69 @@
+// Python: the distribution's python3 (with venv and pip), or a pyenv build in
+// /opt/pyenv. Prints `python <path>`: the interpreter the release action builds
+// each release's venv with (the venvs live in {app-root}/venvs, {app-root}/venv
+// links the current one).
+
+import { sh } from '../sh.js';
+import { itemScript, type Item } from './common.js';
+import type { ProvisionSettings } from './settings.js';
+
+export const PYENV_ROOT = '/opt/pyenv';
+export const PYENV_REPO = 'https://github.com/pyenv/pyenv.git';
+/** What CPython needs to build (pyenv's wiki, Debian and Ubuntu). */
+export const PYENV_BUILD_DEPS = [
+  'git',
+  'make',
+  'build-essential',
+  'libssl-dev',
+  'zlib1g-dev',
+  'libbz2-dev',
+  'libreadline-dev',
+  'libsqlite3-dev',
+  'libncursesw5-dev',
+  'xz-utils',
+  'tk-dev',
+  'libxml2-dev',
+  'libxmlsec1-dev',
+  'libffi-dev',
+  'liblzma-dev',
+];
+
+export function pythonItem(s: ProvisionSettings): Item {
+  const v = s.python.version;
+  if (s.python.install === 'system') {
+    return {
+      name: 'python',
+      script: itemScript(
+        s.check,
+        'ms_install python3 python3-venv python3-pip',
+        'have=$(python3 -c \'import sys; print("%d.%d.%d" % sys.version_info[:3])\')',
+        v
+          ? sh`case "$have." in ${v}.*) ;; *) echo "python3 is $have, python-version asks for ${v}: use python-install: pyenv for another version" >&2; exit 1;; esac`
+          : null,
+        'echo "python /usr/bin/python3"',
+      ),
+    };
+  }
+  return {
+    name: 'python',
+    script: itemScript(
+      s.check,
+      `ms_install ${PYENV_BUILD_DEPS.join(' ')}`,
+      sh`export PYENV_ROOT=${PYENV_ROOT}`,
+      sh`if [ ! -x ${PYENV_ROOT}/bin/pyenv ]; then`,
+      sh`  ms_changed ${'pyenv installed in ' + PYENV_ROOT}`,
+      '  if [ "$CHECK" = 1 ]; then exit 0; fi',
+      sh`  git clone --quiet --depth 1 ${PYENV_REPO} ${PYENV_ROOT} >&2`,
+      'fi',
+      // A version such as 3.12 means the newest 3.12.x pyenv knows.
+      sh`full=$(${PYENV_ROOT}/bin/pyenv latest -k ${v} 2>/dev/null || echo ${v})`,
+      sh`if [ ! -x ${PYENV_ROOT}/versions/"$full"/bin/python3 ]; then`,
+      '  ms_changed "Python $full built with pyenv"',
+      '  if [ "$CHECK" = 1 ]; then exit 0; fi',
+      sh`  ${PYENV_ROOT}/bin/pyenv install --skip-existing "$full" >&2`,
+      'fi',
+      sh`chmod -R go+rX,go-w ${PYENV_ROOT}`,
+      sh`echo "python ${PYENV_ROOT}/versions/$full/bin/python3"`,
+    ),
+  };
+}

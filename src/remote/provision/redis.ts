@@ -1,0 +1,56 @@
+// Redis: loopback only, the default user off, an ACL user for the app that may
+// not run dangerous commands (ACLs, not the deprecated rename-command),
+// maxmemory (given, or a share of RAM) with allkeys-lru, appendonly.
+
+import { createHash } from 'node:crypto';
+import { sh } from '../sh.js';
+import { file, itemScript, type Item } from './common.js';
+import type { ProvisionSettings } from './settings.js';
+
+export const REDIS_CONF = '/etc/redis/redis.conf';
+export const REDIS_DROPIN = '/etc/redis/metalship.conf';
+export const REDIS_ACL = '/etc/redis/users.acl';
+
+/** The ACL file: passwords only as SHA-256, never in clear on disk. */
+export function aclFile(user: string, password: string): string {
+  const hash = createHash('sha256').update(password, 'utf8').digest('hex');
+  return `user default off resetchannels -@all
+user ${user} on #${hash} ~* &* +@all -@dangerous
+`;
+}
+
+export function redisItem(s: ProvisionSettings): Item {
+  const r = s.redis;
+  const maxmemory = r.maxmemory
+    ? r.maxmemory
+    : `$(awk '/^MemTotal:/ { printf "%d", $2 * 1024 * ${r.memoryPercent} / 100 }' /proc/meminfo)`;
+  return {
+    name: 'redis',
+    script: itemScript(
+      s.check,
+      'ms_install redis-server',
+      'restart=0',
+      file(REDIS_ACL, aclFile(r.user, r.password), {
+        mode: '640',
+        owner: 'redis:redis',
+        label: 'Redis ACL users',
+        onChange: 'restart=1',
+      }),
+      `maxmemory=${maxmemory}`,
+      sh`ms_file ${REDIS_DROPIN} 640 redis:redis ${'Redis settings'} < <(printf '%s\\n' '# Managed by metalship.' 'bind 127.0.0.1 -::1' 'protected-mode yes' 'port 6379' "maxmemory $maxmemory" 'maxmemory-policy allkeys-lru' 'appendonly yes' ${'aclfile ' + REDIS_ACL})`,
+      'if [ "$MS_WROTE" = 1 ]; then restart=1; fi',
+      // Included last, so its values override the packaged file's.
+      sh`if [ "$(grep -v '^[[:space:]]*\\(#\\|$\\)' ${REDIS_CONF} | tail -n 1)" != ${'include ' + REDIS_DROPIN} ]; then`,
+      sh`  ms_changed "Redis includes the metalship settings last"`,
+      sh`  if [ "$CHECK" != 1 ]; then sed -i ${'\\#^include ' + REDIS_DROPIN + '$#d'} ${REDIS_CONF}; printf '\\n%s\\n' ${'include ' + REDIS_DROPIN} >> ${REDIS_CONF}; restart=1; fi`,
+      'fi',
+      'if [ "$CHECK" != 1 ]; then',
+      '  if [ "$restart" = 1 ] || ! systemctl is-active --quiet redis-server; then systemctl enable --quiet redis-server; systemctl restart redis-server; fi',
+      // The app's user must work, and nobody else may run anything.
+      '  for i in $(seq 1 20); do redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && break; sleep 0.5; done',
+      sh`  if [ "$(REDISCLI_AUTH=${r.password} redis-cli --no-auth-warning -h 127.0.0.1 --user ${r.user} ping 2>&1)" != PONG ]; then echo "the app's Redis user cannot log in after the change" >&2; exit 1; fi`,
+      '  case "$(redis-cli -h 127.0.0.1 ping 2>&1)" in *NOAUTH*|*NOPERM*|*WRONGPASS*|*"authentication"*) ;; *) echo "Redis still answers unauthenticated clients" >&2; exit 1;; esac',
+      'fi',
+    ),
+  };
+}

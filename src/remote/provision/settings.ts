@@ -1,0 +1,38 @@
+// The typed settings every provision item is built from (validated inputs plus
+// what the stage knows about the host: its layout and roles).
+
+import type { Layout } from '../layout.js';
+
+export interface ProvisionSettings {
+  layout: Layout;
+  check: boolean;
+  user: string;
+  roles: { worker: boolean; scheduler: boolean };
+  appModule: string;
+  uvicornArgs: string[];
+  workerCommand: string[];
+  schedulerCommand: string[];
+  healthPath: string;
+  system: { enabled: boolean; securityUpdates: boolean };
+  firewall: { enabled: boolean; allow: string[] };
+  ssh: { enabled: boolean; rootLogin: 'prohibit-password' | 'no' };
+  deployUser: { name: string; keys: string[] } | null;
+  python: { install: 'system' | 'pyenv'; version: string };
+  /** .env text; '' leaves .env as it is. */
+  env: string;
+  nginx: { enabled: boolean; staticDir: string };
+  tls: { domains: string[]; email: string; server: string; caBundle: string };
+  postgresql: {
+    enabled: boolean;
+    database: string;
+    user: string;
+    password: string;
+    remoteCidrs: string[];
+    backupDir: string;
+    keepDays: number;
+    schedule: string;
+  };
+  redis: { enabled: boolean; user: string; password: string; maxmemory: string; memoryPercent: number };
+  logs: { enabled: boolean };
+  monitoring: { pingUrl: string; nodeExporter: boolean; nodeExporterListen: string };
+}

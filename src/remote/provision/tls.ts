@@ -1,0 +1,67 @@
+// TLS: a certificate for the domains from the ACME server (certbot, http-01 via
+// nginx's webroot), renewed by certbot's systemd timer, nginx switched to the
+// TLS site. With no domain the site stays HTTP only, and the report says so.
+
+import { ACME_WEBROOT } from '../nginx.js';
+import { raw, sh } from '../sh.js';
+import { file, itemScript, type Item } from './common.js';
+import { certPaths, NGINX_RELOAD, siteLines } from './nginx.js';
+import type { ProvisionSettings } from './settings.js';
+
+export const ACME_CA_FILE = '/etc/metalship/acme-ca.pem';
+const CERTBOT_DROPIN = '/etc/systemd/system/certbot.service.d/metalship.conf';
+
+export function tlsItem(s: ProvisionSettings): Item {
+  const cert = certPaths(s);
+  const t = s.tls;
+  if (!cert) {
+    return {
+      name: 'tls',
+      script: itemScript(s.check, 'echo "note HTTP only: no domains given, so no certificate and no TLS"'),
+    };
+  }
+  const first = t.domains[0]!;
+  const want = [...t.domains].sort().join(' ');
+  const env = t.caBundle ? sh`REQUESTS_CA_BUNDLE=${ACME_CA_FILE} ` : '';
+  return {
+    name: 'tls',
+    script: itemScript(
+      s.check,
+      'ms_install certbot',
+      'command -v nginx >/dev/null || { echo "nginx is not installed: TLS needs the nginx item" >&2; exit 1; }',
+      t.caBundle
+        ? [
+            sh`if [ ! -d /etc/metalship ]; then ms_apply mkdir -p /etc/metalship; fi`,
+            file(ACME_CA_FILE, t.caBundle, { label: 'ACME CA bundle' }),
+            sh`if [ ! -d ${CERTBOT_DROPIN.replace(/\/[^/]+$/, '')} ]; then ms_apply mkdir -p ${CERTBOT_DROPIN.replace(/\/[^/]+$/, '')}; fi`,
+            file(
+              CERTBOT_DROPIN,
+              `# Managed by metalship: renewals trust the ACME server's CA.\n[Service]\nEnvironment=REQUESTS_CA_BUNDLE=${ACME_CA_FILE}\n`,
+              { label: 'certbot renewal CA', onChange: '[ "$CHECK" = 1 ] || systemctl daemon-reload' },
+            ),
+          ].join('\n')
+        : null,
+      sh`have=$(openssl x509 -in ${cert.certificate} -noout -ext subjectAltName 2>/dev/null | grep -o "DNS:[^,]*" | sed "s/DNS://" | sort | tr "\\n" " " | sed "s/ $//" || true)`,
+      sh`server=$(sed -n "s/^server = //p" /etc/letsencrypt/renewal/${first}.conf 2>/dev/null || true)`,
+      sh`if [ "$have" != ${want} ] || [ "$server" != ${t.server} ]; then`,
+      sh`  ms_changed ${'certificate for ' + t.domains.join(', ') + ' from ' + t.server}`,
+      '  if [ "$CHECK" != 1 ]; then',
+      // The HTTP site answers the challenge on port 80 (the nginx item wrote it).
+      sh`    mkdir -p ${ACME_WEBROOT}`,
+      sh`    if ! out=$(${raw(env)}certbot certonly --non-interactive --agree-tos --email ${t.email} --server ${t.server} --webroot -w ${ACME_WEBROOT} --cert-name ${first} ${t.domains.flatMap((d) => ['-d', d])} --deploy-hook 'systemctl reload nginx' 2>&1); then`,
+      '      echo "certbot failed: $(printf "%s" "$out" | tail -n 8)" >&2; exit 1',
+      '    fi',
+      '    got_cert=1',
+      '  fi',
+      'fi',
+      // The nginx item wrote the TLS site already when the certificate existed; a new one needs it now.
+      'nginx_changed=0',
+      'if [ "${got_cert:-0}" = 1 ]; then',
+      siteLines(s),
+      NGINX_RELOAD,
+      'fi',
+      'if ! systemctl is-enabled --quiet certbot.timer 2>/dev/null; then ms_changed "certbot renewal timer enabled"; ms_apply systemctl enable --now --quiet certbot.timer; fi',
+      sh`if [ "$CHECK" != 1 ]; then echo ${'note certificate ' + cert.certificate}; fi`,
+    ),
+  };
+}

@@ -1,0 +1,74 @@
+// Users: the app user (no login shell) owning the app tree, and optionally a
+// deploy user whose sudo covers exactly the command the actions run.
+
+import { ensureAppTree } from '../release.js';
+import { remoteCommand } from '../../transport/ssh.js';
+import { raw, sh } from '../sh.js';
+import { file, itemScript, type Item } from './common.js';
+import type { ProvisionSettings } from './settings.js';
+
+export const SHARED_PATHS = ['logs', 'uploads', '.env'];
+
+/**
+ * The sudoers rule of the deploy user: the actions run `sudo -n -H -- bash -se`
+ * and nothing else. That command is root-equivalent (it runs any script), so
+ * the rule limits what the user can be used for, not what it could do.
+ */
+export function sudoersRule(user: string): string {
+  const words = remoteCommand(user).split(' ');
+  const args = words.slice(words.indexOf('--') + 2).join(' ');
+  return `# Managed by metalship: the deploy actions run '${remoteCommand(user)}' and nothing else.
+Defaults:${user} !requiretty
+${user} ALL=(root) NOPASSWD: /usr/bin/bash ${args}, /bin/bash ${args}
+`;
+}
+
+export function usersItem(s: ProvisionSettings): Item {
+  const l = s.layout;
+  const d = s.deployUser;
+  const dirs = [
+    l.root,
+    l.releases,
+    l.venvs,
+    l.slots,
+    l.shared,
+    `${l.shared}/logs`,
+    `${l.shared}/uploads`,
+    l.state,
+  ];
+  return {
+    name: 'users',
+    script: itemScript(
+      s.check,
+      'if [ "$CHECK" = 1 ]; then',
+      sh`  if ! id -u ${s.user} >/dev/null 2>&1; then ms_changed ${'app user ' + s.user + ' missing'}; fi`,
+      sh`  for d in ${dirs}; do [ -d "$d" ] || ms_changed "directory $d missing"; done`,
+      'else',
+      ensureAppTree(l, s.user, SHARED_PATHS),
+      'fi',
+      // The app user never logs in.
+      sh`if id -u ${s.user} >/dev/null 2>&1 && [ "$(getent passwd ${s.user} | cut -d: -f7)" != /usr/sbin/nologin ]; then ms_changed ${'login shell of ' + s.user + ' removed'}; ms_apply usermod -s /usr/sbin/nologin ${s.user}; fi`,
+      d
+        ? [
+            sh`if ! id -u ${d.name} >/dev/null 2>&1; then ms_changed ${'deploy user ' + d.name + ' created'}; ms_apply useradd --create-home --shell /bin/bash ${d.name}; fi`,
+            sh`if [ "$CHECK" = 1 ] && ! id -u ${d.name} >/dev/null 2>&1; then exit 0; fi`,
+            sh`home=$(getent passwd ${d.name} | cut -d: -f6)`,
+            sh`if [ ! -d "$home/.ssh" ]; then ms_apply install -d -m 700 -o ${d.name} -g ${d.name} "$home/.ssh"; fi`,
+            file(raw('"$home/.ssh/authorized_keys"'), d.keys.join('\n') + '\n', {
+              mode: '600',
+              owner: `${d.name}:${d.name}`,
+              label: `authorized keys of ${d.name}`,
+            }),
+            'ms_install sudo',
+            sh`sudoers=/etc/sudoers.d/metalship-${d.name}`,
+            sh`tmp=$(mktemp); cat > "$tmp" <<'MS_SUDO_EOF'`,
+            sudoersRule(d.name) + 'MS_SUDO_EOF',
+            'if ! visudo -cqf "$tmp" >/dev/null; then rm -f "$tmp"; echo "visudo rejected the sudoers rule" >&2; exit 1; fi',
+            'if [ -f "$sudoers" ] && cmp -s "$tmp" "$sudoers" && [ "$(stat -c %a "$sudoers")" = 440 ]; then rm -f "$tmp"',
+            'elif [ "$CHECK" = 1 ]; then rm -f "$tmp"; ms_changed "sudoers rule of the deploy user differs or is missing"',
+            'else chmod 440 "$tmp"; mv -f "$tmp" "$sudoers"; ms_changed "sudoers rule of the deploy user written"; fi',
+          ].join('\n')
+        : null,
+    ),
+  };
+}

@@ -1,0 +1,137 @@
+// The provision stage: on each host, read a few facts, then run every item's
+// script over the host's one connection and collect ok / changed / warning /
+// failed per item. A guarded change (firewall, sshd) is kept only when a fresh
+// connection still gets in; otherwise it is reverted over the connection we hold.
+
+import type { Log } from '../log.js';
+import {
+  factsScript,
+  parseFacts,
+  parseItemOutput,
+  planItems,
+  type ItemName,
+  type ProvisionSettings,
+} from '../remote/provision/index.js';
+import { connect } from '../transport/ssh.js';
+import { connectOptions, type ConnectionSettings, type Host, type HostResult } from './hosts.js';
+
+export interface ItemResult {
+  item: ItemName;
+  status: 'ok' | 'changed' | 'warning' | 'failed';
+  detail: string;
+  seconds: number;
+}
+
+export interface ProvisionHostResult extends HostResult {
+  os?: string;
+  python?: string;
+  changed?: number;
+  failed?: number;
+  items?: ItemResult[];
+}
+
+/** Opens one more connection (the runner's key, address and algorithms) and runs `true` over it. */
+export type FreshConnectionTest = () => Promise<void>;
+
+export function freshConnectionTest(host: Host, s: ConnectionSettings, log: Log): FreshConnectionTest {
+  return async () => {
+    const conn = await connect(
+      {
+        host: host.spec.host,
+        port: host.spec.port,
+        user: host.spec.user ?? s['ssh-user'],
+        label: host.spec.label,
+      },
+      { ...connectOptions(s), connectTimeoutMs: Math.min(s['connect-timeout'], 15) * 1000 },
+      log,
+    );
+    try {
+      await conn.run('true', { what: 'the fresh connection test' });
+    } finally {
+      await conn.close();
+    }
+  };
+}
+
+export async function provisionHost(
+  host: Host,
+  settings: ProvisionSettings,
+  test: FreshConnectionTest,
+  log: Log,
+): Promise<ProvisionHostResult> {
+  const label = host.spec.label;
+  const facts = parseFacts(
+    (await host.conn.run(factsScript(host.layout), { what: 'reading the host' })).stdout,
+  );
+  log.info(`[${label}] ${facts.os}${settings.check ? ' (check mode: nothing is changed)' : ''}`);
+  const items: ItemResult[] = [];
+  let python = '';
+  for (const planned of planItems(settings, facts)) {
+    const started = Date.now();
+    if (!planned.item) {
+      items.push({ item: planned.name, status: 'ok', detail: `not managed (${planned.off})`, seconds: 0 });
+      continue;
+    }
+    const item = planned.item;
+    let outcome;
+    let stdout = '';
+    try {
+      const res = await host.conn.exec(item.script, { what: `provision ${item.name}` });
+      stdout = res.stdout;
+      outcome = parseItemOutput(res.code, res.stdout, res.stderr);
+    } catch (err) {
+      outcome = {
+        status: 'failed' as const,
+        changes: [],
+        warnings: [],
+        detail: err instanceof Error ? err.message : String(err),
+      };
+    }
+    python = /^python (\S+)$/m.exec(stdout)?.[1] ?? python;
+    const notes = [...stdout.matchAll(/^note (.*)$/gm)].map((m) => m[1]!);
+    let detail = [outcome.detail, ...notes].filter(Boolean).join('; ');
+    let status = outcome.status;
+    // A guarded change stays only if a new connection still gets in.
+    if (item.guard && /^guard /m.test(stdout) && !settings.check) {
+      try {
+        await test();
+        await host.conn.run(item.guard.confirm, { what: `confirming the ${item.name} change` });
+        detail += '; a fresh SSH connection got in';
+      } catch (err) {
+        const why = err instanceof Error ? err.message.split('\n')[0] : String(err);
+        let reverted = 'reverted';
+        try {
+          await host.conn.run(item.guard.revert, { what: `reverting the ${item.name} change` });
+        } catch (e) {
+          reverted = `revert failed too (${e instanceof Error ? e.message.split('\n')[0] : String(e)}); a timer reverts it within 3 minutes`;
+        }
+        status = 'failed';
+        detail = `a fresh SSH connection failed after the change (${why}): ${reverted}`;
+      }
+    }
+    const result = { item: item.name, status, detail: detail || '–', seconds: (Date.now() - started) / 1000 };
+    items.push(result);
+    const mark = { ok: '✓', changed: '~', warning: '!', failed: '✗' }[status];
+    log.info(
+      `[${label}] ${mark} ${item.name}: ${status}${detail ? ` (${detail})` : ''} ${result.seconds.toFixed(1)} s`,
+    );
+  }
+  const failed = items.filter((i) => i.status === 'failed').length;
+  return {
+    host: label,
+    ok: failed === 0,
+    ...(failed
+      ? {
+          error: `${failed} item(s) failed: ${items
+            .filter((i) => i.status === 'failed')
+            .map((i) => i.item)
+            .join(', ')}`,
+        }
+      : {}),
+    os: facts.os,
+    python,
+    changed: items.filter((i) => i.status === 'changed').length,
+    failed,
+    items,
+  };
+}

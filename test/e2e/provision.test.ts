@@ -1,0 +1,238 @@
+// provision end to end on a bare host (systemd, sshd and python3 only; packages
+// from a local apt file repository), with a real certificate from pebble:
+// converge, a second run with 0 changed, check mode on a drifted host, what
+// answers from outside, Redis, backups, unit hardening, a lock-out that is
+// reverted, and release/switch/verify on the provisioned host.
+import { createConnection } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
+import { spawnSync } from 'node:child_process';
+import { cp, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { provisionRepo } from '../support/aptrepo.js';
+import { runBundle, SAMPLE_APP, sampleAppInputs } from '../support/e2e.js';
+import {
+  bootHosts,
+  ensureKey,
+  shutdownHosts,
+  sshRun,
+  type HostKeyPair,
+  type TestHost,
+} from '../support/hosts.js';
+import { startPebble, type Pebble } from '../support/pebble.js';
+
+const NAME = 'ms-p1';
+const INDEX = 60;
+let key: HostKeyPair;
+let host: TestHost;
+let pebble: Pebble;
+let source: string;
+
+async function on(cmd: string): Promise<string> {
+  const r = await sshRun(host, key, cmd, { timeoutMs: 120000 });
+  if (r.code !== 0) throw new Error(`'${cmd}' failed (${r.code}): ${r.stderr}`);
+  return r.stdout;
+}
+
+function conn(): Record<string, string> {
+  return { hosts: host.address, 'ssh-key': key.privateKey, 'known-hosts': host.knownHosts };
+}
+
+function inputs(extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    ...conn(),
+    app: 'shop',
+    'worker-command': 'python -m worker',
+    'scheduler-command': 'python -m scheduler',
+    env: 'REDIS_URL=redis://shop:redis-Secret-1@127.0.0.1:6379/0\nDATABASE_URL=postgresql://shop:db-Secret-2@127.0.0.1/shop\n',
+    'db-password': 'db-Secret-2',
+    'redis-password': 'redis-Secret-1',
+    domains: 'shop.test',
+    'acme-email': 'ops@example.com',
+    'acme-server': pebble.directory,
+    'acme-ca-bundle': pebble.caBundle,
+    ...extra,
+  };
+}
+
+function items(r: { outputs: Record<string, string> }): Record<string, { status: string; detail: string }> {
+  const res = JSON.parse(r.outputs.results!) as {
+    items: { item: string; status: string; detail: string }[];
+  }[];
+  return Object.fromEntries(res[0]!.items.map((i) => [i.item, i]));
+}
+
+function port(p: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = createConnection({ host: host.address, port: p, timeout: 1500 });
+    s.on('connect', () => (s.destroy(), resolve(true)));
+    s.on('timeout', () => (s.destroy(), resolve(false)));
+    s.on('error', () => resolve(false));
+  });
+}
+
+beforeAll(async () => {
+  await shutdownHosts([NAME]);
+  const repo = await provisionRepo();
+  key = await ensureKey('/run/metalship-provision/key');
+  const booted = await bootHosts([{ name: NAME, index: INDEX }], key, {
+    variant: 'bare',
+    bindRo: [`${repo}:/srv/apt`],
+  });
+  host = booted[0]!;
+  // Test only: the host's apt source is the local repository (it cannot reach a mirror).
+  await on(
+    'echo "deb [trusted=yes] file:/srv/apt ./" > /etc/apt/sources.list && rm -f /etc/apt/sources.list.d/* && apt-get update -qq',
+  );
+  pebble = await startPebble(`10.213.${INDEX}.1`, host.address);
+  source = await mkdtemp(path.join(tmpdir(), 'metalship-prov-'));
+  await cp(SAMPLE_APP, source, { recursive: true });
+}, 600000);
+
+afterAll(async () => {
+  await pebble?.stop();
+  await shutdownHosts([NAME]);
+  if (source) await rm(source, { recursive: true, force: true });
+});
+
+test('a bare host converges; a second run changes nothing', async () => {
+  const t0 = Date.now();
+  const first = await runBundle('provision', inputs(), { timeoutMs: 400000 });
+  const cold = (Date.now() - t0) / 1000;
+  expect(first.stdout).not.toMatch(/::error::/);
+  expect(first.code).toBe(0);
+  expect(first.outputs.failed).toBe('0');
+  expect(Number(first.outputs.changed)).toBeGreaterThan(8);
+  expect(items(first).sysctl!.detail).toMatch(/read-only/); // /proc/sys in the container: a warning, not a failure
+  expect(first.log).not.toContain('db-Secret-2');
+  expect(first.log).not.toContain('redis-Secret-1');
+  expect(first.summary).toContain('| item | status | detail |');
+  const t1 = Date.now();
+  const second = await runBundle('provision', inputs());
+  expect(second.code).toBe(0);
+  expect(second.outputs.changed).toBe('0');
+  process.stdout.write(
+    `provision: cold ${cold.toFixed(1)} s, second run ${((Date.now() - t1) / 1000).toFixed(1)} s\n`,
+  );
+});
+
+test('from outside: only 22, 80 and 443 answer; passwords are refused; nginx serves the pebble certificate', async () => {
+  expect(await Promise.all([22, 80, 443, 5432, 6379, 9100].map(port))).toEqual([
+    true,
+    true,
+    true,
+    false,
+    false,
+    false,
+  ]);
+  const pw = spawnSync(
+    'ssh',
+    [
+      '-F',
+      '/dev/null',
+      '-o',
+      'StrictHostKeyChecking=no',
+      '-o',
+      'UserKnownHostsFile=/dev/null',
+      '-o',
+      'PubkeyAuthentication=no',
+      '-o',
+      'BatchMode=yes',
+      '-o',
+      'PreferredAuthentications=password,keyboard-interactive',
+      `root@${host.address}`,
+      'true',
+    ],
+    { encoding: 'utf8' },
+  );
+  expect(pw.status).not.toBe(0);
+  expect(pw.stderr).toMatch(/Permission denied \(publickey\)/);
+  const issuer = await new Promise<string>((resolve, reject) => {
+    const s = tlsConnect(
+      { host: host.address, port: 443, servername: 'shop.test', rejectUnauthorized: false },
+      () => {
+        resolve(String(s.getPeerCertificate().issuer.CN));
+        s.end();
+      },
+    );
+    s.on('error', reject);
+  });
+  expect(issuer).toMatch(/Pebble/);
+  expect(await on('systemctl is-enabled certbot.timer')).toMatch(/enabled/);
+});
+
+test('Redis refuses unauthenticated clients and dangerous commands; a backup runs and its manifest checks out', async () => {
+  expect(await on('redis-cli -h 127.0.0.1 ping 2>&1 || true')).toMatch(/NOAUTH/);
+  expect(
+    await on('REDISCLI_AUTH=redis-Secret-1 redis-cli --no-auth-warning --user shop flushall 2>&1 || true'),
+  ).toMatch(/NOPERM/);
+  await on(
+    `cd / && runuser -u postgres -- psql -d shop -qc 'create table t(i int); insert into t select generate_series(1, 42)'`,
+  );
+  await on('systemctl start metalship-backup-shop.service');
+  const m = JSON.parse(await on('cat $(ls -t /var/backups/metalship/shop/*.manifest.json | head -1)')) as {
+    file: string;
+    sha256: string;
+    tables: Record<string, number>;
+  };
+  expect(m.tables['public.t']).toBe(42);
+  expect((await on(`sha256sum /var/backups/metalship/shop/${m.file}`)).split(' ')[0]).toBe(m.sha256);
+});
+
+test('the units rate 3.0 or better in systemd-analyze security', async () => {
+  for (const unit of ['shop-api@blue.service', 'shop-worker.service', 'shop-scheduler.service']) {
+    const out = await on(`systemd-analyze security ${unit} 2>&1 | tail -1`);
+    const score = Number(/exposure level for \S+: ([\d.]+)/.exec(out)?.[1]);
+    process.stdout.write(`${out.trim()}\n`);
+    expect(score).toBeLessThanOrEqual(3.0);
+  }
+});
+
+test('check mode on a drifted host reports exactly the drift and changes nothing', async () => {
+  await on(
+    'rm /etc/nginx/sites-enabled/shop && sed -i "s/^MaxAuthTries 3/MaxAuthTries 6/" /etc/ssh/sshd_config.d/00-metalship.conf && systemctl reload ssh',
+  );
+  const r = await runBundle('provision', inputs({ check: 'true' }));
+  expect(r.code).toBe(0);
+  const changed = Object.entries(items(r)).filter(([, i]) => i.status === 'changed');
+  expect(changed.map(([n]) => n)).toEqual(['nginx', 'ssh']);
+  expect(changed[0]![1].detail).toBe('nginx site enabled');
+  expect(changed[1]![1].detail).toMatch(/maxauthtries=6\(want 3\)/);
+  expect(await on('ls /etc/nginx/sites-enabled')).not.toContain('shop');
+  const fix = await runBundle('provision', inputs());
+  expect(fix.outputs.changed).toBe('2');
+});
+
+test('a change that would lock the runner out is reverted', async () => {
+  const r = await runBundle('provision', inputs({ 'ssh-root-login': 'no' }));
+  expect(r.code).toBe(1);
+  expect(items(r).ssh!.status).toBe('failed');
+  expect(items(r).ssh!.detail).toMatch(/fresh SSH connection failed.*reverted/);
+  expect(await on('grep PermitRootLogin /etc/ssh/sshd_config.d/00-metalship.conf')).toContain(
+    'prohibit-password',
+  );
+});
+
+test('release, switch and verify work on the provisioned host', async () => {
+  await on(
+    'apt-get install -y -qq --no-install-recommends python3-uvicorn python3-fastapi python3-sqlalchemy python3-psycopg2 python3-redis python3-alembic python3-httpx >/dev/null',
+  );
+  const app = sampleAppInputs('shop', source);
+  const rel = await runBundle('release', { ...conn(), ...app });
+  expect(rel.code).toBe(0);
+  const id = rel.outputs['release-id']!;
+  const sw = await runBundle('switch', { ...conn(), ...app, 'release-id': id, 'server-name': 'shop.test' });
+  expect(sw.code).toBe(0);
+  const ver = await runBundle('verify', {
+    ...conn(),
+    app: 'shop',
+    'worker-command': app['worker-command']!,
+    'scheduler-command': app['scheduler-command']!,
+  });
+  if (ver.code !== 0) process.stdout.write(ver.stdout + ver.stderr);
+  expect(ver.code).toBe(0);
+  expect(ver.outputs.healthy).toBe('true');
+  // The units the switch wrote are the ones provision installed: provision finds nothing to change.
+  const again = await runBundle('provision', inputs());
+  expect(again.outputs.changed).toBe('0');
+});

@@ -1,0 +1,167 @@
+import { spawnSync } from 'node:child_process';
+import { provisionSettings } from '../../src/actions/provision.js';
+import { parseEnvText } from '../../src/inputs/provision.js';
+import { InputError, parseInputs } from '../../src/inputs/parse.js';
+import { planItems, parseItemOutput, type ProvisionSettings } from '../../src/remote/provision/index.js';
+import { SSH_PORTS } from '../../src/remote/provision/firewall.js';
+import { reloadOneLine } from '../../src/remote/provision/ssh.js';
+import { sudoersRule } from '../../src/remote/provision/users.js';
+import { aclFile } from '../../src/remote/provision/redis.js';
+
+const KEY_B64 = 'AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl';
+const PRIVATE =
+  '-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n';
+const base: Record<string, string> = {
+  hosts: '10.0.0.5',
+  app: 'shop',
+  'ssh-key': PRIVATE,
+  'known-hosts': `10.0.0.5 ssh-ed25519 ${KEY_B64}`,
+  'redis-password': "r'p$(id)`x`",
+  'db-password': 'it\'s; $(rm -rf /) \\ "q"',
+  env: 'A=1\nSECRET="two\nlines"\nexport B=x\n',
+};
+const raw = (v: Record<string, string>) => (n: string) => v[n] ?? '';
+
+function settings(extra: Record<string, string> = {}): ProvisionSettings {
+  const s = parseInputs('provision', raw({ ...base, ...extra }));
+  return provisionSettings(s, { worker: true, scheduler: true });
+}
+
+function allScripts(s: ProvisionSettings): string[] {
+  return planItems(s, { os: 'Debian' }).flatMap((p) =>
+    p.item ? [p.item.script, ...(p.item.guard ? [p.item.guard.confirm, p.item.guard.revert] : [])] : [],
+  );
+}
+
+function bashN(text: string): string {
+  const r = spawnSync('bash', ['-n'], { input: text, encoding: 'utf8' });
+  return r.status === 0 ? '' : r.stderr;
+}
+
+describe('provision inputs', () => {
+  test('defaults parse and need the redis password', () => {
+    expect(() => parseInputs('provision', raw({ ...base, 'redis-password': '' }))).toThrow(/redis-password/);
+    expect(settings().postgresql.database).toBe('shop');
+  });
+  test.each([
+    ['1BAD=x', /line 1: '1BAD' is not a valid key/],
+    ['GOOD=1\nno equals sign here', /line 2 is not KEY=value/],
+    ['A="open', /never closed/],
+  ])('env %j is rejected with the line', (env, msg) => {
+    try {
+      parseInputs('provision', raw({ ...base, env }));
+      throw new Error('accepted');
+    } catch (err) {
+      expect(err).toBeInstanceOf(InputError);
+      expect((err as Error).message).toMatch(/Input 'env': line/);
+      expect((err as Error).message).toMatch(msg);
+      expect((err as Error).message).not.toContain('no equals sign here');
+    }
+  });
+  test('dotenv values parse', () => {
+    const r = parseEnvText(base.env!);
+    expect(r).toMatchObject({ values: { A: '1', SECRET: 'two\nlines', B: 'x' } });
+  });
+  test.each([
+    ['check', 'yes'],
+    ['ssh-root-login', 'yes'],
+    ['domains', 'bad domain'],
+    ['firewall-allow', '22; rm'],
+    ['db-name', 'x"; drop'],
+  ])('%s=%j is invalid', (name, value) => {
+    expect(() => parseInputs('provision', raw({ ...base, [name]: value }))).toThrow(new RegExp(`'${name}'`));
+  });
+  test('domains need acme-email', () => {
+    expect(() => parseInputs('provision', raw({ ...base, domains: 'shop.example.com' }))).toThrow(
+      /acme-email/,
+    );
+  });
+});
+
+describe('provision scripts', () => {
+  const variants: Record<string, string>[] = [
+    {},
+    { check: 'true' },
+    {
+      domains: 'shop.example.com, www.shop.example.com',
+      'acme-email': 'a@example.com',
+      'db-remote-cidrs': '10.0.0.0/8',
+      'deploy-user': 'deploy',
+      'deploy-user-keys': `ssh-ed25519 ${KEY_B64} ci`,
+      'python-install': 'pyenv',
+      'python-version': '3.12',
+      'health-ping-url': 'https://hc.example.com/ping/abc?x=%41',
+      'node-exporter': 'true',
+      'ssh-root-login': 'no',
+    },
+  ];
+  test.each(variants.map((v, i) => [i, v]))('every script of variant %i is valid bash', (_i, v) => {
+    for (const text of allScripts(settings(v))) expect(bashN(text)).toBe('');
+  });
+  test('hostile secrets are quoted, never executed', () => {
+    const text = allScripts(settings()).join('\n');
+    expect(text).not.toContain("it's; $(rm -rf /)");
+    const line = text.split('\n').find((l) => l.includes('alter role'))!;
+    const r = spawnSync('bash', ['-c', `q() { cat; }; CHECK=0\n${line}`], { encoding: 'utf8' });
+    expect(r.stdout).toBe(`alter role :"u" password 'it''s; $(rm -rf /) \\ "q"'\n`);
+    // The Redis password appears only hashed.
+    expect(text).not.toContain("r'p$(id)");
+    expect(aclFile('shop', 'x')).toMatch(/^user default off/);
+    expect(aclFile('shop', 'x')).toContain('-@dangerous');
+  });
+  test('pyenv path: clone, build and the interpreter it prints', () => {
+    const py = planItems(settings({ 'python-install': 'pyenv', 'python-version': '3.12.4' }), {
+      os: '',
+    }).find((p) => p.name === 'python')!.item!.script;
+    expect(py).toContain('git clone --quiet --depth 1 https://github.com/pyenv/pyenv.git /opt/pyenv');
+    expect(py).toContain('/opt/pyenv/bin/pyenv install --skip-existing "$full"');
+    expect(py).toContain('echo "python /opt/pyenv/versions/$full/bin/python3"');
+  });
+  test('check mode changes nothing', () => {
+    const item = planItems(settings({ check: 'true' }), { os: '' });
+    for (const p of item) if (p.item) expect(p.item.script).toContain('CHECK=1');
+  });
+});
+
+describe('Ubuntu differences (command level)', () => {
+  // Runs the port detection with stub systemctl/sshd: Ubuntu 24.04's ssh.socket listens on 2222.
+  function ports(stub: string): string {
+    const r = spawnSync('bash', ['-c', `${stub}\nset -e\n${SSH_PORTS}\necho "PORTS $ssh_ports"`], {
+      encoding: 'utf8',
+    });
+    return (/PORTS (.*)/.exec(r.stdout)?.[1] ?? r.stderr).trim();
+  }
+  test("socket-activated ssh: the socket's ListenStream wins over sshd -T", () => {
+    const stub = `systemctl() { case "$*" in *"is-enabled --quiet ssh.socket"*) return 0;; *"show ssh.socket -p Listen --value"*) echo "[::]:2222 (Stream) 0.0.0.0:2222"; return 0;; esac; return 1; }
+sshd() { echo "port 22"; }`;
+    expect(ports(stub)).toBe('2222');
+  });
+  test('classic sshd: sshd -T ports', () => {
+    const stub = `systemctl() { return 1; }\nsshd() { printf 'port 22\\nport 2200\\n'; }`;
+    expect(ports(stub)).toBe('22 2200');
+  });
+  test('reload: ssh.service, else sshd.service, else nothing when only ssh.socket is up', () => {
+    const run = (active: string) =>
+      spawnSync(
+        'bash',
+        [
+          '-c',
+          `systemctl() { case "$*" in "is-active --quiet ${active}") return 0;; reload*) echo "RELOAD $2"; return 0;; esac; return 1; }\n${reloadOneLine()}`,
+        ],
+        { encoding: 'utf8' },
+      );
+    expect(run('ssh.service').stdout).toBe('RELOAD ssh.service\n');
+    expect(run('ssh.socket').stdout).toBe('');
+    expect(run('none').status).toBe(1);
+  });
+  test('sudoers rule matches the command the actions run', () => {
+    expect(sudoersRule('deploy')).toContain('deploy ALL=(root) NOPASSWD: /usr/bin/bash -se, /bin/bash -se');
+  });
+});
+
+test('item output parsing', () => {
+  expect(parseItemOutput(0, 'changed a\nwarning b\n', '').status).toBe('changed');
+  expect(parseItemOutput(0, 'warning b\n', '').status).toBe('warning');
+  expect(parseItemOutput(0, '', '').status).toBe('ok');
+  expect(parseItemOutput(1, '', 'boom\n')).toMatchObject({ status: 'failed', detail: 'boom' });
+});
