@@ -249,20 +249,23 @@ async function main(): Promise<void> {
     const firstSeconds = (Date.now() - first) / 1000;
     for (let i = 0; i < ROUNDS; i++) {
       await setVersion();
+      let previous = '';
       rows.push([
         'metalship deploy (1 file)',
-        await measure(host, key, url, `"v${version}"`, async () =>
-          Number((await metalshipRun(host, key, source, 'deploy')).outputs['bytes-uploaded']),
-        ),
+        await measure(host, key, url, `"v${version}"`, async () => {
+          const r = await metalshipRun(host, key, source, 'deploy');
+          previous = r.outputs['previous-release-id'] ?? '';
+          return Number(r.outputs['bytes-uploaded']);
+        }),
       ]);
+      // The rollback goes back to the release the deploy replaced.
       rows.push([
         'metalship rollback',
-        await measure(host, key, url, `"v${version - 1}"`, async () => {
+        await measure(host, key, url, `"release":"${previous}"`, async () => {
           await metalshipRun(host, key, source, 'rollback');
           return undefined;
         }),
       ]);
-      // Back to the newest version for the next round (a rollback marked it bad: deploy it anew).
     }
 
     // baseline on the same host: its own unit and nginx site on port 8080.

@@ -69382,6 +69382,7 @@ var external_node_stream_ = __nccwpck_require__(7075);
 
 
 
+
 class RemoteError extends Error {
     host;
     code;
@@ -69625,6 +69626,9 @@ function hostVerifier(entries, target, log, onReject) {
 async function connectOnce(target, options, log, sock) {
     let rejection = null;
     const algorithms = options.knownHosts ? pinnedAlgorithms(options.knownHosts, target.host, target.port) : [];
+    // Our own TCP socket with Nagle off: ssh2 leaves it on, and every small
+    // packet of a command's exchange would then wait out the peer's delayed ACK.
+    const socket = sock ?? (await tcpConnect(target.host, target.port, options.connectTimeoutMs));
     const config = {
         host: target.host,
         port: target.port,
@@ -69636,7 +69640,7 @@ async function connectOnce(target, options, log, sock) {
         keepaliveCountMax: 3,
         hostVerifier: hostVerifier(options.knownHosts, target, log, (r) => (rejection = r)),
         ...(algorithms.length ? { algorithms: { serverHostKey: algorithms } } : {}),
-        ...(sock ? { sock } : {}),
+        sock: socket,
     };
     const ssh = new NodeSSH();
     try {
@@ -69649,6 +69653,24 @@ async function connectOnce(target, options, log, sock) {
         throw err;
     }
     return ssh;
+}
+function tcpConnect(host, port, timeoutMs) {
+    return new Promise((resolve, reject) => {
+        const socket = (0,external_node_net_.connect)({ host, port, noDelay: true });
+        const timer = setTimeout(() => {
+            socket.destroy();
+            reject(new Error(`timed out connecting to ${host}:${port} after ${Math.round(timeoutMs / 1000)} s`));
+        }, timeoutMs);
+        socket.once('connect', () => {
+            clearTimeout(timer);
+            socket.setNoDelay(true);
+            resolve(socket);
+        });
+        socket.once('error', (err) => {
+            clearTimeout(timer);
+            reject(err);
+        });
+    });
 }
 /** Connects with bounded retries for network errors; a host key mismatch is never retried. */
 async function connect(target, options, log) {

@@ -55335,6 +55335,8 @@ class NodeSSH {
 
 // EXTERNAL MODULE: external "node:crypto"
 var external_node_crypto_ = __nccwpck_require__(7598);
+// EXTERNAL MODULE: external "node:net"
+var external_node_net_ = __nccwpck_require__(7030);
 // EXTERNAL MODULE: external "node:stream"
 var external_node_stream_ = __nccwpck_require__(7075);
 ;// CONCATENATED MODULE: ./src/inputs/known-hosts.ts
@@ -55492,6 +55494,7 @@ function pinnedAlgorithms(entries, host, port) {
 ;// CONCATENATED MODULE: ./src/transport/ssh.ts
 // The only module that talks SSH. One connection per host per run; every script
 // goes on stdin to bash with errexit, nounset and pipefail, and its exit code decides.
+
 
 
 
@@ -55739,6 +55742,9 @@ function hostVerifier(entries, target, log, onReject) {
 async function connectOnce(target, options, log, sock) {
     let rejection = null;
     const algorithms = options.knownHosts ? pinnedAlgorithms(options.knownHosts, target.host, target.port) : [];
+    // Our own TCP socket with Nagle off: ssh2 leaves it on, and every small
+    // packet of a command's exchange would then wait out the peer's delayed ACK.
+    const socket = sock ?? (await tcpConnect(target.host, target.port, options.connectTimeoutMs));
     const config = {
         host: target.host,
         port: target.port,
@@ -55750,7 +55756,7 @@ async function connectOnce(target, options, log, sock) {
         keepaliveCountMax: 3,
         hostVerifier: hostVerifier(options.knownHosts, target, log, (r) => (rejection = r)),
         ...(algorithms.length ? { algorithms: { serverHostKey: algorithms } } : {}),
-        ...(sock ? { sock } : {}),
+        sock: socket,
     };
     const ssh = new NodeSSH();
     try {
@@ -55763,6 +55769,24 @@ async function connectOnce(target, options, log, sock) {
         throw err;
     }
     return ssh;
+}
+function tcpConnect(host, port, timeoutMs) {
+    return new Promise((resolve, reject) => {
+        const socket = (0,external_node_net_.connect)({ host, port, noDelay: true });
+        const timer = setTimeout(() => {
+            socket.destroy();
+            reject(new Error(`timed out connecting to ${host}:${port} after ${Math.round(timeoutMs / 1000)} s`));
+        }, timeoutMs);
+        socket.once('connect', () => {
+            clearTimeout(timer);
+            socket.setNoDelay(true);
+            resolve(socket);
+        });
+        socket.once('error', (err) => {
+            clearTimeout(timer);
+            reject(err);
+        });
+    });
 }
 /** Connects with bounded retries for network errors; a host key mismatch is never retried. */
 async function connect(target, options, log) {
@@ -66348,8 +66372,6 @@ function checkCommand(v) {
     return words;
 }
 
-// EXTERNAL MODULE: external "node:net"
-var external_node_net_ = __nccwpck_require__(7030);
 ;// CONCATENATED MODULE: ./src/inputs/hosts.ts
 // Parses the `hosts` input: one or more hosts, newline- or comma-separated, each
 // `host`, `host:port`, `user@host`, `user@host:port` or a bracketed IPv6 address

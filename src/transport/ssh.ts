@@ -3,6 +3,7 @@
 
 import { NodeSSH, type Config } from 'node-ssh';
 import { randomBytes } from 'node:crypto';
+import { connect as netConnect, type Socket } from 'node:net';
 import { PassThrough, Readable, type Writable } from 'node:stream';
 import type { Log } from '../log.js';
 import { pinnedAlgorithms, verifyHostKey, type KnownHostEntry } from '../inputs/known-hosts.js';
@@ -337,6 +338,9 @@ async function connectOnce(
 ): Promise<NodeSSH> {
   let rejection: string | null = null;
   const algorithms = options.knownHosts ? pinnedAlgorithms(options.knownHosts, target.host, target.port) : [];
+  // Our own TCP socket with Nagle off: ssh2 leaves it on, and every small
+  // packet of a command's exchange would then wait out the peer's delayed ACK.
+  const socket = sock ?? (await tcpConnect(target.host, target.port, options.connectTimeoutMs));
   const config: Config = {
     host: target.host,
     port: target.port,
@@ -348,7 +352,7 @@ async function connectOnce(
     keepaliveCountMax: 3,
     hostVerifier: hostVerifier(options.knownHosts, target, log, (r) => (rejection = r)),
     ...(algorithms.length ? { algorithms: { serverHostKey: algorithms as never } } : {}),
-    ...(sock ? { sock } : {}),
+    sock: socket,
   };
   const ssh = new NodeSSH();
   try {
@@ -359,6 +363,25 @@ async function connectOnce(
     throw err;
   }
   return ssh;
+}
+
+function tcpConnect(host: string, port: number, timeoutMs: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = netConnect({ host, port, noDelay: true });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`timed out connecting to ${host}:${port} after ${Math.round(timeoutMs / 1000)} s`));
+    }, timeoutMs);
+    socket.once('connect', () => {
+      clearTimeout(timer);
+      socket.setNoDelay(true);
+      resolve(socket);
+    });
+    socket.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+  });
 }
 
 /** Connects with bounded retries for network errors; a host key mismatch is never retried. */
