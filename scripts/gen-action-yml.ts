@@ -1,7 +1,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { ACTION_NAMES } from '../src/inputs/actions.js';
-import { ACTION_FILES, renderActionYml } from '../src/meta/action-yml.js';
+import { ACTION_FILES, renderActionYml, renderReference } from '../src/meta/action-yml.js';
 
 for (const name of ACTION_NAMES) {
   const { path } = ACTION_FILES[name];
@@ -9,3 +9,6 @@ for (const name of ACTION_NAMES) {
   await writeFile(path, renderActionYml(name));
   console.log(`wrote ${path}`);
 }
+await mkdir('docs', { recursive: true });
+await writeFile('docs/reference.md', renderReference());
+console.log('wrote docs/reference.md');

@@ -64592,6 +64592,13 @@ const rollbackMigrateInputs = {
     'migrate-host': migrateHostField,
 };
 const deployOnlyInputs = {
+    'restore-proof-days': fields_int({
+        description: 'Warn when the backups in backup-dir on the migrate host were last proven to restore (backup-verify) longer ago than this. 0: never warn.',
+        default: '45',
+        min: 0,
+        max: 3650,
+        unit: 'days',
+    }),
     'rollback-on-failure': bool({
         description: 'When verification fails after the switch, switch back to the previous release (the job still fails).',
         default: 'true',
@@ -65098,6 +65105,7 @@ const actions = {
             ...deployMigrateInputs,
             ...verifyInputs,
             ...deployOnlyInputs,
+            'backup-dir': backupVerifyInputs['backup-dir'],
         },
         outputs: {
             'release-id': { description: 'The release deployed.' },
@@ -74718,108 +74726,6 @@ async function rollback(s, log) {
 }
 const rollback_run = () => runAction('rollback', rollback);
 
-;// CONCATENATED MODULE: ./src/actions/deploy.ts
-// The whole deploy in one process: one connection and one lock per host from
-// the first upload to the last health check.
-
-
-
-
-
-async function deploy(s, log) {
-    return withHosts(s, log, 'deploy', async (hosts) => {
-        const timings = {};
-        const time = async (name, fn) => {
-            const t = Date.now();
-            try {
-                return await fn();
-            }
-            finally {
-                timings[name] = (Date.now() - t) / 1000;
-            }
-        };
-        const outputs = { healthy: 'false', 'rolled-back': 'false' };
-        const rel = await time('release', () => releaseStage(hosts, s, log));
-        const id = rel.releaseId;
-        outputs['release-id'] = id;
-        outputs['previous-release-id'] = rel.results.find((r) => r.previous)?.previous ?? '';
-        outputs['bytes-uploaded'] = String(rel.results.reduce((n, r) => n + (r.bytesUploaded ?? 0), 0));
-        const rows = new Map(rel.results.map((r) => [
-            r.host,
-            { ...r },
-        ]));
-        const summary = () => `Release **${id}** (previous: ${outputs['previous-release-id'] || 'none'})\n\n` +
-            resultsTable([...rows.values()], [
-                ['previous', 'previous'],
-                ['filesSent', 'files sent'],
-                ['bytesUploaded', 'bytes sent'],
-                ['slot', 'slot'],
-                ['healthy', 'healthy'],
-            ]) +
-            `\n\nStage seconds: ${Object.entries(timings)
-                .map(([k, v]) => `${k} ${v.toFixed(2)}`)
-                .join(', ')}`;
-        const fail = (failure) => ({
-            outputs,
-            results: [...rows.values()],
-            summary: summary(),
-            failure,
-        });
-        const releaseFailed = rel.results.filter((r) => !r.ok);
-        if (releaseFailed.length)
-            return fail(`release ${id} failed; nothing was switched:\n${releaseFailed.map((r) => `${r.host}: ${r.error}`).join('\n')}`);
-        if (s.migrate) {
-            const host = pickMigrateHost(hosts, s['migrate-host']);
-            try {
-                const out = await time('migrate', () => log.group(`Migrate on ${host.spec.label}`, () => migrateOnHost(host, id, { ...s, command: s['migrate-command'], backup: s['migrate-backup'] }, log)));
-                outputs['revision-before'] = out.before;
-                outputs['revision-after'] = out.after;
-                Object.assign(rows.get(host.spec.label) ?? {}, { schema: `${out.before || 'empty'} → ${out.after || 'empty'}` });
-            }
-            catch (err) {
-                const message = err instanceof Error ? err.message : String(err);
-                await markFailedEverywhere(hosts, id, message);
-                Object.assign(rows.get(host.spec.label) ?? {}, { ok: false, error: message });
-                return fail(`the migration for ${id} failed on ${host.spec.label}; ${id} is marked failed and the previous release keeps serving:\n${message}`);
-            }
-        }
-        const sw = await time('switch', () => switchFleet(hosts, id, s, log));
-        for (const r of sw.results)
-            Object.assign(rows.get(r.host) ?? {}, {
-                slot: r.slot,
-                ok: r.ok,
-                ...(r.error ? { error: r.error } : {}),
-            });
-        const switchFailed = sw.results.filter((r) => !r.ok);
-        if (switchFailed.length) {
-            await markBad(hosts, id, 'switch failed', log);
-            return fail(`switching to ${id} failed (the previous release kept serving${sw.reverted.length ? `; reverted ${sw.reverted.join(', ')}` : ''}):\n` +
-                switchFailed.map((r) => `${r.host}: ${r.error}`).join('\n'));
-        }
-        const checks = await time('verify', () => verifyStage(hosts, { ...s, 'expect-body': s['expect-body'].replaceAll('{release}', id) }, log));
-        for (const c of checks) {
-            const row = rows.get(c.host);
-            if (row)
-                Object.assign(row, { healthy: c.ok, ...(c.error ? { ok: false, error: c.error } : {}) });
-        }
-        const unhealthy = checks.filter((c) => !c.ok);
-        if (unhealthy.length) {
-            const reason = unhealthy.map((c) => c.error).join('\n');
-            if (s['rollback-on-failure']) {
-                const reverted = await time('rollback', () => revertHosts(hosts, sw.results, s, log));
-                await markBad(hosts, id, 'failed verification', log);
-                outputs['rolled-back'] = String(reverted.length > 0);
-                return fail(`${id} failed verification and was rolled back to ${outputs['previous-release-id'] || 'nothing'} on ${reverted.join(', ') || 'no host'}:\n${reason}`);
-            }
-            return fail(`${id} failed verification (rollback-on-failure is off, so it stays current):\n${reason}`);
-        }
-        outputs.healthy = 'true';
-        await time('cleanup', () => cleanupStage(hosts, s['keep-releases'], log));
-        return { outputs, results: [...rows.values()], summary: summary() };
-    });
-}
-const deploy_run = () => runAction('deploy', deploy);
-
 ;// CONCATENATED MODULE: ./src/remote/backup.ts
 // PostgreSQL backups: the backup program installed on a database host, its
 // daily timer, and a one-off run. Pure functions from settings to bash.
@@ -74993,7 +74899,7 @@ function parseBackupPath(stdout) {
  * with the record of the last successful restore test, and `NOW <epoch>`.
  */
 function lastVerifiedScript(backupDir) {
-    return script(sh `f=${lastVerifiedPath(backupDir)}`, 'if [ -f "$f" ]; then echo "LAST_VERIFIED $(head -c 10000 -- "$f" | tr -d \'\\n\')"; fi', 'echo "NOW $(date -u +%s)"');
+    return sh_script(sh_sh `f=${lastVerifiedPath(backupDir)}`, 'if [ -f "$f" ]; then echo "LAST_VERIFIED $(head -c 10000 -- "$f" | tr -d \'\\n\')"; fi', 'echo "NOW $(date -u +%s)"');
 }
 /**
  * A warning for the deploy log when the backups were never proven to restore, or
@@ -75021,6 +74927,127 @@ function verificationWarning(stdout, maxDays = 45) {
     return days > maxDays
         ? `the backups were last proven to restore ${days.toFixed(0)} days ago: is the monthly restore test still running?`
         : null;
+}
+
+;// CONCATENATED MODULE: ./src/actions/deploy.ts
+// The whole deploy in one process: one connection and one lock per host from
+// the first upload to the last health check.
+
+
+
+
+
+
+
+async function deploy(s, log) {
+    return withHosts(s, log, 'deploy', async (hosts) => {
+        const timings = {};
+        const time = async (name, fn) => {
+            const t = Date.now();
+            try {
+                return await fn();
+            }
+            finally {
+                timings[name] = (Date.now() - t) / 1000;
+            }
+        };
+        const outputs = { healthy: 'false', 'rolled-back': 'false' };
+        const rel = await time('release', () => releaseStage(hosts, s, log));
+        const id = rel.releaseId;
+        outputs['release-id'] = id;
+        outputs['previous-release-id'] = rel.results.find((r) => r.previous)?.previous ?? '';
+        outputs['bytes-uploaded'] = String(rel.results.reduce((n, r) => n + (r.bytesUploaded ?? 0), 0));
+        const rows = new Map(rel.results.map((r) => [
+            r.host,
+            { ...r },
+        ]));
+        const summary = () => `Release **${id}** (previous: ${outputs['previous-release-id'] || 'none'})\n\n` +
+            resultsTable([...rows.values()], [
+                ['previous', 'previous'],
+                ['filesSent', 'files sent'],
+                ['bytesUploaded', 'bytes sent'],
+                ['slot', 'slot'],
+                ['healthy', 'healthy'],
+            ]) +
+            `\n\nStage seconds: ${Object.entries(timings)
+                .map(([k, v]) => `${k} ${v.toFixed(2)}`)
+                .join(', ')}`;
+        const fail = (failure) => ({
+            outputs,
+            results: [...rows.values()],
+            summary: summary(),
+            failure,
+        });
+        const releaseFailed = rel.results.filter((r) => !r.ok);
+        if (releaseFailed.length)
+            return fail(`release ${id} failed; nothing was switched:\n${releaseFailed.map((r) => `${r.host}: ${r.error}`).join('\n')}`);
+        if (s.migrate) {
+            const host = pickMigrateHost(hosts, s['migrate-host']);
+            try {
+                const out = await time('migrate', () => log.group(`Migrate on ${host.spec.label}`, () => migrateOnHost(host, id, { ...s, command: s['migrate-command'], backup: s['migrate-backup'] }, log)));
+                outputs['revision-before'] = out.before;
+                outputs['revision-after'] = out.after;
+                Object.assign(rows.get(host.spec.label) ?? {}, { schema: `${out.before || 'empty'} → ${out.after || 'empty'}` });
+            }
+            catch (err) {
+                const message = err instanceof Error ? err.message : String(err);
+                await markFailedEverywhere(hosts, id, message);
+                Object.assign(rows.get(host.spec.label) ?? {}, { ok: false, error: message });
+                return fail(`the migration for ${id} failed on ${host.spec.label}; ${id} is marked failed and the previous release keeps serving:\n${message}`);
+            }
+        }
+        const sw = await time('switch', () => switchFleet(hosts, id, s, log));
+        for (const r of sw.results)
+            Object.assign(rows.get(r.host) ?? {}, {
+                slot: r.slot,
+                ok: r.ok,
+                ...(r.error ? { error: r.error } : {}),
+            });
+        const switchFailed = sw.results.filter((r) => !r.ok);
+        if (switchFailed.length) {
+            await markBad(hosts, id, 'switch failed', log);
+            return fail(`switching to ${id} failed (the previous release kept serving${sw.reverted.length ? `; reverted ${sw.reverted.join(', ')}` : ''}):\n` +
+                switchFailed.map((r) => `${r.host}: ${r.error}`).join('\n'));
+        }
+        const checks = await time('verify', () => verifyStage(hosts, { ...s, 'expect-body': s['expect-body'].replaceAll('{release}', id) }, log));
+        for (const c of checks) {
+            const row = rows.get(c.host);
+            if (row)
+                Object.assign(row, { healthy: c.ok, ...(c.error ? { ok: false, error: c.error } : {}) });
+        }
+        const unhealthy = checks.filter((c) => !c.ok);
+        if (unhealthy.length) {
+            const reason = unhealthy.map((c) => c.error).join('\n');
+            if (s['rollback-on-failure']) {
+                const reverted = await time('rollback', () => revertHosts(hosts, sw.results, s, log));
+                await markBad(hosts, id, 'failed verification', log);
+                outputs['rolled-back'] = String(reverted.length > 0);
+                return fail(`${id} failed verification and was rolled back to ${outputs['previous-release-id'] || 'nothing'} on ${reverted.join(', ') || 'no host'}:\n${reason}`);
+            }
+            return fail(`${id} failed verification (rollback-on-failure is off, so it stays current):\n${reason}`);
+        }
+        outputs.healthy = 'true';
+        await time('cleanup', () => cleanupStage(hosts, s['keep-releases'], log));
+        const proof = s['restore-proof-days'] > 0 ? await restoreProofWarning(pickMigrateHost(hosts, s['migrate-host']), s, log) : null;
+        return { outputs, results: [...rows.values()], summary: summary() + (proof ? `\n\n⚠️ ${proof}` : '') };
+    });
+}
+const deploy_run = () => runAction('deploy', deploy);
+/**
+ * Scheduled restore tests stop silently (GitHub disables schedules after 60 days
+ * without activity): every deploy looks at the last proof beside the backups.
+ */
+async function restoreProofWarning(host, s, log) {
+    const dir = s['backup-dir'];
+    const res = await host.conn.exec(sh_script(sh_sh `if [ ! -d ${dir} ]; then echo NO_BACKUPS; exit 0; fi`, lastVerifiedScript(dir)), {
+        what: 'reading the last restore test',
+    });
+    if (res.code !== 0 || res.stdout.includes('NO_BACKUPS'))
+        return null;
+    const warning = verificationWarning(res.stdout, s['restore-proof-days']);
+    if (warning)
+        log.warn(`${host.spec.label}: ${warning}`);
+    return warning ? `${host.spec.label}: ${warning}` : null;
 }
 
 ;// CONCATENATED MODULE: ./src/remote/restore.ts

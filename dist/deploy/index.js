@@ -54372,6 +54372,278 @@ module.exports = {"rE":"1.17.0"};
 /************************************************************************/
 var __webpack_exports__ = {};
 
+;// CONCATENATED MODULE: ./src/remote/sh.ts
+// Shell script building where quoting is the default: every value interpolated
+// into `sh` is single-quoted unless explicitly wrapped in raw().
+class Raw {
+    text;
+    constructor(text) {
+        this.text = text;
+    }
+}
+/** Marks text as already-safe shell (a fragment we built ourselves, never user input). */
+function raw(text) {
+    return new Raw(text);
+}
+/** POSIX single-quote a value: the result is one shell word with the exact bytes of value. */
+function quote(value) {
+    const text = String(value);
+    if (text.includes('\0'))
+        throw new Error('a shell value cannot contain a NUL byte');
+    if (text !== '' && /^[A-Za-z0-9_@%+=:,./-]+$/.test(text))
+        return text;
+    return `'${text.replace(/'/g, `'\\''`)}'`;
+}
+function render(value) {
+    if (value instanceof Raw)
+        return value.text;
+    if (Array.isArray(value))
+        return value.map((v) => render(v)).join(' ');
+    return quote(value);
+}
+/** Tagged template: sh`rm -rf ${dir}` quotes dir; sh`${raw('$HOME')}` does not. */
+function sh_sh(strings, ...values) {
+    let out = strings[0] ?? '';
+    values.forEach((value, i) => {
+        out += render(value) + (strings[i + 1] ?? '');
+    });
+    return out;
+}
+/** Joins script fragments into one script, one fragment per line block. */
+function sh_script(...parts) {
+    return parts.filter((p) => typeof p === 'string' && p.length > 0).join('\n') + '\n';
+}
+/**
+ * A heredoc that writes content to a file exactly (no expansion); the delimiter
+ * is chosen so that it cannot occur in the content.
+ */
+function sh_heredoc(content) {
+    let delimiter = 'METALSHIP_EOF';
+    let n = 0;
+    while (content.split('\n').includes(delimiter))
+        delimiter = `METALSHIP_EOF_${++n}`;
+    const body = content.endsWith('\n') ? content : content + '\n';
+    return { open: `<<'${delimiter}'`, body: `${body}${delimiter}` };
+}
+/** Script lines that write content to path atomically (temp file + rename) with mode and owner. */
+function writeFileAtomic(path, content, opts = {}) {
+    const doc = sh_heredoc(content);
+    const tmp = `${path}.metalship-tmp`;
+    return sh_script(sh_sh `cat > ${tmp} ${raw(doc.open)}`, doc.body, opts.mode ? sh_sh `chmod ${opts.mode} ${tmp}` : null, opts.owner ? sh_sh `chown ${opts.owner} ${tmp}` : null, sh_sh `mv -f ${tmp} ${path}`).trimEnd();
+}
+/**
+ * Script lines that write content to path only when it differs, and print
+ * "changed <label>" when they did; nothing otherwise. Used for idempotent config.
+ */
+function sh_ensureFile(path, content, opts = {}) {
+    const doc = sh_heredoc(content);
+    const tmp = `${path}.metalship-new`;
+    return sh_script(sh_sh `cat > ${tmp} ${raw(doc.open)}`, doc.body, opts.mode ? sh_sh `chmod ${opts.mode} ${tmp}` : null, opts.owner ? sh_sh `chown ${opts.owner} ${tmp}` : null, sh_sh `if [ -f ${path} ] && cmp -s ${tmp} ${path}; then rm -f ${tmp}; else mv -f ${tmp} ${path}; echo ${'changed ' + (opts.label ?? path)}; ${raw(opts.onChange ?? ':')}; fi`).trimEnd();
+}
+
+;// CONCATENATED MODULE: ./src/remote/backup.ts
+// PostgreSQL backups: the backup program installed on a database host, its
+// daily timer, and a one-off run. Pure functions from settings to bash.
+//
+// One backup is three files in the backup directory (700, root):
+//   <database>_<YYYYmmddTHHMMSSZ>_<label>.dump            pg_dump -Fc
+//   <database>_<YYYYmmddTHHMMSSZ>_<label>.globals.sql     pg_dumpall --globals-only
+//   <database>_<YYYYmmddTHHMMSSZ>_<label>.manifest.json   written last, atomically
+// The manifest's row counts are taken in the same snapshot as the dump, so a
+// restore must reproduce them exactly.
+
+const DEFAULT_BACKUP_LABEL = 'manual';
+const DEFAULT_RETENTION_DAYS = 30;
+function defaultBackupDir(app) {
+    return `/var/backups/metalship/${app}`;
+}
+function backupProgramPath(app) {
+    return `/usr/local/sbin/metalship-backup-${app}`;
+}
+function backupUnitNames(app) {
+    return { service: `metalship-backup-${app}.service`, timer: `metalship-backup-${app}.timer` };
+}
+/** The file with the record of the last successful restore test, beside the backups. */
+function lastVerifiedPath(backupDir) {
+    return `${backupDir}/.last-verified.json`;
+}
+const NAME_RE = /^[A-Za-z0-9_][A-Za-z0-9_-]{0,62}$/;
+const LABEL_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$/;
+const APP_RE = /^[a-z][a-z0-9_-]{0,31}$/;
+/** Backup file names: <database>_<UTC stamp>_<label>.dump (the label may hold '_'). */
+const BACKUP_NAME_RE = /^([A-Za-z0-9_][A-Za-z0-9_-]{0,62})_(\d{8}T\d{6}Z)_([A-Za-z0-9][A-Za-z0-9._-]{0,79})\.dump$/;
+function validDatabaseName(name) {
+    return NAME_RE.test(name) ? null : 'letters, digits, _ and - only (1 to 63, not starting with -)';
+}
+function validBackupLabel(label) {
+    return LABEL_RE.test(label)
+        ? null
+        : 'letters, digits, ., _ and - only (1 to 80, starting with a letter or digit)';
+}
+function check(opts) {
+    if (!APP_RE.test(opts.app))
+        throw new Error(`backup: app ${JSON.stringify(opts.app)} is not a valid app name`);
+    const db = validDatabaseName(opts.database);
+    if (db)
+        throw new Error(`backup: database ${JSON.stringify(opts.database)}: ${db}`);
+    if (!/^\/[^\0\n]*$/.test(opts.backupDir) ||
+        opts.backupDir === '/' ||
+        /(^|\/)\.\.?(\/|$)/.test(opts.backupDir))
+        throw new Error(`backup: backup directory ${JSON.stringify(opts.backupDir)} must be an absolute path, not /`);
+    if (!Number.isInteger(opts.retentionDays) || opts.retentionDays < 1 || opts.retentionDays > 3650)
+        throw new Error(`backup: retention ${opts.retentionDays} must be a whole number of days from 1 to 3650`);
+}
+/**
+ * SQL that prints one JSON object line {"schema.table": rows, ...} for every
+ * table whose data pg_dump dumps (ordinary tables and partitions, not the
+ * catalogs or extension members). Used at backup time, inside the snapshot, and
+ * after a restore, so both sides count the same way.
+ */
+const ROW_COUNTS_SQL = (/* unused pure expression or super */ null && (`SELECT coalesce(json_object_agg(t.name, t.n ORDER BY t.name), '{}')::text FROM (` +
+    `SELECT n.nspname || '.' || c.relname AS name, ` +
+    `(xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', n.nspname, c.relname), false, true, '')))[1]::text::bigint AS n ` +
+    `FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace ` +
+    `WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' ` +
+    `AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')` +
+    `) t;`));
+/**
+ * The backup program (/usr/local/sbin/metalship-backup-{app}). Usage:
+ * `metalship-backup-{app} [label]`; prints the dump's path on its last line.
+ */
+function backupProgram(opts) {
+    check(opts);
+    return script('#!/bin/bash', sh `# metalship-backup-${opts.app}: PostgreSQL backup of ${opts.database}. Managed by metalship; changes are overwritten.`, '# Usage: metalship-backup-APP [label]   (label: daily, manual, pre-migrate-<release>, ...)', 'set -euo pipefail', 'umask 077', sh `DB=${opts.database}`, sh `DIR=${opts.backupDir}`, sh `RETENTION_DAYS=${opts.retentionDays}`, sh `LABEL=\${1:-${DEFAULT_BACKUP_LABEL}}`, 'say() { printf "metalship-backup: %s\\n" "$*" >&2; }', 'die() { say "error: $*"; exit 1; }', `[[ $LABEL =~ ${LABEL_RE.source} ]] || die "label '$LABEL' is invalid: letters, digits, ., _ and - only (1 to 80, starting with a letter or digit)"`, '[ "$(id -u)" = 0 ] || die "must run as root (it runs pg_dump as the postgres user and owns the backup directory)"', 'for tool in pg_dump pg_dumpall psql sha256sum runuser flock; do command -v "$tool" >/dev/null || die "$tool is not installed"; done', 'cd /', 'mkdir -p -- "$DIR"', 'chown root:root -- "$DIR"', 'chmod 700 -- "$DIR"', 
+    // One backup of this database at a time; a second waits.
+    'exec 8>>"$DIR/.backup.lock"', 'flock 8', 'now=$(date -u +%s)', 'stamp=$(date -u -d "@$now" +%Y%m%dT%H%M%SZ)', 'while [ -e "$DIR/${DB}_${stamp}_${LABEL}.dump" ] || [ -e "$DIR/${DB}_${stamp}_${LABEL}.manifest.json" ]; do', '  sleep 1; now=$(date -u +%s); stamp=$(date -u -d "@$now" +%Y%m%dT%H%M%SZ)', 'done', 'created=$(date -u -d "@$now" +%Y-%m-%dT%H:%M:%SZ)', 'base="${DB}_${stamp}_${LABEL}"', 'dump="$DIR/$base.dump"', 'manifest="$DIR/$base.manifest.json"', 'globals="$DIR/$base.globals.sql"', 'tmp_dump="$DIR/.$base.dump.partial"', 'tmp_manifest="$DIR/.$base.manifest.partial"', 'tmp_globals="$DIR/.$base.globals.partial"', 'psql_err=$(mktemp)', 'chmod 644 "$psql_err"', 'psql_pid=""', 'cleanup() {', '  rm -f -- "$tmp_dump" "$tmp_manifest" "$tmp_globals" "$psql_err"', '  if [ -n "$psql_pid" ]; then kill "$psql_pid" 2>/dev/null || true; fi', '}', 'trap cleanup EXIT', 'start=$(date +%s)', 
+    // The snapshot: a REPEATABLE READ transaction held open by a psql coprocess.
+    // Its first query exports the snapshot; the row counts and pg_dump read that same snapshot.
+    'coproc PSQL { exec runuser -u postgres -- psql -X -q -A -t -v ON_ERROR_STOP=1 -d "$DB" 2>"$psql_err"; }', 'psql_pid=$PSQL_PID', 'exec 5<&"${PSQL[0]}" 6>&"${PSQL[1]}"', "printf '%s\\n' 'BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;' 'SELECT pg_export_snapshot();' >&6", 'snap=""', 'IFS= read -r snap <&5 || true', '[[ $snap =~ ^[0-9A-Fa-f]+-[0-9A-Fa-f]+(-[0-9]+)?$ ]] || die "cannot open a snapshot of database $DB: $(head -c 2000 "$psql_err")"', "printf '%s\\n' \"SELECT to_json(current_setting('server_version'))::text;\" >&6", 'pg_version=""', 'IFS= read -r pg_version <&5 || die "cannot read the server version: $(head -c 2000 "$psql_err")"', heredocVar('counts_sql', ROW_COUNTS_SQL), 'printf \'%s\\n\' "$counts_sql" >&6', 'tables=""', 'IFS= read -r tables <&5 || die "cannot count the rows of $DB: $(head -c 2000 "$psql_err")"', '[[ $tables == "{"* ]] || die "unexpected row counts from $DB: $tables $(head -c 2000 "$psql_err")"', 'if ! runuser -u postgres -- pg_dump -Fc --snapshot="$snap" -d "$DB" > "$tmp_dump"; then die "pg_dump of $DB failed"; fi', "printf '%s\\n' 'COMMIT;' '\\q' >&6", 'exec 6>&- 5<&-', 'wait "$psql_pid" || die "the snapshot transaction failed: $(head -c 2000 "$psql_err")"', 'psql_pid=""', 
+    // Globals (roles, tablespaces) are cluster-wide and small: beside every dump.
+    'if runuser -u postgres -- pg_dumpall --globals-only > "$tmp_globals"; then', '  sync -- "$tmp_globals" 2>/dev/null || true', '  mv -f -- "$tmp_globals" "$globals"', 'else', '  say "warning: pg_dumpall --globals-only failed; the dump is still complete"', 'fi', 'size=$(stat -c %s -- "$tmp_dump")', '[ "$size" -gt 0 ] || die "pg_dump wrote nothing"', 'sha=$(sha256sum -- "$tmp_dump" | cut -d" " -f1)', 'sync -- "$tmp_dump" 2>/dev/null || true', 'mv -f -- "$tmp_dump" "$dump"', 'printf \'{"database": "%s", "created": "%s", "label": "%s", "file": "%s", "size": %s, "sha256": "%s", "pg_version": %s, "tables": %s}\\n\' \\', '  "$DB" "$created" "$LABEL" "$base.dump" "$size" "$sha" "$pg_version" "$tables" > "$tmp_manifest"', 'sync -- "$tmp_manifest" 2>/dev/null || true', 'mv -f -- "$tmp_manifest" "$manifest"', 'sync -- "$DIR" 2>/dev/null || true', 'say "$base.dump: $size bytes, $(( $(date +%s) - start )) s"', 
+    // Retention: backups of this database older than the limit. The new one is never older.
+    'pattern="${DB}_[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z_*"', 'find "$DIR" -maxdepth 1 -type f \\( -name "$pattern.dump" -o -name "$pattern.manifest.json" -o -name "$pattern.globals.sql" \\) \\', '  -mmin "+$(( RETENTION_DAYS * 1440 ))" -print -delete | sed "s|^|metalship-backup: removed old |" >&2', 'find "$DIR" -maxdepth 1 -type f -name ".${DB}_*.partial" -mmin +1440 -delete', 'printf \'%s\\n\' "$dump"');
+}
+/** `name=<exact text>` as a bash assignment, via a quoted heredoc (no expansion). */
+function heredocVar(name, text) {
+    const doc = heredoc(text);
+    return `${name}=$(cat ${doc.open}\n${doc.body}\n)`;
+}
+function unitFiles(opts) {
+    const onCalendar = opts.onCalendar ?? 'daily';
+    if (!/^[A-Za-z0-9 *:,./~+-]{1,100}$/.test(onCalendar))
+        throw new Error(`backup: OnCalendar ${JSON.stringify(onCalendar)} has characters a calendar spec cannot have`);
+    const prog = backupProgramPath(opts.app);
+    const service = [
+        '# Managed by metalship.',
+        '[Unit]',
+        `Description=metalship: PostgreSQL backup of ${opts.database} (${opts.app})`,
+        'After=postgresql.service',
+        'Wants=postgresql.service',
+        '',
+        '[Service]',
+        'Type=oneshot',
+        `ExecStart=${prog} daily`,
+        'Nice=10',
+        'IOSchedulingClass=best-effort',
+        'IOSchedulingPriority=7',
+        'PrivateTmp=true',
+        'ProtectHome=true',
+        'ProtectSystem=full',
+        'TimeoutStartSec=6h',
+        '',
+    ].join('\n');
+    const timer = [
+        '# Managed by metalship.',
+        '[Unit]',
+        `Description=metalship: daily PostgreSQL backup of ${opts.database} (${opts.app})`,
+        '',
+        '[Timer]',
+        `OnCalendar=${onCalendar}`,
+        'RandomizedDelaySec=30min',
+        'Persistent=true',
+        '',
+        '[Install]',
+        'WantedBy=timers.target',
+        '',
+    ].join('\n');
+    return { service, timer };
+}
+/**
+ * Installs the backup program, its oneshot service and timer (idempotent). Prints
+ * `changed <what>` for each thing it changed, nothing when all was in place.
+ */
+function backupInstallScript(opts) {
+    const program = backupProgram(opts);
+    const names = backupUnitNames(opts.app);
+    const units = unitFiles(opts);
+    const unitDir = '/etc/systemd/system';
+    return script('reload=""', sh `if [ ! -d ${opts.backupDir} ]; then mkdir -p -- ${opts.backupDir}; chmod 700 -- ${opts.backupDir}; echo ${'changed ' + opts.backupDir}; fi`, sh `if [ "$(stat -c %a:%U -- ${opts.backupDir})" != 700:root ]; then chown root:root -- ${opts.backupDir}; chmod 700 -- ${opts.backupDir}; echo ${'changed ' + opts.backupDir + ' mode'}; fi`, ensureFile(backupProgramPath(opts.app), program, {
+        mode: '755',
+        owner: 'root:root',
+        label: backupProgramPath(opts.app),
+    }), ensureFile(`${unitDir}/${names.service}`, units.service, {
+        mode: '644',
+        label: names.service,
+        onChange: 'reload=1',
+    }), ensureFile(`${unitDir}/${names.timer}`, units.timer, {
+        mode: '644',
+        label: names.timer,
+        onChange: 'reload=1',
+    }), 'if [ -n "$reload" ]; then systemctl daemon-reload; fi', sh `if ! systemctl is-enabled --quiet ${names.timer}; then systemctl enable --quiet ${names.timer}; echo ${'changed ' + names.timer + ' enabled'}; fi`, sh `if ! systemctl is-active --quiet ${names.timer}; then systemctl start ${names.timer}; echo ${'changed ' + names.timer + ' started'};`, sh `elif [ -n "$reload" ]; then systemctl restart ${names.timer}; fi`);
+}
+/**
+ * Takes a backup now with the given label: the installed program, or this
+ * program run inline when it is not installed. The dump's path is the last line.
+ */
+function backupNowScript(opts, label) {
+    const bad = validBackupLabel(label);
+    if (bad)
+        throw new Error(`backup: label ${JSON.stringify(label)}: ${bad}`);
+    const program = backupProgram(opts);
+    const doc = heredoc(program);
+    const prog = backupProgramPath(opts.app);
+    return script(sh `if [ -x ${prog} ]; then`, sh `  ${prog} ${label}`, 'else', '  inline=$(mktemp)', '  trap \'rm -f -- "$inline"\' EXIT', `  cat > "$inline" ${doc.open}`, doc.body, sh `  bash "$inline" ${label}`, 'fi');
+}
+/** The dump path a backup run printed (its last line). */
+function parseBackupPath(stdout) {
+    const lines = stdout.trim().split('\n');
+    return (lines[lines.length - 1] ?? '').trim();
+}
+/**
+ * For other actions (deploy), on the database host: prints `LAST_VERIFIED <json>`
+ * with the record of the last successful restore test, and `NOW <epoch>`.
+ */
+function lastVerifiedScript(backupDir) {
+    return sh_script(sh_sh `f=${lastVerifiedPath(backupDir)}`, 'if [ -f "$f" ]; then echo "LAST_VERIFIED $(head -c 10000 -- "$f" | tr -d \'\\n\')"; fi', 'echo "NOW $(date -u +%s)"');
+}
+/**
+ * A warning for the deploy log when the backups were never proven to restore, or
+ * not for longer than maxDays (the monthly restore test stopped?); null when fine.
+ */
+function verificationWarning(stdout, maxDays = 45) {
+    const get = (k) => stdout
+        .split('\n')
+        .find((l) => l.startsWith(k + ' '))
+        ?.slice(k.length + 1);
+    const now = Number(get('NOW'));
+    const raw = get('LAST_VERIFIED');
+    if (!raw)
+        return 'no restore test of the backups is recorded on this host: run the backup-verify action';
+    let when = NaN;
+    try {
+        when = Date.parse(JSON.parse(raw).verified ?? '') / 1000;
+    }
+    catch {
+        // unreadable record: treated as missing
+    }
+    if (Number.isNaN(when))
+        return 'the record of the last restore test is unreadable: run the backup-verify action';
+    const days = (now - when) / 86400;
+    return days > maxDays
+        ? `the backups were last proven to restore ${days.toFixed(0)} days ago: is the monthly restore test still running?`
+        : null;
+}
+
 ;// CONCATENATED MODULE: ./src/remote/layout.ts
 // Where everything lives on a host: the standard's /opt/{app} tree plus
 // metalship's own state. One place, so scripts cannot disagree on a path.
@@ -54414,75 +54686,6 @@ function layout(app, root) {
     };
 }
 
-;// CONCATENATED MODULE: ./src/remote/sh.ts
-// Shell script building where quoting is the default: every value interpolated
-// into `sh` is single-quoted unless explicitly wrapped in raw().
-class Raw {
-    text;
-    constructor(text) {
-        this.text = text;
-    }
-}
-/** Marks text as already-safe shell (a fragment we built ourselves, never user input). */
-function raw(text) {
-    return new Raw(text);
-}
-/** POSIX single-quote a value: the result is one shell word with the exact bytes of value. */
-function quote(value) {
-    const text = String(value);
-    if (text.includes('\0'))
-        throw new Error('a shell value cannot contain a NUL byte');
-    if (text !== '' && /^[A-Za-z0-9_@%+=:,./-]+$/.test(text))
-        return text;
-    return `'${text.replace(/'/g, `'\\''`)}'`;
-}
-function render(value) {
-    if (value instanceof Raw)
-        return value.text;
-    if (Array.isArray(value))
-        return value.map((v) => render(v)).join(' ');
-    return quote(value);
-}
-/** Tagged template: sh`rm -rf ${dir}` quotes dir; sh`${raw('$HOME')}` does not. */
-function sh(strings, ...values) {
-    let out = strings[0] ?? '';
-    values.forEach((value, i) => {
-        out += render(value) + (strings[i + 1] ?? '');
-    });
-    return out;
-}
-/** Joins script fragments into one script, one fragment per line block. */
-function script(...parts) {
-    return parts.filter((p) => typeof p === 'string' && p.length > 0).join('\n') + '\n';
-}
-/**
- * A heredoc that writes content to a file exactly (no expansion); the delimiter
- * is chosen so that it cannot occur in the content.
- */
-function heredoc(content) {
-    let delimiter = 'METALSHIP_EOF';
-    let n = 0;
-    while (content.split('\n').includes(delimiter))
-        delimiter = `METALSHIP_EOF_${++n}`;
-    const body = content.endsWith('\n') ? content : content + '\n';
-    return { open: `<<'${delimiter}'`, body: `${body}${delimiter}` };
-}
-/** Script lines that write content to path atomically (temp file + rename) with mode and owner. */
-function writeFileAtomic(path, content, opts = {}) {
-    const doc = heredoc(content);
-    const tmp = `${path}.metalship-tmp`;
-    return script(sh `cat > ${tmp} ${raw(doc.open)}`, doc.body, opts.mode ? sh `chmod ${opts.mode} ${tmp}` : null, opts.owner ? sh `chown ${opts.owner} ${tmp}` : null, sh `mv -f ${tmp} ${path}`).trimEnd();
-}
-/**
- * Script lines that write content to path only when it differs, and print
- * "changed <label>" when they did; nothing otherwise. Used for idempotent config.
- */
-function ensureFile(path, content, opts = {}) {
-    const doc = heredoc(content);
-    const tmp = `${path}.metalship-new`;
-    return script(sh `cat > ${tmp} ${raw(doc.open)}`, doc.body, opts.mode ? sh `chmod ${opts.mode} ${tmp}` : null, opts.owner ? sh `chown ${opts.owner} ${tmp}` : null, sh `if [ -f ${path} ] && cmp -s ${tmp} ${path}; then rm -f ${tmp}; else mv -f ${tmp} ${path}; echo ${'changed ' + (opts.label ?? path)}; ${raw(opts.onChange ?? ':')}; fi`).trimEnd();
-}
-
 ;// CONCATENATED MODULE: ./src/remote/lock.ts
 // The deploy lock of an app on a host: flock(2) on a file, held by a remote
 // process that lives as long as our connection and our heartbeat. A killed run
@@ -54496,11 +54699,11 @@ function holderText(h) {
     return `${h.action} by ${h.actor || 'unknown'} since ${h.startedAt} (${h.runUrl || 'no run URL'})`;
 }
 function lockScript(l, holder, waitSeconds) {
-    return script(sh `mkdir -p ${l.state}`, sh `chmod 755 ${l.root} ${l.state} 2>/dev/null || true`, sh `exec 9>>${l.lockFile}`, sh `if ! flock -n 9; then`, sh `  echo "WAITING $(head -c 500 ${l.lockHolder} 2>/dev/null | tr '\n' ' ')"`, sh `  if ! flock -w ${waitSeconds} 9; then`, sh `    echo "HELD $(head -c 500 ${l.lockHolder} 2>/dev/null | tr '\n' ' ')"`, `    exit ${LOCK_EXIT_HELD}`, '  fi', 'fi', 
+    return sh_script(sh_sh `mkdir -p ${l.state}`, sh_sh `chmod 755 ${l.root} ${l.state} 2>/dev/null || true`, sh_sh `exec 9>>${l.lockFile}`, sh_sh `if ! flock -n 9; then`, sh_sh `  echo "WAITING $(head -c 500 ${l.lockHolder} 2>/dev/null | tr '\n' ' ')"`, sh_sh `  if ! flock -w ${waitSeconds} 9; then`, sh_sh `    echo "HELD $(head -c 500 ${l.lockHolder} 2>/dev/null | tr '\n' ' ')"`, `    exit ${LOCK_EXIT_HELD}`, '  fi', 'fi', 
     // A holder file still filled in while nobody holds the flock: a run that died.
-    sh `if [ -s ${l.lockHolder} ]; then echo "STALE $(head -c 500 ${l.lockHolder} | tr '\n' ' ')"; fi`, sh `printf '%s\n' ${holderText(holder)} > ${l.lockHolder}`, 'echo LOCKED', `while IFS= read -r -t ${LOCK_HEARTBEAT_LIMIT} line; do`, '  if [ "$line" = release ]; then', sh `    : > ${l.lockHolder}`, '    exit 0', '  fi', 'done', 
+    sh_sh `if [ -s ${l.lockHolder} ]; then echo "STALE $(head -c 500 ${l.lockHolder} | tr '\n' ' ')"; fi`, sh_sh `printf '%s\n' ${holderText(holder)} > ${l.lockHolder}`, 'echo LOCKED', `while IFS= read -r -t ${LOCK_HEARTBEAT_LIMIT} line; do`, '  if [ "$line" = release ]; then', sh_sh `    : > ${l.lockHolder}`, '    exit 0', '  fi', 'done', 
     // EOF or no heartbeat: our run is gone. The flock goes with this process; the holder stays as evidence.
-    sh `printf '%s\n' "abandoned at $(date -u +%FT%TZ): $(head -n1 ${l.lockHolder})" > ${l.lockHolder}`);
+    sh_sh `printf '%s\n' "abandoned at $(date -u +%FT%TZ): $(head -n1 ${l.lockHolder})" > ${l.lockHolder}`);
 }
 
 // EXTERNAL MODULE: external "assert"
@@ -56241,7 +56444,7 @@ cmd, args = sys.argv[1], sys.argv[2:]
 `;
 /** Script lines that define `mstool`, a shell function running the Python tool with python3. */
 function pyToolDefinition() {
-    const doc = heredoc(PY_TOOL);
+    const doc = sh_heredoc(PY_TOOL);
     return `MSTOOL_SRC=$(cat ${doc.open}\n${doc.body}\n)\nmstool() { python3 -c "$MSTOOL_SRC" "$@"; }`;
 }
 
@@ -56348,14 +56551,14 @@ ${common}
 
 /** The api unit of the slot held in the shell variable `$slot`. */
 function apiUnitOf(l, slotVar) {
-    return `${sh `${l.app}`}-api@"${slotVar}".service`;
+    return `${sh_sh `${l.app}`}-api@"${slotVar}".service`;
 }
 function switchScript(s) {
     const l = s.layout;
     const rel = l.release(s.releaseId);
     const unitLines = Object.entries(s.units).map(([name, content]) => content === null
-        ? sh `if [ -f ${l.unitDir}/${name} ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${l.unitDir}/${name}; units_changed=1; fi`
-        : ensureFile(`${l.unitDir}/${name}`, content, {
+        ? sh_sh `if [ -f ${l.unitDir}/${name} ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${l.unitDir}/${name}; units_changed=1; fi`
+        : sh_ensureFile(`${l.unitDir}/${name}`, content, {
             mode: '644',
             label: `unit ${name}`,
             onChange: 'units_changed=1',
@@ -56363,30 +56566,30 @@ function switchScript(s) {
     const followers = [s.worker ? l.units.worker : null, s.scheduler ? l.units.scheduler : null].filter((u) => !!u);
     const api = raw(apiUnitOf(l, '$slot'));
     const standbyApi = raw(apiUnitOf(l, '$standby'));
-    return script(pyToolDefinition(), sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${s.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'command -v nginx >/dev/null 2>&1 || { echo "nginx is not installed: run the provision action first" >&2; exit 1; }', 
+    return sh_script(pyToolDefinition(), sh_sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${s.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'command -v nginx >/dev/null 2>&1 || { echo "nginx is not installed: run the provision action first" >&2; exit 1; }', 
     // The serving slot keeps serving; the release goes to the other one, unless the serving one already runs it.
-    sh `active=$(cat ${l.activeSlot} 2>/dev/null || true)`, 'case "$active" in blue) idle=green ;; green) idle=blue ;; *) active=""; idle=blue ;; esac', sh `slot_release() { basename "$(readlink ${l.slots}/"$1" 2>/dev/null)" 2>/dev/null || true; }`, sh `if [ -n "$active" ] && [ "$(slot_release "$active")" = ${s.releaseId} ] && systemctl is-active --quiet ${raw(apiUnitOf(l, '$active'))}; then slot=$active; else slot=$idle; fi`, 'if [ "$slot" = blue ]; then standby=green; else standby=blue; fi', 'echo "SLOT $slot"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 'nginx_changed=0', 'site_new=0', sh `if [ ! -e ${l.nginxSite} ]; then`, '  site_new=1', ensureFile(l.nginxSite, siteConf(l, { serverName: s.serverName, tls: null }), {
+    sh_sh `active=$(cat ${l.activeSlot} 2>/dev/null || true)`, 'case "$active" in blue) idle=green ;; green) idle=blue ;; *) active=""; idle=blue ;; esac', sh_sh `slot_release() { basename "$(readlink ${l.slots}/"$1" 2>/dev/null)" 2>/dev/null || true; }`, sh_sh `if [ -n "$active" ] && [ "$(slot_release "$active")" = ${s.releaseId} ] && systemctl is-active --quiet ${raw(apiUnitOf(l, '$active'))}; then slot=$active; else slot=$idle; fi`, 'if [ "$slot" = blue ]; then standby=green; else standby=blue; fi', 'echo "SLOT $slot"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 'nginx_changed=0', 'site_new=0', sh_sh `if [ ! -e ${l.nginxSite} ]; then`, '  site_new=1', sh_ensureFile(l.nginxSite, siteConf(l, { serverName: s.serverName, tls: null }), {
         mode: '644',
         label: 'nginx site',
         onChange: 'nginx_changed=1',
-    }), sh `  ln -sfn ${l.nginxSite} ${l.nginxSiteEnabled}`, s.serverName === '_' ? sh `  rm -f /etc/nginx/sites-enabled/default` : null, 'fi', ensureFile(l.nginxUpstream, upstreamConf(l), {
+    }), sh_sh `  ln -sfn ${l.nginxSite} ${l.nginxSiteEnabled}`, s.serverName === '_' ? sh_sh `  rm -f /etc/nginx/sites-enabled/default` : null, 'fi', sh_ensureFile(l.nginxUpstream, upstreamConf(l), {
         mode: '644',
         label: 'nginx upstream',
         onChange: 'nginx_changed=1',
     }), 
     // A configuration nginx refuses (say a second default_server) fails the switch before anything moves.
-    'if [ "$nginx_changed" = 1 ] && ! nginx_errors=$(nginx -t 2>&1); then', sh `  if [ "$site_new" = 1 ]; then rm -f ${l.nginxSite} ${l.nginxSiteEnabled}; fi`, '  echo "nginx refuses the configuration for this app: $nginx_errors" >&2', '  echo "(with several apps on one server, give each its own server-name)" >&2', '  exit 1', 'fi', 
+    'if [ "$nginx_changed" = 1 ] && ! nginx_errors=$(nginx -t 2>&1); then', sh_sh `  if [ "$site_new" = 1 ]; then rm -f ${l.nginxSite} ${l.nginxSiteEnabled}; fi`, '  echo "nginx refuses the configuration for this app: $nginx_errors" >&2', '  echo "(with several apps on one server, give each its own server-name)" >&2', '  exit 1', 'fi', 
     // Start the release beside the serving one (unless the slot already runs it, unchanged).
-    'was=$(slot_release "$slot")', sh `mstool link ${rel} ${l.slots}/"$slot"`, sh `if [ "$units_changed" = 1 ] || [ "$was" != ${s.releaseId} ] || ! systemctl is-active --quiet ${api}; then`, sh `  echo "starting ${s.releaseId} in the $slot slot"`, sh `  systemctl restart ${api}`, 'else', sh `  echo "the $slot slot already runs ${s.releaseId}"`, 'fi', sh `sock=/run/${l.app}-api-"$slot"/api.sock`, sh `if ! ready=$(mstool wait-ready "$sock" ${s.healthPath} ${s.readyTimeout} 0.1 200 ''); then`, '  echo "$ready" >&2', sh `  journalctl -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh `  systemctl stop ${api} || true`, sh `  echo "release ${s.releaseId} did not become ready in the $slot slot within ${s.readyTimeout} s; traffic stays on the serving release" >&2`, '  exit 1', 'fi', 'echo "READY $ready"', 
+    'was=$(slot_release "$slot")', sh_sh `mstool link ${rel} ${l.slots}/"$slot"`, sh_sh `if [ "$units_changed" = 1 ] || [ "$was" != ${s.releaseId} ] || ! systemctl is-active --quiet ${api}; then`, sh_sh `  echo "starting ${s.releaseId} in the $slot slot"`, sh_sh `  systemctl restart ${api}`, 'else', sh_sh `  echo "the $slot slot already runs ${s.releaseId}"`, 'fi', sh_sh `sock=/run/${l.app}-api-"$slot"/api.sock`, sh_sh `if ! ready=$(mstool wait-ready "$sock" ${s.healthPath} ${s.readyTimeout} 0.1 200 ''); then`, '  echo "$ready" >&2', sh_sh `  journalctl -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh_sh `  systemctl stop ${api} || true`, sh_sh `  echo "release ${s.releaseId} did not become ready in the $slot slot within ${s.readyTimeout} s; traffic stays on the serving release" >&2`, '  exit 1', 'fi', 'echo "READY $ready"', 
     // Traffic moves only now, by renaming the socket link nginx connects through:
     // requests already on the old slot finish there, new ones reach the new slot.
-    sh `mstool link "$sock" ${l.apiLink}`, sh `echo "$slot" > ${l.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh `prev=$(basename "$(readlink ${l.current} 2>/dev/null)" 2>/dev/null || true)`, sh `mstool link ${rel} ${l.current}`, sh `mstool link "$(readlink ${rel}/.venv)" ${l.venvLink}`, 'echo "PREVIOUS $prev"', 
+    sh_sh `mstool link "$sock" ${l.apiLink}`, sh_sh `echo "$slot" > ${l.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh_sh `prev=$(basename "$(readlink ${l.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `mstool link ${rel} ${l.current}`, sh_sh `mstool link "$(readlink ${rel}/.venv)" ${l.venvLink}`, 'echo "PREVIOUS $prev"', 
     // On boot only the serving slot starts; the standby is a warm spare for this boot only.
-    sh `systemctl enable --quiet ${l.units.target} ${api} ${followers}`, sh `systemctl disable --quiet ${standbyApi} 2>/dev/null || true`, followers.length ? sh `systemctl restart ${followers}` : null, sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${s.releaseId} ($slot slot) from \${prev:-nothing}" >> ${l.history}`);
+    sh_sh `systemctl enable --quiet ${l.units.target} ${api} ${followers}`, sh_sh `systemctl disable --quiet ${standbyApi} 2>/dev/null || true`, followers.length ? sh_sh `systemctl restart ${followers}` : null, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${s.releaseId} ($slot slot) from \${prev:-nothing}" >> ${l.history}`);
 }
 /** Whether a release's uvicorn accepts --timeout-graceful-shutdown (0.21+); recorded at release time. */
 function uvicornFlagsScript(rel) {
-    return script(sh `if ${rel}/.venv/bin/python -c 'import importlib.util, os, sys; s = importlib.util.find_spec("uvicorn"); sys.exit(0 if s and "timeout_graceful_shutdown" in open(os.path.join(os.path.dirname(s.origin), "config.py")).read() else 1)' 2>/dev/null; then`, sh `  echo 'METALSHIP_UVICORN_FLAGS=--timeout-graceful-shutdown 30' > ${rel}/.metalship/uvicorn.env`, 'else', sh `  echo 'METALSHIP_UVICORN_FLAGS=' > ${rel}/.metalship/uvicorn.env`, 'fi');
+    return sh_script(sh_sh `if ${rel}/.venv/bin/python -c 'import importlib.util, os, sys; s = importlib.util.find_spec("uvicorn"); sys.exit(0 if s and "timeout_graceful_shutdown" in open(os.path.join(os.path.dirname(s.origin), "config.py")).read() else 1)' 2>/dev/null; then`, sh_sh `  echo 'METALSHIP_UVICORN_FLAGS=--timeout-graceful-shutdown 30' > ${rel}/.metalship/uvicorn.env`, 'else', sh_sh `  echo 'METALSHIP_UVICORN_FLAGS=' > ${rel}/.metalship/uvicorn.env`, 'fi');
 }
 
 ;// CONCATENATED MODULE: ./src/remote/release.ts
@@ -56404,7 +56607,7 @@ function sharedTarget(l, path) {
 /** Creates the app user and tree when missing (idempotent); shared by release and provision. */
 function ensureAppTree(l, user, sharedPaths) {
     const dirs = sharedPaths.filter((p) => p !== '.env').map((p) => `${l.shared}/${p}`);
-    return script(sh `if ! id -u ${user} >/dev/null 2>&1; then`, sh `  useradd --system --user-group --home-dir ${l.root} --no-create-home --shell /usr/sbin/nologin ${user}`, sh `  echo "changed app user ${user} created"`, 'fi', sh `mkdir -p ${l.releases} ${l.venvs} ${l.slots} ${l.shared} ${l.state} ${l.runDir}`, sh `chmod 755 ${l.root} ${l.releases} ${l.venvs} ${l.slots} ${l.runDir}`, sh `chmod 700 ${l.state}`, dirs.length ? sh `mkdir -p ${dirs}` : null, sh `chown ${user}:${user} ${l.shared}`, dirs.length ? sh `chown ${user}:${user} ${dirs}` : null, sh `chmod 750 ${l.shared}`, sh `if [ ! -e ${l.env} ]; then install -m 600 -o ${user} -g ${user} /dev/null ${l.env}; fi`);
+    return sh_script(sh_sh `if ! id -u ${user} >/dev/null 2>&1; then`, sh_sh `  useradd --system --user-group --home-dir ${l.root} --no-create-home --shell /usr/sbin/nologin ${user}`, sh_sh `  echo "changed app user ${user} created"`, 'fi', sh_sh `mkdir -p ${l.releases} ${l.venvs} ${l.slots} ${l.shared} ${l.state} ${l.runDir}`, sh_sh `chmod 755 ${l.root} ${l.releases} ${l.venvs} ${l.slots} ${l.runDir}`, sh_sh `chmod 700 ${l.state}`, dirs.length ? sh_sh `mkdir -p ${dirs}` : null, sh_sh `chown ${user}:${user} ${l.shared}`, dirs.length ? sh_sh `chown ${user}:${user} ${dirs}` : null, sh_sh `chmod 750 ${l.shared}`, sh_sh `if [ ! -e ${l.env} ]; then install -m 600 -o ${user} -g ${user} /dev/null ${l.env}; fi`);
 }
 /**
  * Claims releases/<id> and copies into it every file of the manifest (sent on
@@ -56414,29 +56617,29 @@ function ensureAppTree(l, user, sharedPaths) {
 function prepareScript(s) {
     const l = s.layout;
     const rel = l.release(s.releaseId);
-    return script(pyToolDefinition(), ensureAppTree(l, s.user, s.sharedPaths), sh `if [ -e ${rel} ]; then echo "release ${s.releaseId} exists already" >&2; exit ${RELEASE_EXISTS_EXIT}; fi`, sh `mkdir ${rel} ${rel}/.metalship`, sh `echo building > ${rel}/.metalship/status`, sh `prev=$(basename "$(readlink ${l.current} 2>/dev/null)" 2>/dev/null || true)`, 'echo "PREVIOUS ${prev}"', 
+    return sh_script(pyToolDefinition(), ensureAppTree(l, s.user, s.sharedPaths), sh_sh `if [ -e ${rel} ]; then echo "release ${s.releaseId} exists already" >&2; exit ${RELEASE_EXISTS_EXIT}; fi`, sh_sh `mkdir ${rel} ${rel}/.metalship`, sh_sh `echo building > ${rel}/.metalship/status`, sh_sh `prev=$(basename "$(readlink ${l.current} 2>/dev/null)" 2>/dev/null || true)`, 'echo "PREVIOUS ${prev}"', 
     // Reuse files from the serving release; on a first deploy there is nothing to reuse.
-    sh `base=""; if [ -n "$prev" ] && [ -d ${l.releases}/"$prev" ]; then base=${l.releases}/"$prev"; fi`, sh `mstool stage-files ${rel} "$base"`);
+    sh_sh `base=""; if [ -n "$prev" ] && [ -d ${l.releases}/"$prev" ]; then base=${l.releases}/"$prev"; fi`, sh_sh `mstool stage-files ${rel} "$base"`);
 }
 function buildScript(s) {
     const l = s.layout;
     const rel = l.release(s.releaseId);
     const venv = `${l.venvs}/${s.venvKey}`;
     const venvFlags = s.systemSitePackages ? ['--system-site-packages'] : [];
-    return script(pyToolDefinition(), s.hasUpload ? sh `tar -xzf - -C ${rel} --no-same-owner --no-overwrite-dir` : null, sh `mstool check-files ${rel}`, 
+    return sh_script(pyToolDefinition(), s.hasUpload ? sh_sh `tar -xzf - -C ${rel} --no-same-owner --no-overwrite-dir` : null, sh_sh `mstool check-files ${rel}`, 
     // One environment per distinct requirements, built at its final path and never moved.
-    sh `if [ ! -f ${venv}/.metalship-complete ]; then`, sh `  rm -rf ${venv}`, sh `  echo "building virtualenv ${s.venvKey}"`, sh `  ${s.python} -m venv ${venvFlags} ${venv}`, s.requirements
-        ? sh `  PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 ${venv}/bin/python -m pip install --no-input -r ${rel}/${s.requirements} ${s.pipArgs}`
-        : null, sh `  ${venv}/bin/python -m compileall -q ${venv} >/dev/null 2>&1 || true`, sh `  touch ${venv}/.metalship-complete`, 'else', sh `  echo "reusing virtualenv ${s.venvKey}"`, 'fi', sh `mstool link ${venv} ${rel}/.venv`, uvicornFlagsScript(rel), ...s.sharedPaths.map((p) => script(sh `if [ -e ${rel}/${p} ] && [ ! -L ${rel}/${p} ]; then rm -rf ${rel}/${p}; fi`, sh `mkdir -p "$(dirname ${rel}/${p})"`, sh `mstool link ${sharedTarget(l, p)} ${rel}/${p}`).trimEnd()), 
+    sh_sh `if [ ! -f ${venv}/.metalship-complete ]; then`, sh_sh `  rm -rf ${venv}`, sh_sh `  echo "building virtualenv ${s.venvKey}"`, sh_sh `  ${s.python} -m venv ${venvFlags} ${venv}`, s.requirements
+        ? sh_sh `  PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 ${venv}/bin/python -m pip install --no-input -r ${rel}/${s.requirements} ${s.pipArgs}`
+        : null, sh_sh `  ${venv}/bin/python -m compileall -q ${venv} >/dev/null 2>&1 || true`, sh_sh `  touch ${venv}/.metalship-complete`, 'else', sh_sh `  echo "reusing virtualenv ${s.venvKey}"`, 'fi', sh_sh `mstool link ${venv} ${rel}/.venv`, uvicornFlagsScript(rel), ...s.sharedPaths.map((p) => sh_script(sh_sh `if [ -e ${rel}/${p} ] && [ ! -L ${rel}/${p} ]; then rm -rf ${rel}/${p}; fi`, sh_sh `mkdir -p "$(dirname ${rel}/${p})"`, sh_sh `mstool link ${sharedTarget(l, p)} ${rel}/${p}`).trimEnd()), 
     // Bytecode now: the services cannot write it (read-only code, ProtectSystem=strict).
-    sh `${venv}/bin/python -m compileall -q -x '/[.]venv/' ${rel} >/dev/null`, sh `chmod -R u+rwX,go+rX,go-w ${rel}`, s.importCheck
-        ? sh `runuser -u ${s.user} -- ${venv}/bin/python -c "$MSTOOL_SRC" import-check ${rel} ${s.importCheck} ${l.env}`
-        : null, writeFileAtomic(`${rel}/.metalship/release.json`, JSON.stringify(s.metadata, null, 2) + '\n'), sh `echo ready > ${rel}/.metalship/status`, sh `printf '%s\n' ${`${new Date().toISOString()} release ${s.releaseId} ready (${String(s.metadata.revision || 'no revision')} by ${String(s.metadata.actor || 'unknown')})`} >> ${l.history}`);
+    sh_sh `${venv}/bin/python -m compileall -q -x '/[.]venv/' ${rel} >/dev/null`, sh_sh `chmod -R u+rwX,go+rX,go-w ${rel}`, s.importCheck
+        ? sh_sh `runuser -u ${s.user} -- ${venv}/bin/python -c "$MSTOOL_SRC" import-check ${rel} ${s.importCheck} ${l.env}`
+        : null, writeFileAtomic(`${rel}/.metalship/release.json`, JSON.stringify(s.metadata, null, 2) + '\n'), sh_sh `echo ready > ${rel}/.metalship/status`, sh_sh `printf '%s\n' ${`${new Date().toISOString()} release ${s.releaseId} ready (${String(s.metadata.revision || 'no revision')} by ${String(s.metadata.actor || 'unknown')})`} >> ${l.history}`);
 }
 /** Marks a release failed so that it never becomes current and never counts as a good release. */
 function markScript(l, releaseId, status, reason) {
     const rel = l.release(releaseId);
-    return script(sh `if [ -d ${rel}/.metalship ]; then echo ${status} > ${rel}/.metalship/status; fi`, sh `printf '%s\n' ${`${new Date().toISOString()} release ${releaseId} marked ${status}: ${reason.split('\n')[0]?.slice(0, 300) ?? ''}`} >> ${l.history} || true`);
+    return sh_script(sh_sh `if [ -d ${rel}/.metalship ]; then echo ${status} > ${rel}/.metalship/status; fi`, sh_sh `printf '%s\n' ${`${new Date().toISOString()} release ${releaseId} marked ${status}: ${reason.split('\n')[0]?.slice(0, 300) ?? ''}`} >> ${l.history} || true`);
 }
 
 ;// CONCATENATED MODULE: ./src/remote/migrate.ts
@@ -56452,28 +56655,28 @@ const MIGRATION_FAILED_EXIT = 77;
 function prelude(s) {
     const l = s.layout;
     const rel = l.release(s.releaseId);
-    return script(pyToolDefinition(), sh `rel=${rel}`, sh `status=$(cat "$rel/.metalship/status" 2>/dev/null || echo missing)`, sh `if [ "$status" != ready ] && [ "$status" != bad ] || [ ! -x "$rel/.venv/bin/python" ]; then echo "release ${s.releaseId} is $status on this host, not a complete release" >&2; exit 1; fi`, sh `url=$(mstool database-url ${l.env})`, sh `run_app() { runuser -u ${s.user} -- python3 -c "$MSTOOL_SRC" exec "$rel" ${l.env} "$@"; }`, 
+    return sh_script(pyToolDefinition(), sh_sh `rel=${rel}`, sh_sh `status=$(cat "$rel/.metalship/status" 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ] || [ ! -x "$rel/.venv/bin/python" ]; then echo "release ${s.releaseId} is $status on this host, not a complete release" >&2; exit 1; fi`, sh_sh `url=$(mstool database-url ${l.env})`, sh_sh `run_app() { runuser -u ${s.user} -- python3 -c "$MSTOOL_SRC" exec "$rel" ${l.env} "$@"; }`, 
     // The revision is the first word of the last line the revision command prints (alembic current: "0002 (head)").
-    sh `revision() { { run_app ${s.revisionCommand} 2>/dev/null || true; } | awk 'NF { last = $1 } END { print last }'; }`);
+    sh_sh `revision() { { run_app ${s.revisionCommand} 2>/dev/null || true; } | awk 'NF { last = $1 } END { print last }'; }`);
 }
 /** Takes the app's migration advisory lock in a psql session that lives until the script ends. */
 function advisoryLock(s) {
     const key = `metalship-migrate:${s.layout.app}`;
-    const holderQuery = sh `SELECT a.application_name || ' (pid ' || a.pid || ', since ' || to_char(a.backend_start, 'YYYY-MM-DD HH24:MI:SS TZ') || ')' FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND a.application_name LIKE 'metalship-migrate%' LIMIT 1`;
-    return script(sh `holder=$(psql "$url" -qAtX -c ${holderQuery} 2>/dev/null || true)`, sh `if [ -n "$holder" ]; then echo "waiting for the migration lock ${key}, held by $holder"; fi`, sh `coproc LOCK { PGAPPNAME=${`metalship-migrate ${s.releaseId} by ${s.actor}`.slice(0, 63)} psql "$url" -qAtX -v ON_ERROR_STOP=1 2>&1; }`, sh `printf '%s\n' ${`SET lock_timeout = '${s.lockTimeout}s';`} ${`SELECT 'LOCKED' FROM pg_advisory_lock(hashtext('${key}'));`} >&"\${LOCK[1]}"`, 'IFS= read -r locked <&"${LOCK[0]}" || locked=""', 'case "$locked" in', '  LOCKED) ;;', '  *"lock timeout"*)', sh `    echo "another migration of ${s.layout.app} holds the lock ${key} and did not finish within ${s.lockTimeout} s: \${holder:-unknown holder}" >&2`, `    exit ${MIGRATE_LOCK_EXIT} ;;`, '  *)', '    echo "could not reach the database in DATABASE_URL to take the migration lock: ${locked:-no answer}" >&2', '    exit 1 ;;', 'esac', sh `echo "took the migration lock ${key}"`);
+    const holderQuery = sh_sh `SELECT a.application_name || ' (pid ' || a.pid || ', since ' || to_char(a.backend_start, 'YYYY-MM-DD HH24:MI:SS TZ') || ')' FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND a.application_name LIKE 'metalship-migrate%' LIMIT 1`;
+    return sh_script(sh_sh `holder=$(psql "$url" -qAtX -c ${holderQuery} 2>/dev/null || true)`, sh_sh `if [ -n "$holder" ]; then echo "waiting for the migration lock ${key}, held by $holder"; fi`, sh_sh `coproc LOCK { PGAPPNAME=${`metalship-migrate ${s.releaseId} by ${s.actor}`.slice(0, 63)} psql "$url" -qAtX -v ON_ERROR_STOP=1 2>&1; }`, sh_sh `printf '%s\n' ${`SET lock_timeout = '${s.lockTimeout}s';`} ${`SELECT 'LOCKED' FROM pg_advisory_lock(hashtext('${key}'));`} >&"\${LOCK[1]}"`, 'IFS= read -r locked <&"${LOCK[0]}" || locked=""', 'case "$locked" in', '  LOCKED) ;;', '  *"lock timeout"*)', sh_sh `    echo "another migration of ${s.layout.app} holds the lock ${key} and did not finish within ${s.lockTimeout} s: \${holder:-unknown holder}" >&2`, `    exit ${MIGRATE_LOCK_EXIT} ;;`, '  *)', '    echo "could not reach the database in DATABASE_URL to take the migration lock: ${locked:-no answer}" >&2', '    exit 1 ;;', 'esac', sh_sh `echo "took the migration lock ${key}"`);
 }
 function backupStep(s) {
     if (!s.backup)
         return null;
     const dir = `${s.layout.shared}/backups`;
-    return script(sh `install -d -m 700 ${dir}`, sh `backup=${dir}/${`${s.layout.app}_${s.releaseId}_${s.backup.label}.dump`}`, 'pg_dump -Fc --no-owner -f "$backup.tmp" "$url"', 'mv -f "$backup.tmp" "$backup"', 'chmod 600 "$backup"', 'sum=$(sha256sum "$backup" | cut -d" " -f1)', 'echo "$sum  $(basename "$backup")" > "$backup.sha256"', 'echo "BACKUP $backup $sum $(stat -c %s "$backup")"', 
+    return sh_script(sh_sh `install -d -m 700 ${dir}`, sh_sh `backup=${dir}/${`${s.layout.app}_${s.releaseId}_${s.backup.label}.dump`}`, 'pg_dump -Fc --no-owner -f "$backup.tmp" "$url"', 'mv -f "$backup.tmp" "$backup"', 'chmod 600 "$backup"', 'sum=$(sha256sum "$backup" | cut -d" " -f1)', 'echo "$sum  $(basename "$backup")" > "$backup.sha256"', 'echo "BACKUP $backup $sum $(stat -c %s "$backup")"', 
     // Bounded retention: the newest `keep` pre-migration backups stay.
-    sh `ls -1t ${dir}/*.dump 2>/dev/null | tail -n +${s.backup.keep + 1} | while IFS= read -r old; do rm -f -- "$old" "$old.sha256"; echo "removed old backup $old"; done`);
+    sh_sh `ls -1t ${dir}/*.dump 2>/dev/null | tail -n +${s.backup.keep + 1} | while IFS= read -r old; do rm -f -- "$old" "$old.sha256"; echo "removed old backup $old"; done`);
 }
 function migrate_migrateScript(s) {
-    return script(prelude(s), advisoryLock(s), 'before=$(revision)', 'echo "REVISION_BEFORE ${before}"', backupStep(s), sh `echo "running: ${s.command.join(' ')}"`, sh `if ! run_app ${s.command}; then echo "REVISION_AFTER $(revision)"; echo "the migration command failed" >&2; exit ${MIGRATION_FAILED_EXIT}; fi`, 'after=$(revision)', 'echo "REVISION_AFTER ${after}"', s.recordIn
-        ? sh `printf '%s\n' "$after" > ${s.layout.release(s.recordIn)}/.metalship/schema-revision`
-        : null, sh `printf '%s\n' "$(date -u +%FT%TZ) migrated ${s.releaseId}: \${before:-none} -> \${after:-none}" >> ${s.layout.history}`, 'printf "%s\\n" "SELECT pg_advisory_unlock_all();" "\\\\q" >&"${LOCK[1]}" || true');
+    return sh_script(prelude(s), advisoryLock(s), 'before=$(revision)', 'echo "REVISION_BEFORE ${before}"', backupStep(s), sh_sh `echo "running: ${s.command.join(' ')}"`, sh_sh `if ! run_app ${s.command}; then echo "REVISION_AFTER $(revision)"; echo "the migration command failed" >&2; exit ${MIGRATION_FAILED_EXIT}; fi`, 'after=$(revision)', 'echo "REVISION_AFTER ${after}"', s.recordIn
+        ? sh_sh `printf '%s\n' "$after" > ${s.layout.release(s.recordIn)}/.metalship/schema-revision`
+        : null, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) migrated ${s.releaseId}: \${before:-none} -> \${after:-none}" >> ${s.layout.history}`, 'printf "%s\\n" "SELECT pg_advisory_unlock_all();" "\\\\q" >&"${LOCK[1]}" || true');
 }
 function migrate_parseMigrateOutput(stdout) {
     const get = (key) => new RegExp(`^${key} ?(.*)$`, 'm').exec(stdout)?.[1]?.trim() ?? '';
@@ -60439,7 +60642,7 @@ WantedBy=multi-user.target
 `;
 }
 /** The unit files for a host: name -> content (null: the unit must not exist there). */
-function unitFiles(s, roles) {
+function units_unitFiles(s, roles) {
     const l = s.layout;
     return {
         [l.units.target]: targetUnit(l),
@@ -60456,12 +60659,12 @@ function unitFiles(s, roles) {
 /** Polls the serving slot's readiness endpoint until it answers as expected; then checks the units. */
 function verifyScript(s) {
     const l = s.layout;
-    return script(pyToolDefinition(), sh `slot=$(cat ${l.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "no api slot is serving on this host (nothing deployed yet?)" >&2; exit 1;; esac', sh `sock=/run/${l.app}-api-$slot/api.sock`, sh `rc=0; out=$(mstool wait-ready "$sock" ${s.path} ${s.timeout} ${s.interval} ${s.expectStatus} ${s.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'failed=""', ...s.units.map((u) => sh `if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', 
+    return sh_script(pyToolDefinition(), sh_sh `slot=$(cat ${l.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "no api slot is serving on this host (nothing deployed yet?)" >&2; exit 1;; esac', sh_sh `sock=/run/${l.app}-api-$slot/api.sock`, sh_sh `rc=0; out=$(mstool wait-ready "$sock" ${s.path} ${s.timeout} ${s.interval} ${s.expectStatus} ${s.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'failed=""', ...s.units.map((u) => sh_sh `if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', 
     // The services' recent lines, without uvicorn's access log lines.
-    sh `  journalctl -u ${l.units.api('blue')} -u ${l.units.api('green')} ${s.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 >&2 || true`, '  exit 1', 'fi');
+    sh_sh `  journalctl -u ${l.units.api('blue')} -u ${l.units.api('green')} ${s.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 >&2 || true`, '  exit 1', 'fi');
 }
 function listScript(l) {
-    return script(pyToolDefinition(), sh `mstool releases ${l.root}`);
+    return sh_script(pyToolDefinition(), sh_sh `mstool releases ${l.root}`);
 }
 function parseListing(stdout) {
     const line = stdout.trim().split('\n').pop() ?? '{}';
@@ -60489,8 +60692,8 @@ function planCleanup(listing, keep) {
 }
 function cleanupScript(l, plan) {
     if (plan.releases.length === 0 && plan.venvs.length === 0)
-        return script('echo "nothing to clean up"');
-    return script(...plan.releases.map((id) => sh `rm -rf -- ${l.release(id)} && echo "removed release ${id}"`), ...plan.venvs.map((v) => sh `rm -rf -- ${l.venvs}/${v} && echo "removed virtualenv ${v}"`));
+        return sh_script('echo "nothing to clean up"');
+    return sh_script(...plan.releases.map((id) => sh_sh `rm -rf -- ${l.release(id)} && echo "removed release ${id}"`), ...plan.venvs.map((v) => sh_sh `rm -rf -- ${l.venvs}/${v} && echo "removed virtualenv ${v}"`));
 }
 /**
  * The release a rollback goes to: the named one (must be complete and not
@@ -60537,7 +60740,7 @@ function verify_pickRollbackTarget(listing, requested) {
 
 async function switchHost(host, releaseId, s, log) {
     const started = Date.now();
-    const units = unitFiles({
+    const units = units_unitFiles({
         layout: host.layout,
         user: s['app-user'],
         appModule: s['app-module'],
@@ -70169,7 +70372,7 @@ const ZodCustom = /*@__PURE__*/ $constructor("ZodCustom", (inst, def) => {
     inst._zod.processJSONSchema = (ctx, json, params) => customProcessor(inst, ctx, json, params);
 });
 // custom checks
-function check(fn) {
+function schemas_check(fn) {
     const ch = new core.$ZodCheck({
         check: "custom",
         // ...util.normalizeParams(params),
@@ -70769,6 +70972,13 @@ const rollbackMigrateInputs = {
     'migrate-host': migrateHostField,
 };
 const deployOnlyInputs = {
+    'restore-proof-days': fields_int({
+        description: 'Warn when the backups in backup-dir on the migrate host were last proven to restore (backup-verify) longer ago than this. 0: never warn.',
+        default: '45',
+        min: 0,
+        max: 3650,
+        unit: 'days',
+    }),
     'rollback-on-failure': bool({
         description: 'When verification fails after the switch, switch back to the previous release (the job still fails).',
         default: 'true',
@@ -71275,6 +71485,7 @@ const actions = {
             ...deployMigrateInputs,
             ...verifyInputs,
             ...deployOnlyInputs,
+            'backup-dir': backupVerifyInputs['backup-dir'],
         },
         outputs: {
             'release-id': { description: 'The release deployed.' },
@@ -74537,6 +74748,8 @@ async function runAction(name, body, raw = envInputs(), log = new Log()) {
 
 
 
+
+
 async function deploy(s, log) {
     return withHosts(s, log, 'deploy', async (hosts) => {
         const timings = {};
@@ -74626,10 +74839,27 @@ async function deploy(s, log) {
         }
         outputs.healthy = 'true';
         await time('cleanup', () => cleanupStage(hosts, s['keep-releases'], log));
-        return { outputs, results: [...rows.values()], summary: summary() };
+        const proof = s['restore-proof-days'] > 0 ? await restoreProofWarning(pickMigrateHost(hosts, s['migrate-host']), s, log) : null;
+        return { outputs, results: [...rows.values()], summary: summary() + (proof ? `\n\n⚠️ ${proof}` : '') };
     });
 }
 const run = () => runAction('deploy', deploy);
+/**
+ * Scheduled restore tests stop silently (GitHub disables schedules after 60 days
+ * without activity): every deploy looks at the last proof beside the backups.
+ */
+async function restoreProofWarning(host, s, log) {
+    const dir = s['backup-dir'];
+    const res = await host.conn.exec(sh_script(sh_sh `if [ ! -d ${dir} ]; then echo NO_BACKUPS; exit 0; fi`, lastVerifiedScript(dir)), {
+        what: 'reading the last restore test',
+    });
+    if (res.code !== 0 || res.stdout.includes('NO_BACKUPS'))
+        return null;
+    const warning = verificationWarning(res.stdout, s['restore-proof-days']);
+    if (warning)
+        log.warn(`${host.spec.label}: ${warning}`);
+    return warning ? `${host.spec.label}: ${warning}` : null;
+}
 
 ;// CONCATENATED MODULE: ./src/entry/deploy.ts
 

@@ -66507,6 +66507,13 @@ const rollbackMigrateInputs = {
     'migrate-host': migrateHostField,
 };
 const deployOnlyInputs = {
+    'restore-proof-days': fields_int({
+        description: 'Warn when the backups in backup-dir on the migrate host were last proven to restore (backup-verify) longer ago than this. 0: never warn.',
+        default: '45',
+        min: 0,
+        max: 3650,
+        unit: 'days',
+    }),
     'rollback-on-failure': bool({
         description: 'When verification fails after the switch, switch back to the previous release (the job still fails).',
         default: 'true',
@@ -67013,6 +67020,7 @@ const actions = {
             ...deployMigrateInputs,
             ...verifyInputs,
             ...deployOnlyInputs,
+            'backup-dir': backupVerifyInputs['backup-dir'],
         },
         outputs: {
             'release-id': { description: 'The release deployed.' },

@@ -3,7 +3,9 @@
 
 import type { Settings } from '../inputs/parse.js';
 import type { Log } from '../log.js';
-import { withHosts } from '../stages/hosts.js';
+import { lastVerifiedScript, verificationWarning } from '../remote/backup.js';
+import { script, sh } from '../remote/sh.js';
+import { withHosts, type Host } from '../stages/hosts.js';
 import { markFailedEverywhere, migrateOnHost, pickMigrateHost } from '../stages/migrate.js';
 import { releaseStage } from '../stages/release.js';
 import { cleanupStage, markBad, revertHosts, switchFleet, verifyStage } from '../stages/switch.js';
@@ -117,8 +119,24 @@ export async function deploy(s: Settings<'deploy'>, log: Log): Promise<ActionOut
     }
     outputs.healthy = 'true';
     await time('cleanup', () => cleanupStage(hosts, s['keep-releases'], log));
-    return { outputs, results: [...rows.values()], summary: summary() };
+    const proof = s['restore-proof-days'] > 0 ? await restoreProofWarning(pickMigrateHost(hosts, s['migrate-host']), s, log) : null;
+    return { outputs, results: [...rows.values()], summary: summary() + (proof ? `\n\n⚠️ ${proof}` : '') };
   });
 }
 
 export const run = () => runAction('deploy', deploy);
+
+/**
+ * Scheduled restore tests stop silently (GitHub disables schedules after 60 days
+ * without activity): every deploy looks at the last proof beside the backups.
+ */
+async function restoreProofWarning(host: Host, s: Settings<'deploy'>, log: Log): Promise<string | null> {
+  const dir = s['backup-dir'];
+  const res = await host.conn.exec(script(sh`if [ ! -d ${dir} ]; then echo NO_BACKUPS; exit 0; fi`, lastVerifiedScript(dir)), {
+    what: 'reading the last restore test',
+  });
+  if (res.code !== 0 || res.stdout.includes('NO_BACKUPS')) return null;
+  const warning = verificationWarning(res.stdout, s['restore-proof-days']);
+  if (warning) log.warn(`${host.spec.label}: ${warning}`);
+  return warning ? `${host.spec.label}: ${warning}` : null;
+}

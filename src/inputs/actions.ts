@@ -123,6 +123,7 @@ export const actions = {
       ...deployMigrateInputs,
       ...verifyInputs,
       ...deployOnlyInputs,
+      'backup-dir': backupVerifyInputs['backup-dir'],
     },
     outputs: {
       'release-id': { description: 'The release deployed.' },

@@ -410,6 +410,14 @@ export const rollbackMigrateInputs = {
 } satisfies Record<string, Field>;
 
 export const deployOnlyInputs = {
+  'restore-proof-days': int({
+    description:
+      'Warn when the backups in backup-dir on the migrate host were last proven to restore (backup-verify) longer ago than this. 0: never warn.',
+    default: '45',
+    min: 0,
+    max: 3650,
+    unit: 'days',
+  }),
   'rollback-on-failure': bool({
     description:
       'When verification fails after the switch, switch back to the previous release (the job still fails).',

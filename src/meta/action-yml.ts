@@ -39,3 +39,35 @@ export function renderActionYml(name: ActionName): string {
   };
   return `# Generated from src/inputs/definitions.ts by 'npm run gen': edit that file, not this one.\n${stringify(doc, { lineWidth: 0 })}`;
 }
+
+/** docs/reference.md: every action's inputs and outputs, from the same definitions. */
+export function renderReference(): string {
+  const cell = (text: string) => text.replace(/\|/g, '\\|').replace(/\n/g, ' ');
+  const parts = [
+    '# Reference: every input and output',
+    '',
+    "Generated from `src/inputs/` by `npm run gen`; a test checks it matches. Each action's `action.yml` carries the same text.",
+  ];
+  for (const name of Object.keys(ACTION_FILES) as ActionName[]) {
+    const def = actions[name];
+    const uses = name === 'deploy' ? 'metalship/metalship@v1' : `metalship/metalship/actions/${name}@v1`;
+    parts.push(
+      '',
+      `## ${name}`,
+      '',
+      `\`uses: ${uses}\`. ${def.description}`,
+      '',
+      '| input | required | default | description |',
+      '|---|---|---|---|',
+    );
+    for (const [input, f] of Object.entries(def.inputs as Record<string, Field>)) {
+      parts.push(
+        `| \`${input}\` | ${f.required ? 'yes' : ''} | ${f.default ? `\`${cell(f.default)}\`` : ''} | ${cell(f.description)}${f.secret ? ' (secret)' : ''} Expected: ${cell(f.expected)}. |`,
+      );
+    }
+    parts.push('', '| output | description |', '|---|---|');
+    for (const [output, o] of Object.entries(def.outputs as Record<string, { description: string }>))
+      parts.push(`| \`${output}\` | ${cell(o.description)} |`);
+  }
+  return parts.join('\n') + '\n';
+}

@@ -200,3 +200,21 @@ test.each([
   const report = await load.stop();
   expect(report.failed).toBe(0);
 });
+
+test('a deploy warns when the backups beside it were never proven to restore, and stops warning once they are', async () => {
+  await onHost(state, host, `mkdir -p /var/backups/metalship/${APP}`);
+  const warned = await runBundle('deploy', inputs());
+  expect(warned.code).toBe(0);
+  expect(warned.stdout).toMatch(/::warning::.*no restore test of the backups is recorded on this host/);
+  expect(warned.summary).toContain('no restore test of the backups is recorded');
+  // What backup-verify records after a successful restore test.
+  await onHost(
+    state,
+    host,
+    `printf '{"verified":"%s"}' "$(date -u +%FT%TZ)" > /var/backups/metalship/${APP}/.last-verified.json`,
+  );
+  const quiet = await runBundle('deploy', inputs());
+  expect(quiet.code).toBe(0);
+  expect(quiet.stdout).not.toMatch(/restore test|proven to restore/);
+  await onHost(state, host, `rm -rf /var/backups/metalship/${APP}`);
+});

@@ -4,7 +4,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parse } from 'yaml';
 import { ACTION_NAMES } from '../../src/inputs/actions.js';
-import { ACTION_FILES, renderActionYml } from '../../src/meta/action-yml.js';
+import { ACTION_FILES, renderActionYml, renderReference } from '../../src/meta/action-yml.js';
 
 describe.each(ACTION_NAMES)('%s action.yml', (name) => {
   const file = ACTION_FILES[name].path;
@@ -32,4 +32,8 @@ describe.each(ACTION_NAMES)('%s action.yml', (name) => {
     for (const [output, def] of Object.entries(doc.outputs))
       expect([output, def.description.length > 10]).toEqual([output, true]);
   });
+});
+
+test('docs/reference.md is what npm run gen writes', () => {
+  expect(readFileSync('docs/reference.md', 'utf8')).toBe(renderReference());
 });
