@@ -56425,20 +56425,21 @@ ${hardening(l)}
 WantedBy=${l.units.target}
 `;
 }
-function workerUnit(s) {
-    if (s.workerCommand.length === 0)
+/** A unit running a command from the current release: the worker and the scheduler. */
+function currentReleaseUnit(s, o) {
+    if (o.command.length === 0)
         return null;
     const l = s.layout;
     return `# Managed by metalship: changes are overwritten on the next deploy.
-[Unit]
-Description=${l.app} worker
-After=network.target postgresql.service redis-server.service
+${o.note ? `# ${o.note}\n` : ''}[Unit]
+Description=${l.app} ${o.what}
+After=${o.after}
 PartOf=${l.units.target}
 
 [Service]
 Type=simple
 ${serviceCommon(s, l.current)}
-ExecStart=${inVenv(`${l.current}/.venv/bin`, s.workerCommand)}
+ExecStart=${inVenv(`${l.current}/.venv/bin`, o.command)}
 TimeoutStopSec=35
 KillMode=mixed
 KillSignal=SIGTERM
@@ -56448,29 +56449,20 @@ ${hardening(l)}
 WantedBy=${l.units.target}
 `;
 }
+function workerUnit(s) {
+    return currentReleaseUnit(s, {
+        what: 'worker',
+        command: s.workerCommand,
+        after: 'network.target postgresql.service redis-server.service',
+    });
+}
 function schedulerUnit(s) {
-    if (s.schedulerCommand.length === 0)
-        return null;
-    const l = s.layout;
-    return `# Managed by metalship: changes are overwritten on the next deploy.
-# Exactly one scheduler runs fleet-wide: it is installed on one host only.
-[Unit]
-Description=${l.app} scheduler
-After=network.target redis-server.service
-PartOf=${l.units.target}
-
-[Service]
-Type=simple
-${serviceCommon(s, l.current)}
-ExecStart=${inVenv(`${l.current}/.venv/bin`, s.schedulerCommand)}
-TimeoutStopSec=35
-KillMode=mixed
-KillSignal=SIGTERM
-${hardening(l)}
-
-[Install]
-WantedBy=${l.units.target}
-`;
+    return currentReleaseUnit(s, {
+        what: 'scheduler',
+        command: s.schedulerCommand,
+        after: 'network.target redis-server.service',
+        note: 'Exactly one scheduler runs fleet-wide: it is installed on one host only.',
+    });
 }
 function targetUnit(l) {
     return `# Managed by metalship.

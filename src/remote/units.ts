@@ -106,19 +106,23 @@ WantedBy=${l.units.target}
 `;
 }
 
-export function workerUnit(s: UnitSettings): string | null {
-  if (s.workerCommand.length === 0) return null;
+/** A unit running a command from the current release: the worker and the scheduler. */
+function currentReleaseUnit(
+  s: UnitSettings,
+  o: { what: string; command: string[]; after: string; note?: string },
+): string | null {
+  if (o.command.length === 0) return null;
   const l = s.layout;
   return `# Managed by metalship: changes are overwritten on the next deploy.
-[Unit]
-Description=${l.app} worker
-After=network.target postgresql.service redis-server.service
+${o.note ? `# ${o.note}\n` : ''}[Unit]
+Description=${l.app} ${o.what}
+After=${o.after}
 PartOf=${l.units.target}
 
 [Service]
 Type=simple
 ${serviceCommon(s, l.current)}
-ExecStart=${inVenv(`${l.current}/.venv/bin`, s.workerCommand)}
+ExecStart=${inVenv(`${l.current}/.venv/bin`, o.command)}
 TimeoutStopSec=35
 KillMode=mixed
 KillSignal=SIGTERM
@@ -129,28 +133,21 @@ WantedBy=${l.units.target}
 `;
 }
 
+export function workerUnit(s: UnitSettings): string | null {
+  return currentReleaseUnit(s, {
+    what: 'worker',
+    command: s.workerCommand,
+    after: 'network.target postgresql.service redis-server.service',
+  });
+}
+
 export function schedulerUnit(s: UnitSettings): string | null {
-  if (s.schedulerCommand.length === 0) return null;
-  const l = s.layout;
-  return `# Managed by metalship: changes are overwritten on the next deploy.
-# Exactly one scheduler runs fleet-wide: it is installed on one host only.
-[Unit]
-Description=${l.app} scheduler
-After=network.target redis-server.service
-PartOf=${l.units.target}
-
-[Service]
-Type=simple
-${serviceCommon(s, l.current)}
-ExecStart=${inVenv(`${l.current}/.venv/bin`, s.schedulerCommand)}
-TimeoutStopSec=35
-KillMode=mixed
-KillSignal=SIGTERM
-${hardening(l)}
-
-[Install]
-WantedBy=${l.units.target}
-`;
+  return currentReleaseUnit(s, {
+    what: 'scheduler',
+    command: s.schedulerCommand,
+    after: 'network.target redis-server.service',
+    note: 'Exactly one scheduler runs fleet-wide: it is installed on one host only.',
+  });
 }
 
 export function targetUnit(l: Layout): string {

@@ -1,7 +1,6 @@
 // The deploy path end to end on a real host, under a steady stream of requests:
 // deploy v1, v2, a v3 that fails verification (rolled back by itself), a
 // dispatched rollback to v1; then retention, the lock, and killed runs.
-import { spawn } from 'node:child_process';
 import { cp, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -9,8 +8,6 @@ import {
   connectionInputs,
   e2eState,
   onHost,
-  REPO,
-  RUNNER_NODE,
   runBundle,
   SAMPLE_APP,
   sampleAppInputs,
@@ -159,26 +156,11 @@ test('two deploys at once: the second waits, then fails naming the holder; nothi
 });
 
 /** Starts a deploy and kills it (SIGKILL, like a cancelled runner) when its output matches. */
-async function killedDeploy(marker: RegExp): Promise<string> {
-  const env: Record<string, string> = {
-    PATH: process.env.PATH ?? '',
-    GITHUB_ACTIONS: 'true',
-    GITHUB_ACTOR: 'killed-run',
-  };
-  for (const [k, v] of Object.entries(inputs())) env[`INPUT_${k.toUpperCase()}`] = v;
-  const child = spawn(RUNNER_NODE, [path.join(REPO, 'dist/deploy/index.js')], {
-    env,
-    stdio: ['ignore', 'pipe', 'pipe'],
+async function killedDeploy(marker: RegExp): Promise<void> {
+  await runBundle('deploy', inputs(), {
+    env: { GITHUB_ACTOR: 'killed-run' },
+    onOutput: (out, kill) => marker.test(out) && kill(),
   });
-  let out = '';
-  await new Promise<void>((resolve) => {
-    child.stdout.on('data', (c: Buffer) => {
-      out += c.toString();
-      if (marker.test(out)) child.kill('SIGKILL');
-    });
-    child.on('close', () => resolve());
-  });
-  return out;
 }
 
 test.each([

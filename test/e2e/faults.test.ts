@@ -2,7 +2,7 @@
 // upload and of the switch, a migration that hangs silently, a disk that fills
 // up. Afterwards a complete release serves, no lock blocks the next run beyond
 // its stale-lock rule, and a re-run succeeds.
-import { spawn, execFile } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { cp, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -12,8 +12,6 @@ import {
   e2eState,
   httpGet,
   onHost,
-  REPO,
-  RUNNER_NODE,
   runBundle,
   SAMPLE_APP,
   sampleAppInputs,
@@ -60,36 +58,24 @@ async function expectCompleteReleaseServing(): Promise<void> {
   expect((await onHost(state, host, `cat /opt/${APP}/current/.metalship/status`)).trim()).toBe('ready');
 }
 
-/** Runs a deploy and, when its output matches, cuts the host's link for `seconds`; resolves with the exit code. */
+/** Runs a deploy and, when its output matches, cuts the host's link for `seconds`. */
 async function deployWithNetworkCut(marker: RegExp, seconds: number): Promise<{ code: number; out: string }> {
-  const env: Record<string, string> = {
-    PATH: process.env.PATH ?? '',
-    GITHUB_ACTIONS: 'true',
-    GITHUB_ACTOR: 'cut-run',
-  };
-  for (const [k, v] of Object.entries(inputs())) env[`INPUT_${k.toUpperCase()}`] = v;
-  const child = spawn(RUNNER_NODE, [path.join(REPO, 'dist/deploy/index.js')], {
-    env,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  let cut: Promise<void> | null = null;
   const link = `${host.name}-h`;
-  child.stdout.on('data', (c: Buffer) => {
-    out += c.toString();
-    if (!cut && marker.test(out)) {
+  let cut: Promise<void> | null = null;
+  const r = await runBundle('deploy', inputs(), {
+    env: { GITHUB_ACTOR: 'cut-run' },
+    onOutput: (out) => {
+      if (cut || !marker.test(out)) return;
       cut = (async () => {
         await run('ip', ['link', 'set', link, 'down']);
-        await new Promise((r) => setTimeout(r, seconds * 1000));
+        await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
         await run('ip', ['link', 'set', link, 'up']);
       })();
-    }
+    },
   });
-  const code: number = await new Promise((resolve) => child.on('close', (c) => resolve(c ?? -1)));
-  if (cut) await cut;
-  else await run('ip', ['link', 'set', link, 'up']);
   expect(cut).not.toBeNull();
-  return { code, out };
+  await cut;
+  return { code: r.code, out: r.stdout };
 }
 
 beforeAll(async () => {

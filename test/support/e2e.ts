@@ -60,7 +60,8 @@ export async function runBundle(
     cwd?: string;
     env?: Record<string, string>;
     timeoutMs?: number;
-    onOutput?: (soFar: string) => void;
+    /** Sees the output so far; kill() ends the step with SIGKILL, like a cancelled runner. */
+    onOutput?: (soFar: string, kill: () => void) => void;
   } = {},
 ): Promise<BundleRun> {
   const dir = await mkdtemp(path.join(tmpdir(), 'metalship-step-'));
@@ -90,7 +91,7 @@ export async function runBundle(
   let stderr = '';
   child.stdout.on('data', (c: Buffer) => {
     stdout += c.toString();
-    opts.onOutput?.(stdout);
+    opts.onOutput?.(stdout, () => child.kill('SIGKILL'));
   });
   child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
   const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 240000);
