@@ -11,6 +11,7 @@ export const BASE = {
   'ssh-key': PRIVATE,
   'known-hosts': `10.0.0.5 ssh-ed25519 ${KEY_B64}`,
   'release-id': '20250101_000000',
+  'backup-host': '10.0.0.5',
 };
 
 // [action, the input that is wrong, its value, what the message must say]
@@ -81,4 +82,20 @@ export const BAD_INPUTS: [ActionName, string, string, RegExp][] = [
   ['migrate', 'backup-keep', '0', /out of range/],
   ['rollback', 'migrate-down', 'sure', /is not a boolean/],
   ['rollback', 'release-id', '$(id)', /is not valid/],
+  ['release', 'source', '/abs/../x', /contains '\.\.'/],
+  ['verify', 'verify-interval', '0', /out of range/],
+  ['provision', 'env', 'NOT VALID LINE\nA=1', /line 1 is not KEY=value \(its content is not shown/],
+  ['provision', 'env', '1BAD=x', /'1BAD' is not a valid key/],
+  ['provision', 'domains', 'exa mple.com', /is not a domain name/],
+  ['provision', 'domains', '-bad-.com', /is not a domain name/],
+  ['provision', 'acme-email', 'not-an-email', /is not valid; expected an e-mail address/],
+  ['provision', 'acme-server', 'http://insecure/dir', /is not https/],
+  ['provision', 'firewall-allow', '22; reboot', /is not a port/],
+  ['provision', 'redis-memory-percent', '95', /out of range/],
+  ['provision', 'health-ping-url', 'ftp://x', /is not http\(s\)/],
+  ['provision', 'ssh-root-login', 'yes', /is not a known value; expected one of prohibit-password, no/],
+  ['backup-verify', 'max-age-hours', '0', /out of range/],
+  ['backup-verify', 'scratch-database', 'shop', /the production database/],
+  ['backup-verify', 'backup-file', '/etc/passwd', /is not an absolute path ending in \.dump/],
+  ['backup-verify', 'restore-host', 'a.example, b.example', /is not a valid host name/],
 ];
