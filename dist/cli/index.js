@@ -68371,10 +68371,6 @@ async function run_runAction(name, body, raw = envInputs(), log = new Log()) {
 ;// CONCATENATED MODULE: ./src/remote/layout.ts
 // Where everything lives on a host: the standard's /opt/{app} tree plus
 // metalship's own state. One place, so scripts cannot disagree on a path.
-const SLOTS = (/* unused pure expression or super */ null && (['blue', 'green']));
-function otherSlot(slot) {
-    return slot === 'blue' ? 'green' : 'blue';
-}
 function layout(app, root) {
     return {
         app,
@@ -68387,7 +68383,6 @@ function layout(app, root) {
         venvLink: `${root}/venv`,
         env: `${root}/.env`,
         slots: `${root}/slots`,
-        slot: (s) => `${root}/slots/${s}`,
         state: `${root}/.metalship`,
         lockFile: `${root}/.metalship/deploy.lock`,
         lockHolder: `${root}/.metalship/lock-holder`,

@@ -54317,10 +54317,6 @@ var __webpack_exports__ = {};
 ;// CONCATENATED MODULE: ./src/remote/layout.ts
 // Where everything lives on a host: the standard's /opt/{app} tree plus
 // metalship's own state. One place, so scripts cannot disagree on a path.
-const SLOTS = (/* unused pure expression or super */ null && (['blue', 'green']));
-function otherSlot(slot) {
-    return slot === 'blue' ? 'green' : 'blue';
-}
 function layout(app, root) {
     return {
         app,
@@ -54333,7 +54329,6 @@ function layout(app, root) {
         venvLink: `${root}/venv`,
         env: `${root}/.env`,
         slots: `${root}/slots`,
-        slot: (s) => `${root}/slots/${s}`,
         state: `${root}/.metalship`,
         lockFile: `${root}/.metalship/deploy.lock`,
         lockHolder: `${root}/.metalship/lock-holder`,

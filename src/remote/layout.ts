@@ -2,11 +2,6 @@
 // metalship's own state. One place, so scripts cannot disagree on a path.
 
 export type Slot = 'blue' | 'green';
-export const SLOTS: Slot[] = ['blue', 'green'];
-
-export function otherSlot(slot: Slot | null): Slot {
-  return slot === 'blue' ? 'green' : 'blue';
-}
 
 export interface Layout {
   app: string;
@@ -20,7 +15,6 @@ export interface Layout {
   venvLink: string;
   env: string;
   slots: string;
-  slot(slot: Slot): string;
   state: string;
   lockFile: string;
   lockHolder: string;
@@ -49,7 +43,6 @@ export function layout(app: string, root: string): Layout {
     venvLink: `${root}/venv`,
     env: `${root}/.env`,
     slots: `${root}/slots`,
-    slot: (s) => `${root}/slots/${s}`,
     state: `${root}/.metalship`,
     lockFile: `${root}/.metalship/deploy.lock`,
     lockHolder: `${root}/.metalship/lock-holder`,
