@@ -5,12 +5,10 @@
 // whose manifest disagrees with its data, a backup older than the objective, a
 // failing check and a scratch name that is not ours each fail with the reason.
 // The scratch database is gone after every run and production never changes.
-import { cp, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
+import { rm } from 'node:fs/promises';
 import { wrapScript } from '../../src/transport/ssh.js';
 import { backupInstallScript, backupUnitNames } from '../../src/remote/backup.js';
-import { runBundle, SAMPLE_APP, sampleAppInputs, type BundleRun } from '../support/e2e.js';
+import { runBundle, sampleAppCopy, sampleAppInputs, type BundleRun } from '../support/e2e.js';
 import {
   bootHosts,
   ensureKey,
@@ -114,8 +112,7 @@ beforeAll(async () => {
   );
   production = await productionFingerprint();
   // The sample app on the restore host, for the smoke test.
-  source = await mkdtemp(path.join(tmpdir(), 'metalship-shop-'));
-  await cp(SAMPLE_APP, source, { recursive: true });
+  source = await sampleAppCopy('shop');
   const deployed = await runBundle('deploy', {
     hosts: restoreHost.address,
     'ssh-key': key.privateKey,

@@ -1,15 +1,15 @@
 // The deploy path end to end on a real host, under a steady stream of requests:
 // deploy v1, v2, a v3 that fails verification (rolled back by itself), a
 // dispatched rollback to v1; then retention, the lock, and killed runs.
-import { cp, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import {
   connectionInputs,
   e2eState,
+  setUpAppOnHost,
+  sampleAppCopy,
   onHost,
   runBundle,
-  SAMPLE_APP,
   sampleAppInputs,
   type E2EState,
 } from '../support/e2e.js';
@@ -43,13 +43,8 @@ async function serving(): Promise<{ release: string; version: string }> {
 beforeAll(async () => {
   state = e2eState();
   host = state.hosts[0]!;
-  source = await mkdtemp(path.join(tmpdir(), 'metalship-shop-'));
-  await cp(SAMPLE_APP, source, { recursive: true });
-  await onHost(
-    state,
-    host,
-    `mkdir -p /opt/${APP} && printf 'REDIS_URL=redis://127.0.0.1:6379/0\\n' > /opt/${APP}/.env`,
-  );
+  source = await sampleAppCopy('shop');
+  await setUpAppOnHost(state, host, APP, { redisDb: 0 });
 });
 afterAll(async () => {
   await rm(source, { recursive: true, force: true });

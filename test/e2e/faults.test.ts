@@ -3,17 +3,17 @@
 // up. Afterwards a complete release serves, no lock blocks the next run beyond
 // its stale-lock rule, and a re-run succeeds.
 import { execFile } from 'node:child_process';
-import { cp, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import {
   connectionInputs,
   e2eState,
+  setUpAppOnHost,
+  sampleAppCopy,
   httpGet,
   onHost,
   runBundle,
-  SAMPLE_APP,
   sampleAppInputs,
   type E2EState,
 } from '../support/e2e.js';
@@ -81,14 +81,8 @@ async function deployWithNetworkCut(marker: RegExp, seconds: number): Promise<{ 
 beforeAll(async () => {
   state = e2eState();
   host = state.hosts[1]!;
-  source = await mkdtemp(path.join(tmpdir(), 'metalship-faulty-'));
-  await cp(SAMPLE_APP, source, { recursive: true });
-  await onHost(
-    state,
-    host,
-    `runuser -u postgres -- psql -qc "CREATE ROLE ${APP} LOGIN PASSWORD 'f-pw'" && runuser -u postgres -- createdb -O ${APP} ${APP} && ` +
-      `mkdir -p /opt/${APP} && printf 'REDIS_URL=redis://127.0.0.1:6379/2\\nDATABASE_URL=postgresql://${APP}:f-pw@127.0.0.1/${APP}\\n' > /opt/${APP}/.env`,
-  );
+  source = await sampleAppCopy('faulty');
+  await setUpAppOnHost(state, host, APP, { redisDb: 2, dbPassword: 'f-pw' });
   await nextVersion();
   const first = await runBundle('deploy', inputs());
   expect(first.code).toBe(0);

@@ -1,13 +1,12 @@
 // The transport and input handling, end to end against two real hosts.
-import { cp, mkdtemp, writeFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import {
   connectionInputs,
   e2eState,
+  sampleAppCopy,
   onHost,
   runBundle,
-  SAMPLE_APP,
   sampleAppInputs,
   type E2EState,
 } from '../support/e2e.js';
@@ -17,8 +16,7 @@ let source: string;
 
 beforeAll(async () => {
   state = e2eState();
-  source = await mkdtemp(path.join(tmpdir(), 'metalship-src-'));
-  await cp(SAMPLE_APP, source, { recursive: true });
+  source = await sampleAppCopy('src');
 });
 afterAll(async () => {
   await rm(source, { recursive: true, force: true });
@@ -85,8 +83,7 @@ test('bad input fails before any connection, naming the input and what is expect
 
 test('a failing remote command fails the action with its exit code and stderr tail; secrets stay masked', async () => {
   const secret = 'hunter2-passphrase-Zq9';
-  const broken = await mkdtemp(path.join(tmpdir(), 'metalship-broken-'));
-  await cp(SAMPLE_APP, broken, { recursive: true });
+  const broken = await sampleAppCopy('broken');
   // pip prints the requirement it cannot find: the secret then appears in remote output.
   await writeFile(path.join(broken, 'requirements.txt'), `${secret}\n`);
   const r = await runBundle('release', {
@@ -105,8 +102,7 @@ test('a failing remote command fails the action with its exit code and stderr ta
 });
 
 test('a long silent command hits the idle timeout', async () => {
-  const slow = await mkdtemp(path.join(tmpdir(), 'metalship-slow-'));
-  await cp(SAMPLE_APP, slow, { recursive: true });
+  const slow = await sampleAppCopy('slow');
   // The import check imports this module, which sits silent for a minute.
   await writeFile(path.join(slow, 'sleepy.py'), 'import time\ntime.sleep(60)\napp = None\n');
   const r = await runBundle('release', {

@@ -1,16 +1,16 @@
 // Migrations end to end with the sample app and real PostgreSQL: once per
 // deploy across three hosts, behind a backup and an advisory lock; a failing
 // migration changes nothing; a rollback with migrate-down restores the schema.
-import { cp, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import {
   connectionInputs,
   e2eState,
+  setUpAppOnHost,
+  sampleAppCopy,
   httpGet,
   onHost,
   runBundle,
-  SAMPLE_APP,
   sampleAppInputs,
   type E2EState,
 } from '../support/e2e.js';
@@ -90,16 +90,9 @@ beforeAll(async () => {
   state = e2eState();
   hosts = state.hosts.slice(0, 3);
   first = hosts[0]!;
-  source = await mkdtemp(path.join(tmpdir(), 'metalship-inv-'));
-  await cp(SAMPLE_APP, source, { recursive: true });
-  for (const h of hosts) {
-    await onHost(
-      state,
-      h,
-      `runuser -u postgres -- psql -qc "CREATE ROLE ${APP} LOGIN PASSWORD 'inv-secret-pw'" && runuser -u postgres -- createdb -O ${APP} ${APP} && ` +
-        `mkdir -p /opt/${APP} && printf 'DATABASE_URL=${DB_URL}\\nREDIS_URL=redis://127.0.0.1:6379/1\\n' > /opt/${APP}/.env`,
-    );
-  }
+  source = await sampleAppCopy('inv');
+  for (const h of hosts)
+    expect(await setUpAppOnHost(state, h, APP, { redisDb: 1, dbPassword: 'inv-secret-pw' })).toBe(DB_URL);
 });
 afterAll(async () => {
   await rm(source, { recursive: true, force: true });

@@ -6,11 +6,9 @@
 import { createConnection } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { spawnSync } from 'node:child_process';
-import { cp, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
+import { rm } from 'node:fs/promises';
 import { provisionRepo } from '../support/aptrepo.js';
-import { runBundle, SAMPLE_APP, sampleAppInputs } from '../support/e2e.js';
+import { runBundle, sampleAppCopy, sampleAppInputs } from '../support/e2e.js';
 import {
   bootHosts,
   ensureKey,
@@ -85,8 +83,7 @@ beforeAll(async () => {
     'echo "deb [trusted=yes] file:/srv/apt ./" > /etc/apt/sources.list && rm -f /etc/apt/sources.list.d/* && apt-get update -qq',
   );
   pebble = await startPebble(`10.213.${INDEX}.1`, host.address);
-  source = await mkdtemp(path.join(tmpdir(), 'metalship-prov-'));
-  await cp(SAMPLE_APP, source, { recursive: true });
+  source = await sampleAppCopy('prov');
 }, 600000);
 
 afterAll(async () => {

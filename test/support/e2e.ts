@@ -4,7 +4,7 @@
 
 import { spawn } from 'node:child_process';
 import http from 'node:http';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -163,4 +163,30 @@ export function httpGet(
     );
     req.on('error', reject);
   });
+}
+
+/** A private copy of the sample app, for a test to change and deploy; the caller removes it. */
+export async function sampleAppCopy(tag: string): Promise<string> {
+  const dir = await mkdtemp(path.join(tmpdir(), `metalship-${tag}-`));
+  await cp(SAMPLE_APP, dir, { recursive: true });
+  return dir;
+}
+
+/**
+ * What provision would set up for an app on a test host: its PostgreSQL role and
+ * database (with a password) and its .env. Returns the DATABASE_URL.
+ */
+export async function setUpAppOnHost(
+  state: E2EState,
+  host: TestHost,
+  app: string,
+  o: { redisDb: number; dbPassword?: string },
+): Promise<string> {
+  const url = o.dbPassword ? `postgresql://${app}:${o.dbPassword}@127.0.0.1:5432/${app}` : '';
+  const db = o.dbPassword
+    ? `runuser -u postgres -- psql -qc "CREATE ROLE ${app} LOGIN PASSWORD '${o.dbPassword}'" && runuser -u postgres -- createdb -O ${app} ${app} && `
+    : '';
+  const env = `REDIS_URL=redis://127.0.0.1:6379/${o.redisDb}\\n${url ? `DATABASE_URL=${url}\\n` : ''}`;
+  await onHost(state, host, `${db}mkdir -p /opt/${app} && printf '${env}' > /opt/${app}/.env`);
+  return url;
 }
