@@ -55441,9 +55441,17 @@ function wrapScript(script, token) {
     return `set -euo pipefail\numask 022\n${record}${forget}__metalship_main() {\n${body}\n}\n{ __metalship_main; exit $?; }\n`;
 }
 const SESSION_DIR = '/run/metalship-sessions';
-/** Stops every process of a timed-out script (its whole session). */
-function killSessionScript(token) {
-    return `f=${SESSION_DIR}/${token}; if [ -s "$f" ]; then sid=$(cat "$f"); pkill -TERM -s "$sid" || true; sleep 1; pkill -KILL -s "$sid" || true; rm -f "$f"; fi`;
+/**
+ * Stops every process of the scripts whose tokens match `pattern` (a token or a
+ * glob of tokens): each script's whole session, TERM then KILL.
+ */
+function killSessionScript(pattern) {
+    const files = `${SESSION_DIR}/${pattern}`;
+    return [
+        `sids=""; for f in ${files}; do if [ -s "$f" ]; then sid=$(cat "$f"); case "$sid" in *[!0-9]*) ;; *) sids="$sids $sid";; esac; fi; done`,
+        'if [ -n "$sids" ]; then for sid in $sids; do pkill -TERM -s "$sid" || true; done; sleep 1; for sid in $sids; do pkill -KILL -s "$sid" || true; done; fi',
+        `rm -f ${files}`,
+    ].join('\n');
 }
 /** The remote command: bash reading the script from stdin, through sudo for non-root users. */
 function remoteCommand(user) {
@@ -55456,6 +55464,8 @@ class Connection {
     options;
     log;
     closed = false;
+    /** Starts the token of every script this connection runs, so that what the run left behind can be found. */
+    runTag = (0,external_node_crypto_.randomBytes)(6).toString('hex');
     lostReason = null;
     constructor(endpoint, ssh, jump, options, log) {
         this.endpoint = endpoint;
@@ -55491,7 +55501,7 @@ class Connection {
         const what = opts.what ?? 'remote command';
         const idleMs = opts.idleTimeoutMs ?? this.options.idleTimeoutMs;
         const totalMs = opts.timeoutMs ?? this.options.commandTimeoutMs;
-        const token = (0,external_node_crypto_.randomBytes)(8).toString('hex');
+        const token = `${this.runTag}-${(0,external_node_crypto_.randomBytes)(8).toString('hex')}`;
         const wrapped = wrapScript(script, token);
         const stdin = new external_node_stream_.PassThrough();
         stdin.write(wrapped);
@@ -55626,6 +55636,14 @@ class Connection {
         })
             .then((r) => ({ code: r.code ?? -1, stdout: r.stdout, stderr: r.stderr }));
         return { stdin, done };
+    }
+    /**
+     * A script that stops whatever this connection's scripts still run on the
+     * host: run by the lock holder when the run is gone (killed, or its network
+     * lost), before it lets the lock go, so the next run never works beside them.
+     */
+    leftoversScript() {
+        return killSessionScript(`${this.runTag}-*`);
     }
     async close() {
         this.closed = true;
@@ -55802,7 +55820,8 @@ async function acquireLock(host, holder, waitSeconds, log) {
     let buffer = '';
     let settle = null;
     const outcome = new Promise((resolve) => (settle = resolve));
-    const session = host.conn.openSession(lockScript(host.layout, holder, waitSeconds), (text) => {
+    const script = lockScript(host.layout, holder, waitSeconds, host.conn.leftoversScript());
+    const session = host.conn.openSession(script, (text) => {
         buffer += text;
         let nl;
         while ((nl = buffer.indexOf('\n')) >= 0) {

@@ -54432,12 +54432,17 @@ const LOCK_HEARTBEAT_LIMIT = 30;
 function holderText(h) {
     return `${h.action} by ${h.actor || 'unknown'} since ${h.startedAt} (${h.runUrl || 'no run URL'})`;
 }
-function lockScript(l, holder, waitSeconds) {
+/**
+ * `leftovers`: a script that stops what the run still runs on the host (see
+ * Connection.leftoversScript), run when the run is gone, before the lock is let go.
+ */
+function lockScript(l, holder, waitSeconds, leftovers = '') {
     return sh_script(sh_sh `mkdir -p ${l.state}`, sh_sh `chmod 755 ${l.root} ${l.state} 2>/dev/null || true`, sh_sh `exec 9>>${l.lockFile}`, sh_sh `if ! flock -n 9; then`, sh_sh `  echo "WAITING $(head -c 500 ${l.lockHolder} 2>/dev/null | tr '\n' ' ')"`, sh_sh `  if ! flock -w ${waitSeconds} 9; then`, sh_sh `    echo "HELD $(head -c 500 ${l.lockHolder} 2>/dev/null | tr '\n' ' ')"`, `    exit ${LOCK_EXIT_HELD}`, '  fi', 'fi', 
     // A holder file still filled in while nobody holds the flock: a run that died.
     sh_sh `if [ -s ${l.lockHolder} ]; then echo "STALE $(head -c 500 ${l.lockHolder} | tr '\n' ' ')"; fi`, sh_sh `printf '%s\n' ${holderText(holder)} > ${l.lockHolder}`, 'echo LOCKED', `while IFS= read -r -t ${LOCK_HEARTBEAT_LIMIT} line; do`, '  if [ "$line" = release ]; then', sh_sh `    : > ${l.lockHolder}`, '    exit 0', '  fi', 'done', 
-    // EOF or no heartbeat: our run is gone. The flock goes with this process; the holder stays as evidence.
-    sh_sh `printf '%s\n' "abandoned at $(date -u +%FT%TZ): $(head -n1 ${l.lockHolder})" > ${l.lockHolder}`);
+    // EOF or no heartbeat: our run is gone. What it still runs here is stopped
+    // first; the flock goes with this process; the holder stays as evidence.
+    leftovers || null, sh_sh `printf '%s\n' "abandoned at $(date -u +%FT%TZ): $(head -n1 ${l.lockHolder})" > ${l.lockHolder}`);
 }
 
 // EXTERNAL MODULE: external "assert"
@@ -55530,9 +55535,17 @@ function wrapScript(script, token) {
     return `set -euo pipefail\numask 022\n${record}${forget}__metalship_main() {\n${body}\n}\n{ __metalship_main; exit $?; }\n`;
 }
 const SESSION_DIR = '/run/metalship-sessions';
-/** Stops every process of a timed-out script (its whole session). */
-function killSessionScript(token) {
-    return `f=${SESSION_DIR}/${token}; if [ -s "$f" ]; then sid=$(cat "$f"); pkill -TERM -s "$sid" || true; sleep 1; pkill -KILL -s "$sid" || true; rm -f "$f"; fi`;
+/**
+ * Stops every process of the scripts whose tokens match `pattern` (a token or a
+ * glob of tokens): each script's whole session, TERM then KILL.
+ */
+function killSessionScript(pattern) {
+    const files = `${SESSION_DIR}/${pattern}`;
+    return [
+        `sids=""; for f in ${files}; do if [ -s "$f" ]; then sid=$(cat "$f"); case "$sid" in *[!0-9]*) ;; *) sids="$sids $sid";; esac; fi; done`,
+        'if [ -n "$sids" ]; then for sid in $sids; do pkill -TERM -s "$sid" || true; done; sleep 1; for sid in $sids; do pkill -KILL -s "$sid" || true; done; fi',
+        `rm -f ${files}`,
+    ].join('\n');
 }
 /** The remote command: bash reading the script from stdin, through sudo for non-root users. */
 function remoteCommand(user) {
@@ -55545,6 +55558,8 @@ class Connection {
     options;
     log;
     closed = false;
+    /** Starts the token of every script this connection runs, so that what the run left behind can be found. */
+    runTag = (0,external_node_crypto_.randomBytes)(6).toString('hex');
     lostReason = null;
     constructor(endpoint, ssh, jump, options, log) {
         this.endpoint = endpoint;
@@ -55580,7 +55595,7 @@ class Connection {
         const what = opts.what ?? 'remote command';
         const idleMs = opts.idleTimeoutMs ?? this.options.idleTimeoutMs;
         const totalMs = opts.timeoutMs ?? this.options.commandTimeoutMs;
-        const token = (0,external_node_crypto_.randomBytes)(8).toString('hex');
+        const token = `${this.runTag}-${(0,external_node_crypto_.randomBytes)(8).toString('hex')}`;
         const wrapped = wrapScript(script, token);
         const stdin = new external_node_stream_.PassThrough();
         stdin.write(wrapped);
@@ -55715,6 +55730,14 @@ class Connection {
         })
             .then((r) => ({ code: r.code ?? -1, stdout: r.stdout, stderr: r.stderr }));
         return { stdin, done };
+    }
+    /**
+     * A script that stops whatever this connection's scripts still run on the
+     * host: run by the lock holder when the run is gone (killed, or its network
+     * lost), before it lets the lock go, so the next run never works beside them.
+     */
+    leftoversScript() {
+        return killSessionScript(`${this.runTag}-*`);
     }
     async close() {
         this.closed = true;
@@ -55891,7 +55914,8 @@ async function acquireLock(host, holder, waitSeconds, log) {
     let buffer = '';
     let settle = null;
     const outcome = new Promise((resolve) => (settle = resolve));
-    const session = host.conn.openSession(lockScript(host.layout, holder, waitSeconds), (text) => {
+    const script = lockScript(host.layout, holder, waitSeconds, host.conn.leftoversScript());
+    const session = host.conn.openSession(script, (text) => {
         buffer += text;
         let nl;
         while ((nl = buffer.indexOf('\n')) >= 0) {

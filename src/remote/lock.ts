@@ -21,7 +21,11 @@ export function holderText(h: LockHolder): string {
   return `${h.action} by ${h.actor || 'unknown'} since ${h.startedAt} (${h.runUrl || 'no run URL'})`;
 }
 
-export function lockScript(l: Layout, holder: LockHolder, waitSeconds: number): string {
+/**
+ * `leftovers`: a script that stops what the run still runs on the host (see
+ * Connection.leftoversScript), run when the run is gone, before the lock is let go.
+ */
+export function lockScript(l: Layout, holder: LockHolder, waitSeconds: number, leftovers = ''): string {
   return script(
     sh`mkdir -p ${l.state}`,
     sh`chmod 755 ${l.root} ${l.state} 2>/dev/null || true`,
@@ -43,7 +47,9 @@ export function lockScript(l: Layout, holder: LockHolder, waitSeconds: number): 
     '    exit 0',
     '  fi',
     'done',
-    // EOF or no heartbeat: our run is gone. The flock goes with this process; the holder stays as evidence.
+    // EOF or no heartbeat: our run is gone. What it still runs here is stopped
+    // first; the flock goes with this process; the holder stays as evidence.
+    leftovers || null,
     sh`printf '%s\n' "abandoned at $(date -u +%FT%TZ): $(head -n1 ${l.lockHolder})" > ${l.lockHolder}`,
   );
 }

@@ -123,7 +123,8 @@ export async function acquireLock(
   let buffer = '';
   let settle: ((v: string | Error) => void) | null = null;
   const outcome = new Promise<string | Error>((resolve) => (settle = resolve));
-  const session = host.conn.openSession(lockScript(host.layout, holder, waitSeconds), (text) => {
+  const script = lockScript(host.layout, holder, waitSeconds, host.conn.leftoversScript());
+  const session = host.conn.openSession(script, (text) => {
     buffer += text;
     let nl: number;
     while ((nl = buffer.indexOf('\n')) >= 0) {

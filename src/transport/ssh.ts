@@ -85,9 +85,17 @@ export function wrapScript(script: string, token?: string): string {
 
 const SESSION_DIR = '/run/metalship-sessions';
 
-/** Stops every process of a timed-out script (its whole session). */
-export function killSessionScript(token: string): string {
-  return `f=${SESSION_DIR}/${token}; if [ -s "$f" ]; then sid=$(cat "$f"); pkill -TERM -s "$sid" || true; sleep 1; pkill -KILL -s "$sid" || true; rm -f "$f"; fi`;
+/**
+ * Stops every process of the scripts whose tokens match `pattern` (a token or a
+ * glob of tokens): each script's whole session, TERM then KILL.
+ */
+export function killSessionScript(pattern: string): string {
+  const files = `${SESSION_DIR}/${pattern}`;
+  return [
+    `sids=""; for f in ${files}; do if [ -s "$f" ]; then sid=$(cat "$f"); case "$sid" in *[!0-9]*) ;; *) sids="$sids $sid";; esac; fi; done`,
+    'if [ -n "$sids" ]; then for sid in $sids; do pkill -TERM -s "$sid" || true; done; sleep 1; for sid in $sids; do pkill -KILL -s "$sid" || true; done; fi',
+    `rm -f ${files}`,
+  ].join('\n');
 }
 
 /** The remote command: bash reading the script from stdin, through sudo for non-root users. */
@@ -97,6 +105,8 @@ export function remoteCommand(user: string): string {
 
 export class Connection {
   private closed = false;
+  /** Starts the token of every script this connection runs, so that what the run left behind can be found. */
+  private readonly runTag = randomBytes(6).toString('hex');
   private lostReason: string | null = null;
 
   constructor(
@@ -143,7 +153,7 @@ export class Connection {
     const what = opts.what ?? 'remote command';
     const idleMs = opts.idleTimeoutMs ?? this.options.idleTimeoutMs;
     const totalMs = opts.timeoutMs ?? this.options.commandTimeoutMs;
-    const token = randomBytes(8).toString('hex');
+    const token = `${this.runTag}-${randomBytes(8).toString('hex')}`;
     const wrapped = wrapScript(script, token);
     const stdin = new PassThrough();
     stdin.write(wrapped);
@@ -304,6 +314,15 @@ export class Connection {
       })
       .then((r) => ({ code: r.code ?? -1, stdout: r.stdout, stderr: r.stderr }));
     return { stdin, done };
+  }
+
+  /**
+   * A script that stops whatever this connection's scripts still run on the
+   * host: run by the lock holder when the run is gone (killed, or its network
+   * lost), before it lets the lock go, so the next run never works beside them.
+   */
+  leftoversScript(): string {
+    return killSessionScript(`${this.runTag}-*`);
   }
 
   async close(): Promise<void> {

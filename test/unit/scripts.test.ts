@@ -16,7 +16,7 @@ import {
   verifyScript,
   type ReleaseListing,
 } from '../../src/remote/verify.js';
-import { wrapScript } from '../../src/transport/ssh.js';
+import { killSessionScript, wrapScript } from '../../src/transport/ssh.js';
 
 const l = layout('shop', '/opt/shop');
 const HOSTILE = `it's $(touch /tmp/pwned) \`id\` ; rm -rf / "x"\nnext`;
@@ -118,6 +118,53 @@ test('hostile values written by the scripts arrive byte for byte and never run',
   expect(holder).toMatch(/^abandoned at .*: deploy by it's \$\(touch .*\) `id` ; rm -rf \/ "x"$/m);
   expect(history).toContain(`marked failed: ${hostile.split('\n')[0]}`);
   expect(() => execFileSync('test', ['-e', marker])).toThrow();
+});
+
+test('the lock holder stops what the run left running before it lets the lock go, and only then', () => {
+  const root = execFileSync('mktemp', ['-d'], { encoding: 'utf8' }).trim();
+  const sandbox = layout('shop', root);
+  const holder = { action: 'deploy', actor: 'a', runUrl: '', startedAt: 'now' };
+  const leftovers = `echo "stopped leftovers; holder: $(cat ${root}/.metalship/lock-holder)" >> ${root}/log`;
+  // The run ends without releasing (stdin closes): leftovers stopped, then the holder marked abandoned.
+  execFileSync('bash', ['-se'], { input: wrapScript(lockScript(sandbox, holder, 5, leftovers)) });
+  const abandoned = execFileSync('cat', [`${root}/log`], { encoding: 'utf8' });
+  // A run that releases the lock leaves nothing to stop.
+  execFileSync('bash', ['-se'], {
+    input: wrapScript(lockScript(sandbox, holder, 5, leftovers)) + 'release\n',
+  });
+  const after = execFileSync('cat', [`${root}/log`], { encoding: 'utf8' });
+  execFileSync('rm', ['-rf', root]);
+  expect(abandoned).toBe('stopped leftovers; holder: deploy by a since now (no run URL)\n');
+  expect(after).toBe(abandoned);
+});
+
+// Writes into /run/metalship-sessions, as the scripts do on a host.
+const asRoot = process.getuid?.() === 0 ? test : test.skip;
+asRoot("stopping the sessions of a run ends every process in them, and no other run's", () => {
+  const sh = (cmd: string) => execFileSync('bash', ['-c', cmd], { encoding: 'utf8' }).trim();
+  // A script in a session of its own (as sshd starts each one): bash, a child in the background, one in front.
+  const start = (token: string) =>
+    execFileSync('bash', ['-c', 'setsid bash -se <&0 >/dev/null 2>&1 & echo $!'], {
+      input: wrapScript('sleep 300 & sleep 300', token),
+      encoding: 'utf8',
+    }).trim();
+  const run = `unit${process.pid}`;
+  const other = `other${process.pid}`;
+  const sids = [start(`${run}-a`), start(`${run}-b`), start(`${other}-c`)];
+  // Zombies do not count: this machine's init may take a while to reap them.
+  const alive = () => sids.map((sid) => Number(sh(`ps -o stat= -s ${sid} | grep -vc '^Z' || true`)));
+  sh(
+    `for i in $(seq 50); do [ "$(ps -o stat= -s ${sids.join(',')} | grep -vc '^Z')" = 9 ] && break; sleep 0.1; done`,
+  );
+  const before = alive();
+  execFileSync('bash', ['-se'], { input: wrapScript(killSessionScript(`${run}-*`)) });
+  const after = alive();
+  const files = sh(`ls /run/metalship-sessions/ | grep -e ${run}- -e ${other}- || true`);
+  execFileSync('bash', ['-se'], { input: wrapScript(killSessionScript(`${other}-*`)) });
+  expect(before).toEqual([3, 3, 3]);
+  expect(after).toEqual([0, 0, 3]);
+  expect(files).toBe(`${other}-c`);
+  expect(alive()).toEqual([0, 0, 0]);
 });
 
 test('units: hardened, the api a blue/green template on a Unix socket, worker present, scheduler absent here', () => {
