@@ -8,7 +8,14 @@
 import { rm } from 'node:fs/promises';
 import { wrapScript } from '../../src/transport/ssh.js';
 import { backupInstallScript, backupUnitNames } from '../../src/remote/backup.js';
-import { runBundle, sampleAppCopy, sampleAppInputs, type BundleRun } from '../support/e2e.js';
+import {
+  E2E_PREFIX,
+  ownHostSpecs,
+  runBundle,
+  sampleAppCopy,
+  sampleAppInputs,
+  type BundleRun,
+} from '../support/e2e.js';
 import {
   bootHosts,
   ensureKey,
@@ -21,10 +28,7 @@ import {
 const APP = 'shop';
 const DB = 'shop';
 const DIR = `/var/backups/metalship/${APP}`;
-const HOSTS = [
-  { name: 'ms-b3', index: 72 },
-  { name: 'ms-b4', index: 73 },
-];
+const HOSTS = ownHostSpecs('b', [61, 62]);
 const SCRATCH = 'metalship_verify';
 
 let key: HostKeyPair;
@@ -95,7 +99,7 @@ async function variant(label: string, edit: string): Promise<string> {
 }
 
 beforeAll(async () => {
-  key = await ensureKey('/run/metalship-e2e-backup/key');
+  key = await ensureKey(`/run/metalship-e2e-backup/${E2E_PREFIX}key`);
   await shutdownHosts(HOSTS.map((h) => h.name));
   [dbHost, restoreHost] = (await bootHosts(HOSTS, key)) as [TestHost, TestHost];
   // Production: the sample app's items (as its migration makes them) and a second schema.

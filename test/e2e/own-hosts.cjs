@@ -6,12 +6,12 @@
 //
 // E2E files that boot their own test hosts (under their own names and indexes)
 // need none of the shared ones: when a run selects only such files, global
-// setup and teardown leave the shared hosts (ms-e1, ms-e2) alone, so they never
+// setup and teardown leave the shared hosts (ms-e1..3) alone, so they never
 // disturb another run that is using them.
 const { existsSync } = require('node:fs');
 const path = require('node:path');
 
-const OWN_HOSTS = [/backup-verify(\.test\.ts)?$/];
+const OWN_HOSTS = [/backup-verify(\.test\.ts)?$/, /provision(\.test\.ts)?$/];
 
 /** Test files named on the command line (wherever jest's option parsing put them), absolute. */
 function namedTestFiles(argv = process.argv) {

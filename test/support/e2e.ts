@@ -17,6 +17,23 @@ export const REPO = fileURLToPath(new URL('../..', import.meta.url));
 export const E2E_PREFIX = process.env.METALSHIP_E2E_PREFIX ?? 'ms-e';
 export const E2E_INDEX = Number(process.env.METALSHIP_E2E_INDEX ?? 11);
 export const STATE_FILE = `/run/metalship-e2e/${E2E_PREFIX}state.json`;
+
+/**
+ * Hosts a test file boots for itself, named and numbered from this run's prefix
+ * and index block, so that two checkouts' runs never share one: `tag` plus 1, 2,
+ * ... at E2E_INDEX + each offset (the default block gives provision 60,
+ * backup-verify 72 and 73).
+ */
+export function ownHostSpecs(tag: string, offsets: number[]): { name: string; index: number }[] {
+  return offsets.map((offset, i) => {
+    const spec = { name: `${E2E_PREFIX}${tag}${i + 1}`, index: E2E_INDEX + offset };
+    if (spec.index > 254 || !/^[a-z0-9][a-z0-9-]{0,11}$/.test(spec.name))
+      throw new Error(
+        `METALSHIP_E2E_PREFIX/METALSHIP_E2E_INDEX give host ${spec.name} at index ${spec.index}: names are 1-12 chars of [a-z0-9-], indexes at most 254`,
+      );
+    return spec;
+  });
+}
 /** Where this test run's bundle logs and secrets go for the whole-suite secret scan (made by global setup). */
 export const SCAN_DIR = process.env.METALSHIP_E2E_SCAN_DIR ?? '';
 /** The result of the last secret scan, for the reliability report. */
