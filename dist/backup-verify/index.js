@@ -56174,7 +56174,7 @@ function sh_ensureFile(path, content, opts = {}) {
 // Scripts define it once with PY_TOOL_DEFINITION and call `mstool <cmd> ...`.
 
 const PY_TOOL = String.raw `
-import hashlib, http.client, json, os, shutil, socket, sys, time
+import hashlib, http.client, json, os, re, shutil, socket, sys, time
 
 def sha256(path):
     h = hashlib.sha256()
@@ -56246,19 +56246,97 @@ def check_files(release):
     print('%d files verified' % len(manifest['files']))
 
 def read_env(path):
+    # The .env exactly as systemd reads it for the services (EnvironmentFile=,
+    # parse_env_file in systemd's env-file.c): quotes, backslash escapes, quoted
+    # values over several lines, comments; nothing expanded; the last wins.
     env = {}
-    if not os.path.exists(path):
+    try:
+        with open(path, encoding='utf-8', errors='surrogateescape') as f:
+            text = f.read()
+    except FileNotFoundError:
         return env
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line or line.startswith('#') or '=' not in line:
-                continue
-            k, v = line.split('=', 1)
-            k, v = k.strip(), v.strip()
-            if len(v) >= 2 and v[0] == v[-1] and v[0] in '"\'':
-                v = v[1:-1]
-            env[k] = v
+    ws, nl = ' \t\n\r', '\n\r'
+    state, key, value, key_ws, value_ws = 'pre_key', [], [], None, None
+
+    def push(trim_value):
+        k = ''.join(key[:key_ws] if key_ws is not None else key)
+        v = value[:value_ws] if trim_value and value_ws is not None else value
+        if re.match(r'^[A-Za-z_][A-Za-z0-9_]*$', k):
+            env[k] = ''.join(v)
+
+    for c in text:
+        if state == 'pre_key':
+            if c in '#;':
+                state = 'comment'
+            elif c not in ws:
+                state, key, key_ws = 'key', [c], None
+        elif state == 'key':
+            if c in nl:
+                state = 'pre_key'
+            elif c == '=':
+                state, value, value_ws = 'pre_value', [], None
+            else:
+                if c not in ws:
+                    key_ws = None
+                elif key_ws is None:
+                    key_ws = len(key)
+                key.append(c)
+        elif state == 'pre_value':
+            if c in nl:
+                push(False)
+                state = 'pre_key'
+            elif c == "'":
+                state = 'single'
+            elif c == '"':
+                state = 'double'
+            elif c == '\\':
+                state = 'value_escape'
+            elif c not in ws:
+                state = 'value'
+                value.append(c)
+        elif state == 'value':
+            if c in nl:
+                push(True)
+                state = 'pre_key'
+            elif c == '\\':
+                state, value_ws = 'value_escape', None
+            else:
+                if c not in ws:
+                    value_ws = None
+                elif value_ws is None:
+                    value_ws = len(value)
+                value.append(c)
+        elif state == 'value_escape':
+            state = 'value'
+            if c not in nl:
+                value.append(c)
+        elif state == 'single':
+            if c == "'":
+                state = 'pre_value'
+            else:
+                value.append(c)
+        elif state == 'double':
+            if c == '"':
+                state = 'pre_value'
+            elif c == '\\':
+                state = 'double_escape'
+            else:
+                value.append(c)
+        elif state == 'double_escape':
+            state = 'double'
+            if c in '"\\$' + chr(96):  # the characters a shell needs escaped
+                value.append(c)
+            elif c != '\n':
+                value.extend(['\\', c])
+        elif state == 'comment':
+            if c == '\\':
+                state = 'comment_escape'
+            elif c in nl:
+                state = 'pre_key'
+        elif state == 'comment_escape':
+            state = 'comment'
+    if state in ('pre_value', 'value', 'value_escape', 'single', 'double', 'double_escape'):
+        push(state == 'value')
     return env
 
 def import_check(release, module, envfile):
@@ -66720,6 +66798,16 @@ var dist = __nccwpck_require__(8230);
 
 /** A dotenv key: letters, digits and _, not starting with a digit. */
 const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
+/** Whether a line of a quoted value holds its closing quote (in double quotes, not one escaped by a backslash). */
+function closesQuote(text, quote) {
+    for (let k = 0; k < text.length; k++) {
+        if (quote === '"' && text[k] === '\\')
+            k++;
+        else if (text[k] === quote)
+            return true;
+    }
+    return false;
+}
 /**
  * Validates dotenv text line by line (quoted values may span lines). Errors name
  * the line and at most the key, never a value: the text is a secret.
@@ -66751,10 +66839,11 @@ function parseEnvText(v) {
         const value = line.slice(eq + 1).trimStart();
         const quote = value[0];
         if (quote === '"' || quote === "'" || quote === '`') {
-            // A quoted value ends at its closing quote, possibly on a later line.
+            // A quoted value ends at its closing quote, possibly on a later line. In
+            // double quotes a backslash escapes the next character (\" is no end).
             let j = i;
             let rest = value.slice(1);
-            while (!rest.includes(quote)) {
+            while (!closesQuote(rest, quote)) {
                 j++;
                 if (j >= lines.length)
                     return { error: `line ${i + 1}: the value of ${key} opens a ${quote} quote that is never closed` };
@@ -66837,7 +66926,7 @@ const provisionInputs = {
     }),
     // App tree and services
     env: fields_custom({
-        description: "The app's .env as dotenv text (KEY=value lines), typically a secret; written atomically, mode 600, owned by the app user. Empty: .env is left as it is.",
+        description: "The app's .env (KEY=value lines), typically a secret; written as given, atomically, mode 600, owned by the app user. The services read it the way systemd reads an EnvironmentFile, and so do the import check and migrations: a quoted value may span lines; in double quotes, a backslash before a double quote, a backslash, $ or a backquote makes it literal; nothing is expanded. Empty: .env is left as it is.",
         secret: true,
         revealErrors: true,
     }, { expected: 'KEY=value lines, keys of letters, digits and _' }, (v) => parseEnvText(v)),

@@ -67520,6 +67520,16 @@ var dist = __nccwpck_require__(8230);
 
 /** A dotenv key: letters, digits and _, not starting with a digit. */
 const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
+/** Whether a line of a quoted value holds its closing quote (in double quotes, not one escaped by a backslash). */
+function closesQuote(text, quote) {
+    for (let k = 0; k < text.length; k++) {
+        if (quote === '"' && text[k] === '\\')
+            k++;
+        else if (text[k] === quote)
+            return true;
+    }
+    return false;
+}
 /**
  * Validates dotenv text line by line (quoted values may span lines). Errors name
  * the line and at most the key, never a value: the text is a secret.
@@ -67551,10 +67561,11 @@ function parseEnvText(v) {
         const value = line.slice(eq + 1).trimStart();
         const quote = value[0];
         if (quote === '"' || quote === "'" || quote === '`') {
-            // A quoted value ends at its closing quote, possibly on a later line.
+            // A quoted value ends at its closing quote, possibly on a later line. In
+            // double quotes a backslash escapes the next character (\" is no end).
             let j = i;
             let rest = value.slice(1);
-            while (!rest.includes(quote)) {
+            while (!closesQuote(rest, quote)) {
                 j++;
                 if (j >= lines.length)
                     return { error: `line ${i + 1}: the value of ${key} opens a ${quote} quote that is never closed` };
@@ -67637,7 +67648,7 @@ const provisionInputs = {
     }),
     // App tree and services
     env: fields_custom({
-        description: "The app's .env as dotenv text (KEY=value lines), typically a secret; written atomically, mode 600, owned by the app user. Empty: .env is left as it is.",
+        description: "The app's .env (KEY=value lines), typically a secret; written as given, atomically, mode 600, owned by the app user. The services read it the way systemd reads an EnvironmentFile, and so do the import check and migrations: a quoted value may span lines; in double quotes, a backslash before a double quote, a backslash, $ or a backquote makes it literal; nothing is expanded. Empty: .env is left as it is.",
         secret: true,
         revealErrors: true,
     }, { expected: 'KEY=value lines, keys of letters, digits and _' }, (v) => parseEnvText(v)),

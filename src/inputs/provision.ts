@@ -14,6 +14,15 @@ export interface DotenvText {
   values: Record<string, string>;
 }
 
+/** Whether a line of a quoted value holds its closing quote (in double quotes, not one escaped by a backslash). */
+function closesQuote(text: string, quote: string): boolean {
+  for (let k = 0; k < text.length; k++) {
+    if (quote === '"' && text[k] === '\\') k++;
+    else if (text[k] === quote) return true;
+  }
+  return false;
+}
+
 /**
  * Validates dotenv text line by line (quoted values may span lines). Errors name
  * the line and at most the key, never a value: the text is a secret.
@@ -43,10 +52,11 @@ export function parseEnvText(v: string): DotenvText | { error: string } {
     const value = line.slice(eq + 1).trimStart();
     const quote = value[0];
     if (quote === '"' || quote === "'" || quote === '`') {
-      // A quoted value ends at its closing quote, possibly on a later line.
+      // A quoted value ends at its closing quote, possibly on a later line. In
+      // double quotes a backslash escapes the next character (\" is no end).
       let j = i;
       let rest = value.slice(1);
-      while (!rest.includes(quote)) {
+      while (!closesQuote(rest, quote)) {
         j++;
         if (j >= lines.length)
           return { error: `line ${i + 1}: the value of ${key} opens a ${quote} quote that is never closed` };
@@ -153,7 +163,7 @@ export const provisionInputs = {
   env: custom<DotenvText>(
     {
       description:
-        "The app's .env as dotenv text (KEY=value lines), typically a secret; written atomically, mode 600, owned by the app user. Empty: .env is left as it is.",
+        "The app's .env (KEY=value lines), typically a secret; written as given, atomically, mode 600, owned by the app user. The services read it the way systemd reads an EnvironmentFile, and so do the import check and migrations: a quoted value may span lines; in double quotes, a backslash before a double quote, a backslash, $ or a backquote makes it literal; nothing is expanded. Empty: .env is left as it is.",
       secret: true,
       revealErrors: true,
     },

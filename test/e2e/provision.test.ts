@@ -6,7 +6,9 @@
 import { createConnection } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { provisionRepo } from '../support/aptrepo.js';
 import { E2E_PREFIX, ownHostSpecs, runBundle, sampleAppCopy, sampleAppInputs } from '../support/e2e.js';
 import {
@@ -40,6 +42,34 @@ async function on(cmd: string): Promise<string> {
   return r.stdout;
 }
 
+// A valid but hostile .env value: quotes, $(), backquotes, backslashes, $VAR and
+// a newline, once in double quotes, once in single quotes. The services read
+// .env as systemd reads an EnvironmentFile: in double quotes \" \\ \` \$ stand
+// for the character and any other backslash stays; in single quotes nothing is
+// special; nothing is expanded or run; a quoted value may span lines.
+const HOSTILE_ENV = [
+  'HOSTILE="it\'s \\"quoted\\" $(touch /tmp/metalship-pwned) `touch /tmp/metalship-pwned-bt` back\\slash \\\\ \\$HOME ${PATH}',
+  'second line of the hostile value"',
+  'HOSTILE_SQ=\'raw $(touch /tmp/metalship-pwned-sq) "dq" \\n back\\\\slash',
+  "second line of the single-quoted value'",
+  '',
+].join('\n');
+const HOSTILE = {
+  HOSTILE:
+    'it\'s "quoted" $(touch /tmp/metalship-pwned) `touch /tmp/metalship-pwned-bt` back\\slash \\ $HOME ${PATH}\nsecond line of the hostile value',
+  HOSTILE_SQ:
+    'raw $(touch /tmp/metalship-pwned-sq) "dq" \\n back\\\\slash\nsecond line of the single-quoted value',
+};
+const ENV =
+  'REDIS_URL=redis://shop:redis-Secret-1@127.0.0.1:6379/0\nDATABASE_URL=postgresql://shop:db-Secret-2@127.0.0.1/shop\n' +
+  HOSTILE_ENV;
+/** Prints the sha256 of each hostile value as it finds it in its environment (never the value: a secret). */
+const SHOW_ENV = `import hashlib, os
+for k in ${JSON.stringify(Object.keys(HOSTILE))}:
+    print("ENV", k, hashlib.sha256(os.environ.get(k, "(unset)").encode()).hexdigest())
+`;
+let releaseId = '';
+
 function conn(): Record<string, string> {
   return { hosts: host.address, 'ssh-key': key.privateKey, 'known-hosts': host.knownHosts };
 }
@@ -50,7 +80,7 @@ function inputs(extra: Record<string, string> = {}): Record<string, string> {
     app: 'shop',
     'worker-command': 'python -m worker',
     'scheduler-command': 'python -m scheduler',
-    env: 'REDIS_URL=redis://shop:redis-Secret-1@127.0.0.1:6379/0\nDATABASE_URL=postgresql://shop:db-Secret-2@127.0.0.1/shop\n',
+    env: ENV,
     'db-password': 'db-Secret-2',
     'redis-password': 'redis-Secret-1',
     domains: 'shop.test',
@@ -118,6 +148,7 @@ beforeAll(async () => {
   };
   pebble = await startPebble(`10.213.${INDEX}.1`, host.address);
   source = await sampleAppCopy('prov');
+  await writeFile(path.join(source, 'show_env.py'), SHOW_ENV);
 }, 600000);
 
 afterAll(async () => {
@@ -294,6 +325,7 @@ test('release, switch and verify work on the provisioned host', async () => {
   const rel = await runBundle('release', { ...conn(), ...app });
   expect(rel.code).toBe(0);
   const id = rel.outputs['release-id']!;
+  releaseId = id;
   const sw = await runBundle('switch', { ...conn(), ...app, 'release-id': id, 'server-name': 'shop.test' });
   expect(sw.code).toBe(0);
   const ver = await runBundle('verify', {
@@ -308,4 +340,46 @@ test('release, switch and verify work on the provisioned host', async () => {
   // The units the switch wrote are the ones provision installed: provision finds nothing to change.
   const again = await runBundle('provision', inputs());
   expect(again.outputs.changed).toBe('0');
+});
+
+test('a hostile .env value arrives byte for byte, as the services and migrations read it, and never runs', async () => {
+  // The file is the text given, byte for byte, and every release links to it.
+  expect(Buffer.from(await on('base64 -w0 /opt/shop/.env'), 'base64').toString('utf8')).toBe(ENV);
+  expect((await on('readlink -f /opt/shop/current/.env')).trim()).toBe('/opt/shop/.env');
+  // The running services' environment, as systemd gave it to them.
+  for (const unit of [
+    `shop-api@${(await on('cat /opt/shop/.metalship/active-slot')).trim()}`,
+    'shop-worker',
+  ]) {
+    const pid = (await on(`systemctl show -p MainPID --value ${unit}`)).trim();
+    const environ = Buffer.from(await on(`base64 -w0 /proc/${pid}/environ`), 'base64').toString('utf8');
+    const got = Object.fromEntries(
+      environ
+        .split('\0')
+        .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])
+        .filter(([k]) => k! in HOSTILE),
+    );
+    expect({ unit, got }).toEqual({ unit, got: HOSTILE });
+  }
+  // A migration reads .env itself (not through systemd): it must get the same values.
+  const mig = await runBundle('migrate', {
+    ...conn(),
+    app: 'shop',
+    'release-id': releaseId,
+    command: 'python show_env.py',
+    'revision-command': 'true',
+    backup: 'false',
+  });
+  expect(mig.code).toBe(0);
+  const sha = (v: string) => createHash('sha256').update(v).digest('hex');
+  for (const [k, v] of Object.entries(HOSTILE)) expect(mig.stdout).toContain(`ENV ${k} ${sha(v)}`);
+  // Nothing in it ever ran: not on the host (its /tmp, the services' private ones), not here.
+  expect(
+    await on(
+      "find / \\( -path /proc -o -path /sys -o -path /srv \\) -prune -o -name 'metalship-pwned*' -print",
+    ),
+  ).toBe('');
+  expect(spawnSync('sh', ['-c', 'ls /tmp/metalship-pwned* 2>/dev/null'], { encoding: 'utf8' }).stdout).toBe(
+    '',
+  );
 });

@@ -47,6 +47,7 @@ describe('provision inputs', () => {
     ['1BAD=x', /line 1: '1BAD' is not a valid key/],
     ['GOOD=1\nno equals sign here', /line 2 is not KEY=value/],
     ['A="open', /never closed/],
+    ['A="an escaped \\" quote does not close it\nB=1', /never closed/],
   ])('env %j is rejected with the line', (env, msg) => {
     try {
       parseInputs('provision', raw({ ...base, env }));
@@ -57,6 +58,12 @@ describe('provision inputs', () => {
       expect((err as Error).message).toMatch(msg);
       expect((err as Error).message).not.toContain('no equals sign here');
     }
+  });
+  test('a double-quoted value may hold escaped quotes and span lines', () => {
+    const env = 'A="it\'s \\"quoted\\" $(x)\nsecond line"\nB=\'single "q"\nline two\'\n';
+    const r = parseEnvText(env);
+    expect(r).toMatchObject({ text: env });
+    expect(Object.keys((r as { values: Record<string, string> }).values)).toEqual(['A', 'B']);
   });
   test('dotenv values parse', () => {
     const r = parseEnvText(base.env!);

@@ -7,6 +7,7 @@ import { migrateScript, parseMigrateOutput } from '../../src/remote/migrate.js';
 import { siteConf, upstreamConf } from '../../src/remote/nginx.js';
 import { buildScript, ensureAppTree, markScript, prepareScript } from '../../src/remote/release.js';
 import { switchScript, uvicornFlagsScript } from '../../src/remote/switch.js';
+import { PY_TOOL } from '../../src/remote/pytool.js';
 import { unitFiles } from '../../src/remote/units.js';
 import {
   cleanupScript,
@@ -165,6 +166,68 @@ asRoot("stopping the sessions of a run ends every process in them, and no other 
   expect(after).toEqual([0, 0, 3]);
   expect(files).toBe(`${other}-c`);
   expect(alive()).toEqual([0, 0, 0]);
+});
+
+// What systemd 252 (Debian 12) put in a service's environment from this
+// EnvironmentFile (systemd-run -p EnvironmentFile=... on a test host).
+const ENV_FILE = [
+  'A="it\'s \\"quoted\\" $(touch /tmp/pwned) `touch /tmp/pwned-bt` back\\slash \\\\ \\$HOME ${PATH}',
+  'second line"',
+  'B=\'single $(x) \\n "dq" back\\\\slash',
+  "line2'",
+  'C=plain\\ value\\\\ \\$X $Y "mid"',
+  'D="line cont\\',
+  'inued"',
+  'export E1=one',
+  'E2 = two ',
+  'E3="a"b c  ',
+  '# c',
+  'E4=x # not a comment',
+  ';semi',
+  'E5=`bt`',
+  'E6=',
+  'E7',
+  '',
+].join('\n');
+const AS_SYSTEMD_READS_IT = {
+  A: 'it\'s "quoted" $(touch /tmp/pwned) `touch /tmp/pwned-bt` back\\slash \\ $HOME ${PATH}\nsecond line',
+  B: 'single $(x) \\n "dq" back\\\\slash\nline2',
+  C: 'plain value\\ $X $Y "mid"',
+  D: 'line continued',
+  E2: 'two',
+  E3: 'ab c',
+  E4: 'x # not a comment',
+  E5: '`bt`',
+  E6: '',
+};
+
+test('migrations and the import check get the .env values the services get: as systemd reads them', () => {
+  const dir = execFileSync('mktemp', ['-d'], { encoding: 'utf8' }).trim();
+  try {
+    execFileSync('bash', ['-c', `cat > ${dir}/.env`], { input: ENV_FILE });
+    const out = execFileSync(
+      'python3',
+      [
+        '-c',
+        PY_TOOL,
+        'exec',
+        dir,
+        `${dir}/.env`,
+        'python3',
+        '-c',
+        'import json, os; print(json.dumps(dict(os.environ)))',
+      ],
+      { encoding: 'utf8', env: { PATH: '/usr/bin:/bin' } },
+    );
+    const env = JSON.parse(out) as Record<string, string>;
+    const got = Object.fromEntries(Object.entries(env).filter(([k]) => /^(A|B|C|D|E\d|export)/.test(k)));
+    expect(got).toEqual(AS_SYSTEMD_READS_IT);
+    expect(
+      execFileSync('bash', ['-c', 'ls /tmp/pwned* 2>/dev/null || echo none'], { encoding: 'utf8' }),
+    ).toBe('none\n');
+  } finally {
+    execFileSync('rm', ['-rf', dir]);
+  }
 });
 
 test('units: hardened, the api a blue/green template on a Unix socket, worker present, scheduler absent here', () => {
