@@ -23,7 +23,9 @@ export const connectionInputs = {
     {
       description:
         'Hosts to act on, newline- or comma-separated: host, host:port, user@host:port or [ipv6]:port. ' +
-        'Optionally `roles=api,worker,scheduler,migrate` after a host (one host per line then).',
+        'Optionally, one host per line then, `roles=api,worker,scheduler,migrate` (hosts without roles run api and worker), ' +
+        '`roles=lb` for an nginx load balancer in front of the api hosts (provision sets it up; deploys drain each batch on it), ' +
+        'and `upstream=addr:port`: where the load balancer reaches that host (default: its address, port 80).',
       required: true,
     },
     { expected: 'host names or IP addresses, e.g. "web1.example.com, deploy@10.0.0.5:2222"' },
@@ -179,6 +181,14 @@ export const serviceInputs = {
     min: 1,
     max: 3600,
     unit: 'seconds',
+  }),
+  'batch-size': int({
+    description:
+      'Hosts switched at a time in a rolling switch. Each batch is taken out of the load balancer (roles=lb hosts), switched, verified and put back before the next; a failing batch stops the rollout and returns every switched host to its previous release.',
+    default: '1',
+    min: 1,
+    max: 1000,
+    unit: 'hosts',
   }),
   'server-name': pattern({
     description:

