@@ -66865,7 +66865,7 @@ const connectionInputs = {
     hosts: fields_custom({
         description: 'Hosts to act on, newline- or comma-separated: host, host:port, user@host:port or [ipv6]:port. ' +
             'Optionally, one host per line then, `roles=api,worker,scheduler,migrate` (hosts without roles run api and worker), ' +
-            '`roles=lb` for an nginx load balancer in front of the api hosts (provision sets it up; deploys drain each batch on it), ' +
+            '`roles=lb` for an nginx load balancer in front of the api hosts (provision sets it up; deploys take each batch out of its rotation), ' +
             'and `upstream=addr:port`: where the load balancer reaches that host (default: its address, port 80).',
         required: true,
     }, { expected: 'host names or IP addresses, e.g. "web1.example.com, deploy@10.0.0.5:2222"' }, (v) => {
@@ -67134,6 +67134,12 @@ const switchOnlyInputs = {
 const rollbackOnlyInputs = {
     'release-id': pattern({
         description: 'Release to roll back to. Default: the newest good release before the current one.',
+        default: '',
+        regex: /^(|[A-Za-z0-9][A-Za-z0-9._-]{0,63})$/,
+        expected: 'a release directory name, e.g. 20250127_120000, or empty',
+    }),
+    'if-current': pattern({
+        description: "Undo one deploy: roll back only when this release (the deploy's release-id) is current on the hosts, and do nothing, successfully, when it is not. Empty: always roll back.",
         default: '',
         regex: /^(|[A-Za-z0-9][A-Za-z0-9._-]{0,63})$/,
         expected: 'a release directory name, e.g. 20250127_120000, or empty',
@@ -70993,6 +70999,23 @@ async function runAction(name, body, raw = envInputs(), log = new Log()) {
 
 async function rollback(s, log) {
     return withHosts(s, log, 'rollback', async (hosts) => {
+        if (s['if-current']) {
+            const currents = await Promise.all(hosts.map(async (h) => (await listReleases(h)).links.current ?? ''));
+            const on = hosts.filter((_, i) => currents[i] === s['if-current']);
+            if (on.length === 0) {
+                log.info(`${s['if-current']} is not current on any host: nothing to undo`);
+                return {
+                    outputs: { 'release-id': currents[0] ?? '', 'rolled-back-from': '' },
+                    results: hosts.map((h, i) => ({ host: h.spec.label, ok: true, current: currents[i] })),
+                    summary: `Nothing to undo: **${s['if-current']}** is not current on any host.`,
+                };
+            }
+            if (on.length < hosts.length)
+                throw new Error(`if-current: ${s['if-current']} is current on ${on.map((h) => h.spec.label).join(', ')} but not on ${hosts
+                    .filter((h) => !on.includes(h))
+                    .map((h) => `${h.spec.label} (${currents[hosts.indexOf(h)] || 'nothing'})`)
+                    .join(', ')}; nothing was changed: name the hosts to roll back in hosts`);
+        }
         const { target, from } = await rollbackTarget(hosts, s['release-id']);
         log.info(`Rolling back from ${from || 'nothing'} to ${target}`);
         let schemaNote = '';

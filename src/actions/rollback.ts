@@ -9,6 +9,25 @@ import { resultsTable, runAction, type ActionOutcome } from './run.js';
 
 export async function rollback(s: Settings<'rollback'>, log: Log): Promise<ActionOutcome> {
   return withHosts(s, log, 'rollback', async (hosts) => {
+    if (s['if-current']) {
+      const currents = await Promise.all(hosts.map(async (h) => (await listReleases(h)).links.current ?? ''));
+      const on = hosts.filter((_, i) => currents[i] === s['if-current']);
+      if (on.length === 0) {
+        log.info(`${s['if-current']} is not current on any host: nothing to undo`);
+        return {
+          outputs: { 'release-id': currents[0] ?? '', 'rolled-back-from': '' },
+          results: hosts.map((h, i) => ({ host: h.spec.label, ok: true, current: currents[i] })),
+          summary: `Nothing to undo: **${s['if-current']}** is not current on any host.`,
+        };
+      }
+      if (on.length < hosts.length)
+        throw new Error(
+          `if-current: ${s['if-current']} is current on ${on.map((h) => h.spec.label).join(', ')} but not on ${hosts
+            .filter((h) => !on.includes(h))
+            .map((h) => `${h.spec.label} (${currents[hosts.indexOf(h)] || 'nothing'})`)
+            .join(', ')}; nothing was changed: name the hosts to roll back in hosts`,
+        );
+    }
     const { target, from } = await rollbackTarget(hosts, s['release-id']);
     log.info(`Rolling back from ${from || 'nothing'} to ${target}`);
     let schemaNote = '';

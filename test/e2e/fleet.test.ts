@@ -165,6 +165,7 @@ test('a release failing health on the second batch: every host back on the previ
   }
   expect(third.code).toBe(1);
   const f3 = third.outputs['release-id']!;
+  ids.f3 = f3;
   expect(third.outputs['rolled-back']).toBe('true');
   expect(third.stdout).toMatch(new RegExp(`${f3} failed verification and was rolled back to ${ids.f2}`));
   expect(third.stdout).toContain(`batch 2 of 3: ${apps[1]!.address} is unhealthy`);
@@ -177,4 +178,29 @@ test('a release failing health on the second batch: every host back on the previ
   expect((await onHost(state, apps[0]!, `cat /opt/${APP}/releases/${f3}/.metalship/status`)).trim()).toBe(
     'bad',
   );
+});
+
+test('undo with if-current: nothing where that release is not current, a rolling rollback through the balancer where it is', async () => {
+  const nothing = await runBundle('rollback', { ...deployInputs(), 'if-current': ids.f3! });
+  expect(nothing.code).toBe(0);
+  expect(nothing.stdout).toContain(`${ids.f3} is not current on any host: nothing to undo`);
+  for (const h of apps) expect(await currentOn(h)).toBe(ids.f2);
+
+  const load = startLoad(`http://${lb.address}/version`, {
+    workers: 4,
+    pauseMs: 5,
+    headers: { Host: SERVER_NAME },
+  });
+  try {
+    const undo = await runBundle('rollback', { ...deployInputs(), 'if-current': ids.f2! });
+    expect(undo.code).toBe(0);
+    expect(undo.outputs['release-id']).toBe(ids.f1);
+    expect(undo.outputs['rolled-back-from']).toBe(ids.f2);
+    expect(undo.stdout).toContain(`out of rotation: ${apps[1]!.address}`);
+  } finally {
+    const report = await load.stop();
+    expect(report.failures).toEqual({});
+    expect(report.bodies.at(-1)).toContain(ids.f1);
+  }
+  for (const h of apps) expect(await currentOn(h)).toBe(ids.f1);
 });
