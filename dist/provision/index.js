@@ -55985,7 +55985,9 @@ async function withHosts(s, log, action, fn, opts = {}) {
 /** Polls the serving slot's readiness endpoint until it answers as expected; then checks the units. */
 function verify_verifyScript(s) {
     const l = s.layout;
-    return script(pyToolDefinition(), sh `slot=$(cat ${l.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "no api slot is serving on this host (nothing deployed yet?)" >&2; exit 1;; esac', sh `sock=/run/${l.app}-api-$slot/api.sock`, sh `rc=0; out=$(mstool wait-ready "$sock" ${s.path} ${s.timeout} ${s.interval} ${s.expectStatus} ${s.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'failed=""', ...s.units.map((u) => sh `if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', 
+    return script(pyToolDefinition(), 'rc=0', s.api === false
+        ? null
+        : script(sh `slot=$(cat ${l.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "no api slot is serving on this host (nothing deployed yet?)" >&2; exit 1;; esac', sh `sock=/run/${l.app}-api-$slot/api.sock`, sh `out=$(mstool wait-ready "$sock" ${s.path} ${s.timeout} ${s.interval} ${s.expectStatus} ${s.expectBody}) || rc=$?`, 'echo "RESULT $out"'), 'failed=""', ...s.units.map((u) => sh `if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', 
     // The services' recent lines, without uvicorn's access log lines.
     sh `  journalctl -u ${l.units.api('blue')} -u ${l.units.api('green')} ${s.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 >&2 || true`, '  exit 1', 'fi');
 }
@@ -56083,10 +56085,13 @@ async function switch_switchHost(host, releaseId, s, log) {
         serverName: s['server-name'],
         worker: host.roles.worker && s['worker-command'].length > 0,
         scheduler: host.roles.scheduler && s['scheduler-command'].length > 0,
+        api: host.roles.api,
     }), { stream: true, what: `switching to ${releaseId}` });
     const previous = /^PREVIOUS (.*)$/m.exec(res.stdout)?.[1]?.trim() ?? '';
     const slot = /^SLOT (blue|green)$/m.exec(res.stdout)?.[1];
-    log.info(`[${host.spec.label}] ${releaseId} serves from the ${slot} slot (was ${previous || 'nothing'})`);
+    log.info(slot
+        ? `[${host.spec.label}] ${releaseId} serves from the ${slot} slot (was ${previous || 'nothing'})`
+        : `[${host.spec.label}] ${releaseId} is current, no api on this host (was ${previous || 'nothing'})`);
     return { host: host.spec.label, ok: true, previous, slot, seconds: (Date.now() - started) / 1000 };
 }
 /** Switches the hosts that did switch back to the release each had before. */
@@ -56142,6 +56147,7 @@ async function switch_verifyHost(host, s, log) {
         expectStatus: s['expect-status'],
         expectBody: s.url ? '' : s['expect-body'],
         units,
+        api: host.roles.api,
     }), { what: 'health check', timeoutMs: (s['verify-timeout'] + 60) * 1000 });
     const line = /^RESULT (.*)$/m.exec(res.stdout)?.[1] ?? '';
     const parsed = line
@@ -56160,7 +56166,9 @@ async function switch_verifyHost(host, s, log) {
             .join('\n');
         throw new Error(`${host.spec.label} is unhealthy: ${why}`);
     }
-    log.info(`[${host.spec.label}] healthy after ${parsed?.attempts} check(s), ${parsed?.seconds} s`);
+    log.info(host.roles.api
+        ? `[${host.spec.label}] healthy after ${parsed?.attempts} check(s), ${parsed?.seconds} s`
+        : `[${host.spec.label}] units active (no api on this host)`);
     return { healthy: true, attempts: parsed?.attempts ?? 0, seconds: parsed?.seconds ?? 0 };
 }
 /** The url input checked from the runner (through whatever serves it: a load balancer, a CDN). */
@@ -56330,9 +56338,10 @@ balanced, releaseId, s, log, opts) {
         if (drain) {
             await setDraining(draining, false, log);
             // The balancers count the refusals of a drained host as failures and
-            // skip it for fail_timeout: the next batch leaves once they use it again.
+            // skip it for fail_timeout after the last one, counted in whole seconds
+            // (so up to 2 s more): the next batch leaves once they use it again.
             if (index < groups.length - 1)
-                await new Promise((r) => setTimeout(r, BALANCER_FAIL_TIMEOUT * 1000 + 500));
+                await new Promise((r) => setTimeout(r, (BALANCER_FAIL_TIMEOUT + 2) * 1000));
         }
     }
     return { results, reverted: [] };

@@ -56279,6 +56279,8 @@ function switchScript(s) {
     const followers = [s.worker ? l.units.worker : null, s.scheduler ? l.units.scheduler : null].filter((u) => !!u);
     const api = raw(apiUnitOf(l, '$slot'));
     const standbyApi = raw(apiUnitOf(l, '$standby'));
+    if (s.api === false)
+        return followersOnlyScript(s, unitLines, followers);
     return script(pyToolDefinition(), sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${s.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'command -v nginx >/dev/null 2>&1 || { echo "nginx is not installed: run the provision action first" >&2; exit 1; }', 
     // The serving slot keeps serving; the release goes to the other one, unless the serving one already runs it.
     sh `active=$(cat ${l.activeSlot} 2>/dev/null || true)`, 'case "$active" in blue) idle=green ;; green) idle=blue ;; *) active=""; idle=blue ;; esac', sh `slot_release() { basename "$(readlink ${l.slots}/"$1" 2>/dev/null)" 2>/dev/null || true; }`, sh `if [ -n "$active" ] && [ "$(slot_release "$active")" = ${s.releaseId} ] && systemctl is-active --quiet ${raw(apiUnitOf(l, '$active'))}; then slot=$active; else slot=$idle; fi`, 'if [ "$slot" = blue ]; then standby=green; else standby=blue; fi', 'echo "SLOT $slot"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 'nginx_changed=0', 'site_new=0', sh `if [ ! -e ${l.nginxSite} ]; then`, '  site_new=1', ensureFile(l.nginxSite, siteConf(l, { serverName: s.serverName, tls: null }), {
@@ -56299,6 +56301,14 @@ function switchScript(s) {
     sh `mstool link "$sock" ${l.apiLink}`, sh `echo "$slot" > ${l.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh `prev=$(basename "$(readlink ${l.current} 2>/dev/null)" 2>/dev/null || true)`, sh `mstool link ${rel} ${l.current}`, sh `mstool link "$(readlink ${rel}/.venv)" ${l.venvLink}`, 'echo "PREVIOUS $prev"', 
     // On boot only the serving slot starts; the standby is a warm spare for this boot only.
     sh `systemctl enable --quiet ${l.units.target} ${api} ${followers}`, sh `systemctl disable --quiet ${standbyApi} 2>/dev/null || true`, followers.length ? sh `systemctl restart ${followers}` : null, sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${s.releaseId} ($slot slot) from \${prev:-nothing}" >> ${l.history}`);
+}
+/** The switch on a host without the api role: current, the venv link, and the worker or scheduler. */
+function followersOnlyScript(s, unitLines, followers) {
+    const l = s.layout;
+    const rel = l.release(s.releaseId);
+    return script(pyToolDefinition(), sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${s.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'echo "SLOT none"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
+    // an api that ran here before the host lost the role stops
+    sh `systemctl disable --now --quiet ${l.units.api('blue')} ${l.units.api('green')} 2>/dev/null || true`, sh `prev=$(basename "$(readlink ${l.current} 2>/dev/null)" 2>/dev/null || true)`, sh `mstool link ${rel} ${l.current}`, sh `mstool link "$(readlink ${rel}/.venv)" ${l.venvLink}`, 'echo "PREVIOUS $prev"', sh `systemctl enable --quiet ${l.units.target} ${followers}`, followers.length ? sh `systemctl restart ${followers}` : null, sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${s.releaseId} (no api here) from \${prev:-nothing}" >> ${l.history}`);
 }
 /** Whether a release's uvicorn accepts --timeout-graceful-shutdown (0.21+); recorded at release time. */
 function uvicornFlagsScript(rel) {

@@ -56202,7 +56202,9 @@ function pytool_pyToolDefinition() {
 /** Polls the serving slot's readiness endpoint until it answers as expected; then checks the units. */
 function verifyScript(s) {
     const l = s.layout;
-    return sh_script(pytool_pyToolDefinition(), sh_sh `slot=$(cat ${l.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "no api slot is serving on this host (nothing deployed yet?)" >&2; exit 1;; esac', sh_sh `sock=/run/${l.app}-api-$slot/api.sock`, sh_sh `rc=0; out=$(mstool wait-ready "$sock" ${s.path} ${s.timeout} ${s.interval} ${s.expectStatus} ${s.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'failed=""', ...s.units.map((u) => sh_sh `if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', 
+    return sh_script(pytool_pyToolDefinition(), 'rc=0', s.api === false
+        ? null
+        : sh_script(sh_sh `slot=$(cat ${l.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "no api slot is serving on this host (nothing deployed yet?)" >&2; exit 1;; esac', sh_sh `sock=/run/${l.app}-api-$slot/api.sock`, sh_sh `out=$(mstool wait-ready "$sock" ${s.path} ${s.timeout} ${s.interval} ${s.expectStatus} ${s.expectBody}) || rc=$?`, 'echo "RESULT $out"'), 'failed=""', ...s.units.map((u) => sh_sh `if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', 
     // The services' recent lines, without uvicorn's access log lines.
     sh_sh `  journalctl -u ${l.units.api('blue')} -u ${l.units.api('green')} ${s.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 >&2 || true`, '  exit 1', 'fi');
 }
@@ -56300,10 +56302,13 @@ async function switchHost(host, releaseId, s, log) {
         serverName: s['server-name'],
         worker: host.roles.worker && s['worker-command'].length > 0,
         scheduler: host.roles.scheduler && s['scheduler-command'].length > 0,
+        api: host.roles.api,
     }), { stream: true, what: `switching to ${releaseId}` });
     const previous = /^PREVIOUS (.*)$/m.exec(res.stdout)?.[1]?.trim() ?? '';
     const slot = /^SLOT (blue|green)$/m.exec(res.stdout)?.[1];
-    log.info(`[${host.spec.label}] ${releaseId} serves from the ${slot} slot (was ${previous || 'nothing'})`);
+    log.info(slot
+        ? `[${host.spec.label}] ${releaseId} serves from the ${slot} slot (was ${previous || 'nothing'})`
+        : `[${host.spec.label}] ${releaseId} is current, no api on this host (was ${previous || 'nothing'})`);
     return { host: host.spec.label, ok: true, previous, slot, seconds: (Date.now() - started) / 1000 };
 }
 /** Switches the hosts that did switch back to the release each had before. */
@@ -56359,6 +56364,7 @@ async function verifyHost(host, s, log) {
         expectStatus: s['expect-status'],
         expectBody: s.url ? '' : s['expect-body'],
         units,
+        api: host.roles.api,
     }), { what: 'health check', timeoutMs: (s['verify-timeout'] + 60) * 1000 });
     const line = /^RESULT (.*)$/m.exec(res.stdout)?.[1] ?? '';
     const parsed = line
@@ -56377,7 +56383,9 @@ async function verifyHost(host, s, log) {
             .join('\n');
         throw new Error(`${host.spec.label} is unhealthy: ${why}`);
     }
-    log.info(`[${host.spec.label}] healthy after ${parsed?.attempts} check(s), ${parsed?.seconds} s`);
+    log.info(host.roles.api
+        ? `[${host.spec.label}] healthy after ${parsed?.attempts} check(s), ${parsed?.seconds} s`
+        : `[${host.spec.label}] units active (no api on this host)`);
     return { healthy: true, attempts: parsed?.attempts ?? 0, seconds: parsed?.seconds ?? 0 };
 }
 /** The url input checked from the runner (through whatever serves it: a load balancer, a CDN). */

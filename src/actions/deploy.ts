@@ -118,7 +118,7 @@ export async function deploy(s: Settings<'deploy'>, log: Log): Promise<ActionOut
       return fail(
         roll.reverted.length
           ? `${id} failed ${stage} and was rolled back to ${outputs['previous-release-id'] || 'nothing'} on ${roll.reverted.join(', ')}:\n${failure}`
-          : `${id} failed ${stage}; no host had switched to it, the previous release keeps serving:\n${failure}`,
+          : `${id} failed ${stage}; no host reported switching to it, so none was switched back:\n${failure}`,
       );
     }
     outputs.healthy = 'true';

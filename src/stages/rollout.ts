@@ -167,9 +167,10 @@ export async function rollOut(
     if (drain) {
       await setDraining(draining, false, log);
       // The balancers count the refusals of a drained host as failures and
-      // skip it for fail_timeout: the next batch leaves once they use it again.
+      // skip it for fail_timeout after the last one, counted in whole seconds
+      // (so up to 2 s more): the next batch leaves once they use it again.
       if (index < groups.length - 1)
-        await new Promise((r) => setTimeout(r, BALANCER_FAIL_TIMEOUT * 1000 + 500));
+        await new Promise((r) => setTimeout(r, (BALANCER_FAIL_TIMEOUT + 2) * 1000));
     }
   }
   return { results, reverted: [] };

@@ -73,12 +73,17 @@ export async function switchHost(
       serverName: s['server-name'],
       worker: host.roles.worker && s['worker-command'].length > 0,
       scheduler: host.roles.scheduler && s['scheduler-command'].length > 0,
+      api: host.roles.api,
     }),
     { stream: true, what: `switching to ${releaseId}` },
   );
   const previous = /^PREVIOUS (.*)$/m.exec(res.stdout)?.[1]?.trim() ?? '';
   const slot = /^SLOT (blue|green)$/m.exec(res.stdout)?.[1] as Slot | undefined;
-  log.info(`[${host.spec.label}] ${releaseId} serves from the ${slot} slot (was ${previous || 'nothing'})`);
+  log.info(
+    slot
+      ? `[${host.spec.label}] ${releaseId} serves from the ${slot} slot (was ${previous || 'nothing'})`
+      : `[${host.spec.label}] ${releaseId} is current, no api on this host (was ${previous || 'nothing'})`,
+  );
   return { host: host.spec.label, ok: true, previous, slot, seconds: (Date.now() - started) / 1000 };
 }
 
@@ -158,6 +163,7 @@ export async function verifyHost(
       expectStatus: s['expect-status'],
       expectBody: s.url ? '' : s['expect-body'],
       units,
+      api: host.roles.api,
     }),
     { what: 'health check', timeoutMs: (s['verify-timeout'] + 60) * 1000 },
   );
@@ -178,7 +184,11 @@ export async function verifyHost(
       .join('\n');
     throw new Error(`${host.spec.label} is unhealthy: ${why}`);
   }
-  log.info(`[${host.spec.label}] healthy after ${parsed?.attempts} check(s), ${parsed?.seconds} s`);
+  log.info(
+    host.roles.api
+      ? `[${host.spec.label}] healthy after ${parsed?.attempts} check(s), ${parsed?.seconds} s`
+      : `[${host.spec.label}] units active (no api on this host)`,
+  );
   return { healthy: true, attempts: parsed?.attempts ?? 0, seconds: parsed?.seconds ?? 0 };
 }
 

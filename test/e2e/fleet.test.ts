@@ -9,6 +9,7 @@ import {
   E2E_LAN,
   E2E_PREFIX,
   e2eState,
+  httpGet,
   onHost,
   runBundle,
   sampleAppCopy,
@@ -54,6 +55,15 @@ async function setVersion(version: string, failOn?: TestHost): Promise<void> {
   await writeFile(path.join(source, 'version.py'), `VERSION = "${version}"\n`);
   for (const h of apps) await rm(path.join(source, `FAIL_HEALTH_ON_${h.name}`), { force: true });
   if (failOn) await writeFile(path.join(source, `FAIL_HEALTH_ON_${failOn.name}`), '');
+}
+
+/** When requests failed: the balancer's view of it, for the test's failure message. */
+async function balancerErrors(): Promise<string> {
+  return onHost(
+    state,
+    lb,
+    "grep -v 'Connection refused' /var/log/nginx/error.log | tail -n 5; echo 'refusals per second and upstream:'; grep 'Connection refused' /var/log/nginx/error.log | sed -E 's/^[0-9/]+ ([0-9:]+) .*upstream: \"http:..([0-9.:]+).*/\\1 \\2/' | uniq -c | tail -n 30",
+  );
 }
 
 const balancerConf = () => onHost(state, lb, `cat /etc/nginx/conf.d/metalship-${APP}-balancer.conf`);
@@ -141,6 +151,8 @@ test('a rolling deploy in batches of two under steady load through the balancer:
   } finally {
     const report = await load.stop();
     expect(report.requests).toBeGreaterThan(100);
+    if (report.failed)
+      console.log(`failed requests at ${report.failureTimes.join(', ')}\n${await balancerErrors()}`);
     expect(report.failures).toEqual({});
     expect(report.bodies.some((b) => b.includes(`"f2"`))).toBe(true);
     expect(report.bodies.at(-1)).toContain(ids.f2);
@@ -203,4 +215,31 @@ test('undo with if-current: nothing where that release is not current, a rolling
     expect(report.bodies.at(-1)).toContain(ids.f1);
   }
   for (const h of apps) expect(await currentOn(h)).toBe(ids.f1);
+});
+
+test('a host without the api role: its api stops, its worker runs the new release, the others serve', async () => {
+  await setVersion('f4');
+  const hosts = apps.map(
+    (h, i) => `${h.address} roles=${i === 0 ? 'api,worker,scheduler' : i === 1 ? 'api' : 'worker'}`,
+  );
+  const r = await runBundle('deploy', {
+    ...deployInputs(),
+    hosts: hosts.join('\n'),
+    'known-hosts': apps.map((h) => h.knownHosts).join('\n'),
+  });
+  expect(r.code).toBe(0);
+  const f4 = r.outputs['release-id']!;
+  for (const h of apps) expect(await currentOn(h)).toBe(f4);
+  const [, web2, workerOnly] = apps as [TestHost, TestHost, TestHost];
+  expect(r.stdout).toContain(`[${workerOnly.address}] units active (no api on this host)`);
+  expect(
+    await onHost(state, workerOnly, `systemctl is-active ${APP}-api@blue ${APP}-api@green || true`),
+  ).not.toMatch(/^active/m);
+  expect((await onHost(state, workerOnly, `systemctl is-active ${APP}-worker`)).trim()).toBe('active');
+  expect(
+    await onHost(state, workerOnly, `readlink /proc/$(systemctl show -p MainPID --value ${APP}-worker)/cwd`),
+  ).toContain(f4);
+  // web2 lost its worker, kept its api
+  expect((await onHost(state, web2, `systemctl is-active ${APP}-worker || true`)).trim()).not.toBe('active');
+  expect((await httpGet(web2.address, '/version', SERVER_NAME)).body).toContain(f4);
 });

@@ -11,6 +11,8 @@ export interface LoadReport {
   seconds: number;
   /** Bodies seen, in order of first appearance (to see which release served). */
   bodies: string[];
+  /** When the first 20 failures happened (wall clock, HH:MM:SS.mmm), to compare with the hosts' logs. */
+  failureTimes: string[];
 }
 
 export interface Load {
@@ -49,7 +51,14 @@ export function startLoad(
 ): Load {
   const url = new URL(target);
   const agent = new http.Agent({ keepAlive: true, maxSockets: opts.workers ?? 4 });
-  const report: LoadReport = { requests: 0, failed: 0, failures: {}, seconds: 0, bodies: [] };
+  const report: LoadReport = {
+    requests: 0,
+    failed: 0,
+    failures: {},
+    seconds: 0,
+    bodies: [],
+    failureTimes: [],
+  };
   const started = Date.now();
   const deadline = started + (opts.maxSeconds ?? 300) * 1000;
   const maxRequests = opts.maxRequests ?? 200000;
@@ -61,6 +70,7 @@ export function startLoad(
       if (r.status !== '200') {
         report.failed++;
         report.failures[r.status] = (report.failures[r.status] ?? 0) + 1;
+        if (report.failureTimes.length < 20) report.failureTimes.push(new Date().toISOString().slice(11, 23));
       } else if (!report.bodies.includes(r.body)) report.bodies.push(r.body);
       await new Promise((res) => setTimeout(res, opts.pauseMs ?? 5));
     }

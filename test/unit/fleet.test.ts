@@ -8,6 +8,8 @@ import { parseInputs } from '../../src/inputs/parse.js';
 import { balancerUpstreamConf, drainScript } from '../../src/remote/balancer.js';
 import { layout } from '../../src/remote/layout.js';
 import { planItems } from '../../src/remote/provision/index.js';
+import { switchScript } from '../../src/remote/switch.js';
+import { verifyScript } from '../../src/remote/verify.js';
 import { resolveRoles, type Host } from '../../src/stages/hosts.js';
 import { balancerMembers, batches } from '../../src/stages/rollout.js';
 import { wrapScript } from '../../src/transport/ssh.js';
@@ -105,4 +107,31 @@ test('provision on a load balancer: nginx in front of the api hosts, none of the
   expect(nginx).toContain('proxy_next_upstream error timeout http_502 http_503 http_504;');
   expect(nginx).not.toContain('metalship-shop-upstream.conf');
   for (const p of plan) if (p.item) execFileSync('bash', ['-n'], { input: p.item.script });
+});
+
+test('a host without the api role switches current and its followers only, and its check skips HTTP', () => {
+  const settings = {
+    layout: l,
+    releaseId: '20250101_000000',
+    units: {},
+    healthPath: '/health/ready',
+    readyTimeout: 30,
+    serverName: '_',
+    worker: true,
+    scheduler: false,
+  };
+  const workerOnly = switchScript({ ...settings, api: false });
+  execFileSync('bash', ['-n'], { input: wrapScript(workerOnly, 'abc123') });
+  const body = (text: string) => text.split('METALSHIP_EOF').pop()!; // without the python helper's source
+  expect(body(workerOnly)).not.toMatch(/nginx|wait-ready|api\.sock/);
+  expect(workerOnly).toContain(
+    'systemctl disable --now --quiet shop-api@blue.service shop-api@green.service',
+  );
+  expect(workerOnly).toContain('systemctl restart shop-worker.service');
+  expect(body(switchScript(settings))).toContain('wait-ready');
+  const check = { layout: l, path: '/health', timeout: 5, interval: 1, expectStatus: 200, expectBody: '' };
+  expect(body(verifyScript({ ...check, units: ['shop-worker.service'], api: false }))).not.toContain(
+    'wait-ready',
+  );
+  expect(body(verifyScript({ ...check, units: [] }))).toContain('wait-ready');
 });
