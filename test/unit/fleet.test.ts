@@ -107,6 +107,14 @@ test('provision on a load balancer: nginx in front of the api hosts, none of the
   expect(nginx).toContain('proxy_next_upstream error timeout http_502 http_503 http_504;');
   expect(nginx).not.toContain('metalship-shop-upstream.conf');
   for (const p of plan) if (p.item) execFileSync('bash', ['-n'], { input: p.item.script });
+  // with a domain, the TLS site the certificate brings proxies to the app hosts too
+  const tls = planItems(
+    { ...settings, tls: { ...settings.tls, domains: ['shop.example.com'], email: 'a@b.c' } },
+    { os: 'Debian' },
+  ).find((p) => p.name === 'tls')!.item!.script;
+  expect(tls).toContain('ssl_certificate /etc/letsencrypt/live/shop.example.com/fullchain.pem;');
+  expect(tls).toContain('proxy_pass http://shop_fleet;');
+  expect(tls).not.toContain('proxy_pass http://shop_api;');
 });
 
 test('a host without the api role switches current and its followers only, and its check skips HTTP', () => {
