@@ -22,6 +22,10 @@ import { startLoad, type LoadReport } from '../test/support/load.js';
 
 const run = promisify(execFile);
 const NAME = 'ms-bench';
+/** The fleet: NAME and two more app hosts, and a load balancer, on a private LAN. */
+const FLEET = ['ms-bench2', 'ms-bench3'];
+const LB = 'ms-benchlb';
+const LAN = (n: number) => `bench:10.214.95.${n}`;
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 
 interface Measure {
@@ -222,8 +226,8 @@ function median(values: number[]): number {
 async function main(): Promise<void> {
   await buildImage('full');
   const key = await ensureKey('/var/lib/metalship/bench-key');
-  await shutdownHosts([NAME]);
-  const [host] = await bootHosts([{ name: NAME, index: 95 }], key);
+  await shutdownHosts([NAME, ...FLEET, LB]);
+  const [host] = await bootHosts([{ name: NAME, index: 95, lan: LAN(1) }], key);
   if (!host) throw new Error('no host');
   const dir = await mkdtemp(path.join(tmpdir(), 'metalship-bench-'));
   const source = path.join(dir, 'app');
@@ -299,6 +303,8 @@ async function main(): Promise<void> {
       await new Promise((r) => setTimeout(r, 2000));
     }
 
+    const fleet = await fleetRounds(host, key, source);
+
     const out: string[] = [];
     out.push(
       `metalship benchmark on a local test host (Debian 12 in systemd-nspawn), ${ROUNDS} round(s); load: 4 clients through nginx`,
@@ -324,13 +330,98 @@ async function main(): Promise<void> {
     }
     out.push('');
     out.push(
+      `fleet: ${fleet.hosts} app hosts behind an nginx load balancer host, load through the balancer (medians of ${ROUNDS}):`,
+    );
+    for (const f of fleet.rows)
+      out.push(
+        `  ${f.name.padEnd(40)} action ${median(f.seconds).toFixed(2)} s, failed requests ${f.failed.join('/')} of ${f.requests.join('/')}`,
+      );
+    out.push(
+      `  against one host: ${median(rows.filter(([n]) => n === 'metalship deploy (1 file)').map(([, m]) => m.seconds)).toFixed(2)} s (above)`,
+    );
+    out.push('');
+    out.push(
       '"action" is the whole action (process start to exit, including SSH setup); "serving" is when the expected version first answered through nginx.',
     );
     process.stdout.write(out.join('\n') + '\n');
   } finally {
     await rm(dir, { recursive: true, force: true });
-    await shutdownHosts([NAME]);
+    await shutdownHosts([NAME, ...FLEET, LB]);
   }
+}
+
+/** One-file deploys to three app hosts behind a load balancer, rolling one at a time and all at once. */
+async function fleetRounds(
+  first: TestHost,
+  key: HostKeyPair,
+  source: string,
+): Promise<{
+  hosts: number;
+  rows: { name: string; seconds: number[]; failed: number[]; requests: number[] }[];
+}> {
+  const booted = await bootHosts(
+    [
+      { name: FLEET[0]!, index: 96, lan: LAN(2) },
+      { name: FLEET[1]!, index: 97, lan: LAN(3) },
+      { name: LB, index: 98, lan: LAN(10) },
+    ],
+    key,
+  );
+  const apps = [first, booted[0]!, booted[1]!];
+  const lb = booted[2]!;
+  for (const h of apps)
+    await onHost(
+      h,
+      key,
+      "mkdir -p /opt/fleet && echo 'REDIS_URL=redis://127.0.0.1:6379/1' > /opt/fleet/.env",
+    );
+  const connection = {
+    hosts: [`${lb.address} roles=lb`, ...apps.map((h) => `${h.address} upstream=${h.lan}`)].join('\n'),
+    'ssh-key': key.privateKey,
+    'known-hosts': [lb, ...apps].map((h) => h.knownHosts).join('\n'),
+  };
+  const provision = await runBundle(
+    'provision',
+    { ...connection, app: 'fleet', limit: 'lb', system: 'false', postgresql: 'false', redis: 'false' },
+    { env: { GITHUB_ACTIONS: '' } },
+  );
+  if (provision.code !== 0) throw new Error(`provision of the balancer failed:\n${provision.stdout}`);
+  const deploy = async (extra: Record<string, string>) => {
+    const r = await runBundle(
+      'deploy',
+      { ...connection, ...sampleAppInputs('fleet', source), 'server-name': 'fleet.bench', ...extra },
+      { env: { GITHUB_ACTIONS: '' } },
+    );
+    if (r.code !== 0) throw new Error(`fleet deploy failed:\n${r.stdout}`);
+  };
+  let version = 1000;
+  const setVersion = () => writeFile(path.join(source, 'version.py'), `VERSION = "v${++version}"\n`);
+  await setVersion();
+  await deploy({});
+  const rows = [
+    { name: `deploy (1 file), batch-size 1 (rolling)`, extra: { 'batch-size': '1' } },
+    { name: `deploy (1 file), batch-size 3 (all at once)`, extra: { 'batch-size': '3' } },
+  ].map((r) => ({ ...r, seconds: [] as number[], failed: [] as number[], requests: [] as number[] }));
+  for (let i = 0; i < ROUNDS; i++) {
+    for (const row of rows) {
+      await setVersion();
+      const load = startLoad(`http://${lb.address}/`, {
+        workers: 4,
+        pauseMs: 5,
+        maxSeconds: 120,
+        headers: { Host: 'fleet.bench' },
+      });
+      await new Promise((r) => setTimeout(r, 500));
+      const started = Date.now();
+      await deploy(row.extra);
+      row.seconds.push((Date.now() - started) / 1000);
+      await new Promise((r) => setTimeout(r, 500));
+      const report = await load.stop();
+      row.failed.push(report.failed);
+      row.requests.push(report.requests);
+    }
+  }
+  return { hosts: apps.length, rows };
 }
 
 main().catch((err: unknown) => {

@@ -54352,6 +54352,7 @@ function layout(app, root) {
         nginxSite: `/etc/nginx/sites-available/${app}`,
         nginxSiteEnabled: `/etc/nginx/sites-enabled/${app}`,
         nginxUpstream: `/etc/nginx/conf.d/metalship-${app}-upstream.conf`,
+        balancerUpstream: `/etc/nginx/conf.d/metalship-${app}-balancer.conf`,
     };
 }
 
@@ -55755,20 +55756,25 @@ async function connect(target, options, log) {
 
 
 /**
- * Roles when the hosts input names none: every host runs api and worker; the
- * first also runs the single scheduler and the migrations.
+ * Roles when the hosts input names none (load balancers aside): every app host
+ * runs api and worker; the first also runs the single scheduler and the migrations.
  */
 function resolveRoles(hosts) {
-    const explicit = hosts.some((h) => h.roles.length > 0);
-    return hosts.map((h, i) => {
+    const isLb = (h) => h.roles.includes('lb');
+    const explicit = hosts.some((h) => h.roles.length > 0 && !isLb(h));
+    const first = hosts.find((h) => !isLb(h));
+    return hosts.map((h) => {
+        if (isLb(h))
+            return { api: false, worker: false, scheduler: false, migrate: false, lb: true };
         if (!explicit)
-            return { api: true, worker: true, scheduler: i === 0, migrate: i === 0 };
+            return { api: true, worker: true, scheduler: h === first, migrate: h === first, lb: false };
         const roles = h.roles.length ? h.roles : ['api', 'worker'];
         return {
             api: roles.includes('api'),
             worker: roles.includes('worker'),
             scheduler: roles.includes('scheduler'),
             migrate: roles.includes('migrate'),
+            lb: false,
         };
     });
 }
@@ -55872,13 +55878,20 @@ async function onEachHost(hosts, fn) {
         }
     }));
 }
-/** Connects, locks every host, runs fn, and always releases the locks and closes the connections. */
+/**
+ * Connects, locks every app host, runs fn, and always releases the locks and
+ * closes the connections. Load balancers (roles=lb) are connected to only with
+ * `balancers: true` (provision), and passed apart: the deploy path never needs them.
+ */
 async function withHosts(s, log, action, fn, opts = {}) {
-    const hosts = await log.group(`Connecting to ${s.hosts.length} host(s)`, () => openHosts(s, log));
+    const wanted = opts.balancers ? s.hosts : s.hosts.filter((h) => !h.roles.includes('lb'));
+    const all = await log.group(`Connecting to ${wanted.length} host(s)`, () => openHosts({ ...s, hosts: wanted }, log));
+    const hosts = all.filter((h) => !h.roles.lb);
+    const balancers = all.filter((h) => h.roles.lb);
     const releases = [];
     try {
         if (opts.lock === false)
-            return await fn(hosts);
+            return await fn(hosts, balancers);
         const holder = lockHolder(action);
         const locks = await Promise.allSettled(hosts.map((h) => acquireLock(h, holder, s['lock-timeout'], log)));
         for (const l of locks)
@@ -55887,11 +55900,11 @@ async function withHosts(s, log, action, fn, opts = {}) {
         const failed = locks.find((l) => l.status === 'rejected');
         if (failed)
             throw failed.reason;
-        return await fn(hosts);
+        return await fn(hosts, balancers);
     }
     finally {
         await Promise.allSettled(releases.map((r) => r()));
-        await Promise.all(hosts.map((h) => h.conn.close()));
+        await Promise.all(all.map((h) => h.conn.close()));
     }
 }
 
@@ -66242,10 +66255,13 @@ function checkCommand(v) {
 ;// CONCATENATED MODULE: ./src/inputs/hosts.ts
 // Parses the `hosts` input: one or more hosts, newline- or comma-separated, each
 // `host`, `host:port`, `user@host`, `user@host:port` or a bracketed IPv6 address
-// (`[::1]:2222`), optionally followed by `roles=api,worker,scheduler,migrate`
-// (then one host per line).
+// (`[::1]:2222`), optionally followed by attributes (then one host per line):
+// `roles=api,worker,scheduler,migrate` or `roles=lb` (a load balancer in front
+// of the api hosts), and `upstream=addr:port` (where the load balancer reaches
+// this host, when not at its SSH address on port 80).
 
-const ROLES = ['api', 'worker', 'scheduler', 'migrate'];
+const ROLES = ['api', 'worker', 'scheduler', 'migrate', 'lb'];
+const ATTRIBUTES = ['roles', 'upstream'];
 const HOSTNAME = /^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 const USER = /^[a-z_][a-z0-9_-]{0,31}$/;
 function parsePort(text) {
@@ -66313,23 +66329,12 @@ function parseHosts(text, defaultPort = 22) {
         .filter((l) => l && !l.startsWith('#'));
     const hosts = [];
     for (const line of lines) {
-        const roleMatch = /\s+roles=(\S*)$/.exec(line);
-        if (roleMatch) {
-            const address = line.slice(0, roleMatch.index).trim();
-            if (/[\s,]/.test(address))
-                return `'${line}': with roles=, write one host per line`;
-            const roles = (roleMatch[1] ?? '').split(',').filter(Boolean);
-            if (roles.length === 0)
-                return `'${line}': roles= is empty (expected some of ${ROLES.join(', ')})`;
-            for (const role of roles) {
-                if (!ROLES.includes(role)) {
-                    return `'${line}': unknown role '${role}' (expected some of ${ROLES.join(', ')})`;
-                }
-            }
-            const parsed = parseAddress(address, defaultPort);
+        const words = line.split(/\s+/);
+        if (words.slice(1).some((w) => /^[a-z-]+=/.test(w))) {
+            const parsed = parseLine(line, words, defaultPort);
             if (typeof parsed === 'string')
                 return parsed;
-            hosts.push({ ...parsed, roles: [...new Set(roles)] });
+            hosts.push(parsed);
             continue;
         }
         for (const item of line.split(',').map((s) => s.trim())) {
@@ -66354,6 +66359,54 @@ function parseHosts(text, defaultPort = 22) {
     }
     return hosts;
 }
+/** One `address attr=value ...` line. */
+function parseLine(line, words, defaultPort) {
+    const address = words[0];
+    if (address.includes(',') || !words.slice(1).every((w) => /^[a-z-]+=/.test(w)))
+        return `'${line}': with attributes, write one host per line`;
+    const attrs = new Map();
+    for (const w of words.slice(1)) {
+        const eq = w.indexOf('=');
+        const key = w.slice(0, eq);
+        if (!ATTRIBUTES.includes(key))
+            return `'${line}': unknown attribute '${key}' (expected ${ATTRIBUTES.map((a) => `${a}=`).join(' or ')})`;
+        if (attrs.has(key))
+            return `'${line}': ${key}= is given twice`;
+        attrs.set(key, w.slice(eq + 1));
+    }
+    const parsed = parseAddress(address, defaultPort);
+    if (typeof parsed === 'string')
+        return parsed;
+    const roles = [];
+    if (attrs.has('roles')) {
+        const names = attrs.get('roles').split(',').filter(Boolean);
+        if (names.length === 0)
+            return `'${line}': roles= is empty (expected some of ${ROLES.join(', ')})`;
+        for (const role of names) {
+            if (!ROLES.includes(role))
+                return `'${line}': unknown role '${role}' (expected some of ${ROLES.join(', ')})`;
+            if (!roles.includes(role))
+                roles.push(role);
+        }
+        if (roles.includes('lb') && roles.length > 1)
+            return `'${line}': a load balancer (roles=lb) runs no app role; expected roles=lb alone`;
+    }
+    const spec = { ...parsed, roles };
+    const upstream = attrs.get('upstream');
+    if (upstream !== undefined) {
+        if (roles.includes('lb'))
+            return `'${line}': upstream= is for app hosts, not for the load balancer`;
+        const u = parseAddress(upstream, 80);
+        if (typeof u === 'string' || u.user)
+            return `'${line}': upstream= ${typeof u === 'string' ? u.replace(/^'[^']*'/, `'${upstream}'`) : 'takes no user'} (expected addr or addr:port, e.g. upstream=10.0.0.5:80)`;
+        spec.upstream = { host: u.host, port: u.port };
+    }
+    return spec;
+}
+/** Is a load balancer (roles=lb) in front of the app hosts? */
+function hasBalancer(hosts) {
+    return hosts.some((h) => h.roles.includes('lb'));
+}
 
 ;// CONCATENATED MODULE: ./src/inputs/definitions.ts
 // The inputs every action shares, defined once; src/inputs/actions.ts puts them
@@ -66366,7 +66419,9 @@ const APP_NAME = /^[a-z][a-z0-9-]{0,30}[a-z0-9]$/;
 const connectionInputs = {
     hosts: fields_custom({
         description: 'Hosts to act on, newline- or comma-separated: host, host:port, user@host:port or [ipv6]:port. ' +
-            'Optionally `roles=api,worker,scheduler,migrate` after a host (one host per line then).',
+            'Optionally, one host per line then, `roles=api,worker,scheduler,migrate` (hosts without roles run api and worker), ' +
+            '`roles=lb` for an nginx load balancer in front of the api hosts (provision sets it up; deploys take each batch out of its rotation), ' +
+            'and `upstream=addr:port`: where the load balancer reaches that host (default: its address, port 80).',
         required: true,
     }, { expected: 'host names or IP addresses, e.g. "web1.example.com, deploy@10.0.0.5:2222"' }, (v) => {
         const r = parseHosts(v);
@@ -66488,6 +66543,13 @@ const serviceInputs = {
         min: 1,
         max: 3600,
         unit: 'seconds',
+    }),
+    'batch-size': fields_int({
+        description: 'Hosts switched at a time in a rolling switch. Each batch is taken out of the load balancer (roles=lb hosts), switched, verified and put back before the next; a failing batch stops the rollout and returns every switched host to its previous release.',
+        default: '1',
+        min: 1,
+        max: 1000,
+        unit: 'hosts',
     }),
     'server-name': pattern({
         description: 'nginx server_name of the minimal HTTP site the deploy creates when no site exists yet (provision replaces it).',
@@ -66627,6 +66689,12 @@ const switchOnlyInputs = {
 const rollbackOnlyInputs = {
     'release-id': pattern({
         description: 'Release to roll back to. Default: the newest good release before the current one.',
+        default: '',
+        regex: /^(|[A-Za-z0-9][A-Za-z0-9._-]{0,63})$/,
+        expected: 'a release directory name, e.g. 20250127_120000, or empty',
+    }),
+    'if-current': pattern({
+        description: "Undo one deploy: roll back only when this release (the deploy's release-id) is current on the hosts, and do nothing, successfully, when it is not. Empty: always roll back.",
         default: '',
         regex: /^(|[A-Za-z0-9][A-Za-z0-9._-]{0,63})$/,
         expected: 'a release directory name, e.g. 20250127_120000, or empty',
@@ -66796,6 +66864,7 @@ var dist = __nccwpck_require__(8230);
 // part of the standard can be switched off; secrets are flagged and masked.
 
 
+
 /** A dotenv key: letters, digits and _, not starting with a digit. */
 const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
 /** Whether a line of a quoted value holds its closing quote (in double quotes, not one escaped by a backslash). */
@@ -66872,6 +66941,14 @@ const provisionInputs = {
     check: bool({
         description: 'Report what would change on each host and change nothing.',
         default: 'false',
+    }),
+    limit: fields_custom({
+        description: 'Provision only these hosts: host names as written in hosts, or roles (api, worker, scheduler, migrate, lb), comma-separated. ' +
+            'The others are not contacted, but still count (a load balancer lists every api host). Empty: all hosts.',
+    }, { expected: 'hosts as written in hosts, or role names, e.g. "lb" or "web3.example.com"' }, (v) => {
+        const items = splitList(v);
+        const bad = items.find((i) => !/^[A-Za-z0-9_.:@[\]-]{1,300}$/.test(i));
+        return bad ? { error: `'${bad.slice(0, 40)}' is not a host or a role` } : items;
     }),
     // System
     system: bool({
@@ -67086,6 +67163,11 @@ const provisionInputs = {
 /** Cross-input checks of provision, with messages naming the inputs. */
 function provisionChecks(s) {
     const problems = [];
+    const hosts = s.hosts ?? [];
+    for (const item of s.limit ?? []) {
+        if (!ROLES.includes(item) && !hosts.some((h) => h.label === item))
+            problems.push(`Input 'limit': '${item}' is neither a host of the hosts input (as written there) nor a role; expected one of ${[...hosts.map((h) => h.label), ...ROLES].join(', ')}.`);
+    }
     if (s.domains?.length && !s['acme-email'])
         problems.push("Input 'acme-email' is required when 'domains' is set: expected an e-mail address.");
     if (s['python-install'] === 'pyenv' && !s['python-version'])
@@ -67347,17 +67429,7 @@ function crossChecks(s) {
                 }
             }
         }
-        const withRoles = hosts.filter((h) => h.roles.length > 0);
-        if (withRoles.length > 0) {
-            const schedulers = hosts.filter((h) => h.roles.includes('scheduler'));
-            if (schedulers.length > 1) {
-                problems.push(`Input 'hosts' gives the scheduler role to ${schedulers.length} hosts (${schedulers.map((h) => h.label).join(', ')}); expected exactly one scheduler fleet-wide.`);
-            }
-            const migrators = hosts.filter((h) => h.roles.includes('migrate'));
-            if (migrators.length > 1) {
-                problems.push(`Input 'hosts' gives the migrate role to ${migrators.length} hosts; expected at most one.`);
-            }
-        }
+        problems.push(...roleChecks(hosts, s));
     }
     if (typeof s['scratch-database'] === 'string' && s['scratch-database'] === s.database)
         problems.push(`Input 'scratch-database' is '${s.database}', the production database; expected another name (the scratch database is dropped afterwards).`);
@@ -67365,6 +67437,28 @@ function crossChecks(s) {
         problems.push(...provisionChecks(s));
     if (s['app-user'] === 'root')
         problems.push("Input 'app-user' is 'root'; expected an unprivileged user (the services must not run as root).");
+    return problems;
+}
+function roleChecks(hosts, s) {
+    const problems = [];
+    const balancers = hosts.filter((h) => h.roles.includes('lb'));
+    const apps = hosts.filter((h) => !h.roles.includes('lb'));
+    if (balancers.length && !apps.some((h) => h.roles.length === 0 || h.roles.includes('api')))
+        problems.push(`Input 'hosts' has a load balancer (${balancers.map((h) => h.label).join(', ')}) but no api host behind it; expected at least one host with the api role.`);
+    if (!apps.some((h) => h.roles.length > 0))
+        return problems;
+    const schedulers = apps.filter((h) => h.roles.includes('scheduler'));
+    if (schedulers.length > 1) {
+        problems.push(`Input 'hosts' gives the scheduler role to ${schedulers.length} hosts (${schedulers.map((h) => h.label).join(', ')}); expected exactly one scheduler fleet-wide.`);
+    }
+    const schedulerCommand = s['scheduler-command'];
+    if (schedulers.length === 0 && Array.isArray(schedulerCommand) && schedulerCommand.length > 0) {
+        problems.push(`Input 'hosts' gives no host the scheduler role, but scheduler-command is '${schedulerCommand.join(' ')}'; expected exactly one scheduler fleet-wide (add scheduler to one host's roles=, or set scheduler-command to '' for none).`);
+    }
+    const migrators = apps.filter((h) => h.roles.includes('migrate'));
+    if (migrators.length > 1) {
+        problems.push(`Input 'hosts' gives the migrate role to ${migrators.length} hosts; expected at most one.`);
+    }
     return problems;
 }
 

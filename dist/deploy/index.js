@@ -54644,6 +54644,164 @@ function verificationWarning(stdout, maxDays = 45) {
         : null;
 }
 
+// EXTERNAL MODULE: external "node:net"
+var external_node_net_ = __nccwpck_require__(7030);
+;// CONCATENATED MODULE: ./src/inputs/hosts.ts
+// Parses the `hosts` input: one or more hosts, newline- or comma-separated, each
+// `host`, `host:port`, `user@host`, `user@host:port` or a bracketed IPv6 address
+// (`[::1]:2222`), optionally followed by attributes (then one host per line):
+// `roles=api,worker,scheduler,migrate` or `roles=lb` (a load balancer in front
+// of the api hosts), and `upstream=addr:port` (where the load balancer reaches
+// this host, when not at its SSH address on port 80).
+
+const ROLES = ['api', 'worker', 'scheduler', 'migrate', 'lb'];
+const ATTRIBUTES = ['roles', 'upstream'];
+const HOSTNAME = /^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+const USER = /^[a-z_][a-z0-9_-]{0,31}$/;
+function parsePort(text) {
+    if (!/^\d{1,5}$/.test(text))
+        return `port '${text}' is not a number`;
+    const port = Number(text);
+    if (port < 1 || port > 65535)
+        return `port ${port} is out of range`;
+    return port;
+}
+/** Parses one `user@host:port` address; returns an error text instead of throwing. */
+function parseAddress(text, defaultPort = 22) {
+    let rest = text;
+    let user;
+    const at = rest.lastIndexOf('@');
+    if (at >= 0) {
+        user = rest.slice(0, at);
+        rest = rest.slice(at + 1);
+        if (!USER.test(user))
+            return `'${text}' has an invalid user name '${user}'`;
+    }
+    let host;
+    let port = defaultPort;
+    if (rest.startsWith('[')) {
+        const end = rest.indexOf(']');
+        if (end < 0)
+            return `'${text}' has an unclosed '[' (IPv6 addresses are written [addr] or [addr]:port)`;
+        host = rest.slice(1, end);
+        const after = rest.slice(end + 1);
+        if (after) {
+            if (!after.startsWith(':'))
+                return `'${text}' has text after ']' that is not ':port'`;
+            const p = parsePort(after.slice(1));
+            if (typeof p === 'string')
+                return `'${text}': ${p}`;
+            port = p;
+        }
+        if ((0,external_node_net_.isIP)(host) !== 6)
+            return `'${text}': '${host}' is not an IPv6 address`;
+    }
+    else {
+        const parts = rest.split(':');
+        if (parts.length > 2)
+            return `'${text}' looks like an IPv6 address: write it in brackets, e.g. [${rest}]:22`;
+        host = parts[0] ?? '';
+        if (parts.length === 2) {
+            const p = parsePort(parts[1] ?? '');
+            if (typeof p === 'string')
+                return `'${text}': ${p}`;
+            port = p;
+        }
+        if (!host)
+            return `'${text}' has no host name`;
+        if ((0,external_node_net_.isIP)(host) !== 4 && !HOSTNAME.test(host))
+            return `'${text}': '${host}' is not a valid host name or IP address`;
+    }
+    return { label: text, host, port, ...(user ? { user } : {}) };
+}
+/** Parses the whole `hosts` input; returns the hosts or a list of problems. */
+function parseHosts(text, defaultPort = 22) {
+    const lines = text
+        .replace(/\r\n?/g, '\n')
+        .split('\n')
+        .map((l) => l.trim())
+        .filter((l) => l && !l.startsWith('#'));
+    const hosts = [];
+    for (const line of lines) {
+        const words = line.split(/\s+/);
+        if (words.slice(1).some((w) => /^[a-z-]+=/.test(w))) {
+            const parsed = parseLine(line, words, defaultPort);
+            if (typeof parsed === 'string')
+                return parsed;
+            hosts.push(parsed);
+            continue;
+        }
+        for (const item of line.split(',').map((s) => s.trim())) {
+            if (!item)
+                continue;
+            if (/\s/.test(item))
+                return `'${item}' contains white space`;
+            const parsed = parseAddress(item, defaultPort);
+            if (typeof parsed === 'string')
+                return parsed;
+            hosts.push({ ...parsed, roles: [] });
+        }
+    }
+    if (hosts.length === 0)
+        return 'no host given';
+    const seen = new Set();
+    for (const h of hosts) {
+        const key = `${h.host.toLowerCase()}:${h.port}`;
+        if (seen.has(key))
+            return `'${h.label}' is listed twice`;
+        seen.add(key);
+    }
+    return hosts;
+}
+/** One `address attr=value ...` line. */
+function parseLine(line, words, defaultPort) {
+    const address = words[0];
+    if (address.includes(',') || !words.slice(1).every((w) => /^[a-z-]+=/.test(w)))
+        return `'${line}': with attributes, write one host per line`;
+    const attrs = new Map();
+    for (const w of words.slice(1)) {
+        const eq = w.indexOf('=');
+        const key = w.slice(0, eq);
+        if (!ATTRIBUTES.includes(key))
+            return `'${line}': unknown attribute '${key}' (expected ${ATTRIBUTES.map((a) => `${a}=`).join(' or ')})`;
+        if (attrs.has(key))
+            return `'${line}': ${key}= is given twice`;
+        attrs.set(key, w.slice(eq + 1));
+    }
+    const parsed = parseAddress(address, defaultPort);
+    if (typeof parsed === 'string')
+        return parsed;
+    const roles = [];
+    if (attrs.has('roles')) {
+        const names = attrs.get('roles').split(',').filter(Boolean);
+        if (names.length === 0)
+            return `'${line}': roles= is empty (expected some of ${ROLES.join(', ')})`;
+        for (const role of names) {
+            if (!ROLES.includes(role))
+                return `'${line}': unknown role '${role}' (expected some of ${ROLES.join(', ')})`;
+            if (!roles.includes(role))
+                roles.push(role);
+        }
+        if (roles.includes('lb') && roles.length > 1)
+            return `'${line}': a load balancer (roles=lb) runs no app role; expected roles=lb alone`;
+    }
+    const spec = { ...parsed, roles };
+    const upstream = attrs.get('upstream');
+    if (upstream !== undefined) {
+        if (roles.includes('lb'))
+            return `'${line}': upstream= is for app hosts, not for the load balancer`;
+        const u = parseAddress(upstream, 80);
+        if (typeof u === 'string' || u.user)
+            return `'${line}': upstream= ${typeof u === 'string' ? u.replace(/^'[^']*'/, `'${upstream}'`) : 'takes no user'} (expected addr or addr:port, e.g. upstream=10.0.0.5:80)`;
+        spec.upstream = { host: u.host, port: u.port };
+    }
+    return spec;
+}
+/** Is a load balancer (roles=lb) in front of the app hosts? */
+function hasBalancer(hosts) {
+    return hosts.some((h) => h.roles.includes('lb'));
+}
+
 ;// CONCATENATED MODULE: ./src/remote/layout.ts
 // Where everything lives on a host: the standard's /opt/{app} tree plus
 // metalship's own state. One place, so scripts cannot disagree on a path.
@@ -54678,6 +54836,7 @@ function layout(app, root) {
         nginxSite: `/etc/nginx/sites-available/${app}`,
         nginxSiteEnabled: `/etc/nginx/sites-enabled/${app}`,
         nginxUpstream: `/etc/nginx/conf.d/metalship-${app}-upstream.conf`,
+        balancerUpstream: `/etc/nginx/conf.d/metalship-${app}-balancer.conf`,
     };
 }
 
@@ -55596,8 +55755,6 @@ class NodeSSH {
 
 // EXTERNAL MODULE: external "node:crypto"
 var external_node_crypto_ = __nccwpck_require__(7598);
-// EXTERNAL MODULE: external "node:net"
-var external_node_net_ = __nccwpck_require__(7030);
 // EXTERNAL MODULE: external "node:stream"
 var external_node_stream_ = __nccwpck_require__(7075);
 ;// CONCATENATED MODULE: ./src/inputs/known-hosts.ts
@@ -56110,20 +56267,25 @@ async function connect(target, options, log) {
 
 
 /**
- * Roles when the hosts input names none: every host runs api and worker; the
- * first also runs the single scheduler and the migrations.
+ * Roles when the hosts input names none (load balancers aside): every app host
+ * runs api and worker; the first also runs the single scheduler and the migrations.
  */
 function resolveRoles(hosts) {
-    const explicit = hosts.some((h) => h.roles.length > 0);
-    return hosts.map((h, i) => {
+    const isLb = (h) => h.roles.includes('lb');
+    const explicit = hosts.some((h) => h.roles.length > 0 && !isLb(h));
+    const first = hosts.find((h) => !isLb(h));
+    return hosts.map((h) => {
+        if (isLb(h))
+            return { api: false, worker: false, scheduler: false, migrate: false, lb: true };
         if (!explicit)
-            return { api: true, worker: true, scheduler: i === 0, migrate: i === 0 };
+            return { api: true, worker: true, scheduler: h === first, migrate: h === first, lb: false };
         const roles = h.roles.length ? h.roles : ['api', 'worker'];
         return {
             api: roles.includes('api'),
             worker: roles.includes('worker'),
             scheduler: roles.includes('scheduler'),
             migrate: roles.includes('migrate'),
+            lb: false,
         };
     });
 }
@@ -56213,7 +56375,7 @@ async function acquireLock(host, holder, waitSeconds, log) {
     };
 }
 /** Runs fn on every host in parallel and collects a result per host (one failure does not hide the others). */
-async function onEachHost(hosts, fn) {
+async function hosts_onEachHost(hosts, fn) {
     return Promise.all(hosts.map(async (host) => {
         try {
             return { host: host.spec.label, ok: true, ...(await fn(host)) };
@@ -56227,13 +56389,20 @@ async function onEachHost(hosts, fn) {
         }
     }));
 }
-/** Connects, locks every host, runs fn, and always releases the locks and closes the connections. */
+/**
+ * Connects, locks every app host, runs fn, and always releases the locks and
+ * closes the connections. Load balancers (roles=lb) are connected to only with
+ * `balancers: true` (provision), and passed apart: the deploy path never needs them.
+ */
 async function withHosts(s, log, action, fn, opts = {}) {
-    const hosts = await log.group(`Connecting to ${s.hosts.length} host(s)`, () => openHosts(s, log));
+    const wanted = opts.balancers ? s.hosts : s.hosts.filter((h) => !h.roles.includes('lb'));
+    const all = await log.group(`Connecting to ${wanted.length} host(s)`, () => openHosts({ ...s, hosts: wanted }, log));
+    const hosts = all.filter((h) => !h.roles.lb);
+    const balancers = all.filter((h) => h.roles.lb);
     const releases = [];
     try {
         if (opts.lock === false)
-            return await fn(hosts);
+            return await fn(hosts, balancers);
         const holder = hosts_lockHolder(action);
         const locks = await Promise.allSettled(hosts.map((h) => acquireLock(h, holder, s['lock-timeout'], log)));
         for (const l of locks)
@@ -56242,11 +56411,11 @@ async function withHosts(s, log, action, fn, opts = {}) {
         const failed = locks.find((l) => l.status === 'rejected');
         if (failed)
             throw failed.reason;
-        return await fn(hosts);
+        return await fn(hosts, balancers);
     }
     finally {
         await Promise.allSettled(releases.map((r) => r()));
-        await Promise.all(hosts.map((h) => h.conn.close()));
+        await Promise.all(all.map((h) => h.conn.close()));
     }
 }
 
@@ -56570,19 +56739,25 @@ map $http_upgrade $metalship_${upstreamName(l)}_connection {
 `;
 }
 const ACME_WEBROOT = '/var/www/letsencrypt';
-function proxyLocation(l) {
+function proxyLocation(upstream, balancer) {
+    // A balancer passes a request to the next app host when one refuses the
+    // connection (draining: any method, nothing was sent yet) and, for idempotent
+    // requests, when one times out or answers 502/503/504.
+    const retry = balancer ? `\n        proxy_next_upstream error timeout http_502 http_503 http_504;` : '';
+    // A host that is down is passed over quickly (the LAN answers in microseconds).
+    const connectTimeout = balancer ? '2s' : '5s';
     return `    location / {
-        proxy_pass http://${upstreamName(l)};
+        proxy_pass http://${upstream};
         proxy_http_version 1.1;
         proxy_set_header Host $host;
         proxy_set_header X-Real-IP $remote_addr;
         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
         proxy_set_header X-Forwarded-Proto $scheme;
         proxy_set_header Upgrade $http_upgrade;
-        proxy_set_header Connection $metalship_${upstreamName(l)}_connection;
-        proxy_connect_timeout 5s;
+        proxy_set_header Connection $metalship_${upstream}_connection;
+        proxy_connect_timeout ${connectTimeout};
         proxy_read_timeout 60s;
-        proxy_send_timeout 60s;
+        proxy_send_timeout 60s;${retry}
     }`;
 }
 const securityHeaders = `    add_header X-Content-Type-Options nosniff always;
@@ -56602,7 +56777,7 @@ function siteConf(l, s) {
     keepalive_timeout 65s;
     server_tokens off;
 ${securityHeaders}
-${statics}${proxyLocation(l)}`;
+${statics}${proxyLocation(s.upstream ?? upstreamName(l), s.upstream !== undefined)}`;
     const acme = (root) => `    location /.well-known/acme-challenge/ {
         root ${root};
     }`;
@@ -56663,6 +56838,8 @@ function switchScript(s) {
     const followers = [s.worker ? l.units.worker : null, s.scheduler ? l.units.scheduler : null].filter((u) => !!u);
     const api = raw(apiUnitOf(l, '$slot'));
     const standbyApi = raw(apiUnitOf(l, '$standby'));
+    if (s.api === false)
+        return followersOnlyScript(s, unitLines, followers);
     return sh_script(pyToolDefinition(), sh_sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${s.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'command -v nginx >/dev/null 2>&1 || { echo "nginx is not installed: run the provision action first" >&2; exit 1; }', 
     // The serving slot keeps serving; the release goes to the other one, unless the serving one already runs it.
     sh_sh `active=$(cat ${l.activeSlot} 2>/dev/null || true)`, 'case "$active" in blue) idle=green ;; green) idle=blue ;; *) active=""; idle=blue ;; esac', sh_sh `slot_release() { basename "$(readlink ${l.slots}/"$1" 2>/dev/null)" 2>/dev/null || true; }`, sh_sh `if [ -n "$active" ] && [ "$(slot_release "$active")" = ${s.releaseId} ] && systemctl is-active --quiet ${raw(apiUnitOf(l, '$active'))}; then slot=$active; else slot=$idle; fi`, 'if [ "$slot" = blue ]; then standby=green; else standby=blue; fi', 'echo "SLOT $slot"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 'nginx_changed=0', 'site_new=0', sh_sh `if [ ! -e ${l.nginxSite} ]; then`, '  site_new=1', sh_ensureFile(l.nginxSite, siteConf(l, { serverName: s.serverName, tls: null }), {
@@ -56683,6 +56860,14 @@ function switchScript(s) {
     sh_sh `mstool link "$sock" ${l.apiLink}`, sh_sh `echo "$slot" > ${l.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh_sh `prev=$(basename "$(readlink ${l.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `mstool link ${rel} ${l.current}`, sh_sh `mstool link "$(readlink ${rel}/.venv)" ${l.venvLink}`, 'echo "PREVIOUS $prev"', 
     // On boot only the serving slot starts; the standby is a warm spare for this boot only.
     sh_sh `systemctl enable --quiet ${l.units.target} ${api} ${followers}`, sh_sh `systemctl disable --quiet ${standbyApi} 2>/dev/null || true`, followers.length ? sh_sh `systemctl restart ${followers}` : null, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${s.releaseId} ($slot slot) from \${prev:-nothing}" >> ${l.history}`);
+}
+/** The switch on a host without the api role: current, the venv link, and the worker or scheduler. */
+function followersOnlyScript(s, unitLines, followers) {
+    const l = s.layout;
+    const rel = l.release(s.releaseId);
+    return sh_script(pyToolDefinition(), sh_sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${s.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'echo "SLOT none"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
+    // an api that ran here before the host lost the role stops
+    sh_sh `systemctl disable --now --quiet ${l.units.api('blue')} ${l.units.api('green')} 2>/dev/null || true`, sh_sh `prev=$(basename "$(readlink ${l.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `mstool link ${rel} ${l.current}`, sh_sh `mstool link "$(readlink ${rel}/.venv)" ${l.venvLink}`, 'echo "PREVIOUS $prev"', sh_sh `systemctl enable --quiet ${l.units.target} ${followers}`, followers.length ? sh_sh `systemctl restart ${followers}` : null, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${s.releaseId} (no api here) from \${prev:-nothing}" >> ${l.history}`);
 }
 /** Whether a release's uvicorn accepts --timeout-graceful-shutdown (0.21+); recorded at release time. */
 function uvicornFlagsScript(rel) {
@@ -60574,7 +60759,7 @@ async function releaseStage(hosts, s, log) {
     const base = s['release-id'] || timestampId();
     for (let attempt = 0; attempt < 5; attempt++) {
         const releaseId = attempt === 0 ? base : `${base}_${attempt + 1}`;
-        const results = await log.group(`Release ${releaseId} on ${hosts.length} host(s)`, () => onEachHost(hosts, (h) => releaseOnHost(h, releaseId, s, manifest, key, log)));
+        const results = await log.group(`Release ${releaseId} on ${hosts.length} host(s)`, () => hosts_onEachHost(hosts, (h) => releaseOnHost(h, releaseId, s, manifest, key, log)));
         const taken = results.some((r) => !r.ok && r.error?.includes(`exit code ${RELEASE_EXISTS_EXIT}`));
         if (taken && !s['release-id']) {
             // The id is taken on some host: give back what we claimed and try the next name.
@@ -60586,6 +60771,54 @@ async function releaseStage(hosts, s, log) {
         return { releaseId, results };
     }
     throw new RemoteError(`could not find a free release id after ${base}`, '', null, '');
+}
+
+;// CONCATENATED MODULE: ./src/remote/balancer.ts
+// An nginx load balancer in front of the app hosts (provision, roles=lb): its
+// upstream lists them (their nginx, port 80 by default). A rolling switch takes
+// a batch out of rotation on the app hosts themselves (drainScript).
+
+/**
+ * Seconds a balancer leaves an app host alone after it refused twice (nginx's
+ * fail_timeout): a drained host is used again this long after it is undrained,
+ * so a rolling switch waits as long before it drains the next batch.
+ */
+const BALANCER_FAIL_TIMEOUT = 1;
+function balancerUpstreamName(l) {
+    return `${l.app.replace(/-/g, '_')}_fleet`;
+}
+function address(m) {
+    return m.host.includes(':') ? `[${m.host}]:${m.port}` : `${m.host}:${m.port}`;
+}
+/** http-level config on the balancer: the app hosts and the WebSocket map. */
+function balancerUpstreamConf(l, members) {
+    const name = balancerUpstreamName(l);
+    const servers = members.map((m) => `    server ${address(m)} max_fails=2 fail_timeout=${BALANCER_FAIL_TIMEOUT}s; # ${m.label.replace(/[\r\n]/g, ' ')}`);
+    return `# Managed by metalship: the app hosts behind this load balancer.
+upstream ${name} {
+${servers.join('\n')}
+}
+map $http_upgrade $metalship_${name}_connection {
+    default upgrade;
+    '' close;
+}
+`;
+}
+/**
+ * Takes an app host out of the balancers' rotation, or puts it back, without
+ * touching the balancers: while draining, the host answers new connections to
+ * the port they reach it on with a TCP reset (loopback aside, so its own checks
+ * still work). A balancer gets "connection refused" before it has sent anything
+ * and passes the request, whatever its method, to the next host; requests in
+ * flight finish. Reloading the balancer instead would close its clients' idle
+ * keep-alive connections, which some clients see as errors. The rule is not
+ * persistent: a reboot clears a drain a killed run left behind.
+ */
+function drainScript(l, port, draining) {
+    const rule = sh_sh `INPUT ! -i lo -p tcp --dport ${String(port)} --syn -m comment --comment ${'metalship-drain-' + l.app} -j REJECT --reject-with tcp-reset`;
+    return sh_script('tools=""', 'for t in iptables ip6tables; do command -v "$t" >/dev/null 2>&1 && tools="$tools $t"; done', `[ -n "$tools" ] || { echo "draining needs iptables (provision installs it with ufw)" >&2; exit 1; }`, 'for t in $tools; do', draining
+        ? `  "$t" -w -C ${rule} 2>/dev/null || "$t" -w -I ${rule.replace(/^INPUT /, 'INPUT 1 ')}`
+        : `  while "$t" -w -D ${rule} 2>/dev/null; do :; done`, 'done', draining ? 'echo DRAINING' : 'echo IN_ROTATION');
 }
 
 ;// CONCATENATED MODULE: ./src/remote/units.ts
@@ -60748,7 +60981,9 @@ function units_unitFiles(s, roles) {
 /** Polls the serving slot's readiness endpoint until it answers as expected; then checks the units. */
 function verifyScript(s) {
     const l = s.layout;
-    return sh_script(pyToolDefinition(), sh_sh `slot=$(cat ${l.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "no api slot is serving on this host (nothing deployed yet?)" >&2; exit 1;; esac', sh_sh `sock=/run/${l.app}-api-$slot/api.sock`, sh_sh `rc=0; out=$(mstool wait-ready "$sock" ${s.path} ${s.timeout} ${s.interval} ${s.expectStatus} ${s.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'failed=""', ...s.units.map((u) => sh_sh `if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', 
+    return sh_script(pyToolDefinition(), 'rc=0', s.api === false
+        ? null
+        : sh_script(sh_sh `slot=$(cat ${l.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "no api slot is serving on this host (nothing deployed yet?)" >&2; exit 1;; esac', sh_sh `sock=/run/${l.app}-api-$slot/api.sock`, sh_sh `out=$(mstool wait-ready "$sock" ${s.path} ${s.timeout} ${s.interval} ${s.expectStatus} ${s.expectBody}) || rc=$?`, 'echo "RESULT $out"'), 'failed=""', ...s.units.map((u) => sh_sh `if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', 
     // The services' recent lines, without uvicorn's access log lines.
     sh_sh `  journalctl -u ${l.units.api('blue')} -u ${l.units.api('green')} ${s.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 >&2 || true`, '  exit 1', 'fi');
 }
@@ -60846,36 +61081,20 @@ async function switchHost(host, releaseId, s, log) {
         serverName: s['server-name'],
         worker: host.roles.worker && s['worker-command'].length > 0,
         scheduler: host.roles.scheduler && s['scheduler-command'].length > 0,
+        api: host.roles.api,
     }), { stream: true, what: `switching to ${releaseId}` });
     const previous = /^PREVIOUS (.*)$/m.exec(res.stdout)?.[1]?.trim() ?? '';
     const slot = /^SLOT (blue|green)$/m.exec(res.stdout)?.[1];
-    log.info(`[${host.spec.label}] ${releaseId} serves from the ${slot} slot (was ${previous || 'nothing'})`);
+    log.info(slot
+        ? `[${host.spec.label}] ${releaseId} serves from the ${slot} slot (was ${previous || 'nothing'})`
+        : `[${host.spec.label}] ${releaseId} is current, no api on this host (was ${previous || 'nothing'})`);
     return { host: host.spec.label, ok: true, previous, slot, seconds: (Date.now() - started) / 1000 };
 }
-/**
- * Switches hosts one after another. When one fails, the hosts already switched
- * go back to the release they had, so the fleet serves one release.
- */
-async function switchFleet(hosts, releaseId, s, log) {
-    const results = [];
-    for (const host of hosts) {
-        try {
-            results.push(await log.group(`Switch ${host.spec.label} to ${releaseId}`, () => switchHost(host, releaseId, s, log)));
-        }
-        catch (err) {
-            const message = err instanceof Error ? err.message : String(err);
-            results.push({ host: host.spec.label, ok: false, error: message });
-            const reverted = await revertHosts(hosts, results, s, log);
-            return { results, reverted };
-        }
-    }
-    return { results, reverted: [] };
-}
 /** Switches the hosts that did switch back to the release each had before. */
-async function revertHosts(hosts, results, s, log) {
+async function revertHosts(hosts, switched, s, log) {
     const reverted = [];
-    for (const r of results) {
-        if (!r.ok || !r.previous)
+    for (const r of switched) {
+        if (!r.previous)
             continue;
         const host = hosts.find((h) => h.spec.label === r.host);
         try {
@@ -60910,59 +61129,66 @@ async function verifyUrl(s) {
         await new Promise((r) => setTimeout(r, s['verify-interval'] * 1000));
     }
 }
-/** Health checks on every host (or of the URL from the runner), until healthy or timed out. */
+/** Health checks on one host until healthy or timed out; throws naming the host and why. */
+async function verifyHost(host, s, log) {
+    const units = [
+        host.roles.worker && s['worker-command'].length ? host.layout.units.worker : null,
+        host.roles.scheduler && s['scheduler-command'].length ? host.layout.units.scheduler : null,
+    ].filter((u) => !!u);
+    const res = await host.conn.exec(verifyScript({
+        layout: host.layout,
+        path: s['verify-path'] || s['health-path'],
+        timeout: s['verify-timeout'],
+        interval: s['verify-interval'],
+        expectStatus: s['expect-status'],
+        expectBody: s.url ? '' : s['expect-body'],
+        units,
+        api: host.roles.api,
+    }), { what: 'health check', timeoutMs: (s['verify-timeout'] + 60) * 1000 });
+    const line = /^RESULT (.*)$/m.exec(res.stdout)?.[1] ?? '';
+    const parsed = line
+        ? JSON.parse(line)
+        : null;
+    const down = /^UNITS_DOWN (.*)$/m.exec(res.stdout)?.[1];
+    if (res.code !== 0) {
+        const why = [
+            parsed && !parsed.ok
+                ? `${s['verify-path'] || s['health-path']} answered ${parsed.status || 'nothing'} after ${parsed.attempts} attempts: ${parsed.body.slice(0, 300)}`
+                : '',
+            down ? `units not active: ${down}` : '',
+            res.stderr.trim() ? `recent journal:\n${res.stderr.trim().split('\n').slice(-20).join('\n')}` : '',
+        ]
+            .filter(Boolean)
+            .join('\n');
+        throw new Error(`${host.spec.label} is unhealthy: ${why}`);
+    }
+    log.info(host.roles.api
+        ? `[${host.spec.label}] healthy after ${parsed?.attempts} check(s), ${parsed?.seconds} s`
+        : `[${host.spec.label}] units active (no api on this host)`);
+    return { healthy: true, attempts: parsed?.attempts ?? 0, seconds: parsed?.seconds ?? 0 };
+}
+/** The url input checked from the runner (through whatever serves it: a load balancer, a CDN). */
+async function verifyUrlStage(s, log) {
+    const r = await verifyUrl(s);
+    log.info(`${s.url}: ${r.status} after ${r.attempts} attempt(s)`);
+    if (!r.ok) {
+        return {
+            host: s.url,
+            ok: false,
+            healthy: false,
+            attempts: r.attempts,
+            seconds: r.seconds,
+            error: `${s.url} answered ${r.status || 'nothing'} (expected ${s['expect-status']}${s['expect-body'] ? ` containing '${s['expect-body']}'` : ''}): ${r.body.slice(0, 300)}`,
+        };
+    }
+    return { host: s.url, ok: true, healthy: true, attempts: r.attempts, seconds: r.seconds };
+}
+/** Health checks on every host (and of the URL from the runner), until healthy or timed out. */
 async function verifyStage(hosts, s, log) {
     return log.group('Verify', async () => {
-        const results = await onEachHost(hosts, async (host) => {
-            const units = [
-                host.roles.worker && s['worker-command'].length ? host.layout.units.worker : null,
-                host.roles.scheduler && s['scheduler-command'].length ? host.layout.units.scheduler : null,
-            ].filter((u) => !!u);
-            const res = await host.conn.exec(verifyScript({
-                layout: host.layout,
-                path: s['verify-path'] || s['health-path'],
-                timeout: s['verify-timeout'],
-                interval: s['verify-interval'],
-                expectStatus: s['expect-status'],
-                expectBody: s.url ? '' : s['expect-body'],
-                units,
-            }), { what: 'health check', timeoutMs: (s['verify-timeout'] + 60) * 1000 });
-            const line = /^RESULT (.*)$/m.exec(res.stdout)?.[1] ?? '';
-            const parsed = line
-                ? JSON.parse(line)
-                : null;
-            const down = /^UNITS_DOWN (.*)$/m.exec(res.stdout)?.[1];
-            if (res.code !== 0) {
-                const why = [
-                    parsed && !parsed.ok
-                        ? `${s['verify-path'] || s['health-path']} answered ${parsed.status || 'nothing'} after ${parsed.attempts} attempts: ${parsed.body.slice(0, 300)}`
-                        : '',
-                    down ? `units not active: ${down}` : '',
-                    res.stderr.trim() ? `recent journal:\n${res.stderr.trim().split('\n').slice(-20).join('\n')}` : '',
-                ]
-                    .filter(Boolean)
-                    .join('\n');
-                throw new Error(`${host.spec.label} is unhealthy: ${why}`);
-            }
-            log.info(`[${host.spec.label}] healthy after ${parsed?.attempts} check(s), ${parsed?.seconds} s`);
-            return { healthy: true, attempts: parsed?.attempts ?? 0, seconds: parsed?.seconds ?? 0 };
-        });
-        if (s.url) {
-            const r = await verifyUrl(s);
-            log.info(`${s.url}: ${r.status} after ${r.attempts} attempt(s)`);
-            if (!r.ok) {
-                results.push({
-                    host: s.url,
-                    ok: false,
-                    healthy: false,
-                    attempts: r.attempts,
-                    seconds: r.seconds,
-                    error: `${s.url} answered ${r.status || 'nothing'} (expected ${s['expect-status']}${s['expect-body'] ? ` containing '${s['expect-body']}'` : ''}): ${r.body.slice(0, 300)}`,
-                });
-            }
-            else
-                results.push({ host: s.url, ok: true, healthy: true, attempts: r.attempts, seconds: r.seconds });
-        }
+        const results = await onEachHost(hosts, (host) => verifyHost(host, s, log));
+        if (s.url)
+            results.push(await verifyUrlStage(s, log));
         return results;
     });
 }
@@ -60971,7 +61197,7 @@ async function listReleases(host) {
 }
 /** Removes old releases and unused virtualenvs, keeping `keep` good ones plus current and the standby. */
 async function cleanupStage(hosts, keep, log) {
-    await onEachHost(hosts, async (host) => {
+    await hosts_onEachHost(hosts, async (host) => {
         const plan = planCleanup(await listReleases(host), keep);
         const res = await host.conn.run(cleanupScript(host.layout, plan), { what: 'cleanup' });
         if (plan.releases.length || plan.venvs.length)
@@ -60998,6 +61224,127 @@ async function markBad(hosts, releaseId, reason, log) {
     await Promise.all(hosts.map((h) => h.conn
         .run(markScript(h.layout, releaseId, 'bad', reason))
         .catch((e) => log.warn(`could not mark ${releaseId} bad on ${h.spec.label}: ${e}`))));
+}
+
+;// CONCATENATED MODULE: ./src/stages/rollout.ts
+// The rolling switch over a fleet: batches of `batch-size` hosts, each taken
+// out of the load balancers' rotation (when the hosts input has roles=lb),
+// switched, verified and put back before the next. A batch that fails stops the rollout and every host switched so far
+// goes back to its previous release, so that the fleet serves one release.
+
+
+function batches(items, size) {
+    const out = [];
+    for (let i = 0; i < items.length; i += size)
+        out.push(items.slice(i, i + size));
+    return out;
+}
+/** The api hosts as the balancers' upstream members. */
+function balancerMembers(hosts) {
+    return hosts
+        .filter((h) => h.roles.api)
+        .map((h) => ({
+        label: h.spec.label,
+        host: h.spec.upstream?.host ?? h.spec.host,
+        port: h.spec.upstream?.port ?? 80,
+    }));
+}
+/** Takes hosts out of the balancers' rotation (or puts them back), in parallel; throws naming the hosts. */
+async function setDraining(hosts, draining, log) {
+    const results = await Promise.allSettled(hosts.map((h) => h.conn.run(drainScript(h.layout, h.spec.upstream?.port ?? 80, draining), {
+        what: draining ? 'taking the host out of rotation' : 'putting the host back in rotation',
+    })));
+    const failed = results.flatMap((r, i) => r.status === 'rejected'
+        ? [`${hosts[i].spec.label}: ${r.reason instanceof Error ? r.reason.message : String(r.reason)}`]
+        : []);
+    if (failed.length)
+        throw new Error(`could not ${draining ? 'drain' : 'undrain'} ${failed.join('; ')}`);
+    log.info(`${draining ? 'out of rotation' : 'back in rotation'}: ${hosts.map((h) => h.spec.label).join(', ')}`);
+}
+const message = (err) => (err instanceof Error ? err.message : String(err));
+async function rollOut(hosts, 
+/** A load balancer (roles=lb) is in front: drain each batch. */
+balanced, releaseId, s, log, opts) {
+    const results = [];
+    const groups = batches(hosts, s['batch-size']);
+    const apiHosts = hosts.filter((h) => h.roles.api);
+    for (const [index, batch] of groups.entries()) {
+        const title = groups.length > 1 ? ` (batch ${index + 1} of ${groups.length})` : '';
+        // Draining needs an api host left in rotation; a batch of all of them
+        // switches in place, which each host does without dropping a request.
+        const draining = batch.filter((h) => h.roles.api);
+        const drain = balanced && draining.length > 0 && apiHosts.some((h) => !draining.includes(h));
+        let failure;
+        let failedIn;
+        if (drain) {
+            try {
+                await setDraining(draining, true, log);
+            }
+            catch (err) {
+                failure = message(err);
+                failedIn = 'load balancer';
+            }
+        }
+        if (!failure) {
+            const names = batch.map((h) => h.spec.label).join(', ');
+            const switched = await log.group(`Switch ${names} to ${releaseId}${title}`, () => Promise.all(batch.map((host) => switchHost(host, releaseId, s, log)
+                .then((r) => ({ ...r, batch: index + 1, switched: true }))
+                .catch((err) => ({
+                host: host.spec.label,
+                ok: false,
+                batch: index + 1,
+                error: message(err),
+            })))));
+            results.push(...switched);
+            const bad = switched.filter((r) => !r.ok);
+            if (bad.length) {
+                failure = bad.map((r) => `${r.host}: switch failed: ${r.error}`).join('\n');
+                failedIn = 'switch';
+            }
+        }
+        if (!failure && opts.verify) {
+            const checks = await log.group(`Verify ${batch.map((h) => h.spec.label).join(', ')}${title}`, () => Promise.all(batch.map((host) => verifyHost(host, s, log).then(() => null, (err) => ({ host: host.spec.label, error: message(err) })))));
+            for (const r of results)
+                if (batch.some((h) => h.spec.label === r.host))
+                    r.healthy = true;
+            const sick = checks.filter((c) => c !== null);
+            for (const c of sick) {
+                const row = results.find((r) => r.host === c.host);
+                Object.assign(row, { ok: false, healthy: false, error: c.error });
+            }
+            if (sick.length) {
+                failure = sick.map((c) => c.error).join('\n');
+                failedIn = 'verification';
+            }
+        }
+        if (failure) {
+            const switched = results.filter((r) => r.switched);
+            const reverted = opts.revertOnFailure ? await revertHosts(hosts, switched, s, log) : [];
+            // Back in rotation: the hosts now serve the previous release (or, with
+            // revertOnFailure off, the new one by the user's choice).
+            if (drain)
+                await setDraining(draining, false, log).catch((err) => log.error(`could not put the hosts back in rotation: ${message(err)}`));
+            return {
+                results,
+                reverted,
+                failedIn,
+                failure: `${groups.length > 1 ? `batch ${index + 1} of ${groups.length}: ` : ''}${failure}`,
+            };
+        }
+        if (drain) {
+            await setDraining(draining, false, log);
+            // The balancers count the refusals of a drained host as failures and
+            // skip it for fail_timeout after the last one, counted in whole seconds
+            // (so up to 2 s more): the next batch leaves once they use it again.
+            if (index < groups.length - 1)
+                await new Promise((r) => setTimeout(r, (BALANCER_FAIL_TIMEOUT + 2) * 1000));
+        }
+    }
+    return { results, reverted: [] };
+}
+/** After a rollout that succeeded, puts every switched host back (a later check failed). */
+async function revertRollout(hosts, rollout, s, log) {
+    return revertHosts(hosts, rollout.results.filter((r) => r.switched), s, log);
 }
 
 ;// CONCATENATED MODULE: ./node_modules/zod/v4/core/util.js
@@ -70621,122 +70968,6 @@ function checkCommand(v) {
     return words;
 }
 
-;// CONCATENATED MODULE: ./src/inputs/hosts.ts
-// Parses the `hosts` input: one or more hosts, newline- or comma-separated, each
-// `host`, `host:port`, `user@host`, `user@host:port` or a bracketed IPv6 address
-// (`[::1]:2222`), optionally followed by `roles=api,worker,scheduler,migrate`
-// (then one host per line).
-
-const ROLES = ['api', 'worker', 'scheduler', 'migrate'];
-const HOSTNAME = /^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
-const USER = /^[a-z_][a-z0-9_-]{0,31}$/;
-function parsePort(text) {
-    if (!/^\d{1,5}$/.test(text))
-        return `port '${text}' is not a number`;
-    const port = Number(text);
-    if (port < 1 || port > 65535)
-        return `port ${port} is out of range`;
-    return port;
-}
-/** Parses one `user@host:port` address; returns an error text instead of throwing. */
-function parseAddress(text, defaultPort = 22) {
-    let rest = text;
-    let user;
-    const at = rest.lastIndexOf('@');
-    if (at >= 0) {
-        user = rest.slice(0, at);
-        rest = rest.slice(at + 1);
-        if (!USER.test(user))
-            return `'${text}' has an invalid user name '${user}'`;
-    }
-    let host;
-    let port = defaultPort;
-    if (rest.startsWith('[')) {
-        const end = rest.indexOf(']');
-        if (end < 0)
-            return `'${text}' has an unclosed '[' (IPv6 addresses are written [addr] or [addr]:port)`;
-        host = rest.slice(1, end);
-        const after = rest.slice(end + 1);
-        if (after) {
-            if (!after.startsWith(':'))
-                return `'${text}' has text after ']' that is not ':port'`;
-            const p = parsePort(after.slice(1));
-            if (typeof p === 'string')
-                return `'${text}': ${p}`;
-            port = p;
-        }
-        if ((0,external_node_net_.isIP)(host) !== 6)
-            return `'${text}': '${host}' is not an IPv6 address`;
-    }
-    else {
-        const parts = rest.split(':');
-        if (parts.length > 2)
-            return `'${text}' looks like an IPv6 address: write it in brackets, e.g. [${rest}]:22`;
-        host = parts[0] ?? '';
-        if (parts.length === 2) {
-            const p = parsePort(parts[1] ?? '');
-            if (typeof p === 'string')
-                return `'${text}': ${p}`;
-            port = p;
-        }
-        if (!host)
-            return `'${text}' has no host name`;
-        if ((0,external_node_net_.isIP)(host) !== 4 && !HOSTNAME.test(host))
-            return `'${text}': '${host}' is not a valid host name or IP address`;
-    }
-    return { label: text, host, port, ...(user ? { user } : {}) };
-}
-/** Parses the whole `hosts` input; returns the hosts or a list of problems. */
-function parseHosts(text, defaultPort = 22) {
-    const lines = text
-        .replace(/\r\n?/g, '\n')
-        .split('\n')
-        .map((l) => l.trim())
-        .filter((l) => l && !l.startsWith('#'));
-    const hosts = [];
-    for (const line of lines) {
-        const roleMatch = /\s+roles=(\S*)$/.exec(line);
-        if (roleMatch) {
-            const address = line.slice(0, roleMatch.index).trim();
-            if (/[\s,]/.test(address))
-                return `'${line}': with roles=, write one host per line`;
-            const roles = (roleMatch[1] ?? '').split(',').filter(Boolean);
-            if (roles.length === 0)
-                return `'${line}': roles= is empty (expected some of ${ROLES.join(', ')})`;
-            for (const role of roles) {
-                if (!ROLES.includes(role)) {
-                    return `'${line}': unknown role '${role}' (expected some of ${ROLES.join(', ')})`;
-                }
-            }
-            const parsed = parseAddress(address, defaultPort);
-            if (typeof parsed === 'string')
-                return parsed;
-            hosts.push({ ...parsed, roles: [...new Set(roles)] });
-            continue;
-        }
-        for (const item of line.split(',').map((s) => s.trim())) {
-            if (!item)
-                continue;
-            if (/\s/.test(item))
-                return `'${item}' contains white space`;
-            const parsed = parseAddress(item, defaultPort);
-            if (typeof parsed === 'string')
-                return parsed;
-            hosts.push({ ...parsed, roles: [] });
-        }
-    }
-    if (hosts.length === 0)
-        return 'no host given';
-    const seen = new Set();
-    for (const h of hosts) {
-        const key = `${h.host.toLowerCase()}:${h.port}`;
-        if (seen.has(key))
-            return `'${h.label}' is listed twice`;
-        seen.add(key);
-    }
-    return hosts;
-}
-
 ;// CONCATENATED MODULE: ./src/inputs/definitions.ts
 // The inputs every action shares, defined once; src/inputs/actions.ts puts them
 // together per action. action.yml files are generated from those definitions.
@@ -70748,7 +70979,9 @@ const APP_NAME = /^[a-z][a-z0-9-]{0,30}[a-z0-9]$/;
 const connectionInputs = {
     hosts: fields_custom({
         description: 'Hosts to act on, newline- or comma-separated: host, host:port, user@host:port or [ipv6]:port. ' +
-            'Optionally `roles=api,worker,scheduler,migrate` after a host (one host per line then).',
+            'Optionally, one host per line then, `roles=api,worker,scheduler,migrate` (hosts without roles run api and worker), ' +
+            '`roles=lb` for an nginx load balancer in front of the api hosts (provision sets it up; deploys take each batch out of its rotation), ' +
+            'and `upstream=addr:port`: where the load balancer reaches that host (default: its address, port 80).',
         required: true,
     }, { expected: 'host names or IP addresses, e.g. "web1.example.com, deploy@10.0.0.5:2222"' }, (v) => {
         const r = parseHosts(v);
@@ -70870,6 +71103,13 @@ const serviceInputs = {
         min: 1,
         max: 3600,
         unit: 'seconds',
+    }),
+    'batch-size': fields_int({
+        description: 'Hosts switched at a time in a rolling switch. Each batch is taken out of the load balancer (roles=lb hosts), switched, verified and put back before the next; a failing batch stops the rollout and returns every switched host to its previous release.',
+        default: '1',
+        min: 1,
+        max: 1000,
+        unit: 'hosts',
     }),
     'server-name': pattern({
         description: 'nginx server_name of the minimal HTTP site the deploy creates when no site exists yet (provision replaces it).',
@@ -71009,6 +71249,12 @@ const switchOnlyInputs = {
 const rollbackOnlyInputs = {
     'release-id': pattern({
         description: 'Release to roll back to. Default: the newest good release before the current one.',
+        default: '',
+        regex: /^(|[A-Za-z0-9][A-Za-z0-9._-]{0,63})$/,
+        expected: 'a release directory name, e.g. 20250127_120000, or empty',
+    }),
+    'if-current': pattern({
+        description: "Undo one deploy: roll back only when this release (the deploy's release-id) is current on the hosts, and do nothing, successfully, when it is not. Empty: always roll back.",
         default: '',
         regex: /^(|[A-Za-z0-9][A-Za-z0-9._-]{0,63})$/,
         expected: 'a release directory name, e.g. 20250127_120000, or empty',
@@ -71178,6 +71424,7 @@ var dist = __nccwpck_require__(8230);
 // part of the standard can be switched off; secrets are flagged and masked.
 
 
+
 /** A dotenv key: letters, digits and _, not starting with a digit. */
 const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
 /** Whether a line of a quoted value holds its closing quote (in double quotes, not one escaped by a backslash). */
@@ -71254,6 +71501,14 @@ const provisionInputs = {
     check: bool({
         description: 'Report what would change on each host and change nothing.',
         default: 'false',
+    }),
+    limit: fields_custom({
+        description: 'Provision only these hosts: host names as written in hosts, or roles (api, worker, scheduler, migrate, lb), comma-separated. ' +
+            'The others are not contacted, but still count (a load balancer lists every api host). Empty: all hosts.',
+    }, { expected: 'hosts as written in hosts, or role names, e.g. "lb" or "web3.example.com"' }, (v) => {
+        const items = splitList(v);
+        const bad = items.find((i) => !/^[A-Za-z0-9_.:@[\]-]{1,300}$/.test(i));
+        return bad ? { error: `'${bad.slice(0, 40)}' is not a host or a role` } : items;
     }),
     // System
     system: bool({
@@ -71468,6 +71723,11 @@ const provisionInputs = {
 /** Cross-input checks of provision, with messages naming the inputs. */
 function provisionChecks(s) {
     const problems = [];
+    const hosts = s.hosts ?? [];
+    for (const item of s.limit ?? []) {
+        if (!ROLES.includes(item) && !hosts.some((h) => h.label === item))
+            problems.push(`Input 'limit': '${item}' is neither a host of the hosts input (as written there) nor a role; expected one of ${[...hosts.map((h) => h.label), ...ROLES].join(', ')}.`);
+    }
     if (s.domains?.length && !s['acme-email'])
         problems.push("Input 'acme-email' is required when 'domains' is set: expected an e-mail address.");
     if (s['python-install'] === 'pyenv' && !s['python-version'])
@@ -71729,17 +71989,7 @@ function crossChecks(s) {
                 }
             }
         }
-        const withRoles = hosts.filter((h) => h.roles.length > 0);
-        if (withRoles.length > 0) {
-            const schedulers = hosts.filter((h) => h.roles.includes('scheduler'));
-            if (schedulers.length > 1) {
-                problems.push(`Input 'hosts' gives the scheduler role to ${schedulers.length} hosts (${schedulers.map((h) => h.label).join(', ')}); expected exactly one scheduler fleet-wide.`);
-            }
-            const migrators = hosts.filter((h) => h.roles.includes('migrate'));
-            if (migrators.length > 1) {
-                problems.push(`Input 'hosts' gives the migrate role to ${migrators.length} hosts; expected at most one.`);
-            }
-        }
+        problems.push(...roleChecks(hosts, s));
     }
     if (typeof s['scratch-database'] === 'string' && s['scratch-database'] === s.database)
         problems.push(`Input 'scratch-database' is '${s.database}', the production database; expected another name (the scratch database is dropped afterwards).`);
@@ -71747,6 +71997,28 @@ function crossChecks(s) {
         problems.push(...provisionChecks(s));
     if (s['app-user'] === 'root')
         problems.push("Input 'app-user' is 'root'; expected an unprivileged user (the services must not run as root).");
+    return problems;
+}
+function roleChecks(hosts, s) {
+    const problems = [];
+    const balancers = hosts.filter((h) => h.roles.includes('lb'));
+    const apps = hosts.filter((h) => !h.roles.includes('lb'));
+    if (balancers.length && !apps.some((h) => h.roles.length === 0 || h.roles.includes('api')))
+        problems.push(`Input 'hosts' has a load balancer (${balancers.map((h) => h.label).join(', ')}) but no api host behind it; expected at least one host with the api role.`);
+    if (!apps.some((h) => h.roles.length > 0))
+        return problems;
+    const schedulers = apps.filter((h) => h.roles.includes('scheduler'));
+    if (schedulers.length > 1) {
+        problems.push(`Input 'hosts' gives the scheduler role to ${schedulers.length} hosts (${schedulers.map((h) => h.label).join(', ')}); expected exactly one scheduler fleet-wide.`);
+    }
+    const schedulerCommand = s['scheduler-command'];
+    if (schedulers.length === 0 && Array.isArray(schedulerCommand) && schedulerCommand.length > 0) {
+        problems.push(`Input 'hosts' gives no host the scheduler role, but scheduler-command is '${schedulerCommand.join(' ')}'; expected exactly one scheduler fleet-wide (add scheduler to one host's roles=, or set scheduler-command to '' for none).`);
+    }
+    const migrators = apps.filter((h) => h.roles.includes('migrate'));
+    if (migrators.length > 1) {
+        problems.push(`Input 'hosts' gives the migrate role to ${migrators.length} hosts; expected at most one.`);
+    }
     return problems;
 }
 
@@ -74850,6 +75122,8 @@ async function runAction(name, body, raw = envInputs(), log = new Log()) {
 
 
 
+
+
 async function deploy(s, log) {
     return withHosts(s, log, 'deploy', async (hosts) => {
         const timings = {};
@@ -74877,6 +75151,7 @@ async function deploy(s, log) {
                 ['previous', 'previous'],
                 ['filesSent', 'files sent'],
                 ['bytesUploaded', 'bytes sent'],
+                ['batch', 'batch'],
                 ['slot', 'slot'],
                 ['healthy', 'healthy'],
             ]) +
@@ -74907,35 +75182,37 @@ async function deploy(s, log) {
                 return fail(`the migration for ${id} failed on ${host.spec.label}; ${id} is marked failed and the previous release keeps serving:\n${message}`);
             }
         }
-        const sw = await time('switch', () => switchFleet(hosts, id, s, log));
-        for (const r of sw.results)
+        const expect = { ...s, 'expect-body': s['expect-body'].replaceAll('{release}', id) };
+        const roll = await time('switch and verify', () => rollOut(hosts, hasBalancer(s.hosts), id, expect, log, { verify: true, revertOnFailure: s['rollback-on-failure'] }));
+        for (const r of roll.results)
             Object.assign(rows.get(r.host) ?? {}, {
                 slot: r.slot,
                 ok: r.ok,
+                ...(r.batch ? { batch: r.batch } : {}),
+                ...(r.healthy !== undefined ? { healthy: r.healthy } : {}),
                 ...(r.error ? { error: r.error } : {}),
             });
-        const switchFailed = sw.results.filter((r) => !r.ok);
-        if (switchFailed.length) {
-            await markBad(hosts, id, 'switch failed', log);
-            return fail(`switching to ${id} failed (the previous release kept serving${sw.reverted.length ? `; reverted ${sw.reverted.join(', ')}` : ''}):\n` +
-                switchFailed.map((r) => `${r.host}: ${r.error}`).join('\n'));
-        }
-        const checks = await time('verify', () => verifyStage(hosts, { ...s, 'expect-body': s['expect-body'].replaceAll('{release}', id) }, log));
-        for (const c of checks) {
-            const row = rows.get(c.host);
-            if (row)
-                Object.assign(row, { healthy: c.ok, ...(c.error ? { ok: false, error: c.error } : {}) });
-        }
-        const unhealthy = checks.filter((c) => !c.ok);
-        if (unhealthy.length) {
-            const reason = unhealthy.map((c) => c.error).join('\n');
-            if (s['rollback-on-failure']) {
-                const reverted = await time('rollback', () => revertHosts(hosts, sw.results, s, log));
-                await markBad(hosts, id, 'failed verification', log);
-                outputs['rolled-back'] = String(reverted.length > 0);
-                return fail(`${id} failed verification and was rolled back to ${outputs['previous-release-id'] || 'nothing'} on ${reverted.join(', ') || 'no host'}:\n${reason}`);
+        let failure = roll.failure;
+        if (!failure && s.url) {
+            const check = await time('verify', () => log.group('Verify the url', () => verifyUrlStage(expect, log)));
+            rows.set(check.host, { ...check });
+            if (!check.ok) {
+                failure = check.error;
+                roll.failedIn = 'verification';
+                if (s['rollback-on-failure'])
+                    roll.reverted = await revertRollout(hosts, roll, s, log);
             }
-            return fail(`${id} failed verification (rollback-on-failure is off, so it stays current):\n${reason}`);
+        }
+        if (failure) {
+            const switched = roll.results.some((r) => r.switched);
+            outputs['rolled-back'] = String(roll.reverted.length > 0);
+            if (switched && !s['rollback-on-failure'])
+                return fail(`${id} failed (rollback-on-failure is off, so the hosts switched stay on it):\n${failure}`);
+            const stage = { switch: 'to switch', verification: 'verification', 'load balancer': 'at the load balancer' }[roll.failedIn ?? 'verification'];
+            await markBad(hosts, id, `failed ${stage}`, log);
+            return fail(roll.reverted.length
+                ? `${id} failed ${stage} and was rolled back to ${outputs['previous-release-id'] || 'nothing'} on ${roll.reverted.join(', ')}:\n${failure}`
+                : `${id} failed ${stage}; no host reported switching to it, so none was switched back:\n${failure}`);
         }
         outputs.healthy = 'true';
         await time('cleanup', () => cleanupStage(hosts, s['keep-releases'], log));

@@ -54348,6 +54348,7 @@ function layout(app, root) {
         nginxSite: `/etc/nginx/sites-available/${app}`,
         nginxSiteEnabled: `/etc/nginx/sites-enabled/${app}`,
         nginxUpstream: `/etc/nginx/conf.d/metalship-${app}-upstream.conf`,
+        balancerUpstream: `/etc/nginx/conf.d/metalship-${app}-balancer.conf`,
     };
 }
 
@@ -55849,20 +55850,25 @@ async function connect(target, options, log) {
 
 
 /**
- * Roles when the hosts input names none: every host runs api and worker; the
- * first also runs the single scheduler and the migrations.
+ * Roles when the hosts input names none (load balancers aside): every app host
+ * runs api and worker; the first also runs the single scheduler and the migrations.
  */
 function resolveRoles(hosts) {
-    const explicit = hosts.some((h) => h.roles.length > 0);
-    return hosts.map((h, i) => {
+    const isLb = (h) => h.roles.includes('lb');
+    const explicit = hosts.some((h) => h.roles.length > 0 && !isLb(h));
+    const first = hosts.find((h) => !isLb(h));
+    return hosts.map((h) => {
+        if (isLb(h))
+            return { api: false, worker: false, scheduler: false, migrate: false, lb: true };
         if (!explicit)
-            return { api: true, worker: true, scheduler: i === 0, migrate: i === 0 };
+            return { api: true, worker: true, scheduler: h === first, migrate: h === first, lb: false };
         const roles = h.roles.length ? h.roles : ['api', 'worker'];
         return {
             api: roles.includes('api'),
             worker: roles.includes('worker'),
             scheduler: roles.includes('scheduler'),
             migrate: roles.includes('migrate'),
+            lb: false,
         };
     });
 }
@@ -55952,7 +55958,7 @@ async function acquireLock(host, holder, waitSeconds, log) {
     };
 }
 /** Runs fn on every host in parallel and collects a result per host (one failure does not hide the others). */
-async function onEachHost(hosts, fn) {
+async function hosts_onEachHost(hosts, fn) {
     return Promise.all(hosts.map(async (host) => {
         try {
             return { host: host.spec.label, ok: true, ...(await fn(host)) };
@@ -55966,13 +55972,20 @@ async function onEachHost(hosts, fn) {
         }
     }));
 }
-/** Connects, locks every host, runs fn, and always releases the locks and closes the connections. */
+/**
+ * Connects, locks every app host, runs fn, and always releases the locks and
+ * closes the connections. Load balancers (roles=lb) are connected to only with
+ * `balancers: true` (provision), and passed apart: the deploy path never needs them.
+ */
 async function withHosts(s, log, action, fn, opts = {}) {
-    const hosts = await log.group(`Connecting to ${s.hosts.length} host(s)`, () => openHosts(s, log));
+    const wanted = opts.balancers ? s.hosts : s.hosts.filter((h) => !h.roles.includes('lb'));
+    const all = await log.group(`Connecting to ${wanted.length} host(s)`, () => openHosts({ ...s, hosts: wanted }, log));
+    const hosts = all.filter((h) => !h.roles.lb);
+    const balancers = all.filter((h) => h.roles.lb);
     const releases = [];
     try {
         if (opts.lock === false)
-            return await fn(hosts);
+            return await fn(hosts, balancers);
         const holder = lockHolder(action);
         const locks = await Promise.allSettled(hosts.map((h) => acquireLock(h, holder, s['lock-timeout'], log)));
         for (const l of locks)
@@ -55981,12 +55994,385 @@ async function withHosts(s, log, action, fn, opts = {}) {
         const failed = locks.find((l) => l.status === 'rejected');
         if (failed)
             throw failed.reason;
-        return await fn(hosts);
+        return await fn(hosts, balancers);
     }
     finally {
         await Promise.allSettled(releases.map((r) => r()));
-        await Promise.all(hosts.map((h) => h.conn.close()));
+        await Promise.all(all.map((h) => h.conn.close()));
     }
+}
+
+;// CONCATENATED MODULE: ./src/remote/verify.ts
+// Health checks run on a host, and the listing and cleanup of releases.
+
+
+/** Polls the serving slot's readiness endpoint until it answers as expected; then checks the units. */
+function verify_verifyScript(s) {
+    const l = s.layout;
+    return script(pyToolDefinition(), 'rc=0', s.api === false
+        ? null
+        : script(sh `slot=$(cat ${l.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "no api slot is serving on this host (nothing deployed yet?)" >&2; exit 1;; esac', sh `sock=/run/${l.app}-api-$slot/api.sock`, sh `out=$(mstool wait-ready "$sock" ${s.path} ${s.timeout} ${s.interval} ${s.expectStatus} ${s.expectBody}) || rc=$?`, 'echo "RESULT $out"'), 'failed=""', ...s.units.map((u) => sh `if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', 
+    // The services' recent lines, without uvicorn's access log lines.
+    sh `  journalctl -u ${l.units.api('blue')} -u ${l.units.api('green')} ${s.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 >&2 || true`, '  exit 1', 'fi');
+}
+function verify_listScript(l) {
+    return script(pyToolDefinition(), sh `mstool releases ${l.root}`);
+}
+function verify_parseListing(stdout) {
+    const line = stdout.trim().split('\n').pop() ?? '{}';
+    return JSON.parse(line);
+}
+const GOOD = new Set(['ready']);
+/**
+ * Which releases and venvs to remove: keep the newest `keep` good releases,
+ * always current and both slots' releases (the rollback target), and the newest
+ * failed one for inspection. Failed and bad releases never count toward keep.
+ */
+function verify_planCleanup(listing, keep) {
+    const pinned = new Set(Object.values(listing.links));
+    const byNewest = [...listing.releases].sort((a, b) => b.created - a.created || b.id.localeCompare(a.id));
+    const keepIds = new Set(pinned);
+    for (const r of byNewest.filter((r) => GOOD.has(r.status)).slice(0, keep))
+        keepIds.add(r.id);
+    const newestFailed = byNewest.find((r) => r.status === 'failed');
+    if (newestFailed)
+        keepIds.add(newestFailed.id);
+    const remove = byNewest.filter((r) => !keepIds.has(r.id)).map((r) => r.id);
+    const usedVenvs = new Set(listing.releases.filter((r) => keepIds.has(r.id)).map((r) => r.venv));
+    const venvs = listing.venvs.filter((v) => !usedVenvs.has(v));
+    return { releases: remove, venvs };
+}
+function verify_cleanupScript(l, plan) {
+    if (plan.releases.length === 0 && plan.venvs.length === 0)
+        return script('echo "nothing to clean up"');
+    return script(...plan.releases.map((id) => sh `rm -rf -- ${l.release(id)} && echo "removed release ${id}"`), ...plan.venvs.map((v) => sh `rm -rf -- ${l.venvs}/${v} && echo "removed virtualenv ${v}"`));
+}
+/**
+ * The release a rollback goes to: the named one (must be complete and not
+ * failed) or the newest good release older than current.
+ */
+function verify_pickRollbackTarget(listing, requested) {
+    const current = listing.links.current ?? '';
+    const candidates = [...listing.releases]
+        .filter((r) => GOOD.has(r.status) && r.id !== current)
+        .sort((a, b) => b.created - a.created || b.id.localeCompare(a.id));
+    const list = candidates.map((r) => r.id).join(', ') || 'none';
+    if (requested) {
+        const r = listing.releases.find((x) => x.id === requested);
+        if (!r)
+            return { error: `release ${requested} does not exist; good releases: ${list}` };
+        if (r.id === current)
+            return { error: `release ${requested} is already current; good releases: ${list}` };
+        if (r.status === 'bad')
+            return {
+                error: `release ${requested} is marked bad (rolled back from before); good releases: ${list}`,
+            };
+        if (!GOOD.has(r.status))
+            return { error: `release ${requested} is ${r.status}, not a complete release; good releases: ${list}` };
+        return { target: r.id };
+    }
+    const currentInfo = listing.releases.find((r) => r.id === current);
+    const older = candidates.filter((r) => !currentInfo ||
+        r.created < currentInfo.created ||
+        (r.created === currentInfo.created && r.id < current));
+    const pick = older[0];
+    if (!pick)
+        return {
+            error: `there is no good release before ${current || 'the current one'} to roll back to; good releases: ${list}`,
+        };
+    return { target: pick.id };
+}
+
+;// CONCATENATED MODULE: ./src/stages/switch.ts
+// The switch, verify and rollback stages over a set of hosts.
+
+
+
+
+
+async function switch_switchHost(host, releaseId, s, log) {
+    const started = Date.now();
+    const units = unitFiles({
+        layout: host.layout,
+        user: s['app-user'],
+        appModule: s['app-module'],
+        uvicornArgs: s['uvicorn-args'],
+        workerCommand: s['worker-command'],
+        schedulerCommand: s['scheduler-command'],
+    }, { worker: host.roles.worker, scheduler: host.roles.scheduler });
+    const res = await host.conn.run(switchScript({
+        layout: host.layout,
+        releaseId,
+        units,
+        healthPath: s['health-path'],
+        readyTimeout: s['ready-timeout'],
+        serverName: s['server-name'],
+        worker: host.roles.worker && s['worker-command'].length > 0,
+        scheduler: host.roles.scheduler && s['scheduler-command'].length > 0,
+        api: host.roles.api,
+    }), { stream: true, what: `switching to ${releaseId}` });
+    const previous = /^PREVIOUS (.*)$/m.exec(res.stdout)?.[1]?.trim() ?? '';
+    const slot = /^SLOT (blue|green)$/m.exec(res.stdout)?.[1];
+    log.info(slot
+        ? `[${host.spec.label}] ${releaseId} serves from the ${slot} slot (was ${previous || 'nothing'})`
+        : `[${host.spec.label}] ${releaseId} is current, no api on this host (was ${previous || 'nothing'})`);
+    return { host: host.spec.label, ok: true, previous, slot, seconds: (Date.now() - started) / 1000 };
+}
+/** Switches the hosts that did switch back to the release each had before. */
+async function switch_revertHosts(hosts, switched, s, log) {
+    const reverted = [];
+    for (const r of switched) {
+        if (!r.previous)
+            continue;
+        const host = hosts.find((h) => h.spec.label === r.host);
+        try {
+            await log.group(`Revert ${host.spec.label} to ${r.previous}`, () => switch_switchHost(host, r.previous, s, log));
+            reverted.push(r.host);
+        }
+        catch (err) {
+            log.error(`could not revert ${r.host} to ${r.previous}: ${err instanceof Error ? err.message : String(err)}`);
+        }
+    }
+    return reverted;
+}
+async function verifyUrl(s) {
+    const started = Date.now();
+    const deadline = started + s['verify-timeout'] * 1000;
+    let attempts = 0;
+    for (;;) {
+        attempts++;
+        let status = 0;
+        let body = '';
+        try {
+            const res = await fetch(s.url, { redirect: 'manual', signal: AbortSignal.timeout(5000) });
+            status = res.status;
+            body = (await res.text()).slice(0, 4096);
+        }
+        catch (err) {
+            body = err instanceof Error ? err.message : String(err);
+        }
+        const ok = status === s['expect-status'] && body.includes(s['expect-body']);
+        if (ok || Date.now() >= deadline)
+            return { ok, attempts, seconds: (Date.now() - started) / 1000, status, body: body.slice(0, 500) };
+        await new Promise((r) => setTimeout(r, s['verify-interval'] * 1000));
+    }
+}
+/** Health checks on one host until healthy or timed out; throws naming the host and why. */
+async function switch_verifyHost(host, s, log) {
+    const units = [
+        host.roles.worker && s['worker-command'].length ? host.layout.units.worker : null,
+        host.roles.scheduler && s['scheduler-command'].length ? host.layout.units.scheduler : null,
+    ].filter((u) => !!u);
+    const res = await host.conn.exec(verifyScript({
+        layout: host.layout,
+        path: s['verify-path'] || s['health-path'],
+        timeout: s['verify-timeout'],
+        interval: s['verify-interval'],
+        expectStatus: s['expect-status'],
+        expectBody: s.url ? '' : s['expect-body'],
+        units,
+        api: host.roles.api,
+    }), { what: 'health check', timeoutMs: (s['verify-timeout'] + 60) * 1000 });
+    const line = /^RESULT (.*)$/m.exec(res.stdout)?.[1] ?? '';
+    const parsed = line
+        ? JSON.parse(line)
+        : null;
+    const down = /^UNITS_DOWN (.*)$/m.exec(res.stdout)?.[1];
+    if (res.code !== 0) {
+        const why = [
+            parsed && !parsed.ok
+                ? `${s['verify-path'] || s['health-path']} answered ${parsed.status || 'nothing'} after ${parsed.attempts} attempts: ${parsed.body.slice(0, 300)}`
+                : '',
+            down ? `units not active: ${down}` : '',
+            res.stderr.trim() ? `recent journal:\n${res.stderr.trim().split('\n').slice(-20).join('\n')}` : '',
+        ]
+            .filter(Boolean)
+            .join('\n');
+        throw new Error(`${host.spec.label} is unhealthy: ${why}`);
+    }
+    log.info(host.roles.api
+        ? `[${host.spec.label}] healthy after ${parsed?.attempts} check(s), ${parsed?.seconds} s`
+        : `[${host.spec.label}] units active (no api on this host)`);
+    return { healthy: true, attempts: parsed?.attempts ?? 0, seconds: parsed?.seconds ?? 0 };
+}
+/** The url input checked from the runner (through whatever serves it: a load balancer, a CDN). */
+async function verifyUrlStage(s, log) {
+    const r = await verifyUrl(s);
+    log.info(`${s.url}: ${r.status} after ${r.attempts} attempt(s)`);
+    if (!r.ok) {
+        return {
+            host: s.url,
+            ok: false,
+            healthy: false,
+            attempts: r.attempts,
+            seconds: r.seconds,
+            error: `${s.url} answered ${r.status || 'nothing'} (expected ${s['expect-status']}${s['expect-body'] ? ` containing '${s['expect-body']}'` : ''}): ${r.body.slice(0, 300)}`,
+        };
+    }
+    return { host: s.url, ok: true, healthy: true, attempts: r.attempts, seconds: r.seconds };
+}
+/** Health checks on every host (and of the URL from the runner), until healthy or timed out. */
+async function verifyStage(hosts, s, log) {
+    return log.group('Verify', async () => {
+        const results = await onEachHost(hosts, (host) => switch_verifyHost(host, s, log));
+        if (s.url)
+            results.push(await verifyUrlStage(s, log));
+        return results;
+    });
+}
+async function listReleases(host) {
+    return parseListing((await host.conn.run(listScript(host.layout), { what: 'listing releases' })).stdout);
+}
+/** Removes old releases and unused virtualenvs, keeping `keep` good ones plus current and the standby. */
+async function cleanupStage(hosts, keep, log) {
+    await onEachHost(hosts, async (host) => {
+        const plan = planCleanup(await listReleases(host), keep);
+        const res = await host.conn.run(cleanupScript(host.layout, plan), { what: 'cleanup' });
+        if (plan.releases.length || plan.venvs.length)
+            log.info(`[${host.spec.label}] ${res.stdout.trim().split('\n').join('; ')}`);
+        return {};
+    }).then((rs) => rs.filter((r) => !r.ok).forEach((r) => log.warn(`cleanup on ${r.host} failed: ${r.error}`)));
+}
+/** The rollback target, the same on every host: it must be a good release everywhere. */
+async function rollbackTarget(hosts, requested) {
+    const listings = await Promise.all(hosts.map((h) => listReleases(h)));
+    const first = listings[0];
+    const pick = pickRollbackTarget(first, requested);
+    if ('error' in pick)
+        throw new Error(`cannot roll back on ${hosts[0].spec.label}: ${pick.error}`);
+    listings.forEach((listing, i) => {
+        const r = listing.releases.find((x) => x.id === pick.target);
+        if (!r || r.status !== 'ready') {
+            throw new Error(`cannot roll back to ${pick.target}: it is ${r ? r.status : 'missing'} on ${hosts[i].spec.label}`);
+        }
+    });
+    return { target: pick.target, from: first.links.current ?? '' };
+}
+async function markBad(hosts, releaseId, reason, log) {
+    await Promise.all(hosts.map((h) => h.conn
+        .run(markScript(h.layout, releaseId, 'bad', reason))
+        .catch((e) => log.warn(`could not mark ${releaseId} bad on ${h.spec.label}: ${e}`))));
+}
+
+;// CONCATENATED MODULE: ./src/stages/rollout.ts
+// The rolling switch over a fleet: batches of `batch-size` hosts, each taken
+// out of the load balancers' rotation (when the hosts input has roles=lb),
+// switched, verified and put back before the next. A batch that fails stops the rollout and every host switched so far
+// goes back to its previous release, so that the fleet serves one release.
+
+
+function batches(items, size) {
+    const out = [];
+    for (let i = 0; i < items.length; i += size)
+        out.push(items.slice(i, i + size));
+    return out;
+}
+/** The api hosts as the balancers' upstream members. */
+function balancerMembers(hosts) {
+    return hosts
+        .filter((h) => h.roles.api)
+        .map((h) => ({
+        label: h.spec.label,
+        host: h.spec.upstream?.host ?? h.spec.host,
+        port: h.spec.upstream?.port ?? 80,
+    }));
+}
+/** Takes hosts out of the balancers' rotation (or puts them back), in parallel; throws naming the hosts. */
+async function setDraining(hosts, draining, log) {
+    const results = await Promise.allSettled(hosts.map((h) => h.conn.run(drainScript(h.layout, h.spec.upstream?.port ?? 80, draining), {
+        what: draining ? 'taking the host out of rotation' : 'putting the host back in rotation',
+    })));
+    const failed = results.flatMap((r, i) => r.status === 'rejected'
+        ? [`${hosts[i].spec.label}: ${r.reason instanceof Error ? r.reason.message : String(r.reason)}`]
+        : []);
+    if (failed.length)
+        throw new Error(`could not ${draining ? 'drain' : 'undrain'} ${failed.join('; ')}`);
+    log.info(`${draining ? 'out of rotation' : 'back in rotation'}: ${hosts.map((h) => h.spec.label).join(', ')}`);
+}
+const message = (err) => (err instanceof Error ? err.message : String(err));
+async function rollOut(hosts, 
+/** A load balancer (roles=lb) is in front: drain each batch. */
+balanced, releaseId, s, log, opts) {
+    const results = [];
+    const groups = batches(hosts, s['batch-size']);
+    const apiHosts = hosts.filter((h) => h.roles.api);
+    for (const [index, batch] of groups.entries()) {
+        const title = groups.length > 1 ? ` (batch ${index + 1} of ${groups.length})` : '';
+        // Draining needs an api host left in rotation; a batch of all of them
+        // switches in place, which each host does without dropping a request.
+        const draining = batch.filter((h) => h.roles.api);
+        const drain = balanced && draining.length > 0 && apiHosts.some((h) => !draining.includes(h));
+        let failure;
+        let failedIn;
+        if (drain) {
+            try {
+                await setDraining(draining, true, log);
+            }
+            catch (err) {
+                failure = message(err);
+                failedIn = 'load balancer';
+            }
+        }
+        if (!failure) {
+            const names = batch.map((h) => h.spec.label).join(', ');
+            const switched = await log.group(`Switch ${names} to ${releaseId}${title}`, () => Promise.all(batch.map((host) => switchHost(host, releaseId, s, log)
+                .then((r) => ({ ...r, batch: index + 1, switched: true }))
+                .catch((err) => ({
+                host: host.spec.label,
+                ok: false,
+                batch: index + 1,
+                error: message(err),
+            })))));
+            results.push(...switched);
+            const bad = switched.filter((r) => !r.ok);
+            if (bad.length) {
+                failure = bad.map((r) => `${r.host}: switch failed: ${r.error}`).join('\n');
+                failedIn = 'switch';
+            }
+        }
+        if (!failure && opts.verify) {
+            const checks = await log.group(`Verify ${batch.map((h) => h.spec.label).join(', ')}${title}`, () => Promise.all(batch.map((host) => verifyHost(host, s, log).then(() => null, (err) => ({ host: host.spec.label, error: message(err) })))));
+            for (const r of results)
+                if (batch.some((h) => h.spec.label === r.host))
+                    r.healthy = true;
+            const sick = checks.filter((c) => c !== null);
+            for (const c of sick) {
+                const row = results.find((r) => r.host === c.host);
+                Object.assign(row, { ok: false, healthy: false, error: c.error });
+            }
+            if (sick.length) {
+                failure = sick.map((c) => c.error).join('\n');
+                failedIn = 'verification';
+            }
+        }
+        if (failure) {
+            const switched = results.filter((r) => r.switched);
+            const reverted = opts.revertOnFailure ? await revertHosts(hosts, switched, s, log) : [];
+            // Back in rotation: the hosts now serve the previous release (or, with
+            // revertOnFailure off, the new one by the user's choice).
+            if (drain)
+                await setDraining(draining, false, log).catch((err) => log.error(`could not put the hosts back in rotation: ${message(err)}`));
+            return {
+                results,
+                reverted,
+                failedIn,
+                failure: `${groups.length > 1 ? `batch ${index + 1} of ${groups.length}: ` : ''}${failure}`,
+            };
+        }
+        if (drain) {
+            await setDraining(draining, false, log);
+            // The balancers count the refusals of a drained host as failures and
+            // skip it for fail_timeout after the last one, counted in whole seconds
+            // (so up to 2 s more): the next batch leaves once they use it again.
+            if (index < groups.length - 1)
+                await new Promise((r) => setTimeout(r, (BALANCER_FAIL_TIMEOUT + 2) * 1000));
+        }
+    }
+    return { results, reverted: [] };
+}
+/** After a rollout that succeeded, puts every switched host back (a later check failed). */
+async function revertRollout(hosts, rollout, s, log) {
+    return revertHosts(hosts, rollout.results.filter((r) => r.switched), s, log);
 }
 
 ;// CONCATENATED MODULE: ./src/remote/units.ts
@@ -56132,7 +56518,7 @@ WantedBy=multi-user.target
 `;
 }
 /** The unit files for a host: name -> content (null: the unit must not exist there). */
-function unitFiles(s, roles) {
+function units_unitFiles(s, roles) {
     const l = s.layout;
     return {
         [l.units.target]: targetUnit(l),
@@ -56196,7 +56582,7 @@ function parseItemOutput(code, stdout, stderr) {
 
 function appItem(s) {
     const l = s.layout;
-    const units = unitFiles({
+    const units = units_unitFiles({
         layout: l,
         user: s.user,
         appModule: s.appModule,
@@ -56351,6 +56737,54 @@ function monitoringItem(s) {
     };
 }
 
+;// CONCATENATED MODULE: ./src/remote/balancer.ts
+// An nginx load balancer in front of the app hosts (provision, roles=lb): its
+// upstream lists them (their nginx, port 80 by default). A rolling switch takes
+// a batch out of rotation on the app hosts themselves (drainScript).
+
+/**
+ * Seconds a balancer leaves an app host alone after it refused twice (nginx's
+ * fail_timeout): a drained host is used again this long after it is undrained,
+ * so a rolling switch waits as long before it drains the next batch.
+ */
+const balancer_BALANCER_FAIL_TIMEOUT = 1;
+function balancerUpstreamName(l) {
+    return `${l.app.replace(/-/g, '_')}_fleet`;
+}
+function address(m) {
+    return m.host.includes(':') ? `[${m.host}]:${m.port}` : `${m.host}:${m.port}`;
+}
+/** http-level config on the balancer: the app hosts and the WebSocket map. */
+function balancerUpstreamConf(l, members) {
+    const name = balancerUpstreamName(l);
+    const servers = members.map((m) => `    server ${address(m)} max_fails=2 fail_timeout=${balancer_BALANCER_FAIL_TIMEOUT}s; # ${m.label.replace(/[\r\n]/g, ' ')}`);
+    return `# Managed by metalship: the app hosts behind this load balancer.
+upstream ${name} {
+${servers.join('\n')}
+}
+map $http_upgrade $metalship_${name}_connection {
+    default upgrade;
+    '' close;
+}
+`;
+}
+/**
+ * Takes an app host out of the balancers' rotation, or puts it back, without
+ * touching the balancers: while draining, the host answers new connections to
+ * the port they reach it on with a TCP reset (loopback aside, so its own checks
+ * still work). A balancer gets "connection refused" before it has sent anything
+ * and passes the request, whatever its method, to the next host; requests in
+ * flight finish. Reloading the balancer instead would close its clients' idle
+ * keep-alive connections, which some clients see as errors. The rule is not
+ * persistent: a reboot clears a drain a killed run left behind.
+ */
+function balancer_drainScript(l, port, draining) {
+    const rule = sh `INPUT ! -i lo -p tcp --dport ${String(port)} --syn -m comment --comment ${'metalship-drain-' + l.app} -j REJECT --reject-with tcp-reset`;
+    return script('tools=""', 'for t in iptables ip6tables; do command -v "$t" >/dev/null 2>&1 && tools="$tools $t"; done', `[ -n "$tools" ] || { echo "draining needs iptables (provision installs it with ufw)" >&2; exit 1; }`, 'for t in $tools; do', draining
+        ? `  "$t" -w -C ${rule} 2>/dev/null || "$t" -w -I ${rule.replace(/^INPUT /, 'INPUT 1 ')}`
+        : `  while "$t" -w -D ${rule} 2>/dev/null; do :; done`, 'done', draining ? 'echo DRAINING' : 'echo IN_ROTATION');
+}
+
 ;// CONCATENATED MODULE: ./src/remote/nginx.ts
 // nginx configuration for an app: the upstream (which api slot serves) and the
 // site. The deploy path owns the upstream; the site is provision's, with a
@@ -56376,19 +56810,25 @@ map $http_upgrade $metalship_${upstreamName(l)}_connection {
 `;
 }
 const ACME_WEBROOT = '/var/www/letsencrypt';
-function proxyLocation(l) {
+function proxyLocation(upstream, balancer) {
+    // A balancer passes a request to the next app host when one refuses the
+    // connection (draining: any method, nothing was sent yet) and, for idempotent
+    // requests, when one times out or answers 502/503/504.
+    const retry = balancer ? `\n        proxy_next_upstream error timeout http_502 http_503 http_504;` : '';
+    // A host that is down is passed over quickly (the LAN answers in microseconds).
+    const connectTimeout = balancer ? '2s' : '5s';
     return `    location / {
-        proxy_pass http://${upstreamName(l)};
+        proxy_pass http://${upstream};
         proxy_http_version 1.1;
         proxy_set_header Host $host;
         proxy_set_header X-Real-IP $remote_addr;
         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
         proxy_set_header X-Forwarded-Proto $scheme;
         proxy_set_header Upgrade $http_upgrade;
-        proxy_set_header Connection $metalship_${upstreamName(l)}_connection;
-        proxy_connect_timeout 5s;
+        proxy_set_header Connection $metalship_${upstream}_connection;
+        proxy_connect_timeout ${connectTimeout};
         proxy_read_timeout 60s;
-        proxy_send_timeout 60s;
+        proxy_send_timeout 60s;${retry}
     }`;
 }
 const securityHeaders = `    add_header X-Content-Type-Options nosniff always;
@@ -56408,7 +56848,7 @@ function siteConf(l, s) {
     keepalive_timeout 65s;
     server_tokens off;
 ${securityHeaders}
-${statics}${proxyLocation(l)}`;
+${statics}${proxyLocation(s.upstream ?? upstreamName(l), s.upstream !== undefined)}`;
     const acme = (root) => `    location /.well-known/acme-challenge/ {
         root ${root};
     }`;
@@ -56450,6 +56890,7 @@ ${common}
 
 
 
+
 function certPaths(s) {
     const first = s.tls.domains[0];
     if (!first)
@@ -56464,14 +56905,21 @@ function siteLines(s) {
     const l = s.layout;
     const cert = certPaths(s);
     const serverName = s.tls.domains.length ? s.tls.domains.join(' ') : '_';
-    const base = { serverName, staticDir: s.nginx.staticDir || undefined, acmeWebroot: ACME_WEBROOT };
+    const base = s.balancer
+        ? { serverName, acmeWebroot: ACME_WEBROOT, upstream: balancerUpstreamName(l) }
+        : { serverName, staticDir: s.nginx.staticDir || undefined, acmeWebroot: ACME_WEBROOT };
     const http = file(l.nginxSite, siteConf(l, { ...base, tls: null }), {
         label: 'nginx site (HTTP only)',
         onChange: 'nginx_changed=1',
     });
     return [
         sh_sh `if [ ! -d ${ACME_WEBROOT} ]; then ms_apply mkdir -p ${ACME_WEBROOT}; fi`,
-        file(l.nginxUpstream, upstreamConf(l), { label: 'nginx upstream', onChange: 'nginx_changed=1' }),
+        s.balancer
+            ? file(l.balancerUpstream, balancerUpstreamConf(l, s.balancer), {
+                label: 'load balancer upstream (the app hosts)',
+                onChange: 'nginx_changed=1',
+            })
+            : file(l.nginxUpstream, upstreamConf(l), { label: 'nginx upstream', onChange: 'nginx_changed=1' }),
         cert
             ? [
                 sh_sh `if [ -f ${cert.certificate} ]; then`,
@@ -57124,7 +57572,7 @@ function buildScript(s) {
         : null, writeFileAtomic(`${rel}/.metalship/release.json`, JSON.stringify(s.metadata, null, 2) + '\n'), sh `echo ready > ${rel}/.metalship/status`, sh `printf '%s\n' ${`${new Date().toISOString()} release ${s.releaseId} ready (${String(s.metadata.revision || 'no revision')} by ${String(s.metadata.actor || 'unknown')})`} >> ${l.history}`);
 }
 /** Marks a release failed so that it never becomes current and never counts as a good release. */
-function markScript(l, releaseId, status, reason) {
+function release_markScript(l, releaseId, status, reason) {
     const rel = l.release(releaseId);
     return script(sh `if [ -d ${rel}/.metalship ]; then echo ${status} > ${rel}/.metalship/status; fi`, sh `printf '%s\n' ${`${new Date().toISOString()} release ${releaseId} marked ${status}: ${reason.split('\n')[0]?.slice(0, 300) ?? ''}`} >> ${l.history} || true`);
 }
@@ -57222,20 +57670,33 @@ function parseFacts(stdout) {
 /** Every item with the input that switches it off, if any. */
 function planItems(s, _facts) {
     const on = (flag, why, make) => flag ? { item: make() } : { item: null, off: why };
+    // A load balancer runs nginx only: none of the app's items.
+    const app = (make) => on(!s.balancer, 'roles=lb: no app here', make);
     return [
         { name: 'system', ...on(s.system.enabled, 'system: false', () => systemItem(s)) },
         { name: 'sysctl', ...on(s.system.enabled, 'system: false', () => sysctlItem(s)) },
         { name: 'users', item: usersItem(s) },
-        { name: 'python', item: pythonItem(s) },
-        { name: 'app', item: appItem(s) },
-        { name: 'postgresql', ...on(s.postgresql.enabled, 'postgresql: false', () => postgresqlItem(s)) },
-        { name: 'redis', ...on(s.redis.enabled, 'redis: false', () => redisItem(s)) },
+        { name: 'python', ...app(() => pythonItem(s)) },
+        { name: 'app', ...app(() => appItem(s)) },
+        {
+            name: 'postgresql',
+            ...(s.balancer
+                ? app(() => null)
+                : on(s.postgresql.enabled, 'postgresql: false', () => postgresqlItem(s))),
+        },
+        {
+            name: 'redis',
+            ...(s.balancer ? app(() => null) : on(s.redis.enabled, 'redis: false', () => redisItem(s))),
+        },
         { name: 'nginx', ...on(s.nginx.enabled, 'nginx: false', () => nginxItem(s)) },
         { name: 'tls', ...on(s.nginx.enabled, 'nginx: false', () => tlsItem(s)) },
         { name: 'firewall', ...on(s.firewall.enabled, 'firewall: false', () => firewallItem(s)) },
         { name: 'ssh', ...on(s.ssh.enabled, 'ssh-hardening: false', () => sshItem(s)) },
-        { name: 'logs', ...on(s.logs.enabled, 'log-rotation: false', () => logsItem(s)) },
-        { name: 'monitoring', item: monitoringItem(s) },
+        {
+            name: 'logs',
+            ...(s.balancer ? app(() => null) : on(s.logs.enabled, 'log-rotation: false', () => logsItem(s))),
+        },
+        { name: 'monitoring', ...app(() => monitoringItem(s)) },
     ];
 }
 
@@ -66964,10 +67425,13 @@ function checkCommand(v) {
 ;// CONCATENATED MODULE: ./src/inputs/hosts.ts
 // Parses the `hosts` input: one or more hosts, newline- or comma-separated, each
 // `host`, `host:port`, `user@host`, `user@host:port` or a bracketed IPv6 address
-// (`[::1]:2222`), optionally followed by `roles=api,worker,scheduler,migrate`
-// (then one host per line).
+// (`[::1]:2222`), optionally followed by attributes (then one host per line):
+// `roles=api,worker,scheduler,migrate` or `roles=lb` (a load balancer in front
+// of the api hosts), and `upstream=addr:port` (where the load balancer reaches
+// this host, when not at its SSH address on port 80).
 
-const ROLES = ['api', 'worker', 'scheduler', 'migrate'];
+const ROLES = ['api', 'worker', 'scheduler', 'migrate', 'lb'];
+const ATTRIBUTES = ['roles', 'upstream'];
 const HOSTNAME = /^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 const USER = /^[a-z_][a-z0-9_-]{0,31}$/;
 function parsePort(text) {
@@ -67035,23 +67499,12 @@ function parseHosts(text, defaultPort = 22) {
         .filter((l) => l && !l.startsWith('#'));
     const hosts = [];
     for (const line of lines) {
-        const roleMatch = /\s+roles=(\S*)$/.exec(line);
-        if (roleMatch) {
-            const address = line.slice(0, roleMatch.index).trim();
-            if (/[\s,]/.test(address))
-                return `'${line}': with roles=, write one host per line`;
-            const roles = (roleMatch[1] ?? '').split(',').filter(Boolean);
-            if (roles.length === 0)
-                return `'${line}': roles= is empty (expected some of ${ROLES.join(', ')})`;
-            for (const role of roles) {
-                if (!ROLES.includes(role)) {
-                    return `'${line}': unknown role '${role}' (expected some of ${ROLES.join(', ')})`;
-                }
-            }
-            const parsed = parseAddress(address, defaultPort);
+        const words = line.split(/\s+/);
+        if (words.slice(1).some((w) => /^[a-z-]+=/.test(w))) {
+            const parsed = parseLine(line, words, defaultPort);
             if (typeof parsed === 'string')
                 return parsed;
-            hosts.push({ ...parsed, roles: [...new Set(roles)] });
+            hosts.push(parsed);
             continue;
         }
         for (const item of line.split(',').map((s) => s.trim())) {
@@ -67076,6 +67529,54 @@ function parseHosts(text, defaultPort = 22) {
     }
     return hosts;
 }
+/** One `address attr=value ...` line. */
+function parseLine(line, words, defaultPort) {
+    const address = words[0];
+    if (address.includes(',') || !words.slice(1).every((w) => /^[a-z-]+=/.test(w)))
+        return `'${line}': with attributes, write one host per line`;
+    const attrs = new Map();
+    for (const w of words.slice(1)) {
+        const eq = w.indexOf('=');
+        const key = w.slice(0, eq);
+        if (!ATTRIBUTES.includes(key))
+            return `'${line}': unknown attribute '${key}' (expected ${ATTRIBUTES.map((a) => `${a}=`).join(' or ')})`;
+        if (attrs.has(key))
+            return `'${line}': ${key}= is given twice`;
+        attrs.set(key, w.slice(eq + 1));
+    }
+    const parsed = parseAddress(address, defaultPort);
+    if (typeof parsed === 'string')
+        return parsed;
+    const roles = [];
+    if (attrs.has('roles')) {
+        const names = attrs.get('roles').split(',').filter(Boolean);
+        if (names.length === 0)
+            return `'${line}': roles= is empty (expected some of ${ROLES.join(', ')})`;
+        for (const role of names) {
+            if (!ROLES.includes(role))
+                return `'${line}': unknown role '${role}' (expected some of ${ROLES.join(', ')})`;
+            if (!roles.includes(role))
+                roles.push(role);
+        }
+        if (roles.includes('lb') && roles.length > 1)
+            return `'${line}': a load balancer (roles=lb) runs no app role; expected roles=lb alone`;
+    }
+    const spec = { ...parsed, roles };
+    const upstream = attrs.get('upstream');
+    if (upstream !== undefined) {
+        if (roles.includes('lb'))
+            return `'${line}': upstream= is for app hosts, not for the load balancer`;
+        const u = parseAddress(upstream, 80);
+        if (typeof u === 'string' || u.user)
+            return `'${line}': upstream= ${typeof u === 'string' ? u.replace(/^'[^']*'/, `'${upstream}'`) : 'takes no user'} (expected addr or addr:port, e.g. upstream=10.0.0.5:80)`;
+        spec.upstream = { host: u.host, port: u.port };
+    }
+    return spec;
+}
+/** Is a load balancer (roles=lb) in front of the app hosts? */
+function hasBalancer(hosts) {
+    return hosts.some((h) => h.roles.includes('lb'));
+}
 
 ;// CONCATENATED MODULE: ./src/inputs/definitions.ts
 // The inputs every action shares, defined once; src/inputs/actions.ts puts them
@@ -67088,7 +67589,9 @@ const APP_NAME = /^[a-z][a-z0-9-]{0,30}[a-z0-9]$/;
 const connectionInputs = {
     hosts: fields_custom({
         description: 'Hosts to act on, newline- or comma-separated: host, host:port, user@host:port or [ipv6]:port. ' +
-            'Optionally `roles=api,worker,scheduler,migrate` after a host (one host per line then).',
+            'Optionally, one host per line then, `roles=api,worker,scheduler,migrate` (hosts without roles run api and worker), ' +
+            '`roles=lb` for an nginx load balancer in front of the api hosts (provision sets it up; deploys take each batch out of its rotation), ' +
+            'and `upstream=addr:port`: where the load balancer reaches that host (default: its address, port 80).',
         required: true,
     }, { expected: 'host names or IP addresses, e.g. "web1.example.com, deploy@10.0.0.5:2222"' }, (v) => {
         const r = parseHosts(v);
@@ -67210,6 +67713,13 @@ const serviceInputs = {
         min: 1,
         max: 3600,
         unit: 'seconds',
+    }),
+    'batch-size': fields_int({
+        description: 'Hosts switched at a time in a rolling switch. Each batch is taken out of the load balancer (roles=lb hosts), switched, verified and put back before the next; a failing batch stops the rollout and returns every switched host to its previous release.',
+        default: '1',
+        min: 1,
+        max: 1000,
+        unit: 'hosts',
     }),
     'server-name': pattern({
         description: 'nginx server_name of the minimal HTTP site the deploy creates when no site exists yet (provision replaces it).',
@@ -67349,6 +67859,12 @@ const switchOnlyInputs = {
 const rollbackOnlyInputs = {
     'release-id': pattern({
         description: 'Release to roll back to. Default: the newest good release before the current one.',
+        default: '',
+        regex: /^(|[A-Za-z0-9][A-Za-z0-9._-]{0,63})$/,
+        expected: 'a release directory name, e.g. 20250127_120000, or empty',
+    }),
+    'if-current': pattern({
+        description: "Undo one deploy: roll back only when this release (the deploy's release-id) is current on the hosts, and do nothing, successfully, when it is not. Empty: always roll back.",
         default: '',
         regex: /^(|[A-Za-z0-9][A-Za-z0-9._-]{0,63})$/,
         expected: 'a release directory name, e.g. 20250127_120000, or empty',
@@ -67518,6 +68034,7 @@ var dist = __nccwpck_require__(8230);
 // part of the standard can be switched off; secrets are flagged and masked.
 
 
+
 /** A dotenv key: letters, digits and _, not starting with a digit. */
 const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
 /** Whether a line of a quoted value holds its closing quote (in double quotes, not one escaped by a backslash). */
@@ -67594,6 +68111,14 @@ const provisionInputs = {
     check: bool({
         description: 'Report what would change on each host and change nothing.',
         default: 'false',
+    }),
+    limit: fields_custom({
+        description: 'Provision only these hosts: host names as written in hosts, or roles (api, worker, scheduler, migrate, lb), comma-separated. ' +
+            'The others are not contacted, but still count (a load balancer lists every api host). Empty: all hosts.',
+    }, { expected: 'hosts as written in hosts, or role names, e.g. "lb" or "web3.example.com"' }, (v) => {
+        const items = splitList(v);
+        const bad = items.find((i) => !/^[A-Za-z0-9_.:@[\]-]{1,300}$/.test(i));
+        return bad ? { error: `'${bad.slice(0, 40)}' is not a host or a role` } : items;
     }),
     // System
     system: bool({
@@ -67808,6 +68333,11 @@ const provisionInputs = {
 /** Cross-input checks of provision, with messages naming the inputs. */
 function provisionChecks(s) {
     const problems = [];
+    const hosts = s.hosts ?? [];
+    for (const item of s.limit ?? []) {
+        if (!ROLES.includes(item) && !hosts.some((h) => h.label === item))
+            problems.push(`Input 'limit': '${item}' is neither a host of the hosts input (as written there) nor a role; expected one of ${[...hosts.map((h) => h.label), ...ROLES].join(', ')}.`);
+    }
     if (s.domains?.length && !s['acme-email'])
         problems.push("Input 'acme-email' is required when 'domains' is set: expected an e-mail address.");
     if (s['python-install'] === 'pyenv' && !s['python-version'])
@@ -68069,17 +68599,7 @@ function crossChecks(s) {
                 }
             }
         }
-        const withRoles = hosts.filter((h) => h.roles.length > 0);
-        if (withRoles.length > 0) {
-            const schedulers = hosts.filter((h) => h.roles.includes('scheduler'));
-            if (schedulers.length > 1) {
-                problems.push(`Input 'hosts' gives the scheduler role to ${schedulers.length} hosts (${schedulers.map((h) => h.label).join(', ')}); expected exactly one scheduler fleet-wide.`);
-            }
-            const migrators = hosts.filter((h) => h.roles.includes('migrate'));
-            if (migrators.length > 1) {
-                problems.push(`Input 'hosts' gives the migrate role to ${migrators.length} hosts; expected at most one.`);
-            }
-        }
+        problems.push(...roleChecks(hosts, s));
     }
     if (typeof s['scratch-database'] === 'string' && s['scratch-database'] === s.database)
         problems.push(`Input 'scratch-database' is '${s.database}', the production database; expected another name (the scratch database is dropped afterwards).`);
@@ -68087,6 +68607,28 @@ function crossChecks(s) {
         problems.push(...provisionChecks(s));
     if (s['app-user'] === 'root')
         problems.push("Input 'app-user' is 'root'; expected an unprivileged user (the services must not run as root).");
+    return problems;
+}
+function roleChecks(hosts, s) {
+    const problems = [];
+    const balancers = hosts.filter((h) => h.roles.includes('lb'));
+    const apps = hosts.filter((h) => !h.roles.includes('lb'));
+    if (balancers.length && !apps.some((h) => h.roles.length === 0 || h.roles.includes('api')))
+        problems.push(`Input 'hosts' has a load balancer (${balancers.map((h) => h.label).join(', ')}) but no api host behind it; expected at least one host with the api role.`);
+    if (!apps.some((h) => h.roles.length > 0))
+        return problems;
+    const schedulers = apps.filter((h) => h.roles.includes('scheduler'));
+    if (schedulers.length > 1) {
+        problems.push(`Input 'hosts' gives the scheduler role to ${schedulers.length} hosts (${schedulers.map((h) => h.label).join(', ')}); expected exactly one scheduler fleet-wide.`);
+    }
+    const schedulerCommand = s['scheduler-command'];
+    if (schedulers.length === 0 && Array.isArray(schedulerCommand) && schedulerCommand.length > 0) {
+        problems.push(`Input 'hosts' gives no host the scheduler role, but scheduler-command is '${schedulerCommand.join(' ')}'; expected exactly one scheduler fleet-wide (add scheduler to one host's roles=, or set scheduler-command to '' for none).`);
+    }
+    const migrators = apps.filter((h) => h.roles.includes('migrate'));
+    if (migrators.length > 1) {
+        problems.push(`Input 'hosts' gives the migrate role to ${migrators.length} hosts; expected at most one.`);
+    }
     return problems;
 }
 
@@ -71191,8 +71733,10 @@ async function runAction(name, body, raw = envInputs(), log = new Log()) {
 
 
 
-function provisionSettings(s, roles) {
+
+function provisionSettings(s, roles, balancer = null) {
     return {
+        balancer,
         layout: layout(s.app, s['app-root']),
         check: s.check,
         user: s['app-user'],
@@ -71251,11 +71795,17 @@ async function provision(s, log) {
     // The .env's values are masked one by one too (the whole text and each line already are).
     for (const v of Object.values(s.env.values))
         log.secret(v);
+    // A load balancer gets nginx in front of every api host, limited or not.
     const roles = resolveRoles(s.hosts);
-    return withHosts(s, log, 'provision', async (hosts) => {
-        const results = (await onEachHost(hosts, (host) => {
-            const i = hosts.indexOf(host);
-            const settings = provisionSettings(s, { worker: roles[i].worker, scheduler: roles[i].scheduler });
+    const members = balancerMembers(s.hosts.map((spec, i) => ({ spec, roles: roles[i] })));
+    const limited = s.limit.length
+        ? s.hosts.filter((h, i) => s.limit.some((l) => l === h.label || roles[i][l] === true))
+        : s.hosts;
+    if (limited.length === 0)
+        throw new Error(`limit '${s.limit.join(', ')}' selects no host; nothing was done`);
+    return withHosts({ ...s, hosts: limited }, log, 'provision', async (hosts, balancers) => {
+        const results = (await hosts_onEachHost([...hosts, ...balancers], (host) => {
+            const settings = provisionSettings(s, { worker: host.roles.worker, scheduler: host.roles.scheduler }, host.roles.lb ? members : null);
             return log.group(`Provision ${host.spec.label}`, () => provisionHost(host, settings, freshConnectionTest(host, s, log), log));
         }));
         const changed = results.reduce((n, r) => n + (r.changed ?? 0), 0);
@@ -71273,7 +71823,7 @@ async function provision(s, log) {
                 provisionSummary(results, s.check),
             failure: bad.length ? bad.map((r) => `${r.host}: ${r.error}`).join('\n') : undefined,
         };
-    }, { lock: !s.check });
+    }, { lock: !s.check, balancers: true });
 }
 const run = () => runAction('provision', provision);
 

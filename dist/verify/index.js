@@ -54348,6 +54348,7 @@ function layout(app, root) {
         nginxSite: `/etc/nginx/sites-available/${app}`,
         nginxSiteEnabled: `/etc/nginx/sites-enabled/${app}`,
         nginxUpstream: `/etc/nginx/conf.d/metalship-${app}-upstream.conf`,
+        balancerUpstream: `/etc/nginx/conf.d/metalship-${app}-balancer.conf`,
     };
 }
 
@@ -55849,20 +55850,25 @@ async function connect(target, options, log) {
 
 
 /**
- * Roles when the hosts input names none: every host runs api and worker; the
- * first also runs the single scheduler and the migrations.
+ * Roles when the hosts input names none (load balancers aside): every app host
+ * runs api and worker; the first also runs the single scheduler and the migrations.
  */
 function resolveRoles(hosts) {
-    const explicit = hosts.some((h) => h.roles.length > 0);
-    return hosts.map((h, i) => {
+    const isLb = (h) => h.roles.includes('lb');
+    const explicit = hosts.some((h) => h.roles.length > 0 && !isLb(h));
+    const first = hosts.find((h) => !isLb(h));
+    return hosts.map((h) => {
+        if (isLb(h))
+            return { api: false, worker: false, scheduler: false, migrate: false, lb: true };
         if (!explicit)
-            return { api: true, worker: true, scheduler: i === 0, migrate: i === 0 };
+            return { api: true, worker: true, scheduler: h === first, migrate: h === first, lb: false };
         const roles = h.roles.length ? h.roles : ['api', 'worker'];
         return {
             api: roles.includes('api'),
             worker: roles.includes('worker'),
             scheduler: roles.includes('scheduler'),
             migrate: roles.includes('migrate'),
+            lb: false,
         };
     });
 }
@@ -55966,13 +55972,20 @@ async function hosts_onEachHost(hosts, fn) {
         }
     }));
 }
-/** Connects, locks every host, runs fn, and always releases the locks and closes the connections. */
+/**
+ * Connects, locks every app host, runs fn, and always releases the locks and
+ * closes the connections. Load balancers (roles=lb) are connected to only with
+ * `balancers: true` (provision), and passed apart: the deploy path never needs them.
+ */
 async function withHosts(s, log, action, fn, opts = {}) {
-    const hosts = await log.group(`Connecting to ${s.hosts.length} host(s)`, () => openHosts(s, log));
+    const wanted = opts.balancers ? s.hosts : s.hosts.filter((h) => !h.roles.includes('lb'));
+    const all = await log.group(`Connecting to ${wanted.length} host(s)`, () => openHosts({ ...s, hosts: wanted }, log));
+    const hosts = all.filter((h) => !h.roles.lb);
+    const balancers = all.filter((h) => h.roles.lb);
     const releases = [];
     try {
         if (opts.lock === false)
-            return await fn(hosts);
+            return await fn(hosts, balancers);
         const holder = lockHolder(action);
         const locks = await Promise.allSettled(hosts.map((h) => acquireLock(h, holder, s['lock-timeout'], log)));
         for (const l of locks)
@@ -55981,11 +55994,11 @@ async function withHosts(s, log, action, fn, opts = {}) {
         const failed = locks.find((l) => l.status === 'rejected');
         if (failed)
             throw failed.reason;
-        return await fn(hosts);
+        return await fn(hosts, balancers);
     }
     finally {
         await Promise.allSettled(releases.map((r) => r()));
-        await Promise.all(hosts.map((h) => h.conn.close()));
+        await Promise.all(all.map((h) => h.conn.close()));
     }
 }
 
@@ -56291,7 +56304,9 @@ function pytool_pyToolDefinition() {
 /** Polls the serving slot's readiness endpoint until it answers as expected; then checks the units. */
 function verifyScript(s) {
     const l = s.layout;
-    return sh_script(pytool_pyToolDefinition(), sh_sh `slot=$(cat ${l.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "no api slot is serving on this host (nothing deployed yet?)" >&2; exit 1;; esac', sh_sh `sock=/run/${l.app}-api-$slot/api.sock`, sh_sh `rc=0; out=$(mstool wait-ready "$sock" ${s.path} ${s.timeout} ${s.interval} ${s.expectStatus} ${s.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'failed=""', ...s.units.map((u) => sh_sh `if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', 
+    return sh_script(pytool_pyToolDefinition(), 'rc=0', s.api === false
+        ? null
+        : sh_script(sh_sh `slot=$(cat ${l.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "no api slot is serving on this host (nothing deployed yet?)" >&2; exit 1;; esac', sh_sh `sock=/run/${l.app}-api-$slot/api.sock`, sh_sh `out=$(mstool wait-ready "$sock" ${s.path} ${s.timeout} ${s.interval} ${s.expectStatus} ${s.expectBody}) || rc=$?`, 'echo "RESULT $out"'), 'failed=""', ...s.units.map((u) => sh_sh `if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', 
     // The services' recent lines, without uvicorn's access log lines.
     sh_sh `  journalctl -u ${l.units.api('blue')} -u ${l.units.api('green')} ${s.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 >&2 || true`, '  exit 1', 'fi');
 }
@@ -56389,36 +56404,20 @@ async function switchHost(host, releaseId, s, log) {
         serverName: s['server-name'],
         worker: host.roles.worker && s['worker-command'].length > 0,
         scheduler: host.roles.scheduler && s['scheduler-command'].length > 0,
+        api: host.roles.api,
     }), { stream: true, what: `switching to ${releaseId}` });
     const previous = /^PREVIOUS (.*)$/m.exec(res.stdout)?.[1]?.trim() ?? '';
     const slot = /^SLOT (blue|green)$/m.exec(res.stdout)?.[1];
-    log.info(`[${host.spec.label}] ${releaseId} serves from the ${slot} slot (was ${previous || 'nothing'})`);
+    log.info(slot
+        ? `[${host.spec.label}] ${releaseId} serves from the ${slot} slot (was ${previous || 'nothing'})`
+        : `[${host.spec.label}] ${releaseId} is current, no api on this host (was ${previous || 'nothing'})`);
     return { host: host.spec.label, ok: true, previous, slot, seconds: (Date.now() - started) / 1000 };
 }
-/**
- * Switches hosts one after another. When one fails, the hosts already switched
- * go back to the release they had, so the fleet serves one release.
- */
-async function switchFleet(hosts, releaseId, s, log) {
-    const results = [];
-    for (const host of hosts) {
-        try {
-            results.push(await log.group(`Switch ${host.spec.label} to ${releaseId}`, () => switchHost(host, releaseId, s, log)));
-        }
-        catch (err) {
-            const message = err instanceof Error ? err.message : String(err);
-            results.push({ host: host.spec.label, ok: false, error: message });
-            const reverted = await revertHosts(hosts, results, s, log);
-            return { results, reverted };
-        }
-    }
-    return { results, reverted: [] };
-}
 /** Switches the hosts that did switch back to the release each had before. */
-async function revertHosts(hosts, results, s, log) {
+async function revertHosts(hosts, switched, s, log) {
     const reverted = [];
-    for (const r of results) {
-        if (!r.ok || !r.previous)
+    for (const r of switched) {
+        if (!r.previous)
             continue;
         const host = hosts.find((h) => h.spec.label === r.host);
         try {
@@ -56453,59 +56452,66 @@ async function verifyUrl(s) {
         await new Promise((r) => setTimeout(r, s['verify-interval'] * 1000));
     }
 }
-/** Health checks on every host (or of the URL from the runner), until healthy or timed out. */
+/** Health checks on one host until healthy or timed out; throws naming the host and why. */
+async function verifyHost(host, s, log) {
+    const units = [
+        host.roles.worker && s['worker-command'].length ? host.layout.units.worker : null,
+        host.roles.scheduler && s['scheduler-command'].length ? host.layout.units.scheduler : null,
+    ].filter((u) => !!u);
+    const res = await host.conn.exec(verifyScript({
+        layout: host.layout,
+        path: s['verify-path'] || s['health-path'],
+        timeout: s['verify-timeout'],
+        interval: s['verify-interval'],
+        expectStatus: s['expect-status'],
+        expectBody: s.url ? '' : s['expect-body'],
+        units,
+        api: host.roles.api,
+    }), { what: 'health check', timeoutMs: (s['verify-timeout'] + 60) * 1000 });
+    const line = /^RESULT (.*)$/m.exec(res.stdout)?.[1] ?? '';
+    const parsed = line
+        ? JSON.parse(line)
+        : null;
+    const down = /^UNITS_DOWN (.*)$/m.exec(res.stdout)?.[1];
+    if (res.code !== 0) {
+        const why = [
+            parsed && !parsed.ok
+                ? `${s['verify-path'] || s['health-path']} answered ${parsed.status || 'nothing'} after ${parsed.attempts} attempts: ${parsed.body.slice(0, 300)}`
+                : '',
+            down ? `units not active: ${down}` : '',
+            res.stderr.trim() ? `recent journal:\n${res.stderr.trim().split('\n').slice(-20).join('\n')}` : '',
+        ]
+            .filter(Boolean)
+            .join('\n');
+        throw new Error(`${host.spec.label} is unhealthy: ${why}`);
+    }
+    log.info(host.roles.api
+        ? `[${host.spec.label}] healthy after ${parsed?.attempts} check(s), ${parsed?.seconds} s`
+        : `[${host.spec.label}] units active (no api on this host)`);
+    return { healthy: true, attempts: parsed?.attempts ?? 0, seconds: parsed?.seconds ?? 0 };
+}
+/** The url input checked from the runner (through whatever serves it: a load balancer, a CDN). */
+async function verifyUrlStage(s, log) {
+    const r = await verifyUrl(s);
+    log.info(`${s.url}: ${r.status} after ${r.attempts} attempt(s)`);
+    if (!r.ok) {
+        return {
+            host: s.url,
+            ok: false,
+            healthy: false,
+            attempts: r.attempts,
+            seconds: r.seconds,
+            error: `${s.url} answered ${r.status || 'nothing'} (expected ${s['expect-status']}${s['expect-body'] ? ` containing '${s['expect-body']}'` : ''}): ${r.body.slice(0, 300)}`,
+        };
+    }
+    return { host: s.url, ok: true, healthy: true, attempts: r.attempts, seconds: r.seconds };
+}
+/** Health checks on every host (and of the URL from the runner), until healthy or timed out. */
 async function verifyStage(hosts, s, log) {
     return log.group('Verify', async () => {
-        const results = await hosts_onEachHost(hosts, async (host) => {
-            const units = [
-                host.roles.worker && s['worker-command'].length ? host.layout.units.worker : null,
-                host.roles.scheduler && s['scheduler-command'].length ? host.layout.units.scheduler : null,
-            ].filter((u) => !!u);
-            const res = await host.conn.exec(verifyScript({
-                layout: host.layout,
-                path: s['verify-path'] || s['health-path'],
-                timeout: s['verify-timeout'],
-                interval: s['verify-interval'],
-                expectStatus: s['expect-status'],
-                expectBody: s.url ? '' : s['expect-body'],
-                units,
-            }), { what: 'health check', timeoutMs: (s['verify-timeout'] + 60) * 1000 });
-            const line = /^RESULT (.*)$/m.exec(res.stdout)?.[1] ?? '';
-            const parsed = line
-                ? JSON.parse(line)
-                : null;
-            const down = /^UNITS_DOWN (.*)$/m.exec(res.stdout)?.[1];
-            if (res.code !== 0) {
-                const why = [
-                    parsed && !parsed.ok
-                        ? `${s['verify-path'] || s['health-path']} answered ${parsed.status || 'nothing'} after ${parsed.attempts} attempts: ${parsed.body.slice(0, 300)}`
-                        : '',
-                    down ? `units not active: ${down}` : '',
-                    res.stderr.trim() ? `recent journal:\n${res.stderr.trim().split('\n').slice(-20).join('\n')}` : '',
-                ]
-                    .filter(Boolean)
-                    .join('\n');
-                throw new Error(`${host.spec.label} is unhealthy: ${why}`);
-            }
-            log.info(`[${host.spec.label}] healthy after ${parsed?.attempts} check(s), ${parsed?.seconds} s`);
-            return { healthy: true, attempts: parsed?.attempts ?? 0, seconds: parsed?.seconds ?? 0 };
-        });
-        if (s.url) {
-            const r = await verifyUrl(s);
-            log.info(`${s.url}: ${r.status} after ${r.attempts} attempt(s)`);
-            if (!r.ok) {
-                results.push({
-                    host: s.url,
-                    ok: false,
-                    healthy: false,
-                    attempts: r.attempts,
-                    seconds: r.seconds,
-                    error: `${s.url} answered ${r.status || 'nothing'} (expected ${s['expect-status']}${s['expect-body'] ? ` containing '${s['expect-body']}'` : ''}): ${r.body.slice(0, 300)}`,
-                });
-            }
-            else
-                results.push({ host: s.url, ok: true, healthy: true, attempts: r.attempts, seconds: r.seconds });
-        }
+        const results = await hosts_onEachHost(hosts, (host) => verifyHost(host, s, log));
+        if (s.url)
+            results.push(await verifyUrlStage(s, log));
         return results;
     });
 }
@@ -66167,10 +66173,13 @@ function checkCommand(v) {
 ;// CONCATENATED MODULE: ./src/inputs/hosts.ts
 // Parses the `hosts` input: one or more hosts, newline- or comma-separated, each
 // `host`, `host:port`, `user@host`, `user@host:port` or a bracketed IPv6 address
-// (`[::1]:2222`), optionally followed by `roles=api,worker,scheduler,migrate`
-// (then one host per line).
+// (`[::1]:2222`), optionally followed by attributes (then one host per line):
+// `roles=api,worker,scheduler,migrate` or `roles=lb` (a load balancer in front
+// of the api hosts), and `upstream=addr:port` (where the load balancer reaches
+// this host, when not at its SSH address on port 80).
 
-const ROLES = ['api', 'worker', 'scheduler', 'migrate'];
+const ROLES = ['api', 'worker', 'scheduler', 'migrate', 'lb'];
+const ATTRIBUTES = ['roles', 'upstream'];
 const HOSTNAME = /^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 const USER = /^[a-z_][a-z0-9_-]{0,31}$/;
 function parsePort(text) {
@@ -66238,23 +66247,12 @@ function parseHosts(text, defaultPort = 22) {
         .filter((l) => l && !l.startsWith('#'));
     const hosts = [];
     for (const line of lines) {
-        const roleMatch = /\s+roles=(\S*)$/.exec(line);
-        if (roleMatch) {
-            const address = line.slice(0, roleMatch.index).trim();
-            if (/[\s,]/.test(address))
-                return `'${line}': with roles=, write one host per line`;
-            const roles = (roleMatch[1] ?? '').split(',').filter(Boolean);
-            if (roles.length === 0)
-                return `'${line}': roles= is empty (expected some of ${ROLES.join(', ')})`;
-            for (const role of roles) {
-                if (!ROLES.includes(role)) {
-                    return `'${line}': unknown role '${role}' (expected some of ${ROLES.join(', ')})`;
-                }
-            }
-            const parsed = parseAddress(address, defaultPort);
+        const words = line.split(/\s+/);
+        if (words.slice(1).some((w) => /^[a-z-]+=/.test(w))) {
+            const parsed = parseLine(line, words, defaultPort);
             if (typeof parsed === 'string')
                 return parsed;
-            hosts.push({ ...parsed, roles: [...new Set(roles)] });
+            hosts.push(parsed);
             continue;
         }
         for (const item of line.split(',').map((s) => s.trim())) {
@@ -66279,6 +66277,54 @@ function parseHosts(text, defaultPort = 22) {
     }
     return hosts;
 }
+/** One `address attr=value ...` line. */
+function parseLine(line, words, defaultPort) {
+    const address = words[0];
+    if (address.includes(',') || !words.slice(1).every((w) => /^[a-z-]+=/.test(w)))
+        return `'${line}': with attributes, write one host per line`;
+    const attrs = new Map();
+    for (const w of words.slice(1)) {
+        const eq = w.indexOf('=');
+        const key = w.slice(0, eq);
+        if (!ATTRIBUTES.includes(key))
+            return `'${line}': unknown attribute '${key}' (expected ${ATTRIBUTES.map((a) => `${a}=`).join(' or ')})`;
+        if (attrs.has(key))
+            return `'${line}': ${key}= is given twice`;
+        attrs.set(key, w.slice(eq + 1));
+    }
+    const parsed = parseAddress(address, defaultPort);
+    if (typeof parsed === 'string')
+        return parsed;
+    const roles = [];
+    if (attrs.has('roles')) {
+        const names = attrs.get('roles').split(',').filter(Boolean);
+        if (names.length === 0)
+            return `'${line}': roles= is empty (expected some of ${ROLES.join(', ')})`;
+        for (const role of names) {
+            if (!ROLES.includes(role))
+                return `'${line}': unknown role '${role}' (expected some of ${ROLES.join(', ')})`;
+            if (!roles.includes(role))
+                roles.push(role);
+        }
+        if (roles.includes('lb') && roles.length > 1)
+            return `'${line}': a load balancer (roles=lb) runs no app role; expected roles=lb alone`;
+    }
+    const spec = { ...parsed, roles };
+    const upstream = attrs.get('upstream');
+    if (upstream !== undefined) {
+        if (roles.includes('lb'))
+            return `'${line}': upstream= is for app hosts, not for the load balancer`;
+        const u = parseAddress(upstream, 80);
+        if (typeof u === 'string' || u.user)
+            return `'${line}': upstream= ${typeof u === 'string' ? u.replace(/^'[^']*'/, `'${upstream}'`) : 'takes no user'} (expected addr or addr:port, e.g. upstream=10.0.0.5:80)`;
+        spec.upstream = { host: u.host, port: u.port };
+    }
+    return spec;
+}
+/** Is a load balancer (roles=lb) in front of the app hosts? */
+function hasBalancer(hosts) {
+    return hosts.some((h) => h.roles.includes('lb'));
+}
 
 ;// CONCATENATED MODULE: ./src/inputs/definitions.ts
 // The inputs every action shares, defined once; src/inputs/actions.ts puts them
@@ -66291,7 +66337,9 @@ const APP_NAME = /^[a-z][a-z0-9-]{0,30}[a-z0-9]$/;
 const connectionInputs = {
     hosts: fields_custom({
         description: 'Hosts to act on, newline- or comma-separated: host, host:port, user@host:port or [ipv6]:port. ' +
-            'Optionally `roles=api,worker,scheduler,migrate` after a host (one host per line then).',
+            'Optionally, one host per line then, `roles=api,worker,scheduler,migrate` (hosts without roles run api and worker), ' +
+            '`roles=lb` for an nginx load balancer in front of the api hosts (provision sets it up; deploys take each batch out of its rotation), ' +
+            'and `upstream=addr:port`: where the load balancer reaches that host (default: its address, port 80).',
         required: true,
     }, { expected: 'host names or IP addresses, e.g. "web1.example.com, deploy@10.0.0.5:2222"' }, (v) => {
         const r = parseHosts(v);
@@ -66413,6 +66461,13 @@ const serviceInputs = {
         min: 1,
         max: 3600,
         unit: 'seconds',
+    }),
+    'batch-size': fields_int({
+        description: 'Hosts switched at a time in a rolling switch. Each batch is taken out of the load balancer (roles=lb hosts), switched, verified and put back before the next; a failing batch stops the rollout and returns every switched host to its previous release.',
+        default: '1',
+        min: 1,
+        max: 1000,
+        unit: 'hosts',
     }),
     'server-name': pattern({
         description: 'nginx server_name of the minimal HTTP site the deploy creates when no site exists yet (provision replaces it).',
@@ -66552,6 +66607,12 @@ const switchOnlyInputs = {
 const rollbackOnlyInputs = {
     'release-id': pattern({
         description: 'Release to roll back to. Default: the newest good release before the current one.',
+        default: '',
+        regex: /^(|[A-Za-z0-9][A-Za-z0-9._-]{0,63})$/,
+        expected: 'a release directory name, e.g. 20250127_120000, or empty',
+    }),
+    'if-current': pattern({
+        description: "Undo one deploy: roll back only when this release (the deploy's release-id) is current on the hosts, and do nothing, successfully, when it is not. Empty: always roll back.",
         default: '',
         regex: /^(|[A-Za-z0-9][A-Za-z0-9._-]{0,63})$/,
         expected: 'a release directory name, e.g. 20250127_120000, or empty',
@@ -66721,6 +66782,7 @@ var dist = __nccwpck_require__(8230);
 // part of the standard can be switched off; secrets are flagged and masked.
 
 
+
 /** A dotenv key: letters, digits and _, not starting with a digit. */
 const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
 /** Whether a line of a quoted value holds its closing quote (in double quotes, not one escaped by a backslash). */
@@ -66797,6 +66859,14 @@ const provisionInputs = {
     check: bool({
         description: 'Report what would change on each host and change nothing.',
         default: 'false',
+    }),
+    limit: fields_custom({
+        description: 'Provision only these hosts: host names as written in hosts, or roles (api, worker, scheduler, migrate, lb), comma-separated. ' +
+            'The others are not contacted, but still count (a load balancer lists every api host). Empty: all hosts.',
+    }, { expected: 'hosts as written in hosts, or role names, e.g. "lb" or "web3.example.com"' }, (v) => {
+        const items = splitList(v);
+        const bad = items.find((i) => !/^[A-Za-z0-9_.:@[\]-]{1,300}$/.test(i));
+        return bad ? { error: `'${bad.slice(0, 40)}' is not a host or a role` } : items;
     }),
     // System
     system: bool({
@@ -67011,6 +67081,11 @@ const provisionInputs = {
 /** Cross-input checks of provision, with messages naming the inputs. */
 function provisionChecks(s) {
     const problems = [];
+    const hosts = s.hosts ?? [];
+    for (const item of s.limit ?? []) {
+        if (!ROLES.includes(item) && !hosts.some((h) => h.label === item))
+            problems.push(`Input 'limit': '${item}' is neither a host of the hosts input (as written there) nor a role; expected one of ${[...hosts.map((h) => h.label), ...ROLES].join(', ')}.`);
+    }
     if (s.domains?.length && !s['acme-email'])
         problems.push("Input 'acme-email' is required when 'domains' is set: expected an e-mail address.");
     if (s['python-install'] === 'pyenv' && !s['python-version'])
@@ -67272,17 +67347,7 @@ function crossChecks(s) {
                 }
             }
         }
-        const withRoles = hosts.filter((h) => h.roles.length > 0);
-        if (withRoles.length > 0) {
-            const schedulers = hosts.filter((h) => h.roles.includes('scheduler'));
-            if (schedulers.length > 1) {
-                problems.push(`Input 'hosts' gives the scheduler role to ${schedulers.length} hosts (${schedulers.map((h) => h.label).join(', ')}); expected exactly one scheduler fleet-wide.`);
-            }
-            const migrators = hosts.filter((h) => h.roles.includes('migrate'));
-            if (migrators.length > 1) {
-                problems.push(`Input 'hosts' gives the migrate role to ${migrators.length} hosts; expected at most one.`);
-            }
-        }
+        problems.push(...roleChecks(hosts, s));
     }
     if (typeof s['scratch-database'] === 'string' && s['scratch-database'] === s.database)
         problems.push(`Input 'scratch-database' is '${s.database}', the production database; expected another name (the scratch database is dropped afterwards).`);
@@ -67290,6 +67355,28 @@ function crossChecks(s) {
         problems.push(...provisionChecks(s));
     if (s['app-user'] === 'root')
         problems.push("Input 'app-user' is 'root'; expected an unprivileged user (the services must not run as root).");
+    return problems;
+}
+function roleChecks(hosts, s) {
+    const problems = [];
+    const balancers = hosts.filter((h) => h.roles.includes('lb'));
+    const apps = hosts.filter((h) => !h.roles.includes('lb'));
+    if (balancers.length && !apps.some((h) => h.roles.length === 0 || h.roles.includes('api')))
+        problems.push(`Input 'hosts' has a load balancer (${balancers.map((h) => h.label).join(', ')}) but no api host behind it; expected at least one host with the api role.`);
+    if (!apps.some((h) => h.roles.length > 0))
+        return problems;
+    const schedulers = apps.filter((h) => h.roles.includes('scheduler'));
+    if (schedulers.length > 1) {
+        problems.push(`Input 'hosts' gives the scheduler role to ${schedulers.length} hosts (${schedulers.map((h) => h.label).join(', ')}); expected exactly one scheduler fleet-wide.`);
+    }
+    const schedulerCommand = s['scheduler-command'];
+    if (schedulers.length === 0 && Array.isArray(schedulerCommand) && schedulerCommand.length > 0) {
+        problems.push(`Input 'hosts' gives no host the scheduler role, but scheduler-command is '${schedulerCommand.join(' ')}'; expected exactly one scheduler fleet-wide (add scheduler to one host's roles=, or set scheduler-command to '' for none).`);
+    }
+    const migrators = apps.filter((h) => h.roles.includes('migrate'));
+    if (migrators.length > 1) {
+        problems.push(`Input 'hosts' gives the migrate role to ${migrators.length} hosts; expected at most one.`);
+    }
     return problems;
 }
 

@@ -9,6 +9,7 @@ startup/shutdown use app.on_event).
 import asyncio
 import logging
 import os
+import socket
 
 from fastapi import FastAPI, Query
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -24,8 +25,11 @@ if os.path.exists("FAIL_START"):
 # a "current" symlink still yields /opt/<app>/releases/<id>.
 RELEASE = os.path.basename(os.getcwd())
 
-# A release that passes readiness but fails verification (/health, /version).
-FAIL_HEALTH = os.path.exists("FAIL_HEALTH")
+# A release that passes readiness but fails verification (/health, /version):
+# everywhere, or only on the host named in a FAIL_HEALTH_ON_<hostname> file.
+FAIL_HEALTH = os.path.exists("FAIL_HEALTH") or os.path.exists(
+    "FAIL_HEALTH_ON_" + socket.gethostname()
+)
 
 CONNECT_TIMEOUT = 2  # seconds, for the Redis and PostgreSQL checks in /health
 MAX_SLOW_SECONDS = 10
@@ -94,7 +98,7 @@ def _failing():
         status_code=500,
         content={
             "status": "failing",
-            "detail": "FAIL_HEALTH file present",
+            "detail": "FAIL_HEALTH file present (for this host)",
             "release": RELEASE,
             "version": VERSION,
         },

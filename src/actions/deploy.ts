@@ -5,10 +5,12 @@ import type { Settings } from '../inputs/parse.js';
 import type { Log } from '../log.js';
 import { lastVerifiedScript, verificationWarning } from '../remote/backup.js';
 import { script, sh } from '../remote/sh.js';
+import { hasBalancer } from '../inputs/hosts.js';
 import { withHosts, type Host } from '../stages/hosts.js';
 import { markFailedEverywhere, migrateOnHost, pickMigrateHost } from '../stages/migrate.js';
 import { releaseStage } from '../stages/release.js';
-import { cleanupStage, markBad, revertHosts, switchFleet, verifyStage } from '../stages/switch.js';
+import { revertRollout, rollOut } from '../stages/rollout.js';
+import { cleanupStage, markBad, verifyUrlStage } from '../stages/switch.js';
 import { resultsTable, runAction, type ActionOutcome } from './run.js';
 
 export async function deploy(s: Settings<'deploy'>, log: Log): Promise<ActionOutcome> {
@@ -42,6 +44,7 @@ export async function deploy(s: Settings<'deploy'>, log: Log): Promise<ActionOut
           ['previous', 'previous'],
           ['filesSent', 'files sent'],
           ['bytesUploaded', 'bytes sent'],
+          ['batch', 'batch'],
           ['slot', 'slot'],
           ['healthy', 'healthy'],
         ],
@@ -81,41 +84,42 @@ export async function deploy(s: Settings<'deploy'>, log: Log): Promise<ActionOut
       }
     }
 
-    const sw = await time('switch', () => switchFleet(hosts, id, s, log));
-    for (const r of sw.results)
+    const expect = { ...s, 'expect-body': s['expect-body'].replaceAll('{release}', id) };
+    const roll = await time('switch and verify', () =>
+      rollOut(hosts, hasBalancer(s.hosts), id, expect, log, { verify: true, revertOnFailure: s['rollback-on-failure'] }),
+    );
+    for (const r of roll.results)
       Object.assign(rows.get(r.host) ?? {}, {
         slot: r.slot,
         ok: r.ok,
+        ...(r.batch ? { batch: r.batch } : {}),
+        ...(r.healthy !== undefined ? { healthy: r.healthy } : {}),
         ...(r.error ? { error: r.error } : {}),
       });
-    const switchFailed = sw.results.filter((r) => !r.ok);
-    if (switchFailed.length) {
-      await markBad(hosts, id, 'switch failed', log);
-      return fail(
-        `switching to ${id} failed (the previous release kept serving${sw.reverted.length ? `; reverted ${sw.reverted.join(', ')}` : ''}):\n` +
-          switchFailed.map((r) => `${r.host}: ${r.error}`).join('\n'),
-      );
-    }
-
-    const checks = await time('verify', () =>
-      verifyStage(hosts, { ...s, 'expect-body': s['expect-body'].replaceAll('{release}', id) }, log),
-    );
-    for (const c of checks) {
-      const row = rows.get(c.host);
-      if (row) Object.assign(row, { healthy: c.ok, ...(c.error ? { ok: false, error: c.error } : {}) });
-    }
-    const unhealthy = checks.filter((c) => !c.ok);
-    if (unhealthy.length) {
-      const reason = unhealthy.map((c) => c.error).join('\n');
-      if (s['rollback-on-failure']) {
-        const reverted = await time('rollback', () => revertHosts(hosts, sw.results, s, log));
-        await markBad(hosts, id, 'failed verification', log);
-        outputs['rolled-back'] = String(reverted.length > 0);
-        return fail(
-          `${id} failed verification and was rolled back to ${outputs['previous-release-id'] || 'nothing'} on ${reverted.join(', ') || 'no host'}:\n${reason}`,
-        );
+    let failure = roll.failure;
+    if (!failure && s.url) {
+      const check = await time('verify', () => log.group('Verify the url', () => verifyUrlStage(expect, log)));
+      rows.set(check.host, { ...check });
+      if (!check.ok) {
+        failure = check.error;
+        roll.failedIn = 'verification';
+        if (s['rollback-on-failure']) roll.reverted = await revertRollout(hosts, roll, s, log);
       }
-      return fail(`${id} failed verification (rollback-on-failure is off, so it stays current):\n${reason}`);
+    }
+    if (failure) {
+      const switched = roll.results.some((r) => r.switched);
+      outputs['rolled-back'] = String(roll.reverted.length > 0);
+      if (switched && !s['rollback-on-failure'])
+        return fail(`${id} failed (rollback-on-failure is off, so the hosts switched stay on it):\n${failure}`);
+      const stage = { switch: 'to switch', verification: 'verification', 'load balancer': 'at the load balancer' }[
+        roll.failedIn ?? 'verification'
+      ];
+      await markBad(hosts, id, `failed ${stage}`, log);
+      return fail(
+        roll.reverted.length
+          ? `${id} failed ${stage} and was rolled back to ${outputs['previous-release-id'] || 'nothing'} on ${roll.reverted.join(', ')}:\n${failure}`
+          : `${id} failed ${stage}; no host reported switching to it, so none was switched back:\n${failure}`,
+      );
     }
     outputs.healthy = 'true';
     await time('cleanup', () => cleanupStage(hosts, s['keep-releases'], log));

@@ -5,15 +5,19 @@ import type { Settings } from '../inputs/parse.js';
 import type { Log } from '../log.js';
 import { layout } from '../remote/layout.js';
 import type { ProvisionSettings } from '../remote/provision/index.js';
+import type { BalancerMember } from '../remote/balancer.js';
 import { onEachHost, resolveRoles, withHosts } from '../stages/hosts.js';
+import { balancerMembers } from '../stages/rollout.js';
 import { freshConnectionTest, provisionHost, type ProvisionHostResult } from '../stages/provision.js';
 import { runAction, type ActionOutcome } from './run.js';
 
 export function provisionSettings(
   s: Settings<'provision'>,
   roles: { worker: boolean; scheduler: boolean },
+  balancer: BalancerMember[] | null = null,
 ): ProvisionSettings {
   return {
+    balancer,
     layout: layout(s.app, s['app-root']),
     check: s.check,
     user: s['app-user'],
@@ -75,15 +79,24 @@ export function provisionSummary(results: ProvisionHostResult[], check: boolean)
 export async function provision(s: Settings<'provision'>, log: Log): Promise<ActionOutcome> {
   // The .env's values are masked one by one too (the whole text and each line already are).
   for (const v of Object.values(s.env.values)) log.secret(v);
+  // A load balancer gets nginx in front of every api host, limited or not.
   const roles = resolveRoles(s.hosts);
+  const members = balancerMembers(s.hosts.map((spec, i) => ({ spec, roles: roles[i]! })));
+  const limited = s.limit.length
+    ? s.hosts.filter((h, i) => s.limit.some((l) => l === h.label || roles[i]![l as keyof (typeof roles)[0]] === true))
+    : s.hosts;
+  if (limited.length === 0) throw new Error(`limit '${s.limit.join(', ')}' selects no host; nothing was done`);
   return withHosts(
-    s,
+    { ...s, hosts: limited },
     log,
     'provision',
-    async (hosts) => {
-      const results = (await onEachHost(hosts, (host) => {
-        const i = hosts.indexOf(host);
-        const settings = provisionSettings(s, { worker: roles[i]!.worker, scheduler: roles[i]!.scheduler });
+    async (hosts, balancers) => {
+      const results = (await onEachHost([...hosts, ...balancers], (host) => {
+        const settings = provisionSettings(
+          s,
+          { worker: host.roles.worker, scheduler: host.roles.scheduler },
+          host.roles.lb ? members : null,
+        );
         return log.group(`Provision ${host.spec.label}`, () =>
           provisionHost(host, settings, freshConnectionTest(host, s, log), log),
         ) as Promise<ProvisionHostResult & Record<string, unknown>>;
@@ -105,7 +118,7 @@ export async function provision(s: Settings<'provision'>, log: Log): Promise<Act
         failure: bad.length ? bad.map((r) => `${r.host}: ${r.error}`).join('\n') : undefined,
       };
     },
-    { lock: !s.check },
+    { lock: !s.check, balancers: true },
   );
 }
 

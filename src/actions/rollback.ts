@@ -1,12 +1,33 @@
 import type { Settings } from '../inputs/parse.js';
 import type { Log } from '../log.js';
+import { hasBalancer } from '../inputs/hosts.js';
 import { withHosts } from '../stages/hosts.js';
 import { downgradeOnHost, pickMigrateHost } from '../stages/migrate.js';
-import { listReleases, markBad, revertHosts, rollbackTarget, switchFleet, verifyStage } from '../stages/switch.js';
+import { revertRollout, rollOut } from '../stages/rollout.js';
+import { listReleases, markBad, rollbackTarget, verifyUrlStage } from '../stages/switch.js';
 import { resultsTable, runAction, type ActionOutcome } from './run.js';
 
 export async function rollback(s: Settings<'rollback'>, log: Log): Promise<ActionOutcome> {
   return withHosts(s, log, 'rollback', async (hosts) => {
+    if (s['if-current']) {
+      const currents = await Promise.all(hosts.map(async (h) => (await listReleases(h)).links.current ?? ''));
+      const on = hosts.filter((_, i) => currents[i] === s['if-current']);
+      if (on.length === 0) {
+        log.info(`${s['if-current']} is not current on any host: nothing to undo`);
+        return {
+          outputs: { 'release-id': currents[0] ?? '', 'rolled-back-from': '' },
+          results: hosts.map((h, i) => ({ host: h.spec.label, ok: true, current: currents[i] })),
+          summary: `Nothing to undo: **${s['if-current']}** is not current on any host.`,
+        };
+      }
+      if (on.length < hosts.length)
+        throw new Error(
+          `if-current: ${s['if-current']} is current on ${on.map((h) => h.spec.label).join(', ')} but not on ${hosts
+            .filter((h) => !on.includes(h))
+            .map((h) => `${h.spec.label} (${currents[hosts.indexOf(h)] || 'nothing'})`)
+            .join(', ')}; nothing was changed: name the hosts to roll back in hosts`,
+        );
+    }
     const { target, from } = await rollbackTarget(hosts, s['release-id']);
     log.info(`Rolling back from ${from || 'nothing'} to ${target}`);
     let schemaNote = '';
@@ -24,32 +45,25 @@ export async function rollback(s: Settings<'rollback'>, log: Log): Promise<Actio
         `\n\nSchema downgraded on ${host.spec.label}: ${out.before} → ${out.after}, using ${from}'s migrations. ` +
         `**Data written since ${target} was current may be lost**${out.backupPath ? `; a backup was taken first: \`${out.backupPath}\`` : ''}.`;
     }
-    const sw = await switchFleet(hosts, target, s, log);
-    const switchFailed = sw.results.filter((r) => !r.ok);
-    let failure = switchFailed.length
-      ? switchFailed.map((r) => `${r.host}: ${r.error}`).join('\n')
-      : undefined;
-    let healthy = false;
-    if (!failure) {
-      const checks = await verifyStage(
-        hosts,
-        { ...s, 'expect-body': s['expect-body'].replaceAll('{release}', target) },
-        log,
-      );
-      const bad = checks.filter((r) => !r.ok);
-      healthy = bad.length === 0;
-      if (!healthy) {
-        failure = `${target} is unhealthy after the rollback:\n${bad.map((r) => r.error).join('\n')}`;
-        await revertHosts(hosts, sw.results, s, log);
+    const expect = { ...s, 'expect-body': s['expect-body'].replaceAll('{release}', target) };
+    const sw = await rollOut(hosts, hasBalancer(s.hosts), target, expect, log, { verify: true, revertOnFailure: true });
+    let failure = sw.failure ? `rolling back to ${target} failed; the hosts are back on ${from}:\n${sw.failure}` : undefined;
+    if (!failure && s.url) {
+      const check = await log.group('Verify the url', () => verifyUrlStage(expect, log));
+      if (!check.ok) {
+        failure = `${target} is unhealthy after the rollback:\n${check.error}`;
+        await revertRollout(hosts, sw, s, log);
       }
     }
+    const healthy = !failure;
     if (!failure && from) await markBad(hosts, from, `rolled back to ${target}`, log);
     return {
       outputs: { 'release-id': failure ? from : target, 'rolled-back-from': failure ? '' : from },
-      results: sw.results.map((r) => ({ ...r, healthy })),
+      results: sw.results.map((r) => ({ ...r, healthy: healthy && r.healthy !== false })),
       summary:
         `Rollback from **${from || 'nothing'}** to **${target}**${from && !failure ? ` (${from} is now marked bad)` : ''}\n\n` +
         resultsTable(sw.results, [
+          ['batch', 'batch'],
           ['previous', 'left'],
           ['slot', 'slot'],
           ['seconds', 'seconds'],

@@ -1,29 +1,40 @@
 import type { Settings } from '../inputs/parse.js';
 import type { Log } from '../log.js';
+import { hasBalancer } from '../inputs/hosts.js';
 import { withHosts } from '../stages/hosts.js';
-import { cleanupStage, switchFleet } from '../stages/switch.js';
+import { rollOut } from '../stages/rollout.js';
+import { cleanupStage } from '../stages/switch.js';
 import { resultsTable, runAction, type ActionOutcome } from './run.js';
 
 export async function switchRelease(s: Settings<'switch'>, log: Log): Promise<ActionOutcome> {
   return withHosts(s, log, 'switch', async (hosts) => {
-    const sw = await switchFleet(hosts, s['release-id'], s, log);
-    const failed = sw.results.filter((r) => !r.ok);
-    if (!failed.length) await cleanupStage(hosts, s['keep-releases'], log);
+    // Each host waits for the new release's readiness before it moves traffic;
+    // the full health check is the verify action's.
+    const sw = await rollOut(
+      hosts,
+      hasBalancer(s.hosts),
+      s['release-id'],
+      { ...s, 'verify-path': '', url: '', 'expect-status': 200, 'expect-body': '', 'verify-timeout': 0, 'verify-interval': 1 },
+      log,
+      { verify: false, revertOnFailure: true },
+    );
+    if (!sw.failure) await cleanupStage(hosts, s['keep-releases'], log);
     return {
       outputs: {
-        'release-id': failed.length ? '' : s['release-id'],
+        'release-id': sw.failure ? '' : s['release-id'],
         'previous-release-id': sw.results.find((r) => r.previous)?.previous ?? '',
       },
       results: sw.results,
       summary:
         `Switch to **${s['release-id']}**\n\n` +
         resultsTable(sw.results, [
+          ['batch', 'batch'],
           ['previous', 'previous'],
           ['slot', 'slot'],
           ['seconds', 'seconds'],
         ]) +
         (sw.reverted.length ? `\n\nReverted to their previous release: ${sw.reverted.join(', ')}` : ''),
-      failure: failed.length ? failed.map((r) => `${r.host}: ${r.error}`).join('\n') : undefined,
+      failure: sw.failure,
     };
   });
 }

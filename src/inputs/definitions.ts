@@ -23,7 +23,9 @@ export const connectionInputs = {
     {
       description:
         'Hosts to act on, newline- or comma-separated: host, host:port, user@host:port or [ipv6]:port. ' +
-        'Optionally `roles=api,worker,scheduler,migrate` after a host (one host per line then).',
+        'Optionally, one host per line then, `roles=api,worker,scheduler,migrate` (hosts without roles run api and worker), ' +
+        '`roles=lb` for an nginx load balancer in front of the api hosts (provision sets it up; deploys take each batch out of its rotation), ' +
+        'and `upstream=addr:port`: where the load balancer reaches that host (default: its address, port 80).',
       required: true,
     },
     { expected: 'host names or IP addresses, e.g. "web1.example.com, deploy@10.0.0.5:2222"' },
@@ -179,6 +181,14 @@ export const serviceInputs = {
     min: 1,
     max: 3600,
     unit: 'seconds',
+  }),
+  'batch-size': int({
+    description:
+      'Hosts switched at a time in a rolling switch. Each batch is taken out of the load balancer (roles=lb hosts), switched, verified and put back before the next; a failing batch stops the rollout and returns every switched host to its previous release.',
+    default: '1',
+    min: 1,
+    max: 1000,
+    unit: 'hosts',
   }),
   'server-name': pattern({
     description:
@@ -342,6 +352,13 @@ export const switchOnlyInputs = {
 export const rollbackOnlyInputs = {
   'release-id': pattern({
     description: 'Release to roll back to. Default: the newest good release before the current one.',
+    default: '',
+    regex: /^(|[A-Za-z0-9][A-Za-z0-9._-]{0,63})$/,
+    expected: 'a release directory name, e.g. 20250127_120000, or empty',
+  }),
+  'if-current': pattern({
+    description:
+      "Undo one deploy: roll back only when this release (the deploy's release-id) is current on the hosts, and do nothing, successfully, when it is not. Empty: always roll back.",
     default: '',
     regex: /^(|[A-Za-z0-9][A-Za-z0-9._-]{0,63})$/,
     expected: 'a release directory name, e.g. 20250127_120000, or empty',

@@ -1,11 +1,14 @@
 // Parses the `hosts` input: one or more hosts, newline- or comma-separated, each
 // `host`, `host:port`, `user@host`, `user@host:port` or a bracketed IPv6 address
-// (`[::1]:2222`), optionally followed by `roles=api,worker,scheduler,migrate`
-// (then one host per line).
+// (`[::1]:2222`), optionally followed by attributes (then one host per line):
+// `roles=api,worker,scheduler,migrate` or `roles=lb` (a load balancer in front
+// of the api hosts), and `upstream=addr:port` (where the load balancer reaches
+// this host, when not at its SSH address on port 80).
 
 import { isIP } from 'node:net';
 
-export const ROLES = ['api', 'worker', 'scheduler', 'migrate'] as const;
+export const ROLES = ['api', 'worker', 'scheduler', 'migrate', 'lb'] as const;
+const ATTRIBUTES = ['roles', 'upstream'];
 export type Role = (typeof ROLES)[number];
 
 export interface HostSpec {
@@ -15,6 +18,8 @@ export interface HostSpec {
   port: number;
   user?: string;
   roles: Role[];
+  /** Where a load balancer reaches this host's nginx (default: host:80). */
+  upstream?: { host: string; port: number };
 }
 
 const HOSTNAME =
@@ -29,7 +34,7 @@ export function parsePort(text: string): number | string {
 }
 
 /** Parses one `user@host:port` address; returns an error text instead of throwing. */
-export function parseAddress(text: string, defaultPort = 22): Omit<HostSpec, 'roles'> | string {
+export function parseAddress(text: string, defaultPort = 22): Omit<HostSpec, 'roles' | 'upstream'> | string {
   let rest = text;
   let user: string | undefined;
   const at = rest.lastIndexOf('@');
@@ -78,20 +83,11 @@ export function parseHosts(text: string, defaultPort = 22): HostSpec[] | string 
     .filter((l) => l && !l.startsWith('#'));
   const hosts: HostSpec[] = [];
   for (const line of lines) {
-    const roleMatch = /\s+roles=(\S*)$/.exec(line);
-    if (roleMatch) {
-      const address = line.slice(0, roleMatch.index).trim();
-      if (/[\s,]/.test(address)) return `'${line}': with roles=, write one host per line`;
-      const roles = (roleMatch[1] ?? '').split(',').filter(Boolean);
-      if (roles.length === 0) return `'${line}': roles= is empty (expected some of ${ROLES.join(', ')})`;
-      for (const role of roles) {
-        if (!(ROLES as readonly string[]).includes(role)) {
-          return `'${line}': unknown role '${role}' (expected some of ${ROLES.join(', ')})`;
-        }
-      }
-      const parsed = parseAddress(address, defaultPort);
+    const words = line.split(/\s+/);
+    if (words.slice(1).some((w) => /^[a-z-]+=/.test(w))) {
+      const parsed = parseLine(line, words, defaultPort);
       if (typeof parsed === 'string') return parsed;
-      hosts.push({ ...parsed, roles: [...new Set(roles as Role[])] });
+      hosts.push(parsed);
       continue;
     }
     for (const item of line.split(',').map((s) => s.trim())) {
@@ -110,4 +106,49 @@ export function parseHosts(text: string, defaultPort = 22): HostSpec[] | string 
     seen.add(key);
   }
   return hosts;
+}
+
+/** One `address attr=value ...` line. */
+function parseLine(line: string, words: string[], defaultPort: number): HostSpec | string {
+  const address = words[0]!;
+  if (address.includes(',') || !words.slice(1).every((w) => /^[a-z-]+=/.test(w)))
+    return `'${line}': with attributes, write one host per line`;
+  const attrs = new Map<string, string>();
+  for (const w of words.slice(1)) {
+    const eq = w.indexOf('=');
+    const key = w.slice(0, eq);
+    if (!ATTRIBUTES.includes(key))
+      return `'${line}': unknown attribute '${key}' (expected ${ATTRIBUTES.map((a) => `${a}=`).join(' or ')})`;
+    if (attrs.has(key)) return `'${line}': ${key}= is given twice`;
+    attrs.set(key, w.slice(eq + 1));
+  }
+  const parsed = parseAddress(address, defaultPort);
+  if (typeof parsed === 'string') return parsed;
+  const roles: Role[] = [];
+  if (attrs.has('roles')) {
+    const names = attrs.get('roles')!.split(',').filter(Boolean);
+    if (names.length === 0) return `'${line}': roles= is empty (expected some of ${ROLES.join(', ')})`;
+    for (const role of names) {
+      if (!(ROLES as readonly string[]).includes(role))
+        return `'${line}': unknown role '${role}' (expected some of ${ROLES.join(', ')})`;
+      if (!roles.includes(role as Role)) roles.push(role as Role);
+    }
+    if (roles.includes('lb') && roles.length > 1)
+      return `'${line}': a load balancer (roles=lb) runs no app role; expected roles=lb alone`;
+  }
+  const spec: HostSpec = { ...parsed, roles };
+  const upstream = attrs.get('upstream');
+  if (upstream !== undefined) {
+    if (roles.includes('lb')) return `'${line}': upstream= is for app hosts, not for the load balancer`;
+    const u = parseAddress(upstream, 80);
+    if (typeof u === 'string' || u.user)
+      return `'${line}': upstream= ${typeof u === 'string' ? u.replace(/^'[^']*'/, `'${upstream}'`) : 'takes no user'} (expected addr or addr:port, e.g. upstream=10.0.0.5:80)`;
+    spec.upstream = { host: u.host, port: u.port };
+  }
+  return spec;
+}
+
+/** Is a load balancer (roles=lb) in front of the app hosts? */
+export function hasBalancer(hosts: HostSpec[]): boolean {
+  return hosts.some((h) => h.roles.includes('lb'));
 }

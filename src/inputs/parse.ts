@@ -97,21 +97,7 @@ function crossChecks(s: Record<string, unknown>): string[] {
         }
       }
     }
-    const withRoles = hosts.filter((h) => h.roles.length > 0);
-    if (withRoles.length > 0) {
-      const schedulers = hosts.filter((h) => h.roles.includes('scheduler'));
-      if (schedulers.length > 1) {
-        problems.push(
-          `Input 'hosts' gives the scheduler role to ${schedulers.length} hosts (${schedulers.map((h) => h.label).join(', ')}); expected exactly one scheduler fleet-wide.`,
-        );
-      }
-      const migrators = hosts.filter((h) => h.roles.includes('migrate'));
-      if (migrators.length > 1) {
-        problems.push(
-          `Input 'hosts' gives the migrate role to ${migrators.length} hosts; expected at most one.`,
-        );
-      }
-    }
+    problems.push(...roleChecks(hosts, s));
   }
   if (typeof s['scratch-database'] === 'string' && s['scratch-database'] === s.database)
     problems.push(
@@ -122,5 +108,35 @@ function crossChecks(s: Record<string, unknown>): string[] {
     problems.push(
       "Input 'app-user' is 'root'; expected an unprivileged user (the services must not run as root).",
     );
+  return problems;
+}
+
+type RoleTarget = { label: string; roles: string[] };
+
+function roleChecks(hosts: RoleTarget[], s: Record<string, unknown>): string[] {
+  const problems: string[] = [];
+  const balancers = hosts.filter((h) => h.roles.includes('lb'));
+  const apps = hosts.filter((h) => !h.roles.includes('lb'));
+  if (balancers.length && !apps.some((h) => h.roles.length === 0 || h.roles.includes('api')))
+    problems.push(
+      `Input 'hosts' has a load balancer (${balancers.map((h) => h.label).join(', ')}) but no api host behind it; expected at least one host with the api role.`,
+    );
+  if (!apps.some((h) => h.roles.length > 0)) return problems;
+  const schedulers = apps.filter((h) => h.roles.includes('scheduler'));
+  if (schedulers.length > 1) {
+    problems.push(
+      `Input 'hosts' gives the scheduler role to ${schedulers.length} hosts (${schedulers.map((h) => h.label).join(', ')}); expected exactly one scheduler fleet-wide.`,
+    );
+  }
+  const schedulerCommand = s['scheduler-command'];
+  if (schedulers.length === 0 && Array.isArray(schedulerCommand) && schedulerCommand.length > 0) {
+    problems.push(
+      `Input 'hosts' gives no host the scheduler role, but scheduler-command is '${schedulerCommand.join(' ')}'; expected exactly one scheduler fleet-wide (add scheduler to one host's roles=, or set scheduler-command to '' for none).`,
+    );
+  }
+  const migrators = apps.filter((h) => h.roles.includes('migrate'));
+  if (migrators.length > 1) {
+    problems.push(`Input 'hosts' gives the migrate role to ${migrators.length} hosts; expected at most one.`);
+  }
   return problems;
 }

@@ -3,6 +3,7 @@
 
 import { parse as parseDotenv } from 'dotenv';
 import { bool, choice, custom, int, pattern, splitList, text, type Field } from './fields.js';
+import { ROLES, type Role } from './hosts.js';
 
 /** A dotenv key: letters, digits and _, not starting with a digit. */
 const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -90,6 +91,19 @@ export const provisionInputs = {
     description: 'Report what would change on each host and change nothing.',
     default: 'false',
   }),
+  limit: custom<string[]>(
+    {
+      description:
+        'Provision only these hosts: host names as written in hosts, or roles (api, worker, scheduler, migrate, lb), comma-separated. ' +
+        'The others are not contacted, but still count (a load balancer lists every api host). Empty: all hosts.',
+    },
+    { expected: 'hosts as written in hosts, or role names, e.g. "lb" or "web3.example.com"' },
+    (v) => {
+      const items = splitList(v);
+      const bad = items.find((i) => !/^[A-Za-z0-9_.:@[\]-]{1,300}$/.test(i));
+      return bad ? { error: `'${bad.slice(0, 40)}' is not a host or a role` } : items;
+    },
+  ),
   // System
   system: bool({
     description:
@@ -354,6 +368,13 @@ export const provisionInputs = {
 /** Cross-input checks of provision, with messages naming the inputs. */
 export function provisionChecks(s: Record<string, unknown>): string[] {
   const problems: string[] = [];
+  const hosts = (s.hosts as { label: string }[] | undefined) ?? [];
+  for (const item of (s.limit as string[] | undefined) ?? []) {
+    if (!ROLES.includes(item as Role) && !hosts.some((h) => h.label === item))
+      problems.push(
+        `Input 'limit': '${item}' is neither a host of the hosts input (as written there) nor a role; expected one of ${[...hosts.map((h) => h.label), ...ROLES].join(', ')}.`,
+      );
+  }
   if ((s.domains as string[] | undefined)?.length && !s['acme-email'])
     problems.push("Input 'acme-email' is required when 'domains' is set: expected an e-mail address.");
   if (s['python-install'] === 'pyenv' && !s['python-version'])

@@ -29,6 +29,8 @@ export interface Layout {
   nginxSite: string;
   nginxSiteEnabled: string;
   nginxUpstream: string;
+  /** On a load balancer host: the app hosts as an nginx upstream. */
+  balancerUpstream: string;
 }
 
 export function layout(app: string, root: string): Layout {
@@ -62,5 +64,6 @@ export function layout(app: string, root: string): Layout {
     nginxSite: `/etc/nginx/sites-available/${app}`,
     nginxSiteEnabled: `/etc/nginx/sites-enabled/${app}`,
     nginxUpstream: `/etc/nginx/conf.d/metalship-${app}-upstream.conf`,
+    balancerUpstream: `/etc/nginx/conf.d/metalship-${app}-balancer.conf`,
   };
 }

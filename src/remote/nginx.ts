@@ -33,23 +33,31 @@ export interface SiteSettings {
   staticDir?: string;
   /** Serve ACME http-01 challenges from this directory on port 80 (HTTP-only sites; TLS sites always do). */
   acmeWebroot?: string;
+  /** The upstream to proxy to: the app's own (default), or a load balancer's. */
+  upstream?: string;
 }
 
 export const ACME_WEBROOT = '/var/www/letsencrypt';
 
-function proxyLocation(l: Layout): string {
+function proxyLocation(upstream: string, balancer: boolean): string {
+  // A balancer passes a request to the next app host when one refuses the
+  // connection (draining: any method, nothing was sent yet) and, for idempotent
+  // requests, when one times out or answers 502/503/504.
+  const retry = balancer ? `\n        proxy_next_upstream error timeout http_502 http_503 http_504;` : '';
+  // A host that is down is passed over quickly (the LAN answers in microseconds).
+  const connectTimeout = balancer ? '2s' : '5s';
   return `    location / {
-        proxy_pass http://${upstreamName(l)};
+        proxy_pass http://${upstream};
         proxy_http_version 1.1;
         proxy_set_header Host $host;
         proxy_set_header X-Real-IP $remote_addr;
         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
         proxy_set_header X-Forwarded-Proto $scheme;
         proxy_set_header Upgrade $http_upgrade;
-        proxy_set_header Connection $metalship_${upstreamName(l)}_connection;
-        proxy_connect_timeout 5s;
+        proxy_set_header Connection $metalship_${upstream}_connection;
+        proxy_connect_timeout ${connectTimeout};
         proxy_read_timeout 60s;
-        proxy_send_timeout 60s;
+        proxy_send_timeout 60s;${retry}
     }`;
 }
 
@@ -72,7 +80,7 @@ export function siteConf(l: Layout, s: SiteSettings): string {
     keepalive_timeout 65s;
     server_tokens off;
 ${securityHeaders}
-${statics}${proxyLocation(l)}`;
+${statics}${proxyLocation(s.upstream ?? upstreamName(l), s.upstream !== undefined)}`;
   const acme = (root: string) => `    location /.well-known/acme-challenge/ {
         root ${root};
     }`;

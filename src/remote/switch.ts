@@ -18,6 +18,8 @@ export interface SwitchSettings {
   serverName: string;
   worker: boolean;
   scheduler: boolean;
+  /** false: a host without the api role (no slot, no nginx site); only current and the followers move. */
+  api?: boolean;
 }
 
 /** The api unit of the slot held in the shell variable `$slot`. */
@@ -42,6 +44,7 @@ export function switchScript(s: SwitchSettings): string {
   );
   const api = raw(apiUnitOf(l, '$slot'));
   const standbyApi = raw(apiUnitOf(l, '$standby'));
+  if (s.api === false) return followersOnlyScript(s, unitLines, followers);
   return script(
     pyToolDefinition(),
     sh`status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`,
@@ -114,6 +117,30 @@ export function switchScript(s: SwitchSettings): string {
     sh`systemctl disable --quiet ${standbyApi} 2>/dev/null || true`,
     followers.length ? sh`systemctl restart ${followers}` : null,
     sh`printf '%s\n' "$(date -u +%FT%TZ) switched to ${s.releaseId} ($slot slot) from \${prev:-nothing}" >> ${l.history}`,
+  );
+}
+
+/** The switch on a host without the api role: current, the venv link, and the worker or scheduler. */
+function followersOnlyScript(s: SwitchSettings, unitLines: string[], followers: string[]): string {
+  const l = s.layout;
+  const rel = l.release(s.releaseId);
+  return script(
+    pyToolDefinition(),
+    sh`status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`,
+    sh`if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${s.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`,
+    'echo "SLOT none"',
+    'units_changed=0',
+    ...unitLines,
+    'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi',
+    // an api that ran here before the host lost the role stops
+    sh`systemctl disable --now --quiet ${l.units.api('blue')} ${l.units.api('green')} 2>/dev/null || true`,
+    sh`prev=$(basename "$(readlink ${l.current} 2>/dev/null)" 2>/dev/null || true)`,
+    sh`mstool link ${rel} ${l.current}`,
+    sh`mstool link "$(readlink ${rel}/.venv)" ${l.venvLink}`,
+    'echo "PREVIOUS $prev"',
+    sh`systemctl enable --quiet ${l.units.target} ${followers}`,
+    followers.length ? sh`systemctl restart ${followers}` : null,
+    sh`printf '%s\n' "$(date -u +%FT%TZ) switched to ${s.releaseId} (no api here) from \${prev:-nothing}" >> ${l.history}`,
   );
 }
 

@@ -12,6 +12,8 @@ export interface VerifySettings {
   expectStatus: number;
   expectBody: string;
   units: string[];
+  /** The host serves the api (false: a worker-only host, only its units are checked). */
+  api?: boolean;
 }
 
 /** Polls the serving slot's readiness endpoint until it answers as expected; then checks the units. */
@@ -19,11 +21,16 @@ export function verifyScript(s: VerifySettings): string {
   const l = s.layout;
   return script(
     pyToolDefinition(),
-    sh`slot=$(cat ${l.activeSlot} 2>/dev/null || true)`,
-    'case "$slot" in blue|green) ;; *) echo "no api slot is serving on this host (nothing deployed yet?)" >&2; exit 1;; esac',
-    sh`sock=/run/${l.app}-api-$slot/api.sock`,
-    sh`rc=0; out=$(mstool wait-ready "$sock" ${s.path} ${s.timeout} ${s.interval} ${s.expectStatus} ${s.expectBody}) || rc=$?`,
-    'echo "RESULT $out"',
+    'rc=0',
+    s.api === false
+      ? null
+      : script(
+          sh`slot=$(cat ${l.activeSlot} 2>/dev/null || true)`,
+          'case "$slot" in blue|green) ;; *) echo "no api slot is serving on this host (nothing deployed yet?)" >&2; exit 1;; esac',
+          sh`sock=/run/${l.app}-api-$slot/api.sock`,
+          sh`out=$(mstool wait-ready "$sock" ${s.path} ${s.timeout} ${s.interval} ${s.expectStatus} ${s.expectBody}) || rc=$?`,
+          'echo "RESULT $out"',
+        ),
     'failed=""',
     ...s.units.map((u) => sh`if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`),
     'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi',

@@ -28,7 +28,7 @@ export interface Host {
   spec: HostSpec;
   conn: Connection;
   layout: Layout;
-  roles: { api: boolean; worker: boolean; scheduler: boolean; migrate: boolean };
+  roles: { api: boolean; worker: boolean; scheduler: boolean; migrate: boolean; lb: boolean };
   release?: () => Promise<void>;
 }
 
@@ -40,19 +40,24 @@ export interface HostResult {
 }
 
 /**
- * Roles when the hosts input names none: every host runs api and worker; the
- * first also runs the single scheduler and the migrations.
+ * Roles when the hosts input names none (load balancers aside): every app host
+ * runs api and worker; the first also runs the single scheduler and the migrations.
  */
 export function resolveRoles(hosts: HostSpec[]): Host['roles'][] {
-  const explicit = hosts.some((h) => h.roles.length > 0);
-  return hosts.map((h, i) => {
-    if (!explicit) return { api: true, worker: true, scheduler: i === 0, migrate: i === 0 };
+  const isLb = (h: HostSpec) => h.roles.includes('lb');
+  const explicit = hosts.some((h) => h.roles.length > 0 && !isLb(h));
+  const first = hosts.find((h) => !isLb(h));
+  return hosts.map((h) => {
+    if (isLb(h)) return { api: false, worker: false, scheduler: false, migrate: false, lb: true };
+    if (!explicit)
+      return { api: true, worker: true, scheduler: h === first, migrate: h === first, lb: false };
     const roles = h.roles.length ? h.roles : ['api', 'worker'];
     return {
       api: roles.includes('api'),
       worker: roles.includes('worker'),
       scheduler: roles.includes('scheduler'),
       migrate: roles.includes('migrate'),
+      lb: false,
     };
   });
 }
@@ -191,26 +196,35 @@ export async function onEachHost<T extends Record<string, unknown>>(
   );
 }
 
-/** Connects, locks every host, runs fn, and always releases the locks and closes the connections. */
+/**
+ * Connects, locks every app host, runs fn, and always releases the locks and
+ * closes the connections. Load balancers (roles=lb) are connected to only with
+ * `balancers: true` (provision), and passed apart: the deploy path never needs them.
+ */
 export async function withHosts<T>(
   s: ConnectionSettings,
   log: Log,
   action: string,
-  fn: (hosts: Host[]) => Promise<T>,
-  opts: { lock?: boolean } = {},
+  fn: (hosts: Host[], balancers: Host[]) => Promise<T>,
+  opts: { lock?: boolean; balancers?: boolean } = {},
 ): Promise<T> {
-  const hosts = await log.group(`Connecting to ${s.hosts.length} host(s)`, () => openHosts(s, log));
+  const wanted = opts.balancers ? s.hosts : s.hosts.filter((h) => !h.roles.includes('lb'));
+  const all = await log.group(`Connecting to ${wanted.length} host(s)`, () =>
+    openHosts({ ...s, hosts: wanted }, log),
+  );
+  const hosts = all.filter((h) => !h.roles.lb);
+  const balancers = all.filter((h) => h.roles.lb);
   const releases: (() => Promise<void>)[] = [];
   try {
-    if (opts.lock === false) return await fn(hosts);
+    if (opts.lock === false) return await fn(hosts, balancers);
     const holder = lockHolder(action);
     const locks = await Promise.allSettled(hosts.map((h) => acquireLock(h, holder, s['lock-timeout'], log)));
     for (const l of locks) if (l.status === 'fulfilled') releases.push(l.value);
     const failed = locks.find((l): l is PromiseRejectedResult => l.status === 'rejected');
     if (failed) throw failed.reason;
-    return await fn(hosts);
+    return await fn(hosts, balancers);
   } finally {
     await Promise.allSettled(releases.map((r) => r()));
-    await Promise.all(hosts.map((h) => h.conn.close()));
+    await Promise.all(all.map((h) => h.conn.close()));
   }
 }

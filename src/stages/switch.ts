@@ -73,59 +73,30 @@ export async function switchHost(
       serverName: s['server-name'],
       worker: host.roles.worker && s['worker-command'].length > 0,
       scheduler: host.roles.scheduler && s['scheduler-command'].length > 0,
+      api: host.roles.api,
     }),
     { stream: true, what: `switching to ${releaseId}` },
   );
   const previous = /^PREVIOUS (.*)$/m.exec(res.stdout)?.[1]?.trim() ?? '';
   const slot = /^SLOT (blue|green)$/m.exec(res.stdout)?.[1] as Slot | undefined;
-  log.info(`[${host.spec.label}] ${releaseId} serves from the ${slot} slot (was ${previous || 'nothing'})`);
+  log.info(
+    slot
+      ? `[${host.spec.label}] ${releaseId} serves from the ${slot} slot (was ${previous || 'nothing'})`
+      : `[${host.spec.label}] ${releaseId} is current, no api on this host (was ${previous || 'nothing'})`,
+  );
   return { host: host.spec.label, ok: true, previous, slot, seconds: (Date.now() - started) / 1000 };
-}
-
-export interface FleetSwitch {
-  results: SwitchResult[];
-  /** Hosts returned to their previous release after a failure. */
-  reverted: string[];
-}
-
-/**
- * Switches hosts one after another. When one fails, the hosts already switched
- * go back to the release they had, so the fleet serves one release.
- */
-export async function switchFleet(
-  hosts: Host[],
-  releaseId: string,
-  s: ServiceSettings,
-  log: Log,
-): Promise<FleetSwitch> {
-  const results: SwitchResult[] = [];
-  for (const host of hosts) {
-    try {
-      results.push(
-        await log.group(`Switch ${host.spec.label} to ${releaseId}`, () =>
-          switchHost(host, releaseId, s, log),
-        ),
-      );
-    } catch (err) {
-      const message = err instanceof Error ? err.message : String(err);
-      results.push({ host: host.spec.label, ok: false, error: message });
-      const reverted = await revertHosts(hosts, results, s, log);
-      return { results, reverted };
-    }
-  }
-  return { results, reverted: [] };
 }
 
 /** Switches the hosts that did switch back to the release each had before. */
 export async function revertHosts(
   hosts: Host[],
-  results: SwitchResult[],
+  switched: { host: string; previous?: string }[],
   s: ServiceSettings,
   log: Log,
 ): Promise<string[]> {
   const reverted: string[] = [];
-  for (const r of results) {
-    if (!r.ok || !r.previous) continue;
+  for (const r of switched) {
+    if (!r.previous) continue;
     const host = hosts.find((h) => h.spec.label === r.host)!;
     try {
       await log.group(`Revert ${host.spec.label} to ${r.previous}`, () =>
@@ -173,66 +144,76 @@ async function verifyUrl(
   }
 }
 
-/** Health checks on every host (or of the URL from the runner), until healthy or timed out. */
+/** Health checks on one host until healthy or timed out; throws naming the host and why. */
+export async function verifyHost(
+  host: Host,
+  s: VerifySettings,
+  log: Log,
+): Promise<{ healthy: true; attempts: number; seconds: number }> {
+  const units = [
+    host.roles.worker && s['worker-command'].length ? host.layout.units.worker : null,
+    host.roles.scheduler && s['scheduler-command'].length ? host.layout.units.scheduler : null,
+  ].filter((u): u is string => !!u);
+  const res = await host.conn.exec(
+    verifyScript({
+      layout: host.layout,
+      path: s['verify-path'] || s['health-path'],
+      timeout: s['verify-timeout'],
+      interval: s['verify-interval'],
+      expectStatus: s['expect-status'],
+      expectBody: s.url ? '' : s['expect-body'],
+      units,
+      api: host.roles.api,
+    }),
+    { what: 'health check', timeoutMs: (s['verify-timeout'] + 60) * 1000 },
+  );
+  const line = /^RESULT (.*)$/m.exec(res.stdout)?.[1] ?? '';
+  const parsed = line
+    ? (JSON.parse(line) as { ok: boolean; attempts: number; seconds: number; status: number; body: string })
+    : null;
+  const down = /^UNITS_DOWN (.*)$/m.exec(res.stdout)?.[1];
+  if (res.code !== 0) {
+    const why = [
+      parsed && !parsed.ok
+        ? `${s['verify-path'] || s['health-path']} answered ${parsed.status || 'nothing'} after ${parsed.attempts} attempts: ${parsed.body.slice(0, 300)}`
+        : '',
+      down ? `units not active: ${down}` : '',
+      res.stderr.trim() ? `recent journal:\n${res.stderr.trim().split('\n').slice(-20).join('\n')}` : '',
+    ]
+      .filter(Boolean)
+      .join('\n');
+    throw new Error(`${host.spec.label} is unhealthy: ${why}`);
+  }
+  log.info(
+    host.roles.api
+      ? `[${host.spec.label}] healthy after ${parsed?.attempts} check(s), ${parsed?.seconds} s`
+      : `[${host.spec.label}] units active (no api on this host)`,
+  );
+  return { healthy: true, attempts: parsed?.attempts ?? 0, seconds: parsed?.seconds ?? 0 };
+}
+
+/** The url input checked from the runner (through whatever serves it: a load balancer, a CDN). */
+export async function verifyUrlStage(s: VerifySettings, log: Log): Promise<VerifyResult> {
+  const r = await verifyUrl(s);
+  log.info(`${s.url}: ${r.status} after ${r.attempts} attempt(s)`);
+  if (!r.ok) {
+    return {
+      host: s.url,
+      ok: false,
+      healthy: false,
+      attempts: r.attempts,
+      seconds: r.seconds,
+      error: `${s.url} answered ${r.status || 'nothing'} (expected ${s['expect-status']}${s['expect-body'] ? ` containing '${s['expect-body']}'` : ''}): ${r.body.slice(0, 300)}`,
+    };
+  }
+  return { host: s.url, ok: true, healthy: true, attempts: r.attempts, seconds: r.seconds };
+}
+
+/** Health checks on every host (and of the URL from the runner), until healthy or timed out. */
 export async function verifyStage(hosts: Host[], s: VerifySettings, log: Log): Promise<VerifyResult[]> {
   return log.group('Verify', async () => {
-    const results: VerifyResult[] = await onEachHost(hosts, async (host) => {
-      const units = [
-        host.roles.worker && s['worker-command'].length ? host.layout.units.worker : null,
-        host.roles.scheduler && s['scheduler-command'].length ? host.layout.units.scheduler : null,
-      ].filter((u): u is string => !!u);
-      const res = await host.conn.exec(
-        verifyScript({
-          layout: host.layout,
-          path: s['verify-path'] || s['health-path'],
-          timeout: s['verify-timeout'],
-          interval: s['verify-interval'],
-          expectStatus: s['expect-status'],
-          expectBody: s.url ? '' : s['expect-body'],
-          units,
-        }),
-        { what: 'health check', timeoutMs: (s['verify-timeout'] + 60) * 1000 },
-      );
-      const line = /^RESULT (.*)$/m.exec(res.stdout)?.[1] ?? '';
-      const parsed = line
-        ? (JSON.parse(line) as {
-            ok: boolean;
-            attempts: number;
-            seconds: number;
-            status: number;
-            body: string;
-          })
-        : null;
-      const down = /^UNITS_DOWN (.*)$/m.exec(res.stdout)?.[1];
-      if (res.code !== 0) {
-        const why = [
-          parsed && !parsed.ok
-            ? `${s['verify-path'] || s['health-path']} answered ${parsed.status || 'nothing'} after ${parsed.attempts} attempts: ${parsed.body.slice(0, 300)}`
-            : '',
-          down ? `units not active: ${down}` : '',
-          res.stderr.trim() ? `recent journal:\n${res.stderr.trim().split('\n').slice(-20).join('\n')}` : '',
-        ]
-          .filter(Boolean)
-          .join('\n');
-        throw new Error(`${host.spec.label} is unhealthy: ${why}`);
-      }
-      log.info(`[${host.spec.label}] healthy after ${parsed?.attempts} check(s), ${parsed?.seconds} s`);
-      return { healthy: true, attempts: parsed?.attempts ?? 0, seconds: parsed?.seconds ?? 0 };
-    });
-    if (s.url) {
-      const r = await verifyUrl(s);
-      log.info(`${s.url}: ${r.status} after ${r.attempts} attempt(s)`);
-      if (!r.ok) {
-        results.push({
-          host: s.url,
-          ok: false,
-          healthy: false,
-          attempts: r.attempts,
-          seconds: r.seconds,
-          error: `${s.url} answered ${r.status || 'nothing'} (expected ${s['expect-status']}${s['expect-body'] ? ` containing '${s['expect-body']}'` : ''}): ${r.body.slice(0, 300)}`,
-        });
-      } else results.push({ host: s.url, ok: true, healthy: true, attempts: r.attempts, seconds: r.seconds });
-    }
+    const results: VerifyResult[] = await onEachHost(hosts, (host) => verifyHost(host, s, log));
+    if (s.url) results.push(await verifyUrlStage(s, log));
     return results;
   });
 }

@@ -2,11 +2,16 @@
 // tsx, since jest's global setup cannot import TypeScript modules.
 import { mkdir, writeFile } from 'node:fs/promises';
 import { bootHosts, buildImage, ensureKey, shutdownHosts } from '../support/hosts.js';
-import { E2E_INDEX, E2E_PREFIX, STATE_FILE } from '../support/e2e.js';
+import { E2E_INDEX, E2E_LAN, E2E_PREFIX, STATE_FILE } from '../support/e2e.js';
 
 // Several checkouts on one machine can run the suite at once with their own
 // METALSHIP_E2E_PREFIX and METALSHIP_E2E_INDEX (see test/support/e2e.ts).
-export const E2E_HOSTS = [1, 2, 3].map((n) => ({ name: `${E2E_PREFIX}${n}`, index: E2E_INDEX + n - 1 }));
+// They share a private LAN (a bridge of their own; see E2E_LAN) for the fleet tests.
+export const E2E_HOSTS = [1, 2, 3].map((n) => ({
+  name: `${E2E_PREFIX}${n}`,
+  index: E2E_INDEX + n - 1,
+  lan: `${E2E_LAN.tag}:${E2E_LAN.address(n)}`,
+}));
 
 async function up(): Promise<void> {
   const started = Date.now();

@@ -7,8 +7,13 @@
 # See test/hosts/README.md. Run as root.
 #
 #   testhosts.sh image [full|bare]
-#   testhosts.sh up NAME INDEX [full|bare] --pubkey FILE [--bind-ro SRC:DST]...
+#   testhosts.sh up NAME INDEX [full|bare] --pubkey FILE [--bind-ro SRC:DST]... [--lan TAG:ADDR]
 #   testhosts.sh down NAME
+#
+# --lan TAG:ADDR also plugs the host into a private LAN shared by every host
+# given the same TAG (a bridge with no address on this machine, so nothing on
+# it is routed anywhere), as ADDR/24 on its interface `lan0`: how a load
+# balancer reaches its app hosts.
 #   testhosts.sh down-all
 #   testhosts.sh ssh NAME [cmd...]
 #
@@ -48,7 +53,7 @@ die() { log "error: $*"; exit 1; }
 usage() {
   cat >&2 <<'EOF'
 usage: testhosts.sh image [full|bare]
-       testhosts.sh up NAME INDEX [full|bare] --pubkey FILE [--bind-ro SRC:DST]...
+       testhosts.sh up NAME INDEX [full|bare] --pubkey FILE [--bind-ro SRC:DST]... [--lan TAG:ADDR]
        testhosts.sh down NAME
        testhosts.sh down-all
        testhosts.sh ssh NAME [cmd...]
@@ -491,9 +496,11 @@ EOF
 }
 
 cmd_up() {
-  local name="" index="" variant=full pubkey="" positional=() binds=()
+  local name="" index="" variant=full pubkey="" positional=() binds=() lan=""
   while (($# > 0)); do
     case $1 in
+      --lan) (($# >= 2)) || usage; lan=$2; shift 2 ;;
+      --lan=*) lan=${1#*=}; shift ;;
       --pubkey) (($# >= 2)) || usage; pubkey=$2; shift 2 ;;
       --pubkey=*) pubkey=${1#*=}; shift ;;
       --bind-ro) (($# >= 2)) || usage; binds+=("--bind-ro=$2"); shift 2 ;;
@@ -517,6 +524,13 @@ cmd_up() {
   pubkey=$(realpath "$pubkey")
   local privkey=${pubkey%.pub}
   [[ -f $privkey ]] || die "no private key next to $pubkey"
+  local lan_tag="" lan_addr=""
+  if [[ -n $lan ]]; then
+    [[ $lan =~ ^([a-z0-9]{1,8}):(([0-9]{1,3}\.){3}[0-9]{1,3})$ ]] ||
+      die "--lan must be TAG:ADDR (TAG 1-8 chars of [a-z0-9], ADDR an IPv4 address), not '$lan'"
+    lan_tag=${BASH_REMATCH[1]}
+    lan_addr=${BASH_REMATCH[2]}
+  fi
   local bind src
   for bind in "${binds[@]}"; do
     src=${bind#--bind-ro=}
@@ -583,6 +597,10 @@ cmd_up() {
   ip -n "$name" link set lo up
   ip -n "$name" addr add "$address/24" dev "$name-c"
   ip -n "$name" link set "$name-c" up
+  if [[ -n $lan_tag ]]; then
+    printf '%s\n' "$lan_tag" >"$state/lan"
+    lan_up "$name" "$lan_tag" "$lan_addr"
+  fi
 
   local pid
   setsid systemd-nspawn -q -b -D "$state/merged" --register=no --keep-unit \
@@ -623,7 +641,40 @@ cmd_up() {
 
   local known
   known=$(awk '{ printf "%s%s", (NR > 1 ? "\\n" : ""), $0 }' "$state/known_hosts")
-  printf '{"name":"%s","address":"%s","port":22,"knownHosts":"%s"}\n' "$name" "$address" "$known"
+  printf '{"name":"%s","address":"%s","port":22,"knownHosts":"%s","lan":"%s"}\n' \
+    "$name" "$address" "$known" "$lan_addr"
+}
+
+# The bridge of LAN $1: made by the first host that joins, removed with the last.
+lan_bridge() { printf 'msl-%s\n' "$1"; }
+
+lan_up() {
+  local name=$1 tag=$2 addr=$3 bridge
+  bridge=$(lan_bridge "$tag")
+  if ! ip link show "$bridge" >/dev/null 2>&1; then
+    ip link add "$bridge" type bridge 2>/dev/null || ip link show "$bridge" >/dev/null 2>&1 ||
+      die "cannot create bridge $bridge"
+  fi
+  # never through this machine's firewall (br_netfilter would send bridged
+  # frames through its FORWARD chain), never an address here
+  ip link set "$bridge" type bridge nf_call_iptables 0 nf_call_ip6tables 0 2>/dev/null || true
+  ip link set "$bridge" up
+  ip link add "$name-l" type veth peer name "$name-m"
+  ip link set "$name-m" netns "$name"
+  ip link set "$name-l" master "$bridge"
+  ip link set "$name-l" up
+  ip -n "$name" link set "$name-m" name lan0
+  ip -n "$name" addr add "$addr/24" dev lan0
+  ip -n "$name" link set lan0 up
+}
+
+lan_down() {
+  local name=$1 tag=$2 bridge
+  bridge=$(lan_bridge "$tag")
+  ip link del "$name-l" 2>/dev/null || true
+  if ip link show "$bridge" >/dev/null 2>&1 && [[ -z $(ls -A "/sys/class/net/$bridge/brif" 2>/dev/null) ]]; then
+    ip link del "$bridge" 2>/dev/null || true
+  fi
 }
 
 # Stop a host and remove everything it had. Idempotent; copes with state left
@@ -695,6 +746,9 @@ host_down() {
 
   if ip link show "$name-h" >/dev/null 2>&1; then
     ip link del "$name-h" 2>/dev/null || true
+  fi
+  if [[ -f $state/lan ]]; then
+    lan_down "$name" "$(cat "$state/lan")"
   fi
   if [[ -e /run/netns/$name ]]; then
     ip netns del "$name" 2>/dev/null || true

@@ -17,6 +17,11 @@ export const REPO = fileURLToPath(new URL('../..', import.meta.url));
 export const E2E_PREFIX = process.env.METALSHIP_E2E_PREFIX ?? 'ms-e';
 export const E2E_INDEX = Number(process.env.METALSHIP_E2E_INDEX ?? 11);
 export const STATE_FILE = `/run/metalship-e2e/${E2E_PREFIX}state.json`;
+/** The shared hosts' private LAN: host n is .n, a load balancer .10 (see test/e2e/fleet.test.ts). */
+export const E2E_LAN = {
+  tag: `l${E2E_INDEX}`,
+  address: (n: number) => `10.214.${E2E_INDEX}.${n}`,
+};
 
 /**
  * Hosts a test file boots for itself, named and numbered from this run's prefix

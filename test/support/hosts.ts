@@ -12,6 +12,8 @@ export interface TestHost {
   address: string;
   port: number;
   knownHosts: string;
+  /** Its address on the private LAN it was booted into (`--lan`), if any. */
+  lan?: string;
 }
 
 export interface HostKeyPair {
@@ -150,6 +152,7 @@ function parseHost(out: string, name: string): TestHost {
     .pop();
   if (!line) throw new Error(`testhosts.sh up ${name} printed no host description`);
   const h = JSON.parse(line) as TestHost;
+  if (!h.lan) delete h.lan;
   if (!h.address || !h.knownHosts || typeof h.port !== 'number') {
     throw new Error(`testhosts.sh up ${name} printed an incomplete host description: ${line}`);
   }
@@ -161,7 +164,8 @@ function parseHost(out: string, name: string): TestHost {
  * fails to come up, the others are shut down again and the error is thrown.
  */
 export async function bootHosts(
-  specs: { name: string; index: number }[],
+  /** lan: `TAG:ADDR`, joins the private LAN TAG (shared by the hosts given the same TAG) as ADDR. */
+  specs: { name: string; index: number; lan?: string }[],
   key: HostKeyPair,
   opts: { variant?: ImageVariant; bindRo?: string[] } = {},
 ): Promise<TestHost[]> {
@@ -171,7 +175,16 @@ export async function bootHosts(
   const results = await Promise.allSettled(
     specs.map(async (s) =>
       parseHost(
-        await script(['up', s.name, String(s.index), variant, '--pubkey', key.publicKeyPath, ...extra]),
+        await script([
+          'up',
+          s.name,
+          String(s.index),
+          variant,
+          '--pubkey',
+          key.publicKeyPath,
+          ...extra,
+          ...(s.lan ? ['--lan', s.lan] : []),
+        ]),
         s.name,
       ),
     ),

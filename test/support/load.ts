@@ -11,15 +11,21 @@ export interface LoadReport {
   seconds: number;
   /** Bodies seen, in order of first appearance (to see which release served). */
   bodies: string[];
+  /** When the first 20 failures happened (wall clock, HH:MM:SS.mmm), to compare with the hosts' logs. */
+  failureTimes: string[];
 }
 
 export interface Load {
   stop(): Promise<LoadReport>;
 }
 
-function once(url: URL, agent: http.Agent): Promise<{ status: string; body: string }> {
+function once(
+  url: URL,
+  agent: http.Agent,
+  headers: Record<string, string>,
+): Promise<{ status: string; body: string }> {
   return new Promise((resolve) => {
-    const req = http.get(url, { agent, timeout: 10000 }, (res) => {
+    const req = http.get(url, { agent, headers, timeout: 10000 }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (c: string) => (body += c));
@@ -34,22 +40,37 @@ function once(url: URL, agent: http.Agent): Promise<{ status: string; body: stri
 /** Starts `workers` loops of GET url, each pausing pauseMs between requests. */
 export function startLoad(
   target: string,
-  opts: { workers?: number; pauseMs?: number; maxSeconds?: number; maxRequests?: number } = {},
+  opts: {
+    workers?: number;
+    pauseMs?: number;
+    maxSeconds?: number;
+    maxRequests?: number;
+    /** e.g. a Host header for an app with its own server_name */
+    headers?: Record<string, string>;
+  } = {},
 ): Load {
   const url = new URL(target);
   const agent = new http.Agent({ keepAlive: true, maxSockets: opts.workers ?? 4 });
-  const report: LoadReport = { requests: 0, failed: 0, failures: {}, seconds: 0, bodies: [] };
+  const report: LoadReport = {
+    requests: 0,
+    failed: 0,
+    failures: {},
+    seconds: 0,
+    bodies: [],
+    failureTimes: [],
+  };
   const started = Date.now();
   const deadline = started + (opts.maxSeconds ?? 300) * 1000;
   const maxRequests = opts.maxRequests ?? 200000;
   let running = true;
   const worker = async () => {
     while (running && Date.now() < deadline && report.requests < maxRequests) {
-      const r = await once(url, agent);
+      const r = await once(url, agent, opts.headers ?? {});
       report.requests++;
       if (r.status !== '200') {
         report.failed++;
         report.failures[r.status] = (report.failures[r.status] ?? 0) + 1;
+        if (report.failureTimes.length < 20) report.failureTimes.push(new Date().toISOString().slice(11, 23));
       } else if (!report.bodies.includes(r.body)) report.bodies.push(r.body);
       await new Promise((res) => setTimeout(res, opts.pauseMs ?? 5));
     }

@@ -1,9 +1,9 @@
 // The action.yml files are generated from src/inputs: they must match, run on
 // node24, describe every input and output, and point at a bundle that exists.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parse } from 'yaml';
-import { ACTION_NAMES } from '../../src/inputs/actions.js';
+import { ACTION_NAMES, actions } from '../../src/inputs/actions.js';
 import { ACTION_FILES, renderActionYml, renderReference } from '../../src/meta/action-yml.js';
 
 describe.each(ACTION_NAMES)('%s action.yml', (name) => {
@@ -37,3 +37,27 @@ describe.each(ACTION_NAMES)('%s action.yml', (name) => {
 test('docs/reference.md is what npm run gen writes', () => {
   expect(readFileSync('docs/reference.md', 'utf8')).toBe(renderReference());
 });
+
+// The example workflows call our actions by their published name; actionlint
+// cannot see those inputs, so check every `with:` key against the definitions.
+test.each(readdirSync('examples/workflows').filter((f) => f.endsWith('.yml')))(
+  'examples/workflows/%s passes only inputs the actions have',
+  (file) => {
+    const doc = parse(readFileSync(path.join('examples/workflows', file), 'utf8')) as {
+      jobs: Record<string, { steps?: { uses?: string; with?: Record<string, unknown> }[] }>;
+    };
+    const used: string[] = [];
+    for (const job of Object.values(doc.jobs))
+      for (const step of job.steps ?? []) {
+        const m = /^metalship\/metalship(?:\/actions\/([a-z-]+))?@/.exec(step.uses ?? '');
+        if (!m) continue;
+        const action = (m[1] ?? 'deploy') as keyof typeof actions;
+        expect(ACTION_NAMES).toContain(action);
+        for (const key of Object.keys(step.with ?? {})) {
+          used.push(key);
+          expect([action, key, key in actions[action].inputs]).toEqual([action, key, true]);
+        }
+      }
+    expect(used.length).toBeGreaterThan(0);
+  },
+);

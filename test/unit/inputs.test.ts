@@ -46,8 +46,27 @@ describe('hosts input', () => {
       { label: 'b.example', host: 'b.example', port: 22, roles: [] },
     ]);
   });
+  test('load balancer and upstream addresses', () => {
+    expect(
+      parseHosts(
+        'lb.example roles=lb\nweb1 roles=api,scheduler upstream=10.1.0.1\nweb2 upstream=[fd00::2]:8080',
+      ),
+    ).toEqual([
+      { label: 'lb.example', host: 'lb.example', port: 22, roles: ['lb'] },
+      {
+        label: 'web1',
+        host: 'web1',
+        port: 22,
+        roles: ['api', 'scheduler'],
+        upstream: { host: '10.1.0.1', port: 80 },
+      },
+      { label: 'web2', host: 'web2', port: 22, roles: [], upstream: { host: 'fd00::2', port: 8080 } },
+    ]);
+  });
   test.each([
     ['', /no host/],
+    ['lb roles=lb upstream=10.0.0.1', /upstream= is for app hosts/],
+    ['a, b roles=api', /one host per line/],
     ['a.example, a.example', /listed twice/],
     ['host:99999', /out of range/],
     ['host:abc', /not a number/],

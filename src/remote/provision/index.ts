@@ -45,19 +45,32 @@ export function planItems(
 ): { name: ItemName; item: Item | null; off?: string }[] {
   const on = <T>(flag: boolean, why: string, make: () => T) =>
     flag ? { item: make() } : { item: null, off: why };
+  // A load balancer runs nginx only: none of the app's items.
+  const app = <T>(make: () => T) => on(!s.balancer, 'roles=lb: no app here', make);
   return [
     { name: 'system', ...on(s.system.enabled, 'system: false', () => systemItem(s)) },
     { name: 'sysctl', ...on(s.system.enabled, 'system: false', () => sysctlItem(s)) },
     { name: 'users', item: usersItem(s) },
-    { name: 'python', item: pythonItem(s) },
-    { name: 'app', item: appItem(s) },
-    { name: 'postgresql', ...on(s.postgresql.enabled, 'postgresql: false', () => postgresqlItem(s)) },
-    { name: 'redis', ...on(s.redis.enabled, 'redis: false', () => redisItem(s)) },
+    { name: 'python', ...app(() => pythonItem(s)) },
+    { name: 'app', ...app(() => appItem(s)) },
+    {
+      name: 'postgresql',
+      ...(s.balancer
+        ? app(() => null)
+        : on(s.postgresql.enabled, 'postgresql: false', () => postgresqlItem(s))),
+    },
+    {
+      name: 'redis',
+      ...(s.balancer ? app(() => null) : on(s.redis.enabled, 'redis: false', () => redisItem(s))),
+    },
     { name: 'nginx', ...on(s.nginx.enabled, 'nginx: false', () => nginxItem(s)) },
     { name: 'tls', ...on(s.nginx.enabled, 'nginx: false', () => tlsItem(s)) },
     { name: 'firewall', ...on(s.firewall.enabled, 'firewall: false', () => firewallItem(s)) },
     { name: 'ssh', ...on(s.ssh.enabled, 'ssh-hardening: false', () => sshItem(s)) },
-    { name: 'logs', ...on(s.logs.enabled, 'log-rotation: false', () => logsItem(s)) },
-    { name: 'monitoring', item: monitoringItem(s) },
+    {
+      name: 'logs',
+      ...(s.balancer ? app(() => null) : on(s.logs.enabled, 'log-rotation: false', () => logsItem(s))),
+    },
+    { name: 'monitoring', ...app(() => monitoringItem(s)) },
   ];
 }

@@ -2,6 +2,7 @@
 // path uses), the upstream, the default site off; `nginx -t` before every
 // reload. The site is the TLS one as soon as the certificate exists.
 
+import { balancerUpstreamConf, balancerUpstreamName } from '../balancer.js';
 import { ACME_WEBROOT, siteConf, upstreamConf } from '../nginx.js';
 import { sh } from '../sh.js';
 import { file, itemScript, type Item } from './common.js';
@@ -21,14 +22,21 @@ export function siteLines(s: ProvisionSettings): string {
   const l = s.layout;
   const cert = certPaths(s);
   const serverName = s.tls.domains.length ? s.tls.domains.join(' ') : '_';
-  const base = { serverName, staticDir: s.nginx.staticDir || undefined, acmeWebroot: ACME_WEBROOT };
+  const base = s.balancer
+    ? { serverName, acmeWebroot: ACME_WEBROOT, upstream: balancerUpstreamName(l) }
+    : { serverName, staticDir: s.nginx.staticDir || undefined, acmeWebroot: ACME_WEBROOT };
   const http = file(l.nginxSite, siteConf(l, { ...base, tls: null }), {
     label: 'nginx site (HTTP only)',
     onChange: 'nginx_changed=1',
   });
   return [
     sh`if [ ! -d ${ACME_WEBROOT} ]; then ms_apply mkdir -p ${ACME_WEBROOT}; fi`,
-    file(l.nginxUpstream, upstreamConf(l), { label: 'nginx upstream', onChange: 'nginx_changed=1' }),
+    s.balancer
+      ? file(l.balancerUpstream, balancerUpstreamConf(l, s.balancer), {
+          label: 'load balancer upstream (the app hosts)',
+          onChange: 'nginx_changed=1',
+        })
+      : file(l.nginxUpstream, upstreamConf(l), { label: 'nginx upstream', onChange: 'nginx_changed=1' }),
     cert
       ? [
           sh`if [ -f ${cert.certificate} ]; then`,

@@ -1,6 +1,7 @@
 // The typed settings every provision item is built from (validated inputs plus
 // what the stage knows about the host: its layout and roles).
 
+import type { BalancerMember } from '../balancer.js';
 import type { Layout } from '../layout.js';
 
 export interface ProvisionSettings {
@@ -13,6 +14,8 @@ export interface ProvisionSettings {
   workerCommand: string[];
   schedulerCommand: string[];
   healthPath: string;
+  /** A load balancer host (roles=lb): nginx in front of these app hosts, and no app of its own. */
+  balancer: BalancerMember[] | null;
   system: { enabled: boolean; securityUpdates: boolean };
   firewall: { enabled: boolean; allow: string[] };
   ssh: { enabled: boolean; rootLogin: 'prohibit-password' | 'no' };

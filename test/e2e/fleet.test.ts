@@ -1,0 +1,245 @@
+// A fleet end to end: a load balancer host (provisioned with roles=lb) in front
+// of the three shared app hosts on their private LAN. A rolling deploy in
+// batches under steady load through the balancer, and a release that fails
+// health on the host of the second batch.
+import { rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import {
+  E2E_INDEX,
+  E2E_LAN,
+  E2E_PREFIX,
+  e2eState,
+  httpGet,
+  onHost,
+  runBundle,
+  sampleAppCopy,
+  sampleAppInputs,
+  setUpAppOnHost,
+  type E2EState,
+} from '../support/e2e.js';
+import { bootHosts, shutdownHosts, type TestHost } from '../support/hosts.js';
+import { startLoad } from '../support/load.js';
+
+const APP = 'fleet';
+const SERVER_NAME = 'fleet.test';
+const LB_NAME = `${E2E_PREFIX}lb`;
+let state: E2EState;
+let apps: TestHost[];
+let lb: TestHost;
+let source: string;
+
+function connection(): Record<string, string> {
+  const lines = [
+    `${lb.address} roles=lb`,
+    ...apps.map((h, i) => `${h.address}${i === 0 ? ' roles=api,worker,scheduler' : ''} upstream=${h.lan}`),
+  ];
+  return {
+    hosts: lines.join('\n'),
+    'ssh-key': state.key.privateKey,
+    'known-hosts': [lb, ...apps].map((h) => h.knownHosts).join('\n'),
+  };
+}
+
+function deployInputs(extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    ...connection(),
+    ...sampleAppInputs(APP, source),
+    'server-name': SERVER_NAME,
+    'verify-path': '/version',
+    'expect-body': '{release}',
+    ...extra,
+  };
+}
+
+async function setVersion(version: string, failOn?: TestHost): Promise<void> {
+  await writeFile(path.join(source, 'version.py'), `VERSION = "${version}"\n`);
+  for (const h of apps) await rm(path.join(source, `FAIL_HEALTH_ON_${h.name}`), { force: true });
+  if (failOn) await writeFile(path.join(source, `FAIL_HEALTH_ON_${failOn.name}`), '');
+}
+
+/** When requests failed: the balancer's view of it, for the test's failure message. */
+async function balancerErrors(): Promise<string> {
+  return onHost(
+    state,
+    lb,
+    "grep -v 'Connection refused' /var/log/nginx/error.log | tail -n 5; echo 'refusals per second and upstream:'; grep 'Connection refused' /var/log/nginx/error.log | sed -E 's/^[0-9/]+ ([0-9:]+) .*upstream: \"http:..([0-9.:]+).*/\\1 \\2/' | uniq -c | tail -n 30",
+  );
+}
+
+const balancerConf = () => onHost(state, lb, `cat /etc/nginx/conf.d/metalship-${APP}-balancer.conf`);
+const currentOn = (h: TestHost) =>
+  onHost(state, h, `basename "$(readlink /opt/${APP}/current)"`).then((s) => s.trim());
+
+beforeAll(async () => {
+  state = e2eState();
+  apps = state.hosts;
+  lb = (
+    await bootHosts(
+      [{ name: LB_NAME, index: E2E_INDEX + 5, lan: `${E2E_LAN.tag}:${E2E_LAN.address(10)}` }],
+      state.key,
+    )
+  )[0]!;
+  for (const h of apps) await setUpAppOnHost(state, h, APP, { redisDb: 3 });
+  source = await sampleAppCopy('fleet');
+});
+afterAll(async () => {
+  if (process.env.METALSHIP_KEEP_HOSTS) return;
+  await shutdownHosts([LB_NAME]);
+  if (source) await rm(source, { recursive: true, force: true });
+});
+
+test('provision with limit: lb sets up the balancer alone, every api host an upstream on the LAN', async () => {
+  const r = await runBundle('provision', {
+    ...connection(),
+    app: APP,
+    limit: 'lb',
+    // no apt mirror reachable from a test host (provision.test.ts covers it with a local repository)
+    system: 'false',
+    postgresql: 'false',
+    redis: 'false',
+    'worker-command': 'python -m worker',
+    'scheduler-command': 'python -m scheduler',
+  });
+  expect(r.code).toBe(0);
+  const results = JSON.parse(r.outputs.results!) as {
+    host: string;
+    items: { item: string; detail: string }[];
+  }[];
+  expect(results.map((x) => x.host)).toEqual([`${lb.address}`]);
+  const items = Object.fromEntries(results[0]!.items.map((i) => [i.item, i.detail]));
+  expect(items.app).toMatch(/roles=lb/);
+  const conf = await balancerConf();
+  for (const h of apps)
+    expect(conf).toContain(`server ${h.lan}:80 max_fails=2 fail_timeout=1s; # ${h.address}`);
+  // the app hosts were not touched: no firewall came up on them
+  expect(await onHost(state, apps[0]!, 'ufw status | head -1')).toMatch(/inactive/);
+});
+
+const ids: Record<string, string> = {};
+
+test('a rolling deploy in batches of two under steady load through the balancer: zero failed requests', async () => {
+  await setVersion('f1');
+  const first = await runBundle('deploy', deployInputs());
+  expect(first.code).toBe(0);
+  ids.f1 = first.outputs['release-id']!;
+
+  const load = startLoad(`http://${lb.address}/version`, {
+    workers: 4,
+    pauseMs: 5,
+    headers: { Host: SERVER_NAME },
+  });
+  try {
+    await setVersion('f2');
+    const second = await runBundle('deploy', deployInputs({ 'batch-size': '2' }));
+    expect(second.code).toBe(0);
+    ids.f2 = second.outputs['release-id']!;
+    const results = JSON.parse(second.outputs.results!) as {
+      host: string;
+      batch: number;
+      healthy: boolean;
+    }[];
+    expect(results.map((x) => [x.host, x.batch, x.healthy])).toEqual([
+      [apps[0]!.address, 1, true],
+      [apps[1]!.address, 1, true],
+      [apps[2]!.address, 2, true],
+    ]);
+    // each batch left the balancer while it switched, the others carried the load
+    expect(second.stdout).toContain(`out of rotation: ${apps[0]!.address}, ${apps[1]!.address}`);
+    expect(second.stdout).toContain(`out of rotation: ${apps[2]!.address}`);
+    for (const h of apps) expect(second.summary).toContain(`| ${h.address} |`);
+    for (const h of apps) expect(await currentOn(h)).toBe(ids.f2);
+  } finally {
+    const report = await load.stop();
+    expect(report.requests).toBeGreaterThan(100);
+    if (report.failed)
+      console.log(`failed requests at ${report.failureTimes.join(', ')}\n${await balancerErrors()}`);
+    expect(report.failures).toEqual({});
+    expect(report.bodies.some((b) => b.includes(`"f2"`))).toBe(true);
+    expect(report.bodies.at(-1)).toContain(ids.f2);
+  }
+  expect(await balancerConf()).not.toMatch(/ down;/);
+});
+
+test('a release failing health on the second batch: every host back on the previous release, the job names the host', async () => {
+  await setVersion('f3', apps[1]);
+  const load = startLoad(`http://${lb.address}/version`, {
+    workers: 4,
+    pauseMs: 5,
+    headers: { Host: SERVER_NAME },
+  });
+  let third;
+  try {
+    third = await runBundle('deploy', deployInputs({ 'verify-timeout': '3' }));
+  } finally {
+    const report = await load.stop();
+    // the failing host was out of rotation while it failed
+    expect(report.failures).toEqual({});
+  }
+  expect(third.code).toBe(1);
+  const f3 = third.outputs['release-id']!;
+  ids.f3 = f3;
+  expect(third.outputs['rolled-back']).toBe('true');
+  expect(third.stdout).toMatch(new RegExp(`${f3} failed verification and was rolled back to ${ids.f2}`));
+  expect(third.stdout).toContain(`batch 2 of 3: ${apps[1]!.address} is unhealthy`);
+  expect(third.stdout).toMatch(/\/version answered 500/);
+  // batch 3 was never switched; 1 and 2 went back
+  const results = JSON.parse(third.outputs.results!) as { host: string; ok: boolean; batch?: number }[];
+  expect(results.find((x) => x.host === apps[2]!.address)?.batch).toBeUndefined();
+  for (const h of apps) expect(await currentOn(h)).toBe(ids.f2);
+  expect(await balancerConf()).not.toMatch(/ down;/);
+  expect((await onHost(state, apps[0]!, `cat /opt/${APP}/releases/${f3}/.metalship/status`)).trim()).toBe(
+    'bad',
+  );
+});
+
+test('undo with if-current: nothing where that release is not current, a rolling rollback through the balancer where it is', async () => {
+  const nothing = await runBundle('rollback', { ...deployInputs(), 'if-current': ids.f3! });
+  expect(nothing.code).toBe(0);
+  expect(nothing.stdout).toContain(`${ids.f3} is not current on any host: nothing to undo`);
+  for (const h of apps) expect(await currentOn(h)).toBe(ids.f2);
+
+  const load = startLoad(`http://${lb.address}/version`, {
+    workers: 4,
+    pauseMs: 5,
+    headers: { Host: SERVER_NAME },
+  });
+  try {
+    const undo = await runBundle('rollback', { ...deployInputs(), 'if-current': ids.f2! });
+    expect(undo.code).toBe(0);
+    expect(undo.outputs['release-id']).toBe(ids.f1);
+    expect(undo.outputs['rolled-back-from']).toBe(ids.f2);
+    expect(undo.stdout).toContain(`out of rotation: ${apps[1]!.address}`);
+  } finally {
+    const report = await load.stop();
+    expect(report.failures).toEqual({});
+    expect(report.bodies.at(-1)).toContain(ids.f1);
+  }
+  for (const h of apps) expect(await currentOn(h)).toBe(ids.f1);
+});
+
+test('a host without the api role: its api stops, its worker runs the new release, the others serve', async () => {
+  await setVersion('f4');
+  const hosts = apps.map(
+    (h, i) => `${h.address} roles=${i === 0 ? 'api,worker,scheduler' : i === 1 ? 'api' : 'worker'}`,
+  );
+  const r = await runBundle('deploy', {
+    ...deployInputs(),
+    hosts: hosts.join('\n'),
+    'known-hosts': apps.map((h) => h.knownHosts).join('\n'),
+  });
+  expect(r.code).toBe(0);
+  const f4 = r.outputs['release-id']!;
+  for (const h of apps) expect(await currentOn(h)).toBe(f4);
+  const [, web2, workerOnly] = apps as [TestHost, TestHost, TestHost];
+  expect(r.stdout).toContain(`[${workerOnly.address}] units active (no api on this host)`);
+  expect(
+    await onHost(state, workerOnly, `systemctl is-active ${APP}-api@blue ${APP}-api@green || true`),
+  ).not.toMatch(/^active/m);
+  expect((await onHost(state, workerOnly, `systemctl is-active ${APP}-worker`)).trim()).toBe('active');
+  expect(
+    await onHost(state, workerOnly, `readlink /proc/$(systemctl show -p MainPID --value ${APP}-worker)/cwd`),
+  ).toContain(f4);
+  // web2 lost its worker, kept its api
+  expect((await onHost(state, web2, `systemctl is-active ${APP}-worker || true`)).trim()).not.toBe('active');
+  expect((await httpGet(web2.address, '/version', SERVER_NAME)).body).toContain(f4);
+});

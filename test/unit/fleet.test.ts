@@ -1,0 +1,145 @@
+// Fleets as text: roles with load balancers, the balancer's upstream, the
+// drain rule, batches, and what provision does on a load balancer. The
+// rolling deploy itself is tested on real hosts (test/e2e/fleet.test.ts).
+import { execFileSync } from 'node:child_process';
+import { provisionSettings } from '../../src/actions/provision.js';
+import { parseHosts, type HostSpec } from '../../src/inputs/hosts.js';
+import { parseInputs } from '../../src/inputs/parse.js';
+import { balancerUpstreamConf, drainScript } from '../../src/remote/balancer.js';
+import { layout } from '../../src/remote/layout.js';
+import { planItems } from '../../src/remote/provision/index.js';
+import { switchScript } from '../../src/remote/switch.js';
+import { verifyScript } from '../../src/remote/verify.js';
+import { resolveRoles, type Host } from '../../src/stages/hosts.js';
+import { balancerMembers, batches } from '../../src/stages/rollout.js';
+import { wrapScript } from '../../src/transport/ssh.js';
+
+const l = layout('shop', '/opt/shop');
+const PRIVATE =
+  '-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n';
+
+const FLEET =
+  'lb roles=lb\nweb1 roles=api,worker,scheduler,migrate upstream=10.1.0.1:8080\nweb2\nweb3 roles=worker';
+
+function specs(text: string): HostSpec[] {
+  const r = parseHosts(text);
+  if (typeof r === 'string') throw new Error(r);
+  return r;
+}
+
+/** Hosts as the stages see them, without connections (the functions tested here never use one). */
+function hosts(text: string): Host[] {
+  const s = specs(text);
+  const roles = resolveRoles(s);
+  return s.map((spec, i) => ({ spec, roles: roles[i]!, layout: l, conn: null as never }));
+}
+
+test('roles: a load balancer runs no app; hosts without roles run api and worker', () => {
+  expect(resolveRoles(specs(FLEET))).toEqual([
+    { api: false, worker: false, scheduler: false, migrate: false, lb: true },
+    { api: true, worker: true, scheduler: true, migrate: true, lb: false },
+    { api: true, worker: true, scheduler: false, migrate: false, lb: false },
+    { api: false, worker: true, scheduler: false, migrate: false, lb: false },
+  ]);
+  // with only the balancer given a role, the first app host takes scheduler and migrations
+  expect(resolveRoles(specs('lb roles=lb\nweb1\nweb2')).map((r) => r.scheduler)).toEqual([
+    false,
+    true,
+    false,
+  ]);
+});
+
+test('the balancer lists the api hosts at their upstream address', () => {
+  const members = balancerMembers(hosts(FLEET).filter((h) => !h.roles.lb));
+  expect(members).toEqual([
+    { label: 'web1', host: '10.1.0.1', port: 8080 },
+    { label: 'web2', host: 'web2', port: 80 },
+  ]);
+  const conf = balancerUpstreamConf(l, members);
+  expect(conf).toContain('server 10.1.0.1:8080 max_fails=2 fail_timeout=1s; # web1\n');
+  expect(conf).toContain('server web2:80 max_fails=2 fail_timeout=1s; # web2\n');
+  expect(conf).toContain('upstream shop_fleet {');
+  expect(balancerUpstreamConf(l, [{ label: 'v6', host: 'fd00::2', port: 80 }])).toContain(
+    'server [fd00::2]:80 ',
+  );
+});
+
+test('draining refuses new connections on the port the balancer uses (not on loopback), and undraining removes every copy', () => {
+  const on = drainScript(l, 8080, true);
+  const off = drainScript(l, 8080, false);
+  for (const text of [on, off]) execFileSync('bash', ['-n'], { input: wrapScript(text, 'abc123') });
+  const rule =
+    '! -i lo -p tcp --dport 8080 --syn -m comment --comment metalship-drain-shop -j REJECT --reject-with tcp-reset';
+  expect(on).toContain(`"$t" -w -C INPUT ${rule} 2>/dev/null || "$t" -w -I INPUT 1 ${rule}`);
+  expect(off).toContain(`while "$t" -w -D INPUT ${rule} 2>/dev/null; do :; done`);
+});
+
+test('batches keep the host order', () => {
+  expect(batches([1, 2, 3, 4, 5], 2)).toEqual([[1, 2], [3, 4], [5]]);
+  expect(batches([1, 2, 3], 5)).toEqual([[1, 2, 3]]);
+});
+
+test('provision on a load balancer: nginx in front of the api hosts, none of the app items', () => {
+  const s = parseInputs(
+    'provision',
+    (n) =>
+      (
+        ({
+          hosts: 'lb roles=lb\nweb1',
+          app: 'shop',
+          'ssh-key': PRIVATE,
+          'insecure-accept-any-host-key': 'true',
+          'redis-password': 'x',
+        }) as Record<string, string>
+      )[n] ?? '',
+  );
+  const settings = provisionSettings(
+    s,
+    { worker: false, scheduler: false },
+    balancerMembers(hosts('web1').filter((h) => h.roles.api)),
+  );
+  const plan = planItems(settings, { os: 'Debian' });
+  const off = plan.filter((p) => !p.item).map((p) => p.name);
+  expect(off).toEqual(expect.arrayContaining(['python', 'app', 'postgresql', 'redis', 'logs', 'monitoring']));
+  const nginx = plan.find((p) => p.name === 'nginx')!.item!.script;
+  expect(nginx).toContain('/etc/nginx/conf.d/metalship-shop-balancer.conf');
+  expect(nginx).toContain('proxy_pass http://shop_fleet;');
+  expect(nginx).toContain('proxy_next_upstream error timeout http_502 http_503 http_504;');
+  expect(nginx).not.toContain('metalship-shop-upstream.conf');
+  for (const p of plan) if (p.item) execFileSync('bash', ['-n'], { input: p.item.script });
+  // with a domain, the TLS site the certificate brings proxies to the app hosts too
+  const tls = planItems(
+    { ...settings, tls: { ...settings.tls, domains: ['shop.example.com'], email: 'a@b.c' } },
+    { os: 'Debian' },
+  ).find((p) => p.name === 'tls')!.item!.script;
+  expect(tls).toContain('ssl_certificate /etc/letsencrypt/live/shop.example.com/fullchain.pem;');
+  expect(tls).toContain('proxy_pass http://shop_fleet;');
+  expect(tls).not.toContain('proxy_pass http://shop_api;');
+});
+
+test('a host without the api role switches current and its followers only, and its check skips HTTP', () => {
+  const settings = {
+    layout: l,
+    releaseId: '20250101_000000',
+    units: {},
+    healthPath: '/health/ready',
+    readyTimeout: 30,
+    serverName: '_',
+    worker: true,
+    scheduler: false,
+  };
+  const workerOnly = switchScript({ ...settings, api: false });
+  execFileSync('bash', ['-n'], { input: wrapScript(workerOnly, 'abc123') });
+  const body = (text: string) => text.split('METALSHIP_EOF').pop()!; // without the python helper's source
+  expect(body(workerOnly)).not.toMatch(/nginx|wait-ready|api\.sock/);
+  expect(workerOnly).toContain(
+    'systemctl disable --now --quiet shop-api@blue.service shop-api@green.service',
+  );
+  expect(workerOnly).toContain('systemctl restart shop-worker.service');
+  expect(body(switchScript(settings))).toContain('wait-ready');
+  const check = { layout: l, path: '/health', timeout: 5, interval: 1, expectStatus: 200, expectBody: '' };
+  expect(body(verifyScript({ ...check, units: ['shop-worker.service'], api: false }))).not.toContain(
+    'wait-ready',
+  );
+  expect(body(verifyScript({ ...check, units: [] }))).toContain('wait-ready');
+});
