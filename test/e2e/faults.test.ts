@@ -2,9 +2,10 @@
 // dependency install, migrate, switch, verify, cleanup) the run is killed and,
 // separately, the host's network is cut, at a log line of that phase and, where
 // the phase has a process of its own on the host, once that process is seen
-// running. Afterwards a complete release serves, the lock is free within its
-// stale-lock rule with nothing of the faulty run left running, and a re-run
-// succeeds. Also: a migration that hangs silently, a disk that fills up.
+// running; during the dependency install and the switch the host also reboots.
+// Afterwards a complete release serves, the lock is free within its stale-lock
+// rule with nothing of the faulty run left running, and a re-run succeeds.
+// Also: a migration that hangs silently, a disk that fills up.
 //
 // A network cut lasts 40 s (the client's keepalive gives up after 30 to 40 s,
 // the remote lock holder after 30 s without a heartbeat), so the phases run in
@@ -14,6 +15,7 @@ import { execFile } from 'node:child_process';
 import { readFile, rm, writeFile, appendFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { sshRun } from '../support/hosts.js';
 import {
   connectionInputs,
   e2eState,
@@ -113,7 +115,8 @@ async function waitForProcess(
   return null;
 }
 
-type Fault = 'kill' | 'cut';
+/** kill: the run (SIGKILL, like a cancelled runner); cut: the host's link, for 40 s; reboot: the host. */
+type Fault = 'kill' | 'cut' | 'reboot';
 
 interface Phase {
   name: string;
@@ -129,6 +132,8 @@ interface Phase {
   cutWarnsOnly?: boolean;
   /** Before each faulty run. */
   prepare?: (lane: Lane) => Promise<void>;
+  /** After the phase's cases. */
+  finish?: (lane: Lane) => Promise<void>;
 }
 
 // Prints for 4 s, then migrates: long enough for a fault to land inside it.
@@ -139,13 +144,15 @@ for i in range(10):
 sys.exit(subprocess.call([sys.executable, "-m", "alembic", "upgrade", "head"]))
 `;
 
+const SLOW_START = 'import time\ntime.sleep(4)  # a slow start, for a fault to land in the switch\n';
+
 const PHASES: Phase[] = [
   // Killed runs in these two phases: deploy.test.ts, under load.
   { name: 'upload', lane: 0, faults: ['cut'], marker: /::group::Release/ },
   {
     name: 'dependency install',
     lane: 1,
-    faults: ['kill', 'cut'],
+    faults: ['kill', 'cut', 'reboot'],
     marker: /building virtualenv/,
     probe: (app) => (cmd) =>
       cmd.includes(`/opt/${app}/venvs/`) && /(^|\s)-I?m (venv|pip|ensurepip)(\s|$)/.test(cmd),
@@ -161,7 +168,23 @@ const PHASES: Phase[] = [
     probe: () => (cmd) => cmd.includes('slow_migrate.py'),
     inputs: { migrate: 'true', 'migrate-command': 'python slow_migrate.py', 'migrate-backup': 'false' },
   },
-  { name: 'switch', lane: 0, faults: ['cut'], marker: /starting \S+ in the (blue|green) slot/ },
+  {
+    name: 'switch',
+    lane: 0,
+    faults: ['cut', 'reboot'],
+    marker: /starting \S+ in the (blue|green) slot/,
+    // The switch waiting for the new slot to be ready: a release that takes 4 s to start.
+    probe: (app) => (cmd) => cmd.includes('wait-ready') && cmd.includes(`/run/${app}-api-`),
+    prepare: async (lane) => {
+      const main = path.join(lane.source, 'main.py');
+      const text = await readFile(main, 'utf8');
+      if (!text.startsWith(SLOW_START)) await writeFile(main, SLOW_START + text);
+    },
+    finish: async (lane) => {
+      const main = path.join(lane.source, 'main.py');
+      await writeFile(main, (await readFile(main, 'utf8')).replace(SLOW_START, ''));
+    },
+  },
   {
     name: 'verify',
     lane: 1,
@@ -198,11 +221,39 @@ interface FaultyRun {
   hit: string | null;
 }
 
-/** A deploy that is killed, or whose host loses its network for 40 s, once the phase is under way. */
+const bootId = async (host: Host) =>
+  (await onHost(state, host, 'cat /proc/sys/kernel/random/boot_id')).trim();
+
+/**
+ * Waits until the host has booted again (another boot id), systemd says it is
+ * up, and the app answers through nginx again (its api starts at boot).
+ */
+async function backAfterReboot(lane: Lane, before: string): Promise<void> {
+  const deadline = Date.now() + 120000;
+  let step = 'did not boot again';
+  while (Date.now() < deadline) {
+    const r = await sshRun(
+      lane.host,
+      state.key,
+      `cat /proc/sys/kernel/random/boot_id; systemctl is-system-running --wait; curl -s -o /dev/null -w '%{http_code}\\n' -H 'Host: ${lane.serverName}' http://127.0.0.1/version`,
+      { timeoutMs: 30000 },
+    );
+    const [id, status, http] = r.stdout.trim().split('\n');
+    if (id && id !== before) {
+      step = `booted again (${status}), but ${lane.app} did not serve again (${http})`;
+      if ((status === 'running' || status === 'degraded') && http === '200') return;
+    }
+    await sleep(500);
+  }
+  throw new Error(`${lane.host.name} ${step}`);
+}
+
+/** A deploy that is killed, or whose host loses its network for 40 s, or reboots, once the phase is under way. */
 async function faultyDeploy(lane: Lane, phase: Phase, fault: Fault): Promise<FaultyRun> {
   const link = `${lane.host.name}-h`;
   let fired: Promise<string | null> | null = null;
   let restored: Promise<void> = Promise.resolve();
+  const booted = fault === 'reboot' ? await bootId(lane.host) : '';
   const r = await runBundle('deploy', inputs(lane, phase.inputs), {
     env: { GITHUB_ACTOR: `${fault}-run` },
     onOutput: (out, kill) => {
@@ -210,7 +261,11 @@ async function faultyDeploy(lane: Lane, phase: Phase, fault: Fault): Promise<Fau
       fired = (async () => {
         const hit = phase.probe ? await waitForProcess(lane.host, phase.probe(lane.app), 60000) : 'marker';
         if (fault === 'kill') kill();
-        else {
+        else if (fault === 'reboot') {
+          // The test harness boots a host again when it reboots (testhosts.sh's supervisor).
+          await sshRun(lane.host, state.key, 'systemctl reboot', { timeoutMs: 10000 });
+          restored = backAfterReboot(lane, booted);
+        } else {
           await run('ip', ['link', 'set', link, 'down']);
           restored = sleep(CUT_SECONDS * 1000).then(async () => {
             await run('ip', ['link', 'set', link, 'up']);
@@ -249,11 +304,12 @@ async function phaseCase(lane: Lane, phase: Phase): Promise<void> {
       expect(r.out).toMatch(/::warning::cleanup on \S+ failed: .*(Keepalive|connection)/i);
     } else {
       expect({ what, failed: r.code !== 0 }).toEqual({ what, failed: true });
-      if (fault === 'cut') expect(r.out).toMatch(/connection|Keepalive|ended without an exit code/i);
+      if (fault !== 'kill') expect(r.out).toMatch(/connection|Keepalive|ended without an exit code/i);
     }
     await expectCompleteReleaseServing(lane);
     // The lock: let go at once when the run is killed (its connection closed),
-    // within the 30 s heartbeat rule when the network went (over by now).
+    // within the 30 s heartbeat rule when the network went (over by now), held
+    // by nobody after a reboot.
     expect({ what, lockFree: await lockFreeWithin(lane, fault === 'kill' ? 5 : 0) }).toEqual({
       what,
       lockFree: true,
@@ -275,6 +331,7 @@ async function phaseCase(lane: Lane, phase: Phase): Promise<void> {
     );
     expect(await serving(lane)).toEqual({ release: rerun.outputs['release-id'], version: want });
   }
+  await phase.finish?.(lane);
 }
 
 interface LaneWork {
@@ -345,7 +402,7 @@ afterAll(async () => {
 
 for (const phase of PHASES)
   laneTest(
-    `during ${phase.name} (${phase.faults.join(' and ')}): a complete release serves, the lock is free with nothing left running, a re-run succeeds`,
+    `during ${phase.name} (${phase.faults.join(', ').replace(/, (?=[a-z]+$)/, ' and ')}): a complete release serves, the lock is free with nothing left running, a re-run succeeds`,
     phase.lane,
     (lane) => phaseCase(lane, phase),
   );

@@ -31,6 +31,8 @@ readonly STATE_ROOT=/var/lib/metalship/hosts
 readonly NET_PREFIX=10.213
 readonly BOOT_TIMEOUT=${METALSHIP_BOOT_TIMEOUT:-90}
 readonly DOWN_TIMEOUT=20
+SELF=$(realpath "${BASH_SOURCE[0]}")
+readonly SELF
 
 readonly BARE_INCLUDE=systemd,systemd-sysv,openssh-server,dbus,iproute2,python3,sudo
 readonly FULL_PACKAGES=(
@@ -549,7 +551,7 @@ cmd_up() {
   exec {fd}>"$STATE_ROOT/.up.lock"
   flock "$fd"
   if [[ -d $state ]]; then
-    if recorded_pid "$state" nspawn >/dev/null; then
+    if recorded_pid "$state" nspawn >/dev/null || recorded_pid "$state" supervisor >/dev/null; then
       die "host $name is already up (run: testhosts.sh down $name)"
     fi
     if recorded_pid "$state" up >/dev/null; then
@@ -602,20 +604,23 @@ cmd_up() {
     lan_up "$name" "$lan_tag" "$lan_addr"
   fi
 
+  # nspawn runs under a supervisor that boots the host again when it reboots
+  # (nspawn exits with 133 then); the supervisor records each nspawn's PID.
   local pid
-  setsid systemd-nspawn -q -b -D "$state/merged" --register=no --keep-unit \
+  : >"$state/nspawn.log"
+  setsid bash "$SELF" _supervise "$state" systemd-nspawn -q -b -D "$state/merged" --register=no --keep-unit \
     --capability=CAP_NET_ADMIN --network-namespace-path="/run/netns/$name" \
     --machine="$name" --resolv-conf=off --timezone=off --console=read-only \
-    "${binds[@]}" </dev/null >"$state/nspawn.log" 2>&1 &
+    "${binds[@]}" </dev/null >/dev/null 2>>"$state/supervisor.log" &
   pid=$!
-  printf '%s\n' "$pid" >"$state/nspawn.pid"
-  proc_start "$pid" >"$state/nspawn.start" || die "systemd-nspawn exited at once: $(cat "$state/nspawn.log")"
+  printf '%s\n' "$pid" >"$state/supervisor.pid"
+  proc_start "$pid" >"$state/supervisor.start" || die "systemd-nspawn exited at once: $(cat "$state/nspawn.log")"
 
   local ssh_out deadline remaining leader="" SSH_OPTS
   ssh_opts_for "$state"
   deadline=$((SECONDS + BOOT_TIMEOUT))
   while :; do
-    pid_alive "$pid" || die "systemd-nspawn for $name exited during boot"
+    pid_alive "$pid" || die "systemd-nspawn for $name exited during boot: $(tail -n 20 "$state/nspawn.log")"
     if [[ -z $leader ]] && leader=$(find_leader "$pid"); then
       printf '%s\n' "$leader" >"$state/leader.pid"
       proc_start "$leader" >"$state/leader.start" || true
@@ -680,10 +685,19 @@ lan_down() {
 # Stop a host and remove everything it had. Idempotent; copes with state left
 # half-made by a killed run.
 host_down() {
-  local name=$1 state=$STATE_ROOT/$1 pid leader SSH_OPTS waited
+  local name=$1 state=$STATE_ROOT/$1 pid leader SSH_OPTS waited sup
   if [[ ! -d $state ]]; then
     log "$name: not up"
     return 0
+  fi
+  # First the supervisor, so that nothing boots the host again: what it ran is
+  # then stopped below like any nspawn.
+  : >"$state/stopping"
+  if sup=$(recorded_pid "$state" supervisor); then
+    kill -s TERM "$sup" 2>/dev/null || true
+    waited=0
+    while pid_alive "$sup" && ((waited < 20)); do sleep 0.1; waited=$((waited + 1)); done
+    pid_alive "$sup" && kill -s KILL "$sup" 2>/dev/null || true
   fi
   leader=$(recorded_pid "$state" leader) || leader=""
   if pid=$(recorded_pid "$state" nspawn); then
@@ -757,6 +771,32 @@ host_down() {
   log "$name: down"
 }
 
+# The supervisor of a host's nspawn (started by `up`): runs the command given,
+# records its PID, and runs it again when it exits with 133, which is what
+# nspawn does when the container reboots. Any other exit ends it, and so does
+# `down` (the state's `stopping` file, or a TERM).
+cmd_supervise() {
+  local state=$1 rc pid boots=0
+  shift
+  [[ -d $state ]] || die "no state directory $state"
+  while :; do
+    "$@" </dev/null >>"$state/nspawn.log" 2>&1 &
+    pid=$!
+    proc_start "$pid" >"$state/nspawn.start" || true
+    printf '%s\n' "$pid" >"$state/nspawn.pid"
+    rc=0
+    wait "$pid" || rc=$?
+    if ((rc != 133)) || [[ -e $state/stopping ]]; then
+      log "$(basename "$state"): systemd-nspawn exited with $rc"
+      exit "$rc"
+    fi
+    boots=$((boots + 1))
+    printf '%s\n' "$boots" >"$state/reboots"
+    rm -f "$state/leader.pid" "$state/leader.start"
+    log "$(basename "$state"): the host rebooted (nspawn exited with 133), booting it again"
+  done
+}
+
 cmd_down() {
   (($# == 1)) || usage
   check_name "$1"
@@ -802,6 +842,7 @@ main() {
     down) cmd_down "$@" ;;
     down-all) cmd_down_all "$@" ;;
     ssh) cmd_ssh "$@" ;;
+    _supervise) cmd_supervise "$@" ;;
     *) usage ;;
   esac
 }
