@@ -2,6 +2,7 @@
 // real test hosts; needs root) and writes docs/reliability.md from their results.
 
 import { spawn } from 'node:child_process';
+import { readdirSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -16,12 +17,10 @@ const FILES = [
   'test/unit/bad-inputs.test.ts',
   'test/unit/secret-scan.test.ts',
   'test/unit/security.test.ts',
-  'test/e2e/foundation.test.ts',
-  'test/e2e/deploy.test.ts',
-  'test/e2e/faults.test.ts',
-  'test/e2e/migrate.test.ts',
-  'test/e2e/provision.test.ts',
-  'test/e2e/backup-verify.test.ts',
+  ...readdirSync('test/e2e')
+    .filter((f) => f.endsWith('.test.ts'))
+    .sort()
+    .map((f) => `test/e2e/${f}`),
 ];
 
 /** A figures file written by this run (not left over from an earlier one), or null. */
