@@ -124,7 +124,7 @@ async function main(): Promise<void> {
   const e2e = (file: string): [string, JestAssertion[]] => [file, byFile(report, file)];
   section(
     '## 2. Faults',
-    'For each phase of a deploy, the run is killed and, separately, its host loses its network (for 40 s), at a log line of the phase and once its process is seen running on the host; also a disk fills up, and a command hangs. Afterwards a complete release serves, no lock blocks the next run beyond its stale-lock rule (at once after a kill, a heartbeat that stops for 30 s after a cut), nothing of the faulty run still runs on the host, and a re-run succeeds.',
+    'For each phase of a deploy, the run is killed and, separately, its host loses its network (for 40 s), at a log line of the phase and once its process is seen running on the host; during the dependency install and the switch the host also reboots; a disk fills up, and a command hangs. Afterwards a complete release serves, no lock blocks the next run beyond its stale-lock rule (at once after a kill, a heartbeat that stops for 30 s after a cut), nothing of the faulty run still runs on the host, and a re-run succeeds.',
     [
       e2e('test/e2e/faults.test.ts'),
       e2e('test/e2e/deploy.test.ts'),
