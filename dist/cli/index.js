@@ -74657,7 +74657,9 @@ function planCleanup(listing, keep) {
 function cleanupScript(l, plan) {
     if (plan.releases.length === 0 && plan.venvs.length === 0)
         return sh_script('echo "nothing to clean up"');
-    return sh_script(...plan.releases.map((id) => sh_sh `rm -rf -- ${l.release(id)} && echo "removed release ${id}"`), ...plan.venvs.map((v) => sh_sh `rm -rf -- ${l.venvs}/${v} && echo "removed virtualenv ${v}"`));
+    return sh_script(
+    // Marked first: a removal cut short (the run stopped, the host rebooted) leaves no "ready" half.
+    ...plan.releases.map((id) => sh_sh `if [ -d ${l.release(id)}/.metalship ]; then echo removing > ${l.release(id)}/.metalship/status; fi; rm -rf -- ${l.release(id)} && echo "removed release ${id}"`), ...plan.venvs.map((v) => sh_sh `rm -rf -- ${l.venvs}/${v} && echo "removed virtualenv ${v}"`));
 }
 /**
  * The release a rollback goes to: the named one (must be complete and not

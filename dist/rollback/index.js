@@ -57023,7 +57023,9 @@ function verify_planCleanup(listing, keep) {
 function verify_cleanupScript(l, plan) {
     if (plan.releases.length === 0 && plan.venvs.length === 0)
         return script('echo "nothing to clean up"');
-    return script(...plan.releases.map((id) => sh `rm -rf -- ${l.release(id)} && echo "removed release ${id}"`), ...plan.venvs.map((v) => sh `rm -rf -- ${l.venvs}/${v} && echo "removed virtualenv ${v}"`));
+    return script(
+    // Marked first: a removal cut short (the run stopped, the host rebooted) leaves no "ready" half.
+    ...plan.releases.map((id) => sh `if [ -d ${l.release(id)}/.metalship ]; then echo removing > ${l.release(id)}/.metalship/status; fi; rm -rf -- ${l.release(id)} && echo "removed release ${id}"`), ...plan.venvs.map((v) => sh `rm -rf -- ${l.venvs}/${v} && echo "removed virtualenv ${v}"`));
 }
 /**
  * The release a rollback goes to: the named one (must be complete and not

@@ -89,7 +89,11 @@ export function planCleanup(listing: ReleaseListing, keep: number): { releases: 
 export function cleanupScript(l: Layout, plan: { releases: string[]; venvs: string[] }): string {
   if (plan.releases.length === 0 && plan.venvs.length === 0) return script('echo "nothing to clean up"');
   return script(
-    ...plan.releases.map((id) => sh`rm -rf -- ${l.release(id)} && echo "removed release ${id}"`),
+    // Marked first: a removal cut short (the run stopped, the host rebooted) leaves no "ready" half.
+    ...plan.releases.map(
+      (id) =>
+        sh`if [ -d ${l.release(id)}/.metalship ]; then echo removing > ${l.release(id)}/.metalship/status; fi; rm -rf -- ${l.release(id)} && echo "removed release ${id}"`,
+    ),
     ...plan.venvs.map((v) => sh`rm -rf -- ${l.venvs}/${v} && echo "removed virtualenv ${v}"`),
   );
 }

@@ -230,6 +230,31 @@ test('migrations and the import check get the .env values the services get: as s
   }
 });
 
+test('cleanup marks a release before removing it, so a removal cut short leaves nothing that looks ready', () => {
+  const root = execFileSync('mktemp', ['-d'], { encoding: 'utf8' }).trim();
+  const sandbox = layout('shop', root);
+  try {
+    execFileSync('bash', [
+      '-c',
+      `mkdir -p ${root}/releases/old/.metalship ${root}/releases/old/code && echo ready > ${root}/releases/old/.metalship/status`,
+    ]);
+    // A removal cut short before rm got anywhere: the status is what a listing then sees.
+    const cut = cleanupScript(sandbox, { releases: ['old'], venvs: [] }).replace('rm -rf --', 'true');
+    execFileSync('bash', ['-se'], { input: wrapScript(cut), stdio: 'pipe' });
+    expect(execFileSync('cat', [`${root}/releases/old/.metalship/status`], { encoding: 'utf8' })).toBe(
+      'removing\n',
+    );
+    const out = execFileSync('bash', ['-se'], {
+      input: wrapScript(cleanupScript(sandbox, { releases: ['old'], venvs: [] })),
+      encoding: 'utf8',
+    });
+    expect(out).toBe('removed release old\n');
+    expect(execFileSync('ls', [`${root}/releases`], { encoding: 'utf8' })).toBe('');
+  } finally {
+    execFileSync('rm', ['-rf', root]);
+  }
+});
+
 test('units: hardened, the api a blue/green template on a Unix socket, worker present, scheduler absent here', () => {
   const api = units['shop-api@.service']!;
   expect(api).toContain(
