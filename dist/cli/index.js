@@ -74924,7 +74924,7 @@ balanced, releaseId, s, log, opts) {
             }
             catch (err) {
                 failure = message(err);
-                failedIn = 'load balancer';
+                failedIn = 'drain';
             }
         }
         if (!failure) {
@@ -75415,15 +75415,20 @@ async function deploy(s, log) {
             }
         }
         if (failure) {
-            const switched = roll.results.some((r) => r.switched);
+            const switched = roll.results.filter((r) => r.switched).map((r) => r.host);
             outputs['rolled-back'] = String(roll.reverted.length > 0);
-            if (switched && !s['rollback-on-failure'])
+            if (switched.length && !s['rollback-on-failure'])
                 return fail(`${id} failed (rollback-on-failure is off, so the hosts switched stay on it):\n${failure}`);
-            const stage = { switch: 'to switch', verification: 'verification', 'load balancer': 'at the load balancer' }[roll.failedIn ?? 'verification'];
+            const stage = { switch: 'to switch', verification: 'verification', drain: "to leave the balancers' rotation" }[roll.failedIn ?? 'verification'];
             await markBad(hosts, id, `failed ${stage}`, log);
-            return fail(roll.reverted.length
-                ? `${id} failed ${stage} and was rolled back to ${outputs['previous-release-id'] || 'nothing'} on ${roll.reverted.join(', ')}:\n${failure}`
-                : `${id} failed ${stage}; no host reported switching to it, so none was switched back:\n${failure}`);
+            const previous = outputs['previous-release-id'] || 'nothing';
+            const stuck = switched.filter((h) => !roll.reverted.includes(h));
+            const outcome = switched.length === 0
+                ? '; no host reported switching to it, so none was switched back'
+                : stuck.length === 0
+                    ? ` and was rolled back to ${previous} on ${roll.reverted.join(', ')}`
+                    : `; rolled back to ${previous} on ${roll.reverted.join(', ') || 'no host'}, but ${stuck.join(', ')} could not be switched back and may still serve it`;
+            return fail(`${id} failed ${stage}${outcome}:\n${failure}`);
         }
         outputs.healthy = 'true';
         await time('cleanup', () => cleanupStage(hosts, s['keep-releases'], log));
@@ -76437,7 +76442,7 @@ function sshItem(s) {
         // An algorithm list this sshd cannot satisfy at all is left out.
         `want=$(printf "%s\\n" "$want" ${algLines} | grep -v " $")`, 
         // Drift: the effective values (sshd -T) and the drop-in's content.
-        'eff=$(sshd -T -C user=root,host=localhost,addr=127.0.0.1 2>/dev/null || sshd -T 2>/dev/null)', 'drift=""', ...opts.map(([k, v]) => sh_sh `got=$(printf "%s\\n" "$eff" | awk -v k=${k.toLowerCase()} '$1 == k { $1 = ""; sub(/^ /, ""); print; exit }'); if [ "$got" != ${v} ]; then drift="$drift ${k.toLowerCase()}=\${got:-unset}(want ${v})"; fi`), sh_sh `if [ -f ${SSHD_DROPIN} ] && [ "$(cat ${SSHD_DROPIN})" = "$want" ]; then same=1; else same=0; fi`, 'if [ "$same" = 1 ] && [ -z "$drift" ]; then exit 0; fi', 'if [ "$CHECK" = 1 ]; then', sh_sh `  if [ "$same" = 0 ]; then if [ -f ${SSHD_DROPIN} ]; then ms_changed "sshd drop-in differs"; else ms_changed "sshd drop-in missing"; fi; fi`, '  if [ -n "$drift" ]; then ms_changed "sshd options:$drift"; fi', '  exit 0', 'fi', sh_sh `if [ "$same" = 1 ]; then echo "sshd options still differ with the drop-in in place (another file sets them first):$drift" >&2; exit 1; fi`, sh_sh `rm -f ${BACKUP}; if [ -f ${SSHD_DROPIN} ]; then cp -p ${SSHD_DROPIN} ${BACKUP}; fi`, sh_sh `printf "%s\\n" "$want" > ${SSHD_DROPIN}.new && chmod 644 ${SSHD_DROPIN}.new && mv -f ${SSHD_DROPIN}.new ${SSHD_DROPIN}`, `if ! err=$(sshd -t 2>&1); then ${restoreLines()}; echo "sshd -t rejected the new configuration (restored the previous one): $err" >&2; exit 1; fi`, sh_sh `eff=$(sshd -T -C user=root,host=localhost,addr=127.0.0.1 2>/dev/null || sshd -T 2>/dev/null); left=""`, ...opts.map(([k, v]) => sh_sh `got=$(printf "%s\\n" "$eff" | awk -v k=${k.toLowerCase()} '$1 == k { $1 = ""; sub(/^ /, ""); print; exit }'); if [ "$got" != ${v} ]; then left="$left ${k.toLowerCase()}=\${got:-unset}"; fi`), `if [ -n "$left" ]; then ${restoreLines()}; echo "another sshd configuration file sets these first, so the drop-in cannot take effect:$left" >&2; exit 1; fi`, 
+        'eff=$(sshd -T -C user=root,host=localhost,addr=127.0.0.1 2>/dev/null || sshd -T 2>/dev/null)', 'drift=""', ...opts.map(([k, v]) => sh_sh `got=$(printf "%s\\n" "$eff" | awk -v k=${k.toLowerCase()} '$1 == k && !seen { $1 = ""; sub(/^ /, ""); print; seen = 1 }'); if [ "$got" != ${v} ]; then drift="$drift ${k.toLowerCase()}=\${got:-unset}(want ${v})"; fi`), sh_sh `if [ -f ${SSHD_DROPIN} ] && [ "$(cat ${SSHD_DROPIN})" = "$want" ]; then same=1; else same=0; fi`, 'if [ "$same" = 1 ] && [ -z "$drift" ]; then exit 0; fi', 'if [ "$CHECK" = 1 ]; then', sh_sh `  if [ "$same" = 0 ]; then if [ -f ${SSHD_DROPIN} ]; then ms_changed "sshd drop-in differs"; else ms_changed "sshd drop-in missing"; fi; fi`, '  if [ -n "$drift" ]; then ms_changed "sshd options:$drift"; fi', '  exit 0', 'fi', sh_sh `if [ "$same" = 1 ]; then echo "sshd options still differ with the drop-in in place (another file sets them first):$drift" >&2; exit 1; fi`, sh_sh `rm -f ${BACKUP}; if [ -f ${SSHD_DROPIN} ]; then cp -p ${SSHD_DROPIN} ${BACKUP}; fi`, sh_sh `printf "%s\\n" "$want" > ${SSHD_DROPIN}.new && chmod 644 ${SSHD_DROPIN}.new && mv -f ${SSHD_DROPIN}.new ${SSHD_DROPIN}`, `if ! err=$(sshd -t 2>&1); then ${restoreLines()}; echo "sshd -t rejected the new configuration (restored the previous one): $err" >&2; exit 1; fi`, sh_sh `eff=$(sshd -T -C user=root,host=localhost,addr=127.0.0.1 2>/dev/null || sshd -T 2>/dev/null); left=""`, ...opts.map(([k, v]) => sh_sh `got=$(printf "%s\\n" "$eff" | awk -v k=${k.toLowerCase()} '$1 == k && !seen { $1 = ""; sub(/^ /, ""); print; seen = 1 }'); if [ "$got" != ${v} ]; then left="$left ${k.toLowerCase()}=\${got:-unset}"; fi`), `if [ -n "$left" ]; then ${restoreLines()}; echo "another sshd configuration file sets these first, so the drop-in cannot take effect:$left" >&2; exit 1; fi`, 
         // Safety net: without a confirmation from a fresh connection, the previous drop-in comes back by itself.
         sh_sh `systemd-run --quiet --unit=${SSH_REVERT_UNIT} --on-active=180 /bin/sh -c ${revertCommand()} >/dev/null 2>&1 || true`, reloadOneLine(), 
         // sshd re-executes itself on a reload: give it a moment before the fresh connection.

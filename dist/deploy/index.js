@@ -61284,7 +61284,7 @@ balanced, releaseId, s, log, opts) {
             }
             catch (err) {
                 failure = message(err);
-                failedIn = 'load balancer';
+                failedIn = 'drain';
             }
         }
         if (!failure) {
@@ -75206,15 +75206,20 @@ async function deploy(s, log) {
             }
         }
         if (failure) {
-            const switched = roll.results.some((r) => r.switched);
+            const switched = roll.results.filter((r) => r.switched).map((r) => r.host);
             outputs['rolled-back'] = String(roll.reverted.length > 0);
-            if (switched && !s['rollback-on-failure'])
+            if (switched.length && !s['rollback-on-failure'])
                 return fail(`${id} failed (rollback-on-failure is off, so the hosts switched stay on it):\n${failure}`);
-            const stage = { switch: 'to switch', verification: 'verification', 'load balancer': 'at the load balancer' }[roll.failedIn ?? 'verification'];
+            const stage = { switch: 'to switch', verification: 'verification', drain: "to leave the balancers' rotation" }[roll.failedIn ?? 'verification'];
             await markBad(hosts, id, `failed ${stage}`, log);
-            return fail(roll.reverted.length
-                ? `${id} failed ${stage} and was rolled back to ${outputs['previous-release-id'] || 'nothing'} on ${roll.reverted.join(', ')}:\n${failure}`
-                : `${id} failed ${stage}; no host reported switching to it, so none was switched back:\n${failure}`);
+            const previous = outputs['previous-release-id'] || 'nothing';
+            const stuck = switched.filter((h) => !roll.reverted.includes(h));
+            const outcome = switched.length === 0
+                ? '; no host reported switching to it, so none was switched back'
+                : stuck.length === 0
+                    ? ` and was rolled back to ${previous} on ${roll.reverted.join(', ')}`
+                    : `; rolled back to ${previous} on ${roll.reverted.join(', ') || 'no host'}, but ${stuck.join(', ')} could not be switched back and may still serve it`;
+            return fail(`${id} failed ${stage}${outcome}:\n${failure}`);
         }
         outputs.healthy = 'true';
         await time('cleanup', () => cleanupStage(hosts, s['keep-releases'], log));

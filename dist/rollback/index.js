@@ -57290,7 +57290,7 @@ balanced, releaseId, s, log, opts) {
             }
             catch (err) {
                 failure = message(err);
-                failedIn = 'load balancer';
+                failedIn = 'drain';
             }
         }
         if (!failure) {

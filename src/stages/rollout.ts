@@ -33,7 +33,7 @@ export interface Rollout {
   /** What failed, naming the host. */
   failure?: string;
   /** Where it failed. */
-  failedIn?: 'load balancer' | 'switch' | 'verification';
+  failedIn?: 'drain' | 'switch' | 'verification';
 }
 
 export function batches<T>(items: T[], size: number): T[][] {
@@ -100,7 +100,7 @@ export async function rollOut(
         await setDraining(draining, true, log);
       } catch (err) {
         failure = message(err);
-        failedIn = 'load balancer';
+        failedIn = 'drain';
       }
     }
     if (!failure) {

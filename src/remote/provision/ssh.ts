@@ -104,7 +104,7 @@ export function sshItem(s: ProvisionSettings): Item {
       'drift=""',
       ...opts.map(
         ([k, v]) =>
-          sh`got=$(printf "%s\\n" "$eff" | awk -v k=${k.toLowerCase()} '$1 == k { $1 = ""; sub(/^ /, ""); print; exit }'); if [ "$got" != ${v} ]; then drift="$drift ${k.toLowerCase()}=\${got:-unset}(want ${v})"; fi`,
+          sh`got=$(printf "%s\\n" "$eff" | awk -v k=${k.toLowerCase()} '$1 == k && !seen { $1 = ""; sub(/^ /, ""); print; seen = 1 }'); if [ "$got" != ${v} ]; then drift="$drift ${k.toLowerCase()}=\${got:-unset}(want ${v})"; fi`,
       ),
       sh`if [ -f ${SSHD_DROPIN} ] && [ "$(cat ${SSHD_DROPIN})" = "$want" ]; then same=1; else same=0; fi`,
       'if [ "$same" = 1 ] && [ -z "$drift" ]; then exit 0; fi',
@@ -120,7 +120,7 @@ export function sshItem(s: ProvisionSettings): Item {
       sh`eff=$(sshd -T -C user=root,host=localhost,addr=127.0.0.1 2>/dev/null || sshd -T 2>/dev/null); left=""`,
       ...opts.map(
         ([k, v]) =>
-          sh`got=$(printf "%s\\n" "$eff" | awk -v k=${k.toLowerCase()} '$1 == k { $1 = ""; sub(/^ /, ""); print; exit }'); if [ "$got" != ${v} ]; then left="$left ${k.toLowerCase()}=\${got:-unset}"; fi`,
+          sh`got=$(printf "%s\\n" "$eff" | awk -v k=${k.toLowerCase()} '$1 == k && !seen { $1 = ""; sub(/^ /, ""); print; seen = 1 }'); if [ "$got" != ${v} ]; then left="$left ${k.toLowerCase()}=\${got:-unset}"; fi`,
       ),
       `if [ -n "$left" ]; then ${restoreLines()}; echo "another sshd configuration file sets these first, so the drop-in cannot take effect:$left" >&2; exit 1; fi`,
       // Safety net: without a confirmation from a fresh connection, the previous drop-in comes back by itself.
