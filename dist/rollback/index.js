@@ -57214,8 +57214,7 @@ async function cleanupStage(hosts, keep, log) {
     }).then((rs) => rs.filter((r) => !r.ok).forEach((r) => log.warn(`cleanup on ${r.host} failed: ${r.error}`)));
 }
 /** The rollback target, the same on every host: it must be a good release everywhere. */
-async function rollbackTarget(hosts, requested) {
-    const listings = await Promise.all(hosts.map((h) => listReleases(h)));
+function rollbackTarget(hosts, listings, requested) {
     const first = listings[0];
     const pick = pickRollbackTarget(first, requested);
     if ('error' in pick)
@@ -57247,19 +57246,17 @@ function batches(items, size) {
         out.push(items.slice(i, i + size));
     return out;
 }
+/** Where the balancers reach a host: its upstream= address, else its own on port 80. */
+function upstreamOf(spec) {
+    return spec.upstream ?? { host: spec.host, port: 80 };
+}
 /** The api hosts as the balancers' upstream members. */
 function balancerMembers(hosts) {
-    return hosts
-        .filter((h) => h.roles.api)
-        .map((h) => ({
-        label: h.spec.label,
-        host: h.spec.upstream?.host ?? h.spec.host,
-        port: h.spec.upstream?.port ?? 80,
-    }));
+    return hosts.filter((h) => h.roles.api).map((h) => ({ label: h.spec.label, ...upstreamOf(h.spec) }));
 }
 /** Takes hosts out of the balancers' rotation (or puts them back), in parallel; throws naming the hosts. */
 async function setDraining(hosts, draining, log) {
-    const results = await Promise.allSettled(hosts.map((h) => h.conn.run(drainScript(h.layout, h.spec.upstream?.port ?? 80, draining), {
+    const results = await Promise.allSettled(hosts.map((h) => h.conn.run(drainScript(h.layout, upstreamOf(h.spec).port, draining), {
         what: draining ? 'taking the host out of rotation' : 'putting the host back in rotation',
     })));
     const failed = results.flatMap((r, i) => r.status === 'rejected'
@@ -57272,7 +57269,9 @@ async function setDraining(hosts, draining, log) {
 const message = (err) => (err instanceof Error ? err.message : String(err));
 async function rollOut(hosts, 
 /** A load balancer (roles=lb) is in front: drain each batch. */
-balanced, releaseId, s, log, opts) {
+balanced, releaseId, s, log, 
+/** verify: the health check of each batch after its switch (null: only the switch's readiness wait). */
+opts) {
     const results = [];
     const groups = batches(hosts, s['batch-size']);
     const apiHosts = hosts.filter((h) => h.roles.api);
@@ -57310,8 +57309,9 @@ balanced, releaseId, s, log, opts) {
                 failedIn = 'switch';
             }
         }
-        if (!failure && opts.verify) {
-            const checks = await log.group(`Verify ${batch.map((h) => h.spec.label).join(', ')}${title}`, () => Promise.all(batch.map((host) => verifyHost(host, s, log).then(() => null, (err) => ({ host: host.spec.label, error: message(err) })))));
+        const verify = opts.verify;
+        if (!failure && verify) {
+            const checks = await log.group(`Verify ${batch.map((h) => h.spec.label).join(', ')}${title}`, () => Promise.all(batch.map((host) => verifyHost(host, verify, log).then(() => null, (err) => ({ host: host.spec.label, error: message(err) })))));
             for (const r of results)
                 if (batch.some((h) => h.spec.label === r.host))
                     r.healthy = true;
@@ -71133,8 +71133,10 @@ async function runAction(name, body, raw = envInputs(), log = new Log()) {
 
 async function rollback(s, log) {
     return withHosts(s, log, 'rollback', async (hosts) => {
+        // One listing per host serves both the if-current check and the choice of target.
+        const listings = await Promise.all(hosts.map((h) => listReleases(h)));
         if (s['if-current']) {
-            const currents = await Promise.all(hosts.map(async (h) => (await listReleases(h)).links.current ?? ''));
+            const currents = listings.map((l) => l.links.current ?? '');
             const on = hosts.filter((_, i) => currents[i] === s['if-current']);
             if (on.length === 0) {
                 log.info(`${s['if-current']} is not current on any host: nothing to undo`);
@@ -71150,7 +71152,7 @@ async function rollback(s, log) {
                     .map((h) => `${h.spec.label} (${currents[hosts.indexOf(h)] || 'nothing'})`)
                     .join(', ')}; nothing was changed: name the hosts to roll back in hosts`);
         }
-        const { target, from } = await rollbackTarget(hosts, s['release-id']);
+        const { target, from } = rollbackTarget(hosts, listings, s['release-id']);
         log.info(`Rolling back from ${from || 'nothing'} to ${target}`);
         let schemaNote = '';
         if (s['migrate-down']) {
@@ -71166,7 +71168,7 @@ async function rollback(s, log) {
                     `**Data written since ${target} was current may be lost**${out.backupPath ? `; a backup was taken first: \`${out.backupPath}\`` : ''}.`;
         }
         const expect = { ...s, 'expect-body': s['expect-body'].replaceAll('{release}', target) };
-        const sw = await rollOut(hosts, hasBalancer(s.hosts), target, expect, log, { verify: true, revertOnFailure: true });
+        const sw = await rollOut(hosts, hasBalancer(s.hosts), target, expect, log, { verify: expect, revertOnFailure: true });
         let failure = sw.failure ? `rolling back to ${target} failed; the hosts are back on ${from}:\n${sw.failure}` : undefined;
         if (!failure && s.url) {
             const check = await log.group('Verify the url', () => verifyUrlStage(expect, log));

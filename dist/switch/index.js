@@ -57048,8 +57048,7 @@ async function cleanupStage(hosts, keep, log) {
     }).then((rs) => rs.filter((r) => !r.ok).forEach((r) => log.warn(`cleanup on ${r.host} failed: ${r.error}`)));
 }
 /** The rollback target, the same on every host: it must be a good release everywhere. */
-async function rollbackTarget(hosts, requested) {
-    const listings = await Promise.all(hosts.map((h) => listReleases(h)));
+function rollbackTarget(hosts, listings, requested) {
     const first = listings[0];
     const pick = pickRollbackTarget(first, requested);
     if ('error' in pick)
@@ -57081,19 +57080,17 @@ function batches(items, size) {
         out.push(items.slice(i, i + size));
     return out;
 }
+/** Where the balancers reach a host: its upstream= address, else its own on port 80. */
+function upstreamOf(spec) {
+    return spec.upstream ?? { host: spec.host, port: 80 };
+}
 /** The api hosts as the balancers' upstream members. */
 function balancerMembers(hosts) {
-    return hosts
-        .filter((h) => h.roles.api)
-        .map((h) => ({
-        label: h.spec.label,
-        host: h.spec.upstream?.host ?? h.spec.host,
-        port: h.spec.upstream?.port ?? 80,
-    }));
+    return hosts.filter((h) => h.roles.api).map((h) => ({ label: h.spec.label, ...upstreamOf(h.spec) }));
 }
 /** Takes hosts out of the balancers' rotation (or puts them back), in parallel; throws naming the hosts. */
 async function setDraining(hosts, draining, log) {
-    const results = await Promise.allSettled(hosts.map((h) => h.conn.run(drainScript(h.layout, h.spec.upstream?.port ?? 80, draining), {
+    const results = await Promise.allSettled(hosts.map((h) => h.conn.run(drainScript(h.layout, upstreamOf(h.spec).port, draining), {
         what: draining ? 'taking the host out of rotation' : 'putting the host back in rotation',
     })));
     const failed = results.flatMap((r, i) => r.status === 'rejected'
@@ -57106,7 +57103,9 @@ async function setDraining(hosts, draining, log) {
 const message = (err) => (err instanceof Error ? err.message : String(err));
 async function rollOut(hosts, 
 /** A load balancer (roles=lb) is in front: drain each batch. */
-balanced, releaseId, s, log, opts) {
+balanced, releaseId, s, log, 
+/** verify: the health check of each batch after its switch (null: only the switch's readiness wait). */
+opts) {
     const results = [];
     const groups = batches(hosts, s['batch-size']);
     const apiHosts = hosts.filter((h) => h.roles.api);
@@ -57144,8 +57143,9 @@ balanced, releaseId, s, log, opts) {
                 failedIn = 'switch';
             }
         }
-        if (!failure && opts.verify) {
-            const checks = await log.group(`Verify ${batch.map((h) => h.spec.label).join(', ')}${title}`, () => Promise.all(batch.map((host) => verifyHost(host, s, log).then(() => null, (err) => ({ host: host.spec.label, error: message(err) })))));
+        const verify = opts.verify;
+        if (!failure && verify) {
+            const checks = await log.group(`Verify ${batch.map((h) => h.spec.label).join(', ')}${title}`, () => Promise.all(batch.map((host) => verifyHost(host, verify, log).then(() => null, (err) => ({ host: host.spec.label, error: message(err) })))));
             for (const r of results)
                 if (batch.some((h) => h.spec.label === r.host))
                     r.healthy = true;
@@ -70968,7 +70968,10 @@ async function switchRelease(s, log) {
     return withHosts(s, log, 'switch', async (hosts) => {
         // Each host waits for the new release's readiness before it moves traffic;
         // the full health check is the verify action's.
-        const sw = await rollOut(hosts, hasBalancer(s.hosts), s['release-id'], { ...s, 'verify-path': '', url: '', 'expect-status': 200, 'expect-body': '', 'verify-timeout': 0, 'verify-interval': 1 }, log, { verify: false, revertOnFailure: true });
+        const sw = await rollOut(hosts, hasBalancer(s.hosts), s['release-id'], s, log, {
+            verify: null,
+            revertOnFailure: true,
+        });
         if (!sw.failure)
             await cleanupStage(hosts, s['keep-releases'], log);
         return {

@@ -56531,8 +56531,7 @@ async function cleanupStage(hosts, keep, log) {
     }).then((rs) => rs.filter((r) => !r.ok).forEach((r) => log.warn(`cleanup on ${r.host} failed: ${r.error}`)));
 }
 /** The rollback target, the same on every host: it must be a good release everywhere. */
-async function rollbackTarget(hosts, requested) {
-    const listings = await Promise.all(hosts.map((h) => listReleases(h)));
+function rollbackTarget(hosts, listings, requested) {
     const first = listings[0];
     const pick = pickRollbackTarget(first, requested);
     if ('error' in pick)

@@ -86,7 +86,7 @@ export async function deploy(s: Settings<'deploy'>, log: Log): Promise<ActionOut
 
     const expect = { ...s, 'expect-body': s['expect-body'].replaceAll('{release}', id) };
     const roll = await time('switch and verify', () =>
-      rollOut(hosts, hasBalancer(s.hosts), id, expect, log, { verify: true, revertOnFailure: s['rollback-on-failure'] }),
+      rollOut(hosts, hasBalancer(s.hosts), id, expect, log, { verify: expect, revertOnFailure: s['rollback-on-failure'] }),
     );
     for (const r of roll.results)
       Object.assign(rows.get(r.host) ?? {}, {

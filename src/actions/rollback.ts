@@ -9,8 +9,10 @@ import { resultsTable, runAction, type ActionOutcome } from './run.js';
 
 export async function rollback(s: Settings<'rollback'>, log: Log): Promise<ActionOutcome> {
   return withHosts(s, log, 'rollback', async (hosts) => {
+    // One listing per host serves both the if-current check and the choice of target.
+    const listings = await Promise.all(hosts.map((h) => listReleases(h)));
     if (s['if-current']) {
-      const currents = await Promise.all(hosts.map(async (h) => (await listReleases(h)).links.current ?? ''));
+      const currents = listings.map((l) => l.links.current ?? '');
       const on = hosts.filter((_, i) => currents[i] === s['if-current']);
       if (on.length === 0) {
         log.info(`${s['if-current']} is not current on any host: nothing to undo`);
@@ -28,7 +30,7 @@ export async function rollback(s: Settings<'rollback'>, log: Log): Promise<Actio
             .join(', ')}; nothing was changed: name the hosts to roll back in hosts`,
         );
     }
-    const { target, from } = await rollbackTarget(hosts, s['release-id']);
+    const { target, from } = rollbackTarget(hosts, listings, s['release-id']);
     log.info(`Rolling back from ${from || 'nothing'} to ${target}`);
     let schemaNote = '';
     if (s['migrate-down']) {
@@ -46,7 +48,7 @@ export async function rollback(s: Settings<'rollback'>, log: Log): Promise<Actio
         `**Data written since ${target} was current may be lost**${out.backupPath ? `; a backup was taken first: \`${out.backupPath}\`` : ''}.`;
     }
     const expect = { ...s, 'expect-body': s['expect-body'].replaceAll('{release}', target) };
-    const sw = await rollOut(hosts, hasBalancer(s.hosts), target, expect, log, { verify: true, revertOnFailure: true });
+    const sw = await rollOut(hosts, hasBalancer(s.hosts), target, expect, log, { verify: expect, revertOnFailure: true });
     let failure = sw.failure ? `rolling back to ${target} failed; the hosts are back on ${from}:\n${sw.failure}` : undefined;
     if (!failure && s.url) {
       const check = await log.group('Verify the url', () => verifyUrlStage(expect, log));

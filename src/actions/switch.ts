@@ -10,14 +10,10 @@ export async function switchRelease(s: Settings<'switch'>, log: Log): Promise<Ac
   return withHosts(s, log, 'switch', async (hosts) => {
     // Each host waits for the new release's readiness before it moves traffic;
     // the full health check is the verify action's.
-    const sw = await rollOut(
-      hosts,
-      hasBalancer(s.hosts),
-      s['release-id'],
-      { ...s, 'verify-path': '', url: '', 'expect-status': 200, 'expect-body': '', 'verify-timeout': 0, 'verify-interval': 1 },
-      log,
-      { verify: false, revertOnFailure: true },
-    );
+    const sw = await rollOut(hosts, hasBalancer(s.hosts), s['release-id'], s, log, {
+      verify: null,
+      revertOnFailure: true,
+    });
     if (!sw.failure) await cleanupStage(hosts, s['keep-releases'], log);
     return {
       outputs: {

@@ -42,22 +42,21 @@ export function batches<T>(items: T[], size: number): T[][] {
   return out;
 }
 
+/** Where the balancers reach a host: its upstream= address, else its own on port 80. */
+function upstreamOf(spec: Host['spec']): { host: string; port: number } {
+  return spec.upstream ?? { host: spec.host, port: 80 };
+}
+
 /** The api hosts as the balancers' upstream members. */
 export function balancerMembers(hosts: Pick<Host, 'spec' | 'roles'>[]): BalancerMember[] {
-  return hosts
-    .filter((h) => h.roles.api)
-    .map((h) => ({
-      label: h.spec.label,
-      host: h.spec.upstream?.host ?? h.spec.host,
-      port: h.spec.upstream?.port ?? 80,
-    }));
+  return hosts.filter((h) => h.roles.api).map((h) => ({ label: h.spec.label, ...upstreamOf(h.spec) }));
 }
 
 /** Takes hosts out of the balancers' rotation (or puts them back), in parallel; throws naming the hosts. */
 export async function setDraining(hosts: Host[], draining: boolean, log: Log): Promise<void> {
   const results = await Promise.allSettled(
     hosts.map((h) =>
-      h.conn.run(drainScript(h.layout, h.spec.upstream?.port ?? 80, draining), {
+      h.conn.run(drainScript(h.layout, upstreamOf(h.spec).port, draining), {
         what: draining ? 'taking the host out of rotation' : 'putting the host back in rotation',
       }),
     ),
@@ -80,9 +79,10 @@ export async function rollOut(
   /** A load balancer (roles=lb) is in front: drain each batch. */
   balanced: boolean,
   releaseId: string,
-  s: RolloutSettings & VerifySettings,
+  s: RolloutSettings,
   log: Log,
-  opts: { verify: boolean; revertOnFailure: boolean },
+  /** verify: the health check of each batch after its switch (null: only the switch's readiness wait). */
+  opts: { verify: VerifySettings | null; revertOnFailure: boolean },
 ): Promise<Rollout> {
   const results: HostRollout[] = [];
   const groups = batches(hosts, s['batch-size']);
@@ -126,11 +126,12 @@ export async function rollOut(
         failedIn = 'switch';
       }
     }
-    if (!failure && opts.verify) {
+    const verify = opts.verify;
+    if (!failure && verify) {
       const checks = await log.group(`Verify ${batch.map((h) => h.spec.label).join(', ')}${title}`, () =>
         Promise.all(
           batch.map((host) =>
-            verifyHost(host, s, log).then(
+            verifyHost(host, verify, log).then(
               () => null,
               (err: unknown) => ({ host: host.spec.label, error: message(err) }),
             ),

@@ -236,11 +236,11 @@ export async function cleanupStage(hosts: Host[], keep: number, log: Log): Promi
 }
 
 /** The rollback target, the same on every host: it must be a good release everywhere. */
-export async function rollbackTarget(
+export function rollbackTarget(
   hosts: Host[],
+  listings: ReleaseListing[],
   requested: string,
-): Promise<{ target: string; from: string }> {
-  const listings = await Promise.all(hosts.map((h) => listReleases(h)));
+): { target: string; from: string } {
   const first = listings[0]!;
   const pick = pickRollbackTarget(first, requested);
   if ('error' in pick) throw new Error(`cannot roll back on ${hosts[0]!.spec.label}: ${pick.error}`);
