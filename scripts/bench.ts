@@ -38,7 +38,7 @@ interface Measure {
 }
 
 async function onHost(host: TestHost, key: HostKeyPair, cmd: string): Promise<string> {
-  const r = await sshRun(host, key, cmd, { timeoutMs: 120000 });
+  const r = await sshRun(host, key, cmd, { idleMs: 120000 });
   if (r.code !== 0) throw new Error(`${cmd}: ${r.stderr}`);
   return r.stdout;
 }

@@ -38,7 +38,7 @@ let source: string;
 let production: string;
 
 async function on(host: TestHost, command: string, input?: string): Promise<string> {
-  const r = await sshRun(host, key, command, { timeoutMs: 120000, input });
+  const r = await sshRun(host, key, command, { idleMs: 120000, input });
   if (r.code !== 0)
     throw new Error(`'${command.slice(0, 80)}' failed on ${host.name} (${r.code}): ${r.stderr}`);
   return r.stdout;
@@ -126,7 +126,7 @@ beforeAll(async () => {
   });
   if (deployed.code !== 0)
     throw new Error(`deploying the sample app failed:\n${deployed.stdout}${deployed.stderr}`);
-}, 240000);
+});
 
 afterAll(async () => {
   if (source) await rm(source, { recursive: true, force: true });

@@ -236,7 +236,7 @@ async function backAfterReboot(lane: Lane, before: string): Promise<void> {
       lane.host,
       state.key,
       `cat /proc/sys/kernel/random/boot_id; systemctl is-system-running --wait; curl -s -o /dev/null -w '%{http_code}\\n' -H 'Host: ${lane.serverName}' http://127.0.0.1/version`,
-      { timeoutMs: 30000 },
+      { idleMs: 30000 },
     );
     const [id, status, http] = r.stdout.trim().split('\n');
     if (id && id !== before) {
@@ -263,7 +263,7 @@ async function faultyDeploy(lane: Lane, phase: Phase, fault: Fault): Promise<Fau
         if (fault === 'kill') kill();
         else if (fault === 'reboot') {
           // The test harness boots a host again when it reboots (testhosts.sh's supervisor).
-          await sshRun(lane.host, state.key, 'systemctl reboot', { timeoutMs: 10000 });
+          await sshRun(lane.host, state.key, 'systemctl reboot', { idleMs: 10000 });
           restored = backAfterReboot(lane, booted);
         } else {
           await run('ip', ['link', 'set', link, 'down']);

@@ -117,7 +117,8 @@ export async function runBundle(
   opts: {
     cwd?: string;
     env?: Record<string, string>;
-    timeoutMs?: number;
+    /** The run is killed after this long without output (an idle limit: a busy machine is slow, not silent). */
+    idleMs?: number;
     /** Sees the output so far; kill() ends the step with SIGKILL, like a cancelled runner. */
     onOutput?: (soFar: string, kill: () => void) => void;
   } = {},
@@ -147,12 +148,21 @@ export async function runBundle(
   });
   let stdout = '';
   let stderr = '';
+  let timer: NodeJS.Timeout | undefined;
+  const arm = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => child.kill('SIGKILL'), opts.idleMs ?? 240000);
+  };
+  arm();
   child.stdout.on('data', (c: Buffer) => {
     stdout += c.toString();
+    arm();
     opts.onOutput?.(stdout, () => child.kill('SIGKILL'));
   });
-  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-  const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 240000);
+  child.stderr.on('data', (c: Buffer) => {
+    stderr += c.toString();
+    arm();
+  });
   const code: number = await new Promise((resolve) => child.on('close', (c) => resolve(c ?? -1)));
   clearTimeout(timer);
   const outputs = parseOutputFile(await readFile(outputFile, 'utf8'));
@@ -193,7 +203,7 @@ export function connectionInputs(
 
 /** Runs a shell command on a test host as root (test-side checks, never the product's path). */
 export async function onHost(state: E2EState, host: TestHost, command: string): Promise<string> {
-  const r = await sshRun(host, state.key, command, { timeoutMs: 60000 });
+  const r = await sshRun(host, state.key, command, { idleMs: 60000 });
   if (r.code !== 0) throw new Error(`'${command}' failed on ${host.name} (${r.code}): ${r.stderr}`);
   return r.stdout;
 }

@@ -46,7 +46,7 @@ function verbose(): boolean {
 function run(
   command: string,
   args: string[],
-  opts: { input?: string; timeoutMs?: number; echoStderr?: boolean } = {},
+  opts: { input?: string; idleMs?: number; echoStderr?: boolean } = {},
 ): Promise<RunResult & { timedOut: boolean }> {
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, {
@@ -56,15 +56,24 @@ function run(
     const err: Buffer[] = [];
     let timedOut = false;
     let timer: NodeJS.Timeout | undefined;
-    if (opts.timeoutMs !== undefined) {
+    // An idle limit, not a wall-clock one: a busy machine makes a command slow,
+    // not silent, so only a command that stopped printing is killed.
+    const arm = () => {
+      if (opts.idleMs === undefined) return;
+      clearTimeout(timer);
       timer = setTimeout(() => {
         timedOut = true;
         child.kill('SIGKILL');
-      }, opts.timeoutMs);
-    }
-    child.stdout?.on('data', (b: Buffer) => out.push(b));
+      }, opts.idleMs);
+    };
+    arm();
+    child.stdout?.on('data', (b: Buffer) => {
+      out.push(b);
+      arm();
+    });
     child.stderr?.on('data', (b: Buffer) => {
       err.push(b);
+      arm();
       if (opts.echoStderr) process.stderr.write(b);
     });
     child.on('error', (e) => {
@@ -93,11 +102,11 @@ function signalNumber(signal: NodeJS.Signals): number {
   return constants.signals[signal] ?? 0;
 }
 
-async function script(args: string[], timeoutMs?: number): Promise<string> {
-  const r = await run('bash', [testHostsScript(), ...args], { timeoutMs, echoStderr: verbose() });
+async function script(args: string[], idleMs?: number): Promise<string> {
+  const r = await run('bash', [testHostsScript(), ...args], { idleMs, echoStderr: verbose() });
   if (r.code !== 0 || r.timedOut) {
     const tail = r.stderr.length > STDERR_TAIL ? '…' + r.stderr.slice(-STDERR_TAIL) : r.stderr;
-    const why = r.timedOut ? `timed out after ${timeoutMs} ms` : `exited with ${r.code}`;
+    const why = r.timedOut ? `printed nothing for ${idleMs} ms` : `exited with ${r.code}`;
     throw new Error(`testhosts.sh ${args.join(' ')} ${why}:\n${tail.trimEnd()}`);
   }
   return r.stdout;
@@ -218,14 +227,14 @@ export async function cleanupAll(): Promise<void> {
 
 /**
  * Run `command` as root on the host with the system ssh client, strict host key
- * checking against host.knownHosts. Never throws on a non-zero exit; a timeout
- * kills ssh and yields code 124.
+ * checking against host.knownHosts. Never throws on a non-zero exit; a command
+ * silent for idleMs is killed and yields code 124.
  */
 export async function sshRun(
   host: TestHost,
   key: HostKeyPair,
   command: string,
-  opts: { input?: string; timeoutMs?: number } = {},
+  opts: { input?: string; idleMs?: number } = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const dir = await mkdtemp(path.join(tmpdir(), 'metalship-kh-'));
   try {
@@ -260,9 +269,13 @@ export async function sshRun(
       `root@${host.address}`,
       command,
     ];
-    const r = await run('ssh', args, { input: opts.input, timeoutMs: opts.timeoutMs });
+    const r = await run('ssh', args, { input: opts.input, idleMs: opts.idleMs });
     if (r.timedOut) {
-      return { code: 124, stdout: r.stdout, stderr: `${r.stderr}ssh timed out after ${opts.timeoutMs} ms\n` };
+      return {
+        code: 124,
+        stdout: r.stdout,
+        stderr: `${r.stderr}ssh: the command printed nothing for ${opts.idleMs} ms (idle limit)\n`,
+      };
     }
     return { code: r.code, stdout: r.stdout, stderr: r.stderr };
   } finally {
