@@ -377,7 +377,7 @@ const revisionCommandField = commandField(
   'alembic current',
 );
 const backupKeepField = int({
-  description: 'Pre-migration backups to keep in {app-root}/shared/backups.',
+  description: 'Pre-migration backups to keep in /var/backups/metalship/{app}/pre-migrate.',
   default: '10',
   min: 1,
   max: 1000,

@@ -1,6 +1,8 @@
 // Where everything lives on a host: the standard's /opt/{app} tree plus
 // metalship's own state. One place, so scripts cannot disagree on a path.
 
+import { createHash } from 'node:crypto';
+
 export type Slot = 'blue' | 'green';
 
 export interface Layout {
@@ -16,6 +18,12 @@ export interface Layout {
   env: string;
   slots: string;
   state: string;
+  /** Pre-migration dumps: outside the app's tree, root's alone. */
+  preMigrateBackups: string;
+  /** The user that builds virtualenvs: pip runs package code, which must run neither as root nor as the app. */
+  buildUser: string;
+  /** pip's cache, the build user's. */
+  pipCache: string;
   lockFile: string;
   lockHolder: string;
   history: string;
@@ -33,6 +41,12 @@ export interface Layout {
   balancerUpstream: string;
 }
 
+/** `{app}-build`, shortened with a hash where that would pass the 32 characters of a user name. */
+export function buildUserName(app: string): string {
+  if (app.length <= 26) return `${app}-build`;
+  return `${app.slice(0, 18)}-${createHash('sha256').update(app).digest('hex').slice(0, 7)}-build`;
+}
+
 export function layout(app: string, root: string): Layout {
   return {
     app,
@@ -46,6 +60,9 @@ export function layout(app: string, root: string): Layout {
     env: `${root}/.env`,
     slots: `${root}/slots`,
     state: `${root}/.metalship`,
+    preMigrateBackups: `/var/backups/metalship/${app}/pre-migrate`,
+    buildUser: buildUserName(app),
+    pipCache: `/var/cache/metalship/${app}/pip`,
     lockFile: `${root}/.metalship/deploy.lock`,
     lockHolder: `${root}/.metalship/lock-holder`,
     history: `${root}/.metalship/history.log`,

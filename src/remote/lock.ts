@@ -4,6 +4,7 @@
 // heartbeat stops, and the holder file it leaves is reported as stale.
 
 import type { Layout } from './layout.js';
+import { rootOnly, STATE_MODE } from './paths.js';
 import { script, sh } from './sh.js';
 
 export const LOCK_EXIT_HELD = 75;
@@ -27,8 +28,9 @@ export function holderText(h: LockHolder): string {
  */
 export function lockScript(l: Layout, holder: LockHolder, waitSeconds: number, leftovers = ''): string {
   return script(
+    rootOnly(l.state),
     sh`mkdir -p ${l.state}`,
-    sh`chmod 755 ${l.root} ${l.state} 2>/dev/null || true`,
+    sh`chmod ${STATE_MODE} ${l.state}`,
     sh`exec 9>>${l.lockFile}`,
     sh`if ! flock -n 9; then`,
     sh`  echo "WAITING $(head -c 500 ${l.lockHolder} 2>/dev/null | tr '\n' ' ')"`,

@@ -4,6 +4,7 @@
 // the app waiting. Schema revisions before and after are recorded.
 
 import type { Layout } from './layout.js';
+import { rootOnly } from './paths.js';
 import { pyToolDefinition } from './pytool.js';
 import { script, sh } from './sh.js';
 
@@ -24,7 +25,7 @@ export interface MigrateScriptSettings {
   actor: string;
 }
 
-/** The shell fragments every migration script shares: the tool, the app runner, the database URL. */
+/** The shell fragments every migration script shares: the tool, the app runner, the database client. */
 function prelude(s: MigrateScriptSettings): string {
   const l = s.layout;
   const rel = l.release(s.releaseId);
@@ -33,8 +34,10 @@ function prelude(s: MigrateScriptSettings): string {
     sh`rel=${rel}`,
     sh`status=$(cat "$rel/.metalship/status" 2>/dev/null || echo missing)`,
     sh`if [ "$status" != ready ] && [ "$status" != bad ] || [ ! -x "$rel/.venv/bin/python" ]; then echo "release ${s.releaseId} is $status on this host, not a complete release" >&2; exit 1; fi`,
-    sh`url=$(mstool database-url ${l.env})`,
-    sh`run_app() { runuser -u ${s.user} -- python3 -c "$MSTOOL_SRC" exec "$rel" ${l.env} "$@"; }`,
+    sh`run_app() { mstool_as ${s.user} exec "$rel" ${l.env} "$@"; }`,
+    // psql and pg_dump run as the app user, with DATABASE_URL from its .env in
+    // their environment: never on a command line, and peer-auth URLs work.
+    sh`pg_app() { mstool_as ${s.user} pg-exec ${l.env} "$@"; }`,
     // The revision is the first word of the last line the revision command prints (alembic current: "0002 (head)").
     sh`revision() { { run_app ${s.revisionCommand} 2>/dev/null || true; } | awk 'NF { last = $1 } END { print last }'; }`,
   );
@@ -45,9 +48,9 @@ function advisoryLock(s: MigrateScriptSettings): string {
   const key = `metalship-migrate:${s.layout.app}`;
   const holderQuery = sh`SELECT a.application_name || ' (pid ' || a.pid || ', since ' || to_char(a.backend_start, 'YYYY-MM-DD HH24:MI:SS TZ') || ')' FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND a.application_name LIKE 'metalship-migrate%' LIMIT 1`;
   return script(
-    sh`holder=$(psql "$url" -qAtX -c ${holderQuery} 2>/dev/null || true)`,
+    sh`holder=$(pg_app psql -qAtX -c ${holderQuery} 2>/dev/null || true)`,
     sh`if [ -n "$holder" ]; then echo "waiting for the migration lock ${key}, held by $holder"; fi`,
-    sh`coproc LOCK { PGAPPNAME=${`metalship-migrate ${s.releaseId} by ${s.actor}`.slice(0, 63)} psql "$url" -qAtX -v ON_ERROR_STOP=1 2>&1; }`,
+    sh`coproc LOCK { export PGAPPNAME=${`metalship-migrate ${s.releaseId} by ${s.actor}`.slice(0, 63)}; pg_app psql -qAtX -v ON_ERROR_STOP=1 2>&1; }`,
     sh`printf '%s\n' ${`SET lock_timeout = '${s.lockTimeout}s';`} ${`SELECT 'LOCKED' FROM pg_advisory_lock(hashtext('${key}'));`} >&"\${LOCK[1]}"`,
     'IFS= read -r locked <&"${LOCK[0]}" || locked=""',
     'case "$locked" in',
@@ -63,20 +66,28 @@ function advisoryLock(s: MigrateScriptSettings): string {
   );
 }
 
+/**
+ * The pre-migration dump: pg_dump runs as the app user, and root writes what it
+ * prints into a directory outside the app's tree that only root can enter, so
+ * the app can neither redirect nor swap a backup.
+ */
 function backupStep(s: MigrateScriptSettings): string | null {
   if (!s.backup) return null;
-  const dir = `${s.layout.shared}/backups`;
+  const dir = s.layout.preMigrateBackups;
   return script(
-    sh`install -d -m 700 ${dir}`,
-    sh`backup=${dir}/${`${s.layout.app}_${s.releaseId}_${s.backup.label}.dump`}`,
-    'pg_dump -Fc --no-owner -f "$backup.tmp" "$url"',
-    'mv -f "$backup.tmp" "$backup"',
-    'chmod 600 "$backup"',
-    'sum=$(sha256sum "$backup" | cut -d" " -f1)',
-    'echo "$sum  $(basename "$backup")" > "$backup.sha256"',
-    'echo "BACKUP $backup $sum $(stat -c %s "$backup")"',
+    '(',
+    '  umask 077',
+    rootOnly(dir),
+    sh`  mkdir -p ${dir} && chmod 700 ${dir}`,
+    sh`  backup=${dir}/${`${s.layout.app}_${s.releaseId}_${s.backup.label}.dump`}`,
+    '  if ! pg_app pg_dump -Fc --no-owner > "$backup.tmp"; then rm -f -- "$backup.tmp"; echo "the pre-migration backup (pg_dump) failed" >&2; exit 1; fi',
+    '  mv -f -- "$backup.tmp" "$backup"',
+    '  sum=$(sha256sum -- "$backup" | cut -d" " -f1)',
+    '  echo "$sum  $(basename -- "$backup")" > "$backup.sha256"',
+    '  echo "BACKUP $backup $sum $(stat -c %s -- "$backup")"',
     // Bounded retention: the newest `keep` pre-migration backups stay.
-    sh`ls -1t ${dir}/*.dump 2>/dev/null | tail -n +${s.backup.keep + 1} | while IFS= read -r old; do rm -f -- "$old" "$old.sha256"; echo "removed old backup $old"; done`,
+    sh`  ls -1t ${dir}/*.dump 2>/dev/null | tail -n +${s.backup.keep + 1} | while IFS= read -r old; do rm -f -- "$old" "$old.sha256"; echo "removed old backup $old"; done`,
+    ')',
   );
 }
 

@@ -195,15 +195,6 @@ def exec_in_release(release, envfile, *command):
     os.chdir(release)
     os.execvpe(command[0], list(command), os.environ)
 
-def database_url(envfile):
-    # The app's DATABASE_URL as libpq understands it (SQLAlchemy's +driver suffix removed).
-    url = read_env(envfile).get('DATABASE_URL', '')
-    if not url:
-        sys.exit('DATABASE_URL is not set in %s' % envfile)
-    scheme, sep, rest = url.partition('://')
-    print(scheme.split('+')[0].replace('postgres', 'postgresql', 1) if scheme.split('+')[0] == 'postgres' else scheme.split('+')[0], end='')
-    print(sep + rest)
-
 class UnixHTTPConnection(http.client.HTTPConnection):
     def __init__(self, path, timeout):
         super().__init__('localhost', timeout=timeout)
@@ -284,13 +275,92 @@ def releases(root):
     venvs = sorted(os.listdir(os.path.join(root, 'venvs'))) if os.path.isdir(os.path.join(root, 'venvs')) else []
     print(json.dumps({'releases': out, 'links': links, 'venvs': venvs}))
 
+# libpq's connection keywords and the environment variables that carry them,
+# so a database URL never goes on a command line (ps shows those to every user).
+PG_ENV = {'host': 'PGHOST', 'hostaddr': 'PGHOSTADDR', 'port': 'PGPORT', 'dbname': 'PGDATABASE', 'user': 'PGUSER',
+          'password': 'PGPASSWORD', 'passfile': 'PGPASSFILE', 'channel_binding': 'PGCHANNELBINDING',
+          'service': 'PGSERVICE', 'options': 'PGOPTIONS', 'application_name': 'PGAPPNAME', 'sslmode': 'PGSSLMODE',
+          'requiressl': 'PGREQUIRESSL', 'sslcompression': 'PGSSLCOMPRESSION', 'sslcert': 'PGSSLCERT',
+          'sslkey': 'PGSSLKEY', 'sslrootcert': 'PGSSLROOTCERT', 'sslcrl': 'PGSSLCRL', 'sslcrldir': 'PGSSLCRLDIR',
+          'sslsni': 'PGSSLSNI', 'requirepeer': 'PGREQUIREPEER', 'ssl_min_protocol_version': 'PGSSLMINPROTOCOLVERSION',
+          'ssl_max_protocol_version': 'PGSSLMAXPROTOCOLVERSION', 'gssencmode': 'PGGSSENCMODE',
+          'krbsrvname': 'PGKRBSRVNAME', 'gsslib': 'PGGSSLIB', 'connect_timeout': 'PGCONNECT_TIMEOUT',
+          'client_encoding': 'PGCLIENTENCODING', 'target_session_attrs': 'PGTARGETSESSIONATTRS',
+          'load_balance_hosts': 'PGLOADBALANCEHOSTS'}
+# asyncpg's ssl= means what libpq's sslmode= does.
+SSL_VALUES = {'true': 'require', 'false': 'disable', 'disable': 'disable', 'allow': 'allow', 'prefer': 'prefer',
+              'require': 'require', 'verify-ca': 'verify-ca', 'verify-full': 'verify-full'}
+
+def pg_environment(url):
+    # A libpq URI (postgresql://user:pass@host:port,host2/db?k=v, SQLAlchemy's
+    # +driver allowed) as PG* variables. Errors never quote the URL: it holds a password.
+    from urllib.parse import unquote, parse_qsl
+    scheme, sep, rest = url.partition('://')
+    if not sep or scheme.split('+')[0] not in ('postgres', 'postgresql'):
+        sys.exit('DATABASE_URL is not a postgresql:// URL (scheme %r)' % scheme.split('+')[0][:20])
+    rest, _, query = rest.partition('?')
+    netloc, _, path = rest.partition('/')
+    env = {}
+    userinfo, at, hostlist = netloc.rpartition('@')
+    if at:
+        user, colon, password = userinfo.partition(':')
+        if user:
+            env['PGUSER'] = unquote(user)
+        if colon:
+            env['PGPASSWORD'] = unquote(password)
+    hosts, ports = [], []
+    for item in hostlist.split(',') if hostlist else []:
+        if item.startswith('['):
+            host, _, port = item[1:].partition(']')
+            port = port[1:]
+        else:
+            host, _, port = item.partition(':')
+        hosts.append(unquote(host))
+        ports.append(port)
+    if any(hosts):
+        env['PGHOST'] = ','.join(hosts)
+    if any(ports):
+        env['PGPORT'] = ','.join(p or '5432' for p in ports)
+    if path:
+        env['PGDATABASE'] = unquote(path)
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key == 'ssl':
+            if value.lower() not in SSL_VALUES:
+                sys.exit('DATABASE_URL: ssl= has a value libpq does not know')
+            env['PGSSLMODE'] = SSL_VALUES[value.lower()]
+        elif key in PG_ENV:
+            env[PG_ENV[key]] = value
+        else:
+            print('note: DATABASE_URL parameter %r is not a libpq setting; psql and pg_dump ignore it' % key[:40], file=sys.stderr)
+    return env
+
+def pg_exec(envfile, *command):
+    # Runs a libpq client (psql, pg_dump) against the app's DATABASE_URL, read
+    # from its .env by the caller (the app user), passed in the environment.
+    url = read_env(envfile).get('DATABASE_URL', '')
+    if not url:
+        sys.exit('DATABASE_URL is not set in %s' % envfile)
+    os.environ.update(pg_environment(url))
+    os.execvp(command[0], list(command))
+
 cmd, args = sys.argv[1], sys.argv[2:]
 {'link': link, 'stage-files': stage_files, 'check-files': check_files, 'import-check': import_check,
- 'wait-ready': wait_ready, 'releases': releases, 'exec': exec_in_release, 'database-url': database_url}[cmd](*args)
+ 'wait-ready': wait_ready, 'releases': releases, 'exec': exec_in_release, 'pg-exec': pg_exec}[cmd](*args)
 `;
 
-/** Script lines that define `mstool`, a shell function running the Python tool with python3. */
+/** The user health probes connect as: an app controls its socket's directory, so root never follows it. */
+export const PROBE_USER = 'nobody';
+
+/**
+ * Script lines that define `mstool`, a shell function running the Python tool
+ * with python3 (isolated: neither the working directory nor PYTHON* variables
+ * can bring other code in), and `mstool_as USER ...` for the same as another user.
+ */
 export function pyToolDefinition(): string {
   const doc = heredoc(PY_TOOL);
-  return `MSTOOL_SRC=$(cat ${doc.open}\n${doc.body}\n)\nmstool() { python3 -c "$MSTOOL_SRC" "$@"; }`;
+  return [
+    `MSTOOL_SRC=$(cat ${doc.open}\n${doc.body}\n)`,
+    'mstool() { python3 -I -c "$MSTOOL_SRC" "$@"; }',
+    'mstool_as() { local user=$1; shift; runuser -u "$user" -- python3 -I -c "$MSTOOL_SRC" "$@"; }',
+  ].join('\n');
 }

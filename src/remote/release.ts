@@ -3,6 +3,7 @@
 // (or reuse) the virtualenv, link shared paths, compile and import-check.
 
 import type { Layout } from './layout.js';
+import { rootOnly, STATE_MODE } from './paths.js';
 import { pyToolDefinition } from './pytool.js';
 import { uvicornFlagsScript } from './switch.js';
 import { script, sh, writeFileAtomic } from './sh.js';
@@ -21,21 +22,36 @@ export function sharedTarget(l: Layout, path: string): string {
   return path === '.env' ? l.env : `${l.shared}/${path}`;
 }
 
-/** Creates the app user and tree when missing (idempotent); shared by release and provision. */
-export function ensureAppTree(l: Layout, user: string, sharedPaths: string[]): string {
-  const dirs = sharedPaths.filter((p) => p !== '.env').map((p) => `${l.shared}/${p}`);
+/** Creates a system user without login when missing (prints `changed` when it did). */
+function ensureUser(user: string, home: string, what: string): string {
   return script(
     sh`if ! id -u ${user} >/dev/null 2>&1; then`,
-    sh`  useradd --system --user-group --home-dir ${l.root} --no-create-home --shell /usr/sbin/nologin ${user}`,
-    sh`  echo "changed app user ${user} created"`,
+    sh`  useradd --system --user-group --home-dir ${home} --no-create-home --shell /usr/sbin/nologin ${user}`,
+    sh`  echo ${`changed ${what} ${user} created`}`,
     'fi',
-    sh`mkdir -p ${l.releases} ${l.venvs} ${l.slots} ${l.shared} ${l.state} ${l.runDir}`,
+  ).trimEnd();
+}
+
+/**
+ * Creates the app user, the build user and the tree when missing (idempotent);
+ * shared by release and provision. Root owns the tree; shared/ is the app's,
+ * and what lies below it is made by the app user, never chowned by root (the
+ * app could have planted a link there to a directory root would then hand over).
+ */
+export function ensureAppTree(l: Layout, user: string, sharedPaths: string[]): string {
+  const dirs = sharedPaths.filter((p) => p !== '.env').map((p) => `${l.shared}/${p}`);
+  const own = [l.releases, l.venvs, l.slots, l.state, l.runDir];
+  return script(
+    rootOnly(l.root, ...own),
+    ensureUser(user, l.root, 'app user'),
+    ensureUser(l.buildUser, '/nonexistent', 'build user'),
+    sh`mkdir -p ${own} ${l.shared}`,
     sh`chmod 755 ${l.root} ${l.releases} ${l.venvs} ${l.slots} ${l.runDir}`,
-    sh`chmod 700 ${l.state}`,
-    dirs.length ? sh`mkdir -p ${dirs}` : null,
-    sh`chown ${user}:${user} ${l.shared}`,
-    dirs.length ? sh`chown ${user}:${user} ${dirs}` : null,
+    sh`chmod ${STATE_MODE} ${l.state}`,
+    sh`if [ -L ${l.shared} ] || [ ! -d ${l.shared} ]; then echo ${`${l.shared} is not a directory`} >&2; exit 1; fi`,
+    sh`chown -h ${user}:${user} ${l.shared}`,
     sh`chmod 750 ${l.shared}`,
+    dirs.length ? sh`runuser -u ${user} -- mkdir -p -- ${dirs}` : null,
     sh`if [ ! -e ${l.env} ]; then install -m 600 -o ${user} -g ${user} /dev/null ${l.env}; fi`,
   );
 }
@@ -77,30 +93,84 @@ export interface BuildSettings {
   metadata: Record<string, unknown>;
 }
 
+/**
+ * Stops every process of the build user: before a build (an interrupted one's
+ * leftovers) and before its venv is sealed, so nothing can change it meanwhile.
+ */
+function stopBuildUser(user: string): string {
+  return script(
+    'for _ in 1 2 3 4 5 6 7 8 9 10; do',
+    sh`  pkill -KILL -u ${user} 2>/dev/null || pkill -KILL -U ${user} 2>/dev/null || break`,
+    '  sleep 0.1',
+    'done',
+    sh`if pgrep -u ${user} >/dev/null || pgrep -U ${user} >/dev/null; then echo ${`processes of ${user} keep running`} >&2; exit 1; fi`,
+  ).trimEnd();
+}
+
+/**
+ * Builds a virtualenv at its final path, as the build user: pip runs the build
+ * code of every package (setup.py, build backends), which must run neither as
+ * root nor as the app. It works on a copy of the release (local requirements
+ * build in place) and writes only the venv and its pip cache. Then, with the
+ * build user's processes gone, root seals the venv: root's, read-only, no set-id bits.
+ */
+function venvScript(s: BuildSettings): string {
+  const l = s.layout;
+  const rel = l.release(s.releaseId);
+  const user = l.buildUser;
+  const venvFlags = s.systemSitePackages ? ['--system-site-packages'] : [];
+  return script(
+    sh`venv=${`${l.venvs}/${s.venvKey}`}`,
+    // Complete only when sealed: a marker the build itself may have planted does not count.
+    'if [ -f "$venv/.metalship-complete" ] && [ "$(stat -c %u -- "$venv")" = 0 ]; then',
+    sh`  echo "reusing virtualenv ${s.venvKey}"`,
+    'else',
+    sh`  echo "building virtualenv ${s.venvKey} as ${user}"`,
+    stopBuildUser(user),
+    '  rm -rf -- "$venv"',
+    sh`  install -d -m 755 -o ${user} -g ${user} "$venv"`,
+    sh`  install -d -m 755 ${l.pipCache.replace(/\/[^/]+$/, '')}`,
+    sh`  install -d -m 700 -o ${user} -g ${user} ${l.pipCache}`,
+    '  work=$(mktemp -d /var/tmp/metalship-build.XXXXXX)',
+    sh`  tar -C ${rel} --exclude=./.metalship -cf - . | tar -C "$work" -xf - --no-same-owner`,
+    sh`  chown -R ${user}:${user} "$work"`,
+    // A clean environment: the session's variables (proxies aside) are root's business.
+    sh`  build_env=(PATH=/usr/local/bin:/usr/bin:/bin HOME="$work" LANG=C.UTF-8 PIP_CACHE_DIR=${l.pipCache} PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1)`,
+    '  for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do if [ -n "${!v:-}" ]; then build_env+=("$v=${!v}"); fi; done',
+    sh`  as_build() { (cd "$work" && runuser -u ${user} -- env -i "\${build_env[@]}" "$@"); }`,
+    sh`  as_build ${s.python} -m venv ${venvFlags} "$venv"`,
+    s.requirements
+      ? sh`  as_build "$venv/bin/python" -m pip install --no-input -r ${s.requirements} ${s.pipArgs}`
+      : null,
+    '  as_build "$venv/bin/python" -m compileall -q "$venv" >/dev/null 2>&1 || true',
+    stopBuildUser(user),
+    // An editable install (-e) points into the build's copy, gone in a moment.
+    '  editable=$(grep -lsF -- "$work" "$venv"/lib/python*/site-packages/*.pth "$venv"/lib/python*/site-packages/*.egg-link "$venv"/lib/python*/site-packages/__editable__* || true)',
+    '  rm -rf -- "$work"',
+    `  if [ -n "$editable" ]; then echo "the requirements install a package in editable mode (-e): a release is read-only, so install it normally ('.' instead of '-e .')" >&2; exit 1; fi`,
+    '  rm -f -- "$venv/.metalship-complete"',
+    '  chown -hR root:root -- "$venv"',
+    '  chmod -R u+rwX,go+rX,go-w,ug-s -- "$venv"',
+    '  touch -- "$venv/.metalship-complete"',
+    'fi',
+  );
+}
+
 export function buildScript(s: BuildSettings): string {
   const l = s.layout;
   const rel = l.release(s.releaseId);
-  const venv = `${l.venvs}/${s.venvKey}`;
-  const venvFlags = s.systemSitePackages ? ['--system-site-packages'] : [];
   return script(
     pyToolDefinition(),
     s.hasUpload ? sh`tar -xzf - -C ${rel} --no-same-owner --no-overwrite-dir` : null,
     sh`mstool check-files ${rel}`,
     // One environment per distinct requirements, built at its final path and never moved.
-    sh`if [ ! -f ${venv}/.metalship-complete ]; then`,
-    sh`  rm -rf ${venv}`,
-    sh`  echo "building virtualenv ${s.venvKey}"`,
-    sh`  ${s.python} -m venv ${venvFlags} ${venv}`,
-    s.requirements
-      ? sh`  PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 ${venv}/bin/python -m pip install --no-input -r ${rel}/${s.requirements} ${s.pipArgs}`
-      : null,
-    sh`  ${venv}/bin/python -m compileall -q ${venv} >/dev/null 2>&1 || true`,
-    sh`  touch ${venv}/.metalship-complete`,
-    'else',
-    sh`  echo "reusing virtualenv ${s.venvKey}"`,
-    'fi',
-    sh`mstool link ${venv} ${rel}/.venv`,
-    uvicornFlagsScript(rel),
+    venvScript(s),
+    sh`mstool link "$venv" ${rel}/.venv`,
+    // Bytecode now (the services cannot write it: read-only code, ProtectSystem=strict),
+    // before the shared links, so root reads only the release's own files, with
+    // the base interpreter (isolated): the venv's packages never run as root.
+    sh`${s.python} -I -m compileall -q -x '/[.]venv/' ${rel} >/dev/null`,
+    uvicornFlagsScript(rel, s.user),
     ...s.sharedPaths.map((p) =>
       script(
         sh`if [ -e ${rel}/${p} ] && [ ! -L ${rel}/${p} ]; then rm -rf ${rel}/${p}; fi`,
@@ -108,11 +178,9 @@ export function buildScript(s: BuildSettings): string {
         sh`mstool link ${sharedTarget(l, p)} ${rel}/${p}`,
       ).trimEnd(),
     ),
-    // Bytecode now: the services cannot write it (read-only code, ProtectSystem=strict).
-    sh`${venv}/bin/python -m compileall -q -x '/[.]venv/' ${rel} >/dev/null`,
-    sh`chmod -R u+rwX,go+rX,go-w ${rel}`,
+    sh`chmod -R u+rwX,go+rX,go-w,ug-s ${rel}`,
     s.importCheck
-      ? sh`runuser -u ${s.user} -- ${venv}/bin/python -c "$MSTOOL_SRC" import-check ${rel} ${s.importCheck} ${l.env}`
+      ? sh`runuser -u ${s.user} -- "$venv/bin/python" -I -c "$MSTOOL_SRC" import-check ${rel} ${s.importCheck} ${l.env}`
       : null,
     writeFileAtomic(`${rel}/.metalship/release.json`, JSON.stringify(s.metadata, null, 2) + '\n'),
     sh`echo ready > ${rel}/.metalship/status`,

@@ -4,7 +4,7 @@
 // bash, plus the comparisons run on what the scripts print.
 
 import { BACKUP_NAME_RE, ROW_COUNTS_SQL, lastVerifiedPath, type BackupManifest } from './backup.js';
-import { pyToolDefinition } from './pytool.js';
+import { PROBE_USER, pyToolDefinition } from './pytool.js';
 import { heredoc, raw, script, sh } from './sh.js';
 
 /** Written as the scratch database's comment: only a database carrying it is ours to drop. */
@@ -257,26 +257,39 @@ export function smokeScript(o: SmokeOptions): string {
     'port=$(' + PSQL + ' -d postgres -c "SHOW port")',
     // A temporary role that can use everything in the scratch database, and nothing else.
     textVar('password', o.password),
-    `${PSQL} -d "$scratch" -v role="$role" -v password="$password" -v name="$scratch" <<'SQL'`,
+    // The password reaches psql on stdin (printf is a builtin): a command line is public.
+    `{ printf '\\set password %s\\n' "$password"; cat <<'SQL'`,
     "CREATE ROLE :\"role\" LOGIN PASSWORD :'password' VALID UNTIL 'infinity';",
     'GRANT CONNECT, TEMPORARY ON DATABASE :"name" TO :"role";',
     "SELECT format('GRANT USAGE ON SCHEMA %I TO %I; GRANT ALL ON ALL TABLES IN SCHEMA %I TO %I; GRANT ALL ON ALL SEQUENCES IN SCHEMA %I TO %I;', nspname, :'role', nspname, :'role', nspname, :'role') FROM pg_namespace WHERE nspname NOT IN ('pg_catalog', 'information_schema') AND nspname NOT LIKE 'pg\\_%' \\gexec",
     'SQL',
-    'sockdir=$(mktemp -d /run/metalship-verify-smoke.XXXXXX)',
-    'chown "$user" "$sockdir"',
-    'sock="$sockdir/api.sock"',
-    'log="$sockdir/app.log"',
+    `} | ${PSQL} -d "$scratch" -v role="$role" -v name="$scratch"`,
+    // The app's output goes to a file in root's own directory; only the socket's
+    // directory is the app's (whatever the app puts there, root never reads it).
+    'work=$(mktemp -d /run/metalship-verify-smoke.XXXXXX)',
+    'chmod 711 "$work"',
+    'mkdir "$work/sock"',
+    'chown "$user" "$work/sock"',
+    'sock="$work/sock/api.sock"',
+    'log="$work/app.log"',
     'pid=""',
-    'stop() { if [ -n "$pid" ]; then kill -TERM -- "-$pid" 2>/dev/null || true; for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 -- "-$pid" 2>/dev/null || break; sleep 0.5; done; kill -KILL -- "-$pid" 2>/dev/null || true; fi; rm -rf -- "$sockdir"; }',
+    'stop() { if [ -n "$pid" ]; then kill -TERM -- "-$pid" 2>/dev/null || true; for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 -- "-$pid" 2>/dev/null || break; sleep 0.5; done; kill -KILL -- "-$pid" 2>/dev/null || true; fi; rm -rf -- "$work"; }',
     'trap stop EXIT',
     'url="postgresql://$role:$password@127.0.0.1:$port/$scratch"',
-    '(cd "$current/" && exec setsid runuser -u "$user" -- env -i PATH="$(dirname "$py"):/usr/bin:/bin" HOME=/nonexistent LANG=C.UTF-8 \\',
-    sh`  DATABASE_URL="$url" "$py" -m uvicorn ${o.appModule} --uds "$sock" > "$log" 2>&1) &`,
+    // Only DATABASE_URL (and a path, a home, a locale) reaches the app, in its
+    // environment: exported in this subshell, never on a command line.
+    '(',
+    '  cd "$current/"',
+    '  for v in $(compgen -e); do unset "$v" 2>/dev/null || true; done',
+    '  export PATH="$(dirname "$py"):/usr/sbin:/usr/bin:/sbin:/bin" HOME=/nonexistent LANG=C.UTF-8 DATABASE_URL="$url"',
+    sh`  exec setsid runuser -u "$user" -- "$py" -m uvicorn ${o.appModule} --uds "$sock" > "$log" 2>&1`,
+    ') &',
     'pid=$!',
-    sh`if out=$(mstool wait-ready "$sock" ${o.path} ${o.timeout} 1 200 ''); then echo "SMOKE $out"; else`,
+    sh`if out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${o.path} ${o.timeout} 1 200 ''); then echo "SMOKE $out"; else`,
     '  echo "SMOKE $out"',
     '  echo "the current release did not answer on the scratch database; its output:" >&2',
-    '  tail -n 20 "$log" | sed "s|$password|***|g" >&2',
+    '  out=$(tail -n 20 -- "$log")',
+    '  printf \'%s\\n\' "${out//"$password"/***}" >&2',
     '  exit 7',
     'fi',
   );
@@ -303,7 +316,7 @@ export function dropScratchScript(o: ScratchOptions & { role: string }): string 
     `${PSQL} -d postgres -v role="$role" <<'SQL'`,
     "SELECT format('DROP ROLE %I', rolname) FROM pg_roles WHERE rolname = :'role' \\gexec",
     'SQL',
-    'rm -rf /var/tmp/metalship-verify.* /run/metalship-verify-smoke.* 2>/dev/null || true',
+    'rm -rf -- /var/tmp/metalship-verify.* /run/metalship-verify-smoke.* 2>/dev/null || true',
     `left=$(${PSQL} -d postgres -v name="$scratch" -v role="$role" <<'SQL'`,
     "SELECT (SELECT count(*) FROM pg_database WHERE datname = :'name') + (SELECT count(*) FROM pg_roles WHERE rolname = :'role');",
     'SQL',

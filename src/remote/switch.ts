@@ -6,7 +6,7 @@
 
 import type { Layout } from './layout.js';
 import { siteConf, upstreamConf } from './nginx.js';
-import { pyToolDefinition } from './pytool.js';
+import { PROBE_USER, pyToolDefinition } from './pytool.js';
 import { ensureFile, raw, script, sh } from './sh.js';
 
 export interface SwitchSettings {
@@ -94,7 +94,7 @@ export function switchScript(s: SwitchSettings): string {
     sh`  echo "the $slot slot already runs ${s.releaseId}"`,
     'fi',
     sh`sock=/run/${l.app}-api-"$slot"/api.sock`,
-    sh`if ! ready=$(mstool wait-ready "$sock" ${s.healthPath} ${s.readyTimeout} 0.1 200 ''); then`,
+    sh`if ! ready=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${s.healthPath} ${s.readyTimeout} 0.1 200 ''); then`,
     '  echo "$ready" >&2',
     sh`  journalctl -u ${api} -n 30 --no-pager -o cat >&2 || true`,
     sh`  systemctl stop ${api} || true`,
@@ -144,10 +144,14 @@ function followersOnlyScript(s: SwitchSettings, unitLines: string[], followers: 
   );
 }
 
-/** Whether a release's uvicorn accepts --timeout-graceful-shutdown (0.21+); recorded at release time. */
-export function uvicornFlagsScript(rel: string): string {
+/**
+ * Whether a release's uvicorn accepts --timeout-graceful-shutdown (0.21+);
+ * recorded at release time. The venv's interpreter runs as the app user: its
+ * packages' code (.pth files) never runs as root.
+ */
+export function uvicornFlagsScript(rel: string, user: string): string {
   return script(
-    sh`if ${rel}/.venv/bin/python -c 'import importlib.util, os, sys; s = importlib.util.find_spec("uvicorn"); sys.exit(0 if s and "timeout_graceful_shutdown" in open(os.path.join(os.path.dirname(s.origin), "config.py")).read() else 1)' 2>/dev/null; then`,
+    sh`if runuser -u ${user} -- ${rel}/.venv/bin/python -I -c 'import importlib.util, os, sys; s = importlib.util.find_spec("uvicorn"); sys.exit(0 if s and "timeout_graceful_shutdown" in open(os.path.join(os.path.dirname(s.origin), "config.py")).read() else 1)' 2>/dev/null; then`,
     sh`  echo 'METALSHIP_UVICORN_FLAGS=--timeout-graceful-shutdown 30' > ${rel}/.metalship/uvicorn.env`,
     'else',
     sh`  echo 'METALSHIP_UVICORN_FLAGS=' > ${rel}/.metalship/uvicorn.env`,

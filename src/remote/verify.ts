@@ -1,7 +1,7 @@
 // Health checks run on a host, and the listing and cleanup of releases.
 
 import type { Layout } from './layout.js';
-import { pyToolDefinition } from './pytool.js';
+import { PROBE_USER, pyToolDefinition } from './pytool.js';
 import { script, sh } from './sh.js';
 
 export interface VerifySettings {
@@ -28,7 +28,7 @@ export function verifyScript(s: VerifySettings): string {
           sh`slot=$(cat ${l.activeSlot} 2>/dev/null || true)`,
           'case "$slot" in blue|green) ;; *) echo "no api slot is serving on this host (nothing deployed yet?)" >&2; exit 1;; esac',
           sh`sock=/run/${l.app}-api-$slot/api.sock`,
-          sh`out=$(mstool wait-ready "$sock" ${s.path} ${s.timeout} ${s.interval} ${s.expectStatus} ${s.expectBody}) || rc=$?`,
+          sh`out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${s.path} ${s.timeout} ${s.interval} ${s.expectStatus} ${s.expectBody}) || rc=$?`,
           'echo "RESULT $out"',
         ),
     'failed=""',

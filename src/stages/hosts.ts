@@ -176,6 +176,11 @@ export async function acquireLock(
   };
 }
 
+/** The key hosts' locks are taken in: their address, as every run spells it the same way. */
+export function lockOrder(h: Pick<Host, 'spec'>): string {
+  return `${h.spec.host.toLowerCase()}:${String(h.spec.port).padStart(5, '0')}`;
+}
+
 /** Runs fn on every host in parallel and collects a result per host (one failure does not hide the others). */
 export async function onEachHost<T extends Record<string, unknown>>(
   hosts: Host[],
@@ -218,10 +223,13 @@ export async function withHosts<T>(
   try {
     if (opts.lock === false) return await fn(hosts, balancers);
     const holder = lockHolder(action);
-    const locks = await Promise.allSettled(hosts.map((h) => acquireLock(h, holder, s['lock-timeout'], log)));
-    for (const l of locks) if (l.status === 'fulfilled') releases.push(l.value);
-    const failed = locks.find((l): l is PromiseRejectedResult => l.status === 'rejected');
-    if (failed) throw failed.reason;
+    // One at a time, in the same order for every run: two overlapping runs
+    // then never each hold half of the locks and wait out the timeout.
+    const deadline = Date.now() + s['lock-timeout'] * 1000;
+    for (const h of [...hosts].sort((a, b) => lockOrder(a).localeCompare(lockOrder(b)))) {
+      const wait = Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
+      releases.push(await acquireLock(h, holder, wait, log));
+    }
     return await fn(hosts, balancers);
   } finally {
     await Promise.allSettled(releases.map((r) => r()));

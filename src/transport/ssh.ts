@@ -71,6 +71,8 @@ function tail(text: string, lines = 20): string {
 /**
  * Wraps a script so bash parses all of it before running any of it: data that
  * follows on stdin is then read by the script's commands and never executed.
+ * It starts in / (a login's home is root's alone: commands run as other users
+ * could not enter it, and nothing is read relative to it).
  * With a token, the script's session id is written where a timeout can find it
  * and stop everything the script started.
  */
@@ -80,7 +82,7 @@ export function wrapScript(script: string, token?: string): string {
     ? `mkdir -p ${SESSION_DIR} && read -r _ _ _ _ _ __metalship_sid _ < /proc/$$/stat && echo "$__metalship_sid" > ${SESSION_DIR}/${token}\n`
     : '';
   const forget = token ? `trap 'rm -f ${SESSION_DIR}/${token}' EXIT\n` : '';
-  return `set -euo pipefail\numask 022\n${record}${forget}__metalship_main() {\n${body}\n}\n{ __metalship_main; exit $?; }\n`;
+  return `set -euo pipefail\numask 022\ncd /\n${record}${forget}__metalship_main() {\n${body}\n}\n{ __metalship_main; exit $?; }\n`;
 }
 
 const SESSION_DIR = '/run/metalship-sessions';

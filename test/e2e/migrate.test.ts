@@ -132,7 +132,7 @@ test('v2 adds a column and a table with data, after a backup', async () => {
   expect([r.outputs['revision-before'], r.outputs['revision-after']]).toEqual(['0001', '0002']);
   expect((await onHost(state, first, psql('SELECT count(*) FROM orders'))).trim()).toBe('2');
   expect(await version()).toEqual({ release: ids.v2, version: 'v2' });
-  backupOfV2 = `/opt/${APP}/shared/backups/${APP}_${ids.v2}_pre-migrate.dump`;
+  backupOfV2 = `/var/backups/metalship/${APP}/pre-migrate/${APP}_${ids.v2}_pre-migrate.dump`;
   expect(r.stdout).toContain(`BACKUP ${backupOfV2}`);
 });
 

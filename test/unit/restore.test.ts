@@ -197,7 +197,17 @@ describe('restore scripts', () => {
       role: 'metalship_verify_ab12',
     });
     parses(s);
-    expect(s).toContain('env -i');
+    // Every exported variable is dropped; DATABASE_URL goes in the environment, never on a command line.
+    expect(s).toContain('for v in $(compgen -e); do unset "$v"');
+    expect(s).toContain(
+      'export PATH="$(dirname "$py"):/usr/sbin:/usr/bin:/sbin:/bin" HOME=/nonexistent LANG=C.UTF-8 DATABASE_URL="$url"',
+    );
+    expect(s.split('\n').filter((line) => /\$url|\$password/.test(line))).toEqual([
+      `{ printf '\\set password %s\\n' "$password"; cat <<'SQL'`,
+      'url="postgresql://$role:$password@127.0.0.1:$port/$scratch"',
+      '  export PATH="$(dirname "$py"):/usr/sbin:/usr/bin:/sbin:/bin" HOME=/nonexistent LANG=C.UTF-8 DATABASE_URL="$url"',
+      `  printf '%s\\n' "\${out//"$password"/***}" >&2`,
+    ]);
     expect(s).toContain('--uds "$sock"');
     expect(s).not.toMatch(/echo[^\n]*\$password/);
     expect(s).toContain('SMOKE skipped: no current release');

@@ -22,6 +22,11 @@ import { killSessionScript, wrapScript } from '../../src/transport/ssh.js';
 const l = layout('shop', '/opt/shop');
 const HOSTILE = `it's $(touch /tmp/pwned) \`id\` ; rm -rf / "x"\nnext`;
 
+/** A directory only root can change: the lock refuses a state directory another user could swap (the suite runs as root). */
+function rootSandbox(): string {
+  return execFileSync('mktemp', ['-d', '-p', '/root', 'metalship-unit.XXXXXX'], { encoding: 'utf8' }).trim();
+}
+
 function bashParses(text: string): void {
   execFileSync('bash', ['-n'], { input: wrapScript(text, 'abc123') });
 }
@@ -72,7 +77,7 @@ const scripts: Record<string, string> = {
     worker: true,
     scheduler: false,
   }),
-  flags: uvicornFlagsScript(l.release('x')),
+  flags: uvicornFlagsScript(l.release('x'), 'shop'),
   verify: verifyScript({
     layout: l,
     path: '/health',
@@ -102,7 +107,7 @@ test.each(Object.keys(scripts))('the %s script parses with bash -n', (name) => {
 });
 
 test('hostile values written by the scripts arrive byte for byte and never run', () => {
-  const root = execFileSync('mktemp', ['-d'], { encoding: 'utf8' }).trim();
+  const root = rootSandbox();
   const marker = `${root}/pwned`;
   const hostile = HOSTILE.replaceAll('/tmp/pwned', marker);
   const sandbox = layout('shop', root);
@@ -122,7 +127,7 @@ test('hostile values written by the scripts arrive byte for byte and never run',
 });
 
 test('the lock holder stops what the run left running before it lets the lock go, and only then', () => {
-  const root = execFileSync('mktemp', ['-d'], { encoding: 'utf8' }).trim();
+  const root = rootSandbox();
   const sandbox = layout('shop', root);
   const holder = { action: 'deploy', actor: 'a', runUrl: '', startedAt: 'now' };
   const leftovers = `echo "stopped leftovers; holder: $(cat ${root}/.metalship/lock-holder)" >> ${root}/log`;

@@ -42,6 +42,7 @@ export function usersItem(s: ProvisionSettings): Item {
       s.check,
       'if [ "$CHECK" = 1 ]; then',
       sh`  if ! id -u ${s.user} >/dev/null 2>&1; then ms_changed ${'app user ' + s.user + ' missing'}; fi`,
+      sh`  if ! id -u ${l.buildUser} >/dev/null 2>&1; then ms_changed ${'build user ' + l.buildUser + ' missing'}; fi`,
       sh`  for d in ${dirs}; do [ -d "$d" ] || ms_changed "directory $d missing"; done`,
       'else',
       ensureAppTree(l, s.user, SHARED_PATHS),
