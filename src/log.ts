@@ -17,7 +17,8 @@ export class Log {
   /** Registers a secret: the whole value and each of its lines are masked from now on. */
   secret(value: string): void {
     const normalised = value.replace(/\r\n?/g, '\n');
-    const forms = [value, normalised, ...normalised.split('\n').map((l) => l.trim())];
+    // As given, as used (inputs are trimmed at their ends), and line by line.
+    const forms = [value, normalised, normalised.trim(), ...normalised.split('\n').map((l) => l.trim())];
     for (const form of forms) {
       if (form.length < 3 || this.secrets.has(form)) continue;
       this.secrets.add(form);

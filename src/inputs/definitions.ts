@@ -6,16 +6,66 @@ import {
   checkCommand,
   checkRelativePath,
   custom,
+  directory,
   int,
+  password,
   pattern,
+  quote,
   splitList,
   text,
+  url,
   type Field,
+  type Reserved,
 } from './fields.js';
 import { parseHosts, parseAddress, type HostSpec } from './hosts.js';
 import { parseKnownHosts, type KnownHostEntry } from './known-hosts.js';
+import { readPrivateKey } from './ssh-key.js';
 
 export const APP_NAME = /^[a-z][a-z0-9-]{0,30}[a-z0-9]$/;
+
+/** Accounts of the system and of the services provision installs: never the app's or the deploy user. */
+export const SYSTEM_USERS = [
+  'root',
+  'daemon',
+  'bin',
+  'sys',
+  'sync',
+  'games',
+  'man',
+  'lp',
+  'mail',
+  'news',
+  'uucp',
+  'proxy',
+  'www-data',
+  'backup',
+  'list',
+  'irc',
+  'gnats',
+  'nobody',
+  '_apt',
+  'messagebus',
+  'sshd',
+  'syslog',
+  'uuidd',
+  'tcpdump',
+  'polkitd',
+  'systemd-network',
+  'systemd-resolve',
+  'systemd-timesync',
+  'systemd-coredump',
+  'postgres',
+  'redis',
+  'nginx',
+  'node_exporter',
+  'prometheus',
+] as const;
+
+/** PostgreSQL's own databases: never an app's, never dropped as a scratch database. */
+export const POSTGRES_DATABASES: Reserved = {
+  names: ['postgres', 'template0', 'template1'],
+  why: "PostgreSQL's own database",
+};
 
 /** Inputs every host-touching action shares. */
 export const connectionInputs = {
@@ -25,8 +75,10 @@ export const connectionInputs = {
         'Hosts to act on, newline- or comma-separated: host, host:port, user@host:port or [ipv6]:port. ' +
         'Optionally, one host per line then, `roles=api,worker,scheduler,migrate` (hosts without roles run api and worker), ' +
         '`roles=lb` for an nginx load balancer in front of the api hosts (provision sets it up; deploys take each batch out of its rotation), ' +
-        'and `upstream=addr:port`: where the load balancer reaches that host (default: its address, port 80).',
+        'and `upstream=addr:port`: where the load balancer reaches that host (default: its address, port 80). ' +
+        'IPv4 addresses are written as dotted quads (127.0.0.1, not 127.1); a host may be listed once.',
       required: true,
+      multiline: true,
     },
     { expected: 'host names or IP addresses, e.g. "web1.example.com, deploy@10.0.0.5:2222"' },
     (v) => {
@@ -42,27 +94,24 @@ export const connectionInputs = {
   }),
   'ssh-key': custom<string>(
     {
-      description: 'Private SSH key (OpenSSH or PEM format), typically a secret.',
+      description:
+        'Private SSH key (OpenSSH or PEM format), typically a secret. It is read before any host is contacted (with ssh-key-passphrase when encrypted).',
       required: true,
       secret: true,
+      // readPrivateKey's messages name lines, never key content.
+      revealErrors: true,
+      multiline: true,
     },
-    { expected: 'a private key beginning with -----BEGIN ... PRIVATE KEY-----' },
-    (v) => {
-      const key = v.replace(/\r\n?/g, '\n').trim() + '\n';
-      if (
-        !/^-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----\n[\s\S]+\n-----END [A-Z0-9 ]*PRIVATE KEY-----\n$/.test(key)
-      ) {
-        return { error: 'is not a private key (a public key or a fingerprint is not enough)' };
-      }
-      return key;
-    },
+    { expected: 'a whole private key, from -----BEGIN ... PRIVATE KEY----- to its END line' },
+    readPrivateKey,
   ),
-  'ssh-key-passphrase': text({ description: 'Passphrase of ssh-key, if it has one.', secret: true }),
+  'ssh-key-passphrase': password({ description: 'Passphrase of ssh-key, if it is encrypted.' }),
   'known-hosts': custom<KnownHostEntry[] | null>(
     {
       description:
         'Pinned host keys, as OpenSSH known_hosts lines (ssh-keyscan output checked out of band). ' +
         'Required unless insecure-accept-any-host-key is true.',
+      multiline: true,
     },
     { expected: 'known_hosts lines: "host key-type base64-key"' },
     (v) => {
@@ -92,21 +141,12 @@ export const connectionInputs = {
     regex: APP_NAME,
     expected: '2-32 lowercase letters, digits and hyphens, starting with a letter, e.g. "shop-api"',
   }),
-  'app-root': custom<string>(
-    { description: 'Application directory on the hosts.', default: '/opt/{app}' },
-    { expected: 'an absolute path such as /opt/{app}, without .. or spaces' },
-    (v) => {
-      if (!v.startsWith('/')) return { error: `'${v.slice(0, 60)}' is not absolute` };
-      if (v.split('/').some((s) => s === '..' || s === '.'))
-        return { error: `'${v.slice(0, 60)}' contains . or ..` };
-      if (!/^[A-Za-z0-9._/{}-]+$/.test(v))
-        return { error: `'${v.slice(0, 60)}' contains characters other than letters, digits and ._/-` };
-      if (v.replace(/\/+$/, '').split('/').filter(Boolean).length < 2) {
-        return { error: `'${v}' is too close to / (use a directory of its own, e.g. /opt/{app})` };
-      }
-      return v.replace(/\/+$/, '');
-    },
-  ),
+  'app-root': directory({
+    description:
+      "Application directory on the hosts (made the app user's home; its shared/ is handed to the app user).",
+    default: '/opt/{app}',
+    example: '/opt/{app}',
+  }),
   'connect-timeout': int({
     description: 'Seconds to wait for each SSH connection.',
     default: '20',
@@ -148,10 +188,16 @@ const commandField = (description: string, def: string) =>
 export const serviceInputs = {
   'app-user': pattern({
     description:
-      'Unix user the services run as (created when missing, without a login shell). Default: the app name.',
+      'Unix user the services run as (created when missing; provision removes its login shell). Default: the app name. ' +
+      'Not root, a system account or the SSH user.',
     default: '{app}',
-    regex: /^([a-z_][a-z0-9_-]{0,31}|\{app\})$/,
-    expected: 'a Unix user name (not root)',
+    regex: /^[a-z_][a-z0-9_-]{0,31}$/,
+    reserved: {
+      names: SYSTEM_USERS,
+      why: 'a system account (the services must run as an unprivileged user of their own)',
+    },
+    expected:
+      "an unprivileged Unix user of the app's own (not root or a system account such as postgres or www-data)",
   }),
   'app-module': pattern({
     description: 'The ASGI application, module:attribute, served by uvicorn.',
@@ -199,6 +245,33 @@ export const serviceInputs = {
   }),
 } satisfies Record<string, Field>;
 
+/** metalship's own entries in a release: its state and the virtualenv link. */
+const RELEASE_INTERNALS = ['.metalship', '.venv'];
+
+/**
+ * Shared paths, normalised (no ./, doubled or trailing slashes): each inside the
+ * release, none of metalship's own entries, none twice or inside another (a link
+ * inside a linked directory would land in the shared tree).
+ */
+function parseSharedPaths(v: string): string[] | { error: string } {
+  const paths: string[] = [];
+  for (const item of splitList(v)) {
+    const bad = checkRelativePath(item);
+    if (bad) return { error: bad };
+    const parts = item.split('/').filter((s) => s && s !== '.');
+    const p = parts.join('/');
+    if (!p) return { error: `${quote(item)} is the release itself` };
+    if (RELEASE_INTERNALS.includes(parts[0]!))
+      return { error: `${quote(item)} is metalship's ${parts[0]} in the release, not the app's` };
+    if (parts[0] === '.env' && parts.length > 1) return { error: `${quote(item)} is inside .env, a file` };
+    const other = paths.find((q) => q === p || p.startsWith(q + '/') || q.startsWith(p + '/'));
+    if (other === p) return { error: `${quote(item)} is listed twice` };
+    if (other) return { error: `${quote(item)} and '${other}' are inside one another` };
+    paths.push(p);
+  }
+  return paths;
+}
+
 export const releaseInputs = {
   source: custom<string>(
     {
@@ -218,13 +291,13 @@ export const releaseInputs = {
       description:
         'Newline-separated glob patterns of files not to upload (.git, node_modules, __pycache__ and .venv never are).',
       default: '',
+      multiline: true,
     },
     { expected: 'glob patterns, one per line, e.g. "tests/**"' },
     (v) => {
       const items = splitList(v, false);
       for (const p of items)
-        if (!/^[A-Za-z0-9._/*?@+-]+$/.test(p))
-          return { error: `pattern '${p.slice(0, 60)}' has odd characters` };
+        if (!/^[A-Za-z0-9._/*?@+-]+$/.test(p)) return { error: `pattern ${quote(p)} has odd characters` };
       return items;
     },
   ),
@@ -255,18 +328,13 @@ export const releaseInputs = {
   'shared-paths': custom<string[]>(
     {
       description:
-        'Paths in the release linked to persistent ones: .env to {app-root}/.env, others to {app-root}/shared/<path>. Newline- or comma-separated.',
+        'Paths in the release linked to persistent ones: .env to {app-root}/.env, others to {app-root}/shared/<path>. Newline- or comma-separated. ' +
+        "Not the release itself, nor metalship's .metalship or .venv in it.",
       default: 'logs\nuploads\n.env',
+      multiline: true,
     },
-    { expected: 'relative paths, e.g. "logs, uploads, .env"' },
-    (v) => {
-      const items = splitList(v);
-      for (const p of items) {
-        const bad = checkRelativePath(p.replace(/\/+$/, ''));
-        if (bad) return { error: bad };
-      }
-      return items.map((p) => p.replace(/\/+$/, ''));
-    },
+    { expected: 'distinct relative paths inside the release, e.g. "logs, uploads, .env"' },
+    parseSharedPaths,
   ),
   python: pattern({
     description: "Python interpreter on the hosts used to build each release's virtualenv.",
@@ -293,24 +361,10 @@ export const verifyInputs = {
     regex: /^(|\/[A-Za-z0-9._~/?&=%-]*)$/,
     expected: 'a path beginning with /, or empty',
   }),
-  url: custom<string>(
-    {
-      description: 'Optional URL checked from the runner instead of the readiness endpoint on each host.',
-      default: '',
-    },
-    { expected: 'an http:// or https:// URL' },
-    (v) => {
-      if (!v) return '';
-      try {
-        const u = new URL(v);
-        if (u.protocol !== 'http:' && u.protocol !== 'https:')
-          return { error: `'${v.slice(0, 60)}' is not http(s)` };
-        return u.toString();
-      } catch {
-        return { error: `'${v.slice(0, 60)}' is not a URL` };
-      }
-    },
-  ),
+  url: url({
+    description: 'Optional URL checked from the runner instead of the readiness endpoint on each host.',
+    default: '',
+  }),
   'expect-status': int({
     description: 'HTTP status a healthy answer has.',
     default: '200',
@@ -322,6 +376,7 @@ export const verifyInputs = {
       'Text the healthy answer must contain. {release} stands for the release being verified (deploy and rollback).',
     default: '',
     max: 1024,
+    multiline: true,
   }),
   'verify-timeout': int({
     description: 'Seconds to keep checking before declaring the release unhealthy.',
@@ -474,20 +529,11 @@ const oneHost = (description: string, required: boolean, def?: string) =>
 /** The restore test's inputs (backup-verify), beside the connection inputs without `hosts`. */
 export const backupVerifyInputs = {
   'backup-host': oneHost('The host that holds the backups (and the production database).', true),
-  'backup-dir': custom<string>(
-    {
-      description: "Directory of the backups on backup-host (provision's backup directory).",
-      default: '/var/backups/metalship/{app}',
-    },
-    { expected: 'an absolute path without .. or spaces' },
-    (v) => {
-      if (!v.startsWith('/') || v.split('/').some((s) => s === '..' || s === '.'))
-        return { error: `'${v.slice(0, 60)}' is not an absolute path without . and ..` };
-      if (!/^[A-Za-z0-9._/-]+$/.test(v))
-        return { error: `'${v.slice(0, 60)}' contains characters other than letters, digits and ._/-` };
-      return v.replace(/\/+$/, '') || '/';
-    },
-  ),
+  'backup-dir': directory({
+    description: "Directory of the backups on backup-host (provision's backup directory), outside app-root.",
+    default: '/var/backups/metalship/{app}',
+    example: '/var/backups/metalship/{app}',
+  }),
   'backup-file': custom<string>(
     {
       description:
@@ -516,14 +562,18 @@ export const backupVerifyInputs = {
       'The production database whose backups are verified (never touched: the restore goes to a scratch database).',
     default: '{app}',
     regex: SQL_NAME,
-    expected: 'a database name of letters, digits, _ and - (at most 63)',
+    reserved: POSTGRES_DATABASES,
+    expected:
+      "the app's database name: letters, digits, _ and - (at most 63), not postgres, template0 or template1",
   }),
   'scratch-database': pattern({
     description:
       'Name of the scratch database the backup is restored into, dropped afterwards. An existing database of that name that backup-verify did not create is refused.',
     default: 'metalship_verify',
     regex: SQL_NAME,
-    expected: 'a database name of letters, digits, _ and - (at most 63)',
+    reserved: POSTGRES_DATABASES,
+    expected:
+      'a database name of letters, digits, _ and - (at most 63), not postgres, template0 or template1',
   }),
   'max-age-hours': int({
     description:
@@ -545,6 +595,7 @@ export const backupVerifyInputs = {
       description:
         'SQL queries run in the restored database, one per line; each must return true (e.g. "SELECT count(*) > 0 FROM orders").',
       default: '',
+      multiline: true,
     },
     { expected: 'SQL queries, one per line, each returning one boolean' },
     (v) => {

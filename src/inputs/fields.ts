@@ -12,6 +12,8 @@ export interface Field<T = unknown> {
   secret?: boolean;
   /** The schema's error messages never quote the value, so they may be shown even for a secret. */
   revealErrors?: boolean;
+  /** Takes several lines (lists, keys, known_hosts, dotenv); every other input is one line. */
+  multiline?: boolean;
   /** What a valid value looks like, for error messages. */
   expected: string;
   schema: z.ZodType<T, string>;
@@ -23,10 +25,46 @@ type Opts = {
   required?: boolean;
   secret?: boolean;
   revealErrors?: boolean;
+  /** Takes several lines (lists, keys, known_hosts, dotenv); every other input is one line. */
+  multiline?: boolean;
 };
 
+/** A value as error messages quote it (never used for secrets). */
+export const quote = (v: string, max = 60) => `'${v.length > max ? v.slice(0, max) + '...' : v}'`;
+
+// A line break or other control character (C1 and U+2028/9 included) in a
+// one-line input would end a command, a config line or a log line; multi-line
+// inputs may have line breaks and tabs only.
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\x00-\x1f\x7f-\x9f\u2028\u2029]/;
+// eslint-disable-next-line no-control-regex
+const CONTROL_IN_LINES = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]/;
+
+/** Where a value has a control character it must not have; the message names the position only. */
+export function controlCharacterProblem(v: string, multiline = false): string | null {
+  const at = v.search(multiline ? CONTROL_IN_LINES : CONTROL);
+  if (at < 0) return null;
+  if (!multiline)
+    return `has a line break or other control character at position ${at + 1} (it is a one-line input)`;
+  const before = v.slice(0, at).split('\n');
+  return `line ${before.length}, position ${before[before.length - 1]!.length + 1}: has a control character`;
+}
+
 function field<T>(opts: Opts, expected: string, schema: z.ZodType<T, string>): Field<T> {
-  return { ...opts, expected, schema };
+  const lines = z.string().transform((v, ctx) => {
+    const problem = controlCharacterProblem(v, opts.multiline);
+    if (!problem) return v;
+    ctx.addIssue({ code: 'custom', message: problem });
+    return z.NEVER;
+  });
+  return { ...opts, expected, schema: lines.pipe(schema) };
+}
+
+/** Names an input refuses whatever its pattern allows (compared in lower case). */
+export interface Reserved {
+  names: readonly string[];
+  prefixes?: readonly string[];
+  why: string;
 }
 
 export const text = (opts: Opts & { expected?: string; max?: number }) =>
@@ -78,7 +116,9 @@ export const choice = <const C extends readonly [string, ...string[]]>(opts: Opt
   );
 
 /** A value checked by a regular expression, with the reason shown when it fails. */
-export const pattern = (opts: Opts & { regex: RegExp; expected: string; max?: number }) =>
+export const pattern = (
+  opts: Opts & { regex: RegExp; expected: string; max?: number; reserved?: Reserved },
+) =>
   field(
     opts,
     opts.expected,
@@ -88,7 +128,13 @@ export const pattern = (opts: Opts & { regex: RegExp; expected: string; max?: nu
         return z.NEVER;
       }
       if (!opts.regex.test(v)) {
-        ctx.addIssue({ code: 'custom', message: `'${v.slice(0, 60).replace(/\n/g, '\\n')}' is not valid` });
+        ctx.addIssue({ code: 'custom', message: `${quote(v)} is not valid` });
+        return z.NEVER;
+      }
+      const r = opts.reserved;
+      const lower = v.toLowerCase();
+      if (r && (r.names.includes(lower) || r.prefixes?.some((p) => lower.startsWith(p)))) {
+        ctx.addIssue({ code: 'custom', message: `${quote(v)} is reserved: ${r.why}` });
         return z.NEVER;
       }
       return v;
@@ -134,13 +180,163 @@ export function checkRelativePath(p: string): string | null {
 
 /** A command line for a systemd unit: words of safe characters, split on spaces. */
 export function checkCommand(v: string): string[] | { error: string } {
-  const words = v.trim().split(/\s+/).filter(Boolean);
-  for (const w of words) {
+  // Spaces only: other white space is refused below (or, for line breaks, before),
+  // never silently taken as a word separator.
+  const words = v.split(' ').filter(Boolean);
+  for (const [i, w] of words.entries()) {
+    if (CREDENTIALS.test(w))
+      return {
+        error: `word ${i + 1} is a URL with a user name or password, which would be logged (keep credentials on the host, e.g. in pip.conf)`,
+      };
     if (!/^[A-Za-z0-9_.:/=@,+%{}-]+$/.test(w)) {
       return {
-        error: `word '${w.slice(0, 40)}' contains characters other than letters, digits and _.:/=@,+%{}-`,
+        error: `word ${quote(w, 40)} contains characters other than letters, digits and _.:/=@,+%{}-`,
       };
     }
   }
   return words;
 }
+
+/** user:password@ (or user@) in a URL. */
+const CREDENTIALS = /:\/\/[^/?#]*@/;
+
+/**
+ * An http(s) URL that names a host and carries no credentials (it is logged).
+ * Empty stays empty (for optional inputs).
+ */
+export const url = (opts: Opts & { https?: boolean }) => {
+  const schemes = opts.https ? ['https:'] : ['http:', 'https:'];
+  const what = opts.https ? 'an https:// URL' : 'an http:// or https:// URL';
+  return custom(opts, { expected: `${what} with a host, without a user name or password` }, (v) => {
+    if (!v) return '';
+    // Quoted with user:password@ hidden, so a refused URL never prints its credentials.
+    const shown = quote(v.replace(/^([^:/?#]*:\/\/)[^/?#]*@/, '$1***@'));
+    let u: URL;
+    try {
+      u = new URL(v);
+    } catch {
+      return { error: `${shown} is not a URL` };
+    }
+    if (!schemes.includes(u.protocol))
+      return { error: `${shown} is not ${opts.https ? 'https' : 'http(s)'}` };
+    // WHATWG URL reads http:///health as http://health/: the host must be written.
+    if (!/^[a-z][a-z0-9+.-]*:\/\/([^/?#]*@)?[^/?#@:]/i.test(v)) return { error: `${shown} has no host` };
+    if (u.username || u.password)
+      return { error: `${shown} has a user name or password, which would be logged` };
+    return u.toString();
+  });
+};
+
+/** The shortest password-like secret taken: shorter ones are guessable, and masking them would mask ordinary words in logs. */
+export const MIN_PASSWORD = 8;
+
+/** A password-like secret: one line, empty or at least MIN_PASSWORD characters. Messages never quote it. */
+export const password = (opts: Opts) =>
+  field(
+    { ...opts, secret: true, revealErrors: true },
+    `empty or ${MIN_PASSWORD} to 1024 characters on one line`,
+    z.string().transform((v, ctx) => {
+      const problem =
+        v.length > 1024
+          ? 'is longer than 1024 characters'
+          : v && v.length < MIN_PASSWORD
+            ? `is shorter than ${MIN_PASSWORD} characters: too short to be a password, and too short to be masked in logs (masking it would hide ordinary text too)`
+            : null;
+      if (!problem) return v;
+      ctx.addIssue({ code: 'custom', message: problem });
+      return z.NEVER;
+    }),
+  );
+
+// Trees of the system: a directory of the app's inside one would hand system
+// files to the app user (the app tree is chowned to it), be wiped (tmp, cache,
+// run) or break the host (the backup directory is made root-only, mode 700).
+const SYSTEM_TREES = [
+  '/bin',
+  '/boot',
+  '/dev',
+  '/etc',
+  '/lib',
+  '/lib32',
+  '/lib64',
+  '/libx32',
+  '/lost+found',
+  '/proc',
+  '/root',
+  '/run',
+  '/sbin',
+  '/snap',
+  '/sys',
+  '/tmp',
+  '/usr',
+  '/var/cache',
+  '/var/lock',
+  '/var/log',
+  '/var/mail',
+  '/var/run',
+  '/var/spool',
+  '/var/tmp',
+];
+/** Directories that hold other software's directories: a place for the app's own, never the app's directory itself. */
+const SHARED_PARENTS = [
+  '/',
+  '/home',
+  '/media',
+  '/mnt',
+  '/opt',
+  '/srv',
+  '/var',
+  '/var/backups',
+  '/var/lib',
+  '/var/local',
+  '/var/opt',
+  '/var/www',
+];
+/** State of services on the host, under /var/lib. */
+const SERVICE_STATE = [
+  'apt',
+  'dpkg',
+  'letsencrypt',
+  'nginx',
+  'postgresql',
+  'redis',
+  'sudo',
+  'systemd',
+  'ufw',
+];
+
+/** Why an absolute, normalised directory is not one the tool may own, or null. */
+export function systemDirectoryProblem(p: string): string | null {
+  const tree = SYSTEM_TREES.find((t) => p === t || p.startsWith(t + '/'));
+  if (tree) return `${p === tree ? 'is' : 'is inside'} ${tree}, a system directory`;
+  if (SHARED_PARENTS.includes(p)) return `is ${p} itself, which holds other software's directories`;
+  const parts = p.split('/').slice(1);
+  if (parts.length === 1) return 'is a top-level directory';
+  if (parts[0] === 'home' && parts.length === 2) return "is a user's home directory";
+  if (parts[0] === 'var' && parts[1] === 'lib' && SERVICE_STATE.includes(parts[2]!))
+    return `is inside /var/lib/${parts[2]}, the state of a system service`;
+  return null;
+}
+
+/** Whether path a is b or inside it (both absolute and normalised). */
+export const within = (a: string, b: string) => a === b || a.startsWith(b === '/' ? '/' : b + '/');
+
+/** An absolute directory of the app's own on the hosts, normalised (no trailing or doubled slashes). */
+export const directory = (opts: Opts & { example: string; optional?: boolean }) =>
+  custom<string>(
+    opts,
+    {
+      expected: `${opts.optional ? 'empty, or ' : ''}an absolute path of a directory of its own, e.g. ${opts.example} (not a system directory such as /etc, /var/lib or /tmp)`,
+    },
+    (v) => {
+      if (!v && opts.optional) return '';
+      if (!v.startsWith('/')) return { error: `${quote(v)} is not absolute` };
+      const parts = v.split('/').filter(Boolean);
+      if (parts.some((s) => s === '.' || s === '..')) return { error: `${quote(v)} contains . or ..` };
+      if (!/^[A-Za-z0-9._/-]+$/.test(v))
+        return { error: `${quote(v)} contains characters other than letters, digits and ._/-` };
+      const p = '/' + parts.join('/');
+      const problem = systemDirectoryProblem(p);
+      return problem ? { error: `${quote(p)} ${problem}` } : p;
+    },
+  );

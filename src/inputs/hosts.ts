@@ -22,8 +22,11 @@ export interface HostSpec {
   upstream?: { host: string; port: number };
 }
 
+// A trailing dot (the absolute form of a name) is allowed.
 const HOSTNAME =
-  /^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+  /^(?=.{1,253}\.?$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
+/** A name whose last label is a number: the resolver reads it as an IPv4 address (inet_aton). */
+const NUMERIC_NAME = /(^|\.)(\d+|0x[0-9a-f]*)\.?$/i;
 const USER = /^[a-z_][a-z0-9_-]{0,31}$/;
 
 export function parsePort(text: string): number | string {
@@ -68,6 +71,18 @@ export function parseAddress(text: string, defaultPort = 22): Omit<HostSpec, 'ro
       port = p;
     }
     if (!host) return `'${text}' has no host name`;
+    if (isIP(host) !== 4 && NUMERIC_NAME.test(host)) {
+      // getaddrinfo reads 127.1, 0x7f.1, 2130706433 and 0177.0.0.1 all as 127.0.0.1
+      // (and 010.0.0.1 as 8.0.0.1): one host in two spellings would escape the
+      // duplicate check and the known_hosts lookup, so only the dotted quad is taken.
+      let read = '';
+      try {
+        read = ` (read as ${new URL(`http://${host}`).hostname})`;
+      } catch {
+        // Not an address at all; the message says what is expected anyway.
+      }
+      return `'${text}': '${host}' is an IPv4 address in a shorthand, octal or hex form${read}; write it as a dotted quad of decimal numbers without leading zeros`;
+    }
     if (isIP(host) !== 4 && !HOSTNAME.test(host))
       return `'${text}': '${host}' is not a valid host name or IP address`;
   }
@@ -99,13 +114,50 @@ export function parseHosts(text: string, defaultPort = 22): HostSpec[] | string 
     }
   }
   if (hosts.length === 0) return 'no host given';
-  const seen = new Set<string>();
+  const seen = new Map<string, string>();
   for (const h of hosts) {
-    const key = `${h.host.toLowerCase()}:${h.port}`;
-    if (seen.has(key)) return `'${h.label}' is listed twice`;
-    seen.add(key);
+    const key = `${canonicalHost(h.host)}:${h.port}`;
+    const first = seen.get(key);
+    if (first !== undefined)
+      return first === h.label ? `'${h.label}' is listed twice` : `'${h.label}' is '${first}' listed twice`;
+    seen.set(key, h.label);
   }
   return hosts;
+}
+
+/**
+ * The one spelling of a host that its other spellings share: IPv6 compressed in
+ * lower case (an IPv4-mapped address as IPv4), a name in lower case without a
+ * trailing dot. For finding duplicates and matching names, never for connecting.
+ */
+export function canonicalHost(host: string): string {
+  if (isIP(host) !== 6) return host.toLowerCase().replace(/\.$/, '');
+  let h: string;
+  try {
+    h = new URL(`http://[${host}]`).hostname.slice(1, -1);
+  } catch {
+    return host.toLowerCase(); // a zone id (fe80::1%eth0) is no URL host
+  }
+  const mapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(h);
+  if (!mapped) return h;
+  const [hi, lo] = [parseInt(mapped[1]!, 16), parseInt(mapped[2]!, 16)];
+  return [hi >> 8, hi & 255, lo >> 8, lo & 255].join('.');
+}
+
+/**
+ * The host a name refers to: as written in hosts, or the same address in another
+ * spelling (user@ and :port optional; with several ports, the port named).
+ */
+export function findHost<T extends { label: string; host: string; port: number }>(
+  hosts: T[],
+  named: string,
+): T | undefined {
+  const byLabel = hosts.find((h) => h.label === named);
+  if (byLabel) return byLabel;
+  const address = isIP(named) === 6 ? { host: named, port: 22 } : parseAddress(named);
+  if (typeof address === 'string') return undefined;
+  const same = hosts.filter((h) => canonicalHost(h.host) === canonicalHost(address.host));
+  return same.find((h) => h.port === address.port) ?? same[0];
 }
 
 /** One `address attr=value ...` line. */

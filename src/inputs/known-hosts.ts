@@ -1,6 +1,7 @@
 // OpenSSH known_hosts lines: parsed once, matched per host, compared on the raw key.
 
 import { createHash, createHmac } from 'node:crypto';
+import { canonicalHost } from './hosts.js';
 
 export const HOST_KEY_TYPES = [
   'ssh-ed25519',
@@ -29,6 +30,41 @@ function readSshString(buf: Buffer, offset: number): string | null {
   return buf.subarray(offset + 4, offset + 4 + len).toString('latin1');
 }
 
+/** Length of an uncompressed ECDSA point (0x04, x, y) per curve. */
+const POINT_LENGTH: Record<string, number> = { nistp256: 65, nistp384: 97, nistp521: 133 };
+
+/**
+ * Whether a key blob is one whole public key of its type in the SSH wire format
+ * (RFC 4253, 5656, 8709), with nothing left over: a truncated or mangled key
+ * would pass a check of its first field and fail only at connect time.
+ */
+function isWholeKey(key: Buffer, type: string): boolean {
+  let at = 0;
+  const next = (): Buffer | null => {
+    if (key.length < at + 4) return null;
+    const len = key.readUInt32BE(at);
+    if (key.length < at + 4 + len) return null;
+    const field = key.subarray(at + 4, at + 4 + len);
+    at += 4 + len;
+    return field;
+  };
+  /** A positive mpint: not empty, no sign bit, no needless leading zero. */
+  const positive = (n: Buffer | null) =>
+    !!n && n.length > 0 && n[0]! < 0x80 && !(n[0] === 0 && (n.length === 1 || n[1]! < 0x80));
+  if (next()?.toString('latin1') !== type) return false;
+  if (type === 'ssh-ed25519') {
+    if (next()?.length !== 32) return false;
+  } else if (type === 'ssh-rsa') {
+    if (!positive(next()) || !positive(next())) return false;
+  } else {
+    const curve = type.slice('ecdsa-sha2-'.length);
+    if (next()?.toString('latin1') !== curve) return false;
+    const point = next();
+    if (!point || point.length !== POINT_LENGTH[curve] || point[0] !== 4) return false;
+  }
+  return at === key.length;
+}
+
 /** Parses known_hosts text; returns the entries or a message naming the bad line. */
 export function parseKnownHosts(text: string): KnownHostEntry[] | string {
   const entries: KnownHostEntry[] = [];
@@ -53,10 +89,9 @@ export function parseKnownHosts(text: string): KnownHostEntry[] | string {
     }
     if (!/^[A-Za-z0-9+/]+={0,2}$/.test(keyB64)) return `line ${i + 1}: the key is not base64`;
     const key = Buffer.from(keyB64, 'base64');
-    const embedded = readSshString(key, 0);
     const expectedEmbedded = keyType.startsWith('rsa-sha2') ? 'ssh-rsa' : keyType;
-    if (embedded !== expectedEmbedded) {
-      return `line ${i + 1}: the key data is not a ${keyType} key (truncated or mangled?)`;
+    if (!isWholeKey(key, expectedEmbedded)) {
+      return `line ${i + 1}: the key data is not a whole ${keyType} key (truncated or mangled?)`;
     }
     const entry: KnownHostEntry = { patterns: [], revoked, keyType: expectedEmbedded, key, line: i + 1 };
     if (hostField.startsWith('|1|')) {
@@ -90,6 +125,17 @@ function globMatch(pattern: string, name: string): boolean {
   return re.test(name);
 }
 
+/** A known_hosts name without wildcards (`host` or `[host]:port`) in its canonical spelling. */
+function canonicalName(name: string): string {
+  const m = /^\[(.+)\]:(\d+)$/.exec(name);
+  return m ? knownHostsName(canonicalHost(m[1]!), Number(m[2])) : canonicalHost(name);
+}
+
+/** A pattern matches a name: a glob as ssh reads it, a plain name in any spelling of the host. */
+function patternMatches(pattern: string, name: string): boolean {
+  return /[*?]/.test(pattern) ? globMatch(pattern, name) : canonicalName(pattern) === canonicalName(name);
+}
+
 function entryMatches(entry: KnownHostEntry, name: string): boolean {
   if (entry.hashed) {
     const h = createHmac('sha1', entry.hashed.salt).update(name).digest();
@@ -98,18 +144,22 @@ function entryMatches(entry: KnownHostEntry, name: string): boolean {
   let matched = false;
   for (const p of entry.patterns) {
     if (p.startsWith('!')) {
-      if (globMatch(p.slice(1), name)) return false;
-    } else if (globMatch(p, name)) {
+      if (patternMatches(p.slice(1), name)) return false;
+    } else if (patternMatches(p, name)) {
       matched = true;
     }
   }
   return matched;
 }
 
-/** The entries that apply to host:port. */
+/**
+ * The entries that apply to host:port: under the name as written (what
+ * ssh-keyscan prints) or its canonical spelling (lower case, as ssh looks
+ * names up and hashes them; IPv6 compressed).
+ */
 export function entriesFor(entries: KnownHostEntry[], host: string, port: number): KnownHostEntry[] {
-  const name = knownHostsName(host, port);
-  return entries.filter((e) => entryMatches(e, name));
+  const names = [...new Set([host, canonicalHost(host)])].map((h) => knownHostsName(h, port));
+  return entries.filter((e) => names.some((name) => entryMatches(e, name)));
 }
 
 /** OpenSSH-style fingerprint of a raw public key blob: SHA256:base64-without-padding. */

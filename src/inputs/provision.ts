@@ -1,12 +1,30 @@
 // The provision action's own inputs: what a bare server is converged to. Each
 // part of the standard can be switched off; secrets are flagged and masked.
 
+import { isIP } from 'node:net';
 import { parse as parseDotenv } from 'dotenv';
-import { bool, choice, custom, int, pattern, splitList, text, type Field } from './fields.js';
-import { ROLES, type Role } from './hosts.js';
+import { POSTGRES_DATABASES, SYSTEM_USERS } from './definitions.js';
+import {
+  bool,
+  choice,
+  custom,
+  directory,
+  int,
+  password,
+  pattern,
+  quote,
+  splitList,
+  url,
+  type Field,
+} from './fields.js';
+import { parsePort, ROLES, type Role } from './hosts.js';
 
 /** A dotenv key: letters, digits and _, not starting with a digit. */
 const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
+/** A key that names a secret: its value is masked, so it must be long enough to mask. */
+const SECRET_KEY = /PASS|SECRET|TOKEN|KEY|CREDENTIAL|AUTH/i;
+/** Log.secret masks values of at least this length only (masking "1" would wreck the log). */
+const MASKABLE = 3;
 
 export interface DotenvText {
   /** The text written to .env (line endings normalised, ending in a newline); '' when not given. */
@@ -26,30 +44,30 @@ function closesQuote(text: string, quote: string): boolean {
 
 /**
  * Validates dotenv text line by line (quoted values may span lines). Errors name
- * the line and at most the key, never a value: the text is a secret.
+ * the line and the problem, never a key or a value: the whole text is a secret,
+ * and a line that is not KEY=value may well be a value.
  */
 export function parseEnvText(v: string): DotenvText | { error: string } {
   const normalised = v.replace(/\r\n?/g, '\n');
   if (!normalised.trim()) return { text: '', values: {} };
   const lines = normalised.split('\n');
+  /** The line each key is last set on (the value dotenv keeps). */
+  const lineOf = new Map<string, number>();
   for (let i = 0; i < lines.length; i++) {
     const line = lines[i]!.trim();
     if (line === '' || line.startsWith('#')) continue;
     const eq = line.indexOf('=');
-    if (eq < 0) {
-      return {
-        error: `line ${i + 1} is not KEY=value (its content is not shown: the input is a secret)`,
-      };
-    }
+    if (eq < 0) return { error: `line ${i + 1} is not KEY=value` };
     const key = line
       .slice(0, eq)
       .trim()
       .replace(/^export\s+/, '');
     if (!ENV_KEY.test(key)) {
       return {
-        error: `line ${i + 1}: '${key.slice(0, 40)}' is not a valid key (letters, digits and _, not starting with a digit)`,
+        error: `line ${i + 1}: the text before the first = is not a key (letters, digits and _, not starting with a digit)`,
       };
     }
+    lineOf.set(key, i + 1);
     const value = line.slice(eq + 1).trimStart();
     const quote = value[0];
     if (quote === '"' || quote === "'" || quote === '`') {
@@ -60,31 +78,66 @@ export function parseEnvText(v: string): DotenvText | { error: string } {
       while (!closesQuote(rest, quote)) {
         j++;
         if (j >= lines.length)
-          return { error: `line ${i + 1}: the value of ${key} opens a ${quote} quote that is never closed` };
+          return { error: `line ${i + 1}: the value opens a quote that is never closed` };
         rest = lines[j]!;
       }
       i = j;
     }
   }
   const values = parseDotenv(normalised);
+  for (const [key, value] of Object.entries(values)) {
+    if (value.length > 0 && value.length < MASKABLE && SECRET_KEY.test(key))
+      return {
+        error: `line ${lineOf.get(key) ?? '?'}: the key names a secret but its value is shorter than ${MASKABLE} characters, too short to be masked in logs`,
+      };
+  }
   return { text: normalised.endsWith('\n') ? normalised : normalised + '\n', values };
 }
 
-/** A port rule for ufw: 8080, 8080/tcp, 60000:61000/udp. */
+/** Port rules for ufw: 8080, 8080/tcp, 60000:61000/udp; normalised to port[:port]/protocol. */
 export function parsePorts(v: string): string[] | { error: string } {
-  const items = splitList(v);
-  for (const p of items) {
-    const m = /^(\d{1,5})(?::(\d{1,5}))?(?:\/(tcp|udp))?$/.exec(p);
-    if (!m || Number(m[1]) < 1 || Number(m[1]) > 65535 || (m[2] && Number(m[2]) > 65535))
-      return { error: `'${p.slice(0, 40)}' is not a port, range or port/protocol` };
+  const rules: string[] = [];
+  for (const p of splitList(v)) {
+    const m = /^(\d+)(?::(\d+))?(?:\/(tcp|udp))?$/.exec(p);
+    if (!m) return { error: `${quote(p, 40)} is not a port, range or port/protocol` };
+    const ports = [m[1]!, m[2]].filter((x) => x !== undefined).map(parsePort);
+    const bad = ports.find((x) => typeof x === 'string');
+    if (bad) return { error: `${quote(p, 40)}: ${bad}` };
+    const [start, end] = ports as number[];
+    if (end !== undefined && end < start!)
+      return { error: `${quote(p, 40)}: the range ends before it starts` };
+    rules.push(`${ports.join(':')}/${m[3] ?? 'tcp'}`);
   }
-  return items.map((p) => (p.includes('/') ? p : `${p}/tcp`));
+  return rules;
+}
+
+/** A network for pg_hba.conf and ufw: an IPv4 or IPv6 address and a prefix length that fits it. */
+export function parseCidr(c: string): string | { error: string } {
+  const m = /^([^/]+)\/(\d{1,3})$/.exec(c);
+  if (!m) return { error: `${quote(c)} is not a CIDR network (address/prefix)` };
+  const family = isIP(m[1]!);
+  if (!family) return { error: `${quote(c)}: '${m[1]}' is not an IP address` };
+  const max = family === 4 ? 32 : 128;
+  if (Number(m[2]) > max) return { error: `${quote(c)}: prefix /${m[2]} is over ${max}` };
+  return c;
+}
+
+/** node_exporter's listen address: [ipv4]:port, [ipv6]:port or :port. */
+function parseListen(v: string): string | { error: string } {
+  const m = /^(.*):([^:\]]*)$/.exec(v);
+  if (!m) return { error: `${quote(v)} has no :port` };
+  const port = parsePort(m[2]!);
+  if (typeof port === 'string') return { error: `${quote(v)}: ${port}` };
+  const host = m[1]!;
+  const v6 = /^\[(.*)\]$/.exec(host);
+  if (host && (v6 ? isIP(v6[1]!) !== 6 : isIP(host) !== 4))
+    return { error: `${quote(v)}: '${host}' is not an IPv4 address or a bracketed IPv6 address` };
+  return v;
 }
 
 const DOMAIN = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$/;
-const CIDR = /^(\d{1,3}(\.\d{1,3}){3}\/\d{1,2}|[0-9a-f:]+\/\d{1,3})$/i;
 
-const SQL_NAME = /^([a-z_][a-z0-9_-]{0,62}|\{app\})$/;
+const SQL_NAME = /^[a-z_][a-z0-9_-]{0,62}$/;
 
 export const provisionInputs = {
   check: bool({
@@ -96,6 +149,7 @@ export const provisionInputs = {
       description:
         'Provision only these hosts: host names as written in hosts, or roles (api, worker, scheduler, migrate, lb), comma-separated. ' +
         'The others are not contacted, but still count (a load balancer lists every api host). Empty: all hosts.',
+      multiline: true,
     },
     { expected: 'hosts as written in hosts, or role names, e.g. "lb" or "web3.example.com"' },
     (v) => {
@@ -121,8 +175,11 @@ export const provisionInputs = {
     default: 'true',
   }),
   'firewall-allow': custom<string[]>(
-    { description: 'Extra ports to open, newline- or comma-separated: 8080, 8080/tcp, 60000:61000/udp.' },
-    { expected: 'ports such as "8080, 51820/udp"' },
+    {
+      description: 'Extra ports to open, newline- or comma-separated: 8080, 8080/tcp, 60000:61000/udp.',
+      multiline: true,
+    },
+    { expected: 'ports from 1 to 65535 or ranges start:end, e.g. "8080, 51820/udp, 60000:61000/udp"' },
     (v) => parsePorts(v),
   ),
   // SSH
@@ -141,10 +198,14 @@ export const provisionInputs = {
       'Optional deploy user for the actions (ssh-user): gets deploy-user-keys and sudo for exactly the command the actions run. Empty: none.',
     default: '',
     regex: /^(|[a-z_][a-z0-9_-]{0,31})$/,
-    expected: 'a Unix user name, or empty',
+    reserved: {
+      names: SYSTEM_USERS,
+      why: 'a system account (the deploy user gets a login, SSH keys and sudo)',
+    },
+    expected: 'a Unix user name of its own (not root or a system account), or empty',
   }),
   'deploy-user-keys': custom<string[]>(
-    { description: 'Public keys (authorized_keys lines) of the deploy user, one a line.' },
+    { description: 'Public keys (authorized_keys lines) of the deploy user, one a line.', multiline: true },
     { expected: 'authorized_keys lines such as "ssh-ed25519 AAAA... ci@example"' },
     (v) => {
       const lines = splitList(v, false);
@@ -177,9 +238,12 @@ export const provisionInputs = {
   env: custom<DotenvText>(
     {
       description:
-        "The app's .env (KEY=value lines), typically a secret; written as given, atomically, mode 600, owned by the app user. The services read it the way systemd reads an EnvironmentFile, and so do the import check and migrations: a quoted value may span lines; in double quotes, a backslash before a double quote, a backslash, $ or a backquote makes it literal; nothing is expanded. Empty: .env is left as it is.",
+        "The app's .env (KEY=value lines), typically a secret; written as given, atomically, mode 600, owned by the app user. The services read it the way systemd reads an EnvironmentFile, and so do the import check and migrations: a quoted value may span lines; in double quotes, a backslash before a double quote, a backslash, $ or a backquote makes it literal; nothing is expanded. Empty: .env is left as it is. " +
+        'Every value is masked in logs, except values shorter than 3 characters, which cannot be: such a value is refused when its key names a secret (contains PASSWORD, PASSWD, PASS, SECRET, TOKEN, KEY, CREDENTIAL or AUTH, in any case), and short values of other keys (PORT=80, DEBUG=1) are not treated as secret.',
       secret: true,
+      // parseEnvText's messages name lines, never keys or values.
       revealErrors: true,
+      multiline: true,
     },
     { expected: 'KEY=value lines, keys of letters, digits and _' },
     (v) => parseEnvText(v),
@@ -190,26 +254,27 @@ export const provisionInputs = {
       "nginx with the standard's site: 80 to 443, TLS, proxy to the app, WebSocket upgrade, static files, security headers.",
     default: 'true',
   }),
-  'static-dir': custom<string>(
-    { description: 'Directory nginx serves /static/ from, e.g. {app-root}/current/static. Empty: none.' },
-    { expected: 'an absolute path without .. or spaces' },
-    (v) => {
-      if (!v) return '';
-      if (!/^\/[A-Za-z0-9._/-]+$/.test(v) || v.split('/').includes('..'))
-        return { error: `'${v.slice(0, 60)}' is not an absolute path of plain characters` };
-      return v.replace(/\/+$/, '');
-    },
-  ),
+  'static-dir': directory({
+    description:
+      'Directory nginx serves /static/ from, e.g. {app-root}/current/static. Empty: none. ' +
+      "Inside app-root only below current/, releases/<id>/ or shared/ (never app-root's .env), and never the backups.",
+    optional: true,
+    example: '/opt/{app}/current/static',
+  }),
   domains: custom<string[]>(
     {
       description:
         'Domain names of the site, newline- or comma-separated; the first names the certificate. Empty: HTTP only, no TLS.',
+      multiline: true,
     },
-    { expected: 'domain names such as "shop.example.com, www.shop.example.com"' },
+    { expected: 'distinct domain names such as "shop.example.com, www.shop.example.com"' },
     (v) => {
       const items = splitList(v).map((d) => d.toLowerCase());
-      for (const d of items)
-        if (!DOMAIN.test(d)) return { error: `'${d.slice(0, 60)}' is not a domain name` };
+      for (const [i, d] of items.entries()) {
+        if (!DOMAIN.test(d)) return { error: `${quote(d)} is not a domain name` };
+        if (items.indexOf(d) < i)
+          return { error: `${quote(d)} is listed twice (names are compared in lower case)` };
+      }
       return items;
     },
   ),
@@ -219,26 +284,16 @@ export const provisionInputs = {
     regex: /^(|[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,})$/,
     expected: 'an e-mail address',
   }),
-  'acme-server': custom<string>(
-    {
-      description: 'ACME directory URL certbot uses.',
-      default: 'https://acme-v02.api.letsencrypt.org/directory',
-    },
-    { expected: 'an https:// URL' },
-    (v) => {
-      try {
-        const u = new URL(v);
-        if (u.protocol !== 'https:') return { error: `'${v.slice(0, 60)}' is not https` };
-        return u.toString();
-      } catch {
-        return { error: `'${v.slice(0, 60)}' is not a URL` };
-      }
-    },
-  ),
+  'acme-server': url({
+    description: 'ACME directory URL certbot uses.',
+    default: 'https://acme-v02.api.letsencrypt.org/directory',
+    https: true,
+  }),
   'acme-ca-bundle': custom<string>(
     {
       description:
         "PEM certificates certbot trusts for the ACME server (for a private or test ACME server such as pebble). Empty: the system's trust store.",
+      multiline: true,
     },
     { expected: 'PEM certificates (-----BEGIN CERTIFICATE-----)' },
     (v) => {
@@ -258,45 +313,48 @@ export const provisionInputs = {
     description: "The app's database.",
     default: '{app}',
     regex: SQL_NAME,
-    expected: 'lowercase letters, digits, _ and -, starting with a letter or _',
+    reserved: POSTGRES_DATABASES,
+    expected:
+      'lowercase letters, digits, _ and -, starting with a letter or _; not postgres, template0 or template1',
   }),
   'db-user': pattern({
     description: "The app's database role.",
     default: '{app}',
     regex: SQL_NAME,
-    expected: 'lowercase letters, digits, _ and -, starting with a letter or _',
+    reserved: {
+      names: ['postgres', 'public', 'none', 'current_user', 'current_role', 'session_user'],
+      prefixes: ['pg_'],
+      why: "a PostgreSQL superuser or reserved role name (the app's role must be unprivileged)",
+    },
+    expected:
+      'lowercase letters, digits, _ and -, starting with a letter or _; not postgres, public or a name starting with pg_',
   }),
-  'db-password': text({
+  'db-password': password({
     description:
       "Password of the database role (scram-sha-256). Empty: no password, the app connects over the local socket as the app user's peer.",
-    secret: true,
-    max: 1024,
   }),
   'db-remote-cidrs': custom<string[]>(
     {
       description:
         'Networks allowed to reach PostgreSQL remotely, over SSL only (hostssl, scram-sha-256), also opened in ufw. Empty: local only.',
+      multiline: true,
     },
-    { expected: 'CIDR networks such as 10.0.0.0/8' },
+    { expected: 'CIDR networks such as 10.0.0.0/8 or fd00::/8 (prefix up to 32 for IPv4, 128 for IPv6)' },
     (v) => {
-      const items = splitList(v);
-      for (const c of items) if (!CIDR.test(c)) return { error: `'${c.slice(0, 60)}' is not a CIDR network` };
-      return items;
+      const networks: string[] = [];
+      for (const c of splitList(v)) {
+        const r = parseCidr(c);
+        if (typeof r !== 'string') return r;
+        networks.push(r);
+      }
+      return networks;
     },
   ),
-  'backup-dir': custom<string>(
-    { description: 'Directory of the daily PostgreSQL backups.', default: '/var/backups/metalship/{app}' },
-    { expected: 'an absolute path without .. or spaces' },
-    (v) => {
-      if (
-        !/^\/[A-Za-z0-9._/-]+$/.test(v) ||
-        v.split('/').includes('..') ||
-        v.split('/').filter(Boolean).length < 2
-      )
-        return { error: `'${v.slice(0, 60)}' is not an absolute directory of its own` };
-      return v.replace(/\/+$/, '');
-    },
-  ),
+  'backup-dir': directory({
+    description: 'Directory of the daily PostgreSQL backups (root only, mode 700), outside app-root.',
+    default: '/var/backups/metalship/{app}',
+    example: '/var/backups/metalship/{app}',
+  }),
   'backup-keep-days': int({ description: 'Days backups are kept.', default: '30', min: 1, max: 3650 }),
   'backup-schedule': pattern({
     description: 'When the daily backup runs: a systemd OnCalendar expression.',
@@ -313,13 +371,12 @@ export const provisionInputs = {
   'redis-user': pattern({
     description: "The app's Redis ACL user.",
     default: '{app}',
-    regex: /^([a-z_][a-z0-9_-]{0,62}|\{app\})$/,
-    expected: 'lowercase letters, digits, _ and -',
+    regex: /^[a-z_][a-z0-9_-]{0,62}$/,
+    reserved: { names: ['default'], why: "Redis's default user, which provision turns off" },
+    expected: 'lowercase letters, digits, _ and -, not default',
   }),
-  'redis-password': text({
+  'redis-password': password({
     description: "Password of the app's Redis user (required with redis: true).",
-    secret: true,
-    max: 1024,
   }),
   'redis-maxmemory': pattern({
     description: "Redis maxmemory, e.g. 256mb or 2gb. Empty: redis-memory-percent of the host's RAM.",
@@ -339,30 +396,20 @@ export const provisionInputs = {
     description: 'logrotate for shared/logs: daily, compressed after a day, 30 days kept.',
     default: 'true',
   }),
-  'health-ping-url': custom<string>(
+  'health-ping-url': url({
+    description:
+      'Optional URL called every minute by a systemd timer while the app answers its health path (Healthchecks.io style).',
+  }),
+  'node-exporter': bool({ description: 'Install Prometheus node_exporter.', default: 'false' }),
+  'node-exporter-listen': custom<string>(
     {
       description:
-        'Optional URL called every minute by a systemd timer while the app answers its health path (Healthchecks.io style).',
+        "node_exporter's listen address (open its port with firewall-allow to scrape from outside).",
+      default: '127.0.0.1:9100',
     },
-    { expected: 'an http:// or https:// URL' },
-    (v) => {
-      if (!v) return '';
-      try {
-        const u = new URL(v);
-        if (u.protocol !== 'http:' && u.protocol !== 'https:') return { error: 'is not http(s)' };
-        return u.toString();
-      } catch {
-        return { error: `'${v.slice(0, 60)}' is not a URL` };
-      }
-    },
+    { expected: 'address:port such as 127.0.0.1:9100, [::1]:9100 or :9100 (port 1 to 65535)' },
+    parseListen,
   ),
-  'node-exporter': bool({ description: 'Install Prometheus node_exporter.', default: 'false' }),
-  'node-exporter-listen': pattern({
-    description: "node_exporter's listen address (open its port with firewall-allow to scrape from outside).",
-    default: '127.0.0.1:9100',
-    regex: /^(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-f:]+\])?:\d{1,5}$/,
-    expected: 'address:port such as 127.0.0.1:9100 or :9100',
-  }),
 } satisfies Record<string, Field>;
 
 /** Cross-input checks of provision, with messages naming the inputs. */
@@ -370,6 +417,7 @@ export function provisionChecks(s: Record<string, unknown>): string[] {
   const problems: string[] = [];
   const hosts = (s.hosts as { label: string }[] | undefined) ?? [];
   for (const item of (s.limit as string[] | undefined) ?? []) {
+    // As written only: src/actions/provision.ts selects the limited hosts by label.
     if (!ROLES.includes(item as Role) && !hosts.some((h) => h.label === item))
       problems.push(
         `Input 'limit': '${item}' is neither a host of the hosts input (as written there) nor a role; expected one of ${[...hosts.map((h) => h.label), ...ROLES].join(', ')}.`,

@@ -1,5 +1,6 @@
 // The migrate stage: once per deploy, on one host.
 
+import { findHost } from '../inputs/hosts.js';
 import type { Log } from '../log.js';
 import { markScript } from '../remote/release.js';
 import {
@@ -15,7 +16,12 @@ import { lockHolder, type Host } from './hosts.js';
 /** The host that migrates: the one named, else the one with the migrate role, else the first. */
 export function pickMigrateHost(hosts: Host[], named: string): Host {
   if (named) {
-    const host = hosts.find((h) => h.spec.label === named || h.spec.host === named);
+    // parseInputs refuses a migrate-host that is not an app host; this guards the stage itself.
+    const spec = findHost(
+      hosts.map((h) => h.spec),
+      named,
+    );
+    const host = hosts.find((h) => h.spec === spec);
     if (!host)
       throw new Error(
         `migrate-host '${named}' is not one of the hosts (${hosts.map((h) => h.spec.label).join(', ')})`,

@@ -1,10 +1,11 @@
 // Bad and hostile inputs across the actions, shared by test/unit/bad-inputs.test.ts
 // and the reliability report (scripts/reliability.ts).
-import type { ActionName } from '../../src/inputs/actions.js';
+import { ACTION_NAMES, actions, type ActionName } from '../../src/inputs/actions.js';
+import { FIXTURE_KEY, FIXTURE_KEY_ENCRYPTED, FIXTURE_PASSPHRASE } from './keys.js';
 
 const KEY_B64 = 'AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl';
-const PRIVATE =
-  '-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n';
+const PRIVATE = FIXTURE_KEY;
+/** Valid inputs for every action (a unit test checks it); each case changes one. */
 export const BASE = {
   hosts: '10.0.0.5',
   app: 'shop',
@@ -12,10 +13,29 @@ export const BASE = {
   'known-hosts': `10.0.0.5 ssh-ed25519 ${KEY_B64}`,
   'release-id': '20250101_000000',
   'backup-host': '10.0.0.5',
+  'redis-password': 'redis-pw-fixture',
 };
 
+type Case = [ActionName, string, string, RegExp];
+
+/** One case per action that has the input (and the inputs the case is about, when it is about several). */
+function everywhere(input: string, value: string, message: RegExp, ...with_: string[]): Case[] {
+  return ACTION_NAMES.filter((a) => [input, ...with_].every((i) => i in actions[a].inputs)).map((a): Case => [
+    a,
+    input,
+    value,
+    message,
+  ]);
+}
+
+const KEY_LINES = FIXTURE_KEY.trimEnd().split('\n');
+const KEY_BLOB = Buffer.from(KEY_B64, 'base64');
+const ONE_LINE = /has a line break or other control character at position \d+ \(it is a one-line input\)/;
+const SYSTEM_DIR =
+  /a system directory|holds other software's directories|top-level|home directory|state of a system service/;
+
 // [action, the input that is wrong, its value, what the message must say]
-export const BAD_INPUTS: [ActionName, string, string, RegExp][] = [
+export const BAD_INPUTS: Case[] = [
   ['deploy', 'app', 'Shop', /is not valid/],
   ['deploy', 'app', 'shop;reboot', /is not valid/],
   ['deploy', 'app', '-shop', /is not valid/],
@@ -47,8 +67,18 @@ export const BAD_INPUTS: [ActionName, string, string, RegExp][] = [
   ['rollback', 'batch-size', '1e3', /not a whole number/],
   ['deploy', 'batch-size', '-2', /out of range/],
   ['deploy', 'ssh-user', 'root; id', /is not valid/],
-  ['deploy', 'ssh-key', 'ssh-ed25519 AAAA user@laptop', /is not valid; expected a private key/],
-  ['deploy', 'ssh-key', '-----BEGIN OPENSSH PRIVATE KEY-----\ntruncated', /is not valid/],
+  [
+    'deploy',
+    'ssh-key',
+    'ssh-ed25519 AAAA user@laptop',
+    /is not a private key.*; expected a whole private key/,
+  ],
+  [
+    'deploy',
+    'ssh-key',
+    '-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1r',
+    /has no -----END .* line \(truncated\?\)/,
+  ],
   ['deploy', 'known-hosts', '10.0.0.5 ssh-ed25519', /not a known_hosts line/],
   ['deploy', 'known-hosts', `10.0.0.5 ssh-dss ${KEY_B64}`, /unknown key type/],
   ['deploy', 'known-hosts', '10.0.0.5 ssh-ed25519 %%%%', /not base64/],
@@ -59,7 +89,7 @@ export const BAD_INPUTS: [ActionName, string, string, RegExp][] = [
   ['deploy', 'app-root', 'opt/shop', /is not absolute/],
   ['deploy', 'app-root', '/opt/../etc', /contains \. or \.\./],
   ['deploy', 'app-root', '/opt/my shop', /contains characters/],
-  ['deploy', 'app-root', '/', /too close to \//],
+  ['deploy', 'app-root', '/', /is \/ itself/],
   ['deploy', 'source', '../other-repo', /contains '\.\.'/],
   ['deploy', 'source', 'app dir', /contains characters/],
   ['deploy', 'exclude', 'tests/**\n$(id)', /odd characters/],
@@ -73,7 +103,7 @@ export const BAD_INPUTS: [ActionName, string, string, RegExp][] = [
   ['deploy', 'shared-paths', 'logs, ../../root', /contains '\.\.'/],
   ['deploy', 'python', 'python3; rm -rf /', /is not valid/],
   ['deploy', 'pip-args', '--index-url=http://x `id`', /contains characters/],
-  ['deploy', 'app-user', 'root', /expected an unprivileged user/],
+  ['deploy', 'app-user', 'root', /is reserved: a system account.*expected an unprivileged Unix user/],
   ['deploy', 'app-module', 'main:app; import os', /is not valid/],
   ['deploy', 'uvicorn-args', '--workers 2 && reboot', /contains characters/],
   ['deploy', 'worker-command', 'python -m worker | tee /tmp/x', /contains characters/],
@@ -95,8 +125,8 @@ export const BAD_INPUTS: [ActionName, string, string, RegExp][] = [
   ['rollback', 'release-id', '$(id)', /is not valid/],
   ['release', 'source', '/abs/../x', /contains '\.\.'/],
   ['verify', 'verify-interval', '0', /out of range/],
-  ['provision', 'env', 'NOT VALID LINE\nA=1', /line 1 is not KEY=value \(its content is not shown/],
-  ['provision', 'env', '1BAD=x', /'1BAD' is not a valid key/],
+  ['provision', 'env', 'NOT VALID LINE\nA=1', /line 1 is not KEY=value;/],
+  ['provision', 'env', '1BAD=x', /line 1: the text before the first = is not a key/],
   ['provision', 'domains', 'exa mple.com', /is not a domain name/],
   ['provision', 'domains', '-bad-.com', /is not a domain name/],
   ['provision', 'acme-email', 'not-an-email', /is not valid; expected an e-mail address/],
@@ -109,4 +139,345 @@ export const BAD_INPUTS: [ActionName, string, string, RegExp][] = [
   ['backup-verify', 'scratch-database', 'shop', /the production database/],
   ['backup-verify', 'backup-file', '/etc/passwd', /is not an absolute path ending in \.dump/],
   ['backup-verify', 'restore-host', 'a.example, b.example', /is not a valid host name/],
+
+  // --- Secrets: messages name the line or position and the problem, never content.
+  [
+    'provision',
+    'env',
+    'REDIS_URL: redis://:Pw0rd@cache/0?db=1',
+    /line 1: the text before the first = is not a key/,
+  ],
+  ['provision', 'env', 'A=1\n\nREDIS_URL redis://:Pw0rd@cache', /line 3 is not KEY=value/],
+  [
+    'provision',
+    'env',
+    'API_TOKEN=ab',
+    /line 1: the key names a secret but its value is shorter than 3 characters/,
+  ],
+  ['provision', 'env', 'A=1\ndb_password=x', /line 2: the key names a secret/],
+  ['provision', 'env', 'A=1\nexport STRIPE_SECRET_KEY="zz"', /line 2: the key names a secret/],
+  ['provision', 'env', 'A=1\nAuth=ok', /line 2: the key names a secret/],
+  ['provision', 'env', 'A=1\nB="open\nC=2', /line 2: the value opens a quote that is never closed/],
+  ['provision', 'env', 'A=1\nB=\u001b[31mred', /line 2, position 3: has a control character/],
+  ...everywhere(
+    'ssh-key-passphrase',
+    'short',
+    /is shorter than 8 characters: too short to be a password, and too short to be masked in logs/,
+  ),
+  ['deploy', 'ssh-key-passphrase', '1234567', /shorter than 8 characters/],
+  [
+    'deploy',
+    'ssh-key-passphrase',
+    'pass phrase\nsecond line',
+    /line break or other control character at position 12/,
+  ],
+  ['provision', 'db-password', 'pw1', /shorter than 8 characters.*masked in logs/],
+  ['provision', 'db-password', 'Tab\there-ok-len', ONE_LINE],
+  ['provision', 'db-password', 'x'.repeat(1025), /is longer than 1024 characters/],
+  ['provision', 'redis-password', 'x', /shorter than 8 characters/],
+  ['provision', 'redis-password', 'redis-pw-\u0000-nul', ONE_LINE],
+  // --- ssh-key: read as a key before any host is contacted.
+  ...everywhere(
+    'ssh-key',
+    [KEY_LINES[0], ...KEY_LINES.slice(3)].join('\n'),
+    /cannot be read as a private key \(truncated or damaged\?\)/,
+  ),
+  ['deploy', 'ssh-key', KEY_LINES.slice(0, -1).join('\n'), /has no -----END \.\.\. PRIVATE KEY----- line/],
+  [
+    'deploy',
+    'ssh-key',
+    FIXTURE_KEY.replace('END OPENSSH', 'END RSA'),
+    /its END line \(line \d+\) does not match its BEGIN line/,
+  ],
+  ['deploy', 'ssh-key', FIXTURE_KEY + 'trailing text\n', /has text after its END line/],
+  ['deploy', 'ssh-key', FIXTURE_KEY.replace(KEY_LINES[2]!, '%%%%%%'), /line 3 is not base64/],
+  [
+    'deploy',
+    'ssh-key',
+    '-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----',
+    /cannot be read as a private key/,
+  ],
+  [
+    'release',
+    'ssh-key',
+    '-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----',
+    /is not a private key/,
+  ],
+  // --- known-hosts: every key blob read whole.
+  ...everywhere(
+    'known-hosts',
+    `10.0.0.5 ssh-ed25519 ${KEY_BLOB.subarray(0, 40).toString('base64')}`,
+    /line 1: the key data is not a whole ssh-ed25519 key/,
+  ),
+  [
+    'deploy',
+    'known-hosts',
+    `# pinned\n10.0.0.5 ssh-ed25519 ${Buffer.concat([KEY_BLOB, Buffer.from([0])]).toString('base64')}`,
+    /line 2: the key data is not a whole ssh-ed25519 key/,
+  ],
+  ['deploy', 'known-hosts', `10.0.0.5 ssh-rsa ${KEY_B64}`, /line 1: the key data is not a whole ssh-rsa key/],
+  ['deploy', 'known-hosts', `10.0.0.5 ecdsa-sha2-nistp384 ${KEY_B64}`, /not a whole ecdsa-sha2-nistp384 key/],
+  // --- One host, two spellings: inet_aton forms are refused, the rest compared canonically.
+  ...everywhere(
+    'hosts',
+    '127.1',
+    /'127\.1' is an IPv4 address in a shorthand, octal or hex form \(read as 127\.0\.0\.1\)/,
+  ),
+  ['deploy', 'hosts', '0x7f.1', /shorthand, octal or hex form \(read as 127\.0\.0\.1\)/],
+  ['deploy', 'hosts', '2130706433', /shorthand, octal or hex form \(read as 127\.0\.0\.1\)/],
+  ['deploy', 'hosts', '0177.0.0.1', /shorthand, octal or hex form \(read as 127\.0\.0\.1\)/],
+  ['deploy', 'hosts', '10.0.0.5, 010.0.0.5', /shorthand, octal or hex form \(read as 8\.0\.0\.5\)/],
+  ...everywhere('hosts', '[::1], [0:0:0:0:0:0:0:1]', /'\[0:0:0:0:0:0:0:1\]' is '\[::1\]' listed twice/),
+  [
+    'deploy',
+    'hosts',
+    'Web1.example.com, web1.example.com.',
+    /'web1\.example\.com\.' is 'Web1\.example\.com' listed twice/,
+  ],
+  ['deploy', 'hosts', '10.0.0.5\nops@10.0.0.5:22', /'ops@10\.0\.0\.5:22' is '10\.0\.0\.5' listed twice/],
+  ['deploy', 'hosts', '10.0.0.5, [::ffff:10.0.0.5]', /listed twice/],
+  ['deploy', 'jump-host', 'ops@0x0a.0.0.1', /shorthand, octal or hex form/],
+  ['deploy', 'hosts', '10.0.0.5 upstream=10.1:80', /upstream=.*shorthand, octal or hex form/],
+  ['backup-verify', 'backup-host', '10.1', /shorthand, octal or hex form \(read as 10\.0\.0\.1\)/],
+  ['backup-verify', 'restore-host', '167772161', /shorthand, octal or hex form/],
+  // --- shared-paths: never the release itself or metalship's own entries in it.
+  ...everywhere('shared-paths', '.', /'\.' is the release itself/),
+  ['deploy', 'shared-paths', 'logs, ./', /is the release itself/],
+  ['deploy', 'shared-paths', 'logs\n.//./', /is the release itself/],
+  ...everywhere('shared-paths', '.metalship', /is metalship's \.metalship in the release/),
+  ['deploy', 'shared-paths', 'logs, .metalship/status', /is metalship's \.metalship/],
+  ['deploy', 'shared-paths', './.venv', /is metalship's \.venv/],
+  ['release', 'shared-paths', '.venv/bin', /is metalship's \.venv/],
+  ['deploy', 'shared-paths', 'logs, logs/', /'logs\/' is listed twice/],
+  ['deploy', 'shared-paths', 'logs, logs/old', /are inside one another/],
+  ['deploy', 'shared-paths', '.env/x', /inside \.env, a file/],
+  // --- migrate-host: one of the app hosts, checked before connecting.
+  ...everywhere(
+    'migrate-host',
+    '10.0.0.9',
+    /'10\.0\.0\.9' is not in hosts; expected one of the app hosts as written in hosts: 10\.0\.0\.5/,
+  ),
+  ['deploy', 'migrate-host', 'web1.example.com', /is not in hosts/],
+  // --- Reserved names.
+  ...['root', 'postgres', 'www-data', 'nobody', 'daemon', 'redis', 'sshd'].flatMap((u) =>
+    everywhere('app-user', u, new RegExp(`'${u}' is reserved: a system account`)),
+  ),
+  ...['root', 'postgres', 'www-data', 'nobody', 'sshd', 'bin'].flatMap((u) =>
+    everywhere(
+      'deploy-user',
+      u,
+      /is reserved: a system account \(the deploy user gets a login, SSH keys and sudo\)/,
+    ),
+  ),
+  ...['postgres', 'pg_monitor', 'public', 'pg_read_all_data'].flatMap((u) =>
+    everywhere('db-user', u, /is reserved: a PostgreSQL superuser or reserved role name/),
+  ),
+  ...['postgres', 'template0', 'template1'].flatMap((d) => [
+    ...everywhere('db-name', d, /is reserved: PostgreSQL's own database/),
+    ...everywhere('database', d, /is reserved: PostgreSQL's own database/),
+    ...everywhere('scratch-database', d, /is reserved: PostgreSQL's own database/),
+  ]),
+  ['backup-verify', 'database', 'Template1', /is reserved/],
+  ['provision', 'redis-user', 'default', /'default' is reserved: Redis's default user/],
+  ['provision', 'db-user', 'Postgres', /is not valid/],
+  // --- The app's directories: never a system directory, backups apart from the app.
+  ...['/etc/shop', '/usr/local/shop', '/var/lib', '/tmp/shop', '/root/app', '/home', '/', '/opt'].flatMap(
+    (d) => everywhere('app-root', d, SYSTEM_DIR),
+  ),
+  ['deploy', 'app-root', '/var/log/shop', /is inside \/var\/log, a system directory/],
+  ['deploy', 'app-root', '/var/tmp/shop', /inside \/var\/tmp/],
+  ['deploy', 'app-root', '/boot/shop', /inside \/boot/],
+  ['deploy', 'app-root', '/proc/1/cwd', /inside \/proc/],
+  ['deploy', 'app-root', '/run/shop', /inside \/run/],
+  ['deploy', 'app-root', '/home/ubuntu', /a user's home directory/],
+  [
+    'deploy',
+    'app-root',
+    '/var/lib/postgresql/shop',
+    /inside \/var\/lib\/postgresql, the state of a system service/,
+  ],
+  ['deploy', 'app-root', '//etc//shop/', /'\/etc\/shop' is inside \/etc/],
+  ['deploy', 'app-root', '/shop', /is a top-level directory/],
+  ['deploy', 'app-root', '/opt/{app}x/{other}', /contains characters other than/],
+  ...['/etc', '/var/backups', '/tmp/backups', '/var/lib/postgresql/backups'].flatMap((d) =>
+    everywhere('backup-dir', d, SYSTEM_DIR),
+  ),
+  ...everywhere(
+    'backup-dir',
+    '/opt/shop/backups',
+    /'\/opt\/shop\/backups' is inside app-root '\/opt\/shop'; expected a directory outside the app's tree/,
+  ),
+  ...everywhere('backup-dir', '/opt/shop', /is inside app-root/),
+  ...everywhere(
+    'app-root',
+    '/var/backups/metalship/shop/app',
+    /is inside backup-dir '\/var\/backups\/metalship\/shop'/,
+    'backup-dir',
+  ),
+  ['provision', 'static-dir', '/etc/nginx', /inside \/etc, a system directory/],
+  ['provision', 'static-dir', '/root/static', /inside \/root/],
+  ['provision', 'static-dir', '/opt/shop', /would let nginx serve app-root's own files/],
+  ['provision', 'static-dir', '/opt/shop/current', /would let nginx serve app-root's own files/],
+  [
+    'provision',
+    'static-dir',
+    '/opt/shop/releases/20250101_000000',
+    /would let nginx serve app-root's own files/,
+  ],
+  ['provision', 'static-dir', '/opt/shop/.metalship', /would let nginx serve app-root's own files/],
+  ['provision', 'static-dir', '/var/backups/metalship/shop/public', /would let nginx serve the backups/],
+  // --- Networks and ports.
+  ['provision', 'db-remote-cidrs', '10.0.0.0/99', /prefix \/99 is over 32/],
+  ['provision', 'db-remote-cidrs', '10.0.0.0/33', /prefix \/33 is over 32/],
+  ['provision', 'db-remote-cidrs', '10.0.0.256/24', /'10\.0\.0\.256' is not an IP address/],
+  ['provision', 'db-remote-cidrs', '300.1.2.3/8', /is not an IP address/],
+  ['provision', 'db-remote-cidrs', 'fd00::/129', /prefix \/129 is over 128/],
+  ['provision', 'db-remote-cidrs', 'fd00::gg/64', /is not an IP address/],
+  ['provision', 'db-remote-cidrs', '10.0.0.0', /is not a CIDR network/],
+  ['provision', 'firewall-allow', '1000:0', /port 0 is out of range/],
+  ['provision', 'firewall-allow', '2000:1000/tcp', /the range ends before it starts/],
+  ['provision', 'firewall-allow', '99999', /port 99999 is out of range/],
+  ['provision', 'firewall-allow', '0', /port 0 is out of range/],
+  ['provision', 'firewall-allow', '443, 0/udp', /port 0 is out of range/],
+  ['provision', 'firewall-allow', '1:65536', /port 65536 is out of range/],
+  ['provision', 'firewall-allow', '80/sctp', /is not a port, range or port\/protocol/],
+  ['provision', 'node-exporter-listen', '300.0.0.1:9100', /'300\.0\.0\.1' is not an IPv4 address/],
+  ['provision', 'node-exporter-listen', '127.0.0.1:0', /port 0 is out of range/],
+  ['provision', 'node-exporter-listen', ':99999', /out of range/],
+  [
+    'provision',
+    'node-exporter-listen',
+    'localhost:9100',
+    /is not an IPv4 address or a bracketed IPv6 address/,
+  ],
+  ['provision', 'node-exporter-listen', '[::1', /has no :port|is not/],
+  // --- URLs: a host written, no credentials (the value is logged).
+  ...everywhere('url', 'http:///health', /'http:\/\/\/health' has no host/),
+  ...everywhere(
+    'url',
+    'https://user:pass@example.com/health',
+    /'https:\/\/\*\*\*@example\.com\/health' has a user name or password, which would be logged/,
+  ),
+  ['deploy', 'url', 'https://', /is not a URL/],
+  ['deploy', 'url', 'http:health', /has no host/],
+  ['deploy', 'url', 'https://token@example.com/', /has a user name or password/],
+  ['provision', 'acme-server', 'https:///directory', /has no host/],
+  ['provision', 'acme-server', 'https://', /is not a URL/],
+  ['provision', 'acme-server', 'https://acct:key@acme.example/directory', /has a user name or password/],
+  ['provision', 'health-ping-url', 'http:///ping', /has no host/],
+  ['provision', 'health-ping-url', 'https://user:pw@hc-ping.example/uuid', /has a user name or password/],
+  ...everywhere(
+    'pip-args',
+    '--index-url https://user:token@pypi.example/simple',
+    /word 2 is a URL with a user name or password, which would be logged/,
+  ),
+  // --- Line breaks and control characters in one-line inputs.
+  ...[
+    'worker-command',
+    'scheduler-command',
+    'uvicorn-args',
+    'pip-args',
+    'command',
+    'revision-command',
+    'downgrade-command',
+    'migrate-command',
+  ].flatMap((input) => everywhere(input, 'python -m worker\nreboot', ONE_LINE)),
+  ['deploy', 'uvicorn-args', '--workers 2\r\n--reload', ONE_LINE],
+  ['deploy', 'pip-args', '--no-index\t--quiet', ONE_LINE],
+  ['deploy', 'worker-command', 'python\u00a0-m worker', /contains characters other than/],
+  ['deploy', 'worker-command', 'python -m worker\u2028reboot', ONE_LINE],
+  ...[
+    'app-root',
+    'app',
+    'ssh-user',
+    'jump-host',
+    'app-module',
+    'health-path',
+    'release-id',
+    'python',
+    'requirements',
+    'source',
+    'server-name',
+    'migrate-host',
+    'verify-path',
+    'if-current',
+  ].flatMap((input) => everywhere(input, 'x\ny', ONE_LINE)),
+  ...[
+    'backup-dir',
+    'backup-file',
+    'database',
+    'scratch-database',
+    'smoke-path',
+    'backup-host',
+    'db-name',
+    'db-user',
+    'redis-user',
+    'deploy-user',
+    'static-dir',
+    'acme-email',
+    'backup-schedule',
+    'python-version',
+    'redis-maxmemory',
+    'url',
+    'acme-server',
+    'health-ping-url',
+    'node-exporter-listen',
+  ].flatMap((input) => everywhere(input, 'x\u0000y', ONE_LINE)),
+  [
+    'deploy',
+    'known-hosts',
+    `10.0.0.5 ssh-ed25519 ${KEY_B64}\n\u001b[2J`,
+    /line 2, position 1: has a control character/,
+  ],
+  ['backup-verify', 'checks', 'SELECT true\n\u0007', /line 2, position 1: has a control character/],
+  ['provision', 'domains', 'shop.example.com, Shop.Example.com', /is listed twice/],
+];
+
+/** Cases that need another input set too: [action, input, value, message, other inputs]. */
+export const BAD_INPUT_COMBINATIONS: [...Case, Record<string, string>][] = [
+  ...ACTION_NAMES.map((a): [...Case, Record<string, string>] => [
+    a,
+    'ssh-key-passphrase',
+    '',
+    /Input 'ssh-key-passphrase' is required: ssh-key is encrypted; expected the key's passphrase/,
+    { 'ssh-key': FIXTURE_KEY_ENCRYPTED },
+  ]),
+  [
+    'deploy',
+    'ssh-key-passphrase',
+    'not-the-passphrase',
+    /does not decrypt ssh-key \(a wrong passphrase, or a damaged key\)/,
+    { 'ssh-key': FIXTURE_KEY_ENCRYPTED },
+  ],
+  [
+    'provision',
+    'ssh-key-passphrase',
+    FIXTURE_PASSPHRASE.toUpperCase(),
+    /does not decrypt ssh-key/,
+    { 'ssh-key': FIXTURE_KEY_ENCRYPTED },
+  ],
+  [
+    'deploy',
+    'migrate-host',
+    '10.0.0.6',
+    /is a load balancer \(roles=lb\), which runs no app; expected one of the app hosts as written in hosts: 10\.0\.0\.5/,
+    { hosts: '10.0.0.5\n10.0.0.6 roles=lb', 'known-hosts': `10.0.0.5,10.0.0.6 ssh-ed25519 ${KEY_B64}` },
+  ],
+  ['deploy', 'app-user', '', /Input 'app-user': 'postgres' is reserved/, { app: 'postgres' }],
+  ['deploy', 'app-user', 'deploy', /'deploy' is ssh-user, which logs in over SSH/, { 'ssh-user': 'deploy' }],
+  [
+    'provision',
+    'app-user',
+    'ops',
+    /'ops' is a user in hosts, which logs in over SSH/,
+    { hosts: 'ops@10.0.0.5' },
+  ],
+  ['switch', 'app-user', 'jumper', /'jumper' is jump-host's user/, { 'jump-host': 'jumper@10.0.0.5' }],
+  [
+    'provision',
+    'static-dir',
+    '/srv/shop/backups/static',
+    /would let nginx serve the backups/,
+    { 'backup-dir': '/srv/shop/backups' },
+  ],
 ];

@@ -13,10 +13,10 @@ import { verifyScript } from '../../src/remote/verify.js';
 import { resolveRoles, type Host } from '../../src/stages/hosts.js';
 import { balancerMembers, batches } from '../../src/stages/rollout.js';
 import { wrapScript } from '../../src/transport/ssh.js';
+import { FIXTURE_KEY } from '../support/keys.js';
 
 const l = layout('shop', '/opt/shop');
-const PRIVATE =
-  '-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n';
+const PRIVATE = FIXTURE_KEY;
 
 const FLEET =
   'lb roles=lb\nweb1 roles=api,worker,scheduler,migrate upstream=10.1.0.1:8080\nweb2\nweb3 roles=worker';
@@ -89,7 +89,7 @@ test('provision on a load balancer: nginx in front of the api hosts, none of the
           app: 'shop',
           'ssh-key': PRIVATE,
           'insecure-accept-any-host-key': 'true',
-          'redis-password': 'x',
+          'redis-password': 'redis-pw-1',
         }) as Record<string, string>
       )[n] ?? '',
   );

@@ -2,12 +2,12 @@ import type { ActionName } from '../../src/inputs/actions.js';
 import { parseHosts } from '../../src/inputs/hosts.js';
 import { fingerprint, parseKnownHosts, verifyHostKey } from '../../src/inputs/known-hosts.js';
 import { InputError, parseInputs } from '../../src/inputs/parse.js';
+import { FIXTURE_KEY } from '../support/keys.js';
 
 // A real ed25519 host key line (public data) and a throwaway private key shape.
 const KEY_B64 = 'AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl';
 const KNOWN = `10.0.0.5 ssh-ed25519 ${KEY_B64}\n[web.example.com]:2222 ssh-ed25519 ${KEY_B64}`;
-const PRIVATE =
-  '-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n';
+const PRIVATE = FIXTURE_KEY;
 
 function raw(values: Record<string, string>) {
   return (name: string) => values[name] ?? '';
@@ -98,7 +98,7 @@ describe('known-hosts', () => {
     ['10.0.0.5 ssh-ed25519', /not a known_hosts line/],
     [`10.0.0.5 ssh-foo ${KEY_B64}`, /unknown key type/],
     ['10.0.0.5 ssh-ed25519 AAAA!!', /not base64/],
-    [`10.0.0.5 ecdsa-sha2-nistp256 ${KEY_B64}`, /not a ecdsa-sha2-nistp256 key/],
+    [`10.0.0.5 ecdsa-sha2-nistp256 ${KEY_B64}`, /not a whole ecdsa-sha2-nistp256 key/],
     [`@cert-authority * ssh-ed25519 ${KEY_B64}`, /not supported/],
   ])('rejects %j', (text, message) => {
     expect(parseKnownHosts(text)).toMatch(message);
@@ -139,10 +139,10 @@ describe('settings', () => {
     [
       'release',
       { 'ssh-key': 'ssh-ed25519 AAAA... me@laptop' },
-      /Input 'ssh-key': is not valid; expected a private key/,
+      /Input 'ssh-key': is not a private key: .*; expected a whole private key/,
     ],
     ['release', { 'release-id': '../x' }, /Input 'release-id'/],
-    ['release', { 'app-user': 'root' }, /Input 'app-user' is 'root'/],
+    ['release', { 'app-user': 'root' }, /Input 'app-user': 'root' is reserved: a system account/],
     ['switch', { 'worker-command': 'python -m worker; reboot' }, /Input 'worker-command': word 'worker;'/],
     ['switch', { 'health-path': 'health' }, /Input 'health-path'/],
     ['switch', { 'release-id': '' }, /Input 'release-id' is required/],

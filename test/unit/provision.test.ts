@@ -7,10 +7,10 @@ import { SSH_PORTS } from '../../src/remote/provision/firewall.js';
 import { reloadOneLine } from '../../src/remote/provision/ssh.js';
 import { sudoersRule } from '../../src/remote/provision/users.js';
 import { aclFile } from '../../src/remote/provision/redis.js';
+import { FIXTURE_KEY } from '../support/keys.js';
 
 const KEY_B64 = 'AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl';
-const PRIVATE =
-  '-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n';
+const PRIVATE = FIXTURE_KEY;
 const base: Record<string, string> = {
   hosts: '10.0.0.5',
   app: 'shop',
@@ -44,7 +44,7 @@ describe('provision inputs', () => {
     expect(settings().postgresql.database).toBe('shop');
   });
   test.each([
-    ['1BAD=x', /line 1: '1BAD' is not a valid key/],
+    ['1BAD=x', /line 1: the text before the first = is not a key/],
     ['GOOD=1\nno equals sign here', /line 2 is not KEY=value/],
     ['A="open', /never closed/],
     ['A="an escaped \\" quote does not close it\nB=1', /never closed/],

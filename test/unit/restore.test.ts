@@ -17,6 +17,7 @@ import {
 import { parseInputs, InputError } from '../../src/inputs/parse.js';
 import { recoveryTable, sameHost } from '../../src/actions/backup-verify.js';
 import { wrapScript } from '../../src/transport/ssh.js';
+import { FIXTURE_KEY } from '../support/keys.js';
 
 function bash(script: string, env: Record<string, string> = {}) {
   return spawnSync('bash', ['-se'], {
@@ -242,7 +243,7 @@ describe('comparisons and report', () => {
 });
 
 describe('backup-verify inputs', () => {
-  const KEY = '-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----\n';
+  const KEY = FIXTURE_KEY;
   const KH = 'db1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG9fXz9fXz9fXz9fXz9fXz9fXz9fXz9fXz9fXz9fXz9f';
   const base: Record<string, string> = {
     app: 'shop',
