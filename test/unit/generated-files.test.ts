@@ -316,14 +316,6 @@ describe('nginx (nginx.ts, balancer.ts): server names, paths and upstreams parse
     },
   );
 
-  test.each(['*', 'a*b.example', '*.*.example', 'www.*.example'])(
-    'server-name %j: a wildcard nginx refuses to load is refused, not written',
-    (name) => {
-      const serverName = valid(serviceInputs['server-name'], `ok.example ${name}`);
-      expect(() => siteConf(app('shop', '/opt/shop'), { serverName, tls: null })).toThrow(/wildcard|label/);
-    },
-  );
-
   test('provision: the domains become the server_name list', () => {
     const domains = `shop.example.com, ${'a'.repeat(63)}.${'b'.repeat(63)}.example, xn--bcher-kva.example`;
     const s = provision({ domains, 'acme-email': 'a+b@example.com', 'app-root': '/srv/{x}/{app}' });
