@@ -8,6 +8,7 @@
 // The manifest's row counts are taken in the same snapshot as the dump, so a
 // restore must reproduce them exactly.
 
+import { execLine, unitText } from './quoting.js';
 import { ensureFile, heredoc, script, sh } from './sh.js';
 
 export interface BackupOptions {
@@ -209,7 +210,8 @@ function heredocVar(name: string, text: string): string {
   return `${name}=$(cat ${doc.open}\n${doc.body}\n)`;
 }
 
-function unitFiles(opts: BackupInstallOptions): { service: string; timer: string } {
+/** The backup's oneshot service and its timer. */
+export function unitFiles(opts: BackupInstallOptions): { service: string; timer: string } {
   const onCalendar = opts.onCalendar ?? 'daily';
   if (!/^[A-Za-z0-9 *:,./~+-]{1,100}$/.test(onCalendar))
     throw new Error(
@@ -219,13 +221,13 @@ function unitFiles(opts: BackupInstallOptions): { service: string; timer: string
   const service = [
     '# Managed by metalship.',
     '[Unit]',
-    `Description=metalship: PostgreSQL backup of ${opts.database} (${opts.app})`,
+    `Description=${unitText(`metalship: PostgreSQL backup of ${opts.database} (${opts.app})`)}`,
     'After=postgresql.service',
     'Wants=postgresql.service',
     '',
     '[Service]',
     'Type=oneshot',
-    `ExecStart=${prog} daily`,
+    `ExecStart=${execLine([prog, 'daily'])}`,
     'Nice=10',
     'IOSchedulingClass=best-effort',
     'IOSchedulingPriority=7',
@@ -238,10 +240,10 @@ function unitFiles(opts: BackupInstallOptions): { service: string; timer: string
   const timer = [
     '# Managed by metalship.',
     '[Unit]',
-    `Description=metalship: daily PostgreSQL backup of ${opts.database} (${opts.app})`,
+    `Description=${unitText(`metalship: daily PostgreSQL backup of ${opts.database} (${opts.app})`)}`,
     '',
     '[Timer]',
-    `OnCalendar=${onCalendar}`,
+    `OnCalendar=${unitText(onCalendar)}`,
     'RandomizedDelaySec=30min',
     'Persistent=true',
     '',

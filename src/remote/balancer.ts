@@ -3,6 +3,7 @@
 // a batch out of rotation on the app hosts themselves (drainScript).
 
 import type { Layout } from './layout.js';
+import { nginxAddress } from './quoting.js';
 import { script, sh } from './sh.js';
 
 export interface BalancerMember {
@@ -23,16 +24,12 @@ export function balancerUpstreamName(l: Layout): string {
   return `${l.app.replace(/-/g, '_')}_fleet`;
 }
 
-function address(m: BalancerMember): string {
-  return m.host.includes(':') ? `[${m.host}]:${m.port}` : `${m.host}:${m.port}`;
-}
-
 /** http-level config on the balancer: the app hosts and the WebSocket map. */
 export function balancerUpstreamConf(l: Layout, members: BalancerMember[]): string {
   const name = balancerUpstreamName(l);
   const servers = members.map(
     (m) =>
-      `    server ${address(m)} max_fails=2 fail_timeout=${BALANCER_FAIL_TIMEOUT}s; # ${m.label.replace(/[\r\n]/g, ' ')}`,
+      `    server ${nginxAddress(m.host, m.port)} max_fails=2 fail_timeout=${BALANCER_FAIL_TIMEOUT}s; # ${m.label.replace(/[\r\n]/g, ' ')}`,
   );
   return `# Managed by metalship: the app hosts behind this load balancer.
 upstream ${name} {

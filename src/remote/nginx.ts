@@ -3,6 +3,7 @@
 // minimal HTTP site installed by the deploy when none exists yet.
 
 import type { Layout } from './layout.js';
+import { nginxServerNames, nginxWord } from './quoting.js';
 
 export function upstreamName(l: Layout): string {
   return `${l.app.replace(/-/g, '_')}_api`;
@@ -17,7 +18,7 @@ export function upstreamName(l: Layout): string {
 export function upstreamConf(l: Layout): string {
   return `# Managed by metalship.
 upstream ${upstreamName(l)} {
-    server unix:${l.apiLink} max_fails=0;
+    server ${nginxWord(`unix:${l.apiLink}`)} max_fails=0;
 }
 map $http_upgrade $metalship_${upstreamName(l)}_connection {
     default upgrade;
@@ -27,6 +28,7 @@ map $http_upgrade $metalship_${upstreamName(l)}_connection {
 }
 
 export interface SiteSettings {
+  /** Names separated by white space (the server-name input's form), or _ for any. */
   serverName: string;
   /** null: HTTP only. */
   tls: { certificate: string; key: string } | null;
@@ -47,7 +49,7 @@ function proxyLocation(upstream: string, balancer: boolean): string {
   // A host that is down is passed over quickly (the LAN answers in microseconds).
   const connectTimeout = balancer ? '2s' : '5s';
   return `    location / {
-        proxy_pass http://${upstream};
+        proxy_pass ${nginxWord(`http://${upstream}`)};
         proxy_http_version 1.1;
         proxy_set_header Host $host;
         proxy_set_header X-Real-IP $remote_addr;
@@ -70,9 +72,10 @@ export function siteConf(l: Layout, s: SiteSettings): string {
   const listen = (port: number, extra = '') =>
     `    listen ${port}${extra}${isDefault ? ' default_server' : ''};\n    listen [::]:${port}${extra}${isDefault ? ' default_server' : ''};`;
   const statics = s.staticDir
-    ? `    location /static/ {\n        alias ${s.staticDir}/;\n        expires 7d;\n        access_log off;\n    }\n`
+    ? `    location /static/ {\n        alias ${nginxWord(`${s.staticDir}/`)};\n        expires 7d;\n        access_log off;\n    }\n`
     : '';
-  const common = `    server_name ${s.serverName};
+  const serverName = `    server_name ${nginxServerNames(s.serverName)};`;
+  const common = `${serverName}
     client_max_body_size 25m;
     client_body_timeout 30s;
     client_header_timeout 30s;
@@ -82,7 +85,7 @@ export function siteConf(l: Layout, s: SiteSettings): string {
 ${securityHeaders}
 ${statics}${proxyLocation(s.upstream ?? upstreamName(l), s.upstream !== undefined)}`;
   const acme = (root: string) => `    location /.well-known/acme-challenge/ {
-        root ${root};
+        root ${nginxWord(root)};
     }`;
   if (!s.tls) {
     return `# Managed by metalship (HTTP only: no domain configured).
@@ -95,7 +98,7 @@ ${s.acmeWebroot ? acme(s.acmeWebroot) + '\n' : ''}${common}
   return `# Managed by metalship.
 server {
 ${listen(80)}
-    server_name ${s.serverName};
+${serverName}
     server_tokens off;
 ${acme(s.acmeWebroot ?? ACME_WEBROOT)}
     location / {
@@ -104,8 +107,8 @@ ${acme(s.acmeWebroot ?? ACME_WEBROOT)}
 }
 server {
 ${listen(443, ' ssl http2')}
-    ssl_certificate ${s.tls.certificate};
-    ssl_certificate_key ${s.tls.key};
+    ssl_certificate ${nginxWord(s.tls.certificate)};
+    ssl_certificate_key ${nginxWord(s.tls.key)};
     ssl_protocols TLSv1.2 TLSv1.3;
     ssl_prefer_server_ciphers off;
     ssl_session_cache shared:metalship_ssl:10m;

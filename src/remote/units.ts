@@ -3,6 +3,7 @@
 // and a target grouping them. Shared by the deploy path and provision.
 
 import type { Layout } from './layout.js';
+import { execLine, specifier, splitVariable, unitEnv, unitText, unitWord, type Part } from './quoting.js';
 
 export interface UnitSettings {
   layout: Layout;
@@ -18,7 +19,7 @@ export function hardening(l: Layout): string {
   return [
     'NoNewPrivileges=yes',
     'ProtectSystem=strict',
-    `ReadWritePaths=${l.shared}`,
+    `ReadWritePaths=${unitWord(l.shared)}`,
     'PrivateTmp=yes',
     'PrivateDevices=yes',
     'ProtectHome=yes',
@@ -47,22 +48,23 @@ export function hardening(l: Layout): string {
 }
 
 /** A command's program resolved inside a venv unless it is absolute. */
-function inVenv(venvBin: string, words: string[]): string {
+function inVenv(venvBin: string, words: string[]): string[] {
   const [program, ...args] = words;
-  if (!program) return '';
-  return [program.startsWith('/') ? program : `${venvBin}/${program}`, ...args].join(' ');
+  if (!program) return [];
+  return [program.startsWith('/') ? program : `${venvBin}/${program}`, ...args];
 }
 
-function serviceCommon(s: UnitSettings, workdir: string): string {
+/** Settings every app service has; workdir may hold the %i of the api template. */
+function serviceCommon(s: UnitSettings, workdir: Part[]): string {
   const l = s.layout;
   return [
-    `User=${s.user}`,
-    `Group=${s.user}`,
-    `WorkingDirectory=${workdir}`,
-    `EnvironmentFile=-${l.env}`,
-    `Environment=PATH=${workdir}/.venv/bin:/usr/local/bin:/usr/bin:/bin`,
+    `User=${unitText(s.user)}`,
+    `Group=${unitText(s.user)}`,
+    `WorkingDirectory=${unitText(...workdir)}`,
+    `EnvironmentFile=-${unitText(l.env)}`,
+    `Environment=${unitEnv('PATH', ...workdir, '/.venv/bin:/usr/local/bin:/usr/bin:/bin')}`,
     'Environment=PYTHONUNBUFFERED=1',
-    `Environment=APP_NAME=${l.app}`,
+    `Environment=${unitEnv('APP_NAME', l.app)}`,
     'Restart=always',
     'RestartSec=5',
   ].join('\n');
@@ -70,31 +72,35 @@ function serviceCommon(s: UnitSettings, workdir: string): string {
 
 export function apiUnit(s: UnitSettings): string {
   const l = s.layout;
-  const workdir = `${l.slots}/%i`;
-  const uvicorn = [
-    `${workdir}/.venv/bin/python -m uvicorn ${s.appModule}`,
-    `--uds /run/${l.app}-api-%i/api.sock`,
+  const slot = specifier('i');
+  const workdir = [l.slots, '/', slot];
+  const uvicorn = execLine([
+    [...workdir, '/.venv/bin/python'],
+    '-m',
+    'uvicorn',
+    s.appModule,
+    '--uds',
+    [`/run/${l.app}-api-`, slot, '/api.sock'],
     // Above nginx's idle upstream time, so uvicorn never closes a connection nginx is about to reuse.
-    '--timeout-keep-alive 75',
+    '--timeout-keep-alive',
+    '75',
     // --timeout-graceful-shutdown where the release's uvicorn has it (0.21+), from the release's uvicorn.env.
-    '$METALSHIP_UVICORN_FLAGS',
+    splitVariable('METALSHIP_UVICORN_FLAGS'),
     '--no-server-header',
     ...s.uvicornArgs,
-  ]
-    .filter(Boolean)
-    .join(' ');
+  ]);
   return `# Managed by metalship: changes are overwritten on the next deploy.
 [Unit]
-Description=${l.app} API (%i slot)
+Description=${unitText(l.app, ' API (', slot, ' slot)')}
 After=network.target postgresql.service redis-server.service
-PartOf=${l.units.target}
+PartOf=${unitWord(l.units.target)}
 
 [Service]
 Type=simple
 ${serviceCommon(s, workdir)}
-EnvironmentFile=-${workdir}/.metalship/uvicorn.env
+EnvironmentFile=-${unitText(...workdir, '/.metalship/uvicorn.env')}
 ExecStart=${uvicorn}
-RuntimeDirectory=${l.app}-api-%i
+RuntimeDirectory=${unitWord(`${l.app}-api-`, slot)}
 RuntimeDirectoryMode=0755
 TimeoutStopSec=35
 KillMode=mixed
@@ -102,7 +108,7 @@ KillSignal=SIGTERM
 ${hardening(l)}
 
 [Install]
-WantedBy=${l.units.target}
+WantedBy=${unitWord(l.units.target)}
 `;
 }
 
@@ -115,21 +121,21 @@ function currentReleaseUnit(
   const l = s.layout;
   return `# Managed by metalship: changes are overwritten on the next deploy.
 ${o.note ? `# ${o.note}\n` : ''}[Unit]
-Description=${l.app} ${o.what}
+Description=${unitText(l.app, ' ', o.what)}
 After=${o.after}
-PartOf=${l.units.target}
+PartOf=${unitWord(l.units.target)}
 
 [Service]
 Type=simple
-${serviceCommon(s, l.current)}
-ExecStart=${inVenv(`${l.current}/.venv/bin`, o.command)}
+${serviceCommon(s, [l.current])}
+ExecStart=${execLine(inVenv(`${l.current}/.venv/bin`, o.command))}
 TimeoutStopSec=35
 KillMode=mixed
 KillSignal=SIGTERM
 ${hardening(l)}
 
 [Install]
-WantedBy=${l.units.target}
+WantedBy=${unitWord(l.units.target)}
 `;
 }
 
@@ -153,7 +159,7 @@ export function schedulerUnit(s: UnitSettings): string | null {
 export function targetUnit(l: Layout): string {
   return `# Managed by metalship.
 [Unit]
-Description=${l.app} (all services)
+Description=${unitText(l.app, ' (all services)')}
 
 [Install]
 WantedBy=multi-user.target

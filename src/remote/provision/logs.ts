@@ -1,11 +1,14 @@
 // Logs: shared/logs rotated daily, compressed after a day, 30 days kept.
 
+import { bareWord, logrotateDir } from '../quoting.js';
 import { file, itemScript, type Item } from './common.js';
 import type { ProvisionSettings } from './settings.js';
 
 export function logrotateConf(s: ProvisionSettings): string {
+  const logs = `${logrotateDir(s.layout.shared, 'app-root')}/logs`;
+  const user = bareWord(s.user, 'logrotate');
   return `# Managed by metalship: the app's logs.
-${s.layout.shared}/logs/*.log ${s.layout.shared}/logs/*/*.log {
+${logs}/*.log ${logs}/*/*.log {
     daily
     rotate 30
     maxage 30
@@ -15,7 +18,7 @@ ${s.layout.shared}/logs/*.log ${s.layout.shared}/logs/*/*.log {
     notifempty
     copytruncate
     dateext
-    su ${s.user} ${s.user}
+    su ${user} ${user}
 }
 `;
 }

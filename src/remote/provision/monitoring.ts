@@ -1,23 +1,44 @@
 // Monitoring: an optional health-check ping (a timer calls the URL every minute
 // while the app answers its health path) and an optional node_exporter.
 
+import { defaultsValue, execLine, unitText } from '../quoting.js';
 import { sh } from '../sh.js';
 import { file, itemScript, type Item } from './common.js';
 import type { ProvisionSettings } from './settings.js';
 
+/**
+ * curl's options for both requests: no ~/.curlrc, no {}/[] URL globbing, the
+ * path sent as written (no ../ squashing), any answer but 2xx a failure.
+ */
+const CURL = [
+  '/usr/bin/curl',
+  '--disable',
+  '--fail',
+  '--silent',
+  '--show-error',
+  '--globoff',
+  '--path-as-is',
+  '--max-time',
+  '10',
+  '--output',
+  '/dev/null',
+];
+
 export function pingUnits(s: ProvisionSettings): { service: string; timer: string } {
   const l = s.layout;
+  // No shell: each URL is one argument of its own (& ? ; quotes are only text),
+  // and a oneshot's ExecStart= lines run in order, each only if the one before succeeded.
   return {
     service: `# Managed by metalship: tells the monitoring service that ${l.app} is healthy.
 [Unit]
-Description=${l.app} health ping
+Description=${unitText(l.app, ' health ping')}
 After=network-online.target
 
 [Service]
 Type=oneshot
-User=${s.user}
-ExecStart=/bin/sh -c 'curl -fsS -m 10 --unix-socket ${l.apiLink} http://localhost${s.healthPath} >/dev/null && curl -fsS -m 10 --retry 3 -o /dev/null "$$PING_URL"'
-Environment=PING_URL=${s.monitoring.pingUrl.replace(/%/g, '%%')}
+User=${unitText(s.user)}
+ExecStart=${execLine([...CURL, '--unix-socket', l.apiLink, '--url', `http://localhost${s.healthPath}`])}
+ExecStart=${execLine([...CURL, '--retry', '3', '--url', s.monitoring.pingUrl])}
 NoNewPrivileges=yes
 ProtectSystem=strict
 ProtectHome=yes
@@ -25,7 +46,7 @@ PrivateTmp=yes
 `,
     timer: `# Managed by metalship.
 [Unit]
-Description=${l.app} health ping every minute
+Description=${unitText(l.app, ' health ping every minute')}
 
 [Timer]
 OnCalendar=minutely
@@ -35,6 +56,11 @@ AccuracySec=5s
 WantedBy=timers.target
 `,
   };
+}
+
+/** /etc/default/prometheus-node-exporter: its unit runs the exporter with $ARGS. */
+export function nodeExporterDefaults(listen: string): string {
+  return `# Managed by metalship.\nARGS=${defaultsValue(`--web.listen-address=${listen}`)}\n`;
 }
 
 export function monitoringItem(s: ProvisionSettings): Item {
@@ -64,14 +90,10 @@ export function monitoringItem(s: ProvisionSettings): Item {
       m.nodeExporter
         ? [
             'ms_install prometheus-node-exporter',
-            file(
-              '/etc/default/prometheus-node-exporter',
-              `# Managed by metalship.\nARGS="--web.listen-address=${m.nodeExporterListen}"\n`,
-              {
-                label: 'node_exporter listen address',
-                onChange: '[ "$CHECK" = 1 ] || systemctl restart prometheus-node-exporter',
-              },
-            ),
+            file('/etc/default/prometheus-node-exporter', nodeExporterDefaults(m.nodeExporterListen), {
+              label: 'node_exporter listen address',
+              onChange: '[ "$CHECK" = 1 ] || systemctl restart prometheus-node-exporter',
+            }),
             'if ! systemctl is-active --quiet prometheus-node-exporter; then ms_changed "node_exporter started"; ms_apply systemctl enable --now --quiet prometheus-node-exporter; fi',
           ].join('\n')
         : null,

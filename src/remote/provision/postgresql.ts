@@ -3,19 +3,20 @@
 // backup module (pg_dump -Fc plus a manifest, kept for a number of days).
 
 import { backupInstallScript, backupProgram, backupProgramPath, backupUnitNames } from '../backup.js';
+import { hbaAddress, hbaName } from '../quoting.js';
 import { sh } from '../sh.js';
 import { itemScript, type Item } from './common.js';
 import type { ProvisionSettings } from './settings.js';
 
 export function hbaBlock(s: ProvisionSettings): string {
   const p = s.postgresql;
-  const db = `"${p.database}"`;
-  const user = `"${p.user}"`;
+  const db = hbaName(p.database);
+  const user = hbaName(p.user);
   return [
     `# BEGIN metalship ${s.layout.app}`,
     `host    ${db} ${user} 127.0.0.1/32 scram-sha-256`,
     `host    ${db} ${user} ::1/128 scram-sha-256`,
-    ...p.remoteCidrs.map((c) => `hostssl ${db} ${user} ${c} scram-sha-256`),
+    ...p.remoteCidrs.map((c) => `hostssl ${db} ${user} ${hbaAddress(c)} scram-sha-256`),
     `# END metalship ${s.layout.app}`,
   ].join('\n');
 }

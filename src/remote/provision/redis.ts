@@ -3,7 +3,8 @@
 // maxmemory (given, or a share of RAM) with allkeys-lru, appendonly.
 
 import { createHash } from 'node:crypto';
-import { sh } from '../sh.js';
+import { bareWord } from '../quoting.js';
+import { quote, sh } from '../sh.js';
 import { file, itemScript, type Item } from './common.js';
 import type { ProvisionSettings } from './settings.js';
 
@@ -13,16 +14,18 @@ export const REDIS_ACL = '/etc/redis/users.acl';
 
 /** The ACL file: passwords only as SHA-256, never in clear on disk. */
 export function aclFile(user: string, password: string): string {
+  // A second `user default` line would be the default user again, on: Redis refuses the file.
+  if (user === 'default') throw new Error("redis-user cannot be 'default': that user is turned off");
   const hash = createHash('sha256').update(password, 'utf8').digest('hex');
   return `user default off resetchannels -@all
-user ${user} on #${hash} ~* &* +@all -@dangerous
+user ${bareWord(user, 'the Redis ACL file')} on #${hash} ~* &* +@all -@dangerous
 `;
 }
 
 export function redisItem(s: ProvisionSettings): Item {
   const r = s.redis;
   const maxmemory = r.maxmemory
-    ? r.maxmemory
+    ? quote(r.maxmemory)
     : `$(awk '/^MemTotal:/ { printf "%d", $2 * 1024 * ${r.memoryPercent} / 100 }' /proc/meminfo)`;
   return {
     name: 'redis',

@@ -66,18 +66,26 @@ export const HOSTKEY_ALGS = [
   'rsa-sha2-256',
 ];
 
+/**
+ * The drop-in's fixed part (the algorithm lines are added on the host). Its
+ * values are our own or a choice input's; none needs sshd quoting.
+ */
+export function sshdDropIn(s: ProvisionSettings): string {
+  return [
+    '# Managed by metalship: key-only SSH. Read before the other files of this',
+    '# directory, so its values win (sshd keeps the first value of each option).',
+    ...sshdOptions(s).map(([k, v]) => `${k} ${k === 'PermitRootLogin' ? s.ssh.rootLogin : v}`),
+    'ChallengeResponseAuthentication no',
+  ].join('\n');
+}
+
 function known(kind: string, names: string[]): string {
   return `$(ms_known ${kind} ${names.join(' ')})`;
 }
 
 export function sshItem(s: ProvisionSettings): Item {
   const opts = sshdOptions(s);
-  const header = [
-    '# Managed by metalship: key-only SSH. Read before the other files of this',
-    '# directory, so its values win (sshd keeps the first value of each option).',
-    ...opts.map(([k, v]) => `${k} ${k === 'PermitRootLogin' ? s.ssh.rootLogin : v}`),
-    'ChallengeResponseAuthentication no',
-  ].join('\n');
+  const header = sshdDropIn(s);
   // The algorithm lines are filled in on the host from what its sshd supports.
   const algLines = [
     `"KexAlgorithms ${known('kex', KEX)}"`,

@@ -3,6 +3,7 @@
 // TLS site. With no domain the site stays HTTP only, and the report says so.
 
 import { ACME_WEBROOT } from '../nginx.js';
+import { unitEnv } from '../quoting.js';
 import { raw, sh } from '../sh.js';
 import { file, itemScript, type Item } from './common.js';
 import { certPaths, NGINX_RELOAD, siteLines } from './nginx.js';
@@ -36,7 +37,7 @@ export function tlsItem(s: ProvisionSettings): Item {
             sh`if [ ! -d ${CERTBOT_DROPIN.replace(/\/[^/]+$/, '')} ]; then ms_apply mkdir -p ${CERTBOT_DROPIN.replace(/\/[^/]+$/, '')}; fi`,
             file(
               CERTBOT_DROPIN,
-              `# Managed by metalship: renewals trust the ACME server's CA.\n[Service]\nEnvironment=REQUESTS_CA_BUNDLE=${ACME_CA_FILE}\n`,
+              `# Managed by metalship: renewals trust the ACME server's CA.\n[Service]\nEnvironment=${unitEnv('REQUESTS_CA_BUNDLE', ACME_CA_FILE)}\n`,
               { label: 'certbot renewal CA', onChange: '[ "$CHECK" = 1 ] || systemctl daemon-reload' },
             ),
           ].join('\n')

@@ -3,6 +3,7 @@
 
 import { ensureAppTree } from '../release.js';
 import { remoteCommand } from '../../transport/ssh.js';
+import { sudoersName } from '../quoting.js';
 import { raw, sh } from '../sh.js';
 import { file, itemScript, type Item } from './common.js';
 import type { ProvisionSettings } from './settings.js';
@@ -17,9 +18,10 @@ export const SHARED_PATHS = ['logs', 'uploads', '.env'];
 export function sudoersRule(user: string): string {
   const words = remoteCommand(user).split(' ');
   const args = words.slice(words.indexOf('--') + 2).join(' ');
+  const name = sudoersName(user);
   return `# Managed by metalship: the deploy actions run '${remoteCommand(user)}' and nothing else.
-Defaults:${user} !requiretty
-${user} ALL=(root) NOPASSWD: /usr/bin/bash ${args}, /bin/bash ${args}
+Defaults:${name} !requiretty
+${name} ALL=(root) NOPASSWD: /usr/bin/bash ${args}, /bin/bash ${args}
 `;
 }
 
