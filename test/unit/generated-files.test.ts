@@ -47,6 +47,7 @@ import {
   type Specifiers,
   type UnitEntry,
 } from '../support/systemd.js';
+import { FIXTURE_KEY } from '../support/keys.js';
 
 /** A value for a test's name: long ones by their length. */
 const short = (v: string) => (v.length > 40 ? `${v.slice(0, 12)}... (${v.length} characters)` : v);
@@ -59,17 +60,15 @@ function valid<T>(field: Field<T>, raw: string): T {
 }
 
 const KEY_B64 = 'AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl';
-const PRIVATE =
-  '-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n';
 
 /** Provision settings from raw inputs, through the whole input layer. */
 function provision(inputs: Record<string, string>): ProvisionSettings {
   const raw: Record<string, string> = {
     hosts: '10.0.0.5',
     app: 'shop',
-    'ssh-key': PRIVATE,
+    'ssh-key': FIXTURE_KEY,
     'known-hosts': `10.0.0.5 ssh-ed25519 ${KEY_B64}`,
-    'redis-password': 'x',
+    'redis-password': 'redis-pw-0123',
     ...inputs,
   };
   return provisionSettings(
@@ -134,14 +133,10 @@ function execs(unit: UnitEntry[], spec: Specifiers, env: Record<string, string> 
 }
 
 // Apps at the edges of the app and app-root inputs: the longest name, a root
-// with braces, dots, dashes and 250 characters.
+// with dots, dashes and 250 characters (braces are refused by the input: see logrotate).
 const APPS: [label: string, app: string, root: string][] = [
   ['shop in /opt/shop', 'shop', '/opt/shop'],
-  [
-    '32-character app, 250-character root with braces',
-    'x-' + '9'.repeat(29) + 'z',
-    `/srv/{x}/a.b-c_d/-e/${'r'.repeat(200)}`,
-  ],
+  ['32-character app, 250-character root', 'x-' + '9'.repeat(29) + 'z', `/srv/a.b-c_d/-e/${'r'.repeat(200)}`],
 ];
 const app = (name: string, root: string): Layout =>
   layout(valid(connectionInputs.app, name), valid(connectionInputs['app-root'], root));
@@ -318,7 +313,7 @@ describe('nginx (nginx.ts, balancer.ts): server names, paths and upstreams parse
 
   test('provision: the domains become the server_name list', () => {
     const domains = `shop.example.com, ${'a'.repeat(63)}.${'b'.repeat(63)}.example, xn--bcher-kva.example`;
-    const s = provision({ domains, 'acme-email': 'a+b@example.com', 'app-root': '/srv/{x}/{app}' });
+    const s = provision({ domains, 'acme-email': 'a+b@example.com', 'app-root': '/srv/a-b.c/{app}' });
     const tree = parseNginx(siteConf(s.layout, { serverName: s.tls.domains.join(' '), tls: null }));
     expect(servers(tree).map((b) => args(b, 'server_name'))).toEqual([
       [valid(provisionInputs.domains, domains)],
@@ -373,8 +368,9 @@ describe('logrotate (logs.ts)', () => {
     expect(rule.directives).toContainEqual(['su', user, user]);
   });
 
-  test('an app-root with braces cannot be written in a logrotate file list, and is refused', () => {
-    const s = provision({ 'app-root': '/srv/{x}/{app}' });
+  test('an app-root with braces cannot be written in a logrotate file list: refused by the input, and by the builder', () => {
+    expect(() => provision({ 'app-root': '/srv/{x}/{app}' })).toThrow(/Input 'app-root'/);
+    const s = { ...provision({}), layout: layout('shop', '/srv/{x}/shop') };
     expect(() => logrotateConf(s)).toThrow(/app-root/);
   });
 });
@@ -383,7 +379,7 @@ describe('Redis ACL file (redis.ts)', () => {
   test.each(['shop', '_x-1', 'r'.repeat(63), 'all'].map((u) => [short(u), u]))(
     'user %s: one line, its password hashed',
     (_label, user) => {
-      const s = provision({ 'redis-user': user, 'redis-password': 'p w\'"$(id)\n\\' });
+      const s = provision({ 'redis-user': user, 'redis-password': 'p w\'"$(id) #\\' });
       const acl = parseAclFile(aclFile(s.redis.user, s.redis.password));
       const hash = createHash('sha256').update(s.redis.password).digest('hex');
       expect(acl).toEqual([
@@ -393,9 +389,9 @@ describe('Redis ACL file (redis.ts)', () => {
     },
   );
 
-  test("redis-user 'default' would turn the default user back on: refused", () => {
-    const s = provision({ 'redis-user': 'default' });
-    expect(() => aclFile(s.redis.user, s.redis.password)).toThrow(/default/);
+  test("redis-user 'default' would turn the default user back on: refused by the input, and by the builder", () => {
+    expect(() => provision({ 'redis-user': 'default' })).toThrow(/Input 'redis-user'/);
+    expect(() => aclFile('default', 'redis-pw-0123')).toThrow(/default/);
   });
 });
 
@@ -427,12 +423,16 @@ describe('pg_hba rules (postgresql.ts)', () => {
   });
 });
 
-describe('pg_hba: networks db-remote-cidrs accepts but PostgreSQL cannot read', () => {
+describe('pg_hba: networks PostgreSQL cannot read', () => {
   // One unreadable line and PostgreSQL keeps the old file on a reload, and does not start at all.
-  test.each(['999.1.1.1/8', '10.0.0.0/99', 'fd00::/200', ':::/8'])('%s is refused, not written', (cidr) => {
-    const s = provision({ 'db-remote-cidrs': cidr });
-    expect(() => hbaBlock(s)).toThrow(cidr);
-  });
+  test.each(['999.1.1.1/8', '10.0.0.0/99', 'fd00::/200', ':::/8'])(
+    '%s is refused by the input, and never written by the builder',
+    (cidr) => {
+      expect(() => provision({ 'db-remote-cidrs': cidr })).toThrow(/Input 'db-remote-cidrs'/);
+      const s = provision({});
+      expect(() => hbaBlock({ ...s, postgresql: { ...s.postgresql, remoteCidrs: [cidr] } })).toThrow(cidr);
+    },
+  );
 });
 
 describe('sudoers rule of the deploy user (users.ts)', () => {
