@@ -343,9 +343,44 @@ def pg_exec(envfile, *command):
     os.environ.update(pg_environment(url))
     os.execvp(command[0], list(command))
 
+def stop_user(name):
+    # Every process of a user stopped: kill(-1) sent as that user (it reaches
+    # exactly that user's processes), until /proc shows none left alive.
+    import pwd, signal
+    uid = pwd.getpwnam(name).pw_uid
+    if uid == 0:
+        sys.exit('refusing to stop the processes of root')
+    def alive():
+        left = []
+        for p in os.listdir('/proc'):
+            try:
+                if p.isdigit() and os.stat('/proc/' + p).st_uid == uid:
+                    with open('/proc/%s/stat' % p) as f:
+                        if f.read().rpartition(')')[2].split()[0] != 'Z':
+                            left.append(p)
+            except OSError:
+                pass
+        return left
+    for _ in range(50):
+        child = os.fork()
+        if child == 0:
+            try:
+                os.setgid(pwd.getpwnam(name).pw_gid)
+                os.setuid(uid)
+                os.kill(-1, signal.SIGKILL)
+            except OSError:
+                pass
+            os._exit(0)
+        os.waitpid(child, 0)
+        left = alive()
+        if not left:
+            return
+        time.sleep(0.1)
+    sys.exit('processes of %s keep running: %s' % (name, ' '.join(left[:10])))
+
 cmd, args = sys.argv[1], sys.argv[2:]
 {'link': link, 'stage-files': stage_files, 'check-files': check_files, 'import-check': import_check,
- 'wait-ready': wait_ready, 'releases': releases, 'exec': exec_in_release, 'pg-exec': pg_exec}[cmd](*args)
+ 'wait-ready': wait_ready, 'releases': releases, 'exec': exec_in_release, 'pg-exec': pg_exec, 'stop-user': stop_user}[cmd](*args)
 `;
 
 /** The user health probes connect as: an app controls its socket's directory, so root never follows it. */

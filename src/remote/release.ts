@@ -94,20 +94,6 @@ export interface BuildSettings {
 }
 
 /**
- * Stops every process of the build user: before a build (an interrupted one's
- * leftovers) and before its venv is sealed, so nothing can change it meanwhile.
- */
-function stopBuildUser(user: string): string {
-  return script(
-    'for _ in 1 2 3 4 5 6 7 8 9 10; do',
-    sh`  pkill -KILL -u ${user} 2>/dev/null || pkill -KILL -U ${user} 2>/dev/null || break`,
-    '  sleep 0.1',
-    'done',
-    sh`if pgrep -u ${user} >/dev/null || pgrep -U ${user} >/dev/null; then echo ${`processes of ${user} keep running`} >&2; exit 1; fi`,
-  ).trimEnd();
-}
-
-/**
  * Builds a virtualenv at its final path, as the build user: pip runs the build
  * code of every package (setup.py, build backends), which must run neither as
  * root nor as the app. It works on a copy of the release (local requirements
@@ -126,7 +112,8 @@ function venvScript(s: BuildSettings): string {
     sh`  echo "reusing virtualenv ${s.venvKey}"`,
     'else',
     sh`  echo "building virtualenv ${s.venvKey} as ${user}"`,
-    stopBuildUser(user),
+    // Stopped first (what an interrupted build left), and again before the seal.
+    sh`  mstool stop-user ${user}`,
     '  rm -rf -- "$venv"',
     sh`  install -d -m 755 -o ${user} -g ${user} "$venv"`,
     sh`  install -d -m 755 ${l.pipCache.replace(/\/[^/]+$/, '')}`,
@@ -143,7 +130,7 @@ function venvScript(s: BuildSettings): string {
       ? sh`  as_build "$venv/bin/python" -m pip install --no-input -r ${s.requirements} ${s.pipArgs}`
       : null,
     '  as_build "$venv/bin/python" -m compileall -q "$venv" >/dev/null 2>&1 || true',
-    stopBuildUser(user),
+    sh`  mstool stop-user ${user}`,
     // An editable install (-e) points into the build's copy, gone in a moment.
     '  editable=$(grep -lsF -- "$work" "$venv"/lib/python*/site-packages/*.pth "$venv"/lib/python*/site-packages/*.egg-link "$venv"/lib/python*/site-packages/__editable__* || true)',
     '  rm -rf -- "$work"',

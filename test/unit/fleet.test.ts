@@ -10,7 +10,7 @@ import { layout } from '../../src/remote/layout.js';
 import { planItems } from '../../src/remote/provision/index.js';
 import { switchScript } from '../../src/remote/switch.js';
 import { verifyScript } from '../../src/remote/verify.js';
-import { resolveRoles, type Host } from '../../src/stages/hosts.js';
+import { lockOrder, resolveRoles, type Host } from '../../src/stages/hosts.js';
 import { balancerMembers, batches } from '../../src/stages/rollout.js';
 import { wrapScript } from '../../src/transport/ssh.js';
 import { FIXTURE_KEY } from '../support/keys.js';
@@ -72,6 +72,17 @@ test('draining refuses new connections on the port the balancer uses (not on loo
     '! -i lo -p tcp --dport 8080 --syn -m comment --comment metalship-drain-shop -j REJECT --reject-with tcp-reset';
   expect(on).toContain(`"$t" -w -C INPUT ${rule} 2>/dev/null || "$t" -w -I INPUT 1 ${rule}`);
   expect(off).toContain(`while "$t" -w -D INPUT ${rule} 2>/dev/null; do :; done`);
+});
+
+test('deploy locks are taken in one order whatever order hosts lists them in, so overlapping runs cannot each hold half', () => {
+  const specs = parseHosts('web2.example.com, 10.0.0.5:2222, WEB1.example.com, 10.0.0.5') as HostSpec[];
+  const order = (list: HostSpec[]) =>
+    [...list]
+      .map((spec) => ({ spec }))
+      .sort((a, b) => lockOrder(a).localeCompare(lockOrder(b)))
+      .map((h) => h.spec.label);
+  expect(order(specs)).toEqual(['10.0.0.5', '10.0.0.5:2222', 'WEB1.example.com', 'web2.example.com']);
+  expect(order([...specs].reverse())).toEqual(order(specs));
 });
 
 test('batches keep the host order', () => {
