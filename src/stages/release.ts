@@ -78,7 +78,7 @@ async function releaseOnHost(
     reused: number;
   };
   try {
-    const tarball = await packFiles(s.source, staged.need);
+    const tarball = await packFiles(s.source, manifest, staged.need);
     await host.conn.run(
       buildScript({
         layout: l,
@@ -114,7 +114,7 @@ async function releaseOnHost(
 
 /** Builds the release on every host; the same id everywhere. */
 export async function releaseStage(hosts: Host[], s: ReleaseSettings, log: Log): Promise<ReleaseOutcome> {
-  const manifest = await buildManifest(s.source, s.exclude);
+  const manifest = await buildManifest(s.source, s.exclude, s['shared-paths']);
   const key = await venvKey(s.source, s.requirements, [
     s.python,
     ...s['pip-args'],
