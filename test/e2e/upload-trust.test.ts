@@ -1,11 +1,12 @@
 // The upload's trust boundaries, attacked on real hosts: the runner packs
 // exactly the manifest's regular files whatever their names look like, refuses
 // links that resolve out of the source (physically, on the runner and in the
-// release), and a host unpacks nothing but the manifest's regular files,
-// whatever it is sent.
+// release), sends a host nothing it asks for outside the manifest, and a host
+// unpacks nothing but the manifest's regular files, whatever it is sent.
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { layout } from '../../src/remote/layout.js';
@@ -17,6 +18,7 @@ import {
   connectionInputs,
   e2eState,
   onHost,
+  registerSecret,
   runBundle,
   sampleAppCopy,
   sampleAppInputs,
@@ -170,6 +172,72 @@ describe('links are checked by where they really lead', () => {
     expect(r.log).toMatch(message);
     expect(r.code).toBe(1);
     expect(await onHost(state, host, 'ls /opt/trustlinks/releases 2>/dev/null || true')).toBe('');
+  });
+});
+
+describe('a compromised host cannot read the runner’s files', () => {
+  const token = `ghp_FAKEcheckoutTOKEN${Date.now()}`;
+  const outsideToken = `runner-only-${Date.now()}`;
+  const shims = '/usr/local/bin/python3 /usr/local/bin/tar';
+
+  afterAll(async () => {
+    for (const h of state.hosts.slice(0, 2)) await onHost(state, h, `rm -rf ${shims} /var/tmp/ms-capture`);
+  });
+
+  test('a host answering .git/config, ../../../../etc/passwd and a file beside the source gets nothing', async () => {
+    const [bad, good] = state.hosts as [Host, Host];
+    const parent = await mkdtemp(path.join(tmpdir(), 'metalship-runner-'));
+    sources.push(parent);
+    const dir = path.join(parent, 'src');
+    execFileSync('cp', ['-a', (await source('victim')) + '/.', dir + '/']);
+    registerSecret('the fake checkout token', token);
+    await mkdir(path.join(dir, '.git'));
+    await writeFile(
+      path.join(dir, '.git/config'),
+      `[http "https://github.com/"]\n\textraheader = AUTHORIZATION: basic ${token}\n`,
+    );
+    await writeFile(path.join(dir, '.env'), `SECRET=${token}\n`);
+    await writeFile(path.join(parent, 'runner-secret'), `${outsideToken}\n`);
+    const hostile = JSON.stringify({
+      need: ['.git/config', '.env', '../../../../etc/passwd', '../runner-secret', 'main.py', 'main.py'],
+      reused: 0,
+    });
+    // On the bad host: python3 answers stage-files with that need list (after
+    // staging for real); tar keeps a copy of whatever it is given.
+    await onHost(
+      state,
+      bad,
+      [
+        'mkdir -p /var/tmp/ms-capture',
+        `cat > /usr/local/bin/python3 <<'EOF'\n#!/bin/sh\nif [ "$3" = stage-files ]; then /usr/bin/python3 "$@" >/dev/null || exit; printf '%s\\n' '${hostile}'; exit 0; fi\nexec /usr/bin/python3 "$@"\nEOF`,
+        `cat > /usr/local/bin/tar <<'EOF'\n#!/bin/sh\nf=/var/tmp/ms-capture/upload-$$.tgz\ntee "$f" | /usr/bin/tar "$@"\nEOF`,
+        `chmod 755 ${shims}`,
+      ].join('\n'),
+    );
+    const r = await runBundle('release', releaseInputs('trusthost', dir, [bad, good]));
+    const results = JSON.parse(r.outputs.results ?? '[]') as { host: string; ok: boolean; error?: string }[];
+    const found = await onHost(
+      state,
+      bad,
+      `grep -rlF -e ${token} -e ${outsideToken} /opt /var/tmp /tmp /root 2>/dev/null; for f in /var/tmp/ms-capture/*; do [ -f "$f" ] && zcat "$f" | grep -aF -e ${token} -e ${outsideToken} >/dev/null && echo "$f"; done; find /opt/trusthost/releases -path '*etc/passwd'; true`,
+    );
+    expect(found).toBe('');
+    expect(r.code).toBe(1);
+    expect(r.log).toMatch(
+      new RegExp(
+        `${bad.address.replace(/\./g, '\\.')}: the host asked for "\\.git/config", which is not a file of the manifest: refused, nothing was sent to it`,
+      ),
+    );
+    expect(results.map((x) => [x.host, x.ok])).toEqual([
+      [bad.address, false],
+      [good.address, true],
+    ]);
+    // Nothing was sent: the build never ran there, and the release is marked failed.
+    const rel = `/opt/trusthost/releases/${r.outputs['release-id']}`;
+    expect((await onHost(state, bad, `cat ${rel}/.metalship/status`)).trim()).toBe('failed');
+    expect(await onHost(state, bad, `test -L ${rel}/.venv && echo built || echo 'never built'`)).toBe(
+      'never built\n',
+    );
   });
 });
 

@@ -1,7 +1,8 @@
 // The upload's trust boundaries, fast and local: the manifest (links checked by
 // where they really lead, special files refused), the packing (exactly the
-// manifest's regular files, whatever their names), and the host's unpacking
-// and checks (the Python tool, run here with python3 on a scratch release).
+// manifest's regular files, whatever their names), the host's answer (only
+// manifest files), and the host's unpacking and checks (the Python tool, run
+// here with python3 on a scratch release).
 import { execFileSync, spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -9,6 +10,7 @@ import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { Parser, type ReadEntry } from 'tar';
 import { PY_TOOL } from '../../src/remote/pytool.js';
+import { parsePrepared } from '../../src/stages/release.js';
 import { buildManifest, packFiles, type Manifest } from '../../src/stages/source.js';
 import { tarOf, type Member } from '../support/tarball.js';
 
@@ -215,6 +217,62 @@ describe('the manifest', () => {
     await expect(buildManifest(dir, ['parent'])).rejects.toThrow(
       'source file l leads outside the source directory',
     );
+  });
+});
+
+describe("the host's answer", () => {
+  const manifest: Manifest = {
+    files: [
+      ['main.py', 'a'.repeat(64), '644', 1],
+      ['-rf', 'b'.repeat(64), '644', 1],
+    ],
+    links: [['l', 'main.py']],
+  };
+  const answer = (need: unknown, reused: unknown = 2 - (Array.isArray(need) ? need.length : 0), extra = '') =>
+    `changed app user shop created\nPREVIOUS 20250101_000000${extra}\n${JSON.stringify({ need, reused })}\n`;
+
+  test('a well-formed answer', () => {
+    expect(parsePrepared(answer(['-rf']), manifest)).toEqual({
+      previous: '20250101_000000',
+      need: ['-rf'],
+      reused: 1,
+    });
+    expect(parsePrepared('PREVIOUS \n{"need": [], "reused": 2}', manifest).previous).toBe('');
+  });
+
+  test.each([
+    ['.git/config'],
+    ['../../../../etc/passwd'],
+    ['/etc/passwd'],
+    ['./main.py'],
+    ['main.py/'],
+    ['l'],
+    ['.env'],
+    [''],
+    [7],
+    [{ path: 'main.py' }],
+    [null],
+  ])('a path outside the manifest (%j) is refused, naming it', (p) => {
+    expect(() => parsePrepared(answer([p, 'main.py'], 0), manifest)).toThrow(
+      `the host asked for ${JSON.stringify(p)}, which is not a file of the manifest: refused, nothing was sent to it`,
+    );
+  });
+
+  test.each([
+    ['a file twice', answer(['main.py', 'main.py'], 0), 'the host asked for "main.py" twice'],
+    ['no JSON', 'PREVIOUS x\nall good\n', 'the host did not answer which files it needs'],
+    ['JSON of another shape', 'PREVIOUS x\n{"need": "main.py", "reused": 1}\n', 'did not answer'],
+    ['a list', '["main.py"]', 'did not answer'],
+    ['null', 'null', 'did not answer'],
+    ['a fractional count', answer(['main.py'], 0.5), 'did not answer'],
+    [
+      'a count that does not add up',
+      answer(['main.py'], 0),
+      'the host claims to reuse 0 files and to need 1 of 2',
+    ],
+    ['a previous release that is no release id', answer([], 2, '/../../x $(id)'), 'not a release id'],
+  ])('%s is refused', (_what, stdout, message) => {
+    expect(() => parsePrepared(stdout, manifest)).toThrow(message);
   });
 });
 
