@@ -6,7 +6,7 @@
 import { heredoc } from './sh.js';
 
 export const PY_TOOL = String.raw`
-import hashlib, http.client, json, os, re, shutil, socket, sys, time
+import hashlib, http.client, json, os, re, shutil, socket, stat, sys, tarfile, time, zlib
 
 def sha256(path):
     h = hashlib.sha256()
@@ -32,6 +32,14 @@ def load_manifest(release):
     with open(p) as f:
         return json.load(f)
 
+def manifest_path(path):
+    # A path of the manifest, checked before it is joined to the release: never
+    # absolute, never climbing, never into our own .metalship.
+    parts = path.split('/') if isinstance(path, str) else ['']
+    if path.startswith('/') or '\0' in path or parts[0] == '.metalship' or any(p in ('', '.', '..') for p in parts):
+        sys.exit('refused manifest path %r' % (path,))
+    return path
+
 def stage_files(release, prev):
     manifest = json.load(sys.stdin)
     os.makedirs(os.path.join(release, '.metalship'), exist_ok=True)
@@ -42,7 +50,7 @@ def stage_files(release, prev):
             old = {e[0]: e for e in pm['files']}
     need, reused = [], 0
     for path, digest, mode, size in manifest['files']:
-        dst = os.path.join(release, path)
+        dst = os.path.join(release, manifest_path(path))
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         o = old.get(path)
         src = os.path.join(prev, path) if prev else None
@@ -53,7 +61,9 @@ def stage_files(release, prev):
         else:
             need.append(path)
     for path, target in manifest.get('links', []):
-        dst = os.path.join(release, path)
+        dst = os.path.join(release, manifest_path(path))
+        if not target or target.startswith('/'):
+            sys.exit('refused link %r to %r: links stay inside the release' % (path, target))
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         if os.path.lexists(dst):
             os.unlink(dst)
@@ -62,9 +72,108 @@ def stage_files(release, prev):
         json.dump(manifest, f)
     print(json.dumps({'need': need, 'reused': reused}))
 
-def check_files(release):
-    manifest = load_manifest(release)
+def open_in(release, path, flags, mode=0o600):
+    # Opens release/path with every directory on the way opened without
+    # following a link, so nothing in the path can lead out of the release.
+    parts = path.split('/')
+    fd = os.open(release, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            sub = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = sub
+        return os.open(parts[-1], flags | os.O_NOFOLLOW, mode, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+TAR_KINDS = {tarfile.SYMTYPE: 'link', tarfile.LNKTYPE: 'hard link', tarfile.DIRTYPE: 'directory',
+             tarfile.FIFOTYPE: 'FIFO', tarfile.CHRTYPE: 'device', tarfile.BLKTYPE: 'device'}
+
+def refusal(member, entry):
+    # Why an upload member is not what the runner sends for a manifest file, or None.
+    if not member.isreg():
+        return 'a %s' % TAR_KINDS.get(member.type, 'special file')
+    if entry is None:
+        return 'not a file of the manifest'
+    if member.mode != int(entry[2], 8):
+        return "mode %o, not the manifest's %s" % (member.mode, entry[2])
+    if member.size != entry[3]:
+        return "not the manifest's size"
+    return None
+
+def receive_files(release, files):
+    # The upload (a gzipped tar on stdin), unpacked here rather than by tar, which
+    # would also create links, hard links, directories, devices, FIFOs and setuid
+    # files: only regular files of the manifest that the release lacks, each
+    # once, with the manifest's mode, size and sha256.
+    count = 0
+    try:
+        with tarfile.open(fileobj=sys.stdin.buffer, mode='r|gz') as tar:
+            for m in tar:
+                e = files.get(m.name)
+                why = refusal(m, e)
+                if why:
+                    sys.exit('refused upload member %r: %s' % (m.name, why))
+                try:
+                    fd = open_in(release, m.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+                except FileExistsError:
+                    sys.exit('refused upload member %r: the release has it already (sent twice?)' % m.name)
+                except OSError as err:  # ELOOP, ENOTDIR: a link or a file on its way
+                    sys.exit('refused upload member %r: %s' % (m.name, err.strerror))
+                h = hashlib.sha256()
+                src = tar.extractfile(m)
+                with os.fdopen(fd, 'wb') as out:
+                    for chunk in iter(lambda: src.read(1 << 20), b''):
+                        h.update(chunk)
+                        out.write(chunk)
+                    os.fchmod(out.fileno(), int(e[2], 8))
+                    os.utime(out.fileno(), (m.mtime, m.mtime))
+                if h.hexdigest() != e[1]:
+                    os.unlink(os.path.join(release, m.name))
+                    sys.exit('refused upload member %r: checksum mismatch' % m.name)
+                count += 1
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
+        sys.exit('the upload is not a complete gzipped tar of the release files: %s' % err)
+    print('%d files received' % count)
+
+def unlisted(release, manifest):
+    # What the release holds that the manifest did not put there (before the
+    # shared paths are linked), and any setuid or setgid bit.
+    files = {e[0] for e in manifest['files']}
+    links = {p: t for p, t in manifest.get('links', [])}
+    dirs = {'.metalship'}
+    for p in list(files) + list(links):
+        while '/' in p:
+            p = p.rsplit('/', 1)[0]
+            dirs.add(p)
     bad = []
+    for top, subdirs, names in os.walk(release):
+        for name in subdirs + names:
+            p = os.path.join(top, name)
+            rel = os.path.relpath(p, release)
+            if rel.startswith('.metalship/'):
+                continue
+            st = os.lstat(p)
+            if st.st_mode & (stat.S_ISUID | stat.S_ISGID):
+                bad.append('setuid/setgid %s' % rel)
+            elif stat.S_ISLNK(st.st_mode):
+                if links.get(rel) != os.readlink(p):
+                    bad.append('unlisted link %s' % rel)
+            elif stat.S_ISDIR(st.st_mode):
+                if rel not in dirs:
+                    bad.append('unlisted directory %s' % rel)
+            elif not stat.S_ISREG(st.st_mode):
+                bad.append('special file %s' % rel)
+            elif rel not in files:
+                bad.append('unlisted file %s' % rel)
+    return bad
+
+def check_files(release, *upload):
+    manifest = load_manifest(release)
+    files = {manifest_path(e[0]): e for e in manifest['files']}
+    if upload:
+        receive_files(release, files)
+    bad = unlisted(release, manifest)
     for path, digest, mode, size in manifest['files']:
         p = os.path.join(release, path)
         if not os.path.isfile(p) or os.path.islink(p):
@@ -74,7 +183,7 @@ def check_files(release):
         else:
             os.chmod(p, int(mode, 8))
     if bad:
-        sys.exit('release %s is incomplete:\n%s' % (release, '\n'.join(bad[:20])))
+        sys.exit('release %s is incomplete or holds what its manifest does not:\n%s' % (release, '\n'.join(bad[:20])))
     print('%d files verified' % len(manifest['files']))
 
 def read_env(path):

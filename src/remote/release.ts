@@ -148,8 +148,8 @@ export function buildScript(s: BuildSettings): string {
   const rel = l.release(s.releaseId);
   return script(
     pyToolDefinition(),
-    s.hasUpload ? sh`tar -xzf - -C ${rel} --no-same-owner --no-overwrite-dir` : null,
-    sh`mstool check-files ${rel}`,
+    // The upload (on stdin) is unpacked by check-files, not tar: only the manifest's regular files.
+    sh`mstool check-files ${rel} ${s.hasUpload ? ['receive'] : []}`,
     // One environment per distinct requirements, built at its final path and never moved.
     venvScript(s),
     sh`mstool link "$venv" ${rel}/.venv`,

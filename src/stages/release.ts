@@ -72,13 +72,9 @@ async function releaseOnHost(
       what: 'preparing the release directory',
     },
   );
-  const previous = /^PREVIOUS (.*)$/m.exec(prepared.stdout)?.[1]?.trim() ?? '';
-  const staged = JSON.parse(prepared.stdout.trim().split('\n').pop() ?? '{}') as {
-    need: string[];
-    reused: number;
-  };
   try {
-    const tarball = await packFiles(s.source, staged.need);
+    const { previous, ...staged } = parsePrepared(prepared.stdout, manifest);
+    const tarball = await packFiles(s.source, manifest, staged.need);
     await host.conn.run(
       buildScript({
         layout: l,
@@ -112,9 +108,53 @@ async function releaseOnHost(
   }
 }
 
+/**
+ * What prepareScript printed: the previous release and the files the host
+ * still needs. The host writes it, so a compromised host writes it too: it must
+ * never choose what the runner reads and sends, so every path must be a file
+ * of the manifest, once, or nothing is sent.
+ */
+export function parsePrepared(
+  stdout: string,
+  manifest: Manifest,
+): { previous: string; need: string[]; reused: number } {
+  const previous = /^PREVIOUS (.*)$/m.exec(stdout)?.[1]?.trim() ?? '';
+  if (previous && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/.test(previous))
+    throw new Error(
+      `the host named its current release ${JSON.stringify(previous.slice(0, 100))}, not a release id`,
+    );
+  let answer: unknown;
+  try {
+    answer = JSON.parse(stdout.trim().split('\n').pop() ?? '');
+  } catch {
+    answer = null;
+  }
+  const { need, reused } = (answer ?? {}) as { need?: unknown; reused?: unknown };
+  if (!Array.isArray(need) || typeof reused !== 'number' || !Number.isInteger(reused))
+    throw new Error(
+      'the host did not answer which files it needs ({"need": [paths], "reused": n} expected); nothing was sent to it',
+    );
+  const files = new Set(manifest.files.map((f) => f[0]));
+  const seen = new Set<string>();
+  for (const p of need as unknown[]) {
+    if (typeof p !== 'string' || !files.has(p))
+      throw new Error(
+        `the host asked for ${JSON.stringify(p)}, which is not a file of the manifest: refused, nothing was sent to it`,
+      );
+    if (seen.has(p))
+      throw new Error(`the host asked for ${JSON.stringify(p)} twice: refused, nothing was sent to it`);
+    seen.add(p);
+  }
+  if (reused !== files.size - seen.size)
+    throw new Error(
+      `the host claims to reuse ${reused} files and to need ${seen.size} of ${files.size}: refused, nothing was sent to it`,
+    );
+  return { previous, need: [...seen], reused };
+}
+
 /** Builds the release on every host; the same id everywhere. */
 export async function releaseStage(hosts: Host[], s: ReleaseSettings, log: Log): Promise<ReleaseOutcome> {
-  const manifest = await buildManifest(s.source, s.exclude);
+  const manifest = await buildManifest(s.source, s.exclude, s['shared-paths']);
   const key = await venvKey(s.source, s.requirements, [
     s.python,
     ...s['pip-args'],
