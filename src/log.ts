@@ -2,6 +2,7 @@
 // secret never reaches the log even outside GitHub (where ::add-mask:: does nothing).
 
 import * as core from '@actions/core';
+import { randomBytes } from 'node:crypto';
 import { appendFileSync } from 'node:fs';
 
 export class Log {
@@ -35,8 +36,22 @@ export class Log {
     return out;
   }
 
+  /**
+   * Plain text, never a workflow command: lines carry what hosts print, and the
+   * runner reads `##[...]` anywhere in a line (and `::...::` at its start) as a
+   * command, such as one that sets a step output. Such lines are written with
+   * command processing stopped, under a token nobody can guess.
+   */
   info(message: string): void {
-    for (const line of this.redact(message).split('\n')) this.write(line);
+    const lines = this.redact(message).split('\n');
+    if (this.onGitHub && lines.some((l) => l.includes('##[') || l.trimStart().startsWith('::'))) {
+      const token = randomBytes(16).toString('hex');
+      this.write(`::stop-commands::${token}`);
+      for (const line of lines) this.write(line);
+      this.write(`::${token}::`);
+      return;
+    }
+    for (const line of lines) this.write(line);
   }
 
   warn(message: string): void {

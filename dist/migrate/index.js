@@ -54311,21 +54311,50 @@ module.exports = {"rE":"1.17.0"};
 /******/ /* webpack/runtime/asset-relocator-loader */
 /******/ if (typeof __nccwpck_require__ !== 'undefined') __nccwpck_require__.ab = decodeURIComponent(new URL('.', import.meta.url).pathname).slice(import.meta.url.match(/^file:\/\/\/\w:/) ? 1 : 0, -1) + "/";
 /******/ 
+/******/ /* webpack/runtime/compat get default export */
+/******/ (() => {
+/******/ 	// getDefaultExport function for compatibility with non-harmony modules
+/******/ 	__nccwpck_require__.n = (module) => {
+/******/ 		var getter = module && module.__esModule ?
+/******/ 			() => (module['default']) :
+/******/ 			() => (module);
+/******/ 		__nccwpck_require__.d(getter, { a: getter });
+/******/ 		return getter;
+/******/ 	};
+/******/ })();
+/******/ 
+/******/ /* webpack/runtime/define property getters */
+/******/ (() => {
+/******/ 	// define getter functions for harmony exports
+/******/ 	__nccwpck_require__.d = (exports, definition) => {
+/******/ 		for(var key in definition) {
+/******/ 			if(__nccwpck_require__.o(definition, key) && !__nccwpck_require__.o(exports, key)) {
+/******/ 				Object.defineProperty(exports, key, { enumerable: true, get: definition[key] });
+/******/ 			}
+/******/ 		}
+/******/ 	};
+/******/ })();
+/******/ 
+/******/ /* webpack/runtime/hasOwnProperty shorthand */
+/******/ (() => {
+/******/ 	__nccwpck_require__.o = (obj, prop) => (Object.prototype.hasOwnProperty.call(obj, prop))
+/******/ })();
+/******/ 
 /************************************************************************/
 var __webpack_exports__ = {};
 
 ;// CONCATENATED MODULE: ./src/remote/sh.ts
 // Shell script building where quoting is the default: every value interpolated
 // into `sh` is single-quoted unless explicitly wrapped in raw().
-class Raw {
+class sh_Raw {
     text;
     constructor(text) {
         this.text = text;
     }
 }
 /** Marks text as already-safe shell (a fragment we built ourselves, never user input). */
-function raw(text) {
-    return new Raw(text);
+function sh_raw(text) {
+    return new sh_Raw(text);
 }
 /** POSIX single-quote a value: the result is one shell word with the exact bytes of value. */
 function quote(value) {
@@ -54337,7 +54366,7 @@ function quote(value) {
     return `'${text.replace(/'/g, `'\\''`)}'`;
 }
 function render(value) {
-    if (value instanceof Raw)
+    if (value instanceof sh_Raw)
         return value.text;
     if (Array.isArray(value))
         return value.map((v) => render(v)).join(' ');
@@ -54371,17 +54400,53 @@ function heredoc(content) {
 function sh_writeFileAtomic(path, content, opts = {}) {
     const doc = heredoc(content);
     const tmp = `${path}.metalship-tmp`;
-    return sh_script(sh_sh `cat > ${tmp} ${raw(doc.open)}`, doc.body, opts.mode ? sh_sh `chmod ${opts.mode} ${tmp}` : null, opts.owner ? sh_sh `chown ${opts.owner} ${tmp}` : null, sh_sh `mv -f ${tmp} ${path}`).trimEnd();
+    return sh_script(sh_sh `cat > ${tmp} ${sh_raw(doc.open)}`, doc.body, opts.mode ? sh_sh `chmod ${opts.mode} ${tmp}` : null, opts.owner ? sh_sh `chown ${opts.owner} ${tmp}` : null, sh_sh `mv -f ${tmp} ${path}`).trimEnd();
 }
 /**
  * Script lines that write content to path only when it differs, and print
  * "changed <label>" when they did; nothing otherwise. Used for idempotent config.
  */
-function ensureFile(path, content, opts = {}) {
+function sh_ensureFile(path, content, opts = {}) {
     const doc = heredoc(content);
     const tmp = `${path}.metalship-new`;
-    return sh_script(sh_sh `cat > ${tmp} ${raw(doc.open)}`, doc.body, opts.mode ? sh_sh `chmod ${opts.mode} ${tmp}` : null, opts.owner ? sh_sh `chown ${opts.owner} ${tmp}` : null, sh_sh `if [ -f ${path} ] && cmp -s ${tmp} ${path}; then rm -f ${tmp}; else mv -f ${tmp} ${path}; echo ${'changed ' + (opts.label ?? path)}; ${raw(opts.onChange ?? ':')}; fi`).trimEnd();
+    return sh_script(sh_sh `cat > ${tmp} ${sh_raw(doc.open)}`, doc.body, opts.mode ? sh_sh `chmod ${opts.mode} ${tmp}` : null, opts.owner ? sh_sh `chown ${opts.owner} ${tmp}` : null, sh_sh `if [ -f ${path} ] && cmp -s ${tmp} ${path}; then rm -f ${tmp}; else mv -f ${tmp} ${path}; echo ${'changed ' + (opts.label ?? path)}; ${sh_raw(opts.onChange ?? ':')}; fi`).trimEnd();
 }
+
+;// CONCATENATED MODULE: ./src/remote/paths.ts
+// Paths root acts on. Root writes, chowns or deletes below a path only when no
+// other user can swap a directory on the way there (a symlink planted by the
+// app user would otherwise redirect root anywhere).
+
+/**
+ * Defines `ms_root_only PATH`: fails, naming the culprit, unless every existing
+ * directory of PATH's resolved form is root's and writable by root alone.
+ * Missing components are fine: root creates them.
+ */
+const ROOT_ONLY_FUNCTION = [
+    'ms_root_only() {',
+    '  local target dir=/ part rest owner mode',
+    '  target=$(readlink -m -- "$1")',
+    '  rest=${target#/}',
+    '  while [ -e "$dir" ]; do',
+    '    read -r owner mode <<<"$(stat -L -c \'%u %a\' -- "$dir")"',
+    '    if [ "$owner" != 0 ] || [ $(( 8#$mode & 8#022 )) != 0 ]; then',
+    '      echo "$dir is owned by uid $owner with mode $mode: $1 must be owned by root and writable by root alone, or another user could redirect what root does there" >&2',
+    '      return 1',
+    '    fi',
+    '    [ -n "$rest" ] || return 0',
+    '    part=${rest%%/*}',
+    '    rest=${rest#"$part"}',
+    '    rest=${rest#/}',
+    '    dir=${dir%/}/$part',
+    '  done',
+    '}',
+].join('\n');
+/** Script lines that fail unless each path is safe for root to act below (see ROOT_ONLY_FUNCTION). */
+function paths_rootOnly(...paths) {
+    return [ROOT_ONLY_FUNCTION, ...paths.map((p) => sh_sh `ms_root_only ${p}`)].join('\n');
+}
+/** The state directory's mode, one everywhere: the lock, the history and the serving slot are root's. */
+const paths_STATE_MODE = '700';
 
 ;// CONCATENATED MODULE: ./src/remote/pytool.ts
 // A small Python program the scripts run on the host (Python is on every target):
@@ -54579,15 +54644,6 @@ def exec_in_release(release, envfile, *command):
     os.chdir(release)
     os.execvpe(command[0], list(command), os.environ)
 
-def database_url(envfile):
-    # The app's DATABASE_URL as libpq understands it (SQLAlchemy's +driver suffix removed).
-    url = read_env(envfile).get('DATABASE_URL', '')
-    if not url:
-        sys.exit('DATABASE_URL is not set in %s' % envfile)
-    scheme, sep, rest = url.partition('://')
-    print(scheme.split('+')[0].replace('postgres', 'postgresql', 1) if scheme.split('+')[0] == 'postgres' else scheme.split('+')[0], end='')
-    print(sep + rest)
-
 class UnixHTTPConnection(http.client.HTTPConnection):
     def __init__(self, path, timeout):
         super().__init__('localhost', timeout=timeout)
@@ -54668,14 +54724,92 @@ def releases(root):
     venvs = sorted(os.listdir(os.path.join(root, 'venvs'))) if os.path.isdir(os.path.join(root, 'venvs')) else []
     print(json.dumps({'releases': out, 'links': links, 'venvs': venvs}))
 
+# libpq's connection keywords and the environment variables that carry them,
+# so a database URL never goes on a command line (ps shows those to every user).
+PG_ENV = {'host': 'PGHOST', 'hostaddr': 'PGHOSTADDR', 'port': 'PGPORT', 'dbname': 'PGDATABASE', 'user': 'PGUSER',
+          'password': 'PGPASSWORD', 'passfile': 'PGPASSFILE', 'channel_binding': 'PGCHANNELBINDING',
+          'service': 'PGSERVICE', 'options': 'PGOPTIONS', 'application_name': 'PGAPPNAME', 'sslmode': 'PGSSLMODE',
+          'requiressl': 'PGREQUIRESSL', 'sslcompression': 'PGSSLCOMPRESSION', 'sslcert': 'PGSSLCERT',
+          'sslkey': 'PGSSLKEY', 'sslrootcert': 'PGSSLROOTCERT', 'sslcrl': 'PGSSLCRL', 'sslcrldir': 'PGSSLCRLDIR',
+          'sslsni': 'PGSSLSNI', 'requirepeer': 'PGREQUIREPEER', 'ssl_min_protocol_version': 'PGSSLMINPROTOCOLVERSION',
+          'ssl_max_protocol_version': 'PGSSLMAXPROTOCOLVERSION', 'gssencmode': 'PGGSSENCMODE',
+          'krbsrvname': 'PGKRBSRVNAME', 'gsslib': 'PGGSSLIB', 'connect_timeout': 'PGCONNECT_TIMEOUT',
+          'client_encoding': 'PGCLIENTENCODING', 'target_session_attrs': 'PGTARGETSESSIONATTRS',
+          'load_balance_hosts': 'PGLOADBALANCEHOSTS'}
+# asyncpg's ssl= means what libpq's sslmode= does.
+SSL_VALUES = {'true': 'require', 'false': 'disable', 'disable': 'disable', 'allow': 'allow', 'prefer': 'prefer',
+              'require': 'require', 'verify-ca': 'verify-ca', 'verify-full': 'verify-full'}
+
+def pg_environment(url):
+    # A libpq URI (postgresql://user:pass@host:port,host2/db?k=v, SQLAlchemy's
+    # +driver allowed) as PG* variables. Errors never quote the URL: it holds a password.
+    from urllib.parse import unquote, parse_qsl
+    scheme, sep, rest = url.partition('://')
+    if not sep or scheme.split('+')[0] not in ('postgres', 'postgresql'):
+        sys.exit('DATABASE_URL is not a postgresql:// URL (scheme %r)' % scheme.split('+')[0][:20])
+    rest, _, query = rest.partition('?')
+    netloc, _, path = rest.partition('/')
+    env = {}
+    userinfo, at, hostlist = netloc.rpartition('@')
+    if at:
+        user, colon, password = userinfo.partition(':')
+        if user:
+            env['PGUSER'] = unquote(user)
+        if colon:
+            env['PGPASSWORD'] = unquote(password)
+    hosts, ports = [], []
+    for item in hostlist.split(',') if hostlist else []:
+        if item.startswith('['):
+            host, _, port = item[1:].partition(']')
+            port = port[1:]
+        else:
+            host, _, port = item.partition(':')
+        hosts.append(unquote(host))
+        ports.append(port)
+    if any(hosts):
+        env['PGHOST'] = ','.join(hosts)
+    if any(ports):
+        env['PGPORT'] = ','.join(p or '5432' for p in ports)
+    if path:
+        env['PGDATABASE'] = unquote(path)
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key == 'ssl':
+            if value.lower() not in SSL_VALUES:
+                sys.exit('DATABASE_URL: ssl= has a value libpq does not know')
+            env['PGSSLMODE'] = SSL_VALUES[value.lower()]
+        elif key in PG_ENV:
+            env[PG_ENV[key]] = value
+        else:
+            print('note: DATABASE_URL parameter %r is not a libpq setting; psql and pg_dump ignore it' % key[:40], file=sys.stderr)
+    return env
+
+def pg_exec(envfile, *command):
+    # Runs a libpq client (psql, pg_dump) against the app's DATABASE_URL, read
+    # from its .env by the caller (the app user), passed in the environment.
+    url = read_env(envfile).get('DATABASE_URL', '')
+    if not url:
+        sys.exit('DATABASE_URL is not set in %s' % envfile)
+    os.environ.update(pg_environment(url))
+    os.execvp(command[0], list(command))
+
 cmd, args = sys.argv[1], sys.argv[2:]
 {'link': link, 'stage-files': stage_files, 'check-files': check_files, 'import-check': import_check,
- 'wait-ready': wait_ready, 'releases': releases, 'exec': exec_in_release, 'database-url': database_url}[cmd](*args)
+ 'wait-ready': wait_ready, 'releases': releases, 'exec': exec_in_release, 'pg-exec': pg_exec}[cmd](*args)
 `;
-/** Script lines that define `mstool`, a shell function running the Python tool with python3. */
+/** The user health probes connect as: an app controls its socket's directory, so root never follows it. */
+const pytool_PROBE_USER = 'nobody';
+/**
+ * Script lines that define `mstool`, a shell function running the Python tool
+ * with python3 (isolated: neither the working directory nor PYTHON* variables
+ * can bring other code in), and `mstool_as USER ...` for the same as another user.
+ */
 function pytool_pyToolDefinition() {
     const doc = heredoc(PY_TOOL);
-    return `MSTOOL_SRC=$(cat ${doc.open}\n${doc.body}\n)\nmstool() { python3 -c "$MSTOOL_SRC" "$@"; }`;
+    return [
+        `MSTOOL_SRC=$(cat ${doc.open}\n${doc.body}\n)`,
+        'mstool() { python3 -I -c "$MSTOOL_SRC" "$@"; }',
+        'mstool_as() { local user=$1; shift; runuser -u "$user" -- python3 -I -c "$MSTOOL_SRC" "$@"; }',
+    ].join('\n');
 }
 
 ;// CONCATENATED MODULE: ./src/remote/migrate.ts
@@ -54685,13 +54819,17 @@ function pytool_pyToolDefinition() {
 // the app waiting. Schema revisions before and after are recorded.
 
 
+
 const MIGRATE_LOCK_EXIT = 76;
 const MIGRATION_FAILED_EXIT = 77;
-/** The shell fragments every migration script shares: the tool, the app runner, the database URL. */
+/** The shell fragments every migration script shares: the tool, the app runner, the database client. */
 function prelude(s) {
     const l = s.layout;
     const rel = l.release(s.releaseId);
-    return sh_script(pytool_pyToolDefinition(), sh_sh `rel=${rel}`, sh_sh `status=$(cat "$rel/.metalship/status" 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ] || [ ! -x "$rel/.venv/bin/python" ]; then echo "release ${s.releaseId} is $status on this host, not a complete release" >&2; exit 1; fi`, sh_sh `url=$(mstool database-url ${l.env})`, sh_sh `run_app() { runuser -u ${s.user} -- python3 -c "$MSTOOL_SRC" exec "$rel" ${l.env} "$@"; }`, 
+    return sh_script(pytool_pyToolDefinition(), sh_sh `rel=${rel}`, sh_sh `status=$(cat "$rel/.metalship/status" 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ] || [ ! -x "$rel/.venv/bin/python" ]; then echo "release ${s.releaseId} is $status on this host, not a complete release" >&2; exit 1; fi`, sh_sh `run_app() { mstool_as ${s.user} exec "$rel" ${l.env} "$@"; }`, 
+    // psql and pg_dump run as the app user, with DATABASE_URL from its .env in
+    // their environment: never on a command line, and peer-auth URLs work.
+    sh_sh `pg_app() { mstool_as ${s.user} pg-exec ${l.env} "$@"; }`, 
     // The revision is the first word of the last line the revision command prints (alembic current: "0002 (head)").
     sh_sh `revision() { { run_app ${s.revisionCommand} 2>/dev/null || true; } | awk 'NF { last = $1 } END { print last }'; }`);
 }
@@ -54699,15 +54837,20 @@ function prelude(s) {
 function advisoryLock(s) {
     const key = `metalship-migrate:${s.layout.app}`;
     const holderQuery = sh_sh `SELECT a.application_name || ' (pid ' || a.pid || ', since ' || to_char(a.backend_start, 'YYYY-MM-DD HH24:MI:SS TZ') || ')' FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND a.application_name LIKE 'metalship-migrate%' LIMIT 1`;
-    return sh_script(sh_sh `holder=$(psql "$url" -qAtX -c ${holderQuery} 2>/dev/null || true)`, sh_sh `if [ -n "$holder" ]; then echo "waiting for the migration lock ${key}, held by $holder"; fi`, sh_sh `coproc LOCK { PGAPPNAME=${`metalship-migrate ${s.releaseId} by ${s.actor}`.slice(0, 63)} psql "$url" -qAtX -v ON_ERROR_STOP=1 2>&1; }`, sh_sh `printf '%s\n' ${`SET lock_timeout = '${s.lockTimeout}s';`} ${`SELECT 'LOCKED' FROM pg_advisory_lock(hashtext('${key}'));`} >&"\${LOCK[1]}"`, 'IFS= read -r locked <&"${LOCK[0]}" || locked=""', 'case "$locked" in', '  LOCKED) ;;', '  *"lock timeout"*)', sh_sh `    echo "another migration of ${s.layout.app} holds the lock ${key} and did not finish within ${s.lockTimeout} s: \${holder:-unknown holder}" >&2`, `    exit ${MIGRATE_LOCK_EXIT} ;;`, '  *)', '    echo "could not reach the database in DATABASE_URL to take the migration lock: ${locked:-no answer}" >&2', '    exit 1 ;;', 'esac', sh_sh `echo "took the migration lock ${key}"`);
+    return sh_script(sh_sh `holder=$(pg_app psql -qAtX -c ${holderQuery} 2>/dev/null || true)`, sh_sh `if [ -n "$holder" ]; then echo "waiting for the migration lock ${key}, held by $holder"; fi`, sh_sh `coproc LOCK { export PGAPPNAME=${`metalship-migrate ${s.releaseId} by ${s.actor}`.slice(0, 63)}; pg_app psql -qAtX -v ON_ERROR_STOP=1 2>&1; }`, sh_sh `printf '%s\n' ${`SET lock_timeout = '${s.lockTimeout}s';`} ${`SELECT 'LOCKED' FROM pg_advisory_lock(hashtext('${key}'));`} >&"\${LOCK[1]}"`, 'IFS= read -r locked <&"${LOCK[0]}" || locked=""', 'case "$locked" in', '  LOCKED) ;;', '  *"lock timeout"*)', sh_sh `    echo "another migration of ${s.layout.app} holds the lock ${key} and did not finish within ${s.lockTimeout} s: \${holder:-unknown holder}" >&2`, `    exit ${MIGRATE_LOCK_EXIT} ;;`, '  *)', '    echo "could not reach the database in DATABASE_URL to take the migration lock: ${locked:-no answer}" >&2', '    exit 1 ;;', 'esac', sh_sh `echo "took the migration lock ${key}"`);
 }
+/**
+ * The pre-migration dump: pg_dump runs as the app user, and root writes what it
+ * prints into a directory outside the app's tree that only root can enter, so
+ * the app can neither redirect nor swap a backup.
+ */
 function backupStep(s) {
     if (!s.backup)
         return null;
-    const dir = `${s.layout.shared}/backups`;
-    return sh_script(sh_sh `install -d -m 700 ${dir}`, sh_sh `backup=${dir}/${`${s.layout.app}_${s.releaseId}_${s.backup.label}.dump`}`, 'pg_dump -Fc --no-owner -f "$backup.tmp" "$url"', 'mv -f "$backup.tmp" "$backup"', 'chmod 600 "$backup"', 'sum=$(sha256sum "$backup" | cut -d" " -f1)', 'echo "$sum  $(basename "$backup")" > "$backup.sha256"', 'echo "BACKUP $backup $sum $(stat -c %s "$backup")"', 
+    const dir = s.layout.preMigrateBackups;
+    return sh_script('(', '  umask 077', paths_rootOnly(dir), sh_sh `  mkdir -p ${dir} && chmod 700 ${dir}`, sh_sh `  backup=${dir}/${`${s.layout.app}_${s.releaseId}_${s.backup.label}.dump`}`, '  if ! pg_app pg_dump -Fc --no-owner > "$backup.tmp"; then rm -f -- "$backup.tmp"; echo "the pre-migration backup (pg_dump) failed" >&2; exit 1; fi', '  mv -f -- "$backup.tmp" "$backup"', '  sum=$(sha256sum -- "$backup" | cut -d" " -f1)', '  echo "$sum  $(basename -- "$backup")" > "$backup.sha256"', '  echo "BACKUP $backup $sum $(stat -c %s -- "$backup")"', 
     // Bounded retention: the newest `keep` pre-migration backups stay.
-    sh_sh `ls -1t ${dir}/*.dump 2>/dev/null | tail -n +${s.backup.keep + 1} | while IFS= read -r old; do rm -f -- "$old" "$old.sha256"; echo "removed old backup $old"; done`);
+    sh_sh `  ls -1t ${dir}/*.dump 2>/dev/null | tail -n +${s.backup.keep + 1} | while IFS= read -r old; do rm -f -- "$old" "$old.sha256"; echo "removed old backup $old"; done`, ')');
 }
 function migrate_migrateScript(s) {
     return sh_script(prelude(s), advisoryLock(s), 'before=$(revision)', 'echo "REVISION_BEFORE ${before}"', backupStep(s), sh_sh `echo "running: ${s.command.join(' ')}"`, sh_sh `if ! run_app ${s.command}; then echo "REVISION_AFTER $(revision)"; echo "the migration command failed" >&2; exit ${MIGRATION_FAILED_EXIT}; fi`, 'after=$(revision)', 'echo "REVISION_AFTER ${after}"', s.recordIn
@@ -54726,9 +54869,18 @@ function migrate_parseMigrateOutput(stdout) {
     };
 }
 
+// EXTERNAL MODULE: external "node:crypto"
+var external_node_crypto_ = __nccwpck_require__(7598);
 ;// CONCATENATED MODULE: ./src/remote/layout.ts
 // Where everything lives on a host: the standard's /opt/{app} tree plus
 // metalship's own state. One place, so scripts cannot disagree on a path.
+
+/** `{app}-build`, shortened with a hash where that would pass the 32 characters of a user name. */
+function buildUserName(app) {
+    if (app.length <= 26)
+        return `${app}-build`;
+    return `${app.slice(0, 18)}-${(0,external_node_crypto_.createHash)('sha256').update(app).digest('hex').slice(0, 7)}-build`;
+}
 function layout(app, root) {
     return {
         app,
@@ -54742,6 +54894,9 @@ function layout(app, root) {
         env: `${root}/.env`,
         slots: `${root}/slots`,
         state: `${root}/.metalship`,
+        preMigrateBackups: `/var/backups/metalship/${app}/pre-migrate`,
+        buildUser: buildUserName(app),
+        pipCache: `/var/cache/metalship/${app}/pip`,
         lockFile: `${root}/.metalship/deploy.lock`,
         lockHolder: `${root}/.metalship/lock-holder`,
         history: `${root}/.metalship/history.log`,
@@ -54770,6 +54925,7 @@ function layout(app, root) {
 // cannot leave it held: its process exits when the connection closes or the
 // heartbeat stops, and the holder file it leaves is reported as stale.
 
+
 const LOCK_EXIT_HELD = 75;
 /** Seconds without a heartbeat line after which the remote holder gives the lock up. */
 const LOCK_HEARTBEAT_LIMIT = 30;
@@ -54781,7 +54937,7 @@ function holderText(h) {
  * Connection.leftoversScript), run when the run is gone, before the lock is let go.
  */
 function lockScript(l, holder, waitSeconds, leftovers = '') {
-    return sh_script(sh_sh `mkdir -p ${l.state}`, sh_sh `chmod 755 ${l.root} ${l.state} 2>/dev/null || true`, sh_sh `exec 9>>${l.lockFile}`, sh_sh `if ! flock -n 9; then`, sh_sh `  echo "WAITING $(head -c 500 ${l.lockHolder} 2>/dev/null | tr '\n' ' ')"`, sh_sh `  if ! flock -w ${waitSeconds} 9; then`, sh_sh `    echo "HELD $(head -c 500 ${l.lockHolder} 2>/dev/null | tr '\n' ' ')"`, `    exit ${LOCK_EXIT_HELD}`, '  fi', 'fi', 
+    return sh_script(paths_rootOnly(l.state), sh_sh `mkdir -p ${l.state}`, sh_sh `chmod ${paths_STATE_MODE} ${l.state}`, sh_sh `exec 9>>${l.lockFile}`, sh_sh `if ! flock -n 9; then`, sh_sh `  echo "WAITING $(head -c 500 ${l.lockHolder} 2>/dev/null | tr '\n' ' ')"`, sh_sh `  if ! flock -w ${waitSeconds} 9; then`, sh_sh `    echo "HELD $(head -c 500 ${l.lockHolder} 2>/dev/null | tr '\n' ' ')"`, `    exit ${LOCK_EXIT_HELD}`, '  fi', 'fi', 
     // A holder file still filled in while nobody holds the flock: a run that died.
     sh_sh `if [ -s ${l.lockHolder} ]; then echo "STALE $(head -c 500 ${l.lockHolder} | tr '\n' ' ')"; fi`, sh_sh `printf '%s\n' ${holderText(holder)} > ${l.lockHolder}`, 'echo LOCKED', `while IFS= read -r -t ${LOCK_HEARTBEAT_LIMIT} line; do`, '  if [ "$line" = release ]; then', sh_sh `    : > ${l.lockHolder}`, '    exit 0', '  fi', 'done', 
     // EOF or no heartbeat: our run is gone. What it still runs here is stopped
@@ -54971,6 +55127,7 @@ async function scanDirectory(path, { recursive = true, validate = null, concurre
 var shell_escape = __nccwpck_require__(4646);
 // EXTERNAL MODULE: ./node_modules/ssh2/lib/index.js
 var lib = __nccwpck_require__(5472);
+var lib_default = /*#__PURE__*/__nccwpck_require__.n(lib);
 ;// CONCATENATED MODULE: ./node_modules/node-ssh/lib/esm/index.mjs
 
 
@@ -55677,14 +55834,221 @@ class NodeSSH {
     }
 }
 
-// EXTERNAL MODULE: external "node:crypto"
-var external_node_crypto_ = __nccwpck_require__(7598);
 // EXTERNAL MODULE: external "node:net"
 var external_node_net_ = __nccwpck_require__(7030);
 // EXTERNAL MODULE: external "node:stream"
 var external_node_stream_ = __nccwpck_require__(7075);
+;// CONCATENATED MODULE: ./src/inputs/hosts.ts
+// Parses the `hosts` input: one or more hosts, newline- or comma-separated, each
+// `host`, `host:port`, `user@host`, `user@host:port` or a bracketed IPv6 address
+// (`[::1]:2222`), optionally followed by attributes (then one host per line):
+// `roles=api,worker,scheduler,migrate` or `roles=lb` (a load balancer in front
+// of the api hosts), and `upstream=addr:port` (where the load balancer reaches
+// this host, when not at its SSH address on port 80).
+
+const ROLES = ['api', 'worker', 'scheduler', 'migrate', 'lb'];
+const ATTRIBUTES = ['roles', 'upstream'];
+// A trailing dot (the absolute form of a name) is allowed.
+const HOSTNAME = /^(?=.{1,253}\.?$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
+/** A name whose last label is a number: the resolver reads it as an IPv4 address (inet_aton). */
+const NUMERIC_NAME = /(^|\.)(\d+|0x[0-9a-f]*)\.?$/i;
+const USER = /^[a-z_][a-z0-9_-]{0,31}$/;
+function parsePort(text) {
+    if (!/^\d{1,5}$/.test(text))
+        return `port '${text}' is not a number`;
+    const port = Number(text);
+    if (port < 1 || port > 65535)
+        return `port ${port} is out of range`;
+    return port;
+}
+/** Parses one `user@host:port` address; returns an error text instead of throwing. */
+function parseAddress(text, defaultPort = 22) {
+    let rest = text;
+    let user;
+    const at = rest.lastIndexOf('@');
+    if (at >= 0) {
+        user = rest.slice(0, at);
+        rest = rest.slice(at + 1);
+        if (!USER.test(user))
+            return `'${text}' has an invalid user name '${user}'`;
+    }
+    let host;
+    let port = defaultPort;
+    if (rest.startsWith('[')) {
+        const end = rest.indexOf(']');
+        if (end < 0)
+            return `'${text}' has an unclosed '[' (IPv6 addresses are written [addr] or [addr]:port)`;
+        host = rest.slice(1, end);
+        const after = rest.slice(end + 1);
+        if (after) {
+            if (!after.startsWith(':'))
+                return `'${text}' has text after ']' that is not ':port'`;
+            const p = parsePort(after.slice(1));
+            if (typeof p === 'string')
+                return `'${text}': ${p}`;
+            port = p;
+        }
+        if ((0,external_node_net_.isIP)(host) !== 6)
+            return `'${text}': '${host}' is not an IPv6 address`;
+    }
+    else {
+        const parts = rest.split(':');
+        if (parts.length > 2)
+            return `'${text}' looks like an IPv6 address: write it in brackets, e.g. [${rest}]:22`;
+        host = parts[0] ?? '';
+        if (parts.length === 2) {
+            const p = parsePort(parts[1] ?? '');
+            if (typeof p === 'string')
+                return `'${text}': ${p}`;
+            port = p;
+        }
+        if (!host)
+            return `'${text}' has no host name`;
+        if ((0,external_node_net_.isIP)(host) !== 4 && NUMERIC_NAME.test(host)) {
+            // getaddrinfo reads 127.1, 0x7f.1, 2130706433 and 0177.0.0.1 all as 127.0.0.1
+            // (and 010.0.0.1 as 8.0.0.1): one host in two spellings would escape the
+            // duplicate check and the known_hosts lookup, so only the dotted quad is taken.
+            let read = '';
+            try {
+                read = ` (read as ${new URL(`http://${host}`).hostname})`;
+            }
+            catch {
+                // Not an address at all; the message says what is expected anyway.
+            }
+            return `'${text}': '${host}' is an IPv4 address in a shorthand, octal or hex form${read}; write it as a dotted quad of decimal numbers without leading zeros`;
+        }
+        if ((0,external_node_net_.isIP)(host) !== 4 && !HOSTNAME.test(host))
+            return `'${text}': '${host}' is not a valid host name or IP address`;
+    }
+    return { label: text, host, port, ...(user ? { user } : {}) };
+}
+/** Parses the whole `hosts` input; returns the hosts or a list of problems. */
+function parseHosts(text, defaultPort = 22) {
+    const lines = text
+        .replace(/\r\n?/g, '\n')
+        .split('\n')
+        .map((l) => l.trim())
+        .filter((l) => l && !l.startsWith('#'));
+    const hosts = [];
+    for (const line of lines) {
+        const words = line.split(/\s+/);
+        if (words.slice(1).some((w) => /^[a-z-]+=/.test(w))) {
+            const parsed = parseLine(line, words, defaultPort);
+            if (typeof parsed === 'string')
+                return parsed;
+            hosts.push(parsed);
+            continue;
+        }
+        for (const item of line.split(',').map((s) => s.trim())) {
+            if (!item)
+                continue;
+            if (/\s/.test(item))
+                return `'${item}' contains white space`;
+            const parsed = parseAddress(item, defaultPort);
+            if (typeof parsed === 'string')
+                return parsed;
+            hosts.push({ ...parsed, roles: [] });
+        }
+    }
+    if (hosts.length === 0)
+        return 'no host given';
+    const seen = new Map();
+    for (const h of hosts) {
+        const key = `${canonicalHost(h.host)}:${h.port}`;
+        const first = seen.get(key);
+        if (first !== undefined)
+            return first === h.label ? `'${h.label}' is listed twice` : `'${h.label}' is '${first}' listed twice`;
+        seen.set(key, h.label);
+    }
+    return hosts;
+}
+/**
+ * The one spelling of a host that its other spellings share: IPv6 compressed in
+ * lower case (an IPv4-mapped address as IPv4), a name in lower case without a
+ * trailing dot. For finding duplicates and matching names, never for connecting.
+ */
+function canonicalHost(host) {
+    if ((0,external_node_net_.isIP)(host) !== 6)
+        return host.toLowerCase().replace(/\.$/, '');
+    let h;
+    try {
+        h = new URL(`http://[${host}]`).hostname.slice(1, -1);
+    }
+    catch {
+        return host.toLowerCase(); // a zone id (fe80::1%eth0) is no URL host
+    }
+    const mapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(h);
+    if (!mapped)
+        return h;
+    const [hi, lo] = [parseInt(mapped[1], 16), parseInt(mapped[2], 16)];
+    return [hi >> 8, hi & 255, lo >> 8, lo & 255].join('.');
+}
+/**
+ * The host a name refers to: as written in hosts, or the same address in another
+ * spelling (user@ and :port optional; with several ports, the port named).
+ */
+function findHost(hosts, named) {
+    const byLabel = hosts.find((h) => h.label === named);
+    if (byLabel)
+        return byLabel;
+    const address = (0,external_node_net_.isIP)(named) === 6 ? { host: named, port: 22 } : parseAddress(named);
+    if (typeof address === 'string')
+        return undefined;
+    const same = hosts.filter((h) => canonicalHost(h.host) === canonicalHost(address.host));
+    return same.find((h) => h.port === address.port) ?? same[0];
+}
+/** One `address attr=value ...` line. */
+function parseLine(line, words, defaultPort) {
+    const address = words[0];
+    if (address.includes(',') || !words.slice(1).every((w) => /^[a-z-]+=/.test(w)))
+        return `'${line}': with attributes, write one host per line`;
+    const attrs = new Map();
+    for (const w of words.slice(1)) {
+        const eq = w.indexOf('=');
+        const key = w.slice(0, eq);
+        if (!ATTRIBUTES.includes(key))
+            return `'${line}': unknown attribute '${key}' (expected ${ATTRIBUTES.map((a) => `${a}=`).join(' or ')})`;
+        if (attrs.has(key))
+            return `'${line}': ${key}= is given twice`;
+        attrs.set(key, w.slice(eq + 1));
+    }
+    const parsed = parseAddress(address, defaultPort);
+    if (typeof parsed === 'string')
+        return parsed;
+    const roles = [];
+    if (attrs.has('roles')) {
+        const names = attrs.get('roles').split(',').filter(Boolean);
+        if (names.length === 0)
+            return `'${line}': roles= is empty (expected some of ${ROLES.join(', ')})`;
+        for (const role of names) {
+            if (!ROLES.includes(role))
+                return `'${line}': unknown role '${role}' (expected some of ${ROLES.join(', ')})`;
+            if (!roles.includes(role))
+                roles.push(role);
+        }
+        if (roles.includes('lb') && roles.length > 1)
+            return `'${line}': a load balancer (roles=lb) runs no app role; expected roles=lb alone`;
+    }
+    const spec = { ...parsed, roles };
+    const upstream = attrs.get('upstream');
+    if (upstream !== undefined) {
+        if (roles.includes('lb'))
+            return `'${line}': upstream= is for app hosts, not for the load balancer`;
+        const u = parseAddress(upstream, 80);
+        if (typeof u === 'string' || u.user)
+            return `'${line}': upstream= ${typeof u === 'string' ? u.replace(/^'[^']*'/, `'${upstream}'`) : 'takes no user'} (expected addr or addr:port, e.g. upstream=10.0.0.5:80)`;
+        spec.upstream = { host: u.host, port: u.port };
+    }
+    return spec;
+}
+/** Is a load balancer (roles=lb) in front of the app hosts? */
+function hasBalancer(hosts) {
+    return hosts.some((h) => h.roles.includes('lb'));
+}
+
 ;// CONCATENATED MODULE: ./src/inputs/known-hosts.ts
 // OpenSSH known_hosts lines: parsed once, matched per host, compared on the raw key.
+
 
 const HOST_KEY_TYPES = [
     'ssh-ed25519',
@@ -55702,6 +56066,47 @@ function readSshString(buf, offset) {
     if (buf.length < offset + 4 + len)
         return null;
     return buf.subarray(offset + 4, offset + 4 + len).toString('latin1');
+}
+/** Length of an uncompressed ECDSA point (0x04, x, y) per curve. */
+const POINT_LENGTH = { nistp256: 65, nistp384: 97, nistp521: 133 };
+/**
+ * Whether a key blob is one whole public key of its type in the SSH wire format
+ * (RFC 4253, 5656, 8709), with nothing left over: a truncated or mangled key
+ * would pass a check of its first field and fail only at connect time.
+ */
+function isWholeKey(key, type) {
+    let at = 0;
+    const next = () => {
+        if (key.length < at + 4)
+            return null;
+        const len = key.readUInt32BE(at);
+        if (key.length < at + 4 + len)
+            return null;
+        const field = key.subarray(at + 4, at + 4 + len);
+        at += 4 + len;
+        return field;
+    };
+    /** A positive mpint: not empty, no sign bit, no needless leading zero. */
+    const positive = (n) => !!n && n.length > 0 && n[0] < 0x80 && !(n[0] === 0 && (n.length === 1 || n[1] < 0x80));
+    if (next()?.toString('latin1') !== type)
+        return false;
+    if (type === 'ssh-ed25519') {
+        if (next()?.length !== 32)
+            return false;
+    }
+    else if (type === 'ssh-rsa') {
+        if (!positive(next()) || !positive(next()))
+            return false;
+    }
+    else {
+        const curve = type.slice('ecdsa-sha2-'.length);
+        if (next()?.toString('latin1') !== curve)
+            return false;
+        const point = next();
+        if (!point || point.length !== POINT_LENGTH[curve] || point[0] !== 4)
+            return false;
+    }
+    return at === key.length;
 }
 /** Parses known_hosts text; returns the entries or a message naming the bad line. */
 function parseKnownHosts(text) {
@@ -55730,10 +56135,9 @@ function parseKnownHosts(text) {
         if (!/^[A-Za-z0-9+/]+={0,2}$/.test(keyB64))
             return `line ${i + 1}: the key is not base64`;
         const key = Buffer.from(keyB64, 'base64');
-        const embedded = readSshString(key, 0);
         const expectedEmbedded = keyType.startsWith('rsa-sha2') ? 'ssh-rsa' : keyType;
-        if (embedded !== expectedEmbedded) {
-            return `line ${i + 1}: the key data is not a ${keyType} key (truncated or mangled?)`;
+        if (!isWholeKey(key, expectedEmbedded)) {
+            return `line ${i + 1}: the key data is not a whole ${keyType} key (truncated or mangled?)`;
         }
         const entry = { patterns: [], revoked, keyType: expectedEmbedded, key, line: i + 1 };
         if (hostField.startsWith('|1|')) {
@@ -55764,6 +56168,15 @@ function globMatch(pattern, name) {
         '$', 'i');
     return re.test(name);
 }
+/** A known_hosts name without wildcards (`host` or `[host]:port`) in its canonical spelling. */
+function canonicalName(name) {
+    const m = /^\[(.+)\]:(\d+)$/.exec(name);
+    return m ? knownHostsName(canonicalHost(m[1]), Number(m[2])) : canonicalHost(name);
+}
+/** A pattern matches a name: a glob as ssh reads it, a plain name in any spelling of the host. */
+function patternMatches(pattern, name) {
+    return /[*?]/.test(pattern) ? globMatch(pattern, name) : canonicalName(pattern) === canonicalName(name);
+}
 function entryMatches(entry, name) {
     if (entry.hashed) {
         const h = (0,external_node_crypto_.createHmac)('sha1', entry.hashed.salt).update(name).digest();
@@ -55772,19 +56185,23 @@ function entryMatches(entry, name) {
     let matched = false;
     for (const p of entry.patterns) {
         if (p.startsWith('!')) {
-            if (globMatch(p.slice(1), name))
+            if (patternMatches(p.slice(1), name))
                 return false;
         }
-        else if (globMatch(p, name)) {
+        else if (patternMatches(p, name)) {
             matched = true;
         }
     }
     return matched;
 }
-/** The entries that apply to host:port. */
+/**
+ * The entries that apply to host:port: under the name as written (what
+ * ssh-keyscan prints) or its canonical spelling (lower case, as ssh looks
+ * names up and hashes them; IPv6 compressed).
+ */
 function entriesFor(entries, host, port) {
-    const name = knownHostsName(host, port);
-    return entries.filter((e) => entryMatches(e, name));
+    const names = [...new Set([host, canonicalHost(host)])].map((h) => knownHostsName(h, port));
+    return entries.filter((e) => names.some((name) => entryMatches(e, name)));
 }
 /** OpenSSH-style fingerprint of a raw public key blob: SHA256:base64-without-padding. */
 function fingerprint(key) {
@@ -55867,6 +56284,8 @@ function tail(text, lines = 20) {
 /**
  * Wraps a script so bash parses all of it before running any of it: data that
  * follows on stdin is then read by the script's commands and never executed.
+ * It starts in / (a login's home is root's alone: commands run as other users
+ * could not enter it, and nothing is read relative to it).
  * With a token, the script's session id is written where a timeout can find it
  * and stop everything the script started.
  */
@@ -55876,7 +56295,7 @@ function wrapScript(script, token) {
         ? `mkdir -p ${SESSION_DIR} && read -r _ _ _ _ _ __metalship_sid _ < /proc/$$/stat && echo "$__metalship_sid" > ${SESSION_DIR}/${token}\n`
         : '';
     const forget = token ? `trap 'rm -f ${SESSION_DIR}/${token}' EXIT\n` : '';
-    return `set -euo pipefail\numask 022\n${record}${forget}__metalship_main() {\n${body}\n}\n{ __metalship_main; exit $?; }\n`;
+    return `set -euo pipefail\numask 022\ncd /\n${record}${forget}__metalship_main() {\n${body}\n}\n{ __metalship_main; exit $?; }\n`;
 }
 const SESSION_DIR = '/run/metalship-sessions';
 /**
@@ -56300,6 +56719,10 @@ async function acquireLock(host, holder, waitSeconds, log) {
         await session.done;
     };
 }
+/** The key hosts' locks are taken in: their address, as every run spells it the same way. */
+function lockOrder(h) {
+    return `${h.spec.host.toLowerCase()}:${String(h.spec.port).padStart(5, '0')}`;
+}
 /** Runs fn on every host in parallel and collects a result per host (one failure does not hide the others). */
 async function onEachHost(hosts, fn) {
     return Promise.all(hosts.map(async (host) => {
@@ -56330,19 +56753,386 @@ async function withHosts(s, log, action, fn, opts = {}) {
         if (opts.lock === false)
             return await fn(hosts, balancers);
         const holder = hosts_lockHolder(action);
-        const locks = await Promise.allSettled(hosts.map((h) => acquireLock(h, holder, s['lock-timeout'], log)));
-        for (const l of locks)
-            if (l.status === 'fulfilled')
-                releases.push(l.value);
-        const failed = locks.find((l) => l.status === 'rejected');
-        if (failed)
-            throw failed.reason;
+        // One at a time, in the same order for every run: two overlapping runs
+        // then never each hold half of the locks and wait out the timeout.
+        const deadline = Date.now() + s['lock-timeout'] * 1000;
+        for (const h of [...hosts].sort((a, b) => lockOrder(a).localeCompare(lockOrder(b)))) {
+            const wait = Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
+            releases.push(await acquireLock(h, holder, wait, log));
+        }
         return await fn(hosts, balancers);
     }
     finally {
         await Promise.allSettled(releases.map((r) => r()));
         await Promise.all(all.map((h) => h.conn.close()));
     }
+}
+
+;// CONCATENATED MODULE: ./src/remote/quoting.ts
+// Quoting for the files we generate, each in its own syntax: a value from the
+// settings is escaped for where it goes, the way sh`` quotes it in a script.
+// raw() marks text we wrote ourselves (a %i specifier, a $VAR meant to expand).
+// A value that a syntax cannot hold is refused with an error naming it, never
+// written half-escaped: the file would otherwise fail to load, or mean something else.
+
+
+function literal(parts) {
+    return parts.map((p) => (p instanceof Raw ? p.text : p)).join('');
+}
+function refuse(value, where, why) {
+    throw new Error(`${JSON.stringify(value)} cannot be written in ${where}: ${why}`);
+}
+// ---- systemd unit files ----------------------------------------------------
+/** A systemd specifier such as %i (the instance), kept where the values around it are escaped. */
+function specifier(letter) {
+    return new Raw(`%${letter}`);
+}
+/** $NAME as a whole ExecStart= word: systemd splits the variable's value into words when it runs the command. */
+function splitVariable(name) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
+        throw new Error(`${JSON.stringify(name)} is not a variable name`);
+    return new Raw(`$${name}`);
+}
+const UNIT_PLAIN = /^[A-Za-z0-9_@%+=:,./{}~-]+$/;
+/** C escape of one character inside systemd's double quotes (its word splitting unescapes them). */
+function cEscape(c) {
+    if (c === '\\' || c === '"')
+        return `\\${c}`;
+    if (c === '\n')
+        return '\\n';
+    if (c === '\t')
+        return '\\t';
+    const code = c.charCodeAt(0);
+    return code < 0x20 || code === 0x7f ? `\\x${code.toString(16).padStart(2, '0')}` : c;
+}
+/**
+ * One word of a setting systemd splits into words (ExecStart=, Environment=,
+ * ReadWritePaths=...): double-quoted with C escapes unless plain, % doubled
+ * (systemd resolves specifiers after unquoting, so quotes do not protect a %),
+ * and with dollar true (ExecStart=) $ doubled too, since $VAR expands when the
+ * command runs, quoted or not.
+ */
+function unitWordOf(parts, dollar) {
+    const text = literal(parts);
+    if (text === '')
+        return '""';
+    if (text.includes('\0'))
+        refuse(text, 'a unit file', 'it holds a NUL byte');
+    // Our raw() fragments need no quotes; a word of only raw() stays as written.
+    const values = parts.filter((p) => typeof p === 'string').join('');
+    const plain = values === '' || UNIT_PLAIN.test(values);
+    const body = parts
+        .map((p) => {
+        if (p instanceof Raw)
+            return p.text;
+        let t = p.replace(/%/g, '%%');
+        if (dollar)
+            t = t.replace(/\$/g, '$$$$');
+        return plain ? t : [...t].map(cEscape).join('');
+    })
+        .join('');
+    return plain ? body : `"${body}"`;
+}
+/** A word of a list setting that unquotes (ReadWritePaths=, RuntimeDirectory=, WantedBy=, Environment=). */
+function unitWord(...parts) {
+    return unitWordOf(parts, false);
+}
+/** Environment=NAME=value as one quoted word (Environment= expands specifiers, not variables). */
+function unitEnv(name, ...value) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
+        throw new Error(`${JSON.stringify(name)} is not a variable name`);
+    return unitWord(`${name}=`, ...value);
+}
+/**
+ * An ExecStart= command line: one word per argument. The program must be an
+ * absolute path: a first word starting with - @ : + ! would be read as
+ * prefixes, whatever its quotes.
+ */
+function execLine(words) {
+    const list = words.map((w) => (Array.isArray(w) ? w : [w]));
+    const program = literal(list[0] ?? []);
+    if (!program.startsWith('/'))
+        refuse(program, 'ExecStart=', 'the program must be an absolute path');
+    return list.map((w) => unitWordOf(w, true)).join(' ');
+}
+/**
+ * A setting systemd takes whole, without unquoting (Description=, User=,
+ * WorkingDirectory=, EnvironmentFile=, OnCalendar=): % doubled; the value
+ * must stay on its line and keep its ends (systemd trims them, and a final
+ * backslash would continue the line).
+ */
+function unitText(...parts) {
+    const text = literal(parts);
+    // eslint-disable-next-line no-control-regex
+    if (/[\0-\x1f\x7f]/.test(text))
+        refuse(text, 'a unit file setting', 'it holds a control character');
+    if (text !== text.trim() || text.endsWith('\\'))
+        refuse(text, 'a unit file setting', 'it starts or ends with white space or a backslash');
+    return parts.map((p) => (p instanceof Raw ? p.text : p.replace(/%/g, '%%'))).join('');
+}
+// ---- nginx -----------------------------------------------------------------
+const NGINX_PLAIN = /^[A-Za-z0-9_@%+=:,./*~[\]-]+$/;
+/**
+ * One nginx argument: plain, or double-quoted with \ and " escaped (inside
+ * quotes ; { } # and white space are text). A $ is refused: nginx reads $name
+ * as a variable in many directives, quoted or not, and has no escape for it.
+ */
+function quoting_nginxWord(value) {
+    if (value.includes('$'))
+        refuse(value, 'an nginx argument', 'nginx would read $ as a variable');
+    // eslint-disable-next-line no-control-regex
+    if (/[\0-\x1f\x7f]/.test(value))
+        refuse(value, 'an nginx argument', 'it holds a control character');
+    return NGINX_PLAIN.test(value) ? value : `"${value.replace(/[\\"]/g, '\\$&')}"`;
+}
+/**
+ * server_name's arguments from names separated by white space (the server-name
+ * input's form) or "_". A name starting with ~ would be a regular expression.
+ * A misplaced * wildcard (only server-name allows a *) is left to the nginx -t
+ * the deploy runs before it uses a new site: refusing it here would fail every
+ * switch, also where the site exists and the name is never written.
+ */
+function quoting_nginxServerNames(names) {
+    const list = names.split(/\s+/).filter(Boolean);
+    if (list.length === 0)
+        refuse(names, 'server_name', 'no name');
+    for (const n of list)
+        if (n.startsWith('~'))
+            refuse(n, 'server_name', 'nginx would read it as a regular expression');
+    return list.map(quoting_nginxWord).join(' ');
+}
+/** host:port of an nginx upstream server, [addr]:port for IPv6; nginx has no IPv6 zone index (fe80::1%eth0). */
+function nginxAddress(host, port) {
+    if (host.includes('%'))
+        refuse(host, 'an nginx upstream', 'nginx cannot use an IPv6 zone index');
+    return quoting_nginxWord(isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`);
+}
+// ---- other daemons' files --------------------------------------------------
+/**
+ * A directory in a logrotate file list. logrotate reads the list up to the
+ * first { and refuses a } before it, whatever the quotes, and globs each
+ * pattern: only characters that mean themselves there are accepted.
+ */
+function logrotateDir(dir, setting) {
+    if (!/^\/[A-Za-z0-9_@+,:=./-]*$/.test(dir))
+        refuse(dir, 'a logrotate file list', `${setting} may only hold letters, digits and _@+,:=./- there`);
+    return dir;
+}
+/**
+ * A word in a file with no quoting at all, split on white space: the Redis 7
+ * ACL file, logrotate's su user group.
+ */
+function bareWord(value, where) {
+    // eslint-disable-next-line no-control-regex
+    if (!value || /[\s\0-\x1f\x7f]/.test(value))
+        refuse(value, where, 'empty, or white space in it');
+    return value;
+}
+/**
+ * A database or role name in pg_hba.conf: always quoted, so all, replication,
+ * sameuser... and a leading + or @ are names, not keywords; "" is a quote.
+ * A leading / would still be a regular expression (PostgreSQL 16).
+ */
+function hbaName(value) {
+    // eslint-disable-next-line no-control-regex
+    if (!value || /[\0-\x1f\x7f]/.test(value) || value.startsWith('/'))
+        refuse(value, 'pg_hba.conf', 'empty, a control character, or a leading / (a regular expression)');
+    return `"${value.replace(/"/g, '""')}"`;
+}
+/**
+ * An address field of pg_hba.conf: an IPv4 or IPv6 network in CIDR form. Any
+ * other text makes PostgreSQL refuse the whole file, and then refuse to start.
+ */
+function hbaAddress(cidr) {
+    const m = /^([0-9A-Fa-f:.]+)\/(\d{1,3})$/.exec(cidr);
+    const family = m ? isIP(m[1]) : 0;
+    if (!m || !family || Number(m[2]) > (family === 4 ? 32 : 128))
+        refuse(cidr, 'pg_hba.conf', 'not an IPv4 or IPv6 network (address/prefix)');
+    return cidr;
+}
+/** A user name in sudoers: the characters sudoers gives a meaning to are escaped with a backslash. */
+function sudoersName(value) {
+    // eslint-disable-next-line no-control-regex
+    if (!value || /[\s\0-\x1f\x7f]/.test(value) || /^[#%+]/.test(value))
+        refuse(value, 'sudoers', 'empty, white space, or a leading # % + (a uid, group or netgroup)');
+    return value.replace(/[!=:,()\\]/g, '\\$&');
+}
+/**
+ * A value of an /etc/default file, read both by the shell (init scripts) and
+ * by systemd's EnvironmentFile=: in double quotes, \ " $ ` are escaped the
+ * same way for both.
+ */
+function defaultsValue(value) {
+    // eslint-disable-next-line no-control-regex
+    if (/[\0-\x1f\x7f]/.test(value))
+        refuse(value, 'an /etc/default file', 'it holds a control character');
+    return `"${value.replace(/[\\"$`]/g, '\\$&')}"`;
+}
+
+;// CONCATENATED MODULE: ./src/remote/nginx.ts
+// nginx configuration for an app: the upstream (which api slot serves) and the
+// site. The deploy path owns the upstream; the site is provision's, with a
+// minimal HTTP site installed by the deploy when none exists yet.
+
+function upstreamName(l) {
+    return `${l.app.replace(/-/g, '_')}_api`;
+}
+/**
+ * http-level config: the upstream and the WebSocket map. The upstream is a link
+ * to the serving slot's socket; nginx opens the path for every upstream
+ * connection, so a switch renames the link and never reloads nginx (a reload
+ * closes clients' idle keep-alive connections, which some clients see as errors).
+ */
+function nginx_upstreamConf(l) {
+    return `# Managed by metalship.
+upstream ${upstreamName(l)} {
+    server ${nginxWord(`unix:${l.apiLink}`)} max_fails=0;
+}
+map $http_upgrade $metalship_${upstreamName(l)}_connection {
+    default upgrade;
+    '' close;
+}
+`;
+}
+const ACME_WEBROOT = '/var/www/letsencrypt';
+function proxyLocation(upstream, balancer) {
+    // A balancer passes a request to the next app host when one refuses the
+    // connection (draining: any method, nothing was sent yet) and, for idempotent
+    // requests, when one times out or answers 502/503/504.
+    const retry = balancer ? `\n        proxy_next_upstream error timeout http_502 http_503 http_504;` : '';
+    // A host that is down is passed over quickly (the LAN answers in microseconds).
+    const connectTimeout = balancer ? '2s' : '5s';
+    return `    location / {
+        proxy_pass ${nginxWord(`http://${upstream}`)};
+        proxy_http_version 1.1;
+        proxy_set_header Host $host;
+        proxy_set_header X-Real-IP $remote_addr;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_set_header Upgrade $http_upgrade;
+        proxy_set_header Connection $metalship_${upstream}_connection;
+        proxy_connect_timeout ${connectTimeout};
+        proxy_read_timeout 60s;
+        proxy_send_timeout 60s;${retry}
+    }`;
+}
+const securityHeaders = (/* unused pure expression or super */ null && (`    add_header X-Content-Type-Options nosniff always;
+    add_header X-Frame-Options SAMEORIGIN always;
+    add_header Referrer-Policy strict-origin-when-cross-origin always;`));
+function nginx_siteConf(l, s) {
+    const isDefault = s.serverName === '_';
+    const listen = (port, extra = '') => `    listen ${port}${extra}${isDefault ? ' default_server' : ''};\n    listen [::]:${port}${extra}${isDefault ? ' default_server' : ''};`;
+    const statics = s.staticDir
+        ? `    location /static/ {\n        alias ${nginxWord(`${s.staticDir}/`)};\n        expires 7d;\n        access_log off;\n    }\n`
+        : '';
+    const serverName = `    server_name ${nginxServerNames(s.serverName)};`;
+    const common = `${serverName}
+    client_max_body_size 25m;
+    client_body_timeout 30s;
+    client_header_timeout 30s;
+    send_timeout 60s;
+    keepalive_timeout 65s;
+    server_tokens off;
+${securityHeaders}
+${statics}${proxyLocation(s.upstream ?? upstreamName(l), s.upstream !== undefined)}`;
+    const acme = (root) => `    location /.well-known/acme-challenge/ {
+        root ${nginxWord(root)};
+    }`;
+    if (!s.tls) {
+        return `# Managed by metalship (HTTP only: no domain configured).
+server {
+${listen(80)}
+${s.acmeWebroot ? acme(s.acmeWebroot) + '\n' : ''}${common}
+}
+`;
+    }
+    return `# Managed by metalship.
+server {
+${listen(80)}
+${serverName}
+    server_tokens off;
+${acme(s.acmeWebroot ?? ACME_WEBROOT)}
+    location / {
+        return 301 https://$host$request_uri;
+    }
+}
+server {
+${listen(443, ' ssl http2')}
+    ssl_certificate ${nginxWord(s.tls.certificate)};
+    ssl_certificate_key ${nginxWord(s.tls.key)};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_prefer_server_ciphers off;
+    ssl_session_cache shared:metalship_ssl:10m;
+    add_header Strict-Transport-Security "max-age=31536000" always;
+${common}
+}
+`;
+}
+
+;// CONCATENATED MODULE: ./src/remote/switch.ts
+// Blue/green switch on one host, in one script: start the release in the idle
+// api slot (or reuse the standby if it already runs it), wait until it is ready
+// on its own socket, then rename the socket link nginx connects through, point
+// `current` at the release and restart the worker and the single scheduler.
+// The old slot stays up as a warm standby, so a rollback to it is a rename.
+
+
+
+/** The api unit of the slot held in the shell variable `$slot`. */
+function apiUnitOf(l, slotVar) {
+    return `${sh `${l.app}`}-api@"${slotVar}".service`;
+}
+function switchScript(s) {
+    const l = s.layout;
+    const rel = l.release(s.releaseId);
+    const unitLines = Object.entries(s.units).map(([name, content]) => content === null
+        ? sh `if [ -f ${l.unitDir}/${name} ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${l.unitDir}/${name}; units_changed=1; fi`
+        : ensureFile(`${l.unitDir}/${name}`, content, {
+            mode: '644',
+            label: `unit ${name}`,
+            onChange: 'units_changed=1',
+        }));
+    const followers = [s.worker ? l.units.worker : null, s.scheduler ? l.units.scheduler : null].filter((u) => !!u);
+    const api = raw(apiUnitOf(l, '$slot'));
+    const standbyApi = raw(apiUnitOf(l, '$standby'));
+    if (s.api === false)
+        return followersOnlyScript(s, unitLines, followers);
+    return script(pyToolDefinition(), sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${s.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'command -v nginx >/dev/null 2>&1 || { echo "nginx is not installed: run the provision action first" >&2; exit 1; }', 
+    // The serving slot keeps serving; the release goes to the other one, unless the serving one already runs it.
+    sh `active=$(cat ${l.activeSlot} 2>/dev/null || true)`, 'case "$active" in blue) idle=green ;; green) idle=blue ;; *) active=""; idle=blue ;; esac', sh `slot_release() { basename "$(readlink ${l.slots}/"$1" 2>/dev/null)" 2>/dev/null || true; }`, sh `if [ -n "$active" ] && [ "$(slot_release "$active")" = ${s.releaseId} ] && systemctl is-active --quiet ${raw(apiUnitOf(l, '$active'))}; then slot=$active; else slot=$idle; fi`, 'if [ "$slot" = blue ]; then standby=green; else standby=blue; fi', 'echo "SLOT $slot"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 'nginx_changed=0', 'site_new=0', sh `if [ ! -e ${l.nginxSite} ]; then`, '  site_new=1', ensureFile(l.nginxSite, siteConf(l, { serverName: s.serverName, tls: null }), {
+        mode: '644',
+        label: 'nginx site',
+        onChange: 'nginx_changed=1',
+    }), sh `  ln -sfn ${l.nginxSite} ${l.nginxSiteEnabled}`, s.serverName === '_' ? sh `  rm -f /etc/nginx/sites-enabled/default` : null, 'fi', ensureFile(l.nginxUpstream, upstreamConf(l), {
+        mode: '644',
+        label: 'nginx upstream',
+        onChange: 'nginx_changed=1',
+    }), 
+    // A configuration nginx refuses (say a second default_server) fails the switch before anything moves.
+    'if [ "$nginx_changed" = 1 ] && ! nginx_errors=$(nginx -t 2>&1); then', sh `  if [ "$site_new" = 1 ]; then rm -f ${l.nginxSite} ${l.nginxSiteEnabled}; fi`, '  echo "nginx refuses the configuration for this app: $nginx_errors" >&2', '  echo "(with several apps on one server, give each its own server-name)" >&2', '  exit 1', 'fi', 
+    // Start the release beside the serving one (unless the slot already runs it, unchanged).
+    'was=$(slot_release "$slot")', sh `mstool link ${rel} ${l.slots}/"$slot"`, sh `if [ "$units_changed" = 1 ] || [ "$was" != ${s.releaseId} ] || ! systemctl is-active --quiet ${api}; then`, sh `  echo "starting ${s.releaseId} in the $slot slot"`, sh `  systemctl restart ${api}`, 'else', sh `  echo "the $slot slot already runs ${s.releaseId}"`, 'fi', sh `sock=/run/${l.app}-api-"$slot"/api.sock`, sh `if ! ready=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${s.healthPath} ${s.readyTimeout} 0.1 200 ''); then`, '  echo "$ready" >&2', sh `  journalctl -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh `  systemctl stop ${api} || true`, sh `  echo "release ${s.releaseId} did not become ready in the $slot slot within ${s.readyTimeout} s; traffic stays on the serving release" >&2`, '  exit 1', 'fi', 'echo "READY $ready"', 
+    // Traffic moves only now, by renaming the socket link nginx connects through:
+    // requests already on the old slot finish there, new ones reach the new slot.
+    sh `mstool link "$sock" ${l.apiLink}`, sh `echo "$slot" > ${l.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh `prev=$(basename "$(readlink ${l.current} 2>/dev/null)" 2>/dev/null || true)`, sh `mstool link ${rel} ${l.current}`, sh `mstool link "$(readlink ${rel}/.venv)" ${l.venvLink}`, 'echo "PREVIOUS $prev"', 
+    // On boot only the serving slot starts; the standby is a warm spare for this boot only.
+    sh `systemctl enable --quiet ${l.units.target} ${api} ${followers}`, sh `systemctl disable --quiet ${standbyApi} 2>/dev/null || true`, followers.length ? sh `systemctl restart ${followers}` : null, sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${s.releaseId} ($slot slot) from \${prev:-nothing}" >> ${l.history}`);
+}
+/** The switch on a host without the api role: current, the venv link, and the worker or scheduler. */
+function followersOnlyScript(s, unitLines, followers) {
+    const l = s.layout;
+    const rel = l.release(s.releaseId);
+    return script(pyToolDefinition(), sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${s.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'echo "SLOT none"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
+    // an api that ran here before the host lost the role stops
+    sh `systemctl disable --now --quiet ${l.units.api('blue')} ${l.units.api('green')} 2>/dev/null || true`, sh `prev=$(basename "$(readlink ${l.current} 2>/dev/null)" 2>/dev/null || true)`, sh `mstool link ${rel} ${l.current}`, sh `mstool link "$(readlink ${rel}/.venv)" ${l.venvLink}`, 'echo "PREVIOUS $prev"', sh `systemctl enable --quiet ${l.units.target} ${followers}`, followers.length ? sh `systemctl restart ${followers}` : null, sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${s.releaseId} (no api here) from \${prev:-nothing}" >> ${l.history}`);
+}
+/**
+ * Whether a release's uvicorn accepts --timeout-graceful-shutdown (0.21+);
+ * recorded at release time. The venv's interpreter runs as the app user: its
+ * packages' code (.pth files) never runs as root.
+ */
+function switch_uvicornFlagsScript(rel, user) {
+    return script(sh `if runuser -u ${user} -- ${rel}/.venv/bin/python -I -c 'import importlib.util, os, sys; s = importlib.util.find_spec("uvicorn"); sys.exit(0 if s and "timeout_graceful_shutdown" in open(os.path.join(os.path.dirname(s.origin), "config.py")).read() else 1)' 2>/dev/null; then`, sh `  echo 'METALSHIP_UVICORN_FLAGS=--timeout-graceful-shutdown 30' > ${rel}/.metalship/uvicorn.env`, 'else', sh `  echo 'METALSHIP_UVICORN_FLAGS=' > ${rel}/.metalship/uvicorn.env`, 'fi');
 }
 
 ;// CONCATENATED MODULE: ./src/remote/release.ts
@@ -56352,15 +57142,26 @@ async function withHosts(s, log, action, fn, opts = {}) {
 
 
 
+
 const RELEASE_EXISTS_EXIT = 73;
 /** Where a shared path of the release points: .env to the app's .env, the rest into shared/. */
 function sharedTarget(l, path) {
     return path === '.env' ? l.env : `${l.shared}/${path}`;
 }
-/** Creates the app user and tree when missing (idempotent); shared by release and provision. */
+/** Creates a system user without login when missing (prints `changed` when it did). */
+function ensureUser(user, home, what) {
+    return script(sh `if ! id -u ${user} >/dev/null 2>&1; then`, sh `  useradd --system --user-group --home-dir ${home} --no-create-home --shell /usr/sbin/nologin ${user}`, sh `  echo ${`changed ${what} ${user} created`}`, 'fi').trimEnd();
+}
+/**
+ * Creates the app user, the build user and the tree when missing (idempotent);
+ * shared by release and provision. Root owns the tree; shared/ is the app's,
+ * and what lies below it is made by the app user, never chowned by root (the
+ * app could have planted a link there to a directory root would then hand over).
+ */
 function ensureAppTree(l, user, sharedPaths) {
     const dirs = sharedPaths.filter((p) => p !== '.env').map((p) => `${l.shared}/${p}`);
-    return script(sh `if ! id -u ${user} >/dev/null 2>&1; then`, sh `  useradd --system --user-group --home-dir ${l.root} --no-create-home --shell /usr/sbin/nologin ${user}`, sh `  echo "changed app user ${user} created"`, 'fi', sh `mkdir -p ${l.releases} ${l.venvs} ${l.slots} ${l.shared} ${l.state} ${l.runDir}`, sh `chmod 755 ${l.root} ${l.releases} ${l.venvs} ${l.slots} ${l.runDir}`, sh `chmod 700 ${l.state}`, dirs.length ? sh `mkdir -p ${dirs}` : null, sh `chown ${user}:${user} ${l.shared}`, dirs.length ? sh `chown ${user}:${user} ${dirs}` : null, sh `chmod 750 ${l.shared}`, sh `if [ ! -e ${l.env} ]; then install -m 600 -o ${user} -g ${user} /dev/null ${l.env}; fi`);
+    const own = [l.releases, l.venvs, l.slots, l.state, l.runDir];
+    return script(rootOnly(l.root, ...own), ensureUser(user, l.root, 'app user'), ensureUser(l.buildUser, '/nonexistent', 'build user'), sh `mkdir -p ${own} ${l.shared}`, sh `chmod 755 ${l.root} ${l.releases} ${l.venvs} ${l.slots} ${l.runDir}`, sh `chmod ${STATE_MODE} ${l.state}`, sh `if [ -L ${l.shared} ] || [ ! -d ${l.shared} ]; then echo ${`${l.shared} is not a directory`} >&2; exit 1; fi`, sh `chown -h ${user}:${user} ${l.shared}`, sh `chmod 750 ${l.shared}`, dirs.length ? sh `runuser -u ${user} -- mkdir -p -- ${dirs}` : null, sh `if [ ! -e ${l.env} ]; then install -m 600 -o ${user} -g ${user} /dev/null ${l.env}; fi`);
 }
 /**
  * Claims releases/<id> and copies into it every file of the manifest (sent on
@@ -56374,19 +57175,46 @@ function prepareScript(s) {
     // Reuse files from the serving release; on a first deploy there is nothing to reuse.
     sh `base=""; if [ -n "$prev" ] && [ -d ${l.releases}/"$prev" ]; then base=${l.releases}/"$prev"; fi`, sh `mstool stage-files ${rel} "$base"`);
 }
+/**
+ * Stops every process of the build user: before a build (an interrupted one's
+ * leftovers) and before its venv is sealed, so nothing can change it meanwhile.
+ */
+function stopBuildUser(user) {
+    return script('for _ in 1 2 3 4 5 6 7 8 9 10; do', sh `  pkill -KILL -u ${user} 2>/dev/null || pkill -KILL -U ${user} 2>/dev/null || break`, '  sleep 0.1', 'done', sh `if pgrep -u ${user} >/dev/null || pgrep -U ${user} >/dev/null; then echo ${`processes of ${user} keep running`} >&2; exit 1; fi`).trimEnd();
+}
+/**
+ * Builds a virtualenv at its final path, as the build user: pip runs the build
+ * code of every package (setup.py, build backends), which must run neither as
+ * root nor as the app. It works on a copy of the release (local requirements
+ * build in place) and writes only the venv and its pip cache. Then, with the
+ * build user's processes gone, root seals the venv: root's, read-only, no set-id bits.
+ */
+function venvScript(s) {
+    const l = s.layout;
+    const rel = l.release(s.releaseId);
+    const user = l.buildUser;
+    const venvFlags = s.systemSitePackages ? ['--system-site-packages'] : [];
+    return script(sh `venv=${`${l.venvs}/${s.venvKey}`}`, 
+    // Complete only when sealed: a marker the build itself may have planted does not count.
+    'if [ -f "$venv/.metalship-complete" ] && [ "$(stat -c %u -- "$venv")" = 0 ]; then', sh `  echo "reusing virtualenv ${s.venvKey}"`, 'else', sh `  echo "building virtualenv ${s.venvKey} as ${user}"`, stopBuildUser(user), '  rm -rf -- "$venv"', sh `  install -d -m 755 -o ${user} -g ${user} "$venv"`, sh `  install -d -m 755 ${l.pipCache.replace(/\/[^/]+$/, '')}`, sh `  install -d -m 700 -o ${user} -g ${user} ${l.pipCache}`, '  work=$(mktemp -d /var/tmp/metalship-build.XXXXXX)', sh `  tar -C ${rel} --exclude=./.metalship -cf - . | tar -C "$work" -xf - --no-same-owner`, sh `  chown -R ${user}:${user} "$work"`, 
+    // A clean environment: the session's variables (proxies aside) are root's business.
+    sh `  build_env=(PATH=/usr/local/bin:/usr/bin:/bin HOME="$work" LANG=C.UTF-8 PIP_CACHE_DIR=${l.pipCache} PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1)`, '  for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do if [ -n "${!v:-}" ]; then build_env+=("$v=${!v}"); fi; done', sh `  as_build() { (cd "$work" && runuser -u ${user} -- env -i "\${build_env[@]}" "$@"); }`, sh `  as_build ${s.python} -m venv ${venvFlags} "$venv"`, s.requirements
+        ? sh `  as_build "$venv/bin/python" -m pip install --no-input -r ${s.requirements} ${s.pipArgs}`
+        : null, '  as_build "$venv/bin/python" -m compileall -q "$venv" >/dev/null 2>&1 || true', stopBuildUser(user), 
+    // An editable install (-e) points into the build's copy, gone in a moment.
+    '  editable=$(grep -lsF -- "$work" "$venv"/lib/python*/site-packages/*.pth "$venv"/lib/python*/site-packages/*.egg-link "$venv"/lib/python*/site-packages/__editable__* || true)', '  rm -rf -- "$work"', `  if [ -n "$editable" ]; then echo "the requirements install a package in editable mode (-e): a release is read-only, so install it normally ('.' instead of '-e .')" >&2; exit 1; fi`, '  rm -f -- "$venv/.metalship-complete"', '  chown -hR root:root -- "$venv"', '  chmod -R u+rwX,go+rX,go-w,ug-s -- "$venv"', '  touch -- "$venv/.metalship-complete"', 'fi');
+}
 function buildScript(s) {
     const l = s.layout;
     const rel = l.release(s.releaseId);
-    const venv = `${l.venvs}/${s.venvKey}`;
-    const venvFlags = s.systemSitePackages ? ['--system-site-packages'] : [];
     return script(pyToolDefinition(), s.hasUpload ? sh `tar -xzf - -C ${rel} --no-same-owner --no-overwrite-dir` : null, sh `mstool check-files ${rel}`, 
     // One environment per distinct requirements, built at its final path and never moved.
-    sh `if [ ! -f ${venv}/.metalship-complete ]; then`, sh `  rm -rf ${venv}`, sh `  echo "building virtualenv ${s.venvKey}"`, sh `  ${s.python} -m venv ${venvFlags} ${venv}`, s.requirements
-        ? sh `  PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 ${venv}/bin/python -m pip install --no-input -r ${rel}/${s.requirements} ${s.pipArgs}`
-        : null, sh `  ${venv}/bin/python -m compileall -q ${venv} >/dev/null 2>&1 || true`, sh `  touch ${venv}/.metalship-complete`, 'else', sh `  echo "reusing virtualenv ${s.venvKey}"`, 'fi', sh `mstool link ${venv} ${rel}/.venv`, uvicornFlagsScript(rel), ...s.sharedPaths.map((p) => script(sh `if [ -e ${rel}/${p} ] && [ ! -L ${rel}/${p} ]; then rm -rf ${rel}/${p}; fi`, sh `mkdir -p "$(dirname ${rel}/${p})"`, sh `mstool link ${sharedTarget(l, p)} ${rel}/${p}`).trimEnd()), 
-    // Bytecode now: the services cannot write it (read-only code, ProtectSystem=strict).
-    sh `${venv}/bin/python -m compileall -q -x '/[.]venv/' ${rel} >/dev/null`, sh `chmod -R u+rwX,go+rX,go-w ${rel}`, s.importCheck
-        ? sh `runuser -u ${s.user} -- ${venv}/bin/python -c "$MSTOOL_SRC" import-check ${rel} ${s.importCheck} ${l.env}`
+    venvScript(s), sh `mstool link "$venv" ${rel}/.venv`, 
+    // Bytecode now (the services cannot write it: read-only code, ProtectSystem=strict),
+    // before the shared links, so root reads only the release's own files, with
+    // the base interpreter (isolated): the venv's packages never run as root.
+    sh `${s.python} -I -m compileall -q -x '/[.]venv/' ${rel} >/dev/null`, uvicornFlagsScript(rel, s.user), ...s.sharedPaths.map((p) => script(sh `if [ -e ${rel}/${p} ] && [ ! -L ${rel}/${p} ]; then rm -rf ${rel}/${p}; fi`, sh `mkdir -p "$(dirname ${rel}/${p})"`, sh `mstool link ${sharedTarget(l, p)} ${rel}/${p}`).trimEnd()), sh `chmod -R u+rwX,go+rX,go-w,ug-s ${rel}`, s.importCheck
+        ? sh `runuser -u ${s.user} -- "$venv/bin/python" -I -c "$MSTOOL_SRC" import-check ${rel} ${s.importCheck} ${l.env}`
         : null, writeFileAtomic(`${rel}/.metalship/release.json`, JSON.stringify(s.metadata, null, 2) + '\n'), sh `echo ready > ${rel}/.metalship/status`, sh `printf '%s\n' ${`${new Date().toISOString()} release ${s.releaseId} ready (${String(s.metadata.revision || 'no revision')} by ${String(s.metadata.actor || 'unknown')})`} >> ${l.history}`);
 }
 /** Marks a release failed so that it never becomes current and never counts as a good release. */
@@ -56401,10 +57229,13 @@ function markScript(l, releaseId, status, reason) {
 
 
 
+
 /** The host that migrates: the one named, else the one with the migrate role, else the first. */
 function pickMigrateHost(hosts, named) {
     if (named) {
-        const host = hosts.find((h) => h.spec.label === named || h.spec.host === named);
+        // parseInputs refuses a migrate-host that is not an app host; this guards the stage itself.
+        const spec = findHost(hosts.map((h) => h.spec), named);
+        const host = hosts.find((h) => h.spec === spec);
         if (!host)
             throw new Error(`migrate-host '${named}' is not one of the hosts (${hosts.map((h) => h.spec.label).join(', ')})`);
         return host;
@@ -65635,7 +66466,7 @@ const ZodLiteral = /*@__PURE__*/ (/* unused pure expression or super */ null && 
         },
     });
 })));
-function literal(value, params) {
+function schemas_literal(value, params) {
     return new ZodLiteral({
         type: "literal",
         values: Array.isArray(value) ? value : [value],
@@ -66002,8 +66833,34 @@ function preprocess(fn, schema) {
 // Field builders: each input is a zod schema over the raw string plus the text
 // that error messages and action.yml show. All parsing of raw inputs lives here.
 
+/** A value as error messages quote it (never used for secrets). */
+const fields_quote = (v, max = 60) => `'${v.length > max ? v.slice(0, max) + '...' : v}'`;
+// A line break or other control character (C1 and U+2028/9 included) in a
+// one-line input would end a command, a config line or a log line; multi-line
+// inputs may have line breaks and tabs only.
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\x00-\x1f\x7f-\x9f\u2028\u2029]/;
+// eslint-disable-next-line no-control-regex
+const CONTROL_IN_LINES = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]/;
+/** Where a value has a control character it must not have; the message names the position only. */
+function controlCharacterProblem(v, multiline = false) {
+    const at = v.search(multiline ? CONTROL_IN_LINES : CONTROL);
+    if (at < 0)
+        return null;
+    if (!multiline)
+        return `has a line break or other control character at position ${at + 1} (it is a one-line input)`;
+    const before = v.slice(0, at).split('\n');
+    return `line ${before.length}, position ${before[before.length - 1].length + 1}: has a control character`;
+}
 function field(opts, expected, schema) {
-    return { ...opts, expected, schema };
+    const lines = schemas_string().transform((v, ctx) => {
+        const problem = controlCharacterProblem(v, opts.multiline);
+        if (!problem)
+            return v;
+        ctx.addIssue({ code: 'custom', message: problem });
+        return NEVER;
+    });
+    return { ...opts, expected, schema: lines.pipe(schema) };
 }
 const fields_text = (opts) => field(opts, opts.expected ?? 'text', schemas_string().max(opts.max ?? 65536, `is longer than ${opts.max ?? 65536} characters`));
 const bool = (opts) => field(opts, 'true or false', schemas_string().transform((v, ctx) => {
@@ -66039,7 +66896,13 @@ const pattern = (opts) => field(opts, opts.expected, schemas_string().transform(
         return NEVER;
     }
     if (!opts.regex.test(v)) {
-        ctx.addIssue({ code: 'custom', message: `'${v.slice(0, 60).replace(/\n/g, '\\n')}' is not valid` });
+        ctx.addIssue({ code: 'custom', message: `${fields_quote(v)} is not valid` });
+        return NEVER;
+    }
+    const r = opts.reserved;
+    const lower = v.toLowerCase();
+    if (r && (r.names.includes(lower) || r.prefixes?.some((p) => lower.startsWith(p)))) {
+        ctx.addIssue({ code: 'custom', message: `${fields_quote(v)} is reserved: ${r.why}` });
         return NEVER;
     }
     return v;
@@ -66073,171 +66936,220 @@ function checkRelativePath(p) {
 }
 /** A command line for a systemd unit: words of safe characters, split on spaces. */
 function checkCommand(v) {
-    const words = v.trim().split(/\s+/).filter(Boolean);
-    for (const w of words) {
+    // Spaces only: other white space is refused below (or, for line breaks, before),
+    // never silently taken as a word separator.
+    const words = v.split(' ').filter(Boolean);
+    for (const [i, w] of words.entries()) {
+        if (CREDENTIALS.test(w))
+            return {
+                error: `word ${i + 1} is a URL with a user name or password, which would be logged (keep credentials on the host, e.g. in pip.conf)`,
+            };
         if (!/^[A-Za-z0-9_.:/=@,+%{}-]+$/.test(w)) {
             return {
-                error: `word '${w.slice(0, 40)}' contains characters other than letters, digits and _.:/=@,+%{}-`,
+                error: `word ${fields_quote(w, 40)} contains characters other than letters, digits and _.:/=@,+%{}-`,
             };
         }
     }
     return words;
 }
+/** user:password@ (or user@) in a URL. */
+const CREDENTIALS = /:\/\/[^/?#]*@/;
+/**
+ * An http(s) URL that names a host and carries no credentials (it is logged).
+ * Empty stays empty (for optional inputs).
+ */
+const fields_url = (opts) => {
+    const schemes = opts.https ? ['https:'] : ['http:', 'https:'];
+    const what = opts.https ? 'an https:// URL' : 'an http:// or https:// URL';
+    return fields_custom(opts, { expected: `${what} with a host, without a user name or password` }, (v) => {
+        if (!v)
+            return '';
+        // Quoted with user:password@ hidden, so a refused URL never prints its credentials.
+        const shown = fields_quote(v.replace(/^([^:/?#]*:\/\/)[^/?#]*@/, '$1***@'));
+        let u;
+        try {
+            u = new URL(v);
+        }
+        catch {
+            return { error: `${shown} is not a URL` };
+        }
+        if (!schemes.includes(u.protocol))
+            return { error: `${shown} is not ${opts.https ? 'https' : 'http(s)'}` };
+        // WHATWG URL reads http:///health as http://health/: the host must be written.
+        if (!/^[a-z][a-z0-9+.-]*:\/\/([^/?#]*@)?[^/?#@:]/i.test(v))
+            return { error: `${shown} has no host` };
+        if (u.username || u.password)
+            return { error: `${shown} has a user name or password, which would be logged` };
+        return u.toString();
+    });
+};
+/** The shortest password-like secret taken: shorter ones are guessable, and masking them would mask ordinary words in logs. */
+const MIN_PASSWORD = 8;
+/** A password-like secret: one line, empty or at least MIN_PASSWORD characters. Messages never quote it. */
+const fields_password = (opts) => field({ ...opts, secret: true, revealErrors: true }, `empty or ${MIN_PASSWORD} to 1024 characters on one line`, schemas_string().transform((v, ctx) => {
+    const problem = v.length > 1024
+        ? 'is longer than 1024 characters'
+        : v && v.length < MIN_PASSWORD
+            ? `is shorter than ${MIN_PASSWORD} characters: too short to be a password, and too short to be masked in logs (masking it would hide ordinary text too)`
+            : null;
+    if (!problem)
+        return v;
+    ctx.addIssue({ code: 'custom', message: problem });
+    return NEVER;
+}));
+// Trees of the system: a directory of the app's inside one would hand system
+// files to the app user (the app tree is chowned to it), be wiped (tmp, cache,
+// run) or break the host (the backup directory is made root-only, mode 700).
+const SYSTEM_TREES = [
+    '/bin',
+    '/boot',
+    '/dev',
+    '/etc',
+    '/lib',
+    '/lib32',
+    '/lib64',
+    '/libx32',
+    '/lost+found',
+    '/proc',
+    '/root',
+    '/run',
+    '/sbin',
+    '/snap',
+    '/sys',
+    '/tmp',
+    '/usr',
+    '/var/cache',
+    '/var/lock',
+    '/var/log',
+    '/var/mail',
+    '/var/run',
+    '/var/spool',
+    '/var/tmp',
+];
+/** Directories that hold other software's directories: a place for the app's own, never the app's directory itself. */
+const SHARED_PARENTS = [
+    '/',
+    '/home',
+    '/media',
+    '/mnt',
+    '/opt',
+    '/srv',
+    '/var',
+    '/var/backups',
+    '/var/lib',
+    '/var/local',
+    '/var/opt',
+    '/var/www',
+];
+/** State of services on the host, under /var/lib. */
+const SERVICE_STATE = [
+    'apt',
+    'dpkg',
+    'letsencrypt',
+    'nginx',
+    'postgresql',
+    'redis',
+    'sudo',
+    'systemd',
+    'ufw',
+];
+/** Why an absolute, normalised directory is not one the tool may own, or null. */
+function systemDirectoryProblem(p) {
+    const tree = SYSTEM_TREES.find((t) => p === t || p.startsWith(t + '/'));
+    if (tree)
+        return `${p === tree ? 'is' : 'is inside'} ${tree}, a system directory`;
+    if (SHARED_PARENTS.includes(p))
+        return `is ${p} itself, which holds other software's directories`;
+    const parts = p.split('/').slice(1);
+    if (parts.length === 1)
+        return 'is a top-level directory';
+    if (parts[0] === 'home' && parts.length === 2)
+        return "is a user's home directory";
+    if (parts[0] === 'var' && parts[1] === 'lib' && SERVICE_STATE.includes(parts[2]))
+        return `is inside /var/lib/${parts[2]}, the state of a system service`;
+    return null;
+}
+/** Whether path a is b or inside it (both absolute and normalised). */
+const within = (a, b) => a === b || a.startsWith(b === '/' ? '/' : b + '/');
+/** An absolute directory of the app's own on the hosts, normalised (no trailing or doubled slashes). */
+const directory = (opts) => fields_custom(opts, {
+    expected: `${opts.optional ? 'empty, or ' : ''}an absolute path of a directory of its own, e.g. ${opts.example} (not a system directory such as /etc, /var/lib or /tmp)`,
+}, (v) => {
+    if (!v && opts.optional)
+        return '';
+    if (!v.startsWith('/'))
+        return { error: `${fields_quote(v)} is not absolute` };
+    const parts = v.split('/').filter(Boolean);
+    if (parts.some((s) => s === '.' || s === '..'))
+        return { error: `${fields_quote(v)} contains . or ..` };
+    if (!/^[A-Za-z0-9._/-]+$/.test(v))
+        return { error: `${fields_quote(v)} contains characters other than letters, digits and ._/-` };
+    const p = '/' + parts.join('/');
+    const problem = systemDirectoryProblem(p);
+    return problem ? { error: `${fields_quote(p)} ${problem}` } : p;
+});
 
-;// CONCATENATED MODULE: ./src/inputs/hosts.ts
-// Parses the `hosts` input: one or more hosts, newline- or comma-separated, each
-// `host`, `host:port`, `user@host`, `user@host:port` or a bracketed IPv6 address
-// (`[::1]:2222`), optionally followed by attributes (then one host per line):
-// `roles=api,worker,scheduler,migrate` or `roles=lb` (a load balancer in front
-// of the api hosts), and `upstream=addr:port` (where the load balancer reaches
-// this host, when not at its SSH address on port 80).
+;// CONCATENATED MODULE: ./src/inputs/ssh-key.ts
+// The private key, read locally with ssh2 (the parser node-ssh uses when it
+// connects), so a damaged key or a wrong passphrase is found before any host is
+// contacted. Messages name a line or the problem, never the key's content: ssh2's
+// own messages can quote key bytes, so they are never passed on.
 
-const ROLES = ['api', 'worker', 'scheduler', 'migrate', 'lb'];
-const ATTRIBUTES = ['roles', 'upstream'];
-const HOSTNAME = /^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
-const USER = /^[a-z_][a-z0-9_-]{0,31}$/;
-function parsePort(text) {
-    if (!/^\d{1,5}$/.test(text))
-        return `port '${text}' is not a number`;
-    const port = Number(text);
-    if (port < 1 || port > 65535)
-        return `port ${port} is out of range`;
-    return port;
+const BEGIN = /^-----BEGIN ([A-Z0-9 ]+)-----$/;
+const END = /^-----END ([A-Z0-9 ]+)-----$/;
+/** Lines a PEM body may have besides base64: the headers of an encrypted PEM key. */
+const PEM_HEADER = /^(Proc-Type|DEK-Info): /;
+/** How ssh2 says a key needs a passphrase (OpenSSH and PEM keys alike). */
+const ENCRYPTED = /no passphrase given/;
+/**
+ * Checks the key's armour and reads it; returns the text (line endings
+ * normalised, ending in a newline). An encrypted key is read in full by
+ * passphraseProblem, once the passphrase is known.
+ */
+function readPrivateKey(v) {
+    const text = v.replace(/\r\n?/g, '\n').trim() + '\n';
+    const lines = text.trimEnd().split('\n');
+    const begin = BEGIN.exec(lines[0] ?? '');
+    if (!begin || !begin[1].endsWith('PRIVATE KEY'))
+        return {
+            error: 'is not a private key: its first line is not -----BEGIN ... PRIVATE KEY----- (a public key or a fingerprint is not enough)',
+        };
+    const endAt = lines.findIndex((l) => END.test(l));
+    if (endAt < 0)
+        return { error: 'has no -----END ... PRIVATE KEY----- line (truncated?)' };
+    if (END.exec(lines[endAt])[1] !== begin[1])
+        return { error: `its END line (line ${endAt + 1}) does not match its BEGIN line` };
+    if (endAt !== lines.length - 1)
+        return { error: `has text after its END line (line ${endAt + 2})` };
+    for (let i = 1; i < endAt; i++) {
+        const line = lines[i].trim();
+        if (line && !PEM_HEADER.test(line) && !/^[A-Za-z0-9+/]+={0,2}$/.test(line))
+            return { error: `line ${i + 1} is not base64` };
+    }
+    const parsed = lib_default().utils.parseKey(text);
+    if (parsed instanceof Error) {
+        if (ENCRYPTED.test(parsed.message))
+            return text;
+        return { error: 'cannot be read as a private key (truncated or damaged?)' };
+    }
+    if (!parsed.isPrivateKey())
+        return { error: 'is not a private key' };
+    return text;
 }
-/** Parses one `user@host:port` address; returns an error text instead of throwing. */
-function parseAddress(text, defaultPort = 22) {
-    let rest = text;
-    let user;
-    const at = rest.lastIndexOf('@');
-    if (at >= 0) {
-        user = rest.slice(0, at);
-        rest = rest.slice(at + 1);
-        if (!USER.test(user))
-            return `'${text}' has an invalid user name '${user}'`;
-    }
-    let host;
-    let port = defaultPort;
-    if (rest.startsWith('[')) {
-        const end = rest.indexOf(']');
-        if (end < 0)
-            return `'${text}' has an unclosed '[' (IPv6 addresses are written [addr] or [addr]:port)`;
-        host = rest.slice(1, end);
-        const after = rest.slice(end + 1);
-        if (after) {
-            if (!after.startsWith(':'))
-                return `'${text}' has text after ']' that is not ':port'`;
-            const p = parsePort(after.slice(1));
-            if (typeof p === 'string')
-                return `'${text}': ${p}`;
-            port = p;
-        }
-        if ((0,external_node_net_.isIP)(host) !== 6)
-            return `'${text}': '${host}' is not an IPv6 address`;
-    }
-    else {
-        const parts = rest.split(':');
-        if (parts.length > 2)
-            return `'${text}' looks like an IPv6 address: write it in brackets, e.g. [${rest}]:22`;
-        host = parts[0] ?? '';
-        if (parts.length === 2) {
-            const p = parsePort(parts[1] ?? '');
-            if (typeof p === 'string')
-                return `'${text}': ${p}`;
-            port = p;
-        }
-        if (!host)
-            return `'${text}' has no host name`;
-        if ((0,external_node_net_.isIP)(host) !== 4 && !HOSTNAME.test(host))
-            return `'${text}': '${host}' is not a valid host name or IP address`;
-    }
-    return { label: text, host, port, ...(user ? { user } : {}) };
-}
-/** Parses the whole `hosts` input; returns the hosts or a list of problems. */
-function parseHosts(text, defaultPort = 22) {
-    const lines = text
-        .replace(/\r\n?/g, '\n')
-        .split('\n')
-        .map((l) => l.trim())
-        .filter((l) => l && !l.startsWith('#'));
-    const hosts = [];
-    for (const line of lines) {
-        const words = line.split(/\s+/);
-        if (words.slice(1).some((w) => /^[a-z-]+=/.test(w))) {
-            const parsed = parseLine(line, words, defaultPort);
-            if (typeof parsed === 'string')
-                return parsed;
-            hosts.push(parsed);
-            continue;
-        }
-        for (const item of line.split(',').map((s) => s.trim())) {
-            if (!item)
-                continue;
-            if (/\s/.test(item))
-                return `'${item}' contains white space`;
-            const parsed = parseAddress(item, defaultPort);
-            if (typeof parsed === 'string')
-                return parsed;
-            hosts.push({ ...parsed, roles: [] });
-        }
-    }
-    if (hosts.length === 0)
-        return 'no host given';
-    const seen = new Set();
-    for (const h of hosts) {
-        const key = `${h.host.toLowerCase()}:${h.port}`;
-        if (seen.has(key))
-            return `'${h.label}' is listed twice`;
-        seen.add(key);
-    }
-    return hosts;
-}
-/** One `address attr=value ...` line. */
-function parseLine(line, words, defaultPort) {
-    const address = words[0];
-    if (address.includes(',') || !words.slice(1).every((w) => /^[a-z-]+=/.test(w)))
-        return `'${line}': with attributes, write one host per line`;
-    const attrs = new Map();
-    for (const w of words.slice(1)) {
-        const eq = w.indexOf('=');
-        const key = w.slice(0, eq);
-        if (!ATTRIBUTES.includes(key))
-            return `'${line}': unknown attribute '${key}' (expected ${ATTRIBUTES.map((a) => `${a}=`).join(' or ')})`;
-        if (attrs.has(key))
-            return `'${line}': ${key}= is given twice`;
-        attrs.set(key, w.slice(eq + 1));
-    }
-    const parsed = parseAddress(address, defaultPort);
-    if (typeof parsed === 'string')
-        return parsed;
-    const roles = [];
-    if (attrs.has('roles')) {
-        const names = attrs.get('roles').split(',').filter(Boolean);
-        if (names.length === 0)
-            return `'${line}': roles= is empty (expected some of ${ROLES.join(', ')})`;
-        for (const role of names) {
-            if (!ROLES.includes(role))
-                return `'${line}': unknown role '${role}' (expected some of ${ROLES.join(', ')})`;
-            if (!roles.includes(role))
-                roles.push(role);
-        }
-        if (roles.includes('lb') && roles.length > 1)
-            return `'${line}': a load balancer (roles=lb) runs no app role; expected roles=lb alone`;
-    }
-    const spec = { ...parsed, roles };
-    const upstream = attrs.get('upstream');
-    if (upstream !== undefined) {
-        if (roles.includes('lb'))
-            return `'${line}': upstream= is for app hosts, not for the load balancer`;
-        const u = parseAddress(upstream, 80);
-        if (typeof u === 'string' || u.user)
-            return `'${line}': upstream= ${typeof u === 'string' ? u.replace(/^'[^']*'/, `'${upstream}'`) : 'takes no user'} (expected addr or addr:port, e.g. upstream=10.0.0.5:80)`;
-        spec.upstream = { host: u.host, port: u.port };
-    }
-    return spec;
-}
-/** Is a load balancer (roles=lb) in front of the app hosts? */
-function hasBalancer(hosts) {
-    return hosts.some((h) => h.roles.includes('lb'));
+/**
+ * Whether the passphrase opens a key readPrivateKey accepted; a message for
+ * ssh-key-passphrase when it does not. A passphrase given with a key that has
+ * none is not needed and, as with ssh, ignored.
+ */
+function passphraseProblem(key, passphrase) {
+    const plain = lib_default().utils.parseKey(key);
+    if (!(plain instanceof Error) || !ENCRYPTED.test(plain.message))
+        return null;
+    if (!passphrase)
+        return "Input 'ssh-key-passphrase' is required: ssh-key is encrypted; expected the key's passphrase.";
+    if (lib_default().utils.parseKey(key, passphrase) instanceof Error)
+        return "Input 'ssh-key-passphrase' does not decrypt ssh-key (a wrong passphrase, or a damaged key); expected the key's passphrase.";
+    return null;
 }
 
 ;// CONCATENATED MODULE: ./src/inputs/definitions.ts
@@ -66246,15 +67158,60 @@ function hasBalancer(hosts) {
 
 
 
+
 const APP_NAME = /^[a-z][a-z0-9-]{0,30}[a-z0-9]$/;
+/** Accounts of the system and of the services provision installs: never the app's or the deploy user. */
+const SYSTEM_USERS = [
+    'root',
+    'daemon',
+    'bin',
+    'sys',
+    'sync',
+    'games',
+    'man',
+    'lp',
+    'mail',
+    'news',
+    'uucp',
+    'proxy',
+    'www-data',
+    'backup',
+    'list',
+    'irc',
+    'gnats',
+    'nobody',
+    '_apt',
+    'messagebus',
+    'sshd',
+    'syslog',
+    'uuidd',
+    'tcpdump',
+    'polkitd',
+    'systemd-network',
+    'systemd-resolve',
+    'systemd-timesync',
+    'systemd-coredump',
+    'postgres',
+    'redis',
+    'nginx',
+    'node_exporter',
+    'prometheus',
+];
+/** PostgreSQL's own databases: never an app's, never dropped as a scratch database. */
+const POSTGRES_DATABASES = {
+    names: ['postgres', 'template0', 'template1'],
+    why: "PostgreSQL's own database",
+};
 /** Inputs every host-touching action shares. */
 const connectionInputs = {
     hosts: fields_custom({
         description: 'Hosts to act on, newline- or comma-separated: host, host:port, user@host:port or [ipv6]:port. ' +
             'Optionally, one host per line then, `roles=api,worker,scheduler,migrate` (hosts without roles run api and worker), ' +
             '`roles=lb` for an nginx load balancer in front of the api hosts (provision sets it up; deploys take each batch out of its rotation), ' +
-            'and `upstream=addr:port`: where the load balancer reaches that host (default: its address, port 80).',
+            'and `upstream=addr:port`: where the load balancer reaches that host (default: its address, port 80). ' +
+            'IPv4 addresses are written as dotted quads (127.0.0.1, not 127.1); a host may be listed once.',
         required: true,
+        multiline: true,
     }, { expected: 'host names or IP addresses, e.g. "web1.example.com, deploy@10.0.0.5:2222"' }, (v) => {
         const r = parseHosts(v);
         return typeof r === 'string' ? { error: r } : r;
@@ -66266,20 +67223,18 @@ const connectionInputs = {
         expected: 'a Unix user name (lowercase letters, digits, _ and -)',
     }),
     'ssh-key': fields_custom({
-        description: 'Private SSH key (OpenSSH or PEM format), typically a secret.',
+        description: 'Private SSH key (OpenSSH or PEM format), typically a secret. It is read before any host is contacted (with ssh-key-passphrase when encrypted).',
         required: true,
         secret: true,
-    }, { expected: 'a private key beginning with -----BEGIN ... PRIVATE KEY-----' }, (v) => {
-        const key = v.replace(/\r\n?/g, '\n').trim() + '\n';
-        if (!/^-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----\n[\s\S]+\n-----END [A-Z0-9 ]*PRIVATE KEY-----\n$/.test(key)) {
-            return { error: 'is not a private key (a public key or a fingerprint is not enough)' };
-        }
-        return key;
-    }),
-    'ssh-key-passphrase': fields_text({ description: 'Passphrase of ssh-key, if it has one.', secret: true }),
+        // readPrivateKey's messages name lines, never key content.
+        revealErrors: true,
+        multiline: true,
+    }, { expected: 'a whole private key, from -----BEGIN ... PRIVATE KEY----- to its END line' }, readPrivateKey),
+    'ssh-key-passphrase': fields_password({ description: 'Passphrase of ssh-key, if it is encrypted.' }),
     'known-hosts': fields_custom({
         description: 'Pinned host keys, as OpenSSH known_hosts lines (ssh-keyscan output checked out of band). ' +
             'Required unless insecure-accept-any-host-key is true.',
+        multiline: true,
     }, { expected: 'known_hosts lines: "host key-type base64-key"' }, (v) => {
         if (!v.trim())
             return null;
@@ -66304,17 +67259,10 @@ const connectionInputs = {
         regex: APP_NAME,
         expected: '2-32 lowercase letters, digits and hyphens, starting with a letter, e.g. "shop-api"',
     }),
-    'app-root': fields_custom({ description: 'Application directory on the hosts.', default: '/opt/{app}' }, { expected: 'an absolute path such as /opt/{app}, without .. or spaces' }, (v) => {
-        if (!v.startsWith('/'))
-            return { error: `'${v.slice(0, 60)}' is not absolute` };
-        if (v.split('/').some((s) => s === '..' || s === '.'))
-            return { error: `'${v.slice(0, 60)}' contains . or ..` };
-        if (!/^[A-Za-z0-9._/{}-]+$/.test(v))
-            return { error: `'${v.slice(0, 60)}' contains characters other than letters, digits and ._/-` };
-        if (v.replace(/\/+$/, '').split('/').filter(Boolean).length < 2) {
-            return { error: `'${v}' is too close to / (use a directory of its own, e.g. /opt/{app})` };
-        }
-        return v.replace(/\/+$/, '');
+    'app-root': directory({
+        description: "Application directory on the hosts (made the app user's home; its shared/ is handed to the app user).",
+        default: '/opt/{app}',
+        example: '/opt/{app}',
     }),
     'connect-timeout': fields_int({
         description: 'Seconds to wait for each SSH connection.',
@@ -66349,10 +67297,15 @@ const commandField = (description, def) => fields_custom({ description, default:
 /** How the app's processes run: shared by release (import check), switch, rollback and deploy. */
 const serviceInputs = {
     'app-user': pattern({
-        description: 'Unix user the services run as (created when missing, without a login shell). Default: the app name.',
+        description: 'Unix user the services run as (created when missing; provision removes its login shell). Default: the app name. ' +
+            'Not root, a system account or the SSH user.',
         default: '{app}',
-        regex: /^([a-z_][a-z0-9_-]{0,31}|\{app\})$/,
-        expected: 'a Unix user name (not root)',
+        regex: /^[a-z_][a-z0-9_-]{0,31}$/,
+        reserved: {
+            names: SYSTEM_USERS,
+            why: 'a system account (the services must run as an unprivileged user of their own)',
+        },
+        expected: "an unprivileged Unix user of the app's own (not root or a system account such as postgres or www-data)",
     }),
     'app-module': pattern({
         description: 'The ASGI application, module:attribute, served by uvicorn.',
@@ -66390,6 +67343,36 @@ const serviceInputs = {
         expected: 'host names separated by spaces, or _',
     }),
 };
+/** metalship's own entries in a release: its state and the virtualenv link. */
+const RELEASE_INTERNALS = ['.metalship', '.venv'];
+/**
+ * Shared paths, normalised (no ./, doubled or trailing slashes): each inside the
+ * release, none of metalship's own entries, none twice or inside another (a link
+ * inside a linked directory would land in the shared tree).
+ */
+function parseSharedPaths(v) {
+    const paths = [];
+    for (const item of splitList(v)) {
+        const bad = checkRelativePath(item);
+        if (bad)
+            return { error: bad };
+        const parts = item.split('/').filter((s) => s && s !== '.');
+        const p = parts.join('/');
+        if (!p)
+            return { error: `${fields_quote(item)} is the release itself` };
+        if (RELEASE_INTERNALS.includes(parts[0]))
+            return { error: `${fields_quote(item)} is metalship's ${parts[0]} in the release, not the app's` };
+        if (parts[0] === '.env' && parts.length > 1)
+            return { error: `${fields_quote(item)} is inside .env, a file` };
+        const other = paths.find((q) => q === p || p.startsWith(q + '/') || q.startsWith(p + '/'));
+        if (other === p)
+            return { error: `${fields_quote(item)} is listed twice` };
+        if (other)
+            return { error: `${fields_quote(item)} and '${other}' are inside one another` };
+        paths.push(p);
+    }
+    return paths;
+}
 const releaseInputs = {
     source: fields_custom({
         description: 'Directory holding the application code: relative to the workspace, or absolute.',
@@ -66404,11 +67387,12 @@ const releaseInputs = {
     exclude: fields_custom({
         description: 'Newline-separated glob patterns of files not to upload (.git, node_modules, __pycache__ and .venv never are).',
         default: '',
+        multiline: true,
     }, { expected: 'glob patterns, one per line, e.g. "tests/**"' }, (v) => {
         const items = splitList(v, false);
         for (const p of items)
             if (!/^[A-Za-z0-9._/*?@+-]+$/.test(p))
-                return { error: `pattern '${p.slice(0, 60)}' has odd characters` };
+                return { error: `pattern ${fields_quote(p)} has odd characters` };
         return items;
     }),
     'release-id': pattern({
@@ -66433,17 +67417,11 @@ const releaseInputs = {
         return bad ? { error: bad } : v;
     }),
     'shared-paths': fields_custom({
-        description: 'Paths in the release linked to persistent ones: .env to {app-root}/.env, others to {app-root}/shared/<path>. Newline- or comma-separated.',
+        description: 'Paths in the release linked to persistent ones: .env to {app-root}/.env, others to {app-root}/shared/<path>. Newline- or comma-separated. ' +
+            "Not the release itself, nor metalship's .metalship or .venv in it.",
         default: 'logs\nuploads\n.env',
-    }, { expected: 'relative paths, e.g. "logs, uploads, .env"' }, (v) => {
-        const items = splitList(v);
-        for (const p of items) {
-            const bad = checkRelativePath(p.replace(/\/+$/, ''));
-            if (bad)
-                return { error: bad };
-        }
-        return items.map((p) => p.replace(/\/+$/, ''));
-    }),
+        multiline: true,
+    }, { expected: 'distinct relative paths inside the release, e.g. "logs, uploads, .env"' }, parseSharedPaths),
     python: pattern({
         description: "Python interpreter on the hosts used to build each release's virtualenv.",
         default: 'python3',
@@ -66467,21 +67445,9 @@ const verifyInputs = {
         regex: /^(|\/[A-Za-z0-9._~/?&=%-]*)$/,
         expected: 'a path beginning with /, or empty',
     }),
-    url: fields_custom({
+    url: fields_url({
         description: 'Optional URL checked from the runner instead of the readiness endpoint on each host.',
         default: '',
-    }, { expected: 'an http:// or https:// URL' }, (v) => {
-        if (!v)
-            return '';
-        try {
-            const u = new URL(v);
-            if (u.protocol !== 'http:' && u.protocol !== 'https:')
-                return { error: `'${v.slice(0, 60)}' is not http(s)` };
-            return u.toString();
-        }
-        catch {
-            return { error: `'${v.slice(0, 60)}' is not a URL` };
-        }
     }),
     'expect-status': fields_int({
         description: 'HTTP status a healthy answer has.',
@@ -66493,6 +67459,7 @@ const verifyInputs = {
         description: 'Text the healthy answer must contain. {release} stands for the release being verified (deploy and rollback).',
         default: '',
         max: 1024,
+        multiline: true,
     }),
     'verify-timeout': fields_int({
         description: 'Seconds to keep checking before declaring the release unhealthy.',
@@ -66540,7 +67507,7 @@ const migrateHostField = pattern({
 });
 const revisionCommandField = commandField('Command printing the schema revision (first word of its last line), run before and after migrating.', 'alembic current');
 const backupKeepField = fields_int({
-    description: 'Pre-migration backups to keep in {app-root}/shared/backups.',
+    description: 'Pre-migration backups to keep in /var/backups/metalship/{app}/pre-migrate.',
     default: '10',
     min: 1,
     max: 1000,
@@ -66604,15 +67571,10 @@ const oneHost = (description, required, def) => fields_custom({ description, req
 /** The restore test's inputs (backup-verify), beside the connection inputs without `hosts`. */
 const backupVerifyInputs = {
     'backup-host': oneHost('The host that holds the backups (and the production database).', true),
-    'backup-dir': fields_custom({
-        description: "Directory of the backups on backup-host (provision's backup directory).",
+    'backup-dir': directory({
+        description: "Directory of the backups on backup-host (provision's backup directory), outside app-root.",
         default: '/var/backups/metalship/{app}',
-    }, { expected: 'an absolute path without .. or spaces' }, (v) => {
-        if (!v.startsWith('/') || v.split('/').some((s) => s === '..' || s === '.'))
-            return { error: `'${v.slice(0, 60)}' is not an absolute path without . and ..` };
-        if (!/^[A-Za-z0-9._/-]+$/.test(v))
-            return { error: `'${v.slice(0, 60)}' contains characters other than letters, digits and ._/-` };
-        return v.replace(/\/+$/, '') || '/';
+        example: '/var/backups/metalship/{app}',
     }),
     'backup-file': fields_custom({
         description: 'One backup to verify instead of the newest: the absolute path of a .dump on backup-host (its manifest beside it).',
@@ -66633,13 +67595,15 @@ const backupVerifyInputs = {
         description: 'The production database whose backups are verified (never touched: the restore goes to a scratch database).',
         default: '{app}',
         regex: SQL_NAME,
-        expected: 'a database name of letters, digits, _ and - (at most 63)',
+        reserved: POSTGRES_DATABASES,
+        expected: "the app's database name: letters, digits, _ and - (at most 63), not postgres, template0 or template1",
     }),
     'scratch-database': pattern({
         description: 'Name of the scratch database the backup is restored into, dropped afterwards. An existing database of that name that backup-verify did not create is refused.',
         default: 'metalship_verify',
         regex: SQL_NAME,
-        expected: 'a database name of letters, digits, _ and - (at most 63)',
+        reserved: POSTGRES_DATABASES,
+        expected: 'a database name of letters, digits, _ and - (at most 63), not postgres, template0 or template1',
     }),
     'max-age-hours': fields_int({
         description: "RPO objective: the newest backup may be at most this old. The default fits daily backups (a day plus the timer's random delay).",
@@ -66658,6 +67622,7 @@ const backupVerifyInputs = {
     checks: fields_custom({
         description: 'SQL queries run in the restored database, one per line; each must return true (e.g. "SELECT count(*) > 0 FROM orders").',
         default: '',
+        multiline: true,
     }, { expected: 'SQL queries, one per line, each returning one boolean' }, (v) => {
         const items = splitList(v, false);
         for (const q of items) {
@@ -66697,8 +67662,14 @@ var dist = __nccwpck_require__(8230);
 
 
 
+
+
 /** A dotenv key: letters, digits and _, not starting with a digit. */
 const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
+/** A key that names a secret: its value is masked, so it must be long enough to mask. */
+const SECRET_KEY = /PASS|SECRET|TOKEN|KEY|CREDENTIAL|AUTH/i;
+/** Log.secret masks values of at least this length only (masking "1" would wreck the log). */
+const MASKABLE = 3;
 /** Whether a line of a quoted value holds its closing quote (in double quotes, not one escaped by a backslash). */
 function closesQuote(text, quote) {
     for (let k = 0; k < text.length; k++) {
@@ -66711,32 +67682,33 @@ function closesQuote(text, quote) {
 }
 /**
  * Validates dotenv text line by line (quoted values may span lines). Errors name
- * the line and at most the key, never a value: the text is a secret.
+ * the line and the problem, never a key or a value: the whole text is a secret,
+ * and a line that is not KEY=value may well be a value.
  */
 function parseEnvText(v) {
     const normalised = v.replace(/\r\n?/g, '\n');
     if (!normalised.trim())
         return { text: '', values: {} };
     const lines = normalised.split('\n');
+    /** The line each key is last set on (the value dotenv keeps). */
+    const lineOf = new Map();
     for (let i = 0; i < lines.length; i++) {
         const line = lines[i].trim();
         if (line === '' || line.startsWith('#'))
             continue;
         const eq = line.indexOf('=');
-        if (eq < 0) {
-            return {
-                error: `line ${i + 1} is not KEY=value (its content is not shown: the input is a secret)`,
-            };
-        }
+        if (eq < 0)
+            return { error: `line ${i + 1} is not KEY=value` };
         const key = line
             .slice(0, eq)
             .trim()
             .replace(/^export\s+/, '');
         if (!ENV_KEY.test(key)) {
             return {
-                error: `line ${i + 1}: '${key.slice(0, 40)}' is not a valid key (letters, digits and _, not starting with a digit)`,
+                error: `line ${i + 1}: the text before the first = is not a key (letters, digits and _, not starting with a digit)`,
             };
         }
+        lineOf.set(key, i + 1);
         const value = line.slice(eq + 1).trimStart();
         const quote = value[0];
         if (quote === '"' || quote === "'" || quote === '`') {
@@ -66747,28 +67719,68 @@ function parseEnvText(v) {
             while (!closesQuote(rest, quote)) {
                 j++;
                 if (j >= lines.length)
-                    return { error: `line ${i + 1}: the value of ${key} opens a ${quote} quote that is never closed` };
+                    return { error: `line ${i + 1}: the value opens a quote that is never closed` };
                 rest = lines[j];
             }
             i = j;
         }
     }
     const values = (0,dist.parse)(normalised);
+    for (const [key, value] of Object.entries(values)) {
+        if (value.length > 0 && value.length < MASKABLE && SECRET_KEY.test(key))
+            return {
+                error: `line ${lineOf.get(key) ?? '?'}: the key names a secret but its value is shorter than ${MASKABLE} characters, too short to be masked in logs`,
+            };
+    }
     return { text: normalised.endsWith('\n') ? normalised : normalised + '\n', values };
 }
-/** A port rule for ufw: 8080, 8080/tcp, 60000:61000/udp. */
+/** Port rules for ufw: 8080, 8080/tcp, 60000:61000/udp; normalised to port[:port]/protocol. */
 function parsePorts(v) {
-    const items = splitList(v);
-    for (const p of items) {
-        const m = /^(\d{1,5})(?::(\d{1,5}))?(?:\/(tcp|udp))?$/.exec(p);
-        if (!m || Number(m[1]) < 1 || Number(m[1]) > 65535 || (m[2] && Number(m[2]) > 65535))
-            return { error: `'${p.slice(0, 40)}' is not a port, range or port/protocol` };
+    const rules = [];
+    for (const p of splitList(v)) {
+        const m = /^(\d+)(?::(\d+))?(?:\/(tcp|udp))?$/.exec(p);
+        if (!m)
+            return { error: `${fields_quote(p, 40)} is not a port, range or port/protocol` };
+        const ports = [m[1], m[2]].filter((x) => x !== undefined).map(parsePort);
+        const bad = ports.find((x) => typeof x === 'string');
+        if (bad)
+            return { error: `${fields_quote(p, 40)}: ${bad}` };
+        const [start, end] = ports;
+        if (end !== undefined && end < start)
+            return { error: `${fields_quote(p, 40)}: the range ends before it starts` };
+        rules.push(`${ports.join(':')}/${m[3] ?? 'tcp'}`);
     }
-    return items.map((p) => (p.includes('/') ? p : `${p}/tcp`));
+    return rules;
+}
+/** A network for pg_hba.conf and ufw: an IPv4 or IPv6 address and a prefix length that fits it. */
+function parseCidr(c) {
+    const m = /^([^/]+)\/(\d{1,3})$/.exec(c);
+    if (!m)
+        return { error: `${fields_quote(c)} is not a CIDR network (address/prefix)` };
+    const family = (0,external_node_net_.isIP)(m[1]);
+    if (!family)
+        return { error: `${fields_quote(c)}: '${m[1]}' is not an IP address` };
+    const max = family === 4 ? 32 : 128;
+    if (Number(m[2]) > max)
+        return { error: `${fields_quote(c)}: prefix /${m[2]} is over ${max}` };
+    return c;
+}
+/** node_exporter's listen address: [ipv4]:port, [ipv6]:port or :port. */
+function parseListen(v) {
+    const m = /^(.*):([^:\]]*)$/.exec(v);
+    if (!m)
+        return { error: `${fields_quote(v)} has no :port` };
+    const port = parsePort(m[2]);
+    if (typeof port === 'string')
+        return { error: `${fields_quote(v)}: ${port}` };
+    const host = m[1];
+    const v6 = /^\[(.*)\]$/.exec(host);
+    if (host && (v6 ? (0,external_node_net_.isIP)(v6[1]) !== 6 : (0,external_node_net_.isIP)(host) !== 4))
+        return { error: `${fields_quote(v)}: '${host}' is not an IPv4 address or a bracketed IPv6 address` };
+    return v;
 }
 const DOMAIN = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$/;
-const CIDR = /^(\d{1,3}(\.\d{1,3}){3}\/\d{1,2}|[0-9a-f:]+\/\d{1,3})$/i;
-const provision_SQL_NAME = /^([a-z_][a-z0-9_-]{0,62}|\{app\})$/;
+const provision_SQL_NAME = /^[a-z_][a-z0-9_-]{0,62}$/;
 const provisionInputs = {
     check: bool({
         description: 'Report what would change on each host and change nothing.',
@@ -66777,6 +67789,7 @@ const provisionInputs = {
     limit: fields_custom({
         description: 'Provision only these hosts: host names as written in hosts, or roles (api, worker, scheduler, migrate, lb), comma-separated. ' +
             'The others are not contacted, but still count (a load balancer lists every api host). Empty: all hosts.',
+        multiline: true,
     }, { expected: 'hosts as written in hosts, or role names, e.g. "lb" or "web3.example.com"' }, (v) => {
         const items = splitList(v);
         const bad = items.find((i) => !/^[A-Za-z0-9_.:@[\]-]{1,300}$/.test(i));
@@ -66796,7 +67809,10 @@ const provisionInputs = {
         description: 'ufw: deny incoming by default, allow the port sshd really listens on, 80 and 443 when nginx is on, and firewall-allow.',
         default: 'true',
     }),
-    'firewall-allow': fields_custom({ description: 'Extra ports to open, newline- or comma-separated: 8080, 8080/tcp, 60000:61000/udp.' }, { expected: 'ports such as "8080, 51820/udp"' }, (v) => parsePorts(v)),
+    'firewall-allow': fields_custom({
+        description: 'Extra ports to open, newline- or comma-separated: 8080, 8080/tcp, 60000:61000/udp.',
+        multiline: true,
+    }, { expected: 'ports from 1 to 65535 or ranges start:end, e.g. "8080, 51820/udp, 60000:61000/udp"' }, (v) => parsePorts(v)),
     // SSH
     'ssh-hardening': bool({
         description: 'sshd: key-only login, no password or keyboard-interactive, modern algorithms; validated with sshd -t and kept only when a fresh connection works.',
@@ -66811,9 +67827,13 @@ const provisionInputs = {
         description: 'Optional deploy user for the actions (ssh-user): gets deploy-user-keys and sudo for exactly the command the actions run. Empty: none.',
         default: '',
         regex: /^(|[a-z_][a-z0-9_-]{0,31})$/,
-        expected: 'a Unix user name, or empty',
+        reserved: {
+            names: SYSTEM_USERS,
+            why: 'a system account (the deploy user gets a login, SSH keys and sudo)',
+        },
+        expected: 'a Unix user name of its own (not root or a system account), or empty',
     }),
-    'deploy-user-keys': fields_custom({ description: 'Public keys (authorized_keys lines) of the deploy user, one a line.' }, { expected: 'authorized_keys lines such as "ssh-ed25519 AAAA... ci@example"' }, (v) => {
+    'deploy-user-keys': fields_custom({ description: 'Public keys (authorized_keys lines) of the deploy user, one a line.', multiline: true }, { expected: 'authorized_keys lines such as "ssh-ed25519 AAAA... ci@example"' }, (v) => {
         const lines = splitList(v, false);
         for (const [i, l] of lines.entries()) {
             if (!/^(ssh-(ed25519|rsa)|ecdsa-sha2-nistp(256|384|521)|sk-[a-z0-9@.-]+) [A-Za-z0-9+/=]+( [ -~]*)?$/.test(l))
@@ -66835,29 +67855,35 @@ const provisionInputs = {
     }),
     // App tree and services
     env: fields_custom({
-        description: "The app's .env (KEY=value lines), typically a secret; written as given, atomically, mode 600, owned by the app user. The services read it the way systemd reads an EnvironmentFile, and so do the import check and migrations: a quoted value may span lines; in double quotes, a backslash before a double quote, a backslash, $ or a backquote makes it literal; nothing is expanded. Empty: .env is left as it is.",
+        description: "The app's .env (KEY=value lines), typically a secret; written as given, atomically, mode 600, owned by the app user. The services read it the way systemd reads an EnvironmentFile, and so do the import check and migrations: a quoted value may span lines; in double quotes, a backslash before a double quote, a backslash, $ or a backquote makes it literal; nothing is expanded. Empty: .env is left as it is. " +
+            'Every value is masked in logs, except values shorter than 3 characters, which cannot be: such a value is refused when its key names a secret (contains PASSWORD, PASSWD, PASS, SECRET, TOKEN, KEY, CREDENTIAL or AUTH, in any case), and short values of other keys (PORT=80, DEBUG=1) are not treated as secret.',
         secret: true,
+        // parseEnvText's messages name lines, never keys or values.
         revealErrors: true,
+        multiline: true,
     }, { expected: 'KEY=value lines, keys of letters, digits and _' }, (v) => parseEnvText(v)),
     // nginx and TLS
     nginx: bool({
         description: "nginx with the standard's site: 80 to 443, TLS, proxy to the app, WebSocket upgrade, static files, security headers.",
         default: 'true',
     }),
-    'static-dir': fields_custom({ description: 'Directory nginx serves /static/ from, e.g. {app-root}/current/static. Empty: none.' }, { expected: 'an absolute path without .. or spaces' }, (v) => {
-        if (!v)
-            return '';
-        if (!/^\/[A-Za-z0-9._/-]+$/.test(v) || v.split('/').includes('..'))
-            return { error: `'${v.slice(0, 60)}' is not an absolute path of plain characters` };
-        return v.replace(/\/+$/, '');
+    'static-dir': directory({
+        description: 'Directory nginx serves /static/ from, e.g. {app-root}/current/static. Empty: none. ' +
+            "Inside app-root only below current/, releases/<id>/ or shared/ (never app-root's .env), and never the backups.",
+        optional: true,
+        example: '/opt/{app}/current/static',
     }),
     domains: fields_custom({
         description: 'Domain names of the site, newline- or comma-separated; the first names the certificate. Empty: HTTP only, no TLS.',
-    }, { expected: 'domain names such as "shop.example.com, www.shop.example.com"' }, (v) => {
+        multiline: true,
+    }, { expected: 'distinct domain names such as "shop.example.com, www.shop.example.com"' }, (v) => {
         const items = splitList(v).map((d) => d.toLowerCase());
-        for (const d of items)
+        for (const [i, d] of items.entries()) {
             if (!DOMAIN.test(d))
-                return { error: `'${d.slice(0, 60)}' is not a domain name` };
+                return { error: `${fields_quote(d)} is not a domain name` };
+            if (items.indexOf(d) < i)
+                return { error: `${fields_quote(d)} is listed twice (names are compared in lower case)` };
+        }
         return items;
     }),
     'acme-email': pattern({
@@ -66866,22 +67892,14 @@ const provisionInputs = {
         regex: /^(|[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,})$/,
         expected: 'an e-mail address',
     }),
-    'acme-server': fields_custom({
+    'acme-server': fields_url({
         description: 'ACME directory URL certbot uses.',
         default: 'https://acme-v02.api.letsencrypt.org/directory',
-    }, { expected: 'an https:// URL' }, (v) => {
-        try {
-            const u = new URL(v);
-            if (u.protocol !== 'https:')
-                return { error: `'${v.slice(0, 60)}' is not https` };
-            return u.toString();
-        }
-        catch {
-            return { error: `'${v.slice(0, 60)}' is not a URL` };
-        }
+        https: true,
     }),
     'acme-ca-bundle': fields_custom({
         description: "PEM certificates certbot trusts for the ACME server (for a private or test ACME server such as pebble). Empty: the system's trust store.",
+        multiline: true,
     }, { expected: 'PEM certificates (-----BEGIN CERTIFICATE-----)' }, (v) => {
         const t = v.replace(/\r\n?/g, '\n').trim();
         if (!t)
@@ -66899,34 +67917,40 @@ const provisionInputs = {
         description: "The app's database.",
         default: '{app}',
         regex: provision_SQL_NAME,
-        expected: 'lowercase letters, digits, _ and -, starting with a letter or _',
+        reserved: POSTGRES_DATABASES,
+        expected: 'lowercase letters, digits, _ and -, starting with a letter or _; not postgres, template0 or template1',
     }),
     'db-user': pattern({
         description: "The app's database role.",
         default: '{app}',
         regex: provision_SQL_NAME,
-        expected: 'lowercase letters, digits, _ and -, starting with a letter or _',
+        reserved: {
+            names: ['postgres', 'public', 'none', 'current_user', 'current_role', 'session_user'],
+            prefixes: ['pg_'],
+            why: "a PostgreSQL superuser or reserved role name (the app's role must be unprivileged)",
+        },
+        expected: 'lowercase letters, digits, _ and -, starting with a letter or _; not postgres, public or a name starting with pg_',
     }),
-    'db-password': fields_text({
+    'db-password': fields_password({
         description: "Password of the database role (scram-sha-256). Empty: no password, the app connects over the local socket as the app user's peer.",
-        secret: true,
-        max: 1024,
     }),
     'db-remote-cidrs': fields_custom({
         description: 'Networks allowed to reach PostgreSQL remotely, over SSL only (hostssl, scram-sha-256), also opened in ufw. Empty: local only.',
-    }, { expected: 'CIDR networks such as 10.0.0.0/8' }, (v) => {
-        const items = splitList(v);
-        for (const c of items)
-            if (!CIDR.test(c))
-                return { error: `'${c.slice(0, 60)}' is not a CIDR network` };
-        return items;
+        multiline: true,
+    }, { expected: 'CIDR networks such as 10.0.0.0/8 or fd00::/8 (prefix up to 32 for IPv4, 128 for IPv6)' }, (v) => {
+        const networks = [];
+        for (const c of splitList(v)) {
+            const r = parseCidr(c);
+            if (typeof r !== 'string')
+                return r;
+            networks.push(r);
+        }
+        return networks;
     }),
-    'backup-dir': fields_custom({ description: 'Directory of the daily PostgreSQL backups.', default: '/var/backups/metalship/{app}' }, { expected: 'an absolute path without .. or spaces' }, (v) => {
-        if (!/^\/[A-Za-z0-9._/-]+$/.test(v) ||
-            v.split('/').includes('..') ||
-            v.split('/').filter(Boolean).length < 2)
-            return { error: `'${v.slice(0, 60)}' is not an absolute directory of its own` };
-        return v.replace(/\/+$/, '');
+    'backup-dir': directory({
+        description: 'Directory of the daily PostgreSQL backups (root only, mode 700), outside app-root.',
+        default: '/var/backups/metalship/{app}',
+        example: '/var/backups/metalship/{app}',
     }),
     'backup-keep-days': fields_int({ description: 'Days backups are kept.', default: '30', min: 1, max: 3650 }),
     'backup-schedule': pattern({
@@ -66943,13 +67967,12 @@ const provisionInputs = {
     'redis-user': pattern({
         description: "The app's Redis ACL user.",
         default: '{app}',
-        regex: /^([a-z_][a-z0-9_-]{0,62}|\{app\})$/,
-        expected: 'lowercase letters, digits, _ and -',
+        regex: /^[a-z_][a-z0-9_-]{0,62}$/,
+        reserved: { names: ['default'], why: "Redis's default user, which provision turns off" },
+        expected: 'lowercase letters, digits, _ and -, not default',
     }),
-    'redis-password': fields_text({
+    'redis-password': fields_password({
         description: "Password of the app's Redis user (required with redis: true).",
-        secret: true,
-        max: 1024,
     }),
     'redis-maxmemory': pattern({
         description: "Redis maxmemory, e.g. 256mb or 2gb. Empty: redis-memory-percent of the host's RAM.",
@@ -66969,34 +67992,21 @@ const provisionInputs = {
         description: 'logrotate for shared/logs: daily, compressed after a day, 30 days kept.',
         default: 'true',
     }),
-    'health-ping-url': fields_custom({
+    'health-ping-url': fields_url({
         description: 'Optional URL called every minute by a systemd timer while the app answers its health path (Healthchecks.io style).',
-    }, { expected: 'an http:// or https:// URL' }, (v) => {
-        if (!v)
-            return '';
-        try {
-            const u = new URL(v);
-            if (u.protocol !== 'http:' && u.protocol !== 'https:')
-                return { error: 'is not http(s)' };
-            return u.toString();
-        }
-        catch {
-            return { error: `'${v.slice(0, 60)}' is not a URL` };
-        }
     }),
     'node-exporter': bool({ description: 'Install Prometheus node_exporter.', default: 'false' }),
-    'node-exporter-listen': pattern({
+    'node-exporter-listen': fields_custom({
         description: "node_exporter's listen address (open its port with firewall-allow to scrape from outside).",
         default: '127.0.0.1:9100',
-        regex: /^(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-f:]+\])?:\d{1,5}$/,
-        expected: 'address:port such as 127.0.0.1:9100 or :9100',
-    }),
+    }, { expected: 'address:port such as 127.0.0.1:9100, [::1]:9100 or :9100 (port 1 to 65535)' }, parseListen),
 };
 /** Cross-input checks of provision, with messages naming the inputs. */
 function provisionChecks(s) {
     const problems = [];
     const hosts = s.hosts ?? [];
     for (const item of s.limit ?? []) {
+        // As written only: src/actions/provision.ts selects the limited hosts by label.
         if (!ROLES.includes(item) && !hosts.some((h) => h.label === item))
             problems.push(`Input 'limit': '${item}' is neither a host of the hosts input (as written there) nor a role; expected one of ${[...hosts.map((h) => h.label), ...ROLES].join(', ')}.`);
     }
@@ -67179,6 +68189,9 @@ const ACTION_NAMES = Object.keys(actions);
 
 
 
+
+
+
 class InputError extends Error {
     problems;
     constructor(problems) {
@@ -67197,6 +68210,26 @@ function secretValues(action, raw) {
         .map(([name]) => raw(name))
         .filter((v) => v.length > 0);
 }
+/**
+ * A raw value with its ends trimmed, as GitHub's core.getInput does (a YAML block
+ * scalar gives "30\n"). A multi-line input keeps its leading line breaks, so line
+ * numbers in messages stay those of the text as written (its parsers skip blank lines).
+ */
+function trimInput(value, multiline = false) {
+    return multiline ? value.trimEnd().replace(/^[^\S\n]+/, '') : value.trim();
+}
+/**
+ * Whether a message quotes any 8 characters of a secret. The builders of secret
+ * fields never quote the value; this is the net under them, should one ever do.
+ */
+function quotesSecret(message, secret) {
+    // PEM armour lines are format, not secret, and messages about keys name them.
+    const material = secret.replace(/-----(BEGIN|END) [A-Z0-9 ]+-----/g, '\n');
+    for (let i = 0; i + 8 <= message.length; i++)
+        if (material.includes(message.slice(i, i + 8)))
+            return true;
+    return false;
+}
 function parseInputs(action, raw) {
     const inputs = actions[action].inputs;
     const problems = [];
@@ -67204,17 +68237,15 @@ function parseInputs(action, raw) {
     const appRaw = raw('app').trim();
     const appValid = inputs.app ? inputs.app.schema.safeParse(appRaw).success : true;
     for (const [name, f] of Object.entries(inputs)) {
-        let value = raw(name);
-        // Multi-line values (keys, known_hosts, dotenv) keep their inner layout; others are trimmed.
-        if (!f.secret && !value.includes('\n'))
-            value = value.trim();
+        let value = trimInput(raw(name), f.multiline);
         if (value === '' && f.default !== undefined)
             value = f.default;
         if (value === '' && f.required) {
             problems.push(`Input '${name}' is required: expected ${f.expected}.`);
             continue;
         }
-        if (value.includes('{app}') && name !== 'app') {
+        // {app} is a placeholder of settings, never of a secret (a password may hold the text).
+        if (value.includes('{app}') && name !== 'app' && !f.secret) {
             // A value derived from an invalid app name would only repeat the app's error.
             if (!appValid)
                 continue;
@@ -67222,7 +68253,9 @@ function parseInputs(action, raw) {
         }
         const r = f.schema.safeParse(value);
         if (!r.success) {
-            const why = f.secret && !f.revealErrors ? 'is not valid' : (r.error.issues[0]?.message ?? 'is not valid');
+            let why = r.error.issues[0]?.message ?? 'is not valid';
+            if (f.secret && (!f.revealErrors || quotesSecret(why, value)))
+                why = 'is not valid (the reason is withheld: the input is a secret)';
             problems.push(`Input '${name}': ${why}; expected ${f.expected}.`);
             continue;
         }
@@ -67267,8 +68300,74 @@ function crossChecks(s) {
         problems.push(`Input 'scratch-database' is '${s.database}', the production database; expected another name (the scratch database is dropped afterwards).`);
     if ('postgresql' in s && 'redis' in s)
         problems.push(...provisionChecks(s));
-    if (s['app-user'] === 'root')
-        problems.push("Input 'app-user' is 'root'; expected an unprivileged user (the services must not run as root).");
+    if (typeof s['ssh-key'] === 'string') {
+        const p = passphraseProblem(s['ssh-key'], s['ssh-key-passphrase'] ?? '');
+        if (p)
+            problems.push(p);
+    }
+    if (hosts)
+        problems.push(...migrateHostCheck(hosts, s), ...appUserChecks(hosts, s));
+    problems.push(...directoryChecks(s));
+    return problems;
+}
+/** The migrate host is one of the app hosts (stages/migrate.ts pickMigrateHost finds it the same way). */
+function migrateHostCheck(hosts, s) {
+    const named = s['migrate-host'];
+    if (typeof named !== 'string' || !named)
+        return [];
+    const apps = hosts.filter((h) => !h.roles.includes('lb'));
+    if (findHost(apps, named))
+        return [];
+    const why = findHost(hosts, named) ? 'is a load balancer (roles=lb), which runs no app' : 'is not in hosts';
+    return [
+        `Input 'migrate-host': '${named}' ${why}; expected one of the app hosts as written in hosts: ${apps.map((h) => h.label).join(', ')}.`,
+    ];
+}
+/**
+ * The app user is none of the users that log in: provision removes the app
+ * user's login shell, and the services run with its rights.
+ */
+function appUserChecks(hosts, s) {
+    const appUser = s['app-user'];
+    if (typeof appUser !== 'string')
+        return [];
+    const jump = s['jump-host'];
+    const logins = new Map([
+        ...hosts.filter((h) => h.user).map((h) => [h.user, 'a user in hosts']),
+        ...(jump?.user ? [[jump.user, "jump-host's user"]] : []),
+        [s['ssh-user'], 'ssh-user'],
+    ]);
+    const as = logins.get(appUser);
+    return as
+        ? [
+            `Input 'app-user': '${appUser}' is ${as}, which logs in over SSH (provision removes the app user's login shell); expected a user of the app's own.`,
+        ]
+        : [];
+}
+/** The app's directories stay apart: backups outside the app's tree, nginx never serving .env or backups. */
+function directoryChecks(s) {
+    const problems = [];
+    const root = s['app-root'];
+    const backups = s['backup-dir'];
+    const statics = s['static-dir'];
+    // Backups are root's alone (mode 700); the app tree is partly the app user's.
+    if (root && backups && within(backups, root))
+        problems.push(`Input 'backup-dir': '${backups}' is inside app-root '${root}'; expected a directory outside the app's tree.`);
+    else if (root && backups && within(root, backups))
+        problems.push(`Input 'app-root': '${root}' is inside backup-dir '${backups}'; expected a directory apart from the backups.`);
+    if (statics && root) {
+        // Inside app-root nginx may serve what is inside a release or shared data,
+        // never the tree itself (.env, state, virtualenvs) or a whole release (code, its .env link).
+        const inside = within(statics, root) ? statics.slice(root.length + 1).split('/') : null;
+        const servable = !inside ||
+            (inside[0] === 'current' || inside[0] === 'shared'
+                ? inside.length >= 2
+                : inside[0] === 'releases' && inside.length >= 3);
+        if (within(root, statics) || !servable)
+            problems.push(`Input 'static-dir': '${statics}' would let nginx serve app-root's own files (.env, code, state); expected a directory below ${root}/current/, ${root}/shared/ or outside app-root.`);
+    }
+    if (statics && backups && (within(statics, backups) || within(backups, statics)))
+        problems.push(`Input 'static-dir': '${statics}' would let nginx serve the backups in '${backups}'; expected a directory apart from backup-dir.`);
     return problems;
 }
 function roleChecks(hosts, s) {
@@ -70253,7 +71352,8 @@ class Log {
     /** Registers a secret: the whole value and each of its lines are masked from now on. */
     secret(value) {
         const normalised = value.replace(/\r\n?/g, '\n');
-        const forms = [value, normalised, ...normalised.split('\n').map((l) => l.trim())];
+        // As given, as used (inputs are trimmed at their ends), and line by line.
+        const forms = [value, normalised, normalised.trim(), ...normalised.split('\n').map((l) => l.trim())];
         for (const form of forms) {
             if (form.length < 3 || this.secrets.has(form))
                 continue;

@@ -8,12 +8,13 @@ import { script, sh } from '../remote/sh.js';
 import { hasBalancer } from '../inputs/hosts.js';
 import { withHosts, type Host } from '../stages/hosts.js';
 import { markFailedEverywhere, migrateOnHost, pickMigrateHost } from '../stages/migrate.js';
-import { releaseStage } from '../stages/release.js';
+import { readSource, releaseStage } from '../stages/release.js';
 import { revertRollout, rollOut } from '../stages/rollout.js';
 import { cleanupStage, markBad, verifyUrlStage } from '../stages/switch.js';
 import { resultsTable, runAction, type ActionOutcome } from './run.js';
 
 export async function deploy(s: Settings<'deploy'>, log: Log): Promise<ActionOutcome> {
+  const source = await readSource(s);
   return withHosts(s, log, 'deploy', async (hosts) => {
     const timings: Record<string, number> = {};
     const time = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
@@ -25,7 +26,7 @@ export async function deploy(s: Settings<'deploy'>, log: Log): Promise<ActionOut
       }
     };
     const outputs: Record<string, string> = { healthy: 'false', 'rolled-back': 'false' };
-    const rel = await time('release', () => releaseStage(hosts, s, log));
+    const rel = await time('release', () => releaseStage(hosts, s, source, log));
     const id = rel.releaseId;
     outputs['release-id'] = id;
     outputs['previous-release-id'] = rel.results.find((r) => r.previous)?.previous ?? '';

@@ -1,12 +1,13 @@
 import type { Settings } from '../inputs/parse.js';
 import type { Log } from '../log.js';
 import { withHosts } from '../stages/hosts.js';
-import { releaseStage } from '../stages/release.js';
+import { readSource, releaseStage } from '../stages/release.js';
 import { resultsTable, runAction, type ActionOutcome } from './run.js';
 
 export async function release(s: Settings<'release'>, log: Log): Promise<ActionOutcome> {
+  const source = await readSource(s);
   return withHosts(s, log, 'release', async (hosts) => {
-    const out = await releaseStage(hosts, s, log);
+    const out = await releaseStage(hosts, s, source, log);
     const failed = out.results.filter((r) => !r.ok);
     return {
       outputs: {

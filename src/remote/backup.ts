@@ -9,6 +9,7 @@
 // restore must reproduce them exactly.
 
 import { execLine, unitText } from './quoting.js';
+import { ROOT_ONLY_FUNCTION } from './paths.js';
 import { ensureFile, heredoc, script, sh } from './sh.js';
 
 export interface BackupOptions {
@@ -127,6 +128,9 @@ export function backupProgram(opts: BackupOptions): string {
     '[ "$(id -u)" = 0 ] || die "must run as root (it runs pg_dump as the postgres user and owns the backup directory)"',
     'for tool in pg_dump pg_dumpall psql sha256sum runuser flock; do command -v "$tool" >/dev/null || die "$tool is not installed"; done',
     'cd /',
+    // Root writes the backups there: no other user may be able to swap a directory on the way.
+    ROOT_ONLY_FUNCTION,
+    'ms_root_only "$DIR" || die "the backup directory is not safe for root to write to"',
     'mkdir -p -- "$DIR"',
     'chown root:root -- "$DIR"',
     'chmod 700 -- "$DIR"',

@@ -4,8 +4,9 @@
 // bash, plus the comparisons run on what the scripts print.
 
 import { BACKUP_NAME_RE, ROW_COUNTS_SQL, lastVerifiedPath, type BackupManifest } from './backup.js';
+import { rootOnly } from './paths.js';
 import { PROBE_USER, pyToolDefinition } from './pytool.js';
-import { heredoc, raw, script, sh } from './sh.js';
+import { heredoc, script, sh, writeFileAtomic } from './sh.js';
 
 /** Written as the scratch database's comment: only a database carrying it is ours to drop. */
 export const SCRATCH_MARKER = 'metalship backup-verify scratch database';
@@ -25,6 +26,8 @@ function textVar(name: string, text: string): string {
 export function findBackupScript(o: { backupDir: string; database: string; file: string }): string {
   return script(
     'cd /',
+    // A backup another user could have swapped proves nothing.
+    rootOnly(o.file ? o.file.replace(/\/[^/]*$/, '') || '/' : o.backupDir),
     o.file
       ? sh`dump=${o.file}`
       : script(
@@ -327,13 +330,9 @@ export function dropScratchScript(o: ScratchOptions & { role: string }): string 
 
 /** On the backup host, after a successful verification: the record the next run (and deploys) report. */
 export function recordVerifiedScript(backupDir: string, record: LastVerified): string {
-  const doc = heredoc(JSON.stringify(record));
-  const path = lastVerifiedPath(backupDir);
   return script(
-    sh`cat > ${path + '.tmp'} ${raw(doc.open)}`,
-    doc.body,
-    sh`chmod 600 ${path + '.tmp'}`,
-    sh`mv -f ${path + '.tmp'} ${path}`,
+    rootOnly(backupDir),
+    writeFileAtomic(lastVerifiedPath(backupDir), JSON.stringify(record), { mode: '600' }),
   );
 }
 

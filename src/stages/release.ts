@@ -153,13 +153,33 @@ export function parsePrepared(
 }
 
 /** Builds the release on every host; the same id everywhere. */
-export async function releaseStage(hosts: Host[], s: ReleaseSettings, log: Log): Promise<ReleaseOutcome> {
+/** What a release sends: the source's manifest and the key of its virtualenv. */
+export interface Source {
+  manifest: Manifest;
+  key: string;
+}
+
+/**
+ * Reads the source on the runner. Called before any host is contacted, so a
+ * source that cannot be sent (a link out of the tree, a special file) fails
+ * with nothing changed anywhere.
+ */
+export async function readSource(s: ReleaseSettings): Promise<Source> {
   const manifest = await buildManifest(s.source, s.exclude, s['shared-paths']);
   const key = await venvKey(s.source, s.requirements, [
     s.python,
     ...s['pip-args'],
     String(s['system-site-packages']),
   ]);
+  return { manifest, key };
+}
+
+export async function releaseStage(
+  hosts: Host[],
+  s: ReleaseSettings,
+  { manifest, key }: Source,
+  log: Log,
+): Promise<ReleaseOutcome> {
   const base = s['release-id'] || timestampId();
   for (let attempt = 0; attempt < 5; attempt++) {
     const releaseId = attempt === 0 ? base : `${base}_${attempt + 1}`;

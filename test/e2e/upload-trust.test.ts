@@ -161,7 +161,7 @@ describe('links are checked by where they really lead', () => {
     ["a link to the checkout's .git/config", [['gc', '.git/config']], /\bgc\b.*\.git/],
   ];
 
-  test.each(cases)('%s is refused before anything reaches the host', async (_name, links, message) => {
+  test.each(cases)('%s is refused before any host is contacted', async (_name, links, message) => {
     const host = state.hosts[1]!;
     const dir = await source('links');
     await mkdir(path.join(dir, 'a/b'), { recursive: true });
@@ -171,6 +171,8 @@ describe('links are checked by where they really lead', () => {
     const r = await runBundle('release', releaseInputs('trustlinks', dir, [host]));
     expect(r.log).toMatch(message);
     expect(r.code).toBe(1);
+    // Refused on the runner, before any connection: the host never heard of it.
+    expect(r.log).not.toMatch(/Connecting/);
     expect(await onHost(state, host, 'ls /opt/trustlinks/releases 2>/dev/null || true')).toBe('');
   });
 });
@@ -256,7 +258,7 @@ describe('a host unpacks nothing but the manifest’s regular files, whatever it
       'f=$(mktemp) && base64 -d > "$f" && { bash -se < "$f"; rc=$?; rm -f "$f"; exit $rc; }',
       {
         input,
-        timeoutMs: 120000,
+        idleMs: 120000,
       },
     );
   }

@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { rootSandbox } from '../support/sandbox.js';
 import {
   SCRATCH_MARKER,
   compareCounts,
@@ -35,7 +35,7 @@ function parses(text: string): void {
 
 let dir: string;
 beforeEach(() => {
-  dir = mkdtempSync(path.join(tmpdir(), 'ms-restore-'));
+  dir = rootSandbox('restore');
 });
 afterEach(() => rmSync(dir, { recursive: true, force: true }));
 

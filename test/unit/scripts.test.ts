@@ -18,14 +18,10 @@ import {
   type ReleaseListing,
 } from '../../src/remote/verify.js';
 import { killSessionScript, wrapScript } from '../../src/transport/ssh.js';
+import { rootSandbox } from '../support/sandbox.js';
 
 const l = layout('shop', '/opt/shop');
 const HOSTILE = `it's $(touch /tmp/pwned) \`id\` ; rm -rf / "x"\nnext`;
-
-/** A directory only root can change: the lock refuses a state directory another user could swap (the suite runs as root). */
-function rootSandbox(): string {
-  return execFileSync('mktemp', ['-d', '-p', '/root', 'metalship-unit.XXXXXX'], { encoding: 'utf8' }).trim();
-}
 
 function bashParses(text: string): void {
   execFileSync('bash', ['-n'], { input: wrapScript(text, 'abc123') });
@@ -107,7 +103,7 @@ test.each(Object.keys(scripts))('the %s script parses with bash -n', (name) => {
 });
 
 test('hostile values written by the scripts arrive byte for byte and never run', () => {
-  const root = rootSandbox();
+  const root = rootSandbox('lock');
   const marker = `${root}/pwned`;
   const hostile = HOSTILE.replaceAll('/tmp/pwned', marker);
   const sandbox = layout('shop', root);
@@ -127,7 +123,7 @@ test('hostile values written by the scripts arrive byte for byte and never run',
 });
 
 test('the lock holder stops what the run left running before it lets the lock go, and only then', () => {
-  const root = rootSandbox();
+  const root = rootSandbox('lock');
   const sandbox = layout('shop', root);
   const holder = { action: 'deploy', actor: 'a', runUrl: '', startedAt: 'now' };
   const leftovers = `echo "stopped leftovers; holder: $(cat ${root}/.metalship/lock-holder)" >> ${root}/log`;

@@ -1,0 +1,40 @@
+// What hosts print reaches the job log as text: a runner never reads it as a
+// workflow command (a `##[...]` anywhere in a line, or `::...::` at its start).
+import { Log } from '../../src/log.js';
+
+function onGitHub(fn: (log: Log) => void): string[] {
+  const before = process.env.GITHUB_ACTIONS;
+  process.env.GITHUB_ACTIONS = 'true';
+  const lines: string[] = [];
+  try {
+    fn(new Log((l) => lines.push(l)));
+  } finally {
+    if (before === undefined) delete process.env.GITHUB_ACTIONS;
+    else process.env.GITHUB_ACTIONS = before;
+  }
+  return lines;
+}
+
+test.each([
+  '[10.0.0.5] ##[set-output name=release-id;]evil',
+  '[10.0.0.5] pip says ##[add-mask]x and more',
+  '::set-output name=healthy::true',
+  '   ::warning::spoofed',
+])('%j is written with command processing stopped, then resumed', (text) => {
+  const lines = onGitHub((log) => log.info(`ok line\n${text}`));
+  expect(lines).toHaveLength(4);
+  const token = /^::stop-commands::([0-9a-f]{32})$/.exec(lines[0]!)?.[1];
+  expect(token).toBeDefined();
+  expect(lines.slice(1, 3)).toEqual(['ok line', text]);
+  expect(lines[3]).toBe(`::${token}::`);
+  // A fresh token every time: output cannot resume commands by guessing it.
+  const again = onGitHub((log) => log.info(text));
+  expect(again[0]).not.toBe(lines[0]);
+});
+
+test('ordinary lines are written as they are', () => {
+  expect(onGitHub((log) => log.info('[10.0.0.5] 11 files verified\nimport ok: main:app'))).toEqual([
+    '[10.0.0.5] 11 files verified',
+    'import ok: main:app',
+  ]);
+});
