@@ -54395,6 +54395,75 @@ function layout(app, root) {
     };
 }
 
+;// CONCATENATED MODULE: ./src/remote/sh.ts
+// Shell script building where quoting is the default: every value interpolated
+// into `sh` is single-quoted unless explicitly wrapped in raw().
+class sh_Raw {
+    text;
+    constructor(text) {
+        this.text = text;
+    }
+}
+/** Marks text as already-safe shell (a fragment we built ourselves, never user input). */
+function raw(text) {
+    return new sh_Raw(text);
+}
+/** POSIX single-quote a value: the result is one shell word with the exact bytes of value. */
+function quote(value) {
+    const text = String(value);
+    if (text.includes('\0'))
+        throw new Error('a shell value cannot contain a NUL byte');
+    if (text !== '' && /^[A-Za-z0-9_@%+=:,./-]+$/.test(text))
+        return text;
+    return `'${text.replace(/'/g, `'\\''`)}'`;
+}
+function render(value) {
+    if (value instanceof sh_Raw)
+        return value.text;
+    if (Array.isArray(value))
+        return value.map((v) => render(v)).join(' ');
+    return quote(value);
+}
+/** Tagged template: sh`rm -rf ${dir}` quotes dir; sh`${raw('$HOME')}` does not. */
+function sh_sh(strings, ...values) {
+    let out = strings[0] ?? '';
+    values.forEach((value, i) => {
+        out += render(value) + (strings[i + 1] ?? '');
+    });
+    return out;
+}
+/** Joins script fragments into one script, one fragment per line block. */
+function sh_script(...parts) {
+    return parts.filter((p) => typeof p === 'string' && p.length > 0).join('\n') + '\n';
+}
+/**
+ * A heredoc that writes content to a file exactly (no expansion); the delimiter
+ * is chosen so that it cannot occur in the content.
+ */
+function sh_heredoc(content) {
+    let delimiter = 'METALSHIP_EOF';
+    let n = 0;
+    while (content.split('\n').includes(delimiter))
+        delimiter = `METALSHIP_EOF_${++n}`;
+    const body = content.endsWith('\n') ? content : content + '\n';
+    return { open: `<<'${delimiter}'`, body: `${body}${delimiter}` };
+}
+/** Script lines that write content to path atomically (temp file + rename) with mode and owner. */
+function writeFileAtomic(path, content, opts = {}) {
+    const doc = sh_heredoc(content);
+    const tmp = `${path}.metalship-tmp`;
+    return sh_script(sh_sh `cat > ${tmp} ${raw(doc.open)}`, doc.body, opts.mode ? sh_sh `chmod ${opts.mode} ${tmp}` : null, opts.owner ? sh_sh `chown ${opts.owner} ${tmp}` : null, sh_sh `mv -f ${tmp} ${path}`).trimEnd();
+}
+/**
+ * Script lines that write content to path only when it differs, and print
+ * "changed <label>" when they did; nothing otherwise. Used for idempotent config.
+ */
+function sh_ensureFile(path, content, opts = {}) {
+    const doc = sh_heredoc(content);
+    const tmp = `${path}.metalship-new`;
+    return sh_script(sh_sh `cat > ${tmp} ${raw(doc.open)}`, doc.body, opts.mode ? sh_sh `chmod ${opts.mode} ${tmp}` : null, opts.owner ? sh_sh `chown ${opts.owner} ${tmp}` : null, sh_sh `if [ -f ${path} ] && cmp -s ${tmp} ${path}; then rm -f ${tmp}; else mv -f ${tmp} ${path}; echo ${'changed ' + (opts.label ?? path)}; ${raw(opts.onChange ?? ':')}; fi`).trimEnd();
+}
+
 ;// CONCATENATED MODULE: ./src/remote/paths.ts
 // Paths root acts on. Root writes, chowns or deletes below a path only when no
 // other user can swap a directory on the way there (a symlink planted by the
@@ -54405,7 +54474,7 @@ function layout(app, root) {
  * directory of PATH's resolved form is root's and writable by root alone.
  * Missing components are fine: root creates them.
  */
-const ROOT_ONLY_FUNCTION = [
+const paths_ROOT_ONLY_FUNCTION = [
     'ms_root_only() {',
     '  local target dir=/ part rest owner mode',
     '  target=$(readlink -m -- "$1")',
@@ -54426,7 +54495,7 @@ const ROOT_ONLY_FUNCTION = [
 ].join('\n');
 /** Script lines that fail unless each path is safe for root to act below (see ROOT_ONLY_FUNCTION). */
 function paths_rootOnly(...paths) {
-    return [ROOT_ONLY_FUNCTION, ...paths.map((p) => sh `ms_root_only ${p}`)].join('\n');
+    return [paths_ROOT_ONLY_FUNCTION, ...paths.map((p) => sh_sh `ms_root_only ${p}`)].join('\n');
 }
 /** The state directory's mode, one everywhere: the lock, the history and the serving slot are root's. */
 const paths_STATE_MODE = '700';
@@ -56491,6 +56560,7 @@ function defaultsValue(value) {
 // restore must reproduce them exactly.
 
 
+
 const DEFAULT_BACKUP_LABEL = 'manual';
 const DEFAULT_RETENTION_DAYS = 30;
 function defaultBackupDir(app) {
@@ -56551,7 +56621,9 @@ const ROW_COUNTS_SQL = `SELECT coalesce(json_object_agg(t.name, t.n ORDER BY t.n
  */
 function backupProgram(opts) {
     check(opts);
-    return script('#!/bin/bash', sh `# metalship-backup-${opts.app}: PostgreSQL backup of ${opts.database}. Managed by metalship; changes are overwritten.`, '# Usage: metalship-backup-APP [label]   (label: daily, manual, pre-migrate-<release>, ...)', 'set -euo pipefail', 'umask 077', sh `DB=${opts.database}`, sh `DIR=${opts.backupDir}`, sh `RETENTION_DAYS=${opts.retentionDays}`, sh `LABEL=\${1:-${DEFAULT_BACKUP_LABEL}}`, 'say() { printf "metalship-backup: %s\\n" "$*" >&2; }', 'die() { say "error: $*"; exit 1; }', `[[ $LABEL =~ ${LABEL_RE.source} ]] || die "label '$LABEL' is invalid: letters, digits, ., _ and - only (1 to 80, starting with a letter or digit)"`, '[ "$(id -u)" = 0 ] || die "must run as root (it runs pg_dump as the postgres user and owns the backup directory)"', 'for tool in pg_dump pg_dumpall psql sha256sum runuser flock; do command -v "$tool" >/dev/null || die "$tool is not installed"; done', 'cd /', 'mkdir -p -- "$DIR"', 'chown root:root -- "$DIR"', 'chmod 700 -- "$DIR"', 
+    return script('#!/bin/bash', sh `# metalship-backup-${opts.app}: PostgreSQL backup of ${opts.database}. Managed by metalship; changes are overwritten.`, '# Usage: metalship-backup-APP [label]   (label: daily, manual, pre-migrate-<release>, ...)', 'set -euo pipefail', 'umask 077', sh `DB=${opts.database}`, sh `DIR=${opts.backupDir}`, sh `RETENTION_DAYS=${opts.retentionDays}`, sh `LABEL=\${1:-${DEFAULT_BACKUP_LABEL}}`, 'say() { printf "metalship-backup: %s\\n" "$*" >&2; }', 'die() { say "error: $*"; exit 1; }', `[[ $LABEL =~ ${LABEL_RE.source} ]] || die "label '$LABEL' is invalid: letters, digits, ., _ and - only (1 to 80, starting with a letter or digit)"`, '[ "$(id -u)" = 0 ] || die "must run as root (it runs pg_dump as the postgres user and owns the backup directory)"', 'for tool in pg_dump pg_dumpall psql sha256sum runuser flock; do command -v "$tool" >/dev/null || die "$tool is not installed"; done', 'cd /', 
+    // Root writes the backups there: no other user may be able to swap a directory on the way.
+    ROOT_ONLY_FUNCTION, 'ms_root_only "$DIR" || die "the backup directory is not safe for root to write to"', 'mkdir -p -- "$DIR"', 'chown root:root -- "$DIR"', 'chmod 700 -- "$DIR"', 
     // One backup of this database at a time; a second waits.
     'exec 8>>"$DIR/.backup.lock"', 'flock 8', 'now=$(date -u +%s)', 'stamp=$(date -u -d "@$now" +%Y%m%dT%H%M%SZ)', 'while [ -e "$DIR/${DB}_${stamp}_${LABEL}.dump" ] || [ -e "$DIR/${DB}_${stamp}_${LABEL}.manifest.json" ]; do', '  sleep 1; now=$(date -u +%s); stamp=$(date -u -d "@$now" +%Y%m%dT%H%M%SZ)', 'done', 'created=$(date -u -d "@$now" +%Y-%m-%dT%H:%M:%SZ)', 'base="${DB}_${stamp}_${LABEL}"', 'dump="$DIR/$base.dump"', 'manifest="$DIR/$base.manifest.json"', 'globals="$DIR/$base.globals.sql"', 'tmp_dump="$DIR/.$base.dump.partial"', 'tmp_manifest="$DIR/.$base.manifest.partial"', 'tmp_globals="$DIR/.$base.globals.partial"', 'psql_err=$(mktemp)', 'chmod 644 "$psql_err"', 'psql_pid=""', 'cleanup() {', '  rm -f -- "$tmp_dump" "$tmp_manifest" "$tmp_globals" "$psql_err"', '  if [ -n "$psql_pid" ]; then kill "$psql_pid" 2>/dev/null || true; fi', '}', 'trap cleanup EXIT', 'start=$(date +%s)', 
     // The snapshot: a REPEATABLE READ transaction held open by a psql coprocess.
@@ -56684,75 +56756,6 @@ function verificationWarning(stdout, maxDays = 45) {
         : null;
 }
 
-;// CONCATENATED MODULE: ./src/remote/sh.ts
-// Shell script building where quoting is the default: every value interpolated
-// into `sh` is single-quoted unless explicitly wrapped in raw().
-class sh_Raw {
-    text;
-    constructor(text) {
-        this.text = text;
-    }
-}
-/** Marks text as already-safe shell (a fragment we built ourselves, never user input). */
-function raw(text) {
-    return new sh_Raw(text);
-}
-/** POSIX single-quote a value: the result is one shell word with the exact bytes of value. */
-function quote(value) {
-    const text = String(value);
-    if (text.includes('\0'))
-        throw new Error('a shell value cannot contain a NUL byte');
-    if (text !== '' && /^[A-Za-z0-9_@%+=:,./-]+$/.test(text))
-        return text;
-    return `'${text.replace(/'/g, `'\\''`)}'`;
-}
-function render(value) {
-    if (value instanceof sh_Raw)
-        return value.text;
-    if (Array.isArray(value))
-        return value.map((v) => render(v)).join(' ');
-    return quote(value);
-}
-/** Tagged template: sh`rm -rf ${dir}` quotes dir; sh`${raw('$HOME')}` does not. */
-function sh_sh(strings, ...values) {
-    let out = strings[0] ?? '';
-    values.forEach((value, i) => {
-        out += render(value) + (strings[i + 1] ?? '');
-    });
-    return out;
-}
-/** Joins script fragments into one script, one fragment per line block. */
-function sh_script(...parts) {
-    return parts.filter((p) => typeof p === 'string' && p.length > 0).join('\n') + '\n';
-}
-/**
- * A heredoc that writes content to a file exactly (no expansion); the delimiter
- * is chosen so that it cannot occur in the content.
- */
-function sh_heredoc(content) {
-    let delimiter = 'METALSHIP_EOF';
-    let n = 0;
-    while (content.split('\n').includes(delimiter))
-        delimiter = `METALSHIP_EOF_${++n}`;
-    const body = content.endsWith('\n') ? content : content + '\n';
-    return { open: `<<'${delimiter}'`, body: `${body}${delimiter}` };
-}
-/** Script lines that write content to path atomically (temp file + rename) with mode and owner. */
-function writeFileAtomic(path, content, opts = {}) {
-    const doc = sh_heredoc(content);
-    const tmp = `${path}.metalship-tmp`;
-    return sh_script(sh_sh `cat > ${tmp} ${raw(doc.open)}`, doc.body, opts.mode ? sh_sh `chmod ${opts.mode} ${tmp}` : null, opts.owner ? sh_sh `chown ${opts.owner} ${tmp}` : null, sh_sh `mv -f ${tmp} ${path}`).trimEnd();
-}
-/**
- * Script lines that write content to path only when it differs, and print
- * "changed <label>" when they did; nothing otherwise. Used for idempotent config.
- */
-function sh_ensureFile(path, content, opts = {}) {
-    const doc = sh_heredoc(content);
-    const tmp = `${path}.metalship-new`;
-    return sh_script(sh_sh `cat > ${tmp} ${raw(doc.open)}`, doc.body, opts.mode ? sh_sh `chmod ${opts.mode} ${tmp}` : null, opts.owner ? sh_sh `chown ${opts.owner} ${tmp}` : null, sh_sh `if [ -f ${path} ] && cmp -s ${tmp} ${path}; then rm -f ${tmp}; else mv -f ${tmp} ${path}; echo ${'changed ' + (opts.label ?? path)}; ${raw(opts.onChange ?? ':')}; fi`).trimEnd();
-}
-
 ;// CONCATENATED MODULE: ./src/remote/pytool.ts
 // A small Python program the scripts run on the host (Python is on every target):
 // file-level work where shell tools differ between coreutils flavours
@@ -56760,7 +56763,7 @@ function sh_ensureFile(path, content, opts = {}) {
 // Scripts define it once with PY_TOOL_DEFINITION and call `mstool <cmd> ...`.
 
 const PY_TOOL = String.raw `
-import hashlib, http.client, json, os, re, shutil, socket, sys, time
+import hashlib, http.client, json, os, re, shutil, socket, stat, sys, tarfile, time, zlib
 
 def sha256(path):
     h = hashlib.sha256()
@@ -56786,6 +56789,14 @@ def load_manifest(release):
     with open(p) as f:
         return json.load(f)
 
+def manifest_path(path):
+    # A path of the manifest, checked before it is joined to the release: never
+    # absolute, never climbing, never into our own .metalship.
+    parts = path.split('/') if isinstance(path, str) else ['']
+    if path.startswith('/') or '\0' in path or parts[0] == '.metalship' or any(p in ('', '.', '..') for p in parts):
+        sys.exit('refused manifest path %r' % (path,))
+    return path
+
 def stage_files(release, prev):
     manifest = json.load(sys.stdin)
     os.makedirs(os.path.join(release, '.metalship'), exist_ok=True)
@@ -56796,7 +56807,7 @@ def stage_files(release, prev):
             old = {e[0]: e for e in pm['files']}
     need, reused = [], 0
     for path, digest, mode, size in manifest['files']:
-        dst = os.path.join(release, path)
+        dst = os.path.join(release, manifest_path(path))
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         o = old.get(path)
         src = os.path.join(prev, path) if prev else None
@@ -56807,7 +56818,9 @@ def stage_files(release, prev):
         else:
             need.append(path)
     for path, target in manifest.get('links', []):
-        dst = os.path.join(release, path)
+        dst = os.path.join(release, manifest_path(path))
+        if not target or target.startswith('/'):
+            sys.exit('refused link %r to %r: links stay inside the release' % (path, target))
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         if os.path.lexists(dst):
             os.unlink(dst)
@@ -56816,9 +56829,108 @@ def stage_files(release, prev):
         json.dump(manifest, f)
     print(json.dumps({'need': need, 'reused': reused}))
 
-def check_files(release):
-    manifest = load_manifest(release)
+def open_in(release, path, flags, mode=0o600):
+    # Opens release/path with every directory on the way opened without
+    # following a link, so nothing in the path can lead out of the release.
+    parts = path.split('/')
+    fd = os.open(release, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            sub = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = sub
+        return os.open(parts[-1], flags | os.O_NOFOLLOW, mode, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+TAR_KINDS = {tarfile.SYMTYPE: 'link', tarfile.LNKTYPE: 'hard link', tarfile.DIRTYPE: 'directory',
+             tarfile.FIFOTYPE: 'FIFO', tarfile.CHRTYPE: 'device', tarfile.BLKTYPE: 'device'}
+
+def refusal(member, entry):
+    # Why an upload member is not what the runner sends for a manifest file, or None.
+    if not member.isreg():
+        return 'a %s' % TAR_KINDS.get(member.type, 'special file')
+    if entry is None:
+        return 'not a file of the manifest'
+    if member.mode != int(entry[2], 8):
+        return "mode %o, not the manifest's %s" % (member.mode, entry[2])
+    if member.size != entry[3]:
+        return "not the manifest's size"
+    return None
+
+def receive_files(release, files):
+    # The upload (a gzipped tar on stdin), unpacked here rather than by tar, which
+    # would also create links, hard links, directories, devices, FIFOs and setuid
+    # files: only regular files of the manifest that the release lacks, each
+    # once, with the manifest's mode, size and sha256.
+    count = 0
+    try:
+        with tarfile.open(fileobj=sys.stdin.buffer, mode='r|gz') as tar:
+            for m in tar:
+                e = files.get(m.name)
+                why = refusal(m, e)
+                if why:
+                    sys.exit('refused upload member %r: %s' % (m.name, why))
+                try:
+                    fd = open_in(release, m.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+                except FileExistsError:
+                    sys.exit('refused upload member %r: the release has it already (sent twice?)' % m.name)
+                except OSError as err:  # ELOOP, ENOTDIR: a link or a file on its way
+                    sys.exit('refused upload member %r: %s' % (m.name, err.strerror))
+                h = hashlib.sha256()
+                src = tar.extractfile(m)
+                with os.fdopen(fd, 'wb') as out:
+                    for chunk in iter(lambda: src.read(1 << 20), b''):
+                        h.update(chunk)
+                        out.write(chunk)
+                    os.fchmod(out.fileno(), int(e[2], 8))
+                    os.utime(out.fileno(), (m.mtime, m.mtime))
+                if h.hexdigest() != e[1]:
+                    os.unlink(os.path.join(release, m.name))
+                    sys.exit('refused upload member %r: checksum mismatch' % m.name)
+                count += 1
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
+        sys.exit('the upload is not a complete gzipped tar of the release files: %s' % err)
+    print('%d files received' % count)
+
+def unlisted(release, manifest):
+    # What the release holds that the manifest did not put there (before the
+    # shared paths are linked), and any setuid or setgid bit.
+    files = {e[0] for e in manifest['files']}
+    links = {p: t for p, t in manifest.get('links', [])}
+    dirs = {'.metalship'}
+    for p in list(files) + list(links):
+        while '/' in p:
+            p = p.rsplit('/', 1)[0]
+            dirs.add(p)
     bad = []
+    for top, subdirs, names in os.walk(release):
+        for name in subdirs + names:
+            p = os.path.join(top, name)
+            rel = os.path.relpath(p, release)
+            if rel.startswith('.metalship/'):
+                continue
+            st = os.lstat(p)
+            if st.st_mode & (stat.S_ISUID | stat.S_ISGID):
+                bad.append('setuid/setgid %s' % rel)
+            elif stat.S_ISLNK(st.st_mode):
+                if links.get(rel) != os.readlink(p):
+                    bad.append('unlisted link %s' % rel)
+            elif stat.S_ISDIR(st.st_mode):
+                if rel not in dirs:
+                    bad.append('unlisted directory %s' % rel)
+            elif not stat.S_ISREG(st.st_mode):
+                bad.append('special file %s' % rel)
+            elif rel not in files:
+                bad.append('unlisted file %s' % rel)
+    return bad
+
+def check_files(release, *upload):
+    manifest = load_manifest(release)
+    files = {manifest_path(e[0]): e for e in manifest['files']}
+    if upload:
+        receive_files(release, files)
+    bad = unlisted(release, manifest)
     for path, digest, mode, size in manifest['files']:
         p = os.path.join(release, path)
         if not os.path.isfile(p) or os.path.islink(p):
@@ -56828,7 +56940,7 @@ def check_files(release):
         else:
             os.chmod(p, int(mode, 8))
     if bad:
-        sys.exit('release %s is incomplete:\n%s' % (release, '\n'.join(bad[:20])))
+        sys.exit('release %s is incomplete or holds what its manifest does not:\n%s' % (release, '\n'.join(bad[:20])))
     print('%d files verified' % len(manifest['files']))
 
 def read_env(path):
@@ -57097,9 +57209,44 @@ def pg_exec(envfile, *command):
     os.environ.update(pg_environment(url))
     os.execvp(command[0], list(command))
 
+def stop_user(name):
+    # Every process of a user stopped: kill(-1) sent as that user (it reaches
+    # exactly that user's processes), until /proc shows none left alive.
+    import pwd, signal
+    uid = pwd.getpwnam(name).pw_uid
+    if uid == 0:
+        sys.exit('refusing to stop the processes of root')
+    def alive():
+        left = []
+        for p in os.listdir('/proc'):
+            try:
+                if p.isdigit() and os.stat('/proc/' + p).st_uid == uid:
+                    with open('/proc/%s/stat' % p) as f:
+                        if f.read().rpartition(')')[2].split()[0] != 'Z':
+                            left.append(p)
+            except OSError:
+                pass
+        return left
+    for _ in range(50):
+        child = os.fork()
+        if child == 0:
+            try:
+                os.setgid(pwd.getpwnam(name).pw_gid)
+                os.setuid(uid)
+                os.kill(-1, signal.SIGKILL)
+            except OSError:
+                pass
+            os._exit(0)
+        os.waitpid(child, 0)
+        left = alive()
+        if not left:
+            return
+        time.sleep(0.1)
+    sys.exit('processes of %s keep running: %s' % (name, ' '.join(left[:10])))
+
 cmd, args = sys.argv[1], sys.argv[2:]
 {'link': link, 'stage-files': stage_files, 'check-files': check_files, 'import-check': import_check,
- 'wait-ready': wait_ready, 'releases': releases, 'exec': exec_in_release, 'pg-exec': pg_exec}[cmd](*args)
+ 'wait-ready': wait_ready, 'releases': releases, 'exec': exec_in_release, 'pg-exec': pg_exec, 'stop-user': stop_user}[cmd](*args)
 `;
 /** The user health probes connect as: an app controls its socket's directory, so root never follows it. */
 const PROBE_USER = 'nobody';
@@ -57125,6 +57272,7 @@ function pyToolDefinition() {
 
 
 
+
 /** Written as the scratch database's comment: only a database carrying it is ours to drop. */
 const SCRATCH_MARKER = 'metalship backup-verify scratch database';
 const PSQL = 'runuser -u postgres -- psql -X -q -A -t -v ON_ERROR_STOP=1';
@@ -57138,7 +57286,9 @@ function textVar(name, text) {
  * the last successful verification. Prints `KEY value` lines.
  */
 function findBackupScript(o) {
-    return sh_script('cd /', o.file
+    return sh_script('cd /', 
+    // A backup another user could have swapped proves nothing.
+    paths_rootOnly(o.file ? o.file.replace(/\/[^/]*$/, '') || '/' : o.backupDir), o.file
         ? sh_sh `dump=${o.file}`
         : sh_script(sh_sh `dir=${o.backupDir}`, sh_sh `db=${o.database}`, 'if [ ! -d "$dir" ]; then echo "the backup directory $dir does not exist on this host" >&2; exit 3; fi', 
         // Names carry the UTC stamp after the database: the newest is the largest stamp.
@@ -57254,9 +57404,7 @@ function dropScratchScript(o) {
 }
 /** On the backup host, after a successful verification: the record the next run (and deploys) report. */
 function recordVerifiedScript(backupDir, record) {
-    const doc = sh_heredoc(JSON.stringify(record));
-    const path = lastVerifiedPath(backupDir);
-    return sh_script(sh_sh `cat > ${path + '.tmp'} ${raw(doc.open)}`, doc.body, sh_sh `chmod 600 ${path + '.tmp'}`, sh_sh `mv -f ${path + '.tmp'} ${path}`);
+    return sh_script(paths_rootOnly(backupDir), writeFileAtomic(lastVerifiedPath(backupDir), JSON.stringify(record), { mode: '600' }));
 }
 /** Compares row counts: every table of the manifest with the same count, and no table more or less. */
 function compareCounts(expected, actual) {
@@ -71326,6 +71474,7 @@ const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import
 // secret never reaches the log even outside GitHub (where ::add-mask:: does nothing).
 
 
+
 class Log {
     write;
     secrets = new Set();
@@ -71358,8 +71507,23 @@ class Log {
         }
         return out;
     }
+    /**
+     * Plain text, never a workflow command: lines carry what hosts print, and the
+     * runner reads `##[...]` anywhere in a line (and `::...::` at its start) as a
+     * command, such as one that sets a step output. Such lines are written with
+     * command processing stopped, under a token nobody can guess.
+     */
     info(message) {
-        for (const line of this.redact(message).split('\n'))
+        const lines = this.redact(message).split('\n');
+        if (this.onGitHub && lines.some((l) => l.includes('##[') || l.trimStart().startsWith('::'))) {
+            const token = (0,external_node_crypto_.randomBytes)(16).toString('hex');
+            this.write(`::stop-commands::${token}`);
+            for (const line of lines)
+                this.write(line);
+            this.write(`::${token}::`);
+            return;
+        }
+        for (const line of lines)
             this.write(line);
     }
     warn(message) {

@@ -68857,6 +68857,7 @@ function getIDToken(aud) {
 // secret never reaches the log even outside GitHub (where ::add-mask:: does nothing).
 
 
+
 class Log {
     write;
     secrets = new Set();
@@ -68889,8 +68890,23 @@ class Log {
         }
         return out;
     }
+    /**
+     * Plain text, never a workflow command: lines carry what hosts print, and the
+     * runner reads `##[...]` anywhere in a line (and `::...::` at its start) as a
+     * command, such as one that sets a step output. Such lines are written with
+     * command processing stopped, under a token nobody can guess.
+     */
     info(message) {
-        for (const line of this.redact(message).split('\n'))
+        const lines = this.redact(message).split('\n');
+        if (this.onGitHub && lines.some((l) => l.includes('##[') || l.trimStart().startsWith('::'))) {
+            const token = (0,external_node_crypto_.randomBytes)(16).toString('hex');
+            this.write(`::stop-commands::${token}`);
+            for (const line of lines)
+                this.write(line);
+            this.write(`::${token}::`);
+            return;
+        }
+        for (const line of lines)
             this.write(line);
     }
     warn(message) {
@@ -70590,7 +70606,7 @@ async function withHosts(s, log, action, fn, opts = {}) {
 // Scripts define it once with PY_TOOL_DEFINITION and call `mstool <cmd> ...`.
 
 const PY_TOOL = String.raw `
-import hashlib, http.client, json, os, re, shutil, socket, sys, time
+import hashlib, http.client, json, os, re, shutil, socket, stat, sys, tarfile, time, zlib
 
 def sha256(path):
     h = hashlib.sha256()
@@ -70616,6 +70632,14 @@ def load_manifest(release):
     with open(p) as f:
         return json.load(f)
 
+def manifest_path(path):
+    # A path of the manifest, checked before it is joined to the release: never
+    # absolute, never climbing, never into our own .metalship.
+    parts = path.split('/') if isinstance(path, str) else ['']
+    if path.startswith('/') or '\0' in path or parts[0] == '.metalship' or any(p in ('', '.', '..') for p in parts):
+        sys.exit('refused manifest path %r' % (path,))
+    return path
+
 def stage_files(release, prev):
     manifest = json.load(sys.stdin)
     os.makedirs(os.path.join(release, '.metalship'), exist_ok=True)
@@ -70626,7 +70650,7 @@ def stage_files(release, prev):
             old = {e[0]: e for e in pm['files']}
     need, reused = [], 0
     for path, digest, mode, size in manifest['files']:
-        dst = os.path.join(release, path)
+        dst = os.path.join(release, manifest_path(path))
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         o = old.get(path)
         src = os.path.join(prev, path) if prev else None
@@ -70637,7 +70661,9 @@ def stage_files(release, prev):
         else:
             need.append(path)
     for path, target in manifest.get('links', []):
-        dst = os.path.join(release, path)
+        dst = os.path.join(release, manifest_path(path))
+        if not target or target.startswith('/'):
+            sys.exit('refused link %r to %r: links stay inside the release' % (path, target))
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         if os.path.lexists(dst):
             os.unlink(dst)
@@ -70646,9 +70672,108 @@ def stage_files(release, prev):
         json.dump(manifest, f)
     print(json.dumps({'need': need, 'reused': reused}))
 
-def check_files(release):
-    manifest = load_manifest(release)
+def open_in(release, path, flags, mode=0o600):
+    # Opens release/path with every directory on the way opened without
+    # following a link, so nothing in the path can lead out of the release.
+    parts = path.split('/')
+    fd = os.open(release, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            sub = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = sub
+        return os.open(parts[-1], flags | os.O_NOFOLLOW, mode, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+TAR_KINDS = {tarfile.SYMTYPE: 'link', tarfile.LNKTYPE: 'hard link', tarfile.DIRTYPE: 'directory',
+             tarfile.FIFOTYPE: 'FIFO', tarfile.CHRTYPE: 'device', tarfile.BLKTYPE: 'device'}
+
+def refusal(member, entry):
+    # Why an upload member is not what the runner sends for a manifest file, or None.
+    if not member.isreg():
+        return 'a %s' % TAR_KINDS.get(member.type, 'special file')
+    if entry is None:
+        return 'not a file of the manifest'
+    if member.mode != int(entry[2], 8):
+        return "mode %o, not the manifest's %s" % (member.mode, entry[2])
+    if member.size != entry[3]:
+        return "not the manifest's size"
+    return None
+
+def receive_files(release, files):
+    # The upload (a gzipped tar on stdin), unpacked here rather than by tar, which
+    # would also create links, hard links, directories, devices, FIFOs and setuid
+    # files: only regular files of the manifest that the release lacks, each
+    # once, with the manifest's mode, size and sha256.
+    count = 0
+    try:
+        with tarfile.open(fileobj=sys.stdin.buffer, mode='r|gz') as tar:
+            for m in tar:
+                e = files.get(m.name)
+                why = refusal(m, e)
+                if why:
+                    sys.exit('refused upload member %r: %s' % (m.name, why))
+                try:
+                    fd = open_in(release, m.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+                except FileExistsError:
+                    sys.exit('refused upload member %r: the release has it already (sent twice?)' % m.name)
+                except OSError as err:  # ELOOP, ENOTDIR: a link or a file on its way
+                    sys.exit('refused upload member %r: %s' % (m.name, err.strerror))
+                h = hashlib.sha256()
+                src = tar.extractfile(m)
+                with os.fdopen(fd, 'wb') as out:
+                    for chunk in iter(lambda: src.read(1 << 20), b''):
+                        h.update(chunk)
+                        out.write(chunk)
+                    os.fchmod(out.fileno(), int(e[2], 8))
+                    os.utime(out.fileno(), (m.mtime, m.mtime))
+                if h.hexdigest() != e[1]:
+                    os.unlink(os.path.join(release, m.name))
+                    sys.exit('refused upload member %r: checksum mismatch' % m.name)
+                count += 1
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
+        sys.exit('the upload is not a complete gzipped tar of the release files: %s' % err)
+    print('%d files received' % count)
+
+def unlisted(release, manifest):
+    # What the release holds that the manifest did not put there (before the
+    # shared paths are linked), and any setuid or setgid bit.
+    files = {e[0] for e in manifest['files']}
+    links = {p: t for p, t in manifest.get('links', [])}
+    dirs = {'.metalship'}
+    for p in list(files) + list(links):
+        while '/' in p:
+            p = p.rsplit('/', 1)[0]
+            dirs.add(p)
     bad = []
+    for top, subdirs, names in os.walk(release):
+        for name in subdirs + names:
+            p = os.path.join(top, name)
+            rel = os.path.relpath(p, release)
+            if rel.startswith('.metalship/'):
+                continue
+            st = os.lstat(p)
+            if st.st_mode & (stat.S_ISUID | stat.S_ISGID):
+                bad.append('setuid/setgid %s' % rel)
+            elif stat.S_ISLNK(st.st_mode):
+                if links.get(rel) != os.readlink(p):
+                    bad.append('unlisted link %s' % rel)
+            elif stat.S_ISDIR(st.st_mode):
+                if rel not in dirs:
+                    bad.append('unlisted directory %s' % rel)
+            elif not stat.S_ISREG(st.st_mode):
+                bad.append('special file %s' % rel)
+            elif rel not in files:
+                bad.append('unlisted file %s' % rel)
+    return bad
+
+def check_files(release, *upload):
+    manifest = load_manifest(release)
+    files = {manifest_path(e[0]): e for e in manifest['files']}
+    if upload:
+        receive_files(release, files)
+    bad = unlisted(release, manifest)
     for path, digest, mode, size in manifest['files']:
         p = os.path.join(release, path)
         if not os.path.isfile(p) or os.path.islink(p):
@@ -70658,7 +70783,7 @@ def check_files(release):
         else:
             os.chmod(p, int(mode, 8))
     if bad:
-        sys.exit('release %s is incomplete:\n%s' % (release, '\n'.join(bad[:20])))
+        sys.exit('release %s is incomplete or holds what its manifest does not:\n%s' % (release, '\n'.join(bad[:20])))
     print('%d files verified' % len(manifest['files']))
 
 def read_env(path):
@@ -70927,9 +71052,44 @@ def pg_exec(envfile, *command):
     os.environ.update(pg_environment(url))
     os.execvp(command[0], list(command))
 
+def stop_user(name):
+    # Every process of a user stopped: kill(-1) sent as that user (it reaches
+    # exactly that user's processes), until /proc shows none left alive.
+    import pwd, signal
+    uid = pwd.getpwnam(name).pw_uid
+    if uid == 0:
+        sys.exit('refusing to stop the processes of root')
+    def alive():
+        left = []
+        for p in os.listdir('/proc'):
+            try:
+                if p.isdigit() and os.stat('/proc/' + p).st_uid == uid:
+                    with open('/proc/%s/stat' % p) as f:
+                        if f.read().rpartition(')')[2].split()[0] != 'Z':
+                            left.append(p)
+            except OSError:
+                pass
+        return left
+    for _ in range(50):
+        child = os.fork()
+        if child == 0:
+            try:
+                os.setgid(pwd.getpwnam(name).pw_gid)
+                os.setuid(uid)
+                os.kill(-1, signal.SIGKILL)
+            except OSError:
+                pass
+            os._exit(0)
+        os.waitpid(child, 0)
+        left = alive()
+        if not left:
+            return
+        time.sleep(0.1)
+    sys.exit('processes of %s keep running: %s' % (name, ' '.join(left[:10])))
+
 cmd, args = sys.argv[1], sys.argv[2:]
 {'link': link, 'stage-files': stage_files, 'check-files': check_files, 'import-check': import_check,
- 'wait-ready': wait_ready, 'releases': releases, 'exec': exec_in_release, 'pg-exec': pg_exec}[cmd](*args)
+ 'wait-ready': wait_ready, 'releases': releases, 'exec': exec_in_release, 'pg-exec': pg_exec, 'stop-user': stop_user}[cmd](*args)
 `;
 /** The user health probes connect as: an app controls its socket's directory, so root never follows it. */
 const PROBE_USER = 'nobody';
@@ -71355,13 +71515,6 @@ function prepareScript(s) {
     sh_sh `base=""; if [ -n "$prev" ] && [ -d ${l.releases}/"$prev" ]; then base=${l.releases}/"$prev"; fi`, sh_sh `mstool stage-files ${rel} "$base"`);
 }
 /**
- * Stops every process of the build user: before a build (an interrupted one's
- * leftovers) and before its venv is sealed, so nothing can change it meanwhile.
- */
-function stopBuildUser(user) {
-    return sh_script('for _ in 1 2 3 4 5 6 7 8 9 10; do', sh_sh `  pkill -KILL -u ${user} 2>/dev/null || pkill -KILL -U ${user} 2>/dev/null || break`, '  sleep 0.1', 'done', sh_sh `if pgrep -u ${user} >/dev/null || pgrep -U ${user} >/dev/null; then echo ${`processes of ${user} keep running`} >&2; exit 1; fi`).trimEnd();
-}
-/**
  * Builds a virtualenv at its final path, as the build user: pip runs the build
  * code of every package (setup.py, build backends), which must run neither as
  * root nor as the app. It works on a copy of the release (local requirements
@@ -71375,18 +71528,22 @@ function venvScript(s) {
     const venvFlags = s.systemSitePackages ? ['--system-site-packages'] : [];
     return sh_script(sh_sh `venv=${`${l.venvs}/${s.venvKey}`}`, 
     // Complete only when sealed: a marker the build itself may have planted does not count.
-    'if [ -f "$venv/.metalship-complete" ] && [ "$(stat -c %u -- "$venv")" = 0 ]; then', sh_sh `  echo "reusing virtualenv ${s.venvKey}"`, 'else', sh_sh `  echo "building virtualenv ${s.venvKey} as ${user}"`, stopBuildUser(user), '  rm -rf -- "$venv"', sh_sh `  install -d -m 755 -o ${user} -g ${user} "$venv"`, sh_sh `  install -d -m 755 ${l.pipCache.replace(/\/[^/]+$/, '')}`, sh_sh `  install -d -m 700 -o ${user} -g ${user} ${l.pipCache}`, '  work=$(mktemp -d /var/tmp/metalship-build.XXXXXX)', sh_sh `  tar -C ${rel} --exclude=./.metalship -cf - . | tar -C "$work" -xf - --no-same-owner`, sh_sh `  chown -R ${user}:${user} "$work"`, 
+    'if [ -f "$venv/.metalship-complete" ] && [ "$(stat -c %u -- "$venv")" = 0 ]; then', sh_sh `  echo "reusing virtualenv ${s.venvKey}"`, 'else', sh_sh `  echo "building virtualenv ${s.venvKey} as ${user}"`, 
+    // Stopped first (what an interrupted build left), and again before the seal.
+    sh_sh `  mstool stop-user ${user}`, '  rm -rf -- "$venv"', sh_sh `  install -d -m 755 -o ${user} -g ${user} "$venv"`, sh_sh `  install -d -m 755 ${l.pipCache.replace(/\/[^/]+$/, '')}`, sh_sh `  install -d -m 700 -o ${user} -g ${user} ${l.pipCache}`, '  work=$(mktemp -d /var/tmp/metalship-build.XXXXXX)', sh_sh `  tar -C ${rel} --exclude=./.metalship -cf - . | tar -C "$work" -xf - --no-same-owner`, sh_sh `  chown -R ${user}:${user} "$work"`, 
     // A clean environment: the session's variables (proxies aside) are root's business.
     sh_sh `  build_env=(PATH=/usr/local/bin:/usr/bin:/bin HOME="$work" LANG=C.UTF-8 PIP_CACHE_DIR=${l.pipCache} PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1)`, '  for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do if [ -n "${!v:-}" ]; then build_env+=("$v=${!v}"); fi; done', sh_sh `  as_build() { (cd "$work" && runuser -u ${user} -- env -i "\${build_env[@]}" "$@"); }`, sh_sh `  as_build ${s.python} -m venv ${venvFlags} "$venv"`, s.requirements
         ? sh_sh `  as_build "$venv/bin/python" -m pip install --no-input -r ${s.requirements} ${s.pipArgs}`
-        : null, '  as_build "$venv/bin/python" -m compileall -q "$venv" >/dev/null 2>&1 || true', stopBuildUser(user), 
+        : null, '  as_build "$venv/bin/python" -m compileall -q "$venv" >/dev/null 2>&1 || true', sh_sh `  mstool stop-user ${user}`, 
     // An editable install (-e) points into the build's copy, gone in a moment.
     '  editable=$(grep -lsF -- "$work" "$venv"/lib/python*/site-packages/*.pth "$venv"/lib/python*/site-packages/*.egg-link "$venv"/lib/python*/site-packages/__editable__* || true)', '  rm -rf -- "$work"', `  if [ -n "$editable" ]; then echo "the requirements install a package in editable mode (-e): a release is read-only, so install it normally ('.' instead of '-e .')" >&2; exit 1; fi`, '  rm -f -- "$venv/.metalship-complete"', '  chown -hR root:root -- "$venv"', '  chmod -R u+rwX,go+rX,go-w,ug-s -- "$venv"', '  touch -- "$venv/.metalship-complete"', 'fi');
 }
 function buildScript(s) {
     const l = s.layout;
     const rel = l.release(s.releaseId);
-    return sh_script(pyToolDefinition(), s.hasUpload ? sh_sh `tar -xzf - -C ${rel} --no-same-owner --no-overwrite-dir` : null, sh_sh `mstool check-files ${rel}`, 
+    return sh_script(pyToolDefinition(), 
+    // The upload (on stdin) is unpacked by check-files, not tar: only the manifest's regular files.
+    sh_sh `mstool check-files ${rel} ${s.hasUpload ? ['receive'] : []}`, 
     // One environment per distinct requirements, built at its final path and never moved.
     venvScript(s), sh_sh `mstool link "$venv" ${rel}/.venv`, 
     // Bytecode now (the services cannot write it: read-only code, ProtectSystem=strict),
@@ -71406,6 +71563,10 @@ function markScript(l, releaseId, status, reason) {
 const promises_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs/promises");
 ;// CONCATENATED MODULE: external "node:path"
 const external_node_path_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:path");
+// EXTERNAL MODULE: external "node:events"
+var external_node_events_ = __nccwpck_require__(8474);
+// EXTERNAL MODULE: external "node:zlib"
+var external_node_zlib_ = __nccwpck_require__(8522);
 ;// CONCATENATED MODULE: ./node_modules/balanced-match/dist/esm/index.js
 const balanced = (a, b, str) => {
     const ma = a instanceof RegExp ? maybeMatch(a, str) : a;
@@ -74931,8 +75092,6 @@ minimatch.Minimatch = Minimatch;
 minimatch.escape = escape_escape;
 minimatch.unescape = unescape_unescape;
 //# sourceMappingURL=index.js.map
-// EXTERNAL MODULE: external "node:events"
-var external_node_events_ = __nccwpck_require__(8474);
 ;// CONCATENATED MODULE: external "node:string_decoder"
 const external_node_string_decoder_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:string_decoder");
 // EXTERNAL MODULE: external "buffer"
@@ -74950,7 +75109,10 @@ var zr=Object.defineProperty;var Ur=(s,t)=>{for(var e in t)zr(s,e,{get:t[e],enum
 
 ;// CONCATENATED MODULE: ./src/stages/source.ts
 // The code to upload, read on the runner: a manifest of every file (hash and
-// mode) and, for the files a host lacks, a gzipped tar.
+// mode) and link, and for the files a host lacks, a gzipped tar of exactly
+// those files.
+
+
 
 
 
@@ -74977,49 +75139,208 @@ async function sha256(path) {
         hash.update(chunk);
     return hash.digest('hex');
 }
-async function buildManifest(sourceDir, exclude) {
+function kindOf(st) {
+    if (st.isFIFO())
+        return 'a FIFO';
+    if (st.isSocket())
+        return 'a socket';
+    if (st.isCharacterDevice() || st.isBlockDevice())
+        return 'a device';
+    return 'neither a file, a directory nor a link';
+}
+/** Longest chain of links the kernel follows (Linux's MAXSYMLINKS). */
+const MAX_LINK_HOPS = 40;
+/**
+ * Why the link at `rel` (relative to root) must not be deployed, or null. Its
+ * target is walked the way the kernel walks it, part by part, following every
+ * link on the way, so `a/up/../etc` goes through `up` and not around it. The
+ * source root is the release root on the host, where a shared path is a link
+ * out of the release (into {app-root}/shared) and the always-excluded names
+ * (.env, .venv, .metalship, ...) are the app's secrets and metalship's own.
+ */
+async function linkProblem(root, rel, sharedPaths) {
+    const target = await (0,promises_namespaceObject.readlink)((0,external_node_path_namespaceObject.join)(root, rel));
+    if (target.startsWith('/'))
+        return `is a link to the absolute path ${target}`;
+    const at = rel.split('/').slice(0, -1);
+    const todo = target.split('/');
+    let hops = 0;
+    /** How deep `at` was when the walk entered a shared path (it then continues on the host only). */
+    let sharedDepth = null;
+    while (todo.length) {
+        const part = todo.shift();
+        if (part === '' || part === '.')
+            continue;
+        if (part === '..') {
+            if (sharedDepth !== null && at.length <= sharedDepth)
+                return `leads through the shared path ${at.slice(0, sharedDepth).join('/')} and back up out of it (on the host that path is a link into {app-root}/shared)`;
+            if (at.length === 0)
+                return `leads outside the source directory (${target})`;
+            at.pop();
+            continue;
+        }
+        at.push(part);
+        const path = at.join('/');
+        if (ALWAYS_EXCLUDED.includes(part))
+            return `leads into ${path}, which is never deployed (${part})`;
+        if (sharedDepth !== null)
+            continue;
+        if (sharedPaths.includes(path)) {
+            sharedDepth = at.length;
+            continue;
+        }
+        let st;
+        try {
+            st = await (0,promises_namespaceObject.lstat)((0,external_node_path_namespaceObject.join)(root, path));
+        }
+        catch {
+            // A directory the host makes to hold a shared path; else missing there too, a link to nowhere.
+            if (sharedPaths.some((p) => p.startsWith(path + '/')))
+                continue;
+            return null;
+        }
+        if (st.isSymbolicLink()) {
+            if (++hops > MAX_LINK_HOPS)
+                return 'is a loop of links';
+            const next = await (0,promises_namespaceObject.readlink)((0,external_node_path_namespaceObject.join)(root, path));
+            if (next.startsWith('/'))
+                return `leads through ${path}, a link to the absolute path ${next}`;
+            at.pop();
+            todo.unshift(...next.split('/'));
+        }
+        else if (!st.isDirectory() && todo.some((p) => p !== '' && p !== '.')) {
+            return null; // a file in the middle of the path: the link leads nowhere
+        }
+    }
+    return null;
+}
+async function buildManifest(sourceDir, exclude, sharedPaths = []) {
     const root = (0,external_node_path_namespaceObject.resolve)(sourceDir);
+    const realRoot = await (0,promises_namespaceObject.realpath)(root);
     const manifest = { files: [], links: [] };
     const excluded = (rel) => rel.split('/').some((part) => ALWAYS_EXCLUDED.includes(part)) ||
         exclude.some((p) => minimatch(rel, p, { dot: true }) || minimatch(rel, p.replace(/\/+$/, '') + '/**', { dot: true }));
     async function walk(dir) {
-        const entries = await (0,promises_namespaceObject.readdir)(dir, { withFileTypes: true });
-        entries.sort((a, b) => a.name.localeCompare(b.name));
-        for (const entry of entries) {
-            const abs = (0,external_node_path_namespaceObject.join)(dir, entry.name);
+        const names = await (0,promises_namespaceObject.readdir)(dir);
+        names.sort((a, b) => a.localeCompare(b));
+        for (const name of names) {
+            const abs = (0,external_node_path_namespaceObject.join)(dir, name);
             const rel = (0,external_node_path_namespaceObject.relative)(root, abs).split(external_node_path_namespaceObject.sep).join('/');
             if (excluded(rel))
                 continue;
-            if (entry.isSymbolicLink()) {
-                const target = await (0,promises_namespaceObject.readlink)(abs);
-                if (target.startsWith('/') || (0,external_node_path_namespaceObject.relative)(root, (0,external_node_path_namespaceObject.resolve)(dir, target)).startsWith('..')) {
-                    throw new Error(`source file ${rel} is a link outside the source directory (${target}); remove it or exclude it`);
-                }
-                manifest.links.push([rel, target]);
+            // lstat, not readdir's types: those can be unknown, and a link is never followed here.
+            const st = await (0,promises_namespaceObject.lstat)(abs);
+            if (st.isSymbolicLink()) {
+                const problem = (await linkProblem(root, rel, sharedPaths)) ?? (await outsideOnRunner(abs));
+                if (problem)
+                    throw new Error(`source file ${rel} ${problem}: links must stay inside the source; remove it or exclude it`);
+                manifest.links.push([rel, await (0,promises_namespaceObject.readlink)(abs)]);
             }
-            else if (entry.isDirectory()) {
+            else if (st.isDirectory()) {
                 await walk(abs);
             }
-            else if (entry.isFile()) {
-                const st = await (0,promises_namespaceObject.lstat)(abs);
+            else if (st.isFile()) {
                 const mode = (st.mode & 0o111 ? 0o755 : 0o644).toString(8);
                 manifest.files.push([rel, await sha256(abs), mode, st.size]);
             }
+            else {
+                throw new Error(`source file ${rel} is ${kindOf(st)}: only files, directories and links are deployed; remove it or exclude it`);
+            }
         }
+    }
+    /** The runner's own answer (realpath) for a link that resolves here: it must end inside the source. */
+    async function outsideOnRunner(abs) {
+        const real = await (0,promises_namespaceObject.realpath)(abs).catch(() => null);
+        if (real === null || real === realRoot || real.startsWith(realRoot + external_node_path_namespaceObject.sep))
+            return null;
+        return `leads outside the source directory (to ${real})`;
     }
     await walk(root);
     if (manifest.files.length === 0)
         throw new Error(`the source directory ${sourceDir} has no files to deploy`);
     return manifest;
 }
-/** A gzipped tar of the given files, as one buffer (so its size is known and it can be resent). */
-async function packFiles(sourceDir, files) {
-    if (files.length === 0)
+/** Appends one manifest file to a tar stream, as a regular file with the manifest's mode, or throws. */
+async function packFile(root, entry, write) {
+    const [path, digest, modeText, size] = entry;
+    const changed = () => new Error(`source file ${path} changed while the release was being made; run again`);
+    const mode = parseInt(modeText, 8);
+    if (mode !== 0o644 && mode !== 0o755)
+        throw new Error(`cannot pack ${path} with mode ${modeText}`);
+    // O_NOFOLLOW: a link put in its place is refused; O_NONBLOCK: a FIFO cannot hang the open.
+    const fh = await (0,promises_namespaceObject.open)((0,external_node_path_namespaceObject.join)(root, path), external_node_fs_namespaceObject.constants.O_RDONLY | external_node_fs_namespaceObject.constants.O_NOFOLLOW | external_node_fs_namespaceObject.constants.O_NONBLOCK).catch((err) => {
+        throw ['ELOOP', 'ENOENT', 'ENOTDIR'].includes(err.code ?? '') ? changed() : err;
+    });
+    try {
+        const st = await fh.stat();
+        if (!st.isFile() || st.size !== size)
+            throw changed();
+        const mtime = st.mtime;
+        const header = new F({
+            path,
+            mode,
+            size,
+            mtime,
+            type: 'File',
+            uid: 0,
+            gid: 0,
+            uname: '',
+            gname: '',
+        });
+        if (header.encode())
+            await write(new ft({ path, size, mtime }).encode()); // a path too long for ustar
+        await write(header.block);
+        const hash = (0,external_node_crypto_.createHash)('sha256');
+        let read = 0;
+        for await (const chunk of fh.createReadStream({ autoClose: false, start: 0 })) {
+            read += chunk.length;
+            if (read > size)
+                break;
+            hash.update(chunk);
+            await write(chunk);
+        }
+        if (read !== size || hash.digest('hex') !== digest)
+            throw changed();
+        await write(Buffer.alloc((512 - (size % 512)) % 512));
+    }
+    finally {
+        await fh.close();
+    }
+}
+/**
+ * A gzipped tar of the given manifest files, as one buffer (so its size is known
+ * and it can be resent). The entries are made here rather than by node-tar's
+ * create, which reads a path "@x" as the members of the archive x, recurses into
+ * directories, stores links, hard links and special files, and takes modes from
+ * the disk: each entry is a regular file of the manifest, opened without
+ * following a link, with exactly the manifest's size, sha256 and mode, owned by
+ * root. Anything else fails the packing before a byte is sent.
+ */
+async function packFiles(sourceDir, manifest, paths) {
+    if (paths.length === 0)
         return Buffer.alloc(0);
+    const root = (0,external_node_path_namespaceObject.resolve)(sourceDir);
+    const files = new Map(manifest.files.map((f) => [f[0], f]));
+    if (new Set(paths).size !== paths.length || paths.some((p) => !files.has(p)))
+        throw new Error('packFiles: every path must be a file of the manifest, once');
+    const gzip = (0,external_node_zlib_.createGzip)();
     const chunks = [];
-    const stream = Qn({ gzip: true, cwd: (0,external_node_path_namespaceObject.resolve)(sourceDir), portable: true, noDirRecurse: true }, files);
-    for await (const chunk of stream)
-        chunks.push(Buffer.from(chunk));
+    gzip.on('data', (c) => chunks.push(c));
+    const ended = (0,external_node_events_.once)(gzip, 'end');
+    const write = async (b) => {
+        if (!gzip.write(b))
+            await (0,external_node_events_.once)(gzip, 'drain');
+    };
+    try {
+        for (const path of paths)
+            await packFile(root, files.get(path), write);
+        gzip.end(Buffer.alloc(1024)); // the end-of-archive blocks
+    }
+    catch (err) {
+        gzip.destroy();
+        throw err;
+    }
+    await ended;
     return Buffer.concat(chunks);
 }
 /** Key of a virtualenv: the same requirements, interpreter and pip options give the same environment. */
@@ -75072,10 +75393,9 @@ async function releaseOnHost(host, releaseId, s, manifest, key, log) {
         input: Buffer.from(JSON.stringify(manifest)),
         what: 'preparing the release directory',
     });
-    const previous = /^PREVIOUS (.*)$/m.exec(prepared.stdout)?.[1]?.trim() ?? '';
-    const staged = JSON.parse(prepared.stdout.trim().split('\n').pop() ?? '{}');
     try {
-        const tarball = await packFiles(s.source, staged.need);
+        const { previous, ...staged } = parsePrepared(prepared.stdout, manifest);
+        const tarball = await packFiles(s.source, manifest, staged.need);
         await host.conn.run(buildScript({
             layout: l,
             releaseId,
@@ -75106,14 +75426,54 @@ async function releaseOnHost(host, releaseId, s, manifest, key, log) {
         throw err;
     }
 }
-/** Builds the release on every host; the same id everywhere. */
-async function releaseStage(hosts, s, log) {
-    const manifest = await buildManifest(s.source, s.exclude);
+/**
+ * What prepareScript printed: the previous release and the files the host
+ * still needs. The host writes it, so a compromised host writes it too: it must
+ * never choose what the runner reads and sends, so every path must be a file
+ * of the manifest, once, or nothing is sent.
+ */
+function parsePrepared(stdout, manifest) {
+    const previous = /^PREVIOUS (.*)$/m.exec(stdout)?.[1]?.trim() ?? '';
+    if (previous && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/.test(previous))
+        throw new Error(`the host named its current release ${JSON.stringify(previous.slice(0, 100))}, not a release id`);
+    let answer;
+    try {
+        answer = JSON.parse(stdout.trim().split('\n').pop() ?? '');
+    }
+    catch {
+        answer = null;
+    }
+    const { need, reused } = (answer ?? {});
+    if (!Array.isArray(need) || typeof reused !== 'number' || !Number.isInteger(reused))
+        throw new Error('the host did not answer which files it needs ({"need": [paths], "reused": n} expected); nothing was sent to it');
+    const files = new Set(manifest.files.map((f) => f[0]));
+    const seen = new Set();
+    for (const p of need) {
+        if (typeof p !== 'string' || !files.has(p))
+            throw new Error(`the host asked for ${JSON.stringify(p)}, which is not a file of the manifest: refused, nothing was sent to it`);
+        if (seen.has(p))
+            throw new Error(`the host asked for ${JSON.stringify(p)} twice: refused, nothing was sent to it`);
+        seen.add(p);
+    }
+    if (reused !== files.size - seen.size)
+        throw new Error(`the host claims to reuse ${reused} files and to need ${seen.size} of ${files.size}: refused, nothing was sent to it`);
+    return { previous, need: [...seen], reused };
+}
+/**
+ * Reads the source on the runner. Called before any host is contacted, so a
+ * source that cannot be sent (a link out of the tree, a special file) fails
+ * with nothing changed anywhere.
+ */
+async function readSource(s) {
+    const manifest = await buildManifest(s.source, s.exclude, s['shared-paths']);
     const key = await venvKey(s.source, s.requirements, [
         s.python,
         ...s['pip-args'],
         String(s['system-site-packages']),
     ]);
+    return { manifest, key };
+}
+async function releaseStage(hosts, s, { manifest, key }, log) {
     const base = s['release-id'] || timestampId();
     for (let attempt = 0; attempt < 5; attempt++) {
         const releaseId = attempt === 0 ? base : `${base}_${attempt + 1}`;
@@ -75136,8 +75496,9 @@ async function releaseStage(hosts, s, log) {
 
 
 async function release(s, log) {
+    const source = await readSource(s);
     return withHosts(s, log, 'release', async (hosts) => {
-        const out = await releaseStage(hosts, s, log);
+        const out = await releaseStage(hosts, s, source, log);
         const failed = out.results.filter((r) => !r.ok);
         return {
             outputs: {
@@ -76064,6 +76425,7 @@ const rollback_run = () => runAction('rollback', rollback);
 // restore must reproduce them exactly.
 
 
+
 const DEFAULT_BACKUP_LABEL = 'manual';
 const DEFAULT_RETENTION_DAYS = 30;
 function defaultBackupDir(app) {
@@ -76124,7 +76486,9 @@ const ROW_COUNTS_SQL = `SELECT coalesce(json_object_agg(t.name, t.n ORDER BY t.n
  */
 function backupProgram(opts) {
     backup_check(opts);
-    return sh_script('#!/bin/bash', sh_sh `# metalship-backup-${opts.app}: PostgreSQL backup of ${opts.database}. Managed by metalship; changes are overwritten.`, '# Usage: metalship-backup-APP [label]   (label: daily, manual, pre-migrate-<release>, ...)', 'set -euo pipefail', 'umask 077', sh_sh `DB=${opts.database}`, sh_sh `DIR=${opts.backupDir}`, sh_sh `RETENTION_DAYS=${opts.retentionDays}`, sh_sh `LABEL=\${1:-${DEFAULT_BACKUP_LABEL}}`, 'say() { printf "metalship-backup: %s\\n" "$*" >&2; }', 'die() { say "error: $*"; exit 1; }', `[[ $LABEL =~ ${LABEL_RE.source} ]] || die "label '$LABEL' is invalid: letters, digits, ., _ and - only (1 to 80, starting with a letter or digit)"`, '[ "$(id -u)" = 0 ] || die "must run as root (it runs pg_dump as the postgres user and owns the backup directory)"', 'for tool in pg_dump pg_dumpall psql sha256sum runuser flock; do command -v "$tool" >/dev/null || die "$tool is not installed"; done', 'cd /', 'mkdir -p -- "$DIR"', 'chown root:root -- "$DIR"', 'chmod 700 -- "$DIR"', 
+    return sh_script('#!/bin/bash', sh_sh `# metalship-backup-${opts.app}: PostgreSQL backup of ${opts.database}. Managed by metalship; changes are overwritten.`, '# Usage: metalship-backup-APP [label]   (label: daily, manual, pre-migrate-<release>, ...)', 'set -euo pipefail', 'umask 077', sh_sh `DB=${opts.database}`, sh_sh `DIR=${opts.backupDir}`, sh_sh `RETENTION_DAYS=${opts.retentionDays}`, sh_sh `LABEL=\${1:-${DEFAULT_BACKUP_LABEL}}`, 'say() { printf "metalship-backup: %s\\n" "$*" >&2; }', 'die() { say "error: $*"; exit 1; }', `[[ $LABEL =~ ${LABEL_RE.source} ]] || die "label '$LABEL' is invalid: letters, digits, ., _ and - only (1 to 80, starting with a letter or digit)"`, '[ "$(id -u)" = 0 ] || die "must run as root (it runs pg_dump as the postgres user and owns the backup directory)"', 'for tool in pg_dump pg_dumpall psql sha256sum runuser flock; do command -v "$tool" >/dev/null || die "$tool is not installed"; done', 'cd /', 
+    // Root writes the backups there: no other user may be able to swap a directory on the way.
+    ROOT_ONLY_FUNCTION, 'ms_root_only "$DIR" || die "the backup directory is not safe for root to write to"', 'mkdir -p -- "$DIR"', 'chown root:root -- "$DIR"', 'chmod 700 -- "$DIR"', 
     // One backup of this database at a time; a second waits.
     'exec 8>>"$DIR/.backup.lock"', 'flock 8', 'now=$(date -u +%s)', 'stamp=$(date -u -d "@$now" +%Y%m%dT%H%M%SZ)', 'while [ -e "$DIR/${DB}_${stamp}_${LABEL}.dump" ] || [ -e "$DIR/${DB}_${stamp}_${LABEL}.manifest.json" ]; do', '  sleep 1; now=$(date -u +%s); stamp=$(date -u -d "@$now" +%Y%m%dT%H%M%SZ)', 'done', 'created=$(date -u -d "@$now" +%Y-%m-%dT%H:%M:%SZ)', 'base="${DB}_${stamp}_${LABEL}"', 'dump="$DIR/$base.dump"', 'manifest="$DIR/$base.manifest.json"', 'globals="$DIR/$base.globals.sql"', 'tmp_dump="$DIR/.$base.dump.partial"', 'tmp_manifest="$DIR/.$base.manifest.partial"', 'tmp_globals="$DIR/.$base.globals.partial"', 'psql_err=$(mktemp)', 'chmod 644 "$psql_err"', 'psql_pid=""', 'cleanup() {', '  rm -f -- "$tmp_dump" "$tmp_manifest" "$tmp_globals" "$psql_err"', '  if [ -n "$psql_pid" ]; then kill "$psql_pid" 2>/dev/null || true; fi', '}', 'trap cleanup EXIT', 'start=$(date +%s)', 
     // The snapshot: a REPEATABLE READ transaction held open by a psql coprocess.
@@ -76270,6 +76634,7 @@ function verificationWarning(stdout, maxDays = 45) {
 
 
 async function deploy(s, log) {
+    const source = await readSource(s);
     return withHosts(s, log, 'deploy', async (hosts) => {
         const timings = {};
         const time = async (name, fn) => {
@@ -76282,7 +76647,7 @@ async function deploy(s, log) {
             }
         };
         const outputs = { healthy: 'false', 'rolled-back': 'false' };
-        const rel = await time('release', () => releaseStage(hosts, s, log));
+        const rel = await time('release', () => releaseStage(hosts, s, source, log));
         const id = rel.releaseId;
         outputs['release-id'] = id;
         outputs['previous-release-id'] = rel.results.find((r) => r.previous)?.previous ?? '';
@@ -76403,6 +76768,7 @@ async function restoreProofWarning(host, s, log) {
 
 
 
+
 /** Written as the scratch database's comment: only a database carrying it is ours to drop. */
 const SCRATCH_MARKER = 'metalship backup-verify scratch database';
 const PSQL = 'runuser -u postgres -- psql -X -q -A -t -v ON_ERROR_STOP=1';
@@ -76416,7 +76782,9 @@ function textVar(name, text) {
  * the last successful verification. Prints `KEY value` lines.
  */
 function findBackupScript(o) {
-    return sh_script('cd /', o.file
+    return sh_script('cd /', 
+    // A backup another user could have swapped proves nothing.
+    rootOnly(o.file ? o.file.replace(/\/[^/]*$/, '') || '/' : o.backupDir), o.file
         ? sh_sh `dump=${o.file}`
         : sh_script(sh_sh `dir=${o.backupDir}`, sh_sh `db=${o.database}`, 'if [ ! -d "$dir" ]; then echo "the backup directory $dir does not exist on this host" >&2; exit 3; fi', 
         // Names carry the UTC stamp after the database: the newest is the largest stamp.
@@ -76532,9 +76900,7 @@ function dropScratchScript(o) {
 }
 /** On the backup host, after a successful verification: the record the next run (and deploys) report. */
 function recordVerifiedScript(backupDir, record) {
-    const doc = sh_heredoc(JSON.stringify(record));
-    const path = lastVerifiedPath(backupDir);
-    return sh_script(sh_sh `cat > ${path + '.tmp'} ${raw(doc.open)}`, doc.body, sh_sh `chmod 600 ${path + '.tmp'}`, sh_sh `mv -f ${path + '.tmp'} ${path}`);
+    return sh_script(rootOnly(backupDir), writeFileAtomic(lastVerifiedPath(backupDir), JSON.stringify(record), { mode: '600' }));
 }
 /** Compares row counts: every table of the manifest with the same count, and no table more or less. */
 function compareCounts(expected, actual) {

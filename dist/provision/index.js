@@ -56801,13 +56801,6 @@ function prepareScript(s) {
     sh `base=""; if [ -n "$prev" ] && [ -d ${l.releases}/"$prev" ]; then base=${l.releases}/"$prev"; fi`, sh `mstool stage-files ${rel} "$base"`);
 }
 /**
- * Stops every process of the build user: before a build (an interrupted one's
- * leftovers) and before its venv is sealed, so nothing can change it meanwhile.
- */
-function stopBuildUser(user) {
-    return script('for _ in 1 2 3 4 5 6 7 8 9 10; do', sh `  pkill -KILL -u ${user} 2>/dev/null || pkill -KILL -U ${user} 2>/dev/null || break`, '  sleep 0.1', 'done', sh `if pgrep -u ${user} >/dev/null || pgrep -U ${user} >/dev/null; then echo ${`processes of ${user} keep running`} >&2; exit 1; fi`).trimEnd();
-}
-/**
  * Builds a virtualenv at its final path, as the build user: pip runs the build
  * code of every package (setup.py, build backends), which must run neither as
  * root nor as the app. It works on a copy of the release (local requirements
@@ -56821,18 +56814,22 @@ function venvScript(s) {
     const venvFlags = s.systemSitePackages ? ['--system-site-packages'] : [];
     return script(sh `venv=${`${l.venvs}/${s.venvKey}`}`, 
     // Complete only when sealed: a marker the build itself may have planted does not count.
-    'if [ -f "$venv/.metalship-complete" ] && [ "$(stat -c %u -- "$venv")" = 0 ]; then', sh `  echo "reusing virtualenv ${s.venvKey}"`, 'else', sh `  echo "building virtualenv ${s.venvKey} as ${user}"`, stopBuildUser(user), '  rm -rf -- "$venv"', sh `  install -d -m 755 -o ${user} -g ${user} "$venv"`, sh `  install -d -m 755 ${l.pipCache.replace(/\/[^/]+$/, '')}`, sh `  install -d -m 700 -o ${user} -g ${user} ${l.pipCache}`, '  work=$(mktemp -d /var/tmp/metalship-build.XXXXXX)', sh `  tar -C ${rel} --exclude=./.metalship -cf - . | tar -C "$work" -xf - --no-same-owner`, sh `  chown -R ${user}:${user} "$work"`, 
+    'if [ -f "$venv/.metalship-complete" ] && [ "$(stat -c %u -- "$venv")" = 0 ]; then', sh `  echo "reusing virtualenv ${s.venvKey}"`, 'else', sh `  echo "building virtualenv ${s.venvKey} as ${user}"`, 
+    // Stopped first (what an interrupted build left), and again before the seal.
+    sh `  mstool stop-user ${user}`, '  rm -rf -- "$venv"', sh `  install -d -m 755 -o ${user} -g ${user} "$venv"`, sh `  install -d -m 755 ${l.pipCache.replace(/\/[^/]+$/, '')}`, sh `  install -d -m 700 -o ${user} -g ${user} ${l.pipCache}`, '  work=$(mktemp -d /var/tmp/metalship-build.XXXXXX)', sh `  tar -C ${rel} --exclude=./.metalship -cf - . | tar -C "$work" -xf - --no-same-owner`, sh `  chown -R ${user}:${user} "$work"`, 
     // A clean environment: the session's variables (proxies aside) are root's business.
     sh `  build_env=(PATH=/usr/local/bin:/usr/bin:/bin HOME="$work" LANG=C.UTF-8 PIP_CACHE_DIR=${l.pipCache} PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1)`, '  for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do if [ -n "${!v:-}" ]; then build_env+=("$v=${!v}"); fi; done', sh `  as_build() { (cd "$work" && runuser -u ${user} -- env -i "\${build_env[@]}" "$@"); }`, sh `  as_build ${s.python} -m venv ${venvFlags} "$venv"`, s.requirements
         ? sh `  as_build "$venv/bin/python" -m pip install --no-input -r ${s.requirements} ${s.pipArgs}`
-        : null, '  as_build "$venv/bin/python" -m compileall -q "$venv" >/dev/null 2>&1 || true', stopBuildUser(user), 
+        : null, '  as_build "$venv/bin/python" -m compileall -q "$venv" >/dev/null 2>&1 || true', sh `  mstool stop-user ${user}`, 
     // An editable install (-e) points into the build's copy, gone in a moment.
     '  editable=$(grep -lsF -- "$work" "$venv"/lib/python*/site-packages/*.pth "$venv"/lib/python*/site-packages/*.egg-link "$venv"/lib/python*/site-packages/__editable__* || true)', '  rm -rf -- "$work"', `  if [ -n "$editable" ]; then echo "the requirements install a package in editable mode (-e): a release is read-only, so install it normally ('.' instead of '-e .')" >&2; exit 1; fi`, '  rm -f -- "$venv/.metalship-complete"', '  chown -hR root:root -- "$venv"', '  chmod -R u+rwX,go+rX,go-w,ug-s -- "$venv"', '  touch -- "$venv/.metalship-complete"', 'fi');
 }
 function buildScript(s) {
     const l = s.layout;
     const rel = l.release(s.releaseId);
-    return script(pyToolDefinition(), s.hasUpload ? sh `tar -xzf - -C ${rel} --no-same-owner --no-overwrite-dir` : null, sh `mstool check-files ${rel}`, 
+    return script(pyToolDefinition(), 
+    // The upload (on stdin) is unpacked by check-files, not tar: only the manifest's regular files.
+    sh `mstool check-files ${rel} ${s.hasUpload ? ['receive'] : []}`, 
     // One environment per distinct requirements, built at its final path and never moved.
     venvScript(s), sh `mstool link "$venv" ${rel}/.venv`, 
     // Bytecode now (the services cannot write it: read-only code, ProtectSystem=strict),
@@ -57700,6 +57697,7 @@ function nginxItem(s) {
 // restore must reproduce them exactly.
 
 
+
 const DEFAULT_BACKUP_LABEL = 'manual';
 const DEFAULT_RETENTION_DAYS = 30;
 function defaultBackupDir(app) {
@@ -57760,7 +57758,9 @@ const ROW_COUNTS_SQL = `SELECT coalesce(json_object_agg(t.name, t.n ORDER BY t.n
  */
 function backupProgram(opts) {
     check(opts);
-    return sh_script('#!/bin/bash', sh_sh `# metalship-backup-${opts.app}: PostgreSQL backup of ${opts.database}. Managed by metalship; changes are overwritten.`, '# Usage: metalship-backup-APP [label]   (label: daily, manual, pre-migrate-<release>, ...)', 'set -euo pipefail', 'umask 077', sh_sh `DB=${opts.database}`, sh_sh `DIR=${opts.backupDir}`, sh_sh `RETENTION_DAYS=${opts.retentionDays}`, sh_sh `LABEL=\${1:-${DEFAULT_BACKUP_LABEL}}`, 'say() { printf "metalship-backup: %s\\n" "$*" >&2; }', 'die() { say "error: $*"; exit 1; }', `[[ $LABEL =~ ${LABEL_RE.source} ]] || die "label '$LABEL' is invalid: letters, digits, ., _ and - only (1 to 80, starting with a letter or digit)"`, '[ "$(id -u)" = 0 ] || die "must run as root (it runs pg_dump as the postgres user and owns the backup directory)"', 'for tool in pg_dump pg_dumpall psql sha256sum runuser flock; do command -v "$tool" >/dev/null || die "$tool is not installed"; done', 'cd /', 'mkdir -p -- "$DIR"', 'chown root:root -- "$DIR"', 'chmod 700 -- "$DIR"', 
+    return sh_script('#!/bin/bash', sh_sh `# metalship-backup-${opts.app}: PostgreSQL backup of ${opts.database}. Managed by metalship; changes are overwritten.`, '# Usage: metalship-backup-APP [label]   (label: daily, manual, pre-migrate-<release>, ...)', 'set -euo pipefail', 'umask 077', sh_sh `DB=${opts.database}`, sh_sh `DIR=${opts.backupDir}`, sh_sh `RETENTION_DAYS=${opts.retentionDays}`, sh_sh `LABEL=\${1:-${DEFAULT_BACKUP_LABEL}}`, 'say() { printf "metalship-backup: %s\\n" "$*" >&2; }', 'die() { say "error: $*"; exit 1; }', `[[ $LABEL =~ ${LABEL_RE.source} ]] || die "label '$LABEL' is invalid: letters, digits, ., _ and - only (1 to 80, starting with a letter or digit)"`, '[ "$(id -u)" = 0 ] || die "must run as root (it runs pg_dump as the postgres user and owns the backup directory)"', 'for tool in pg_dump pg_dumpall psql sha256sum runuser flock; do command -v "$tool" >/dev/null || die "$tool is not installed"; done', 'cd /', 
+    // Root writes the backups there: no other user may be able to swap a directory on the way.
+    ROOT_ONLY_FUNCTION, 'ms_root_only "$DIR" || die "the backup directory is not safe for root to write to"', 'mkdir -p -- "$DIR"', 'chown root:root -- "$DIR"', 'chmod 700 -- "$DIR"', 
     // One backup of this database at a time; a second waits.
     'exec 8>>"$DIR/.backup.lock"', 'flock 8', 'now=$(date -u +%s)', 'stamp=$(date -u -d "@$now" +%Y%m%dT%H%M%SZ)', 'while [ -e "$DIR/${DB}_${stamp}_${LABEL}.dump" ] || [ -e "$DIR/${DB}_${stamp}_${LABEL}.manifest.json" ]; do', '  sleep 1; now=$(date -u +%s); stamp=$(date -u -d "@$now" +%Y%m%dT%H%M%SZ)', 'done', 'created=$(date -u -d "@$now" +%Y-%m-%dT%H:%M:%SZ)', 'base="${DB}_${stamp}_${LABEL}"', 'dump="$DIR/$base.dump"', 'manifest="$DIR/$base.manifest.json"', 'globals="$DIR/$base.globals.sql"', 'tmp_dump="$DIR/.$base.dump.partial"', 'tmp_manifest="$DIR/.$base.manifest.partial"', 'tmp_globals="$DIR/.$base.globals.partial"', 'psql_err=$(mktemp)', 'chmod 644 "$psql_err"', 'psql_pid=""', 'cleanup() {', '  rm -f -- "$tmp_dump" "$tmp_manifest" "$tmp_globals" "$psql_err"', '  if [ -n "$psql_pid" ]; then kill "$psql_pid" 2>/dev/null || true; fi', '}', 'trap cleanup EXIT', 'start=$(date +%s)', 
     // The snapshot: a REPEATABLE READ transaction held open by a psql coprocess.
@@ -72548,6 +72548,7 @@ const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import
 // secret never reaches the log even outside GitHub (where ::add-mask:: does nothing).
 
 
+
 class Log {
     write;
     secrets = new Set();
@@ -72580,8 +72581,23 @@ class Log {
         }
         return out;
     }
+    /**
+     * Plain text, never a workflow command: lines carry what hosts print, and the
+     * runner reads `##[...]` anywhere in a line (and `::...::` at its start) as a
+     * command, such as one that sets a step output. Such lines are written with
+     * command processing stopped, under a token nobody can guess.
+     */
     info(message) {
-        for (const line of this.redact(message).split('\n'))
+        const lines = this.redact(message).split('\n');
+        if (this.onGitHub && lines.some((l) => l.includes('##[') || l.trimStart().startsWith('::'))) {
+            const token = (0,external_node_crypto_.randomBytes)(16).toString('hex');
+            this.write(`::stop-commands::${token}`);
+            for (const line of lines)
+                this.write(line);
+            this.write(`::${token}::`);
+            return;
+        }
+        for (const line of lines)
             this.write(line);
     }
     warn(message) {

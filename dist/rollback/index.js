@@ -56655,7 +56655,7 @@ ${common}
 // Scripts define it once with PY_TOOL_DEFINITION and call `mstool <cmd> ...`.
 
 const PY_TOOL = String.raw `
-import hashlib, http.client, json, os, re, shutil, socket, sys, time
+import hashlib, http.client, json, os, re, shutil, socket, stat, sys, tarfile, time, zlib
 
 def sha256(path):
     h = hashlib.sha256()
@@ -56681,6 +56681,14 @@ def load_manifest(release):
     with open(p) as f:
         return json.load(f)
 
+def manifest_path(path):
+    # A path of the manifest, checked before it is joined to the release: never
+    # absolute, never climbing, never into our own .metalship.
+    parts = path.split('/') if isinstance(path, str) else ['']
+    if path.startswith('/') or '\0' in path or parts[0] == '.metalship' or any(p in ('', '.', '..') for p in parts):
+        sys.exit('refused manifest path %r' % (path,))
+    return path
+
 def stage_files(release, prev):
     manifest = json.load(sys.stdin)
     os.makedirs(os.path.join(release, '.metalship'), exist_ok=True)
@@ -56691,7 +56699,7 @@ def stage_files(release, prev):
             old = {e[0]: e for e in pm['files']}
     need, reused = [], 0
     for path, digest, mode, size in manifest['files']:
-        dst = os.path.join(release, path)
+        dst = os.path.join(release, manifest_path(path))
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         o = old.get(path)
         src = os.path.join(prev, path) if prev else None
@@ -56702,7 +56710,9 @@ def stage_files(release, prev):
         else:
             need.append(path)
     for path, target in manifest.get('links', []):
-        dst = os.path.join(release, path)
+        dst = os.path.join(release, manifest_path(path))
+        if not target or target.startswith('/'):
+            sys.exit('refused link %r to %r: links stay inside the release' % (path, target))
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         if os.path.lexists(dst):
             os.unlink(dst)
@@ -56711,9 +56721,108 @@ def stage_files(release, prev):
         json.dump(manifest, f)
     print(json.dumps({'need': need, 'reused': reused}))
 
-def check_files(release):
-    manifest = load_manifest(release)
+def open_in(release, path, flags, mode=0o600):
+    # Opens release/path with every directory on the way opened without
+    # following a link, so nothing in the path can lead out of the release.
+    parts = path.split('/')
+    fd = os.open(release, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            sub = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = sub
+        return os.open(parts[-1], flags | os.O_NOFOLLOW, mode, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+TAR_KINDS = {tarfile.SYMTYPE: 'link', tarfile.LNKTYPE: 'hard link', tarfile.DIRTYPE: 'directory',
+             tarfile.FIFOTYPE: 'FIFO', tarfile.CHRTYPE: 'device', tarfile.BLKTYPE: 'device'}
+
+def refusal(member, entry):
+    # Why an upload member is not what the runner sends for a manifest file, or None.
+    if not member.isreg():
+        return 'a %s' % TAR_KINDS.get(member.type, 'special file')
+    if entry is None:
+        return 'not a file of the manifest'
+    if member.mode != int(entry[2], 8):
+        return "mode %o, not the manifest's %s" % (member.mode, entry[2])
+    if member.size != entry[3]:
+        return "not the manifest's size"
+    return None
+
+def receive_files(release, files):
+    # The upload (a gzipped tar on stdin), unpacked here rather than by tar, which
+    # would also create links, hard links, directories, devices, FIFOs and setuid
+    # files: only regular files of the manifest that the release lacks, each
+    # once, with the manifest's mode, size and sha256.
+    count = 0
+    try:
+        with tarfile.open(fileobj=sys.stdin.buffer, mode='r|gz') as tar:
+            for m in tar:
+                e = files.get(m.name)
+                why = refusal(m, e)
+                if why:
+                    sys.exit('refused upload member %r: %s' % (m.name, why))
+                try:
+                    fd = open_in(release, m.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+                except FileExistsError:
+                    sys.exit('refused upload member %r: the release has it already (sent twice?)' % m.name)
+                except OSError as err:  # ELOOP, ENOTDIR: a link or a file on its way
+                    sys.exit('refused upload member %r: %s' % (m.name, err.strerror))
+                h = hashlib.sha256()
+                src = tar.extractfile(m)
+                with os.fdopen(fd, 'wb') as out:
+                    for chunk in iter(lambda: src.read(1 << 20), b''):
+                        h.update(chunk)
+                        out.write(chunk)
+                    os.fchmod(out.fileno(), int(e[2], 8))
+                    os.utime(out.fileno(), (m.mtime, m.mtime))
+                if h.hexdigest() != e[1]:
+                    os.unlink(os.path.join(release, m.name))
+                    sys.exit('refused upload member %r: checksum mismatch' % m.name)
+                count += 1
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
+        sys.exit('the upload is not a complete gzipped tar of the release files: %s' % err)
+    print('%d files received' % count)
+
+def unlisted(release, manifest):
+    # What the release holds that the manifest did not put there (before the
+    # shared paths are linked), and any setuid or setgid bit.
+    files = {e[0] for e in manifest['files']}
+    links = {p: t for p, t in manifest.get('links', [])}
+    dirs = {'.metalship'}
+    for p in list(files) + list(links):
+        while '/' in p:
+            p = p.rsplit('/', 1)[0]
+            dirs.add(p)
     bad = []
+    for top, subdirs, names in os.walk(release):
+        for name in subdirs + names:
+            p = os.path.join(top, name)
+            rel = os.path.relpath(p, release)
+            if rel.startswith('.metalship/'):
+                continue
+            st = os.lstat(p)
+            if st.st_mode & (stat.S_ISUID | stat.S_ISGID):
+                bad.append('setuid/setgid %s' % rel)
+            elif stat.S_ISLNK(st.st_mode):
+                if links.get(rel) != os.readlink(p):
+                    bad.append('unlisted link %s' % rel)
+            elif stat.S_ISDIR(st.st_mode):
+                if rel not in dirs:
+                    bad.append('unlisted directory %s' % rel)
+            elif not stat.S_ISREG(st.st_mode):
+                bad.append('special file %s' % rel)
+            elif rel not in files:
+                bad.append('unlisted file %s' % rel)
+    return bad
+
+def check_files(release, *upload):
+    manifest = load_manifest(release)
+    files = {manifest_path(e[0]): e for e in manifest['files']}
+    if upload:
+        receive_files(release, files)
+    bad = unlisted(release, manifest)
     for path, digest, mode, size in manifest['files']:
         p = os.path.join(release, path)
         if not os.path.isfile(p) or os.path.islink(p):
@@ -56723,7 +56832,7 @@ def check_files(release):
         else:
             os.chmod(p, int(mode, 8))
     if bad:
-        sys.exit('release %s is incomplete:\n%s' % (release, '\n'.join(bad[:20])))
+        sys.exit('release %s is incomplete or holds what its manifest does not:\n%s' % (release, '\n'.join(bad[:20])))
     print('%d files verified' % len(manifest['files']))
 
 def read_env(path):
@@ -56992,9 +57101,44 @@ def pg_exec(envfile, *command):
     os.environ.update(pg_environment(url))
     os.execvp(command[0], list(command))
 
+def stop_user(name):
+    # Every process of a user stopped: kill(-1) sent as that user (it reaches
+    # exactly that user's processes), until /proc shows none left alive.
+    import pwd, signal
+    uid = pwd.getpwnam(name).pw_uid
+    if uid == 0:
+        sys.exit('refusing to stop the processes of root')
+    def alive():
+        left = []
+        for p in os.listdir('/proc'):
+            try:
+                if p.isdigit() and os.stat('/proc/' + p).st_uid == uid:
+                    with open('/proc/%s/stat' % p) as f:
+                        if f.read().rpartition(')')[2].split()[0] != 'Z':
+                            left.append(p)
+            except OSError:
+                pass
+        return left
+    for _ in range(50):
+        child = os.fork()
+        if child == 0:
+            try:
+                os.setgid(pwd.getpwnam(name).pw_gid)
+                os.setuid(uid)
+                os.kill(-1, signal.SIGKILL)
+            except OSError:
+                pass
+            os._exit(0)
+        os.waitpid(child, 0)
+        left = alive()
+        if not left:
+            return
+        time.sleep(0.1)
+    sys.exit('processes of %s keep running: %s' % (name, ' '.join(left[:10])))
+
 cmd, args = sys.argv[1], sys.argv[2:]
 {'link': link, 'stage-files': stage_files, 'check-files': check_files, 'import-check': import_check,
- 'wait-ready': wait_ready, 'releases': releases, 'exec': exec_in_release, 'pg-exec': pg_exec}[cmd](*args)
+ 'wait-ready': wait_ready, 'releases': releases, 'exec': exec_in_release, 'pg-exec': pg_exec, 'stop-user': stop_user}[cmd](*args)
 `;
 /** The user health probes connect as: an app controls its socket's directory, so root never follows it. */
 const PROBE_USER = 'nobody';
@@ -57119,13 +57263,6 @@ function prepareScript(s) {
     sh `base=""; if [ -n "$prev" ] && [ -d ${l.releases}/"$prev" ]; then base=${l.releases}/"$prev"; fi`, sh `mstool stage-files ${rel} "$base"`);
 }
 /**
- * Stops every process of the build user: before a build (an interrupted one's
- * leftovers) and before its venv is sealed, so nothing can change it meanwhile.
- */
-function stopBuildUser(user) {
-    return script('for _ in 1 2 3 4 5 6 7 8 9 10; do', sh `  pkill -KILL -u ${user} 2>/dev/null || pkill -KILL -U ${user} 2>/dev/null || break`, '  sleep 0.1', 'done', sh `if pgrep -u ${user} >/dev/null || pgrep -U ${user} >/dev/null; then echo ${`processes of ${user} keep running`} >&2; exit 1; fi`).trimEnd();
-}
-/**
  * Builds a virtualenv at its final path, as the build user: pip runs the build
  * code of every package (setup.py, build backends), which must run neither as
  * root nor as the app. It works on a copy of the release (local requirements
@@ -57139,18 +57276,22 @@ function venvScript(s) {
     const venvFlags = s.systemSitePackages ? ['--system-site-packages'] : [];
     return script(sh `venv=${`${l.venvs}/${s.venvKey}`}`, 
     // Complete only when sealed: a marker the build itself may have planted does not count.
-    'if [ -f "$venv/.metalship-complete" ] && [ "$(stat -c %u -- "$venv")" = 0 ]; then', sh `  echo "reusing virtualenv ${s.venvKey}"`, 'else', sh `  echo "building virtualenv ${s.venvKey} as ${user}"`, stopBuildUser(user), '  rm -rf -- "$venv"', sh `  install -d -m 755 -o ${user} -g ${user} "$venv"`, sh `  install -d -m 755 ${l.pipCache.replace(/\/[^/]+$/, '')}`, sh `  install -d -m 700 -o ${user} -g ${user} ${l.pipCache}`, '  work=$(mktemp -d /var/tmp/metalship-build.XXXXXX)', sh `  tar -C ${rel} --exclude=./.metalship -cf - . | tar -C "$work" -xf - --no-same-owner`, sh `  chown -R ${user}:${user} "$work"`, 
+    'if [ -f "$venv/.metalship-complete" ] && [ "$(stat -c %u -- "$venv")" = 0 ]; then', sh `  echo "reusing virtualenv ${s.venvKey}"`, 'else', sh `  echo "building virtualenv ${s.venvKey} as ${user}"`, 
+    // Stopped first (what an interrupted build left), and again before the seal.
+    sh `  mstool stop-user ${user}`, '  rm -rf -- "$venv"', sh `  install -d -m 755 -o ${user} -g ${user} "$venv"`, sh `  install -d -m 755 ${l.pipCache.replace(/\/[^/]+$/, '')}`, sh `  install -d -m 700 -o ${user} -g ${user} ${l.pipCache}`, '  work=$(mktemp -d /var/tmp/metalship-build.XXXXXX)', sh `  tar -C ${rel} --exclude=./.metalship -cf - . | tar -C "$work" -xf - --no-same-owner`, sh `  chown -R ${user}:${user} "$work"`, 
     // A clean environment: the session's variables (proxies aside) are root's business.
     sh `  build_env=(PATH=/usr/local/bin:/usr/bin:/bin HOME="$work" LANG=C.UTF-8 PIP_CACHE_DIR=${l.pipCache} PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1)`, '  for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do if [ -n "${!v:-}" ]; then build_env+=("$v=${!v}"); fi; done', sh `  as_build() { (cd "$work" && runuser -u ${user} -- env -i "\${build_env[@]}" "$@"); }`, sh `  as_build ${s.python} -m venv ${venvFlags} "$venv"`, s.requirements
         ? sh `  as_build "$venv/bin/python" -m pip install --no-input -r ${s.requirements} ${s.pipArgs}`
-        : null, '  as_build "$venv/bin/python" -m compileall -q "$venv" >/dev/null 2>&1 || true', stopBuildUser(user), 
+        : null, '  as_build "$venv/bin/python" -m compileall -q "$venv" >/dev/null 2>&1 || true', sh `  mstool stop-user ${user}`, 
     // An editable install (-e) points into the build's copy, gone in a moment.
     '  editable=$(grep -lsF -- "$work" "$venv"/lib/python*/site-packages/*.pth "$venv"/lib/python*/site-packages/*.egg-link "$venv"/lib/python*/site-packages/__editable__* || true)', '  rm -rf -- "$work"', `  if [ -n "$editable" ]; then echo "the requirements install a package in editable mode (-e): a release is read-only, so install it normally ('.' instead of '-e .')" >&2; exit 1; fi`, '  rm -f -- "$venv/.metalship-complete"', '  chown -hR root:root -- "$venv"', '  chmod -R u+rwX,go+rX,go-w,ug-s -- "$venv"', '  touch -- "$venv/.metalship-complete"', 'fi');
 }
 function buildScript(s) {
     const l = s.layout;
     const rel = l.release(s.releaseId);
-    return script(pyToolDefinition(), s.hasUpload ? sh `tar -xzf - -C ${rel} --no-same-owner --no-overwrite-dir` : null, sh `mstool check-files ${rel}`, 
+    return script(pyToolDefinition(), 
+    // The upload (on stdin) is unpacked by check-files, not tar: only the manifest's regular files.
+    sh `mstool check-files ${rel} ${s.hasUpload ? ['receive'] : []}`, 
     // One environment per distinct requirements, built at its final path and never moved.
     venvScript(s), sh `mstool link "$venv" ${rel}/.venv`, 
     // Bytecode now (the services cannot write it: read-only code, ProtectSystem=strict),
@@ -71919,6 +72060,7 @@ const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import
 // secret never reaches the log even outside GitHub (where ::add-mask:: does nothing).
 
 
+
 class Log {
     write;
     secrets = new Set();
@@ -71951,8 +72093,23 @@ class Log {
         }
         return out;
     }
+    /**
+     * Plain text, never a workflow command: lines carry what hosts print, and the
+     * runner reads `##[...]` anywhere in a line (and `::...::` at its start) as a
+     * command, such as one that sets a step output. Such lines are written with
+     * command processing stopped, under a token nobody can guess.
+     */
     info(message) {
-        for (const line of this.redact(message).split('\n'))
+        const lines = this.redact(message).split('\n');
+        if (this.onGitHub && lines.some((l) => l.includes('##[') || l.trimStart().startsWith('::'))) {
+            const token = (0,external_node_crypto_.randomBytes)(16).toString('hex');
+            this.write(`::stop-commands::${token}`);
+            for (const line of lines)
+                this.write(line);
+            this.write(`::${token}::`);
+            return;
+        }
+        for (const line of lines)
             this.write(line);
     }
     warn(message) {
