@@ -211,7 +211,7 @@ describe('a compromised host cannot read the runner’s files', () => {
       bad,
       [
         'mkdir -p /var/tmp/ms-capture',
-        `cat > /usr/local/bin/python3 <<'EOF'\n#!/bin/sh\nif [ "$3" = stage-files ]; then /usr/bin/python3 "$@" >/dev/null || exit; printf '%s\\n' '${hostile}'; exit 0; fi\nexec /usr/bin/python3 "$@"\nEOF`,
+        `cat > /usr/local/bin/python3 <<'EOF'\n#!/bin/sh\nfor a in "$@"; do if [ "$a" = stage-files ]; then /usr/bin/python3 "$@" >/dev/null || exit; printf '%s\\n' '${hostile}'; exit 0; fi; done\nexec /usr/bin/python3 "$@"\nEOF`,
         `cat > /usr/local/bin/tar <<'EOF'\n#!/bin/sh\nf=/var/tmp/ms-capture/upload-$$.tgz\ntee "$f" | /usr/bin/tar "$@"\nEOF`,
         `chmod 755 ${shims}`,
       ].join('\n'),
