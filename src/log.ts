@@ -38,13 +38,14 @@ export class Log {
 
   /**
    * Plain text, never a workflow command: lines carry what hosts print, and the
-   * runner reads `##[...]` anywhere in a line (and `::...::` at its start) as a
-   * command, such as one that sets a step output. Such lines are written with
+   * runner reads `##[...]` anywhere in a line (and `::...::` after any leading
+   * white space) as a command, such as one that sets a step output; it splits
+   * lines at \r as well as \n. Lines that could be read so are written with
    * command processing stopped, under a token nobody can guess.
    */
   info(message: string): void {
-    const lines = this.redact(message).split('\n');
-    if (this.onGitHub && lines.some((l) => l.includes('##[') || l.trimStart().startsWith('::'))) {
+    const lines = this.redact(message).split(/\r\n|\r|\n/);
+    if (this.onGitHub && lines.some((l) => l.includes('##[') || l.includes('::'))) {
       const token = randomBytes(16).toString('hex');
       this.write(`::stop-commands::${token}`);
       for (const line of lines) this.write(line);

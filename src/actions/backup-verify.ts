@@ -160,7 +160,15 @@ export async function backupVerify(s: Settings<'backup-verify'>, log: Log): Prom
 
     // 3. Copy (when another host), check, restore.
     const started = Date.now();
-    const restoreOpts = { scratch, database: s.database, dump: f.dump, size: m.size, sha256: m.sha256 };
+    const restoreOpts = {
+      scratch,
+      database: s.database,
+      role,
+      password,
+      dump: f.dump,
+      size: m.size,
+      sha256: m.sha256,
+    };
     let restored;
     try {
       restored = await log.group(
@@ -219,7 +227,7 @@ export async function backupVerify(s: Settings<'backup-verify'>, log: Log): Prom
 
     // 4. Row counts, amcheck, checks.
     const inspected = await log.group('Checking the restored database', () =>
-      restore.conn.run(inspectScript({ scratch, database: s.database, checks: s.checks }), {
+      restore.conn.run(inspectScript({ scratch, database: s.database, role, password, checks: s.checks }), {
         what: 'checking the restored database',
         ...long,
       }),
@@ -247,7 +255,7 @@ export async function backupVerify(s: Settings<'backup-verify'>, log: Log): Prom
       });
     const am = lines(inspected.stdout, 'AMCHECK')[0];
     const amFailed = lines(inspected.stdout, 'AMCHECK_FAILED')[0];
-    const amMissing = lines(inspected.stdout, 'AMCHECK_UNAVAILABLE')[0];
+    const amMissing = lines(restored.stdout, 'AMCHECK_UNAVAILABLE')[0];
     if (am !== undefined) rows.push({ what: 'amcheck', measured: `${am} btree indexes (heapallindexed) intact`, status: 'ok' });
     else if (amFailed !== undefined) fail('amcheck', amFailed, `amcheck found a damaged index: ${amFailed}`);
     else {

@@ -23,6 +23,85 @@ import { readPrivateKey } from './ssh-key.js';
 
 export const APP_NAME = /^[a-z][a-z0-9-]{0,30}[a-z0-9]$/;
 
+/** `{app}-build` is an app's build user (src/remote/layout.ts): no app, and no app's user, may be named so. */
+export const BUILD_USER_SUFFIX: Reserved = {
+  names: [],
+  suffixes: ['-build'],
+  why: "names ending in -build are reserved for apps' build users (another app's build user would then run this one, or read its secrets)",
+};
+
+/**
+ * Apps name systemd units ({app}.target, {app}-api@.service, ...): names whose
+ * units systemd or the distribution already has would replace them.
+ */
+const SYSTEM_UNIT_NAMES: Reserved = {
+  names: [
+    'basic',
+    'default',
+    'emergency',
+    'exit',
+    'final',
+    'getty',
+    'graphical',
+    'halt',
+    'hibernate',
+    'hybrid-sleep',
+    'initrd',
+    'kexec',
+    'local-fs',
+    'local-fs-pre',
+    'multi-user',
+    'network',
+    'network-online',
+    'network-pre',
+    'nss-lookup',
+    'nss-user-lookup',
+    'paths',
+    'poweroff',
+    'reboot',
+    'remote-fs',
+    'remote-fs-pre',
+    'rescue',
+    'rpcbind',
+    'shutdown',
+    'sigpwr',
+    'sleep',
+    'slices',
+    'smartcard',
+    'sockets',
+    'sound',
+    'suspend',
+    'swap',
+    'sysinit',
+    'system-update',
+    'time-set',
+    'time-sync',
+    'timers',
+    'umount',
+    'usb',
+    'bluetooth',
+    'printer',
+    'cryptsetup',
+    'integritysetup',
+    'veritysetup',
+    'machines',
+    'user',
+    'nginx',
+    'postgresql',
+    'redis',
+    'redis-server',
+    'ssh',
+    'sshd',
+    'cron',
+    'dbus',
+    'ufw',
+    'certbot',
+    'metalship',
+  ],
+  prefixes: ['systemd-', 'getty', 'serial-getty', 'user-', 'dbus-', 'metalship-'],
+  why: "systemd or the system already has units of that name, which the app's units ({app}.target, {app}-api@.service, ...) would replace",
+};
+
 /** Accounts of the system and of the services provision installs: never the app's or the deploy user. */
 export const SYSTEM_USERS = [
   'root',
@@ -139,6 +218,7 @@ export const connectionInputs = {
     description: 'Application name: names /opt/{app}, the app user and the systemd units.',
     required: true,
     regex: APP_NAME,
+    reserved: [SYSTEM_UNIT_NAMES, BUILD_USER_SUFFIX],
     expected: '2-32 lowercase letters, digits and hyphens, starting with a letter, e.g. "shop-api"',
   }),
   'app-root': directory({
@@ -192,10 +272,13 @@ export const serviceInputs = {
       'Not root, a system account or the SSH user.',
     default: '{app}',
     regex: /^[a-z_][a-z0-9_-]{0,31}$/,
-    reserved: {
-      names: SYSTEM_USERS,
-      why: 'a system account (the services must run as an unprivileged user of their own)',
-    },
+    reserved: [
+      {
+        names: SYSTEM_USERS,
+        why: 'a system account (the services must run as an unprivileged user of their own)',
+      },
+      BUILD_USER_SUFFIX,
+    ],
     expected:
       "an unprivileged Unix user of the app's own (not root or a system account such as postgres or www-data)",
   }),
@@ -282,6 +365,7 @@ export const releaseInputs = {
     (v) => {
       if (v === '.' || v === './') return '.';
       const trimmed = v.replace(/\/+$/, '');
+      if (trimmed === '') return { error: "'/' is the whole filesystem, not the app's directory" };
       const bad = checkRelativePath(trimmed.startsWith('/') ? trimmed.slice(1) : trimmed);
       return bad ? { error: bad } : trimmed;
     },

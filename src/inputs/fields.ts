@@ -64,6 +64,7 @@ function field<T>(opts: Opts, expected: string, schema: z.ZodType<T, string>): F
 export interface Reserved {
   names: readonly string[];
   prefixes?: readonly string[];
+  suffixes?: readonly string[];
   why: string;
 }
 
@@ -117,7 +118,7 @@ export const choice = <const C extends readonly [string, ...string[]]>(opts: Opt
 
 /** A value checked by a regular expression, with the reason shown when it fails. */
 export const pattern = (
-  opts: Opts & { regex: RegExp; expected: string; max?: number; reserved?: Reserved },
+  opts: Opts & { regex: RegExp; expected: string; max?: number; reserved?: Reserved | Reserved[] },
 ) =>
   field(
     opts,
@@ -131,9 +132,16 @@ export const pattern = (
         ctx.addIssue({ code: 'custom', message: `${quote(v)} is not valid` });
         return z.NEVER;
       }
-      const r = opts.reserved;
       const lower = v.toLowerCase();
-      if (r && (r.names.includes(lower) || r.prefixes?.some((p) => lower.startsWith(p)))) {
+      const r = [opts.reserved ?? []]
+        .flat()
+        .find(
+          (r) =>
+            r.names.includes(lower) ||
+            r.prefixes?.some((p) => lower.startsWith(p)) ||
+            r.suffixes?.some((p) => lower.endsWith(p)),
+        );
+      if (r) {
         ctx.addIssue({ code: 'custom', message: `${quote(v)} is reserved: ${r.why}` });
         return z.NEVER;
       }

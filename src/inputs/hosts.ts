@@ -131,7 +131,11 @@ export function parseHosts(text: string, defaultPort = 22): HostSpec[] | string 
  * trailing dot. For finding duplicates and matching names, never for connecting.
  */
 export function canonicalHost(host: string): string {
-  if (isIP(host) !== 6) return host.toLowerCase().replace(/\.$/, '');
+  if (isIP(host) !== 6) {
+    const name = host.toLowerCase().replace(/\.$/, '');
+    // The loopback name is the loopback address (ssh and libc resolve it so).
+    return name === 'localhost' ? '127.0.0.1' : name;
+  }
   let h: string;
   try {
     h = new URL(`http://[${host}]`).hostname.slice(1, -1);

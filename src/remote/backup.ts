@@ -9,7 +9,7 @@
 // restore must reproduce them exactly.
 
 import { execLine, unitText } from './quoting.js';
-import { ROOT_ONLY_FUNCTION } from './paths.js';
+import { ROOT_ONLY_FUNCTION, rootOnly } from './paths.js';
 import { ensureFile, heredoc, script, sh } from './sh.js';
 
 export interface BackupOptions {
@@ -151,7 +151,6 @@ export function backupProgram(opts: BackupOptions): string {
     'tmp_manifest="$DIR/.$base.manifest.partial"',
     'tmp_globals="$DIR/.$base.globals.partial"',
     'psql_err=$(mktemp)',
-    'chmod 644 "$psql_err"',
     'psql_pid=""',
     'cleanup() {',
     '  rm -f -- "$tmp_dump" "$tmp_manifest" "$tmp_globals" "$psql_err"',
@@ -269,8 +268,9 @@ export function backupInstallScript(opts: BackupInstallOptions): string {
   const unitDir = '/etc/systemd/system';
   return script(
     'reload=""',
+    rootOnly(opts.backupDir),
     sh`if [ ! -d ${opts.backupDir} ]; then mkdir -p -- ${opts.backupDir}; chmod 700 -- ${opts.backupDir}; echo ${'changed ' + opts.backupDir}; fi`,
-    sh`if [ "$(stat -c %a:%U -- ${opts.backupDir})" != 700:root ]; then chown root:root -- ${opts.backupDir}; chmod 700 -- ${opts.backupDir}; echo ${'changed ' + opts.backupDir + ' mode'}; fi`,
+    sh`if [ "$(stat -c %a:%U -- ${opts.backupDir})" != 700:root ]; then chown -h root:root -- ${opts.backupDir}; chmod 700 -- ${opts.backupDir}; echo ${'changed ' + opts.backupDir + ' mode'}; fi`,
     ensureFile(backupProgramPath(opts.app), program, {
       mode: '755',
       owner: 'root:root',

@@ -41,6 +41,9 @@ export interface Layout {
   balancerUpstream: string;
 }
 
+/** Transient units that run builds: `metalship-build-<script token>-<n>`, stopped with the script's session. */
+export const BUILD_UNIT_PREFIX = 'metalship-build-';
+
 /** `{app}-build`, shortened with a hash where that would pass the 32 characters of a user name. */
 export function buildUserName(app: string): string {
   if (app.length <= 26) return `${app}-build`;

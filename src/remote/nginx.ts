@@ -72,7 +72,9 @@ export function siteConf(l: Layout, s: SiteSettings): string {
   const listen = (port: number, extra = '') =>
     `    listen ${port}${extra}${isDefault ? ' default_server' : ''};\n    listen [::]:${port}${extra}${isDefault ? ' default_server' : ''};`;
   const statics = s.staticDir
-    ? `    location /static/ {\n        alias ${nginxWord(`${s.staticDir}/`)};\n        expires 7d;\n        access_log off;\n    }\n`
+    ? // A link is followed only to a file of its own owner: a link the app plants
+      // in its files never serves, say, a world-readable system file.
+      `    location /static/ {\n        alias ${nginxWord(`${s.staticDir}/`)};\n        disable_symlinks if_not_owner;\n        expires 7d;\n        access_log off;\n    }\n`
     : '';
   const serverName = `    server_name ${nginxServerNames(s.serverName)};`;
   const common = `${serverName}

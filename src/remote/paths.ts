@@ -6,25 +6,29 @@ import { sh } from './sh.js';
 
 /**
  * Defines `ms_root_only PATH`: fails, naming the culprit, unless every existing
- * directory of PATH's resolved form is root's and writable by root alone.
- * Missing components are fine: root creates them.
+ * directory on the way to PATH is root's and writable by root alone, both as
+ * written (each directory that holds a component, links included: its owner
+ * could re-point them) and as resolved. Missing components are fine: root
+ * creates them.
  */
 export const ROOT_ONLY_FUNCTION = [
   'ms_root_only() {',
-  '  local target dir=/ part rest owner mode',
-  '  target=$(readlink -m -- "$1")',
-  '  rest=${target#/}',
-  '  while [ -e "$dir" ]; do',
-  '    read -r owner mode <<<"$(stat -L -c \'%u %a\' -- "$dir")"',
-  '    if [ "$owner" != 0 ] || [ $(( 8#$mode & 8#022 )) != 0 ]; then',
-  '      echo "$dir is owned by uid $owner with mode $mode: $1 must be owned by root and writable by root alone, or another user could redirect what root does there" >&2',
-  '      return 1',
-  '    fi',
-  '    [ -n "$rest" ] || return 0',
-  '    part=${rest%%/*}',
-  '    rest=${rest#"$part"}',
-  '    rest=${rest#/}',
-  '    dir=${dir%/}/$part',
+  '  local path dir part rest owner mode',
+  '  for path in "$1" "$(readlink -m -- "$1")"; do',
+  '    dir=/',
+  '    rest=${path#/}',
+  '    while [ -e "$dir" ]; do',
+  '      read -r owner mode <<<"$(stat -L -c \'%u %a\' -- "$dir")"',
+  '      if [ "$owner" != 0 ] || [ $(( 8#$mode & 8#022 )) != 0 ]; then',
+  '        echo "$dir is owned by uid $owner with mode $mode: $1 must be owned by root and writable by root alone, or another user could redirect what root does there" >&2',
+  '        return 1',
+  '      fi',
+  '      [ -n "$rest" ] || break',
+  '      part=${rest%%/*}',
+  '      rest=${rest#"$part"}',
+  '      rest=${rest#/}',
+  '      dir=${dir%/}/$part',
+  '    done',
   '  done',
   '}',
 ].join('\n');

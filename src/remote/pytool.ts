@@ -402,21 +402,31 @@ SSL_VALUES = {'true': 'require', 'false': 'disable', 'disable': 'disable', 'allo
 
 def pg_environment(url):
     # A libpq URI (postgresql://user:pass@host:port,host2/db?k=v, SQLAlchemy's
-    # +driver allowed) as PG* variables. Errors never quote the URL: it holds a password.
+    # +driver allowed) as PG* variables, split the way libpq splits it; returns
+    # them and the texts to mask. Messages never quote the URL: it holds a password.
     from urllib.parse import unquote, parse_qsl
     scheme, sep, rest = url.partition('://')
     if not sep or scheme.split('+')[0] not in ('postgres', 'postgresql'):
-        sys.exit('DATABASE_URL is not a postgresql:// URL (scheme %r)' % scheme.split('+')[0][:20])
-    rest, _, query = rest.partition('?')
-    netloc, _, path = rest.partition('/')
-    env = {}
-    userinfo, at, hostlist = netloc.rpartition('@')
-    if at:
+        sys.exit('DATABASE_URL is not a postgresql:// URL')
+    # libpq: the user information ends at the first @ before the first /. An @
+    # after it means a / or @ left unencoded in the password: libpq would read
+    # a piece of it as a host, port or database name, and print it.
+    first_slash = rest.find('/')
+    end = first_slash if first_slash >= 0 else len(rest)
+    at = rest.find('@', 0, end)
+    if '@' in rest[end:].partition('?')[0]:
+        sys.exit('DATABASE_URL has an @ after its first /: percent-encode / and @ in its user name and password (%2F, %40)')
+    userinfo, rest = (rest[:at], rest[at + 1:]) if at >= 0 else ('', rest)
+    hostlist = re.match(r'[^/?]*', rest).group(0)
+    path, _, query = rest[len(hostlist):].lstrip('/').partition('?')
+    env, secrets = {}, []
+    if userinfo:
         user, colon, password = userinfo.partition(':')
         if user:
             env['PGUSER'] = unquote(user)
         if colon:
             env['PGPASSWORD'] = unquote(password)
+            secrets += [password, unquote(password)]
     hosts, ports = [], []
     for item in hostlist.split(',') if hostlist else []:
         if item.startswith('['):
@@ -432,25 +442,40 @@ def pg_environment(url):
         env['PGPORT'] = ','.join(p or '5432' for p in ports)
     if path:
         env['PGDATABASE'] = unquote(path)
+    ignored = 0
     for key, value in parse_qsl(query, keep_blank_values=True):
         if key == 'ssl':
             if value.lower() not in SSL_VALUES:
-                sys.exit('DATABASE_URL: ssl= has a value libpq does not know')
+                sys.exit('DATABASE_URL: its ssl= parameter has a value libpq does not know')
             env['PGSSLMODE'] = SSL_VALUES[value.lower()]
         elif key in PG_ENV:
             env[PG_ENV[key]] = value
+            if key in ('password', 'sslpassword'):
+                secrets.append(value)
         else:
-            print('note: DATABASE_URL parameter %r is not a libpq setting; psql and pg_dump ignore it' % key[:40], file=sys.stderr)
-    return env
+            ignored += 1
+    if ignored:
+        print('note: DATABASE_URL has %d parameter(s) that psql and pg_dump do not know; they ignore them' % ignored, file=sys.stderr)
+    return env, [t for t in secrets if len(t) >= 3]
 
 def pg_exec(envfile, *command):
     # Runs a libpq client (psql, pg_dump) against the app's DATABASE_URL, read
-    # from its .env by the caller (the app user), passed in the environment.
+    # from its .env by the caller (the app user), passed in the environment. Its
+    # messages pass through here, with the password masked.
+    import subprocess
     url = read_env(envfile).get('DATABASE_URL', '')
     if not url:
         sys.exit('DATABASE_URL is not set in %s' % envfile)
-    os.environ.update(pg_environment(url))
-    os.execvp(command[0], list(command))
+    env, secrets = pg_environment(url)
+    os.environ.update(env)
+    child = subprocess.Popen(list(command), stderr=subprocess.PIPE)
+    masks = sorted({t.encode() for t in secrets}, key=len, reverse=True)
+    for line in child.stderr:
+        for m in masks:
+            line = line.replace(m, b'***')
+        sys.stderr.buffer.write(line)
+        sys.stderr.buffer.flush()
+    sys.exit(child.wait())
 
 def stop_user(name):
     # Every process of a user stopped: kill(-1) sent as that user (it reaches
@@ -487,9 +512,46 @@ def stop_user(name):
         time.sleep(0.1)
     sys.exit('processes of %s keep running: %s' % (name, ' '.join(left[:10])))
 
+def root_only(path):
+    # Nothing on the way to path (resolved), nor path itself, can be changed by
+    # anyone but root: each is root's and writable by root alone. A missing
+    # part is fine when what holds it passes (only root could make it).
+    parts = [p for p in os.path.realpath(path).split('/') if p]
+    for n in range(len(parts) + 1):
+        try:
+            st = os.stat('/' + '/'.join(parts[:n]))
+        except FileNotFoundError:
+            return True
+        if st.st_uid != 0 or st.st_mode & 0o022:
+            return False
+    return True
+
+def check_sealed(venv):
+    # A sealed venv leads nowhere another user could change: no link, and no
+    # path line of a .pth file (Python adds those to sys.path), points there.
+    bad = []
+    for top, dirs, files in os.walk(venv):
+        for name in dirs + files:
+            p = os.path.join(top, name)
+            st = os.lstat(p)
+            if st.st_uid != 0 or (st.st_mode & 0o022 and not os.path.islink(p)) or st.st_mode & 0o6000:
+                bad.append('%s is not sealed (owner %d, mode %o)' % (p, st.st_uid, st.st_mode & 0o7777))
+            elif os.path.islink(p) and not root_only(p):
+                bad.append('%s leads to %s' % (p, os.path.realpath(p)))
+            elif name.endswith('.pth') and os.path.isfile(p):
+                with open(p, encoding='utf-8', errors='replace') as f:
+                    for line in f:
+                        line = line.strip()
+                        if line and not line.startswith(('#', 'import ', 'import\t')):
+                            target = os.path.join(top, line)
+                            if not root_only(target):
+                                bad.append('%s adds %s to the path' % (p, os.path.realpath(target)))
+    if bad:
+        sys.exit('the virtualenv leads to places another user could change (a package put them there):\n' + '\n'.join(bad[:20]))
+
 cmd, args = sys.argv[1], sys.argv[2:]
 {'link': link, 'stage-files': stage_files, 'check-files': check_files, 'import-check': import_check,
- 'wait-ready': wait_ready, 'releases': releases, 'exec': exec_in_release, 'pg-exec': pg_exec, 'stop-user': stop_user}[cmd](*args)
+ 'wait-ready': wait_ready, 'releases': releases, 'exec': exec_in_release, 'pg-exec': pg_exec, 'stop-user': stop_user, 'check-sealed': check_sealed}[cmd](*args)
 `;
 
 /** The user health probes connect as: an app controls its socket's directory, so root never follows it. */

@@ -2,11 +2,11 @@
 // unchanged files from the previous release, then unpack the new files, build
 // (or reuse) the virtualenv, link shared paths, compile and import-check.
 
-import type { Layout } from './layout.js';
+import { BUILD_UNIT_PREFIX, type Layout } from './layout.js';
 import { rootOnly, STATE_MODE } from './paths.js';
 import { pyToolDefinition } from './pytool.js';
 import { uvicornFlagsScript } from './switch.js';
-import { script, sh, writeFileAtomic } from './sh.js';
+import { raw, script, sh, writeFileAtomic } from './sh.js';
 
 export const RELEASE_EXISTS_EXIT = 73;
 
@@ -23,12 +23,25 @@ export function sharedTarget(l: Layout, path: string): string {
 }
 
 /** Creates a system user without login when missing (prints `changed` when it did). */
-function ensureUser(user: string, home: string, what: string): string {
+function ensureUser(user: string, home: string, what: string, comment = ''): string {
   return script(
     sh`if ! id -u ${user} >/dev/null 2>&1; then`,
-    sh`  useradd --system --user-group --home-dir ${home} --no-create-home --shell /usr/sbin/nologin ${user}`,
+    sh`  useradd --system --user-group --home-dir ${home} --no-create-home --shell /usr/sbin/nologin --comment ${comment} ${user}`,
     sh`  echo ${`changed ${what} ${user} created`}`,
     'fi',
+  ).trimEnd();
+}
+
+/**
+ * The build user: made by us and marked so. Its processes are killed before and
+ * after every build, so a user of that name that is anything else (another
+ * app's user, someone's account) is refused rather than used.
+ */
+function ensureBuildUser(l: Layout): string {
+  const mark = `metalship build user of ${l.app}`;
+  return script(
+    ensureUser(l.buildUser, '/nonexistent', 'build user', mark),
+    sh`if [ "$(getent passwd ${l.buildUser} | cut -d: -f5)" != ${mark} ]; then echo ${`the user ${l.buildUser} exists and is not metalship's build user of ${l.app} (its comment is not '${mark}'): rename it, or choose another app name`} >&2; exit 1; fi`,
   ).trimEnd();
 }
 
@@ -44,7 +57,7 @@ export function ensureAppTree(l: Layout, user: string, sharedPaths: string[]): s
   return script(
     rootOnly(l.root, ...own),
     ensureUser(user, l.root, 'app user'),
-    ensureUser(l.buildUser, '/nonexistent', 'build user'),
+    ensureBuildUser(l),
     sh`mkdir -p ${own} ${l.shared}`,
     sh`chmod 755 ${l.root} ${l.releases} ${l.venvs} ${l.slots} ${l.runDir}`,
     sh`chmod ${STATE_MODE} ${l.state}`,
@@ -96,15 +109,29 @@ export interface BuildSettings {
 /**
  * Builds a virtualenv at its final path, as the build user: pip runs the build
  * code of every package (setup.py, build backends), which must run neither as
- * root nor as the app. It works on a copy of the release (local requirements
- * build in place) and writes only the venv and its pip cache. Then, with the
- * build user's processes gone, root seals the venv: root's, read-only, no set-id bits.
+ * root nor as the app. Each step is a transient systemd unit: the build user,
+ * no new privileges, a private /tmp, everything read-only but the venv, its
+ * pip cache and a copy of the release (local requirements build in place), and
+ * when it ends nothing of it is left running. Then root seals the venv: root's,
+ * read-only, no set-id bits, and nothing in it may lead to a place another
+ * user could change.
  */
 function venvScript(s: BuildSettings): string {
   const l = s.layout;
   const rel = l.release(s.releaseId);
   const user = l.buildUser;
+  const cacheRoot = l.pipCache.replace(/\/[^/]+$/, '');
   const venvFlags = s.systemSitePackages ? ['--system-site-packages'] : [];
+  const sandbox = [
+    `User=${user}`,
+    `Group=${user}`,
+    'NoNewPrivileges=yes',
+    'PrivateTmp=yes',
+    'PrivateDevices=yes',
+    'ProtectSystem=strict',
+    'ProtectHome=yes',
+    'RestrictSUIDSGID=yes',
+  ].flatMap((p) => ['-p', p]);
   return script(
     sh`venv=${`${l.venvs}/${s.venvKey}`}`,
     // Complete only when sealed: a marker the build itself may have planted does not count.
@@ -112,25 +139,32 @@ function venvScript(s: BuildSettings): string {
     sh`  echo "reusing virtualenv ${s.venvKey}"`,
     'else',
     sh`  echo "building virtualenv ${s.venvKey} as ${user}"`,
-    // Stopped first (what an interrupted build left), and again before the seal.
+    // What an interrupted build left is stopped first.
     sh`  mstool stop-user ${user}`,
     '  rm -rf -- "$venv"',
     sh`  install -d -m 755 -o ${user} -g ${user} "$venv"`,
-    sh`  install -d -m 755 ${l.pipCache.replace(/\/[^/]+$/, '')}`,
+    sh`  install -d -m 755 ${cacheRoot}`,
     sh`  install -d -m 700 -o ${user} -g ${user} ${l.pipCache}`,
-    '  work=$(mktemp -d /var/tmp/metalship-build.XXXXXX)',
+    sh`  find ${cacheRoot} -maxdepth 1 -name 'build.*' -exec rm -rf -- {} +`,
+    sh`  work=$(mktemp -d ${cacheRoot + '/build.XXXXXX'})`,
     sh`  tar -C ${rel} --exclude=./.metalship -cf - . | tar -C "$work" -xf - --no-same-owner`,
     sh`  chown -R ${user}:${user} "$work"`,
-    // A clean environment: the session's variables (proxies aside) are root's business.
-    sh`  build_env=(PATH=/usr/local/bin:/usr/bin:/bin HOME="$work" LANG=C.UTF-8 PIP_CACHE_DIR=${l.pipCache} PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1)`,
-    '  for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do if [ -n "${!v:-}" ]; then build_env+=("$v=${!v}"); fi; done',
-    sh`  as_build() { (cd "$work" && runuser -u ${user} -- env -i "\${build_env[@]}" "$@"); }`,
+    // The unit's environment from a root-only file (a proxy URL may hold a
+    // password: never on a command line), quoted as systemd reads it.
+    '  envfile=$(mktemp)',
+    '  ms_env() { local v=$2 bs=\'\\\' q=\'"\' d=\'$\' bt=\'`\'; v=${v//"$bs"/"$bs$bs"}; v=${v//"$q"/"$bs$q"}; v=${v//"$d"/"$bs$d"}; v=${v//"$bt"/"$bs$bt"}; printf \'%s="%s"\\n\' "$1" "$v" >> "$envfile"; }',
+    sh`  ms_env HOME "$work"; ms_env LANG C.UTF-8; ms_env PIP_CACHE_DIR ${l.pipCache}`,
+    '  ms_env PIP_DISABLE_PIP_VERSION_CHECK 1; ms_env PIP_NO_INPUT 1',
+    '  for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do if [ -n "${!v:-}" ]; then ms_env "$v" "${!v}"; fi; done',
+    '  step=0',
+    sh`  as_build() { step=$((step + 1)); systemd-run --quiet --wait --pipe --collect --unit="${raw(BUILD_UNIT_PREFIX)}\${__metalship_token:-$$}-$step" ${sandbox} -p EnvironmentFile="$envfile" -p ReadWritePaths="$venv $work ${raw(l.pipCache)}" --working-directory="$work" -- "$@" < /dev/null; }`,
     sh`  as_build ${s.python} -m venv ${venvFlags} "$venv"`,
     s.requirements
       ? sh`  as_build "$venv/bin/python" -m pip install --no-input -r ${s.requirements} ${s.pipArgs}`
       : null,
     '  as_build "$venv/bin/python" -m compileall -q "$venv" >/dev/null 2>&1 || true',
     sh`  mstool stop-user ${user}`,
+    '  rm -f -- "$envfile"',
     // An editable install (-e) points into the build's copy, gone in a moment.
     '  editable=$(grep -lsF -- "$work" "$venv"/lib/python*/site-packages/*.pth "$venv"/lib/python*/site-packages/*.egg-link "$venv"/lib/python*/site-packages/__editable__* || true)',
     '  rm -rf -- "$work"',
@@ -138,6 +172,7 @@ function venvScript(s: BuildSettings): string {
     '  rm -f -- "$venv/.metalship-complete"',
     '  chown -hR root:root -- "$venv"',
     '  chmod -R u+rwX,go+rX,go-w,ug-s -- "$venv"',
+    '  mstool check-sealed "$venv"',
     '  touch -- "$venv/.metalship-complete"',
     'fi',
   );

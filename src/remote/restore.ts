@@ -111,6 +111,30 @@ export interface ScratchOptions {
   database: string;
 }
 
+/**
+ * The role that owns the scratch database and everything restored into it. The
+ * backup's objects (index expressions, triggers, policies) are the app's code:
+ * they run as this unprivileged login role, never as a superuser (a session
+ * that merely SET ROLEs could RESET back).
+ */
+export interface ScratchRole {
+  role: string;
+  /** A fresh random password (hex), never printed. */
+  password: string;
+}
+
+/** Script lines defining `as_role CMD...`: a libpq client as the scratch role over 127.0.0.1, its password in the environment. */
+function asScratchRole(o: ScratchRole): string {
+  return script(
+    textVar('password', o.password),
+    sh`role=${o.role}`,
+    `port=$(${PSQL} -d postgres -c 'SHOW port')`,
+    'as_role() { PGPASSWORD="$password" PGHOST=127.0.0.1 PGPORT="$port" PGUSER="$role" PGCONNECT_TIMEOUT=10 "$@"; }',
+  ).trimEnd();
+}
+
+const PSQL_AS_ROLE = 'as_role psql -X -q -A -t -v ON_ERROR_STOP=1';
+
 function refuseProduction(o: ScratchOptions): void {
   if (o.scratch === o.database)
     throw new Error(`the scratch database cannot be the production database (${o.database})`);
@@ -139,18 +163,24 @@ export function prepareScratchScript(o: ScratchOptions): string {
     'SQL',
     '  echo "DROPPED_LEFTOVER $scratch"',
     'fi',
+    // Scratch roles a killed run left (marked as ours, owning nothing now).
+    `${PSQL} -d postgres -v marker="$marker" <<'SQL'`,
+    "SELECT format('DROP ROLE %I', rolname) FROM pg_roles WHERE shobj_description(oid, 'pg_authid') = :'marker' \\gexec",
+    'SQL',
     `echo "FREE $(${PSQL} -d postgres -c 'SHOW server_version')"`,
   );
 }
 
 /**
  * On the restore host: checks the dump (received on stdin after the script when
- * `receive`, or read in place) against the manifest's size and sha256, creates the
- * scratch database, marked as ours, and restores into it with --exit-on-error.
+ * `receive`, or read in place) against the manifest's size and sha256, creates
+ * the scratch role and database (both marked as ours; the database empty and
+ * the role's), the dump's extensions and amcheck while it is still empty, then
+ * restores the rest with --exit-on-error as the scratch role.
  * Prints `RECEIVED <bytes>`, `CHECKSUM ok`, `CREATED` and `RESTORED <seconds>`.
  */
 export function restoreScript(
-  o: ScratchOptions & { receive: boolean; dump: string; size: number; sha256: string },
+  o: ScratchOptions & ScratchRole & { receive: boolean; dump: string; size: number; sha256: string },
 ): string {
   refuseProduction(o);
   return script(
@@ -175,15 +205,41 @@ export function restoreScript(
     'sha=$(sha256sum -- "$dump" | cut -d" " -f1)',
     'if [ "$sha" != "$want_sha" ]; then echo "the dump\'s sha256 $sha does not match its manifest\'s $want_sha: it was changed or damaged after the backup" >&2; exit 4; fi',
     'echo "CHECKSUM ok"',
-    // CREATE DATABASE fails if the name was taken since the preparation: never someone else's.
-    `${PSQL} -d postgres -v name="$scratch" -v marker="$marker" <<'SQL'`,
-    'CREATE DATABASE :"name" TEMPLATE template0;',
+    asScratchRole(o),
+    // The role and its database. CREATE DATABASE fails if the name was taken
+    // since the preparation: never someone else's. The password goes on stdin.
+    `{ printf '\\set password %s\\n' "$password"; cat <<'SQL'`,
+    'CREATE ROLE :"role" LOGIN PASSWORD :\'password\' NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION;',
+    'COMMENT ON ROLE :"role" IS :\'marker\';',
+    'CREATE DATABASE :"name" OWNER :"role" TEMPLATE template0;',
     'COMMENT ON DATABASE :"name" IS :\'marker\';',
     'SQL',
+    `} | ${PSQL} -d postgres -v role="$role" -v name="$scratch" -v marker="$marker"`,
     'echo "CREATED $scratch"',
+    // Extensions need a superuser: made now, from the server's own files, in the
+    // empty database (the dump's names and schemas only, quoted by psql); then
+    // amcheck for the checks, its function granted to the role.
+    'pg_restore -l -- "$dump" > "$work/all.list"',
+    `grep -E '^[0-9]+; [0-9]+ [0-9]+ EXTENSION - ' "$work/all.list" > "$work/ext.list" || true`,
+    `grep -vE '^[0-9]+; [0-9]+ [0-9]+ (EXTENSION|COMMENT - EXTENSION) ' "$work/all.list" > "$work/rest.list" || true`,
+    'if [ -s "$work/ext.list" ]; then',
+    '  pg_restore -f - -L "$work/ext.list" -- "$dump" | sed -n \'s/^CREATE EXTENSION IF NOT EXISTS \\(.*\\) WITH SCHEMA \\(.*\\);$/\\1 \\2/p\' > "$work/ext.names"',
+    '  while read -r ext schema; do',
+    '    ext=${ext#\\"}; ext=${ext%\\"}; schema=${schema#\\"}; schema=${schema%\\"}',
+    `    ${PSQL} -d "$scratch" -v ext="$ext" -v schema="$schema" -v role="$role" <<'SQL'`,
+    'CREATE SCHEMA IF NOT EXISTS :"schema" AUTHORIZATION :"role";',
+    'CREATE EXTENSION IF NOT EXISTS :"ext" WITH SCHEMA :"schema";',
+    'SQL',
+    '  done < "$work/ext.names"',
+    'fi',
+    `if ${PSQL} -d "$scratch" -v role="$role" >/dev/null 2>"$work/amcheck.err" <<'SQL'`,
+    'CREATE EXTENSION IF NOT EXISTS amcheck;',
+    'GRANT EXECUTE ON FUNCTION bt_index_check(regclass, boolean) TO :"role";',
+    'SQL',
+    'then :; else echo "AMCHECK_UNAVAILABLE $(head -c 500 "$work/amcheck.err" | tr \'\\n\' \' \')"; fi',
     'start=$(date +%s.%N)',
-    // Owners and grants name roles the restore host may not have: restore as postgres.
-    'if ! runuser -u postgres -- pg_restore --exit-on-error --no-owner --no-privileges -d "$scratch" < "$dump" 2> "$work/restore.err"; then',
+    // Owners and grants name roles the restore host may not have: everything becomes the scratch role's.
+    'if ! as_role pg_restore --exit-on-error --no-owner --no-privileges -L "$work/rest.list" -d "$scratch" -- "$dump" 2> "$work/restore.err"; then',
     '  echo "pg_restore failed: $(head -c 3000 "$work/restore.err")" >&2',
     '  exit 6',
     'fi',
@@ -193,48 +249,45 @@ export function restoreScript(
 }
 
 /**
- * On the restore host, in the scratch database: row counts (JSON), amcheck of
- * every btree index (with heapallindexed), and each check query. Prints
- * `COUNTS <json>`, `AMCHECK <n>` or `AMCHECK_FAILED <text>`, `CHECK <i> <t|f|error: ...>`.
+ * On the restore host, in the scratch database, as the scratch role: row counts
+ * (JSON), amcheck of every btree index (with heapallindexed: it evaluates index
+ * expressions, the app's code), and each check query. Prints `COUNTS <json>`,
+ * `AMCHECK <n>` or `AMCHECK_FAILED <text>` (or nothing when the restore said
+ * `AMCHECK_UNAVAILABLE`), `CHECK <i> <t|f|error: ...>`.
  */
-export function inspectScript(o: ScratchOptions & { checks: string[] }): string {
+export function inspectScript(o: ScratchOptions & ScratchRole & { checks: string[] }): string {
   refuseProduction(o);
   return script(
     'cd /',
     sh`scratch=${o.scratch}`,
+    asScratchRole(o),
     textVar('counts_sql', ROW_COUNTS_SQL),
-    `echo "COUNTS $(${PSQL} -d "$scratch" -c "$counts_sql")"`,
+    `echo "COUNTS $(${PSQL_AS_ROLE} -d "$scratch" -c "$counts_sql")"`,
     'err=$(mktemp)',
     'trap \'rm -f -- "$err"\' EXIT',
-    'chmod 644 "$err"',
-    `if ${PSQL} -d "$scratch" -c 'CREATE EXTENSION IF NOT EXISTS amcheck' 2>"$err"; then`,
+    `if [ "$(${PSQL_AS_ROLE} -d "$scratch" -c "SELECT count(*) FROM pg_proc WHERE proname = 'bt_index_check'")" != 0 ]; then`,
     textVar(
       'amcheck_sql',
       "SELECT c.oid::regclass::text, bt_index_check(c.oid, true) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam JOIN pg_namespace n ON n.oid = c.relnamespace WHERE am.amname = 'btree' AND i.indisvalid AND i.indisready AND c.relpersistence <> 't' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%';",
     ),
-    `  if out=$(${PSQL} -d "$scratch" -c "$amcheck_sql" 2>"$err"); then echo "AMCHECK $(printf '%s\\n' "$out" | grep -c . || true)"; else echo "AMCHECK_FAILED $(head -c 2000 "$err" | tr '\\n' ' ')"; fi`,
-    'else',
-    '  echo "AMCHECK_UNAVAILABLE $(head -c 500 "$err" | tr \'\\n\' \' \')"',
+    `  if out=$(${PSQL_AS_ROLE} -d "$scratch" -c "$amcheck_sql" 2>"$err"); then echo "AMCHECK $(printf '%s\\n' "$out" | grep -c . || true)"; else echo "AMCHECK_FAILED $(head -c 2000 "$err" | tr '\\n' ' ')"; fi`,
     'fi',
     ...o.checks.map((q, i) =>
       script(
         textVar('q', q),
-        `if out=$(${PSQL} -d "$scratch" -c "$q" 2>"$err"); then echo "CHECK ${i} $(printf '%s' "$out" | tr '\\n' ' ')"; else echo "CHECK ${i} error: $(head -c 500 "$err" | tr '\\n' ' ')"; fi`,
+        `if out=$(${PSQL_AS_ROLE} -d "$scratch" -c "$q" 2>"$err"); then echo "CHECK ${i} $(printf '%s' "$out" | tr '\\n' ' ')"; else echo "CHECK ${i} error: $(head -c 500 "$err" | tr '\\n' ' ')"; fi`,
       ).trimEnd(),
     ),
   );
 }
 
-export interface SmokeOptions extends ScratchOptions {
+export interface SmokeOptions extends ScratchOptions, ScratchRole {
   app: string;
   appRoot: string;
   appUser: string;
   appModule: string;
   path: string;
   timeout: number;
-  /** A fresh random password for the temporary role (never printed). */
-  password: string;
-  role: string;
 }
 
 /**
@@ -250,23 +303,14 @@ export function smokeScript(o: SmokeOptions): string {
     sh`current=${o.appRoot}/current`,
     sh`user=${o.appUser}`,
     sh`scratch=${o.scratch}`,
-    sh`role=${o.role}`,
     'if [ ! -d "$current/" ]; then echo "SMOKE skipped: no current release at $current on this host"; exit 0; fi',
     'py="$current/.venv/bin/python"',
     sh`[ -x "$py" ] || py=${o.appRoot}/venv/bin/python`,
     'if [ ! -x "$py" ]; then echo "SMOKE skipped: the current release has no virtualenv"; exit 0; fi',
     'if ! id -u "$user" >/dev/null 2>&1; then echo "SMOKE skipped: the app user $user does not exist on this host"; exit 0; fi',
     pyToolDefinition(),
-    'port=$(' + PSQL + ' -d postgres -c "SHOW port")',
-    // A temporary role that can use everything in the scratch database, and nothing else.
-    textVar('password', o.password),
-    // The password reaches psql on stdin (printf is a builtin): a command line is public.
-    `{ printf '\\set password %s\\n' "$password"; cat <<'SQL'`,
-    "CREATE ROLE :\"role\" LOGIN PASSWORD :'password' VALID UNTIL 'infinity';",
-    'GRANT CONNECT, TEMPORARY ON DATABASE :"name" TO :"role";',
-    "SELECT format('GRANT USAGE ON SCHEMA %I TO %I; GRANT ALL ON ALL TABLES IN SCHEMA %I TO %I; GRANT ALL ON ALL SEQUENCES IN SCHEMA %I TO %I;', nspname, :'role', nspname, :'role', nspname, :'role') FROM pg_namespace WHERE nspname NOT IN ('pg_catalog', 'information_schema') AND nspname NOT LIKE 'pg\\_%' \\gexec",
-    'SQL',
-    `} | ${PSQL} -d "$scratch" -v role="$role" -v name="$scratch"`,
+    // The app connects as the scratch role, which owns everything restored.
+    asScratchRole(o),
     // The app's output goes to a file in root's own directory; only the socket's
     // directory is the app's (whatever the app puts there, root never reads it).
     'work=$(mktemp -d /run/metalship-verify-smoke.XXXXXX)',
@@ -319,7 +363,8 @@ export function dropScratchScript(o: ScratchOptions & { role: string }): string 
     `${PSQL} -d postgres -v role="$role" <<'SQL'`,
     "SELECT format('DROP ROLE %I', rolname) FROM pg_roles WHERE rolname = :'role' \\gexec",
     'SQL',
-    'rm -rf -- /var/tmp/metalship-verify.* /run/metalship-verify-smoke.* 2>/dev/null || true',
+    // Leftovers of a killed run: root's own only (/var/tmp is everyone's).
+    "find /var/tmp /run -maxdepth 1 -name 'metalship-verify*' -user root -exec rm -rf -- {} + 2>/dev/null || true",
     `left=$(${PSQL} -d postgres -v name="$scratch" -v role="$role" <<'SQL'`,
     "SELECT (SELECT count(*) FROM pg_database WHERE datname = :'name') + (SELECT count(*) FROM pg_roles WHERE rolname = :'role');",
     'SQL',

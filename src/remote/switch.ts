@@ -8,6 +8,7 @@ import type { Layout } from './layout.js';
 import { siteConf, upstreamConf } from './nginx.js';
 import { PROBE_USER, pyToolDefinition } from './pytool.js';
 import { ensureFile, raw, script, sh } from './sh.js';
+import { unitsOurs } from './units.js';
 
 export interface SwitchSettings {
   layout: Layout;
@@ -30,14 +31,16 @@ function apiUnitOf(l: Layout, slotVar: string): string {
 export function switchScript(s: SwitchSettings): string {
   const l = s.layout;
   const rel = l.release(s.releaseId);
-  const unitLines = Object.entries(s.units).map(([name, content]) =>
-    content === null
-      ? sh`if [ -f ${l.unitDir}/${name} ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${l.unitDir}/${name}; units_changed=1; fi`
-      : ensureFile(`${l.unitDir}/${name}`, content, {
-          mode: '644',
-          label: `unit ${name}`,
-          onChange: 'units_changed=1',
-        }),
+  const unitLines = [unitsOurs(Object.keys(s.units))].concat(
+    Object.entries(s.units).map(([name, content]) =>
+      content === null
+        ? sh`if [ -f ${l.unitDir}/${name} ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${l.unitDir}/${name}; units_changed=1; fi`
+        : ensureFile(`${l.unitDir}/${name}`, content, {
+            mode: '644',
+            label: `unit ${name}`,
+            onChange: 'units_changed=1',
+          }),
+    ),
   );
   const followers = [s.worker ? l.units.worker : null, s.scheduler ? l.units.scheduler : null].filter(
     (u): u is string => !!u,

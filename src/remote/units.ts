@@ -3,6 +3,7 @@
 // and a target grouping them. Shared by the deploy path and provision.
 
 import type { Layout } from './layout.js';
+import { sh } from './sh.js';
 import { execLine, specifier, splitVariable, unitEnv, unitText, unitWord, type Part } from './quoting.js';
 
 export interface UnitSettings {
@@ -178,4 +179,20 @@ export function unitFiles(
     [l.units.worker]: roles.worker ? workerUnit(s) : null,
     [l.units.scheduler]: roles.scheduler ? schedulerUnit(s) : null,
   };
+}
+
+/**
+ * Script lines that refuse to write (or remove) a unit of these names that is
+ * not ours: one the distribution ships (an app named multi-user would replace
+ * multi-user.target), or one in /etc without our mark.
+ */
+export function unitsOurs(names: string[]): string {
+  return [
+    `for unit in ${names.map((n) => sh`${n}`).join(' ')}; do`,
+    '  for dir in /lib/systemd/system /usr/lib/systemd/system; do',
+    '    if [ -e "$dir/$unit" ]; then echo "$dir/$unit exists: the system has a unit of that name, which this app\'s unit would replace (choose another app name)" >&2; exit 1; fi',
+    '  done',
+    '  if [ -e "/etc/systemd/system/$unit" ] && ! grep -q "^# Managed by metalship" "/etc/systemd/system/$unit"; then echo "/etc/systemd/system/$unit exists and is not metalship\'s (choose another app name, or remove it)" >&2; exit 1; fi',
+    'done',
+  ].join('\n');
 }

@@ -166,11 +166,12 @@ export interface Source {
  */
 export async function readSource(s: ReleaseSettings): Promise<Source> {
   const manifest = await buildManifest(s.source, s.exclude, s['shared-paths']);
-  const key = await venvKey(s.source, s.requirements, [
-    s.python,
-    ...s['pip-args'],
-    String(s['system-site-packages']),
-  ]);
+  const key = await venvKey(
+    s.source,
+    s.requirements,
+    [s.python, ...s['pip-args'], String(s['system-site-packages'])],
+    manifest,
+  );
   return { manifest, key };
 }
 

@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto';
 import { constants, createReadStream, type Stats } from 'node:fs';
 import { lstat, open, readdir, readFile, readlink, realpath } from 'node:fs/promises';
-import { join, relative, resolve, sep } from 'node:path';
+import { join, posix, relative, resolve, sep } from 'node:path';
 import { once } from 'node:events';
 import { createGzip } from 'node:zlib';
 import { minimatch } from 'minimatch';
@@ -236,16 +236,51 @@ export async function packFiles(sourceDir: string, manifest: Manifest, paths: st
 }
 
 /** Key of a virtualenv: the same requirements, interpreter and pip options give the same environment. */
-export async function venvKey(sourceDir: string, requirements: string, parts: string[]): Promise<string> {
+/**
+ * Key of a virtualenv: the same requirements, interpreter and pip options give
+ * the same environment. "The requirements" are the file and everything of the
+ * source it brings in: nested -r/-c files and local packages (a directory or an
+ * archive in the source), so a changed local package builds a new venv.
+ */
+export async function venvKey(
+  sourceDir: string,
+  requirements: string,
+  parts: string[],
+  manifest: Manifest,
+): Promise<string> {
   const hash = createHash('sha256');
   if (requirements) {
-    try {
-      hash.update(await readFile(join(sourceDir, requirements)));
-    } catch {
-      throw new Error(
-        `the requirements file ${requirements} does not exist in ${sourceDir} (set requirements: '' for none)`,
-      );
-    }
+    const seen = new Set<string>();
+    const include = async (file: string): Promise<void> => {
+      if (seen.has(file)) return;
+      seen.add(file);
+      let text: string;
+      try {
+        text = await readFile(join(sourceDir, file), 'utf8');
+      } catch {
+        throw new Error(
+          `the requirements file ${file} does not exist in ${sourceDir} (set requirements: '' for none)`,
+        );
+      }
+      hash.update(`\0${file}\0${text}`);
+      for (const line of text.split(/\r?\n/)) {
+        const words = line.replace(/(^|\s)#.*$/, '').trim().split(/\s+/);
+        const nested = /^(-r|-c|--requirement|--constraint)(=(.*))?$/.exec(words[0] ?? '');
+        if (nested) {
+          const target = nested[3] ?? words[1];
+          if (target) await include(posix.normalize(posix.join(posix.dirname(file), target)));
+          continue;
+        }
+        // A local package: pip resolves it from the working directory, the source's root.
+        const local = (words[0] === '-e' || words[0] === '--editable' ? words[1] : words[0]) ?? '';
+        const where = local.replace(/^file:(\/\/)?/, '');
+        if (!/^(\.{1,2}\/|\/)/.test(where) && !local.startsWith('file:')) continue;
+        const rel = posix.normalize(where.replace(/^\.\//, ''));
+        for (const [p, digest] of manifest.files)
+          if (p === rel || p.startsWith(rel.replace(/\/?$/, '/'))) hash.update(`\0${p}\0${digest}`);
+      }
+    };
+    await include(requirements);
   }
   hash.update('\0' + parts.join('\0'));
   return 'py-' + hash.digest('hex').slice(0, 16);

@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { connect as netConnect, type Socket } from 'node:net';
 import { PassThrough, Readable, type Writable } from 'node:stream';
 import type { Log } from '../log.js';
+import { BUILD_UNIT_PREFIX } from '../remote/layout.js';
 import { pinnedAlgorithms, verifyHostKey, type KnownHostEntry } from '../inputs/known-hosts.js';
 
 export interface Endpoint {
@@ -82,7 +83,9 @@ export function wrapScript(script: string, token?: string): string {
     ? `mkdir -p ${SESSION_DIR} && read -r _ _ _ _ _ __metalship_sid _ < /proc/$$/stat && echo "$__metalship_sid" > ${SESSION_DIR}/${token}\n`
     : '';
   const forget = token ? `trap 'rm -f ${SESSION_DIR}/${token}' EXIT\n` : '';
-  return `set -euo pipefail\numask 022\ncd /\n${record}${forget}__metalship_main() {\n${body}\n}\n{ __metalship_main; exit $?; }\n`;
+  // The token also names what the script starts outside its session (build units).
+  const named = token ? `__metalship_token=${token}\n` : '';
+  return `set -euo pipefail\numask 022\ncd /\n${named}${record}${forget}__metalship_main() {\n${body}\n}\n{ __metalship_main; exit $?; }\n`;
 }
 
 const SESSION_DIR = '/run/metalship-sessions';
@@ -94,6 +97,8 @@ const SESSION_DIR = '/run/metalship-sessions';
 export function killSessionScript(pattern: string): string {
   const files = `${SESSION_DIR}/${pattern}`;
   return [
+    // Builds run as transient systemd units, outside the session: stopped by name.
+    `systemctl stop -- '${BUILD_UNIT_PREFIX}${pattern}*' 2>/dev/null || true`,
     `sids=""; for f in ${files}; do if [ -s "$f" ]; then sid=$(cat "$f"); case "$sid" in *[!0-9]*) ;; *) sids="$sids $sid";; esac; fi; done`,
     'if [ -n "$sids" ]; then for sid in $sids; do pkill -TERM -s "$sid" || true; done; sleep 1; for sid in $sids; do pkill -KILL -s "$sid" || true; done; fi',
     `rm -f ${files}`,

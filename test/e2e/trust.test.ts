@@ -21,7 +21,8 @@ import {
 } from '../support/e2e.js';
 
 const APP = 'trusty';
-const DB_PASSWORD = 'Trusty-db-Pw-7731';
+// A '?' in it: a URL parser that splits at the first '?' would print the rest.
+const DB_PASSWORD = 'Trusty?db-Pw-7731';
 const ROOT = `/opt/${APP}`;
 let state: E2EState;
 let host: E2EState['hosts'][0];
@@ -178,48 +179,62 @@ if '--uds' in sys.argv and 'metalship-verify-smoke' in sys.argv[sys.argv.index('
   await onHost(state, host, 'rm -f /root/trust-secret');
 });
 
-test('package build code (setup.py) never runs as root, nor as the app user', async () => {
-  // A requirement built from source: its setup.py runs while pip installs it.
+/**
+ * Releases the app with one more requirement, built from source: an sdist whose
+ * setup.py (run while pip builds it) is `setupPy`. Returns the release run.
+ */
+async function releaseWithPackage(id: string, setupPy: string) {
   const pkg = await mkdtemp(path.join(tmpdir(), 'metalship-evilpkg-'));
-  await mkdir(path.join(pkg, 'evilpkg-1.0'));
+  const name = id.replace(/[^a-z0-9]/g, '');
+  await mkdir(path.join(pkg, `${name}-1.0`));
   await writeFile(
-    path.join(pkg, 'evilpkg-1.0', 'setup.py'),
-    `import os
-from setuptools import setup
-with open('/tmp/trust-setup-uid', 'w') as f:
-    f.write('%d %d' % (os.getuid(), os.geteuid()))
-try:
-    open('/root/trust-setup-pwned', 'w').write('pwned')
-except OSError:
-    pass
-setup(name='evilpkg', version='1.0', py_modules=[])
-`,
+    path.join(pkg, `${name}-1.0`, 'setup.py'),
+    `import os, sys, sysconfig\nfrom setuptools import setup\n${setupPy}\nsetup(name='${name}', version='1.0', py_modules=[])\n`,
   );
   await writeFile(
-    path.join(pkg, 'evilpkg-1.0', 'PKG-INFO'),
-    'Metadata-Version: 1.0\nName: evilpkg\nVersion: 1.0\n',
+    path.join(pkg, `${name}-1.0`, 'PKG-INFO'),
+    `Metadata-Version: 1.0\nName: ${name}\nVersion: 1.0\n`,
   );
-  execFileSync('tar', ['-C', pkg, '-czf', path.join(source, 'evilpkg-1.0.tar.gz'), 'evilpkg-1.0']);
+  const tarball = `${name}-1.0.tar.gz`;
+  execFileSync('tar', ['-C', pkg, '-czf', path.join(source, tarball), `${name}-1.0`]);
   await rm(pkg, { recursive: true, force: true });
-  const id = 'trust-build-1';
   const requirements = await readFile(path.join(source, 'requirements.txt'), 'utf8');
   await writeFile(
     path.join(source, 'requirements.txt'),
-    `${requirements}${ROOT}/releases/${id}/evilpkg-1.0.tar.gz\n`,
+    `${requirements}${ROOT}/releases/${id}/${tarball}\n`,
   );
-  await onHost(state, host, 'rm -f /tmp/trust-setup-uid /root/trust-setup-pwned');
-  const r = await runBundle(
-    'release',
-    {
-      ...connectionInputs(state, [host]),
-      ...sampleAppInputs(APP, source),
-      'release-id': id,
-      'pip-args': '--no-index --no-build-isolation',
-    },
-    { idleMs: 300000 },
+  try {
+    return await runBundle(
+      'release',
+      {
+        ...connectionInputs(state, [host]),
+        ...sampleAppInputs(APP, source),
+        'release-id': id,
+        'pip-args': '--no-index --no-build-isolation',
+      },
+      { idleMs: 300000 },
+    );
+  } finally {
+    await writeFile(path.join(source, 'requirements.txt'), requirements);
+    await rm(path.join(source, tarball));
+  }
+}
+
+test('package build code (setup.py) never runs as root, nor as the app user', async () => {
+  // It records who it runs as where it may write (its venv), and tries root's home.
+  const r = await releaseWithPackage(
+    'trust-build-1',
+    `open(os.path.join(sysconfig.get_paths()['purelib'], 'trust-uid'), 'w').write('%d %d' % (os.getuid(), os.geteuid()))
+try:
+    open('/root/trust-setup-pwned', 'w').write('pwned')
+except OSError:
+    pass`,
   );
   expectOk(r);
-  const [uid, euid] = (await onHost(state, host, 'cat /tmp/trust-setup-uid')).trim().split(' ');
+  const venv = (await onHost(state, host, `readlink ${ROOT}/releases/trust-build-1/.venv`)).trim();
+  const [uid, euid] = (await onHost(state, host, `cat ${venv}/lib/python3*/site-packages/trust-uid`)).split(
+    ' ',
+  );
   expect(await onHost(state, host, 'test -e /root/trust-setup-pwned && echo pwned || echo absent')).toBe(
     'absent\n',
   );
@@ -227,11 +242,96 @@ setup(name='evilpkg', version='1.0', py_modules=[])
   const buildUid = (await onHost(state, host, `id -u ${APP}-build`)).trim();
   expect({ uid, euid }).toEqual({ uid: buildUid, euid: buildUid });
   // The venv it built is sealed: root's, and nothing in it writable by others or set-id.
-  const venv = (await onHost(state, host, `readlink ${ROOT}/releases/${id}/.venv`)).trim();
   expect(await stat(venv)).toBe('root 755');
   expect(
     await onHost(state, host, `find ${venv} \\( ! -user root -o -perm /6022 \\) ! -type l -print | head -5`),
   ).toBe('');
+});
+
+test('package build code leaves nothing behind: no process, no cron job, no file outside its venv', async () => {
+  const r = await releaseWithPackage(
+    'trust-build-2',
+    `import subprocess
+subprocess.Popen(['setsid', 'sleep', '600'], start_new_session=True)
+subprocess.run(['sh', '-c', 'echo "* * * * * id > /var/tmp/trust-cron-ran" | crontab -'])
+for p in ('/tmp/trust-leftover', '/var/tmp/trust-leftover', '/opt/trust-leftover', '/var/cache/metalship/trust-leftover'):
+    try:
+        open(p, 'w').write('x')
+    except OSError:
+        pass`,
+  );
+  expectOk(r);
+  const user = `${APP}-build`;
+  expect(await onHost(state, host, `pgrep -u ${user} -a || echo none`)).toBe('none\n');
+  expect(await onHost(state, host, `crontab -l -u ${user} 2>&1 || true`)).toMatch(/no crontab/);
+  expect(
+    await onHost(
+      state,
+      host,
+      'ls -d /tmp/trust-leftover /var/tmp/trust-leftover /opt/trust-leftover /var/cache/metalship/trust-leftover 2>/dev/null || echo none',
+    ),
+  ).toBe('none\n');
+});
+
+test('a venv that would lead to a place another user can change is refused', async () => {
+  // A .pth line adds its directory to sys.path of every python the app runs.
+  const r = await releaseWithPackage(
+    'trust-build-3',
+    `open(os.path.join(sysconfig.get_paths()['purelib'], 'zz_trust.pth'), 'w').write('/var/tmp/trust-plant\\n')`,
+  );
+  expect(r.code).toBe(1);
+  expect(r.log).toMatch(/the virtualenv leads to places another user could change/);
+  expect(r.log).toMatch(/zz_trust\.pth adds \/var\/tmp\/trust-plant to the path/);
+});
+
+test("a user or unit of the app's names that is not metalship's is refused, never taken over", async () => {
+  // Someone's account named like the build user of an app, and a unit of its name.
+  await onHost(state, host, 'useradd --system --no-create-home someones-build 2>/dev/null || true');
+  const taken = await runBundle('release', {
+    ...connectionInputs(state, [host]),
+    ...sampleAppInputs('someones', source),
+  });
+  expect(taken.code).toBe(1);
+  expect(taken.log).toMatch(/the user someones-build exists and is not metalship's build user of someones/);
+  await onHost(
+    state,
+    host,
+    "printf '[Unit]\\nDescription=not ours\\n' > /etc/systemd/system/foreign.target && systemctl daemon-reload",
+  );
+  const unit = await runBundle('deploy', {
+    ...connectionInputs(state, [host]),
+    ...sampleAppInputs('foreign', source),
+    'server-name': 'foreign.test',
+  });
+  expect(unit.code).toBe(1);
+  expect(unit.log).toMatch(/\/etc\/systemd\/system\/foreign\.target exists and is not metalship's/);
+  expect(await onHost(state, host, 'cat /etc/systemd/system/foreign.target')).toBe(
+    '[Unit]\nDescription=not ours\n',
+  );
+});
+
+test("the restore test runs the backup's own code (index expressions) as an unprivileged role, never as a superuser", async () => {
+  // The app's database role owns its objects: an index expression calls a
+  // function that, as a superuser, would run a program on the host.
+  const sql = [
+    `CREATE FUNCTION trust_g() RETURNS int LANGUAGE plpgsql VOLATILE AS $$ BEGIN IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN COPY (SELECT 1) TO PROGRAM 'id > /var/lib/postgresql/trust-pg-pwn'; END IF; RETURN 1; END $$;`,
+    'CREATE FUNCTION trust_f(int) RETURNS int LANGUAGE sql IMMUTABLE AS $$ SELECT $1 + public.trust_g() $$;',
+    'CREATE TABLE trust_t (a int);',
+    'INSERT INTO trust_t VALUES (1), (2);',
+    'CREATE INDEX trust_i ON trust_t (public.trust_f(a));',
+  ].join('\n');
+  await onHost(
+    state,
+    host,
+    `PGPASSWORD='${DB_PASSWORD}' psql -qX -h 127.0.0.1 -U ${APP} -d ${APP} -v ON_ERROR_STOP=1 <<'SQL'\n${sql}\nSQL`,
+  );
+  await takeBackup();
+  const verify = await runBundle('backup-verify', backupVerifyInputs({ smoke: 'false' }));
+  expectOk(verify);
+  expect(verify.outputs.verified).toBe('true');
+  expect(await onHost(state, host, 'cat /var/lib/postgresql/trust-pg-pwn 2>/dev/null || echo absent')).toBe(
+    'absent\n',
+  );
 });
 
 /** A backup of the app's database now, the way the daily timer takes one. */

@@ -228,6 +228,7 @@ export const BAD_INPUTS: Case[] = [
   ['deploy', 'hosts', '0177.0.0.1', /shorthand, octal or hex form \(read as 127\.0\.0\.1\)/],
   ['deploy', 'hosts', '10.0.0.5, 010.0.0.5', /shorthand, octal or hex form \(read as 8\.0\.0\.5\)/],
   ...everywhere('hosts', '[::1], [0:0:0:0:0:0:0:1]', /'\[0:0:0:0:0:0:0:1\]' is '\[::1\]' listed twice/),
+  ...everywhere('hosts', '127.0.0.1, localhost', /'localhost' is '127\.0\.0\.1' listed twice/),
   [
     'deploy',
     'hosts',
@@ -258,7 +259,25 @@ export const BAD_INPUTS: Case[] = [
     /'10\.0\.0\.9' is not in hosts; expected one of the app hosts as written in hosts: 10\.0\.0\.5/,
   ),
   ['deploy', 'migrate-host', 'web1.example.com', /is not in hosts/],
+  ...everywhere('source', '/', /'\/' is the whole filesystem/),
   // --- Reserved names.
+  // Another app's build user would run this app's code, or read its secrets.
+  ...['shop-build', 'other-build', 'x-build'].flatMap((u) => [
+    ...everywhere('app-user', u, /is reserved: names ending in -build are reserved for apps' build users/),
+    ...everywhere('app', u, /is reserved: names ending in -build are reserved for apps' build users/),
+  ]),
+  // The app's units would replace the system's own.
+  ...[
+    'multi-user',
+    'network',
+    'default',
+    'sockets',
+    'timers',
+    'getty',
+    'nginx',
+    'systemd-journald',
+    'metalship',
+  ].flatMap((a) => everywhere('app', a, /is reserved: systemd or the system already has units of that name/)),
   ...['root', 'postgres', 'www-data', 'nobody', 'daemon', 'redis', 'sshd'].flatMap((u) =>
     everywhere('app-user', u, new RegExp(`'${u}' is reserved: a system account`)),
   ),

@@ -172,3 +172,13 @@ test('item output parsing', () => {
   expect(parseItemOutput(0, '', '').status).toBe('ok');
   expect(parseItemOutput(1, '', 'boom\n')).toMatchObject({ status: 'failed', detail: 'boom' });
 });
+
+test('no provision item names a fixed file in a world-writable directory: another user could have put a link there', () => {
+  const s = settings({ domains: 'shop.example.com', 'acme-email': 'ops@example.com' });
+  const fixed = allScripts(s)
+    .flatMap((text) => text.split('\n'))
+    .filter(
+      (line) => /(^|[\s"'=>])\/(var\/)?tmp\/[A-Za-z0-9]/.test(line) && !/mktemp|-maxdepth 1 -name/.test(line),
+    );
+  expect(fixed).toEqual([]);
+});

@@ -39,7 +39,12 @@ beforeEach(() => {
 });
 afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
-const SCRATCH = { scratch: 'metalship_verify', database: 'shop' };
+const SCRATCH = {
+  scratch: 'metalship_verify',
+  database: 'shop',
+  role: 'metalship_verify_ab12',
+  password: 'feedface',
+};
 
 describe('finding the backup', () => {
   test('picks the newest stamp of this database, whatever the labels, and ignores look-alike databases', () => {
@@ -110,7 +115,7 @@ describe('finding the backup', () => {
 
 describe('restore scripts', () => {
   test('never name the production database as the scratch one', () => {
-    const same = { scratch: 'shop', database: 'shop' };
+    const same = { scratch: 'shop', database: 'shop', role: 'r', password: 'feedface' };
     expect(() => prepareScratchScript(same)).toThrow(/production/);
     expect(() => inspectScript({ ...same, checks: [] })).toThrow(/production/);
     expect(() => dropScratchScript({ ...same, role: 'r' })).toThrow(/production/);
@@ -162,11 +167,14 @@ describe('restore scripts', () => {
     const fake = path.join(dir, 'bin');
     spawnSync('mkdir', [fake]);
     // A stand-in for runuser: records each -c argument, NUL-terminated, and answers "t".
-    writeFileSync(
-      path.join(fake, 'runuser'),
-      '#!/bin/bash\nwhile [ $# -gt 0 ]; do if [ "$1" = -c ]; then printf "%s\\0" "$2" >> "$LOG"; shift; fi; shift; done\necho t\n',
-    );
-    chmodSync(path.join(fake, 'runuser'), 0o755);
+    // psql as the scratch role, and runuser for the superuser's (SHOW port): both log what -c gets.
+    for (const tool of ['runuser', 'psql']) {
+      writeFileSync(
+        path.join(fake, tool),
+        '#!/bin/bash\nwhile [ $# -gt 0 ]; do if [ "$1" = -c ]; then printf "%s\\0" "$2" >> "$LOG"; shift; fi; shift; done\necho t\n',
+      );
+      chmodSync(path.join(fake, tool), 0o755);
+    }
     const log = path.join(dir, 'log');
     const checks = [
       `SELECT 'it''s' = $$x$$`,
@@ -204,7 +212,7 @@ describe('restore scripts', () => {
       'export PATH="$(dirname "$py"):/usr/sbin:/usr/bin:/sbin:/bin" HOME=/nonexistent LANG=C.UTF-8 DATABASE_URL="$url"',
     );
     expect(s.split('\n').filter((line) => /\$url|\$password/.test(line))).toEqual([
-      `{ printf '\\set password %s\\n' "$password"; cat <<'SQL'`,
+      'as_role() { PGPASSWORD="$password" PGHOST=127.0.0.1 PGPORT="$port" PGUSER="$role" PGCONNECT_TIMEOUT=10 "$@"; }',
       'url="postgresql://$role:$password@127.0.0.1:$port/$scratch"',
       '  export PATH="$(dirname "$py"):/usr/sbin:/usr/bin:/sbin:/bin" HOME=/nonexistent LANG=C.UTF-8 DATABASE_URL="$url"',
       `  printf '%s\\n' "\${out//"$password"/***}" >&2`,

@@ -335,3 +335,14 @@ test('migration output is parsed from the marker lines', () => {
   });
   expect(parseMigrateOutput('REVISION_BEFORE\nREVISION_AFTER 0001\n').before).toBe('');
 });
+
+test('no script names a fixed file in a world-writable directory: another user could have put a link there', () => {
+  const fixed = Object.values(scripts)
+    .flatMap((text) => text.split('\n'))
+    // (the hostile test values name /tmp/pwned, as data)
+    .filter((line) => !line.includes('/tmp/pwned'))
+    .filter(
+      (line) => /(^|[\s"'=>])\/(var\/)?tmp\/[A-Za-z0-9]/.test(line) && !/mktemp|-maxdepth 1 -name/.test(line),
+    );
+  expect(fixed).toEqual([]);
+});

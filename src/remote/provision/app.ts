@@ -2,7 +2,7 @@
 // systemd units of api, worker and scheduler, from the same units module the
 // deploy path uses, so a switch after provision rewrites nothing.
 
-import { unitFiles } from '../units.js';
+import { unitFiles, unitsOurs } from '../units.js';
 import { sh } from '../sh.js';
 import { file, itemScript, type Item } from './common.js';
 import type { ProvisionSettings } from './settings.js';
@@ -26,6 +26,7 @@ export function appItem(s: ProvisionSettings): Item {
       s.check,
       sh`if [ "$CHECK" = 1 ] && [ ! -d ${l.root} ]; then ms_changed ${'app tree ' + l.root + ' missing (users item creates it)'}; fi`,
       s.env ? file(l.env, s.env, { mode: '600', owner: `${s.user}:${s.user}`, label: '.env' }) : null,
+      unitsOurs(Object.keys(units)),
       'units_changed=0',
       ...Object.entries(units).map(([name, content]) =>
         content === null

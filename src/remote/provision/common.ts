@@ -53,8 +53,11 @@ export function prelude(check: boolean): string {
     'ms_refresh_index() {',
     '  ms_index_fresh && return 0',
     '  if [ "$CHECK" = 1 ]; then ms_changed "package index is older than a day (would refresh)"; return 0; fi',
-    '  apt-get update -qq -o Dpkg::Use-Pty=0 >/dev/null 2>/tmp/metalship-apt-update.err || { cat /tmp/metalship-apt-update.err >&2; return 1; }',
-    '  if grep -q "^[WE]:" /tmp/metalship-apt-update.err; then ms_warn "apt-get update: $(grep -m1 "^[WE]:" /tmp/metalship-apt-update.err | cut -c1-200)"; fi',
+    // A fresh file of our own (mktemp): a fixed name in /tmp could be another user's link.
+    '  local err; err=$(mktemp)',
+    '  apt-get update -qq -o Dpkg::Use-Pty=0 >/dev/null 2>"$err" || { cat "$err" >&2; rm -f "$err"; return 1; }',
+    '  if grep -q "^[WE]:" "$err"; then ms_warn "apt-get update: $(grep -m1 "^[WE]:" "$err" | cut -c1-200)"; fi',
+    '  rm -f "$err"',
     '  ms_changed "package index refreshed"',
     '}',
     // Installs what is missing. With CHECK=1 it reports what it would install and ends
