@@ -54351,6 +54351,8 @@ var external_node_stream_ = __nccwpck_require__(7075);
 // Where everything lives on a host: the standard's /opt/{app} tree plus
 // metalship's own state. One place, so scripts cannot disagree on a path.
 
+/** Transient units that run builds: `metalship-build-<script token>-<n>`, stopped with the script's session. */
+const BUILD_UNIT_PREFIX = 'metalship-build-';
 /** `{app}-build`, shortened with a hash where that would pass the 32 characters of a user name. */
 function buildUserName(app) {
     if (app.length <= 26)
@@ -54471,25 +54473,29 @@ function sh_ensureFile(path, content, opts = {}) {
 
 /**
  * Defines `ms_root_only PATH`: fails, naming the culprit, unless every existing
- * directory of PATH's resolved form is root's and writable by root alone.
- * Missing components are fine: root creates them.
+ * directory on the way to PATH is root's and writable by root alone, both as
+ * written (each directory that holds a component, links included: its owner
+ * could re-point them) and as resolved. Missing components are fine: root
+ * creates them.
  */
 const paths_ROOT_ONLY_FUNCTION = [
     'ms_root_only() {',
-    '  local target dir=/ part rest owner mode',
-    '  target=$(readlink -m -- "$1")',
-    '  rest=${target#/}',
-    '  while [ -e "$dir" ]; do',
-    '    read -r owner mode <<<"$(stat -L -c \'%u %a\' -- "$dir")"',
-    '    if [ "$owner" != 0 ] || [ $(( 8#$mode & 8#022 )) != 0 ]; then',
-    '      echo "$dir is owned by uid $owner with mode $mode: $1 must be owned by root and writable by root alone, or another user could redirect what root does there" >&2',
-    '      return 1',
-    '    fi',
-    '    [ -n "$rest" ] || return 0',
-    '    part=${rest%%/*}',
-    '    rest=${rest#"$part"}',
-    '    rest=${rest#/}',
-    '    dir=${dir%/}/$part',
+    '  local path dir part rest owner mode',
+    '  for path in "$1" "$(readlink -m -- "$1")"; do',
+    '    dir=/',
+    '    rest=${path#/}',
+    '    while [ -e "$dir" ]; do',
+    '      read -r owner mode <<<"$(stat -L -c \'%u %a\' -- "$dir")"',
+    '      if [ "$owner" != 0 ] || [ $(( 8#$mode & 8#022 )) != 0 ]; then',
+    '        echo "$dir is owned by uid $owner with mode $mode: $1 must be owned by root and writable by root alone, or another user could redirect what root does there" >&2',
+    '        return 1',
+    '      fi',
+    '      [ -n "$rest" ] || break',
+    '      part=${rest%%/*}',
+    '      rest=${rest#"$part"}',
+    '      rest=${rest#/}',
+    '      dir=${dir%/}/$part',
+    '    done',
     '  done',
     '}',
 ].join('\n');
@@ -55547,8 +55553,11 @@ function parseHosts(text, defaultPort = 22) {
  * trailing dot. For finding duplicates and matching names, never for connecting.
  */
 function canonicalHost(host) {
-    if ((0,external_node_net_.isIP)(host) !== 6)
-        return host.toLowerCase().replace(/\.$/, '');
+    if ((0,external_node_net_.isIP)(host) !== 6) {
+        const name = host.toLowerCase().replace(/\.$/, '');
+        // The loopback name is the loopback address (ssh and libc resolve it so).
+        return name === 'localhost' ? '127.0.0.1' : name;
+    }
     let h;
     try {
         h = new URL(`http://[${host}]`).hostname.slice(1, -1);
@@ -55839,6 +55848,7 @@ function pinnedAlgorithms(entries, host, port) {
 
 
 
+
 class RemoteError extends Error {
     host;
     code;
@@ -55874,7 +55884,9 @@ function wrapScript(script, token) {
         ? `mkdir -p ${SESSION_DIR} && read -r _ _ _ _ _ __metalship_sid _ < /proc/$$/stat && echo "$__metalship_sid" > ${SESSION_DIR}/${token}\n`
         : '';
     const forget = token ? `trap 'rm -f ${SESSION_DIR}/${token}' EXIT\n` : '';
-    return `set -euo pipefail\numask 022\ncd /\n${record}${forget}__metalship_main() {\n${body}\n}\n{ __metalship_main; exit $?; }\n`;
+    // The token also names what the script starts outside its session (build units).
+    const named = token ? `__metalship_token=${token}\n` : '';
+    return `set -euo pipefail\numask 022\ncd /\n${named}${record}${forget}__metalship_main() {\n${body}\n}\n{ __metalship_main; exit $?; }\n`;
 }
 const SESSION_DIR = '/run/metalship-sessions';
 /**
@@ -55884,6 +55896,8 @@ const SESSION_DIR = '/run/metalship-sessions';
 function killSessionScript(pattern) {
     const files = `${SESSION_DIR}/${pattern}`;
     return [
+        // Builds run as transient systemd units, outside the session: stopped by name.
+        `systemctl stop -- '${BUILD_UNIT_PREFIX}${pattern}*' 2>/dev/null || true`,
         `sids=""; for f in ${files}; do if [ -s "$f" ]; then sid=$(cat "$f"); case "$sid" in *[!0-9]*) ;; *) sids="$sids $sid";; esac; fi; done`,
         'if [ -n "$sids" ]; then for sid in $sids; do pkill -TERM -s "$sid" || true; done; sleep 1; for sid in $sids; do pkill -KILL -s "$sid" || true; done; fi',
         `rm -f ${files}`,
@@ -56625,7 +56639,7 @@ function backupProgram(opts) {
     // Root writes the backups there: no other user may be able to swap a directory on the way.
     ROOT_ONLY_FUNCTION, 'ms_root_only "$DIR" || die "the backup directory is not safe for root to write to"', 'mkdir -p -- "$DIR"', 'chown root:root -- "$DIR"', 'chmod 700 -- "$DIR"', 
     // One backup of this database at a time; a second waits.
-    'exec 8>>"$DIR/.backup.lock"', 'flock 8', 'now=$(date -u +%s)', 'stamp=$(date -u -d "@$now" +%Y%m%dT%H%M%SZ)', 'while [ -e "$DIR/${DB}_${stamp}_${LABEL}.dump" ] || [ -e "$DIR/${DB}_${stamp}_${LABEL}.manifest.json" ]; do', '  sleep 1; now=$(date -u +%s); stamp=$(date -u -d "@$now" +%Y%m%dT%H%M%SZ)', 'done', 'created=$(date -u -d "@$now" +%Y-%m-%dT%H:%M:%SZ)', 'base="${DB}_${stamp}_${LABEL}"', 'dump="$DIR/$base.dump"', 'manifest="$DIR/$base.manifest.json"', 'globals="$DIR/$base.globals.sql"', 'tmp_dump="$DIR/.$base.dump.partial"', 'tmp_manifest="$DIR/.$base.manifest.partial"', 'tmp_globals="$DIR/.$base.globals.partial"', 'psql_err=$(mktemp)', 'chmod 644 "$psql_err"', 'psql_pid=""', 'cleanup() {', '  rm -f -- "$tmp_dump" "$tmp_manifest" "$tmp_globals" "$psql_err"', '  if [ -n "$psql_pid" ]; then kill "$psql_pid" 2>/dev/null || true; fi', '}', 'trap cleanup EXIT', 'start=$(date +%s)', 
+    'exec 8>>"$DIR/.backup.lock"', 'flock 8', 'now=$(date -u +%s)', 'stamp=$(date -u -d "@$now" +%Y%m%dT%H%M%SZ)', 'while [ -e "$DIR/${DB}_${stamp}_${LABEL}.dump" ] || [ -e "$DIR/${DB}_${stamp}_${LABEL}.manifest.json" ]; do', '  sleep 1; now=$(date -u +%s); stamp=$(date -u -d "@$now" +%Y%m%dT%H%M%SZ)', 'done', 'created=$(date -u -d "@$now" +%Y-%m-%dT%H:%M:%SZ)', 'base="${DB}_${stamp}_${LABEL}"', 'dump="$DIR/$base.dump"', 'manifest="$DIR/$base.manifest.json"', 'globals="$DIR/$base.globals.sql"', 'tmp_dump="$DIR/.$base.dump.partial"', 'tmp_manifest="$DIR/.$base.manifest.partial"', 'tmp_globals="$DIR/.$base.globals.partial"', 'psql_err=$(mktemp)', 'psql_pid=""', 'cleanup() {', '  rm -f -- "$tmp_dump" "$tmp_manifest" "$tmp_globals" "$psql_err"', '  if [ -n "$psql_pid" ]; then kill "$psql_pid" 2>/dev/null || true; fi', '}', 'trap cleanup EXIT', 'start=$(date +%s)', 
     // The snapshot: a REPEATABLE READ transaction held open by a psql coprocess.
     // Its first query exports the snapshot; the row counts and pg_dump read that same snapshot.
     'coproc PSQL { exec runuser -u postgres -- psql -X -q -A -t -v ON_ERROR_STOP=1 -d "$DB" 2>"$psql_err"; }', 'psql_pid=$PSQL_PID', 'exec 5<&"${PSQL[0]}" 6>&"${PSQL[1]}"', "printf '%s\\n' 'BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;' 'SELECT pg_export_snapshot();' >&6", 'snap=""', 'IFS= read -r snap <&5 || true', '[[ $snap =~ ^[0-9A-Fa-f]+-[0-9A-Fa-f]+(-[0-9]+)?$ ]] || die "cannot open a snapshot of database $DB: $(head -c 2000 "$psql_err")"', "printf '%s\\n' \"SELECT to_json(current_setting('server_version'))::text;\" >&6", 'pg_version=""', 'IFS= read -r pg_version <&5 || die "cannot read the server version: $(head -c 2000 "$psql_err")"', heredocVar('counts_sql', ROW_COUNTS_SQL), 'printf \'%s\\n\' "$counts_sql" >&6', 'tables=""', 'IFS= read -r tables <&5 || die "cannot count the rows of $DB: $(head -c 2000 "$psql_err")"', '[[ $tables == "{"* ]] || die "unexpected row counts from $DB: $tables $(head -c 2000 "$psql_err")"', 'if ! runuser -u postgres -- pg_dump -Fc --snapshot="$snap" -d "$DB" > "$tmp_dump"; then die "pg_dump of $DB failed"; fi', "printf '%s\\n' 'COMMIT;' '\\q' >&6", 'exec 6>&- 5<&-', 'wait "$psql_pid" || die "the snapshot transaction failed: $(head -c 2000 "$psql_err")"', 'psql_pid=""', 
@@ -56689,7 +56703,7 @@ function backupInstallScript(opts) {
     const names = backupUnitNames(opts.app);
     const units = unitFiles(opts);
     const unitDir = '/etc/systemd/system';
-    return script('reload=""', sh `if [ ! -d ${opts.backupDir} ]; then mkdir -p -- ${opts.backupDir}; chmod 700 -- ${opts.backupDir}; echo ${'changed ' + opts.backupDir}; fi`, sh `if [ "$(stat -c %a:%U -- ${opts.backupDir})" != 700:root ]; then chown root:root -- ${opts.backupDir}; chmod 700 -- ${opts.backupDir}; echo ${'changed ' + opts.backupDir + ' mode'}; fi`, ensureFile(backupProgramPath(opts.app), program, {
+    return script('reload=""', rootOnly(opts.backupDir), sh `if [ ! -d ${opts.backupDir} ]; then mkdir -p -- ${opts.backupDir}; chmod 700 -- ${opts.backupDir}; echo ${'changed ' + opts.backupDir}; fi`, sh `if [ "$(stat -c %a:%U -- ${opts.backupDir})" != 700:root ]; then chown -h root:root -- ${opts.backupDir}; chmod 700 -- ${opts.backupDir}; echo ${'changed ' + opts.backupDir + ' mode'}; fi`, ensureFile(backupProgramPath(opts.app), program, {
         mode: '755',
         owner: 'root:root',
         label: backupProgramPath(opts.app),
@@ -57159,21 +57173,31 @@ SSL_VALUES = {'true': 'require', 'false': 'disable', 'disable': 'disable', 'allo
 
 def pg_environment(url):
     # A libpq URI (postgresql://user:pass@host:port,host2/db?k=v, SQLAlchemy's
-    # +driver allowed) as PG* variables. Errors never quote the URL: it holds a password.
+    # +driver allowed) as PG* variables, split the way libpq splits it; returns
+    # them and the texts to mask. Messages never quote the URL: it holds a password.
     from urllib.parse import unquote, parse_qsl
     scheme, sep, rest = url.partition('://')
     if not sep or scheme.split('+')[0] not in ('postgres', 'postgresql'):
-        sys.exit('DATABASE_URL is not a postgresql:// URL (scheme %r)' % scheme.split('+')[0][:20])
-    rest, _, query = rest.partition('?')
-    netloc, _, path = rest.partition('/')
-    env = {}
-    userinfo, at, hostlist = netloc.rpartition('@')
-    if at:
+        sys.exit('DATABASE_URL is not a postgresql:// URL')
+    # libpq: the user information ends at the first @ before the first /. An @
+    # after it means a / or @ left unencoded in the password: libpq would read
+    # a piece of it as a host, port or database name, and print it.
+    first_slash = rest.find('/')
+    end = first_slash if first_slash >= 0 else len(rest)
+    at = rest.find('@', 0, end)
+    if '@' in rest[end:].partition('?')[0]:
+        sys.exit('DATABASE_URL has an @ after its first /: percent-encode / and @ in its user name and password (%2F, %40)')
+    userinfo, rest = (rest[:at], rest[at + 1:]) if at >= 0 else ('', rest)
+    hostlist = re.match(r'[^/?]*', rest).group(0)
+    path, _, query = rest[len(hostlist):].lstrip('/').partition('?')
+    env, secrets = {}, []
+    if userinfo:
         user, colon, password = userinfo.partition(':')
         if user:
             env['PGUSER'] = unquote(user)
         if colon:
             env['PGPASSWORD'] = unquote(password)
+            secrets += [password, unquote(password)]
     hosts, ports = [], []
     for item in hostlist.split(',') if hostlist else []:
         if item.startswith('['):
@@ -57189,25 +57213,40 @@ def pg_environment(url):
         env['PGPORT'] = ','.join(p or '5432' for p in ports)
     if path:
         env['PGDATABASE'] = unquote(path)
+    ignored = 0
     for key, value in parse_qsl(query, keep_blank_values=True):
         if key == 'ssl':
             if value.lower() not in SSL_VALUES:
-                sys.exit('DATABASE_URL: ssl= has a value libpq does not know')
+                sys.exit('DATABASE_URL: its ssl= parameter has a value libpq does not know')
             env['PGSSLMODE'] = SSL_VALUES[value.lower()]
         elif key in PG_ENV:
             env[PG_ENV[key]] = value
+            if key in ('password', 'sslpassword'):
+                secrets.append(value)
         else:
-            print('note: DATABASE_URL parameter %r is not a libpq setting; psql and pg_dump ignore it' % key[:40], file=sys.stderr)
-    return env
+            ignored += 1
+    if ignored:
+        print('note: DATABASE_URL has %d parameter(s) that psql and pg_dump do not know; they ignore them' % ignored, file=sys.stderr)
+    return env, [t for t in secrets if len(t) >= 3]
 
 def pg_exec(envfile, *command):
     # Runs a libpq client (psql, pg_dump) against the app's DATABASE_URL, read
-    # from its .env by the caller (the app user), passed in the environment.
+    # from its .env by the caller (the app user), passed in the environment. Its
+    # messages pass through here, with the password masked.
+    import subprocess
     url = read_env(envfile).get('DATABASE_URL', '')
     if not url:
         sys.exit('DATABASE_URL is not set in %s' % envfile)
-    os.environ.update(pg_environment(url))
-    os.execvp(command[0], list(command))
+    env, secrets = pg_environment(url)
+    os.environ.update(env)
+    child = subprocess.Popen(list(command), stderr=subprocess.PIPE)
+    masks = sorted({t.encode() for t in secrets}, key=len, reverse=True)
+    for line in child.stderr:
+        for m in masks:
+            line = line.replace(m, b'***')
+        sys.stderr.buffer.write(line)
+        sys.stderr.buffer.flush()
+    sys.exit(child.wait())
 
 def stop_user(name):
     # Every process of a user stopped: kill(-1) sent as that user (it reaches
@@ -57244,9 +57283,46 @@ def stop_user(name):
         time.sleep(0.1)
     sys.exit('processes of %s keep running: %s' % (name, ' '.join(left[:10])))
 
+def root_only(path):
+    # Nothing on the way to path (resolved), nor path itself, can be changed by
+    # anyone but root: each is root's and writable by root alone. A missing
+    # part is fine when what holds it passes (only root could make it).
+    parts = [p for p in os.path.realpath(path).split('/') if p]
+    for n in range(len(parts) + 1):
+        try:
+            st = os.stat('/' + '/'.join(parts[:n]))
+        except FileNotFoundError:
+            return True
+        if st.st_uid != 0 or st.st_mode & 0o022:
+            return False
+    return True
+
+def check_sealed(venv):
+    # A sealed venv leads nowhere another user could change: no link, and no
+    # path line of a .pth file (Python adds those to sys.path), points there.
+    bad = []
+    for top, dirs, files in os.walk(venv):
+        for name in dirs + files:
+            p = os.path.join(top, name)
+            st = os.lstat(p)
+            if st.st_uid != 0 or (st.st_mode & 0o022 and not os.path.islink(p)) or st.st_mode & 0o6000:
+                bad.append('%s is not sealed (owner %d, mode %o)' % (p, st.st_uid, st.st_mode & 0o7777))
+            elif os.path.islink(p) and not root_only(p):
+                bad.append('%s leads to %s' % (p, os.path.realpath(p)))
+            elif name.endswith('.pth') and os.path.isfile(p):
+                with open(p, encoding='utf-8', errors='replace') as f:
+                    for line in f:
+                        line = line.strip()
+                        if line and not line.startswith(('#', 'import ', 'import\t')):
+                            target = os.path.join(top, line)
+                            if not root_only(target):
+                                bad.append('%s adds %s to the path' % (p, os.path.realpath(target)))
+    if bad:
+        sys.exit('the virtualenv leads to places another user could change (a package put them there):\n' + '\n'.join(bad[:20]))
+
 cmd, args = sys.argv[1], sys.argv[2:]
 {'link': link, 'stage-files': stage_files, 'check-files': check_files, 'import-check': import_check,
- 'wait-ready': wait_ready, 'releases': releases, 'exec': exec_in_release, 'pg-exec': pg_exec, 'stop-user': stop_user}[cmd](*args)
+ 'wait-ready': wait_ready, 'releases': releases, 'exec': exec_in_release, 'pg-exec': pg_exec, 'stop-user': stop_user, 'check-sealed': check_sealed}[cmd](*args)
 `;
 /** The user health probes connect as: an app controls its socket's directory, so root never follows it. */
 const PROBE_USER = 'nobody';
@@ -57335,6 +57411,11 @@ function isBackupName(path) {
 function sendDumpScript(dump) {
     return sh_script(sh_sh `exec cat -- ${dump}`);
 }
+/** Script lines defining `as_role CMD...`: a libpq client as the scratch role over 127.0.0.1, its password in the environment. */
+function asScratchRole(o) {
+    return sh_script(textVar('password', o.password), sh_sh `role=${o.role}`, `port=$(${PSQL} -d postgres -c 'SHOW port')`, 'as_role() { PGPASSWORD="$password" PGHOST=127.0.0.1 PGPORT="$port" PGUSER="$role" PGCONNECT_TIMEOUT=10 "$@"; }').trimEnd();
+}
+const PSQL_AS_ROLE = 'as_role psql -X -q -A -t -v ON_ERROR_STOP=1';
 function refuseProduction(o) {
     if (o.scratch === o.database)
         throw new Error(`the scratch database cannot be the production database (${o.database})`);
@@ -57346,12 +57427,16 @@ function refuseProduction(o) {
  */
 function prepareScratchScript(o) {
     refuseProduction(o);
-    return sh_script('cd /', 'for tool in pg_restore psql sha256sum runuser; do command -v "$tool" >/dev/null || { echo "$tool is not installed on this host" >&2; exit 1; }; done', sh_sh `scratch=${o.scratch}`, sh_sh `marker=${SCRATCH_MARKER}`, `existing=$(${PSQL} -d postgres -v name="$scratch" <<'SQL'`, "SELECT coalesce(shobj_description(oid, 'pg_database'), '') || '|' FROM pg_database WHERE datname = :'name';", 'SQL', ')', 'if [ -n "$existing" ]; then', '  if [ "$existing" != "$marker|" ]; then echo "a database named $scratch exists and is not a scratch database of metalship: refusing to touch it (choose another scratch-database)" >&2; exit 5; fi', `  ${PSQL} -d postgres -v name="$scratch" <<'SQL'`, 'DROP DATABASE :"name" WITH (FORCE);', 'SQL', '  echo "DROPPED_LEFTOVER $scratch"', 'fi', `echo "FREE $(${PSQL} -d postgres -c 'SHOW server_version')"`);
+    return sh_script('cd /', 'for tool in pg_restore psql sha256sum runuser; do command -v "$tool" >/dev/null || { echo "$tool is not installed on this host" >&2; exit 1; }; done', sh_sh `scratch=${o.scratch}`, sh_sh `marker=${SCRATCH_MARKER}`, `existing=$(${PSQL} -d postgres -v name="$scratch" <<'SQL'`, "SELECT coalesce(shobj_description(oid, 'pg_database'), '') || '|' FROM pg_database WHERE datname = :'name';", 'SQL', ')', 'if [ -n "$existing" ]; then', '  if [ "$existing" != "$marker|" ]; then echo "a database named $scratch exists and is not a scratch database of metalship: refusing to touch it (choose another scratch-database)" >&2; exit 5; fi', `  ${PSQL} -d postgres -v name="$scratch" <<'SQL'`, 'DROP DATABASE :"name" WITH (FORCE);', 'SQL', '  echo "DROPPED_LEFTOVER $scratch"', 'fi', 
+    // Scratch roles a killed run left (marked as ours, owning nothing now).
+    `${PSQL} -d postgres -v marker="$marker" <<'SQL'`, "SELECT format('DROP ROLE %I', rolname) FROM pg_roles WHERE shobj_description(oid, 'pg_authid') = :'marker' \\gexec", 'SQL', `echo "FREE $(${PSQL} -d postgres -c 'SHOW server_version')"`);
 }
 /**
  * On the restore host: checks the dump (received on stdin after the script when
- * `receive`, or read in place) against the manifest's size and sha256, creates the
- * scratch database, marked as ours, and restores into it with --exit-on-error.
+ * `receive`, or read in place) against the manifest's size and sha256, creates
+ * the scratch role and database (both marked as ours; the database empty and
+ * the role's), the dump's extensions and amcheck while it is still empty, then
+ * restores the rest with --exit-on-error as the scratch role.
  * Prints `RECEIVED <bytes>`, `CHECKSUM ok`, `CREATED` and `RESTORED <seconds>`.
  */
 function restoreScript(o) {
@@ -57362,20 +57447,27 @@ function restoreScript(o) {
         ? sh_script(
         // The dump follows the script on stdin, streamed from the backup host through the runner.
         'cat > "$work/backup.dump"', 'dump="$work/backup.dump"', 'echo "RECEIVED $(stat -c %s -- "$dump")"').trimEnd()
-        : sh_sh `dump=${o.dump}`, sh_sh `scratch=${o.scratch}`, sh_sh `marker=${SCRATCH_MARKER}`, sh_sh `want_size=${o.size}`, sh_sh `want_sha=${o.sha256}`, 'size=$(stat -c %s -- "$dump")', 'if [ "$size" != "$want_size" ]; then echo "the dump is $size bytes but its manifest says $want_size: it is truncated or was changed after the backup" >&2; exit 4; fi', 'sha=$(sha256sum -- "$dump" | cut -d" " -f1)', 'if [ "$sha" != "$want_sha" ]; then echo "the dump\'s sha256 $sha does not match its manifest\'s $want_sha: it was changed or damaged after the backup" >&2; exit 4; fi', 'echo "CHECKSUM ok"', 
-    // CREATE DATABASE fails if the name was taken since the preparation: never someone else's.
-    `${PSQL} -d postgres -v name="$scratch" -v marker="$marker" <<'SQL'`, 'CREATE DATABASE :"name" TEMPLATE template0;', 'COMMENT ON DATABASE :"name" IS :\'marker\';', 'SQL', 'echo "CREATED $scratch"', 'start=$(date +%s.%N)', 
-    // Owners and grants name roles the restore host may not have: restore as postgres.
-    'if ! runuser -u postgres -- pg_restore --exit-on-error --no-owner --no-privileges -d "$scratch" < "$dump" 2> "$work/restore.err"; then', '  echo "pg_restore failed: $(head -c 3000 "$work/restore.err")" >&2', '  exit 6', 'fi', 'end=$(date +%s.%N)', 'echo "RESTORED $(awk -v a="$start" -v b="$end" \'BEGIN { printf "%.2f", b - a }\')"');
+        : sh_sh `dump=${o.dump}`, sh_sh `scratch=${o.scratch}`, sh_sh `marker=${SCRATCH_MARKER}`, sh_sh `want_size=${o.size}`, sh_sh `want_sha=${o.sha256}`, 'size=$(stat -c %s -- "$dump")', 'if [ "$size" != "$want_size" ]; then echo "the dump is $size bytes but its manifest says $want_size: it is truncated or was changed after the backup" >&2; exit 4; fi', 'sha=$(sha256sum -- "$dump" | cut -d" " -f1)', 'if [ "$sha" != "$want_sha" ]; then echo "the dump\'s sha256 $sha does not match its manifest\'s $want_sha: it was changed or damaged after the backup" >&2; exit 4; fi', 'echo "CHECKSUM ok"', asScratchRole(o), 
+    // The role and its database. CREATE DATABASE fails if the name was taken
+    // since the preparation: never someone else's. The password goes on stdin.
+    `{ printf '\\set password %s\\n' "$password"; cat <<'SQL'`, 'CREATE ROLE :"role" LOGIN PASSWORD :\'password\' NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION;', 'COMMENT ON ROLE :"role" IS :\'marker\';', 'CREATE DATABASE :"name" OWNER :"role" TEMPLATE template0;', 'COMMENT ON DATABASE :"name" IS :\'marker\';', 'SQL', `} | ${PSQL} -d postgres -v role="$role" -v name="$scratch" -v marker="$marker"`, 'echo "CREATED $scratch"', 
+    // Extensions need a superuser: made now, from the server's own files, in the
+    // empty database (the dump's names and schemas only, quoted by psql); then
+    // amcheck for the checks, its function granted to the role.
+    'pg_restore -l -- "$dump" > "$work/all.list"', `grep -E '^[0-9]+; [0-9]+ [0-9]+ EXTENSION - ' "$work/all.list" > "$work/ext.list" || true`, `grep -vE '^[0-9]+; [0-9]+ [0-9]+ (EXTENSION|COMMENT - EXTENSION) ' "$work/all.list" > "$work/rest.list" || true`, 'if [ -s "$work/ext.list" ]; then', '  pg_restore -f - -L "$work/ext.list" -- "$dump" | sed -n \'s/^CREATE EXTENSION IF NOT EXISTS \\(.*\\) WITH SCHEMA \\(.*\\);$/\\1 \\2/p\' > "$work/ext.names"', '  while read -r ext schema; do', '    ext=${ext#\\"}; ext=${ext%\\"}; schema=${schema#\\"}; schema=${schema%\\"}', `    ${PSQL} -d "$scratch" -v ext="$ext" -v schema="$schema" -v role="$role" <<'SQL'`, 'CREATE SCHEMA IF NOT EXISTS :"schema" AUTHORIZATION :"role";', 'CREATE EXTENSION IF NOT EXISTS :"ext" WITH SCHEMA :"schema";', 'SQL', '  done < "$work/ext.names"', 'fi', `if ${PSQL} -d "$scratch" -v role="$role" >/dev/null 2>"$work/amcheck.err" <<'SQL'`, 'CREATE EXTENSION IF NOT EXISTS amcheck;', 'GRANT EXECUTE ON FUNCTION bt_index_check(regclass, boolean) TO :"role";', 'SQL', 'then :; else echo "AMCHECK_UNAVAILABLE $(head -c 500 "$work/amcheck.err" | tr \'\\n\' \' \')"; fi', 'start=$(date +%s.%N)', 
+    // Owners and grants name roles the restore host may not have: everything becomes the scratch role's.
+    'if ! as_role pg_restore --exit-on-error --no-owner --no-privileges -L "$work/rest.list" -d "$scratch" -- "$dump" 2> "$work/restore.err"; then', '  echo "pg_restore failed: $(head -c 3000 "$work/restore.err")" >&2', '  exit 6', 'fi', 'end=$(date +%s.%N)', 'echo "RESTORED $(awk -v a="$start" -v b="$end" \'BEGIN { printf "%.2f", b - a }\')"');
 }
 /**
- * On the restore host, in the scratch database: row counts (JSON), amcheck of
- * every btree index (with heapallindexed), and each check query. Prints
- * `COUNTS <json>`, `AMCHECK <n>` or `AMCHECK_FAILED <text>`, `CHECK <i> <t|f|error: ...>`.
+ * On the restore host, in the scratch database, as the scratch role: row counts
+ * (JSON), amcheck of every btree index (with heapallindexed: it evaluates index
+ * expressions, the app's code), and each check query. Prints `COUNTS <json>`,
+ * `AMCHECK <n>` or `AMCHECK_FAILED <text>` (or nothing when the restore said
+ * `AMCHECK_UNAVAILABLE`), `CHECK <i> <t|f|error: ...>`.
  */
 function inspectScript(o) {
     refuseProduction(o);
-    return sh_script('cd /', sh_sh `scratch=${o.scratch}`, textVar('counts_sql', ROW_COUNTS_SQL), `echo "COUNTS $(${PSQL} -d "$scratch" -c "$counts_sql")"`, 'err=$(mktemp)', 'trap \'rm -f -- "$err"\' EXIT', 'chmod 644 "$err"', `if ${PSQL} -d "$scratch" -c 'CREATE EXTENSION IF NOT EXISTS amcheck' 2>"$err"; then`, textVar('amcheck_sql', "SELECT c.oid::regclass::text, bt_index_check(c.oid, true) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam JOIN pg_namespace n ON n.oid = c.relnamespace WHERE am.amname = 'btree' AND i.indisvalid AND i.indisready AND c.relpersistence <> 't' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%';"), `  if out=$(${PSQL} -d "$scratch" -c "$amcheck_sql" 2>"$err"); then echo "AMCHECK $(printf '%s\\n' "$out" | grep -c . || true)"; else echo "AMCHECK_FAILED $(head -c 2000 "$err" | tr '\\n' ' ')"; fi`, 'else', '  echo "AMCHECK_UNAVAILABLE $(head -c 500 "$err" | tr \'\\n\' \' \')"', 'fi', ...o.checks.map((q, i) => sh_script(textVar('q', q), `if out=$(${PSQL} -d "$scratch" -c "$q" 2>"$err"); then echo "CHECK ${i} $(printf '%s' "$out" | tr '\\n' ' ')"; else echo "CHECK ${i} error: $(head -c 500 "$err" | tr '\\n' ' ')"; fi`).trimEnd()));
+    return sh_script('cd /', sh_sh `scratch=${o.scratch}`, asScratchRole(o), textVar('counts_sql', ROW_COUNTS_SQL), `echo "COUNTS $(${PSQL_AS_ROLE} -d "$scratch" -c "$counts_sql")"`, 'err=$(mktemp)', 'trap \'rm -f -- "$err"\' EXIT', `if [ "$(${PSQL_AS_ROLE} -d "$scratch" -c "SELECT count(*) FROM pg_proc WHERE proname = 'bt_index_check'")" != 0 ]; then`, textVar('amcheck_sql', "SELECT c.oid::regclass::text, bt_index_check(c.oid, true) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam JOIN pg_namespace n ON n.oid = c.relnamespace WHERE am.amname = 'btree' AND i.indisvalid AND i.indisready AND c.relpersistence <> 't' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%';"), `  if out=$(${PSQL_AS_ROLE} -d "$scratch" -c "$amcheck_sql" 2>"$err"); then echo "AMCHECK $(printf '%s\\n' "$out" | grep -c . || true)"; else echo "AMCHECK_FAILED $(head -c 2000 "$err" | tr '\\n' ' ')"; fi`, 'fi', ...o.checks.map((q, i) => sh_script(textVar('q', q), `if out=$(${PSQL_AS_ROLE} -d "$scratch" -c "$q" 2>"$err"); then echo "CHECK ${i} $(printf '%s' "$out" | tr '\\n' ' ')"; else echo "CHECK ${i} error: $(head -c 500 "$err" | tr '\\n' ' ')"; fi`).trimEnd()));
 }
 /**
  * On the restore host: starts the current release's uvicorn on a private Unix
@@ -57385,11 +57477,9 @@ function inspectScript(o) {
  */
 function smokeScript(o) {
     refuseProduction(o);
-    return sh_script('cd /', sh_sh `current=${o.appRoot}/current`, sh_sh `user=${o.appUser}`, sh_sh `scratch=${o.scratch}`, sh_sh `role=${o.role}`, 'if [ ! -d "$current/" ]; then echo "SMOKE skipped: no current release at $current on this host"; exit 0; fi', 'py="$current/.venv/bin/python"', sh_sh `[ -x "$py" ] || py=${o.appRoot}/venv/bin/python`, 'if [ ! -x "$py" ]; then echo "SMOKE skipped: the current release has no virtualenv"; exit 0; fi', 'if ! id -u "$user" >/dev/null 2>&1; then echo "SMOKE skipped: the app user $user does not exist on this host"; exit 0; fi', pyToolDefinition(), 'port=$(' + PSQL + ' -d postgres -c "SHOW port")', 
-    // A temporary role that can use everything in the scratch database, and nothing else.
-    textVar('password', o.password), 
-    // The password reaches psql on stdin (printf is a builtin): a command line is public.
-    `{ printf '\\set password %s\\n' "$password"; cat <<'SQL'`, "CREATE ROLE :\"role\" LOGIN PASSWORD :'password' VALID UNTIL 'infinity';", 'GRANT CONNECT, TEMPORARY ON DATABASE :"name" TO :"role";', "SELECT format('GRANT USAGE ON SCHEMA %I TO %I; GRANT ALL ON ALL TABLES IN SCHEMA %I TO %I; GRANT ALL ON ALL SEQUENCES IN SCHEMA %I TO %I;', nspname, :'role', nspname, :'role', nspname, :'role') FROM pg_namespace WHERE nspname NOT IN ('pg_catalog', 'information_schema') AND nspname NOT LIKE 'pg\\_%' \\gexec", 'SQL', `} | ${PSQL} -d "$scratch" -v role="$role" -v name="$scratch"`, 
+    return sh_script('cd /', sh_sh `current=${o.appRoot}/current`, sh_sh `user=${o.appUser}`, sh_sh `scratch=${o.scratch}`, 'if [ ! -d "$current/" ]; then echo "SMOKE skipped: no current release at $current on this host"; exit 0; fi', 'py="$current/.venv/bin/python"', sh_sh `[ -x "$py" ] || py=${o.appRoot}/venv/bin/python`, 'if [ ! -x "$py" ]; then echo "SMOKE skipped: the current release has no virtualenv"; exit 0; fi', 'if ! id -u "$user" >/dev/null 2>&1; then echo "SMOKE skipped: the app user $user does not exist on this host"; exit 0; fi', pyToolDefinition(), 
+    // The app connects as the scratch role, which owns everything restored.
+    asScratchRole(o), 
     // The app's output goes to a file in root's own directory; only the socket's
     // directory is the app's (whatever the app puts there, root never reads it).
     'work=$(mktemp -d /run/metalship-verify-smoke.XXXXXX)', 'chmod 711 "$work"', 'mkdir "$work/sock"', 'chown "$user" "$work/sock"', 'sock="$work/sock/api.sock"', 'log="$work/app.log"', 'pid=""', 'stop() { if [ -n "$pid" ]; then kill -TERM -- "-$pid" 2>/dev/null || true; for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 -- "-$pid" 2>/dev/null || break; sleep 0.5; done; kill -KILL -- "-$pid" 2>/dev/null || true; fi; rm -rf -- "$work"; }', 'trap stop EXIT', 'url="postgresql://$role:$password@127.0.0.1:$port/$scratch"', 
@@ -57400,7 +57490,9 @@ function smokeScript(o) {
 /** On the restore host, always at the end: drops the scratch database (if ours) and the temporary role. */
 function dropScratchScript(o) {
     refuseProduction(o);
-    return sh_script('cd /', sh_sh `scratch=${o.scratch}`, sh_sh `role=${o.role}`, sh_sh `marker=${SCRATCH_MARKER}`, `existing=$(${PSQL} -d postgres -v name="$scratch" <<'SQL'`, "SELECT coalesce(shobj_description(oid, 'pg_database'), '') || '|' FROM pg_database WHERE datname = :'name';", 'SQL', ')', 'if [ "$existing" = "$marker|" ]; then', `  ${PSQL} -d postgres -v name="$scratch" <<'SQL'`, 'DROP DATABASE :"name" WITH (FORCE);', 'SQL', '  echo "DROPPED $scratch"', 'elif [ -n "$existing" ]; then echo "not dropping $scratch: it is not a scratch database of metalship" >&2; fi', `${PSQL} -d postgres -v role="$role" <<'SQL'`, "SELECT format('DROP ROLE %I', rolname) FROM pg_roles WHERE rolname = :'role' \\gexec", 'SQL', 'rm -rf -- /var/tmp/metalship-verify.* /run/metalship-verify-smoke.* 2>/dev/null || true', `left=$(${PSQL} -d postgres -v name="$scratch" -v role="$role" <<'SQL'`, "SELECT (SELECT count(*) FROM pg_database WHERE datname = :'name') + (SELECT count(*) FROM pg_roles WHERE rolname = :'role');", 'SQL', ')', 'echo "LEFT $left"');
+    return sh_script('cd /', sh_sh `scratch=${o.scratch}`, sh_sh `role=${o.role}`, sh_sh `marker=${SCRATCH_MARKER}`, `existing=$(${PSQL} -d postgres -v name="$scratch" <<'SQL'`, "SELECT coalesce(shobj_description(oid, 'pg_database'), '') || '|' FROM pg_database WHERE datname = :'name';", 'SQL', ')', 'if [ "$existing" = "$marker|" ]; then', `  ${PSQL} -d postgres -v name="$scratch" <<'SQL'`, 'DROP DATABASE :"name" WITH (FORCE);', 'SQL', '  echo "DROPPED $scratch"', 'elif [ -n "$existing" ]; then echo "not dropping $scratch: it is not a scratch database of metalship" >&2; fi', `${PSQL} -d postgres -v role="$role" <<'SQL'`, "SELECT format('DROP ROLE %I', rolname) FROM pg_roles WHERE rolname = :'role' \\gexec", 'SQL', 
+    // Leftovers of a killed run: root's own only (/var/tmp is everyone's).
+    "find /var/tmp /run -maxdepth 1 -name 'metalship-verify*' -user root -exec rm -rf -- {} + 2>/dev/null || true", `left=$(${PSQL} -d postgres -v name="$scratch" -v role="$role" <<'SQL'`, "SELECT (SELECT count(*) FROM pg_database WHERE datname = :'name') + (SELECT count(*) FROM pg_roles WHERE rolname = :'role');", 'SQL', ')', 'echo "LEFT $left"');
 }
 /** On the backup host, after a successful verification: the record the next run (and deploys) report. */
 function recordVerifiedScript(backupDir, record) {
@@ -67034,9 +67126,13 @@ const pattern = (opts) => field(opts, opts.expected, schemas_string().transform(
         ctx.addIssue({ code: 'custom', message: `${fields_quote(v)} is not valid` });
         return NEVER;
     }
-    const r = opts.reserved;
     const lower = v.toLowerCase();
-    if (r && (r.names.includes(lower) || r.prefixes?.some((p) => lower.startsWith(p)))) {
+    const r = [opts.reserved ?? []]
+        .flat()
+        .find((r) => r.names.includes(lower) ||
+        r.prefixes?.some((p) => lower.startsWith(p)) ||
+        r.suffixes?.some((p) => lower.endsWith(p)));
+    if (r) {
         ctx.addIssue({ code: 'custom', message: `${fields_quote(v)} is reserved: ${r.why}` });
         return NEVER;
     }
@@ -67295,6 +67391,83 @@ function passphraseProblem(key, passphrase) {
 
 
 const APP_NAME = /^[a-z][a-z0-9-]{0,30}[a-z0-9]$/;
+/** `{app}-build` is an app's build user (src/remote/layout.ts): no app, and no app's user, may be named so. */
+const BUILD_USER_SUFFIX = {
+    names: [],
+    suffixes: ['-build'],
+    why: "names ending in -build are reserved for apps' build users (another app's build user would then run this one, or read its secrets)",
+};
+/**
+ * Apps name systemd units ({app}.target, {app}-api@.service, ...): names whose
+ * units systemd or the distribution already has would replace them.
+ */
+const SYSTEM_UNIT_NAMES = {
+    names: [
+        'basic',
+        'default',
+        'emergency',
+        'exit',
+        'final',
+        'getty',
+        'graphical',
+        'halt',
+        'hibernate',
+        'hybrid-sleep',
+        'initrd',
+        'kexec',
+        'local-fs',
+        'local-fs-pre',
+        'multi-user',
+        'network',
+        'network-online',
+        'network-pre',
+        'nss-lookup',
+        'nss-user-lookup',
+        'paths',
+        'poweroff',
+        'reboot',
+        'remote-fs',
+        'remote-fs-pre',
+        'rescue',
+        'rpcbind',
+        'shutdown',
+        'sigpwr',
+        'sleep',
+        'slices',
+        'smartcard',
+        'sockets',
+        'sound',
+        'suspend',
+        'swap',
+        'sysinit',
+        'system-update',
+        'time-set',
+        'time-sync',
+        'timers',
+        'umount',
+        'usb',
+        'bluetooth',
+        'printer',
+        'cryptsetup',
+        'integritysetup',
+        'veritysetup',
+        'machines',
+        'user',
+        'nginx',
+        'postgresql',
+        'redis',
+        'redis-server',
+        'ssh',
+        'sshd',
+        'cron',
+        'dbus',
+        'ufw',
+        'certbot',
+        'metalship',
+    ],
+    prefixes: ['systemd-', 'getty', 'serial-getty', 'user-', 'dbus-', 'metalship-'],
+    why: "systemd or the system already has units of that name, which the app's units ({app}.target, {app}-api@.service, ...) would replace",
+};
 /** Accounts of the system and of the services provision installs: never the app's or the deploy user. */
 const SYSTEM_USERS = [
     'root',
@@ -67392,6 +67565,7 @@ const connectionInputs = {
         description: 'Application name: names /opt/{app}, the app user and the systemd units.',
         required: true,
         regex: APP_NAME,
+        reserved: [SYSTEM_UNIT_NAMES, BUILD_USER_SUFFIX],
         expected: '2-32 lowercase letters, digits and hyphens, starting with a letter, e.g. "shop-api"',
     }),
     'app-root': directory({
@@ -67436,10 +67610,13 @@ const serviceInputs = {
             'Not root, a system account or the SSH user.',
         default: '{app}',
         regex: /^[a-z_][a-z0-9_-]{0,31}$/,
-        reserved: {
-            names: SYSTEM_USERS,
-            why: 'a system account (the services must run as an unprivileged user of their own)',
-        },
+        reserved: [
+            {
+                names: SYSTEM_USERS,
+                why: 'a system account (the services must run as an unprivileged user of their own)',
+            },
+            BUILD_USER_SUFFIX,
+        ],
         expected: "an unprivileged Unix user of the app's own (not root or a system account such as postgres or www-data)",
     }),
     'app-module': pattern({
@@ -67516,6 +67693,8 @@ const releaseInputs = {
         if (v === '.' || v === './')
             return '.';
         const trimmed = v.replace(/\/+$/, '');
+        if (trimmed === '')
+            return { error: "'/' is the whole filesystem, not the app's directory" };
         const bad = checkRelativePath(trimmed.startsWith('/') ? trimmed.slice(1) : trimmed);
         return bad ? { error: bad } : trimmed;
     }),
@@ -71509,13 +71688,14 @@ class Log {
     }
     /**
      * Plain text, never a workflow command: lines carry what hosts print, and the
-     * runner reads `##[...]` anywhere in a line (and `::...::` at its start) as a
-     * command, such as one that sets a step output. Such lines are written with
+     * runner reads `##[...]` anywhere in a line (and `::...::` after any leading
+     * white space) as a command, such as one that sets a step output; it splits
+     * lines at \r as well as \n. Lines that could be read so are written with
      * command processing stopped, under a token nobody can guess.
      */
     info(message) {
-        const lines = this.redact(message).split('\n');
-        if (this.onGitHub && lines.some((l) => l.includes('##[') || l.trimStart().startsWith('::'))) {
+        const lines = this.redact(message).split(/\r\n|\r|\n/);
+        if (this.onGitHub && lines.some((l) => l.includes('##[') || l.includes('::'))) {
             const token = (0,external_node_crypto_.randomBytes)(16).toString('hex');
             this.write(`::stop-commands::${token}`);
             for (const line of lines)
@@ -71752,7 +71932,15 @@ async function backupVerify(s, log) {
         scratchTouched = true;
         // 3. Copy (when another host), check, restore.
         const started = Date.now();
-        const restoreOpts = { scratch, database: s.database, dump: f.dump, size: m.size, sha256: m.sha256 };
+        const restoreOpts = {
+            scratch,
+            database: s.database,
+            role,
+            password,
+            dump: f.dump,
+            size: m.size,
+            sha256: m.sha256,
+        };
         let restored;
         try {
             restored = await log.group(same
@@ -71807,7 +71995,7 @@ async function backupVerify(s, log) {
             status: 'ok',
         });
         // 4. Row counts, amcheck, checks.
-        const inspected = await log.group('Checking the restored database', () => restore.conn.run(inspectScript({ scratch, database: s.database, checks: s.checks }), {
+        const inspected = await log.group('Checking the restored database', () => restore.conn.run(inspectScript({ scratch, database: s.database, role, password, checks: s.checks }), {
             what: 'checking the restored database',
             ...long,
         }));
@@ -71831,7 +72019,7 @@ async function backupVerify(s, log) {
             });
         const am = lines(inspected.stdout, 'AMCHECK')[0];
         const amFailed = lines(inspected.stdout, 'AMCHECK_FAILED')[0];
-        const amMissing = lines(inspected.stdout, 'AMCHECK_UNAVAILABLE')[0];
+        const amMissing = lines(restored.stdout, 'AMCHECK_UNAVAILABLE')[0];
         if (am !== undefined)
             rows.push({ what: 'amcheck', measured: `${am} btree indexes (heapallindexed) intact`, status: 'ok' });
         else if (amFailed !== undefined)

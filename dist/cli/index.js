@@ -63992,9 +63992,13 @@ const pattern = (opts) => field(opts, opts.expected, schemas_string().transform(
         ctx.addIssue({ code: 'custom', message: `${quote(v)} is not valid` });
         return NEVER;
     }
-    const r = opts.reserved;
     const lower = v.toLowerCase();
-    if (r && (r.names.includes(lower) || r.prefixes?.some((p) => lower.startsWith(p)))) {
+    const r = [opts.reserved ?? []]
+        .flat()
+        .find((r) => r.names.includes(lower) ||
+        r.prefixes?.some((p) => lower.startsWith(p)) ||
+        r.suffixes?.some((p) => lower.endsWith(p)));
+    if (r) {
         ctx.addIssue({ code: 'custom', message: `${quote(v)} is reserved: ${r.why}` });
         return NEVER;
     }
@@ -64314,8 +64318,11 @@ function parseHosts(text, defaultPort = 22) {
  * trailing dot. For finding duplicates and matching names, never for connecting.
  */
 function canonicalHost(host) {
-    if ((0,external_node_net_.isIP)(host) !== 6)
-        return host.toLowerCase().replace(/\.$/, '');
+    if ((0,external_node_net_.isIP)(host) !== 6) {
+        const name = host.toLowerCase().replace(/\.$/, '');
+        // The loopback name is the loopback address (ssh and libc resolve it so).
+        return name === 'localhost' ? '127.0.0.1' : name;
+    }
     let h;
     try {
         h = new URL(`http://[${host}]`).hostname.slice(1, -1);
@@ -64674,6 +64681,83 @@ function passphraseProblem(key, passphrase) {
 
 
 const APP_NAME = /^[a-z][a-z0-9-]{0,30}[a-z0-9]$/;
+/** `{app}-build` is an app's build user (src/remote/layout.ts): no app, and no app's user, may be named so. */
+const BUILD_USER_SUFFIX = {
+    names: [],
+    suffixes: ['-build'],
+    why: "names ending in -build are reserved for apps' build users (another app's build user would then run this one, or read its secrets)",
+};
+/**
+ * Apps name systemd units ({app}.target, {app}-api@.service, ...): names whose
+ * units systemd or the distribution already has would replace them.
+ */
+const SYSTEM_UNIT_NAMES = {
+    names: [
+        'basic',
+        'default',
+        'emergency',
+        'exit',
+        'final',
+        'getty',
+        'graphical',
+        'halt',
+        'hibernate',
+        'hybrid-sleep',
+        'initrd',
+        'kexec',
+        'local-fs',
+        'local-fs-pre',
+        'multi-user',
+        'network',
+        'network-online',
+        'network-pre',
+        'nss-lookup',
+        'nss-user-lookup',
+        'paths',
+        'poweroff',
+        'reboot',
+        'remote-fs',
+        'remote-fs-pre',
+        'rescue',
+        'rpcbind',
+        'shutdown',
+        'sigpwr',
+        'sleep',
+        'slices',
+        'smartcard',
+        'sockets',
+        'sound',
+        'suspend',
+        'swap',
+        'sysinit',
+        'system-update',
+        'time-set',
+        'time-sync',
+        'timers',
+        'umount',
+        'usb',
+        'bluetooth',
+        'printer',
+        'cryptsetup',
+        'integritysetup',
+        'veritysetup',
+        'machines',
+        'user',
+        'nginx',
+        'postgresql',
+        'redis',
+        'redis-server',
+        'ssh',
+        'sshd',
+        'cron',
+        'dbus',
+        'ufw',
+        'certbot',
+        'metalship',
+    ],
+    prefixes: ['systemd-', 'getty', 'serial-getty', 'user-', 'dbus-', 'metalship-'],
+    why: "systemd or the system already has units of that name, which the app's units ({app}.target, {app}-api@.service, ...) would replace",
+};
 /** Accounts of the system and of the services provision installs: never the app's or the deploy user. */
 const SYSTEM_USERS = [
     'root',
@@ -64771,6 +64855,7 @@ const connectionInputs = {
         description: 'Application name: names /opt/{app}, the app user and the systemd units.',
         required: true,
         regex: APP_NAME,
+        reserved: [SYSTEM_UNIT_NAMES, BUILD_USER_SUFFIX],
         expected: '2-32 lowercase letters, digits and hyphens, starting with a letter, e.g. "shop-api"',
     }),
     'app-root': directory({
@@ -64815,10 +64900,13 @@ const serviceInputs = {
             'Not root, a system account or the SSH user.',
         default: '{app}',
         regex: /^[a-z_][a-z0-9_-]{0,31}$/,
-        reserved: {
-            names: SYSTEM_USERS,
-            why: 'a system account (the services must run as an unprivileged user of their own)',
-        },
+        reserved: [
+            {
+                names: SYSTEM_USERS,
+                why: 'a system account (the services must run as an unprivileged user of their own)',
+            },
+            BUILD_USER_SUFFIX,
+        ],
         expected: "an unprivileged Unix user of the app's own (not root or a system account such as postgres or www-data)",
     }),
     'app-module': pattern({
@@ -64895,6 +64983,8 @@ const releaseInputs = {
         if (v === '.' || v === './')
             return '.';
         const trimmed = v.replace(/\/+$/, '');
+        if (trimmed === '')
+            return { error: "'/' is the whole filesystem, not the app's directory" };
         const bad = checkRelativePath(trimmed.startsWith('/') ? trimmed.slice(1) : trimmed);
         return bad ? { error: bad } : trimmed;
     }),
@@ -68892,13 +68982,14 @@ class Log {
     }
     /**
      * Plain text, never a workflow command: lines carry what hosts print, and the
-     * runner reads `##[...]` anywhere in a line (and `::...::` at its start) as a
-     * command, such as one that sets a step output. Such lines are written with
+     * runner reads `##[...]` anywhere in a line (and `::...::` after any leading
+     * white space) as a command, such as one that sets a step output; it splits
+     * lines at \r as well as \n. Lines that could be read so are written with
      * command processing stopped, under a token nobody can guess.
      */
     info(message) {
-        const lines = this.redact(message).split('\n');
-        if (this.onGitHub && lines.some((l) => l.includes('##[') || l.trimStart().startsWith('::'))) {
+        const lines = this.redact(message).split(/\r\n|\r|\n/);
+        if (this.onGitHub && lines.some((l) => l.includes('##[') || l.includes('::'))) {
             const token = (0,external_node_crypto_.randomBytes)(16).toString('hex');
             this.write(`::stop-commands::${token}`);
             for (const line of lines)
@@ -69026,6 +69117,8 @@ async function run_runAction(name, body, raw = envInputs(), log = new Log()) {
 // Where everything lives on a host: the standard's /opt/{app} tree plus
 // metalship's own state. One place, so scripts cannot disagree on a path.
 
+/** Transient units that run builds: `metalship-build-<script token>-<n>`, stopped with the script's session. */
+const BUILD_UNIT_PREFIX = 'metalship-build-';
 /** `{app}-build`, shortened with a hash where that would pass the 32 characters of a user name. */
 function buildUserName(app) {
     if (app.length <= 26)
@@ -69146,25 +69239,29 @@ function ensureFile(path, content, opts = {}) {
 
 /**
  * Defines `ms_root_only PATH`: fails, naming the culprit, unless every existing
- * directory of PATH's resolved form is root's and writable by root alone.
- * Missing components are fine: root creates them.
+ * directory on the way to PATH is root's and writable by root alone, both as
+ * written (each directory that holds a component, links included: its owner
+ * could re-point them) and as resolved. Missing components are fine: root
+ * creates them.
  */
 const ROOT_ONLY_FUNCTION = [
     'ms_root_only() {',
-    '  local target dir=/ part rest owner mode',
-    '  target=$(readlink -m -- "$1")',
-    '  rest=${target#/}',
-    '  while [ -e "$dir" ]; do',
-    '    read -r owner mode <<<"$(stat -L -c \'%u %a\' -- "$dir")"',
-    '    if [ "$owner" != 0 ] || [ $(( 8#$mode & 8#022 )) != 0 ]; then',
-    '      echo "$dir is owned by uid $owner with mode $mode: $1 must be owned by root and writable by root alone, or another user could redirect what root does there" >&2',
-    '      return 1',
-    '    fi',
-    '    [ -n "$rest" ] || return 0',
-    '    part=${rest%%/*}',
-    '    rest=${rest#"$part"}',
-    '    rest=${rest#/}',
-    '    dir=${dir%/}/$part',
+    '  local path dir part rest owner mode',
+    '  for path in "$1" "$(readlink -m -- "$1")"; do',
+    '    dir=/',
+    '    rest=${path#/}',
+    '    while [ -e "$dir" ]; do',
+    '      read -r owner mode <<<"$(stat -L -c \'%u %a\' -- "$dir")"',
+    '      if [ "$owner" != 0 ] || [ $(( 8#$mode & 8#022 )) != 0 ]; then',
+    '        echo "$dir is owned by uid $owner with mode $mode: $1 must be owned by root and writable by root alone, or another user could redirect what root does there" >&2',
+    '        return 1',
+    '      fi',
+    '      [ -n "$rest" ] || break',
+    '      part=${rest%%/*}',
+    '      rest=${rest#"$part"}',
+    '      rest=${rest#/}',
+    '      dir=${dir%/}/$part',
+    '    done',
     '  done',
     '}',
 ].join('\n');
@@ -70091,6 +70188,7 @@ var external_node_stream_ = __nccwpck_require__(7075);
 
 
 
+
 class RemoteError extends Error {
     host;
     code;
@@ -70126,7 +70224,9 @@ function wrapScript(script, token) {
         ? `mkdir -p ${SESSION_DIR} && read -r _ _ _ _ _ __metalship_sid _ < /proc/$$/stat && echo "$__metalship_sid" > ${SESSION_DIR}/${token}\n`
         : '';
     const forget = token ? `trap 'rm -f ${SESSION_DIR}/${token}' EXIT\n` : '';
-    return `set -euo pipefail\numask 022\ncd /\n${record}${forget}__metalship_main() {\n${body}\n}\n{ __metalship_main; exit $?; }\n`;
+    // The token also names what the script starts outside its session (build units).
+    const named = token ? `__metalship_token=${token}\n` : '';
+    return `set -euo pipefail\numask 022\ncd /\n${named}${record}${forget}__metalship_main() {\n${body}\n}\n{ __metalship_main; exit $?; }\n`;
 }
 const SESSION_DIR = '/run/metalship-sessions';
 /**
@@ -70136,6 +70236,8 @@ const SESSION_DIR = '/run/metalship-sessions';
 function killSessionScript(pattern) {
     const files = `${SESSION_DIR}/${pattern}`;
     return [
+        // Builds run as transient systemd units, outside the session: stopped by name.
+        `systemctl stop -- '${BUILD_UNIT_PREFIX}${pattern}*' 2>/dev/null || true`,
         `sids=""; for f in ${files}; do if [ -s "$f" ]; then sid=$(cat "$f"); case "$sid" in *[!0-9]*) ;; *) sids="$sids $sid";; esac; fi; done`,
         'if [ -n "$sids" ]; then for sid in $sids; do pkill -TERM -s "$sid" || true; done; sleep 1; for sid in $sids; do pkill -KILL -s "$sid" || true; done; fi',
         `rm -f ${files}`,
@@ -71002,21 +71104,31 @@ SSL_VALUES = {'true': 'require', 'false': 'disable', 'disable': 'disable', 'allo
 
 def pg_environment(url):
     # A libpq URI (postgresql://user:pass@host:port,host2/db?k=v, SQLAlchemy's
-    # +driver allowed) as PG* variables. Errors never quote the URL: it holds a password.
+    # +driver allowed) as PG* variables, split the way libpq splits it; returns
+    # them and the texts to mask. Messages never quote the URL: it holds a password.
     from urllib.parse import unquote, parse_qsl
     scheme, sep, rest = url.partition('://')
     if not sep or scheme.split('+')[0] not in ('postgres', 'postgresql'):
-        sys.exit('DATABASE_URL is not a postgresql:// URL (scheme %r)' % scheme.split('+')[0][:20])
-    rest, _, query = rest.partition('?')
-    netloc, _, path = rest.partition('/')
-    env = {}
-    userinfo, at, hostlist = netloc.rpartition('@')
-    if at:
+        sys.exit('DATABASE_URL is not a postgresql:// URL')
+    # libpq: the user information ends at the first @ before the first /. An @
+    # after it means a / or @ left unencoded in the password: libpq would read
+    # a piece of it as a host, port or database name, and print it.
+    first_slash = rest.find('/')
+    end = first_slash if first_slash >= 0 else len(rest)
+    at = rest.find('@', 0, end)
+    if '@' in rest[end:].partition('?')[0]:
+        sys.exit('DATABASE_URL has an @ after its first /: percent-encode / and @ in its user name and password (%2F, %40)')
+    userinfo, rest = (rest[:at], rest[at + 1:]) if at >= 0 else ('', rest)
+    hostlist = re.match(r'[^/?]*', rest).group(0)
+    path, _, query = rest[len(hostlist):].lstrip('/').partition('?')
+    env, secrets = {}, []
+    if userinfo:
         user, colon, password = userinfo.partition(':')
         if user:
             env['PGUSER'] = unquote(user)
         if colon:
             env['PGPASSWORD'] = unquote(password)
+            secrets += [password, unquote(password)]
     hosts, ports = [], []
     for item in hostlist.split(',') if hostlist else []:
         if item.startswith('['):
@@ -71032,25 +71144,40 @@ def pg_environment(url):
         env['PGPORT'] = ','.join(p or '5432' for p in ports)
     if path:
         env['PGDATABASE'] = unquote(path)
+    ignored = 0
     for key, value in parse_qsl(query, keep_blank_values=True):
         if key == 'ssl':
             if value.lower() not in SSL_VALUES:
-                sys.exit('DATABASE_URL: ssl= has a value libpq does not know')
+                sys.exit('DATABASE_URL: its ssl= parameter has a value libpq does not know')
             env['PGSSLMODE'] = SSL_VALUES[value.lower()]
         elif key in PG_ENV:
             env[PG_ENV[key]] = value
+            if key in ('password', 'sslpassword'):
+                secrets.append(value)
         else:
-            print('note: DATABASE_URL parameter %r is not a libpq setting; psql and pg_dump ignore it' % key[:40], file=sys.stderr)
-    return env
+            ignored += 1
+    if ignored:
+        print('note: DATABASE_URL has %d parameter(s) that psql and pg_dump do not know; they ignore them' % ignored, file=sys.stderr)
+    return env, [t for t in secrets if len(t) >= 3]
 
 def pg_exec(envfile, *command):
     # Runs a libpq client (psql, pg_dump) against the app's DATABASE_URL, read
-    # from its .env by the caller (the app user), passed in the environment.
+    # from its .env by the caller (the app user), passed in the environment. Its
+    # messages pass through here, with the password masked.
+    import subprocess
     url = read_env(envfile).get('DATABASE_URL', '')
     if not url:
         sys.exit('DATABASE_URL is not set in %s' % envfile)
-    os.environ.update(pg_environment(url))
-    os.execvp(command[0], list(command))
+    env, secrets = pg_environment(url)
+    os.environ.update(env)
+    child = subprocess.Popen(list(command), stderr=subprocess.PIPE)
+    masks = sorted({t.encode() for t in secrets}, key=len, reverse=True)
+    for line in child.stderr:
+        for m in masks:
+            line = line.replace(m, b'***')
+        sys.stderr.buffer.write(line)
+        sys.stderr.buffer.flush()
+    sys.exit(child.wait())
 
 def stop_user(name):
     # Every process of a user stopped: kill(-1) sent as that user (it reaches
@@ -71087,9 +71214,46 @@ def stop_user(name):
         time.sleep(0.1)
     sys.exit('processes of %s keep running: %s' % (name, ' '.join(left[:10])))
 
+def root_only(path):
+    # Nothing on the way to path (resolved), nor path itself, can be changed by
+    # anyone but root: each is root's and writable by root alone. A missing
+    # part is fine when what holds it passes (only root could make it).
+    parts = [p for p in os.path.realpath(path).split('/') if p]
+    for n in range(len(parts) + 1):
+        try:
+            st = os.stat('/' + '/'.join(parts[:n]))
+        except FileNotFoundError:
+            return True
+        if st.st_uid != 0 or st.st_mode & 0o022:
+            return False
+    return True
+
+def check_sealed(venv):
+    # A sealed venv leads nowhere another user could change: no link, and no
+    # path line of a .pth file (Python adds those to sys.path), points there.
+    bad = []
+    for top, dirs, files in os.walk(venv):
+        for name in dirs + files:
+            p = os.path.join(top, name)
+            st = os.lstat(p)
+            if st.st_uid != 0 or (st.st_mode & 0o022 and not os.path.islink(p)) or st.st_mode & 0o6000:
+                bad.append('%s is not sealed (owner %d, mode %o)' % (p, st.st_uid, st.st_mode & 0o7777))
+            elif os.path.islink(p) and not root_only(p):
+                bad.append('%s leads to %s' % (p, os.path.realpath(p)))
+            elif name.endswith('.pth') and os.path.isfile(p):
+                with open(p, encoding='utf-8', errors='replace') as f:
+                    for line in f:
+                        line = line.strip()
+                        if line and not line.startswith(('#', 'import ', 'import\t')):
+                            target = os.path.join(top, line)
+                            if not root_only(target):
+                                bad.append('%s adds %s to the path' % (p, os.path.realpath(target)))
+    if bad:
+        sys.exit('the virtualenv leads to places another user could change (a package put them there):\n' + '\n'.join(bad[:20]))
+
 cmd, args = sys.argv[1], sys.argv[2:]
 {'link': link, 'stage-files': stage_files, 'check-files': check_files, 'import-check': import_check,
- 'wait-ready': wait_ready, 'releases': releases, 'exec': exec_in_release, 'pg-exec': pg_exec, 'stop-user': stop_user}[cmd](*args)
+ 'wait-ready': wait_ready, 'releases': releases, 'exec': exec_in_release, 'pg-exec': pg_exec, 'stop-user': stop_user, 'check-sealed': check_sealed}[cmd](*args)
 `;
 /** The user health probes connect as: an app controls its socket's directory, so root never follows it. */
 const PROBE_USER = 'nobody';
@@ -71362,7 +71526,9 @@ function siteConf(l, s) {
     const isDefault = s.serverName === '_';
     const listen = (port, extra = '') => `    listen ${port}${extra}${isDefault ? ' default_server' : ''};\n    listen [::]:${port}${extra}${isDefault ? ' default_server' : ''};`;
     const statics = s.staticDir
-        ? `    location /static/ {\n        alias ${nginxWord(`${s.staticDir}/`)};\n        expires 7d;\n        access_log off;\n    }\n`
+        ? // A link is followed only to a file of its own owner: a link the app plants
+            // in its files never serves, say, a world-readable system file.
+            `    location /static/ {\n        alias ${nginxWord(`${s.staticDir}/`)};\n        disable_symlinks if_not_owner;\n        expires 7d;\n        access_log off;\n    }\n`
         : '';
     const serverName = `    server_name ${nginxServerNames(s.serverName)};`;
     const common = `${serverName}
@@ -71408,12 +71574,188 @@ ${common}
 `;
 }
 
+;// CONCATENATED MODULE: ./src/remote/units.ts
+// The systemd units of an app, as text: the api (a template with a blue and a
+// green instance, for zero-downtime switches), the worker, the single scheduler
+// and a target grouping them. Shared by the deploy path and provision.
+
+
+/** systemd's sandboxing: the app reads its release and writes only shared/ (field notes, systemd hardening). */
+function hardening(l) {
+    return [
+        'NoNewPrivileges=yes',
+        'ProtectSystem=strict',
+        `ReadWritePaths=${unitWord(l.shared)}`,
+        'PrivateTmp=yes',
+        'PrivateDevices=yes',
+        'ProtectHome=yes',
+        'ProtectKernelTunables=yes',
+        'ProtectKernelModules=yes',
+        'ProtectKernelLogs=yes',
+        'ProtectControlGroups=yes',
+        'ProtectClock=yes',
+        'ProtectHostname=yes',
+        'ProtectProc=invisible',
+        'RestrictNamespaces=yes',
+        'LockPersonality=yes',
+        'RestrictRealtime=yes',
+        'RestrictSUIDSGID=yes',
+        'RemoveIPC=yes',
+        'SystemCallArchitectures=native',
+        'SystemCallFilter=@system-service',
+        'SystemCallFilter=~@privileged @resources',
+        'SystemCallErrorNumber=EPERM',
+        'CapabilityBoundingSet=',
+        'AmbientCapabilities=',
+        'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6',
+        'DevicePolicy=closed',
+        'UMask=0027',
+    ].join('\n');
+}
+/** A command's program resolved inside a venv unless it is absolute. */
+function inVenv(venvBin, words) {
+    const [program, ...args] = words;
+    if (!program)
+        return [];
+    return [program.startsWith('/') ? program : `${venvBin}/${program}`, ...args];
+}
+/** Settings every app service has; workdir may hold the %i of the api template. */
+function serviceCommon(s, workdir) {
+    const l = s.layout;
+    return [
+        `User=${unitText(s.user)}`,
+        `Group=${unitText(s.user)}`,
+        `WorkingDirectory=${unitText(...workdir)}`,
+        `EnvironmentFile=-${unitText(l.env)}`,
+        `Environment=${unitEnv('PATH', ...workdir, '/.venv/bin:/usr/local/bin:/usr/bin:/bin')}`,
+        'Environment=PYTHONUNBUFFERED=1',
+        `Environment=${unitEnv('APP_NAME', l.app)}`,
+        'Restart=always',
+        'RestartSec=5',
+    ].join('\n');
+}
+function apiUnit(s) {
+    const l = s.layout;
+    const slot = specifier('i');
+    const workdir = [l.slots, '/', slot];
+    const uvicorn = execLine([
+        [...workdir, '/.venv/bin/python'],
+        '-m',
+        'uvicorn',
+        s.appModule,
+        '--uds',
+        [`/run/${l.app}-api-`, slot, '/api.sock'],
+        // Above nginx's idle upstream time, so uvicorn never closes a connection nginx is about to reuse.
+        '--timeout-keep-alive',
+        '75',
+        // --timeout-graceful-shutdown where the release's uvicorn has it (0.21+), from the release's uvicorn.env.
+        splitVariable('METALSHIP_UVICORN_FLAGS'),
+        '--no-server-header',
+        ...s.uvicornArgs,
+    ]);
+    return `# Managed by metalship: changes are overwritten on the next deploy.
+[Unit]
+Description=${unitText(l.app, ' API (', slot, ' slot)')}
+After=network.target postgresql.service redis-server.service
+PartOf=${unitWord(l.units.target)}
+
+[Service]
+Type=simple
+${serviceCommon(s, workdir)}
+EnvironmentFile=-${unitText(...workdir, '/.metalship/uvicorn.env')}
+ExecStart=${uvicorn}
+RuntimeDirectory=${unitWord(`${l.app}-api-`, slot)}
+RuntimeDirectoryMode=0755
+TimeoutStopSec=35
+KillMode=mixed
+KillSignal=SIGTERM
+${hardening(l)}
+
+[Install]
+WantedBy=${unitWord(l.units.target)}
+`;
+}
+/** A unit running a command from the current release: the worker and the scheduler. */
+function currentReleaseUnit(s, o) {
+    if (o.command.length === 0)
+        return null;
+    const l = s.layout;
+    return `# Managed by metalship: changes are overwritten on the next deploy.
+${o.note ? `# ${o.note}\n` : ''}[Unit]
+Description=${unitText(l.app, ' ', o.what)}
+After=${o.after}
+PartOf=${unitWord(l.units.target)}
+
+[Service]
+Type=simple
+${serviceCommon(s, [l.current])}
+ExecStart=${execLine(inVenv(`${l.current}/.venv/bin`, o.command))}
+TimeoutStopSec=35
+KillMode=mixed
+KillSignal=SIGTERM
+${hardening(l)}
+
+[Install]
+WantedBy=${unitWord(l.units.target)}
+`;
+}
+function workerUnit(s) {
+    return currentReleaseUnit(s, {
+        what: 'worker',
+        command: s.workerCommand,
+        after: 'network.target postgresql.service redis-server.service',
+    });
+}
+function schedulerUnit(s) {
+    return currentReleaseUnit(s, {
+        what: 'scheduler',
+        command: s.schedulerCommand,
+        after: 'network.target redis-server.service',
+        note: 'Exactly one scheduler runs fleet-wide: it is installed on one host only.',
+    });
+}
+function targetUnit(l) {
+    return `# Managed by metalship.
+[Unit]
+Description=${unitText(l.app, ' (all services)')}
+
+[Install]
+WantedBy=multi-user.target
+`;
+}
+/** The unit files for a host: name -> content (null: the unit must not exist there). */
+function unitFiles(s, roles) {
+    const l = s.layout;
+    return {
+        [l.units.target]: targetUnit(l),
+        [l.units.apiTemplate]: apiUnit(s),
+        [l.units.worker]: roles.worker ? workerUnit(s) : null,
+        [l.units.scheduler]: roles.scheduler ? schedulerUnit(s) : null,
+    };
+}
+/**
+ * Script lines that refuse to write (or remove) a unit of these names that is
+ * not ours: one the distribution ships (an app named multi-user would replace
+ * multi-user.target), or one in /etc without our mark.
+ */
+function unitsOurs(names) {
+    return [
+        `for unit in ${names.map((n) => sh_sh `${n}`).join(' ')}; do`,
+        '  for dir in /lib/systemd/system /usr/lib/systemd/system; do',
+        '    if [ -e "$dir/$unit" ]; then echo "$dir/$unit exists: the system has a unit of that name, which this app\'s unit would replace (choose another app name)" >&2; exit 1; fi',
+        '  done',
+        '  if [ -e "/etc/systemd/system/$unit" ] && ! grep -q "^# Managed by metalship" "/etc/systemd/system/$unit"; then echo "/etc/systemd/system/$unit exists and is not metalship\'s (choose another app name, or remove it)" >&2; exit 1; fi',
+        'done',
+    ].join('\n');
+}
+
 ;// CONCATENATED MODULE: ./src/remote/switch.ts
 // Blue/green switch on one host, in one script: start the release in the idle
 // api slot (or reuse the standby if it already runs it), wait until it is ready
 // on its own socket, then rename the socket link nginx connects through, point
 // `current` at the release and restart the worker and the single scheduler.
 // The old slot stays up as a warm standby, so a rollback to it is a rename.
+
 
 
 
@@ -71424,13 +71766,13 @@ function apiUnitOf(l, slotVar) {
 function switchScript(s) {
     const l = s.layout;
     const rel = l.release(s.releaseId);
-    const unitLines = Object.entries(s.units).map(([name, content]) => content === null
+    const unitLines = [unitsOurs(Object.keys(s.units))].concat(Object.entries(s.units).map(([name, content]) => content === null
         ? sh_sh `if [ -f ${l.unitDir}/${name} ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${l.unitDir}/${name}; units_changed=1; fi`
         : ensureFile(`${l.unitDir}/${name}`, content, {
             mode: '644',
             label: `unit ${name}`,
             onChange: 'units_changed=1',
-        }));
+        })));
     const followers = [s.worker ? l.units.worker : null, s.scheduler ? l.units.scheduler : null].filter((u) => !!u);
     const api = raw(apiUnitOf(l, '$slot'));
     const standbyApi = raw(apiUnitOf(l, '$standby'));
@@ -71482,14 +71824,24 @@ function uvicornFlagsScript(rel, user) {
 
 
 
+
 const RELEASE_EXISTS_EXIT = 73;
 /** Where a shared path of the release points: .env to the app's .env, the rest into shared/. */
 function sharedTarget(l, path) {
     return path === '.env' ? l.env : `${l.shared}/${path}`;
 }
 /** Creates a system user without login when missing (prints `changed` when it did). */
-function ensureUser(user, home, what) {
-    return sh_script(sh_sh `if ! id -u ${user} >/dev/null 2>&1; then`, sh_sh `  useradd --system --user-group --home-dir ${home} --no-create-home --shell /usr/sbin/nologin ${user}`, sh_sh `  echo ${`changed ${what} ${user} created`}`, 'fi').trimEnd();
+function ensureUser(user, home, what, comment = '') {
+    return sh_script(sh_sh `if ! id -u ${user} >/dev/null 2>&1; then`, sh_sh `  useradd --system --user-group --home-dir ${home} --no-create-home --shell /usr/sbin/nologin --comment ${comment} ${user}`, sh_sh `  echo ${`changed ${what} ${user} created`}`, 'fi').trimEnd();
+}
+/**
+ * The build user: made by us and marked so. Its processes are killed before and
+ * after every build, so a user of that name that is anything else (another
+ * app's user, someone's account) is refused rather than used.
+ */
+function ensureBuildUser(l) {
+    const mark = `metalship build user of ${l.app}`;
+    return sh_script(ensureUser(l.buildUser, '/nonexistent', 'build user', mark), sh_sh `if [ "$(getent passwd ${l.buildUser} | cut -d: -f5)" != ${mark} ]; then echo ${`the user ${l.buildUser} exists and is not metalship's build user of ${l.app} (its comment is not '${mark}'): rename it, or choose another app name`} >&2; exit 1; fi`).trimEnd();
 }
 /**
  * Creates the app user, the build user and the tree when missing (idempotent);
@@ -71500,7 +71852,7 @@ function ensureUser(user, home, what) {
 function ensureAppTree(l, user, sharedPaths) {
     const dirs = sharedPaths.filter((p) => p !== '.env').map((p) => `${l.shared}/${p}`);
     const own = [l.releases, l.venvs, l.slots, l.state, l.runDir];
-    return sh_script(rootOnly(l.root, ...own), ensureUser(user, l.root, 'app user'), ensureUser(l.buildUser, '/nonexistent', 'build user'), sh_sh `mkdir -p ${own} ${l.shared}`, sh_sh `chmod 755 ${l.root} ${l.releases} ${l.venvs} ${l.slots} ${l.runDir}`, sh_sh `chmod ${STATE_MODE} ${l.state}`, sh_sh `if [ -L ${l.shared} ] || [ ! -d ${l.shared} ]; then echo ${`${l.shared} is not a directory`} >&2; exit 1; fi`, sh_sh `chown -h ${user}:${user} ${l.shared}`, sh_sh `chmod 750 ${l.shared}`, dirs.length ? sh_sh `runuser -u ${user} -- mkdir -p -- ${dirs}` : null, sh_sh `if [ ! -e ${l.env} ]; then install -m 600 -o ${user} -g ${user} /dev/null ${l.env}; fi`);
+    return sh_script(rootOnly(l.root, ...own), ensureUser(user, l.root, 'app user'), ensureBuildUser(l), sh_sh `mkdir -p ${own} ${l.shared}`, sh_sh `chmod 755 ${l.root} ${l.releases} ${l.venvs} ${l.slots} ${l.runDir}`, sh_sh `chmod ${STATE_MODE} ${l.state}`, sh_sh `if [ -L ${l.shared} ] || [ ! -d ${l.shared} ]; then echo ${`${l.shared} is not a directory`} >&2; exit 1; fi`, sh_sh `chown -h ${user}:${user} ${l.shared}`, sh_sh `chmod 750 ${l.shared}`, dirs.length ? sh_sh `runuser -u ${user} -- mkdir -p -- ${dirs}` : null, sh_sh `if [ ! -e ${l.env} ]; then install -m 600 -o ${user} -g ${user} /dev/null ${l.env}; fi`);
 }
 /**
  * Claims releases/<id> and copies into it every file of the manifest (sent on
@@ -71517,26 +71869,41 @@ function prepareScript(s) {
 /**
  * Builds a virtualenv at its final path, as the build user: pip runs the build
  * code of every package (setup.py, build backends), which must run neither as
- * root nor as the app. It works on a copy of the release (local requirements
- * build in place) and writes only the venv and its pip cache. Then, with the
- * build user's processes gone, root seals the venv: root's, read-only, no set-id bits.
+ * root nor as the app. Each step is a transient systemd unit: the build user,
+ * no new privileges, a private /tmp, everything read-only but the venv, its
+ * pip cache and a copy of the release (local requirements build in place), and
+ * when it ends nothing of it is left running. Then root seals the venv: root's,
+ * read-only, no set-id bits, and nothing in it may lead to a place another
+ * user could change.
  */
 function venvScript(s) {
     const l = s.layout;
     const rel = l.release(s.releaseId);
     const user = l.buildUser;
+    const cacheRoot = l.pipCache.replace(/\/[^/]+$/, '');
     const venvFlags = s.systemSitePackages ? ['--system-site-packages'] : [];
+    const sandbox = [
+        `User=${user}`,
+        `Group=${user}`,
+        'NoNewPrivileges=yes',
+        'PrivateTmp=yes',
+        'PrivateDevices=yes',
+        'ProtectSystem=strict',
+        'ProtectHome=yes',
+        'RestrictSUIDSGID=yes',
+    ].flatMap((p) => ['-p', p]);
     return sh_script(sh_sh `venv=${`${l.venvs}/${s.venvKey}`}`, 
     // Complete only when sealed: a marker the build itself may have planted does not count.
     'if [ -f "$venv/.metalship-complete" ] && [ "$(stat -c %u -- "$venv")" = 0 ]; then', sh_sh `  echo "reusing virtualenv ${s.venvKey}"`, 'else', sh_sh `  echo "building virtualenv ${s.venvKey} as ${user}"`, 
-    // Stopped first (what an interrupted build left), and again before the seal.
-    sh_sh `  mstool stop-user ${user}`, '  rm -rf -- "$venv"', sh_sh `  install -d -m 755 -o ${user} -g ${user} "$venv"`, sh_sh `  install -d -m 755 ${l.pipCache.replace(/\/[^/]+$/, '')}`, sh_sh `  install -d -m 700 -o ${user} -g ${user} ${l.pipCache}`, '  work=$(mktemp -d /var/tmp/metalship-build.XXXXXX)', sh_sh `  tar -C ${rel} --exclude=./.metalship -cf - . | tar -C "$work" -xf - --no-same-owner`, sh_sh `  chown -R ${user}:${user} "$work"`, 
-    // A clean environment: the session's variables (proxies aside) are root's business.
-    sh_sh `  build_env=(PATH=/usr/local/bin:/usr/bin:/bin HOME="$work" LANG=C.UTF-8 PIP_CACHE_DIR=${l.pipCache} PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1)`, '  for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do if [ -n "${!v:-}" ]; then build_env+=("$v=${!v}"); fi; done', sh_sh `  as_build() { (cd "$work" && runuser -u ${user} -- env -i "\${build_env[@]}" "$@"); }`, sh_sh `  as_build ${s.python} -m venv ${venvFlags} "$venv"`, s.requirements
+    // What an interrupted build left is stopped first.
+    sh_sh `  mstool stop-user ${user}`, '  rm -rf -- "$venv"', sh_sh `  install -d -m 755 -o ${user} -g ${user} "$venv"`, sh_sh `  install -d -m 755 ${cacheRoot}`, sh_sh `  install -d -m 700 -o ${user} -g ${user} ${l.pipCache}`, sh_sh `  find ${cacheRoot} -maxdepth 1 -name 'build.*' -exec rm -rf -- {} +`, sh_sh `  work=$(mktemp -d ${cacheRoot + '/build.XXXXXX'})`, sh_sh `  tar -C ${rel} --exclude=./.metalship -cf - . | tar -C "$work" -xf - --no-same-owner`, sh_sh `  chown -R ${user}:${user} "$work"`, 
+    // The unit's environment from a root-only file (a proxy URL may hold a
+    // password: never on a command line), quoted as systemd reads it.
+    '  envfile=$(mktemp)', '  ms_env() { local v=$2 bs=\'\\\' q=\'"\' d=\'$\' bt=\'`\'; v=${v//"$bs"/"$bs$bs"}; v=${v//"$q"/"$bs$q"}; v=${v//"$d"/"$bs$d"}; v=${v//"$bt"/"$bs$bt"}; printf \'%s="%s"\\n\' "$1" "$v" >> "$envfile"; }', sh_sh `  ms_env HOME "$work"; ms_env LANG C.UTF-8; ms_env PIP_CACHE_DIR ${l.pipCache}`, '  ms_env PIP_DISABLE_PIP_VERSION_CHECK 1; ms_env PIP_NO_INPUT 1', '  for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do if [ -n "${!v:-}" ]; then ms_env "$v" "${!v}"; fi; done', '  step=0', sh_sh `  as_build() { step=$((step + 1)); systemd-run --quiet --wait --pipe --collect --unit="${raw(BUILD_UNIT_PREFIX)}\${__metalship_token:-$$}-$step" ${sandbox} -p EnvironmentFile="$envfile" -p ReadWritePaths="$venv $work ${raw(l.pipCache)}" --working-directory="$work" -- "$@" < /dev/null; }`, sh_sh `  as_build ${s.python} -m venv ${venvFlags} "$venv"`, s.requirements
         ? sh_sh `  as_build "$venv/bin/python" -m pip install --no-input -r ${s.requirements} ${s.pipArgs}`
-        : null, '  as_build "$venv/bin/python" -m compileall -q "$venv" >/dev/null 2>&1 || true', sh_sh `  mstool stop-user ${user}`, 
+        : null, '  as_build "$venv/bin/python" -m compileall -q "$venv" >/dev/null 2>&1 || true', sh_sh `  mstool stop-user ${user}`, '  rm -f -- "$envfile"', 
     // An editable install (-e) points into the build's copy, gone in a moment.
-    '  editable=$(grep -lsF -- "$work" "$venv"/lib/python*/site-packages/*.pth "$venv"/lib/python*/site-packages/*.egg-link "$venv"/lib/python*/site-packages/__editable__* || true)', '  rm -rf -- "$work"', `  if [ -n "$editable" ]; then echo "the requirements install a package in editable mode (-e): a release is read-only, so install it normally ('.' instead of '-e .')" >&2; exit 1; fi`, '  rm -f -- "$venv/.metalship-complete"', '  chown -hR root:root -- "$venv"', '  chmod -R u+rwX,go+rX,go-w,ug-s -- "$venv"', '  touch -- "$venv/.metalship-complete"', 'fi');
+    '  editable=$(grep -lsF -- "$work" "$venv"/lib/python*/site-packages/*.pth "$venv"/lib/python*/site-packages/*.egg-link "$venv"/lib/python*/site-packages/__editable__* || true)', '  rm -rf -- "$work"', `  if [ -n "$editable" ]; then echo "the requirements install a package in editable mode (-e): a release is read-only, so install it normally ('.' instead of '-e .')" >&2; exit 1; fi`, '  rm -f -- "$venv/.metalship-complete"', '  chown -hR root:root -- "$venv"', '  chmod -R u+rwX,go+rX,go-w,ug-s -- "$venv"', '  mstool check-sealed "$venv"', '  touch -- "$venv/.metalship-complete"', 'fi');
 }
 function buildScript(s) {
     const l = s.layout;
@@ -75344,15 +75711,49 @@ async function packFiles(sourceDir, manifest, paths) {
     return Buffer.concat(chunks);
 }
 /** Key of a virtualenv: the same requirements, interpreter and pip options give the same environment. */
-async function venvKey(sourceDir, requirements, parts) {
+/**
+ * Key of a virtualenv: the same requirements, interpreter and pip options give
+ * the same environment. "The requirements" are the file and everything of the
+ * source it brings in: nested -r/-c files and local packages (a directory or an
+ * archive in the source), so a changed local package builds a new venv.
+ */
+async function venvKey(sourceDir, requirements, parts, manifest) {
     const hash = (0,external_node_crypto_.createHash)('sha256');
     if (requirements) {
-        try {
-            hash.update(await (0,promises_namespaceObject.readFile)((0,external_node_path_namespaceObject.join)(sourceDir, requirements)));
-        }
-        catch {
-            throw new Error(`the requirements file ${requirements} does not exist in ${sourceDir} (set requirements: '' for none)`);
-        }
+        const seen = new Set();
+        const include = async (file) => {
+            if (seen.has(file))
+                return;
+            seen.add(file);
+            let text;
+            try {
+                text = await (0,promises_namespaceObject.readFile)((0,external_node_path_namespaceObject.join)(sourceDir, file), 'utf8');
+            }
+            catch {
+                throw new Error(`the requirements file ${file} does not exist in ${sourceDir} (set requirements: '' for none)`);
+            }
+            hash.update(`\0${file}\0${text}`);
+            for (const line of text.split(/\r?\n/)) {
+                const words = line.replace(/(^|\s)#.*$/, '').trim().split(/\s+/);
+                const nested = /^(-r|-c|--requirement|--constraint)(=(.*))?$/.exec(words[0] ?? '');
+                if (nested) {
+                    const target = nested[3] ?? words[1];
+                    if (target)
+                        await include(external_node_path_namespaceObject.posix.normalize(external_node_path_namespaceObject.posix.join(external_node_path_namespaceObject.posix.dirname(file), target)));
+                    continue;
+                }
+                // A local package: pip resolves it from the working directory, the source's root.
+                const local = (words[0] === '-e' || words[0] === '--editable' ? words[1] : words[0]) ?? '';
+                const where = local.replace(/^file:(\/\/)?/, '');
+                if (!/^(\.{1,2}\/|\/)/.test(where) && !local.startsWith('file:'))
+                    continue;
+                const rel = external_node_path_namespaceObject.posix.normalize(where.replace(/^\.\//, ''));
+                for (const [p, digest] of manifest.files)
+                    if (p === rel || p.startsWith(rel.replace(/\/?$/, '/')))
+                        hash.update(`\0${p}\0${digest}`);
+            }
+        };
+        await include(requirements);
     }
     hash.update('\0' + parts.join('\0'));
     return 'py-' + hash.digest('hex').slice(0, 16);
@@ -75466,11 +75867,7 @@ function parsePrepared(stdout, manifest) {
  */
 async function readSource(s) {
     const manifest = await buildManifest(s.source, s.exclude, s['shared-paths']);
-    const key = await venvKey(s.source, s.requirements, [
-        s.python,
-        ...s['pip-args'],
-        String(s['system-site-packages']),
-    ]);
+    const key = await venvKey(s.source, s.requirements, [s.python, ...s['pip-args'], String(s['system-site-packages'])], manifest);
     return { manifest, key };
 }
 async function releaseStage(hosts, s, { manifest, key }, log) {
@@ -75741,165 +76138,6 @@ function drainScript(l, port, draining) {
     return sh_script('tools=""', 'for t in iptables ip6tables; do command -v "$t" >/dev/null 2>&1 && tools="$tools $t"; done', `[ -n "$tools" ] || { echo "draining needs iptables (provision installs it with ufw)" >&2; exit 1; }`, 'for t in $tools; do', draining
         ? `  "$t" -w -C ${rule} 2>/dev/null || "$t" -w -I ${rule.replace(/^INPUT /, 'INPUT 1 ')}`
         : `  while "$t" -w -D ${rule} 2>/dev/null; do :; done`, 'done', draining ? 'echo DRAINING' : 'echo IN_ROTATION');
-}
-
-;// CONCATENATED MODULE: ./src/remote/units.ts
-// The systemd units of an app, as text: the api (a template with a blue and a
-// green instance, for zero-downtime switches), the worker, the single scheduler
-// and a target grouping them. Shared by the deploy path and provision.
-
-/** systemd's sandboxing: the app reads its release and writes only shared/ (field notes, systemd hardening). */
-function hardening(l) {
-    return [
-        'NoNewPrivileges=yes',
-        'ProtectSystem=strict',
-        `ReadWritePaths=${unitWord(l.shared)}`,
-        'PrivateTmp=yes',
-        'PrivateDevices=yes',
-        'ProtectHome=yes',
-        'ProtectKernelTunables=yes',
-        'ProtectKernelModules=yes',
-        'ProtectKernelLogs=yes',
-        'ProtectControlGroups=yes',
-        'ProtectClock=yes',
-        'ProtectHostname=yes',
-        'ProtectProc=invisible',
-        'RestrictNamespaces=yes',
-        'LockPersonality=yes',
-        'RestrictRealtime=yes',
-        'RestrictSUIDSGID=yes',
-        'RemoveIPC=yes',
-        'SystemCallArchitectures=native',
-        'SystemCallFilter=@system-service',
-        'SystemCallFilter=~@privileged @resources',
-        'SystemCallErrorNumber=EPERM',
-        'CapabilityBoundingSet=',
-        'AmbientCapabilities=',
-        'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6',
-        'DevicePolicy=closed',
-        'UMask=0027',
-    ].join('\n');
-}
-/** A command's program resolved inside a venv unless it is absolute. */
-function inVenv(venvBin, words) {
-    const [program, ...args] = words;
-    if (!program)
-        return [];
-    return [program.startsWith('/') ? program : `${venvBin}/${program}`, ...args];
-}
-/** Settings every app service has; workdir may hold the %i of the api template. */
-function serviceCommon(s, workdir) {
-    const l = s.layout;
-    return [
-        `User=${unitText(s.user)}`,
-        `Group=${unitText(s.user)}`,
-        `WorkingDirectory=${unitText(...workdir)}`,
-        `EnvironmentFile=-${unitText(l.env)}`,
-        `Environment=${unitEnv('PATH', ...workdir, '/.venv/bin:/usr/local/bin:/usr/bin:/bin')}`,
-        'Environment=PYTHONUNBUFFERED=1',
-        `Environment=${unitEnv('APP_NAME', l.app)}`,
-        'Restart=always',
-        'RestartSec=5',
-    ].join('\n');
-}
-function apiUnit(s) {
-    const l = s.layout;
-    const slot = specifier('i');
-    const workdir = [l.slots, '/', slot];
-    const uvicorn = execLine([
-        [...workdir, '/.venv/bin/python'],
-        '-m',
-        'uvicorn',
-        s.appModule,
-        '--uds',
-        [`/run/${l.app}-api-`, slot, '/api.sock'],
-        // Above nginx's idle upstream time, so uvicorn never closes a connection nginx is about to reuse.
-        '--timeout-keep-alive',
-        '75',
-        // --timeout-graceful-shutdown where the release's uvicorn has it (0.21+), from the release's uvicorn.env.
-        splitVariable('METALSHIP_UVICORN_FLAGS'),
-        '--no-server-header',
-        ...s.uvicornArgs,
-    ]);
-    return `# Managed by metalship: changes are overwritten on the next deploy.
-[Unit]
-Description=${unitText(l.app, ' API (', slot, ' slot)')}
-After=network.target postgresql.service redis-server.service
-PartOf=${unitWord(l.units.target)}
-
-[Service]
-Type=simple
-${serviceCommon(s, workdir)}
-EnvironmentFile=-${unitText(...workdir, '/.metalship/uvicorn.env')}
-ExecStart=${uvicorn}
-RuntimeDirectory=${unitWord(`${l.app}-api-`, slot)}
-RuntimeDirectoryMode=0755
-TimeoutStopSec=35
-KillMode=mixed
-KillSignal=SIGTERM
-${hardening(l)}
-
-[Install]
-WantedBy=${unitWord(l.units.target)}
-`;
-}
-/** A unit running a command from the current release: the worker and the scheduler. */
-function currentReleaseUnit(s, o) {
-    if (o.command.length === 0)
-        return null;
-    const l = s.layout;
-    return `# Managed by metalship: changes are overwritten on the next deploy.
-${o.note ? `# ${o.note}\n` : ''}[Unit]
-Description=${unitText(l.app, ' ', o.what)}
-After=${o.after}
-PartOf=${unitWord(l.units.target)}
-
-[Service]
-Type=simple
-${serviceCommon(s, [l.current])}
-ExecStart=${execLine(inVenv(`${l.current}/.venv/bin`, o.command))}
-TimeoutStopSec=35
-KillMode=mixed
-KillSignal=SIGTERM
-${hardening(l)}
-
-[Install]
-WantedBy=${unitWord(l.units.target)}
-`;
-}
-function workerUnit(s) {
-    return currentReleaseUnit(s, {
-        what: 'worker',
-        command: s.workerCommand,
-        after: 'network.target postgresql.service redis-server.service',
-    });
-}
-function schedulerUnit(s) {
-    return currentReleaseUnit(s, {
-        what: 'scheduler',
-        command: s.schedulerCommand,
-        after: 'network.target redis-server.service',
-        note: 'Exactly one scheduler runs fleet-wide: it is installed on one host only.',
-    });
-}
-function targetUnit(l) {
-    return `# Managed by metalship.
-[Unit]
-Description=${unitText(l.app, ' (all services)')}
-
-[Install]
-WantedBy=multi-user.target
-`;
-}
-/** The unit files for a host: name -> content (null: the unit must not exist there). */
-function unitFiles(s, roles) {
-    const l = s.layout;
-    return {
-        [l.units.target]: targetUnit(l),
-        [l.units.apiTemplate]: apiUnit(s),
-        [l.units.worker]: roles.worker ? workerUnit(s) : null,
-        [l.units.scheduler]: roles.scheduler ? schedulerUnit(s) : null,
-    };
 }
 
 ;// CONCATENATED MODULE: ./src/remote/verify.ts
@@ -76490,7 +76728,7 @@ function backupProgram(opts) {
     // Root writes the backups there: no other user may be able to swap a directory on the way.
     ROOT_ONLY_FUNCTION, 'ms_root_only "$DIR" || die "the backup directory is not safe for root to write to"', 'mkdir -p -- "$DIR"', 'chown root:root -- "$DIR"', 'chmod 700 -- "$DIR"', 
     // One backup of this database at a time; a second waits.
-    'exec 8>>"$DIR/.backup.lock"', 'flock 8', 'now=$(date -u +%s)', 'stamp=$(date -u -d "@$now" +%Y%m%dT%H%M%SZ)', 'while [ -e "$DIR/${DB}_${stamp}_${LABEL}.dump" ] || [ -e "$DIR/${DB}_${stamp}_${LABEL}.manifest.json" ]; do', '  sleep 1; now=$(date -u +%s); stamp=$(date -u -d "@$now" +%Y%m%dT%H%M%SZ)', 'done', 'created=$(date -u -d "@$now" +%Y-%m-%dT%H:%M:%SZ)', 'base="${DB}_${stamp}_${LABEL}"', 'dump="$DIR/$base.dump"', 'manifest="$DIR/$base.manifest.json"', 'globals="$DIR/$base.globals.sql"', 'tmp_dump="$DIR/.$base.dump.partial"', 'tmp_manifest="$DIR/.$base.manifest.partial"', 'tmp_globals="$DIR/.$base.globals.partial"', 'psql_err=$(mktemp)', 'chmod 644 "$psql_err"', 'psql_pid=""', 'cleanup() {', '  rm -f -- "$tmp_dump" "$tmp_manifest" "$tmp_globals" "$psql_err"', '  if [ -n "$psql_pid" ]; then kill "$psql_pid" 2>/dev/null || true; fi', '}', 'trap cleanup EXIT', 'start=$(date +%s)', 
+    'exec 8>>"$DIR/.backup.lock"', 'flock 8', 'now=$(date -u +%s)', 'stamp=$(date -u -d "@$now" +%Y%m%dT%H%M%SZ)', 'while [ -e "$DIR/${DB}_${stamp}_${LABEL}.dump" ] || [ -e "$DIR/${DB}_${stamp}_${LABEL}.manifest.json" ]; do', '  sleep 1; now=$(date -u +%s); stamp=$(date -u -d "@$now" +%Y%m%dT%H%M%SZ)', 'done', 'created=$(date -u -d "@$now" +%Y-%m-%dT%H:%M:%SZ)', 'base="${DB}_${stamp}_${LABEL}"', 'dump="$DIR/$base.dump"', 'manifest="$DIR/$base.manifest.json"', 'globals="$DIR/$base.globals.sql"', 'tmp_dump="$DIR/.$base.dump.partial"', 'tmp_manifest="$DIR/.$base.manifest.partial"', 'tmp_globals="$DIR/.$base.globals.partial"', 'psql_err=$(mktemp)', 'psql_pid=""', 'cleanup() {', '  rm -f -- "$tmp_dump" "$tmp_manifest" "$tmp_globals" "$psql_err"', '  if [ -n "$psql_pid" ]; then kill "$psql_pid" 2>/dev/null || true; fi', '}', 'trap cleanup EXIT', 'start=$(date +%s)', 
     // The snapshot: a REPEATABLE READ transaction held open by a psql coprocess.
     // Its first query exports the snapshot; the row counts and pg_dump read that same snapshot.
     'coproc PSQL { exec runuser -u postgres -- psql -X -q -A -t -v ON_ERROR_STOP=1 -d "$DB" 2>"$psql_err"; }', 'psql_pid=$PSQL_PID', 'exec 5<&"${PSQL[0]}" 6>&"${PSQL[1]}"', "printf '%s\\n' 'BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;' 'SELECT pg_export_snapshot();' >&6", 'snap=""', 'IFS= read -r snap <&5 || true', '[[ $snap =~ ^[0-9A-Fa-f]+-[0-9A-Fa-f]+(-[0-9]+)?$ ]] || die "cannot open a snapshot of database $DB: $(head -c 2000 "$psql_err")"', "printf '%s\\n' \"SELECT to_json(current_setting('server_version'))::text;\" >&6", 'pg_version=""', 'IFS= read -r pg_version <&5 || die "cannot read the server version: $(head -c 2000 "$psql_err")"', heredocVar('counts_sql', ROW_COUNTS_SQL), 'printf \'%s\\n\' "$counts_sql" >&6', 'tables=""', 'IFS= read -r tables <&5 || die "cannot count the rows of $DB: $(head -c 2000 "$psql_err")"', '[[ $tables == "{"* ]] || die "unexpected row counts from $DB: $tables $(head -c 2000 "$psql_err")"', 'if ! runuser -u postgres -- pg_dump -Fc --snapshot="$snap" -d "$DB" > "$tmp_dump"; then die "pg_dump of $DB failed"; fi', "printf '%s\\n' 'COMMIT;' '\\q' >&6", 'exec 6>&- 5<&-', 'wait "$psql_pid" || die "the snapshot transaction failed: $(head -c 2000 "$psql_err")"', 'psql_pid=""', 
@@ -76554,7 +76792,7 @@ function backupInstallScript(opts) {
     const names = backupUnitNames(opts.app);
     const units = backup_unitFiles(opts);
     const unitDir = '/etc/systemd/system';
-    return sh_script('reload=""', sh_sh `if [ ! -d ${opts.backupDir} ]; then mkdir -p -- ${opts.backupDir}; chmod 700 -- ${opts.backupDir}; echo ${'changed ' + opts.backupDir}; fi`, sh_sh `if [ "$(stat -c %a:%U -- ${opts.backupDir})" != 700:root ]; then chown root:root -- ${opts.backupDir}; chmod 700 -- ${opts.backupDir}; echo ${'changed ' + opts.backupDir + ' mode'}; fi`, ensureFile(backupProgramPath(opts.app), program, {
+    return sh_script('reload=""', rootOnly(opts.backupDir), sh_sh `if [ ! -d ${opts.backupDir} ]; then mkdir -p -- ${opts.backupDir}; chmod 700 -- ${opts.backupDir}; echo ${'changed ' + opts.backupDir}; fi`, sh_sh `if [ "$(stat -c %a:%U -- ${opts.backupDir})" != 700:root ]; then chown -h root:root -- ${opts.backupDir}; chmod 700 -- ${opts.backupDir}; echo ${'changed ' + opts.backupDir + ' mode'}; fi`, ensureFile(backupProgramPath(opts.app), program, {
         mode: '755',
         owner: 'root:root',
         label: backupProgramPath(opts.app),
@@ -76831,6 +77069,11 @@ function isBackupName(path) {
 function sendDumpScript(dump) {
     return sh_script(sh_sh `exec cat -- ${dump}`);
 }
+/** Script lines defining `as_role CMD...`: a libpq client as the scratch role over 127.0.0.1, its password in the environment. */
+function asScratchRole(o) {
+    return sh_script(textVar('password', o.password), sh_sh `role=${o.role}`, `port=$(${PSQL} -d postgres -c 'SHOW port')`, 'as_role() { PGPASSWORD="$password" PGHOST=127.0.0.1 PGPORT="$port" PGUSER="$role" PGCONNECT_TIMEOUT=10 "$@"; }').trimEnd();
+}
+const PSQL_AS_ROLE = 'as_role psql -X -q -A -t -v ON_ERROR_STOP=1';
 function refuseProduction(o) {
     if (o.scratch === o.database)
         throw new Error(`the scratch database cannot be the production database (${o.database})`);
@@ -76842,12 +77085,16 @@ function refuseProduction(o) {
  */
 function prepareScratchScript(o) {
     refuseProduction(o);
-    return sh_script('cd /', 'for tool in pg_restore psql sha256sum runuser; do command -v "$tool" >/dev/null || { echo "$tool is not installed on this host" >&2; exit 1; }; done', sh_sh `scratch=${o.scratch}`, sh_sh `marker=${SCRATCH_MARKER}`, `existing=$(${PSQL} -d postgres -v name="$scratch" <<'SQL'`, "SELECT coalesce(shobj_description(oid, 'pg_database'), '') || '|' FROM pg_database WHERE datname = :'name';", 'SQL', ')', 'if [ -n "$existing" ]; then', '  if [ "$existing" != "$marker|" ]; then echo "a database named $scratch exists and is not a scratch database of metalship: refusing to touch it (choose another scratch-database)" >&2; exit 5; fi', `  ${PSQL} -d postgres -v name="$scratch" <<'SQL'`, 'DROP DATABASE :"name" WITH (FORCE);', 'SQL', '  echo "DROPPED_LEFTOVER $scratch"', 'fi', `echo "FREE $(${PSQL} -d postgres -c 'SHOW server_version')"`);
+    return sh_script('cd /', 'for tool in pg_restore psql sha256sum runuser; do command -v "$tool" >/dev/null || { echo "$tool is not installed on this host" >&2; exit 1; }; done', sh_sh `scratch=${o.scratch}`, sh_sh `marker=${SCRATCH_MARKER}`, `existing=$(${PSQL} -d postgres -v name="$scratch" <<'SQL'`, "SELECT coalesce(shobj_description(oid, 'pg_database'), '') || '|' FROM pg_database WHERE datname = :'name';", 'SQL', ')', 'if [ -n "$existing" ]; then', '  if [ "$existing" != "$marker|" ]; then echo "a database named $scratch exists and is not a scratch database of metalship: refusing to touch it (choose another scratch-database)" >&2; exit 5; fi', `  ${PSQL} -d postgres -v name="$scratch" <<'SQL'`, 'DROP DATABASE :"name" WITH (FORCE);', 'SQL', '  echo "DROPPED_LEFTOVER $scratch"', 'fi', 
+    // Scratch roles a killed run left (marked as ours, owning nothing now).
+    `${PSQL} -d postgres -v marker="$marker" <<'SQL'`, "SELECT format('DROP ROLE %I', rolname) FROM pg_roles WHERE shobj_description(oid, 'pg_authid') = :'marker' \\gexec", 'SQL', `echo "FREE $(${PSQL} -d postgres -c 'SHOW server_version')"`);
 }
 /**
  * On the restore host: checks the dump (received on stdin after the script when
- * `receive`, or read in place) against the manifest's size and sha256, creates the
- * scratch database, marked as ours, and restores into it with --exit-on-error.
+ * `receive`, or read in place) against the manifest's size and sha256, creates
+ * the scratch role and database (both marked as ours; the database empty and
+ * the role's), the dump's extensions and amcheck while it is still empty, then
+ * restores the rest with --exit-on-error as the scratch role.
  * Prints `RECEIVED <bytes>`, `CHECKSUM ok`, `CREATED` and `RESTORED <seconds>`.
  */
 function restoreScript(o) {
@@ -76858,20 +77105,27 @@ function restoreScript(o) {
         ? sh_script(
         // The dump follows the script on stdin, streamed from the backup host through the runner.
         'cat > "$work/backup.dump"', 'dump="$work/backup.dump"', 'echo "RECEIVED $(stat -c %s -- "$dump")"').trimEnd()
-        : sh_sh `dump=${o.dump}`, sh_sh `scratch=${o.scratch}`, sh_sh `marker=${SCRATCH_MARKER}`, sh_sh `want_size=${o.size}`, sh_sh `want_sha=${o.sha256}`, 'size=$(stat -c %s -- "$dump")', 'if [ "$size" != "$want_size" ]; then echo "the dump is $size bytes but its manifest says $want_size: it is truncated or was changed after the backup" >&2; exit 4; fi', 'sha=$(sha256sum -- "$dump" | cut -d" " -f1)', 'if [ "$sha" != "$want_sha" ]; then echo "the dump\'s sha256 $sha does not match its manifest\'s $want_sha: it was changed or damaged after the backup" >&2; exit 4; fi', 'echo "CHECKSUM ok"', 
-    // CREATE DATABASE fails if the name was taken since the preparation: never someone else's.
-    `${PSQL} -d postgres -v name="$scratch" -v marker="$marker" <<'SQL'`, 'CREATE DATABASE :"name" TEMPLATE template0;', 'COMMENT ON DATABASE :"name" IS :\'marker\';', 'SQL', 'echo "CREATED $scratch"', 'start=$(date +%s.%N)', 
-    // Owners and grants name roles the restore host may not have: restore as postgres.
-    'if ! runuser -u postgres -- pg_restore --exit-on-error --no-owner --no-privileges -d "$scratch" < "$dump" 2> "$work/restore.err"; then', '  echo "pg_restore failed: $(head -c 3000 "$work/restore.err")" >&2', '  exit 6', 'fi', 'end=$(date +%s.%N)', 'echo "RESTORED $(awk -v a="$start" -v b="$end" \'BEGIN { printf "%.2f", b - a }\')"');
+        : sh_sh `dump=${o.dump}`, sh_sh `scratch=${o.scratch}`, sh_sh `marker=${SCRATCH_MARKER}`, sh_sh `want_size=${o.size}`, sh_sh `want_sha=${o.sha256}`, 'size=$(stat -c %s -- "$dump")', 'if [ "$size" != "$want_size" ]; then echo "the dump is $size bytes but its manifest says $want_size: it is truncated or was changed after the backup" >&2; exit 4; fi', 'sha=$(sha256sum -- "$dump" | cut -d" " -f1)', 'if [ "$sha" != "$want_sha" ]; then echo "the dump\'s sha256 $sha does not match its manifest\'s $want_sha: it was changed or damaged after the backup" >&2; exit 4; fi', 'echo "CHECKSUM ok"', asScratchRole(o), 
+    // The role and its database. CREATE DATABASE fails if the name was taken
+    // since the preparation: never someone else's. The password goes on stdin.
+    `{ printf '\\set password %s\\n' "$password"; cat <<'SQL'`, 'CREATE ROLE :"role" LOGIN PASSWORD :\'password\' NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION;', 'COMMENT ON ROLE :"role" IS :\'marker\';', 'CREATE DATABASE :"name" OWNER :"role" TEMPLATE template0;', 'COMMENT ON DATABASE :"name" IS :\'marker\';', 'SQL', `} | ${PSQL} -d postgres -v role="$role" -v name="$scratch" -v marker="$marker"`, 'echo "CREATED $scratch"', 
+    // Extensions need a superuser: made now, from the server's own files, in the
+    // empty database (the dump's names and schemas only, quoted by psql); then
+    // amcheck for the checks, its function granted to the role.
+    'pg_restore -l -- "$dump" > "$work/all.list"', `grep -E '^[0-9]+; [0-9]+ [0-9]+ EXTENSION - ' "$work/all.list" > "$work/ext.list" || true`, `grep -vE '^[0-9]+; [0-9]+ [0-9]+ (EXTENSION|COMMENT - EXTENSION) ' "$work/all.list" > "$work/rest.list" || true`, 'if [ -s "$work/ext.list" ]; then', '  pg_restore -f - -L "$work/ext.list" -- "$dump" | sed -n \'s/^CREATE EXTENSION IF NOT EXISTS \\(.*\\) WITH SCHEMA \\(.*\\);$/\\1 \\2/p\' > "$work/ext.names"', '  while read -r ext schema; do', '    ext=${ext#\\"}; ext=${ext%\\"}; schema=${schema#\\"}; schema=${schema%\\"}', `    ${PSQL} -d "$scratch" -v ext="$ext" -v schema="$schema" -v role="$role" <<'SQL'`, 'CREATE SCHEMA IF NOT EXISTS :"schema" AUTHORIZATION :"role";', 'CREATE EXTENSION IF NOT EXISTS :"ext" WITH SCHEMA :"schema";', 'SQL', '  done < "$work/ext.names"', 'fi', `if ${PSQL} -d "$scratch" -v role="$role" >/dev/null 2>"$work/amcheck.err" <<'SQL'`, 'CREATE EXTENSION IF NOT EXISTS amcheck;', 'GRANT EXECUTE ON FUNCTION bt_index_check(regclass, boolean) TO :"role";', 'SQL', 'then :; else echo "AMCHECK_UNAVAILABLE $(head -c 500 "$work/amcheck.err" | tr \'\\n\' \' \')"; fi', 'start=$(date +%s.%N)', 
+    // Owners and grants name roles the restore host may not have: everything becomes the scratch role's.
+    'if ! as_role pg_restore --exit-on-error --no-owner --no-privileges -L "$work/rest.list" -d "$scratch" -- "$dump" 2> "$work/restore.err"; then', '  echo "pg_restore failed: $(head -c 3000 "$work/restore.err")" >&2', '  exit 6', 'fi', 'end=$(date +%s.%N)', 'echo "RESTORED $(awk -v a="$start" -v b="$end" \'BEGIN { printf "%.2f", b - a }\')"');
 }
 /**
- * On the restore host, in the scratch database: row counts (JSON), amcheck of
- * every btree index (with heapallindexed), and each check query. Prints
- * `COUNTS <json>`, `AMCHECK <n>` or `AMCHECK_FAILED <text>`, `CHECK <i> <t|f|error: ...>`.
+ * On the restore host, in the scratch database, as the scratch role: row counts
+ * (JSON), amcheck of every btree index (with heapallindexed: it evaluates index
+ * expressions, the app's code), and each check query. Prints `COUNTS <json>`,
+ * `AMCHECK <n>` or `AMCHECK_FAILED <text>` (or nothing when the restore said
+ * `AMCHECK_UNAVAILABLE`), `CHECK <i> <t|f|error: ...>`.
  */
 function inspectScript(o) {
     refuseProduction(o);
-    return sh_script('cd /', sh_sh `scratch=${o.scratch}`, textVar('counts_sql', ROW_COUNTS_SQL), `echo "COUNTS $(${PSQL} -d "$scratch" -c "$counts_sql")"`, 'err=$(mktemp)', 'trap \'rm -f -- "$err"\' EXIT', 'chmod 644 "$err"', `if ${PSQL} -d "$scratch" -c 'CREATE EXTENSION IF NOT EXISTS amcheck' 2>"$err"; then`, textVar('amcheck_sql', "SELECT c.oid::regclass::text, bt_index_check(c.oid, true) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam JOIN pg_namespace n ON n.oid = c.relnamespace WHERE am.amname = 'btree' AND i.indisvalid AND i.indisready AND c.relpersistence <> 't' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%';"), `  if out=$(${PSQL} -d "$scratch" -c "$amcheck_sql" 2>"$err"); then echo "AMCHECK $(printf '%s\\n' "$out" | grep -c . || true)"; else echo "AMCHECK_FAILED $(head -c 2000 "$err" | tr '\\n' ' ')"; fi`, 'else', '  echo "AMCHECK_UNAVAILABLE $(head -c 500 "$err" | tr \'\\n\' \' \')"', 'fi', ...o.checks.map((q, i) => sh_script(textVar('q', q), `if out=$(${PSQL} -d "$scratch" -c "$q" 2>"$err"); then echo "CHECK ${i} $(printf '%s' "$out" | tr '\\n' ' ')"; else echo "CHECK ${i} error: $(head -c 500 "$err" | tr '\\n' ' ')"; fi`).trimEnd()));
+    return sh_script('cd /', sh_sh `scratch=${o.scratch}`, asScratchRole(o), textVar('counts_sql', ROW_COUNTS_SQL), `echo "COUNTS $(${PSQL_AS_ROLE} -d "$scratch" -c "$counts_sql")"`, 'err=$(mktemp)', 'trap \'rm -f -- "$err"\' EXIT', `if [ "$(${PSQL_AS_ROLE} -d "$scratch" -c "SELECT count(*) FROM pg_proc WHERE proname = 'bt_index_check'")" != 0 ]; then`, textVar('amcheck_sql', "SELECT c.oid::regclass::text, bt_index_check(c.oid, true) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam JOIN pg_namespace n ON n.oid = c.relnamespace WHERE am.amname = 'btree' AND i.indisvalid AND i.indisready AND c.relpersistence <> 't' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%';"), `  if out=$(${PSQL_AS_ROLE} -d "$scratch" -c "$amcheck_sql" 2>"$err"); then echo "AMCHECK $(printf '%s\\n' "$out" | grep -c . || true)"; else echo "AMCHECK_FAILED $(head -c 2000 "$err" | tr '\\n' ' ')"; fi`, 'fi', ...o.checks.map((q, i) => sh_script(textVar('q', q), `if out=$(${PSQL_AS_ROLE} -d "$scratch" -c "$q" 2>"$err"); then echo "CHECK ${i} $(printf '%s' "$out" | tr '\\n' ' ')"; else echo "CHECK ${i} error: $(head -c 500 "$err" | tr '\\n' ' ')"; fi`).trimEnd()));
 }
 /**
  * On the restore host: starts the current release's uvicorn on a private Unix
@@ -76881,11 +77135,9 @@ function inspectScript(o) {
  */
 function smokeScript(o) {
     refuseProduction(o);
-    return sh_script('cd /', sh_sh `current=${o.appRoot}/current`, sh_sh `user=${o.appUser}`, sh_sh `scratch=${o.scratch}`, sh_sh `role=${o.role}`, 'if [ ! -d "$current/" ]; then echo "SMOKE skipped: no current release at $current on this host"; exit 0; fi', 'py="$current/.venv/bin/python"', sh_sh `[ -x "$py" ] || py=${o.appRoot}/venv/bin/python`, 'if [ ! -x "$py" ]; then echo "SMOKE skipped: the current release has no virtualenv"; exit 0; fi', 'if ! id -u "$user" >/dev/null 2>&1; then echo "SMOKE skipped: the app user $user does not exist on this host"; exit 0; fi', pyToolDefinition(), 'port=$(' + PSQL + ' -d postgres -c "SHOW port")', 
-    // A temporary role that can use everything in the scratch database, and nothing else.
-    textVar('password', o.password), 
-    // The password reaches psql on stdin (printf is a builtin): a command line is public.
-    `{ printf '\\set password %s\\n' "$password"; cat <<'SQL'`, "CREATE ROLE :\"role\" LOGIN PASSWORD :'password' VALID UNTIL 'infinity';", 'GRANT CONNECT, TEMPORARY ON DATABASE :"name" TO :"role";', "SELECT format('GRANT USAGE ON SCHEMA %I TO %I; GRANT ALL ON ALL TABLES IN SCHEMA %I TO %I; GRANT ALL ON ALL SEQUENCES IN SCHEMA %I TO %I;', nspname, :'role', nspname, :'role', nspname, :'role') FROM pg_namespace WHERE nspname NOT IN ('pg_catalog', 'information_schema') AND nspname NOT LIKE 'pg\\_%' \\gexec", 'SQL', `} | ${PSQL} -d "$scratch" -v role="$role" -v name="$scratch"`, 
+    return sh_script('cd /', sh_sh `current=${o.appRoot}/current`, sh_sh `user=${o.appUser}`, sh_sh `scratch=${o.scratch}`, 'if [ ! -d "$current/" ]; then echo "SMOKE skipped: no current release at $current on this host"; exit 0; fi', 'py="$current/.venv/bin/python"', sh_sh `[ -x "$py" ] || py=${o.appRoot}/venv/bin/python`, 'if [ ! -x "$py" ]; then echo "SMOKE skipped: the current release has no virtualenv"; exit 0; fi', 'if ! id -u "$user" >/dev/null 2>&1; then echo "SMOKE skipped: the app user $user does not exist on this host"; exit 0; fi', pyToolDefinition(), 
+    // The app connects as the scratch role, which owns everything restored.
+    asScratchRole(o), 
     // The app's output goes to a file in root's own directory; only the socket's
     // directory is the app's (whatever the app puts there, root never reads it).
     'work=$(mktemp -d /run/metalship-verify-smoke.XXXXXX)', 'chmod 711 "$work"', 'mkdir "$work/sock"', 'chown "$user" "$work/sock"', 'sock="$work/sock/api.sock"', 'log="$work/app.log"', 'pid=""', 'stop() { if [ -n "$pid" ]; then kill -TERM -- "-$pid" 2>/dev/null || true; for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 -- "-$pid" 2>/dev/null || break; sleep 0.5; done; kill -KILL -- "-$pid" 2>/dev/null || true; fi; rm -rf -- "$work"; }', 'trap stop EXIT', 'url="postgresql://$role:$password@127.0.0.1:$port/$scratch"', 
@@ -76896,7 +77148,9 @@ function smokeScript(o) {
 /** On the restore host, always at the end: drops the scratch database (if ours) and the temporary role. */
 function dropScratchScript(o) {
     refuseProduction(o);
-    return sh_script('cd /', sh_sh `scratch=${o.scratch}`, sh_sh `role=${o.role}`, sh_sh `marker=${SCRATCH_MARKER}`, `existing=$(${PSQL} -d postgres -v name="$scratch" <<'SQL'`, "SELECT coalesce(shobj_description(oid, 'pg_database'), '') || '|' FROM pg_database WHERE datname = :'name';", 'SQL', ')', 'if [ "$existing" = "$marker|" ]; then', `  ${PSQL} -d postgres -v name="$scratch" <<'SQL'`, 'DROP DATABASE :"name" WITH (FORCE);', 'SQL', '  echo "DROPPED $scratch"', 'elif [ -n "$existing" ]; then echo "not dropping $scratch: it is not a scratch database of metalship" >&2; fi', `${PSQL} -d postgres -v role="$role" <<'SQL'`, "SELECT format('DROP ROLE %I', rolname) FROM pg_roles WHERE rolname = :'role' \\gexec", 'SQL', 'rm -rf -- /var/tmp/metalship-verify.* /run/metalship-verify-smoke.* 2>/dev/null || true', `left=$(${PSQL} -d postgres -v name="$scratch" -v role="$role" <<'SQL'`, "SELECT (SELECT count(*) FROM pg_database WHERE datname = :'name') + (SELECT count(*) FROM pg_roles WHERE rolname = :'role');", 'SQL', ')', 'echo "LEFT $left"');
+    return sh_script('cd /', sh_sh `scratch=${o.scratch}`, sh_sh `role=${o.role}`, sh_sh `marker=${SCRATCH_MARKER}`, `existing=$(${PSQL} -d postgres -v name="$scratch" <<'SQL'`, "SELECT coalesce(shobj_description(oid, 'pg_database'), '') || '|' FROM pg_database WHERE datname = :'name';", 'SQL', ')', 'if [ "$existing" = "$marker|" ]; then', `  ${PSQL} -d postgres -v name="$scratch" <<'SQL'`, 'DROP DATABASE :"name" WITH (FORCE);', 'SQL', '  echo "DROPPED $scratch"', 'elif [ -n "$existing" ]; then echo "not dropping $scratch: it is not a scratch database of metalship" >&2; fi', `${PSQL} -d postgres -v role="$role" <<'SQL'`, "SELECT format('DROP ROLE %I', rolname) FROM pg_roles WHERE rolname = :'role' \\gexec", 'SQL', 
+    // Leftovers of a killed run: root's own only (/var/tmp is everyone's).
+    "find /var/tmp /run -maxdepth 1 -name 'metalship-verify*' -user root -exec rm -rf -- {} + 2>/dev/null || true", `left=$(${PSQL} -d postgres -v name="$scratch" -v role="$role" <<'SQL'`, "SELECT (SELECT count(*) FROM pg_database WHERE datname = :'name') + (SELECT count(*) FROM pg_roles WHERE rolname = :'role');", 'SQL', ')', 'echo "LEFT $left"');
 }
 /** On the backup host, after a successful verification: the record the next run (and deploys) report. */
 function recordVerifiedScript(backupDir, record) {
@@ -77038,7 +77292,15 @@ async function backupVerify(s, log) {
         scratchTouched = true;
         // 3. Copy (when another host), check, restore.
         const started = Date.now();
-        const restoreOpts = { scratch, database: s.database, dump: f.dump, size: m.size, sha256: m.sha256 };
+        const restoreOpts = {
+            scratch,
+            database: s.database,
+            role,
+            password,
+            dump: f.dump,
+            size: m.size,
+            sha256: m.sha256,
+        };
         let restored;
         try {
             restored = await log.group(same
@@ -77093,7 +77355,7 @@ async function backupVerify(s, log) {
             status: 'ok',
         });
         // 4. Row counts, amcheck, checks.
-        const inspected = await log.group('Checking the restored database', () => restore.conn.run(inspectScript({ scratch, database: s.database, checks: s.checks }), {
+        const inspected = await log.group('Checking the restored database', () => restore.conn.run(inspectScript({ scratch, database: s.database, role, password, checks: s.checks }), {
             what: 'checking the restored database',
             ...long,
         }));
@@ -77117,7 +77379,7 @@ async function backupVerify(s, log) {
             });
         const am = lines(inspected.stdout, 'AMCHECK')[0];
         const amFailed = lines(inspected.stdout, 'AMCHECK_FAILED')[0];
-        const amMissing = lines(inspected.stdout, 'AMCHECK_UNAVAILABLE')[0];
+        const amMissing = lines(restored.stdout, 'AMCHECK_UNAVAILABLE')[0];
         if (am !== undefined)
             rows.push({ what: 'amcheck', measured: `${am} btree indexes (heapallindexed) intact`, status: 'ok' });
         else if (amFailed !== undefined)
@@ -77255,7 +77517,9 @@ function common_prelude(check) {
     // A change, or with CHECK=1 a change that would be made.
     'ms_changed() { echo "changed $*"; }', 'ms_warn() { echo "warning $*"; }', 'ms_apply() { [ "$CHECK" = 1 ] || "$@"; }', 'ms_installed() { dpkg-query -W -f=\'${Status}\' "$1" 2>/dev/null | grep -q "install ok installed"; }', 'ms_missing() { local p; for p in "$@"; do ms_installed "$p" || printf \'%s \' "$p"; done; }', 
     // The package index is refreshed when older than a day (or absent).
-    'ms_index_fresh() { [ -n "$(find /var/lib/apt/lists -maxdepth 1 -name \'*Packages*\' -mmin -1440 -print -quit 2>/dev/null)" ]; }', 'ms_refresh_index() {', '  ms_index_fresh && return 0', '  if [ "$CHECK" = 1 ]; then ms_changed "package index is older than a day (would refresh)"; return 0; fi', '  apt-get update -qq -o Dpkg::Use-Pty=0 >/dev/null 2>/tmp/metalship-apt-update.err || { cat /tmp/metalship-apt-update.err >&2; return 1; }', '  if grep -q "^[WE]:" /tmp/metalship-apt-update.err; then ms_warn "apt-get update: $(grep -m1 "^[WE]:" /tmp/metalship-apt-update.err | cut -c1-200)"; fi', '  ms_changed "package index refreshed"', '}', 
+    'ms_index_fresh() { [ -n "$(find /var/lib/apt/lists -maxdepth 1 -name \'*Packages*\' -mmin -1440 -print -quit 2>/dev/null)" ]; }', 'ms_refresh_index() {', '  ms_index_fresh && return 0', '  if [ "$CHECK" = 1 ]; then ms_changed "package index is older than a day (would refresh)"; return 0; fi', 
+    // A fresh file of our own (mktemp): a fixed name in /tmp could be another user's link.
+    '  local err; err=$(mktemp)', '  apt-get update -qq -o Dpkg::Use-Pty=0 >/dev/null 2>"$err" || { cat "$err" >&2; rm -f "$err"; return 1; }', '  if grep -q "^[WE]:" "$err"; then ms_warn "apt-get update: $(grep -m1 "^[WE]:" "$err" | cut -c1-200)"; fi', '  rm -f "$err"', '  ms_changed "package index refreshed"', '}', 
     // Installs what is missing. With CHECK=1 it reports what it would install and ends
     // the item there: what follows needs the packages to be checked.
     'ms_install() {', '  local missing; missing=$(ms_missing "$@")', '  [ -z "$missing" ] && return 0', '  if [ "$CHECK" = 1 ]; then ms_changed "would install ${missing% } and configure it"; exit 0; fi', '  ms_refresh_index', '  # shellcheck disable=SC2086', '  apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold $missing >/dev/null', '  ms_changed "installed ${missing% }"', '}', 
@@ -77307,7 +77571,7 @@ function appItem(s) {
     }, s.roles);
     return {
         name: 'app',
-        script: itemScript(s.check, sh_sh `if [ "$CHECK" = 1 ] && [ ! -d ${l.root} ]; then ms_changed ${'app tree ' + l.root + ' missing (users item creates it)'}; fi`, s.env ? common_file(l.env, s.env, { mode: '600', owner: `${s.user}:${s.user}`, label: '.env' }) : null, 'units_changed=0', ...Object.entries(units).map(([name, content]) => content === null
+        script: itemScript(s.check, sh_sh `if [ "$CHECK" = 1 ] && [ ! -d ${l.root} ]; then ms_changed ${'app tree ' + l.root + ' missing (users item creates it)'}; fi`, s.env ? common_file(l.env, s.env, { mode: '600', owner: `${s.user}:${s.user}`, label: '.env' }) : null, unitsOurs(Object.keys(units)), 'units_changed=0', ...Object.entries(units).map(([name, content]) => content === null
             ? sh_sh `if [ -f ${l.unitDir}/${name} ]; then ms_changed ${'unit ' + name + ' removed (not on this host)'}; if [ "$CHECK" != 1 ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${l.unitDir}/${name}; fi; units_changed=1; fi`
             : common_file(`${l.unitDir}/${name}`, content, { label: `unit ${name}`, onChange: 'units_changed=1' })), 'if [ "$units_changed" = 1 ] && [ "$CHECK" != 1 ]; then systemctl daemon-reload; fi'),
     };

@@ -54349,6 +54349,8 @@ var external_node_crypto_ = __nccwpck_require__(7598);
 // Where everything lives on a host: the standard's /opt/{app} tree plus
 // metalship's own state. One place, so scripts cannot disagree on a path.
 
+/** Transient units that run builds: `metalship-build-<script token>-<n>`, stopped with the script's session. */
+const layout_BUILD_UNIT_PREFIX = 'metalship-build-';
 /** `{app}-build`, shortened with a hash where that would pass the 32 characters of a user name. */
 function buildUserName(app) {
     if (app.length <= 26)
@@ -54469,25 +54471,29 @@ function sh_ensureFile(path, content, opts = {}) {
 
 /**
  * Defines `ms_root_only PATH`: fails, naming the culprit, unless every existing
- * directory of PATH's resolved form is root's and writable by root alone.
- * Missing components are fine: root creates them.
+ * directory on the way to PATH is root's and writable by root alone, both as
+ * written (each directory that holds a component, links included: its owner
+ * could re-point them) and as resolved. Missing components are fine: root
+ * creates them.
  */
 const ROOT_ONLY_FUNCTION = [
     'ms_root_only() {',
-    '  local target dir=/ part rest owner mode',
-    '  target=$(readlink -m -- "$1")',
-    '  rest=${target#/}',
-    '  while [ -e "$dir" ]; do',
-    '    read -r owner mode <<<"$(stat -L -c \'%u %a\' -- "$dir")"',
-    '    if [ "$owner" != 0 ] || [ $(( 8#$mode & 8#022 )) != 0 ]; then',
-    '      echo "$dir is owned by uid $owner with mode $mode: $1 must be owned by root and writable by root alone, or another user could redirect what root does there" >&2',
-    '      return 1',
-    '    fi',
-    '    [ -n "$rest" ] || return 0',
-    '    part=${rest%%/*}',
-    '    rest=${rest#"$part"}',
-    '    rest=${rest#/}',
-    '    dir=${dir%/}/$part',
+    '  local path dir part rest owner mode',
+    '  for path in "$1" "$(readlink -m -- "$1")"; do',
+    '    dir=/',
+    '    rest=${path#/}',
+    '    while [ -e "$dir" ]; do',
+    '      read -r owner mode <<<"$(stat -L -c \'%u %a\' -- "$dir")"',
+    '      if [ "$owner" != 0 ] || [ $(( 8#$mode & 8#022 )) != 0 ]; then',
+    '        echo "$dir is owned by uid $owner with mode $mode: $1 must be owned by root and writable by root alone, or another user could redirect what root does there" >&2',
+    '        return 1',
+    '      fi',
+    '      [ -n "$rest" ] || break',
+    '      part=${rest%%/*}',
+    '      rest=${rest#"$part"}',
+    '      rest=${rest#/}',
+    '      dir=${dir%/}/$part',
+    '    done',
     '  done',
     '}',
 ].join('\n');
@@ -55547,8 +55553,11 @@ function parseHosts(text, defaultPort = 22) {
  * trailing dot. For finding duplicates and matching names, never for connecting.
  */
 function canonicalHost(host) {
-    if ((0,external_node_net_.isIP)(host) !== 6)
-        return host.toLowerCase().replace(/\.$/, '');
+    if ((0,external_node_net_.isIP)(host) !== 6) {
+        const name = host.toLowerCase().replace(/\.$/, '');
+        // The loopback name is the loopback address (ssh and libc resolve it so).
+        return name === 'localhost' ? '127.0.0.1' : name;
+    }
     let h;
     try {
         h = new URL(`http://[${host}]`).hostname.slice(1, -1);
@@ -55839,6 +55848,7 @@ function pinnedAlgorithms(entries, host, port) {
 
 
 
+
 class RemoteError extends Error {
     host;
     code;
@@ -55874,7 +55884,9 @@ function wrapScript(script, token) {
         ? `mkdir -p ${SESSION_DIR} && read -r _ _ _ _ _ __metalship_sid _ < /proc/$$/stat && echo "$__metalship_sid" > ${SESSION_DIR}/${token}\n`
         : '';
     const forget = token ? `trap 'rm -f ${SESSION_DIR}/${token}' EXIT\n` : '';
-    return `set -euo pipefail\numask 022\ncd /\n${record}${forget}__metalship_main() {\n${body}\n}\n{ __metalship_main; exit $?; }\n`;
+    // The token also names what the script starts outside its session (build units).
+    const named = token ? `__metalship_token=${token}\n` : '';
+    return `set -euo pipefail\numask 022\ncd /\n${named}${record}${forget}__metalship_main() {\n${body}\n}\n{ __metalship_main; exit $?; }\n`;
 }
 const SESSION_DIR = '/run/metalship-sessions';
 /**
@@ -55884,6 +55896,8 @@ const SESSION_DIR = '/run/metalship-sessions';
 function killSessionScript(pattern) {
     const files = `${SESSION_DIR}/${pattern}`;
     return [
+        // Builds run as transient systemd units, outside the session: stopped by name.
+        `systemctl stop -- '${layout_BUILD_UNIT_PREFIX}${pattern}*' 2>/dev/null || true`,
         `sids=""; for f in ${files}; do if [ -s "$f" ]; then sid=$(cat "$f"); case "$sid" in *[!0-9]*) ;; *) sids="$sids $sid";; esac; fi; done`,
         'if [ -n "$sids" ]; then for sid in $sids; do pkill -TERM -s "$sid" || true; done; sleep 1; for sid in $sids; do pkill -KILL -s "$sid" || true; done; fi',
         `rm -f ${files}`,
@@ -56648,7 +56662,9 @@ function nginx_siteConf(l, s) {
     const isDefault = s.serverName === '_';
     const listen = (port, extra = '') => `    listen ${port}${extra}${isDefault ? ' default_server' : ''};\n    listen [::]:${port}${extra}${isDefault ? ' default_server' : ''};`;
     const statics = s.staticDir
-        ? `    location /static/ {\n        alias ${nginxWord(`${s.staticDir}/`)};\n        expires 7d;\n        access_log off;\n    }\n`
+        ? // A link is followed only to a file of its own owner: a link the app plants
+            // in its files never serves, say, a world-readable system file.
+            `    location /static/ {\n        alias ${nginxWord(`${s.staticDir}/`)};\n        disable_symlinks if_not_owner;\n        expires 7d;\n        access_log off;\n    }\n`
         : '';
     const serverName = `    server_name ${nginxServerNames(s.serverName)};`;
     const common = `${serverName}
@@ -56694,161 +56710,11 @@ ${common}
 `;
 }
 
-;// CONCATENATED MODULE: ./src/remote/switch.ts
-// Blue/green switch on one host, in one script: start the release in the idle
-// api slot (or reuse the standby if it already runs it), wait until it is ready
-// on its own socket, then rename the socket link nginx connects through, point
-// `current` at the release and restart the worker and the single scheduler.
-// The old slot stays up as a warm standby, so a rollback to it is a rename.
-
-
-
-/** The api unit of the slot held in the shell variable `$slot`. */
-function apiUnitOf(l, slotVar) {
-    return `${sh `${l.app}`}-api@"${slotVar}".service`;
-}
-function switch_switchScript(s) {
-    const l = s.layout;
-    const rel = l.release(s.releaseId);
-    const unitLines = Object.entries(s.units).map(([name, content]) => content === null
-        ? sh `if [ -f ${l.unitDir}/${name} ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${l.unitDir}/${name}; units_changed=1; fi`
-        : ensureFile(`${l.unitDir}/${name}`, content, {
-            mode: '644',
-            label: `unit ${name}`,
-            onChange: 'units_changed=1',
-        }));
-    const followers = [s.worker ? l.units.worker : null, s.scheduler ? l.units.scheduler : null].filter((u) => !!u);
-    const api = raw(apiUnitOf(l, '$slot'));
-    const standbyApi = raw(apiUnitOf(l, '$standby'));
-    if (s.api === false)
-        return followersOnlyScript(s, unitLines, followers);
-    return script(pyToolDefinition(), sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${s.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'command -v nginx >/dev/null 2>&1 || { echo "nginx is not installed: run the provision action first" >&2; exit 1; }', 
-    // The serving slot keeps serving; the release goes to the other one, unless the serving one already runs it.
-    sh `active=$(cat ${l.activeSlot} 2>/dev/null || true)`, 'case "$active" in blue) idle=green ;; green) idle=blue ;; *) active=""; idle=blue ;; esac', sh `slot_release() { basename "$(readlink ${l.slots}/"$1" 2>/dev/null)" 2>/dev/null || true; }`, sh `if [ -n "$active" ] && [ "$(slot_release "$active")" = ${s.releaseId} ] && systemctl is-active --quiet ${raw(apiUnitOf(l, '$active'))}; then slot=$active; else slot=$idle; fi`, 'if [ "$slot" = blue ]; then standby=green; else standby=blue; fi', 'echo "SLOT $slot"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 'nginx_changed=0', 'site_new=0', sh `if [ ! -e ${l.nginxSite} ]; then`, '  site_new=1', ensureFile(l.nginxSite, siteConf(l, { serverName: s.serverName, tls: null }), {
-        mode: '644',
-        label: 'nginx site',
-        onChange: 'nginx_changed=1',
-    }), sh `  ln -sfn ${l.nginxSite} ${l.nginxSiteEnabled}`, s.serverName === '_' ? sh `  rm -f /etc/nginx/sites-enabled/default` : null, 'fi', ensureFile(l.nginxUpstream, upstreamConf(l), {
-        mode: '644',
-        label: 'nginx upstream',
-        onChange: 'nginx_changed=1',
-    }), 
-    // A configuration nginx refuses (say a second default_server) fails the switch before anything moves.
-    'if [ "$nginx_changed" = 1 ] && ! nginx_errors=$(nginx -t 2>&1); then', sh `  if [ "$site_new" = 1 ]; then rm -f ${l.nginxSite} ${l.nginxSiteEnabled}; fi`, '  echo "nginx refuses the configuration for this app: $nginx_errors" >&2', '  echo "(with several apps on one server, give each its own server-name)" >&2', '  exit 1', 'fi', 
-    // Start the release beside the serving one (unless the slot already runs it, unchanged).
-    'was=$(slot_release "$slot")', sh `mstool link ${rel} ${l.slots}/"$slot"`, sh `if [ "$units_changed" = 1 ] || [ "$was" != ${s.releaseId} ] || ! systemctl is-active --quiet ${api}; then`, sh `  echo "starting ${s.releaseId} in the $slot slot"`, sh `  systemctl restart ${api}`, 'else', sh `  echo "the $slot slot already runs ${s.releaseId}"`, 'fi', sh `sock=/run/${l.app}-api-"$slot"/api.sock`, sh `if ! ready=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${s.healthPath} ${s.readyTimeout} 0.1 200 ''); then`, '  echo "$ready" >&2', sh `  journalctl -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh `  systemctl stop ${api} || true`, sh `  echo "release ${s.releaseId} did not become ready in the $slot slot within ${s.readyTimeout} s; traffic stays on the serving release" >&2`, '  exit 1', 'fi', 'echo "READY $ready"', 
-    // Traffic moves only now, by renaming the socket link nginx connects through:
-    // requests already on the old slot finish there, new ones reach the new slot.
-    sh `mstool link "$sock" ${l.apiLink}`, sh `echo "$slot" > ${l.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh `prev=$(basename "$(readlink ${l.current} 2>/dev/null)" 2>/dev/null || true)`, sh `mstool link ${rel} ${l.current}`, sh `mstool link "$(readlink ${rel}/.venv)" ${l.venvLink}`, 'echo "PREVIOUS $prev"', 
-    // On boot only the serving slot starts; the standby is a warm spare for this boot only.
-    sh `systemctl enable --quiet ${l.units.target} ${api} ${followers}`, sh `systemctl disable --quiet ${standbyApi} 2>/dev/null || true`, followers.length ? sh `systemctl restart ${followers}` : null, sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${s.releaseId} ($slot slot) from \${prev:-nothing}" >> ${l.history}`);
-}
-/** The switch on a host without the api role: current, the venv link, and the worker or scheduler. */
-function followersOnlyScript(s, unitLines, followers) {
-    const l = s.layout;
-    const rel = l.release(s.releaseId);
-    return script(pyToolDefinition(), sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${s.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'echo "SLOT none"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
-    // an api that ran here before the host lost the role stops
-    sh `systemctl disable --now --quiet ${l.units.api('blue')} ${l.units.api('green')} 2>/dev/null || true`, sh `prev=$(basename "$(readlink ${l.current} 2>/dev/null)" 2>/dev/null || true)`, sh `mstool link ${rel} ${l.current}`, sh `mstool link "$(readlink ${rel}/.venv)" ${l.venvLink}`, 'echo "PREVIOUS $prev"', sh `systemctl enable --quiet ${l.units.target} ${followers}`, followers.length ? sh `systemctl restart ${followers}` : null, sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${s.releaseId} (no api here) from \${prev:-nothing}" >> ${l.history}`);
-}
-/**
- * Whether a release's uvicorn accepts --timeout-graceful-shutdown (0.21+);
- * recorded at release time. The venv's interpreter runs as the app user: its
- * packages' code (.pth files) never runs as root.
- */
-function switch_uvicornFlagsScript(rel, user) {
-    return script(sh `if runuser -u ${user} -- ${rel}/.venv/bin/python -I -c 'import importlib.util, os, sys; s = importlib.util.find_spec("uvicorn"); sys.exit(0 if s and "timeout_graceful_shutdown" in open(os.path.join(os.path.dirname(s.origin), "config.py")).read() else 1)' 2>/dev/null; then`, sh `  echo 'METALSHIP_UVICORN_FLAGS=--timeout-graceful-shutdown 30' > ${rel}/.metalship/uvicorn.env`, 'else', sh `  echo 'METALSHIP_UVICORN_FLAGS=' > ${rel}/.metalship/uvicorn.env`, 'fi');
-}
-
-;// CONCATENATED MODULE: ./src/remote/release.ts
-// Scripts that build a release on a host: claim the directory and reuse
-// unchanged files from the previous release, then unpack the new files, build
-// (or reuse) the virtualenv, link shared paths, compile and import-check.
-
-
-
-
-const RELEASE_EXISTS_EXIT = 73;
-/** Where a shared path of the release points: .env to the app's .env, the rest into shared/. */
-function sharedTarget(l, path) {
-    return path === '.env' ? l.env : `${l.shared}/${path}`;
-}
-/** Creates a system user without login when missing (prints `changed` when it did). */
-function ensureUser(user, home, what) {
-    return sh_script(sh_sh `if ! id -u ${user} >/dev/null 2>&1; then`, sh_sh `  useradd --system --user-group --home-dir ${home} --no-create-home --shell /usr/sbin/nologin ${user}`, sh_sh `  echo ${`changed ${what} ${user} created`}`, 'fi').trimEnd();
-}
-/**
- * Creates the app user, the build user and the tree when missing (idempotent);
- * shared by release and provision. Root owns the tree; shared/ is the app's,
- * and what lies below it is made by the app user, never chowned by root (the
- * app could have planted a link there to a directory root would then hand over).
- */
-function ensureAppTree(l, user, sharedPaths) {
-    const dirs = sharedPaths.filter((p) => p !== '.env').map((p) => `${l.shared}/${p}`);
-    const own = [l.releases, l.venvs, l.slots, l.state, l.runDir];
-    return sh_script(rootOnly(l.root, ...own), ensureUser(user, l.root, 'app user'), ensureUser(l.buildUser, '/nonexistent', 'build user'), sh_sh `mkdir -p ${own} ${l.shared}`, sh_sh `chmod 755 ${l.root} ${l.releases} ${l.venvs} ${l.slots} ${l.runDir}`, sh_sh `chmod ${STATE_MODE} ${l.state}`, sh_sh `if [ -L ${l.shared} ] || [ ! -d ${l.shared} ]; then echo ${`${l.shared} is not a directory`} >&2; exit 1; fi`, sh_sh `chown -h ${user}:${user} ${l.shared}`, sh_sh `chmod 750 ${l.shared}`, dirs.length ? sh_sh `runuser -u ${user} -- mkdir -p -- ${dirs}` : null, sh_sh `if [ ! -e ${l.env} ]; then install -m 600 -o ${user} -g ${user} /dev/null ${l.env}; fi`);
-}
-/**
- * Claims releases/<id> and copies into it every file of the manifest (sent on
- * stdin after the script) that the previous release already has; prints the
- * previous release id and a JSON line with the paths still needed.
- */
-function prepareScript(s) {
-    const l = s.layout;
-    const rel = l.release(s.releaseId);
-    return script(pyToolDefinition(), ensureAppTree(l, s.user, s.sharedPaths), sh `if [ -e ${rel} ]; then echo "release ${s.releaseId} exists already" >&2; exit ${RELEASE_EXISTS_EXIT}; fi`, sh `mkdir ${rel} ${rel}/.metalship`, sh `echo building > ${rel}/.metalship/status`, sh `prev=$(basename "$(readlink ${l.current} 2>/dev/null)" 2>/dev/null || true)`, 'echo "PREVIOUS ${prev}"', 
-    // Reuse files from the serving release; on a first deploy there is nothing to reuse.
-    sh `base=""; if [ -n "$prev" ] && [ -d ${l.releases}/"$prev" ]; then base=${l.releases}/"$prev"; fi`, sh `mstool stage-files ${rel} "$base"`);
-}
-/**
- * Builds a virtualenv at its final path, as the build user: pip runs the build
- * code of every package (setup.py, build backends), which must run neither as
- * root nor as the app. It works on a copy of the release (local requirements
- * build in place) and writes only the venv and its pip cache. Then, with the
- * build user's processes gone, root seals the venv: root's, read-only, no set-id bits.
- */
-function venvScript(s) {
-    const l = s.layout;
-    const rel = l.release(s.releaseId);
-    const user = l.buildUser;
-    const venvFlags = s.systemSitePackages ? ['--system-site-packages'] : [];
-    return script(sh `venv=${`${l.venvs}/${s.venvKey}`}`, 
-    // Complete only when sealed: a marker the build itself may have planted does not count.
-    'if [ -f "$venv/.metalship-complete" ] && [ "$(stat -c %u -- "$venv")" = 0 ]; then', sh `  echo "reusing virtualenv ${s.venvKey}"`, 'else', sh `  echo "building virtualenv ${s.venvKey} as ${user}"`, 
-    // Stopped first (what an interrupted build left), and again before the seal.
-    sh `  mstool stop-user ${user}`, '  rm -rf -- "$venv"', sh `  install -d -m 755 -o ${user} -g ${user} "$venv"`, sh `  install -d -m 755 ${l.pipCache.replace(/\/[^/]+$/, '')}`, sh `  install -d -m 700 -o ${user} -g ${user} ${l.pipCache}`, '  work=$(mktemp -d /var/tmp/metalship-build.XXXXXX)', sh `  tar -C ${rel} --exclude=./.metalship -cf - . | tar -C "$work" -xf - --no-same-owner`, sh `  chown -R ${user}:${user} "$work"`, 
-    // A clean environment: the session's variables (proxies aside) are root's business.
-    sh `  build_env=(PATH=/usr/local/bin:/usr/bin:/bin HOME="$work" LANG=C.UTF-8 PIP_CACHE_DIR=${l.pipCache} PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1)`, '  for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do if [ -n "${!v:-}" ]; then build_env+=("$v=${!v}"); fi; done', sh `  as_build() { (cd "$work" && runuser -u ${user} -- env -i "\${build_env[@]}" "$@"); }`, sh `  as_build ${s.python} -m venv ${venvFlags} "$venv"`, s.requirements
-        ? sh `  as_build "$venv/bin/python" -m pip install --no-input -r ${s.requirements} ${s.pipArgs}`
-        : null, '  as_build "$venv/bin/python" -m compileall -q "$venv" >/dev/null 2>&1 || true', sh `  mstool stop-user ${user}`, 
-    // An editable install (-e) points into the build's copy, gone in a moment.
-    '  editable=$(grep -lsF -- "$work" "$venv"/lib/python*/site-packages/*.pth "$venv"/lib/python*/site-packages/*.egg-link "$venv"/lib/python*/site-packages/__editable__* || true)', '  rm -rf -- "$work"', `  if [ -n "$editable" ]; then echo "the requirements install a package in editable mode (-e): a release is read-only, so install it normally ('.' instead of '-e .')" >&2; exit 1; fi`, '  rm -f -- "$venv/.metalship-complete"', '  chown -hR root:root -- "$venv"', '  chmod -R u+rwX,go+rX,go-w,ug-s -- "$venv"', '  touch -- "$venv/.metalship-complete"', 'fi');
-}
-function buildScript(s) {
-    const l = s.layout;
-    const rel = l.release(s.releaseId);
-    return script(pyToolDefinition(), 
-    // The upload (on stdin) is unpacked by check-files, not tar: only the manifest's regular files.
-    sh `mstool check-files ${rel} ${s.hasUpload ? ['receive'] : []}`, 
-    // One environment per distinct requirements, built at its final path and never moved.
-    venvScript(s), sh `mstool link "$venv" ${rel}/.venv`, 
-    // Bytecode now (the services cannot write it: read-only code, ProtectSystem=strict),
-    // before the shared links, so root reads only the release's own files, with
-    // the base interpreter (isolated): the venv's packages never run as root.
-    sh `${s.python} -I -m compileall -q -x '/[.]venv/' ${rel} >/dev/null`, uvicornFlagsScript(rel, s.user), ...s.sharedPaths.map((p) => script(sh `if [ -e ${rel}/${p} ] && [ ! -L ${rel}/${p} ]; then rm -rf ${rel}/${p}; fi`, sh `mkdir -p "$(dirname ${rel}/${p})"`, sh `mstool link ${sharedTarget(l, p)} ${rel}/${p}`).trimEnd()), sh `chmod -R u+rwX,go+rX,go-w,ug-s ${rel}`, s.importCheck
-        ? sh `runuser -u ${s.user} -- "$venv/bin/python" -I -c "$MSTOOL_SRC" import-check ${rel} ${s.importCheck} ${l.env}`
-        : null, writeFileAtomic(`${rel}/.metalship/release.json`, JSON.stringify(s.metadata, null, 2) + '\n'), sh `echo ready > ${rel}/.metalship/status`, sh `printf '%s\n' ${`${new Date().toISOString()} release ${s.releaseId} ready (${String(s.metadata.revision || 'no revision')} by ${String(s.metadata.actor || 'unknown')})`} >> ${l.history}`);
-}
-/** Marks a release failed so that it never becomes current and never counts as a good release. */
-function release_markScript(l, releaseId, status, reason) {
-    const rel = l.release(releaseId);
-    return script(sh `if [ -d ${rel}/.metalship ]; then echo ${status} > ${rel}/.metalship/status; fi`, sh `printf '%s\n' ${`${new Date().toISOString()} release ${releaseId} marked ${status}: ${reason.split('\n')[0]?.slice(0, 300) ?? ''}`} >> ${l.history} || true`);
-}
-
 ;// CONCATENATED MODULE: ./src/remote/units.ts
 // The systemd units of an app, as text: the api (a template with a blue and a
 // green instance, for zero-downtime switches), the worker, the single scheduler
 // and a target grouping them. Shared by the deploy path and provision.
+
 
 /** systemd's sandboxing: the app reads its release and writes only shared/ (field notes, systemd hardening). */
 function hardening(l) {
@@ -57002,6 +56868,198 @@ function units_unitFiles(s, roles) {
         [l.units.worker]: roles.worker ? workerUnit(s) : null,
         [l.units.scheduler]: roles.scheduler ? schedulerUnit(s) : null,
     };
+}
+/**
+ * Script lines that refuse to write (or remove) a unit of these names that is
+ * not ours: one the distribution ships (an app named multi-user would replace
+ * multi-user.target), or one in /etc without our mark.
+ */
+function units_unitsOurs(names) {
+    return [
+        `for unit in ${names.map((n) => sh_sh `${n}`).join(' ')}; do`,
+        '  for dir in /lib/systemd/system /usr/lib/systemd/system; do',
+        '    if [ -e "$dir/$unit" ]; then echo "$dir/$unit exists: the system has a unit of that name, which this app\'s unit would replace (choose another app name)" >&2; exit 1; fi',
+        '  done',
+        '  if [ -e "/etc/systemd/system/$unit" ] && ! grep -q "^# Managed by metalship" "/etc/systemd/system/$unit"; then echo "/etc/systemd/system/$unit exists and is not metalship\'s (choose another app name, or remove it)" >&2; exit 1; fi',
+        'done',
+    ].join('\n');
+}
+
+;// CONCATENATED MODULE: ./src/remote/switch.ts
+// Blue/green switch on one host, in one script: start the release in the idle
+// api slot (or reuse the standby if it already runs it), wait until it is ready
+// on its own socket, then rename the socket link nginx connects through, point
+// `current` at the release and restart the worker and the single scheduler.
+// The old slot stays up as a warm standby, so a rollback to it is a rename.
+
+
+
+
+/** The api unit of the slot held in the shell variable `$slot`. */
+function apiUnitOf(l, slotVar) {
+    return `${sh `${l.app}`}-api@"${slotVar}".service`;
+}
+function switch_switchScript(s) {
+    const l = s.layout;
+    const rel = l.release(s.releaseId);
+    const unitLines = [unitsOurs(Object.keys(s.units))].concat(Object.entries(s.units).map(([name, content]) => content === null
+        ? sh `if [ -f ${l.unitDir}/${name} ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${l.unitDir}/${name}; units_changed=1; fi`
+        : ensureFile(`${l.unitDir}/${name}`, content, {
+            mode: '644',
+            label: `unit ${name}`,
+            onChange: 'units_changed=1',
+        })));
+    const followers = [s.worker ? l.units.worker : null, s.scheduler ? l.units.scheduler : null].filter((u) => !!u);
+    const api = raw(apiUnitOf(l, '$slot'));
+    const standbyApi = raw(apiUnitOf(l, '$standby'));
+    if (s.api === false)
+        return followersOnlyScript(s, unitLines, followers);
+    return script(pyToolDefinition(), sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${s.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'command -v nginx >/dev/null 2>&1 || { echo "nginx is not installed: run the provision action first" >&2; exit 1; }', 
+    // The serving slot keeps serving; the release goes to the other one, unless the serving one already runs it.
+    sh `active=$(cat ${l.activeSlot} 2>/dev/null || true)`, 'case "$active" in blue) idle=green ;; green) idle=blue ;; *) active=""; idle=blue ;; esac', sh `slot_release() { basename "$(readlink ${l.slots}/"$1" 2>/dev/null)" 2>/dev/null || true; }`, sh `if [ -n "$active" ] && [ "$(slot_release "$active")" = ${s.releaseId} ] && systemctl is-active --quiet ${raw(apiUnitOf(l, '$active'))}; then slot=$active; else slot=$idle; fi`, 'if [ "$slot" = blue ]; then standby=green; else standby=blue; fi', 'echo "SLOT $slot"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 'nginx_changed=0', 'site_new=0', sh `if [ ! -e ${l.nginxSite} ]; then`, '  site_new=1', ensureFile(l.nginxSite, siteConf(l, { serverName: s.serverName, tls: null }), {
+        mode: '644',
+        label: 'nginx site',
+        onChange: 'nginx_changed=1',
+    }), sh `  ln -sfn ${l.nginxSite} ${l.nginxSiteEnabled}`, s.serverName === '_' ? sh `  rm -f /etc/nginx/sites-enabled/default` : null, 'fi', ensureFile(l.nginxUpstream, upstreamConf(l), {
+        mode: '644',
+        label: 'nginx upstream',
+        onChange: 'nginx_changed=1',
+    }), 
+    // A configuration nginx refuses (say a second default_server) fails the switch before anything moves.
+    'if [ "$nginx_changed" = 1 ] && ! nginx_errors=$(nginx -t 2>&1); then', sh `  if [ "$site_new" = 1 ]; then rm -f ${l.nginxSite} ${l.nginxSiteEnabled}; fi`, '  echo "nginx refuses the configuration for this app: $nginx_errors" >&2', '  echo "(with several apps on one server, give each its own server-name)" >&2', '  exit 1', 'fi', 
+    // Start the release beside the serving one (unless the slot already runs it, unchanged).
+    'was=$(slot_release "$slot")', sh `mstool link ${rel} ${l.slots}/"$slot"`, sh `if [ "$units_changed" = 1 ] || [ "$was" != ${s.releaseId} ] || ! systemctl is-active --quiet ${api}; then`, sh `  echo "starting ${s.releaseId} in the $slot slot"`, sh `  systemctl restart ${api}`, 'else', sh `  echo "the $slot slot already runs ${s.releaseId}"`, 'fi', sh `sock=/run/${l.app}-api-"$slot"/api.sock`, sh `if ! ready=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${s.healthPath} ${s.readyTimeout} 0.1 200 ''); then`, '  echo "$ready" >&2', sh `  journalctl -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh `  systemctl stop ${api} || true`, sh `  echo "release ${s.releaseId} did not become ready in the $slot slot within ${s.readyTimeout} s; traffic stays on the serving release" >&2`, '  exit 1', 'fi', 'echo "READY $ready"', 
+    // Traffic moves only now, by renaming the socket link nginx connects through:
+    // requests already on the old slot finish there, new ones reach the new slot.
+    sh `mstool link "$sock" ${l.apiLink}`, sh `echo "$slot" > ${l.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh `prev=$(basename "$(readlink ${l.current} 2>/dev/null)" 2>/dev/null || true)`, sh `mstool link ${rel} ${l.current}`, sh `mstool link "$(readlink ${rel}/.venv)" ${l.venvLink}`, 'echo "PREVIOUS $prev"', 
+    // On boot only the serving slot starts; the standby is a warm spare for this boot only.
+    sh `systemctl enable --quiet ${l.units.target} ${api} ${followers}`, sh `systemctl disable --quiet ${standbyApi} 2>/dev/null || true`, followers.length ? sh `systemctl restart ${followers}` : null, sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${s.releaseId} ($slot slot) from \${prev:-nothing}" >> ${l.history}`);
+}
+/** The switch on a host without the api role: current, the venv link, and the worker or scheduler. */
+function followersOnlyScript(s, unitLines, followers) {
+    const l = s.layout;
+    const rel = l.release(s.releaseId);
+    return script(pyToolDefinition(), sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${s.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'echo "SLOT none"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
+    // an api that ran here before the host lost the role stops
+    sh `systemctl disable --now --quiet ${l.units.api('blue')} ${l.units.api('green')} 2>/dev/null || true`, sh `prev=$(basename "$(readlink ${l.current} 2>/dev/null)" 2>/dev/null || true)`, sh `mstool link ${rel} ${l.current}`, sh `mstool link "$(readlink ${rel}/.venv)" ${l.venvLink}`, 'echo "PREVIOUS $prev"', sh `systemctl enable --quiet ${l.units.target} ${followers}`, followers.length ? sh `systemctl restart ${followers}` : null, sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${s.releaseId} (no api here) from \${prev:-nothing}" >> ${l.history}`);
+}
+/**
+ * Whether a release's uvicorn accepts --timeout-graceful-shutdown (0.21+);
+ * recorded at release time. The venv's interpreter runs as the app user: its
+ * packages' code (.pth files) never runs as root.
+ */
+function switch_uvicornFlagsScript(rel, user) {
+    return script(sh `if runuser -u ${user} -- ${rel}/.venv/bin/python -I -c 'import importlib.util, os, sys; s = importlib.util.find_spec("uvicorn"); sys.exit(0 if s and "timeout_graceful_shutdown" in open(os.path.join(os.path.dirname(s.origin), "config.py")).read() else 1)' 2>/dev/null; then`, sh `  echo 'METALSHIP_UVICORN_FLAGS=--timeout-graceful-shutdown 30' > ${rel}/.metalship/uvicorn.env`, 'else', sh `  echo 'METALSHIP_UVICORN_FLAGS=' > ${rel}/.metalship/uvicorn.env`, 'fi');
+}
+
+;// CONCATENATED MODULE: ./src/remote/release.ts
+// Scripts that build a release on a host: claim the directory and reuse
+// unchanged files from the previous release, then unpack the new files, build
+// (or reuse) the virtualenv, link shared paths, compile and import-check.
+
+
+
+
+
+const RELEASE_EXISTS_EXIT = 73;
+/** Where a shared path of the release points: .env to the app's .env, the rest into shared/. */
+function sharedTarget(l, path) {
+    return path === '.env' ? l.env : `${l.shared}/${path}`;
+}
+/** Creates a system user without login when missing (prints `changed` when it did). */
+function ensureUser(user, home, what, comment = '') {
+    return sh_script(sh_sh `if ! id -u ${user} >/dev/null 2>&1; then`, sh_sh `  useradd --system --user-group --home-dir ${home} --no-create-home --shell /usr/sbin/nologin --comment ${comment} ${user}`, sh_sh `  echo ${`changed ${what} ${user} created`}`, 'fi').trimEnd();
+}
+/**
+ * The build user: made by us and marked so. Its processes are killed before and
+ * after every build, so a user of that name that is anything else (another
+ * app's user, someone's account) is refused rather than used.
+ */
+function ensureBuildUser(l) {
+    const mark = `metalship build user of ${l.app}`;
+    return sh_script(ensureUser(l.buildUser, '/nonexistent', 'build user', mark), sh_sh `if [ "$(getent passwd ${l.buildUser} | cut -d: -f5)" != ${mark} ]; then echo ${`the user ${l.buildUser} exists and is not metalship's build user of ${l.app} (its comment is not '${mark}'): rename it, or choose another app name`} >&2; exit 1; fi`).trimEnd();
+}
+/**
+ * Creates the app user, the build user and the tree when missing (idempotent);
+ * shared by release and provision. Root owns the tree; shared/ is the app's,
+ * and what lies below it is made by the app user, never chowned by root (the
+ * app could have planted a link there to a directory root would then hand over).
+ */
+function ensureAppTree(l, user, sharedPaths) {
+    const dirs = sharedPaths.filter((p) => p !== '.env').map((p) => `${l.shared}/${p}`);
+    const own = [l.releases, l.venvs, l.slots, l.state, l.runDir];
+    return sh_script(rootOnly(l.root, ...own), ensureUser(user, l.root, 'app user'), ensureBuildUser(l), sh_sh `mkdir -p ${own} ${l.shared}`, sh_sh `chmod 755 ${l.root} ${l.releases} ${l.venvs} ${l.slots} ${l.runDir}`, sh_sh `chmod ${STATE_MODE} ${l.state}`, sh_sh `if [ -L ${l.shared} ] || [ ! -d ${l.shared} ]; then echo ${`${l.shared} is not a directory`} >&2; exit 1; fi`, sh_sh `chown -h ${user}:${user} ${l.shared}`, sh_sh `chmod 750 ${l.shared}`, dirs.length ? sh_sh `runuser -u ${user} -- mkdir -p -- ${dirs}` : null, sh_sh `if [ ! -e ${l.env} ]; then install -m 600 -o ${user} -g ${user} /dev/null ${l.env}; fi`);
+}
+/**
+ * Claims releases/<id> and copies into it every file of the manifest (sent on
+ * stdin after the script) that the previous release already has; prints the
+ * previous release id and a JSON line with the paths still needed.
+ */
+function prepareScript(s) {
+    const l = s.layout;
+    const rel = l.release(s.releaseId);
+    return script(pyToolDefinition(), ensureAppTree(l, s.user, s.sharedPaths), sh `if [ -e ${rel} ]; then echo "release ${s.releaseId} exists already" >&2; exit ${RELEASE_EXISTS_EXIT}; fi`, sh `mkdir ${rel} ${rel}/.metalship`, sh `echo building > ${rel}/.metalship/status`, sh `prev=$(basename "$(readlink ${l.current} 2>/dev/null)" 2>/dev/null || true)`, 'echo "PREVIOUS ${prev}"', 
+    // Reuse files from the serving release; on a first deploy there is nothing to reuse.
+    sh `base=""; if [ -n "$prev" ] && [ -d ${l.releases}/"$prev" ]; then base=${l.releases}/"$prev"; fi`, sh `mstool stage-files ${rel} "$base"`);
+}
+/**
+ * Builds a virtualenv at its final path, as the build user: pip runs the build
+ * code of every package (setup.py, build backends), which must run neither as
+ * root nor as the app. Each step is a transient systemd unit: the build user,
+ * no new privileges, a private /tmp, everything read-only but the venv, its
+ * pip cache and a copy of the release (local requirements build in place), and
+ * when it ends nothing of it is left running. Then root seals the venv: root's,
+ * read-only, no set-id bits, and nothing in it may lead to a place another
+ * user could change.
+ */
+function venvScript(s) {
+    const l = s.layout;
+    const rel = l.release(s.releaseId);
+    const user = l.buildUser;
+    const cacheRoot = l.pipCache.replace(/\/[^/]+$/, '');
+    const venvFlags = s.systemSitePackages ? ['--system-site-packages'] : [];
+    const sandbox = [
+        `User=${user}`,
+        `Group=${user}`,
+        'NoNewPrivileges=yes',
+        'PrivateTmp=yes',
+        'PrivateDevices=yes',
+        'ProtectSystem=strict',
+        'ProtectHome=yes',
+        'RestrictSUIDSGID=yes',
+    ].flatMap((p) => ['-p', p]);
+    return script(sh `venv=${`${l.venvs}/${s.venvKey}`}`, 
+    // Complete only when sealed: a marker the build itself may have planted does not count.
+    'if [ -f "$venv/.metalship-complete" ] && [ "$(stat -c %u -- "$venv")" = 0 ]; then', sh `  echo "reusing virtualenv ${s.venvKey}"`, 'else', sh `  echo "building virtualenv ${s.venvKey} as ${user}"`, 
+    // What an interrupted build left is stopped first.
+    sh `  mstool stop-user ${user}`, '  rm -rf -- "$venv"', sh `  install -d -m 755 -o ${user} -g ${user} "$venv"`, sh `  install -d -m 755 ${cacheRoot}`, sh `  install -d -m 700 -o ${user} -g ${user} ${l.pipCache}`, sh `  find ${cacheRoot} -maxdepth 1 -name 'build.*' -exec rm -rf -- {} +`, sh `  work=$(mktemp -d ${cacheRoot + '/build.XXXXXX'})`, sh `  tar -C ${rel} --exclude=./.metalship -cf - . | tar -C "$work" -xf - --no-same-owner`, sh `  chown -R ${user}:${user} "$work"`, 
+    // The unit's environment from a root-only file (a proxy URL may hold a
+    // password: never on a command line), quoted as systemd reads it.
+    '  envfile=$(mktemp)', '  ms_env() { local v=$2 bs=\'\\\' q=\'"\' d=\'$\' bt=\'`\'; v=${v//"$bs"/"$bs$bs"}; v=${v//"$q"/"$bs$q"}; v=${v//"$d"/"$bs$d"}; v=${v//"$bt"/"$bs$bt"}; printf \'%s="%s"\\n\' "$1" "$v" >> "$envfile"; }', sh `  ms_env HOME "$work"; ms_env LANG C.UTF-8; ms_env PIP_CACHE_DIR ${l.pipCache}`, '  ms_env PIP_DISABLE_PIP_VERSION_CHECK 1; ms_env PIP_NO_INPUT 1', '  for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do if [ -n "${!v:-}" ]; then ms_env "$v" "${!v}"; fi; done', '  step=0', sh `  as_build() { step=$((step + 1)); systemd-run --quiet --wait --pipe --collect --unit="${raw(BUILD_UNIT_PREFIX)}\${__metalship_token:-$$}-$step" ${sandbox} -p EnvironmentFile="$envfile" -p ReadWritePaths="$venv $work ${raw(l.pipCache)}" --working-directory="$work" -- "$@" < /dev/null; }`, sh `  as_build ${s.python} -m venv ${venvFlags} "$venv"`, s.requirements
+        ? sh `  as_build "$venv/bin/python" -m pip install --no-input -r ${s.requirements} ${s.pipArgs}`
+        : null, '  as_build "$venv/bin/python" -m compileall -q "$venv" >/dev/null 2>&1 || true', sh `  mstool stop-user ${user}`, '  rm -f -- "$envfile"', 
+    // An editable install (-e) points into the build's copy, gone in a moment.
+    '  editable=$(grep -lsF -- "$work" "$venv"/lib/python*/site-packages/*.pth "$venv"/lib/python*/site-packages/*.egg-link "$venv"/lib/python*/site-packages/__editable__* || true)', '  rm -rf -- "$work"', `  if [ -n "$editable" ]; then echo "the requirements install a package in editable mode (-e): a release is read-only, so install it normally ('.' instead of '-e .')" >&2; exit 1; fi`, '  rm -f -- "$venv/.metalship-complete"', '  chown -hR root:root -- "$venv"', '  chmod -R u+rwX,go+rX,go-w,ug-s -- "$venv"', '  mstool check-sealed "$venv"', '  touch -- "$venv/.metalship-complete"', 'fi');
+}
+function buildScript(s) {
+    const l = s.layout;
+    const rel = l.release(s.releaseId);
+    return script(pyToolDefinition(), 
+    // The upload (on stdin) is unpacked by check-files, not tar: only the manifest's regular files.
+    sh `mstool check-files ${rel} ${s.hasUpload ? ['receive'] : []}`, 
+    // One environment per distinct requirements, built at its final path and never moved.
+    venvScript(s), sh `mstool link "$venv" ${rel}/.venv`, 
+    // Bytecode now (the services cannot write it: read-only code, ProtectSystem=strict),
+    // before the shared links, so root reads only the release's own files, with
+    // the base interpreter (isolated): the venv's packages never run as root.
+    sh `${s.python} -I -m compileall -q -x '/[.]venv/' ${rel} >/dev/null`, uvicornFlagsScript(rel, s.user), ...s.sharedPaths.map((p) => script(sh `if [ -e ${rel}/${p} ] && [ ! -L ${rel}/${p} ]; then rm -rf ${rel}/${p}; fi`, sh `mkdir -p "$(dirname ${rel}/${p})"`, sh `mstool link ${sharedTarget(l, p)} ${rel}/${p}`).trimEnd()), sh `chmod -R u+rwX,go+rX,go-w,ug-s ${rel}`, s.importCheck
+        ? sh `runuser -u ${s.user} -- "$venv/bin/python" -I -c "$MSTOOL_SRC" import-check ${rel} ${s.importCheck} ${l.env}`
+        : null, writeFileAtomic(`${rel}/.metalship/release.json`, JSON.stringify(s.metadata, null, 2) + '\n'), sh `echo ready > ${rel}/.metalship/status`, sh `printf '%s\n' ${`${new Date().toISOString()} release ${s.releaseId} ready (${String(s.metadata.revision || 'no revision')} by ${String(s.metadata.actor || 'unknown')})`} >> ${l.history}`);
+}
+/** Marks a release failed so that it never becomes current and never counts as a good release. */
+function release_markScript(l, releaseId, status, reason) {
+    const rel = l.release(releaseId);
+    return script(sh `if [ -d ${rel}/.metalship ]; then echo ${status} > ${rel}/.metalship/status; fi`, sh `printf '%s\n' ${`${new Date().toISOString()} release ${releaseId} marked ${status}: ${reason.split('\n')[0]?.slice(0, 300) ?? ''}`} >> ${l.history} || true`);
 }
 
 ;// CONCATENATED MODULE: ./src/remote/verify.ts
@@ -57391,7 +57449,9 @@ function prelude(check) {
     // A change, or with CHECK=1 a change that would be made.
     'ms_changed() { echo "changed $*"; }', 'ms_warn() { echo "warning $*"; }', 'ms_apply() { [ "$CHECK" = 1 ] || "$@"; }', 'ms_installed() { dpkg-query -W -f=\'${Status}\' "$1" 2>/dev/null | grep -q "install ok installed"; }', 'ms_missing() { local p; for p in "$@"; do ms_installed "$p" || printf \'%s \' "$p"; done; }', 
     // The package index is refreshed when older than a day (or absent).
-    'ms_index_fresh() { [ -n "$(find /var/lib/apt/lists -maxdepth 1 -name \'*Packages*\' -mmin -1440 -print -quit 2>/dev/null)" ]; }', 'ms_refresh_index() {', '  ms_index_fresh && return 0', '  if [ "$CHECK" = 1 ]; then ms_changed "package index is older than a day (would refresh)"; return 0; fi', '  apt-get update -qq -o Dpkg::Use-Pty=0 >/dev/null 2>/tmp/metalship-apt-update.err || { cat /tmp/metalship-apt-update.err >&2; return 1; }', '  if grep -q "^[WE]:" /tmp/metalship-apt-update.err; then ms_warn "apt-get update: $(grep -m1 "^[WE]:" /tmp/metalship-apt-update.err | cut -c1-200)"; fi', '  ms_changed "package index refreshed"', '}', 
+    'ms_index_fresh() { [ -n "$(find /var/lib/apt/lists -maxdepth 1 -name \'*Packages*\' -mmin -1440 -print -quit 2>/dev/null)" ]; }', 'ms_refresh_index() {', '  ms_index_fresh && return 0', '  if [ "$CHECK" = 1 ]; then ms_changed "package index is older than a day (would refresh)"; return 0; fi', 
+    // A fresh file of our own (mktemp): a fixed name in /tmp could be another user's link.
+    '  local err; err=$(mktemp)', '  apt-get update -qq -o Dpkg::Use-Pty=0 >/dev/null 2>"$err" || { cat "$err" >&2; rm -f "$err"; return 1; }', '  if grep -q "^[WE]:" "$err"; then ms_warn "apt-get update: $(grep -m1 "^[WE]:" "$err" | cut -c1-200)"; fi', '  rm -f "$err"', '  ms_changed "package index refreshed"', '}', 
     // Installs what is missing. With CHECK=1 it reports what it would install and ends
     // the item there: what follows needs the packages to be checked.
     'ms_install() {', '  local missing; missing=$(ms_missing "$@")', '  [ -z "$missing" ] && return 0', '  if [ "$CHECK" = 1 ]; then ms_changed "would install ${missing% } and configure it"; exit 0; fi', '  ms_refresh_index', '  # shellcheck disable=SC2086', '  apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold $missing >/dev/null', '  ms_changed "installed ${missing% }"', '}', 
@@ -57443,7 +57503,7 @@ function appItem(s) {
     }, s.roles);
     return {
         name: 'app',
-        script: itemScript(s.check, sh_sh `if [ "$CHECK" = 1 ] && [ ! -d ${l.root} ]; then ms_changed ${'app tree ' + l.root + ' missing (users item creates it)'}; fi`, s.env ? file(l.env, s.env, { mode: '600', owner: `${s.user}:${s.user}`, label: '.env' }) : null, 'units_changed=0', ...Object.entries(units).map(([name, content]) => content === null
+        script: itemScript(s.check, sh_sh `if [ "$CHECK" = 1 ] && [ ! -d ${l.root} ]; then ms_changed ${'app tree ' + l.root + ' missing (users item creates it)'}; fi`, s.env ? file(l.env, s.env, { mode: '600', owner: `${s.user}:${s.user}`, label: '.env' }) : null, units_unitsOurs(Object.keys(units)), 'units_changed=0', ...Object.entries(units).map(([name, content]) => content === null
             ? sh_sh `if [ -f ${l.unitDir}/${name} ]; then ms_changed ${'unit ' + name + ' removed (not on this host)'}; if [ "$CHECK" != 1 ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${l.unitDir}/${name}; fi; units_changed=1; fi`
             : file(`${l.unitDir}/${name}`, content, { label: `unit ${name}`, onChange: 'units_changed=1' })), 'if [ "$units_changed" = 1 ] && [ "$CHECK" != 1 ]; then systemctl daemon-reload; fi'),
     };
@@ -57762,7 +57822,7 @@ function backupProgram(opts) {
     // Root writes the backups there: no other user may be able to swap a directory on the way.
     ROOT_ONLY_FUNCTION, 'ms_root_only "$DIR" || die "the backup directory is not safe for root to write to"', 'mkdir -p -- "$DIR"', 'chown root:root -- "$DIR"', 'chmod 700 -- "$DIR"', 
     // One backup of this database at a time; a second waits.
-    'exec 8>>"$DIR/.backup.lock"', 'flock 8', 'now=$(date -u +%s)', 'stamp=$(date -u -d "@$now" +%Y%m%dT%H%M%SZ)', 'while [ -e "$DIR/${DB}_${stamp}_${LABEL}.dump" ] || [ -e "$DIR/${DB}_${stamp}_${LABEL}.manifest.json" ]; do', '  sleep 1; now=$(date -u +%s); stamp=$(date -u -d "@$now" +%Y%m%dT%H%M%SZ)', 'done', 'created=$(date -u -d "@$now" +%Y-%m-%dT%H:%M:%SZ)', 'base="${DB}_${stamp}_${LABEL}"', 'dump="$DIR/$base.dump"', 'manifest="$DIR/$base.manifest.json"', 'globals="$DIR/$base.globals.sql"', 'tmp_dump="$DIR/.$base.dump.partial"', 'tmp_manifest="$DIR/.$base.manifest.partial"', 'tmp_globals="$DIR/.$base.globals.partial"', 'psql_err=$(mktemp)', 'chmod 644 "$psql_err"', 'psql_pid=""', 'cleanup() {', '  rm -f -- "$tmp_dump" "$tmp_manifest" "$tmp_globals" "$psql_err"', '  if [ -n "$psql_pid" ]; then kill "$psql_pid" 2>/dev/null || true; fi', '}', 'trap cleanup EXIT', 'start=$(date +%s)', 
+    'exec 8>>"$DIR/.backup.lock"', 'flock 8', 'now=$(date -u +%s)', 'stamp=$(date -u -d "@$now" +%Y%m%dT%H%M%SZ)', 'while [ -e "$DIR/${DB}_${stamp}_${LABEL}.dump" ] || [ -e "$DIR/${DB}_${stamp}_${LABEL}.manifest.json" ]; do', '  sleep 1; now=$(date -u +%s); stamp=$(date -u -d "@$now" +%Y%m%dT%H%M%SZ)', 'done', 'created=$(date -u -d "@$now" +%Y-%m-%dT%H:%M:%SZ)', 'base="${DB}_${stamp}_${LABEL}"', 'dump="$DIR/$base.dump"', 'manifest="$DIR/$base.manifest.json"', 'globals="$DIR/$base.globals.sql"', 'tmp_dump="$DIR/.$base.dump.partial"', 'tmp_manifest="$DIR/.$base.manifest.partial"', 'tmp_globals="$DIR/.$base.globals.partial"', 'psql_err=$(mktemp)', 'psql_pid=""', 'cleanup() {', '  rm -f -- "$tmp_dump" "$tmp_manifest" "$tmp_globals" "$psql_err"', '  if [ -n "$psql_pid" ]; then kill "$psql_pid" 2>/dev/null || true; fi', '}', 'trap cleanup EXIT', 'start=$(date +%s)', 
     // The snapshot: a REPEATABLE READ transaction held open by a psql coprocess.
     // Its first query exports the snapshot; the row counts and pg_dump read that same snapshot.
     'coproc PSQL { exec runuser -u postgres -- psql -X -q -A -t -v ON_ERROR_STOP=1 -d "$DB" 2>"$psql_err"; }', 'psql_pid=$PSQL_PID', 'exec 5<&"${PSQL[0]}" 6>&"${PSQL[1]}"', "printf '%s\\n' 'BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;' 'SELECT pg_export_snapshot();' >&6", 'snap=""', 'IFS= read -r snap <&5 || true', '[[ $snap =~ ^[0-9A-Fa-f]+-[0-9A-Fa-f]+(-[0-9]+)?$ ]] || die "cannot open a snapshot of database $DB: $(head -c 2000 "$psql_err")"', "printf '%s\\n' \"SELECT to_json(current_setting('server_version'))::text;\" >&6", 'pg_version=""', 'IFS= read -r pg_version <&5 || die "cannot read the server version: $(head -c 2000 "$psql_err")"', heredocVar('counts_sql', ROW_COUNTS_SQL), 'printf \'%s\\n\' "$counts_sql" >&6', 'tables=""', 'IFS= read -r tables <&5 || die "cannot count the rows of $DB: $(head -c 2000 "$psql_err")"', '[[ $tables == "{"* ]] || die "unexpected row counts from $DB: $tables $(head -c 2000 "$psql_err")"', 'if ! runuser -u postgres -- pg_dump -Fc --snapshot="$snap" -d "$DB" > "$tmp_dump"; then die "pg_dump of $DB failed"; fi', "printf '%s\\n' 'COMMIT;' '\\q' >&6", 'exec 6>&- 5<&-', 'wait "$psql_pid" || die "the snapshot transaction failed: $(head -c 2000 "$psql_err")"', 'psql_pid=""', 
@@ -57826,7 +57886,7 @@ function backupInstallScript(opts) {
     const names = backupUnitNames(opts.app);
     const units = backup_unitFiles(opts);
     const unitDir = '/etc/systemd/system';
-    return sh_script('reload=""', sh_sh `if [ ! -d ${opts.backupDir} ]; then mkdir -p -- ${opts.backupDir}; chmod 700 -- ${opts.backupDir}; echo ${'changed ' + opts.backupDir}; fi`, sh_sh `if [ "$(stat -c %a:%U -- ${opts.backupDir})" != 700:root ]; then chown root:root -- ${opts.backupDir}; chmod 700 -- ${opts.backupDir}; echo ${'changed ' + opts.backupDir + ' mode'}; fi`, sh_ensureFile(backupProgramPath(opts.app), program, {
+    return sh_script('reload=""', rootOnly(opts.backupDir), sh_sh `if [ ! -d ${opts.backupDir} ]; then mkdir -p -- ${opts.backupDir}; chmod 700 -- ${opts.backupDir}; echo ${'changed ' + opts.backupDir}; fi`, sh_sh `if [ "$(stat -c %a:%U -- ${opts.backupDir})" != 700:root ]; then chown -h root:root -- ${opts.backupDir}; chmod 700 -- ${opts.backupDir}; echo ${'changed ' + opts.backupDir + ' mode'}; fi`, sh_ensureFile(backupProgramPath(opts.app), program, {
         mode: '755',
         owner: 'root:root',
         label: backupProgramPath(opts.app),
@@ -68108,9 +68168,13 @@ const pattern = (opts) => field(opts, opts.expected, schemas_string().transform(
         ctx.addIssue({ code: 'custom', message: `${fields_quote(v)} is not valid` });
         return NEVER;
     }
-    const r = opts.reserved;
     const lower = v.toLowerCase();
-    if (r && (r.names.includes(lower) || r.prefixes?.some((p) => lower.startsWith(p)))) {
+    const r = [opts.reserved ?? []]
+        .flat()
+        .find((r) => r.names.includes(lower) ||
+        r.prefixes?.some((p) => lower.startsWith(p)) ||
+        r.suffixes?.some((p) => lower.endsWith(p)));
+    if (r) {
         ctx.addIssue({ code: 'custom', message: `${fields_quote(v)} is reserved: ${r.why}` });
         return NEVER;
     }
@@ -68369,6 +68433,83 @@ function passphraseProblem(key, passphrase) {
 
 
 const APP_NAME = /^[a-z][a-z0-9-]{0,30}[a-z0-9]$/;
+/** `{app}-build` is an app's build user (src/remote/layout.ts): no app, and no app's user, may be named so. */
+const BUILD_USER_SUFFIX = {
+    names: [],
+    suffixes: ['-build'],
+    why: "names ending in -build are reserved for apps' build users (another app's build user would then run this one, or read its secrets)",
+};
+/**
+ * Apps name systemd units ({app}.target, {app}-api@.service, ...): names whose
+ * units systemd or the distribution already has would replace them.
+ */
+const SYSTEM_UNIT_NAMES = {
+    names: [
+        'basic',
+        'default',
+        'emergency',
+        'exit',
+        'final',
+        'getty',
+        'graphical',
+        'halt',
+        'hibernate',
+        'hybrid-sleep',
+        'initrd',
+        'kexec',
+        'local-fs',
+        'local-fs-pre',
+        'multi-user',
+        'network',
+        'network-online',
+        'network-pre',
+        'nss-lookup',
+        'nss-user-lookup',
+        'paths',
+        'poweroff',
+        'reboot',
+        'remote-fs',
+        'remote-fs-pre',
+        'rescue',
+        'rpcbind',
+        'shutdown',
+        'sigpwr',
+        'sleep',
+        'slices',
+        'smartcard',
+        'sockets',
+        'sound',
+        'suspend',
+        'swap',
+        'sysinit',
+        'system-update',
+        'time-set',
+        'time-sync',
+        'timers',
+        'umount',
+        'usb',
+        'bluetooth',
+        'printer',
+        'cryptsetup',
+        'integritysetup',
+        'veritysetup',
+        'machines',
+        'user',
+        'nginx',
+        'postgresql',
+        'redis',
+        'redis-server',
+        'ssh',
+        'sshd',
+        'cron',
+        'dbus',
+        'ufw',
+        'certbot',
+        'metalship',
+    ],
+    prefixes: ['systemd-', 'getty', 'serial-getty', 'user-', 'dbus-', 'metalship-'],
+    why: "systemd or the system already has units of that name, which the app's units ({app}.target, {app}-api@.service, ...) would replace",
+};
 /** Accounts of the system and of the services provision installs: never the app's or the deploy user. */
 const SYSTEM_USERS = [
     'root',
@@ -68466,6 +68607,7 @@ const connectionInputs = {
         description: 'Application name: names /opt/{app}, the app user and the systemd units.',
         required: true,
         regex: APP_NAME,
+        reserved: [SYSTEM_UNIT_NAMES, BUILD_USER_SUFFIX],
         expected: '2-32 lowercase letters, digits and hyphens, starting with a letter, e.g. "shop-api"',
     }),
     'app-root': directory({
@@ -68510,10 +68652,13 @@ const serviceInputs = {
             'Not root, a system account or the SSH user.',
         default: '{app}',
         regex: /^[a-z_][a-z0-9_-]{0,31}$/,
-        reserved: {
-            names: SYSTEM_USERS,
-            why: 'a system account (the services must run as an unprivileged user of their own)',
-        },
+        reserved: [
+            {
+                names: SYSTEM_USERS,
+                why: 'a system account (the services must run as an unprivileged user of their own)',
+            },
+            BUILD_USER_SUFFIX,
+        ],
         expected: "an unprivileged Unix user of the app's own (not root or a system account such as postgres or www-data)",
     }),
     'app-module': pattern({
@@ -68590,6 +68735,8 @@ const releaseInputs = {
         if (v === '.' || v === './')
             return '.';
         const trimmed = v.replace(/\/+$/, '');
+        if (trimmed === '')
+            return { error: "'/' is the whole filesystem, not the app's directory" };
         const bad = checkRelativePath(trimmed.startsWith('/') ? trimmed.slice(1) : trimmed);
         return bad ? { error: bad } : trimmed;
     }),
@@ -72583,13 +72730,14 @@ class Log {
     }
     /**
      * Plain text, never a workflow command: lines carry what hosts print, and the
-     * runner reads `##[...]` anywhere in a line (and `::...::` at its start) as a
-     * command, such as one that sets a step output. Such lines are written with
+     * runner reads `##[...]` anywhere in a line (and `::...::` after any leading
+     * white space) as a command, such as one that sets a step output; it splits
+     * lines at \r as well as \n. Lines that could be read so are written with
      * command processing stopped, under a token nobody can guess.
      */
     info(message) {
-        const lines = this.redact(message).split('\n');
-        if (this.onGitHub && lines.some((l) => l.includes('##[') || l.trimStart().startsWith('::'))) {
+        const lines = this.redact(message).split(/\r\n|\r|\n/);
+        if (this.onGitHub && lines.some((l) => l.includes('##[') || l.includes('::'))) {
             const token = (0,external_node_crypto_.randomBytes)(16).toString('hex');
             this.write(`::stop-commands::${token}`);
             for (const line of lines)

@@ -252,7 +252,7 @@ test('package build code leaves nothing behind: no process, no cron job, no file
   const r = await releaseWithPackage(
     'trust-build-2',
     `import subprocess
-subprocess.Popen(['setsid', 'sleep', '600'], start_new_session=True)
+subprocess.Popen(['sleep', '600'], start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 subprocess.run(['sh', '-c', 'echo "* * * * * id > /var/tmp/trust-cron-ran" | crontab -'])
 for p in ('/tmp/trust-leftover', '/var/tmp/trust-leftover', '/opt/trust-leftover', '/var/cache/metalship/trust-leftover'):
     try:
