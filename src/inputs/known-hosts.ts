@@ -1,6 +1,7 @@
 // OpenSSH known_hosts lines: parsed once, matched per host, compared on the raw key.
 
 import { createHash, createHmac } from 'node:crypto';
+import type { HostKeyVerdict } from '../transport/ssh.js';
 import { canonicalHost } from './hosts.js';
 
 export const HOST_KEY_TYPES = [
@@ -171,8 +172,6 @@ export function fingerprint(key: Buffer): string {
 export function keyTypeOf(key: Buffer): string {
   return readSshString(key, 0) ?? 'unknown';
 }
-
-export type HostKeyVerdict = { ok: true } | { ok: false; reason: string };
 
 /** Decides whether the key a server offered is pinned for host:port. */
 export function verifyHostKey(

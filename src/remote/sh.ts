@@ -88,3 +88,18 @@ export function ensureFile(
     sh`if [ -f ${path} ] && cmp -s ${tmp} ${path}; then rm -f ${tmp}; else mv -f ${tmp} ${path}; echo ${'changed ' + (opts.label ?? path)}; ${raw(opts.onChange ?? ':')}; fi`,
   ).trimEnd();
 }
+
+/**
+ * The `KEY value` lines a script printed (its way of reporting): `get` gives
+ * the first value of a key, `all` every one, in order; a line that is the key
+ * alone has the value ''.
+ */
+export function keyLines(stdout: string): {
+  get(key: string): string | undefined;
+  all(key: string): string[];
+} {
+  const lines = stdout.split('\n');
+  const all = (key: string) =>
+    lines.filter((l) => l === key || l.startsWith(key + ' ')).map((l) => l.slice(key.length + 1));
+  return { all, get: (key) => all(key)[0] };
+}

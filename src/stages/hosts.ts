@@ -5,8 +5,8 @@ import type { HostSpec } from '../inputs/hosts.js';
 import type { Log } from '../log.js';
 import { layout, type Layout } from '../remote/layout.js';
 import { LOCK_EXIT_HELD, lockScript, type LockHolder } from '../remote/lock.js';
-import { connect, type Connection, type ConnectOptions } from '../transport/ssh.js';
-import type { KnownHostEntry } from '../inputs/known-hosts.js';
+import { connect, type Connection, type ConnectOptions, type HostKeyPolicy } from '../transport/ssh.js';
+import { pinnedAlgorithms, verifyHostKey, type KnownHostEntry } from '../inputs/known-hosts.js';
 
 export interface ConnectionSettings {
   hosts: HostSpec[];
@@ -62,12 +62,22 @@ export function resolveRoles(hosts: HostSpec[]): Host['roles'][] {
   });
 }
 
+/** The pinned keys as the transport asks for them (null: accept any key). */
+function hostKeyPolicy(entries: KnownHostEntry[] | null): HostKeyPolicy | null {
+  return entries === null
+    ? null
+    : {
+        verify: (host, port, key) => verifyHostKey(entries, host, port, key),
+        algorithms: (host, port) => pinnedAlgorithms(entries, host, port),
+      };
+}
+
 export function connectOptions(s: ConnectionSettings): ConnectOptions {
   const jump = s['jump-host'] && typeof s['jump-host'] === 'object' ? s['jump-host'] : null;
   return {
     privateKey: s['ssh-key'],
     passphrase: s['ssh-key-passphrase'] || undefined,
-    knownHosts: s['insecure-accept-any-host-key'] ? null : s['known-hosts'],
+    hostKeys: hostKeyPolicy(s['insecure-accept-any-host-key'] ? null : s['known-hosts']),
     jump: jump
       ? { host: jump.host, port: jump.port, user: jump.user ?? s['ssh-user'], label: jump.label }
       : null,

@@ -6,8 +6,8 @@ import { randomBytes } from 'node:crypto';
 import { connect as netConnect, type Socket } from 'node:net';
 import { PassThrough, Readable, type Writable } from 'node:stream';
 import type { Log } from '../log.js';
-import { BUILD_UNIT_PREFIX } from '../remote/layout.js';
-import { pinnedAlgorithms, verifyHostKey, type KnownHostEntry } from '../inputs/known-hosts.js';
+import { killSessionScript, remoteCommand, wrapScript } from '../remote/session.js';
+import type { Step } from '../remote/step.js';
 
 export interface Endpoint {
   host: string;
@@ -20,13 +20,23 @@ export interface ConnectOptions {
   privateKey: string;
   passphrase?: string;
   /** null: accept any host key (insecure-accept-any-host-key). */
-  knownHosts: KnownHostEntry[] | null;
+  /** How the hosts' keys are checked (the pinned known_hosts); null: any key (insecure-accept-any-host-key). */
+  hostKeys: HostKeyPolicy | null;
   jump?: Endpoint | null;
   connectTimeoutMs: number;
   idleTimeoutMs: number;
   commandTimeoutMs: number;
   /** Connection attempts before giving up (commands are never retried). */
   attempts?: number;
+}
+
+export type HostKeyVerdict = { ok: true } | { ok: false; reason: string };
+
+/** The transport asks; the caller's pinned keys answer. */
+export interface HostKeyPolicy {
+  verify(host: string, port: number, key: Buffer): HostKeyVerdict;
+  /** The host key algorithms to offer, so the server picks a pinned type. */
+  algorithms(host: string, port: number): string[];
 }
 
 export interface RunOptions {
@@ -69,47 +79,6 @@ function tail(text: string, lines = 20): string {
   return text.trimEnd().split('\n').slice(-lines).join('\n');
 }
 
-/**
- * Wraps a script so bash parses all of it before running any of it: data that
- * follows on stdin is then read by the script's commands and never executed.
- * It starts in / (a login's home is root's alone: commands run as other users
- * could not enter it, and nothing is read relative to it).
- * With a token, the script's session id is written where a timeout can find it
- * and stop everything the script started.
- */
-export function wrapScript(script: string, token?: string): string {
-  const body = script.replace(/\r\n?/g, '\n');
-  const record = token
-    ? `mkdir -p ${SESSION_DIR} && read -r _ _ _ _ _ __metalship_sid _ < /proc/$$/stat && echo "$__metalship_sid" > ${SESSION_DIR}/${token}\n`
-    : '';
-  const forget = token ? `trap 'rm -f ${SESSION_DIR}/${token}' EXIT\n` : '';
-  // The token also names what the script starts outside its session (build units).
-  const named = token ? `__metalship_token=${token}\n` : '';
-  return `set -euo pipefail\numask 022\ncd /\n${named}${record}${forget}__metalship_main() {\n${body}\n}\n{ __metalship_main; exit $?; }\n`;
-}
-
-const SESSION_DIR = '/run/metalship-sessions';
-
-/**
- * Stops every process of the scripts whose tokens match `pattern` (a token or a
- * glob of tokens): each script's whole session, TERM then KILL.
- */
-export function killSessionScript(pattern: string): string {
-  const files = `${SESSION_DIR}/${pattern}`;
-  return [
-    // Builds run as transient systemd units, outside the session: stopped by name.
-    `systemctl stop -- '${BUILD_UNIT_PREFIX}${pattern}*' 2>/dev/null || true`,
-    `sids=""; for f in ${files}; do if [ -s "$f" ]; then sid=$(cat "$f"); case "$sid" in *[!0-9]*) ;; *) sids="$sids $sid";; esac; fi; done`,
-    'if [ -n "$sids" ]; then for sid in $sids; do pkill -TERM -s "$sid" || true; done; sleep 1; for sid in $sids; do pkill -KILL -s "$sid" || true; done; fi',
-    `rm -f ${files}`,
-  ].join('\n');
-}
-
-/** The remote command: bash reading the script from stdin, through sudo for non-root users. */
-export function remoteCommand(user: string): string {
-  return user === 'root' ? 'bash -se' : 'sudo -n -H -- bash -se';
-}
-
 export class Connection {
   private closed = false;
   /** Starts the token of every script this connection runs, so that what the run left behind can be found. */
@@ -133,6 +102,11 @@ export class Connection {
 
   get label(): string {
     return this.endpoint.label;
+  }
+
+  /** Runs a step and reads its output; throws RemoteError when its script fails. */
+  async step<T>(s: Step<T>, opts: Omit<RunOptions, 'what'> = {}): Promise<T> {
+    return s.parse((await this.run(s.script, { ...opts, what: s.what })).stdout);
   }
 
   /** Runs a script; resolves with its output when it exits 0, throws RemoteError otherwise. */
@@ -340,14 +314,14 @@ export class Connection {
 }
 
 function hostVerifier(
-  entries: KnownHostEntry[] | null,
+  policy: HostKeyPolicy | null,
   target: Endpoint,
   log: Log,
   onReject: (reason: string) => void,
 ) {
   return (key: Buffer): boolean => {
-    if (entries === null) return true;
-    const verdict = verifyHostKey(entries, target.host, target.port, key);
+    if (policy === null) return true;
+    const verdict = policy.verify(target.host, target.port, key);
     if (!verdict.ok) {
       onReject(verdict.reason);
       log.error(`Refusing ${target.label}: ${verdict.reason}`);
@@ -363,7 +337,7 @@ async function connectOnce(
   sock?: import('node:stream').Duplex,
 ): Promise<NodeSSH> {
   let rejection: string | null = null;
-  const algorithms = options.knownHosts ? pinnedAlgorithms(options.knownHosts, target.host, target.port) : [];
+  const algorithms = options.hostKeys ? options.hostKeys.algorithms(target.host, target.port) : [];
   // Our own TCP socket with Nagle off: ssh2 leaves it on, and every small
   // packet of a command's exchange would then wait out the peer's delayed ACK.
   const socket = sock ?? (await tcpConnect(target.host, target.port, options.connectTimeoutMs));
@@ -376,7 +350,7 @@ async function connectOnce(
     readyTimeout: options.connectTimeoutMs,
     keepaliveInterval: 10000,
     keepaliveCountMax: 3,
-    hostVerifier: hostVerifier(options.knownHosts, target, log, (r) => (rejection = r)),
+    hostVerifier: hostVerifier(options.hostKeys, target, log, (r) => (rejection = r)),
     ...(algorithms.length ? { algorithms: { serverHostKey: algorithms as never } } : {}),
     sock: socket,
   };
@@ -412,7 +386,7 @@ function tcpConnect(host: string, port: number, timeoutMs: number): Promise<Sock
 
 /** Connects with bounded retries for network errors; a host key mismatch is never retried. */
 export async function connect(target: Endpoint, options: ConnectOptions, log: Log): Promise<Connection> {
-  if (options.knownHosts === null) {
+  if (options.hostKeys === null) {
     log.warn(
       `Host key checking is off for ${target.label} (insecure-accept-any-host-key): anyone in between could impersonate it.`,
     );

@@ -6,7 +6,7 @@
 // failing check and a scratch name that is not ours each fail with the reason.
 // The scratch database is gone after every run and production never changes.
 import { rm } from 'node:fs/promises';
-import { wrapScript } from '../../src/transport/ssh.js';
+import { wrapScript } from '../../src/remote/session.js';
 import { backupInstallScript, backupUnitNames } from '../../src/remote/backup.js';
 import {
   E2E_PREFIX,

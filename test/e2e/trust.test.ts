@@ -7,7 +7,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { backupNowScript, defaultBackupDir } from '../../src/remote/backup.js';
-import { wrapScript } from '../../src/transport/ssh.js';
+import { wrapScript } from '../../src/remote/session.js';
 import {
   connectionInputs,
   e2eState,

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { layout } from '../../src/remote/layout.js';
 import { buildScript, prepareScript } from '../../src/remote/release.js';
-import { wrapScript } from '../../src/transport/ssh.js';
+import { wrapScript } from '../../src/remote/session.js';
 import { sshRun } from '../support/hosts.js';
 import { tarOf, type Member } from '../support/tarball.js';
 import {

@@ -12,7 +12,7 @@ import { switchScript } from '../../src/remote/switch.js';
 import { verifyScript } from '../../src/remote/verify.js';
 import { lockOrder, resolveRoles, type Host } from '../../src/stages/hosts.js';
 import { balancerMembers, batches } from '../../src/stages/rollout.js';
-import { wrapScript } from '../../src/transport/ssh.js';
+import { wrapScript } from '../../src/remote/session.js';
 import { FIXTURE_KEY } from '../support/keys.js';
 
 const l = layout('shop', '/opt/shop');

@@ -16,7 +16,7 @@ import {
 } from '../../src/remote/restore.js';
 import { parseInputs, InputError } from '../../src/inputs/parse.js';
 import { recoveryTable, sameHost } from '../../src/actions/backup-verify.js';
-import { wrapScript } from '../../src/transport/ssh.js';
+import { wrapScript } from '../../src/remote/session.js';
 import { FIXTURE_KEY } from '../support/keys.js';
 
 function bash(script: string, env: Record<string, string> = {}) {

@@ -17,7 +17,7 @@ import {
   verifyScript,
   type ReleaseListing,
 } from '../../src/remote/verify.js';
-import { killSessionScript, wrapScript } from '../../src/transport/ssh.js';
+import { killSessionScript, wrapScript } from '../../src/remote/session.js';
 import { rootSandbox } from '../support/sandbox.js';
 
 const l = layout('shop', '/opt/shop');

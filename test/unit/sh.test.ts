@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { quote, raw, sh, ensureFile, writeFileAtomic } from '../../src/remote/sh.js';
-import { wrapScript } from '../../src/transport/ssh.js';
+import { wrapScript } from '../../src/remote/session.js';
 
 const HOSTILE = [
   `it's`,

@@ -2,7 +2,7 @@
 // deploy user whose sudo covers exactly the command the actions run.
 
 import { ensureAppTree } from '../release.js';
-import { remoteCommand } from '../../transport/ssh.js';
+import { remoteCommand, SCRIPT_SHELL } from '../session.js';
 import { sudoersName } from '../quoting.js';
 import { raw, sh } from '../sh.js';
 import { file, itemScript, type Item } from './common.js';
@@ -16,12 +16,11 @@ export const SHARED_PATHS = ['logs', 'uploads', '.env'];
  * the rule limits what the user can be used for, not what it could do.
  */
 export function sudoersRule(user: string): string {
-  const words = remoteCommand(user).split(' ');
-  const args = words.slice(words.indexOf('--') + 2).join(' ');
+  const [shell, ...args] = SCRIPT_SHELL;
   const name = sudoersName(user);
   return `# Managed by metalship: the deploy actions run '${remoteCommand(user)}' and nothing else.
 Defaults:${name} !requiretty
-${name} ALL=(root) NOPASSWD: /usr/bin/bash ${args}, /bin/bash ${args}
+${name} ALL=(root) NOPASSWD: /usr/bin/${shell} ${args.join(' ')}, /bin/${shell} ${args.join(' ')}
 `;
 }
 
