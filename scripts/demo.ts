@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { bootHosts, buildImage, ensureKey, shutdownHosts, sshRun } from '../test/support/hosts.js';
 import { runBundle, SAMPLE_APP, sampleAppInputs } from '../test/support/e2e.js';
+import { errorMessage } from '../src/errors.js';
 
 const NAME = 'ms-demo';
 const say = (text: string) => process.stdout.write(`\n\x1b[1m${text}\x1b[0m\n`);
@@ -80,7 +81,7 @@ async function main(): Promise<number> {
 main().then(
   (code) => process.exit(code),
   (err: unknown) => {
-    process.stderr.write(`demo failed: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.stderr.write(`demo failed: ${errorMessage(err)}\n`);
     process.exit(1);
   },
 );

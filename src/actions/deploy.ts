@@ -12,6 +12,7 @@ import { readSource, releaseStage } from '../stages/release.js';
 import { revertRollout, rollOut } from '../stages/rollout.js';
 import { cleanupStage, markBad, verifyUrlStage } from '../stages/switch.js';
 import { resultsTable, runAction, type ActionOutcome } from './run.js';
+import { errorMessage } from '../errors.js';
 
 export async function deploy(s: Settings<'deploy'>, log: Log): Promise<ActionOutcome> {
   const source = await readSource(s);
@@ -78,7 +79,7 @@ export async function deploy(s: Settings<'deploy'>, log: Log): Promise<ActionOut
         outputs['revision-after'] = out.after;
         Object.assign(rows.get(host.spec.label) ?? {}, { schema: `${out.before || 'empty'} → ${out.after || 'empty'}` });
       } catch (err) {
-        const message = err instanceof Error ? err.message : String(err);
+        const message = errorMessage(err);
         await markFailedEverywhere(hosts, id, message);
         Object.assign(rows.get(host.spec.label) ?? {}, { ok: false, error: message });
         return fail(`the migration for ${id} failed on ${host.spec.label}; ${id} is marked failed and the previous release keeps serving:\n${message}`);
@@ -133,7 +134,7 @@ export async function deploy(s: Settings<'deploy'>, log: Log): Promise<ActionOut
     const proof =
       s['restore-proof-days'] > 0
         ? await restoreProofWarning(proofHost, s, log).catch((err: unknown) => {
-            log.warn(`could not read the last restore test on ${proofHost.spec.label}: ${err instanceof Error ? err.message : String(err)}`);
+            log.warn(`could not read the last restore test on ${proofHost.spec.label}: ${errorMessage(err)}`);
             return null;
           })
         : null;

@@ -5,6 +5,7 @@ import { withHosts } from '../stages/hosts.js';
 import { RemoteError } from '../transport/ssh.js';
 import { markFailedEverywhere, migrateOnHost, pickMigrateHost } from '../stages/migrate.js';
 import { resultsTable, runAction, type ActionOutcome } from './run.js';
+import { errorMessage } from '../errors.js';
 
 export async function migrate(s: Settings<'migrate'>, log: Log): Promise<ActionOutcome> {
   // Migrations are serialised by a PostgreSQL advisory lock, which holds across hosts and
@@ -36,7 +37,7 @@ export async function migrate(s: Settings<'migrate'>, log: Log): Promise<ActionO
           ]),
       };
     } catch (err) {
-      const message = err instanceof Error ? err.message : String(err);
+      const message = errorMessage(err);
       // A migration that never ran (the lock was busy) says nothing about the release.
       if (!(err instanceof RemoteError && err.code === MIGRATE_LOCK_EXIT)) await markFailedEverywhere(hosts, s['release-id'], message);
       return {

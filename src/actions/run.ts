@@ -6,6 +6,7 @@ import { actions, type ActionName } from '../inputs/actions.js';
 import { InputError, parseInputs, secretValues, type RawInputs, type Settings } from '../inputs/parse.js';
 import { Log } from '../log.js';
 import type { HostResult } from '../stages/hosts.js';
+import { errorMessage } from '../errors.js';
 
 /** Inputs the way the runner passes them: INPUT_<NAME> environment variables. */
 export function envInputs(env: NodeJS.ProcessEnv = process.env): RawInputs {
@@ -69,7 +70,7 @@ export async function runAction<A extends ActionName>(
     return { ok: true, outputs: log.outputs };
   } catch (err) {
     // Anything thrown fails the step, whatever its type.
-    const message = err instanceof Error ? err.message : String(err);
+    const message = errorMessage(err);
     log.error(message);
     log.summary(`## ${actions[name].title}: ❌ failed\n\n${message.replace(/^/gm, '> ')}`);
     log.flushSummary();

@@ -1,10 +1,11 @@
 // An nginx load balancer in front of the app hosts (provision, roles=lb): its
 // upstream lists them (their nginx, port 80 by default). A rolling switch takes
-// a batch out of rotation on the app hosts themselves (drainScript).
+// a batch out of rotation on the app hosts themselves (drainStep).
 
 import type { Layout } from './layout.js';
 import { nginxAddress } from './quoting.js';
 import { script, sh } from './sh.js';
+import { plainStep, type Step } from './step.js';
 
 export interface BalancerMember {
   /** As written in the hosts input, for the comment beside it. */
@@ -52,17 +53,20 @@ map $http_upgrade $metalship_${name}_connection {
  * keep-alive connections, which some clients see as errors. The rule is not
  * persistent: a reboot clears a drain a killed run left behind.
  */
-export function drainScript(l: Layout, port: number, draining: boolean): string {
+export function drainStep(l: Layout, port: number, draining: boolean): Step<void> {
   const rule = sh`INPUT ! -i lo -p tcp --dport ${String(port)} --syn -m comment --comment ${'metalship-drain-' + l.app} -j REJECT --reject-with tcp-reset`;
-  return script(
-    'tools=""',
-    'for t in iptables ip6tables; do command -v "$t" >/dev/null 2>&1 && tools="$tools $t"; done',
-    `[ -n "$tools" ] || { echo "draining needs iptables (provision installs it with ufw)" >&2; exit 1; }`,
-    'for t in $tools; do',
-    draining
-      ? `  "$t" -w -C ${rule} 2>/dev/null || "$t" -w -I ${rule.replace(/^INPUT /, 'INPUT 1 ')}`
-      : `  while "$t" -w -D ${rule} 2>/dev/null; do :; done`,
-    'done',
-    draining ? 'echo DRAINING' : 'echo IN_ROTATION',
+  return plainStep(
+    draining ? 'taking the host out of rotation' : 'putting the host back in rotation',
+    script(
+      'tools=""',
+      'for t in iptables ip6tables; do command -v "$t" >/dev/null 2>&1 && tools="$tools $t"; done',
+      `[ -n "$tools" ] || { echo "draining needs iptables (provision installs it with ufw)" >&2; exit 1; }`,
+      'for t in $tools; do',
+      draining
+        ? `  "$t" -w -C ${rule} 2>/dev/null || "$t" -w -I ${rule.replace(/^INPUT /, 'INPUT 1 ')}`
+        : `  while "$t" -w -D ${rule} 2>/dev/null; do :; done`,
+      'done',
+      draining ? 'echo DRAINING' : 'echo IN_ROTATION',
+    ),
   );
 }

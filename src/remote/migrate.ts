@@ -6,7 +6,8 @@
 import type { Layout } from './layout.js';
 import { rootOnly } from './paths.js';
 import { pyToolDefinition } from './pytool.js';
-import { script, sh } from './sh.js';
+import { keyLines, script, sh } from './sh.js';
+import { step, type Step } from './step.js';
 
 export const MIGRATE_LOCK_EXIT = 76;
 export const MIGRATION_FAILED_EXIT = 77;
@@ -118,14 +119,17 @@ export interface MigrateOutput {
   backupBytes: number;
 }
 
-export function parseMigrateOutput(stdout: string): MigrateOutput {
-  const get = (key: string) => new RegExp(`^${key} ?(.*)$`, 'm').exec(stdout)?.[1]?.trim() ?? '';
-  const [backupPath = '', backupSha256 = '', bytes = '0'] = get('BACKUP').split(' ');
-  return {
-    before: get('REVISION_BEFORE'),
-    after: get('REVISION_AFTER'),
-    backupPath,
-    backupSha256,
-    backupBytes: Number(bytes),
-  };
+/** The migration as a step: the revisions before and after, and the backup it took. */
+export function migrateStep(s: MigrateScriptSettings, what: string): Step<MigrateOutput> {
+  return step(what, migrateScript(s), (stdout) => {
+    const out = keyLines(stdout);
+    const [backupPath = '', backupSha256 = '', bytes = '0'] = (out.get('BACKUP') ?? '').trim().split(' ');
+    return {
+      before: out.get('REVISION_BEFORE')?.trim() ?? '',
+      after: out.all('REVISION_AFTER').at(-1)?.trim() ?? '',
+      backupPath,
+      backupSha256,
+      backupBytes: Number(bytes),
+    };
+  });
 }

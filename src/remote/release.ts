@@ -5,10 +5,19 @@
 import { BUILD_UNIT_PREFIX, type Layout } from './layout.js';
 import { rootOnly, STATE_MODE } from './paths.js';
 import { pyToolDefinition } from './pytool.js';
+import { plainStep, step, type Step } from './step.js';
 import { uvicornFlagsScript } from './switch.js';
 import { raw, script, sh, writeFileAtomic } from './sh.js';
 
 export const RELEASE_EXISTS_EXIT = 73;
+
+/** The code of a release, read on the runner: every file with its hash and mode, every link. */
+export interface Manifest {
+  /** [path, sha256, mode (octal text), size] */
+  files: [string, string, string, number][];
+  /** [path, link target] */
+  links: [string, string][];
+}
 
 export interface PrepareSettings {
   layout: Layout;
@@ -74,10 +83,10 @@ export function ensureAppTree(l: Layout, user: string, sharedPaths: string[]): s
  * stdin after the script) that the previous release already has; prints the
  * previous release id and a JSON line with the paths still needed.
  */
-export function prepareScript(s: PrepareSettings): string {
+export function prepareStep(s: PrepareSettings, manifest: Manifest): Step<Prepared> {
   const l = s.layout;
   const rel = l.release(s.releaseId);
-  return script(
+  const text = script(
     pyToolDefinition(),
     ensureAppTree(l, s.user, s.sharedPaths),
     sh`if [ -e ${rel} ]; then echo "release ${s.releaseId} exists already" >&2; exit ${RELEASE_EXISTS_EXIT}; fi`,
@@ -89,6 +98,54 @@ export function prepareScript(s: PrepareSettings): string {
     sh`base=""; if [ -n "$prev" ] && [ -d ${l.releases}/"$prev" ]; then base=${l.releases}/"$prev"; fi`,
     sh`mstool stage-files ${rel} "$base"`,
   );
+  return step('preparing the release directory', text, (stdout) => parsePrepared(stdout, manifest));
+}
+
+export interface Prepared {
+  previous: string;
+  need: string[];
+  reused: number;
+}
+
+/**
+ * What the prepare script printed: the previous release and the files the host
+ * still needs. The host writes it, so a compromised host writes it too: it must
+ * never choose what the runner reads and sends, so every path must be a file
+ * of the manifest, once, or nothing is sent.
+ */
+function parsePrepared(stdout: string, manifest: Manifest): Prepared {
+  const previous = /^PREVIOUS (.*)$/m.exec(stdout)?.[1]?.trim() ?? '';
+  if (previous && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/.test(previous))
+    throw new Error(
+      `the host named its current release ${JSON.stringify(previous.slice(0, 100))}, not a release id`,
+    );
+  let answer: unknown;
+  try {
+    answer = JSON.parse(stdout.trim().split('\n').pop() ?? '');
+  } catch {
+    answer = null;
+  }
+  const { need, reused } = (answer ?? {}) as { need?: unknown; reused?: unknown };
+  if (!Array.isArray(need) || typeof reused !== 'number' || !Number.isInteger(reused))
+    throw new Error(
+      'the host did not answer which files it needs ({"need": [paths], "reused": n} expected); nothing was sent to it',
+    );
+  const files = new Set(manifest.files.map((f) => f[0]));
+  const seen = new Set<string>();
+  for (const p of need as unknown[]) {
+    if (typeof p !== 'string' || !files.has(p))
+      throw new Error(
+        `the host asked for ${JSON.stringify(p)}, which is not a file of the manifest: refused, nothing was sent to it`,
+      );
+    if (seen.has(p))
+      throw new Error(`the host asked for ${JSON.stringify(p)} twice: refused, nothing was sent to it`);
+    seen.add(p);
+  }
+  if (reused !== files.size - seen.size)
+    throw new Error(
+      `the host claims to reuse ${reused} files and to need ${seen.size} of ${files.size}: refused, nothing was sent to it`,
+    );
+  return { previous, need: [...seen], reused };
 }
 
 export interface BuildSettings {
@@ -178,43 +235,49 @@ function venvScript(s: BuildSettings): string {
   );
 }
 
-export function buildScript(s: BuildSettings): string {
+export function buildStep(s: BuildSettings): Step<void> {
   const l = s.layout;
   const rel = l.release(s.releaseId);
-  return script(
-    pyToolDefinition(),
-    // The upload (on stdin) is unpacked by check-files, not tar: only the manifest's regular files.
-    sh`mstool check-files ${rel} ${s.hasUpload ? ['receive'] : []}`,
-    // One environment per distinct requirements, built at its final path and never moved.
-    venvScript(s),
-    sh`mstool link "$venv" ${rel}/.venv`,
-    // Bytecode now (the services cannot write it: read-only code, ProtectSystem=strict),
-    // before the shared links, so root reads only the release's own files, with
-    // the base interpreter (isolated): the venv's packages never run as root.
-    sh`${s.python} -I -m compileall -q -x '/[.]venv/' ${rel} >/dev/null`,
-    uvicornFlagsScript(rel, s.user),
-    ...s.sharedPaths.map((p) =>
-      script(
-        sh`if [ -e ${rel}/${p} ] && [ ! -L ${rel}/${p} ]; then rm -rf ${rel}/${p}; fi`,
-        sh`mkdir -p "$(dirname ${rel}/${p})"`,
-        sh`mstool link ${sharedTarget(l, p)} ${rel}/${p}`,
-      ).trimEnd(),
+  return plainStep(
+    `building release ${s.releaseId}`,
+    script(
+      pyToolDefinition(),
+      // The upload (on stdin) is unpacked by check-files, not tar: only the manifest's regular files.
+      sh`mstool check-files ${rel} ${s.hasUpload ? ['receive'] : []}`,
+      // One environment per distinct requirements, built at its final path and never moved.
+      venvScript(s),
+      sh`mstool link "$venv" ${rel}/.venv`,
+      // Bytecode now (the services cannot write it: read-only code, ProtectSystem=strict),
+      // before the shared links, so root reads only the release's own files, with
+      // the base interpreter (isolated): the venv's packages never run as root.
+      sh`${s.python} -I -m compileall -q -x '/[.]venv/' ${rel} >/dev/null`,
+      uvicornFlagsScript(rel, s.user),
+      ...s.sharedPaths.map((p) =>
+        script(
+          sh`if [ -e ${rel}/${p} ] && [ ! -L ${rel}/${p} ]; then rm -rf ${rel}/${p}; fi`,
+          sh`mkdir -p "$(dirname ${rel}/${p})"`,
+          sh`mstool link ${sharedTarget(l, p)} ${rel}/${p}`,
+        ).trimEnd(),
+      ),
+      sh`chmod -R u+rwX,go+rX,go-w,ug-s ${rel}`,
+      s.importCheck
+        ? sh`runuser -u ${s.user} -- "$venv/bin/python" -I -c "$MSTOOL_SRC" import-check ${rel} ${s.importCheck} ${l.env}`
+        : null,
+      writeFileAtomic(`${rel}/.metalship/release.json`, JSON.stringify(s.metadata, null, 2) + '\n'),
+      sh`echo ready > ${rel}/.metalship/status`,
+      sh`printf '%s\n' ${`${new Date().toISOString()} release ${s.releaseId} ready (${String(s.metadata.revision || 'no revision')} by ${String(s.metadata.actor || 'unknown')})`} >> ${l.history}`,
     ),
-    sh`chmod -R u+rwX,go+rX,go-w,ug-s ${rel}`,
-    s.importCheck
-      ? sh`runuser -u ${s.user} -- "$venv/bin/python" -I -c "$MSTOOL_SRC" import-check ${rel} ${s.importCheck} ${l.env}`
-      : null,
-    writeFileAtomic(`${rel}/.metalship/release.json`, JSON.stringify(s.metadata, null, 2) + '\n'),
-    sh`echo ready > ${rel}/.metalship/status`,
-    sh`printf '%s\n' ${`${new Date().toISOString()} release ${s.releaseId} ready (${String(s.metadata.revision || 'no revision')} by ${String(s.metadata.actor || 'unknown')})`} >> ${l.history}`,
   );
 }
 
 /** Marks a release failed so that it never becomes current and never counts as a good release. */
-export function markScript(l: Layout, releaseId: string, status: 'failed' | 'bad', reason: string): string {
+export function markStep(l: Layout, releaseId: string, status: 'failed' | 'bad', reason: string): Step<void> {
   const rel = l.release(releaseId);
-  return script(
-    sh`if [ -d ${rel}/.metalship ]; then echo ${status} > ${rel}/.metalship/status; fi`,
-    sh`printf '%s\n' ${`${new Date().toISOString()} release ${releaseId} marked ${status}: ${reason.split('\n')[0]?.slice(0, 300) ?? ''}`} >> ${l.history} || true`,
+  return plainStep(
+    `marking ${releaseId} ${status}`,
+    script(
+      sh`if [ -d ${rel}/.metalship ]; then echo ${status} > ${rel}/.metalship/status; fi`,
+      sh`printf '%s\n' ${`${new Date().toISOString()} release ${releaseId} marked ${status}: ${reason.split('\n')[0]?.slice(0, 300) ?? ''}`} >> ${l.history} || true`,
+    ),
   );
 }

@@ -4,10 +4,11 @@
 // `current` at the release and restart the worker and the single scheduler.
 // The old slot stays up as a warm standby, so a rollback to it is a rename.
 
-import type { Layout } from './layout.js';
+import type { Layout, Slot } from './layout.js';
 import { siteConf, upstreamConf } from './nginx.js';
 import { PROBE_USER, pyToolDefinition } from './pytool.js';
-import { ensureFile, raw, script, sh } from './sh.js';
+import { ensureFile, keyLines, raw, script, sh } from './sh.js';
+import { step, type Step } from './step.js';
 import { unitsOurs } from './units.js';
 
 export interface SwitchSettings {
@@ -121,6 +122,25 @@ export function switchScript(s: SwitchSettings): string {
     followers.length ? sh`systemctl restart ${followers}` : null,
     sh`printf '%s\n' "$(date -u +%FT%TZ) switched to ${s.releaseId} ($slot slot) from \${prev:-nothing}" >> ${l.history}`,
   );
+}
+
+export interface Switched {
+  /** The slot now serving (null: a host without the api role). */
+  slot: Slot | null;
+  /** The release current pointed at before ('' on a first deploy). */
+  previous: string;
+}
+
+/** The switch as a step: the slot it serves from and the release it left. */
+export function switchStep(s: SwitchSettings): Step<Switched> {
+  return step(`switching to ${s.releaseId}`, switchScript(s), (stdout) => {
+    const out = keyLines(stdout);
+    const slot = out.get('SLOT');
+    return {
+      slot: slot === 'blue' || slot === 'green' ? slot : null,
+      previous: out.get('PREVIOUS')?.trim() ?? '',
+    };
+  });
 }
 
 /** The switch on a host without the api role: current, the venv link, and the worker or scheduler. */

@@ -2,7 +2,8 @@
 
 import type { Layout } from './layout.js';
 import { PROBE_USER, pyToolDefinition } from './pytool.js';
-import { script, sh } from './sh.js';
+import { keyLines, script, sh } from './sh.js';
+import { step, type Step } from './step.js';
 
 export interface VerifySettings {
   layout: Layout;
@@ -16,17 +17,33 @@ export interface VerifySettings {
   api?: boolean;
 }
 
-/** Polls the serving slot's readiness endpoint until it answers as expected; then checks the units. */
-export function verifyScript(s: VerifySettings): string {
+/** What a health check found on a host. */
+export interface HealthOutcome {
+  healthy: boolean;
+  /** The readiness endpoint's last answer (null on a host without the api). */
+  answer: { ok: boolean; attempts: number; seconds: number; status: number; body: string } | null;
+  unitsDown: string[];
+  /** The services' recent journal lines, when unhealthy. */
+  journal: string[];
+  /** Why there was nothing to check. */
+  problem: string;
+}
+
+/**
+ * Polls the serving slot's readiness endpoint until it answers as expected,
+ * then checks the units; on trouble, the services' recent journal lines (without
+ * uvicorn's access log). It reports, and the caller decides: it exits 0.
+ */
+export function verifyStep(s: VerifySettings): Step<HealthOutcome> {
   const l = s.layout;
-  return script(
+  const text = script(
     pyToolDefinition(),
     'rc=0',
     s.api === false
       ? null
       : script(
           sh`slot=$(cat ${l.activeSlot} 2>/dev/null || true)`,
-          'case "$slot" in blue|green) ;; *) echo "no api slot is serving on this host (nothing deployed yet?)" >&2; exit 1;; esac',
+          'case "$slot" in blue|green) ;; *) echo "PROBLEM no api slot is serving on this host (nothing deployed yet?)"; exit 0;; esac',
           sh`sock=/run/${l.app}-api-$slot/api.sock`,
           sh`out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${s.path} ${s.timeout} ${s.interval} ${s.expectStatus} ${s.expectBody}) || rc=$?`,
           'echo "RESULT $out"',
@@ -35,11 +52,23 @@ export function verifyScript(s: VerifySettings): string {
     ...s.units.map((u) => sh`if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`),
     'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi',
     'if [ "$rc" != 0 ] || [ -n "$failed" ]; then',
-    // The services' recent lines, without uvicorn's access log lines.
-    sh`  journalctl -u ${l.units.api('blue')} -u ${l.units.api('green')} ${s.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 >&2 || true`,
-    '  exit 1',
+    sh`  journalctl -u ${l.units.api('blue')} -u ${l.units.api('green')} ${s.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`,
     'fi',
   );
+  return step('health check', text, (stdout) => {
+    const out = keyLines(stdout);
+    const result = out.get('RESULT');
+    const answer = result ? (JSON.parse(result) as NonNullable<HealthOutcome['answer']>) : null;
+    const unitsDown = (out.get('UNITS_DOWN') ?? '').split(' ').filter(Boolean);
+    const problem = out.get('PROBLEM') ?? '';
+    return {
+      healthy: !problem && (answer === null || answer.ok) && unitsDown.length === 0,
+      answer,
+      unitsDown,
+      journal: out.all('JOURNAL'),
+      problem,
+    };
+  });
 }
 
 export interface ReleaseInfo {
@@ -57,13 +86,12 @@ export interface ReleaseListing {
   venvs: string[];
 }
 
-export function listScript(l: Layout): string {
-  return script(pyToolDefinition(), sh`mstool releases ${l.root}`);
-}
-
-export function parseListing(stdout: string): ReleaseListing {
-  const line = stdout.trim().split('\n').pop() ?? '{}';
-  return JSON.parse(line) as ReleaseListing;
+/** The releases on a host, their status and links, and the venvs. */
+export function listStep(l: Layout): Step<ReleaseListing> {
+  return step('listing releases', script(pyToolDefinition(), sh`mstool releases ${l.root}`), (stdout) => {
+    const line = stdout.trim().split('\n').pop() ?? '{}';
+    return JSON.parse(line) as ReleaseListing;
+  });
 }
 
 export const GOOD = new Set(['ready']);
@@ -86,15 +114,22 @@ export function planCleanup(listing: ReleaseListing, keep: number): { releases: 
   return { releases: remove, venvs };
 }
 
-export function cleanupScript(l: Layout, plan: { releases: string[]; venvs: string[] }): string {
-  if (plan.releases.length === 0 && plan.venvs.length === 0) return script('echo "nothing to clean up"');
-  return script(
-    // Marked first: a removal cut short (the run stopped, the host rebooted) leaves no "ready" half.
-    ...plan.releases.map(
-      (id) =>
-        sh`if [ -d ${l.release(id)}/.metalship ]; then echo removing > ${l.release(id)}/.metalship/status; fi; rm -rf -- ${l.release(id)} && echo "removed release ${id}"`,
+/** Removes what the plan names; reads back what it removed. */
+export function cleanupStep(l: Layout, plan: { releases: string[]; venvs: string[] }): Step<string[]> {
+  const removed = (stdout: string) => keyLines(stdout).all('removed');
+  if (plan.releases.length === 0 && plan.venvs.length === 0)
+    return step('cleanup', script('echo "nothing to clean up"'), removed);
+  return step(
+    'cleanup',
+    script(
+      // Marked first: a removal cut short (the run stopped, the host rebooted) leaves no "ready" half.
+      ...plan.releases.map(
+        (id) =>
+          sh`if [ -d ${l.release(id)}/.metalship ]; then echo removing > ${l.release(id)}/.metalship/status; fi; rm -rf -- ${l.release(id)} && echo "removed release ${id}"`,
+      ),
+      ...plan.venvs.map((v) => sh`rm -rf -- ${l.venvs}/${v} && echo "removed virtualenv ${v}"`),
     ),
-    ...plan.venvs.map((v) => sh`rm -rf -- ${l.venvs}/${v} && echo "removed virtualenv ${v}"`),
+    removed,
   );
 }
 

@@ -5,8 +5,10 @@ import type { HostSpec } from '../inputs/hosts.js';
 import type { Log } from '../log.js';
 import { layout, type Layout } from '../remote/layout.js';
 import { LOCK_EXIT_HELD, lockScript, type LockHolder } from '../remote/lock.js';
+import { keyLines } from '../remote/sh.js';
 import { connect, type Connection, type ConnectOptions, type HostKeyPolicy } from '../transport/ssh.js';
 import { pinnedAlgorithms, verifyHostKey, type KnownHostEntry } from '../inputs/known-hosts.js';
+import { errorMessage } from '../errors.js';
 
 export interface ConnectionSettings {
   hosts: HostSpec[];
@@ -103,9 +105,7 @@ export async function openHosts(s: ConnectionSettings, log: Log): Promise<Host[]
   const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed.length) {
     await Promise.all(results.map((r) => (r.status === 'fulfilled' ? r.value.close() : undefined)));
-    throw new Error(
-      failed.map((f) => (f.reason instanceof Error ? f.reason.message : String(f.reason))).join('\n'),
-    );
+    throw new Error(failed.map((f) => errorMessage(f.reason)).join('\n'));
   }
   return results.map((r, i) => ({
     spec: s.hosts[i]!,
@@ -158,7 +158,7 @@ export async function acquireLock(
   });
   void session.done.then((r) => {
     if (r.code === LOCK_EXIT_HELD) {
-      const held = (r.stdout.split('\n').find((l) => l.startsWith('HELD')) ?? 'HELD another run').slice(5);
+      const held = keyLines(r.stdout).get('HELD') || 'another run';
       settle?.(
         new Error(
           `${host.spec.label}: another deploy holds the lock of ${host.layout.app} and did not finish within ${waitSeconds} s: ${held}`,
@@ -204,7 +204,7 @@ export async function onEachHost<T extends Record<string, unknown>>(
         return {
           host: host.spec.label,
           ok: false,
-          error: err instanceof Error ? err.message : String(err),
+          error: errorMessage(err),
         } as HostResult & Partial<T>;
       }
     }),

@@ -2,12 +2,11 @@
 
 import { findHost } from '../inputs/hosts.js';
 import type { Log } from '../log.js';
-import { markScript } from '../remote/release.js';
+import { markStep } from '../remote/release.js';
 import {
   MIGRATE_LOCK_EXIT,
   MIGRATION_FAILED_EXIT,
-  migrateScript,
-  parseMigrateOutput,
+  migrateStep,
   type MigrateOutput,
 } from '../remote/migrate.js';
 import { RemoteError } from '../transport/ssh.js';
@@ -47,21 +46,23 @@ export async function migrateOnHost(
   log: Log,
 ): Promise<MigrateOutput> {
   try {
-    const res = await host.conn.run(
-      migrateScript({
-        layout: host.layout,
-        releaseId,
-        user: s['app-user'],
-        command: s.command,
-        revisionCommand: s['revision-command'],
-        recordIn: releaseId,
-        backup: s.backup ? { label: 'pre-migrate', keep: s['backup-keep'] } : null,
-        lockTimeout: s['lock-timeout'],
-        actor: lockHolder('migrate').actor,
-      }),
-      { stream: true, what: `migrating for ${releaseId}` },
+    const out = await host.conn.step(
+      migrateStep(
+        {
+          layout: host.layout,
+          releaseId,
+          user: s['app-user'],
+          command: s.command,
+          revisionCommand: s['revision-command'],
+          recordIn: releaseId,
+          backup: s.backup ? { label: 'pre-migrate', keep: s['backup-keep'] } : null,
+          lockTimeout: s['lock-timeout'],
+          actor: lockHolder('migrate').actor,
+        },
+        `migrating for ${releaseId}`,
+      ),
+      { stream: true },
     );
-    const out = parseMigrateOutput(res.stdout);
     log.info(`[${host.spec.label}] schema ${out.before || 'empty'} -> ${out.after || 'empty'}`);
     return out;
   } catch (err) {
@@ -71,7 +72,7 @@ export async function migrateOnHost(
       err instanceof RemoteError && err.code === MIGRATION_FAILED_EXIT
         ? `migration failed:\n${err.stderrTail}`
         : String(err);
-    await host.conn.run(markScript(host.layout, releaseId, 'failed', reason)).catch(() => undefined);
+    await host.conn.step(markStep(host.layout, releaseId, 'failed', reason)).catch(() => undefined);
     throw err;
   }
 }
@@ -84,21 +85,23 @@ export async function downgradeOnHost(
   s: Omit<MigrateSettings, 'command'> & { 'downgrade-command': string[] },
   log: Log,
 ): Promise<MigrateOutput> {
-  const res = await host.conn.run(
-    migrateScript({
-      layout: host.layout,
-      releaseId: fromRelease,
-      user: s['app-user'],
-      command: s['downgrade-command'].map((w) => w.replaceAll('{revision}', revision)),
-      revisionCommand: s['revision-command'],
-      recordIn: null,
-      backup: s.backup ? { label: 'pre-downgrade', keep: s['backup-keep'] } : null,
-      lockTimeout: s['lock-timeout'],
-      actor: lockHolder('rollback').actor,
-    }),
-    { stream: true, what: `downgrading the schema to ${revision}` },
+  const out = await host.conn.step(
+    migrateStep(
+      {
+        layout: host.layout,
+        releaseId: fromRelease,
+        user: s['app-user'],
+        command: s['downgrade-command'].map((w) => w.replaceAll('{revision}', revision)),
+        revisionCommand: s['revision-command'],
+        recordIn: null,
+        backup: s.backup ? { label: 'pre-downgrade', keep: s['backup-keep'] } : null,
+        lockTimeout: s['lock-timeout'],
+        actor: lockHolder('rollback').actor,
+      },
+      `downgrading the schema to ${revision}`,
+    ),
+    { stream: true },
   );
-  const out = parseMigrateOutput(res.stdout);
   log.info(`[${host.spec.label}] schema ${out.before || 'empty'} -> ${out.after || 'empty'}`);
   if (out.after !== revision)
     throw new Error(`the downgrade left the schema at '${out.after}', not at ${revision}`);
@@ -108,6 +111,6 @@ export async function downgradeOnHost(
 /** Marks a release failed on every host (a failed migration means no host may switch to it). */
 export async function markFailedEverywhere(hosts: Host[], releaseId: string, reason: string): Promise<void> {
   await Promise.all(
-    hosts.map((h) => h.conn.run(markScript(h.layout, releaseId, 'failed', reason)).catch(() => undefined)),
+    hosts.map((h) => h.conn.step(markStep(h.layout, releaseId, 'failed', reason)).catch(() => undefined)),
   );
 }

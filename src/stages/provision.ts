@@ -5,15 +5,16 @@
 
 import type { Log } from '../log.js';
 import {
-  factsScript,
-  parseFacts,
+  factsStep,
   parseItemOutput,
   planItems,
   type ItemName,
   type ProvisionSettings,
 } from '../remote/provision/index.js';
+import { keyLines } from '../remote/sh.js';
 import { connect } from '../transport/ssh.js';
 import { connectOptions, type ConnectionSettings, type Host, type HostResult } from './hosts.js';
+import { errorMessage } from '../errors.js';
 
 export interface ItemResult {
   item: ItemName;
@@ -60,9 +61,7 @@ export async function provisionHost(
   log: Log,
 ): Promise<ProvisionHostResult> {
   const label = host.spec.label;
-  const facts = parseFacts(
-    (await host.conn.run(factsScript(host.layout), { what: 'reading the host' })).stdout,
-  );
+  const facts = await host.conn.step(factsStep());
   log.info(`[${label}] ${facts.os}${settings.check ? ' (check mode: nothing is changed)' : ''}`);
   const items: ItemResult[] = [];
   let python = '';
@@ -84,11 +83,11 @@ export async function provisionHost(
         status: 'failed' as const,
         changes: [],
         warnings: [],
-        detail: err instanceof Error ? err.message : String(err),
+        detail: errorMessage(err),
       };
     }
-    python = /^python (\S+)$/m.exec(stdout)?.[1] ?? python;
-    const notes = [...stdout.matchAll(/^note (.*)$/gm)].map((m) => m[1]!);
+    python = keyLines(stdout).get('python') ?? python;
+    const notes = keyLines(stdout).all('note');
     let detail = [outcome.detail, ...notes].filter(Boolean).join('; ');
     let status = outcome.status;
     // A guarded change stays only if a new connection still gets in.
@@ -98,12 +97,12 @@ export async function provisionHost(
         await host.conn.run(item.guard.confirm, { what: `confirming the ${item.name} change` });
         detail += '; a fresh SSH connection got in';
       } catch (err) {
-        const why = err instanceof Error ? err.message.split('\n')[0] : String(err);
+        const why = errorMessage(err).split('\n')[0];
         let reverted = 'reverted';
         try {
           await host.conn.run(item.guard.revert, { what: `reverting the ${item.name} change` });
         } catch (e) {
-          reverted = `revert failed too (${e instanceof Error ? e.message.split('\n')[0] : String(e)}); a timer reverts it within 3 minutes`;
+          reverted = `revert failed too (${errorMessage(e).split('\n')[0]}); a timer reverts it within 3 minutes`;
         }
         status = 'failed';
         detail = `a fresh SSH connection failed after the change (${why}): ${reverted}`;

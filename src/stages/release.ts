@@ -2,10 +2,11 @@
 // changed files sent, its virtualenv built or reused, and an import check.
 
 import type { Log } from '../log.js';
-import { buildScript, markScript, prepareScript, RELEASE_EXISTS_EXIT } from '../remote/release.js';
+import { buildStep, markStep, prepareStep, RELEASE_EXISTS_EXIT } from '../remote/release.js';
 import { RemoteError } from '../transport/ssh.js';
 import { onEachHost, type Host, type HostResult } from './hosts.js';
 import { buildManifest, packFiles, venvKey, type Manifest } from './source.js';
+import { errorMessage } from '../errors.js';
 
 export interface ReleaseSettings {
   source: string;
@@ -65,18 +66,20 @@ async function releaseOnHost(
 ) {
   const started = Date.now();
   const l = host.layout;
-  const prepared = await host.conn.run(
-    prepareScript({ layout: l, releaseId, user: s['app-user'], sharedPaths: s['shared-paths'] }),
-    {
-      input: Buffer.from(JSON.stringify(manifest)),
-      what: 'preparing the release directory',
-    },
+  const prepare = prepareStep(
+    { layout: l, releaseId, user: s['app-user'], sharedPaths: s['shared-paths'] },
+    manifest,
   );
+  const answer = await host.conn.run(prepare.script, {
+    input: Buffer.from(JSON.stringify(manifest)),
+    what: prepare.what,
+  });
   try {
-    const { previous, ...staged } = parsePrepared(prepared.stdout, manifest);
+    // Read here, not by conn.step: a host's unusable answer marks its release failed too.
+    const { previous, ...staged } = prepare.parse(answer.stdout);
     const tarball = await packFiles(s.source, manifest, staged.need);
-    await host.conn.run(
-      buildScript({
+    await host.conn.step(
+      buildStep({
         layout: l,
         releaseId,
         user: s['app-user'],
@@ -90,7 +93,7 @@ async function releaseOnHost(
         importCheck: s['import-check'] ? s['app-module'] : null,
         metadata: metadata(releaseId, s, manifest),
       }),
-      { input: tarball, stream: true, what: `building release ${releaseId}` },
+      { input: tarball, stream: true },
     );
     return {
       previous,
@@ -100,59 +103,14 @@ async function releaseOnHost(
       seconds: (Date.now() - started) / 1000,
     };
   } catch (err) {
-    const reason = err instanceof Error ? err.message : String(err);
+    const reason = errorMessage(err);
     await host.conn
-      .run(markScript(l, releaseId, 'failed', reason))
+      .step(markStep(l, releaseId, 'failed', reason))
       .catch((e) => log.warn(`could not mark ${releaseId} failed on ${host.spec.label}: ${e}`));
     throw err;
   }
 }
 
-/**
- * What prepareScript printed: the previous release and the files the host
- * still needs. The host writes it, so a compromised host writes it too: it must
- * never choose what the runner reads and sends, so every path must be a file
- * of the manifest, once, or nothing is sent.
- */
-export function parsePrepared(
-  stdout: string,
-  manifest: Manifest,
-): { previous: string; need: string[]; reused: number } {
-  const previous = /^PREVIOUS (.*)$/m.exec(stdout)?.[1]?.trim() ?? '';
-  if (previous && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/.test(previous))
-    throw new Error(
-      `the host named its current release ${JSON.stringify(previous.slice(0, 100))}, not a release id`,
-    );
-  let answer: unknown;
-  try {
-    answer = JSON.parse(stdout.trim().split('\n').pop() ?? '');
-  } catch {
-    answer = null;
-  }
-  const { need, reused } = (answer ?? {}) as { need?: unknown; reused?: unknown };
-  if (!Array.isArray(need) || typeof reused !== 'number' || !Number.isInteger(reused))
-    throw new Error(
-      'the host did not answer which files it needs ({"need": [paths], "reused": n} expected); nothing was sent to it',
-    );
-  const files = new Set(manifest.files.map((f) => f[0]));
-  const seen = new Set<string>();
-  for (const p of need as unknown[]) {
-    if (typeof p !== 'string' || !files.has(p))
-      throw new Error(
-        `the host asked for ${JSON.stringify(p)}, which is not a file of the manifest: refused, nothing was sent to it`,
-      );
-    if (seen.has(p))
-      throw new Error(`the host asked for ${JSON.stringify(p)} twice: refused, nothing was sent to it`);
-    seen.add(p);
-  }
-  if (reused !== files.size - seen.size)
-    throw new Error(
-      `the host claims to reuse ${reused} files and to need ${seen.size} of ${files.size}: refused, nothing was sent to it`,
-    );
-  return { previous, need: [...seen], reused };
-}
-
-/** Builds the release on every host; the same id everywhere. */
 /** What a release sends: the source's manifest and the key of its virtualenv. */
 export interface Source {
   manifest: Manifest;
@@ -193,7 +151,7 @@ export async function releaseStage(
       await Promise.all(
         hosts.map((h, i) =>
           results[i]?.ok
-            ? h.conn.run(markScript(h.layout, releaseId, 'failed', 'release id taken on another host'))
+            ? h.conn.step(markStep(h.layout, releaseId, 'failed', 'release id taken on another host'))
             : null,
         ),
       );

@@ -4,7 +4,7 @@
 // goes back to its previous release, so that the fleet serves one release.
 
 import type { Log } from '../log.js';
-import { BALANCER_FAIL_TIMEOUT, drainScript, type BalancerMember } from '../remote/balancer.js';
+import { BALANCER_FAIL_TIMEOUT, drainStep, type BalancerMember } from '../remote/balancer.js';
 import type { Host } from './hosts.js';
 import {
   revertHosts,
@@ -14,6 +14,7 @@ import {
   type SwitchResult,
   type VerifySettings,
 } from './switch.js';
+import { errorMessage } from '../errors.js';
 
 export interface RolloutSettings extends ServiceSettings {
   'batch-size': number;
@@ -55,24 +56,16 @@ export function balancerMembers(hosts: Pick<Host, 'spec' | 'roles'>[]): Balancer
 /** Takes hosts out of the balancers' rotation (or puts them back), in parallel; throws naming the hosts. */
 export async function setDraining(hosts: Host[], draining: boolean, log: Log): Promise<void> {
   const results = await Promise.allSettled(
-    hosts.map((h) =>
-      h.conn.run(drainScript(h.layout, upstreamOf(h.spec).port, draining), {
-        what: draining ? 'taking the host out of rotation' : 'putting the host back in rotation',
-      }),
-    ),
+    hosts.map((h) => h.conn.step(drainStep(h.layout, upstreamOf(h.spec).port, draining))),
   );
   const failed = results.flatMap((r, i) =>
-    r.status === 'rejected'
-      ? [`${hosts[i]!.spec.label}: ${r.reason instanceof Error ? r.reason.message : String(r.reason)}`]
-      : [],
+    r.status === 'rejected' ? [`${hosts[i]!.spec.label}: ${errorMessage(r.reason)}`] : [],
   );
   if (failed.length) throw new Error(`could not ${draining ? 'drain' : 'undrain'} ${failed.join('; ')}`);
   log.info(
     `${draining ? 'out of rotation' : 'back in rotation'}: ${hosts.map((h) => h.spec.label).join(', ')}`,
   );
 }
-
-const message = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
 export async function rollOut(
   hosts: Host[],
@@ -99,7 +92,7 @@ export async function rollOut(
       try {
         await setDraining(draining, true, log);
       } catch (err) {
-        failure = message(err);
+        failure = errorMessage(err);
         failedIn = 'drain';
       }
     }
@@ -114,7 +107,7 @@ export async function rollOut(
                 host: host.spec.label,
                 ok: false,
                 batch: index + 1,
-                error: message(err),
+                error: errorMessage(err),
               })),
           ),
         ),
@@ -133,7 +126,7 @@ export async function rollOut(
           batch.map((host) =>
             verifyHost(host, verify, log).then(
               () => null,
-              (err: unknown) => ({ host: host.spec.label, error: message(err) }),
+              (err: unknown) => ({ host: host.spec.label, error: errorMessage(err) }),
             ),
           ),
         ),
@@ -156,7 +149,7 @@ export async function rollOut(
       // revertOnFailure off, the new one by the user's choice).
       if (drain)
         await setDraining(draining, false, log).catch((err: unknown) =>
-          log.error(`could not put the hosts back in rotation: ${message(err)}`),
+          log.error(`could not put the hosts back in rotation: ${errorMessage(err)}`),
         );
       return {
         results,

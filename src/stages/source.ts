@@ -9,6 +9,9 @@ import { join, posix, relative, resolve, sep } from 'node:path';
 import { once } from 'node:events';
 import { createGzip } from 'node:zlib';
 import { minimatch } from 'minimatch';
+import type { Manifest } from '../remote/release.js';
+
+export type { Manifest };
 import { Header, Pax } from 'tar';
 
 /** Never uploaded: VCS data, caches, local virtualenvs, our own metadata. */
@@ -25,13 +28,6 @@ export const ALWAYS_EXCLUDED = [
   '.pytest_cache',
   '.env',
 ];
-
-export interface Manifest {
-  /** [path, sha256, mode (octal text), size] */
-  files: [string, string, string, number][];
-  /** [path, link target] */
-  links: [string, string][];
-}
 
 async function sha256(path: string): Promise<string> {
   const hash = createHash('sha256');

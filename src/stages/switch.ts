@@ -2,19 +2,19 @@
 
 import type { Log } from '../log.js';
 import type { Slot } from '../remote/layout.js';
-import { markScript } from '../remote/release.js';
-import { switchScript } from '../remote/switch.js';
+import { markStep } from '../remote/release.js';
+import { switchStep } from '../remote/switch.js';
 import { unitFiles } from '../remote/units.js';
 import {
-  cleanupScript,
-  listScript,
-  parseListing,
+  cleanupStep,
+  listStep,
   pickRollbackTarget,
   planCleanup,
-  verifyScript,
+  verifyStep,
   type ReleaseListing,
 } from '../remote/verify.js';
 import { onEachHost, type Host, type HostResult } from './hosts.js';
+import { errorMessage } from '../errors.js';
 
 export interface ServiceSettings {
   'app-user': string;
@@ -63,8 +63,8 @@ export async function switchHost(
     },
     { worker: host.roles.worker, scheduler: host.roles.scheduler },
   );
-  const res = await host.conn.run(
-    switchScript({
+  const { slot, previous } = await host.conn.step(
+    switchStep({
       layout: host.layout,
       releaseId,
       units,
@@ -75,16 +75,20 @@ export async function switchHost(
       scheduler: host.roles.scheduler && s['scheduler-command'].length > 0,
       api: host.roles.api,
     }),
-    { stream: true, what: `switching to ${releaseId}` },
+    { stream: true },
   );
-  const previous = /^PREVIOUS (.*)$/m.exec(res.stdout)?.[1]?.trim() ?? '';
-  const slot = /^SLOT (blue|green)$/m.exec(res.stdout)?.[1] as Slot | undefined;
   log.info(
     slot
       ? `[${host.spec.label}] ${releaseId} serves from the ${slot} slot (was ${previous || 'nothing'})`
       : `[${host.spec.label}] ${releaseId} is current, no api on this host (was ${previous || 'nothing'})`,
   );
-  return { host: host.spec.label, ok: true, previous, slot, seconds: (Date.now() - started) / 1000 };
+  return {
+    host: host.spec.label,
+    ok: true,
+    previous,
+    slot: slot ?? undefined,
+    seconds: (Date.now() - started) / 1000,
+  };
 }
 
 /** Switches the hosts that did switch back to the release each had before. */
@@ -104,9 +108,7 @@ export async function revertHosts(
       );
       reverted.push(r.host);
     } catch (err) {
-      log.error(
-        `could not revert ${r.host} to ${r.previous}: ${err instanceof Error ? err.message : String(err)}`,
-      );
+      log.error(`could not revert ${r.host} to ${r.previous}: ${errorMessage(err)}`);
     }
   }
   return reverted;
@@ -135,7 +137,7 @@ async function verifyUrl(
       status = res.status;
       body = (await res.text()).slice(0, 4096);
     } catch (err) {
-      body = err instanceof Error ? err.message : String(err);
+      body = errorMessage(err);
     }
     const ok = status === s['expect-status'] && body.includes(s['expect-body']);
     if (ok || Date.now() >= deadline)
@@ -154,10 +156,11 @@ export async function verifyHost(
     host.roles.worker && s['worker-command'].length ? host.layout.units.worker : null,
     host.roles.scheduler && s['scheduler-command'].length ? host.layout.units.scheduler : null,
   ].filter((u): u is string => !!u);
-  const res = await host.conn.exec(
-    verifyScript({
+  const path = s['verify-path'] || s['health-path'];
+  const health = await host.conn.step(
+    verifyStep({
       layout: host.layout,
-      path: s['verify-path'] || s['health-path'],
+      path,
       timeout: s['verify-timeout'],
       interval: s['verify-interval'],
       expectStatus: s['expect-status'],
@@ -165,20 +168,17 @@ export async function verifyHost(
       units,
       api: host.roles.api,
     }),
-    { what: 'health check', timeoutMs: (s['verify-timeout'] + 60) * 1000 },
+    { timeoutMs: (s['verify-timeout'] + 60) * 1000 },
   );
-  const line = /^RESULT (.*)$/m.exec(res.stdout)?.[1] ?? '';
-  const parsed = line
-    ? (JSON.parse(line) as { ok: boolean; attempts: number; seconds: number; status: number; body: string })
-    : null;
-  const down = /^UNITS_DOWN (.*)$/m.exec(res.stdout)?.[1];
-  if (res.code !== 0) {
+  const answer = health.answer;
+  if (!health.healthy) {
     const why = [
-      parsed && !parsed.ok
-        ? `${s['verify-path'] || s['health-path']} answered ${parsed.status || 'nothing'} after ${parsed.attempts} attempts: ${parsed.body.slice(0, 300)}`
+      health.problem,
+      answer && !answer.ok
+        ? `${path} answered ${answer.status || 'nothing'} after ${answer.attempts} attempts: ${answer.body.slice(0, 300)}`
         : '',
-      down ? `units not active: ${down}` : '',
-      res.stderr.trim() ? `recent journal:\n${res.stderr.trim().split('\n').slice(-20).join('\n')}` : '',
+      health.unitsDown.length ? `units not active: ${health.unitsDown.join(' ')}` : '',
+      health.journal.length ? `recent journal:\n${health.journal.join('\n')}` : '',
     ]
       .filter(Boolean)
       .join('\n');
@@ -186,10 +186,10 @@ export async function verifyHost(
   }
   log.info(
     host.roles.api
-      ? `[${host.spec.label}] healthy after ${parsed?.attempts} check(s), ${parsed?.seconds} s`
+      ? `[${host.spec.label}] healthy after ${answer?.attempts} check(s), ${answer?.seconds} s`
       : `[${host.spec.label}] units active (no api on this host)`,
   );
-  return { healthy: true, attempts: parsed?.attempts ?? 0, seconds: parsed?.seconds ?? 0 };
+  return { healthy: true, attempts: answer?.attempts ?? 0, seconds: answer?.seconds ?? 0 };
 }
 
 /** The url input checked from the runner (through whatever serves it: a load balancer, a CDN). */
@@ -219,16 +219,15 @@ export async function verifyStage(hosts: Host[], s: VerifySettings, log: Log): P
 }
 
 export async function listReleases(host: Host): Promise<ReleaseListing> {
-  return parseListing((await host.conn.run(listScript(host.layout), { what: 'listing releases' })).stdout);
+  return host.conn.step(listStep(host.layout));
 }
 
 /** Removes old releases and unused virtualenvs, keeping `keep` good ones plus current and the standby. */
 export async function cleanupStage(hosts: Host[], keep: number, log: Log): Promise<void> {
   await onEachHost(hosts, async (host) => {
     const plan = planCleanup(await listReleases(host), keep);
-    const res = await host.conn.run(cleanupScript(host.layout, plan), { what: 'cleanup' });
-    if (plan.releases.length || plan.venvs.length)
-      log.info(`[${host.spec.label}] ${res.stdout.trim().split('\n').join('; ')}`);
+    const removed = await host.conn.step(cleanupStep(host.layout, plan));
+    if (removed.length) log.info(`[${host.spec.label}] removed ${removed.join('; ')}`);
     return {};
   }).then((rs) =>
     rs.filter((r) => !r.ok).forEach((r) => log.warn(`cleanup on ${r.host} failed: ${r.error}`)),
@@ -259,7 +258,7 @@ export async function markBad(hosts: Host[], releaseId: string, reason: string, 
   await Promise.all(
     hosts.map((h) =>
       h.conn
-        .run(markScript(h.layout, releaseId, 'bad', reason))
+        .step(markStep(h.layout, releaseId, 'bad', reason))
         .catch((e) => log.warn(`could not mark ${releaseId} bad on ${h.spec.label}: ${e}`)),
     ),
   );

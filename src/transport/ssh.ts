@@ -8,6 +8,7 @@ import { PassThrough, Readable, type Writable } from 'node:stream';
 import type { Log } from '../log.js';
 import { killSessionScript, remoteCommand, wrapScript } from '../remote/session.js';
 import type { Step } from '../remote/step.js';
+import { errorMessage } from '../errors.js';
 
 export interface Endpoint {
   host: string;
@@ -411,7 +412,7 @@ export async function connect(target: Endpoint, options: ConnectOptions, log: Lo
       jump?.dispose();
       lastError = err;
       if (err instanceof HostKeyError) throw err;
-      const message = err instanceof Error ? err.message : String(err);
+      const message = errorMessage(err);
       if (/authentication methods failed|passphrase|Cannot parse privateKey|Unsupported key/i.test(message))
         break;
       if (attempt < attempts) {
@@ -420,6 +421,6 @@ export async function connect(target: Endpoint, options: ConnectOptions, log: Lo
       }
     }
   }
-  const message = lastError instanceof Error ? lastError.message : String(lastError);
+  const message = errorMessage(lastError);
   throw new RemoteError(`could not connect to ${target.label}: ${message}`, target.label, null, '');
 }

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { layout } from '../../src/remote/layout.js';
-import { buildScript, prepareScript } from '../../src/remote/release.js';
+import { buildStep, prepareStep, type Manifest } from '../../src/remote/release.js';
 import { wrapScript } from '../../src/remote/session.js';
 import { sshRun } from '../support/hosts.js';
 import { tarOf, type Member } from '../support/tarball.js';
@@ -282,16 +282,16 @@ describe('a host unpacks nothing but the manifest’s regular files, whatever it
   test.each(cases)('%s is refused, and the release holds nothing but main.py', async (_name, members) => {
     const host = state.hosts[2]!;
     const id = `case-${++n}`;
-    const manifest = { files: [['main.py', sha256(MAIN), '644', MAIN.length]], links: [] };
+    const manifest: Manifest = { files: [['main.py', sha256(MAIN), '644', MAIN.length]], links: [] };
     const prep = await runScript(
       host,
-      prepareScript({ layout: l, releaseId: id, user: 'trusttar', sharedPaths: [] }),
+      prepareStep({ layout: l, releaseId: id, user: 'trusttar', sharedPaths: [] }, manifest).script,
       Buffer.from(JSON.stringify(manifest)),
     );
     expect(prep.stdout).toMatch(/"need": \["main.py"\]/);
     const build = await runScript(
       host,
-      buildScript({
+      buildStep({
         layout: l,
         releaseId: id,
         user: 'trusttar',
@@ -304,7 +304,7 @@ describe('a host unpacks nothing but the manifest’s regular files, whatever it
         sharedPaths: [],
         importCheck: null,
         metadata: { id },
-      }),
+      }).script,
       gzipSync(tarOf(members)),
     );
     const rel = l.release(id);

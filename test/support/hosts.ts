@@ -6,6 +6,7 @@ import { access, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promise
 import { constants, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { errorMessage } from '../../src/errors.js';
 
 export interface TestHost {
   name: string;
@@ -203,7 +204,7 @@ export async function bootHosts(
     // shut down only what this call booted: a failure may be "already up"
     const booted = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value.name] : []));
     await shutdownHosts(booted).catch(() => undefined);
-    const reasons = failed.map((f) => (f.reason instanceof Error ? f.reason.message : String(f.reason)));
+    const reasons = failed.map((f) => errorMessage(f.reason));
     throw new Error(`booting test hosts failed:\n${reasons.join('\n\n')}`);
   }
   return results.map((r) => (r as PromiseFulfilledResult<TestHost>).value);
@@ -214,9 +215,7 @@ export async function shutdownHosts(names: string[]): Promise<void> {
   const results = await Promise.allSettled(names.map((n) => script(['down', n])));
   const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed.length > 0) {
-    throw new Error(
-      failed.map((f) => (f.reason instanceof Error ? f.reason.message : String(f.reason))).join('\n'),
-    );
+    throw new Error(failed.map((f) => errorMessage(f.reason)).join('\n'));
   }
 }
 

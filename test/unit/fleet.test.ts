@@ -5,11 +5,11 @@ import { execFileSync } from 'node:child_process';
 import { provisionSettings } from '../../src/actions/provision.js';
 import { parseHosts, type HostSpec } from '../../src/inputs/hosts.js';
 import { parseInputs } from '../../src/inputs/parse.js';
-import { balancerUpstreamConf, drainScript } from '../../src/remote/balancer.js';
+import { balancerUpstreamConf, drainStep } from '../../src/remote/balancer.js';
 import { layout } from '../../src/remote/layout.js';
 import { planItems } from '../../src/remote/provision/index.js';
 import { switchScript } from '../../src/remote/switch.js';
-import { verifyScript } from '../../src/remote/verify.js';
+import { verifyStep } from '../../src/remote/verify.js';
 import { lockOrder, resolveRoles, type Host } from '../../src/stages/hosts.js';
 import { balancerMembers, batches } from '../../src/stages/rollout.js';
 import { wrapScript } from '../../src/remote/session.js';
@@ -65,8 +65,8 @@ test('the balancer lists the api hosts at their upstream address', () => {
 });
 
 test('draining refuses new connections on the port the balancer uses (not on loopback), and undraining removes every copy', () => {
-  const on = drainScript(l, 8080, true);
-  const off = drainScript(l, 8080, false);
+  const on = drainStep(l, 8080, true).script;
+  const off = drainStep(l, 8080, false).script;
   for (const text of [on, off]) execFileSync('bash', ['-n'], { input: wrapScript(text, 'abc123') });
   const rule =
     '! -i lo -p tcp --dport 8080 --syn -m comment --comment metalship-drain-shop -j REJECT --reject-with tcp-reset';
@@ -149,8 +149,8 @@ test('a host without the api role switches current and its followers only, and i
   expect(workerOnly).toContain('systemctl restart shop-worker.service');
   expect(body(switchScript(settings))).toContain('wait-ready');
   const check = { layout: l, path: '/health', timeout: 5, interval: 1, expectStatus: 200, expectBody: '' };
-  expect(body(verifyScript({ ...check, units: ['shop-worker.service'], api: false }))).not.toContain(
+  expect(body(verifyStep({ ...check, units: ['shop-worker.service'], api: false }).script)).not.toContain(
     'wait-ready',
   );
-  expect(body(verifyScript({ ...check, units: [] }))).toContain('wait-ready');
+  expect(body(verifyStep({ ...check, units: [] }).script)).toContain('wait-ready');
 });

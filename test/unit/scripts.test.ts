@@ -3,18 +3,18 @@
 import { execFileSync } from 'node:child_process';
 import { layout } from '../../src/remote/layout.js';
 import { lockScript } from '../../src/remote/lock.js';
-import { migrateScript, parseMigrateOutput } from '../../src/remote/migrate.js';
+import { migrateScript, migrateStep, type MigrateScriptSettings } from '../../src/remote/migrate.js';
 import { siteConf, upstreamConf } from '../../src/remote/nginx.js';
-import { buildScript, ensureAppTree, markScript, prepareScript } from '../../src/remote/release.js';
+import { buildStep, ensureAppTree, markStep, prepareStep } from '../../src/remote/release.js';
 import { switchScript, uvicornFlagsScript } from '../../src/remote/switch.js';
 import { PY_TOOL } from '../../src/remote/pytool.js';
 import { unitFiles } from '../../src/remote/units.js';
 import {
-  cleanupScript,
-  listScript,
+  cleanupStep,
+  listStep,
   pickRollbackTarget,
   planCleanup,
-  verifyScript,
+  verifyStep,
   type ReleaseListing,
 } from '../../src/remote/verify.js';
 import { killSessionScript, wrapScript } from '../../src/remote/session.js';
@@ -39,15 +39,30 @@ const units = unitFiles(
   { worker: true, scheduler: false },
 );
 
+const MIGRATE: MigrateScriptSettings = {
+  layout: l,
+  releaseId: '20250101_000000',
+  user: 'shop',
+  command: ['alembic', 'upgrade', 'head'],
+  revisionCommand: ['alembic', 'current'],
+  recordIn: '20250101_000000',
+  backup: { label: 'pre-migrate', keep: 10 },
+  lockTimeout: 30,
+  actor: HOSTILE,
+};
+
 const scripts: Record<string, string> = {
   lock: lockScript(l, { action: 'deploy', actor: HOSTILE, runUrl: HOSTILE, startedAt: 'now' }, 30),
-  prepare: prepareScript({
-    layout: l,
-    releaseId: '20250101_000000',
-    user: 'shop',
-    sharedPaths: ['logs', 'uploads', '.env'],
-  }),
-  build: buildScript({
+  prepare: prepareStep(
+    {
+      layout: l,
+      releaseId: '20250101_000000',
+      user: 'shop',
+      sharedPaths: ['logs', 'uploads', '.env'],
+    },
+    { files: [], links: [] },
+  ).script,
+  build: buildStep({
     layout: l,
     releaseId: '20250101_000000',
     user: 'shop',
@@ -60,8 +75,8 @@ const scripts: Record<string, string> = {
     sharedPaths: ['logs', '.env'],
     importCheck: 'main:app',
     metadata: { actor: HOSTILE },
-  }),
-  mark: markScript(l, '20250101_000000', 'failed', HOSTILE),
+  }).script,
+  mark: markStep(l, '20250101_000000', 'failed', HOSTILE).script,
   tree: ensureAppTree(l, 'shop', ['logs']),
   switch: switchScript({
     layout: l,
@@ -74,7 +89,7 @@ const scripts: Record<string, string> = {
     scheduler: false,
   }),
   flags: uvicornFlagsScript(l.release('x'), 'shop'),
-  verify: verifyScript({
+  verify: verifyStep({
     layout: l,
     path: '/health',
     timeout: 5,
@@ -82,20 +97,10 @@ const scripts: Record<string, string> = {
     expectStatus: 200,
     expectBody: HOSTILE,
     units: ['shop-worker.service'],
-  }),
-  list: listScript(l),
-  cleanup: cleanupScript(l, { releases: ['a', 'b'], venvs: ['py-1'] }),
-  migrate: migrateScript({
-    layout: l,
-    releaseId: '20250101_000000',
-    user: 'shop',
-    command: ['alembic', 'upgrade', 'head'],
-    revisionCommand: ['alembic', 'current'],
-    recordIn: '20250101_000000',
-    backup: { label: 'pre-migrate', keep: 10 },
-    lockTimeout: 30,
-    actor: HOSTILE,
-  }),
+  }).script,
+  list: listStep(l).script,
+  cleanup: cleanupStep(l, { releases: ['a', 'b'], venvs: ['py-1'] }).script,
+  migrate: migrateScript(MIGRATE),
 };
 
 test.each(Object.keys(scripts))('the %s script parses with bash -n', (name) => {
@@ -112,7 +117,7 @@ test('hostile values written by the scripts arrive byte for byte and never run',
       lockScript(sandbox, { action: 'deploy', actor: hostile, runUrl: '', startedAt: 'now' }, 5),
     ),
   });
-  execFileSync('bash', ['-se'], { input: wrapScript(markScript(sandbox, 'r1', 'failed', hostile)) });
+  execFileSync('bash', ['-se'], { input: wrapScript(markStep(sandbox, 'r1', 'failed', hostile).script) });
   const holder = execFileSync('cat', [sandbox.lockHolder], { encoding: 'utf8' });
   const history = execFileSync('cat', [sandbox.history], { encoding: 'utf8' });
   execFileSync('rm', ['-rf', root]);
@@ -240,20 +245,47 @@ test('cleanup marks a release before removing it, so a removal cut short leaves 
       `mkdir -p ${root}/releases/old/.metalship ${root}/releases/old/code && echo ready > ${root}/releases/old/.metalship/status`,
     ]);
     // A removal cut short before rm got anywhere: the status is what a listing then sees.
-    const cut = cleanupScript(sandbox, { releases: ['old'], venvs: [] }).replace('rm -rf --', 'true');
+    const cut = cleanupStep(sandbox, { releases: ['old'], venvs: [] }).script.replace('rm -rf --', 'true');
     execFileSync('bash', ['-se'], { input: wrapScript(cut), stdio: 'pipe' });
     expect(execFileSync('cat', [`${root}/releases/old/.metalship/status`], { encoding: 'utf8' })).toBe(
       'removing\n',
     );
-    const out = execFileSync('bash', ['-se'], {
-      input: wrapScript(cleanupScript(sandbox, { releases: ['old'], venvs: [] })),
-      encoding: 'utf8',
-    });
-    expect(out).toBe('removed release old\n');
+    const cleanup = cleanupStep(sandbox, { releases: ['old'], venvs: [] });
+    const out = execFileSync('bash', ['-se'], { input: wrapScript(cleanup.script), encoding: 'utf8' });
+    expect(cleanup.parse(out)).toEqual(['release old']);
     expect(execFileSync('ls', [`${root}/releases`], { encoding: 'utf8' })).toBe('');
   } finally {
     execFileSync('rm', ['-rf', root]);
   }
+});
+
+test('the health check reports, the caller decides: its output reads as what it found', () => {
+  const check = verifyStep({
+    layout: l,
+    path: '/h',
+    timeout: 1,
+    interval: 1,
+    expectStatus: 200,
+    expectBody: '',
+    units: [],
+  });
+  const answer = { ok: false, attempts: 3, seconds: 2.1, status: 502, body: 'bad gateway' };
+  expect(
+    check.parse(
+      `RESULT ${JSON.stringify(answer)}\nUNITS_DOWN a.service b.service\nJOURNAL one\nJOURNAL two\n`,
+    ),
+  ).toEqual({
+    healthy: false,
+    answer,
+    unitsDown: ['a.service', 'b.service'],
+    journal: ['one', 'two'],
+    problem: '',
+  });
+  expect(check.parse(`RESULT ${JSON.stringify({ ...answer, ok: true, status: 200 })}\n`).healthy).toBe(true);
+  expect(check.parse('PROBLEM no api slot is serving on this host (nothing deployed yet?)\n')).toMatchObject({
+    healthy: false,
+    problem: 'no api slot is serving on this host (nothing deployed yet?)',
+  });
 });
 
 test('units: hardened, the api a blue/green template on a Unix socket, worker present, scheduler absent here', () => {
@@ -324,6 +356,7 @@ test('rollback goes to the newest good release before current, refuses bad and m
 });
 
 test('migration output is parsed from the marker lines', () => {
+  const parseMigrateOutput = (stdout: string) => migrateStep(MIGRATE, 'migrating').parse(stdout);
   expect(
     parseMigrateOutput('REVISION_BEFORE 0001\nBACKUP /b/x.dump abc 123\nINFO noise\nREVISION_AFTER 0002\n'),
   ).toEqual({

@@ -10,9 +10,17 @@ import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { Parser, type ReadEntry } from 'tar';
 import { PY_TOOL } from '../../src/remote/pytool.js';
-import { parsePrepared } from '../../src/stages/release.js';
-import { buildManifest, packFiles, type Manifest } from '../../src/stages/source.js';
+import { layout } from '../../src/remote/layout.js';
+import { prepareStep, type Manifest } from '../../src/remote/release.js';
+import { buildManifest, packFiles } from '../../src/stages/source.js';
 import { tarOf, type Member } from '../support/tarball.js';
+
+/** The prepare step's parser: what the runner makes of a host's answer. */
+const parsePrepared = (stdout: string, manifest: Manifest) =>
+  prepareStep(
+    { layout: layout('shop', '/opt/shop'), releaseId: 'r1', user: 'shop', sharedPaths: [] },
+    manifest,
+  ).parse(stdout);
 
 let dir: string;
 beforeEach(() => {

@@ -3,7 +3,7 @@
 // its stderr the reason), the CHECK flag every script honours (CHECK=1 reports
 // what would change and changes nothing), and bash helpers for packages and files.
 
-import { heredoc, raw, script, sh, type Raw } from '../sh.js';
+import { heredoc, keyLines, raw, script, sh, type Raw } from '../sh.js';
 
 export type ItemName =
   | 'system'
@@ -115,12 +115,9 @@ export interface ItemOutcome {
 }
 
 export function parseItemOutput(code: number, stdout: string, stderr: string): ItemOutcome {
-  const changes: string[] = [];
-  const warnings: string[] = [];
-  for (const line of stdout.split('\n')) {
-    if (line.startsWith('changed ')) changes.push(line.slice(8).trim());
-    else if (line.startsWith('warning ')) warnings.push(line.slice(8).trim());
-  }
+  const out = keyLines(stdout);
+  const changes = out.all('changed').map((c) => c.trim());
+  const warnings = out.all('warning').map((w) => w.trim());
   if (code !== 0) {
     const why = stderr.trim().split('\n').slice(-5).join(' / ') || `exit code ${code}`;
     return { status: 'failed', changes, warnings, detail: why };

@@ -3,8 +3,8 @@
 // could cut the runner off (firewall, sshd) late, each guarded by a fresh
 // connection.
 
-import { script } from '../sh.js';
-import type { Layout } from '../layout.js';
+import { keyLines, script } from '../sh.js';
+import { step, type Step } from '../step.js';
 import { appItem } from './app.js';
 import type { Item, ItemName } from './common.js';
 import { firewallItem } from './firewall.js';
@@ -28,14 +28,12 @@ export interface HostFacts {
 }
 
 /** What the items need to know about a host before they are built, in one round trip. */
-export function factsScript(_l: Layout): string {
-  return script('echo "OS $(. /etc/os-release 2>/dev/null; echo "${PRETTY_NAME:-unknown}")"');
-}
-
-export function parseFacts(stdout: string): HostFacts {
-  return {
-    os: /^OS (.*)$/m.exec(stdout)?.[1]?.trim() ?? 'unknown',
-  };
+export function factsStep(): Step<HostFacts> {
+  return step(
+    'reading the host',
+    script('echo "OS $(. /etc/os-release 2>/dev/null; echo "${PRETTY_NAME:-unknown}")"'),
+    (stdout) => ({ os: keyLines(stdout).get('OS')?.trim() || 'unknown' }),
+  );
 }
 
 /** Every item with the input that switches it off, if any. */
