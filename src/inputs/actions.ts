@@ -14,8 +14,19 @@ import {
   serviceInputs,
   switchOnlyInputs,
   verifyInputs,
+  defineAction,
   type ActionDef,
 } from './definitions.js';
+import {
+  appUserCheck,
+  connectionCheck,
+  directoriesCheck,
+  migrateHostCheck,
+  provisionCheck,
+  rolesCheck,
+  scratchCheck,
+} from './checks.js';
+import type { SettingsOf } from './fields.js';
 import { provisionInputs } from './provision.js';
 
 // backup-verify names its two hosts itself (backup-host, restore-host) and takes no deploy lock.
@@ -24,7 +35,7 @@ void _hosts;
 void _lock;
 
 export const actions = {
-  release: {
+  release: defineAction({
     name: 'release',
     title: 'metalship release',
     description:
@@ -44,8 +55,9 @@ export const actions = {
       'bytes-uploaded': { description: 'Bytes sent to each host for the code (summed over hosts).' },
       ...commonOutputs,
     },
-  },
-  switch: {
+    check: (s) => [...connectionCheck(s.hosts, s), ...rolesCheck(s), ...appUserCheck(s.hosts, s)],
+  }),
+  switch: defineAction({
     name: 'switch',
     title: 'metalship switch',
     description:
@@ -56,8 +68,9 @@ export const actions = {
       'previous-release-id': { description: 'The release that was current before.' },
       ...commonOutputs,
     },
-  },
-  verify: {
+    check: (s) => [...connectionCheck(s.hosts, s), ...rolesCheck(s), ...appUserCheck(s.hosts, s)],
+  }),
+  verify: defineAction({
     name: 'verify',
     title: 'metalship verify',
     description: 'Check that the current release is healthy on every host, until healthy or timed out.',
@@ -74,8 +87,9 @@ export const actions = {
       'duration-seconds': { description: 'Seconds until healthy or failed.' },
       ...commonOutputs,
     },
-  },
-  migrate: {
+    check: (s) => [...connectionCheck(s.hosts, s), ...rolesCheck(s)],
+  }),
+  migrate: defineAction({
     name: 'migrate',
     title: 'metalship migrate',
     description:
@@ -92,8 +106,14 @@ export const actions = {
       changed: { description: 'true when the revision changed.' },
       ...commonOutputs,
     },
-  },
-  rollback: {
+    check: (s) => [
+      ...connectionCheck(s.hosts, s),
+      ...rolesCheck(s),
+      ...migrateHostCheck(s),
+      ...appUserCheck(s.hosts, s),
+    ],
+  }),
+  rollback: defineAction({
     name: 'rollback',
     title: 'metalship rollback',
     description:
@@ -110,8 +130,14 @@ export const actions = {
       'rolled-back-from': { description: 'The release that was current before the rollback.' },
       ...commonOutputs,
     },
-  },
-  deploy: {
+    check: (s) => [
+      ...connectionCheck(s.hosts, s),
+      ...rolesCheck(s),
+      ...migrateHostCheck(s),
+      ...appUserCheck(s.hosts, s),
+    ],
+  }),
+  deploy: defineAction({
     name: 'deploy',
     title: 'metalship deploy',
     description:
@@ -133,8 +159,15 @@ export const actions = {
       'rolled-back': { description: 'true when verification failed and the previous release was restored.' },
       ...commonOutputs,
     },
-  },
-  'backup-verify': {
+    check: (s) => [
+      ...connectionCheck(s.hosts, s),
+      ...rolesCheck(s),
+      ...migrateHostCheck(s),
+      ...appUserCheck(s.hosts, s),
+      ...directoriesCheck(s),
+    ],
+  }),
+  'backup-verify': defineAction({
     name: 'backup-verify',
     title: 'metalship backup-verify',
     description:
@@ -156,8 +189,17 @@ export const actions = {
       },
       ...commonOutputs,
     },
-  },
-  provision: {
+    check: (s) => {
+      const hosts = [s['backup-host'], s['restore-host']].filter((h) => h !== null);
+      return [
+        ...connectionCheck(hosts, s),
+        ...appUserCheck(hosts, s),
+        ...scratchCheck(s),
+        ...directoriesCheck(s),
+      ];
+    },
+  }),
+  provision: defineAction({
     name: 'provision',
     title: 'metalship provision',
     description:
@@ -178,8 +220,25 @@ export const actions = {
       python: { description: "The Python interpreter provisioned, for the release action's python input." },
       ...commonOutputs,
     },
-  },
+    check: (s) => [
+      ...connectionCheck(s.hosts, s),
+      ...rolesCheck(s),
+      ...appUserCheck(s.hosts, s),
+      ...directoriesCheck(s),
+      ...provisionCheck(s),
+    ],
+  }),
 } satisfies Record<string, ActionDef>;
 
 export type ActionName = keyof typeof actions;
+
+/** The action's own cross-input checks, on settings of its inputs. */
+export function checkSettings<A extends ActionName>(
+  action: A,
+  settings: SettingsOf<(typeof actions)[A]['inputs']>,
+): string[] {
+  // Each action's check takes its own settings; the map of them is one type only here.
+  const check = actions[action].check as ((s: typeof settings) => string[]) | undefined;
+  return check?.(settings) ?? [];
+}
 export const ACTION_NAMES = Object.keys(actions) as ActionName[];

@@ -16,6 +16,7 @@ import {
   url,
   type Field,
   type Reserved,
+  type SettingsOf,
 } from './fields.js';
 import { parseHosts, parseAddress, type HostSpec } from './hosts.js';
 import { parseKnownHosts, type KnownHostEntry } from './known-hosts.js';
@@ -203,7 +204,7 @@ export const connectionInputs = {
     description: 'Skip host key verification (logs a warning). Only for throwaway hosts.',
     default: 'false',
   }),
-  'jump-host': custom<ReturnType<typeof parseAddress> | null>(
+  'jump-host': custom<Exclude<ReturnType<typeof parseAddress>, string> | null>(
     {
       description: 'Optional bastion to connect through: user@host:port. Uses the same key and known-hosts.',
     },
@@ -589,12 +590,19 @@ export const commonOutputs = {
   results: { description: "JSON array with one object per host: host, ok, error and the action's figures." },
 };
 
-export interface ActionDef {
+export interface ActionDef<I extends Record<string, Field> = Record<string, Field>> {
   name: string;
   title: string;
   description: string;
-  inputs: Record<string, Field>;
+  inputs: I;
   outputs: Record<string, OutputDef>;
+  /** Inputs that must agree with each other, on the typed settings (src/inputs/checks.ts). */
+  check?(settings: SettingsOf<I>): string[];
+}
+
+/** An action's definition, its check typed by its own inputs. */
+export function defineAction<I extends Record<string, Field>>(def: ActionDef<I>): ActionDef<I> {
+  return def;
 }
 
 const SQL_NAME = /^[A-Za-z0-9_][A-Za-z0-9_-]{0,62}$/;

@@ -3,6 +3,10 @@
 
 import { z } from 'zod';
 
+type Infer<F> = F extends Field<infer T> ? T : never;
+/** The typed settings an action's inputs parse into. */
+export type SettingsOf<I extends Record<string, Field>> = { [K in keyof I]: Infer<I[K]> };
+
 export interface Field<T = unknown> {
   description: string;
   /** The action.yml default, as a string; `{app}` is replaced by the app name. */

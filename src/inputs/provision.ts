@@ -17,7 +17,7 @@ import {
   url,
   type Field,
 } from './fields.js';
-import { parsePort, ROLES, type Role } from './hosts.js';
+import { parsePort } from './hosts.js';
 
 /** A dotenv key: letters, digits and _, not starting with a digit. */
 const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -411,29 +411,3 @@ export const provisionInputs = {
     parseListen,
   ),
 } satisfies Record<string, Field>;
-
-/** Cross-input checks of provision, with messages naming the inputs. */
-export function provisionChecks(s: Record<string, unknown>): string[] {
-  const problems: string[] = [];
-  const hosts = (s.hosts as { label: string }[] | undefined) ?? [];
-  for (const item of (s.limit as string[] | undefined) ?? []) {
-    // As written only: src/actions/provision.ts selects the limited hosts by label.
-    if (!ROLES.includes(item as Role) && !hosts.some((h) => h.label === item))
-      problems.push(
-        `Input 'limit': '${item}' is neither a host of the hosts input (as written there) nor a role; expected one of ${[...hosts.map((h) => h.label), ...ROLES].join(', ')}.`,
-      );
-  }
-  if ((s.domains as string[] | undefined)?.length && !s['acme-email'])
-    problems.push("Input 'acme-email' is required when 'domains' is set: expected an e-mail address.");
-  if (s['python-install'] === 'pyenv' && !s['python-version'])
-    problems.push(
-      "Input 'python-version' is required with python-install: pyenv: expected a version such as 3.12.4.",
-    );
-  if (s.redis === true && !s['redis-password'])
-    problems.push("Input 'redis-password' is required with redis: true: expected the app's Redis password.");
-  if (s['deploy-user'] && !(s['deploy-user-keys'] as string[]).length)
-    problems.push("Input 'deploy-user-keys' is required with deploy-user: expected authorized_keys lines.");
-  if (s['deploy-user'] && s['deploy-user'] === s['app-user'])
-    problems.push("Input 'deploy-user' is the app user; expected another user (the app user has no login).");
-  return problems;
-}

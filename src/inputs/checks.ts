@@ -1,0 +1,191 @@
+// Inputs that must agree with each other, checked on typed settings: each check
+// names the inputs it reads, and each action (src/inputs/actions.ts) lists the
+// checks that apply to it. Messages name the input, the problem and what is expected.
+
+import { within } from './fields.js';
+import { findHost, ROLES, type HostSpec, type Role } from './hosts.js';
+import { entriesFor, knownHostsName, type KnownHostEntry } from './known-hosts.js';
+import { passphraseProblem } from './ssh-key.js';
+
+type Address = Pick<HostSpec, 'host' | 'port' | 'label'> & { user?: string };
+
+/** What every host-touching action reads to connect. */
+export interface ConnectionSettings {
+  'ssh-user': string;
+  'ssh-key': string;
+  'ssh-key-passphrase': string;
+  'known-hosts': KnownHostEntry[] | null;
+  'insecure-accept-any-host-key': boolean;
+  'jump-host': Address | null;
+}
+
+/** The SSH key opens with its passphrase, and every host (and the jump host) has a pinned key. */
+export function connectionCheck(hosts: Address[], s: ConnectionSettings): string[] {
+  const problems: string[] = [];
+  const known = s['known-hosts'];
+  if (!s['insecure-accept-any-host-key']) {
+    if (!known) {
+      problems.push(
+        "Input 'known-hosts' is required: expected the hosts' keys as known_hosts lines (ssh-keyscan output verified out of band), " +
+          'or insecure-accept-any-host-key: true.',
+      );
+    } else {
+      for (const h of [...hosts, ...(s['jump-host'] ? [s['jump-host']] : [])]) {
+        if (entriesFor(known, h.host, h.port).filter((e) => !e.revoked).length === 0) {
+          problems.push(
+            `Input 'known-hosts' has no key for host '${h.label}' (looked for '${knownHostsName(h.host, h.port)}'); expected a known_hosts line for every host.`,
+          );
+        }
+      }
+    }
+  }
+  const passphrase = passphraseProblem(s['ssh-key'], s['ssh-key-passphrase']);
+  return passphrase ? [...problems, passphrase] : problems;
+}
+
+/** Load balancers, exactly one scheduler, at most one migrating host. */
+export function rolesCheck(s: { hosts: HostSpec[]; 'scheduler-command'?: string[] }): string[] {
+  const problems: string[] = [];
+  const balancers = s.hosts.filter((h) => h.roles.includes('lb'));
+  const apps = s.hosts.filter((h) => !h.roles.includes('lb'));
+  if (balancers.length && !apps.some((h) => h.roles.length === 0 || h.roles.includes('api')))
+    problems.push(
+      `Input 'hosts' has a load balancer (${balancers.map((h) => h.label).join(', ')}) but no api host behind it; expected at least one host with the api role.`,
+    );
+  if (!apps.some((h) => h.roles.length > 0)) return problems;
+  const schedulers = apps.filter((h) => h.roles.includes('scheduler'));
+  if (schedulers.length > 1) {
+    problems.push(
+      `Input 'hosts' gives the scheduler role to ${schedulers.length} hosts (${schedulers.map((h) => h.label).join(', ')}); expected exactly one scheduler fleet-wide.`,
+    );
+  }
+  const schedulerCommand = s['scheduler-command'] ?? [];
+  if (schedulers.length === 0 && schedulerCommand.length > 0) {
+    problems.push(
+      `Input 'hosts' gives no host the scheduler role, but scheduler-command is '${schedulerCommand.join(' ')}'; expected exactly one scheduler fleet-wide (add scheduler to one host's roles=, or set scheduler-command to '' for none).`,
+    );
+  }
+  const migrators = apps.filter((h) => h.roles.includes('migrate'));
+  if (migrators.length > 1) {
+    problems.push(`Input 'hosts' gives the migrate role to ${migrators.length} hosts; expected at most one.`);
+  }
+  return problems;
+}
+
+/** The migrate host is one of the app hosts (stages/migrate.ts pickMigrateHost finds it the same way). */
+export function migrateHostCheck(s: { hosts: HostSpec[]; 'migrate-host': string }): string[] {
+  const named = s['migrate-host'];
+  if (!named) return [];
+  const apps = s.hosts.filter((h) => !h.roles.includes('lb'));
+  if (findHost(apps, named)) return [];
+  const why = findHost(s.hosts, named)
+    ? 'is a load balancer (roles=lb), which runs no app'
+    : 'is not in hosts';
+  return [
+    `Input 'migrate-host': '${named}' ${why}; expected one of the app hosts as written in hosts: ${apps.map((h) => h.label).join(', ')}.`,
+  ];
+}
+
+/**
+ * The app user is none of the users that log in: provision removes the app
+ * user's login shell, and the services run with its rights.
+ */
+export function appUserCheck(hosts: Address[], s: ConnectionSettings & { 'app-user': string }): string[] {
+  const logins = new Map<string, string>([
+    ...hosts.filter((h) => h.user).map((h): [string, string] => [h.user!, 'a user in hosts']),
+    ...(s['jump-host']?.user ? [[s['jump-host'].user, "jump-host's user"] as [string, string]] : []),
+    [s['ssh-user'], 'ssh-user'],
+  ]);
+  const as = logins.get(s['app-user']);
+  return as
+    ? [
+        `Input 'app-user': '${s['app-user']}' is ${as}, which logs in over SSH (provision removes the app user's login shell); expected a user of the app's own.`,
+      ]
+    : [];
+}
+
+/** The app's directories stay apart: backups outside the app's tree, nginx never serving .env or backups. */
+export function directoriesCheck(s: {
+  'app-root'?: string;
+  'backup-dir'?: string;
+  'static-dir'?: string;
+}): string[] {
+  const problems: string[] = [];
+  const root = s['app-root'];
+  const backups = s['backup-dir'];
+  const statics = s['static-dir'];
+  // Backups are root's alone (mode 700); the app tree is partly the app user's.
+  if (root && backups && within(backups, root))
+    problems.push(
+      `Input 'backup-dir': '${backups}' is inside app-root '${root}'; expected a directory outside the app's tree.`,
+    );
+  else if (root && backups && within(root, backups))
+    problems.push(
+      `Input 'app-root': '${root}' is inside backup-dir '${backups}'; expected a directory apart from the backups.`,
+    );
+  if (statics && root) {
+    // Inside app-root nginx may serve what is inside a release or shared data,
+    // never the tree itself (.env, state, virtualenvs) or a whole release (code, its .env link).
+    const inside = within(statics, root) ? statics.slice(root.length + 1).split('/') : null;
+    const servable =
+      !inside ||
+      (inside[0] === 'current' || inside[0] === 'shared'
+        ? inside.length >= 2
+        : inside[0] === 'releases' && inside.length >= 3);
+    if (within(root, statics) || !servable)
+      problems.push(
+        `Input 'static-dir': '${statics}' would let nginx serve app-root's own files (.env, code, state); expected a directory below ${root}/current/, ${root}/shared/ or outside app-root.`,
+      );
+  }
+  if (statics && backups && (within(statics, backups) || within(backups, statics)))
+    problems.push(
+      `Input 'static-dir': '${statics}' would let nginx serve the backups in '${backups}'; expected a directory apart from backup-dir.`,
+    );
+  return problems;
+}
+
+/** The restore never goes into the production database. */
+export function scratchCheck(s: { database: string; 'scratch-database': string }): string[] {
+  return s['scratch-database'] === s.database
+    ? [
+        `Input 'scratch-database' is '${s.database}', the production database; expected another name (the scratch database is dropped afterwards).`,
+      ]
+    : [];
+}
+
+/** Provision's inputs that depend on each other. */
+export function provisionCheck(s: {
+  hosts: HostSpec[];
+  limit: string[];
+  domains: string[];
+  'acme-email': string;
+  'python-install': string;
+  'python-version': string;
+  redis: boolean;
+  'redis-password': string;
+  'deploy-user': string;
+  'deploy-user-keys': string[];
+  'app-user': string;
+}): string[] {
+  const problems: string[] = [];
+  for (const item of s.limit) {
+    // As written only: src/actions/provision.ts selects the limited hosts by label.
+    if (!ROLES.includes(item as Role) && !s.hosts.some((h) => h.label === item))
+      problems.push(
+        `Input 'limit': '${item}' is neither a host of the hosts input (as written there) nor a role; expected one of ${[...s.hosts.map((h) => h.label), ...ROLES].join(', ')}.`,
+      );
+  }
+  if (s.domains.length && !s['acme-email'])
+    problems.push("Input 'acme-email' is required when 'domains' is set: expected an e-mail address.");
+  if (s['python-install'] === 'pyenv' && !s['python-version'])
+    problems.push(
+      "Input 'python-version' is required with python-install: pyenv: expected a version such as 3.12.4.",
+    );
+  if (s.redis && !s['redis-password'])
+    problems.push("Input 'redis-password' is required with redis: true: expected the app's Redis password.");
+  if (s['deploy-user'] && !s['deploy-user-keys'].length)
+    problems.push("Input 'deploy-user-keys' is required with deploy-user: expected authorized_keys lines.");
+  if (s['deploy-user'] && s['deploy-user'] === s['app-user'])
+    problems.push("Input 'deploy-user' is the app user; expected another user (the app user has no login).");
+  return problems;
+}
