@@ -19,6 +19,7 @@ import {
 } from '../test/support/hosts.js';
 import { runBundle, SAMPLE_APP, sampleAppInputs } from '../test/support/e2e.js';
 import { startLoad, type LoadReport } from '../test/support/load.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const run = promisify(execFile);
 const NAME = 'ms-bench';
@@ -67,7 +68,7 @@ function watchFor(
       } catch {
         // not yet
       }
-      await new Promise((r) => setTimeout(r, 20));
+      await sleep(20);
     }
     return null;
   })();
@@ -83,7 +84,7 @@ async function measure(
 ): Promise<Measure> {
   const before = await logins(host, key);
   const load = startLoad(url.replace(/\/version$/, '/'), { workers: 4, pauseMs: 5, maxSeconds: 120 });
-  await new Promise((r) => setTimeout(r, 500));
+  await sleep(500);
   const started = Date.now();
   const watch = watchFor(url, expect, started);
   const bytes = await action();
@@ -93,7 +94,7 @@ async function measure(
     new Promise<null>((r) => setTimeout(() => r(null), 5000)),
   ]);
   watch.stop();
-  await new Promise((r) => setTimeout(r, 500));
+  await sleep(500);
   const report = await load.stop();
   // The count itself logs in once more.
   const connections = (await logins(host, key)) - before - 1;
@@ -282,7 +283,7 @@ async function main(): Promise<void> {
     let baseVersion = 100;
     await writeFile(path.join(source, 'version.py'), `VERSION = "v${baseVersion}"\n`);
     await baselineDeploy(host, key, knownHostsFile, source, `b${baseVersion}`);
-    await new Promise((r) => setTimeout(r, 2000));
+    await sleep(2000);
     for (let i = 0; i < ROUNDS; i++) {
       baseVersion++;
       await writeFile(path.join(source, 'version.py'), `VERSION = "v${baseVersion}"\n`);
@@ -300,7 +301,7 @@ async function main(): Promise<void> {
         }),
       ]);
       await baselineRollback(host, key, knownHostsFile, `b${baseVersion}`);
-      await new Promise((r) => setTimeout(r, 2000));
+      await sleep(2000);
     }
 
     const fleet = await fleetRounds(host, key, source);
@@ -411,11 +412,11 @@ async function fleetRounds(
         maxSeconds: 120,
         headers: { Host: 'fleet.bench' },
       });
-      await new Promise((r) => setTimeout(r, 500));
+      await sleep(500);
       const started = Date.now();
       await deploy(row.extra);
       row.seconds.push((Date.now() - started) / 1000);
-      await new Promise((r) => setTimeout(r, 500));
+      await sleep(500);
       const report = await load.stop();
       row.failed.push(report.failed);
       row.requests.push(report.requests);

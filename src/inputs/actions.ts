@@ -21,7 +21,7 @@ import {
   appUserCheck,
   connectionCheck,
   directoriesCheck,
-  migrateHostCheck,
+  migratingHostsCheck,
   provisionCheck,
   rolesCheck,
   scratchCheck,
@@ -106,12 +106,7 @@ export const actions = {
       changed: { description: 'true when the revision changed.' },
       ...commonOutputs,
     },
-    check: (s) => [
-      ...connectionCheck(s.hosts, s),
-      ...rolesCheck(s),
-      ...migrateHostCheck(s),
-      ...appUserCheck(s.hosts, s),
-    ],
+    check: migratingHostsCheck,
   }),
   rollback: defineAction({
     name: 'rollback',
@@ -130,12 +125,7 @@ export const actions = {
       'rolled-back-from': { description: 'The release that was current before the rollback.' },
       ...commonOutputs,
     },
-    check: (s) => [
-      ...connectionCheck(s.hosts, s),
-      ...rolesCheck(s),
-      ...migrateHostCheck(s),
-      ...appUserCheck(s.hosts, s),
-    ],
+    check: migratingHostsCheck,
   }),
   deploy: defineAction({
     name: 'deploy',
@@ -159,13 +149,7 @@ export const actions = {
       'rolled-back': { description: 'true when verification failed and the previous release was restored.' },
       ...commonOutputs,
     },
-    check: (s) => [
-      ...connectionCheck(s.hosts, s),
-      ...rolesCheck(s),
-      ...migrateHostCheck(s),
-      ...appUserCheck(s.hosts, s),
-      ...directoriesCheck(s),
-    ],
+    check: (s) => [...migratingHostsCheck(s), ...directoriesCheck(s)],
   }),
   'backup-verify': defineAction({
     name: 'backup-verify',

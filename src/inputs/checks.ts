@@ -189,3 +189,20 @@ export function provisionCheck(s: {
     problems.push("Input 'deploy-user' is the app user; expected another user (the app user has no login).");
   return problems;
 }
+
+/** The checks of the actions that migrate, on app hosts: migrate, rollback, deploy. */
+export function migratingHostsCheck(
+  s: ConnectionSettings & {
+    hosts: HostSpec[];
+    'scheduler-command'?: string[];
+    'migrate-host': string;
+    'app-user': string;
+  },
+): string[] {
+  return [
+    ...connectionCheck(s.hosts, s),
+    ...rolesCheck(s),
+    ...migrateHostCheck(s),
+    ...appUserCheck(s.hosts, s),
+  ];
+}

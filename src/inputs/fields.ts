@@ -7,7 +7,8 @@ type Infer<F> = F extends Field<infer T> ? T : never;
 /** The typed settings an action's inputs parse into. */
 export type SettingsOf<I extends Record<string, Field>> = { [K in keyof I]: Infer<I[K]> };
 
-export interface Field<T = unknown> {
+/** What a field builder is told about an input. */
+type Opts = {
   description: string;
   /** The action.yml default, as a string; `{app}` is replaced by the app name. */
   default?: string;
@@ -18,20 +19,13 @@ export interface Field<T = unknown> {
   revealErrors?: boolean;
   /** Takes several lines (lists, keys, known_hosts, dotenv); every other input is one line. */
   multiline?: boolean;
+};
+
+export interface Field<T = unknown> extends Opts {
   /** What a valid value looks like, for error messages. */
   expected: string;
   schema: z.ZodType<T, string>;
 }
-
-type Opts = {
-  description: string;
-  default?: string;
-  required?: boolean;
-  secret?: boolean;
-  revealErrors?: boolean;
-  /** Takes several lines (lists, keys, known_hosts, dotenv); every other input is one line. */
-  multiline?: boolean;
-};
 
 /** A value as error messages quote it (never used for secrets). */
 export const quote = (v: string, max = 60) => `'${v.length > max ? v.slice(0, max) + '...' : v}'`;

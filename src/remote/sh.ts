@@ -52,21 +52,25 @@ export function heredoc(content: string): { open: string; body: string } {
   return { open: `<<'${delimiter}'`, body: `${body}${delimiter}` };
 }
 
+/** Script lines that write content to a temporary file beside path, with its mode and owner. */
+function stageFile(tmp: string, content: string, opts: { mode?: string; owner?: string }): string[] {
+  const doc = heredoc(content);
+  return [
+    sh`cat > ${tmp} ${raw(doc.open)}`,
+    doc.body,
+    opts.mode ? sh`chmod ${opts.mode} ${tmp}` : '',
+    opts.owner ? sh`chown ${opts.owner} ${tmp}` : '',
+  ];
+}
+
 /** Script lines that write content to path atomically (temp file + rename) with mode and owner. */
 export function writeFileAtomic(
   path: string,
   content: string,
   opts: { mode?: string; owner?: string } = {},
 ): string {
-  const doc = heredoc(content);
   const tmp = `${path}.metalship-tmp`;
-  return script(
-    sh`cat > ${tmp} ${raw(doc.open)}`,
-    doc.body,
-    opts.mode ? sh`chmod ${opts.mode} ${tmp}` : null,
-    opts.owner ? sh`chown ${opts.owner} ${tmp}` : null,
-    sh`mv -f ${tmp} ${path}`,
-  ).trimEnd();
+  return script(...stageFile(tmp, content, opts), sh`mv -f ${tmp} ${path}`).trimEnd();
 }
 
 /**
@@ -78,13 +82,9 @@ export function ensureFile(
   content: string,
   opts: { mode?: string; owner?: string; label?: string; onChange?: string } = {},
 ): string {
-  const doc = heredoc(content);
   const tmp = `${path}.metalship-new`;
   return script(
-    sh`cat > ${tmp} ${raw(doc.open)}`,
-    doc.body,
-    opts.mode ? sh`chmod ${opts.mode} ${tmp}` : null,
-    opts.owner ? sh`chown ${opts.owner} ${tmp}` : null,
+    ...stageFile(tmp, content, opts),
     sh`if [ -f ${path} ] && cmp -s ${tmp} ${path}; then rm -f ${tmp}; else mv -f ${tmp} ${path}; echo ${'changed ' + (opts.label ?? path)}; ${raw(opts.onChange ?? ':')}; fi`,
   ).trimEnd();
 }

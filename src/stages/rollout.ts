@@ -15,6 +15,7 @@ import {
   type VerifySettings,
 } from './switch.js';
 import { errorMessage } from '../errors.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface RolloutSettings extends ServiceSettings {
   'batch-size': number;
@@ -163,8 +164,7 @@ export async function rollOut(
       // The balancers count the refusals of a drained host as failures and
       // skip it for fail_timeout after the last one, counted in whole seconds
       // (so up to 2 s more): the next batch leaves once they use it again.
-      if (index < groups.length - 1)
-        await new Promise((r) => setTimeout(r, (BALANCER_FAIL_TIMEOUT + 2) * 1000));
+      if (index < groups.length - 1) await sleep((BALANCER_FAIL_TIMEOUT + 2) * 1000);
     }
   }
   return { results, reverted: [] };

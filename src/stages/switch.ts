@@ -15,6 +15,7 @@ import {
 } from '../remote/verify.js';
 import { onEachHost, type Host, type HostResult } from './hosts.js';
 import { errorMessage } from '../errors.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface ServiceSettings {
   'app-user': string;
@@ -142,7 +143,7 @@ async function verifyUrl(
     const ok = status === s['expect-status'] && body.includes(s['expect-body']);
     if (ok || Date.now() >= deadline)
       return { ok, attempts, seconds: (Date.now() - started) / 1000, status, body: body.slice(0, 500) };
-    await new Promise((r) => setTimeout(r, s['verify-interval'] * 1000));
+    await sleep(s['verify-interval'] * 1000);
   }
 }
 

@@ -9,6 +9,7 @@ import type { Log } from '../log.js';
 import { killSessionScript, remoteCommand, wrapScript } from '../remote/session.js';
 import type { Step } from '../remote/step.js';
 import { errorMessage } from '../errors.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface Endpoint {
   host: string;
@@ -417,7 +418,7 @@ export async function connect(target: Endpoint, options: ConnectOptions, log: Lo
         break;
       if (attempt < attempts) {
         log.info(`[${target.label}] connect attempt ${attempt} failed (${message}); retrying`);
-        await new Promise((r) => setTimeout(r, 1000 * attempt));
+        await sleep(1000 * attempt);
       }
     }
   }

@@ -27,9 +27,9 @@ import {
   sampleAppInputs,
   type E2EState,
 } from '../support/e2e.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const run = promisify(execFile);
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const CUT_SECONDS = 40;
 
 type Host = E2EState['hosts'][0];

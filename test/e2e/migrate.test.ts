@@ -61,6 +61,7 @@ def upgrade():
 def downgrade():
     op.drop_table("audit")
 `;
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const psql = (sql: string) => `runuser -u postgres -- psql -qAtX -d ${APP} -c ${JSON.stringify(sql)}`;
 
@@ -159,7 +160,7 @@ test('a second migration waits for the advisory lock, and gives up naming its ho
     first,
     `PGAPPNAME='metalship-migrate test-holder' psql -qAtX ${DB_URL} -c "SELECT pg_advisory_lock(hashtext('metalship-migrate:${APP}')), pg_sleep(6)"`,
   );
-  await new Promise((r) => setTimeout(r, 1000));
+  await sleep(1000);
   const migrateInputs = {
     ...connectionInputs(state, hosts),
     app: APP,

@@ -2,6 +2,7 @@
 // counting every answer that is not 200. Bounded in time and count; stops itself.
 
 import http from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface LoadReport {
   requests: number;
@@ -72,7 +73,7 @@ export function startLoad(
         report.failures[r.status] = (report.failures[r.status] ?? 0) + 1;
         if (report.failureTimes.length < 20) report.failureTimes.push(new Date().toISOString().slice(11, 23));
       } else if (!report.bodies.includes(r.body)) report.bodies.push(r.body);
-      await new Promise((res) => setTimeout(res, opts.pauseMs ?? 5));
+      await sleep(opts.pauseMs ?? 5);
     }
   };
   const all = Promise.all(Array.from({ length: opts.workers ?? 4 }, worker));

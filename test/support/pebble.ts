@@ -6,6 +6,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface Pebble {
   directory: string;
@@ -23,7 +24,7 @@ async function waitPort(url: string, ms: number): Promise<void> {
   while (Date.now() < end) {
     const r = spawnSync('curl', ['-sk', '-o', '/dev/null', '-m', '1', url]);
     if (r.status === 0) return;
-    await new Promise((res) => setTimeout(res, 200));
+    await sleep(200);
   }
   throw new Error(`pebble did not answer at ${url}`);
 }

@@ -1,7 +1,6 @@
 // Fleets as text: roles with load balancers, the balancer's upstream, the
 // drain rule, batches, and what provision does on a load balancer. The
 // rolling deploy itself is tested on real hosts (test/e2e/fleet.test.ts).
-import { execFileSync } from 'node:child_process';
 import { provisionSettings } from '../../src/actions/provision.js';
 import { parseHosts, type HostSpec } from '../../src/inputs/hosts.js';
 import { parseInputs } from '../../src/inputs/parse.js';
@@ -12,7 +11,7 @@ import { switchScript } from '../../src/remote/switch.js';
 import { verifyStep } from '../../src/remote/verify.js';
 import { lockOrder, resolveRoles, type Host } from '../../src/stages/hosts.js';
 import { balancerMembers, batches } from '../../src/stages/rollout.js';
-import { wrapScript } from '../../src/remote/session.js';
+import { bashErrors } from '../support/bash.js';
 import { FIXTURE_KEY } from '../support/keys.js';
 
 const l = layout('shop', '/opt/shop');
@@ -67,7 +66,7 @@ test('the balancer lists the api hosts at their upstream address', () => {
 test('draining refuses new connections on the port the balancer uses (not on loopback), and undraining removes every copy', () => {
   const on = drainStep(l, 8080, true).script;
   const off = drainStep(l, 8080, false).script;
-  for (const text of [on, off]) execFileSync('bash', ['-n'], { input: wrapScript(text, 'abc123') });
+  for (const text of [on, off]) expect(bashErrors(text)).toBe('');
   const rule =
     '! -i lo -p tcp --dport 8080 --syn -m comment --comment metalship-drain-shop -j REJECT --reject-with tcp-reset';
   expect(on).toContain(`"$t" -w -C INPUT ${rule} 2>/dev/null || "$t" -w -I INPUT 1 ${rule}`);
@@ -117,7 +116,7 @@ test('provision on a load balancer: nginx in front of the api hosts, none of the
   expect(nginx).toContain('proxy_pass http://shop_fleet;');
   expect(nginx).toContain('proxy_next_upstream error timeout http_502 http_503 http_504;');
   expect(nginx).not.toContain('metalship-shop-upstream.conf');
-  for (const p of plan) if (p.item) execFileSync('bash', ['-n'], { input: p.item.script });
+  for (const p of plan) if (p.item) expect(bashErrors(p.item.script)).toBe('');
   // with a domain, the TLS site the certificate brings proxies to the app hosts too
   const tls = planItems(
     { ...settings, tls: { ...settings.tls, domains: ['shop.example.com'], email: 'a@b.c' } },
@@ -140,7 +139,7 @@ test('a host without the api role switches current and its followers only, and i
     scheduler: false,
   };
   const workerOnly = switchScript({ ...settings, api: false });
-  execFileSync('bash', ['-n'], { input: wrapScript(workerOnly, 'abc123') });
+  expect(bashErrors(workerOnly)).toBe('');
   const body = (text: string) => text.split('METALSHIP_EOF').pop()!; // without the python helper's source
   expect(body(workerOnly)).not.toMatch(/nginx|wait-ready|api\.sock/);
   expect(workerOnly).toContain(

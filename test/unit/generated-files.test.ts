@@ -20,7 +20,7 @@ import { balancerUpstreamConf, balancerUpstreamName } from '../../src/remote/bal
 import { layout, type Layout } from '../../src/remote/layout.js';
 import { ACME_WEBROOT, siteConf, upstreamConf, upstreamName } from '../../src/remote/nginx.js';
 import { logrotateConf } from '../../src/remote/provision/logs.js';
-import { nodeExporterDefaults, pingUnits } from '../../src/remote/provision/monitoring.js';
+import { CURL, nodeExporterDefaults, pingUnits } from '../../src/remote/provision/monitoring.js';
 import { hbaBlock } from '../../src/remote/provision/postgresql.js';
 import { aclFile, REDIS_ACL, REDIS_DROPIN, redisItem } from '../../src/remote/provision/redis.js';
 import type { ProvisionSettings } from '../../src/remote/provision/settings.js';
@@ -239,19 +239,7 @@ describe('health ping (monitoring.ts): the URLs reach curl as given, nothing rea
     'http://[::1]:8080/p%h?a=%i',
   ];
   const cases = PATHS.flatMap((p) => URLS.map((u, i) => [short(p), i, p, u] as const));
-  const CURL = [
-    '/usr/bin/curl',
-    '--disable',
-    '--fail',
-    '--silent',
-    '--show-error',
-    '--globoff',
-    '--path-as-is',
-    '--max-time',
-    '10',
-    '--output',
-    '/dev/null',
-  ];
+  // (curl's options are the unit's own, CURL: what matters here is where the URLs land.)
 
   test.each(cases)('health-path %s, ping URL %i', (_label, _i, path, url) => {
     const s = provision({ 'health-path': path, 'health-ping-url': url });

@@ -7,6 +7,7 @@ import { SSH_PORTS } from '../../src/remote/provision/firewall.js';
 import { reloadOneLine } from '../../src/remote/provision/ssh.js';
 import { sudoersRule } from '../../src/remote/provision/users.js';
 import { aclFile } from '../../src/remote/provision/redis.js';
+import { bashErrors } from '../support/bash.js';
 import { FIXTURE_KEY } from '../support/keys.js';
 
 const KEY_B64 = 'AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl';
@@ -31,11 +32,6 @@ function allScripts(s: ProvisionSettings): string[] {
   return planItems(s, { os: 'Debian' }).flatMap((p) =>
     p.item ? [p.item.script, ...(p.item.guard ? [p.item.guard.confirm, p.item.guard.revert] : [])] : [],
   );
-}
-
-function bashN(text: string): string {
-  const r = spawnSync('bash', ['-n'], { input: text, encoding: 'utf8' });
-  return r.status === 0 ? '' : r.stderr;
 }
 
 describe('provision inputs', () => {
@@ -103,7 +99,7 @@ describe('provision scripts', () => {
     },
   ];
   test.each(variants.map((v, i) => [i, v]))('every script of variant %i is valid bash', (_i, v) => {
-    for (const text of allScripts(settings(v))) expect(bashN(text)).toBe('');
+    for (const text of allScripts(settings(v))) expect(bashErrors(text)).toBe('');
   });
   test('hostile secrets are quoted, never executed', () => {
     const text = allScripts(settings()).join('\n');

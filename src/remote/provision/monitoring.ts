@@ -10,7 +10,7 @@ import type { ProvisionSettings } from './settings.js';
  * curl's options for both requests: no ~/.curlrc, no {}/[] URL globbing, the
  * path sent as written (no ../ squashing), any answer but 2xx a failure.
  */
-const CURL = [
+export const CURL = [
   '/usr/bin/curl',
   '--disable',
   '--fail',
