@@ -201,7 +201,8 @@ const PHASES: Phase[] = [
     probe: (app) => (cmd) => cmd.includes(`rm -rf -- /opt/${app}/releases/1999`),
     inputs: { 'keep-releases': '2' },
     cutWarnsOnly: true,
-    // Old releases with many files, for the cleanup to take a while removing.
+    // Old releases with many files, for the cleanup to take a while removing
+    // (a line per directory: on a busy machine it is slow, never silent).
     prepare: async (lane) =>
       void (await onHost(
         state,
@@ -209,7 +210,8 @@ const PHASES: Phase[] = [
         `cd /opt/${lane.app}/releases && for n in 1 2 3; do d=19990101_00000$n; mkdir -p $d/.metalship && echo ready > $d/.metalship/status && echo '{"created_epoch": '$n'}' > $d/.metalship/release.json && (cd $d && python3 -c 'import os
 for d in range(30):
     os.mkdir("f%d" % d)
-    for i in range(1000): open("f%d/%d" % (d, i), "w").close()'); done`,
+    for i in range(1000): open("f%d/%d" % (d, i), "w").close()
+    print(d, flush=True)'); done`,
       )),
   },
 ];
