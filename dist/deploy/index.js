@@ -61775,7 +61775,10 @@ async function venvKey(sourceDir, requirements, parts, manifest) {
             }
             hash.update(`\0${file}\0${text}`);
             for (const line of text.split(/\r?\n/)) {
-                const words = line.replace(/(^|\s)#.*$/, '').trim().split(/\s+/);
+                const words = line
+                    .replace(/(^|\s)#.*$/, '')
+                    .trim()
+                    .split(/\s+/);
                 const nested = /^(-r|-c|--requirement|--constraint)(=(.*))?$/.exec(words[0] ?? '');
                 if (nested) {
                     const target = nested[3] ?? words[1];
