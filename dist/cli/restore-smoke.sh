@@ -31,8 +31,8 @@ url="postgresql://$ROLE:$PASSWORD@127.0.0.1:$PORT/$SCRATCH"
 (
   cd "$current/" || exit 1
   for v in $(compgen -e); do unset "$v" 2>/dev/null || true; done
-  bin=$(dirname "$py")
-  export PATH="$bin:/usr/sbin:/usr/bin:/sbin:/bin" HOME=/nonexistent LANG=C.UTF-8 DATABASE_URL="$url"
+  # No PATH from here on: the venv's bin by expansion, not dirname.
+  export PATH="${py%/*}:/usr/sbin:/usr/bin:/sbin:/bin" HOME=/nonexistent LANG=C.UTF-8 DATABASE_URL="$url"
   exec setsid runuser -u "$APP_USER" -- "$py" -m uvicorn "$APP_MODULE" --uds "$sock" > "$log" 2>&1
 ) &
 pid=$!

@@ -18,6 +18,7 @@ import { parseInputs, InputError } from '../../src/inputs/parse.js';
 import { recoveryTable, sameHost } from '../../src/stages/backup-verify.js';
 import { wrapScript } from '../../src/remote/session.js';
 import { FIXTURE_KEY } from '../support/keys.js';
+import { UNIX_HTTP_SERVER } from '../support/mstool.js';
 
 /** Runs a script the way the transport does, with `input` after it on stdin. */
 function bash(script: string, env: Record<string, string> = {}, input = '') {
@@ -51,7 +52,8 @@ function fakePostgres(): Record<string, string> {
   const bin = path.join(dir, 'bin');
   mkdirSync(bin);
   const psql = `#!/bin/bash
-if [ "\${0##*/}" = runuser ]; then shift 4; fi
+# runuser -u USER -- CMD: psql is answered here, anything else runs (as root).
+if [ "\${0##*/}" = runuser ]; then if [ "$4" != psql ]; then shift 3; exec "$@"; fi; shift 4; fi
 sql=""
 while [ $# -gt 0 ]; do if [ "$1" = -c ]; then sql=$2; shift; fi; shift; done
 [ -n "$sql" ] || sql=$(cat)
@@ -83,6 +85,23 @@ esac
     chmodSync(path.join(bin, name), 0o755);
   }
   return { PATH: `${bin}:${process.env.PATH}`, LOG: path.join(dir, 'log'), COMMENT: '', RESTORE_FAILS: '' };
+}
+
+/**
+ * A current release whose virtualenv's python, run as `-m uvicorn MODULE --uds
+ * SOCK`, records its environment and what it got, then serves SOCK.
+ */
+function fakeRelease(): string {
+  const appRoot = path.join(dir, 'app');
+  const bin = path.join(appRoot, 'current', '.venv', 'bin');
+  mkdirSync(bin, { recursive: true });
+  writeFileSync(path.join(appRoot, 'server.py'), UNIX_HTTP_SERVER);
+  writeFileSync(
+    path.join(bin, 'python'),
+    `#!/bin/bash\nenv > ${dir}/app.env\necho "started $* with $DATABASE_URL"\nexec python3 ${appRoot}/server.py "$5"\n`,
+  );
+  chmodSync(path.join(bin, 'python'), 0o755);
+  return appRoot;
 }
 
 /** What the fake PostgreSQL was sent, in order. */
@@ -320,12 +339,12 @@ describe('restore steps', () => {
     // Every exported variable is dropped; DATABASE_URL goes in the environment, never on a command line.
     expect(smoke.script).toContain('for v in $(compgen -e); do unset "$v"');
     expect(smoke.script).toContain(
-      'export PATH="$bin:/usr/sbin:/usr/bin:/sbin:/bin" HOME=/nonexistent LANG=C.UTF-8 DATABASE_URL="$url"',
+      'export PATH="${py%/*}:/usr/sbin:/usr/bin:/sbin:/bin" HOME=/nonexistent LANG=C.UTF-8 DATABASE_URL="$url"',
     );
     expect(smoke.script.split('\n').filter((line) => /\$url|\$PASSWORD/.test(line))).toEqual([
       'as_role() { PGPASSWORD="$PASSWORD" PGHOST=127.0.0.1 PGPORT="$PORT" PGUSER="$ROLE" PGCONNECT_TIMEOUT=10 "$@"; }',
       'url="postgresql://$ROLE:$PASSWORD@127.0.0.1:$PORT/$SCRATCH"',
-      '  export PATH="$bin:/usr/sbin:/usr/bin:/sbin:/bin" HOME=/nonexistent LANG=C.UTF-8 DATABASE_URL="$url"',
+      '  export PATH="${py%/*}:/usr/sbin:/usr/bin:/sbin:/bin" HOME=/nonexistent LANG=C.UTF-8 DATABASE_URL="$url"',
       `  printf '%s\\n' "\${out//"$PASSWORD"/***}" >&2`,
     ]);
     expect(smoke.script).toContain('--uds "$sock"');
@@ -339,6 +358,51 @@ describe('restore steps', () => {
       status: 200,
       seconds: 1.25,
     });
+  });
+});
+
+describe('the smoke test, run', () => {
+  const smoke = (appRoot: string, smokePath: string) =>
+    smokeStep({
+      ...SCRATCH,
+      app: 'shop',
+      appRoot,
+      appUser: 'root',
+      appModule: 'main:app',
+      path: smokePath,
+      timeout: 1,
+    });
+
+  test('starts the current release with only DATABASE_URL (the scratch role) and reads its answer', () => {
+    const appRoot = fakeRelease();
+    const step = smoke(appRoot, '/health');
+    const r = bash(step.script, fakePostgres());
+    expect(r.stderr).toBe('');
+    expect(step.parse(r.stdout)).toEqual({ status: 200, seconds: expect.any(Number) as number });
+    const env = Object.fromEntries(
+      readFileSync(path.join(dir, 'app.env'), 'utf8')
+        .trim()
+        .split('\n')
+        .map((line) => line.split(/=(.*)/s).slice(0, 2)),
+    ) as Record<string, string>;
+    expect(env.DATABASE_URL).toBe(
+      'postgresql://metalship_verify_ab12:feedface@127.0.0.1:5432/metalship_verify',
+    );
+    expect(env.PATH).toBe(`${appRoot}/current/.venv/bin:/usr/sbin:/usr/bin:/sbin:/bin`);
+    expect(
+      Object.keys(env).filter(
+        (k) => !['PATH', 'HOME', 'LANG', 'DATABASE_URL', 'PWD', 'SHLVL', '_'].includes(k),
+      ),
+    ).toEqual([]);
+  });
+
+  test('a release that does not answer fails with its own code and its output, the password masked', () => {
+    const r = bash(smoke(fakeRelease(), '/not-there').script, fakePostgres());
+    expect(r.status).toBe(RESTORE_EXIT.smokeFailed);
+    expect(r.stderr).toContain('the current release did not answer on the scratch database; its output:');
+    expect(r.stderr).toContain('started -m uvicorn main:app --uds');
+    expect(r.stderr).toContain('with postgresql://metalship_verify_ab12:***@127.0.0.1:5432/metalship_verify');
+    expect(r.stderr).not.toContain('feedface');
   });
 });
 

@@ -1,0 +1,83 @@
+// Every builder's script with hostile values where inputs reach it: for the
+// bash -n test (test/unit/scripts.test.ts) and shellcheck (scripts/lint-scripts.ts).
+import { layout } from '../../src/remote/layout.js';
+import { lockScript } from '../../src/remote/lock.js';
+import { migrateScript } from '../../src/remote/migrate.js';
+import { buildScript, ensureAppTree, markScript, prepareScript } from '../../src/remote/release.js';
+import { switchScript, uvicornFlagsScript } from '../../src/remote/switch.js';
+import { unitFiles } from '../../src/remote/units.js';
+import { cleanupScript, listScript, verifyScript } from '../../src/remote/verify.js';
+
+export const l = layout('shop', '/opt/shop');
+export const HOSTILE = `it's $(touch /tmp/pwned) \`id\` ; rm -rf / "x"\nnext`;
+
+export const units = unitFiles(
+  {
+    layout: l,
+    user: 'shop',
+    appModule: 'main:app',
+    uvicornArgs: ['--workers', '2'],
+    workerCommand: ['python', '-m', 'worker'],
+    schedulerCommand: ['taskiq', 'scheduler', 'x:y'],
+  },
+  { worker: true, scheduler: false },
+);
+
+export const scripts: Record<string, string> = {
+  lock: lockScript(l, { action: 'deploy', actor: HOSTILE, runUrl: HOSTILE, startedAt: 'now' }, 30),
+  prepare: prepareScript({
+    layout: l,
+    releaseId: '20250101_000000',
+    user: 'shop',
+    sharedPaths: ['logs', 'uploads', '.env'],
+  }),
+  build: buildScript({
+    layout: l,
+    releaseId: '20250101_000000',
+    user: 'shop',
+    hasUpload: true,
+    python: 'python3',
+    venvKey: 'py-0123',
+    requirements: 'requirements.txt',
+    pipArgs: ['--no-index'],
+    systemSitePackages: true,
+    sharedPaths: ['logs', '.env'],
+    importCheck: 'main:app',
+    metadata: { actor: HOSTILE },
+  }),
+  mark: markScript(l, '20250101_000000', 'failed', HOSTILE),
+  tree: ensureAppTree(l, 'shop', ['logs']),
+  switch: switchScript({
+    layout: l,
+    releaseId: '20250101_000000',
+    units,
+    healthPath: '/health/ready',
+    readyTimeout: 30,
+    serverName: '_',
+    worker: true,
+    scheduler: false,
+  }),
+  flags: uvicornFlagsScript(l.release('x'), 'shop'),
+  verify: verifyScript({
+    layout: l,
+    path: '/health',
+    timeout: 5,
+    interval: 1,
+    expectStatus: 200,
+    expectBody: HOSTILE,
+    units: ['shop-worker.service'],
+  }),
+  list: listScript(l),
+  cleanup: cleanupScript(l, { releases: ['a', 'b'], venvs: ['py-1'] }),
+  migrate: migrateScript({
+    layout: l,
+    releaseId: '20250101_000000',
+    user: 'shop',
+    command: ['alembic', 'upgrade', 'head'],
+    revisionCommand: ['alembic', 'current'],
+    recordIn: '20250101_000000',
+    backup: { label: 'pre-migrate', keep: 10 },
+    lockTimeout: 30,
+    actor: HOSTILE,
+  }),
+};
