@@ -76188,8 +76188,10 @@ function plainStep(what, script) {
 }
 
 ;// CONCATENATED MODULE: ./src/remote/backup.ts
-// PostgreSQL backups: the backup program installed on a database host, its
-// daily timer, and a one-off run. Pure functions from settings to bash.
+// PostgreSQL backups: the backup program installed on a database host (its
+// settings, then src/remote/sh/backup.sh), its daily timer, and the steps that
+// take a backup now and read the last restore test. Pure functions from
+// settings to bash.
 //
 // One backup is three files in the backup directory (700, root):
 //   <database>_<YYYYmmddTHHMMSSZ>_<label>.dump            pg_dump -Fc
@@ -76655,7 +76657,9 @@ function inspectStep(o) {
         const out = sh_keyLines(stdout);
         let counts = null;
         try {
-            counts = JSON.parse(out.get('COUNTS') ?? '');
+            const parsed = JSON.parse(out.get('COUNTS') ?? '');
+            if (parsed && typeof parsed === 'object')
+                counts = parsed;
         }
         catch {
             // unreadable: null

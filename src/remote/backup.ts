@@ -1,5 +1,7 @@
-// PostgreSQL backups: the backup program installed on a database host, its
-// daily timer, and a one-off run. Pure functions from settings to bash.
+// PostgreSQL backups: the backup program installed on a database host (its
+// settings, then src/remote/sh/backup.sh), its daily timer, and the steps that
+// take a backup now and read the last restore test. Pure functions from
+// settings to bash.
 //
 // One backup is three files in the backup directory (700, root):
 //   <database>_<YYYYmmddTHHMMSSZ>_<label>.dump            pg_dump -Fc

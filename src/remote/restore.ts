@@ -226,7 +226,8 @@ export function inspectStep(o: ScratchOptions & ScratchRole & { checks: string[]
       const out = keyLines(stdout);
       let counts: Record<string, number> | null = null;
       try {
-        counts = JSON.parse(out.get('COUNTS') ?? '') as Record<string, number>;
+        const parsed = JSON.parse(out.get('COUNTS') ?? '') as unknown;
+        if (parsed && typeof parsed === 'object') counts = parsed as Record<string, number>;
       } catch {
         // unreadable: null
       }

@@ -324,6 +324,7 @@ describe('restore steps', () => {
       ],
     });
     expect(inspect.parse('COUNTS {}\n').amcheck).toBeNull();
+    expect(inspect.parse('COUNTS 5\n').counts).toBeNull();
   });
 
   test('the smoke test runs the release with only DATABASE_URL, never prints the password, and skips without a release', () => {
