@@ -20,19 +20,13 @@ import {
 } from '../src/remote/restore.js';
 import { wrapScript } from '../src/remote/session.js';
 import { PROVISION_VARIANTS, allScripts, settings } from '../test/support/provision.js';
-import { HOSTILE, scripts } from '../test/support/scripts.js';
+import { HOSTILE, SCRATCH, scripts } from '../test/support/scripts.js';
 
 const repo = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 
 /** A directory that is one valid path and as hostile as a path can be. */
 const HOSTILE_DIR = `/srv/it's $(touch /tmp/pwned) \`id\` ; "x" *`;
 const BACKUP = { app: 'shop', database: 'shop_db-1', backupDir: HOSTILE_DIR, retentionDays: 30 };
-const SCRATCH = {
-  scratch: 'metalship_verify',
-  database: 'shop',
-  role: 'metalship_verify_0a1b2c3d',
-  password: 'f00d',
-};
 
 /** Every generated script, by name; each runs wrapped (as the transport sends it) unless it is a program. */
 function generated(): Record<string, string> {

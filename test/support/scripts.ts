@@ -81,3 +81,11 @@ export const scripts: Record<string, string> = {
     actor: HOSTILE,
   }),
 };
+
+/** The restore test's scratch database and role (the password a fresh one's shape: hex). */
+export const SCRATCH = {
+  scratch: 'metalship_verify',
+  database: 'shop',
+  role: 'metalship_verify_ab12',
+  password: 'feedface',
+};

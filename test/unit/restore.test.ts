@@ -19,6 +19,7 @@ import { recoveryTable, sameHost } from '../../src/stages/backup-verify.js';
 import { wrapScript } from '../../src/remote/session.js';
 import { FIXTURE_KEY } from '../support/keys.js';
 import { UNIX_HTTP_SERVER } from '../support/mstool.js';
+import { SCRATCH } from '../support/scripts.js';
 
 /** Runs a script the way the transport does, with `input` after it on stdin. */
 function bash(script: string, env: Record<string, string> = {}, input = '') {
@@ -34,13 +35,6 @@ beforeEach(() => {
   dir = rootSandbox('restore');
 });
 afterEach(() => rmSync(dir, { recursive: true, force: true }));
-
-const SCRATCH = {
-  scratch: 'metalship_verify',
-  database: 'shop',
-  role: 'metalship_verify_ab12',
-  password: 'feedface',
-};
 
 /**
  * Stand-ins for runuser (as postgres), psql and pg_restore: each SQL text they
