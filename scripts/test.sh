@@ -13,6 +13,8 @@ npx tsc --noEmit
 step lint
 npx eslint --max-warnings 0 .
 npx prettier --check . >/dev/null || { npx prettier --check .; exit 1; }
+step "shellcheck and pyflakes (shell files, generated scripts, Python)"
+npx tsx scripts/lint-scripts.ts
 step "actionlint (action metadata and workflows)"
 bash scripts/actionlint.sh
 step "unit tests"

@@ -54347,54 +54347,209 @@ var __webpack_exports__ = {};
 var external_node_crypto_ = __nccwpck_require__(7598);
 // EXTERNAL MODULE: external "node:stream"
 var external_node_stream_ = __nccwpck_require__(7075);
-;// CONCATENATED MODULE: ./src/remote/layout.ts
-// Where everything lives on a host: the standard's /opt/{app} tree plus
-// metalship's own state. One place, so scripts cannot disagree on a path.
+;// CONCATENATED MODULE: external "node:fs"
+const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs");
+// EXTERNAL MODULE: external "node:net"
+var external_node_net_ = __nccwpck_require__(7030);
+;// CONCATENATED MODULE: ./src/remote/quoting.ts
+// Quoting for the files we generate, each in its own syntax: a value from the
+// settings is escaped for where it goes, the way sh`` quotes it in a script.
+// raw() marks text we wrote ourselves (a %i specifier, a $VAR meant to expand).
+// A value that a syntax cannot hold is refused with an error naming it, never
+// written half-escaped: the file would otherwise fail to load, or mean something else.
 
-/** Transient units that run builds: `metalship-build-<script token>-<n>`, stopped with the script's session. */
-const BUILD_UNIT_PREFIX = 'metalship-build-';
-/** `{app}-build`, shortened with a hash where that would pass the 32 characters of a user name. */
-function buildUserName(app) {
-    if (app.length <= 26)
-        return `${app}-build`;
-    return `${app.slice(0, 18)}-${(0,external_node_crypto_.createHash)('sha256').update(app).digest('hex').slice(0, 7)}-build`;
+
+function literal(parts) {
+    return parts.map((p) => (p instanceof Raw ? p.text : p)).join('');
 }
-function layout(app, root) {
-    return {
-        app,
-        root,
-        releases: `${root}/releases`,
-        release: (id) => `${root}/releases/${id}`,
-        current: `${root}/current`,
-        shared: `${root}/shared`,
-        venvs: `${root}/venvs`,
-        venvLink: `${root}/venv`,
-        env: `${root}/.env`,
-        slots: `${root}/slots`,
-        state: `${root}/.metalship`,
-        preMigrateBackups: `/var/backups/metalship/${app}/pre-migrate`,
-        buildUser: buildUserName(app),
-        pipCache: `/var/cache/metalship/${app}/pip`,
-        lockFile: `${root}/.metalship/deploy.lock`,
-        lockHolder: `${root}/.metalship/lock-holder`,
-        history: `${root}/.metalship/history.log`,
-        activeSlot: `${root}/.metalship/active-slot`,
-        apiSocket: (s) => `/run/${app}-api-${s}/api.sock`,
-        apiLink: `${root}/run/api.sock`,
-        runDir: `${root}/run`,
-        units: {
-            api: (s) => `${app}-api@${s}.service`,
-            apiTemplate: `${app}-api@.service`,
-            worker: `${app}-worker.service`,
-            scheduler: `${app}-scheduler.service`,
-            target: `${app}.target`,
-        },
-        unitDir: '/etc/systemd/system',
-        nginxSite: `/etc/nginx/sites-available/${app}`,
-        nginxSiteEnabled: `/etc/nginx/sites-enabled/${app}`,
-        nginxUpstream: `/etc/nginx/conf.d/metalship-${app}-upstream.conf`,
-        balancerUpstream: `/etc/nginx/conf.d/metalship-${app}-balancer.conf`,
-    };
+function refuse(value, where, why) {
+    throw new Error(`${JSON.stringify(value)} cannot be written in ${where}: ${why}`);
+}
+// ---- systemd unit files ----------------------------------------------------
+/** A systemd specifier such as %i (the instance), kept where the values around it are escaped. */
+function specifier(letter) {
+    return new Raw(`%${letter}`);
+}
+/** $NAME as a whole ExecStart= word: systemd splits the variable's value into words when it runs the command. */
+function splitVariable(name) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
+        throw new Error(`${JSON.stringify(name)} is not a variable name`);
+    return new Raw(`$${name}`);
+}
+const UNIT_PLAIN = /^[A-Za-z0-9_@%+=:,./{}~-]+$/;
+/** C escape of one character inside systemd's double quotes (its word splitting unescapes them). */
+function cEscape(c) {
+    if (c === '\\' || c === '"')
+        return `\\${c}`;
+    if (c === '\n')
+        return '\\n';
+    if (c === '\t')
+        return '\\t';
+    const code = c.charCodeAt(0);
+    return code < 0x20 || code === 0x7f ? `\\x${code.toString(16).padStart(2, '0')}` : c;
+}
+/**
+ * One word of a setting systemd splits into words (ExecStart=, Environment=,
+ * ReadWritePaths=...): double-quoted with C escapes unless plain, % doubled
+ * (systemd resolves specifiers after unquoting, so quotes do not protect a %),
+ * and with dollar true (ExecStart=) $ doubled too, since $VAR expands when the
+ * command runs, quoted or not.
+ */
+function unitWordOf(parts, dollar) {
+    const text = literal(parts);
+    if (text === '')
+        return '""';
+    if (text.includes('\0'))
+        refuse(text, 'a unit file', 'it holds a NUL byte');
+    // Our raw() fragments need no quotes; a word of only raw() stays as written.
+    const values = parts.filter((p) => typeof p === 'string').join('');
+    const plain = values === '' || UNIT_PLAIN.test(values);
+    const body = parts
+        .map((p) => {
+        if (p instanceof Raw)
+            return p.text;
+        let t = p.replace(/%/g, '%%');
+        if (dollar)
+            t = t.replace(/\$/g, '$$$$');
+        return plain ? t : [...t].map(cEscape).join('');
+    })
+        .join('');
+    return plain ? body : `"${body}"`;
+}
+/** A word of a list setting that unquotes (ReadWritePaths=, RuntimeDirectory=, WantedBy=, Environment=). */
+function unitWord(...parts) {
+    return unitWordOf(parts, false);
+}
+/** Environment=NAME=value as one quoted word (Environment= expands specifiers, not variables). */
+function unitEnv(name, ...value) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
+        throw new Error(`${JSON.stringify(name)} is not a variable name`);
+    return unitWord(`${name}=`, ...value);
+}
+/**
+ * An ExecStart= command line: one word per argument. The program must be an
+ * absolute path: a first word starting with - @ : + ! would be read as
+ * prefixes, whatever its quotes.
+ */
+function quoting_execLine(words) {
+    const list = words.map((w) => (Array.isArray(w) ? w : [w]));
+    const program = literal(list[0] ?? []);
+    if (!program.startsWith('/'))
+        refuse(program, 'ExecStart=', 'the program must be an absolute path');
+    return list.map((w) => unitWordOf(w, true)).join(' ');
+}
+/**
+ * A setting systemd takes whole, without unquoting (Description=, User=,
+ * WorkingDirectory=, EnvironmentFile=, OnCalendar=): % doubled; the value
+ * must stay on its line and keep its ends (systemd trims them, and a final
+ * backslash would continue the line).
+ */
+function quoting_unitText(...parts) {
+    const text = literal(parts);
+    // eslint-disable-next-line no-control-regex
+    if (/[\0-\x1f\x7f]/.test(text))
+        refuse(text, 'a unit file setting', 'it holds a control character');
+    if (text !== text.trim() || text.endsWith('\\'))
+        refuse(text, 'a unit file setting', 'it starts or ends with white space or a backslash');
+    return parts.map((p) => (p instanceof Raw ? p.text : p.replace(/%/g, '%%'))).join('');
+}
+// ---- nginx -----------------------------------------------------------------
+const NGINX_PLAIN = /^[A-Za-z0-9_@%+=:,./*~[\]-]+$/;
+/**
+ * One nginx argument: plain, or double-quoted with \ and " escaped (inside
+ * quotes ; { } # and white space are text). A $ is refused: nginx reads $name
+ * as a variable in many directives, quoted or not, and has no escape for it.
+ */
+function nginxWord(value) {
+    if (value.includes('$'))
+        refuse(value, 'an nginx argument', 'nginx would read $ as a variable');
+    // eslint-disable-next-line no-control-regex
+    if (/[\0-\x1f\x7f]/.test(value))
+        refuse(value, 'an nginx argument', 'it holds a control character');
+    return NGINX_PLAIN.test(value) ? value : `"${value.replace(/[\\"]/g, '\\$&')}"`;
+}
+/**
+ * server_name's arguments from names separated by white space (the server-name
+ * input's form) or "_". A name starting with ~ would be a regular expression.
+ * A misplaced * wildcard (only server-name allows a *) is left to the nginx -t
+ * the deploy runs before it uses a new site: refusing it here would fail every
+ * switch, also where the site exists and the name is never written.
+ */
+function nginxServerNames(names) {
+    const list = names.split(/\s+/).filter(Boolean);
+    if (list.length === 0)
+        refuse(names, 'server_name', 'no name');
+    for (const n of list)
+        if (n.startsWith('~'))
+            refuse(n, 'server_name', 'nginx would read it as a regular expression');
+    return list.map(nginxWord).join(' ');
+}
+/** host:port of an nginx upstream server, [addr]:port for IPv6; nginx has no IPv6 zone index (fe80::1%eth0). */
+function nginxAddress(host, port) {
+    if (host.includes('%'))
+        refuse(host, 'an nginx upstream', 'nginx cannot use an IPv6 zone index');
+    return nginxWord(isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`);
+}
+// ---- other daemons' files --------------------------------------------------
+/**
+ * A directory in a logrotate file list. logrotate reads the list up to the
+ * first { and refuses a } before it, whatever the quotes, and globs each
+ * pattern: only characters that mean themselves there are accepted.
+ */
+function logrotateDir(dir, setting) {
+    if (!/^\/[A-Za-z0-9_@+,:=./-]*$/.test(dir))
+        refuse(dir, 'a logrotate file list', `${setting} may only hold letters, digits and _@+,:=./- there`);
+    return dir;
+}
+/**
+ * A word in a file with no quoting at all, split on white space: the Redis 7
+ * ACL file, logrotate's su user group.
+ */
+function bareWord(value, where) {
+    // eslint-disable-next-line no-control-regex
+    if (!value || /[\s\0-\x1f\x7f]/.test(value))
+        refuse(value, where, 'empty, or white space in it');
+    return value;
+}
+/**
+ * A database or role name in pg_hba.conf: always quoted, so all, replication,
+ * sameuser... and a leading + or @ are names, not keywords; "" is a quote.
+ * A leading / would still be a regular expression (PostgreSQL 16).
+ */
+function hbaName(value) {
+    // eslint-disable-next-line no-control-regex
+    if (!value || /[\0-\x1f\x7f]/.test(value) || value.startsWith('/'))
+        refuse(value, 'pg_hba.conf', 'empty, a control character, or a leading / (a regular expression)');
+    return `"${value.replace(/"/g, '""')}"`;
+}
+/**
+ * An address field of pg_hba.conf: an IPv4 or IPv6 network in CIDR form. Any
+ * other text makes PostgreSQL refuse the whole file, and then refuse to start.
+ */
+function hbaAddress(cidr) {
+    const m = /^([0-9A-Fa-f:.]+)\/(\d{1,3})$/.exec(cidr);
+    const family = m ? isIP(m[1]) : 0;
+    if (!m || !family || Number(m[2]) > (family === 4 ? 32 : 128))
+        refuse(cidr, 'pg_hba.conf', 'not an IPv4 or IPv6 network (address/prefix)');
+    return cidr;
+}
+/** A user name in sudoers: the characters sudoers gives a meaning to are escaped with a backslash. */
+function sudoersName(value) {
+    // eslint-disable-next-line no-control-regex
+    if (!value || /[\s\0-\x1f\x7f]/.test(value) || /^[#%+]/.test(value))
+        refuse(value, 'sudoers', 'empty, white space, or a leading # % + (a uid, group or netgroup)');
+    return value.replace(/[!=:,()\\]/g, '\\$&');
+}
+/**
+ * A value of an /etc/default file, read both by the shell (init scripts) and
+ * by systemd's EnvironmentFile=: in double quotes, \ " $ ` are escaped the
+ * same way for both.
+ */
+function defaultsValue(value) {
+    // eslint-disable-next-line no-control-regex
+    if (/[\0-\x1f\x7f]/.test(value))
+        refuse(value, 'an /etc/default file', 'it holds a control character');
+    return `"${value.replace(/[\\"$`]/g, '\\$&')}"`;
 }
 
 ;// CONCATENATED MODULE: ./src/remote/sh.ts
@@ -54450,6 +54605,37 @@ function sh_heredoc(content) {
     const body = content.endsWith('\n') ? content : content + '\n';
     return { open: `<<'${delimiter}'`, body: `${body}${delimiter}` };
 }
+/**
+ * `name=<exact text>` as a bash assignment through a quoted heredoc: nothing in
+ * the text is expanded, and it reads as itself (SQL, a program) in the script.
+ * Trailing newlines are dropped, as by any command substitution.
+ */
+function sh_textVar(name, text) {
+    const doc = sh_heredoc(text);
+    return `${name}=$(cat ${doc.open}\n${doc.body}\n)`;
+}
+/**
+ * Settings for one of our .sh files: a bash assignment a line, each value
+ * quoted (a list becomes an array of quoted words).
+ */
+function sh_assignments(values) {
+    return Object.entries(values)
+        .map(([name, value]) => {
+        if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
+            throw new Error(`${name} is not a shell variable name`);
+        return typeof value === 'object'
+            ? `${name}=(${value.map(quote).join(' ')})`
+            : `${name}=${quote(value)}`;
+    })
+        .join('\n');
+}
+/**
+ * The text of one of our .sh files (src/remote/sh/) as script lines: without its
+ * first line, the `#!/bin/bash` that lets shellcheck read the file on its own.
+ */
+function shellFile(text) {
+    return text.replace(/^#!.*\n/, '').trimEnd();
+}
 /** Script lines that write content to path atomically (temp file + rename) with mode and owner. */
 function writeFileAtomic(path, content, opts = {}) {
     const doc = sh_heredoc(content);
@@ -54464,6 +54650,16 @@ function sh_ensureFile(path, content, opts = {}) {
     const doc = sh_heredoc(content);
     const tmp = `${path}.metalship-new`;
     return sh_script(sh_sh `cat > ${tmp} ${raw(doc.open)}`, doc.body, opts.mode ? sh_sh `chmod ${opts.mode} ${tmp}` : null, opts.owner ? sh_sh `chown ${opts.owner} ${tmp}` : null, sh_sh `if [ -f ${path} ] && cmp -s ${tmp} ${path}; then rm -f ${tmp}; else mv -f ${tmp} ${path}; echo ${'changed ' + (opts.label ?? path)}; ${raw(opts.onChange ?? ':')}; fi`).trimEnd();
+}
+/**
+ * The `KEY value` lines a script printed (its way of reporting): `get` gives
+ * the first value of a key, `all` every one, in order; a line that is the key
+ * alone has the value ''.
+ */
+function sh_keyLines(stdout) {
+    const lines = stdout.split('\n');
+    const all = (key) => lines.filter((l) => l === key || l.startsWith(key + ' ')).map((l) => l.slice(key.length + 1));
+    return { all, get: (key) => all(key)[0] };
 }
 
 ;// CONCATENATED MODULE: ./src/remote/paths.ts
@@ -54506,30 +54702,452 @@ function paths_rootOnly(...paths) {
 /** The state directory's mode, one everywhere: the lock, the history and the serving slot are root's. */
 const paths_STATE_MODE = '700';
 
-;// CONCATENATED MODULE: ./src/remote/lock.ts
-// The deploy lock of an app on a host: flock(2) on a file, held by a remote
-// process that lives as long as our connection and our heartbeat. A killed run
-// cannot leave it held: its process exits when the connection closes or the
-// heartbeat stops, and the holder file it leaves is reported as stale.
+;// CONCATENATED MODULE: ./src/remote/backup.ts
+// PostgreSQL backups: the backup program installed on a database host (its
+// settings, then src/remote/sh/backup.sh), its daily timer, and the steps that
+// take a backup now and read the last restore test. Pure functions from
+// settings to bash.
+//
+// One backup is three files in the backup directory (700, root):
+//   <database>_<YYYYmmddTHHMMSSZ>_<label>.dump            pg_dump -Fc
+//   <database>_<YYYYmmddTHHMMSSZ>_<label>.globals.sql     pg_dumpall --globals-only
+//   <database>_<YYYYmmddTHHMMSSZ>_<label>.manifest.json   written last, atomically
+// The manifest's row counts are taken in the same snapshot as the dump, so a
+// restore must reproduce them exactly.
 
 
-const lock_LOCK_EXIT_HELD = 75;
-/** Seconds without a heartbeat line after which the remote holder gives the lock up. */
-const LOCK_HEARTBEAT_LIMIT = 30;
-function holderText(h) {
-    return `${h.action} by ${h.actor || 'unknown'} since ${h.startedAt} (${h.runUrl || 'no run URL'})`;
+
+
+
+const DEFAULT_BACKUP_LABEL = 'manual';
+const DEFAULT_RETENTION_DAYS = 30;
+function defaultBackupDir(app) {
+    return `/var/backups/metalship/${app}`;
+}
+function backupProgramPath(app) {
+    return `/usr/local/sbin/metalship-backup-${app}`;
+}
+function backupUnitNames(app) {
+    return { service: `metalship-backup-${app}.service`, timer: `metalship-backup-${app}.timer` };
+}
+/** The file with the record of the last successful restore test, beside the backups. */
+function lastVerifiedPath(backupDir) {
+    return `${backupDir}/.last-verified.json`;
+}
+const NAME_RE = /^[A-Za-z0-9_][A-Za-z0-9_-]{0,62}$/;
+const LABEL_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$/;
+const APP_RE = /^[a-z][a-z0-9_-]{0,31}$/;
+/** Backup file names: <database>_<UTC stamp>_<label>.dump (the label may hold '_'). */
+const BACKUP_NAME_RE = /^([A-Za-z0-9_][A-Za-z0-9_-]{0,62})_(\d{8}T\d{6}Z)_([A-Za-z0-9][A-Za-z0-9._-]{0,79})\.dump$/;
+function validDatabaseName(name) {
+    return NAME_RE.test(name) ? null : 'letters, digits, _ and - only (1 to 63, not starting with -)';
+}
+function validBackupLabel(label) {
+    return LABEL_RE.test(label)
+        ? null
+        : 'letters, digits, ., _ and - only (1 to 80, starting with a letter or digit)';
+}
+function check(opts) {
+    if (!APP_RE.test(opts.app))
+        throw new Error(`backup: app ${JSON.stringify(opts.app)} is not a valid app name`);
+    const db = validDatabaseName(opts.database);
+    if (db)
+        throw new Error(`backup: database ${JSON.stringify(opts.database)}: ${db}`);
+    if (!/^\/[^\0\n]*$/.test(opts.backupDir) ||
+        opts.backupDir === '/' ||
+        /(^|\/)\.\.?(\/|$)/.test(opts.backupDir))
+        throw new Error(`backup: backup directory ${JSON.stringify(opts.backupDir)} must be an absolute path, not /`);
+    if (!Number.isInteger(opts.retentionDays) || opts.retentionDays < 1 || opts.retentionDays > 3650)
+        throw new Error(`backup: retention ${opts.retentionDays} must be a whole number of days from 1 to 3650`);
 }
 /**
- * `leftovers`: a script that stops what the run still runs on the host (see
- * Connection.leftoversScript), run when the run is gone, before the lock is let go.
+ * SQL that prints one JSON object line {"schema.table": rows, ...} for every
+ * table whose data pg_dump dumps (ordinary tables and partitions, not the
+ * catalogs or extension members). Used at backup time, inside the snapshot, and
+ * after a restore, so both sides count the same way.
  */
-function lock_lockScript(l, holder, waitSeconds, leftovers = '') {
-    return script(rootOnly(l.state), sh `mkdir -p ${l.state}`, sh `chmod ${STATE_MODE} ${l.state}`, sh `exec 9>>${l.lockFile}`, sh `if ! flock -n 9; then`, sh `  echo "WAITING $(head -c 500 ${l.lockHolder} 2>/dev/null | tr '\n' ' ')"`, sh `  if ! flock -w ${waitSeconds} 9; then`, sh `    echo "HELD $(head -c 500 ${l.lockHolder} 2>/dev/null | tr '\n' ' ')"`, `    exit ${lock_LOCK_EXIT_HELD}`, '  fi', 'fi', 
-    // A holder file still filled in while nobody holds the flock: a run that died.
-    sh `if [ -s ${l.lockHolder} ]; then echo "STALE $(head -c 500 ${l.lockHolder} | tr '\n' ' ')"; fi`, sh `printf '%s\n' ${holderText(holder)} > ${l.lockHolder}`, 'echo LOCKED', `while IFS= read -r -t ${LOCK_HEARTBEAT_LIMIT} line; do`, '  if [ "$line" = release ]; then', sh `    : > ${l.lockHolder}`, '    exit 0', '  fi', 'done', 
-    // EOF or no heartbeat: our run is gone. What it still runs here is stopped
-    // first; the flock goes with this process; the holder stays as evidence.
-    leftovers || null, sh `printf '%s\n' "abandoned at $(date -u +%FT%TZ): $(head -n1 ${l.lockHolder})" > ${l.lockHolder}`);
+const ROW_COUNTS_SQL = `SELECT coalesce(json_object_agg(t.name, t.n ORDER BY t.name), '{}')::text FROM (` +
+    `SELECT n.nspname || '.' || c.relname AS name, ` +
+    `(xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', n.nspname, c.relname), false, true, '')))[1]::text::bigint AS n ` +
+    `FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace ` +
+    `WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' ` +
+    `AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')` +
+    `) t;`;
+const BACKUP_SH = shellFile((0,external_node_fs_namespaceObject.readFileSync)(__nccwpck_require__.ab + "backup.sh", 'utf8'));
+/**
+ * The backup program (/usr/local/sbin/metalship-backup-{app}): its settings as
+ * quoted assignments, then src/remote/sh/backup.sh. Usage:
+ * `metalship-backup-{app} [label]`; prints the dump's path on its last line.
+ */
+function backupProgram(opts) {
+    check(opts);
+    return script('#!/bin/bash', sh `# metalship-backup-${opts.app}: PostgreSQL backup of ${opts.database}. Managed by metalship; changes are overwritten.`, '# Usage: metalship-backup-APP [label]   (label: daily, manual, pre-migrate-<release>, ...)', assignments({
+        DB: opts.database,
+        DIR: opts.backupDir,
+        RETENTION_DAYS: opts.retentionDays,
+        DEFAULT_LABEL: DEFAULT_BACKUP_LABEL,
+        LABEL_PATTERN: LABEL_RE.source,
+    }), textVar('COUNTS_SQL', ROW_COUNTS_SQL), ROOT_ONLY_FUNCTION, BACKUP_SH);
+}
+/** The backup's oneshot service and its timer. */
+function unitFiles(opts) {
+    const onCalendar = opts.onCalendar ?? 'daily';
+    if (!/^[A-Za-z0-9 *:,./~+-]{1,100}$/.test(onCalendar))
+        throw new Error(`backup: OnCalendar ${JSON.stringify(onCalendar)} has characters a calendar spec cannot have`);
+    const prog = backupProgramPath(opts.app);
+    const service = [
+        '# Managed by metalship.',
+        '[Unit]',
+        `Description=${unitText(`metalship: PostgreSQL backup of ${opts.database} (${opts.app})`)}`,
+        'After=postgresql.service',
+        'Wants=postgresql.service',
+        '',
+        '[Service]',
+        'Type=oneshot',
+        `ExecStart=${execLine([prog, 'daily'])}`,
+        'Nice=10',
+        'IOSchedulingClass=best-effort',
+        'IOSchedulingPriority=7',
+        'PrivateTmp=true',
+        'ProtectHome=true',
+        'ProtectSystem=full',
+        'TimeoutStartSec=6h',
+        '',
+    ].join('\n');
+    const timer = [
+        '# Managed by metalship.',
+        '[Unit]',
+        `Description=${unitText(`metalship: daily PostgreSQL backup of ${opts.database} (${opts.app})`)}`,
+        '',
+        '[Timer]',
+        `OnCalendar=${unitText(onCalendar)}`,
+        'RandomizedDelaySec=30min',
+        'Persistent=true',
+        '',
+        '[Install]',
+        'WantedBy=timers.target',
+        '',
+    ].join('\n');
+    return { service, timer };
+}
+/**
+ * Installs the backup program, its oneshot service and timer (idempotent). Prints
+ * `changed <what>` for each thing it changed, nothing when all was in place.
+ */
+function backupInstallScript(opts) {
+    const program = backupProgram(opts);
+    const names = backupUnitNames(opts.app);
+    const units = unitFiles(opts);
+    const unitDir = '/etc/systemd/system';
+    return script('reload=""', rootOnly(opts.backupDir), sh `if [ ! -d ${opts.backupDir} ]; then mkdir -p -- ${opts.backupDir}; chmod 700 -- ${opts.backupDir}; echo ${'changed ' + opts.backupDir}; fi`, sh `if [ "$(stat -c %a:%U -- ${opts.backupDir})" != 700:root ]; then chown -h root:root -- ${opts.backupDir}; chmod 700 -- ${opts.backupDir}; echo ${'changed ' + opts.backupDir + ' mode'}; fi`, ensureFile(backupProgramPath(opts.app), program, {
+        mode: '755',
+        owner: 'root:root',
+        label: backupProgramPath(opts.app),
+    }), ensureFile(`${unitDir}/${names.service}`, units.service, {
+        mode: '644',
+        label: names.service,
+        onChange: 'reload=1',
+    }), ensureFile(`${unitDir}/${names.timer}`, units.timer, {
+        mode: '644',
+        label: names.timer,
+        onChange: 'reload=1',
+    }), 'if [ -n "$reload" ]; then systemctl daemon-reload; fi', sh `if ! systemctl is-enabled --quiet ${names.timer}; then systemctl enable --quiet ${names.timer}; echo ${'changed ' + names.timer + ' enabled'}; fi`, sh `if ! systemctl is-active --quiet ${names.timer}; then systemctl start ${names.timer}; echo ${'changed ' + names.timer + ' started'};`, sh `elif [ -n "$reload" ]; then systemctl restart ${names.timer}; fi`);
+}
+/**
+ * Takes a backup now with the given label: the installed program, or this
+ * program run inline when it is not installed. Gives the dump's path.
+ */
+function backupNowStep(opts, label) {
+    const bad = validBackupLabel(label);
+    if (bad)
+        throw new Error(`backup: label ${JSON.stringify(label)}: ${bad}`);
+    const doc = heredoc(backupProgram(opts));
+    const prog = backupProgramPath(opts.app);
+    return step(`taking a backup of ${opts.database} (${label})`, script(sh `if [ -x ${prog} ]; then`, sh `  dump=$(${prog} ${label})`, 'else', '  inline=$(mktemp)', '  trap \'rm -f -- "$inline"\' EXIT', `  cat > "$inline" ${doc.open}`, doc.body, sh `  dump=$(bash "$inline" ${label})`, 'fi', 
+    // The program prints the path on its last line.
+    'echo "DUMP $(printf \'%s\\n\' "$dump" | tail -n 1)"'), (stdout) => {
+        const dump = keyLines(stdout).get('DUMP');
+        if (!dump)
+            throw new Error('the backup printed no dump path');
+        return dump;
+    });
+}
+/**
+ * For other actions (deploy), on the database host: a warning for the log when
+ * the backups were never proven to restore, or not for longer than maxDays (the
+ * monthly restore test stopped?); null when fine or when the host keeps no
+ * backups in backupDir.
+ */
+function restoreProofStep(backupDir, maxDays = 45) {
+    return step('reading the last restore test', script(sh `if [ ! -d ${backupDir} ]; then echo NO_BACKUPS; exit 0; fi`, sh `record=${lastVerifiedPath(backupDir)}`, 'if [ -f "$record" ]; then echo "LAST_VERIFIED $(head -c 10000 -- "$record" | tr -d \'\\n\')"; fi', 'echo "NOW $(date -u +%s)"'), (stdout) => {
+        const out = keyLines(stdout);
+        if (out.get('NO_BACKUPS') !== undefined)
+            return null;
+        const now = Number(out.get('NOW'));
+        const record = out.get('LAST_VERIFIED');
+        if (!record)
+            return 'no restore test of the backups is recorded on this host: run the backup-verify action';
+        let when = NaN;
+        try {
+            when = Date.parse(JSON.parse(record).verified ?? '') / 1000;
+        }
+        catch {
+            // unreadable record: treated as missing
+        }
+        if (Number.isNaN(when))
+            return 'the record of the last restore test is unreadable: run the backup-verify action';
+        const days = (now - when) / 86400;
+        return days > maxDays
+            ? `the backups were last proven to restore ${days.toFixed(0)} days ago: is the monthly restore test still running?`
+            : null;
+    });
+}
+
+;// CONCATENATED MODULE: ./src/remote/pytool.ts
+// The Python tool the scripts run on the host: src/remote/py/mstool.py, read as
+// text here (ncc ships it beside each bundle that needs it), sent inside the
+// script and run with python3 -I. Scripts define it once with pyToolDefinition()
+// and call `mstool <cmd> ...`.
+
+
+const PY_TOOL = (0,external_node_fs_namespaceObject.readFileSync)(__nccwpck_require__.ab + "mstool.py", 'utf8');
+/** The user health probes connect as: an app controls its socket's directory, so root never follows it. */
+const PROBE_USER = 'nobody';
+/**
+ * Script lines that define `mstool`, a shell function running the Python tool
+ * with python3 (isolated: neither the working directory nor PYTHON* variables
+ * can bring other code in), and `mstool_as USER ...` for the same as another user.
+ */
+function pyToolDefinition() {
+    return [
+        sh_textVar('MSTOOL_SRC', PY_TOOL),
+        // Each script calls one of the two or both: the other is there unused.
+        '# shellcheck disable=SC2317',
+        'mstool() { python3 -I -c "$MSTOOL_SRC" "$@"; }',
+        '# shellcheck disable=SC2317',
+        'mstool_as() { local user=$1; shift; runuser -u "$user" -- python3 -I -c "$MSTOOL_SRC" "$@"; }',
+    ].join('\n');
+}
+
+;// CONCATENATED MODULE: ./src/remote/step.ts
+// A step on a host: what it does, the script that does it, and how its output
+// reads. Built together and tested together (a unit test runs the script's
+// parser on what the script prints), the way Kamal pairs a command with its use.
+function step_step(what, script, parse) {
+    return { what, script, parse };
+}
+/** A step whose output says nothing the caller needs. */
+function plainStep(what, script) {
+    return step_step(what, script, () => undefined);
+}
+
+;// CONCATENATED MODULE: ./src/remote/restore.ts
+// Restore tests: find the newest backup and its manifest, restore it into a
+// scratch database, inspect it (row counts, amcheck, checks), start the current
+// release against it, and drop everything again. Each is a Step: its settings as
+// quoted assignments, then the bash of src/remote/sh/restore-*.sh, and the parser
+// of the `KEY value` lines that bash prints.
+
+
+
+
+
+
+/** Written as the scratch database's comment: only a database carrying it is ours to drop. */
+const SCRATCH_MARKER = 'metalship backup-verify scratch database';
+/** How the restore steps end when they refuse: the outcomes are told apart by these, never by the message. */
+const RESTORE_EXIT = {
+    /** find: no backup directory, no backup, or a backup without its manifest. */
+    noBackup: 3,
+    /** restore: the dump's size or sha256 is not its manifest's. */
+    checksum: 4,
+    /** prepare: a database of the scratch name exists and is not ours. */
+    notOurs: 5,
+    /** restore: pg_restore failed. */
+    restoreFailed: 6,
+    /** smoke: the current release did not answer on the scratch database. */
+    smokeFailed: 7,
+};
+// Each read by name, so that ncc ships each file beside the bundles.
+const COMMON_SH = shellFile((0,external_node_fs_namespaceObject.readFileSync)(__nccwpck_require__.ab + "restore-common.sh", 'utf8'));
+const FIND_SH = shellFile((0,external_node_fs_namespaceObject.readFileSync)(__nccwpck_require__.ab + "restore-find.sh", 'utf8'));
+const PREPARE_SH = shellFile((0,external_node_fs_namespaceObject.readFileSync)(__nccwpck_require__.ab + "restore-prepare.sh", 'utf8'));
+const RESTORE_SH = shellFile((0,external_node_fs_namespaceObject.readFileSync)(__nccwpck_require__.ab + "restore-dump.sh", 'utf8'));
+const INSPECT_SH = shellFile((0,external_node_fs_namespaceObject.readFileSync)(__nccwpck_require__.ab + "restore-inspect.sh", 'utf8'));
+const SMOKE_SH = shellFile((0,external_node_fs_namespaceObject.readFileSync)(__nccwpck_require__.ab + "restore-smoke.sh", 'utf8'));
+const DROP_SH = shellFile((0,external_node_fs_namespaceObject.readFileSync)(__nccwpck_require__.ab + "restore-drop.sh", 'utf8'));
+/**
+ * On the backup host: the chosen backup's manifest (the newest of the database
+ * in the directory, or the given dump file's), the host's clock and the record
+ * of the last successful verification; `{ error }` when the manifest is unusable.
+ */
+function findBackupStep(o) {
+    return step_step('finding the backup', sh_script(paths_ROOT_ONLY_FUNCTION, sh_assignments({
+        BACKUP_DIR: o.backupDir,
+        DATABASE: o.database,
+        FILE: o.file,
+        LAST_VERIFIED: lastVerifiedPath(o.backupDir),
+        EXIT_NO_BACKUP: RESTORE_EXIT.noBackup,
+    }), FIND_SH), (stdout) => {
+        const out = sh_keyLines(stdout);
+        const dump = out.get('DUMP') ?? '';
+        let manifest;
+        try {
+            manifest = JSON.parse(out.get('MANIFEST') ?? '');
+        }
+        catch {
+            return { error: `the manifest of ${dump} is not valid JSON` };
+        }
+        const problems = [];
+        if (typeof manifest.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(manifest.sha256))
+            problems.push('sha256');
+        if (typeof manifest.size !== 'number')
+            problems.push('size');
+        if (typeof manifest.created !== 'string' || Number.isNaN(Date.parse(manifest.created)))
+            problems.push('created');
+        if (!manifest.tables || typeof manifest.tables !== 'object')
+            problems.push('tables');
+        if (problems.length)
+            return { error: `the manifest of ${dump} lacks a valid ${problems.join(', ')}` };
+        let lastVerified = null;
+        try {
+            const record = out.get('LAST');
+            lastVerified = record ? JSON.parse(record) : null;
+        }
+        catch {
+            // an unreadable record is no record
+        }
+        return { dump, size: Number(out.get('SIZE')), now: Number(out.get('NOW')), manifest, lastVerified };
+    });
+}
+/** On the backup host: sends the dump's bytes on stdout, nothing else (for Connection.pipeOut). */
+function sendDumpScript(dump) {
+    return sh_script(sh_sh `exec cat -- ${dump}`);
+}
+/** A script on the restore host: the settings, the helpers (restore-common.sh), then the step's own bash. */
+function onRestoreHost(o, settings, ...body) {
+    if (o.scratch === o.database)
+        throw new Error(`the scratch database cannot be the production database (${o.database})`);
+    return sh_script(sh_assignments({ SCRATCH: o.scratch, MARKER: SCRATCH_MARKER, ...settings }), COMMON_SH, ...body);
+}
+/**
+ * On the restore host, before anything is copied: the tools are there, and the
+ * scratch name is free or a leftover of ours (dropped then). A database of that
+ * name that is not ours is refused (RESTORE_EXIT.notOurs).
+ */
+function prepareScratchStep(o) {
+    return step_step('preparing the scratch database', onRestoreHost(o, { EXIT_NOT_OURS: RESTORE_EXIT.notOurs }, PREPARE_SH), (stdout) => ({ droppedLeftover: sh_keyLines(stdout).get('DROPPED_LEFTOVER') !== undefined }));
+}
+/**
+ * On the restore host: checks the dump (received on stdin after the script when
+ * `receive`, or read in place) against the manifest's size and sha256
+ * (RESTORE_EXIT.checksum), creates the scratch role and database, the dump's
+ * extensions and amcheck, then restores the rest with --exit-on-error as the
+ * scratch role (RESTORE_EXIT.restoreFailed).
+ */
+function restoreStep(o) {
+    return step_step(o.receive ? 'receiving and restoring the dump' : 'restoring', onRestoreHost(o, {
+        ROLE: o.role,
+        PASSWORD: o.password,
+        RECEIVE: o.receive ? 1 : 0,
+        DUMP_PATH: o.receive ? '' : o.dump,
+        WANT_SIZE: o.size,
+        WANT_SHA: o.sha256,
+        EXIT_CHECKSUM: RESTORE_EXIT.checksum,
+        EXIT_RESTORE_FAILED: RESTORE_EXIT.restoreFailed,
+    }, RESTORE_SH), (stdout) => {
+        const out = sh_keyLines(stdout);
+        const received = out.get('RECEIVED');
+        return {
+            received: received === undefined ? null : Number(received),
+            seconds: Number(out.get('RESTORED') ?? 'NaN'),
+            amcheckUnavailable: out.get('AMCHECK_UNAVAILABLE') ?? null,
+        };
+    });
+}
+/**
+ * On the restore host, in the scratch database, as the scratch role: row counts,
+ * amcheck of every btree index (with heapallindexed: it evaluates index
+ * expressions, the app's code), and each check query.
+ */
+function inspectStep(o) {
+    return step_step('checking the restored database', onRestoreHost(o, { ROLE: o.role, PASSWORD: o.password, CHECKS: o.checks }, sh_textVar('COUNTS_SQL', ROW_COUNTS_SQL), INSPECT_SH), (stdout) => {
+        const out = sh_keyLines(stdout);
+        let counts = null;
+        try {
+            const parsed = JSON.parse(out.get('COUNTS') ?? '');
+            if (parsed && typeof parsed === 'object')
+                counts = parsed;
+        }
+        catch {
+            // unreadable: null
+        }
+        const intact = out.get('AMCHECK');
+        const failed = out.get('AMCHECK_FAILED');
+        const answers = out.all('CHECK');
+        return {
+            counts,
+            amcheck: intact !== undefined ? { indexes: Number(intact) } : failed !== undefined ? { failed } : null,
+            checks: o.checks.map((_, i) => {
+                const answer = (answers.find((a) => a.startsWith(`${i} `))?.slice(String(i).length + 1) ?? 'no result').trim();
+                return { ok: answer === 't', answer: answer === 't' ? 'true' : answer === 'f' ? 'false' : answer };
+            }),
+        };
+    });
+}
+/**
+ * On the restore host: starts the current release's uvicorn on a private Unix
+ * socket with only DATABASE_URL set (pointing at the scratch database as the
+ * scratch role), waits for the path to answer 200 (else
+ * RESTORE_EXIT.smokeFailed), and stops it.
+ */
+function smokeStep(o) {
+    return step_step('the smoke test', onRestoreHost(o, {
+        ROLE: o.role,
+        PASSWORD: o.password,
+        APP_ROOT: o.appRoot,
+        APP_USER: o.appUser,
+        APP_MODULE: o.appModule,
+        SMOKE_PATH: o.path,
+        SMOKE_TIMEOUT: o.timeout,
+        PROBE_USER: PROBE_USER,
+        EXIT_SMOKE_FAILED: RESTORE_EXIT.smokeFailed,
+    }, pyToolDefinition(), SMOKE_SH), (stdout) => {
+        const line = sh_keyLines(stdout).get('SMOKE') ?? '';
+        if (line.startsWith('skipped'))
+            return { skipped: line };
+        const answer = JSON.parse(line);
+        return { status: answer.status, seconds: answer.seconds };
+    });
+}
+/**
+ * On the restore host, always at the end: drops the scratch database (if ours)
+ * and the temporary role. Gives how many of the two are left (null: unreadable).
+ */
+function dropScratchStep(o) {
+    return step_step('dropping the scratch database', onRestoreHost(o, { ROLE: o.role }, DROP_SH), (stdout) => {
+        const left = sh_keyLines(stdout).get('LEFT') ?? '';
+        return { left: /^\d+$/.test(left) ? Number(left) : null };
+    });
+}
+/** On the backup host, after a successful verification: the record the next run (and deploys) report. */
+function recordVerifiedStep(backupDir, record) {
+    return plainStep('recording the verification', sh_script(paths_rootOnly(backupDir), writeFileAtomic(lastVerifiedPath(backupDir), JSON.stringify(record), { mode: '600' })));
+}
+/** Compares row counts: every table of the manifest with the same count, and no table more or less. */
+function compareCounts(expected, actual) {
+    const mismatches = [];
+    for (const [t, n] of Object.entries(expected)) {
+        if (!(t in actual))
+            mismatches.push(`${t}: in the manifest (${n} rows) but not restored`);
+        else if (Number(actual[t]) !== Number(n))
+            mismatches.push(`${t}: ${actual[t]} rows restored, the manifest says ${n}`);
+    }
+    for (const t of Object.keys(actual))
+        if (!(t in expected))
+            mismatches.push(`${t}: restored but not in the manifest`);
+    const rows = Object.values(actual).reduce((a, b) => a + Number(b), 0);
+    return { tables: Object.keys(actual).length, rows, mismatches };
 }
 
 // EXTERNAL MODULE: external "assert"
@@ -55421,8 +56039,454 @@ class NodeSSH {
     }
 }
 
-// EXTERNAL MODULE: external "node:net"
-var external_node_net_ = __nccwpck_require__(7030);
+;// CONCATENATED MODULE: ./src/remote/layout.ts
+// Where everything lives on a host: the standard's /opt/{app} tree plus
+// metalship's own state. One place, so scripts cannot disagree on a path.
+
+/** Transient units that run builds: `metalship-build-<script token>-<n>`, stopped with the script's session. */
+const BUILD_UNIT_PREFIX = 'metalship-build-';
+/** `{app}-build`, shortened with a hash where that would pass the 32 characters of a user name. */
+function buildUserName(app) {
+    if (app.length <= 26)
+        return `${app}-build`;
+    return `${app.slice(0, 18)}-${(0,external_node_crypto_.createHash)('sha256').update(app).digest('hex').slice(0, 7)}-build`;
+}
+function layout(app, root) {
+    return {
+        app,
+        root,
+        releases: `${root}/releases`,
+        release: (id) => `${root}/releases/${id}`,
+        current: `${root}/current`,
+        shared: `${root}/shared`,
+        venvs: `${root}/venvs`,
+        venvLink: `${root}/venv`,
+        env: `${root}/.env`,
+        slots: `${root}/slots`,
+        state: `${root}/.metalship`,
+        preMigrateBackups: `/var/backups/metalship/${app}/pre-migrate`,
+        buildUser: buildUserName(app),
+        pipCache: `/var/cache/metalship/${app}/pip`,
+        lockFile: `${root}/.metalship/deploy.lock`,
+        lockHolder: `${root}/.metalship/lock-holder`,
+        history: `${root}/.metalship/history.log`,
+        activeSlot: `${root}/.metalship/active-slot`,
+        apiSocket: (s) => `/run/${app}-api-${s}/api.sock`,
+        apiLink: `${root}/run/api.sock`,
+        runDir: `${root}/run`,
+        units: {
+            api: (s) => `${app}-api@${s}.service`,
+            apiTemplate: `${app}-api@.service`,
+            worker: `${app}-worker.service`,
+            scheduler: `${app}-scheduler.service`,
+            target: `${app}.target`,
+        },
+        unitDir: '/etc/systemd/system',
+        nginxSite: `/etc/nginx/sites-available/${app}`,
+        nginxSiteEnabled: `/etc/nginx/sites-enabled/${app}`,
+        nginxUpstream: `/etc/nginx/conf.d/metalship-${app}-upstream.conf`,
+        balancerUpstream: `/etc/nginx/conf.d/metalship-${app}-balancer.conf`,
+    };
+}
+
+;// CONCATENATED MODULE: ./src/remote/session.ts
+// What runs around every script on a host: the wrapper that makes bash read the
+// whole script before running it, the session record that lets a run's work be
+// stopped, and the command the transport starts (bash, through sudo for others).
+// The transport sends these; the provision's sudoers rule allows the command.
+
+/** The shell each script runs in: bash reading the script from stdin. */
+const SCRIPT_SHELL = ['bash', '-se'];
+/** How a non-root SSH user becomes root for it. */
+const SUDO = ['sudo', '-n', '-H', '--'];
+/**
+ * Wraps a script so bash parses all of it before running any of it: data that
+ * follows on stdin is then read by the script's commands and never executed.
+ * It starts in / (a login's home is root's alone: commands run as other users
+ * could not enter it, and nothing is read relative to it).
+ * With a token, the script's session id is written where a timeout can find it
+ * and stop everything the script started.
+ */
+function wrapScript(script, token) {
+    const body = script.replace(/\r\n?/g, '\n');
+    const record = token
+        ? `mkdir -p ${SESSION_DIR} && read -r _ _ _ _ _ __metalship_sid _ < /proc/$$/stat && echo "$__metalship_sid" > ${SESSION_DIR}/${token}\n`
+        : '';
+    const forget = token ? `trap 'rm -f ${SESSION_DIR}/${token}' EXIT\n` : '';
+    // The token also names what the script starts outside its session (build units).
+    const named = token ? `__metalship_token=${token}\n` : '';
+    return `set -euo pipefail\numask 022\ncd /\n${named}${record}${forget}__metalship_main() {\n${body}\n}\n{ __metalship_main; exit $?; }\n`;
+}
+const SESSION_DIR = '/run/metalship-sessions';
+/**
+ * Stops every process of the scripts whose tokens match `pattern` (a token or a
+ * glob of tokens): each script's whole session, TERM then KILL.
+ */
+function killSessionScript(pattern) {
+    const files = `${SESSION_DIR}/${pattern}`;
+    return [
+        // Builds run as transient systemd units, outside the session: stopped by name.
+        `systemctl stop -- '${BUILD_UNIT_PREFIX}${pattern}*' 2>/dev/null || true`,
+        `sids=""; for f in ${files}; do if [ -s "$f" ]; then sid=$(cat "$f"); case "$sid" in *[!0-9]*) ;; *) sids="$sids $sid";; esac; fi; done`,
+        'if [ -n "$sids" ]; then for sid in $sids; do pkill -TERM -s "$sid" || true; done; sleep 1; for sid in $sids; do pkill -KILL -s "$sid" || true; done; fi',
+        `rm -f ${files}`,
+    ].join('\n');
+}
+/** The remote command: bash reading the script from stdin, through sudo for non-root users. */
+function remoteCommand(user) {
+    return (user === 'root' ? SCRIPT_SHELL : [...SUDO, ...SCRIPT_SHELL]).join(' ');
+}
+
+;// CONCATENATED MODULE: ./src/transport/ssh.ts
+// The only module that talks SSH. One connection per host per run; every script
+// goes on stdin to bash with errexit, nounset and pipefail, and its exit code decides.
+
+
+
+
+
+class RemoteError extends Error {
+    host;
+    code;
+    stderrTail;
+    constructor(message, host, code, stderrTail) {
+        super(message);
+        this.host = host;
+        this.code = code;
+        this.stderrTail = stderrTail;
+        this.name = 'RemoteError';
+    }
+}
+class HostKeyError extends Error {
+    constructor(message) {
+        super(message);
+        this.name = 'HostKeyError';
+    }
+}
+function tail(text, lines = 20) {
+    return text.trimEnd().split('\n').slice(-lines).join('\n');
+}
+class Connection {
+    endpoint;
+    ssh;
+    jump;
+    options;
+    log;
+    closed = false;
+    /** Starts the token of every script this connection runs, so that what the run left behind can be found. */
+    runTag = (0,external_node_crypto_.randomBytes)(6).toString('hex');
+    lostReason = null;
+    constructor(endpoint, ssh, jump, options, log) {
+        this.endpoint = endpoint;
+        this.ssh = ssh;
+        this.jump = jump;
+        this.options = options;
+        this.log = log;
+        ssh.connection?.on('error', (err) => {
+            this.lostReason = err.message;
+        });
+        ssh.connection?.on('close', () => {
+            if (!this.closed)
+                this.lostReason ??= 'connection closed';
+        });
+    }
+    get label() {
+        return this.endpoint.label;
+    }
+    /** Runs a step and reads its output; throws RemoteError when its script fails. */
+    async step(s, opts = {}) {
+        return s.parse((await this.run(s.script, { ...opts, what: s.what })).stdout);
+    }
+    /** Runs a script; resolves with its output when it exits 0, throws RemoteError otherwise. */
+    async run(script, opts = {}) {
+        const result = await this.exec(script, opts);
+        if (result.code !== 0) {
+            const what = opts.what ?? 'remote command';
+            throw new RemoteError(this.log.redact(`${what} failed on ${this.label} with exit code ${result.code}` +
+                (result.stderr.trim() ? `:\n${tail(result.stderr)}` : '')), this.label, result.code, this.log.redact(tail(result.stderr)));
+        }
+        return result;
+    }
+    /** Runs a script and resolves with its exit code whatever it is (timeouts and lost connections still throw). */
+    async exec(script, opts = {}) {
+        if (this.lostReason)
+            throw new RemoteError(`connection to ${this.label} was lost: ${this.lostReason}`, this.label, null, '');
+        const what = opts.what ?? 'remote command';
+        const idleMs = opts.idleTimeoutMs ?? this.options.idleTimeoutMs;
+        const totalMs = opts.timeoutMs ?? this.options.commandTimeoutMs;
+        const token = `${this.runTag}-${(0,external_node_crypto_.randomBytes)(8).toString('hex')}`;
+        const wrapped = wrapScript(script, token);
+        const stdin = new external_node_stream_.PassThrough();
+        stdin.write(wrapped);
+        if (opts.input instanceof external_node_stream_.Readable)
+            opts.input.pipe(stdin);
+        else {
+            if (opts.input)
+                stdin.write(opts.input);
+            stdin.end();
+        }
+        let channel = null;
+        let timedOut = null;
+        let idleTimer;
+        let abandon = () => { };
+        const abandoned = new Promise((resolve) => (abandon = () => resolve(null)));
+        const stop = (reason) => {
+            timedOut = reason;
+            // Closing the channel does not stop the remote processes: kill the script's session.
+            void this.ssh
+                .execCommand(remoteCommand(this.endpoint.user), { stdin: wrapScript(killSessionScript(token)) })
+                .catch(() => undefined)
+                .finally(() => {
+                channel?.close();
+                setTimeout(abandon, 3000);
+            });
+        };
+        const armIdle = () => {
+            clearTimeout(idleTimer);
+            idleTimer = setTimeout(() => stop(`printed nothing for ${Math.round(idleMs / 1000)} s (idle timeout)`), idleMs);
+        };
+        const totalTimer = setTimeout(() => stop(`ran longer than ${Math.round(totalMs / 1000)} s (command timeout)`), totalMs);
+        armIdle();
+        const lineBuffers = { out: '', err: '' };
+        let stderrSoFar = '';
+        const emit = (kind, chunk) => {
+            armIdle();
+            if (kind === 'err')
+                stderrSoFar = (stderrSoFar + chunk.toString('utf8')).slice(-20000);
+            if (!opts.stream)
+                return;
+            lineBuffers[kind] += chunk.toString('utf8');
+            const lines = lineBuffers[kind].split('\n');
+            lineBuffers[kind] = lines.pop() ?? '';
+            for (const line of lines)
+                this.log.info(`[${this.label}] ${line}`);
+        };
+        try {
+            const execution = this.ssh.execCommand(remoteCommand(this.endpoint.user), {
+                stdin,
+                noTrim: true,
+                onChannel: (c) => {
+                    channel = c;
+                },
+                onStdout: (c) => emit('out', c),
+                onStderr: (c) => emit('err', c),
+            });
+            const res = (await Promise.race([execution, abandoned])) ?? {
+                code: null,
+                signal: null,
+                stdout: '',
+                stderr: '',
+            };
+            if (opts.stream) {
+                for (const rest of [lineBuffers.out, lineBuffers.err])
+                    if (rest)
+                        this.log.info(`[${this.label}] ${rest}`);
+            }
+            if (timedOut) {
+                const stderr = res.stderr || stderrSoFar;
+                throw new RemoteError(this.log.redact(`${what} on ${this.label} ${timedOut}; its processes were stopped` +
+                    (stderr.trim() ? `; last output:\n${tail(stderr)}` : '')), this.label, null, this.log.redact(tail(stderr)));
+            }
+            if (res.code === null) {
+                throw new RemoteError(this.log.redact(`${what} on ${this.label} ended without an exit code (${this.lostReason ?? (res.signal ? 'signal ' + res.signal : 'connection lost')})`), this.label, null, this.log.redact(tail(res.stderr)));
+            }
+            return { code: res.code, stdout: res.stdout, stderr: res.stderr };
+        }
+        finally {
+            clearTimeout(idleTimer);
+            clearTimeout(totalTimer);
+        }
+    }
+    /**
+     * Runs a script whose stdout is data, not text: its bytes are piped into sink
+     * (with backpressure, never held in memory), and sink is ended when the script
+     * ends. For copying a file between hosts through the runner. Resolves with the
+     * exit code and stderr; `signal` aborts it (the channel is closed).
+     */
+    async pipeOut(script, sink, opts = {}) {
+        const client = this.ssh.connection;
+        const what = opts.what ?? 'remote command';
+        if (!client || this.lostReason)
+            throw new RemoteError(`connection to ${this.label} was lost: ${this.lostReason}`, this.label, null, '');
+        return new Promise((resolve, reject) => {
+            client.exec(remoteCommand(this.endpoint.user), (err, channel) => {
+                if (err) {
+                    sink.end();
+                    reject(new RemoteError(`${what} could not start on ${this.label}: ${err.message}`, this.label, null, ''));
+                    return;
+                }
+                let stderr = '';
+                let code = null;
+                const close = () => channel.close();
+                const timer = setTimeout(close, opts.timeoutMs ?? this.options.commandTimeoutMs);
+                opts.signal?.addEventListener('abort', close, { once: true });
+                channel.stderr.on('data', (c) => (stderr = (stderr + c.toString('utf8')).slice(-20000)));
+                channel.on('exit', (c) => (code = c));
+                channel.pipe(sink);
+                channel.on('close', () => {
+                    clearTimeout(timer);
+                    opts.signal?.removeEventListener('abort', close);
+                    if (!sink.writableEnded)
+                        sink.end();
+                    resolve({ code: code ?? -1, stdout: '', stderr: this.log.redact(stderr) });
+                });
+                channel.end(wrapScript(script));
+            });
+        });
+    }
+    /**
+     * Starts a long-running script whose stdin stays open: it can wait for lines
+     * from us (a heartbeat) and notices when we end it or the connection drops.
+     */
+    openSession(script, onStdout) {
+        const stdin = new external_node_stream_.PassThrough();
+        stdin.write(wrapScript(script));
+        const done = this.ssh
+            .execCommand(remoteCommand(this.endpoint.user), {
+            stdin,
+            noTrim: true,
+            onStdout: (c) => onStdout(c.toString('utf8')),
+        })
+            .then((r) => ({ code: r.code ?? -1, stdout: r.stdout, stderr: r.stderr }));
+        return { stdin, done };
+    }
+    /**
+     * A script that stops whatever this connection's scripts still run on the
+     * host: run by the lock holder when the run is gone (killed, or its network
+     * lost), before it lets the lock go, so the next run never works beside them.
+     */
+    leftoversScript() {
+        return killSessionScript(`${this.runTag}-*`);
+    }
+    async close() {
+        this.closed = true;
+        this.ssh.dispose();
+        this.jump?.dispose();
+    }
+}
+function hostVerifier(policy, target, log, onReject) {
+    return (key) => {
+        if (policy === null)
+            return true;
+        const verdict = policy.verify(target.host, target.port, key);
+        if (!verdict.ok) {
+            onReject(verdict.reason);
+            log.error(`Refusing ${target.label}: ${verdict.reason}`);
+        }
+        return verdict.ok;
+    };
+}
+async function connectOnce(target, options, log, sock) {
+    let rejection = null;
+    const algorithms = options.hostKeys ? options.hostKeys.algorithms(target.host, target.port) : [];
+    // Our own TCP socket with Nagle off: ssh2 leaves it on, and every small
+    // packet of a command's exchange would then wait out the peer's delayed ACK.
+    const socket = sock ?? (await tcpConnect(target.host, target.port, options.connectTimeoutMs));
+    const config = {
+        host: target.host,
+        port: target.port,
+        username: target.user,
+        privateKey: options.privateKey,
+        passphrase: options.passphrase || undefined,
+        readyTimeout: options.connectTimeoutMs,
+        keepaliveInterval: 10000,
+        keepaliveCountMax: 3,
+        hostVerifier: hostVerifier(options.hostKeys, target, log, (r) => (rejection = r)),
+        ...(algorithms.length ? { algorithms: { serverHostKey: algorithms } } : {}),
+        sock: socket,
+    };
+    const ssh = new NodeSSH();
+    try {
+        await ssh.connect(config);
+    }
+    catch (err) {
+        ssh.dispose();
+        if (rejection)
+            throw new HostKeyError(`host key verification failed for ${target.label}: ${rejection}`);
+        throw err;
+    }
+    return ssh;
+}
+function tcpConnect(host, port, timeoutMs) {
+    return new Promise((resolve, reject) => {
+        const socket = (0,external_node_net_.connect)({ host, port, noDelay: true });
+        const timer = setTimeout(() => {
+            socket.destroy();
+            reject(new Error(`timed out connecting to ${host}:${port} after ${Math.round(timeoutMs / 1000)} s`));
+        }, timeoutMs);
+        socket.once('connect', () => {
+            clearTimeout(timer);
+            socket.setNoDelay(true);
+            resolve(socket);
+        });
+        socket.once('error', (err) => {
+            clearTimeout(timer);
+            reject(err);
+        });
+    });
+}
+/** Connects with bounded retries for network errors; a host key mismatch is never retried. */
+async function connect(target, options, log) {
+    if (options.hostKeys === null) {
+        log.warn(`Host key checking is off for ${target.label} (insecure-accept-any-host-key): anyone in between could impersonate it.`);
+    }
+    const attempts = options.attempts ?? 3;
+    let lastError;
+    for (let attempt = 1; attempt <= attempts; attempt++) {
+        let jump = null;
+        try {
+            let sock;
+            if (options.jump) {
+                jump = await connectOnce(options.jump, options, log);
+                sock = await new Promise((resolve, reject) => jump.connection.forwardOut('127.0.0.1', 0, target.host, target.port, (err, stream) => err ? reject(err) : resolve(stream)));
+            }
+            const ssh = await connectOnce(target, options, log, sock);
+            return new Connection(target, ssh, jump, options, log);
+        }
+        catch (err) {
+            jump?.dispose();
+            lastError = err;
+            if (err instanceof HostKeyError)
+                throw err;
+            const message = err instanceof Error ? err.message : String(err);
+            if (/authentication methods failed|passphrase|Cannot parse privateKey|Unsupported key/i.test(message))
+                break;
+            if (attempt < attempts) {
+                log.info(`[${target.label}] connect attempt ${attempt} failed (${message}); retrying`);
+                await new Promise((r) => setTimeout(r, 1000 * attempt));
+            }
+        }
+    }
+    const message = lastError instanceof Error ? lastError.message : String(lastError);
+    throw new RemoteError(`could not connect to ${target.label}: ${message}`, target.label, null, '');
+}
+
+;// CONCATENATED MODULE: ./src/remote/lock.ts
+// The deploy lock of an app on a host: flock(2) on a file, held by a remote
+// process that lives as long as our connection and our heartbeat. A killed run
+// cannot leave it held: its process exits when the connection closes or the
+// heartbeat stops, and the holder file it leaves is reported as stale.
+
+
+const lock_LOCK_EXIT_HELD = 75;
+/** Seconds without a heartbeat line after which the remote holder gives the lock up. */
+const LOCK_HEARTBEAT_LIMIT = 30;
+function holderText(h) {
+    return `${h.action} by ${h.actor || 'unknown'} since ${h.startedAt} (${h.runUrl || 'no run URL'})`;
+}
+/**
+ * `leftovers`: a script that stops what the run still runs on the host (see
+ * Connection.leftoversScript), run when the run is gone, before the lock is let go.
+ */
+function lock_lockScript(l, holder, waitSeconds, leftovers = '') {
+    return script(rootOnly(l.state), sh `mkdir -p ${l.state}`, sh `chmod ${STATE_MODE} ${l.state}`, sh `exec 9>>${l.lockFile}`, sh `if ! flock -n 9; then`, sh `  echo "WAITING $(head -c 500 ${l.lockHolder} 2>/dev/null | tr '\n' ' ')"`, sh `  if ! flock -w ${waitSeconds} 9; then`, sh `    echo "HELD $(head -c 500 ${l.lockHolder} 2>/dev/null | tr '\n' ' ')"`, `    exit ${lock_LOCK_EXIT_HELD}`, '  fi', 'fi', 
+    // A holder file still filled in while nobody holds the flock: a run that died.
+    sh `if [ -s ${l.lockHolder} ]; then echo "STALE $(head -c 500 ${l.lockHolder} | tr '\n' ' ')"; fi`, sh `printf '%s\n' ${holderText(holder)} > ${l.lockHolder}`, 'echo LOCKED', `while IFS= read -r -t ${LOCK_HEARTBEAT_LIMIT} line; do`, '  if [ "$line" = release ]; then', sh `    : > ${l.lockHolder}`, '    exit 0', '  fi', 'done', 
+    // EOF or no heartbeat: our run is gone. What it still runs here is stopped
+    // first; the flock goes with this process; the holder stays as evidence.
+    leftovers || null, sh `printf '%s\n' "abandoned at $(date -u +%FT%TZ): $(head -n1 ${l.lockHolder})" > ${l.lockHolder}`);
+}
+
 ;// CONCATENATED MODULE: ./src/inputs/hosts.ts
 // Parses the `hosts` input: one or more hosts, newline- or comma-separated, each
 // `host`, `host:port`, `user@host`, `user@host:port` or a bracketed IPv6 address
@@ -55840,367 +56904,10 @@ function pinnedAlgorithms(entries, host, port) {
     return algos;
 }
 
-;// CONCATENATED MODULE: ./src/transport/ssh.ts
-// The only module that talks SSH. One connection per host per run; every script
-// goes on stdin to bash with errexit, nounset and pipefail, and its exit code decides.
-
-
-
-
-
-
-class RemoteError extends Error {
-    host;
-    code;
-    stderrTail;
-    constructor(message, host, code, stderrTail) {
-        super(message);
-        this.host = host;
-        this.code = code;
-        this.stderrTail = stderrTail;
-        this.name = 'RemoteError';
-    }
-}
-class HostKeyError extends Error {
-    constructor(message) {
-        super(message);
-        this.name = 'HostKeyError';
-    }
-}
-function tail(text, lines = 20) {
-    return text.trimEnd().split('\n').slice(-lines).join('\n');
-}
-/**
- * Wraps a script so bash parses all of it before running any of it: data that
- * follows on stdin is then read by the script's commands and never executed.
- * It starts in / (a login's home is root's alone: commands run as other users
- * could not enter it, and nothing is read relative to it).
- * With a token, the script's session id is written where a timeout can find it
- * and stop everything the script started.
- */
-function wrapScript(script, token) {
-    const body = script.replace(/\r\n?/g, '\n');
-    const record = token
-        ? `mkdir -p ${SESSION_DIR} && read -r _ _ _ _ _ __metalship_sid _ < /proc/$$/stat && echo "$__metalship_sid" > ${SESSION_DIR}/${token}\n`
-        : '';
-    const forget = token ? `trap 'rm -f ${SESSION_DIR}/${token}' EXIT\n` : '';
-    // The token also names what the script starts outside its session (build units).
-    const named = token ? `__metalship_token=${token}\n` : '';
-    return `set -euo pipefail\numask 022\ncd /\n${named}${record}${forget}__metalship_main() {\n${body}\n}\n{ __metalship_main; exit $?; }\n`;
-}
-const SESSION_DIR = '/run/metalship-sessions';
-/**
- * Stops every process of the scripts whose tokens match `pattern` (a token or a
- * glob of tokens): each script's whole session, TERM then KILL.
- */
-function killSessionScript(pattern) {
-    const files = `${SESSION_DIR}/${pattern}`;
-    return [
-        // Builds run as transient systemd units, outside the session: stopped by name.
-        `systemctl stop -- '${BUILD_UNIT_PREFIX}${pattern}*' 2>/dev/null || true`,
-        `sids=""; for f in ${files}; do if [ -s "$f" ]; then sid=$(cat "$f"); case "$sid" in *[!0-9]*) ;; *) sids="$sids $sid";; esac; fi; done`,
-        'if [ -n "$sids" ]; then for sid in $sids; do pkill -TERM -s "$sid" || true; done; sleep 1; for sid in $sids; do pkill -KILL -s "$sid" || true; done; fi',
-        `rm -f ${files}`,
-    ].join('\n');
-}
-/** The remote command: bash reading the script from stdin, through sudo for non-root users. */
-function remoteCommand(user) {
-    return user === 'root' ? 'bash -se' : 'sudo -n -H -- bash -se';
-}
-class Connection {
-    endpoint;
-    ssh;
-    jump;
-    options;
-    log;
-    closed = false;
-    /** Starts the token of every script this connection runs, so that what the run left behind can be found. */
-    runTag = (0,external_node_crypto_.randomBytes)(6).toString('hex');
-    lostReason = null;
-    constructor(endpoint, ssh, jump, options, log) {
-        this.endpoint = endpoint;
-        this.ssh = ssh;
-        this.jump = jump;
-        this.options = options;
-        this.log = log;
-        ssh.connection?.on('error', (err) => {
-            this.lostReason = err.message;
-        });
-        ssh.connection?.on('close', () => {
-            if (!this.closed)
-                this.lostReason ??= 'connection closed';
-        });
-    }
-    get label() {
-        return this.endpoint.label;
-    }
-    /** Runs a script; resolves with its output when it exits 0, throws RemoteError otherwise. */
-    async run(script, opts = {}) {
-        const result = await this.exec(script, opts);
-        if (result.code !== 0) {
-            const what = opts.what ?? 'remote command';
-            throw new RemoteError(this.log.redact(`${what} failed on ${this.label} with exit code ${result.code}` +
-                (result.stderr.trim() ? `:\n${tail(result.stderr)}` : '')), this.label, result.code, this.log.redact(tail(result.stderr)));
-        }
-        return result;
-    }
-    /** Runs a script and resolves with its exit code whatever it is (timeouts and lost connections still throw). */
-    async exec(script, opts = {}) {
-        if (this.lostReason)
-            throw new RemoteError(`connection to ${this.label} was lost: ${this.lostReason}`, this.label, null, '');
-        const what = opts.what ?? 'remote command';
-        const idleMs = opts.idleTimeoutMs ?? this.options.idleTimeoutMs;
-        const totalMs = opts.timeoutMs ?? this.options.commandTimeoutMs;
-        const token = `${this.runTag}-${(0,external_node_crypto_.randomBytes)(8).toString('hex')}`;
-        const wrapped = wrapScript(script, token);
-        const stdin = new external_node_stream_.PassThrough();
-        stdin.write(wrapped);
-        if (opts.input instanceof external_node_stream_.Readable)
-            opts.input.pipe(stdin);
-        else {
-            if (opts.input)
-                stdin.write(opts.input);
-            stdin.end();
-        }
-        let channel = null;
-        let timedOut = null;
-        let idleTimer;
-        let abandon = () => { };
-        const abandoned = new Promise((resolve) => (abandon = () => resolve(null)));
-        const stop = (reason) => {
-            timedOut = reason;
-            // Closing the channel does not stop the remote processes: kill the script's session.
-            void this.ssh
-                .execCommand(remoteCommand(this.endpoint.user), { stdin: wrapScript(killSessionScript(token)) })
-                .catch(() => undefined)
-                .finally(() => {
-                channel?.close();
-                setTimeout(abandon, 3000);
-            });
-        };
-        const armIdle = () => {
-            clearTimeout(idleTimer);
-            idleTimer = setTimeout(() => stop(`printed nothing for ${Math.round(idleMs / 1000)} s (idle timeout)`), idleMs);
-        };
-        const totalTimer = setTimeout(() => stop(`ran longer than ${Math.round(totalMs / 1000)} s (command timeout)`), totalMs);
-        armIdle();
-        const lineBuffers = { out: '', err: '' };
-        let stderrSoFar = '';
-        const emit = (kind, chunk) => {
-            armIdle();
-            if (kind === 'err')
-                stderrSoFar = (stderrSoFar + chunk.toString('utf8')).slice(-20000);
-            if (!opts.stream)
-                return;
-            lineBuffers[kind] += chunk.toString('utf8');
-            const lines = lineBuffers[kind].split('\n');
-            lineBuffers[kind] = lines.pop() ?? '';
-            for (const line of lines)
-                this.log.info(`[${this.label}] ${line}`);
-        };
-        try {
-            const execution = this.ssh.execCommand(remoteCommand(this.endpoint.user), {
-                stdin,
-                noTrim: true,
-                onChannel: (c) => {
-                    channel = c;
-                },
-                onStdout: (c) => emit('out', c),
-                onStderr: (c) => emit('err', c),
-            });
-            const res = (await Promise.race([execution, abandoned])) ?? {
-                code: null,
-                signal: null,
-                stdout: '',
-                stderr: '',
-            };
-            if (opts.stream) {
-                for (const rest of [lineBuffers.out, lineBuffers.err])
-                    if (rest)
-                        this.log.info(`[${this.label}] ${rest}`);
-            }
-            if (timedOut) {
-                const stderr = res.stderr || stderrSoFar;
-                throw new RemoteError(this.log.redact(`${what} on ${this.label} ${timedOut}; its processes were stopped` +
-                    (stderr.trim() ? `; last output:\n${tail(stderr)}` : '')), this.label, null, this.log.redact(tail(stderr)));
-            }
-            if (res.code === null) {
-                throw new RemoteError(this.log.redact(`${what} on ${this.label} ended without an exit code (${this.lostReason ?? (res.signal ? 'signal ' + res.signal : 'connection lost')})`), this.label, null, this.log.redact(tail(res.stderr)));
-            }
-            return { code: res.code, stdout: res.stdout, stderr: res.stderr };
-        }
-        finally {
-            clearTimeout(idleTimer);
-            clearTimeout(totalTimer);
-        }
-    }
-    /**
-     * Runs a script whose stdout is data, not text: its bytes are piped into sink
-     * (with backpressure, never held in memory), and sink is ended when the script
-     * ends. For copying a file between hosts through the runner. Resolves with the
-     * exit code and stderr; `signal` aborts it (the channel is closed).
-     */
-    async pipeOut(script, sink, opts = {}) {
-        const client = this.ssh.connection;
-        const what = opts.what ?? 'remote command';
-        if (!client || this.lostReason)
-            throw new RemoteError(`connection to ${this.label} was lost: ${this.lostReason}`, this.label, null, '');
-        return new Promise((resolve, reject) => {
-            client.exec(remoteCommand(this.endpoint.user), (err, channel) => {
-                if (err) {
-                    sink.end();
-                    reject(new RemoteError(`${what} could not start on ${this.label}: ${err.message}`, this.label, null, ''));
-                    return;
-                }
-                let stderr = '';
-                let code = null;
-                const close = () => channel.close();
-                const timer = setTimeout(close, opts.timeoutMs ?? this.options.commandTimeoutMs);
-                opts.signal?.addEventListener('abort', close, { once: true });
-                channel.stderr.on('data', (c) => (stderr = (stderr + c.toString('utf8')).slice(-20000)));
-                channel.on('exit', (c) => (code = c));
-                channel.pipe(sink);
-                channel.on('close', () => {
-                    clearTimeout(timer);
-                    opts.signal?.removeEventListener('abort', close);
-                    if (!sink.writableEnded)
-                        sink.end();
-                    resolve({ code: code ?? -1, stdout: '', stderr: this.log.redact(stderr) });
-                });
-                channel.end(wrapScript(script));
-            });
-        });
-    }
-    /**
-     * Starts a long-running script whose stdin stays open: it can wait for lines
-     * from us (a heartbeat) and notices when we end it or the connection drops.
-     */
-    openSession(script, onStdout) {
-        const stdin = new external_node_stream_.PassThrough();
-        stdin.write(wrapScript(script));
-        const done = this.ssh
-            .execCommand(remoteCommand(this.endpoint.user), {
-            stdin,
-            noTrim: true,
-            onStdout: (c) => onStdout(c.toString('utf8')),
-        })
-            .then((r) => ({ code: r.code ?? -1, stdout: r.stdout, stderr: r.stderr }));
-        return { stdin, done };
-    }
-    /**
-     * A script that stops whatever this connection's scripts still run on the
-     * host: run by the lock holder when the run is gone (killed, or its network
-     * lost), before it lets the lock go, so the next run never works beside them.
-     */
-    leftoversScript() {
-        return killSessionScript(`${this.runTag}-*`);
-    }
-    async close() {
-        this.closed = true;
-        this.ssh.dispose();
-        this.jump?.dispose();
-    }
-}
-function hostVerifier(entries, target, log, onReject) {
-    return (key) => {
-        if (entries === null)
-            return true;
-        const verdict = verifyHostKey(entries, target.host, target.port, key);
-        if (!verdict.ok) {
-            onReject(verdict.reason);
-            log.error(`Refusing ${target.label}: ${verdict.reason}`);
-        }
-        return verdict.ok;
-    };
-}
-async function connectOnce(target, options, log, sock) {
-    let rejection = null;
-    const algorithms = options.knownHosts ? pinnedAlgorithms(options.knownHosts, target.host, target.port) : [];
-    // Our own TCP socket with Nagle off: ssh2 leaves it on, and every small
-    // packet of a command's exchange would then wait out the peer's delayed ACK.
-    const socket = sock ?? (await tcpConnect(target.host, target.port, options.connectTimeoutMs));
-    const config = {
-        host: target.host,
-        port: target.port,
-        username: target.user,
-        privateKey: options.privateKey,
-        passphrase: options.passphrase || undefined,
-        readyTimeout: options.connectTimeoutMs,
-        keepaliveInterval: 10000,
-        keepaliveCountMax: 3,
-        hostVerifier: hostVerifier(options.knownHosts, target, log, (r) => (rejection = r)),
-        ...(algorithms.length ? { algorithms: { serverHostKey: algorithms } } : {}),
-        sock: socket,
-    };
-    const ssh = new NodeSSH();
-    try {
-        await ssh.connect(config);
-    }
-    catch (err) {
-        ssh.dispose();
-        if (rejection)
-            throw new HostKeyError(`host key verification failed for ${target.label}: ${rejection}`);
-        throw err;
-    }
-    return ssh;
-}
-function tcpConnect(host, port, timeoutMs) {
-    return new Promise((resolve, reject) => {
-        const socket = (0,external_node_net_.connect)({ host, port, noDelay: true });
-        const timer = setTimeout(() => {
-            socket.destroy();
-            reject(new Error(`timed out connecting to ${host}:${port} after ${Math.round(timeoutMs / 1000)} s`));
-        }, timeoutMs);
-        socket.once('connect', () => {
-            clearTimeout(timer);
-            socket.setNoDelay(true);
-            resolve(socket);
-        });
-        socket.once('error', (err) => {
-            clearTimeout(timer);
-            reject(err);
-        });
-    });
-}
-/** Connects with bounded retries for network errors; a host key mismatch is never retried. */
-async function connect(target, options, log) {
-    if (options.knownHosts === null) {
-        log.warn(`Host key checking is off for ${target.label} (insecure-accept-any-host-key): anyone in between could impersonate it.`);
-    }
-    const attempts = options.attempts ?? 3;
-    let lastError;
-    for (let attempt = 1; attempt <= attempts; attempt++) {
-        let jump = null;
-        try {
-            let sock;
-            if (options.jump) {
-                jump = await connectOnce(options.jump, options, log);
-                sock = await new Promise((resolve, reject) => jump.connection.forwardOut('127.0.0.1', 0, target.host, target.port, (err, stream) => err ? reject(err) : resolve(stream)));
-            }
-            const ssh = await connectOnce(target, options, log, sock);
-            return new Connection(target, ssh, jump, options, log);
-        }
-        catch (err) {
-            jump?.dispose();
-            lastError = err;
-            if (err instanceof HostKeyError)
-                throw err;
-            const message = err instanceof Error ? err.message : String(err);
-            if (/authentication methods failed|passphrase|Cannot parse privateKey|Unsupported key/i.test(message))
-                break;
-            if (attempt < attempts) {
-                log.info(`[${target.label}] connect attempt ${attempt} failed (${message}); retrying`);
-                await new Promise((r) => setTimeout(r, 1000 * attempt));
-            }
-        }
-    }
-    const message = lastError instanceof Error ? lastError.message : String(lastError);
-    throw new RemoteError(`could not connect to ${target.label}: ${message}`, target.label, null, '');
-}
-
 ;// CONCATENATED MODULE: ./src/stages/hosts.ts
 // Opening hosts: one connection per host for the whole run, the deploy lock held
 // on each for as long as the run needs it, and per-host results.
+
 
 
 
@@ -56227,12 +56934,21 @@ function resolveRoles(hosts) {
         };
     });
 }
+/** The pinned keys as the transport asks for them (null: accept any key). */
+function hostKeyPolicy(entries) {
+    return entries === null
+        ? null
+        : {
+            verify: (host, port, key) => verifyHostKey(entries, host, port, key),
+            algorithms: (host, port) => pinnedAlgorithms(entries, host, port),
+        };
+}
 function connectOptions(s) {
     const jump = s['jump-host'] && typeof s['jump-host'] === 'object' ? s['jump-host'] : null;
     return {
         privateKey: s['ssh-key'],
         passphrase: s['ssh-key-passphrase'] || undefined,
-        knownHosts: s['insecure-accept-any-host-key'] ? null : s['known-hosts'],
+        hostKeys: hostKeyPolicy(s['insecure-accept-any-host-key'] ? null : s['known-hosts']),
         jump: jump
             ? { host: jump.host, port: jump.port, user: jump.user ?? s['ssh-user'], label: jump.label }
             : null,
@@ -56361,1164 +57077,364 @@ async function withHosts(s, log, action, fn, opts = {}) {
     }
 }
 
-;// CONCATENATED MODULE: ./src/remote/quoting.ts
-// Quoting for the files we generate, each in its own syntax: a value from the
-// settings is escaped for where it goes, the way sh`` quotes it in a script.
-// raw() marks text we wrote ourselves (a %i specifier, a $VAR meant to expand).
-// A value that a syntax cannot hold is refused with an error naming it, never
-// written half-escaped: the file would otherwise fail to load, or mean something else.
-
-
-function literal(parts) {
-    return parts.map((p) => (p instanceof Raw ? p.text : p)).join('');
-}
-function refuse(value, where, why) {
-    throw new Error(`${JSON.stringify(value)} cannot be written in ${where}: ${why}`);
-}
-// ---- systemd unit files ----------------------------------------------------
-/** A systemd specifier such as %i (the instance), kept where the values around it are escaped. */
-function specifier(letter) {
-    return new Raw(`%${letter}`);
-}
-/** $NAME as a whole ExecStart= word: systemd splits the variable's value into words when it runs the command. */
-function splitVariable(name) {
-    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
-        throw new Error(`${JSON.stringify(name)} is not a variable name`);
-    return new Raw(`$${name}`);
-}
-const UNIT_PLAIN = /^[A-Za-z0-9_@%+=:,./{}~-]+$/;
-/** C escape of one character inside systemd's double quotes (its word splitting unescapes them). */
-function cEscape(c) {
-    if (c === '\\' || c === '"')
-        return `\\${c}`;
-    if (c === '\n')
-        return '\\n';
-    if (c === '\t')
-        return '\\t';
-    const code = c.charCodeAt(0);
-    return code < 0x20 || code === 0x7f ? `\\x${code.toString(16).padStart(2, '0')}` : c;
-}
-/**
- * One word of a setting systemd splits into words (ExecStart=, Environment=,
- * ReadWritePaths=...): double-quoted with C escapes unless plain, % doubled
- * (systemd resolves specifiers after unquoting, so quotes do not protect a %),
- * and with dollar true (ExecStart=) $ doubled too, since $VAR expands when the
- * command runs, quoted or not.
- */
-function unitWordOf(parts, dollar) {
-    const text = literal(parts);
-    if (text === '')
-        return '""';
-    if (text.includes('\0'))
-        refuse(text, 'a unit file', 'it holds a NUL byte');
-    // Our raw() fragments need no quotes; a word of only raw() stays as written.
-    const values = parts.filter((p) => typeof p === 'string').join('');
-    const plain = values === '' || UNIT_PLAIN.test(values);
-    const body = parts
-        .map((p) => {
-        if (p instanceof Raw)
-            return p.text;
-        let t = p.replace(/%/g, '%%');
-        if (dollar)
-            t = t.replace(/\$/g, '$$$$');
-        return plain ? t : [...t].map(cEscape).join('');
-    })
-        .join('');
-    return plain ? body : `"${body}"`;
-}
-/** A word of a list setting that unquotes (ReadWritePaths=, RuntimeDirectory=, WantedBy=, Environment=). */
-function unitWord(...parts) {
-    return unitWordOf(parts, false);
-}
-/** Environment=NAME=value as one quoted word (Environment= expands specifiers, not variables). */
-function unitEnv(name, ...value) {
-    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
-        throw new Error(`${JSON.stringify(name)} is not a variable name`);
-    return unitWord(`${name}=`, ...value);
-}
-/**
- * An ExecStart= command line: one word per argument. The program must be an
- * absolute path: a first word starting with - @ : + ! would be read as
- * prefixes, whatever its quotes.
- */
-function quoting_execLine(words) {
-    const list = words.map((w) => (Array.isArray(w) ? w : [w]));
-    const program = literal(list[0] ?? []);
-    if (!program.startsWith('/'))
-        refuse(program, 'ExecStart=', 'the program must be an absolute path');
-    return list.map((w) => unitWordOf(w, true)).join(' ');
-}
-/**
- * A setting systemd takes whole, without unquoting (Description=, User=,
- * WorkingDirectory=, EnvironmentFile=, OnCalendar=): % doubled; the value
- * must stay on its line and keep its ends (systemd trims them, and a final
- * backslash would continue the line).
- */
-function quoting_unitText(...parts) {
-    const text = literal(parts);
-    // eslint-disable-next-line no-control-regex
-    if (/[\0-\x1f\x7f]/.test(text))
-        refuse(text, 'a unit file setting', 'it holds a control character');
-    if (text !== text.trim() || text.endsWith('\\'))
-        refuse(text, 'a unit file setting', 'it starts or ends with white space or a backslash');
-    return parts.map((p) => (p instanceof Raw ? p.text : p.replace(/%/g, '%%'))).join('');
-}
-// ---- nginx -----------------------------------------------------------------
-const NGINX_PLAIN = /^[A-Za-z0-9_@%+=:,./*~[\]-]+$/;
-/**
- * One nginx argument: plain, or double-quoted with \ and " escaped (inside
- * quotes ; { } # and white space are text). A $ is refused: nginx reads $name
- * as a variable in many directives, quoted or not, and has no escape for it.
- */
-function nginxWord(value) {
-    if (value.includes('$'))
-        refuse(value, 'an nginx argument', 'nginx would read $ as a variable');
-    // eslint-disable-next-line no-control-regex
-    if (/[\0-\x1f\x7f]/.test(value))
-        refuse(value, 'an nginx argument', 'it holds a control character');
-    return NGINX_PLAIN.test(value) ? value : `"${value.replace(/[\\"]/g, '\\$&')}"`;
-}
-/**
- * server_name's arguments from names separated by white space (the server-name
- * input's form) or "_". A name starting with ~ would be a regular expression.
- * A misplaced * wildcard (only server-name allows a *) is left to the nginx -t
- * the deploy runs before it uses a new site: refusing it here would fail every
- * switch, also where the site exists and the name is never written.
- */
-function nginxServerNames(names) {
-    const list = names.split(/\s+/).filter(Boolean);
-    if (list.length === 0)
-        refuse(names, 'server_name', 'no name');
-    for (const n of list)
-        if (n.startsWith('~'))
-            refuse(n, 'server_name', 'nginx would read it as a regular expression');
-    return list.map(nginxWord).join(' ');
-}
-/** host:port of an nginx upstream server, [addr]:port for IPv6; nginx has no IPv6 zone index (fe80::1%eth0). */
-function nginxAddress(host, port) {
-    if (host.includes('%'))
-        refuse(host, 'an nginx upstream', 'nginx cannot use an IPv6 zone index');
-    return nginxWord(isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`);
-}
-// ---- other daemons' files --------------------------------------------------
-/**
- * A directory in a logrotate file list. logrotate reads the list up to the
- * first { and refuses a } before it, whatever the quotes, and globs each
- * pattern: only characters that mean themselves there are accepted.
- */
-function logrotateDir(dir, setting) {
-    if (!/^\/[A-Za-z0-9_@+,:=./-]*$/.test(dir))
-        refuse(dir, 'a logrotate file list', `${setting} may only hold letters, digits and _@+,:=./- there`);
-    return dir;
-}
-/**
- * A word in a file with no quoting at all, split on white space: the Redis 7
- * ACL file, logrotate's su user group.
- */
-function bareWord(value, where) {
-    // eslint-disable-next-line no-control-regex
-    if (!value || /[\s\0-\x1f\x7f]/.test(value))
-        refuse(value, where, 'empty, or white space in it');
-    return value;
-}
-/**
- * A database or role name in pg_hba.conf: always quoted, so all, replication,
- * sameuser... and a leading + or @ are names, not keywords; "" is a quote.
- * A leading / would still be a regular expression (PostgreSQL 16).
- */
-function hbaName(value) {
-    // eslint-disable-next-line no-control-regex
-    if (!value || /[\0-\x1f\x7f]/.test(value) || value.startsWith('/'))
-        refuse(value, 'pg_hba.conf', 'empty, a control character, or a leading / (a regular expression)');
-    return `"${value.replace(/"/g, '""')}"`;
-}
-/**
- * An address field of pg_hba.conf: an IPv4 or IPv6 network in CIDR form. Any
- * other text makes PostgreSQL refuse the whole file, and then refuse to start.
- */
-function hbaAddress(cidr) {
-    const m = /^([0-9A-Fa-f:.]+)\/(\d{1,3})$/.exec(cidr);
-    const family = m ? isIP(m[1]) : 0;
-    if (!m || !family || Number(m[2]) > (family === 4 ? 32 : 128))
-        refuse(cidr, 'pg_hba.conf', 'not an IPv4 or IPv6 network (address/prefix)');
-    return cidr;
-}
-/** A user name in sudoers: the characters sudoers gives a meaning to are escaped with a backslash. */
-function sudoersName(value) {
-    // eslint-disable-next-line no-control-regex
-    if (!value || /[\s\0-\x1f\x7f]/.test(value) || /^[#%+]/.test(value))
-        refuse(value, 'sudoers', 'empty, white space, or a leading # % + (a uid, group or netgroup)');
-    return value.replace(/[!=:,()\\]/g, '\\$&');
-}
-/**
- * A value of an /etc/default file, read both by the shell (init scripts) and
- * by systemd's EnvironmentFile=: in double quotes, \ " $ ` are escaped the
- * same way for both.
- */
-function defaultsValue(value) {
-    // eslint-disable-next-line no-control-regex
-    if (/[\0-\x1f\x7f]/.test(value))
-        refuse(value, 'an /etc/default file', 'it holds a control character');
-    return `"${value.replace(/[\\"$`]/g, '\\$&')}"`;
-}
-
-;// CONCATENATED MODULE: ./src/remote/backup.ts
-// PostgreSQL backups: the backup program installed on a database host, its
-// daily timer, and a one-off run. Pure functions from settings to bash.
-//
-// One backup is three files in the backup directory (700, root):
-//   <database>_<YYYYmmddTHHMMSSZ>_<label>.dump            pg_dump -Fc
-//   <database>_<YYYYmmddTHHMMSSZ>_<label>.globals.sql     pg_dumpall --globals-only
-//   <database>_<YYYYmmddTHHMMSSZ>_<label>.manifest.json   written last, atomically
-// The manifest's row counts are taken in the same snapshot as the dump, so a
-// restore must reproduce them exactly.
+;// CONCATENATED MODULE: ./src/stages/backup-verify.ts
+// The backup-verify stage: proves that a backup restores. Finds the newest
+// backup and its manifest on the backup host, copies it to the restore host when
+// that is another host (streamed through the runner, checksum verified on
+// arrival), restores it into a scratch database with --exit-on-error, compares
+// row counts with the manifest, runs amcheck, the checks and a smoke test of the
+// current release, and always drops the scratch database and the temporary role.
+// Each part returns its rows of the recovery report; restoreTest calls them in
+// a straight line and stops where a part says the test cannot go on.
 
 
 
-const DEFAULT_BACKUP_LABEL = 'manual';
-const DEFAULT_RETENTION_DAYS = 30;
-function defaultBackupDir(app) {
-    return `/var/backups/metalship/${app}`;
+
+
+function backup_verify_ok(what, measured, objective) {
+    return { what, measured, objective, status: 'ok' };
 }
-function backupProgramPath(app) {
-    return `/usr/local/sbin/metalship-backup-${app}`;
+function failed(what, measured, reason, objective) {
+    return { what, measured, objective, status: 'failed', reason };
 }
-function backupUnitNames(app) {
-    return { service: `metalship-backup-${app}.service`, timer: `metalship-backup-${app}.timer` };
+function messageOf(err) {
+    return err instanceof Error ? err.message : String(err);
 }
-/** The file with the record of the last successful restore test, beside the backups. */
-function lastVerifiedPath(backupDir) {
-    return `${backupDir}/.last-verified.json`;
+/** A part that threw: the test stops there, the reason in a `run` row. */
+function stopped(empty) {
+    return (err) => ({ ...empty, rows: [failed('run', 'stopped', messageOf(err))], stop: true });
 }
-const NAME_RE = /^[A-Za-z0-9_][A-Za-z0-9_-]{0,62}$/;
-const LABEL_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$/;
-const APP_RE = /^[a-z][a-z0-9_-]{0,31}$/;
-/** Backup file names: <database>_<UTC stamp>_<label>.dump (the label may hold '_'). */
-const backup_BACKUP_NAME_RE = /^([A-Za-z0-9_][A-Za-z0-9_-]{0,62})_(\d{8}T\d{6}Z)_([A-Za-z0-9][A-Za-z0-9._-]{0,79})\.dump$/;
-function validDatabaseName(name) {
-    return NAME_RE.test(name) ? null : 'letters, digits, _ and - only (1 to 63, not starting with -)';
+function sameHost(a, b) {
+    return a.host === b.host && a.port === b.port && (a.user ?? '') === (b.user ?? '');
 }
-function validBackupLabel(label) {
-    return LABEL_RE.test(label)
-        ? null
-        : 'letters, digits, ., _ and - only (1 to 80, starting with a letter or digit)';
-}
-function check(opts) {
-    if (!APP_RE.test(opts.app))
-        throw new Error(`backup: app ${JSON.stringify(opts.app)} is not a valid app name`);
-    const db = validDatabaseName(opts.database);
-    if (db)
-        throw new Error(`backup: database ${JSON.stringify(opts.database)}: ${db}`);
-    if (!/^\/[^\0\n]*$/.test(opts.backupDir) ||
-        opts.backupDir === '/' ||
-        /(^|\/)\.\.?(\/|$)/.test(opts.backupDir))
-        throw new Error(`backup: backup directory ${JSON.stringify(opts.backupDir)} must be an absolute path, not /`);
-    if (!Number.isInteger(opts.retentionDays) || opts.retentionDays < 1 || opts.retentionDays > 3650)
-        throw new Error(`backup: retention ${opts.retentionDays} must be a whole number of days from 1 to 3650`);
-}
-/**
- * SQL that prints one JSON object line {"schema.table": rows, ...} for every
- * table whose data pg_dump dumps (ordinary tables and partitions, not the
- * catalogs or extension members). Used at backup time, inside the snapshot, and
- * after a restore, so both sides count the same way.
- */
-const ROW_COUNTS_SQL = `SELECT coalesce(json_object_agg(t.name, t.n ORDER BY t.name), '{}')::text FROM (` +
-    `SELECT n.nspname || '.' || c.relname AS name, ` +
-    `(xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', n.nspname, c.relname), false, true, '')))[1]::text::bigint AS n ` +
-    `FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace ` +
-    `WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' ` +
-    `AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')` +
-    `) t;`;
-/**
- * The backup program (/usr/local/sbin/metalship-backup-{app}). Usage:
- * `metalship-backup-{app} [label]`; prints the dump's path on its last line.
- */
-function backupProgram(opts) {
-    check(opts);
-    return script('#!/bin/bash', sh `# metalship-backup-${opts.app}: PostgreSQL backup of ${opts.database}. Managed by metalship; changes are overwritten.`, '# Usage: metalship-backup-APP [label]   (label: daily, manual, pre-migrate-<release>, ...)', 'set -euo pipefail', 'umask 077', sh `DB=${opts.database}`, sh `DIR=${opts.backupDir}`, sh `RETENTION_DAYS=${opts.retentionDays}`, sh `LABEL=\${1:-${DEFAULT_BACKUP_LABEL}}`, 'say() { printf "metalship-backup: %s\\n" "$*" >&2; }', 'die() { say "error: $*"; exit 1; }', `[[ $LABEL =~ ${LABEL_RE.source} ]] || die "label '$LABEL' is invalid: letters, digits, ., _ and - only (1 to 80, starting with a letter or digit)"`, '[ "$(id -u)" = 0 ] || die "must run as root (it runs pg_dump as the postgres user and owns the backup directory)"', 'for tool in pg_dump pg_dumpall psql sha256sum runuser flock; do command -v "$tool" >/dev/null || die "$tool is not installed"; done', 'cd /', 
-    // Root writes the backups there: no other user may be able to swap a directory on the way.
-    ROOT_ONLY_FUNCTION, 'ms_root_only "$DIR" || die "the backup directory is not safe for root to write to"', 'mkdir -p -- "$DIR"', 'chown root:root -- "$DIR"', 'chmod 700 -- "$DIR"', 
-    // One backup of this database at a time; a second waits.
-    'exec 8>>"$DIR/.backup.lock"', 'flock 8', 'now=$(date -u +%s)', 'stamp=$(date -u -d "@$now" +%Y%m%dT%H%M%SZ)', 'while [ -e "$DIR/${DB}_${stamp}_${LABEL}.dump" ] || [ -e "$DIR/${DB}_${stamp}_${LABEL}.manifest.json" ]; do', '  sleep 1; now=$(date -u +%s); stamp=$(date -u -d "@$now" +%Y%m%dT%H%M%SZ)', 'done', 'created=$(date -u -d "@$now" +%Y-%m-%dT%H:%M:%SZ)', 'base="${DB}_${stamp}_${LABEL}"', 'dump="$DIR/$base.dump"', 'manifest="$DIR/$base.manifest.json"', 'globals="$DIR/$base.globals.sql"', 'tmp_dump="$DIR/.$base.dump.partial"', 'tmp_manifest="$DIR/.$base.manifest.partial"', 'tmp_globals="$DIR/.$base.globals.partial"', 'psql_err=$(mktemp)', 'psql_pid=""', 'cleanup() {', '  rm -f -- "$tmp_dump" "$tmp_manifest" "$tmp_globals" "$psql_err"', '  if [ -n "$psql_pid" ]; then kill "$psql_pid" 2>/dev/null || true; fi', '}', 'trap cleanup EXIT', 'start=$(date +%s)', 
-    // The snapshot: a REPEATABLE READ transaction held open by a psql coprocess.
-    // Its first query exports the snapshot; the row counts and pg_dump read that same snapshot.
-    'coproc PSQL { exec runuser -u postgres -- psql -X -q -A -t -v ON_ERROR_STOP=1 -d "$DB" 2>"$psql_err"; }', 'psql_pid=$PSQL_PID', 'exec 5<&"${PSQL[0]}" 6>&"${PSQL[1]}"', "printf '%s\\n' 'BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;' 'SELECT pg_export_snapshot();' >&6", 'snap=""', 'IFS= read -r snap <&5 || true', '[[ $snap =~ ^[0-9A-Fa-f]+-[0-9A-Fa-f]+(-[0-9]+)?$ ]] || die "cannot open a snapshot of database $DB: $(head -c 2000 "$psql_err")"', "printf '%s\\n' \"SELECT to_json(current_setting('server_version'))::text;\" >&6", 'pg_version=""', 'IFS= read -r pg_version <&5 || die "cannot read the server version: $(head -c 2000 "$psql_err")"', heredocVar('counts_sql', ROW_COUNTS_SQL), 'printf \'%s\\n\' "$counts_sql" >&6', 'tables=""', 'IFS= read -r tables <&5 || die "cannot count the rows of $DB: $(head -c 2000 "$psql_err")"', '[[ $tables == "{"* ]] || die "unexpected row counts from $DB: $tables $(head -c 2000 "$psql_err")"', 'if ! runuser -u postgres -- pg_dump -Fc --snapshot="$snap" -d "$DB" > "$tmp_dump"; then die "pg_dump of $DB failed"; fi', "printf '%s\\n' 'COMMIT;' '\\q' >&6", 'exec 6>&- 5<&-', 'wait "$psql_pid" || die "the snapshot transaction failed: $(head -c 2000 "$psql_err")"', 'psql_pid=""', 
-    // Globals (roles, tablespaces) are cluster-wide and small: beside every dump.
-    'if runuser -u postgres -- pg_dumpall --globals-only > "$tmp_globals"; then', '  sync -- "$tmp_globals" 2>/dev/null || true', '  mv -f -- "$tmp_globals" "$globals"', 'else', '  say "warning: pg_dumpall --globals-only failed; the dump is still complete"', 'fi', 'size=$(stat -c %s -- "$tmp_dump")', '[ "$size" -gt 0 ] || die "pg_dump wrote nothing"', 'sha=$(sha256sum -- "$tmp_dump" | cut -d" " -f1)', 'sync -- "$tmp_dump" 2>/dev/null || true', 'mv -f -- "$tmp_dump" "$dump"', 'printf \'{"database": "%s", "created": "%s", "label": "%s", "file": "%s", "size": %s, "sha256": "%s", "pg_version": %s, "tables": %s}\\n\' \\', '  "$DB" "$created" "$LABEL" "$base.dump" "$size" "$sha" "$pg_version" "$tables" > "$tmp_manifest"', 'sync -- "$tmp_manifest" 2>/dev/null || true', 'mv -f -- "$tmp_manifest" "$manifest"', 'sync -- "$DIR" 2>/dev/null || true', 'say "$base.dump: $size bytes, $(( $(date +%s) - start )) s"', 
-    // Retention: backups of this database older than the limit. The new one is never older.
-    'pattern="${DB}_[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z_*"', 'find "$DIR" -maxdepth 1 -type f \\( -name "$pattern.dump" -o -name "$pattern.manifest.json" -o -name "$pattern.globals.sql" \\) \\', '  -mmin "+$(( RETENTION_DAYS * 1440 ))" -print -delete | sed "s|^|metalship-backup: removed old |" >&2', 'find "$DIR" -maxdepth 1 -type f -name ".${DB}_*.partial" -mmin +1440 -delete', 'printf \'%s\\n\' "$dump"');
-}
-/** `name=<exact text>` as a bash assignment, via a quoted heredoc (no expansion). */
-function heredocVar(name, text) {
-    const doc = heredoc(text);
-    return `${name}=$(cat ${doc.open}\n${doc.body}\n)`;
-}
-/** The backup's oneshot service and its timer. */
-function unitFiles(opts) {
-    const onCalendar = opts.onCalendar ?? 'daily';
-    if (!/^[A-Za-z0-9 *:,./~+-]{1,100}$/.test(onCalendar))
-        throw new Error(`backup: OnCalendar ${JSON.stringify(onCalendar)} has characters a calendar spec cannot have`);
-    const prog = backupProgramPath(opts.app);
-    const service = [
-        '# Managed by metalship.',
-        '[Unit]',
-        `Description=${unitText(`metalship: PostgreSQL backup of ${opts.database} (${opts.app})`)}`,
-        'After=postgresql.service',
-        'Wants=postgresql.service',
-        '',
-        '[Service]',
-        'Type=oneshot',
-        `ExecStart=${execLine([prog, 'daily'])}`,
-        'Nice=10',
-        'IOSchedulingClass=best-effort',
-        'IOSchedulingPriority=7',
-        'PrivateTmp=true',
-        'ProtectHome=true',
-        'ProtectSystem=full',
-        'TimeoutStartSec=6h',
-        '',
-    ].join('\n');
-    const timer = [
-        '# Managed by metalship.',
-        '[Unit]',
-        `Description=${unitText(`metalship: daily PostgreSQL backup of ${opts.database} (${opts.app})`)}`,
-        '',
-        '[Timer]',
-        `OnCalendar=${unitText(onCalendar)}`,
-        'RandomizedDelaySec=30min',
-        'Persistent=true',
-        '',
-        '[Install]',
-        'WantedBy=timers.target',
-        '',
-    ].join('\n');
-    return { service, timer };
-}
-/**
- * Installs the backup program, its oneshot service and timer (idempotent). Prints
- * `changed <what>` for each thing it changed, nothing when all was in place.
- */
-function backupInstallScript(opts) {
-    const program = backupProgram(opts);
-    const names = backupUnitNames(opts.app);
-    const units = unitFiles(opts);
-    const unitDir = '/etc/systemd/system';
-    return script('reload=""', rootOnly(opts.backupDir), sh `if [ ! -d ${opts.backupDir} ]; then mkdir -p -- ${opts.backupDir}; chmod 700 -- ${opts.backupDir}; echo ${'changed ' + opts.backupDir}; fi`, sh `if [ "$(stat -c %a:%U -- ${opts.backupDir})" != 700:root ]; then chown -h root:root -- ${opts.backupDir}; chmod 700 -- ${opts.backupDir}; echo ${'changed ' + opts.backupDir + ' mode'}; fi`, ensureFile(backupProgramPath(opts.app), program, {
-        mode: '755',
-        owner: 'root:root',
-        label: backupProgramPath(opts.app),
-    }), ensureFile(`${unitDir}/${names.service}`, units.service, {
-        mode: '644',
-        label: names.service,
-        onChange: 'reload=1',
-    }), ensureFile(`${unitDir}/${names.timer}`, units.timer, {
-        mode: '644',
-        label: names.timer,
-        onChange: 'reload=1',
-    }), 'if [ -n "$reload" ]; then systemctl daemon-reload; fi', sh `if ! systemctl is-enabled --quiet ${names.timer}; then systemctl enable --quiet ${names.timer}; echo ${'changed ' + names.timer + ' enabled'}; fi`, sh `if ! systemctl is-active --quiet ${names.timer}; then systemctl start ${names.timer}; echo ${'changed ' + names.timer + ' started'};`, sh `elif [ -n "$reload" ]; then systemctl restart ${names.timer}; fi`);
-}
-/**
- * Takes a backup now with the given label: the installed program, or this
- * program run inline when it is not installed. The dump's path is the last line.
- */
-function backupNowScript(opts, label) {
-    const bad = validBackupLabel(label);
-    if (bad)
-        throw new Error(`backup: label ${JSON.stringify(label)}: ${bad}`);
-    const program = backupProgram(opts);
-    const doc = heredoc(program);
-    const prog = backupProgramPath(opts.app);
-    return script(sh `if [ -x ${prog} ]; then`, sh `  ${prog} ${label}`, 'else', '  inline=$(mktemp)', '  trap \'rm -f -- "$inline"\' EXIT', `  cat > "$inline" ${doc.open}`, doc.body, sh `  bash "$inline" ${label}`, 'fi');
-}
-/** The dump path a backup run printed (its last line). */
-function parseBackupPath(stdout) {
-    const lines = stdout.trim().split('\n');
-    return (lines[lines.length - 1] ?? '').trim();
-}
-/**
- * For other actions (deploy), on the database host: prints `LAST_VERIFIED <json>`
- * with the record of the last successful restore test, and `NOW <epoch>`.
- */
-function lastVerifiedScript(backupDir) {
-    return script(sh `f=${lastVerifiedPath(backupDir)}`, 'if [ -f "$f" ]; then echo "LAST_VERIFIED $(head -c 10000 -- "$f" | tr -d \'\\n\')"; fi', 'echo "NOW $(date -u +%s)"');
-}
-/**
- * A warning for the deploy log when the backups were never proven to restore, or
- * not for longer than maxDays (the monthly restore test stopped?); null when fine.
- */
-function verificationWarning(stdout, maxDays = 45) {
-    const get = (k) => stdout
-        .split('\n')
-        .find((l) => l.startsWith(k + ' '))
-        ?.slice(k.length + 1);
-    const now = Number(get('NOW'));
-    const raw = get('LAST_VERIFIED');
-    if (!raw)
-        return 'no restore test of the backups is recorded on this host: run the backup-verify action';
-    let when = NaN;
+/** Connects to the backup host and the restore host (one connection when they are the same) for fn. */
+async function withRestoreHosts(s, log, fn) {
+    const backupSpec = s['backup-host'];
+    const restoreSpec = s['restore-host'] ?? backupSpec;
+    const same = sameHost(backupSpec, restoreSpec);
+    const hosts = await log.group(`Connecting to ${same ? 1 : 2} host(s)`, () => openHosts({ ...s, hosts: same ? [backupSpec] : [backupSpec, restoreSpec], 'lock-timeout': 0 }, log));
+    const password = (0,external_node_crypto_.randomBytes)(24).toString('hex');
+    log.secret(password);
     try {
-        when = Date.parse(JSON.parse(raw).verified ?? '') / 1000;
+        return await fn({
+            s,
+            log,
+            backup: hosts[0],
+            restore: hosts[same ? 0 : 1],
+            same,
+            scratch: {
+                scratch: s['scratch-database'],
+                database: s.database,
+                role: `metalship_verify_${(0,external_node_crypto_.randomBytes)(4).toString('hex')}`,
+                password,
+            },
+            long: {
+                idleTimeoutMs: Math.max(s['command-idle-timeout'], s['max-restore-seconds']) * 1000,
+                timeoutMs: Math.max(s['command-timeout'], s['max-restore-seconds']) * 1000,
+            },
+        });
     }
-    catch {
-        // unreadable record: treated as missing
+    finally {
+        await Promise.all(hosts.map((h) => h.conn.close()));
     }
-    if (Number.isNaN(when))
-        return 'the record of the last restore test is unreadable: run the backup-verify action';
-    const days = (now - when) / 86400;
-    return days > maxDays
-        ? `the backups were last proven to restore ${days.toFixed(0)} days ago: is the monthly restore test still running?`
-        : null;
 }
-
-;// CONCATENATED MODULE: ./src/remote/pytool.ts
-// A small Python program the scripts run on the host (Python is on every target):
-// file-level work where shell tools differ between coreutils flavours
-// (the atomic symlink switch) or would need many processes (manifest diffs).
-// Scripts define it once with PY_TOOL_DEFINITION and call `mstool <cmd> ...`.
-
-const PY_TOOL = String.raw `
-import hashlib, http.client, json, os, re, shutil, socket, stat, sys, tarfile, time, zlib
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            h.update(chunk)
-    return h.hexdigest()
-
-def link(target, path):
-    # rename(2) of a fresh link over the old one: never a moment without the link.
-    tmp = '%s.tmp-%d' % (path, os.getpid())
-    if os.path.lexists(tmp):
-        os.unlink(tmp)
-    os.symlink(target, tmp)
-    os.replace(tmp, path)
-    if os.readlink(path) != target:
-        sys.exit('link %s does not point at %s after the switch' % (path, target))
-
-def load_manifest(release):
-    p = os.path.join(release, '.metalship', 'manifest.json')
-    if not os.path.exists(p):
-        return None
-    with open(p) as f:
-        return json.load(f)
-
-def manifest_path(path):
-    # A path of the manifest, checked before it is joined to the release: never
-    # absolute, never climbing, never into our own .metalship.
-    parts = path.split('/') if isinstance(path, str) else ['']
-    if path.startswith('/') or '\0' in path or parts[0] == '.metalship' or any(p in ('', '.', '..') for p in parts):
-        sys.exit('refused manifest path %r' % (path,))
-    return path
-
-def stage_files(release, prev):
-    manifest = json.load(sys.stdin)
-    os.makedirs(os.path.join(release, '.metalship'), exist_ok=True)
-    old = {}
-    if prev and os.path.isdir(prev):
-        pm = load_manifest(prev)
-        if pm:
-            old = {e[0]: e for e in pm['files']}
-    need, reused = [], 0
-    for path, digest, mode, size in manifest['files']:
-        dst = os.path.join(release, manifest_path(path))
-        os.makedirs(os.path.dirname(dst), exist_ok=True)
-        o = old.get(path)
-        src = os.path.join(prev, path) if prev else None
-        if o and o[1] == digest and src and os.path.isfile(src) and not os.path.islink(src):
-            shutil.copy2(src, dst)
-            os.chmod(dst, int(mode, 8))
-            reused += 1
-        else:
-            need.append(path)
-    for path, target in manifest.get('links', []):
-        dst = os.path.join(release, manifest_path(path))
-        if not target or target.startswith('/'):
-            sys.exit('refused link %r to %r: links stay inside the release' % (path, target))
-        os.makedirs(os.path.dirname(dst), exist_ok=True)
-        if os.path.lexists(dst):
-            os.unlink(dst)
-        os.symlink(target, dst)
-    with open(os.path.join(release, '.metalship', 'manifest.json'), 'w') as f:
-        json.dump(manifest, f)
-    print(json.dumps({'need': need, 'reused': reused}))
-
-def open_in(release, path, flags, mode=0o600):
-    # Opens release/path with every directory on the way opened without
-    # following a link, so nothing in the path can lead out of the release.
-    parts = path.split('/')
-    fd = os.open(release, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        for part in parts[:-1]:
-            sub = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-            os.close(fd)
-            fd = sub
-        return os.open(parts[-1], flags | os.O_NOFOLLOW, mode, dir_fd=fd)
-    finally:
-        os.close(fd)
-
-TAR_KINDS = {tarfile.SYMTYPE: 'link', tarfile.LNKTYPE: 'hard link', tarfile.DIRTYPE: 'directory',
-             tarfile.FIFOTYPE: 'FIFO', tarfile.CHRTYPE: 'device', tarfile.BLKTYPE: 'device'}
-
-def refusal(member, entry):
-    # Why an upload member is not what the runner sends for a manifest file, or None.
-    if not member.isreg():
-        return 'a %s' % TAR_KINDS.get(member.type, 'special file')
-    if entry is None:
-        return 'not a file of the manifest'
-    if member.mode != int(entry[2], 8):
-        return "mode %o, not the manifest's %s" % (member.mode, entry[2])
-    if member.size != entry[3]:
-        return "not the manifest's size"
-    return None
-
-def receive_files(release, files):
-    # The upload (a gzipped tar on stdin), unpacked here rather than by tar, which
-    # would also create links, hard links, directories, devices, FIFOs and setuid
-    # files: only regular files of the manifest that the release lacks, each
-    # once, with the manifest's mode, size and sha256.
-    count = 0
-    try:
-        with tarfile.open(fileobj=sys.stdin.buffer, mode='r|gz') as tar:
-            for m in tar:
-                e = files.get(m.name)
-                why = refusal(m, e)
-                if why:
-                    sys.exit('refused upload member %r: %s' % (m.name, why))
-                try:
-                    fd = open_in(release, m.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-                except FileExistsError:
-                    sys.exit('refused upload member %r: the release has it already (sent twice?)' % m.name)
-                except OSError as err:  # ELOOP, ENOTDIR: a link or a file on its way
-                    sys.exit('refused upload member %r: %s' % (m.name, err.strerror))
-                h = hashlib.sha256()
-                src = tar.extractfile(m)
-                with os.fdopen(fd, 'wb') as out:
-                    for chunk in iter(lambda: src.read(1 << 20), b''):
-                        h.update(chunk)
-                        out.write(chunk)
-                    os.fchmod(out.fileno(), int(e[2], 8))
-                    os.utime(out.fileno(), (m.mtime, m.mtime))
-                if h.hexdigest() != e[1]:
-                    os.unlink(os.path.join(release, m.name))
-                    sys.exit('refused upload member %r: checksum mismatch' % m.name)
-                count += 1
-    except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
-        sys.exit('the upload is not a complete gzipped tar of the release files: %s' % err)
-    print('%d files received' % count)
-
-def unlisted(release, manifest):
-    # What the release holds that the manifest did not put there (before the
-    # shared paths are linked), and any setuid or setgid bit.
-    files = {e[0] for e in manifest['files']}
-    links = {p: t for p, t in manifest.get('links', [])}
-    dirs = {'.metalship'}
-    for p in list(files) + list(links):
-        while '/' in p:
-            p = p.rsplit('/', 1)[0]
-            dirs.add(p)
-    bad = []
-    for top, subdirs, names in os.walk(release):
-        for name in subdirs + names:
-            p = os.path.join(top, name)
-            rel = os.path.relpath(p, release)
-            if rel.startswith('.metalship/'):
-                continue
-            st = os.lstat(p)
-            if st.st_mode & (stat.S_ISUID | stat.S_ISGID):
-                bad.append('setuid/setgid %s' % rel)
-            elif stat.S_ISLNK(st.st_mode):
-                if links.get(rel) != os.readlink(p):
-                    bad.append('unlisted link %s' % rel)
-            elif stat.S_ISDIR(st.st_mode):
-                if rel not in dirs:
-                    bad.append('unlisted directory %s' % rel)
-            elif not stat.S_ISREG(st.st_mode):
-                bad.append('special file %s' % rel)
-            elif rel not in files:
-                bad.append('unlisted file %s' % rel)
-    return bad
-
-def check_files(release, *upload):
-    manifest = load_manifest(release)
-    files = {manifest_path(e[0]): e for e in manifest['files']}
-    if upload:
-        receive_files(release, files)
-    bad = unlisted(release, manifest)
-    for path, digest, mode, size in manifest['files']:
-        p = os.path.join(release, path)
-        if not os.path.isfile(p) or os.path.islink(p):
-            bad.append('missing ' + path)
-        elif sha256(p) != digest:
-            bad.append('checksum mismatch ' + path)
-        else:
-            os.chmod(p, int(mode, 8))
-    if bad:
-        sys.exit('release %s is incomplete or holds what its manifest does not:\n%s' % (release, '\n'.join(bad[:20])))
-    print('%d files verified' % len(manifest['files']))
-
-def read_env(path):
-    # The .env exactly as systemd reads it for the services (EnvironmentFile=,
-    # parse_env_file in systemd's env-file.c): quotes, backslash escapes, quoted
-    # values over several lines, comments; nothing expanded; the last wins.
-    env = {}
-    try:
-        with open(path, encoding='utf-8', errors='surrogateescape') as f:
-            text = f.read()
-    except FileNotFoundError:
-        return env
-    ws, nl = ' \t\n\r', '\n\r'
-    state, key, value, key_ws, value_ws = 'pre_key', [], [], None, None
-
-    def push(trim_value):
-        k = ''.join(key[:key_ws] if key_ws is not None else key)
-        v = value[:value_ws] if trim_value and value_ws is not None else value
-        if re.match(r'^[A-Za-z_][A-Za-z0-9_]*$', k):
-            env[k] = ''.join(v)
-
-    for c in text:
-        if state == 'pre_key':
-            if c in '#;':
-                state = 'comment'
-            elif c not in ws:
-                state, key, key_ws = 'key', [c], None
-        elif state == 'key':
-            if c in nl:
-                state = 'pre_key'
-            elif c == '=':
-                state, value, value_ws = 'pre_value', [], None
-            else:
-                if c not in ws:
-                    key_ws = None
-                elif key_ws is None:
-                    key_ws = len(key)
-                key.append(c)
-        elif state == 'pre_value':
-            if c in nl:
-                push(False)
-                state = 'pre_key'
-            elif c == "'":
-                state = 'single'
-            elif c == '"':
-                state = 'double'
-            elif c == '\\':
-                state = 'value_escape'
-            elif c not in ws:
-                state = 'value'
-                value.append(c)
-        elif state == 'value':
-            if c in nl:
-                push(True)
-                state = 'pre_key'
-            elif c == '\\':
-                state, value_ws = 'value_escape', None
-            else:
-                if c not in ws:
-                    value_ws = None
-                elif value_ws is None:
-                    value_ws = len(value)
-                value.append(c)
-        elif state == 'value_escape':
-            state = 'value'
-            if c not in nl:
-                value.append(c)
-        elif state == 'single':
-            if c == "'":
-                state = 'pre_value'
-            else:
-                value.append(c)
-        elif state == 'double':
-            if c == '"':
-                state = 'pre_value'
-            elif c == '\\':
-                state = 'double_escape'
-            else:
-                value.append(c)
-        elif state == 'double_escape':
-            state = 'double'
-            if c in '"\\$' + chr(96):  # the characters a shell needs escaped
-                value.append(c)
-            elif c != '\n':
-                value.extend(['\\', c])
-        elif state == 'comment':
-            if c == '\\':
-                state = 'comment_escape'
-            elif c in nl:
-                state = 'pre_key'
-        elif state == 'comment_escape':
-            state = 'comment'
-    if state in ('pre_value', 'value', 'value_escape', 'single', 'double', 'double_escape'):
-        push(state == 'value')
-    return env
-
-def import_check(release, module, envfile):
-    # Import the app the way its service will: from the release, with the .env values.
-    os.environ.update(read_env(envfile))
-    os.chdir(release)
-    sys.path.insert(0, release)
-    import importlib
-    mod, _, attr = module.partition(':')
-    m = importlib.import_module(mod)
-    obj = m
-    for part in attr.split('.'):
-        if part:
-            obj = getattr(obj, part)
-    print('import ok: %s' % module)
-
-def exec_in_release(release, envfile, *command):
-    # Run a command the way the services run: in the release, with the .env values
-    # and the release's virtualenv first on PATH. exec keeps it in our session, so
-    # a timeout can stop it.
-    os.environ.update(read_env(envfile))
-    os.environ['PATH'] = os.path.join(release, '.venv', 'bin') + os.pathsep + os.environ.get('PATH', '/usr/bin:/bin')
-    os.environ['PYTHONUNBUFFERED'] = '1'
-    os.chdir(release)
-    os.execvpe(command[0], list(command), os.environ)
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path, timeout):
-        super().__init__('localhost', timeout=timeout)
-        self.unix_path = path
-    def connect(self):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        s.connect(self.unix_path)
-        self.sock = s
-
-def probe(target, path, timeout=5):
-    try:
-        if target.startswith('/'):
-            c = UnixHTTPConnection(target, timeout)
-        else:
-            host, _, port = target.partition(':')
-            c = http.client.HTTPConnection(host, int(port or 80), timeout=timeout)
-        c.request('GET', path, headers={'Host': 'localhost', 'User-Agent': 'metalship-health'})
-        r = c.getresponse()
-        body = r.read(4096).decode('utf-8', 'replace')
-        c.close()
-        return r.status, body
-    except Exception as e:
-        return 0, '%s: %s' % (type(e).__name__, e)
-
-def wait_ready(target, path, timeout, interval, status, expect):
-    deadline = time.monotonic() + float(timeout)
-    attempts = 0
-    start = time.monotonic()
-    while True:
-        attempts += 1
-        code, body = probe(target, path)
-        ok = code == int(status) and (expect in body)
-        if ok or time.monotonic() >= deadline:
-            print(json.dumps({'ok': ok, 'attempts': attempts, 'status': code, 'body': body[:500],
-                              'seconds': round(time.monotonic() - start, 3)}))
-            sys.exit(0 if ok else 1)
-        time.sleep(float(interval))
-
-def read_text(path):
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except Exception:
-        return ''
-
-def releases(root):
-    out = []
-    rdir = os.path.join(root, 'releases')
-    links = {}
-    for name in ['current', 'slots/blue', 'slots/green']:
-        p = os.path.join(root, name)
-        if os.path.islink(p):
-            links[name] = os.path.basename(os.readlink(p).rstrip('/'))
-    if os.path.isdir(rdir):
-        for name in os.listdir(rdir):
-            p = os.path.join(rdir, name)
-            if not os.path.isdir(p) or os.path.islink(p):
-                continue
-            meta = {}
-            try:
-                with open(os.path.join(p, '.metalship', 'release.json')) as f:
-                    meta = json.load(f)
-            except Exception:
-                pass
-            try:
-                with open(os.path.join(p, '.metalship', 'status')) as f:
-                    status = f.read().strip()
-            except Exception:
-                status = 'incomplete'
-            try:
-                created = os.stat(os.path.join(p, '.metalship')).st_mtime if not meta.get('created_epoch') else meta['created_epoch']
-            except Exception:
-                created = 0
-            venv = os.readlink(os.path.join(p, '.venv')) if os.path.islink(os.path.join(p, '.venv')) else ''
-            out.append({'id': name, 'status': status, 'created': created, 'venv': os.path.basename(venv),
-                        'revision': meta.get('revision', ''), 'schema_revision': read_text(os.path.join(p, '.metalship', 'schema-revision'))})
-    venvs = sorted(os.listdir(os.path.join(root, 'venvs'))) if os.path.isdir(os.path.join(root, 'venvs')) else []
-    print(json.dumps({'releases': out, 'links': links, 'venvs': venvs}))
-
-# libpq's connection keywords and the environment variables that carry them,
-# so a database URL never goes on a command line (ps shows those to every user).
-PG_ENV = {'host': 'PGHOST', 'hostaddr': 'PGHOSTADDR', 'port': 'PGPORT', 'dbname': 'PGDATABASE', 'user': 'PGUSER',
-          'password': 'PGPASSWORD', 'passfile': 'PGPASSFILE', 'channel_binding': 'PGCHANNELBINDING',
-          'service': 'PGSERVICE', 'options': 'PGOPTIONS', 'application_name': 'PGAPPNAME', 'sslmode': 'PGSSLMODE',
-          'requiressl': 'PGREQUIRESSL', 'sslcompression': 'PGSSLCOMPRESSION', 'sslcert': 'PGSSLCERT',
-          'sslkey': 'PGSSLKEY', 'sslrootcert': 'PGSSLROOTCERT', 'sslcrl': 'PGSSLCRL', 'sslcrldir': 'PGSSLCRLDIR',
-          'sslsni': 'PGSSLSNI', 'requirepeer': 'PGREQUIREPEER', 'ssl_min_protocol_version': 'PGSSLMINPROTOCOLVERSION',
-          'ssl_max_protocol_version': 'PGSSLMAXPROTOCOLVERSION', 'gssencmode': 'PGGSSENCMODE',
-          'krbsrvname': 'PGKRBSRVNAME', 'gsslib': 'PGGSSLIB', 'connect_timeout': 'PGCONNECT_TIMEOUT',
-          'client_encoding': 'PGCLIENTENCODING', 'target_session_attrs': 'PGTARGETSESSIONATTRS',
-          'load_balance_hosts': 'PGLOADBALANCEHOSTS'}
-# asyncpg's ssl= means what libpq's sslmode= does.
-SSL_VALUES = {'true': 'require', 'false': 'disable', 'disable': 'disable', 'allow': 'allow', 'prefer': 'prefer',
-              'require': 'require', 'verify-ca': 'verify-ca', 'verify-full': 'verify-full'}
-
-def pg_environment(url):
-    # A libpq URI (postgresql://user:pass@host:port,host2/db?k=v, SQLAlchemy's
-    # +driver allowed) as PG* variables, split the way libpq splits it; returns
-    # them and the texts to mask. Messages never quote the URL: it holds a password.
-    from urllib.parse import unquote, parse_qsl
-    scheme, sep, rest = url.partition('://')
-    if not sep or scheme.split('+')[0] not in ('postgres', 'postgresql'):
-        sys.exit('DATABASE_URL is not a postgresql:// URL')
-    # libpq: the user information ends at the first @ before the first /. An @
-    # after it means a / or @ left unencoded in the password: libpq would read
-    # a piece of it as a host, port or database name, and print it.
-    first_slash = rest.find('/')
-    end = first_slash if first_slash >= 0 else len(rest)
-    at = rest.find('@', 0, end)
-    if '@' in rest[end:].partition('?')[0]:
-        sys.exit('DATABASE_URL has an @ after its first /: percent-encode / and @ in its user name and password (%2F, %40)')
-    userinfo, rest = (rest[:at], rest[at + 1:]) if at >= 0 else ('', rest)
-    hostlist = re.match(r'[^/?]*', rest).group(0)
-    path, _, query = rest[len(hostlist):].lstrip('/').partition('?')
-    env, secrets = {}, []
-    if userinfo:
-        user, colon, password = userinfo.partition(':')
-        if user:
-            env['PGUSER'] = unquote(user)
-        if colon:
-            env['PGPASSWORD'] = unquote(password)
-            secrets += [password, unquote(password)]
-    hosts, ports = [], []
-    for item in hostlist.split(',') if hostlist else []:
-        if item.startswith('['):
-            host, _, port = item[1:].partition(']')
-            port = port[1:]
-        else:
-            host, _, port = item.partition(':')
-        hosts.append(unquote(host))
-        ports.append(port)
-    if any(hosts):
-        env['PGHOST'] = ','.join(hosts)
-    if any(ports):
-        env['PGPORT'] = ','.join(p or '5432' for p in ports)
-    if path:
-        env['PGDATABASE'] = unquote(path)
-    ignored = 0
-    for key, value in parse_qsl(query, keep_blank_values=True):
-        if key == 'ssl':
-            if value.lower() not in SSL_VALUES:
-                sys.exit('DATABASE_URL: its ssl= parameter has a value libpq does not know')
-            env['PGSSLMODE'] = SSL_VALUES[value.lower()]
-        elif key in PG_ENV:
-            env[PG_ENV[key]] = value
-            if key in ('password', 'sslpassword'):
-                secrets.append(value)
-        else:
-            ignored += 1
-    if ignored:
-        print('note: DATABASE_URL has %d parameter(s) that psql and pg_dump do not know; they ignore them' % ignored, file=sys.stderr)
-    return env, [t for t in secrets if len(t) >= 3]
-
-def pg_exec(envfile, *command):
-    # Runs a libpq client (psql, pg_dump) against the app's DATABASE_URL, read
-    # from its .env by the caller (the app user), passed in the environment. Its
-    # messages pass through here, with the password masked.
-    import subprocess
-    url = read_env(envfile).get('DATABASE_URL', '')
-    if not url:
-        sys.exit('DATABASE_URL is not set in %s' % envfile)
-    env, secrets = pg_environment(url)
-    os.environ.update(env)
-    child = subprocess.Popen(list(command), stderr=subprocess.PIPE)
-    masks = sorted({t.encode() for t in secrets}, key=len, reverse=True)
-    for line in child.stderr:
-        for m in masks:
-            line = line.replace(m, b'***')
-        sys.stderr.buffer.write(line)
-        sys.stderr.buffer.flush()
-    sys.exit(child.wait())
-
-def stop_user(name):
-    # Every process of a user stopped: kill(-1) sent as that user (it reaches
-    # exactly that user's processes), until /proc shows none left alive.
-    import pwd, signal
-    uid = pwd.getpwnam(name).pw_uid
-    if uid == 0:
-        sys.exit('refusing to stop the processes of root')
-    def alive():
-        left = []
-        for p in os.listdir('/proc'):
-            try:
-                if p.isdigit() and os.stat('/proc/' + p).st_uid == uid:
-                    with open('/proc/%s/stat' % p) as f:
-                        if f.read().rpartition(')')[2].split()[0] != 'Z':
-                            left.append(p)
-            except OSError:
-                pass
-        return left
-    for _ in range(50):
-        child = os.fork()
-        if child == 0:
-            try:
-                os.setgid(pwd.getpwnam(name).pw_gid)
-                os.setuid(uid)
-                os.kill(-1, signal.SIGKILL)
-            except OSError:
-                pass
-            os._exit(0)
-        os.waitpid(child, 0)
-        left = alive()
-        if not left:
-            return
-        time.sleep(0.1)
-    sys.exit('processes of %s keep running: %s' % (name, ' '.join(left[:10])))
-
-def root_only(path):
-    # Nothing on the way to path (resolved), nor path itself, can be changed by
-    # anyone but root: each is root's and writable by root alone. A missing
-    # part is fine when what holds it passes (only root could make it).
-    parts = [p for p in os.path.realpath(path).split('/') if p]
-    for n in range(len(parts) + 1):
-        try:
-            st = os.stat('/' + '/'.join(parts[:n]))
-        except FileNotFoundError:
-            return True
-        if st.st_uid != 0 or st.st_mode & 0o022:
-            return False
-    return True
-
-def check_sealed(venv):
-    # A sealed venv leads nowhere another user could change: no link, and no
-    # path line of a .pth file (Python adds those to sys.path), points there.
-    bad = []
-    for top, dirs, files in os.walk(venv):
-        for name in dirs + files:
-            p = os.path.join(top, name)
-            st = os.lstat(p)
-            if st.st_uid != 0 or (st.st_mode & 0o022 and not os.path.islink(p)) or st.st_mode & 0o6000:
-                bad.append('%s is not sealed (owner %d, mode %o)' % (p, st.st_uid, st.st_mode & 0o7777))
-            elif os.path.islink(p) and not root_only(p):
-                bad.append('%s leads to %s' % (p, os.path.realpath(p)))
-            elif name.endswith('.pth') and os.path.isfile(p):
-                with open(p, encoding='utf-8', errors='replace') as f:
-                    for line in f:
-                        line = line.strip()
-                        if line and not line.startswith(('#', 'import ', 'import\t')):
-                            target = os.path.join(top, line)
-                            if not root_only(target):
-                                bad.append('%s adds %s to the path' % (p, os.path.realpath(target)))
-    if bad:
-        sys.exit('the virtualenv leads to places another user could change (a package put them there):\n' + '\n'.join(bad[:20]))
-
-cmd, args = sys.argv[1], sys.argv[2:]
-{'link': link, 'stage-files': stage_files, 'check-files': check_files, 'import-check': import_check,
- 'wait-ready': wait_ready, 'releases': releases, 'exec': exec_in_release, 'pg-exec': pg_exec, 'stop-user': stop_user, 'check-sealed': check_sealed}[cmd](*args)
-`;
-/** The user health probes connect as: an app controls its socket's directory, so root never follows it. */
-const PROBE_USER = 'nobody';
-/**
- * Script lines that define `mstool`, a shell function running the Python tool
- * with python3 (isolated: neither the working directory nor PYTHON* variables
- * can bring other code in), and `mstool_as USER ...` for the same as another user.
- */
-function pyToolDefinition() {
-    const doc = sh_heredoc(PY_TOOL);
+/** The whole test: find, prepare, restore and check, clean up. */
+async function restoreTest(run) {
+    const found = await findBackup(run).catch(stopped({ found: null, ageHours: null }));
+    const measured = { found: found.found, ageHours: found.ageHours, seconds: null, counts: null };
+    if (found.stop || !found.found)
+        return finish(measured, [found]);
+    const prepared = await prepareScratch(run).catch(stopped({}));
+    // Nothing was created yet: nothing to clean up.
+    if (prepared.stop)
+        return finish(measured, [found, prepared]);
+    const tested = await testRestore(run, found.found);
+    const cleaned = await dropScratch(run);
+    return finish({ ...measured, seconds: tested.seconds, counts: tested.counts }, [
+        found,
+        ...tested.parts,
+        cleaned,
+    ]);
+}
+function finish(measured, parts) {
+    const rows = parts.flatMap((p) => p.rows);
+    return { ...measured, rows, verified: measured.found !== null && !rows.some((r) => r.status === 'failed') };
+}
+/** Restore, inspect, the RTO, the smoke test; the time from the first byte copied to the last check. */
+async function testRestore(run, found) {
+    const started = Date.now();
+    const restored = await restoreDump(run, found);
+    if (restored.stop || !restored.restored)
+        return { parts: [restored], seconds: null, counts: null };
+    const inspected = await inspectRestored(run, found.manifest, restored.restored).catch(stopped({ counts: null }));
+    if (inspected.stop)
+        return { parts: [restored, inspected], seconds: null, counts: inspected.counts };
+    const rto = rtoPart(run, started);
+    const smoke = await smokeTest(run);
+    return { parts: [restored, inspected, rto, smoke], seconds: rto.seconds, counts: inspected.counts };
+}
+/** 1. The backup and its manifest, and its age against the RPO objective. */
+async function findBackup(run) {
+    const { s, backup } = run;
+    const found = await run.log.group(`Finding the backup on ${backup.spec.label}`, () => backup.conn.step(findBackupStep({ backupDir: s['backup-dir'], database: s.database, file: s['backup-file'] })));
+    if ('error' in found)
+        return { rows: [failed('backup', 'unusable', found.error)], stop: true, found: null, ageHours: null };
+    const m = found.manifest;
+    const backupRow = backup_verify_ok('backup', `${found.dump.split('/').pop()}: ${formatBytes(found.size)}, taken ${m.created} (label ${m.label}, PostgreSQL ${m.pg_version})`);
+    const ageHours = (found.now - Date.parse(m.created) / 1000) / 3600;
+    const objective = `≤ ${s['max-age-hours']} h`;
+    if (ageHours > s['max-age-hours'])
+        return {
+            rows: [
+                backupRow,
+                failed('age (RPO)', formatAge(ageHours), `${s['backup-file'] ? 'the backup' : 'the newest backup'} ${found.dump} was taken ${m.created}, ${formatAge(ageHours)} ago: older than the RPO objective of ${s['max-age-hours']} h (max-age-hours). Are the daily backups still running?`, objective),
+            ],
+            stop: true,
+            found,
+            ageHours,
+        };
+    return { rows: [backupRow, backup_verify_ok('age (RPO)', formatAge(ageHours), objective)], found, ageHours };
+}
+/** 2. The scratch database: free, or a leftover of ours (dropped). */
+async function prepareScratch(run) {
+    const prepared = await run.restore.conn.step(prepareScratchStep(run.scratch));
+    if (prepared.droppedLeftover)
+        run.log.warn(`dropped the scratch database ${run.scratch.scratch} a previous run left on ${run.restore.spec.label}`);
+    return { rows: [] };
+}
+/** 3. Copy (when another host), check against the manifest, restore. */
+async function restoreDump(run, found) {
+    const { backup, restore, same } = run;
+    try {
+        const restored = await run.log.group(same
+            ? `Restoring ${found.dump} on ${restore.spec.label}`
+            : `Copying ${found.dump} from ${backup.spec.label} to ${restore.spec.label} and restoring it`, () => same
+            ? restore.conn.step(restoreStep({ ...restoreOptions(run, found), receive: false }), run.long)
+            : copyAndRestore(run, found));
+        const copied = restored.received === null
+            ? ''
+            : ` (copied ${formatBytes(restored.received)} from ${backup.spec.label} to ${restore.spec.label} through the runner)`;
+        return {
+            rows: [
+                backup_verify_ok('checksum', `sha256 and size match the manifest${copied}`),
+                backup_verify_ok('pg_restore --exit-on-error', `into ${run.scratch.scratch} on ${restore.spec.label} in ${restored.seconds.toFixed(1)} s`),
+            ],
+            restored,
+        };
+    }
+    catch (err) {
+        const checksum = err instanceof RemoteError && err.code === RESTORE_EXIT.checksum;
+        const row = checksum
+            ? failed('checksum', 'does not match the manifest', messageOf(err))
+            : failed('restore', 'failed', messageOf(err));
+        return { rows: [row], stop: true, restored: null };
+    }
+}
+function restoreOptions(run, found) {
+    return { ...run.scratch, dump: found.dump, size: found.manifest.size, sha256: found.manifest.sha256 };
+}
+/** The dump streamed from the backup host through the runner into the restore step. */
+async function copyAndRestore(run, found) {
+    const pipe = new external_node_stream_.PassThrough({ highWaterMark: 1 << 20 });
+    const abort = new AbortController();
+    const sending = run.backup.conn.pipeOut(sendDumpScript(found.dump), pipe, {
+        what: 'reading the dump',
+        signal: abort.signal,
+        timeoutMs: run.long.timeoutMs,
+    });
+    const restoring = run.restore.conn
+        .step(restoreStep({ ...restoreOptions(run, found), receive: true }), { input: pipe, ...run.long })
+        .catch((err) => {
+        abort.abort();
+        throw err;
+    });
+    const [sent, restored] = await Promise.allSettled([sending, restoring]);
+    // A failed read explains a failed restore: it is the one reported.
+    if (sent.status === 'rejected')
+        throw sent.reason;
+    if (sent.value.code !== 0)
+        throw new Error(`reading ${found.dump} on ${run.backup.spec.label} failed (exit ${sent.value.code}): ${sent.value.stderr.trim()}`);
+    if (restored.status === 'rejected')
+        throw restored.reason;
+    return restored.value;
+}
+/** 4. Row counts against the manifest, amcheck, the checks. */
+async function inspectRestored(run, manifest, restored) {
+    const { s, restore, log } = run;
+    const inspection = await log.group('Checking the restored database', () => restore.conn.step(inspectStep({ ...run.scratch, checks: s.checks }), run.long));
+    const compared = inspection.counts && compareCounts(manifest.tables, inspection.counts);
+    const countsRow = !compared
+        ? failed('row counts', 'unreadable', 'the row counts of the restored database could not be read')
+        : compared.mismatches.length
+            ? failed('row counts', `${compared.mismatches.length} of ${Object.keys(manifest.tables).length} tables differ from the manifest: ${compared.mismatches.slice(0, 5).join('; ')}`, `the restored data disagrees with the backup's manifest: ${compared.mismatches.join('; ')}`)
+            : backup_verify_ok('row counts', `${compared.tables} tables, ${compared.rows} rows, each as in the manifest`);
+    const amcheck = inspection.amcheck;
+    if (amcheck === null)
+        log.warn(`amcheck is not available on ${restore.spec.label}; indexes were not checked`);
+    const amcheckRow = amcheck === null
+        ? {
+            what: 'amcheck',
+            measured: `not available on ${restore.spec.label}: ${restored.amcheckUnavailable ?? ''}`,
+            status: 'warning',
+        }
+        : 'failed' in amcheck
+            ? failed('amcheck', amcheck.failed, `amcheck found a damaged index: ${amcheck.failed}`)
+            : backup_verify_ok('amcheck', `${amcheck.indexes} btree indexes (heapallindexed) intact`);
+    const checkRows = s.checks.map((query, i) => {
+        const check = inspection.checks[i];
+        return check.ok
+            ? backup_verify_ok(`check \`${query}\``, 'true')
+            : failed(`check \`${query}\``, check.answer, `check failed: ${query} returned ${check.answer}`);
+    });
+    return {
+        rows: [countsRow, amcheckRow, ...checkRows],
+        counts: compared ? { tables: compared.tables, rows: compared.rows } : null,
+    };
+}
+/** The RTO: from the first byte copied to the last check. */
+function rtoPart(run, started) {
+    const seconds = (Date.now() - started) / 1000;
+    const max = run.s['max-restore-seconds'];
+    const measured = `${seconds.toFixed(1)} s`;
+    const row = seconds > max
+        ? failed('restore and checks (RTO)', measured, `copying, restoring and checking took ${measured}: longer than the RTO objective of ${max} s (max-restore-seconds)`, `≤ ${max} s`)
+        : backup_verify_ok('restore and checks (RTO)', measured, `≤ ${max} s`);
+    return { rows: [row], seconds };
+}
+/** 5. The application against the restored data. */
+async function smokeTest(run) {
+    const { s, restore, log } = run;
+    if (!s.smoke)
+        return { rows: [{ what: 'smoke test', measured: 'off (smoke: false)', status: 'skipped' }] };
+    try {
+        const smoke = await log.group(`Starting the current release on ${restore.spec.label} against ${run.scratch.scratch}`, () => restore.conn.step(smokeStep({
+            ...run.scratch,
+            app: s.app,
+            appRoot: s['app-root'],
+            appUser: s['app-user'],
+            appModule: s['app-module'],
+            path: s['smoke-path'],
+            timeout: s['smoke-timeout'],
+        })));
+        if ('skipped' in smoke) {
+            log.info(`smoke test ${smoke.skipped}`);
+            return { rows: [{ what: 'smoke test', measured: smoke.skipped, status: 'skipped' }] };
+        }
+        return {
+            rows: [
+                backup_verify_ok('smoke test', `current release answered GET ${s['smoke-path']} with ${smoke.status} after ${smoke.seconds.toFixed(1)} s`),
+            ],
+        };
+    }
+    catch (err) {
+        return {
+            rows: [
+                failed('smoke test', `GET ${s['smoke-path']} failed`, `the smoke test failed: ${messageOf(err)}`),
+            ],
+        };
+    }
+}
+/** 6. Always, once the scratch database was prepared: drop it and the role. */
+async function dropScratch(run) {
+    const { scratch, role } = run.scratch;
+    try {
+        const { left } = await run.restore.conn.step(dropScratchStep(run.scratch));
+        return {
+            rows: [
+                left === 0
+                    ? backup_verify_ok('clean-up', `${scratch} and the temporary role dropped`)
+                    : failed('clean-up', `${left ?? '?'} left`, `the scratch database ${scratch} or the role ${role} is still there after dropping`),
+            ],
+        };
+    }
+    catch (err) {
+        return { rows: [failed('clean-up', 'failed', messageOf(err))] };
+    }
+}
+/** 7. After a successful test: the record on the backup host that the next run (and deploys) report. */
+async function recordVerification(run, test) {
+    const found = test.found;
+    if (!test.verified || !found)
+        return;
+    const e = process.env;
+    await run.backup.conn.step(recordVerifiedStep(run.s['backup-dir'], {
+        verified: new Date(found.now * 1000).toISOString(),
+        backup: found.dump,
+        created: found.manifest.created,
+        restoreSeconds: Number(restoreOutputs(test)['restore-seconds']),
+        run: e.GITHUB_RUN_ID
+            ? `${e.GITHUB_SERVER_URL ?? 'https://github.com'}/${e.GITHUB_REPOSITORY}/actions/runs/${e.GITHUB_RUN_ID}`
+            : '',
+    }));
+}
+/** The action's outputs. */
+function restoreOutputs(test) {
+    const found = test.found;
+    return {
+        'backup-file': found?.dump ?? '',
+        'backup-age-hours': test.ageHours?.toFixed(2) ?? '',
+        'restore-seconds': test.seconds?.toFixed(1) ?? '',
+        tables: test.counts ? String(test.counts.tables) : '',
+        rows: test.counts ? String(test.counts.rows) : '',
+        verified: String(test.verified),
+        'last-verified-hours': found?.lastVerified
+            ? ((found.now - Date.parse(found.lastVerified.verified) / 1000) / 3600).toFixed(1)
+            : '',
+    };
+}
+/** One result per host: the backup host, and the restore host when it is another. */
+function restoreResults(run, test) {
     return [
-        `MSTOOL_SRC=$(cat ${doc.open}\n${doc.body}\n)`,
-        'mstool() { python3 -I -c "$MSTOOL_SRC" "$@"; }',
-        'mstool_as() { local user=$1; shift; runuser -u "$user" -- python3 -I -c "$MSTOOL_SRC" "$@"; }',
+        { host: run.backup.spec.label, ok: test.verified, role: 'backup', backup: test.found?.dump ?? '' },
+        ...(run.same ? [] : [{ host: run.restore.spec.label, ok: test.verified, role: 'restore' }]),
+    ];
+}
+/** The job summary: the recovery report. */
+function recoveryReport(run, test) {
+    const previousRecord = test.found?.lastVerified;
+    const previous = previousRecord
+        ? `Previous successful verification: ${formatAge(Number(restoreOutputs(test)['last-verified-hours']))} ago (${previousRecord.verified}, of the backup taken ${previousRecord.created}).`
+        : 'No earlier successful verification is recorded on the backup host.';
+    const where = `restored on ${run.restore.spec.label}${run.same ? ' itself' : ''}, into the scratch database ${run.scratch.scratch}`;
+    return (`### Recovery report: database ${run.s.database} on ${run.backup.spec.label}, ${where}\n\n` +
+        `${test.verified ? '**The backup restores.**' : '**The backup is NOT proven to restore.**'} ${previous}\n\n` +
+        recoveryTable(test.rows));
+}
+/** Why the test failed: the reasons of its failed rows, in order. */
+function restoreFailure(test) {
+    if (test.verified)
+        return undefined;
+    return test.rows.flatMap((r) => (r.reason ? [r.reason] : [])).join('\n') || 'not verified';
+}
+function formatBytes(n) {
+    if (n < 1024)
+        return `${n} B`;
+    const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+    let v = n / 1024;
+    let i = 0;
+    while (v >= 1024 && i < units.length - 1) {
+        v /= 1024;
+        i++;
+    }
+    return `${v.toFixed(1)} ${units[i]}`;
+}
+function formatAge(hours) {
+    if (hours < 1)
+        return `${Math.round(hours * 60)} min`;
+    if (hours < 48)
+        return `${hours.toFixed(1)} h`;
+    return `${(hours / 24).toFixed(1)} days`;
+}
+const ICON = { ok: '✅', failed: '❌', skipped: '➖', warning: '⚠️' };
+function cell(text) {
+    return text.replace(/\|/g, '\\|').replace(/\n/g, ' ');
+}
+function recoveryTable(rows) {
+    return [
+        '| | measured | objective | |',
+        '|---|---|---|---|',
+        ...rows.map((r) => `| ${cell(r.what)} | ${cell(r.measured)} | ${cell(r.objective ?? '')} | ${ICON[r.status]} |`),
     ].join('\n');
-}
-
-;// CONCATENATED MODULE: ./src/remote/restore.ts
-// Restore tests: find the newest backup and its manifest, restore it into a
-// scratch database, inspect it (row counts, amcheck, checks), start the current
-// release against it, and drop everything again. Pure functions from settings to
-// bash, plus the comparisons run on what the scripts print.
-
-
-
-
-/** Written as the scratch database's comment: only a database carrying it is ours to drop. */
-const SCRATCH_MARKER = 'metalship backup-verify scratch database';
-const PSQL = 'runuser -u postgres -- psql -X -q -A -t -v ON_ERROR_STOP=1';
-function textVar(name, text) {
-    const doc = sh_heredoc(text);
-    return `${name}=$(cat ${doc.open}\n${doc.body}\n)`;
-}
-/**
- * On the backup host: the chosen backup's manifest (the newest of the database in
- * the directory, or the given dump file's), the host's clock and the record of
- * the last successful verification. Prints `KEY value` lines.
- */
-function findBackupScript(o) {
-    return sh_script('cd /', 
-    // A backup another user could have swapped proves nothing.
-    paths_rootOnly(o.file ? o.file.replace(/\/[^/]*$/, '') || '/' : o.backupDir), o.file
-        ? sh_sh `dump=${o.file}`
-        : sh_script(sh_sh `dir=${o.backupDir}`, sh_sh `db=${o.database}`, 'if [ ! -d "$dir" ]; then echo "the backup directory $dir does not exist on this host" >&2; exit 3; fi', 
-        // Names carry the UTC stamp after the database: the newest is the largest stamp.
-        `dump=$(find "$dir" -maxdepth 1 -type f -name "$db"'_[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z_*.dump' -printf '%f\\n' | awk -v db="$db" '{ s = substr($0, length(db) + 2, 16); print s "\\t" $0 }' | sort | tail -n 1 | cut -f2-)`, 'if [ -z "$dump" ]; then echo "no backup of database $db in $dir" >&2; exit 3; fi', 'dump="$dir/$dump"').trimEnd(), 'if [ ! -f "$dump" ]; then echo "the backup file $dump does not exist" >&2; exit 3; fi', 'manifest="${dump%.dump}.manifest.json"', 'if [ ! -f "$manifest" ]; then echo "the backup $dump has no manifest ($manifest): it is incomplete or was not made by metalship" >&2; exit 3; fi', 'echo "DUMP $dump"', 'echo "SIZE $(stat -c %s -- "$dump")"', 'echo "NOW $(date -u +%s)"', 'echo "MANIFEST $(head -c 10000000 -- "$manifest" | tr -d \'\\n\')"', sh_sh `last=${lastVerifiedPath(o.backupDir)}`, 'if [ -f "$last" ]; then echo "LAST $(head -c 10000 -- "$last" | tr -d \'\\n\')"; fi');
-}
-function parseFound(stdout) {
-    const get = (k) => stdout
-        .split('\n')
-        .find((l) => l.startsWith(k + ' '))
-        ?.slice(k.length + 1) ?? '';
-    const dump = get('DUMP');
-    let manifest;
-    try {
-        manifest = JSON.parse(get('MANIFEST'));
-    }
-    catch {
-        return { error: `the manifest of ${dump} is not valid JSON` };
-    }
-    const problems = [];
-    if (typeof manifest.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(manifest.sha256))
-        problems.push('sha256');
-    if (typeof manifest.size !== 'number')
-        problems.push('size');
-    if (typeof manifest.created !== 'string' || Number.isNaN(Date.parse(manifest.created)))
-        problems.push('created');
-    if (!manifest.tables || typeof manifest.tables !== 'object')
-        problems.push('tables');
-    if (problems.length)
-        return { error: `the manifest of ${dump} lacks a valid ${problems.join(', ')}` };
-    let lastVerified = null;
-    try {
-        lastVerified = get('LAST') ? JSON.parse(get('LAST')) : null;
-    }
-    catch {
-        lastVerified = null;
-    }
-    return { dump, size: Number(get('SIZE')), now: Number(get('NOW')), manifest, lastVerified };
-}
-/** Whether a dump's file name is one of ours (for a backup-file input). */
-function isBackupName(path) {
-    return BACKUP_NAME_RE.test(path.split('/').pop() ?? '');
-}
-/** On the backup host: sends the dump's bytes on stdout, nothing else. */
-function sendDumpScript(dump) {
-    return sh_script(sh_sh `exec cat -- ${dump}`);
-}
-/** Script lines defining `as_role CMD...`: a libpq client as the scratch role over 127.0.0.1, its password in the environment. */
-function asScratchRole(o) {
-    return sh_script(textVar('password', o.password), sh_sh `role=${o.role}`, `port=$(${PSQL} -d postgres -c 'SHOW port')`, 'as_role() { PGPASSWORD="$password" PGHOST=127.0.0.1 PGPORT="$port" PGUSER="$role" PGCONNECT_TIMEOUT=10 "$@"; }').trimEnd();
-}
-const PSQL_AS_ROLE = 'as_role psql -X -q -A -t -v ON_ERROR_STOP=1';
-function refuseProduction(o) {
-    if (o.scratch === o.database)
-        throw new Error(`the scratch database cannot be the production database (${o.database})`);
-}
-/**
- * On the restore host, before anything is copied: the tools are there, and the
- * scratch name is free or a leftover of ours (dropped then). A database of that
- * name that is not ours is refused.
- */
-function prepareScratchScript(o) {
-    refuseProduction(o);
-    return sh_script('cd /', 'for tool in pg_restore psql sha256sum runuser; do command -v "$tool" >/dev/null || { echo "$tool is not installed on this host" >&2; exit 1; }; done', sh_sh `scratch=${o.scratch}`, sh_sh `marker=${SCRATCH_MARKER}`, `existing=$(${PSQL} -d postgres -v name="$scratch" <<'SQL'`, "SELECT coalesce(shobj_description(oid, 'pg_database'), '') || '|' FROM pg_database WHERE datname = :'name';", 'SQL', ')', 'if [ -n "$existing" ]; then', '  if [ "$existing" != "$marker|" ]; then echo "a database named $scratch exists and is not a scratch database of metalship: refusing to touch it (choose another scratch-database)" >&2; exit 5; fi', `  ${PSQL} -d postgres -v name="$scratch" <<'SQL'`, 'DROP DATABASE :"name" WITH (FORCE);', 'SQL', '  echo "DROPPED_LEFTOVER $scratch"', 'fi', 
-    // Scratch roles a killed run left (marked as ours, owning nothing now).
-    `${PSQL} -d postgres -v marker="$marker" <<'SQL'`, "SELECT format('DROP ROLE %I', rolname) FROM pg_roles WHERE shobj_description(oid, 'pg_authid') = :'marker' \\gexec", 'SQL', `echo "FREE $(${PSQL} -d postgres -c 'SHOW server_version')"`);
-}
-/**
- * On the restore host: checks the dump (received on stdin after the script when
- * `receive`, or read in place) against the manifest's size and sha256, creates
- * the scratch role and database (both marked as ours; the database empty and
- * the role's), the dump's extensions and amcheck while it is still empty, then
- * restores the rest with --exit-on-error as the scratch role.
- * Prints `RECEIVED <bytes>`, `CHECKSUM ok`, `CREATED` and `RESTORED <seconds>`.
- */
-function restoreScript(o) {
-    refuseProduction(o);
-    return sh_script('cd /', 
-    // First read everything that was sent, so the sender never blocks on a script that stopped early.
-    'work=$(mktemp -d /var/tmp/metalship-verify.XXXXXX)', 'trap \'rm -rf -- "$work"\' EXIT', o.receive
-        ? sh_script(
-        // The dump follows the script on stdin, streamed from the backup host through the runner.
-        'cat > "$work/backup.dump"', 'dump="$work/backup.dump"', 'echo "RECEIVED $(stat -c %s -- "$dump")"').trimEnd()
-        : sh_sh `dump=${o.dump}`, sh_sh `scratch=${o.scratch}`, sh_sh `marker=${SCRATCH_MARKER}`, sh_sh `want_size=${o.size}`, sh_sh `want_sha=${o.sha256}`, 'size=$(stat -c %s -- "$dump")', 'if [ "$size" != "$want_size" ]; then echo "the dump is $size bytes but its manifest says $want_size: it is truncated or was changed after the backup" >&2; exit 4; fi', 'sha=$(sha256sum -- "$dump" | cut -d" " -f1)', 'if [ "$sha" != "$want_sha" ]; then echo "the dump\'s sha256 $sha does not match its manifest\'s $want_sha: it was changed or damaged after the backup" >&2; exit 4; fi', 'echo "CHECKSUM ok"', asScratchRole(o), 
-    // The role and its database. CREATE DATABASE fails if the name was taken
-    // since the preparation: never someone else's. The password goes on stdin.
-    `{ printf '\\set password %s\\n' "$password"; cat <<'SQL'`, 'CREATE ROLE :"role" LOGIN PASSWORD :\'password\' NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION;', 'COMMENT ON ROLE :"role" IS :\'marker\';', 'CREATE DATABASE :"name" OWNER :"role" TEMPLATE template0;', 'COMMENT ON DATABASE :"name" IS :\'marker\';', 'SQL', `} | ${PSQL} -d postgres -v role="$role" -v name="$scratch" -v marker="$marker"`, 'echo "CREATED $scratch"', 
-    // Extensions need a superuser: made now, from the server's own files, in the
-    // empty database (the dump's names and schemas only, quoted by psql); then
-    // amcheck for the checks, its function granted to the role.
-    'pg_restore -l -- "$dump" > "$work/all.list"', `grep -E '^[0-9]+; [0-9]+ [0-9]+ EXTENSION - ' "$work/all.list" > "$work/ext.list" || true`, `grep -vE '^[0-9]+; [0-9]+ [0-9]+ (EXTENSION|COMMENT - EXTENSION) ' "$work/all.list" > "$work/rest.list" || true`, 'if [ -s "$work/ext.list" ]; then', '  pg_restore -f - -L "$work/ext.list" -- "$dump" | sed -n \'s/^CREATE EXTENSION IF NOT EXISTS \\(.*\\) WITH SCHEMA \\(.*\\);$/\\1 \\2/p\' > "$work/ext.names"', '  while read -r ext schema; do', '    ext=${ext#\\"}; ext=${ext%\\"}; schema=${schema#\\"}; schema=${schema%\\"}', `    ${PSQL} -d "$scratch" -v ext="$ext" -v schema="$schema" -v role="$role" <<'SQL'`, 'CREATE SCHEMA IF NOT EXISTS :"schema" AUTHORIZATION :"role";', 'CREATE EXTENSION IF NOT EXISTS :"ext" WITH SCHEMA :"schema";', 'SQL', '  done < "$work/ext.names"', 'fi', `if ${PSQL} -d "$scratch" -v role="$role" >/dev/null 2>"$work/amcheck.err" <<'SQL'`, 'CREATE EXTENSION IF NOT EXISTS amcheck;', 'GRANT EXECUTE ON FUNCTION bt_index_check(regclass, boolean) TO :"role";', 'SQL', 'then :; else echo "AMCHECK_UNAVAILABLE $(head -c 500 "$work/amcheck.err" | tr \'\\n\' \' \')"; fi', 'start=$(date +%s.%N)', 
-    // Owners and grants name roles the restore host may not have: everything becomes the scratch role's.
-    'if ! as_role pg_restore --exit-on-error --no-owner --no-privileges -L "$work/rest.list" -d "$scratch" -- "$dump" 2> "$work/restore.err"; then', '  echo "pg_restore failed: $(head -c 3000 "$work/restore.err")" >&2', '  exit 6', 'fi', 'end=$(date +%s.%N)', 'echo "RESTORED $(awk -v a="$start" -v b="$end" \'BEGIN { printf "%.2f", b - a }\')"');
-}
-/**
- * On the restore host, in the scratch database, as the scratch role: row counts
- * (JSON), amcheck of every btree index (with heapallindexed: it evaluates index
- * expressions, the app's code), and each check query. Prints `COUNTS <json>`,
- * `AMCHECK <n>` or `AMCHECK_FAILED <text>` (or nothing when the restore said
- * `AMCHECK_UNAVAILABLE`), `CHECK <i> <t|f|error: ...>`.
- */
-function inspectScript(o) {
-    refuseProduction(o);
-    return sh_script('cd /', sh_sh `scratch=${o.scratch}`, asScratchRole(o), textVar('counts_sql', ROW_COUNTS_SQL), `echo "COUNTS $(${PSQL_AS_ROLE} -d "$scratch" -c "$counts_sql")"`, 'err=$(mktemp)', 'trap \'rm -f -- "$err"\' EXIT', `if [ "$(${PSQL_AS_ROLE} -d "$scratch" -c "SELECT count(*) FROM pg_proc WHERE proname = 'bt_index_check'")" != 0 ]; then`, textVar('amcheck_sql', "SELECT c.oid::regclass::text, bt_index_check(c.oid, true) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam JOIN pg_namespace n ON n.oid = c.relnamespace WHERE am.amname = 'btree' AND i.indisvalid AND i.indisready AND c.relpersistence <> 't' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%';"), `  if out=$(${PSQL_AS_ROLE} -d "$scratch" -c "$amcheck_sql" 2>"$err"); then echo "AMCHECK $(printf '%s\\n' "$out" | grep -c . || true)"; else echo "AMCHECK_FAILED $(head -c 2000 "$err" | tr '\\n' ' ')"; fi`, 'fi', ...o.checks.map((q, i) => sh_script(textVar('q', q), `if out=$(${PSQL_AS_ROLE} -d "$scratch" -c "$q" 2>"$err"); then echo "CHECK ${i} $(printf '%s' "$out" | tr '\\n' ' ')"; else echo "CHECK ${i} error: $(head -c 500 "$err" | tr '\\n' ' ')"; fi`).trimEnd()));
-}
-/**
- * On the restore host: starts the current release's uvicorn on a private Unix
- * socket with only DATABASE_URL set (pointing at the scratch database through a
- * temporary login role), waits for smoke-path to answer 200, and stops it.
- * Prints `SMOKE skipped <why>` or the wait-ready JSON after `SMOKE `.
- */
-function smokeScript(o) {
-    refuseProduction(o);
-    return sh_script('cd /', sh_sh `current=${o.appRoot}/current`, sh_sh `user=${o.appUser}`, sh_sh `scratch=${o.scratch}`, 'if [ ! -d "$current/" ]; then echo "SMOKE skipped: no current release at $current on this host"; exit 0; fi', 'py="$current/.venv/bin/python"', sh_sh `[ -x "$py" ] || py=${o.appRoot}/venv/bin/python`, 'if [ ! -x "$py" ]; then echo "SMOKE skipped: the current release has no virtualenv"; exit 0; fi', 'if ! id -u "$user" >/dev/null 2>&1; then echo "SMOKE skipped: the app user $user does not exist on this host"; exit 0; fi', pyToolDefinition(), 
-    // The app connects as the scratch role, which owns everything restored.
-    asScratchRole(o), 
-    // The app's output goes to a file in root's own directory; only the socket's
-    // directory is the app's (whatever the app puts there, root never reads it).
-    'work=$(mktemp -d /run/metalship-verify-smoke.XXXXXX)', 'chmod 711 "$work"', 'mkdir "$work/sock"', 'chown "$user" "$work/sock"', 'sock="$work/sock/api.sock"', 'log="$work/app.log"', 'pid=""', 'stop() { if [ -n "$pid" ]; then kill -TERM -- "-$pid" 2>/dev/null || true; for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 -- "-$pid" 2>/dev/null || break; sleep 0.5; done; kill -KILL -- "-$pid" 2>/dev/null || true; fi; rm -rf -- "$work"; }', 'trap stop EXIT', 'url="postgresql://$role:$password@127.0.0.1:$port/$scratch"', 
-    // Only DATABASE_URL (and a path, a home, a locale) reaches the app, in its
-    // environment: exported in this subshell, never on a command line.
-    '(', '  cd "$current/"', '  for v in $(compgen -e); do unset "$v" 2>/dev/null || true; done', '  export PATH="$(dirname "$py"):/usr/sbin:/usr/bin:/sbin:/bin" HOME=/nonexistent LANG=C.UTF-8 DATABASE_URL="$url"', sh_sh `  exec setsid runuser -u "$user" -- "$py" -m uvicorn ${o.appModule} --uds "$sock" > "$log" 2>&1`, ') &', 'pid=$!', sh_sh `if out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${o.path} ${o.timeout} 1 200 ''); then echo "SMOKE $out"; else`, '  echo "SMOKE $out"', '  echo "the current release did not answer on the scratch database; its output:" >&2', '  out=$(tail -n 20 -- "$log")', '  printf \'%s\\n\' "${out//"$password"/***}" >&2', '  exit 7', 'fi');
-}
-/** On the restore host, always at the end: drops the scratch database (if ours) and the temporary role. */
-function dropScratchScript(o) {
-    refuseProduction(o);
-    return sh_script('cd /', sh_sh `scratch=${o.scratch}`, sh_sh `role=${o.role}`, sh_sh `marker=${SCRATCH_MARKER}`, `existing=$(${PSQL} -d postgres -v name="$scratch" <<'SQL'`, "SELECT coalesce(shobj_description(oid, 'pg_database'), '') || '|' FROM pg_database WHERE datname = :'name';", 'SQL', ')', 'if [ "$existing" = "$marker|" ]; then', `  ${PSQL} -d postgres -v name="$scratch" <<'SQL'`, 'DROP DATABASE :"name" WITH (FORCE);', 'SQL', '  echo "DROPPED $scratch"', 'elif [ -n "$existing" ]; then echo "not dropping $scratch: it is not a scratch database of metalship" >&2; fi', `${PSQL} -d postgres -v role="$role" <<'SQL'`, "SELECT format('DROP ROLE %I', rolname) FROM pg_roles WHERE rolname = :'role' \\gexec", 'SQL', 
-    // Leftovers of a killed run: root's own only (/var/tmp is everyone's).
-    "find /var/tmp /run -maxdepth 1 -name 'metalship-verify*' -user root -exec rm -rf -- {} + 2>/dev/null || true", `left=$(${PSQL} -d postgres -v name="$scratch" -v role="$role" <<'SQL'`, "SELECT (SELECT count(*) FROM pg_database WHERE datname = :'name') + (SELECT count(*) FROM pg_roles WHERE rolname = :'role');", 'SQL', ')', 'echo "LEFT $left"');
-}
-/** On the backup host, after a successful verification: the record the next run (and deploys) report. */
-function recordVerifiedScript(backupDir, record) {
-    return sh_script(paths_rootOnly(backupDir), writeFileAtomic(lastVerifiedPath(backupDir), JSON.stringify(record), { mode: '600' }));
-}
-/** Compares row counts: every table of the manifest with the same count, and no table more or less. */
-function compareCounts(expected, actual) {
-    const mismatches = [];
-    for (const [t, n] of Object.entries(expected)) {
-        if (!(t in actual))
-            mismatches.push(`${t}: in the manifest (${n} rows) but not restored`);
-        else if (Number(actual[t]) !== Number(n))
-            mismatches.push(`${t}: ${actual[t]} rows restored, the manifest says ${n}`);
-    }
-    for (const t of Object.keys(actual))
-        if (!(t in expected))
-            mismatches.push(`${t}: restored but not in the manifest`);
-    const rows = Object.values(actual).reduce((a, b) => a + Number(b), 0);
-    return { tables: Object.keys(actual).length, rows, mismatches };
-}
-/** `KEY rest` lines of a script's stdout. */
-function lines(stdout, key) {
-    return stdout
-        .split('\n')
-        .filter((l) => l === key || l.startsWith(key + ' '))
-        .map((l) => l.slice(key.length + 1));
 }
 
 ;// CONCATENATED MODULE: ./node_modules/zod/v4/core/util.js
@@ -71646,8 +71562,6 @@ function getIDToken(aud) {
  */
 
 //# sourceMappingURL=core.js.map
-;// CONCATENATED MODULE: external "node:fs"
-const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs");
 ;// CONCATENATED MODULE: ./src/log.ts
 // Logging, outputs and the job summary. Every line goes through redact(), so a
 // secret never reaches the log even outside GitHub (where ::add-mask:: does nothing).
@@ -71820,328 +71734,21 @@ async function runAction(name, body, raw = envInputs(), log = new Log()) {
 }
 
 ;// CONCATENATED MODULE: ./src/actions/backup-verify.ts
-// backup-verify: proves that a backup restores. Finds the newest backup and its
-// manifest on the backup host, copies it to the restore host when that is
-// another host (streamed through the runner, checksum verified on arrival),
-// restores it into a scratch database with --exit-on-error, compares row counts
-// with the manifest, runs amcheck, the checks and a smoke test of the current
-// release, and always drops the scratch database and the temporary role.
+// backup-verify: proves that a backup restores (see src/stages/backup-verify.ts),
+// then records the proof on the backup host and reports it.
 
 
-
-
-
-const ICON = { ok: '✅', failed: '❌', skipped: '➖', warning: '⚠️' };
-function sameHost(a, b) {
-    return a.host === b.host && a.port === b.port && (a.user ?? '') === (b.user ?? '');
-}
-function formatBytes(n) {
-    if (n < 1024)
-        return `${n} B`;
-    const units = ['KiB', 'MiB', 'GiB', 'TiB'];
-    let v = n / 1024;
-    let i = 0;
-    while (v >= 1024 && i < units.length - 1) {
-        v /= 1024;
-        i++;
-    }
-    return `${v.toFixed(1)} ${units[i]}`;
-}
-function formatAge(hours) {
-    if (hours < 1)
-        return `${Math.round(hours * 60)} min`;
-    if (hours < 48)
-        return `${hours.toFixed(1)} h`;
-    return `${(hours / 24).toFixed(1)} days`;
-}
-function cell(text) {
-    return text.replace(/\|/g, '\\|').replace(/\n/g, ' ');
-}
-function recoveryTable(rows) {
-    return [
-        '| | measured | objective | |',
-        '|---|---|---|---|',
-        ...rows.map((r) => `| ${cell(r.what)} | ${cell(r.measured)} | ${cell(r.objective ?? '')} | ${ICON[r.status]} |`),
-    ].join('\n');
-}
 async function backupVerify(s, log) {
-    const backupSpec = s['backup-host'];
-    const restoreSpec = s['restore-host'] ?? backupSpec;
-    const same = sameHost(backupSpec, restoreSpec);
-    const hosts = await log.group(`Connecting to ${same ? 1 : 2} host(s)`, () => openHosts({ ...s, hosts: same ? [backupSpec] : [backupSpec, restoreSpec], 'lock-timeout': 0 }, log));
-    const backup = hosts[0];
-    const restore = hosts[same ? 0 : 1];
-    const scratch = s['scratch-database'];
-    const role = `metalship_verify_${(0,external_node_crypto_.randomBytes)(4).toString('hex')}`;
-    const password = (0,external_node_crypto_.randomBytes)(24).toString('hex');
-    log.secret(password);
-    // pg_restore and amcheck print nothing while they work: allow them the whole RTO objective.
-    const long = {
-        idleTimeoutMs: Math.max(s['command-idle-timeout'], s['max-restore-seconds']) * 1000,
-        timeoutMs: Math.max(s['command-timeout'], s['max-restore-seconds']) * 1000,
-    };
-    const rows = [];
-    const failures = [];
-    const outputs = {
-        'backup-file': '',
-        'backup-age-hours': '',
-        'restore-seconds': '',
-        tables: '',
-        rows: '',
-        verified: 'false',
-        'last-verified-hours': '',
-    };
-    let found = null;
-    let scratchTouched = false;
-    const fail = (what, measured, reason, objective) => {
-        rows.push({ what, measured, objective, status: 'failed' });
-        failures.push(reason);
-    };
-    const steps = async () => {
-        // 1. The backup and its manifest.
-        const f = await log.group(`Finding the backup on ${backup.spec.label}`, async () => parseFound((await backup.conn.run(findBackupScript({ backupDir: s['backup-dir'], database: s.database, file: s['backup-file'] }), { what: 'finding the backup' })).stdout));
-        if ('error' in f) {
-            fail('backup', 'unusable', f.error);
-            return;
-        }
-        found = f;
-        const m = f.manifest;
-        outputs['backup-file'] = f.dump;
-        if (f.lastVerified) {
-            const since = (f.now - Date.parse(f.lastVerified.verified) / 1000) / 3600;
-            outputs['last-verified-hours'] = since.toFixed(1);
-        }
-        rows.push({
-            what: 'backup',
-            measured: `${f.dump.split('/').pop()}: ${formatBytes(f.size)}, taken ${m.created} (label ${m.label}, PostgreSQL ${m.pg_version})`,
-            status: 'ok',
-        });
-        const ageHours = (f.now - Date.parse(m.created) / 1000) / 3600;
-        outputs['backup-age-hours'] = ageHours.toFixed(2);
-        if (ageHours > s['max-age-hours']) {
-            fail('age (RPO)', formatAge(ageHours), `${s['backup-file'] ? 'the backup' : 'the newest backup'} ${f.dump} was taken ${m.created}, ${formatAge(ageHours)} ago: older than the RPO objective of ${s['max-age-hours']} h (max-age-hours). Are the daily backups still running?`, `≤ ${s['max-age-hours']} h`);
-            return;
-        }
-        rows.push({ what: 'age (RPO)', measured: formatAge(ageHours), objective: `≤ ${s['max-age-hours']} h`, status: 'ok' });
-        // 2. The scratch database: free, or a leftover of ours.
-        const prep = await restore.conn.run(prepareScratchScript({ scratch, database: s.database }), {
-            what: 'preparing the scratch database',
-        });
-        if (lines(prep.stdout, 'DROPPED_LEFTOVER').length)
-            log.warn(`dropped the scratch database ${scratch} a previous run left on ${restore.spec.label}`);
-        scratchTouched = true;
-        // 3. Copy (when another host), check, restore.
-        const started = Date.now();
-        const restoreOpts = {
-            scratch,
-            database: s.database,
-            role,
-            password,
-            dump: f.dump,
-            size: m.size,
-            sha256: m.sha256,
+    return withRestoreHosts(s, log, async (run) => {
+        const test = await restoreTest(run);
+        await recordVerification(run, test);
+        return {
+            outputs: restoreOutputs(test),
+            results: restoreResults(run, test),
+            summary: recoveryReport(run, test),
+            failure: restoreFailure(test),
         };
-        let restored;
-        try {
-            restored = await log.group(same
-                ? `Restoring ${f.dump} on ${restore.spec.label}`
-                : `Copying ${f.dump} from ${backup.spec.label} to ${restore.spec.label} and restoring it`, async () => {
-                if (same)
-                    return restore.conn.run(restoreScript({ ...restoreOpts, receive: false }), { what: 'restoring', ...long });
-                const pipe = new external_node_stream_.PassThrough({ highWaterMark: 1 << 20 });
-                const abort = new AbortController();
-                const sending = backup.conn.pipeOut(sendDumpScript(f.dump), pipe, {
-                    what: 'reading the dump',
-                    signal: abort.signal,
-                    timeoutMs: long.timeoutMs,
-                });
-                let received;
-                try {
-                    received = await restore.conn.run(restoreScript({ ...restoreOpts, receive: true }), {
-                        what: 'receiving and restoring the dump',
-                        input: pipe,
-                        ...long,
-                    });
-                }
-                catch (err) {
-                    abort.abort();
-                    const sent = await sending;
-                    if (sent.code !== 0)
-                        throw new Error(`reading ${f.dump} on ${backup.spec.label} failed (exit ${sent.code}): ${sent.stderr.trim()}`);
-                    throw err;
-                }
-                const sent = await sending;
-                if (sent.code !== 0)
-                    throw new Error(`reading ${f.dump} on ${backup.spec.label} failed (exit ${sent.code}): ${sent.stderr.trim()}`);
-                return received;
-            });
-        }
-        catch (err) {
-            const message = err instanceof Error ? err.message : String(err);
-            const why = /truncated|sha256/.test(message) ? 'checksum' : 'restore';
-            fail(why === 'checksum' ? 'checksum' : 'restore', why === 'checksum' ? 'does not match the manifest' : 'failed', message);
-            return;
-        }
-        const received = lines(restored.stdout, 'RECEIVED')[0];
-        rows.push({
-            what: 'checksum',
-            measured: `sha256 and size match the manifest${received !== undefined ? ` (copied ${formatBytes(Number(received))} from ${backup.spec.label} to ${restore.spec.label} through the runner)` : ''}`,
-            status: 'ok',
-        });
-        const restoreOnly = Number(lines(restored.stdout, 'RESTORED')[0] ?? 'NaN');
-        rows.push({
-            what: 'pg_restore --exit-on-error',
-            measured: `into ${scratch} on ${restore.spec.label} in ${restoreOnly.toFixed(1)} s`,
-            status: 'ok',
-        });
-        // 4. Row counts, amcheck, checks.
-        const inspected = await log.group('Checking the restored database', () => restore.conn.run(inspectScript({ scratch, database: s.database, role, password, checks: s.checks }), {
-            what: 'checking the restored database',
-            ...long,
-        }));
-        let counts = {};
-        try {
-            counts = JSON.parse(lines(inspected.stdout, 'COUNTS')[0] ?? '');
-        }
-        catch {
-            fail('row counts', 'unreadable', 'the row counts of the restored database could not be read');
-        }
-        const cmp = compareCounts(m.tables, counts);
-        outputs.tables = String(cmp.tables);
-        outputs.rows = String(cmp.rows);
-        if (cmp.mismatches.length)
-            fail('row counts', `${cmp.mismatches.length} of ${Object.keys(m.tables).length} tables differ from the manifest: ${cmp.mismatches.slice(0, 5).join('; ')}`, `the restored data disagrees with the backup's manifest: ${cmp.mismatches.join('; ')}`);
-        else
-            rows.push({
-                what: 'row counts',
-                measured: `${cmp.tables} tables, ${cmp.rows} rows, each as in the manifest`,
-                status: 'ok',
-            });
-        const am = lines(inspected.stdout, 'AMCHECK')[0];
-        const amFailed = lines(inspected.stdout, 'AMCHECK_FAILED')[0];
-        const amMissing = lines(restored.stdout, 'AMCHECK_UNAVAILABLE')[0];
-        if (am !== undefined)
-            rows.push({ what: 'amcheck', measured: `${am} btree indexes (heapallindexed) intact`, status: 'ok' });
-        else if (amFailed !== undefined)
-            fail('amcheck', amFailed, `amcheck found a damaged index: ${amFailed}`);
-        else {
-            rows.push({ what: 'amcheck', measured: `not available on ${restore.spec.label}: ${amMissing ?? ''}`, status: 'warning' });
-            log.warn(`amcheck is not available on ${restore.spec.label}; indexes were not checked`);
-        }
-        s.checks.forEach((q, i) => {
-            const out = lines(inspected.stdout, 'CHECK').find((l) => l.startsWith(`${i} `))?.slice(String(i).length + 1) ?? 'no result';
-            const ok = out.trim() === 't';
-            if (ok)
-                rows.push({ what: `check \`${q}\``, measured: 'true', status: 'ok' });
-            else
-                fail(`check \`${q}\``, out.trim() === 'f' ? 'false' : out, `check failed: ${q} returned ${out.trim() === 'f' ? 'false' : out}`);
-        });
-        // The RTO: from the first byte copied to the last check.
-        const seconds = (Date.now() - started) / 1000;
-        outputs['restore-seconds'] = seconds.toFixed(1);
-        if (seconds > s['max-restore-seconds'])
-            fail('restore and checks (RTO)', `${seconds.toFixed(1)} s`, `copying, restoring and checking took ${seconds.toFixed(1)} s: longer than the RTO objective of ${s['max-restore-seconds']} s (max-restore-seconds)`, `≤ ${s['max-restore-seconds']} s`);
-        else
-            rows.push({
-                what: 'restore and checks (RTO)',
-                measured: `${seconds.toFixed(1)} s`,
-                objective: `≤ ${s['max-restore-seconds']} s`,
-                status: 'ok',
-            });
-        // 5. The application against the restored data.
-        if (!s.smoke)
-            rows.push({ what: 'smoke test', measured: 'off (smoke: false)', status: 'skipped' });
-        else {
-            try {
-                const r = await log.group(`Starting the current release on ${restore.spec.label} against ${scratch}`, () => restore.conn.run(smokeScript({
-                    scratch,
-                    database: s.database,
-                    app: s.app,
-                    appRoot: s['app-root'],
-                    appUser: s['app-user'],
-                    appModule: s['app-module'],
-                    path: s['smoke-path'],
-                    timeout: s['smoke-timeout'],
-                    password,
-                    role,
-                }), { what: 'the smoke test' }));
-                const line = lines(r.stdout, 'SMOKE')[0] ?? '';
-                if (line.startsWith('skipped')) {
-                    rows.push({ what: 'smoke test', measured: line, status: 'skipped' });
-                    log.info(`smoke test ${line}`);
-                }
-                else {
-                    const j = JSON.parse(line);
-                    rows.push({
-                        what: 'smoke test',
-                        measured: `current release answered GET ${s['smoke-path']} with ${j.status} after ${j.seconds.toFixed(1)} s`,
-                        status: 'ok',
-                    });
-                }
-            }
-            catch (err) {
-                const message = err instanceof Error ? err.message : String(err);
-                fail('smoke test', `GET ${s['smoke-path']} failed`, `the smoke test failed: ${message}`);
-            }
-        }
-    };
-    try {
-        await steps();
-    }
-    catch (err) {
-        fail('run', 'stopped', err instanceof Error ? err.message : String(err));
-    }
-    finally {
-        if (scratchTouched) {
-            try {
-                const r = await restore.conn.run(dropScratchScript({ scratch, database: s.database, role }), {
-                    what: 'dropping the scratch database',
-                });
-                const left = lines(r.stdout, 'LEFT')[0];
-                if (left === '0')
-                    rows.push({ what: 'clean-up', measured: `${scratch} and the temporary role dropped`, status: 'ok' });
-                else
-                    fail('clean-up', `${left ?? '?'} left`, `the scratch database ${scratch} or the role ${role} is still there after dropping`);
-            }
-            catch (err) {
-                fail('clean-up', 'failed', err instanceof Error ? err.message : String(err));
-            }
-        }
-    }
-    const verified = failures.length === 0 && found !== null;
-    outputs.verified = String(verified);
-    try {
-        if (verified && found) {
-            const record = {
-                verified: new Date(found.now * 1000).toISOString(),
-                backup: found.dump,
-                created: found.manifest.created,
-                restoreSeconds: Number(outputs['restore-seconds']),
-                run: process.env.GITHUB_RUN_ID
-                    ? `${process.env.GITHUB_SERVER_URL ?? 'https://github.com'}/${process.env.GITHUB_REPOSITORY}/actions/runs/${process.env.GITHUB_RUN_ID}`
-                    : '',
-            };
-            await backup.conn.run(recordVerifiedScript(s['backup-dir'], record), { what: 'recording the verification' });
-        }
-    }
-    finally {
-        await Promise.all(hosts.map((h) => h.conn.close()));
-    }
-    const prev = found?.lastVerified;
-    const previous = prev
-        ? `Previous successful verification: ${formatAge(Number(outputs['last-verified-hours']))} ago (${prev.verified}, of the backup taken ${prev.created}).`
-        : 'No earlier successful verification is recorded on the backup host.';
-    const where = same
-        ? `restored on ${restore.spec.label} itself, into the scratch database ${scratch}`
-        : `restored on ${restore.spec.label}, into the scratch database ${scratch}`;
-    const summary = `### Recovery report: database ${s.database} on ${backup.spec.label}, ${where}\n\n` +
-        `${verified ? '**The backup restores.**' : '**The backup is NOT proven to restore.**'} ${previous}\n\n` +
-        recoveryTable(rows);
-    const results = [
-        { host: backup.spec.label, ok: verified, role: 'backup', backup: outputs['backup-file'] },
-        ...(same ? [] : [{ host: restore.spec.label, ok: verified, role: 'restore' }]),
-    ];
-    return { outputs, results, summary, failure: verified ? undefined : failures.join('\n') || 'not verified' };
+    });
 }
 const run = () => runAction('backup-verify', backupVerify);
 

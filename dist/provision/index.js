@@ -54448,6 +54448,37 @@ function sh_heredoc(content) {
     const body = content.endsWith('\n') ? content : content + '\n';
     return { open: `<<'${delimiter}'`, body: `${body}${delimiter}` };
 }
+/**
+ * `name=<exact text>` as a bash assignment through a quoted heredoc: nothing in
+ * the text is expanded, and it reads as itself (SQL, a program) in the script.
+ * Trailing newlines are dropped, as by any command substitution.
+ */
+function sh_textVar(name, text) {
+    const doc = sh_heredoc(text);
+    return `${name}=$(cat ${doc.open}\n${doc.body}\n)`;
+}
+/**
+ * Settings for one of our .sh files: a bash assignment a line, each value
+ * quoted (a list becomes an array of quoted words).
+ */
+function assignments(values) {
+    return Object.entries(values)
+        .map(([name, value]) => {
+        if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
+            throw new Error(`${name} is not a shell variable name`);
+        return typeof value === 'object'
+            ? `${name}=(${value.map(quote).join(' ')})`
+            : `${name}=${quote(value)}`;
+    })
+        .join('\n');
+}
+/**
+ * The text of one of our .sh files (src/remote/sh/) as script lines: without its
+ * first line, the `#!/bin/bash` that lets shellcheck read the file on its own.
+ */
+function shellFile(text) {
+    return text.replace(/^#!.*\n/, '').trimEnd();
+}
 /** Script lines that write content to path atomically (temp file + rename) with mode and owner. */
 function sh_writeFileAtomic(path, content, opts = {}) {
     const doc = sh_heredoc(content);
@@ -54462,6 +54493,16 @@ function sh_ensureFile(path, content, opts = {}) {
     const doc = sh_heredoc(content);
     const tmp = `${path}.metalship-new`;
     return sh_script(sh_sh `cat > ${tmp} ${sh_raw(doc.open)}`, doc.body, opts.mode ? sh_sh `chmod ${opts.mode} ${tmp}` : null, opts.owner ? sh_sh `chown ${opts.owner} ${tmp}` : null, sh_sh `if [ -f ${path} ] && cmp -s ${tmp} ${path}; then rm -f ${tmp}; else mv -f ${tmp} ${path}; echo ${'changed ' + (opts.label ?? path)}; ${sh_raw(opts.onChange ?? ':')}; fi`).trimEnd();
+}
+/**
+ * The `KEY value` lines a script printed (its way of reporting): `get` gives
+ * the first value of a key, `all` every one, in order; a line that is the key
+ * alone has the value ''.
+ */
+function sh_keyLines(stdout) {
+    const lines = stdout.split('\n');
+    const all = (key) => lines.filter((l) => l === key || l.startsWith(key + ' ')).map((l) => l.slice(key.length + 1));
+    return { all, get: (key) => all(key)[0] };
 }
 
 ;// CONCATENATED MODULE: ./src/remote/paths.ts
@@ -55423,6 +55464,378 @@ class NodeSSH {
 var external_node_net_ = __nccwpck_require__(7030);
 // EXTERNAL MODULE: external "node:stream"
 var external_node_stream_ = __nccwpck_require__(7075);
+;// CONCATENATED MODULE: ./src/remote/session.ts
+// What runs around every script on a host: the wrapper that makes bash read the
+// whole script before running it, the session record that lets a run's work be
+// stopped, and the command the transport starts (bash, through sudo for others).
+// The transport sends these; the provision's sudoers rule allows the command.
+
+/** The shell each script runs in: bash reading the script from stdin. */
+const SCRIPT_SHELL = ['bash', '-se'];
+/** How a non-root SSH user becomes root for it. */
+const SUDO = ['sudo', '-n', '-H', '--'];
+/**
+ * Wraps a script so bash parses all of it before running any of it: data that
+ * follows on stdin is then read by the script's commands and never executed.
+ * It starts in / (a login's home is root's alone: commands run as other users
+ * could not enter it, and nothing is read relative to it).
+ * With a token, the script's session id is written where a timeout can find it
+ * and stop everything the script started.
+ */
+function wrapScript(script, token) {
+    const body = script.replace(/\r\n?/g, '\n');
+    const record = token
+        ? `mkdir -p ${SESSION_DIR} && read -r _ _ _ _ _ __metalship_sid _ < /proc/$$/stat && echo "$__metalship_sid" > ${SESSION_DIR}/${token}\n`
+        : '';
+    const forget = token ? `trap 'rm -f ${SESSION_DIR}/${token}' EXIT\n` : '';
+    // The token also names what the script starts outside its session (build units).
+    const named = token ? `__metalship_token=${token}\n` : '';
+    return `set -euo pipefail\numask 022\ncd /\n${named}${record}${forget}__metalship_main() {\n${body}\n}\n{ __metalship_main; exit $?; }\n`;
+}
+const SESSION_DIR = '/run/metalship-sessions';
+/**
+ * Stops every process of the scripts whose tokens match `pattern` (a token or a
+ * glob of tokens): each script's whole session, TERM then KILL.
+ */
+function killSessionScript(pattern) {
+    const files = `${SESSION_DIR}/${pattern}`;
+    return [
+        // Builds run as transient systemd units, outside the session: stopped by name.
+        `systemctl stop -- '${layout_BUILD_UNIT_PREFIX}${pattern}*' 2>/dev/null || true`,
+        `sids=""; for f in ${files}; do if [ -s "$f" ]; then sid=$(cat "$f"); case "$sid" in *[!0-9]*) ;; *) sids="$sids $sid";; esac; fi; done`,
+        'if [ -n "$sids" ]; then for sid in $sids; do pkill -TERM -s "$sid" || true; done; sleep 1; for sid in $sids; do pkill -KILL -s "$sid" || true; done; fi',
+        `rm -f ${files}`,
+    ].join('\n');
+}
+/** The remote command: bash reading the script from stdin, through sudo for non-root users. */
+function remoteCommand(user) {
+    return (user === 'root' ? SCRIPT_SHELL : [...SUDO, ...SCRIPT_SHELL]).join(' ');
+}
+
+;// CONCATENATED MODULE: ./src/transport/ssh.ts
+// The only module that talks SSH. One connection per host per run; every script
+// goes on stdin to bash with errexit, nounset and pipefail, and its exit code decides.
+
+
+
+
+
+class RemoteError extends Error {
+    host;
+    code;
+    stderrTail;
+    constructor(message, host, code, stderrTail) {
+        super(message);
+        this.host = host;
+        this.code = code;
+        this.stderrTail = stderrTail;
+        this.name = 'RemoteError';
+    }
+}
+class HostKeyError extends Error {
+    constructor(message) {
+        super(message);
+        this.name = 'HostKeyError';
+    }
+}
+function tail(text, lines = 20) {
+    return text.trimEnd().split('\n').slice(-lines).join('\n');
+}
+class Connection {
+    endpoint;
+    ssh;
+    jump;
+    options;
+    log;
+    closed = false;
+    /** Starts the token of every script this connection runs, so that what the run left behind can be found. */
+    runTag = (0,external_node_crypto_.randomBytes)(6).toString('hex');
+    lostReason = null;
+    constructor(endpoint, ssh, jump, options, log) {
+        this.endpoint = endpoint;
+        this.ssh = ssh;
+        this.jump = jump;
+        this.options = options;
+        this.log = log;
+        ssh.connection?.on('error', (err) => {
+            this.lostReason = err.message;
+        });
+        ssh.connection?.on('close', () => {
+            if (!this.closed)
+                this.lostReason ??= 'connection closed';
+        });
+    }
+    get label() {
+        return this.endpoint.label;
+    }
+    /** Runs a step and reads its output; throws RemoteError when its script fails. */
+    async step(s, opts = {}) {
+        return s.parse((await this.run(s.script, { ...opts, what: s.what })).stdout);
+    }
+    /** Runs a script; resolves with its output when it exits 0, throws RemoteError otherwise. */
+    async run(script, opts = {}) {
+        const result = await this.exec(script, opts);
+        if (result.code !== 0) {
+            const what = opts.what ?? 'remote command';
+            throw new RemoteError(this.log.redact(`${what} failed on ${this.label} with exit code ${result.code}` +
+                (result.stderr.trim() ? `:\n${tail(result.stderr)}` : '')), this.label, result.code, this.log.redact(tail(result.stderr)));
+        }
+        return result;
+    }
+    /** Runs a script and resolves with its exit code whatever it is (timeouts and lost connections still throw). */
+    async exec(script, opts = {}) {
+        if (this.lostReason)
+            throw new RemoteError(`connection to ${this.label} was lost: ${this.lostReason}`, this.label, null, '');
+        const what = opts.what ?? 'remote command';
+        const idleMs = opts.idleTimeoutMs ?? this.options.idleTimeoutMs;
+        const totalMs = opts.timeoutMs ?? this.options.commandTimeoutMs;
+        const token = `${this.runTag}-${(0,external_node_crypto_.randomBytes)(8).toString('hex')}`;
+        const wrapped = wrapScript(script, token);
+        const stdin = new external_node_stream_.PassThrough();
+        stdin.write(wrapped);
+        if (opts.input instanceof external_node_stream_.Readable)
+            opts.input.pipe(stdin);
+        else {
+            if (opts.input)
+                stdin.write(opts.input);
+            stdin.end();
+        }
+        let channel = null;
+        let timedOut = null;
+        let idleTimer;
+        let abandon = () => { };
+        const abandoned = new Promise((resolve) => (abandon = () => resolve(null)));
+        const stop = (reason) => {
+            timedOut = reason;
+            // Closing the channel does not stop the remote processes: kill the script's session.
+            void this.ssh
+                .execCommand(remoteCommand(this.endpoint.user), { stdin: wrapScript(killSessionScript(token)) })
+                .catch(() => undefined)
+                .finally(() => {
+                channel?.close();
+                setTimeout(abandon, 3000);
+            });
+        };
+        const armIdle = () => {
+            clearTimeout(idleTimer);
+            idleTimer = setTimeout(() => stop(`printed nothing for ${Math.round(idleMs / 1000)} s (idle timeout)`), idleMs);
+        };
+        const totalTimer = setTimeout(() => stop(`ran longer than ${Math.round(totalMs / 1000)} s (command timeout)`), totalMs);
+        armIdle();
+        const lineBuffers = { out: '', err: '' };
+        let stderrSoFar = '';
+        const emit = (kind, chunk) => {
+            armIdle();
+            if (kind === 'err')
+                stderrSoFar = (stderrSoFar + chunk.toString('utf8')).slice(-20000);
+            if (!opts.stream)
+                return;
+            lineBuffers[kind] += chunk.toString('utf8');
+            const lines = lineBuffers[kind].split('\n');
+            lineBuffers[kind] = lines.pop() ?? '';
+            for (const line of lines)
+                this.log.info(`[${this.label}] ${line}`);
+        };
+        try {
+            const execution = this.ssh.execCommand(remoteCommand(this.endpoint.user), {
+                stdin,
+                noTrim: true,
+                onChannel: (c) => {
+                    channel = c;
+                },
+                onStdout: (c) => emit('out', c),
+                onStderr: (c) => emit('err', c),
+            });
+            const res = (await Promise.race([execution, abandoned])) ?? {
+                code: null,
+                signal: null,
+                stdout: '',
+                stderr: '',
+            };
+            if (opts.stream) {
+                for (const rest of [lineBuffers.out, lineBuffers.err])
+                    if (rest)
+                        this.log.info(`[${this.label}] ${rest}`);
+            }
+            if (timedOut) {
+                const stderr = res.stderr || stderrSoFar;
+                throw new RemoteError(this.log.redact(`${what} on ${this.label} ${timedOut}; its processes were stopped` +
+                    (stderr.trim() ? `; last output:\n${tail(stderr)}` : '')), this.label, null, this.log.redact(tail(stderr)));
+            }
+            if (res.code === null) {
+                throw new RemoteError(this.log.redact(`${what} on ${this.label} ended without an exit code (${this.lostReason ?? (res.signal ? 'signal ' + res.signal : 'connection lost')})`), this.label, null, this.log.redact(tail(res.stderr)));
+            }
+            return { code: res.code, stdout: res.stdout, stderr: res.stderr };
+        }
+        finally {
+            clearTimeout(idleTimer);
+            clearTimeout(totalTimer);
+        }
+    }
+    /**
+     * Runs a script whose stdout is data, not text: its bytes are piped into sink
+     * (with backpressure, never held in memory), and sink is ended when the script
+     * ends. For copying a file between hosts through the runner. Resolves with the
+     * exit code and stderr; `signal` aborts it (the channel is closed).
+     */
+    async pipeOut(script, sink, opts = {}) {
+        const client = this.ssh.connection;
+        const what = opts.what ?? 'remote command';
+        if (!client || this.lostReason)
+            throw new RemoteError(`connection to ${this.label} was lost: ${this.lostReason}`, this.label, null, '');
+        return new Promise((resolve, reject) => {
+            client.exec(remoteCommand(this.endpoint.user), (err, channel) => {
+                if (err) {
+                    sink.end();
+                    reject(new RemoteError(`${what} could not start on ${this.label}: ${err.message}`, this.label, null, ''));
+                    return;
+                }
+                let stderr = '';
+                let code = null;
+                const close = () => channel.close();
+                const timer = setTimeout(close, opts.timeoutMs ?? this.options.commandTimeoutMs);
+                opts.signal?.addEventListener('abort', close, { once: true });
+                channel.stderr.on('data', (c) => (stderr = (stderr + c.toString('utf8')).slice(-20000)));
+                channel.on('exit', (c) => (code = c));
+                channel.pipe(sink);
+                channel.on('close', () => {
+                    clearTimeout(timer);
+                    opts.signal?.removeEventListener('abort', close);
+                    if (!sink.writableEnded)
+                        sink.end();
+                    resolve({ code: code ?? -1, stdout: '', stderr: this.log.redact(stderr) });
+                });
+                channel.end(wrapScript(script));
+            });
+        });
+    }
+    /**
+     * Starts a long-running script whose stdin stays open: it can wait for lines
+     * from us (a heartbeat) and notices when we end it or the connection drops.
+     */
+    openSession(script, onStdout) {
+        const stdin = new external_node_stream_.PassThrough();
+        stdin.write(wrapScript(script));
+        const done = this.ssh
+            .execCommand(remoteCommand(this.endpoint.user), {
+            stdin,
+            noTrim: true,
+            onStdout: (c) => onStdout(c.toString('utf8')),
+        })
+            .then((r) => ({ code: r.code ?? -1, stdout: r.stdout, stderr: r.stderr }));
+        return { stdin, done };
+    }
+    /**
+     * A script that stops whatever this connection's scripts still run on the
+     * host: run by the lock holder when the run is gone (killed, or its network
+     * lost), before it lets the lock go, so the next run never works beside them.
+     */
+    leftoversScript() {
+        return killSessionScript(`${this.runTag}-*`);
+    }
+    async close() {
+        this.closed = true;
+        this.ssh.dispose();
+        this.jump?.dispose();
+    }
+}
+function hostVerifier(policy, target, log, onReject) {
+    return (key) => {
+        if (policy === null)
+            return true;
+        const verdict = policy.verify(target.host, target.port, key);
+        if (!verdict.ok) {
+            onReject(verdict.reason);
+            log.error(`Refusing ${target.label}: ${verdict.reason}`);
+        }
+        return verdict.ok;
+    };
+}
+async function connectOnce(target, options, log, sock) {
+    let rejection = null;
+    const algorithms = options.hostKeys ? options.hostKeys.algorithms(target.host, target.port) : [];
+    // Our own TCP socket with Nagle off: ssh2 leaves it on, and every small
+    // packet of a command's exchange would then wait out the peer's delayed ACK.
+    const socket = sock ?? (await tcpConnect(target.host, target.port, options.connectTimeoutMs));
+    const config = {
+        host: target.host,
+        port: target.port,
+        username: target.user,
+        privateKey: options.privateKey,
+        passphrase: options.passphrase || undefined,
+        readyTimeout: options.connectTimeoutMs,
+        keepaliveInterval: 10000,
+        keepaliveCountMax: 3,
+        hostVerifier: hostVerifier(options.hostKeys, target, log, (r) => (rejection = r)),
+        ...(algorithms.length ? { algorithms: { serverHostKey: algorithms } } : {}),
+        sock: socket,
+    };
+    const ssh = new NodeSSH();
+    try {
+        await ssh.connect(config);
+    }
+    catch (err) {
+        ssh.dispose();
+        if (rejection)
+            throw new HostKeyError(`host key verification failed for ${target.label}: ${rejection}`);
+        throw err;
+    }
+    return ssh;
+}
+function tcpConnect(host, port, timeoutMs) {
+    return new Promise((resolve, reject) => {
+        const socket = (0,external_node_net_.connect)({ host, port, noDelay: true });
+        const timer = setTimeout(() => {
+            socket.destroy();
+            reject(new Error(`timed out connecting to ${host}:${port} after ${Math.round(timeoutMs / 1000)} s`));
+        }, timeoutMs);
+        socket.once('connect', () => {
+            clearTimeout(timer);
+            socket.setNoDelay(true);
+            resolve(socket);
+        });
+        socket.once('error', (err) => {
+            clearTimeout(timer);
+            reject(err);
+        });
+    });
+}
+/** Connects with bounded retries for network errors; a host key mismatch is never retried. */
+async function connect(target, options, log) {
+    if (options.hostKeys === null) {
+        log.warn(`Host key checking is off for ${target.label} (insecure-accept-any-host-key): anyone in between could impersonate it.`);
+    }
+    const attempts = options.attempts ?? 3;
+    let lastError;
+    for (let attempt = 1; attempt <= attempts; attempt++) {
+        let jump = null;
+        try {
+            let sock;
+            if (options.jump) {
+                jump = await connectOnce(options.jump, options, log);
+                sock = await new Promise((resolve, reject) => jump.connection.forwardOut('127.0.0.1', 0, target.host, target.port, (err, stream) => err ? reject(err) : resolve(stream)));
+            }
+            const ssh = await connectOnce(target, options, log, sock);
+            return new Connection(target, ssh, jump, options, log);
+        }
+        catch (err) {
+            jump?.dispose();
+            lastError = err;
+            if (err instanceof HostKeyError)
+                throw err;
+            const message = err instanceof Error ? err.message : String(err);
+            if (/authentication methods failed|passphrase|Cannot parse privateKey|Unsupported key/i.test(message))
+                break;
+            if (attempt < attempts) {
+                log.info(`[${target.label}] connect attempt ${attempt} failed (${message}); retrying`);
+                await new Promise((r) => setTimeout(r, 1000 * attempt));
+            }
+        }
+    }
+    const message = lastError instanceof Error ? lastError.message : String(lastError);
+    throw new RemoteError(`could not connect to ${target.label}: ${message}`, target.label, null, '');
+}
+
 ;// CONCATENATED MODULE: ./src/inputs/hosts.ts
 // Parses the `hosts` input: one or more hosts, newline- or comma-separated, each
 // `host`, `host:port`, `user@host`, `user@host:port` or a bracketed IPv6 address
@@ -55840,367 +56253,10 @@ function pinnedAlgorithms(entries, host, port) {
     return algos;
 }
 
-;// CONCATENATED MODULE: ./src/transport/ssh.ts
-// The only module that talks SSH. One connection per host per run; every script
-// goes on stdin to bash with errexit, nounset and pipefail, and its exit code decides.
-
-
-
-
-
-
-class RemoteError extends Error {
-    host;
-    code;
-    stderrTail;
-    constructor(message, host, code, stderrTail) {
-        super(message);
-        this.host = host;
-        this.code = code;
-        this.stderrTail = stderrTail;
-        this.name = 'RemoteError';
-    }
-}
-class HostKeyError extends Error {
-    constructor(message) {
-        super(message);
-        this.name = 'HostKeyError';
-    }
-}
-function tail(text, lines = 20) {
-    return text.trimEnd().split('\n').slice(-lines).join('\n');
-}
-/**
- * Wraps a script so bash parses all of it before running any of it: data that
- * follows on stdin is then read by the script's commands and never executed.
- * It starts in / (a login's home is root's alone: commands run as other users
- * could not enter it, and nothing is read relative to it).
- * With a token, the script's session id is written where a timeout can find it
- * and stop everything the script started.
- */
-function wrapScript(script, token) {
-    const body = script.replace(/\r\n?/g, '\n');
-    const record = token
-        ? `mkdir -p ${SESSION_DIR} && read -r _ _ _ _ _ __metalship_sid _ < /proc/$$/stat && echo "$__metalship_sid" > ${SESSION_DIR}/${token}\n`
-        : '';
-    const forget = token ? `trap 'rm -f ${SESSION_DIR}/${token}' EXIT\n` : '';
-    // The token also names what the script starts outside its session (build units).
-    const named = token ? `__metalship_token=${token}\n` : '';
-    return `set -euo pipefail\numask 022\ncd /\n${named}${record}${forget}__metalship_main() {\n${body}\n}\n{ __metalship_main; exit $?; }\n`;
-}
-const SESSION_DIR = '/run/metalship-sessions';
-/**
- * Stops every process of the scripts whose tokens match `pattern` (a token or a
- * glob of tokens): each script's whole session, TERM then KILL.
- */
-function killSessionScript(pattern) {
-    const files = `${SESSION_DIR}/${pattern}`;
-    return [
-        // Builds run as transient systemd units, outside the session: stopped by name.
-        `systemctl stop -- '${layout_BUILD_UNIT_PREFIX}${pattern}*' 2>/dev/null || true`,
-        `sids=""; for f in ${files}; do if [ -s "$f" ]; then sid=$(cat "$f"); case "$sid" in *[!0-9]*) ;; *) sids="$sids $sid";; esac; fi; done`,
-        'if [ -n "$sids" ]; then for sid in $sids; do pkill -TERM -s "$sid" || true; done; sleep 1; for sid in $sids; do pkill -KILL -s "$sid" || true; done; fi',
-        `rm -f ${files}`,
-    ].join('\n');
-}
-/** The remote command: bash reading the script from stdin, through sudo for non-root users. */
-function remoteCommand(user) {
-    return user === 'root' ? 'bash -se' : 'sudo -n -H -- bash -se';
-}
-class Connection {
-    endpoint;
-    ssh;
-    jump;
-    options;
-    log;
-    closed = false;
-    /** Starts the token of every script this connection runs, so that what the run left behind can be found. */
-    runTag = (0,external_node_crypto_.randomBytes)(6).toString('hex');
-    lostReason = null;
-    constructor(endpoint, ssh, jump, options, log) {
-        this.endpoint = endpoint;
-        this.ssh = ssh;
-        this.jump = jump;
-        this.options = options;
-        this.log = log;
-        ssh.connection?.on('error', (err) => {
-            this.lostReason = err.message;
-        });
-        ssh.connection?.on('close', () => {
-            if (!this.closed)
-                this.lostReason ??= 'connection closed';
-        });
-    }
-    get label() {
-        return this.endpoint.label;
-    }
-    /** Runs a script; resolves with its output when it exits 0, throws RemoteError otherwise. */
-    async run(script, opts = {}) {
-        const result = await this.exec(script, opts);
-        if (result.code !== 0) {
-            const what = opts.what ?? 'remote command';
-            throw new RemoteError(this.log.redact(`${what} failed on ${this.label} with exit code ${result.code}` +
-                (result.stderr.trim() ? `:\n${tail(result.stderr)}` : '')), this.label, result.code, this.log.redact(tail(result.stderr)));
-        }
-        return result;
-    }
-    /** Runs a script and resolves with its exit code whatever it is (timeouts and lost connections still throw). */
-    async exec(script, opts = {}) {
-        if (this.lostReason)
-            throw new RemoteError(`connection to ${this.label} was lost: ${this.lostReason}`, this.label, null, '');
-        const what = opts.what ?? 'remote command';
-        const idleMs = opts.idleTimeoutMs ?? this.options.idleTimeoutMs;
-        const totalMs = opts.timeoutMs ?? this.options.commandTimeoutMs;
-        const token = `${this.runTag}-${(0,external_node_crypto_.randomBytes)(8).toString('hex')}`;
-        const wrapped = wrapScript(script, token);
-        const stdin = new external_node_stream_.PassThrough();
-        stdin.write(wrapped);
-        if (opts.input instanceof external_node_stream_.Readable)
-            opts.input.pipe(stdin);
-        else {
-            if (opts.input)
-                stdin.write(opts.input);
-            stdin.end();
-        }
-        let channel = null;
-        let timedOut = null;
-        let idleTimer;
-        let abandon = () => { };
-        const abandoned = new Promise((resolve) => (abandon = () => resolve(null)));
-        const stop = (reason) => {
-            timedOut = reason;
-            // Closing the channel does not stop the remote processes: kill the script's session.
-            void this.ssh
-                .execCommand(remoteCommand(this.endpoint.user), { stdin: wrapScript(killSessionScript(token)) })
-                .catch(() => undefined)
-                .finally(() => {
-                channel?.close();
-                setTimeout(abandon, 3000);
-            });
-        };
-        const armIdle = () => {
-            clearTimeout(idleTimer);
-            idleTimer = setTimeout(() => stop(`printed nothing for ${Math.round(idleMs / 1000)} s (idle timeout)`), idleMs);
-        };
-        const totalTimer = setTimeout(() => stop(`ran longer than ${Math.round(totalMs / 1000)} s (command timeout)`), totalMs);
-        armIdle();
-        const lineBuffers = { out: '', err: '' };
-        let stderrSoFar = '';
-        const emit = (kind, chunk) => {
-            armIdle();
-            if (kind === 'err')
-                stderrSoFar = (stderrSoFar + chunk.toString('utf8')).slice(-20000);
-            if (!opts.stream)
-                return;
-            lineBuffers[kind] += chunk.toString('utf8');
-            const lines = lineBuffers[kind].split('\n');
-            lineBuffers[kind] = lines.pop() ?? '';
-            for (const line of lines)
-                this.log.info(`[${this.label}] ${line}`);
-        };
-        try {
-            const execution = this.ssh.execCommand(remoteCommand(this.endpoint.user), {
-                stdin,
-                noTrim: true,
-                onChannel: (c) => {
-                    channel = c;
-                },
-                onStdout: (c) => emit('out', c),
-                onStderr: (c) => emit('err', c),
-            });
-            const res = (await Promise.race([execution, abandoned])) ?? {
-                code: null,
-                signal: null,
-                stdout: '',
-                stderr: '',
-            };
-            if (opts.stream) {
-                for (const rest of [lineBuffers.out, lineBuffers.err])
-                    if (rest)
-                        this.log.info(`[${this.label}] ${rest}`);
-            }
-            if (timedOut) {
-                const stderr = res.stderr || stderrSoFar;
-                throw new RemoteError(this.log.redact(`${what} on ${this.label} ${timedOut}; its processes were stopped` +
-                    (stderr.trim() ? `; last output:\n${tail(stderr)}` : '')), this.label, null, this.log.redact(tail(stderr)));
-            }
-            if (res.code === null) {
-                throw new RemoteError(this.log.redact(`${what} on ${this.label} ended without an exit code (${this.lostReason ?? (res.signal ? 'signal ' + res.signal : 'connection lost')})`), this.label, null, this.log.redact(tail(res.stderr)));
-            }
-            return { code: res.code, stdout: res.stdout, stderr: res.stderr };
-        }
-        finally {
-            clearTimeout(idleTimer);
-            clearTimeout(totalTimer);
-        }
-    }
-    /**
-     * Runs a script whose stdout is data, not text: its bytes are piped into sink
-     * (with backpressure, never held in memory), and sink is ended when the script
-     * ends. For copying a file between hosts through the runner. Resolves with the
-     * exit code and stderr; `signal` aborts it (the channel is closed).
-     */
-    async pipeOut(script, sink, opts = {}) {
-        const client = this.ssh.connection;
-        const what = opts.what ?? 'remote command';
-        if (!client || this.lostReason)
-            throw new RemoteError(`connection to ${this.label} was lost: ${this.lostReason}`, this.label, null, '');
-        return new Promise((resolve, reject) => {
-            client.exec(remoteCommand(this.endpoint.user), (err, channel) => {
-                if (err) {
-                    sink.end();
-                    reject(new RemoteError(`${what} could not start on ${this.label}: ${err.message}`, this.label, null, ''));
-                    return;
-                }
-                let stderr = '';
-                let code = null;
-                const close = () => channel.close();
-                const timer = setTimeout(close, opts.timeoutMs ?? this.options.commandTimeoutMs);
-                opts.signal?.addEventListener('abort', close, { once: true });
-                channel.stderr.on('data', (c) => (stderr = (stderr + c.toString('utf8')).slice(-20000)));
-                channel.on('exit', (c) => (code = c));
-                channel.pipe(sink);
-                channel.on('close', () => {
-                    clearTimeout(timer);
-                    opts.signal?.removeEventListener('abort', close);
-                    if (!sink.writableEnded)
-                        sink.end();
-                    resolve({ code: code ?? -1, stdout: '', stderr: this.log.redact(stderr) });
-                });
-                channel.end(wrapScript(script));
-            });
-        });
-    }
-    /**
-     * Starts a long-running script whose stdin stays open: it can wait for lines
-     * from us (a heartbeat) and notices when we end it or the connection drops.
-     */
-    openSession(script, onStdout) {
-        const stdin = new external_node_stream_.PassThrough();
-        stdin.write(wrapScript(script));
-        const done = this.ssh
-            .execCommand(remoteCommand(this.endpoint.user), {
-            stdin,
-            noTrim: true,
-            onStdout: (c) => onStdout(c.toString('utf8')),
-        })
-            .then((r) => ({ code: r.code ?? -1, stdout: r.stdout, stderr: r.stderr }));
-        return { stdin, done };
-    }
-    /**
-     * A script that stops whatever this connection's scripts still run on the
-     * host: run by the lock holder when the run is gone (killed, or its network
-     * lost), before it lets the lock go, so the next run never works beside them.
-     */
-    leftoversScript() {
-        return killSessionScript(`${this.runTag}-*`);
-    }
-    async close() {
-        this.closed = true;
-        this.ssh.dispose();
-        this.jump?.dispose();
-    }
-}
-function hostVerifier(entries, target, log, onReject) {
-    return (key) => {
-        if (entries === null)
-            return true;
-        const verdict = verifyHostKey(entries, target.host, target.port, key);
-        if (!verdict.ok) {
-            onReject(verdict.reason);
-            log.error(`Refusing ${target.label}: ${verdict.reason}`);
-        }
-        return verdict.ok;
-    };
-}
-async function connectOnce(target, options, log, sock) {
-    let rejection = null;
-    const algorithms = options.knownHosts ? pinnedAlgorithms(options.knownHosts, target.host, target.port) : [];
-    // Our own TCP socket with Nagle off: ssh2 leaves it on, and every small
-    // packet of a command's exchange would then wait out the peer's delayed ACK.
-    const socket = sock ?? (await tcpConnect(target.host, target.port, options.connectTimeoutMs));
-    const config = {
-        host: target.host,
-        port: target.port,
-        username: target.user,
-        privateKey: options.privateKey,
-        passphrase: options.passphrase || undefined,
-        readyTimeout: options.connectTimeoutMs,
-        keepaliveInterval: 10000,
-        keepaliveCountMax: 3,
-        hostVerifier: hostVerifier(options.knownHosts, target, log, (r) => (rejection = r)),
-        ...(algorithms.length ? { algorithms: { serverHostKey: algorithms } } : {}),
-        sock: socket,
-    };
-    const ssh = new NodeSSH();
-    try {
-        await ssh.connect(config);
-    }
-    catch (err) {
-        ssh.dispose();
-        if (rejection)
-            throw new HostKeyError(`host key verification failed for ${target.label}: ${rejection}`);
-        throw err;
-    }
-    return ssh;
-}
-function tcpConnect(host, port, timeoutMs) {
-    return new Promise((resolve, reject) => {
-        const socket = (0,external_node_net_.connect)({ host, port, noDelay: true });
-        const timer = setTimeout(() => {
-            socket.destroy();
-            reject(new Error(`timed out connecting to ${host}:${port} after ${Math.round(timeoutMs / 1000)} s`));
-        }, timeoutMs);
-        socket.once('connect', () => {
-            clearTimeout(timer);
-            socket.setNoDelay(true);
-            resolve(socket);
-        });
-        socket.once('error', (err) => {
-            clearTimeout(timer);
-            reject(err);
-        });
-    });
-}
-/** Connects with bounded retries for network errors; a host key mismatch is never retried. */
-async function connect(target, options, log) {
-    if (options.knownHosts === null) {
-        log.warn(`Host key checking is off for ${target.label} (insecure-accept-any-host-key): anyone in between could impersonate it.`);
-    }
-    const attempts = options.attempts ?? 3;
-    let lastError;
-    for (let attempt = 1; attempt <= attempts; attempt++) {
-        let jump = null;
-        try {
-            let sock;
-            if (options.jump) {
-                jump = await connectOnce(options.jump, options, log);
-                sock = await new Promise((resolve, reject) => jump.connection.forwardOut('127.0.0.1', 0, target.host, target.port, (err, stream) => err ? reject(err) : resolve(stream)));
-            }
-            const ssh = await connectOnce(target, options, log, sock);
-            return new Connection(target, ssh, jump, options, log);
-        }
-        catch (err) {
-            jump?.dispose();
-            lastError = err;
-            if (err instanceof HostKeyError)
-                throw err;
-            const message = err instanceof Error ? err.message : String(err);
-            if (/authentication methods failed|passphrase|Cannot parse privateKey|Unsupported key/i.test(message))
-                break;
-            if (attempt < attempts) {
-                log.info(`[${target.label}] connect attempt ${attempt} failed (${message}); retrying`);
-                await new Promise((r) => setTimeout(r, 1000 * attempt));
-            }
-        }
-    }
-    const message = lastError instanceof Error ? lastError.message : String(lastError);
-    throw new RemoteError(`could not connect to ${target.label}: ${message}`, target.label, null, '');
-}
-
 ;// CONCATENATED MODULE: ./src/stages/hosts.ts
 // Opening hosts: one connection per host for the whole run, the deploy lock held
 // on each for as long as the run needs it, and per-host results.
+
 
 
 
@@ -56227,12 +56283,21 @@ function resolveRoles(hosts) {
         };
     });
 }
+/** The pinned keys as the transport asks for them (null: accept any key). */
+function hostKeyPolicy(entries) {
+    return entries === null
+        ? null
+        : {
+            verify: (host, port, key) => verifyHostKey(entries, host, port, key),
+            algorithms: (host, port) => pinnedAlgorithms(entries, host, port),
+        };
+}
 function connectOptions(s) {
     const jump = s['jump-host'] && typeof s['jump-host'] === 'object' ? s['jump-host'] : null;
     return {
         privateKey: s['ssh-key'],
         passphrase: s['ssh-key-passphrase'] || undefined,
-        knownHosts: s['insecure-accept-any-host-key'] ? null : s['known-hosts'],
+        hostKeys: hostKeyPolicy(s['insecure-accept-any-host-key'] ? null : s['known-hosts']),
         jump: jump
             ? { host: jump.host, port: jump.port, user: jump.user ?? s['ssh-user'], label: jump.label }
             : null,
@@ -56606,6 +56671,34 @@ function balancer_drainScript(l, port, draining) {
     return script('tools=""', 'for t in iptables ip6tables; do command -v "$t" >/dev/null 2>&1 && tools="$tools $t"; done', `[ -n "$tools" ] || { echo "draining needs iptables (provision installs it with ufw)" >&2; exit 1; }`, 'for t in $tools; do', draining
         ? `  "$t" -w -C ${rule} 2>/dev/null || "$t" -w -I ${rule.replace(/^INPUT /, 'INPUT 1 ')}`
         : `  while "$t" -w -D ${rule} 2>/dev/null; do :; done`, 'done', draining ? 'echo DRAINING' : 'echo IN_ROTATION');
+}
+
+;// CONCATENATED MODULE: external "node:fs"
+const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs");
+;// CONCATENATED MODULE: ./src/remote/pytool.ts
+// The Python tool the scripts run on the host: src/remote/py/mstool.py, read as
+// text here (ncc ships it beside each bundle that needs it), sent inside the
+// script and run with python3 -I. Scripts define it once with pyToolDefinition()
+// and call `mstool <cmd> ...`.
+
+
+const PY_TOOL = (0,external_node_fs_namespaceObject.readFileSync)(__nccwpck_require__.ab + "mstool.py", 'utf8');
+/** The user health probes connect as: an app controls its socket's directory, so root never follows it. */
+const pytool_PROBE_USER = 'nobody';
+/**
+ * Script lines that define `mstool`, a shell function running the Python tool
+ * with python3 (isolated: neither the working directory nor PYTHON* variables
+ * can bring other code in), and `mstool_as USER ...` for the same as another user.
+ */
+function pytool_pyToolDefinition() {
+    return [
+        textVar('MSTOOL_SRC', PY_TOOL),
+        // Each script calls one of the two or both: the other is there unused.
+        '# shellcheck disable=SC2317',
+        'mstool() { python3 -I -c "$MSTOOL_SRC" "$@"; }',
+        '# shellcheck disable=SC2317',
+        'mstool_as() { local user=$1; shift; runuser -u "$user" -- python3 -I -c "$MSTOOL_SRC" "$@"; }',
+    ].join('\n');
 }
 
 ;// CONCATENATED MODULE: ./src/remote/nginx.ts
@@ -57746,8 +57839,10 @@ function nginxItem(s) {
 }
 
 ;// CONCATENATED MODULE: ./src/remote/backup.ts
-// PostgreSQL backups: the backup program installed on a database host, its
-// daily timer, and a one-off run. Pure functions from settings to bash.
+// PostgreSQL backups: the backup program installed on a database host (its
+// settings, then src/remote/sh/backup.sh), its daily timer, and the steps that
+// take a backup now and read the last restore test. Pure functions from
+// settings to bash.
 //
 // One backup is three files in the backup directory (700, root):
 //   <database>_<YYYYmmddTHHMMSSZ>_<label>.dump            pg_dump -Fc
@@ -57755,6 +57850,8 @@ function nginxItem(s) {
 //   <database>_<YYYYmmddTHHMMSSZ>_<label>.manifest.json   written last, atomically
 // The manifest's row counts are taken in the same snapshot as the dump, so a
 // restore must reproduce them exactly.
+
+
 
 
 
@@ -57812,29 +57909,21 @@ const ROW_COUNTS_SQL = `SELECT coalesce(json_object_agg(t.name, t.n ORDER BY t.n
     `WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' ` +
     `AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')` +
     `) t;`;
+const BACKUP_SH = shellFile((0,external_node_fs_namespaceObject.readFileSync)(__nccwpck_require__.ab + "backup.sh", 'utf8'));
 /**
- * The backup program (/usr/local/sbin/metalship-backup-{app}). Usage:
+ * The backup program (/usr/local/sbin/metalship-backup-{app}): its settings as
+ * quoted assignments, then src/remote/sh/backup.sh. Usage:
  * `metalship-backup-{app} [label]`; prints the dump's path on its last line.
  */
 function backupProgram(opts) {
     check(opts);
-    return sh_script('#!/bin/bash', sh_sh `# metalship-backup-${opts.app}: PostgreSQL backup of ${opts.database}. Managed by metalship; changes are overwritten.`, '# Usage: metalship-backup-APP [label]   (label: daily, manual, pre-migrate-<release>, ...)', 'set -euo pipefail', 'umask 077', sh_sh `DB=${opts.database}`, sh_sh `DIR=${opts.backupDir}`, sh_sh `RETENTION_DAYS=${opts.retentionDays}`, sh_sh `LABEL=\${1:-${DEFAULT_BACKUP_LABEL}}`, 'say() { printf "metalship-backup: %s\\n" "$*" >&2; }', 'die() { say "error: $*"; exit 1; }', `[[ $LABEL =~ ${LABEL_RE.source} ]] || die "label '$LABEL' is invalid: letters, digits, ., _ and - only (1 to 80, starting with a letter or digit)"`, '[ "$(id -u)" = 0 ] || die "must run as root (it runs pg_dump as the postgres user and owns the backup directory)"', 'for tool in pg_dump pg_dumpall psql sha256sum runuser flock; do command -v "$tool" >/dev/null || die "$tool is not installed"; done', 'cd /', 
-    // Root writes the backups there: no other user may be able to swap a directory on the way.
-    ROOT_ONLY_FUNCTION, 'ms_root_only "$DIR" || die "the backup directory is not safe for root to write to"', 'mkdir -p -- "$DIR"', 'chown root:root -- "$DIR"', 'chmod 700 -- "$DIR"', 
-    // One backup of this database at a time; a second waits.
-    'exec 8>>"$DIR/.backup.lock"', 'flock 8', 'now=$(date -u +%s)', 'stamp=$(date -u -d "@$now" +%Y%m%dT%H%M%SZ)', 'while [ -e "$DIR/${DB}_${stamp}_${LABEL}.dump" ] || [ -e "$DIR/${DB}_${stamp}_${LABEL}.manifest.json" ]; do', '  sleep 1; now=$(date -u +%s); stamp=$(date -u -d "@$now" +%Y%m%dT%H%M%SZ)', 'done', 'created=$(date -u -d "@$now" +%Y-%m-%dT%H:%M:%SZ)', 'base="${DB}_${stamp}_${LABEL}"', 'dump="$DIR/$base.dump"', 'manifest="$DIR/$base.manifest.json"', 'globals="$DIR/$base.globals.sql"', 'tmp_dump="$DIR/.$base.dump.partial"', 'tmp_manifest="$DIR/.$base.manifest.partial"', 'tmp_globals="$DIR/.$base.globals.partial"', 'psql_err=$(mktemp)', 'psql_pid=""', 'cleanup() {', '  rm -f -- "$tmp_dump" "$tmp_manifest" "$tmp_globals" "$psql_err"', '  if [ -n "$psql_pid" ]; then kill "$psql_pid" 2>/dev/null || true; fi', '}', 'trap cleanup EXIT', 'start=$(date +%s)', 
-    // The snapshot: a REPEATABLE READ transaction held open by a psql coprocess.
-    // Its first query exports the snapshot; the row counts and pg_dump read that same snapshot.
-    'coproc PSQL { exec runuser -u postgres -- psql -X -q -A -t -v ON_ERROR_STOP=1 -d "$DB" 2>"$psql_err"; }', 'psql_pid=$PSQL_PID', 'exec 5<&"${PSQL[0]}" 6>&"${PSQL[1]}"', "printf '%s\\n' 'BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;' 'SELECT pg_export_snapshot();' >&6", 'snap=""', 'IFS= read -r snap <&5 || true', '[[ $snap =~ ^[0-9A-Fa-f]+-[0-9A-Fa-f]+(-[0-9]+)?$ ]] || die "cannot open a snapshot of database $DB: $(head -c 2000 "$psql_err")"', "printf '%s\\n' \"SELECT to_json(current_setting('server_version'))::text;\" >&6", 'pg_version=""', 'IFS= read -r pg_version <&5 || die "cannot read the server version: $(head -c 2000 "$psql_err")"', heredocVar('counts_sql', ROW_COUNTS_SQL), 'printf \'%s\\n\' "$counts_sql" >&6', 'tables=""', 'IFS= read -r tables <&5 || die "cannot count the rows of $DB: $(head -c 2000 "$psql_err")"', '[[ $tables == "{"* ]] || die "unexpected row counts from $DB: $tables $(head -c 2000 "$psql_err")"', 'if ! runuser -u postgres -- pg_dump -Fc --snapshot="$snap" -d "$DB" > "$tmp_dump"; then die "pg_dump of $DB failed"; fi', "printf '%s\\n' 'COMMIT;' '\\q' >&6", 'exec 6>&- 5<&-', 'wait "$psql_pid" || die "the snapshot transaction failed: $(head -c 2000 "$psql_err")"', 'psql_pid=""', 
-    // Globals (roles, tablespaces) are cluster-wide and small: beside every dump.
-    'if runuser -u postgres -- pg_dumpall --globals-only > "$tmp_globals"; then', '  sync -- "$tmp_globals" 2>/dev/null || true', '  mv -f -- "$tmp_globals" "$globals"', 'else', '  say "warning: pg_dumpall --globals-only failed; the dump is still complete"', 'fi', 'size=$(stat -c %s -- "$tmp_dump")', '[ "$size" -gt 0 ] || die "pg_dump wrote nothing"', 'sha=$(sha256sum -- "$tmp_dump" | cut -d" " -f1)', 'sync -- "$tmp_dump" 2>/dev/null || true', 'mv -f -- "$tmp_dump" "$dump"', 'printf \'{"database": "%s", "created": "%s", "label": "%s", "file": "%s", "size": %s, "sha256": "%s", "pg_version": %s, "tables": %s}\\n\' \\', '  "$DB" "$created" "$LABEL" "$base.dump" "$size" "$sha" "$pg_version" "$tables" > "$tmp_manifest"', 'sync -- "$tmp_manifest" 2>/dev/null || true', 'mv -f -- "$tmp_manifest" "$manifest"', 'sync -- "$DIR" 2>/dev/null || true', 'say "$base.dump: $size bytes, $(( $(date +%s) - start )) s"', 
-    // Retention: backups of this database older than the limit. The new one is never older.
-    'pattern="${DB}_[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z_*"', 'find "$DIR" -maxdepth 1 -type f \\( -name "$pattern.dump" -o -name "$pattern.manifest.json" -o -name "$pattern.globals.sql" \\) \\', '  -mmin "+$(( RETENTION_DAYS * 1440 ))" -print -delete | sed "s|^|metalship-backup: removed old |" >&2', 'find "$DIR" -maxdepth 1 -type f -name ".${DB}_*.partial" -mmin +1440 -delete', 'printf \'%s\\n\' "$dump"');
-}
-/** `name=<exact text>` as a bash assignment, via a quoted heredoc (no expansion). */
-function heredocVar(name, text) {
-    const doc = sh_heredoc(text);
-    return `${name}=$(cat ${doc.open}\n${doc.body}\n)`;
+    return sh_script('#!/bin/bash', sh_sh `# metalship-backup-${opts.app}: PostgreSQL backup of ${opts.database}. Managed by metalship; changes are overwritten.`, '# Usage: metalship-backup-APP [label]   (label: daily, manual, pre-migrate-<release>, ...)', assignments({
+        DB: opts.database,
+        DIR: opts.backupDir,
+        RETENTION_DAYS: opts.retentionDays,
+        DEFAULT_LABEL: DEFAULT_BACKUP_LABEL,
+        LABEL_PATTERN: LABEL_RE.source,
+    }), sh_textVar('COUNTS_SQL', ROW_COUNTS_SQL), ROOT_ONLY_FUNCTION, BACKUP_SH);
 }
 /** The backup's oneshot service and its timer. */
 function backup_unitFiles(opts) {
@@ -57902,55 +57991,52 @@ function backupInstallScript(opts) {
 }
 /**
  * Takes a backup now with the given label: the installed program, or this
- * program run inline when it is not installed. The dump's path is the last line.
+ * program run inline when it is not installed. Gives the dump's path.
  */
-function backupNowScript(opts, label) {
+function backupNowStep(opts, label) {
     const bad = validBackupLabel(label);
     if (bad)
         throw new Error(`backup: label ${JSON.stringify(label)}: ${bad}`);
-    const program = backupProgram(opts);
-    const doc = heredoc(program);
+    const doc = heredoc(backupProgram(opts));
     const prog = backupProgramPath(opts.app);
-    return script(sh `if [ -x ${prog} ]; then`, sh `  ${prog} ${label}`, 'else', '  inline=$(mktemp)', '  trap \'rm -f -- "$inline"\' EXIT', `  cat > "$inline" ${doc.open}`, doc.body, sh `  bash "$inline" ${label}`, 'fi');
-}
-/** The dump path a backup run printed (its last line). */
-function parseBackupPath(stdout) {
-    const lines = stdout.trim().split('\n');
-    return (lines[lines.length - 1] ?? '').trim();
-}
-/**
- * For other actions (deploy), on the database host: prints `LAST_VERIFIED <json>`
- * with the record of the last successful restore test, and `NOW <epoch>`.
- */
-function lastVerifiedScript(backupDir) {
-    return script(sh `f=${lastVerifiedPath(backupDir)}`, 'if [ -f "$f" ]; then echo "LAST_VERIFIED $(head -c 10000 -- "$f" | tr -d \'\\n\')"; fi', 'echo "NOW $(date -u +%s)"');
+    return step(`taking a backup of ${opts.database} (${label})`, script(sh `if [ -x ${prog} ]; then`, sh `  dump=$(${prog} ${label})`, 'else', '  inline=$(mktemp)', '  trap \'rm -f -- "$inline"\' EXIT', `  cat > "$inline" ${doc.open}`, doc.body, sh `  dump=$(bash "$inline" ${label})`, 'fi', 
+    // The program prints the path on its last line.
+    'echo "DUMP $(printf \'%s\\n\' "$dump" | tail -n 1)"'), (stdout) => {
+        const dump = keyLines(stdout).get('DUMP');
+        if (!dump)
+            throw new Error('the backup printed no dump path');
+        return dump;
+    });
 }
 /**
- * A warning for the deploy log when the backups were never proven to restore, or
- * not for longer than maxDays (the monthly restore test stopped?); null when fine.
+ * For other actions (deploy), on the database host: a warning for the log when
+ * the backups were never proven to restore, or not for longer than maxDays (the
+ * monthly restore test stopped?); null when fine or when the host keeps no
+ * backups in backupDir.
  */
-function verificationWarning(stdout, maxDays = 45) {
-    const get = (k) => stdout
-        .split('\n')
-        .find((l) => l.startsWith(k + ' '))
-        ?.slice(k.length + 1);
-    const now = Number(get('NOW'));
-    const raw = get('LAST_VERIFIED');
-    if (!raw)
-        return 'no restore test of the backups is recorded on this host: run the backup-verify action';
-    let when = NaN;
-    try {
-        when = Date.parse(JSON.parse(raw).verified ?? '') / 1000;
-    }
-    catch {
-        // unreadable record: treated as missing
-    }
-    if (Number.isNaN(when))
-        return 'the record of the last restore test is unreadable: run the backup-verify action';
-    const days = (now - when) / 86400;
-    return days > maxDays
-        ? `the backups were last proven to restore ${days.toFixed(0)} days ago: is the monthly restore test still running?`
-        : null;
+function restoreProofStep(backupDir, maxDays = 45) {
+    return step('reading the last restore test', script(sh `if [ ! -d ${backupDir} ]; then echo NO_BACKUPS; exit 0; fi`, sh `record=${lastVerifiedPath(backupDir)}`, 'if [ -f "$record" ]; then echo "LAST_VERIFIED $(head -c 10000 -- "$record" | tr -d \'\\n\')"; fi', 'echo "NOW $(date -u +%s)"'), (stdout) => {
+        const out = keyLines(stdout);
+        if (out.get('NO_BACKUPS') !== undefined)
+            return null;
+        const now = Number(out.get('NOW'));
+        const record = out.get('LAST_VERIFIED');
+        if (!record)
+            return 'no restore test of the backups is recorded on this host: run the backup-verify action';
+        let when = NaN;
+        try {
+            when = Date.parse(JSON.parse(record).verified ?? '') / 1000;
+        }
+        catch {
+            // unreadable record: treated as missing
+        }
+        if (Number.isNaN(when))
+            return 'the record of the last restore test is unreadable: run the backup-verify action';
+        const days = (now - when) / 86400;
+        return days > maxDays
+            ? `the backups were last proven to restore ${days.toFixed(0)} days ago: is the monthly restore test still running?`
+            : null;
+    });
 }
 
 ;// CONCATENATED MODULE: ./src/remote/provision/postgresql.ts
@@ -58352,12 +58438,11 @@ const SHARED_PATHS = ['logs', 'uploads', '.env'];
  * the rule limits what the user can be used for, not what it could do.
  */
 function sudoersRule(user) {
-    const words = remoteCommand(user).split(' ');
-    const args = words.slice(words.indexOf('--') + 2).join(' ');
+    const [shell, ...args] = SCRIPT_SHELL;
     const name = sudoersName(user);
     return `# Managed by metalship: the deploy actions run '${remoteCommand(user)}' and nothing else.
 Defaults:${name} !requiretty
-${name} ALL=(root) NOPASSWD: /usr/bin/bash ${args}, /bin/bash ${args}
+${name} ALL=(root) NOPASSWD: /usr/bin/${shell} ${args.join(' ')}, /bin/${shell} ${args.join(' ')}
 `;
 }
 function usersItem(s) {
@@ -72688,8 +72773,6 @@ function getIDToken(aud) {
  */
 
 //# sourceMappingURL=core.js.map
-;// CONCATENATED MODULE: external "node:fs"
-const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs");
 ;// CONCATENATED MODULE: ./src/log.ts
 // Logging, outputs and the job summary. Every line goes through redact(), so a
 // secret never reaches the log even outside GitHub (where ::add-mask:: does nothing).

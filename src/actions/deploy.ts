@@ -3,8 +3,7 @@
 
 import type { Settings } from '../inputs/parse.js';
 import type { Log } from '../log.js';
-import { lastVerifiedScript, verificationWarning } from '../remote/backup.js';
-import { script, sh } from '../remote/sh.js';
+import { restoreProofStep } from '../remote/backup.js';
 import { hasBalancer } from '../inputs/hosts.js';
 import { withHosts, type Host } from '../stages/hosts.js';
 import { markFailedEverywhere, migrateOnHost, pickMigrateHost } from '../stages/migrate.js';
@@ -149,12 +148,10 @@ export const run = () => runAction('deploy', deploy);
  * without activity): every deploy looks at the last proof beside the backups.
  */
 async function restoreProofWarning(host: Host, s: Settings<'deploy'>, log: Log): Promise<string | null> {
-  const dir = s['backup-dir'];
-  const res = await host.conn.exec(script(sh`if [ ! -d ${dir} ]; then echo NO_BACKUPS; exit 0; fi`, lastVerifiedScript(dir)), {
-    what: 'reading the last restore test',
-  });
-  if (res.code !== 0 || res.stdout.includes('NO_BACKUPS')) return null;
-  const warning = verificationWarning(res.stdout, s['restore-proof-days']);
+  const proof = restoreProofStep(s['backup-dir'], s['restore-proof-days']);
+  // A host that cannot tell is no reason to fail the deploy: exec, not step.
+  const res = await host.conn.exec(proof.script, { what: proof.what });
+  const warning = res.code === 0 ? proof.parse(res.stdout) : null;
   if (warning) log.warn(`${host.spec.label}: ${warning}`);
   return warning ? `${host.spec.label}: ${warning}` : null;
 }

@@ -1,5 +1,7 @@
-// PostgreSQL backups: the backup program installed on a database host, its
-// daily timer, and a one-off run. Pure functions from settings to bash.
+// PostgreSQL backups: the backup program installed on a database host (its
+// settings, then src/remote/sh/backup.sh), its daily timer, and the steps that
+// take a backup now and read the last restore test. Pure functions from
+// settings to bash.
 //
 // One backup is three files in the backup directory (700, root):
 //   <database>_<YYYYmmddTHHMMSSZ>_<label>.dump            pg_dump -Fc
@@ -8,9 +10,11 @@
 // The manifest's row counts are taken in the same snapshot as the dump, so a
 // restore must reproduce them exactly.
 
+import { readFileSync } from 'node:fs';
 import { execLine, unitText } from './quoting.js';
 import { ROOT_ONLY_FUNCTION, rootOnly } from './paths.js';
-import { ensureFile, heredoc, script, sh } from './sh.js';
+import { assignments, ensureFile, heredoc, keyLines, script, sh, shellFile, textVar } from './sh.js';
+import { step, type Step } from './step.js';
 
 export interface BackupOptions {
   app: string;
@@ -106,8 +110,11 @@ export const ROW_COUNTS_SQL =
   `AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')` +
   `) t;`;
 
+const BACKUP_SH = shellFile(readFileSync(new URL('./sh/backup.sh', import.meta.url), 'utf8'));
+
 /**
- * The backup program (/usr/local/sbin/metalship-backup-{app}). Usage:
+ * The backup program (/usr/local/sbin/metalship-backup-{app}): its settings as
+ * quoted assignments, then src/remote/sh/backup.sh. Usage:
  * `metalship-backup-{app} [label]`; prints the dump's path on its last line.
  */
 export function backupProgram(opts: BackupOptions): string {
@@ -116,101 +123,17 @@ export function backupProgram(opts: BackupOptions): string {
     '#!/bin/bash',
     sh`# metalship-backup-${opts.app}: PostgreSQL backup of ${opts.database}. Managed by metalship; changes are overwritten.`,
     '# Usage: metalship-backup-APP [label]   (label: daily, manual, pre-migrate-<release>, ...)',
-    'set -euo pipefail',
-    'umask 077',
-    sh`DB=${opts.database}`,
-    sh`DIR=${opts.backupDir}`,
-    sh`RETENTION_DAYS=${opts.retentionDays}`,
-    sh`LABEL=\${1:-${DEFAULT_BACKUP_LABEL}}`,
-    'say() { printf "metalship-backup: %s\\n" "$*" >&2; }',
-    'die() { say "error: $*"; exit 1; }',
-    `[[ $LABEL =~ ${LABEL_RE.source} ]] || die "label '$LABEL' is invalid: letters, digits, ., _ and - only (1 to 80, starting with a letter or digit)"`,
-    '[ "$(id -u)" = 0 ] || die "must run as root (it runs pg_dump as the postgres user and owns the backup directory)"',
-    'for tool in pg_dump pg_dumpall psql sha256sum runuser flock; do command -v "$tool" >/dev/null || die "$tool is not installed"; done',
-    'cd /',
-    // Root writes the backups there: no other user may be able to swap a directory on the way.
+    assignments({
+      DB: opts.database,
+      DIR: opts.backupDir,
+      RETENTION_DAYS: opts.retentionDays,
+      DEFAULT_LABEL: DEFAULT_BACKUP_LABEL,
+      LABEL_PATTERN: LABEL_RE.source,
+    }),
+    textVar('COUNTS_SQL', ROW_COUNTS_SQL),
     ROOT_ONLY_FUNCTION,
-    'ms_root_only "$DIR" || die "the backup directory is not safe for root to write to"',
-    'mkdir -p -- "$DIR"',
-    'chown root:root -- "$DIR"',
-    'chmod 700 -- "$DIR"',
-    // One backup of this database at a time; a second waits.
-    'exec 8>>"$DIR/.backup.lock"',
-    'flock 8',
-    'now=$(date -u +%s)',
-    'stamp=$(date -u -d "@$now" +%Y%m%dT%H%M%SZ)',
-    'while [ -e "$DIR/${DB}_${stamp}_${LABEL}.dump" ] || [ -e "$DIR/${DB}_${stamp}_${LABEL}.manifest.json" ]; do',
-    '  sleep 1; now=$(date -u +%s); stamp=$(date -u -d "@$now" +%Y%m%dT%H%M%SZ)',
-    'done',
-    'created=$(date -u -d "@$now" +%Y-%m-%dT%H:%M:%SZ)',
-    'base="${DB}_${stamp}_${LABEL}"',
-    'dump="$DIR/$base.dump"',
-    'manifest="$DIR/$base.manifest.json"',
-    'globals="$DIR/$base.globals.sql"',
-    'tmp_dump="$DIR/.$base.dump.partial"',
-    'tmp_manifest="$DIR/.$base.manifest.partial"',
-    'tmp_globals="$DIR/.$base.globals.partial"',
-    'psql_err=$(mktemp)',
-    'psql_pid=""',
-    'cleanup() {',
-    '  rm -f -- "$tmp_dump" "$tmp_manifest" "$tmp_globals" "$psql_err"',
-    '  if [ -n "$psql_pid" ]; then kill "$psql_pid" 2>/dev/null || true; fi',
-    '}',
-    'trap cleanup EXIT',
-    'start=$(date +%s)',
-    // The snapshot: a REPEATABLE READ transaction held open by a psql coprocess.
-    // Its first query exports the snapshot; the row counts and pg_dump read that same snapshot.
-    'coproc PSQL { exec runuser -u postgres -- psql -X -q -A -t -v ON_ERROR_STOP=1 -d "$DB" 2>"$psql_err"; }',
-    'psql_pid=$PSQL_PID',
-    'exec 5<&"${PSQL[0]}" 6>&"${PSQL[1]}"',
-    "printf '%s\\n' 'BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;' 'SELECT pg_export_snapshot();' >&6",
-    'snap=""',
-    'IFS= read -r snap <&5 || true',
-    '[[ $snap =~ ^[0-9A-Fa-f]+-[0-9A-Fa-f]+(-[0-9]+)?$ ]] || die "cannot open a snapshot of database $DB: $(head -c 2000 "$psql_err")"',
-    "printf '%s\\n' \"SELECT to_json(current_setting('server_version'))::text;\" >&6",
-    'pg_version=""',
-    'IFS= read -r pg_version <&5 || die "cannot read the server version: $(head -c 2000 "$psql_err")"',
-    heredocVar('counts_sql', ROW_COUNTS_SQL),
-    'printf \'%s\\n\' "$counts_sql" >&6',
-    'tables=""',
-    'IFS= read -r tables <&5 || die "cannot count the rows of $DB: $(head -c 2000 "$psql_err")"',
-    '[[ $tables == "{"* ]] || die "unexpected row counts from $DB: $tables $(head -c 2000 "$psql_err")"',
-    'if ! runuser -u postgres -- pg_dump -Fc --snapshot="$snap" -d "$DB" > "$tmp_dump"; then die "pg_dump of $DB failed"; fi',
-    "printf '%s\\n' 'COMMIT;' '\\q' >&6",
-    'exec 6>&- 5<&-',
-    'wait "$psql_pid" || die "the snapshot transaction failed: $(head -c 2000 "$psql_err")"',
-    'psql_pid=""',
-    // Globals (roles, tablespaces) are cluster-wide and small: beside every dump.
-    'if runuser -u postgres -- pg_dumpall --globals-only > "$tmp_globals"; then',
-    '  sync -- "$tmp_globals" 2>/dev/null || true',
-    '  mv -f -- "$tmp_globals" "$globals"',
-    'else',
-    '  say "warning: pg_dumpall --globals-only failed; the dump is still complete"',
-    'fi',
-    'size=$(stat -c %s -- "$tmp_dump")',
-    '[ "$size" -gt 0 ] || die "pg_dump wrote nothing"',
-    'sha=$(sha256sum -- "$tmp_dump" | cut -d" " -f1)',
-    'sync -- "$tmp_dump" 2>/dev/null || true',
-    'mv -f -- "$tmp_dump" "$dump"',
-    'printf \'{"database": "%s", "created": "%s", "label": "%s", "file": "%s", "size": %s, "sha256": "%s", "pg_version": %s, "tables": %s}\\n\' \\',
-    '  "$DB" "$created" "$LABEL" "$base.dump" "$size" "$sha" "$pg_version" "$tables" > "$tmp_manifest"',
-    'sync -- "$tmp_manifest" 2>/dev/null || true',
-    'mv -f -- "$tmp_manifest" "$manifest"',
-    'sync -- "$DIR" 2>/dev/null || true',
-    'say "$base.dump: $size bytes, $(( $(date +%s) - start )) s"',
-    // Retention: backups of this database older than the limit. The new one is never older.
-    'pattern="${DB}_[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z_*"',
-    'find "$DIR" -maxdepth 1 -type f \\( -name "$pattern.dump" -o -name "$pattern.manifest.json" -o -name "$pattern.globals.sql" \\) \\',
-    '  -mmin "+$(( RETENTION_DAYS * 1440 ))" -print -delete | sed "s|^|metalship-backup: removed old |" >&2',
-    'find "$DIR" -maxdepth 1 -type f -name ".${DB}_*.partial" -mmin +1440 -delete',
-    'printf \'%s\\n\' "$dump"',
+    BACKUP_SH,
   );
-}
-
-/** `name=<exact text>` as a bash assignment, via a quoted heredoc (no expansion). */
-function heredocVar(name: string, text: string): string {
-  const doc = heredoc(text);
-  return `${name}=$(cat ${doc.open}\n${doc.body}\n)`;
 }
 
 /** The backup's oneshot service and its timer. */
@@ -295,68 +218,70 @@ export function backupInstallScript(opts: BackupInstallOptions): string {
 
 /**
  * Takes a backup now with the given label: the installed program, or this
- * program run inline when it is not installed. The dump's path is the last line.
+ * program run inline when it is not installed. Gives the dump's path.
  */
-export function backupNowScript(opts: BackupOptions, label: string): string {
+export function backupNowStep(opts: BackupOptions, label: string): Step<string> {
   const bad = validBackupLabel(label);
   if (bad) throw new Error(`backup: label ${JSON.stringify(label)}: ${bad}`);
-  const program = backupProgram(opts);
-  const doc = heredoc(program);
+  const doc = heredoc(backupProgram(opts));
   const prog = backupProgramPath(opts.app);
-  return script(
-    sh`if [ -x ${prog} ]; then`,
-    sh`  ${prog} ${label}`,
-    'else',
-    '  inline=$(mktemp)',
-    '  trap \'rm -f -- "$inline"\' EXIT',
-    `  cat > "$inline" ${doc.open}`,
-    doc.body,
-    sh`  bash "$inline" ${label}`,
-    'fi',
-  );
-}
-
-/** The dump path a backup run printed (its last line). */
-export function parseBackupPath(stdout: string): string {
-  const lines = stdout.trim().split('\n');
-  return (lines[lines.length - 1] ?? '').trim();
-}
-
-/**
- * For other actions (deploy), on the database host: prints `LAST_VERIFIED <json>`
- * with the record of the last successful restore test, and `NOW <epoch>`.
- */
-export function lastVerifiedScript(backupDir: string): string {
-  return script(
-    sh`f=${lastVerifiedPath(backupDir)}`,
-    'if [ -f "$f" ]; then echo "LAST_VERIFIED $(head -c 10000 -- "$f" | tr -d \'\\n\')"; fi',
-    'echo "NOW $(date -u +%s)"',
+  return step(
+    `taking a backup of ${opts.database} (${label})`,
+    script(
+      sh`if [ -x ${prog} ]; then`,
+      sh`  dump=$(${prog} ${label})`,
+      'else',
+      '  inline=$(mktemp)',
+      '  trap \'rm -f -- "$inline"\' EXIT',
+      `  cat > "$inline" ${doc.open}`,
+      doc.body,
+      sh`  dump=$(bash "$inline" ${label})`,
+      'fi',
+      // The program prints the path on its last line.
+      'echo "DUMP $(printf \'%s\\n\' "$dump" | tail -n 1)"',
+    ),
+    (stdout) => {
+      const dump = keyLines(stdout).get('DUMP');
+      if (!dump) throw new Error('the backup printed no dump path');
+      return dump;
+    },
   );
 }
 
 /**
- * A warning for the deploy log when the backups were never proven to restore, or
- * not for longer than maxDays (the monthly restore test stopped?); null when fine.
+ * For other actions (deploy), on the database host: a warning for the log when
+ * the backups were never proven to restore, or not for longer than maxDays (the
+ * monthly restore test stopped?); null when fine or when the host keeps no
+ * backups in backupDir.
  */
-export function verificationWarning(stdout: string, maxDays = 45): string | null {
-  const get = (k: string) =>
-    stdout
-      .split('\n')
-      .find((l) => l.startsWith(k + ' '))
-      ?.slice(k.length + 1);
-  const now = Number(get('NOW'));
-  const raw = get('LAST_VERIFIED');
-  if (!raw) return 'no restore test of the backups is recorded on this host: run the backup-verify action';
-  let when = NaN;
-  try {
-    when = Date.parse((JSON.parse(raw) as { verified?: string }).verified ?? '') / 1000;
-  } catch {
-    // unreadable record: treated as missing
-  }
-  if (Number.isNaN(when))
-    return 'the record of the last restore test is unreadable: run the backup-verify action';
-  const days = (now - when) / 86400;
-  return days > maxDays
-    ? `the backups were last proven to restore ${days.toFixed(0)} days ago: is the monthly restore test still running?`
-    : null;
+export function restoreProofStep(backupDir: string, maxDays = 45): Step<string | null> {
+  return step(
+    'reading the last restore test',
+    script(
+      sh`if [ ! -d ${backupDir} ]; then echo NO_BACKUPS; exit 0; fi`,
+      sh`record=${lastVerifiedPath(backupDir)}`,
+      'if [ -f "$record" ]; then echo "LAST_VERIFIED $(head -c 10000 -- "$record" | tr -d \'\\n\')"; fi',
+      'echo "NOW $(date -u +%s)"',
+    ),
+    (stdout) => {
+      const out = keyLines(stdout);
+      if (out.get('NO_BACKUPS') !== undefined) return null;
+      const now = Number(out.get('NOW'));
+      const record = out.get('LAST_VERIFIED');
+      if (!record)
+        return 'no restore test of the backups is recorded on this host: run the backup-verify action';
+      let when = NaN;
+      try {
+        when = Date.parse((JSON.parse(record) as { verified?: string }).verified ?? '') / 1000;
+      } catch {
+        // unreadable record: treated as missing
+      }
+      if (Number.isNaN(when))
+        return 'the record of the last restore test is unreadable: run the backup-verify action';
+      const days = (now - when) / 86400;
+      return days > maxDays
+        ? `the backups were last proven to restore ${days.toFixed(0)} days ago: is the monthly restore test still running?`
+        : null;
+    },
+  );
 }

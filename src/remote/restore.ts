@@ -1,59 +1,46 @@
 // Restore tests: find the newest backup and its manifest, restore it into a
 // scratch database, inspect it (row counts, amcheck, checks), start the current
-// release against it, and drop everything again. Pure functions from settings to
-// bash, plus the comparisons run on what the scripts print.
+// release against it, and drop everything again. Each is a Step: its settings as
+// quoted assignments, then the bash of src/remote/sh/restore-*.sh, and the parser
+// of the `KEY value` lines that bash prints.
 
-import { BACKUP_NAME_RE, ROW_COUNTS_SQL, lastVerifiedPath, type BackupManifest } from './backup.js';
-import { rootOnly } from './paths.js';
+import { readFileSync } from 'node:fs';
+import { ROW_COUNTS_SQL, lastVerifiedPath, type BackupManifest } from './backup.js';
+import { ROOT_ONLY_FUNCTION, rootOnly } from './paths.js';
 import { PROBE_USER, pyToolDefinition } from './pytool.js';
-import { heredoc, script, sh, writeFileAtomic } from './sh.js';
+import { assignments, keyLines, script, sh, shellFile, textVar, writeFileAtomic } from './sh.js';
+import { plainStep, step, type Step } from './step.js';
 
 /** Written as the scratch database's comment: only a database carrying it is ours to drop. */
 export const SCRATCH_MARKER = 'metalship backup-verify scratch database';
 
-const PSQL = 'runuser -u postgres -- psql -X -q -A -t -v ON_ERROR_STOP=1';
+/** How the restore steps end when they refuse: the outcomes are told apart by these, never by the message. */
+export const RESTORE_EXIT = {
+  /** find: no backup directory, no backup, or a backup without its manifest. */
+  noBackup: 3,
+  /** restore: the dump's size or sha256 is not its manifest's. */
+  checksum: 4,
+  /** prepare: a database of the scratch name exists and is not ours. */
+  notOurs: 5,
+  /** restore: pg_restore failed. */
+  restoreFailed: 6,
+  /** smoke: the current release did not answer on the scratch database. */
+  smokeFailed: 7,
+} as const;
 
-function textVar(name: string, text: string): string {
-  const doc = heredoc(text);
-  return `${name}=$(cat ${doc.open}\n${doc.body}\n)`;
-}
-
-/**
- * On the backup host: the chosen backup's manifest (the newest of the database in
- * the directory, or the given dump file's), the host's clock and the record of
- * the last successful verification. Prints `KEY value` lines.
- */
-export function findBackupScript(o: { backupDir: string; database: string; file: string }): string {
-  return script(
-    'cd /',
-    // A backup another user could have swapped proves nothing.
-    rootOnly(o.file ? o.file.replace(/\/[^/]*$/, '') || '/' : o.backupDir),
-    o.file
-      ? sh`dump=${o.file}`
-      : script(
-          sh`dir=${o.backupDir}`,
-          sh`db=${o.database}`,
-          'if [ ! -d "$dir" ]; then echo "the backup directory $dir does not exist on this host" >&2; exit 3; fi',
-          // Names carry the UTC stamp after the database: the newest is the largest stamp.
-          `dump=$(find "$dir" -maxdepth 1 -type f -name "$db"'_[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z_*.dump' -printf '%f\\n' | awk -v db="$db" '{ s = substr($0, length(db) + 2, 16); print s "\\t" $0 }' | sort | tail -n 1 | cut -f2-)`,
-          'if [ -z "$dump" ]; then echo "no backup of database $db in $dir" >&2; exit 3; fi',
-          'dump="$dir/$dump"',
-        ).trimEnd(),
-    'if [ ! -f "$dump" ]; then echo "the backup file $dump does not exist" >&2; exit 3; fi',
-    'manifest="${dump%.dump}.manifest.json"',
-    'if [ ! -f "$manifest" ]; then echo "the backup $dump has no manifest ($manifest): it is incomplete or was not made by metalship" >&2; exit 3; fi',
-    'echo "DUMP $dump"',
-    'echo "SIZE $(stat -c %s -- "$dump")"',
-    'echo "NOW $(date -u +%s)"',
-    'echo "MANIFEST $(head -c 10000000 -- "$manifest" | tr -d \'\\n\')"',
-    sh`last=${lastVerifiedPath(o.backupDir)}`,
-    'if [ -f "$last" ]; then echo "LAST $(head -c 10000 -- "$last" | tr -d \'\\n\')"; fi',
-  );
-}
+// Each read by name, so that ncc ships each file beside the bundles.
+const COMMON_SH = shellFile(readFileSync(new URL('./sh/restore-common.sh', import.meta.url), 'utf8'));
+const FIND_SH = shellFile(readFileSync(new URL('./sh/restore-find.sh', import.meta.url), 'utf8'));
+const PREPARE_SH = shellFile(readFileSync(new URL('./sh/restore-prepare.sh', import.meta.url), 'utf8'));
+const RESTORE_SH = shellFile(readFileSync(new URL('./sh/restore-dump.sh', import.meta.url), 'utf8'));
+const INSPECT_SH = shellFile(readFileSync(new URL('./sh/restore-inspect.sh', import.meta.url), 'utf8'));
+const SMOKE_SH = shellFile(readFileSync(new URL('./sh/restore-smoke.sh', import.meta.url), 'utf8'));
+const DROP_SH = shellFile(readFileSync(new URL('./sh/restore-drop.sh', import.meta.url), 'utf8'));
 
 export interface FoundBackup {
   dump: string;
   size: number;
+  /** The backup host's clock (epoch seconds). */
   now: number;
   manifest: BackupManifest;
   lastVerified: LastVerified | null;
@@ -67,41 +54,59 @@ export interface LastVerified {
   run: string;
 }
 
-export function parseFound(stdout: string): FoundBackup | { error: string } {
-  const get = (k: string) =>
-    stdout
-      .split('\n')
-      .find((l) => l.startsWith(k + ' '))
-      ?.slice(k.length + 1) ?? '';
-  const dump = get('DUMP');
-  let manifest: BackupManifest;
-  try {
-    manifest = JSON.parse(get('MANIFEST')) as BackupManifest;
-  } catch {
-    return { error: `the manifest of ${dump} is not valid JSON` };
-  }
-  const problems: string[] = [];
-  if (typeof manifest.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(manifest.sha256)) problems.push('sha256');
-  if (typeof manifest.size !== 'number') problems.push('size');
-  if (typeof manifest.created !== 'string' || Number.isNaN(Date.parse(manifest.created)))
-    problems.push('created');
-  if (!manifest.tables || typeof manifest.tables !== 'object') problems.push('tables');
-  if (problems.length) return { error: `the manifest of ${dump} lacks a valid ${problems.join(', ')}` };
-  let lastVerified: LastVerified | null = null;
-  try {
-    lastVerified = get('LAST') ? (JSON.parse(get('LAST')) as LastVerified) : null;
-  } catch {
-    lastVerified = null;
-  }
-  return { dump, size: Number(get('SIZE')), now: Number(get('NOW')), manifest, lastVerified };
+/**
+ * On the backup host: the chosen backup's manifest (the newest of the database
+ * in the directory, or the given dump file's), the host's clock and the record
+ * of the last successful verification; `{ error }` when the manifest is unusable.
+ */
+export function findBackupStep(o: {
+  backupDir: string;
+  database: string;
+  file: string;
+}): Step<FoundBackup | { error: string }> {
+  return step(
+    'finding the backup',
+    script(
+      ROOT_ONLY_FUNCTION,
+      assignments({
+        BACKUP_DIR: o.backupDir,
+        DATABASE: o.database,
+        FILE: o.file,
+        LAST_VERIFIED: lastVerifiedPath(o.backupDir),
+        EXIT_NO_BACKUP: RESTORE_EXIT.noBackup,
+      }),
+      FIND_SH,
+    ),
+    (stdout) => {
+      const out = keyLines(stdout);
+      const dump = out.get('DUMP') ?? '';
+      let manifest: BackupManifest;
+      try {
+        manifest = JSON.parse(out.get('MANIFEST') ?? '') as BackupManifest;
+      } catch {
+        return { error: `the manifest of ${dump} is not valid JSON` };
+      }
+      const problems: string[] = [];
+      if (typeof manifest.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(manifest.sha256))
+        problems.push('sha256');
+      if (typeof manifest.size !== 'number') problems.push('size');
+      if (typeof manifest.created !== 'string' || Number.isNaN(Date.parse(manifest.created)))
+        problems.push('created');
+      if (!manifest.tables || typeof manifest.tables !== 'object') problems.push('tables');
+      if (problems.length) return { error: `the manifest of ${dump} lacks a valid ${problems.join(', ')}` };
+      let lastVerified: LastVerified | null = null;
+      try {
+        const record = out.get('LAST');
+        lastVerified = record ? (JSON.parse(record) as LastVerified) : null;
+      } catch {
+        // an unreadable record is no record
+      }
+      return { dump, size: Number(out.get('SIZE')), now: Number(out.get('NOW')), manifest, lastVerified };
+    },
+  );
 }
 
-/** Whether a dump's file name is one of ours (for a backup-file input). */
-export function isBackupName(path: string): boolean {
-  return BACKUP_NAME_RE.test(path.split('/').pop() ?? '');
-}
-
-/** On the backup host: sends the dump's bytes on stdout, nothing else. */
+/** On the backup host: sends the dump's bytes on stdout, nothing else (for Connection.pipeOut). */
 export function sendDumpScript(dump: string): string {
   return script(sh`exec cat -- ${dump}`);
 }
@@ -123,161 +128,124 @@ export interface ScratchRole {
   password: string;
 }
 
-/** Script lines defining `as_role CMD...`: a libpq client as the scratch role over 127.0.0.1, its password in the environment. */
-function asScratchRole(o: ScratchRole): string {
-  return script(
-    textVar('password', o.password),
-    sh`role=${o.role}`,
-    `port=$(${PSQL} -d postgres -c 'SHOW port')`,
-    'as_role() { PGPASSWORD="$password" PGHOST=127.0.0.1 PGPORT="$port" PGUSER="$role" PGCONNECT_TIMEOUT=10 "$@"; }',
-  ).trimEnd();
-}
-
-const PSQL_AS_ROLE = 'as_role psql -X -q -A -t -v ON_ERROR_STOP=1';
-
-function refuseProduction(o: ScratchOptions): void {
+/** A script on the restore host: the settings, the helpers (restore-common.sh), then the step's own bash. */
+function onRestoreHost(
+  o: ScratchOptions,
+  settings: Record<string, string | number | readonly string[]>,
+  ...body: string[]
+): string {
   if (o.scratch === o.database)
     throw new Error(`the scratch database cannot be the production database (${o.database})`);
+  return script(assignments({ SCRATCH: o.scratch, MARKER: SCRATCH_MARKER, ...settings }), COMMON_SH, ...body);
 }
 
 /**
  * On the restore host, before anything is copied: the tools are there, and the
  * scratch name is free or a leftover of ours (dropped then). A database of that
- * name that is not ours is refused.
+ * name that is not ours is refused (RESTORE_EXIT.notOurs).
  */
-export function prepareScratchScript(o: ScratchOptions): string {
-  refuseProduction(o);
-  return script(
-    'cd /',
-    'for tool in pg_restore psql sha256sum runuser; do command -v "$tool" >/dev/null || { echo "$tool is not installed on this host" >&2; exit 1; }; done',
-    sh`scratch=${o.scratch}`,
-    sh`marker=${SCRATCH_MARKER}`,
-    `existing=$(${PSQL} -d postgres -v name="$scratch" <<'SQL'`,
-    "SELECT coalesce(shobj_description(oid, 'pg_database'), '') || '|' FROM pg_database WHERE datname = :'name';",
-    'SQL',
-    ')',
-    'if [ -n "$existing" ]; then',
-    '  if [ "$existing" != "$marker|" ]; then echo "a database named $scratch exists and is not a scratch database of metalship: refusing to touch it (choose another scratch-database)" >&2; exit 5; fi',
-    `  ${PSQL} -d postgres -v name="$scratch" <<'SQL'`,
-    'DROP DATABASE :"name" WITH (FORCE);',
-    'SQL',
-    '  echo "DROPPED_LEFTOVER $scratch"',
-    'fi',
-    // Scratch roles a killed run left (marked as ours, owning nothing now).
-    `${PSQL} -d postgres -v marker="$marker" <<'SQL'`,
-    "SELECT format('DROP ROLE %I', rolname) FROM pg_roles WHERE shobj_description(oid, 'pg_authid') = :'marker' \\gexec",
-    'SQL',
-    `echo "FREE $(${PSQL} -d postgres -c 'SHOW server_version')"`,
+export function prepareScratchStep(o: ScratchOptions): Step<{ droppedLeftover: boolean }> {
+  return step(
+    'preparing the scratch database',
+    onRestoreHost(o, { EXIT_NOT_OURS: RESTORE_EXIT.notOurs }, PREPARE_SH),
+    (stdout) => ({ droppedLeftover: keyLines(stdout).get('DROPPED_LEFTOVER') !== undefined }),
   );
+}
+
+export interface Restored {
+  /** Bytes received when the dump was sent from another host; null when read in place. */
+  received: number | null;
+  /** How long pg_restore took. */
+  seconds: number;
+  /** Why amcheck could not be installed, when it could not. */
+  amcheckUnavailable: string | null;
 }
 
 /**
  * On the restore host: checks the dump (received on stdin after the script when
- * `receive`, or read in place) against the manifest's size and sha256, creates
- * the scratch role and database (both marked as ours; the database empty and
- * the role's), the dump's extensions and amcheck while it is still empty, then
- * restores the rest with --exit-on-error as the scratch role.
- * Prints `RECEIVED <bytes>`, `CHECKSUM ok`, `CREATED` and `RESTORED <seconds>`.
+ * `receive`, or read in place) against the manifest's size and sha256
+ * (RESTORE_EXIT.checksum), creates the scratch role and database, the dump's
+ * extensions and amcheck, then restores the rest with --exit-on-error as the
+ * scratch role (RESTORE_EXIT.restoreFailed).
  */
-export function restoreScript(
+export function restoreStep(
   o: ScratchOptions & ScratchRole & { receive: boolean; dump: string; size: number; sha256: string },
-): string {
-  refuseProduction(o);
-  return script(
-    'cd /',
-    // First read everything that was sent, so the sender never blocks on a script that stopped early.
-    'work=$(mktemp -d /var/tmp/metalship-verify.XXXXXX)',
-    'trap \'rm -rf -- "$work"\' EXIT',
-    o.receive
-      ? script(
-          // The dump follows the script on stdin, streamed from the backup host through the runner.
-          'cat > "$work/backup.dump"',
-          'dump="$work/backup.dump"',
-          'echo "RECEIVED $(stat -c %s -- "$dump")"',
-        ).trimEnd()
-      : sh`dump=${o.dump}`,
-    sh`scratch=${o.scratch}`,
-    sh`marker=${SCRATCH_MARKER}`,
-    sh`want_size=${o.size}`,
-    sh`want_sha=${o.sha256}`,
-    'size=$(stat -c %s -- "$dump")',
-    'if [ "$size" != "$want_size" ]; then echo "the dump is $size bytes but its manifest says $want_size: it is truncated or was changed after the backup" >&2; exit 4; fi',
-    'sha=$(sha256sum -- "$dump" | cut -d" " -f1)',
-    'if [ "$sha" != "$want_sha" ]; then echo "the dump\'s sha256 $sha does not match its manifest\'s $want_sha: it was changed or damaged after the backup" >&2; exit 4; fi',
-    'echo "CHECKSUM ok"',
-    asScratchRole(o),
-    // The role and its database. CREATE DATABASE fails if the name was taken
-    // since the preparation: never someone else's. The password goes on stdin.
-    `{ printf '\\set password %s\\n' "$password"; cat <<'SQL'`,
-    'CREATE ROLE :"role" LOGIN PASSWORD :\'password\' NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION;',
-    'COMMENT ON ROLE :"role" IS :\'marker\';',
-    'CREATE DATABASE :"name" OWNER :"role" TEMPLATE template0;',
-    'COMMENT ON DATABASE :"name" IS :\'marker\';',
-    'SQL',
-    `} | ${PSQL} -d postgres -v role="$role" -v name="$scratch" -v marker="$marker"`,
-    'echo "CREATED $scratch"',
-    // Extensions need a superuser: made now, from the server's own files, in the
-    // empty database (the dump's names and schemas only, quoted by psql); then
-    // amcheck for the checks, its function granted to the role.
-    'pg_restore -l -- "$dump" > "$work/all.list"',
-    `grep -E '^[0-9]+; [0-9]+ [0-9]+ EXTENSION - ' "$work/all.list" > "$work/ext.list" || true`,
-    `grep -vE '^[0-9]+; [0-9]+ [0-9]+ (EXTENSION|COMMENT - EXTENSION) ' "$work/all.list" > "$work/rest.list" || true`,
-    'if [ -s "$work/ext.list" ]; then',
-    '  pg_restore -f - -L "$work/ext.list" -- "$dump" | sed -n \'s/^CREATE EXTENSION IF NOT EXISTS \\(.*\\) WITH SCHEMA \\(.*\\);$/\\1 \\2/p\' > "$work/ext.names"',
-    '  while read -r ext schema; do',
-    '    ext=${ext#\\"}; ext=${ext%\\"}; schema=${schema#\\"}; schema=${schema%\\"}',
-    `    ${PSQL} -d "$scratch" -v ext="$ext" -v schema="$schema" -v role="$role" <<'SQL'`,
-    'CREATE SCHEMA IF NOT EXISTS :"schema" AUTHORIZATION :"role";',
-    'CREATE EXTENSION IF NOT EXISTS :"ext" WITH SCHEMA :"schema";',
-    'SQL',
-    '  done < "$work/ext.names"',
-    'fi',
-    `if ${PSQL} -d "$scratch" -v role="$role" >/dev/null 2>"$work/amcheck.err" <<'SQL'`,
-    'CREATE EXTENSION IF NOT EXISTS amcheck;',
-    'GRANT EXECUTE ON FUNCTION bt_index_check(regclass, boolean) TO :"role";',
-    'SQL',
-    'then :; else echo "AMCHECK_UNAVAILABLE $(head -c 500 "$work/amcheck.err" | tr \'\\n\' \' \')"; fi',
-    'start=$(date +%s.%N)',
-    // Owners and grants name roles the restore host may not have: everything becomes the scratch role's.
-    'if ! as_role pg_restore --exit-on-error --no-owner --no-privileges -L "$work/rest.list" -d "$scratch" -- "$dump" 2> "$work/restore.err"; then',
-    '  echo "pg_restore failed: $(head -c 3000 "$work/restore.err")" >&2',
-    '  exit 6',
-    'fi',
-    'end=$(date +%s.%N)',
-    'echo "RESTORED $(awk -v a="$start" -v b="$end" \'BEGIN { printf "%.2f", b - a }\')"',
+): Step<Restored> {
+  return step(
+    o.receive ? 'receiving and restoring the dump' : 'restoring',
+    onRestoreHost(
+      o,
+      {
+        ROLE: o.role,
+        PASSWORD: o.password,
+        RECEIVE: o.receive ? 1 : 0,
+        DUMP_PATH: o.receive ? '' : o.dump,
+        WANT_SIZE: o.size,
+        WANT_SHA: o.sha256,
+        EXIT_CHECKSUM: RESTORE_EXIT.checksum,
+        EXIT_RESTORE_FAILED: RESTORE_EXIT.restoreFailed,
+      },
+      RESTORE_SH,
+    ),
+    (stdout) => {
+      const out = keyLines(stdout);
+      const received = out.get('RECEIVED');
+      return {
+        received: received === undefined ? null : Number(received),
+        seconds: Number(out.get('RESTORED') ?? 'NaN'),
+        amcheckUnavailable: out.get('AMCHECK_UNAVAILABLE') ?? null,
+      };
+    },
   );
 }
 
+export interface Inspection {
+  /** Rows per table, or null when they could not be read. */
+  counts: Record<string, number> | null;
+  /** The btree indexes amcheck found intact, what it found damaged, or null where amcheck is missing. */
+  amcheck: { indexes: number } | { failed: string } | null;
+  /** Each check's answer in order: ok when it returned true; the answer otherwise. */
+  checks: Array<{ ok: boolean; answer: string }>;
+}
+
 /**
- * On the restore host, in the scratch database, as the scratch role: row counts
- * (JSON), amcheck of every btree index (with heapallindexed: it evaluates index
- * expressions, the app's code), and each check query. Prints `COUNTS <json>`,
- * `AMCHECK <n>` or `AMCHECK_FAILED <text>` (or nothing when the restore said
- * `AMCHECK_UNAVAILABLE`), `CHECK <i> <t|f|error: ...>`.
+ * On the restore host, in the scratch database, as the scratch role: row counts,
+ * amcheck of every btree index (with heapallindexed: it evaluates index
+ * expressions, the app's code), and each check query.
  */
-export function inspectScript(o: ScratchOptions & ScratchRole & { checks: string[] }): string {
-  refuseProduction(o);
-  return script(
-    'cd /',
-    sh`scratch=${o.scratch}`,
-    asScratchRole(o),
-    textVar('counts_sql', ROW_COUNTS_SQL),
-    `echo "COUNTS $(${PSQL_AS_ROLE} -d "$scratch" -c "$counts_sql")"`,
-    'err=$(mktemp)',
-    'trap \'rm -f -- "$err"\' EXIT',
-    `if [ "$(${PSQL_AS_ROLE} -d "$scratch" -c "SELECT count(*) FROM pg_proc WHERE proname = 'bt_index_check'")" != 0 ]; then`,
-    textVar(
-      'amcheck_sql',
-      "SELECT c.oid::regclass::text, bt_index_check(c.oid, true) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam JOIN pg_namespace n ON n.oid = c.relnamespace WHERE am.amname = 'btree' AND i.indisvalid AND i.indisready AND c.relpersistence <> 't' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%';",
+export function inspectStep(o: ScratchOptions & ScratchRole & { checks: string[] }): Step<Inspection> {
+  return step(
+    'checking the restored database',
+    onRestoreHost(
+      o,
+      { ROLE: o.role, PASSWORD: o.password, CHECKS: o.checks },
+      textVar('COUNTS_SQL', ROW_COUNTS_SQL),
+      INSPECT_SH,
     ),
-    `  if out=$(${PSQL_AS_ROLE} -d "$scratch" -c "$amcheck_sql" 2>"$err"); then echo "AMCHECK $(printf '%s\\n' "$out" | grep -c . || true)"; else echo "AMCHECK_FAILED $(head -c 2000 "$err" | tr '\\n' ' ')"; fi`,
-    'fi',
-    ...o.checks.map((q, i) =>
-      script(
-        textVar('q', q),
-        `if out=$(${PSQL_AS_ROLE} -d "$scratch" -c "$q" 2>"$err"); then echo "CHECK ${i} $(printf '%s' "$out" | tr '\\n' ' ')"; else echo "CHECK ${i} error: $(head -c 500 "$err" | tr '\\n' ' ')"; fi`,
-      ).trimEnd(),
-    ),
+    (stdout) => {
+      const out = keyLines(stdout);
+      let counts: Record<string, number> | null = null;
+      try {
+        const parsed = JSON.parse(out.get('COUNTS') ?? '') as unknown;
+        if (parsed && typeof parsed === 'object') counts = parsed as Record<string, number>;
+      } catch {
+        // unreadable: null
+      }
+      const intact = out.get('AMCHECK');
+      const failed = out.get('AMCHECK_FAILED');
+      const answers = out.all('CHECK');
+      return {
+        counts,
+        amcheck:
+          intact !== undefined ? { indexes: Number(intact) } : failed !== undefined ? { failed } : null,
+        checks: o.checks.map((_, i) => {
+          const answer = (
+            answers.find((a) => a.startsWith(`${i} `))?.slice(String(i).length + 1) ?? 'no result'
+          ).trim();
+          return { ok: answer === 't', answer: answer === 't' ? 'true' : answer === 'f' ? 'false' : answer };
+        }),
+      };
+    },
   );
 }
 
@@ -290,94 +258,62 @@ export interface SmokeOptions extends ScratchOptions, ScratchRole {
   timeout: number;
 }
 
+/** The smoke test's outcome: why it was skipped, or the answer the release gave. */
+export type Smoke = { skipped: string } | { status: number; seconds: number };
+
 /**
  * On the restore host: starts the current release's uvicorn on a private Unix
- * socket with only DATABASE_URL set (pointing at the scratch database through a
- * temporary login role), waits for smoke-path to answer 200, and stops it.
- * Prints `SMOKE skipped <why>` or the wait-ready JSON after `SMOKE `.
+ * socket with only DATABASE_URL set (pointing at the scratch database as the
+ * scratch role), waits for the path to answer 200 (else
+ * RESTORE_EXIT.smokeFailed), and stops it.
  */
-export function smokeScript(o: SmokeOptions): string {
-  refuseProduction(o);
-  return script(
-    'cd /',
-    sh`current=${o.appRoot}/current`,
-    sh`user=${o.appUser}`,
-    sh`scratch=${o.scratch}`,
-    'if [ ! -d "$current/" ]; then echo "SMOKE skipped: no current release at $current on this host"; exit 0; fi',
-    'py="$current/.venv/bin/python"',
-    sh`[ -x "$py" ] || py=${o.appRoot}/venv/bin/python`,
-    'if [ ! -x "$py" ]; then echo "SMOKE skipped: the current release has no virtualenv"; exit 0; fi',
-    'if ! id -u "$user" >/dev/null 2>&1; then echo "SMOKE skipped: the app user $user does not exist on this host"; exit 0; fi',
-    pyToolDefinition(),
-    // The app connects as the scratch role, which owns everything restored.
-    asScratchRole(o),
-    // The app's output goes to a file in root's own directory; only the socket's
-    // directory is the app's (whatever the app puts there, root never reads it).
-    'work=$(mktemp -d /run/metalship-verify-smoke.XXXXXX)',
-    'chmod 711 "$work"',
-    'mkdir "$work/sock"',
-    'chown "$user" "$work/sock"',
-    'sock="$work/sock/api.sock"',
-    'log="$work/app.log"',
-    'pid=""',
-    'stop() { if [ -n "$pid" ]; then kill -TERM -- "-$pid" 2>/dev/null || true; for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 -- "-$pid" 2>/dev/null || break; sleep 0.5; done; kill -KILL -- "-$pid" 2>/dev/null || true; fi; rm -rf -- "$work"; }',
-    'trap stop EXIT',
-    'url="postgresql://$role:$password@127.0.0.1:$port/$scratch"',
-    // Only DATABASE_URL (and a path, a home, a locale) reaches the app, in its
-    // environment: exported in this subshell, never on a command line.
-    '(',
-    '  cd "$current/"',
-    '  for v in $(compgen -e); do unset "$v" 2>/dev/null || true; done',
-    '  export PATH="$(dirname "$py"):/usr/sbin:/usr/bin:/sbin:/bin" HOME=/nonexistent LANG=C.UTF-8 DATABASE_URL="$url"',
-    sh`  exec setsid runuser -u "$user" -- "$py" -m uvicorn ${o.appModule} --uds "$sock" > "$log" 2>&1`,
-    ') &',
-    'pid=$!',
-    sh`if out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${o.path} ${o.timeout} 1 200 ''); then echo "SMOKE $out"; else`,
-    '  echo "SMOKE $out"',
-    '  echo "the current release did not answer on the scratch database; its output:" >&2',
-    '  out=$(tail -n 20 -- "$log")',
-    '  printf \'%s\\n\' "${out//"$password"/***}" >&2',
-    '  exit 7',
-    'fi',
+export function smokeStep(o: SmokeOptions): Step<Smoke> {
+  return step(
+    'the smoke test',
+    onRestoreHost(
+      o,
+      {
+        ROLE: o.role,
+        PASSWORD: o.password,
+        APP_ROOT: o.appRoot,
+        APP_USER: o.appUser,
+        APP_MODULE: o.appModule,
+        SMOKE_PATH: o.path,
+        SMOKE_TIMEOUT: o.timeout,
+        PROBE_USER,
+        EXIT_SMOKE_FAILED: RESTORE_EXIT.smokeFailed,
+      },
+      pyToolDefinition(),
+      SMOKE_SH,
+    ),
+    (stdout) => {
+      const line = keyLines(stdout).get('SMOKE') ?? '';
+      if (line.startsWith('skipped')) return { skipped: line };
+      const answer = JSON.parse(line) as { status: number; seconds: number };
+      return { status: answer.status, seconds: answer.seconds };
+    },
   );
 }
 
-/** On the restore host, always at the end: drops the scratch database (if ours) and the temporary role. */
-export function dropScratchScript(o: ScratchOptions & { role: string }): string {
-  refuseProduction(o);
-  return script(
-    'cd /',
-    sh`scratch=${o.scratch}`,
-    sh`role=${o.role}`,
-    sh`marker=${SCRATCH_MARKER}`,
-    `existing=$(${PSQL} -d postgres -v name="$scratch" <<'SQL'`,
-    "SELECT coalesce(shobj_description(oid, 'pg_database'), '') || '|' FROM pg_database WHERE datname = :'name';",
-    'SQL',
-    ')',
-    'if [ "$existing" = "$marker|" ]; then',
-    `  ${PSQL} -d postgres -v name="$scratch" <<'SQL'`,
-    'DROP DATABASE :"name" WITH (FORCE);',
-    'SQL',
-    '  echo "DROPPED $scratch"',
-    'elif [ -n "$existing" ]; then echo "not dropping $scratch: it is not a scratch database of metalship" >&2; fi',
-    `${PSQL} -d postgres -v role="$role" <<'SQL'`,
-    "SELECT format('DROP ROLE %I', rolname) FROM pg_roles WHERE rolname = :'role' \\gexec",
-    'SQL',
-    // Leftovers of a killed run: root's own only (/var/tmp is everyone's).
-    "find /var/tmp /run -maxdepth 1 -name 'metalship-verify*' -user root -exec rm -rf -- {} + 2>/dev/null || true",
-    `left=$(${PSQL} -d postgres -v name="$scratch" -v role="$role" <<'SQL'`,
-    "SELECT (SELECT count(*) FROM pg_database WHERE datname = :'name') + (SELECT count(*) FROM pg_roles WHERE rolname = :'role');",
-    'SQL',
-    ')',
-    'echo "LEFT $left"',
-  );
+/**
+ * On the restore host, always at the end: drops the scratch database (if ours)
+ * and the temporary role. Gives how many of the two are left (null: unreadable).
+ */
+export function dropScratchStep(o: ScratchOptions & { role: string }): Step<{ left: number | null }> {
+  return step('dropping the scratch database', onRestoreHost(o, { ROLE: o.role }, DROP_SH), (stdout) => {
+    const left = keyLines(stdout).get('LEFT') ?? '';
+    return { left: /^\d+$/.test(left) ? Number(left) : null };
+  });
 }
 
 /** On the backup host, after a successful verification: the record the next run (and deploys) report. */
-export function recordVerifiedScript(backupDir: string, record: LastVerified): string {
-  return script(
-    rootOnly(backupDir),
-    writeFileAtomic(lastVerifiedPath(backupDir), JSON.stringify(record), { mode: '600' }),
+export function recordVerifiedStep(backupDir: string, record: LastVerified): Step<void> {
+  return plainStep(
+    'recording the verification',
+    script(
+      rootOnly(backupDir),
+      writeFileAtomic(lastVerifiedPath(backupDir), JSON.stringify(record), { mode: '600' }),
+    ),
   );
 }
 
@@ -396,12 +332,4 @@ export function compareCounts(
     if (!(t in expected)) mismatches.push(`${t}: restored but not in the manifest`);
   const rows = Object.values(actual).reduce((a, b) => a + Number(b), 0);
   return { tables: Object.keys(actual).length, rows, mismatches };
-}
-
-/** `KEY rest` lines of a script's stdout. */
-export function lines(stdout: string, key: string): string[] {
-  return stdout
-    .split('\n')
-    .filter((l) => l === key || l.startsWith(key + ' '))
-    .map((l) => l.slice(key.length + 1));
 }

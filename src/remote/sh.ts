@@ -63,6 +63,39 @@ function stageFile(tmp: string, content: string, opts: { mode?: string; owner?: 
   ];
 }
 
+/**
+ * `name=<exact text>` as a bash assignment through a quoted heredoc: nothing in
+ * the text is expanded, and it reads as itself (SQL, a program) in the script.
+ * Trailing newlines are dropped, as by any command substitution.
+ */
+export function textVar(name: string, text: string): string {
+  const doc = heredoc(text);
+  return `${name}=$(cat ${doc.open}\n${doc.body}\n)`;
+}
+
+/**
+ * Settings for one of our .sh files: a bash assignment a line, each value
+ * quoted (a list becomes an array of quoted words).
+ */
+export function assignments(values: Record<string, string | number | readonly string[]>): string {
+  return Object.entries(values)
+    .map(([name, value]) => {
+      if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) throw new Error(`${name} is not a shell variable name`);
+      return typeof value === 'object'
+        ? `${name}=(${value.map(quote).join(' ')})`
+        : `${name}=${quote(value)}`;
+    })
+    .join('\n');
+}
+
+/**
+ * The text of one of our .sh files (src/remote/sh/) as script lines: without its
+ * first line, the `#!/bin/bash` that lets shellcheck read the file on its own.
+ */
+export function shellFile(text: string): string {
+  return text.replace(/^#!.*\n/, '').trimEnd();
+}
+
 /** Script lines that write content to path atomically (temp file + rename) with mode and owner. */
 export function writeFileAtomic(
   path: string,

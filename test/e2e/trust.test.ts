@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { backupNowScript, defaultBackupDir } from '../../src/remote/backup.js';
+import { backupNowStep, defaultBackupDir } from '../../src/remote/backup.js';
 import { wrapScript } from '../../src/remote/session.js';
 import {
   connectionInputs,
@@ -336,7 +336,7 @@ test("the restore test runs the backup's own code (index expressions) as an unpr
 
 /** A backup of the app's database now, the way the daily timer takes one. */
 async function takeBackup(): Promise<void> {
-  const script = backupNowScript(
+  const { script } = backupNowStep(
     { app: APP, database: APP, backupDir: defaultBackupDir(APP), retentionDays: 30 },
     'manual',
   );

@@ -697,7 +697,7 @@ host_down() {
     kill -s TERM "$sup" 2>/dev/null || true
     waited=0
     while pid_alive "$sup" && ((waited < 20)); do sleep 0.1; waited=$((waited + 1)); done
-    pid_alive "$sup" && kill -s KILL "$sup" 2>/dev/null || true
+    if pid_alive "$sup"; then kill -s KILL "$sup" 2>/dev/null || true; fi
   fi
   leader=$(recorded_pid "$state" leader) || leader=""
   if pid=$(recorded_pid "$state" nspawn); then

@@ -1,17 +1,27 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import {
   BACKUP_NAME_RE,
   ROW_COUNTS_SQL,
   backupInstallScript,
-  backupNowScript,
+  backupNowStep,
   backupProgram,
-  lastVerifiedScript,
-  parseBackupPath,
-  verificationWarning,
+  restoreProofStep,
 } from '../../src/remote/backup.js';
+import { wrapScript } from '../../src/remote/session.js';
+import { rootSandbox } from '../support/sandbox.js';
 
 const OPTS = { app: 'shop', database: 'shop', backupDir: '/var/backups/metalship/shop', retentionDays: 30 };
 
@@ -44,7 +54,7 @@ describe('backup program', () => {
     const dumpMove = p.indexOf('mv -f -- "$tmp_dump" "$dump"');
     const manifestMove = p.indexOf('mv -f -- "$tmp_manifest" "$manifest"');
     const dumpCall = p.indexOf('pg_dump -Fc');
-    const counts = p.indexOf('printf \'%s\\n\' "$counts_sql" >&6');
+    const counts = p.indexOf('printf \'%s\\n\' "$COUNTS_SQL" >&6');
     expect(counts).toBeGreaterThan(0);
     expect(dumpCall).toBeGreaterThan(counts);
     expect(dumpMove).toBeGreaterThan(dumpCall);
@@ -93,7 +103,7 @@ describe('backup program', () => {
     expect(() => backupInstallScript({ ...OPTS, onCalendar: 'daily\nExecStart=/bin/sh' })).toThrow(
       /OnCalendar/,
     );
-    expect(() => backupNowScript(OPTS, 'pre migrate')).toThrow(/label/);
+    expect(() => backupNowStep(OPTS, 'pre migrate')).toThrow(/label/);
   });
 
   test('the backup file names parse back, labels with underscores included', () => {
@@ -135,24 +145,112 @@ describe('backup install', () => {
   });
 });
 
+/**
+ * Stand-ins for runuser (as postgres) and the PostgreSQL tools: psql answers the
+ * backup's snapshot transaction line by line, pg_dump writes a small dump.
+ */
+function fakePostgres(dir: string): Record<string, string> {
+  const bin = path.join(dir, 'bin');
+  mkdirSync(bin);
+  const runuser = `#!/bin/bash
+shift 3
+tool=$1; shift
+case $tool in
+  psql) while IFS= read -r line; do
+      case $line in
+        *pg_export_snapshot*) echo 00000003-0000001B-1;;
+        *server_version*) echo '"15.4"';;
+        *json_object_agg*) echo '{"public.items": 3}';;
+        '\\q') exit 0;;
+      esac
+    done;;
+  pg_dump) printf 'PGDMP %s\\n' "$*";;
+  pg_dumpall) echo 'CREATE ROLE postgres;';;
+esac
+`;
+  for (const [name, text] of [
+    ['runuser', runuser],
+    ['psql', '#!/bin/sh\n'],
+    ['pg_dump', '#!/bin/sh\n'],
+    ['pg_dumpall', '#!/bin/sh\n'],
+  ]) {
+    writeFileSync(path.join(bin, name!), text!);
+    chmodSync(path.join(bin, name!), 0o755);
+  }
+  return { PATH: `${bin}:${process.env.PATH}` };
+}
+
 describe('backup now', () => {
-  test('runs the installed program, or the same program inline, with the label', () => {
-    const s = backupNowScript(OPTS, 'pre-migrate-20260101_000000');
-    parses(s);
-    expect(s).toContain('/usr/local/sbin/metalship-backup-shop pre-migrate-20260101_000000');
-    expect(s).toContain(backupProgram(OPTS).trimEnd());
-    expect(parseBackupPath('noise\n/var/backups/x.dump\n')).toBe('/var/backups/x.dump');
+  test('runs the program inline when it is not installed: dump, globals and manifest, and the dump path read back', () => {
+    const root = rootSandbox('backup');
+    try {
+      const backupDir = path.join(root, 'backups');
+      // An app name no machine has installed, so the inline program runs.
+      const now = backupNowStep({ ...OPTS, app: 'mstest-nowhere', backupDir }, 'pre-migrate-20260101_000000');
+      expect(now.script).toContain(
+        '/usr/local/sbin/metalship-backup-mstest-nowhere pre-migrate-20260101_000000',
+      );
+      const r = spawnSync('bash', ['-se'], {
+        input: wrapScript(now.script),
+        encoding: 'utf8',
+        env: { ...process.env, ...fakePostgres(root) },
+      });
+      expect(r.status).toBe(0);
+      const dump = now.parse(r.stdout);
+      expect(dump).toMatch(
+        new RegExp(`^${backupDir}/shop_\\d{8}T\\d{6}Z_pre-migrate-20260101_000000\\.dump$`),
+      );
+      const data = readFileSync(dump);
+      expect(data.toString()).toMatch(/^PGDMP -Fc --snapshot=00000003-0000001B-1 -d shop\n$/);
+      const manifest = JSON.parse(readFileSync(dump.replace(/\.dump$/, '.manifest.json'), 'utf8')) as Record<
+        string,
+        unknown
+      >;
+      expect(manifest).toMatchObject({
+        database: 'shop',
+        label: 'pre-migrate-20260101_000000',
+        file: path.basename(dump),
+        size: data.length,
+        sha256: createHash('sha256').update(data).digest('hex'),
+        pg_version: '15.4',
+        tables: { 'public.items': 3 },
+      });
+      expect(readdirSync(backupDir).sort()).toEqual(
+        [
+          '.backup.lock',
+          path.basename(dump),
+          path.basename(dump, '.dump') + '.globals.sql',
+          path.basename(dump, '.dump') + '.manifest.json',
+        ].sort(),
+      );
+      expect(now.parse('noise\nDUMP /var/backups/x.dump\n')).toBe('/var/backups/x.dump');
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 });
 
 describe('the last restore test, for deploy warnings', () => {
-  test('warns when none is recorded, when it is unreadable, or older than the limit', () => {
-    const now = Date.parse('2026-03-01T00:00:00Z') / 1000;
-    const rec = (iso: string) => `LAST_VERIFIED {"verified":"${iso}"}\nNOW ${now}\n`;
-    expect(verificationWarning(`NOW ${now}\n`)).toMatch(/no restore test/);
-    expect(verificationWarning(`LAST_VERIFIED {oops\nNOW ${now}\n`)).toMatch(/unreadable/);
-    expect(verificationWarning(rec('2026-02-01T00:00:00Z'))).toBeNull();
-    expect(verificationWarning(rec('2025-12-01T00:00:00Z'))).toMatch(/90 days ago/);
-    expect(lastVerifiedScript("/srv/it's")).toContain(`f='/srv/it'\\''s/.last-verified.json'`);
+  test('warns when none is recorded, when it is unreadable, or older than the limit; says nothing without backups', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'ms-proof-'));
+    try {
+      const proof = restoreProofStep(dir, 45);
+      const run = () =>
+        proof.parse(execFileSync('bash', ['-se'], { input: wrapScript(proof.script), encoding: 'utf8' }));
+      const record = (text: string) => writeFileSync(path.join(dir, '.last-verified.json'), text);
+      const daysAgo = (days: number) => new Date(Date.now() - days * 86400000).toISOString();
+      expect(run()).toMatch(/no restore test/);
+      record('{oops');
+      expect(run()).toMatch(/unreadable/);
+      record(JSON.stringify({ verified: daysAgo(30) }));
+      expect(run()).toBeNull();
+      record(JSON.stringify({ verified: daysAgo(90) }));
+      expect(run()).toMatch(/90 days ago/);
+      rmSync(dir, { recursive: true });
+      expect(run()).toBeNull();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    expect(restoreProofStep("/srv/it's").script).toContain(`record='/srv/it'\\''s/.last-verified.json'`);
   });
 });

@@ -1,38 +1,13 @@
 import { spawnSync } from 'node:child_process';
-import { provisionSettings } from '../../src/actions/provision.js';
 import { parseEnvText } from '../../src/inputs/provision.js';
 import { InputError, parseInputs } from '../../src/inputs/parse.js';
-import { planItems, parseItemOutput, type ProvisionSettings } from '../../src/remote/provision/index.js';
+import { planItems, parseItemOutput } from '../../src/remote/provision/index.js';
 import { SSH_PORTS } from '../../src/remote/provision/firewall.js';
 import { reloadOneLine } from '../../src/remote/provision/ssh.js';
 import { sudoersRule } from '../../src/remote/provision/users.js';
 import { aclFile } from '../../src/remote/provision/redis.js';
+import { PROVISION_VARIANTS, allScripts, base, raw, settings } from '../support/provision.js';
 import { bashErrors } from '../support/bash.js';
-import { FIXTURE_KEY } from '../support/keys.js';
-
-const KEY_B64 = 'AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl';
-const PRIVATE = FIXTURE_KEY;
-const base: Record<string, string> = {
-  hosts: '10.0.0.5',
-  app: 'shop',
-  'ssh-key': PRIVATE,
-  'known-hosts': `10.0.0.5 ssh-ed25519 ${KEY_B64}`,
-  'redis-password': "r'p$(id)`x`",
-  'db-password': 'it\'s; $(rm -rf /) \\ "q"',
-  env: 'A=1\nSECRET="two\nlines"\nexport B=x\n',
-};
-const raw = (v: Record<string, string>) => (n: string) => v[n] ?? '';
-
-function settings(extra: Record<string, string> = {}): ProvisionSettings {
-  const s = parseInputs('provision', raw({ ...base, ...extra }));
-  return provisionSettings(s, { worker: true, scheduler: true });
-}
-
-function allScripts(s: ProvisionSettings): string[] {
-  return planItems(s, { os: 'Debian' }).flatMap((p) =>
-    p.item ? [p.item.script, ...(p.item.guard ? [p.item.guard.confirm, p.item.guard.revert] : [])] : [],
-  );
-}
 
 describe('provision inputs', () => {
   test('defaults parse and need the redis password', () => {
@@ -82,23 +57,7 @@ describe('provision inputs', () => {
 });
 
 describe('provision scripts', () => {
-  const variants: Record<string, string>[] = [
-    {},
-    { check: 'true' },
-    {
-      domains: 'shop.example.com, www.shop.example.com',
-      'acme-email': 'a@example.com',
-      'db-remote-cidrs': '10.0.0.0/8',
-      'deploy-user': 'deploy',
-      'deploy-user-keys': `ssh-ed25519 ${KEY_B64} ci`,
-      'python-install': 'pyenv',
-      'python-version': '3.12',
-      'health-ping-url': 'https://hc.example.com/ping/abc?x=%41',
-      'node-exporter': 'true',
-      'ssh-root-login': 'no',
-    },
-  ];
-  test.each(variants.map((v, i) => [i, v]))('every script of variant %i is valid bash', (_i, v) => {
+  test.each(PROVISION_VARIANTS.map((v, i) => [i, v]))('every script of variant %i is valid bash', (_i, v) => {
     for (const text of allScripts(settings(v))) expect(bashErrors(text)).toBe('');
   });
   test('hostile secrets are quoted, never executed', () => {

@@ -1,36 +1,33 @@
 import { spawnSync } from 'node:child_process';
-import { chmodSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { rootSandbox } from '../support/sandbox.js';
 import {
+  RESTORE_EXIT,
   SCRATCH_MARKER,
   compareCounts,
-  dropScratchScript,
-  findBackupScript,
-  inspectScript,
-  parseFound,
-  prepareScratchScript,
-  recordVerifiedScript,
-  restoreScript,
-  smokeScript,
+  dropScratchStep,
+  findBackupStep,
+  inspectStep,
+  prepareScratchStep,
+  recordVerifiedStep,
+  restoreStep,
+  smokeStep,
 } from '../../src/remote/restore.js';
 import { parseInputs, InputError } from '../../src/inputs/parse.js';
-import { recoveryTable, sameHost } from '../../src/actions/backup-verify.js';
+import { recoveryTable, sameHost } from '../../src/stages/backup-verify.js';
 import { wrapScript } from '../../src/remote/session.js';
 import { FIXTURE_KEY } from '../support/keys.js';
+import { UNIX_HTTP_SERVER } from '../support/mstool.js';
+import { SCRATCH } from '../support/scripts.js';
 
-function bash(script: string, env: Record<string, string> = {}) {
+/** Runs a script the way the transport does, with `input` after it on stdin. */
+function bash(script: string, env: Record<string, string> = {}, input = '') {
   return spawnSync('bash', ['-se'], {
-    input: wrapScript(script),
+    input: wrapScript(script) + input,
     encoding: 'utf8',
     env: { ...process.env, ...env },
   });
-}
-
-function parses(text: string): void {
-  const r = spawnSync('bash', ['-n'], { input: text, encoding: 'utf8' });
-  expect(r.stderr).toBe('');
-  expect(r.status).toBe(0);
 }
 
 let dir: string;
@@ -39,68 +36,115 @@ beforeEach(() => {
 });
 afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
-const SCRATCH = {
-  scratch: 'metalship_verify',
+/**
+ * Stand-ins for runuser (as postgres), psql and pg_restore: each SQL text they
+ * get (a -c argument or stdin) is logged NUL-terminated to $LOG, and answered
+ * the way PostgreSQL would. $COMMENT is the scratch database's comment ('' for
+ * none); $RESTORE_FAILS makes pg_restore fail.
+ */
+function fakePostgres(): Record<string, string> {
+  const bin = path.join(dir, 'bin');
+  mkdirSync(bin);
+  const psql = `#!/bin/bash
+# runuser -u USER -- CMD: psql is answered here, anything else runs (as root).
+if [ "\${0##*/}" = runuser ]; then if [ "$4" != psql ]; then shift 3; exec "$@"; fi; shift 4; fi
+sql=""
+while [ $# -gt 0 ]; do if [ "$1" = -c ]; then sql=$2; shift; fi; shift; done
+[ -n "$sql" ] || sql=$(cat)
+printf '%s\\0' "$sql" >> "$LOG"
+case $sql in
+  *"SHOW port"*) echo 5432;;
+  *"SHOW server_version"*) echo 15.4;;
+  *"shobj_description(oid, 'pg_database')"*) if [ -n "$COMMENT" ]; then printf '%s|\\n' "$COMMENT"; fi;;
+  *json_object_agg*) echo '{"public.items": 3}';;
+  *"FROM pg_proc"*) echo 1;;
+  *"bt_index_check(c.oid"*) printf 'items_pkey|\\nitems_name_key|\\n';;
+  *"SELECT (SELECT count(*)"*) echo 0;;
+  *"DROP ROLE"*|*"CREATE "*|*"DROP DATABASE"*) ;;
+  *) echo t;;
+esac
+`;
+  const pgRestore = `#!/bin/bash
+case " $* " in
+  *" -l "*) echo '215; 1259 16390 TABLE public items shop';;
+  *" --exit-on-error "*) if [ -n "$RESTORE_FAILS" ]; then echo 'pg_restore: error: could not execute query' >&2; exit 1; fi;;
+esac
+`;
+  for (const [name, text] of [
+    ['runuser', psql],
+    ['psql', psql],
+    ['pg_restore', pgRestore],
+  ] as const) {
+    writeFileSync(path.join(bin, name), text);
+    chmodSync(path.join(bin, name), 0o755);
+  }
+  return { PATH: `${bin}:${process.env.PATH}`, LOG: path.join(dir, 'log'), COMMENT: '', RESTORE_FAILS: '' };
+}
+
+/**
+ * A current release whose virtualenv's python, run as `-m uvicorn MODULE --uds
+ * SOCK`, records its environment and what it got, then serves SOCK.
+ */
+function fakeRelease(): string {
+  const appRoot = path.join(dir, 'app');
+  const bin = path.join(appRoot, 'current', '.venv', 'bin');
+  mkdirSync(bin, { recursive: true });
+  writeFileSync(path.join(appRoot, 'server.py'), UNIX_HTTP_SERVER);
+  writeFileSync(
+    path.join(bin, 'python'),
+    `#!/bin/bash\nenv > ${dir}/app.env\necho "started $* with $DATABASE_URL"\nexec python3 ${appRoot}/server.py "$5"\n`,
+  );
+  chmodSync(path.join(bin, 'python'), 0o755);
+  return appRoot;
+}
+
+/** What the fake PostgreSQL was sent, in order. */
+function sent(env: Record<string, string>): string[] {
+  try {
+    return readFileSync(env.LOG!, 'utf8').split('\0').slice(0, -1);
+  } catch {
+    return [];
+  }
+}
+
+function backupFiles(base: string, manifest: Record<string, unknown>): void {
+  writeFileSync(path.join(dir, `${base}.dump`), 'abc');
+  writeFileSync(path.join(dir, `${base}.manifest.json`), JSON.stringify(manifest) + '\n');
+}
+
+const MANIFEST = {
   database: 'shop',
-  role: 'metalship_verify_ab12',
-  password: 'feedface',
+  created: '2026-01-02T03:04:05Z',
+  label: 'x',
+  size: 3,
+  sha256: 'a'.repeat(64),
+  pg_version: '15',
+  tables: { 'public.items': 3 },
 };
 
 describe('finding the backup', () => {
   test('picks the newest stamp of this database, whatever the labels, and ignores look-alike databases', () => {
-    const manifest = (file: string) =>
-      JSON.stringify({
-        database: 'shop',
-        created: '2026-01-02T03:04:05Z',
-        label: 'x',
-        file,
-        size: 3,
-        sha256: 'a'.repeat(64),
-        pg_version: '15',
-        tables: { 'public.items': 3 },
-      });
     for (const base of [
       'shop_20260101T000000Z_daily',
       'shop_20260103T000000Z_aaa-first-alphabetically',
       'shop_20260102T000000Z_zzz',
       'shop_test_20270101T000000Z_daily',
-    ]) {
-      writeFileSync(path.join(dir, `${base}.dump`), 'abc');
-      writeFileSync(path.join(dir, `${base}.manifest.json`), manifest(`${base}.dump`) + '\n');
-    }
-    writeFileSync(path.join(dir, 'shop_20990101T000000Z_partial.dump'), 'no manifest, older listing');
-    rmSync(path.join(dir, 'shop_20990101T000000Z_partial.dump'));
-    const r = bash(findBackupScript({ backupDir: dir, database: 'shop', file: '' }));
+    ])
+      backupFiles(base, { ...MANIFEST, file: `${base}.dump` });
+    const find = findBackupStep({ backupDir: dir, database: 'shop', file: '' });
+    const r = bash(find.script);
     expect(r.stderr).toBe('');
-    const found = parseFound(r.stdout);
+    const found = find.parse(r.stdout);
     if ('error' in found) throw new Error(found.error);
     expect(found.dump).toBe(path.join(dir, 'shop_20260103T000000Z_aaa-first-alphabetically.dump'));
     expect(found.size).toBe(3);
+    expect(Math.abs(found.now - Date.now() / 1000)).toBeLessThan(60);
     expect(found.manifest.tables).toEqual({ 'public.items': 3 });
     expect(found.lastVerified).toBeNull();
   });
 
-  test('a dump without a manifest, or no backup at all, is reported plainly', () => {
-    writeFileSync(path.join(dir, 'shop_20260101T000000Z_daily.dump'), 'abc');
-    let r = bash(findBackupScript({ backupDir: dir, database: 'shop', file: '' }));
-    expect(r.status).toBe(3);
-    expect(r.stderr).toMatch(/has no manifest/);
-    r = bash(findBackupScript({ backupDir: dir, database: 'other', file: '' }));
-    expect(r.stderr).toMatch(/no backup of database other in/);
-    r = bash(findBackupScript({ backupDir: path.join(dir, 'nope'), database: 'shop', file: '' }));
-    expect(r.stderr).toMatch(/does not exist/);
-  });
-
-  test('a manifest without a checksum or with broken JSON is refused', () => {
-    expect(parseFound('DUMP /x.dump\nMANIFEST {"size": 1}\n')).toEqual({
-      error: 'the manifest of /x.dump lacks a valid sha256, created, tables',
-    });
-    expect(parseFound('DUMP /x.dump\nMANIFEST {oops\n')).toEqual({
-      error: 'the manifest of /x.dump is not valid JSON',
-    });
-  });
-
-  test('the record of the last verification is written atomically and read back', () => {
+  test('a named file is read with the record of the last verification', () => {
+    backupFiles('shop_20260101T000000Z_daily', MANIFEST);
     const record = {
       verified: '2026-01-01T00:00:00.000Z',
       backup: '/b.dump',
@@ -108,74 +152,136 @@ describe('finding the backup', () => {
       restoreSeconds: 1.5,
       run: '',
     };
-    expect(bash(recordVerifiedScript(dir, record)).status).toBe(0);
+    expect(bash(recordVerifiedStep(dir, record).script).status).toBe(0);
     expect(JSON.parse(readFileSync(path.join(dir, '.last-verified.json'), 'utf8'))).toEqual(record);
+    const find = findBackupStep({
+      backupDir: dir,
+      database: 'other',
+      file: path.join(dir, 'shop_20260101T000000Z_daily.dump'),
+    });
+    const found = find.parse(bash(find.script).stdout);
+    expect(found).toMatchObject({
+      dump: path.join(dir, 'shop_20260101T000000Z_daily.dump'),
+      lastVerified: record,
+    });
+  });
+
+  test('a dump without a manifest, or no backup at all, ends with the no-backup code', () => {
+    writeFileSync(path.join(dir, 'shop_20260101T000000Z_daily.dump'), 'abc');
+    const run = (backupDir: string, database: string) =>
+      bash(findBackupStep({ backupDir, database, file: '' }).script);
+    let r = run(dir, 'shop');
+    expect(r.status).toBe(RESTORE_EXIT.noBackup);
+    expect(r.stderr).toMatch(/has no manifest/);
+    r = run(dir, 'other');
+    expect(r.status).toBe(RESTORE_EXIT.noBackup);
+    expect(r.stderr).toMatch(/no backup of database other in/);
+    r = run(path.join(dir, 'nope'), 'shop');
+    expect(r.status).toBe(RESTORE_EXIT.noBackup);
+    expect(r.stderr).toMatch(/does not exist/);
+  });
+
+  test('a manifest without a checksum or with broken JSON is refused', () => {
+    const find = findBackupStep({ backupDir: dir, database: 'shop', file: '' });
+    backupFiles('shop_20260101T000000Z_daily', { size: 1 });
+    expect(find.parse(bash(find.script).stdout)).toEqual({
+      error: `the manifest of ${dir}/shop_20260101T000000Z_daily.dump lacks a valid sha256, created, tables`,
+    });
+    writeFileSync(path.join(dir, 'shop_20260101T000000Z_daily.manifest.json'), '{oops');
+    expect(find.parse(bash(find.script).stdout)).toEqual({
+      error: `the manifest of ${dir}/shop_20260101T000000Z_daily.dump is not valid JSON`,
+    });
   });
 });
 
-describe('restore scripts', () => {
+describe('restore steps', () => {
   test('never name the production database as the scratch one', () => {
     const same = { scratch: 'shop', database: 'shop', role: 'r', password: 'feedface' };
-    expect(() => prepareScratchScript(same)).toThrow(/production/);
-    expect(() => inspectScript({ ...same, checks: [] })).toThrow(/production/);
-    expect(() => dropScratchScript({ ...same, role: 'r' })).toThrow(/production/);
-    expect(() => restoreScript({ ...same, receive: true, dump: '/x', size: 1, sha256: 'a' })).toThrow(
+    expect(() => prepareScratchStep(same)).toThrow(/production/);
+    expect(() => inspectStep({ ...same, checks: [] })).toThrow(/production/);
+    expect(() => dropScratchStep(same)).toThrow(/production/);
+    expect(() => restoreStep({ ...same, receive: true, dump: '/x', size: 1, sha256: 'a' })).toThrow(
       /production/,
     );
   });
 
-  test('parse with bash, restore with --exit-on-error, and only drop a database carrying our marker', () => {
-    const prep = prepareScratchScript(SCRATCH);
-    const restore = restoreScript({ ...SCRATCH, receive: true, dump: '', size: 10, sha256: 'f'.repeat(64) });
-    const drop = dropScratchScript({ ...SCRATCH, role: 'metalship_verify_ab12' });
-    for (const s of [prep, restore, drop]) parses(s);
-    expect(restore).toContain('pg_restore --exit-on-error --no-owner --no-privileges');
-    // everything sent is read before anything can fail
-    expect(restore.indexOf('cat > "$work/backup.dump"')).toBeLessThan(restore.indexOf('exit 4'));
-    expect(prep).toContain('is not a scratch database of metalship: refusing');
-    expect(drop).toContain('if [ "$existing" = "$marker|" ]; then');
-    expect(drop).toContain(SCRATCH_MARKER);
+  test('preparing drops only a leftover carrying our marker, and refuses a database that is not ours', () => {
+    const env = fakePostgres();
+    const prepare = prepareScratchStep(SCRATCH);
+    let r = bash(prepare.script, env);
+    expect(r.stderr).toBe('');
+    expect(prepare.parse(r.stdout)).toEqual({ droppedLeftover: false });
+    expect(sent(env).some((q) => q.includes('DROP DATABASE'))).toBe(false);
+
+    r = bash(prepare.script, { ...env, COMMENT: SCRATCH_MARKER });
+    expect(prepare.parse(r.stdout)).toEqual({ droppedLeftover: true });
+    expect(sent(env).filter((q) => q.includes('DROP DATABASE'))).toHaveLength(1);
+
+    rmSync(env.LOG!);
+    r = bash(prepare.script, { ...env, COMMENT: 'the team database' });
+    expect(r.status).toBe(RESTORE_EXIT.notOurs);
+    expect(r.stderr).toMatch(
+      /a database named metalship_verify exists and is not a scratch database of metalship: refusing/,
+    );
+    expect(sent(env).some((q) => q.includes('DROP'))).toBe(false);
+  });
+
+  test('dropping leaves a database that is not ours, and counts what is left', () => {
+    const env = fakePostgres();
+    const drop = dropScratchStep(SCRATCH);
+    let r = bash(drop.script, { ...env, COMMENT: SCRATCH_MARKER });
+    expect(r.stdout).toContain('DROPPED metalship_verify');
+    expect(drop.parse(r.stdout)).toEqual({ left: 0 });
+    rmSync(env.LOG!);
+    r = bash(drop.script, { ...env, COMMENT: 'the team database' });
+    expect(r.stderr).toMatch(/not dropping metalship_verify: it is not a scratch database of metalship/);
+    expect(sent(env).some((q) => q.includes('DROP DATABASE'))).toBe(false);
+    expect(drop.parse('LEFT \n')).toEqual({ left: null });
   });
 
   test('a received dump of the wrong size or checksum is refused before anything is created', () => {
-    const fake = path.join(dir, 'bin');
-    spawnSync('mkdir', [fake]);
-    writeFileSync(path.join(fake, 'runuser'), '#!/bin/bash\necho "runuser $*" >> "$LOG"\n');
-    chmodSync(path.join(fake, 'runuser'), 0o755);
-    const log = path.join(dir, 'log');
-    const env = { PATH: `${fake}:${process.env.PATH}`, LOG: log };
+    const env = fakePostgres();
     const sha = '2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824'; // sha256("hello")
-    const run = (size: number, sum: string, data: string) =>
-      spawnSync('bash', ['-se'], {
-        input: wrapScript(restoreScript({ ...SCRATCH, receive: true, dump: '', size, sha256: sum })) + data,
-        encoding: 'utf8',
-        env: { ...process.env, ...env },
-      });
-    let r = run(5, sha, 'hel');
-    expect(r.status).toBe(4);
+    const restore = (size: number) => restoreStep({ ...SCRATCH, receive: true, dump: '', size, sha256: sha });
+    let r = bash(restore(5).script, env, 'hel');
+    expect(r.status).toBe(RESTORE_EXIT.checksum);
     expect(r.stderr).toMatch(/the dump is 3 bytes but its manifest says 5: it is truncated/);
-    r = run(5, sha, 'hellx');
-    expect(r.status).toBe(4);
+    r = bash(restore(5).script, env, 'hellx');
+    expect(r.status).toBe(RESTORE_EXIT.checksum);
     expect(r.stderr).toMatch(/sha256 .* does not match/);
-    expect(() => readFileSync(log)).toThrow();
-    r = run(5, sha, 'hello');
-    expect(r.stdout).toMatch(/RECEIVED 5\nCHECKSUM ok/);
-    expect(readFileSync(log, 'utf8')).toMatch(/CREATE|psql/);
+    expect(sent(env)).toEqual([]);
+    r = bash(restore(5).script, env, 'hello');
+    expect(r.stderr).toBe('');
+    expect(restore(5).parse(r.stdout)).toEqual({
+      received: 5,
+      seconds: expect.any(Number) as number,
+      amcheckUnavailable: null,
+    });
+    // The role's password reaches psql on stdin, never as an argument.
+    expect(sent(env).find((q) => q.startsWith('\\set password '))).toMatch(
+      /^\\set password feedface\nCREATE ROLE/,
+    );
   });
 
-  test('check queries reach psql byte for byte, hostile ones included', () => {
-    const fake = path.join(dir, 'bin');
-    spawnSync('mkdir', [fake]);
-    // A stand-in for runuser: records each -c argument, NUL-terminated, and answers "t".
-    // psql as the scratch role, and runuser for the superuser's (SHOW port): both log what -c gets.
-    for (const tool of ['runuser', 'psql']) {
-      writeFileSync(
-        path.join(fake, tool),
-        '#!/bin/bash\nwhile [ $# -gt 0 ]; do if [ "$1" = -c ]; then printf "%s\\0" "$2" >> "$LOG"; shift; fi; shift; done\necho t\n',
-      );
-      chmodSync(path.join(fake, tool), 0o755);
-    }
-    const log = path.join(dir, 'log');
+  test('a dump read in place restores; a failing pg_restore ends with its own code', () => {
+    const env = fakePostgres();
+    writeFileSync(path.join(dir, 'x.dump'), 'hello');
+    const restore = restoreStep({
+      ...SCRATCH,
+      receive: false,
+      dump: path.join(dir, 'x.dump'),
+      size: 5,
+      sha256: '2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824',
+    });
+    const r = bash(restore.script, env);
+    expect(restore.parse(r.stdout)).toMatchObject({ received: null, amcheckUnavailable: null });
+    const failed = bash(restore.script, { ...env, RESTORE_FAILS: '1' });
+    expect(failed.status).toBe(RESTORE_EXIT.restoreFailed);
+    expect(failed.stderr).toMatch(/pg_restore failed: pg_restore: error: could not execute query/);
+  });
+
+  test('check queries reach psql byte for byte, hostile ones included, and are read back in order', () => {
+    const env = fakePostgres();
     const checks = [
       `SELECT 'it''s' = $$x$$`,
       'SELECT $(touch /tmp/pwned) IS NULL',
@@ -184,42 +290,114 @@ describe('restore scripts', () => {
       'METALSHIP_EOF',
       `SELECT "a\\b" FROM t`,
     ];
-    const r = bash(inspectScript({ ...SCRATCH, checks }), { PATH: `${fake}:${process.env.PATH}`, LOG: log });
+    const inspect = inspectStep({ ...SCRATCH, checks });
+    const r = bash(inspect.script, env);
     expect(r.status).toBe(0);
-    const sent = readFileSync(log, 'utf8').split('\0').slice(0, -1);
-    expect(sent.slice(-checks.length)).toEqual(checks);
-    expect(r.stdout.split('\n').filter((l) => l.startsWith('CHECK '))).toEqual(
-      checks.map((_, i) => `CHECK ${i} t`),
-    );
+    expect(sent(env).slice(-checks.length)).toEqual(checks);
+    expect(inspect.parse(r.stdout)).toEqual({
+      counts: { 'public.items': 3 },
+      amcheck: { indexes: 2 },
+      checks: checks.map(() => ({ ok: true, answer: 'true' })),
+    });
   });
 
-  test('the smoke test runs the release with only DATABASE_URL and never prints the password', () => {
-    const s = smokeScript({
+  test('check answers, amcheck failures and unreadable counts read as what they say', () => {
+    const inspect = inspectStep({ ...SCRATCH, checks: ['a', 'b', 'c', 'd'] });
+    expect(
+      inspect.parse(
+        'COUNTS oops\nAMCHECK_FAILED index "x" lacks a tuple\nCHECK 0 f\nCHECK 1 error: ERROR: boom \nCHECK 2 t\n',
+      ),
+    ).toEqual({
+      counts: null,
+      amcheck: { failed: 'index "x" lacks a tuple' },
+      checks: [
+        { ok: false, answer: 'false' },
+        { ok: false, answer: 'error: ERROR: boom' },
+        { ok: true, answer: 'true' },
+        { ok: false, answer: 'no result' },
+      ],
+    });
+    expect(inspect.parse('COUNTS {}\n').amcheck).toBeNull();
+    expect(inspect.parse('COUNTS 5\n').counts).toBeNull();
+  });
+
+  test('the smoke test runs the release with only DATABASE_URL, never prints the password, and skips without a release', () => {
+    const smoke = smokeStep({
       ...SCRATCH,
       app: 'shop',
-      appRoot: '/opt/shop',
+      appRoot: path.join(dir, 'app'),
       appUser: 'shop',
       appModule: 'main:app',
       path: '/health',
       timeout: 30,
-      password: 'feedface',
-      role: 'metalship_verify_ab12',
     });
-    parses(s);
     // Every exported variable is dropped; DATABASE_URL goes in the environment, never on a command line.
-    expect(s).toContain('for v in $(compgen -e); do unset "$v"');
-    expect(s).toContain(
-      'export PATH="$(dirname "$py"):/usr/sbin:/usr/bin:/sbin:/bin" HOME=/nonexistent LANG=C.UTF-8 DATABASE_URL="$url"',
+    expect(smoke.script).toContain('for v in $(compgen -e); do unset "$v"');
+    expect(smoke.script).toContain(
+      'export PATH="${py%/*}:/usr/sbin:/usr/bin:/sbin:/bin" HOME=/nonexistent LANG=C.UTF-8 DATABASE_URL="$url"',
     );
-    expect(s.split('\n').filter((line) => /\$url|\$password/.test(line))).toEqual([
-      'as_role() { PGPASSWORD="$password" PGHOST=127.0.0.1 PGPORT="$port" PGUSER="$role" PGCONNECT_TIMEOUT=10 "$@"; }',
-      'url="postgresql://$role:$password@127.0.0.1:$port/$scratch"',
-      '  export PATH="$(dirname "$py"):/usr/sbin:/usr/bin:/sbin:/bin" HOME=/nonexistent LANG=C.UTF-8 DATABASE_URL="$url"',
-      `  printf '%s\\n' "\${out//"$password"/***}" >&2`,
+    expect(smoke.script.split('\n').filter((line) => /\$url|\$PASSWORD/.test(line))).toEqual([
+      'as_role() { PGPASSWORD="$PASSWORD" PGHOST=127.0.0.1 PGPORT="$PORT" PGUSER="$ROLE" PGCONNECT_TIMEOUT=10 "$@"; }',
+      'url="postgresql://$ROLE:$PASSWORD@127.0.0.1:$PORT/$SCRATCH"',
+      '  export PATH="${py%/*}:/usr/sbin:/usr/bin:/sbin:/bin" HOME=/nonexistent LANG=C.UTF-8 DATABASE_URL="$url"',
+      `  printf '%s\\n' "\${out//"$PASSWORD"/***}" >&2`,
     ]);
-    expect(s).toContain('--uds "$sock"');
-    expect(s).not.toMatch(/echo[^\n]*\$password/);
-    expect(s).toContain('SMOKE skipped: no current release');
+    expect(smoke.script).toContain('--uds "$sock"');
+    expect(smoke.script).not.toMatch(/echo[^\n]*\$PASSWORD/);
+    const r = bash(smoke.script, fakePostgres());
+    expect(r.status).toBe(0);
+    expect(smoke.parse(r.stdout)).toEqual({
+      skipped: `skipped: no current release at ${dir}/app/current on this host`,
+    });
+    expect(smoke.parse('SMOKE {"ok": true, "status": 200, "seconds": 1.25}\n')).toEqual({
+      status: 200,
+      seconds: 1.25,
+    });
+  });
+});
+
+describe('the smoke test, run', () => {
+  const smoke = (appRoot: string, smokePath: string) =>
+    smokeStep({
+      ...SCRATCH,
+      app: 'shop',
+      appRoot,
+      appUser: 'root',
+      appModule: 'main:app',
+      path: smokePath,
+      timeout: 1,
+    });
+
+  test('starts the current release with only DATABASE_URL (the scratch role) and reads its answer', () => {
+    const appRoot = fakeRelease();
+    const step = smoke(appRoot, '/health');
+    const r = bash(step.script, fakePostgres());
+    expect(r.stderr).toBe('');
+    expect(step.parse(r.stdout)).toEqual({ status: 200, seconds: expect.any(Number) as number });
+    const env = Object.fromEntries(
+      readFileSync(path.join(dir, 'app.env'), 'utf8')
+        .trim()
+        .split('\n')
+        .map((line) => line.split(/=(.*)/s).slice(0, 2)),
+    ) as Record<string, string>;
+    expect(env.DATABASE_URL).toBe(
+      'postgresql://metalship_verify_ab12:feedface@127.0.0.1:5432/metalship_verify',
+    );
+    expect(env.PATH).toBe(`${appRoot}/current/.venv/bin:/usr/sbin:/usr/bin:/sbin:/bin`);
+    expect(
+      Object.keys(env).filter(
+        (k) => !['PATH', 'HOME', 'LANG', 'DATABASE_URL', 'PWD', 'SHLVL', '_'].includes(k),
+      ),
+    ).toEqual([]);
+  });
+
+  test('a release that does not answer fails with its own code and its output, the password masked', () => {
+    const r = bash(smoke(fakeRelease(), '/not-there').script, fakePostgres());
+    expect(r.status).toBe(RESTORE_EXIT.smokeFailed);
+    expect(r.stderr).toContain('the current release did not answer on the scratch database; its output:');
+    expect(r.stderr).toContain('started -m uvicorn main:app --uds');
+    expect(r.stderr).toContain('with postgresql://metalship_verify_ab12:***@127.0.0.1:5432/metalship_verify');
+    expect(r.stderr).not.toContain('feedface');
   });
 });
 

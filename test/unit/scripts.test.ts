@@ -3,15 +3,11 @@
 import { execFileSync } from 'node:child_process';
 import { layout } from '../../src/remote/layout.js';
 import { lockScript } from '../../src/remote/lock.js';
-import { migrateScript, migrateStep, type MigrateScriptSettings } from '../../src/remote/migrate.js';
+import { migrateStep } from '../../src/remote/migrate.js';
 import { siteConf, upstreamConf } from '../../src/remote/nginx.js';
-import { buildStep, ensureAppTree, markStep, prepareStep } from '../../src/remote/release.js';
-import { switchScript, uvicornFlagsScript } from '../../src/remote/switch.js';
-import { PY_TOOL } from '../../src/remote/pytool.js';
-import { unitFiles } from '../../src/remote/units.js';
+import { markStep } from '../../src/remote/release.js';
 import {
   cleanupStep,
-  listStep,
   pickRollbackTarget,
   planCleanup,
   verifyStep,
@@ -20,85 +16,7 @@ import {
 import { killSessionScript, wrapScript } from '../../src/remote/session.js';
 import { bashErrors } from '../support/bash.js';
 import { rootSandbox } from '../support/sandbox.js';
-
-const l = layout('shop', '/opt/shop');
-const HOSTILE = `it's $(touch /tmp/pwned) \`id\` ; rm -rf / "x"\nnext`;
-
-const units = unitFiles(
-  {
-    layout: l,
-    user: 'shop',
-    appModule: 'main:app',
-    uvicornArgs: ['--workers', '2'],
-    workerCommand: ['python', '-m', 'worker'],
-    schedulerCommand: ['taskiq', 'scheduler', 'x:y'],
-  },
-  { worker: true, scheduler: false },
-);
-
-const MIGRATE: MigrateScriptSettings = {
-  layout: l,
-  releaseId: '20250101_000000',
-  user: 'shop',
-  command: ['alembic', 'upgrade', 'head'],
-  revisionCommand: ['alembic', 'current'],
-  recordIn: '20250101_000000',
-  backup: { label: 'pre-migrate', keep: 10 },
-  lockTimeout: 30,
-  actor: HOSTILE,
-};
-
-const scripts: Record<string, string> = {
-  lock: lockScript(l, { action: 'deploy', actor: HOSTILE, runUrl: HOSTILE, startedAt: 'now' }, 30),
-  prepare: prepareStep(
-    {
-      layout: l,
-      releaseId: '20250101_000000',
-      user: 'shop',
-      sharedPaths: ['logs', 'uploads', '.env'],
-    },
-    { files: [], links: [] },
-  ).script,
-  build: buildStep({
-    layout: l,
-    releaseId: '20250101_000000',
-    user: 'shop',
-    hasUpload: true,
-    python: 'python3',
-    venvKey: 'py-0123',
-    requirements: 'requirements.txt',
-    pipArgs: ['--no-index'],
-    systemSitePackages: true,
-    sharedPaths: ['logs', '.env'],
-    importCheck: 'main:app',
-    metadata: { actor: HOSTILE },
-  }).script,
-  mark: markStep(l, '20250101_000000', 'failed', HOSTILE).script,
-  tree: ensureAppTree(l, 'shop', ['logs']),
-  switch: switchScript({
-    layout: l,
-    releaseId: '20250101_000000',
-    units,
-    healthPath: '/health/ready',
-    readyTimeout: 30,
-    serverName: '_',
-    worker: true,
-    scheduler: false,
-  }),
-  flags: uvicornFlagsScript(l.release('x'), 'shop'),
-  verify: verifyStep({
-    layout: l,
-    path: '/health',
-    timeout: 5,
-    interval: 1,
-    expectStatus: 200,
-    expectBody: HOSTILE,
-    units: ['shop-worker.service'],
-  }).script,
-  list: listStep(l).script,
-  cleanup: cleanupStep(l, { releases: ['a', 'b'], venvs: ['py-1'] }).script,
-  migrate: migrateScript(MIGRATE),
-};
+import { HOSTILE, l, MIGRATE, scripts, units } from '../support/scripts.js';
 
 test.each(Object.keys(scripts))('the %s script parses with bash -n', (name) => {
   expect(bashErrors(scripts[name]!)).toBe('');
@@ -169,68 +87,6 @@ asRoot("stopping the sessions of a run ends every process in them, and no other 
   expect(after).toEqual([0, 0, 3]);
   expect(files).toBe(`${other}-c`);
   expect(alive()).toEqual([0, 0, 0]);
-});
-
-// What systemd 252 (Debian 12) put in a service's environment from this
-// EnvironmentFile (systemd-run -p EnvironmentFile=... on a test host).
-const ENV_FILE = [
-  'A="it\'s \\"quoted\\" $(touch /tmp/pwned) `touch /tmp/pwned-bt` back\\slash \\\\ \\$HOME ${PATH}',
-  'second line"',
-  'B=\'single $(x) \\n "dq" back\\\\slash',
-  "line2'",
-  'C=plain\\ value\\\\ \\$X $Y "mid"',
-  'D="line cont\\',
-  'inued"',
-  'export E1=one',
-  'E2 = two ',
-  'E3="a"b c  ',
-  '# c',
-  'E4=x # not a comment',
-  ';semi',
-  'E5=`bt`',
-  'E6=',
-  'E7',
-  '',
-].join('\n');
-const AS_SYSTEMD_READS_IT = {
-  A: 'it\'s "quoted" $(touch /tmp/pwned) `touch /tmp/pwned-bt` back\\slash \\ $HOME ${PATH}\nsecond line',
-  B: 'single $(x) \\n "dq" back\\\\slash\nline2',
-  C: 'plain value\\ $X $Y "mid"',
-  D: 'line continued',
-  E2: 'two',
-  E3: 'ab c',
-  E4: 'x # not a comment',
-  E5: '`bt`',
-  E6: '',
-};
-
-test('migrations and the import check get the .env values the services get: as systemd reads them', () => {
-  const dir = execFileSync('mktemp', ['-d'], { encoding: 'utf8' }).trim();
-  try {
-    execFileSync('bash', ['-c', `cat > ${dir}/.env`], { input: ENV_FILE });
-    const out = execFileSync(
-      'python3',
-      [
-        '-c',
-        PY_TOOL,
-        'exec',
-        dir,
-        `${dir}/.env`,
-        'python3',
-        '-c',
-        'import json, os; print(json.dumps(dict(os.environ)))',
-      ],
-      { encoding: 'utf8', env: { PATH: '/usr/bin:/bin' } },
-    );
-    const env = JSON.parse(out) as Record<string, string>;
-    const got = Object.fromEntries(Object.entries(env).filter(([k]) => /^(A|B|C|D|E\d|export)/.test(k)));
-    expect(got).toEqual(AS_SYSTEMD_READS_IT);
-    expect(
-      execFileSync('bash', ['-c', 'ls /tmp/pwned* 2>/dev/null || echo none'], { encoding: 'utf8' }),
-    ).toBe('none\n');
-  } finally {
-    execFileSync('rm', ['-rf', dir]);
-  }
 });
 
 test('cleanup marks a release before removing it, so a removal cut short leaves nothing that looks ready', () => {

@@ -3,16 +3,16 @@
 // manifest's regular files, whatever their names), the host's answer (only
 // manifest files), and the host's unpacking and checks (the Python tool, run
 // here with python3 on a scratch release).
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { Parser, type ReadEntry } from 'tar';
-import { PY_TOOL } from '../../src/remote/pytool.js';
 import { layout } from '../../src/remote/layout.js';
 import { prepareStep, type Manifest } from '../../src/remote/release.js';
 import { buildManifest, packFiles } from '../../src/stages/source.js';
+import { mstool as runTool } from '../support/mstool.js';
 import { tarOf, type Member } from '../support/tarball.js';
 
 /** The prepare step's parser: what the runner makes of a host's answer. */
@@ -299,8 +299,7 @@ describe("the host's unpacking and checks (mstool stage-files, check-files)", ()
     { path: 'main.py', body: MAIN },
     { path: 'pkg/util.py', body: UTIL, mode: 0o755 },
   ];
-  const mstool = (args: string[], input: Buffer | string) =>
-    spawnSync('python3', ['-c', PY_TOOL, ...args], { input, encoding: 'utf8' });
+  const mstool = (args: string[], input: Buffer | string) => runTool(args, { input });
   const release = () => path.join(dir, 'rel');
   function stage() {
     mkdirSync(release());

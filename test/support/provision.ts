@@ -1,0 +1,48 @@
+// Provision settings from hostile inputs, and every script of their items: for
+// test/unit/provision.test.ts and shellcheck (scripts/lint-scripts.ts).
+import { provisionSettings } from '../../src/actions/provision.js';
+import { parseInputs } from '../../src/inputs/parse.js';
+import { planItems, type ProvisionSettings } from '../../src/remote/provision/index.js';
+import { FIXTURE_KEY } from './keys.js';
+
+export const KEY_B64 = 'AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl';
+const PRIVATE = FIXTURE_KEY;
+export const base: Record<string, string> = {
+  hosts: '10.0.0.5',
+  app: 'shop',
+  'ssh-key': PRIVATE,
+  'known-hosts': `10.0.0.5 ssh-ed25519 ${KEY_B64}`,
+  'redis-password': "r'p$(id)`x`",
+  'db-password': 'it\'s; $(rm -rf /) \\ "q"',
+  env: 'A=1\nSECRET="two\nlines"\nexport B=x\n',
+};
+export const raw = (v: Record<string, string>) => (n: string) => v[n] ?? '';
+
+export function settings(extra: Record<string, string> = {}): ProvisionSettings {
+  const s = parseInputs('provision', raw({ ...base, ...extra }));
+  return provisionSettings(s, { worker: true, scheduler: true });
+}
+
+export function allScripts(s: ProvisionSettings): string[] {
+  return planItems(s, { os: 'Debian' }).flatMap((p) =>
+    p.item ? [p.item.script, ...(p.item.guard ? [p.item.guard.confirm, p.item.guard.revert] : [])] : [],
+  );
+}
+
+/** Settings that between them reach every item and branch. */
+export const PROVISION_VARIANTS: Record<string, string>[] = [
+  {},
+  { check: 'true' },
+  {
+    domains: 'shop.example.com, www.shop.example.com',
+    'acme-email': 'a@example.com',
+    'db-remote-cidrs': '10.0.0.0/8',
+    'deploy-user': 'deploy',
+    'deploy-user-keys': `ssh-ed25519 ${KEY_B64} ci`,
+    'python-install': 'pyenv',
+    'python-version': '3.12',
+    'health-ping-url': 'https://hc.example.com/ping/abc?x=%41',
+    'node-exporter': 'true',
+    'ssh-root-login': 'no',
+  },
+];

@@ -1,0 +1,91 @@
+// Every builder's script with hostile values where inputs reach it: for the
+// bash -n test (test/unit/scripts.test.ts) and shellcheck (scripts/lint-scripts.ts).
+import { layout } from '../../src/remote/layout.js';
+import { lockScript } from '../../src/remote/lock.js';
+import { migrateScript, type MigrateScriptSettings } from '../../src/remote/migrate.js';
+import { buildStep, ensureAppTree, markStep, prepareStep } from '../../src/remote/release.js';
+import { switchScript, uvicornFlagsScript } from '../../src/remote/switch.js';
+import { unitFiles } from '../../src/remote/units.js';
+import { cleanupStep, listStep, verifyStep } from '../../src/remote/verify.js';
+
+export const l = layout('shop', '/opt/shop');
+export const HOSTILE = `it's $(touch /tmp/pwned) \`id\` ; rm -rf / "x"\nnext`;
+
+export const units = unitFiles(
+  {
+    layout: l,
+    user: 'shop',
+    appModule: 'main:app',
+    uvicornArgs: ['--workers', '2'],
+    workerCommand: ['python', '-m', 'worker'],
+    schedulerCommand: ['taskiq', 'scheduler', 'x:y'],
+  },
+  { worker: true, scheduler: false },
+);
+
+export const MIGRATE: MigrateScriptSettings = {
+  layout: l,
+  releaseId: '20250101_000000',
+  user: 'shop',
+  command: ['alembic', 'upgrade', 'head'],
+  revisionCommand: ['alembic', 'current'],
+  recordIn: '20250101_000000',
+  backup: { label: 'pre-migrate', keep: 10 },
+  lockTimeout: 30,
+  actor: HOSTILE,
+};
+
+export const scripts: Record<string, string> = {
+  lock: lockScript(l, { action: 'deploy', actor: HOSTILE, runUrl: HOSTILE, startedAt: 'now' }, 30),
+  prepare: prepareStep(
+    { layout: l, releaseId: '20250101_000000', user: 'shop', sharedPaths: ['logs', 'uploads', '.env'] },
+    { files: [], links: [] },
+  ).script,
+  build: buildStep({
+    layout: l,
+    releaseId: '20250101_000000',
+    user: 'shop',
+    hasUpload: true,
+    python: 'python3',
+    venvKey: 'py-0123',
+    requirements: 'requirements.txt',
+    pipArgs: ['--no-index'],
+    systemSitePackages: true,
+    sharedPaths: ['logs', '.env'],
+    importCheck: 'main:app',
+    metadata: { actor: HOSTILE },
+  }).script,
+  mark: markStep(l, '20250101_000000', 'failed', HOSTILE).script,
+  tree: ensureAppTree(l, 'shop', ['logs']),
+  switch: switchScript({
+    layout: l,
+    releaseId: '20250101_000000',
+    units,
+    healthPath: '/health/ready',
+    readyTimeout: 30,
+    serverName: '_',
+    worker: true,
+    scheduler: false,
+  }),
+  flags: uvicornFlagsScript(l.release('x'), 'shop'),
+  verify: verifyStep({
+    layout: l,
+    path: '/health',
+    timeout: 5,
+    interval: 1,
+    expectStatus: 200,
+    expectBody: HOSTILE,
+    units: ['shop-worker.service'],
+  }).script,
+  list: listStep(l).script,
+  cleanup: cleanupStep(l, { releases: ['a', 'b'], venvs: ['py-1'] }).script,
+  migrate: migrateScript(MIGRATE),
+};
+
+/** The restore test's scratch database and role (the password a fresh one's shape: hex). */
+export const SCRATCH = {
+  scratch: 'metalship_verify',
+  database: 'shop',
+  role: 'metalship_verify_ab12',
+  password: 'feedface',
+};

@@ -1,0 +1,277 @@
+// The host's Python tool (src/remote/py/mstool.py), command by command, run
+// here as the scripts run it: python3 -I on scratch directories. stage-files
+// and check-files are tested with the upload (test/unit/upload.test.ts).
+import { spawn, type ChildProcess } from 'node:child_process';
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  mkdirSync,
+  readlinkSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import path from 'node:path';
+import { UNIX_HTTP_SERVER, mstool } from '../support/mstool.js';
+import { rootSandbox } from '../support/sandbox.js';
+
+let dir: string;
+beforeEach(() => {
+  dir = rootSandbox('mstool');
+});
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+// What systemd 252 (Debian 12) put in a service's environment from this
+// EnvironmentFile (systemd-run -p EnvironmentFile=... on a test host).
+const ENV_FILE = [
+  'A="it\'s \\"quoted\\" $(touch /tmp/pwned) `touch /tmp/pwned-bt` back\\slash \\\\ \\$HOME ${PATH}',
+  'second line"',
+  'B=\'single $(x) \\n "dq" back\\\\slash',
+  "line2'",
+  'C=plain\\ value\\\\ \\$X $Y "mid"',
+  'D="line cont\\',
+  'inued"',
+  'export E1=one',
+  'E2 = two ',
+  'E3="a"b c  ',
+  '# c',
+  'E4=x # not a comment',
+  ';semi',
+  'E5=`bt`',
+  'E6=',
+  'E7',
+  '',
+].join('\n');
+const AS_SYSTEMD_READS_IT = {
+  A: 'it\'s "quoted" $(touch /tmp/pwned) `touch /tmp/pwned-bt` back\\slash \\ $HOME ${PATH}\nsecond line',
+  B: 'single $(x) \\n "dq" back\\\\slash\nline2',
+  C: 'plain value\\ $X $Y "mid"',
+  D: 'line continued',
+  E2: 'two',
+  E3: 'ab c',
+  E4: 'x # not a comment',
+  E5: '`bt`',
+  E6: '',
+};
+
+describe('read_env: the .env as systemd reads an EnvironmentFile', () => {
+  test('exec: the command gets the .env values the services get, as systemd reads them', () => {
+    writeFileSync(path.join(dir, '.env'), ENV_FILE);
+    const r = mstool([
+      'exec',
+      dir,
+      path.join(dir, '.env'),
+      'python3',
+      '-c',
+      'import json, os; print(json.dumps(dict(os.environ)))',
+    ]);
+    expect(r.stderr).toBe('');
+    const env = JSON.parse(r.stdout) as Record<string, string>;
+    const got = Object.fromEntries(Object.entries(env).filter(([k]) => /^(A|B|C|D|E\d|export)/.test(k)));
+    expect(got).toEqual(AS_SYSTEMD_READS_IT);
+    expect(existsSync('/tmp/pwned') || existsSync('/tmp/pwned-bt')).toBe(false);
+  });
+
+  test('import-check imports the app from the release with those values', () => {
+    mkdirSync(path.join(dir, 'rel'));
+    writeFileSync(path.join(dir, 'rel', 'main.py'), 'import os\napp = os.environ["GREETING"]\n');
+    writeFileSync(path.join(dir, '.env'), 'GREETING="hello there"\n');
+    const r = mstool(['import-check', path.join(dir, 'rel'), 'main:app', path.join(dir, '.env')]);
+    expect(r.stdout).toBe('import ok: main:app\n');
+    writeFileSync(path.join(dir, '.env'), '');
+    expect(
+      mstool(['import-check', path.join(dir, 'rel'), 'main:app', path.join(dir, '.env')]).stderr,
+    ).toMatch(/KeyError: 'GREETING'/);
+  });
+});
+
+describe('link', () => {
+  test('replaces a link by rename, never leaving the path missing, and reads it back', () => {
+    const link = path.join(dir, 'current');
+    expect(mstool(['link', 'releases/a', link]).status).toBe(0);
+    expect(readlinkSync(link)).toBe('releases/a');
+    // A temporary name a killed run left is no obstacle.
+    symlinkSync('stale', `${link}.tmp-0`);
+    expect(mstool(['link', 'releases/b', link]).status).toBe(0);
+    expect(readlinkSync(link)).toBe('releases/b');
+  });
+
+  test('a directory where the link should be is not followed into', () => {
+    const link = path.join(dir, 'current');
+    mkdirSync(link);
+    const r = mstool(['link', 'releases/a', link]);
+    expect(r.status).not.toBe(0);
+    expect(existsSync(path.join(link, 'releases'))).toBe(false);
+  });
+});
+
+describe('pg-exec: DATABASE_URL to PG* variables, its password masked', () => {
+  const PRINT_ENV =
+    'import json, os, sys; print(json.dumps({k: v for k, v in os.environ.items() if k.startswith("PG")})); ' +
+    'sys.stderr.write("FATAL: password authentication failed: p@ss/wörd and p%40ss%2Fw%C3%B6rd\\n"); sys.exit(3)';
+  const run = (url: string | null) => {
+    writeFileSync(path.join(dir, '.env'), url === null ? 'OTHER=1\n' : `DATABASE_URL='${url}'\n`);
+    return mstool(['pg-exec', path.join(dir, '.env'), 'python3', '-c', PRINT_ENV]);
+  };
+
+  test('splits the URL as libpq does, passes the exit code, and masks the password in what the client says', () => {
+    const r = run(
+      'postgresql+asyncpg://shop:p%40ss%2Fw%C3%B6rd@db1:5433,[::1]/shop%20db?ssl=true&application_name=web&statement_cache_size=0',
+    );
+    expect(r.status).toBe(3);
+    expect(JSON.parse(r.stdout)).toEqual({
+      PGUSER: 'shop',
+      PGPASSWORD: 'p@ss/wörd',
+      PGHOST: 'db1,::1',
+      PGPORT: '5433,5432',
+      PGDATABASE: 'shop db',
+      PGSSLMODE: 'require',
+      PGAPPNAME: 'web',
+    });
+    expect(r.stderr).toContain('FATAL: password authentication failed: *** and ***');
+    expect(r.stderr).toContain('note: DATABASE_URL has 1 parameter(s) that psql and pg_dump do not know');
+    expect(r.stderr).not.toMatch(/p@ss|p%40ss/);
+  });
+
+  test('a socket URL without user or password sets only the database', () => {
+    expect(JSON.parse(run('postgresql:///shop').stdout)).toEqual({ PGDATABASE: 'shop' });
+  });
+
+  test.each([
+    ['mysql://u:s3cr3t-pw@h/db', /DATABASE_URL is not a postgresql:\/\/ URL/],
+    ['postgresql://u:s3cr3t/pw@h/db', /has an @ after its first \//],
+    ['postgresql://u:s3cr3t-pw@h/db?ssl=maybe', /its ssl= parameter has a value libpq does not know/],
+  ])('%s is refused without quoting it', (url, why) => {
+    const r = run(url);
+    expect(r.status).not.toBe(0);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toMatch(why);
+    expect(r.stderr).not.toContain('s3cr3t');
+  });
+
+  test('a .env without DATABASE_URL is refused, naming the file', () => {
+    const r = run(null);
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toContain(`DATABASE_URL is not set in ${dir}/.env`);
+  });
+});
+
+describe('check-sealed', () => {
+  function venv(): string {
+    const root = path.join(dir, 'venv');
+    mkdirSync(path.join(root, 'lib', 'site-packages'), { recursive: true });
+    writeFileSync(
+      path.join(root, 'lib', 'site-packages', 'ok.pth'),
+      '# a comment\nimport site\n../elsewhere\n',
+    );
+    mkdirSync(path.join(root, 'lib', 'elsewhere'));
+    symlinkSync('/usr/bin/python3', path.join(root, 'python'));
+    return root;
+  }
+
+  test("a virtualenv that is root's and leads nowhere others can change is sealed", () => {
+    const r = mstool(['check-sealed', venv()]);
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+  });
+
+  test('a writable file, a set-id bit, another owner, a link or a .pth path to /tmp are each named', () => {
+    const root = venv();
+    writeFileSync(path.join(root, 'writable.py'), '');
+    chmodSync(path.join(root, 'writable.py'), 0o666);
+    writeFileSync(path.join(root, 'setuid'), '');
+    chmodSync(path.join(root, 'setuid'), 0o4755);
+    writeFileSync(path.join(root, 'theirs.py'), '');
+    chownSync(path.join(root, 'theirs.py'), 65534, 65534);
+    symlinkSync('/tmp', path.join(root, 'lib', 'tmp-link'));
+    writeFileSync(path.join(root, 'lib', 'site-packages', 'evil.pth'), '/tmp\n');
+    const r = mstool(['check-sealed', root]);
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toMatch(/writable\.py is not sealed \(owner 0, mode 666\)/);
+    expect(r.stderr).toMatch(/setuid is not sealed \(owner 0, mode 4755\)/);
+    expect(r.stderr).toMatch(/theirs\.py is not sealed \(owner 65534, mode 644\)/);
+    expect(r.stderr).toMatch(/tmp-link leads to \/tmp/);
+    expect(r.stderr).toMatch(/evil\.pth adds \/tmp to the path/);
+  });
+});
+
+describe('releases', () => {
+  test('lists each release with its status, venv and revisions, the links and the venvs', () => {
+    const rel = (id: string) => path.join(dir, 'releases', id, '.metalship');
+    mkdirSync(rel('a'), { recursive: true });
+    mkdirSync(rel('b'), { recursive: true });
+    mkdirSync(path.join(dir, 'venvs', 'py-1'), { recursive: true });
+    mkdirSync(path.join(dir, 'slots'));
+    writeFileSync(path.join(rel('a'), 'status'), 'ready\n');
+    writeFileSync(
+      path.join(rel('a'), 'release.json'),
+      JSON.stringify({ revision: 'abc123', created_epoch: 7 }),
+    );
+    writeFileSync(path.join(rel('a'), 'schema-revision'), '0002\n');
+    symlinkSync('../../venvs/py-1', path.join(dir, 'releases', 'a', '.venv'));
+    symlinkSync('releases/a', path.join(dir, 'current'));
+    symlinkSync('../releases/b/', path.join(dir, 'slots', 'blue'));
+    // Not releases: a stray file and a link.
+    writeFileSync(path.join(dir, 'releases', 'stray'), '');
+    symlinkSync('a', path.join(dir, 'releases', 'alias'));
+    const r = mstool(['releases', dir]);
+    const listing = JSON.parse(r.stdout) as {
+      releases: Array<Record<string, unknown>>;
+      links: Record<string, string>;
+      venvs: string[];
+    };
+    expect(listing.releases.sort((x, y) => String(x.id).localeCompare(String(y.id)))).toEqual([
+      { id: 'a', status: 'ready', created: 7, venv: 'py-1', revision: 'abc123', schema_revision: '0002' },
+      {
+        id: 'b',
+        status: 'incomplete',
+        created: expect.any(Number) as number,
+        venv: '',
+        revision: '',
+        schema_revision: '',
+      },
+    ]);
+    expect(listing.links).toEqual({ current: 'a', 'slots/blue': 'b' });
+    expect(listing.venvs).toEqual(['py-1']);
+  });
+});
+
+describe('wait-ready', () => {
+  let server: ChildProcess | undefined;
+  afterEach(() => server?.kill());
+
+  async function serve(sock: string): Promise<void> {
+    server = spawn('python3', ['-c', UNIX_HTTP_SERVER, sock], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise((resolve) => server!.stdout!.once('data', resolve));
+  }
+
+  test('answers once the path gives the status and the text', async () => {
+    const sock = path.join(dir, 'api.sock');
+    await serve(sock);
+    const r = mstool(['wait-ready', sock, '/health', '5', '0.1', '200', 'ready']);
+    expect(r.status).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ ok: true, attempts: 1, status: 200, body: 'ready v1' });
+  });
+
+  test('gives up after the timeout with what it got last', async () => {
+    const sock = path.join(dir, 'api.sock');
+    await serve(sock);
+    const r = mstool(['wait-ready', sock, '/other', '0.5', '0.1', '200', '']);
+    expect(r.status).toBe(1);
+    const out = JSON.parse(r.stdout) as { ok: boolean; attempts: number; status: number; body: string };
+    expect(out).toMatchObject({ ok: false, status: 503, body: 'starting' });
+    expect(out.attempts).toBeGreaterThan(1);
+  });
+
+  test('a socket that is not there is status 0, with the reason', () => {
+    const r = mstool(['wait-ready', path.join(dir, 'none.sock'), '/health', '0', '0.1', '200', '']);
+    expect(r.status).toBe(1);
+    expect(JSON.parse(r.stdout)).toMatchObject({
+      ok: false,
+      attempts: 1,
+      status: 0,
+      body: expect.stringMatching(/^FileNotFoundError/) as string,
+    });
+  });
+});
