@@ -112,55 +112,6 @@ const OWNED_ELSEWHERE: Array<{ code: number; line: RegExp; owner: string; why: s
     owner: 'provision/common.ts',
     why: 'the prelude of every provision item defines helpers (ms_*) that each item calls some of',
   },
-  {
-    code: 2034,
-    line: /^\s*MS_WROTE=/,
-    owner: 'provision/common.ts',
-    why: "ms_file's result, for the items that read it",
-  },
-  {
-    code: 2034,
-    line: /^\s*for i in \$\(seq /,
-    owner: 'provision/postgresql.ts, redis.ts',
-    why: 'retry loops name a counter they do not read (for _ in would say so)',
-  },
-  {
-    code: 2034,
-    line: /^have=\$\(python3 -c /,
-    owner: 'provision/python.ts',
-    why: 'have is set and never read: dead?',
-  },
-  {
-    code: 2034,
-    line: /^reload=0$/,
-    owner: 'provision/monitoring.ts',
-    why: 'reload is set and never read: dead?',
-  },
-  {
-    code: 2086,
-    line: /^ssh_ports=\$\(printf "%s\\n" \$ssh_ports /,
-    owner: 'provision/firewall.ts',
-    why: 'the port list is split into words on purpose',
-  },
-  {
-    code: 2119,
-    line: /\| q[ ;)]/,
-    owner: 'provision/postgresql.ts',
-    why: 'q() passes its optional arguments to psql; these calls feed it stdin only',
-  },
-  { code: 2120, line: /^q\(\) \{ /, owner: 'provision/postgresql.ts', why: 'the same q()' },
-  {
-    code: 1003,
-    line: /^\s*ms_env\(\) \{ local v=\$2 bs='\\'/,
-    owner: 'release.ts',
-    why: "bs='\\' is one backslash, as meant",
-  },
-  {
-    code: 2012,
-    line: /^\s*ls -1t .*\/pre-migrate\/\*\.dump /,
-    owner: 'migrate.ts',
-    why: 'lists our own dump names, newest first',
-  },
 ];
 
 /** Whether a finding in a generated script is hostile data or allowed above. */

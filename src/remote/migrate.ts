@@ -87,7 +87,7 @@ function backupStep(s: MigrateScriptSettings): string | null {
     '  echo "$sum  $(basename -- "$backup")" > "$backup.sha256"',
     '  echo "BACKUP $backup $sum $(stat -c %s -- "$backup")"',
     // Bounded retention: the newest `keep` pre-migration backups stay.
-    sh`  ls -1t ${dir}/*.dump 2>/dev/null | tail -n +${s.backup.keep + 1} | while IFS= read -r old; do rm -f -- "$old" "$old.sha256"; echo "removed old backup $old"; done`,
+    sh`  find ${dir} -maxdepth 1 -name '*.dump' -printf '%T@ %p\n' | sort -rn | cut -d' ' -f2- | tail -n +${s.backup.keep + 1} | while IFS= read -r old; do rm -f -- "$old" "$old.sha256"; echo "removed old backup $old"; done`,
     ')',
   );
 }

@@ -72,6 +72,7 @@ export function prelude(check: boolean): string {
     '  ms_changed "installed ${missing% }"',
     '}',
     // ms_file PATH MODE OWNER LABEL < content: writes PATH (atomically) when it differs; MS_WROTE=1 when it did (or would).
+    '# shellcheck disable=SC2034 # MS_WROTE is read by the item after the call (file() onChange)',
     'ms_file() {',
     '  local path=$1 mode=$2 owner=$3 label=$4 tmp',
     '  MS_WROTE=0',

@@ -15,6 +15,7 @@ export const SSH_PORTS = [
   '  ssh_ports=$(systemctl show ssh.socket -p Listen --value 2>/dev/null | tr " " "\\n" | sed -n "s/.*:\\([0-9][0-9]*\\)$/\\1/p; s/^\\([0-9][0-9]*\\)$/\\1/p")',
   'fi',
   'if [ -z "$ssh_ports" ]; then ssh_ports=$(sshd -T 2>/dev/null | awk \'$1 == "port" { print $2 }\'); fi',
+  '# shellcheck disable=SC2086 # the port list is split into words on purpose',
   'ssh_ports=$(printf "%s\\n" $ssh_ports | sort -un | tr "\\n" " ")',
   'if [ -z "${ssh_ports// /}" ]; then echo "cannot tell which port sshd listens on (sshd -T and ssh.socket said nothing): not enabling the firewall" >&2; exit 1; fi',
 ].join('\n');

@@ -71,7 +71,7 @@ export function monitoringItem(s: ProvisionSettings): Item {
     name: 'monitoring',
     script: itemScript(
       s.check,
-      'reload=0',
+      m.pingUrl ? 'reload=0' : null,
       m.pingUrl
         ? [
             'ms_install curl',

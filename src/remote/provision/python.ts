@@ -36,9 +36,9 @@ export function pythonItem(s: ProvisionSettings): Item {
       script: itemScript(
         s.check,
         'ms_install python3 python3-venv python3-pip',
-        'have=$(python3 -c \'import sys; print("%d.%d.%d" % sys.version_info[:3])\')',
         v
-          ? sh`case "$have." in ${v}.*) ;; *) echo "python3 is $have, python-version asks for ${v}: use python-install: pyenv for another version" >&2; exit 1;; esac`
+          ? sh`have=$(python3 -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')
+case "$have." in ${v}.*) ;; *) echo "python3 is $have, python-version asks for ${v}: use python-install: pyenv for another version" >&2; exit 1;; esac`
           : null,
         'echo "python /usr/bin/python3"',
       ),

@@ -50,7 +50,7 @@ export function redisItem(s: ProvisionSettings): Item {
       'if [ "$CHECK" != 1 ]; then',
       '  if [ "$restart" = 1 ] || ! systemctl is-active --quiet redis-server; then systemctl enable --quiet redis-server; systemctl restart redis-server; fi',
       // The app's user must work, and nobody else may run anything.
-      '  for i in $(seq 1 20); do redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && break; sleep 0.5; done',
+      '  for _ in $(seq 1 20); do redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && break; sleep 0.5; done',
       sh`  if [ "$(REDISCLI_AUTH=${r.password} redis-cli --no-auth-warning -h 127.0.0.1 --user ${r.user} ping 2>&1)" != PONG ]; then echo "the app's Redis user cannot log in after the change" >&2; exit 1; fi`,
       '  case "$(redis-cli -h 127.0.0.1 ping 2>&1)" in *NOAUTH*|*NOPERM*|*WRONGPASS*|*"authentication"*) ;; *) echo "Redis still answers unauthenticated clients" >&2; exit 1;; esac',
       'fi',
