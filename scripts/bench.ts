@@ -209,13 +209,13 @@ async function baselineRollback(
 
 // ---- main -----------------------------------------------------------------
 
-function fmt(m: Measure): string {
+function fmt(measure: Measure): string {
   return [
-    `${m.seconds.toFixed(2)} s`.padStart(8),
-    (m.servingAfter === null ? 'never' : `${m.servingAfter.toFixed(2)} s`).padStart(8),
-    String(m.connections).padStart(5),
-    `${m.load.failed}/${m.load.requests}`.padStart(11),
-    (m.load.failed ? JSON.stringify(m.load.failures) : '').padStart(0),
+    `${measure.seconds.toFixed(2)} s`.padStart(8),
+    (measure.servingAfter === null ? 'never' : `${measure.servingAfter.toFixed(2)} s`).padStart(8),
+    String(measure.connections).padStart(5),
+    `${measure.load.failed}/${measure.load.requests}`.padStart(11),
+    (measure.load.failed ? JSON.stringify(measure.load.failures) : '').padStart(0),
   ].join('  ');
 }
 
@@ -333,9 +333,9 @@ async function main(): Promise<void> {
     out.push(
       `fleet: ${fleet.hosts} app hosts behind an nginx load balancer host, load through the balancer (medians of ${ROUNDS}):`,
     );
-    for (const f of fleet.rows)
+    for (const figures of fleet.rows)
       out.push(
-        `  ${f.name.padEnd(40)} action ${median(f.seconds).toFixed(2)} s, failed requests ${f.failed.join('/')} of ${f.requests.join('/')}`,
+        `  ${figures.name.padEnd(40)} action ${median(figures.seconds).toFixed(2)} s, failed requests ${figures.failed.join('/')} of ${figures.requests.join('/')}`,
       );
     out.push(
       `  against one host: ${median(rows.filter(([n]) => n === 'metalship deploy (1 file)').map(([, m]) => m.seconds)).toFixed(2)} s (above)`,

@@ -115,17 +115,21 @@ const OWNED_ELSEWHERE: Array<{ code: number; line: RegExp; owner: string; why: s
 ];
 
 /** Whether a finding in a generated script is hostile data or allowed above. */
-function allowed(f: Finding, script: string): boolean {
-  const lines = readFileSync(f.file, 'utf8').split('\n');
-  const text = lines[f.line - 1] ?? '';
+function allowed(finding: Finding, script: string): boolean {
+  const lines = readFileSync(finding.file, 'utf8').split('\n');
+  const text = lines[finding.line - 1] ?? '';
   // The finding's own span: a quoted value may run over several lines.
   const span = lines
-    .slice(f.line - 1, f.endLine)
+    .slice(finding.line - 1, finding.endLine)
     .join('\n')
-    .slice(f.column - 1, -((lines[f.endLine - 1] ?? '').length - (f.endColumn - 1)) || undefined);
-  if (f.code === 2016 && HOSTILE_DATA.test(span)) return true;
+    .slice(
+      finding.column - 1,
+      -((lines[finding.endLine - 1] ?? '').length - (finding.endColumn - 1)) || undefined,
+    );
+  if (finding.code === 2016 && HOSTILE_DATA.test(span)) return true;
   return OWNED_ELSEWHERE.some(
-    (o) => o.code === f.code && o.line.test(text) && (o.code !== 2317 || script.startsWith('[provision ')),
+    (o) =>
+      o.code === finding.code && o.line.test(text) && (o.code !== 2317 || script.startsWith('[provision ')),
   );
 }
 

@@ -30,8 +30,8 @@ export class Log {
   redact(text: string): string {
     let out = text;
     // Longest first, so a whole multi-line secret is masked before its lines.
-    for (const s of [...this.secrets].sort((a, b) => b.length - a.length)) {
-      if (out.includes(s)) out = out.split(s).join('***');
+    for (const settings of [...this.secrets].sort((a, b) => b.length - a.length)) {
+      if (out.includes(settings)) out = out.split(settings).join('***');
     }
     return out;
   }

@@ -14,8 +14,8 @@ import {
 } from '../stages/backup-verify.js';
 import { runAction, type ActionOutcome } from './run.js';
 
-export async function backupVerify(s: Settings<'backup-verify'>, log: Log): Promise<ActionOutcome> {
-  return withRestoreHosts(s, log, async (run) => {
+export async function backupVerify(settings: Settings<'backup-verify'>, log: Log): Promise<ActionOutcome> {
+  return withRestoreHosts(settings, log, async (run) => {
     const test = await restoreTest(run);
     await recordVerification(run, test);
     return {

@@ -13,9 +13,9 @@ import { cleanupStage, markBad, verifyUrlStage } from '../stages/switch.js';
 import { resultsTable, runAction, type ActionOutcome } from './run.js';
 import { errorMessage } from '../errors.js';
 
-export async function deploy(s: Settings<'deploy'>, log: Log): Promise<ActionOutcome> {
-  const source = await readSource(s);
-  return withHosts(s, log, 'deploy', async (hosts) => {
+export async function deploy(settings: Settings<'deploy'>, log: Log): Promise<ActionOutcome> {
+  const source = await readSource(settings);
+  return withHosts(settings, log, 'deploy', async (hosts) => {
     const timings: Record<string, number> = {};
     const time = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
       const t = Date.now();
@@ -26,7 +26,7 @@ export async function deploy(s: Settings<'deploy'>, log: Log): Promise<ActionOut
       }
     };
     const outputs: Record<string, string> = { healthy: 'false', 'rolled-back': 'false' };
-    const rel = await time('release', () => releaseStage(hosts, s, source, log));
+    const rel = await time('release', () => releaseStage(hosts, settings, source, log));
     const id = rel.releaseId;
     outputs['release-id'] = id;
     outputs['previous-release-id'] = rel.results.find((r) => r.previous)?.previous ?? '';
@@ -66,12 +66,12 @@ export async function deploy(s: Settings<'deploy'>, log: Log): Promise<ActionOut
         `release ${id} failed; nothing was switched:\n${releaseFailed.map((r) => `${r.host}: ${r.error}`).join('\n')}`,
       );
 
-    if (s.migrate) {
-      const host = pickMigrateHost(hosts, s['migrate-host']);
+    if (settings.migrate) {
+      const host = pickMigrateHost(hosts, settings['migrate-host']);
       try {
         const out = await time('migrate', () =>
           log.group(`Migrate on ${host.spec.label}`, () =>
-            migrateOnHost(host, id, { ...s, command: s['migrate-command'], backup: s['migrate-backup'] }, log),
+            migrateOnHost(host, id, { ...settings, command: settings['migrate-command'], backup: settings['migrate-backup'] }, log),
           ),
         );
         outputs['revision-before'] = out.before;
@@ -85,9 +85,9 @@ export async function deploy(s: Settings<'deploy'>, log: Log): Promise<ActionOut
       }
     }
 
-    const expect = { ...s, 'expect-body': s['expect-body'].replaceAll('{release}', id) };
+    const expect = { ...settings, 'expect-body': settings['expect-body'].replaceAll('{release}', id) };
     const roll = await time('switch and verify', () =>
-      rollOut(hosts, hasBalancer(s.hosts), id, expect, log, { verify: expect, revertOnFailure: s['rollback-on-failure'] }),
+      rollOut(hosts, hasBalancer(settings.hosts), id, expect, log, { verify: expect, revertOnFailure: settings['rollback-on-failure'] }),
     );
     for (const r of roll.results)
       Object.assign(rows.get(r.host) ?? {}, {
@@ -98,19 +98,19 @@ export async function deploy(s: Settings<'deploy'>, log: Log): Promise<ActionOut
         ...(r.error ? { error: r.error } : {}),
       });
     let failure = roll.failure;
-    if (!failure && s.url) {
+    if (!failure && settings.url) {
       const check = await time('verify', () => log.group('Verify the url', () => verifyUrlStage(expect, log)));
       rows.set(check.host, { ...check });
       if (!check.ok) {
         failure = check.error;
         roll.failedIn = 'verification';
-        if (s['rollback-on-failure']) roll.reverted = await revertRollout(hosts, roll, s, log);
+        if (settings['rollback-on-failure']) roll.reverted = await revertRollout(hosts, roll, settings, log);
       }
     }
     if (failure) {
       const switched = roll.results.filter((r) => r.switched).map((r) => r.host);
       outputs['rolled-back'] = String(roll.reverted.length > 0);
-      if (switched.length && !s['rollback-on-failure'])
+      if (switched.length && !settings['rollback-on-failure'])
         return fail(`${id} failed (rollback-on-failure is off, so the hosts switched stay on it):\n${failure}`);
       const stage = { switch: 'to switch', verification: 'verification', drain: "to leave the balancers' rotation" }[
         roll.failedIn ?? 'verification'
@@ -127,12 +127,12 @@ export async function deploy(s: Settings<'deploy'>, log: Log): Promise<ActionOut
       return fail(`${id} failed ${stage}${outcome}:\n${failure}`);
     }
     outputs.healthy = 'true';
-    await time('cleanup', () => cleanupStage(hosts, s['keep-releases'], log));
+    await time('cleanup', () => cleanupStage(hosts, settings['keep-releases'], log));
     // Advisory, like the cleanup: a host lost by now does not undo a verified deploy.
-    const proofHost = pickMigrateHost(hosts, s['migrate-host']);
+    const proofHost = pickMigrateHost(hosts, settings['migrate-host']);
     const proof =
-      s['restore-proof-days'] > 0
-        ? await restoreProofWarning(proofHost, s, log).catch((err: unknown) => {
+      settings['restore-proof-days'] > 0
+        ? await restoreProofWarning(proofHost, settings, log).catch((err: unknown) => {
             log.warn(`could not read the last restore test on ${proofHost.spec.label}: ${errorMessage(err)}`);
             return null;
           })
@@ -147,8 +147,8 @@ export const run = () => runAction('deploy', deploy);
  * Scheduled restore tests stop silently (GitHub disables schedules after 60 days
  * without activity): every deploy looks at the last proof beside the backups.
  */
-async function restoreProofWarning(host: Host, s: Settings<'deploy'>, log: Log): Promise<string | null> {
-  const proof = restoreProofStep(s['backup-dir'], s['restore-proof-days']);
+async function restoreProofWarning(host: Host, settings: Settings<'deploy'>, log: Log): Promise<string | null> {
+  const proof = restoreProofStep(settings['backup-dir'], settings['restore-proof-days']);
   // A host that cannot tell is no reason to fail the deploy: exec, not step.
   const res = await host.conn.exec(proof.script, { what: proof.what });
   const warning = res.code === 0 ? proof.parse(res.stdout) : null;

@@ -12,51 +12,51 @@ import { freshConnectionTest, provisionHost, type ProvisionHostResult } from '..
 import { runAction, type ActionOutcome } from './run.js';
 
 export function provisionSettings(
-  s: Settings<'provision'>,
+  settings: Settings<'provision'>,
   roles: { worker: boolean; scheduler: boolean },
   balancer: BalancerMember[] | null = null,
 ): ProvisionSettings {
   return {
     balancer,
-    layout: layout(s.app, s['app-root']),
-    check: s.check,
-    user: s['app-user'],
+    layout: layout(settings.app, settings['app-root']),
+    check: settings.check,
+    user: settings['app-user'],
     roles,
-    appModule: s['app-module'],
-    uvicornArgs: s['uvicorn-args'],
-    workerCommand: s['worker-command'],
-    schedulerCommand: s['scheduler-command'],
-    healthPath: s['health-path'],
-    system: { enabled: s.system, securityUpdates: s['security-updates'] },
-    firewall: { enabled: s.firewall, allow: s['firewall-allow'] },
-    ssh: { enabled: s['ssh-hardening'], rootLogin: s['ssh-root-login'] },
-    deployUser: s['deploy-user'] ? { name: s['deploy-user'], keys: s['deploy-user-keys'] } : null,
-    python: { install: s['python-install'], version: s['python-version'] },
-    env: s.env.text,
-    nginx: { enabled: s.nginx, staticDir: s['static-dir'] },
-    tls: { domains: s.domains, email: s['acme-email'], server: s['acme-server'], caBundle: s['acme-ca-bundle'] },
+    appModule: settings['app-module'],
+    uvicornArgs: settings['uvicorn-args'],
+    workerCommand: settings['worker-command'],
+    schedulerCommand: settings['scheduler-command'],
+    healthPath: settings['health-path'],
+    system: { enabled: settings.system, securityUpdates: settings['security-updates'] },
+    firewall: { enabled: settings.firewall, allow: settings['firewall-allow'] },
+    ssh: { enabled: settings['ssh-hardening'], rootLogin: settings['ssh-root-login'] },
+    deployUser: settings['deploy-user'] ? { name: settings['deploy-user'], keys: settings['deploy-user-keys'] } : null,
+    python: { install: settings['python-install'], version: settings['python-version'] },
+    env: settings.env.text,
+    nginx: { enabled: settings.nginx, staticDir: settings['static-dir'] },
+    tls: { domains: settings.domains, email: settings['acme-email'], server: settings['acme-server'], caBundle: settings['acme-ca-bundle'] },
     postgresql: {
-      enabled: s.postgresql,
-      database: s['db-name'],
-      user: s['db-user'],
-      password: s['db-password'],
-      remoteCidrs: s['db-remote-cidrs'],
-      backupDir: s['backup-dir'],
-      keepDays: s['backup-keep-days'],
-      schedule: s['backup-schedule'],
+      enabled: settings.postgresql,
+      database: settings['db-name'],
+      user: settings['db-user'],
+      password: settings['db-password'],
+      remoteCidrs: settings['db-remote-cidrs'],
+      backupDir: settings['backup-dir'],
+      keepDays: settings['backup-keep-days'],
+      schedule: settings['backup-schedule'],
     },
     redis: {
-      enabled: s.redis,
-      user: s['redis-user'],
-      password: s['redis-password'],
-      maxmemory: s['redis-maxmemory'],
-      memoryPercent: s['redis-memory-percent'],
+      enabled: settings.redis,
+      user: settings['redis-user'],
+      password: settings['redis-password'],
+      maxmemory: settings['redis-maxmemory'],
+      memoryPercent: settings['redis-memory-percent'],
     },
-    logs: { enabled: s['log-rotation'] },
+    logs: { enabled: settings['log-rotation'] },
     monitoring: {
-      pingUrl: s['health-ping-url'],
-      nodeExporter: s['node-exporter'],
-      nodeExporterListen: s['node-exporter-listen'],
+      pingUrl: settings['health-ping-url'],
+      nodeExporter: settings['node-exporter'],
+      nodeExporterListen: settings['node-exporter-listen'],
     },
   };
 }
@@ -76,29 +76,29 @@ export function provisionSummary(results: ProvisionHostResult[], check: boolean)
     .join('\n\n');
 }
 
-export async function provision(s: Settings<'provision'>, log: Log): Promise<ActionOutcome> {
+export async function provision(opts: Settings<'provision'>, log: Log): Promise<ActionOutcome> {
   // The .env's values are masked one by one too (the whole text and each line already are).
-  for (const v of Object.values(s.env.values)) log.secret(v);
+  for (const v of Object.values(opts.env.values)) log.secret(v);
   // A load balancer gets nginx in front of every api host, limited or not.
-  const roles = resolveRoles(s.hosts);
-  const members = balancerMembers(s.hosts.map((spec, i) => ({ spec, roles: roles[i]! })));
-  const limited = s.limit.length
-    ? s.hosts.filter((h, i) => s.limit.some((l) => l === h.label || roles[i]![l as keyof (typeof roles)[0]] === true))
-    : s.hosts;
-  if (limited.length === 0) throw new Error(`limit '${s.limit.join(', ')}' selects no host; nothing was done`);
+  const roles = resolveRoles(opts.hosts);
+  const members = balancerMembers(opts.hosts.map((spec, i) => ({ spec, roles: roles[i]! })));
+  const limited = opts.limit.length
+    ? opts.hosts.filter((h, i) => opts.limit.some((l) => l === h.label || roles[i]![l as keyof (typeof roles)[0]] === true))
+    : opts.hosts;
+  if (limited.length === 0) throw new Error(`limit '${opts.limit.join(', ')}' selects no host; nothing was done`);
   return withHosts(
-    { ...s, hosts: limited },
+    { ...opts, hosts: limited },
     log,
     'provision',
     async (hosts, balancers) => {
       const results = (await onEachHost([...hosts, ...balancers], (host) => {
         const settings = provisionSettings(
-          s,
+          opts,
           { worker: host.roles.worker, scheduler: host.roles.scheduler },
           host.roles.lb ? members : null,
         );
         return log.group(`Provision ${host.spec.label}`, () =>
-          provisionHost(host, settings, freshConnectionTest(host, s, log), log),
+          provisionHost(host, settings, freshConnectionTest(host, opts, log), log),
         ) as Promise<ProvisionHostResult & Record<string, unknown>>;
       })) as ProvisionHostResult[];
       const changed = results.reduce((n, r) => n + (r.changed ?? 0), 0);
@@ -113,12 +113,12 @@ export async function provision(s: Settings<'provision'>, log: Log): Promise<Act
         outputs,
         results,
         summary:
-          (s.check ? '**Check mode**: nothing was changed; "changed" means "would change".\n\n' : '') +
-          provisionSummary(results, s.check),
+          (opts.check ? '**Check mode**: nothing was changed; "changed" means "would change".\n\n' : '') +
+          provisionSummary(results, opts.check),
         failure: bad.length ? bad.map((r) => `${r.host}: ${r.error}`).join('\n') : undefined,
       };
     },
-    { lock: !s.check, balancers: true },
+    { lock: !opts.check, balancers: true },
   );
 }
 

@@ -4,10 +4,10 @@ import { withHosts } from '../stages/hosts.js';
 import { readSource, releaseStage } from '../stages/release.js';
 import { resultsTable, runAction, type ActionOutcome } from './run.js';
 
-export async function release(s: Settings<'release'>, log: Log): Promise<ActionOutcome> {
-  const source = await readSource(s);
-  return withHosts(s, log, 'release', async (hosts) => {
-    const out = await releaseStage(hosts, s, source, log);
+export async function release(settings: Settings<'release'>, log: Log): Promise<ActionOutcome> {
+  const source = await readSource(settings);
+  return withHosts(settings, log, 'release', async (hosts) => {
+    const out = await releaseStage(hosts, settings, source, log);
     const failed = out.results.filter((r) => !r.ok);
     return {
       outputs: {

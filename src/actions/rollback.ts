@@ -7,34 +7,34 @@ import { revertRollout, rollOut } from '../stages/rollout.js';
 import { listReleases, markBad, rollbackTarget, verifyUrlStage } from '../stages/switch.js';
 import { resultsTable, runAction, type ActionOutcome } from './run.js';
 
-export async function rollback(s: Settings<'rollback'>, log: Log): Promise<ActionOutcome> {
-  return withHosts(s, log, 'rollback', async (hosts) => {
+export async function rollback(settings: Settings<'rollback'>, log: Log): Promise<ActionOutcome> {
+  return withHosts(settings, log, 'rollback', async (hosts) => {
     // One listing per host serves both the if-current check and the choice of target.
     const listings = await Promise.all(hosts.map((h) => listReleases(h)));
-    if (s['if-current']) {
+    if (settings['if-current']) {
       const currents = listings.map((l) => l.links.current ?? '');
-      const on = hosts.filter((_, i) => currents[i] === s['if-current']);
+      const on = hosts.filter((_, i) => currents[i] === settings['if-current']);
       if (on.length === 0) {
-        log.info(`${s['if-current']} is not current on any host: nothing to undo`);
+        log.info(`${settings['if-current']} is not current on any host: nothing to undo`);
         return {
           outputs: { 'release-id': currents[0] ?? '', 'rolled-back-from': '' },
           results: hosts.map((h, i) => ({ host: h.spec.label, ok: true, current: currents[i] })),
-          summary: `Nothing to undo: **${s['if-current']}** is not current on any host.`,
+          summary: `Nothing to undo: **${settings['if-current']}** is not current on any host.`,
         };
       }
       if (on.length < hosts.length)
         throw new Error(
-          `if-current: ${s['if-current']} is current on ${on.map((h) => h.spec.label).join(', ')} but not on ${hosts
+          `if-current: ${settings['if-current']} is current on ${on.map((h) => h.spec.label).join(', ')} but not on ${hosts
             .filter((h) => !on.includes(h))
             .map((h) => `${h.spec.label} (${currents[hosts.indexOf(h)] || 'nothing'})`)
             .join(', ')}; nothing was changed: name the hosts to roll back in hosts`,
         );
     }
-    const { target, from } = rollbackTarget(hosts, listings, s['release-id']);
+    const { target, from } = rollbackTarget(hosts, listings, settings['release-id']);
     log.info(`Rolling back from ${from || 'nothing'} to ${target}`);
     let schemaNote = '';
-    if (s['migrate-down']) {
-      const host = pickMigrateHost(hosts, s['migrate-host']);
+    if (settings['migrate-down']) {
+      const host = pickMigrateHost(hosts, settings['migrate-host']);
       const listing = await listReleases(host);
       const revision = listing.releases.find((r) => r.id === target)?.schema_revision ?? '';
       if (!revision) {
@@ -42,19 +42,19 @@ export async function rollback(s: Settings<'rollback'>, log: Log): Promise<Actio
           `migrate-down: the schema revision of ${target} is unknown on ${host.spec.label} (it was not deployed with migrations); nothing was changed`,
         );
       }
-      const out = await log.group(`Downgrade the schema on ${host.spec.label} to ${revision}`, () => downgradeOnHost(host, from, revision, s, log));
+      const out = await log.group(`Downgrade the schema on ${host.spec.label} to ${revision}`, () => downgradeOnHost(host, from, revision, settings, log));
       schemaNote =
         `\n\nSchema downgraded on ${host.spec.label}: ${out.before} → ${out.after}, using ${from}'s migrations. ` +
         `**Data written since ${target} was current may be lost**${out.backupPath ? `; a backup was taken first: \`${out.backupPath}\`` : ''}.`;
     }
-    const expect = { ...s, 'expect-body': s['expect-body'].replaceAll('{release}', target) };
-    const sw = await rollOut(hosts, hasBalancer(s.hosts), target, expect, log, { verify: expect, revertOnFailure: true });
+    const expect = { ...settings, 'expect-body': settings['expect-body'].replaceAll('{release}', target) };
+    const sw = await rollOut(hosts, hasBalancer(settings.hosts), target, expect, log, { verify: expect, revertOnFailure: true });
     let failure = sw.failure ? `rolling back to ${target} failed; the hosts are back on ${from}:\n${sw.failure}` : undefined;
-    if (!failure && s.url) {
+    if (!failure && settings.url) {
       const check = await log.group('Verify the url', () => verifyUrlStage(expect, log));
       if (!check.ok) {
         failure = `${target} is unhealthy after the rollback:\n${check.error}`;
-        await revertRollout(hosts, sw, s, log);
+        await revertRollout(hosts, sw, settings, log);
       }
     }
     const healthy = !failure;

@@ -6,23 +6,23 @@ import { rollOut } from '../stages/rollout.js';
 import { cleanupStage } from '../stages/switch.js';
 import { resultsTable, runAction, type ActionOutcome } from './run.js';
 
-export async function switchRelease(s: Settings<'switch'>, log: Log): Promise<ActionOutcome> {
-  return withHosts(s, log, 'switch', async (hosts) => {
+export async function switchRelease(settings: Settings<'switch'>, log: Log): Promise<ActionOutcome> {
+  return withHosts(settings, log, 'switch', async (hosts) => {
     // Each host waits for the new release's readiness before it moves traffic;
     // the full health check is the verify action's.
-    const sw = await rollOut(hosts, hasBalancer(s.hosts), s['release-id'], s, log, {
+    const sw = await rollOut(hosts, hasBalancer(settings.hosts), settings['release-id'], settings, log, {
       verify: null,
       revertOnFailure: true,
     });
-    if (!sw.failure) await cleanupStage(hosts, s['keep-releases'], log);
+    if (!sw.failure) await cleanupStage(hosts, settings['keep-releases'], log);
     return {
       outputs: {
-        'release-id': sw.failure ? '' : s['release-id'],
+        'release-id': sw.failure ? '' : settings['release-id'],
         'previous-release-id': sw.results.find((r) => r.previous)?.previous ?? '',
       },
       results: sw.results,
       summary:
-        `Switch to **${s['release-id']}**\n\n` +
+        `Switch to **${settings['release-id']}**\n\n` +
         resultsTable(sw.results, [
           ['batch', 'batch'],
           ['previous', 'previous'],

@@ -4,15 +4,15 @@ import { withHosts } from '../stages/hosts.js';
 import { verifyStage } from '../stages/switch.js';
 import { resultsTable, runAction, type ActionOutcome } from './run.js';
 
-export async function verify(s: Settings<'verify'>, log: Log): Promise<ActionOutcome> {
+export async function verify(settings: Settings<'verify'>, log: Log): Promise<ActionOutcome> {
   const started = Date.now();
   // Verification only reads: it takes no deploy lock, so it can run beside a deploy.
   return withHosts(
-    s,
+    settings,
     log,
     'verify',
     async (hosts) => {
-      const results = await verifyStage(hosts, s, log);
+      const results = await verifyStage(hosts, settings, log);
       const failed = results.filter((r) => !r.ok);
       return {
         outputs: {

@@ -173,13 +173,13 @@ export const actions = {
       },
       ...commonOutputs,
     },
-    check: (s) => {
-      const hosts = [s['backup-host'], s['restore-host']].filter((h) => h !== null);
+    check: (settings) => {
+      const hosts = [settings['backup-host'], settings['restore-host']].filter((h) => h !== null);
       return [
-        ...connectionCheck(hosts, s),
-        ...appUserCheck(hosts, s),
-        ...scratchCheck(s),
-        ...directoriesCheck(s),
+        ...connectionCheck(hosts, settings),
+        ...appUserCheck(hosts, settings),
+        ...scratchCheck(settings),
+        ...directoriesCheck(settings),
       ];
     },
   }),

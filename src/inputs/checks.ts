@@ -20,17 +20,17 @@ export interface ConnectionSettings {
 }
 
 /** The SSH key opens with its passphrase, and every host (and the jump host) has a pinned key. */
-export function connectionCheck(hosts: Address[], s: ConnectionSettings): string[] {
+export function connectionCheck(hosts: Address[], settings: ConnectionSettings): string[] {
   const problems: string[] = [];
-  const known = s['known-hosts'];
-  if (!s['insecure-accept-any-host-key']) {
+  const known = settings['known-hosts'];
+  if (!settings['insecure-accept-any-host-key']) {
     if (!known) {
       problems.push(
         "Input 'known-hosts' is required: expected the hosts' keys as known_hosts lines (ssh-keyscan output verified out of band), " +
           'or insecure-accept-any-host-key: true.',
       );
     } else {
-      for (const h of [...hosts, ...(s['jump-host'] ? [s['jump-host']] : [])]) {
+      for (const h of [...hosts, ...(settings['jump-host'] ? [settings['jump-host']] : [])]) {
         if (entriesFor(known, h.host, h.port).filter((e) => !e.revoked).length === 0) {
           problems.push(
             `Input 'known-hosts' has no key for host '${h.label}' (looked for '${knownHostsName(h.host, h.port)}'); expected a known_hosts line for every host.`,
@@ -39,15 +39,15 @@ export function connectionCheck(hosts: Address[], s: ConnectionSettings): string
       }
     }
   }
-  const passphrase = passphraseProblem(s['ssh-key'], s['ssh-key-passphrase']);
+  const passphrase = passphraseProblem(settings['ssh-key'], settings['ssh-key-passphrase']);
   return passphrase ? [...problems, passphrase] : problems;
 }
 
 /** Load balancers, exactly one scheduler, at most one migrating host. */
-export function rolesCheck(s: { hosts: HostSpec[]; 'scheduler-command'?: string[] }): string[] {
+export function rolesCheck(settings: { hosts: HostSpec[]; 'scheduler-command'?: string[] }): string[] {
   const problems: string[] = [];
-  const balancers = s.hosts.filter((h) => h.roles.includes('lb'));
-  const apps = s.hosts.filter((h) => !h.roles.includes('lb'));
+  const balancers = settings.hosts.filter((h) => h.roles.includes('lb'));
+  const apps = settings.hosts.filter((h) => !h.roles.includes('lb'));
   if (balancers.length && !apps.some((h) => h.roles.length === 0 || h.roles.includes('api')))
     problems.push(
       `Input 'hosts' has a load balancer (${balancers.map((h) => h.label).join(', ')}) but no api host behind it; expected at least one host with the api role.`,
@@ -59,7 +59,7 @@ export function rolesCheck(s: { hosts: HostSpec[]; 'scheduler-command'?: string[
       `Input 'hosts' gives the scheduler role to ${schedulers.length} hosts (${schedulers.map((h) => h.label).join(', ')}); expected exactly one scheduler fleet-wide.`,
     );
   }
-  const schedulerCommand = s['scheduler-command'] ?? [];
+  const schedulerCommand = settings['scheduler-command'] ?? [];
   if (schedulers.length === 0 && schedulerCommand.length > 0) {
     problems.push(
       `Input 'hosts' gives no host the scheduler role, but scheduler-command is '${schedulerCommand.join(' ')}'; expected exactly one scheduler fleet-wide (add scheduler to one host's roles=, or set scheduler-command to '' for none).`,
@@ -73,12 +73,12 @@ export function rolesCheck(s: { hosts: HostSpec[]; 'scheduler-command'?: string[
 }
 
 /** The migrate host is one of the app hosts (stages/migrate.ts pickMigrateHost finds it the same way). */
-export function migrateHostCheck(s: { hosts: HostSpec[]; 'migrate-host': string }): string[] {
-  const named = s['migrate-host'];
+export function migrateHostCheck(settings: { hosts: HostSpec[]; 'migrate-host': string }): string[] {
+  const named = settings['migrate-host'];
   if (!named) return [];
-  const apps = s.hosts.filter((h) => !h.roles.includes('lb'));
+  const apps = settings.hosts.filter((h) => !h.roles.includes('lb'));
   if (findHost(apps, named)) return [];
-  const why = findHost(s.hosts, named)
+  const why = findHost(settings.hosts, named)
     ? 'is a load balancer (roles=lb), which runs no app'
     : 'is not in hosts';
   return [
@@ -90,30 +90,35 @@ export function migrateHostCheck(s: { hosts: HostSpec[]; 'migrate-host': string 
  * The app user is none of the users that log in: provision removes the app
  * user's login shell, and the services run with its rights.
  */
-export function appUserCheck(hosts: Address[], s: ConnectionSettings & { 'app-user': string }): string[] {
+export function appUserCheck(
+  hosts: Address[],
+  settings: ConnectionSettings & { 'app-user': string },
+): string[] {
   const logins = new Map<string, string>([
     ...hosts.filter((h) => h.user).map((h): [string, string] => [h.user!, 'a user in hosts']),
-    ...(s['jump-host']?.user ? [[s['jump-host'].user, "jump-host's user"] as [string, string]] : []),
-    [s['ssh-user'], 'ssh-user'],
+    ...(settings['jump-host']?.user
+      ? [[settings['jump-host'].user, "jump-host's user"] as [string, string]]
+      : []),
+    [settings['ssh-user'], 'ssh-user'],
   ]);
-  const as = logins.get(s['app-user']);
+  const as = logins.get(settings['app-user']);
   return as
     ? [
-        `Input 'app-user': '${s['app-user']}' is ${as}, which logs in over SSH (provision removes the app user's login shell); expected a user of the app's own.`,
+        `Input 'app-user': '${settings['app-user']}' is ${as}, which logs in over SSH (provision removes the app user's login shell); expected a user of the app's own.`,
       ]
     : [];
 }
 
 /** The app's directories stay apart: backups outside the app's tree, nginx never serving .env or backups. */
-export function directoriesCheck(s: {
+export function directoriesCheck(settings: {
   'app-root'?: string;
   'backup-dir'?: string;
   'static-dir'?: string;
 }): string[] {
   const problems: string[] = [];
-  const root = s['app-root'];
-  const backups = s['backup-dir'];
-  const statics = s['static-dir'];
+  const root = settings['app-root'];
+  const backups = settings['backup-dir'];
+  const statics = settings['static-dir'];
   // Backups are root's alone (mode 700); the app tree is partly the app user's.
   if (root && backups && within(backups, root))
     problems.push(
@@ -154,7 +159,7 @@ export function scratchCheck(s: { database: string; 'scratch-database': string }
 }
 
 /** Provision's inputs that depend on each other. */
-export function provisionCheck(s: {
+export function provisionCheck(settings: {
   hosts: HostSpec[];
   limit: string[];
   domains: string[];
@@ -168,31 +173,31 @@ export function provisionCheck(s: {
   'app-user': string;
 }): string[] {
   const problems: string[] = [];
-  for (const item of s.limit) {
+  for (const item of settings.limit) {
     // As written only: src/actions/provision.ts selects the limited hosts by label.
-    if (!ROLES.includes(item as Role) && !s.hosts.some((h) => h.label === item))
+    if (!ROLES.includes(item as Role) && !settings.hosts.some((h) => h.label === item))
       problems.push(
-        `Input 'limit': '${item}' is neither a host of the hosts input (as written there) nor a role; expected one of ${[...s.hosts.map((h) => h.label), ...ROLES].join(', ')}.`,
+        `Input 'limit': '${item}' is neither a host of the hosts input (as written there) nor a role; expected one of ${[...settings.hosts.map((h) => h.label), ...ROLES].join(', ')}.`,
       );
   }
-  if (s.domains.length && !s['acme-email'])
+  if (settings.domains.length && !settings['acme-email'])
     problems.push("Input 'acme-email' is required when 'domains' is set: expected an e-mail address.");
-  if (s['python-install'] === 'pyenv' && !s['python-version'])
+  if (settings['python-install'] === 'pyenv' && !settings['python-version'])
     problems.push(
       "Input 'python-version' is required with python-install: pyenv: expected a version such as 3.12.4.",
     );
-  if (s.redis && !s['redis-password'])
+  if (settings.redis && !settings['redis-password'])
     problems.push("Input 'redis-password' is required with redis: true: expected the app's Redis password.");
-  if (s['deploy-user'] && !s['deploy-user-keys'].length)
+  if (settings['deploy-user'] && !settings['deploy-user-keys'].length)
     problems.push("Input 'deploy-user-keys' is required with deploy-user: expected authorized_keys lines.");
-  if (s['deploy-user'] && s['deploy-user'] === s['app-user'])
+  if (settings['deploy-user'] && settings['deploy-user'] === settings['app-user'])
     problems.push("Input 'deploy-user' is the app user; expected another user (the app user has no login).");
   return problems;
 }
 
 /** The checks of the actions that migrate, on app hosts: migrate, rollback, deploy. */
 export function migratingHostsCheck(
-  s: ConnectionSettings & {
+  settings: ConnectionSettings & {
     hosts: HostSpec[];
     'scheduler-command'?: string[];
     'migrate-host': string;
@@ -200,9 +205,9 @@ export function migratingHostsCheck(
   },
 ): string[] {
   return [
-    ...connectionCheck(s.hosts, s),
-    ...rolesCheck(s),
-    ...migrateHostCheck(s),
-    ...appUserCheck(s.hosts, s),
+    ...connectionCheck(settings.hosts, settings),
+    ...rolesCheck(settings),
+    ...migrateHostCheck(settings),
+    ...appUserCheck(settings.hosts, settings),
   ];
 }

@@ -98,37 +98,37 @@ export function parseEnvText(v: string): DotenvText | { error: string } {
 export function parsePorts(v: string): string[] | { error: string } {
   const rules: string[] = [];
   for (const p of splitList(v)) {
-    const m = /^(\d+)(?::(\d+))?(?:\/(tcp|udp))?$/.exec(p);
-    if (!m) return { error: `${quote(p, 40)} is not a port, range or port/protocol` };
-    const ports = [m[1]!, m[2]].filter((x) => x !== undefined).map(parsePort);
+    const match = /^(\d+)(?::(\d+))?(?:\/(tcp|udp))?$/.exec(p);
+    if (!match) return { error: `${quote(p, 40)} is not a port, range or port/protocol` };
+    const ports = [match[1]!, match[2]].filter((x) => x !== undefined).map(parsePort);
     const bad = ports.find((x) => typeof x === 'string');
     if (bad) return { error: `${quote(p, 40)}: ${bad}` };
     const [start, end] = ports as number[];
     if (end !== undefined && end < start!)
       return { error: `${quote(p, 40)}: the range ends before it starts` };
-    rules.push(`${ports.join(':')}/${m[3] ?? 'tcp'}`);
+    rules.push(`${ports.join(':')}/${match[3] ?? 'tcp'}`);
   }
   return rules;
 }
 
 /** A network for pg_hba.conf and ufw: an IPv4 or IPv6 address and a prefix length that fits it. */
 export function parseCidr(c: string): string | { error: string } {
-  const m = /^([^/]+)\/(\d{1,3})$/.exec(c);
-  if (!m) return { error: `${quote(c)} is not a CIDR network (address/prefix)` };
-  const family = isIP(m[1]!);
-  if (!family) return { error: `${quote(c)}: '${m[1]}' is not an IP address` };
+  const match = /^([^/]+)\/(\d{1,3})$/.exec(c);
+  if (!match) return { error: `${quote(c)} is not a CIDR network (address/prefix)` };
+  const family = isIP(match[1]!);
+  if (!family) return { error: `${quote(c)}: '${match[1]}' is not an IP address` };
   const max = family === 4 ? 32 : 128;
-  if (Number(m[2]) > max) return { error: `${quote(c)}: prefix /${m[2]} is over ${max}` };
+  if (Number(match[2]) > max) return { error: `${quote(c)}: prefix /${match[2]} is over ${max}` };
   return c;
 }
 
 /** node_exporter's listen address: [ipv4]:port, [ipv6]:port or :port. */
 function parseListen(v: string): string | { error: string } {
-  const m = /^(.*):([^:\]]*)$/.exec(v);
-  if (!m) return { error: `${quote(v)} has no :port` };
-  const port = parsePort(m[2]!);
+  const match = /^(.*):([^:\]]*)$/.exec(v);
+  if (!match) return { error: `${quote(v)} has no :port` };
+  const port = parsePort(match[2]!);
   if (typeof port === 'string') return { error: `${quote(v)}: ${port}` };
-  const host = m[1]!;
+  const host = match[1]!;
   const v6 = /^\[(.*)\]$/.exec(host);
   if (host && (v6 ? isIP(v6[1]!) !== 6 : isIP(host) !== 4))
     return { error: `${quote(v)}: '${host}' is not an IPv4 address or a bracketed IPv6 address` };

@@ -26,8 +26,8 @@ export function balancerUpstreamName(l: Layout): string {
 }
 
 /** http-level config on the balancer: the app hosts and the WebSocket map. */
-export function balancerUpstreamConf(l: Layout, members: BalancerMember[]): string {
-  const name = balancerUpstreamName(l);
+export function balancerUpstreamConf(layout: Layout, members: BalancerMember[]): string {
+  const name = balancerUpstreamName(layout);
   const servers = members.map(
     (m) =>
       `    server ${nginxAddress(m.host, m.port)} max_fails=2 fail_timeout=${BALANCER_FAIL_TIMEOUT}s; # ${m.label.replace(/[\r\n]/g, ' ')}`,
@@ -53,8 +53,8 @@ map $http_upgrade $metalship_${name}_connection {
  * keep-alive connections, which some clients see as errors. The rule is not
  * persistent: a reboot clears a drain a killed run left behind.
  */
-export function drainStep(l: Layout, port: number, draining: boolean): Step<void> {
-  const rule = sh`INPUT ! -i lo -p tcp --dport ${String(port)} --syn -m comment --comment ${'metalship-drain-' + l.app} -j REJECT --reject-with tcp-reset`;
+export function drainStep(layout: Layout, port: number, draining: boolean): Step<void> {
+  const rule = sh`INPUT ! -i lo -p tcp --dport ${String(port)} --syn -m comment --comment ${'metalship-drain-' + layout.app} -j REJECT --reject-with tcp-reset`;
   return plainStep(
     draining ? 'taking the host out of rotation' : 'putting the host back in rotation',
     script(

@@ -26,32 +26,32 @@ export function holderText(h: LockHolder): string {
  * `leftovers`: a script that stops what the run still runs on the host (see
  * Connection.leftoversScript), run when the run is gone, before the lock is let go.
  */
-export function lockScript(l: Layout, holder: LockHolder, waitSeconds: number, leftovers = ''): string {
+export function lockScript(layout: Layout, holder: LockHolder, waitSeconds: number, leftovers = ''): string {
   return script(
-    rootOnly(l.state),
-    sh`mkdir -p ${l.state}`,
-    sh`chmod ${STATE_MODE} ${l.state}`,
-    sh`exec 9>>${l.lockFile}`,
+    rootOnly(layout.state),
+    sh`mkdir -p ${layout.state}`,
+    sh`chmod ${STATE_MODE} ${layout.state}`,
+    sh`exec 9>>${layout.lockFile}`,
     sh`if ! flock -n 9; then`,
-    sh`  echo "WAITING $(head -c 500 ${l.lockHolder} 2>/dev/null | tr '\n' ' ')"`,
+    sh`  echo "WAITING $(head -c 500 ${layout.lockHolder} 2>/dev/null | tr '\n' ' ')"`,
     sh`  if ! flock -w ${waitSeconds} 9; then`,
-    sh`    echo "HELD $(head -c 500 ${l.lockHolder} 2>/dev/null | tr '\n' ' ')"`,
+    sh`    echo "HELD $(head -c 500 ${layout.lockHolder} 2>/dev/null | tr '\n' ' ')"`,
     `    exit ${LOCK_EXIT_HELD}`,
     '  fi',
     'fi',
     // A holder file still filled in while nobody holds the flock: a run that died.
-    sh`if [ -s ${l.lockHolder} ]; then echo "STALE $(head -c 500 ${l.lockHolder} | tr '\n' ' ')"; fi`,
-    sh`printf '%s\n' ${holderText(holder)} > ${l.lockHolder}`,
+    sh`if [ -s ${layout.lockHolder} ]; then echo "STALE $(head -c 500 ${layout.lockHolder} | tr '\n' ' ')"; fi`,
+    sh`printf '%s\n' ${holderText(holder)} > ${layout.lockHolder}`,
     'echo LOCKED',
     `while IFS= read -r -t ${LOCK_HEARTBEAT_LIMIT} line; do`,
     '  if [ "$line" = release ]; then',
-    sh`    : > ${l.lockHolder}`,
+    sh`    : > ${layout.lockHolder}`,
     '    exit 0',
     '  fi',
     'done',
     // EOF or no heartbeat: our run is gone. What it still runs here is stopped
     // first; the flock goes with this process; the holder stays as evidence.
     leftovers || null,
-    sh`printf '%s\n' "abandoned at $(date -u +%FT%TZ): $(head -n1 ${l.lockHolder})" > ${l.lockHolder}`,
+    sh`printf '%s\n' "abandoned at $(date -u +%FT%TZ): $(head -n1 ${layout.lockHolder})" > ${layout.lockHolder}`,
   );
 }

@@ -60,21 +60,21 @@ function ensureBuildUser(l: Layout): string {
  * and what lies below it is made by the app user, never chowned by root (the
  * app could have planted a link there to a directory root would then hand over).
  */
-export function ensureAppTree(l: Layout, user: string, sharedPaths: string[]): string {
-  const dirs = sharedPaths.filter((p) => p !== '.env').map((p) => `${l.shared}/${p}`);
-  const own = [l.releases, l.venvs, l.slots, l.state, l.runDir];
+export function ensureAppTree(layout: Layout, user: string, sharedPaths: string[]): string {
+  const dirs = sharedPaths.filter((p) => p !== '.env').map((p) => `${layout.shared}/${p}`);
+  const own = [layout.releases, layout.venvs, layout.slots, layout.state, layout.runDir];
   return script(
-    rootOnly(l.root, ...own),
-    ensureUser(user, l.root, 'app user'),
-    ensureBuildUser(l),
-    sh`mkdir -p ${own} ${l.shared}`,
-    sh`chmod 755 ${l.root} ${l.releases} ${l.venvs} ${l.slots} ${l.runDir}`,
-    sh`chmod ${STATE_MODE} ${l.state}`,
-    sh`if [ -L ${l.shared} ] || [ ! -d ${l.shared} ]; then echo ${`${l.shared} is not a directory`} >&2; exit 1; fi`,
-    sh`chown -h ${user}:${user} ${l.shared}`,
-    sh`chmod 750 ${l.shared}`,
+    rootOnly(layout.root, ...own),
+    ensureUser(user, layout.root, 'app user'),
+    ensureBuildUser(layout),
+    sh`mkdir -p ${own} ${layout.shared}`,
+    sh`chmod 755 ${layout.root} ${layout.releases} ${layout.venvs} ${layout.slots} ${layout.runDir}`,
+    sh`chmod ${STATE_MODE} ${layout.state}`,
+    sh`if [ -L ${layout.shared} ] || [ ! -d ${layout.shared} ]; then echo ${`${layout.shared} is not a directory`} >&2; exit 1; fi`,
+    sh`chown -h ${user}:${user} ${layout.shared}`,
+    sh`chmod 750 ${layout.shared}`,
     dirs.length ? sh`runuser -u ${user} -- mkdir -p -- ${dirs}` : null,
-    sh`if [ ! -e ${l.env} ]; then install -m 600 -o ${user} -g ${user} /dev/null ${l.env}; fi`,
+    sh`if [ ! -e ${layout.env} ]; then install -m 600 -o ${user} -g ${user} /dev/null ${layout.env}; fi`,
   );
 }
 
@@ -83,19 +83,19 @@ export function ensureAppTree(l: Layout, user: string, sharedPaths: string[]): s
  * stdin after the script) that the previous release already has; prints the
  * previous release id and a JSON line with the paths still needed.
  */
-export function prepareStep(s: PrepareSettings, manifest: Manifest): Step<Prepared> {
-  const l = s.layout;
-  const rel = l.release(s.releaseId);
+export function prepareStep(settings: PrepareSettings, manifest: Manifest): Step<Prepared> {
+  const layout2 = settings.layout;
+  const rel = layout2.release(settings.releaseId);
   const text = script(
     pyToolDefinition(),
-    ensureAppTree(l, s.user, s.sharedPaths),
-    sh`if [ -e ${rel} ]; then echo "release ${s.releaseId} exists already" >&2; exit ${RELEASE_EXISTS_EXIT}; fi`,
+    ensureAppTree(layout2, settings.user, settings.sharedPaths),
+    sh`if [ -e ${rel} ]; then echo "release ${settings.releaseId} exists already" >&2; exit ${RELEASE_EXISTS_EXIT}; fi`,
     sh`mkdir ${rel} ${rel}/.metalship`,
     sh`echo building > ${rel}/.metalship/status`,
-    sh`prev=$(basename "$(readlink ${l.current} 2>/dev/null)" 2>/dev/null || true)`,
+    sh`prev=$(basename "$(readlink ${layout2.current} 2>/dev/null)" 2>/dev/null || true)`,
     'echo "PREVIOUS ${prev}"',
     // Reuse files from the serving release; on a first deploy there is nothing to reuse.
-    sh`base=""; if [ -n "$prev" ] && [ -d ${l.releases}/"$prev" ]; then base=${l.releases}/"$prev"; fi`,
+    sh`base=""; if [ -n "$prev" ] && [ -d ${layout2.releases}/"$prev" ]; then base=${layout2.releases}/"$prev"; fi`,
     sh`mstool stage-files ${rel} "$base"`,
   );
   return step('preparing the release directory', text, (stdout) => parsePrepared(stdout, manifest));
@@ -173,12 +173,12 @@ export interface BuildSettings {
  * read-only, no set-id bits, and nothing in it may lead to a place another
  * user could change.
  */
-function venvScript(s: BuildSettings): string {
-  const l = s.layout;
-  const rel = l.release(s.releaseId);
-  const user = l.buildUser;
-  const cacheRoot = l.pipCache.replace(/\/[^/]+$/, '');
-  const venvFlags = s.systemSitePackages ? ['--system-site-packages'] : [];
+function venvScript(settings: BuildSettings): string {
+  const layout2 = settings.layout;
+  const rel = layout2.release(settings.releaseId);
+  const user = layout2.buildUser;
+  const cacheRoot = layout2.pipCache.replace(/\/[^/]+$/, '');
+  const venvFlags = settings.systemSitePackages ? ['--system-site-packages'] : [];
   const sandbox = [
     `User=${user}`,
     `Group=${user}`,
@@ -190,18 +190,18 @@ function venvScript(s: BuildSettings): string {
     'RestrictSUIDSGID=yes',
   ].flatMap((p) => ['-p', p]);
   return script(
-    sh`venv=${`${l.venvs}/${s.venvKey}`}`,
+    sh`venv=${`${layout2.venvs}/${settings.venvKey}`}`,
     // Complete only when sealed: a marker the build itself may have planted does not count.
     'if [ -f "$venv/.metalship-complete" ] && [ "$(stat -c %u -- "$venv")" = 0 ]; then',
-    sh`  echo "reusing virtualenv ${s.venvKey}"`,
+    sh`  echo "reusing virtualenv ${settings.venvKey}"`,
     'else',
-    sh`  echo "building virtualenv ${s.venvKey} as ${user}"`,
+    sh`  echo "building virtualenv ${settings.venvKey} as ${user}"`,
     // What an interrupted build left is stopped first.
     sh`  mstool stop-user ${user}`,
     '  rm -rf -- "$venv"',
     sh`  install -d -m 755 -o ${user} -g ${user} "$venv"`,
     sh`  install -d -m 755 ${cacheRoot}`,
-    sh`  install -d -m 700 -o ${user} -g ${user} ${l.pipCache}`,
+    sh`  install -d -m 700 -o ${user} -g ${user} ${layout2.pipCache}`,
     sh`  find ${cacheRoot} -maxdepth 1 -name 'build.*' -exec rm -rf -- {} +`,
     sh`  work=$(mktemp -d ${cacheRoot + '/build.XXXXXX'})`,
     sh`  tar -C ${rel} --exclude=./.metalship -cf - . | tar -C "$work" -xf - --no-same-owner`,
@@ -210,14 +210,14 @@ function venvScript(s: BuildSettings): string {
     // password: never on a command line), quoted as systemd reads it.
     '  envfile=$(mktemp)',
     '  ms_env() { local v=$2 bs="\\\\" q=\'"\' d=\'$\' bt=\'`\'; v=${v//"$bs"/"$bs$bs"}; v=${v//"$q"/"$bs$q"}; v=${v//"$d"/"$bs$d"}; v=${v//"$bt"/"$bs$bt"}; printf \'%s="%s"\\n\' "$1" "$v" >> "$envfile"; }',
-    sh`  ms_env HOME "$work"; ms_env LANG C.UTF-8; ms_env PIP_CACHE_DIR ${l.pipCache}`,
+    sh`  ms_env HOME "$work"; ms_env LANG C.UTF-8; ms_env PIP_CACHE_DIR ${layout2.pipCache}`,
     '  ms_env PIP_DISABLE_PIP_VERSION_CHECK 1; ms_env PIP_NO_INPUT 1',
     '  for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do if [ -n "${!v:-}" ]; then ms_env "$v" "${!v}"; fi; done',
     '  step=0',
-    sh`  as_build() { step=$((step + 1)); systemd-run --quiet --wait --pipe --collect --unit="${raw(BUILD_UNIT_PREFIX)}\${__metalship_token:-$$}-$step" ${sandbox} -p EnvironmentFile="$envfile" -p ReadWritePaths="$venv $work ${raw(l.pipCache)}" --working-directory="$work" -- "$@" < /dev/null; }`,
-    sh`  as_build ${s.python} -m venv ${venvFlags} "$venv"`,
-    s.requirements
-      ? sh`  as_build "$venv/bin/python" -m pip install --no-input -r ${s.requirements} ${s.pipArgs}`
+    sh`  as_build() { step=$((step + 1)); systemd-run --quiet --wait --pipe --collect --unit="${raw(BUILD_UNIT_PREFIX)}\${__metalship_token:-$$}-$step" ${sandbox} -p EnvironmentFile="$envfile" -p ReadWritePaths="$venv $work ${raw(layout2.pipCache)}" --working-directory="$work" -- "$@" < /dev/null; }`,
+    sh`  as_build ${settings.python} -m venv ${venvFlags} "$venv"`,
+    settings.requirements
+      ? sh`  as_build "$venv/bin/python" -m pip install --no-input -r ${settings.requirements} ${settings.pipArgs}`
       : null,
     '  as_build "$venv/bin/python" -m compileall -q "$venv" >/dev/null 2>&1 || true',
     sh`  mstool stop-user ${user}`,
@@ -235,49 +235,54 @@ function venvScript(s: BuildSettings): string {
   );
 }
 
-export function buildStep(s: BuildSettings): Step<void> {
-  const l = s.layout;
-  const rel = l.release(s.releaseId);
+export function buildStep(settings: BuildSettings): Step<void> {
+  const layout2 = settings.layout;
+  const rel = layout2.release(settings.releaseId);
   return plainStep(
-    `building release ${s.releaseId}`,
+    `building release ${settings.releaseId}`,
     script(
       pyToolDefinition(),
       // The upload (on stdin) is unpacked by check-files, not tar: only the manifest's regular files.
-      sh`mstool check-files ${rel} ${s.hasUpload ? ['receive'] : []}`,
+      sh`mstool check-files ${rel} ${settings.hasUpload ? ['receive'] : []}`,
       // One environment per distinct requirements, built at its final path and never moved.
-      venvScript(s),
+      venvScript(settings),
       sh`mstool link "$venv" ${rel}/.venv`,
       // Bytecode now (the services cannot write it: read-only code, ProtectSystem=strict),
       // before the shared links, so root reads only the release's own files, with
       // the base interpreter (isolated): the venv's packages never run as root.
-      sh`${s.python} -I -m compileall -q -x '/[.]venv/' ${rel} >/dev/null`,
-      uvicornFlagsScript(rel, s.user),
-      ...s.sharedPaths.map((p) =>
+      sh`${settings.python} -I -m compileall -q -x '/[.]venv/' ${rel} >/dev/null`,
+      uvicornFlagsScript(rel, settings.user),
+      ...settings.sharedPaths.map((p) =>
         script(
           sh`if [ -e ${rel}/${p} ] && [ ! -L ${rel}/${p} ]; then rm -rf ${rel}/${p}; fi`,
           sh`mkdir -p "$(dirname ${rel}/${p})"`,
-          sh`mstool link ${sharedTarget(l, p)} ${rel}/${p}`,
+          sh`mstool link ${sharedTarget(layout2, p)} ${rel}/${p}`,
         ).trimEnd(),
       ),
       sh`chmod -R u+rwX,go+rX,go-w,ug-s ${rel}`,
-      s.importCheck
-        ? sh`runuser -u ${s.user} -- "$venv/bin/python" -I -c "$MSTOOL_SRC" import-check ${rel} ${s.importCheck} ${l.env}`
+      settings.importCheck
+        ? sh`runuser -u ${settings.user} -- "$venv/bin/python" -I -c "$MSTOOL_SRC" import-check ${rel} ${settings.importCheck} ${layout2.env}`
         : null,
-      writeFileAtomic(`${rel}/.metalship/release.json`, JSON.stringify(s.metadata, null, 2) + '\n'),
+      writeFileAtomic(`${rel}/.metalship/release.json`, JSON.stringify(settings.metadata, null, 2) + '\n'),
       sh`echo ready > ${rel}/.metalship/status`,
-      sh`printf '%s\n' ${`${new Date().toISOString()} release ${s.releaseId} ready (${String(s.metadata.revision || 'no revision')} by ${String(s.metadata.actor || 'unknown')})`} >> ${l.history}`,
+      sh`printf '%s\n' ${`${new Date().toISOString()} release ${settings.releaseId} ready (${String(settings.metadata.revision || 'no revision')} by ${String(settings.metadata.actor || 'unknown')})`} >> ${layout2.history}`,
     ),
   );
 }
 
 /** Marks a release failed so that it never becomes current and never counts as a good release. */
-export function markStep(l: Layout, releaseId: string, status: 'failed' | 'bad', reason: string): Step<void> {
-  const rel = l.release(releaseId);
+export function markStep(
+  layout: Layout,
+  releaseId: string,
+  status: 'failed' | 'bad',
+  reason: string,
+): Step<void> {
+  const rel = layout.release(releaseId);
   return plainStep(
     `marking ${releaseId} ${status}`,
     script(
       sh`if [ -d ${rel}/.metalship ]; then echo ${status} > ${rel}/.metalship/status; fi`,
-      sh`printf '%s\n' ${`${new Date().toISOString()} release ${releaseId} marked ${status}: ${reason.split('\n')[0]?.slice(0, 300) ?? ''}`} >> ${l.history} || true`,
+      sh`printf '%s\n' ${`${new Date().toISOString()} release ${releaseId} marked ${status}: ${reason.split('\n')[0]?.slice(0, 300) ?? ''}`} >> ${layout.history} || true`,
     ),
   );
 }

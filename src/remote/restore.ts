@@ -59,7 +59,7 @@ export interface LastVerified {
  * in the directory, or the given dump file's), the host's clock and the record
  * of the last successful verification; `{ error }` when the manifest is unusable.
  */
-export function findBackupStep(o: {
+export function findBackupStep(options: {
   backupDir: string;
   database: string;
   file: string;
@@ -69,10 +69,10 @@ export function findBackupStep(o: {
     script(
       ROOT_ONLY_FUNCTION,
       assignments({
-        BACKUP_DIR: o.backupDir,
-        DATABASE: o.database,
-        FILE: o.file,
-        LAST_VERIFIED: lastVerifiedPath(o.backupDir),
+        BACKUP_DIR: options.backupDir,
+        DATABASE: options.database,
+        FILE: options.file,
+        LAST_VERIFIED: lastVerifiedPath(options.backupDir),
         EXIT_NO_BACKUP: RESTORE_EXIT.noBackup,
       }),
       FIND_SH,
@@ -130,13 +130,17 @@ export interface ScratchRole {
 
 /** A script on the restore host: the settings, the helpers (restore-common.sh), then the step's own bash. */
 function onRestoreHost(
-  o: ScratchOptions,
+  options: ScratchOptions,
   settings: Record<string, string | number | readonly string[]>,
   ...body: string[]
 ): string {
-  if (o.scratch === o.database)
-    throw new Error(`the scratch database cannot be the production database (${o.database})`);
-  return script(assignments({ SCRATCH: o.scratch, MARKER: SCRATCH_MARKER, ...settings }), COMMON_SH, ...body);
+  if (options.scratch === options.database)
+    throw new Error(`the scratch database cannot be the production database (${options.database})`);
+  return script(
+    assignments({ SCRATCH: options.scratch, MARKER: SCRATCH_MARKER, ...settings }),
+    COMMON_SH,
+    ...body,
+  );
 }
 
 /**
@@ -169,19 +173,19 @@ export interface Restored {
  * scratch role (RESTORE_EXIT.restoreFailed).
  */
 export function restoreStep(
-  o: ScratchOptions & ScratchRole & { receive: boolean; dump: string; size: number; sha256: string },
+  options: ScratchOptions & ScratchRole & { receive: boolean; dump: string; size: number; sha256: string },
 ): Step<Restored> {
   return step(
-    o.receive ? 'receiving and restoring the dump' : 'restoring',
+    options.receive ? 'receiving and restoring the dump' : 'restoring',
     onRestoreHost(
-      o,
+      options,
       {
-        ROLE: o.role,
-        PASSWORD: o.password,
-        RECEIVE: o.receive ? 1 : 0,
-        DUMP_PATH: o.receive ? '' : o.dump,
-        WANT_SIZE: o.size,
-        WANT_SHA: o.sha256,
+        ROLE: options.role,
+        PASSWORD: options.password,
+        RECEIVE: options.receive ? 1 : 0,
+        DUMP_PATH: options.receive ? '' : options.dump,
+        WANT_SIZE: options.size,
+        WANT_SHA: options.sha256,
         EXIT_CHECKSUM: RESTORE_EXIT.checksum,
         EXIT_RESTORE_FAILED: RESTORE_EXIT.restoreFailed,
       },
@@ -213,12 +217,12 @@ export interface Inspection {
  * amcheck of every btree index (with heapallindexed: it evaluates index
  * expressions, the app's code), and each check query.
  */
-export function inspectStep(o: ScratchOptions & ScratchRole & { checks: string[] }): Step<Inspection> {
+export function inspectStep(options: ScratchOptions & ScratchRole & { checks: string[] }): Step<Inspection> {
   return step(
     'checking the restored database',
     onRestoreHost(
-      o,
-      { ROLE: o.role, PASSWORD: o.password, CHECKS: o.checks },
+      options,
+      { ROLE: options.role, PASSWORD: options.password, CHECKS: options.checks },
       textVar('COUNTS_SQL', ROW_COUNTS_SQL),
       INSPECT_SH,
     ),
@@ -238,7 +242,7 @@ export function inspectStep(o: ScratchOptions & ScratchRole & { checks: string[]
         counts,
         amcheck:
           intact !== undefined ? { indexes: Number(intact) } : failed !== undefined ? { failed } : null,
-        checks: o.checks.map((_, i) => {
+        checks: options.checks.map((_, i) => {
           const answer = (
             answers.find((a) => a.startsWith(`${i} `))?.slice(String(i).length + 1) ?? 'no result'
           ).trim();
@@ -267,19 +271,19 @@ export type Smoke = { skipped: string } | { status: number; seconds: number };
  * scratch role), waits for the path to answer 200 (else
  * RESTORE_EXIT.smokeFailed), and stops it.
  */
-export function smokeStep(o: SmokeOptions): Step<Smoke> {
+export function smokeStep(options: SmokeOptions): Step<Smoke> {
   return step(
     'the smoke test',
     onRestoreHost(
-      o,
+      options,
       {
-        ROLE: o.role,
-        PASSWORD: o.password,
-        APP_ROOT: o.appRoot,
-        APP_USER: o.appUser,
-        APP_MODULE: o.appModule,
-        SMOKE_PATH: o.path,
-        SMOKE_TIMEOUT: o.timeout,
+        ROLE: options.role,
+        PASSWORD: options.password,
+        APP_ROOT: options.appRoot,
+        APP_USER: options.appUser,
+        APP_MODULE: options.appModule,
+        SMOKE_PATH: options.path,
+        SMOKE_TIMEOUT: options.timeout,
         PROBE_USER,
         EXIT_SMOKE_FAILED: RESTORE_EXIT.smokeFailed,
       },

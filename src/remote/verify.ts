@@ -34,25 +34,25 @@ export interface HealthOutcome {
  * then checks the units; on trouble, the services' recent journal lines (without
  * uvicorn's access log). It reports, and the caller decides: it exits 0.
  */
-export function verifyStep(s: VerifySettings): Step<HealthOutcome> {
-  const l = s.layout;
+export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
+  const layout2 = settings.layout;
   const text = script(
     pyToolDefinition(),
     'rc=0',
-    s.api === false
+    settings.api === false
       ? null
       : script(
-          sh`slot=$(cat ${l.activeSlot} 2>/dev/null || true)`,
+          sh`slot=$(cat ${layout2.activeSlot} 2>/dev/null || true)`,
           'case "$slot" in blue|green) ;; *) echo "PROBLEM no api slot is serving on this host (nothing deployed yet?)"; exit 0;; esac',
-          sh`sock=/run/${l.app}-api-$slot/api.sock`,
-          sh`out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${s.path} ${s.timeout} ${s.interval} ${s.expectStatus} ${s.expectBody}) || rc=$?`,
+          sh`sock=/run/${layout2.app}-api-$slot/api.sock`,
+          sh`out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`,
           'echo "RESULT $out"',
         ),
     'failed=""',
-    ...s.units.map((u) => sh`if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`),
+    ...settings.units.map((u) => sh`if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`),
     'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi',
     'if [ "$rc" != 0 ] || [ -n "$failed" ]; then',
-    sh`  journalctl -u ${l.units.api('blue')} -u ${l.units.api('green')} ${s.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`,
+    sh`  journalctl -u ${layout2.units.api('blue')} -u ${layout2.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`,
     'fi',
   );
   return step('health check', text, (stdout) => {
@@ -115,7 +115,7 @@ export function planCleanup(listing: ReleaseListing, keep: number): { releases: 
 }
 
 /** Removes what the plan names; reads back what it removed. */
-export function cleanupStep(l: Layout, plan: { releases: string[]; venvs: string[] }): Step<string[]> {
+export function cleanupStep(layout: Layout, plan: { releases: string[]; venvs: string[] }): Step<string[]> {
   const removed = (stdout: string) => keyLines(stdout).all('removed');
   if (plan.releases.length === 0 && plan.venvs.length === 0)
     return step('cleanup', script('echo "nothing to clean up"'), removed);
@@ -125,9 +125,9 @@ export function cleanupStep(l: Layout, plan: { releases: string[]; venvs: string
       // Marked first: a removal cut short (the run stopped, the host rebooted) leaves no "ready" half.
       ...plan.releases.map(
         (id) =>
-          sh`if [ -d ${l.release(id)}/.metalship ]; then echo removing > ${l.release(id)}/.metalship/status; fi; rm -rf -- ${l.release(id)} && echo "removed release ${id}"`,
+          sh`if [ -d ${layout.release(id)}/.metalship ]; then echo removing > ${layout.release(id)}/.metalship/status; fi; rm -rf -- ${layout.release(id)} && echo "removed release ${id}"`,
       ),
-      ...plan.venvs.map((v) => sh`rm -rf -- ${l.venvs}/${v} && echo "removed virtualenv ${v}"`),
+      ...plan.venvs.map((v) => sh`rm -rf -- ${layout.venvs}/${v} && echo "removed virtualenv ${v}"`),
     ),
     removed,
   );

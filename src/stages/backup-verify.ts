@@ -68,7 +68,7 @@ function stopped<T extends object>(empty: T): (err: unknown) => Part & T {
 
 /** One restore test's hosts and settings. */
 export interface RestoreRun {
-  s: Settings<'backup-verify'>;
+  settings: Settings<'backup-verify'>;
   log: Log;
   backup: Host;
   restore: Host;
@@ -96,34 +96,37 @@ export function sameHost(a: HostSpec, b: HostSpec): boolean {
 
 /** Connects to the backup host and the restore host (one connection when they are the same) for fn. */
 export async function withRestoreHosts<T>(
-  s: Settings<'backup-verify'>,
+  settings: Settings<'backup-verify'>,
   log: Log,
   fn: (run: RestoreRun) => Promise<T>,
 ): Promise<T> {
-  const backupSpec = s['backup-host']!;
-  const restoreSpec = s['restore-host'] ?? backupSpec;
+  const backupSpec = settings['backup-host']!;
+  const restoreSpec = settings['restore-host'] ?? backupSpec;
   const same = sameHost(backupSpec, restoreSpec);
   const hosts = await log.group(`Connecting to ${same ? 1 : 2} host(s)`, () =>
-    openHosts({ ...s, hosts: same ? [backupSpec] : [backupSpec, restoreSpec], 'lock-timeout': 0 }, log),
+    openHosts(
+      { ...settings, hosts: same ? [backupSpec] : [backupSpec, restoreSpec], 'lock-timeout': 0 },
+      log,
+    ),
   );
   const password = randomBytes(24).toString('hex');
   log.secret(password);
   try {
     return await fn({
-      s,
+      settings,
       log,
       backup: hosts[0]!,
       restore: hosts[same ? 0 : 1]!,
       same,
       scratch: {
-        scratch: s['scratch-database'],
-        database: s.database,
+        scratch: settings['scratch-database'],
+        database: settings.database,
         role: `metalship_verify_${randomBytes(4).toString('hex')}`,
         password,
       },
       long: {
-        idleTimeoutMs: Math.max(s['command-idle-timeout'], s['max-restore-seconds']) * 1000,
-        timeoutMs: Math.max(s['command-timeout'], s['max-restore-seconds']) * 1000,
+        idleTimeoutMs: Math.max(settings['command-idle-timeout'], settings['max-restore-seconds']) * 1000,
+        timeoutMs: Math.max(settings['command-timeout'], settings['max-restore-seconds']) * 1000,
       },
     });
   } finally {
@@ -174,29 +177,33 @@ async function testRestore(
 async function findBackup(
   run: RestoreRun,
 ): Promise<Part & { found: FoundBackup | null; ageHours: number | null }> {
-  const { s, backup } = run;
+  const { settings, backup } = run;
   const found = await run.log.group(`Finding the backup on ${backup.spec.label}`, () =>
     backup.conn.step(
-      findBackupStep({ backupDir: s['backup-dir'], database: s.database, file: s['backup-file'] }),
+      findBackupStep({
+        backupDir: settings['backup-dir'],
+        database: settings.database,
+        file: settings['backup-file'],
+      }),
     ),
   );
   if ('error' in found)
     return { rows: [failed('backup', 'unusable', found.error)], stop: true, found: null, ageHours: null };
-  const m = found.manifest;
+  const manifest2 = found.manifest;
   const backupRow = ok(
     'backup',
-    `${found.dump.split('/').pop()}: ${formatBytes(found.size)}, taken ${m.created} (label ${m.label}, PostgreSQL ${m.pg_version})`,
+    `${found.dump.split('/').pop()}: ${formatBytes(found.size)}, taken ${manifest2.created} (label ${manifest2.label}, PostgreSQL ${manifest2.pg_version})`,
   );
-  const ageHours = (found.now - Date.parse(m.created) / 1000) / 3600;
-  const objective = `≤ ${s['max-age-hours']} h`;
-  if (ageHours > s['max-age-hours'])
+  const ageHours = (found.now - Date.parse(manifest2.created) / 1000) / 3600;
+  const objective = `≤ ${settings['max-age-hours']} h`;
+  if (ageHours > settings['max-age-hours'])
     return {
       rows: [
         backupRow,
         failed(
           'age (RPO)',
           formatAge(ageHours),
-          `${s['backup-file'] ? 'the backup' : 'the newest backup'} ${found.dump} was taken ${m.created}, ${formatAge(ageHours)} ago: older than the RPO objective of ${s['max-age-hours']} h (max-age-hours). Are the daily backups still running?`,
+          `${settings['backup-file'] ? 'the backup' : 'the newest backup'} ${found.dump} was taken ${manifest2.created}, ${formatAge(ageHours)} ago: older than the RPO objective of ${settings['max-age-hours']} h (max-age-hours). Are the daily backups still running?`,
           objective,
         ),
       ],
@@ -292,9 +299,9 @@ async function inspectRestored(
   manifest: BackupManifest,
   restored: Restored,
 ): Promise<Part & { counts: RestoreTest['counts'] }> {
-  const { s, restore, log } = run;
+  const { settings, restore, log } = run;
   const inspection = await log.group('Checking the restored database', () =>
-    restore.conn.step(inspectStep({ ...run.scratch, checks: s.checks }), run.long),
+    restore.conn.step(inspectStep({ ...run.scratch, checks: settings.checks }), run.long),
   );
   const compared = inspection.counts && compareCounts(manifest.tables, inspection.counts);
   const countsRow = !compared
@@ -319,7 +326,7 @@ async function inspectRestored(
       : 'failed' in amcheck
         ? failed('amcheck', amcheck.failed, `amcheck found a damaged index: ${amcheck.failed}`)
         : ok('amcheck', `${amcheck.indexes} btree indexes (heapallindexed) intact`);
-  const checkRows = s.checks.map((query, i) => {
+  const checkRows = settings.checks.map((query, i) => {
     const check = inspection.checks[i]!;
     return check.ok
       ? ok(`check \`${query}\``, 'true')
@@ -334,7 +341,7 @@ async function inspectRestored(
 /** The RTO: from the first byte copied to the last check. */
 function rtoPart(run: RestoreRun, started: number): Part & { seconds: number } {
   const seconds = (Date.now() - started) / 1000;
-  const max = run.s['max-restore-seconds'];
+  const max = run.settings['max-restore-seconds'];
   const measured = `${seconds.toFixed(1)} s`;
   const row =
     seconds > max
@@ -350,8 +357,9 @@ function rtoPart(run: RestoreRun, started: number): Part & { seconds: number } {
 
 /** 5. The application against the restored data. */
 async function smokeTest(run: RestoreRun): Promise<Part> {
-  const { s, restore, log } = run;
-  if (!s.smoke) return { rows: [{ what: 'smoke test', measured: 'off (smoke: false)', status: 'skipped' }] };
+  const { settings, restore, log } = run;
+  if (!settings.smoke)
+    return { rows: [{ what: 'smoke test', measured: 'off (smoke: false)', status: 'skipped' }] };
   try {
     const smoke = await log.group(
       `Starting the current release on ${restore.spec.label} against ${run.scratch.scratch}`,
@@ -359,12 +367,12 @@ async function smokeTest(run: RestoreRun): Promise<Part> {
         restore.conn.step(
           smokeStep({
             ...run.scratch,
-            app: s.app,
-            appRoot: s['app-root'],
-            appUser: s['app-user'],
-            appModule: s['app-module'],
-            path: s['smoke-path'],
-            timeout: s['smoke-timeout'],
+            app: settings.app,
+            appRoot: settings['app-root'],
+            appUser: settings['app-user'],
+            appModule: settings['app-module'],
+            path: settings['smoke-path'],
+            timeout: settings['smoke-timeout'],
           }),
         ),
     );
@@ -376,14 +384,18 @@ async function smokeTest(run: RestoreRun): Promise<Part> {
       rows: [
         ok(
           'smoke test',
-          `current release answered GET ${s['smoke-path']} with ${smoke.status} after ${smoke.seconds.toFixed(1)} s`,
+          `current release answered GET ${settings['smoke-path']} with ${smoke.status} after ${smoke.seconds.toFixed(1)} s`,
         ),
       ],
     };
   } catch (err) {
     return {
       rows: [
-        failed('smoke test', `GET ${s['smoke-path']} failed`, `the smoke test failed: ${messageOf(err)}`),
+        failed(
+          'smoke test',
+          `GET ${settings['smoke-path']} failed`,
+          `the smoke test failed: ${messageOf(err)}`,
+        ),
       ],
     };
   }
@@ -416,7 +428,7 @@ export async function recordVerification(run: RestoreRun, test: RestoreTest): Pr
   if (!test.verified || !found) return;
   const e = process.env;
   await run.backup.conn.step(
-    recordVerifiedStep(run.s['backup-dir'], {
+    recordVerifiedStep(run.settings['backup-dir'], {
       verified: new Date(found.now * 1000).toISOString(),
       backup: found.dump,
       created: found.manifest.created,
@@ -460,7 +472,7 @@ export function recoveryReport(run: RestoreRun, test: RestoreTest): string {
     : 'No earlier successful verification is recorded on the backup host.';
   const where = `restored on ${run.restore.spec.label}${run.same ? ' itself' : ''}, into the scratch database ${run.scratch.scratch}`;
   return (
-    `### Recovery report: database ${run.s.database} on ${run.backup.spec.label}, ${where}\n\n` +
+    `### Recovery report: database ${run.settings.database} on ${run.backup.spec.label}, ${where}\n\n` +
     `${test.verified ? '**The backup restores.**' : '**The backup is NOT proven to restore.**'} ${previous}\n\n` +
     recoveryTable(test.rows)
   );

@@ -74,29 +74,30 @@ function hostKeyPolicy(entries: KnownHostEntry[] | null): HostKeyPolicy | null {
       };
 }
 
-export function connectOptions(s: ConnectionSettings): ConnectOptions {
-  const jump = s['jump-host'] && typeof s['jump-host'] === 'object' ? s['jump-host'] : null;
+export function connectOptions(settings: ConnectionSettings): ConnectOptions {
+  const jump =
+    settings['jump-host'] && typeof settings['jump-host'] === 'object' ? settings['jump-host'] : null;
   return {
-    privateKey: s['ssh-key'],
-    passphrase: s['ssh-key-passphrase'] || undefined,
-    hostKeys: hostKeyPolicy(s['insecure-accept-any-host-key'] ? null : s['known-hosts']),
+    privateKey: settings['ssh-key'],
+    passphrase: settings['ssh-key-passphrase'] || undefined,
+    hostKeys: hostKeyPolicy(settings['insecure-accept-any-host-key'] ? null : settings['known-hosts']),
     jump: jump
-      ? { host: jump.host, port: jump.port, user: jump.user ?? s['ssh-user'], label: jump.label }
+      ? { host: jump.host, port: jump.port, user: jump.user ?? settings['ssh-user'], label: jump.label }
       : null,
-    connectTimeoutMs: s['connect-timeout'] * 1000,
-    idleTimeoutMs: s['command-idle-timeout'] * 1000,
-    commandTimeoutMs: s['command-timeout'] * 1000,
+    connectTimeoutMs: settings['connect-timeout'] * 1000,
+    idleTimeoutMs: settings['command-idle-timeout'] * 1000,
+    commandTimeoutMs: settings['command-timeout'] * 1000,
   };
 }
 
 /** Connects to every host in parallel; if any fails, closes the others and throws. */
-export async function openHosts(s: ConnectionSettings, log: Log): Promise<Host[]> {
-  const options = connectOptions(s);
-  const roles = resolveRoles(s.hosts);
+export async function openHosts(settings: ConnectionSettings, log: Log): Promise<Host[]> {
+  const options = connectOptions(settings);
+  const roles = resolveRoles(settings.hosts);
   const results = await Promise.allSettled(
-    s.hosts.map((spec) =>
+    settings.hosts.map((spec) =>
       connect(
-        { host: spec.host, port: spec.port, user: spec.user ?? s['ssh-user'], label: spec.label },
+        { host: spec.host, port: spec.port, user: spec.user ?? settings['ssh-user'], label: spec.label },
         options,
         log,
       ),
@@ -108,9 +109,9 @@ export async function openHosts(s: ConnectionSettings, log: Log): Promise<Host[]
     throw new Error(failed.map((f) => errorMessage(f.reason)).join('\n'));
   }
   return results.map((r, i) => ({
-    spec: s.hosts[i]!,
+    spec: settings.hosts[i]!,
     conn: (r as PromiseFulfilledResult<Connection>).value,
-    layout: layout(s.app, s['app-root']),
+    layout: layout(settings.app, settings['app-root']),
     roles: roles[i]!,
   }));
 }
@@ -217,15 +218,15 @@ export async function onEachHost<T extends Record<string, unknown>>(
  * `balancers: true` (provision), and passed apart: the deploy path never needs them.
  */
 export async function withHosts<T>(
-  s: ConnectionSettings,
+  settings: ConnectionSettings,
   log: Log,
   action: string,
   fn: (hosts: Host[], balancers: Host[]) => Promise<T>,
   opts: { lock?: boolean; balancers?: boolean } = {},
 ): Promise<T> {
-  const wanted = opts.balancers ? s.hosts : s.hosts.filter((h) => !h.roles.includes('lb'));
+  const wanted = opts.balancers ? settings.hosts : settings.hosts.filter((h) => !h.roles.includes('lb'));
   const all = await log.group(`Connecting to ${wanted.length} host(s)`, () =>
-    openHosts({ ...s, hosts: wanted }, log),
+    openHosts({ ...settings, hosts: wanted }, log),
   );
   const hosts = all.filter((h) => !h.roles.lb);
   const balancers = all.filter((h) => h.roles.lb);
@@ -235,7 +236,7 @@ export async function withHosts<T>(
     const holder = lockHolder(action);
     // One at a time, in the same order for every run: two overlapping runs
     // then never each hold half of the locks and wait out the timeout.
-    const deadline = Date.now() + s['lock-timeout'] * 1000;
+    const deadline = Date.now() + settings['lock-timeout'] * 1000;
     for (const h of [...hosts].sort((a, b) => lockOrder(a).localeCompare(lockOrder(b)))) {
       const wait = Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
       releases.push(await acquireLock(h, holder, wait, log));

@@ -42,7 +42,7 @@ export interface MigrateSettings {
 export async function migrateOnHost(
   host: Host,
   releaseId: string,
-  s: MigrateSettings,
+  settings: MigrateSettings,
   log: Log,
 ): Promise<MigrateOutput> {
   try {
@@ -51,12 +51,12 @@ export async function migrateOnHost(
         {
           layout: host.layout,
           releaseId,
-          user: s['app-user'],
-          command: s.command,
-          revisionCommand: s['revision-command'],
+          user: settings['app-user'],
+          command: settings.command,
+          revisionCommand: settings['revision-command'],
           recordIn: releaseId,
-          backup: s.backup ? { label: 'pre-migrate', keep: s['backup-keep'] } : null,
-          lockTimeout: s['lock-timeout'],
+          backup: settings.backup ? { label: 'pre-migrate', keep: settings['backup-keep'] } : null,
+          lockTimeout: settings['lock-timeout'],
           actor: lockHolder('migrate').actor,
         },
         `migrating for ${releaseId}`,
@@ -82,7 +82,7 @@ export async function downgradeOnHost(
   host: Host,
   fromRelease: string,
   revision: string,
-  s: Omit<MigrateSettings, 'command'> & { 'downgrade-command': string[] },
+  settings: Omit<MigrateSettings, 'command'> & { 'downgrade-command': string[] },
   log: Log,
 ): Promise<MigrateOutput> {
   const out = await host.conn.step(
@@ -90,12 +90,12 @@ export async function downgradeOnHost(
       {
         layout: host.layout,
         releaseId: fromRelease,
-        user: s['app-user'],
-        command: s['downgrade-command'].map((w) => w.replaceAll('{revision}', revision)),
-        revisionCommand: s['revision-command'],
+        user: settings['app-user'],
+        command: settings['downgrade-command'].map((w) => w.replaceAll('{revision}', revision)),
+        revisionCommand: settings['revision-command'],
         recordIn: null,
-        backup: s.backup ? { label: 'pre-downgrade', keep: s['backup-keep'] } : null,
-        lockTimeout: s['lock-timeout'],
+        backup: settings.backup ? { label: 'pre-downgrade', keep: settings['backup-keep'] } : null,
+        lockTimeout: settings['lock-timeout'],
         actor: lockHolder('rollback').actor,
       },
       `downgrading the schema to ${revision}`,

@@ -34,16 +34,16 @@ export interface ProvisionHostResult extends HostResult {
 /** Opens one more connection (the runner's key, address and algorithms) and runs `true` over it. */
 export type FreshConnectionTest = () => Promise<void>;
 
-export function freshConnectionTest(host: Host, s: ConnectionSettings, log: Log): FreshConnectionTest {
+export function freshConnectionTest(host: Host, settings: ConnectionSettings, log: Log): FreshConnectionTest {
   return async () => {
     const conn = await connect(
       {
         host: host.spec.host,
         port: host.spec.port,
-        user: host.spec.user ?? s['ssh-user'],
+        user: host.spec.user ?? settings['ssh-user'],
         label: host.spec.label,
       },
-      { ...connectOptions(s), connectTimeoutMs: Math.min(s['connect-timeout'], 15) * 1000 },
+      { ...connectOptions(settings), connectTimeoutMs: Math.min(settings['connect-timeout'], 15) * 1000 },
       log,
     );
     try {

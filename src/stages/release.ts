@@ -39,7 +39,7 @@ export function timestampId(date = new Date()): string {
   return `${date.getUTCFullYear()}${p(date.getUTCMonth() + 1)}${p(date.getUTCDate())}_${p(date.getUTCHours())}${p(date.getUTCMinutes())}${p(date.getUTCSeconds())}`;
 }
 
-function metadata(releaseId: string, s: ReleaseSettings, manifest: Manifest): Record<string, unknown> {
+function metadata(releaseId: string, settings: ReleaseSettings, manifest: Manifest): Record<string, unknown> {
   const e = process.env;
   return {
     id: releaseId,
@@ -52,22 +52,22 @@ function metadata(releaseId: string, s: ReleaseSettings, manifest: Manifest): Re
     created: new Date().toISOString(),
     created_epoch: Date.now() / 1000,
     files: manifest.files.length,
-    requirements: s.requirements,
+    requirements: settings.requirements,
   };
 }
 
 async function releaseOnHost(
   host: Host,
   releaseId: string,
-  s: ReleaseSettings,
+  settings: ReleaseSettings,
   manifest: Manifest,
   key: string,
   log: Log,
 ) {
   const started = Date.now();
-  const l = host.layout;
+  const layout2 = host.layout;
   const prepare = prepareStep(
-    { layout: l, releaseId, user: s['app-user'], sharedPaths: s['shared-paths'] },
+    { layout: layout2, releaseId, user: settings['app-user'], sharedPaths: settings['shared-paths'] },
     manifest,
   );
   const answer = await host.conn.run(prepare.script, {
@@ -77,21 +77,21 @@ async function releaseOnHost(
   try {
     // Read here, not by conn.step: a host's unusable answer marks its release failed too.
     const { previous, ...staged } = prepare.parse(answer.stdout);
-    const tarball = await packFiles(s.source, manifest, staged.need);
+    const tarball = await packFiles(settings.source, manifest, staged.need);
     await host.conn.step(
       buildStep({
-        layout: l,
+        layout: layout2,
         releaseId,
-        user: s['app-user'],
+        user: settings['app-user'],
         hasUpload: tarball.length > 0,
-        python: s.python,
+        python: settings.python,
         venvKey: key,
-        requirements: s.requirements,
-        pipArgs: s['pip-args'],
-        systemSitePackages: s['system-site-packages'],
-        sharedPaths: s['shared-paths'],
-        importCheck: s['import-check'] ? s['app-module'] : null,
-        metadata: metadata(releaseId, s, manifest),
+        requirements: settings.requirements,
+        pipArgs: settings['pip-args'],
+        systemSitePackages: settings['system-site-packages'],
+        sharedPaths: settings['shared-paths'],
+        importCheck: settings['import-check'] ? settings['app-module'] : null,
+        metadata: metadata(releaseId, settings, manifest),
       }),
       { input: tarball, stream: true },
     );
@@ -105,7 +105,7 @@ async function releaseOnHost(
   } catch (err) {
     const reason = errorMessage(err);
     await host.conn
-      .step(markStep(l, releaseId, 'failed', reason))
+      .step(markStep(layout2, releaseId, 'failed', reason))
       .catch((e) => log.warn(`could not mark ${releaseId} failed on ${host.spec.label}: ${e}`));
     throw err;
   }
@@ -122,12 +122,12 @@ export interface Source {
  * source that cannot be sent (a link out of the tree, a special file) fails
  * with nothing changed anywhere.
  */
-export async function readSource(s: ReleaseSettings): Promise<Source> {
-  const manifest = await buildManifest(s.source, s.exclude, s['shared-paths']);
+export async function readSource(settings: ReleaseSettings): Promise<Source> {
+  const manifest = await buildManifest(settings.source, settings.exclude, settings['shared-paths']);
   const key = await venvKey(
-    s.source,
-    s.requirements,
-    [s.python, ...s['pip-args'], String(s['system-site-packages'])],
+    settings.source,
+    settings.requirements,
+    [settings.python, ...settings['pip-args'], String(settings['system-site-packages'])],
     manifest,
   );
   return { manifest, key };
@@ -135,18 +135,18 @@ export async function readSource(s: ReleaseSettings): Promise<Source> {
 
 export async function releaseStage(
   hosts: Host[],
-  s: ReleaseSettings,
+  settings: ReleaseSettings,
   { manifest, key }: Source,
   log: Log,
 ): Promise<ReleaseOutcome> {
-  const base = s['release-id'] || timestampId();
+  const base = settings['release-id'] || timestampId();
   for (let attempt = 0; attempt < 5; attempt++) {
     const releaseId = attempt === 0 ? base : `${base}_${attempt + 1}`;
     const results = await log.group(`Release ${releaseId} on ${hosts.length} host(s)`, () =>
-      onEachHost(hosts, (h) => releaseOnHost(h, releaseId, s, manifest, key, log)),
+      onEachHost(hosts, (h) => releaseOnHost(h, releaseId, settings, manifest, key, log)),
     );
     const taken = results.some((r) => !r.ok && r.error?.includes(`exit code ${RELEASE_EXISTS_EXIT}`));
-    if (taken && !s['release-id']) {
+    if (taken && !settings['release-id']) {
       // The id is taken on some host: give back what we claimed and try the next name.
       await Promise.all(
         hosts.map((h, i) =>

@@ -73,13 +73,13 @@ export async function rollOut(
   /** A load balancer (roles=lb) is in front: drain each batch. */
   balanced: boolean,
   releaseId: string,
-  s: RolloutSettings,
+  settings: RolloutSettings,
   log: Log,
   /** verify: the health check of each batch after its switch (null: only the switch's readiness wait). */
   opts: { verify: VerifySettings | null; revertOnFailure: boolean },
 ): Promise<Rollout> {
   const results: HostRollout[] = [];
-  const groups = batches(hosts, s['batch-size']);
+  const groups = batches(hosts, settings['batch-size']);
   const apiHosts = hosts.filter((h) => h.roles.api);
   for (const [index, batch] of groups.entries()) {
     const title = groups.length > 1 ? ` (batch ${index + 1} of ${groups.length})` : '';
@@ -102,7 +102,7 @@ export async function rollOut(
       const switched = await log.group(`Switch ${names} to ${releaseId}${title}`, () =>
         Promise.all(
           batch.map((host) =>
-            switchHost(host, releaseId, s, log)
+            switchHost(host, releaseId, settings, log)
               .then((r): HostRollout => ({ ...r, batch: index + 1, switched: true }))
               .catch((err): HostRollout => ({
                 host: host.spec.label,
@@ -145,7 +145,7 @@ export async function rollOut(
     }
     if (failure) {
       const switched = results.filter((r) => r.switched);
-      const reverted = opts.revertOnFailure ? await revertHosts(hosts, switched, s, log) : [];
+      const reverted = opts.revertOnFailure ? await revertHosts(hosts, switched, settings, log) : [];
       // Back in rotation: the hosts now serve the previous release (or, with
       // revertOnFailure off, the new one by the user's choice).
       if (drain)
@@ -174,13 +174,13 @@ export async function rollOut(
 export async function revertRollout(
   hosts: Host[],
   rollout: Rollout,
-  s: ServiceSettings,
+  settings: ServiceSettings,
   log: Log,
 ): Promise<string[]> {
   return revertHosts(
     hosts,
     rollout.results.filter((r) => r.switched),
-    s,
+    settings,
     log,
   );
 }

@@ -49,18 +49,18 @@ export interface SwitchResult extends HostResult {
 export async function switchHost(
   host: Host,
   releaseId: string,
-  s: ServiceSettings,
+  settings: ServiceSettings,
   log: Log,
 ): Promise<SwitchResult> {
   const started = Date.now();
   const units = unitFiles(
     {
       layout: host.layout,
-      user: s['app-user'],
-      appModule: s['app-module'],
-      uvicornArgs: s['uvicorn-args'],
-      workerCommand: s['worker-command'],
-      schedulerCommand: s['scheduler-command'],
+      user: settings['app-user'],
+      appModule: settings['app-module'],
+      uvicornArgs: settings['uvicorn-args'],
+      workerCommand: settings['worker-command'],
+      schedulerCommand: settings['scheduler-command'],
     },
     { worker: host.roles.worker, scheduler: host.roles.scheduler },
   );
@@ -69,11 +69,11 @@ export async function switchHost(
       layout: host.layout,
       releaseId,
       units,
-      healthPath: s['health-path'],
-      readyTimeout: s['ready-timeout'],
-      serverName: s['server-name'],
-      worker: host.roles.worker && s['worker-command'].length > 0,
-      scheduler: host.roles.scheduler && s['scheduler-command'].length > 0,
+      healthPath: settings['health-path'],
+      readyTimeout: settings['ready-timeout'],
+      serverName: settings['server-name'],
+      worker: host.roles.worker && settings['worker-command'].length > 0,
+      scheduler: host.roles.scheduler && settings['scheduler-command'].length > 0,
       api: host.roles.api,
     }),
     { stream: true },
@@ -96,7 +96,7 @@ export async function switchHost(
 export async function revertHosts(
   hosts: Host[],
   switched: { host: string; previous?: string }[],
-  s: ServiceSettings,
+  settings: ServiceSettings,
   log: Log,
 ): Promise<string[]> {
   const reverted: string[] = [];
@@ -105,7 +105,7 @@ export async function revertHosts(
     const host = hosts.find((h) => h.spec.label === r.host)!;
     try {
       await log.group(`Revert ${host.spec.label} to ${r.previous}`, () =>
-        switchHost(host, r.previous!, s, log),
+        switchHost(host, r.previous!, settings, log),
       );
       reverted.push(r.host);
     } catch (err) {
@@ -124,52 +124,52 @@ export interface VerifyResult extends HostResult {
 }
 
 async function verifyUrl(
-  s: VerifySettings,
+  settings: VerifySettings,
 ): Promise<{ ok: boolean; attempts: number; seconds: number; status: number; body: string }> {
   const started = Date.now();
-  const deadline = started + s['verify-timeout'] * 1000;
+  const deadline = started + settings['verify-timeout'] * 1000;
   let attempts = 0;
   for (;;) {
     attempts++;
     let status = 0;
     let body = '';
     try {
-      const res = await fetch(s.url, { redirect: 'manual', signal: AbortSignal.timeout(5000) });
+      const res = await fetch(settings.url, { redirect: 'manual', signal: AbortSignal.timeout(5000) });
       status = res.status;
       body = (await res.text()).slice(0, 4096);
     } catch (err) {
       body = errorMessage(err);
     }
-    const ok = status === s['expect-status'] && body.includes(s['expect-body']);
+    const ok = status === settings['expect-status'] && body.includes(settings['expect-body']);
     if (ok || Date.now() >= deadline)
       return { ok, attempts, seconds: (Date.now() - started) / 1000, status, body: body.slice(0, 500) };
-    await sleep(s['verify-interval'] * 1000);
+    await sleep(settings['verify-interval'] * 1000);
   }
 }
 
 /** Health checks on one host until healthy or timed out; throws naming the host and why. */
 export async function verifyHost(
   host: Host,
-  s: VerifySettings,
+  settings: VerifySettings,
   log: Log,
 ): Promise<{ healthy: true; attempts: number; seconds: number }> {
   const units = [
-    host.roles.worker && s['worker-command'].length ? host.layout.units.worker : null,
-    host.roles.scheduler && s['scheduler-command'].length ? host.layout.units.scheduler : null,
+    host.roles.worker && settings['worker-command'].length ? host.layout.units.worker : null,
+    host.roles.scheduler && settings['scheduler-command'].length ? host.layout.units.scheduler : null,
   ].filter((u): u is string => !!u);
-  const path = s['verify-path'] || s['health-path'];
+  const path = settings['verify-path'] || settings['health-path'];
   const health = await host.conn.step(
     verifyStep({
       layout: host.layout,
       path,
-      timeout: s['verify-timeout'],
-      interval: s['verify-interval'],
-      expectStatus: s['expect-status'],
-      expectBody: s.url ? '' : s['expect-body'],
+      timeout: settings['verify-timeout'],
+      interval: settings['verify-interval'],
+      expectStatus: settings['expect-status'],
+      expectBody: settings.url ? '' : settings['expect-body'],
       units,
       api: host.roles.api,
     }),
-    { timeoutMs: (s['verify-timeout'] + 60) * 1000 },
+    { timeoutMs: (settings['verify-timeout'] + 60) * 1000 },
   );
   const answer = health.answer;
   if (!health.healthy) {
@@ -194,20 +194,20 @@ export async function verifyHost(
 }
 
 /** The url input checked from the runner (through whatever serves it: a load balancer, a CDN). */
-export async function verifyUrlStage(s: VerifySettings, log: Log): Promise<VerifyResult> {
-  const r = await verifyUrl(s);
-  log.info(`${s.url}: ${r.status} after ${r.attempts} attempt(s)`);
+export async function verifyUrlStage(settings: VerifySettings, log: Log): Promise<VerifyResult> {
+  const r = await verifyUrl(settings);
+  log.info(`${settings.url}: ${r.status} after ${r.attempts} attempt(s)`);
   if (!r.ok) {
     return {
-      host: s.url,
+      host: settings.url,
       ok: false,
       healthy: false,
       attempts: r.attempts,
       seconds: r.seconds,
-      error: `${s.url} answered ${r.status || 'nothing'} (expected ${s['expect-status']}${s['expect-body'] ? ` containing '${s['expect-body']}'` : ''}): ${r.body.slice(0, 300)}`,
+      error: `${settings.url} answered ${r.status || 'nothing'} (expected ${settings['expect-status']}${settings['expect-body'] ? ` containing '${settings['expect-body']}'` : ''}): ${r.body.slice(0, 300)}`,
     };
   }
-  return { host: s.url, ok: true, healthy: true, attempts: r.attempts, seconds: r.seconds };
+  return { host: settings.url, ok: true, healthy: true, attempts: r.attempts, seconds: r.seconds };
 }
 
 /** Health checks on every host (and of the URL from the runner), until healthy or timed out. */

@@ -211,14 +211,14 @@ test('from outside: only 22, 80 and 443 answer; passwords are refused; nginx ser
   expect(pw.status).not.toBe(0);
   expect(pw.stderr).toMatch(/Permission denied \(publickey\)/);
   const issuer = await new Promise<string>((resolve, reject) => {
-    const s = tlsConnect(
+    const settings = tlsConnect(
       { host: host.address, port: 443, servername: 'shop.test', rejectUnauthorized: false },
       () => {
-        resolve(String(s.getPeerCertificate().issuer.CN));
-        s.end();
+        resolve(String(settings.getPeerCertificate().issuer.CN));
+        settings.end();
       },
     );
-    s.on('error', reject);
+    settings.on('error', reject);
   });
   expect(issuer).toMatch(/Pebble/);
   expect(await on('systemctl is-enabled certbot.timer')).toMatch(/enabled/);

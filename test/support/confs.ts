@@ -210,9 +210,9 @@ export function parseSudoers(text: string): {
   const split = (s: string, sep: RegExp) => s.split(new RegExp(`(?<!\\\\)${sep.source}`));
   for (const line of text.split('\n')) {
     if (/^\s*(#|$)/.test(line)) continue;
-    const d = /^Defaults:((?:\\.|[^\s\\])+)\s+(.*)$/.exec(line);
-    if (d) {
-      defaults.push({ user: unescape(d[1]!), options: split(d[2]!, /,\s*/).map(unescape) });
+    const match = /^Defaults:((?:\\.|[^\s\\])+)\s+(.*)$/.exec(line);
+    if (match) {
+      defaults.push({ user: unescape(match[1]!), options: split(match[2]!, /,\s*/).map(unescape) });
       continue;
     }
     const r =

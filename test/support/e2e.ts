@@ -261,14 +261,14 @@ export async function setUpAppOnHost(
   state: E2EState,
   host: TestHost,
   app: string,
-  o: { redisDb: number; dbPassword?: string },
+  options: { redisDb: number; dbPassword?: string },
 ): Promise<string> {
-  if (o.dbPassword) registerSecret(`the database password of ${app}`, o.dbPassword);
-  const url = o.dbPassword ? `postgresql://${app}:${o.dbPassword}@127.0.0.1:5432/${app}` : '';
-  const db = o.dbPassword
-    ? `runuser -u postgres -- psql -qc "CREATE ROLE ${app} LOGIN PASSWORD '${o.dbPassword}'" && runuser -u postgres -- createdb -O ${app} ${app} && `
+  if (options.dbPassword) registerSecret(`the database password of ${app}`, options.dbPassword);
+  const url = options.dbPassword ? `postgresql://${app}:${options.dbPassword}@127.0.0.1:5432/${app}` : '';
+  const db = options.dbPassword
+    ? `runuser -u postgres -- psql -qc "CREATE ROLE ${app} LOGIN PASSWORD '${options.dbPassword}'" && runuser -u postgres -- createdb -O ${app} ${app} && `
     : '';
-  const env = `REDIS_URL=redis://127.0.0.1:6379/${o.redisDb}\\n${url ? `DATABASE_URL=${url}\\n` : ''}`;
+  const env = `REDIS_URL=redis://127.0.0.1:6379/${options.redisDb}\\n${url ? `DATABASE_URL=${url}\\n` : ''}`;
   await onHost(state, host, `${db}mkdir -p /opt/${app} && printf '${env}' > /opt/${app}/.env`);
   return url;
 }

@@ -183,19 +183,19 @@ export async function bootHosts(
   await buildImage(variant);
   const extra = (opts.bindRo ?? []).flatMap((b) => ['--bind-ro', b]);
   const results = await Promise.allSettled(
-    specs.map(async (s) =>
+    specs.map(async (settings) =>
       parseHost(
         await script([
           'up',
-          s.name,
-          String(s.index),
+          settings.name,
+          String(settings.index),
           variant,
           '--pubkey',
           key.publicKeyPath,
           ...extra,
-          ...(s.lan ? ['--lan', s.lan] : []),
+          ...(settings.lan ? ['--lan', settings.lan] : []),
         ]),
-        s.name,
+        settings.name,
       ),
     ),
   );

@@ -185,7 +185,7 @@ export function scanDir(dir: string, resultFile?: string, out: (l: string) => vo
   out(
     `secret scan: ${result.runs} bundle runs, ${result.lines} log lines, ${result.secrets} secrets (${result.forms} forms; ${result.tooShort} lines or values under ${MIN_FORM} characters not searched alone): ${result.findings.length ? `${result.findings.length} FOUND` : 'none found'}`,
   );
-  for (const f of result.findings) out(`  ${describeFinding(f)}`);
+  for (const finding of result.findings) out(`  ${describeFinding(finding)}`);
   if (result.runs === 0 || result.secrets === 0) {
     out('secret scan: no bundle run or no secret was recorded, so the scan proves nothing');
     return 1;

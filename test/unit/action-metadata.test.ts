@@ -49,9 +49,9 @@ test.each(readdirSync('examples/workflows').filter((f) => f.endsWith('.yml')))(
     const used: string[] = [];
     for (const job of Object.values(doc.jobs))
       for (const step of job.steps ?? []) {
-        const m = /^metalship\/metalship(?:\/actions\/([a-z-]+))?@/.exec(step.uses ?? '');
-        if (!m) continue;
-        const action = (m[1] ?? 'deploy') as keyof typeof actions;
+        const match = /^metalship\/metalship(?:\/actions\/([a-z-]+))?@/.exec(step.uses ?? '');
+        if (!match) continue;
+        const action = (match[1] ?? 'deploy') as keyof typeof actions;
         expect(ACTION_NAMES).toContain(action);
         for (const key of Object.keys(step.with ?? {})) {
           used.push(key);

@@ -121,17 +121,17 @@ describe('backup program', () => {
 
 describe('backup install', () => {
   test('installs program, oneshot service and a persistent randomized daily timer, reporting changes', () => {
-    const s = backupInstallScript(OPTS);
-    parses(s);
-    expect(s).toContain('/usr/local/sbin/metalship-backup-shop');
-    expect(s).toContain('/etc/systemd/system/metalship-backup-shop.service');
-    expect(s).toContain('Type=oneshot');
-    expect(s).toContain('ExecStart=/usr/local/sbin/metalship-backup-shop daily');
-    expect(s).toContain('OnCalendar=daily');
-    expect(s).toContain('Persistent=true');
-    expect(s).toMatch(/RandomizedDelaySec=\S+/);
-    expect(s).toContain('WantedBy=timers.target');
-    expect(s).toContain('changed metalship-backup-shop.timer');
+    const settings = backupInstallScript(OPTS);
+    parses(settings);
+    expect(settings).toContain('/usr/local/sbin/metalship-backup-shop');
+    expect(settings).toContain('/etc/systemd/system/metalship-backup-shop.service');
+    expect(settings).toContain('Type=oneshot');
+    expect(settings).toContain('ExecStart=/usr/local/sbin/metalship-backup-shop daily');
+    expect(settings).toContain('OnCalendar=daily');
+    expect(settings).toContain('Persistent=true');
+    expect(settings).toMatch(/RandomizedDelaySec=\S+/);
+    expect(settings).toContain('WantedBy=timers.target');
+    expect(settings).toContain('changed metalship-backup-shop.timer');
     expect(backupInstallScript({ ...OPTS, onCalendar: '*-*-* 03:00:00' })).toContain(
       'OnCalendar=*-*-* 03:00:00',
     );

@@ -158,15 +158,15 @@ describe('systemd units of the app (units.ts): the exact argv systemd runs', () 
   const env = { METALSHIP_UVICORN_FLAGS: '--timeout-graceful-shutdown 30' };
 
   test.each(APPS)('%s', (_label, name, root) => {
-    const l = app(name, root);
+    const layout2 = app(name, root);
     const files = unitFiles(
-      { layout: l, user, appModule, uvicornArgs, workerCommand: worker, schedulerCommand: scheduler },
+      { layout: layout2, user, appModule, uvicornArgs, workerCommand: worker, schedulerCommand: scheduler },
       { worker: true, scheduler: true },
     );
-    const slot = `${l.slots}/blue`;
+    const slot = `${layout2.slots}/blue`;
 
-    const api = parseUnit(files[l.units.apiTemplate]!);
-    const apiSpec = specifiers(l.units.api('blue'), 'blue');
+    const api = parseUnit(files[layout2.units.apiTemplate]!);
+    const apiSpec = specifiers(layout2.units.api('blue'), 'blue');
     expect(execs(api, apiSpec, env)).toEqual([
       [
         `${slot}/.venv/bin/python`,
@@ -185,7 +185,7 @@ describe('systemd units of the app (units.ts): the exact argv systemd runs', () 
     ]);
     expect(resolveSpecifiers(value(api, 'Service', 'WorkingDirectory'), apiSpec)).toBe(slot);
     expect(values(api, 'Service', 'EnvironmentFile').map((v) => resolveSpecifiers(v, apiSpec))).toEqual([
-      `-${l.env}`,
+      `-${layout2.env}`,
       `-${slot}/.metalship/uvicorn.env`,
     ]);
     expect(
@@ -195,29 +195,29 @@ describe('systemd units of the app (units.ts): the exact argv systemd runs', () 
       PYTHONUNBUFFERED: '1',
       APP_NAME: name,
     });
-    expect(listValue(value(api, 'Service', 'ReadWritePaths'), apiSpec)).toEqual([l.shared]);
+    expect(listValue(value(api, 'Service', 'ReadWritePaths'), apiSpec)).toEqual([layout2.shared]);
     expect(listValue(value(api, 'Service', 'RuntimeDirectory'), apiSpec)).toEqual([`${name}-api-blue`]);
     expect(resolveSpecifiers(value(api, 'Service', 'User'), apiSpec)).toBe(user);
     expect(resolveSpecifiers(value(api, 'Unit', 'Description'), apiSpec)).toBe(`${name} API (blue slot)`);
-    expect(listValue(value(api, 'Install', 'WantedBy'), apiSpec)).toEqual([l.units.target]);
+    expect(listValue(value(api, 'Install', 'WantedBy'), apiSpec)).toEqual([layout2.units.target]);
 
     for (const [unit, command] of [
-      [l.units.worker, worker],
-      [l.units.scheduler, scheduler],
+      [layout2.units.worker, worker],
+      [layout2.units.scheduler, scheduler],
     ] as const) {
       const parsed = parseUnit(files[unit]!);
       const spec = specifiers(unit);
       const [program, ...args] = command;
       expect(execs(parsed, spec)).toEqual([
-        [program!.startsWith('/') ? program! : `${l.current}/.venv/bin/${program}`, ...args],
+        [program!.startsWith('/') ? program! : `${layout2.current}/.venv/bin/${program}`, ...args],
       ]);
-      expect(resolveSpecifiers(value(parsed, 'Service', 'WorkingDirectory'), spec)).toBe(l.current);
+      expect(resolveSpecifiers(value(parsed, 'Service', 'WorkingDirectory'), spec)).toBe(layout2.current);
       expect(environmentValue(values(parsed, 'Service', 'Environment')[0]!, spec)).toEqual({
-        PATH: `${l.current}/.venv/bin:/usr/local/bin:/usr/bin:/bin`,
+        PATH: `${layout2.current}/.venv/bin:/usr/local/bin:/usr/bin:/bin`,
       });
     }
     verifyUnits(files);
-    expect(parseUnit(files[l.units.target]!)).toEqual([
+    expect(parseUnit(files[layout2.units.target]!)).toEqual([
       { section: 'Unit', key: 'Description', value: `${name} (all services)` },
       { section: 'Install', key: 'WantedBy', value: 'multi-user.target' },
     ]);
@@ -242,17 +242,20 @@ describe('health ping (monitoring.ts): the URLs reach curl as given, nothing rea
   // (curl's options are the unit's own, CURL: what matters here is where the URLs land.)
 
   test.each(cases)('health-path %s, ping URL %i', (_label, _i, path, url) => {
-    const s = provision({ 'health-path': path, 'health-ping-url': url });
+    const settings = provision({ 'health-path': path, 'health-ping-url': url });
     const ping = valid(provisionInputs['health-ping-url'], url);
     const unit = `metalship-shop-ping.service`;
-    const parsed = parseUnit(pingUnits(s).service);
+    const parsed = parseUnit(pingUnits(settings).service);
     expect(execs(parsed, specifiers(unit))).toEqual([
-      [...CURL, '--unix-socket', s.layout.apiLink, '--url', `http://localhost${path}`],
+      [...CURL, '--unix-socket', settings.layout.apiLink, '--url', `http://localhost${path}`],
       [...CURL, '--retry', '3', '--url', ping],
     ]);
     expect(resolveSpecifiers(value(parsed, 'Service', 'User'), specifiers(unit))).toBe('shop');
     expect(value(parsed, 'Service', 'Type')).toBe('oneshot');
-    verifyUnits({ [unit]: pingUnits(s).service, 'metalship-shop-ping.timer': pingUnits(s).timer });
+    verifyUnits({
+      [unit]: pingUnits(settings).service,
+      'metalship-shop-ping.timer': pingUnits(settings).timer,
+    });
   });
 });
 
@@ -273,22 +276,24 @@ describe('nginx (nginx.ts, balancer.ts): server names, paths and upstreams parse
   test.each(APPS.flatMap(([label, n, r]) => SERVER_NAMES.map((sn, i) => [label, i, n, r, sn] as const)))(
     'site and upstream: %s, server names %i',
     (_label, _i, name, root, serverName) => {
-      const l = app(name, root);
+      const layout = app(name, root);
       const names = valid(serviceInputs['server-name'], serverName).split(' ');
-      const upstream = parseNginx(upstreamConf(l));
-      expect(findAll(upstream, 'upstream').map((d) => d.args)).toEqual([[upstreamName(l)]]);
-      expect(findAll(upstream, 'server').map((d) => d.args)).toEqual([[`unix:${l.apiLink}`, 'max_fails=0']]);
+      const upstream = parseNginx(upstreamConf(layout));
+      expect(findAll(upstream, 'upstream').map((d) => d.args)).toEqual([[upstreamName(layout)]]);
+      expect(findAll(upstream, 'server').map((d) => d.args)).toEqual([
+        [`unix:${layout.apiLink}`, 'max_fails=0'],
+      ]);
 
       const tls = { certificate: '/etc/letsencrypt/live/a.example/fullchain.pem', key: '/k/privkey.pem' };
       for (const t of [null, tls]) {
         const tree = parseNginx(
-          siteConf(l, { serverName, tls: t, staticDir: STATIC, acmeWebroot: ACME_WEBROOT }),
+          siteConf(layout, { serverName, tls: t, staticDir: STATIC, acmeWebroot: ACME_WEBROOT }),
         );
         for (const block of servers(tree)) expect(args(block, 'server_name')).toEqual([names]);
         const aliases = findAll(tree, 'alias').map((d) => d.args);
         expect(aliases).toEqual([[`${STATIC}/`]]);
         expect(findAll(tree, 'root').map((d) => d.args)).toEqual([[ACME_WEBROOT]]);
-        expect(findAll(tree, 'proxy_pass').map((d) => d.args)).toEqual([[`http://${upstreamName(l)}`]]);
+        expect(findAll(tree, 'proxy_pass').map((d) => d.args)).toEqual([[`http://${upstreamName(layout)}`]]);
         for (const a of [...aliases.flat(), ...findAll(tree, 'root').flatMap((d) => d.args)])
           expect(hasVariable(a)).toBe(false);
         if (t) {
@@ -301,8 +306,10 @@ describe('nginx (nginx.ts, balancer.ts): server names, paths and upstreams parse
 
   test('provision: the domains become the server_name list', () => {
     const domains = `shop.example.com, ${'a'.repeat(63)}.${'b'.repeat(63)}.example, xn--bcher-kva.example`;
-    const s = provision({ domains, 'acme-email': 'a+b@example.com', 'app-root': '/srv/a-b.c/{app}' });
-    const tree = parseNginx(siteConf(s.layout, { serverName: s.tls.domains.join(' '), tls: null }));
+    const settings = provision({ domains, 'acme-email': 'a+b@example.com', 'app-root': '/srv/a-b.c/{app}' });
+    const tree = parseNginx(
+      siteConf(settings.layout, { serverName: settings.tls.domains.join(' '), tls: null }),
+    );
     expect(servers(tree).map((b) => args(b, 'server_name'))).toEqual([
       [valid(provisionInputs.domains, domains)],
     ]);
@@ -322,11 +329,15 @@ describe('nginx (nginx.ts, balancer.ts): server names, paths and upstreams parse
     const members = hosts
       .filter((h) => !h.roles.includes('lb'))
       .map((h) => ({ label: h.label, ...(h.upstream ?? { host: h.host, port: 80 }) }));
-    const l = app(APPS[1]![1], APPS[1]![2]);
-    const tree = parseNginx(balancerUpstreamConf(l, members));
-    expect(findAll(tree, 'upstream').map((d) => d.args)).toEqual([[balancerUpstreamName(l)]]);
-    const site = parseNginx(siteConf(l, { serverName: '_', tls: null, upstream: balancerUpstreamName(l) }));
-    expect(findAll(site, 'proxy_pass').map((d) => d.args)).toEqual([[`http://${balancerUpstreamName(l)}`]]);
+    const layout = app(APPS[1]![1], APPS[1]![2]);
+    const tree = parseNginx(balancerUpstreamConf(layout, members));
+    expect(findAll(tree, 'upstream').map((d) => d.args)).toEqual([[balancerUpstreamName(layout)]]);
+    const site = parseNginx(
+      siteConf(layout, { serverName: '_', tls: null, upstream: balancerUpstreamName(layout) }),
+    );
+    expect(findAll(site, 'proxy_pass').map((d) => d.args)).toEqual([
+      [`http://${balancerUpstreamName(layout)}`],
+    ]);
     expect(findAll(tree, 'server').map((d) => d.args[0])).toEqual([
       '[fd00::11]:8080',
       `10.0.1.12:80`,
@@ -367,9 +378,9 @@ describe('Redis ACL file (redis.ts)', () => {
   test.each(['shop', '_x-1', 'r'.repeat(63), 'all'].map((u) => [short(u), u]))(
     'user %s: one line, its password hashed',
     (_label, user) => {
-      const s = provision({ 'redis-user': user, 'redis-password': 'p w\'"$(id) #\\' });
-      const acl = parseAclFile(aclFile(s.redis.user, s.redis.password));
-      const hash = createHash('sha256').update(s.redis.password).digest('hex');
+      const settings = provision({ 'redis-user': user, 'redis-password': 'p w\'"$(id) #\\' });
+      const acl = parseAclFile(aclFile(settings.redis.user, settings.redis.password));
+      const hash = createHash('sha256').update(settings.redis.password).digest('hex');
       expect(acl).toEqual([
         { user: 'default', rules: ['off', 'resetchannels', '-@all'] },
         { user, rules: ['on', `#${hash}`, '~*', '&*', '+@all', '-@dangerous'] },
@@ -393,8 +404,8 @@ describe('pg_hba rules (postgresql.ts)', () => {
     ].map(([db, user]) => [short(db!), short(user!), db!, user!]),
   )('database %s, user %s', (_d, _u, db, user) => {
     const cidrs = '10.0.0.0/8, fd00::/8, ::/0';
-    const s = provision({ 'db-name': db, 'db-user': user, 'db-remote-cidrs': cidrs });
-    const lines = parseHba(hbaBlock(s));
+    const settings = provision({ 'db-name': db, 'db-user': user, 'db-remote-cidrs': cidrs });
+    const lines = parseHba(hbaBlock(settings));
     const q = (v: string) => [{ value: v, quoted: true }];
     const plain = (v: string) => [{ value: v, quoted: false }];
     expect(lines).toEqual([
@@ -487,9 +498,9 @@ describe('sshd drop-in (ssh.ts)', () => {
   test.each(['prohibit-password', 'no'])(
     'ssh-root-login %s: each option once, with its value',
     (rootLogin) => {
-      const s = provision({ 'ssh-root-login': rootLogin });
-      expect(parseSshdConfig(sshdDropIn(s))).toEqual([
-        ...sshdOptions(s).map(([k, v]) => ({
+      const settings = provision({ 'ssh-root-login': rootLogin });
+      expect(parseSshdConfig(sshdDropIn(settings))).toEqual([
+        ...sshdOptions(settings).map(([k, v]) => ({
           keyword: k.toLowerCase(),
           args: [k === 'PermitRootLogin' ? valid(provisionInputs['ssh-root-login'], rootLogin) : v],
         })),
@@ -501,8 +512,8 @@ describe('sshd drop-in (ssh.ts)', () => {
 
 describe('Redis settings drop-in (redis.ts), as the item script writes it', () => {
   test.each(['256mb', '999999gb', ''])('redis-maxmemory %j', (maxmemory) => {
-    const s = provision({ 'redis-maxmemory': maxmemory, 'redis-memory-percent': '90' });
-    const script = redisItem(s).script.split('\n');
+    const settings = provision({ 'redis-maxmemory': maxmemory, 'redis-memory-percent': '90' });
+    const script = redisItem(settings).script.split('\n');
     const lines = [
       script.find((l) => l.startsWith('maxmemory='))!,
       script.find((l) => l.startsWith(`ms_file ${REDIS_DROPIN} `))!,

@@ -107,12 +107,12 @@ describe('known-hosts', () => {
 
 describe('settings', () => {
   test('valid inputs give typed settings with defaults applied', () => {
-    const s = parseInputs('release', raw(valid));
-    expect(s['app-root']).toBe('/opt/shop');
-    expect(s['app-user']).toBe('shop');
-    expect(s['keep-releases']).toBe(5);
-    expect(s['shared-paths']).toEqual(['logs', 'uploads', '.env']);
-    expect(s['insecure-accept-any-host-key']).toBe(false);
+    const settings = parseInputs('release', raw(valid));
+    expect(settings['app-root']).toBe('/opt/shop');
+    expect(settings['app-user']).toBe('shop');
+    expect(settings['keep-releases']).toBe(5);
+    expect(settings['shared-paths']).toEqual(['logs', 'uploads', '.env']);
+    expect(settings['insecure-accept-any-host-key']).toBe(false);
   });
 
   test.each([

@@ -129,8 +129,8 @@ test('item output parsing', () => {
 });
 
 test('no provision item names a fixed file in a world-writable directory: another user could have put a link there', () => {
-  const s = settings({ domains: 'shop.example.com', 'acme-email': 'ops@example.com' });
-  const fixed = allScripts(s)
+  const opts = settings({ domains: 'shop.example.com', 'acme-email': 'ops@example.com' });
+  const fixed = allScripts(opts)
     .flatMap((text) => text.split('\n'))
     .filter(
       (line) => /(^|[\s"'=>])\/(var\/)?tmp\/[A-Za-z0-9]/.test(line) && !/mktemp|-maxdepth 1 -name/.test(line),

@@ -449,13 +449,13 @@ describe('backup-verify inputs', () => {
   };
 
   test("defaults fit daily backups in provision's directory", () => {
-    const s = parse({});
-    expect(s['backup-dir']).toBe('/var/backups/metalship/shop');
-    expect(s.database).toBe('shop');
-    expect(s['restore-host']).toBeNull();
-    expect(s['max-age-hours']).toBe(26);
-    expect(s.smoke).toBe(true);
-    expect(s.checks).toEqual([]);
+    const settings = parse({});
+    expect(settings['backup-dir']).toBe('/var/backups/metalship/shop');
+    expect(settings.database).toBe('shop');
+    expect(settings['restore-host']).toBeNull();
+    expect(settings['max-age-hours']).toBe(26);
+    expect(settings.smoke).toBe(true);
+    expect(settings.checks).toEqual([]);
   });
 
   test('bad values are named before any host is contacted', () => {

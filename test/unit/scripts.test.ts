@@ -16,7 +16,7 @@ import {
 import { killSessionScript, wrapScript } from '../../src/remote/session.js';
 import { bashErrors } from '../support/bash.js';
 import { rootSandbox } from '../support/sandbox.js';
-import { HOSTILE, l, MIGRATE, scripts, units } from '../support/scripts.js';
+import { HOSTILE, layout2, MIGRATE, scripts, units } from '../support/scripts.js';
 
 test.each(Object.keys(scripts))('the %s script parses with bash -n', (name) => {
   expect(bashErrors(scripts[name]!)).toBe('');
@@ -114,7 +114,7 @@ test('cleanup marks a release before removing it, so a removal cut short leaves 
 
 test('the health check reports, the caller decides: its output reads as what it found', () => {
   const check = verifyStep({
-    layout: l,
+    layout: layout2,
     path: '/h',
     timeout: 1,
     interval: 1,
@@ -147,7 +147,7 @@ test('units: hardened, the api a blue/green template on a Unix socket, worker pr
     'ExecStart=/opt/shop/slots/%i/.venv/bin/python -m uvicorn main:app --uds /run/shop-api-%i/api.sock',
   );
   expect(api).toContain('$METALSHIP_UVICORN_FLAGS');
-  for (const d of [
+  for (const dir of [
     'NoNewPrivileges=yes',
     'ProtectSystem=strict',
     'ReadWritePaths=/opt/shop/shared',
@@ -155,18 +155,21 @@ test('units: hardened, the api a blue/green template on a Unix socket, worker pr
     'TimeoutStopSec=35',
     'KillMode=mixed',
   ]) {
-    expect(api).toContain(d);
+    expect(api).toContain(dir);
   }
   expect(units['shop-worker.service']).toContain('ExecStart=/opt/shop/current/.venv/bin/python -m worker');
   expect(units['shop-scheduler.service']).toBeNull();
 });
 
 test('nginx proxies to the socket link, so a switch never reloads nginx', () => {
-  expect(upstreamConf(l)).toContain('server unix:/opt/shop/run/api.sock');
-  const site = siteConf(l, { serverName: 'shop.example.com', tls: { certificate: '/c.pem', key: '/k.pem' } });
+  expect(upstreamConf(layout2)).toContain('server unix:/opt/shop/run/api.sock');
+  const site = siteConf(layout2, {
+    serverName: 'shop.example.com',
+    tls: { certificate: '/c.pem', key: '/k.pem' },
+  });
   expect(site).toContain('return 301 https://$host$request_uri;');
   expect(site).toContain('listen 443 ssl http2;');
-  expect(siteConf(l, { serverName: '_', tls: null })).toContain('listen 80 default_server;');
+  expect(siteConf(layout2, { serverName: '_', tls: null })).toContain('listen 80 default_server;');
 });
 
 const listing: ReleaseListing = {

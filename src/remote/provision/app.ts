@@ -7,31 +7,40 @@ import { sh } from '../sh.js';
 import { file, itemScript, type Item } from './common.js';
 import type { ProvisionSettings } from './settings.js';
 
-export function appItem(s: ProvisionSettings): Item {
-  const l = s.layout;
+export function appItem(settings: ProvisionSettings): Item {
+  const layout2 = settings.layout;
   const units = unitFiles(
     {
-      layout: l,
-      user: s.user,
-      appModule: s.appModule,
-      uvicornArgs: s.uvicornArgs,
-      workerCommand: s.workerCommand,
-      schedulerCommand: s.schedulerCommand,
+      layout: layout2,
+      user: settings.user,
+      appModule: settings.appModule,
+      uvicornArgs: settings.uvicornArgs,
+      workerCommand: settings.workerCommand,
+      schedulerCommand: settings.schedulerCommand,
     },
-    s.roles,
+    settings.roles,
   );
   return {
     name: 'app',
     script: itemScript(
-      s.check,
-      sh`if [ "$CHECK" = 1 ] && [ ! -d ${l.root} ]; then ms_changed ${'app tree ' + l.root + ' missing (users item creates it)'}; fi`,
-      s.env ? file(l.env, s.env, { mode: '600', owner: `${s.user}:${s.user}`, label: '.env' }) : null,
+      settings.check,
+      sh`if [ "$CHECK" = 1 ] && [ ! -d ${layout2.root} ]; then ms_changed ${'app tree ' + layout2.root + ' missing (users item creates it)'}; fi`,
+      settings.env
+        ? file(layout2.env, settings.env, {
+            mode: '600',
+            owner: `${settings.user}:${settings.user}`,
+            label: '.env',
+          })
+        : null,
       unitsOurs(Object.keys(units)),
       'units_changed=0',
       ...Object.entries(units).map(([name, content]) =>
         content === null
-          ? sh`if [ -f ${l.unitDir}/${name} ]; then ms_changed ${'unit ' + name + ' removed (not on this host)'}; if [ "$CHECK" != 1 ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${l.unitDir}/${name}; fi; units_changed=1; fi`
-          : file(`${l.unitDir}/${name}`, content, { label: `unit ${name}`, onChange: 'units_changed=1' }),
+          ? sh`if [ -f ${layout2.unitDir}/${name} ]; then ms_changed ${'unit ' + name + ' removed (not on this host)'}; if [ "$CHECK" != 1 ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${layout2.unitDir}/${name}; fi; units_changed=1; fi`
+          : file(`${layout2.unitDir}/${name}`, content, {
+              label: `unit ${name}`,
+              onChange: 'units_changed=1',
+            }),
       ),
       'if [ "$units_changed" = 1 ] && [ "$CHECK" != 1 ]; then systemctl daemon-reload; fi',
     ),

@@ -27,13 +27,13 @@ export function firewallRules(s: ProvisionSettings): string[] {
   return [...new Set(rules)];
 }
 
-export function firewallItem(s: ProvisionSettings): Item {
-  const rules = firewallRules(s);
-  const pgRules = s.postgresql.enabled ? s.postgresql.remoteCidrs : [];
+export function firewallItem(settings: ProvisionSettings): Item {
+  const rules = firewallRules(settings);
+  const pgRules = settings.postgresql.enabled ? settings.postgresql.remoteCidrs : [];
   return {
     name: 'firewall',
     script: itemScript(
-      s.check,
+      settings.check,
       'ms_install ufw',
       SSH_PORTS,
       'added=$(ufw show added 2>/dev/null || true)',

@@ -38,37 +38,41 @@ export function factsStep(): Step<HostFacts> {
 
 /** Every item with the input that switches it off, if any. */
 export function planItems(
-  s: ProvisionSettings,
+  settings: ProvisionSettings,
   _facts: HostFacts,
 ): { name: ItemName; item: Item | null; off?: string }[] {
   const on = <T>(flag: boolean, why: string, make: () => T) =>
     flag ? { item: make() } : { item: null, off: why };
   // A load balancer runs nginx only: none of the app's items.
-  const app = <T>(make: () => T) => on(!s.balancer, 'roles=lb: no app here', make);
+  const app = <T>(make: () => T) => on(!settings.balancer, 'roles=lb: no app here', make);
   return [
-    { name: 'system', ...on(s.system.enabled, 'system: false', () => systemItem(s)) },
-    { name: 'sysctl', ...on(s.system.enabled, 'system: false', () => sysctlItem(s)) },
-    { name: 'users', item: usersItem(s) },
-    { name: 'python', ...app(() => pythonItem(s)) },
-    { name: 'app', ...app(() => appItem(s)) },
+    { name: 'system', ...on(settings.system.enabled, 'system: false', () => systemItem(settings)) },
+    { name: 'sysctl', ...on(settings.system.enabled, 'system: false', () => sysctlItem(settings)) },
+    { name: 'users', item: usersItem(settings) },
+    { name: 'python', ...app(() => pythonItem(settings)) },
+    { name: 'app', ...app(() => appItem(settings)) },
     {
       name: 'postgresql',
-      ...(s.balancer
+      ...(settings.balancer
         ? app(() => null)
-        : on(s.postgresql.enabled, 'postgresql: false', () => postgresqlItem(s))),
+        : on(settings.postgresql.enabled, 'postgresql: false', () => postgresqlItem(settings))),
     },
     {
       name: 'redis',
-      ...(s.balancer ? app(() => null) : on(s.redis.enabled, 'redis: false', () => redisItem(s))),
+      ...(settings.balancer
+        ? app(() => null)
+        : on(settings.redis.enabled, 'redis: false', () => redisItem(settings))),
     },
-    { name: 'nginx', ...on(s.nginx.enabled, 'nginx: false', () => nginxItem(s)) },
-    { name: 'tls', ...on(s.nginx.enabled, 'nginx: false', () => tlsItem(s)) },
-    { name: 'firewall', ...on(s.firewall.enabled, 'firewall: false', () => firewallItem(s)) },
-    { name: 'ssh', ...on(s.ssh.enabled, 'ssh-hardening: false', () => sshItem(s)) },
+    { name: 'nginx', ...on(settings.nginx.enabled, 'nginx: false', () => nginxItem(settings)) },
+    { name: 'tls', ...on(settings.nginx.enabled, 'nginx: false', () => tlsItem(settings)) },
+    { name: 'firewall', ...on(settings.firewall.enabled, 'firewall: false', () => firewallItem(settings)) },
+    { name: 'ssh', ...on(settings.ssh.enabled, 'ssh-hardening: false', () => sshItem(settings)) },
     {
       name: 'logs',
-      ...(s.balancer ? app(() => null) : on(s.logs.enabled, 'log-rotation: false', () => logsItem(s))),
+      ...(settings.balancer
+        ? app(() => null)
+        : on(settings.logs.enabled, 'log-rotation: false', () => logsItem(settings))),
     },
-    { name: 'monitoring', ...app(() => monitoringItem(s)) },
+    { name: 'monitoring', ...app(() => monitoringItem(settings)) },
   ];
 }

@@ -4,9 +4,9 @@ import { bareWord, logrotateDir } from '../quoting.js';
 import { file, itemScript, type Item } from './common.js';
 import type { ProvisionSettings } from './settings.js';
 
-export function logrotateConf(s: ProvisionSettings): string {
-  const logs = `${logrotateDir(s.layout.shared, 'app-root')}/logs`;
-  const user = bareWord(s.user, 'logrotate');
+export function logrotateConf(settings: ProvisionSettings): string {
+  const logs = `${logrotateDir(settings.layout.shared, 'app-root')}/logs`;
+  const user = bareWord(settings.user, 'logrotate');
   return `# Managed by metalship: the app's logs.
 ${logs}/*.log ${logs}/*/*.log {
     daily
@@ -23,14 +23,14 @@ ${logs}/*.log ${logs}/*/*.log {
 `;
 }
 
-export function logsItem(s: ProvisionSettings): Item {
-  const path = `/etc/logrotate.d/metalship-${s.layout.app}`;
+export function logsItem(settings: ProvisionSettings): Item {
+  const path = `/etc/logrotate.d/metalship-${settings.layout.app}`;
   return {
     name: 'logs',
     script: itemScript(
-      s.check,
+      settings.check,
       'ms_install logrotate',
-      file(path, logrotateConf(s), {
+      file(path, logrotateConf(settings), {
         label: 'logrotate rules',
         onChange: `[ "$CHECK" = 1 ] || logrotate -d ${path} >/dev/null 2>&1 || { echo "logrotate rejects ${path}" >&2; exit 1; }`,
       }),

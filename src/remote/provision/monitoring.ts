@@ -24,21 +24,21 @@ export const CURL = [
   '/dev/null',
 ];
 
-export function pingUnits(s: ProvisionSettings): { service: string; timer: string } {
-  const l = s.layout;
+export function pingUnits(settings: ProvisionSettings): { service: string; timer: string } {
+  const layout2 = settings.layout;
   // No shell: each URL is one argument of its own (& ? ; quotes are only text),
   // and a oneshot's ExecStart= lines run in order, each only if the one before succeeded.
   return {
-    service: `# Managed by metalship: tells the monitoring service that ${l.app} is healthy.
+    service: `# Managed by metalship: tells the monitoring service that ${layout2.app} is healthy.
 [Unit]
-Description=${unitText(l.app, ' health ping')}
+Description=${unitText(layout2.app, ' health ping')}
 After=network-online.target
 
 [Service]
 Type=oneshot
-User=${unitText(s.user)}
-ExecStart=${execLine([...CURL, '--unix-socket', l.apiLink, '--url', `http://localhost${s.healthPath}`])}
-ExecStart=${execLine([...CURL, '--retry', '3', '--url', s.monitoring.pingUrl])}
+User=${unitText(settings.user)}
+ExecStart=${execLine([...CURL, '--unix-socket', layout2.apiLink, '--url', `http://localhost${settings.healthPath}`])}
+ExecStart=${execLine([...CURL, '--retry', '3', '--url', settings.monitoring.pingUrl])}
 NoNewPrivileges=yes
 ProtectSystem=strict
 ProtectHome=yes
@@ -46,7 +46,7 @@ PrivateTmp=yes
 `,
     timer: `# Managed by metalship.
 [Unit]
-Description=${unitText(l.app, ' health ping every minute')}
+Description=${unitText(layout2.app, ' health ping every minute')}
 
 [Timer]
 OnCalendar=minutely
@@ -63,16 +63,16 @@ export function nodeExporterDefaults(listen: string): string {
   return `# Managed by metalship.\nARGS=${defaultsValue(`--web.listen-address=${listen}`)}\n`;
 }
 
-export function monitoringItem(s: ProvisionSettings): Item {
-  const m = s.monitoring;
-  const app = s.layout.app;
-  const ping = pingUnits(s);
+export function monitoringItem(settings: ProvisionSettings): Item {
+  const monitoring2 = settings.monitoring;
+  const app = settings.layout.app;
+  const ping = pingUnits(settings);
   return {
     name: 'monitoring',
     script: itemScript(
-      s.check,
-      m.pingUrl ? 'reload=0' : null,
-      m.pingUrl
+      settings.check,
+      monitoring2.pingUrl ? 'reload=0' : null,
+      monitoring2.pingUrl
         ? [
             'ms_install curl',
             file(`/etc/systemd/system/metalship-${app}-ping.service`, ping.service, {
@@ -87,17 +87,23 @@ export function monitoringItem(s: ProvisionSettings): Item {
             sh`if ! systemctl is-enabled --quiet ${`metalship-${app}-ping.timer`} 2>/dev/null; then ms_changed "health ping timer enabled"; ms_apply systemctl enable --now --quiet ${`metalship-${app}-ping.timer`}; fi`,
           ].join('\n')
         : sh`if [ -f ${`/etc/systemd/system/metalship-${app}-ping.timer`} ]; then ms_changed "health ping removed"; if [ "$CHECK" != 1 ]; then systemctl disable --now ${`metalship-${app}-ping.timer`} 2>/dev/null || true; rm -f ${`/etc/systemd/system/metalship-${app}-ping.timer`} ${`/etc/systemd/system/metalship-${app}-ping.service`}; systemctl daemon-reload; fi; fi`,
-      m.nodeExporter
+      monitoring2.nodeExporter
         ? [
             'ms_install prometheus-node-exporter',
-            file('/etc/default/prometheus-node-exporter', nodeExporterDefaults(m.nodeExporterListen), {
-              label: 'node_exporter listen address',
-              onChange: '[ "$CHECK" = 1 ] || systemctl restart prometheus-node-exporter',
-            }),
+            file(
+              '/etc/default/prometheus-node-exporter',
+              nodeExporterDefaults(monitoring2.nodeExporterListen),
+              {
+                label: 'node_exporter listen address',
+                onChange: '[ "$CHECK" = 1 ] || systemctl restart prometheus-node-exporter',
+              },
+            ),
             'if ! systemctl is-active --quiet prometheus-node-exporter; then ms_changed "node_exporter started"; ms_apply systemctl enable --now --quiet prometheus-node-exporter; fi',
           ].join('\n')
         : null,
-      m.pingUrl || m.nodeExporter ? null : 'echo "note no health ping URL, no node_exporter"',
+      monitoring2.pingUrl || monitoring2.nodeExporter
+        ? null
+        : 'echo "note no health ping URL, no node_exporter"',
     ),
   };
 }

@@ -28,13 +28,13 @@ export const PYENV_BUILD_DEPS = [
   'liblzma-dev',
 ];
 
-export function pythonItem(s: ProvisionSettings): Item {
-  const v = s.python.version;
-  if (s.python.install === 'system') {
+export function pythonItem(settings: ProvisionSettings): Item {
+  const v = settings.python.version;
+  if (settings.python.install === 'system') {
     return {
       name: 'python',
       script: itemScript(
-        s.check,
+        settings.check,
         'ms_install python3 python3-venv python3-pip',
         v
           ? sh`have=$(python3 -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')
@@ -47,7 +47,7 @@ case "$have." in ${v}.*) ;; *) echo "python3 is $have, python-version asks for $
   return {
     name: 'python',
     script: itemScript(
-      s.check,
+      settings.check,
       `ms_install ${PYENV_BUILD_DEPS.join(' ')}`,
       sh`export PYENV_ROOT=${PYENV_ROOT}`,
       sh`if [ ! -x ${PYENV_ROOT}/bin/pyenv ]; then`,

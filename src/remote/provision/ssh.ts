@@ -14,9 +14,9 @@ const BACKUP = '/etc/ssh/.00-metalship.conf.previous';
 export const SSH_REVERT_UNIT = 'metalship-revert-sshd';
 
 /** Options set, with the value sshd -T reports for them (lowercase keys). */
-export function sshdOptions(s: ProvisionSettings): [string, string][] {
+export function sshdOptions(settings: ProvisionSettings): [string, string][] {
   return [
-    ['PermitRootLogin', s.ssh.rootLogin === 'no' ? 'no' : 'without-password'],
+    ['PermitRootLogin', settings.ssh.rootLogin === 'no' ? 'no' : 'without-password'],
     ['PasswordAuthentication', 'no'],
     ['KbdInteractiveAuthentication', 'no'],
     ['PermitEmptyPasswords', 'no'],
@@ -70,11 +70,11 @@ export const HOSTKEY_ALGS = [
  * The drop-in's fixed part (the algorithm lines are added on the host). Its
  * values are our own or a choice input's; none needs sshd quoting.
  */
-export function sshdDropIn(s: ProvisionSettings): string {
+export function sshdDropIn(settings: ProvisionSettings): string {
   return [
     '# Managed by metalship: key-only SSH. Read before the other files of this',
     '# directory, so its values win (sshd keeps the first value of each option).',
-    ...sshdOptions(s).map(([k, v]) => `${k} ${k === 'PermitRootLogin' ? s.ssh.rootLogin : v}`),
+    ...sshdOptions(settings).map(([k, v]) => `${k} ${k === 'PermitRootLogin' ? settings.ssh.rootLogin : v}`),
     'ChallengeResponseAuthentication no',
   ].join('\n');
 }
@@ -83,9 +83,9 @@ function known(kind: string, names: string[]): string {
   return `$(ms_known ${kind} ${names.join(' ')})`;
 }
 
-export function sshItem(s: ProvisionSettings): Item {
-  const opts = sshdOptions(s);
-  const header = sshdDropIn(s);
+export function sshItem(settings: ProvisionSettings): Item {
+  const opts = sshdOptions(settings);
+  const header = sshdDropIn(settings);
   // The algorithm lines are filled in on the host from what its sshd supports.
   const algLines = [
     `"KexAlgorithms ${known('kex', KEX)}"`,
@@ -96,7 +96,7 @@ export function sshItem(s: ProvisionSettings): Item {
   return {
     name: 'ssh',
     script: itemScript(
-      s.check,
+      settings.check,
       'command -v sshd >/dev/null || { echo "sshd is not installed" >&2; exit 1; }',
       'ms_known() { local kind=$1; shift; local have; have=$(ssh -Q "$kind" 2>/dev/null); local out=""; for n in "$@"; do if printf "%s\\n" "$have" | grep -qxF -- "$n"; then out="$out${out:+,}$n"; fi; done; printf "%s" "$out"; }',
       'mkdir -p /etc/ssh/sshd_config.d',

@@ -23,11 +23,11 @@ Unattended-Upgrade::Remove-Unused-Dependencies "true";
 Unattended-Upgrade::Automatic-Reboot "false";
 `;
 
-export function systemItem(s: ProvisionSettings): Item {
+export function systemItem(settings: ProvisionSettings): Item {
   return {
     name: 'system',
     script: itemScript(
-      s.check,
+      settings.check,
       'ms_refresh_index',
       `ms_install ${BASE_PACKAGES.join(' ')}`,
       file('/etc/apt/apt.conf.d/20auto-upgrades', AUTO_UPGRADES, { label: 'unattended-upgrades schedule' }),
@@ -39,7 +39,7 @@ export function systemItem(s: ProvisionSettings): Item {
       '    ms_changed "$t enabled"; ms_apply systemctl enable --now --quiet "$t"',
       '  fi',
       'done',
-      s.system.securityUpdates
+      settings.system.securityUpdates
         ? [
             // The pending security updates, from unattended-upgrade's own dry run.
             'pending=$(unattended-upgrade --dry-run -v 2>/dev/null | sed -n "s/^Packages that will be upgraded: //p" | head -1)',
@@ -80,7 +80,7 @@ export const SYSCTL_FILE = '/etc/sysctl.d/60-metalship.conf';
  * Writes the sysctl file and checks the running values. Where /proc/sys is
  * read-only (containers), a value that cannot be applied is a warning.
  */
-export function sysctlItem(s: ProvisionSettings): Item {
+export function sysctlItem(settings: ProvisionSettings): Item {
   const content =
     '# Managed by metalship: kernel hardening.\n' +
     Object.entries(SYSCTLS)
@@ -90,7 +90,7 @@ export function sysctlItem(s: ProvisionSettings): Item {
   return {
     name: 'sysctl',
     script: itemScript(
-      s.check,
+      settings.check,
       file(SYSCTL_FILE, content, { label: 'sysctl hardening file' }),
       'differ=""',
       ...Object.entries(SYSCTLS).map(

@@ -12,13 +12,16 @@ import type { ProvisionSettings } from './settings.js';
 export const ACME_CA_FILE = '/etc/metalship/acme-ca.pem';
 const CERTBOT_DROPIN = '/etc/systemd/system/certbot.service.d/metalship.conf';
 
-export function tlsItem(s: ProvisionSettings): Item {
-  const cert = certPaths(s);
-  const t = s.tls;
+export function tlsItem(settings: ProvisionSettings): Item {
+  const cert = certPaths(settings);
+  const t = settings.tls;
   if (!cert) {
     return {
       name: 'tls',
-      script: itemScript(s.check, 'echo "note HTTP only: no domains given, so no certificate and no TLS"'),
+      script: itemScript(
+        settings.check,
+        'echo "note HTTP only: no domains given, so no certificate and no TLS"',
+      ),
     };
   }
   const first = t.domains[0]!;
@@ -27,7 +30,7 @@ export function tlsItem(s: ProvisionSettings): Item {
   return {
     name: 'tls',
     script: itemScript(
-      s.check,
+      settings.check,
       'ms_install certbot',
       'command -v nginx >/dev/null || { echo "nginx is not installed: TLS needs the nginx item" >&2; exit 1; }',
       t.caBundle
@@ -58,7 +61,7 @@ export function tlsItem(s: ProvisionSettings): Item {
       // The nginx item wrote the TLS site already when the certificate existed; a new one needs it now.
       'nginx_changed=0',
       'if [ "${got_cert:-0}" = 1 ]; then',
-      siteLines(s),
+      siteLines(settings),
       NGINX_RELOAD,
       'fi',
       'if ! systemctl is-enabled --quiet certbot.timer 2>/dev/null; then ms_changed "certbot renewal timer enabled"; ms_apply systemctl enable --now --quiet certbot.timer; fi',

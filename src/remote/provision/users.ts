@@ -24,47 +24,47 @@ ${name} ALL=(root) NOPASSWD: /usr/bin/${shell} ${args.join(' ')}, /bin/${shell} 
 `;
 }
 
-export function usersItem(s: ProvisionSettings): Item {
-  const l = s.layout;
-  const d = s.deployUser;
+export function usersItem(settings: ProvisionSettings): Item {
+  const layout2 = settings.layout;
+  const deployUser2 = settings.deployUser;
   const dirs = [
-    l.root,
-    l.releases,
-    l.venvs,
-    l.slots,
-    l.shared,
-    `${l.shared}/logs`,
-    `${l.shared}/uploads`,
-    l.state,
+    layout2.root,
+    layout2.releases,
+    layout2.venvs,
+    layout2.slots,
+    layout2.shared,
+    `${layout2.shared}/logs`,
+    `${layout2.shared}/uploads`,
+    layout2.state,
   ];
   return {
     name: 'users',
     script: itemScript(
-      s.check,
+      settings.check,
       'if [ "$CHECK" = 1 ]; then',
-      sh`  if ! id -u ${s.user} >/dev/null 2>&1; then ms_changed ${'app user ' + s.user + ' missing'}; fi`,
-      sh`  if ! id -u ${l.buildUser} >/dev/null 2>&1; then ms_changed ${'build user ' + l.buildUser + ' missing'}; fi`,
+      sh`  if ! id -u ${settings.user} >/dev/null 2>&1; then ms_changed ${'app user ' + settings.user + ' missing'}; fi`,
+      sh`  if ! id -u ${layout2.buildUser} >/dev/null 2>&1; then ms_changed ${'build user ' + layout2.buildUser + ' missing'}; fi`,
       sh`  for d in ${dirs}; do [ -d "$d" ] || ms_changed "directory $d missing"; done`,
       'else',
-      ensureAppTree(l, s.user, SHARED_PATHS),
+      ensureAppTree(layout2, settings.user, SHARED_PATHS),
       'fi',
       // The app user never logs in.
-      sh`if id -u ${s.user} >/dev/null 2>&1 && [ "$(getent passwd ${s.user} | cut -d: -f7)" != /usr/sbin/nologin ]; then ms_changed ${'login shell of ' + s.user + ' removed'}; ms_apply usermod -s /usr/sbin/nologin ${s.user}; fi`,
-      d
+      sh`if id -u ${settings.user} >/dev/null 2>&1 && [ "$(getent passwd ${settings.user} | cut -d: -f7)" != /usr/sbin/nologin ]; then ms_changed ${'login shell of ' + settings.user + ' removed'}; ms_apply usermod -s /usr/sbin/nologin ${settings.user}; fi`,
+      deployUser2
         ? [
-            sh`if ! id -u ${d.name} >/dev/null 2>&1; then ms_changed ${'deploy user ' + d.name + ' created'}; ms_apply useradd --create-home --shell /bin/bash ${d.name}; fi`,
-            sh`if [ "$CHECK" = 1 ] && ! id -u ${d.name} >/dev/null 2>&1; then exit 0; fi`,
-            sh`home=$(getent passwd ${d.name} | cut -d: -f6)`,
-            sh`if [ ! -d "$home/.ssh" ]; then ms_apply install -d -m 700 -o ${d.name} -g ${d.name} "$home/.ssh"; fi`,
-            file(raw('"$home/.ssh/authorized_keys"'), d.keys.join('\n') + '\n', {
+            sh`if ! id -u ${deployUser2.name} >/dev/null 2>&1; then ms_changed ${'deploy user ' + deployUser2.name + ' created'}; ms_apply useradd --create-home --shell /bin/bash ${deployUser2.name}; fi`,
+            sh`if [ "$CHECK" = 1 ] && ! id -u ${deployUser2.name} >/dev/null 2>&1; then exit 0; fi`,
+            sh`home=$(getent passwd ${deployUser2.name} | cut -d: -f6)`,
+            sh`if [ ! -d "$home/.ssh" ]; then ms_apply install -d -m 700 -o ${deployUser2.name} -g ${deployUser2.name} "$home/.ssh"; fi`,
+            file(raw('"$home/.ssh/authorized_keys"'), deployUser2.keys.join('\n') + '\n', {
               mode: '600',
-              owner: `${d.name}:${d.name}`,
-              label: `authorized keys of ${d.name}`,
+              owner: `${deployUser2.name}:${deployUser2.name}`,
+              label: `authorized keys of ${deployUser2.name}`,
             }),
             'ms_install sudo',
-            sh`sudoers=/etc/sudoers.d/metalship-${d.name}`,
+            sh`sudoers=/etc/sudoers.d/metalship-${deployUser2.name}`,
             sh`tmp=$(mktemp); cat > "$tmp" <<'MS_SUDO_EOF'`,
-            sudoersRule(d.name) + 'MS_SUDO_EOF',
+            sudoersRule(deployUser2.name) + 'MS_SUDO_EOF',
             'if ! visudo -cqf "$tmp" >/dev/null; then rm -f "$tmp"; echo "visudo rejected the sudoers rule" >&2; exit 1; fi',
             'if [ -f "$sudoers" ] && cmp -s "$tmp" "$sudoers" && [ "$(stat -c %a "$sudoers")" = 440 ]; then rm -f "$tmp"',
             'elif [ "$CHECK" = 1 ]; then rm -f "$tmp"; ms_changed "sudoers rule of the deploy user differs or is missing"',
