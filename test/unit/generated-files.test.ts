@@ -22,8 +22,9 @@ import { ACME_WEBROOT, siteConf, upstreamConf, upstreamName } from '../../src/re
 import { logrotateConf } from '../../src/remote/provision/logs.js';
 import { nodeExporterDefaults, pingUnits } from '../../src/remote/provision/monitoring.js';
 import { hbaBlock } from '../../src/remote/provision/postgresql.js';
-import { aclFile, REDIS_ACL, REDIS_DROPIN, redisItem } from '../../src/remote/provision/redis.js';
+import { aclFile, REDIS_ACL, REDIS_DROPIN, redisBind, redisItem } from '../../src/remote/provision/redis.js';
 import type { ProvisionSettings } from '../../src/remote/provision/settings.js';
+import { quote } from '../../src/remote/sh.js';
 import { sshdDropIn, sshdOptions } from '../../src/remote/provision/ssh.js';
 import { sudoersRule } from '../../src/remote/provision/users.js';
 import { unitFiles } from '../../src/remote/units.js';
@@ -516,6 +517,8 @@ describe('Redis settings drop-in (redis.ts), as the item script writes it', () =
     const s = provision({ 'redis-maxmemory': maxmemory, 'redis-memory-percent': '90' });
     const script = redisItem(s).script.split('\n');
     const lines = [
+      // The 6.2+ bind (the other versions: test/unit/versions.test.ts).
+      `redis_bind=${quote(redisBind('6.2'))}`,
       script.find((l) => l.startsWith('maxmemory='))!,
       script.find((l) => l.startsWith(`ms_file ${REDIS_DROPIN} `))!,
     ];

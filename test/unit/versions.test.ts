@@ -1,0 +1,122 @@
+// What provision and the release write where the syntax depends on the version
+// the host has (Debian 11, 12 and 13; Ubuntu 22.04 has bullseye's Redis 6.0
+// and nginx 1.18): the scripts run here under bash with the version-reporting
+// commands stubbed, and the files they would write are read back.
+
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { provisionSettings } from '../../src/actions/provision.js';
+import { parseInputs } from '../../src/inputs/parse.js';
+import { prelude, type Item } from '../../src/remote/provision/common.js';
+import { REDIS_ACL, REDIS_DROPIN, redisItem } from '../../src/remote/provision/redis.js';
+import type { ProvisionSettings } from '../../src/remote/provision/settings.js';
+import { parseAclFile, parseRedisConf } from '../support/confs.js';
+import { FIXTURE_KEY } from '../support/keys.js';
+
+function provision(inputs: Record<string, string> = {}): ProvisionSettings {
+  const raw: Record<string, string> = {
+    hosts: '10.0.0.5',
+    app: 'shop',
+    'ssh-key': FIXTURE_KEY,
+    'known-hosts':
+      '10.0.0.5 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl',
+    'redis-password': 'redis-pw-0123',
+    'redis-maxmemory': '256mb',
+    ...inputs,
+  };
+  return provisionSettings(
+    parseInputs('provision', (n) => raw[n] ?? ''),
+    { worker: true, scheduler: true },
+  );
+}
+
+/**
+ * Runs an item in check mode with `stubs` defined after the prelude: nothing is
+ * installed, and ms_file writes each file into a scratch directory (by base
+ * name) instead of its path. Returns the exit code, stderr and those files.
+ */
+function runItem(
+  item: Item,
+  stubs: string,
+  transform: (script: string) => string = (s) => s,
+): { code: number; stderr: string; files: Record<string, string> } {
+  const head = prelude(false);
+  expect(item.script.startsWith(head)).toBe(true);
+  const dir = mkdtempSync(join(tmpdir(), 'metalship-versions-'));
+  try {
+    const body = transform(item.script.slice(head.length));
+    const script = [
+      prelude(true),
+      'ms_install() { :; }',
+      'ms_file() { cat > "$OUT/${1##*/}"; MS_WROTE=1; }',
+      stubs,
+      body,
+    ].join('\n');
+    const r = spawnSync('bash', ['-c', script], {
+      encoding: 'utf8',
+      env: { PATH: process.env.PATH, OUT: dir },
+    });
+    const files = Object.fromEntries(readdirSync(dir).map((f) => [f, readFileSync(join(dir, f), 'utf8')]));
+    return { code: r.status ?? -1, stderr: r.stderr, files };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const base = (path: string) => path.slice(path.lastIndexOf('/') + 1);
+
+describe('Redis (redis.ts): the syntax follows redis-server --version', () => {
+  const s = provision();
+  const hash = createHash('sha256').update('redis-pw-0123').digest('hex');
+  const banner = (v: string) => `Redis server v=${v} sha=00000000:0 malloc=jemalloc-5.3.0 bits=64 build=0`;
+  const run = (version: string) =>
+    runItem(redisItem(s), `redis-server() { echo ${JSON.stringify(version)}; }`);
+  const settings = (bind: string[]) => [
+    ['bind', ...bind],
+    ['protected-mode', 'yes'],
+    ['port', '6379'],
+    ['maxmemory', '256mb'],
+    ['maxmemory-policy', 'allkeys-lru'],
+    ['appendonly', 'yes'],
+    ['aclfile', REDIS_ACL],
+  ];
+
+  // Debian 11 and Ubuntu 22.04: no channel rules, no optional bind address.
+  test('6.0.16 (Debian 11)', () => {
+    const r = run(banner('6.0.16'));
+    expect(r.code).toBe(0);
+    expect(parseAclFile(r.files[base(REDIS_ACL)]!)).toEqual([
+      { user: 'default', rules: ['off', '-@all'] },
+      { user: 'shop', rules: ['on', `#${hash}`, '~*', '+@all', '-@dangerous'] },
+    ]);
+    expect(parseRedisConf(r.files[base(REDIS_DROPIN)]!)).toEqual(settings(['127.0.0.1', '::1']));
+  });
+
+  test.each(['6.2.6', '7.0.15', '8.0.2', '10.1.0'])('%s', (version) => {
+    const r = run(banner(version));
+    expect(r.code).toBe(0);
+    expect(parseAclFile(r.files[base(REDIS_ACL)]!)).toEqual([
+      { user: 'default', rules: ['off', 'resetchannels', '-@all'] },
+      { user: 'shop', rules: ['on', `#${hash}`, '~*', '&*', '+@all', '-@dangerous'] },
+    ]);
+    expect(parseRedisConf(r.files[base(REDIS_DROPIN)]!)).toEqual(settings(['127.0.0.1', '-::1']));
+  });
+
+  test.each([
+    [banner('5.0.7'), /redis-server 5\.0\.7 is not supported: provision needs Redis 6\.0 or newer/],
+    [
+      'redis-server: command garbled',
+      /of unknown version \(redis-server --version says: redis-server: command garbled\)/,
+    ],
+    ['', /of unknown version/],
+  ])('%j fails before anything is written', (version, message) => {
+    const r = run(version);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(message);
+    expect(r.stderr).toMatch(/nothing was changed/);
+    expect(r.files).toEqual({});
+  });
+});
