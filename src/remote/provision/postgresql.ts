@@ -49,8 +49,10 @@ export function postgresqlItem(s: ProvisionSettings): Item {
             sh`printf '%s\\n' ${'127.0.0.1:*:' + p.database + ':' + p.user + ':' + p.password.replace(/\\/g, '\\\\').replace(/:/g, '\\:')} > "$pgpass"`,
             sh`if ! PGPASSFILE="$pgpass" psql -XAtq -w -h 127.0.0.1 -U ${p.user} -d ${p.database} -c 'select 1' >/dev/null 2>&1; then`,
             sh`  ms_changed ${'password of role ' + p.user + ' set'}`,
-            // printf is a builtin: the password is never on a command line.
-            sh`  if [ "$CHECK" != 1 ]; then printf '%s\\n' ${`alter role :"u" password '${p.password.replace(/'/g, "''")}'`} | q; fi`,
+            // printf is a builtin: the password is never on a command line. Stored as
+            // SCRAM whatever the server's default (md5 before PostgreSQL 14): the
+            // app's pg_hba rules accept only scram-sha-256.
+            sh`  if [ "$CHECK" != 1 ]; then printf '%s\\n' ${"set password_encryption = 'scram-sha-256';"} ${`alter role :"u" password '${p.password.replace(/'/g, "''")}'`} | q; fi`,
             'fi',
           ].join('\n')
         : null,
