@@ -67,6 +67,12 @@ export function postgresqlItem(s: ProvisionSettings): Item {
       '  ms_changed "pg_hba rules for the app"',
       '  if [ "$CHECK" != 1 ]; then printf "%s\\n" "$new" > "$hba.metalship-new"; chown --reference="$hba" "$hba.metalship-new"; chmod --reference="$hba" "$hba.metalship-new"; mv -f "$hba.metalship-new" "$hba"; echo "select pg_reload_conf()" | q >/dev/null; fi',
       'fi',
+      // The cluster's settings are readable by the server's account only (the
+      // packages leave postgresql.conf, start.conf and pg_ctl.conf world-readable;
+      // lynis 3.1+ warns of it as DBS-1828).
+      `conf_dir=$(dirname "$(${psql} -c 'show config_file')")`,
+      'open_confs=$(find "$conf_dir" -maxdepth 1 -name "*.conf" -perm /o=rwx -printf "%f " | sed "s/ $//")',
+      'if [ -n "$open_confs" ]; then ms_changed "PostgreSQL configuration files no longer world-readable: $open_confs"; ms_apply find "$conf_dir" -maxdepth 1 -name "*.conf" -perm /o=rwx -exec chmod o-rwx {} +; fi',
       p.remoteCidrs.length
         ? [
             `if [ "$(${psql} -c 'show listen_addresses')" != '*' ] || [ "$(${psql} -c 'show ssl')" != on ]; then`,
