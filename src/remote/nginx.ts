@@ -37,6 +37,12 @@ export interface SiteSettings {
   acmeWebroot?: string;
   /** The upstream to proxy to: the app's own (default), or a load balancer's. */
   upstream?: string;
+  /**
+   * How the TLS server turns HTTP/2 on: the `listen ... http2` flag (what nginx
+   * before 1.25.1 knows, and the default) or the `http2 on;` directive that
+   * replaced it (the flag is deprecated from 1.25.1 on).
+   */
+  http2?: 'listen' | 'directive';
 }
 
 export const ACME_WEBROOT = '/var/www/letsencrypt';
@@ -106,7 +112,7 @@ ${acme(s.acmeWebroot ?? ACME_WEBROOT)}
     }
 }
 server {
-${listen(443, ' ssl http2')}
+${s.http2 === 'directive' ? `${listen(443, ' ssl')}\n    http2 on;` : listen(443, ' ssl http2')}
     ssl_certificate ${nginxWord(s.tls.certificate)};
     ssl_certificate_key ${nginxWord(s.tls.key)};
     ssl_protocols TLSv1.2 TLSv1.3;

@@ -5,16 +5,19 @@
 
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { provisionSettings } from '../../src/actions/provision.js';
 import { parseInputs } from '../../src/inputs/parse.js';
+import { ACME_WEBROOT, siteConf } from '../../src/remote/nginx.js';
 import { prelude, type Item } from '../../src/remote/provision/common.js';
+import { certPaths, nginxItem } from '../../src/remote/provision/nginx.js';
 import { REDIS_ACL, REDIS_DROPIN, redisItem } from '../../src/remote/provision/redis.js';
 import type { ProvisionSettings } from '../../src/remote/provision/settings.js';
 import { parseAclFile, parseRedisConf } from '../support/confs.js';
 import { FIXTURE_KEY } from '../support/keys.js';
+import { findAll, parseNginx } from '../support/nginx.js';
 
 function provision(inputs: Record<string, string> = {}): ProvisionSettings {
   const raw: Record<string, string> = {
@@ -118,5 +121,81 @@ describe('Redis (redis.ts): the syntax follows redis-server --version', () => {
     expect(r.stderr).toMatch(message);
     expect(r.stderr).toMatch(/nothing was changed/);
     expect(r.files).toEqual({});
+  });
+});
+
+describe('nginx (nginx.ts): HTTP/2 as the listen flag before 1.25.1, as a directive from it on', () => {
+  const s = provision({ domains: 'shop.example.com', 'acme-email': 'ops@example.com' });
+  const cert = certPaths(s)!;
+
+  /** The TLS site the nginx item writes when the certificate exists, for this `nginx -v`. */
+  function tlsSite(version: string): { code: number; stderr: string; site?: string } {
+    const dir = mkdtempSync(join(tmpdir(), 'metalship-cert-'));
+    try {
+      writeFileSync(join(dir, 'fullchain.pem'), '');
+      const r = runItem(nginxItem(s), `nginx() { echo ${JSON.stringify(version)} >&2; }`, (script) =>
+        script.replaceAll(`[ -f ${cert.certificate} ]`, `[ -f ${join(dir, 'fullchain.pem')} ]`),
+      );
+      return { code: r.code, stderr: r.stderr, site: r.files[base(s.layout.nginxSite)] };
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  const listens = (site: string) =>
+    findAll(parseNginx(site), 'listen')
+      .map((d) => d.args)
+      .filter((a) => a[0]!.endsWith('443'));
+
+  test.each([
+    'nginx version: nginx/1.18.0 (Ubuntu)',
+    'nginx version: nginx/1.22.1',
+    'nginx version: nginx/1.25.0',
+  ])('%s: listen ... ssl http2', (version) => {
+    const r = tlsSite(version);
+    expect(r.code).toBe(0);
+    expect(listens(r.site!)).toEqual([
+      ['443', 'ssl', 'http2'],
+      ['[::]:443', 'ssl', 'http2'],
+    ]);
+    expect(findAll(parseNginx(r.site!), 'http2')).toEqual([]);
+    // As before the version mattered: hosts provisioned then see no change.
+    expect(r.site).toBe(
+      siteConf(s.layout, { serverName: 'shop.example.com', tls: cert, acmeWebroot: ACME_WEBROOT }),
+    );
+  });
+
+  test.each(['nginx version: nginx/1.25.1', 'nginx version: nginx/1.26.3', 'nginx version: nginx/1.28.0'])(
+    '%s: listen ... ssl, and http2 on',
+    (version) => {
+      const r = tlsSite(version);
+      expect(r.code).toBe(0);
+      expect(listens(r.site!)).toEqual([
+        ['443', 'ssl'],
+        ['[::]:443', 'ssl'],
+      ]);
+      expect(findAll(parseNginx(r.site!), 'http2').map((d) => d.args)).toEqual([['on']]);
+    },
+  );
+
+  test.each([
+    ['nginx version: nginx/1.9.4', /nginx 1\.9\.4 is not supported/],
+    ['nginx: command garbled', /of unknown version \(nginx -v says: nginx: command garbled\)/],
+  ])('%j fails before anything is written', (version, message) => {
+    const r = tlsSite(version);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(message);
+    expect(r.site).toBeUndefined();
+  });
+
+  test('a site without TLS does not depend on the version', () => {
+    const r = runItem(nginxItem(provision()), 'nginx() { echo "nginx: command garbled" >&2; }');
+    expect(r.code).toBe(0);
+    expect(
+      findAll(parseNginx(r.files[base(provision().layout.nginxSite)]!), 'listen').map((d) => d.args),
+    ).toEqual([
+      ['80', 'default_server'],
+      ['[::]:80', 'default_server'],
+    ]);
   });
 });

@@ -17,6 +17,18 @@ export function certPaths(s: ProvisionSettings): { certificate: string; key: str
   };
 }
 
+/**
+ * Sets nginx_http2 (see SiteSettings.http2) from the installed nginx, or stops
+ * the item before anything is written when provision cannot tell its version.
+ */
+export const NGINX_VERSION_LINES = [
+  "nginx_version=$(nginx -v 2>&1 | sed -n 's#^nginx version: [^/]*/\\([0-9][0-9]*\\.[0-9][0-9.]*\\).*#\\1#p')",
+  'if [ -z "$nginx_version" ] || dpkg --compare-versions "$nginx_version" lt 1.9.5; then',
+  '  echo "nginx ${nginx_version:-of unknown version (nginx -v says: $(nginx -v 2>&1 | head -c 200))} is not supported: the TLS site needs nginx 1.9.5 or newer (HTTP/2); nothing was changed" >&2; exit 1',
+  'fi',
+  'if dpkg --compare-versions "$nginx_version" lt 1.25.1; then nginx_http2=listen; else nginx_http2=directive; fi',
+].join('\n');
+
 /** Lines that write the site (TLS when its certificate exists), enable it and set nginx_changed. */
 export function siteLines(s: ProvisionSettings): string {
   const l = s.layout;
@@ -30,6 +42,7 @@ export function siteLines(s: ProvisionSettings): string {
     onChange: 'nginx_changed=1',
   });
   return [
+    cert ? NGINX_VERSION_LINES : null,
     sh`if [ ! -d ${ACME_WEBROOT} ]; then ms_apply mkdir -p ${ACME_WEBROOT}; fi`,
     s.balancer
       ? file(l.balancerUpstream, balancerUpstreamConf(l, s.balancer), {
@@ -40,10 +53,14 @@ export function siteLines(s: ProvisionSettings): string {
     cert
       ? [
           sh`if [ -f ${cert.certificate} ]; then`,
-          file(l.nginxSite, siteConf(l, { ...base, tls: cert }), {
-            label: 'nginx site (TLS)',
-            onChange: 'nginx_changed=1',
-          }),
+          ...(['listen', 'directive'] as const).flatMap((http2) => [
+            sh`if [ "$nginx_http2" = ${http2} ]; then`,
+            file(l.nginxSite, siteConf(l, { ...base, tls: cert, http2 }), {
+              label: 'nginx site (TLS)',
+              onChange: 'nginx_changed=1',
+            }),
+            'fi',
+          ]),
           'else',
           http,
           'fi',
@@ -51,7 +68,9 @@ export function siteLines(s: ProvisionSettings): string {
       : http,
     sh`if [ "$(readlink ${l.nginxSiteEnabled} 2>/dev/null)" != ${l.nginxSite} ]; then ms_changed "nginx site enabled"; ms_apply ln -sfn ${l.nginxSite} ${l.nginxSiteEnabled}; nginx_changed=1; fi`,
     'if [ -e /etc/nginx/sites-enabled/default ]; then ms_changed "nginx default site disabled"; ms_apply rm -f /etc/nginx/sites-enabled/default; nginx_changed=1; fi',
-  ].join('\n');
+  ]
+    .filter((line) => line !== null)
+    .join('\n');
 }
 
 /** Tests the configuration, then reloads (or starts) nginx when something changed. */
