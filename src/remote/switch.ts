@@ -145,16 +145,24 @@ function followersOnlyScript(s: SwitchSettings, unitLines: string[], followers: 
 }
 
 /**
- * Whether a release's uvicorn accepts --timeout-graceful-shutdown (0.21+);
- * recorded at release time. The venv's interpreter runs as the app user: its
- * packages' code (.pth files) never runs as root.
+ * The uvicorn flags a release's uvicorn accepts, recorded at release time:
+ * --timeout-graceful-shutdown (0.21+) and --no-server-header (0.14+; before
+ * it uvicorn always names itself, which nginx hides from clients anyway). The
+ * venv's interpreter runs as the app user: its packages' code (.pth files)
+ * never runs as root.
  */
+export const UVICORN_FLAGS: [option: string, flag: string][] = [
+  ['timeout_graceful_shutdown', '--timeout-graceful-shutdown 30'],
+  ['server_header', '--no-server-header'],
+];
+
 export function uvicornFlagsScript(rel: string, user: string): string {
+  const probe = `import importlib.util, os
+s = importlib.util.find_spec("uvicorn")
+src = open(os.path.join(os.path.dirname(s.origin), "config.py")).read() if s else ""
+print(" ".join(f for o, f in ${JSON.stringify(UVICORN_FLAGS)} if o in src))`;
   return script(
-    sh`if runuser -u ${user} -- ${rel}/.venv/bin/python -I -c 'import importlib.util, os, sys; s = importlib.util.find_spec("uvicorn"); sys.exit(0 if s and "timeout_graceful_shutdown" in open(os.path.join(os.path.dirname(s.origin), "config.py")).read() else 1)' 2>/dev/null; then`,
-    sh`  echo 'METALSHIP_UVICORN_FLAGS=--timeout-graceful-shutdown 30' > ${rel}/.metalship/uvicorn.env`,
-    'else',
-    sh`  echo 'METALSHIP_UVICORN_FLAGS=' > ${rel}/.metalship/uvicorn.env`,
-    'fi',
+    sh`flags=$(runuser -u ${user} -- ${rel}/.venv/bin/python -I -c ${probe} 2>/dev/null) || flags=''`,
+    sh`printf 'METALSHIP_UVICORN_FLAGS=%s\\n' "$flags" > ${rel}/.metalship/uvicorn.env`,
   );
 }

@@ -84,9 +84,8 @@ export function apiUnit(s: UnitSettings): string {
     // Above nginx's idle upstream time, so uvicorn never closes a connection nginx is about to reuse.
     '--timeout-keep-alive',
     '75',
-    // --timeout-graceful-shutdown where the release's uvicorn has it (0.21+), from the release's uvicorn.env.
+    // The flags the release's uvicorn has (switch.ts UVICORN_FLAGS), from the release's uvicorn.env.
     splitVariable('METALSHIP_UVICORN_FLAGS'),
-    '--no-server-header',
     ...s.uvicornArgs,
   ]);
   return `# Managed by metalship: changes are overwritten on the next deploy.

@@ -156,7 +156,7 @@ describe('systemd units of the app (units.ts): the exact argv systemd runs', () 
   const appModule = valid(serviceInputs['app-module'], 'pkg_1.sub.mod:app_factory.x');
   const user = valid(serviceInputs['app-user'], '_u-1');
   // What the release's uvicorn.env sets, split into words where the unit says $METALSHIP_UVICORN_FLAGS.
-  const env = { METALSHIP_UVICORN_FLAGS: '--timeout-graceful-shutdown 30' };
+  const env = { METALSHIP_UVICORN_FLAGS: '--timeout-graceful-shutdown 30 --no-server-header' };
 
   test.each(APPS)('%s', (_label, name, root) => {
     const l = app(name, root);

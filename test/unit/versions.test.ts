@@ -5,7 +5,7 @@
 
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { provisionSettings } from '../../src/actions/provision.js';
@@ -15,6 +15,7 @@ import { prelude, type Item } from '../../src/remote/provision/common.js';
 import { certPaths, nginxItem } from '../../src/remote/provision/nginx.js';
 import { REDIS_ACL, REDIS_DROPIN, redisItem } from '../../src/remote/provision/redis.js';
 import type { ProvisionSettings } from '../../src/remote/provision/settings.js';
+import { uvicornFlagsScript } from '../../src/remote/switch.js';
 import { parseAclFile, parseRedisConf } from '../support/confs.js';
 import { FIXTURE_KEY } from '../support/keys.js';
 import { findAll, parseNginx } from '../support/nginx.js';
@@ -197,5 +198,56 @@ describe('nginx (nginx.ts): HTTP/2 as the listen flag before 1.25.1, as a direct
       ['80', 'default_server'],
       ['[::]:80', 'default_server'],
     ]);
+  });
+});
+
+describe('uvicorn flags (switch.ts): what the release venv’s uvicorn accepts', () => {
+  /** uvicorn.env for a release whose uvicorn's config.py mentions these options. */
+  function flagsFor(options: string[] | null): string {
+    const root = mkdtempSync(join(tmpdir(), 'metalship-uvicorn-'));
+    try {
+      const rel = join(root, 'release');
+      const pkgs = join(root, 'site');
+      mkdirSync(join(rel, '.venv/bin'), { recursive: true });
+      mkdirSync(join(rel, '.metalship'));
+      if (options) {
+        mkdirSync(join(pkgs, 'uvicorn'), { recursive: true });
+        writeFileSync(join(pkgs, 'uvicorn/__init__.py'), '');
+        writeFileSync(join(pkgs, 'uvicorn/config.py'), options.map((o) => `${o}: int = 0\n`).join(''));
+      }
+      // The venv's python: this machine's, seeing only the fake uvicorn (-I would hide PYTHONPATH).
+      writeFileSync(
+        join(rel, '.venv/bin/python'),
+        `#!/bin/sh\nshift\nexec env PYTHONPATH=${pkgs} python3 "$@"\n`,
+        { mode: 0o755 },
+      );
+      const r = spawnSync(
+        'bash',
+        ['-c', `runuser() { shift 3; "$@"; }\n${uvicornFlagsScript(rel, 'shop')}`],
+        {
+          encoding: 'utf8',
+        },
+      );
+      expect(r.status).toBe(0);
+      return readFileSync(join(rel, '.metalship/uvicorn.env'), 'utf8');
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  }
+
+  test.each([
+    ['0.13 (Debian 11)', [], 'METALSHIP_UVICORN_FLAGS=\n'],
+    ['0.17 (Debian 12)', ['server_header'], 'METALSHIP_UVICORN_FLAGS=--no-server-header\n'],
+    [
+      '0.32 (Debian 13)',
+      ['server_header', 'timeout_graceful_shutdown'],
+      'METALSHIP_UVICORN_FLAGS=--timeout-graceful-shutdown 30 --no-server-header\n',
+    ],
+  ])('uvicorn %s', (_label, options, env) => {
+    expect(flagsFor(options)).toBe(env);
+  });
+
+  test('no uvicorn in the venv: no flags', () => {
+    expect(flagsFor(null)).toBe('METALSHIP_UVICORN_FLAGS=\n');
   });
 });
