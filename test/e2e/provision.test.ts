@@ -255,9 +255,11 @@ test('the units rate 3.0 or better in systemd-analyze security', async () => {
 
 // ssh-audit 2.5.0 (Debian 12) predates two things OpenSSH 9.2 offers on purpose:
 // the post-quantum hybrid kex (unknown under its standard name, "experimental"
-// under its @openssh.com one; ssh2 cannot use it, but clients that can should)
-// and the Terrapin countermeasure kex-strict (unknown). Nothing else may warn.
+// under its @openssh.com one; ssh2 cannot use it, but clients that can should;
+// OpenSSH 9.9+, Debian 13, adds ML-KEM's, unknown too) and the Terrapin
+// countermeasure kex-strict (unknown). Nothing else may warn.
 const SSH_AUDIT_EXPLAINED = new Set([
+  '(kex) mlkem768x25519-sha256 warn unknown algorithm',
   '(kex) sntrup761x25519-sha512 warn unknown algorithm',
   '(kex) sntrup761x25519-sha512@openssh.com warn using experimental algorithm',
   '(kex) kex-strict-s-v00@openssh.com warn unknown algorithm',
