@@ -40,12 +40,19 @@ SELF=$(realpath "${BASH_SOURCE[0]}")
 readonly SELF
 
 readonly BARE_INCLUDE=systemd,systemd-sysv,openssh-server,dbus,iproute2,python3,sudo
-readonly FULL_PACKAGES=(
+FULL_PACKAGES=(
   nginx postgresql redis-server ufw
   python3-venv python3-pip python3-uvicorn python3-fastapi python3-alembic
   python3-sqlalchemy python3-psycopg2 python3-redis python3-httpx
   logrotate curl cron unattended-upgrades procps less ca-certificates openssl certbot
 )
+# Every name above exists in all three releases. What differs:
+case $SUITE in
+  # trixie's python3-pip no longer pulls python3-setuptools in, which building a
+  # requirement from source (setup.py) needs where there is no PyPI to fetch it from
+  trixie) FULL_PACKAGES+=(python3-setuptools) ;;
+esac
+readonly FULL_PACKAGES
 # Units that cannot work inside an nspawn container and would only leave the
 # host "degraded". Masked in the image.
 readonly MASKED_UNITS=()
