@@ -205,13 +205,14 @@ describe('a compromised host cannot read the runner’s files', () => {
       reused: 0,
     });
     // On the bad host: python3 answers stage-files with that need list (after
-    // staging for real); tar keeps a copy of whatever it is given.
+    // staging for real); tar keeps a copy of whatever it is given. mstool runs
+    // `python3 -I -c SRC stage-files ...`: the command is the fourth argument.
     await onHost(
       state,
       bad,
       [
         'mkdir -p /var/tmp/ms-capture',
-        `cat > /usr/local/bin/python3 <<'EOF'\n#!/bin/sh\nif [ "$3" = stage-files ]; then /usr/bin/python3 "$@" >/dev/null || exit; printf '%s\\n' '${hostile}'; exit 0; fi\nexec /usr/bin/python3 "$@"\nEOF`,
+        `cat > /usr/local/bin/python3 <<'EOF'\n#!/bin/sh\nif [ "$4" = stage-files ]; then /usr/bin/python3 "$@" >/dev/null || exit; printf '%s\\n' '${hostile}'; exit 0; fi\nexec /usr/bin/python3 "$@"\nEOF`,
         `cat > /usr/local/bin/tar <<'EOF'\n#!/bin/sh\nf=/var/tmp/ms-capture/upload-$$.tgz\ntee "$f" | /usr/bin/tar "$@"\nEOF`,
         `chmod 755 ${shims}`,
       ].join('\n'),
