@@ -15,12 +15,12 @@ export function upstreamName(l: Layout): string {
  * connection, so a switch renames the link and never reloads nginx (a reload
  * closes clients' idle keep-alive connections, which some clients see as errors).
  */
-export function upstreamConf(l: Layout): string {
+export function upstreamConf(layout: Layout): string {
   return `# Managed by metalship.
-upstream ${upstreamName(l)} {
-    server ${nginxWord(`unix:${l.apiLink}`)} max_fails=0;
+upstream ${upstreamName(layout)} {
+    server ${nginxWord(`unix:${layout.apiLink}`)} max_fails=0;
 }
-map $http_upgrade $metalship_${upstreamName(l)}_connection {
+map $http_upgrade $metalship_${upstreamName(layout)}_connection {
     default upgrade;
     '' close;
 }
@@ -37,6 +37,12 @@ export interface SiteSettings {
   acmeWebroot?: string;
   /** The upstream to proxy to: the app's own (default), or a load balancer's. */
   upstream?: string;
+  /**
+   * How the TLS server turns HTTP/2 on: the `listen ... http2` flag (what nginx
+   * before 1.25.1 knows, and the default) or the `http2 on;` directive that
+   * replaced it (the flag is deprecated from 1.25.1 on).
+   */
+  http2?: 'listen' | 'directive';
 }
 
 export const ACME_WEBROOT = '/var/www/letsencrypt';
@@ -67,16 +73,16 @@ const securityHeaders = `    add_header X-Content-Type-Options nosniff always;
     add_header X-Frame-Options SAMEORIGIN always;
     add_header Referrer-Policy strict-origin-when-cross-origin always;`;
 
-export function siteConf(l: Layout, s: SiteSettings): string {
-  const isDefault = s.serverName === '_';
+export function siteConf(layout: Layout, settings: SiteSettings): string {
+  const isDefault = settings.serverName === '_';
   const listen = (port: number, extra = '') =>
     `    listen ${port}${extra}${isDefault ? ' default_server' : ''};\n    listen [::]:${port}${extra}${isDefault ? ' default_server' : ''};`;
-  const statics = s.staticDir
+  const statics = settings.staticDir
     ? // A link is followed only to a file of its own owner: a link the app plants
       // in its files never serves, say, a world-readable system file.
-      `    location /static/ {\n        alias ${nginxWord(`${s.staticDir}/`)};\n        disable_symlinks if_not_owner;\n        expires 7d;\n        access_log off;\n    }\n`
+      `    location /static/ {\n        alias ${nginxWord(`${settings.staticDir}/`)};\n        disable_symlinks if_not_owner;\n        expires 7d;\n        access_log off;\n    }\n`
     : '';
-  const serverName = `    server_name ${nginxServerNames(s.serverName)};`;
+  const serverName = `    server_name ${nginxServerNames(settings.serverName)};`;
   const common = `${serverName}
     client_max_body_size 25m;
     client_body_timeout 30s;
@@ -85,15 +91,15 @@ export function siteConf(l: Layout, s: SiteSettings): string {
     keepalive_timeout 65s;
     server_tokens off;
 ${securityHeaders}
-${statics}${proxyLocation(s.upstream ?? upstreamName(l), s.upstream !== undefined)}`;
+${statics}${proxyLocation(settings.upstream ?? upstreamName(layout), settings.upstream !== undefined)}`;
   const acme = (root: string) => `    location /.well-known/acme-challenge/ {
         root ${nginxWord(root)};
     }`;
-  if (!s.tls) {
+  if (!settings.tls) {
     return `# Managed by metalship (HTTP only: no domain configured).
 server {
 ${listen(80)}
-${s.acmeWebroot ? acme(s.acmeWebroot) + '\n' : ''}${common}
+${settings.acmeWebroot ? acme(settings.acmeWebroot) + '\n' : ''}${common}
 }
 `;
   }
@@ -102,15 +108,15 @@ server {
 ${listen(80)}
 ${serverName}
     server_tokens off;
-${acme(s.acmeWebroot ?? ACME_WEBROOT)}
+${acme(settings.acmeWebroot ?? ACME_WEBROOT)}
     location / {
         return 301 https://$host$request_uri;
     }
 }
 server {
-${listen(443, ' ssl http2')}
-    ssl_certificate ${nginxWord(s.tls.certificate)};
-    ssl_certificate_key ${nginxWord(s.tls.key)};
+${settings.http2 === 'directive' ? `${listen(443, ' ssl')}\n    http2 on;` : listen(443, ' ssl http2')}
+    ssl_certificate ${nginxWord(settings.tls.certificate)};
+    ssl_certificate_key ${nginxWord(settings.tls.key)};
     ssl_protocols TLSv1.2 TLSv1.3;
     ssl_prefer_server_ciphers off;
     ssl_session_cache shared:metalship_ssl:10m;

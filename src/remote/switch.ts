@@ -29,36 +29,37 @@ function apiUnitOf(l: Layout, slotVar: string): string {
   return `${sh`${l.app}`}-api@"${slotVar}".service`;
 }
 
-export function switchScript(s: SwitchSettings): string {
-  const l = s.layout;
-  const rel = l.release(s.releaseId);
-  const unitLines = [unitsOurs(Object.keys(s.units))].concat(
-    Object.entries(s.units).map(([name, content]) =>
+export function switchScript(settings: SwitchSettings): string {
+  const layout2 = settings.layout;
+  const rel = layout2.release(settings.releaseId);
+  const unitLines = [unitsOurs(Object.keys(settings.units))].concat(
+    Object.entries(settings.units).map(([name, content]) =>
       content === null
-        ? sh`if [ -f ${l.unitDir}/${name} ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${l.unitDir}/${name}; units_changed=1; fi`
-        : ensureFile(`${l.unitDir}/${name}`, content, {
+        ? sh`if [ -f ${layout2.unitDir}/${name} ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${layout2.unitDir}/${name}; units_changed=1; fi`
+        : ensureFile(`${layout2.unitDir}/${name}`, content, {
             mode: '644',
             label: `unit ${name}`,
             onChange: 'units_changed=1',
           }),
     ),
   );
-  const followers = [s.worker ? l.units.worker : null, s.scheduler ? l.units.scheduler : null].filter(
-    (u): u is string => !!u,
-  );
-  const api = raw(apiUnitOf(l, '$slot'));
-  const standbyApi = raw(apiUnitOf(l, '$standby'));
-  if (s.api === false) return followersOnlyScript(s, unitLines, followers);
+  const followers = [
+    settings.worker ? layout2.units.worker : null,
+    settings.scheduler ? layout2.units.scheduler : null,
+  ].filter((u): u is string => !!u);
+  const api = raw(apiUnitOf(layout2, '$slot'));
+  const standbyApi = raw(apiUnitOf(layout2, '$standby'));
+  if (settings.api === false) return followersOnlyScript(settings, unitLines, followers);
   return script(
     pyToolDefinition(),
     sh`status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`,
-    sh`if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${s.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`,
+    sh`if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`,
     'command -v nginx >/dev/null 2>&1 || { echo "nginx is not installed: run the provision action first" >&2; exit 1; }',
     // The serving slot keeps serving; the release goes to the other one, unless the serving one already runs it.
-    sh`active=$(cat ${l.activeSlot} 2>/dev/null || true)`,
+    sh`active=$(cat ${layout2.activeSlot} 2>/dev/null || true)`,
     'case "$active" in blue) idle=green ;; green) idle=blue ;; *) active=""; idle=blue ;; esac',
-    sh`slot_release() { basename "$(readlink ${l.slots}/"$1" 2>/dev/null)" 2>/dev/null || true; }`,
-    sh`if [ -n "$active" ] && [ "$(slot_release "$active")" = ${s.releaseId} ] && systemctl is-active --quiet ${raw(apiUnitOf(l, '$active'))}; then slot=$active; else slot=$idle; fi`,
+    sh`slot_release() { basename "$(readlink ${layout2.slots}/"$1" 2>/dev/null)" 2>/dev/null || true; }`,
+    sh`if [ -n "$active" ] && [ "$(slot_release "$active")" = ${settings.releaseId} ] && systemctl is-active --quiet ${raw(apiUnitOf(layout2, '$active'))}; then slot=$active; else slot=$idle; fi`,
     'if [ "$slot" = blue ]; then standby=green; else standby=blue; fi',
     'echo "SLOT $slot"',
     'units_changed=0',
@@ -66,61 +67,61 @@ export function switchScript(s: SwitchSettings): string {
     'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi',
     'nginx_changed=0',
     'site_new=0',
-    sh`if [ ! -e ${l.nginxSite} ]; then`,
+    sh`if [ ! -e ${layout2.nginxSite} ]; then`,
     '  site_new=1',
-    ensureFile(l.nginxSite, siteConf(l, { serverName: s.serverName, tls: null }), {
+    ensureFile(layout2.nginxSite, siteConf(layout2, { serverName: settings.serverName, tls: null }), {
       mode: '644',
       label: 'nginx site',
       onChange: 'nginx_changed=1',
     }),
-    sh`  ln -sfn ${l.nginxSite} ${l.nginxSiteEnabled}`,
-    s.serverName === '_' ? sh`  rm -f /etc/nginx/sites-enabled/default` : null,
+    sh`  ln -sfn ${layout2.nginxSite} ${layout2.nginxSiteEnabled}`,
+    settings.serverName === '_' ? sh`  rm -f /etc/nginx/sites-enabled/default` : null,
     'fi',
-    ensureFile(l.nginxUpstream, upstreamConf(l), {
+    ensureFile(layout2.nginxUpstream, upstreamConf(layout2), {
       mode: '644',
       label: 'nginx upstream',
       onChange: 'nginx_changed=1',
     }),
     // A configuration nginx refuses (say a second default_server) fails the switch before anything moves.
     'if [ "$nginx_changed" = 1 ] && ! nginx_errors=$(nginx -t 2>&1); then',
-    sh`  if [ "$site_new" = 1 ]; then rm -f ${l.nginxSite} ${l.nginxSiteEnabled}; fi`,
+    sh`  if [ "$site_new" = 1 ]; then rm -f ${layout2.nginxSite} ${layout2.nginxSiteEnabled}; fi`,
     '  echo "nginx refuses the configuration for this app: $nginx_errors" >&2',
     '  echo "(with several apps on one server, give each its own server-name)" >&2',
     '  exit 1',
     'fi',
     // Start the release beside the serving one (unless the slot already runs it, unchanged).
     'was=$(slot_release "$slot")',
-    sh`mstool link ${rel} ${l.slots}/"$slot"`,
-    sh`if [ "$units_changed" = 1 ] || [ "$was" != ${s.releaseId} ] || ! systemctl is-active --quiet ${api}; then`,
-    sh`  echo "starting ${s.releaseId} in the $slot slot"`,
+    sh`mstool link ${rel} ${layout2.slots}/"$slot"`,
+    sh`if [ "$units_changed" = 1 ] || [ "$was" != ${settings.releaseId} ] || ! systemctl is-active --quiet ${api}; then`,
+    sh`  echo "starting ${settings.releaseId} in the $slot slot"`,
     sh`  systemctl restart ${api}`,
     'else',
-    sh`  echo "the $slot slot already runs ${s.releaseId}"`,
+    sh`  echo "the $slot slot already runs ${settings.releaseId}"`,
     'fi',
-    sh`sock=/run/${l.app}-api-"$slot"/api.sock`,
-    sh`if ! ready=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${s.healthPath} ${s.readyTimeout} 0.1 200 ''); then`,
+    sh`sock=/run/${layout2.app}-api-"$slot"/api.sock`,
+    sh`if ! ready=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.healthPath} ${settings.readyTimeout} 0.1 200 ''); then`,
     '  echo "$ready" >&2',
     sh`  journalctl -u ${api} -n 30 --no-pager -o cat >&2 || true`,
     sh`  systemctl stop ${api} || true`,
-    sh`  echo "release ${s.releaseId} did not become ready in the $slot slot within ${s.readyTimeout} s; traffic stays on the serving release" >&2`,
+    sh`  echo "release ${settings.releaseId} did not become ready in the $slot slot within ${settings.readyTimeout} s; traffic stays on the serving release" >&2`,
     '  exit 1',
     'fi',
     'echo "READY $ready"',
     // Traffic moves only now, by renaming the socket link nginx connects through:
     // requests already on the old slot finish there, new ones reach the new slot.
-    sh`mstool link "$sock" ${l.apiLink}`,
-    sh`echo "$slot" > ${l.activeSlot}`,
+    sh`mstool link "$sock" ${layout2.apiLink}`,
+    sh`echo "$slot" > ${layout2.activeSlot}`,
     'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;',
     'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi',
-    sh`prev=$(basename "$(readlink ${l.current} 2>/dev/null)" 2>/dev/null || true)`,
-    sh`mstool link ${rel} ${l.current}`,
-    sh`mstool link "$(readlink ${rel}/.venv)" ${l.venvLink}`,
+    sh`prev=$(basename "$(readlink ${layout2.current} 2>/dev/null)" 2>/dev/null || true)`,
+    sh`mstool link ${rel} ${layout2.current}`,
+    sh`mstool link "$(readlink ${rel}/.venv)" ${layout2.venvLink}`,
     'echo "PREVIOUS $prev"',
     // On boot only the serving slot starts; the standby is a warm spare for this boot only.
-    sh`systemctl enable --quiet ${l.units.target} ${api} ${followers}`,
+    sh`systemctl enable --quiet ${layout2.units.target} ${api} ${followers}`,
     sh`systemctl disable --quiet ${standbyApi} 2>/dev/null || true`,
     followers.length ? sh`systemctl restart ${followers}` : null,
-    sh`printf '%s\n' "$(date -u +%FT%TZ) switched to ${s.releaseId} ($slot slot) from \${prev:-nothing}" >> ${l.history}`,
+    sh`printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout2.history}`,
   );
 }
 
@@ -132,8 +133,8 @@ export interface Switched {
 }
 
 /** The switch as a step: the slot it serves from and the release it left. */
-export function switchStep(s: SwitchSettings): Step<Switched> {
-  return step(`switching to ${s.releaseId}`, switchScript(s), (stdout) => {
+export function switchStep(settings: SwitchSettings): Step<Switched> {
+  return step(`switching to ${settings.releaseId}`, switchScript(settings), (stdout) => {
     const out = keyLines(stdout);
     const slot = out.get('SLOT');
     return {
@@ -144,40 +145,48 @@ export function switchStep(s: SwitchSettings): Step<Switched> {
 }
 
 /** The switch on a host without the api role: current, the venv link, and the worker or scheduler. */
-function followersOnlyScript(s: SwitchSettings, unitLines: string[], followers: string[]): string {
-  const l = s.layout;
-  const rel = l.release(s.releaseId);
+function followersOnlyScript(settings: SwitchSettings, unitLines: string[], followers: string[]): string {
+  const layout2 = settings.layout;
+  const rel = layout2.release(settings.releaseId);
   return script(
     pyToolDefinition(),
     sh`status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`,
-    sh`if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${s.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`,
+    sh`if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`,
     'echo "SLOT none"',
     'units_changed=0',
     ...unitLines,
     'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi',
     // an api that ran here before the host lost the role stops
-    sh`systemctl disable --now --quiet ${l.units.api('blue')} ${l.units.api('green')} 2>/dev/null || true`,
-    sh`prev=$(basename "$(readlink ${l.current} 2>/dev/null)" 2>/dev/null || true)`,
-    sh`mstool link ${rel} ${l.current}`,
-    sh`mstool link "$(readlink ${rel}/.venv)" ${l.venvLink}`,
+    sh`systemctl disable --now --quiet ${layout2.units.api('blue')} ${layout2.units.api('green')} 2>/dev/null || true`,
+    sh`prev=$(basename "$(readlink ${layout2.current} 2>/dev/null)" 2>/dev/null || true)`,
+    sh`mstool link ${rel} ${layout2.current}`,
+    sh`mstool link "$(readlink ${rel}/.venv)" ${layout2.venvLink}`,
     'echo "PREVIOUS $prev"',
-    sh`systemctl enable --quiet ${l.units.target} ${followers}`,
+    sh`systemctl enable --quiet ${layout2.units.target} ${followers}`,
     followers.length ? sh`systemctl restart ${followers}` : null,
-    sh`printf '%s\n' "$(date -u +%FT%TZ) switched to ${s.releaseId} (no api here) from \${prev:-nothing}" >> ${l.history}`,
+    sh`printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout2.history}`,
   );
 }
 
 /**
- * Whether a release's uvicorn accepts --timeout-graceful-shutdown (0.21+);
- * recorded at release time. The venv's interpreter runs as the app user: its
- * packages' code (.pth files) never runs as root.
+ * The uvicorn flags a release's uvicorn accepts, recorded at release time:
+ * --timeout-graceful-shutdown (0.21+) and --no-server-header (0.14+; before
+ * it uvicorn always names itself, which nginx hides from clients anyway). The
+ * venv's interpreter runs as the app user: its packages' code (.pth files)
+ * never runs as root.
  */
+export const UVICORN_FLAGS: [option: string, flag: string][] = [
+  ['timeout_graceful_shutdown', '--timeout-graceful-shutdown 30'],
+  ['server_header', '--no-server-header'],
+];
+
 export function uvicornFlagsScript(rel: string, user: string): string {
+  const probe = `import importlib.util, os
+s = importlib.util.find_spec("uvicorn")
+src = open(os.path.join(os.path.dirname(s.origin), "config.py")).read() if s else ""
+print(" ".join(f for o, f in ${JSON.stringify(UVICORN_FLAGS)} if o in src))`;
   return script(
-    sh`if runuser -u ${user} -- ${rel}/.venv/bin/python -I -c 'import importlib.util, os, sys; s = importlib.util.find_spec("uvicorn"); sys.exit(0 if s and "timeout_graceful_shutdown" in open(os.path.join(os.path.dirname(s.origin), "config.py")).read() else 1)' 2>/dev/null; then`,
-    sh`  echo 'METALSHIP_UVICORN_FLAGS=--timeout-graceful-shutdown 30' > ${rel}/.metalship/uvicorn.env`,
-    'else',
-    sh`  echo 'METALSHIP_UVICORN_FLAGS=' > ${rel}/.metalship/uvicorn.env`,
-    'fi',
+    sh`flags=$(runuser -u ${user} -- ${rel}/.venv/bin/python -I -c ${probe} 2>/dev/null) || flags=''`,
+    sh`printf 'METALSHIP_UVICORN_FLAGS=%s\\n' "$flags" > ${rel}/.metalship/uvicorn.env`,
   );
 }

@@ -16,11 +16,11 @@ export interface UnitSettings {
 }
 
 /** systemd's sandboxing: the app reads its release and writes only shared/ (field notes, systemd hardening). */
-export function hardening(l: Layout): string {
+export function hardening(layout: Layout): string {
   return [
     'NoNewPrivileges=yes',
     'ProtectSystem=strict',
-    `ReadWritePaths=${unitWord(l.shared)}`,
+    `ReadWritePaths=${unitWord(layout.shared)}`,
     'PrivateTmp=yes',
     'PrivateDevices=yes',
     'ProtectHome=yes',
@@ -56,87 +56,86 @@ function inVenv(venvBin: string, words: string[]): string[] {
 }
 
 /** Settings every app service has; workdir may hold the %i of the api template. */
-function serviceCommon(s: UnitSettings, workdir: Part[]): string {
-  const l = s.layout;
+function serviceCommon(settings: UnitSettings, workdir: Part[]): string {
+  const layout2 = settings.layout;
   return [
-    `User=${unitText(s.user)}`,
-    `Group=${unitText(s.user)}`,
+    `User=${unitText(settings.user)}`,
+    `Group=${unitText(settings.user)}`,
     `WorkingDirectory=${unitText(...workdir)}`,
-    `EnvironmentFile=-${unitText(l.env)}`,
+    `EnvironmentFile=-${unitText(layout2.env)}`,
     `Environment=${unitEnv('PATH', ...workdir, '/.venv/bin:/usr/local/bin:/usr/bin:/bin')}`,
     'Environment=PYTHONUNBUFFERED=1',
-    `Environment=${unitEnv('APP_NAME', l.app)}`,
+    `Environment=${unitEnv('APP_NAME', layout2.app)}`,
     'Restart=always',
     'RestartSec=5',
   ].join('\n');
 }
 
-export function apiUnit(s: UnitSettings): string {
-  const l = s.layout;
+export function apiUnit(settings: UnitSettings): string {
+  const layout2 = settings.layout;
   const slot = specifier('i');
-  const workdir = [l.slots, '/', slot];
+  const workdir = [layout2.slots, '/', slot];
   const uvicorn = execLine([
     [...workdir, '/.venv/bin/python'],
     '-m',
     'uvicorn',
-    s.appModule,
+    settings.appModule,
     '--uds',
-    [`/run/${l.app}-api-`, slot, '/api.sock'],
+    [`/run/${layout2.app}-api-`, slot, '/api.sock'],
     // Above nginx's idle upstream time, so uvicorn never closes a connection nginx is about to reuse.
     '--timeout-keep-alive',
     '75',
-    // --timeout-graceful-shutdown where the release's uvicorn has it (0.21+), from the release's uvicorn.env.
+    // The flags the release's uvicorn has (switch.ts UVICORN_FLAGS), from the release's uvicorn.env.
     splitVariable('METALSHIP_UVICORN_FLAGS'),
-    '--no-server-header',
-    ...s.uvicornArgs,
+    ...settings.uvicornArgs,
   ]);
   return `# Managed by metalship: changes are overwritten on the next deploy.
 [Unit]
-Description=${unitText(l.app, ' API (', slot, ' slot)')}
+Description=${unitText(layout2.app, ' API (', slot, ' slot)')}
 After=network.target postgresql.service redis-server.service
-PartOf=${unitWord(l.units.target)}
+PartOf=${unitWord(layout2.units.target)}
 
 [Service]
 Type=simple
-${serviceCommon(s, workdir)}
+${serviceCommon(settings, workdir)}
 EnvironmentFile=-${unitText(...workdir, '/.metalship/uvicorn.env')}
 ExecStart=${uvicorn}
-RuntimeDirectory=${unitWord(`${l.app}-api-`, slot)}
+RuntimeDirectory=${unitWord(`${layout2.app}-api-`, slot)}
 RuntimeDirectoryMode=0755
 TimeoutStopSec=35
 KillMode=mixed
 KillSignal=SIGTERM
-${hardening(l)}
+${hardening(layout2)}
 
 [Install]
-WantedBy=${unitWord(l.units.target)}
+WantedBy=${unitWord(layout2.units.target)}
 `;
 }
 
 /** A unit running a command from the current release: the worker and the scheduler. */
 function currentReleaseUnit(
-  s: UnitSettings,
-  o: { what: string; command: string[]; after: string; note?: string },
+  settings: UnitSettings,
+  options: { what: string; command: string[]; after: string; note?: string },
 ): string | null {
-  if (o.command.length === 0) return null;
-  const l = s.layout;
+  if (options.command.length === 0) return null;
+  const layout2 = settings.layout;
   return `# Managed by metalship: changes are overwritten on the next deploy.
-${o.note ? `# ${o.note}\n` : ''}[Unit]
-Description=${unitText(l.app, ' ', o.what)}
-After=${o.after}
-PartOf=${unitWord(l.units.target)}
+${options.note ? `# ${options.note}\n` : ''}[Unit]
+Description=${unitText(layout2.app, ' ', options.what)}
+After=${options.after}
+PartOf=${unitWord(layout2.units.target)}
 
 [Service]
 Type=simple
-${serviceCommon(s, [l.current])}
-ExecStart=${execLine(inVenv(`${l.current}/.venv/bin`, o.command))}
+${serviceCommon(settings, [layout2.current])}
+ExecStart=${execLine(inVenv(`${layout2.current}/.venv/bin`, options.command))}
 TimeoutStopSec=35
 KillMode=mixed
 KillSignal=SIGTERM
-${hardening(l)}
+${hardening(layout2)}
 
 [Install]
-WantedBy=${unitWord(l.units.target)}
+WantedBy=${unitWord(layout2.units.target)}
 `;
 }
 
@@ -148,19 +147,19 @@ export function workerUnit(s: UnitSettings): string | null {
   });
 }
 
-export function schedulerUnit(s: UnitSettings): string | null {
-  return currentReleaseUnit(s, {
+export function schedulerUnit(settings: UnitSettings): string | null {
+  return currentReleaseUnit(settings, {
     what: 'scheduler',
-    command: s.schedulerCommand,
+    command: settings.schedulerCommand,
     after: 'network.target redis-server.service',
     note: 'Exactly one scheduler runs fleet-wide: it is installed on one host only.',
   });
 }
 
-export function targetUnit(l: Layout): string {
+export function targetUnit(layout: Layout): string {
   return `# Managed by metalship.
 [Unit]
-Description=${unitText(l.app, ' (all services)')}
+Description=${unitText(layout.app, ' (all services)')}
 
 [Install]
 WantedBy=multi-user.target
@@ -169,15 +168,15 @@ WantedBy=multi-user.target
 
 /** The unit files for a host: name -> content (null: the unit must not exist there). */
 export function unitFiles(
-  s: UnitSettings,
+  settings: UnitSettings,
   roles: { worker: boolean; scheduler: boolean },
 ): Record<string, string | null> {
-  const l = s.layout;
+  const layout2 = settings.layout;
   return {
-    [l.units.target]: targetUnit(l),
-    [l.units.apiTemplate]: apiUnit(s),
-    [l.units.worker]: roles.worker ? workerUnit(s) : null,
-    [l.units.scheduler]: roles.scheduler ? schedulerUnit(s) : null,
+    [layout2.units.target]: targetUnit(layout2),
+    [layout2.units.apiTemplate]: apiUnit(settings),
+    [layout2.units.worker]: roles.worker ? workerUnit(settings) : null,
+    [layout2.units.scheduler]: roles.scheduler ? schedulerUnit(settings) : null,
   };
 }
 

@@ -201,9 +201,11 @@ test('a truncated dump fails on its checksum, and one with a rewritten manifest 
   expect(r.stdout).toMatch(/truncated or was changed after the backup/);
   expect(r.summary).toMatch(/\| checksum \| does not match the manifest/);
 
+  // Cut in the middle, in the table data: PostgreSQL 17's custom format ends
+  // with a copy of its table of contents, which a restore from a pipe never reads.
   const rewritten = await variant(
     'rewritten',
-    `truncate -s -200 "$f"; python3 -c 'import json,sys,hashlib,os; m=json.load(open(sys.argv[1])); d=open(sys.argv[2],"rb").read(); m["size"]=len(d); m["sha256"]=hashlib.sha256(d).hexdigest(); json.dump(m,open(sys.argv[1],"w"))' "$m" "$f"`,
+    `truncate -s $(($(stat -c %s "$f") / 2)) "$f"; python3 -c 'import json,sys,hashlib,os; m=json.load(open(sys.argv[1])); d=open(sys.argv[2],"rb").read(); m["size"]=len(d); m["sha256"]=hashlib.sha256(d).hexdigest(); json.dump(m,open(sys.argv[1],"w"))' "$m" "$f"`,
   );
   r = await verify({ 'backup-file': rewritten });
   expect(r.code).toBe(1);

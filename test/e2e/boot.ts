@@ -1,7 +1,7 @@
 // Boots (or shuts down) the e2e suite's test hosts; run by global-setup through
 // tsx, since jest's global setup cannot import TypeScript modules.
 import { mkdir, writeFile } from 'node:fs/promises';
-import { bootHosts, buildImage, ensureKey, shutdownHosts } from '../support/hosts.js';
+import { bootHosts, buildImage, debianRelease, ensureKey, shutdownHosts } from '../support/hosts.js';
 import { E2E_INDEX, E2E_LAN, E2E_PREFIX, STATE_FILE } from '../support/e2e.js';
 
 // Several checkouts on one machine can run the suite at once with their own
@@ -25,7 +25,7 @@ async function up(): Promise<void> {
   const hosts = await bootHosts(E2E_HOSTS, key);
   await writeFile(STATE_FILE, JSON.stringify({ key, hosts }));
   process.stdout.write(
-    `test hosts: image ready in ${imageSeconds.toFixed(1)} s, ${hosts.length} hosts booted in ${((Date.now() - bootStarted) / 1000).toFixed(1)} s\n`,
+    `test hosts (${debianRelease()}): image ready in ${imageSeconds.toFixed(1)} s, ${hosts.length} hosts booted in ${((Date.now() - bootStarted) / 1000).toFixed(1)} s\n`,
   );
 }
 

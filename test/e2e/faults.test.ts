@@ -141,7 +141,7 @@ const SLOW_MIGRATE = `import subprocess, sys, time
 for i in range(10):
     print("migrating, step %d" % i, flush=True)
     time.sleep(0.4)
-sys.exit(subprocess.call([sys.executable, "-m", "alembic", "upgrade", "head"]))
+sys.exit(subprocess.call([sys.executable, "-m", "dbmigrate", "upgrade", "head"]))
 `;
 
 const SLOW_START = 'import time\ntime.sleep(4)  # a slow start, for a fault to land in the switch\n';

@@ -71,8 +71,8 @@ function inputs(extra: Record<string, string> = {}) {
     ...sampleAppInputs(APP, source),
     'server-name': SERVER_NAME,
     migrate: 'true',
-    'migrate-command': 'python -m alembic upgrade head',
-    'revision-command': 'python -m alembic current',
+    'migrate-command': 'python -m dbmigrate upgrade head',
+    'revision-command': 'python -m dbmigrate current',
     ...extra,
   };
 }
@@ -165,8 +165,8 @@ test('a second migration waits for the advisory lock, and gives up naming its ho
     ...connectionInputs(state, hosts),
     app: APP,
     'release-id': ids.v2!,
-    command: 'python -m alembic upgrade head',
-    'revision-command': 'python -m alembic current',
+    command: 'python -m dbmigrate upgrade head',
+    'revision-command': 'python -m dbmigrate current',
   };
   const impatient = await runBundle('migrate', { ...migrateInputs, 'lock-timeout': '1' });
   expect(impatient.code).toBe(1);
@@ -219,8 +219,8 @@ test('rollback to v1 with migrate-down restores v1 schema while v1 serves', asyn
     'server-name': SERVER_NAME,
     'release-id': ids.v1!,
     'migrate-down': 'true',
-    'downgrade-command': 'python -m alembic downgrade {revision}',
-    'revision-command': 'python -m alembic current',
+    'downgrade-command': 'python -m dbmigrate downgrade {revision}',
+    'revision-command': 'python -m dbmigrate current',
   });
   expect(r.code).toBe(0);
   expect(r.summary).toContain('Data written since');

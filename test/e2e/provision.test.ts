@@ -233,31 +233,37 @@ test('Redis refuses unauthenticated clients and dangerous commands; a backup run
     `cd / && runuser -u postgres -- psql -d shop -qc 'create table t(i int); insert into t select generate_series(1, 42)'`,
   );
   await on('systemctl start metalship-backup-shop.service');
-  const m = JSON.parse(await on('cat $(ls -t /var/backups/metalship/shop/*.manifest.json | head -1)')) as {
+  const manifest = JSON.parse(
+    await on('cat $(ls -t /var/backups/metalship/shop/*.manifest.json | head -1)'),
+  ) as {
     file: string;
     sha256: string;
     tables: Record<string, number>;
   };
-  expect(m.tables['public.t']).toBe(42);
-  expect((await on(`sha256sum /var/backups/metalship/shop/${m.file}`)).split(' ')[0]).toBe(m.sha256);
+  expect(manifest.tables['public.t']).toBe(42);
+  expect((await on(`sha256sum /var/backups/metalship/shop/${manifest.file}`)).split(' ')[0]).toBe(
+    manifest.sha256,
+  );
 });
 
 test('the units rate 3.0 or better in systemd-analyze security', async () => {
   figures.units = [];
   for (const unit of ['shop-api@blue.service', 'shop-worker.service', 'shop-scheduler.service']) {
     const out = await on(`systemd-analyze security ${unit} 2>&1 | tail -1`);
-    const m = /exposure level for \S+: ([\d.]+) (\S+)/.exec(out);
+    const match = /exposure level for \S+: ([\d.]+) (\S+)/.exec(out);
     process.stdout.write(`${out.trim()}\n`);
-    figures.units.push({ unit, exposure: Number(m?.[1]), rating: m?.[2] ?? '' });
-    expect(Number(m?.[1])).toBeLessThanOrEqual(3.0);
+    figures.units.push({ unit, exposure: Number(match?.[1]), rating: match?.[2] ?? '' });
+    expect(Number(match?.[1])).toBeLessThanOrEqual(3.0);
   }
 });
 
 // ssh-audit 2.5.0 (Debian 12) predates two things OpenSSH 9.2 offers on purpose:
 // the post-quantum hybrid kex (unknown under its standard name, "experimental"
-// under its @openssh.com one; ssh2 cannot use it, but clients that can should)
-// and the Terrapin countermeasure kex-strict (unknown). Nothing else may warn.
+// under its @openssh.com one; ssh2 cannot use it, but clients that can should;
+// OpenSSH 9.9+, Debian 13, adds ML-KEM's, unknown too) and the Terrapin
+// countermeasure kex-strict (unknown). Nothing else may warn.
 const SSH_AUDIT_EXPLAINED = new Set([
+  '(kex) mlkem768x25519-sha256 warn unknown algorithm',
   '(kex) sntrup761x25519-sha512 warn unknown algorithm',
   '(kex) sntrup761x25519-sha512@openssh.com warn using experimental algorithm',
   '(kex) kex-strict-s-v00@openssh.com warn unknown algorithm',

@@ -34,8 +34,8 @@ function inputs(extra: Record<string, string> = {}): Record<string, string> {
     ...sampleAppInputs(APP, source),
     'server-name': 'trusty.test',
     migrate: 'true',
-    'migrate-command': 'python -m alembic upgrade head',
-    'revision-command': 'python -m alembic current',
+    'migrate-command': 'python -m dbmigrate upgrade head',
+    'revision-command': 'python -m dbmigrate current',
     'restore-proof-days': '0',
     ...extra,
   };

@@ -205,7 +205,8 @@ describe('a compromised host cannot read the runner’s files', () => {
       reused: 0,
     });
     // On the bad host: python3 answers stage-files with that need list (after
-    // staging for real); tar keeps a copy of whatever it is given.
+    // staging for real); tar keeps a copy of whatever it is given. mstool runs
+    // `python3 -I -c SRC stage-files ...`: the command is the fourth argument.
     await onHost(
       state,
       bad,

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# testhosts.sh — throwaway Debian 12 test hosts for metalship's real-host tests.
+# testhosts.sh — throwaway Debian test hosts (11, 12 or 13) for metalship's
+# real-host tests.
 #
 # Each host is a systemd-nspawn container booted from a cached Debian image
 # through an overlayfs (the image stays clean), in its own network namespace
@@ -17,6 +18,9 @@
 #   testhosts.sh down-all
 #   testhosts.sh ssh NAME [cmd...]
 #
+# METALSHIP_DEBIAN=bullseye|bookworm|trixie (default bookworm) picks the release
+# of the image that `image` builds and `up` boots.
+#
 # Logs go to stderr; machine-readable results (image path, host JSON) to stdout.
 set -euo pipefail
 
@@ -25,7 +29,8 @@ export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 # Bump whenever the image recipe below changes: it is part of the cache key.
 readonly RECIPE_VERSION=2
-readonly SUITE=bookworm
+readonly SUITE=${METALSHIP_DEBIAN:-bookworm}
+readonly SUITES=(bullseye bookworm trixie)
 readonly CACHE_DIR=/var/cache/metalship/images
 readonly STATE_ROOT=/var/lib/metalship/hosts
 readonly NET_PREFIX=10.213
@@ -35,12 +40,19 @@ SELF=$(realpath "${BASH_SOURCE[0]}")
 readonly SELF
 
 readonly BARE_INCLUDE=systemd,systemd-sysv,openssh-server,dbus,iproute2,python3,sudo
-readonly FULL_PACKAGES=(
+FULL_PACKAGES=(
   nginx postgresql redis-server ufw
   python3-venv python3-pip python3-uvicorn python3-fastapi python3-alembic
   python3-sqlalchemy python3-psycopg2 python3-redis python3-httpx
   logrotate curl cron unattended-upgrades procps less ca-certificates openssl certbot
 )
+# Every name above exists in all three releases. What differs:
+case $SUITE in
+  # trixie's python3-pip no longer pulls python3-setuptools in, which building a
+  # requirement from source (setup.py) needs where there is no PyPI to fetch it from
+  trixie) FULL_PACKAGES+=(python3-setuptools) ;;
+esac
+readonly FULL_PACKAGES
 # Units that cannot work inside an nspawn container and would only leave the
 # host "degraded". Masked in the image.
 readonly MASKED_UNITS=()
@@ -177,6 +189,19 @@ apt_source_uri() {
   printf '%s\n' "$uri"
 }
 
+# URI of suite $SUITE$1 ("", -updates, -security): the machine's own source for
+# it, or else, on a Debian machine of another release, the source of the
+# machine's release with the suite name swapped (Debian's mirrors serve every
+# release side by side).
+suite_uri() {
+  local suffix=$1 own
+  apt_source_uri "$SUITE$suffix" && return 0
+  # shellcheck disable=SC1091 # the machine's own release file, read at run time
+  own=$(. /etc/os-release 2>/dev/null && [[ ${ID:-} == debian ]] && printf '%s' "${VERSION_CODENAME:-}") || return 1
+  [[ -n $own && $own != "$SUITE" ]] || return 1
+  apt_source_uri "$own$suffix"
+}
+
 # ---------------------------------------------------------------------------
 # mounts and directories
 
@@ -227,9 +252,9 @@ ensure_image() {
     # full is made from a copy of bare
     [[ $variant == full ]] && ensure_image bare
     mkdir -p "$CACHE_DIR"
-    exec {fd}>"$CACHE_DIR/.$variant.lock"
+    exec {fd}>"$CACHE_DIR/.$SUITE-$variant.lock"
     if ! flock -n "$fd"; then
-      log "waiting for another build of the $variant image"
+      log "waiting for another build of the $SUITE $variant image"
       flock "$fd"
     fi
     if [[ ! -f $dir/complete ]]; then
@@ -248,16 +273,17 @@ chroot_run() {
     chroot "$rootfs" "$@"
 }
 
+# Every supported release names these suites <release>-updates and
+# <release>-security (buster's <release>/updates is not supported).
 write_image_sources() {
-  local rootfs=$1 mirror=$2 updates security
+  local rootfs=$1 mirror=$2 suffix uri
   {
     printf 'deb %s %s main\n' "$mirror" "$SUITE"
-    if updates=$(apt_source_uri "$SUITE-updates"); then
-      printf 'deb %s %s-updates main\n' "$updates" "$SUITE"
-    fi
-    if security=$(apt_source_uri "$SUITE-security"); then
-      printf 'deb %s %s-security main\n' "$security" "$SUITE"
-    fi
+    for suffix in -updates -security; do
+      if uri=$(suite_uri "$suffix"); then
+        printf 'deb %s %s%s main\n' "$uri" "$SUITE" "$suffix"
+      fi
+    done
   } >"$rootfs/etc/apt/sources.list"
 }
 
@@ -298,7 +324,7 @@ build_image() {
   local variant=$1 final=$2 stale mirror rootfs buildlog started
   started=$SECONDS
   # Anything left by a build that was killed is stale: we hold the lock.
-  for stale in "$CACHE_DIR"/.build-"$variant"-*; do
+  for stale in "$CACHE_DIR/.build-$SUITE-$variant"-*; do
     [[ -e $stale ]] || continue
     log "removing stale build $stale"
     discard_dir "$stale"
@@ -307,12 +333,12 @@ build_image() {
     log "removing incomplete image $final"
     discard_dir "$final"
   fi
-  mirror=$(apt_source_uri "$SUITE") ||
-    die "no apt source for suite $SUITE in /etc/apt/sources.list{,.d/} — cannot find a Debian mirror"
-  BUILD_TMP=$(mktemp -d "$CACHE_DIR/.build-$variant-XXXXXX")
+  mirror=$(suite_uri "") ||
+    die "no apt source for suite $SUITE (nor for this Debian machine's own release) in /etc/apt/sources.list{,.d/} — cannot find a Debian mirror"
+  BUILD_TMP=$(mktemp -d "$CACHE_DIR/.build-$SUITE-$variant-XXXXXX")
   rootfs=$BUILD_TMP/rootfs
   buildlog=$BUILD_TMP/build.log
-  log "building $variant image $(basename "$final") from $mirror (log: $buildlog)"
+  log "building $SUITE $variant image $(basename "$final") from $mirror (log: $buildlog)"
 
   if [[ $variant == bare ]]; then
     log "debootstrap $SUITE (minbase + $BARE_INCLUDE)"
@@ -365,7 +391,7 @@ build_image() {
   sync -f "$rootfs" 2>/dev/null || sync
   mv -T "$BUILD_TMP" "$final"
   BUILD_TMP=""
-  log "$variant image ready in $((SECONDS - started)) s: $final ($(du -sh "$final/rootfs" 2>/dev/null | cut -f1))"
+  log "$SUITE $variant image ready in $((SECONDS - started)) s: $final ($(du -sh "$final/rootfs" 2>/dev/null | cut -f1))"
 }
 
 cmd_image() {
@@ -375,6 +401,14 @@ cmd_image() {
   ensure_tools
   ensure_image "$variant"
   printf '%s\n' "$IMAGE_ROOTFS"
+}
+
+check_suite() {
+  local known
+  for known in "${SUITES[@]}"; do
+    [[ $SUITE == "$known" ]] && return 0
+  done
+  die "METALSHIP_DEBIAN must be one of ${SUITES[*]}, not '$SUITE'"
 }
 
 check_variant() {
@@ -576,6 +610,7 @@ cmd_up() {
   proc_start "$$" >"$state/up.start"
   printf '%s\n' "$index" >"$state/index"
   printf '%s\n' "$variant" >"$state/variant"
+  printf '%s\n' "$SUITE" >"$state/suite"
   printf '%s\n' "$privkey" >"$state/key"
   exec {fd}>&-
 
@@ -642,7 +677,7 @@ cmd_up() {
   done
   UP_FAIL_NAME=""
   rm -f "$state/up.pid" "$state/up.start"
-  log "$name up at $address in $((SECONDS - started)) s (state: $ssh_out)"
+  log "$name ($SUITE) up at $address in $((SECONDS - started)) s (state: $ssh_out)"
 
   local known
   known=$(awk '{ printf "%s%s", (NR > 1 ? "\\n" : ""), $0 }' "$state/known_hosts")
@@ -837,8 +872,8 @@ main() {
   esac
   need_root
   case $cmd in
-    image) cmd_image "$@" ;;
-    up) cmd_up "$@" ;;
+    image) check_suite; cmd_image "$@" ;;
+    up) check_suite; cmd_up "$@" ;;
     down) cmd_down "$@" ;;
     down-all) cmd_down_all "$@" ;;
     ssh) cmd_ssh "$@" ;;

@@ -1,7 +1,7 @@
 // A local apt repository for bare test hosts (see test/hosts/aptrepo.sh).
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { buildImage } from './hosts.js';
+import { buildImage, debianRelease, type DebianRelease } from './hosts.js';
 
 /** Packages provision installs on a bare host, plus what the sample app imports (no PyPI here). */
 export const PROVISION_REPO_PACKAGES = [
@@ -29,9 +29,12 @@ export const PROVISION_REPO_PACKAGES = [
   'python3-alembic',
 ];
 
-/** Builds (or reuses from /var/cache/metalship) the repository; returns its directory. */
-export async function provisionRepo(): Promise<string> {
-  const rootfs = await buildImage('bare');
+/**
+ * Builds (or reuses from /var/cache/metalship) the release's repository (made
+ * from, and cached per, the release's bare image); returns its directory.
+ */
+export async function provisionRepo(release: DebianRelease = debianRelease()): Promise<string> {
+  const rootfs = await buildImage('bare', release);
   const script = fileURLToPath(new URL('../hosts/aptrepo.sh', import.meta.url));
   const r = spawnSync('bash', [script, rootfs, ...PROVISION_REPO_PACKAGES], {
     encoding: 'utf8',

@@ -25,6 +25,18 @@ export interface HostKeyPair {
 
 export type ImageVariant = 'full' | 'bare';
 
+/** The Debian releases test hosts can run (testhosts.sh builds one image per release). */
+export const DEBIAN_RELEASES = ['bullseye', 'bookworm', 'trixie'] as const;
+export type DebianRelease = (typeof DEBIAN_RELEASES)[number];
+
+/** The release of this run's test hosts: METALSHIP_DEBIAN, bookworm by default. */
+export function debianRelease(): DebianRelease {
+  const r = process.env.METALSHIP_DEBIAN || 'bookworm';
+  if (!(DEBIAN_RELEASES as readonly string[]).includes(r))
+    throw new Error(`METALSHIP_DEBIAN must be one of ${DEBIAN_RELEASES.join(', ')}, not '${r}'`);
+  return r as DebianRelease;
+}
+
 /** Absolute path of test/hosts/testhosts.sh. */
 export function testHostsScript(): string {
   return fileURLToPath(new URL('../hosts/testhosts.sh', import.meta.url));
@@ -47,11 +59,12 @@ function verbose(): boolean {
 function run(
   command: string,
   args: string[],
-  opts: { input?: string; idleMs?: number; echoStderr?: boolean } = {},
+  opts: { input?: string; idleMs?: number; echoStderr?: boolean; env?: NodeJS.ProcessEnv } = {},
 ): Promise<RunResult & { timedOut: boolean }> {
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, {
       stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+      env: opts.env,
     });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
@@ -103,8 +116,12 @@ function signalNumber(signal: NodeJS.Signals): number {
   return constants.signals[signal] ?? 0;
 }
 
-async function script(args: string[], idleMs?: number): Promise<string> {
-  const r = await run('bash', [testHostsScript(), ...args], { idleMs, echoStderr: verbose() });
+async function script(args: string[], idleMs?: number, release?: DebianRelease): Promise<string> {
+  const r = await run('bash', [testHostsScript(), ...args], {
+    idleMs,
+    echoStderr: verbose(),
+    env: release ? { ...process.env, METALSHIP_DEBIAN: release } : undefined,
+  });
   if (r.code !== 0 || r.timedOut) {
     const tail = r.stderr.length > STDERR_TAIL ? '…' + r.stderr.slice(-STDERR_TAIL) : r.stderr;
     const why = r.timedOut ? `printed nothing for ${idleMs} ms` : `exited with ${r.code}`;
@@ -146,11 +163,14 @@ export async function ensureKey(dir: string): Promise<HostKeyPair> {
   return { privateKey: await readFile(privateKeyPath, 'utf8'), privateKeyPath, publicKeyPath };
 }
 
-/** Build (or reuse from cache) the Debian 12 image; returns its rootfs path. */
-export async function buildImage(variant: ImageVariant = 'full'): Promise<string> {
-  const out = await script(['image', variant]);
+/** Build (or reuse from cache) the release's image; returns its rootfs path. */
+export async function buildImage(
+  variant: ImageVariant = 'full',
+  release: DebianRelease = debianRelease(),
+): Promise<string> {
+  const out = await script(['image', variant], undefined, release);
   const rootfs = out.trim().split('\n').pop();
-  if (!rootfs) throw new Error(`testhosts.sh image ${variant} printed no path`);
+  if (!rootfs) throw new Error(`testhosts.sh image ${variant} (${release}) printed no path`);
   return rootfs;
 }
 
@@ -177,25 +197,30 @@ export async function bootHosts(
   /** lan: `TAG:ADDR`, joins the private LAN TAG (shared by the hosts given the same TAG) as ADDR. */
   specs: { name: string; index: number; lan?: string }[],
   key: HostKeyPair,
-  opts: { variant?: ImageVariant; bindRo?: string[] } = {},
+  opts: { variant?: ImageVariant; bindRo?: string[]; release?: DebianRelease } = {},
 ): Promise<TestHost[]> {
   const variant = opts.variant ?? 'full';
-  await buildImage(variant);
+  const release = opts.release ?? debianRelease();
+  await buildImage(variant, release);
   const extra = (opts.bindRo ?? []).flatMap((b) => ['--bind-ro', b]);
   const results = await Promise.allSettled(
-    specs.map(async (settings) =>
+    specs.map(async (spec) =>
       parseHost(
-        await script([
-          'up',
-          settings.name,
-          String(settings.index),
-          variant,
-          '--pubkey',
-          key.publicKeyPath,
-          ...extra,
-          ...(settings.lan ? ['--lan', settings.lan] : []),
-        ]),
-        settings.name,
+        await script(
+          [
+            'up',
+            spec.name,
+            String(spec.index),
+            variant,
+            '--pubkey',
+            key.publicKeyPath,
+            ...extra,
+            ...(spec.lan ? ['--lan', spec.lan] : []),
+          ],
+          undefined,
+          release,
+        ),
+        spec.name,
       ),
     ),
   );

@@ -22,8 +22,9 @@ import { ACME_WEBROOT, siteConf, upstreamConf, upstreamName } from '../../src/re
 import { logrotateConf } from '../../src/remote/provision/logs.js';
 import { CURL, nodeExporterDefaults, pingUnits } from '../../src/remote/provision/monitoring.js';
 import { hbaBlock } from '../../src/remote/provision/postgresql.js';
-import { aclFile, REDIS_ACL, REDIS_DROPIN, redisItem } from '../../src/remote/provision/redis.js';
+import { aclFile, REDIS_ACL, REDIS_DROPIN, redisBind, redisItem } from '../../src/remote/provision/redis.js';
 import type { ProvisionSettings } from '../../src/remote/provision/settings.js';
+import { quote } from '../../src/remote/sh.js';
 import { sshdDropIn, sshdOptions } from '../../src/remote/provision/ssh.js';
 import { sudoersRule } from '../../src/remote/provision/users.js';
 import { unitFiles } from '../../src/remote/units.js';
@@ -155,7 +156,7 @@ describe('systemd units of the app (units.ts): the exact argv systemd runs', () 
   const appModule = valid(serviceInputs['app-module'], 'pkg_1.sub.mod:app_factory.x');
   const user = valid(serviceInputs['app-user'], '_u-1');
   // What the release's uvicorn.env sets, split into words where the unit says $METALSHIP_UVICORN_FLAGS.
-  const env = { METALSHIP_UVICORN_FLAGS: '--timeout-graceful-shutdown 30' };
+  const env = { METALSHIP_UVICORN_FLAGS: '--timeout-graceful-shutdown 30 --no-server-header' };
 
   test.each(APPS)('%s', (_label, name, root) => {
     const layout2 = app(name, root);
@@ -515,6 +516,8 @@ describe('Redis settings drop-in (redis.ts), as the item script writes it', () =
     const settings = provision({ 'redis-maxmemory': maxmemory, 'redis-memory-percent': '90' });
     const script = redisItem(settings).script.split('\n');
     const lines = [
+      // The 6.2+ bind (the other versions: test/unit/versions.test.ts).
+      `redis_bind=${quote(redisBind('6.2'))}`,
       script.find((l) => l.startsWith('maxmemory='))!,
       script.find((l) => l.startsWith(`ms_file ${REDIS_DROPIN} `))!,
     ];

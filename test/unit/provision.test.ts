@@ -65,7 +65,9 @@ describe('provision scripts', () => {
     expect(text).not.toContain("it's; $(rm -rf /)");
     const line = text.split('\n').find((l) => l.includes('alter role'))!;
     const r = spawnSync('bash', ['-c', `q() { cat; }; CHECK=0\n${line}`], { encoding: 'utf8' });
-    expect(r.stdout).toBe(`alter role :"u" password 'it''s; $(rm -rf /) \\ "q"'\n`);
+    expect(r.stdout).toBe(
+      `set password_encryption = 'scram-sha-256';\nalter role :"u" password 'it''s; $(rm -rf /) \\ "q"'\n`,
+    );
     // The Redis password appears only hashed.
     expect(text).not.toContain("r'p$(id)");
     expect(aclFile('shop', 'x')).toMatch(/^user default off/);

@@ -8,8 +8,8 @@ import { sh } from '../sh.js';
 import { file, itemScript, type Item } from './common.js';
 import type { ProvisionSettings } from './settings.js';
 
-export function certPaths(s: ProvisionSettings): { certificate: string; key: string } | null {
-  const first = s.tls.domains[0];
+export function certPaths(settings: ProvisionSettings): { certificate: string; key: string } | null {
+  const first = settings.tls.domains[0];
   if (!first) return null;
   return {
     certificate: `/etc/letsencrypt/live/${first}/fullchain.pem`,
@@ -17,41 +17,63 @@ export function certPaths(s: ProvisionSettings): { certificate: string; key: str
   };
 }
 
+/**
+ * Sets nginx_http2 (see SiteSettings.http2) from the installed nginx, or stops
+ * the item before anything is written when provision cannot tell its version.
+ */
+export const NGINX_VERSION_LINES = [
+  "nginx_version=$(nginx -v 2>&1 | sed -n 's#^nginx version: [^/]*/\\([0-9][0-9]*\\.[0-9][0-9.]*\\).*#\\1#p')",
+  'if [ -z "$nginx_version" ] || dpkg --compare-versions "$nginx_version" lt 1.9.5; then',
+  '  echo "nginx ${nginx_version:-of unknown version (nginx -v says: $(nginx -v 2>&1 | head -c 200))} is not supported: the TLS site needs nginx 1.9.5 or newer (HTTP/2); nothing was changed" >&2; exit 1',
+  'fi',
+  'if dpkg --compare-versions "$nginx_version" lt 1.25.1; then nginx_http2=listen; else nginx_http2=directive; fi',
+].join('\n');
+
 /** Lines that write the site (TLS when its certificate exists), enable it and set nginx_changed. */
-export function siteLines(s: ProvisionSettings): string {
-  const l = s.layout;
-  const cert = certPaths(s);
-  const serverName = s.tls.domains.length ? s.tls.domains.join(' ') : '_';
-  const base = s.balancer
-    ? { serverName, acmeWebroot: ACME_WEBROOT, upstream: balancerUpstreamName(l) }
-    : { serverName, staticDir: s.nginx.staticDir || undefined, acmeWebroot: ACME_WEBROOT };
-  const http = file(l.nginxSite, siteConf(l, { ...base, tls: null }), {
+export function siteLines(settings: ProvisionSettings): string {
+  const layout2 = settings.layout;
+  const cert = certPaths(settings);
+  const serverName = settings.tls.domains.length ? settings.tls.domains.join(' ') : '_';
+  const base = settings.balancer
+    ? { serverName, acmeWebroot: ACME_WEBROOT, upstream: balancerUpstreamName(layout2) }
+    : { serverName, staticDir: settings.nginx.staticDir || undefined, acmeWebroot: ACME_WEBROOT };
+  const http = file(layout2.nginxSite, siteConf(layout2, { ...base, tls: null }), {
     label: 'nginx site (HTTP only)',
     onChange: 'nginx_changed=1',
   });
   return [
+    cert ? NGINX_VERSION_LINES : null,
     sh`if [ ! -d ${ACME_WEBROOT} ]; then ms_apply mkdir -p ${ACME_WEBROOT}; fi`,
-    s.balancer
-      ? file(l.balancerUpstream, balancerUpstreamConf(l, s.balancer), {
+    settings.balancer
+      ? file(layout2.balancerUpstream, balancerUpstreamConf(layout2, settings.balancer), {
           label: 'load balancer upstream (the app hosts)',
           onChange: 'nginx_changed=1',
         })
-      : file(l.nginxUpstream, upstreamConf(l), { label: 'nginx upstream', onChange: 'nginx_changed=1' }),
+      : file(layout2.nginxUpstream, upstreamConf(layout2), {
+          label: 'nginx upstream',
+          onChange: 'nginx_changed=1',
+        }),
     cert
       ? [
           sh`if [ -f ${cert.certificate} ]; then`,
-          file(l.nginxSite, siteConf(l, { ...base, tls: cert }), {
-            label: 'nginx site (TLS)',
-            onChange: 'nginx_changed=1',
-          }),
+          ...(['listen', 'directive'] as const).flatMap((http2) => [
+            sh`if [ "$nginx_http2" = ${http2} ]; then`,
+            file(layout2.nginxSite, siteConf(layout2, { ...base, tls: cert, http2 }), {
+              label: 'nginx site (TLS)',
+              onChange: 'nginx_changed=1',
+            }),
+            'fi',
+          ]),
           'else',
           http,
           'fi',
         ].join('\n')
       : http,
-    sh`if [ "$(readlink ${l.nginxSiteEnabled} 2>/dev/null)" != ${l.nginxSite} ]; then ms_changed "nginx site enabled"; ms_apply ln -sfn ${l.nginxSite} ${l.nginxSiteEnabled}; nginx_changed=1; fi`,
+    sh`if [ "$(readlink ${layout2.nginxSiteEnabled} 2>/dev/null)" != ${layout2.nginxSite} ]; then ms_changed "nginx site enabled"; ms_apply ln -sfn ${layout2.nginxSite} ${layout2.nginxSiteEnabled}; nginx_changed=1; fi`,
     'if [ -e /etc/nginx/sites-enabled/default ]; then ms_changed "nginx default site disabled"; ms_apply rm -f /etc/nginx/sites-enabled/default; nginx_changed=1; fi',
-  ].join('\n');
+  ]
+    .filter((line) => line !== null)
+    .join('\n');
 }
 
 /** Tests the configuration, then reloads (or starts) nginx when something changed. */

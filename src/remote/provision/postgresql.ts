@@ -8,33 +8,33 @@ import { sh } from '../sh.js';
 import { itemScript, type Item } from './common.js';
 import type { ProvisionSettings } from './settings.js';
 
-export function hbaBlock(s: ProvisionSettings): string {
-  const p = s.postgresql;
+export function hbaBlock(settings: ProvisionSettings): string {
+  const p = settings.postgresql;
   const db = hbaName(p.database);
   const user = hbaName(p.user);
   return [
-    `# BEGIN metalship ${s.layout.app}`,
+    `# BEGIN metalship ${settings.layout.app}`,
     `host    ${db} ${user} 127.0.0.1/32 scram-sha-256`,
     `host    ${db} ${user} ::1/128 scram-sha-256`,
     ...p.remoteCidrs.map((c) => `hostssl ${db} ${user} ${hbaAddress(c)} scram-sha-256`),
-    `# END metalship ${s.layout.app}`,
+    `# END metalship ${settings.layout.app}`,
   ].join('\n');
 }
 
-export function postgresqlItem(s: ProvisionSettings): Item {
-  const p = s.postgresql;
+export function postgresqlItem(settings: ProvisionSettings): Item {
+  const p = settings.postgresql;
   const backup = {
-    app: s.layout.app,
+    app: settings.layout.app,
     database: p.database,
     backupDir: p.backupDir,
     retentionDays: p.keepDays,
   };
-  const units = backupUnitNames(s.layout.app);
+  const units = backupUnitNames(settings.layout.app);
   const psql = 'runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1';
   return {
     name: 'postgresql',
     script: itemScript(
-      s.check,
+      settings.check,
       'ms_install postgresql',
       'if ! systemctl is-active --quiet postgresql; then ms_changed "postgresql started"; ms_apply systemctl enable --now --quiet postgresql; fi',
       // Clusters take a moment to accept connections after a start.
@@ -49,22 +49,30 @@ export function postgresqlItem(s: ProvisionSettings): Item {
             sh`printf '%s\\n' ${'127.0.0.1:*:' + p.database + ':' + p.user + ':' + p.password.replace(/\\/g, '\\\\').replace(/:/g, '\\:')} > "$pgpass"`,
             sh`if ! PGPASSFILE="$pgpass" psql -XAtq -w -h 127.0.0.1 -U ${p.user} -d ${p.database} -c 'select 1' >/dev/null 2>&1; then`,
             sh`  ms_changed ${'password of role ' + p.user + ' set'}`,
-            // printf is a builtin: the password is never on a command line.
-            sh`  if [ "$CHECK" != 1 ]; then printf '%s\\n' ${`alter role :"u" password '${p.password.replace(/'/g, "''")}'`} | q; fi`,
+            // printf is a builtin: the password is never on a command line. Stored as
+            // SCRAM whatever the server's default (md5 before PostgreSQL 14): the
+            // app's pg_hba rules accept only scram-sha-256.
+            sh`  if [ "$CHECK" != 1 ]; then printf '%s\\n' ${"set password_encryption = 'scram-sha-256';"} ${`alter role :"u" password '${p.password.replace(/'/g, "''")}'`} | q; fi`,
             'fi',
           ].join('\n')
         : null,
       `hba=$(${psql} -c 'show hba_file')`,
       sh`block=$(cat <<'MS_HBA_EOF'`,
-      hbaBlock(s),
+      hbaBlock(settings),
       'MS_HBA_EOF',
       ')',
       // Our rules first (pg_hba: the first matching line wins); the rest as it was.
-      sh`new=$( { printf '%s\\n' "$block"; awk -v b=${'# BEGIN metalship ' + s.layout.app} -v e=${'# END metalship ' + s.layout.app} '$0 == b { skip = 1; next } $0 == e { skip = 0; next } !skip' "$hba"; } )`,
+      sh`new=$( { printf '%s\\n' "$block"; awk -v b=${'# BEGIN metalship ' + settings.layout.app} -v e=${'# END metalship ' + settings.layout.app} '$0 == b { skip = 1; next } $0 == e { skip = 0; next } !skip' "$hba"; } )`,
       'if [ "$new" != "$(cat "$hba")" ]; then',
       '  ms_changed "pg_hba rules for the app"',
       '  if [ "$CHECK" != 1 ]; then printf "%s\\n" "$new" > "$hba.metalship-new"; chown --reference="$hba" "$hba.metalship-new"; chmod --reference="$hba" "$hba.metalship-new"; mv -f "$hba.metalship-new" "$hba"; echo "select pg_reload_conf()" | q >/dev/null; fi',
       'fi',
+      // The cluster's settings are readable by the server's account only (the
+      // packages leave postgresql.conf, start.conf and pg_ctl.conf world-readable;
+      // lynis 3.1+ warns of it as DBS-1828).
+      `conf_dir=$(dirname "$(${psql} -c 'show config_file')")`,
+      'open_confs=$(find "$conf_dir" -maxdepth 1 -name "*.conf" -perm /o=rwx -printf "%f " | sed "s/ $//")',
+      'if [ -n "$open_confs" ]; then ms_changed "PostgreSQL configuration files no longer world-readable: $open_confs"; ms_apply find "$conf_dir" -maxdepth 1 -name "*.conf" -perm /o=rwx -exec chmod o-rwx {} +; fi',
       p.remoteCidrs.length
         ? [
             `if [ "$(${psql} -c 'show listen_addresses')" != '*' ] || [ "$(${psql} -c 'show ssl')" != on ]; then`,
@@ -77,7 +85,7 @@ export function postgresqlItem(s: ProvisionSettings): Item {
       sh`  prog=$(mktemp); cat > "$prog" <<'MS_PROG_EOF'`,
       backupProgram(backup).replace(/\n$/, ''),
       'MS_PROG_EOF',
-      sh`  if ! cmp -s "$prog" ${backupProgramPath(s.layout.app)}; then ms_changed "backup program differs or is missing"; fi; rm -f "$prog"`,
+      sh`  if ! cmp -s "$prog" ${backupProgramPath(settings.layout.app)}; then ms_changed "backup program differs or is missing"; fi; rm -f "$prog"`,
       sh`  if ! systemctl is-enabled --quiet ${units.timer} 2>/dev/null; then ms_changed ${'backup timer ' + units.timer + ' not enabled'}; fi`,
       'else',
       backupInstallScript({ ...backup, onCalendar: p.schedule }),

@@ -1,6 +1,7 @@
 // Redis: loopback only, the default user off, an ACL user for the app that may
 // not run dangerous commands (ACLs, not the deprecated rename-command),
-// maxmemory (given, or a share of RAM) with allkeys-lru, appendonly.
+// maxmemory (given, or a share of RAM) with allkeys-lru, appendonly. The syntax
+// follows the version found on the host (see RedisSyntax).
 
 import { createHash } from 'node:crypto';
 import { bareWord } from '../quoting.js';
@@ -12,35 +13,70 @@ export const REDIS_CONF = '/etc/redis/redis.conf';
 export const REDIS_DROPIN = '/etc/redis/metalship.conf';
 export const REDIS_ACL = '/etc/redis/users.acl';
 
+/**
+ * Which syntax a Redis takes. ACL users need 6.0. 6.2 added Pub/Sub channel
+ * rules (`&*`, `resetchannels`; 6.0 refuses them, and lets every user use every
+ * channel) and optional bind addresses (`-::1`; 6.0 refuses the `-`, and skips
+ * an address the host lacks by itself). 7.0 made `resetchannels` the default,
+ * so from 6.2 on the app's user is given its channels.
+ */
+export type RedisSyntax = '6.0' | '6.2';
+
 /** The ACL file: passwords only as SHA-256, never in clear on disk. */
-export function aclFile(user: string, password: string): string {
+export function aclFile(user: string, password: string, syntax: RedisSyntax = '6.2'): string {
   // A second `user default` line would be the default user again, on: Redis refuses the file.
   if (user === 'default') throw new Error("redis-user cannot be 'default': that user is turned off");
   const hash = createHash('sha256').update(password, 'utf8').digest('hex');
-  return `user default off resetchannels -@all
-user ${bareWord(user, 'the Redis ACL file')} on #${hash} ~* &* +@all -@dangerous
+  const channels = syntax === '6.2';
+  return `user default off${channels ? ' resetchannels' : ''} -@all
+user ${bareWord(user, 'the Redis ACL file')} on #${hash} ~*${channels ? ' &*' : ''} +@all -@dangerous
 `;
 }
 
-export function redisItem(s: ProvisionSettings): Item {
-  const r = s.redis;
+/** Loopback only, IPv6 where the host has it. */
+export function redisBind(syntax: RedisSyntax): string {
+  return syntax === '6.2' ? '127.0.0.1 -::1' : '127.0.0.1 ::1';
+}
+
+/**
+ * Sets redis_syntax from the installed redis-server, or stops the item before
+ * anything is written when provision does not know how to configure it.
+ */
+export const REDIS_VERSION_LINES = [
+  "redis_version=$(redis-server --version 2>/dev/null | sed -n 's/.* v=\\([0-9][0-9]*\\.[0-9][0-9.]*\\) .*/\\1/p')",
+  'if [ -z "$redis_version" ] || dpkg --compare-versions "$redis_version" lt 6.0; then',
+  '  echo "redis-server ${redis_version:-of unknown version (redis-server --version says: $(redis-server --version 2>&1 | head -c 200))} is not supported: provision needs Redis 6.0 or newer (ACL users); nothing was changed" >&2; exit 1',
+  'fi',
+  'if dpkg --compare-versions "$redis_version" lt 6.2; then redis_syntax=6.0; else redis_syntax=6.2; fi',
+].join('\n');
+
+export function redisItem(settings: ProvisionSettings): Item {
+  const r = settings.redis;
   const maxmemory = r.maxmemory
     ? quote(r.maxmemory)
     : `$(awk '/^MemTotal:/ { printf "%d", $2 * 1024 * ${r.memoryPercent} / 100 }' /proc/meminfo)`;
   return {
     name: 'redis',
     script: itemScript(
-      s.check,
+      settings.check,
       'ms_install redis-server',
+      REDIS_VERSION_LINES,
       'restart=0',
-      file(REDIS_ACL, aclFile(r.user, r.password), {
-        mode: '640',
-        owner: 'redis:redis',
-        label: 'Redis ACL users',
-        onChange: 'restart=1',
-      }),
+      ...(['6.0', '6.2'] as const).map((syntax) =>
+        [
+          sh`if [ "$redis_syntax" = ${syntax} ]; then`,
+          file(REDIS_ACL, aclFile(r.user, r.password, syntax), {
+            mode: '640',
+            owner: 'redis:redis',
+            label: 'Redis ACL users',
+            onChange: 'restart=1',
+          }),
+          sh`  redis_bind=${redisBind(syntax)}`,
+          'fi',
+        ].join('\n'),
+      ),
       `maxmemory=${maxmemory}`,
-      sh`ms_file ${REDIS_DROPIN} 640 redis:redis ${'Redis settings'} < <(printf '%s\\n' '# Managed by metalship.' 'bind 127.0.0.1 -::1' 'protected-mode yes' 'port 6379' "maxmemory $maxmemory" 'maxmemory-policy allkeys-lru' 'appendonly yes' ${'aclfile ' + REDIS_ACL})`,
+      sh`ms_file ${REDIS_DROPIN} 640 redis:redis ${'Redis settings'} < <(printf '%s\\n' '# Managed by metalship.' "bind $redis_bind" 'protected-mode yes' 'port 6379' "maxmemory $maxmemory" 'maxmemory-policy allkeys-lru' 'appendonly yes' ${'aclfile ' + REDIS_ACL})`,
       'if [ "$MS_WROTE" = 1 ]; then restart=1; fi',
       // Included last, so its values override the packaged file's.
       sh`if [ "$(grep -v '^[[:space:]]*\\(#\\|$\\)' ${REDIS_CONF} | tail -n 1)" != ${'include ' + REDIS_DROPIN} ]; then`,
