@@ -28,17 +28,17 @@ export interface MigrateScriptSettings {
 
 /** The shell fragments every migration script shares: the tool, the app runner, the database client. */
 function prelude(settings: MigrateScriptSettings): string {
-  const layout2 = settings.layout;
-  const rel = layout2.release(settings.releaseId);
+  const layout = settings.layout;
+  const rel = layout.release(settings.releaseId);
   return script(
     pyToolDefinition(),
     sh`rel=${rel}`,
     sh`status=$(cat "$rel/.metalship/status" 2>/dev/null || echo missing)`,
     sh`if [ "$status" != ready ] && [ "$status" != bad ] || [ ! -x "$rel/.venv/bin/python" ]; then echo "release ${settings.releaseId} is $status on this host, not a complete release" >&2; exit 1; fi`,
-    sh`run_app() { mstool_as ${settings.user} exec "$rel" ${layout2.env} "$@"; }`,
+    sh`run_app() { mstool_as ${settings.user} exec "$rel" ${layout.env} "$@"; }`,
     // psql and pg_dump run as the app user, with DATABASE_URL from its .env in
     // their environment: never on a command line, and peer-auth URLs work.
-    sh`pg_app() { mstool_as ${settings.user} pg-exec ${layout2.env} "$@"; }`,
+    sh`pg_app() { mstool_as ${settings.user} pg-exec ${layout.env} "$@"; }`,
     // The revision is the first word of the last line the revision command prints (alembic current: "0002 (head)").
     sh`revision() { { run_app ${settings.revisionCommand} 2>/dev/null || true; } | awk 'NF { last = $1 } END { print last }'; }`,
   );

@@ -84,18 +84,18 @@ export function ensureAppTree(layout: Layout, user: string, sharedPaths: string[
  * previous release id and a JSON line with the paths still needed.
  */
 export function prepareStep(settings: PrepareSettings, manifest: Manifest): Step<Prepared> {
-  const layout2 = settings.layout;
-  const rel = layout2.release(settings.releaseId);
+  const layout = settings.layout;
+  const rel = layout.release(settings.releaseId);
   const text = script(
     pyToolDefinition(),
-    ensureAppTree(layout2, settings.user, settings.sharedPaths),
+    ensureAppTree(layout, settings.user, settings.sharedPaths),
     sh`if [ -e ${rel} ]; then echo "release ${settings.releaseId} exists already" >&2; exit ${RELEASE_EXISTS_EXIT}; fi`,
     sh`mkdir ${rel} ${rel}/.metalship`,
     sh`echo building > ${rel}/.metalship/status`,
-    sh`prev=$(basename "$(readlink ${layout2.current} 2>/dev/null)" 2>/dev/null || true)`,
+    sh`prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`,
     'echo "PREVIOUS ${prev}"',
     // Reuse files from the serving release; on a first deploy there is nothing to reuse.
-    sh`base=""; if [ -n "$prev" ] && [ -d ${layout2.releases}/"$prev" ]; then base=${layout2.releases}/"$prev"; fi`,
+    sh`base=""; if [ -n "$prev" ] && [ -d ${layout.releases}/"$prev" ]; then base=${layout.releases}/"$prev"; fi`,
     sh`mstool stage-files ${rel} "$base"`,
   );
   return step('preparing the release directory', text, (stdout) => parsePrepared(stdout, manifest));
@@ -174,10 +174,10 @@ export interface BuildSettings {
  * user could change.
  */
 function venvScript(settings: BuildSettings): string {
-  const layout2 = settings.layout;
-  const rel = layout2.release(settings.releaseId);
-  const user = layout2.buildUser;
-  const cacheRoot = layout2.pipCache.replace(/\/[^/]+$/, '');
+  const layout = settings.layout;
+  const rel = layout.release(settings.releaseId);
+  const user = layout.buildUser;
+  const cacheRoot = layout.pipCache.replace(/\/[^/]+$/, '');
   const venvFlags = settings.systemSitePackages ? ['--system-site-packages'] : [];
   const sandbox = [
     `User=${user}`,
@@ -190,7 +190,7 @@ function venvScript(settings: BuildSettings): string {
     'RestrictSUIDSGID=yes',
   ].flatMap((p) => ['-p', p]);
   return script(
-    sh`venv=${`${layout2.venvs}/${settings.venvKey}`}`,
+    sh`venv=${`${layout.venvs}/${settings.venvKey}`}`,
     // Complete only when sealed: a marker the build itself may have planted does not count.
     'if [ -f "$venv/.metalship-complete" ] && [ "$(stat -c %u -- "$venv")" = 0 ]; then',
     sh`  echo "reusing virtualenv ${settings.venvKey}"`,
@@ -201,7 +201,7 @@ function venvScript(settings: BuildSettings): string {
     '  rm -rf -- "$venv"',
     sh`  install -d -m 755 -o ${user} -g ${user} "$venv"`,
     sh`  install -d -m 755 ${cacheRoot}`,
-    sh`  install -d -m 700 -o ${user} -g ${user} ${layout2.pipCache}`,
+    sh`  install -d -m 700 -o ${user} -g ${user} ${layout.pipCache}`,
     sh`  find ${cacheRoot} -maxdepth 1 -name 'build.*' -exec rm -rf -- {} +`,
     sh`  work=$(mktemp -d ${cacheRoot + '/build.XXXXXX'})`,
     sh`  tar -C ${rel} --exclude=./.metalship -cf - . | tar -C "$work" -xf - --no-same-owner`,
@@ -210,11 +210,11 @@ function venvScript(settings: BuildSettings): string {
     // password: never on a command line), quoted as systemd reads it.
     '  envfile=$(mktemp)',
     '  ms_env() { local v=$2 bs="\\\\" q=\'"\' d=\'$\' bt=\'`\'; v=${v//"$bs"/"$bs$bs"}; v=${v//"$q"/"$bs$q"}; v=${v//"$d"/"$bs$d"}; v=${v//"$bt"/"$bs$bt"}; printf \'%s="%s"\\n\' "$1" "$v" >> "$envfile"; }',
-    sh`  ms_env HOME "$work"; ms_env LANG C.UTF-8; ms_env PIP_CACHE_DIR ${layout2.pipCache}`,
+    sh`  ms_env HOME "$work"; ms_env LANG C.UTF-8; ms_env PIP_CACHE_DIR ${layout.pipCache}`,
     '  ms_env PIP_DISABLE_PIP_VERSION_CHECK 1; ms_env PIP_NO_INPUT 1',
     '  for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do if [ -n "${!v:-}" ]; then ms_env "$v" "${!v}"; fi; done',
     '  step=0',
-    sh`  as_build() { step=$((step + 1)); systemd-run --quiet --wait --pipe --collect --unit="${raw(BUILD_UNIT_PREFIX)}\${__metalship_token:-$$}-$step" ${sandbox} -p EnvironmentFile="$envfile" -p ReadWritePaths="$venv $work ${raw(layout2.pipCache)}" --working-directory="$work" -- "$@" < /dev/null; }`,
+    sh`  as_build() { step=$((step + 1)); systemd-run --quiet --wait --pipe --collect --unit="${raw(BUILD_UNIT_PREFIX)}\${__metalship_token:-$$}-$step" ${sandbox} -p EnvironmentFile="$envfile" -p ReadWritePaths="$venv $work ${raw(layout.pipCache)}" --working-directory="$work" -- "$@" < /dev/null; }`,
     sh`  as_build ${settings.python} -m venv ${venvFlags} "$venv"`,
     settings.requirements
       ? sh`  as_build "$venv/bin/python" -m pip install --no-input -r ${settings.requirements} ${settings.pipArgs}`
@@ -236,8 +236,8 @@ function venvScript(settings: BuildSettings): string {
 }
 
 export function buildStep(settings: BuildSettings): Step<void> {
-  const layout2 = settings.layout;
-  const rel = layout2.release(settings.releaseId);
+  const layout = settings.layout;
+  const rel = layout.release(settings.releaseId);
   return plainStep(
     `building release ${settings.releaseId}`,
     script(
@@ -256,16 +256,16 @@ export function buildStep(settings: BuildSettings): Step<void> {
         script(
           sh`if [ -e ${rel}/${p} ] && [ ! -L ${rel}/${p} ]; then rm -rf ${rel}/${p}; fi`,
           sh`mkdir -p "$(dirname ${rel}/${p})"`,
-          sh`mstool link ${sharedTarget(layout2, p)} ${rel}/${p}`,
+          sh`mstool link ${sharedTarget(layout, p)} ${rel}/${p}`,
         ).trimEnd(),
       ),
       sh`chmod -R u+rwX,go+rX,go-w,ug-s ${rel}`,
       settings.importCheck
-        ? sh`runuser -u ${settings.user} -- "$venv/bin/python" -I -c "$MSTOOL_SRC" import-check ${rel} ${settings.importCheck} ${layout2.env}`
+        ? sh`runuser -u ${settings.user} -- "$venv/bin/python" -I -c "$MSTOOL_SRC" import-check ${rel} ${settings.importCheck} ${layout.env}`
         : null,
       writeFileAtomic(`${rel}/.metalship/release.json`, JSON.stringify(settings.metadata, null, 2) + '\n'),
       sh`echo ready > ${rel}/.metalship/status`,
-      sh`printf '%s\n' ${`${new Date().toISOString()} release ${settings.releaseId} ready (${String(settings.metadata.revision || 'no revision')} by ${String(settings.metadata.actor || 'unknown')})`} >> ${layout2.history}`,
+      sh`printf '%s\n' ${`${new Date().toISOString()} release ${settings.releaseId} ready (${String(settings.metadata.revision || 'no revision')} by ${String(settings.metadata.actor || 'unknown')})`} >> ${layout.history}`,
     ),
   );
 }

@@ -30,13 +30,13 @@ function apiUnitOf(l: Layout, slotVar: string): string {
 }
 
 export function switchScript(settings: SwitchSettings): string {
-  const layout2 = settings.layout;
-  const rel = layout2.release(settings.releaseId);
+  const layout = settings.layout;
+  const rel = layout.release(settings.releaseId);
   const unitLines = [unitsOurs(Object.keys(settings.units))].concat(
     Object.entries(settings.units).map(([name, content]) =>
       content === null
-        ? sh`if [ -f ${layout2.unitDir}/${name} ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${layout2.unitDir}/${name}; units_changed=1; fi`
-        : ensureFile(`${layout2.unitDir}/${name}`, content, {
+        ? sh`if [ -f ${layout.unitDir}/${name} ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${layout.unitDir}/${name}; units_changed=1; fi`
+        : ensureFile(`${layout.unitDir}/${name}`, content, {
             mode: '644',
             label: `unit ${name}`,
             onChange: 'units_changed=1',
@@ -44,11 +44,11 @@ export function switchScript(settings: SwitchSettings): string {
     ),
   );
   const followers = [
-    settings.worker ? layout2.units.worker : null,
-    settings.scheduler ? layout2.units.scheduler : null,
+    settings.worker ? layout.units.worker : null,
+    settings.scheduler ? layout.units.scheduler : null,
   ].filter((u): u is string => !!u);
-  const api = raw(apiUnitOf(layout2, '$slot'));
-  const standbyApi = raw(apiUnitOf(layout2, '$standby'));
+  const api = raw(apiUnitOf(layout, '$slot'));
+  const standbyApi = raw(apiUnitOf(layout, '$standby'));
   if (settings.api === false) return followersOnlyScript(settings, unitLines, followers);
   return script(
     pyToolDefinition(),
@@ -56,10 +56,10 @@ export function switchScript(settings: SwitchSettings): string {
     sh`if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`,
     'command -v nginx >/dev/null 2>&1 || { echo "nginx is not installed: run the provision action first" >&2; exit 1; }',
     // The serving slot keeps serving; the release goes to the other one, unless the serving one already runs it.
-    sh`active=$(cat ${layout2.activeSlot} 2>/dev/null || true)`,
+    sh`active=$(cat ${layout.activeSlot} 2>/dev/null || true)`,
     'case "$active" in blue) idle=green ;; green) idle=blue ;; *) active=""; idle=blue ;; esac',
-    sh`slot_release() { basename "$(readlink ${layout2.slots}/"$1" 2>/dev/null)" 2>/dev/null || true; }`,
-    sh`if [ -n "$active" ] && [ "$(slot_release "$active")" = ${settings.releaseId} ] && systemctl is-active --quiet ${raw(apiUnitOf(layout2, '$active'))}; then slot=$active; else slot=$idle; fi`,
+    sh`slot_release() { basename "$(readlink ${layout.slots}/"$1" 2>/dev/null)" 2>/dev/null || true; }`,
+    sh`if [ -n "$active" ] && [ "$(slot_release "$active")" = ${settings.releaseId} ] && systemctl is-active --quiet ${raw(apiUnitOf(layout, '$active'))}; then slot=$active; else slot=$idle; fi`,
     'if [ "$slot" = blue ]; then standby=green; else standby=blue; fi',
     'echo "SLOT $slot"',
     'units_changed=0',
@@ -67,38 +67,38 @@ export function switchScript(settings: SwitchSettings): string {
     'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi',
     'nginx_changed=0',
     'site_new=0',
-    sh`if [ ! -e ${layout2.nginxSite} ]; then`,
+    sh`if [ ! -e ${layout.nginxSite} ]; then`,
     '  site_new=1',
-    ensureFile(layout2.nginxSite, siteConf(layout2, { serverName: settings.serverName, tls: null }), {
+    ensureFile(layout.nginxSite, siteConf(layout, { serverName: settings.serverName, tls: null }), {
       mode: '644',
       label: 'nginx site',
       onChange: 'nginx_changed=1',
     }),
-    sh`  ln -sfn ${layout2.nginxSite} ${layout2.nginxSiteEnabled}`,
+    sh`  ln -sfn ${layout.nginxSite} ${layout.nginxSiteEnabled}`,
     settings.serverName === '_' ? sh`  rm -f /etc/nginx/sites-enabled/default` : null,
     'fi',
-    ensureFile(layout2.nginxUpstream, upstreamConf(layout2), {
+    ensureFile(layout.nginxUpstream, upstreamConf(layout), {
       mode: '644',
       label: 'nginx upstream',
       onChange: 'nginx_changed=1',
     }),
     // A configuration nginx refuses (say a second default_server) fails the switch before anything moves.
     'if [ "$nginx_changed" = 1 ] && ! nginx_errors=$(nginx -t 2>&1); then',
-    sh`  if [ "$site_new" = 1 ]; then rm -f ${layout2.nginxSite} ${layout2.nginxSiteEnabled}; fi`,
+    sh`  if [ "$site_new" = 1 ]; then rm -f ${layout.nginxSite} ${layout.nginxSiteEnabled}; fi`,
     '  echo "nginx refuses the configuration for this app: $nginx_errors" >&2',
     '  echo "(with several apps on one server, give each its own server-name)" >&2',
     '  exit 1',
     'fi',
     // Start the release beside the serving one (unless the slot already runs it, unchanged).
     'was=$(slot_release "$slot")',
-    sh`mstool link ${rel} ${layout2.slots}/"$slot"`,
+    sh`mstool link ${rel} ${layout.slots}/"$slot"`,
     sh`if [ "$units_changed" = 1 ] || [ "$was" != ${settings.releaseId} ] || ! systemctl is-active --quiet ${api}; then`,
     sh`  echo "starting ${settings.releaseId} in the $slot slot"`,
     sh`  systemctl restart ${api}`,
     'else',
     sh`  echo "the $slot slot already runs ${settings.releaseId}"`,
     'fi',
-    sh`sock=/run/${layout2.app}-api-"$slot"/api.sock`,
+    sh`sock=/run/${layout.app}-api-"$slot"/api.sock`,
     sh`if ! ready=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.healthPath} ${settings.readyTimeout} 0.1 200 ''); then`,
     '  echo "$ready" >&2',
     sh`  journalctl -u ${api} -n 30 --no-pager -o cat >&2 || true`,
@@ -109,19 +109,19 @@ export function switchScript(settings: SwitchSettings): string {
     'echo "READY $ready"',
     // Traffic moves only now, by renaming the socket link nginx connects through:
     // requests already on the old slot finish there, new ones reach the new slot.
-    sh`mstool link "$sock" ${layout2.apiLink}`,
-    sh`echo "$slot" > ${layout2.activeSlot}`,
+    sh`mstool link "$sock" ${layout.apiLink}`,
+    sh`echo "$slot" > ${layout.activeSlot}`,
     'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;',
     'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi',
-    sh`prev=$(basename "$(readlink ${layout2.current} 2>/dev/null)" 2>/dev/null || true)`,
-    sh`mstool link ${rel} ${layout2.current}`,
-    sh`mstool link "$(readlink ${rel}/.venv)" ${layout2.venvLink}`,
+    sh`prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`,
+    sh`mstool link ${rel} ${layout.current}`,
+    sh`mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`,
     'echo "PREVIOUS $prev"',
     // On boot only the serving slot starts; the standby is a warm spare for this boot only.
-    sh`systemctl enable --quiet ${layout2.units.target} ${api} ${followers}`,
+    sh`systemctl enable --quiet ${layout.units.target} ${api} ${followers}`,
     sh`systemctl disable --quiet ${standbyApi} 2>/dev/null || true`,
     followers.length ? sh`systemctl restart ${followers}` : null,
-    sh`printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout2.history}`,
+    sh`printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout.history}`,
   );
 }
 
@@ -146,8 +146,8 @@ export function switchStep(settings: SwitchSettings): Step<Switched> {
 
 /** The switch on a host without the api role: current, the venv link, and the worker or scheduler. */
 function followersOnlyScript(settings: SwitchSettings, unitLines: string[], followers: string[]): string {
-  const layout2 = settings.layout;
-  const rel = layout2.release(settings.releaseId);
+  const layout = settings.layout;
+  const rel = layout.release(settings.releaseId);
   return script(
     pyToolDefinition(),
     sh`status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`,
@@ -157,14 +157,14 @@ function followersOnlyScript(settings: SwitchSettings, unitLines: string[], foll
     ...unitLines,
     'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi',
     // an api that ran here before the host lost the role stops
-    sh`systemctl disable --now --quiet ${layout2.units.api('blue')} ${layout2.units.api('green')} 2>/dev/null || true`,
-    sh`prev=$(basename "$(readlink ${layout2.current} 2>/dev/null)" 2>/dev/null || true)`,
-    sh`mstool link ${rel} ${layout2.current}`,
-    sh`mstool link "$(readlink ${rel}/.venv)" ${layout2.venvLink}`,
+    sh`systemctl disable --now --quiet ${layout.units.api('blue')} ${layout.units.api('green')} 2>/dev/null || true`,
+    sh`prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`,
+    sh`mstool link ${rel} ${layout.current}`,
+    sh`mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`,
     'echo "PREVIOUS $prev"',
-    sh`systemctl enable --quiet ${layout2.units.target} ${followers}`,
+    sh`systemctl enable --quiet ${layout.units.target} ${followers}`,
     followers.length ? sh`systemctl restart ${followers}` : null,
-    sh`printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout2.history}`,
+    sh`printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout.history}`,
   );
 }
 

@@ -55,33 +55,58 @@ function inVenv(venvBin: string, words: string[]): string[] {
   return [program.startsWith('/') ? program : `${venvBin}/${program}`, ...args];
 }
 
-/** Settings every app service has; workdir may hold the %i of the api template. */
-function serviceCommon(settings: UnitSettings, workdir: Part[]): string {
-  const layout2 = settings.layout;
-  return [
-    `User=${unitText(settings.user)}`,
-    `Group=${unitText(settings.user)}`,
-    `WorkingDirectory=${unitText(...workdir)}`,
-    `EnvironmentFile=-${unitText(layout2.env)}`,
-    `Environment=${unitEnv('PATH', ...workdir, '/.venv/bin:/usr/local/bin:/usr/bin:/bin')}`,
-    'Environment=PYTHONUNBUFFERED=1',
-    `Environment=${unitEnv('APP_NAME', layout2.app)}`,
-    'Restart=always',
-    'RestartSec=5',
-  ].join('\n');
+/**
+ * An app service unit: what every one has (the user, the release as working
+ * directory, the .env, restart and stop rules, the sandboxing), around what is
+ * its own. workdir may hold the %i of the api template.
+ */
+function serviceUnit(
+  settings: UnitSettings,
+  own: { description: string; after: string; note?: string; workdir: Part[]; service: string[] },
+): string {
+  const layout = settings.layout;
+  const workdir = own.workdir;
+  return `# Managed by metalship: changes are overwritten on the next deploy.
+${own.note ? `# ${own.note}\n` : ''}[Unit]
+Description=${own.description}
+After=${own.after}
+PartOf=${unitWord(layout.units.target)}
+
+[Service]
+Type=simple
+${[
+  `User=${unitText(settings.user)}`,
+  `Group=${unitText(settings.user)}`,
+  `WorkingDirectory=${unitText(...workdir)}`,
+  `EnvironmentFile=-${unitText(layout.env)}`,
+  `Environment=${unitEnv('PATH', ...workdir, '/.venv/bin:/usr/local/bin:/usr/bin:/bin')}`,
+  'Environment=PYTHONUNBUFFERED=1',
+  `Environment=${unitEnv('APP_NAME', layout.app)}`,
+  'Restart=always',
+  'RestartSec=5',
+  ...own.service,
+  'TimeoutStopSec=35',
+  'KillMode=mixed',
+  'KillSignal=SIGTERM',
+].join('\n')}
+${hardening(layout)}
+
+[Install]
+WantedBy=${unitWord(layout.units.target)}
+`;
 }
 
 export function apiUnit(settings: UnitSettings): string {
-  const layout2 = settings.layout;
+  const layout = settings.layout;
   const slot = specifier('i');
-  const workdir = [layout2.slots, '/', slot];
+  const workdir = [layout.slots, '/', slot];
   const uvicorn = execLine([
     [...workdir, '/.venv/bin/python'],
     '-m',
     'uvicorn',
     settings.appModule,
     '--uds',
-    [`/run/${layout2.app}-api-`, slot, '/api.sock'],
+    [`/run/${layout.app}-api-`, slot, '/api.sock'],
     // Above nginx's idle upstream time, so uvicorn never closes a connection nginx is about to reuse.
     '--timeout-keep-alive',
     '75',
@@ -89,27 +114,17 @@ export function apiUnit(settings: UnitSettings): string {
     splitVariable('METALSHIP_UVICORN_FLAGS'),
     ...settings.uvicornArgs,
   ]);
-  return `# Managed by metalship: changes are overwritten on the next deploy.
-[Unit]
-Description=${unitText(layout2.app, ' API (', slot, ' slot)')}
-After=network.target postgresql.service redis-server.service
-PartOf=${unitWord(layout2.units.target)}
-
-[Service]
-Type=simple
-${serviceCommon(settings, workdir)}
-EnvironmentFile=-${unitText(...workdir, '/.metalship/uvicorn.env')}
-ExecStart=${uvicorn}
-RuntimeDirectory=${unitWord(`${layout2.app}-api-`, slot)}
-RuntimeDirectoryMode=0755
-TimeoutStopSec=35
-KillMode=mixed
-KillSignal=SIGTERM
-${hardening(layout2)}
-
-[Install]
-WantedBy=${unitWord(layout2.units.target)}
-`;
+  return serviceUnit(settings, {
+    description: unitText(layout.app, ' API (', slot, ' slot)'),
+    after: 'network.target postgresql.service redis-server.service',
+    workdir,
+    service: [
+      `EnvironmentFile=-${unitText(...workdir, '/.metalship/uvicorn.env')}`,
+      `ExecStart=${uvicorn}`,
+      `RuntimeDirectory=${unitWord(`${layout.app}-api-`, slot)}`,
+      'RuntimeDirectoryMode=0755',
+    ],
+  });
 }
 
 /** A unit running a command from the current release: the worker and the scheduler. */
@@ -118,31 +133,20 @@ function currentReleaseUnit(
   options: { what: string; command: string[]; after: string; note?: string },
 ): string | null {
   if (options.command.length === 0) return null;
-  const layout2 = settings.layout;
-  return `# Managed by metalship: changes are overwritten on the next deploy.
-${options.note ? `# ${options.note}\n` : ''}[Unit]
-Description=${unitText(layout2.app, ' ', options.what)}
-After=${options.after}
-PartOf=${unitWord(layout2.units.target)}
-
-[Service]
-Type=simple
-${serviceCommon(settings, [layout2.current])}
-ExecStart=${execLine(inVenv(`${layout2.current}/.venv/bin`, options.command))}
-TimeoutStopSec=35
-KillMode=mixed
-KillSignal=SIGTERM
-${hardening(layout2)}
-
-[Install]
-WantedBy=${unitWord(layout2.units.target)}
-`;
+  const layout = settings.layout;
+  return serviceUnit(settings, {
+    description: unitText(layout.app, ' ', options.what),
+    after: options.after,
+    note: options.note,
+    workdir: [layout.current],
+    service: [`ExecStart=${execLine(inVenv(`${layout.current}/.venv/bin`, options.command))}`],
+  });
 }
 
-export function workerUnit(s: UnitSettings): string | null {
-  return currentReleaseUnit(s, {
+export function workerUnit(settings: UnitSettings): string | null {
+  return currentReleaseUnit(settings, {
     what: 'worker',
-    command: s.workerCommand,
+    command: settings.workerCommand,
     after: 'network.target postgresql.service redis-server.service',
   });
 }
@@ -171,12 +175,12 @@ export function unitFiles(
   settings: UnitSettings,
   roles: { worker: boolean; scheduler: boolean },
 ): Record<string, string | null> {
-  const layout2 = settings.layout;
+  const layout = settings.layout;
   return {
-    [layout2.units.target]: targetUnit(layout2),
-    [layout2.units.apiTemplate]: apiUnit(settings),
-    [layout2.units.worker]: roles.worker ? workerUnit(settings) : null,
-    [layout2.units.scheduler]: roles.scheduler ? schedulerUnit(settings) : null,
+    [layout.units.target]: targetUnit(layout),
+    [layout.units.apiTemplate]: apiUnit(settings),
+    [layout.units.worker]: roles.worker ? workerUnit(settings) : null,
+    [layout.units.scheduler]: roles.scheduler ? schedulerUnit(settings) : null,
   };
 }
 

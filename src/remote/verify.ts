@@ -35,16 +35,16 @@ export interface HealthOutcome {
  * uvicorn's access log). It reports, and the caller decides: it exits 0.
  */
 export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
-  const layout2 = settings.layout;
+  const layout = settings.layout;
   const text = script(
     pyToolDefinition(),
     'rc=0',
     settings.api === false
       ? null
       : script(
-          sh`slot=$(cat ${layout2.activeSlot} 2>/dev/null || true)`,
+          sh`slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`,
           'case "$slot" in blue|green) ;; *) echo "PROBLEM no api slot is serving on this host (nothing deployed yet?)"; exit 0;; esac',
-          sh`sock=/run/${layout2.app}-api-$slot/api.sock`,
+          sh`sock=/run/${layout.app}-api-$slot/api.sock`,
           sh`out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`,
           'echo "RESULT $out"',
         ),
@@ -52,7 +52,7 @@ export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
     ...settings.units.map((u) => sh`if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`),
     'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi',
     'if [ "$rc" != 0 ] || [ -n "$failed" ]; then',
-    sh`  journalctl -u ${layout2.units.api('blue')} -u ${layout2.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`,
+    sh`  journalctl -u ${layout.units.api('blue')} -u ${layout.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`,
     'fi',
   );
   return step('health check', text, (stdout) => {

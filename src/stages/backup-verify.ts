@@ -189,12 +189,12 @@ async function findBackup(
   );
   if ('error' in found)
     return { rows: [failed('backup', 'unusable', found.error)], stop: true, found: null, ageHours: null };
-  const manifest2 = found.manifest;
+  const manifest = found.manifest;
   const backupRow = ok(
     'backup',
-    `${found.dump.split('/').pop()}: ${formatBytes(found.size)}, taken ${manifest2.created} (label ${manifest2.label}, PostgreSQL ${manifest2.pg_version})`,
+    `${found.dump.split('/').pop()}: ${formatBytes(found.size)}, taken ${manifest.created} (label ${manifest.label}, PostgreSQL ${manifest.pg_version})`,
   );
-  const ageHours = (found.now - Date.parse(manifest2.created) / 1000) / 3600;
+  const ageHours = (found.now - Date.parse(manifest.created) / 1000) / 3600;
   const objective = `≤ ${settings['max-age-hours']} h`;
   if (ageHours > settings['max-age-hours'])
     return {
@@ -203,7 +203,7 @@ async function findBackup(
         failed(
           'age (RPO)',
           formatAge(ageHours),
-          `${settings['backup-file'] ? 'the backup' : 'the newest backup'} ${found.dump} was taken ${manifest2.created}, ${formatAge(ageHours)} ago: older than the RPO objective of ${settings['max-age-hours']} h (max-age-hours). Are the daily backups still running?`,
+          `${settings['backup-file'] ? 'the backup' : 'the newest backup'} ${found.dump} was taken ${manifest.created}, ${formatAge(ageHours)} ago: older than the RPO objective of ${settings['max-age-hours']} h (max-age-hours). Are the daily backups still running?`,
           objective,
         ),
       ],

@@ -65,9 +65,9 @@ async function releaseOnHost(
   log: Log,
 ) {
   const started = Date.now();
-  const layout2 = host.layout;
+  const layout = host.layout;
   const prepare = prepareStep(
-    { layout: layout2, releaseId, user: settings['app-user'], sharedPaths: settings['shared-paths'] },
+    { layout: layout, releaseId, user: settings['app-user'], sharedPaths: settings['shared-paths'] },
     manifest,
   );
   const answer = await host.conn.run(prepare.script, {
@@ -80,7 +80,7 @@ async function releaseOnHost(
     const tarball = await packFiles(settings.source, manifest, staged.need);
     await host.conn.step(
       buildStep({
-        layout: layout2,
+        layout: layout,
         releaseId,
         user: settings['app-user'],
         hasUpload: tarball.length > 0,
@@ -105,7 +105,7 @@ async function releaseOnHost(
   } catch (err) {
     const reason = errorMessage(err);
     await host.conn
-      .step(markStep(layout2, releaseId, 'failed', reason))
+      .step(markStep(layout, releaseId, 'failed', reason))
       .catch((e) => log.warn(`could not mark ${releaseId} failed on ${host.spec.label}: ${e}`));
     throw err;
   }

@@ -247,7 +247,7 @@ describe('a compromised host cannot read the runner’s files', () => {
 describe('a host unpacks nothing but the manifest’s regular files, whatever it is sent', () => {
   const MAIN = 'print("hello")\n';
   const good: Member = { path: 'main.py', body: MAIN };
-  const layout2 = layout('trusttar', '/opt/trusttar');
+  const shopLayout = layout('trusttar', '/opt/trusttar');
   let n = 0;
 
   /** Runs a script on the host the way the transport does, with data after it on stdin. */
@@ -286,14 +286,14 @@ describe('a host unpacks nothing but the manifest’s regular files, whatever it
     const manifest: Manifest = { files: [['main.py', sha256(MAIN), '644', MAIN.length]], links: [] };
     const prep = await runScript(
       host,
-      prepareStep({ layout: layout2, releaseId: id, user: 'trusttar', sharedPaths: [] }, manifest).script,
+      prepareStep({ layout: shopLayout, releaseId: id, user: 'trusttar', sharedPaths: [] }, manifest).script,
       Buffer.from(JSON.stringify(manifest)),
     );
     expect(prep.stdout).toMatch(/"need": \["main.py"\]/);
     const build = await runScript(
       host,
       buildStep({
-        layout: layout2,
+        layout: shopLayout,
         releaseId: id,
         user: 'trusttar',
         hasUpload: true,
@@ -308,10 +308,10 @@ describe('a host unpacks nothing but the manifest’s regular files, whatever it
       }).script,
       gzipSync(tarOf(members)),
     );
-    const rel = layout2.release(id);
+    const rel = shopLayout.release(id);
     const tree = await releaseTree(host, rel);
     expect(tree.filter((line) => line !== 'f 644 ./main.py')).toEqual([]);
-    expect(await onHost(state, host, `ls -A ${layout2.releases}/.. | grep -c escape || true`)).toBe('0\n');
+    expect(await onHost(state, host, `ls -A ${shopLayout.releases}/.. | grep -c escape || true`)).toBe('0\n');
     expect((await onHost(state, host, `cat ${rel}/.metalship/status`)).trim()).toBe('building');
     expect(build.code).not.toBe(0);
     expect(build.stderr).toMatch(/refus|not a file of the manifest|twice|mode/);

@@ -8,12 +8,12 @@ import { switchScript, uvicornFlagsScript } from '../../src/remote/switch.js';
 import { unitFiles } from '../../src/remote/units.js';
 import { cleanupStep, listStep, verifyStep } from '../../src/remote/verify.js';
 
-export const layout2 = layout('shop', '/opt/shop');
+export const shopLayout = layout('shop', '/opt/shop');
 export const HOSTILE = `it's $(touch /tmp/pwned) \`id\` ; rm -rf / "x"\nnext`;
 
 export const units = unitFiles(
   {
-    layout: layout2,
+    layout: shopLayout,
     user: 'shop',
     appModule: 'main:app',
     uvicornArgs: ['--workers', '2'],
@@ -24,7 +24,7 @@ export const units = unitFiles(
 );
 
 export const MIGRATE: MigrateScriptSettings = {
-  layout: layout2,
+  layout: shopLayout,
   releaseId: '20250101_000000',
   user: 'shop',
   command: ['alembic', 'upgrade', 'head'],
@@ -36,13 +36,18 @@ export const MIGRATE: MigrateScriptSettings = {
 };
 
 export const scripts: Record<string, string> = {
-  lock: lockScript(layout2, { action: 'deploy', actor: HOSTILE, runUrl: HOSTILE, startedAt: 'now' }, 30),
+  lock: lockScript(shopLayout, { action: 'deploy', actor: HOSTILE, runUrl: HOSTILE, startedAt: 'now' }, 30),
   prepare: prepareStep(
-    { layout: layout2, releaseId: '20250101_000000', user: 'shop', sharedPaths: ['logs', 'uploads', '.env'] },
+    {
+      layout: shopLayout,
+      releaseId: '20250101_000000',
+      user: 'shop',
+      sharedPaths: ['logs', 'uploads', '.env'],
+    },
     { files: [], links: [] },
   ).script,
   build: buildStep({
-    layout: layout2,
+    layout: shopLayout,
     releaseId: '20250101_000000',
     user: 'shop',
     hasUpload: true,
@@ -55,10 +60,10 @@ export const scripts: Record<string, string> = {
     importCheck: 'main:app',
     metadata: { actor: HOSTILE },
   }).script,
-  mark: markStep(layout2, '20250101_000000', 'failed', HOSTILE).script,
-  tree: ensureAppTree(layout2, 'shop', ['logs']),
+  mark: markStep(shopLayout, '20250101_000000', 'failed', HOSTILE).script,
+  tree: ensureAppTree(shopLayout, 'shop', ['logs']),
   switch: switchScript({
-    layout: layout2,
+    layout: shopLayout,
     releaseId: '20250101_000000',
     units,
     healthPath: '/health/ready',
@@ -67,9 +72,9 @@ export const scripts: Record<string, string> = {
     worker: true,
     scheduler: false,
   }),
-  flags: uvicornFlagsScript(layout2.release('x'), 'shop'),
+  flags: uvicornFlagsScript(shopLayout.release('x'), 'shop'),
   verify: verifyStep({
-    layout: layout2,
+    layout: shopLayout,
     path: '/health',
     timeout: 5,
     interval: 1,
@@ -77,8 +82,8 @@ export const scripts: Record<string, string> = {
     expectBody: HOSTILE,
     units: ['shop-worker.service'],
   }).script,
-  list: listStep(layout2).script,
-  cleanup: cleanupStep(layout2, { releases: ['a', 'b'], venvs: ['py-1'] }).script,
+  list: listStep(shopLayout).script,
+  cleanup: cleanupStep(shopLayout, { releases: ['a', 'b'], venvs: ['py-1'] }).script,
   migrate: migrateScript(MIGRATE),
 };
 

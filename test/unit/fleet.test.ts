@@ -14,7 +14,7 @@ import { balancerMembers, batches } from '../../src/stages/rollout.js';
 import { bashErrors } from '../support/bash.js';
 import { FIXTURE_KEY } from '../support/keys.js';
 
-const layout2 = layout('shop', '/opt/shop');
+const shopLayout = layout('shop', '/opt/shop');
 const PRIVATE = FIXTURE_KEY;
 
 const FLEET =
@@ -30,7 +30,7 @@ function specs(text: string): HostSpec[] {
 function hosts(text: string): Host[] {
   const s = specs(text);
   const roles = resolveRoles(s);
-  return s.map((spec, i) => ({ spec, roles: roles[i]!, layout: layout2, conn: null as never }));
+  return s.map((spec, i) => ({ spec, roles: roles[i]!, layout: shopLayout, conn: null as never }));
 }
 
 test('roles: a load balancer runs no app; hosts without roles run api and worker', () => {
@@ -54,18 +54,18 @@ test('the balancer lists the api hosts at their upstream address', () => {
     { label: 'web1', host: '10.1.0.1', port: 8080 },
     { label: 'web2', host: 'web2', port: 80 },
   ]);
-  const conf = balancerUpstreamConf(layout2, members);
+  const conf = balancerUpstreamConf(shopLayout, members);
   expect(conf).toContain('server 10.1.0.1:8080 max_fails=2 fail_timeout=1s; # web1\n');
   expect(conf).toContain('server web2:80 max_fails=2 fail_timeout=1s; # web2\n');
   expect(conf).toContain('upstream shop_fleet {');
-  expect(balancerUpstreamConf(layout2, [{ label: 'v6', host: 'fd00::2', port: 80 }])).toContain(
+  expect(balancerUpstreamConf(shopLayout, [{ label: 'v6', host: 'fd00::2', port: 80 }])).toContain(
     'server [fd00::2]:80 ',
   );
 });
 
 test('draining refuses new connections on the port the balancer uses (not on loopback), and undraining removes every copy', () => {
-  const on = drainStep(layout2, 8080, true).script;
-  const off = drainStep(layout2, 8080, false).script;
+  const on = drainStep(shopLayout, 8080, true).script;
+  const off = drainStep(shopLayout, 8080, false).script;
   for (const text of [on, off]) expect(bashErrors(text)).toBe('');
   const rule =
     '! -i lo -p tcp --dport 8080 --syn -m comment --comment metalship-drain-shop -j REJECT --reject-with tcp-reset';
@@ -129,7 +129,7 @@ test('provision on a load balancer: nginx in front of the api hosts, none of the
 
 test('a host without the api role switches current and its followers only, and its check skips HTTP', () => {
   const settings = {
-    layout: layout2,
+    layout: shopLayout,
     releaseId: '20250101_000000',
     units: {},
     healthPath: '/health/ready',
@@ -148,7 +148,7 @@ test('a host without the api role switches current and its followers only, and i
   expect(workerOnly).toContain('systemctl restart shop-worker.service');
   expect(body(switchScript(settings))).toContain('wait-ready');
   const check = {
-    layout: layout2,
+    layout: shopLayout,
     path: '/health',
     timeout: 5,
     interval: 1,

@@ -159,15 +159,15 @@ describe('systemd units of the app (units.ts): the exact argv systemd runs', () 
   const env = { METALSHIP_UVICORN_FLAGS: '--timeout-graceful-shutdown 30 --no-server-header' };
 
   test.each(APPS)('%s', (_label, name, root) => {
-    const layout2 = app(name, root);
+    const layout = app(name, root);
     const files = unitFiles(
-      { layout: layout2, user, appModule, uvicornArgs, workerCommand: worker, schedulerCommand: scheduler },
+      { layout: layout, user, appModule, uvicornArgs, workerCommand: worker, schedulerCommand: scheduler },
       { worker: true, scheduler: true },
     );
-    const slot = `${layout2.slots}/blue`;
+    const slot = `${layout.slots}/blue`;
 
-    const api = parseUnit(files[layout2.units.apiTemplate]!);
-    const apiSpec = specifiers(layout2.units.api('blue'), 'blue');
+    const api = parseUnit(files[layout.units.apiTemplate]!);
+    const apiSpec = specifiers(layout.units.api('blue'), 'blue');
     expect(execs(api, apiSpec, env)).toEqual([
       [
         `${slot}/.venv/bin/python`,
@@ -186,7 +186,7 @@ describe('systemd units of the app (units.ts): the exact argv systemd runs', () 
     ]);
     expect(resolveSpecifiers(value(api, 'Service', 'WorkingDirectory'), apiSpec)).toBe(slot);
     expect(values(api, 'Service', 'EnvironmentFile').map((v) => resolveSpecifiers(v, apiSpec))).toEqual([
-      `-${layout2.env}`,
+      `-${layout.env}`,
       `-${slot}/.metalship/uvicorn.env`,
     ]);
     expect(
@@ -196,29 +196,29 @@ describe('systemd units of the app (units.ts): the exact argv systemd runs', () 
       PYTHONUNBUFFERED: '1',
       APP_NAME: name,
     });
-    expect(listValue(value(api, 'Service', 'ReadWritePaths'), apiSpec)).toEqual([layout2.shared]);
+    expect(listValue(value(api, 'Service', 'ReadWritePaths'), apiSpec)).toEqual([layout.shared]);
     expect(listValue(value(api, 'Service', 'RuntimeDirectory'), apiSpec)).toEqual([`${name}-api-blue`]);
     expect(resolveSpecifiers(value(api, 'Service', 'User'), apiSpec)).toBe(user);
     expect(resolveSpecifiers(value(api, 'Unit', 'Description'), apiSpec)).toBe(`${name} API (blue slot)`);
-    expect(listValue(value(api, 'Install', 'WantedBy'), apiSpec)).toEqual([layout2.units.target]);
+    expect(listValue(value(api, 'Install', 'WantedBy'), apiSpec)).toEqual([layout.units.target]);
 
     for (const [unit, command] of [
-      [layout2.units.worker, worker],
-      [layout2.units.scheduler, scheduler],
+      [layout.units.worker, worker],
+      [layout.units.scheduler, scheduler],
     ] as const) {
       const parsed = parseUnit(files[unit]!);
       const spec = specifiers(unit);
       const [program, ...args] = command;
       expect(execs(parsed, spec)).toEqual([
-        [program!.startsWith('/') ? program! : `${layout2.current}/.venv/bin/${program}`, ...args],
+        [program!.startsWith('/') ? program! : `${layout.current}/.venv/bin/${program}`, ...args],
       ]);
-      expect(resolveSpecifiers(value(parsed, 'Service', 'WorkingDirectory'), spec)).toBe(layout2.current);
+      expect(resolveSpecifiers(value(parsed, 'Service', 'WorkingDirectory'), spec)).toBe(layout.current);
       expect(environmentValue(values(parsed, 'Service', 'Environment')[0]!, spec)).toEqual({
-        PATH: `${layout2.current}/.venv/bin:/usr/local/bin:/usr/bin:/bin`,
+        PATH: `${layout.current}/.venv/bin:/usr/local/bin:/usr/bin:/bin`,
       });
     }
     verifyUnits(files);
-    expect(parseUnit(files[layout2.units.target]!)).toEqual([
+    expect(parseUnit(files[layout.units.target]!)).toEqual([
       { section: 'Unit', key: 'Description', value: `${name} (all services)` },
       { section: 'Install', key: 'WantedBy', value: 'multi-user.target' },
     ]);

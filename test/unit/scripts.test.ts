@@ -16,7 +16,7 @@ import {
 import { killSessionScript, wrapScript } from '../../src/remote/session.js';
 import { bashErrors } from '../support/bash.js';
 import { rootSandbox } from '../support/sandbox.js';
-import { HOSTILE, layout2, MIGRATE, scripts, units } from '../support/scripts.js';
+import { HOSTILE, shopLayout, MIGRATE, scripts, units } from '../support/scripts.js';
 
 test.each(Object.keys(scripts))('the %s script parses with bash -n', (name) => {
   expect(bashErrors(scripts[name]!)).toBe('');
@@ -114,7 +114,7 @@ test('cleanup marks a release before removing it, so a removal cut short leaves 
 
 test('the health check reports, the caller decides: its output reads as what it found', () => {
   const check = verifyStep({
-    layout: layout2,
+    layout: shopLayout,
     path: '/h',
     timeout: 1,
     interval: 1,
@@ -162,14 +162,14 @@ test('units: hardened, the api a blue/green template on a Unix socket, worker pr
 });
 
 test('nginx proxies to the socket link, so a switch never reloads nginx', () => {
-  expect(upstreamConf(layout2)).toContain('server unix:/opt/shop/run/api.sock');
-  const site = siteConf(layout2, {
+  expect(upstreamConf(shopLayout)).toContain('server unix:/opt/shop/run/api.sock');
+  const site = siteConf(shopLayout, {
     serverName: 'shop.example.com',
     tls: { certificate: '/c.pem', key: '/k.pem' },
   });
   expect(site).toContain('return 301 https://$host$request_uri;');
   expect(site).toContain('listen 443 ssl http2;');
-  expect(siteConf(layout2, { serverName: '_', tls: null })).toContain('listen 80 default_server;');
+  expect(siteConf(shopLayout, { serverName: '_', tls: null })).toContain('listen 80 default_server;');
 });
 
 const listing: ReleaseListing = {

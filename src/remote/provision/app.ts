@@ -8,10 +8,10 @@ import { file, itemScript, type Item } from './common.js';
 import type { ProvisionSettings } from './settings.js';
 
 export function appItem(settings: ProvisionSettings): Item {
-  const layout2 = settings.layout;
+  const layout = settings.layout;
   const units = unitFiles(
     {
-      layout: layout2,
+      layout: layout,
       user: settings.user,
       appModule: settings.appModule,
       uvicornArgs: settings.uvicornArgs,
@@ -24,9 +24,9 @@ export function appItem(settings: ProvisionSettings): Item {
     name: 'app',
     script: itemScript(
       settings.check,
-      sh`if [ "$CHECK" = 1 ] && [ ! -d ${layout2.root} ]; then ms_changed ${'app tree ' + layout2.root + ' missing (users item creates it)'}; fi`,
+      sh`if [ "$CHECK" = 1 ] && [ ! -d ${layout.root} ]; then ms_changed ${'app tree ' + layout.root + ' missing (users item creates it)'}; fi`,
       settings.env
-        ? file(layout2.env, settings.env, {
+        ? file(layout.env, settings.env, {
             mode: '600',
             owner: `${settings.user}:${settings.user}`,
             label: '.env',
@@ -36,8 +36,8 @@ export function appItem(settings: ProvisionSettings): Item {
       'units_changed=0',
       ...Object.entries(units).map(([name, content]) =>
         content === null
-          ? sh`if [ -f ${layout2.unitDir}/${name} ]; then ms_changed ${'unit ' + name + ' removed (not on this host)'}; if [ "$CHECK" != 1 ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${layout2.unitDir}/${name}; fi; units_changed=1; fi`
-          : file(`${layout2.unitDir}/${name}`, content, {
+          ? sh`if [ -f ${layout.unitDir}/${name} ]; then ms_changed ${'unit ' + name + ' removed (not on this host)'}; if [ "$CHECK" != 1 ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${layout.unitDir}/${name}; fi; units_changed=1; fi`
+          : file(`${layout.unitDir}/${name}`, content, {
               label: `unit ${name}`,
               onChange: 'units_changed=1',
             }),

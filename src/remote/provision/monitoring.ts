@@ -25,19 +25,19 @@ export const CURL = [
 ];
 
 export function pingUnits(settings: ProvisionSettings): { service: string; timer: string } {
-  const layout2 = settings.layout;
+  const layout = settings.layout;
   // No shell: each URL is one argument of its own (& ? ; quotes are only text),
   // and a oneshot's ExecStart= lines run in order, each only if the one before succeeded.
   return {
-    service: `# Managed by metalship: tells the monitoring service that ${layout2.app} is healthy.
+    service: `# Managed by metalship: tells the monitoring service that ${layout.app} is healthy.
 [Unit]
-Description=${unitText(layout2.app, ' health ping')}
+Description=${unitText(layout.app, ' health ping')}
 After=network-online.target
 
 [Service]
 Type=oneshot
 User=${unitText(settings.user)}
-ExecStart=${execLine([...CURL, '--unix-socket', layout2.apiLink, '--url', `http://localhost${settings.healthPath}`])}
+ExecStart=${execLine([...CURL, '--unix-socket', layout.apiLink, '--url', `http://localhost${settings.healthPath}`])}
 ExecStart=${execLine([...CURL, '--retry', '3', '--url', settings.monitoring.pingUrl])}
 NoNewPrivileges=yes
 ProtectSystem=strict
@@ -46,7 +46,7 @@ PrivateTmp=yes
 `,
     timer: `# Managed by metalship.
 [Unit]
-Description=${unitText(layout2.app, ' health ping every minute')}
+Description=${unitText(layout.app, ' health ping every minute')}
 
 [Timer]
 OnCalendar=minutely

@@ -31,13 +31,13 @@ export const NGINX_VERSION_LINES = [
 
 /** Lines that write the site (TLS when its certificate exists), enable it and set nginx_changed. */
 export function siteLines(settings: ProvisionSettings): string {
-  const layout2 = settings.layout;
+  const layout = settings.layout;
   const cert = certPaths(settings);
   const serverName = settings.tls.domains.length ? settings.tls.domains.join(' ') : '_';
   const base = settings.balancer
-    ? { serverName, acmeWebroot: ACME_WEBROOT, upstream: balancerUpstreamName(layout2) }
+    ? { serverName, acmeWebroot: ACME_WEBROOT, upstream: balancerUpstreamName(layout) }
     : { serverName, staticDir: settings.nginx.staticDir || undefined, acmeWebroot: ACME_WEBROOT };
-  const http = file(layout2.nginxSite, siteConf(layout2, { ...base, tls: null }), {
+  const http = file(layout.nginxSite, siteConf(layout, { ...base, tls: null }), {
     label: 'nginx site (HTTP only)',
     onChange: 'nginx_changed=1',
   });
@@ -45,11 +45,11 @@ export function siteLines(settings: ProvisionSettings): string {
     cert ? NGINX_VERSION_LINES : null,
     sh`if [ ! -d ${ACME_WEBROOT} ]; then ms_apply mkdir -p ${ACME_WEBROOT}; fi`,
     settings.balancer
-      ? file(layout2.balancerUpstream, balancerUpstreamConf(layout2, settings.balancer), {
+      ? file(layout.balancerUpstream, balancerUpstreamConf(layout, settings.balancer), {
           label: 'load balancer upstream (the app hosts)',
           onChange: 'nginx_changed=1',
         })
-      : file(layout2.nginxUpstream, upstreamConf(layout2), {
+      : file(layout.nginxUpstream, upstreamConf(layout), {
           label: 'nginx upstream',
           onChange: 'nginx_changed=1',
         }),
@@ -58,7 +58,7 @@ export function siteLines(settings: ProvisionSettings): string {
           sh`if [ -f ${cert.certificate} ]; then`,
           ...(['listen', 'directive'] as const).flatMap((http2) => [
             sh`if [ "$nginx_http2" = ${http2} ]; then`,
-            file(layout2.nginxSite, siteConf(layout2, { ...base, tls: cert, http2 }), {
+            file(layout.nginxSite, siteConf(layout, { ...base, tls: cert, http2 }), {
               label: 'nginx site (TLS)',
               onChange: 'nginx_changed=1',
             }),
@@ -69,7 +69,7 @@ export function siteLines(settings: ProvisionSettings): string {
           'fi',
         ].join('\n')
       : http,
-    sh`if [ "$(readlink ${layout2.nginxSiteEnabled} 2>/dev/null)" != ${layout2.nginxSite} ]; then ms_changed "nginx site enabled"; ms_apply ln -sfn ${layout2.nginxSite} ${layout2.nginxSiteEnabled}; nginx_changed=1; fi`,
+    sh`if [ "$(readlink ${layout.nginxSiteEnabled} 2>/dev/null)" != ${layout.nginxSite} ]; then ms_changed "nginx site enabled"; ms_apply ln -sfn ${layout.nginxSite} ${layout.nginxSiteEnabled}; nginx_changed=1; fi`,
     'if [ -e /etc/nginx/sites-enabled/default ]; then ms_changed "nginx default site disabled"; ms_apply rm -f /etc/nginx/sites-enabled/default; nginx_changed=1; fi',
   ]
     .filter((line) => line !== null)

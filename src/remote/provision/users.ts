@@ -25,17 +25,17 @@ ${name} ALL=(root) NOPASSWD: /usr/bin/${shell} ${args.join(' ')}, /bin/${shell} 
 }
 
 export function usersItem(settings: ProvisionSettings): Item {
-  const layout2 = settings.layout;
+  const layout = settings.layout;
   const deployUser2 = settings.deployUser;
   const dirs = [
-    layout2.root,
-    layout2.releases,
-    layout2.venvs,
-    layout2.slots,
-    layout2.shared,
-    `${layout2.shared}/logs`,
-    `${layout2.shared}/uploads`,
-    layout2.state,
+    layout.root,
+    layout.releases,
+    layout.venvs,
+    layout.slots,
+    layout.shared,
+    `${layout.shared}/logs`,
+    `${layout.shared}/uploads`,
+    layout.state,
   ];
   return {
     name: 'users',
@@ -43,10 +43,10 @@ export function usersItem(settings: ProvisionSettings): Item {
       settings.check,
       'if [ "$CHECK" = 1 ]; then',
       sh`  if ! id -u ${settings.user} >/dev/null 2>&1; then ms_changed ${'app user ' + settings.user + ' missing'}; fi`,
-      sh`  if ! id -u ${layout2.buildUser} >/dev/null 2>&1; then ms_changed ${'build user ' + layout2.buildUser + ' missing'}; fi`,
+      sh`  if ! id -u ${layout.buildUser} >/dev/null 2>&1; then ms_changed ${'build user ' + layout.buildUser + ' missing'}; fi`,
       sh`  for d in ${dirs}; do [ -d "$d" ] || ms_changed "directory $d missing"; done`,
       'else',
-      ensureAppTree(layout2, settings.user, SHARED_PATHS),
+      ensureAppTree(layout, settings.user, SHARED_PATHS),
       'fi',
       // The app user never logs in.
       sh`if id -u ${settings.user} >/dev/null 2>&1 && [ "$(getent passwd ${settings.user} | cut -d: -f7)" != /usr/sbin/nologin ]; then ms_changed ${'login shell of ' + settings.user + ' removed'}; ms_apply usermod -s /usr/sbin/nologin ${settings.user}; fi`,
