@@ -6,7 +6,7 @@ const __dirname = __metalshipDir(__filename);
 import { createRequire as __WEBPACK_EXTERNAL_createRequire } from "module";
 /******/ var __webpack_modules__ = ({
 
-/***/ 6656:
+/***/ 6406:
 /***/ ((module) => {
 
 // Copyright 2011 Mark Cavage <mcavage@gmail.com> All rights reserved.
@@ -26,16 +26,16 @@ module.exports = {
 
 /***/ }),
 
-/***/ 7703:
+/***/ 3873:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 // Copyright 2011 Mark Cavage <mcavage@gmail.com> All rights reserved.
 
-var errors = __nccwpck_require__(6656);
-var types = __nccwpck_require__(254);
+var errors = __nccwpck_require__(6406);
+var types = __nccwpck_require__(2000);
 
-var Reader = __nccwpck_require__(1996);
-var Writer = __nccwpck_require__(9816);
+var Reader = __nccwpck_require__(7478);
+var Writer = __nccwpck_require__(3046);
 
 
 // --- Exports
@@ -60,16 +60,16 @@ for (var e in errors) {
 
 /***/ }),
 
-/***/ 1996:
+/***/ 7478:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 // Copyright 2011 Mark Cavage <mcavage@gmail.com> All rights reserved.
 
 var assert = __nccwpck_require__(2613);
-var Buffer = (__nccwpck_require__(2803).Buffer);
+var Buffer = (__nccwpck_require__(693).Buffer);
 
-var ASN1 = __nccwpck_require__(254);
-var errors = __nccwpck_require__(6656);
+var ASN1 = __nccwpck_require__(2000);
+var errors = __nccwpck_require__(6406);
 
 
 // --- Globals
@@ -329,7 +329,7 @@ module.exports = Reader;
 
 /***/ }),
 
-/***/ 254:
+/***/ 2000:
 /***/ ((module) => {
 
 // Copyright 2011 Mark Cavage <mcavage@gmail.com> All rights reserved.
@@ -372,15 +372,15 @@ module.exports = {
 
 /***/ }),
 
-/***/ 9816:
+/***/ 3046:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 // Copyright 2011 Mark Cavage <mcavage@gmail.com> All rights reserved.
 
 var assert = __nccwpck_require__(2613);
-var Buffer = (__nccwpck_require__(2803).Buffer);
-var ASN1 = __nccwpck_require__(254);
-var errors = __nccwpck_require__(6656);
+var Buffer = (__nccwpck_require__(693).Buffer);
+var ASN1 = __nccwpck_require__(2000);
+var errors = __nccwpck_require__(6406);
 
 
 // --- Globals
@@ -696,7 +696,7 @@ module.exports = Writer;
 
 /***/ }),
 
-/***/ 9837:
+/***/ 8587:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 // Copyright 2011 Mark Cavage <mcavage@gmail.com> All rights reserved.
@@ -704,7 +704,7 @@ module.exports = Writer;
 // If you have no idea what ASN.1 or BER is, see this:
 // ftp://ftp.rsa.com/pub/pkcs/ascii/layman.asc
 
-var Ber = __nccwpck_require__(7703);
+var Ber = __nccwpck_require__(3873);
 
 
 
@@ -723,12 +723,12 @@ module.exports = {
 
 /***/ }),
 
-/***/ 686:
+/***/ 3908:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-var crypto_hash_sha512 = (__nccwpck_require__(668).lowlevel).crypto_hash;
+var crypto_hash_sha512 = (__nccwpck_require__(7790).lowlevel).crypto_hash;
 
 /*
  * This file is a 1:1 port from the OpenBSD blowfish.c and bcrypt_pbkdf.c. As a
@@ -1286,7 +1286,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 6543:
+/***/ 4621:
 /***/ ((module) => {
 
 
@@ -1321,14 +1321,14 @@ module.exports = isStream;
 
 /***/ }),
 
-/***/ 6512:
+/***/ 8190:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 const fs = __nccwpck_require__(9896);
 const path = __nccwpck_require__(6928);
 const {promisify} = __nccwpck_require__(9023);
-const semver = __nccwpck_require__(9318);
+const semver = __nccwpck_require__(6004);
 
 const useNativeRecursiveOption = semver.satisfies(process.version, '>=10.12.0');
 
@@ -1484,7 +1484,7 @@ module.exports.sync = (input, options) => {
 
 /***/ }),
 
-/***/ 2803:
+/***/ 693:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 /* eslint-disable node/no-deprecated-api */
@@ -1568,7 +1568,7 @@ module.exports = safer
 
 /***/ }),
 
-/***/ 9318:
+/***/ 6004:
 /***/ ((module, exports) => {
 
 exports = module.exports = SemVer
@@ -3423,7 +3423,7 @@ function coerce (version, options) {
 
 /***/ }),
 
-/***/ 4646:
+/***/ 5596:
 /***/ ((module) => {
 
 module.exports = shellescape;
@@ -3447,7 +3447,7 @@ function shellescape(a) {
 
 /***/ }),
 
-/***/ 5683:
+/***/ 5429:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -3460,8 +3460,8 @@ const {
 
 const {
   CHANNEL_EXTENDED_DATATYPE: { STDERR },
-} = __nccwpck_require__(4020);
-const { bufferSlice } = __nccwpck_require__(2184);
+} = __nccwpck_require__(1750);
+const { bufferSlice } = __nccwpck_require__(3886);
 
 const PACKET_SIZE = 32 * 1024;
 const MAX_WINDOW = 2 * 1024 * 1024;
@@ -3749,7 +3749,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 3849:
+/***/ 3911:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -3760,14 +3760,14 @@ const { resolve } = __nccwpck_require__(6928);
 const { readFile } = __nccwpck_require__(9896);
 const { execFile, spawn } = __nccwpck_require__(5317);
 
-const { isParsedKey, parseKey } = __nccwpck_require__(1789);
+const { isParsedKey, parseKey } = __nccwpck_require__(7479);
 
 const {
   makeBufferParser,
   readUInt32BE,
   writeUInt32BE,
   writeUInt32LE,
-} = __nccwpck_require__(2184);
+} = __nccwpck_require__(3886);
 
 function once(cb) {
   let called = false;
@@ -4879,7 +4879,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 6297:
+/***/ 731:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 // TODO:
@@ -4914,11 +4914,11 @@ const {
   SUPPORTED_KEX,
   SUPPORTED_MAC,
   SUPPORTED_SERVER_HOST_KEY,
-} = __nccwpck_require__(4020);
-const { init: cryptoInit } = __nccwpck_require__(2888);
-const Protocol = __nccwpck_require__(7841);
-const { parseKey } = __nccwpck_require__(1789);
-const { SFTP } = __nccwpck_require__(4996);
+} = __nccwpck_require__(1750);
+const { init: cryptoInit } = __nccwpck_require__(9370);
+const Protocol = __nccwpck_require__(6915);
+const { parseKey } = __nccwpck_require__(7479);
+const { SFTP } = __nccwpck_require__(8858);
 const {
   bufferCopy,
   makeBufferParser,
@@ -4926,23 +4926,23 @@ const {
   readUInt32BE,
   sigSSHToASN1,
   writeUInt32BE,
-} = __nccwpck_require__(2184);
+} = __nccwpck_require__(3886);
 
-const { AgentContext, createAgent, isAgent } = __nccwpck_require__(3849);
+const { AgentContext, createAgent, isAgent } = __nccwpck_require__(3911);
 const {
   Channel,
   MAX_WINDOW,
   PACKET_SIZE,
   windowAdjust,
   WINDOW_THRESHOLD,
-} = __nccwpck_require__(5683);
+} = __nccwpck_require__(5429);
 const {
   ChannelManager,
   generateAlgorithmList,
   isWritable,
   onChannelOpenFailure,
   onCHANNEL_CLOSE,
-} = __nccwpck_require__(2137);
+} = __nccwpck_require__(6355);
 
 const bufferParser = makeBufferParser();
 const sigParser = makeBufferParser();
@@ -7062,7 +7062,7 @@ module.exports = Client;
 
 /***/ }),
 
-/***/ 137:
+/***/ 1787:
 /***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
 
 
@@ -7089,7 +7089,7 @@ for (const ctor of [HttpAgent, HttpsAgent]) {
       const dstPort = options.port;
 
       if (Client === undefined)
-        Client = __nccwpck_require__(6297);
+        Client = __nccwpck_require__(731);
 
       const client = new Client();
       let triedForward = false;
@@ -7153,7 +7153,7 @@ function decorateStream(stream, ctor, options) {
 
 /***/ }),
 
-/***/ 5472:
+/***/ 1122:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -7165,33 +7165,33 @@ const {
   CygwinAgent,
   OpenSSHAgent,
   PageantAgent,
-} = __nccwpck_require__(3849);
+} = __nccwpck_require__(3911);
 const {
   SSHTTPAgent: HTTPAgent,
   SSHTTPSAgent: HTTPSAgent,
-} = __nccwpck_require__(137);
-const { parseKey } = __nccwpck_require__(1789);
+} = __nccwpck_require__(1787);
+const { parseKey } = __nccwpck_require__(7479);
 const {
   flagsToString,
   OPEN_MODE,
   STATUS_CODE,
   stringToFlags,
-} = __nccwpck_require__(4996);
+} = __nccwpck_require__(8858);
 
 module.exports = {
   AgentProtocol,
   BaseAgent,
   createAgent,
-  Client: __nccwpck_require__(6297),
+  Client: __nccwpck_require__(731),
   CygwinAgent,
   HTTPAgent,
   HTTPSAgent,
   OpenSSHAgent,
   PageantAgent,
-  Server: __nccwpck_require__(2605),
+  Server: __nccwpck_require__(6119),
   utils: {
     parseKey,
-    ...__nccwpck_require__(3489),
+    ...__nccwpck_require__(3031),
     sftp: {
       flagsToString,
       OPEN_MODE,
@@ -7204,7 +7204,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 3489:
+/***/ 3031:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -7217,10 +7217,10 @@ const {
   randomBytes,
 } = __nccwpck_require__(6982);
 
-const { Ber } = __nccwpck_require__(9837);
-const bcrypt_pbkdf = (__nccwpck_require__(686).pbkdf);
+const { Ber } = __nccwpck_require__(8587);
+const bcrypt_pbkdf = (__nccwpck_require__(3908).pbkdf);
 
-const { CIPHER_INFO } = __nccwpck_require__(2888);
+const { CIPHER_INFO } = __nccwpck_require__(9370);
 
 const SALT_LEN = 16;
 const DEFAULT_ROUNDS = 16;
@@ -7793,7 +7793,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 7841:
+/***/ 6915:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 /*
@@ -7838,7 +7838,7 @@ module.exports = {
 
 const { inspect } = __nccwpck_require__(9023);
 
-const { bindingAvailable, NullCipher, NullDecipher } = __nccwpck_require__(2888);
+const { bindingAvailable, NullCipher, NullDecipher } = __nccwpck_require__(9370);
 const {
   COMPAT_CHECKS,
   DISCONNECT_REASON,
@@ -7846,18 +7846,18 @@ const {
   MESSAGE,
   SIGNALS,
   TERMINAL_MODE,
-} = __nccwpck_require__(4020);
+} = __nccwpck_require__(1750);
 const {
   DEFAULT_KEXINIT_CLIENT,
   DEFAULT_KEXINIT_SERVER,
   KexInit,
   kexinit,
   onKEXPayload,
-} = __nccwpck_require__(4637);
+} = __nccwpck_require__(9987);
 const {
   parseKey,
-} = __nccwpck_require__(1789);
-const MESSAGE_HANDLERS = __nccwpck_require__(9244);
+} = __nccwpck_require__(7479);
+const MESSAGE_HANDLERS = __nccwpck_require__(5198);
 const {
   bufferCopy,
   bufferFill,
@@ -7865,15 +7865,15 @@ const {
   convertSignature,
   sendPacket,
   writeUInt32BE,
-} = __nccwpck_require__(2184);
+} = __nccwpck_require__(3886);
 const {
   PacketReader,
   PacketWriter,
   ZlibPacketReader,
   ZlibPacketWriter,
-} = __nccwpck_require__(4592);
+} = __nccwpck_require__(4406);
 
-const MODULE_VER = (__nccwpck_require__(8342)/* .version */ .rE);
+const MODULE_VER = (__nccwpck_require__(3752)/* .version */ .rE);
 
 const VALID_DISCONNECT_REASONS = new Map(
   Object.values(DISCONNECT_REASON).map((n) => [n, 1])
@@ -9936,7 +9936,7 @@ module.exports = Protocol;
 
 /***/ }),
 
-/***/ 4996:
+/***/ 8858:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -9957,7 +9957,7 @@ const {
   bufferSlice,
   makeBufferParser,
   writeUInt32BE,
-} = __nccwpck_require__(2184);
+} = __nccwpck_require__(3886);
 
 const ATTR = {
   SIZE: 0x00000001,
@@ -13537,7 +13537,7 @@ const {
   ERR_INVALID_ARG_TYPE,
   ERR_OUT_OF_RANGE,
   validateNumber
-} = __nccwpck_require__(3208);
+} = __nccwpck_require__(8558);
 
 const kMinPoolSpace = 128;
 
@@ -13995,7 +13995,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 4020:
+/***/ 1750:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -14007,7 +14007,7 @@ try {
   cpuInfo = __nccwpck_require__(4573)();
 } catch {}
 
-const { bindingAvailable, CIPHER_INFO, MAC_INFO } = __nccwpck_require__(2888);
+const { bindingAvailable, CIPHER_INFO, MAC_INFO } = __nccwpck_require__(9370);
 
 const eddsaSupported = (() => {
   if (typeof crypto.sign === 'function'
@@ -14358,7 +14358,7 @@ module.exports.DISCONNECT_REASON_BY_VALUE =
 
 /***/ }),
 
-/***/ 2888:
+/***/ 9370:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 // TODO:
@@ -14373,7 +14373,7 @@ const {
   createCipheriv, createDecipheriv, createHmac, randomFillSync, timingSafeEqual
 } = __nccwpck_require__(6982);
 
-const { readUInt32BE, writeUInt32BE } = __nccwpck_require__(2184);
+const { readUInt32BE, writeUInt32BE } = __nccwpck_require__(3886);
 
 const FastBuffer = Buffer[Symbol.species];
 const MAX_SEQNO = 2 ** 32 - 1;
@@ -15944,7 +15944,7 @@ module.exports = {
     // eslint-disable-next-line no-async-promise-executor
     return new Promise(async (resolve, reject) => {
       try {
-        POLY1305_WASM_MODULE = await __nccwpck_require__(7830)();
+        POLY1305_WASM_MODULE = await __nccwpck_require__(7728)();
         POLY1305_RESULT_MALLOC = POLY1305_WASM_MODULE._malloc(16);
         poly1305_auth = POLY1305_WASM_MODULE.cwrap(
           'poly1305_auth',
@@ -15967,7 +15967,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 7830:
+/***/ 7728:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -16014,15 +16014,15 @@ else {}
 
 /***/ }),
 
-/***/ 9244:
+/***/ 5198:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
 const MESSAGE_HANDLERS = new Array(256);
 [
-  (__nccwpck_require__(4637).HANDLERS),
-  __nccwpck_require__(9964),
+  (__nccwpck_require__(9987).HANDLERS),
+  __nccwpck_require__(5118),
 ].forEach((handlers) => {
   // eslint-disable-next-line prefer-const
   for (let [type, handler] of Object.entries(handlers)) {
@@ -16037,7 +16037,7 @@ module.exports = MESSAGE_HANDLERS;
 
 /***/ }),
 
-/***/ 9964:
+/***/ 5118:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -16048,18 +16048,18 @@ const {
   doFatalError,
   sigSSHToASN1,
   writeUInt32BE,
-} = __nccwpck_require__(2184);
+} = __nccwpck_require__(3886);
 
 const {
   CHANNEL_OPEN_FAILURE,
   COMPAT,
   MESSAGE,
   TERMINAL_MODE,
-} = __nccwpck_require__(4020);
+} = __nccwpck_require__(1750);
 
 const {
   parseKey,
-} = __nccwpck_require__(1789);
+} = __nccwpck_require__(7479);
 
 const TERMINAL_MODE_BY_VALUE =
   Array.from(Object.entries(TERMINAL_MODE))
@@ -17329,7 +17329,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 4637:
+/***/ 9987:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -17345,7 +17345,7 @@ const {
   randomFillSync,
 } = __nccwpck_require__(6982);
 
-const { Ber } = __nccwpck_require__(9837);
+const { Ber } = __nccwpck_require__(8587);
 
 const {
   COMPAT,
@@ -17357,14 +17357,14 @@ const {
   DEFAULT_COMPRESSION,
   DISCONNECT_REASON,
   MESSAGE,
-} = __nccwpck_require__(4020);
+} = __nccwpck_require__(1750);
 const {
   CIPHER_INFO,
   createCipher,
   createDecipher,
   MAC_INFO,
-} = __nccwpck_require__(2888);
-const { parseDERKey } = __nccwpck_require__(1789);
+} = __nccwpck_require__(9370);
+const { parseDERKey } = __nccwpck_require__(7479);
 const {
   bufferFill,
   bufferParser,
@@ -17373,13 +17373,13 @@ const {
   FastBuffer,
   sigSSHToASN1,
   writeUInt32BE,
-} = __nccwpck_require__(2184);
+} = __nccwpck_require__(3886);
 const {
   PacketReader,
   PacketWriter,
   ZlibPacketReader,
   ZlibPacketWriter,
-} = __nccwpck_require__(4592);
+} = __nccwpck_require__(4406);
 
 let MESSAGE_HANDLERS;
 
@@ -19123,7 +19123,7 @@ function onKEXPayload(state, payload) {
       case MESSAGE.UNIMPLEMENTED:
       case MESSAGE.DEBUG:
         if (!MESSAGE_HANDLERS)
-          MESSAGE_HANDLERS = __nccwpck_require__(9244);
+          MESSAGE_HANDLERS = __nccwpck_require__(5198);
         return MESSAGE_HANDLERS[type](this, payload);
     }
   }
@@ -19131,7 +19131,7 @@ function onKEXPayload(state, payload) {
   switch (type) {
     case MESSAGE.DISCONNECT:
       if (!MESSAGE_HANDLERS)
-        MESSAGE_HANDLERS = __nccwpck_require__(9244);
+        MESSAGE_HANDLERS = __nccwpck_require__(5198);
       return MESSAGE_HANDLERS[type](this, payload);
     case MESSAGE.KEXINIT:
       if (!state.firstPacket) {
@@ -19244,7 +19244,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 1789:
+/***/ 7479:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 // TODO:
@@ -19266,18 +19266,18 @@ const {
 } = __nccwpck_require__(6982);
 const supportedOpenSSLCiphers = getCiphers();
 
-const { Ber } = __nccwpck_require__(9837);
-const bcrypt_pbkdf = (__nccwpck_require__(686).pbkdf);
+const { Ber } = __nccwpck_require__(8587);
+const bcrypt_pbkdf = (__nccwpck_require__(3908).pbkdf);
 
-const { CIPHER_INFO } = __nccwpck_require__(2888);
-const { eddsaSupported, SUPPORTED_CIPHER } = __nccwpck_require__(4020);
+const { CIPHER_INFO } = __nccwpck_require__(9370);
+const { eddsaSupported, SUPPORTED_CIPHER } = __nccwpck_require__(1750);
 const {
   bufferSlice,
   makeBufferParser,
   readString,
   readUInt32BE,
   writeUInt32BE,
-} = __nccwpck_require__(2184);
+} = __nccwpck_require__(3886);
 
 const SYM_HASH_ALGO = Symbol('Hash Algorithm');
 const SYM_PRIV_PEM = Symbol('Private key PEM');
@@ -20735,7 +20735,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 3208:
+/***/ 8558:
 /***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
 
 
@@ -20857,12 +20857,12 @@ exports.validateNumber = function validateNumber(value, name) {
 
 /***/ }),
 
-/***/ 2184:
+/***/ 3886:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const Ber = (__nccwpck_require__(9837).Ber);
+const Ber = (__nccwpck_require__(8587).Ber);
 
 let DISCONNECT_REASON;
 
@@ -21033,7 +21033,7 @@ module.exports = {
   doFatalError: (protocol, msg, level, reason) => {
     let err;
     if (DISCONNECT_REASON === undefined)
-      ({ DISCONNECT_REASON } = __nccwpck_require__(4020));
+      ({ DISCONNECT_REASON } = __nccwpck_require__(1750));
     if (msg instanceof Error) {
       // doFatalError(protocol, err[, reason])
       err = msg;
@@ -21220,7 +21220,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 4592:
+/***/ 4406:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -21482,7 +21482,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 2605:
+/***/ 6119:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 // TODO:
@@ -21510,13 +21510,13 @@ const {
   SUPPORTED_KEX,
   SUPPORTED_MAC,
   SUPPORTED_SERVER_HOST_KEY,
-} = __nccwpck_require__(4020);
-const { init: cryptoInit } = __nccwpck_require__(2888);
-const { KexInit } = __nccwpck_require__(4637);
-const { parseKey } = __nccwpck_require__(1789);
-const Protocol = __nccwpck_require__(7841);
-const { SFTP } = __nccwpck_require__(4996);
-const { writeUInt32BE } = __nccwpck_require__(2184);
+} = __nccwpck_require__(1750);
+const { init: cryptoInit } = __nccwpck_require__(9370);
+const { KexInit } = __nccwpck_require__(9987);
+const { parseKey } = __nccwpck_require__(7479);
+const Protocol = __nccwpck_require__(6915);
+const { SFTP } = __nccwpck_require__(8858);
+const { writeUInt32BE } = __nccwpck_require__(3886);
 
 const {
   Channel,
@@ -21524,7 +21524,7 @@ const {
   PACKET_SIZE,
   windowAdjust,
   WINDOW_THRESHOLD,
-} = __nccwpck_require__(5683);
+} = __nccwpck_require__(5429);
 
 const {
   ChannelManager,
@@ -21532,7 +21532,7 @@ const {
   isWritable,
   onChannelOpenFailure,
   onCHANNEL_CLOSE,
-} = __nccwpck_require__(2137);
+} = __nccwpck_require__(6355);
 
 const MAX_PENDING_AUTHS = 10;
 
@@ -22869,12 +22869,12 @@ module.exports.IncomingClient = Client;
 
 /***/ }),
 
-/***/ 2137:
+/***/ 6355:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const { SFTP } = __nccwpck_require__(4996);
+const { SFTP } = __nccwpck_require__(8858);
 
 const MAX_CHANNEL = 2 ** 32 - 1;
 
@@ -23212,15 +23212,15 @@ module.exports = {
 
 /***/ }),
 
-/***/ 770:
+/***/ 8456:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
-/* unused reexport */ __nccwpck_require__(218);
+/* unused reexport */ __nccwpck_require__(2232);
 
 
 /***/ }),
 
-/***/ 218:
+/***/ 2232:
 /***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
 
 var __webpack_unused_export__;
@@ -23492,7 +23492,7 @@ __webpack_unused_export__ = debug; // for test
 
 /***/ }),
 
-/***/ 668:
+/***/ 7790:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 (function(nacl) {
@@ -25887,34 +25887,34 @@ nacl.setPRNG = function(fn) {
 
 /***/ }),
 
-/***/ 6752:
+/***/ 4046:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 var __webpack_unused_export__;
 
 
-const Client = __nccwpck_require__(3701)
-const Dispatcher = __nccwpck_require__(883)
-const Pool = __nccwpck_require__(628)
-const BalancedPool = __nccwpck_require__(837)
-const Agent = __nccwpck_require__(7405)
-const ProxyAgent = __nccwpck_require__(6672)
-const EnvHttpProxyAgent = __nccwpck_require__(3137)
-const RetryAgent = __nccwpck_require__(50)
-const errors = __nccwpck_require__(8707)
-const util = __nccwpck_require__(3440)
+const Client = __nccwpck_require__(3839)
+const Dispatcher = __nccwpck_require__(1657)
+const Pool = __nccwpck_require__(1102)
+const BalancedPool = __nccwpck_require__(5719)
+const Agent = __nccwpck_require__(1731)
+const ProxyAgent = __nccwpck_require__(3422)
+const EnvHttpProxyAgent = __nccwpck_require__(6587)
+const RetryAgent = __nccwpck_require__(4408)
+const errors = __nccwpck_require__(8705)
+const util = __nccwpck_require__(730)
 const { InvalidArgumentError } = errors
-const api = __nccwpck_require__(6615)
-const buildConnector = __nccwpck_require__(9136)
-const MockClient = __nccwpck_require__(7365)
-const MockAgent = __nccwpck_require__(7501)
-const MockPool = __nccwpck_require__(4004)
-const mockErrors = __nccwpck_require__(2429)
-const RetryHandler = __nccwpck_require__(7816)
-const { getGlobalDispatcher, setGlobalDispatcher } = __nccwpck_require__(2581)
-const DecoratorHandler = __nccwpck_require__(8155)
-const RedirectHandler = __nccwpck_require__(8754)
-const createRedirectInterceptor = __nccwpck_require__(5092)
+const api = __nccwpck_require__(9761)
+const buildConnector = __nccwpck_require__(8738)
+const MockClient = __nccwpck_require__(2231)
+const MockAgent = __nccwpck_require__(2539)
+const MockPool = __nccwpck_require__(1158)
+const mockErrors = __nccwpck_require__(99)
+const RetryHandler = __nccwpck_require__(934)
+const { getGlobalDispatcher, setGlobalDispatcher } = __nccwpck_require__(5015)
+const DecoratorHandler = __nccwpck_require__(3221)
+const RedirectHandler = __nccwpck_require__(3888)
+const createRedirectInterceptor = __nccwpck_require__(6106)
 
 Object.assign(Dispatcher.prototype, api)
 
@@ -25932,10 +25932,10 @@ __webpack_unused_export__ = DecoratorHandler
 __webpack_unused_export__ = RedirectHandler
 __webpack_unused_export__ = createRedirectInterceptor
 __webpack_unused_export__ = {
-  redirect: __nccwpck_require__(1514),
-  retry: __nccwpck_require__(2026),
-  dump: __nccwpck_require__(8060),
-  dns: __nccwpck_require__(379)
+  redirect: __nccwpck_require__(7180),
+  retry: __nccwpck_require__(1332),
+  dump: __nccwpck_require__(1226),
+  dns: __nccwpck_require__(3525)
 }
 
 __webpack_unused_export__ = buildConnector
@@ -25997,7 +25997,7 @@ function makeDispatcher (fn) {
 __webpack_unused_export__ = setGlobalDispatcher
 __webpack_unused_export__ = getGlobalDispatcher
 
-const fetchImpl = (__nccwpck_require__(4398).fetch)
+const fetchImpl = (__nccwpck_require__(8892).fetch)
 __webpack_unused_export__ = async function fetch (init, options = undefined) {
   try {
     return await fetchImpl(init, options)
@@ -26009,39 +26009,39 @@ __webpack_unused_export__ = async function fetch (init, options = undefined) {
     throw err
   }
 }
-/* unused reexport */ __nccwpck_require__(660).Headers
-/* unused reexport */ __nccwpck_require__(9051).Response
-/* unused reexport */ __nccwpck_require__(9967).Request
-/* unused reexport */ __nccwpck_require__(5910).FormData
+/* unused reexport */ __nccwpck_require__(4014).Headers
+/* unused reexport */ __nccwpck_require__(8021).Response
+/* unused reexport */ __nccwpck_require__(129).Request
+/* unused reexport */ __nccwpck_require__(6808).FormData
 __webpack_unused_export__ = globalThis.File ?? (__nccwpck_require__(6954).File)
-/* unused reexport */ __nccwpck_require__(8355).FileReader
+/* unused reexport */ __nccwpck_require__(3137).FileReader
 
-const { setGlobalOrigin, getGlobalOrigin } = __nccwpck_require__(1059)
+const { setGlobalOrigin, getGlobalOrigin } = __nccwpck_require__(5253)
 
 __webpack_unused_export__ = setGlobalOrigin
 __webpack_unused_export__ = getGlobalOrigin
 
-const { CacheStorage } = __nccwpck_require__(3245)
-const { kConstruct } = __nccwpck_require__(109)
+const { CacheStorage } = __nccwpck_require__(1371)
+const { kConstruct } = __nccwpck_require__(1087)
 
 // Cache & CacheStorage are tightly coupled with fetch. Even if it may run
 // in an older version of Node, it doesn't have any use without fetch.
 __webpack_unused_export__ = new CacheStorage(kConstruct)
 
-const { deleteCookie, getCookies, getSetCookies, setCookie } = __nccwpck_require__(9061)
+const { deleteCookie, getCookies, getSetCookies, setCookie } = __nccwpck_require__(2367)
 
 __webpack_unused_export__ = deleteCookie
 __webpack_unused_export__ = getCookies
 __webpack_unused_export__ = getSetCookies
 __webpack_unused_export__ = setCookie
 
-const { parseMIMEType, serializeAMimeType } = __nccwpck_require__(1900)
+const { parseMIMEType, serializeAMimeType } = __nccwpck_require__(3166)
 
 __webpack_unused_export__ = parseMIMEType
 __webpack_unused_export__ = serializeAMimeType
 
-const { CloseEvent, ErrorEvent, MessageEvent } = __nccwpck_require__(5188)
-/* unused reexport */ __nccwpck_require__(3726).WebSocket
+const { CloseEvent, ErrorEvent, MessageEvent } = __nccwpck_require__(142)
+/* unused reexport */ __nccwpck_require__(3608).WebSocket
 __webpack_unused_export__ = CloseEvent
 __webpack_unused_export__ = ErrorEvent
 __webpack_unused_export__ = MessageEvent
@@ -26057,18 +26057,18 @@ __webpack_unused_export__ = MockPool
 __webpack_unused_export__ = MockAgent
 __webpack_unused_export__ = mockErrors
 
-const { EventSource } = __nccwpck_require__(1238)
+const { EventSource } = __nccwpck_require__(968)
 
 __webpack_unused_export__ = EventSource
 
 
 /***/ }),
 
-/***/ 158:
+/***/ 4288:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
-const { addAbortListener } = __nccwpck_require__(3440)
-const { RequestAbortedError } = __nccwpck_require__(8707)
+const { addAbortListener } = __nccwpck_require__(730)
+const { RequestAbortedError } = __nccwpck_require__(8705)
 
 const kListener = Symbol('kListener')
 const kSignal = Symbol('kSignal')
@@ -26128,16 +26128,16 @@ module.exports = {
 
 /***/ }),
 
-/***/ 2279:
+/***/ 3822:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
 const assert = __nccwpck_require__(4589)
 const { AsyncResource } = __nccwpck_require__(6698)
-const { InvalidArgumentError, SocketError } = __nccwpck_require__(8707)
-const util = __nccwpck_require__(3440)
-const { addSignal, removeSignal } = __nccwpck_require__(158)
+const { InvalidArgumentError, SocketError } = __nccwpck_require__(8705)
+const util = __nccwpck_require__(730)
+const { addSignal, removeSignal } = __nccwpck_require__(4288)
 
 class ConnectHandler extends AsyncResource {
   constructor (opts, callback) {
@@ -26243,7 +26243,7 @@ module.exports = connect
 
 /***/ }),
 
-/***/ 6862:
+/***/ 7748:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -26257,10 +26257,10 @@ const {
   InvalidArgumentError,
   InvalidReturnValueError,
   RequestAbortedError
-} = __nccwpck_require__(8707)
-const util = __nccwpck_require__(3440)
+} = __nccwpck_require__(8705)
+const util = __nccwpck_require__(730)
 const { AsyncResource } = __nccwpck_require__(6698)
-const { addSignal, removeSignal } = __nccwpck_require__(158)
+const { addSignal, removeSignal } = __nccwpck_require__(4288)
 const assert = __nccwpck_require__(4589)
 
 const kResume = Symbol('resume')
@@ -26501,16 +26501,16 @@ module.exports = pipeline
 
 /***/ }),
 
-/***/ 4043:
+/***/ 3217:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
 const assert = __nccwpck_require__(4589)
-const { Readable } = __nccwpck_require__(9927)
-const { InvalidArgumentError, RequestAbortedError } = __nccwpck_require__(8707)
-const util = __nccwpck_require__(3440)
-const { getResolveErrorBodyCallback } = __nccwpck_require__(7655)
+const { Readable } = __nccwpck_require__(1129)
+const { InvalidArgumentError, RequestAbortedError } = __nccwpck_require__(8705)
+const util = __nccwpck_require__(730)
+const { getResolveErrorBodyCallback } = __nccwpck_require__(3273)
 const { AsyncResource } = __nccwpck_require__(6698)
 
 class RequestHandler extends AsyncResource {
@@ -26722,18 +26722,18 @@ module.exports.RequestHandler = RequestHandler
 
 /***/ }),
 
-/***/ 3560:
+/***/ 978:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
 const assert = __nccwpck_require__(4589)
 const { finished, PassThrough } = __nccwpck_require__(7075)
-const { InvalidArgumentError, InvalidReturnValueError } = __nccwpck_require__(8707)
-const util = __nccwpck_require__(3440)
-const { getResolveErrorBodyCallback } = __nccwpck_require__(7655)
+const { InvalidArgumentError, InvalidReturnValueError } = __nccwpck_require__(8705)
+const util = __nccwpck_require__(730)
+const { getResolveErrorBodyCallback } = __nccwpck_require__(3273)
 const { AsyncResource } = __nccwpck_require__(6698)
-const { addSignal, removeSignal } = __nccwpck_require__(158)
+const { addSignal, removeSignal } = __nccwpck_require__(4288)
 
 class StreamHandler extends AsyncResource {
   constructor (opts, factory, callback) {
@@ -26949,15 +26949,15 @@ module.exports = stream
 
 /***/ }),
 
-/***/ 1882:
+/***/ 9408:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const { InvalidArgumentError, SocketError } = __nccwpck_require__(8707)
+const { InvalidArgumentError, SocketError } = __nccwpck_require__(8705)
 const { AsyncResource } = __nccwpck_require__(6698)
-const util = __nccwpck_require__(3440)
-const { addSignal, removeSignal } = __nccwpck_require__(158)
+const util = __nccwpck_require__(730)
+const { addSignal, removeSignal } = __nccwpck_require__(4288)
 const assert = __nccwpck_require__(4589)
 
 class UpgradeHandler extends AsyncResource {
@@ -27064,21 +27064,21 @@ module.exports = upgrade
 
 /***/ }),
 
-/***/ 6615:
+/***/ 9761:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-module.exports.request = __nccwpck_require__(4043)
-module.exports.stream = __nccwpck_require__(3560)
-module.exports.pipeline = __nccwpck_require__(6862)
-module.exports.upgrade = __nccwpck_require__(1882)
-module.exports.connect = __nccwpck_require__(2279)
+module.exports.request = __nccwpck_require__(3217)
+module.exports.stream = __nccwpck_require__(978)
+module.exports.pipeline = __nccwpck_require__(7748)
+module.exports.upgrade = __nccwpck_require__(9408)
+module.exports.connect = __nccwpck_require__(3822)
 
 
 /***/ }),
 
-/***/ 9927:
+/***/ 1129:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 // Ported from https://github.com/nodejs/undici/pull/907
@@ -27087,9 +27087,9 @@ module.exports.connect = __nccwpck_require__(2279)
 
 const assert = __nccwpck_require__(4589)
 const { Readable } = __nccwpck_require__(7075)
-const { RequestAbortedError, NotSupportedError, InvalidArgumentError, AbortError } = __nccwpck_require__(8707)
-const util = __nccwpck_require__(3440)
-const { ReadableStreamFrom } = __nccwpck_require__(3440)
+const { RequestAbortedError, NotSupportedError, InvalidArgumentError, AbortError } = __nccwpck_require__(8705)
+const util = __nccwpck_require__(730)
+const { ReadableStreamFrom } = __nccwpck_require__(730)
 
 const kConsume = Symbol('kConsume')
 const kReading = Symbol('kReading')
@@ -27470,15 +27470,15 @@ module.exports = { Readable: BodyReadable, chunksDecode }
 
 /***/ }),
 
-/***/ 7655:
+/***/ 3273:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 const assert = __nccwpck_require__(4589)
 const {
   ResponseStatusCodeError
-} = __nccwpck_require__(8707)
+} = __nccwpck_require__(8705)
 
-const { chunksDecode } = __nccwpck_require__(9927)
+const { chunksDecode } = __nccwpck_require__(1129)
 const CHUNK_LIMIT = 128 * 1024
 
 async function getResolveErrorBodyCallback ({ callback, body, contentType, statusCode, statusMessage, headers }) {
@@ -27570,16 +27570,16 @@ module.exports = {
 
 /***/ }),
 
-/***/ 9136:
+/***/ 8738:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
 const net = __nccwpck_require__(7030)
 const assert = __nccwpck_require__(4589)
-const util = __nccwpck_require__(3440)
-const { InvalidArgumentError, ConnectTimeoutError } = __nccwpck_require__(8707)
-const timers = __nccwpck_require__(6603)
+const util = __nccwpck_require__(730)
+const { InvalidArgumentError, ConnectTimeoutError } = __nccwpck_require__(8705)
+const timers = __nccwpck_require__(7561)
 
 function noop () {}
 
@@ -27817,7 +27817,7 @@ module.exports = buildConnector
 
 /***/ }),
 
-/***/ 735:
+/***/ 3205:
 /***/ ((module) => {
 
 
@@ -27942,7 +27942,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 2414:
+/***/ 6388:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -28151,7 +28151,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 8707:
+/***/ 8705:
 /***/ ((module) => {
 
 
@@ -28583,7 +28583,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 4655:
+/***/ 1597:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -28591,7 +28591,7 @@ module.exports = {
 const {
   InvalidArgumentError,
   NotSupportedError
-} = __nccwpck_require__(8707)
+} = __nccwpck_require__(8705)
 const assert = __nccwpck_require__(4589)
 const {
   isValidHTTPToken,
@@ -28606,9 +28606,9 @@ const {
   validateHandler,
   getServerName,
   normalizedMethodRecords
-} = __nccwpck_require__(3440)
-const { channels } = __nccwpck_require__(2414)
-const { headerNameLowerCasedRecord } = __nccwpck_require__(735)
+} = __nccwpck_require__(730)
+const { channels } = __nccwpck_require__(6388)
+const { headerNameLowerCasedRecord } = __nccwpck_require__(3205)
 
 // Verifies that a given path is valid does not contain control chars \x00 to \x20
 const invalidPathRegex = /[^\u0021-\u00ff]/
@@ -29072,7 +29072,7 @@ module.exports = Request
 
 /***/ }),
 
-/***/ 6443:
+/***/ 1041:
 /***/ ((module) => {
 
 module.exports = {
@@ -29146,7 +29146,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 7752:
+/***/ 5406:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -29154,7 +29154,7 @@ module.exports = {
 const {
   wellknownHeaderNames,
   headerNameLowerCasedRecord
-} = __nccwpck_require__(735)
+} = __nccwpck_require__(3205)
 
 class TstNode {
   /** @type {any} */
@@ -29305,13 +29305,13 @@ module.exports = {
 
 /***/ }),
 
-/***/ 3440:
+/***/ 730:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
 const assert = __nccwpck_require__(4589)
-const { kDestroyed, kBodyUsed, kListeners, kBody } = __nccwpck_require__(6443)
+const { kDestroyed, kBodyUsed, kListeners, kBody } = __nccwpck_require__(1041)
 const { IncomingMessage } = __nccwpck_require__(7067)
 const stream = __nccwpck_require__(7075)
 const net = __nccwpck_require__(7030)
@@ -29319,9 +29319,9 @@ const { Blob } = __nccwpck_require__(6954)
 const nodeUtil = __nccwpck_require__(7975)
 const { stringify } = __nccwpck_require__(1792)
 const { EventEmitter: EE } = __nccwpck_require__(8474)
-const { InvalidArgumentError } = __nccwpck_require__(8707)
-const { headerNameLowerCasedRecord } = __nccwpck_require__(735)
-const { tree } = __nccwpck_require__(7752)
+const { InvalidArgumentError } = __nccwpck_require__(8705)
+const { headerNameLowerCasedRecord } = __nccwpck_require__(3205)
+const { tree } = __nccwpck_require__(5406)
 
 const [nodeMajor, nodeMinor] = process.versions.node.split('.').map(v => Number(v))
 
@@ -30031,18 +30031,18 @@ module.exports = {
 
 /***/ }),
 
-/***/ 7405:
+/***/ 1731:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const { InvalidArgumentError } = __nccwpck_require__(8707)
-const { kClients, kRunning, kClose, kDestroy, kDispatch, kInterceptors } = __nccwpck_require__(6443)
-const DispatcherBase = __nccwpck_require__(1841)
-const Pool = __nccwpck_require__(628)
-const Client = __nccwpck_require__(3701)
-const util = __nccwpck_require__(3440)
-const createRedirectInterceptor = __nccwpck_require__(5092)
+const { InvalidArgumentError } = __nccwpck_require__(8705)
+const { kClients, kRunning, kClose, kDestroy, kDispatch, kInterceptors } = __nccwpck_require__(1041)
+const DispatcherBase = __nccwpck_require__(4083)
+const Pool = __nccwpck_require__(1102)
+const Client = __nccwpck_require__(3839)
+const util = __nccwpck_require__(730)
+const createRedirectInterceptor = __nccwpck_require__(6106)
 
 const kOnConnect = Symbol('onConnect')
 const kOnDisconnect = Symbol('onDisconnect')
@@ -30171,7 +30171,7 @@ module.exports = Agent
 
 /***/ }),
 
-/***/ 837:
+/***/ 5719:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -30179,7 +30179,7 @@ module.exports = Agent
 const {
   BalancedPoolMissingUpstreamError,
   InvalidArgumentError
-} = __nccwpck_require__(8707)
+} = __nccwpck_require__(8705)
 const {
   PoolBase,
   kClients,
@@ -30187,10 +30187,10 @@ const {
   kAddClient,
   kRemoveClient,
   kGetDispatcher
-} = __nccwpck_require__(2128)
-const Pool = __nccwpck_require__(628)
-const { kUrl, kInterceptors } = __nccwpck_require__(6443)
-const { parseOrigin } = __nccwpck_require__(3440)
+} = __nccwpck_require__(3902)
+const Pool = __nccwpck_require__(1102)
+const { kUrl, kInterceptors } = __nccwpck_require__(1041)
+const { parseOrigin } = __nccwpck_require__(730)
 const kFactory = Symbol('factory')
 
 const kOptions = Symbol('options')
@@ -30387,7 +30387,7 @@ module.exports = BalancedPool
 
 /***/ }),
 
-/***/ 637:
+/***/ 8955:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -30395,9 +30395,9 @@ module.exports = BalancedPool
 /* global WebAssembly */
 
 const assert = __nccwpck_require__(4589)
-const util = __nccwpck_require__(3440)
-const { channels } = __nccwpck_require__(2414)
-const timers = __nccwpck_require__(6603)
+const util = __nccwpck_require__(730)
+const { channels } = __nccwpck_require__(6388)
+const timers = __nccwpck_require__(7561)
 const {
   RequestContentLengthMismatchError,
   ResponseContentLengthMismatchError,
@@ -30410,7 +30410,7 @@ const {
   BodyTimeoutError,
   HTTPParserError,
   ResponseExceededMaxSizeError
-} = __nccwpck_require__(8707)
+} = __nccwpck_require__(8705)
 const {
   kUrl,
   kReset,
@@ -30443,9 +30443,9 @@ const {
   kOnError,
   kResume,
   kHTTPContext
-} = __nccwpck_require__(6443)
+} = __nccwpck_require__(1041)
 
-const constants = __nccwpck_require__(2824)
+const constants = __nccwpck_require__(4386)
 const EMPTY_BUF = Buffer.alloc(0)
 const FastBuffer = Buffer[Symbol.species]
 const addListener = util.addListener
@@ -30457,11 +30457,11 @@ const kSocketUsed = Symbol('kSocketUsed')
 let extractBody
 
 async function lazyllhttp () {
-  const llhttpWasmData = process.env.JEST_WORKER_ID ? __nccwpck_require__(3870) : undefined
+  const llhttpWasmData = process.env.JEST_WORKER_ID ? __nccwpck_require__(6024) : undefined
 
   let mod
   try {
-    mod = await WebAssembly.compile(__nccwpck_require__(3434))
+    mod = await WebAssembly.compile(__nccwpck_require__(7696))
   } catch (e) {
     /* istanbul ignore next */
 
@@ -30469,7 +30469,7 @@ async function lazyllhttp () {
     // being enabled, but the occurring of this other error
     // * https://github.com/emscripten-core/emscripten/issues/11495
     // got me to remove that check to avoid breaking Node 12.
-    mod = await WebAssembly.compile(llhttpWasmData || __nccwpck_require__(3870))
+    mod = await WebAssembly.compile(llhttpWasmData || __nccwpck_require__(6024))
   }
 
   return await WebAssembly.instantiate(mod, {
@@ -31384,7 +31384,7 @@ function writeH1 (client, request) {
 
   if (util.isFormDataLike(body)) {
     if (!extractBody) {
-      extractBody = (__nccwpck_require__(4492).extractBody)
+      extractBody = (__nccwpck_require__(274).extractBody)
     }
 
     const [bodyStream, contentType] = extractBody(body)
@@ -31907,7 +31907,7 @@ module.exports = connectH1
 
 /***/ }),
 
-/***/ 8788:
+/***/ 6590:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -31915,13 +31915,13 @@ module.exports = connectH1
 const assert = __nccwpck_require__(4589)
 const { errorMonitor } = __nccwpck_require__(8474)
 const { pipeline } = __nccwpck_require__(7075)
-const util = __nccwpck_require__(3440)
+const util = __nccwpck_require__(730)
 const {
   RequestContentLengthMismatchError,
   RequestAbortedError,
   SocketError,
   InformationalError
-} = __nccwpck_require__(8707)
+} = __nccwpck_require__(8705)
 const {
   kUrl,
   kReset,
@@ -31940,7 +31940,7 @@ const {
   kResume,
   kSize,
   kHTTPContext
-} = __nccwpck_require__(6443)
+} = __nccwpck_require__(1041)
 
 const kOpenStreams = Symbol('open streams')
 
@@ -32346,7 +32346,7 @@ function writeH2 (client, request) {
   let contentLength = util.bodyLength(body)
 
   if (util.isFormDataLike(body)) {
-    extractBody ??= (__nccwpck_require__(4492).extractBody)
+    extractBody ??= (__nccwpck_require__(274).extractBody)
 
     const [bodyStream, contentType] = extractBody(body)
     headers['content-type'] = contentType
@@ -32706,7 +32706,7 @@ module.exports = connectH2
 
 /***/ }),
 
-/***/ 3701:
+/***/ 3839:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 // @ts-check
@@ -32716,16 +32716,16 @@ module.exports = connectH2
 const assert = __nccwpck_require__(4589)
 const net = __nccwpck_require__(7030)
 const http = __nccwpck_require__(7067)
-const util = __nccwpck_require__(3440)
-const { channels } = __nccwpck_require__(2414)
-const Request = __nccwpck_require__(4655)
-const DispatcherBase = __nccwpck_require__(1841)
+const util = __nccwpck_require__(730)
+const { channels } = __nccwpck_require__(6388)
+const Request = __nccwpck_require__(1597)
+const DispatcherBase = __nccwpck_require__(4083)
 const {
   InvalidArgumentError,
   InformationalError,
   ClientDestroyedError
-} = __nccwpck_require__(8707)
-const buildConnector = __nccwpck_require__(9136)
+} = __nccwpck_require__(8705)
+const buildConnector = __nccwpck_require__(8738)
 const {
   kUrl,
   kServerName,
@@ -32767,9 +32767,9 @@ const {
   kHTTPContext,
   kMaxConcurrentStreams,
   kResume
-} = __nccwpck_require__(6443)
-const connectH1 = __nccwpck_require__(637)
-const connectH2 = __nccwpck_require__(8788)
+} = __nccwpck_require__(1041)
+const connectH1 = __nccwpck_require__(8955)
+const connectH2 = __nccwpck_require__(6590)
 let deprecatedInterceptorWarned = false
 
 const kClosedResolve = Symbol('kClosedResolve')
@@ -33077,7 +33077,7 @@ class Client extends DispatcherBase {
   }
 }
 
-const createRedirectInterceptor = __nccwpck_require__(5092)
+const createRedirectInterceptor = __nccwpck_require__(6106)
 
 function onError (client, err) {
   if (
@@ -33337,19 +33337,19 @@ module.exports = Client
 
 /***/ }),
 
-/***/ 1841:
+/***/ 4083:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
 const buffer = __nccwpck_require__(6954)
-const Dispatcher = __nccwpck_require__(883)
+const Dispatcher = __nccwpck_require__(1657)
 const {
   ClientDestroyedError,
   ClientClosedError,
   InvalidArgumentError
-} = __nccwpck_require__(8707)
-const { kDestroy, kClose, kClosed, kDestroyed, kDispatch, kInterceptors } = __nccwpck_require__(6443)
+} = __nccwpck_require__(8705)
+const { kDestroy, kClose, kClosed, kDestroyed, kDispatch, kInterceptors } = __nccwpck_require__(1041)
 
 const kOnDestroyed = Symbol('onDestroyed')
 const kOnClosed = Symbol('onClosed')
@@ -33552,7 +33552,7 @@ module.exports = DispatcherBase
 
 /***/ }),
 
-/***/ 883:
+/***/ 1657:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -33624,15 +33624,15 @@ module.exports = Dispatcher
 
 /***/ }),
 
-/***/ 3137:
+/***/ 6587:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const DispatcherBase = __nccwpck_require__(1841)
-const { kClose, kDestroy, kClosed, kDestroyed, kDispatch, kNoProxyAgent, kHttpProxyAgent, kHttpsProxyAgent } = __nccwpck_require__(6443)
-const ProxyAgent = __nccwpck_require__(6672)
-const Agent = __nccwpck_require__(7405)
+const DispatcherBase = __nccwpck_require__(4083)
+const { kClose, kDestroy, kClosed, kDestroyed, kDispatch, kNoProxyAgent, kHttpProxyAgent, kHttpsProxyAgent } = __nccwpck_require__(1041)
+const ProxyAgent = __nccwpck_require__(3422)
+const Agent = __nccwpck_require__(1731)
 
 const DEFAULT_PORTS = {
   'http:': 80,
@@ -33791,7 +33791,7 @@ module.exports = EnvHttpProxyAgent
 
 /***/ }),
 
-/***/ 4660:
+/***/ 2702:
 /***/ ((module) => {
 
 /* eslint-disable */
@@ -33915,15 +33915,15 @@ module.exports = class FixedQueue {
 
 /***/ }),
 
-/***/ 2128:
+/***/ 3902:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const DispatcherBase = __nccwpck_require__(1841)
-const FixedQueue = __nccwpck_require__(4660)
-const { kConnected, kSize, kRunning, kPending, kQueued, kBusy, kFree, kUrl, kClose, kDestroy, kDispatch } = __nccwpck_require__(6443)
-const PoolStats = __nccwpck_require__(3246)
+const DispatcherBase = __nccwpck_require__(4083)
+const FixedQueue = __nccwpck_require__(2702)
+const { kConnected, kSize, kRunning, kPending, kQueued, kBusy, kFree, kUrl, kClose, kDestroy, kDispatch } = __nccwpck_require__(1041)
+const PoolStats = __nccwpck_require__(1568)
 
 const kClients = Symbol('clients')
 const kNeedDrain = Symbol('needDrain')
@@ -34116,10 +34116,10 @@ module.exports = {
 
 /***/ }),
 
-/***/ 3246:
+/***/ 1568:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
-const { kFree, kConnected, kPending, kQueued, kRunning, kSize } = __nccwpck_require__(6443)
+const { kFree, kConnected, kPending, kQueued, kRunning, kSize } = __nccwpck_require__(1041)
 const kPool = Symbol('pool')
 
 class PoolStats {
@@ -34157,7 +34157,7 @@ module.exports = PoolStats
 
 /***/ }),
 
-/***/ 628:
+/***/ 1102:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -34168,14 +34168,14 @@ const {
   kNeedDrain,
   kAddClient,
   kGetDispatcher
-} = __nccwpck_require__(2128)
-const Client = __nccwpck_require__(3701)
+} = __nccwpck_require__(3902)
+const Client = __nccwpck_require__(3839)
 const {
   InvalidArgumentError
-} = __nccwpck_require__(8707)
-const util = __nccwpck_require__(3440)
-const { kUrl, kInterceptors } = __nccwpck_require__(6443)
-const buildConnector = __nccwpck_require__(9136)
+} = __nccwpck_require__(8705)
+const util = __nccwpck_require__(730)
+const { kUrl, kInterceptors } = __nccwpck_require__(1041)
+const buildConnector = __nccwpck_require__(8738)
 
 const kOptions = Symbol('options')
 const kConnections = Symbol('connections')
@@ -34271,19 +34271,19 @@ module.exports = Pool
 
 /***/ }),
 
-/***/ 6672:
+/***/ 3422:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const { kProxy, kClose, kDestroy, kDispatch, kInterceptors } = __nccwpck_require__(6443)
+const { kProxy, kClose, kDestroy, kDispatch, kInterceptors } = __nccwpck_require__(1041)
 const { URL } = __nccwpck_require__(3136)
-const Agent = __nccwpck_require__(7405)
-const Pool = __nccwpck_require__(628)
-const DispatcherBase = __nccwpck_require__(1841)
-const { InvalidArgumentError, RequestAbortedError, SecureProxyConnectionError } = __nccwpck_require__(8707)
-const buildConnector = __nccwpck_require__(9136)
-const Client = __nccwpck_require__(3701)
+const Agent = __nccwpck_require__(1731)
+const Pool = __nccwpck_require__(1102)
+const DispatcherBase = __nccwpck_require__(4083)
+const { InvalidArgumentError, RequestAbortedError, SecureProxyConnectionError } = __nccwpck_require__(8705)
+const buildConnector = __nccwpck_require__(8738)
+const Client = __nccwpck_require__(3839)
 
 const kAgent = Symbol('proxy agent')
 const kClient = Symbol('proxy client')
@@ -34552,13 +34552,13 @@ module.exports = ProxyAgent
 
 /***/ }),
 
-/***/ 50:
+/***/ 4408:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const Dispatcher = __nccwpck_require__(883)
-const RetryHandler = __nccwpck_require__(7816)
+const Dispatcher = __nccwpck_require__(1657)
+const RetryHandler = __nccwpck_require__(934)
 
 class RetryAgent extends Dispatcher {
   #agent = null
@@ -34594,7 +34594,7 @@ module.exports = RetryAgent
 
 /***/ }),
 
-/***/ 2581:
+/***/ 5015:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -34602,8 +34602,8 @@ module.exports = RetryAgent
 // We include a version number for the Dispatcher API. In case of breaking changes,
 // this version number must be increased to avoid conflicts.
 const globalDispatcher = Symbol.for('undici.globalDispatcher.1')
-const { InvalidArgumentError } = __nccwpck_require__(8707)
-const Agent = __nccwpck_require__(7405)
+const { InvalidArgumentError } = __nccwpck_require__(8705)
+const Agent = __nccwpck_require__(1731)
 
 if (getGlobalDispatcher() === undefined) {
   setGlobalDispatcher(new Agent())
@@ -34633,7 +34633,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 8155:
+/***/ 3221:
 /***/ ((module) => {
 
 
@@ -34684,15 +34684,15 @@ module.exports = class DecoratorHandler {
 
 /***/ }),
 
-/***/ 8754:
+/***/ 3888:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const util = __nccwpck_require__(3440)
-const { kBodyUsed } = __nccwpck_require__(6443)
+const util = __nccwpck_require__(730)
+const { kBodyUsed } = __nccwpck_require__(1041)
 const assert = __nccwpck_require__(4589)
-const { InvalidArgumentError } = __nccwpck_require__(8707)
+const { InvalidArgumentError } = __nccwpck_require__(8705)
 const EE = __nccwpck_require__(8474)
 
 const redirectableStatusCodes = [300, 301, 302, 303, 307, 308]
@@ -34923,20 +34923,20 @@ module.exports = RedirectHandler
 
 /***/ }),
 
-/***/ 7816:
+/***/ 934:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 const assert = __nccwpck_require__(4589)
 
-const { kRetryHandlerDefaultRetry } = __nccwpck_require__(6443)
-const { RequestRetryError } = __nccwpck_require__(8707)
+const { kRetryHandlerDefaultRetry } = __nccwpck_require__(1041)
+const { RequestRetryError } = __nccwpck_require__(8705)
 const {
   isDisturbed,
   parseHeaders,
   parseRangeHeader,
   wrapRequestBody
-} = __nccwpck_require__(3440)
+} = __nccwpck_require__(730)
 
 function calculateRetryAfterHeader (retryAfter) {
   const current = Date.now()
@@ -35367,14 +35367,14 @@ module.exports = RetryHandler
 
 /***/ }),
 
-/***/ 379:
+/***/ 3525:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 const { isIP } = __nccwpck_require__(7030)
 const { lookup } = __nccwpck_require__(610)
-const DecoratorHandler = __nccwpck_require__(8155)
-const { InvalidArgumentError, InformationalError } = __nccwpck_require__(8707)
+const DecoratorHandler = __nccwpck_require__(3221)
+const { InvalidArgumentError, InformationalError } = __nccwpck_require__(8705)
 const maxInt = Math.pow(2, 31) - 1
 
 class DNSInstance {
@@ -35749,14 +35749,14 @@ module.exports = interceptorOpts => {
 
 /***/ }),
 
-/***/ 8060:
+/***/ 1226:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const util = __nccwpck_require__(3440)
-const { InvalidArgumentError, RequestAbortedError } = __nccwpck_require__(8707)
-const DecoratorHandler = __nccwpck_require__(8155)
+const util = __nccwpck_require__(730)
+const { InvalidArgumentError, RequestAbortedError } = __nccwpck_require__(8705)
+const DecoratorHandler = __nccwpck_require__(3221)
 
 class DumpHandler extends DecoratorHandler {
   #maxSize = 1024 * 1024
@@ -35879,12 +35879,12 @@ module.exports = createDumpInterceptor
 
 /***/ }),
 
-/***/ 5092:
+/***/ 6106:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const RedirectHandler = __nccwpck_require__(8754)
+const RedirectHandler = __nccwpck_require__(3888)
 
 function createRedirectInterceptor ({ maxRedirections: defaultMaxRedirections }) {
   return (dispatch) => {
@@ -35907,11 +35907,11 @@ module.exports = createRedirectInterceptor
 
 /***/ }),
 
-/***/ 1514:
+/***/ 7180:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
-const RedirectHandler = __nccwpck_require__(8754)
+const RedirectHandler = __nccwpck_require__(3888)
 
 module.exports = opts => {
   const globalMaxRedirections = opts?.maxRedirections
@@ -35938,11 +35938,11 @@ module.exports = opts => {
 
 /***/ }),
 
-/***/ 2026:
+/***/ 1332:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
-const RetryHandler = __nccwpck_require__(7816)
+const RetryHandler = __nccwpck_require__(934)
 
 module.exports = globalOpts => {
   return dispatch => {
@@ -35964,13 +35964,13 @@ module.exports = globalOpts => {
 
 /***/ }),
 
-/***/ 2824:
+/***/ 4386:
 /***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
 
 
 Object.defineProperty(exports, "__esModule", ({ value: true }));
 exports.SPECIAL_HEADERS = exports.HEADER_STATE = exports.MINOR = exports.MAJOR = exports.CONNECTION_TOKEN_CHARS = exports.HEADER_CHARS = exports.TOKEN = exports.STRICT_TOKEN = exports.HEX = exports.URL_CHAR = exports.STRICT_URL_CHAR = exports.USERINFO_CHARS = exports.MARK = exports.ALPHANUM = exports.NUM = exports.HEX_MAP = exports.NUM_MAP = exports.ALPHA = exports.FINISH = exports.H_METHOD_MAP = exports.METHOD_MAP = exports.METHODS_RTSP = exports.METHODS_ICE = exports.METHODS_HTTP = exports.METHODS = exports.LENIENT_FLAGS = exports.FLAGS = exports.TYPE = exports.ERROR = void 0;
-const utils_1 = __nccwpck_require__(172);
+const utils_1 = __nccwpck_require__(5002);
 // C headers
 var ERROR;
 (function (ERROR) {
@@ -36248,7 +36248,7 @@ exports.SPECIAL_HEADERS = {
 
 /***/ }),
 
-/***/ 3870:
+/***/ 6024:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -36260,7 +36260,7 @@ module.exports = Buffer.from('AGFzbQEAAAABJwdgAX8Bf2ADf39/AX9gAX8AYAJ/fwBgBH9/f3
 
 /***/ }),
 
-/***/ 3434:
+/***/ 7696:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -36272,7 +36272,7 @@ module.exports = Buffer.from('AGFzbQEAAAABJwdgAX8Bf2ADf39/AX9gAX8AYAJ/fwBgBH9/f3
 
 /***/ }),
 
-/***/ 172:
+/***/ 5002:
 /***/ ((__unused_webpack_module, exports) => {
 
 
@@ -36293,13 +36293,13 @@ exports.enumToMap = enumToMap;
 
 /***/ }),
 
-/***/ 7501:
+/***/ 2539:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const { kClients } = __nccwpck_require__(6443)
-const Agent = __nccwpck_require__(7405)
+const { kClients } = __nccwpck_require__(1041)
+const Agent = __nccwpck_require__(1731)
 const {
   kAgent,
   kMockAgentSet,
@@ -36310,14 +36310,14 @@ const {
   kGetNetConnect,
   kOptions,
   kFactory
-} = __nccwpck_require__(1117)
-const MockClient = __nccwpck_require__(7365)
-const MockPool = __nccwpck_require__(4004)
-const { matchValue, buildMockOptions } = __nccwpck_require__(3397)
-const { InvalidArgumentError, UndiciError } = __nccwpck_require__(8707)
-const Dispatcher = __nccwpck_require__(883)
-const Pluralizer = __nccwpck_require__(1529)
-const PendingInterceptorsFormatter = __nccwpck_require__(6142)
+} = __nccwpck_require__(987)
+const MockClient = __nccwpck_require__(2231)
+const MockPool = __nccwpck_require__(1158)
+const { matchValue, buildMockOptions } = __nccwpck_require__(799)
+const { InvalidArgumentError, UndiciError } = __nccwpck_require__(8705)
+const Dispatcher = __nccwpck_require__(1657)
+const Pluralizer = __nccwpck_require__(839)
+const PendingInterceptorsFormatter = __nccwpck_require__(276)
 
 class MockAgent extends Dispatcher {
   constructor (opts) {
@@ -36460,14 +36460,14 @@ module.exports = MockAgent
 
 /***/ }),
 
-/***/ 7365:
+/***/ 2231:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
 const { promisify } = __nccwpck_require__(7975)
-const Client = __nccwpck_require__(3701)
-const { buildMockDispatch } = __nccwpck_require__(3397)
+const Client = __nccwpck_require__(3839)
+const { buildMockDispatch } = __nccwpck_require__(799)
 const {
   kDispatches,
   kMockAgent,
@@ -36476,10 +36476,10 @@ const {
   kOrigin,
   kOriginalDispatch,
   kConnected
-} = __nccwpck_require__(1117)
-const { MockInterceptor } = __nccwpck_require__(1511)
-const Symbols = __nccwpck_require__(6443)
-const { InvalidArgumentError } = __nccwpck_require__(8707)
+} = __nccwpck_require__(987)
+const { MockInterceptor } = __nccwpck_require__(3265)
+const Symbols = __nccwpck_require__(1041)
+const { InvalidArgumentError } = __nccwpck_require__(8705)
 
 /**
  * MockClient provides an API that extends the Client to influence the mockDispatches.
@@ -36526,12 +36526,12 @@ module.exports = MockClient
 
 /***/ }),
 
-/***/ 2429:
+/***/ 99:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const { UndiciError } = __nccwpck_require__(8707)
+const { UndiciError } = __nccwpck_require__(8705)
 
 const kMockNotMatchedError = Symbol.for('undici.error.UND_MOCK_ERR_MOCK_NOT_MATCHED')
 
@@ -36561,12 +36561,12 @@ module.exports = {
 
 /***/ }),
 
-/***/ 1511:
+/***/ 3265:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const { getResponseData, buildKey, addMockDispatch } = __nccwpck_require__(3397)
+const { getResponseData, buildKey, addMockDispatch } = __nccwpck_require__(799)
 const {
   kDispatches,
   kDispatchKey,
@@ -36574,9 +36574,9 @@ const {
   kDefaultTrailers,
   kContentLength,
   kMockDispatch
-} = __nccwpck_require__(1117)
-const { InvalidArgumentError } = __nccwpck_require__(8707)
-const { buildURL } = __nccwpck_require__(3440)
+} = __nccwpck_require__(987)
+const { InvalidArgumentError } = __nccwpck_require__(8705)
+const { buildURL } = __nccwpck_require__(730)
 
 /**
  * Defines the scope API for an interceptor reply
@@ -36775,14 +36775,14 @@ module.exports.MockScope = MockScope
 
 /***/ }),
 
-/***/ 4004:
+/***/ 1158:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
 const { promisify } = __nccwpck_require__(7975)
-const Pool = __nccwpck_require__(628)
-const { buildMockDispatch } = __nccwpck_require__(3397)
+const Pool = __nccwpck_require__(1102)
+const { buildMockDispatch } = __nccwpck_require__(799)
 const {
   kDispatches,
   kMockAgent,
@@ -36791,10 +36791,10 @@ const {
   kOrigin,
   kOriginalDispatch,
   kConnected
-} = __nccwpck_require__(1117)
-const { MockInterceptor } = __nccwpck_require__(1511)
-const Symbols = __nccwpck_require__(6443)
-const { InvalidArgumentError } = __nccwpck_require__(8707)
+} = __nccwpck_require__(987)
+const { MockInterceptor } = __nccwpck_require__(3265)
+const Symbols = __nccwpck_require__(1041)
+const { InvalidArgumentError } = __nccwpck_require__(8705)
 
 /**
  * MockPool provides an API that extends the Pool to influence the mockDispatches.
@@ -36841,7 +36841,7 @@ module.exports = MockPool
 
 /***/ }),
 
-/***/ 1117:
+/***/ 987:
 /***/ ((module) => {
 
 
@@ -36871,20 +36871,20 @@ module.exports = {
 
 /***/ }),
 
-/***/ 3397:
+/***/ 799:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const { MockNotMatchedError } = __nccwpck_require__(2429)
+const { MockNotMatchedError } = __nccwpck_require__(99)
 const {
   kDispatches,
   kMockAgent,
   kOriginalDispatch,
   kOrigin,
   kGetNetConnect
-} = __nccwpck_require__(1117)
-const { buildURL } = __nccwpck_require__(3440)
+} = __nccwpck_require__(987)
+const { buildURL } = __nccwpck_require__(730)
 const { STATUS_CODES } = __nccwpck_require__(7067)
 const {
   types: {
@@ -37245,7 +37245,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 6142:
+/***/ 276:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -37295,7 +37295,7 @@ module.exports = class PendingInterceptorsFormatter {
 
 /***/ }),
 
-/***/ 1529:
+/***/ 839:
 /***/ ((module) => {
 
 
@@ -37331,7 +37331,7 @@ module.exports = class Pluralizer {
 
 /***/ }),
 
-/***/ 6603:
+/***/ 7561:
 /***/ ((module) => {
 
 
@@ -37761,20 +37761,20 @@ module.exports = {
 
 /***/ }),
 
-/***/ 9634:
+/***/ 708:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const { kConstruct } = __nccwpck_require__(109)
-const { urlEquals, getFieldValues } = __nccwpck_require__(6798)
-const { kEnumerableProperty, isDisturbed } = __nccwpck_require__(3440)
-const { webidl } = __nccwpck_require__(5893)
-const { Response, cloneResponse, fromInnerResponse } = __nccwpck_require__(9051)
-const { Request, fromInnerRequest } = __nccwpck_require__(9967)
-const { kState } = __nccwpck_require__(3627)
-const { fetching } = __nccwpck_require__(4398)
-const { urlIsHttpHttpsScheme, createDeferredPromise, readAllBytes } = __nccwpck_require__(3168)
+const { kConstruct } = __nccwpck_require__(1087)
+const { urlEquals, getFieldValues } = __nccwpck_require__(460)
+const { kEnumerableProperty, isDisturbed } = __nccwpck_require__(730)
+const { webidl } = __nccwpck_require__(1059)
+const { Response, cloneResponse, fromInnerResponse } = __nccwpck_require__(8021)
+const { Request, fromInnerRequest } = __nccwpck_require__(129)
+const { kState } = __nccwpck_require__(4413)
+const { fetching } = __nccwpck_require__(8892)
+const { urlIsHttpHttpsScheme, createDeferredPromise, readAllBytes } = __nccwpck_require__(5774)
 const assert = __nccwpck_require__(4589)
 
 /**
@@ -38627,15 +38627,15 @@ module.exports = {
 
 /***/ }),
 
-/***/ 3245:
+/***/ 1371:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const { kConstruct } = __nccwpck_require__(109)
-const { Cache } = __nccwpck_require__(9634)
-const { webidl } = __nccwpck_require__(5893)
-const { kEnumerableProperty } = __nccwpck_require__(3440)
+const { kConstruct } = __nccwpck_require__(1087)
+const { Cache } = __nccwpck_require__(708)
+const { webidl } = __nccwpck_require__(1059)
+const { kEnumerableProperty } = __nccwpck_require__(730)
 
 class CacheStorage {
   /**
@@ -38786,26 +38786,26 @@ module.exports = {
 
 /***/ }),
 
-/***/ 109:
+/***/ 1087:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
 module.exports = {
-  kConstruct: (__nccwpck_require__(6443).kConstruct)
+  kConstruct: (__nccwpck_require__(1041).kConstruct)
 }
 
 
 /***/ }),
 
-/***/ 6798:
+/***/ 460:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
 const assert = __nccwpck_require__(4589)
-const { URLSerializer } = __nccwpck_require__(1900)
-const { isValidHeaderName } = __nccwpck_require__(3168)
+const { URLSerializer } = __nccwpck_require__(3166)
+const { isValidHeaderName } = __nccwpck_require__(5774)
 
 /**
  * @see https://url.spec.whatwg.org/#concept-url-equals
@@ -38850,7 +38850,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 1276:
+/***/ 7490:
 /***/ ((module) => {
 
 
@@ -38869,15 +38869,15 @@ module.exports = {
 
 /***/ }),
 
-/***/ 9061:
+/***/ 2367:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const { parseSetCookie } = __nccwpck_require__(1978)
-const { stringify } = __nccwpck_require__(7797)
-const { webidl } = __nccwpck_require__(5893)
-const { Headers } = __nccwpck_require__(660)
+const { parseSetCookie } = __nccwpck_require__(9880)
+const { stringify } = __nccwpck_require__(335)
+const { webidl } = __nccwpck_require__(1059)
+const { Headers } = __nccwpck_require__(4014)
 
 /**
  * @typedef {Object} Cookie
@@ -39060,14 +39060,14 @@ module.exports = {
 
 /***/ }),
 
-/***/ 1978:
+/***/ 9880:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const { maxNameValuePairSize, maxAttributeValueSize } = __nccwpck_require__(1276)
-const { isCTLExcludingHtab } = __nccwpck_require__(7797)
-const { collectASequenceOfCodePointsFast } = __nccwpck_require__(1900)
+const { maxNameValuePairSize, maxAttributeValueSize } = __nccwpck_require__(7490)
+const { isCTLExcludingHtab } = __nccwpck_require__(335)
+const { collectASequenceOfCodePointsFast } = __nccwpck_require__(3166)
 const assert = __nccwpck_require__(4589)
 
 /**
@@ -39377,7 +39377,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 7797:
+/***/ 335:
 /***/ ((module) => {
 
 
@@ -39736,13 +39736,13 @@ module.exports = {
 
 /***/ }),
 
-/***/ 4031:
+/***/ 3741:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 const buffer = __nccwpck_require__(6954)
 const { Transform } = __nccwpck_require__(7075)
-const { isASCIINumber, isValidLastEventId } = __nccwpck_require__(4811)
+const { isASCIINumber, isValidLastEventId } = __nccwpck_require__(6337)
 
 /**
  * @type {number[]} BOM
@@ -40317,23 +40317,23 @@ module.exports = {
 
 /***/ }),
 
-/***/ 1238:
+/***/ 968:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
 const { pipeline } = __nccwpck_require__(7075)
-const { fetching } = __nccwpck_require__(4398)
-const { makeRequest } = __nccwpck_require__(9967)
-const { webidl } = __nccwpck_require__(5893)
-const { EventSourceStream } = __nccwpck_require__(4031)
-const { parseMIMEType } = __nccwpck_require__(1900)
-const { createFastMessageEvent } = __nccwpck_require__(5188)
-const { isNetworkError } = __nccwpck_require__(9051)
-const { delay } = __nccwpck_require__(4811)
-const { kEnumerableProperty } = __nccwpck_require__(3440)
-const { environmentSettingsObject } = __nccwpck_require__(3168)
-const { getGlobalDispatcher } = __nccwpck_require__(2581)
+const { fetching } = __nccwpck_require__(8892)
+const { makeRequest } = __nccwpck_require__(129)
+const { webidl } = __nccwpck_require__(1059)
+const { EventSourceStream } = __nccwpck_require__(3741)
+const { parseMIMEType } = __nccwpck_require__(3166)
+const { createFastMessageEvent } = __nccwpck_require__(142)
+const { isNetworkError } = __nccwpck_require__(8021)
+const { delay } = __nccwpck_require__(6337)
+const { kEnumerableProperty } = __nccwpck_require__(730)
+const { environmentSettingsObject } = __nccwpck_require__(5774)
+const { getGlobalDispatcher } = __nccwpck_require__(5015)
 
 let experimentalWarned = false
 
@@ -40807,7 +40807,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 4811:
+/***/ 6337:
 /***/ ((module) => {
 
 
@@ -40851,12 +40851,12 @@ module.exports = {
 
 /***/ }),
 
-/***/ 4492:
+/***/ 274:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const util = __nccwpck_require__(3440)
+const util = __nccwpck_require__(730)
 const {
   ReadableStreamFrom,
   isBlobLike,
@@ -40866,16 +40866,16 @@ const {
   fullyReadBody,
   extractMimeType,
   utf8DecodeBytes
-} = __nccwpck_require__(3168)
-const { FormData } = __nccwpck_require__(5910)
-const { kState } = __nccwpck_require__(3627)
-const { webidl } = __nccwpck_require__(5893)
+} = __nccwpck_require__(5774)
+const { FormData } = __nccwpck_require__(6808)
+const { kState } = __nccwpck_require__(4413)
+const { webidl } = __nccwpck_require__(1059)
 const { Blob } = __nccwpck_require__(6954)
 const assert = __nccwpck_require__(4589)
 const { isErrored, isDisturbed } = __nccwpck_require__(7075)
 const { isArrayBuffer } = __nccwpck_require__(3429)
-const { serializeAMimeType } = __nccwpck_require__(1900)
-const { multipartFormDataParser } = __nccwpck_require__(116)
+const { serializeAMimeType } = __nccwpck_require__(3166)
+const { multipartFormDataParser } = __nccwpck_require__(2854)
 let random
 
 try {
@@ -41387,7 +41387,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 4495:
+/***/ 6225:
 /***/ ((module) => {
 
 
@@ -41518,7 +41518,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 1900:
+/***/ 3166:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -42269,12 +42269,12 @@ module.exports = {
 
 /***/ }),
 
-/***/ 6653:
+/***/ 8503:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const { kConnected, kSize } = __nccwpck_require__(6443)
+const { kConnected, kSize } = __nccwpck_require__(1041)
 
 class CompatWeakRef {
   constructor (value) {
@@ -42322,14 +42322,14 @@ module.exports = function () {
 
 /***/ }),
 
-/***/ 7114:
+/***/ 1668:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
 const { Blob, File } = __nccwpck_require__(6954)
-const { kState } = __nccwpck_require__(3627)
-const { webidl } = __nccwpck_require__(5893)
+const { kState } = __nccwpck_require__(4413)
+const { webidl } = __nccwpck_require__(1059)
 
 // TODO(@KhafraDev): remove
 class FileLike {
@@ -42455,16 +42455,16 @@ module.exports = { FileLike, isFileLike }
 
 /***/ }),
 
-/***/ 116:
+/***/ 2854:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const { isUSVString, bufferToLowerCasedHeaderName } = __nccwpck_require__(3440)
-const { utf8DecodeBytes } = __nccwpck_require__(3168)
-const { HTTP_TOKEN_CODEPOINTS, isomorphicDecode } = __nccwpck_require__(1900)
-const { isFileLike } = __nccwpck_require__(7114)
-const { makeEntry } = __nccwpck_require__(5910)
+const { isUSVString, bufferToLowerCasedHeaderName } = __nccwpck_require__(730)
+const { utf8DecodeBytes } = __nccwpck_require__(5774)
+const { HTTP_TOKEN_CODEPOINTS, isomorphicDecode } = __nccwpck_require__(3166)
+const { isFileLike } = __nccwpck_require__(1668)
+const { makeEntry } = __nccwpck_require__(6808)
 const assert = __nccwpck_require__(4589)
 const { File: NodeFile } = __nccwpck_require__(6954)
 
@@ -42936,16 +42936,16 @@ module.exports = {
 
 /***/ }),
 
-/***/ 5910:
+/***/ 6808:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const { isBlobLike, iteratorMixin } = __nccwpck_require__(3168)
-const { kState } = __nccwpck_require__(3627)
-const { kEnumerableProperty } = __nccwpck_require__(3440)
-const { FileLike, isFileLike } = __nccwpck_require__(7114)
-const { webidl } = __nccwpck_require__(5893)
+const { isBlobLike, iteratorMixin } = __nccwpck_require__(5774)
+const { kState } = __nccwpck_require__(4413)
+const { kEnumerableProperty } = __nccwpck_require__(730)
+const { FileLike, isFileLike } = __nccwpck_require__(1668)
+const { webidl } = __nccwpck_require__(1059)
 const { File: NativeFile } = __nccwpck_require__(6954)
 const nodeUtil = __nccwpck_require__(7975)
 
@@ -43195,7 +43195,7 @@ module.exports = { FormData, makeEntry }
 
 /***/ }),
 
-/***/ 1059:
+/***/ 5253:
 /***/ ((module) => {
 
 
@@ -43242,21 +43242,21 @@ module.exports = {
 
 /***/ }),
 
-/***/ 660:
+/***/ 4014:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 // https://github.com/Ethan-Arrowood/undici-fetch
 
 
 
-const { kConstruct } = __nccwpck_require__(6443)
-const { kEnumerableProperty } = __nccwpck_require__(3440)
+const { kConstruct } = __nccwpck_require__(1041)
+const { kEnumerableProperty } = __nccwpck_require__(730)
 const {
   iteratorMixin,
   isValidHeaderName,
   isValidHeaderValue
-} = __nccwpck_require__(3168)
-const { webidl } = __nccwpck_require__(5893)
+} = __nccwpck_require__(5774)
+const { webidl } = __nccwpck_require__(1059)
 const assert = __nccwpck_require__(4589)
 const util = __nccwpck_require__(7975)
 
@@ -43936,7 +43936,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 4398:
+/***/ 8892:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 // https://github.com/Ethan-Arrowood/undici-fetch
@@ -43949,9 +43949,9 @@ const {
   filterResponse,
   makeResponse,
   fromInnerResponse
-} = __nccwpck_require__(9051)
-const { HeadersList } = __nccwpck_require__(660)
-const { Request, cloneRequest } = __nccwpck_require__(9967)
+} = __nccwpck_require__(8021)
+const { HeadersList } = __nccwpck_require__(4014)
+const { Request, cloneRequest } = __nccwpck_require__(129)
 const zlib = __nccwpck_require__(8522)
 const {
   bytesMatch,
@@ -43987,23 +43987,23 @@ const {
   buildContentRange,
   createInflate,
   extractMimeType
-} = __nccwpck_require__(3168)
-const { kState, kDispatcher } = __nccwpck_require__(3627)
+} = __nccwpck_require__(5774)
+const { kState, kDispatcher } = __nccwpck_require__(4413)
 const assert = __nccwpck_require__(4589)
-const { safelyExtractBody, extractBody } = __nccwpck_require__(4492)
+const { safelyExtractBody, extractBody } = __nccwpck_require__(274)
 const {
   redirectStatusSet,
   nullBodyStatus,
   safeMethodsSet,
   requestBodyHeader,
   subresourceSet
-} = __nccwpck_require__(4495)
+} = __nccwpck_require__(6225)
 const EE = __nccwpck_require__(8474)
 const { Readable, pipeline, finished } = __nccwpck_require__(7075)
-const { addAbortListener, isErrored, isReadable, bufferToLowerCasedHeaderName } = __nccwpck_require__(3440)
-const { dataURLProcessor, serializeAMimeType, minimizeSupportedMimeType } = __nccwpck_require__(1900)
-const { getGlobalDispatcher } = __nccwpck_require__(2581)
-const { webidl } = __nccwpck_require__(5893)
+const { addAbortListener, isErrored, isReadable, bufferToLowerCasedHeaderName } = __nccwpck_require__(730)
+const { dataURLProcessor, serializeAMimeType, minimizeSupportedMimeType } = __nccwpck_require__(3166)
+const { getGlobalDispatcher } = __nccwpck_require__(5015)
+const { webidl } = __nccwpck_require__(1059)
 const { STATUS_CODES } = __nccwpck_require__(7067)
 const GET_OR_HEAD = ['GET', 'HEAD']
 
@@ -46213,23 +46213,23 @@ module.exports = {
 
 /***/ }),
 
-/***/ 9967:
+/***/ 129:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 /* globals AbortController */
 
 
 
-const { extractBody, mixinBody, cloneBody, bodyUnusable } = __nccwpck_require__(4492)
-const { Headers, fill: fillHeaders, HeadersList, setHeadersGuard, getHeadersGuard, setHeadersList, getHeadersList } = __nccwpck_require__(660)
-const { FinalizationRegistry } = __nccwpck_require__(6653)()
-const util = __nccwpck_require__(3440)
+const { extractBody, mixinBody, cloneBody, bodyUnusable } = __nccwpck_require__(274)
+const { Headers, fill: fillHeaders, HeadersList, setHeadersGuard, getHeadersGuard, setHeadersList, getHeadersList } = __nccwpck_require__(4014)
+const { FinalizationRegistry } = __nccwpck_require__(8503)()
+const util = __nccwpck_require__(730)
 const nodeUtil = __nccwpck_require__(7975)
 const {
   isValidHTTPToken,
   sameOrigin,
   environmentSettingsObject
-} = __nccwpck_require__(3168)
+} = __nccwpck_require__(5774)
 const {
   forbiddenMethodsSet,
   corsSafeListedMethodsSet,
@@ -46239,12 +46239,12 @@ const {
   requestCredentials,
   requestCache,
   requestDuplex
-} = __nccwpck_require__(4495)
+} = __nccwpck_require__(6225)
 const { kEnumerableProperty, normalizedMethodRecordsBase, normalizedMethodRecords } = util
-const { kHeaders, kSignal, kState, kDispatcher } = __nccwpck_require__(3627)
-const { webidl } = __nccwpck_require__(5893)
-const { URLSerializer } = __nccwpck_require__(1900)
-const { kConstruct } = __nccwpck_require__(6443)
+const { kHeaders, kSignal, kState, kDispatcher } = __nccwpck_require__(4413)
+const { webidl } = __nccwpck_require__(1059)
+const { URLSerializer } = __nccwpck_require__(3166)
+const { kConstruct } = __nccwpck_require__(1041)
 const assert = __nccwpck_require__(4589)
 const { getMaxListeners, setMaxListeners, getEventListeners, defaultMaxListeners } = __nccwpck_require__(8474)
 
@@ -47257,14 +47257,14 @@ module.exports = { Request, makeRequest, fromInnerRequest, cloneRequest }
 
 /***/ }),
 
-/***/ 9051:
+/***/ 8021:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const { Headers, HeadersList, fill, getHeadersGuard, setHeadersGuard, setHeadersList } = __nccwpck_require__(660)
-const { extractBody, cloneBody, mixinBody, hasFinalizationRegistry, streamRegistry, bodyUnusable } = __nccwpck_require__(4492)
-const util = __nccwpck_require__(3440)
+const { Headers, HeadersList, fill, getHeadersGuard, setHeadersGuard, setHeadersList } = __nccwpck_require__(4014)
+const { extractBody, cloneBody, mixinBody, hasFinalizationRegistry, streamRegistry, bodyUnusable } = __nccwpck_require__(274)
+const util = __nccwpck_require__(730)
 const nodeUtil = __nccwpck_require__(7975)
 const { kEnumerableProperty } = util
 const {
@@ -47276,16 +47276,16 @@ const {
   isErrorLike,
   isomorphicEncode,
   environmentSettingsObject: relevantRealm
-} = __nccwpck_require__(3168)
+} = __nccwpck_require__(5774)
 const {
   redirectStatusSet,
   nullBodyStatus
-} = __nccwpck_require__(4495)
-const { kState, kHeaders } = __nccwpck_require__(3627)
-const { webidl } = __nccwpck_require__(5893)
-const { FormData } = __nccwpck_require__(5910)
-const { URLSerializer } = __nccwpck_require__(1900)
-const { kConstruct } = __nccwpck_require__(6443)
+} = __nccwpck_require__(6225)
+const { kState, kHeaders } = __nccwpck_require__(4413)
+const { webidl } = __nccwpck_require__(1059)
+const { FormData } = __nccwpck_require__(6808)
+const { URLSerializer } = __nccwpck_require__(3166)
+const { kConstruct } = __nccwpck_require__(1041)
 const assert = __nccwpck_require__(4589)
 const { types } = __nccwpck_require__(7975)
 
@@ -47874,7 +47874,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 3627:
+/***/ 4413:
 /***/ ((module) => {
 
 
@@ -47890,21 +47890,21 @@ module.exports = {
 
 /***/ }),
 
-/***/ 3168:
+/***/ 5774:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
 const { Transform } = __nccwpck_require__(7075)
 const zlib = __nccwpck_require__(8522)
-const { redirectStatusSet, referrerPolicySet: referrerPolicyTokens, badPortsSet } = __nccwpck_require__(4495)
-const { getGlobalOrigin } = __nccwpck_require__(1059)
-const { collectASequenceOfCodePoints, collectAnHTTPQuotedString, removeChars, parseMIMEType } = __nccwpck_require__(1900)
+const { redirectStatusSet, referrerPolicySet: referrerPolicyTokens, badPortsSet } = __nccwpck_require__(6225)
+const { getGlobalOrigin } = __nccwpck_require__(5253)
+const { collectASequenceOfCodePoints, collectAnHTTPQuotedString, removeChars, parseMIMEType } = __nccwpck_require__(3166)
 const { performance } = __nccwpck_require__(643)
-const { isBlobLike, ReadableStreamFrom, isValidHTTPToken, normalizedMethodRecordsBase } = __nccwpck_require__(3440)
+const { isBlobLike, ReadableStreamFrom, isValidHTTPToken, normalizedMethodRecordsBase } = __nccwpck_require__(730)
 const assert = __nccwpck_require__(4589)
 const { isUint8Array } = __nccwpck_require__(3429)
-const { webidl } = __nccwpck_require__(5893)
+const { webidl } = __nccwpck_require__(1059)
 
 let supportedHashes = []
 
@@ -49529,14 +49529,14 @@ module.exports = {
 
 /***/ }),
 
-/***/ 5893:
+/***/ 1059:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
 const { types, inspect } = __nccwpck_require__(7975)
 const { markAsUncloneable } = __nccwpck_require__(5919)
-const { toUSVString } = __nccwpck_require__(3440)
+const { toUSVString } = __nccwpck_require__(730)
 
 /** @type {import('../../../types/webidl').Webidl} */
 const webidl = {}
@@ -50231,7 +50231,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 2607:
+/***/ 6333:
 /***/ ((module) => {
 
 
@@ -50528,7 +50528,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 8355:
+/***/ 3137:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -50537,16 +50537,16 @@ const {
   staticPropertyDescriptors,
   readOperation,
   fireAProgressEvent
-} = __nccwpck_require__(3610)
+} = __nccwpck_require__(724)
 const {
   kState,
   kError,
   kResult,
   kEvents,
   kAborted
-} = __nccwpck_require__(961)
-const { webidl } = __nccwpck_require__(5893)
-const { kEnumerableProperty } = __nccwpck_require__(3440)
+} = __nccwpck_require__(2887)
+const { webidl } = __nccwpck_require__(1059)
+const { kEnumerableProperty } = __nccwpck_require__(730)
 
 class FileReader extends EventTarget {
   constructor () {
@@ -50879,12 +50879,12 @@ module.exports = {
 
 /***/ }),
 
-/***/ 8573:
+/***/ 7003:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const { webidl } = __nccwpck_require__(5893)
+const { webidl } = __nccwpck_require__(1059)
 
 const kState = Symbol('ProgressEvent state')
 
@@ -50964,7 +50964,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 961:
+/***/ 2887:
 /***/ ((module) => {
 
 
@@ -50981,7 +50981,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 3610:
+/***/ 724:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -50992,10 +50992,10 @@ const {
   kResult,
   kAborted,
   kLastProgressEventFired
-} = __nccwpck_require__(961)
-const { ProgressEvent } = __nccwpck_require__(8573)
-const { getEncoding } = __nccwpck_require__(2607)
-const { serializeAMimeType, parseMIMEType } = __nccwpck_require__(1900)
+} = __nccwpck_require__(2887)
+const { ProgressEvent } = __nccwpck_require__(7003)
+const { getEncoding } = __nccwpck_require__(6333)
+const { serializeAMimeType, parseMIMEType } = __nccwpck_require__(3166)
 const { types } = __nccwpck_require__(7975)
 const { StringDecoder } = __nccwpck_require__(3193)
 const { btoa } = __nccwpck_require__(6954)
@@ -51379,27 +51379,27 @@ module.exports = {
 
 /***/ }),
 
-/***/ 6897:
+/***/ 3179:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const { uid, states, sentCloseFrameState, emptyBuffer, opcodes } = __nccwpck_require__(736)
+const { uid, states, sentCloseFrameState, emptyBuffer, opcodes } = __nccwpck_require__(5962)
 const {
   kReadyState,
   kSentClose,
   kByteParser,
   kReceivedClose,
   kResponse
-} = __nccwpck_require__(1216)
-const { fireEvent, failWebsocketConnection, isClosing, isClosed, isEstablished, parseExtensions } = __nccwpck_require__(8625)
-const { channels } = __nccwpck_require__(2414)
-const { CloseEvent } = __nccwpck_require__(5188)
-const { makeRequest } = __nccwpck_require__(9967)
-const { fetching } = __nccwpck_require__(4398)
-const { Headers, getHeadersList } = __nccwpck_require__(660)
-const { getDecodeSplit } = __nccwpck_require__(3168)
-const { WebsocketFrameSend } = __nccwpck_require__(3264)
+} = __nccwpck_require__(2282)
+const { fireEvent, failWebsocketConnection, isClosing, isClosed, isEstablished, parseExtensions } = __nccwpck_require__(3623)
+const { channels } = __nccwpck_require__(6388)
+const { CloseEvent } = __nccwpck_require__(142)
+const { makeRequest } = __nccwpck_require__(129)
+const { fetching } = __nccwpck_require__(8892)
+const { Headers, getHeadersList } = __nccwpck_require__(4014)
+const { getDecodeSplit } = __nccwpck_require__(5774)
+const { WebsocketFrameSend } = __nccwpck_require__(2658)
 
 /** @type {import('crypto')} */
 let crypto
@@ -51757,7 +51757,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 736:
+/***/ 5962:
 /***/ ((module) => {
 
 
@@ -51830,14 +51830,14 @@ module.exports = {
 
 /***/ }),
 
-/***/ 5188:
+/***/ 142:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const { webidl } = __nccwpck_require__(5893)
-const { kEnumerableProperty } = __nccwpck_require__(3440)
-const { kConstruct } = __nccwpck_require__(6443)
+const { webidl } = __nccwpck_require__(1059)
+const { kEnumerableProperty } = __nccwpck_require__(730)
+const { kConstruct } = __nccwpck_require__(1041)
 const { MessagePort } = __nccwpck_require__(5919)
 
 /**
@@ -52166,12 +52166,12 @@ module.exports = {
 
 /***/ }),
 
-/***/ 3264:
+/***/ 2658:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const { maxUnsigned16Bit } = __nccwpck_require__(736)
+const { maxUnsigned16Bit } = __nccwpck_require__(5962)
 
 const BUFFER_SIZE = 16386
 
@@ -52269,14 +52269,14 @@ module.exports = {
 
 /***/ }),
 
-/***/ 9469:
+/***/ 2751:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
 const { createInflateRaw, Z_DEFAULT_WINDOWBITS } = __nccwpck_require__(8522)
-const { isValidClientWindowBits } = __nccwpck_require__(8625)
-const { MessageSizeExceededError } = __nccwpck_require__(8707)
+const { isValidClientWindowBits } = __nccwpck_require__(3623)
+const { MessageSizeExceededError } = __nccwpck_require__(8705)
 
 const tail = Buffer.from([0x00, 0x00, 0xff, 0xff])
 const kBuffer = Symbol('kBuffer')
@@ -52381,16 +52381,16 @@ module.exports = { PerMessageDeflate }
 
 /***/ }),
 
-/***/ 1652:
+/***/ 9602:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
 const { Writable } = __nccwpck_require__(7075)
 const assert = __nccwpck_require__(4589)
-const { parserStates, opcodes, states, emptyBuffer, sentCloseFrameState } = __nccwpck_require__(736)
-const { kReadyState, kSentClose, kResponse, kReceivedClose } = __nccwpck_require__(1216)
-const { channels } = __nccwpck_require__(2414)
+const { parserStates, opcodes, states, emptyBuffer, sentCloseFrameState } = __nccwpck_require__(5962)
+const { kReadyState, kSentClose, kResponse, kReceivedClose } = __nccwpck_require__(2282)
+const { channels } = __nccwpck_require__(6388)
 const {
   isValidStatusCode,
   isValidOpcode,
@@ -52400,11 +52400,11 @@ const {
   isControlFrame,
   isTextBinaryFrame,
   isContinuationFrame
-} = __nccwpck_require__(8625)
-const { WebsocketFrameSend } = __nccwpck_require__(3264)
-const { closeWebSocketConnection } = __nccwpck_require__(6897)
-const { PerMessageDeflate } = __nccwpck_require__(9469)
-const { MessageSizeExceededError } = __nccwpck_require__(8707)
+} = __nccwpck_require__(3623)
+const { WebsocketFrameSend } = __nccwpck_require__(2658)
+const { closeWebSocketConnection } = __nccwpck_require__(3179)
+const { PerMessageDeflate } = __nccwpck_require__(2751)
+const { MessageSizeExceededError } = __nccwpck_require__(8705)
 
 function failWebsocketConnectionWithCode (ws, code, reason) {
   closeWebSocketConnection(ws, code, reason, Buffer.byteLength(reason))
@@ -52915,14 +52915,14 @@ module.exports = {
 
 /***/ }),
 
-/***/ 3900:
+/***/ 8374:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const { WebsocketFrameSend } = __nccwpck_require__(3264)
-const { opcodes, sendHints } = __nccwpck_require__(736)
-const FixedQueue = __nccwpck_require__(4660)
+const { WebsocketFrameSend } = __nccwpck_require__(2658)
+const { opcodes, sendHints } = __nccwpck_require__(5962)
+const FixedQueue = __nccwpck_require__(2702)
 
 /** @type {typeof Uint8Array} */
 const FastBuffer = Buffer[Symbol.species]
@@ -53026,7 +53026,7 @@ module.exports = { SendQueue }
 
 /***/ }),
 
-/***/ 1216:
+/***/ 2282:
 /***/ ((module) => {
 
 
@@ -53045,16 +53045,16 @@ module.exports = {
 
 /***/ }),
 
-/***/ 8625:
+/***/ 3623:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const { kReadyState, kController, kResponse, kBinaryType, kWebSocketURL } = __nccwpck_require__(1216)
-const { states, opcodes } = __nccwpck_require__(736)
-const { ErrorEvent, createFastMessageEvent } = __nccwpck_require__(5188)
+const { kReadyState, kController, kResponse, kBinaryType, kWebSocketURL } = __nccwpck_require__(2282)
+const { states, opcodes } = __nccwpck_require__(5962)
+const { ErrorEvent, createFastMessageEvent } = __nccwpck_require__(142)
 const { isUtf8 } = __nccwpck_require__(6954)
-const { collectASequenceOfCodePointsFast, removeHTTPWhitespace } = __nccwpck_require__(1900)
+const { collectASequenceOfCodePointsFast, removeHTTPWhitespace } = __nccwpck_require__(3166)
 
 /* globals Blob */
 
@@ -53374,15 +53374,15 @@ module.exports = {
 
 /***/ }),
 
-/***/ 3726:
+/***/ 3608:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const { webidl } = __nccwpck_require__(5893)
-const { URLSerializer } = __nccwpck_require__(1900)
-const { environmentSettingsObject } = __nccwpck_require__(3168)
-const { staticPropertyDescriptors, states, sentCloseFrameState, sendHints } = __nccwpck_require__(736)
+const { webidl } = __nccwpck_require__(1059)
+const { URLSerializer } = __nccwpck_require__(3166)
+const { environmentSettingsObject } = __nccwpck_require__(5774)
+const { staticPropertyDescriptors, states, sentCloseFrameState, sendHints } = __nccwpck_require__(5962)
 const {
   kWebSocketURL,
   kReadyState,
@@ -53391,21 +53391,21 @@ const {
   kResponse,
   kSentClose,
   kByteParser
-} = __nccwpck_require__(1216)
+} = __nccwpck_require__(2282)
 const {
   isConnecting,
   isEstablished,
   isClosing,
   isValidSubprotocol,
   fireEvent
-} = __nccwpck_require__(8625)
-const { establishWebSocketConnection, closeWebSocketConnection } = __nccwpck_require__(6897)
-const { ByteParser } = __nccwpck_require__(1652)
-const { kEnumerableProperty, isBlobLike } = __nccwpck_require__(3440)
-const { getGlobalDispatcher } = __nccwpck_require__(2581)
+} = __nccwpck_require__(3623)
+const { establishWebSocketConnection, closeWebSocketConnection } = __nccwpck_require__(3179)
+const { ByteParser } = __nccwpck_require__(9602)
+const { kEnumerableProperty, isBlobLike } = __nccwpck_require__(730)
+const { getGlobalDispatcher } = __nccwpck_require__(5015)
 const { types } = __nccwpck_require__(7975)
-const { ErrorEvent, CloseEvent } = __nccwpck_require__(5188)
-const { SendQueue } = __nccwpck_require__(3900)
+const { ErrorEvent, CloseEvent } = __nccwpck_require__(142)
+const { SendQueue } = __nccwpck_require__(8374)
 
 // https://websockets.spec.whatwg.org/#interface-definition
 class WebSocket extends EventTarget {
@@ -54256,7 +54256,7 @@ module.exports = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("zlib");
 
 /***/ }),
 
-/***/ 8230:
+/***/ 8654:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 var j=(e,n)=>()=>{try{return n||e((n={exports:{}}).exports,n),n.exports}catch(t){throw n=0,t}};var R=j((Z,N)=>{function T(e){return typeof e=="string"?!["false","0","no","off",""].includes(e.toLowerCase()):!!e}function U(e=process.env){let n={};for(let t of["ENCODING","PATH","QUIET","DEBUG","OVERRIDE","FAST"]){let r=e[`DOTENV_${t}`]!=null?e[`DOTENV_${t}`]:e[`DOTENV_CONFIG_${t}`];r!=null&&(n[t.toLowerCase()]=t==="ENCODING"||t==="PATH"?r:T(r))}return n}N.exports={parseBoolean:T,optionsFromEnv:U}});var P=j((ee,b)=>{var F=__nccwpck_require__(9896),_=__nccwpck_require__(6928),B=__nccwpck_require__(857),{URL:L,fileURLToPath:Q}=__nccwpck_require__(7016),{parseBoolean:$,optionsFromEnv:I}=R(),G=/(?:^|^)\s*(?:export\s+)?([\w.-]+)(?:\s*=\s*?|:\s+?)(\s*'(?:\\'|[^'])*'|\s*"(?:\\"|[^"])*"|\s*`(?:\\`|[^`])*`|[^#\r\n]+)?\s*(?:#.*)?(?:$|$)/mg,y=new Uint8Array(256);for(let e=48;e<=57;e++)y[e]=1;for(let e=65;e<=90;e++)y[e]=1;for(let e=97;e<=122;e++)y[e]=1;y[45]=1;y[46]=1;y[95]=1;function H(e){let n={},t=e.toString();t=t.replace(/\r\n?/mg,`
@@ -54269,7 +54269,7 @@ var j=(e,n)=>()=>{try{return n||e((n={exports:{}}).exports,n),n.exports}catch(t)
 
 /***/ }),
 
-/***/ 8342:
+/***/ 3752:
 /***/ ((module) => {
 
 module.exports = {"rE":"1.17.0"};
@@ -54387,7 +54387,7 @@ var __webpack_exports__ = {};
 
 ;// CONCATENATED MODULE: external "node:fs"
 const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs");
-;// CONCATENATED MODULE: ./node_modules/zod/v4/core/util.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/zod/v4/core/util.js
 
 // functions
 function assertEqual(val) {
@@ -55262,7 +55262,7 @@ function constantCatch(value) {
     return fn;
 }
 
-;// CONCATENATED MODULE: ./node_modules/zod/v4/core/core.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/zod/v4/core/core.js
 var _a;
 
 /** A special constant with type `never` */
@@ -55405,7 +55405,7 @@ function config(newConfig) {
     return globalConfig;
 }
 
-;// CONCATENATED MODULE: ./node_modules/zod/v4/core/memoizer.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/zod/v4/core/memoizer.js
 
 class $ZodCyclicError extends Error {
     constructor() {
@@ -55718,7 +55718,7 @@ function isBackEdge(ctx, value) {
     return backEdges !== undefined && isRef(value) && backEdges.has(value);
 }
 
-;// CONCATENATED MODULE: ./node_modules/zod/v4/core/regexes.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/zod/v4/core/regexes.js
 
 /**
  * @deprecated CUID v1 is deprecated by its authors due to information leakage
@@ -55876,7 +55876,7 @@ const sha512_hex = /^[0-9a-fA-F]{128}$/;
 const sha512_base64 = /*@__PURE__*/ (/* unused pure expression or super */ null && (fixedBase64(86, "==")));
 const sha512_base64url = /*@__PURE__*/ (/* unused pure expression or super */ null && (fixedBase64url(86)));
 
-;// CONCATENATED MODULE: ./node_modules/zod/v4/core/checks.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/zod/v4/core/checks.js
 // import { $ZodType } from "./schemas.js";
 
 
@@ -56394,7 +56394,7 @@ const $ZodCheckOverwrite = /*@__PURE__*/ $constructor("$ZodCheckOverwrite", (ins
     };
 });
 
-;// CONCATENATED MODULE: ./node_modules/zod/v4/core/doc.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/zod/v4/core/doc.js
 class Doc {
     constructor(args = [], closed = {}) {
         this.content = [];
@@ -56434,14 +56434,14 @@ class Doc {
     }
 }
 
-;// CONCATENATED MODULE: ./node_modules/zod/v4/core/versions.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/zod/v4/core/versions.js
 const version = {
     major: 4,
     minor: 6,
     patch: 7,
 };
 
-;// CONCATENATED MODULE: ./node_modules/zod/v4/core/schemas.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/zod/v4/core/schemas.js
 
 
 
@@ -59079,7 +59079,7 @@ function handleRefineResult(result, payload, input, inst) {
     }
 }
 
-;// CONCATENATED MODULE: ./node_modules/zod/v4/core/registries.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/zod/v4/core/registries.js
 var registries_a;
 const $output = /*@__PURE__*/ (/* unused pure expression or super */ null && (Symbol("ZodOutput")));
 const $input = /*@__PURE__*/ (/* unused pure expression or super */ null && (Symbol("ZodInput")));
@@ -59132,7 +59132,7 @@ function registry() {
 (registries_a = globalThis).__zod_globalRegistry ?? (registries_a.__zod_globalRegistry = registry());
 const globalRegistry = globalThis.__zod_globalRegistry;
 
-;// CONCATENATED MODULE: ./node_modules/zod/v4/core/api.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/zod/v4/core/api.js
 
 
 
@@ -60237,7 +60237,7 @@ function _stringFormat(Class, format, fnOrRegex, _params = {}) {
     return inst;
 }
 
-;// CONCATENATED MODULE: ./node_modules/zod/v4/core/to-json-schema.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/zod/v4/core/to-json-schema.js
 
 
 function assignProps(target, ...sources) {
@@ -60890,7 +60890,7 @@ const createStandardJSONSchemaMethod = (schema, io, processors = {}) => (params)
     return to_json_schema_finalize(ctx, schema);
 };
 
-;// CONCATENATED MODULE: ./node_modules/zod/v4/core/json-schema-processors.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/zod/v4/core/json-schema-processors.js
 
 
 
@@ -61735,7 +61735,7 @@ function toJSONSchema(input, params) {
     return finalize(ctx, input);
 }
 
-;// CONCATENATED MODULE: ./node_modules/zod/v4/locales/en.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/zod/v4/locales/en.js
 
 const error = () => {
     const Sizable = {
@@ -61862,7 +61862,7 @@ const error = () => {
     };
 }
 
-;// CONCATENATED MODULE: ./node_modules/zod/v4/core/errors.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/zod/v4/core/errors.js
 
 
 /* Computing the message eagerly is expensive (pretty-printed JSON of all
@@ -62131,7 +62131,7 @@ function prettifyError(error) {
     return lines.join("\n");
 }
 
-;// CONCATENATED MODULE: ./node_modules/zod/v4/core/parse.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/zod/v4/core/parse.js
 
 
 
@@ -62308,7 +62308,7 @@ const _safeDecodeAsync = (_Err) => async (schema, value, _ctx) => {
 };
 const safeDecodeAsync = /* @__PURE__*/ _safeDecodeAsync($ZodRealError);
 
-;// CONCATENATED MODULE: ./node_modules/zod/v4/classic/errors.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/zod/v4/classic/errors.js
 
 
 
@@ -62367,7 +62367,7 @@ const ZodRealError = /*@__PURE__*/ $constructor("ZodError", errors_initializer, 
 // /** @deprecated Use `z.core.$ZodErrorMapCtx` instead. */
 // export type ErrorMapCtx = core.$ZodErrorMapCtx;
 
-;// CONCATENATED MODULE: ./node_modules/zod/v4/classic/parse.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/zod/v4/classic/parse.js
 
 
 const classic_parse_parse = /* @__PURE__ */ _parse(ZodRealError);
@@ -62385,7 +62385,7 @@ const parse_safeDecode = /* @__PURE__ */ _safeDecode(ZodRealError);
 const parse_safeEncodeAsync = /* @__PURE__ */ _safeEncodeAsync(ZodRealError);
 const parse_safeDecodeAsync = /* @__PURE__ */ _safeDecodeAsync(ZodRealError);
 
-;// CONCATENATED MODULE: ./node_modules/zod/v4/classic/schemas.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/zod/v4/classic/schemas.js
 
 
 
@@ -64607,8 +64607,8 @@ function pinnedAlgorithms(entries, host, port) {
     return algos;
 }
 
-// EXTERNAL MODULE: ./node_modules/ssh2/lib/index.js
-var lib = __nccwpck_require__(5472);
+// EXTERNAL MODULE: ../wt-core/node_modules/ssh2/lib/index.js
+var lib = __nccwpck_require__(1122);
 var lib_default = /*#__PURE__*/__nccwpck_require__.n(lib);
 ;// CONCATENATED MODULE: ./src/inputs/ssh-key.ts
 // The private key, read locally with ssh2 (the parser node-ssh uses when it
@@ -65165,6 +65165,10 @@ const deployOnlyInputs = {
 const commonOutputs = {
     results: { description: "JSON array with one object per host: host, ok, error and the action's figures." },
 };
+/** An action's definition, its check typed by its own inputs. */
+function defineAction(def) {
+    return def;
+}
 const SQL_NAME = /^[A-Za-z0-9_][A-Za-z0-9_-]{0,62}$/;
 const oneHost = (description, required, def) => fields_custom({ description, required, ...(def !== undefined ? { default: def } : {}) }, { expected: 'one host: host, host:port, user@host:port or [ipv6]:port' }, (v) => {
     if (!v.trim())
@@ -65258,8 +65262,157 @@ const backupVerifyInputs = {
     'app-module': serviceInputs['app-module'],
 };
 
-// EXTERNAL MODULE: ./node_modules/dotenv/dist/index.cjs
-var dist = __nccwpck_require__(8230);
+;// CONCATENATED MODULE: ./src/inputs/checks.ts
+// Inputs that must agree with each other, checked on typed settings: each check
+// names the inputs it reads, and each action (src/inputs/actions.ts) lists the
+// checks that apply to it. Messages name the input, the problem and what is expected.
+
+
+
+
+/** The SSH key opens with its passphrase, and every host (and the jump host) has a pinned key. */
+function connectionCheck(hosts, settings) {
+    const problems = [];
+    const known = settings['known-hosts'];
+    if (!settings['insecure-accept-any-host-key']) {
+        if (!known) {
+            problems.push("Input 'known-hosts' is required: expected the hosts' keys as known_hosts lines (ssh-keyscan output verified out of band), " +
+                'or insecure-accept-any-host-key: true.');
+        }
+        else {
+            for (const h of [...hosts, ...(settings['jump-host'] ? [settings['jump-host']] : [])]) {
+                if (entriesFor(known, h.host, h.port).filter((e) => !e.revoked).length === 0) {
+                    problems.push(`Input 'known-hosts' has no key for host '${h.label}' (looked for '${knownHostsName(h.host, h.port)}'); expected a known_hosts line for every host.`);
+                }
+            }
+        }
+    }
+    const passphrase = passphraseProblem(settings['ssh-key'], settings['ssh-key-passphrase']);
+    return passphrase ? [...problems, passphrase] : problems;
+}
+/** Load balancers, exactly one scheduler, at most one migrating host. */
+function rolesCheck(settings) {
+    const problems = [];
+    const balancers = settings.hosts.filter((h) => h.roles.includes('lb'));
+    const apps = settings.hosts.filter((h) => !h.roles.includes('lb'));
+    if (balancers.length && !apps.some((h) => h.roles.length === 0 || h.roles.includes('api')))
+        problems.push(`Input 'hosts' has a load balancer (${balancers.map((h) => h.label).join(', ')}) but no api host behind it; expected at least one host with the api role.`);
+    if (!apps.some((h) => h.roles.length > 0))
+        return problems;
+    const schedulers = apps.filter((h) => h.roles.includes('scheduler'));
+    if (schedulers.length > 1) {
+        problems.push(`Input 'hosts' gives the scheduler role to ${schedulers.length} hosts (${schedulers.map((h) => h.label).join(', ')}); expected exactly one scheduler fleet-wide.`);
+    }
+    const schedulerCommand = settings['scheduler-command'] ?? [];
+    if (schedulers.length === 0 && schedulerCommand.length > 0) {
+        problems.push(`Input 'hosts' gives no host the scheduler role, but scheduler-command is '${schedulerCommand.join(' ')}'; expected exactly one scheduler fleet-wide (add scheduler to one host's roles=, or set scheduler-command to '' for none).`);
+    }
+    const migrators = apps.filter((h) => h.roles.includes('migrate'));
+    if (migrators.length > 1) {
+        problems.push(`Input 'hosts' gives the migrate role to ${migrators.length} hosts; expected at most one.`);
+    }
+    return problems;
+}
+/** The migrate host is one of the app hosts (stages/migrate.ts pickMigrateHost finds it the same way). */
+function migrateHostCheck(settings) {
+    const named = settings['migrate-host'];
+    if (!named)
+        return [];
+    const apps = settings.hosts.filter((h) => !h.roles.includes('lb'));
+    if (findHost(apps, named))
+        return [];
+    const why = findHost(settings.hosts, named)
+        ? 'is a load balancer (roles=lb), which runs no app'
+        : 'is not in hosts';
+    return [
+        `Input 'migrate-host': '${named}' ${why}; expected one of the app hosts as written in hosts: ${apps.map((h) => h.label).join(', ')}.`,
+    ];
+}
+/**
+ * The app user is none of the users that log in: provision removes the app
+ * user's login shell, and the services run with its rights.
+ */
+function appUserCheck(hosts, settings) {
+    const logins = new Map([
+        ...hosts.filter((h) => h.user).map((h) => [h.user, 'a user in hosts']),
+        ...(settings['jump-host']?.user
+            ? [[settings['jump-host'].user, "jump-host's user"]]
+            : []),
+        [settings['ssh-user'], 'ssh-user'],
+    ]);
+    const as = logins.get(settings['app-user']);
+    return as
+        ? [
+            `Input 'app-user': '${settings['app-user']}' is ${as}, which logs in over SSH (provision removes the app user's login shell); expected a user of the app's own.`,
+        ]
+        : [];
+}
+/** The app's directories stay apart: backups outside the app's tree, nginx never serving .env or backups. */
+function directoriesCheck(settings) {
+    const problems = [];
+    const root = settings['app-root'];
+    const backups = settings['backup-dir'];
+    const statics = settings['static-dir'];
+    // Backups are root's alone (mode 700); the app tree is partly the app user's.
+    if (root && backups && within(backups, root))
+        problems.push(`Input 'backup-dir': '${backups}' is inside app-root '${root}'; expected a directory outside the app's tree.`);
+    else if (root && backups && within(root, backups))
+        problems.push(`Input 'app-root': '${root}' is inside backup-dir '${backups}'; expected a directory apart from the backups.`);
+    if (statics && root) {
+        // Inside app-root nginx may serve what is inside a release or shared data,
+        // never the tree itself (.env, state, virtualenvs) or a whole release (code, its .env link).
+        const inside = within(statics, root) ? statics.slice(root.length + 1).split('/') : null;
+        const servable = !inside ||
+            (inside[0] === 'current' || inside[0] === 'shared'
+                ? inside.length >= 2
+                : inside[0] === 'releases' && inside.length >= 3);
+        if (within(root, statics) || !servable)
+            problems.push(`Input 'static-dir': '${statics}' would let nginx serve app-root's own files (.env, code, state); expected a directory below ${root}/current/, ${root}/shared/ or outside app-root.`);
+    }
+    if (statics && backups && (within(statics, backups) || within(backups, statics)))
+        problems.push(`Input 'static-dir': '${statics}' would let nginx serve the backups in '${backups}'; expected a directory apart from backup-dir.`);
+    return problems;
+}
+/** The restore never goes into the production database. */
+function scratchCheck(s) {
+    return s['scratch-database'] === s.database
+        ? [
+            `Input 'scratch-database' is '${s.database}', the production database; expected another name (the scratch database is dropped afterwards).`,
+        ]
+        : [];
+}
+/** Provision's inputs that depend on each other. */
+function provisionCheck(settings) {
+    const problems = [];
+    for (const item of settings.limit) {
+        // As written only: src/actions/provision.ts selects the limited hosts by label.
+        if (!ROLES.includes(item) && !settings.hosts.some((h) => h.label === item))
+            problems.push(`Input 'limit': '${item}' is neither a host of the hosts input (as written there) nor a role; expected one of ${[...settings.hosts.map((h) => h.label), ...ROLES].join(', ')}.`);
+    }
+    if (settings.domains.length && !settings['acme-email'])
+        problems.push("Input 'acme-email' is required when 'domains' is set: expected an e-mail address.");
+    if (settings['python-install'] === 'pyenv' && !settings['python-version'])
+        problems.push("Input 'python-version' is required with python-install: pyenv: expected a version such as 3.12.4.");
+    if (settings.redis && !settings['redis-password'])
+        problems.push("Input 'redis-password' is required with redis: true: expected the app's Redis password.");
+    if (settings['deploy-user'] && !settings['deploy-user-keys'].length)
+        problems.push("Input 'deploy-user-keys' is required with deploy-user: expected authorized_keys lines.");
+    if (settings['deploy-user'] && settings['deploy-user'] === settings['app-user'])
+        problems.push("Input 'deploy-user' is the app user; expected another user (the app user has no login).");
+    return problems;
+}
+/** The checks of the actions that migrate, on app hosts: migrate, rollback, deploy. */
+function migratingHostsCheck(settings) {
+    return [
+        ...connectionCheck(settings.hosts, settings),
+        ...rolesCheck(settings),
+        ...migrateHostCheck(settings),
+        ...appUserCheck(settings.hosts, settings),
+    ];
+}
+
+// EXTERNAL MODULE: ../wt-core/node_modules/dotenv/dist/index.cjs
+var dist = __nccwpck_require__(8654);
 ;// CONCATENATED MODULE: ./src/inputs/provision.ts
 // The provision action's own inputs: what a bare server is converged to. Each
 // part of the standard can be switched off; secrets are flagged and masked.
@@ -65342,42 +65495,42 @@ function parseEnvText(v) {
 function parsePorts(v) {
     const rules = [];
     for (const p of splitList(v)) {
-        const m = /^(\d+)(?::(\d+))?(?:\/(tcp|udp))?$/.exec(p);
-        if (!m)
+        const match = /^(\d+)(?::(\d+))?(?:\/(tcp|udp))?$/.exec(p);
+        if (!match)
             return { error: `${quote(p, 40)} is not a port, range or port/protocol` };
-        const ports = [m[1], m[2]].filter((x) => x !== undefined).map(parsePort);
+        const ports = [match[1], match[2]].filter((x) => x !== undefined).map(parsePort);
         const bad = ports.find((x) => typeof x === 'string');
         if (bad)
             return { error: `${quote(p, 40)}: ${bad}` };
         const [start, end] = ports;
         if (end !== undefined && end < start)
             return { error: `${quote(p, 40)}: the range ends before it starts` };
-        rules.push(`${ports.join(':')}/${m[3] ?? 'tcp'}`);
+        rules.push(`${ports.join(':')}/${match[3] ?? 'tcp'}`);
     }
     return rules;
 }
 /** A network for pg_hba.conf and ufw: an IPv4 or IPv6 address and a prefix length that fits it. */
 function parseCidr(c) {
-    const m = /^([^/]+)\/(\d{1,3})$/.exec(c);
-    if (!m)
+    const match = /^([^/]+)\/(\d{1,3})$/.exec(c);
+    if (!match)
         return { error: `${quote(c)} is not a CIDR network (address/prefix)` };
-    const family = (0,external_node_net_.isIP)(m[1]);
+    const family = (0,external_node_net_.isIP)(match[1]);
     if (!family)
-        return { error: `${quote(c)}: '${m[1]}' is not an IP address` };
+        return { error: `${quote(c)}: '${match[1]}' is not an IP address` };
     const max = family === 4 ? 32 : 128;
-    if (Number(m[2]) > max)
-        return { error: `${quote(c)}: prefix /${m[2]} is over ${max}` };
+    if (Number(match[2]) > max)
+        return { error: `${quote(c)}: prefix /${match[2]} is over ${max}` };
     return c;
 }
 /** node_exporter's listen address: [ipv4]:port, [ipv6]:port or :port. */
 function parseListen(v) {
-    const m = /^(.*):([^:\]]*)$/.exec(v);
-    if (!m)
+    const match = /^(.*):([^:\]]*)$/.exec(v);
+    if (!match)
         return { error: `${quote(v)} has no :port` };
-    const port = parsePort(m[2]);
+    const port = parsePort(match[2]);
     if (typeof port === 'string')
         return { error: `${quote(v)}: ${port}` };
-    const host = m[1];
+    const host = match[1];
     const v6 = /^\[(.*)\]$/.exec(host);
     if (host && (v6 ? (0,external_node_net_.isIP)(v6[1]) !== 6 : (0,external_node_net_.isIP)(host) !== 4))
         return { error: `${quote(v)}: '${host}' is not an IPv4 address or a bracketed IPv6 address` };
@@ -65605,31 +65758,11 @@ const provisionInputs = {
         default: '127.0.0.1:9100',
     }, { expected: 'address:port such as 127.0.0.1:9100, [::1]:9100 or :9100 (port 1 to 65535)' }, parseListen),
 };
-/** Cross-input checks of provision, with messages naming the inputs. */
-function provisionChecks(s) {
-    const problems = [];
-    const hosts = s.hosts ?? [];
-    for (const item of s.limit ?? []) {
-        // As written only: src/actions/provision.ts selects the limited hosts by label.
-        if (!ROLES.includes(item) && !hosts.some((h) => h.label === item))
-            problems.push(`Input 'limit': '${item}' is neither a host of the hosts input (as written there) nor a role; expected one of ${[...hosts.map((h) => h.label), ...ROLES].join(', ')}.`);
-    }
-    if (s.domains?.length && !s['acme-email'])
-        problems.push("Input 'acme-email' is required when 'domains' is set: expected an e-mail address.");
-    if (s['python-install'] === 'pyenv' && !s['python-version'])
-        problems.push("Input 'python-version' is required with python-install: pyenv: expected a version such as 3.12.4.");
-    if (s.redis === true && !s['redis-password'])
-        problems.push("Input 'redis-password' is required with redis: true: expected the app's Redis password.");
-    if (s['deploy-user'] && !s['deploy-user-keys'].length)
-        problems.push("Input 'deploy-user-keys' is required with deploy-user: expected authorized_keys lines.");
-    if (s['deploy-user'] && s['deploy-user'] === s['app-user'])
-        problems.push("Input 'deploy-user' is the app user; expected another user (the app user has no login).");
-    return problems;
-}
 
 ;// CONCATENATED MODULE: ./src/inputs/actions.ts
 // Every action's inputs and outputs, defined once. action.yml files are
 // generated from this (npm run gen) and a test checks they match.
+
 
 
 // backup-verify names its two hosts itself (backup-host, restore-host) and takes no deploy lock.
@@ -65637,7 +65770,7 @@ const { hosts: _hosts, 'lock-timeout': _lock, ...backupVerifyConnection } = conn
 void _hosts;
 void _lock;
 const actions = {
-    release: {
+    release: defineAction({
         name: 'release',
         title: 'metalship release',
         description: 'Upload a new timestamped release of a Python service, build its virtualenv and check that it imports.',
@@ -65656,8 +65789,9 @@ const actions = {
             'bytes-uploaded': { description: 'Bytes sent to each host for the code (summed over hosts).' },
             ...commonOutputs,
         },
-    },
-    switch: {
+        check: (s) => [...connectionCheck(s.hosts, s), ...rolesCheck(s), ...appUserCheck(s.hosts, s)],
+    }),
+    switch: defineAction({
         name: 'switch',
         title: 'metalship switch',
         description: 'Start a release beside the serving one, move traffic to it once ready, point current at it, restart worker and scheduler.',
@@ -65667,8 +65801,9 @@ const actions = {
             'previous-release-id': { description: 'The release that was current before.' },
             ...commonOutputs,
         },
-    },
-    verify: {
+        check: (s) => [...connectionCheck(s.hosts, s), ...rolesCheck(s), ...appUserCheck(s.hosts, s)],
+    }),
+    verify: defineAction({
         name: 'verify',
         title: 'metalship verify',
         description: 'Check that the current release is healthy on every host, until healthy or timed out.',
@@ -65685,8 +65820,9 @@ const actions = {
             'duration-seconds': { description: 'Seconds until healthy or failed.' },
             ...commonOutputs,
         },
-    },
-    migrate: {
+        check: (s) => [...connectionCheck(s.hosts, s), ...rolesCheck(s)],
+    }),
+    migrate: defineAction({
         name: 'migrate',
         title: 'metalship migrate',
         description: 'Run database migrations for a release once (on one host), after a pg_dump backup, under a PostgreSQL advisory lock.',
@@ -65702,8 +65838,9 @@ const actions = {
             changed: { description: 'true when the revision changed.' },
             ...commonOutputs,
         },
-    },
-    rollback: {
+        check: migratingHostsCheck,
+    }),
+    rollback: defineAction({
         name: 'rollback',
         title: 'metalship rollback',
         description: 'Switch back to the previous good release (or a named one), verify it, and mark the release left as bad.',
@@ -65719,8 +65856,9 @@ const actions = {
             'rolled-back-from': { description: 'The release that was current before the rollback.' },
             ...commonOutputs,
         },
-    },
-    deploy: {
+        check: migratingHostsCheck,
+    }),
+    deploy: defineAction({
         name: 'deploy',
         title: 'metalship deploy',
         description: 'The whole deploy: release, switch, verify, and roll back automatically when verification fails.',
@@ -65741,8 +65879,9 @@ const actions = {
             'rolled-back': { description: 'true when verification failed and the previous release was restored.' },
             ...commonOutputs,
         },
-    },
-    'backup-verify': {
+        check: (s) => [...migratingHostsCheck(s), ...directoriesCheck(s)],
+    }),
+    'backup-verify': defineAction({
         name: 'backup-verify',
         title: 'metalship backup-verify',
         description: 'Prove that the newest PostgreSQL backup restores: restore it into a scratch database, compare row counts with its manifest, run amcheck, the checks and a smoke test of the app, then drop it all.',
@@ -65762,8 +65901,17 @@ const actions = {
             },
             ...commonOutputs,
         },
-    },
-    provision: {
+        check: (settings) => {
+            const hosts = [settings['backup-host'], settings['restore-host']].filter((h) => h !== null);
+            return [
+                ...connectionCheck(hosts, settings),
+                ...appUserCheck(hosts, settings),
+                ...scratchCheck(settings),
+                ...directoriesCheck(settings),
+            ];
+        },
+    }),
+    provision: defineAction({
         name: 'provision',
         title: 'metalship provision',
         description: 'Converge a Debian 12 or Ubuntu 22.04+ server to the standard: system, firewall, SSH, users, Python, app tree and units, nginx, TLS, PostgreSQL, Redis, logs, monitoring. Idempotent, with a check mode.',
@@ -65783,18 +65931,26 @@ const actions = {
             python: { description: "The Python interpreter provisioned, for the release action's python input." },
             ...commonOutputs,
         },
-    },
+        check: (s) => [
+            ...connectionCheck(s.hosts, s),
+            ...rolesCheck(s),
+            ...appUserCheck(s.hosts, s),
+            ...directoriesCheck(s),
+            ...provisionCheck(s),
+        ],
+    }),
 };
+/** The action's own cross-input checks, on settings of its inputs. */
+function checkSettings(action, settings) {
+    // Each action's check takes its own settings; the map of them is one type only here.
+    const check = actions[action].check;
+    return check?.(settings) ?? [];
+}
 const ACTION_NAMES = Object.keys(actions);
 
 ;// CONCATENATED MODULE: ./src/inputs/parse.ts
 // Turns raw string inputs into one typed, validated settings object, or throws an
 // InputError that lists every problem. Nothing else in the code reads raw inputs.
-
-
-
-
-
 
 class InputError extends Error {
     problems;
@@ -65865,141 +66021,18 @@ function parseInputs(action, raw) {
         }
         out[name] = r.data;
     }
+    // Inputs that must agree with each other, checked on the typed settings.
+    const settings = out;
     if (problems.length === 0)
-        problems.push(...crossChecks(out));
+        problems.push(...checkSettings(action, settings));
     if (problems.length)
         throw new InputError(problems);
     return out;
 }
-function crossChecks(s) {
-    const problems = [];
-    // backup-verify names its hosts one by one instead of in `hosts`.
-    const single = ['backup-host', 'restore-host']
-        .map((k) => s[k])
-        .filter((h) => !!h);
-    const hosts = s.hosts ?? (single.length ? single : undefined);
-    if (hosts) {
-        const insecure = s['insecure-accept-any-host-key'] === true;
-        const known = s['known-hosts'];
-        if (!insecure) {
-            if (!known) {
-                problems.push("Input 'known-hosts' is required: expected the hosts' keys as known_hosts lines (ssh-keyscan output verified out of band), " +
-                    'or insecure-accept-any-host-key: true.');
-            }
-            else {
-                const targets = [...hosts];
-                const jump = s['jump-host'];
-                if (jump)
-                    targets.push({ ...jump, roles: [] });
-                for (const h of targets) {
-                    if (entriesFor(known, h.host, h.port).filter((e) => !e.revoked).length === 0) {
-                        problems.push(`Input 'known-hosts' has no key for host '${h.label}' (looked for '${knownHostsName(h.host, h.port)}'); expected a known_hosts line for every host.`);
-                    }
-                }
-            }
-        }
-        problems.push(...roleChecks(hosts, s));
-    }
-    if (typeof s['scratch-database'] === 'string' && s['scratch-database'] === s.database)
-        problems.push(`Input 'scratch-database' is '${s.database}', the production database; expected another name (the scratch database is dropped afterwards).`);
-    if ('postgresql' in s && 'redis' in s)
-        problems.push(...provisionChecks(s));
-    if (typeof s['ssh-key'] === 'string') {
-        const p = passphraseProblem(s['ssh-key'], s['ssh-key-passphrase'] ?? '');
-        if (p)
-            problems.push(p);
-    }
-    if (hosts)
-        problems.push(...migrateHostCheck(hosts, s), ...appUserChecks(hosts, s));
-    problems.push(...directoryChecks(s));
-    return problems;
-}
-/** The migrate host is one of the app hosts (stages/migrate.ts pickMigrateHost finds it the same way). */
-function migrateHostCheck(hosts, s) {
-    const named = s['migrate-host'];
-    if (typeof named !== 'string' || !named)
-        return [];
-    const apps = hosts.filter((h) => !h.roles.includes('lb'));
-    if (findHost(apps, named))
-        return [];
-    const why = findHost(hosts, named) ? 'is a load balancer (roles=lb), which runs no app' : 'is not in hosts';
-    return [
-        `Input 'migrate-host': '${named}' ${why}; expected one of the app hosts as written in hosts: ${apps.map((h) => h.label).join(', ')}.`,
-    ];
-}
-/**
- * The app user is none of the users that log in: provision removes the app
- * user's login shell, and the services run with its rights.
- */
-function appUserChecks(hosts, s) {
-    const appUser = s['app-user'];
-    if (typeof appUser !== 'string')
-        return [];
-    const jump = s['jump-host'];
-    const logins = new Map([
-        ...hosts.filter((h) => h.user).map((h) => [h.user, 'a user in hosts']),
-        ...(jump?.user ? [[jump.user, "jump-host's user"]] : []),
-        [s['ssh-user'], 'ssh-user'],
-    ]);
-    const as = logins.get(appUser);
-    return as
-        ? [
-            `Input 'app-user': '${appUser}' is ${as}, which logs in over SSH (provision removes the app user's login shell); expected a user of the app's own.`,
-        ]
-        : [];
-}
-/** The app's directories stay apart: backups outside the app's tree, nginx never serving .env or backups. */
-function directoryChecks(s) {
-    const problems = [];
-    const root = s['app-root'];
-    const backups = s['backup-dir'];
-    const statics = s['static-dir'];
-    // Backups are root's alone (mode 700); the app tree is partly the app user's.
-    if (root && backups && within(backups, root))
-        problems.push(`Input 'backup-dir': '${backups}' is inside app-root '${root}'; expected a directory outside the app's tree.`);
-    else if (root && backups && within(root, backups))
-        problems.push(`Input 'app-root': '${root}' is inside backup-dir '${backups}'; expected a directory apart from the backups.`);
-    if (statics && root) {
-        // Inside app-root nginx may serve what is inside a release or shared data,
-        // never the tree itself (.env, state, virtualenvs) or a whole release (code, its .env link).
-        const inside = within(statics, root) ? statics.slice(root.length + 1).split('/') : null;
-        const servable = !inside ||
-            (inside[0] === 'current' || inside[0] === 'shared'
-                ? inside.length >= 2
-                : inside[0] === 'releases' && inside.length >= 3);
-        if (within(root, statics) || !servable)
-            problems.push(`Input 'static-dir': '${statics}' would let nginx serve app-root's own files (.env, code, state); expected a directory below ${root}/current/, ${root}/shared/ or outside app-root.`);
-    }
-    if (statics && backups && (within(statics, backups) || within(backups, statics)))
-        problems.push(`Input 'static-dir': '${statics}' would let nginx serve the backups in '${backups}'; expected a directory apart from backup-dir.`);
-    return problems;
-}
-function roleChecks(hosts, s) {
-    const problems = [];
-    const balancers = hosts.filter((h) => h.roles.includes('lb'));
-    const apps = hosts.filter((h) => !h.roles.includes('lb'));
-    if (balancers.length && !apps.some((h) => h.roles.length === 0 || h.roles.includes('api')))
-        problems.push(`Input 'hosts' has a load balancer (${balancers.map((h) => h.label).join(', ')}) but no api host behind it; expected at least one host with the api role.`);
-    if (!apps.some((h) => h.roles.length > 0))
-        return problems;
-    const schedulers = apps.filter((h) => h.roles.includes('scheduler'));
-    if (schedulers.length > 1) {
-        problems.push(`Input 'hosts' gives the scheduler role to ${schedulers.length} hosts (${schedulers.map((h) => h.label).join(', ')}); expected exactly one scheduler fleet-wide.`);
-    }
-    const schedulerCommand = s['scheduler-command'];
-    if (schedulers.length === 0 && Array.isArray(schedulerCommand) && schedulerCommand.length > 0) {
-        problems.push(`Input 'hosts' gives no host the scheduler role, but scheduler-command is '${schedulerCommand.join(' ')}'; expected exactly one scheduler fleet-wide (add scheduler to one host's roles=, or set scheduler-command to '' for none).`);
-    }
-    const migrators = apps.filter((h) => h.roles.includes('migrate'));
-    if (migrators.length > 1) {
-        problems.push(`Input 'hosts' gives the migrate role to ${migrators.length} hosts; expected at most one.`);
-    }
-    return problems;
-}
 
 // EXTERNAL MODULE: external "os"
 var external_os_ = __nccwpck_require__(857);
-;// CONCATENATED MODULE: ./node_modules/@actions/core/lib/utils.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/@actions/core/lib/utils.js
 // We use any as a valid input type
 /* eslint-disable @typescript-eslint/no-explicit-any */
 /**
@@ -66035,7 +66068,7 @@ function utils_toCommandProperties(annotationProperties) {
     };
 }
 //# sourceMappingURL=utils.js.map
-;// CONCATENATED MODULE: ./node_modules/@actions/core/lib/command.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/@actions/core/lib/command.js
 
 
 /**
@@ -66131,7 +66164,7 @@ function escapeProperty(s) {
 var external_crypto_ = __nccwpck_require__(6982);
 // EXTERNAL MODULE: external "fs"
 var external_fs_ = __nccwpck_require__(9896);
-;// CONCATENATED MODULE: ./node_modules/@actions/core/lib/file-command.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/@actions/core/lib/file-command.js
 // For internal use, subject to change.
 // We use any as a valid input type
 /* eslint-disable @typescript-eslint/no-explicit-any */
@@ -66172,7 +66205,7 @@ var external_path_ = __nccwpck_require__(6928);
 var external_http_ = __nccwpck_require__(8611);
 // EXTERNAL MODULE: external "https"
 var external_https_ = __nccwpck_require__(5692);
-;// CONCATENATED MODULE: ./node_modules/@actions/http-client/lib/proxy.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/@actions/http-client/lib/proxy.js
 function getProxyUrl(reqUrl) {
     const usingSsl = reqUrl.protocol === 'https:';
     if (checkBypass(reqUrl)) {
@@ -66263,11 +66296,11 @@ class DecodedURL extends URL {
     }
 }
 //# sourceMappingURL=proxy.js.map
-// EXTERNAL MODULE: ./node_modules/tunnel/index.js
-var node_modules_tunnel = __nccwpck_require__(770);
-// EXTERNAL MODULE: ./node_modules/undici/index.js
-var undici = __nccwpck_require__(6752);
-;// CONCATENATED MODULE: ./node_modules/@actions/http-client/lib/index.js
+// EXTERNAL MODULE: ../wt-core/node_modules/tunnel/index.js
+var node_modules_tunnel = __nccwpck_require__(8456);
+// EXTERNAL MODULE: ../wt-core/node_modules/undici/index.js
+var undici = __nccwpck_require__(4046);
+;// CONCATENATED MODULE: ../wt-core/node_modules/@actions/http-client/lib/index.js
 /* eslint-disable @typescript-eslint/no-explicit-any */
 var __awaiter = (undefined && undefined.__awaiter) || function (thisArg, _arguments, P, generator) {
     function adopt(value) { return value instanceof P ? value : new P(function (resolve) { resolve(value); }); }
@@ -66964,7 +66997,7 @@ class lib_HttpClient {
 }
 const lowercaseKeys = (obj) => Object.keys(obj).reduce((c, k) => ((c[k.toLowerCase()] = obj[k]), c), {});
 //# sourceMappingURL=index.js.map
-;// CONCATENATED MODULE: ./node_modules/@actions/http-client/lib/auth.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/@actions/http-client/lib/auth.js
 var auth_awaiter = (undefined && undefined.__awaiter) || function (thisArg, _arguments, P, generator) {
     function adopt(value) { return value instanceof P ? value : new P(function (resolve) { resolve(value); }); }
     return new (P || (P = Promise))(function (resolve, reject) {
@@ -67040,7 +67073,7 @@ class PersonalAccessTokenCredentialHandler {
     }
 }
 //# sourceMappingURL=auth.js.map
-;// CONCATENATED MODULE: ./node_modules/@actions/core/lib/oidc-utils.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/@actions/core/lib/oidc-utils.js
 var oidc_utils_awaiter = (undefined && undefined.__awaiter) || function (thisArg, _arguments, P, generator) {
     function adopt(value) { return value instanceof P ? value : new P(function (resolve) { resolve(value); }); }
     return new (P || (P = Promise))(function (resolve, reject) {
@@ -67114,7 +67147,7 @@ class oidc_utils_OidcClient {
     }
 }
 //# sourceMappingURL=oidc-utils.js.map
-;// CONCATENATED MODULE: ./node_modules/@actions/core/lib/summary.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/@actions/core/lib/summary.js
 var summary_awaiter = (undefined && undefined.__awaiter) || function (thisArg, _arguments, P, generator) {
     function adopt(value) { return value instanceof P ? value : new P(function (resolve) { resolve(value); }); }
     return new (P || (P = Promise))(function (resolve, reject) {
@@ -67395,7 +67428,7 @@ const _summary = new Summary();
 const markdownSummary = (/* unused pure expression or super */ null && (_summary));
 const summary = (/* unused pure expression or super */ null && (_summary));
 //# sourceMappingURL=summary.js.map
-;// CONCATENATED MODULE: ./node_modules/@actions/core/lib/path-utils.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/@actions/core/lib/path-utils.js
 
 /**
  * toPosixPath converts the given path to the posix form. On Windows, \\ will be
@@ -67437,7 +67470,7 @@ var external_events_ = __nccwpck_require__(4434);
 var external_child_process_ = __nccwpck_require__(5317);
 // EXTERNAL MODULE: external "assert"
 var external_assert_ = __nccwpck_require__(2613);
-;// CONCATENATED MODULE: ./node_modules/@actions/io/lib/io-util.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/@actions/io/lib/io-util.js
 var io_util_awaiter = (undefined && undefined.__awaiter) || function (thisArg, _arguments, P, generator) {
     function adopt(value) { return value instanceof P ? value : new P(function (resolve) { resolve(value); }); }
     return new (P || (P = Promise))(function (resolve, reject) {
@@ -67617,7 +67650,7 @@ function getCmdPath() {
     return (_a = process.env['COMSPEC']) !== null && _a !== void 0 ? _a : `cmd.exe`;
 }
 //# sourceMappingURL=io-util.js.map
-;// CONCATENATED MODULE: ./node_modules/@actions/io/lib/io.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/@actions/io/lib/io.js
 var io_awaiter = (undefined && undefined.__awaiter) || function (thisArg, _arguments, P, generator) {
     function adopt(value) { return value instanceof P ? value : new P(function (resolve) { resolve(value); }); }
     return new (P || (P = Promise))(function (resolve, reject) {
@@ -67891,7 +67924,7 @@ function io_copyFile(srcFile, destFile, force) {
 //# sourceMappingURL=io.js.map
 ;// CONCATENATED MODULE: external "timers"
 const external_timers_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("timers");
-;// CONCATENATED MODULE: ./node_modules/@actions/exec/lib/toolrunner.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/@actions/exec/lib/toolrunner.js
 var toolrunner_awaiter = (undefined && undefined.__awaiter) || function (thisArg, _arguments, P, generator) {
     function adopt(value) { return value instanceof P ? value : new P(function (resolve) { resolve(value); }); }
     return new (P || (P = Promise))(function (resolve, reject) {
@@ -68479,7 +68512,7 @@ class ExecState extends external_events_.EventEmitter {
     }
 }
 //# sourceMappingURL=toolrunner.js.map
-;// CONCATENATED MODULE: ./node_modules/@actions/exec/lib/exec.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/@actions/exec/lib/exec.js
 var exec_awaiter = (undefined && undefined.__awaiter) || function (thisArg, _arguments, P, generator) {
     function adopt(value) { return value instanceof P ? value : new P(function (resolve) { resolve(value); }); }
     return new (P || (P = Promise))(function (resolve, reject) {
@@ -68559,7 +68592,7 @@ function getExecOutput(commandLine, args, options) {
     });
 }
 //# sourceMappingURL=exec.js.map
-;// CONCATENATED MODULE: ./node_modules/@actions/core/lib/platform.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/@actions/core/lib/platform.js
 var platform_awaiter = (undefined && undefined.__awaiter) || function (thisArg, _arguments, P, generator) {
     function adopt(value) { return value instanceof P ? value : new P(function (resolve) { resolve(value); }); }
     return new (P || (P = Promise))(function (resolve, reject) {
@@ -68624,7 +68657,7 @@ function getDetails() {
     });
 }
 //# sourceMappingURL=platform.js.map
-;// CONCATENATED MODULE: ./node_modules/@actions/core/lib/core.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/@actions/core/lib/core.js
 var core_awaiter = (undefined && undefined.__awaiter) || function (thisArg, _arguments, P, generator) {
     function adopt(value) { return value instanceof P ? value : new P(function (resolve) { resolve(value); }); }
     return new (P || (P = Promise))(function (resolve, reject) {
@@ -68974,9 +69007,9 @@ class Log {
     redact(text) {
         let out = text;
         // Longest first, so a whole multi-line secret is masked before its lines.
-        for (const s of [...this.secrets].sort((a, b) => b.length - a.length)) {
-            if (out.includes(s))
-                out = out.split(s).join('***');
+        for (const settings of [...this.secrets].sort((a, b) => b.length - a.length)) {
+            if (out.includes(settings))
+                out = out.split(settings).join('***');
         }
         return out;
     }
@@ -69050,10 +69083,17 @@ class Log {
     }
 }
 
+;// CONCATENATED MODULE: ./src/errors.ts
+// What went wrong, as text: an Error's message, or whatever else was thrown.
+function errorMessage(err) {
+    return err instanceof Error ? err.message : String(err);
+}
+
 ;// CONCATENATED MODULE: ./src/actions/run.ts
 // What every action does around its stages: read and validate inputs before
 // any host is contacted, mask secrets, write outputs and the job summary, and
 // fail the step (exit code 1) on anything thrown.
+
 
 
 
@@ -69104,7 +69144,7 @@ async function run_runAction(name, body, raw = envInputs(), log = new Log()) {
     }
     catch (err) {
         // Anything thrown fails the step, whatever its type.
-        const message = err instanceof Error ? err.message : String(err);
+        const message = errorMessage(err);
         log.error(message);
         log.summary(`## ${actions[name].title}: ❌ failed\n\n${message.replace(/^/gm, '> ')}`);
         log.flushSummary();
@@ -69216,6 +69256,16 @@ function sh_heredoc(content) {
     const body = content.endsWith('\n') ? content : content + '\n';
     return { open: `<<'${delimiter}'`, body: `${body}${delimiter}` };
 }
+/** Script lines that write content to a temporary file beside path, with its mode and owner. */
+function stageFile(tmp, content, opts) {
+    const doc = sh_heredoc(content);
+    return [
+        sh_sh `cat > ${tmp} ${raw(doc.open)}`,
+        doc.body,
+        opts.mode ? sh_sh `chmod ${opts.mode} ${tmp}` : '',
+        opts.owner ? sh_sh `chown ${opts.owner} ${tmp}` : '',
+    ];
+}
 /**
  * `name=<exact text>` as a bash assignment through a quoted heredoc: nothing in
  * the text is expanded, and it reads as itself (SQL, a program) in the script.
@@ -69249,18 +69299,16 @@ function shellFile(text) {
 }
 /** Script lines that write content to path atomically (temp file + rename) with mode and owner. */
 function writeFileAtomic(path, content, opts = {}) {
-    const doc = sh_heredoc(content);
     const tmp = `${path}.metalship-tmp`;
-    return sh_script(sh_sh `cat > ${tmp} ${raw(doc.open)}`, doc.body, opts.mode ? sh_sh `chmod ${opts.mode} ${tmp}` : null, opts.owner ? sh_sh `chown ${opts.owner} ${tmp}` : null, sh_sh `mv -f ${tmp} ${path}`).trimEnd();
+    return sh_script(...stageFile(tmp, content, opts), sh_sh `mv -f ${tmp} ${path}`).trimEnd();
 }
 /**
  * Script lines that write content to path only when it differs, and print
  * "changed <label>" when they did; nothing otherwise. Used for idempotent config.
  */
 function ensureFile(path, content, opts = {}) {
-    const doc = sh_heredoc(content);
     const tmp = `${path}.metalship-new`;
-    return sh_script(sh_sh `cat > ${tmp} ${raw(doc.open)}`, doc.body, opts.mode ? sh_sh `chmod ${opts.mode} ${tmp}` : null, opts.owner ? sh_sh `chown ${opts.owner} ${tmp}` : null, sh_sh `if [ -f ${path} ] && cmp -s ${tmp} ${path}; then rm -f ${tmp}; else mv -f ${tmp} ${path}; echo ${'changed ' + (opts.label ?? path)}; ${raw(opts.onChange ?? ':')}; fi`).trimEnd();
+    return sh_script(...stageFile(tmp, content, opts), sh_sh `if [ -f ${path} ] && cmp -s ${tmp} ${path}; then rm -f ${tmp}; else mv -f ${tmp} ${path}; echo ${'changed ' + (opts.label ?? path)}; ${raw(opts.onChange ?? ':')}; fi`).trimEnd();
 }
 /**
  * The `KEY value` lines a script printed (its way of reporting): `get` gives
@@ -69330,20 +69378,20 @@ function holderText(h) {
  * `leftovers`: a script that stops what the run still runs on the host (see
  * Connection.leftoversScript), run when the run is gone, before the lock is let go.
  */
-function lockScript(l, holder, waitSeconds, leftovers = '') {
-    return sh_script(rootOnly(l.state), sh_sh `mkdir -p ${l.state}`, sh_sh `chmod ${STATE_MODE} ${l.state}`, sh_sh `exec 9>>${l.lockFile}`, sh_sh `if ! flock -n 9; then`, sh_sh `  echo "WAITING $(head -c 500 ${l.lockHolder} 2>/dev/null | tr '\n' ' ')"`, sh_sh `  if ! flock -w ${waitSeconds} 9; then`, sh_sh `    echo "HELD $(head -c 500 ${l.lockHolder} 2>/dev/null | tr '\n' ' ')"`, `    exit ${LOCK_EXIT_HELD}`, '  fi', 'fi', 
+function lockScript(layout, holder, waitSeconds, leftovers = '') {
+    return sh_script(rootOnly(layout.state), sh_sh `mkdir -p ${layout.state}`, sh_sh `chmod ${STATE_MODE} ${layout.state}`, sh_sh `exec 9>>${layout.lockFile}`, sh_sh `if ! flock -n 9; then`, sh_sh `  echo "WAITING $(head -c 500 ${layout.lockHolder} 2>/dev/null | tr '\n' ' ')"`, sh_sh `  if ! flock -w ${waitSeconds} 9; then`, sh_sh `    echo "HELD $(head -c 500 ${layout.lockHolder} 2>/dev/null | tr '\n' ' ')"`, `    exit ${LOCK_EXIT_HELD}`, '  fi', 'fi', 
     // A holder file still filled in while nobody holds the flock: a run that died.
-    sh_sh `if [ -s ${l.lockHolder} ]; then echo "STALE $(head -c 500 ${l.lockHolder} | tr '\n' ' ')"; fi`, sh_sh `printf '%s\n' ${holderText(holder)} > ${l.lockHolder}`, 'echo LOCKED', `while IFS= read -r -t ${LOCK_HEARTBEAT_LIMIT} line; do`, '  if [ "$line" = release ]; then', sh_sh `    : > ${l.lockHolder}`, '    exit 0', '  fi', 'done', 
+    sh_sh `if [ -s ${layout.lockHolder} ]; then echo "STALE $(head -c 500 ${layout.lockHolder} | tr '\n' ' ')"; fi`, sh_sh `printf '%s\n' ${holderText(holder)} > ${layout.lockHolder}`, 'echo LOCKED', `while IFS= read -r -t ${LOCK_HEARTBEAT_LIMIT} line; do`, '  if [ "$line" = release ]; then', sh_sh `    : > ${layout.lockHolder}`, '    exit 0', '  fi', 'done', 
     // EOF or no heartbeat: our run is gone. What it still runs here is stopped
     // first; the flock goes with this process; the holder stays as evidence.
-    leftovers || null, sh_sh `printf '%s\n' "abandoned at $(date -u +%FT%TZ): $(head -n1 ${l.lockHolder})" > ${l.lockHolder}`);
+    leftovers || null, sh_sh `printf '%s\n' "abandoned at $(date -u +%FT%TZ): $(head -n1 ${layout.lockHolder})" > ${layout.lockHolder}`);
 }
 
-// EXTERNAL MODULE: ./node_modules/is-stream/index.js
-var is_stream = __nccwpck_require__(6543);
-// EXTERNAL MODULE: ./node_modules/make-dir/index.js
-var make_dir = __nccwpck_require__(6512);
-;// CONCATENATED MODULE: ./node_modules/sb-promise-queue/lib/esm/index.mjs
+// EXTERNAL MODULE: ../wt-core/node_modules/is-stream/index.js
+var is_stream = __nccwpck_require__(4621);
+// EXTERNAL MODULE: ../wt-core/node_modules/make-dir/index.js
+var make_dir = __nccwpck_require__(8190);
+;// CONCATENATED MODULE: ../wt-core/node_modules/sb-promise-queue/lib/esm/index.mjs
 class PromiseQueue {
     constructor({ concurrency = 1 } = {}) {
         this.options = { concurrency };
@@ -69415,7 +69463,7 @@ class PromiseQueue {
 }
 
 
-;// CONCATENATED MODULE: ./node_modules/sb-scandir/lib/esm/index.mjs
+;// CONCATENATED MODULE: ../wt-core/node_modules/sb-scandir/lib/esm/index.mjs
 /* @flow */
 
 
@@ -69511,9 +69559,9 @@ async function scanDirectory(path, { recursive = true, validate = null, concurre
 }
 /* harmony default export */ const esm = (scanDirectory);
 
-// EXTERNAL MODULE: ./node_modules/shell-escape/shell-escape.js
-var shell_escape = __nccwpck_require__(4646);
-;// CONCATENATED MODULE: ./node_modules/node-ssh/lib/esm/index.mjs
+// EXTERNAL MODULE: ../wt-core/node_modules/shell-escape/shell-escape.js
+var shell_escape = __nccwpck_require__(5596);
+;// CONCATENATED MODULE: ../wt-core/node_modules/node-ssh/lib/esm/index.mjs
 
 
 
@@ -70269,9 +70317,13 @@ function remoteCommand(user) {
     return (user === 'root' ? SCRIPT_SHELL : [...SUDO, ...SCRIPT_SHELL]).join(' ');
 }
 
+;// CONCATENATED MODULE: external "node:timers/promises"
+const promises_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:timers/promises");
 ;// CONCATENATED MODULE: ./src/transport/ssh.ts
 // The only module that talks SSH. One connection per host per run; every script
 // goes on stdin to bash with errexit, nounset and pipefail, and its exit code decides.
+
+
 
 
 
@@ -70580,22 +70632,24 @@ async function connect(target, options, log) {
             lastError = err;
             if (err instanceof HostKeyError)
                 throw err;
-            const message = err instanceof Error ? err.message : String(err);
+            const message = errorMessage(err);
             if (/authentication methods failed|passphrase|Cannot parse privateKey|Unsupported key/i.test(message))
                 break;
             if (attempt < attempts) {
                 log.info(`[${target.label}] connect attempt ${attempt} failed (${message}); retrying`);
-                await new Promise((r) => setTimeout(r, 1000 * attempt));
+                await (0,promises_namespaceObject.setTimeout)(1000 * attempt);
             }
         }
     }
-    const message = lastError instanceof Error ? lastError.message : String(lastError);
+    const message = errorMessage(lastError);
     throw new RemoteError(`could not connect to ${target.label}: ${message}`, target.label, null, '');
 }
 
 ;// CONCATENATED MODULE: ./src/stages/hosts.ts
 // Opening hosts: one connection per host for the whole run, the deploy lock held
 // on each for as long as the run needs it, and per-host results.
+
+
 
 
 
@@ -70632,34 +70686,34 @@ function hostKeyPolicy(entries) {
             algorithms: (host, port) => pinnedAlgorithms(entries, host, port),
         };
 }
-function connectOptions(s) {
-    const jump = s['jump-host'] && typeof s['jump-host'] === 'object' ? s['jump-host'] : null;
+function connectOptions(settings) {
+    const jump = settings['jump-host'] && typeof settings['jump-host'] === 'object' ? settings['jump-host'] : null;
     return {
-        privateKey: s['ssh-key'],
-        passphrase: s['ssh-key-passphrase'] || undefined,
-        hostKeys: hostKeyPolicy(s['insecure-accept-any-host-key'] ? null : s['known-hosts']),
+        privateKey: settings['ssh-key'],
+        passphrase: settings['ssh-key-passphrase'] || undefined,
+        hostKeys: hostKeyPolicy(settings['insecure-accept-any-host-key'] ? null : settings['known-hosts']),
         jump: jump
-            ? { host: jump.host, port: jump.port, user: jump.user ?? s['ssh-user'], label: jump.label }
+            ? { host: jump.host, port: jump.port, user: jump.user ?? settings['ssh-user'], label: jump.label }
             : null,
-        connectTimeoutMs: s['connect-timeout'] * 1000,
-        idleTimeoutMs: s['command-idle-timeout'] * 1000,
-        commandTimeoutMs: s['command-timeout'] * 1000,
+        connectTimeoutMs: settings['connect-timeout'] * 1000,
+        idleTimeoutMs: settings['command-idle-timeout'] * 1000,
+        commandTimeoutMs: settings['command-timeout'] * 1000,
     };
 }
 /** Connects to every host in parallel; if any fails, closes the others and throws. */
-async function openHosts(s, log) {
-    const options = connectOptions(s);
-    const roles = resolveRoles(s.hosts);
-    const results = await Promise.allSettled(s.hosts.map((spec) => connect({ host: spec.host, port: spec.port, user: spec.user ?? s['ssh-user'], label: spec.label }, options, log)));
+async function openHosts(settings, log) {
+    const options = connectOptions(settings);
+    const roles = resolveRoles(settings.hosts);
+    const results = await Promise.allSettled(settings.hosts.map((spec) => connect({ host: spec.host, port: spec.port, user: spec.user ?? settings['ssh-user'], label: spec.label }, options, log)));
     const failed = results.filter((r) => r.status === 'rejected');
     if (failed.length) {
         await Promise.all(results.map((r) => (r.status === 'fulfilled' ? r.value.close() : undefined)));
-        throw new Error(failed.map((f) => (f.reason instanceof Error ? f.reason.message : String(f.reason))).join('\n'));
+        throw new Error(failed.map((f) => errorMessage(f.reason)).join('\n'));
     }
     return results.map((r, i) => ({
-        spec: s.hosts[i],
+        spec: settings.hosts[i],
         conn: r.value,
-        layout: layout(s.app, s['app-root']),
+        layout: layout(settings.app, settings['app-root']),
         roles: roles[i],
     }));
 }
@@ -70697,7 +70751,7 @@ async function acquireLock(host, holder, waitSeconds, log) {
     });
     void session.done.then((r) => {
         if (r.code === LOCK_EXIT_HELD) {
-            const held = (r.stdout.split('\n').find((l) => l.startsWith('HELD')) ?? 'HELD another run').slice(5);
+            const held = sh_keyLines(r.stdout).get('HELD') || 'another run';
             settle?.(new Error(`${host.spec.label}: another deploy holds the lock of ${host.layout.app} and did not finish within ${waitSeconds} s: ${held}`));
         }
         else {
@@ -70731,7 +70785,7 @@ async function onEachHost(hosts, fn) {
             return {
                 host: host.spec.label,
                 ok: false,
-                error: err instanceof Error ? err.message : String(err),
+                error: errorMessage(err),
             };
         }
     }));
@@ -70741,9 +70795,9 @@ async function onEachHost(hosts, fn) {
  * closes the connections. Load balancers (roles=lb) are connected to only with
  * `balancers: true` (provision), and passed apart: the deploy path never needs them.
  */
-async function withHosts(s, log, action, fn, opts = {}) {
-    const wanted = opts.balancers ? s.hosts : s.hosts.filter((h) => !h.roles.includes('lb'));
-    const all = await log.group(`Connecting to ${wanted.length} host(s)`, () => openHosts({ ...s, hosts: wanted }, log));
+async function withHosts(settings, log, action, fn, opts = {}) {
+    const wanted = opts.balancers ? settings.hosts : settings.hosts.filter((h) => !h.roles.includes('lb'));
+    const all = await log.group(`Connecting to ${wanted.length} host(s)`, () => openHosts({ ...settings, hosts: wanted }, log));
     const hosts = all.filter((h) => !h.roles.lb);
     const balancers = all.filter((h) => h.roles.lb);
     const releases = [];
@@ -70753,7 +70807,7 @@ async function withHosts(s, log, action, fn, opts = {}) {
         const holder = lockHolder(action);
         // One at a time, in the same order for every run: two overlapping runs
         // then never each hold half of the locks and wait out the timeout.
-        const deadline = Date.now() + s['lock-timeout'] * 1000;
+        const deadline = Date.now() + settings['lock-timeout'] * 1000;
         for (const h of [...hosts].sort((a, b) => lockOrder(a).localeCompare(lockOrder(b)))) {
             const wait = Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
             releases.push(await acquireLock(h, holder, wait, log));
@@ -70790,6 +70844,18 @@ function pyToolDefinition() {
         '# shellcheck disable=SC2317',
         'mstool_as() { local user=$1; shift; runuser -u "$user" -- python3 -I -c "$MSTOOL_SRC" "$@"; }',
     ].join('\n');
+}
+
+;// CONCATENATED MODULE: ./src/remote/step.ts
+// A step on a host: what it does, the script that does it, and how its output
+// reads. Built together and tested together (a unit test runs the script's
+// parser on what the script prints), the way Kamal pairs a command with its use.
+function step_step(what, script, parse) {
+    return { what, script, parse };
+}
+/** A step whose output says nothing the caller needs. */
+function plainStep(what, script) {
+    return step_step(what, script, () => undefined);
 }
 
 ;// CONCATENATED MODULE: ./src/remote/quoting.ts
@@ -71007,12 +71073,12 @@ function upstreamName(l) {
  * connection, so a switch renames the link and never reloads nginx (a reload
  * closes clients' idle keep-alive connections, which some clients see as errors).
  */
-function upstreamConf(l) {
+function upstreamConf(layout) {
     return `# Managed by metalship.
-upstream ${upstreamName(l)} {
-    server ${nginxWord(`unix:${l.apiLink}`)} max_fails=0;
+upstream ${upstreamName(layout)} {
+    server ${nginxWord(`unix:${layout.apiLink}`)} max_fails=0;
 }
-map $http_upgrade $metalship_${upstreamName(l)}_connection {
+map $http_upgrade $metalship_${upstreamName(layout)}_connection {
     default upgrade;
     '' close;
 }
@@ -71043,15 +71109,15 @@ function proxyLocation(upstream, balancer) {
 const securityHeaders = `    add_header X-Content-Type-Options nosniff always;
     add_header X-Frame-Options SAMEORIGIN always;
     add_header Referrer-Policy strict-origin-when-cross-origin always;`;
-function siteConf(l, s) {
-    const isDefault = s.serverName === '_';
+function siteConf(layout, settings) {
+    const isDefault = settings.serverName === '_';
     const listen = (port, extra = '') => `    listen ${port}${extra}${isDefault ? ' default_server' : ''};\n    listen [::]:${port}${extra}${isDefault ? ' default_server' : ''};`;
-    const statics = s.staticDir
+    const statics = settings.staticDir
         ? // A link is followed only to a file of its own owner: a link the app plants
             // in its files never serves, say, a world-readable system file.
-            `    location /static/ {\n        alias ${nginxWord(`${s.staticDir}/`)};\n        disable_symlinks if_not_owner;\n        expires 7d;\n        access_log off;\n    }\n`
+            `    location /static/ {\n        alias ${nginxWord(`${settings.staticDir}/`)};\n        disable_symlinks if_not_owner;\n        expires 7d;\n        access_log off;\n    }\n`
         : '';
-    const serverName = `    server_name ${nginxServerNames(s.serverName)};`;
+    const serverName = `    server_name ${nginxServerNames(settings.serverName)};`;
     const common = `${serverName}
     client_max_body_size 25m;
     client_body_timeout 30s;
@@ -71060,15 +71126,15 @@ function siteConf(l, s) {
     keepalive_timeout 65s;
     server_tokens off;
 ${securityHeaders}
-${statics}${proxyLocation(s.upstream ?? upstreamName(l), s.upstream !== undefined)}`;
+${statics}${proxyLocation(settings.upstream ?? upstreamName(layout), settings.upstream !== undefined)}`;
     const acme = (root) => `    location /.well-known/acme-challenge/ {
         root ${nginxWord(root)};
     }`;
-    if (!s.tls) {
+    if (!settings.tls) {
         return `# Managed by metalship (HTTP only: no domain configured).
 server {
 ${listen(80)}
-${s.acmeWebroot ? acme(s.acmeWebroot) + '\n' : ''}${common}
+${settings.acmeWebroot ? acme(settings.acmeWebroot) + '\n' : ''}${common}
 }
 `;
     }
@@ -71077,15 +71143,15 @@ server {
 ${listen(80)}
 ${serverName}
     server_tokens off;
-${acme(s.acmeWebroot ?? ACME_WEBROOT)}
+${acme(settings.acmeWebroot ?? ACME_WEBROOT)}
     location / {
         return 301 https://$host$request_uri;
     }
 }
 server {
-${listen(443, ' ssl http2')}
-    ssl_certificate ${nginxWord(s.tls.certificate)};
-    ssl_certificate_key ${nginxWord(s.tls.key)};
+${settings.http2 === 'directive' ? `${listen(443, ' ssl')}\n    http2 on;` : listen(443, ' ssl http2')}
+    ssl_certificate ${nginxWord(settings.tls.certificate)};
+    ssl_certificate_key ${nginxWord(settings.tls.key)};
     ssl_protocols TLSv1.2 TLSv1.3;
     ssl_prefer_server_ciphers off;
     ssl_session_cache shared:metalship_ssl:10m;
@@ -71102,11 +71168,11 @@ ${common}
 
 
 /** systemd's sandboxing: the app reads its release and writes only shared/ (field notes, systemd hardening). */
-function hardening(l) {
+function hardening(layout) {
     return [
         'NoNewPrivileges=yes',
         'ProtectSystem=strict',
-        `ReadWritePaths=${unitWord(l.shared)}`,
+        `ReadWritePaths=${unitWord(layout.shared)}`,
         'PrivateTmp=yes',
         'PrivateDevices=yes',
         'ProtectHome=yes',
@@ -71140,118 +71206,118 @@ function inVenv(venvBin, words) {
         return [];
     return [program.startsWith('/') ? program : `${venvBin}/${program}`, ...args];
 }
-/** Settings every app service has; workdir may hold the %i of the api template. */
-function serviceCommon(s, workdir) {
-    const l = s.layout;
-    return [
-        `User=${unitText(s.user)}`,
-        `Group=${unitText(s.user)}`,
+/**
+ * An app service unit: what every one has (the user, the release as working
+ * directory, the .env, restart and stop rules, the sandboxing), around what is
+ * its own. workdir may hold the %i of the api template.
+ */
+function serviceUnit(settings, own) {
+    const layout = settings.layout;
+    const workdir = own.workdir;
+    return `# Managed by metalship: changes are overwritten on the next deploy.
+${own.note ? `# ${own.note}\n` : ''}[Unit]
+Description=${own.description}
+After=${own.after}
+PartOf=${unitWord(layout.units.target)}
+
+[Service]
+Type=simple
+${[
+        `User=${unitText(settings.user)}`,
+        `Group=${unitText(settings.user)}`,
         `WorkingDirectory=${unitText(...workdir)}`,
-        `EnvironmentFile=-${unitText(l.env)}`,
+        `EnvironmentFile=-${unitText(layout.env)}`,
         `Environment=${unitEnv('PATH', ...workdir, '/.venv/bin:/usr/local/bin:/usr/bin:/bin')}`,
         'Environment=PYTHONUNBUFFERED=1',
-        `Environment=${unitEnv('APP_NAME', l.app)}`,
+        `Environment=${unitEnv('APP_NAME', layout.app)}`,
         'Restart=always',
         'RestartSec=5',
-    ].join('\n');
+        ...own.service,
+        'TimeoutStopSec=35',
+        'KillMode=mixed',
+        'KillSignal=SIGTERM',
+    ].join('\n')}
+${hardening(layout)}
+
+[Install]
+WantedBy=${unitWord(layout.units.target)}
+`;
 }
-function apiUnit(s) {
-    const l = s.layout;
+function apiUnit(settings) {
+    const layout = settings.layout;
     const slot = specifier('i');
-    const workdir = [l.slots, '/', slot];
+    const workdir = [layout.slots, '/', slot];
     const uvicorn = execLine([
         [...workdir, '/.venv/bin/python'],
         '-m',
         'uvicorn',
-        s.appModule,
+        settings.appModule,
         '--uds',
-        [`/run/${l.app}-api-`, slot, '/api.sock'],
+        [`/run/${layout.app}-api-`, slot, '/api.sock'],
         // Above nginx's idle upstream time, so uvicorn never closes a connection nginx is about to reuse.
         '--timeout-keep-alive',
         '75',
-        // --timeout-graceful-shutdown where the release's uvicorn has it (0.21+), from the release's uvicorn.env.
+        // The flags the release's uvicorn has (switch.ts UVICORN_FLAGS), from the release's uvicorn.env.
         splitVariable('METALSHIP_UVICORN_FLAGS'),
-        '--no-server-header',
-        ...s.uvicornArgs,
+        ...settings.uvicornArgs,
     ]);
-    return `# Managed by metalship: changes are overwritten on the next deploy.
-[Unit]
-Description=${unitText(l.app, ' API (', slot, ' slot)')}
-After=network.target postgresql.service redis-server.service
-PartOf=${unitWord(l.units.target)}
-
-[Service]
-Type=simple
-${serviceCommon(s, workdir)}
-EnvironmentFile=-${unitText(...workdir, '/.metalship/uvicorn.env')}
-ExecStart=${uvicorn}
-RuntimeDirectory=${unitWord(`${l.app}-api-`, slot)}
-RuntimeDirectoryMode=0755
-TimeoutStopSec=35
-KillMode=mixed
-KillSignal=SIGTERM
-${hardening(l)}
-
-[Install]
-WantedBy=${unitWord(l.units.target)}
-`;
+    return serviceUnit(settings, {
+        description: unitText(layout.app, ' API (', slot, ' slot)'),
+        after: 'network.target postgresql.service redis-server.service',
+        workdir,
+        service: [
+            `EnvironmentFile=-${unitText(...workdir, '/.metalship/uvicorn.env')}`,
+            `ExecStart=${uvicorn}`,
+            `RuntimeDirectory=${unitWord(`${layout.app}-api-`, slot)}`,
+            'RuntimeDirectoryMode=0755',
+        ],
+    });
 }
 /** A unit running a command from the current release: the worker and the scheduler. */
-function currentReleaseUnit(s, o) {
-    if (o.command.length === 0)
+function currentReleaseUnit(settings, options) {
+    if (options.command.length === 0)
         return null;
-    const l = s.layout;
-    return `# Managed by metalship: changes are overwritten on the next deploy.
-${o.note ? `# ${o.note}\n` : ''}[Unit]
-Description=${unitText(l.app, ' ', o.what)}
-After=${o.after}
-PartOf=${unitWord(l.units.target)}
-
-[Service]
-Type=simple
-${serviceCommon(s, [l.current])}
-ExecStart=${execLine(inVenv(`${l.current}/.venv/bin`, o.command))}
-TimeoutStopSec=35
-KillMode=mixed
-KillSignal=SIGTERM
-${hardening(l)}
-
-[Install]
-WantedBy=${unitWord(l.units.target)}
-`;
+    const layout = settings.layout;
+    return serviceUnit(settings, {
+        description: unitText(layout.app, ' ', options.what),
+        after: options.after,
+        note: options.note,
+        workdir: [layout.current],
+        service: [`ExecStart=${execLine(inVenv(`${layout.current}/.venv/bin`, options.command))}`],
+    });
 }
-function workerUnit(s) {
-    return currentReleaseUnit(s, {
+function workerUnit(settings) {
+    return currentReleaseUnit(settings, {
         what: 'worker',
-        command: s.workerCommand,
+        command: settings.workerCommand,
         after: 'network.target postgresql.service redis-server.service',
     });
 }
-function schedulerUnit(s) {
-    return currentReleaseUnit(s, {
+function schedulerUnit(settings) {
+    return currentReleaseUnit(settings, {
         what: 'scheduler',
-        command: s.schedulerCommand,
+        command: settings.schedulerCommand,
         after: 'network.target redis-server.service',
         note: 'Exactly one scheduler runs fleet-wide: it is installed on one host only.',
     });
 }
-function targetUnit(l) {
+function targetUnit(layout) {
     return `# Managed by metalship.
 [Unit]
-Description=${unitText(l.app, ' (all services)')}
+Description=${unitText(layout.app, ' (all services)')}
 
 [Install]
 WantedBy=multi-user.target
 `;
 }
 /** The unit files for a host: name -> content (null: the unit must not exist there). */
-function unitFiles(s, roles) {
-    const l = s.layout;
+function unitFiles(settings, roles) {
+    const layout = settings.layout;
     return {
-        [l.units.target]: targetUnit(l),
-        [l.units.apiTemplate]: apiUnit(s),
-        [l.units.worker]: roles.worker ? workerUnit(s) : null,
-        [l.units.scheduler]: roles.scheduler ? schedulerUnit(s) : null,
+        [layout.units.target]: targetUnit(layout),
+        [layout.units.apiTemplate]: apiUnit(settings),
+        [layout.units.worker]: roles.worker ? workerUnit(settings) : null,
+        [layout.units.scheduler]: roles.scheduler ? schedulerUnit(settings) : null,
     };
 }
 /**
@@ -71280,67 +71346,93 @@ function unitsOurs(names) {
 
 
 
+
 /** The api unit of the slot held in the shell variable `$slot`. */
 function apiUnitOf(l, slotVar) {
     return `${sh_sh `${l.app}`}-api@"${slotVar}".service`;
 }
-function switchScript(s) {
-    const l = s.layout;
-    const rel = l.release(s.releaseId);
-    const unitLines = [unitsOurs(Object.keys(s.units))].concat(Object.entries(s.units).map(([name, content]) => content === null
-        ? sh_sh `if [ -f ${l.unitDir}/${name} ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${l.unitDir}/${name}; units_changed=1; fi`
-        : ensureFile(`${l.unitDir}/${name}`, content, {
+function switchScript(settings) {
+    const layout = settings.layout;
+    const rel = layout.release(settings.releaseId);
+    const unitLines = [unitsOurs(Object.keys(settings.units))].concat(Object.entries(settings.units).map(([name, content]) => content === null
+        ? sh_sh `if [ -f ${layout.unitDir}/${name} ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${layout.unitDir}/${name}; units_changed=1; fi`
+        : ensureFile(`${layout.unitDir}/${name}`, content, {
             mode: '644',
             label: `unit ${name}`,
             onChange: 'units_changed=1',
         })));
-    const followers = [s.worker ? l.units.worker : null, s.scheduler ? l.units.scheduler : null].filter((u) => !!u);
-    const api = raw(apiUnitOf(l, '$slot'));
-    const standbyApi = raw(apiUnitOf(l, '$standby'));
-    if (s.api === false)
-        return followersOnlyScript(s, unitLines, followers);
-    return sh_script(pyToolDefinition(), sh_sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${s.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'command -v nginx >/dev/null 2>&1 || { echo "nginx is not installed: run the provision action first" >&2; exit 1; }', 
+    const followers = [
+        settings.worker ? layout.units.worker : null,
+        settings.scheduler ? layout.units.scheduler : null,
+    ].filter((u) => !!u);
+    const api = raw(apiUnitOf(layout, '$slot'));
+    const standbyApi = raw(apiUnitOf(layout, '$standby'));
+    if (settings.api === false)
+        return followersOnlyScript(settings, unitLines, followers);
+    return sh_script(pyToolDefinition(), sh_sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'command -v nginx >/dev/null 2>&1 || { echo "nginx is not installed: run the provision action first" >&2; exit 1; }', 
     // The serving slot keeps serving; the release goes to the other one, unless the serving one already runs it.
-    sh_sh `active=$(cat ${l.activeSlot} 2>/dev/null || true)`, 'case "$active" in blue) idle=green ;; green) idle=blue ;; *) active=""; idle=blue ;; esac', sh_sh `slot_release() { basename "$(readlink ${l.slots}/"$1" 2>/dev/null)" 2>/dev/null || true; }`, sh_sh `if [ -n "$active" ] && [ "$(slot_release "$active")" = ${s.releaseId} ] && systemctl is-active --quiet ${raw(apiUnitOf(l, '$active'))}; then slot=$active; else slot=$idle; fi`, 'if [ "$slot" = blue ]; then standby=green; else standby=blue; fi', 'echo "SLOT $slot"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 'nginx_changed=0', 'site_new=0', sh_sh `if [ ! -e ${l.nginxSite} ]; then`, '  site_new=1', ensureFile(l.nginxSite, siteConf(l, { serverName: s.serverName, tls: null }), {
+    sh_sh `active=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$active" in blue) idle=green ;; green) idle=blue ;; *) active=""; idle=blue ;; esac', sh_sh `slot_release() { basename "$(readlink ${layout.slots}/"$1" 2>/dev/null)" 2>/dev/null || true; }`, sh_sh `if [ -n "$active" ] && [ "$(slot_release "$active")" = ${settings.releaseId} ] && systemctl is-active --quiet ${raw(apiUnitOf(layout, '$active'))}; then slot=$active; else slot=$idle; fi`, 'if [ "$slot" = blue ]; then standby=green; else standby=blue; fi', 'echo "SLOT $slot"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 'nginx_changed=0', 'site_new=0', sh_sh `if [ ! -e ${layout.nginxSite} ]; then`, '  site_new=1', ensureFile(layout.nginxSite, siteConf(layout, { serverName: settings.serverName, tls: null }), {
         mode: '644',
         label: 'nginx site',
         onChange: 'nginx_changed=1',
-    }), sh_sh `  ln -sfn ${l.nginxSite} ${l.nginxSiteEnabled}`, s.serverName === '_' ? sh_sh `  rm -f /etc/nginx/sites-enabled/default` : null, 'fi', ensureFile(l.nginxUpstream, upstreamConf(l), {
+    }), sh_sh `  ln -sfn ${layout.nginxSite} ${layout.nginxSiteEnabled}`, settings.serverName === '_' ? sh_sh `  rm -f /etc/nginx/sites-enabled/default` : null, 'fi', ensureFile(layout.nginxUpstream, upstreamConf(layout), {
         mode: '644',
         label: 'nginx upstream',
         onChange: 'nginx_changed=1',
     }), 
     // A configuration nginx refuses (say a second default_server) fails the switch before anything moves.
-    'if [ "$nginx_changed" = 1 ] && ! nginx_errors=$(nginx -t 2>&1); then', sh_sh `  if [ "$site_new" = 1 ]; then rm -f ${l.nginxSite} ${l.nginxSiteEnabled}; fi`, '  echo "nginx refuses the configuration for this app: $nginx_errors" >&2', '  echo "(with several apps on one server, give each its own server-name)" >&2', '  exit 1', 'fi', 
+    'if [ "$nginx_changed" = 1 ] && ! nginx_errors=$(nginx -t 2>&1); then', sh_sh `  if [ "$site_new" = 1 ]; then rm -f ${layout.nginxSite} ${layout.nginxSiteEnabled}; fi`, '  echo "nginx refuses the configuration for this app: $nginx_errors" >&2', '  echo "(with several apps on one server, give each its own server-name)" >&2', '  exit 1', 'fi', 
     // Start the release beside the serving one (unless the slot already runs it, unchanged).
-    'was=$(slot_release "$slot")', sh_sh `mstool link ${rel} ${l.slots}/"$slot"`, sh_sh `if [ "$units_changed" = 1 ] || [ "$was" != ${s.releaseId} ] || ! systemctl is-active --quiet ${api}; then`, sh_sh `  echo "starting ${s.releaseId} in the $slot slot"`, sh_sh `  systemctl restart ${api}`, 'else', sh_sh `  echo "the $slot slot already runs ${s.releaseId}"`, 'fi', sh_sh `sock=/run/${l.app}-api-"$slot"/api.sock`, sh_sh `if ! ready=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${s.healthPath} ${s.readyTimeout} 0.1 200 ''); then`, '  echo "$ready" >&2', sh_sh `  journalctl -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh_sh `  systemctl stop ${api} || true`, sh_sh `  echo "release ${s.releaseId} did not become ready in the $slot slot within ${s.readyTimeout} s; traffic stays on the serving release" >&2`, '  exit 1', 'fi', 'echo "READY $ready"', 
+    'was=$(slot_release "$slot")', sh_sh `mstool link ${rel} ${layout.slots}/"$slot"`, sh_sh `if [ "$units_changed" = 1 ] || [ "$was" != ${settings.releaseId} ] || ! systemctl is-active --quiet ${api}; then`, sh_sh `  echo "starting ${settings.releaseId} in the $slot slot"`, sh_sh `  systemctl restart ${api}`, 'else', sh_sh `  echo "the $slot slot already runs ${settings.releaseId}"`, 'fi', sh_sh `sock=/run/${layout.app}-api-"$slot"/api.sock`, sh_sh `if ! ready=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.healthPath} ${settings.readyTimeout} 0.1 200 ''); then`, '  echo "$ready" >&2', sh_sh `  journalctl -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh_sh `  systemctl stop ${api} || true`, sh_sh `  echo "release ${settings.releaseId} did not become ready in the $slot slot within ${settings.readyTimeout} s; traffic stays on the serving release" >&2`, '  exit 1', 'fi', 'echo "READY $ready"', 
     // Traffic moves only now, by renaming the socket link nginx connects through:
     // requests already on the old slot finish there, new ones reach the new slot.
-    sh_sh `mstool link "$sock" ${l.apiLink}`, sh_sh `echo "$slot" > ${l.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh_sh `prev=$(basename "$(readlink ${l.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `mstool link ${rel} ${l.current}`, sh_sh `mstool link "$(readlink ${rel}/.venv)" ${l.venvLink}`, 'echo "PREVIOUS $prev"', 
+    sh_sh `mstool link "$sock" ${layout.apiLink}`, sh_sh `echo "$slot" > ${layout.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh_sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `mstool link ${rel} ${layout.current}`, sh_sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, 'echo "PREVIOUS $prev"', 
     // On boot only the serving slot starts; the standby is a warm spare for this boot only.
-    sh_sh `systemctl enable --quiet ${l.units.target} ${api} ${followers}`, sh_sh `systemctl disable --quiet ${standbyApi} 2>/dev/null || true`, followers.length ? sh_sh `systemctl restart ${followers}` : null, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${s.releaseId} ($slot slot) from \${prev:-nothing}" >> ${l.history}`);
+    sh_sh `systemctl enable --quiet ${layout.units.target} ${api} ${followers}`, sh_sh `systemctl disable --quiet ${standbyApi} 2>/dev/null || true`, followers.length ? sh_sh `systemctl restart ${followers}` : null, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout.history}`);
+}
+/** The switch as a step: the slot it serves from and the release it left. */
+function switchStep(settings) {
+    return step_step(`switching to ${settings.releaseId}`, switchScript(settings), (stdout) => {
+        const out = sh_keyLines(stdout);
+        const slot = out.get('SLOT');
+        return {
+            slot: slot === 'blue' || slot === 'green' ? slot : null,
+            previous: out.get('PREVIOUS')?.trim() ?? '',
+        };
+    });
 }
 /** The switch on a host without the api role: current, the venv link, and the worker or scheduler. */
-function followersOnlyScript(s, unitLines, followers) {
-    const l = s.layout;
-    const rel = l.release(s.releaseId);
-    return sh_script(pyToolDefinition(), sh_sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${s.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'echo "SLOT none"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
+function followersOnlyScript(settings, unitLines, followers) {
+    const layout = settings.layout;
+    const rel = layout.release(settings.releaseId);
+    return sh_script(pyToolDefinition(), sh_sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'echo "SLOT none"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
     // an api that ran here before the host lost the role stops
-    sh_sh `systemctl disable --now --quiet ${l.units.api('blue')} ${l.units.api('green')} 2>/dev/null || true`, sh_sh `prev=$(basename "$(readlink ${l.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `mstool link ${rel} ${l.current}`, sh_sh `mstool link "$(readlink ${rel}/.venv)" ${l.venvLink}`, 'echo "PREVIOUS $prev"', sh_sh `systemctl enable --quiet ${l.units.target} ${followers}`, followers.length ? sh_sh `systemctl restart ${followers}` : null, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${s.releaseId} (no api here) from \${prev:-nothing}" >> ${l.history}`);
+    sh_sh `systemctl disable --now --quiet ${layout.units.api('blue')} ${layout.units.api('green')} 2>/dev/null || true`, sh_sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `mstool link ${rel} ${layout.current}`, sh_sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, 'echo "PREVIOUS $prev"', sh_sh `systemctl enable --quiet ${layout.units.target} ${followers}`, followers.length ? sh_sh `systemctl restart ${followers}` : null, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout.history}`);
 }
 /**
- * Whether a release's uvicorn accepts --timeout-graceful-shutdown (0.21+);
- * recorded at release time. The venv's interpreter runs as the app user: its
- * packages' code (.pth files) never runs as root.
+ * The uvicorn flags a release's uvicorn accepts, recorded at release time:
+ * --timeout-graceful-shutdown (0.21+) and --no-server-header (0.14+; before
+ * it uvicorn always names itself, which nginx hides from clients anyway). The
+ * venv's interpreter runs as the app user: its packages' code (.pth files)
+ * never runs as root.
  */
+const UVICORN_FLAGS = [
+    ['timeout_graceful_shutdown', '--timeout-graceful-shutdown 30'],
+    ['server_header', '--no-server-header'],
+];
 function uvicornFlagsScript(rel, user) {
-    return sh_script(sh_sh `if runuser -u ${user} -- ${rel}/.venv/bin/python -I -c 'import importlib.util, os, sys; s = importlib.util.find_spec("uvicorn"); sys.exit(0 if s and "timeout_graceful_shutdown" in open(os.path.join(os.path.dirname(s.origin), "config.py")).read() else 1)' 2>/dev/null; then`, sh_sh `  echo 'METALSHIP_UVICORN_FLAGS=--timeout-graceful-shutdown 30' > ${rel}/.metalship/uvicorn.env`, 'else', sh_sh `  echo 'METALSHIP_UVICORN_FLAGS=' > ${rel}/.metalship/uvicorn.env`, 'fi');
+    const probe = `import importlib.util, os
+s = importlib.util.find_spec("uvicorn")
+src = open(os.path.join(os.path.dirname(s.origin), "config.py")).read() if s else ""
+print(" ".join(f for o, f in ${JSON.stringify(UVICORN_FLAGS)} if o in src))`;
+    return sh_script(sh_sh `flags=$(runuser -u ${user} -- ${rel}/.venv/bin/python -I -c ${probe} 2>/dev/null) || flags=''`, sh_sh `printf 'METALSHIP_UVICORN_FLAGS=%s\\n' "$flags" > ${rel}/.metalship/uvicorn.env`);
 }
 
 ;// CONCATENATED MODULE: ./src/remote/release.ts
 // Scripts that build a release on a host: claim the directory and reuse
 // unchanged files from the previous release, then unpack the new files, build
 // (or reuse) the virtualenv, link shared paths, compile and import-check.
+
 
 
 
@@ -71370,22 +71462,56 @@ function ensureBuildUser(l) {
  * and what lies below it is made by the app user, never chowned by root (the
  * app could have planted a link there to a directory root would then hand over).
  */
-function ensureAppTree(l, user, sharedPaths) {
-    const dirs = sharedPaths.filter((p) => p !== '.env').map((p) => `${l.shared}/${p}`);
-    const own = [l.releases, l.venvs, l.slots, l.state, l.runDir];
-    return sh_script(rootOnly(l.root, ...own), ensureUser(user, l.root, 'app user'), ensureBuildUser(l), sh_sh `mkdir -p ${own} ${l.shared}`, sh_sh `chmod 755 ${l.root} ${l.releases} ${l.venvs} ${l.slots} ${l.runDir}`, sh_sh `chmod ${STATE_MODE} ${l.state}`, sh_sh `if [ -L ${l.shared} ] || [ ! -d ${l.shared} ]; then echo ${`${l.shared} is not a directory`} >&2; exit 1; fi`, sh_sh `chown -h ${user}:${user} ${l.shared}`, sh_sh `chmod 750 ${l.shared}`, dirs.length ? sh_sh `runuser -u ${user} -- mkdir -p -- ${dirs}` : null, sh_sh `if [ ! -e ${l.env} ]; then install -m 600 -o ${user} -g ${user} /dev/null ${l.env}; fi`);
+function ensureAppTree(layout, user, sharedPaths) {
+    const dirs = sharedPaths.filter((p) => p !== '.env').map((p) => `${layout.shared}/${p}`);
+    const own = [layout.releases, layout.venvs, layout.slots, layout.state, layout.runDir];
+    return sh_script(rootOnly(layout.root, ...own), ensureUser(user, layout.root, 'app user'), ensureBuildUser(layout), sh_sh `mkdir -p ${own} ${layout.shared}`, sh_sh `chmod 755 ${layout.root} ${layout.releases} ${layout.venvs} ${layout.slots} ${layout.runDir}`, sh_sh `chmod ${STATE_MODE} ${layout.state}`, sh_sh `if [ -L ${layout.shared} ] || [ ! -d ${layout.shared} ]; then echo ${`${layout.shared} is not a directory`} >&2; exit 1; fi`, sh_sh `chown -h ${user}:${user} ${layout.shared}`, sh_sh `chmod 750 ${layout.shared}`, dirs.length ? sh_sh `runuser -u ${user} -- mkdir -p -- ${dirs}` : null, sh_sh `if [ ! -e ${layout.env} ]; then install -m 600 -o ${user} -g ${user} /dev/null ${layout.env}; fi`);
 }
 /**
  * Claims releases/<id> and copies into it every file of the manifest (sent on
  * stdin after the script) that the previous release already has; prints the
  * previous release id and a JSON line with the paths still needed.
  */
-function prepareScript(s) {
-    const l = s.layout;
-    const rel = l.release(s.releaseId);
-    return sh_script(pyToolDefinition(), ensureAppTree(l, s.user, s.sharedPaths), sh_sh `if [ -e ${rel} ]; then echo "release ${s.releaseId} exists already" >&2; exit ${RELEASE_EXISTS_EXIT}; fi`, sh_sh `mkdir ${rel} ${rel}/.metalship`, sh_sh `echo building > ${rel}/.metalship/status`, sh_sh `prev=$(basename "$(readlink ${l.current} 2>/dev/null)" 2>/dev/null || true)`, 'echo "PREVIOUS ${prev}"', 
+function prepareStep(settings, manifest) {
+    const layout = settings.layout;
+    const rel = layout.release(settings.releaseId);
+    const text = sh_script(pyToolDefinition(), ensureAppTree(layout, settings.user, settings.sharedPaths), sh_sh `if [ -e ${rel} ]; then echo "release ${settings.releaseId} exists already" >&2; exit ${RELEASE_EXISTS_EXIT}; fi`, sh_sh `mkdir ${rel} ${rel}/.metalship`, sh_sh `echo building > ${rel}/.metalship/status`, sh_sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, 'echo "PREVIOUS ${prev}"', 
     // Reuse files from the serving release; on a first deploy there is nothing to reuse.
-    sh_sh `base=""; if [ -n "$prev" ] && [ -d ${l.releases}/"$prev" ]; then base=${l.releases}/"$prev"; fi`, sh_sh `mstool stage-files ${rel} "$base"`);
+    sh_sh `base=""; if [ -n "$prev" ] && [ -d ${layout.releases}/"$prev" ]; then base=${layout.releases}/"$prev"; fi`, sh_sh `mstool stage-files ${rel} "$base"`);
+    return step_step('preparing the release directory', text, (stdout) => parsePrepared(stdout, manifest));
+}
+/**
+ * What the prepare script printed: the previous release and the files the host
+ * still needs. The host writes it, so a compromised host writes it too: it must
+ * never choose what the runner reads and sends, so every path must be a file
+ * of the manifest, once, or nothing is sent.
+ */
+function parsePrepared(stdout, manifest) {
+    const previous = /^PREVIOUS (.*)$/m.exec(stdout)?.[1]?.trim() ?? '';
+    if (previous && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/.test(previous))
+        throw new Error(`the host named its current release ${JSON.stringify(previous.slice(0, 100))}, not a release id`);
+    let answer;
+    try {
+        answer = JSON.parse(stdout.trim().split('\n').pop() ?? '');
+    }
+    catch {
+        answer = null;
+    }
+    const { need, reused } = (answer ?? {});
+    if (!Array.isArray(need) || typeof reused !== 'number' || !Number.isInteger(reused))
+        throw new Error('the host did not answer which files it needs ({"need": [paths], "reused": n} expected); nothing was sent to it');
+    const files = new Set(manifest.files.map((f) => f[0]));
+    const seen = new Set();
+    for (const p of need) {
+        if (typeof p !== 'string' || !files.has(p))
+            throw new Error(`the host asked for ${JSON.stringify(p)}, which is not a file of the manifest: refused, nothing was sent to it`);
+        if (seen.has(p))
+            throw new Error(`the host asked for ${JSON.stringify(p)} twice: refused, nothing was sent to it`);
+        seen.add(p);
+    }
+    if (reused !== files.size - seen.size)
+        throw new Error(`the host claims to reuse ${reused} files and to need ${seen.size} of ${files.size}: refused, nothing was sent to it`);
+    return { previous, need: [...seen], reused };
 }
 /**
  * Builds a virtualenv at its final path, as the build user: pip runs the build
@@ -71397,12 +71523,12 @@ function prepareScript(s) {
  * read-only, no set-id bits, and nothing in it may lead to a place another
  * user could change.
  */
-function venvScript(s) {
-    const l = s.layout;
-    const rel = l.release(s.releaseId);
-    const user = l.buildUser;
-    const cacheRoot = l.pipCache.replace(/\/[^/]+$/, '');
-    const venvFlags = s.systemSitePackages ? ['--system-site-packages'] : [];
+function venvScript(settings) {
+    const layout = settings.layout;
+    const rel = layout.release(settings.releaseId);
+    const user = layout.buildUser;
+    const cacheRoot = layout.pipCache.replace(/\/[^/]+$/, '');
+    const venvFlags = settings.systemSitePackages ? ['--system-site-packages'] : [];
     const sandbox = [
         `User=${user}`,
         `Group=${user}`,
@@ -71413,49 +71539,49 @@ function venvScript(s) {
         'ProtectHome=yes',
         'RestrictSUIDSGID=yes',
     ].flatMap((p) => ['-p', p]);
-    return sh_script(sh_sh `venv=${`${l.venvs}/${s.venvKey}`}`, 
+    return sh_script(sh_sh `venv=${`${layout.venvs}/${settings.venvKey}`}`, 
     // Complete only when sealed: a marker the build itself may have planted does not count.
-    'if [ -f "$venv/.metalship-complete" ] && [ "$(stat -c %u -- "$venv")" = 0 ]; then', sh_sh `  echo "reusing virtualenv ${s.venvKey}"`, 'else', sh_sh `  echo "building virtualenv ${s.venvKey} as ${user}"`, 
+    'if [ -f "$venv/.metalship-complete" ] && [ "$(stat -c %u -- "$venv")" = 0 ]; then', sh_sh `  echo "reusing virtualenv ${settings.venvKey}"`, 'else', sh_sh `  echo "building virtualenv ${settings.venvKey} as ${user}"`, 
     // What an interrupted build left is stopped first.
-    sh_sh `  mstool stop-user ${user}`, '  rm -rf -- "$venv"', sh_sh `  install -d -m 755 -o ${user} -g ${user} "$venv"`, sh_sh `  install -d -m 755 ${cacheRoot}`, sh_sh `  install -d -m 700 -o ${user} -g ${user} ${l.pipCache}`, sh_sh `  find ${cacheRoot} -maxdepth 1 -name 'build.*' -exec rm -rf -- {} +`, sh_sh `  work=$(mktemp -d ${cacheRoot + '/build.XXXXXX'})`, sh_sh `  tar -C ${rel} --exclude=./.metalship -cf - . | tar -C "$work" -xf - --no-same-owner`, sh_sh `  chown -R ${user}:${user} "$work"`, 
+    sh_sh `  mstool stop-user ${user}`, '  rm -rf -- "$venv"', sh_sh `  install -d -m 755 -o ${user} -g ${user} "$venv"`, sh_sh `  install -d -m 755 ${cacheRoot}`, sh_sh `  install -d -m 700 -o ${user} -g ${user} ${layout.pipCache}`, sh_sh `  find ${cacheRoot} -maxdepth 1 -name 'build.*' -exec rm -rf -- {} +`, sh_sh `  work=$(mktemp -d ${cacheRoot + '/build.XXXXXX'})`, sh_sh `  tar -C ${rel} --exclude=./.metalship -cf - . | tar -C "$work" -xf - --no-same-owner`, sh_sh `  chown -R ${user}:${user} "$work"`, 
     // The unit's environment from a root-only file (a proxy URL may hold a
     // password: never on a command line), quoted as systemd reads it.
-    '  envfile=$(mktemp)', '  ms_env() { local v=$2 bs=\'\\\' q=\'"\' d=\'$\' bt=\'`\'; v=${v//"$bs"/"$bs$bs"}; v=${v//"$q"/"$bs$q"}; v=${v//"$d"/"$bs$d"}; v=${v//"$bt"/"$bs$bt"}; printf \'%s="%s"\\n\' "$1" "$v" >> "$envfile"; }', sh_sh `  ms_env HOME "$work"; ms_env LANG C.UTF-8; ms_env PIP_CACHE_DIR ${l.pipCache}`, '  ms_env PIP_DISABLE_PIP_VERSION_CHECK 1; ms_env PIP_NO_INPUT 1', '  for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do if [ -n "${!v:-}" ]; then ms_env "$v" "${!v}"; fi; done', '  step=0', sh_sh `  as_build() { step=$((step + 1)); systemd-run --quiet --wait --pipe --collect --unit="${raw(BUILD_UNIT_PREFIX)}\${__metalship_token:-$$}-$step" ${sandbox} -p EnvironmentFile="$envfile" -p ReadWritePaths="$venv $work ${raw(l.pipCache)}" --working-directory="$work" -- "$@" < /dev/null; }`, sh_sh `  as_build ${s.python} -m venv ${venvFlags} "$venv"`, s.requirements
-        ? sh_sh `  as_build "$venv/bin/python" -m pip install --no-input -r ${s.requirements} ${s.pipArgs}`
+    '  envfile=$(mktemp)', '  ms_env() { local v=$2 bs="\\\\" q=\'"\' d=\'$\' bt=\'`\'; v=${v//"$bs"/"$bs$bs"}; v=${v//"$q"/"$bs$q"}; v=${v//"$d"/"$bs$d"}; v=${v//"$bt"/"$bs$bt"}; printf \'%s="%s"\\n\' "$1" "$v" >> "$envfile"; }', sh_sh `  ms_env HOME "$work"; ms_env LANG C.UTF-8; ms_env PIP_CACHE_DIR ${layout.pipCache}`, '  ms_env PIP_DISABLE_PIP_VERSION_CHECK 1; ms_env PIP_NO_INPUT 1', '  for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do if [ -n "${!v:-}" ]; then ms_env "$v" "${!v}"; fi; done', '  step=0', sh_sh `  as_build() { step=$((step + 1)); systemd-run --quiet --wait --pipe --collect --unit="${raw(BUILD_UNIT_PREFIX)}\${__metalship_token:-$$}-$step" ${sandbox} -p EnvironmentFile="$envfile" -p ReadWritePaths="$venv $work ${raw(layout.pipCache)}" --working-directory="$work" -- "$@" < /dev/null; }`, sh_sh `  as_build ${settings.python} -m venv ${venvFlags} "$venv"`, settings.requirements
+        ? sh_sh `  as_build "$venv/bin/python" -m pip install --no-input -r ${settings.requirements} ${settings.pipArgs}`
         : null, '  as_build "$venv/bin/python" -m compileall -q "$venv" >/dev/null 2>&1 || true', sh_sh `  mstool stop-user ${user}`, '  rm -f -- "$envfile"', 
     // An editable install (-e) points into the build's copy, gone in a moment.
     '  editable=$(grep -lsF -- "$work" "$venv"/lib/python*/site-packages/*.pth "$venv"/lib/python*/site-packages/*.egg-link "$venv"/lib/python*/site-packages/__editable__* || true)', '  rm -rf -- "$work"', `  if [ -n "$editable" ]; then echo "the requirements install a package in editable mode (-e): a release is read-only, so install it normally ('.' instead of '-e .')" >&2; exit 1; fi`, '  rm -f -- "$venv/.metalship-complete"', '  chown -hR root:root -- "$venv"', '  chmod -R u+rwX,go+rX,go-w,ug-s -- "$venv"', '  mstool check-sealed "$venv"', '  touch -- "$venv/.metalship-complete"', 'fi');
 }
-function buildScript(s) {
-    const l = s.layout;
-    const rel = l.release(s.releaseId);
-    return sh_script(pyToolDefinition(), 
+function buildStep(settings) {
+    const layout = settings.layout;
+    const rel = layout.release(settings.releaseId);
+    return plainStep(`building release ${settings.releaseId}`, sh_script(pyToolDefinition(), 
     // The upload (on stdin) is unpacked by check-files, not tar: only the manifest's regular files.
-    sh_sh `mstool check-files ${rel} ${s.hasUpload ? ['receive'] : []}`, 
+    sh_sh `mstool check-files ${rel} ${settings.hasUpload ? ['receive'] : []}`, 
     // One environment per distinct requirements, built at its final path and never moved.
-    venvScript(s), sh_sh `mstool link "$venv" ${rel}/.venv`, 
+    venvScript(settings), sh_sh `mstool link "$venv" ${rel}/.venv`, 
     // Bytecode now (the services cannot write it: read-only code, ProtectSystem=strict),
     // before the shared links, so root reads only the release's own files, with
     // the base interpreter (isolated): the venv's packages never run as root.
-    sh_sh `${s.python} -I -m compileall -q -x '/[.]venv/' ${rel} >/dev/null`, uvicornFlagsScript(rel, s.user), ...s.sharedPaths.map((p) => sh_script(sh_sh `if [ -e ${rel}/${p} ] && [ ! -L ${rel}/${p} ]; then rm -rf ${rel}/${p}; fi`, sh_sh `mkdir -p "$(dirname ${rel}/${p})"`, sh_sh `mstool link ${sharedTarget(l, p)} ${rel}/${p}`).trimEnd()), sh_sh `chmod -R u+rwX,go+rX,go-w,ug-s ${rel}`, s.importCheck
-        ? sh_sh `runuser -u ${s.user} -- "$venv/bin/python" -I -c "$MSTOOL_SRC" import-check ${rel} ${s.importCheck} ${l.env}`
-        : null, writeFileAtomic(`${rel}/.metalship/release.json`, JSON.stringify(s.metadata, null, 2) + '\n'), sh_sh `echo ready > ${rel}/.metalship/status`, sh_sh `printf '%s\n' ${`${new Date().toISOString()} release ${s.releaseId} ready (${String(s.metadata.revision || 'no revision')} by ${String(s.metadata.actor || 'unknown')})`} >> ${l.history}`);
+    sh_sh `${settings.python} -I -m compileall -q -x '/[.]venv/' ${rel} >/dev/null`, uvicornFlagsScript(rel, settings.user), ...settings.sharedPaths.map((p) => sh_script(sh_sh `if [ -e ${rel}/${p} ] && [ ! -L ${rel}/${p} ]; then rm -rf ${rel}/${p}; fi`, sh_sh `mkdir -p "$(dirname ${rel}/${p})"`, sh_sh `mstool link ${sharedTarget(layout, p)} ${rel}/${p}`).trimEnd()), sh_sh `chmod -R u+rwX,go+rX,go-w,ug-s ${rel}`, settings.importCheck
+        ? sh_sh `runuser -u ${settings.user} -- "$venv/bin/python" -I -c "$MSTOOL_SRC" import-check ${rel} ${settings.importCheck} ${layout.env}`
+        : null, writeFileAtomic(`${rel}/.metalship/release.json`, JSON.stringify(settings.metadata, null, 2) + '\n'), sh_sh `echo ready > ${rel}/.metalship/status`, sh_sh `printf '%s\n' ${`${new Date().toISOString()} release ${settings.releaseId} ready (${String(settings.metadata.revision || 'no revision')} by ${String(settings.metadata.actor || 'unknown')})`} >> ${layout.history}`));
 }
 /** Marks a release failed so that it never becomes current and never counts as a good release. */
-function markScript(l, releaseId, status, reason) {
-    const rel = l.release(releaseId);
-    return sh_script(sh_sh `if [ -d ${rel}/.metalship ]; then echo ${status} > ${rel}/.metalship/status; fi`, sh_sh `printf '%s\n' ${`${new Date().toISOString()} release ${releaseId} marked ${status}: ${reason.split('\n')[0]?.slice(0, 300) ?? ''}`} >> ${l.history} || true`);
+function markStep(layout, releaseId, status, reason) {
+    const rel = layout.release(releaseId);
+    return plainStep(`marking ${releaseId} ${status}`, sh_script(sh_sh `if [ -d ${rel}/.metalship ]; then echo ${status} > ${rel}/.metalship/status; fi`, sh_sh `printf '%s\n' ${`${new Date().toISOString()} release ${releaseId} marked ${status}: ${reason.split('\n')[0]?.slice(0, 300) ?? ''}`} >> ${layout.history} || true`));
 }
 
 ;// CONCATENATED MODULE: external "node:fs/promises"
-const promises_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs/promises");
+const external_node_fs_promises_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs/promises");
 ;// CONCATENATED MODULE: external "node:path"
 const external_node_path_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:path");
 // EXTERNAL MODULE: external "node:events"
 var external_node_events_ = __nccwpck_require__(8474);
 // EXTERNAL MODULE: external "node:zlib"
 var external_node_zlib_ = __nccwpck_require__(8522);
-;// CONCATENATED MODULE: ./node_modules/balanced-match/dist/esm/index.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/balanced-match/dist/esm/index.js
 const balanced = (a, b, str) => {
     const ma = a instanceof RegExp ? maybeMatch(a, str) : a;
     const mb = b instanceof RegExp ? maybeMatch(b, str) : b;
@@ -71510,7 +71636,7 @@ const range = (a, b, str) => {
     return result;
 };
 //# sourceMappingURL=index.js.map
-;// CONCATENATED MODULE: ./node_modules/brace-expansion/dist/esm/index.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/brace-expansion/dist/esm/index.js
 
 const escSlash = '\0SLASH' + Math.random().toFixed(16) + '\0';
 const escOpen = '\0OPEN' + Math.random().toFixed(16) + '\0';
@@ -72027,7 +72153,7 @@ function expand_(str, max, maxLength, maxDepth, depth, maxRewrites, budget, isTo
 }
 
 //# sourceMappingURL=index.js.map
-;// CONCATENATED MODULE: ./node_modules/@isaacs/nonrecursive-glob-match/dist/esm/numeric-range.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/@isaacs/nonrecursive-glob-match/dist/esm/numeric-range.js
 // One digit, or a class of digits from a to b.
 const digit = (a, b) => a === b ?
     { t: 'lit', ch: String(a) }
@@ -72100,7 +72226,7 @@ const numericRange = (loStr, hiStr) => {
     return out;
 };
 //# sourceMappingURL=numeric-range.js.map
-;// CONCATENATED MODULE: ./node_modules/@isaacs/nonrecursive-glob-match/dist/esm/parse-class.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/@isaacs/nonrecursive-glob-match/dist/esm/parse-class.js
 // translate the various posix character classes into unicode properties
 // this works across all unicode locales
 // { <posix class>: [<translation>, negated]
@@ -72239,7 +72365,7 @@ const parseClass = (glob, position, nocase = false, form) => {
     return [new RegExp(comb, nocase ? 'iu' : 'u'), endPos - pos];
 };
 //# sourceMappingURL=parse-class.js.map
-;// CONCATENATED MODULE: ./node_modules/@isaacs/nonrecursive-glob-match/dist/esm/index.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/@isaacs/nonrecursive-glob-match/dist/esm/index.js
 
 
 // the end of the pattern, or of a negated sub-pattern
@@ -73014,7 +73140,7 @@ class Matcher {
     }
 }
 //# sourceMappingURL=index.js.map
-;// CONCATENATED MODULE: ./node_modules/minimatch/dist/esm/assert-valid-pattern.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/minimatch/dist/esm/assert-valid-pattern.js
 const MAX_PATTERN_LENGTH = 1024 * 64;
 const assertValidPattern = (pattern) => {
     if (typeof pattern !== 'string') {
@@ -73025,7 +73151,7 @@ const assertValidPattern = (pattern) => {
     }
 };
 //# sourceMappingURL=assert-valid-pattern.js.map
-;// CONCATENATED MODULE: ./node_modules/minimatch/dist/esm/escape.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/minimatch/dist/esm/escape.js
 /**
  * Escape all magic characters in a glob pattern.
  *
@@ -73067,7 +73193,7 @@ const escape_escape = (s, { windowsPathsNoEscape = false, magicalBraces = false,
     return e;
 };
 //# sourceMappingURL=escape.js.map
-;// CONCATENATED MODULE: ./node_modules/minimatch/dist/esm/unescape.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/minimatch/dist/esm/unescape.js
 /**
  * Un-escape a string that has been escaped with {@link escape}.
  *
@@ -73106,7 +73232,7 @@ const unescape_unescape = (s, { windowsPathsNoEscape = false, magicalBraces = tr
             .replace(/\\([^/{}])/g, '$1');
 };
 //# sourceMappingURL=unescape.js.map
-;// CONCATENATED MODULE: ./node_modules/minimatch/dist/esm/index.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/minimatch/dist/esm/index.js
 
 
 
@@ -74989,10 +75115,10 @@ var external_zlib_ = __nccwpck_require__(3106);
 var external_zlib_namespaceObject = /*#__PURE__*/__nccwpck_require__.t(external_zlib_, 2);
 // EXTERNAL MODULE: external "node:assert"
 var external_node_assert_ = __nccwpck_require__(4589);
-;// CONCATENATED MODULE: ./node_modules/tar/dist/esm/index.min.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/tar/dist/esm/index.min.js
 var zr=Object.defineProperty;var Ur=(s,t)=>{for(var e in t)zr(s,e,{get:t[e],enumerable:!0})};var Ds=typeof process=="object"&&process?process:{stdout:null,stderr:null},Wr=s=>!!s&&typeof s=="object"&&(s instanceof A||s instanceof external_node_stream_||Gr(s)||Zr(s)),Gr=s=>!!s&&typeof s=="object"&&s instanceof external_node_events_.EventEmitter&&typeof s.pipe=="function"&&s.pipe!==external_node_stream_.Writable.prototype.pipe,Zr=s=>!!s&&typeof s=="object"&&s instanceof external_node_events_.EventEmitter&&typeof s.write=="function"&&typeof s.end=="function",Q=Symbol("EOF"),J=Symbol("maybeEmitEnd"),nt=Symbol("emittedEnd"),De=Symbol("emittingEnd"),qt=Symbol("emittedError"),Ne=Symbol("closed"),Ns=Symbol("read"),Ae=Symbol("flush"),As=Symbol("flushChunk"),z=Symbol("encoding"),Mt=Symbol("decoder"),g=Symbol("flowing"),Qt=Symbol("paused"),Bt=Symbol("resume"),b=Symbol("buffer"),N=Symbol("pipes"),_=Symbol("bufferLength"),bi=Symbol("bufferPush"),Ie=Symbol("bufferShift"),L=Symbol("objectMode"),S=Symbol("destroyed"),_i=Symbol("error"),Oi=Symbol("emitData"),Is=Symbol("emitEnd"),Ti=Symbol("emitEnd2"),Z=Symbol("async"),xi=Symbol("abort"),Ce=Symbol("aborted"),Jt=Symbol("signal"),Rt=Symbol("dataListeners"),C=Symbol("discarded"),jt=s=>Promise.resolve().then(s),Yr=s=>s(),Kr=s=>s==="end"||s==="finish"||s==="prefinish",Vr=s=>s instanceof ArrayBuffer||!!s&&typeof s=="object"&&s.constructor&&s.constructor.name==="ArrayBuffer"&&s.byteLength>=0,$r=s=>!Buffer.isBuffer(s)&&ArrayBuffer.isView(s),Fe=class{src;dest;opts;ondrain;constructor(t,e,i){this.src=t,this.dest=e,this.opts=i,this.ondrain=()=>t[Bt](),this.dest.on("drain",this.ondrain)}unpipe(){this.dest.removeListener("drain",this.ondrain)}proxyErrors(t){}end(){this.unpipe(),this.opts.end&&this.dest.end()}},Li=class extends Fe{unpipe(){this.src.removeListener("error",this.proxyErrors),super.unpipe()}constructor(t,e,i){super(t,e,i),this.proxyErrors=r=>this.dest.emit("error",r),t.on("error",this.proxyErrors)}},Xr=s=>!!s.objectMode,qr=s=>!s.objectMode&&!!s.encoding&&s.encoding!=="buffer",A=class extends external_node_events_.EventEmitter{[g]=!1;[Qt]=!1;[N]=[];[b]=[];[L];[z];[Z];[Mt];[Q]=!1;[nt]=!1;[De]=!1;[Ne]=!1;[qt]=null;[_]=0;[S]=!1;[Jt];[Ce]=!1;[Rt]=0;[C]=!1;writable=!0;readable=!0;constructor(...t){let e=t[0]||{};if(super(),e.objectMode&&typeof e.encoding=="string")throw new TypeError("Encoding and objectMode may not be used together");Xr(e)?(this[L]=!0,this[z]=null):qr(e)?(this[z]=e.encoding,this[L]=!1):(this[L]=!1,this[z]=null),this[Z]=!!e.async,this[Mt]=this[z]?new external_node_string_decoder_namespaceObject.StringDecoder(this[z]):null,e&&e.debugExposeBuffer===!0&&Object.defineProperty(this,"buffer",{get:()=>this[b]}),e&&e.debugExposePipes===!0&&Object.defineProperty(this,"pipes",{get:()=>this[N]});let{signal:i}=e;i&&(this[Jt]=i,i.aborted?this[xi]():i.addEventListener("abort",()=>this[xi]()))}get bufferLength(){return this[_]}get encoding(){return this[z]}set encoding(t){throw new Error("Encoding must be set at instantiation time")}setEncoding(t){throw new Error("Encoding must be set at instantiation time")}get objectMode(){return this[L]}set objectMode(t){throw new Error("objectMode must be set at instantiation time")}get async(){return this[Z]}set async(t){this[Z]=this[Z]||!!t}[xi](){this[Ce]=!0,this.emit("abort",this[Jt]?.reason),this.destroy(this[Jt]?.reason)}get aborted(){return this[Ce]}set aborted(t){}write(t,e,i){if(this[Ce])return!1;if(this[Q])throw new Error("write after end");if(this[S])return this.emit("error",Object.assign(new Error("Cannot call write after a stream was destroyed"),{code:"ERR_STREAM_DESTROYED"})),!0;typeof e=="function"&&(i=e,e="utf8"),e||(e="utf8");let r=this[Z]?jt:Yr;if(!this[L]&&!Buffer.isBuffer(t)){if($r(t))t=Buffer.from(t.buffer,t.byteOffset,t.byteLength);else if(Vr(t))t=Buffer.from(t);else if(typeof t!="string")throw new Error("Non-contiguous data written to non-objectMode stream")}return this[L]?(this[g]&&this[_]!==0&&this[Ae](!0),this[g]?this.emit("data",t):this[bi](t),this[_]!==0&&this.emit("readable"),i&&r(i),this[g]):t.length?(typeof t=="string"&&!(e===this[z]&&!this[Mt]?.lastNeed)&&(t=Buffer.from(t,e)),Buffer.isBuffer(t)&&this[z]&&(t=this[Mt].write(t)),this[g]&&this[_]!==0&&this[Ae](!0),this[g]?this.emit("data",t):this[bi](t),this[_]!==0&&this.emit("readable"),i&&r(i),this[g]):(this[_]!==0&&this.emit("readable"),i&&r(i),this[g])}read(t){if(this[S])return null;if(this[C]=!1,this[_]===0||t===0||t&&t>this[_])return this[J](),null;this[L]&&(t=null),this[b].length>1&&!this[L]&&(this[b]=[this[z]?this[b].join(""):Buffer.concat(this[b],this[_])]);let e=this[Ns](t||null,this[b][0]);return this[J](),e}[Ns](t,e){if(this[L])this[Ie]();else{let i=e;t===i.length||t===null?this[Ie]():typeof i=="string"?(this[b][0]=i.slice(t),e=i.slice(0,t),this[_]-=t):(this[b][0]=i.subarray(t),e=i.subarray(0,t),this[_]-=t)}return this.emit("data",e),!this[b].length&&!this[Q]&&this.emit("drain"),e}end(t,e,i){return typeof t=="function"&&(i=t,t=void 0),typeof e=="function"&&(i=e,e="utf8"),t!==void 0&&this.write(t,e),i&&this.once("end",i),this[Q]=!0,this.writable=!1,(this[g]||!this[Qt])&&this[J](),this}[Bt](){this[S]||(!this[Rt]&&!this[N].length&&(this[C]=!0),this[Qt]=!1,this[g]=!0,this.emit("resume"),this[b].length?this[Ae]():this[Q]?this[J]():this.emit("drain"))}resume(){return this[Bt]()}pause(){this[g]=!1,this[Qt]=!0,this[C]=!1}get destroyed(){return this[S]}get flowing(){return this[g]}get paused(){return this[Qt]}[bi](t){this[L]?this[_]+=1:this[_]+=t.length,this[b].push(t)}[Ie](){return this[L]?this[_]-=1:this[_]-=this[b][0].length,this[b].shift()}[Ae](t=!1){do;while(this[As](this[Ie]())&&this[b].length);!t&&!this[b].length&&!this[Q]&&this.emit("drain")}[As](t){return this.emit("data",t),this[g]}pipe(t,e){if(this[S])return t;this[C]=!1;let i=this[nt];return e=e||{},t===Ds.stdout||t===Ds.stderr?e.end=!1:e.end=e.end!==!1,e.proxyErrors=!!e.proxyErrors,i?e.end&&t.end():(this[N].push(e.proxyErrors?new Li(this,t,e):new Fe(this,t,e)),this[Z]?jt(()=>this[Bt]()):this[Bt]()),t}unpipe(t){let e=this[N].find(i=>i.dest===t);e&&(this[N].length===1?(this[g]&&this[Rt]===0&&(this[g]=!1),this[N]=[]):this[N].splice(this[N].indexOf(e),1),e.unpipe())}addListener(t,e){return this.on(t,e)}on(t,e){let i=super.on(t,e);if(t==="data")this[C]=!1,this[Rt]++,!this[N].length&&!this[g]&&this[Bt]();else if(t==="readable"&&this[_]!==0)super.emit("readable");else if(Kr(t)&&this[nt])super.emit(t),this.removeAllListeners(t);else if(t==="error"&&this[qt]){let r=e;this[Z]?jt(()=>r.call(this,this[qt])):r.call(this,this[qt])}return i}removeListener(t,e){return this.off(t,e)}off(t,e){let i=super.off(t,e);return t==="data"&&(this[Rt]=this.listeners("data").length,this[Rt]===0&&!this[C]&&!this[N].length&&(this[g]=!1)),i}removeAllListeners(t){let e=super.removeAllListeners(t);return(t==="data"||t===void 0)&&(this[Rt]=0,!this[C]&&!this[N].length&&(this[g]=!1)),e}get emittedEnd(){return this[nt]}[J](){!this[De]&&!this[nt]&&!this[S]&&this[b].length===0&&this[Q]&&(this[De]=!0,this.emit("end"),this.emit("prefinish"),this.emit("finish"),this[Ne]&&this.emit("close"),this[De]=!1)}emit(t,...e){let i=e[0];if(t!=="error"&&t!=="close"&&t!==S&&this[S])return!1;if(t==="data")return!this[L]&&!i?!1:this[Z]?(jt(()=>this[Oi](i)),!0):this[Oi](i);if(t==="end")return this[Is]();if(t==="close"){if(this[Ne]=!0,!this[nt]&&!this[S])return!1;let n=super.emit("close");return this.removeAllListeners("close"),n}else if(t==="error"){this[qt]=i,super.emit(_i,i);let n=!this[Jt]||this.listeners("error").length?super.emit("error",i):!1;return this[J](),n}else if(t==="resume"){let n=super.emit("resume");return this[J](),n}else if(t==="finish"||t==="prefinish"){let n=super.emit(t);return this.removeAllListeners(t),n}let r=super.emit(t,...e);return this[J](),r}[Oi](t){for(let i of this[N])i.dest.write(t)===!1&&this.pause();let e=this[C]?!1:super.emit("data",t);return this[J](),e}[Is](){return this[nt]?!1:(this[nt]=!0,this.readable=!1,this[Z]?(jt(()=>this[Ti]()),!0):this[Ti]())}[Ti](){if(this[Mt]){let e=this[Mt].end();if(e){for(let i of this[N])i.dest.write(e);this[C]||super.emit("data",e)}}for(let e of this[N])e.end();let t=super.emit("end");return this.removeAllListeners("end"),t}async collect(){let t=Object.assign([],{dataLength:0});this[L]||(t.dataLength=0);let e=this.promise();return this.on("data",i=>{t.push(i),this[L]||(t.dataLength+=i.length)}),await e,t}async concat(){if(this[L])throw new Error("cannot concat in objectMode");let t=await this.collect();return this[z]?t.join(""):Buffer.concat(t,t.dataLength)}async promise(){return new Promise((t,e)=>{this.on(S,()=>e(new Error("stream destroyed"))),this.on("error",i=>e(i)),this.on("end",()=>t())})}[Symbol.asyncIterator](){this[C]=!1;let t=!1,e=async()=>(this.pause(),t=!0,{value:void 0,done:!0});return{next:()=>{if(t)return e();let r=this.read();if(r!==null)return Promise.resolve({done:!1,value:r});if(this[Q])return e();let n,o,h=d=>{this.off("data",a),this.off("end",l),this.off(S,c),e(),o(d)},a=d=>{this.off("error",h),this.off("end",l),this.off(S,c),this.pause(),n({value:d,done:!!this[Q]})},l=()=>{this.off("error",h),this.off("data",a),this.off(S,c),e(),n({done:!0,value:void 0})},c=()=>h(new Error("stream destroyed"));return new Promise((d,y)=>{o=y,n=d,this.once(S,c),this.once("error",h),this.once("end",l),this.once("data",a)})},throw:e,return:e,[Symbol.asyncIterator](){return this},[Symbol.asyncDispose]:async()=>{}}}[Symbol.iterator](){this[C]=!1;let t=!1,e=()=>(this.pause(),this.off(_i,e),this.off(S,e),this.off("end",e),t=!0,{done:!0,value:void 0}),i=()=>{if(t)return e();let r=this.read();return r===null?e():{done:!1,value:r}};return this.once("end",e),this.once(_i,e),this.once(S,e),{next:i,throw:e,return:e,[Symbol.iterator](){return this},[Symbol.dispose]:()=>{}}}destroy(t){if(this[S])return t?this.emit("error",t):this.emit(S),this;this[S]=!0,this[C]=!0,this[b].length=0,this[_]=0;let e=this;return typeof e.close=="function"&&!this[Ne]&&e.close(),t?this.emit("error",t):this.emit(S),this}static get isStream(){return Wr}};var Jr=external_fs_.writev,ht=Symbol("_autoClose"),H=Symbol("_close"),te=Symbol("_ended"),m=Symbol("_fd"),Ni=Symbol("_finished"),tt=Symbol("_flags"),Ai=Symbol("_flush"),ki=Symbol("_handleChunk"),vi=Symbol("_makeBuf"),ie=Symbol("_mode"),ke=Symbol("_needDrain"),Ut=Symbol("_onerror"),Ht=Symbol("_onopen"),Ii=Symbol("_onread"),Pt=Symbol("_onwrite"),at=Symbol("_open"),U=Symbol("_path"),ot=Symbol("_pos"),Y=Symbol("_queue"),zt=Symbol("_read"),Ci=Symbol("_readSize"),j=Symbol("_reading"),ee=Symbol("_remain"),Fi=Symbol("_size"),ve=Symbol("_write"),gt=Symbol("_writing"),Me=Symbol("_defaultFlag"),bt=Symbol("_errored"),_t=class extends A{[bt]=!1;[m];[U];[Ci];[j]=!1;[Fi];[ee];[ht];constructor(t,e){if(e=e||{},super(e),this.readable=!0,this.writable=!1,typeof t!="string")throw new TypeError("path must be a string");this[bt]=!1,this[m]=typeof e.fd=="number"?e.fd:void 0,this[U]=t,this[Ci]=e.readSize||16*1024*1024,this[j]=!1,this[Fi]=typeof e.size=="number"?e.size:1/0,this[ee]=this[Fi],this[ht]=typeof e.autoClose=="boolean"?e.autoClose:!0,typeof this[m]=="number"?this[zt]():this[at]()}get fd(){return this[m]}get path(){return this[U]}write(){throw new TypeError("this is a readable stream")}end(){throw new TypeError("this is a readable stream")}[at](){external_fs_.open(this[U],"r",(t,e)=>this[Ht](t,e))}[Ht](t,e){t?this[Ut](t):(this[m]=e,this.emit("open",e),this[zt]())}[vi](){return Buffer.allocUnsafe(Math.min(this[Ci],this[ee]))}[zt](){if(!this[j]){this[j]=!0;let t=this[vi]();if(t.length===0)return process.nextTick(()=>this[Ii](null,0,t));external_fs_.read(this[m],t,0,t.length,null,(e,i,r)=>this[Ii](e,i,r))}}[Ii](t,e,i){this[j]=!1,t?this[Ut](t):this[ki](e,i)&&this[zt]()}[H](){if(this[ht]&&typeof this[m]=="number"){let t=this[m];this[m]=void 0,external_fs_.close(t,e=>e?this.emit("error",e):this.emit("close"))}}[Ut](t){this[j]=!0,this[H](),this.emit("error",t)}[ki](t,e){let i=!1;return this[ee]-=t,t>0&&(i=super.write(t<e.length?e.subarray(0,t):e)),(t===0||this[ee]<=0)&&(i=!1,this[H](),super.end()),i}emit(t,...e){switch(t){case"prefinish":case"finish":return!1;case"drain":return typeof this[m]=="number"&&this[zt](),!1;case"error":return this[bt]?!1:(this[bt]=!0,super.emit(t,...e));default:return super.emit(t,...e)}}},Be=class extends _t{[at](){let t=!0;try{this[Ht](null,external_fs_.openSync(this[U],"r")),t=!1}finally{t&&this[H]()}}[zt](){let t=!0;try{if(!this[j]){this[j]=!0;do{let e=this[vi](),i=e.length===0?0:external_fs_.readSync(this[m],e,0,e.length,null);if(!this[ki](i,e))break}while(!0);this[j]=!1}t=!1}finally{t&&this[H]()}}[H](){if(this[ht]&&typeof this[m]=="number"){let t=this[m];this[m]=void 0,external_fs_.closeSync(t),this.emit("close")}}},et=class extends external_events_{readable=!1;writable=!0;[bt]=!1;[gt]=!1;[te]=!1;[Y]=[];[ke]=!1;[U];[ie];[ht];[m];[Me];[tt];[Ni]=!1;[ot];constructor(t,e){e=e||{},super(e),this[U]=t,this[m]=typeof e.fd=="number"?e.fd:void 0,this[ie]=e.mode===void 0?438:e.mode,this[ot]=typeof e.start=="number"?e.start:void 0,this[ht]=typeof e.autoClose=="boolean"?e.autoClose:!0;let i=this[ot]!==void 0?"r+":"w";this[Me]=e.flags===void 0,this[tt]=e.flags===void 0?i:e.flags,this[m]===void 0&&this[at]()}emit(t,...e){if(t==="error"){if(this[bt])return!1;this[bt]=!0}return super.emit(t,...e)}get fd(){return this[m]}get path(){return this[U]}[Ut](t){this[H](),this[gt]=!0,this.emit("error",t)}[at](){external_fs_.open(this[U],this[tt],this[ie],(t,e)=>this[Ht](t,e))}[Ht](t,e){this[Me]&&this[tt]==="r+"&&t&&t.code==="ENOENT"?(this[tt]="w",this[at]()):t?this[Ut](t):(this[m]=e,this.emit("open",e),this[gt]||this[Ai]())}end(t,e){return t&&this.write(t,e),this[te]=!0,!this[gt]&&!this[Y].length&&typeof this[m]=="number"&&this[Pt](null,0),this}write(t,e){return typeof t=="string"&&(t=Buffer.from(t,e)),this[te]?(this.emit("error",new Error("write() after end()")),!1):this[m]===void 0||this[gt]||this[Y].length?(this[Y].push(t),this[ke]=!0,!1):(this[gt]=!0,this[ve](t),!0)}[ve](t){external_fs_.write(this[m],t,0,t.length,this[ot],(e,i)=>this[Pt](e,i))}[Pt](t,e){t?this[Ut](t):(this[ot]!==void 0&&typeof e=="number"&&(this[ot]+=e),this[Y].length?this[Ai]():(this[gt]=!1,this[te]&&!this[Ni]?(this[Ni]=!0,this[H](),this.emit("finish")):this[ke]&&(this[ke]=!1,this.emit("drain"))))}[Ai](){if(this[Y].length===0)this[te]&&this[Pt](null,0);else if(this[Y].length===1)this[ve](this[Y].pop());else{let t=this[Y];this[Y]=[],Jr(this[m],t,this[ot],(e,i)=>this[Pt](e,i))}}[H](){if(this[ht]&&typeof this[m]=="number"){let t=this[m];this[m]=void 0,external_fs_.close(t,e=>e?this.emit("error",e):this.emit("close"))}}},Wt=class extends et{[at](){let t;if(this[Me]&&this[tt]==="r+")try{t=external_fs_.openSync(this[U],this[tt],this[ie])}catch(e){if(e?.code==="ENOENT")return this[tt]="w",this[at]();throw e}else t=external_fs_.openSync(this[U],this[tt],this[ie]);this[Ht](null,t)}[H](){if(this[ht]&&typeof this[m]=="number"){let t=this[m];this[m]=void 0,external_fs_.closeSync(t),this.emit("close")}}[ve](t){let e=!0;try{this[Pt](null,external_fs_.writeSync(this[m],t,0,t.length,this[ot])),e=!1}finally{if(e)try{this[H]()}catch{}}}};var jr=new Map([["C","cwd"],["f","file"],["z","gzip"],["P","preservePaths"],["U","unlink"],["strip-components","strip"],["stripComponents","strip"],["keep-newer","newer"],["keepNewer","newer"],["keep-newer-files","newer"],["keepNewerFiles","newer"],["k","keep"],["keep-existing","keep"],["keepExisting","keep"],["m","noMtime"],["no-mtime","noMtime"],["p","preserveOwner"],["L","follow"],["h","follow"],["onentry","onReadEntry"]]),Fs=s=>!!s.sync&&!!s.file,ks=s=>!s.sync&&!!s.file,vs=s=>!!s.sync&&!s.file,Ms=s=>!s.sync&&!s.file;var Bs=s=>!!s.file;var tn=s=>{let t=jr.get(s);return t||s},se=(s={})=>{if(!s)return{};let t={};for(let[e,i]of Object.entries(s)){let r=tn(e);t[r]=i}return t.chmod===void 0&&t.noChmod===!1&&(t.chmod=!0),delete t.noChmod,t};var K=(s,t,e,i,r)=>Object.assign((n=[],o,h)=>{Array.isArray(n)&&(o=n,n={}),typeof o=="function"&&(h=o,o=void 0),o=o?Array.from(o):[];let a=se(n);if(r?.(a,o),Fs(a)){if(typeof h=="function")throw new TypeError("callback not supported for sync tar functions");return s(a,o)}else if(ks(a)){let l=t(a,o);return h?l.then(()=>h(),h):l}else if(vs(a)){if(typeof h=="function")throw new TypeError("callback not supported for sync tar functions");return e(a,o)}else if(Ms(a)){if(typeof h=="function")throw new TypeError("callback only supported with file option");return i(a,o)}throw new Error("impossible options??")},{syncFile:s,asyncFile:t,syncNoFile:e,asyncNoFile:i,validate:r});var sn=external_zlib_.constants||{ZLIB_VERNUM:4736},M=Object.freeze(Object.assign(Object.create(null),{Z_NO_FLUSH:0,Z_PARTIAL_FLUSH:1,Z_SYNC_FLUSH:2,Z_FULL_FLUSH:3,Z_FINISH:4,Z_BLOCK:5,Z_OK:0,Z_STREAM_END:1,Z_NEED_DICT:2,Z_ERRNO:-1,Z_STREAM_ERROR:-2,Z_DATA_ERROR:-3,Z_MEM_ERROR:-4,Z_BUF_ERROR:-5,Z_VERSION_ERROR:-6,Z_NO_COMPRESSION:0,Z_BEST_SPEED:1,Z_BEST_COMPRESSION:9,Z_DEFAULT_COMPRESSION:-1,Z_FILTERED:1,Z_HUFFMAN_ONLY:2,Z_RLE:3,Z_FIXED:4,Z_DEFAULT_STRATEGY:0,DEFLATE:1,INFLATE:2,GZIP:3,GUNZIP:4,DEFLATERAW:5,INFLATERAW:6,UNZIP:7,BROTLI_DECODE:8,BROTLI_ENCODE:9,Z_MIN_WINDOWBITS:8,Z_MAX_WINDOWBITS:15,Z_DEFAULT_WINDOWBITS:15,Z_MIN_CHUNK:64,Z_MAX_CHUNK:1/0,Z_DEFAULT_CHUNK:16384,Z_MIN_MEMLEVEL:1,Z_MAX_MEMLEVEL:9,Z_DEFAULT_MEMLEVEL:8,Z_MIN_LEVEL:-1,Z_MAX_LEVEL:9,Z_DEFAULT_LEVEL:-1,BROTLI_OPERATION_PROCESS:0,BROTLI_OPERATION_FLUSH:1,BROTLI_OPERATION_FINISH:2,BROTLI_OPERATION_EMIT_METADATA:3,BROTLI_MODE_GENERIC:0,BROTLI_MODE_TEXT:1,BROTLI_MODE_FONT:2,BROTLI_DEFAULT_MODE:0,BROTLI_MIN_QUALITY:0,BROTLI_MAX_QUALITY:11,BROTLI_DEFAULT_QUALITY:11,BROTLI_MIN_WINDOW_BITS:10,BROTLI_MAX_WINDOW_BITS:24,BROTLI_LARGE_MAX_WINDOW_BITS:30,BROTLI_DEFAULT_WINDOW:22,BROTLI_MIN_INPUT_BLOCK_BITS:16,BROTLI_MAX_INPUT_BLOCK_BITS:24,BROTLI_PARAM_MODE:0,BROTLI_PARAM_QUALITY:1,BROTLI_PARAM_LGWIN:2,BROTLI_PARAM_LGBLOCK:3,BROTLI_PARAM_DISABLE_LITERAL_CONTEXT_MODELING:4,BROTLI_PARAM_SIZE_HINT:5,BROTLI_PARAM_LARGE_WINDOW:6,BROTLI_PARAM_NPOSTFIX:7,BROTLI_PARAM_NDIRECT:8,BROTLI_DECODER_RESULT_ERROR:0,BROTLI_DECODER_RESULT_SUCCESS:1,BROTLI_DECODER_RESULT_NEEDS_MORE_INPUT:2,BROTLI_DECODER_RESULT_NEEDS_MORE_OUTPUT:3,BROTLI_DECODER_PARAM_DISABLE_RING_BUFFER_REALLOCATION:0,BROTLI_DECODER_PARAM_LARGE_WINDOW:1,BROTLI_DECODER_NO_ERROR:0,BROTLI_DECODER_SUCCESS:1,BROTLI_DECODER_NEEDS_MORE_INPUT:2,BROTLI_DECODER_NEEDS_MORE_OUTPUT:3,BROTLI_DECODER_ERROR_FORMAT_EXUBERANT_NIBBLE:-1,BROTLI_DECODER_ERROR_FORMAT_RESERVED:-2,BROTLI_DECODER_ERROR_FORMAT_EXUBERANT_META_NIBBLE:-3,BROTLI_DECODER_ERROR_FORMAT_SIMPLE_HUFFMAN_ALPHABET:-4,BROTLI_DECODER_ERROR_FORMAT_SIMPLE_HUFFMAN_SAME:-5,BROTLI_DECODER_ERROR_FORMAT_CL_SPACE:-6,BROTLI_DECODER_ERROR_FORMAT_HUFFMAN_SPACE:-7,BROTLI_DECODER_ERROR_FORMAT_CONTEXT_MAP_REPEAT:-8,BROTLI_DECODER_ERROR_FORMAT_BLOCK_LENGTH_1:-9,BROTLI_DECODER_ERROR_FORMAT_BLOCK_LENGTH_2:-10,BROTLI_DECODER_ERROR_FORMAT_TRANSFORM:-11,BROTLI_DECODER_ERROR_FORMAT_DICTIONARY:-12,BROTLI_DECODER_ERROR_FORMAT_WINDOW_BITS:-13,BROTLI_DECODER_ERROR_FORMAT_PADDING_1:-14,BROTLI_DECODER_ERROR_FORMAT_PADDING_2:-15,BROTLI_DECODER_ERROR_FORMAT_DISTANCE:-16,BROTLI_DECODER_ERROR_DICTIONARY_NOT_SET:-19,BROTLI_DECODER_ERROR_INVALID_ARGUMENTS:-20,BROTLI_DECODER_ERROR_ALLOC_CONTEXT_MODES:-21,BROTLI_DECODER_ERROR_ALLOC_TREE_GROUPS:-22,BROTLI_DECODER_ERROR_ALLOC_CONTEXT_MAP:-25,BROTLI_DECODER_ERROR_ALLOC_RING_BUFFER_1:-26,BROTLI_DECODER_ERROR_ALLOC_RING_BUFFER_2:-27,BROTLI_DECODER_ERROR_ALLOC_BLOCK_TYPE_TREES:-30,BROTLI_DECODER_ERROR_UNREACHABLE:-31},sn));var rn=external_buffer_.Buffer.concat,zs=Object.getOwnPropertyDescriptor(external_buffer_.Buffer,"concat"),nn=s=>s,Bi=zs?.writable===!0||zs?.set!==void 0?s=>{external_buffer_.Buffer.concat=s?nn:rn}:s=>{},Tt=Symbol("_superWrite"),Gt=class extends Error{code;errno;constructor(t,e){super("zlib: "+t.message,{cause:t}),this.code=t.code,this.errno=t.errno,this.code||(this.code="ZLIB_ERROR"),this.message="zlib: "+t.message,Error.captureStackTrace(this,e??this.constructor)}get name(){return"ZlibError"}},Pi=Symbol("flushFlag"),re=class extends A{#t=!1;#i=!1;#s;#n;#r;#e;#o;get sawError(){return this.#t}get handle(){return this.#e}get flushFlag(){return this.#s}constructor(t,e){if(!t||typeof t!="object")throw new TypeError("invalid options for ZlibBase constructor");if(super(t),this.#s=t.flush??0,this.#n=t.finishFlush??0,this.#r=t.fullFlushFlag??0,typeof external_zlib_namespaceObject[e]!="function")throw new TypeError("Compression method not supported: "+e);try{this.#e=new external_zlib_namespaceObject[e](t)}catch(i){throw new Gt(i,this.constructor)}this.#o=i=>{this.#t||(this.#t=!0,this.close(),this.emit("error",i))},this.#e?.on("error",i=>this.#o(new Gt(i))),this.once("end",()=>this.close)}close(){this.#e&&(this.#e.close(),this.#e=void 0,this.emit("close"))}reset(){if(!this.#t)return external_assert_(this.#e,"zlib binding closed"),this.#e.reset?.()}flush(t){this.ended||(typeof t!="number"&&(t=this.#r),this.write(Object.assign(external_buffer_.Buffer.alloc(0),{[Pi]:t})))}end(t,e,i){return typeof t=="function"&&(i=t,e=void 0,t=void 0),typeof e=="function"&&(i=e,e=void 0),t&&(e?this.write(t,e):this.write(t)),this.flush(this.#n),this.#i=!0,super.end(i)}get ended(){return this.#i}[Tt](t){return super.write(t)}write(t,e,i){if(typeof e=="function"&&(i=e,e="utf8"),typeof t=="string"&&(t=external_buffer_.Buffer.from(t,e)),this.#t)return;external_assert_(this.#e,"zlib binding closed");let r=this.#e._handle,n=r.close;r.close=()=>{};let o=this.#e.close;this.#e.close=()=>{},Bi(!0);let h;try{let l=typeof t[Pi]=="number"?t[Pi]:this.#s;h=this.#e._processChunk(t,l),Bi(!1)}catch(l){Bi(!1),this.#o(new Gt(l,this.write))}finally{this.#e&&(this.#e._handle=r,r.close=n,this.#e.close=o,this.#e.removeAllListeners("error"))}this.#e&&this.#e.on("error",l=>this.#o(new Gt(l,this.write)));let a;if(h)if(Array.isArray(h)&&h.length>0){let l=h[0];a=this[Tt](external_buffer_.Buffer.from(l));for(let c=1;c<h.length;c++)a=this[Tt](h[c])}else a=this[Tt](external_buffer_.Buffer.from(h));return i&&i(),a}},Pe=class extends re{#t;#i;constructor(t,e){t=t||{},t.flush=t.flush||M.Z_NO_FLUSH,t.finishFlush=t.finishFlush||M.Z_FINISH,t.fullFlushFlag=M.Z_FULL_FLUSH,super(t,e),this.#t=t.level,this.#i=t.strategy}params(t,e){if(!this.sawError){if(!this.handle)throw new Error("cannot switch params when binding is closed");if(!this.handle.params)throw new Error("not supported in this implementation");if(this.#t!==t||this.#i!==e){this.flush(M.Z_SYNC_FLUSH),external_assert_(this.handle,"zlib binding closed");let i=this.handle.flush;this.handle.flush=(r,n)=>{typeof r=="function"&&(n=r,r=this.flushFlag),this.flush(r),n?.()};try{this.handle.params(t,e)}finally{this.handle.flush=i}this.handle&&(this.#t=t,this.#i=e)}}}};var ze=class extends Pe{#t;constructor(t){super(t,"Gzip"),this.#t=t&&!!t.portable}[Tt](t){return this.#t?(this.#t=!1,t[9]=255,super[Tt](t)):super[Tt](t)}};var Ue=class extends Pe{constructor(t){super(t,"Unzip")}},He=class extends re{constructor(t,e){t=t||{},t.flush=t.flush||M.BROTLI_OPERATION_PROCESS,t.finishFlush=t.finishFlush||M.BROTLI_OPERATION_FINISH,t.fullFlushFlag=M.BROTLI_OPERATION_FLUSH,super(t,e)}},We=class extends He{constructor(t){super(t,"BrotliCompress")}},Ge=class extends He{constructor(t){super(t,"BrotliDecompress")}},Ze=class extends re{constructor(t,e){t=t||{},t.flush=t.flush||M.ZSTD_e_continue,t.finishFlush=t.finishFlush||M.ZSTD_e_end,t.fullFlushFlag=M.ZSTD_e_flush,super(t,e)}},Ye=class extends Ze{constructor(t){super(t,"ZstdCompress")}},Ke=class extends Ze{constructor(t){super(t,"ZstdDecompress")}};var Us=(s,t)=>{if(Number.isSafeInteger(s))s<0?an(s,t):hn(s,t);else throw Error("cannot encode number outside of javascript safe integer range");return t},hn=(s,t)=>{t[0]=128;for(var e=t.length;e>1;e--)t[e-1]=s&255,s=Math.floor(s/256)},an=(s,t)=>{t[0]=255;var e=!1;s=s*-1;for(var i=t.length;i>1;i--){var r=s&255;s=Math.floor(s/256),e?t[i-1]=Ws(r):r===0?t[i-1]=0:(e=!0,t[i-1]=Gs(r))}},Hs=s=>{let t=s[0],e=t===128?cn(s.subarray(1,s.length)):t===255?ln(s):null;if(e===null)throw Error("invalid base256 encoding");if(!Number.isSafeInteger(e))throw Error("parsed number outside of javascript safe integer range");return e},ln=s=>{for(var t=s.length,e=0,i=!1,r=t-1;r>-1;r--){var n=Number(s[r]),o;i?o=Ws(n):n===0?o=n:(i=!0,o=Gs(n)),o!==0&&(e-=o*Math.pow(256,t-r-1))}return e},cn=s=>{for(var t=s.length,e=0,i=t-1;i>-1;i--){var r=Number(s[i]);r!==0&&(e+=r*Math.pow(256,t-i-1))}return e},Ws=s=>(255^s)&255,Gs=s=>(255^s)+1&255;var Hi={};Ur(Hi,{code:()=>Ve,isCode:()=>ne,isName:()=>dn,name:()=>oe,normalFsTypes:()=>Ui});var ne=s=>oe.has(s),dn=s=>Ve.has(s),Ui=new Set(["0","","1","2","3","4","5","6","7","D"]),oe=new Map([["0","File"],["","OldFile"],["1","Link"],["2","SymbolicLink"],["3","CharacterDevice"],["4","BlockDevice"],["5","Directory"],["6","FIFO"],["7","ContiguousFile"],["g","GlobalExtendedHeader"],["x","ExtendedHeader"],["A","SolarisACL"],["D","GNUDumpDir"],["I","Inode"],["K","NextFileHasLongLinkpath"],["L","NextFileHasLongPath"],["M","ContinuationFile"],["N","OldGnuLongPath"],["S","SparseFile"],["V","TapeVolumeHeader"],["X","OldExtendedHeader"]]),Ve=new Map(Array.from(oe).map(s=>[s[1],s[0]]));var un=s=>s===void 0||s<0?void 0:s,F=class{cksumValid=!1;needPax=!1;nullBlock=!1;block;path;mode;uid;gid;size;cksum;#t="Unsupported";linkpath;uname;gname;devmaj=0;devmin=0;atime;ctime;mtime;charset;comment;constructor(t,e=0,i,r){Buffer.isBuffer(t)?this.decode(t,e||0,i,r):t&&this.#i(t)}decode(t,e,i,r){if(e||(e=0),!t||!(t.length>=e+512))throw new Error("need 512 bytes for header");let n=xt(t,e+156,1),o=Ui.has(n),h=o?i:void 0,a=o?r:void 0;if(this.path=h?.path??xt(t,e,100),this.mode=h?.mode??a?.mode??lt(t,e+100,8),this.uid=h?.uid??a?.uid??lt(t,e+108,8),this.gid=h?.gid??a?.gid??lt(t,e+116,8),this.size=un(h?.size??a?.size??lt(t,e+124,12)),this.mtime=h?.mtime??a?.mtime??Wi(t,e+136,12),this.cksum=lt(t,e+148,12),a&&this.#i(a,!0),h&&this.#i(h),ne(n)&&(this.#t=n||"0"),this.#t==="0"&&this.path.slice(-1)==="/"&&(this.#t="5"),this.#t==="5"&&(this.size=0),this.linkpath=xt(t,e+157,100),t.subarray(e+257,e+265).toString()==="ustar\x0000")if(this.uname=h?.uname??a?.uname??xt(t,e+265,32),this.gname=h?.gname??a?.gname??xt(t,e+297,32),this.devmaj=h?.devmaj??a?.devmaj??lt(t,e+329,8)??0,this.devmin=h?.devmin??a?.devmin??lt(t,e+337,8)??0,t[e+475]!==0){let c=xt(t,e+345,155);this.path=c+"/"+this.path}else{let c=xt(t,e+345,130);c&&(this.path=c+"/"+this.path),this.atime=i?.atime??r?.atime??Wi(t,e+476,12),this.ctime=i?.ctime??r?.ctime??Wi(t,e+488,12)}let l=256;for(let c=e;c<e+148;c++)l+=t[c];for(let c=e+156;c<e+512;c++)l+=t[c];this.cksumValid=l===this.cksum,this.cksum===void 0&&l===256&&(this.nullBlock=!0)}#i(t,e=!1){Object.assign(this,Object.fromEntries(Object.entries(t).filter(([i,r])=>!(r==null||i==="size"&&Number(r)<0||i==="path"&&e||i==="linkpath"&&e||i==="global"))))}encode(t,e=0){if(t||(t=this.block=Buffer.alloc(512)),this.#t==="Unsupported"&&(this.#t="0"),!(t.length>=e+512))throw new Error("need 512 bytes for header");let i=this.ctime||this.atime?130:155,r=mn(this.path||"",i),n=r[0],o=r[1];this.needPax=!!r[2],this.needPax=Lt(t,e,100,n)||this.needPax,this.needPax=ct(t,e+100,8,this.mode)||this.needPax,this.needPax=ct(t,e+108,8,this.uid)||this.needPax,this.needPax=ct(t,e+116,8,this.gid)||this.needPax,this.needPax=ct(t,e+124,12,this.size)||this.needPax,this.needPax=Gi(t,e+136,12,this.mtime)||this.needPax,t[e+156]=Number(this.#t.codePointAt(0)),this.needPax=Lt(t,e+157,100,this.linkpath)||this.needPax,t.write("ustar\x0000",e+257,8),this.needPax=Lt(t,e+265,32,this.uname)||this.needPax,this.needPax=Lt(t,e+297,32,this.gname)||this.needPax,this.needPax=ct(t,e+329,8,this.devmaj)||this.needPax,this.needPax=ct(t,e+337,8,this.devmin)||this.needPax,this.needPax=Lt(t,e+345,i,o)||this.needPax,t[e+475]!==0?this.needPax=Lt(t,e+345,155,o)||this.needPax:(this.needPax=Lt(t,e+345,130,o)||this.needPax,this.needPax=Gi(t,e+476,12,this.atime)||this.needPax,this.needPax=Gi(t,e+488,12,this.ctime)||this.needPax);let h=256;for(let a=e;a<e+148;a++)h+=t[a];for(let a=e+156;a<e+512;a++)h+=t[a];return this.cksum=h,ct(t,e+148,8,this.cksum),this.cksumValid=!0,this.needPax}get type(){return this.#t==="Unsupported"?this.#t:oe.get(this.#t)}get typeKey(){return this.#t}set type(t){let e=String(Ve.get(t));if(ne(e)||e==="Unsupported")this.#t=e;else if(ne(t))this.#t=t;else throw new TypeError("invalid entry type: "+t)}},mn=(s,t)=>{let i=s,r="",n,o=external_node_path_namespaceObject.posix.parse(s).root||".";if(Buffer.byteLength(i)<100)n=[i,r,!1];else{r=external_node_path_namespaceObject.posix.dirname(i),i=external_node_path_namespaceObject.posix.basename(i);do Buffer.byteLength(i)<=100&&Buffer.byteLength(r)<=t?n=[i,r,!1]:Buffer.byteLength(i)>100&&Buffer.byteLength(r)<=t?n=[i.slice(0,99),r,!0]:(i=external_node_path_namespaceObject.posix.join(external_node_path_namespaceObject.posix.basename(r),i),r=external_node_path_namespaceObject.posix.dirname(r));while(r!==o&&n===void 0);n||(n=[s.slice(0,99),"",!0])}return n},xt=(s,t,e)=>s.subarray(t,t+e).toString("utf8").replace(/\0.*/,""),Wi=(s,t,e)=>pn(lt(s,t,e)),pn=s=>s===void 0?void 0:new Date(s*1e3),lt=(s,t,e)=>Number(s[t])&128?Hs(s.subarray(t,t+e)):wn(s,t,e),En=s=>isNaN(s)?void 0:s,wn=(s,t,e)=>En(parseInt(s.subarray(t,t+e).toString("utf8").replace(/\0.*$/,"").trim(),8)),Sn={12:8589934591,8:2097151},ct=(s,t,e,i)=>i===void 0?!1:i>Sn[e]||i<0?(Us(i,s.subarray(t,t+e)),!0):(yn(s,t,e,i),!1),yn=(s,t,e,i)=>s.write(Rn(i,e),t,e,"ascii"),Rn=(s,t)=>gn(Math.floor(s).toString(8),t),gn=(s,t)=>(s.length===t-1?s:new Array(t-s.length-1).join("0")+s+" ")+"\0",Gi=(s,t,e,i)=>i===void 0?!1:ct(s,t,e,i.getTime()/1e3),bn=new Array(156).join("\0"),Lt=(s,t,e,i)=>i===void 0?!1:(s.write(i+bn,t,e,"utf8"),i.length!==Buffer.byteLength(i)||i.length>e);var ft=class s{atime;mtime;ctime;charset;comment;gid;uid;gname;uname;linkpath;dev;ino;nlink;path;size;mode;global;constructor(t,e=!1){this.atime=t.atime,this.charset=t.charset,this.comment=t.comment,this.ctime=t.ctime,this.dev=t.dev,this.gid=t.gid,this.global=e,this.gname=t.gname,this.ino=t.ino,this.linkpath=t.linkpath,this.mtime=t.mtime,this.nlink=t.nlink,this.path=t.path,this.size=t.size,this.uid=t.uid,this.uname=t.uname}encode(){let t=this.encodeBody();if(t==="")return Buffer.allocUnsafe(0);let e=Buffer.byteLength(t),i=512*Math.ceil(1+e/512),r=Buffer.allocUnsafe(i);for(let n=0;n<512;n++)r[n]=0;new F({path:("PaxHeader/"+(0,external_node_path_namespaceObject.basename)(this.path??"")).slice(0,99),mode:this.mode||420,uid:this.uid,gid:this.gid,size:e,mtime:this.mtime,type:this.global?"GlobalExtendedHeader":"ExtendedHeader",linkpath:"",uname:this.uname||"",gname:this.gname||"",devmaj:0,devmin:0,atime:this.atime,ctime:this.ctime}).encode(r),r.write(t,512,e,"utf8");for(let n=e+512;n<r.length;n++)r[n]=0;return r}encodeBody(){return this.encodeField("path")+this.encodeField("ctime")+this.encodeField("atime")+this.encodeField("dev")+this.encodeField("ino")+this.encodeField("nlink")+this.encodeField("charset")+this.encodeField("comment")+this.encodeField("gid")+this.encodeField("gname")+this.encodeField("linkpath")+this.encodeField("mtime")+this.encodeField("size")+this.encodeField("uid")+this.encodeField("uname")}encodeField(t){if(this[t]===void 0)return"";let e=this[t],i=e instanceof Date?e.getTime()/1e3:e,r=" "+(t==="dev"||t==="ino"||t==="nlink"?"SCHILY.":"")+t+"="+i+`
 `,n=Buffer.byteLength(r),o=Math.floor(Math.log(n)/Math.log(10))+1;return n+o>=Math.pow(10,o)&&(o+=1),o+n+r}static parse(t,e,i=!1){return new s(On(Tn(t),e),i)}},On=(s,t)=>t?Object.assign({},t,s):s,Tn=s=>s.replace(/\n$/,"").split(`
-`).reduce(xn,Object.create(null)),xn=(s,t)=>{let e=parseInt(t,10);if(e!==Buffer.byteLength(t)+1)return s;t=t.slice((e+" ").length);let i=t.split("="),r=i.shift();if(!r)return s;let n=r.replace(/^SCHILY\.(dev|ino|nlink)/,"$1"),o=i.join("=").replace(/\0.*/,"");switch(n){case"path":case"linkpath":case"type":case"charset":case"comment":case"gname":case"uname":s[n]=o;break;case"ctime":case"atime":case"mtime":s[n]=new Date(Number(o)*1e3);break;case"size":let h=+o;h>=0&&(s[n]=h);break;case"gid":case"uid":case"dev":case"ino":case"nlink":case"mode":s[n]=+o;break}return s};var Ln=process.env.TESTING_TAR_FAKE_PLATFORM||process.platform,f=Ln!=="win32"?s=>String(s):s=>String(s).replaceAll(/\\/g,"/");var $e=class extends A{extended;globalExtended;header;startBlockSize;blockRemain;remain;type;meta=!1;ignore=!1;path;mode;uid;gid;uname;gname;size=0;mtime;atime;ctime;linkpath;dev;ino;nlink;invalid=!1;absolute;unsupported=!1;constructor(t,e,i){switch(super({}),this.pause(),this.extended=e,this.globalExtended=i,this.header=t,this.remain=t.size??0,this.startBlockSize=512*Math.ceil(this.remain/512),this.blockRemain=this.startBlockSize,this.type=t.type,this.type){case"File":case"OldFile":case"Link":case"SymbolicLink":case"CharacterDevice":case"BlockDevice":case"Directory":case"FIFO":case"ContiguousFile":case"GNUDumpDir":break;case"NextFileHasLongLinkpath":case"NextFileHasLongPath":case"OldGnuLongPath":case"GlobalExtendedHeader":case"ExtendedHeader":case"OldExtendedHeader":this.meta=!0;break;default:this.ignore=!0}if(!t.path)throw new Error("no path provided for tar.ReadEntry");this.path=f(t.path),this.mode=t.mode,this.mode&&(this.mode=this.mode&4095),this.uid=t.uid,this.gid=t.gid,this.uname=t.uname,this.gname=t.gname,this.size=this.remain,this.mtime=t.mtime,this.atime=t.atime,this.ctime=t.ctime,this.linkpath=t.linkpath?f(t.linkpath):void 0,this.uname=t.uname,this.gname=t.gname,e&&this.#t(e),i&&this.#t(i,!0)}write(t){let e=t.length;if(e>this.blockRemain)throw new Error("writing more to entry than is appropriate");let i=this.remain,r=this.blockRemain;return this.remain=Math.max(0,i-e),this.blockRemain=Math.max(0,r-e),this.ignore?!0:i>=e?super.write(t):super.write(t.subarray(0,i))}#t(t,e=!1){t.path&&(t.path=f(t.path)),t.linkpath&&(t.linkpath=f(t.linkpath)),Object.assign(this,Object.fromEntries(Object.entries(t).filter(([i,r])=>!(r==null||i==="path"&&e))))}};var Dt=(s,t,e,i={})=>{s.file&&(i.file=s.file),s.cwd&&(i.cwd=s.cwd),i.code=e instanceof Error&&e.code||t,i.tarCode=t,!s.strict&&i.recoverable!==!1?(e instanceof Error&&(i=Object.assign(e,i),e=e.message),s.emit("warn",t,e,i)):e instanceof Error?s.emit("error",Object.assign(e,i)):s.emit("error",Object.assign(new Error(`${t}: ${e}`),i))};var Nn=1024*1024,Xi=Buffer.from([31,139]),qi=Buffer.from([40,181,47,253]),An=Math.max(Xi.length,qi.length),B=Symbol("state"),Nt=Symbol("writeEntry"),it=Symbol("readEntry"),Zi=Symbol("nextEntry"),Zs=Symbol("processEntry"),V=Symbol("extendedHeader"),he=Symbol("globalExtendedHeader"),dt=Symbol("meta"),Ys=Symbol("emitMeta"),p=Symbol("buffer"),st=Symbol("queue"),ut=Symbol("ended"),Yi=Symbol("emittedEnd"),At=Symbol("emit"),w=Symbol("unzip"),Xe=Symbol("consumeChunk"),qe=Symbol("consumeChunkSub"),Ki=Symbol("consumeBody"),Ks=Symbol("consumeMeta"),Vs=Symbol("consumeHeader"),ae=Symbol("consuming"),Vi=Symbol("bufferConcat"),Qe=Symbol("maybeEnd"),Yt=Symbol("writing"),$=Symbol("aborted"),Je=Symbol("onDone"),It=Symbol("sawValidEntry"),je=Symbol("sawNullBlock"),ti=Symbol("sawEOF"),$s=Symbol("closeStream"),In=1e3,le=Symbol("compressedBytesRead"),$i=Symbol("decompressedBytesRead"),Xs=Symbol("checkDecompressionRatio"),Cn=()=>!0,rt=class extends external_events_.EventEmitter{file;strict;maxMetaEntrySize;filter;brotli;zstd;maxDecompressionRatio;writable=!0;readable=!1;[st]=[];[p];[it];[Nt];[B]="begin";[dt]="";[V];[he];[ut]=!1;[w];[$]=!1;[It];[je]=!1;[ti]=!1;[Yt]=!1;[ae]=!1;[Yi]=!1;[le]=0;[$i]=0;constructor(t={}){super(),this.file=t.file||"",this.on(Je,()=>{(this[B]==="begin"||this[It]===!1)&&this.warn("TAR_BAD_ARCHIVE","Unrecognized archive format")}),t.ondone?this.on(Je,t.ondone):this.on(Je,()=>{this.emit("prefinish"),this.emit("finish"),this.emit("end")}),this.strict=!!t.strict,this.maxDecompressionRatio=typeof t.maxDecompressionRatio=="number"?t.maxDecompressionRatio:In,this.maxMetaEntrySize=t.maxMetaEntrySize||Nn,this.filter=typeof t.filter=="function"?t.filter:Cn;let e=t.file&&(t.file.endsWith(".tar.br")||t.file.endsWith(".tbr"));this.brotli=!(t.gzip||t.zstd)&&t.brotli!==void 0?t.brotli:e?void 0:!1;let i=t.file&&(t.file.endsWith(".tar.zst")||t.file.endsWith(".tzst"));this.zstd=!(t.gzip||t.brotli)&&t.zstd!==void 0?t.zstd:i?!0:void 0,this.on("end",()=>this[$s]()),typeof t.onwarn=="function"&&this.on("warn",t.onwarn),typeof t.onReadEntry=="function"&&this.on("entry",t.onReadEntry)}warn(t,e,i={}){Dt(this,t,e,i)}[Vs](t,e){this[It]===void 0&&(this[It]=!1);let i;try{i=new F(t,e,this[V],this[he])}catch(r){return this.warn("TAR_ENTRY_INVALID",r)}if(i.nullBlock)this[je]?(this[ti]=!0,this[B]==="begin"&&(this[B]="header"),this[At]("eof")):(this[je]=!0,this[At]("nullBlock"));else if(this[je]=!1,!i.cksumValid)this.warn("TAR_ENTRY_INVALID","checksum failure",{header:i});else if(!i.path)this.warn("TAR_ENTRY_INVALID","path is required",{header:i});else{let r=i.type;if(/^(Symbolic)?Link$/.test(r)&&!i.linkpath)this.warn("TAR_ENTRY_INVALID","linkpath required",{header:i});else if(!/^(Symbolic)?Link$/.test(r)&&!/^(Global)?ExtendedHeader$/.test(r)&&i.linkpath)this.warn("TAR_ENTRY_INVALID","linkpath forbidden",{header:i});else{let n=this[Nt]=new $e(i,this[V],this[he]);if(!this[It])if(n.remain){let o=()=>{n.invalid||(this[It]=!0)};n.on("end",o)}else this[It]=!0;n.meta?n.size>this.maxMetaEntrySize?(n.ignore=!0,this[At]("ignoredEntry",n),this[B]="ignore",n.resume()):n.size>0&&(this[dt]="",n.on("data",o=>this[dt]+=o),this[B]="meta"):(this[V]=void 0,n.ignore=n.ignore||!this.filter(n.path,n),n.ignore?(this[At]("ignoredEntry",n),this[B]=n.remain?"ignore":"header",n.resume()):(n.remain?this[B]="body":(this[B]="header",n.end()),this[it]?this[st].push(n):(this[st].push(n),this[Zi]())))}}}[$s](){queueMicrotask(()=>this.emit("close"))}[Zs](t){let e=!0;if(!t)this[it]=void 0,e=!1;else if(Array.isArray(t)){let[i,...r]=t;this.emit(i,...r)}else this[it]=t,this.emit("entry",t),t.emittedEnd||(t.on("end",()=>this[Zi]()),e=!1);return e}[Zi](){do;while(this[Zs](this[st].shift()));if(this[st].length===0){let t=this[it];!t||t.flowing||t.size===t.remain?this[Yt]||this.emit("drain"):t.once("drain",()=>this.emit("drain"))}}[Ki](t,e){let i=this[Nt];if(!i)throw new Error("attempt to consume body without entry??");let r=i.blockRemain??0,n=r>=t.length&&e===0?t:t.subarray(e,e+r);return i.write(n),i.blockRemain||(this[B]="header",this[Nt]=void 0,i.end()),n.length}[Ks](t,e){let i=this[Nt],r=this[Ki](t,e);return!this[Nt]&&i&&this[Ys](i),r}[At](t,e,i){this[st].length===0&&!this[it]?this.emit(t,e,i):this[st].push([t,e,i])}[Ys](t){switch(this[At]("meta",this[dt]),t.type){case"ExtendedHeader":case"OldExtendedHeader":this[V]=ft.parse(this[dt],this[V],!1);break;case"GlobalExtendedHeader":this[he]=ft.parse(this[dt],this[he],!0);break;case"NextFileHasLongPath":case"OldGnuLongPath":{let e=this[V]??Object.create(null);this[V]=e,e.path=this[dt].replace(/\0.*/,"");break}case"NextFileHasLongLinkpath":{let e=this[V]||Object.create(null);this[V]=e,e.linkpath=this[dt].replace(/\0.*/,"");break}default:throw new Error("unknown meta: "+t.type)}}abort(t){if(!this[$]){if(this[w]){let e=this[w];e.write=()=>!0,e.end=()=>e,e.emit=()=>!1,e.destroy?.()}this[$]=!0,this.emit("abort",t),this.warn("TAR_ABORT",t,{recoverable:!1})}}[Xs](t){this[$i]+=t.length;let e=this[$i]/this[le];return e>this.maxDecompressionRatio?(this.abort(new Error(`max decompression ratio exceeded: ${e.toFixed(2)} > ${this.maxDecompressionRatio}`)),!1):!0}write(t,e,i){if(typeof e=="function"&&(i=e,e=void 0),typeof t=="string"&&(t=Buffer.from(t,typeof e=="string"?e:"utf8")),this[$])return i?.(),!1;if((this[w]===void 0||this.brotli===void 0&&this[w]===!1)&&t){if(this[p]&&(t=Buffer.concat([this[p],t]),this[p]=void 0),t.length<An)return this[p]=t,i?.(),!0;for(let a=0;this[w]===void 0&&a<Xi.length;a++)t[a]!==Xi[a]&&(this[w]=!1);let o=!1;if(this[w]===!1&&this.zstd!==!1){o=!0;for(let a=0;a<qi.length;a++)if(t[a]!==qi[a]){o=!1;break}}let h=this.brotli===void 0&&!o;if(this[w]===!1&&h)if(t.length<512)if(this[ut])this.brotli=!0;else return this[p]=t,i?.(),!0;else try{new F(t.subarray(0,512)),this.brotli=!1}catch{this.brotli=!0}if(this[w]===void 0||this[w]===!1&&(this.brotli||o)){let a=this[ut];this[ut]=!1,this[w]=this[w]===void 0?new Ue({}):o?new Ke({}):new Ge({}),this[w].on("data",c=>{this[Xs](c)&&this[Xe](c)}),this[w].on("error",c=>{this[$]||this.abort(c)}),this[w].on("end",()=>{this[ut]=!0,this[Xe]()}),this[Yt]=!0,this[le]+=t.length;let l=!!this[w][a?"end":"write"](t);return this[Yt]=!1,i?.(),l}}this[Yt]=!0,this[w]?(this[le]+=t.length,this[w].write(t)):this[Xe](t),this[Yt]=!1;let n=this[st].length>0?!1:this[it]?this[it].flowing:!0;return!n&&this[st].length===0&&this[it]?.once("drain",()=>this.emit("drain")),i?.(),n}[Vi](t){t&&!this[$]&&(this[p]=this[p]?Buffer.concat([this[p],t]):t)}[Qe](){if(this[ut]&&!this[Yi]&&!this[$]&&!this[ae]){this[Yi]=!0;let t=this[Nt];if(t?.blockRemain){let e=this[p]?this[p].length:0;this.warn("TAR_BAD_ARCHIVE",`Truncated input (needed ${t.blockRemain} more bytes, only ${e} available)`,{entry:t}),this[p]&&t.write(this[p]),t.end()}this[At](Je)}}[Xe](t){if(this[ae]&&t)this[Vi](t);else if(!t&&!this[p])this[Qe]();else if(t){if(this[ae]=!0,this[p]){this[Vi](t);let e=this[p];this[p]=void 0,this[qe](e)}else this[qe](t);for(;this[p]&&this[p]?.length>=512&&!this[$]&&!this[ti];){let e=this[p];this[p]=void 0,this[qe](e)}this[ae]=!1}(!this[p]||this[ut])&&this[Qe]()}[qe](t){let e=0,i=t.length;for(;e+512<=i&&!this[$]&&!this[ti];)switch(this[B]){case"begin":case"header":this[Vs](t,e),e+=512;break;case"ignore":case"body":e+=this[Ki](t,e);break;case"meta":e+=this[Ks](t,e);break;default:throw new Error("invalid state: "+this[B])}e<i&&(this[p]=this[p]?Buffer.concat([t.subarray(e),this[p]]):t.subarray(e))}end(t,e,i){return typeof t=="function"&&(i=t,e=void 0,t=void 0),typeof e=="function"&&(i=e,e=void 0),typeof t=="string"&&(t=Buffer.from(t,e)),i&&this.once("finish",i),this[$]||(this[w]?(t&&(this[le]+=t.length,this[w].write(t)),this[w].end()):(this[ut]=!0,(this.brotli===void 0||this.zstd===void 0)&&(t=t||Buffer.alloc(0)),t&&this.write(t),this[Qe]())),this}};var mt=s=>{let t=s.length-1,e=-1;for(;t>-1&&s.charAt(t)==="/";)e=t,t--;return e===-1?s:s.slice(0,e)};var vn=s=>{let t=s.onReadEntry;s.onReadEntry=t?e=>{t(e),e.resume()}:e=>e.resume()},Qi=(s,t)=>{let e=new Map(t.map(o=>[mt(o),!0])),i=s.filter,r=100,n=(o,h="",a=0)=>{if(a>=r)return e.set(o,!1),!1;let l=h||(0,external_path_.parse)(o).root||".",c;if(o===l)c=!1;else{let d=e.get(o);c=d!==void 0?d:n((0,external_path_.dirname)(o),l,a+1)}return e.set(o,c),c};s.filter=i?(o,h)=>i(o,h)&&n(mt(o)):o=>n(mt(o))},Mn=s=>{let t=new rt(s),e=s.file,i;try{i=external_node_fs_namespaceObject.openSync(e,"r");let r=external_node_fs_namespaceObject.fstatSync(i),n=s.maxReadSize||16*1024*1024;if(r.size<n){let o=Buffer.allocUnsafe(r.size),h=external_node_fs_namespaceObject.readSync(i,o,0,r.size,0);t.end(h===o.byteLength?o:o.subarray(0,h))}else{let o=0,h=Buffer.allocUnsafe(n);for(;o<r.size;){let a=external_node_fs_namespaceObject.readSync(i,h,0,n,o);if(a===0)break;o+=a,t.write(h.subarray(0,a))}t.end()}}finally{if(typeof i=="number")try{external_node_fs_namespaceObject.closeSync(i)}catch{}}},Bn=(s,t)=>{let e=new rt(s),i=s.maxReadSize||16*1024*1024,r=s.file;return new Promise((o,h)=>{e.on("error",h),e.on("end",o),external_node_fs_namespaceObject.stat(r,(a,l)=>{if(a)h(a);else{let c=new _t(r,{readSize:i,size:l.size});c.on("error",h),c.pipe(e)}})})},Ct=K(Mn,Bn,s=>new rt(s),s=>new rt(s),(s,t)=>{t?.length&&Qi(s,t),s.noResume||vn(s)});var Ji=(s,t,e)=>(s&=4095,e&&(s=(s|384)&-19),t&&(s&256&&(s|=64),s&32&&(s|=8),s&4&&(s|=1)),s);var{isAbsolute:zn,parse:qs}=external_node_path_namespaceObject.win32,ce=s=>{let t="",e=qs(s);for(;zn(s)||e.root;){let i=s.charAt(0)==="/"&&s.slice(0,4)!=="//?/"?"/":e.root;s=s.slice(i.length),t+=i,e=qs(s)}return[t,s]};var ei=["|","<",">","?",":"],ji=ei.map(s=>String.fromCodePoint(61440+Number(s.codePointAt(0)))),Un=new Map(ei.map((s,t)=>[s,ji[t]])),Hn=new Map(ji.map((s,t)=>[s,ei[t]])),ts=s=>ei.reduce((t,e)=>t.split(e).join(Un.get(e)),s),Qs=s=>ji.reduce((t,e)=>t.split(e).join(Hn.get(e)),s);var rr=(s,t)=>t?(s=f(s).replace(/^\.(\/|$)/,""),mt(t)+"/"+s):f(s),Wn=16*1024*1024,index_min_tr=Symbol("process"),er=Symbol("file"),ir=Symbol("directory"),is=Symbol("symlink"),sr=Symbol("hardlink"),fe=Symbol("header"),ii=Symbol("read"),ss=Symbol("lstat"),si=Symbol("onlstat"),rs=Symbol("onread"),ns=Symbol("onreadlink"),index_min_os=Symbol("openfile"),hs=Symbol("onopenfile"),pt=Symbol("close"),ri=Symbol("mode"),as=Symbol("awaitDrain"),es=Symbol("ondrain"),q=Symbol("prefix"),de=class extends A{path;portable;myuid=process.getuid&&process.getuid()||0;myuser=process.env.USER||"";maxReadSize;linkCache;statCache;preservePaths;cwd;strict;mtime;noPax;noMtime;prefix;fd;blockLen=0;blockRemain=0;buf;pos=0;remain=0;length=0;offset=0;win32;absolute;header;type;linkpath;stat;onWriteEntry;#t=!1;constructor(t,e={}){let i=se(e);super(),this.path=f(t),this.portable=!!i.portable,this.maxReadSize=i.maxReadSize||Wn,this.linkCache=i.linkCache||new Map,this.statCache=i.statCache||new Map,this.preservePaths=!!i.preservePaths,this.cwd=f(i.cwd||process.cwd()),this.strict=!!i.strict,this.noPax=!!i.noPax,this.noMtime=!!i.noMtime,this.mtime=i.mtime,this.prefix=i.prefix?f(i.prefix):void 0,this.onWriteEntry=i.onWriteEntry,typeof i.onwarn=="function"&&this.on("warn",i.onwarn);let r=!1;if(!this.preservePaths){let[o,h]=ce(this.path);o&&typeof h=="string"&&(this.path=h,r=o)}this.win32=!!i.win32||process.platform==="win32",this.win32&&(this.path=Qs(this.path.replaceAll(/\\/g,"/")),t=t.replaceAll(/\\/g,"/")),this.absolute=f(i.absolute||external_path_.resolve(this.cwd,t)),this.path===""&&(this.path="./"),r&&this.warn("TAR_ENTRY_INFO",`stripping ${r} from absolute path`,{entry:this,path:r+this.path});let n=this.statCache.get(this.absolute);n?this[si](n):this[ss]()}warn(t,e,i={}){return Dt(this,t,e,i)}emit(t,...e){return t==="error"&&(this.#t=!0),super.emit(t,...e)}[ss](){external_fs_.lstat(this.absolute,(t,e)=>{if(t)return this.emit("error",t);this[si](e)})}[si](t){this.statCache.set(this.absolute,t),this.stat=t,t.isFile()||(t.size=0),this.type=Gn(t),this.emit("stat",t),this[index_min_tr]()}[index_min_tr](){switch(this.type){case"File":return this[er]();case"Directory":return this[ir]();case"SymbolicLink":return this[is]();default:return this.end()}}[ri](t){return Ji(t,this.type==="Directory",this.portable)}[q](t){return rr(t,this.prefix)}[fe](){if(!this.stat)throw new Error("cannot write header before stat");this.type==="Directory"&&this.portable&&(this.noMtime=!0),this.onWriteEntry?.(this),this.header=new F({path:this[q](this.path),linkpath:this.type==="Link"&&this.linkpath!==void 0?this[q](this.linkpath):this.linkpath,mode:this[ri](this.stat.mode),uid:this.portable?void 0:this.stat.uid,gid:this.portable?void 0:this.stat.gid,size:this.stat.size,mtime:this.noMtime?void 0:this.mtime||this.stat.mtime,type:this.type==="Unsupported"?void 0:this.type,uname:this.portable?void 0:this.stat.uid===this.myuid?this.myuser:"",atime:this.portable?void 0:this.stat.atime,ctime:this.portable?void 0:this.stat.ctime}),this.header.encode()&&!this.noPax&&super.write(new ft({atime:this.portable?void 0:this.header.atime,ctime:this.portable?void 0:this.header.ctime,gid:this.portable?void 0:this.header.gid,mtime:this.noMtime?void 0:this.mtime||this.header.mtime,path:this[q](this.path),linkpath:this.type==="Link"&&this.linkpath!==void 0?this[q](this.linkpath):this.linkpath,size:this.header.size,uid:this.portable?void 0:this.header.uid,uname:this.portable?void 0:this.header.uname,dev:this.portable?void 0:this.stat.dev,ino:this.portable?void 0:this.stat.ino,nlink:this.portable?void 0:this.stat.nlink}).encode());let t=this.header?.block;if(!t)throw new Error("failed to encode header");super.write(t)}[ir](){if(!this.stat)throw new Error("cannot create directory entry without stat");this.path.slice(-1)!=="/"&&(this.path+="/"),this.stat.size=0,this[fe](),this.end()}[is](){external_fs_.readlink(this.absolute,(t,e)=>{if(t)return this.emit("error",t);this[ns](e)})}[ns](t){this.linkpath=f(t),this[fe](),this.end()}[sr](t){if(!this.stat)throw new Error("cannot create link entry without stat");this.type="Link",this.linkpath=f(external_path_.relative(this.cwd,t)),this.stat.size=0,this[fe](),this.end()}[er](){if(!this.stat)throw new Error("cannot create file entry without stat");if(this.stat.nlink>1){let t=`${this.stat.dev}:${this.stat.ino}`,e=this.linkCache.get(t);if(e?.indexOf(this.cwd)===0)return this[sr](e);this.linkCache.set(t,this.absolute)}if(this[fe](),this.stat.size===0)return this.end();this[index_min_os]()}[index_min_os](){external_fs_.open(this.absolute,"r",(t,e)=>{if(t)return this.emit("error",t);this[hs](e)})}[hs](t){if(this.fd=t,this.#t)return this[pt]();if(!this.stat)throw new Error("should stat before calling onopenfile");this.blockLen=512*Math.ceil(this.stat.size/512),this.blockRemain=this.blockLen;let e=Math.min(this.blockLen,this.maxReadSize);this.buf=Buffer.allocUnsafe(e),this.offset=0,this.pos=0,this.remain=this.stat.size,this.length=this.buf.length,this[ii]()}[ii](){let{fd:t,buf:e,offset:i,length:r,pos:n}=this;if(t===void 0||e===void 0)throw new Error("cannot read file without first opening");external_fs_.read(t,e,i,r,n,(o,h)=>{if(o)return this[pt](()=>this.emit("error",o));this[rs](h)})}[pt](t=()=>{}){this.fd!==void 0&&external_fs_.close(this.fd,t)}[rs](t){if(t<=0&&this.remain>0){let r=Object.assign(new Error("encountered unexpected EOF"),{path:this.absolute,syscall:"read",code:"EOF"});return this[pt](()=>this.emit("error",r))}if(t>this.remain){let r=Object.assign(new Error("did not encounter expected EOF"),{path:this.absolute,syscall:"read",code:"EOF"});return this[pt](()=>this.emit("error",r))}if(!this.buf)throw new Error("should have created buffer prior to reading");if(t===this.remain)for(let r=t;r<this.length&&t<this.blockRemain;r++)this.buf[r+this.offset]=0,t++,this.remain++;let e=this.offset===0&&t===this.buf.length?this.buf:this.buf.subarray(this.offset,this.offset+t);this.write(e)?this[es]():this[as](()=>this[es]())}[as](t){this.once("drain",t)}write(t,e,i){if(typeof e=="function"&&(i=e,e=void 0),typeof t=="string"&&(t=Buffer.from(t,typeof e=="string"?e:"utf8")),this.blockRemain<t.length){let r=Object.assign(new Error("writing more data than expected"),{path:this.absolute});return this.emit("error",r)}return this.remain-=t.length,this.blockRemain-=t.length,this.pos+=t.length,this.offset+=t.length,super.write(t,null,i)}[es](){if(!this.remain)return this.blockRemain&&super.write(Buffer.alloc(this.blockRemain)),this[pt](t=>t?this.emit("error",t):this.end());if(!this.buf)throw new Error("buffer lost somehow in ONDRAIN");this.offset>=this.length&&(this.buf=Buffer.allocUnsafe(Math.min(this.blockRemain,this.buf.length)),this.offset=0),this.length=this.buf.length-this.offset,this[ii]()}},ni=class extends de{sync=!0;[ss](){this[si](external_fs_.lstatSync(this.absolute))}[is](){this[ns](external_fs_.readlinkSync(this.absolute))}[index_min_os](){this[hs](external_fs_.openSync(this.absolute,"r"))}[ii](){let t=!0;try{let{fd:e,buf:i,offset:r,length:n,pos:o}=this;if(e===void 0||i===void 0)throw new Error("fd and buf must be set in READ method");let h=external_fs_.readSync(e,i,r,n,o);this[rs](h),t=!1}finally{if(t)try{this[pt](()=>{})}catch{}}}[as](t){t()}[pt](t=()=>{}){this.fd!==void 0&&external_fs_.closeSync(this.fd),t()}},oi=class extends A{blockLen=0;blockRemain=0;buf=0;pos=0;remain=0;length=0;preservePaths;portable;strict;noPax;noMtime;readEntry;type;prefix;path;mode;uid;gid;uname;gname;header;mtime;atime;ctime;linkpath;size;onWriteEntry;warn(t,e,i={}){return Dt(this,t,e,i)}constructor(t,e={}){let i=se(e);super(),this.preservePaths=!!i.preservePaths,this.portable=!!i.portable,this.strict=!!i.strict,this.noPax=!!i.noPax,this.noMtime=!!i.noMtime,this.onWriteEntry=i.onWriteEntry,this.readEntry=t;let{type:r}=t;if(r==="Unsupported")throw new Error("writing entry that should be ignored");this.type=r,this.type==="Directory"&&this.portable&&(this.noMtime=!0),this.prefix=i.prefix,this.path=f(t.path),this.mode=t.mode!==void 0?this[ri](t.mode):void 0,this.uid=this.portable?void 0:t.uid,this.gid=this.portable?void 0:t.gid,this.uname=this.portable?void 0:t.uname,this.gname=this.portable?void 0:t.gname,this.size=t.size,this.mtime=this.noMtime?void 0:i.mtime||t.mtime,this.atime=this.portable?void 0:t.atime,this.ctime=this.portable?void 0:t.ctime,this.linkpath=t.linkpath!==void 0?f(t.linkpath):void 0,typeof i.onwarn=="function"&&this.on("warn",i.onwarn);let n=!1;if(!this.preservePaths){let[h,a]=ce(this.path);h&&typeof a=="string"&&(this.path=a,n=h)}this.remain=t.size,this.blockRemain=t.startBlockSize,this.onWriteEntry?.(this),this.header=new F({path:this[q](this.path),linkpath:this.type==="Link"&&this.linkpath!==void 0?this[q](this.linkpath):this.linkpath,mode:this.mode,uid:this.portable?void 0:this.uid,gid:this.portable?void 0:this.gid,size:this.size,mtime:this.noMtime?void 0:this.mtime,type:this.type,uname:this.portable?void 0:this.uname,atime:this.portable?void 0:this.atime,ctime:this.portable?void 0:this.ctime}),n&&this.warn("TAR_ENTRY_INFO",`stripping ${n} from absolute path`,{entry:this,path:n+this.path}),this.header.encode()&&!this.noPax&&super.write(new ft({atime:this.portable?void 0:this.atime,ctime:this.portable?void 0:this.ctime,gid:this.portable?void 0:this.gid,mtime:this.noMtime?void 0:this.mtime,path:this[q](this.path),linkpath:this.type==="Link"&&this.linkpath!==void 0?this[q](this.linkpath):this.linkpath,size:this.size,uid:this.portable?void 0:this.uid,uname:this.portable?void 0:this.uname,dev:this.portable?void 0:this.readEntry.dev,ino:this.portable?void 0:this.readEntry.ino,nlink:this.portable?void 0:this.readEntry.nlink}).encode());let o=this.header?.block;if(!o)throw new Error("failed to encode header");super.write(o),t.pipe(this)}[q](t){return rr(t,this.prefix)}[ri](t){return Ji(t,this.type==="Directory",this.portable)}write(t,e,i){typeof e=="function"&&(i=e,e=void 0),typeof t=="string"&&(t=Buffer.from(t,typeof e=="string"?e:"utf8"));let r=t.length;if(r>this.blockRemain)throw new Error("writing more to entry than is appropriate");return this.blockRemain-=r,super.write(t,i)}end(t,e,i){return this.blockRemain&&super.write(Buffer.alloc(this.blockRemain)),typeof t=="function"&&(i=t,e=void 0,t=void 0),typeof e=="function"&&(i=e,e=void 0),typeof t=="string"&&(t=Buffer.from(t,e??"utf8")),i&&this.once("finish",i),t?super.end(t,i):super.end(i),this}},Gn=s=>s.isFile()?"File":s.isDirectory()?"Directory":s.isSymbolicLink()?"SymbolicLink":"Unsupported";var hi=class s{tail;head;length=0;static create(t=[]){return new s(t)}constructor(t=[]){for(let e of t)this.push(e)}*[Symbol.iterator](){for(let t=this.head;t;t=t.next)yield t.value}removeNode(t){if(t.list!==this)throw new Error("removing node which does not belong to this list");let e=t.next,i=t.prev;return e&&(e.prev=i),i&&(i.next=e),t===this.head&&(this.head=e),t===this.tail&&(this.tail=i),this.length--,t.next=void 0,t.prev=void 0,t.list=void 0,e}unshiftNode(t){if(t===this.head)return;t.list&&t.list.removeNode(t);let e=this.head;t.list=this,t.next=e,e&&(e.prev=t),this.head=t,this.tail||(this.tail=t),this.length++}pushNode(t){if(t===this.tail)return;t.list&&t.list.removeNode(t);let e=this.tail;t.list=this,t.prev=e,e&&(e.next=t),this.tail=t,this.head||(this.head=t),this.length++}push(...t){for(let e=0,i=t.length;e<i;e++)Yn(this,t[e]);return this.length}unshift(...t){for(var e=0,i=t.length;e<i;e++)Kn(this,t[e]);return this.length}pop(){if(!this.tail)return;let t=this.tail.value,e=this.tail;return this.tail=this.tail.prev,this.tail?this.tail.next=void 0:this.head=void 0,e.list=void 0,this.length--,t}shift(){if(!this.head)return;let t=this.head.value,e=this.head;return this.head=this.head.next,this.head?this.head.prev=void 0:this.tail=void 0,e.list=void 0,this.length--,t}forEach(t,e){e=e||this;for(let i=this.head,r=0;i;r++)t.call(e,i.value,r,this),i=i.next}forEachReverse(t,e){e=e||this;for(let i=this.tail,r=this.length-1;i;r--)t.call(e,i.value,r,this),i=i.prev}get(t){let e=0,i=this.head;for(;i&&e<t;e++)i=i.next;if(e===t&&i)return i.value}getReverse(t){let e=0,i=this.tail;for(;i&&e<t;e++)i=i.prev;if(e===t&&i)return i.value}map(t,e){e=e||this;let i=new s;for(let r=this.head;r;)i.push(t.call(e,r.value,this)),r=r.next;return i}mapReverse(t,e){e=e||this;var i=new s;for(let r=this.tail;r;)i.push(t.call(e,r.value,this)),r=r.prev;return i}reduce(t,e){let i,r=this.head;if(arguments.length>1)i=e;else if(this.head)r=this.head.next,i=this.head.value;else throw new TypeError("Reduce of empty list with no initial value");for(var n=0;r;n++)i=t(i,r.value,n),r=r.next;return i}reduceReverse(t,e){let i,r=this.tail;if(arguments.length>1)i=e;else if(this.tail)r=this.tail.prev,i=this.tail.value;else throw new TypeError("Reduce of empty list with no initial value");for(let n=this.length-1;r;n--)i=t(i,r.value,n),r=r.prev;return i}toArray(){let t=new Array(this.length);for(let e=0,i=this.head;i;e++)t[e]=i.value,i=i.next;return t}toArrayReverse(){let t=new Array(this.length);for(let e=0,i=this.tail;i;e++)t[e]=i.value,i=i.prev;return t}slice(t=0,e=this.length){e<0&&(e+=this.length),t<0&&(t+=this.length);let i=new s;if(e<t||e<0)return i;t<0&&(t=0),e>this.length&&(e=this.length);let r=this.head,n=0;for(n=0;r&&n<t;n++)r=r.next;for(;r&&n<e;n++,r=r.next)i.push(r.value);return i}sliceReverse(t=0,e=this.length){e<0&&(e+=this.length),t<0&&(t+=this.length);let i=new s;if(e<t||e<0)return i;t<0&&(t=0),e>this.length&&(e=this.length);let r=this.length,n=this.tail;for(;n&&r>e;r--)n=n.prev;for(;n&&r>t;r--,n=n.prev)i.push(n.value);return i}splice(t,e=0,...i){t>this.length&&(t=this.length-1),t<0&&(t=this.length+t);let r=this.head;for(let o=0;r&&o<t;o++)r=r.next;let n=[];for(let o=0;r&&o<e;o++)n.push(r.value),r=this.removeNode(r);r?r!==this.tail&&(r=r.prev):r=this.tail;for(let o of i)r=Zn(this,r,o);return n}reverse(){let t=this.head,e=this.tail;for(let i=t;i;i=i.prev){let r=i.prev;i.prev=i.next,i.next=r}return this.head=e,this.tail=t,this}};function Zn(s,t,e){let i=t,r=t?t.next:s.head,n=new ue(e,i,r,s);return n.next===void 0&&(s.tail=n),n.prev===void 0&&(s.head=n),s.length++,n}function Yn(s,t){s.tail=new ue(t,s.tail,void 0,s),s.head||(s.head=s.tail),s.length++}function Kn(s,t){s.head=new ue(t,void 0,s.head,s),s.tail||(s.tail=s.head),s.length++}var ue=class{list;next;prev;value;constructor(t,e,i,r){this.list=r,this.value=t,e?(e.next=this,this.prev=e):this.prev=void 0,i?(i.prev=this,this.next=i):this.next=void 0}};var pi=class{path;absolute;entry;stat;readdir;pending=!1;pendingLink=!1;ignore=!1;piped=!1;constructor(t,e){this.path=t||"./",this.absolute=e}},nr=Buffer.alloc(1024),li=Symbol("onStat"),me=Symbol("ended"),W=Symbol("queue"),pe=Symbol("pendingLinks"),Et=Symbol("current"),Ft=Symbol("process"),Ee=Symbol("processing"),ai=Symbol("processJob"),G=Symbol("jobs"),ls=Symbol("jobDone"),ci=Symbol("addFSEntry"),or=Symbol("addTarEntry"),ds=Symbol("stat"),us=Symbol("readdir"),fi=Symbol("onreaddir"),di=Symbol("pipe"),hr=Symbol("entry"),cs=Symbol("entryOpt"),ui=Symbol("writeEntryClass"),lr=Symbol("write"),index_min_fs=Symbol("ondrain"),wt=class extends A{sync=!1;opt;cwd;maxReadSize;preservePaths;strict;noPax;prefix;linkCache;statCache;file;portable;zip;readdirCache;noDirRecurse;follow;noMtime;mtime;filter;jobs;[ui];onWriteEntry;[W];[pe]=new Map;[G]=0;[Ee]=!1;[me]=!1;constructor(t={}){if(super(),this.opt=t,this.file=t.file||"",this.cwd=t.cwd||process.cwd(),this.maxReadSize=t.maxReadSize,this.preservePaths=!!t.preservePaths,this.strict=!!t.strict,this.noPax=!!t.noPax,this.prefix=f(t.prefix||""),this.linkCache=t.linkCache||new Map,this.statCache=t.statCache||new Map,this.readdirCache=t.readdirCache||new Map,this.onWriteEntry=t.onWriteEntry,this[ui]=de,typeof t.onwarn=="function"&&this.on("warn",t.onwarn),this.portable=!!t.portable,t.gzip||t.brotli||t.zstd){if((t.gzip?1:0)+(t.brotli?1:0)+(t.zstd?1:0)>1)throw new TypeError("gzip, brotli, zstd are mutually exclusive");if(t.gzip&&(typeof t.gzip!="object"&&(t.gzip={}),this.portable&&(t.gzip.portable=!0),this.zip=new ze(t.gzip)),t.brotli&&(typeof t.brotli!="object"&&(t.brotli={}),this.zip=new We(t.brotli)),t.zstd&&(typeof t.zstd!="object"&&(t.zstd={}),this.zip=new Ye(t.zstd)),!this.zip)throw new Error("impossible");let e=this.zip;e.on("data",i=>super.write(i)),e.on("end",()=>super.end()),e.on("drain",()=>this[index_min_fs]()),this.on("resume",()=>e.resume())}else this.on("drain",this[index_min_fs]);this.noDirRecurse=!!t.noDirRecurse,this.follow=!!t.follow,this.noMtime=!!t.noMtime,t.mtime&&(this.mtime=t.mtime),this.filter=typeof t.filter=="function"?t.filter:()=>!0,this[W]=new hi,this[G]=0,this.jobs=Number(t.jobs)||4,this[Ee]=!1,this[me]=!1}[lr](t){return super.write(t)}add(t){return this.write(t),this}end(t,e,i){return typeof t=="function"&&(i=t,t=void 0),typeof e=="function"&&(i=e,e=void 0),t&&this.add(t),this[me]=!0,this[Ft](),i&&i(),this}write(t){if(this[me])throw new Error("write after end");return typeof t=="string"?this[ci](t):this[or](t),this.flowing}[or](t){let e=f(external_path_.resolve(this.cwd,t.path));if(!this.filter(t.path,t))t.resume();else{let i=new pi(t.path,e);i.entry=new oi(t,this[cs](i)),i.entry.on("end",()=>this[ls](i)),this[G]+=1,this[W].push(i)}this[Ft]()}[ci](t){let e=f(external_path_.resolve(this.cwd,t));this[W].push(new pi(t,e)),this[Ft]()}[ds](t){t.pending=!0,this[G]+=1;let e=this.follow?"stat":"lstat";external_fs_[e](t.absolute,(i,r)=>{t.pending=!1,this[G]-=1,i?this.emit("error",i):this[li](t,r)})}[li](t,e){if(this.statCache.set(t.absolute,e),t.stat=e,!this.filter(t.path,e))t.ignore=!0;else if(e.isFile()&&e.nlink>1&&!this.linkCache.get(`${e.dev}:${e.ino}`)&&!this.sync)if(t===this[Et])this[ai](t);else{let i=`${e.dev}:${e.ino}`,r=this[pe].get(i);r?r.push(t):this[pe].set(i,[t]),t.pendingLink=!0,t.pending=!0}this[Ft]()}[us](t){t.pending=!0,this[G]+=1,external_fs_.readdir(t.absolute,(e,i)=>{if(t.pending=!1,this[G]-=1,e)return this.emit("error",e);this[fi](t,i)})}[fi](t,e){this.readdirCache.set(t.absolute,e),t.readdir=e,this[Ft]()}[Ft](){if(!this[Ee]){this[Ee]=!0;for(let t=this[W].head;t&&this[G]<this.jobs;t=t.next)if(this[ai](t.value),t.value.ignore){let e=t.next;this[W].removeNode(t),t.next=e}this[Ee]=!1,this[me]&&this[W].length===0&&this[G]===0&&(this.zip?this.zip.end(nr):(super.write(nr),super.end()))}}get[Et](){return this[W]&&this[W].head&&this[W].head.value}[ls](t){this[W].shift(),this[G]-=1;let{stat:e}=t;if(e&&e.isFile()&&e.nlink>1){let i=`${e.dev}:${e.ino}`,r=this[pe].get(i);if(r){this[pe].delete(i);for(let n of r)n.pending=!1,this[ai](n)}}this[Ft]()}[ai](t){if(t.pending&&t.pendingLink&&t===this[Et]&&(t.pending=!1,t.pendingLink=!1),!t.pending){if(t.entry){t===this[Et]&&!t.piped&&this[di](t);return}if(!t.stat){let e=this.statCache.get(t.absolute);e?this[li](t,e):this[ds](t)}if(t.stat&&!t.ignore){if(!this.noDirRecurse&&t.stat.isDirectory()&&!t.readdir){let e=this.readdirCache.get(t.absolute);if(e?this[fi](t,e):this[us](t),!t.readdir)return}if(t.entry=this[hr](t),!t.entry){t.ignore=!0;return}t===this[Et]&&!t.piped&&this[di](t)}}}[cs](t){return{onwarn:(e,i,r)=>this.warn(e,i,r),noPax:this.noPax,cwd:this.cwd,absolute:t.absolute,preservePaths:this.preservePaths,maxReadSize:this.maxReadSize,strict:this.strict,portable:this.portable,linkCache:this.linkCache,statCache:this.statCache,noMtime:this.noMtime,mtime:this.mtime,prefix:this.prefix,onWriteEntry:this.onWriteEntry}}[hr](t){this[G]+=1;try{return new this[ui](t.path,this[cs](t)).on("end",()=>this[ls](t)).on("error",i=>this.emit("error",i))}catch(e){this.emit("error",e)}}[index_min_fs](){this[Et]&&this[Et].entry&&this[Et].entry.resume()}[di](t){t.piped=!0,t.readdir&&t.readdir.forEach(r=>{let n=t.path,o=n==="./"?"":n.replace(/\/*$/,"/");this[ci](o+r)});let e=t.entry,i=this.zip;if(!e)throw new Error("cannot pipe without source");i?e.on("data",r=>{i.write(r)||e.pause()}):e.on("data",r=>{super.write(r)||e.pause()})}pause(){return this.zip&&this.zip.pause(),super.pause()}warn(t,e,i={}){Dt(this,t,e,i)}},kt=class extends wt{sync=!0;constructor(t){super(t),this[ui]=ni}pause(){}resume(){}[ds](t){let e=this.follow?"statSync":"lstatSync";this[li](t,external_fs_[e](t.absolute))}[us](t){this[fi](t,external_fs_.readdirSync(t.absolute))}[di](t){let e=t.entry,i=this.zip;if(t.readdir&&t.readdir.forEach(r=>{let n=t.path,o=n==="./"?"":n.replace(/\/*$/,"/");this[ci](o+r)}),!e)throw new Error("Cannot pipe without source");i?e.on("data",r=>{i.write(r)}):e.on("data",r=>{super[lr](r)})}};var Vn=(s,t)=>{let e=new kt(s),i=new Wt(s.file,{mode:s.mode||438});e.pipe(i),fr(e,t)},$n=(s,t)=>{let e=new wt(s),i=new et(s.file,{mode:s.mode||438});e.pipe(i);let r=new Promise((n,o)=>{i.on("error",o),i.on("close",n),e.on("error",o)});return dr(e,t).catch(n=>e.emit("error",n)),r},fr=(s,t)=>{t.forEach(e=>{e.charAt(0)==="@"?Ct({file:external_node_path_namespaceObject.resolve(s.cwd,e.slice(1)),sync:!0,noResume:!0,onReadEntry:i=>s.add(i)}):s.add(e)}),s.end()},dr=async(s,t)=>{for(let e of t)e.charAt(0)==="@"?await Ct({file:external_node_path_namespaceObject.resolve(String(s.cwd),e.slice(1)),noResume:!0,onReadEntry:i=>{s.add(i)}}):s.add(e);s.end()},Xn=(s,t)=>{let e=new kt(s);return fr(e,t),e},qn=(s,t)=>{let e=new wt(s);return dr(e,t).catch(i=>e.emit("error",i)),e},Qn=K(Vn,$n,Xn,qn,(s,t)=>{if(!t?.length)throw new TypeError("no paths specified to add to archive")});var Jn=process.env.__FAKE_PLATFORM__||process.platform,Er=Jn==="win32",{O_CREAT:wr,O_NOFOLLOW:ur,O_TRUNC:Sr,O_WRONLY:yr}=external_fs_.constants,Rr=Number(process.env.__FAKE_FS_O_FILENAME__)||external_fs_.constants.UV_FS_O_FILEMAP||0,jn=Er&&!!Rr,to=512*1024,eo=Rr|Sr|wr|yr,mr=!Er&&typeof ur=="number"?ur|Sr|wr|yr:null,ms=mr!==null?()=>mr:jn?s=>s<to?eo:"w":()=>"w";var ps=(s,t,e)=>{try{return external_node_fs_namespaceObject.lchownSync(s,t,e)}catch(i){if(i?.code!=="ENOENT")throw i}},Ei=(s,t,e,i)=>{external_node_fs_namespaceObject.lchown(s,t,e,r=>{i(r&&r?.code!=="ENOENT"?r:null)})},io=(s,t,e,i,r)=>{if(t.isDirectory())Es(external_node_path_namespaceObject.resolve(s,t.name),e,i,n=>{if(n)return r(n);let o=external_node_path_namespaceObject.resolve(s,t.name);Ei(o,e,i,r)});else{let n=external_node_path_namespaceObject.resolve(s,t.name);Ei(n,e,i,r)}},Es=(s,t,e,i)=>{external_node_fs_namespaceObject.readdir(s,{withFileTypes:!0},(r,n)=>{if(r){if(r.code==="ENOENT")return i();if(r.code!=="ENOTDIR"&&r.code!=="ENOTSUP")return i(r)}if(r||!n.length)return Ei(s,t,e,i);let o=n.length,h=null,a=l=>{if(!h){if(l)return i(h=l);if(--o===0)return Ei(s,t,e,i)}};for(let l of n)io(s,l,t,e,a)})},so=(s,t,e,i)=>{t.isDirectory()&&ws(external_node_path_namespaceObject.resolve(s,t.name),e,i),ps(external_node_path_namespaceObject.resolve(s,t.name),e,i)},ws=(s,t,e)=>{let i;try{i=external_node_fs_namespaceObject.readdirSync(s,{withFileTypes:!0})}catch(r){let n=r;if(n?.code==="ENOENT")return;if(n?.code==="ENOTDIR"||n?.code==="ENOTSUP")return ps(s,t,e);throw n}for(let r of i)so(s,r,t,e);return ps(s,t,e)};var Se=class extends Error{path;code;syscall="chdir";constructor(t,e){super(`${e}: Cannot cd into '${t}'`),this.path=t,this.code=e}get name(){return"CwdError"}};var St=class extends Error{path;symlink;syscall="symlink";code="TAR_SYMLINK_ERROR";constructor(t,e){super("TAR_SYMLINK_ERROR: Cannot extract through symbolic link"),this.symlink=t,this.path=e}get name(){return"SymlinkError"}};var no=(s,t)=>{external_node_fs_namespaceObject.stat(s,(e,i)=>{(e||!i.isDirectory())&&(e=new Se(s,e?.code||"ENOTDIR")),t(e)})},gr=(s,t,e)=>{s=f(s);let i=t.umask??18,r=t.mode|448,n=(r&i)!==0,o=t.uid,h=t.gid,a=typeof o=="number"&&typeof h=="number"&&(o!==t.processUid||h!==t.processGid),l=t.preserve,c=t.unlink,d=f(t.cwd),y=(E,x)=>{E?e(E):x&&a?Es(x,o,h,Le=>y(Le)):n?external_node_fs_namespaceObject.chmod(s,r,e):e()};if(s===d)return no(s,y);if(l)return promises_namespaceObject.mkdir(s,{mode:r,recursive:!0}).then(E=>y(null,E??void 0),y);let D=f(external_node_path_namespaceObject.relative(d,s)).split("/");Ss(d,D,r,c,d,void 0,y)},Ss=(s,t,e,i,r,n,o)=>{if(t.length===0)return o(null,n);let h=t.shift(),a=f(external_node_path_namespaceObject.resolve(s+"/"+h));external_node_fs_namespaceObject.mkdir(a,e,br(a,t,e,i,r,n,o))},br=(s,t,e,i,r,n,o)=>h=>{h?external_node_fs_namespaceObject.lstat(s,(a,l)=>{if(a)a.path=a.path&&f(a.path),o(a);else if(l.isDirectory())Ss(s,t,e,i,r,n,o);else if(i)external_node_fs_namespaceObject.unlink(s,c=>{if(c)return o(c);external_node_fs_namespaceObject.mkdir(s,e,br(s,t,e,i,r,n,o))});else{if(l.isSymbolicLink())return o(new St(s,s+"/"+t.join("/")));o(h)}}):(n=n||s,Ss(s,t,e,i,r,n,o))},oo=s=>{let t=!1,e;try{t=external_node_fs_namespaceObject.statSync(s).isDirectory()}catch(i){e=i?.code}finally{if(!t)throw new Se(s,e??"ENOTDIR")}},_r=(s,t)=>{s=f(s);let e=t.umask??18,i=t.mode|448,r=(i&e)!==0,n=t.uid,o=t.gid,h=typeof n=="number"&&typeof o=="number"&&(n!==t.processUid||o!==t.processGid),a=t.preserve,l=t.unlink,c=f(t.cwd),d=E=>{E&&h&&ws(E,n,o),r&&external_node_fs_namespaceObject.chmodSync(s,i)};if(s===c)return oo(c),d();if(a)return d(external_node_fs_namespaceObject.mkdirSync(s,{mode:i,recursive:!0})??void 0);let T=f(external_node_path_namespaceObject.relative(c,s)).split("/"),D;for(let E=T.shift(),x=c;E&&(x+="/"+E);E=T.shift()){x=f(external_node_path_namespaceObject.resolve(x));try{external_node_fs_namespaceObject.mkdirSync(x,i),D=D||x}catch{let Le=external_node_fs_namespaceObject.lstatSync(x);if(Le.isDirectory())continue;if(l){external_node_fs_namespaceObject.unlinkSync(x),external_node_fs_namespaceObject.mkdirSync(x,i),D=D||x;continue}else if(Le.isSymbolicLink())return new St(x,x+"/"+T.join("/"))}}return d(D)};var ys=Object.create(null),Or=1e4,Vt=new Set,Tr=s=>{Vt.has(s)?Vt.delete(s):ys[s]=s.normalize("NFD").toLocaleLowerCase("en").toLocaleUpperCase("en"),Vt.add(s);let t=ys[s],e=Vt.size-Or;if(e>Or/10){for(let i of Vt)if(Vt.delete(i),delete ys[i],--e<=0)break}return t};var ho=process.env.TESTING_TAR_FAKE_PLATFORM||process.platform,ao=ho==="win32",lo=s=>s.split("/").slice(0,-1).reduce((e,i)=>{let r=e.at(-1);return r!==void 0&&(i=(0,external_node_path_namespaceObject.join)(r,i)),e.push(i||"/"),e},[]),yi=class{#t=new Map;#i=new Map;#s=new Set;reserve(t,e){t=ao?["win32 parallelization disabled"]:t.map(r=>mt((0,external_node_path_namespaceObject.join)(Tr(r))));let i=new Set(t.map(r=>lo(r)).reduce((r,n)=>r.concat(n)));this.#i.set(e,{dirs:i,paths:t});for(let r of t){let n=this.#t.get(r);n?n.push(e):this.#t.set(r,[e])}for(let r of i){let n=this.#t.get(r);if(!n)this.#t.set(r,[new Set([e])]);else{let o=n.at(-1);o instanceof Set?o.add(e):n.push(new Set([e]))}}return this.#r(e)}#n(t){let e=this.#i.get(t);if(!e)throw new Error("function does not have any path reservations");return{paths:e.paths.map(i=>this.#t.get(i)),dirs:[...e.dirs].map(i=>this.#t.get(i))}}check(t){let{paths:e,dirs:i}=this.#n(t);return e.every(r=>r&&r[0]===t)&&i.every(r=>r&&r[0]instanceof Set&&r[0].has(t))}#r(t){return this.#s.has(t)||!this.check(t)?!1:(this.#s.add(t),t(()=>this.#e(t)),!0)}#e(t){if(!this.#s.has(t))return!1;let e=this.#i.get(t);if(!e)throw new Error("invalid reservation");let{paths:i,dirs:r}=e,n=new Set;for(let o of i){let h=this.#t.get(o);if(!h||h?.[0]!==t)continue;let a=h[1];if(!a){this.#t.delete(o);continue}if(h.shift(),typeof a=="function")n.add(a);else for(let l of a)n.add(l)}for(let o of r){let h=this.#t.get(o),a=h?.[0];if(!(!h||!(a instanceof Set)))if(a.size===1&&h.length===1){this.#t.delete(o);continue}else if(a.size===1){h.shift();let l=h[0];typeof l=="function"&&n.add(l)}else a.delete(t)}return this.#s.delete(t),n.forEach(o=>this.#r(o)),!0}};var Lr=()=>process.umask();var Dr=Symbol("onEntry"),_s=Symbol("checkFs"),Nr=Symbol("checkFs2"),Os=Symbol("isReusable"),P=Symbol("makeFs"),Ts=Symbol("file"),xs=Symbol("directory"),gi=Symbol("link"),Ar=Symbol("symlink"),Ir=Symbol("hardlink"),Re=Symbol("ensureNoSymlink"),Cr=Symbol("unsupported"),Fr=Symbol("checkPath"),Rs=Symbol("stripAbsolutePath"),yt=Symbol("mkdir"),O=Symbol("onError"),Ri=Symbol("pending"),kr=Symbol("pend"),$t=Symbol("unpend"),gs=Symbol("ended"),bs=Symbol("maybeClose"),Ls=Symbol("skip"),ge=Symbol("doChown"),be=Symbol("uid"),_e=Symbol("gid"),Oe=Symbol("checkedCwd"),fo=process.env.TESTING_TAR_FAKE_PLATFORM||process.platform,Te=fo==="win32",uo=1024,mo=(s,t)=>{if(!Te)return external_node_fs_namespaceObject.unlink(s,t);let e=s+".DELETE."+(0,external_node_crypto_.randomBytes)(16).toString("hex");external_node_fs_namespaceObject.rename(s,e,i=>{if(i)return t(i);external_node_fs_namespaceObject.unlink(e,t)})},po=s=>{if(!Te)return external_node_fs_namespaceObject.unlinkSync(s);let t=s+".DELETE."+(0,external_node_crypto_.randomBytes)(16).toString("hex");external_node_fs_namespaceObject.renameSync(s,t),external_node_fs_namespaceObject.unlinkSync(t)},vr=(s,t,e)=>s!==void 0&&s===s>>>0?s:t!==void 0&&t===t>>>0?t:e,Xt=class extends rt{[gs]=!1;[Oe]=!1;[Ri]=0;reservations=new yi;transform;writable=!0;readable=!1;uid;gid;setOwner;preserveOwner;processGid;processUid;maxDepth;forceChown;win32;newer;keep;noMtime;preservePaths;unlink;cwd;strip;processUmask;umask;dmode;fmode;chmod;constructor(t={}){if(t.ondone=()=>{this[gs]=!0,this[bs]()},super(t),this.transform=t.transform,this.chmod=!!t.chmod,typeof t.uid=="number"||typeof t.gid=="number"){if(typeof t.uid!="number"||typeof t.gid!="number")throw new TypeError("cannot set owner without number uid and gid");if(t.preserveOwner)throw new TypeError("cannot preserve owner in archive and also set owner explicitly");this.uid=t.uid,this.gid=t.gid,this.setOwner=!0}else this.uid=void 0,this.gid=void 0,this.setOwner=!1;this.preserveOwner=t.preserveOwner===void 0&&typeof t.uid!="number"?process.getuid?.()===0:!!t.preserveOwner,this.processUid=(this.preserveOwner||this.setOwner)&&process.getuid?process.getuid():void 0,this.processGid=(this.preserveOwner||this.setOwner)&&process.getgid?process.getgid():void 0,this.maxDepth=typeof t.maxDepth=="number"?t.maxDepth:uo,this.forceChown=t.forceChown===!0,this.win32=!!t.win32||Te,this.newer=!!t.newer,this.keep=!!t.keep,this.noMtime=!!t.noMtime,this.preservePaths=!!t.preservePaths,this.unlink=!!t.unlink,this.cwd=f(external_node_path_namespaceObject.resolve(t.cwd||process.cwd())),this.strip=Number(t.strip)||0,this.processUmask=this.chmod?typeof t.processUmask=="number"?t.processUmask:Lr():0,this.umask=typeof t.umask=="number"?t.umask:this.processUmask,this.dmode=t.dmode||511&~this.umask,this.fmode=t.fmode||438&~this.umask,this.on("entry",e=>this[Dr](e))}warn(t,e,i={}){return(t==="TAR_BAD_ARCHIVE"||t==="TAR_ABORT")&&(i.recoverable=!1),super.warn(t,e,i)}[bs](){this[gs]&&this[Ri]===0&&(this.emit("prefinish"),this.emit("finish"),this.emit("end"))}[Rs](t,e){let i=t[e],{type:r}=t;if(!i||this.preservePaths)return!0;let[n,o]=ce(i),h=o.replaceAll(/\\/g,"/").split("/");if(h.includes("..")||Te&&/^[a-z]:\.\.$/i.test(h[0]??"")){if(e==="path"||r==="Link")return this.warn("TAR_ENTRY_ERROR",`${e} contains '..'`,{entry:t,[e]:i}),!1;let a=external_node_path_namespaceObject.posix.dirname(t.path),l=external_node_path_namespaceObject.posix.normalize(external_node_path_namespaceObject.posix.join(a,h.join("/")));if(l.startsWith("../")||l==="..")return this.warn("TAR_ENTRY_ERROR",`${e} escapes extraction directory`,{entry:t,[e]:i}),!1}return n&&(t[e]=String(o),this.warn("TAR_ENTRY_INFO",`stripping ${n} from absolute ${e}`,{entry:t,[e]:i})),!0}[Fr](t){let e=f(t.path),i=e.split("/");if(this.strip){if(i.length<this.strip)return!1;if(t.type==="Link"){let r=f(String(t.linkpath)).split("/");if(r.length>=this.strip)t.linkpath=r.slice(this.strip).join("/");else return!1}i.splice(0,this.strip),t.path=i.join("/")}if(isFinite(this.maxDepth)&&i.length>this.maxDepth)return this.warn("TAR_ENTRY_ERROR","path excessively deep",{entry:t,path:e,depth:i.length,maxDepth:this.maxDepth}),!1;if(!this[Rs](t,"path")||!this[Rs](t,"linkpath"))return!1;if(t.absolute=external_node_path_namespaceObject.isAbsolute(t.path)?f(external_node_path_namespaceObject.resolve(t.path)):f(external_node_path_namespaceObject.resolve(this.cwd,t.path)),!this.preservePaths&&typeof t.absolute=="string"&&t.absolute.indexOf(this.cwd+"/")!==0&&t.absolute!==this.cwd)return this.warn("TAR_ENTRY_ERROR","path escaped extraction target",{entry:t,path:f(t.path),resolvedPath:t.absolute,cwd:this.cwd}),!1;if(t.absolute===this.cwd&&t.type!=="Directory"&&t.type!=="GNUDumpDir")return!1;if(this.win32){let{root:r}=external_node_path_namespaceObject.win32.parse(String(t.absolute));t.absolute=r+ts(String(t.absolute).slice(r.length));let{root:n}=external_node_path_namespaceObject.win32.parse(t.path);t.path=n+ts(t.path.slice(n.length))}return!0}[Dr](t){if(!this[Fr](t))return t.resume();switch(external_node_assert_.equal(typeof t.absolute,"string"),t.type){case"Directory":case"GNUDumpDir":t.mode&&(t.mode=t.mode|448);case"File":case"OldFile":case"ContiguousFile":case"Link":case"SymbolicLink":return this[_s](t);default:return this[Cr](t)}}[O](t,e){t.name==="CwdError"?this.emit("error",t):(this.warn("TAR_ENTRY_ERROR",t,{entry:e}),this[$t](),e.resume())}[yt](t,e,i){gr(f(t),{uid:this.uid,gid:this.gid,processUid:this.processUid,processGid:this.processGid,umask:this.processUmask,preserve:this.preservePaths,unlink:this.unlink,cwd:this.cwd,mode:e},i)}[ge](t){return this.forceChown||this.preserveOwner&&(typeof t.uid=="number"&&t.uid!==this.processUid||typeof t.gid=="number"&&t.gid!==this.processGid)||typeof this.uid=="number"&&this.uid!==this.processUid||typeof this.gid=="number"&&this.gid!==this.processGid}[be](t){return vr(this.uid,t.uid,this.processUid)}[_e](t){return vr(this.gid,t.gid,this.processGid)}[Ts](t,e){let i=typeof t.mode=="number"?t.mode&4095:this.fmode,r=new et(String(t.absolute),{flags:ms(t.size),mode:i,autoClose:!1});r.on("error",a=>{r.fd&&external_node_fs_namespaceObject.close(r.fd,()=>{}),r.write=()=>!0,this[O](a,t),e()});let n=1,o=a=>{if(a){r.fd&&external_node_fs_namespaceObject.close(r.fd,()=>{}),this[O](a,t),e();return}--n===0&&r.fd!==void 0&&external_node_fs_namespaceObject.close(r.fd,l=>{l?this[O](l,t):this[$t](),e()})};r.on("finish",()=>{let a=String(t.absolute),l=r.fd;if(typeof l=="number"&&t.mtime&&!this.noMtime){n++;let c=t.atime||new Date,d=t.mtime;external_node_fs_namespaceObject.futimes(l,c,d,y=>y?external_node_fs_namespaceObject.utimes(a,c,d,T=>o(T&&y)):o())}if(typeof l=="number"&&this[ge](t)){n++;let c=this[be](t),d=this[_e](t);typeof c=="number"&&typeof d=="number"&&external_node_fs_namespaceObject.fchown(l,c,d,y=>y?external_node_fs_namespaceObject.chown(a,c,d,T=>o(T&&y)):o())}o()});let h=this.transform&&this.transform(t)||t;h!==t&&(h.on("error",a=>{this[O](a,t),e()}),t.pipe(h)),h.pipe(r)}[xs](t,e){let i=typeof t.mode=="number"?t.mode&4095:this.dmode;this[yt](String(t.absolute),i,r=>{if(r){this[O](r,t),e();return}let n=1,o=()=>{--n===0&&(e(),this[$t](),t.resume())};t.mtime&&!this.noMtime&&(n++,external_node_fs_namespaceObject.utimes(String(t.absolute),t.atime||new Date,t.mtime,o)),this[ge](t)&&(n++,external_node_fs_namespaceObject.chown(String(t.absolute),Number(this[be](t)),Number(this[_e](t)),o)),o()})}[Cr](t){t.unsupported=!0,this.warn("TAR_ENTRY_UNSUPPORTED",`unsupported entry type: ${t.type}`,{entry:t}),t.resume()}[Ar](t,e){let i=f(external_node_path_namespaceObject.relative(this.cwd,external_node_path_namespaceObject.resolve(external_node_path_namespaceObject.dirname(String(t.absolute)),String(t.linkpath)))).split("/");this[Re](t,this.cwd,i,()=>this[gi](t,String(t.linkpath),"symlink",e),r=>{this[O](r,t),e()})}[Ir](t,e){let i=f(external_node_path_namespaceObject.resolve(this.cwd,String(t.linkpath))),r=f(String(t.linkpath)).split("/");this[Re](t,this.cwd,r,()=>this[gi](t,i,"link",e),n=>{this[O](n,t),e()})}[Re](t,e,i,r,n){let o=i.shift();if(this.preservePaths||o===void 0)return r();let h=external_node_path_namespaceObject.resolve(e,o);external_node_fs_namespaceObject.lstat(h,(a,l)=>{if(a)return r();if(l?.isSymbolicLink())return n(new St(h,external_node_path_namespaceObject.resolve(h,i.join("/"))));this[Re](t,h,i,r,n)})}[kr](){this[Ri]++}[$t](){this[Ri]--,this[bs]()}[Ls](t){this[$t](),t.resume()}[Os](t,e){return t.type==="File"&&!this.unlink&&e.isFile()&&e.nlink<=1&&!Te}[_s](t){this[kr]();let e=[t.path];t.linkpath&&e.push(t.linkpath),this.reservations.reserve(e,i=>this[Nr](t,i))}[Nr](t,e){let i=h=>{e(h)},r=()=>{this[yt](this.cwd,this.dmode,h=>{if(h){this[O](h,t),i();return}this[Oe]=!0,n()})},n=()=>{if(t.absolute!==this.cwd){let h=f(external_node_path_namespaceObject.dirname(String(t.absolute)));if(h!==this.cwd)return this[yt](h,this.dmode,a=>{if(a){this[O](a,t),i();return}o()})}o()},o=()=>{external_node_fs_namespaceObject.lstat(String(t.absolute),(h,a)=>{if(a&&(this.keep||this.newer&&a.mtime>(t.mtime??a.mtime))){this[Ls](t),i();return}if(h||this[Os](t,a))return this[P](null,t,i);if(a.isDirectory()){if(t.type==="Directory"){let l=this.chmod&&t.mode&&(a.mode&4095)!==t.mode,c=d=>this[P](d??null,t,i);return l?external_node_fs_namespaceObject.chmod(String(t.absolute),Number(t.mode),c):c()}if(t.absolute!==this.cwd)return external_node_fs_namespaceObject.rmdir(String(t.absolute),l=>this[P](l??null,t,i))}if(t.absolute===this.cwd)return this[P](null,t,i);mo(String(t.absolute),l=>this[P](l??null,t,i))})};this[Oe]?n():r()}[P](t,e,i){if(t){this[O](t,e),i();return}switch(e.type){case"File":case"OldFile":case"ContiguousFile":return this[Ts](e,i);case"Link":return this[Ir](e,i);case"SymbolicLink":return this[Ar](e,i);case"Directory":case"GNUDumpDir":return this[xs](e,i)}}[gi](t,e,i,r){external_node_fs_namespaceObject[i](e,String(t.absolute),n=>{n?this[O](n,t):(this[$t](),t.resume()),r()})}},ye=s=>{try{return[null,s()]}catch(t){return[t,null]}},xe=class extends Xt{sync=!0;[P](t,e){return super[P](t,e,()=>{})}[_s](t){if(!this[Oe]){let n=this[yt](this.cwd,this.dmode);if(n)return this[O](n,t);this[Oe]=!0}if(t.absolute!==this.cwd){let n=f(external_node_path_namespaceObject.dirname(String(t.absolute)));if(n!==this.cwd){let o=this[yt](n,this.dmode);if(o)return this[O](o,t)}}let[e,i]=ye(()=>external_node_fs_namespaceObject.lstatSync(String(t.absolute)));if(i&&(this.keep||this.newer&&i.mtime>(t.mtime??i.mtime)))return this[Ls](t);if(e||this[Os](t,i))return this[P](null,t);if(i.isDirectory()){if(t.type==="Directory"){let o=this.chmod&&t.mode&&(i.mode&4095)!==t.mode,[h]=o?ye(()=>{external_node_fs_namespaceObject.chmodSync(String(t.absolute),Number(t.mode))}):[];return this[P](h,t)}let[n]=ye(()=>external_node_fs_namespaceObject.rmdirSync(String(t.absolute)));this[P](n,t)}let[r]=t.absolute===this.cwd?[]:ye(()=>po(String(t.absolute)));this[P](r,t)}[Ts](t,e){let i=typeof t.mode=="number"?t.mode&4095:this.fmode,r=h=>{let a;try{external_node_fs_namespaceObject.closeSync(n)}catch(l){a=l}(h||a)&&this[O](h||a,t),e()},n;try{n=external_node_fs_namespaceObject.openSync(String(t.absolute),ms(t.size),i)}catch(h){return r(h)}let o=this.transform&&this.transform(t)||t;o!==t&&(o.on("error",h=>this[O](h,t)),t.pipe(o)),o.on("data",h=>{try{external_node_fs_namespaceObject.writeSync(n,h,0,h.length)}catch(a){r(a)}}),o.on("end",()=>{let h=null;if(t.mtime&&!this.noMtime){let a=t.atime||new Date,l=t.mtime;try{external_node_fs_namespaceObject.futimesSync(n,a,l)}catch(c){try{external_node_fs_namespaceObject.utimesSync(String(t.absolute),a,l)}catch{h=c}}}if(this[ge](t)){let a=this[be](t),l=this[_e](t);try{external_node_fs_namespaceObject.fchownSync(n,Number(a),Number(l))}catch(c){try{external_node_fs_namespaceObject.chownSync(String(t.absolute),Number(a),Number(l))}catch{h=h||c}}}r(h)})}[xs](t,e){let i=typeof t.mode=="number"?t.mode&4095:this.dmode,r=this[yt](String(t.absolute),i);if(r){this[O](r,t),e();return}if(t.mtime&&!this.noMtime)try{external_node_fs_namespaceObject.utimesSync(String(t.absolute),t.atime||new Date,t.mtime)}catch{}if(this[ge](t))try{external_node_fs_namespaceObject.chownSync(String(t.absolute),Number(this[be](t)),Number(this[_e](t)))}catch{}e(),t.resume()}[yt](t,e){try{return _r(f(t),{uid:this.uid,gid:this.gid,processUid:this.processUid,processGid:this.processGid,umask:this.processUmask,preserve:this.preservePaths,unlink:this.unlink,cwd:this.cwd,mode:e})}catch(i){return i}}[Re](t,e,i,r,n){if(this.preservePaths||i.length===0)return r();let o=e;for(let h of i){o=external_node_path_namespaceObject.resolve(o,h);let[a,l]=ye(()=>external_node_fs_namespaceObject.lstatSync(o));if(a)return r();if(l.isSymbolicLink())return n(new St(o,external_node_path_namespaceObject.resolve(e,i.join("/"))))}r()}[gi](t,e,i,r){let n=`${i}Sync`;try{external_node_fs_namespaceObject[n](e,String(t.absolute)),r(),t.resume()}catch(o){return this[O](o,t)}}};var Eo=s=>{let t=new xe(s),e=s.file,i=external_node_fs_namespaceObject.statSync(e),r=s.maxReadSize||16*1024*1024;new Be(e,{readSize:r,size:i.size}).pipe(t)},wo=(s,t)=>{let e=new Xt(s),i=s.maxReadSize||16*1024*1024,r=s.file;return new Promise((o,h)=>{e.on("error",h),e.on("close",o),external_node_fs_namespaceObject.stat(r,(a,l)=>{if(a)h(a);else{let c=new _t(r,{readSize:i,size:l.size});c.on("error",h),c.pipe(e)}})})},So=K(Eo,wo,s=>new xe(s),s=>new Xt(s),(s,t)=>{t?.length&&Qi(s,t)});var yo=(s,t)=>{let e=new kt(s),i=!0,r,n;try{try{r=external_node_fs_namespaceObject.openSync(s.file,"r+")}catch(a){if(a?.code==="ENOENT")r=external_node_fs_namespaceObject.openSync(s.file,"w+");else throw a}let o=external_node_fs_namespaceObject.fstatSync(r),h=Buffer.alloc(512);t:for(n=0;n<o.size;n+=512){for(let c=0,d=0;c<512;c+=d){if(d=external_node_fs_namespaceObject.readSync(r,h,c,h.length-c,n+c),n===0&&h[0]===31&&h[1]===139)throw new Error("cannot append to compressed archives");if(!d)break t}let a=new F(h);if(!a.cksumValid)break;let l=512*Math.ceil((a.size||0)/512);if(n+l+512>o.size)break;n+=l,s.mtimeCache&&a.mtime&&s.mtimeCache.set(String(a.path),a.mtime)}i=!1,Ro(s,e,n,r,t)}finally{if(i)try{external_node_fs_namespaceObject.closeSync(r)}catch{}}},Ro=(s,t,e,i,r)=>{let n=new Wt(s.file,{fd:i,start:e});t.pipe(n),bo(t,r)},go=(s,t)=>{t=Array.from(t);let e=new wt(s),i=(n,o,h)=>{let a=(T,D)=>{T?external_node_fs_namespaceObject.close(n,E=>h(T)):h(null,D)},l=0;if(o===0)return a(null,0);let c=0,d=Buffer.alloc(512),y=(T,D)=>{if(T||D===void 0)return a(T);if(c+=D,c<512&&D)return external_node_fs_namespaceObject.read(n,d,c,d.length-c,l+c,y);if(l===0&&d[0]===31&&d[1]===139)return a(new Error("cannot append to compressed archives"));if(c<512)return a(null,l);let E=new F(d);if(!E.cksumValid)return a(null,l);let x=512*Math.ceil((E.size??0)/512);if(l+x+512>o||(l+=x+512,l>=o))return a(null,l);s.mtimeCache&&E.mtime&&s.mtimeCache.set(String(E.path),E.mtime),c=0,external_node_fs_namespaceObject.read(n,d,0,512,l,y)};external_node_fs_namespaceObject.read(n,d,0,512,l,y)};return new Promise((n,o)=>{e.on("error",o);let h="r+",a=(l,c)=>{if(l&&l.code==="ENOENT"&&h==="r+")return h="w+",external_node_fs_namespaceObject.open(s.file,h,a);if(l||!c)return o(l);external_node_fs_namespaceObject.fstat(c,(d,y)=>{if(d)return external_node_fs_namespaceObject.close(c,()=>o(d));i(c,y.size,(T,D)=>{if(T)return o(T);let E=new et(s.file,{fd:c,start:D});e.pipe(E),E.on("error",o),E.on("close",n),_o(e,t)})})};external_node_fs_namespaceObject.open(s.file,h,a)})},bo=(s,t)=>{t.forEach(e=>{e.charAt(0)==="@"?Ct({file:external_node_path_namespaceObject.resolve(s.cwd,e.slice(1)),sync:!0,noResume:!0,onReadEntry:i=>s.add(i)}):s.add(e)}),s.end()},_o=async(s,t)=>{for(let e of t)e.charAt(0)==="@"?await Ct({file:external_node_path_namespaceObject.resolve(String(s.cwd),e.slice(1)),noResume:!0,onReadEntry:i=>s.add(i)}):s.add(e);s.end()},vt=K(yo,go,()=>{throw new TypeError("file is required")},()=>{throw new TypeError("file is required")},(s,t)=>{if(!Bs(s))throw new TypeError("file is required");if(s.gzip||s.brotli||s.zstd||s.file.endsWith(".br")||s.file.endsWith(".tbr"))throw new TypeError("cannot append to compressed archives");if(!t?.length)throw new TypeError("no paths specified to add/replace")});var Oo=K(vt.syncFile,vt.asyncFile,vt.syncNoFile,vt.asyncNoFile,(s,t=[])=>{vt.validate?.(s,t),To(s)}),To=s=>{let t=s.filter;s.mtimeCache||(s.mtimeCache=new Map),s.filter=t?(e,i)=>t(e,i)&&!((s.mtimeCache?.get(e)??i.mtime??0)>(i.mtime??0)):(e,i)=>!((s.mtimeCache?.get(e)??i.mtime??0)>(i.mtime??0))};
+`).reduce(xn,Object.create(null)),xn=(s,t)=>{let e=parseInt(t,10);if(e!==Buffer.byteLength(t)+1)return s;t=t.slice((e+" ").length);let i=t.split("="),r=i.shift();if(!r)return s;let n=r.replace(/^SCHILY\.(dev|ino|nlink)/,"$1"),o=i.join("=").replace(/\0.*/,"");switch(n){case"path":case"linkpath":case"type":case"charset":case"comment":case"gname":case"uname":s[n]=o;break;case"ctime":case"atime":case"mtime":s[n]=new Date(Number(o)*1e3);break;case"size":let h=+o;h>=0&&(s[n]=h);break;case"gid":case"uid":case"dev":case"ino":case"nlink":case"mode":s[n]=+o;break}return s};var Ln=process.env.TESTING_TAR_FAKE_PLATFORM||process.platform,f=Ln!=="win32"?s=>String(s):s=>String(s).replaceAll(/\\/g,"/");var $e=class extends A{extended;globalExtended;header;startBlockSize;blockRemain;remain;type;meta=!1;ignore=!1;path;mode;uid;gid;uname;gname;size=0;mtime;atime;ctime;linkpath;dev;ino;nlink;invalid=!1;absolute;unsupported=!1;constructor(t,e,i){switch(super({}),this.pause(),this.extended=e,this.globalExtended=i,this.header=t,this.remain=t.size??0,this.startBlockSize=512*Math.ceil(this.remain/512),this.blockRemain=this.startBlockSize,this.type=t.type,this.type){case"File":case"OldFile":case"Link":case"SymbolicLink":case"CharacterDevice":case"BlockDevice":case"Directory":case"FIFO":case"ContiguousFile":case"GNUDumpDir":break;case"NextFileHasLongLinkpath":case"NextFileHasLongPath":case"OldGnuLongPath":case"GlobalExtendedHeader":case"ExtendedHeader":case"OldExtendedHeader":this.meta=!0;break;default:this.ignore=!0}if(!t.path)throw new Error("no path provided for tar.ReadEntry");this.path=f(t.path),this.mode=t.mode,this.mode&&(this.mode=this.mode&4095),this.uid=t.uid,this.gid=t.gid,this.uname=t.uname,this.gname=t.gname,this.size=this.remain,this.mtime=t.mtime,this.atime=t.atime,this.ctime=t.ctime,this.linkpath=t.linkpath?f(t.linkpath):void 0,this.uname=t.uname,this.gname=t.gname,e&&this.#t(e),i&&this.#t(i,!0)}write(t){let e=t.length;if(e>this.blockRemain)throw new Error("writing more to entry than is appropriate");let i=this.remain,r=this.blockRemain;return this.remain=Math.max(0,i-e),this.blockRemain=Math.max(0,r-e),this.ignore?!0:i>=e?super.write(t):super.write(t.subarray(0,i))}#t(t,e=!1){t.path&&(t.path=f(t.path)),t.linkpath&&(t.linkpath=f(t.linkpath)),Object.assign(this,Object.fromEntries(Object.entries(t).filter(([i,r])=>!(r==null||i==="path"&&e))))}};var Dt=(s,t,e,i={})=>{s.file&&(i.file=s.file),s.cwd&&(i.cwd=s.cwd),i.code=e instanceof Error&&e.code||t,i.tarCode=t,!s.strict&&i.recoverable!==!1?(e instanceof Error&&(i=Object.assign(e,i),e=e.message),s.emit("warn",t,e,i)):e instanceof Error?s.emit("error",Object.assign(e,i)):s.emit("error",Object.assign(new Error(`${t}: ${e}`),i))};var Nn=1024*1024,Xi=Buffer.from([31,139]),qi=Buffer.from([40,181,47,253]),An=Math.max(Xi.length,qi.length),B=Symbol("state"),Nt=Symbol("writeEntry"),it=Symbol("readEntry"),Zi=Symbol("nextEntry"),Zs=Symbol("processEntry"),V=Symbol("extendedHeader"),he=Symbol("globalExtendedHeader"),dt=Symbol("meta"),Ys=Symbol("emitMeta"),p=Symbol("buffer"),st=Symbol("queue"),ut=Symbol("ended"),Yi=Symbol("emittedEnd"),At=Symbol("emit"),w=Symbol("unzip"),Xe=Symbol("consumeChunk"),qe=Symbol("consumeChunkSub"),Ki=Symbol("consumeBody"),Ks=Symbol("consumeMeta"),Vs=Symbol("consumeHeader"),ae=Symbol("consuming"),Vi=Symbol("bufferConcat"),Qe=Symbol("maybeEnd"),Yt=Symbol("writing"),$=Symbol("aborted"),Je=Symbol("onDone"),It=Symbol("sawValidEntry"),je=Symbol("sawNullBlock"),ti=Symbol("sawEOF"),$s=Symbol("closeStream"),In=1e3,le=Symbol("compressedBytesRead"),$i=Symbol("decompressedBytesRead"),Xs=Symbol("checkDecompressionRatio"),Cn=()=>!0,rt=class extends external_events_.EventEmitter{file;strict;maxMetaEntrySize;filter;brotli;zstd;maxDecompressionRatio;writable=!0;readable=!1;[st]=[];[p];[it];[Nt];[B]="begin";[dt]="";[V];[he];[ut]=!1;[w];[$]=!1;[It];[je]=!1;[ti]=!1;[Yt]=!1;[ae]=!1;[Yi]=!1;[le]=0;[$i]=0;constructor(t={}){super(),this.file=t.file||"",this.on(Je,()=>{(this[B]==="begin"||this[It]===!1)&&this.warn("TAR_BAD_ARCHIVE","Unrecognized archive format")}),t.ondone?this.on(Je,t.ondone):this.on(Je,()=>{this.emit("prefinish"),this.emit("finish"),this.emit("end")}),this.strict=!!t.strict,this.maxDecompressionRatio=typeof t.maxDecompressionRatio=="number"?t.maxDecompressionRatio:In,this.maxMetaEntrySize=t.maxMetaEntrySize||Nn,this.filter=typeof t.filter=="function"?t.filter:Cn;let e=t.file&&(t.file.endsWith(".tar.br")||t.file.endsWith(".tbr"));this.brotli=!(t.gzip||t.zstd)&&t.brotli!==void 0?t.brotli:e?void 0:!1;let i=t.file&&(t.file.endsWith(".tar.zst")||t.file.endsWith(".tzst"));this.zstd=!(t.gzip||t.brotli)&&t.zstd!==void 0?t.zstd:i?!0:void 0,this.on("end",()=>this[$s]()),typeof t.onwarn=="function"&&this.on("warn",t.onwarn),typeof t.onReadEntry=="function"&&this.on("entry",t.onReadEntry)}warn(t,e,i={}){Dt(this,t,e,i)}[Vs](t,e){this[It]===void 0&&(this[It]=!1);let i;try{i=new F(t,e,this[V],this[he])}catch(r){return this.warn("TAR_ENTRY_INVALID",r)}if(i.nullBlock)this[je]?(this[ti]=!0,this[B]==="begin"&&(this[B]="header"),this[At]("eof")):(this[je]=!0,this[At]("nullBlock"));else if(this[je]=!1,!i.cksumValid)this.warn("TAR_ENTRY_INVALID","checksum failure",{header:i});else if(!i.path)this.warn("TAR_ENTRY_INVALID","path is required",{header:i});else{let r=i.type;if(/^(Symbolic)?Link$/.test(r)&&!i.linkpath)this.warn("TAR_ENTRY_INVALID","linkpath required",{header:i});else if(!/^(Symbolic)?Link$/.test(r)&&!/^(Global)?ExtendedHeader$/.test(r)&&i.linkpath)this.warn("TAR_ENTRY_INVALID","linkpath forbidden",{header:i});else{let n=this[Nt]=new $e(i,this[V],this[he]);if(!this[It])if(n.remain){let o=()=>{n.invalid||(this[It]=!0)};n.on("end",o)}else this[It]=!0;n.meta?n.size>this.maxMetaEntrySize?(n.ignore=!0,this[At]("ignoredEntry",n),this[B]="ignore",n.resume()):n.size>0&&(this[dt]="",n.on("data",o=>this[dt]+=o),this[B]="meta"):(this[V]=void 0,n.ignore=n.ignore||!this.filter(n.path,n),n.ignore?(this[At]("ignoredEntry",n),this[B]=n.remain?"ignore":"header",n.resume()):(n.remain?this[B]="body":(this[B]="header",n.end()),this[it]?this[st].push(n):(this[st].push(n),this[Zi]())))}}}[$s](){queueMicrotask(()=>this.emit("close"))}[Zs](t){let e=!0;if(!t)this[it]=void 0,e=!1;else if(Array.isArray(t)){let[i,...r]=t;this.emit(i,...r)}else this[it]=t,this.emit("entry",t),t.emittedEnd||(t.on("end",()=>this[Zi]()),e=!1);return e}[Zi](){do;while(this[Zs](this[st].shift()));if(this[st].length===0){let t=this[it];!t||t.flowing||t.size===t.remain?this[Yt]||this.emit("drain"):t.once("drain",()=>this.emit("drain"))}}[Ki](t,e){let i=this[Nt];if(!i)throw new Error("attempt to consume body without entry??");let r=i.blockRemain??0,n=r>=t.length&&e===0?t:t.subarray(e,e+r);return i.write(n),i.blockRemain||(this[B]="header",this[Nt]=void 0,i.end()),n.length}[Ks](t,e){let i=this[Nt],r=this[Ki](t,e);return!this[Nt]&&i&&this[Ys](i),r}[At](t,e,i){this[st].length===0&&!this[it]?this.emit(t,e,i):this[st].push([t,e,i])}[Ys](t){switch(this[At]("meta",this[dt]),t.type){case"ExtendedHeader":case"OldExtendedHeader":this[V]=ft.parse(this[dt],this[V],!1);break;case"GlobalExtendedHeader":this[he]=ft.parse(this[dt],this[he],!0);break;case"NextFileHasLongPath":case"OldGnuLongPath":{let e=this[V]??Object.create(null);this[V]=e,e.path=this[dt].replace(/\0.*/,"");break}case"NextFileHasLongLinkpath":{let e=this[V]||Object.create(null);this[V]=e,e.linkpath=this[dt].replace(/\0.*/,"");break}default:throw new Error("unknown meta: "+t.type)}}abort(t){if(!this[$]){if(this[w]){let e=this[w];e.write=()=>!0,e.end=()=>e,e.emit=()=>!1,e.destroy?.()}this[$]=!0,this.emit("abort",t),this.warn("TAR_ABORT",t,{recoverable:!1})}}[Xs](t){this[$i]+=t.length;let e=this[$i]/this[le];return e>this.maxDecompressionRatio?(this.abort(new Error(`max decompression ratio exceeded: ${e.toFixed(2)} > ${this.maxDecompressionRatio}`)),!1):!0}write(t,e,i){if(typeof e=="function"&&(i=e,e=void 0),typeof t=="string"&&(t=Buffer.from(t,typeof e=="string"?e:"utf8")),this[$])return i?.(),!1;if((this[w]===void 0||this.brotli===void 0&&this[w]===!1)&&t){if(this[p]&&(t=Buffer.concat([this[p],t]),this[p]=void 0),t.length<An)return this[p]=t,i?.(),!0;for(let a=0;this[w]===void 0&&a<Xi.length;a++)t[a]!==Xi[a]&&(this[w]=!1);let o=!1;if(this[w]===!1&&this.zstd!==!1){o=!0;for(let a=0;a<qi.length;a++)if(t[a]!==qi[a]){o=!1;break}}let h=this.brotli===void 0&&!o;if(this[w]===!1&&h)if(t.length<512)if(this[ut])this.brotli=!0;else return this[p]=t,i?.(),!0;else try{new F(t.subarray(0,512)),this.brotli=!1}catch{this.brotli=!0}if(this[w]===void 0||this[w]===!1&&(this.brotli||o)){let a=this[ut];this[ut]=!1,this[w]=this[w]===void 0?new Ue({}):o?new Ke({}):new Ge({}),this[w].on("data",c=>{this[Xs](c)&&this[Xe](c)}),this[w].on("error",c=>{this[$]||this.abort(c)}),this[w].on("end",()=>{this[ut]=!0,this[Xe]()}),this[Yt]=!0,this[le]+=t.length;let l=!!this[w][a?"end":"write"](t);return this[Yt]=!1,i?.(),l}}this[Yt]=!0,this[w]?(this[le]+=t.length,this[w].write(t)):this[Xe](t),this[Yt]=!1;let n=this[st].length>0?!1:this[it]?this[it].flowing:!0;return!n&&this[st].length===0&&this[it]?.once("drain",()=>this.emit("drain")),i?.(),n}[Vi](t){t&&!this[$]&&(this[p]=this[p]?Buffer.concat([this[p],t]):t)}[Qe](){if(this[ut]&&!this[Yi]&&!this[$]&&!this[ae]){this[Yi]=!0;let t=this[Nt];if(t?.blockRemain){let e=this[p]?this[p].length:0;this.warn("TAR_BAD_ARCHIVE",`Truncated input (needed ${t.blockRemain} more bytes, only ${e} available)`,{entry:t}),this[p]&&t.write(this[p]),t.end()}this[At](Je)}}[Xe](t){if(this[ae]&&t)this[Vi](t);else if(!t&&!this[p])this[Qe]();else if(t){if(this[ae]=!0,this[p]){this[Vi](t);let e=this[p];this[p]=void 0,this[qe](e)}else this[qe](t);for(;this[p]&&this[p]?.length>=512&&!this[$]&&!this[ti];){let e=this[p];this[p]=void 0,this[qe](e)}this[ae]=!1}(!this[p]||this[ut])&&this[Qe]()}[qe](t){let e=0,i=t.length;for(;e+512<=i&&!this[$]&&!this[ti];)switch(this[B]){case"begin":case"header":this[Vs](t,e),e+=512;break;case"ignore":case"body":e+=this[Ki](t,e);break;case"meta":e+=this[Ks](t,e);break;default:throw new Error("invalid state: "+this[B])}e<i&&(this[p]=this[p]?Buffer.concat([t.subarray(e),this[p]]):t.subarray(e))}end(t,e,i){return typeof t=="function"&&(i=t,e=void 0,t=void 0),typeof e=="function"&&(i=e,e=void 0),typeof t=="string"&&(t=Buffer.from(t,e)),i&&this.once("finish",i),this[$]||(this[w]?(t&&(this[le]+=t.length,this[w].write(t)),this[w].end()):(this[ut]=!0,(this.brotli===void 0||this.zstd===void 0)&&(t=t||Buffer.alloc(0)),t&&this.write(t),this[Qe]())),this}};var mt=s=>{let t=s.length-1,e=-1;for(;t>-1&&s.charAt(t)==="/";)e=t,t--;return e===-1?s:s.slice(0,e)};var vn=s=>{let t=s.onReadEntry;s.onReadEntry=t?e=>{t(e),e.resume()}:e=>e.resume()},Qi=(s,t)=>{let e=new Map(t.map(o=>[mt(o),!0])),i=s.filter,r=100,n=(o,h="",a=0)=>{if(a>=r)return e.set(o,!1),!1;let l=h||(0,external_path_.parse)(o).root||".",c;if(o===l)c=!1;else{let d=e.get(o);c=d!==void 0?d:n((0,external_path_.dirname)(o),l,a+1)}return e.set(o,c),c};s.filter=i?(o,h)=>i(o,h)&&n(mt(o)):o=>n(mt(o))},Mn=s=>{let t=new rt(s),e=s.file,i;try{i=external_node_fs_namespaceObject.openSync(e,"r");let r=external_node_fs_namespaceObject.fstatSync(i),n=s.maxReadSize||16*1024*1024;if(r.size<n){let o=Buffer.allocUnsafe(r.size),h=external_node_fs_namespaceObject.readSync(i,o,0,r.size,0);t.end(h===o.byteLength?o:o.subarray(0,h))}else{let o=0,h=Buffer.allocUnsafe(n);for(;o<r.size;){let a=external_node_fs_namespaceObject.readSync(i,h,0,n,o);if(a===0)break;o+=a,t.write(h.subarray(0,a))}t.end()}}finally{if(typeof i=="number")try{external_node_fs_namespaceObject.closeSync(i)}catch{}}},Bn=(s,t)=>{let e=new rt(s),i=s.maxReadSize||16*1024*1024,r=s.file;return new Promise((o,h)=>{e.on("error",h),e.on("end",o),external_node_fs_namespaceObject.stat(r,(a,l)=>{if(a)h(a);else{let c=new _t(r,{readSize:i,size:l.size});c.on("error",h),c.pipe(e)}})})},Ct=K(Mn,Bn,s=>new rt(s),s=>new rt(s),(s,t)=>{t?.length&&Qi(s,t),s.noResume||vn(s)});var Ji=(s,t,e)=>(s&=4095,e&&(s=(s|384)&-19),t&&(s&256&&(s|=64),s&32&&(s|=8),s&4&&(s|=1)),s);var{isAbsolute:zn,parse:qs}=external_node_path_namespaceObject.win32,ce=s=>{let t="",e=qs(s);for(;zn(s)||e.root;){let i=s.charAt(0)==="/"&&s.slice(0,4)!=="//?/"?"/":e.root;s=s.slice(i.length),t+=i,e=qs(s)}return[t,s]};var ei=["|","<",">","?",":"],ji=ei.map(s=>String.fromCodePoint(61440+Number(s.codePointAt(0)))),Un=new Map(ei.map((s,t)=>[s,ji[t]])),Hn=new Map(ji.map((s,t)=>[s,ei[t]])),ts=s=>ei.reduce((t,e)=>t.split(e).join(Un.get(e)),s),Qs=s=>ji.reduce((t,e)=>t.split(e).join(Hn.get(e)),s);var rr=(s,t)=>t?(s=f(s).replace(/^\.(\/|$)/,""),mt(t)+"/"+s):f(s),Wn=16*1024*1024,index_min_tr=Symbol("process"),er=Symbol("file"),ir=Symbol("directory"),is=Symbol("symlink"),sr=Symbol("hardlink"),fe=Symbol("header"),ii=Symbol("read"),ss=Symbol("lstat"),si=Symbol("onlstat"),rs=Symbol("onread"),ns=Symbol("onreadlink"),index_min_os=Symbol("openfile"),hs=Symbol("onopenfile"),pt=Symbol("close"),ri=Symbol("mode"),as=Symbol("awaitDrain"),es=Symbol("ondrain"),q=Symbol("prefix"),de=class extends A{path;portable;myuid=process.getuid&&process.getuid()||0;myuser=process.env.USER||"";maxReadSize;linkCache;statCache;preservePaths;cwd;strict;mtime;noPax;noMtime;prefix;fd;blockLen=0;blockRemain=0;buf;pos=0;remain=0;length=0;offset=0;win32;absolute;header;type;linkpath;stat;onWriteEntry;#t=!1;constructor(t,e={}){let i=se(e);super(),this.path=f(t),this.portable=!!i.portable,this.maxReadSize=i.maxReadSize||Wn,this.linkCache=i.linkCache||new Map,this.statCache=i.statCache||new Map,this.preservePaths=!!i.preservePaths,this.cwd=f(i.cwd||process.cwd()),this.strict=!!i.strict,this.noPax=!!i.noPax,this.noMtime=!!i.noMtime,this.mtime=i.mtime,this.prefix=i.prefix?f(i.prefix):void 0,this.onWriteEntry=i.onWriteEntry,typeof i.onwarn=="function"&&this.on("warn",i.onwarn);let r=!1;if(!this.preservePaths){let[o,h]=ce(this.path);o&&typeof h=="string"&&(this.path=h,r=o)}this.win32=!!i.win32||process.platform==="win32",this.win32&&(this.path=Qs(this.path.replaceAll(/\\/g,"/")),t=t.replaceAll(/\\/g,"/")),this.absolute=f(i.absolute||external_path_.resolve(this.cwd,t)),this.path===""&&(this.path="./"),r&&this.warn("TAR_ENTRY_INFO",`stripping ${r} from absolute path`,{entry:this,path:r+this.path});let n=this.statCache.get(this.absolute);n?this[si](n):this[ss]()}warn(t,e,i={}){return Dt(this,t,e,i)}emit(t,...e){return t==="error"&&(this.#t=!0),super.emit(t,...e)}[ss](){external_fs_.lstat(this.absolute,(t,e)=>{if(t)return this.emit("error",t);this[si](e)})}[si](t){this.statCache.set(this.absolute,t),this.stat=t,t.isFile()||(t.size=0),this.type=Gn(t),this.emit("stat",t),this[index_min_tr]()}[index_min_tr](){switch(this.type){case"File":return this[er]();case"Directory":return this[ir]();case"SymbolicLink":return this[is]();default:return this.end()}}[ri](t){return Ji(t,this.type==="Directory",this.portable)}[q](t){return rr(t,this.prefix)}[fe](){if(!this.stat)throw new Error("cannot write header before stat");this.type==="Directory"&&this.portable&&(this.noMtime=!0),this.onWriteEntry?.(this),this.header=new F({path:this[q](this.path),linkpath:this.type==="Link"&&this.linkpath!==void 0?this[q](this.linkpath):this.linkpath,mode:this[ri](this.stat.mode),uid:this.portable?void 0:this.stat.uid,gid:this.portable?void 0:this.stat.gid,size:this.stat.size,mtime:this.noMtime?void 0:this.mtime||this.stat.mtime,type:this.type==="Unsupported"?void 0:this.type,uname:this.portable?void 0:this.stat.uid===this.myuid?this.myuser:"",atime:this.portable?void 0:this.stat.atime,ctime:this.portable?void 0:this.stat.ctime}),this.header.encode()&&!this.noPax&&super.write(new ft({atime:this.portable?void 0:this.header.atime,ctime:this.portable?void 0:this.header.ctime,gid:this.portable?void 0:this.header.gid,mtime:this.noMtime?void 0:this.mtime||this.header.mtime,path:this[q](this.path),linkpath:this.type==="Link"&&this.linkpath!==void 0?this[q](this.linkpath):this.linkpath,size:this.header.size,uid:this.portable?void 0:this.header.uid,uname:this.portable?void 0:this.header.uname,dev:this.portable?void 0:this.stat.dev,ino:this.portable?void 0:this.stat.ino,nlink:this.portable?void 0:this.stat.nlink}).encode());let t=this.header?.block;if(!t)throw new Error("failed to encode header");super.write(t)}[ir](){if(!this.stat)throw new Error("cannot create directory entry without stat");this.path.slice(-1)!=="/"&&(this.path+="/"),this.stat.size=0,this[fe](),this.end()}[is](){external_fs_.readlink(this.absolute,(t,e)=>{if(t)return this.emit("error",t);this[ns](e)})}[ns](t){this.linkpath=f(t),this[fe](),this.end()}[sr](t){if(!this.stat)throw new Error("cannot create link entry without stat");this.type="Link",this.linkpath=f(external_path_.relative(this.cwd,t)),this.stat.size=0,this[fe](),this.end()}[er](){if(!this.stat)throw new Error("cannot create file entry without stat");if(this.stat.nlink>1){let t=`${this.stat.dev}:${this.stat.ino}`,e=this.linkCache.get(t);if(e?.indexOf(this.cwd)===0)return this[sr](e);this.linkCache.set(t,this.absolute)}if(this[fe](),this.stat.size===0)return this.end();this[index_min_os]()}[index_min_os](){external_fs_.open(this.absolute,"r",(t,e)=>{if(t)return this.emit("error",t);this[hs](e)})}[hs](t){if(this.fd=t,this.#t)return this[pt]();if(!this.stat)throw new Error("should stat before calling onopenfile");this.blockLen=512*Math.ceil(this.stat.size/512),this.blockRemain=this.blockLen;let e=Math.min(this.blockLen,this.maxReadSize);this.buf=Buffer.allocUnsafe(e),this.offset=0,this.pos=0,this.remain=this.stat.size,this.length=this.buf.length,this[ii]()}[ii](){let{fd:t,buf:e,offset:i,length:r,pos:n}=this;if(t===void 0||e===void 0)throw new Error("cannot read file without first opening");external_fs_.read(t,e,i,r,n,(o,h)=>{if(o)return this[pt](()=>this.emit("error",o));this[rs](h)})}[pt](t=()=>{}){this.fd!==void 0&&external_fs_.close(this.fd,t)}[rs](t){if(t<=0&&this.remain>0){let r=Object.assign(new Error("encountered unexpected EOF"),{path:this.absolute,syscall:"read",code:"EOF"});return this[pt](()=>this.emit("error",r))}if(t>this.remain){let r=Object.assign(new Error("did not encounter expected EOF"),{path:this.absolute,syscall:"read",code:"EOF"});return this[pt](()=>this.emit("error",r))}if(!this.buf)throw new Error("should have created buffer prior to reading");if(t===this.remain)for(let r=t;r<this.length&&t<this.blockRemain;r++)this.buf[r+this.offset]=0,t++,this.remain++;let e=this.offset===0&&t===this.buf.length?this.buf:this.buf.subarray(this.offset,this.offset+t);this.write(e)?this[es]():this[as](()=>this[es]())}[as](t){this.once("drain",t)}write(t,e,i){if(typeof e=="function"&&(i=e,e=void 0),typeof t=="string"&&(t=Buffer.from(t,typeof e=="string"?e:"utf8")),this.blockRemain<t.length){let r=Object.assign(new Error("writing more data than expected"),{path:this.absolute});return this.emit("error",r)}return this.remain-=t.length,this.blockRemain-=t.length,this.pos+=t.length,this.offset+=t.length,super.write(t,null,i)}[es](){if(!this.remain)return this.blockRemain&&super.write(Buffer.alloc(this.blockRemain)),this[pt](t=>t?this.emit("error",t):this.end());if(!this.buf)throw new Error("buffer lost somehow in ONDRAIN");this.offset>=this.length&&(this.buf=Buffer.allocUnsafe(Math.min(this.blockRemain,this.buf.length)),this.offset=0),this.length=this.buf.length-this.offset,this[ii]()}},ni=class extends de{sync=!0;[ss](){this[si](external_fs_.lstatSync(this.absolute))}[is](){this[ns](external_fs_.readlinkSync(this.absolute))}[index_min_os](){this[hs](external_fs_.openSync(this.absolute,"r"))}[ii](){let t=!0;try{let{fd:e,buf:i,offset:r,length:n,pos:o}=this;if(e===void 0||i===void 0)throw new Error("fd and buf must be set in READ method");let h=external_fs_.readSync(e,i,r,n,o);this[rs](h),t=!1}finally{if(t)try{this[pt](()=>{})}catch{}}}[as](t){t()}[pt](t=()=>{}){this.fd!==void 0&&external_fs_.closeSync(this.fd),t()}},oi=class extends A{blockLen=0;blockRemain=0;buf=0;pos=0;remain=0;length=0;preservePaths;portable;strict;noPax;noMtime;readEntry;type;prefix;path;mode;uid;gid;uname;gname;header;mtime;atime;ctime;linkpath;size;onWriteEntry;warn(t,e,i={}){return Dt(this,t,e,i)}constructor(t,e={}){let i=se(e);super(),this.preservePaths=!!i.preservePaths,this.portable=!!i.portable,this.strict=!!i.strict,this.noPax=!!i.noPax,this.noMtime=!!i.noMtime,this.onWriteEntry=i.onWriteEntry,this.readEntry=t;let{type:r}=t;if(r==="Unsupported")throw new Error("writing entry that should be ignored");this.type=r,this.type==="Directory"&&this.portable&&(this.noMtime=!0),this.prefix=i.prefix,this.path=f(t.path),this.mode=t.mode!==void 0?this[ri](t.mode):void 0,this.uid=this.portable?void 0:t.uid,this.gid=this.portable?void 0:t.gid,this.uname=this.portable?void 0:t.uname,this.gname=this.portable?void 0:t.gname,this.size=t.size,this.mtime=this.noMtime?void 0:i.mtime||t.mtime,this.atime=this.portable?void 0:t.atime,this.ctime=this.portable?void 0:t.ctime,this.linkpath=t.linkpath!==void 0?f(t.linkpath):void 0,typeof i.onwarn=="function"&&this.on("warn",i.onwarn);let n=!1;if(!this.preservePaths){let[h,a]=ce(this.path);h&&typeof a=="string"&&(this.path=a,n=h)}this.remain=t.size,this.blockRemain=t.startBlockSize,this.onWriteEntry?.(this),this.header=new F({path:this[q](this.path),linkpath:this.type==="Link"&&this.linkpath!==void 0?this[q](this.linkpath):this.linkpath,mode:this.mode,uid:this.portable?void 0:this.uid,gid:this.portable?void 0:this.gid,size:this.size,mtime:this.noMtime?void 0:this.mtime,type:this.type,uname:this.portable?void 0:this.uname,atime:this.portable?void 0:this.atime,ctime:this.portable?void 0:this.ctime}),n&&this.warn("TAR_ENTRY_INFO",`stripping ${n} from absolute path`,{entry:this,path:n+this.path}),this.header.encode()&&!this.noPax&&super.write(new ft({atime:this.portable?void 0:this.atime,ctime:this.portable?void 0:this.ctime,gid:this.portable?void 0:this.gid,mtime:this.noMtime?void 0:this.mtime,path:this[q](this.path),linkpath:this.type==="Link"&&this.linkpath!==void 0?this[q](this.linkpath):this.linkpath,size:this.size,uid:this.portable?void 0:this.uid,uname:this.portable?void 0:this.uname,dev:this.portable?void 0:this.readEntry.dev,ino:this.portable?void 0:this.readEntry.ino,nlink:this.portable?void 0:this.readEntry.nlink}).encode());let o=this.header?.block;if(!o)throw new Error("failed to encode header");super.write(o),t.pipe(this)}[q](t){return rr(t,this.prefix)}[ri](t){return Ji(t,this.type==="Directory",this.portable)}write(t,e,i){typeof e=="function"&&(i=e,e=void 0),typeof t=="string"&&(t=Buffer.from(t,typeof e=="string"?e:"utf8"));let r=t.length;if(r>this.blockRemain)throw new Error("writing more to entry than is appropriate");return this.blockRemain-=r,super.write(t,i)}end(t,e,i){return this.blockRemain&&super.write(Buffer.alloc(this.blockRemain)),typeof t=="function"&&(i=t,e=void 0,t=void 0),typeof e=="function"&&(i=e,e=void 0),typeof t=="string"&&(t=Buffer.from(t,e??"utf8")),i&&this.once("finish",i),t?super.end(t,i):super.end(i),this}},Gn=s=>s.isFile()?"File":s.isDirectory()?"Directory":s.isSymbolicLink()?"SymbolicLink":"Unsupported";var hi=class s{tail;head;length=0;static create(t=[]){return new s(t)}constructor(t=[]){for(let e of t)this.push(e)}*[Symbol.iterator](){for(let t=this.head;t;t=t.next)yield t.value}removeNode(t){if(t.list!==this)throw new Error("removing node which does not belong to this list");let e=t.next,i=t.prev;return e&&(e.prev=i),i&&(i.next=e),t===this.head&&(this.head=e),t===this.tail&&(this.tail=i),this.length--,t.next=void 0,t.prev=void 0,t.list=void 0,e}unshiftNode(t){if(t===this.head)return;t.list&&t.list.removeNode(t);let e=this.head;t.list=this,t.next=e,e&&(e.prev=t),this.head=t,this.tail||(this.tail=t),this.length++}pushNode(t){if(t===this.tail)return;t.list&&t.list.removeNode(t);let e=this.tail;t.list=this,t.prev=e,e&&(e.next=t),this.tail=t,this.head||(this.head=t),this.length++}push(...t){for(let e=0,i=t.length;e<i;e++)Yn(this,t[e]);return this.length}unshift(...t){for(var e=0,i=t.length;e<i;e++)Kn(this,t[e]);return this.length}pop(){if(!this.tail)return;let t=this.tail.value,e=this.tail;return this.tail=this.tail.prev,this.tail?this.tail.next=void 0:this.head=void 0,e.list=void 0,this.length--,t}shift(){if(!this.head)return;let t=this.head.value,e=this.head;return this.head=this.head.next,this.head?this.head.prev=void 0:this.tail=void 0,e.list=void 0,this.length--,t}forEach(t,e){e=e||this;for(let i=this.head,r=0;i;r++)t.call(e,i.value,r,this),i=i.next}forEachReverse(t,e){e=e||this;for(let i=this.tail,r=this.length-1;i;r--)t.call(e,i.value,r,this),i=i.prev}get(t){let e=0,i=this.head;for(;i&&e<t;e++)i=i.next;if(e===t&&i)return i.value}getReverse(t){let e=0,i=this.tail;for(;i&&e<t;e++)i=i.prev;if(e===t&&i)return i.value}map(t,e){e=e||this;let i=new s;for(let r=this.head;r;)i.push(t.call(e,r.value,this)),r=r.next;return i}mapReverse(t,e){e=e||this;var i=new s;for(let r=this.tail;r;)i.push(t.call(e,r.value,this)),r=r.prev;return i}reduce(t,e){let i,r=this.head;if(arguments.length>1)i=e;else if(this.head)r=this.head.next,i=this.head.value;else throw new TypeError("Reduce of empty list with no initial value");for(var n=0;r;n++)i=t(i,r.value,n),r=r.next;return i}reduceReverse(t,e){let i,r=this.tail;if(arguments.length>1)i=e;else if(this.tail)r=this.tail.prev,i=this.tail.value;else throw new TypeError("Reduce of empty list with no initial value");for(let n=this.length-1;r;n--)i=t(i,r.value,n),r=r.prev;return i}toArray(){let t=new Array(this.length);for(let e=0,i=this.head;i;e++)t[e]=i.value,i=i.next;return t}toArrayReverse(){let t=new Array(this.length);for(let e=0,i=this.tail;i;e++)t[e]=i.value,i=i.prev;return t}slice(t=0,e=this.length){e<0&&(e+=this.length),t<0&&(t+=this.length);let i=new s;if(e<t||e<0)return i;t<0&&(t=0),e>this.length&&(e=this.length);let r=this.head,n=0;for(n=0;r&&n<t;n++)r=r.next;for(;r&&n<e;n++,r=r.next)i.push(r.value);return i}sliceReverse(t=0,e=this.length){e<0&&(e+=this.length),t<0&&(t+=this.length);let i=new s;if(e<t||e<0)return i;t<0&&(t=0),e>this.length&&(e=this.length);let r=this.length,n=this.tail;for(;n&&r>e;r--)n=n.prev;for(;n&&r>t;r--,n=n.prev)i.push(n.value);return i}splice(t,e=0,...i){t>this.length&&(t=this.length-1),t<0&&(t=this.length+t);let r=this.head;for(let o=0;r&&o<t;o++)r=r.next;let n=[];for(let o=0;r&&o<e;o++)n.push(r.value),r=this.removeNode(r);r?r!==this.tail&&(r=r.prev):r=this.tail;for(let o of i)r=Zn(this,r,o);return n}reverse(){let t=this.head,e=this.tail;for(let i=t;i;i=i.prev){let r=i.prev;i.prev=i.next,i.next=r}return this.head=e,this.tail=t,this}};function Zn(s,t,e){let i=t,r=t?t.next:s.head,n=new ue(e,i,r,s);return n.next===void 0&&(s.tail=n),n.prev===void 0&&(s.head=n),s.length++,n}function Yn(s,t){s.tail=new ue(t,s.tail,void 0,s),s.head||(s.head=s.tail),s.length++}function Kn(s,t){s.head=new ue(t,void 0,s.head,s),s.tail||(s.tail=s.head),s.length++}var ue=class{list;next;prev;value;constructor(t,e,i,r){this.list=r,this.value=t,e?(e.next=this,this.prev=e):this.prev=void 0,i?(i.prev=this,this.next=i):this.next=void 0}};var pi=class{path;absolute;entry;stat;readdir;pending=!1;pendingLink=!1;ignore=!1;piped=!1;constructor(t,e){this.path=t||"./",this.absolute=e}},nr=Buffer.alloc(1024),li=Symbol("onStat"),me=Symbol("ended"),W=Symbol("queue"),pe=Symbol("pendingLinks"),Et=Symbol("current"),Ft=Symbol("process"),Ee=Symbol("processing"),ai=Symbol("processJob"),G=Symbol("jobs"),ls=Symbol("jobDone"),ci=Symbol("addFSEntry"),or=Symbol("addTarEntry"),ds=Symbol("stat"),us=Symbol("readdir"),fi=Symbol("onreaddir"),di=Symbol("pipe"),hr=Symbol("entry"),cs=Symbol("entryOpt"),ui=Symbol("writeEntryClass"),lr=Symbol("write"),index_min_fs=Symbol("ondrain"),wt=class extends A{sync=!1;opt;cwd;maxReadSize;preservePaths;strict;noPax;prefix;linkCache;statCache;file;portable;zip;readdirCache;noDirRecurse;follow;noMtime;mtime;filter;jobs;[ui];onWriteEntry;[W];[pe]=new Map;[G]=0;[Ee]=!1;[me]=!1;constructor(t={}){if(super(),this.opt=t,this.file=t.file||"",this.cwd=t.cwd||process.cwd(),this.maxReadSize=t.maxReadSize,this.preservePaths=!!t.preservePaths,this.strict=!!t.strict,this.noPax=!!t.noPax,this.prefix=f(t.prefix||""),this.linkCache=t.linkCache||new Map,this.statCache=t.statCache||new Map,this.readdirCache=t.readdirCache||new Map,this.onWriteEntry=t.onWriteEntry,this[ui]=de,typeof t.onwarn=="function"&&this.on("warn",t.onwarn),this.portable=!!t.portable,t.gzip||t.brotli||t.zstd){if((t.gzip?1:0)+(t.brotli?1:0)+(t.zstd?1:0)>1)throw new TypeError("gzip, brotli, zstd are mutually exclusive");if(t.gzip&&(typeof t.gzip!="object"&&(t.gzip={}),this.portable&&(t.gzip.portable=!0),this.zip=new ze(t.gzip)),t.brotli&&(typeof t.brotli!="object"&&(t.brotli={}),this.zip=new We(t.brotli)),t.zstd&&(typeof t.zstd!="object"&&(t.zstd={}),this.zip=new Ye(t.zstd)),!this.zip)throw new Error("impossible");let e=this.zip;e.on("data",i=>super.write(i)),e.on("end",()=>super.end()),e.on("drain",()=>this[index_min_fs]()),this.on("resume",()=>e.resume())}else this.on("drain",this[index_min_fs]);this.noDirRecurse=!!t.noDirRecurse,this.follow=!!t.follow,this.noMtime=!!t.noMtime,t.mtime&&(this.mtime=t.mtime),this.filter=typeof t.filter=="function"?t.filter:()=>!0,this[W]=new hi,this[G]=0,this.jobs=Number(t.jobs)||4,this[Ee]=!1,this[me]=!1}[lr](t){return super.write(t)}add(t){return this.write(t),this}end(t,e,i){return typeof t=="function"&&(i=t,t=void 0),typeof e=="function"&&(i=e,e=void 0),t&&this.add(t),this[me]=!0,this[Ft](),i&&i(),this}write(t){if(this[me])throw new Error("write after end");return typeof t=="string"?this[ci](t):this[or](t),this.flowing}[or](t){let e=f(external_path_.resolve(this.cwd,t.path));if(!this.filter(t.path,t))t.resume();else{let i=new pi(t.path,e);i.entry=new oi(t,this[cs](i)),i.entry.on("end",()=>this[ls](i)),this[G]+=1,this[W].push(i)}this[Ft]()}[ci](t){let e=f(external_path_.resolve(this.cwd,t));this[W].push(new pi(t,e)),this[Ft]()}[ds](t){t.pending=!0,this[G]+=1;let e=this.follow?"stat":"lstat";external_fs_[e](t.absolute,(i,r)=>{t.pending=!1,this[G]-=1,i?this.emit("error",i):this[li](t,r)})}[li](t,e){if(this.statCache.set(t.absolute,e),t.stat=e,!this.filter(t.path,e))t.ignore=!0;else if(e.isFile()&&e.nlink>1&&!this.linkCache.get(`${e.dev}:${e.ino}`)&&!this.sync)if(t===this[Et])this[ai](t);else{let i=`${e.dev}:${e.ino}`,r=this[pe].get(i);r?r.push(t):this[pe].set(i,[t]),t.pendingLink=!0,t.pending=!0}this[Ft]()}[us](t){t.pending=!0,this[G]+=1,external_fs_.readdir(t.absolute,(e,i)=>{if(t.pending=!1,this[G]-=1,e)return this.emit("error",e);this[fi](t,i)})}[fi](t,e){this.readdirCache.set(t.absolute,e),t.readdir=e,this[Ft]()}[Ft](){if(!this[Ee]){this[Ee]=!0;for(let t=this[W].head;t&&this[G]<this.jobs;t=t.next)if(this[ai](t.value),t.value.ignore){let e=t.next;this[W].removeNode(t),t.next=e}this[Ee]=!1,this[me]&&this[W].length===0&&this[G]===0&&(this.zip?this.zip.end(nr):(super.write(nr),super.end()))}}get[Et](){return this[W]&&this[W].head&&this[W].head.value}[ls](t){this[W].shift(),this[G]-=1;let{stat:e}=t;if(e&&e.isFile()&&e.nlink>1){let i=`${e.dev}:${e.ino}`,r=this[pe].get(i);if(r){this[pe].delete(i);for(let n of r)n.pending=!1,this[ai](n)}}this[Ft]()}[ai](t){if(t.pending&&t.pendingLink&&t===this[Et]&&(t.pending=!1,t.pendingLink=!1),!t.pending){if(t.entry){t===this[Et]&&!t.piped&&this[di](t);return}if(!t.stat){let e=this.statCache.get(t.absolute);e?this[li](t,e):this[ds](t)}if(t.stat&&!t.ignore){if(!this.noDirRecurse&&t.stat.isDirectory()&&!t.readdir){let e=this.readdirCache.get(t.absolute);if(e?this[fi](t,e):this[us](t),!t.readdir)return}if(t.entry=this[hr](t),!t.entry){t.ignore=!0;return}t===this[Et]&&!t.piped&&this[di](t)}}}[cs](t){return{onwarn:(e,i,r)=>this.warn(e,i,r),noPax:this.noPax,cwd:this.cwd,absolute:t.absolute,preservePaths:this.preservePaths,maxReadSize:this.maxReadSize,strict:this.strict,portable:this.portable,linkCache:this.linkCache,statCache:this.statCache,noMtime:this.noMtime,mtime:this.mtime,prefix:this.prefix,onWriteEntry:this.onWriteEntry}}[hr](t){this[G]+=1;try{return new this[ui](t.path,this[cs](t)).on("end",()=>this[ls](t)).on("error",i=>this.emit("error",i))}catch(e){this.emit("error",e)}}[index_min_fs](){this[Et]&&this[Et].entry&&this[Et].entry.resume()}[di](t){t.piped=!0,t.readdir&&t.readdir.forEach(r=>{let n=t.path,o=n==="./"?"":n.replace(/\/*$/,"/");this[ci](o+r)});let e=t.entry,i=this.zip;if(!e)throw new Error("cannot pipe without source");i?e.on("data",r=>{i.write(r)||e.pause()}):e.on("data",r=>{super.write(r)||e.pause()})}pause(){return this.zip&&this.zip.pause(),super.pause()}warn(t,e,i={}){Dt(this,t,e,i)}},kt=class extends wt{sync=!0;constructor(t){super(t),this[ui]=ni}pause(){}resume(){}[ds](t){let e=this.follow?"statSync":"lstatSync";this[li](t,external_fs_[e](t.absolute))}[us](t){this[fi](t,external_fs_.readdirSync(t.absolute))}[di](t){let e=t.entry,i=this.zip;if(t.readdir&&t.readdir.forEach(r=>{let n=t.path,o=n==="./"?"":n.replace(/\/*$/,"/");this[ci](o+r)}),!e)throw new Error("Cannot pipe without source");i?e.on("data",r=>{i.write(r)}):e.on("data",r=>{super[lr](r)})}};var Vn=(s,t)=>{let e=new kt(s),i=new Wt(s.file,{mode:s.mode||438});e.pipe(i),fr(e,t)},$n=(s,t)=>{let e=new wt(s),i=new et(s.file,{mode:s.mode||438});e.pipe(i);let r=new Promise((n,o)=>{i.on("error",o),i.on("close",n),e.on("error",o)});return dr(e,t).catch(n=>e.emit("error",n)),r},fr=(s,t)=>{t.forEach(e=>{e.charAt(0)==="@"?Ct({file:external_node_path_namespaceObject.resolve(s.cwd,e.slice(1)),sync:!0,noResume:!0,onReadEntry:i=>s.add(i)}):s.add(e)}),s.end()},dr=async(s,t)=>{for(let e of t)e.charAt(0)==="@"?await Ct({file:external_node_path_namespaceObject.resolve(String(s.cwd),e.slice(1)),noResume:!0,onReadEntry:i=>{s.add(i)}}):s.add(e);s.end()},Xn=(s,t)=>{let e=new kt(s);return fr(e,t),e},qn=(s,t)=>{let e=new wt(s);return dr(e,t).catch(i=>e.emit("error",i)),e},Qn=K(Vn,$n,Xn,qn,(s,t)=>{if(!t?.length)throw new TypeError("no paths specified to add to archive")});var Jn=process.env.__FAKE_PLATFORM__||process.platform,Er=Jn==="win32",{O_CREAT:wr,O_NOFOLLOW:ur,O_TRUNC:Sr,O_WRONLY:yr}=external_fs_.constants,Rr=Number(process.env.__FAKE_FS_O_FILENAME__)||external_fs_.constants.UV_FS_O_FILEMAP||0,jn=Er&&!!Rr,to=512*1024,eo=Rr|Sr|wr|yr,mr=!Er&&typeof ur=="number"?ur|Sr|wr|yr:null,ms=mr!==null?()=>mr:jn?s=>s<to?eo:"w":()=>"w";var ps=(s,t,e)=>{try{return external_node_fs_namespaceObject.lchownSync(s,t,e)}catch(i){if(i?.code!=="ENOENT")throw i}},Ei=(s,t,e,i)=>{external_node_fs_namespaceObject.lchown(s,t,e,r=>{i(r&&r?.code!=="ENOENT"?r:null)})},io=(s,t,e,i,r)=>{if(t.isDirectory())Es(external_node_path_namespaceObject.resolve(s,t.name),e,i,n=>{if(n)return r(n);let o=external_node_path_namespaceObject.resolve(s,t.name);Ei(o,e,i,r)});else{let n=external_node_path_namespaceObject.resolve(s,t.name);Ei(n,e,i,r)}},Es=(s,t,e,i)=>{external_node_fs_namespaceObject.readdir(s,{withFileTypes:!0},(r,n)=>{if(r){if(r.code==="ENOENT")return i();if(r.code!=="ENOTDIR"&&r.code!=="ENOTSUP")return i(r)}if(r||!n.length)return Ei(s,t,e,i);let o=n.length,h=null,a=l=>{if(!h){if(l)return i(h=l);if(--o===0)return Ei(s,t,e,i)}};for(let l of n)io(s,l,t,e,a)})},so=(s,t,e,i)=>{t.isDirectory()&&ws(external_node_path_namespaceObject.resolve(s,t.name),e,i),ps(external_node_path_namespaceObject.resolve(s,t.name),e,i)},ws=(s,t,e)=>{let i;try{i=external_node_fs_namespaceObject.readdirSync(s,{withFileTypes:!0})}catch(r){let n=r;if(n?.code==="ENOENT")return;if(n?.code==="ENOTDIR"||n?.code==="ENOTSUP")return ps(s,t,e);throw n}for(let r of i)so(s,r,t,e);return ps(s,t,e)};var Se=class extends Error{path;code;syscall="chdir";constructor(t,e){super(`${e}: Cannot cd into '${t}'`),this.path=t,this.code=e}get name(){return"CwdError"}};var St=class extends Error{path;symlink;syscall="symlink";code="TAR_SYMLINK_ERROR";constructor(t,e){super("TAR_SYMLINK_ERROR: Cannot extract through symbolic link"),this.symlink=t,this.path=e}get name(){return"SymlinkError"}};var no=(s,t)=>{external_node_fs_namespaceObject.stat(s,(e,i)=>{(e||!i.isDirectory())&&(e=new Se(s,e?.code||"ENOTDIR")),t(e)})},gr=(s,t,e)=>{s=f(s);let i=t.umask??18,r=t.mode|448,n=(r&i)!==0,o=t.uid,h=t.gid,a=typeof o=="number"&&typeof h=="number"&&(o!==t.processUid||h!==t.processGid),l=t.preserve,c=t.unlink,d=f(t.cwd),y=(E,x)=>{E?e(E):x&&a?Es(x,o,h,Le=>y(Le)):n?external_node_fs_namespaceObject.chmod(s,r,e):e()};if(s===d)return no(s,y);if(l)return external_node_fs_promises_namespaceObject.mkdir(s,{mode:r,recursive:!0}).then(E=>y(null,E??void 0),y);let D=f(external_node_path_namespaceObject.relative(d,s)).split("/");Ss(d,D,r,c,d,void 0,y)},Ss=(s,t,e,i,r,n,o)=>{if(t.length===0)return o(null,n);let h=t.shift(),a=f(external_node_path_namespaceObject.resolve(s+"/"+h));external_node_fs_namespaceObject.mkdir(a,e,br(a,t,e,i,r,n,o))},br=(s,t,e,i,r,n,o)=>h=>{h?external_node_fs_namespaceObject.lstat(s,(a,l)=>{if(a)a.path=a.path&&f(a.path),o(a);else if(l.isDirectory())Ss(s,t,e,i,r,n,o);else if(i)external_node_fs_namespaceObject.unlink(s,c=>{if(c)return o(c);external_node_fs_namespaceObject.mkdir(s,e,br(s,t,e,i,r,n,o))});else{if(l.isSymbolicLink())return o(new St(s,s+"/"+t.join("/")));o(h)}}):(n=n||s,Ss(s,t,e,i,r,n,o))},oo=s=>{let t=!1,e;try{t=external_node_fs_namespaceObject.statSync(s).isDirectory()}catch(i){e=i?.code}finally{if(!t)throw new Se(s,e??"ENOTDIR")}},_r=(s,t)=>{s=f(s);let e=t.umask??18,i=t.mode|448,r=(i&e)!==0,n=t.uid,o=t.gid,h=typeof n=="number"&&typeof o=="number"&&(n!==t.processUid||o!==t.processGid),a=t.preserve,l=t.unlink,c=f(t.cwd),d=E=>{E&&h&&ws(E,n,o),r&&external_node_fs_namespaceObject.chmodSync(s,i)};if(s===c)return oo(c),d();if(a)return d(external_node_fs_namespaceObject.mkdirSync(s,{mode:i,recursive:!0})??void 0);let T=f(external_node_path_namespaceObject.relative(c,s)).split("/"),D;for(let E=T.shift(),x=c;E&&(x+="/"+E);E=T.shift()){x=f(external_node_path_namespaceObject.resolve(x));try{external_node_fs_namespaceObject.mkdirSync(x,i),D=D||x}catch{let Le=external_node_fs_namespaceObject.lstatSync(x);if(Le.isDirectory())continue;if(l){external_node_fs_namespaceObject.unlinkSync(x),external_node_fs_namespaceObject.mkdirSync(x,i),D=D||x;continue}else if(Le.isSymbolicLink())return new St(x,x+"/"+T.join("/"))}}return d(D)};var ys=Object.create(null),Or=1e4,Vt=new Set,Tr=s=>{Vt.has(s)?Vt.delete(s):ys[s]=s.normalize("NFD").toLocaleLowerCase("en").toLocaleUpperCase("en"),Vt.add(s);let t=ys[s],e=Vt.size-Or;if(e>Or/10){for(let i of Vt)if(Vt.delete(i),delete ys[i],--e<=0)break}return t};var ho=process.env.TESTING_TAR_FAKE_PLATFORM||process.platform,ao=ho==="win32",lo=s=>s.split("/").slice(0,-1).reduce((e,i)=>{let r=e.at(-1);return r!==void 0&&(i=(0,external_node_path_namespaceObject.join)(r,i)),e.push(i||"/"),e},[]),yi=class{#t=new Map;#i=new Map;#s=new Set;reserve(t,e){t=ao?["win32 parallelization disabled"]:t.map(r=>mt((0,external_node_path_namespaceObject.join)(Tr(r))));let i=new Set(t.map(r=>lo(r)).reduce((r,n)=>r.concat(n)));this.#i.set(e,{dirs:i,paths:t});for(let r of t){let n=this.#t.get(r);n?n.push(e):this.#t.set(r,[e])}for(let r of i){let n=this.#t.get(r);if(!n)this.#t.set(r,[new Set([e])]);else{let o=n.at(-1);o instanceof Set?o.add(e):n.push(new Set([e]))}}return this.#r(e)}#n(t){let e=this.#i.get(t);if(!e)throw new Error("function does not have any path reservations");return{paths:e.paths.map(i=>this.#t.get(i)),dirs:[...e.dirs].map(i=>this.#t.get(i))}}check(t){let{paths:e,dirs:i}=this.#n(t);return e.every(r=>r&&r[0]===t)&&i.every(r=>r&&r[0]instanceof Set&&r[0].has(t))}#r(t){return this.#s.has(t)||!this.check(t)?!1:(this.#s.add(t),t(()=>this.#e(t)),!0)}#e(t){if(!this.#s.has(t))return!1;let e=this.#i.get(t);if(!e)throw new Error("invalid reservation");let{paths:i,dirs:r}=e,n=new Set;for(let o of i){let h=this.#t.get(o);if(!h||h?.[0]!==t)continue;let a=h[1];if(!a){this.#t.delete(o);continue}if(h.shift(),typeof a=="function")n.add(a);else for(let l of a)n.add(l)}for(let o of r){let h=this.#t.get(o),a=h?.[0];if(!(!h||!(a instanceof Set)))if(a.size===1&&h.length===1){this.#t.delete(o);continue}else if(a.size===1){h.shift();let l=h[0];typeof l=="function"&&n.add(l)}else a.delete(t)}return this.#s.delete(t),n.forEach(o=>this.#r(o)),!0}};var Lr=()=>process.umask();var Dr=Symbol("onEntry"),_s=Symbol("checkFs"),Nr=Symbol("checkFs2"),Os=Symbol("isReusable"),P=Symbol("makeFs"),Ts=Symbol("file"),xs=Symbol("directory"),gi=Symbol("link"),Ar=Symbol("symlink"),Ir=Symbol("hardlink"),Re=Symbol("ensureNoSymlink"),Cr=Symbol("unsupported"),Fr=Symbol("checkPath"),Rs=Symbol("stripAbsolutePath"),yt=Symbol("mkdir"),O=Symbol("onError"),Ri=Symbol("pending"),kr=Symbol("pend"),$t=Symbol("unpend"),gs=Symbol("ended"),bs=Symbol("maybeClose"),Ls=Symbol("skip"),ge=Symbol("doChown"),be=Symbol("uid"),_e=Symbol("gid"),Oe=Symbol("checkedCwd"),fo=process.env.TESTING_TAR_FAKE_PLATFORM||process.platform,Te=fo==="win32",uo=1024,mo=(s,t)=>{if(!Te)return external_node_fs_namespaceObject.unlink(s,t);let e=s+".DELETE."+(0,external_node_crypto_.randomBytes)(16).toString("hex");external_node_fs_namespaceObject.rename(s,e,i=>{if(i)return t(i);external_node_fs_namespaceObject.unlink(e,t)})},po=s=>{if(!Te)return external_node_fs_namespaceObject.unlinkSync(s);let t=s+".DELETE."+(0,external_node_crypto_.randomBytes)(16).toString("hex");external_node_fs_namespaceObject.renameSync(s,t),external_node_fs_namespaceObject.unlinkSync(t)},vr=(s,t,e)=>s!==void 0&&s===s>>>0?s:t!==void 0&&t===t>>>0?t:e,Xt=class extends rt{[gs]=!1;[Oe]=!1;[Ri]=0;reservations=new yi;transform;writable=!0;readable=!1;uid;gid;setOwner;preserveOwner;processGid;processUid;maxDepth;forceChown;win32;newer;keep;noMtime;preservePaths;unlink;cwd;strip;processUmask;umask;dmode;fmode;chmod;constructor(t={}){if(t.ondone=()=>{this[gs]=!0,this[bs]()},super(t),this.transform=t.transform,this.chmod=!!t.chmod,typeof t.uid=="number"||typeof t.gid=="number"){if(typeof t.uid!="number"||typeof t.gid!="number")throw new TypeError("cannot set owner without number uid and gid");if(t.preserveOwner)throw new TypeError("cannot preserve owner in archive and also set owner explicitly");this.uid=t.uid,this.gid=t.gid,this.setOwner=!0}else this.uid=void 0,this.gid=void 0,this.setOwner=!1;this.preserveOwner=t.preserveOwner===void 0&&typeof t.uid!="number"?process.getuid?.()===0:!!t.preserveOwner,this.processUid=(this.preserveOwner||this.setOwner)&&process.getuid?process.getuid():void 0,this.processGid=(this.preserveOwner||this.setOwner)&&process.getgid?process.getgid():void 0,this.maxDepth=typeof t.maxDepth=="number"?t.maxDepth:uo,this.forceChown=t.forceChown===!0,this.win32=!!t.win32||Te,this.newer=!!t.newer,this.keep=!!t.keep,this.noMtime=!!t.noMtime,this.preservePaths=!!t.preservePaths,this.unlink=!!t.unlink,this.cwd=f(external_node_path_namespaceObject.resolve(t.cwd||process.cwd())),this.strip=Number(t.strip)||0,this.processUmask=this.chmod?typeof t.processUmask=="number"?t.processUmask:Lr():0,this.umask=typeof t.umask=="number"?t.umask:this.processUmask,this.dmode=t.dmode||511&~this.umask,this.fmode=t.fmode||438&~this.umask,this.on("entry",e=>this[Dr](e))}warn(t,e,i={}){return(t==="TAR_BAD_ARCHIVE"||t==="TAR_ABORT")&&(i.recoverable=!1),super.warn(t,e,i)}[bs](){this[gs]&&this[Ri]===0&&(this.emit("prefinish"),this.emit("finish"),this.emit("end"))}[Rs](t,e){let i=t[e],{type:r}=t;if(!i||this.preservePaths)return!0;let[n,o]=ce(i),h=o.replaceAll(/\\/g,"/").split("/");if(h.includes("..")||Te&&/^[a-z]:\.\.$/i.test(h[0]??"")){if(e==="path"||r==="Link")return this.warn("TAR_ENTRY_ERROR",`${e} contains '..'`,{entry:t,[e]:i}),!1;let a=external_node_path_namespaceObject.posix.dirname(t.path),l=external_node_path_namespaceObject.posix.normalize(external_node_path_namespaceObject.posix.join(a,h.join("/")));if(l.startsWith("../")||l==="..")return this.warn("TAR_ENTRY_ERROR",`${e} escapes extraction directory`,{entry:t,[e]:i}),!1}return n&&(t[e]=String(o),this.warn("TAR_ENTRY_INFO",`stripping ${n} from absolute ${e}`,{entry:t,[e]:i})),!0}[Fr](t){let e=f(t.path),i=e.split("/");if(this.strip){if(i.length<this.strip)return!1;if(t.type==="Link"){let r=f(String(t.linkpath)).split("/");if(r.length>=this.strip)t.linkpath=r.slice(this.strip).join("/");else return!1}i.splice(0,this.strip),t.path=i.join("/")}if(isFinite(this.maxDepth)&&i.length>this.maxDepth)return this.warn("TAR_ENTRY_ERROR","path excessively deep",{entry:t,path:e,depth:i.length,maxDepth:this.maxDepth}),!1;if(!this[Rs](t,"path")||!this[Rs](t,"linkpath"))return!1;if(t.absolute=external_node_path_namespaceObject.isAbsolute(t.path)?f(external_node_path_namespaceObject.resolve(t.path)):f(external_node_path_namespaceObject.resolve(this.cwd,t.path)),!this.preservePaths&&typeof t.absolute=="string"&&t.absolute.indexOf(this.cwd+"/")!==0&&t.absolute!==this.cwd)return this.warn("TAR_ENTRY_ERROR","path escaped extraction target",{entry:t,path:f(t.path),resolvedPath:t.absolute,cwd:this.cwd}),!1;if(t.absolute===this.cwd&&t.type!=="Directory"&&t.type!=="GNUDumpDir")return!1;if(this.win32){let{root:r}=external_node_path_namespaceObject.win32.parse(String(t.absolute));t.absolute=r+ts(String(t.absolute).slice(r.length));let{root:n}=external_node_path_namespaceObject.win32.parse(t.path);t.path=n+ts(t.path.slice(n.length))}return!0}[Dr](t){if(!this[Fr](t))return t.resume();switch(external_node_assert_.equal(typeof t.absolute,"string"),t.type){case"Directory":case"GNUDumpDir":t.mode&&(t.mode=t.mode|448);case"File":case"OldFile":case"ContiguousFile":case"Link":case"SymbolicLink":return this[_s](t);default:return this[Cr](t)}}[O](t,e){t.name==="CwdError"?this.emit("error",t):(this.warn("TAR_ENTRY_ERROR",t,{entry:e}),this[$t](),e.resume())}[yt](t,e,i){gr(f(t),{uid:this.uid,gid:this.gid,processUid:this.processUid,processGid:this.processGid,umask:this.processUmask,preserve:this.preservePaths,unlink:this.unlink,cwd:this.cwd,mode:e},i)}[ge](t){return this.forceChown||this.preserveOwner&&(typeof t.uid=="number"&&t.uid!==this.processUid||typeof t.gid=="number"&&t.gid!==this.processGid)||typeof this.uid=="number"&&this.uid!==this.processUid||typeof this.gid=="number"&&this.gid!==this.processGid}[be](t){return vr(this.uid,t.uid,this.processUid)}[_e](t){return vr(this.gid,t.gid,this.processGid)}[Ts](t,e){let i=typeof t.mode=="number"?t.mode&4095:this.fmode,r=new et(String(t.absolute),{flags:ms(t.size),mode:i,autoClose:!1});r.on("error",a=>{r.fd&&external_node_fs_namespaceObject.close(r.fd,()=>{}),r.write=()=>!0,this[O](a,t),e()});let n=1,o=a=>{if(a){r.fd&&external_node_fs_namespaceObject.close(r.fd,()=>{}),this[O](a,t),e();return}--n===0&&r.fd!==void 0&&external_node_fs_namespaceObject.close(r.fd,l=>{l?this[O](l,t):this[$t](),e()})};r.on("finish",()=>{let a=String(t.absolute),l=r.fd;if(typeof l=="number"&&t.mtime&&!this.noMtime){n++;let c=t.atime||new Date,d=t.mtime;external_node_fs_namespaceObject.futimes(l,c,d,y=>y?external_node_fs_namespaceObject.utimes(a,c,d,T=>o(T&&y)):o())}if(typeof l=="number"&&this[ge](t)){n++;let c=this[be](t),d=this[_e](t);typeof c=="number"&&typeof d=="number"&&external_node_fs_namespaceObject.fchown(l,c,d,y=>y?external_node_fs_namespaceObject.chown(a,c,d,T=>o(T&&y)):o())}o()});let h=this.transform&&this.transform(t)||t;h!==t&&(h.on("error",a=>{this[O](a,t),e()}),t.pipe(h)),h.pipe(r)}[xs](t,e){let i=typeof t.mode=="number"?t.mode&4095:this.dmode;this[yt](String(t.absolute),i,r=>{if(r){this[O](r,t),e();return}let n=1,o=()=>{--n===0&&(e(),this[$t](),t.resume())};t.mtime&&!this.noMtime&&(n++,external_node_fs_namespaceObject.utimes(String(t.absolute),t.atime||new Date,t.mtime,o)),this[ge](t)&&(n++,external_node_fs_namespaceObject.chown(String(t.absolute),Number(this[be](t)),Number(this[_e](t)),o)),o()})}[Cr](t){t.unsupported=!0,this.warn("TAR_ENTRY_UNSUPPORTED",`unsupported entry type: ${t.type}`,{entry:t}),t.resume()}[Ar](t,e){let i=f(external_node_path_namespaceObject.relative(this.cwd,external_node_path_namespaceObject.resolve(external_node_path_namespaceObject.dirname(String(t.absolute)),String(t.linkpath)))).split("/");this[Re](t,this.cwd,i,()=>this[gi](t,String(t.linkpath),"symlink",e),r=>{this[O](r,t),e()})}[Ir](t,e){let i=f(external_node_path_namespaceObject.resolve(this.cwd,String(t.linkpath))),r=f(String(t.linkpath)).split("/");this[Re](t,this.cwd,r,()=>this[gi](t,i,"link",e),n=>{this[O](n,t),e()})}[Re](t,e,i,r,n){let o=i.shift();if(this.preservePaths||o===void 0)return r();let h=external_node_path_namespaceObject.resolve(e,o);external_node_fs_namespaceObject.lstat(h,(a,l)=>{if(a)return r();if(l?.isSymbolicLink())return n(new St(h,external_node_path_namespaceObject.resolve(h,i.join("/"))));this[Re](t,h,i,r,n)})}[kr](){this[Ri]++}[$t](){this[Ri]--,this[bs]()}[Ls](t){this[$t](),t.resume()}[Os](t,e){return t.type==="File"&&!this.unlink&&e.isFile()&&e.nlink<=1&&!Te}[_s](t){this[kr]();let e=[t.path];t.linkpath&&e.push(t.linkpath),this.reservations.reserve(e,i=>this[Nr](t,i))}[Nr](t,e){let i=h=>{e(h)},r=()=>{this[yt](this.cwd,this.dmode,h=>{if(h){this[O](h,t),i();return}this[Oe]=!0,n()})},n=()=>{if(t.absolute!==this.cwd){let h=f(external_node_path_namespaceObject.dirname(String(t.absolute)));if(h!==this.cwd)return this[yt](h,this.dmode,a=>{if(a){this[O](a,t),i();return}o()})}o()},o=()=>{external_node_fs_namespaceObject.lstat(String(t.absolute),(h,a)=>{if(a&&(this.keep||this.newer&&a.mtime>(t.mtime??a.mtime))){this[Ls](t),i();return}if(h||this[Os](t,a))return this[P](null,t,i);if(a.isDirectory()){if(t.type==="Directory"){let l=this.chmod&&t.mode&&(a.mode&4095)!==t.mode,c=d=>this[P](d??null,t,i);return l?external_node_fs_namespaceObject.chmod(String(t.absolute),Number(t.mode),c):c()}if(t.absolute!==this.cwd)return external_node_fs_namespaceObject.rmdir(String(t.absolute),l=>this[P](l??null,t,i))}if(t.absolute===this.cwd)return this[P](null,t,i);mo(String(t.absolute),l=>this[P](l??null,t,i))})};this[Oe]?n():r()}[P](t,e,i){if(t){this[O](t,e),i();return}switch(e.type){case"File":case"OldFile":case"ContiguousFile":return this[Ts](e,i);case"Link":return this[Ir](e,i);case"SymbolicLink":return this[Ar](e,i);case"Directory":case"GNUDumpDir":return this[xs](e,i)}}[gi](t,e,i,r){external_node_fs_namespaceObject[i](e,String(t.absolute),n=>{n?this[O](n,t):(this[$t](),t.resume()),r()})}},ye=s=>{try{return[null,s()]}catch(t){return[t,null]}},xe=class extends Xt{sync=!0;[P](t,e){return super[P](t,e,()=>{})}[_s](t){if(!this[Oe]){let n=this[yt](this.cwd,this.dmode);if(n)return this[O](n,t);this[Oe]=!0}if(t.absolute!==this.cwd){let n=f(external_node_path_namespaceObject.dirname(String(t.absolute)));if(n!==this.cwd){let o=this[yt](n,this.dmode);if(o)return this[O](o,t)}}let[e,i]=ye(()=>external_node_fs_namespaceObject.lstatSync(String(t.absolute)));if(i&&(this.keep||this.newer&&i.mtime>(t.mtime??i.mtime)))return this[Ls](t);if(e||this[Os](t,i))return this[P](null,t);if(i.isDirectory()){if(t.type==="Directory"){let o=this.chmod&&t.mode&&(i.mode&4095)!==t.mode,[h]=o?ye(()=>{external_node_fs_namespaceObject.chmodSync(String(t.absolute),Number(t.mode))}):[];return this[P](h,t)}let[n]=ye(()=>external_node_fs_namespaceObject.rmdirSync(String(t.absolute)));this[P](n,t)}let[r]=t.absolute===this.cwd?[]:ye(()=>po(String(t.absolute)));this[P](r,t)}[Ts](t,e){let i=typeof t.mode=="number"?t.mode&4095:this.fmode,r=h=>{let a;try{external_node_fs_namespaceObject.closeSync(n)}catch(l){a=l}(h||a)&&this[O](h||a,t),e()},n;try{n=external_node_fs_namespaceObject.openSync(String(t.absolute),ms(t.size),i)}catch(h){return r(h)}let o=this.transform&&this.transform(t)||t;o!==t&&(o.on("error",h=>this[O](h,t)),t.pipe(o)),o.on("data",h=>{try{external_node_fs_namespaceObject.writeSync(n,h,0,h.length)}catch(a){r(a)}}),o.on("end",()=>{let h=null;if(t.mtime&&!this.noMtime){let a=t.atime||new Date,l=t.mtime;try{external_node_fs_namespaceObject.futimesSync(n,a,l)}catch(c){try{external_node_fs_namespaceObject.utimesSync(String(t.absolute),a,l)}catch{h=c}}}if(this[ge](t)){let a=this[be](t),l=this[_e](t);try{external_node_fs_namespaceObject.fchownSync(n,Number(a),Number(l))}catch(c){try{external_node_fs_namespaceObject.chownSync(String(t.absolute),Number(a),Number(l))}catch{h=h||c}}}r(h)})}[xs](t,e){let i=typeof t.mode=="number"?t.mode&4095:this.dmode,r=this[yt](String(t.absolute),i);if(r){this[O](r,t),e();return}if(t.mtime&&!this.noMtime)try{external_node_fs_namespaceObject.utimesSync(String(t.absolute),t.atime||new Date,t.mtime)}catch{}if(this[ge](t))try{external_node_fs_namespaceObject.chownSync(String(t.absolute),Number(this[be](t)),Number(this[_e](t)))}catch{}e(),t.resume()}[yt](t,e){try{return _r(f(t),{uid:this.uid,gid:this.gid,processUid:this.processUid,processGid:this.processGid,umask:this.processUmask,preserve:this.preservePaths,unlink:this.unlink,cwd:this.cwd,mode:e})}catch(i){return i}}[Re](t,e,i,r,n){if(this.preservePaths||i.length===0)return r();let o=e;for(let h of i){o=external_node_path_namespaceObject.resolve(o,h);let[a,l]=ye(()=>external_node_fs_namespaceObject.lstatSync(o));if(a)return r();if(l.isSymbolicLink())return n(new St(o,external_node_path_namespaceObject.resolve(e,i.join("/"))))}r()}[gi](t,e,i,r){let n=`${i}Sync`;try{external_node_fs_namespaceObject[n](e,String(t.absolute)),r(),t.resume()}catch(o){return this[O](o,t)}}};var Eo=s=>{let t=new xe(s),e=s.file,i=external_node_fs_namespaceObject.statSync(e),r=s.maxReadSize||16*1024*1024;new Be(e,{readSize:r,size:i.size}).pipe(t)},wo=(s,t)=>{let e=new Xt(s),i=s.maxReadSize||16*1024*1024,r=s.file;return new Promise((o,h)=>{e.on("error",h),e.on("close",o),external_node_fs_namespaceObject.stat(r,(a,l)=>{if(a)h(a);else{let c=new _t(r,{readSize:i,size:l.size});c.on("error",h),c.pipe(e)}})})},So=K(Eo,wo,s=>new xe(s),s=>new Xt(s),(s,t)=>{t?.length&&Qi(s,t)});var yo=(s,t)=>{let e=new kt(s),i=!0,r,n;try{try{r=external_node_fs_namespaceObject.openSync(s.file,"r+")}catch(a){if(a?.code==="ENOENT")r=external_node_fs_namespaceObject.openSync(s.file,"w+");else throw a}let o=external_node_fs_namespaceObject.fstatSync(r),h=Buffer.alloc(512);t:for(n=0;n<o.size;n+=512){for(let c=0,d=0;c<512;c+=d){if(d=external_node_fs_namespaceObject.readSync(r,h,c,h.length-c,n+c),n===0&&h[0]===31&&h[1]===139)throw new Error("cannot append to compressed archives");if(!d)break t}let a=new F(h);if(!a.cksumValid)break;let l=512*Math.ceil((a.size||0)/512);if(n+l+512>o.size)break;n+=l,s.mtimeCache&&a.mtime&&s.mtimeCache.set(String(a.path),a.mtime)}i=!1,Ro(s,e,n,r,t)}finally{if(i)try{external_node_fs_namespaceObject.closeSync(r)}catch{}}},Ro=(s,t,e,i,r)=>{let n=new Wt(s.file,{fd:i,start:e});t.pipe(n),bo(t,r)},go=(s,t)=>{t=Array.from(t);let e=new wt(s),i=(n,o,h)=>{let a=(T,D)=>{T?external_node_fs_namespaceObject.close(n,E=>h(T)):h(null,D)},l=0;if(o===0)return a(null,0);let c=0,d=Buffer.alloc(512),y=(T,D)=>{if(T||D===void 0)return a(T);if(c+=D,c<512&&D)return external_node_fs_namespaceObject.read(n,d,c,d.length-c,l+c,y);if(l===0&&d[0]===31&&d[1]===139)return a(new Error("cannot append to compressed archives"));if(c<512)return a(null,l);let E=new F(d);if(!E.cksumValid)return a(null,l);let x=512*Math.ceil((E.size??0)/512);if(l+x+512>o||(l+=x+512,l>=o))return a(null,l);s.mtimeCache&&E.mtime&&s.mtimeCache.set(String(E.path),E.mtime),c=0,external_node_fs_namespaceObject.read(n,d,0,512,l,y)};external_node_fs_namespaceObject.read(n,d,0,512,l,y)};return new Promise((n,o)=>{e.on("error",o);let h="r+",a=(l,c)=>{if(l&&l.code==="ENOENT"&&h==="r+")return h="w+",external_node_fs_namespaceObject.open(s.file,h,a);if(l||!c)return o(l);external_node_fs_namespaceObject.fstat(c,(d,y)=>{if(d)return external_node_fs_namespaceObject.close(c,()=>o(d));i(c,y.size,(T,D)=>{if(T)return o(T);let E=new et(s.file,{fd:c,start:D});e.pipe(E),E.on("error",o),E.on("close",n),_o(e,t)})})};external_node_fs_namespaceObject.open(s.file,h,a)})},bo=(s,t)=>{t.forEach(e=>{e.charAt(0)==="@"?Ct({file:external_node_path_namespaceObject.resolve(s.cwd,e.slice(1)),sync:!0,noResume:!0,onReadEntry:i=>s.add(i)}):s.add(e)}),s.end()},_o=async(s,t)=>{for(let e of t)e.charAt(0)==="@"?await Ct({file:external_node_path_namespaceObject.resolve(String(s.cwd),e.slice(1)),noResume:!0,onReadEntry:i=>s.add(i)}):s.add(e);s.end()},vt=K(yo,go,()=>{throw new TypeError("file is required")},()=>{throw new TypeError("file is required")},(s,t)=>{if(!Bs(s))throw new TypeError("file is required");if(s.gzip||s.brotli||s.zstd||s.file.endsWith(".br")||s.file.endsWith(".tbr"))throw new TypeError("cannot append to compressed archives");if(!t?.length)throw new TypeError("no paths specified to add/replace")});var Oo=K(vt.syncFile,vt.asyncFile,vt.syncNoFile,vt.asyncNoFile,(s,t=[])=>{vt.validate?.(s,t),To(s)}),To=s=>{let t=s.filter;s.mtimeCache||(s.mtimeCache=new Map),s.filter=t?(e,i)=>t(e,i)&&!((s.mtimeCache?.get(e)??i.mtime??0)>(i.mtime??0)):(e,i)=>!((s.mtimeCache?.get(e)??i.mtime??0)>(i.mtime??0))};
 //# sourceMappingURL=index.min.js.map
 
 ;// CONCATENATED MODULE: ./src/stages/source.ts
@@ -75047,7 +75173,7 @@ const MAX_LINK_HOPS = 40;
  * (.env, .venv, .metalship, ...) are the app's secrets and metalship's own.
  */
 async function linkProblem(root, rel, sharedPaths) {
-    const target = await (0,promises_namespaceObject.readlink)((0,external_node_path_namespaceObject.join)(root, rel));
+    const target = await (0,external_node_fs_promises_namespaceObject.readlink)((0,external_node_path_namespaceObject.join)(root, rel));
     if (target.startsWith('/'))
         return `is a link to the absolute path ${target}`;
     const at = rel.split('/').slice(0, -1);
@@ -75079,7 +75205,7 @@ async function linkProblem(root, rel, sharedPaths) {
         }
         let st;
         try {
-            st = await (0,promises_namespaceObject.lstat)((0,external_node_path_namespaceObject.join)(root, path));
+            st = await (0,external_node_fs_promises_namespaceObject.lstat)((0,external_node_path_namespaceObject.join)(root, path));
         }
         catch {
             // A directory the host makes to hold a shared path; else missing there too, a link to nowhere.
@@ -75090,7 +75216,7 @@ async function linkProblem(root, rel, sharedPaths) {
         if (st.isSymbolicLink()) {
             if (++hops > MAX_LINK_HOPS)
                 return 'is a loop of links';
-            const next = await (0,promises_namespaceObject.readlink)((0,external_node_path_namespaceObject.join)(root, path));
+            const next = await (0,external_node_fs_promises_namespaceObject.readlink)((0,external_node_path_namespaceObject.join)(root, path));
             if (next.startsWith('/'))
                 return `leads through ${path}, a link to the absolute path ${next}`;
             at.pop();
@@ -75104,12 +75230,12 @@ async function linkProblem(root, rel, sharedPaths) {
 }
 async function buildManifest(sourceDir, exclude, sharedPaths = []) {
     const root = (0,external_node_path_namespaceObject.resolve)(sourceDir);
-    const realRoot = await (0,promises_namespaceObject.realpath)(root);
+    const realRoot = await (0,external_node_fs_promises_namespaceObject.realpath)(root);
     const manifest = { files: [], links: [] };
     const excluded = (rel) => rel.split('/').some((part) => ALWAYS_EXCLUDED.includes(part)) ||
         exclude.some((p) => minimatch(rel, p, { dot: true }) || minimatch(rel, p.replace(/\/+$/, '') + '/**', { dot: true }));
     async function walk(dir) {
-        const names = await (0,promises_namespaceObject.readdir)(dir);
+        const names = await (0,external_node_fs_promises_namespaceObject.readdir)(dir);
         names.sort((a, b) => a.localeCompare(b));
         for (const name of names) {
             const abs = (0,external_node_path_namespaceObject.join)(dir, name);
@@ -75117,12 +75243,12 @@ async function buildManifest(sourceDir, exclude, sharedPaths = []) {
             if (excluded(rel))
                 continue;
             // lstat, not readdir's types: those can be unknown, and a link is never followed here.
-            const st = await (0,promises_namespaceObject.lstat)(abs);
+            const st = await (0,external_node_fs_promises_namespaceObject.lstat)(abs);
             if (st.isSymbolicLink()) {
                 const problem = (await linkProblem(root, rel, sharedPaths)) ?? (await outsideOnRunner(abs));
                 if (problem)
                     throw new Error(`source file ${rel} ${problem}: links must stay inside the source; remove it or exclude it`);
-                manifest.links.push([rel, await (0,promises_namespaceObject.readlink)(abs)]);
+                manifest.links.push([rel, await (0,external_node_fs_promises_namespaceObject.readlink)(abs)]);
             }
             else if (st.isDirectory()) {
                 await walk(abs);
@@ -75138,7 +75264,7 @@ async function buildManifest(sourceDir, exclude, sharedPaths = []) {
     }
     /** The runner's own answer (realpath) for a link that resolves here: it must end inside the source. */
     async function outsideOnRunner(abs) {
-        const real = await (0,promises_namespaceObject.realpath)(abs).catch(() => null);
+        const real = await (0,external_node_fs_promises_namespaceObject.realpath)(abs).catch(() => null);
         if (real === null || real === realRoot || real.startsWith(realRoot + external_node_path_namespaceObject.sep))
             return null;
         return `leads outside the source directory (to ${real})`;
@@ -75156,7 +75282,7 @@ async function packFile(root, entry, write) {
     if (mode !== 0o644 && mode !== 0o755)
         throw new Error(`cannot pack ${path} with mode ${modeText}`);
     // O_NOFOLLOW: a link put in its place is refused; O_NONBLOCK: a FIFO cannot hang the open.
-    const fh = await (0,promises_namespaceObject.open)((0,external_node_path_namespaceObject.join)(root, path), external_node_fs_namespaceObject.constants.O_RDONLY | external_node_fs_namespaceObject.constants.O_NOFOLLOW | external_node_fs_namespaceObject.constants.O_NONBLOCK).catch((err) => {
+    const fh = await (0,external_node_fs_promises_namespaceObject.open)((0,external_node_path_namespaceObject.join)(root, path), external_node_fs_namespaceObject.constants.O_RDONLY | external_node_fs_namespaceObject.constants.O_NOFOLLOW | external_node_fs_namespaceObject.constants.O_NONBLOCK).catch((err) => {
         throw ['ELOOP', 'ENOENT', 'ENOTDIR'].includes(err.code ?? '') ? changed() : err;
     });
     try {
@@ -75248,7 +75374,7 @@ async function venvKey(sourceDir, requirements, parts, manifest) {
             seen.add(file);
             let text;
             try {
-                text = await (0,promises_namespaceObject.readFile)((0,external_node_path_namespaceObject.join)(sourceDir, file), 'utf8');
+                text = await (0,external_node_fs_promises_namespaceObject.readFile)((0,external_node_path_namespaceObject.join)(sourceDir, file), 'utf8');
             }
             catch {
                 throw new Error(`the requirements file ${file} does not exist in ${sourceDir} (set requirements: '' for none)`);
@@ -75290,12 +75416,13 @@ async function venvKey(sourceDir, requirements, parts, manifest) {
 
 
 
+
 /** UTC YYYYMMDD_HHMMSS, the standard's release directory name. */
 function timestampId(date = new Date()) {
     const p = (n) => String(n).padStart(2, '0');
     return `${date.getUTCFullYear()}${p(date.getUTCMonth() + 1)}${p(date.getUTCDate())}_${p(date.getUTCHours())}${p(date.getUTCMinutes())}${p(date.getUTCSeconds())}`;
 }
-function metadata(releaseId, s, manifest) {
+function metadata(releaseId, settings, manifest) {
     const e = process.env;
     return {
         id: releaseId,
@@ -75308,33 +75435,35 @@ function metadata(releaseId, s, manifest) {
         created: new Date().toISOString(),
         created_epoch: Date.now() / 1000,
         files: manifest.files.length,
-        requirements: s.requirements,
+        requirements: settings.requirements,
     };
 }
-async function releaseOnHost(host, releaseId, s, manifest, key, log) {
+async function releaseOnHost(host, releaseId, settings, manifest, key, log) {
     const started = Date.now();
-    const l = host.layout;
-    const prepared = await host.conn.run(prepareScript({ layout: l, releaseId, user: s['app-user'], sharedPaths: s['shared-paths'] }), {
+    const layout = host.layout;
+    const prepare = prepareStep({ layout: layout, releaseId, user: settings['app-user'], sharedPaths: settings['shared-paths'] }, manifest);
+    const answer = await host.conn.run(prepare.script, {
         input: Buffer.from(JSON.stringify(manifest)),
-        what: 'preparing the release directory',
+        what: prepare.what,
     });
     try {
-        const { previous, ...staged } = parsePrepared(prepared.stdout, manifest);
-        const tarball = await packFiles(s.source, manifest, staged.need);
-        await host.conn.run(buildScript({
-            layout: l,
+        // Read here, not by conn.step: a host's unusable answer marks its release failed too.
+        const { previous, ...staged } = prepare.parse(answer.stdout);
+        const tarball = await packFiles(settings.source, manifest, staged.need);
+        await host.conn.step(buildStep({
+            layout: layout,
             releaseId,
-            user: s['app-user'],
+            user: settings['app-user'],
             hasUpload: tarball.length > 0,
-            python: s.python,
+            python: settings.python,
             venvKey: key,
-            requirements: s.requirements,
-            pipArgs: s['pip-args'],
-            systemSitePackages: s['system-site-packages'],
-            sharedPaths: s['shared-paths'],
-            importCheck: s['import-check'] ? s['app-module'] : null,
-            metadata: metadata(releaseId, s, manifest),
-        }), { input: tarball, stream: true, what: `building release ${releaseId}` });
+            requirements: settings.requirements,
+            pipArgs: settings['pip-args'],
+            systemSitePackages: settings['system-site-packages'],
+            sharedPaths: settings['shared-paths'],
+            importCheck: settings['import-check'] ? settings['app-module'] : null,
+            metadata: metadata(releaseId, settings, manifest),
+        }), { input: tarball, stream: true });
         return {
             previous,
             bytesUploaded: tarball.length,
@@ -75344,66 +75473,33 @@ async function releaseOnHost(host, releaseId, s, manifest, key, log) {
         };
     }
     catch (err) {
-        const reason = err instanceof Error ? err.message : String(err);
+        const reason = errorMessage(err);
         await host.conn
-            .run(markScript(l, releaseId, 'failed', reason))
+            .step(markStep(layout, releaseId, 'failed', reason))
             .catch((e) => log.warn(`could not mark ${releaseId} failed on ${host.spec.label}: ${e}`));
         throw err;
     }
-}
-/**
- * What prepareScript printed: the previous release and the files the host
- * still needs. The host writes it, so a compromised host writes it too: it must
- * never choose what the runner reads and sends, so every path must be a file
- * of the manifest, once, or nothing is sent.
- */
-function parsePrepared(stdout, manifest) {
-    const previous = /^PREVIOUS (.*)$/m.exec(stdout)?.[1]?.trim() ?? '';
-    if (previous && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/.test(previous))
-        throw new Error(`the host named its current release ${JSON.stringify(previous.slice(0, 100))}, not a release id`);
-    let answer;
-    try {
-        answer = JSON.parse(stdout.trim().split('\n').pop() ?? '');
-    }
-    catch {
-        answer = null;
-    }
-    const { need, reused } = (answer ?? {});
-    if (!Array.isArray(need) || typeof reused !== 'number' || !Number.isInteger(reused))
-        throw new Error('the host did not answer which files it needs ({"need": [paths], "reused": n} expected); nothing was sent to it');
-    const files = new Set(manifest.files.map((f) => f[0]));
-    const seen = new Set();
-    for (const p of need) {
-        if (typeof p !== 'string' || !files.has(p))
-            throw new Error(`the host asked for ${JSON.stringify(p)}, which is not a file of the manifest: refused, nothing was sent to it`);
-        if (seen.has(p))
-            throw new Error(`the host asked for ${JSON.stringify(p)} twice: refused, nothing was sent to it`);
-        seen.add(p);
-    }
-    if (reused !== files.size - seen.size)
-        throw new Error(`the host claims to reuse ${reused} files and to need ${seen.size} of ${files.size}: refused, nothing was sent to it`);
-    return { previous, need: [...seen], reused };
 }
 /**
  * Reads the source on the runner. Called before any host is contacted, so a
  * source that cannot be sent (a link out of the tree, a special file) fails
  * with nothing changed anywhere.
  */
-async function readSource(s) {
-    const manifest = await buildManifest(s.source, s.exclude, s['shared-paths']);
-    const key = await venvKey(s.source, s.requirements, [s.python, ...s['pip-args'], String(s['system-site-packages'])], manifest);
+async function readSource(settings) {
+    const manifest = await buildManifest(settings.source, settings.exclude, settings['shared-paths']);
+    const key = await venvKey(settings.source, settings.requirements, [settings.python, ...settings['pip-args'], String(settings['system-site-packages'])], manifest);
     return { manifest, key };
 }
-async function releaseStage(hosts, s, { manifest, key }, log) {
-    const base = s['release-id'] || timestampId();
+async function releaseStage(hosts, settings, { manifest, key }, log) {
+    const base = settings['release-id'] || timestampId();
     for (let attempt = 0; attempt < 5; attempt++) {
         const releaseId = attempt === 0 ? base : `${base}_${attempt + 1}`;
-        const results = await log.group(`Release ${releaseId} on ${hosts.length} host(s)`, () => onEachHost(hosts, (h) => releaseOnHost(h, releaseId, s, manifest, key, log)));
+        const results = await log.group(`Release ${releaseId} on ${hosts.length} host(s)`, () => onEachHost(hosts, (h) => releaseOnHost(h, releaseId, settings, manifest, key, log)));
         const taken = results.some((r) => !r.ok && r.error?.includes(`exit code ${RELEASE_EXISTS_EXIT}`));
-        if (taken && !s['release-id']) {
+        if (taken && !settings['release-id']) {
             // The id is taken on some host: give back what we claimed and try the next name.
             await Promise.all(hosts.map((h, i) => results[i]?.ok
-                ? h.conn.run(markScript(h.layout, releaseId, 'failed', 'release id taken on another host'))
+                ? h.conn.step(markStep(h.layout, releaseId, 'failed', 'release id taken on another host'))
                 : null));
             continue;
         }
@@ -75416,10 +75512,10 @@ async function releaseStage(hosts, s, { manifest, key }, log) {
 
 
 
-async function release(s, log) {
-    const source = await readSource(s);
-    return withHosts(s, log, 'release', async (hosts) => {
-        const out = await releaseStage(hosts, s, source, log);
+async function release(settings, log) {
+    const source = await readSource(settings);
+    return withHosts(settings, log, 'release', async (hosts) => {
+        const out = await releaseStage(hosts, settings, source, log);
         const failed = out.results.filter((r) => !r.ok);
         return {
             outputs: {
@@ -75451,53 +75547,57 @@ const run = () => runAction('release', release);
 
 
 
+
 const MIGRATE_LOCK_EXIT = 76;
 const MIGRATION_FAILED_EXIT = 77;
 /** The shell fragments every migration script shares: the tool, the app runner, the database client. */
-function prelude(s) {
-    const l = s.layout;
-    const rel = l.release(s.releaseId);
-    return sh_script(pyToolDefinition(), sh_sh `rel=${rel}`, sh_sh `status=$(cat "$rel/.metalship/status" 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ] || [ ! -x "$rel/.venv/bin/python" ]; then echo "release ${s.releaseId} is $status on this host, not a complete release" >&2; exit 1; fi`, sh_sh `run_app() { mstool_as ${s.user} exec "$rel" ${l.env} "$@"; }`, 
+function prelude(settings) {
+    const layout = settings.layout;
+    const rel = layout.release(settings.releaseId);
+    return sh_script(pyToolDefinition(), sh_sh `rel=${rel}`, sh_sh `status=$(cat "$rel/.metalship/status" 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ] || [ ! -x "$rel/.venv/bin/python" ]; then echo "release ${settings.releaseId} is $status on this host, not a complete release" >&2; exit 1; fi`, sh_sh `run_app() { mstool_as ${settings.user} exec "$rel" ${layout.env} "$@"; }`, 
     // psql and pg_dump run as the app user, with DATABASE_URL from its .env in
     // their environment: never on a command line, and peer-auth URLs work.
-    sh_sh `pg_app() { mstool_as ${s.user} pg-exec ${l.env} "$@"; }`, 
+    sh_sh `pg_app() { mstool_as ${settings.user} pg-exec ${layout.env} "$@"; }`, 
     // The revision is the first word of the last line the revision command prints (alembic current: "0002 (head)").
-    sh_sh `revision() { { run_app ${s.revisionCommand} 2>/dev/null || true; } | awk 'NF { last = $1 } END { print last }'; }`);
+    sh_sh `revision() { { run_app ${settings.revisionCommand} 2>/dev/null || true; } | awk 'NF { last = $1 } END { print last }'; }`);
 }
 /** Takes the app's migration advisory lock in a psql session that lives until the script ends. */
-function advisoryLock(s) {
-    const key = `metalship-migrate:${s.layout.app}`;
+function advisoryLock(settings) {
+    const key = `metalship-migrate:${settings.layout.app}`;
     const holderQuery = sh_sh `SELECT a.application_name || ' (pid ' || a.pid || ', since ' || to_char(a.backend_start, 'YYYY-MM-DD HH24:MI:SS TZ') || ')' FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND a.application_name LIKE 'metalship-migrate%' LIMIT 1`;
-    return sh_script(sh_sh `holder=$(pg_app psql -qAtX -c ${holderQuery} 2>/dev/null || true)`, sh_sh `if [ -n "$holder" ]; then echo "waiting for the migration lock ${key}, held by $holder"; fi`, sh_sh `coproc LOCK { export PGAPPNAME=${`metalship-migrate ${s.releaseId} by ${s.actor}`.slice(0, 63)}; pg_app psql -qAtX -v ON_ERROR_STOP=1 2>&1; }`, sh_sh `printf '%s\n' ${`SET lock_timeout = '${s.lockTimeout}s';`} ${`SELECT 'LOCKED' FROM pg_advisory_lock(hashtext('${key}'));`} >&"\${LOCK[1]}"`, 'IFS= read -r locked <&"${LOCK[0]}" || locked=""', 'case "$locked" in', '  LOCKED) ;;', '  *"lock timeout"*)', sh_sh `    echo "another migration of ${s.layout.app} holds the lock ${key} and did not finish within ${s.lockTimeout} s: \${holder:-unknown holder}" >&2`, `    exit ${MIGRATE_LOCK_EXIT} ;;`, '  *)', '    echo "could not reach the database in DATABASE_URL to take the migration lock: ${locked:-no answer}" >&2', '    exit 1 ;;', 'esac', sh_sh `echo "took the migration lock ${key}"`);
+    return sh_script(sh_sh `holder=$(pg_app psql -qAtX -c ${holderQuery} 2>/dev/null || true)`, sh_sh `if [ -n "$holder" ]; then echo "waiting for the migration lock ${key}, held by $holder"; fi`, sh_sh `coproc LOCK { export PGAPPNAME=${`metalship-migrate ${settings.releaseId} by ${settings.actor}`.slice(0, 63)}; pg_app psql -qAtX -v ON_ERROR_STOP=1 2>&1; }`, sh_sh `printf '%s\n' ${`SET lock_timeout = '${settings.lockTimeout}s';`} ${`SELECT 'LOCKED' FROM pg_advisory_lock(hashtext('${key}'));`} >&"\${LOCK[1]}"`, 'IFS= read -r locked <&"${LOCK[0]}" || locked=""', 'case "$locked" in', '  LOCKED) ;;', '  *"lock timeout"*)', sh_sh `    echo "another migration of ${settings.layout.app} holds the lock ${key} and did not finish within ${settings.lockTimeout} s: \${holder:-unknown holder}" >&2`, `    exit ${MIGRATE_LOCK_EXIT} ;;`, '  *)', '    echo "could not reach the database in DATABASE_URL to take the migration lock: ${locked:-no answer}" >&2', '    exit 1 ;;', 'esac', sh_sh `echo "took the migration lock ${key}"`);
 }
 /**
  * The pre-migration dump: pg_dump runs as the app user, and root writes what it
  * prints into a directory outside the app's tree that only root can enter, so
  * the app can neither redirect nor swap a backup.
  */
-function backupStep(s) {
-    if (!s.backup)
+function backupStep(settings) {
+    if (!settings.backup)
         return null;
-    const dir = s.layout.preMigrateBackups;
-    return sh_script('(', '  umask 077', rootOnly(dir), sh_sh `  mkdir -p ${dir} && chmod 700 ${dir}`, sh_sh `  backup=${dir}/${`${s.layout.app}_${s.releaseId}_${s.backup.label}.dump`}`, '  if ! pg_app pg_dump -Fc --no-owner > "$backup.tmp"; then rm -f -- "$backup.tmp"; echo "the pre-migration backup (pg_dump) failed" >&2; exit 1; fi', '  mv -f -- "$backup.tmp" "$backup"', '  sum=$(sha256sum -- "$backup" | cut -d" " -f1)', '  echo "$sum  $(basename -- "$backup")" > "$backup.sha256"', '  echo "BACKUP $backup $sum $(stat -c %s -- "$backup")"', 
+    const dir = settings.layout.preMigrateBackups;
+    return sh_script('(', '  umask 077', rootOnly(dir), sh_sh `  mkdir -p ${dir} && chmod 700 ${dir}`, sh_sh `  backup=${dir}/${`${settings.layout.app}_${settings.releaseId}_${settings.backup.label}.dump`}`, '  if ! pg_app pg_dump -Fc --no-owner > "$backup.tmp"; then rm -f -- "$backup.tmp"; echo "the pre-migration backup (pg_dump) failed" >&2; exit 1; fi', '  mv -f -- "$backup.tmp" "$backup"', '  sum=$(sha256sum -- "$backup" | cut -d" " -f1)', '  echo "$sum  $(basename -- "$backup")" > "$backup.sha256"', '  echo "BACKUP $backup $sum $(stat -c %s -- "$backup")"', 
     // Bounded retention: the newest `keep` pre-migration backups stay.
-    sh_sh `  ls -1t ${dir}/*.dump 2>/dev/null | tail -n +${s.backup.keep + 1} | while IFS= read -r old; do rm -f -- "$old" "$old.sha256"; echo "removed old backup $old"; done`, ')');
+    sh_sh `  find ${dir} -maxdepth 1 -name '*.dump' -printf '%T@ %p\n' | sort -rn | cut -d' ' -f2- | tail -n +${settings.backup.keep + 1} | while IFS= read -r old; do rm -f -- "$old" "$old.sha256"; echo "removed old backup $old"; done`, ')');
 }
-function migrateScript(s) {
-    return sh_script(prelude(s), advisoryLock(s), 'before=$(revision)', 'echo "REVISION_BEFORE ${before}"', backupStep(s), sh_sh `echo "running: ${s.command.join(' ')}"`, sh_sh `if ! run_app ${s.command}; then echo "REVISION_AFTER $(revision)"; echo "the migration command failed" >&2; exit ${MIGRATION_FAILED_EXIT}; fi`, 'after=$(revision)', 'echo "REVISION_AFTER ${after}"', s.recordIn
-        ? sh_sh `printf '%s\n' "$after" > ${s.layout.release(s.recordIn)}/.metalship/schema-revision`
-        : null, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) migrated ${s.releaseId}: \${before:-none} -> \${after:-none}" >> ${s.layout.history}`, 'printf "%s\\n" "SELECT pg_advisory_unlock_all();" "\\\\q" >&"${LOCK[1]}" || true');
+function migrateScript(settings) {
+    return sh_script(prelude(settings), advisoryLock(settings), 'before=$(revision)', 'echo "REVISION_BEFORE ${before}"', backupStep(settings), sh_sh `echo "running: ${settings.command.join(' ')}"`, sh_sh `if ! run_app ${settings.command}; then echo "REVISION_AFTER $(revision)"; echo "the migration command failed" >&2; exit ${MIGRATION_FAILED_EXIT}; fi`, 'after=$(revision)', 'echo "REVISION_AFTER ${after}"', settings.recordIn
+        ? sh_sh `printf '%s\n' "$after" > ${settings.layout.release(settings.recordIn)}/.metalship/schema-revision`
+        : null, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) migrated ${settings.releaseId}: \${before:-none} -> \${after:-none}" >> ${settings.layout.history}`, 'printf "%s\\n" "SELECT pg_advisory_unlock_all();" "\\\\q" >&"${LOCK[1]}" || true');
 }
-function parseMigrateOutput(stdout) {
-    const get = (key) => new RegExp(`^${key} ?(.*)$`, 'm').exec(stdout)?.[1]?.trim() ?? '';
-    const [backupPath = '', backupSha256 = '', bytes = '0'] = get('BACKUP').split(' ');
-    return {
-        before: get('REVISION_BEFORE'),
-        after: get('REVISION_AFTER'),
-        backupPath,
-        backupSha256,
-        backupBytes: Number(bytes),
-    };
+/** The migration as a step: the revisions before and after, and the backup it took. */
+function migrateStep(settings, what) {
+    return step_step(what, migrateScript(settings), (stdout) => {
+        const out = sh_keyLines(stdout);
+        const [backupPath = '', backupSha256 = '', bytes = '0'] = (out.get('BACKUP') ?? '').trim().split(' ');
+        return {
+            before: out.get('REVISION_BEFORE')?.trim() ?? '',
+            after: out.all('REVISION_AFTER').at(-1)?.trim() ?? '',
+            backupPath,
+            backupSha256,
+            backupBytes: Number(bytes),
+        };
+    });
 }
 
 ;// CONCATENATED MODULE: ./src/stages/migrate.ts
@@ -75519,20 +75619,19 @@ function pickMigrateHost(hosts, named) {
     }
     return hosts.find((h) => h.roles.migrate) ?? hosts[0];
 }
-async function migrateOnHost(host, releaseId, s, log) {
+async function migrateOnHost(host, releaseId, settings, log) {
     try {
-        const res = await host.conn.run(migrateScript({
+        const out = await host.conn.step(migrateStep({
             layout: host.layout,
             releaseId,
-            user: s['app-user'],
-            command: s.command,
-            revisionCommand: s['revision-command'],
+            user: settings['app-user'],
+            command: settings.command,
+            revisionCommand: settings['revision-command'],
             recordIn: releaseId,
-            backup: s.backup ? { label: 'pre-migrate', keep: s['backup-keep'] } : null,
-            lockTimeout: s['lock-timeout'],
+            backup: settings.backup ? { label: 'pre-migrate', keep: settings['backup-keep'] } : null,
+            lockTimeout: settings['lock-timeout'],
             actor: lockHolder('migrate').actor,
-        }), { stream: true, what: `migrating for ${releaseId}` });
-        const out = parseMigrateOutput(res.stdout);
+        }, `migrating for ${releaseId}`), { stream: true });
         log.info(`[${host.spec.label}] schema ${out.before || 'empty'} -> ${out.after || 'empty'}`);
         return out;
     }
@@ -75543,24 +75642,23 @@ async function migrateOnHost(host, releaseId, s, log) {
         const reason = err instanceof RemoteError && err.code === MIGRATION_FAILED_EXIT
             ? `migration failed:\n${err.stderrTail}`
             : String(err);
-        await host.conn.run(markScript(host.layout, releaseId, 'failed', reason)).catch(() => undefined);
+        await host.conn.step(markStep(host.layout, releaseId, 'failed', reason)).catch(() => undefined);
         throw err;
     }
 }
 /** Downgrades the schema to `revision`, running the code of the release being left. */
-async function downgradeOnHost(host, fromRelease, revision, s, log) {
-    const res = await host.conn.run(migrateScript({
+async function downgradeOnHost(host, fromRelease, revision, settings, log) {
+    const out = await host.conn.step(migrateStep({
         layout: host.layout,
         releaseId: fromRelease,
-        user: s['app-user'],
-        command: s['downgrade-command'].map((w) => w.replaceAll('{revision}', revision)),
-        revisionCommand: s['revision-command'],
+        user: settings['app-user'],
+        command: settings['downgrade-command'].map((w) => w.replaceAll('{revision}', revision)),
+        revisionCommand: settings['revision-command'],
         recordIn: null,
-        backup: s.backup ? { label: 'pre-downgrade', keep: s['backup-keep'] } : null,
-        lockTimeout: s['lock-timeout'],
+        backup: settings.backup ? { label: 'pre-downgrade', keep: settings['backup-keep'] } : null,
+        lockTimeout: settings['lock-timeout'],
         actor: lockHolder('rollback').actor,
-    }), { stream: true, what: `downgrading the schema to ${revision}` });
-    const out = parseMigrateOutput(res.stdout);
+    }, `downgrading the schema to ${revision}`), { stream: true });
     log.info(`[${host.spec.label}] schema ${out.before || 'empty'} -> ${out.after || 'empty'}`);
     if (out.after !== revision)
         throw new Error(`the downgrade left the schema at '${out.after}', not at ${revision}`);
@@ -75568,7 +75666,7 @@ async function downgradeOnHost(host, fromRelease, revision, s, log) {
 }
 /** Marks a release failed on every host (a failed migration means no host may switch to it). */
 async function markFailedEverywhere(hosts, releaseId, reason) {
-    await Promise.all(hosts.map((h) => h.conn.run(markScript(h.layout, releaseId, 'failed', reason)).catch(() => undefined)));
+    await Promise.all(hosts.map((h) => h.conn.step(markStep(h.layout, releaseId, 'failed', reason)).catch(() => undefined)));
 }
 
 ;// CONCATENATED MODULE: ./src/actions/migrate.ts
@@ -75577,13 +75675,14 @@ async function markFailedEverywhere(hosts, releaseId, reason) {
 
 
 
-async function migrate(s, log) {
+
+async function migrate(settings, log) {
     // Migrations are serialised by a PostgreSQL advisory lock, which holds across hosts and
     // runners; the per-host deploy lock is not taken, so a waiting migration shows that lock.
-    return withHosts(s, log, 'migrate', async (hosts) => {
-        const host = pickMigrateHost(hosts, s['migrate-host']);
+    return withHosts(settings, log, 'migrate', async (hosts) => {
+        const host = pickMigrateHost(hosts, settings['migrate-host']);
         try {
-            const out = await log.group(`Migrate on ${host.spec.label}`, () => migrateOnHost(host, s['release-id'], s, log));
+            const out = await log.group(`Migrate on ${host.spec.label}`, () => migrateOnHost(host, settings['release-id'], settings, log));
             const result = { host: host.spec.label, ok: true, before: out.before, after: out.after, backup: out.backupPath };
             return {
                 outputs: {
@@ -75593,7 +75692,7 @@ async function migrate(s, log) {
                     changed: String(out.before !== out.after),
                 },
                 results: [result],
-                summary: `Migrations for **${s['release-id']}** on ${host.spec.label}: ${out.before || 'empty'} → ${out.after || 'empty'}` +
+                summary: `Migrations for **${settings['release-id']}** on ${host.spec.label}: ${out.before || 'empty'} → ${out.after || 'empty'}` +
                     (out.backupPath ? `\n\nBackup first: \`${out.backupPath}\` (${out.backupBytes} bytes, sha256 ${out.backupSha256.slice(0, 16)}…)` : '') +
                     '\n\n' +
                     resultsTable([result], [
@@ -75603,14 +75702,14 @@ async function migrate(s, log) {
             };
         }
         catch (err) {
-            const message = err instanceof Error ? err.message : String(err);
+            const message = errorMessage(err);
             // A migration that never ran (the lock was busy) says nothing about the release.
             if (!(err instanceof RemoteError && err.code === MIGRATE_LOCK_EXIT))
-                await markFailedEverywhere(hosts, s['release-id'], message);
+                await markFailedEverywhere(hosts, settings['release-id'], message);
             return {
                 outputs: { 'revision-before': '', 'revision-after': '', 'backup-path': '', changed: 'false' },
                 results: [{ host: host.spec.label, ok: false, error: message }],
-                summary: `Migrations for **${s['release-id']}** failed on ${host.spec.label}; the release is marked failed and current is unchanged.\n\n\`\`\`\n${message.slice(-3000)}\n\`\`\``,
+                summary: `Migrations for **${settings['release-id']}** failed on ${host.spec.label}; the release is marked failed and current is unchanged.\n\n\`\`\`\n${message.slice(-3000)}\n\`\`\``,
                 failure: message,
             };
         }
@@ -75621,7 +75720,8 @@ const migrate_run = () => runAction('migrate', migrate);
 ;// CONCATENATED MODULE: ./src/remote/balancer.ts
 // An nginx load balancer in front of the app hosts (provision, roles=lb): its
 // upstream lists them (their nginx, port 80 by default). A rolling switch takes
-// a batch out of rotation on the app hosts themselves (drainScript).
+// a batch out of rotation on the app hosts themselves (drainStep).
+
 
 
 /**
@@ -75634,8 +75734,8 @@ function balancerUpstreamName(l) {
     return `${l.app.replace(/-/g, '_')}_fleet`;
 }
 /** http-level config on the balancer: the app hosts and the WebSocket map. */
-function balancerUpstreamConf(l, members) {
-    const name = balancerUpstreamName(l);
+function balancerUpstreamConf(layout, members) {
+    const name = balancerUpstreamName(layout);
     const servers = members.map((m) => `    server ${nginxAddress(m.host, m.port)} max_fails=2 fail_timeout=${BALANCER_FAIL_TIMEOUT}s; # ${m.label.replace(/[\r\n]/g, ' ')}`);
     return `# Managed by metalship: the app hosts behind this load balancer.
 upstream ${name} {
@@ -75657,32 +75757,49 @@ map $http_upgrade $metalship_${name}_connection {
  * keep-alive connections, which some clients see as errors. The rule is not
  * persistent: a reboot clears a drain a killed run left behind.
  */
-function drainScript(l, port, draining) {
-    const rule = sh_sh `INPUT ! -i lo -p tcp --dport ${String(port)} --syn -m comment --comment ${'metalship-drain-' + l.app} -j REJECT --reject-with tcp-reset`;
-    return sh_script('tools=""', 'for t in iptables ip6tables; do command -v "$t" >/dev/null 2>&1 && tools="$tools $t"; done', `[ -n "$tools" ] || { echo "draining needs iptables (provision installs it with ufw)" >&2; exit 1; }`, 'for t in $tools; do', draining
+function drainStep(layout, port, draining) {
+    const rule = sh_sh `INPUT ! -i lo -p tcp --dport ${String(port)} --syn -m comment --comment ${'metalship-drain-' + layout.app} -j REJECT --reject-with tcp-reset`;
+    return plainStep(draining ? 'taking the host out of rotation' : 'putting the host back in rotation', sh_script('tools=""', 'for t in iptables ip6tables; do command -v "$t" >/dev/null 2>&1 && tools="$tools $t"; done', `[ -n "$tools" ] || { echo "draining needs iptables (provision installs it with ufw)" >&2; exit 1; }`, 'for t in $tools; do', draining
         ? `  "$t" -w -C ${rule} 2>/dev/null || "$t" -w -I ${rule.replace(/^INPUT /, 'INPUT 1 ')}`
-        : `  while "$t" -w -D ${rule} 2>/dev/null; do :; done`, 'done', draining ? 'echo DRAINING' : 'echo IN_ROTATION');
+        : `  while "$t" -w -D ${rule} 2>/dev/null; do :; done`, 'done', draining ? 'echo DRAINING' : 'echo IN_ROTATION'));
 }
 
 ;// CONCATENATED MODULE: ./src/remote/verify.ts
 // Health checks run on a host, and the listing and cleanup of releases.
 
 
-/** Polls the serving slot's readiness endpoint until it answers as expected; then checks the units. */
-function verifyScript(s) {
-    const l = s.layout;
-    return sh_script(pyToolDefinition(), 'rc=0', s.api === false
+
+/**
+ * Polls the serving slot's readiness endpoint until it answers as expected,
+ * then checks the units; on trouble, the services' recent journal lines (without
+ * uvicorn's access log). It reports, and the caller decides: it exits 0.
+ */
+function verifyStep(settings) {
+    const layout = settings.layout;
+    const text = sh_script(pyToolDefinition(), 'rc=0', settings.api === false
         ? null
-        : sh_script(sh_sh `slot=$(cat ${l.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "no api slot is serving on this host (nothing deployed yet?)" >&2; exit 1;; esac', sh_sh `sock=/run/${l.app}-api-$slot/api.sock`, sh_sh `out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${s.path} ${s.timeout} ${s.interval} ${s.expectStatus} ${s.expectBody}) || rc=$?`, 'echo "RESULT $out"'), 'failed=""', ...s.units.map((u) => sh_sh `if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', 
-    // The services' recent lines, without uvicorn's access log lines.
-    sh_sh `  journalctl -u ${l.units.api('blue')} -u ${l.units.api('green')} ${s.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 >&2 || true`, '  exit 1', 'fi');
+        : sh_script(sh_sh `slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "PROBLEM no api slot is serving on this host (nothing deployed yet?)"; exit 0;; esac', sh_sh `sock=/run/${layout.app}-api-$slot/api.sock`, sh_sh `out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`, 'echo "RESULT $out"'), 'failed=""', ...settings.units.map((u) => sh_sh `if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', sh_sh `  journalctl -u ${layout.units.api('blue')} -u ${layout.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`, 'fi');
+    return step_step('health check', text, (stdout) => {
+        const out = sh_keyLines(stdout);
+        const result = out.get('RESULT');
+        const answer = result ? JSON.parse(result) : null;
+        const unitsDown = (out.get('UNITS_DOWN') ?? '').split(' ').filter(Boolean);
+        const problem = out.get('PROBLEM') ?? '';
+        return {
+            healthy: !problem && (answer === null || answer.ok) && unitsDown.length === 0,
+            answer,
+            unitsDown,
+            journal: out.all('JOURNAL'),
+            problem,
+        };
+    });
 }
-function listScript(l) {
-    return sh_script(pyToolDefinition(), sh_sh `mstool releases ${l.root}`);
-}
-function parseListing(stdout) {
-    const line = stdout.trim().split('\n').pop() ?? '{}';
-    return JSON.parse(line);
+/** The releases on a host, their status and links, and the venvs. */
+function listStep(l) {
+    return step_step('listing releases', sh_script(pyToolDefinition(), sh_sh `mstool releases ${l.root}`), (stdout) => {
+        const line = stdout.trim().split('\n').pop() ?? '{}';
+        return JSON.parse(line);
+    });
 }
 const GOOD = new Set(['ready']);
 /**
@@ -75704,12 +75821,14 @@ function planCleanup(listing, keep) {
     const venvs = listing.venvs.filter((v) => !usedVenvs.has(v));
     return { releases: remove, venvs };
 }
-function cleanupScript(l, plan) {
+/** Removes what the plan names; reads back what it removed. */
+function cleanupStep(layout, plan) {
+    const removed = (stdout) => sh_keyLines(stdout).all('removed');
     if (plan.releases.length === 0 && plan.venvs.length === 0)
-        return sh_script('echo "nothing to clean up"');
-    return sh_script(
+        return step_step('cleanup', sh_script('echo "nothing to clean up"'), removed);
+    return step_step('cleanup', sh_script(
     // Marked first: a removal cut short (the run stopped, the host rebooted) leaves no "ready" half.
-    ...plan.releases.map((id) => sh_sh `if [ -d ${l.release(id)}/.metalship ]; then echo removing > ${l.release(id)}/.metalship/status; fi; rm -rf -- ${l.release(id)} && echo "removed release ${id}"`), ...plan.venvs.map((v) => sh_sh `rm -rf -- ${l.venvs}/${v} && echo "removed virtualenv ${v}"`));
+    ...plan.releases.map((id) => sh_sh `if [ -d ${layout.release(id)}/.metalship ]; then echo removing > ${layout.release(id)}/.metalship/status; fi; rm -rf -- ${layout.release(id)} && echo "removed release ${id}"`), ...plan.venvs.map((v) => sh_sh `rm -rf -- ${layout.venvs}/${v} && echo "removed virtualenv ${v}"`)), removed);
 }
 /**
  * The release a rollback goes to: the named one (must be complete and not
@@ -75754,126 +75873,130 @@ function pickRollbackTarget(listing, requested) {
 
 
 
-async function switchHost(host, releaseId, s, log) {
+
+
+async function switchHost(host, releaseId, settings, log) {
     const started = Date.now();
     const units = unitFiles({
         layout: host.layout,
-        user: s['app-user'],
-        appModule: s['app-module'],
-        uvicornArgs: s['uvicorn-args'],
-        workerCommand: s['worker-command'],
-        schedulerCommand: s['scheduler-command'],
+        user: settings['app-user'],
+        appModule: settings['app-module'],
+        uvicornArgs: settings['uvicorn-args'],
+        workerCommand: settings['worker-command'],
+        schedulerCommand: settings['scheduler-command'],
     }, { worker: host.roles.worker, scheduler: host.roles.scheduler });
-    const res = await host.conn.run(switchScript({
+    const { slot, previous } = await host.conn.step(switchStep({
         layout: host.layout,
         releaseId,
         units,
-        healthPath: s['health-path'],
-        readyTimeout: s['ready-timeout'],
-        serverName: s['server-name'],
-        worker: host.roles.worker && s['worker-command'].length > 0,
-        scheduler: host.roles.scheduler && s['scheduler-command'].length > 0,
+        healthPath: settings['health-path'],
+        readyTimeout: settings['ready-timeout'],
+        serverName: settings['server-name'],
+        worker: host.roles.worker && settings['worker-command'].length > 0,
+        scheduler: host.roles.scheduler && settings['scheduler-command'].length > 0,
         api: host.roles.api,
-    }), { stream: true, what: `switching to ${releaseId}` });
-    const previous = /^PREVIOUS (.*)$/m.exec(res.stdout)?.[1]?.trim() ?? '';
-    const slot = /^SLOT (blue|green)$/m.exec(res.stdout)?.[1];
+    }), { stream: true });
     log.info(slot
         ? `[${host.spec.label}] ${releaseId} serves from the ${slot} slot (was ${previous || 'nothing'})`
         : `[${host.spec.label}] ${releaseId} is current, no api on this host (was ${previous || 'nothing'})`);
-    return { host: host.spec.label, ok: true, previous, slot, seconds: (Date.now() - started) / 1000 };
+    return {
+        host: host.spec.label,
+        ok: true,
+        previous,
+        slot: slot ?? undefined,
+        seconds: (Date.now() - started) / 1000,
+    };
 }
 /** Switches the hosts that did switch back to the release each had before. */
-async function revertHosts(hosts, switched, s, log) {
+async function revertHosts(hosts, switched, settings, log) {
     const reverted = [];
     for (const r of switched) {
         if (!r.previous)
             continue;
         const host = hosts.find((h) => h.spec.label === r.host);
         try {
-            await log.group(`Revert ${host.spec.label} to ${r.previous}`, () => switchHost(host, r.previous, s, log));
+            await log.group(`Revert ${host.spec.label} to ${r.previous}`, () => switchHost(host, r.previous, settings, log));
             reverted.push(r.host);
         }
         catch (err) {
-            log.error(`could not revert ${r.host} to ${r.previous}: ${err instanceof Error ? err.message : String(err)}`);
+            log.error(`could not revert ${r.host} to ${r.previous}: ${errorMessage(err)}`);
         }
     }
     return reverted;
 }
-async function verifyUrl(s) {
+async function verifyUrl(settings) {
     const started = Date.now();
-    const deadline = started + s['verify-timeout'] * 1000;
+    const deadline = started + settings['verify-timeout'] * 1000;
     let attempts = 0;
     for (;;) {
         attempts++;
         let status = 0;
         let body = '';
         try {
-            const res = await fetch(s.url, { redirect: 'manual', signal: AbortSignal.timeout(5000) });
+            const res = await fetch(settings.url, { redirect: 'manual', signal: AbortSignal.timeout(5000) });
             status = res.status;
             body = (await res.text()).slice(0, 4096);
         }
         catch (err) {
-            body = err instanceof Error ? err.message : String(err);
+            body = errorMessage(err);
         }
-        const ok = status === s['expect-status'] && body.includes(s['expect-body']);
+        const ok = status === settings['expect-status'] && body.includes(settings['expect-body']);
         if (ok || Date.now() >= deadline)
             return { ok, attempts, seconds: (Date.now() - started) / 1000, status, body: body.slice(0, 500) };
-        await new Promise((r) => setTimeout(r, s['verify-interval'] * 1000));
+        await (0,promises_namespaceObject.setTimeout)(settings['verify-interval'] * 1000);
     }
 }
 /** Health checks on one host until healthy or timed out; throws naming the host and why. */
-async function verifyHost(host, s, log) {
+async function verifyHost(host, settings, log) {
     const units = [
-        host.roles.worker && s['worker-command'].length ? host.layout.units.worker : null,
-        host.roles.scheduler && s['scheduler-command'].length ? host.layout.units.scheduler : null,
+        host.roles.worker && settings['worker-command'].length ? host.layout.units.worker : null,
+        host.roles.scheduler && settings['scheduler-command'].length ? host.layout.units.scheduler : null,
     ].filter((u) => !!u);
-    const res = await host.conn.exec(verifyScript({
+    const path = settings['verify-path'] || settings['health-path'];
+    const health = await host.conn.step(verifyStep({
         layout: host.layout,
-        path: s['verify-path'] || s['health-path'],
-        timeout: s['verify-timeout'],
-        interval: s['verify-interval'],
-        expectStatus: s['expect-status'],
-        expectBody: s.url ? '' : s['expect-body'],
+        path,
+        timeout: settings['verify-timeout'],
+        interval: settings['verify-interval'],
+        expectStatus: settings['expect-status'],
+        expectBody: settings.url ? '' : settings['expect-body'],
         units,
         api: host.roles.api,
-    }), { what: 'health check', timeoutMs: (s['verify-timeout'] + 60) * 1000 });
-    const line = /^RESULT (.*)$/m.exec(res.stdout)?.[1] ?? '';
-    const parsed = line
-        ? JSON.parse(line)
-        : null;
-    const down = /^UNITS_DOWN (.*)$/m.exec(res.stdout)?.[1];
-    if (res.code !== 0) {
+    }), { timeoutMs: (settings['verify-timeout'] + 60) * 1000 });
+    const answer = health.answer;
+    if (!health.healthy) {
         const why = [
-            parsed && !parsed.ok
-                ? `${s['verify-path'] || s['health-path']} answered ${parsed.status || 'nothing'} after ${parsed.attempts} attempts: ${parsed.body.slice(0, 300)}`
+            health.problem,
+            answer && !answer.ok
+                ? `${path} answered ${answer.status || 'nothing'} after ${answer.attempts} attempts: ${answer.body.slice(0, 300)}`
                 : '',
-            down ? `units not active: ${down}` : '',
-            res.stderr.trim() ? `recent journal:\n${res.stderr.trim().split('\n').slice(-20).join('\n')}` : '',
+            health.unitsDown.length ? `units not active: ${health.unitsDown.join(' ')}` : '',
+            health.journal.length ? `recent journal:\n${health.journal.join('\n')}` : '',
         ]
             .filter(Boolean)
             .join('\n');
         throw new Error(`${host.spec.label} is unhealthy: ${why}`);
     }
     log.info(host.roles.api
-        ? `[${host.spec.label}] healthy after ${parsed?.attempts} check(s), ${parsed?.seconds} s`
+        ? `[${host.spec.label}] healthy after ${answer?.attempts} check(s), ${answer?.seconds} s`
         : `[${host.spec.label}] units active (no api on this host)`);
-    return { healthy: true, attempts: parsed?.attempts ?? 0, seconds: parsed?.seconds ?? 0 };
+    return { healthy: true, attempts: answer?.attempts ?? 0, seconds: answer?.seconds ?? 0 };
 }
 /** The url input checked from the runner (through whatever serves it: a load balancer, a CDN). */
-async function verifyUrlStage(s, log) {
-    const r = await verifyUrl(s);
-    log.info(`${s.url}: ${r.status} after ${r.attempts} attempt(s)`);
+async function verifyUrlStage(settings, log) {
+    const r = await verifyUrl(settings);
+    log.info(`${settings.url}: ${r.status} after ${r.attempts} attempt(s)`);
     if (!r.ok) {
         return {
-            host: s.url,
+            host: settings.url,
             ok: false,
             healthy: false,
             attempts: r.attempts,
             seconds: r.seconds,
-            error: `${s.url} answered ${r.status || 'nothing'} (expected ${s['expect-status']}${s['expect-body'] ? ` containing '${s['expect-body']}'` : ''}): ${r.body.slice(0, 300)}`,
+            error: `${settings.url} answered ${r.status || 'nothing'} (expected ${settings['expect-status']}${settings['expect-body'] ? ` containing '${settings['expect-body']}'` : ''}): ${r.body.slice(0, 300)}`,
         };
     }
-    return { host: s.url, ok: true, healthy: true, attempts: r.attempts, seconds: r.seconds };
+    return { host: settings.url, ok: true, healthy: true, attempts: r.attempts, seconds: r.seconds };
 }
 /** Health checks on every host (and of the URL from the runner), until healthy or timed out. */
 async function verifyStage(hosts, s, log) {
@@ -75885,15 +76008,15 @@ async function verifyStage(hosts, s, log) {
     });
 }
 async function listReleases(host) {
-    return parseListing((await host.conn.run(listScript(host.layout), { what: 'listing releases' })).stdout);
+    return host.conn.step(listStep(host.layout));
 }
 /** Removes old releases and unused virtualenvs, keeping `keep` good ones plus current and the standby. */
 async function cleanupStage(hosts, keep, log) {
     await onEachHost(hosts, async (host) => {
         const plan = planCleanup(await listReleases(host), keep);
-        const res = await host.conn.run(cleanupScript(host.layout, plan), { what: 'cleanup' });
-        if (plan.releases.length || plan.venvs.length)
-            log.info(`[${host.spec.label}] ${res.stdout.trim().split('\n').join('; ')}`);
+        const removed = await host.conn.step(cleanupStep(host.layout, plan));
+        if (removed.length)
+            log.info(`[${host.spec.label}] removed ${removed.join('; ')}`);
         return {};
     }).then((rs) => rs.filter((r) => !r.ok).forEach((r) => log.warn(`cleanup on ${r.host} failed: ${r.error}`)));
 }
@@ -75913,7 +76036,7 @@ function rollbackTarget(hosts, listings, requested) {
 }
 async function markBad(hosts, releaseId, reason, log) {
     await Promise.all(hosts.map((h) => h.conn
-        .run(markScript(h.layout, releaseId, 'bad', reason))
+        .step(markStep(h.layout, releaseId, 'bad', reason))
         .catch((e) => log.warn(`could not mark ${releaseId} bad on ${h.spec.label}: ${e}`))));
 }
 
@@ -75922,6 +76045,8 @@ async function markBad(hosts, releaseId, reason, log) {
 // out of the load balancers' rotation (when the hosts input has roles=lb),
 // switched, verified and put back before the next. A batch that fails stops the rollout and every host switched so far
 // goes back to its previous release, so that the fleet serves one release.
+
+
 
 
 function batches(items, size) {
@@ -75940,24 +76065,19 @@ function balancerMembers(hosts) {
 }
 /** Takes hosts out of the balancers' rotation (or puts them back), in parallel; throws naming the hosts. */
 async function setDraining(hosts, draining, log) {
-    const results = await Promise.allSettled(hosts.map((h) => h.conn.run(drainScript(h.layout, upstreamOf(h.spec).port, draining), {
-        what: draining ? 'taking the host out of rotation' : 'putting the host back in rotation',
-    })));
-    const failed = results.flatMap((r, i) => r.status === 'rejected'
-        ? [`${hosts[i].spec.label}: ${r.reason instanceof Error ? r.reason.message : String(r.reason)}`]
-        : []);
+    const results = await Promise.allSettled(hosts.map((h) => h.conn.step(drainStep(h.layout, upstreamOf(h.spec).port, draining))));
+    const failed = results.flatMap((r, i) => r.status === 'rejected' ? [`${hosts[i].spec.label}: ${errorMessage(r.reason)}`] : []);
     if (failed.length)
         throw new Error(`could not ${draining ? 'drain' : 'undrain'} ${failed.join('; ')}`);
     log.info(`${draining ? 'out of rotation' : 'back in rotation'}: ${hosts.map((h) => h.spec.label).join(', ')}`);
 }
-const message = (err) => (err instanceof Error ? err.message : String(err));
 async function rollOut(hosts, 
 /** A load balancer (roles=lb) is in front: drain each batch. */
-balanced, releaseId, s, log, 
+balanced, releaseId, settings, log, 
 /** verify: the health check of each batch after its switch (null: only the switch's readiness wait). */
 opts) {
     const results = [];
-    const groups = batches(hosts, s['batch-size']);
+    const groups = batches(hosts, settings['batch-size']);
     const apiHosts = hosts.filter((h) => h.roles.api);
     for (const [index, batch] of groups.entries()) {
         const title = groups.length > 1 ? ` (batch ${index + 1} of ${groups.length})` : '';
@@ -75972,19 +76092,19 @@ opts) {
                 await setDraining(draining, true, log);
             }
             catch (err) {
-                failure = message(err);
+                failure = errorMessage(err);
                 failedIn = 'drain';
             }
         }
         if (!failure) {
             const names = batch.map((h) => h.spec.label).join(', ');
-            const switched = await log.group(`Switch ${names} to ${releaseId}${title}`, () => Promise.all(batch.map((host) => switchHost(host, releaseId, s, log)
+            const switched = await log.group(`Switch ${names} to ${releaseId}${title}`, () => Promise.all(batch.map((host) => switchHost(host, releaseId, settings, log)
                 .then((r) => ({ ...r, batch: index + 1, switched: true }))
                 .catch((err) => ({
                 host: host.spec.label,
                 ok: false,
                 batch: index + 1,
-                error: message(err),
+                error: errorMessage(err),
             })))));
             results.push(...switched);
             const bad = switched.filter((r) => !r.ok);
@@ -75995,7 +76115,7 @@ opts) {
         }
         const verify = opts.verify;
         if (!failure && verify) {
-            const checks = await log.group(`Verify ${batch.map((h) => h.spec.label).join(', ')}${title}`, () => Promise.all(batch.map((host) => verifyHost(host, verify, log).then(() => null, (err) => ({ host: host.spec.label, error: message(err) })))));
+            const checks = await log.group(`Verify ${batch.map((h) => h.spec.label).join(', ')}${title}`, () => Promise.all(batch.map((host) => verifyHost(host, verify, log).then(() => null, (err) => ({ host: host.spec.label, error: errorMessage(err) })))));
             for (const r of results)
                 if (batch.some((h) => h.spec.label === r.host))
                     r.healthy = true;
@@ -76011,11 +76131,11 @@ opts) {
         }
         if (failure) {
             const switched = results.filter((r) => r.switched);
-            const reverted = opts.revertOnFailure ? await revertHosts(hosts, switched, s, log) : [];
+            const reverted = opts.revertOnFailure ? await revertHosts(hosts, switched, settings, log) : [];
             // Back in rotation: the hosts now serve the previous release (or, with
             // revertOnFailure off, the new one by the user's choice).
             if (drain)
-                await setDraining(draining, false, log).catch((err) => log.error(`could not put the hosts back in rotation: ${message(err)}`));
+                await setDraining(draining, false, log).catch((err) => log.error(`could not put the hosts back in rotation: ${errorMessage(err)}`));
             return {
                 results,
                 reverted,
@@ -76029,14 +76149,14 @@ opts) {
             // skip it for fail_timeout after the last one, counted in whole seconds
             // (so up to 2 s more): the next batch leaves once they use it again.
             if (index < groups.length - 1)
-                await new Promise((r) => setTimeout(r, (BALANCER_FAIL_TIMEOUT + 2) * 1000));
+                await (0,promises_namespaceObject.setTimeout)((BALANCER_FAIL_TIMEOUT + 2) * 1000);
         }
     }
     return { results, reverted: [] };
 }
 /** After a rollout that succeeded, puts every switched host back (a later check failed). */
-async function revertRollout(hosts, rollout, s, log) {
-    return revertHosts(hosts, rollout.results.filter((r) => r.switched), s, log);
+async function revertRollout(hosts, rollout, settings, log) {
+    return revertHosts(hosts, rollout.results.filter((r) => r.switched), settings, log);
 }
 
 ;// CONCATENATED MODULE: ./src/actions/switch.ts
@@ -76045,23 +76165,23 @@ async function revertRollout(hosts, rollout, s, log) {
 
 
 
-async function switchRelease(s, log) {
-    return withHosts(s, log, 'switch', async (hosts) => {
+async function switchRelease(settings, log) {
+    return withHosts(settings, log, 'switch', async (hosts) => {
         // Each host waits for the new release's readiness before it moves traffic;
         // the full health check is the verify action's.
-        const sw = await rollOut(hosts, hasBalancer(s.hosts), s['release-id'], s, log, {
+        const sw = await rollOut(hosts, hasBalancer(settings.hosts), settings['release-id'], settings, log, {
             verify: null,
             revertOnFailure: true,
         });
         if (!sw.failure)
-            await cleanupStage(hosts, s['keep-releases'], log);
+            await cleanupStage(hosts, settings['keep-releases'], log);
         return {
             outputs: {
-                'release-id': sw.failure ? '' : s['release-id'],
+                'release-id': sw.failure ? '' : settings['release-id'],
                 'previous-release-id': sw.results.find((r) => r.previous)?.previous ?? '',
             },
             results: sw.results,
-            summary: `Switch to **${s['release-id']}**\n\n` +
+            summary: `Switch to **${settings['release-id']}**\n\n` +
                 resultsTable(sw.results, [
                     ['batch', 'batch'],
                     ['previous', 'previous'],
@@ -76079,11 +76199,11 @@ const switch_run = () => runAction('switch', switchRelease);
 
 
 
-async function verify(s, log) {
+async function verify(settings, log) {
     const started = Date.now();
     // Verification only reads: it takes no deploy lock, so it can run beside a deploy.
-    return withHosts(s, log, 'verify', async (hosts) => {
-        const results = await verifyStage(hosts, s, log);
+    return withHosts(settings, log, 'verify', async (hosts) => {
+        const results = await verifyStage(hosts, settings, log);
         const failed = results.filter((r) => !r.ok);
         return {
             outputs: {
@@ -76109,50 +76229,50 @@ const verify_run = () => runAction('verify', verify);
 
 
 
-async function rollback(s, log) {
-    return withHosts(s, log, 'rollback', async (hosts) => {
+async function rollback(settings, log) {
+    return withHosts(settings, log, 'rollback', async (hosts) => {
         // One listing per host serves both the if-current check and the choice of target.
         const listings = await Promise.all(hosts.map((h) => listReleases(h)));
-        if (s['if-current']) {
+        if (settings['if-current']) {
             const currents = listings.map((l) => l.links.current ?? '');
-            const on = hosts.filter((_, i) => currents[i] === s['if-current']);
+            const on = hosts.filter((_, i) => currents[i] === settings['if-current']);
             if (on.length === 0) {
-                log.info(`${s['if-current']} is not current on any host: nothing to undo`);
+                log.info(`${settings['if-current']} is not current on any host: nothing to undo`);
                 return {
                     outputs: { 'release-id': currents[0] ?? '', 'rolled-back-from': '' },
                     results: hosts.map((h, i) => ({ host: h.spec.label, ok: true, current: currents[i] })),
-                    summary: `Nothing to undo: **${s['if-current']}** is not current on any host.`,
+                    summary: `Nothing to undo: **${settings['if-current']}** is not current on any host.`,
                 };
             }
             if (on.length < hosts.length)
-                throw new Error(`if-current: ${s['if-current']} is current on ${on.map((h) => h.spec.label).join(', ')} but not on ${hosts
+                throw new Error(`if-current: ${settings['if-current']} is current on ${on.map((h) => h.spec.label).join(', ')} but not on ${hosts
                     .filter((h) => !on.includes(h))
                     .map((h) => `${h.spec.label} (${currents[hosts.indexOf(h)] || 'nothing'})`)
                     .join(', ')}; nothing was changed: name the hosts to roll back in hosts`);
         }
-        const { target, from } = rollbackTarget(hosts, listings, s['release-id']);
+        const { target, from } = rollbackTarget(hosts, listings, settings['release-id']);
         log.info(`Rolling back from ${from || 'nothing'} to ${target}`);
         let schemaNote = '';
-        if (s['migrate-down']) {
-            const host = pickMigrateHost(hosts, s['migrate-host']);
+        if (settings['migrate-down']) {
+            const host = pickMigrateHost(hosts, settings['migrate-host']);
             const listing = await listReleases(host);
             const revision = listing.releases.find((r) => r.id === target)?.schema_revision ?? '';
             if (!revision) {
                 throw new Error(`migrate-down: the schema revision of ${target} is unknown on ${host.spec.label} (it was not deployed with migrations); nothing was changed`);
             }
-            const out = await log.group(`Downgrade the schema on ${host.spec.label} to ${revision}`, () => downgradeOnHost(host, from, revision, s, log));
+            const out = await log.group(`Downgrade the schema on ${host.spec.label} to ${revision}`, () => downgradeOnHost(host, from, revision, settings, log));
             schemaNote =
                 `\n\nSchema downgraded on ${host.spec.label}: ${out.before} → ${out.after}, using ${from}'s migrations. ` +
                     `**Data written since ${target} was current may be lost**${out.backupPath ? `; a backup was taken first: \`${out.backupPath}\`` : ''}.`;
         }
-        const expect = { ...s, 'expect-body': s['expect-body'].replaceAll('{release}', target) };
-        const sw = await rollOut(hosts, hasBalancer(s.hosts), target, expect, log, { verify: expect, revertOnFailure: true });
+        const expect = { ...settings, 'expect-body': settings['expect-body'].replaceAll('{release}', target) };
+        const sw = await rollOut(hosts, hasBalancer(settings.hosts), target, expect, log, { verify: expect, revertOnFailure: true });
         let failure = sw.failure ? `rolling back to ${target} failed; the hosts are back on ${from}:\n${sw.failure}` : undefined;
-        if (!failure && s.url) {
+        if (!failure && settings.url) {
             const check = await log.group('Verify the url', () => verifyUrlStage(expect, log));
             if (!check.ok) {
                 failure = `${target} is unhealthy after the rollback:\n${check.error}`;
-                await revertRollout(hosts, sw, s, log);
+                await revertRollout(hosts, sw, settings, log);
             }
         }
         const healthy = !failure;
@@ -76174,18 +76294,6 @@ async function rollback(s, log) {
     });
 }
 const rollback_run = () => runAction('rollback', rollback);
-
-;// CONCATENATED MODULE: ./src/remote/step.ts
-// A step on a host: what it does, the script that does it, and how its output
-// reads. Built together and tested together (a unit test runs the script's
-// parser on what the script prints), the way Kamal pairs a command with its use.
-function step_step(what, script, parse) {
-    return { what, script, parse };
-}
-/** A step whose output says nothing the caller needs. */
-function plainStep(what, script) {
-    return step_step(what, script, () => undefined);
-}
 
 ;// CONCATENATED MODULE: ./src/remote/backup.ts
 // PostgreSQL backups: the backup program installed on a database host (its
@@ -76399,9 +76507,10 @@ function restoreProofStep(backupDir, maxDays = 45) {
 
 
 
-async function deploy(s, log) {
-    const source = await readSource(s);
-    return withHosts(s, log, 'deploy', async (hosts) => {
+
+async function deploy(settings, log) {
+    const source = await readSource(settings);
+    return withHosts(settings, log, 'deploy', async (hosts) => {
         const timings = {};
         const time = async (name, fn) => {
             const t = Date.now();
@@ -76413,7 +76522,7 @@ async function deploy(s, log) {
             }
         };
         const outputs = { healthy: 'false', 'rolled-back': 'false' };
-        const rel = await time('release', () => releaseStage(hosts, s, source, log));
+        const rel = await time('release', () => releaseStage(hosts, settings, source, log));
         const id = rel.releaseId;
         outputs['release-id'] = id;
         outputs['previous-release-id'] = rel.results.find((r) => r.previous)?.previous ?? '';
@@ -76443,23 +76552,23 @@ async function deploy(s, log) {
         const releaseFailed = rel.results.filter((r) => !r.ok);
         if (releaseFailed.length)
             return fail(`release ${id} failed; nothing was switched:\n${releaseFailed.map((r) => `${r.host}: ${r.error}`).join('\n')}`);
-        if (s.migrate) {
-            const host = pickMigrateHost(hosts, s['migrate-host']);
+        if (settings.migrate) {
+            const host = pickMigrateHost(hosts, settings['migrate-host']);
             try {
-                const out = await time('migrate', () => log.group(`Migrate on ${host.spec.label}`, () => migrateOnHost(host, id, { ...s, command: s['migrate-command'], backup: s['migrate-backup'] }, log)));
+                const out = await time('migrate', () => log.group(`Migrate on ${host.spec.label}`, () => migrateOnHost(host, id, { ...settings, command: settings['migrate-command'], backup: settings['migrate-backup'] }, log)));
                 outputs['revision-before'] = out.before;
                 outputs['revision-after'] = out.after;
                 Object.assign(rows.get(host.spec.label) ?? {}, { schema: `${out.before || 'empty'} → ${out.after || 'empty'}` });
             }
             catch (err) {
-                const message = err instanceof Error ? err.message : String(err);
+                const message = errorMessage(err);
                 await markFailedEverywhere(hosts, id, message);
                 Object.assign(rows.get(host.spec.label) ?? {}, { ok: false, error: message });
                 return fail(`the migration for ${id} failed on ${host.spec.label}; ${id} is marked failed and the previous release keeps serving:\n${message}`);
             }
         }
-        const expect = { ...s, 'expect-body': s['expect-body'].replaceAll('{release}', id) };
-        const roll = await time('switch and verify', () => rollOut(hosts, hasBalancer(s.hosts), id, expect, log, { verify: expect, revertOnFailure: s['rollback-on-failure'] }));
+        const expect = { ...settings, 'expect-body': settings['expect-body'].replaceAll('{release}', id) };
+        const roll = await time('switch and verify', () => rollOut(hosts, hasBalancer(settings.hosts), id, expect, log, { verify: expect, revertOnFailure: settings['rollback-on-failure'] }));
         for (const r of roll.results)
             Object.assign(rows.get(r.host) ?? {}, {
                 slot: r.slot,
@@ -76469,20 +76578,20 @@ async function deploy(s, log) {
                 ...(r.error ? { error: r.error } : {}),
             });
         let failure = roll.failure;
-        if (!failure && s.url) {
+        if (!failure && settings.url) {
             const check = await time('verify', () => log.group('Verify the url', () => verifyUrlStage(expect, log)));
             rows.set(check.host, { ...check });
             if (!check.ok) {
                 failure = check.error;
                 roll.failedIn = 'verification';
-                if (s['rollback-on-failure'])
-                    roll.reverted = await revertRollout(hosts, roll, s, log);
+                if (settings['rollback-on-failure'])
+                    roll.reverted = await revertRollout(hosts, roll, settings, log);
             }
         }
         if (failure) {
             const switched = roll.results.filter((r) => r.switched).map((r) => r.host);
             outputs['rolled-back'] = String(roll.reverted.length > 0);
-            if (switched.length && !s['rollback-on-failure'])
+            if (switched.length && !settings['rollback-on-failure'])
                 return fail(`${id} failed (rollback-on-failure is off, so the hosts switched stay on it):\n${failure}`);
             const stage = { switch: 'to switch', verification: 'verification', drain: "to leave the balancers' rotation" }[roll.failedIn ?? 'verification'];
             await markBad(hosts, id, `failed ${stage}`, log);
@@ -76496,12 +76605,12 @@ async function deploy(s, log) {
             return fail(`${id} failed ${stage}${outcome}:\n${failure}`);
         }
         outputs.healthy = 'true';
-        await time('cleanup', () => cleanupStage(hosts, s['keep-releases'], log));
+        await time('cleanup', () => cleanupStage(hosts, settings['keep-releases'], log));
         // Advisory, like the cleanup: a host lost by now does not undo a verified deploy.
-        const proofHost = pickMigrateHost(hosts, s['migrate-host']);
-        const proof = s['restore-proof-days'] > 0
-            ? await restoreProofWarning(proofHost, s, log).catch((err) => {
-                log.warn(`could not read the last restore test on ${proofHost.spec.label}: ${err instanceof Error ? err.message : String(err)}`);
+        const proofHost = pickMigrateHost(hosts, settings['migrate-host']);
+        const proof = settings['restore-proof-days'] > 0
+            ? await restoreProofWarning(proofHost, settings, log).catch((err) => {
+                log.warn(`could not read the last restore test on ${proofHost.spec.label}: ${errorMessage(err)}`);
                 return null;
             })
             : null;
@@ -76513,8 +76622,8 @@ const deploy_run = () => runAction('deploy', deploy);
  * Scheduled restore tests stop silently (GitHub disables schedules after 60 days
  * without activity): every deploy looks at the last proof beside the backups.
  */
-async function restoreProofWarning(host, s, log) {
-    const proof = restoreProofStep(s['backup-dir'], s['restore-proof-days']);
+async function restoreProofWarning(host, settings, log) {
+    const proof = restoreProofStep(settings['backup-dir'], settings['restore-proof-days']);
     // A host that cannot tell is no reason to fail the deploy: exec, not step.
     const res = await host.conn.exec(proof.script, { what: proof.what });
     const warning = res.code === 0 ? proof.parse(res.stdout) : null;
@@ -76563,12 +76672,12 @@ const DROP_SH = shellFile((0,external_node_fs_namespaceObject.readFileSync)(__nc
  * in the directory, or the given dump file's), the host's clock and the record
  * of the last successful verification; `{ error }` when the manifest is unusable.
  */
-function findBackupStep(o) {
+function findBackupStep(options) {
     return step_step('finding the backup', sh_script(ROOT_ONLY_FUNCTION, assignments({
-        BACKUP_DIR: o.backupDir,
-        DATABASE: o.database,
-        FILE: o.file,
-        LAST_VERIFIED: lastVerifiedPath(o.backupDir),
+        BACKUP_DIR: options.backupDir,
+        DATABASE: options.database,
+        FILE: options.file,
+        LAST_VERIFIED: lastVerifiedPath(options.backupDir),
         EXIT_NO_BACKUP: RESTORE_EXIT.noBackup,
     }), FIND_SH), (stdout) => {
         const out = sh_keyLines(stdout);
@@ -76607,10 +76716,10 @@ function sendDumpScript(dump) {
     return sh_script(sh_sh `exec cat -- ${dump}`);
 }
 /** A script on the restore host: the settings, the helpers (restore-common.sh), then the step's own bash. */
-function onRestoreHost(o, settings, ...body) {
-    if (o.scratch === o.database)
-        throw new Error(`the scratch database cannot be the production database (${o.database})`);
-    return sh_script(assignments({ SCRATCH: o.scratch, MARKER: SCRATCH_MARKER, ...settings }), COMMON_SH, ...body);
+function onRestoreHost(options, settings, ...body) {
+    if (options.scratch === options.database)
+        throw new Error(`the scratch database cannot be the production database (${options.database})`);
+    return sh_script(assignments({ SCRATCH: options.scratch, MARKER: SCRATCH_MARKER, ...settings }), COMMON_SH, ...body);
 }
 /**
  * On the restore host, before anything is copied: the tools are there, and the
@@ -76627,14 +76736,14 @@ function prepareScratchStep(o) {
  * extensions and amcheck, then restores the rest with --exit-on-error as the
  * scratch role (RESTORE_EXIT.restoreFailed).
  */
-function restoreStep(o) {
-    return step_step(o.receive ? 'receiving and restoring the dump' : 'restoring', onRestoreHost(o, {
-        ROLE: o.role,
-        PASSWORD: o.password,
-        RECEIVE: o.receive ? 1 : 0,
-        DUMP_PATH: o.receive ? '' : o.dump,
-        WANT_SIZE: o.size,
-        WANT_SHA: o.sha256,
+function restoreStep(options) {
+    return step_step(options.receive ? 'receiving and restoring the dump' : 'restoring', onRestoreHost(options, {
+        ROLE: options.role,
+        PASSWORD: options.password,
+        RECEIVE: options.receive ? 1 : 0,
+        DUMP_PATH: options.receive ? '' : options.dump,
+        WANT_SIZE: options.size,
+        WANT_SHA: options.sha256,
         EXIT_CHECKSUM: RESTORE_EXIT.checksum,
         EXIT_RESTORE_FAILED: RESTORE_EXIT.restoreFailed,
     }, RESTORE_SH), (stdout) => {
@@ -76652,8 +76761,8 @@ function restoreStep(o) {
  * amcheck of every btree index (with heapallindexed: it evaluates index
  * expressions, the app's code), and each check query.
  */
-function inspectStep(o) {
-    return step_step('checking the restored database', onRestoreHost(o, { ROLE: o.role, PASSWORD: o.password, CHECKS: o.checks }, textVar('COUNTS_SQL', ROW_COUNTS_SQL), INSPECT_SH), (stdout) => {
+function inspectStep(options) {
+    return step_step('checking the restored database', onRestoreHost(options, { ROLE: options.role, PASSWORD: options.password, CHECKS: options.checks }, textVar('COUNTS_SQL', ROW_COUNTS_SQL), INSPECT_SH), (stdout) => {
         const out = sh_keyLines(stdout);
         let counts = null;
         try {
@@ -76670,7 +76779,7 @@ function inspectStep(o) {
         return {
             counts,
             amcheck: intact !== undefined ? { indexes: Number(intact) } : failed !== undefined ? { failed } : null,
-            checks: o.checks.map((_, i) => {
+            checks: options.checks.map((_, i) => {
                 const answer = (answers.find((a) => a.startsWith(`${i} `))?.slice(String(i).length + 1) ?? 'no result').trim();
                 return { ok: answer === 't', answer: answer === 't' ? 'true' : answer === 'f' ? 'false' : answer };
             }),
@@ -76683,15 +76792,15 @@ function inspectStep(o) {
  * scratch role), waits for the path to answer 200 (else
  * RESTORE_EXIT.smokeFailed), and stops it.
  */
-function smokeStep(o) {
-    return step_step('the smoke test', onRestoreHost(o, {
-        ROLE: o.role,
-        PASSWORD: o.password,
-        APP_ROOT: o.appRoot,
-        APP_USER: o.appUser,
-        APP_MODULE: o.appModule,
-        SMOKE_PATH: o.path,
-        SMOKE_TIMEOUT: o.timeout,
+function smokeStep(options) {
+    return step_step('the smoke test', onRestoreHost(options, {
+        ROLE: options.role,
+        PASSWORD: options.password,
+        APP_ROOT: options.appRoot,
+        APP_USER: options.appUser,
+        APP_MODULE: options.appModule,
+        SMOKE_PATH: options.path,
+        SMOKE_TIMEOUT: options.timeout,
         PROBE_USER: PROBE_USER,
         EXIT_SMOKE_FAILED: RESTORE_EXIT.smokeFailed,
     }, pyToolDefinition(), SMOKE_SH), (stdout) => {
@@ -76763,29 +76872,29 @@ function sameHost(a, b) {
     return a.host === b.host && a.port === b.port && (a.user ?? '') === (b.user ?? '');
 }
 /** Connects to the backup host and the restore host (one connection when they are the same) for fn. */
-async function withRestoreHosts(s, log, fn) {
-    const backupSpec = s['backup-host'];
-    const restoreSpec = s['restore-host'] ?? backupSpec;
+async function withRestoreHosts(settings, log, fn) {
+    const backupSpec = settings['backup-host'];
+    const restoreSpec = settings['restore-host'] ?? backupSpec;
     const same = sameHost(backupSpec, restoreSpec);
-    const hosts = await log.group(`Connecting to ${same ? 1 : 2} host(s)`, () => openHosts({ ...s, hosts: same ? [backupSpec] : [backupSpec, restoreSpec], 'lock-timeout': 0 }, log));
+    const hosts = await log.group(`Connecting to ${same ? 1 : 2} host(s)`, () => openHosts({ ...settings, hosts: same ? [backupSpec] : [backupSpec, restoreSpec], 'lock-timeout': 0 }, log));
     const password = (0,external_node_crypto_.randomBytes)(24).toString('hex');
     log.secret(password);
     try {
         return await fn({
-            s,
+            settings,
             log,
             backup: hosts[0],
             restore: hosts[same ? 0 : 1],
             same,
             scratch: {
-                scratch: s['scratch-database'],
-                database: s.database,
+                scratch: settings['scratch-database'],
+                database: settings.database,
                 role: `metalship_verify_${(0,external_node_crypto_.randomBytes)(4).toString('hex')}`,
                 password,
             },
             long: {
-                idleTimeoutMs: Math.max(s['command-idle-timeout'], s['max-restore-seconds']) * 1000,
-                timeoutMs: Math.max(s['command-timeout'], s['max-restore-seconds']) * 1000,
+                idleTimeoutMs: Math.max(settings['command-idle-timeout'], settings['max-restore-seconds']) * 1000,
+                timeoutMs: Math.max(settings['command-timeout'], settings['max-restore-seconds']) * 1000,
             },
         });
     }
@@ -76830,19 +76939,23 @@ async function testRestore(run, found) {
 }
 /** 1. The backup and its manifest, and its age against the RPO objective. */
 async function findBackup(run) {
-    const { s, backup } = run;
-    const found = await run.log.group(`Finding the backup on ${backup.spec.label}`, () => backup.conn.step(findBackupStep({ backupDir: s['backup-dir'], database: s.database, file: s['backup-file'] })));
+    const { settings, backup } = run;
+    const found = await run.log.group(`Finding the backup on ${backup.spec.label}`, () => backup.conn.step(findBackupStep({
+        backupDir: settings['backup-dir'],
+        database: settings.database,
+        file: settings['backup-file'],
+    })));
     if ('error' in found)
         return { rows: [failed('backup', 'unusable', found.error)], stop: true, found: null, ageHours: null };
-    const m = found.manifest;
-    const backupRow = backup_verify_ok('backup', `${found.dump.split('/').pop()}: ${formatBytes(found.size)}, taken ${m.created} (label ${m.label}, PostgreSQL ${m.pg_version})`);
-    const ageHours = (found.now - Date.parse(m.created) / 1000) / 3600;
-    const objective = `≤ ${s['max-age-hours']} h`;
-    if (ageHours > s['max-age-hours'])
+    const manifest = found.manifest;
+    const backupRow = backup_verify_ok('backup', `${found.dump.split('/').pop()}: ${formatBytes(found.size)}, taken ${manifest.created} (label ${manifest.label}, PostgreSQL ${manifest.pg_version})`);
+    const ageHours = (found.now - Date.parse(manifest.created) / 1000) / 3600;
+    const objective = `≤ ${settings['max-age-hours']} h`;
+    if (ageHours > settings['max-age-hours'])
         return {
             rows: [
                 backupRow,
-                failed('age (RPO)', formatAge(ageHours), `${s['backup-file'] ? 'the backup' : 'the newest backup'} ${found.dump} was taken ${m.created}, ${formatAge(ageHours)} ago: older than the RPO objective of ${s['max-age-hours']} h (max-age-hours). Are the daily backups still running?`, objective),
+                failed('age (RPO)', formatAge(ageHours), `${settings['backup-file'] ? 'the backup' : 'the newest backup'} ${found.dump} was taken ${manifest.created}, ${formatAge(ageHours)} ago: older than the RPO objective of ${settings['max-age-hours']} h (max-age-hours). Are the daily backups still running?`, objective),
             ],
             stop: true,
             found,
@@ -76915,8 +77028,8 @@ async function copyAndRestore(run, found) {
 }
 /** 4. Row counts against the manifest, amcheck, the checks. */
 async function inspectRestored(run, manifest, restored) {
-    const { s, restore, log } = run;
-    const inspection = await log.group('Checking the restored database', () => restore.conn.step(inspectStep({ ...run.scratch, checks: s.checks }), run.long));
+    const { settings, restore, log } = run;
+    const inspection = await log.group('Checking the restored database', () => restore.conn.step(inspectStep({ ...run.scratch, checks: settings.checks }), run.long));
     const compared = inspection.counts && compareCounts(manifest.tables, inspection.counts);
     const countsRow = !compared
         ? failed('row counts', 'unreadable', 'the row counts of the restored database could not be read')
@@ -76935,7 +77048,7 @@ async function inspectRestored(run, manifest, restored) {
         : 'failed' in amcheck
             ? failed('amcheck', amcheck.failed, `amcheck found a damaged index: ${amcheck.failed}`)
             : backup_verify_ok('amcheck', `${amcheck.indexes} btree indexes (heapallindexed) intact`);
-    const checkRows = s.checks.map((query, i) => {
+    const checkRows = settings.checks.map((query, i) => {
         const check = inspection.checks[i];
         return check.ok
             ? backup_verify_ok(`check \`${query}\``, 'true')
@@ -76949,7 +77062,7 @@ async function inspectRestored(run, manifest, restored) {
 /** The RTO: from the first byte copied to the last check. */
 function rtoPart(run, started) {
     const seconds = (Date.now() - started) / 1000;
-    const max = run.s['max-restore-seconds'];
+    const max = run.settings['max-restore-seconds'];
     const measured = `${seconds.toFixed(1)} s`;
     const row = seconds > max
         ? failed('restore and checks (RTO)', measured, `copying, restoring and checking took ${measured}: longer than the RTO objective of ${max} s (max-restore-seconds)`, `≤ ${max} s`)
@@ -76958,18 +77071,18 @@ function rtoPart(run, started) {
 }
 /** 5. The application against the restored data. */
 async function smokeTest(run) {
-    const { s, restore, log } = run;
-    if (!s.smoke)
+    const { settings, restore, log } = run;
+    if (!settings.smoke)
         return { rows: [{ what: 'smoke test', measured: 'off (smoke: false)', status: 'skipped' }] };
     try {
         const smoke = await log.group(`Starting the current release on ${restore.spec.label} against ${run.scratch.scratch}`, () => restore.conn.step(smokeStep({
             ...run.scratch,
-            app: s.app,
-            appRoot: s['app-root'],
-            appUser: s['app-user'],
-            appModule: s['app-module'],
-            path: s['smoke-path'],
-            timeout: s['smoke-timeout'],
+            app: settings.app,
+            appRoot: settings['app-root'],
+            appUser: settings['app-user'],
+            appModule: settings['app-module'],
+            path: settings['smoke-path'],
+            timeout: settings['smoke-timeout'],
         })));
         if ('skipped' in smoke) {
             log.info(`smoke test ${smoke.skipped}`);
@@ -76977,14 +77090,14 @@ async function smokeTest(run) {
         }
         return {
             rows: [
-                backup_verify_ok('smoke test', `current release answered GET ${s['smoke-path']} with ${smoke.status} after ${smoke.seconds.toFixed(1)} s`),
+                backup_verify_ok('smoke test', `current release answered GET ${settings['smoke-path']} with ${smoke.status} after ${smoke.seconds.toFixed(1)} s`),
             ],
         };
     }
     catch (err) {
         return {
             rows: [
-                failed('smoke test', `GET ${s['smoke-path']} failed`, `the smoke test failed: ${messageOf(err)}`),
+                failed('smoke test', `GET ${settings['smoke-path']} failed`, `the smoke test failed: ${messageOf(err)}`),
             ],
         };
     }
@@ -77012,7 +77125,7 @@ async function recordVerification(run, test) {
     if (!test.verified || !found)
         return;
     const e = process.env;
-    await run.backup.conn.step(recordVerifiedStep(run.s['backup-dir'], {
+    await run.backup.conn.step(recordVerifiedStep(run.settings['backup-dir'], {
         verified: new Date(found.now * 1000).toISOString(),
         backup: found.dump,
         created: found.manifest.created,
@@ -77051,7 +77164,7 @@ function recoveryReport(run, test) {
         ? `Previous successful verification: ${formatAge(Number(restoreOutputs(test)['last-verified-hours']))} ago (${previousRecord.verified}, of the backup taken ${previousRecord.created}).`
         : 'No earlier successful verification is recorded on the backup host.';
     const where = `restored on ${run.restore.spec.label}${run.same ? ' itself' : ''}, into the scratch database ${run.scratch.scratch}`;
-    return (`### Recovery report: database ${run.s.database} on ${run.backup.spec.label}, ${where}\n\n` +
+    return (`### Recovery report: database ${run.settings.database} on ${run.backup.spec.label}, ${where}\n\n` +
         `${test.verified ? '**The backup restores.**' : '**The backup is NOT proven to restore.**'} ${previous}\n\n` +
         recoveryTable(test.rows));
 }
@@ -77097,8 +77210,8 @@ function recoveryTable(rows) {
 // then records the proof on the backup host and reports it.
 
 
-async function backupVerify(s, log) {
-    return withRestoreHosts(s, log, async (run) => {
+async function backupVerify(settings, log) {
+    return withRestoreHosts(settings, log, async (run) => {
         const test = await restoreTest(run);
         await recordVerification(run, test);
         return {
@@ -77130,7 +77243,7 @@ function common_prelude(check) {
     // the item there: what follows needs the packages to be checked.
     'ms_install() {', '  local missing; missing=$(ms_missing "$@")', '  [ -z "$missing" ] && return 0', '  if [ "$CHECK" = 1 ]; then ms_changed "would install ${missing% } and configure it"; exit 0; fi', '  ms_refresh_index', '  # shellcheck disable=SC2086', '  apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold $missing >/dev/null', '  ms_changed "installed ${missing% }"', '}', 
     // ms_file PATH MODE OWNER LABEL < content: writes PATH (atomically) when it differs; MS_WROTE=1 when it did (or would).
-    'ms_file() {', '  local path=$1 mode=$2 owner=$3 label=$4 tmp', '  MS_WROTE=0', '  tmp=$(mktemp "${path%/*}/.metalship-XXXXXX" 2>/dev/null || mktemp)', '  cat > "$tmp"', '  if [ -f "$path" ] && cmp -s "$tmp" "$path" && [ "$(stat -c %a:%U:%G "$path")" = "$mode:${owner%%:*}:${owner#*:}" ]; then rm -f "$tmp"; return 0; fi', '  MS_WROTE=1', '  if [ "$CHECK" = 1 ]; then rm -f "$tmp"; if [ -f "$path" ]; then ms_changed "$label differs"; else ms_changed "$label missing"; fi; return 0; fi', '  chmod "$mode" "$tmp"; chown "$owner" "$tmp"', '  mv -f "$tmp" "$path"', '  ms_changed "$label written"', '}');
+    '# shellcheck disable=SC2034 # MS_WROTE is read by the item after the call (file() onChange)', 'ms_file() {', '  local path=$1 mode=$2 owner=$3 label=$4 tmp', '  MS_WROTE=0', '  tmp=$(mktemp "${path%/*}/.metalship-XXXXXX" 2>/dev/null || mktemp)', '  cat > "$tmp"', '  if [ -f "$path" ] && cmp -s "$tmp" "$path" && [ "$(stat -c %a:%U:%G "$path")" = "$mode:${owner%%:*}:${owner#*:}" ]; then rm -f "$tmp"; return 0; fi', '  MS_WROTE=1', '  if [ "$CHECK" = 1 ]; then rm -f "$tmp"; if [ -f "$path" ]; then ms_changed "$label differs"; else ms_changed "$label missing"; fi; return 0; fi', '  chmod "$mode" "$tmp"; chown "$owner" "$tmp"', '  mv -f "$tmp" "$path"', '  ms_changed "$label written"', '}');
 }
 /** Script lines: write content to path when it differs (honours CHECK); runs onChange when it did. */
 function common_file(path, content, opts = {}) {
@@ -77142,14 +77255,9 @@ function itemScript(check, ...parts) {
     return sh_script(common_prelude(check), ...parts);
 }
 function parseItemOutput(code, stdout, stderr) {
-    const changes = [];
-    const warnings = [];
-    for (const line of stdout.split('\n')) {
-        if (line.startsWith('changed '))
-            changes.push(line.slice(8).trim());
-        else if (line.startsWith('warning '))
-            warnings.push(line.slice(8).trim());
-    }
+    const out = sh_keyLines(stdout);
+    const changes = out.all('changed').map((c) => c.trim());
+    const warnings = out.all('warning').map((w) => w.trim());
     if (code !== 0) {
         const why = stderr.trim().split('\n').slice(-5).join(' / ') || `exit code ${code}`;
         return { status: 'failed', changes, warnings, detail: why };
@@ -77165,21 +77273,30 @@ function parseItemOutput(code, stdout, stderr) {
 
 
 
-function appItem(s) {
-    const l = s.layout;
+function appItem(settings) {
+    const layout = settings.layout;
     const units = unitFiles({
-        layout: l,
-        user: s.user,
-        appModule: s.appModule,
-        uvicornArgs: s.uvicornArgs,
-        workerCommand: s.workerCommand,
-        schedulerCommand: s.schedulerCommand,
-    }, s.roles);
+        layout: layout,
+        user: settings.user,
+        appModule: settings.appModule,
+        uvicornArgs: settings.uvicornArgs,
+        workerCommand: settings.workerCommand,
+        schedulerCommand: settings.schedulerCommand,
+    }, settings.roles);
     return {
         name: 'app',
-        script: itemScript(s.check, sh_sh `if [ "$CHECK" = 1 ] && [ ! -d ${l.root} ]; then ms_changed ${'app tree ' + l.root + ' missing (users item creates it)'}; fi`, s.env ? common_file(l.env, s.env, { mode: '600', owner: `${s.user}:${s.user}`, label: '.env' }) : null, unitsOurs(Object.keys(units)), 'units_changed=0', ...Object.entries(units).map(([name, content]) => content === null
-            ? sh_sh `if [ -f ${l.unitDir}/${name} ]; then ms_changed ${'unit ' + name + ' removed (not on this host)'}; if [ "$CHECK" != 1 ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${l.unitDir}/${name}; fi; units_changed=1; fi`
-            : common_file(`${l.unitDir}/${name}`, content, { label: `unit ${name}`, onChange: 'units_changed=1' })), 'if [ "$units_changed" = 1 ] && [ "$CHECK" != 1 ]; then systemctl daemon-reload; fi'),
+        script: itemScript(settings.check, sh_sh `if [ "$CHECK" = 1 ] && [ ! -d ${layout.root} ]; then ms_changed ${'app tree ' + layout.root + ' missing (users item creates it)'}; fi`, settings.env
+            ? common_file(layout.env, settings.env, {
+                mode: '600',
+                owner: `${settings.user}:${settings.user}`,
+                label: '.env',
+            })
+            : null, unitsOurs(Object.keys(units)), 'units_changed=0', ...Object.entries(units).map(([name, content]) => content === null
+            ? sh_sh `if [ -f ${layout.unitDir}/${name} ]; then ms_changed ${'unit ' + name + ' removed (not on this host)'}; if [ "$CHECK" != 1 ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${layout.unitDir}/${name}; fi; units_changed=1; fi`
+            : common_file(`${layout.unitDir}/${name}`, content, {
+                label: `unit ${name}`,
+                onChange: 'units_changed=1',
+            })), 'if [ "$units_changed" = 1 ] && [ "$CHECK" != 1 ]; then systemctl daemon-reload; fi'),
     };
 }
 
@@ -77198,6 +77315,7 @@ const SSH_PORTS = [
     '  ssh_ports=$(systemctl show ssh.socket -p Listen --value 2>/dev/null | tr " " "\\n" | sed -n "s/.*:\\([0-9][0-9]*\\)$/\\1/p; s/^\\([0-9][0-9]*\\)$/\\1/p")',
     'fi',
     'if [ -z "$ssh_ports" ]; then ssh_ports=$(sshd -T 2>/dev/null | awk \'$1 == "port" { print $2 }\'); fi',
+    '# shellcheck disable=SC2086 # the port list is split into words on purpose',
     'ssh_ports=$(printf "%s\\n" $ssh_ports | sort -un | tr "\\n" " ")',
     'if [ -z "${ssh_ports// /}" ]; then echo "cannot tell which port sshd listens on (sshd -T and ssh.socket said nothing): not enabling the firewall" >&2; exit 1; fi',
 ].join('\n');
@@ -77206,12 +77324,12 @@ function firewallRules(s) {
     const rules = [...(s.nginx.enabled ? ['80/tcp', '443/tcp'] : []), ...s.firewall.allow];
     return [...new Set(rules)];
 }
-function firewallItem(s) {
-    const rules = firewallRules(s);
-    const pgRules = s.postgresql.enabled ? s.postgresql.remoteCidrs : [];
+function firewallItem(settings) {
+    const rules = firewallRules(settings);
+    const pgRules = settings.postgresql.enabled ? settings.postgresql.remoteCidrs : [];
     return {
         name: 'firewall',
-        script: itemScript(s.check, 'ms_install ufw', SSH_PORTS, 'added=$(ufw show added 2>/dev/null || true)', 
+        script: itemScript(settings.check, 'ms_install ufw', SSH_PORTS, 'added=$(ufw show added 2>/dev/null || true)', 
         // ufw allow is idempotent, but only a rule not yet there is a change.
         'ms_rule() { local want="ufw $*"; if ! printf "%s\\n" "$added" | grep -qxF -- "$want"; then ms_changed "rule: $*"; ms_apply ufw "$@" >/dev/null; fi; }', 'for p in $ssh_ports; do ms_rule allow "$p/tcp"; done', ...rules.map((r) => sh_sh `ms_rule allow ${r}`), ...pgRules.map((c) => sh_sh `ms_rule allow from ${c} to any port 5432 proto tcp`), 'if ! grep -q \'^DEFAULT_INPUT_POLICY="DROP"\' /etc/default/ufw; then ms_changed "default incoming policy: deny"; ms_apply ufw default deny incoming >/dev/null; fi', 'if ! grep -q \'^DEFAULT_OUTPUT_POLICY="ACCEPT"\' /etc/default/ufw; then ms_changed "default outgoing policy: allow"; ms_apply ufw default allow outgoing >/dev/null; fi', 'if ! ufw status 2>/dev/null | grep -q "^Status: active"; then', '  ms_changed "ufw enabled (ssh on $ssh_ports)"', '  if [ "$CHECK" != 1 ]; then', 
         // Safety net: if the runner never confirms (cut off, killed), the firewall goes off again by itself.
@@ -77227,9 +77345,9 @@ function firewallItem(s) {
 // Logs: shared/logs rotated daily, compressed after a day, 30 days kept.
 
 
-function logrotateConf(s) {
-    const logs = `${logrotateDir(s.layout.shared, 'app-root')}/logs`;
-    const user = bareWord(s.user, 'logrotate');
+function logrotateConf(settings) {
+    const logs = `${logrotateDir(settings.layout.shared, 'app-root')}/logs`;
+    const user = bareWord(settings.user, 'logrotate');
     return `# Managed by metalship: the app's logs.
 ${logs}/*.log ${logs}/*/*.log {
     daily
@@ -77245,11 +77363,11 @@ ${logs}/*.log ${logs}/*/*.log {
 }
 `;
 }
-function logsItem(s) {
-    const path = `/etc/logrotate.d/metalship-${s.layout.app}`;
+function logsItem(settings) {
+    const path = `/etc/logrotate.d/metalship-${settings.layout.app}`;
     return {
         name: 'logs',
-        script: itemScript(s.check, 'ms_install logrotate', common_file(path, logrotateConf(s), {
+        script: itemScript(settings.check, 'ms_install logrotate', common_file(path, logrotateConf(settings), {
             label: 'logrotate rules',
             onChange: `[ "$CHECK" = 1 ] || logrotate -d ${path} >/dev/null 2>&1 || { echo "logrotate rejects ${path}" >&2; exit 1; }`,
         })),
@@ -77279,21 +77397,21 @@ const CURL = [
     '--output',
     '/dev/null',
 ];
-function pingUnits(s) {
-    const l = s.layout;
+function pingUnits(settings) {
+    const layout = settings.layout;
     // No shell: each URL is one argument of its own (& ? ; quotes are only text),
     // and a oneshot's ExecStart= lines run in order, each only if the one before succeeded.
     return {
-        service: `# Managed by metalship: tells the monitoring service that ${l.app} is healthy.
+        service: `# Managed by metalship: tells the monitoring service that ${layout.app} is healthy.
 [Unit]
-Description=${unitText(l.app, ' health ping')}
+Description=${unitText(layout.app, ' health ping')}
 After=network-online.target
 
 [Service]
 Type=oneshot
-User=${unitText(s.user)}
-ExecStart=${execLine([...CURL, '--unix-socket', l.apiLink, '--url', `http://localhost${s.healthPath}`])}
-ExecStart=${execLine([...CURL, '--retry', '3', '--url', s.monitoring.pingUrl])}
+User=${unitText(settings.user)}
+ExecStart=${execLine([...CURL, '--unix-socket', layout.apiLink, '--url', `http://localhost${settings.healthPath}`])}
+ExecStart=${execLine([...CURL, '--retry', '3', '--url', settings.monitoring.pingUrl])}
 NoNewPrivileges=yes
 ProtectSystem=strict
 ProtectHome=yes
@@ -77301,7 +77419,7 @@ PrivateTmp=yes
 `,
         timer: `# Managed by metalship.
 [Unit]
-Description=${unitText(l.app, ' health ping every minute')}
+Description=${unitText(layout.app, ' health ping every minute')}
 
 [Timer]
 OnCalendar=minutely
@@ -77316,13 +77434,13 @@ WantedBy=timers.target
 function nodeExporterDefaults(listen) {
     return `# Managed by metalship.\nARGS=${defaultsValue(`--web.listen-address=${listen}`)}\n`;
 }
-function monitoringItem(s) {
-    const m = s.monitoring;
-    const app = s.layout.app;
-    const ping = pingUnits(s);
+function monitoringItem(settings) {
+    const monitoring2 = settings.monitoring;
+    const app = settings.layout.app;
+    const ping = pingUnits(settings);
     return {
         name: 'monitoring',
-        script: itemScript(s.check, 'reload=0', m.pingUrl
+        script: itemScript(settings.check, monitoring2.pingUrl ? 'reload=0' : null, monitoring2.pingUrl
             ? [
                 'ms_install curl',
                 common_file(`/etc/systemd/system/metalship-${app}-ping.service`, ping.service, {
@@ -77336,16 +77454,18 @@ function monitoringItem(s) {
                 'if [ "$reload" = 1 ] && [ "$CHECK" != 1 ]; then systemctl daemon-reload; fi',
                 sh_sh `if ! systemctl is-enabled --quiet ${`metalship-${app}-ping.timer`} 2>/dev/null; then ms_changed "health ping timer enabled"; ms_apply systemctl enable --now --quiet ${`metalship-${app}-ping.timer`}; fi`,
             ].join('\n')
-            : sh_sh `if [ -f ${`/etc/systemd/system/metalship-${app}-ping.timer`} ]; then ms_changed "health ping removed"; if [ "$CHECK" != 1 ]; then systemctl disable --now ${`metalship-${app}-ping.timer`} 2>/dev/null || true; rm -f ${`/etc/systemd/system/metalship-${app}-ping.timer`} ${`/etc/systemd/system/metalship-${app}-ping.service`}; systemctl daemon-reload; fi; fi`, m.nodeExporter
+            : sh_sh `if [ -f ${`/etc/systemd/system/metalship-${app}-ping.timer`} ]; then ms_changed "health ping removed"; if [ "$CHECK" != 1 ]; then systemctl disable --now ${`metalship-${app}-ping.timer`} 2>/dev/null || true; rm -f ${`/etc/systemd/system/metalship-${app}-ping.timer`} ${`/etc/systemd/system/metalship-${app}-ping.service`}; systemctl daemon-reload; fi; fi`, monitoring2.nodeExporter
             ? [
                 'ms_install prometheus-node-exporter',
-                common_file('/etc/default/prometheus-node-exporter', nodeExporterDefaults(m.nodeExporterListen), {
+                common_file('/etc/default/prometheus-node-exporter', nodeExporterDefaults(monitoring2.nodeExporterListen), {
                     label: 'node_exporter listen address',
                     onChange: '[ "$CHECK" = 1 ] || systemctl restart prometheus-node-exporter',
                 }),
                 'if ! systemctl is-active --quiet prometheus-node-exporter; then ms_changed "node_exporter started"; ms_apply systemctl enable --now --quiet prometheus-node-exporter; fi',
             ].join('\n')
-            : null, m.pingUrl || m.nodeExporter ? null : 'echo "note no health ping URL, no node_exporter"'),
+            : null, monitoring2.pingUrl || monitoring2.nodeExporter
+            ? null
+            : 'echo "note no health ping URL, no node_exporter"'),
     };
 }
 
@@ -77357,8 +77477,8 @@ function monitoringItem(s) {
 
 
 
-function certPaths(s) {
-    const first = s.tls.domains[0];
+function certPaths(settings) {
+    const first = settings.tls.domains[0];
     if (!first)
         return null;
     return {
@@ -77366,41 +77486,62 @@ function certPaths(s) {
         key: `/etc/letsencrypt/live/${first}/privkey.pem`,
     };
 }
+/**
+ * Sets nginx_http2 (see SiteSettings.http2) from the installed nginx, or stops
+ * the item before anything is written when provision cannot tell its version.
+ */
+const NGINX_VERSION_LINES = [
+    "nginx_version=$(nginx -v 2>&1 | sed -n 's#^nginx version: [^/]*/\\([0-9][0-9]*\\.[0-9][0-9.]*\\).*#\\1#p')",
+    'if [ -z "$nginx_version" ] || dpkg --compare-versions "$nginx_version" lt 1.9.5; then',
+    '  echo "nginx ${nginx_version:-of unknown version (nginx -v says: $(nginx -v 2>&1 | head -c 200))} is not supported: the TLS site needs nginx 1.9.5 or newer (HTTP/2); nothing was changed" >&2; exit 1',
+    'fi',
+    'if dpkg --compare-versions "$nginx_version" lt 1.25.1; then nginx_http2=listen; else nginx_http2=directive; fi',
+].join('\n');
 /** Lines that write the site (TLS when its certificate exists), enable it and set nginx_changed. */
-function siteLines(s) {
-    const l = s.layout;
-    const cert = certPaths(s);
-    const serverName = s.tls.domains.length ? s.tls.domains.join(' ') : '_';
-    const base = s.balancer
-        ? { serverName, acmeWebroot: ACME_WEBROOT, upstream: balancerUpstreamName(l) }
-        : { serverName, staticDir: s.nginx.staticDir || undefined, acmeWebroot: ACME_WEBROOT };
-    const http = common_file(l.nginxSite, siteConf(l, { ...base, tls: null }), {
+function siteLines(settings) {
+    const layout = settings.layout;
+    const cert = certPaths(settings);
+    const serverName = settings.tls.domains.length ? settings.tls.domains.join(' ') : '_';
+    const base = settings.balancer
+        ? { serverName, acmeWebroot: ACME_WEBROOT, upstream: balancerUpstreamName(layout) }
+        : { serverName, staticDir: settings.nginx.staticDir || undefined, acmeWebroot: ACME_WEBROOT };
+    const http = common_file(layout.nginxSite, siteConf(layout, { ...base, tls: null }), {
         label: 'nginx site (HTTP only)',
         onChange: 'nginx_changed=1',
     });
     return [
+        cert ? NGINX_VERSION_LINES : null,
         sh_sh `if [ ! -d ${ACME_WEBROOT} ]; then ms_apply mkdir -p ${ACME_WEBROOT}; fi`,
-        s.balancer
-            ? common_file(l.balancerUpstream, balancerUpstreamConf(l, s.balancer), {
+        settings.balancer
+            ? common_file(layout.balancerUpstream, balancerUpstreamConf(layout, settings.balancer), {
                 label: 'load balancer upstream (the app hosts)',
                 onChange: 'nginx_changed=1',
             })
-            : common_file(l.nginxUpstream, upstreamConf(l), { label: 'nginx upstream', onChange: 'nginx_changed=1' }),
+            : common_file(layout.nginxUpstream, upstreamConf(layout), {
+                label: 'nginx upstream',
+                onChange: 'nginx_changed=1',
+            }),
         cert
             ? [
                 sh_sh `if [ -f ${cert.certificate} ]; then`,
-                common_file(l.nginxSite, siteConf(l, { ...base, tls: cert }), {
-                    label: 'nginx site (TLS)',
-                    onChange: 'nginx_changed=1',
-                }),
+                ...['listen', 'directive'].flatMap((http2) => [
+                    sh_sh `if [ "$nginx_http2" = ${http2} ]; then`,
+                    common_file(layout.nginxSite, siteConf(layout, { ...base, tls: cert, http2 }), {
+                        label: 'nginx site (TLS)',
+                        onChange: 'nginx_changed=1',
+                    }),
+                    'fi',
+                ]),
                 'else',
                 http,
                 'fi',
             ].join('\n')
             : http,
-        sh_sh `if [ "$(readlink ${l.nginxSiteEnabled} 2>/dev/null)" != ${l.nginxSite} ]; then ms_changed "nginx site enabled"; ms_apply ln -sfn ${l.nginxSite} ${l.nginxSiteEnabled}; nginx_changed=1; fi`,
+        sh_sh `if [ "$(readlink ${layout.nginxSiteEnabled} 2>/dev/null)" != ${layout.nginxSite} ]; then ms_changed "nginx site enabled"; ms_apply ln -sfn ${layout.nginxSite} ${layout.nginxSiteEnabled}; nginx_changed=1; fi`,
         'if [ -e /etc/nginx/sites-enabled/default ]; then ms_changed "nginx default site disabled"; ms_apply rm -f /etc/nginx/sites-enabled/default; nginx_changed=1; fi',
-    ].join('\n');
+    ]
+        .filter((line) => line !== null)
+        .join('\n');
 }
 /** Tests the configuration, then reloads (or starts) nginx when something changed. */
 const NGINX_RELOAD = [
@@ -77427,53 +77568,59 @@ function nginxItem(s) {
 
 
 
-function hbaBlock(s) {
-    const p = s.postgresql;
+function hbaBlock(settings) {
+    const p = settings.postgresql;
     const db = hbaName(p.database);
     const user = hbaName(p.user);
     return [
-        `# BEGIN metalship ${s.layout.app}`,
+        `# BEGIN metalship ${settings.layout.app}`,
         `host    ${db} ${user} 127.0.0.1/32 scram-sha-256`,
         `host    ${db} ${user} ::1/128 scram-sha-256`,
         ...p.remoteCidrs.map((c) => `hostssl ${db} ${user} ${hbaAddress(c)} scram-sha-256`),
-        `# END metalship ${s.layout.app}`,
+        `# END metalship ${settings.layout.app}`,
     ].join('\n');
 }
-function postgresqlItem(s) {
-    const p = s.postgresql;
+function postgresqlItem(settings) {
+    const p = settings.postgresql;
     const backup = {
-        app: s.layout.app,
+        app: settings.layout.app,
         database: p.database,
         backupDir: p.backupDir,
         retentionDays: p.keepDays,
     };
-    const units = backupUnitNames(s.layout.app);
+    const units = backupUnitNames(settings.layout.app);
     const psql = 'runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1';
     return {
         name: 'postgresql',
-        script: itemScript(s.check, 'ms_install postgresql', 'if ! systemctl is-active --quiet postgresql; then ms_changed "postgresql started"; ms_apply systemctl enable --now --quiet postgresql; fi', 
+        script: itemScript(settings.check, 'ms_install postgresql', 'if ! systemctl is-active --quiet postgresql; then ms_changed "postgresql started"; ms_apply systemctl enable --now --quiet postgresql; fi', 
         // Clusters take a moment to accept connections after a start.
-        `for i in $(seq 1 30); do ${psql} -c 'select 1' >/dev/null 2>&1 && break; sleep 1; done`, `q() { ${psql} -v u=${p.user} -v db=${p.database} "$@"; }`, sh_sh `if [ -z "$(echo "select 1 from pg_roles where rolname = :'u'" | q)" ]; then ms_changed ${'role ' + p.user + ' created'}; if [ "$CHECK" != 1 ]; then echo 'create role :"u" login' | q; fi; fi`, sh_sh `if [ -z "$(echo "select 1 from pg_database where datname = :'db'" | q)" ]; then ms_changed ${'database ' + p.database + ' created'}; if [ "$CHECK" != 1 ]; then echo 'create database :"db" owner :"u"' | q; fi; fi`, p.password
+        `for _ in $(seq 1 30); do ${psql} -c 'select 1' >/dev/null 2>&1 && break; sleep 1; done`, `# shellcheck disable=SC2120 # arguments are optional: most calls feed it stdin only\nq() { ${psql} -v u=${p.user} -v db=${p.database} "$@"; }`, sh_sh `if [ -z "$(echo "select 1 from pg_roles where rolname = :'u'" | q)" ]; then ms_changed ${'role ' + p.user + ' created'}; if [ "$CHECK" != 1 ]; then echo 'create role :"u" login' | q; fi; fi`, sh_sh `if [ -z "$(echo "select 1 from pg_database where datname = :'db'" | q)" ]; then ms_changed ${'database ' + p.database + ' created'}; if [ "$CHECK" != 1 ]; then echo 'create database :"db" owner :"u"' | q; fi; fi`, p.password
             ? [
                 // The password is right when it logs in; it goes to psql on stdin, never on a command line.
                 'pgpass=$(mktemp); chmod 600 "$pgpass"; trap \'rm -f "$pgpass"\' EXIT',
                 sh_sh `printf '%s\\n' ${'127.0.0.1:*:' + p.database + ':' + p.user + ':' + p.password.replace(/\\/g, '\\\\').replace(/:/g, '\\:')} > "$pgpass"`,
                 sh_sh `if ! PGPASSFILE="$pgpass" psql -XAtq -w -h 127.0.0.1 -U ${p.user} -d ${p.database} -c 'select 1' >/dev/null 2>&1; then`,
                 sh_sh `  ms_changed ${'password of role ' + p.user + ' set'}`,
-                // printf is a builtin: the password is never on a command line.
-                sh_sh `  if [ "$CHECK" != 1 ]; then printf '%s\\n' ${`alter role :"u" password '${p.password.replace(/'/g, "''")}'`} | q; fi`,
+                // printf is a builtin: the password is never on a command line. Stored as
+                // SCRAM whatever the server's default (md5 before PostgreSQL 14): the
+                // app's pg_hba rules accept only scram-sha-256.
+                sh_sh `  if [ "$CHECK" != 1 ]; then printf '%s\\n' ${"set password_encryption = 'scram-sha-256';"} ${`alter role :"u" password '${p.password.replace(/'/g, "''")}'`} | q; fi`,
                 'fi',
             ].join('\n')
-            : null, `hba=$(${psql} -c 'show hba_file')`, sh_sh `block=$(cat <<'MS_HBA_EOF'`, hbaBlock(s), 'MS_HBA_EOF', ')', 
+            : null, `hba=$(${psql} -c 'show hba_file')`, sh_sh `block=$(cat <<'MS_HBA_EOF'`, hbaBlock(settings), 'MS_HBA_EOF', ')', 
         // Our rules first (pg_hba: the first matching line wins); the rest as it was.
-        sh_sh `new=$( { printf '%s\\n' "$block"; awk -v b=${'# BEGIN metalship ' + s.layout.app} -v e=${'# END metalship ' + s.layout.app} '$0 == b { skip = 1; next } $0 == e { skip = 0; next } !skip' "$hba"; } )`, 'if [ "$new" != "$(cat "$hba")" ]; then', '  ms_changed "pg_hba rules for the app"', '  if [ "$CHECK" != 1 ]; then printf "%s\\n" "$new" > "$hba.metalship-new"; chown --reference="$hba" "$hba.metalship-new"; chmod --reference="$hba" "$hba.metalship-new"; mv -f "$hba.metalship-new" "$hba"; echo "select pg_reload_conf()" | q >/dev/null; fi', 'fi', p.remoteCidrs.length
+        sh_sh `new=$( { printf '%s\\n' "$block"; awk -v b=${'# BEGIN metalship ' + settings.layout.app} -v e=${'# END metalship ' + settings.layout.app} '$0 == b { skip = 1; next } $0 == e { skip = 0; next } !skip' "$hba"; } )`, 'if [ "$new" != "$(cat "$hba")" ]; then', '  ms_changed "pg_hba rules for the app"', '  if [ "$CHECK" != 1 ]; then printf "%s\\n" "$new" > "$hba.metalship-new"; chown --reference="$hba" "$hba.metalship-new"; chmod --reference="$hba" "$hba.metalship-new"; mv -f "$hba.metalship-new" "$hba"; echo "select pg_reload_conf()" | q >/dev/null; fi', 'fi', 
+        // The cluster's settings are readable by the server's account only (the
+        // packages leave postgresql.conf, start.conf and pg_ctl.conf world-readable;
+        // lynis 3.1+ warns of it as DBS-1828).
+        `conf_dir=$(dirname "$(${psql} -c 'show config_file')")`, 'open_confs=$(find "$conf_dir" -maxdepth 1 -name "*.conf" -perm /o=rwx -printf "%f " | sed "s/ $//")', 'if [ -n "$open_confs" ]; then ms_changed "PostgreSQL configuration files no longer world-readable: $open_confs"; ms_apply find "$conf_dir" -maxdepth 1 -name "*.conf" -perm /o=rwx -exec chmod o-rwx {} +; fi', p.remoteCidrs.length
             ? [
                 `if [ "$(${psql} -c 'show listen_addresses')" != '*' ] || [ "$(${psql} -c 'show ssl')" != on ]; then`,
                 '  ms_changed "listening for remote clients, SSL on"',
                 `  if [ "$CHECK" != 1 ]; then echo "alter system set listen_addresses = '*'; alter system set ssl = on" | q; systemctl restart postgresql; fi`,
                 'fi',
             ].join('\n')
-            : null, 'if [ "$CHECK" = 1 ]; then', sh_sh `  prog=$(mktemp); cat > "$prog" <<'MS_PROG_EOF'`, backupProgram(backup).replace(/\n$/, ''), 'MS_PROG_EOF', sh_sh `  if ! cmp -s "$prog" ${backupProgramPath(s.layout.app)}; then ms_changed "backup program differs or is missing"; fi; rm -f "$prog"`, sh_sh `  if ! systemctl is-enabled --quiet ${units.timer} 2>/dev/null; then ms_changed ${'backup timer ' + units.timer + ' not enabled'}; fi`, 'else', backupInstallScript({ ...backup, onCalendar: p.schedule }), 'fi'),
+            : null, 'if [ "$CHECK" = 1 ]; then', sh_sh `  prog=$(mktemp); cat > "$prog" <<'MS_PROG_EOF'`, backupProgram(backup).replace(/\n$/, ''), 'MS_PROG_EOF', sh_sh `  if ! cmp -s "$prog" ${backupProgramPath(settings.layout.app)}; then ms_changed "backup program differs or is missing"; fi; rm -f "$prog"`, sh_sh `  if ! systemctl is-enabled --quiet ${units.timer} 2>/dev/null; then ms_changed ${'backup timer ' + units.timer + ' not enabled'}; fi`, 'else', backupInstallScript({ ...backup, onCalendar: p.schedule }), 'fi'),
     };
 }
 
@@ -77504,19 +77651,20 @@ const PYENV_BUILD_DEPS = [
     'libffi-dev',
     'liblzma-dev',
 ];
-function pythonItem(s) {
-    const v = s.python.version;
-    if (s.python.install === 'system') {
+function pythonItem(settings) {
+    const v = settings.python.version;
+    if (settings.python.install === 'system') {
         return {
             name: 'python',
-            script: itemScript(s.check, 'ms_install python3 python3-venv python3-pip', 'have=$(python3 -c \'import sys; print("%d.%d.%d" % sys.version_info[:3])\')', v
-                ? sh_sh `case "$have." in ${v}.*) ;; *) echo "python3 is $have, python-version asks for ${v}: use python-install: pyenv for another version" >&2; exit 1;; esac`
+            script: itemScript(settings.check, 'ms_install python3 python3-venv python3-pip', v
+                ? sh_sh `have=$(python3 -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')
+case "$have." in ${v}.*) ;; *) echo "python3 is $have, python-version asks for ${v}: use python-install: pyenv for another version" >&2; exit 1;; esac`
                 : null, 'echo "python /usr/bin/python3"'),
         };
     }
     return {
         name: 'python',
-        script: itemScript(s.check, `ms_install ${PYENV_BUILD_DEPS.join(' ')}`, sh_sh `export PYENV_ROOT=${PYENV_ROOT}`, sh_sh `if [ ! -x ${PYENV_ROOT}/bin/pyenv ]; then`, sh_sh `  ms_changed ${'pyenv installed in ' + PYENV_ROOT}`, '  if [ "$CHECK" = 1 ]; then exit 0; fi', sh_sh `  git clone --quiet --depth 1 ${PYENV_REPO} ${PYENV_ROOT} >&2`, 'fi', 
+        script: itemScript(settings.check, `ms_install ${PYENV_BUILD_DEPS.join(' ')}`, sh_sh `export PYENV_ROOT=${PYENV_ROOT}`, sh_sh `if [ ! -x ${PYENV_ROOT}/bin/pyenv ]; then`, sh_sh `  ms_changed ${'pyenv installed in ' + PYENV_ROOT}`, '  if [ "$CHECK" = 1 ]; then exit 0; fi', sh_sh `  git clone --quiet --depth 1 ${PYENV_REPO} ${PYENV_ROOT} >&2`, 'fi', 
         // A version such as 3.12 means the newest 3.12.x pyenv knows.
         sh_sh `full=$(${PYENV_ROOT}/bin/pyenv latest -k ${v} 2>/dev/null || echo ${v})`, sh_sh `if [ ! -x ${PYENV_ROOT}/versions/"$full"/bin/python3 ]; then`, '  ms_changed "Python $full built with pyenv"', '  if [ "$CHECK" = 1 ]; then exit 0; fi', sh_sh `  ${PYENV_ROOT}/bin/pyenv install --skip-existing "$full" >&2`, 'fi', sh_sh `chmod -R go+rX,go-w ${PYENV_ROOT}`, sh_sh `echo "python ${PYENV_ROOT}/versions/$full/bin/python3"`),
     };
@@ -77525,7 +77673,8 @@ function pythonItem(s) {
 ;// CONCATENATED MODULE: ./src/remote/provision/redis.ts
 // Redis: loopback only, the default user off, an ACL user for the app that may
 // not run dangerous commands (ACLs, not the deprecated rename-command),
-// maxmemory (given, or a share of RAM) with allkeys-lru, appendonly.
+// maxmemory (given, or a share of RAM) with allkeys-lru, appendonly. The syntax
+// follows the version found on the host (see RedisSyntax).
 
 
 
@@ -77534,32 +77683,53 @@ const REDIS_CONF = '/etc/redis/redis.conf';
 const REDIS_DROPIN = '/etc/redis/metalship.conf';
 const REDIS_ACL = '/etc/redis/users.acl';
 /** The ACL file: passwords only as SHA-256, never in clear on disk. */
-function aclFile(user, password) {
+function aclFile(user, password, syntax = '6.2') {
     // A second `user default` line would be the default user again, on: Redis refuses the file.
     if (user === 'default')
         throw new Error("redis-user cannot be 'default': that user is turned off");
     const hash = (0,external_node_crypto_.createHash)('sha256').update(password, 'utf8').digest('hex');
-    return `user default off resetchannels -@all
-user ${bareWord(user, 'the Redis ACL file')} on #${hash} ~* &* +@all -@dangerous
+    const channels = syntax === '6.2';
+    return `user default off${channels ? ' resetchannels' : ''} -@all
+user ${bareWord(user, 'the Redis ACL file')} on #${hash} ~*${channels ? ' &*' : ''} +@all -@dangerous
 `;
 }
-function redisItem(s) {
-    const r = s.redis;
+/** Loopback only, IPv6 where the host has it. */
+function redisBind(syntax) {
+    return syntax === '6.2' ? '127.0.0.1 -::1' : '127.0.0.1 ::1';
+}
+/**
+ * Sets redis_syntax from the installed redis-server, or stops the item before
+ * anything is written when provision does not know how to configure it.
+ */
+const REDIS_VERSION_LINES = [
+    "redis_version=$(redis-server --version 2>/dev/null | sed -n 's/.* v=\\([0-9][0-9]*\\.[0-9][0-9.]*\\) .*/\\1/p')",
+    'if [ -z "$redis_version" ] || dpkg --compare-versions "$redis_version" lt 6.0; then',
+    '  echo "redis-server ${redis_version:-of unknown version (redis-server --version says: $(redis-server --version 2>&1 | head -c 200))} is not supported: provision needs Redis 6.0 or newer (ACL users); nothing was changed" >&2; exit 1',
+    'fi',
+    'if dpkg --compare-versions "$redis_version" lt 6.2; then redis_syntax=6.0; else redis_syntax=6.2; fi',
+].join('\n');
+function redisItem(settings) {
+    const r = settings.redis;
     const maxmemory = r.maxmemory
         ? sh_quote(r.maxmemory)
         : `$(awk '/^MemTotal:/ { printf "%d", $2 * 1024 * ${r.memoryPercent} / 100 }' /proc/meminfo)`;
     return {
         name: 'redis',
-        script: itemScript(s.check, 'ms_install redis-server', 'restart=0', common_file(REDIS_ACL, aclFile(r.user, r.password), {
-            mode: '640',
-            owner: 'redis:redis',
-            label: 'Redis ACL users',
-            onChange: 'restart=1',
-        }), `maxmemory=${maxmemory}`, sh_sh `ms_file ${REDIS_DROPIN} 640 redis:redis ${'Redis settings'} < <(printf '%s\\n' '# Managed by metalship.' 'bind 127.0.0.1 -::1' 'protected-mode yes' 'port 6379' "maxmemory $maxmemory" 'maxmemory-policy allkeys-lru' 'appendonly yes' ${'aclfile ' + REDIS_ACL})`, 'if [ "$MS_WROTE" = 1 ]; then restart=1; fi', 
+        script: itemScript(settings.check, 'ms_install redis-server', REDIS_VERSION_LINES, 'restart=0', ...['6.0', '6.2'].map((syntax) => [
+            sh_sh `if [ "$redis_syntax" = ${syntax} ]; then`,
+            common_file(REDIS_ACL, aclFile(r.user, r.password, syntax), {
+                mode: '640',
+                owner: 'redis:redis',
+                label: 'Redis ACL users',
+                onChange: 'restart=1',
+            }),
+            sh_sh `  redis_bind=${redisBind(syntax)}`,
+            'fi',
+        ].join('\n')), `maxmemory=${maxmemory}`, sh_sh `ms_file ${REDIS_DROPIN} 640 redis:redis ${'Redis settings'} < <(printf '%s\\n' '# Managed by metalship.' "bind $redis_bind" 'protected-mode yes' 'port 6379' "maxmemory $maxmemory" 'maxmemory-policy allkeys-lru' 'appendonly yes' ${'aclfile ' + REDIS_ACL})`, 'if [ "$MS_WROTE" = 1 ]; then restart=1; fi', 
         // Included last, so its values override the packaged file's.
         sh_sh `if [ "$(grep -v '^[[:space:]]*\\(#\\|$\\)' ${REDIS_CONF} | tail -n 1)" != ${'include ' + REDIS_DROPIN} ]; then`, sh_sh `  ms_changed "Redis includes the metalship settings last"`, sh_sh `  if [ "$CHECK" != 1 ]; then sed -i ${'\\#^include ' + REDIS_DROPIN + '$#d'} ${REDIS_CONF}; printf '\\n%s\\n' ${'include ' + REDIS_DROPIN} >> ${REDIS_CONF}; restart=1; fi`, 'fi', 'if [ "$CHECK" != 1 ]; then', '  if [ "$restart" = 1 ] || ! systemctl is-active --quiet redis-server; then systemctl enable --quiet redis-server; systemctl restart redis-server; fi', 
         // The app's user must work, and nobody else may run anything.
-        '  for i in $(seq 1 20); do redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && break; sleep 0.5; done', sh_sh `  if [ "$(REDISCLI_AUTH=${r.password} redis-cli --no-auth-warning -h 127.0.0.1 --user ${r.user} ping 2>&1)" != PONG ]; then echo "the app's Redis user cannot log in after the change" >&2; exit 1; fi`, '  case "$(redis-cli -h 127.0.0.1 ping 2>&1)" in *NOAUTH*|*NOPERM*|*WRONGPASS*|*"authentication"*) ;; *) echo "Redis still answers unauthenticated clients" >&2; exit 1;; esac', 'fi'),
+        '  for _ in $(seq 1 20); do redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && break; sleep 0.5; done', sh_sh `  if [ "$(REDISCLI_AUTH=${r.password} redis-cli --no-auth-warning -h 127.0.0.1 --user ${r.user} ping 2>&1)" != PONG ]; then echo "the app's Redis user cannot log in after the change" >&2; exit 1; fi`, '  case "$(redis-cli -h 127.0.0.1 ping 2>&1)" in *NOAUTH*|*NOPERM*|*WRONGPASS*|*"authentication"*) ;; *) echo "Redis still answers unauthenticated clients" >&2; exit 1;; esac', 'fi'),
     };
 }
 
@@ -77576,9 +77746,9 @@ const SSHD_DROPIN = '/etc/ssh/sshd_config.d/00-metalship.conf';
 const BACKUP = '/etc/ssh/.00-metalship.conf.previous';
 const SSH_REVERT_UNIT = 'metalship-revert-sshd';
 /** Options set, with the value sshd -T reports for them (lowercase keys). */
-function sshdOptions(s) {
+function sshdOptions(settings) {
     return [
-        ['PermitRootLogin', s.ssh.rootLogin === 'no' ? 'no' : 'without-password'],
+        ['PermitRootLogin', settings.ssh.rootLogin === 'no' ? 'no' : 'without-password'],
         ['PasswordAuthentication', 'no'],
         ['KbdInteractiveAuthentication', 'no'],
         ['PermitEmptyPasswords', 'no'],
@@ -77630,20 +77800,20 @@ const HOSTKEY_ALGS = [
  * The drop-in's fixed part (the algorithm lines are added on the host). Its
  * values are our own or a choice input's; none needs sshd quoting.
  */
-function sshdDropIn(s) {
+function sshdDropIn(settings) {
     return [
         '# Managed by metalship: key-only SSH. Read before the other files of this',
         '# directory, so its values win (sshd keeps the first value of each option).',
-        ...sshdOptions(s).map(([k, v]) => `${k} ${k === 'PermitRootLogin' ? s.ssh.rootLogin : v}`),
+        ...sshdOptions(settings).map(([k, v]) => `${k} ${k === 'PermitRootLogin' ? settings.ssh.rootLogin : v}`),
         'ChallengeResponseAuthentication no',
     ].join('\n');
 }
 function known(kind, names) {
     return `$(ms_known ${kind} ${names.join(' ')})`;
 }
-function sshItem(s) {
-    const opts = sshdOptions(s);
-    const header = sshdDropIn(s);
+function sshItem(settings) {
+    const opts = sshdOptions(settings);
+    const header = sshdDropIn(settings);
     // The algorithm lines are filled in on the host from what its sshd supports.
     const algLines = [
         `"KexAlgorithms ${known('kex', KEX)}"`,
@@ -77653,7 +77823,7 @@ function sshItem(s) {
     ].join(' ');
     return {
         name: 'ssh',
-        script: itemScript(s.check, 'command -v sshd >/dev/null || { echo "sshd is not installed" >&2; exit 1; }', 'ms_known() { local kind=$1; shift; local have; have=$(ssh -Q "$kind" 2>/dev/null); local out=""; for n in "$@"; do if printf "%s\\n" "$have" | grep -qxF -- "$n"; then out="$out${out:+,}$n"; fi; done; printf "%s" "$out"; }', 'mkdir -p /etc/ssh/sshd_config.d', 
+        script: itemScript(settings.check, 'command -v sshd >/dev/null || { echo "sshd is not installed" >&2; exit 1; }', 'ms_known() { local kind=$1; shift; local have; have=$(ssh -Q "$kind" 2>/dev/null); local out=""; for n in "$@"; do if printf "%s\\n" "$have" | grep -qxF -- "$n"; then out="$out${out:+,}$n"; fi; done; printf "%s" "$out"; }', 'mkdir -p /etc/ssh/sshd_config.d', 
         // Without the Include (very old or edited sshd_config), a drop-in does nothing.
         'if ! grep -qiE "^[[:space:]]*Include[[:space:]]+/etc/ssh/sshd_config\\.d/\\*\\.conf" /etc/ssh/sshd_config; then', '  echo "/etc/ssh/sshd_config does not include /etc/ssh/sshd_config.d/*.conf: add \'Include /etc/ssh/sshd_config.d/*.conf\' at its top" >&2; exit 1', 'fi', `want=$(cat <<'MS_SSHD_EOF'\n${header}\nMS_SSHD_EOF\n)`, 
         // An algorithm list this sshd cannot satisfy at all is left out.
@@ -77709,12 +77879,12 @@ Unattended-Upgrade::Origins-Pattern {
 Unattended-Upgrade::Remove-Unused-Dependencies "true";
 Unattended-Upgrade::Automatic-Reboot "false";
 `;
-function systemItem(s) {
+function systemItem(settings) {
     return {
         name: 'system',
-        script: itemScript(s.check, 'ms_refresh_index', `ms_install ${BASE_PACKAGES.join(' ')}`, common_file('/etc/apt/apt.conf.d/20auto-upgrades', AUTO_UPGRADES, { label: 'unattended-upgrades schedule' }), common_file('/etc/apt/apt.conf.d/52metalship-unattended-upgrades', UNATTENDED, {
+        script: itemScript(settings.check, 'ms_refresh_index', `ms_install ${BASE_PACKAGES.join(' ')}`, common_file('/etc/apt/apt.conf.d/20auto-upgrades', AUTO_UPGRADES, { label: 'unattended-upgrades schedule' }), common_file('/etc/apt/apt.conf.d/52metalship-unattended-upgrades', UNATTENDED, {
             label: 'unattended-upgrades security origins',
-        }), 'for t in apt-daily.timer apt-daily-upgrade.timer; do', '  if systemctl list-unit-files "$t" >/dev/null 2>&1 && ! systemctl is-enabled --quiet "$t" 2>/dev/null; then', '    ms_changed "$t enabled"; ms_apply systemctl enable --now --quiet "$t"', '  fi', 'done', s.system.securityUpdates
+        }), 'for t in apt-daily.timer apt-daily-upgrade.timer; do', '  if systemctl list-unit-files "$t" >/dev/null 2>&1 && ! systemctl is-enabled --quiet "$t" 2>/dev/null; then', '    ms_changed "$t enabled"; ms_apply systemctl enable --now --quiet "$t"', '  fi', 'done', settings.system.securityUpdates
             ? [
                 // The pending security updates, from unattended-upgrade's own dry run.
                 'pending=$(unattended-upgrade --dry-run -v 2>/dev/null | sed -n "s/^Packages that will be upgraded: //p" | head -1)',
@@ -77751,7 +77921,7 @@ const SYSCTL_FILE = '/etc/sysctl.d/60-metalship.conf';
  * Writes the sysctl file and checks the running values. Where /proc/sys is
  * read-only (containers), a value that cannot be applied is a warning.
  */
-function sysctlItem(s) {
+function sysctlItem(settings) {
     const content = '# Managed by metalship: kernel hardening.\n' +
         Object.entries(SYSCTLS)
             .map(([k, v]) => `${k} = ${v}`)
@@ -77759,7 +77929,7 @@ function sysctlItem(s) {
         '\n';
     return {
         name: 'sysctl',
-        script: itemScript(s.check, common_file(SYSCTL_FILE, content, { label: 'sysctl hardening file' }), 'differ=""', ...Object.entries(SYSCTLS).map(([k, v]) => `cur=$(sysctl -n ${k} 2>/dev/null || echo absent); if [ "$cur" != absent ] && [ "$cur" != ${v} ]; then differ="$differ ${k}"; fi`), 'if [ -n "$differ" ]; then', '  if [ ! -w /proc/sys/kernel ]; then ms_warn "cannot set kernel parameters here (/proc/sys is read-only, a container?):$differ"', '  elif [ "$CHECK" = 1 ]; then ms_changed "sysctls to apply:$differ"', `  elif sysctl -q -p ${SYSCTL_FILE} >/dev/null 2>&1; then ms_changed "sysctls applied:$differ"`, '  else ms_warn "some kernel parameters could not be set:$differ"; fi', 'fi'),
+        script: itemScript(settings.check, common_file(SYSCTL_FILE, content, { label: 'sysctl hardening file' }), 'differ=""', ...Object.entries(SYSCTLS).map(([k, v]) => `cur=$(sysctl -n ${k} 2>/dev/null || echo absent); if [ "$cur" != absent ] && [ "$cur" != ${v} ]; then differ="$differ ${k}"; fi`), 'if [ -n "$differ" ]; then', '  if [ ! -w /proc/sys/kernel ]; then ms_warn "cannot set kernel parameters here (/proc/sys is read-only, a container?):$differ"', '  elif [ "$CHECK" = 1 ]; then ms_changed "sysctls to apply:$differ"', `  elif sysctl -q -p ${SYSCTL_FILE} >/dev/null 2>&1; then ms_changed "sysctls applied:$differ"`, '  else ms_warn "some kernel parameters could not be set:$differ"; fi', 'fi'),
     };
 }
 
@@ -77774,13 +77944,13 @@ function sysctlItem(s) {
 
 const ACME_CA_FILE = '/etc/metalship/acme-ca.pem';
 const CERTBOT_DROPIN = '/etc/systemd/system/certbot.service.d/metalship.conf';
-function tlsItem(s) {
-    const cert = certPaths(s);
-    const t = s.tls;
+function tlsItem(settings) {
+    const cert = certPaths(settings);
+    const t = settings.tls;
     if (!cert) {
         return {
             name: 'tls',
-            script: itemScript(s.check, 'echo "note HTTP only: no domains given, so no certificate and no TLS"'),
+            script: itemScript(settings.check, 'echo "note HTTP only: no domains given, so no certificate and no TLS"'),
         };
     }
     const first = t.domains[0];
@@ -77788,7 +77958,7 @@ function tlsItem(s) {
     const env = t.caBundle ? sh_sh `REQUESTS_CA_BUNDLE=${ACME_CA_FILE} ` : '';
     return {
         name: 'tls',
-        script: itemScript(s.check, 'ms_install certbot', 'command -v nginx >/dev/null || { echo "nginx is not installed: TLS needs the nginx item" >&2; exit 1; }', t.caBundle
+        script: itemScript(settings.check, 'ms_install certbot', 'command -v nginx >/dev/null || { echo "nginx is not installed: TLS needs the nginx item" >&2; exit 1; }', t.caBundle
             ? [
                 sh_sh `if [ ! -d /etc/metalship ]; then ms_apply mkdir -p /etc/metalship; fi`,
                 common_file(ACME_CA_FILE, t.caBundle, { label: 'ACME CA bundle' }),
@@ -77799,7 +77969,7 @@ function tlsItem(s) {
         // The HTTP site answers the challenge on port 80 (the nginx item wrote it).
         sh_sh `    mkdir -p ${ACME_WEBROOT}`, sh_sh `    if ! out=$(${raw(env)}certbot certonly --non-interactive --agree-tos --email ${t.email} --server ${t.server} --webroot -w ${ACME_WEBROOT} --cert-name ${first} ${t.domains.flatMap((d) => ['-d', d])} --deploy-hook 'systemctl reload nginx' 2>&1); then`, '      echo "certbot failed: $(printf "%s" "$out" | tail -n 8)" >&2; exit 1', '    fi', '    got_cert=1', '  fi', 'fi', 
         // The nginx item wrote the TLS site already when the certificate existed; a new one needs it now.
-        'nginx_changed=0', 'if [ "${got_cert:-0}" = 1 ]; then', siteLines(s), NGINX_RELOAD, 'fi', 'if ! systemctl is-enabled --quiet certbot.timer 2>/dev/null; then ms_changed "certbot renewal timer enabled"; ms_apply systemctl enable --now --quiet certbot.timer; fi', sh_sh `if [ "$CHECK" != 1 ]; then echo ${'note certificate ' + cert.certificate}; fi`),
+        'nginx_changed=0', 'if [ "${got_cert:-0}" = 1 ]; then', siteLines(settings), NGINX_RELOAD, 'fi', 'if ! systemctl is-enabled --quiet certbot.timer 2>/dev/null; then ms_changed "certbot renewal timer enabled"; ms_apply systemctl enable --now --quiet certbot.timer; fi', sh_sh `if [ "$CHECK" != 1 ]; then echo ${'note certificate ' + cert.certificate}; fi`),
     };
 }
 
@@ -77825,38 +77995,38 @@ Defaults:${name} !requiretty
 ${name} ALL=(root) NOPASSWD: /usr/bin/${shell} ${args.join(' ')}, /bin/${shell} ${args.join(' ')}
 `;
 }
-function usersItem(s) {
-    const l = s.layout;
-    const d = s.deployUser;
+function usersItem(settings) {
+    const layout = settings.layout;
+    const deployUser2 = settings.deployUser;
     const dirs = [
-        l.root,
-        l.releases,
-        l.venvs,
-        l.slots,
-        l.shared,
-        `${l.shared}/logs`,
-        `${l.shared}/uploads`,
-        l.state,
+        layout.root,
+        layout.releases,
+        layout.venvs,
+        layout.slots,
+        layout.shared,
+        `${layout.shared}/logs`,
+        `${layout.shared}/uploads`,
+        layout.state,
     ];
     return {
         name: 'users',
-        script: itemScript(s.check, 'if [ "$CHECK" = 1 ]; then', sh_sh `  if ! id -u ${s.user} >/dev/null 2>&1; then ms_changed ${'app user ' + s.user + ' missing'}; fi`, sh_sh `  if ! id -u ${l.buildUser} >/dev/null 2>&1; then ms_changed ${'build user ' + l.buildUser + ' missing'}; fi`, sh_sh `  for d in ${dirs}; do [ -d "$d" ] || ms_changed "directory $d missing"; done`, 'else', ensureAppTree(l, s.user, SHARED_PATHS), 'fi', 
+        script: itemScript(settings.check, 'if [ "$CHECK" = 1 ]; then', sh_sh `  if ! id -u ${settings.user} >/dev/null 2>&1; then ms_changed ${'app user ' + settings.user + ' missing'}; fi`, sh_sh `  if ! id -u ${layout.buildUser} >/dev/null 2>&1; then ms_changed ${'build user ' + layout.buildUser + ' missing'}; fi`, sh_sh `  for d in ${dirs}; do [ -d "$d" ] || ms_changed "directory $d missing"; done`, 'else', ensureAppTree(layout, settings.user, SHARED_PATHS), 'fi', 
         // The app user never logs in.
-        sh_sh `if id -u ${s.user} >/dev/null 2>&1 && [ "$(getent passwd ${s.user} | cut -d: -f7)" != /usr/sbin/nologin ]; then ms_changed ${'login shell of ' + s.user + ' removed'}; ms_apply usermod -s /usr/sbin/nologin ${s.user}; fi`, d
+        sh_sh `if id -u ${settings.user} >/dev/null 2>&1 && [ "$(getent passwd ${settings.user} | cut -d: -f7)" != /usr/sbin/nologin ]; then ms_changed ${'login shell of ' + settings.user + ' removed'}; ms_apply usermod -s /usr/sbin/nologin ${settings.user}; fi`, deployUser2
             ? [
-                sh_sh `if ! id -u ${d.name} >/dev/null 2>&1; then ms_changed ${'deploy user ' + d.name + ' created'}; ms_apply useradd --create-home --shell /bin/bash ${d.name}; fi`,
-                sh_sh `if [ "$CHECK" = 1 ] && ! id -u ${d.name} >/dev/null 2>&1; then exit 0; fi`,
-                sh_sh `home=$(getent passwd ${d.name} | cut -d: -f6)`,
-                sh_sh `if [ ! -d "$home/.ssh" ]; then ms_apply install -d -m 700 -o ${d.name} -g ${d.name} "$home/.ssh"; fi`,
-                common_file(raw('"$home/.ssh/authorized_keys"'), d.keys.join('\n') + '\n', {
+                sh_sh `if ! id -u ${deployUser2.name} >/dev/null 2>&1; then ms_changed ${'deploy user ' + deployUser2.name + ' created'}; ms_apply useradd --create-home --shell /bin/bash ${deployUser2.name}; fi`,
+                sh_sh `if [ "$CHECK" = 1 ] && ! id -u ${deployUser2.name} >/dev/null 2>&1; then exit 0; fi`,
+                sh_sh `home=$(getent passwd ${deployUser2.name} | cut -d: -f6)`,
+                sh_sh `if [ ! -d "$home/.ssh" ]; then ms_apply install -d -m 700 -o ${deployUser2.name} -g ${deployUser2.name} "$home/.ssh"; fi`,
+                common_file(raw('"$home/.ssh/authorized_keys"'), deployUser2.keys.join('\n') + '\n', {
                     mode: '600',
-                    owner: `${d.name}:${d.name}`,
-                    label: `authorized keys of ${d.name}`,
+                    owner: `${deployUser2.name}:${deployUser2.name}`,
+                    label: `authorized keys of ${deployUser2.name}`,
                 }),
                 'ms_install sudo',
-                sh_sh `sudoers=/etc/sudoers.d/metalship-${d.name}`,
+                sh_sh `sudoers=/etc/sudoers.d/metalship-${deployUser2.name}`,
                 sh_sh `tmp=$(mktemp); cat > "$tmp" <<'MS_SUDO_EOF'`,
-                sudoersRule(d.name) + 'MS_SUDO_EOF',
+                sudoersRule(deployUser2.name) + 'MS_SUDO_EOF',
                 'if ! visudo -cqf "$tmp" >/dev/null; then rm -f "$tmp"; echo "visudo rejected the sudoers rule" >&2; exit 1; fi',
                 'if [ -f "$sudoers" ] && cmp -s "$tmp" "$sudoers" && [ "$(stat -c %a "$sudoers")" = 440 ]; then rm -f "$tmp"',
                 'elif [ "$CHECK" = 1 ]; then rm -f "$tmp"; ms_changed "sudoers rule of the deploy user differs or is missing"',
@@ -77885,45 +78055,45 @@ function usersItem(s) {
 
 
 
+
 /** What the items need to know about a host before they are built, in one round trip. */
-function factsScript(_l) {
-    return sh_script('echo "OS $(. /etc/os-release 2>/dev/null; echo "${PRETTY_NAME:-unknown}")"');
-}
-function parseFacts(stdout) {
-    return {
-        os: /^OS (.*)$/m.exec(stdout)?.[1]?.trim() ?? 'unknown',
-    };
+function factsStep() {
+    return step_step('reading the host', sh_script('echo "OS $(. /etc/os-release 2>/dev/null; echo "${PRETTY_NAME:-unknown}")"'), (stdout) => ({ os: sh_keyLines(stdout).get('OS')?.trim() || 'unknown' }));
 }
 /** Every item with the input that switches it off, if any. */
-function planItems(s, _facts) {
+function planItems(settings, _facts) {
     const on = (flag, why, make) => flag ? { item: make() } : { item: null, off: why };
     // A load balancer runs nginx only: none of the app's items.
-    const app = (make) => on(!s.balancer, 'roles=lb: no app here', make);
+    const app = (make) => on(!settings.balancer, 'roles=lb: no app here', make);
     return [
-        { name: 'system', ...on(s.system.enabled, 'system: false', () => systemItem(s)) },
-        { name: 'sysctl', ...on(s.system.enabled, 'system: false', () => sysctlItem(s)) },
-        { name: 'users', item: usersItem(s) },
-        { name: 'python', ...app(() => pythonItem(s)) },
-        { name: 'app', ...app(() => appItem(s)) },
+        { name: 'system', ...on(settings.system.enabled, 'system: false', () => systemItem(settings)) },
+        { name: 'sysctl', ...on(settings.system.enabled, 'system: false', () => sysctlItem(settings)) },
+        { name: 'users', item: usersItem(settings) },
+        { name: 'python', ...app(() => pythonItem(settings)) },
+        { name: 'app', ...app(() => appItem(settings)) },
         {
             name: 'postgresql',
-            ...(s.balancer
+            ...(settings.balancer
                 ? app(() => null)
-                : on(s.postgresql.enabled, 'postgresql: false', () => postgresqlItem(s))),
+                : on(settings.postgresql.enabled, 'postgresql: false', () => postgresqlItem(settings))),
         },
         {
             name: 'redis',
-            ...(s.balancer ? app(() => null) : on(s.redis.enabled, 'redis: false', () => redisItem(s))),
+            ...(settings.balancer
+                ? app(() => null)
+                : on(settings.redis.enabled, 'redis: false', () => redisItem(settings))),
         },
-        { name: 'nginx', ...on(s.nginx.enabled, 'nginx: false', () => nginxItem(s)) },
-        { name: 'tls', ...on(s.nginx.enabled, 'nginx: false', () => tlsItem(s)) },
-        { name: 'firewall', ...on(s.firewall.enabled, 'firewall: false', () => firewallItem(s)) },
-        { name: 'ssh', ...on(s.ssh.enabled, 'ssh-hardening: false', () => sshItem(s)) },
+        { name: 'nginx', ...on(settings.nginx.enabled, 'nginx: false', () => nginxItem(settings)) },
+        { name: 'tls', ...on(settings.nginx.enabled, 'nginx: false', () => tlsItem(settings)) },
+        { name: 'firewall', ...on(settings.firewall.enabled, 'firewall: false', () => firewallItem(settings)) },
+        { name: 'ssh', ...on(settings.ssh.enabled, 'ssh-hardening: false', () => sshItem(settings)) },
         {
             name: 'logs',
-            ...(s.balancer ? app(() => null) : on(s.logs.enabled, 'log-rotation: false', () => logsItem(s))),
+            ...(settings.balancer
+                ? app(() => null)
+                : on(settings.logs.enabled, 'log-rotation: false', () => logsItem(settings))),
         },
-        { name: 'monitoring', ...app(() => monitoringItem(s)) },
+        { name: 'monitoring', ...app(() => monitoringItem(settings)) },
     ];
 }
 
@@ -77935,14 +78105,16 @@ function planItems(s, _facts) {
 
 
 
-function freshConnectionTest(host, s, log) {
+
+
+function freshConnectionTest(host, settings, log) {
     return async () => {
         const conn = await connect({
             host: host.spec.host,
             port: host.spec.port,
-            user: host.spec.user ?? s['ssh-user'],
+            user: host.spec.user ?? settings['ssh-user'],
             label: host.spec.label,
-        }, { ...connectOptions(s), connectTimeoutMs: Math.min(s['connect-timeout'], 15) * 1000 }, log);
+        }, { ...connectOptions(settings), connectTimeoutMs: Math.min(settings['connect-timeout'], 15) * 1000 }, log);
         try {
             await conn.run('true', { what: 'the fresh connection test' });
         }
@@ -77953,7 +78125,7 @@ function freshConnectionTest(host, s, log) {
 }
 async function provisionHost(host, settings, test, log) {
     const label = host.spec.label;
-    const facts = parseFacts((await host.conn.run(factsScript(host.layout), { what: 'reading the host' })).stdout);
+    const facts = await host.conn.step(factsStep());
     log.info(`[${label}] ${facts.os}${settings.check ? ' (check mode: nothing is changed)' : ''}`);
     const items = [];
     let python = '';
@@ -77976,11 +78148,11 @@ async function provisionHost(host, settings, test, log) {
                 status: 'failed',
                 changes: [],
                 warnings: [],
-                detail: err instanceof Error ? err.message : String(err),
+                detail: errorMessage(err),
             };
         }
-        python = /^python (\S+)$/m.exec(stdout)?.[1] ?? python;
-        const notes = [...stdout.matchAll(/^note (.*)$/gm)].map((m) => m[1]);
+        python = sh_keyLines(stdout).get('python') ?? python;
+        const notes = sh_keyLines(stdout).all('note');
         let detail = [outcome.detail, ...notes].filter(Boolean).join('; ');
         let status = outcome.status;
         // A guarded change stays only if a new connection still gets in.
@@ -77991,13 +78163,13 @@ async function provisionHost(host, settings, test, log) {
                 detail += '; a fresh SSH connection got in';
             }
             catch (err) {
-                const why = err instanceof Error ? err.message.split('\n')[0] : String(err);
+                const why = errorMessage(err).split('\n')[0];
                 let reverted = 'reverted';
                 try {
                     await host.conn.run(item.guard.revert, { what: `reverting the ${item.name} change` });
                 }
                 catch (e) {
-                    reverted = `revert failed too (${e instanceof Error ? e.message.split('\n')[0] : String(e)}); a timer reverts it within 3 minutes`;
+                    reverted = `revert failed too (${errorMessage(e).split('\n')[0]}); a timer reverts it within 3 minutes`;
                 }
                 status = 'failed';
                 detail = `a fresh SSH connection failed after the change (${why}): ${reverted}`;
@@ -78036,48 +78208,48 @@ async function provisionHost(host, settings, test, log) {
 
 
 
-function provisionSettings(s, roles, balancer = null) {
+function provisionSettings(settings, roles, balancer = null) {
     return {
         balancer,
-        layout: layout(s.app, s['app-root']),
-        check: s.check,
-        user: s['app-user'],
+        layout: layout(settings.app, settings['app-root']),
+        check: settings.check,
+        user: settings['app-user'],
         roles,
-        appModule: s['app-module'],
-        uvicornArgs: s['uvicorn-args'],
-        workerCommand: s['worker-command'],
-        schedulerCommand: s['scheduler-command'],
-        healthPath: s['health-path'],
-        system: { enabled: s.system, securityUpdates: s['security-updates'] },
-        firewall: { enabled: s.firewall, allow: s['firewall-allow'] },
-        ssh: { enabled: s['ssh-hardening'], rootLogin: s['ssh-root-login'] },
-        deployUser: s['deploy-user'] ? { name: s['deploy-user'], keys: s['deploy-user-keys'] } : null,
-        python: { install: s['python-install'], version: s['python-version'] },
-        env: s.env.text,
-        nginx: { enabled: s.nginx, staticDir: s['static-dir'] },
-        tls: { domains: s.domains, email: s['acme-email'], server: s['acme-server'], caBundle: s['acme-ca-bundle'] },
+        appModule: settings['app-module'],
+        uvicornArgs: settings['uvicorn-args'],
+        workerCommand: settings['worker-command'],
+        schedulerCommand: settings['scheduler-command'],
+        healthPath: settings['health-path'],
+        system: { enabled: settings.system, securityUpdates: settings['security-updates'] },
+        firewall: { enabled: settings.firewall, allow: settings['firewall-allow'] },
+        ssh: { enabled: settings['ssh-hardening'], rootLogin: settings['ssh-root-login'] },
+        deployUser: settings['deploy-user'] ? { name: settings['deploy-user'], keys: settings['deploy-user-keys'] } : null,
+        python: { install: settings['python-install'], version: settings['python-version'] },
+        env: settings.env.text,
+        nginx: { enabled: settings.nginx, staticDir: settings['static-dir'] },
+        tls: { domains: settings.domains, email: settings['acme-email'], server: settings['acme-server'], caBundle: settings['acme-ca-bundle'] },
         postgresql: {
-            enabled: s.postgresql,
-            database: s['db-name'],
-            user: s['db-user'],
-            password: s['db-password'],
-            remoteCidrs: s['db-remote-cidrs'],
-            backupDir: s['backup-dir'],
-            keepDays: s['backup-keep-days'],
-            schedule: s['backup-schedule'],
+            enabled: settings.postgresql,
+            database: settings['db-name'],
+            user: settings['db-user'],
+            password: settings['db-password'],
+            remoteCidrs: settings['db-remote-cidrs'],
+            backupDir: settings['backup-dir'],
+            keepDays: settings['backup-keep-days'],
+            schedule: settings['backup-schedule'],
         },
         redis: {
-            enabled: s.redis,
-            user: s['redis-user'],
-            password: s['redis-password'],
-            maxmemory: s['redis-maxmemory'],
-            memoryPercent: s['redis-memory-percent'],
+            enabled: settings.redis,
+            user: settings['redis-user'],
+            password: settings['redis-password'],
+            maxmemory: settings['redis-maxmemory'],
+            memoryPercent: settings['redis-memory-percent'],
         },
-        logs: { enabled: s['log-rotation'] },
+        logs: { enabled: settings['log-rotation'] },
         monitoring: {
-            pingUrl: s['health-ping-url'],
-            nodeExporter: s['node-exporter'],
-            nodeExporterListen: s['node-exporter-listen'],
+            pingUrl: settings['health-ping-url'],
+            nodeExporter: settings['node-exporter'],
+            nodeExporterListen: settings['node-exporter-listen'],
         },
     };
 }
@@ -78093,22 +78265,22 @@ function provisionSummary(results, check) {
     })
         .join('\n\n');
 }
-async function provision(s, log) {
+async function provision(opts, log) {
     // The .env's values are masked one by one too (the whole text and each line already are).
-    for (const v of Object.values(s.env.values))
+    for (const v of Object.values(opts.env.values))
         log.secret(v);
     // A load balancer gets nginx in front of every api host, limited or not.
-    const roles = resolveRoles(s.hosts);
-    const members = balancerMembers(s.hosts.map((spec, i) => ({ spec, roles: roles[i] })));
-    const limited = s.limit.length
-        ? s.hosts.filter((h, i) => s.limit.some((l) => l === h.label || roles[i][l] === true))
-        : s.hosts;
+    const roles = resolveRoles(opts.hosts);
+    const members = balancerMembers(opts.hosts.map((spec, i) => ({ spec, roles: roles[i] })));
+    const limited = opts.limit.length
+        ? opts.hosts.filter((h, i) => opts.limit.some((l) => l === h.label || roles[i][l] === true))
+        : opts.hosts;
     if (limited.length === 0)
-        throw new Error(`limit '${s.limit.join(', ')}' selects no host; nothing was done`);
-    return withHosts({ ...s, hosts: limited }, log, 'provision', async (hosts, balancers) => {
+        throw new Error(`limit '${opts.limit.join(', ')}' selects no host; nothing was done`);
+    return withHosts({ ...opts, hosts: limited }, log, 'provision', async (hosts, balancers) => {
         const results = (await onEachHost([...hosts, ...balancers], (host) => {
-            const settings = provisionSettings(s, { worker: host.roles.worker, scheduler: host.roles.scheduler }, host.roles.lb ? members : null);
-            return log.group(`Provision ${host.spec.label}`, () => provisionHost(host, settings, freshConnectionTest(host, s, log), log));
+            const settings = provisionSettings(opts, { worker: host.roles.worker, scheduler: host.roles.scheduler }, host.roles.lb ? members : null);
+            return log.group(`Provision ${host.spec.label}`, () => provisionHost(host, settings, freshConnectionTest(host, opts, log), log));
         }));
         const changed = results.reduce((n, r) => n + (r.changed ?? 0), 0);
         const failed = results.reduce((n, r) => n + (r.failed ?? 0), 0) + results.filter((r) => !r.items).length;
@@ -78121,11 +78293,11 @@ async function provision(s, log) {
         return {
             outputs,
             results,
-            summary: (s.check ? '**Check mode**: nothing was changed; "changed" means "would change".\n\n' : '') +
-                provisionSummary(results, s.check),
+            summary: (opts.check ? '**Check mode**: nothing was changed; "changed" means "would change".\n\n' : '') +
+                provisionSummary(results, opts.check),
             failure: bad.length ? bad.map((r) => `${r.host}: ${r.error}`).join('\n') : undefined,
         };
-    }, { lock: !s.check, balancers: true });
+    }, { lock: !opts.check, balancers: true });
 }
 const provision_run = () => runAction('provision', provision);
 

@@ -5,7 +5,7 @@ const __dirname = __metalshipDir(__filename);
 import { createRequire as __WEBPACK_EXTERNAL_createRequire } from "module";
 /******/ var __webpack_modules__ = ({
 
-/***/ 6656:
+/***/ 6406:
 /***/ ((module) => {
 
 // Copyright 2011 Mark Cavage <mcavage@gmail.com> All rights reserved.
@@ -25,16 +25,16 @@ module.exports = {
 
 /***/ }),
 
-/***/ 7703:
+/***/ 3873:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 // Copyright 2011 Mark Cavage <mcavage@gmail.com> All rights reserved.
 
-var errors = __nccwpck_require__(6656);
-var types = __nccwpck_require__(254);
+var errors = __nccwpck_require__(6406);
+var types = __nccwpck_require__(2000);
 
-var Reader = __nccwpck_require__(1996);
-var Writer = __nccwpck_require__(9816);
+var Reader = __nccwpck_require__(7478);
+var Writer = __nccwpck_require__(3046);
 
 
 // --- Exports
@@ -59,16 +59,16 @@ for (var e in errors) {
 
 /***/ }),
 
-/***/ 1996:
+/***/ 7478:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 // Copyright 2011 Mark Cavage <mcavage@gmail.com> All rights reserved.
 
 var assert = __nccwpck_require__(2613);
-var Buffer = (__nccwpck_require__(2803).Buffer);
+var Buffer = (__nccwpck_require__(693).Buffer);
 
-var ASN1 = __nccwpck_require__(254);
-var errors = __nccwpck_require__(6656);
+var ASN1 = __nccwpck_require__(2000);
+var errors = __nccwpck_require__(6406);
 
 
 // --- Globals
@@ -328,7 +328,7 @@ module.exports = Reader;
 
 /***/ }),
 
-/***/ 254:
+/***/ 2000:
 /***/ ((module) => {
 
 // Copyright 2011 Mark Cavage <mcavage@gmail.com> All rights reserved.
@@ -371,15 +371,15 @@ module.exports = {
 
 /***/ }),
 
-/***/ 9816:
+/***/ 3046:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 // Copyright 2011 Mark Cavage <mcavage@gmail.com> All rights reserved.
 
 var assert = __nccwpck_require__(2613);
-var Buffer = (__nccwpck_require__(2803).Buffer);
-var ASN1 = __nccwpck_require__(254);
-var errors = __nccwpck_require__(6656);
+var Buffer = (__nccwpck_require__(693).Buffer);
+var ASN1 = __nccwpck_require__(2000);
+var errors = __nccwpck_require__(6406);
 
 
 // --- Globals
@@ -695,7 +695,7 @@ module.exports = Writer;
 
 /***/ }),
 
-/***/ 9837:
+/***/ 8587:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 // Copyright 2011 Mark Cavage <mcavage@gmail.com> All rights reserved.
@@ -703,7 +703,7 @@ module.exports = Writer;
 // If you have no idea what ASN.1 or BER is, see this:
 // ftp://ftp.rsa.com/pub/pkcs/ascii/layman.asc
 
-var Ber = __nccwpck_require__(7703);
+var Ber = __nccwpck_require__(3873);
 
 
 
@@ -722,12 +722,12 @@ module.exports = {
 
 /***/ }),
 
-/***/ 686:
+/***/ 3908:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-var crypto_hash_sha512 = (__nccwpck_require__(668).lowlevel).crypto_hash;
+var crypto_hash_sha512 = (__nccwpck_require__(7790).lowlevel).crypto_hash;
 
 /*
  * This file is a 1:1 port from the OpenBSD blowfish.c and bcrypt_pbkdf.c. As a
@@ -1285,7 +1285,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 6543:
+/***/ 4621:
 /***/ ((module) => {
 
 
@@ -1320,14 +1320,14 @@ module.exports = isStream;
 
 /***/ }),
 
-/***/ 6512:
+/***/ 8190:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 const fs = __nccwpck_require__(9896);
 const path = __nccwpck_require__(6928);
 const {promisify} = __nccwpck_require__(9023);
-const semver = __nccwpck_require__(9318);
+const semver = __nccwpck_require__(6004);
 
 const useNativeRecursiveOption = semver.satisfies(process.version, '>=10.12.0');
 
@@ -1483,7 +1483,7 @@ module.exports.sync = (input, options) => {
 
 /***/ }),
 
-/***/ 2803:
+/***/ 693:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 /* eslint-disable node/no-deprecated-api */
@@ -1567,7 +1567,7 @@ module.exports = safer
 
 /***/ }),
 
-/***/ 9318:
+/***/ 6004:
 /***/ ((module, exports) => {
 
 exports = module.exports = SemVer
@@ -3422,7 +3422,7 @@ function coerce (version, options) {
 
 /***/ }),
 
-/***/ 4646:
+/***/ 5596:
 /***/ ((module) => {
 
 module.exports = shellescape;
@@ -3446,7 +3446,7 @@ function shellescape(a) {
 
 /***/ }),
 
-/***/ 5683:
+/***/ 5429:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -3459,8 +3459,8 @@ const {
 
 const {
   CHANNEL_EXTENDED_DATATYPE: { STDERR },
-} = __nccwpck_require__(4020);
-const { bufferSlice } = __nccwpck_require__(2184);
+} = __nccwpck_require__(1750);
+const { bufferSlice } = __nccwpck_require__(3886);
 
 const PACKET_SIZE = 32 * 1024;
 const MAX_WINDOW = 2 * 1024 * 1024;
@@ -3748,7 +3748,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 3849:
+/***/ 3911:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -3759,14 +3759,14 @@ const { resolve } = __nccwpck_require__(6928);
 const { readFile } = __nccwpck_require__(9896);
 const { execFile, spawn } = __nccwpck_require__(5317);
 
-const { isParsedKey, parseKey } = __nccwpck_require__(1789);
+const { isParsedKey, parseKey } = __nccwpck_require__(7479);
 
 const {
   makeBufferParser,
   readUInt32BE,
   writeUInt32BE,
   writeUInt32LE,
-} = __nccwpck_require__(2184);
+} = __nccwpck_require__(3886);
 
 function once(cb) {
   let called = false;
@@ -4878,7 +4878,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 6297:
+/***/ 731:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 // TODO:
@@ -4913,11 +4913,11 @@ const {
   SUPPORTED_KEX,
   SUPPORTED_MAC,
   SUPPORTED_SERVER_HOST_KEY,
-} = __nccwpck_require__(4020);
-const { init: cryptoInit } = __nccwpck_require__(2888);
-const Protocol = __nccwpck_require__(7841);
-const { parseKey } = __nccwpck_require__(1789);
-const { SFTP } = __nccwpck_require__(4996);
+} = __nccwpck_require__(1750);
+const { init: cryptoInit } = __nccwpck_require__(9370);
+const Protocol = __nccwpck_require__(6915);
+const { parseKey } = __nccwpck_require__(7479);
+const { SFTP } = __nccwpck_require__(8858);
 const {
   bufferCopy,
   makeBufferParser,
@@ -4925,23 +4925,23 @@ const {
   readUInt32BE,
   sigSSHToASN1,
   writeUInt32BE,
-} = __nccwpck_require__(2184);
+} = __nccwpck_require__(3886);
 
-const { AgentContext, createAgent, isAgent } = __nccwpck_require__(3849);
+const { AgentContext, createAgent, isAgent } = __nccwpck_require__(3911);
 const {
   Channel,
   MAX_WINDOW,
   PACKET_SIZE,
   windowAdjust,
   WINDOW_THRESHOLD,
-} = __nccwpck_require__(5683);
+} = __nccwpck_require__(5429);
 const {
   ChannelManager,
   generateAlgorithmList,
   isWritable,
   onChannelOpenFailure,
   onCHANNEL_CLOSE,
-} = __nccwpck_require__(2137);
+} = __nccwpck_require__(6355);
 
 const bufferParser = makeBufferParser();
 const sigParser = makeBufferParser();
@@ -7061,7 +7061,7 @@ module.exports = Client;
 
 /***/ }),
 
-/***/ 137:
+/***/ 1787:
 /***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
 
 
@@ -7088,7 +7088,7 @@ for (const ctor of [HttpAgent, HttpsAgent]) {
       const dstPort = options.port;
 
       if (Client === undefined)
-        Client = __nccwpck_require__(6297);
+        Client = __nccwpck_require__(731);
 
       const client = new Client();
       let triedForward = false;
@@ -7152,7 +7152,7 @@ function decorateStream(stream, ctor, options) {
 
 /***/ }),
 
-/***/ 5472:
+/***/ 1122:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -7164,33 +7164,33 @@ const {
   CygwinAgent,
   OpenSSHAgent,
   PageantAgent,
-} = __nccwpck_require__(3849);
+} = __nccwpck_require__(3911);
 const {
   SSHTTPAgent: HTTPAgent,
   SSHTTPSAgent: HTTPSAgent,
-} = __nccwpck_require__(137);
-const { parseKey } = __nccwpck_require__(1789);
+} = __nccwpck_require__(1787);
+const { parseKey } = __nccwpck_require__(7479);
 const {
   flagsToString,
   OPEN_MODE,
   STATUS_CODE,
   stringToFlags,
-} = __nccwpck_require__(4996);
+} = __nccwpck_require__(8858);
 
 module.exports = {
   AgentProtocol,
   BaseAgent,
   createAgent,
-  Client: __nccwpck_require__(6297),
+  Client: __nccwpck_require__(731),
   CygwinAgent,
   HTTPAgent,
   HTTPSAgent,
   OpenSSHAgent,
   PageantAgent,
-  Server: __nccwpck_require__(2605),
+  Server: __nccwpck_require__(6119),
   utils: {
     parseKey,
-    ...__nccwpck_require__(3489),
+    ...__nccwpck_require__(3031),
     sftp: {
       flagsToString,
       OPEN_MODE,
@@ -7203,7 +7203,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 3489:
+/***/ 3031:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -7216,10 +7216,10 @@ const {
   randomBytes,
 } = __nccwpck_require__(6982);
 
-const { Ber } = __nccwpck_require__(9837);
-const bcrypt_pbkdf = (__nccwpck_require__(686).pbkdf);
+const { Ber } = __nccwpck_require__(8587);
+const bcrypt_pbkdf = (__nccwpck_require__(3908).pbkdf);
 
-const { CIPHER_INFO } = __nccwpck_require__(2888);
+const { CIPHER_INFO } = __nccwpck_require__(9370);
 
 const SALT_LEN = 16;
 const DEFAULT_ROUNDS = 16;
@@ -7792,7 +7792,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 7841:
+/***/ 6915:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 /*
@@ -7837,7 +7837,7 @@ module.exports = {
 
 const { inspect } = __nccwpck_require__(9023);
 
-const { bindingAvailable, NullCipher, NullDecipher } = __nccwpck_require__(2888);
+const { bindingAvailable, NullCipher, NullDecipher } = __nccwpck_require__(9370);
 const {
   COMPAT_CHECKS,
   DISCONNECT_REASON,
@@ -7845,18 +7845,18 @@ const {
   MESSAGE,
   SIGNALS,
   TERMINAL_MODE,
-} = __nccwpck_require__(4020);
+} = __nccwpck_require__(1750);
 const {
   DEFAULT_KEXINIT_CLIENT,
   DEFAULT_KEXINIT_SERVER,
   KexInit,
   kexinit,
   onKEXPayload,
-} = __nccwpck_require__(4637);
+} = __nccwpck_require__(9987);
 const {
   parseKey,
-} = __nccwpck_require__(1789);
-const MESSAGE_HANDLERS = __nccwpck_require__(9244);
+} = __nccwpck_require__(7479);
+const MESSAGE_HANDLERS = __nccwpck_require__(5198);
 const {
   bufferCopy,
   bufferFill,
@@ -7864,15 +7864,15 @@ const {
   convertSignature,
   sendPacket,
   writeUInt32BE,
-} = __nccwpck_require__(2184);
+} = __nccwpck_require__(3886);
 const {
   PacketReader,
   PacketWriter,
   ZlibPacketReader,
   ZlibPacketWriter,
-} = __nccwpck_require__(4592);
+} = __nccwpck_require__(4406);
 
-const MODULE_VER = (__nccwpck_require__(8342)/* .version */ .rE);
+const MODULE_VER = (__nccwpck_require__(3752)/* .version */ .rE);
 
 const VALID_DISCONNECT_REASONS = new Map(
   Object.values(DISCONNECT_REASON).map((n) => [n, 1])
@@ -9935,7 +9935,7 @@ module.exports = Protocol;
 
 /***/ }),
 
-/***/ 4996:
+/***/ 8858:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -9956,7 +9956,7 @@ const {
   bufferSlice,
   makeBufferParser,
   writeUInt32BE,
-} = __nccwpck_require__(2184);
+} = __nccwpck_require__(3886);
 
 const ATTR = {
   SIZE: 0x00000001,
@@ -13536,7 +13536,7 @@ const {
   ERR_INVALID_ARG_TYPE,
   ERR_OUT_OF_RANGE,
   validateNumber
-} = __nccwpck_require__(3208);
+} = __nccwpck_require__(8558);
 
 const kMinPoolSpace = 128;
 
@@ -13994,7 +13994,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 4020:
+/***/ 1750:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -14006,7 +14006,7 @@ try {
   cpuInfo = __nccwpck_require__(4573)();
 } catch {}
 
-const { bindingAvailable, CIPHER_INFO, MAC_INFO } = __nccwpck_require__(2888);
+const { bindingAvailable, CIPHER_INFO, MAC_INFO } = __nccwpck_require__(9370);
 
 const eddsaSupported = (() => {
   if (typeof crypto.sign === 'function'
@@ -14357,7 +14357,7 @@ module.exports.DISCONNECT_REASON_BY_VALUE =
 
 /***/ }),
 
-/***/ 2888:
+/***/ 9370:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 // TODO:
@@ -14372,7 +14372,7 @@ const {
   createCipheriv, createDecipheriv, createHmac, randomFillSync, timingSafeEqual
 } = __nccwpck_require__(6982);
 
-const { readUInt32BE, writeUInt32BE } = __nccwpck_require__(2184);
+const { readUInt32BE, writeUInt32BE } = __nccwpck_require__(3886);
 
 const FastBuffer = Buffer[Symbol.species];
 const MAX_SEQNO = 2 ** 32 - 1;
@@ -15943,7 +15943,7 @@ module.exports = {
     // eslint-disable-next-line no-async-promise-executor
     return new Promise(async (resolve, reject) => {
       try {
-        POLY1305_WASM_MODULE = await __nccwpck_require__(7830)();
+        POLY1305_WASM_MODULE = await __nccwpck_require__(7728)();
         POLY1305_RESULT_MALLOC = POLY1305_WASM_MODULE._malloc(16);
         poly1305_auth = POLY1305_WASM_MODULE.cwrap(
           'poly1305_auth',
@@ -15966,7 +15966,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 7830:
+/***/ 7728:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -16013,15 +16013,15 @@ else {}
 
 /***/ }),
 
-/***/ 9244:
+/***/ 5198:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
 const MESSAGE_HANDLERS = new Array(256);
 [
-  (__nccwpck_require__(4637).HANDLERS),
-  __nccwpck_require__(9964),
+  (__nccwpck_require__(9987).HANDLERS),
+  __nccwpck_require__(5118),
 ].forEach((handlers) => {
   // eslint-disable-next-line prefer-const
   for (let [type, handler] of Object.entries(handlers)) {
@@ -16036,7 +16036,7 @@ module.exports = MESSAGE_HANDLERS;
 
 /***/ }),
 
-/***/ 9964:
+/***/ 5118:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -16047,18 +16047,18 @@ const {
   doFatalError,
   sigSSHToASN1,
   writeUInt32BE,
-} = __nccwpck_require__(2184);
+} = __nccwpck_require__(3886);
 
 const {
   CHANNEL_OPEN_FAILURE,
   COMPAT,
   MESSAGE,
   TERMINAL_MODE,
-} = __nccwpck_require__(4020);
+} = __nccwpck_require__(1750);
 
 const {
   parseKey,
-} = __nccwpck_require__(1789);
+} = __nccwpck_require__(7479);
 
 const TERMINAL_MODE_BY_VALUE =
   Array.from(Object.entries(TERMINAL_MODE))
@@ -17328,7 +17328,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 4637:
+/***/ 9987:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -17344,7 +17344,7 @@ const {
   randomFillSync,
 } = __nccwpck_require__(6982);
 
-const { Ber } = __nccwpck_require__(9837);
+const { Ber } = __nccwpck_require__(8587);
 
 const {
   COMPAT,
@@ -17356,14 +17356,14 @@ const {
   DEFAULT_COMPRESSION,
   DISCONNECT_REASON,
   MESSAGE,
-} = __nccwpck_require__(4020);
+} = __nccwpck_require__(1750);
 const {
   CIPHER_INFO,
   createCipher,
   createDecipher,
   MAC_INFO,
-} = __nccwpck_require__(2888);
-const { parseDERKey } = __nccwpck_require__(1789);
+} = __nccwpck_require__(9370);
+const { parseDERKey } = __nccwpck_require__(7479);
 const {
   bufferFill,
   bufferParser,
@@ -17372,13 +17372,13 @@ const {
   FastBuffer,
   sigSSHToASN1,
   writeUInt32BE,
-} = __nccwpck_require__(2184);
+} = __nccwpck_require__(3886);
 const {
   PacketReader,
   PacketWriter,
   ZlibPacketReader,
   ZlibPacketWriter,
-} = __nccwpck_require__(4592);
+} = __nccwpck_require__(4406);
 
 let MESSAGE_HANDLERS;
 
@@ -19122,7 +19122,7 @@ function onKEXPayload(state, payload) {
       case MESSAGE.UNIMPLEMENTED:
       case MESSAGE.DEBUG:
         if (!MESSAGE_HANDLERS)
-          MESSAGE_HANDLERS = __nccwpck_require__(9244);
+          MESSAGE_HANDLERS = __nccwpck_require__(5198);
         return MESSAGE_HANDLERS[type](this, payload);
     }
   }
@@ -19130,7 +19130,7 @@ function onKEXPayload(state, payload) {
   switch (type) {
     case MESSAGE.DISCONNECT:
       if (!MESSAGE_HANDLERS)
-        MESSAGE_HANDLERS = __nccwpck_require__(9244);
+        MESSAGE_HANDLERS = __nccwpck_require__(5198);
       return MESSAGE_HANDLERS[type](this, payload);
     case MESSAGE.KEXINIT:
       if (!state.firstPacket) {
@@ -19243,7 +19243,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 1789:
+/***/ 7479:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 // TODO:
@@ -19265,18 +19265,18 @@ const {
 } = __nccwpck_require__(6982);
 const supportedOpenSSLCiphers = getCiphers();
 
-const { Ber } = __nccwpck_require__(9837);
-const bcrypt_pbkdf = (__nccwpck_require__(686).pbkdf);
+const { Ber } = __nccwpck_require__(8587);
+const bcrypt_pbkdf = (__nccwpck_require__(3908).pbkdf);
 
-const { CIPHER_INFO } = __nccwpck_require__(2888);
-const { eddsaSupported, SUPPORTED_CIPHER } = __nccwpck_require__(4020);
+const { CIPHER_INFO } = __nccwpck_require__(9370);
+const { eddsaSupported, SUPPORTED_CIPHER } = __nccwpck_require__(1750);
 const {
   bufferSlice,
   makeBufferParser,
   readString,
   readUInt32BE,
   writeUInt32BE,
-} = __nccwpck_require__(2184);
+} = __nccwpck_require__(3886);
 
 const SYM_HASH_ALGO = Symbol('Hash Algorithm');
 const SYM_PRIV_PEM = Symbol('Private key PEM');
@@ -20734,7 +20734,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 3208:
+/***/ 8558:
 /***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
 
 
@@ -20856,12 +20856,12 @@ exports.validateNumber = function validateNumber(value, name) {
 
 /***/ }),
 
-/***/ 2184:
+/***/ 3886:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const Ber = (__nccwpck_require__(9837).Ber);
+const Ber = (__nccwpck_require__(8587).Ber);
 
 let DISCONNECT_REASON;
 
@@ -21032,7 +21032,7 @@ module.exports = {
   doFatalError: (protocol, msg, level, reason) => {
     let err;
     if (DISCONNECT_REASON === undefined)
-      ({ DISCONNECT_REASON } = __nccwpck_require__(4020));
+      ({ DISCONNECT_REASON } = __nccwpck_require__(1750));
     if (msg instanceof Error) {
       // doFatalError(protocol, err[, reason])
       err = msg;
@@ -21219,7 +21219,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 4592:
+/***/ 4406:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -21481,7 +21481,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 2605:
+/***/ 6119:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 // TODO:
@@ -21509,13 +21509,13 @@ const {
   SUPPORTED_KEX,
   SUPPORTED_MAC,
   SUPPORTED_SERVER_HOST_KEY,
-} = __nccwpck_require__(4020);
-const { init: cryptoInit } = __nccwpck_require__(2888);
-const { KexInit } = __nccwpck_require__(4637);
-const { parseKey } = __nccwpck_require__(1789);
-const Protocol = __nccwpck_require__(7841);
-const { SFTP } = __nccwpck_require__(4996);
-const { writeUInt32BE } = __nccwpck_require__(2184);
+} = __nccwpck_require__(1750);
+const { init: cryptoInit } = __nccwpck_require__(9370);
+const { KexInit } = __nccwpck_require__(9987);
+const { parseKey } = __nccwpck_require__(7479);
+const Protocol = __nccwpck_require__(6915);
+const { SFTP } = __nccwpck_require__(8858);
+const { writeUInt32BE } = __nccwpck_require__(3886);
 
 const {
   Channel,
@@ -21523,7 +21523,7 @@ const {
   PACKET_SIZE,
   windowAdjust,
   WINDOW_THRESHOLD,
-} = __nccwpck_require__(5683);
+} = __nccwpck_require__(5429);
 
 const {
   ChannelManager,
@@ -21531,7 +21531,7 @@ const {
   isWritable,
   onChannelOpenFailure,
   onCHANNEL_CLOSE,
-} = __nccwpck_require__(2137);
+} = __nccwpck_require__(6355);
 
 const MAX_PENDING_AUTHS = 10;
 
@@ -22868,12 +22868,12 @@ module.exports.IncomingClient = Client;
 
 /***/ }),
 
-/***/ 2137:
+/***/ 6355:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const { SFTP } = __nccwpck_require__(4996);
+const { SFTP } = __nccwpck_require__(8858);
 
 const MAX_CHANNEL = 2 ** 32 - 1;
 
@@ -23211,15 +23211,15 @@ module.exports = {
 
 /***/ }),
 
-/***/ 770:
+/***/ 8456:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
-/* unused reexport */ __nccwpck_require__(218);
+/* unused reexport */ __nccwpck_require__(2232);
 
 
 /***/ }),
 
-/***/ 218:
+/***/ 2232:
 /***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
 
 var __webpack_unused_export__;
@@ -23491,7 +23491,7 @@ __webpack_unused_export__ = debug; // for test
 
 /***/ }),
 
-/***/ 668:
+/***/ 7790:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 (function(nacl) {
@@ -25886,34 +25886,34 @@ nacl.setPRNG = function(fn) {
 
 /***/ }),
 
-/***/ 6752:
+/***/ 4046:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 var __webpack_unused_export__;
 
 
-const Client = __nccwpck_require__(3701)
-const Dispatcher = __nccwpck_require__(883)
-const Pool = __nccwpck_require__(628)
-const BalancedPool = __nccwpck_require__(837)
-const Agent = __nccwpck_require__(7405)
-const ProxyAgent = __nccwpck_require__(6672)
-const EnvHttpProxyAgent = __nccwpck_require__(3137)
-const RetryAgent = __nccwpck_require__(50)
-const errors = __nccwpck_require__(8707)
-const util = __nccwpck_require__(3440)
+const Client = __nccwpck_require__(3839)
+const Dispatcher = __nccwpck_require__(1657)
+const Pool = __nccwpck_require__(1102)
+const BalancedPool = __nccwpck_require__(5719)
+const Agent = __nccwpck_require__(1731)
+const ProxyAgent = __nccwpck_require__(3422)
+const EnvHttpProxyAgent = __nccwpck_require__(6587)
+const RetryAgent = __nccwpck_require__(4408)
+const errors = __nccwpck_require__(8705)
+const util = __nccwpck_require__(730)
 const { InvalidArgumentError } = errors
-const api = __nccwpck_require__(6615)
-const buildConnector = __nccwpck_require__(9136)
-const MockClient = __nccwpck_require__(7365)
-const MockAgent = __nccwpck_require__(7501)
-const MockPool = __nccwpck_require__(4004)
-const mockErrors = __nccwpck_require__(2429)
-const RetryHandler = __nccwpck_require__(7816)
-const { getGlobalDispatcher, setGlobalDispatcher } = __nccwpck_require__(2581)
-const DecoratorHandler = __nccwpck_require__(8155)
-const RedirectHandler = __nccwpck_require__(8754)
-const createRedirectInterceptor = __nccwpck_require__(5092)
+const api = __nccwpck_require__(9761)
+const buildConnector = __nccwpck_require__(8738)
+const MockClient = __nccwpck_require__(2231)
+const MockAgent = __nccwpck_require__(2539)
+const MockPool = __nccwpck_require__(1158)
+const mockErrors = __nccwpck_require__(99)
+const RetryHandler = __nccwpck_require__(934)
+const { getGlobalDispatcher, setGlobalDispatcher } = __nccwpck_require__(5015)
+const DecoratorHandler = __nccwpck_require__(3221)
+const RedirectHandler = __nccwpck_require__(3888)
+const createRedirectInterceptor = __nccwpck_require__(6106)
 
 Object.assign(Dispatcher.prototype, api)
 
@@ -25931,10 +25931,10 @@ __webpack_unused_export__ = DecoratorHandler
 __webpack_unused_export__ = RedirectHandler
 __webpack_unused_export__ = createRedirectInterceptor
 __webpack_unused_export__ = {
-  redirect: __nccwpck_require__(1514),
-  retry: __nccwpck_require__(2026),
-  dump: __nccwpck_require__(8060),
-  dns: __nccwpck_require__(379)
+  redirect: __nccwpck_require__(7180),
+  retry: __nccwpck_require__(1332),
+  dump: __nccwpck_require__(1226),
+  dns: __nccwpck_require__(3525)
 }
 
 __webpack_unused_export__ = buildConnector
@@ -25996,7 +25996,7 @@ function makeDispatcher (fn) {
 __webpack_unused_export__ = setGlobalDispatcher
 __webpack_unused_export__ = getGlobalDispatcher
 
-const fetchImpl = (__nccwpck_require__(4398).fetch)
+const fetchImpl = (__nccwpck_require__(8892).fetch)
 __webpack_unused_export__ = async function fetch (init, options = undefined) {
   try {
     return await fetchImpl(init, options)
@@ -26008,39 +26008,39 @@ __webpack_unused_export__ = async function fetch (init, options = undefined) {
     throw err
   }
 }
-/* unused reexport */ __nccwpck_require__(660).Headers
-/* unused reexport */ __nccwpck_require__(9051).Response
-/* unused reexport */ __nccwpck_require__(9967).Request
-/* unused reexport */ __nccwpck_require__(5910).FormData
+/* unused reexport */ __nccwpck_require__(4014).Headers
+/* unused reexport */ __nccwpck_require__(8021).Response
+/* unused reexport */ __nccwpck_require__(129).Request
+/* unused reexport */ __nccwpck_require__(6808).FormData
 __webpack_unused_export__ = globalThis.File ?? (__nccwpck_require__(6954).File)
-/* unused reexport */ __nccwpck_require__(8355).FileReader
+/* unused reexport */ __nccwpck_require__(3137).FileReader
 
-const { setGlobalOrigin, getGlobalOrigin } = __nccwpck_require__(1059)
+const { setGlobalOrigin, getGlobalOrigin } = __nccwpck_require__(5253)
 
 __webpack_unused_export__ = setGlobalOrigin
 __webpack_unused_export__ = getGlobalOrigin
 
-const { CacheStorage } = __nccwpck_require__(3245)
-const { kConstruct } = __nccwpck_require__(109)
+const { CacheStorage } = __nccwpck_require__(1371)
+const { kConstruct } = __nccwpck_require__(1087)
 
 // Cache & CacheStorage are tightly coupled with fetch. Even if it may run
 // in an older version of Node, it doesn't have any use without fetch.
 __webpack_unused_export__ = new CacheStorage(kConstruct)
 
-const { deleteCookie, getCookies, getSetCookies, setCookie } = __nccwpck_require__(9061)
+const { deleteCookie, getCookies, getSetCookies, setCookie } = __nccwpck_require__(2367)
 
 __webpack_unused_export__ = deleteCookie
 __webpack_unused_export__ = getCookies
 __webpack_unused_export__ = getSetCookies
 __webpack_unused_export__ = setCookie
 
-const { parseMIMEType, serializeAMimeType } = __nccwpck_require__(1900)
+const { parseMIMEType, serializeAMimeType } = __nccwpck_require__(3166)
 
 __webpack_unused_export__ = parseMIMEType
 __webpack_unused_export__ = serializeAMimeType
 
-const { CloseEvent, ErrorEvent, MessageEvent } = __nccwpck_require__(5188)
-/* unused reexport */ __nccwpck_require__(3726).WebSocket
+const { CloseEvent, ErrorEvent, MessageEvent } = __nccwpck_require__(142)
+/* unused reexport */ __nccwpck_require__(3608).WebSocket
 __webpack_unused_export__ = CloseEvent
 __webpack_unused_export__ = ErrorEvent
 __webpack_unused_export__ = MessageEvent
@@ -26056,18 +26056,18 @@ __webpack_unused_export__ = MockPool
 __webpack_unused_export__ = MockAgent
 __webpack_unused_export__ = mockErrors
 
-const { EventSource } = __nccwpck_require__(1238)
+const { EventSource } = __nccwpck_require__(968)
 
 __webpack_unused_export__ = EventSource
 
 
 /***/ }),
 
-/***/ 158:
+/***/ 4288:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
-const { addAbortListener } = __nccwpck_require__(3440)
-const { RequestAbortedError } = __nccwpck_require__(8707)
+const { addAbortListener } = __nccwpck_require__(730)
+const { RequestAbortedError } = __nccwpck_require__(8705)
 
 const kListener = Symbol('kListener')
 const kSignal = Symbol('kSignal')
@@ -26127,16 +26127,16 @@ module.exports = {
 
 /***/ }),
 
-/***/ 2279:
+/***/ 3822:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
 const assert = __nccwpck_require__(4589)
 const { AsyncResource } = __nccwpck_require__(6698)
-const { InvalidArgumentError, SocketError } = __nccwpck_require__(8707)
-const util = __nccwpck_require__(3440)
-const { addSignal, removeSignal } = __nccwpck_require__(158)
+const { InvalidArgumentError, SocketError } = __nccwpck_require__(8705)
+const util = __nccwpck_require__(730)
+const { addSignal, removeSignal } = __nccwpck_require__(4288)
 
 class ConnectHandler extends AsyncResource {
   constructor (opts, callback) {
@@ -26242,7 +26242,7 @@ module.exports = connect
 
 /***/ }),
 
-/***/ 6862:
+/***/ 7748:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -26256,10 +26256,10 @@ const {
   InvalidArgumentError,
   InvalidReturnValueError,
   RequestAbortedError
-} = __nccwpck_require__(8707)
-const util = __nccwpck_require__(3440)
+} = __nccwpck_require__(8705)
+const util = __nccwpck_require__(730)
 const { AsyncResource } = __nccwpck_require__(6698)
-const { addSignal, removeSignal } = __nccwpck_require__(158)
+const { addSignal, removeSignal } = __nccwpck_require__(4288)
 const assert = __nccwpck_require__(4589)
 
 const kResume = Symbol('resume')
@@ -26500,16 +26500,16 @@ module.exports = pipeline
 
 /***/ }),
 
-/***/ 4043:
+/***/ 3217:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
 const assert = __nccwpck_require__(4589)
-const { Readable } = __nccwpck_require__(9927)
-const { InvalidArgumentError, RequestAbortedError } = __nccwpck_require__(8707)
-const util = __nccwpck_require__(3440)
-const { getResolveErrorBodyCallback } = __nccwpck_require__(7655)
+const { Readable } = __nccwpck_require__(1129)
+const { InvalidArgumentError, RequestAbortedError } = __nccwpck_require__(8705)
+const util = __nccwpck_require__(730)
+const { getResolveErrorBodyCallback } = __nccwpck_require__(3273)
 const { AsyncResource } = __nccwpck_require__(6698)
 
 class RequestHandler extends AsyncResource {
@@ -26721,18 +26721,18 @@ module.exports.RequestHandler = RequestHandler
 
 /***/ }),
 
-/***/ 3560:
+/***/ 978:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
 const assert = __nccwpck_require__(4589)
 const { finished, PassThrough } = __nccwpck_require__(7075)
-const { InvalidArgumentError, InvalidReturnValueError } = __nccwpck_require__(8707)
-const util = __nccwpck_require__(3440)
-const { getResolveErrorBodyCallback } = __nccwpck_require__(7655)
+const { InvalidArgumentError, InvalidReturnValueError } = __nccwpck_require__(8705)
+const util = __nccwpck_require__(730)
+const { getResolveErrorBodyCallback } = __nccwpck_require__(3273)
 const { AsyncResource } = __nccwpck_require__(6698)
-const { addSignal, removeSignal } = __nccwpck_require__(158)
+const { addSignal, removeSignal } = __nccwpck_require__(4288)
 
 class StreamHandler extends AsyncResource {
   constructor (opts, factory, callback) {
@@ -26948,15 +26948,15 @@ module.exports = stream
 
 /***/ }),
 
-/***/ 1882:
+/***/ 9408:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const { InvalidArgumentError, SocketError } = __nccwpck_require__(8707)
+const { InvalidArgumentError, SocketError } = __nccwpck_require__(8705)
 const { AsyncResource } = __nccwpck_require__(6698)
-const util = __nccwpck_require__(3440)
-const { addSignal, removeSignal } = __nccwpck_require__(158)
+const util = __nccwpck_require__(730)
+const { addSignal, removeSignal } = __nccwpck_require__(4288)
 const assert = __nccwpck_require__(4589)
 
 class UpgradeHandler extends AsyncResource {
@@ -27063,21 +27063,21 @@ module.exports = upgrade
 
 /***/ }),
 
-/***/ 6615:
+/***/ 9761:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-module.exports.request = __nccwpck_require__(4043)
-module.exports.stream = __nccwpck_require__(3560)
-module.exports.pipeline = __nccwpck_require__(6862)
-module.exports.upgrade = __nccwpck_require__(1882)
-module.exports.connect = __nccwpck_require__(2279)
+module.exports.request = __nccwpck_require__(3217)
+module.exports.stream = __nccwpck_require__(978)
+module.exports.pipeline = __nccwpck_require__(7748)
+module.exports.upgrade = __nccwpck_require__(9408)
+module.exports.connect = __nccwpck_require__(3822)
 
 
 /***/ }),
 
-/***/ 9927:
+/***/ 1129:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 // Ported from https://github.com/nodejs/undici/pull/907
@@ -27086,9 +27086,9 @@ module.exports.connect = __nccwpck_require__(2279)
 
 const assert = __nccwpck_require__(4589)
 const { Readable } = __nccwpck_require__(7075)
-const { RequestAbortedError, NotSupportedError, InvalidArgumentError, AbortError } = __nccwpck_require__(8707)
-const util = __nccwpck_require__(3440)
-const { ReadableStreamFrom } = __nccwpck_require__(3440)
+const { RequestAbortedError, NotSupportedError, InvalidArgumentError, AbortError } = __nccwpck_require__(8705)
+const util = __nccwpck_require__(730)
+const { ReadableStreamFrom } = __nccwpck_require__(730)
 
 const kConsume = Symbol('kConsume')
 const kReading = Symbol('kReading')
@@ -27469,15 +27469,15 @@ module.exports = { Readable: BodyReadable, chunksDecode }
 
 /***/ }),
 
-/***/ 7655:
+/***/ 3273:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 const assert = __nccwpck_require__(4589)
 const {
   ResponseStatusCodeError
-} = __nccwpck_require__(8707)
+} = __nccwpck_require__(8705)
 
-const { chunksDecode } = __nccwpck_require__(9927)
+const { chunksDecode } = __nccwpck_require__(1129)
 const CHUNK_LIMIT = 128 * 1024
 
 async function getResolveErrorBodyCallback ({ callback, body, contentType, statusCode, statusMessage, headers }) {
@@ -27569,16 +27569,16 @@ module.exports = {
 
 /***/ }),
 
-/***/ 9136:
+/***/ 8738:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
 const net = __nccwpck_require__(7030)
 const assert = __nccwpck_require__(4589)
-const util = __nccwpck_require__(3440)
-const { InvalidArgumentError, ConnectTimeoutError } = __nccwpck_require__(8707)
-const timers = __nccwpck_require__(6603)
+const util = __nccwpck_require__(730)
+const { InvalidArgumentError, ConnectTimeoutError } = __nccwpck_require__(8705)
+const timers = __nccwpck_require__(7561)
 
 function noop () {}
 
@@ -27816,7 +27816,7 @@ module.exports = buildConnector
 
 /***/ }),
 
-/***/ 735:
+/***/ 3205:
 /***/ ((module) => {
 
 
@@ -27941,7 +27941,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 2414:
+/***/ 6388:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -28150,7 +28150,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 8707:
+/***/ 8705:
 /***/ ((module) => {
 
 
@@ -28582,7 +28582,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 4655:
+/***/ 1597:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -28590,7 +28590,7 @@ module.exports = {
 const {
   InvalidArgumentError,
   NotSupportedError
-} = __nccwpck_require__(8707)
+} = __nccwpck_require__(8705)
 const assert = __nccwpck_require__(4589)
 const {
   isValidHTTPToken,
@@ -28605,9 +28605,9 @@ const {
   validateHandler,
   getServerName,
   normalizedMethodRecords
-} = __nccwpck_require__(3440)
-const { channels } = __nccwpck_require__(2414)
-const { headerNameLowerCasedRecord } = __nccwpck_require__(735)
+} = __nccwpck_require__(730)
+const { channels } = __nccwpck_require__(6388)
+const { headerNameLowerCasedRecord } = __nccwpck_require__(3205)
 
 // Verifies that a given path is valid does not contain control chars \x00 to \x20
 const invalidPathRegex = /[^\u0021-\u00ff]/
@@ -29071,7 +29071,7 @@ module.exports = Request
 
 /***/ }),
 
-/***/ 6443:
+/***/ 1041:
 /***/ ((module) => {
 
 module.exports = {
@@ -29145,7 +29145,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 7752:
+/***/ 5406:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -29153,7 +29153,7 @@ module.exports = {
 const {
   wellknownHeaderNames,
   headerNameLowerCasedRecord
-} = __nccwpck_require__(735)
+} = __nccwpck_require__(3205)
 
 class TstNode {
   /** @type {any} */
@@ -29304,13 +29304,13 @@ module.exports = {
 
 /***/ }),
 
-/***/ 3440:
+/***/ 730:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
 const assert = __nccwpck_require__(4589)
-const { kDestroyed, kBodyUsed, kListeners, kBody } = __nccwpck_require__(6443)
+const { kDestroyed, kBodyUsed, kListeners, kBody } = __nccwpck_require__(1041)
 const { IncomingMessage } = __nccwpck_require__(7067)
 const stream = __nccwpck_require__(7075)
 const net = __nccwpck_require__(7030)
@@ -29318,9 +29318,9 @@ const { Blob } = __nccwpck_require__(6954)
 const nodeUtil = __nccwpck_require__(7975)
 const { stringify } = __nccwpck_require__(1792)
 const { EventEmitter: EE } = __nccwpck_require__(8474)
-const { InvalidArgumentError } = __nccwpck_require__(8707)
-const { headerNameLowerCasedRecord } = __nccwpck_require__(735)
-const { tree } = __nccwpck_require__(7752)
+const { InvalidArgumentError } = __nccwpck_require__(8705)
+const { headerNameLowerCasedRecord } = __nccwpck_require__(3205)
+const { tree } = __nccwpck_require__(5406)
 
 const [nodeMajor, nodeMinor] = process.versions.node.split('.').map(v => Number(v))
 
@@ -30030,18 +30030,18 @@ module.exports = {
 
 /***/ }),
 
-/***/ 7405:
+/***/ 1731:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const { InvalidArgumentError } = __nccwpck_require__(8707)
-const { kClients, kRunning, kClose, kDestroy, kDispatch, kInterceptors } = __nccwpck_require__(6443)
-const DispatcherBase = __nccwpck_require__(1841)
-const Pool = __nccwpck_require__(628)
-const Client = __nccwpck_require__(3701)
-const util = __nccwpck_require__(3440)
-const createRedirectInterceptor = __nccwpck_require__(5092)
+const { InvalidArgumentError } = __nccwpck_require__(8705)
+const { kClients, kRunning, kClose, kDestroy, kDispatch, kInterceptors } = __nccwpck_require__(1041)
+const DispatcherBase = __nccwpck_require__(4083)
+const Pool = __nccwpck_require__(1102)
+const Client = __nccwpck_require__(3839)
+const util = __nccwpck_require__(730)
+const createRedirectInterceptor = __nccwpck_require__(6106)
 
 const kOnConnect = Symbol('onConnect')
 const kOnDisconnect = Symbol('onDisconnect')
@@ -30170,7 +30170,7 @@ module.exports = Agent
 
 /***/ }),
 
-/***/ 837:
+/***/ 5719:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -30178,7 +30178,7 @@ module.exports = Agent
 const {
   BalancedPoolMissingUpstreamError,
   InvalidArgumentError
-} = __nccwpck_require__(8707)
+} = __nccwpck_require__(8705)
 const {
   PoolBase,
   kClients,
@@ -30186,10 +30186,10 @@ const {
   kAddClient,
   kRemoveClient,
   kGetDispatcher
-} = __nccwpck_require__(2128)
-const Pool = __nccwpck_require__(628)
-const { kUrl, kInterceptors } = __nccwpck_require__(6443)
-const { parseOrigin } = __nccwpck_require__(3440)
+} = __nccwpck_require__(3902)
+const Pool = __nccwpck_require__(1102)
+const { kUrl, kInterceptors } = __nccwpck_require__(1041)
+const { parseOrigin } = __nccwpck_require__(730)
 const kFactory = Symbol('factory')
 
 const kOptions = Symbol('options')
@@ -30386,7 +30386,7 @@ module.exports = BalancedPool
 
 /***/ }),
 
-/***/ 637:
+/***/ 8955:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -30394,9 +30394,9 @@ module.exports = BalancedPool
 /* global WebAssembly */
 
 const assert = __nccwpck_require__(4589)
-const util = __nccwpck_require__(3440)
-const { channels } = __nccwpck_require__(2414)
-const timers = __nccwpck_require__(6603)
+const util = __nccwpck_require__(730)
+const { channels } = __nccwpck_require__(6388)
+const timers = __nccwpck_require__(7561)
 const {
   RequestContentLengthMismatchError,
   ResponseContentLengthMismatchError,
@@ -30409,7 +30409,7 @@ const {
   BodyTimeoutError,
   HTTPParserError,
   ResponseExceededMaxSizeError
-} = __nccwpck_require__(8707)
+} = __nccwpck_require__(8705)
 const {
   kUrl,
   kReset,
@@ -30442,9 +30442,9 @@ const {
   kOnError,
   kResume,
   kHTTPContext
-} = __nccwpck_require__(6443)
+} = __nccwpck_require__(1041)
 
-const constants = __nccwpck_require__(2824)
+const constants = __nccwpck_require__(4386)
 const EMPTY_BUF = Buffer.alloc(0)
 const FastBuffer = Buffer[Symbol.species]
 const addListener = util.addListener
@@ -30456,11 +30456,11 @@ const kSocketUsed = Symbol('kSocketUsed')
 let extractBody
 
 async function lazyllhttp () {
-  const llhttpWasmData = process.env.JEST_WORKER_ID ? __nccwpck_require__(3870) : undefined
+  const llhttpWasmData = process.env.JEST_WORKER_ID ? __nccwpck_require__(6024) : undefined
 
   let mod
   try {
-    mod = await WebAssembly.compile(__nccwpck_require__(3434))
+    mod = await WebAssembly.compile(__nccwpck_require__(7696))
   } catch (e) {
     /* istanbul ignore next */
 
@@ -30468,7 +30468,7 @@ async function lazyllhttp () {
     // being enabled, but the occurring of this other error
     // * https://github.com/emscripten-core/emscripten/issues/11495
     // got me to remove that check to avoid breaking Node 12.
-    mod = await WebAssembly.compile(llhttpWasmData || __nccwpck_require__(3870))
+    mod = await WebAssembly.compile(llhttpWasmData || __nccwpck_require__(6024))
   }
 
   return await WebAssembly.instantiate(mod, {
@@ -31383,7 +31383,7 @@ function writeH1 (client, request) {
 
   if (util.isFormDataLike(body)) {
     if (!extractBody) {
-      extractBody = (__nccwpck_require__(4492).extractBody)
+      extractBody = (__nccwpck_require__(274).extractBody)
     }
 
     const [bodyStream, contentType] = extractBody(body)
@@ -31906,7 +31906,7 @@ module.exports = connectH1
 
 /***/ }),
 
-/***/ 8788:
+/***/ 6590:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -31914,13 +31914,13 @@ module.exports = connectH1
 const assert = __nccwpck_require__(4589)
 const { errorMonitor } = __nccwpck_require__(8474)
 const { pipeline } = __nccwpck_require__(7075)
-const util = __nccwpck_require__(3440)
+const util = __nccwpck_require__(730)
 const {
   RequestContentLengthMismatchError,
   RequestAbortedError,
   SocketError,
   InformationalError
-} = __nccwpck_require__(8707)
+} = __nccwpck_require__(8705)
 const {
   kUrl,
   kReset,
@@ -31939,7 +31939,7 @@ const {
   kResume,
   kSize,
   kHTTPContext
-} = __nccwpck_require__(6443)
+} = __nccwpck_require__(1041)
 
 const kOpenStreams = Symbol('open streams')
 
@@ -32345,7 +32345,7 @@ function writeH2 (client, request) {
   let contentLength = util.bodyLength(body)
 
   if (util.isFormDataLike(body)) {
-    extractBody ??= (__nccwpck_require__(4492).extractBody)
+    extractBody ??= (__nccwpck_require__(274).extractBody)
 
     const [bodyStream, contentType] = extractBody(body)
     headers['content-type'] = contentType
@@ -32705,7 +32705,7 @@ module.exports = connectH2
 
 /***/ }),
 
-/***/ 3701:
+/***/ 3839:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 // @ts-check
@@ -32715,16 +32715,16 @@ module.exports = connectH2
 const assert = __nccwpck_require__(4589)
 const net = __nccwpck_require__(7030)
 const http = __nccwpck_require__(7067)
-const util = __nccwpck_require__(3440)
-const { channels } = __nccwpck_require__(2414)
-const Request = __nccwpck_require__(4655)
-const DispatcherBase = __nccwpck_require__(1841)
+const util = __nccwpck_require__(730)
+const { channels } = __nccwpck_require__(6388)
+const Request = __nccwpck_require__(1597)
+const DispatcherBase = __nccwpck_require__(4083)
 const {
   InvalidArgumentError,
   InformationalError,
   ClientDestroyedError
-} = __nccwpck_require__(8707)
-const buildConnector = __nccwpck_require__(9136)
+} = __nccwpck_require__(8705)
+const buildConnector = __nccwpck_require__(8738)
 const {
   kUrl,
   kServerName,
@@ -32766,9 +32766,9 @@ const {
   kHTTPContext,
   kMaxConcurrentStreams,
   kResume
-} = __nccwpck_require__(6443)
-const connectH1 = __nccwpck_require__(637)
-const connectH2 = __nccwpck_require__(8788)
+} = __nccwpck_require__(1041)
+const connectH1 = __nccwpck_require__(8955)
+const connectH2 = __nccwpck_require__(6590)
 let deprecatedInterceptorWarned = false
 
 const kClosedResolve = Symbol('kClosedResolve')
@@ -33076,7 +33076,7 @@ class Client extends DispatcherBase {
   }
 }
 
-const createRedirectInterceptor = __nccwpck_require__(5092)
+const createRedirectInterceptor = __nccwpck_require__(6106)
 
 function onError (client, err) {
   if (
@@ -33336,19 +33336,19 @@ module.exports = Client
 
 /***/ }),
 
-/***/ 1841:
+/***/ 4083:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
 const buffer = __nccwpck_require__(6954)
-const Dispatcher = __nccwpck_require__(883)
+const Dispatcher = __nccwpck_require__(1657)
 const {
   ClientDestroyedError,
   ClientClosedError,
   InvalidArgumentError
-} = __nccwpck_require__(8707)
-const { kDestroy, kClose, kClosed, kDestroyed, kDispatch, kInterceptors } = __nccwpck_require__(6443)
+} = __nccwpck_require__(8705)
+const { kDestroy, kClose, kClosed, kDestroyed, kDispatch, kInterceptors } = __nccwpck_require__(1041)
 
 const kOnDestroyed = Symbol('onDestroyed')
 const kOnClosed = Symbol('onClosed')
@@ -33551,7 +33551,7 @@ module.exports = DispatcherBase
 
 /***/ }),
 
-/***/ 883:
+/***/ 1657:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -33623,15 +33623,15 @@ module.exports = Dispatcher
 
 /***/ }),
 
-/***/ 3137:
+/***/ 6587:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const DispatcherBase = __nccwpck_require__(1841)
-const { kClose, kDestroy, kClosed, kDestroyed, kDispatch, kNoProxyAgent, kHttpProxyAgent, kHttpsProxyAgent } = __nccwpck_require__(6443)
-const ProxyAgent = __nccwpck_require__(6672)
-const Agent = __nccwpck_require__(7405)
+const DispatcherBase = __nccwpck_require__(4083)
+const { kClose, kDestroy, kClosed, kDestroyed, kDispatch, kNoProxyAgent, kHttpProxyAgent, kHttpsProxyAgent } = __nccwpck_require__(1041)
+const ProxyAgent = __nccwpck_require__(3422)
+const Agent = __nccwpck_require__(1731)
 
 const DEFAULT_PORTS = {
   'http:': 80,
@@ -33790,7 +33790,7 @@ module.exports = EnvHttpProxyAgent
 
 /***/ }),
 
-/***/ 4660:
+/***/ 2702:
 /***/ ((module) => {
 
 /* eslint-disable */
@@ -33914,15 +33914,15 @@ module.exports = class FixedQueue {
 
 /***/ }),
 
-/***/ 2128:
+/***/ 3902:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const DispatcherBase = __nccwpck_require__(1841)
-const FixedQueue = __nccwpck_require__(4660)
-const { kConnected, kSize, kRunning, kPending, kQueued, kBusy, kFree, kUrl, kClose, kDestroy, kDispatch } = __nccwpck_require__(6443)
-const PoolStats = __nccwpck_require__(3246)
+const DispatcherBase = __nccwpck_require__(4083)
+const FixedQueue = __nccwpck_require__(2702)
+const { kConnected, kSize, kRunning, kPending, kQueued, kBusy, kFree, kUrl, kClose, kDestroy, kDispatch } = __nccwpck_require__(1041)
+const PoolStats = __nccwpck_require__(1568)
 
 const kClients = Symbol('clients')
 const kNeedDrain = Symbol('needDrain')
@@ -34115,10 +34115,10 @@ module.exports = {
 
 /***/ }),
 
-/***/ 3246:
+/***/ 1568:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
-const { kFree, kConnected, kPending, kQueued, kRunning, kSize } = __nccwpck_require__(6443)
+const { kFree, kConnected, kPending, kQueued, kRunning, kSize } = __nccwpck_require__(1041)
 const kPool = Symbol('pool')
 
 class PoolStats {
@@ -34156,7 +34156,7 @@ module.exports = PoolStats
 
 /***/ }),
 
-/***/ 628:
+/***/ 1102:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -34167,14 +34167,14 @@ const {
   kNeedDrain,
   kAddClient,
   kGetDispatcher
-} = __nccwpck_require__(2128)
-const Client = __nccwpck_require__(3701)
+} = __nccwpck_require__(3902)
+const Client = __nccwpck_require__(3839)
 const {
   InvalidArgumentError
-} = __nccwpck_require__(8707)
-const util = __nccwpck_require__(3440)
-const { kUrl, kInterceptors } = __nccwpck_require__(6443)
-const buildConnector = __nccwpck_require__(9136)
+} = __nccwpck_require__(8705)
+const util = __nccwpck_require__(730)
+const { kUrl, kInterceptors } = __nccwpck_require__(1041)
+const buildConnector = __nccwpck_require__(8738)
 
 const kOptions = Symbol('options')
 const kConnections = Symbol('connections')
@@ -34270,19 +34270,19 @@ module.exports = Pool
 
 /***/ }),
 
-/***/ 6672:
+/***/ 3422:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const { kProxy, kClose, kDestroy, kDispatch, kInterceptors } = __nccwpck_require__(6443)
+const { kProxy, kClose, kDestroy, kDispatch, kInterceptors } = __nccwpck_require__(1041)
 const { URL } = __nccwpck_require__(3136)
-const Agent = __nccwpck_require__(7405)
-const Pool = __nccwpck_require__(628)
-const DispatcherBase = __nccwpck_require__(1841)
-const { InvalidArgumentError, RequestAbortedError, SecureProxyConnectionError } = __nccwpck_require__(8707)
-const buildConnector = __nccwpck_require__(9136)
-const Client = __nccwpck_require__(3701)
+const Agent = __nccwpck_require__(1731)
+const Pool = __nccwpck_require__(1102)
+const DispatcherBase = __nccwpck_require__(4083)
+const { InvalidArgumentError, RequestAbortedError, SecureProxyConnectionError } = __nccwpck_require__(8705)
+const buildConnector = __nccwpck_require__(8738)
+const Client = __nccwpck_require__(3839)
 
 const kAgent = Symbol('proxy agent')
 const kClient = Symbol('proxy client')
@@ -34551,13 +34551,13 @@ module.exports = ProxyAgent
 
 /***/ }),
 
-/***/ 50:
+/***/ 4408:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const Dispatcher = __nccwpck_require__(883)
-const RetryHandler = __nccwpck_require__(7816)
+const Dispatcher = __nccwpck_require__(1657)
+const RetryHandler = __nccwpck_require__(934)
 
 class RetryAgent extends Dispatcher {
   #agent = null
@@ -34593,7 +34593,7 @@ module.exports = RetryAgent
 
 /***/ }),
 
-/***/ 2581:
+/***/ 5015:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -34601,8 +34601,8 @@ module.exports = RetryAgent
 // We include a version number for the Dispatcher API. In case of breaking changes,
 // this version number must be increased to avoid conflicts.
 const globalDispatcher = Symbol.for('undici.globalDispatcher.1')
-const { InvalidArgumentError } = __nccwpck_require__(8707)
-const Agent = __nccwpck_require__(7405)
+const { InvalidArgumentError } = __nccwpck_require__(8705)
+const Agent = __nccwpck_require__(1731)
 
 if (getGlobalDispatcher() === undefined) {
   setGlobalDispatcher(new Agent())
@@ -34632,7 +34632,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 8155:
+/***/ 3221:
 /***/ ((module) => {
 
 
@@ -34683,15 +34683,15 @@ module.exports = class DecoratorHandler {
 
 /***/ }),
 
-/***/ 8754:
+/***/ 3888:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const util = __nccwpck_require__(3440)
-const { kBodyUsed } = __nccwpck_require__(6443)
+const util = __nccwpck_require__(730)
+const { kBodyUsed } = __nccwpck_require__(1041)
 const assert = __nccwpck_require__(4589)
-const { InvalidArgumentError } = __nccwpck_require__(8707)
+const { InvalidArgumentError } = __nccwpck_require__(8705)
 const EE = __nccwpck_require__(8474)
 
 const redirectableStatusCodes = [300, 301, 302, 303, 307, 308]
@@ -34922,20 +34922,20 @@ module.exports = RedirectHandler
 
 /***/ }),
 
-/***/ 7816:
+/***/ 934:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 const assert = __nccwpck_require__(4589)
 
-const { kRetryHandlerDefaultRetry } = __nccwpck_require__(6443)
-const { RequestRetryError } = __nccwpck_require__(8707)
+const { kRetryHandlerDefaultRetry } = __nccwpck_require__(1041)
+const { RequestRetryError } = __nccwpck_require__(8705)
 const {
   isDisturbed,
   parseHeaders,
   parseRangeHeader,
   wrapRequestBody
-} = __nccwpck_require__(3440)
+} = __nccwpck_require__(730)
 
 function calculateRetryAfterHeader (retryAfter) {
   const current = Date.now()
@@ -35366,14 +35366,14 @@ module.exports = RetryHandler
 
 /***/ }),
 
-/***/ 379:
+/***/ 3525:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 const { isIP } = __nccwpck_require__(7030)
 const { lookup } = __nccwpck_require__(610)
-const DecoratorHandler = __nccwpck_require__(8155)
-const { InvalidArgumentError, InformationalError } = __nccwpck_require__(8707)
+const DecoratorHandler = __nccwpck_require__(3221)
+const { InvalidArgumentError, InformationalError } = __nccwpck_require__(8705)
 const maxInt = Math.pow(2, 31) - 1
 
 class DNSInstance {
@@ -35748,14 +35748,14 @@ module.exports = interceptorOpts => {
 
 /***/ }),
 
-/***/ 8060:
+/***/ 1226:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const util = __nccwpck_require__(3440)
-const { InvalidArgumentError, RequestAbortedError } = __nccwpck_require__(8707)
-const DecoratorHandler = __nccwpck_require__(8155)
+const util = __nccwpck_require__(730)
+const { InvalidArgumentError, RequestAbortedError } = __nccwpck_require__(8705)
+const DecoratorHandler = __nccwpck_require__(3221)
 
 class DumpHandler extends DecoratorHandler {
   #maxSize = 1024 * 1024
@@ -35878,12 +35878,12 @@ module.exports = createDumpInterceptor
 
 /***/ }),
 
-/***/ 5092:
+/***/ 6106:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const RedirectHandler = __nccwpck_require__(8754)
+const RedirectHandler = __nccwpck_require__(3888)
 
 function createRedirectInterceptor ({ maxRedirections: defaultMaxRedirections }) {
   return (dispatch) => {
@@ -35906,11 +35906,11 @@ module.exports = createRedirectInterceptor
 
 /***/ }),
 
-/***/ 1514:
+/***/ 7180:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
-const RedirectHandler = __nccwpck_require__(8754)
+const RedirectHandler = __nccwpck_require__(3888)
 
 module.exports = opts => {
   const globalMaxRedirections = opts?.maxRedirections
@@ -35937,11 +35937,11 @@ module.exports = opts => {
 
 /***/ }),
 
-/***/ 2026:
+/***/ 1332:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
-const RetryHandler = __nccwpck_require__(7816)
+const RetryHandler = __nccwpck_require__(934)
 
 module.exports = globalOpts => {
   return dispatch => {
@@ -35963,13 +35963,13 @@ module.exports = globalOpts => {
 
 /***/ }),
 
-/***/ 2824:
+/***/ 4386:
 /***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
 
 
 Object.defineProperty(exports, "__esModule", ({ value: true }));
 exports.SPECIAL_HEADERS = exports.HEADER_STATE = exports.MINOR = exports.MAJOR = exports.CONNECTION_TOKEN_CHARS = exports.HEADER_CHARS = exports.TOKEN = exports.STRICT_TOKEN = exports.HEX = exports.URL_CHAR = exports.STRICT_URL_CHAR = exports.USERINFO_CHARS = exports.MARK = exports.ALPHANUM = exports.NUM = exports.HEX_MAP = exports.NUM_MAP = exports.ALPHA = exports.FINISH = exports.H_METHOD_MAP = exports.METHOD_MAP = exports.METHODS_RTSP = exports.METHODS_ICE = exports.METHODS_HTTP = exports.METHODS = exports.LENIENT_FLAGS = exports.FLAGS = exports.TYPE = exports.ERROR = void 0;
-const utils_1 = __nccwpck_require__(172);
+const utils_1 = __nccwpck_require__(5002);
 // C headers
 var ERROR;
 (function (ERROR) {
@@ -36247,7 +36247,7 @@ exports.SPECIAL_HEADERS = {
 
 /***/ }),
 
-/***/ 3870:
+/***/ 6024:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -36259,7 +36259,7 @@ module.exports = Buffer.from('AGFzbQEAAAABJwdgAX8Bf2ADf39/AX9gAX8AYAJ/fwBgBH9/f3
 
 /***/ }),
 
-/***/ 3434:
+/***/ 7696:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -36271,7 +36271,7 @@ module.exports = Buffer.from('AGFzbQEAAAABJwdgAX8Bf2ADf39/AX9gAX8AYAJ/fwBgBH9/f3
 
 /***/ }),
 
-/***/ 172:
+/***/ 5002:
 /***/ ((__unused_webpack_module, exports) => {
 
 
@@ -36292,13 +36292,13 @@ exports.enumToMap = enumToMap;
 
 /***/ }),
 
-/***/ 7501:
+/***/ 2539:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const { kClients } = __nccwpck_require__(6443)
-const Agent = __nccwpck_require__(7405)
+const { kClients } = __nccwpck_require__(1041)
+const Agent = __nccwpck_require__(1731)
 const {
   kAgent,
   kMockAgentSet,
@@ -36309,14 +36309,14 @@ const {
   kGetNetConnect,
   kOptions,
   kFactory
-} = __nccwpck_require__(1117)
-const MockClient = __nccwpck_require__(7365)
-const MockPool = __nccwpck_require__(4004)
-const { matchValue, buildMockOptions } = __nccwpck_require__(3397)
-const { InvalidArgumentError, UndiciError } = __nccwpck_require__(8707)
-const Dispatcher = __nccwpck_require__(883)
-const Pluralizer = __nccwpck_require__(1529)
-const PendingInterceptorsFormatter = __nccwpck_require__(6142)
+} = __nccwpck_require__(987)
+const MockClient = __nccwpck_require__(2231)
+const MockPool = __nccwpck_require__(1158)
+const { matchValue, buildMockOptions } = __nccwpck_require__(799)
+const { InvalidArgumentError, UndiciError } = __nccwpck_require__(8705)
+const Dispatcher = __nccwpck_require__(1657)
+const Pluralizer = __nccwpck_require__(839)
+const PendingInterceptorsFormatter = __nccwpck_require__(276)
 
 class MockAgent extends Dispatcher {
   constructor (opts) {
@@ -36459,14 +36459,14 @@ module.exports = MockAgent
 
 /***/ }),
 
-/***/ 7365:
+/***/ 2231:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
 const { promisify } = __nccwpck_require__(7975)
-const Client = __nccwpck_require__(3701)
-const { buildMockDispatch } = __nccwpck_require__(3397)
+const Client = __nccwpck_require__(3839)
+const { buildMockDispatch } = __nccwpck_require__(799)
 const {
   kDispatches,
   kMockAgent,
@@ -36475,10 +36475,10 @@ const {
   kOrigin,
   kOriginalDispatch,
   kConnected
-} = __nccwpck_require__(1117)
-const { MockInterceptor } = __nccwpck_require__(1511)
-const Symbols = __nccwpck_require__(6443)
-const { InvalidArgumentError } = __nccwpck_require__(8707)
+} = __nccwpck_require__(987)
+const { MockInterceptor } = __nccwpck_require__(3265)
+const Symbols = __nccwpck_require__(1041)
+const { InvalidArgumentError } = __nccwpck_require__(8705)
 
 /**
  * MockClient provides an API that extends the Client to influence the mockDispatches.
@@ -36525,12 +36525,12 @@ module.exports = MockClient
 
 /***/ }),
 
-/***/ 2429:
+/***/ 99:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const { UndiciError } = __nccwpck_require__(8707)
+const { UndiciError } = __nccwpck_require__(8705)
 
 const kMockNotMatchedError = Symbol.for('undici.error.UND_MOCK_ERR_MOCK_NOT_MATCHED')
 
@@ -36560,12 +36560,12 @@ module.exports = {
 
 /***/ }),
 
-/***/ 1511:
+/***/ 3265:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const { getResponseData, buildKey, addMockDispatch } = __nccwpck_require__(3397)
+const { getResponseData, buildKey, addMockDispatch } = __nccwpck_require__(799)
 const {
   kDispatches,
   kDispatchKey,
@@ -36573,9 +36573,9 @@ const {
   kDefaultTrailers,
   kContentLength,
   kMockDispatch
-} = __nccwpck_require__(1117)
-const { InvalidArgumentError } = __nccwpck_require__(8707)
-const { buildURL } = __nccwpck_require__(3440)
+} = __nccwpck_require__(987)
+const { InvalidArgumentError } = __nccwpck_require__(8705)
+const { buildURL } = __nccwpck_require__(730)
 
 /**
  * Defines the scope API for an interceptor reply
@@ -36774,14 +36774,14 @@ module.exports.MockScope = MockScope
 
 /***/ }),
 
-/***/ 4004:
+/***/ 1158:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
 const { promisify } = __nccwpck_require__(7975)
-const Pool = __nccwpck_require__(628)
-const { buildMockDispatch } = __nccwpck_require__(3397)
+const Pool = __nccwpck_require__(1102)
+const { buildMockDispatch } = __nccwpck_require__(799)
 const {
   kDispatches,
   kMockAgent,
@@ -36790,10 +36790,10 @@ const {
   kOrigin,
   kOriginalDispatch,
   kConnected
-} = __nccwpck_require__(1117)
-const { MockInterceptor } = __nccwpck_require__(1511)
-const Symbols = __nccwpck_require__(6443)
-const { InvalidArgumentError } = __nccwpck_require__(8707)
+} = __nccwpck_require__(987)
+const { MockInterceptor } = __nccwpck_require__(3265)
+const Symbols = __nccwpck_require__(1041)
+const { InvalidArgumentError } = __nccwpck_require__(8705)
 
 /**
  * MockPool provides an API that extends the Pool to influence the mockDispatches.
@@ -36840,7 +36840,7 @@ module.exports = MockPool
 
 /***/ }),
 
-/***/ 1117:
+/***/ 987:
 /***/ ((module) => {
 
 
@@ -36870,20 +36870,20 @@ module.exports = {
 
 /***/ }),
 
-/***/ 3397:
+/***/ 799:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const { MockNotMatchedError } = __nccwpck_require__(2429)
+const { MockNotMatchedError } = __nccwpck_require__(99)
 const {
   kDispatches,
   kMockAgent,
   kOriginalDispatch,
   kOrigin,
   kGetNetConnect
-} = __nccwpck_require__(1117)
-const { buildURL } = __nccwpck_require__(3440)
+} = __nccwpck_require__(987)
+const { buildURL } = __nccwpck_require__(730)
 const { STATUS_CODES } = __nccwpck_require__(7067)
 const {
   types: {
@@ -37244,7 +37244,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 6142:
+/***/ 276:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -37294,7 +37294,7 @@ module.exports = class PendingInterceptorsFormatter {
 
 /***/ }),
 
-/***/ 1529:
+/***/ 839:
 /***/ ((module) => {
 
 
@@ -37330,7 +37330,7 @@ module.exports = class Pluralizer {
 
 /***/ }),
 
-/***/ 6603:
+/***/ 7561:
 /***/ ((module) => {
 
 
@@ -37760,20 +37760,20 @@ module.exports = {
 
 /***/ }),
 
-/***/ 9634:
+/***/ 708:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const { kConstruct } = __nccwpck_require__(109)
-const { urlEquals, getFieldValues } = __nccwpck_require__(6798)
-const { kEnumerableProperty, isDisturbed } = __nccwpck_require__(3440)
-const { webidl } = __nccwpck_require__(5893)
-const { Response, cloneResponse, fromInnerResponse } = __nccwpck_require__(9051)
-const { Request, fromInnerRequest } = __nccwpck_require__(9967)
-const { kState } = __nccwpck_require__(3627)
-const { fetching } = __nccwpck_require__(4398)
-const { urlIsHttpHttpsScheme, createDeferredPromise, readAllBytes } = __nccwpck_require__(3168)
+const { kConstruct } = __nccwpck_require__(1087)
+const { urlEquals, getFieldValues } = __nccwpck_require__(460)
+const { kEnumerableProperty, isDisturbed } = __nccwpck_require__(730)
+const { webidl } = __nccwpck_require__(1059)
+const { Response, cloneResponse, fromInnerResponse } = __nccwpck_require__(8021)
+const { Request, fromInnerRequest } = __nccwpck_require__(129)
+const { kState } = __nccwpck_require__(4413)
+const { fetching } = __nccwpck_require__(8892)
+const { urlIsHttpHttpsScheme, createDeferredPromise, readAllBytes } = __nccwpck_require__(5774)
 const assert = __nccwpck_require__(4589)
 
 /**
@@ -38626,15 +38626,15 @@ module.exports = {
 
 /***/ }),
 
-/***/ 3245:
+/***/ 1371:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const { kConstruct } = __nccwpck_require__(109)
-const { Cache } = __nccwpck_require__(9634)
-const { webidl } = __nccwpck_require__(5893)
-const { kEnumerableProperty } = __nccwpck_require__(3440)
+const { kConstruct } = __nccwpck_require__(1087)
+const { Cache } = __nccwpck_require__(708)
+const { webidl } = __nccwpck_require__(1059)
+const { kEnumerableProperty } = __nccwpck_require__(730)
 
 class CacheStorage {
   /**
@@ -38785,26 +38785,26 @@ module.exports = {
 
 /***/ }),
 
-/***/ 109:
+/***/ 1087:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
 module.exports = {
-  kConstruct: (__nccwpck_require__(6443).kConstruct)
+  kConstruct: (__nccwpck_require__(1041).kConstruct)
 }
 
 
 /***/ }),
 
-/***/ 6798:
+/***/ 460:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
 const assert = __nccwpck_require__(4589)
-const { URLSerializer } = __nccwpck_require__(1900)
-const { isValidHeaderName } = __nccwpck_require__(3168)
+const { URLSerializer } = __nccwpck_require__(3166)
+const { isValidHeaderName } = __nccwpck_require__(5774)
 
 /**
  * @see https://url.spec.whatwg.org/#concept-url-equals
@@ -38849,7 +38849,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 1276:
+/***/ 7490:
 /***/ ((module) => {
 
 
@@ -38868,15 +38868,15 @@ module.exports = {
 
 /***/ }),
 
-/***/ 9061:
+/***/ 2367:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const { parseSetCookie } = __nccwpck_require__(1978)
-const { stringify } = __nccwpck_require__(7797)
-const { webidl } = __nccwpck_require__(5893)
-const { Headers } = __nccwpck_require__(660)
+const { parseSetCookie } = __nccwpck_require__(9880)
+const { stringify } = __nccwpck_require__(335)
+const { webidl } = __nccwpck_require__(1059)
+const { Headers } = __nccwpck_require__(4014)
 
 /**
  * @typedef {Object} Cookie
@@ -39059,14 +39059,14 @@ module.exports = {
 
 /***/ }),
 
-/***/ 1978:
+/***/ 9880:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const { maxNameValuePairSize, maxAttributeValueSize } = __nccwpck_require__(1276)
-const { isCTLExcludingHtab } = __nccwpck_require__(7797)
-const { collectASequenceOfCodePointsFast } = __nccwpck_require__(1900)
+const { maxNameValuePairSize, maxAttributeValueSize } = __nccwpck_require__(7490)
+const { isCTLExcludingHtab } = __nccwpck_require__(335)
+const { collectASequenceOfCodePointsFast } = __nccwpck_require__(3166)
 const assert = __nccwpck_require__(4589)
 
 /**
@@ -39376,7 +39376,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 7797:
+/***/ 335:
 /***/ ((module) => {
 
 
@@ -39735,13 +39735,13 @@ module.exports = {
 
 /***/ }),
 
-/***/ 4031:
+/***/ 3741:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 const buffer = __nccwpck_require__(6954)
 const { Transform } = __nccwpck_require__(7075)
-const { isASCIINumber, isValidLastEventId } = __nccwpck_require__(4811)
+const { isASCIINumber, isValidLastEventId } = __nccwpck_require__(6337)
 
 /**
  * @type {number[]} BOM
@@ -40316,23 +40316,23 @@ module.exports = {
 
 /***/ }),
 
-/***/ 1238:
+/***/ 968:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
 const { pipeline } = __nccwpck_require__(7075)
-const { fetching } = __nccwpck_require__(4398)
-const { makeRequest } = __nccwpck_require__(9967)
-const { webidl } = __nccwpck_require__(5893)
-const { EventSourceStream } = __nccwpck_require__(4031)
-const { parseMIMEType } = __nccwpck_require__(1900)
-const { createFastMessageEvent } = __nccwpck_require__(5188)
-const { isNetworkError } = __nccwpck_require__(9051)
-const { delay } = __nccwpck_require__(4811)
-const { kEnumerableProperty } = __nccwpck_require__(3440)
-const { environmentSettingsObject } = __nccwpck_require__(3168)
-const { getGlobalDispatcher } = __nccwpck_require__(2581)
+const { fetching } = __nccwpck_require__(8892)
+const { makeRequest } = __nccwpck_require__(129)
+const { webidl } = __nccwpck_require__(1059)
+const { EventSourceStream } = __nccwpck_require__(3741)
+const { parseMIMEType } = __nccwpck_require__(3166)
+const { createFastMessageEvent } = __nccwpck_require__(142)
+const { isNetworkError } = __nccwpck_require__(8021)
+const { delay } = __nccwpck_require__(6337)
+const { kEnumerableProperty } = __nccwpck_require__(730)
+const { environmentSettingsObject } = __nccwpck_require__(5774)
+const { getGlobalDispatcher } = __nccwpck_require__(5015)
 
 let experimentalWarned = false
 
@@ -40806,7 +40806,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 4811:
+/***/ 6337:
 /***/ ((module) => {
 
 
@@ -40850,12 +40850,12 @@ module.exports = {
 
 /***/ }),
 
-/***/ 4492:
+/***/ 274:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const util = __nccwpck_require__(3440)
+const util = __nccwpck_require__(730)
 const {
   ReadableStreamFrom,
   isBlobLike,
@@ -40865,16 +40865,16 @@ const {
   fullyReadBody,
   extractMimeType,
   utf8DecodeBytes
-} = __nccwpck_require__(3168)
-const { FormData } = __nccwpck_require__(5910)
-const { kState } = __nccwpck_require__(3627)
-const { webidl } = __nccwpck_require__(5893)
+} = __nccwpck_require__(5774)
+const { FormData } = __nccwpck_require__(6808)
+const { kState } = __nccwpck_require__(4413)
+const { webidl } = __nccwpck_require__(1059)
 const { Blob } = __nccwpck_require__(6954)
 const assert = __nccwpck_require__(4589)
 const { isErrored, isDisturbed } = __nccwpck_require__(7075)
 const { isArrayBuffer } = __nccwpck_require__(3429)
-const { serializeAMimeType } = __nccwpck_require__(1900)
-const { multipartFormDataParser } = __nccwpck_require__(116)
+const { serializeAMimeType } = __nccwpck_require__(3166)
+const { multipartFormDataParser } = __nccwpck_require__(2854)
 let random
 
 try {
@@ -41386,7 +41386,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 4495:
+/***/ 6225:
 /***/ ((module) => {
 
 
@@ -41517,7 +41517,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 1900:
+/***/ 3166:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -42268,12 +42268,12 @@ module.exports = {
 
 /***/ }),
 
-/***/ 6653:
+/***/ 8503:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const { kConnected, kSize } = __nccwpck_require__(6443)
+const { kConnected, kSize } = __nccwpck_require__(1041)
 
 class CompatWeakRef {
   constructor (value) {
@@ -42321,14 +42321,14 @@ module.exports = function () {
 
 /***/ }),
 
-/***/ 7114:
+/***/ 1668:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
 const { Blob, File } = __nccwpck_require__(6954)
-const { kState } = __nccwpck_require__(3627)
-const { webidl } = __nccwpck_require__(5893)
+const { kState } = __nccwpck_require__(4413)
+const { webidl } = __nccwpck_require__(1059)
 
 // TODO(@KhafraDev): remove
 class FileLike {
@@ -42454,16 +42454,16 @@ module.exports = { FileLike, isFileLike }
 
 /***/ }),
 
-/***/ 116:
+/***/ 2854:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const { isUSVString, bufferToLowerCasedHeaderName } = __nccwpck_require__(3440)
-const { utf8DecodeBytes } = __nccwpck_require__(3168)
-const { HTTP_TOKEN_CODEPOINTS, isomorphicDecode } = __nccwpck_require__(1900)
-const { isFileLike } = __nccwpck_require__(7114)
-const { makeEntry } = __nccwpck_require__(5910)
+const { isUSVString, bufferToLowerCasedHeaderName } = __nccwpck_require__(730)
+const { utf8DecodeBytes } = __nccwpck_require__(5774)
+const { HTTP_TOKEN_CODEPOINTS, isomorphicDecode } = __nccwpck_require__(3166)
+const { isFileLike } = __nccwpck_require__(1668)
+const { makeEntry } = __nccwpck_require__(6808)
 const assert = __nccwpck_require__(4589)
 const { File: NodeFile } = __nccwpck_require__(6954)
 
@@ -42935,16 +42935,16 @@ module.exports = {
 
 /***/ }),
 
-/***/ 5910:
+/***/ 6808:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const { isBlobLike, iteratorMixin } = __nccwpck_require__(3168)
-const { kState } = __nccwpck_require__(3627)
-const { kEnumerableProperty } = __nccwpck_require__(3440)
-const { FileLike, isFileLike } = __nccwpck_require__(7114)
-const { webidl } = __nccwpck_require__(5893)
+const { isBlobLike, iteratorMixin } = __nccwpck_require__(5774)
+const { kState } = __nccwpck_require__(4413)
+const { kEnumerableProperty } = __nccwpck_require__(730)
+const { FileLike, isFileLike } = __nccwpck_require__(1668)
+const { webidl } = __nccwpck_require__(1059)
 const { File: NativeFile } = __nccwpck_require__(6954)
 const nodeUtil = __nccwpck_require__(7975)
 
@@ -43194,7 +43194,7 @@ module.exports = { FormData, makeEntry }
 
 /***/ }),
 
-/***/ 1059:
+/***/ 5253:
 /***/ ((module) => {
 
 
@@ -43241,21 +43241,21 @@ module.exports = {
 
 /***/ }),
 
-/***/ 660:
+/***/ 4014:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 // https://github.com/Ethan-Arrowood/undici-fetch
 
 
 
-const { kConstruct } = __nccwpck_require__(6443)
-const { kEnumerableProperty } = __nccwpck_require__(3440)
+const { kConstruct } = __nccwpck_require__(1041)
+const { kEnumerableProperty } = __nccwpck_require__(730)
 const {
   iteratorMixin,
   isValidHeaderName,
   isValidHeaderValue
-} = __nccwpck_require__(3168)
-const { webidl } = __nccwpck_require__(5893)
+} = __nccwpck_require__(5774)
+const { webidl } = __nccwpck_require__(1059)
 const assert = __nccwpck_require__(4589)
 const util = __nccwpck_require__(7975)
 
@@ -43935,7 +43935,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 4398:
+/***/ 8892:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 // https://github.com/Ethan-Arrowood/undici-fetch
@@ -43948,9 +43948,9 @@ const {
   filterResponse,
   makeResponse,
   fromInnerResponse
-} = __nccwpck_require__(9051)
-const { HeadersList } = __nccwpck_require__(660)
-const { Request, cloneRequest } = __nccwpck_require__(9967)
+} = __nccwpck_require__(8021)
+const { HeadersList } = __nccwpck_require__(4014)
+const { Request, cloneRequest } = __nccwpck_require__(129)
 const zlib = __nccwpck_require__(8522)
 const {
   bytesMatch,
@@ -43986,23 +43986,23 @@ const {
   buildContentRange,
   createInflate,
   extractMimeType
-} = __nccwpck_require__(3168)
-const { kState, kDispatcher } = __nccwpck_require__(3627)
+} = __nccwpck_require__(5774)
+const { kState, kDispatcher } = __nccwpck_require__(4413)
 const assert = __nccwpck_require__(4589)
-const { safelyExtractBody, extractBody } = __nccwpck_require__(4492)
+const { safelyExtractBody, extractBody } = __nccwpck_require__(274)
 const {
   redirectStatusSet,
   nullBodyStatus,
   safeMethodsSet,
   requestBodyHeader,
   subresourceSet
-} = __nccwpck_require__(4495)
+} = __nccwpck_require__(6225)
 const EE = __nccwpck_require__(8474)
 const { Readable, pipeline, finished } = __nccwpck_require__(7075)
-const { addAbortListener, isErrored, isReadable, bufferToLowerCasedHeaderName } = __nccwpck_require__(3440)
-const { dataURLProcessor, serializeAMimeType, minimizeSupportedMimeType } = __nccwpck_require__(1900)
-const { getGlobalDispatcher } = __nccwpck_require__(2581)
-const { webidl } = __nccwpck_require__(5893)
+const { addAbortListener, isErrored, isReadable, bufferToLowerCasedHeaderName } = __nccwpck_require__(730)
+const { dataURLProcessor, serializeAMimeType, minimizeSupportedMimeType } = __nccwpck_require__(3166)
+const { getGlobalDispatcher } = __nccwpck_require__(5015)
+const { webidl } = __nccwpck_require__(1059)
 const { STATUS_CODES } = __nccwpck_require__(7067)
 const GET_OR_HEAD = ['GET', 'HEAD']
 
@@ -46212,23 +46212,23 @@ module.exports = {
 
 /***/ }),
 
-/***/ 9967:
+/***/ 129:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 /* globals AbortController */
 
 
 
-const { extractBody, mixinBody, cloneBody, bodyUnusable } = __nccwpck_require__(4492)
-const { Headers, fill: fillHeaders, HeadersList, setHeadersGuard, getHeadersGuard, setHeadersList, getHeadersList } = __nccwpck_require__(660)
-const { FinalizationRegistry } = __nccwpck_require__(6653)()
-const util = __nccwpck_require__(3440)
+const { extractBody, mixinBody, cloneBody, bodyUnusable } = __nccwpck_require__(274)
+const { Headers, fill: fillHeaders, HeadersList, setHeadersGuard, getHeadersGuard, setHeadersList, getHeadersList } = __nccwpck_require__(4014)
+const { FinalizationRegistry } = __nccwpck_require__(8503)()
+const util = __nccwpck_require__(730)
 const nodeUtil = __nccwpck_require__(7975)
 const {
   isValidHTTPToken,
   sameOrigin,
   environmentSettingsObject
-} = __nccwpck_require__(3168)
+} = __nccwpck_require__(5774)
 const {
   forbiddenMethodsSet,
   corsSafeListedMethodsSet,
@@ -46238,12 +46238,12 @@ const {
   requestCredentials,
   requestCache,
   requestDuplex
-} = __nccwpck_require__(4495)
+} = __nccwpck_require__(6225)
 const { kEnumerableProperty, normalizedMethodRecordsBase, normalizedMethodRecords } = util
-const { kHeaders, kSignal, kState, kDispatcher } = __nccwpck_require__(3627)
-const { webidl } = __nccwpck_require__(5893)
-const { URLSerializer } = __nccwpck_require__(1900)
-const { kConstruct } = __nccwpck_require__(6443)
+const { kHeaders, kSignal, kState, kDispatcher } = __nccwpck_require__(4413)
+const { webidl } = __nccwpck_require__(1059)
+const { URLSerializer } = __nccwpck_require__(3166)
+const { kConstruct } = __nccwpck_require__(1041)
 const assert = __nccwpck_require__(4589)
 const { getMaxListeners, setMaxListeners, getEventListeners, defaultMaxListeners } = __nccwpck_require__(8474)
 
@@ -47256,14 +47256,14 @@ module.exports = { Request, makeRequest, fromInnerRequest, cloneRequest }
 
 /***/ }),
 
-/***/ 9051:
+/***/ 8021:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const { Headers, HeadersList, fill, getHeadersGuard, setHeadersGuard, setHeadersList } = __nccwpck_require__(660)
-const { extractBody, cloneBody, mixinBody, hasFinalizationRegistry, streamRegistry, bodyUnusable } = __nccwpck_require__(4492)
-const util = __nccwpck_require__(3440)
+const { Headers, HeadersList, fill, getHeadersGuard, setHeadersGuard, setHeadersList } = __nccwpck_require__(4014)
+const { extractBody, cloneBody, mixinBody, hasFinalizationRegistry, streamRegistry, bodyUnusable } = __nccwpck_require__(274)
+const util = __nccwpck_require__(730)
 const nodeUtil = __nccwpck_require__(7975)
 const { kEnumerableProperty } = util
 const {
@@ -47275,16 +47275,16 @@ const {
   isErrorLike,
   isomorphicEncode,
   environmentSettingsObject: relevantRealm
-} = __nccwpck_require__(3168)
+} = __nccwpck_require__(5774)
 const {
   redirectStatusSet,
   nullBodyStatus
-} = __nccwpck_require__(4495)
-const { kState, kHeaders } = __nccwpck_require__(3627)
-const { webidl } = __nccwpck_require__(5893)
-const { FormData } = __nccwpck_require__(5910)
-const { URLSerializer } = __nccwpck_require__(1900)
-const { kConstruct } = __nccwpck_require__(6443)
+} = __nccwpck_require__(6225)
+const { kState, kHeaders } = __nccwpck_require__(4413)
+const { webidl } = __nccwpck_require__(1059)
+const { FormData } = __nccwpck_require__(6808)
+const { URLSerializer } = __nccwpck_require__(3166)
+const { kConstruct } = __nccwpck_require__(1041)
 const assert = __nccwpck_require__(4589)
 const { types } = __nccwpck_require__(7975)
 
@@ -47873,7 +47873,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 3627:
+/***/ 4413:
 /***/ ((module) => {
 
 
@@ -47889,21 +47889,21 @@ module.exports = {
 
 /***/ }),
 
-/***/ 3168:
+/***/ 5774:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
 const { Transform } = __nccwpck_require__(7075)
 const zlib = __nccwpck_require__(8522)
-const { redirectStatusSet, referrerPolicySet: referrerPolicyTokens, badPortsSet } = __nccwpck_require__(4495)
-const { getGlobalOrigin } = __nccwpck_require__(1059)
-const { collectASequenceOfCodePoints, collectAnHTTPQuotedString, removeChars, parseMIMEType } = __nccwpck_require__(1900)
+const { redirectStatusSet, referrerPolicySet: referrerPolicyTokens, badPortsSet } = __nccwpck_require__(6225)
+const { getGlobalOrigin } = __nccwpck_require__(5253)
+const { collectASequenceOfCodePoints, collectAnHTTPQuotedString, removeChars, parseMIMEType } = __nccwpck_require__(3166)
 const { performance } = __nccwpck_require__(643)
-const { isBlobLike, ReadableStreamFrom, isValidHTTPToken, normalizedMethodRecordsBase } = __nccwpck_require__(3440)
+const { isBlobLike, ReadableStreamFrom, isValidHTTPToken, normalizedMethodRecordsBase } = __nccwpck_require__(730)
 const assert = __nccwpck_require__(4589)
 const { isUint8Array } = __nccwpck_require__(3429)
-const { webidl } = __nccwpck_require__(5893)
+const { webidl } = __nccwpck_require__(1059)
 
 let supportedHashes = []
 
@@ -49528,14 +49528,14 @@ module.exports = {
 
 /***/ }),
 
-/***/ 5893:
+/***/ 1059:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
 const { types, inspect } = __nccwpck_require__(7975)
 const { markAsUncloneable } = __nccwpck_require__(5919)
-const { toUSVString } = __nccwpck_require__(3440)
+const { toUSVString } = __nccwpck_require__(730)
 
 /** @type {import('../../../types/webidl').Webidl} */
 const webidl = {}
@@ -50230,7 +50230,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 2607:
+/***/ 6333:
 /***/ ((module) => {
 
 
@@ -50527,7 +50527,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 8355:
+/***/ 3137:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -50536,16 +50536,16 @@ const {
   staticPropertyDescriptors,
   readOperation,
   fireAProgressEvent
-} = __nccwpck_require__(3610)
+} = __nccwpck_require__(724)
 const {
   kState,
   kError,
   kResult,
   kEvents,
   kAborted
-} = __nccwpck_require__(961)
-const { webidl } = __nccwpck_require__(5893)
-const { kEnumerableProperty } = __nccwpck_require__(3440)
+} = __nccwpck_require__(2887)
+const { webidl } = __nccwpck_require__(1059)
+const { kEnumerableProperty } = __nccwpck_require__(730)
 
 class FileReader extends EventTarget {
   constructor () {
@@ -50878,12 +50878,12 @@ module.exports = {
 
 /***/ }),
 
-/***/ 8573:
+/***/ 7003:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const { webidl } = __nccwpck_require__(5893)
+const { webidl } = __nccwpck_require__(1059)
 
 const kState = Symbol('ProgressEvent state')
 
@@ -50963,7 +50963,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 961:
+/***/ 2887:
 /***/ ((module) => {
 
 
@@ -50980,7 +50980,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 3610:
+/***/ 724:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
@@ -50991,10 +50991,10 @@ const {
   kResult,
   kAborted,
   kLastProgressEventFired
-} = __nccwpck_require__(961)
-const { ProgressEvent } = __nccwpck_require__(8573)
-const { getEncoding } = __nccwpck_require__(2607)
-const { serializeAMimeType, parseMIMEType } = __nccwpck_require__(1900)
+} = __nccwpck_require__(2887)
+const { ProgressEvent } = __nccwpck_require__(7003)
+const { getEncoding } = __nccwpck_require__(6333)
+const { serializeAMimeType, parseMIMEType } = __nccwpck_require__(3166)
 const { types } = __nccwpck_require__(7975)
 const { StringDecoder } = __nccwpck_require__(3193)
 const { btoa } = __nccwpck_require__(6954)
@@ -51378,27 +51378,27 @@ module.exports = {
 
 /***/ }),
 
-/***/ 6897:
+/***/ 3179:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const { uid, states, sentCloseFrameState, emptyBuffer, opcodes } = __nccwpck_require__(736)
+const { uid, states, sentCloseFrameState, emptyBuffer, opcodes } = __nccwpck_require__(5962)
 const {
   kReadyState,
   kSentClose,
   kByteParser,
   kReceivedClose,
   kResponse
-} = __nccwpck_require__(1216)
-const { fireEvent, failWebsocketConnection, isClosing, isClosed, isEstablished, parseExtensions } = __nccwpck_require__(8625)
-const { channels } = __nccwpck_require__(2414)
-const { CloseEvent } = __nccwpck_require__(5188)
-const { makeRequest } = __nccwpck_require__(9967)
-const { fetching } = __nccwpck_require__(4398)
-const { Headers, getHeadersList } = __nccwpck_require__(660)
-const { getDecodeSplit } = __nccwpck_require__(3168)
-const { WebsocketFrameSend } = __nccwpck_require__(3264)
+} = __nccwpck_require__(2282)
+const { fireEvent, failWebsocketConnection, isClosing, isClosed, isEstablished, parseExtensions } = __nccwpck_require__(3623)
+const { channels } = __nccwpck_require__(6388)
+const { CloseEvent } = __nccwpck_require__(142)
+const { makeRequest } = __nccwpck_require__(129)
+const { fetching } = __nccwpck_require__(8892)
+const { Headers, getHeadersList } = __nccwpck_require__(4014)
+const { getDecodeSplit } = __nccwpck_require__(5774)
+const { WebsocketFrameSend } = __nccwpck_require__(2658)
 
 /** @type {import('crypto')} */
 let crypto
@@ -51756,7 +51756,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 736:
+/***/ 5962:
 /***/ ((module) => {
 
 
@@ -51829,14 +51829,14 @@ module.exports = {
 
 /***/ }),
 
-/***/ 5188:
+/***/ 142:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const { webidl } = __nccwpck_require__(5893)
-const { kEnumerableProperty } = __nccwpck_require__(3440)
-const { kConstruct } = __nccwpck_require__(6443)
+const { webidl } = __nccwpck_require__(1059)
+const { kEnumerableProperty } = __nccwpck_require__(730)
+const { kConstruct } = __nccwpck_require__(1041)
 const { MessagePort } = __nccwpck_require__(5919)
 
 /**
@@ -52165,12 +52165,12 @@ module.exports = {
 
 /***/ }),
 
-/***/ 3264:
+/***/ 2658:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const { maxUnsigned16Bit } = __nccwpck_require__(736)
+const { maxUnsigned16Bit } = __nccwpck_require__(5962)
 
 const BUFFER_SIZE = 16386
 
@@ -52268,14 +52268,14 @@ module.exports = {
 
 /***/ }),
 
-/***/ 9469:
+/***/ 2751:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
 const { createInflateRaw, Z_DEFAULT_WINDOWBITS } = __nccwpck_require__(8522)
-const { isValidClientWindowBits } = __nccwpck_require__(8625)
-const { MessageSizeExceededError } = __nccwpck_require__(8707)
+const { isValidClientWindowBits } = __nccwpck_require__(3623)
+const { MessageSizeExceededError } = __nccwpck_require__(8705)
 
 const tail = Buffer.from([0x00, 0x00, 0xff, 0xff])
 const kBuffer = Symbol('kBuffer')
@@ -52380,16 +52380,16 @@ module.exports = { PerMessageDeflate }
 
 /***/ }),
 
-/***/ 1652:
+/***/ 9602:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
 const { Writable } = __nccwpck_require__(7075)
 const assert = __nccwpck_require__(4589)
-const { parserStates, opcodes, states, emptyBuffer, sentCloseFrameState } = __nccwpck_require__(736)
-const { kReadyState, kSentClose, kResponse, kReceivedClose } = __nccwpck_require__(1216)
-const { channels } = __nccwpck_require__(2414)
+const { parserStates, opcodes, states, emptyBuffer, sentCloseFrameState } = __nccwpck_require__(5962)
+const { kReadyState, kSentClose, kResponse, kReceivedClose } = __nccwpck_require__(2282)
+const { channels } = __nccwpck_require__(6388)
 const {
   isValidStatusCode,
   isValidOpcode,
@@ -52399,11 +52399,11 @@ const {
   isControlFrame,
   isTextBinaryFrame,
   isContinuationFrame
-} = __nccwpck_require__(8625)
-const { WebsocketFrameSend } = __nccwpck_require__(3264)
-const { closeWebSocketConnection } = __nccwpck_require__(6897)
-const { PerMessageDeflate } = __nccwpck_require__(9469)
-const { MessageSizeExceededError } = __nccwpck_require__(8707)
+} = __nccwpck_require__(3623)
+const { WebsocketFrameSend } = __nccwpck_require__(2658)
+const { closeWebSocketConnection } = __nccwpck_require__(3179)
+const { PerMessageDeflate } = __nccwpck_require__(2751)
+const { MessageSizeExceededError } = __nccwpck_require__(8705)
 
 function failWebsocketConnectionWithCode (ws, code, reason) {
   closeWebSocketConnection(ws, code, reason, Buffer.byteLength(reason))
@@ -52914,14 +52914,14 @@ module.exports = {
 
 /***/ }),
 
-/***/ 3900:
+/***/ 8374:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const { WebsocketFrameSend } = __nccwpck_require__(3264)
-const { opcodes, sendHints } = __nccwpck_require__(736)
-const FixedQueue = __nccwpck_require__(4660)
+const { WebsocketFrameSend } = __nccwpck_require__(2658)
+const { opcodes, sendHints } = __nccwpck_require__(5962)
+const FixedQueue = __nccwpck_require__(2702)
 
 /** @type {typeof Uint8Array} */
 const FastBuffer = Buffer[Symbol.species]
@@ -53025,7 +53025,7 @@ module.exports = { SendQueue }
 
 /***/ }),
 
-/***/ 1216:
+/***/ 2282:
 /***/ ((module) => {
 
 
@@ -53044,16 +53044,16 @@ module.exports = {
 
 /***/ }),
 
-/***/ 8625:
+/***/ 3623:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const { kReadyState, kController, kResponse, kBinaryType, kWebSocketURL } = __nccwpck_require__(1216)
-const { states, opcodes } = __nccwpck_require__(736)
-const { ErrorEvent, createFastMessageEvent } = __nccwpck_require__(5188)
+const { kReadyState, kController, kResponse, kBinaryType, kWebSocketURL } = __nccwpck_require__(2282)
+const { states, opcodes } = __nccwpck_require__(5962)
+const { ErrorEvent, createFastMessageEvent } = __nccwpck_require__(142)
 const { isUtf8 } = __nccwpck_require__(6954)
-const { collectASequenceOfCodePointsFast, removeHTTPWhitespace } = __nccwpck_require__(1900)
+const { collectASequenceOfCodePointsFast, removeHTTPWhitespace } = __nccwpck_require__(3166)
 
 /* globals Blob */
 
@@ -53373,15 +53373,15 @@ module.exports = {
 
 /***/ }),
 
-/***/ 3726:
+/***/ 3608:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
 
-const { webidl } = __nccwpck_require__(5893)
-const { URLSerializer } = __nccwpck_require__(1900)
-const { environmentSettingsObject } = __nccwpck_require__(3168)
-const { staticPropertyDescriptors, states, sentCloseFrameState, sendHints } = __nccwpck_require__(736)
+const { webidl } = __nccwpck_require__(1059)
+const { URLSerializer } = __nccwpck_require__(3166)
+const { environmentSettingsObject } = __nccwpck_require__(5774)
+const { staticPropertyDescriptors, states, sentCloseFrameState, sendHints } = __nccwpck_require__(5962)
 const {
   kWebSocketURL,
   kReadyState,
@@ -53390,21 +53390,21 @@ const {
   kResponse,
   kSentClose,
   kByteParser
-} = __nccwpck_require__(1216)
+} = __nccwpck_require__(2282)
 const {
   isConnecting,
   isEstablished,
   isClosing,
   isValidSubprotocol,
   fireEvent
-} = __nccwpck_require__(8625)
-const { establishWebSocketConnection, closeWebSocketConnection } = __nccwpck_require__(6897)
-const { ByteParser } = __nccwpck_require__(1652)
-const { kEnumerableProperty, isBlobLike } = __nccwpck_require__(3440)
-const { getGlobalDispatcher } = __nccwpck_require__(2581)
+} = __nccwpck_require__(3623)
+const { establishWebSocketConnection, closeWebSocketConnection } = __nccwpck_require__(3179)
+const { ByteParser } = __nccwpck_require__(9602)
+const { kEnumerableProperty, isBlobLike } = __nccwpck_require__(730)
+const { getGlobalDispatcher } = __nccwpck_require__(5015)
 const { types } = __nccwpck_require__(7975)
-const { ErrorEvent, CloseEvent } = __nccwpck_require__(5188)
-const { SendQueue } = __nccwpck_require__(3900)
+const { ErrorEvent, CloseEvent } = __nccwpck_require__(142)
+const { SendQueue } = __nccwpck_require__(8374)
 
 // https://websockets.spec.whatwg.org/#interface-definition
 class WebSocket extends EventTarget {
@@ -54255,7 +54255,7 @@ module.exports = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("zlib");
 
 /***/ }),
 
-/***/ 8230:
+/***/ 8654:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 var j=(e,n)=>()=>{try{return n||e((n={exports:{}}).exports,n),n.exports}catch(t){throw n=0,t}};var R=j((Z,N)=>{function T(e){return typeof e=="string"?!["false","0","no","off",""].includes(e.toLowerCase()):!!e}function U(e=process.env){let n={};for(let t of["ENCODING","PATH","QUIET","DEBUG","OVERRIDE","FAST"]){let r=e[`DOTENV_${t}`]!=null?e[`DOTENV_${t}`]:e[`DOTENV_CONFIG_${t}`];r!=null&&(n[t.toLowerCase()]=t==="ENCODING"||t==="PATH"?r:T(r))}return n}N.exports={parseBoolean:T,optionsFromEnv:U}});var P=j((ee,b)=>{var F=__nccwpck_require__(9896),_=__nccwpck_require__(6928),B=__nccwpck_require__(857),{URL:L,fileURLToPath:Q}=__nccwpck_require__(7016),{parseBoolean:$,optionsFromEnv:I}=R(),G=/(?:^|^)\s*(?:export\s+)?([\w.-]+)(?:\s*=\s*?|:\s+?)(\s*'(?:\\'|[^'])*'|\s*"(?:\\"|[^"])*"|\s*`(?:\\`|[^`])*`|[^#\r\n]+)?\s*(?:#.*)?(?:$|$)/mg,y=new Uint8Array(256);for(let e=48;e<=57;e++)y[e]=1;for(let e=65;e<=90;e++)y[e]=1;for(let e=97;e<=122;e++)y[e]=1;y[45]=1;y[46]=1;y[95]=1;function H(e){let n={},t=e.toString();t=t.replace(/\r\n?/mg,`
@@ -54268,7 +54268,7 @@ var j=(e,n)=>()=>{try{return n||e((n={exports:{}}).exports,n),n.exports}catch(t)
 
 /***/ }),
 
-/***/ 8342:
+/***/ 3752:
 /***/ ((module) => {
 
 module.exports = {"rE":"1.17.0"};
@@ -54661,6 +54661,16 @@ function heredoc(content) {
     const body = content.endsWith('\n') ? content : content + '\n';
     return { open: `<<'${delimiter}'`, body: `${body}${delimiter}` };
 }
+/** Script lines that write content to a temporary file beside path, with its mode and owner. */
+function stageFile(tmp, content, opts) {
+    const doc = heredoc(content);
+    return [
+        sh_sh `cat > ${tmp} ${sh_raw(doc.open)}`,
+        doc.body,
+        opts.mode ? sh_sh `chmod ${opts.mode} ${tmp}` : '',
+        opts.owner ? sh_sh `chown ${opts.owner} ${tmp}` : '',
+    ];
+}
 /**
  * `name=<exact text>` as a bash assignment through a quoted heredoc: nothing in
  * the text is expanded, and it reads as itself (SQL, a program) in the script.
@@ -54694,18 +54704,16 @@ function shellFile(text) {
 }
 /** Script lines that write content to path atomically (temp file + rename) with mode and owner. */
 function sh_writeFileAtomic(path, content, opts = {}) {
-    const doc = heredoc(content);
     const tmp = `${path}.metalship-tmp`;
-    return sh_script(sh_sh `cat > ${tmp} ${sh_raw(doc.open)}`, doc.body, opts.mode ? sh_sh `chmod ${opts.mode} ${tmp}` : null, opts.owner ? sh_sh `chown ${opts.owner} ${tmp}` : null, sh_sh `mv -f ${tmp} ${path}`).trimEnd();
+    return sh_script(...stageFile(tmp, content, opts), sh_sh `mv -f ${tmp} ${path}`).trimEnd();
 }
 /**
  * Script lines that write content to path only when it differs, and print
  * "changed <label>" when they did; nothing otherwise. Used for idempotent config.
  */
 function ensureFile(path, content, opts = {}) {
-    const doc = heredoc(content);
     const tmp = `${path}.metalship-new`;
-    return sh_script(sh_sh `cat > ${tmp} ${sh_raw(doc.open)}`, doc.body, opts.mode ? sh_sh `chmod ${opts.mode} ${tmp}` : null, opts.owner ? sh_sh `chown ${opts.owner} ${tmp}` : null, sh_sh `if [ -f ${path} ] && cmp -s ${tmp} ${path}; then rm -f ${tmp}; else mv -f ${tmp} ${path}; echo ${'changed ' + (opts.label ?? path)}; ${sh_raw(opts.onChange ?? ':')}; fi`).trimEnd();
+    return sh_script(...stageFile(tmp, content, opts), sh_sh `if [ -f ${path} ] && cmp -s ${tmp} ${path}; then rm -f ${tmp}; else mv -f ${tmp} ${path}; echo ${'changed ' + (opts.label ?? path)}; ${sh_raw(opts.onChange ?? ':')}; fi`).trimEnd();
 }
 /**
  * The `KEY value` lines a script printed (its way of reporting): `get` gives
@@ -54775,26 +54783,26 @@ function holderText(h) {
  * `leftovers`: a script that stops what the run still runs on the host (see
  * Connection.leftoversScript), run when the run is gone, before the lock is let go.
  */
-function lockScript(l, holder, waitSeconds, leftovers = '') {
-    return sh_script(paths_rootOnly(l.state), sh_sh `mkdir -p ${l.state}`, sh_sh `chmod ${paths_STATE_MODE} ${l.state}`, sh_sh `exec 9>>${l.lockFile}`, sh_sh `if ! flock -n 9; then`, sh_sh `  echo "WAITING $(head -c 500 ${l.lockHolder} 2>/dev/null | tr '\n' ' ')"`, sh_sh `  if ! flock -w ${waitSeconds} 9; then`, sh_sh `    echo "HELD $(head -c 500 ${l.lockHolder} 2>/dev/null | tr '\n' ' ')"`, `    exit ${LOCK_EXIT_HELD}`, '  fi', 'fi', 
+function lockScript(layout, holder, waitSeconds, leftovers = '') {
+    return sh_script(paths_rootOnly(layout.state), sh_sh `mkdir -p ${layout.state}`, sh_sh `chmod ${paths_STATE_MODE} ${layout.state}`, sh_sh `exec 9>>${layout.lockFile}`, sh_sh `if ! flock -n 9; then`, sh_sh `  echo "WAITING $(head -c 500 ${layout.lockHolder} 2>/dev/null | tr '\n' ' ')"`, sh_sh `  if ! flock -w ${waitSeconds} 9; then`, sh_sh `    echo "HELD $(head -c 500 ${layout.lockHolder} 2>/dev/null | tr '\n' ' ')"`, `    exit ${LOCK_EXIT_HELD}`, '  fi', 'fi', 
     // A holder file still filled in while nobody holds the flock: a run that died.
-    sh_sh `if [ -s ${l.lockHolder} ]; then echo "STALE $(head -c 500 ${l.lockHolder} | tr '\n' ' ')"; fi`, sh_sh `printf '%s\n' ${holderText(holder)} > ${l.lockHolder}`, 'echo LOCKED', `while IFS= read -r -t ${LOCK_HEARTBEAT_LIMIT} line; do`, '  if [ "$line" = release ]; then', sh_sh `    : > ${l.lockHolder}`, '    exit 0', '  fi', 'done', 
+    sh_sh `if [ -s ${layout.lockHolder} ]; then echo "STALE $(head -c 500 ${layout.lockHolder} | tr '\n' ' ')"; fi`, sh_sh `printf '%s\n' ${holderText(holder)} > ${layout.lockHolder}`, 'echo LOCKED', `while IFS= read -r -t ${LOCK_HEARTBEAT_LIMIT} line; do`, '  if [ "$line" = release ]; then', sh_sh `    : > ${layout.lockHolder}`, '    exit 0', '  fi', 'done', 
     // EOF or no heartbeat: our run is gone. What it still runs here is stopped
     // first; the flock goes with this process; the holder stays as evidence.
-    leftovers || null, sh_sh `printf '%s\n' "abandoned at $(date -u +%FT%TZ): $(head -n1 ${l.lockHolder})" > ${l.lockHolder}`);
+    leftovers || null, sh_sh `printf '%s\n' "abandoned at $(date -u +%FT%TZ): $(head -n1 ${layout.lockHolder})" > ${layout.lockHolder}`);
 }
 
 // EXTERNAL MODULE: external "assert"
 var external_assert_ = __nccwpck_require__(2613);
 // EXTERNAL MODULE: external "fs"
 var external_fs_ = __nccwpck_require__(9896);
-// EXTERNAL MODULE: ./node_modules/is-stream/index.js
-var is_stream = __nccwpck_require__(6543);
-// EXTERNAL MODULE: ./node_modules/make-dir/index.js
-var make_dir = __nccwpck_require__(6512);
+// EXTERNAL MODULE: ../wt-core/node_modules/is-stream/index.js
+var is_stream = __nccwpck_require__(4621);
+// EXTERNAL MODULE: ../wt-core/node_modules/make-dir/index.js
+var make_dir = __nccwpck_require__(8190);
 // EXTERNAL MODULE: external "path"
 var external_path_ = __nccwpck_require__(6928);
-;// CONCATENATED MODULE: ./node_modules/sb-promise-queue/lib/esm/index.mjs
+;// CONCATENATED MODULE: ../wt-core/node_modules/sb-promise-queue/lib/esm/index.mjs
 class PromiseQueue {
     constructor({ concurrency = 1 } = {}) {
         this.options = { concurrency };
@@ -54866,7 +54874,7 @@ class PromiseQueue {
 }
 
 
-;// CONCATENATED MODULE: ./node_modules/sb-scandir/lib/esm/index.mjs
+;// CONCATENATED MODULE: ../wt-core/node_modules/sb-scandir/lib/esm/index.mjs
 /* @flow */
 
 
@@ -54962,12 +54970,12 @@ async function scanDirectory(path, { recursive = true, validate = null, concurre
 }
 /* harmony default export */ const esm = (scanDirectory);
 
-// EXTERNAL MODULE: ./node_modules/shell-escape/shell-escape.js
-var shell_escape = __nccwpck_require__(4646);
-// EXTERNAL MODULE: ./node_modules/ssh2/lib/index.js
-var lib = __nccwpck_require__(5472);
+// EXTERNAL MODULE: ../wt-core/node_modules/shell-escape/shell-escape.js
+var shell_escape = __nccwpck_require__(5596);
+// EXTERNAL MODULE: ../wt-core/node_modules/ssh2/lib/index.js
+var lib = __nccwpck_require__(1122);
 var lib_default = /*#__PURE__*/__nccwpck_require__.n(lib);
-;// CONCATENATED MODULE: ./node_modules/node-ssh/lib/esm/index.mjs
+;// CONCATENATED MODULE: ../wt-core/node_modules/node-ssh/lib/esm/index.mjs
 
 
 
@@ -55723,9 +55731,19 @@ function remoteCommand(user) {
     return (user === 'root' ? SCRIPT_SHELL : [...SUDO, ...SCRIPT_SHELL]).join(' ');
 }
 
+;// CONCATENATED MODULE: ./src/errors.ts
+// What went wrong, as text: an Error's message, or whatever else was thrown.
+function errors_errorMessage(err) {
+    return err instanceof Error ? err.message : String(err);
+}
+
+;// CONCATENATED MODULE: external "node:timers/promises"
+const promises_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:timers/promises");
 ;// CONCATENATED MODULE: ./src/transport/ssh.ts
 // The only module that talks SSH. One connection per host per run; every script
 // goes on stdin to bash with errexit, nounset and pipefail, and its exit code decides.
+
+
 
 
 
@@ -56034,16 +56052,16 @@ async function connect(target, options, log) {
             lastError = err;
             if (err instanceof HostKeyError)
                 throw err;
-            const message = err instanceof Error ? err.message : String(err);
+            const message = errors_errorMessage(err);
             if (/authentication methods failed|passphrase|Cannot parse privateKey|Unsupported key/i.test(message))
                 break;
             if (attempt < attempts) {
                 log.info(`[${target.label}] connect attempt ${attempt} failed (${message}); retrying`);
-                await new Promise((r) => setTimeout(r, 1000 * attempt));
+                await (0,promises_namespaceObject.setTimeout)(1000 * attempt);
             }
         }
     }
-    const message = lastError instanceof Error ? lastError.message : String(lastError);
+    const message = errors_errorMessage(lastError);
     throw new RemoteError(`could not connect to ${target.label}: ${message}`, target.label, null, '');
 }
 
@@ -56260,6 +56278,8 @@ function pinnedAlgorithms(entries, host, port) {
 
 
 
+
+
 /**
  * Roles when the hosts input names none (load balancers aside): every app host
  * runs api and worker; the first also runs the single scheduler and the migrations.
@@ -56292,34 +56312,34 @@ function hostKeyPolicy(entries) {
             algorithms: (host, port) => pinnedAlgorithms(entries, host, port),
         };
 }
-function connectOptions(s) {
-    const jump = s['jump-host'] && typeof s['jump-host'] === 'object' ? s['jump-host'] : null;
+function connectOptions(settings) {
+    const jump = settings['jump-host'] && typeof settings['jump-host'] === 'object' ? settings['jump-host'] : null;
     return {
-        privateKey: s['ssh-key'],
-        passphrase: s['ssh-key-passphrase'] || undefined,
-        hostKeys: hostKeyPolicy(s['insecure-accept-any-host-key'] ? null : s['known-hosts']),
+        privateKey: settings['ssh-key'],
+        passphrase: settings['ssh-key-passphrase'] || undefined,
+        hostKeys: hostKeyPolicy(settings['insecure-accept-any-host-key'] ? null : settings['known-hosts']),
         jump: jump
-            ? { host: jump.host, port: jump.port, user: jump.user ?? s['ssh-user'], label: jump.label }
+            ? { host: jump.host, port: jump.port, user: jump.user ?? settings['ssh-user'], label: jump.label }
             : null,
-        connectTimeoutMs: s['connect-timeout'] * 1000,
-        idleTimeoutMs: s['command-idle-timeout'] * 1000,
-        commandTimeoutMs: s['command-timeout'] * 1000,
+        connectTimeoutMs: settings['connect-timeout'] * 1000,
+        idleTimeoutMs: settings['command-idle-timeout'] * 1000,
+        commandTimeoutMs: settings['command-timeout'] * 1000,
     };
 }
 /** Connects to every host in parallel; if any fails, closes the others and throws. */
-async function openHosts(s, log) {
-    const options = connectOptions(s);
-    const roles = resolveRoles(s.hosts);
-    const results = await Promise.allSettled(s.hosts.map((spec) => connect({ host: spec.host, port: spec.port, user: spec.user ?? s['ssh-user'], label: spec.label }, options, log)));
+async function openHosts(settings, log) {
+    const options = connectOptions(settings);
+    const roles = resolveRoles(settings.hosts);
+    const results = await Promise.allSettled(settings.hosts.map((spec) => connect({ host: spec.host, port: spec.port, user: spec.user ?? settings['ssh-user'], label: spec.label }, options, log)));
     const failed = results.filter((r) => r.status === 'rejected');
     if (failed.length) {
         await Promise.all(results.map((r) => (r.status === 'fulfilled' ? r.value.close() : undefined)));
-        throw new Error(failed.map((f) => (f.reason instanceof Error ? f.reason.message : String(f.reason))).join('\n'));
+        throw new Error(failed.map((f) => errors_errorMessage(f.reason)).join('\n'));
     }
     return results.map((r, i) => ({
-        spec: s.hosts[i],
+        spec: settings.hosts[i],
         conn: r.value,
-        layout: layout(s.app, s['app-root']),
+        layout: layout(settings.app, settings['app-root']),
         roles: roles[i],
     }));
 }
@@ -56357,7 +56377,7 @@ async function acquireLock(host, holder, waitSeconds, log) {
     });
     void session.done.then((r) => {
         if (r.code === LOCK_EXIT_HELD) {
-            const held = (r.stdout.split('\n').find((l) => l.startsWith('HELD')) ?? 'HELD another run').slice(5);
+            const held = keyLines(r.stdout).get('HELD') || 'another run';
             settle?.(new Error(`${host.spec.label}: another deploy holds the lock of ${host.layout.app} and did not finish within ${waitSeconds} s: ${held}`));
         }
         else {
@@ -56391,7 +56411,7 @@ async function hosts_onEachHost(hosts, fn) {
             return {
                 host: host.spec.label,
                 ok: false,
-                error: err instanceof Error ? err.message : String(err),
+                error: errors_errorMessage(err),
             };
         }
     }));
@@ -56401,9 +56421,9 @@ async function hosts_onEachHost(hosts, fn) {
  * closes the connections. Load balancers (roles=lb) are connected to only with
  * `balancers: true` (provision), and passed apart: the deploy path never needs them.
  */
-async function withHosts(s, log, action, fn, opts = {}) {
-    const wanted = opts.balancers ? s.hosts : s.hosts.filter((h) => !h.roles.includes('lb'));
-    const all = await log.group(`Connecting to ${wanted.length} host(s)`, () => openHosts({ ...s, hosts: wanted }, log));
+async function withHosts(settings, log, action, fn, opts = {}) {
+    const wanted = opts.balancers ? settings.hosts : settings.hosts.filter((h) => !h.roles.includes('lb'));
+    const all = await log.group(`Connecting to ${wanted.length} host(s)`, () => openHosts({ ...settings, hosts: wanted }, log));
     const hosts = all.filter((h) => !h.roles.lb);
     const balancers = all.filter((h) => h.roles.lb);
     const releases = [];
@@ -56413,7 +56433,7 @@ async function withHosts(s, log, action, fn, opts = {}) {
         const holder = lockHolder(action);
         // One at a time, in the same order for every run: two overlapping runs
         // then never each hold half of the locks and wait out the timeout.
-        const deadline = Date.now() + s['lock-timeout'] * 1000;
+        const deadline = Date.now() + settings['lock-timeout'] * 1000;
         for (const h of [...hosts].sort((a, b) => lockOrder(a).localeCompare(lockOrder(b)))) {
             const wait = Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
             releases.push(await acquireLock(h, holder, wait, log));
@@ -56627,10 +56647,23 @@ function defaultsValue(value) {
     return `"${value.replace(/[\\"$`]/g, '\\$&')}"`;
 }
 
+;// CONCATENATED MODULE: ./src/remote/step.ts
+// A step on a host: what it does, the script that does it, and how its output
+// reads. Built together and tested together (a unit test runs the script's
+// parser on what the script prints), the way Kamal pairs a command with its use.
+function step_step(what, script, parse) {
+    return { what, script, parse };
+}
+/** A step whose output says nothing the caller needs. */
+function step_plainStep(what, script) {
+    return step_step(what, script, () => undefined);
+}
+
 ;// CONCATENATED MODULE: ./src/remote/balancer.ts
 // An nginx load balancer in front of the app hosts (provision, roles=lb): its
 // upstream lists them (their nginx, port 80 by default). A rolling switch takes
-// a batch out of rotation on the app hosts themselves (drainScript).
+// a batch out of rotation on the app hosts themselves (drainStep).
+
 
 
 /**
@@ -56643,8 +56676,8 @@ function balancerUpstreamName(l) {
     return `${l.app.replace(/-/g, '_')}_fleet`;
 }
 /** http-level config on the balancer: the app hosts and the WebSocket map. */
-function balancerUpstreamConf(l, members) {
-    const name = balancerUpstreamName(l);
+function balancerUpstreamConf(layout, members) {
+    const name = balancerUpstreamName(layout);
     const servers = members.map((m) => `    server ${nginxAddress(m.host, m.port)} max_fails=2 fail_timeout=${BALANCER_FAIL_TIMEOUT}s; # ${m.label.replace(/[\r\n]/g, ' ')}`);
     return `# Managed by metalship: the app hosts behind this load balancer.
 upstream ${name} {
@@ -56666,11 +56699,11 @@ map $http_upgrade $metalship_${name}_connection {
  * keep-alive connections, which some clients see as errors. The rule is not
  * persistent: a reboot clears a drain a killed run left behind.
  */
-function drainScript(l, port, draining) {
-    const rule = sh_sh `INPUT ! -i lo -p tcp --dport ${String(port)} --syn -m comment --comment ${'metalship-drain-' + l.app} -j REJECT --reject-with tcp-reset`;
-    return sh_script('tools=""', 'for t in iptables ip6tables; do command -v "$t" >/dev/null 2>&1 && tools="$tools $t"; done', `[ -n "$tools" ] || { echo "draining needs iptables (provision installs it with ufw)" >&2; exit 1; }`, 'for t in $tools; do', draining
+function drainStep(layout, port, draining) {
+    const rule = sh_sh `INPUT ! -i lo -p tcp --dport ${String(port)} --syn -m comment --comment ${'metalship-drain-' + layout.app} -j REJECT --reject-with tcp-reset`;
+    return step_plainStep(draining ? 'taking the host out of rotation' : 'putting the host back in rotation', sh_script('tools=""', 'for t in iptables ip6tables; do command -v "$t" >/dev/null 2>&1 && tools="$tools $t"; done', `[ -n "$tools" ] || { echo "draining needs iptables (provision installs it with ufw)" >&2; exit 1; }`, 'for t in $tools; do', draining
         ? `  "$t" -w -C ${rule} 2>/dev/null || "$t" -w -I ${rule.replace(/^INPUT /, 'INPUT 1 ')}`
-        : `  while "$t" -w -D ${rule} 2>/dev/null; do :; done`, 'done', draining ? 'echo DRAINING' : 'echo IN_ROTATION');
+        : `  while "$t" -w -D ${rule} 2>/dev/null; do :; done`, 'done', draining ? 'echo DRAINING' : 'echo IN_ROTATION'));
 }
 
 ;// CONCATENATED MODULE: external "node:fs"
@@ -56715,12 +56748,12 @@ function upstreamName(l) {
  * connection, so a switch renames the link and never reloads nginx (a reload
  * closes clients' idle keep-alive connections, which some clients see as errors).
  */
-function upstreamConf(l) {
+function upstreamConf(layout) {
     return `# Managed by metalship.
-upstream ${upstreamName(l)} {
-    server ${nginxWord(`unix:${l.apiLink}`)} max_fails=0;
+upstream ${upstreamName(layout)} {
+    server ${nginxWord(`unix:${layout.apiLink}`)} max_fails=0;
 }
-map $http_upgrade $metalship_${upstreamName(l)}_connection {
+map $http_upgrade $metalship_${upstreamName(layout)}_connection {
     default upgrade;
     '' close;
 }
@@ -56751,15 +56784,15 @@ function proxyLocation(upstream, balancer) {
 const securityHeaders = `    add_header X-Content-Type-Options nosniff always;
     add_header X-Frame-Options SAMEORIGIN always;
     add_header Referrer-Policy strict-origin-when-cross-origin always;`;
-function siteConf(l, s) {
-    const isDefault = s.serverName === '_';
+function siteConf(layout, settings) {
+    const isDefault = settings.serverName === '_';
     const listen = (port, extra = '') => `    listen ${port}${extra}${isDefault ? ' default_server' : ''};\n    listen [::]:${port}${extra}${isDefault ? ' default_server' : ''};`;
-    const statics = s.staticDir
+    const statics = settings.staticDir
         ? // A link is followed only to a file of its own owner: a link the app plants
             // in its files never serves, say, a world-readable system file.
-            `    location /static/ {\n        alias ${nginxWord(`${s.staticDir}/`)};\n        disable_symlinks if_not_owner;\n        expires 7d;\n        access_log off;\n    }\n`
+            `    location /static/ {\n        alias ${nginxWord(`${settings.staticDir}/`)};\n        disable_symlinks if_not_owner;\n        expires 7d;\n        access_log off;\n    }\n`
         : '';
-    const serverName = `    server_name ${nginxServerNames(s.serverName)};`;
+    const serverName = `    server_name ${nginxServerNames(settings.serverName)};`;
     const common = `${serverName}
     client_max_body_size 25m;
     client_body_timeout 30s;
@@ -56768,15 +56801,15 @@ function siteConf(l, s) {
     keepalive_timeout 65s;
     server_tokens off;
 ${securityHeaders}
-${statics}${proxyLocation(s.upstream ?? upstreamName(l), s.upstream !== undefined)}`;
+${statics}${proxyLocation(settings.upstream ?? upstreamName(layout), settings.upstream !== undefined)}`;
     const acme = (root) => `    location /.well-known/acme-challenge/ {
         root ${nginxWord(root)};
     }`;
-    if (!s.tls) {
+    if (!settings.tls) {
         return `# Managed by metalship (HTTP only: no domain configured).
 server {
 ${listen(80)}
-${s.acmeWebroot ? acme(s.acmeWebroot) + '\n' : ''}${common}
+${settings.acmeWebroot ? acme(settings.acmeWebroot) + '\n' : ''}${common}
 }
 `;
     }
@@ -56785,15 +56818,15 @@ server {
 ${listen(80)}
 ${serverName}
     server_tokens off;
-${acme(s.acmeWebroot ?? ACME_WEBROOT)}
+${acme(settings.acmeWebroot ?? ACME_WEBROOT)}
     location / {
         return 301 https://$host$request_uri;
     }
 }
 server {
-${listen(443, ' ssl http2')}
-    ssl_certificate ${nginxWord(s.tls.certificate)};
-    ssl_certificate_key ${nginxWord(s.tls.key)};
+${settings.http2 === 'directive' ? `${listen(443, ' ssl')}\n    http2 on;` : listen(443, ' ssl http2')}
+    ssl_certificate ${nginxWord(settings.tls.certificate)};
+    ssl_certificate_key ${nginxWord(settings.tls.key)};
     ssl_protocols TLSv1.2 TLSv1.3;
     ssl_prefer_server_ciphers off;
     ssl_session_cache shared:metalship_ssl:10m;
@@ -56810,11 +56843,11 @@ ${common}
 
 
 /** systemd's sandboxing: the app reads its release and writes only shared/ (field notes, systemd hardening). */
-function hardening(l) {
+function hardening(layout) {
     return [
         'NoNewPrivileges=yes',
         'ProtectSystem=strict',
-        `ReadWritePaths=${unitWord(l.shared)}`,
+        `ReadWritePaths=${unitWord(layout.shared)}`,
         'PrivateTmp=yes',
         'PrivateDevices=yes',
         'ProtectHome=yes',
@@ -56848,118 +56881,118 @@ function inVenv(venvBin, words) {
         return [];
     return [program.startsWith('/') ? program : `${venvBin}/${program}`, ...args];
 }
-/** Settings every app service has; workdir may hold the %i of the api template. */
-function serviceCommon(s, workdir) {
-    const l = s.layout;
-    return [
-        `User=${unitText(s.user)}`,
-        `Group=${unitText(s.user)}`,
+/**
+ * An app service unit: what every one has (the user, the release as working
+ * directory, the .env, restart and stop rules, the sandboxing), around what is
+ * its own. workdir may hold the %i of the api template.
+ */
+function serviceUnit(settings, own) {
+    const layout = settings.layout;
+    const workdir = own.workdir;
+    return `# Managed by metalship: changes are overwritten on the next deploy.
+${own.note ? `# ${own.note}\n` : ''}[Unit]
+Description=${own.description}
+After=${own.after}
+PartOf=${unitWord(layout.units.target)}
+
+[Service]
+Type=simple
+${[
+        `User=${unitText(settings.user)}`,
+        `Group=${unitText(settings.user)}`,
         `WorkingDirectory=${unitText(...workdir)}`,
-        `EnvironmentFile=-${unitText(l.env)}`,
+        `EnvironmentFile=-${unitText(layout.env)}`,
         `Environment=${unitEnv('PATH', ...workdir, '/.venv/bin:/usr/local/bin:/usr/bin:/bin')}`,
         'Environment=PYTHONUNBUFFERED=1',
-        `Environment=${unitEnv('APP_NAME', l.app)}`,
+        `Environment=${unitEnv('APP_NAME', layout.app)}`,
         'Restart=always',
         'RestartSec=5',
-    ].join('\n');
+        ...own.service,
+        'TimeoutStopSec=35',
+        'KillMode=mixed',
+        'KillSignal=SIGTERM',
+    ].join('\n')}
+${hardening(layout)}
+
+[Install]
+WantedBy=${unitWord(layout.units.target)}
+`;
 }
-function apiUnit(s) {
-    const l = s.layout;
+function apiUnit(settings) {
+    const layout = settings.layout;
     const slot = specifier('i');
-    const workdir = [l.slots, '/', slot];
+    const workdir = [layout.slots, '/', slot];
     const uvicorn = execLine([
         [...workdir, '/.venv/bin/python'],
         '-m',
         'uvicorn',
-        s.appModule,
+        settings.appModule,
         '--uds',
-        [`/run/${l.app}-api-`, slot, '/api.sock'],
+        [`/run/${layout.app}-api-`, slot, '/api.sock'],
         // Above nginx's idle upstream time, so uvicorn never closes a connection nginx is about to reuse.
         '--timeout-keep-alive',
         '75',
-        // --timeout-graceful-shutdown where the release's uvicorn has it (0.21+), from the release's uvicorn.env.
+        // The flags the release's uvicorn has (switch.ts UVICORN_FLAGS), from the release's uvicorn.env.
         splitVariable('METALSHIP_UVICORN_FLAGS'),
-        '--no-server-header',
-        ...s.uvicornArgs,
+        ...settings.uvicornArgs,
     ]);
-    return `# Managed by metalship: changes are overwritten on the next deploy.
-[Unit]
-Description=${unitText(l.app, ' API (', slot, ' slot)')}
-After=network.target postgresql.service redis-server.service
-PartOf=${unitWord(l.units.target)}
-
-[Service]
-Type=simple
-${serviceCommon(s, workdir)}
-EnvironmentFile=-${unitText(...workdir, '/.metalship/uvicorn.env')}
-ExecStart=${uvicorn}
-RuntimeDirectory=${unitWord(`${l.app}-api-`, slot)}
-RuntimeDirectoryMode=0755
-TimeoutStopSec=35
-KillMode=mixed
-KillSignal=SIGTERM
-${hardening(l)}
-
-[Install]
-WantedBy=${unitWord(l.units.target)}
-`;
+    return serviceUnit(settings, {
+        description: unitText(layout.app, ' API (', slot, ' slot)'),
+        after: 'network.target postgresql.service redis-server.service',
+        workdir,
+        service: [
+            `EnvironmentFile=-${unitText(...workdir, '/.metalship/uvicorn.env')}`,
+            `ExecStart=${uvicorn}`,
+            `RuntimeDirectory=${unitWord(`${layout.app}-api-`, slot)}`,
+            'RuntimeDirectoryMode=0755',
+        ],
+    });
 }
 /** A unit running a command from the current release: the worker and the scheduler. */
-function currentReleaseUnit(s, o) {
-    if (o.command.length === 0)
+function currentReleaseUnit(settings, options) {
+    if (options.command.length === 0)
         return null;
-    const l = s.layout;
-    return `# Managed by metalship: changes are overwritten on the next deploy.
-${o.note ? `# ${o.note}\n` : ''}[Unit]
-Description=${unitText(l.app, ' ', o.what)}
-After=${o.after}
-PartOf=${unitWord(l.units.target)}
-
-[Service]
-Type=simple
-${serviceCommon(s, [l.current])}
-ExecStart=${execLine(inVenv(`${l.current}/.venv/bin`, o.command))}
-TimeoutStopSec=35
-KillMode=mixed
-KillSignal=SIGTERM
-${hardening(l)}
-
-[Install]
-WantedBy=${unitWord(l.units.target)}
-`;
+    const layout = settings.layout;
+    return serviceUnit(settings, {
+        description: unitText(layout.app, ' ', options.what),
+        after: options.after,
+        note: options.note,
+        workdir: [layout.current],
+        service: [`ExecStart=${execLine(inVenv(`${layout.current}/.venv/bin`, options.command))}`],
+    });
 }
-function workerUnit(s) {
-    return currentReleaseUnit(s, {
+function workerUnit(settings) {
+    return currentReleaseUnit(settings, {
         what: 'worker',
-        command: s.workerCommand,
+        command: settings.workerCommand,
         after: 'network.target postgresql.service redis-server.service',
     });
 }
-function schedulerUnit(s) {
-    return currentReleaseUnit(s, {
+function schedulerUnit(settings) {
+    return currentReleaseUnit(settings, {
         what: 'scheduler',
-        command: s.schedulerCommand,
+        command: settings.schedulerCommand,
         after: 'network.target redis-server.service',
         note: 'Exactly one scheduler runs fleet-wide: it is installed on one host only.',
     });
 }
-function targetUnit(l) {
+function targetUnit(layout) {
     return `# Managed by metalship.
 [Unit]
-Description=${unitText(l.app, ' (all services)')}
+Description=${unitText(layout.app, ' (all services)')}
 
 [Install]
 WantedBy=multi-user.target
 `;
 }
 /** The unit files for a host: name -> content (null: the unit must not exist there). */
-function unitFiles(s, roles) {
-    const l = s.layout;
+function unitFiles(settings, roles) {
+    const layout = settings.layout;
     return {
-        [l.units.target]: targetUnit(l),
-        [l.units.apiTemplate]: apiUnit(s),
-        [l.units.worker]: roles.worker ? workerUnit(s) : null,
-        [l.units.scheduler]: roles.scheduler ? schedulerUnit(s) : null,
+        [layout.units.target]: targetUnit(layout),
+        [layout.units.apiTemplate]: apiUnit(settings),
+        [layout.units.worker]: roles.worker ? workerUnit(settings) : null,
+        [layout.units.scheduler]: roles.scheduler ? schedulerUnit(settings) : null,
     };
 }
 /**
@@ -56988,67 +57021,93 @@ function unitsOurs(names) {
 
 
 
+
 /** The api unit of the slot held in the shell variable `$slot`. */
 function apiUnitOf(l, slotVar) {
     return `${sh_sh `${l.app}`}-api@"${slotVar}".service`;
 }
-function switchScript(s) {
-    const l = s.layout;
-    const rel = l.release(s.releaseId);
-    const unitLines = [unitsOurs(Object.keys(s.units))].concat(Object.entries(s.units).map(([name, content]) => content === null
-        ? sh_sh `if [ -f ${l.unitDir}/${name} ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${l.unitDir}/${name}; units_changed=1; fi`
-        : ensureFile(`${l.unitDir}/${name}`, content, {
+function switchScript(settings) {
+    const layout = settings.layout;
+    const rel = layout.release(settings.releaseId);
+    const unitLines = [unitsOurs(Object.keys(settings.units))].concat(Object.entries(settings.units).map(([name, content]) => content === null
+        ? sh_sh `if [ -f ${layout.unitDir}/${name} ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${layout.unitDir}/${name}; units_changed=1; fi`
+        : ensureFile(`${layout.unitDir}/${name}`, content, {
             mode: '644',
             label: `unit ${name}`,
             onChange: 'units_changed=1',
         })));
-    const followers = [s.worker ? l.units.worker : null, s.scheduler ? l.units.scheduler : null].filter((u) => !!u);
-    const api = sh_raw(apiUnitOf(l, '$slot'));
-    const standbyApi = sh_raw(apiUnitOf(l, '$standby'));
-    if (s.api === false)
-        return followersOnlyScript(s, unitLines, followers);
-    return sh_script(pytool_pyToolDefinition(), sh_sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${s.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'command -v nginx >/dev/null 2>&1 || { echo "nginx is not installed: run the provision action first" >&2; exit 1; }', 
+    const followers = [
+        settings.worker ? layout.units.worker : null,
+        settings.scheduler ? layout.units.scheduler : null,
+    ].filter((u) => !!u);
+    const api = sh_raw(apiUnitOf(layout, '$slot'));
+    const standbyApi = sh_raw(apiUnitOf(layout, '$standby'));
+    if (settings.api === false)
+        return followersOnlyScript(settings, unitLines, followers);
+    return sh_script(pytool_pyToolDefinition(), sh_sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'command -v nginx >/dev/null 2>&1 || { echo "nginx is not installed: run the provision action first" >&2; exit 1; }', 
     // The serving slot keeps serving; the release goes to the other one, unless the serving one already runs it.
-    sh_sh `active=$(cat ${l.activeSlot} 2>/dev/null || true)`, 'case "$active" in blue) idle=green ;; green) idle=blue ;; *) active=""; idle=blue ;; esac', sh_sh `slot_release() { basename "$(readlink ${l.slots}/"$1" 2>/dev/null)" 2>/dev/null || true; }`, sh_sh `if [ -n "$active" ] && [ "$(slot_release "$active")" = ${s.releaseId} ] && systemctl is-active --quiet ${sh_raw(apiUnitOf(l, '$active'))}; then slot=$active; else slot=$idle; fi`, 'if [ "$slot" = blue ]; then standby=green; else standby=blue; fi', 'echo "SLOT $slot"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 'nginx_changed=0', 'site_new=0', sh_sh `if [ ! -e ${l.nginxSite} ]; then`, '  site_new=1', ensureFile(l.nginxSite, siteConf(l, { serverName: s.serverName, tls: null }), {
+    sh_sh `active=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$active" in blue) idle=green ;; green) idle=blue ;; *) active=""; idle=blue ;; esac', sh_sh `slot_release() { basename "$(readlink ${layout.slots}/"$1" 2>/dev/null)" 2>/dev/null || true; }`, sh_sh `if [ -n "$active" ] && [ "$(slot_release "$active")" = ${settings.releaseId} ] && systemctl is-active --quiet ${sh_raw(apiUnitOf(layout, '$active'))}; then slot=$active; else slot=$idle; fi`, 'if [ "$slot" = blue ]; then standby=green; else standby=blue; fi', 'echo "SLOT $slot"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 'nginx_changed=0', 'site_new=0', sh_sh `if [ ! -e ${layout.nginxSite} ]; then`, '  site_new=1', ensureFile(layout.nginxSite, siteConf(layout, { serverName: settings.serverName, tls: null }), {
         mode: '644',
         label: 'nginx site',
         onChange: 'nginx_changed=1',
-    }), sh_sh `  ln -sfn ${l.nginxSite} ${l.nginxSiteEnabled}`, s.serverName === '_' ? sh_sh `  rm -f /etc/nginx/sites-enabled/default` : null, 'fi', ensureFile(l.nginxUpstream, upstreamConf(l), {
+    }), sh_sh `  ln -sfn ${layout.nginxSite} ${layout.nginxSiteEnabled}`, settings.serverName === '_' ? sh_sh `  rm -f /etc/nginx/sites-enabled/default` : null, 'fi', ensureFile(layout.nginxUpstream, upstreamConf(layout), {
         mode: '644',
         label: 'nginx upstream',
         onChange: 'nginx_changed=1',
     }), 
     // A configuration nginx refuses (say a second default_server) fails the switch before anything moves.
-    'if [ "$nginx_changed" = 1 ] && ! nginx_errors=$(nginx -t 2>&1); then', sh_sh `  if [ "$site_new" = 1 ]; then rm -f ${l.nginxSite} ${l.nginxSiteEnabled}; fi`, '  echo "nginx refuses the configuration for this app: $nginx_errors" >&2', '  echo "(with several apps on one server, give each its own server-name)" >&2', '  exit 1', 'fi', 
+    'if [ "$nginx_changed" = 1 ] && ! nginx_errors=$(nginx -t 2>&1); then', sh_sh `  if [ "$site_new" = 1 ]; then rm -f ${layout.nginxSite} ${layout.nginxSiteEnabled}; fi`, '  echo "nginx refuses the configuration for this app: $nginx_errors" >&2', '  echo "(with several apps on one server, give each its own server-name)" >&2', '  exit 1', 'fi', 
     // Start the release beside the serving one (unless the slot already runs it, unchanged).
-    'was=$(slot_release "$slot")', sh_sh `mstool link ${rel} ${l.slots}/"$slot"`, sh_sh `if [ "$units_changed" = 1 ] || [ "$was" != ${s.releaseId} ] || ! systemctl is-active --quiet ${api}; then`, sh_sh `  echo "starting ${s.releaseId} in the $slot slot"`, sh_sh `  systemctl restart ${api}`, 'else', sh_sh `  echo "the $slot slot already runs ${s.releaseId}"`, 'fi', sh_sh `sock=/run/${l.app}-api-"$slot"/api.sock`, sh_sh `if ! ready=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${s.healthPath} ${s.readyTimeout} 0.1 200 ''); then`, '  echo "$ready" >&2', sh_sh `  journalctl -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh_sh `  systemctl stop ${api} || true`, sh_sh `  echo "release ${s.releaseId} did not become ready in the $slot slot within ${s.readyTimeout} s; traffic stays on the serving release" >&2`, '  exit 1', 'fi', 'echo "READY $ready"', 
+    'was=$(slot_release "$slot")', sh_sh `mstool link ${rel} ${layout.slots}/"$slot"`, sh_sh `if [ "$units_changed" = 1 ] || [ "$was" != ${settings.releaseId} ] || ! systemctl is-active --quiet ${api}; then`, sh_sh `  echo "starting ${settings.releaseId} in the $slot slot"`, sh_sh `  systemctl restart ${api}`, 'else', sh_sh `  echo "the $slot slot already runs ${settings.releaseId}"`, 'fi', sh_sh `sock=/run/${layout.app}-api-"$slot"/api.sock`, sh_sh `if ! ready=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.healthPath} ${settings.readyTimeout} 0.1 200 ''); then`, '  echo "$ready" >&2', sh_sh `  journalctl -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh_sh `  systemctl stop ${api} || true`, sh_sh `  echo "release ${settings.releaseId} did not become ready in the $slot slot within ${settings.readyTimeout} s; traffic stays on the serving release" >&2`, '  exit 1', 'fi', 'echo "READY $ready"', 
     // Traffic moves only now, by renaming the socket link nginx connects through:
     // requests already on the old slot finish there, new ones reach the new slot.
-    sh_sh `mstool link "$sock" ${l.apiLink}`, sh_sh `echo "$slot" > ${l.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh_sh `prev=$(basename "$(readlink ${l.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `mstool link ${rel} ${l.current}`, sh_sh `mstool link "$(readlink ${rel}/.venv)" ${l.venvLink}`, 'echo "PREVIOUS $prev"', 
+    sh_sh `mstool link "$sock" ${layout.apiLink}`, sh_sh `echo "$slot" > ${layout.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh_sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `mstool link ${rel} ${layout.current}`, sh_sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, 'echo "PREVIOUS $prev"', 
     // On boot only the serving slot starts; the standby is a warm spare for this boot only.
-    sh_sh `systemctl enable --quiet ${l.units.target} ${api} ${followers}`, sh_sh `systemctl disable --quiet ${standbyApi} 2>/dev/null || true`, followers.length ? sh_sh `systemctl restart ${followers}` : null, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${s.releaseId} ($slot slot) from \${prev:-nothing}" >> ${l.history}`);
+    sh_sh `systemctl enable --quiet ${layout.units.target} ${api} ${followers}`, sh_sh `systemctl disable --quiet ${standbyApi} 2>/dev/null || true`, followers.length ? sh_sh `systemctl restart ${followers}` : null, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout.history}`);
+}
+/** The switch as a step: the slot it serves from and the release it left. */
+function switchStep(settings) {
+    return step_step(`switching to ${settings.releaseId}`, switchScript(settings), (stdout) => {
+        const out = keyLines(stdout);
+        const slot = out.get('SLOT');
+        return {
+            slot: slot === 'blue' || slot === 'green' ? slot : null,
+            previous: out.get('PREVIOUS')?.trim() ?? '',
+        };
+    });
 }
 /** The switch on a host without the api role: current, the venv link, and the worker or scheduler. */
-function followersOnlyScript(s, unitLines, followers) {
-    const l = s.layout;
-    const rel = l.release(s.releaseId);
-    return sh_script(pytool_pyToolDefinition(), sh_sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${s.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'echo "SLOT none"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
+function followersOnlyScript(settings, unitLines, followers) {
+    const layout = settings.layout;
+    const rel = layout.release(settings.releaseId);
+    return sh_script(pytool_pyToolDefinition(), sh_sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'echo "SLOT none"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
     // an api that ran here before the host lost the role stops
-    sh_sh `systemctl disable --now --quiet ${l.units.api('blue')} ${l.units.api('green')} 2>/dev/null || true`, sh_sh `prev=$(basename "$(readlink ${l.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `mstool link ${rel} ${l.current}`, sh_sh `mstool link "$(readlink ${rel}/.venv)" ${l.venvLink}`, 'echo "PREVIOUS $prev"', sh_sh `systemctl enable --quiet ${l.units.target} ${followers}`, followers.length ? sh_sh `systemctl restart ${followers}` : null, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${s.releaseId} (no api here) from \${prev:-nothing}" >> ${l.history}`);
+    sh_sh `systemctl disable --now --quiet ${layout.units.api('blue')} ${layout.units.api('green')} 2>/dev/null || true`, sh_sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `mstool link ${rel} ${layout.current}`, sh_sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, 'echo "PREVIOUS $prev"', sh_sh `systemctl enable --quiet ${layout.units.target} ${followers}`, followers.length ? sh_sh `systemctl restart ${followers}` : null, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout.history}`);
 }
 /**
- * Whether a release's uvicorn accepts --timeout-graceful-shutdown (0.21+);
- * recorded at release time. The venv's interpreter runs as the app user: its
- * packages' code (.pth files) never runs as root.
+ * The uvicorn flags a release's uvicorn accepts, recorded at release time:
+ * --timeout-graceful-shutdown (0.21+) and --no-server-header (0.14+; before
+ * it uvicorn always names itself, which nginx hides from clients anyway). The
+ * venv's interpreter runs as the app user: its packages' code (.pth files)
+ * never runs as root.
  */
+const UVICORN_FLAGS = (/* unused pure expression or super */ null && ([
+    ['timeout_graceful_shutdown', '--timeout-graceful-shutdown 30'],
+    ['server_header', '--no-server-header'],
+]));
 function switch_uvicornFlagsScript(rel, user) {
-    return script(sh `if runuser -u ${user} -- ${rel}/.venv/bin/python -I -c 'import importlib.util, os, sys; s = importlib.util.find_spec("uvicorn"); sys.exit(0 if s and "timeout_graceful_shutdown" in open(os.path.join(os.path.dirname(s.origin), "config.py")).read() else 1)' 2>/dev/null; then`, sh `  echo 'METALSHIP_UVICORN_FLAGS=--timeout-graceful-shutdown 30' > ${rel}/.metalship/uvicorn.env`, 'else', sh `  echo 'METALSHIP_UVICORN_FLAGS=' > ${rel}/.metalship/uvicorn.env`, 'fi');
+    const probe = `import importlib.util, os
+s = importlib.util.find_spec("uvicorn")
+src = open(os.path.join(os.path.dirname(s.origin), "config.py")).read() if s else ""
+print(" ".join(f for o, f in ${JSON.stringify(UVICORN_FLAGS)} if o in src))`;
+    return script(sh `flags=$(runuser -u ${user} -- ${rel}/.venv/bin/python -I -c ${probe} 2>/dev/null) || flags=''`, sh `printf 'METALSHIP_UVICORN_FLAGS=%s\\n' "$flags" > ${rel}/.metalship/uvicorn.env`);
 }
 
 ;// CONCATENATED MODULE: ./src/remote/release.ts
 // Scripts that build a release on a host: claim the directory and reuse
 // unchanged files from the previous release, then unpack the new files, build
 // (or reuse) the virtualenv, link shared paths, compile and import-check.
+
 
 
 
@@ -57078,22 +57137,56 @@ function ensureBuildUser(l) {
  * and what lies below it is made by the app user, never chowned by root (the
  * app could have planted a link there to a directory root would then hand over).
  */
-function ensureAppTree(l, user, sharedPaths) {
-    const dirs = sharedPaths.filter((p) => p !== '.env').map((p) => `${l.shared}/${p}`);
-    const own = [l.releases, l.venvs, l.slots, l.state, l.runDir];
-    return script(rootOnly(l.root, ...own), ensureUser(user, l.root, 'app user'), ensureBuildUser(l), sh `mkdir -p ${own} ${l.shared}`, sh `chmod 755 ${l.root} ${l.releases} ${l.venvs} ${l.slots} ${l.runDir}`, sh `chmod ${STATE_MODE} ${l.state}`, sh `if [ -L ${l.shared} ] || [ ! -d ${l.shared} ]; then echo ${`${l.shared} is not a directory`} >&2; exit 1; fi`, sh `chown -h ${user}:${user} ${l.shared}`, sh `chmod 750 ${l.shared}`, dirs.length ? sh `runuser -u ${user} -- mkdir -p -- ${dirs}` : null, sh `if [ ! -e ${l.env} ]; then install -m 600 -o ${user} -g ${user} /dev/null ${l.env}; fi`);
+function ensureAppTree(layout, user, sharedPaths) {
+    const dirs = sharedPaths.filter((p) => p !== '.env').map((p) => `${layout.shared}/${p}`);
+    const own = [layout.releases, layout.venvs, layout.slots, layout.state, layout.runDir];
+    return script(rootOnly(layout.root, ...own), ensureUser(user, layout.root, 'app user'), ensureBuildUser(layout), sh `mkdir -p ${own} ${layout.shared}`, sh `chmod 755 ${layout.root} ${layout.releases} ${layout.venvs} ${layout.slots} ${layout.runDir}`, sh `chmod ${STATE_MODE} ${layout.state}`, sh `if [ -L ${layout.shared} ] || [ ! -d ${layout.shared} ]; then echo ${`${layout.shared} is not a directory`} >&2; exit 1; fi`, sh `chown -h ${user}:${user} ${layout.shared}`, sh `chmod 750 ${layout.shared}`, dirs.length ? sh `runuser -u ${user} -- mkdir -p -- ${dirs}` : null, sh `if [ ! -e ${layout.env} ]; then install -m 600 -o ${user} -g ${user} /dev/null ${layout.env}; fi`);
 }
 /**
  * Claims releases/<id> and copies into it every file of the manifest (sent on
  * stdin after the script) that the previous release already has; prints the
  * previous release id and a JSON line with the paths still needed.
  */
-function prepareScript(s) {
-    const l = s.layout;
-    const rel = l.release(s.releaseId);
-    return script(pyToolDefinition(), ensureAppTree(l, s.user, s.sharedPaths), sh `if [ -e ${rel} ]; then echo "release ${s.releaseId} exists already" >&2; exit ${RELEASE_EXISTS_EXIT}; fi`, sh `mkdir ${rel} ${rel}/.metalship`, sh `echo building > ${rel}/.metalship/status`, sh `prev=$(basename "$(readlink ${l.current} 2>/dev/null)" 2>/dev/null || true)`, 'echo "PREVIOUS ${prev}"', 
+function prepareStep(settings, manifest) {
+    const layout = settings.layout;
+    const rel = layout.release(settings.releaseId);
+    const text = script(pyToolDefinition(), ensureAppTree(layout, settings.user, settings.sharedPaths), sh `if [ -e ${rel} ]; then echo "release ${settings.releaseId} exists already" >&2; exit ${RELEASE_EXISTS_EXIT}; fi`, sh `mkdir ${rel} ${rel}/.metalship`, sh `echo building > ${rel}/.metalship/status`, sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, 'echo "PREVIOUS ${prev}"', 
     // Reuse files from the serving release; on a first deploy there is nothing to reuse.
-    sh `base=""; if [ -n "$prev" ] && [ -d ${l.releases}/"$prev" ]; then base=${l.releases}/"$prev"; fi`, sh `mstool stage-files ${rel} "$base"`);
+    sh `base=""; if [ -n "$prev" ] && [ -d ${layout.releases}/"$prev" ]; then base=${layout.releases}/"$prev"; fi`, sh `mstool stage-files ${rel} "$base"`);
+    return step('preparing the release directory', text, (stdout) => parsePrepared(stdout, manifest));
+}
+/**
+ * What the prepare script printed: the previous release and the files the host
+ * still needs. The host writes it, so a compromised host writes it too: it must
+ * never choose what the runner reads and sends, so every path must be a file
+ * of the manifest, once, or nothing is sent.
+ */
+function parsePrepared(stdout, manifest) {
+    const previous = /^PREVIOUS (.*)$/m.exec(stdout)?.[1]?.trim() ?? '';
+    if (previous && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/.test(previous))
+        throw new Error(`the host named its current release ${JSON.stringify(previous.slice(0, 100))}, not a release id`);
+    let answer;
+    try {
+        answer = JSON.parse(stdout.trim().split('\n').pop() ?? '');
+    }
+    catch {
+        answer = null;
+    }
+    const { need, reused } = (answer ?? {});
+    if (!Array.isArray(need) || typeof reused !== 'number' || !Number.isInteger(reused))
+        throw new Error('the host did not answer which files it needs ({"need": [paths], "reused": n} expected); nothing was sent to it');
+    const files = new Set(manifest.files.map((f) => f[0]));
+    const seen = new Set();
+    for (const p of need) {
+        if (typeof p !== 'string' || !files.has(p))
+            throw new Error(`the host asked for ${JSON.stringify(p)}, which is not a file of the manifest: refused, nothing was sent to it`);
+        if (seen.has(p))
+            throw new Error(`the host asked for ${JSON.stringify(p)} twice: refused, nothing was sent to it`);
+        seen.add(p);
+    }
+    if (reused !== files.size - seen.size)
+        throw new Error(`the host claims to reuse ${reused} files and to need ${seen.size} of ${files.size}: refused, nothing was sent to it`);
+    return { previous, need: [...seen], reused };
 }
 /**
  * Builds a virtualenv at its final path, as the build user: pip runs the build
@@ -57105,12 +57198,12 @@ function prepareScript(s) {
  * read-only, no set-id bits, and nothing in it may lead to a place another
  * user could change.
  */
-function venvScript(s) {
-    const l = s.layout;
-    const rel = l.release(s.releaseId);
-    const user = l.buildUser;
-    const cacheRoot = l.pipCache.replace(/\/[^/]+$/, '');
-    const venvFlags = s.systemSitePackages ? ['--system-site-packages'] : [];
+function venvScript(settings) {
+    const layout = settings.layout;
+    const rel = layout.release(settings.releaseId);
+    const user = layout.buildUser;
+    const cacheRoot = layout.pipCache.replace(/\/[^/]+$/, '');
+    const venvFlags = settings.systemSitePackages ? ['--system-site-packages'] : [];
     const sandbox = [
         `User=${user}`,
         `Group=${user}`,
@@ -57121,59 +57214,76 @@ function venvScript(s) {
         'ProtectHome=yes',
         'RestrictSUIDSGID=yes',
     ].flatMap((p) => ['-p', p]);
-    return script(sh `venv=${`${l.venvs}/${s.venvKey}`}`, 
+    return script(sh `venv=${`${layout.venvs}/${settings.venvKey}`}`, 
     // Complete only when sealed: a marker the build itself may have planted does not count.
-    'if [ -f "$venv/.metalship-complete" ] && [ "$(stat -c %u -- "$venv")" = 0 ]; then', sh `  echo "reusing virtualenv ${s.venvKey}"`, 'else', sh `  echo "building virtualenv ${s.venvKey} as ${user}"`, 
+    'if [ -f "$venv/.metalship-complete" ] && [ "$(stat -c %u -- "$venv")" = 0 ]; then', sh `  echo "reusing virtualenv ${settings.venvKey}"`, 'else', sh `  echo "building virtualenv ${settings.venvKey} as ${user}"`, 
     // What an interrupted build left is stopped first.
-    sh `  mstool stop-user ${user}`, '  rm -rf -- "$venv"', sh `  install -d -m 755 -o ${user} -g ${user} "$venv"`, sh `  install -d -m 755 ${cacheRoot}`, sh `  install -d -m 700 -o ${user} -g ${user} ${l.pipCache}`, sh `  find ${cacheRoot} -maxdepth 1 -name 'build.*' -exec rm -rf -- {} +`, sh `  work=$(mktemp -d ${cacheRoot + '/build.XXXXXX'})`, sh `  tar -C ${rel} --exclude=./.metalship -cf - . | tar -C "$work" -xf - --no-same-owner`, sh `  chown -R ${user}:${user} "$work"`, 
+    sh `  mstool stop-user ${user}`, '  rm -rf -- "$venv"', sh `  install -d -m 755 -o ${user} -g ${user} "$venv"`, sh `  install -d -m 755 ${cacheRoot}`, sh `  install -d -m 700 -o ${user} -g ${user} ${layout.pipCache}`, sh `  find ${cacheRoot} -maxdepth 1 -name 'build.*' -exec rm -rf -- {} +`, sh `  work=$(mktemp -d ${cacheRoot + '/build.XXXXXX'})`, sh `  tar -C ${rel} --exclude=./.metalship -cf - . | tar -C "$work" -xf - --no-same-owner`, sh `  chown -R ${user}:${user} "$work"`, 
     // The unit's environment from a root-only file (a proxy URL may hold a
     // password: never on a command line), quoted as systemd reads it.
-    '  envfile=$(mktemp)', '  ms_env() { local v=$2 bs=\'\\\' q=\'"\' d=\'$\' bt=\'`\'; v=${v//"$bs"/"$bs$bs"}; v=${v//"$q"/"$bs$q"}; v=${v//"$d"/"$bs$d"}; v=${v//"$bt"/"$bs$bt"}; printf \'%s="%s"\\n\' "$1" "$v" >> "$envfile"; }', sh `  ms_env HOME "$work"; ms_env LANG C.UTF-8; ms_env PIP_CACHE_DIR ${l.pipCache}`, '  ms_env PIP_DISABLE_PIP_VERSION_CHECK 1; ms_env PIP_NO_INPUT 1', '  for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do if [ -n "${!v:-}" ]; then ms_env "$v" "${!v}"; fi; done', '  step=0', sh `  as_build() { step=$((step + 1)); systemd-run --quiet --wait --pipe --collect --unit="${raw(BUILD_UNIT_PREFIX)}\${__metalship_token:-$$}-$step" ${sandbox} -p EnvironmentFile="$envfile" -p ReadWritePaths="$venv $work ${raw(l.pipCache)}" --working-directory="$work" -- "$@" < /dev/null; }`, sh `  as_build ${s.python} -m venv ${venvFlags} "$venv"`, s.requirements
-        ? sh `  as_build "$venv/bin/python" -m pip install --no-input -r ${s.requirements} ${s.pipArgs}`
+    '  envfile=$(mktemp)', '  ms_env() { local v=$2 bs="\\\\" q=\'"\' d=\'$\' bt=\'`\'; v=${v//"$bs"/"$bs$bs"}; v=${v//"$q"/"$bs$q"}; v=${v//"$d"/"$bs$d"}; v=${v//"$bt"/"$bs$bt"}; printf \'%s="%s"\\n\' "$1" "$v" >> "$envfile"; }', sh `  ms_env HOME "$work"; ms_env LANG C.UTF-8; ms_env PIP_CACHE_DIR ${layout.pipCache}`, '  ms_env PIP_DISABLE_PIP_VERSION_CHECK 1; ms_env PIP_NO_INPUT 1', '  for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do if [ -n "${!v:-}" ]; then ms_env "$v" "${!v}"; fi; done', '  step=0', sh `  as_build() { step=$((step + 1)); systemd-run --quiet --wait --pipe --collect --unit="${raw(BUILD_UNIT_PREFIX)}\${__metalship_token:-$$}-$step" ${sandbox} -p EnvironmentFile="$envfile" -p ReadWritePaths="$venv $work ${raw(layout.pipCache)}" --working-directory="$work" -- "$@" < /dev/null; }`, sh `  as_build ${settings.python} -m venv ${venvFlags} "$venv"`, settings.requirements
+        ? sh `  as_build "$venv/bin/python" -m pip install --no-input -r ${settings.requirements} ${settings.pipArgs}`
         : null, '  as_build "$venv/bin/python" -m compileall -q "$venv" >/dev/null 2>&1 || true', sh `  mstool stop-user ${user}`, '  rm -f -- "$envfile"', 
     // An editable install (-e) points into the build's copy, gone in a moment.
     '  editable=$(grep -lsF -- "$work" "$venv"/lib/python*/site-packages/*.pth "$venv"/lib/python*/site-packages/*.egg-link "$venv"/lib/python*/site-packages/__editable__* || true)', '  rm -rf -- "$work"', `  if [ -n "$editable" ]; then echo "the requirements install a package in editable mode (-e): a release is read-only, so install it normally ('.' instead of '-e .')" >&2; exit 1; fi`, '  rm -f -- "$venv/.metalship-complete"', '  chown -hR root:root -- "$venv"', '  chmod -R u+rwX,go+rX,go-w,ug-s -- "$venv"', '  mstool check-sealed "$venv"', '  touch -- "$venv/.metalship-complete"', 'fi');
 }
-function buildScript(s) {
-    const l = s.layout;
-    const rel = l.release(s.releaseId);
-    return script(pyToolDefinition(), 
+function buildStep(settings) {
+    const layout = settings.layout;
+    const rel = layout.release(settings.releaseId);
+    return plainStep(`building release ${settings.releaseId}`, script(pyToolDefinition(), 
     // The upload (on stdin) is unpacked by check-files, not tar: only the manifest's regular files.
-    sh `mstool check-files ${rel} ${s.hasUpload ? ['receive'] : []}`, 
+    sh `mstool check-files ${rel} ${settings.hasUpload ? ['receive'] : []}`, 
     // One environment per distinct requirements, built at its final path and never moved.
-    venvScript(s), sh `mstool link "$venv" ${rel}/.venv`, 
+    venvScript(settings), sh `mstool link "$venv" ${rel}/.venv`, 
     // Bytecode now (the services cannot write it: read-only code, ProtectSystem=strict),
     // before the shared links, so root reads only the release's own files, with
     // the base interpreter (isolated): the venv's packages never run as root.
-    sh `${s.python} -I -m compileall -q -x '/[.]venv/' ${rel} >/dev/null`, uvicornFlagsScript(rel, s.user), ...s.sharedPaths.map((p) => script(sh `if [ -e ${rel}/${p} ] && [ ! -L ${rel}/${p} ]; then rm -rf ${rel}/${p}; fi`, sh `mkdir -p "$(dirname ${rel}/${p})"`, sh `mstool link ${sharedTarget(l, p)} ${rel}/${p}`).trimEnd()), sh `chmod -R u+rwX,go+rX,go-w,ug-s ${rel}`, s.importCheck
-        ? sh `runuser -u ${s.user} -- "$venv/bin/python" -I -c "$MSTOOL_SRC" import-check ${rel} ${s.importCheck} ${l.env}`
-        : null, writeFileAtomic(`${rel}/.metalship/release.json`, JSON.stringify(s.metadata, null, 2) + '\n'), sh `echo ready > ${rel}/.metalship/status`, sh `printf '%s\n' ${`${new Date().toISOString()} release ${s.releaseId} ready (${String(s.metadata.revision || 'no revision')} by ${String(s.metadata.actor || 'unknown')})`} >> ${l.history}`);
+    sh `${settings.python} -I -m compileall -q -x '/[.]venv/' ${rel} >/dev/null`, uvicornFlagsScript(rel, settings.user), ...settings.sharedPaths.map((p) => script(sh `if [ -e ${rel}/${p} ] && [ ! -L ${rel}/${p} ]; then rm -rf ${rel}/${p}; fi`, sh `mkdir -p "$(dirname ${rel}/${p})"`, sh `mstool link ${sharedTarget(layout, p)} ${rel}/${p}`).trimEnd()), sh `chmod -R u+rwX,go+rX,go-w,ug-s ${rel}`, settings.importCheck
+        ? sh `runuser -u ${settings.user} -- "$venv/bin/python" -I -c "$MSTOOL_SRC" import-check ${rel} ${settings.importCheck} ${layout.env}`
+        : null, writeFileAtomic(`${rel}/.metalship/release.json`, JSON.stringify(settings.metadata, null, 2) + '\n'), sh `echo ready > ${rel}/.metalship/status`, sh `printf '%s\n' ${`${new Date().toISOString()} release ${settings.releaseId} ready (${String(settings.metadata.revision || 'no revision')} by ${String(settings.metadata.actor || 'unknown')})`} >> ${layout.history}`));
 }
 /** Marks a release failed so that it never becomes current and never counts as a good release. */
-function release_markScript(l, releaseId, status, reason) {
-    const rel = l.release(releaseId);
-    return script(sh `if [ -d ${rel}/.metalship ]; then echo ${status} > ${rel}/.metalship/status; fi`, sh `printf '%s\n' ${`${new Date().toISOString()} release ${releaseId} marked ${status}: ${reason.split('\n')[0]?.slice(0, 300) ?? ''}`} >> ${l.history} || true`);
+function release_markStep(layout, releaseId, status, reason) {
+    const rel = layout.release(releaseId);
+    return plainStep(`marking ${releaseId} ${status}`, script(sh `if [ -d ${rel}/.metalship ]; then echo ${status} > ${rel}/.metalship/status; fi`, sh `printf '%s\n' ${`${new Date().toISOString()} release ${releaseId} marked ${status}: ${reason.split('\n')[0]?.slice(0, 300) ?? ''}`} >> ${layout.history} || true`));
 }
 
 ;// CONCATENATED MODULE: ./src/remote/verify.ts
 // Health checks run on a host, and the listing and cleanup of releases.
 
 
-/** Polls the serving slot's readiness endpoint until it answers as expected; then checks the units. */
-function verifyScript(s) {
-    const l = s.layout;
-    return sh_script(pytool_pyToolDefinition(), 'rc=0', s.api === false
+
+/**
+ * Polls the serving slot's readiness endpoint until it answers as expected,
+ * then checks the units; on trouble, the services' recent journal lines (without
+ * uvicorn's access log). It reports, and the caller decides: it exits 0.
+ */
+function verifyStep(settings) {
+    const layout = settings.layout;
+    const text = sh_script(pytool_pyToolDefinition(), 'rc=0', settings.api === false
         ? null
-        : sh_script(sh_sh `slot=$(cat ${l.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "no api slot is serving on this host (nothing deployed yet?)" >&2; exit 1;; esac', sh_sh `sock=/run/${l.app}-api-$slot/api.sock`, sh_sh `out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${s.path} ${s.timeout} ${s.interval} ${s.expectStatus} ${s.expectBody}) || rc=$?`, 'echo "RESULT $out"'), 'failed=""', ...s.units.map((u) => sh_sh `if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', 
-    // The services' recent lines, without uvicorn's access log lines.
-    sh_sh `  journalctl -u ${l.units.api('blue')} -u ${l.units.api('green')} ${s.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 >&2 || true`, '  exit 1', 'fi');
+        : sh_script(sh_sh `slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "PROBLEM no api slot is serving on this host (nothing deployed yet?)"; exit 0;; esac', sh_sh `sock=/run/${layout.app}-api-$slot/api.sock`, sh_sh `out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`, 'echo "RESULT $out"'), 'failed=""', ...settings.units.map((u) => sh_sh `if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', sh_sh `  journalctl -u ${layout.units.api('blue')} -u ${layout.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`, 'fi');
+    return step_step('health check', text, (stdout) => {
+        const out = keyLines(stdout);
+        const result = out.get('RESULT');
+        const answer = result ? JSON.parse(result) : null;
+        const unitsDown = (out.get('UNITS_DOWN') ?? '').split(' ').filter(Boolean);
+        const problem = out.get('PROBLEM') ?? '';
+        return {
+            healthy: !problem && (answer === null || answer.ok) && unitsDown.length === 0,
+            answer,
+            unitsDown,
+            journal: out.all('JOURNAL'),
+            problem,
+        };
+    });
 }
-function listScript(l) {
-    return sh_script(pytool_pyToolDefinition(), sh_sh `mstool releases ${l.root}`);
-}
-function parseListing(stdout) {
-    const line = stdout.trim().split('\n').pop() ?? '{}';
-    return JSON.parse(line);
+/** The releases on a host, their status and links, and the venvs. */
+function listStep(l) {
+    return step_step('listing releases', sh_script(pytool_pyToolDefinition(), sh_sh `mstool releases ${l.root}`), (stdout) => {
+        const line = stdout.trim().split('\n').pop() ?? '{}';
+        return JSON.parse(line);
+    });
 }
 const GOOD = new Set(['ready']);
 /**
@@ -57195,12 +57305,14 @@ function planCleanup(listing, keep) {
     const venvs = listing.venvs.filter((v) => !usedVenvs.has(v));
     return { releases: remove, venvs };
 }
-function cleanupScript(l, plan) {
+/** Removes what the plan names; reads back what it removed. */
+function cleanupStep(layout, plan) {
+    const removed = (stdout) => keyLines(stdout).all('removed');
     if (plan.releases.length === 0 && plan.venvs.length === 0)
-        return sh_script('echo "nothing to clean up"');
-    return sh_script(
+        return step_step('cleanup', sh_script('echo "nothing to clean up"'), removed);
+    return step_step('cleanup', sh_script(
     // Marked first: a removal cut short (the run stopped, the host rebooted) leaves no "ready" half.
-    ...plan.releases.map((id) => sh_sh `if [ -d ${l.release(id)}/.metalship ]; then echo removing > ${l.release(id)}/.metalship/status; fi; rm -rf -- ${l.release(id)} && echo "removed release ${id}"`), ...plan.venvs.map((v) => sh_sh `rm -rf -- ${l.venvs}/${v} && echo "removed virtualenv ${v}"`));
+    ...plan.releases.map((id) => sh_sh `if [ -d ${layout.release(id)}/.metalship ]; then echo removing > ${layout.release(id)}/.metalship/status; fi; rm -rf -- ${layout.release(id)} && echo "removed release ${id}"`), ...plan.venvs.map((v) => sh_sh `rm -rf -- ${layout.venvs}/${v} && echo "removed virtualenv ${v}"`)), removed);
 }
 /**
  * The release a rollback goes to: the named one (must be complete and not
@@ -57245,126 +57357,130 @@ function verify_pickRollbackTarget(listing, requested) {
 
 
 
-async function switchHost(host, releaseId, s, log) {
+
+
+async function switchHost(host, releaseId, settings, log) {
     const started = Date.now();
     const units = unitFiles({
         layout: host.layout,
-        user: s['app-user'],
-        appModule: s['app-module'],
-        uvicornArgs: s['uvicorn-args'],
-        workerCommand: s['worker-command'],
-        schedulerCommand: s['scheduler-command'],
+        user: settings['app-user'],
+        appModule: settings['app-module'],
+        uvicornArgs: settings['uvicorn-args'],
+        workerCommand: settings['worker-command'],
+        schedulerCommand: settings['scheduler-command'],
     }, { worker: host.roles.worker, scheduler: host.roles.scheduler });
-    const res = await host.conn.run(switchScript({
+    const { slot, previous } = await host.conn.step(switchStep({
         layout: host.layout,
         releaseId,
         units,
-        healthPath: s['health-path'],
-        readyTimeout: s['ready-timeout'],
-        serverName: s['server-name'],
-        worker: host.roles.worker && s['worker-command'].length > 0,
-        scheduler: host.roles.scheduler && s['scheduler-command'].length > 0,
+        healthPath: settings['health-path'],
+        readyTimeout: settings['ready-timeout'],
+        serverName: settings['server-name'],
+        worker: host.roles.worker && settings['worker-command'].length > 0,
+        scheduler: host.roles.scheduler && settings['scheduler-command'].length > 0,
         api: host.roles.api,
-    }), { stream: true, what: `switching to ${releaseId}` });
-    const previous = /^PREVIOUS (.*)$/m.exec(res.stdout)?.[1]?.trim() ?? '';
-    const slot = /^SLOT (blue|green)$/m.exec(res.stdout)?.[1];
+    }), { stream: true });
     log.info(slot
         ? `[${host.spec.label}] ${releaseId} serves from the ${slot} slot (was ${previous || 'nothing'})`
         : `[${host.spec.label}] ${releaseId} is current, no api on this host (was ${previous || 'nothing'})`);
-    return { host: host.spec.label, ok: true, previous, slot, seconds: (Date.now() - started) / 1000 };
+    return {
+        host: host.spec.label,
+        ok: true,
+        previous,
+        slot: slot ?? undefined,
+        seconds: (Date.now() - started) / 1000,
+    };
 }
 /** Switches the hosts that did switch back to the release each had before. */
-async function switch_revertHosts(hosts, switched, s, log) {
+async function switch_revertHosts(hosts, switched, settings, log) {
     const reverted = [];
     for (const r of switched) {
         if (!r.previous)
             continue;
         const host = hosts.find((h) => h.spec.label === r.host);
         try {
-            await log.group(`Revert ${host.spec.label} to ${r.previous}`, () => switchHost(host, r.previous, s, log));
+            await log.group(`Revert ${host.spec.label} to ${r.previous}`, () => switchHost(host, r.previous, settings, log));
             reverted.push(r.host);
         }
         catch (err) {
-            log.error(`could not revert ${r.host} to ${r.previous}: ${err instanceof Error ? err.message : String(err)}`);
+            log.error(`could not revert ${r.host} to ${r.previous}: ${errors_errorMessage(err)}`);
         }
     }
     return reverted;
 }
-async function verifyUrl(s) {
+async function verifyUrl(settings) {
     const started = Date.now();
-    const deadline = started + s['verify-timeout'] * 1000;
+    const deadline = started + settings['verify-timeout'] * 1000;
     let attempts = 0;
     for (;;) {
         attempts++;
         let status = 0;
         let body = '';
         try {
-            const res = await fetch(s.url, { redirect: 'manual', signal: AbortSignal.timeout(5000) });
+            const res = await fetch(settings.url, { redirect: 'manual', signal: AbortSignal.timeout(5000) });
             status = res.status;
             body = (await res.text()).slice(0, 4096);
         }
         catch (err) {
-            body = err instanceof Error ? err.message : String(err);
+            body = errorMessage(err);
         }
-        const ok = status === s['expect-status'] && body.includes(s['expect-body']);
+        const ok = status === settings['expect-status'] && body.includes(settings['expect-body']);
         if (ok || Date.now() >= deadline)
             return { ok, attempts, seconds: (Date.now() - started) / 1000, status, body: body.slice(0, 500) };
-        await new Promise((r) => setTimeout(r, s['verify-interval'] * 1000));
+        await sleep(settings['verify-interval'] * 1000);
     }
 }
 /** Health checks on one host until healthy or timed out; throws naming the host and why. */
-async function verifyHost(host, s, log) {
+async function verifyHost(host, settings, log) {
     const units = [
-        host.roles.worker && s['worker-command'].length ? host.layout.units.worker : null,
-        host.roles.scheduler && s['scheduler-command'].length ? host.layout.units.scheduler : null,
+        host.roles.worker && settings['worker-command'].length ? host.layout.units.worker : null,
+        host.roles.scheduler && settings['scheduler-command'].length ? host.layout.units.scheduler : null,
     ].filter((u) => !!u);
-    const res = await host.conn.exec(verifyScript({
+    const path = settings['verify-path'] || settings['health-path'];
+    const health = await host.conn.step(verifyStep({
         layout: host.layout,
-        path: s['verify-path'] || s['health-path'],
-        timeout: s['verify-timeout'],
-        interval: s['verify-interval'],
-        expectStatus: s['expect-status'],
-        expectBody: s.url ? '' : s['expect-body'],
+        path,
+        timeout: settings['verify-timeout'],
+        interval: settings['verify-interval'],
+        expectStatus: settings['expect-status'],
+        expectBody: settings.url ? '' : settings['expect-body'],
         units,
         api: host.roles.api,
-    }), { what: 'health check', timeoutMs: (s['verify-timeout'] + 60) * 1000 });
-    const line = /^RESULT (.*)$/m.exec(res.stdout)?.[1] ?? '';
-    const parsed = line
-        ? JSON.parse(line)
-        : null;
-    const down = /^UNITS_DOWN (.*)$/m.exec(res.stdout)?.[1];
-    if (res.code !== 0) {
+    }), { timeoutMs: (settings['verify-timeout'] + 60) * 1000 });
+    const answer = health.answer;
+    if (!health.healthy) {
         const why = [
-            parsed && !parsed.ok
-                ? `${s['verify-path'] || s['health-path']} answered ${parsed.status || 'nothing'} after ${parsed.attempts} attempts: ${parsed.body.slice(0, 300)}`
+            health.problem,
+            answer && !answer.ok
+                ? `${path} answered ${answer.status || 'nothing'} after ${answer.attempts} attempts: ${answer.body.slice(0, 300)}`
                 : '',
-            down ? `units not active: ${down}` : '',
-            res.stderr.trim() ? `recent journal:\n${res.stderr.trim().split('\n').slice(-20).join('\n')}` : '',
+            health.unitsDown.length ? `units not active: ${health.unitsDown.join(' ')}` : '',
+            health.journal.length ? `recent journal:\n${health.journal.join('\n')}` : '',
         ]
             .filter(Boolean)
             .join('\n');
         throw new Error(`${host.spec.label} is unhealthy: ${why}`);
     }
     log.info(host.roles.api
-        ? `[${host.spec.label}] healthy after ${parsed?.attempts} check(s), ${parsed?.seconds} s`
+        ? `[${host.spec.label}] healthy after ${answer?.attempts} check(s), ${answer?.seconds} s`
         : `[${host.spec.label}] units active (no api on this host)`);
-    return { healthy: true, attempts: parsed?.attempts ?? 0, seconds: parsed?.seconds ?? 0 };
+    return { healthy: true, attempts: answer?.attempts ?? 0, seconds: answer?.seconds ?? 0 };
 }
 /** The url input checked from the runner (through whatever serves it: a load balancer, a CDN). */
-async function verifyUrlStage(s, log) {
-    const r = await verifyUrl(s);
-    log.info(`${s.url}: ${r.status} after ${r.attempts} attempt(s)`);
+async function verifyUrlStage(settings, log) {
+    const r = await verifyUrl(settings);
+    log.info(`${settings.url}: ${r.status} after ${r.attempts} attempt(s)`);
     if (!r.ok) {
         return {
-            host: s.url,
+            host: settings.url,
             ok: false,
             healthy: false,
             attempts: r.attempts,
             seconds: r.seconds,
-            error: `${s.url} answered ${r.status || 'nothing'} (expected ${s['expect-status']}${s['expect-body'] ? ` containing '${s['expect-body']}'` : ''}): ${r.body.slice(0, 300)}`,
+            error: `${settings.url} answered ${r.status || 'nothing'} (expected ${settings['expect-status']}${settings['expect-body'] ? ` containing '${settings['expect-body']}'` : ''}): ${r.body.slice(0, 300)}`,
         };
     }
-    return { host: s.url, ok: true, healthy: true, attempts: r.attempts, seconds: r.seconds };
+    return { host: settings.url, ok: true, healthy: true, attempts: r.attempts, seconds: r.seconds };
 }
 /** Health checks on every host (and of the URL from the runner), until healthy or timed out. */
 async function verifyStage(hosts, s, log) {
@@ -57376,15 +57492,15 @@ async function verifyStage(hosts, s, log) {
     });
 }
 async function listReleases(host) {
-    return parseListing((await host.conn.run(listScript(host.layout), { what: 'listing releases' })).stdout);
+    return host.conn.step(listStep(host.layout));
 }
 /** Removes old releases and unused virtualenvs, keeping `keep` good ones plus current and the standby. */
 async function cleanupStage(hosts, keep, log) {
     await hosts_onEachHost(hosts, async (host) => {
         const plan = planCleanup(await listReleases(host), keep);
-        const res = await host.conn.run(cleanupScript(host.layout, plan), { what: 'cleanup' });
-        if (plan.releases.length || plan.venvs.length)
-            log.info(`[${host.spec.label}] ${res.stdout.trim().split('\n').join('; ')}`);
+        const removed = await host.conn.step(cleanupStep(host.layout, plan));
+        if (removed.length)
+            log.info(`[${host.spec.label}] removed ${removed.join('; ')}`);
         return {};
     }).then((rs) => rs.filter((r) => !r.ok).forEach((r) => log.warn(`cleanup on ${r.host} failed: ${r.error}`)));
 }
@@ -57404,7 +57520,7 @@ function rollbackTarget(hosts, listings, requested) {
 }
 async function markBad(hosts, releaseId, reason, log) {
     await Promise.all(hosts.map((h) => h.conn
-        .run(markScript(h.layout, releaseId, 'bad', reason))
+        .step(markStep(h.layout, releaseId, 'bad', reason))
         .catch((e) => log.warn(`could not mark ${releaseId} bad on ${h.spec.label}: ${e}`))));
 }
 
@@ -57413,6 +57529,8 @@ async function markBad(hosts, releaseId, reason, log) {
 // out of the load balancers' rotation (when the hosts input has roles=lb),
 // switched, verified and put back before the next. A batch that fails stops the rollout and every host switched so far
 // goes back to its previous release, so that the fleet serves one release.
+
+
 
 
 function batches(items, size) {
@@ -57431,24 +57549,19 @@ function balancerMembers(hosts) {
 }
 /** Takes hosts out of the balancers' rotation (or puts them back), in parallel; throws naming the hosts. */
 async function setDraining(hosts, draining, log) {
-    const results = await Promise.allSettled(hosts.map((h) => h.conn.run(drainScript(h.layout, upstreamOf(h.spec).port, draining), {
-        what: draining ? 'taking the host out of rotation' : 'putting the host back in rotation',
-    })));
-    const failed = results.flatMap((r, i) => r.status === 'rejected'
-        ? [`${hosts[i].spec.label}: ${r.reason instanceof Error ? r.reason.message : String(r.reason)}`]
-        : []);
+    const results = await Promise.allSettled(hosts.map((h) => h.conn.step(drainStep(h.layout, upstreamOf(h.spec).port, draining))));
+    const failed = results.flatMap((r, i) => r.status === 'rejected' ? [`${hosts[i].spec.label}: ${errors_errorMessage(r.reason)}`] : []);
     if (failed.length)
         throw new Error(`could not ${draining ? 'drain' : 'undrain'} ${failed.join('; ')}`);
     log.info(`${draining ? 'out of rotation' : 'back in rotation'}: ${hosts.map((h) => h.spec.label).join(', ')}`);
 }
-const message = (err) => (err instanceof Error ? err.message : String(err));
 async function rollOut(hosts, 
 /** A load balancer (roles=lb) is in front: drain each batch. */
-balanced, releaseId, s, log, 
+balanced, releaseId, settings, log, 
 /** verify: the health check of each batch after its switch (null: only the switch's readiness wait). */
 opts) {
     const results = [];
-    const groups = batches(hosts, s['batch-size']);
+    const groups = batches(hosts, settings['batch-size']);
     const apiHosts = hosts.filter((h) => h.roles.api);
     for (const [index, batch] of groups.entries()) {
         const title = groups.length > 1 ? ` (batch ${index + 1} of ${groups.length})` : '';
@@ -57463,19 +57576,19 @@ opts) {
                 await setDraining(draining, true, log);
             }
             catch (err) {
-                failure = message(err);
+                failure = errors_errorMessage(err);
                 failedIn = 'drain';
             }
         }
         if (!failure) {
             const names = batch.map((h) => h.spec.label).join(', ');
-            const switched = await log.group(`Switch ${names} to ${releaseId}${title}`, () => Promise.all(batch.map((host) => switchHost(host, releaseId, s, log)
+            const switched = await log.group(`Switch ${names} to ${releaseId}${title}`, () => Promise.all(batch.map((host) => switchHost(host, releaseId, settings, log)
                 .then((r) => ({ ...r, batch: index + 1, switched: true }))
                 .catch((err) => ({
                 host: host.spec.label,
                 ok: false,
                 batch: index + 1,
-                error: message(err),
+                error: errors_errorMessage(err),
             })))));
             results.push(...switched);
             const bad = switched.filter((r) => !r.ok);
@@ -57486,7 +57599,7 @@ opts) {
         }
         const verify = opts.verify;
         if (!failure && verify) {
-            const checks = await log.group(`Verify ${batch.map((h) => h.spec.label).join(', ')}${title}`, () => Promise.all(batch.map((host) => verifyHost(host, verify, log).then(() => null, (err) => ({ host: host.spec.label, error: message(err) })))));
+            const checks = await log.group(`Verify ${batch.map((h) => h.spec.label).join(', ')}${title}`, () => Promise.all(batch.map((host) => verifyHost(host, verify, log).then(() => null, (err) => ({ host: host.spec.label, error: errors_errorMessage(err) })))));
             for (const r of results)
                 if (batch.some((h) => h.spec.label === r.host))
                     r.healthy = true;
@@ -57502,11 +57615,11 @@ opts) {
         }
         if (failure) {
             const switched = results.filter((r) => r.switched);
-            const reverted = opts.revertOnFailure ? await switch_revertHosts(hosts, switched, s, log) : [];
+            const reverted = opts.revertOnFailure ? await switch_revertHosts(hosts, switched, settings, log) : [];
             // Back in rotation: the hosts now serve the previous release (or, with
             // revertOnFailure off, the new one by the user's choice).
             if (drain)
-                await setDraining(draining, false, log).catch((err) => log.error(`could not put the hosts back in rotation: ${message(err)}`));
+                await setDraining(draining, false, log).catch((err) => log.error(`could not put the hosts back in rotation: ${errors_errorMessage(err)}`));
             return {
                 results,
                 reverted,
@@ -57520,17 +57633,17 @@ opts) {
             // skip it for fail_timeout after the last one, counted in whole seconds
             // (so up to 2 s more): the next batch leaves once they use it again.
             if (index < groups.length - 1)
-                await new Promise((r) => setTimeout(r, (BALANCER_FAIL_TIMEOUT + 2) * 1000));
+                await (0,promises_namespaceObject.setTimeout)((BALANCER_FAIL_TIMEOUT + 2) * 1000);
         }
     }
     return { results, reverted: [] };
 }
 /** After a rollout that succeeded, puts every switched host back (a later check failed). */
-async function revertRollout(hosts, rollout, s, log) {
-    return revertHosts(hosts, rollout.results.filter((r) => r.switched), s, log);
+async function revertRollout(hosts, rollout, settings, log) {
+    return revertHosts(hosts, rollout.results.filter((r) => r.switched), settings, log);
 }
 
-;// CONCATENATED MODULE: ./node_modules/zod/v4/core/util.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/zod/v4/core/util.js
 
 // functions
 function assertEqual(val) {
@@ -58405,7 +58518,7 @@ function constantCatch(value) {
     return fn;
 }
 
-;// CONCATENATED MODULE: ./node_modules/zod/v4/core/core.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/zod/v4/core/core.js
 var _a;
 
 /** A special constant with type `never` */
@@ -58548,7 +58661,7 @@ function config(newConfig) {
     return globalConfig;
 }
 
-;// CONCATENATED MODULE: ./node_modules/zod/v4/core/memoizer.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/zod/v4/core/memoizer.js
 
 class $ZodCyclicError extends Error {
     constructor() {
@@ -58861,7 +58974,7 @@ function isBackEdge(ctx, value) {
     return backEdges !== undefined && isRef(value) && backEdges.has(value);
 }
 
-;// CONCATENATED MODULE: ./node_modules/zod/v4/core/regexes.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/zod/v4/core/regexes.js
 
 /**
  * @deprecated CUID v1 is deprecated by its authors due to information leakage
@@ -59019,7 +59132,7 @@ const sha512_hex = /^[0-9a-fA-F]{128}$/;
 const sha512_base64 = /*@__PURE__*/ (/* unused pure expression or super */ null && (fixedBase64(86, "==")));
 const sha512_base64url = /*@__PURE__*/ (/* unused pure expression or super */ null && (fixedBase64url(86)));
 
-;// CONCATENATED MODULE: ./node_modules/zod/v4/core/checks.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/zod/v4/core/checks.js
 // import { $ZodType } from "./schemas.js";
 
 
@@ -59537,7 +59650,7 @@ const $ZodCheckOverwrite = /*@__PURE__*/ $constructor("$ZodCheckOverwrite", (ins
     };
 });
 
-;// CONCATENATED MODULE: ./node_modules/zod/v4/core/doc.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/zod/v4/core/doc.js
 class Doc {
     constructor(args = [], closed = {}) {
         this.content = [];
@@ -59577,14 +59690,14 @@ class Doc {
     }
 }
 
-;// CONCATENATED MODULE: ./node_modules/zod/v4/core/versions.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/zod/v4/core/versions.js
 const version = {
     major: 4,
     minor: 6,
     patch: 7,
 };
 
-;// CONCATENATED MODULE: ./node_modules/zod/v4/core/schemas.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/zod/v4/core/schemas.js
 
 
 
@@ -62222,7 +62335,7 @@ function handleRefineResult(result, payload, input, inst) {
     }
 }
 
-;// CONCATENATED MODULE: ./node_modules/zod/v4/core/registries.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/zod/v4/core/registries.js
 var registries_a;
 const $output = /*@__PURE__*/ (/* unused pure expression or super */ null && (Symbol("ZodOutput")));
 const $input = /*@__PURE__*/ (/* unused pure expression or super */ null && (Symbol("ZodInput")));
@@ -62275,7 +62388,7 @@ function registry() {
 (registries_a = globalThis).__zod_globalRegistry ?? (registries_a.__zod_globalRegistry = registry());
 const globalRegistry = globalThis.__zod_globalRegistry;
 
-;// CONCATENATED MODULE: ./node_modules/zod/v4/core/api.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/zod/v4/core/api.js
 
 
 
@@ -63380,7 +63493,7 @@ function _stringFormat(Class, format, fnOrRegex, _params = {}) {
     return inst;
 }
 
-;// CONCATENATED MODULE: ./node_modules/zod/v4/core/to-json-schema.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/zod/v4/core/to-json-schema.js
 
 
 function assignProps(target, ...sources) {
@@ -64033,7 +64146,7 @@ const createStandardJSONSchemaMethod = (schema, io, processors = {}) => (params)
     return to_json_schema_finalize(ctx, schema);
 };
 
-;// CONCATENATED MODULE: ./node_modules/zod/v4/core/json-schema-processors.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/zod/v4/core/json-schema-processors.js
 
 
 
@@ -64878,7 +64991,7 @@ function toJSONSchema(input, params) {
     return finalize(ctx, input);
 }
 
-;// CONCATENATED MODULE: ./node_modules/zod/v4/locales/en.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/zod/v4/locales/en.js
 
 const error = () => {
     const Sizable = {
@@ -65005,7 +65118,7 @@ const error = () => {
     };
 }
 
-;// CONCATENATED MODULE: ./node_modules/zod/v4/core/errors.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/zod/v4/core/errors.js
 
 
 /* Computing the message eagerly is expensive (pretty-printed JSON of all
@@ -65274,7 +65387,7 @@ function prettifyError(error) {
     return lines.join("\n");
 }
 
-;// CONCATENATED MODULE: ./node_modules/zod/v4/core/parse.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/zod/v4/core/parse.js
 
 
 
@@ -65451,7 +65564,7 @@ const _safeDecodeAsync = (_Err) => async (schema, value, _ctx) => {
 };
 const safeDecodeAsync = /* @__PURE__*/ _safeDecodeAsync($ZodRealError);
 
-;// CONCATENATED MODULE: ./node_modules/zod/v4/classic/errors.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/zod/v4/classic/errors.js
 
 
 
@@ -65510,7 +65623,7 @@ const ZodRealError = /*@__PURE__*/ $constructor("ZodError", errors_initializer, 
 // /** @deprecated Use `z.core.$ZodErrorMapCtx` instead. */
 // export type ErrorMapCtx = core.$ZodErrorMapCtx;
 
-;// CONCATENATED MODULE: ./node_modules/zod/v4/classic/parse.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/zod/v4/classic/parse.js
 
 
 const classic_parse_parse = /* @__PURE__ */ _parse(ZodRealError);
@@ -65528,7 +65641,7 @@ const parse_safeDecode = /* @__PURE__ */ _safeDecode(ZodRealError);
 const parse_safeEncodeAsync = /* @__PURE__ */ _safeEncodeAsync(ZodRealError);
 const parse_safeDecodeAsync = /* @__PURE__ */ _safeDecodeAsync(ZodRealError);
 
-;// CONCATENATED MODULE: ./node_modules/zod/v4/classic/schemas.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/zod/v4/classic/schemas.js
 
 
 
@@ -67884,6 +67997,10 @@ const deployOnlyInputs = {
 const commonOutputs = {
     results: { description: "JSON array with one object per host: host, ok, error and the action's figures." },
 };
+/** An action's definition, its check typed by its own inputs. */
+function defineAction(def) {
+    return def;
+}
 const SQL_NAME = /^[A-Za-z0-9_][A-Za-z0-9_-]{0,62}$/;
 const oneHost = (description, required, def) => fields_custom({ description, required, ...(def !== undefined ? { default: def } : {}) }, { expected: 'one host: host, host:port, user@host:port or [ipv6]:port' }, (v) => {
     if (!v.trim())
@@ -67977,8 +68094,157 @@ const backupVerifyInputs = {
     'app-module': serviceInputs['app-module'],
 };
 
-// EXTERNAL MODULE: ./node_modules/dotenv/dist/index.cjs
-var dist = __nccwpck_require__(8230);
+;// CONCATENATED MODULE: ./src/inputs/checks.ts
+// Inputs that must agree with each other, checked on typed settings: each check
+// names the inputs it reads, and each action (src/inputs/actions.ts) lists the
+// checks that apply to it. Messages name the input, the problem and what is expected.
+
+
+
+
+/** The SSH key opens with its passphrase, and every host (and the jump host) has a pinned key. */
+function connectionCheck(hosts, settings) {
+    const problems = [];
+    const known = settings['known-hosts'];
+    if (!settings['insecure-accept-any-host-key']) {
+        if (!known) {
+            problems.push("Input 'known-hosts' is required: expected the hosts' keys as known_hosts lines (ssh-keyscan output verified out of band), " +
+                'or insecure-accept-any-host-key: true.');
+        }
+        else {
+            for (const h of [...hosts, ...(settings['jump-host'] ? [settings['jump-host']] : [])]) {
+                if (entriesFor(known, h.host, h.port).filter((e) => !e.revoked).length === 0) {
+                    problems.push(`Input 'known-hosts' has no key for host '${h.label}' (looked for '${knownHostsName(h.host, h.port)}'); expected a known_hosts line for every host.`);
+                }
+            }
+        }
+    }
+    const passphrase = passphraseProblem(settings['ssh-key'], settings['ssh-key-passphrase']);
+    return passphrase ? [...problems, passphrase] : problems;
+}
+/** Load balancers, exactly one scheduler, at most one migrating host. */
+function rolesCheck(settings) {
+    const problems = [];
+    const balancers = settings.hosts.filter((h) => h.roles.includes('lb'));
+    const apps = settings.hosts.filter((h) => !h.roles.includes('lb'));
+    if (balancers.length && !apps.some((h) => h.roles.length === 0 || h.roles.includes('api')))
+        problems.push(`Input 'hosts' has a load balancer (${balancers.map((h) => h.label).join(', ')}) but no api host behind it; expected at least one host with the api role.`);
+    if (!apps.some((h) => h.roles.length > 0))
+        return problems;
+    const schedulers = apps.filter((h) => h.roles.includes('scheduler'));
+    if (schedulers.length > 1) {
+        problems.push(`Input 'hosts' gives the scheduler role to ${schedulers.length} hosts (${schedulers.map((h) => h.label).join(', ')}); expected exactly one scheduler fleet-wide.`);
+    }
+    const schedulerCommand = settings['scheduler-command'] ?? [];
+    if (schedulers.length === 0 && schedulerCommand.length > 0) {
+        problems.push(`Input 'hosts' gives no host the scheduler role, but scheduler-command is '${schedulerCommand.join(' ')}'; expected exactly one scheduler fleet-wide (add scheduler to one host's roles=, or set scheduler-command to '' for none).`);
+    }
+    const migrators = apps.filter((h) => h.roles.includes('migrate'));
+    if (migrators.length > 1) {
+        problems.push(`Input 'hosts' gives the migrate role to ${migrators.length} hosts; expected at most one.`);
+    }
+    return problems;
+}
+/** The migrate host is one of the app hosts (stages/migrate.ts pickMigrateHost finds it the same way). */
+function migrateHostCheck(settings) {
+    const named = settings['migrate-host'];
+    if (!named)
+        return [];
+    const apps = settings.hosts.filter((h) => !h.roles.includes('lb'));
+    if (findHost(apps, named))
+        return [];
+    const why = findHost(settings.hosts, named)
+        ? 'is a load balancer (roles=lb), which runs no app'
+        : 'is not in hosts';
+    return [
+        `Input 'migrate-host': '${named}' ${why}; expected one of the app hosts as written in hosts: ${apps.map((h) => h.label).join(', ')}.`,
+    ];
+}
+/**
+ * The app user is none of the users that log in: provision removes the app
+ * user's login shell, and the services run with its rights.
+ */
+function appUserCheck(hosts, settings) {
+    const logins = new Map([
+        ...hosts.filter((h) => h.user).map((h) => [h.user, 'a user in hosts']),
+        ...(settings['jump-host']?.user
+            ? [[settings['jump-host'].user, "jump-host's user"]]
+            : []),
+        [settings['ssh-user'], 'ssh-user'],
+    ]);
+    const as = logins.get(settings['app-user']);
+    return as
+        ? [
+            `Input 'app-user': '${settings['app-user']}' is ${as}, which logs in over SSH (provision removes the app user's login shell); expected a user of the app's own.`,
+        ]
+        : [];
+}
+/** The app's directories stay apart: backups outside the app's tree, nginx never serving .env or backups. */
+function directoriesCheck(settings) {
+    const problems = [];
+    const root = settings['app-root'];
+    const backups = settings['backup-dir'];
+    const statics = settings['static-dir'];
+    // Backups are root's alone (mode 700); the app tree is partly the app user's.
+    if (root && backups && within(backups, root))
+        problems.push(`Input 'backup-dir': '${backups}' is inside app-root '${root}'; expected a directory outside the app's tree.`);
+    else if (root && backups && within(root, backups))
+        problems.push(`Input 'app-root': '${root}' is inside backup-dir '${backups}'; expected a directory apart from the backups.`);
+    if (statics && root) {
+        // Inside app-root nginx may serve what is inside a release or shared data,
+        // never the tree itself (.env, state, virtualenvs) or a whole release (code, its .env link).
+        const inside = within(statics, root) ? statics.slice(root.length + 1).split('/') : null;
+        const servable = !inside ||
+            (inside[0] === 'current' || inside[0] === 'shared'
+                ? inside.length >= 2
+                : inside[0] === 'releases' && inside.length >= 3);
+        if (within(root, statics) || !servable)
+            problems.push(`Input 'static-dir': '${statics}' would let nginx serve app-root's own files (.env, code, state); expected a directory below ${root}/current/, ${root}/shared/ or outside app-root.`);
+    }
+    if (statics && backups && (within(statics, backups) || within(backups, statics)))
+        problems.push(`Input 'static-dir': '${statics}' would let nginx serve the backups in '${backups}'; expected a directory apart from backup-dir.`);
+    return problems;
+}
+/** The restore never goes into the production database. */
+function scratchCheck(s) {
+    return s['scratch-database'] === s.database
+        ? [
+            `Input 'scratch-database' is '${s.database}', the production database; expected another name (the scratch database is dropped afterwards).`,
+        ]
+        : [];
+}
+/** Provision's inputs that depend on each other. */
+function provisionCheck(settings) {
+    const problems = [];
+    for (const item of settings.limit) {
+        // As written only: src/actions/provision.ts selects the limited hosts by label.
+        if (!ROLES.includes(item) && !settings.hosts.some((h) => h.label === item))
+            problems.push(`Input 'limit': '${item}' is neither a host of the hosts input (as written there) nor a role; expected one of ${[...settings.hosts.map((h) => h.label), ...ROLES].join(', ')}.`);
+    }
+    if (settings.domains.length && !settings['acme-email'])
+        problems.push("Input 'acme-email' is required when 'domains' is set: expected an e-mail address.");
+    if (settings['python-install'] === 'pyenv' && !settings['python-version'])
+        problems.push("Input 'python-version' is required with python-install: pyenv: expected a version such as 3.12.4.");
+    if (settings.redis && !settings['redis-password'])
+        problems.push("Input 'redis-password' is required with redis: true: expected the app's Redis password.");
+    if (settings['deploy-user'] && !settings['deploy-user-keys'].length)
+        problems.push("Input 'deploy-user-keys' is required with deploy-user: expected authorized_keys lines.");
+    if (settings['deploy-user'] && settings['deploy-user'] === settings['app-user'])
+        problems.push("Input 'deploy-user' is the app user; expected another user (the app user has no login).");
+    return problems;
+}
+/** The checks of the actions that migrate, on app hosts: migrate, rollback, deploy. */
+function migratingHostsCheck(settings) {
+    return [
+        ...connectionCheck(settings.hosts, settings),
+        ...rolesCheck(settings),
+        ...migrateHostCheck(settings),
+        ...appUserCheck(settings.hosts, settings),
+    ];
+}
+
+// EXTERNAL MODULE: ../wt-core/node_modules/dotenv/dist/index.cjs
+var dist = __nccwpck_require__(8654);
 ;// CONCATENATED MODULE: ./src/inputs/provision.ts
 // The provision action's own inputs: what a bare server is converged to. Each
 // part of the standard can be switched off; secrets are flagged and masked.
@@ -68061,42 +68327,42 @@ function parseEnvText(v) {
 function parsePorts(v) {
     const rules = [];
     for (const p of splitList(v)) {
-        const m = /^(\d+)(?::(\d+))?(?:\/(tcp|udp))?$/.exec(p);
-        if (!m)
+        const match = /^(\d+)(?::(\d+))?(?:\/(tcp|udp))?$/.exec(p);
+        if (!match)
             return { error: `${fields_quote(p, 40)} is not a port, range or port/protocol` };
-        const ports = [m[1], m[2]].filter((x) => x !== undefined).map(parsePort);
+        const ports = [match[1], match[2]].filter((x) => x !== undefined).map(parsePort);
         const bad = ports.find((x) => typeof x === 'string');
         if (bad)
             return { error: `${fields_quote(p, 40)}: ${bad}` };
         const [start, end] = ports;
         if (end !== undefined && end < start)
             return { error: `${fields_quote(p, 40)}: the range ends before it starts` };
-        rules.push(`${ports.join(':')}/${m[3] ?? 'tcp'}`);
+        rules.push(`${ports.join(':')}/${match[3] ?? 'tcp'}`);
     }
     return rules;
 }
 /** A network for pg_hba.conf and ufw: an IPv4 or IPv6 address and a prefix length that fits it. */
 function parseCidr(c) {
-    const m = /^([^/]+)\/(\d{1,3})$/.exec(c);
-    if (!m)
+    const match = /^([^/]+)\/(\d{1,3})$/.exec(c);
+    if (!match)
         return { error: `${fields_quote(c)} is not a CIDR network (address/prefix)` };
-    const family = (0,external_node_net_.isIP)(m[1]);
+    const family = (0,external_node_net_.isIP)(match[1]);
     if (!family)
-        return { error: `${fields_quote(c)}: '${m[1]}' is not an IP address` };
+        return { error: `${fields_quote(c)}: '${match[1]}' is not an IP address` };
     const max = family === 4 ? 32 : 128;
-    if (Number(m[2]) > max)
-        return { error: `${fields_quote(c)}: prefix /${m[2]} is over ${max}` };
+    if (Number(match[2]) > max)
+        return { error: `${fields_quote(c)}: prefix /${match[2]} is over ${max}` };
     return c;
 }
 /** node_exporter's listen address: [ipv4]:port, [ipv6]:port or :port. */
 function parseListen(v) {
-    const m = /^(.*):([^:\]]*)$/.exec(v);
-    if (!m)
+    const match = /^(.*):([^:\]]*)$/.exec(v);
+    if (!match)
         return { error: `${fields_quote(v)} has no :port` };
-    const port = parsePort(m[2]);
+    const port = parsePort(match[2]);
     if (typeof port === 'string')
         return { error: `${fields_quote(v)}: ${port}` };
-    const host = m[1];
+    const host = match[1];
     const v6 = /^\[(.*)\]$/.exec(host);
     if (host && (v6 ? (0,external_node_net_.isIP)(v6[1]) !== 6 : (0,external_node_net_.isIP)(host) !== 4))
         return { error: `${fields_quote(v)}: '${host}' is not an IPv4 address or a bracketed IPv6 address` };
@@ -68324,31 +68590,11 @@ const provisionInputs = {
         default: '127.0.0.1:9100',
     }, { expected: 'address:port such as 127.0.0.1:9100, [::1]:9100 or :9100 (port 1 to 65535)' }, parseListen),
 };
-/** Cross-input checks of provision, with messages naming the inputs. */
-function provisionChecks(s) {
-    const problems = [];
-    const hosts = s.hosts ?? [];
-    for (const item of s.limit ?? []) {
-        // As written only: src/actions/provision.ts selects the limited hosts by label.
-        if (!ROLES.includes(item) && !hosts.some((h) => h.label === item))
-            problems.push(`Input 'limit': '${item}' is neither a host of the hosts input (as written there) nor a role; expected one of ${[...hosts.map((h) => h.label), ...ROLES].join(', ')}.`);
-    }
-    if (s.domains?.length && !s['acme-email'])
-        problems.push("Input 'acme-email' is required when 'domains' is set: expected an e-mail address.");
-    if (s['python-install'] === 'pyenv' && !s['python-version'])
-        problems.push("Input 'python-version' is required with python-install: pyenv: expected a version such as 3.12.4.");
-    if (s.redis === true && !s['redis-password'])
-        problems.push("Input 'redis-password' is required with redis: true: expected the app's Redis password.");
-    if (s['deploy-user'] && !s['deploy-user-keys'].length)
-        problems.push("Input 'deploy-user-keys' is required with deploy-user: expected authorized_keys lines.");
-    if (s['deploy-user'] && s['deploy-user'] === s['app-user'])
-        problems.push("Input 'deploy-user' is the app user; expected another user (the app user has no login).");
-    return problems;
-}
 
 ;// CONCATENATED MODULE: ./src/inputs/actions.ts
 // Every action's inputs and outputs, defined once. action.yml files are
 // generated from this (npm run gen) and a test checks they match.
+
 
 
 // backup-verify names its two hosts itself (backup-host, restore-host) and takes no deploy lock.
@@ -68356,7 +68602,7 @@ const { hosts: _hosts, 'lock-timeout': _lock, ...backupVerifyConnection } = conn
 void _hosts;
 void _lock;
 const actions = {
-    release: {
+    release: defineAction({
         name: 'release',
         title: 'metalship release',
         description: 'Upload a new timestamped release of a Python service, build its virtualenv and check that it imports.',
@@ -68375,8 +68621,9 @@ const actions = {
             'bytes-uploaded': { description: 'Bytes sent to each host for the code (summed over hosts).' },
             ...commonOutputs,
         },
-    },
-    switch: {
+        check: (s) => [...connectionCheck(s.hosts, s), ...rolesCheck(s), ...appUserCheck(s.hosts, s)],
+    }),
+    switch: defineAction({
         name: 'switch',
         title: 'metalship switch',
         description: 'Start a release beside the serving one, move traffic to it once ready, point current at it, restart worker and scheduler.',
@@ -68386,8 +68633,9 @@ const actions = {
             'previous-release-id': { description: 'The release that was current before.' },
             ...commonOutputs,
         },
-    },
-    verify: {
+        check: (s) => [...connectionCheck(s.hosts, s), ...rolesCheck(s), ...appUserCheck(s.hosts, s)],
+    }),
+    verify: defineAction({
         name: 'verify',
         title: 'metalship verify',
         description: 'Check that the current release is healthy on every host, until healthy or timed out.',
@@ -68404,8 +68652,9 @@ const actions = {
             'duration-seconds': { description: 'Seconds until healthy or failed.' },
             ...commonOutputs,
         },
-    },
-    migrate: {
+        check: (s) => [...connectionCheck(s.hosts, s), ...rolesCheck(s)],
+    }),
+    migrate: defineAction({
         name: 'migrate',
         title: 'metalship migrate',
         description: 'Run database migrations for a release once (on one host), after a pg_dump backup, under a PostgreSQL advisory lock.',
@@ -68421,8 +68670,9 @@ const actions = {
             changed: { description: 'true when the revision changed.' },
             ...commonOutputs,
         },
-    },
-    rollback: {
+        check: migratingHostsCheck,
+    }),
+    rollback: defineAction({
         name: 'rollback',
         title: 'metalship rollback',
         description: 'Switch back to the previous good release (or a named one), verify it, and mark the release left as bad.',
@@ -68438,8 +68688,9 @@ const actions = {
             'rolled-back-from': { description: 'The release that was current before the rollback.' },
             ...commonOutputs,
         },
-    },
-    deploy: {
+        check: migratingHostsCheck,
+    }),
+    deploy: defineAction({
         name: 'deploy',
         title: 'metalship deploy',
         description: 'The whole deploy: release, switch, verify, and roll back automatically when verification fails.',
@@ -68460,8 +68711,9 @@ const actions = {
             'rolled-back': { description: 'true when verification failed and the previous release was restored.' },
             ...commonOutputs,
         },
-    },
-    'backup-verify': {
+        check: (s) => [...migratingHostsCheck(s), ...directoriesCheck(s)],
+    }),
+    'backup-verify': defineAction({
         name: 'backup-verify',
         title: 'metalship backup-verify',
         description: 'Prove that the newest PostgreSQL backup restores: restore it into a scratch database, compare row counts with its manifest, run amcheck, the checks and a smoke test of the app, then drop it all.',
@@ -68481,8 +68733,17 @@ const actions = {
             },
             ...commonOutputs,
         },
-    },
-    provision: {
+        check: (settings) => {
+            const hosts = [settings['backup-host'], settings['restore-host']].filter((h) => h !== null);
+            return [
+                ...connectionCheck(hosts, settings),
+                ...appUserCheck(hosts, settings),
+                ...scratchCheck(settings),
+                ...directoriesCheck(settings),
+            ];
+        },
+    }),
+    provision: defineAction({
         name: 'provision',
         title: 'metalship provision',
         description: 'Converge a Debian 12 or Ubuntu 22.04+ server to the standard: system, firewall, SSH, users, Python, app tree and units, nginx, TLS, PostgreSQL, Redis, logs, monitoring. Idempotent, with a check mode.',
@@ -68502,18 +68763,26 @@ const actions = {
             python: { description: "The Python interpreter provisioned, for the release action's python input." },
             ...commonOutputs,
         },
-    },
+        check: (s) => [
+            ...connectionCheck(s.hosts, s),
+            ...rolesCheck(s),
+            ...appUserCheck(s.hosts, s),
+            ...directoriesCheck(s),
+            ...provisionCheck(s),
+        ],
+    }),
 };
+/** The action's own cross-input checks, on settings of its inputs. */
+function checkSettings(action, settings) {
+    // Each action's check takes its own settings; the map of them is one type only here.
+    const check = actions[action].check;
+    return check?.(settings) ?? [];
+}
 const ACTION_NAMES = Object.keys(actions);
 
 ;// CONCATENATED MODULE: ./src/inputs/parse.ts
 // Turns raw string inputs into one typed, validated settings object, or throws an
 // InputError that lists every problem. Nothing else in the code reads raw inputs.
-
-
-
-
-
 
 class InputError extends Error {
     problems;
@@ -68584,141 +68853,18 @@ function parseInputs(action, raw) {
         }
         out[name] = r.data;
     }
+    // Inputs that must agree with each other, checked on the typed settings.
+    const settings = out;
     if (problems.length === 0)
-        problems.push(...crossChecks(out));
+        problems.push(...checkSettings(action, settings));
     if (problems.length)
         throw new InputError(problems);
     return out;
 }
-function crossChecks(s) {
-    const problems = [];
-    // backup-verify names its hosts one by one instead of in `hosts`.
-    const single = ['backup-host', 'restore-host']
-        .map((k) => s[k])
-        .filter((h) => !!h);
-    const hosts = s.hosts ?? (single.length ? single : undefined);
-    if (hosts) {
-        const insecure = s['insecure-accept-any-host-key'] === true;
-        const known = s['known-hosts'];
-        if (!insecure) {
-            if (!known) {
-                problems.push("Input 'known-hosts' is required: expected the hosts' keys as known_hosts lines (ssh-keyscan output verified out of band), " +
-                    'or insecure-accept-any-host-key: true.');
-            }
-            else {
-                const targets = [...hosts];
-                const jump = s['jump-host'];
-                if (jump)
-                    targets.push({ ...jump, roles: [] });
-                for (const h of targets) {
-                    if (entriesFor(known, h.host, h.port).filter((e) => !e.revoked).length === 0) {
-                        problems.push(`Input 'known-hosts' has no key for host '${h.label}' (looked for '${knownHostsName(h.host, h.port)}'); expected a known_hosts line for every host.`);
-                    }
-                }
-            }
-        }
-        problems.push(...roleChecks(hosts, s));
-    }
-    if (typeof s['scratch-database'] === 'string' && s['scratch-database'] === s.database)
-        problems.push(`Input 'scratch-database' is '${s.database}', the production database; expected another name (the scratch database is dropped afterwards).`);
-    if ('postgresql' in s && 'redis' in s)
-        problems.push(...provisionChecks(s));
-    if (typeof s['ssh-key'] === 'string') {
-        const p = passphraseProblem(s['ssh-key'], s['ssh-key-passphrase'] ?? '');
-        if (p)
-            problems.push(p);
-    }
-    if (hosts)
-        problems.push(...migrateHostCheck(hosts, s), ...appUserChecks(hosts, s));
-    problems.push(...directoryChecks(s));
-    return problems;
-}
-/** The migrate host is one of the app hosts (stages/migrate.ts pickMigrateHost finds it the same way). */
-function migrateHostCheck(hosts, s) {
-    const named = s['migrate-host'];
-    if (typeof named !== 'string' || !named)
-        return [];
-    const apps = hosts.filter((h) => !h.roles.includes('lb'));
-    if (findHost(apps, named))
-        return [];
-    const why = findHost(hosts, named) ? 'is a load balancer (roles=lb), which runs no app' : 'is not in hosts';
-    return [
-        `Input 'migrate-host': '${named}' ${why}; expected one of the app hosts as written in hosts: ${apps.map((h) => h.label).join(', ')}.`,
-    ];
-}
-/**
- * The app user is none of the users that log in: provision removes the app
- * user's login shell, and the services run with its rights.
- */
-function appUserChecks(hosts, s) {
-    const appUser = s['app-user'];
-    if (typeof appUser !== 'string')
-        return [];
-    const jump = s['jump-host'];
-    const logins = new Map([
-        ...hosts.filter((h) => h.user).map((h) => [h.user, 'a user in hosts']),
-        ...(jump?.user ? [[jump.user, "jump-host's user"]] : []),
-        [s['ssh-user'], 'ssh-user'],
-    ]);
-    const as = logins.get(appUser);
-    return as
-        ? [
-            `Input 'app-user': '${appUser}' is ${as}, which logs in over SSH (provision removes the app user's login shell); expected a user of the app's own.`,
-        ]
-        : [];
-}
-/** The app's directories stay apart: backups outside the app's tree, nginx never serving .env or backups. */
-function directoryChecks(s) {
-    const problems = [];
-    const root = s['app-root'];
-    const backups = s['backup-dir'];
-    const statics = s['static-dir'];
-    // Backups are root's alone (mode 700); the app tree is partly the app user's.
-    if (root && backups && within(backups, root))
-        problems.push(`Input 'backup-dir': '${backups}' is inside app-root '${root}'; expected a directory outside the app's tree.`);
-    else if (root && backups && within(root, backups))
-        problems.push(`Input 'app-root': '${root}' is inside backup-dir '${backups}'; expected a directory apart from the backups.`);
-    if (statics && root) {
-        // Inside app-root nginx may serve what is inside a release or shared data,
-        // never the tree itself (.env, state, virtualenvs) or a whole release (code, its .env link).
-        const inside = within(statics, root) ? statics.slice(root.length + 1).split('/') : null;
-        const servable = !inside ||
-            (inside[0] === 'current' || inside[0] === 'shared'
-                ? inside.length >= 2
-                : inside[0] === 'releases' && inside.length >= 3);
-        if (within(root, statics) || !servable)
-            problems.push(`Input 'static-dir': '${statics}' would let nginx serve app-root's own files (.env, code, state); expected a directory below ${root}/current/, ${root}/shared/ or outside app-root.`);
-    }
-    if (statics && backups && (within(statics, backups) || within(backups, statics)))
-        problems.push(`Input 'static-dir': '${statics}' would let nginx serve the backups in '${backups}'; expected a directory apart from backup-dir.`);
-    return problems;
-}
-function roleChecks(hosts, s) {
-    const problems = [];
-    const balancers = hosts.filter((h) => h.roles.includes('lb'));
-    const apps = hosts.filter((h) => !h.roles.includes('lb'));
-    if (balancers.length && !apps.some((h) => h.roles.length === 0 || h.roles.includes('api')))
-        problems.push(`Input 'hosts' has a load balancer (${balancers.map((h) => h.label).join(', ')}) but no api host behind it; expected at least one host with the api role.`);
-    if (!apps.some((h) => h.roles.length > 0))
-        return problems;
-    const schedulers = apps.filter((h) => h.roles.includes('scheduler'));
-    if (schedulers.length > 1) {
-        problems.push(`Input 'hosts' gives the scheduler role to ${schedulers.length} hosts (${schedulers.map((h) => h.label).join(', ')}); expected exactly one scheduler fleet-wide.`);
-    }
-    const schedulerCommand = s['scheduler-command'];
-    if (schedulers.length === 0 && Array.isArray(schedulerCommand) && schedulerCommand.length > 0) {
-        problems.push(`Input 'hosts' gives no host the scheduler role, but scheduler-command is '${schedulerCommand.join(' ')}'; expected exactly one scheduler fleet-wide (add scheduler to one host's roles=, or set scheduler-command to '' for none).`);
-    }
-    const migrators = apps.filter((h) => h.roles.includes('migrate'));
-    if (migrators.length > 1) {
-        problems.push(`Input 'hosts' gives the migrate role to ${migrators.length} hosts; expected at most one.`);
-    }
-    return problems;
-}
 
 // EXTERNAL MODULE: external "os"
 var external_os_ = __nccwpck_require__(857);
-;// CONCATENATED MODULE: ./node_modules/@actions/core/lib/utils.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/@actions/core/lib/utils.js
 // We use any as a valid input type
 /* eslint-disable @typescript-eslint/no-explicit-any */
 /**
@@ -68754,7 +68900,7 @@ function utils_toCommandProperties(annotationProperties) {
     };
 }
 //# sourceMappingURL=utils.js.map
-;// CONCATENATED MODULE: ./node_modules/@actions/core/lib/command.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/@actions/core/lib/command.js
 
 
 /**
@@ -68848,7 +68994,7 @@ function escapeProperty(s) {
 //# sourceMappingURL=command.js.map
 // EXTERNAL MODULE: external "crypto"
 var external_crypto_ = __nccwpck_require__(6982);
-;// CONCATENATED MODULE: ./node_modules/@actions/core/lib/file-command.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/@actions/core/lib/file-command.js
 // For internal use, subject to change.
 // We use any as a valid input type
 /* eslint-disable @typescript-eslint/no-explicit-any */
@@ -68887,7 +69033,7 @@ function file_command_prepareKeyValueMessage(key, value) {
 var external_http_ = __nccwpck_require__(8611);
 // EXTERNAL MODULE: external "https"
 var external_https_ = __nccwpck_require__(5692);
-;// CONCATENATED MODULE: ./node_modules/@actions/http-client/lib/proxy.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/@actions/http-client/lib/proxy.js
 function getProxyUrl(reqUrl) {
     const usingSsl = reqUrl.protocol === 'https:';
     if (checkBypass(reqUrl)) {
@@ -68978,11 +69124,11 @@ class DecodedURL extends URL {
     }
 }
 //# sourceMappingURL=proxy.js.map
-// EXTERNAL MODULE: ./node_modules/tunnel/index.js
-var node_modules_tunnel = __nccwpck_require__(770);
-// EXTERNAL MODULE: ./node_modules/undici/index.js
-var undici = __nccwpck_require__(6752);
-;// CONCATENATED MODULE: ./node_modules/@actions/http-client/lib/index.js
+// EXTERNAL MODULE: ../wt-core/node_modules/tunnel/index.js
+var node_modules_tunnel = __nccwpck_require__(8456);
+// EXTERNAL MODULE: ../wt-core/node_modules/undici/index.js
+var undici = __nccwpck_require__(4046);
+;// CONCATENATED MODULE: ../wt-core/node_modules/@actions/http-client/lib/index.js
 /* eslint-disable @typescript-eslint/no-explicit-any */
 var __awaiter = (undefined && undefined.__awaiter) || function (thisArg, _arguments, P, generator) {
     function adopt(value) { return value instanceof P ? value : new P(function (resolve) { resolve(value); }); }
@@ -69679,7 +69825,7 @@ class lib_HttpClient {
 }
 const lowercaseKeys = (obj) => Object.keys(obj).reduce((c, k) => ((c[k.toLowerCase()] = obj[k]), c), {});
 //# sourceMappingURL=index.js.map
-;// CONCATENATED MODULE: ./node_modules/@actions/http-client/lib/auth.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/@actions/http-client/lib/auth.js
 var auth_awaiter = (undefined && undefined.__awaiter) || function (thisArg, _arguments, P, generator) {
     function adopt(value) { return value instanceof P ? value : new P(function (resolve) { resolve(value); }); }
     return new (P || (P = Promise))(function (resolve, reject) {
@@ -69755,7 +69901,7 @@ class PersonalAccessTokenCredentialHandler {
     }
 }
 //# sourceMappingURL=auth.js.map
-;// CONCATENATED MODULE: ./node_modules/@actions/core/lib/oidc-utils.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/@actions/core/lib/oidc-utils.js
 var oidc_utils_awaiter = (undefined && undefined.__awaiter) || function (thisArg, _arguments, P, generator) {
     function adopt(value) { return value instanceof P ? value : new P(function (resolve) { resolve(value); }); }
     return new (P || (P = Promise))(function (resolve, reject) {
@@ -69829,7 +69975,7 @@ class oidc_utils_OidcClient {
     }
 }
 //# sourceMappingURL=oidc-utils.js.map
-;// CONCATENATED MODULE: ./node_modules/@actions/core/lib/summary.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/@actions/core/lib/summary.js
 var summary_awaiter = (undefined && undefined.__awaiter) || function (thisArg, _arguments, P, generator) {
     function adopt(value) { return value instanceof P ? value : new P(function (resolve) { resolve(value); }); }
     return new (P || (P = Promise))(function (resolve, reject) {
@@ -70110,7 +70256,7 @@ const _summary = new Summary();
 const markdownSummary = (/* unused pure expression or super */ null && (_summary));
 const summary = (/* unused pure expression or super */ null && (_summary));
 //# sourceMappingURL=summary.js.map
-;// CONCATENATED MODULE: ./node_modules/@actions/core/lib/path-utils.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/@actions/core/lib/path-utils.js
 
 /**
  * toPosixPath converts the given path to the posix form. On Windows, \\ will be
@@ -70150,7 +70296,7 @@ var external_string_decoder_ = __nccwpck_require__(3193);
 var external_events_ = __nccwpck_require__(4434);
 // EXTERNAL MODULE: external "child_process"
 var external_child_process_ = __nccwpck_require__(5317);
-;// CONCATENATED MODULE: ./node_modules/@actions/io/lib/io-util.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/@actions/io/lib/io-util.js
 var io_util_awaiter = (undefined && undefined.__awaiter) || function (thisArg, _arguments, P, generator) {
     function adopt(value) { return value instanceof P ? value : new P(function (resolve) { resolve(value); }); }
     return new (P || (P = Promise))(function (resolve, reject) {
@@ -70330,7 +70476,7 @@ function getCmdPath() {
     return (_a = process.env['COMSPEC']) !== null && _a !== void 0 ? _a : `cmd.exe`;
 }
 //# sourceMappingURL=io-util.js.map
-;// CONCATENATED MODULE: ./node_modules/@actions/io/lib/io.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/@actions/io/lib/io.js
 var io_awaiter = (undefined && undefined.__awaiter) || function (thisArg, _arguments, P, generator) {
     function adopt(value) { return value instanceof P ? value : new P(function (resolve) { resolve(value); }); }
     return new (P || (P = Promise))(function (resolve, reject) {
@@ -70604,7 +70750,7 @@ function io_copyFile(srcFile, destFile, force) {
 //# sourceMappingURL=io.js.map
 ;// CONCATENATED MODULE: external "timers"
 const external_timers_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("timers");
-;// CONCATENATED MODULE: ./node_modules/@actions/exec/lib/toolrunner.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/@actions/exec/lib/toolrunner.js
 var toolrunner_awaiter = (undefined && undefined.__awaiter) || function (thisArg, _arguments, P, generator) {
     function adopt(value) { return value instanceof P ? value : new P(function (resolve) { resolve(value); }); }
     return new (P || (P = Promise))(function (resolve, reject) {
@@ -71192,7 +71338,7 @@ class ExecState extends external_events_.EventEmitter {
     }
 }
 //# sourceMappingURL=toolrunner.js.map
-;// CONCATENATED MODULE: ./node_modules/@actions/exec/lib/exec.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/@actions/exec/lib/exec.js
 var exec_awaiter = (undefined && undefined.__awaiter) || function (thisArg, _arguments, P, generator) {
     function adopt(value) { return value instanceof P ? value : new P(function (resolve) { resolve(value); }); }
     return new (P || (P = Promise))(function (resolve, reject) {
@@ -71272,7 +71418,7 @@ function getExecOutput(commandLine, args, options) {
     });
 }
 //# sourceMappingURL=exec.js.map
-;// CONCATENATED MODULE: ./node_modules/@actions/core/lib/platform.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/@actions/core/lib/platform.js
 var platform_awaiter = (undefined && undefined.__awaiter) || function (thisArg, _arguments, P, generator) {
     function adopt(value) { return value instanceof P ? value : new P(function (resolve) { resolve(value); }); }
     return new (P || (P = Promise))(function (resolve, reject) {
@@ -71337,7 +71483,7 @@ function getDetails() {
     });
 }
 //# sourceMappingURL=platform.js.map
-;// CONCATENATED MODULE: ./node_modules/@actions/core/lib/core.js
+;// CONCATENATED MODULE: ../wt-core/node_modules/@actions/core/lib/core.js
 var core_awaiter = (undefined && undefined.__awaiter) || function (thisArg, _arguments, P, generator) {
     function adopt(value) { return value instanceof P ? value : new P(function (resolve) { resolve(value); }); }
     return new (P || (P = Promise))(function (resolve, reject) {
@@ -71687,9 +71833,9 @@ class Log {
     redact(text) {
         let out = text;
         // Longest first, so a whole multi-line secret is masked before its lines.
-        for (const s of [...this.secrets].sort((a, b) => b.length - a.length)) {
-            if (out.includes(s))
-                out = out.split(s).join('***');
+        for (const settings of [...this.secrets].sort((a, b) => b.length - a.length)) {
+            if (out.includes(settings))
+                out = out.split(settings).join('***');
         }
         return out;
     }
@@ -71770,6 +71916,7 @@ class Log {
 
 
 
+
 /** Inputs the way the runner passes them: INPUT_<NAME> environment variables. */
 function envInputs(env = process.env) {
     return (name) => env[`INPUT_${name.replace(/ /g, '_').toUpperCase()}`] ?? '';
@@ -71817,7 +71964,7 @@ async function runAction(name, body, raw = envInputs(), log = new Log()) {
     }
     catch (err) {
         // Anything thrown fails the step, whatever its type.
-        const message = err instanceof Error ? err.message : String(err);
+        const message = errors_errorMessage(err);
         log.error(message);
         log.summary(`## ${actions[name].title}: ❌ failed\n\n${message.replace(/^/gm, '> ')}`);
         log.flushSummary();
@@ -71832,23 +71979,23 @@ async function runAction(name, body, raw = envInputs(), log = new Log()) {
 
 
 
-async function switchRelease(s, log) {
-    return withHosts(s, log, 'switch', async (hosts) => {
+async function switchRelease(settings, log) {
+    return withHosts(settings, log, 'switch', async (hosts) => {
         // Each host waits for the new release's readiness before it moves traffic;
         // the full health check is the verify action's.
-        const sw = await rollOut(hosts, hasBalancer(s.hosts), s['release-id'], s, log, {
+        const sw = await rollOut(hosts, hasBalancer(settings.hosts), settings['release-id'], settings, log, {
             verify: null,
             revertOnFailure: true,
         });
         if (!sw.failure)
-            await cleanupStage(hosts, s['keep-releases'], log);
+            await cleanupStage(hosts, settings['keep-releases'], log);
         return {
             outputs: {
-                'release-id': sw.failure ? '' : s['release-id'],
+                'release-id': sw.failure ? '' : settings['release-id'],
                 'previous-release-id': sw.results.find((r) => r.previous)?.previous ?? '',
             },
             results: sw.results,
-            summary: `Switch to **${s['release-id']}**\n\n` +
+            summary: `Switch to **${settings['release-id']}**\n\n` +
                 resultsTable(sw.results, [
                     ['batch', 'batch'],
                     ['previous', 'previous'],
