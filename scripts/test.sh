@@ -21,6 +21,22 @@ step "unit tests"
 npx jest --selectProjects unit
 step "bundles: fresh build must match the committed dist/"
 bash scripts/check-dist.sh
-step "e2e tests on real test hosts"
-npx jest --selectProjects e2e
+# Every e2e file on Debian 12; the main flows (provision converging twice,
+# a deploy under load, rollback, migrate, backup-verify) again on Debian 11 and
+# 13, which bracket Ubuntu 22.04 and 24.04. METALSHIP_RELEASES narrows the
+# matrix for a local run (e.g. METALSHIP_RELEASES=bookworm).
+MAIN_FLOWS=(test/e2e/provision.test.ts test/e2e/deploy.test.ts test/e2e/migrate.test.ts test/e2e/backup-verify.test.ts)
+declare -A took=()
+for release in ${METALSHIP_RELEASES:-bookworm bullseye trixie}; do
+  r0=$(date +%s)
+  if [ "$release" = bookworm ]; then
+    step "e2e tests on real test hosts: Debian 12 (bookworm), every file"
+    METALSHIP_DEBIAN=bookworm npx jest --selectProjects e2e
+  else
+    step "e2e tests on real test hosts: $release, the main flows"
+    METALSHIP_DEBIAN=$release npx jest --selectProjects e2e "${MAIN_FLOWS[@]}"
+  fi
+  took[$release]=$(( $(date +%s) - r0 ))
+done
 step "done"
+for release in "${!took[@]}"; do printf 'e2e on %s: %s s\n' "$release" "${took[$release]}"; done

@@ -17,6 +17,7 @@ export function provisionSettings(
   balancer: BalancerMember[] | null = null,
 ): ProvisionSettings {
   return {
+    allowUntestedOs: settings['allow-untested-os'],
     balancer,
     layout: layout(settings.app, settings['app-root']),
     check: settings.check,

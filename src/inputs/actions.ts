@@ -187,7 +187,7 @@ export const actions = {
     name: 'provision',
     title: 'metalship provision',
     description:
-      'Converge a Debian 12 or Ubuntu 22.04+ server to the standard: system, firewall, SSH, users, Python, app tree and units, nginx, TLS, PostgreSQL, Redis, logs, monitoring. Idempotent, with a check mode.',
+      'Converge a Debian 11, 12 or 13, or Ubuntu 22.04 or 24.04 server to the standard: system, firewall, SSH, users, Python, app tree and units, nginx, TLS, PostgreSQL, Redis, logs, monitoring. Idempotent, with a check mode.',
     inputs: {
       ...connectionInputs,
       'app-user': serviceInputs['app-user'],

@@ -164,6 +164,11 @@ export const provisionInputs = {
       'System: refresh the package index when older than a day, install base packages, unattended-upgrades for security updates, kernel hardening sysctls.',
     default: 'true',
   }),
+  'allow-untested-os': bool({
+    description:
+      'Provision a system it has not been tested on (tested: Debian 11, 12, 13; Ubuntu 22.04, 24.04). Off: such a host fails with a message and is not changed.',
+    default: 'false',
+  }),
   'security-updates': bool({
     description: 'Install pending security updates now (unattended-upgrade), besides enabling them daily.',
     default: 'true',

@@ -6,6 +6,7 @@
 import type { Log } from '../log.js';
 import {
   factsStep,
+  unknownSystem,
   parseItemOutput,
   planItems,
   type ItemName,
@@ -63,6 +64,13 @@ export async function provisionHost(
   const label = host.spec.label;
   const facts = await host.conn.step(factsStep());
   log.info(`[${label}] ${facts.os}${settings.check ? ' (check mode: nothing is changed)' : ''}`);
+  const unknown = unknownSystem(facts);
+  if (unknown && !settings.allowUntestedOs)
+    return { host: label, ok: false, os: facts.os, error: unknown, changed: 0, failed: 0, items: [] };
+  if (unknown)
+    log.warn(
+      `[${label}] ${unknown.replace(/: nothing was changed.*$/, '')}; provisioning it anyway (allow-untested-os)`,
+    );
   const items: ItemResult[] = [];
   let python = '';
   for (const planned of planItems(settings, facts)) {

@@ -314,6 +314,29 @@ test('check mode on a drifted host reports exactly the drift and changes nothing
   expect(fix.outputs.changed).toBe('2');
 });
 
+test('a system it does not know is refused before anything changes; allow-untested-os provisions it', async () => {
+  // Drift the host, then make it claim a release provision has no configuration for.
+  await on(
+    'rm /etc/nginx/sites-enabled/shop && cp --remove-destination /usr/lib/os-release /etc/os-release && sed -i "s/^VERSION_ID=.*/VERSION_ID=\\"10\\"/; s/^PRETTY_NAME=.*/PRETTY_NAME=\\"Debian GNU\\/Linux 10 (buster)\\"/" /etc/os-release',
+  );
+  try {
+    const refused = await runBundle('provision', inputs());
+    expect(refused.code).toBe(1);
+    expect(refused.log).toMatch(
+      /Debian GNU\/Linux 10 \(buster\) \(debian 10\) is a system provision has not been tested on/,
+    );
+    expect(refused.log).toMatch(/nothing was changed\. Set allow-untested-os: true/);
+    expect(await on('ls /etc/nginx/sites-enabled')).not.toContain('shop');
+    const allowed = await runBundle('provision', inputs({ 'allow-untested-os': 'true' }));
+    expect(allowed.code).toBe(0);
+    expect(allowed.log).toMatch(/provisioning it anyway \(allow-untested-os\)/);
+    expect(allowed.outputs.changed).toBe('1');
+    expect(await on('ls /etc/nginx/sites-enabled')).toContain('shop');
+  } finally {
+    await on('ln -sf ../usr/lib/os-release /etc/os-release');
+  }
+});
+
 test('a change that would lock the runner out is reverted', async () => {
   const r = await runBundle('provision', inputs({ 'ssh-root-login': 'no' }));
   expect(r.code).toBe(1);

@@ -24,7 +24,7 @@ export function settings(extra: Record<string, string> = {}): ProvisionSettings 
 }
 
 export function allScripts(s: ProvisionSettings): string[] {
-  return planItems(s, { os: 'Debian' }).flatMap((p) =>
+  return planItems(s, { os: 'Debian GNU/Linux 12 (bookworm)', id: 'debian', version: '12' }).flatMap((p) =>
     p.item ? [p.item.script, ...(p.item.guard ? [p.item.guard.confirm, p.item.guard.revert] : [])] : [],
   );
 }

@@ -108,7 +108,7 @@ test('provision on a load balancer: nginx in front of the api hosts, none of the
     { worker: false, scheduler: false },
     balancerMembers(hosts('web1').filter((h) => h.roles.api)),
   );
-  const plan = planItems(settings, { os: 'Debian' });
+  const plan = planItems(settings, { os: 'Debian GNU/Linux 12 (bookworm)', id: 'debian', version: '12' });
   const off = plan.filter((p) => !p.item).map((p) => p.name);
   expect(off).toEqual(expect.arrayContaining(['python', 'app', 'postgresql', 'redis', 'logs', 'monitoring']));
   const nginx = plan.find((p) => p.name === 'nginx')!.item!.script;
@@ -120,7 +120,7 @@ test('provision on a load balancer: nginx in front of the api hosts, none of the
   // with a domain, the TLS site the certificate brings proxies to the app hosts too
   const tls = planItems(
     { ...settings, tls: { ...settings.tls, domains: ['shop.example.com'], email: 'a@b.c' } },
-    { os: 'Debian' },
+    { os: 'Debian GNU/Linux 12 (bookworm)', id: 'debian', version: '12' },
   ).find((p) => p.name === 'tls')!.item!.script;
   expect(tls).toContain('ssl_certificate /etc/letsencrypt/live/shop.example.com/fullchain.pem;');
   expect(tls).toContain('proxy_pass http://shop_fleet;');

@@ -1,7 +1,13 @@
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { parseEnvText } from '../../src/inputs/provision.js';
 import { InputError, parseInputs } from '../../src/inputs/parse.js';
-import { planItems, parseItemOutput } from '../../src/remote/provision/index.js';
+import { factsStep, planItems, parseItemOutput, unknownSystem } from '../../src/remote/provision/index.js';
+
+const BOOKWORM = { os: 'Debian GNU/Linux 12 (bookworm)', id: 'debian', version: '12' };
+import { prelude } from '../../src/remote/provision/common.js';
 import { SSH_PORTS } from '../../src/remote/provision/firewall.js';
 import { reloadOneLine } from '../../src/remote/provision/ssh.js';
 import { sudoersRule } from '../../src/remote/provision/users.js';
@@ -74,16 +80,49 @@ describe('provision scripts', () => {
     expect(aclFile('shop', 'x')).toContain('-@dangerous');
   });
   test('pyenv path: clone, build and the interpreter it prints', () => {
-    const py = planItems(settings({ 'python-install': 'pyenv', 'python-version': '3.12.4' }), {
-      os: '',
-    }).find((p) => p.name === 'python')!.item!.script;
+    const py = planItems(settings({ 'python-install': 'pyenv', 'python-version': '3.12.4' }), BOOKWORM).find(
+      (p) => p.name === 'python',
+    )!.item!.script;
     expect(py).toContain('git clone --quiet --depth 1 https://github.com/pyenv/pyenv.git /opt/pyenv');
     expect(py).toContain('/opt/pyenv/bin/pyenv install --skip-existing "$full"');
     expect(py).toContain('echo "python /opt/pyenv/versions/$full/bin/python3"');
   });
   test('check mode changes nothing', () => {
-    const item = planItems(settings({ check: 'true' }), { os: '' });
+    const item = planItems(settings({ check: 'true' }), BOOKWORM);
     for (const p of item) if (p.item) expect(p.item.script).toContain('CHECK=1');
+  });
+});
+
+describe('the systems provision knows', () => {
+  test.each([
+    ['debian', '11'],
+    ['debian', '12'],
+    ['debian', '13'],
+    ['ubuntu', '22.04'],
+    ['ubuntu', '24.04'],
+  ])('%s %s is known', (id, version) => {
+    expect(unknownSystem({ os: `${id} ${version}`, id, version })).toBeNull();
+  });
+  test.each([
+    ['debian', '10'],
+    ['ubuntu', '20.04'],
+    ['ubuntu', '24.10'],
+    ['centos', '9'],
+    ['', ''],
+  ])('%s %s is refused, with what it knows and how to go on', (id, version) => {
+    expect(unknownSystem({ os: 'Some OS', id, version })).toMatch(
+      /has not been tested on \(it knows debian 11, 12, 13; ubuntu 22\.04, 24\.04\): nothing was changed\. Set allow-untested-os: true/,
+    );
+  });
+  test('the facts step reads os-release', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'metalship-osr-'));
+    const file = path.join(dir, 'os-release');
+    writeFileSync(file, 'PRETTY_NAME="Ubuntu 24.04.1 LTS"\nID=ubuntu\nVERSION_ID="24.04"\n');
+    const r = spawnSync('bash', ['-c', factsStep().script.replace('/etc/os-release', file)], {
+      encoding: 'utf8',
+    });
+    rmSync(dir, { recursive: true });
+    expect(factsStep().parse(r.stdout)).toEqual({ os: 'Ubuntu 24.04.1 LTS', id: 'ubuntu', version: '24.04' });
   });
 });
 
@@ -117,6 +156,36 @@ sshd() { echo "port 22"; }`;
     expect(run('ssh.service').stdout).toBe('RELOAD ssh.service\n');
     expect(run('ssh.socket').stdout).toBe('');
     expect(run('none').status).toBe(1);
+  });
+  test('certbot: the snap (Ubuntu) renews through its own timer, the package through certbot.timer', () => {
+    const tls = planItems(
+      settings({ domains: 'shop.example.com', 'acme-email': 'ops@example.com' }),
+      BOOKWORM,
+    ).find((p) => p.name === 'tls')!.item!.script;
+    const lines = tls.split('\n');
+    const choose = lines.find((l) => l.startsWith('if [ -x /snap/bin/certbot ]'))!;
+    const enable = lines.find((l) => l.includes('"$renew_timer"'))!;
+    const dir = mkdtempSync(path.join(tmpdir(), 'metalship-snap-'));
+    writeFileSync(path.join(dir, 'certbot'), '#!/bin/sh\n', { mode: 0o755 });
+    const timer = (certbot: string) =>
+      spawnSync(
+        'bash',
+        [
+          '-c',
+          `CHECK=0; ms_changed() { :; }; ms_apply() { "$@"; }; systemctl() { case "$1" in enable) echo "ENABLE $4";; *) return 1;; esac; }\n${choose.replace('/snap/bin/certbot', certbot)}\n${enable}`,
+        ],
+        { encoding: 'utf8' },
+      ).stdout;
+    expect(timer(path.join(dir, 'certbot'))).toBe('ENABLE snap.certbot.renew.timer\n');
+    expect(timer(path.join(dir, 'none'))).toBe('ENABLE certbot.timer\n');
+    rmSync(dir, { recursive: true });
+    expect(tls).toContain('if ! command -v certbot >/dev/null 2>&1; then ms_install certbot; fi');
+  });
+  test("needrestart (Ubuntu) stays out of provision's installs", () => {
+    const r = spawnSync('bash', ['-c', `${prelude(false)}\necho "$NEEDRESTART_SUSPEND $NEEDRESTART_MODE"`], {
+      encoding: 'utf8',
+    });
+    expect(r.stdout).toBe('1 l\n');
   });
   test('sudoers rule matches the command the actions run', () => {
     expect(sudoersRule('deploy')).toContain('deploy ALL=(root) NOPASSWD: /usr/bin/bash -se, /bin/bash -se');

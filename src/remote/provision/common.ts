@@ -42,6 +42,9 @@ export function prelude(check: boolean): string {
   return script(
     `CHECK=${check ? 1 : 0}`,
     'export DEBIAN_FRONTEND=noninteractive LC_ALL=C',
+    // Ubuntu's needrestart would restart services (sshd, the app) after each
+    // install, or ask: provision restarts what it changes itself.
+    'export NEEDRESTART_SUSPEND=1 NEEDRESTART_MODE=l',
     // A change, or with CHECK=1 a change that would be made.
     'ms_changed() { echo "changed $*"; }',
     'ms_warn() { echo "warning $*"; }',

@@ -24,15 +24,46 @@ export type { ProvisionSettings } from './settings.js';
 export { parseItemOutput, type Item, type ItemName, type ItemOutcome } from './common.js';
 
 export interface HostFacts {
+  /** The distribution's name for itself (PRETTY_NAME). */
   os: string;
+  /** os-release's ID and VERSION_ID: debian 12, ubuntu 24.04. */
+  id: string;
+  version: string;
+}
+
+/**
+ * The releases provision knows the configuration of (tested on Debian 11, 12 and
+ * 13 hosts; Ubuntu's LTS releases have the same components in between).
+ */
+export const KNOWN_SYSTEMS: Record<string, string[]> = {
+  debian: ['11', '12', '13'],
+  ubuntu: ['22.04', '24.04'],
+};
+
+/** Why provision will not touch this system, or null when it knows it. */
+export function unknownSystem(facts: HostFacts): string | null {
+  if (KNOWN_SYSTEMS[facts.id]?.includes(facts.version)) return null;
+  const known = Object.entries(KNOWN_SYSTEMS)
+    .map(([id, versions]) => `${id} ${versions.join(', ')}`)
+    .join('; ');
+  return `${facts.os} (${facts.id || 'no ID'} ${facts.version || 'no VERSION_ID'}) is a system provision has not been tested on (it knows ${known}): nothing was changed. Set allow-untested-os: true to provision it anyway`;
 }
 
 /** What the items need to know about a host before they are built, in one round trip. */
 export function factsStep(): Step<HostFacts> {
   return step(
     'reading the host',
-    script('echo "OS $(. /etc/os-release 2>/dev/null; echo "${PRETTY_NAME:-unknown}")"'),
-    (stdout) => ({ os: keyLines(stdout).get('OS')?.trim() || 'unknown' }),
+    script(
+      '( . /etc/os-release 2>/dev/null; echo "OS ${PRETTY_NAME:-unknown}"; echo "OS_ID ${ID:-}"; echo "OS_VERSION ${VERSION_ID:-}" )',
+    ),
+    (stdout) => {
+      const out = keyLines(stdout);
+      return {
+        os: out.get('OS')?.trim() || 'unknown',
+        id: out.get('OS_ID')?.trim() ?? '',
+        version: out.get('OS_VERSION')?.trim() ?? '',
+      };
+    },
   );
 }
 

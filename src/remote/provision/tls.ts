@@ -31,7 +31,8 @@ export function tlsItem(settings: ProvisionSettings): Item {
     name: 'tls',
     script: itemScript(
       settings.check,
-      'ms_install certbot',
+      // Ubuntu's recommended certbot is the snap: use it when it is there.
+      'if ! command -v certbot >/dev/null 2>&1; then ms_install certbot; fi',
       'command -v nginx >/dev/null || { echo "nginx is not installed: TLS needs the nginx item" >&2; exit 1; }',
       t.caBundle
         ? [
@@ -64,7 +65,9 @@ export function tlsItem(settings: ProvisionSettings): Item {
       siteLines(settings),
       NGINX_RELOAD,
       'fi',
-      'if ! systemctl is-enabled --quiet certbot.timer 2>/dev/null; then ms_changed "certbot renewal timer enabled"; ms_apply systemctl enable --now --quiet certbot.timer; fi',
+      // The snap renews through its own timer; the package through certbot.timer.
+      'if [ -x /snap/bin/certbot ]; then renew_timer=snap.certbot.renew.timer; else renew_timer=certbot.timer; fi',
+      'if ! systemctl is-enabled --quiet "$renew_timer" 2>/dev/null; then ms_changed "certbot renewal timer enabled"; ms_apply systemctl enable --now --quiet "$renew_timer"; fi',
       sh`if [ "$CHECK" != 1 ]; then echo ${'note certificate ' + cert.certificate}; fi`,
     ),
   };
