@@ -65557,6 +65557,10 @@ const provisionInputs = {
         description: 'System: refresh the package index when older than a day, install base packages, unattended-upgrades for security updates, kernel hardening sysctls.',
         default: 'true',
     }),
+    'allow-untested-os': bool({
+        description: 'Provision a system it has not been tested on (tested: Debian 11, 12, 13; Ubuntu 22.04, 24.04). Off: such a host fails with a message and is not changed.',
+        default: 'false',
+    }),
     'security-updates': bool({
         description: 'Install pending security updates now (unattended-upgrade), besides enabling them daily.',
         default: 'true',
@@ -65914,7 +65918,7 @@ const actions = {
     provision: defineAction({
         name: 'provision',
         title: 'metalship provision',
-        description: 'Converge a Debian 12 or Ubuntu 22.04+ server to the standard: system, firewall, SSH, users, Python, app tree and units, nginx, TLS, PostgreSQL, Redis, logs, monitoring. Idempotent, with a check mode.',
+        description: 'Converge a Debian 11, 12 or 13, or Ubuntu 22.04 or 24.04 server to the standard: system, firewall, SSH, users, Python, app tree and units, nginx, TLS, PostgreSQL, Redis, logs, monitoring. Idempotent, with a check mode.',
         inputs: {
             ...connectionInputs,
             'app-user': serviceInputs['app-user'],
@@ -77233,6 +77237,9 @@ const backup_verify_run = () => runAction('backup-verify', backupVerify);
 /** Bash helpers every item script starts with. */
 function common_prelude(check) {
     return sh_script(`CHECK=${check ? 1 : 0}`, 'export DEBIAN_FRONTEND=noninteractive LC_ALL=C', 
+    // Ubuntu's needrestart would restart services (sshd, the app) after each
+    // install, or ask: provision restarts what it changes itself.
+    'export NEEDRESTART_SUSPEND=1 NEEDRESTART_MODE=l', 
     // A change, or with CHECK=1 a change that would be made.
     'ms_changed() { echo "changed $*"; }', 'ms_warn() { echo "warning $*"; }', 'ms_apply() { [ "$CHECK" = 1 ] || "$@"; }', 'ms_installed() { dpkg-query -W -f=\'${Status}\' "$1" 2>/dev/null | grep -q "install ok installed"; }', 'ms_missing() { local p; for p in "$@"; do ms_installed "$p" || printf \'%s \' "$p"; done; }', 
     // The package index is refreshed when older than a day (or absent).
@@ -77958,7 +77965,9 @@ function tlsItem(settings) {
     const env = t.caBundle ? sh_sh `REQUESTS_CA_BUNDLE=${ACME_CA_FILE} ` : '';
     return {
         name: 'tls',
-        script: itemScript(settings.check, 'ms_install certbot', 'command -v nginx >/dev/null || { echo "nginx is not installed: TLS needs the nginx item" >&2; exit 1; }', t.caBundle
+        script: itemScript(settings.check, 
+        // Ubuntu's recommended certbot is the snap: use it when it is there.
+        'if ! command -v certbot >/dev/null 2>&1; then ms_install certbot; fi', 'command -v nginx >/dev/null || { echo "nginx is not installed: TLS needs the nginx item" >&2; exit 1; }', t.caBundle
             ? [
                 sh_sh `if [ ! -d /etc/metalship ]; then ms_apply mkdir -p /etc/metalship; fi`,
                 common_file(ACME_CA_FILE, t.caBundle, { label: 'ACME CA bundle' }),
@@ -77969,7 +77978,9 @@ function tlsItem(settings) {
         // The HTTP site answers the challenge on port 80 (the nginx item wrote it).
         sh_sh `    mkdir -p ${ACME_WEBROOT}`, sh_sh `    if ! out=$(${raw(env)}certbot certonly --non-interactive --agree-tos --email ${t.email} --server ${t.server} --webroot -w ${ACME_WEBROOT} --cert-name ${first} ${t.domains.flatMap((d) => ['-d', d])} --deploy-hook 'systemctl reload nginx' 2>&1); then`, '      echo "certbot failed: $(printf "%s" "$out" | tail -n 8)" >&2; exit 1', '    fi', '    got_cert=1', '  fi', 'fi', 
         // The nginx item wrote the TLS site already when the certificate existed; a new one needs it now.
-        'nginx_changed=0', 'if [ "${got_cert:-0}" = 1 ]; then', siteLines(settings), NGINX_RELOAD, 'fi', 'if ! systemctl is-enabled --quiet certbot.timer 2>/dev/null; then ms_changed "certbot renewal timer enabled"; ms_apply systemctl enable --now --quiet certbot.timer; fi', sh_sh `if [ "$CHECK" != 1 ]; then echo ${'note certificate ' + cert.certificate}; fi`),
+        'nginx_changed=0', 'if [ "${got_cert:-0}" = 1 ]; then', siteLines(settings), NGINX_RELOAD, 'fi', 
+        // The snap renews through its own timer; the package through certbot.timer.
+        'if [ -x /snap/bin/certbot ]; then renew_timer=snap.certbot.renew.timer; else renew_timer=certbot.timer; fi', 'if ! systemctl is-enabled --quiet "$renew_timer" 2>/dev/null; then ms_changed "certbot renewal timer enabled"; ms_apply systemctl enable --now --quiet "$renew_timer"; fi', sh_sh `if [ "$CHECK" != 1 ]; then echo ${'note certificate ' + cert.certificate}; fi`),
     };
 }
 
@@ -78056,9 +78067,33 @@ function usersItem(settings) {
 
 
 
+/**
+ * The releases provision knows the configuration of (tested on Debian 11, 12 and
+ * 13 hosts; Ubuntu's LTS releases have the same components in between).
+ */
+const KNOWN_SYSTEMS = {
+    debian: ['11', '12', '13'],
+    ubuntu: ['22.04', '24.04'],
+};
+/** Why provision will not touch this system, or null when it knows it. */
+function unknownSystem(facts) {
+    if (KNOWN_SYSTEMS[facts.id]?.includes(facts.version))
+        return null;
+    const known = Object.entries(KNOWN_SYSTEMS)
+        .map(([id, versions]) => `${id} ${versions.join(', ')}`)
+        .join('; ');
+    return `${facts.os} (${facts.id || 'no ID'} ${facts.version || 'no VERSION_ID'}) is a system provision has not been tested on (it knows ${known}): nothing was changed. Set allow-untested-os: true to provision it anyway`;
+}
 /** What the items need to know about a host before they are built, in one round trip. */
 function factsStep() {
-    return step_step('reading the host', sh_script('echo "OS $(. /etc/os-release 2>/dev/null; echo "${PRETTY_NAME:-unknown}")"'), (stdout) => ({ os: sh_keyLines(stdout).get('OS')?.trim() || 'unknown' }));
+    return step_step('reading the host', sh_script('( . /etc/os-release 2>/dev/null; echo "OS ${PRETTY_NAME:-unknown}"; echo "OS_ID ${ID:-}"; echo "OS_VERSION ${VERSION_ID:-}" )'), (stdout) => {
+        const out = sh_keyLines(stdout);
+        return {
+            os: out.get('OS')?.trim() || 'unknown',
+            id: out.get('OS_ID')?.trim() ?? '',
+            version: out.get('OS_VERSION')?.trim() ?? '',
+        };
+    });
 }
 /** Every item with the input that switches it off, if any. */
 function planItems(settings, _facts) {
@@ -78127,6 +78162,11 @@ async function provisionHost(host, settings, test, log) {
     const label = host.spec.label;
     const facts = await host.conn.step(factsStep());
     log.info(`[${label}] ${facts.os}${settings.check ? ' (check mode: nothing is changed)' : ''}`);
+    const unknown = unknownSystem(facts);
+    if (unknown && !settings.allowUntestedOs)
+        return { host: label, ok: false, os: facts.os, error: unknown, changed: 0, failed: 0, items: [] };
+    if (unknown)
+        log.warn(`[${label}] ${unknown.replace(/: nothing was changed.*$/, '')}; provisioning it anyway (allow-untested-os)`);
     const items = [];
     let python = '';
     for (const planned of planItems(settings, facts)) {
@@ -78210,6 +78250,7 @@ async function provisionHost(host, settings, test, log) {
 
 function provisionSettings(settings, roles, balancer = null) {
     return {
+        allowUntestedOs: settings['allow-untested-os'],
         balancer,
         layout: layout(settings.app, settings['app-root']),
         check: settings.check,

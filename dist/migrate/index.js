@@ -68077,6 +68077,10 @@ const provisionInputs = {
         description: 'System: refresh the package index when older than a day, install base packages, unattended-upgrades for security updates, kernel hardening sysctls.',
         default: 'true',
     }),
+    'allow-untested-os': bool({
+        description: 'Provision a system it has not been tested on (tested: Debian 11, 12, 13; Ubuntu 22.04, 24.04). Off: such a host fails with a message and is not changed.',
+        default: 'false',
+    }),
     'security-updates': bool({
         description: 'Install pending security updates now (unattended-upgrade), besides enabling them daily.',
         default: 'true',
@@ -68434,7 +68438,7 @@ const actions = {
     provision: defineAction({
         name: 'provision',
         title: 'metalship provision',
-        description: 'Converge a Debian 12 or Ubuntu 22.04+ server to the standard: system, firewall, SSH, users, Python, app tree and units, nginx, TLS, PostgreSQL, Redis, logs, monitoring. Idempotent, with a check mode.',
+        description: 'Converge a Debian 11, 12 or 13, or Ubuntu 22.04 or 24.04 server to the standard: system, firewall, SSH, users, Python, app tree and units, nginx, TLS, PostgreSQL, Redis, logs, monitoring. Idempotent, with a check mode.',
         inputs: {
             ...connectionInputs,
             'app-user': serviceInputs['app-user'],
