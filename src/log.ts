@@ -69,7 +69,13 @@ export class Log {
 
   /** A collapsible log group; closed even when fn throws. */
   async group<T>(name: string, fn: () => Promise<T>): Promise<T> {
-    this.write(this.onGitHub ? `::group::${this.redact(name)}` : `▶ ${this.redact(name)}`);
+    // Names can carry what a host said (a dump's name, a schema revision): one
+    // line, and no `##[` the runner would read as a command.
+    const title = this.redact(name)
+      // eslint-disable-next-line no-control-regex
+      .replace(/[\x00-\x1f\x7f\u0085\u2028\u2029]+/g, ' ')
+      .replace(/##\[/g, '# #[');
+    this.write(this.onGitHub ? `::group::${title}` : `▶ ${title}`);
     try {
       return await fn();
     } finally {

@@ -4,11 +4,11 @@
 import type { Settings } from '../inputs/parse.js';
 import type { Log } from '../log.js';
 import { layout } from '../remote/layout.js';
-import type { ProvisionSettings } from '../remote/provision/index.js';
+import type { HostFacts, ProvisionSettings } from '../remote/provision/index.js';
 import type { BalancerMember } from '../remote/balancer.js';
-import { onEachHost, resolveRoles, withHosts } from '../stages/hosts.js';
+import { onEachHost, resolveRoles, withHosts, type Host } from '../stages/hosts.js';
 import { balancerMembers } from '../stages/rollout.js';
-import { freshConnectionTest, provisionHost, type ProvisionHostResult } from '../stages/provision.js';
+import { freshConnectionTest, provisionHost, readHostFacts, type ProvisionHostResult } from '../stages/provision.js';
 import { runAction, type ActionOutcome } from './run.js';
 
 export function provisionSettings(
@@ -17,7 +17,6 @@ export function provisionSettings(
   balancer: BalancerMember[] | null = null,
 ): ProvisionSettings {
   return {
-    allowUntestedOs: settings['allow-untested-os'],
     balancer,
     layout: layout(settings.app, settings['app-root']),
     check: settings.check,
@@ -87,6 +86,7 @@ export async function provision(opts: Settings<'provision'>, log: Log): Promise<
     ? opts.hosts.filter((h, i) => opts.limit.some((l) => l === h.label || roles[i]![l as keyof (typeof roles)[0]] === true))
     : opts.hosts;
   if (limited.length === 0) throw new Error(`limit '${opts.limit.join(', ')}' selects no host; nothing was done`);
+  let facts = new Map<Host, HostFacts>();
   return withHosts(
     { ...opts, hosts: limited },
     log,
@@ -99,7 +99,7 @@ export async function provision(opts: Settings<'provision'>, log: Log): Promise<
           host.roles.lb ? members : null,
         );
         return log.group(`Provision ${host.spec.label}`, () =>
-          provisionHost(host, settings, freshConnectionTest(host, opts, log), log),
+          provisionHost(host, facts.get(host)!, settings, freshConnectionTest(host, opts, log), log),
         ) as Promise<ProvisionHostResult & Record<string, unknown>>;
       })) as ProvisionHostResult[];
       const changed = results.reduce((n, r) => n + (r.changed ?? 0), 0);
@@ -119,7 +119,11 @@ export async function provision(opts: Settings<'provision'>, log: Log): Promise<
         failure: bad.length ? bad.map((r) => `${r.host}: ${r.error}`).join('\n') : undefined,
       };
     },
-    { lock: !opts.check, balancers: true },
+    {
+      lock: !opts.check,
+      balancers: true,
+      beforeLock: async (all) => void (facts = await readHostFacts(all, opts['allow-untested-os'])),
+    },
   );
 }
 

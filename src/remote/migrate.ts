@@ -100,7 +100,8 @@ export function migrateScript(settings: MigrateScriptSettings): string {
     'echo "REVISION_BEFORE ${before}"',
     backupStep(settings),
     sh`echo "running: ${settings.command.join(' ')}"`,
-    sh`if ! run_app ${settings.command}; then echo "REVISION_AFTER $(revision)"; echo "the migration command failed" >&2; exit ${MIGRATION_FAILED_EXIT}; fi`,
+    // The app's output goes to stderr (still streamed): only our own lines are parsed.
+    sh`if ! run_app ${settings.command} >&2; then echo "REVISION_AFTER $(revision)"; echo "the migration command failed" >&2; exit ${MIGRATION_FAILED_EXIT}; fi`,
     'after=$(revision)',
     'echo "REVISION_AFTER ${after}"',
     settings.recordIn

@@ -47,6 +47,7 @@ export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
           sh`sock=/run/${layout.app}-api-$slot/api.sock`,
           sh`out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`,
           'echo "RESULT $out"',
+          'echo "PROBE_RC $rc"',
         ),
     'failed=""',
     ...settings.units.map((u) => sh`if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`),
@@ -57,10 +58,12 @@ export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
   );
   return step('health check', text, (stdout) => {
     const out = keyLines(stdout);
-    const result = out.get('RESULT');
-    const answer = result ? (JSON.parse(result) as NonNullable<HealthOutcome['answer']>) : null;
     const unitsDown = (out.get('UNITS_DOWN') ?? '').split(' ').filter(Boolean);
     const problem = out.get('PROBLEM') ?? '';
+    const answer =
+      settings.api === false || problem
+        ? null
+        : probeAnswer(out.get('RESULT') ?? '', out.get('PROBE_RC') ?? '');
     return {
       healthy: !problem && (answer === null || answer.ok) && unitsDown.length === 0,
       answer,
@@ -69,6 +72,33 @@ export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
       problem,
     };
   });
+}
+
+type Answer = NonNullable<HealthOutcome['answer']>;
+
+/**
+ * The probe's answer. A probe that printed nothing, something else, or exited
+ * non-zero (runuser or python failing) is a failed check, never a pass.
+ */
+export function probeAnswer(result: string, exitCode: string): Answer {
+  const failed = (why: string): Answer => ({ ok: false, attempts: 0, seconds: 0, status: 0, body: why });
+  let answer: unknown;
+  try {
+    answer = JSON.parse(result);
+  } catch {
+    return failed(`the readiness probe gave no answer (exit ${exitCode || 'unknown'})`);
+  }
+  const a = answer as Partial<Answer> | null;
+  if (typeof a !== 'object' || a === null || typeof a.ok !== 'boolean')
+    return failed(`the readiness probe gave no answer (exit ${exitCode || 'unknown'})`);
+  const parsed: Answer = {
+    ok: a.ok && exitCode === '0',
+    attempts: Number(a.attempts) || 0,
+    seconds: Number(a.seconds) || 0,
+    status: Number(a.status) || 0,
+    body: typeof a.body === 'string' ? a.body : '',
+  };
+  return parsed;
 }
 
 export interface ReleaseInfo {

@@ -7,6 +7,7 @@
 // Each part returns its rows of the recovery report; restoreTest calls them in
 // a straight line and stops where a part says the test cannot go on.
 
+import { errorMessage } from '../errors.js';
 import { randomBytes } from 'node:crypto';
 import { PassThrough } from 'node:stream';
 import type { HostSpec } from '../inputs/hosts.js';
@@ -57,13 +58,9 @@ interface Part {
   stop?: boolean;
 }
 
-function messageOf(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
 /** A part that threw: the test stops there, the reason in a `run` row. */
 function stopped<T extends object>(empty: T): (err: unknown) => Part & T {
-  return (err) => ({ ...empty, rows: [failed('run', 'stopped', messageOf(err))], stop: true });
+  return (err) => ({ ...empty, rows: [failed('run', 'stopped', errorMessage(err))], stop: true });
 }
 
 /** One restore test's hosts and settings. */
@@ -257,8 +254,8 @@ async function restoreDump(
   } catch (err) {
     const checksum = err instanceof RemoteError && err.code === RESTORE_EXIT.checksum;
     const row = checksum
-      ? failed('checksum', 'does not match the manifest', messageOf(err))
-      : failed('restore', 'failed', messageOf(err));
+      ? failed('checksum', 'does not match the manifest', errorMessage(err))
+      : failed('restore', 'failed', errorMessage(err));
     return { rows: [row], stop: true, restored: null };
   }
 }
@@ -394,7 +391,7 @@ async function smokeTest(run: RestoreRun): Promise<Part> {
         failed(
           'smoke test',
           `GET ${settings['smoke-path']} failed`,
-          `the smoke test failed: ${messageOf(err)}`,
+          `the smoke test failed: ${errorMessage(err)}`,
         ),
       ],
     };
@@ -418,7 +415,7 @@ async function dropScratch(run: RestoreRun): Promise<Part> {
       ],
     };
   } catch (err) {
-    return { rows: [failed('clean-up', 'failed', messageOf(err))] };
+    return { rows: [failed('clean-up', 'failed', errorMessage(err))] };
   }
 }
 

@@ -222,7 +222,12 @@ export async function withHosts<T>(
   log: Log,
   action: string,
   fn: (hosts: Host[], balancers: Host[]) => Promise<T>,
-  opts: { lock?: boolean; balancers?: boolean } = {},
+  opts: {
+    lock?: boolean;
+    balancers?: boolean;
+    /** Runs once connected, before any lock is taken (which writes to the host). */
+    beforeLock?: (all: Host[]) => Promise<void>;
+  } = {},
 ): Promise<T> {
   const wanted = opts.balancers ? settings.hosts : settings.hosts.filter((h) => !h.roles.includes('lb'));
   const all = await log.group(`Connecting to ${wanted.length} host(s)`, () =>
@@ -232,6 +237,7 @@ export async function withHosts<T>(
   const balancers = all.filter((h) => h.roles.lb);
   const releases: (() => Promise<void>)[] = [];
   try {
+    await opts.beforeLock?.(all);
     if (opts.lock === false) return await fn(hosts, balancers);
     const holder = lockHolder(action);
     // One at a time, in the same order for every run: two overlapping runs

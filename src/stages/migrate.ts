@@ -1,5 +1,6 @@
 // The migrate stage: once per deploy, on one host.
 
+import { errorMessage } from '../errors.js';
 import { findHost } from '../inputs/hosts.js';
 import type { Log } from '../log.js';
 import { markStep } from '../remote/release.js';
@@ -71,7 +72,7 @@ export async function migrateOnHost(
     const reason =
       err instanceof RemoteError && err.code === MIGRATION_FAILED_EXIT
         ? `migration failed:\n${err.stderrTail}`
-        : String(err);
+        : errorMessage(err);
     await host.conn.step(markStep(host.layout, releaseId, 'failed', reason)).catch(() => undefined);
     throw err;
   }

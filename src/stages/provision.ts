@@ -9,6 +9,7 @@ import {
   unknownSystem,
   parseItemOutput,
   planItems,
+  type HostFacts,
   type ItemName,
   type ProvisionSettings,
 } from '../remote/provision/index.js';
@@ -55,21 +56,33 @@ export function freshConnectionTest(host: Host, settings: ConnectionSettings, lo
   };
 }
 
+/**
+ * What each host is, read before anything is written (the lock included): a
+ * system provision does not know fails the whole run here, unless allowed.
+ */
+export async function readHostFacts(hosts: Host[], allowUntestedOs: boolean): Promise<Map<Host, HostFacts>> {
+  const facts = new Map<Host, HostFacts>();
+  for (const host of hosts) facts.set(host, await host.conn.step(factsStep()));
+  const refused = hosts.flatMap((h) => {
+    const why = unknownSystem(facts.get(h)!);
+    return why && !allowUntestedOs ? [`[${h.spec.label}] ${why}`] : [];
+  });
+  if (refused.length) throw new Error(refused.join('\n'));
+  return facts;
+}
+
 export async function provisionHost(
   host: Host,
+  facts: HostFacts,
   settings: ProvisionSettings,
   test: FreshConnectionTest,
   log: Log,
 ): Promise<ProvisionHostResult> {
   const label = host.spec.label;
-  const facts = await host.conn.step(factsStep());
   log.info(`[${label}] ${facts.os}${settings.check ? ' (check mode: nothing is changed)' : ''}`);
-  const unknown = unknownSystem(facts);
-  if (unknown && !settings.allowUntestedOs)
-    return { host: label, ok: false, os: facts.os, error: unknown, changed: 0, failed: 0, items: [] };
-  if (unknown)
+  if (unknownSystem(facts))
     log.warn(
-      `[${label}] ${unknown.replace(/: nothing was changed.*$/, '')}; provisioning it anyway (allow-untested-os)`,
+      `[${label}] ${facts.os} is a system provision has not been tested on; provisioning it anyway (allow-untested-os)`,
     );
   const items: ItemResult[] = [];
   let python = '';

@@ -40,3 +40,24 @@ test('ordinary lines are written as they are', () => {
     'import ok: main:app',
   ]);
 });
+
+test.each([
+  'restoring shop-2026.dump\r::error::spoofed',
+  'migrating down to ##[set-output name=release-id;]evil',
+  'revision abc\n::add-mask::x\u2028::warning::y',
+])('a group named from host text %j stays one line with no command in it', async (name) => {
+  const before = process.env.GITHUB_ACTIONS;
+  process.env.GITHUB_ACTIONS = 'true';
+  const lines: string[] = [];
+  try {
+    await new Log((l) => lines.push(l)).group(name, () => Promise.resolve());
+  } finally {
+    if (before === undefined) delete process.env.GITHUB_ACTIONS;
+    else process.env.GITHUB_ACTIONS = before;
+  }
+  expect(lines).toHaveLength(2);
+  expect(lines[0]).toMatch(/^::group::[^\r\n\u2028]*$/);
+  expect(lines[0]).not.toContain('##[');
+  expect(lines[0]!.slice('::group::'.length)).not.toMatch(/^\s*::/);
+  expect(lines[1]).toBe('::endgroup::');
+});

@@ -9,7 +9,8 @@ import { factsStep, planItems, parseItemOutput, unknownSystem } from '../../src/
 const BOOKWORM = { os: 'Debian GNU/Linux 12 (bookworm)', id: 'debian', version: '12' };
 import { prelude } from '../../src/remote/provision/common.js';
 import { SSH_PORTS } from '../../src/remote/provision/firewall.js';
-import { reloadOneLine } from '../../src/remote/provision/ssh.js';
+import { HOSTKEY_ALGS, KNOWN_ALGORITHMS, reloadOneLine } from '../../src/remote/provision/ssh.js';
+import { UNATTENDED } from '../../src/remote/provision/system.js';
 import { sudoersRule } from '../../src/remote/provision/users.js';
 import { aclFile } from '../../src/remote/provision/redis.js';
 import { PROVISION_VARIANTS, allScripts, base, raw, settings } from '../support/provision.js';
@@ -126,6 +127,8 @@ describe('the systems provision knows', () => {
   });
 });
 
+const CA_PEM = '-----BEGIN CERTIFICATE-----\nTUlJQmZha2U=\n-----END CERTIFICATE-----\n';
+
 describe('Ubuntu differences (command level)', () => {
   // Runs the port detection with stub systemctl/sshd: Ubuntu 24.04's ssh.socket listens on 2222.
   function ports(stub: string): string {
@@ -181,6 +184,36 @@ sshd() { echo "port 22"; }`;
     rmSync(dir, { recursive: true });
     expect(tls).toContain('if ! command -v certbot >/dev/null 2>&1; then ms_install certbot; fi');
   });
+  test("with a private ACME CA, the renewals trust it: the snap's renew unit, or certbot.service", () => {
+    const tls = planItems(
+      settings({ domains: 'shop.example.com', 'acme-email': 'ops@example.com', 'acme-ca-bundle': CA_PEM }),
+      BOOKWORM,
+    ).find((p) => p.name === 'tls')!.item!.script;
+    const dropins = (snap: boolean) => {
+      const dir = mkdtempSync(path.join(tmpdir(), 'metalship-ca-'));
+      try {
+        // Only the branch on the snap is run, with its paths moved under a scratch root.
+        const branch = tls.slice(
+          tls.indexOf('if [ -x /snap/bin/certbot ]; then\n'),
+          tls.indexOf('\nfi\n', tls.indexOf('if [ -x /snap/bin/certbot ]; then\n')) + 3,
+        );
+        const r = spawnSync(
+          'bash',
+          [
+            '-c',
+            `${prelude(false)}\nsystemctl() { :; }\n${branch.replaceAll('/snap/bin/certbot', snap ? '/bin/sh' : '/nonexistent').replaceAll('/etc/systemd/system', dir)}`,
+          ],
+          { encoding: 'utf8' },
+        );
+        expect(r.stderr).toBe('');
+        return spawnSync('find', [dir, '-type', 'f'], { encoding: 'utf8' }).stdout.replaceAll(dir, '').trim();
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    };
+    expect(dropins(true)).toBe('/snap.certbot.renew.service.d/metalship.conf');
+    expect(dropins(false)).toBe('/certbot.service.d/metalship.conf');
+  });
   test("needrestart (Ubuntu) stays out of provision's installs", () => {
     const r = spawnSync('bash', ['-c', `${prelude(false)}\necho "$NEEDRESTART_SUSPEND $NEEDRESTART_MODE"`], {
       encoding: 'utf8',
@@ -207,4 +240,48 @@ test('no provision item names a fixed file in a world-writable directory: anothe
       (line) => /(^|[\s"'=>])\/(var\/)?tmp\/[A-Za-z0-9]/.test(line) && !/mktemp|-maxdepth 1 -name/.test(line),
     );
   expect(fixed).toEqual([]);
+});
+
+describe('what provision asks of the host tools (the real ones on this machine)', () => {
+  test('ms_known keeps the host key signature names OpenSSH knows (rsa-sha2-512 is not in `ssh -Q key`)', () => {
+    const r = spawnSync(
+      'bash',
+      ['-c', `${KNOWN_ALGORITHMS}\nms_known key-sig ${HOSTKEY_ALGS.join(' ')} no-such-alg`],
+      {
+        encoding: 'utf8',
+      },
+    );
+    expect(r.stdout.split(',')).toEqual(HOSTKEY_ALGS);
+  });
+  test("unattended-upgrades: only security origins, whatever the package's defaults (Debian's and Ubuntu's)", () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'metalship-apt-'));
+    try {
+      // The packages' defaults, as Debian and Ubuntu ship them, come before ours (50 < 52).
+      writeFileSync(
+        path.join(dir, '50unattended-upgrades'),
+        'Unattended-Upgrade::Origins-Pattern { "origin=Debian,codename=${distro_codename},label=Debian"; };\n' +
+          'Unattended-Upgrade::Allowed-Origins { "${distro_id}:${distro_codename}"; "${distro_id}:${distro_codename}-updates"; };\n',
+      );
+      writeFileSync(path.join(dir, '52metalship-unattended-upgrades'), UNATTENDED);
+      const r = spawnSync(
+        'apt-config',
+        [
+          '-c',
+          path.join(dir, '50unattended-upgrades'),
+          '-c',
+          path.join(dir, '52metalship-unattended-upgrades'),
+          'dump',
+        ],
+        { encoding: 'utf8' },
+      );
+      expect(r.status).toBe(0);
+      const origins = r.stdout
+        .split('\n')
+        .filter((l) => /^Unattended-Upgrade::(Origins-Pattern|Allowed-Origins):: /.test(l));
+      expect(origins.length).toBe(5);
+      for (const o of origins) expect(o).toMatch(/security/i);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });

@@ -134,7 +134,18 @@ test('the health check reports, the caller decides: its output reads as what it 
     journal: ['one', 'two'],
     problem: '',
   });
-  expect(check.parse(`RESULT ${JSON.stringify({ ...answer, ok: true, status: 200 })}\n`).healthy).toBe(true);
+  const good = JSON.stringify({ ...answer, ok: true, status: 200 });
+  expect(check.parse(`RESULT ${good}\nPROBE_RC 0\n`).healthy).toBe(true);
+  // A probe that died (runuser or python failing) is a failed check, never a pass.
+  for (const dead of [
+    'RESULT \nPROBE_RC 1\n',
+    'RESULT \n',
+    '',
+    'RESULT not json\nPROBE_RC 0\n',
+    'RESULT null\n',
+  ])
+    expect(check.parse(dead)).toMatchObject({ healthy: false, answer: { ok: false, body: /no answer/ } });
+  expect(check.parse(`RESULT ${good}\nPROBE_RC 2\n`).healthy).toBe(false);
   expect(check.parse('PROBLEM no api slot is serving on this host (nothing deployed yet?)\n')).toMatchObject({
     healthy: false,
     problem: 'no api slot is serving on this host (nothing deployed yet?)',

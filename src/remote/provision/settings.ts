@@ -7,8 +7,6 @@ import type { Layout } from '../layout.js';
 export interface ProvisionSettings {
   layout: Layout;
   check: boolean;
-  /** Provision a system it has not been tested on (unknownSystem). */
-  allowUntestedOs: boolean;
   user: string;
   roles: { worker: boolean; scheduler: boolean };
   appModule: string;

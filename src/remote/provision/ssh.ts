@@ -79,6 +79,14 @@ export function sshdDropIn(settings: ProvisionSettings): string {
   ].join('\n');
 }
 
+/**
+ * ms_known KIND NAME...: the NAMEs this host's OpenSSH knows, comma-separated.
+ * Host key algorithms are signature names (rsa-sha2-512), which `ssh -Q key`
+ * does not list: `key-sig` does (OpenSSH 8.2+), with `key` as the fallback.
+ */
+export const KNOWN_ALGORITHMS =
+  'ms_known() { local kind=$1; shift; local have; have=$(ssh -Q "$kind" 2>/dev/null; if [ "$kind" = key-sig ]; then ssh -Q key 2>/dev/null; fi); local out=""; for n in "$@"; do if printf "%s\\n" "$have" | grep -qxF -- "$n"; then out="$out${out:+,}$n"; fi; done; printf "%s" "$out"; }';
+
 function known(kind: string, names: string[]): string {
   return `$(ms_known ${kind} ${names.join(' ')})`;
 }
@@ -91,14 +99,14 @@ export function sshItem(settings: ProvisionSettings): Item {
     `"KexAlgorithms ${known('kex', KEX)}"`,
     `"Ciphers ${known('cipher', CIPHERS)}"`,
     `"MACs ${known('mac', MACS)}"`,
-    `"HostKeyAlgorithms ${known('key', HOSTKEY_ALGS)}"`,
+    `"HostKeyAlgorithms ${known('key-sig', HOSTKEY_ALGS)}"`,
   ].join(' ');
   return {
     name: 'ssh',
     script: itemScript(
       settings.check,
       'command -v sshd >/dev/null || { echo "sshd is not installed" >&2; exit 1; }',
-      'ms_known() { local kind=$1; shift; local have; have=$(ssh -Q "$kind" 2>/dev/null); local out=""; for n in "$@"; do if printf "%s\\n" "$have" | grep -qxF -- "$n"; then out="$out${out:+,}$n"; fi; done; printf "%s" "$out"; }',
+      KNOWN_ALGORITHMS,
       'mkdir -p /etc/ssh/sshd_config.d',
       // Without the Include (very old or edited sshd_config), a drop-in does nothing.
       'if ! grep -qiE "^[[:space:]]*Include[[:space:]]+/etc/ssh/sshd_config\\.d/\\*\\.conf" /etc/ssh/sshd_config; then',

@@ -12,12 +12,20 @@ APT::Periodic::Unattended-Upgrade "1";
 APT::Periodic::AutocleanInterval "7";
 `;
 
-/** Security origins only (Debian and Ubuntu); the packages' own defaults stay below this file. */
-const UNATTENDED = `// Managed by metalship: security updates only.
+/**
+ * Security origins only (Debian, Ubuntu and Ubuntu Pro's ESM). apt appends list
+ * entries across files, so the packages' own defaults (Debian's point releases,
+ * Ubuntu's Allowed-Origins) are cleared first.
+ */
+export const UNATTENDED = `// Managed by metalship: security updates only.
+#clear Unattended-Upgrade::Origins-Pattern;
+#clear Unattended-Upgrade::Allowed-Origins;
 Unattended-Upgrade::Origins-Pattern {
         "origin=Debian,codename=\${distro_codename}-security,label=Debian-Security";
         "origin=Debian,codename=\${distro_codename},label=Debian-Security";
         "origin=Ubuntu,archive=\${distro_codename}-security,label=Ubuntu";
+        "origin=UbuntuESMApps,archive=\${distro_codename}-apps-security";
+        "origin=UbuntuESM,archive=\${distro_codename}-infra-security";
 };
 Unattended-Upgrade::Remove-Unused-Dependencies "true";
 Unattended-Upgrade::Automatic-Reboot "false";

@@ -10,7 +10,23 @@ import { certPaths, NGINX_RELOAD, siteLines } from './nginx.js';
 import type { ProvisionSettings } from './settings.js';
 
 export const ACME_CA_FILE = '/etc/metalship/acme-ca.pem';
-const CERTBOT_DROPIN = '/etc/systemd/system/certbot.service.d/metalship.conf';
+/** Where renewals run: certbot.service (the package) or the snap's own unit (Ubuntu). */
+const CERTBOT_DROPINS = {
+  package: '/etc/systemd/system/certbot.service.d/metalship.conf',
+  snap: '/etc/systemd/system/snap.certbot.renew.service.d/metalship.conf',
+};
+const CA_DROPIN = `# Managed by metalship: renewals trust the ACME server's CA.\n[Service]\nEnvironment=${unitEnv('REQUESTS_CA_BUNDLE', ACME_CA_FILE)}\n`;
+
+function caDropIn(path: string): string {
+  const dir = path.replace(/\/[^/]+$/, '');
+  return [
+    sh`if [ ! -d ${dir} ]; then ms_apply mkdir -p ${dir}; fi`,
+    file(path, CA_DROPIN, {
+      label: 'certbot renewal CA',
+      onChange: '[ "$CHECK" = 1 ] || systemctl daemon-reload',
+    }),
+  ].join('\n');
+}
 
 export function tlsItem(settings: ProvisionSettings): Item {
   const cert = certPaths(settings);
@@ -38,12 +54,11 @@ export function tlsItem(settings: ProvisionSettings): Item {
         ? [
             sh`if [ ! -d /etc/metalship ]; then ms_apply mkdir -p /etc/metalship; fi`,
             file(ACME_CA_FILE, t.caBundle, { label: 'ACME CA bundle' }),
-            sh`if [ ! -d ${CERTBOT_DROPIN.replace(/\/[^/]+$/, '')} ]; then ms_apply mkdir -p ${CERTBOT_DROPIN.replace(/\/[^/]+$/, '')}; fi`,
-            file(
-              CERTBOT_DROPIN,
-              `# Managed by metalship: renewals trust the ACME server's CA.\n[Service]\nEnvironment=${unitEnv('REQUESTS_CA_BUNDLE', ACME_CA_FILE)}\n`,
-              { label: 'certbot renewal CA', onChange: '[ "$CHECK" = 1 ] || systemctl daemon-reload' },
-            ),
+            'if [ -x /snap/bin/certbot ]; then',
+            caDropIn(CERTBOT_DROPINS.snap),
+            'else',
+            caDropIn(CERTBOT_DROPINS.package),
+            'fi',
           ].join('\n')
         : null,
       sh`have=$(openssl x509 -in ${cert.certificate} -noout -ext subjectAltName 2>/dev/null | grep -o "DNS:[^,]*" | sed "s/DNS://" | sort | tr "\\n" " " | sed "s/ $//" || true)`,

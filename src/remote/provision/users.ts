@@ -26,7 +26,7 @@ ${name} ALL=(root) NOPASSWD: /usr/bin/${shell} ${args.join(' ')}, /bin/${shell} 
 
 export function usersItem(settings: ProvisionSettings): Item {
   const layout = settings.layout;
-  const deployUser2 = settings.deployUser;
+  const deployUser = settings.deployUser;
   const dirs = [
     layout.root,
     layout.releases,
@@ -50,21 +50,21 @@ export function usersItem(settings: ProvisionSettings): Item {
       'fi',
       // The app user never logs in.
       sh`if id -u ${settings.user} >/dev/null 2>&1 && [ "$(getent passwd ${settings.user} | cut -d: -f7)" != /usr/sbin/nologin ]; then ms_changed ${'login shell of ' + settings.user + ' removed'}; ms_apply usermod -s /usr/sbin/nologin ${settings.user}; fi`,
-      deployUser2
+      deployUser
         ? [
-            sh`if ! id -u ${deployUser2.name} >/dev/null 2>&1; then ms_changed ${'deploy user ' + deployUser2.name + ' created'}; ms_apply useradd --create-home --shell /bin/bash ${deployUser2.name}; fi`,
-            sh`if [ "$CHECK" = 1 ] && ! id -u ${deployUser2.name} >/dev/null 2>&1; then exit 0; fi`,
-            sh`home=$(getent passwd ${deployUser2.name} | cut -d: -f6)`,
-            sh`if [ ! -d "$home/.ssh" ]; then ms_apply install -d -m 700 -o ${deployUser2.name} -g ${deployUser2.name} "$home/.ssh"; fi`,
-            file(raw('"$home/.ssh/authorized_keys"'), deployUser2.keys.join('\n') + '\n', {
+            sh`if ! id -u ${deployUser.name} >/dev/null 2>&1; then ms_changed ${'deploy user ' + deployUser.name + ' created'}; ms_apply useradd --create-home --shell /bin/bash ${deployUser.name}; fi`,
+            sh`if [ "$CHECK" = 1 ] && ! id -u ${deployUser.name} >/dev/null 2>&1; then exit 0; fi`,
+            sh`home=$(getent passwd ${deployUser.name} | cut -d: -f6)`,
+            sh`if [ ! -d "$home/.ssh" ]; then ms_apply install -d -m 700 -o ${deployUser.name} -g ${deployUser.name} "$home/.ssh"; fi`,
+            file(raw('"$home/.ssh/authorized_keys"'), deployUser.keys.join('\n') + '\n', {
               mode: '600',
-              owner: `${deployUser2.name}:${deployUser2.name}`,
-              label: `authorized keys of ${deployUser2.name}`,
+              owner: `${deployUser.name}:${deployUser.name}`,
+              label: `authorized keys of ${deployUser.name}`,
             }),
             'ms_install sudo',
-            sh`sudoers=/etc/sudoers.d/metalship-${deployUser2.name}`,
+            sh`sudoers=/etc/sudoers.d/metalship-${deployUser.name}`,
             sh`tmp=$(mktemp); cat > "$tmp" <<'MS_SUDO_EOF'`,
-            sudoersRule(deployUser2.name) + 'MS_SUDO_EOF',
+            sudoersRule(deployUser.name) + 'MS_SUDO_EOF',
             'if ! visudo -cqf "$tmp" >/dev/null; then rm -f "$tmp"; echo "visudo rejected the sudoers rule" >&2; exit 1; fi',
             'if [ -f "$sudoers" ] && cmp -s "$tmp" "$sudoers" && [ "$(stat -c %a "$sudoers")" = 440 ]; then rm -f "$tmp"',
             'elif [ "$CHECK" = 1 ]; then rm -f "$tmp"; ms_changed "sudoers rule of the deploy user differs or is missing"',
