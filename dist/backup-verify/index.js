@@ -54343,6 +54343,12 @@ module.exports = {"rE":"1.17.0"};
 /************************************************************************/
 var __webpack_exports__ = {};
 
+;// CONCATENATED MODULE: ./src/errors.ts
+// What went wrong, as text: an Error's message, or whatever else was thrown.
+function errors_errorMessage(err) {
+    return err instanceof Error ? err.message : String(err);
+}
+
 // EXTERNAL MODULE: external "node:crypto"
 var external_node_crypto_ = __nccwpck_require__(7598);
 // EXTERNAL MODULE: external "node:stream"
@@ -56145,12 +56151,6 @@ function remoteCommand(user) {
     return (user === 'root' ? SCRIPT_SHELL : [...SUDO, ...SCRIPT_SHELL]).join(' ');
 }
 
-;// CONCATENATED MODULE: ./src/errors.ts
-// What went wrong, as text: an Error's message, or whatever else was thrown.
-function errors_errorMessage(err) {
-    return err instanceof Error ? err.message : String(err);
-}
-
 ;// CONCATENATED MODULE: external "node:timers/promises"
 const promises_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:timers/promises");
 ;// CONCATENATED MODULE: ./src/transport/ssh.ts
@@ -57079,6 +57079,7 @@ async function withHosts(settings, log, action, fn, opts = {}) {
     const balancers = all.filter((h) => h.roles.lb);
     const releases = [];
     try {
+        await opts.beforeLock?.(all);
         if (opts.lock === false)
             return await fn(hosts, balancers);
         const holder = lockHolder(action);
@@ -57111,18 +57112,16 @@ async function withHosts(settings, log, action, fn, opts = {}) {
 
 
 
+
 function backup_verify_ok(what, measured, objective) {
     return { what, measured, objective, status: 'ok' };
 }
 function failed(what, measured, reason, objective) {
     return { what, measured, objective, status: 'failed', reason };
 }
-function messageOf(err) {
-    return err instanceof Error ? err.message : String(err);
-}
 /** A part that threw: the test stops there, the reason in a `run` row. */
 function stopped(empty) {
-    return (err) => ({ ...empty, rows: [failed('run', 'stopped', messageOf(err))], stop: true });
+    return (err) => ({ ...empty, rows: [failed('run', 'stopped', errors_errorMessage(err))], stop: true });
 }
 function sameHost(a, b) {
     return a.host === b.host && a.port === b.port && (a.user ?? '') === (b.user ?? '');
@@ -57249,8 +57248,8 @@ async function restoreDump(run, found) {
     catch (err) {
         const checksum = err instanceof RemoteError && err.code === RESTORE_EXIT.checksum;
         const row = checksum
-            ? failed('checksum', 'does not match the manifest', messageOf(err))
-            : failed('restore', 'failed', messageOf(err));
+            ? failed('checksum', 'does not match the manifest', errors_errorMessage(err))
+            : failed('restore', 'failed', errors_errorMessage(err));
         return { rows: [row], stop: true, restored: null };
     }
 }
@@ -57353,7 +57352,7 @@ async function smokeTest(run) {
     catch (err) {
         return {
             rows: [
-                failed('smoke test', `GET ${settings['smoke-path']} failed`, `the smoke test failed: ${messageOf(err)}`),
+                failed('smoke test', `GET ${settings['smoke-path']} failed`, `the smoke test failed: ${errors_errorMessage(err)}`),
             ],
         };
     }
@@ -57372,7 +57371,7 @@ async function dropScratch(run) {
         };
     }
     catch (err) {
-        return { rows: [failed('clean-up', 'failed', messageOf(err))] };
+        return { rows: [failed('clean-up', 'failed', errors_errorMessage(err))] };
     }
 }
 /** 7. After a successful test: the record on the backup host that the next run (and deploys) report. */
@@ -71697,7 +71696,13 @@ class Log {
     }
     /** A collapsible log group; closed even when fn throws. */
     async group(name, fn) {
-        this.write(this.onGitHub ? `::group::${this.redact(name)}` : `▶ ${this.redact(name)}`);
+        // Names can carry what a host said (a dump's name, a schema revision): one
+        // line, and no `##[` the runner would read as a command.
+        const title = this.redact(name)
+            // eslint-disable-next-line no-control-regex
+            .replace(/[\x00-\x1f\x7f\u0085\u2028\u2029]+/g, ' ')
+            .replace(/##\[/g, '# #[');
+        this.write(this.onGitHub ? `::group::${title}` : `▶ ${title}`);
         try {
             return await fn();
         }

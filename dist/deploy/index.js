@@ -56885,6 +56885,7 @@ async function withHosts(settings, log, action, fn, opts = {}) {
     const balancers = all.filter((h) => h.roles.lb);
     const releases = [];
     try {
+        await opts.beforeLock?.(all);
         if (opts.lock === false)
             return await fn(hosts, balancers);
         const holder = hosts_lockHolder(action);
@@ -57485,7 +57486,9 @@ function backupStep(settings) {
     sh_sh `  find ${dir} -maxdepth 1 -name '*.dump' -printf '%T@ %p\n' | sort -rn | cut -d' ' -f2- | tail -n +${settings.backup.keep + 1} | while IFS= read -r old; do rm -f -- "$old" "$old.sha256"; echo "removed old backup $old"; done`, ')');
 }
 function migrateScript(settings) {
-    return sh_script(prelude(settings), advisoryLock(settings), 'before=$(revision)', 'echo "REVISION_BEFORE ${before}"', backupStep(settings), sh_sh `echo "running: ${settings.command.join(' ')}"`, sh_sh `if ! run_app ${settings.command}; then echo "REVISION_AFTER $(revision)"; echo "the migration command failed" >&2; exit ${MIGRATION_FAILED_EXIT}; fi`, 'after=$(revision)', 'echo "REVISION_AFTER ${after}"', settings.recordIn
+    return sh_script(prelude(settings), advisoryLock(settings), 'before=$(revision)', 'echo "REVISION_BEFORE ${before}"', backupStep(settings), sh_sh `echo "running: ${settings.command.join(' ')}"`, 
+    // The app's output goes to stderr (still streamed): only our own lines are parsed.
+    sh_sh `if ! run_app ${settings.command} >&2; then echo "REVISION_AFTER $(revision)"; echo "the migration command failed" >&2; exit ${MIGRATION_FAILED_EXIT}; fi`, 'after=$(revision)', 'echo "REVISION_AFTER ${after}"', settings.recordIn
         ? sh_sh `printf '%s\n' "$after" > ${settings.layout.release(settings.recordIn)}/.metalship/schema-revision`
         : null, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) migrated ${settings.releaseId}: \${before:-none} -> \${after:-none}" >> ${settings.layout.history}`, 'printf "%s\\n" "SELECT pg_advisory_unlock_all();" "\\\\q" >&"${LOCK[1]}" || true');
 }
@@ -57506,6 +57509,7 @@ function migrate_migrateStep(settings, what) {
 
 ;// CONCATENATED MODULE: ./src/stages/migrate.ts
 // The migrate stage: once per deploy, on one host.
+
 
 
 
@@ -57545,7 +57549,7 @@ async function migrateOnHost(host, releaseId, settings, log) {
         // A failed migration: the release must never be switched to.
         const reason = err instanceof RemoteError && err.code === MIGRATION_FAILED_EXIT
             ? `migration failed:\n${err.stderrTail}`
-            : String(err);
+            : errorMessage(err);
         await host.conn.step(markStep(host.layout, releaseId, 'failed', reason)).catch(() => undefined);
         throw err;
     }
@@ -61571,13 +61575,14 @@ function verifyStep(settings) {
     const layout = settings.layout;
     const text = sh_script(pyToolDefinition(), 'rc=0', settings.api === false
         ? null
-        : sh_script(sh_sh `slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "PROBLEM no api slot is serving on this host (nothing deployed yet?)"; exit 0;; esac', sh_sh `sock=/run/${layout.app}-api-$slot/api.sock`, sh_sh `out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`, 'echo "RESULT $out"'), 'failed=""', ...settings.units.map((u) => sh_sh `if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', sh_sh `  journalctl -u ${layout.units.api('blue')} -u ${layout.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`, 'fi');
+        : sh_script(sh_sh `slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "PROBLEM no api slot is serving on this host (nothing deployed yet?)"; exit 0;; esac', sh_sh `sock=/run/${layout.app}-api-$slot/api.sock`, sh_sh `out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'echo "PROBE_RC $rc"'), 'failed=""', ...settings.units.map((u) => sh_sh `if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', sh_sh `  journalctl -u ${layout.units.api('blue')} -u ${layout.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`, 'fi');
     return step_step('health check', text, (stdout) => {
         const out = sh_keyLines(stdout);
-        const result = out.get('RESULT');
-        const answer = result ? JSON.parse(result) : null;
         const unitsDown = (out.get('UNITS_DOWN') ?? '').split(' ').filter(Boolean);
         const problem = out.get('PROBLEM') ?? '';
+        const answer = settings.api === false || problem
+            ? null
+            : probeAnswer(out.get('RESULT') ?? '', out.get('PROBE_RC') ?? '');
         return {
             healthy: !problem && (answer === null || answer.ok) && unitsDown.length === 0,
             answer,
@@ -61586,6 +61591,31 @@ function verifyStep(settings) {
             problem,
         };
     });
+}
+/**
+ * The probe's answer. A probe that printed nothing, something else, or exited
+ * non-zero (runuser or python failing) is a failed check, never a pass.
+ */
+function probeAnswer(result, exitCode) {
+    const failed = (why) => ({ ok: false, attempts: 0, seconds: 0, status: 0, body: why });
+    let answer;
+    try {
+        answer = JSON.parse(result);
+    }
+    catch {
+        return failed(`the readiness probe gave no answer (exit ${exitCode || 'unknown'})`);
+    }
+    const a = answer;
+    if (typeof a !== 'object' || a === null || typeof a.ok !== 'boolean')
+        return failed(`the readiness probe gave no answer (exit ${exitCode || 'unknown'})`);
+    const parsed = {
+        ok: a.ok && exitCode === '0',
+        attempts: Number(a.attempts) || 0,
+        seconds: Number(a.seconds) || 0,
+        status: Number(a.status) || 0,
+        body: typeof a.body === 'string' ? a.body : '',
+    };
+    return parsed;
 }
 /** The releases on a host, their status and links, and the venvs. */
 function listStep(l) {
@@ -76186,7 +76216,13 @@ class Log {
     }
     /** A collapsible log group; closed even when fn throws. */
     async group(name, fn) {
-        this.write(this.onGitHub ? `::group::${this.redact(name)}` : `▶ ${this.redact(name)}`);
+        // Names can carry what a host said (a dump's name, a schema revision): one
+        // line, and no `##[` the runner would read as a command.
+        const title = this.redact(name)
+            // eslint-disable-next-line no-control-regex
+            .replace(/[\x00-\x1f\x7f\u0085\u2028\u2029]+/g, ' ')
+            .replace(/##\[/g, '# #[');
+        this.write(this.onGitHub ? `::group::${title}` : `▶ ${title}`);
         try {
             return await fn();
         }

@@ -54583,7 +54583,9 @@ function backupStep(settings) {
     sh_sh `  find ${dir} -maxdepth 1 -name '*.dump' -printf '%T@ %p\n' | sort -rn | cut -d' ' -f2- | tail -n +${settings.backup.keep + 1} | while IFS= read -r old; do rm -f -- "$old" "$old.sha256"; echo "removed old backup $old"; done`, ')');
 }
 function migrateScript(settings) {
-    return sh_script(prelude(settings), advisoryLock(settings), 'before=$(revision)', 'echo "REVISION_BEFORE ${before}"', backupStep(settings), sh_sh `echo "running: ${settings.command.join(' ')}"`, sh_sh `if ! run_app ${settings.command}; then echo "REVISION_AFTER $(revision)"; echo "the migration command failed" >&2; exit ${MIGRATION_FAILED_EXIT}; fi`, 'after=$(revision)', 'echo "REVISION_AFTER ${after}"', settings.recordIn
+    return sh_script(prelude(settings), advisoryLock(settings), 'before=$(revision)', 'echo "REVISION_BEFORE ${before}"', backupStep(settings), sh_sh `echo "running: ${settings.command.join(' ')}"`, 
+    // The app's output goes to stderr (still streamed): only our own lines are parsed.
+    sh_sh `if ! run_app ${settings.command} >&2; then echo "REVISION_AFTER $(revision)"; echo "the migration command failed" >&2; exit ${MIGRATION_FAILED_EXIT}; fi`, 'after=$(revision)', 'echo "REVISION_AFTER ${after}"', settings.recordIn
         ? sh_sh `printf '%s\n' "$after" > ${settings.layout.release(settings.recordIn)}/.metalship/schema-revision`
         : null, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) migrated ${settings.releaseId}: \${before:-none} -> \${after:-none}" >> ${settings.layout.history}`, 'printf "%s\\n" "SELECT pg_advisory_unlock_all();" "\\\\q" >&"${LOCK[1]}" || true');
 }
@@ -56529,6 +56531,7 @@ async function withHosts(settings, log, action, fn, opts = {}) {
     const balancers = all.filter((h) => h.roles.lb);
     const releases = [];
     try {
+        await opts.beforeLock?.(all);
         if (opts.lock === false)
             return await fn(hosts, balancers);
         const holder = hosts_lockHolder(action);
@@ -57269,6 +57272,7 @@ function markStep(layout, releaseId, status, reason) {
 
 
 
+
 /** The host that migrates: the one named, else the one with the migrate role, else the first. */
 function pickMigrateHost(hosts, named) {
     if (named) {
@@ -57303,7 +57307,7 @@ async function migrateOnHost(host, releaseId, settings, log) {
         // A failed migration: the release must never be switched to.
         const reason = err instanceof RemoteError && err.code === MIGRATION_FAILED_EXIT
             ? `migration failed:\n${err.stderrTail}`
-            : String(err);
+            : errors_errorMessage(err);
         await host.conn.step(markStep(host.layout, releaseId, 'failed', reason)).catch(() => undefined);
         throw err;
     }
@@ -71567,7 +71571,13 @@ class Log {
     }
     /** A collapsible log group; closed even when fn throws. */
     async group(name, fn) {
-        this.write(this.onGitHub ? `::group::${this.redact(name)}` : `▶ ${this.redact(name)}`);
+        // Names can carry what a host said (a dump's name, a schema revision): one
+        // line, and no `##[` the runner would read as a command.
+        const title = this.redact(name)
+            // eslint-disable-next-line no-control-regex
+            .replace(/[\x00-\x1f\x7f\u0085\u2028\u2029]+/g, ' ')
+            .replace(/##\[/g, '# #[');
+        this.write(this.onGitHub ? `::group::${title}` : `▶ ${title}`);
         try {
             return await fn();
         }

@@ -56428,6 +56428,7 @@ async function withHosts(settings, log, action, fn, opts = {}) {
     const balancers = all.filter((h) => h.roles.lb);
     const releases = [];
     try {
+        await opts.beforeLock?.(all);
         if (opts.lock === false)
             return await fn(hosts, balancers);
         const holder = lockHolder(action);
@@ -57250,13 +57251,14 @@ function verify_verifyStep(settings) {
     const layout = settings.layout;
     const text = script(pyToolDefinition(), 'rc=0', settings.api === false
         ? null
-        : script(sh `slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "PROBLEM no api slot is serving on this host (nothing deployed yet?)"; exit 0;; esac', sh `sock=/run/${layout.app}-api-$slot/api.sock`, sh `out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`, 'echo "RESULT $out"'), 'failed=""', ...settings.units.map((u) => sh `if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', sh `  journalctl -u ${layout.units.api('blue')} -u ${layout.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`, 'fi');
+        : script(sh `slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "PROBLEM no api slot is serving on this host (nothing deployed yet?)"; exit 0;; esac', sh `sock=/run/${layout.app}-api-$slot/api.sock`, sh `out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'echo "PROBE_RC $rc"'), 'failed=""', ...settings.units.map((u) => sh `if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', sh `  journalctl -u ${layout.units.api('blue')} -u ${layout.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`, 'fi');
     return step('health check', text, (stdout) => {
         const out = keyLines(stdout);
-        const result = out.get('RESULT');
-        const answer = result ? JSON.parse(result) : null;
         const unitsDown = (out.get('UNITS_DOWN') ?? '').split(' ').filter(Boolean);
         const problem = out.get('PROBLEM') ?? '';
+        const answer = settings.api === false || problem
+            ? null
+            : probeAnswer(out.get('RESULT') ?? '', out.get('PROBE_RC') ?? '');
         return {
             healthy: !problem && (answer === null || answer.ok) && unitsDown.length === 0,
             answer,
@@ -57265,6 +57267,31 @@ function verify_verifyStep(settings) {
             problem,
         };
     });
+}
+/**
+ * The probe's answer. A probe that printed nothing, something else, or exited
+ * non-zero (runuser or python failing) is a failed check, never a pass.
+ */
+function probeAnswer(result, exitCode) {
+    const failed = (why) => ({ ok: false, attempts: 0, seconds: 0, status: 0, body: why });
+    let answer;
+    try {
+        answer = JSON.parse(result);
+    }
+    catch {
+        return failed(`the readiness probe gave no answer (exit ${exitCode || 'unknown'})`);
+    }
+    const a = answer;
+    if (typeof a !== 'object' || a === null || typeof a.ok !== 'boolean')
+        return failed(`the readiness probe gave no answer (exit ${exitCode || 'unknown'})`);
+    const parsed = {
+        ok: a.ok && exitCode === '0',
+        attempts: Number(a.attempts) || 0,
+        seconds: Number(a.seconds) || 0,
+        status: Number(a.status) || 0,
+        body: typeof a.body === 'string' ? a.body : '',
+    };
+    return parsed;
 }
 /** The releases on a host, their status and links, and the venvs. */
 function verify_listStep(l) {
@@ -58431,6 +58458,12 @@ function sshdDropIn(settings) {
         'ChallengeResponseAuthentication no',
     ].join('\n');
 }
+/**
+ * ms_known KIND NAME...: the NAMEs this host's OpenSSH knows, comma-separated.
+ * Host key algorithms are signature names (rsa-sha2-512), which `ssh -Q key`
+ * does not list: `key-sig` does (OpenSSH 8.2+), with `key` as the fallback.
+ */
+const KNOWN_ALGORITHMS = 'ms_known() { local kind=$1; shift; local have; have=$(ssh -Q "$kind" 2>/dev/null; if [ "$kind" = key-sig ]; then ssh -Q key 2>/dev/null; fi); local out=""; for n in "$@"; do if printf "%s\\n" "$have" | grep -qxF -- "$n"; then out="$out${out:+,}$n"; fi; done; printf "%s" "$out"; }';
 function known(kind, names) {
     return `$(ms_known ${kind} ${names.join(' ')})`;
 }
@@ -58442,11 +58475,11 @@ function sshItem(settings) {
         `"KexAlgorithms ${known('kex', KEX)}"`,
         `"Ciphers ${known('cipher', CIPHERS)}"`,
         `"MACs ${known('mac', MACS)}"`,
-        `"HostKeyAlgorithms ${known('key', HOSTKEY_ALGS)}"`,
+        `"HostKeyAlgorithms ${known('key-sig', HOSTKEY_ALGS)}"`,
     ].join(' ');
     return {
         name: 'ssh',
-        script: itemScript(settings.check, 'command -v sshd >/dev/null || { echo "sshd is not installed" >&2; exit 1; }', 'ms_known() { local kind=$1; shift; local have; have=$(ssh -Q "$kind" 2>/dev/null); local out=""; for n in "$@"; do if printf "%s\\n" "$have" | grep -qxF -- "$n"; then out="$out${out:+,}$n"; fi; done; printf "%s" "$out"; }', 'mkdir -p /etc/ssh/sshd_config.d', 
+        script: itemScript(settings.check, 'command -v sshd >/dev/null || { echo "sshd is not installed" >&2; exit 1; }', KNOWN_ALGORITHMS, 'mkdir -p /etc/ssh/sshd_config.d', 
         // Without the Include (very old or edited sshd_config), a drop-in does nothing.
         'if ! grep -qiE "^[[:space:]]*Include[[:space:]]+/etc/ssh/sshd_config\\.d/\\*\\.conf" /etc/ssh/sshd_config; then', '  echo "/etc/ssh/sshd_config does not include /etc/ssh/sshd_config.d/*.conf: add \'Include /etc/ssh/sshd_config.d/*.conf\' at its top" >&2; exit 1', 'fi', `want=$(cat <<'MS_SSHD_EOF'\n${header}\nMS_SSHD_EOF\n)`, 
         // An algorithm list this sshd cannot satisfy at all is left out.
@@ -58492,12 +58525,20 @@ APT::Periodic::Update-Package-Lists "1";
 APT::Periodic::Unattended-Upgrade "1";
 APT::Periodic::AutocleanInterval "7";
 `;
-/** Security origins only (Debian and Ubuntu); the packages' own defaults stay below this file. */
+/**
+ * Security origins only (Debian, Ubuntu and Ubuntu Pro's ESM). apt appends list
+ * entries across files, so the packages' own defaults (Debian's point releases,
+ * Ubuntu's Allowed-Origins) are cleared first.
+ */
 const UNATTENDED = `// Managed by metalship: security updates only.
+#clear Unattended-Upgrade::Origins-Pattern;
+#clear Unattended-Upgrade::Allowed-Origins;
 Unattended-Upgrade::Origins-Pattern {
         "origin=Debian,codename=\${distro_codename}-security,label=Debian-Security";
         "origin=Debian,codename=\${distro_codename},label=Debian-Security";
         "origin=Ubuntu,archive=\${distro_codename}-security,label=Ubuntu";
+        "origin=UbuntuESMApps,archive=\${distro_codename}-apps-security";
+        "origin=UbuntuESM,archive=\${distro_codename}-infra-security";
 };
 Unattended-Upgrade::Remove-Unused-Dependencies "true";
 Unattended-Upgrade::Automatic-Reboot "false";
@@ -58566,7 +58607,22 @@ function sysctlItem(settings) {
 
 
 const ACME_CA_FILE = '/etc/metalship/acme-ca.pem';
-const CERTBOT_DROPIN = '/etc/systemd/system/certbot.service.d/metalship.conf';
+/** Where renewals run: certbot.service (the package) or the snap's own unit (Ubuntu). */
+const CERTBOT_DROPINS = {
+    package: '/etc/systemd/system/certbot.service.d/metalship.conf',
+    snap: '/etc/systemd/system/snap.certbot.renew.service.d/metalship.conf',
+};
+const CA_DROPIN = `# Managed by metalship: renewals trust the ACME server's CA.\n[Service]\nEnvironment=${unitEnv('REQUESTS_CA_BUNDLE', ACME_CA_FILE)}\n`;
+function caDropIn(path) {
+    const dir = path.replace(/\/[^/]+$/, '');
+    return [
+        sh_sh `if [ ! -d ${dir} ]; then ms_apply mkdir -p ${dir}; fi`,
+        file(path, CA_DROPIN, {
+            label: 'certbot renewal CA',
+            onChange: '[ "$CHECK" = 1 ] || systemctl daemon-reload',
+        }),
+    ].join('\n');
+}
 function tlsItem(settings) {
     const cert = certPaths(settings);
     const t = settings.tls;
@@ -58587,8 +58643,11 @@ function tlsItem(settings) {
             ? [
                 sh_sh `if [ ! -d /etc/metalship ]; then ms_apply mkdir -p /etc/metalship; fi`,
                 file(ACME_CA_FILE, t.caBundle, { label: 'ACME CA bundle' }),
-                sh_sh `if [ ! -d ${CERTBOT_DROPIN.replace(/\/[^/]+$/, '')} ]; then ms_apply mkdir -p ${CERTBOT_DROPIN.replace(/\/[^/]+$/, '')}; fi`,
-                file(CERTBOT_DROPIN, `# Managed by metalship: renewals trust the ACME server's CA.\n[Service]\nEnvironment=${unitEnv('REQUESTS_CA_BUNDLE', ACME_CA_FILE)}\n`, { label: 'certbot renewal CA', onChange: '[ "$CHECK" = 1 ] || systemctl daemon-reload' }),
+                'if [ -x /snap/bin/certbot ]; then',
+                caDropIn(CERTBOT_DROPINS.snap),
+                'else',
+                caDropIn(CERTBOT_DROPINS.package),
+                'fi',
             ].join('\n')
             : null, sh_sh `have=$(openssl x509 -in ${cert.certificate} -noout -ext subjectAltName 2>/dev/null | grep -o "DNS:[^,]*" | sed "s/DNS://" | sort | tr "\\n" " " | sed "s/ $//" || true)`, sh_sh `server=$(sed -n "s/^server = //p" /etc/letsencrypt/renewal/${first}.conf 2>/dev/null || true)`, sh_sh `if [ "$have" != ${want} ] || [ "$server" != ${t.server} ]; then`, sh_sh `  ms_changed ${'certificate for ' + t.domains.join(', ') + ' from ' + t.server}`, '  if [ "$CHECK" != 1 ]; then', 
         // The HTTP site answers the challenge on port 80 (the nginx item wrote it).
@@ -58624,7 +58683,7 @@ ${name} ALL=(root) NOPASSWD: /usr/bin/${shell} ${args.join(' ')}, /bin/${shell} 
 }
 function usersItem(settings) {
     const layout = settings.layout;
-    const deployUser2 = settings.deployUser;
+    const deployUser = settings.deployUser;
     const dirs = [
         layout.root,
         layout.releases,
@@ -58639,21 +58698,21 @@ function usersItem(settings) {
         name: 'users',
         script: itemScript(settings.check, 'if [ "$CHECK" = 1 ]; then', sh_sh `  if ! id -u ${settings.user} >/dev/null 2>&1; then ms_changed ${'app user ' + settings.user + ' missing'}; fi`, sh_sh `  if ! id -u ${layout.buildUser} >/dev/null 2>&1; then ms_changed ${'build user ' + layout.buildUser + ' missing'}; fi`, sh_sh `  for d in ${dirs}; do [ -d "$d" ] || ms_changed "directory $d missing"; done`, 'else', ensureAppTree(layout, settings.user, SHARED_PATHS), 'fi', 
         // The app user never logs in.
-        sh_sh `if id -u ${settings.user} >/dev/null 2>&1 && [ "$(getent passwd ${settings.user} | cut -d: -f7)" != /usr/sbin/nologin ]; then ms_changed ${'login shell of ' + settings.user + ' removed'}; ms_apply usermod -s /usr/sbin/nologin ${settings.user}; fi`, deployUser2
+        sh_sh `if id -u ${settings.user} >/dev/null 2>&1 && [ "$(getent passwd ${settings.user} | cut -d: -f7)" != /usr/sbin/nologin ]; then ms_changed ${'login shell of ' + settings.user + ' removed'}; ms_apply usermod -s /usr/sbin/nologin ${settings.user}; fi`, deployUser
             ? [
-                sh_sh `if ! id -u ${deployUser2.name} >/dev/null 2>&1; then ms_changed ${'deploy user ' + deployUser2.name + ' created'}; ms_apply useradd --create-home --shell /bin/bash ${deployUser2.name}; fi`,
-                sh_sh `if [ "$CHECK" = 1 ] && ! id -u ${deployUser2.name} >/dev/null 2>&1; then exit 0; fi`,
-                sh_sh `home=$(getent passwd ${deployUser2.name} | cut -d: -f6)`,
-                sh_sh `if [ ! -d "$home/.ssh" ]; then ms_apply install -d -m 700 -o ${deployUser2.name} -g ${deployUser2.name} "$home/.ssh"; fi`,
-                file(sh_raw('"$home/.ssh/authorized_keys"'), deployUser2.keys.join('\n') + '\n', {
+                sh_sh `if ! id -u ${deployUser.name} >/dev/null 2>&1; then ms_changed ${'deploy user ' + deployUser.name + ' created'}; ms_apply useradd --create-home --shell /bin/bash ${deployUser.name}; fi`,
+                sh_sh `if [ "$CHECK" = 1 ] && ! id -u ${deployUser.name} >/dev/null 2>&1; then exit 0; fi`,
+                sh_sh `home=$(getent passwd ${deployUser.name} | cut -d: -f6)`,
+                sh_sh `if [ ! -d "$home/.ssh" ]; then ms_apply install -d -m 700 -o ${deployUser.name} -g ${deployUser.name} "$home/.ssh"; fi`,
+                file(sh_raw('"$home/.ssh/authorized_keys"'), deployUser.keys.join('\n') + '\n', {
                     mode: '600',
-                    owner: `${deployUser2.name}:${deployUser2.name}`,
-                    label: `authorized keys of ${deployUser2.name}`,
+                    owner: `${deployUser.name}:${deployUser.name}`,
+                    label: `authorized keys of ${deployUser.name}`,
                 }),
                 'ms_install sudo',
-                sh_sh `sudoers=/etc/sudoers.d/metalship-${deployUser2.name}`,
+                sh_sh `sudoers=/etc/sudoers.d/metalship-${deployUser.name}`,
                 sh_sh `tmp=$(mktemp); cat > "$tmp" <<'MS_SUDO_EOF'`,
-                sudoersRule(deployUser2.name) + 'MS_SUDO_EOF',
+                sudoersRule(deployUser.name) + 'MS_SUDO_EOF',
                 'if ! visudo -cqf "$tmp" >/dev/null; then rm -f "$tmp"; echo "visudo rejected the sudoers rule" >&2; exit 1; fi',
                 'if [ -f "$sudoers" ] && cmp -s "$tmp" "$sudoers" && [ "$(stat -c %a "$sudoers")" = 440 ]; then rm -f "$tmp"',
                 'elif [ "$CHECK" = 1 ]; then rm -f "$tmp"; ms_changed "sudoers rule of the deploy user differs or is missing"',
@@ -58774,15 +58833,27 @@ function freshConnectionTest(host, settings, log) {
         }
     };
 }
-async function provisionHost(host, settings, test, log) {
+/**
+ * What each host is, read before anything is written (the lock included): a
+ * system provision does not know fails the whole run here, unless allowed.
+ */
+async function readHostFacts(hosts, allowUntestedOs) {
+    const facts = new Map();
+    for (const host of hosts)
+        facts.set(host, await host.conn.step(factsStep()));
+    const refused = hosts.flatMap((h) => {
+        const why = unknownSystem(facts.get(h));
+        return why && !allowUntestedOs ? [`[${h.spec.label}] ${why}`] : [];
+    });
+    if (refused.length)
+        throw new Error(refused.join('\n'));
+    return facts;
+}
+async function provisionHost(host, facts, settings, test, log) {
     const label = host.spec.label;
-    const facts = await host.conn.step(factsStep());
     log.info(`[${label}] ${facts.os}${settings.check ? ' (check mode: nothing is changed)' : ''}`);
-    const unknown = unknownSystem(facts);
-    if (unknown && !settings.allowUntestedOs)
-        return { host: label, ok: false, os: facts.os, error: unknown, changed: 0, failed: 0, items: [] };
-    if (unknown)
-        log.warn(`[${label}] ${unknown.replace(/: nothing was changed.*$/, '')}; provisioning it anyway (allow-untested-os)`);
+    if (unknownSystem(facts))
+        log.warn(`[${label}] ${facts.os} is a system provision has not been tested on; provisioning it anyway (allow-untested-os)`);
     const items = [];
     let python = '';
     for (const planned of planItems(settings, facts)) {
@@ -73092,7 +73163,13 @@ class Log {
     }
     /** A collapsible log group; closed even when fn throws. */
     async group(name, fn) {
-        this.write(this.onGitHub ? `::group::${this.redact(name)}` : `▶ ${this.redact(name)}`);
+        // Names can carry what a host said (a dump's name, a schema revision): one
+        // line, and no `##[` the runner would read as a command.
+        const title = this.redact(name)
+            // eslint-disable-next-line no-control-regex
+            .replace(/[\x00-\x1f\x7f\u0085\u2028\u2029]+/g, ' ')
+            .replace(/##\[/g, '# #[');
+        this.write(this.onGitHub ? `::group::${title}` : `▶ ${title}`);
         try {
             return await fn();
         }
@@ -73200,7 +73277,6 @@ async function runAction(name, body, raw = envInputs(), log = new Log()) {
 
 function provisionSettings(settings, roles, balancer = null) {
     return {
-        allowUntestedOs: settings['allow-untested-os'],
         balancer,
         layout: layout(settings.app, settings['app-root']),
         check: settings.check,
@@ -73268,10 +73344,11 @@ async function provision(opts, log) {
         : opts.hosts;
     if (limited.length === 0)
         throw new Error(`limit '${opts.limit.join(', ')}' selects no host; nothing was done`);
+    let facts = new Map();
     return withHosts({ ...opts, hosts: limited }, log, 'provision', async (hosts, balancers) => {
         const results = (await hosts_onEachHost([...hosts, ...balancers], (host) => {
             const settings = provisionSettings(opts, { worker: host.roles.worker, scheduler: host.roles.scheduler }, host.roles.lb ? members : null);
-            return log.group(`Provision ${host.spec.label}`, () => provisionHost(host, settings, freshConnectionTest(host, opts, log), log));
+            return log.group(`Provision ${host.spec.label}`, () => provisionHost(host, facts.get(host), settings, freshConnectionTest(host, opts, log), log));
         }));
         const changed = results.reduce((n, r) => n + (r.changed ?? 0), 0);
         const failed = results.reduce((n, r) => n + (r.failed ?? 0), 0) + results.filter((r) => !r.items).length;
@@ -73288,7 +73365,11 @@ async function provision(opts, log) {
                 provisionSummary(results, opts.check),
             failure: bad.length ? bad.map((r) => `${r.host}: ${r.error}`).join('\n') : undefined,
         };
-    }, { lock: !opts.check, balancers: true });
+    }, {
+        lock: !opts.check,
+        balancers: true,
+        beforeLock: async (all) => void (facts = await readHostFacts(all, opts['allow-untested-os'])),
+    });
 }
 const run = () => runAction('provision', provision);
 

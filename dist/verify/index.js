@@ -56428,6 +56428,7 @@ async function withHosts(settings, log, action, fn, opts = {}) {
     const balancers = all.filter((h) => h.roles.lb);
     const releases = [];
     try {
+        await opts.beforeLock?.(all);
         if (opts.lock === false)
             return await fn(hosts, balancers);
         const holder = lockHolder(action);
@@ -57215,13 +57216,14 @@ function verifyStep(settings) {
     const layout = settings.layout;
     const text = sh_script(pytool_pyToolDefinition(), 'rc=0', settings.api === false
         ? null
-        : sh_script(sh_sh `slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "PROBLEM no api slot is serving on this host (nothing deployed yet?)"; exit 0;; esac', sh_sh `sock=/run/${layout.app}-api-$slot/api.sock`, sh_sh `out=$(mstool_as ${pytool_PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`, 'echo "RESULT $out"'), 'failed=""', ...settings.units.map((u) => sh_sh `if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', sh_sh `  journalctl -u ${layout.units.api('blue')} -u ${layout.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`, 'fi');
+        : sh_script(sh_sh `slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "PROBLEM no api slot is serving on this host (nothing deployed yet?)"; exit 0;; esac', sh_sh `sock=/run/${layout.app}-api-$slot/api.sock`, sh_sh `out=$(mstool_as ${pytool_PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'echo "PROBE_RC $rc"'), 'failed=""', ...settings.units.map((u) => sh_sh `if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', sh_sh `  journalctl -u ${layout.units.api('blue')} -u ${layout.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`, 'fi');
     return step_step('health check', text, (stdout) => {
         const out = sh_keyLines(stdout);
-        const result = out.get('RESULT');
-        const answer = result ? JSON.parse(result) : null;
         const unitsDown = (out.get('UNITS_DOWN') ?? '').split(' ').filter(Boolean);
         const problem = out.get('PROBLEM') ?? '';
+        const answer = settings.api === false || problem
+            ? null
+            : probeAnswer(out.get('RESULT') ?? '', out.get('PROBE_RC') ?? '');
         return {
             healthy: !problem && (answer === null || answer.ok) && unitsDown.length === 0,
             answer,
@@ -57230,6 +57232,31 @@ function verifyStep(settings) {
             problem,
         };
     });
+}
+/**
+ * The probe's answer. A probe that printed nothing, something else, or exited
+ * non-zero (runuser or python failing) is a failed check, never a pass.
+ */
+function probeAnswer(result, exitCode) {
+    const failed = (why) => ({ ok: false, attempts: 0, seconds: 0, status: 0, body: why });
+    let answer;
+    try {
+        answer = JSON.parse(result);
+    }
+    catch {
+        return failed(`the readiness probe gave no answer (exit ${exitCode || 'unknown'})`);
+    }
+    const a = answer;
+    if (typeof a !== 'object' || a === null || typeof a.ok !== 'boolean')
+        return failed(`the readiness probe gave no answer (exit ${exitCode || 'unknown'})`);
+    const parsed = {
+        ok: a.ok && exitCode === '0',
+        attempts: Number(a.attempts) || 0,
+        seconds: Number(a.seconds) || 0,
+        status: Number(a.status) || 0,
+        body: typeof a.body === 'string' ? a.body : '',
+    };
+    return parsed;
 }
 /** The releases on a host, their status and links, and the venvs. */
 function verify_listStep(l) {
@@ -71713,7 +71740,13 @@ class Log {
     }
     /** A collapsible log group; closed even when fn throws. */
     async group(name, fn) {
-        this.write(this.onGitHub ? `::group::${this.redact(name)}` : `▶ ${this.redact(name)}`);
+        // Names can carry what a host said (a dump's name, a schema revision): one
+        // line, and no `##[` the runner would read as a command.
+        const title = this.redact(name)
+            // eslint-disable-next-line no-control-regex
+            .replace(/[\x00-\x1f\x7f\u0085\u2028\u2029]+/g, ' ')
+            .replace(/##\[/g, '# #[');
+        this.write(this.onGitHub ? `::group::${title}` : `▶ ${title}`);
         try {
             return await fn();
         }
