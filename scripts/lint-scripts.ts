@@ -99,25 +99,9 @@ interface Finding {
  */
 const HOSTILE_DATA = /\$\(touch \/tmp\/pwned\)|\$\(id\)|\$\(rm -rf \/\)|`id`|`x`/;
 
-/**
- * Findings in builders that other work owns (src/remote/provision/*,
- * release.ts, migrate.ts), allowed here one by one until their owners fix them
- * or disable them on their own lines with the reason: each is one check on
- * lines matching the pattern. Anything else fails.
- */
-const OWNED_ELSEWHERE: Array<{ code: number; line: RegExp; owner: string; why: string }> = [
-  {
-    code: 2317,
-    line: /./,
-    owner: 'provision/common.ts',
-    why: 'the prelude of every provision item defines helpers (ms_*) that each item calls some of',
-  },
-];
-
-/** Whether a finding in a generated script is hostile data or allowed above. */
-function allowed(finding: Finding, script: string): boolean {
+/** Whether a finding in a generated script is a hostile value, quoted (data, not code). */
+function hostileData(finding: Finding): boolean {
   const lines = readFileSync(finding.file, 'utf8').split('\n');
-  const text = lines[finding.line - 1] ?? '';
   // The finding's own span: a quoted value may run over several lines.
   const span = lines
     .slice(finding.line - 1, finding.endLine)
@@ -126,11 +110,7 @@ function allowed(finding: Finding, script: string): boolean {
       finding.column - 1,
       -((lines[finding.endLine - 1] ?? '').length - (finding.endColumn - 1)) || undefined,
     );
-  if (finding.code === 2016 && HOSTILE_DATA.test(span)) return true;
-  return OWNED_ELSEWHERE.some(
-    (o) =>
-      o.code === finding.code && o.line.test(text) && (o.code !== 2317 || script.startsWith('[provision ')),
-  );
+  return finding.code === 2016 && HOSTILE_DATA.test(span);
 }
 
 function shellcheck(files: string[]): Finding[] {
@@ -179,7 +159,7 @@ try {
     writeFileSync(file, text.startsWith('#!') ? text : `#!/bin/bash\n${text}`);
     names.set(file, `[${name}]`);
   });
-  const found = shellcheck([...names.keys()]).filter((f) => !allowed(f, names.get(f.file)!));
+  const found = shellcheck([...names.keys()]).filter((f) => !hostileData(f));
   if (found.length) problems.push(show(found, names));
 } finally {
   rmSync(dir, { recursive: true, force: true });

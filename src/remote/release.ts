@@ -7,7 +7,7 @@ import { rootOnly, STATE_MODE } from './paths.js';
 import { pyToolDefinition } from './pytool.js';
 import { plainStep, step, type Step } from './step.js';
 import { uvicornFlagsScript } from './switch.js';
-import { raw, script, sh, writeFileAtomic } from './sh.js';
+import { keyLines, raw, script, sh, writeFileAtomic } from './sh.js';
 
 export const RELEASE_EXISTS_EXIT = 73;
 
@@ -114,7 +114,7 @@ export interface Prepared {
  * of the manifest, once, or nothing is sent.
  */
 function parsePrepared(stdout: string, manifest: Manifest): Prepared {
-  const previous = /^PREVIOUS (.*)$/m.exec(stdout)?.[1]?.trim() ?? '';
+  const previous = keyLines(stdout).get('PREVIOUS')?.trim() ?? '';
   if (previous && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/.test(previous))
     throw new Error(
       `the host named its current release ${JSON.stringify(previous.slice(0, 100))}, not a release id`,

@@ -7,13 +7,14 @@ import type { Log } from '../log.js';
 import {
   factsStep,
   unknownSystem,
-  parseItemOutput,
+  itemStep,
+  guardStep,
+  type ItemReport,
   planItems,
   type HostFacts,
   type ItemName,
   type ProvisionSettings,
 } from '../remote/provision/index.js';
-import { keyLines } from '../remote/sh.js';
 import { connect } from '../transport/ssh.js';
 import { connectOptions, type ConnectionSettings, type Host, type HostResult } from './hosts.js';
 import { errorMessage } from '../errors.js';
@@ -93,35 +94,27 @@ export async function provisionHost(
       continue;
     }
     const item = planned.item;
-    let outcome;
-    let stdout = '';
-    try {
-      const res = await host.conn.exec(item.script, { what: `provision ${item.name}` });
-      stdout = res.stdout;
-      outcome = parseItemOutput(res.code, res.stdout, res.stderr);
-    } catch (err) {
-      outcome = {
-        status: 'failed' as const,
-        changes: [],
-        warnings: [],
-        detail: errorMessage(err),
-      };
-    }
-    python = keyLines(stdout).get('python') ?? python;
-    const notes = keyLines(stdout).all('note');
-    let detail = [outcome.detail, ...notes].filter(Boolean).join('; ');
-    let status = outcome.status;
+    const report = await host.conn.step(itemStep(item)).catch((err: unknown): ItemReport => ({
+      outcome: { status: 'failed', changes: [], warnings: [], detail: errorMessage(err) },
+      python: null,
+      notes: [],
+      guarded: false,
+    }));
+    python = report.python ?? python;
+    let detail = [report.outcome.detail, ...report.notes].filter(Boolean).join('; ');
+    let status = report.outcome.status;
     // A guarded change stays only if a new connection still gets in.
-    if (item.guard && /^guard /m.test(stdout) && !settings.check) {
+    const guarded = item.guard && report.guarded && !settings.check ? { ...item, guard: item.guard } : null;
+    if (guarded) {
       try {
         await test();
-        await host.conn.run(item.guard.confirm, { what: `confirming the ${item.name} change` });
+        await host.conn.step(guardStep(guarded, 'confirm'));
         detail += '; a fresh SSH connection got in';
       } catch (err) {
         const why = errorMessage(err).split('\n')[0];
         let reverted = 'reverted';
         try {
-          await host.conn.run(item.guard.revert, { what: `reverting the ${item.name} change` });
+          await host.conn.step(guardStep(guarded, 'revert'));
         } catch (e) {
           reverted = `revert failed too (${errorMessage(e).split('\n')[0]}); a timer reverts it within 3 minutes`;
         }

@@ -108,7 +108,10 @@ export class Connection {
 
   /** Runs a step and reads its output; throws RemoteError when its script fails. */
   async step<T>(s: Step<T>, opts: Omit<RunOptions, 'what'> = {}): Promise<T> {
-    return s.parse((await this.run(s.script, { ...opts, what: s.what })).stdout);
+    const result = s.reportsFailure
+      ? await this.exec(s.script, { ...opts, what: s.what })
+      : await this.run(s.script, { ...opts, what: s.what });
+    return s.parse(result.stdout, result);
   }
 
   /** Runs a script; resolves with its output when it exits 0, throws RemoteError otherwise. */

@@ -4,7 +4,14 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseEnvText } from '../../src/inputs/provision.js';
 import { InputError, parseInputs } from '../../src/inputs/parse.js';
-import { factsStep, planItems, parseItemOutput, unknownSystem } from '../../src/remote/provision/index.js';
+import {
+  factsStep,
+  guardStep,
+  itemStep,
+  planItems,
+  parseItemOutput,
+  unknownSystem,
+} from '../../src/remote/provision/index.js';
 
 const BOOKWORM = { os: 'Debian GNU/Linux 12 (bookworm)', id: 'debian', version: '12' };
 import { prelude } from '../../src/remote/provision/common.js';
@@ -283,5 +290,48 @@ describe('what provision asks of the host tools (the real ones on this machine)'
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('an item as a step: its script and how its output reads', () => {
+  const item = { name: 'ssh' as const, script: 'true', guard: { confirm: 'true', revert: 'false' } };
+  test('changes, notes, the python found and a guard applied', () => {
+    const report = itemStep(item).parse(
+      'changed sshd drop-in\nwarning slow disk\nnote certificate /etc/x\npython /usr/bin/python3.11\nguard ssh\n',
+      { code: 0, stderr: '' },
+    );
+    expect(report).toEqual({
+      outcome: {
+        status: 'changed',
+        changes: ['sshd drop-in'],
+        warnings: ['slow disk'],
+        detail: 'sshd drop-in; ⚠ slow disk',
+      },
+      python: '/usr/bin/python3.11',
+      notes: ['certificate /etc/x'],
+      guarded: true,
+    });
+  });
+  test('a non-zero exit is a failed item with the end of its stderr, not an exception', () => {
+    const s = itemStep(item);
+    expect(s.reportsFailure).toBe(true);
+    expect(
+      s.parse('changed half done\n', { code: 3, stderr: 'one\ntwo\nsshd -t: bad option\n' }),
+    ).toMatchObject({
+      outcome: { status: 'failed', detail: 'one / two / sshd -t: bad option' },
+      guarded: false,
+      python: null,
+    });
+    expect(s.parse('', { code: 1, stderr: '' }).outcome.detail).toBe('exit code 1');
+  });
+  test('the item script runs as written; its guard steps run the guard commands', () => {
+    const r = spawnSync('bash', ['-c', itemStep({ ...item, script: 'echo "changed x"; exit 0' }).script], {
+      encoding: 'utf8',
+    });
+    expect(itemStep(item).parse(r.stdout, { code: r.status ?? -1, stderr: r.stderr }).outcome.status).toBe(
+      'changed',
+    );
+    expect(guardStep(item, 'confirm')).toMatchObject({ what: 'confirming the ssh change', script: 'true' });
+    expect(guardStep(item, 'revert')).toMatchObject({ what: 'reverting the ssh change', script: 'false' });
   });
 });

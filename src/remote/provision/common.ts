@@ -4,6 +4,7 @@
 // what would change and changes nothing), and bash helpers for packages and files.
 
 import { heredoc, keyLines, raw, script, sh, type Raw } from '../sh.js';
+import { plainStep, reportingStep, type Step } from '../step.js';
 
 export type ItemName =
   | 'system'
@@ -37,6 +38,9 @@ export interface Item {
   guard?: Guard;
 }
 
+/** Each helper is defined for every item and called by those that need it. */
+const CALLED_BY_ITEMS = '# shellcheck disable=SC2317 # called by the items that need it';
+
 /** Bash helpers every item script starts with. */
 export function prelude(check: boolean): string {
   return script(
@@ -46,13 +50,20 @@ export function prelude(check: boolean): string {
     // install, or ask: provision restarts what it changes itself.
     'export NEEDRESTART_SUSPEND=1 NEEDRESTART_MODE=l',
     // A change, or with CHECK=1 a change that would be made.
+    CALLED_BY_ITEMS,
     'ms_changed() { echo "changed $*"; }',
+    CALLED_BY_ITEMS,
     'ms_warn() { echo "warning $*"; }',
+    CALLED_BY_ITEMS,
     'ms_apply() { [ "$CHECK" = 1 ] || "$@"; }',
+    CALLED_BY_ITEMS,
     'ms_installed() { dpkg-query -W -f=\'${Status}\' "$1" 2>/dev/null | grep -q "install ok installed"; }',
+    CALLED_BY_ITEMS,
     'ms_missing() { local p; for p in "$@"; do ms_installed "$p" || printf \'%s \' "$p"; done; }',
     // The package index is refreshed when older than a day (or absent).
+    CALLED_BY_ITEMS,
     'ms_index_fresh() { [ -n "$(find /var/lib/apt/lists -maxdepth 1 -name \'*Packages*\' -mmin -1440 -print -quit 2>/dev/null)" ]; }',
+    CALLED_BY_ITEMS,
     'ms_refresh_index() {',
     '  ms_index_fresh && return 0',
     '  if [ "$CHECK" = 1 ]; then ms_changed "package index is older than a day (would refresh)"; return 0; fi',
@@ -65,6 +76,7 @@ export function prelude(check: boolean): string {
     '}',
     // Installs what is missing. With CHECK=1 it reports what it would install and ends
     // the item there: what follows needs the packages to be checked.
+    CALLED_BY_ITEMS,
     'ms_install() {',
     '  local missing; missing=$(ms_missing "$@")',
     '  [ -z "$missing" ] && return 0',
@@ -75,7 +87,7 @@ export function prelude(check: boolean): string {
     '  ms_changed "installed ${missing% }"',
     '}',
     // ms_file PATH MODE OWNER LABEL < content: writes PATH (atomically) when it differs; MS_WROTE=1 when it did (or would).
-    '# shellcheck disable=SC2034 # MS_WROTE is read by the item after the call (file() onChange)',
+    '# shellcheck disable=SC2034,SC2317 # MS_WROTE is read by the item after the call (file() onChange)',
     'ms_file() {',
     '  local path=$1 mode=$2 owner=$3 label=$4 tmp',
     '  MS_WROTE=0',
@@ -116,6 +128,38 @@ export interface ItemOutcome {
   changes: string[];
   warnings: string[];
   detail: string;
+}
+
+/** An item's run as the stage reads it: its outcome and what it told about the host. */
+export interface ItemReport {
+  outcome: ItemOutcome;
+  /** The Python the python item found or built (`python <path>`). */
+  python: string | null;
+  /** Lines for the summary (`note <text>`). */
+  notes: string[];
+  /** A guarded change was applied (`guard <what>`): a fresh connection must confirm it. */
+  guarded: boolean;
+}
+
+/** An item as a step: it reports its own failure (exit code and stderr) rather than throwing. */
+export function itemStep(item: Item): Step<ItemReport> {
+  return reportingStep(`provision ${item.name}`, item.script, (stdout, ending) => {
+    const out = keyLines(stdout);
+    return {
+      outcome: parseItemOutput(ending.code, stdout, ending.stderr),
+      python: out.get('python') ?? null,
+      notes: out.all('note'),
+      guarded: out.all('guard').length > 0,
+    };
+  });
+}
+
+/** Keeps a guarded change, or undoes it. */
+export function guardStep(item: Item & { guard: Guard }, action: keyof Guard): Step<void> {
+  return plainStep(
+    `${action === 'confirm' ? 'confirming' : 'reverting'} the ${item.name} change`,
+    item.guard[action],
+  );
 }
 
 export function parseItemOutput(code: number, stdout: string, stderr: string): ItemOutcome {

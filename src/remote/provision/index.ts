@@ -21,7 +21,15 @@ import { tlsItem } from './tls.js';
 import { usersItem } from './users.js';
 
 export type { ProvisionSettings } from './settings.js';
-export { parseItemOutput, type Item, type ItemName, type ItemOutcome } from './common.js';
+export {
+  guardStep,
+  itemStep,
+  parseItemOutput,
+  type Item,
+  type ItemName,
+  type ItemOutcome,
+  type ItemReport,
+} from './common.js';
 
 export interface HostFacts {
   /** The distribution's name for itself (PRETTY_NAME). */

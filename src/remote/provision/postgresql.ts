@@ -9,25 +9,25 @@ import { itemScript, type Item } from './common.js';
 import type { ProvisionSettings } from './settings.js';
 
 export function hbaBlock(settings: ProvisionSettings): string {
-  const p = settings.postgresql;
-  const db = hbaName(p.database);
-  const user = hbaName(p.user);
+  const pg = settings.postgresql;
+  const db = hbaName(pg.database);
+  const user = hbaName(pg.user);
   return [
     `# BEGIN metalship ${settings.layout.app}`,
     `host    ${db} ${user} 127.0.0.1/32 scram-sha-256`,
     `host    ${db} ${user} ::1/128 scram-sha-256`,
-    ...p.remoteCidrs.map((c) => `hostssl ${db} ${user} ${hbaAddress(c)} scram-sha-256`),
+    ...pg.remoteCidrs.map((c) => `hostssl ${db} ${user} ${hbaAddress(c)} scram-sha-256`),
     `# END metalship ${settings.layout.app}`,
   ].join('\n');
 }
 
 export function postgresqlItem(settings: ProvisionSettings): Item {
-  const p = settings.postgresql;
+  const pg = settings.postgresql;
   const backup = {
     app: settings.layout.app,
-    database: p.database,
-    backupDir: p.backupDir,
-    retentionDays: p.keepDays,
+    database: pg.database,
+    backupDir: pg.backupDir,
+    retentionDays: pg.keepDays,
   };
   const units = backupUnitNames(settings.layout.app);
   const psql = 'runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1';
@@ -39,20 +39,20 @@ export function postgresqlItem(settings: ProvisionSettings): Item {
       'if ! systemctl is-active --quiet postgresql; then ms_changed "postgresql started"; ms_apply systemctl enable --now --quiet postgresql; fi',
       // Clusters take a moment to accept connections after a start.
       `for _ in $(seq 1 30); do ${psql} -c 'select 1' >/dev/null 2>&1 && break; sleep 1; done`,
-      `# shellcheck disable=SC2120 # arguments are optional: most calls feed it stdin only\nq() { ${psql} -v u=${p.user} -v db=${p.database} "$@"; }`,
-      sh`if [ -z "$(echo "select 1 from pg_roles where rolname = :'u'" | q)" ]; then ms_changed ${'role ' + p.user + ' created'}; if [ "$CHECK" != 1 ]; then echo 'create role :"u" login' | q; fi; fi`,
-      sh`if [ -z "$(echo "select 1 from pg_database where datname = :'db'" | q)" ]; then ms_changed ${'database ' + p.database + ' created'}; if [ "$CHECK" != 1 ]; then echo 'create database :"db" owner :"u"' | q; fi; fi`,
-      p.password
+      `# shellcheck disable=SC2120 # arguments are optional: most calls feed it stdin only\nq() { ${psql} -v u=${pg.user} -v db=${pg.database} "$@"; }`,
+      sh`if [ -z "$(echo "select 1 from pg_roles where rolname = :'u'" | q)" ]; then ms_changed ${'role ' + pg.user + ' created'}; if [ "$CHECK" != 1 ]; then echo 'create role :"u" login' | q; fi; fi`,
+      sh`if [ -z "$(echo "select 1 from pg_database where datname = :'db'" | q)" ]; then ms_changed ${'database ' + pg.database + ' created'}; if [ "$CHECK" != 1 ]; then echo 'create database :"db" owner :"u"' | q; fi; fi`,
+      pg.password
         ? [
             // The password is right when it logs in; it goes to psql on stdin, never on a command line.
             'pgpass=$(mktemp); chmod 600 "$pgpass"; trap \'rm -f "$pgpass"\' EXIT',
-            sh`printf '%s\\n' ${'127.0.0.1:*:' + p.database + ':' + p.user + ':' + p.password.replace(/\\/g, '\\\\').replace(/:/g, '\\:')} > "$pgpass"`,
-            sh`if ! PGPASSFILE="$pgpass" psql -XAtq -w -h 127.0.0.1 -U ${p.user} -d ${p.database} -c 'select 1' >/dev/null 2>&1; then`,
-            sh`  ms_changed ${'password of role ' + p.user + ' set'}`,
+            sh`printf '%s\\n' ${'127.0.0.1:*:' + pg.database + ':' + pg.user + ':' + pg.password.replace(/\\/g, '\\\\').replace(/:/g, '\\:')} > "$pgpass"`,
+            sh`if ! PGPASSFILE="$pgpass" psql -XAtq -w -h 127.0.0.1 -U ${pg.user} -d ${pg.database} -c 'select 1' >/dev/null 2>&1; then`,
+            sh`  ms_changed ${'password of role ' + pg.user + ' set'}`,
             // printf is a builtin: the password is never on a command line. Stored as
             // SCRAM whatever the server's default (md5 before PostgreSQL 14): the
             // app's pg_hba rules accept only scram-sha-256.
-            sh`  if [ "$CHECK" != 1 ]; then printf '%s\\n' ${"set password_encryption = 'scram-sha-256';"} ${`alter role :"u" password '${p.password.replace(/'/g, "''")}'`} | q; fi`,
+            sh`  if [ "$CHECK" != 1 ]; then printf '%s\\n' ${"set password_encryption = 'scram-sha-256';"} ${`alter role :"u" password '${pg.password.replace(/'/g, "''")}'`} | q; fi`,
             'fi',
           ].join('\n')
         : null,
@@ -73,7 +73,7 @@ export function postgresqlItem(settings: ProvisionSettings): Item {
       `conf_dir=$(dirname "$(${psql} -c 'show config_file')")`,
       'open_confs=$(find "$conf_dir" -maxdepth 1 -name "*.conf" -perm /o=rwx -printf "%f " | sed "s/ $//")',
       'if [ -n "$open_confs" ]; then ms_changed "PostgreSQL configuration files no longer world-readable: $open_confs"; ms_apply find "$conf_dir" -maxdepth 1 -name "*.conf" -perm /o=rwx -exec chmod o-rwx {} +; fi',
-      p.remoteCidrs.length
+      pg.remoteCidrs.length
         ? [
             `if [ "$(${psql} -c 'show listen_addresses')" != '*' ] || [ "$(${psql} -c 'show ssl')" != on ]; then`,
             '  ms_changed "listening for remote clients, SSL on"',
@@ -88,7 +88,7 @@ export function postgresqlItem(settings: ProvisionSettings): Item {
       sh`  if ! cmp -s "$prog" ${backupProgramPath(settings.layout.app)}; then ms_changed "backup program differs or is missing"; fi; rm -f "$prog"`,
       sh`  if ! systemctl is-enabled --quiet ${units.timer} 2>/dev/null; then ms_changed ${'backup timer ' + units.timer + ' not enabled'}; fi`,
       'else',
-      backupInstallScript({ ...backup, onCalendar: p.schedule }),
+      backupInstallScript({ ...backup, onCalendar: pg.schedule }),
       'fi',
     ),
   };

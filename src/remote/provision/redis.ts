@@ -51,10 +51,10 @@ export const REDIS_VERSION_LINES = [
 ].join('\n');
 
 export function redisItem(settings: ProvisionSettings): Item {
-  const r = settings.redis;
-  const maxmemory = r.maxmemory
-    ? quote(r.maxmemory)
-    : `$(awk '/^MemTotal:/ { printf "%d", $2 * 1024 * ${r.memoryPercent} / 100 }' /proc/meminfo)`;
+  const redis = settings.redis;
+  const maxmemory = redis.maxmemory
+    ? quote(redis.maxmemory)
+    : `$(awk '/^MemTotal:/ { printf "%d", $2 * 1024 * ${redis.memoryPercent} / 100 }' /proc/meminfo)`;
   return {
     name: 'redis',
     script: itemScript(
@@ -65,7 +65,7 @@ export function redisItem(settings: ProvisionSettings): Item {
       ...(['6.0', '6.2'] as const).map((syntax) =>
         [
           sh`if [ "$redis_syntax" = ${syntax} ]; then`,
-          file(REDIS_ACL, aclFile(r.user, r.password, syntax), {
+          file(REDIS_ACL, aclFile(redis.user, redis.password, syntax), {
             mode: '640',
             owner: 'redis:redis',
             label: 'Redis ACL users',
@@ -87,7 +87,7 @@ export function redisItem(settings: ProvisionSettings): Item {
       '  if [ "$restart" = 1 ] || ! systemctl is-active --quiet redis-server; then systemctl enable --quiet redis-server; systemctl restart redis-server; fi',
       // The app's user must work, and nobody else may run anything.
       '  for _ in $(seq 1 20); do redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && break; sleep 0.5; done',
-      sh`  if [ "$(REDISCLI_AUTH=${r.password} redis-cli --no-auth-warning -h 127.0.0.1 --user ${r.user} ping 2>&1)" != PONG ]; then echo "the app's Redis user cannot log in after the change" >&2; exit 1; fi`,
+      sh`  if [ "$(REDISCLI_AUTH=${redis.password} redis-cli --no-auth-warning -h 127.0.0.1 --user ${redis.user} ping 2>&1)" != PONG ]; then echo "the app's Redis user cannot log in after the change" >&2; exit 1; fi`,
       '  case "$(redis-cli -h 127.0.0.1 ping 2>&1)" in *NOAUTH*|*NOPERM*|*WRONGPASS*|*"authentication"*) ;; *) echo "Redis still answers unauthenticated clients" >&2; exit 1;; esac',
       'fi',
     ),

@@ -30,7 +30,7 @@ function caDropIn(path: string): string {
 
 export function tlsItem(settings: ProvisionSettings): Item {
   const cert = certPaths(settings);
-  const t = settings.tls;
+  const tls = settings.tls;
   if (!cert) {
     return {
       name: 'tls',
@@ -40,9 +40,9 @@ export function tlsItem(settings: ProvisionSettings): Item {
       ),
     };
   }
-  const first = t.domains[0]!;
-  const want = [...t.domains].sort().join(' ');
-  const env = t.caBundle ? sh`REQUESTS_CA_BUNDLE=${ACME_CA_FILE} ` : '';
+  const first = tls.domains[0]!;
+  const want = [...tls.domains].sort().join(' ');
+  const env = tls.caBundle ? sh`REQUESTS_CA_BUNDLE=${ACME_CA_FILE} ` : '';
   return {
     name: 'tls',
     script: itemScript(
@@ -50,10 +50,10 @@ export function tlsItem(settings: ProvisionSettings): Item {
       // Ubuntu's recommended certbot is the snap: use it when it is there.
       'if ! command -v certbot >/dev/null 2>&1; then ms_install certbot; fi',
       'command -v nginx >/dev/null || { echo "nginx is not installed: TLS needs the nginx item" >&2; exit 1; }',
-      t.caBundle
+      tls.caBundle
         ? [
             sh`if [ ! -d /etc/metalship ]; then ms_apply mkdir -p /etc/metalship; fi`,
-            file(ACME_CA_FILE, t.caBundle, { label: 'ACME CA bundle' }),
+            file(ACME_CA_FILE, tls.caBundle, { label: 'ACME CA bundle' }),
             'if [ -x /snap/bin/certbot ]; then',
             caDropIn(CERTBOT_DROPINS.snap),
             'else',
@@ -63,12 +63,12 @@ export function tlsItem(settings: ProvisionSettings): Item {
         : null,
       sh`have=$(openssl x509 -in ${cert.certificate} -noout -ext subjectAltName 2>/dev/null | grep -o "DNS:[^,]*" | sed "s/DNS://" | sort | tr "\\n" " " | sed "s/ $//" || true)`,
       sh`server=$(sed -n "s/^server = //p" /etc/letsencrypt/renewal/${first}.conf 2>/dev/null || true)`,
-      sh`if [ "$have" != ${want} ] || [ "$server" != ${t.server} ]; then`,
-      sh`  ms_changed ${'certificate for ' + t.domains.join(', ') + ' from ' + t.server}`,
+      sh`if [ "$have" != ${want} ] || [ "$server" != ${tls.server} ]; then`,
+      sh`  ms_changed ${'certificate for ' + tls.domains.join(', ') + ' from ' + tls.server}`,
       '  if [ "$CHECK" != 1 ]; then',
       // The HTTP site answers the challenge on port 80 (the nginx item wrote it).
       sh`    mkdir -p ${ACME_WEBROOT}`,
-      sh`    if ! out=$(${raw(env)}certbot certonly --non-interactive --agree-tos --email ${t.email} --server ${t.server} --webroot -w ${ACME_WEBROOT} --cert-name ${first} ${t.domains.flatMap((d) => ['-d', d])} --deploy-hook 'systemctl reload nginx' 2>&1); then`,
+      sh`    if ! out=$(${raw(env)}certbot certonly --non-interactive --agree-tos --email ${tls.email} --server ${tls.server} --webroot -w ${ACME_WEBROOT} --cert-name ${first} ${tls.domains.flatMap((d) => ['-d', d])} --deploy-hook 'systemctl reload nginx' 2>&1); then`,
       '      echo "certbot failed: $(printf "%s" "$out" | tail -n 8)" >&2; exit 1',
       '    fi',
       '    got_cert=1',
