@@ -133,8 +133,15 @@ test('the health check reports, the caller decides: its output reads as what it 
     unitsDown: ['a.service', 'b.service'],
     journal: ['one', 'two'],
     problem: '',
+    nginx: null,
   });
-  expect(check.parse(`RESULT ${JSON.stringify({ ...answer, ok: true, status: 200 })}\n`).healthy).toBe(true);
+  const good = `RESULT ${JSON.stringify({ ...answer, ok: true, status: 200 })}\n`;
+  expect(check.parse(good).healthy).toBe(true);
+  // The socket answers, nginx (another site for the name) does not: unhealthy.
+  expect(check.parse(`${good}NGINX_HOST shop.example\nNGINX ${JSON.stringify(answer)}\n`)).toMatchObject({
+    healthy: false,
+    nginx: { host: 'shop.example', answer },
+  });
   expect(check.parse('PROBLEM no api slot is serving on this host (nothing deployed yet?)\n')).toMatchObject({
     healthy: false,
     problem: 'no api slot is serving on this host (nothing deployed yet?)',
@@ -221,6 +228,7 @@ test('migration output is parsed from the marker lines', () => {
     backupPath: '/b/x.dump',
     backupSha256: 'abc',
     backupBytes: 123,
+    skipped: '',
   });
   expect(parseMigrateOutput('REVISION_BEFORE\nREVISION_AFTER 0001\n').before).toBe('');
 });
