@@ -22,11 +22,36 @@ export interface HealthOutcome {
   healthy: boolean;
   /** The readiness endpoint's last answer (null on a host without the api). */
   answer: { ok: boolean; attempts: number; seconds: number; status: number; body: string } | null;
+  /** The same endpoint through nginx with the site's Host (null: the host has no site of the app, or the socket failed). */
+  nginx: { host: string; answer: NonNullable<HealthOutcome['answer']> } | null;
   unitsDown: string[];
   /** The services' recent journal lines, when unhealthy. */
   journal: string[];
   /** Why there was nothing to check. */
   problem: string;
+}
+
+/**
+ * The path users take: the same check through nginx on the host, with the
+ * Host (and, for a TLS site, the SNI name) of the app's site, when the host has
+ * the app's site. Another site answering for that name, or a site that does
+ * not reach the app, fails it although the slot's socket answers.
+ */
+function throughNginx(settings: VerifySettings): string {
+  const site = settings.layout.nginxSiteEnabled;
+  return script(
+    sh`if [ "$rc" = 0 ] && [ -e ${site} ]; then`,
+    sh`  name=$(awk '$1 == "server_name" { sub(/;$/, "", $2); print $2; exit }' ${site})`,
+    // A wildcard name stands for any of its names; a regular expression for none we can write.
+    '  case "$name" in ""|_) name=localhost ;; "*."*) name="metalship-verify.${name#*.}" ;; esac',
+    sh`  if grep -Eq '^[[:space:]]*listen[[:space:]]+([^;]*:)?443[[:space:];]' ${site}; then target=https://127.0.0.1:443; else target=127.0.0.1:80; fi`,
+    `  case "$name" in "~"*|*"*") echo "nginx: the site's first server_name is a pattern, not checked through nginx" ;; *)`,
+    '    echo "NGINX_HOST $name"',
+    sh`    out=$(mstool_as ${PROBE_USER} wait-ready "$target" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody} "$name") || rc=$?`,
+    '    echo "NGINX $out" ;;',
+    '  esac',
+    'fi',
+  );
 }
 
 /**
@@ -47,6 +72,7 @@ export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
           sh`sock=/run/${layout.app}-api-$slot/api.sock`,
           sh`out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`,
           'echo "RESULT $out"',
+          throughNginx(settings),
         ),
     'failed=""',
     ...settings.units.map((u) => sh`if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`),
@@ -61,9 +87,21 @@ export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
     const answer = result ? (JSON.parse(result) as NonNullable<HealthOutcome['answer']>) : null;
     const unitsDown = (out.get('UNITS_DOWN') ?? '').split(' ').filter(Boolean);
     const problem = out.get('PROBLEM') ?? '';
+    const viaNginx = out.get('NGINX');
+    const nginx = viaNginx
+      ? {
+          host: out.get('NGINX_HOST') ?? '',
+          answer: JSON.parse(viaNginx) as NonNullable<HealthOutcome['answer']>,
+        }
+      : null;
     return {
-      healthy: !problem && (answer === null || answer.ok) && unitsDown.length === 0,
+      healthy:
+        !problem &&
+        (answer === null || answer.ok) &&
+        (nginx === null || nginx.answer.ok) &&
+        unitsDown.length === 0,
       answer,
+      nginx,
       unitsDown,
       journal: out.all('JOURNAL'),
       problem,
