@@ -397,5 +397,11 @@ test('verify goes through nginx: another site answering 502 for the app name fai
   } finally {
     await onHost(state, first, `rm -f ${foreign} && systemctl reload nginx`);
   }
-  expect(await version()).toEqual(previous);
+  // A reload returns once nginx is told, before its new workers answer.
+  let now = await httpGet(first.address, '/version', SERVER_NAME);
+  for (let i = 0; i < 40 && now.status !== 200; i++) {
+    await sleep(250);
+    now = await httpGet(first.address, '/version', SERVER_NAME);
+  }
+  expect(JSON.parse(now.body)).toEqual(previous);
 });
