@@ -65133,7 +65133,7 @@ const migrateInputs = {
 /** How the deploy pipeline migrates (auto: when the release has alembic.ini or migrate-command is set). */
 const deployMigrateInputs = {
     migrate: choice({
-        description: 'Run database migrations between release and switch. auto: migrate when the release has an alembic.ini at its top (the source directory\'s root) or migrate-command is set, else not; true: always; false: never. ' +
+        description: "Run database migrations between release and switch. auto: migrate when the release has an alembic.ini at its top (the source directory's root) or migrate-command is set, else not; true: always; false: never. " +
             "A migration whose files (alembic.ini, its script_location directory and the commands) are byte for byte those the current release applied, with that release's revision recorded, is skipped: no revision command, no backup.",
         default: 'auto',
         choices: ['auto', 'true', 'false'],
@@ -75936,7 +75936,7 @@ function throughNginx(settings) {
     const site = settings.layout.nginxSiteEnabled;
     return sh_script(sh_sh `if [ "$rc" = 0 ] && [ -e ${site} ]; then`, sh_sh `  name=$(awk '$1 == "server_name" { sub(/;$/, "", $2); print $2; exit }' ${site})`, 
     // A wildcard name stands for any of its names; a regular expression for none we can write.
-    '  case "$name" in ""|_) name=localhost ;; "*."*) name="metalship-verify.${name#\*.}" ;; esac', sh_sh `  if grep -Eq '^[[:space:]]*listen[[:space:]]+([^;]*:)?443[[:space:];]' ${site}; then target=https://127.0.0.1:443; else target=127.0.0.1:80; fi`, `  case "$name" in "~"*|*"*") echo "nginx: the site's first server_name is a pattern, not checked through nginx" ;; *)`, '    echo "NGINX_HOST $name"', sh_sh `    out=$(mstool_as ${PROBE_USER} wait-ready "$target" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody} "$name") || rc=$?`, '    echo "NGINX $out" ;;', '  esac', 'fi');
+    '  case "$name" in ""|_) name=localhost ;; "*."*) name="metalship-verify.${name#*.}" ;; esac', sh_sh `  if grep -Eq '^[[:space:]]*listen[[:space:]]+([^;]*:)?443[[:space:];]' ${site}; then target=https://127.0.0.1:443; else target=127.0.0.1:80; fi`, `  case "$name" in "~"*|*"*") echo "nginx: the site's first server_name is a pattern, not checked through nginx" ;; *)`, '    echo "NGINX_HOST $name"', sh_sh `    out=$(mstool_as ${PROBE_USER} wait-ready "$target" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody} "$name") || rc=$?`, '    echo "NGINX $out" ;;', '  esac', 'fi');
 }
 /**
  * Polls the serving slot's readiness endpoint until it answers as expected,

@@ -71501,7 +71501,7 @@ const migrateInputs = {
 /** How the deploy pipeline migrates (auto: when the release has alembic.ini or migrate-command is set). */
 const deployMigrateInputs = {
     migrate: choice({
-        description: 'Run database migrations between release and switch. auto: migrate when the release has an alembic.ini at its top (the source directory\'s root) or migrate-command is set, else not; true: always; false: never. ' +
+        description: "Run database migrations between release and switch. auto: migrate when the release has an alembic.ini at its top (the source directory's root) or migrate-command is set, else not; true: always; false: never. " +
             "A migration whose files (alembic.ini, its script_location directory and the commands) are byte for byte those the current release applied, with that release's revision recorded, is skipped: no revision command, no backup.",
         default: 'auto',
         choices: ['auto', 'true', 'false'],
