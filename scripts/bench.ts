@@ -273,6 +273,29 @@ async function main(): Promise<void> {
       ]);
     }
 
+    // A real app's shape: a database (peer-authenticated, the app user owns it),
+    // its migration applied once, then one-file deploys whose migration has nothing to do.
+    await onHost(
+      host,
+      key,
+      `runuser -u postgres -- psql -qc 'CREATE ROLE bench LOGIN' && runuser -u postgres -- createdb -O bench bench && ` +
+        `printf 'REDIS_URL=redis://127.0.0.1:6379/0\\nDATABASE_URL=postgresql:///bench\\n' > /opt/bench/.env`,
+    );
+    await setVersion();
+    await metalshipRun(host, key, source, 'deploy', { migrate: 'auto' });
+    const noopMigrate: number[] = [];
+    for (let i = 0; i < ROUNDS; i++) {
+      await setVersion();
+      rows.push([
+        'metalship deploy (1 file, no-op migration)',
+        await measure(host, key, url, `"v${version}"`, async () => {
+          const r = await metalshipRun(host, key, source, 'deploy', { migrate: 'auto' });
+          noopMigrate.push(Number(/migrate (\d+\.\d+)/.exec(r.summary)?.[1] ?? NaN));
+          return Number(r.outputs['bytes-uploaded']);
+        }),
+      ]);
+    }
+
     // baseline on the same host: its own unit and nginx site on port 8080.
     await onHost(
       host,
@@ -329,6 +352,9 @@ async function main(): Promise<void> {
           (bytes.length ? `, ${median(bytes)} bytes uploaded` : ''),
       );
     }
+    out.push(
+      `  the migrate stage of a one-file deploy with a no-op migration (backup on): ${median(noopMigrate).toFixed(2)} s (median)`,
+    );
     out.push('');
     out.push(
       `fleet: ${fleet.hosts} app hosts behind an nginx load balancer host, load through the balancer (medians of ${ROUNDS}):`,

@@ -67758,7 +67758,9 @@ const migrateHostField = pattern({
     regex: /^[A-Za-z0-9_.:@[\]-]{0,300}$/,
     expected: 'one of the hosts, as written in the hosts input',
 });
-const revisionCommandField = commandField('Command printing the schema revision (first word of its last line), run before and after migrating.', 'alembic current');
+/** Said of each command input whose empty default is alembic's own command line. */
+const ALEMBIC_DEFAULT = "alembic's command line run by the release's python (alembic.config.main, so no alembic script is needed in the venv, as with system-site-packages)";
+const revisionCommandField = commandField(`Command printing the schema revision (first word of its last line), run before and after migrating. Default (empty): \`alembic current\`, ${ALEMBIC_DEFAULT}.`, '');
 const backupKeepField = fields_int({
     description: 'Pre-migration backups to keep in /var/backups/metalship/{app}/pre-migrate.',
     default: '10',
@@ -67768,7 +67770,7 @@ const backupKeepField = fields_int({
 /** The migrate action's own inputs. */
 const migrateInputs = {
     'release-id': switchOnlyInputs['release-id'],
-    command: commandField("Migration command, run in the release with its venv first on PATH and the app's .env, as the app user.", 'alembic upgrade head'),
+    command: commandField(`Migration command, run in the release with its venv first on PATH and the app's .env, as the app user. Default (empty): \`alembic upgrade head\`, ${ALEMBIC_DEFAULT}.`, ''),
     'revision-command': revisionCommandField,
     backup: bool({
         description: 'Take a pg_dump -Fc of the app database (DATABASE_URL in .env) before migrating.',
@@ -67777,9 +67779,14 @@ const migrateInputs = {
     'backup-keep': backupKeepField,
     'migrate-host': migrateHostField,
 };
-/** How the deploy pipeline migrates (off unless migrate: true). */
+/** How the deploy pipeline migrates (auto: when the release has alembic.ini or migrate-command is set). */
 const deployMigrateInputs = {
-    migrate: bool({ description: 'Run database migrations between release and switch.', default: 'false' }),
+    migrate: choice({
+        description: "Run database migrations between release and switch. auto: migrate when the release has an alembic.ini at its top (the source directory's root) or migrate-command is set, else not; true: always; false: never. " +
+            "A migration whose files (alembic.ini, its script_location directory and the commands) are byte for byte those the current release applied, with that release's revision recorded, is skipped: no revision command, no backup.",
+        default: 'auto',
+        choices: ['auto', 'true', 'false'],
+    }),
     'migrate-command': migrateInputs.command,
     'revision-command': revisionCommandField,
     'migrate-backup': bool({ description: 'Back the database up before migrating.', default: 'true' }),
@@ -67792,7 +67799,7 @@ const rollbackMigrateInputs = {
         description: "Before switching back, downgrade the schema to the target release's recorded revision, running the newer release's code. Data written since may be lost.",
         default: 'false',
     }),
-    'downgrade-command': commandField('Downgrade command; {revision} stands for the target revision.', 'alembic downgrade {revision}'),
+    'downgrade-command': commandField(`Downgrade command; {revision} stands for the target revision. Default (empty): \`alembic downgrade {revision}\`, ${ALEMBIC_DEFAULT}.`, ''),
     'revision-command': revisionCommandField,
     backup: bool({ description: 'Back the database up before downgrading.', default: 'true' }),
     'backup-keep': backupKeepField,

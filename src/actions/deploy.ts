@@ -6,7 +6,13 @@ import type { Log } from '../log.js';
 import { restoreProofStep } from '../remote/backup.js';
 import { hasBalancer } from '../inputs/hosts.js';
 import { withHosts, type Host } from '../stages/hosts.js';
-import { markFailedEverywhere, migrateOnHost, pickMigrateHost } from '../stages/migrate.js';
+import {
+  markFailedEverywhere,
+  migrateOnHost,
+  migrationFingerprint,
+  pickMigrateHost,
+  shouldMigrate,
+} from '../stages/migrate.js';
 import { readSource, releaseStage } from '../stages/release.js';
 import { revertRollout, rollOut } from '../stages/rollout.js';
 import { cleanupStage, markBad, verifyUrlStage } from '../stages/switch.js';
@@ -66,14 +72,20 @@ export async function deploy(settings: Settings<'deploy'>, log: Log): Promise<Ac
         `release ${id} failed; nothing was switched:\n${releaseFailed.map((r) => `${r.host}: ${r.error}`).join('\n')}`,
       );
 
-    if (settings.migrate) {
+    const migrate = shouldMigrate(settings.migrate, source.manifest, settings['migrate-command']);
+    log.info(`${migrate.why}: ${migrate.run ? 'migrating' : 'no migration'}`);
+    if (migrate.run) {
       const host = pickMigrateHost(hosts, settings['migrate-host']);
       try {
-        const out = await time('migrate', () =>
-          log.group(`Migrate on ${host.spec.label}`, () =>
-            migrateOnHost(host, id, { ...settings, command: settings['migrate-command'], backup: settings['migrate-backup'] }, log),
-          ),
-        );
+        const out = await time('migrate', async () => {
+          const fingerprint = await migrationFingerprint(settings.source, source.manifest, [
+            settings['migrate-command'],
+            settings['revision-command'],
+          ]);
+          return log.group(`Migrate on ${host.spec.label}`, () =>
+            migrateOnHost(host, id, { ...settings, command: settings['migrate-command'], backup: settings['migrate-backup'] }, log, fingerprint),
+          );
+        });
         outputs['revision-before'] = out.before;
         outputs['revision-after'] = out.after;
         Object.assign(rows.get(host.spec.label) ?? {}, { schema: `${out.before || 'empty'} → ${out.after || 'empty'}` });

@@ -4,6 +4,7 @@
 import {
   bool,
   checkCommand,
+  choice,
   checkRelativePath,
   custom,
   directory,
@@ -512,9 +513,12 @@ const migrateHostField = pattern({
   regex: /^[A-Za-z0-9_.:@[\]-]{0,300}$/,
   expected: 'one of the hosts, as written in the hosts input',
 });
+/** Said of each command input whose empty default is alembic's own command line. */
+const ALEMBIC_DEFAULT =
+  "alembic's command line run by the release's python (alembic.config.main, so no alembic script is needed in the venv, as with system-site-packages)";
 const revisionCommandField = commandField(
-  'Command printing the schema revision (first word of its last line), run before and after migrating.',
-  'alembic current',
+  `Command printing the schema revision (first word of its last line), run before and after migrating. Default (empty): \`alembic current\`, ${ALEMBIC_DEFAULT}.`,
+  '',
 );
 const backupKeepField = int({
   description: 'Pre-migration backups to keep in /var/backups/metalship/{app}/pre-migrate.',
@@ -527,8 +531,8 @@ const backupKeepField = int({
 export const migrateInputs = {
   'release-id': switchOnlyInputs['release-id'],
   command: commandField(
-    "Migration command, run in the release with its venv first on PATH and the app's .env, as the app user.",
-    'alembic upgrade head',
+    `Migration command, run in the release with its venv first on PATH and the app's .env, as the app user. Default (empty): \`alembic upgrade head\`, ${ALEMBIC_DEFAULT}.`,
+    '',
   ),
   'revision-command': revisionCommandField,
   backup: bool({
@@ -539,9 +543,15 @@ export const migrateInputs = {
   'migrate-host': migrateHostField,
 } satisfies Record<string, Field>;
 
-/** How the deploy pipeline migrates (off unless migrate: true). */
+/** How the deploy pipeline migrates (auto: when the release has alembic.ini or migrate-command is set). */
 export const deployMigrateInputs = {
-  migrate: bool({ description: 'Run database migrations between release and switch.', default: 'false' }),
+  migrate: choice({
+    description:
+      "Run database migrations between release and switch. auto: migrate when the release has an alembic.ini at its top (the source directory's root) or migrate-command is set, else not; true: always; false: never. " +
+      "A migration whose files (alembic.ini, its script_location directory and the commands) are byte for byte those the current release applied, with that release's revision recorded, is skipped: no revision command, no backup.",
+    default: 'auto',
+    choices: ['auto', 'true', 'false'],
+  }),
   'migrate-command': migrateInputs.command,
   'revision-command': revisionCommandField,
   'migrate-backup': bool({ description: 'Back the database up before migrating.', default: 'true' }),
@@ -557,8 +567,8 @@ export const rollbackMigrateInputs = {
     default: 'false',
   }),
   'downgrade-command': commandField(
-    'Downgrade command; {revision} stands for the target revision.',
-    'alembic downgrade {revision}',
+    `Downgrade command; {revision} stands for the target revision. Default (empty): \`alembic downgrade {revision}\`, ${ALEMBIC_DEFAULT}.`,
+    '',
   ),
   'revision-command': revisionCommandField,
   backup: bool({ description: 'Back the database up before downgrading.', default: 'true' }),

@@ -6,11 +6,43 @@
 import type { Layout } from './layout.js';
 import { rootOnly } from './paths.js';
 import { pyToolDefinition } from './pytool.js';
-import { keyLines, script, sh } from './sh.js';
+import { keyLines, raw, script, sh } from './sh.js';
 import { step, type Step } from './step.js';
 
 export const MIGRATE_LOCK_EXIT = 76;
 export const MIGRATION_FAILED_EXIT = 77;
+
+/**
+ * alembic's command line run by the release's python: works without the
+ * `alembic` script (a venv with system-site-packages has none), and with
+ * alembic before 1.5, which has no `python -m alembic`. Says what is missing
+ * instead of a traceback.
+ */
+const ALEMBIC_MAIN = [
+  'import sys',
+  'try:',
+  '    from alembic.config import main',
+  'except ImportError as e:',
+  '    sys.exit("alembic cannot be imported by the release\'s python (%s): add alembic to the requirements, or set the command input" % e)',
+  'sys.exit(main(prog="alembic"))',
+].join('\n');
+
+/** A command input as run: its words, or when empty (the default) alembic with `args`. */
+export function orAlembic(words: string[], ...args: string[]): string[] {
+  return words.length ? words : ['python', '-c', ALEMBIC_MAIN, ...args];
+}
+
+/** A command as the log shows it: the default by what it does. */
+function commandText(command: string[]): string {
+  return command[2] === ALEMBIC_MAIN
+    ? `alembic ${command.slice(3).join(' ')} (alembic.config.main, by the release's python)`
+    : command.join(' ');
+}
+
+/** Whether a command is the default alembic upgrade to the head: a no-op once the head is applied. */
+export function isAlembicUpgradeHead(command: string[]): boolean {
+  return command[2] === ALEMBIC_MAIN && command.slice(3).join(' ') === 'upgrade head';
+}
 
 export interface MigrateScriptSettings {
   layout: Layout;
@@ -21,6 +53,13 @@ export interface MigrateScriptSettings {
   revisionCommand: string[];
   /** Where to record the revision after the command (release id), or null. */
   recordIn: string | null;
+  /**
+   * The checksum of the migration's files and commands (computed on the runner
+   * from what it sends), or null when they are not known. With recordIn: when
+   * the current release and the app's state both record this checksum with a
+   * revision, the migration is skipped; after a migration it is recorded.
+   */
+  fingerprint: string | null;
   backup: { label: string; keep: number } | null;
   lockTimeout: number;
   actor: string;
@@ -39,8 +78,9 @@ function prelude(settings: MigrateScriptSettings): string {
     // psql and pg_dump run as the app user, with DATABASE_URL from its .env in
     // their environment: never on a command line, and peer-auth URLs work.
     sh`pg_app() { mstool_as ${settings.user} pg-exec ${layout.env} "$@"; }`,
-    // The revision is the first word of the last line the revision command prints (alembic current: "0002 (head)").
-    sh`revision() { { run_app ${settings.revisionCommand} 2>/dev/null || true; } | awk 'NF { last = $1 } END { print last }'; }`,
+    // The last line the revision command prints (alembic current: "0002 (head)"); the revision is its first word.
+    sh`revision_line() { { run_app ${settings.revisionCommand} 2>/dev/null || true; } | awk 'NF { last = $0 } END { print last }'; }`,
+    "revision() { revision_line | awk '{ print $1 }'; }",
   );
 }
 
@@ -92,21 +132,83 @@ function backupStep(settings: MigrateScriptSettings): string | null {
   );
 }
 
+/** Where the applied migration is recorded: in the app's state (root's, 700) and in each release's metadata. */
+const RECORD = 'migrations';
+
+/**
+ * Records the revision (and the fingerprint, when known) in the release; the
+ * app's state keeps the fingerprint of what was last applied to the database.
+ */
+function record(settings: MigrateScriptSettings, variable: 'before' | 'after'): string | null {
+  const revision = raw(`"$${variable}"`);
+  if (!settings.recordIn) return null;
+  const meta = `${settings.layout.release(settings.recordIn)}/.metalship`;
+  return script(
+    sh`printf '%s\n' ${revision} > ${meta}/schema-revision`,
+    settings.fingerprint
+      ? script(
+          sh`printf '%s %s\n' ${settings.fingerprint} ${revision} > ${meta}/${RECORD}`,
+          sh`cp -f -- ${meta}/${RECORD} ${settings.layout.state}/${RECORD}`,
+        )
+      : null,
+  );
+}
+
+/**
+ * Nothing Python can avoid: when the current release applied exactly these
+ * migration files and the app's state says they were the last applied, the
+ * schema is at their head already. No interpreter starts, no lock is needed.
+ * Both records are root's: the app user can fake neither.
+ */
+function skipUnchanged(settings: MigrateScriptSettings): string | null {
+  if (!settings.fingerprint || !settings.recordIn) return null;
+  const layout = settings.layout;
+  return script(
+    sh`cur=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`,
+    sh`applied=$(cat ${layout.state}/${RECORD} 2>/dev/null || true)`,
+    sh`if [ -n "$cur" ] && [ "\${applied%% *}" = ${settings.fingerprint} ] && [ -n "\${applied#* }" ] && [ "$applied" = "$(cat ${layout.releases}/"$cur"/.metalship/${RECORD} 2>/dev/null)" ]; then`,
+    '  before=${applied#* }',
+    '  echo "REVISION_BEFORE ${before}"',
+    '  echo "REVISION_AFTER ${before}"',
+    sh`  echo "SKIPPED the migration files are those $cur applied (schema at $before): nothing to migrate"`,
+    record(settings, 'before'),
+    sh`  printf '%s\n' "$(date -u +%FT%TZ) migrated ${settings.releaseId}: nothing to do, the files of $cur (\${before})" >> ${layout.history}`,
+    '  exit 0',
+    'fi',
+  );
+}
+
 export function migrateScript(settings: MigrateScriptSettings): string {
+  const atHeadSkips = isAlembicUpgradeHead(settings.command);
   return script(
     prelude(settings),
+    skipUnchanged(settings),
     advisoryLock(settings),
-    'before=$(revision)',
+    // The database is about to change, or be read anew: what was last applied is no longer known.
+    sh`rm -f -- ${settings.layout.state}/${RECORD}`,
+    'before_line=$(revision_line)',
+    'before=${before_line%% *}',
     'echo "REVISION_BEFORE ${before}"',
+    atHeadSkips
+      ? script(
+          // alembic current marks the head: upgrading to it is a no-op, which needs no backup.
+          'case "$before_line" in',
+          '  *"(head)"*)',
+          '    echo "REVISION_AFTER ${before}"',
+          '    echo "SKIPPED the schema is at the head (${before}): nothing to migrate"',
+          record(settings, 'before'),
+          sh`    printf '%s\n' "$(date -u +%FT%TZ) migrated ${settings.releaseId}: nothing to do, at the head (\${before})" >> ${settings.layout.history}`,
+          '    exit 0 ;;',
+          'esac',
+        )
+      : null,
     backupStep(settings),
-    sh`echo "running: ${settings.command.join(' ')}"`,
+    sh`echo ${`running: ${commandText(settings.command)}`}`,
     // The app's output goes to stderr (still streamed): only our own lines are parsed.
     sh`if ! run_app ${settings.command} >&2; then echo "REVISION_AFTER $(revision)"; echo "the migration command failed" >&2; exit ${MIGRATION_FAILED_EXIT}; fi`,
     'after=$(revision)',
     'echo "REVISION_AFTER ${after}"',
-    settings.recordIn
-      ? sh`printf '%s\n' "$after" > ${settings.layout.release(settings.recordIn)}/.metalship/schema-revision`
-      : null,
+    record(settings, 'after'),
     sh`printf '%s\n' "$(date -u +%FT%TZ) migrated ${settings.releaseId}: \${before:-none} -> \${after:-none}" >> ${settings.layout.history}`,
     'printf "%s\\n" "SELECT pg_advisory_unlock_all();" "\\\\q" >&"${LOCK[1]}" || true',
   );
@@ -118,6 +220,8 @@ export interface MigrateOutput {
   backupPath: string;
   backupSha256: string;
   backupBytes: number;
+  /** Why nothing ran (empty when the command ran). */
+  skipped: string;
 }
 
 /** The migration as a step: the revisions before and after, and the backup it took. */
@@ -131,6 +235,7 @@ export function migrateStep(settings: MigrateScriptSettings, what: string): Step
       backupPath,
       backupSha256,
       backupBytes: Number(bytes),
+      skipped: out.get('SKIPPED')?.trim() ?? '',
     };
   });
 }

@@ -22,11 +22,37 @@ export interface HealthOutcome {
   healthy: boolean;
   /** The readiness endpoint's last answer (null on a host without the api). */
   answer: { ok: boolean; attempts: number; seconds: number; status: number; body: string } | null;
+  /** The same endpoint through nginx with the site's Host (null: the host has no site of the app, or the socket failed). */
+  nginx: { host: string; answer: NonNullable<HealthOutcome['answer']> } | null;
   unitsDown: string[];
   /** The services' recent journal lines, when unhealthy. */
   journal: string[];
   /** Why there was nothing to check. */
   problem: string;
+}
+
+/**
+ * The path users take: the same check through nginx on the host, with the
+ * Host (and, for a TLS site, the SNI name) of the app's site, when the host has
+ * the app's site. Another site answering for that name, or a site that does
+ * not reach the app, fails it although the slot's socket answers.
+ */
+function throughNginx(settings: VerifySettings): string {
+  const site = settings.layout.nginxSiteEnabled;
+  return script(
+    sh`if [ "$rc" = 0 ] && [ -e ${site} ]; then`,
+    sh`  name=$(awk '$1 == "server_name" { sub(/;$/, "", $2); print $2; exit }' ${site})`,
+    // A wildcard name stands for any of its names; a regular expression for none we can write.
+    '  case "$name" in ""|_) name=localhost ;; "*."*) name="metalship-verify.${name#*.}" ;; esac',
+    sh`  if grep -Eq '^[[:space:]]*listen[[:space:]]+([^;]*:)?443[[:space:];]' ${site}; then target=https://127.0.0.1:443; else target=127.0.0.1:80; fi`,
+    `  case "$name" in "~"*|*"*") echo "nginx: the site's first server_name is a pattern, not checked through nginx" ;; *)`,
+    '    echo "NGINX_HOST $name"',
+    '    nrc=0',
+    sh`    out=$(mstool_as ${PROBE_USER} wait-ready "$target" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody} "$name") || { nrc=$?; rc=$nrc; }`,
+    '    echo "NGINX $out"; echo "NGINX_RC $nrc" ;;',
+    '  esac',
+    'fi',
+  );
 }
 
 /**
@@ -48,6 +74,7 @@ export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
           sh`out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`,
           'echo "RESULT $out"',
           'echo "PROBE_RC $rc"',
+          throughNginx(settings),
         ),
     'failed=""',
     ...settings.units.map((u) => sh`if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`),
@@ -64,9 +91,20 @@ export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
       settings.api === false || problem
         ? null
         : probeAnswer(out.get('RESULT') ?? '', out.get('PROBE_RC') ?? '');
+    // Once the site's name is out, the probe through nginx must answer too.
+    const nginxHost = out.get('NGINX_HOST');
+    const nginx =
+      nginxHost === undefined
+        ? null
+        : { host: nginxHost, answer: probeAnswer(out.get('NGINX') ?? '', out.get('NGINX_RC') ?? '') };
     return {
-      healthy: !problem && (answer === null || answer.ok) && unitsDown.length === 0,
+      healthy:
+        !problem &&
+        (answer === null || answer.ok) &&
+        (nginx === null || nginx.answer.ok) &&
+        unitsDown.length === 0,
       answer,
+      nginx,
       unitsDown,
       journal: out.all('JOURNAL'),
       problem,

@@ -178,6 +178,9 @@ export async function verifyHost(
       answer && !answer.ok
         ? `${path} answered ${answer.status || 'nothing'} after ${answer.attempts} attempts: ${answer.body.slice(0, 300)}`
         : '',
+      health.nginx && !health.nginx.answer.ok
+        ? `${path} answered on the slot's socket, but through nginx (Host: ${health.nginx.host}) it answered ${health.nginx.answer.status || 'nothing'} after ${health.nginx.answer.attempts} attempts: ${health.nginx.answer.body.slice(0, 300)}`
+        : '',
       health.unitsDown.length ? `units not active: ${health.unitsDown.join(' ')}` : '',
       health.journal.length ? `recent journal:\n${health.journal.join('\n')}` : '',
     ]

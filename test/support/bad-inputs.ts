@@ -118,7 +118,7 @@ export const BAD_INPUTS: Case[] = [
   ['deploy', 'verify-timeout', '1e3', /not a whole number/],
   ['deploy', 'lock-timeout', '-1', /out of range/],
   ['deploy', 'command-idle-timeout', '2', /out of range/],
-  ['deploy', 'migrate', 'on', /is not a boolean/],
+  ['deploy', 'migrate', 'on', /'on' is not a known value/],
   ['migrate', 'command', 'alembic upgrade head; drop database', /contains characters/],
   ['migrate', 'backup-keep', '0', /out of range/],
   ['rollback', 'migrate-down', 'sure', /is not a boolean/],

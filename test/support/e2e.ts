@@ -217,6 +217,8 @@ export function sampleAppInputs(app: string, source: string): Record<string, str
     'pip-args': '--no-index',
     'worker-command': 'python -m worker',
     'scheduler-command': 'python -m scheduler',
+    // The sample app has alembic.ini, so migrate: auto would migrate; only the tests that set a database up do.
+    migrate: 'false',
   };
 }
 

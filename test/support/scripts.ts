@@ -2,7 +2,7 @@
 // bash -n test (test/unit/scripts.test.ts) and shellcheck (scripts/lint-scripts.ts).
 import { layout } from '../../src/remote/layout.js';
 import { lockScript } from '../../src/remote/lock.js';
-import { migrateScript, type MigrateScriptSettings } from '../../src/remote/migrate.js';
+import { migrateScript, orAlembic, type MigrateScriptSettings } from '../../src/remote/migrate.js';
 import { buildStep, ensureAppTree, markStep, prepareStep } from '../../src/remote/release.js';
 import { switchScript, uvicornFlagsScript } from '../../src/remote/switch.js';
 import { unitFiles } from '../../src/remote/units.js';
@@ -30,6 +30,7 @@ export const MIGRATE: MigrateScriptSettings = {
   command: ['alembic', 'upgrade', 'head'],
   revisionCommand: ['alembic', 'current'],
   recordIn: '20250101_000000',
+  fingerprint: null,
   backup: { label: 'pre-migrate', keep: 10 },
   lockTimeout: 30,
   actor: HOSTILE,
@@ -85,6 +86,12 @@ export const scripts: Record<string, string> = {
   list: listStep(shopLayout).script,
   cleanup: cleanupStep(shopLayout, { releases: ['a', 'b'], venvs: ['py-1'] }).script,
   migrate: migrateScript(MIGRATE),
+  'migrate-alembic-default': migrateScript({
+    ...MIGRATE,
+    command: orAlembic([], 'upgrade', 'head'),
+    revisionCommand: orAlembic([], 'current'),
+    fingerprint: 'ab'.repeat(32),
+  }),
 };
 
 /** The restore test's scratch database and role (the password a fresh one's shape: hex). */

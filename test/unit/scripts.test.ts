@@ -133,9 +133,26 @@ test('the health check reports, the caller decides: its output reads as what it 
     unitsDown: ['a.service', 'b.service'],
     journal: ['one', 'two'],
     problem: '',
+    nginx: null,
   });
   const good = JSON.stringify({ ...answer, ok: true, status: 200 });
   expect(check.parse(`RESULT ${good}\nPROBE_RC 0\n`).healthy).toBe(true);
+  // The socket answers, nginx (another site for the name) does not: unhealthy.
+  expect(
+    check.parse(
+      `RESULT ${good}\nPROBE_RC 0\nNGINX_HOST shop.example\nNGINX ${JSON.stringify(answer)}\nNGINX_RC 1\n`,
+    ),
+  ).toMatchObject({ healthy: false, nginx: { host: 'shop.example', answer } });
+  expect(
+    check.parse(`RESULT ${good}\nPROBE_RC 0\nNGINX_HOST shop.example\nNGINX ${good}\nNGINX_RC 0\n`).healthy,
+  ).toBe(true);
+  // Through nginx too, a probe that printed nothing fails.
+  expect(
+    check.parse(`RESULT ${good}\nPROBE_RC 0\nNGINX_HOST shop.example\nNGINX \nNGINX_RC 1\n`),
+  ).toMatchObject({
+    healthy: false,
+    nginx: { answer: { ok: false, body: /no answer/ } },
+  });
   // A probe that died (runuser or python failing) is a failed check, never a pass.
   for (const dead of [
     'RESULT \nPROBE_RC 1\n',
@@ -232,6 +249,7 @@ test('migration output is parsed from the marker lines', () => {
     backupPath: '/b/x.dump',
     backupSha256: 'abc',
     backupBytes: 123,
+    skipped: '',
   });
   expect(parseMigrateOutput('REVISION_BEFORE\nREVISION_AFTER 0001\n').before).toBe('');
 });
