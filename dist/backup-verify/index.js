@@ -54948,7 +54948,16 @@ function pyToolDefinition() {
 // reads. Built together and tested together (a unit test runs the script's
 // parser on what the script prints), the way Kamal pairs a command with its use.
 function step_step(what, script, parse) {
-    return { what, script, parse };
+    return { what, script, parse: (stdout) => parse(stdout) };
+}
+/** A step whose exit code and stderr are part of its result: parse gets them. */
+function reportingStep(what, script, parse) {
+    return {
+        what,
+        script,
+        parse: (stdout, ending = { code: 0, stderr: '' }) => parse(stdout, ending),
+        reportsFailure: true,
+    };
 }
 /** A step whose output says nothing the caller needs. */
 function plainStep(what, script) {
@@ -56213,7 +56222,10 @@ class Connection {
     }
     /** Runs a step and reads its output; throws RemoteError when its script fails. */
     async step(s, opts = {}) {
-        return s.parse((await this.run(s.script, { ...opts, what: s.what })).stdout);
+        const result = s.reportsFailure
+            ? await this.exec(s.script, { ...opts, what: s.what })
+            : await this.run(s.script, { ...opts, what: s.what });
+        return s.parse(result.stdout, result);
     }
     /** Runs a script; resolves with its output when it exits 0, throws RemoteError otherwise. */
     async run(script, opts = {}) {

@@ -54534,7 +54534,16 @@ function pytool_pyToolDefinition() {
 // reads. Built together and tested together (a unit test runs the script's
 // parser on what the script prints), the way Kamal pairs a command with its use.
 function step_step(what, script, parse) {
-    return { what, script, parse };
+    return { what, script, parse: (stdout) => parse(stdout) };
+}
+/** A step whose exit code and stderr are part of its result: parse gets them. */
+function reportingStep(what, script, parse) {
+    return {
+        what,
+        script,
+        parse: (stdout, ending = { code: 0, stderr: '' }) => parse(stdout, ending),
+        reportsFailure: true,
+    };
 }
 /** A step whose output says nothing the caller needs. */
 function step_plainStep(what, script) {
@@ -54552,6 +54561,34 @@ function step_plainStep(what, script) {
 
 const MIGRATE_LOCK_EXIT = 76;
 const MIGRATION_FAILED_EXIT = 77;
+/**
+ * alembic's command line run by the release's python: works without the
+ * `alembic` script (a venv with system-site-packages has none), and with
+ * alembic before 1.5, which has no `python -m alembic`. Says what is missing
+ * instead of a traceback.
+ */
+const ALEMBIC_MAIN = [
+    'import sys',
+    'try:',
+    '    from alembic.config import main',
+    'except ImportError as e:',
+    '    sys.exit("alembic cannot be imported by the release\'s python (%s): add alembic to the requirements, or set the command input" % e)',
+    'sys.exit(main(prog="alembic"))',
+].join('\n');
+/** A command input as run: its words, or when empty (the default) alembic with `args`. */
+function migrate_orAlembic(words, ...args) {
+    return words.length ? words : ['python', '-c', ALEMBIC_MAIN, ...args];
+}
+/** A command as the log shows it: the default by what it does. */
+function commandText(command) {
+    return command[2] === ALEMBIC_MAIN
+        ? `alembic ${command.slice(3).join(' ')} (alembic.config.main, by the release's python)`
+        : command.join(' ');
+}
+/** Whether a command is the default alembic upgrade to the head: a no-op once the head is applied. */
+function isAlembicUpgradeHead(command) {
+    return command[2] === ALEMBIC_MAIN && command.slice(3).join(' ') === 'upgrade head';
+}
 /** The shell fragments every migration script shares: the tool, the app runner, the database client. */
 function prelude(settings) {
     const layout = settings.layout;
@@ -54560,8 +54597,8 @@ function prelude(settings) {
     // psql and pg_dump run as the app user, with DATABASE_URL from its .env in
     // their environment: never on a command line, and peer-auth URLs work.
     sh_sh `pg_app() { mstool_as ${settings.user} pg-exec ${layout.env} "$@"; }`, 
-    // The revision is the first word of the last line the revision command prints (alembic current: "0002 (head)").
-    sh_sh `revision() { { run_app ${settings.revisionCommand} 2>/dev/null || true; } | awk 'NF { last = $1 } END { print last }'; }`);
+    // The last line the revision command prints (alembic current: "0002 (head)"); the revision is its first word.
+    sh_sh `revision_line() { { run_app ${settings.revisionCommand} 2>/dev/null || true; } | awk 'NF { last = $0 } END { print last }'; }`, "revision() { revision_line | awk '{ print $1 }'; }");
 }
 /** Takes the app's migration advisory lock in a psql session that lives until the script ends. */
 function advisoryLock(settings) {
@@ -54582,12 +54619,44 @@ function backupStep(settings) {
     // Bounded retention: the newest `keep` pre-migration backups stay.
     sh_sh `  find ${dir} -maxdepth 1 -name '*.dump' -printf '%T@ %p\n' | sort -rn | cut -d' ' -f2- | tail -n +${settings.backup.keep + 1} | while IFS= read -r old; do rm -f -- "$old" "$old.sha256"; echo "removed old backup $old"; done`, ')');
 }
+/** Where the applied migration is recorded: in the app's state (root's, 700) and in each release's metadata. */
+const RECORD = 'migrations';
+/**
+ * Records the revision (and the fingerprint, when known) in the release; the
+ * app's state keeps the fingerprint of what was last applied to the database.
+ */
+function record(settings, variable) {
+    const revision = sh_raw(`"$${variable}"`);
+    if (!settings.recordIn)
+        return null;
+    const meta = `${settings.layout.release(settings.recordIn)}/.metalship`;
+    return sh_script(sh_sh `printf '%s\n' ${revision} > ${meta}/schema-revision`, settings.fingerprint
+        ? sh_script(sh_sh `printf '%s %s\n' ${settings.fingerprint} ${revision} > ${meta}/${RECORD}`, sh_sh `cp -f -- ${meta}/${RECORD} ${settings.layout.state}/${RECORD}`)
+        : null);
+}
+/**
+ * Nothing Python can avoid: when the current release applied exactly these
+ * migration files and the app's state says they were the last applied, the
+ * schema is at their head already. No interpreter starts, no lock is needed.
+ * Both records are root's: the app user can fake neither.
+ */
+function skipUnchanged(settings) {
+    if (!settings.fingerprint || !settings.recordIn)
+        return null;
+    const layout = settings.layout;
+    return sh_script(sh_sh `cur=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `applied=$(cat ${layout.state}/${RECORD} 2>/dev/null || true)`, sh_sh `if [ -n "$cur" ] && [ "\${applied%% *}" = ${settings.fingerprint} ] && [ -n "\${applied#* }" ] && [ "$applied" = "$(cat ${layout.releases}/"$cur"/.metalship/${RECORD} 2>/dev/null)" ]; then`, '  before=${applied#* }', '  echo "REVISION_BEFORE ${before}"', '  echo "REVISION_AFTER ${before}"', sh_sh `  echo "SKIPPED the migration files are those $cur applied (schema at $before): nothing to migrate"`, record(settings, 'before'), sh_sh `  printf '%s\n' "$(date -u +%FT%TZ) migrated ${settings.releaseId}: nothing to do, the files of $cur (\${before})" >> ${layout.history}`, '  exit 0', 'fi');
+}
 function migrateScript(settings) {
-    return sh_script(prelude(settings), advisoryLock(settings), 'before=$(revision)', 'echo "REVISION_BEFORE ${before}"', backupStep(settings), sh_sh `echo "running: ${settings.command.join(' ')}"`, 
+    const atHeadSkips = isAlembicUpgradeHead(settings.command);
+    return sh_script(prelude(settings), skipUnchanged(settings), advisoryLock(settings), 
+    // The database is about to change, or be read anew: what was last applied is no longer known.
+    sh_sh `rm -f -- ${settings.layout.state}/${RECORD}`, 'before_line=$(revision_line)', 'before=${before_line%% *}', 'echo "REVISION_BEFORE ${before}"', atHeadSkips
+        ? sh_script(
+        // alembic current marks the head: upgrading to it is a no-op, which needs no backup.
+        'case "$before_line" in', '  *"(head)"*)', '    echo "REVISION_AFTER ${before}"', '    echo "SKIPPED the schema is at the head (${before}): nothing to migrate"', record(settings, 'before'), sh_sh `    printf '%s\n' "$(date -u +%FT%TZ) migrated ${settings.releaseId}: nothing to do, at the head (\${before})" >> ${settings.layout.history}`, '    exit 0 ;;', 'esac')
+        : null, backupStep(settings), sh_sh `echo ${`running: ${commandText(settings.command)}`}`, 
     // The app's output goes to stderr (still streamed): only our own lines are parsed.
-    sh_sh `if ! run_app ${settings.command} >&2; then echo "REVISION_AFTER $(revision)"; echo "the migration command failed" >&2; exit ${MIGRATION_FAILED_EXIT}; fi`, 'after=$(revision)', 'echo "REVISION_AFTER ${after}"', settings.recordIn
-        ? sh_sh `printf '%s\n' "$after" > ${settings.layout.release(settings.recordIn)}/.metalship/schema-revision`
-        : null, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) migrated ${settings.releaseId}: \${before:-none} -> \${after:-none}" >> ${settings.layout.history}`, 'printf "%s\\n" "SELECT pg_advisory_unlock_all();" "\\\\q" >&"${LOCK[1]}" || true');
+    sh_sh `if ! run_app ${settings.command} >&2; then echo "REVISION_AFTER $(revision)"; echo "the migration command failed" >&2; exit ${MIGRATION_FAILED_EXIT}; fi`, 'after=$(revision)', 'echo "REVISION_AFTER ${after}"', record(settings, 'after'), sh_sh `printf '%s\n' "$(date -u +%FT%TZ) migrated ${settings.releaseId}: \${before:-none} -> \${after:-none}" >> ${settings.layout.history}`, 'printf "%s\\n" "SELECT pg_advisory_unlock_all();" "\\\\q" >&"${LOCK[1]}" || true');
 }
 /** The migration as a step: the revisions before and after, and the backup it took. */
 function migrate_migrateStep(settings, what) {
@@ -54600,6 +54669,7 @@ function migrate_migrateStep(settings, what) {
             backupPath,
             backupSha256,
             backupBytes: Number(bytes),
+            skipped: out.get('SKIPPED')?.trim() ?? '',
         };
     });
 }
@@ -54892,7 +54962,7 @@ function unixifyPath(path) {
     }
     return path;
 }
-async function readFile(filePath) {
+async function esm_readFile(filePath) {
     return new Promise((resolve, reject) => {
         external_fs_.readFile(filePath, 'utf8', (err, res) => {
             if (err) {
@@ -54988,7 +55058,7 @@ class NodeSSH {
             if (config.privateKeyPath != null) {
                 // Must be an fs path
                 try {
-                    config.privateKey = await readFile(config.privateKeyPath);
+                    config.privateKey = await esm_readFile(config.privateKeyPath);
                 }
                 catch (err) {
                     if (err != null && err.code === 'ENOENT') {
@@ -55691,7 +55761,10 @@ class Connection {
     }
     /** Runs a step and reads its output; throws RemoteError when its script fails. */
     async step(s, opts = {}) {
-        return s.parse((await this.run(s.script, { ...opts, what: s.what })).stdout);
+        const result = s.reportsFailure
+            ? await this.exec(s.script, { ...opts, what: s.what })
+            : await this.run(s.script, { ...opts, what: s.what });
+        return s.parse(result.stdout, result);
     }
     /** Runs a script; resolves with its output when it exits 0, throws RemoteError otherwise. */
     async run(script, opts = {}) {
@@ -56550,6 +56623,10 @@ async function withHosts(settings, log, action, fn, opts = {}) {
     }
 }
 
+;// CONCATENATED MODULE: external "node:fs/promises"
+const external_node_fs_promises_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs/promises");
+;// CONCATENATED MODULE: external "node:path"
+const external_node_path_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:path");
 ;// CONCATENATED MODULE: ./src/remote/quoting.ts
 // Quoting for the files we generate, each in its own syntax: a value from the
 // settings is escaped for where it goes, the way sh`` quotes it in a script.
@@ -57179,7 +57256,7 @@ function prepareStep(settings, manifest) {
  * of the manifest, once, or nothing is sent.
  */
 function parsePrepared(stdout, manifest) {
-    const previous = /^PREVIOUS (.*)$/m.exec(stdout)?.[1]?.trim() ?? '';
+    const previous = keyLines(stdout).get('PREVIOUS')?.trim() ?? '';
     if (previous && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/.test(previous))
         throw new Error(`the host named its current release ${JSON.stringify(previous.slice(0, 100))}, not a release id`);
     let answer;
@@ -57273,6 +57350,9 @@ function markStep(layout, releaseId, status, reason) {
 
 
 
+
+
+
 /** The host that migrates: the one named, else the one with the migrate role, else the first. */
 function pickMigrateHost(hosts, named) {
     if (named) {
@@ -57285,20 +57365,101 @@ function pickMigrateHost(hosts, named) {
     }
     return hosts.find((h) => h.roles.migrate) ?? hosts[0];
 }
-async function migrateOnHost(host, releaseId, settings, log) {
+/**
+ * Whether a deploy migrates. auto: when migrate-command is set, or the release
+ * has alembic.ini at its top (what the default command needs).
+ */
+function shouldMigrate(migrate, manifest, command) {
+    if (migrate !== 'auto')
+        return { run: migrate === 'true', why: `migrate is ${migrate}` };
+    if (command.length)
+        return { run: true, why: 'migrate is auto and migrate-command is set' };
+    return manifest.files.some(([p]) => p === 'alembic.ini')
+        ? { run: true, why: 'migrate is auto and the release has alembic.ini' }
+        : { run: false, why: 'migrate is auto, the release has no alembic.ini and migrate-command is not set' };
+}
+/**
+ * The directories alembic.ini's [alembic] section takes migrations from
+ * (script_location, version_locations), as release paths; null when one is not
+ * a plain path inside the release (then no migration is ever skipped).
+ */
+function alembicDirectories(ini) {
+    const values = {};
+    let section = '';
+    let key = '';
+    for (const line of ini.split(/\r?\n/)) {
+        if (/^\s*([#;]|$)/.test(line))
+            continue;
+        const header = /^\[(.*)\]\s*$/.exec(line);
+        if (header) {
+            [section, key] = [header[1].trim(), ''];
+            continue;
+        }
+        if (/^\s/.test(line)) {
+            if (section === 'alembic' && key)
+                values[key] += ' ' + line.trim();
+            continue;
+        }
+        const kv = /^([^=:]+?)\s*[=:]\s*(.*)$/.exec(line);
+        key = kv ? kv[1].trim().toLowerCase() : '';
+        if (section === 'alembic' && kv)
+            values[key] = kv[2].trim();
+    }
+    const paths = [values.script_location ?? '', ...(values.version_locations ?? '').split(/[\s,]+/)].filter(Boolean);
+    if (!values.script_location)
+        return null;
+    const dirs = [];
+    for (let p of paths) {
+        p = p.replace(/^%\(here\)s\//, '');
+        const pkg = /^([A-Za-z_][\w.]*):(.*)$/.exec(p);
+        if (pkg)
+            p = pkg[1].replaceAll('.', '/') + (pkg[2] ? '/' + pkg[2] : '');
+        p = p.replace(/\/+$/, '').replace(/^\.\//, '');
+        if (!p || p.startsWith('/') || p.includes('%(') || p.split('/').some((x) => x === '..' || x === '.'))
+            return null;
+        dirs.push(p);
+    }
+    return dirs;
+}
+/**
+ * The checksum of what decides a migration: alembic.ini, the files under its
+ * migration directories, the commands, and release files the commands name
+ * (a script, or a `-m` module). Computed on the runner from what it sends; null
+ * without alembic.ini or with directories it cannot place.
+ */
+async function migrationFingerprint(source, manifest, commands) {
+    if (!manifest.files.some(([p]) => p === 'alembic.ini'))
+        return null;
+    const dirs = alembicDirectories(await readFile(join(source, 'alembic.ini'), 'utf8'));
+    if (!dirs)
+        return null;
+    const words = commands.flat();
+    const modules = words.flatMap((w, i) => (words[i - 1] === '-m' ? [w.replaceAll('.', '/')] : []));
+    const named = (p) => p === 'alembic.ini' ||
+        words.includes(p) ||
+        [...dirs, ...modules].some((d) => p.startsWith(d + '/')) ||
+        modules.some((m) => p === m + '.py');
+    const files = manifest.files.filter(([p]) => named(p)).map(([p, digest, mode]) => [p, digest, mode]);
+    if (!files.some(([p]) => dirs.some((d) => p.startsWith(d + '/'))))
+        return null;
+    const links = manifest.links.filter(([p]) => named(p));
+    return createHash('sha256').update(JSON.stringify({ commands, files, links })).digest('hex');
+}
+async function migrateOnHost(host, releaseId, settings, log, fingerprint = null) {
     try {
         const out = await host.conn.step(migrate_migrateStep({
             layout: host.layout,
             releaseId,
             user: settings['app-user'],
-            command: settings.command,
-            revisionCommand: settings['revision-command'],
+            command: migrate_orAlembic(settings.command, 'upgrade', 'head'),
+            revisionCommand: migrate_orAlembic(settings['revision-command'], 'current'),
             recordIn: releaseId,
+            fingerprint,
             backup: settings.backup ? { label: 'pre-migrate', keep: settings['backup-keep'] } : null,
             lockTimeout: settings['lock-timeout'],
             actor: hosts_lockHolder('migrate').actor,
         }, `migrating for ${releaseId}`), { stream: true });
-        log.info(`[${host.spec.label}] schema ${out.before || 'empty'} -> ${out.after || 'empty'}`);
+        log.info(`[${host.spec.label}] schema ${out.before || 'empty'} -> ${out.after || 'empty'}${out.skipped ? ` (${out.skipped})` : ''}`);
         return out;
     }
     catch (err) {
@@ -57318,9 +57479,10 @@ async function downgradeOnHost(host, fromRelease, revision, settings, log) {
         layout: host.layout,
         releaseId: fromRelease,
         user: settings['app-user'],
-        command: settings['downgrade-command'].map((w) => w.replaceAll('{revision}', revision)),
-        revisionCommand: settings['revision-command'],
+        command: orAlembic(settings['downgrade-command'], 'downgrade', '{revision}').map((w) => w.replaceAll('{revision}', revision)),
+        revisionCommand: orAlembic(settings['revision-command'], 'current'),
         recordIn: null,
+        fingerprint: null,
         backup: settings.backup ? { label: 'pre-downgrade', keep: settings['backup-keep'] } : null,
         lockTimeout: settings['lock-timeout'],
         actor: lockHolder('rollback').actor,
@@ -66356,7 +66518,7 @@ const ZodRecord = /*@__PURE__*/ (/* unused pure expression or super */ null && (
     inst.keyType = def.keyType;
     inst.valueType = def.valueType;
 })));
-function record(keyType, valueType, params) {
+function schemas_record(keyType, valueType, params) {
     // v3-compat: z.record(valueType, params?) — defaults keyType to z.string()
     if (!valueType || !valueType._zod) {
         return new ZodRecord({
@@ -66857,7 +67019,7 @@ const stringbool = (...args) => core._stringbool({
 }, ...args);
 function json(params) {
     const jsonSchema = lazy(() => {
-        return union([schemas_string(params), schemas_number(), schemas_boolean(), schemas_null(), array(jsonSchema), record(schemas_string(), jsonSchema)]);
+        return union([schemas_string(params), schemas_number(), schemas_boolean(), schemas_null(), array(jsonSchema), schemas_record(schemas_string(), jsonSchema)]);
     });
     return jsonSchema;
 }
@@ -67633,7 +67795,9 @@ const migrateHostField = pattern({
     regex: /^[A-Za-z0-9_.:@[\]-]{0,300}$/,
     expected: 'one of the hosts, as written in the hosts input',
 });
-const revisionCommandField = commandField('Command printing the schema revision (first word of its last line), run before and after migrating.', 'alembic current');
+/** Said of each command input whose empty default is alembic's own command line. */
+const ALEMBIC_DEFAULT = "alembic's command line run by the release's python (alembic.config.main, so no alembic script is needed in the venv, as with system-site-packages)";
+const revisionCommandField = commandField(`Command printing the schema revision (first word of its last line), run before and after migrating. Default (empty): \`alembic current\`, ${ALEMBIC_DEFAULT}.`, '');
 const backupKeepField = fields_int({
     description: 'Pre-migration backups to keep in /var/backups/metalship/{app}/pre-migrate.',
     default: '10',
@@ -67643,7 +67807,7 @@ const backupKeepField = fields_int({
 /** The migrate action's own inputs. */
 const migrateInputs = {
     'release-id': switchOnlyInputs['release-id'],
-    command: commandField("Migration command, run in the release with its venv first on PATH and the app's .env, as the app user.", 'alembic upgrade head'),
+    command: commandField(`Migration command, run in the release with its venv first on PATH and the app's .env, as the app user. Default (empty): \`alembic upgrade head\`, ${ALEMBIC_DEFAULT}.`, ''),
     'revision-command': revisionCommandField,
     backup: bool({
         description: 'Take a pg_dump -Fc of the app database (DATABASE_URL in .env) before migrating.',
@@ -67652,9 +67816,14 @@ const migrateInputs = {
     'backup-keep': backupKeepField,
     'migrate-host': migrateHostField,
 };
-/** How the deploy pipeline migrates (off unless migrate: true). */
+/** How the deploy pipeline migrates (auto: when the release has alembic.ini or migrate-command is set). */
 const deployMigrateInputs = {
-    migrate: bool({ description: 'Run database migrations between release and switch.', default: 'false' }),
+    migrate: choice({
+        description: "Run database migrations between release and switch. auto: migrate when the release has an alembic.ini at its top (the source directory's root) or migrate-command is set, else not; true: always; false: never. " +
+            "A migration whose files (alembic.ini, its script_location directory and the commands) are byte for byte those the current release applied, with that release's revision recorded, is skipped: no revision command, no backup.",
+        default: 'auto',
+        choices: ['auto', 'true', 'false'],
+    }),
     'migrate-command': migrateInputs.command,
     'revision-command': revisionCommandField,
     'migrate-backup': bool({ description: 'Back the database up before migrating.', default: 'true' }),
@@ -67667,7 +67836,7 @@ const rollbackMigrateInputs = {
         description: "Before switching back, downgrade the schema to the target release's recorded revision, running the newer release's code. Data written since may be lost.",
         default: 'false',
     }),
-    'downgrade-command': commandField('Downgrade command; {revision} stands for the target revision.', 'alembic downgrade {revision}'),
+    'downgrade-command': commandField(`Downgrade command; {revision} stands for the target revision. Default (empty): \`alembic downgrade {revision}\`, ${ALEMBIC_DEFAULT}.`, ''),
     'revision-command': revisionCommandField,
     backup: bool({ description: 'Back the database up before downgrading.', default: 'true' }),
     'backup-keep': backupKeepField,

@@ -55588,7 +55588,10 @@ class Connection {
     }
     /** Runs a step and reads its output; throws RemoteError when its script fails. */
     async step(s, opts = {}) {
-        return s.parse((await this.run(s.script, { ...opts, what: s.what })).stdout);
+        const result = s.reportsFailure
+            ? await this.exec(s.script, { ...opts, what: s.what })
+            : await this.run(s.script, { ...opts, what: s.what });
+        return s.parse(result.stdout, result);
     }
     /** Runs a script; resolves with its output when it exits 0, throws RemoteError otherwise. */
     async run(script, opts = {}) {
@@ -57151,7 +57154,7 @@ function prepareStep(settings, manifest) {
  * of the manifest, once, or nothing is sent.
  */
 function parsePrepared(stdout, manifest) {
-    const previous = /^PREVIOUS (.*)$/m.exec(stdout)?.[1]?.trim() ?? '';
+    const previous = keyLines(stdout).get('PREVIOUS')?.trim() ?? '';
     if (previous && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/.test(previous))
         throw new Error(`the host named its current release ${JSON.stringify(previous.slice(0, 100))}, not a release id`);
     let answer;
@@ -57243,6 +57246,18 @@ function release_markStep(layout, releaseId, status, reason) {
 
 
 /**
+ * The path users take: the same check through nginx on the host, with the
+ * Host (and, for a TLS site, the SNI name) of the app's site, when the host has
+ * the app's site. Another site answering for that name, or a site that does
+ * not reach the app, fails it although the slot's socket answers.
+ */
+function throughNginx(settings) {
+    const site = settings.layout.nginxSiteEnabled;
+    return script(sh `if [ "$rc" = 0 ] && [ -e ${site} ]; then`, sh `  name=$(awk '$1 == "server_name" { sub(/;$/, "", $2); print $2; exit }' ${site})`, 
+    // A wildcard name stands for any of its names; a regular expression for none we can write.
+    '  case "$name" in ""|_) name=localhost ;; "*."*) name="metalship-verify.${name#*.}" ;; esac', sh `  if grep -Eq '^[[:space:]]*listen[[:space:]]+([^;]*:)?443[[:space:];]' ${site}; then target=https://127.0.0.1:443; else target=127.0.0.1:80; fi`, `  case "$name" in "~"*|*"*") echo "nginx: the site's first server_name is a pattern, not checked through nginx" ;; *)`, '    echo "NGINX_HOST $name"', '    nrc=0', sh `    out=$(mstool_as ${PROBE_USER} wait-ready "$target" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody} "$name") || { nrc=$?; rc=$nrc; }`, '    echo "NGINX $out"; echo "NGINX_RC $nrc" ;;', '  esac', 'fi');
+}
+/**
  * Polls the serving slot's readiness endpoint until it answers as expected,
  * then checks the units; on trouble, the services' recent journal lines (without
  * uvicorn's access log). It reports, and the caller decides: it exits 0.
@@ -57251,7 +57266,7 @@ function verify_verifyStep(settings) {
     const layout = settings.layout;
     const text = script(pyToolDefinition(), 'rc=0', settings.api === false
         ? null
-        : script(sh `slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "PROBLEM no api slot is serving on this host (nothing deployed yet?)"; exit 0;; esac', sh `sock=/run/${layout.app}-api-$slot/api.sock`, sh `out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'echo "PROBE_RC $rc"'), 'failed=""', ...settings.units.map((u) => sh `if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', sh `  journalctl -u ${layout.units.api('blue')} -u ${layout.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`, 'fi');
+        : script(sh `slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "PROBLEM no api slot is serving on this host (nothing deployed yet?)"; exit 0;; esac', sh `sock=/run/${layout.app}-api-$slot/api.sock`, sh `out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'echo "PROBE_RC $rc"', throughNginx(settings)), 'failed=""', ...settings.units.map((u) => sh `if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', sh `  journalctl -u ${layout.units.api('blue')} -u ${layout.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`, 'fi');
     return step('health check', text, (stdout) => {
         const out = keyLines(stdout);
         const unitsDown = (out.get('UNITS_DOWN') ?? '').split(' ').filter(Boolean);
@@ -57259,9 +57274,18 @@ function verify_verifyStep(settings) {
         const answer = settings.api === false || problem
             ? null
             : probeAnswer(out.get('RESULT') ?? '', out.get('PROBE_RC') ?? '');
+        // Once the site's name is out, the probe through nginx must answer too.
+        const nginxHost = out.get('NGINX_HOST');
+        const nginx = nginxHost === undefined
+            ? null
+            : { host: nginxHost, answer: probeAnswer(out.get('NGINX') ?? '', out.get('NGINX_RC') ?? '') };
         return {
-            healthy: !problem && (answer === null || answer.ok) && unitsDown.length === 0,
+            healthy: !problem &&
+                (answer === null || answer.ok) &&
+                (nginx === null || nginx.answer.ok) &&
+                unitsDown.length === 0,
             answer,
+            nginx,
             unitsDown,
             journal: out.all('JOURNAL'),
             problem,
@@ -57469,6 +57493,9 @@ async function switch_verifyHost(host, settings, log) {
             answer && !answer.ok
                 ? `${path} answered ${answer.status || 'nothing'} after ${answer.attempts} attempts: ${answer.body.slice(0, 300)}`
                 : '',
+            health.nginx && !health.nginx.answer.ok
+                ? `${path} answered on the slot's socket, but through nginx (Host: ${health.nginx.host}) it answered ${health.nginx.answer.status || 'nothing'} after ${health.nginx.answer.attempts} attempts: ${health.nginx.answer.body.slice(0, 300)}`
+                : '',
             health.unitsDown.length ? `units not active: ${health.unitsDown.join(' ')}` : '',
             health.journal.length ? `recent journal:\n${health.journal.join('\n')}` : '',
         ]
@@ -57663,7 +57690,16 @@ async function revertRollout(hosts, rollout, settings, log) {
 // reads. Built together and tested together (a unit test runs the script's
 // parser on what the script prints), the way Kamal pairs a command with its use.
 function step_step(what, script, parse) {
-    return { what, script, parse };
+    return { what, script, parse: (stdout) => parse(stdout) };
+}
+/** A step whose exit code and stderr are part of its result: parse gets them. */
+function reportingStep(what, script, parse) {
+    return {
+        what,
+        script,
+        parse: (stdout, ending = { code: 0, stderr: '' }) => parse(stdout, ending),
+        reportsFailure: true,
+    };
 }
 /** A step whose output says nothing the caller needs. */
 function step_plainStep(what, script) {
@@ -57676,6 +57712,9 @@ function step_plainStep(what, script) {
 // its stderr the reason), the CHECK flag every script honours (CHECK=1 reports
 // what would change and changes nothing), and bash helpers for packages and files.
 
+
+/** Each helper is defined for every item and called by those that need it. */
+const CALLED_BY_ITEMS = '# shellcheck disable=SC2317 # called by the items that need it';
 /** Bash helpers every item script starts with. */
 function prelude(check) {
     return sh_script(`CHECK=${check ? 1 : 0}`, 'export DEBIAN_FRONTEND=noninteractive LC_ALL=C', 
@@ -57683,16 +57722,16 @@ function prelude(check) {
     // install, or ask: provision restarts what it changes itself.
     'export NEEDRESTART_SUSPEND=1 NEEDRESTART_MODE=l', 
     // A change, or with CHECK=1 a change that would be made.
-    'ms_changed() { echo "changed $*"; }', 'ms_warn() { echo "warning $*"; }', 'ms_apply() { [ "$CHECK" = 1 ] || "$@"; }', 'ms_installed() { dpkg-query -W -f=\'${Status}\' "$1" 2>/dev/null | grep -q "install ok installed"; }', 'ms_missing() { local p; for p in "$@"; do ms_installed "$p" || printf \'%s \' "$p"; done; }', 
+    CALLED_BY_ITEMS, 'ms_changed() { echo "changed $*"; }', CALLED_BY_ITEMS, 'ms_warn() { echo "warning $*"; }', CALLED_BY_ITEMS, 'ms_apply() { [ "$CHECK" = 1 ] || "$@"; }', CALLED_BY_ITEMS, 'ms_installed() { dpkg-query -W -f=\'${Status}\' "$1" 2>/dev/null | grep -q "install ok installed"; }', CALLED_BY_ITEMS, 'ms_missing() { local p; for p in "$@"; do ms_installed "$p" || printf \'%s \' "$p"; done; }', 
     // The package index is refreshed when older than a day (or absent).
-    'ms_index_fresh() { [ -n "$(find /var/lib/apt/lists -maxdepth 1 -name \'*Packages*\' -mmin -1440 -print -quit 2>/dev/null)" ]; }', 'ms_refresh_index() {', '  ms_index_fresh && return 0', '  if [ "$CHECK" = 1 ]; then ms_changed "package index is older than a day (would refresh)"; return 0; fi', 
+    CALLED_BY_ITEMS, 'ms_index_fresh() { [ -n "$(find /var/lib/apt/lists -maxdepth 1 -name \'*Packages*\' -mmin -1440 -print -quit 2>/dev/null)" ]; }', CALLED_BY_ITEMS, 'ms_refresh_index() {', '  ms_index_fresh && return 0', '  if [ "$CHECK" = 1 ]; then ms_changed "package index is older than a day (would refresh)"; return 0; fi', 
     // A fresh file of our own (mktemp): a fixed name in /tmp could be another user's link.
     '  local err; err=$(mktemp)', '  apt-get update -qq -o Dpkg::Use-Pty=0 >/dev/null 2>"$err" || { cat "$err" >&2; rm -f "$err"; return 1; }', '  if grep -q "^[WE]:" "$err"; then ms_warn "apt-get update: $(grep -m1 "^[WE]:" "$err" | cut -c1-200)"; fi', '  rm -f "$err"', '  ms_changed "package index refreshed"', '}', 
     // Installs what is missing. With CHECK=1 it reports what it would install and ends
     // the item there: what follows needs the packages to be checked.
-    'ms_install() {', '  local missing; missing=$(ms_missing "$@")', '  [ -z "$missing" ] && return 0', '  if [ "$CHECK" = 1 ]; then ms_changed "would install ${missing% } and configure it"; exit 0; fi', '  ms_refresh_index', '  # shellcheck disable=SC2086', '  apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold $missing >/dev/null', '  ms_changed "installed ${missing% }"', '}', 
+    CALLED_BY_ITEMS, 'ms_install() {', '  local missing; missing=$(ms_missing "$@")', '  [ -z "$missing" ] && return 0', '  if [ "$CHECK" = 1 ]; then ms_changed "would install ${missing% } and configure it"; exit 0; fi', '  ms_refresh_index', '  # shellcheck disable=SC2086', '  apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold $missing >/dev/null', '  ms_changed "installed ${missing% }"', '}', 
     // ms_file PATH MODE OWNER LABEL < content: writes PATH (atomically) when it differs; MS_WROTE=1 when it did (or would).
-    '# shellcheck disable=SC2034 # MS_WROTE is read by the item after the call (file() onChange)', 'ms_file() {', '  local path=$1 mode=$2 owner=$3 label=$4 tmp', '  MS_WROTE=0', '  tmp=$(mktemp "${path%/*}/.metalship-XXXXXX" 2>/dev/null || mktemp)', '  cat > "$tmp"', '  if [ -f "$path" ] && cmp -s "$tmp" "$path" && [ "$(stat -c %a:%U:%G "$path")" = "$mode:${owner%%:*}:${owner#*:}" ]; then rm -f "$tmp"; return 0; fi', '  MS_WROTE=1', '  if [ "$CHECK" = 1 ]; then rm -f "$tmp"; if [ -f "$path" ]; then ms_changed "$label differs"; else ms_changed "$label missing"; fi; return 0; fi', '  chmod "$mode" "$tmp"; chown "$owner" "$tmp"', '  mv -f "$tmp" "$path"', '  ms_changed "$label written"', '}');
+    '# shellcheck disable=SC2034,SC2317 # MS_WROTE is read by the item after the call (file() onChange)', 'ms_file() {', '  local path=$1 mode=$2 owner=$3 label=$4 tmp', '  MS_WROTE=0', '  tmp=$(mktemp "${path%/*}/.metalship-XXXXXX" 2>/dev/null || mktemp)', '  cat > "$tmp"', '  if [ -f "$path" ] && cmp -s "$tmp" "$path" && [ "$(stat -c %a:%U:%G "$path")" = "$mode:${owner%%:*}:${owner#*:}" ]; then rm -f "$tmp"; return 0; fi', '  MS_WROTE=1', '  if [ "$CHECK" = 1 ]; then rm -f "$tmp"; if [ -f "$path" ]; then ms_changed "$label differs"; else ms_changed "$label missing"; fi; return 0; fi', '  chmod "$mode" "$tmp"; chown "$owner" "$tmp"', '  mv -f "$tmp" "$path"', '  ms_changed "$label written"', '}');
 }
 /** Script lines: write content to path when it differs (honours CHECK); runs onChange when it did. */
 function file(path, content, opts = {}) {
@@ -57702,6 +57741,22 @@ function file(path, content, opts = {}) {
 /** A whole item script: prelude plus body. */
 function itemScript(check, ...parts) {
     return sh_script(prelude(check), ...parts);
+}
+/** An item as a step: it reports its own failure (exit code and stderr) rather than throwing. */
+function itemStep(item) {
+    return reportingStep(`provision ${item.name}`, item.script, (stdout, ending) => {
+        const out = sh_keyLines(stdout);
+        return {
+            outcome: parseItemOutput(ending.code, stdout, ending.stderr),
+            python: out.get('python') ?? null,
+            notes: out.all('note'),
+            guarded: out.all('guard').length > 0,
+        };
+    });
+}
+/** Keeps a guarded change, or undoes it. */
+function guardStep(item, action) {
+    return step_plainStep(`${action === 'confirm' ? 'confirming' : 'reverting'} the ${item.name} change`, item.guard[action]);
 }
 function parseItemOutput(code, stdout, stderr) {
     const out = sh_keyLines(stdout);
@@ -58219,24 +58274,24 @@ function restoreProofStep(backupDir, maxDays = 45) {
 
 
 function hbaBlock(settings) {
-    const p = settings.postgresql;
-    const db = hbaName(p.database);
-    const user = hbaName(p.user);
+    const pg = settings.postgresql;
+    const db = hbaName(pg.database);
+    const user = hbaName(pg.user);
     return [
         `# BEGIN metalship ${settings.layout.app}`,
         `host    ${db} ${user} 127.0.0.1/32 scram-sha-256`,
         `host    ${db} ${user} ::1/128 scram-sha-256`,
-        ...p.remoteCidrs.map((c) => `hostssl ${db} ${user} ${hbaAddress(c)} scram-sha-256`),
+        ...pg.remoteCidrs.map((c) => `hostssl ${db} ${user} ${hbaAddress(c)} scram-sha-256`),
         `# END metalship ${settings.layout.app}`,
     ].join('\n');
 }
 function postgresqlItem(settings) {
-    const p = settings.postgresql;
+    const pg = settings.postgresql;
     const backup = {
         app: settings.layout.app,
-        database: p.database,
-        backupDir: p.backupDir,
-        retentionDays: p.keepDays,
+        database: pg.database,
+        backupDir: pg.backupDir,
+        retentionDays: pg.keepDays,
     };
     const units = backupUnitNames(settings.layout.app);
     const psql = 'runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1';
@@ -58244,17 +58299,17 @@ function postgresqlItem(settings) {
         name: 'postgresql',
         script: itemScript(settings.check, 'ms_install postgresql', 'if ! systemctl is-active --quiet postgresql; then ms_changed "postgresql started"; ms_apply systemctl enable --now --quiet postgresql; fi', 
         // Clusters take a moment to accept connections after a start.
-        `for _ in $(seq 1 30); do ${psql} -c 'select 1' >/dev/null 2>&1 && break; sleep 1; done`, `# shellcheck disable=SC2120 # arguments are optional: most calls feed it stdin only\nq() { ${psql} -v u=${p.user} -v db=${p.database} "$@"; }`, sh_sh `if [ -z "$(echo "select 1 from pg_roles where rolname = :'u'" | q)" ]; then ms_changed ${'role ' + p.user + ' created'}; if [ "$CHECK" != 1 ]; then echo 'create role :"u" login' | q; fi; fi`, sh_sh `if [ -z "$(echo "select 1 from pg_database where datname = :'db'" | q)" ]; then ms_changed ${'database ' + p.database + ' created'}; if [ "$CHECK" != 1 ]; then echo 'create database :"db" owner :"u"' | q; fi; fi`, p.password
+        `for _ in $(seq 1 30); do ${psql} -c 'select 1' >/dev/null 2>&1 && break; sleep 1; done`, `# shellcheck disable=SC2120 # arguments are optional: most calls feed it stdin only\nq() { ${psql} -v u=${pg.user} -v db=${pg.database} "$@"; }`, sh_sh `if [ -z "$(echo "select 1 from pg_roles where rolname = :'u'" | q)" ]; then ms_changed ${'role ' + pg.user + ' created'}; if [ "$CHECK" != 1 ]; then echo 'create role :"u" login' | q; fi; fi`, sh_sh `if [ -z "$(echo "select 1 from pg_database where datname = :'db'" | q)" ]; then ms_changed ${'database ' + pg.database + ' created'}; if [ "$CHECK" != 1 ]; then echo 'create database :"db" owner :"u"' | q; fi; fi`, pg.password
             ? [
                 // The password is right when it logs in; it goes to psql on stdin, never on a command line.
                 'pgpass=$(mktemp); chmod 600 "$pgpass"; trap \'rm -f "$pgpass"\' EXIT',
-                sh_sh `printf '%s\\n' ${'127.0.0.1:*:' + p.database + ':' + p.user + ':' + p.password.replace(/\\/g, '\\\\').replace(/:/g, '\\:')} > "$pgpass"`,
-                sh_sh `if ! PGPASSFILE="$pgpass" psql -XAtq -w -h 127.0.0.1 -U ${p.user} -d ${p.database} -c 'select 1' >/dev/null 2>&1; then`,
-                sh_sh `  ms_changed ${'password of role ' + p.user + ' set'}`,
+                sh_sh `printf '%s\\n' ${'127.0.0.1:*:' + pg.database + ':' + pg.user + ':' + pg.password.replace(/\\/g, '\\\\').replace(/:/g, '\\:')} > "$pgpass"`,
+                sh_sh `if ! PGPASSFILE="$pgpass" psql -XAtq -w -h 127.0.0.1 -U ${pg.user} -d ${pg.database} -c 'select 1' >/dev/null 2>&1; then`,
+                sh_sh `  ms_changed ${'password of role ' + pg.user + ' set'}`,
                 // printf is a builtin: the password is never on a command line. Stored as
                 // SCRAM whatever the server's default (md5 before PostgreSQL 14): the
                 // app's pg_hba rules accept only scram-sha-256.
-                sh_sh `  if [ "$CHECK" != 1 ]; then printf '%s\\n' ${"set password_encryption = 'scram-sha-256';"} ${`alter role :"u" password '${p.password.replace(/'/g, "''")}'`} | q; fi`,
+                sh_sh `  if [ "$CHECK" != 1 ]; then printf '%s\\n' ${"set password_encryption = 'scram-sha-256';"} ${`alter role :"u" password '${pg.password.replace(/'/g, "''")}'`} | q; fi`,
                 'fi',
             ].join('\n')
             : null, `hba=$(${psql} -c 'show hba_file')`, sh_sh `block=$(cat <<'MS_HBA_EOF'`, hbaBlock(settings), 'MS_HBA_EOF', ')', 
@@ -58263,14 +58318,14 @@ function postgresqlItem(settings) {
         // The cluster's settings are readable by the server's account only (the
         // packages leave postgresql.conf, start.conf and pg_ctl.conf world-readable;
         // lynis 3.1+ warns of it as DBS-1828).
-        `conf_dir=$(dirname "$(${psql} -c 'show config_file')")`, 'open_confs=$(find "$conf_dir" -maxdepth 1 -name "*.conf" -perm /o=rwx -printf "%f " | sed "s/ $//")', 'if [ -n "$open_confs" ]; then ms_changed "PostgreSQL configuration files no longer world-readable: $open_confs"; ms_apply find "$conf_dir" -maxdepth 1 -name "*.conf" -perm /o=rwx -exec chmod o-rwx {} +; fi', p.remoteCidrs.length
+        `conf_dir=$(dirname "$(${psql} -c 'show config_file')")`, 'open_confs=$(find "$conf_dir" -maxdepth 1 -name "*.conf" -perm /o=rwx -printf "%f " | sed "s/ $//")', 'if [ -n "$open_confs" ]; then ms_changed "PostgreSQL configuration files no longer world-readable: $open_confs"; ms_apply find "$conf_dir" -maxdepth 1 -name "*.conf" -perm /o=rwx -exec chmod o-rwx {} +; fi', pg.remoteCidrs.length
             ? [
                 `if [ "$(${psql} -c 'show listen_addresses')" != '*' ] || [ "$(${psql} -c 'show ssl')" != on ]; then`,
                 '  ms_changed "listening for remote clients, SSL on"',
                 `  if [ "$CHECK" != 1 ]; then echo "alter system set listen_addresses = '*'; alter system set ssl = on" | q; systemctl restart postgresql; fi`,
                 'fi',
             ].join('\n')
-            : null, 'if [ "$CHECK" = 1 ]; then', sh_sh `  prog=$(mktemp); cat > "$prog" <<'MS_PROG_EOF'`, backupProgram(backup).replace(/\n$/, ''), 'MS_PROG_EOF', sh_sh `  if ! cmp -s "$prog" ${backupProgramPath(settings.layout.app)}; then ms_changed "backup program differs or is missing"; fi; rm -f "$prog"`, sh_sh `  if ! systemctl is-enabled --quiet ${units.timer} 2>/dev/null; then ms_changed ${'backup timer ' + units.timer + ' not enabled'}; fi`, 'else', backupInstallScript({ ...backup, onCalendar: p.schedule }), 'fi'),
+            : null, 'if [ "$CHECK" = 1 ]; then', sh_sh `  prog=$(mktemp); cat > "$prog" <<'MS_PROG_EOF'`, backupProgram(backup).replace(/\n$/, ''), 'MS_PROG_EOF', sh_sh `  if ! cmp -s "$prog" ${backupProgramPath(settings.layout.app)}; then ms_changed "backup program differs or is missing"; fi; rm -f "$prog"`, sh_sh `  if ! systemctl is-enabled --quiet ${units.timer} 2>/dev/null; then ms_changed ${'backup timer ' + units.timer + ' not enabled'}; fi`, 'else', backupInstallScript({ ...backup, onCalendar: pg.schedule }), 'fi'),
     };
 }
 
@@ -58359,15 +58414,15 @@ const REDIS_VERSION_LINES = [
     'if dpkg --compare-versions "$redis_version" lt 6.2; then redis_syntax=6.0; else redis_syntax=6.2; fi',
 ].join('\n');
 function redisItem(settings) {
-    const r = settings.redis;
-    const maxmemory = r.maxmemory
-        ? quote(r.maxmemory)
-        : `$(awk '/^MemTotal:/ { printf "%d", $2 * 1024 * ${r.memoryPercent} / 100 }' /proc/meminfo)`;
+    const redis = settings.redis;
+    const maxmemory = redis.maxmemory
+        ? quote(redis.maxmemory)
+        : `$(awk '/^MemTotal:/ { printf "%d", $2 * 1024 * ${redis.memoryPercent} / 100 }' /proc/meminfo)`;
     return {
         name: 'redis',
         script: itemScript(settings.check, 'ms_install redis-server', REDIS_VERSION_LINES, 'restart=0', ...['6.0', '6.2'].map((syntax) => [
             sh_sh `if [ "$redis_syntax" = ${syntax} ]; then`,
-            file(REDIS_ACL, aclFile(r.user, r.password, syntax), {
+            file(REDIS_ACL, aclFile(redis.user, redis.password, syntax), {
                 mode: '640',
                 owner: 'redis:redis',
                 label: 'Redis ACL users',
@@ -58379,7 +58434,7 @@ function redisItem(settings) {
         // Included last, so its values override the packaged file's.
         sh_sh `if [ "$(grep -v '^[[:space:]]*\\(#\\|$\\)' ${REDIS_CONF} | tail -n 1)" != ${'include ' + REDIS_DROPIN} ]; then`, sh_sh `  ms_changed "Redis includes the metalship settings last"`, sh_sh `  if [ "$CHECK" != 1 ]; then sed -i ${'\\#^include ' + REDIS_DROPIN + '$#d'} ${REDIS_CONF}; printf '\\n%s\\n' ${'include ' + REDIS_DROPIN} >> ${REDIS_CONF}; restart=1; fi`, 'fi', 'if [ "$CHECK" != 1 ]; then', '  if [ "$restart" = 1 ] || ! systemctl is-active --quiet redis-server; then systemctl enable --quiet redis-server; systemctl restart redis-server; fi', 
         // The app's user must work, and nobody else may run anything.
-        '  for _ in $(seq 1 20); do redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && break; sleep 0.5; done', sh_sh `  if [ "$(REDISCLI_AUTH=${r.password} redis-cli --no-auth-warning -h 127.0.0.1 --user ${r.user} ping 2>&1)" != PONG ]; then echo "the app's Redis user cannot log in after the change" >&2; exit 1; fi`, '  case "$(redis-cli -h 127.0.0.1 ping 2>&1)" in *NOAUTH*|*NOPERM*|*WRONGPASS*|*"authentication"*) ;; *) echo "Redis still answers unauthenticated clients" >&2; exit 1;; esac', 'fi'),
+        '  for _ in $(seq 1 20); do redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && break; sleep 0.5; done', sh_sh `  if [ "$(REDISCLI_AUTH=${redis.password} redis-cli --no-auth-warning -h 127.0.0.1 --user ${redis.user} ping 2>&1)" != PONG ]; then echo "the app's Redis user cannot log in after the change" >&2; exit 1; fi`, '  case "$(redis-cli -h 127.0.0.1 ping 2>&1)" in *NOAUTH*|*NOPERM*|*WRONGPASS*|*"authentication"*) ;; *) echo "Redis still answers unauthenticated clients" >&2; exit 1;; esac', 'fi'),
     };
 }
 
@@ -58625,33 +58680,33 @@ function caDropIn(path) {
 }
 function tlsItem(settings) {
     const cert = certPaths(settings);
-    const t = settings.tls;
+    const tls = settings.tls;
     if (!cert) {
         return {
             name: 'tls',
             script: itemScript(settings.check, 'echo "note HTTP only: no domains given, so no certificate and no TLS"'),
         };
     }
-    const first = t.domains[0];
-    const want = [...t.domains].sort().join(' ');
-    const env = t.caBundle ? sh_sh `REQUESTS_CA_BUNDLE=${ACME_CA_FILE} ` : '';
+    const first = tls.domains[0];
+    const want = [...tls.domains].sort().join(' ');
+    const env = tls.caBundle ? sh_sh `REQUESTS_CA_BUNDLE=${ACME_CA_FILE} ` : '';
     return {
         name: 'tls',
         script: itemScript(settings.check, 
         // Ubuntu's recommended certbot is the snap: use it when it is there.
-        'if ! command -v certbot >/dev/null 2>&1; then ms_install certbot; fi', 'command -v nginx >/dev/null || { echo "nginx is not installed: TLS needs the nginx item" >&2; exit 1; }', t.caBundle
+        'if ! command -v certbot >/dev/null 2>&1; then ms_install certbot; fi', 'command -v nginx >/dev/null || { echo "nginx is not installed: TLS needs the nginx item" >&2; exit 1; }', tls.caBundle
             ? [
                 sh_sh `if [ ! -d /etc/metalship ]; then ms_apply mkdir -p /etc/metalship; fi`,
-                file(ACME_CA_FILE, t.caBundle, { label: 'ACME CA bundle' }),
+                file(ACME_CA_FILE, tls.caBundle, { label: 'ACME CA bundle' }),
                 'if [ -x /snap/bin/certbot ]; then',
                 caDropIn(CERTBOT_DROPINS.snap),
                 'else',
                 caDropIn(CERTBOT_DROPINS.package),
                 'fi',
             ].join('\n')
-            : null, sh_sh `have=$(openssl x509 -in ${cert.certificate} -noout -ext subjectAltName 2>/dev/null | grep -o "DNS:[^,]*" | sed "s/DNS://" | sort | tr "\\n" " " | sed "s/ $//" || true)`, sh_sh `server=$(sed -n "s/^server = //p" /etc/letsencrypt/renewal/${first}.conf 2>/dev/null || true)`, sh_sh `if [ "$have" != ${want} ] || [ "$server" != ${t.server} ]; then`, sh_sh `  ms_changed ${'certificate for ' + t.domains.join(', ') + ' from ' + t.server}`, '  if [ "$CHECK" != 1 ]; then', 
+            : null, sh_sh `have=$(openssl x509 -in ${cert.certificate} -noout -ext subjectAltName 2>/dev/null | grep -o "DNS:[^,]*" | sed "s/DNS://" | sort | tr "\\n" " " | sed "s/ $//" || true)`, sh_sh `server=$(sed -n "s/^server = //p" /etc/letsencrypt/renewal/${first}.conf 2>/dev/null || true)`, sh_sh `if [ "$have" != ${want} ] || [ "$server" != ${tls.server} ]; then`, sh_sh `  ms_changed ${'certificate for ' + tls.domains.join(', ') + ' from ' + tls.server}`, '  if [ "$CHECK" != 1 ]; then', 
         // The HTTP site answers the challenge on port 80 (the nginx item wrote it).
-        sh_sh `    mkdir -p ${ACME_WEBROOT}`, sh_sh `    if ! out=$(${sh_raw(env)}certbot certonly --non-interactive --agree-tos --email ${t.email} --server ${t.server} --webroot -w ${ACME_WEBROOT} --cert-name ${first} ${t.domains.flatMap((d) => ['-d', d])} --deploy-hook 'systemctl reload nginx' 2>&1); then`, '      echo "certbot failed: $(printf "%s" "$out" | tail -n 8)" >&2; exit 1', '    fi', '    got_cert=1', '  fi', 'fi', 
+        sh_sh `    mkdir -p ${ACME_WEBROOT}`, sh_sh `    if ! out=$(${sh_raw(env)}certbot certonly --non-interactive --agree-tos --email ${tls.email} --server ${tls.server} --webroot -w ${ACME_WEBROOT} --cert-name ${first} ${tls.domains.flatMap((d) => ['-d', d])} --deploy-hook 'systemctl reload nginx' 2>&1); then`, '      echo "certbot failed: $(printf "%s" "$out" | tail -n 8)" >&2; exit 1', '    fi', '    got_cert=1', '  fi', 'fi', 
         // The nginx item wrote the TLS site already when the certificate existed; a new one needs it now.
         'nginx_changed=0', 'if [ "${got_cert:-0}" = 1 ]; then', siteLines(settings), NGINX_RELOAD, 'fi', 
         // The snap renews through its own timer; the package through certbot.timer.
@@ -58816,7 +58871,6 @@ function planItems(settings, _facts) {
 
 
 
-
 function freshConnectionTest(host, settings, log) {
     return async () => {
         const conn = await connect({
@@ -58863,37 +58917,28 @@ async function provisionHost(host, facts, settings, test, log) {
             continue;
         }
         const item = planned.item;
-        let outcome;
-        let stdout = '';
-        try {
-            const res = await host.conn.exec(item.script, { what: `provision ${item.name}` });
-            stdout = res.stdout;
-            outcome = parseItemOutput(res.code, res.stdout, res.stderr);
-        }
-        catch (err) {
-            outcome = {
-                status: 'failed',
-                changes: [],
-                warnings: [],
-                detail: errors_errorMessage(err),
-            };
-        }
-        python = sh_keyLines(stdout).get('python') ?? python;
-        const notes = sh_keyLines(stdout).all('note');
-        let detail = [outcome.detail, ...notes].filter(Boolean).join('; ');
-        let status = outcome.status;
+        const report = await host.conn.step(itemStep(item)).catch((err) => ({
+            outcome: { status: 'failed', changes: [], warnings: [], detail: errors_errorMessage(err) },
+            python: null,
+            notes: [],
+            guarded: false,
+        }));
+        python = report.python ?? python;
+        let detail = [report.outcome.detail, ...report.notes].filter(Boolean).join('; ');
+        let status = report.outcome.status;
         // A guarded change stays only if a new connection still gets in.
-        if (item.guard && /^guard /m.test(stdout) && !settings.check) {
+        const guarded = item.guard && report.guarded && !settings.check ? { ...item, guard: item.guard } : null;
+        if (guarded) {
             try {
                 await test();
-                await host.conn.run(item.guard.confirm, { what: `confirming the ${item.name} change` });
+                await host.conn.step(guardStep(guarded, 'confirm'));
                 detail += '; a fresh SSH connection got in';
             }
             catch (err) {
                 const why = errors_errorMessage(err).split('\n')[0];
                 let reverted = 'reverted';
                 try {
-                    await host.conn.run(item.guard.revert, { what: `reverting the ${item.name} change` });
+                    await host.conn.step(guardStep(guarded, 'revert'));
                 }
                 catch (e) {
                     reverted = `revert failed too (${errors_errorMessage(e).split('\n')[0]}); a timer reverts it within 3 minutes`;
@@ -69225,7 +69270,9 @@ const migrateHostField = pattern({
     regex: /^[A-Za-z0-9_.:@[\]-]{0,300}$/,
     expected: 'one of the hosts, as written in the hosts input',
 });
-const revisionCommandField = commandField('Command printing the schema revision (first word of its last line), run before and after migrating.', 'alembic current');
+/** Said of each command input whose empty default is alembic's own command line. */
+const ALEMBIC_DEFAULT = "alembic's command line run by the release's python (alembic.config.main, so no alembic script is needed in the venv, as with system-site-packages)";
+const revisionCommandField = commandField(`Command printing the schema revision (first word of its last line), run before and after migrating. Default (empty): \`alembic current\`, ${ALEMBIC_DEFAULT}.`, '');
 const backupKeepField = fields_int({
     description: 'Pre-migration backups to keep in /var/backups/metalship/{app}/pre-migrate.',
     default: '10',
@@ -69235,7 +69282,7 @@ const backupKeepField = fields_int({
 /** The migrate action's own inputs. */
 const migrateInputs = {
     'release-id': switchOnlyInputs['release-id'],
-    command: commandField("Migration command, run in the release with its venv first on PATH and the app's .env, as the app user.", 'alembic upgrade head'),
+    command: commandField(`Migration command, run in the release with its venv first on PATH and the app's .env, as the app user. Default (empty): \`alembic upgrade head\`, ${ALEMBIC_DEFAULT}.`, ''),
     'revision-command': revisionCommandField,
     backup: bool({
         description: 'Take a pg_dump -Fc of the app database (DATABASE_URL in .env) before migrating.',
@@ -69244,9 +69291,14 @@ const migrateInputs = {
     'backup-keep': backupKeepField,
     'migrate-host': migrateHostField,
 };
-/** How the deploy pipeline migrates (off unless migrate: true). */
+/** How the deploy pipeline migrates (auto: when the release has alembic.ini or migrate-command is set). */
 const deployMigrateInputs = {
-    migrate: bool({ description: 'Run database migrations between release and switch.', default: 'false' }),
+    migrate: choice({
+        description: "Run database migrations between release and switch. auto: migrate when the release has an alembic.ini at its top (the source directory's root) or migrate-command is set, else not; true: always; false: never. " +
+            "A migration whose files (alembic.ini, its script_location directory and the commands) are byte for byte those the current release applied, with that release's revision recorded, is skipped: no revision command, no backup.",
+        default: 'auto',
+        choices: ['auto', 'true', 'false'],
+    }),
     'migrate-command': migrateInputs.command,
     'revision-command': revisionCommandField,
     'migrate-backup': bool({ description: 'Back the database up before migrating.', default: 'true' }),
@@ -69259,7 +69311,7 @@ const rollbackMigrateInputs = {
         description: "Before switching back, downgrade the schema to the target release's recorded revision, running the newer release's code. Data written since may be lost.",
         default: 'false',
     }),
-    'downgrade-command': commandField('Downgrade command; {revision} stands for the target revision.', 'alembic downgrade {revision}'),
+    'downgrade-command': commandField(`Downgrade command; {revision} stands for the target revision. Default (empty): \`alembic downgrade {revision}\`, ${ALEMBIC_DEFAULT}.`, ''),
     'revision-command': revisionCommandField,
     backup: bool({ description: 'Back the database up before downgrading.', default: 'true' }),
     'backup-keep': backupKeepField,

@@ -55629,7 +55629,10 @@ class Connection {
     }
     /** Runs a step and reads its output; throws RemoteError when its script fails. */
     async step(s, opts = {}) {
-        return s.parse((await this.run(s.script, { ...opts, what: s.what })).stdout);
+        const result = s.reportsFailure
+            ? await this.exec(s.script, { ...opts, what: s.what })
+            : await this.run(s.script, { ...opts, what: s.what });
+        return s.parse(result.stdout, result);
     }
     /** Runs a script; resolves with its output when it exits 0, throws RemoteError otherwise. */
     async run(script, opts = {}) {
@@ -56521,7 +56524,16 @@ function pytool_pyToolDefinition() {
 // reads. Built together and tested together (a unit test runs the script's
 // parser on what the script prints), the way Kamal pairs a command with its use.
 function step_step(what, script, parse) {
-    return { what, script, parse };
+    return { what, script, parse: (stdout) => parse(stdout) };
+}
+/** A step whose exit code and stderr are part of its result: parse gets them. */
+function reportingStep(what, script, parse) {
+    return {
+        what,
+        script,
+        parse: (stdout, ending = { code: 0, stderr: '' }) => parse(stdout, ending),
+        reportsFailure: true,
+    };
 }
 /** A step whose output says nothing the caller needs. */
 function plainStep(what, script) {
@@ -57157,7 +57169,7 @@ function prepareStep(settings, manifest) {
  * of the manifest, once, or nothing is sent.
  */
 function parsePrepared(stdout, manifest) {
-    const previous = /^PREVIOUS (.*)$/m.exec(stdout)?.[1]?.trim() ?? '';
+    const previous = sh_keyLines(stdout).get('PREVIOUS')?.trim() ?? '';
     if (previous && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/.test(previous))
         throw new Error(`the host named its current release ${JSON.stringify(previous.slice(0, 100))}, not a release id`);
     let answer;

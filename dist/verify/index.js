@@ -55588,7 +55588,10 @@ class Connection {
     }
     /** Runs a step and reads its output; throws RemoteError when its script fails. */
     async step(s, opts = {}) {
-        return s.parse((await this.run(s.script, { ...opts, what: s.what })).stdout);
+        const result = s.reportsFailure
+            ? await this.exec(s.script, { ...opts, what: s.what })
+            : await this.run(s.script, { ...opts, what: s.what });
+        return s.parse(result.stdout, result);
     }
     /** Runs a script; resolves with its output when it exits 0, throws RemoteError otherwise. */
     async run(script, opts = {}) {
@@ -57104,7 +57107,7 @@ function prepareStep(settings, manifest) {
  * of the manifest, once, or nothing is sent.
  */
 function parsePrepared(stdout, manifest) {
-    const previous = /^PREVIOUS (.*)$/m.exec(stdout)?.[1]?.trim() ?? '';
+    const previous = keyLines(stdout).get('PREVIOUS')?.trim() ?? '';
     if (previous && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/.test(previous))
         throw new Error(`the host named its current release ${JSON.stringify(previous.slice(0, 100))}, not a release id`);
     let answer;
@@ -57195,7 +57198,16 @@ function release_markStep(layout, releaseId, status, reason) {
 // reads. Built together and tested together (a unit test runs the script's
 // parser on what the script prints), the way Kamal pairs a command with its use.
 function step_step(what, script, parse) {
-    return { what, script, parse };
+    return { what, script, parse: (stdout) => parse(stdout) };
+}
+/** A step whose exit code and stderr are part of its result: parse gets them. */
+function reportingStep(what, script, parse) {
+    return {
+        what,
+        script,
+        parse: (stdout, ending = { code: 0, stderr: '' }) => parse(stdout, ending),
+        reportsFailure: true,
+    };
 }
 /** A step whose output says nothing the caller needs. */
 function step_plainStep(what, script) {
@@ -57208,6 +57220,18 @@ function step_plainStep(what, script) {
 
 
 /**
+ * The path users take: the same check through nginx on the host, with the
+ * Host (and, for a TLS site, the SNI name) of the app's site, when the host has
+ * the app's site. Another site answering for that name, or a site that does
+ * not reach the app, fails it although the slot's socket answers.
+ */
+function throughNginx(settings) {
+    const site = settings.layout.nginxSiteEnabled;
+    return sh_script(sh_sh `if [ "$rc" = 0 ] && [ -e ${site} ]; then`, sh_sh `  name=$(awk '$1 == "server_name" { sub(/;$/, "", $2); print $2; exit }' ${site})`, 
+    // A wildcard name stands for any of its names; a regular expression for none we can write.
+    '  case "$name" in ""|_) name=localhost ;; "*."*) name="metalship-verify.${name#*.}" ;; esac', sh_sh `  if grep -Eq '^[[:space:]]*listen[[:space:]]+([^;]*:)?443[[:space:];]' ${site}; then target=https://127.0.0.1:443; else target=127.0.0.1:80; fi`, `  case "$name" in "~"*|*"*") echo "nginx: the site's first server_name is a pattern, not checked through nginx" ;; *)`, '    echo "NGINX_HOST $name"', '    nrc=0', sh_sh `    out=$(mstool_as ${pytool_PROBE_USER} wait-ready "$target" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody} "$name") || { nrc=$?; rc=$nrc; }`, '    echo "NGINX $out"; echo "NGINX_RC $nrc" ;;', '  esac', 'fi');
+}
+/**
  * Polls the serving slot's readiness endpoint until it answers as expected,
  * then checks the units; on trouble, the services' recent journal lines (without
  * uvicorn's access log). It reports, and the caller decides: it exits 0.
@@ -57216,7 +57240,7 @@ function verifyStep(settings) {
     const layout = settings.layout;
     const text = sh_script(pytool_pyToolDefinition(), 'rc=0', settings.api === false
         ? null
-        : sh_script(sh_sh `slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "PROBLEM no api slot is serving on this host (nothing deployed yet?)"; exit 0;; esac', sh_sh `sock=/run/${layout.app}-api-$slot/api.sock`, sh_sh `out=$(mstool_as ${pytool_PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'echo "PROBE_RC $rc"'), 'failed=""', ...settings.units.map((u) => sh_sh `if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', sh_sh `  journalctl -u ${layout.units.api('blue')} -u ${layout.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`, 'fi');
+        : sh_script(sh_sh `slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "PROBLEM no api slot is serving on this host (nothing deployed yet?)"; exit 0;; esac', sh_sh `sock=/run/${layout.app}-api-$slot/api.sock`, sh_sh `out=$(mstool_as ${pytool_PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'echo "PROBE_RC $rc"', throughNginx(settings)), 'failed=""', ...settings.units.map((u) => sh_sh `if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', sh_sh `  journalctl -u ${layout.units.api('blue')} -u ${layout.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`, 'fi');
     return step_step('health check', text, (stdout) => {
         const out = sh_keyLines(stdout);
         const unitsDown = (out.get('UNITS_DOWN') ?? '').split(' ').filter(Boolean);
@@ -57224,9 +57248,18 @@ function verifyStep(settings) {
         const answer = settings.api === false || problem
             ? null
             : probeAnswer(out.get('RESULT') ?? '', out.get('PROBE_RC') ?? '');
+        // Once the site's name is out, the probe through nginx must answer too.
+        const nginxHost = out.get('NGINX_HOST');
+        const nginx = nginxHost === undefined
+            ? null
+            : { host: nginxHost, answer: probeAnswer(out.get('NGINX') ?? '', out.get('NGINX_RC') ?? '') };
         return {
-            healthy: !problem && (answer === null || answer.ok) && unitsDown.length === 0,
+            healthy: !problem &&
+                (answer === null || answer.ok) &&
+                (nginx === null || nginx.answer.ok) &&
+                unitsDown.length === 0,
             answer,
+            nginx,
             unitsDown,
             journal: out.all('JOURNAL'),
             problem,
@@ -57433,6 +57466,9 @@ async function verifyHost(host, settings, log) {
             health.problem,
             answer && !answer.ok
                 ? `${path} answered ${answer.status || 'nothing'} after ${answer.attempts} attempts: ${answer.body.slice(0, 300)}`
+                : '',
+            health.nginx && !health.nginx.answer.ok
+                ? `${path} answered on the slot's socket, but through nginx (Host: ${health.nginx.host}) it answered ${health.nginx.answer.status || 'nothing'} after ${health.nginx.answer.attempts} attempts: ${health.nginx.answer.body.slice(0, 300)}`
                 : '',
             health.unitsDown.length ? `units not active: ${health.unitsDown.join(' ')}` : '',
             health.journal.length ? `recent journal:\n${health.journal.join('\n')}` : '',
@@ -67802,7 +67838,9 @@ const migrateHostField = pattern({
     regex: /^[A-Za-z0-9_.:@[\]-]{0,300}$/,
     expected: 'one of the hosts, as written in the hosts input',
 });
-const revisionCommandField = commandField('Command printing the schema revision (first word of its last line), run before and after migrating.', 'alembic current');
+/** Said of each command input whose empty default is alembic's own command line. */
+const ALEMBIC_DEFAULT = "alembic's command line run by the release's python (alembic.config.main, so no alembic script is needed in the venv, as with system-site-packages)";
+const revisionCommandField = commandField(`Command printing the schema revision (first word of its last line), run before and after migrating. Default (empty): \`alembic current\`, ${ALEMBIC_DEFAULT}.`, '');
 const backupKeepField = fields_int({
     description: 'Pre-migration backups to keep in /var/backups/metalship/{app}/pre-migrate.',
     default: '10',
@@ -67812,7 +67850,7 @@ const backupKeepField = fields_int({
 /** The migrate action's own inputs. */
 const migrateInputs = {
     'release-id': switchOnlyInputs['release-id'],
-    command: commandField("Migration command, run in the release with its venv first on PATH and the app's .env, as the app user.", 'alembic upgrade head'),
+    command: commandField(`Migration command, run in the release with its venv first on PATH and the app's .env, as the app user. Default (empty): \`alembic upgrade head\`, ${ALEMBIC_DEFAULT}.`, ''),
     'revision-command': revisionCommandField,
     backup: bool({
         description: 'Take a pg_dump -Fc of the app database (DATABASE_URL in .env) before migrating.',
@@ -67821,9 +67859,14 @@ const migrateInputs = {
     'backup-keep': backupKeepField,
     'migrate-host': migrateHostField,
 };
-/** How the deploy pipeline migrates (off unless migrate: true). */
+/** How the deploy pipeline migrates (auto: when the release has alembic.ini or migrate-command is set). */
 const deployMigrateInputs = {
-    migrate: bool({ description: 'Run database migrations between release and switch.', default: 'false' }),
+    migrate: choice({
+        description: "Run database migrations between release and switch. auto: migrate when the release has an alembic.ini at its top (the source directory's root) or migrate-command is set, else not; true: always; false: never. " +
+            "A migration whose files (alembic.ini, its script_location directory and the commands) are byte for byte those the current release applied, with that release's revision recorded, is skipped: no revision command, no backup.",
+        default: 'auto',
+        choices: ['auto', 'true', 'false'],
+    }),
     'migrate-command': migrateInputs.command,
     'revision-command': revisionCommandField,
     'migrate-backup': bool({ description: 'Back the database up before migrating.', default: 'true' }),
@@ -67836,7 +67879,7 @@ const rollbackMigrateInputs = {
         description: "Before switching back, downgrade the schema to the target release's recorded revision, running the newer release's code. Data written since may be lost.",
         default: 'false',
     }),
-    'downgrade-command': commandField('Downgrade command; {revision} stands for the target revision.', 'alembic downgrade {revision}'),
+    'downgrade-command': commandField(`Downgrade command; {revision} stands for the target revision. Default (empty): \`alembic downgrade {revision}\`, ${ALEMBIC_DEFAULT}.`, ''),
     'revision-command': revisionCommandField,
     backup: bool({ description: 'Back the database up before downgrading.', default: 'true' }),
     'backup-keep': backupKeepField,
