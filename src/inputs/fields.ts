@@ -25,6 +25,8 @@ export interface Field<T = unknown> extends Opts {
   /** What a valid value looks like, for error messages. */
   expected: string;
   schema: z.ZodType<T, string>;
+  /** A true-or-false input: on the command line, `--name` alone means true and `--no-name` false. */
+  flag?: boolean;
 }
 
 /** A value as error messages quote it (never used for secrets). */
@@ -73,8 +75,9 @@ export const text = (opts: Opts & { expected?: string; max?: number }) =>
     z.string().max(opts.max ?? 65536, `is longer than ${opts.max ?? 65536} characters`),
   );
 
-export const bool = (opts: Opts) =>
-  field(
+export const bool = (opts: Opts): Field<boolean> => ({
+  flag: true,
+  ...field(
     opts,
     'true or false',
     z.string().transform((v, ctx) => {
@@ -83,7 +86,8 @@ export const bool = (opts: Opts) =>
       ctx.addIssue({ code: 'custom', message: `'${v.slice(0, 40)}' is not a boolean` });
       return z.NEVER;
     }),
-  );
+  ),
+});
 
 export const int = (opts: Opts & { min: number; max: number; unit?: string }) =>
   field(
