@@ -16,6 +16,8 @@ import { rollback } from './actions/rollback.js';
 import { deploy } from './actions/deploy.js';
 import { backupVerify } from './actions/backup-verify.js';
 import { provision } from './actions/provision.js';
+import { status } from './actions/status.js';
+import { lock, unlock } from './actions/lock.js';
 import type { Log } from './log.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -28,6 +30,9 @@ const BODIES: Record<ActionName, (settings: any, log: Log) => Promise<ActionOutc
   deploy,
   'backup-verify': backupVerify,
   provision,
+  status,
+  lock,
+  unlock,
 };
 
 export function usage(action?: ActionName): string {

@@ -6,6 +6,8 @@ import { migrateScript, type MigrateScriptSettings } from '../../src/remote/migr
 import { buildStep, ensureAppTree, markStep, prepareStep } from '../../src/remote/release.js';
 import { switchScript, uvicornFlagsScript } from '../../src/remote/switch.js';
 import { unitFiles } from '../../src/remote/units.js';
+import { freezeCheckStep, freezeStep, unfreezeStep } from '../../src/remote/freeze.js';
+import { statusStep } from '../../src/remote/status.js';
 import { cleanupStep, listStep, verifyStep } from '../../src/remote/verify.js';
 
 export const shopLayout = layout('shop', '/opt/shop');
@@ -85,6 +87,10 @@ export const scripts: Record<string, string> = {
   list: listStep(shopLayout).script,
   cleanup: cleanupStep(shopLayout, { releases: ['a', 'b'], venvs: ['py-1'] }).script,
   migrate: migrateScript(MIGRATE),
+  freeze: freezeStep(shopLayout, { reason: HOSTILE, actor: HOSTILE, at: 'now', runUrl: HOSTILE }).script,
+  unfreeze: unfreezeStep(shopLayout).script,
+  'freeze-check': freezeCheckStep(shopLayout).script,
+  status: statusStep(shopLayout, 10).script,
 };
 
 /** The restore test's scratch database and role (the password a fresh one's shape: hex). */
