@@ -14,6 +14,9 @@ const entries = [
   'deploy',
   'provision',
   'backup-verify',
+  'status',
+  'lock',
+  'unlock',
   'cli',
 ];
 const externals = ['cpu-features', './crypto/build/Release/sshcrypto.node'];

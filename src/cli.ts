@@ -2,6 +2,8 @@
 // from a terminal. Inputs not given as flags are read from INPUT_* variables.
 
 import { readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { errorMessage } from './errors.js';
 import { actions, ACTION_NAMES, type ActionName } from './inputs/actions.js';
 import type { Field } from './inputs/fields.js';
 
@@ -14,6 +16,8 @@ import { rollback } from './actions/rollback.js';
 import { deploy } from './actions/deploy.js';
 import { backupVerify } from './actions/backup-verify.js';
 import { provision } from './actions/provision.js';
+import { status } from './actions/status.js';
+import { lock, unlock } from './actions/lock.js';
 import type { Log } from './log.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -26,17 +30,22 @@ const BODIES: Record<ActionName, (settings: any, log: Log) => Promise<ActionOutc
   deploy,
   'backup-verify': backupVerify,
   provision,
+  status,
+  lock,
+  unlock,
 };
 
 export function usage(action?: ActionName): string {
   if (!action) {
     return [
       'usage: metalship <action> [--<input> <value> ...]',
+      '       metalship --version',
       '',
       'actions:',
       ...ACTION_NAMES.map((a) => `  ${a.padEnd(10)} ${actions[a].description}`),
       '',
-      'A value @path reads the file at path (for keys and known_hosts); @@ starts a literal @.',
+      'A value @path reads the file at path (for keys and known_hosts; @~/ is your home); @@ starts a literal @.',
+      'A true-or-false input may be given alone: --migrate is --migrate true, --no-migrate is --migrate false.',
       'Inputs not given as flags come from INPUT_<NAME> environment variables, as on GitHub.',
       "Run 'metalship <action> --help' for an action's inputs.",
     ].join('\n');
@@ -51,15 +60,66 @@ export function usage(action?: ActionName): string {
     ]
       .filter(Boolean)
       .join(', ');
-    lines.push(`  --${name}${flags ? ` (${flags})` : ''}`, `      ${f.description}`);
+    lines.push(
+      `  --${name}${f.flag ? ` | --no-${name}` : ''}${flags ? ` (${flags})` : ''}`,
+      `      ${f.description}`,
+    );
   }
   lines.push('', 'outputs:', ...Object.entries(def.outputs).map(([n, o]) => `  ${n}: ${o.description}`));
   return lines.join('\n');
 }
 
-/** Parses `--name value`, `--name=value`; returns the inputs or an error text. */
+/** Edit distance (Levenshtein) of two short words. */
+export function editDistance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++)
+      next[j] = Math.min(row[j]! + 1, next[j - 1]! + 1, row[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    row = next;
+  }
+  return row[b.length]!;
+}
+
+/** The known word a mistyped one most likely meant, if one is close enough. */
+export function didYouMean(word: string, known: readonly string[]): string | null {
+  let best: string | null = null;
+  let bestDistance = Infinity;
+  for (const k of known) {
+    const d = k.startsWith(word) || word.startsWith(k) ? 1 : editDistance(word, k);
+    if (d < bestDistance) [best, bestDistance] = [k, d];
+  }
+  return bestDistance <= Math.max(2, Math.floor(word.length / 3)) ? best : null;
+}
+
+const suggestion = (word: string, known: readonly string[], prefix = '') => {
+  const near = didYouMean(word, known);
+  return near ? `; did you mean ${prefix}${near}?` : '';
+};
+
+/** A value given on the command line: `@path` reads the file (`~/` is the home directory), `@@` a literal @. */
+function flagValue(name: string, value: string): string | { error: string } {
+  if (value.startsWith('@@')) return value.slice(1);
+  if (!value.startsWith('@')) return value;
+  let file = value.slice(1);
+  // As a shell expands it: $HOME, else the account's home.
+  if (file === '~' || file.startsWith('~/')) file = (process.env.HOME || homedir()) + file.slice(1);
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (err) {
+    const why = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : errorMessage(err);
+    return { error: `--${name}: cannot read the file ${file} (${why})` };
+  }
+}
+
+/**
+ * Parses `--name value` and `--name=value`; a true-or-false input also takes
+ * `--name` alone (true) and `--no-name` (false). Returns the inputs or an error text.
+ */
 export function parseArgs(action: ActionName, args: string[]): Record<string, string> | string {
-  const known = new Set(Object.keys(actions[action].inputs));
+  const inputs = actions[action].inputs as Record<string, Field>;
+  const names = Object.keys(inputs);
+  const flags = names.filter((n) => inputs[n]!.flag);
   const values: Record<string, string> = {};
   for (let i = 0; i < args.length; i++) {
     const arg = args[i]!;
@@ -70,23 +130,48 @@ export function parseArgs(action: ActionName, args: string[]): Record<string, st
     if (eq >= 0) {
       value = name.slice(eq + 1);
       name = name.slice(0, eq);
-    } else {
-      value = args[++i];
-      if (value === undefined) return `--${name} needs a value`;
     }
-    if (!known.has(name)) return `unknown input --${name} for ${action} (see metalship ${action} --help)`;
-    if (value.startsWith('@@')) value = value.slice(1);
-    else if (value.startsWith('@')) {
-      try {
-        value = readFileSync(value.slice(1), 'utf8');
-      } catch {
-        return `--${name}: cannot read the file ${value.slice(1)}`;
-      }
+    const negated = !inputs[name] && name.startsWith('no-') && inputs[name.slice(3)]?.flag;
+    if (negated) {
+      if (value !== undefined) return `--${name} takes no value`;
+      name = name.slice(3);
+      value = 'false';
     }
-    values[name] = value;
+    const field = inputs[name];
+    if (!field)
+      return `unknown input --${name} for ${action}${suggestion(name, [...names, ...flags.map((f) => `no-${f}`)], '--')} (see metalship ${action} --help)`;
+    if (value === undefined) {
+      const next = args[i + 1];
+      // A flag takes the next word only when it is one of its own values.
+      if (field.flag && !(field.words ?? ['true', 'false']).includes(next ?? '')) value = 'true';
+      else if (next === undefined) return `--${name} needs a value`;
+      else value = args[++i]!;
+    }
+    const read = flagValue(name, value);
+    if (typeof read !== 'string') return read.error;
+    values[name] = read;
   }
   return values;
 }
+
+/** The package's version, from the package.json above this module (in src/ or in dist/cli/). */
+export function version(): string {
+  for (const rel of ['../package.json', '../../package.json']) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), 'utf8')) as {
+        name?: string;
+        version?: string;
+      };
+      if (pkg.name === 'metalship' && pkg.version) return pkg.version;
+    } catch {
+      // not this one
+    }
+  }
+  return 'unknown';
+}
+
+/** Outputs that are JSON documents: the job's, too long for a terminal line. */
+const JSON_OUTPUTS = new Set(['results', 'status']);
 
 export async function main(argv: string[]): Promise<number> {
   const [action, ...rest] = argv;
@@ -94,8 +179,14 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(usage() + '\n');
     return action ? 0 : 2;
   }
+  if (action === '--version' || action === '-V' || action === 'version') {
+    process.stdout.write(`metalship ${version()}\n`);
+    return 0;
+  }
   if (!(ACTION_NAMES as string[]).includes(action)) {
-    process.stderr.write(`unknown action '${action}'\n\n${usage()}\n`);
+    process.stderr.write(
+      `error: unknown action '${action}'${suggestion(action, ACTION_NAMES)}\n\n${usage()}\n`,
+    );
     return 2;
   }
   const name = action as ActionName;
@@ -112,6 +203,6 @@ export async function main(argv: string[]): Promise<number> {
   const raw = (input: string) => parsed[input] ?? env(input);
   const result = await runAction(name, BODIES[name], raw);
   for (const [k, v] of Object.entries(result.outputs))
-    if (k !== 'results') process.stdout.write(`${k}=${v}\n`);
+    if (!JSON_OUTPUTS.has(k)) process.stdout.write(`${k}=${v}\n`);
   return result.ok ? 0 : 1;
 }

@@ -93,14 +93,17 @@ export class Log {
     this.summaryParts.push(this.redact(markdown));
   }
 
-  /** Writes the job summary (GITHUB_STEP_SUMMARY), or prints it when not on GitHub. */
-  flushSummary(): void {
+  /**
+   * Writes the job summary (GITHUB_STEP_SUMMARY), or prints it when not on
+   * GitHub, unless the run failed: a terminal then gets the error alone.
+   */
+  flushSummary(failed = false): void {
     if (this.summaryParts.length === 0) return;
     let text = this.summaryParts.join('\n\n') + '\n';
     // GitHub refuses step summaries over 1 MiB.
     if (Buffer.byteLength(text) > 1000000) text = text.slice(0, 990000) + '\n\n(summary truncated)\n';
     if (process.env.GITHUB_STEP_SUMMARY) appendFileSync(process.env.GITHUB_STEP_SUMMARY, text);
-    else if (!this.onGitHub) this.write('\n' + text);
+    else if (!this.onGitHub && !failed) this.write('\n' + text);
     this.summaryParts = [];
   }
 }

@@ -48,7 +48,7 @@ export async function runAction<A extends ActionName>(
     log.summary(
       `## ${actions[name].title}: invalid input\n\nNo host was contacted.\n\n${message.replace(/^/gm, '> ')}`,
     );
-    log.flushSummary();
+    log.flushSummary(true);
     process.exitCode = 1;
     return { ok: false, outputs: {}, error: message };
   }
@@ -61,7 +61,7 @@ export async function runAction<A extends ActionName>(
     log.summary(
       `## ${actions[name].title}: ${status}\n\n${outcome.summary}${outcome.failure ? `\n\n**Why:** ${outcome.failure}` : ''}`,
     );
-    log.flushSummary();
+    log.flushSummary(Boolean(outcome.failure));
     if (outcome.failure) {
       log.error(outcome.failure);
       process.exitCode = 1;
@@ -73,7 +73,7 @@ export async function runAction<A extends ActionName>(
     const message = errorMessage(err);
     log.error(message);
     log.summary(`## ${actions[name].title}: ❌ failed\n\n${message.replace(/^/gm, '> ')}`);
-    log.flushSummary();
+    log.flushSummary(true);
     process.exitCode = 1;
     return { ok: false, outputs: log.outputs, error: log.redact(message) };
   }

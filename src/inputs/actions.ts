@@ -28,6 +28,7 @@ import {
 } from './checks.js';
 import type { SettingsOf } from './fields.js';
 import { provisionInputs } from './provision.js';
+import { lockInputs, operationConnectionInputs, statusInputs } from './operations.js';
 
 // backup-verify names its two hosts itself (backup-host, restore-host) and takes no deploy lock.
 const { hosts: _hosts, 'lock-timeout': _lock, ...backupVerifyConnection } = connectionInputs;
@@ -211,6 +212,42 @@ export const actions = {
       ...directoriesCheck(s),
       ...provisionCheck(s),
     ],
+  }),
+  status: defineAction({
+    name: 'status',
+    title: 'metalship status',
+    description:
+      "Show an app's state on each host: its releases (current, standby, bad), the deploy lock and its holder, a deploy freeze, and the last entries of the history log. Changes nothing.",
+    inputs: { ...operationConnectionInputs, ...statusInputs },
+    outputs: {
+      frozen: { description: 'true when deploys are frozen on any host.' },
+      status: {
+        description:
+          'JSON array, one object per host: host, ok, current, standby, slot, releases (id, status, role, revision), locked, holder, frozen, freeze, history.',
+      },
+      ...commonOutputs,
+    },
+    check: (s) => connectionCheck(s.hosts, s),
+  }),
+  lock: defineAction({
+    name: 'lock',
+    title: 'metalship lock',
+    description:
+      "Freeze an app's deploys, e.g. during an incident: deploy, release, switch and migrate are refused on the hosts, printing the reason, until unlock. A rollback still passes (with a warning). A deploy already running is not stopped.",
+    inputs: { ...operationConnectionInputs, ...lockInputs },
+    outputs: { ...commonOutputs },
+    check: (s) => connectionCheck(s.hosts, s),
+  }),
+  unlock: defineAction({
+    name: 'unlock',
+    title: 'metalship unlock',
+    description: "Lift the deploy freeze set by lock: the app's deploys run again.",
+    inputs: { ...operationConnectionInputs },
+    outputs: {
+      'was-frozen': { description: 'true when a freeze was lifted on any host.' },
+      ...commonOutputs,
+    },
+    check: (s) => connectionCheck(s.hosts, s),
   }),
 } satisfies Record<string, ActionDef>;
 

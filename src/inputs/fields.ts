@@ -25,6 +25,13 @@ export interface Field<T = unknown> extends Opts {
   /** What a valid value looks like, for error messages. */
   expected: string;
   schema: z.ZodType<T, string>;
+  /**
+   * An input with true and false among its values: on the command line, `--name`
+   * alone means true and `--no-name` false.
+   */
+  flag?: boolean;
+  /** The words `--name` takes as its value when it is a flag (true and false, or a choice's values). */
+  words?: readonly string[];
 }
 
 /** A value as error messages quote it (never used for secrets). */
@@ -73,8 +80,9 @@ export const text = (opts: Opts & { expected?: string; max?: number }) =>
     z.string().max(opts.max ?? 65536, `is longer than ${opts.max ?? 65536} characters`),
   );
 
-export const bool = (opts: Opts) =>
-  field(
+export const bool = (opts: Opts): Field<boolean> => ({
+  flag: true,
+  ...field(
     opts,
     'true or false',
     z.string().transform((v, ctx) => {
@@ -83,7 +91,8 @@ export const bool = (opts: Opts) =>
       ctx.addIssue({ code: 'custom', message: `'${v.slice(0, 40)}' is not a boolean` });
       return z.NEVER;
     }),
-  );
+  ),
+});
 
 export const int = (opts: Opts & { min: number; max: number; unit?: string }) =>
   field(
@@ -103,8 +112,12 @@ export const int = (opts: Opts & { min: number; max: number; unit?: string }) =>
     }),
   );
 
-export const choice = <const C extends readonly [string, ...string[]]>(opts: Opts & { choices: C }) =>
-  field(
+export const choice = <const C extends readonly [string, ...string[]]>(opts: Opts & { choices: C }) => ({
+  // A choice between true, false and more (migrate: auto) reads like a boolean on the command line.
+  ...(opts.choices.includes('true') && opts.choices.includes('false')
+    ? { flag: true, words: opts.choices }
+    : {}),
+  ...field(
     opts,
     `one of ${opts.choices.join(', ')}`,
     z.string().transform((v, ctx) => {
@@ -112,7 +125,8 @@ export const choice = <const C extends readonly [string, ...string[]]>(opts: Opt
       ctx.addIssue({ code: 'custom', message: `'${v.slice(0, 40)}' is not a known value` });
       return z.NEVER;
     }),
-  );
+  ),
+});
 
 /** A value checked by a regular expression, with the reason shown when it fails. */
 export const pattern = (

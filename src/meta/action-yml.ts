@@ -16,6 +16,9 @@ export const ACTION_FILES: Record<ActionName, { path: string; main: string }> = 
   migrate: { path: 'actions/migrate/action.yml', main: '../../dist/migrate/index.js' },
   'backup-verify': { path: 'actions/backup-verify/action.yml', main: '../../dist/backup-verify/index.js' },
   provision: { path: 'actions/provision/action.yml', main: '../../dist/provision/index.js' },
+  status: { path: 'actions/status/action.yml', main: '../../dist/status/index.js' },
+  lock: { path: 'actions/lock/action.yml', main: '../../dist/lock/index.js' },
+  unlock: { path: 'actions/unlock/action.yml', main: '../../dist/unlock/index.js' },
 };
 
 export function renderActionYml(name: ActionName): string {

@@ -26,6 +26,8 @@ export interface Layout {
   pipCache: string;
   lockFile: string;
   lockHolder: string;
+  /** The deploy freeze (metalship lock): while it exists, deploys are refused. */
+  freeze: string;
   history: string;
   activeSlot: string;
   apiSocket(slot: Slot): string;
@@ -68,6 +70,7 @@ export function layout(app: string, root: string): Layout {
     pipCache: `/var/cache/metalship/${app}/pip`,
     lockFile: `${root}/.metalship/deploy.lock`,
     lockHolder: `${root}/.metalship/lock-holder`,
+    freeze: `${root}/.metalship/freeze`,
     history: `${root}/.metalship/history.log`,
     activeSlot: `${root}/.metalship/active-slot`,
     apiSocket: (s) => `/run/${app}-api-${s}/api.sock`,

@@ -9,6 +9,7 @@ import { keyLines } from '../remote/sh.js';
 import { connect, type Connection, type ConnectOptions, type HostKeyPolicy } from '../transport/ssh.js';
 import { pinnedAlgorithms, verifyHostKey, type KnownHostEntry } from '../inputs/known-hosts.js';
 import { errorMessage } from '../errors.js';
+import { freezeGate } from './operations.js';
 
 export interface ConnectionSettings {
   hosts: HostSpec[];
@@ -238,15 +239,18 @@ export async function withHosts<T>(
   const releases: (() => Promise<void>)[] = [];
   try {
     await opts.beforeLock?.(all);
-    if (opts.lock === false) return await fn(hosts, balancers);
-    const holder = lockHolder(action);
-    // One at a time, in the same order for every run: two overlapping runs
-    // then never each hold half of the locks and wait out the timeout.
-    const deadline = Date.now() + settings['lock-timeout'] * 1000;
-    for (const h of [...hosts].sort((a, b) => lockOrder(a).localeCompare(lockOrder(b)))) {
-      const wait = Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
-      releases.push(await acquireLock(h, holder, wait, log));
+    if (opts.lock !== false) {
+      const holder = lockHolder(action);
+      // One at a time, in the same order for every run: two overlapping runs
+      // then never each hold half of the locks and wait out the timeout.
+      const deadline = Date.now() + settings['lock-timeout'] * 1000;
+      for (const h of [...hosts].sort((a, b) => lockOrder(a).localeCompare(lockOrder(b)))) {
+        const wait = Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
+        releases.push(await acquireLock(h, holder, wait, log));
+      }
     }
+    // Under the lock: a freeze set from now on stops the next run, not this one.
+    await freezeGate(hosts, action, log);
     return await fn(hosts, balancers);
   } finally {
     await Promise.allSettled(releases.map((r) => r()));

@@ -10,6 +10,7 @@ import { killSessionScript, remoteCommand, wrapScript } from '../remote/session.
 import type { Step } from '../remote/step.js';
 import { errorMessage } from '../errors.js';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { Lines, StreamText } from './text.js';
 
 export interface Endpoint {
   host: string;
@@ -178,16 +179,14 @@ export class Connection {
     );
     armIdle();
 
-    const lineBuffers = { out: '', err: '' };
-    let stderrSoFar = '';
+    // Decoded here, not by node-ssh (which decodes each chunk on its own and
+    // garbles a character split between two chunks).
+    const text = { out: new StreamText(), err: new StreamText() };
+    const lines = { out: new Lines(), err: new Lines() };
     const emit = (kind: 'out' | 'err', chunk: Buffer) => {
       armIdle();
-      if (kind === 'err') stderrSoFar = (stderrSoFar + chunk.toString('utf8')).slice(-20000);
-      if (!opts.stream) return;
-      lineBuffers[kind] += chunk.toString('utf8');
-      const lines = lineBuffers[kind].split('\n');
-      lineBuffers[kind] = lines.pop() ?? '';
-      for (const line of lines) this.log.info(`[${this.label}] ${line}`);
+      const added = text[kind].push(chunk);
+      if (opts.stream) for (const line of lines[kind].push(added)) this.log.info(`[${this.label}] ${line}`);
     };
 
     try {
@@ -206,12 +205,13 @@ export class Connection {
         stdout: '',
         stderr: '',
       };
-      if (opts.stream) {
-        for (const rest of [lineBuffers.out, lineBuffers.err])
-          if (rest) this.log.info(`[${this.label}] ${rest}`);
+      for (const kind of ['out', 'err'] as const) {
+        const rest = lines[kind].push(text[kind].end()).concat(lines[kind].rest()).filter(Boolean);
+        if (opts.stream) for (const line of rest) this.log.info(`[${this.label}] ${line}`);
       }
+      const stdout = text.out.text;
+      const stderr = text.err.text;
       if (timedOut) {
-        const stderr = res.stderr || stderrSoFar;
         throw new RemoteError(
           this.log.redact(
             `${what} on ${this.label} ${timedOut}; its processes were stopped` +
@@ -229,10 +229,10 @@ export class Connection {
           ),
           this.label,
           null,
-          this.log.redact(tail(res.stderr)),
+          this.log.redact(tail(stderr)),
         );
       }
-      return { code: res.code, stdout: res.stdout, stderr: res.stderr };
+      return { code: res.code, stdout, stderr };
     } finally {
       clearTimeout(idleTimer);
       clearTimeout(totalTimer);
@@ -263,19 +263,20 @@ export class Connection {
           );
           return;
         }
-        let stderr = '';
+        const stderr = new StreamText(20000);
         let code: number | null = null;
         const close = () => channel.close();
         const timer = setTimeout(close, opts.timeoutMs ?? this.options.commandTimeoutMs);
         opts.signal?.addEventListener('abort', close, { once: true });
-        channel.stderr.on('data', (c: Buffer) => (stderr = (stderr + c.toString('utf8')).slice(-20000)));
+        channel.stderr.on('data', (c: Buffer) => stderr.push(c));
         channel.on('exit', (c: number | null) => (code = c));
         channel.pipe(sink);
         channel.on('close', () => {
           clearTimeout(timer);
           opts.signal?.removeEventListener('abort', close);
           if (!sink.writableEnded) sink.end();
-          resolve({ code: code ?? -1, stdout: '', stderr: this.log.redact(stderr) });
+          stderr.end();
+          resolve({ code: code ?? -1, stdout: '', stderr: this.log.redact(stderr.text) });
         });
         channel.end(wrapScript(script));
       });
@@ -292,13 +293,24 @@ export class Connection {
   ): { stdin: PassThrough; done: Promise<RunResult> } {
     const stdin = new PassThrough();
     stdin.write(wrapScript(script));
+    const out = new StreamText();
+    const err = new StreamText();
     const done = this.ssh
       .execCommand(remoteCommand(this.endpoint.user), {
         stdin,
         noTrim: true,
-        onStdout: (c) => onStdout(c.toString('utf8')),
+        onStdout: (c) => {
+          const t = out.push(c);
+          if (t) onStdout(t);
+        },
+        onStderr: (c) => err.push(c),
       })
-      .then((r) => ({ code: r.code ?? -1, stdout: r.stdout, stderr: r.stderr }));
+      .then((r) => {
+        const t = out.end();
+        if (t) onStdout(t);
+        err.end();
+        return { code: r.code ?? -1, stdout: out.text, stderr: err.text };
+      });
     return { stdin, done };
   }
 

@@ -14,6 +14,7 @@ export const BASE = {
   'release-id': '20250101_000000',
   'backup-host': '10.0.0.5',
   'redis-password': 'redis-pw-fixture',
+  reason: 'incident 42: payments down',
 };
 
 type Case = [ActionName, string, string, RegExp];
@@ -37,6 +38,10 @@ const SYSTEM_DIR =
 // [action, the input that is wrong, its value, what the message must say]
 export const BAD_INPUTS: Case[] = [
   ['deploy', 'app', 'Shop', /is not valid/],
+  ['lock', 'reason', '', /is required/],
+  ['lock', 'reason', 'x'.repeat(301), /is longer than 300 characters/],
+  ['lock', 'reason', 'stop\n::set-output name=x::y', ONE_LINE],
+  ['status', 'history-lines', '-1', /out of range/],
   ['deploy', 'app', 'shop;reboot', /is not valid/],
   ['deploy', 'app', '-shop', /is not valid/],
   ['deploy', 'app', 'a'.repeat(40), /is not valid/],

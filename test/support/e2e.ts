@@ -189,6 +189,50 @@ export async function runBundle(
   return { code, stdout, stderr, outputs, summary, log };
 }
 
+export interface CliRun {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs the package's command line (its bin entry, dist/cli) under the runner's
+ * Node as a user would in a terminal: no GitHub variables, HOME as given.
+ * `secrets`: values that must not reach its output (recorded for the secret scan).
+ */
+export async function runCli(
+  args: string[],
+  opts: { home: string; secrets?: Record<string, string>; idleMs?: number },
+): Promise<CliRun> {
+  const pkg = JSON.parse(readFileSync(path.join(REPO, 'package.json'), 'utf8')) as {
+    bin: { metalship: string };
+  };
+  const child = spawn(RUNNER_NODE, [path.join(REPO, pkg.bin.metalship), ...args], {
+    cwd: opts.home,
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: opts.home },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  let timer: NodeJS.Timeout | undefined;
+  const arm = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => child.kill('SIGKILL'), opts.idleMs ?? 240000);
+  };
+  arm();
+  child.stdout.on('data', (c: Buffer) => ((stdout += c.toString()), arm()));
+  child.stderr.on('data', (c: Buffer) => ((stderr += c.toString()), arm()));
+  const code: number = await new Promise((resolve) => child.on('close', (c) => resolve(c ?? -1)));
+  clearTimeout(timer);
+  if (process.env.METALSHIP_E2E_VERBOSE) process.stdout.write(stdout + stderr);
+  const where = `metalship ${args[0] ?? ''} (pid ${process.pid}) in ${testContext()}`;
+  recordForScan([
+    ...secretsOfInputs(opts.secrets ?? {}).map((s): ScanRecord => ({ kind: 'secret', ...s, where })),
+    { kind: 'run', where, log: stdout + '\n' + stderr },
+  ]);
+  return { code, stdout, stderr };
+}
+
 /** The connection inputs for some of the booted hosts. */
 export function connectionInputs(
   state: E2EState,

@@ -6,6 +6,8 @@ import { migrateScript, orAlembic, type MigrateScriptSettings } from '../../src/
 import { buildStep, ensureAppTree, markStep, prepareStep } from '../../src/remote/release.js';
 import { switchScript, uvicornFlagsScript } from '../../src/remote/switch.js';
 import { unitFiles } from '../../src/remote/units.js';
+import { freezeCheckStep, freezeStep, unfreezeStep } from '../../src/remote/freeze.js';
+import { statusStep } from '../../src/remote/status.js';
 import { cleanupStep, listStep, verifyStep } from '../../src/remote/verify.js';
 
 export const shopLayout = layout('shop', '/opt/shop');
@@ -92,6 +94,10 @@ export const scripts: Record<string, string> = {
     revisionCommand: orAlembic([], 'current'),
     fingerprint: 'ab'.repeat(32),
   }),
+  freeze: freezeStep(shopLayout, { reason: HOSTILE, actor: HOSTILE, at: 'now', runUrl: HOSTILE }).script,
+  unfreeze: unfreezeStep(shopLayout).script,
+  'freeze-check': freezeCheckStep(shopLayout).script,
+  status: statusStep(shopLayout, 10).script,
 };
 
 /** The restore test's scratch database and role (the password a fresh one's shape: hex). */

@@ -3,6 +3,9 @@
 // GitHub passes (trimmed ends) accepted.
 import ssh2 from 'ssh2';
 import { createHmac } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { runAction } from '../../src/actions/run.js';
 import { ACTION_NAMES, actions, type ActionName } from '../../src/inputs/actions.js';
 import type { Field } from '../../src/inputs/fields.js';
@@ -98,12 +101,24 @@ describe('a secret is never echoed', () => {
   test('neither the log nor the job summary of a refused run holds the secret', async () => {
     const lines: string[] = [];
     const env = `A=1\n${MARK}: redis://:${MARK}@cache/0?x=1`;
-    const r = await runAction(
-      'provision',
-      () => Promise.reject(new Error('no host may be contacted')),
-      (name) => ({ ...BASE, env, 'db-password': MARK.slice(0, 4) })[name as 'env'] ?? '',
-      new Log((l) => lines.push(l)),
-    );
+    // The summary of a failed run goes to the job summary file only (a terminal gets the error alone).
+    const dir = mkdtempSync(path.join(tmpdir(), 'metalship-summary-'));
+    const before = process.env.GITHUB_STEP_SUMMARY;
+    process.env.GITHUB_STEP_SUMMARY = path.join(dir, 'summary');
+    let r: Awaited<ReturnType<typeof runAction>>;
+    try {
+      r = await runAction(
+        'provision',
+        () => Promise.reject(new Error('no host may be contacted')),
+        (name) => ({ ...BASE, env, 'db-password': MARK.slice(0, 4) })[name as 'env'] ?? '',
+        new Log((l) => lines.push(l)),
+      );
+      lines.push(readFileSync(process.env.GITHUB_STEP_SUMMARY, 'utf8'));
+    } finally {
+      if (before === undefined) delete process.env.GITHUB_STEP_SUMMARY;
+      else process.env.GITHUB_STEP_SUMMARY = before;
+      rmSync(dir, { recursive: true, force: true });
+    }
     process.exitCode = undefined;
     expect(r.ok).toBe(false);
     expect(r.error).toMatch(/Input 'env': line 2/);

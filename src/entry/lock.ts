@@ -1,0 +1,3 @@
+import { runLock } from '../actions/lock.js';
+
+void runLock();

@@ -1,0 +1,3 @@
+import { run } from '../actions/status.js';
+
+void run();

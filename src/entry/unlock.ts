@@ -1,0 +1,3 @@
+import { runUnlock } from '../actions/lock.js';
+
+void runUnlock();
