@@ -54653,7 +54653,7 @@ function shellFile(text) {
     return text.replace(/^#!.*\n/, '').trimEnd();
 }
 /** Script lines that write content to path atomically (temp file + rename) with mode and owner. */
-function writeFileAtomic(path, content, opts = {}) {
+function sh_writeFileAtomic(path, content, opts = {}) {
     const tmp = `${path}.metalship-tmp`;
     return sh_script(...stageFile(tmp, content, opts), sh_sh `mv -f ${tmp} ${path}`).trimEnd();
 }
@@ -54926,13 +54926,13 @@ function restoreProofStep(backupDir, maxDays = 45) {
 
 const PY_TOOL = (0,external_node_fs_namespaceObject.readFileSync)(__nccwpck_require__.ab + "mstool.py", 'utf8');
 /** The user health probes connect as: an app controls its socket's directory, so root never follows it. */
-const PROBE_USER = 'nobody';
+const pytool_PROBE_USER = 'nobody';
 /**
  * Script lines that define `mstool`, a shell function running the Python tool
  * with python3 (isolated: neither the working directory nor PYTHON* variables
  * can bring other code in), and `mstool_as USER ...` for the same as another user.
  */
-function pyToolDefinition() {
+function pytool_pyToolDefinition() {
     return [
         sh_textVar('MSTOOL_SRC', PY_TOOL),
         // Each script calls one of the two or both: the other is there unused.
@@ -55133,9 +55133,9 @@ function smokeStep(options) {
         APP_MODULE: options.appModule,
         SMOKE_PATH: options.path,
         SMOKE_TIMEOUT: options.timeout,
-        PROBE_USER: PROBE_USER,
+        PROBE_USER: pytool_PROBE_USER,
         EXIT_SMOKE_FAILED: RESTORE_EXIT.smokeFailed,
-    }, pyToolDefinition(), SMOKE_SH), (stdout) => {
+    }, pytool_pyToolDefinition(), SMOKE_SH), (stdout) => {
         const line = sh_keyLines(stdout).get('SMOKE') ?? '';
         if (line.startsWith('skipped'))
             return { skipped: line };
@@ -55155,7 +55155,7 @@ function dropScratchStep(o) {
 }
 /** On the backup host, after a successful verification: the record the next run (and deploys) report. */
 function recordVerifiedStep(backupDir, record) {
-    return plainStep('recording the verification', sh_script(paths_rootOnly(backupDir), writeFileAtomic(lastVerifiedPath(backupDir), JSON.stringify(record), { mode: '600' })));
+    return plainStep('recording the verification', sh_script(paths_rootOnly(backupDir), sh_writeFileAtomic(lastVerifiedPath(backupDir), JSON.stringify(record), { mode: '600' })));
 }
 /** Compares row counts: every table of the manifest with the same count, and no table more or less. */
 function compareCounts(expected, actual) {
@@ -56092,6 +56092,7 @@ function layout(app, root) {
         pipCache: `/var/cache/metalship/${app}/pip`,
         lockFile: `${root}/.metalship/deploy.lock`,
         lockHolder: `${root}/.metalship/lock-holder`,
+        freeze: `${root}/.metalship/freeze`,
         history: `${root}/.metalship/history.log`,
         activeSlot: `${root}/.metalship/active-slot`,
         apiSocket: (s) => `/run/${app}-api-${s}/api.sock`,
@@ -56162,9 +56163,63 @@ function remoteCommand(user) {
 
 ;// CONCATENATED MODULE: external "node:timers/promises"
 const promises_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:timers/promises");
+;// CONCATENATED MODULE: external "node:string_decoder"
+const external_node_string_decoder_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:string_decoder");
+;// CONCATENATED MODULE: ./src/transport/text.ts
+// Remote output arrives in chunks that may end inside a multi-byte character:
+// each stream is decoded with one streaming decoder, which holds a partial
+// character back until the bytes that complete it arrive.
+
+/** The text of one byte stream, decoded as UTF-8 across chunk boundaries. */
+class StreamText {
+    keep;
+    decoder = new external_node_string_decoder_namespaceObject.StringDecoder('utf8');
+    collected = '';
+    /** keep: how many trailing characters to hold (all by default). */
+    constructor(keep = Infinity) {
+        this.keep = keep;
+    }
+    /** Adds a chunk; returns the text it completes (empty while a character is still split). */
+    push(chunk) {
+        return this.add(this.decoder.write(chunk));
+    }
+    /** Ends the stream; returns what was left (a truncated character becomes U+FFFD). */
+    end() {
+        return this.add(this.decoder.end());
+    }
+    get text() {
+        return this.collected;
+    }
+    add(text) {
+        if (text) {
+            this.collected += text;
+            if (this.collected.length > this.keep)
+                this.collected = this.collected.slice(-this.keep);
+        }
+        return text;
+    }
+}
+/** Complete lines out of decoded text given in pieces. */
+class Lines {
+    partial = '';
+    /** Adds text; returns the lines it completed. */
+    push(text) {
+        const lines = (this.partial + text).split('\n');
+        this.partial = lines.pop() ?? '';
+        return lines;
+    }
+    /** What follows the last line break. */
+    rest() {
+        const r = this.partial;
+        this.partial = '';
+        return r;
+    }
+}
+
 ;// CONCATENATED MODULE: ./src/transport/ssh.ts
 // The only module that talks SSH. One connection per host per run; every script
 // goes on stdin to bash with errexit, nounset and pipefail, and its exit code decides.
+
 
 
 
@@ -56277,19 +56332,16 @@ class Connection {
         };
         const totalTimer = setTimeout(() => stop(`ran longer than ${Math.round(totalMs / 1000)} s (command timeout)`), totalMs);
         armIdle();
-        const lineBuffers = { out: '', err: '' };
-        let stderrSoFar = '';
+        // Decoded here, not by node-ssh (which decodes each chunk on its own and
+        // garbles a character split between two chunks).
+        const text = { out: new StreamText(), err: new StreamText() };
+        const lines = { out: new Lines(), err: new Lines() };
         const emit = (kind, chunk) => {
             armIdle();
-            if (kind === 'err')
-                stderrSoFar = (stderrSoFar + chunk.toString('utf8')).slice(-20000);
-            if (!opts.stream)
-                return;
-            lineBuffers[kind] += chunk.toString('utf8');
-            const lines = lineBuffers[kind].split('\n');
-            lineBuffers[kind] = lines.pop() ?? '';
-            for (const line of lines)
-                this.log.info(`[${this.label}] ${line}`);
+            const added = text[kind].push(chunk);
+            if (opts.stream)
+                for (const line of lines[kind].push(added))
+                    this.log.info(`[${this.label}] ${line}`);
         };
         try {
             const execution = this.ssh.execCommand(remoteCommand(this.endpoint.user), {
@@ -56307,20 +56359,22 @@ class Connection {
                 stdout: '',
                 stderr: '',
             };
-            if (opts.stream) {
-                for (const rest of [lineBuffers.out, lineBuffers.err])
-                    if (rest)
-                        this.log.info(`[${this.label}] ${rest}`);
+            for (const kind of ['out', 'err']) {
+                const rest = lines[kind].push(text[kind].end()).concat(lines[kind].rest()).filter(Boolean);
+                if (opts.stream)
+                    for (const line of rest)
+                        this.log.info(`[${this.label}] ${line}`);
             }
+            const stdout = text.out.text;
+            const stderr = text.err.text;
             if (timedOut) {
-                const stderr = res.stderr || stderrSoFar;
                 throw new RemoteError(this.log.redact(`${what} on ${this.label} ${timedOut}; its processes were stopped` +
                     (stderr.trim() ? `; last output:\n${tail(stderr)}` : '')), this.label, null, this.log.redact(tail(stderr)));
             }
             if (res.code === null) {
-                throw new RemoteError(this.log.redact(`${what} on ${this.label} ended without an exit code (${this.lostReason ?? (res.signal ? 'signal ' + res.signal : 'connection lost')})`), this.label, null, this.log.redact(tail(res.stderr)));
+                throw new RemoteError(this.log.redact(`${what} on ${this.label} ended without an exit code (${this.lostReason ?? (res.signal ? 'signal ' + res.signal : 'connection lost')})`), this.label, null, this.log.redact(tail(stderr)));
             }
-            return { code: res.code, stdout: res.stdout, stderr: res.stderr };
+            return { code: res.code, stdout, stderr };
         }
         finally {
             clearTimeout(idleTimer);
@@ -56345,12 +56399,12 @@ class Connection {
                     reject(new RemoteError(`${what} could not start on ${this.label}: ${err.message}`, this.label, null, ''));
                     return;
                 }
-                let stderr = '';
+                const stderr = new StreamText(20000);
                 let code = null;
                 const close = () => channel.close();
                 const timer = setTimeout(close, opts.timeoutMs ?? this.options.commandTimeoutMs);
                 opts.signal?.addEventListener('abort', close, { once: true });
-                channel.stderr.on('data', (c) => (stderr = (stderr + c.toString('utf8')).slice(-20000)));
+                channel.stderr.on('data', (c) => stderr.push(c));
                 channel.on('exit', (c) => (code = c));
                 channel.pipe(sink);
                 channel.on('close', () => {
@@ -56358,7 +56412,8 @@ class Connection {
                     opts.signal?.removeEventListener('abort', close);
                     if (!sink.writableEnded)
                         sink.end();
-                    resolve({ code: code ?? -1, stdout: '', stderr: this.log.redact(stderr) });
+                    stderr.end();
+                    resolve({ code: code ?? -1, stdout: '', stderr: this.log.redact(stderr.text) });
                 });
                 channel.end(wrapScript(script));
             });
@@ -56371,13 +56426,26 @@ class Connection {
     openSession(script, onStdout) {
         const stdin = new external_node_stream_.PassThrough();
         stdin.write(wrapScript(script));
+        const out = new StreamText();
+        const err = new StreamText();
         const done = this.ssh
             .execCommand(remoteCommand(this.endpoint.user), {
             stdin,
             noTrim: true,
-            onStdout: (c) => onStdout(c.toString('utf8')),
+            onStdout: (c) => {
+                const t = out.push(c);
+                if (t)
+                    onStdout(t);
+            },
+            onStderr: (c) => err.push(c),
         })
-            .then((r) => ({ code: r.code ?? -1, stdout: r.stdout, stderr: r.stderr }));
+            .then((r) => {
+            const t = out.end();
+            if (t)
+                onStdout(t);
+            err.end();
+            return { code: r.code ?? -1, stdout: out.text, stderr: err.text };
+        });
         return { stdin, done };
     }
     /**
@@ -56934,9 +57002,379 @@ function pinnedAlgorithms(entries, host, port) {
     return algos;
 }
 
+;// CONCATENATED MODULE: ./src/remote/freeze.ts
+// The deploy freeze of an app on a host (metalship lock / unlock): a file in
+// the root-only state directory. While it exists, the actions that ship code
+// refuse to run and print its reason. It is read back as untrusted text
+// (whoever froze wrote it, and it reaches logs): control characters go,
+// its length is bounded.
+
+
+
+const REASON_MAX = 300;
+// Control characters (C0, C1, line separators) and the bidirectional
+// overrides that could make a log line read other than it is.
+// eslint-disable-next-line no-control-regex
+const UNSAFE = /[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+/** Text read from a host, made fit for one log line: no control characters, at most max characters. */
+function freeze_cleanText(text, max) {
+    const t = text.replace(UNSAFE, ' ').replace(/\s+/g, ' ').trim();
+    return t.length > max ? t.slice(0, max - 1) + '…' : t;
+}
+/** A freeze as the file holds it (base64 of its bytes), whatever those are. */
+function freeze_parseFreeze(base64) {
+    let doc = {};
+    try {
+        const parsed = JSON.parse(Buffer.from(base64, 'base64').toString('utf8'));
+        if (parsed && typeof parsed === 'object')
+            doc = parsed;
+    }
+    catch {
+        // Unreadable: still a freeze; someone meant to stop deploys.
+    }
+    const field = (k, max) => freeze_cleanText(typeof doc[k] === 'string' ? doc[k] : '', max);
+    return {
+        reason: field('reason', REASON_MAX) || '(no reason given)',
+        actor: field('actor', 100) || 'unknown',
+        at: field('at', 40),
+        runUrl: field('runUrl', 300),
+    };
+}
+function freeze_freezeText(f) {
+    return `frozen${f.at ? ` since ${f.at}` : ''} by ${f.actor}: ${f.reason}${f.runUrl ? ` (${f.runUrl})` : ''}`;
+}
+/** A script line printing `FREEZE <base64>` when the app's deploys are frozen (the state directory checked first). */
+function freeze_readFreezeLine(layout) {
+    return sh `if [ -f ${layout.freeze} ] && [ ! -L ${layout.freeze} ]; then echo "FREEZE $(head -c 4000 ${layout.freeze} | base64 -w0)"; fi`;
+}
+const parseFreezeLine = (stdout) => {
+    const line = keyLines(stdout).get('FREEZE');
+    return line === undefined ? null : freeze_parseFreeze(line);
+};
+/** Whether the app's deploys are frozen on the host. */
+function freeze_freezeCheckStep(layout) {
+    return step('checking for a deploy freeze', script(rootOnly(layout.state), freeze_readFreezeLine(layout)), parseFreezeLine);
+}
+/**
+ * Freezes the app's deploys: the file is root's, mode 600, in the root-only
+ * state directory (the app user can neither write nor remove it). Returns the
+ * freeze it replaced, if any.
+ */
+function freeze_freezeStep(layout, freeze) {
+    return step('freezing deploys', script(rootOnly(layout.state), sh `mkdir -p ${layout.state}`, sh `chmod ${STATE_MODE} ${layout.state}`, freeze_readFreezeLine(layout), writeFileAtomic(layout.freeze, JSON.stringify(freeze) + '\n', { mode: '600', owner: 'root:root' })), parseFreezeLine);
+}
+/** Lifts the freeze; returns the one it removed (null: there was none). */
+function freeze_unfreezeStep(layout) {
+    return step('lifting the deploy freeze', script(rootOnly(layout.state), freeze_readFreezeLine(layout), sh `rm -f -- ${layout.freeze}`), parseFreezeLine);
+}
+
+;// CONCATENATED MODULE: ./src/remote/status.ts
+// What a host says about an app's deploys, for `metalship status`: the serving
+// slot and which api slots run, the deploy lock (whether a process holds it and
+// who took it last), the freeze, and the end of the history log. The releases
+// themselves come from listStep.
+
+
+
+
+/** A path as a find(1) pattern that matches it alone. */
+const globEscape = (p) => p.replace(/[*?[\]\\]/g, '\\$&');
+const decode = (b64) => (b64 ? Buffer.from(b64, 'base64').toString('utf8') : '');
+function status_statusStep(layout, historyLines) {
+    const lock = layout.lockFile;
+    return step('reading the deploy state', script(rootOnly(layout.state), sh `if [ ! -d ${layout.state} ]; then echo EMPTY; exit 0; fi`, sh `echo "SLOT $(head -c 20 ${layout.activeSlot} 2>/dev/null || true)"`, ...['blue', 'green'].map((s) => sh `if systemctl is-active --quiet ${layout.units.api(s)}; then echo "RUNNING ${s}"; fi`), 
+    // Held: a process has the lock file open (its holder, and any run waiting
+    // behind it). Not found by taking the lock: even a brief hold would make a
+    // starting deploy wait; and /proc/locks hides a container's locks.
+    sh `if [ -f ${lock} ] && [ -n "$(find /proc/[0-9]*/fd -maxdepth 1 -type l -lname ${globEscape(lock)} -print -quit 2>/dev/null)" ]; then echo LOCKED; fi`, sh `if [ -s ${layout.lockHolder} ]; then echo "HOLDER $(head -c 1000 ${layout.lockHolder} | base64 -w0)"; fi`, readFreezeLine(layout), sh `if [ -f ${layout.history} ]; then echo "HISTORY $(tail -n ${historyLines} ${layout.history} | head -c 40000 | base64 -w0)"; fi`), (stdout) => {
+        const out = keyLines(stdout);
+        const freeze = out.get('FREEZE');
+        return {
+            empty: out.get('EMPTY') !== undefined,
+            activeSlot: cleanText(out.get('SLOT') ?? '', 20),
+            running: out.all('RUNNING'),
+            locked: out.get('LOCKED') !== undefined,
+            holder: cleanText(decode(out.get('HOLDER')), 500),
+            freeze: freeze === undefined ? null : parseFreeze(freeze),
+            history: decode(out.get('HISTORY'))
+                .split('\n')
+                .map((l) => cleanText(l, 500))
+                .filter(Boolean),
+        };
+    });
+}
+
+;// CONCATENATED MODULE: ./src/remote/verify.ts
+// Health checks run on a host, and the listing and cleanup of releases.
+
+
+
+/**
+ * The path users take: the same check through nginx on the host, with the
+ * Host (and, for a TLS site, the SNI name) of the app's site, when the host has
+ * the app's site. Another site answering for that name, or a site that does
+ * not reach the app, fails it although the slot's socket answers.
+ */
+function throughNginx(settings) {
+    const site = settings.layout.nginxSiteEnabled;
+    return script(sh `if [ "$rc" = 0 ] && [ -e ${site} ]; then`, sh `  name=$(awk '$1 == "server_name" { sub(/;$/, "", $2); print $2; exit }' ${site})`, 
+    // A wildcard name stands for any of its names; a regular expression for none we can write.
+    '  case "$name" in ""|_) name=localhost ;; "*."*) name="metalship-verify.${name#*.}" ;; esac', sh `  if grep -Eq '^[[:space:]]*listen[[:space:]]+([^;]*:)?443[[:space:];]' ${site}; then target=https://127.0.0.1:443; else target=127.0.0.1:80; fi`, `  case "$name" in "~"*|*"*") echo "nginx: the site's first server_name is a pattern, not checked through nginx" ;; *)`, '    echo "NGINX_HOST $name"', '    nrc=0', sh `    out=$(mstool_as ${PROBE_USER} wait-ready "$target" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody} "$name") || { nrc=$?; rc=$nrc; }`, '    echo "NGINX $out"; echo "NGINX_RC $nrc" ;;', '  esac', 'fi');
+}
+/**
+ * Polls the serving slot's readiness endpoint until it answers as expected,
+ * then checks the units; on trouble, the services' recent journal lines (without
+ * uvicorn's access log). It reports, and the caller decides: it exits 0.
+ */
+function verifyStep(settings) {
+    const layout = settings.layout;
+    const text = script(pyToolDefinition(), 'rc=0', settings.api === false
+        ? null
+        : script(sh `slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "PROBLEM no api slot is serving on this host (nothing deployed yet?)"; exit 0;; esac', sh `sock=/run/${layout.app}-api-$slot/api.sock`, sh `out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'echo "PROBE_RC $rc"', throughNginx(settings)), 'failed=""', ...settings.units.map((u) => sh `if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', sh `  journalctl -u ${layout.units.api('blue')} -u ${layout.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`, 'fi');
+    return step('health check', text, (stdout) => {
+        const out = keyLines(stdout);
+        const unitsDown = (out.get('UNITS_DOWN') ?? '').split(' ').filter(Boolean);
+        const problem = out.get('PROBLEM') ?? '';
+        const answer = settings.api === false || problem
+            ? null
+            : probeAnswer(out.get('RESULT') ?? '', out.get('PROBE_RC') ?? '');
+        // Once the site's name is out, the probe through nginx must answer too.
+        const nginxHost = out.get('NGINX_HOST');
+        const nginx = nginxHost === undefined
+            ? null
+            : { host: nginxHost, answer: probeAnswer(out.get('NGINX') ?? '', out.get('NGINX_RC') ?? '') };
+        return {
+            healthy: !problem &&
+                (answer === null || answer.ok) &&
+                (nginx === null || nginx.answer.ok) &&
+                unitsDown.length === 0,
+            answer,
+            nginx,
+            unitsDown,
+            journal: out.all('JOURNAL'),
+            problem,
+        };
+    });
+}
+/**
+ * The probe's answer. A probe that printed nothing, something else, or exited
+ * non-zero (runuser or python failing) is a failed check, never a pass.
+ */
+function probeAnswer(result, exitCode) {
+    const failed = (why) => ({ ok: false, attempts: 0, seconds: 0, status: 0, body: why });
+    let answer;
+    try {
+        answer = JSON.parse(result);
+    }
+    catch {
+        return failed(`the readiness probe gave no answer (exit ${exitCode || 'unknown'})`);
+    }
+    const a = answer;
+    if (typeof a !== 'object' || a === null || typeof a.ok !== 'boolean')
+        return failed(`the readiness probe gave no answer (exit ${exitCode || 'unknown'})`);
+    const parsed = {
+        ok: a.ok && exitCode === '0',
+        attempts: Number(a.attempts) || 0,
+        seconds: Number(a.seconds) || 0,
+        status: Number(a.status) || 0,
+        body: typeof a.body === 'string' ? a.body : '',
+    };
+    return parsed;
+}
+/** The releases on a host, their status and links, and the venvs. */
+function verify_listStep(l) {
+    return step('listing releases', script(pyToolDefinition(), sh `mstool releases ${l.root}`), (stdout) => {
+        const line = stdout.trim().split('\n').pop() ?? '{}';
+        return JSON.parse(line);
+    });
+}
+const verify_GOOD = new Set(['ready']);
+/**
+ * Which releases and venvs to remove: keep the newest `keep` good releases,
+ * always current and both slots' releases (the rollback target), and the newest
+ * failed one for inspection. Failed and bad releases never count toward keep.
+ */
+function planCleanup(listing, keep) {
+    const pinned = new Set(Object.values(listing.links));
+    const byNewest = [...listing.releases].sort((a, b) => b.created - a.created || b.id.localeCompare(a.id));
+    const keepIds = new Set(pinned);
+    for (const r of byNewest.filter((r) => verify_GOOD.has(r.status)).slice(0, keep))
+        keepIds.add(r.id);
+    const newestFailed = byNewest.find((r) => r.status === 'failed');
+    if (newestFailed)
+        keepIds.add(newestFailed.id);
+    const remove = byNewest.filter((r) => !keepIds.has(r.id)).map((r) => r.id);
+    const usedVenvs = new Set(listing.releases.filter((r) => keepIds.has(r.id)).map((r) => r.venv));
+    const venvs = listing.venvs.filter((v) => !usedVenvs.has(v));
+    return { releases: remove, venvs };
+}
+/** Removes what the plan names; reads back what it removed. */
+function cleanupStep(layout, plan) {
+    const removed = (stdout) => keyLines(stdout).all('removed');
+    if (plan.releases.length === 0 && plan.venvs.length === 0)
+        return step('cleanup', script('echo "nothing to clean up"'), removed);
+    return step('cleanup', script(
+    // Marked first: a removal cut short (the run stopped, the host rebooted) leaves no "ready" half.
+    ...plan.releases.map((id) => sh `if [ -d ${layout.release(id)}/.metalship ]; then echo removing > ${layout.release(id)}/.metalship/status; fi; rm -rf -- ${layout.release(id)} && echo "removed release ${id}"`), ...plan.venvs.map((v) => sh `rm -rf -- ${layout.venvs}/${v} && echo "removed virtualenv ${v}"`)), removed);
+}
+/**
+ * The release a rollback goes to: the named one (must be complete and not
+ * failed) or the newest good release older than current.
+ */
+function pickRollbackTarget(listing, requested) {
+    const current = listing.links.current ?? '';
+    const candidates = [...listing.releases]
+        .filter((r) => verify_GOOD.has(r.status) && r.id !== current)
+        .sort((a, b) => b.created - a.created || b.id.localeCompare(a.id));
+    const list = candidates.map((r) => r.id).join(', ') || 'none';
+    if (requested) {
+        const r = listing.releases.find((x) => x.id === requested);
+        if (!r)
+            return { error: `release ${requested} does not exist; good releases: ${list}` };
+        if (r.id === current)
+            return { error: `release ${requested} is already current; good releases: ${list}` };
+        if (r.status === 'bad')
+            return {
+                error: `release ${requested} is marked bad (rolled back from before); good releases: ${list}`,
+            };
+        if (!verify_GOOD.has(r.status))
+            return { error: `release ${requested} is ${r.status}, not a complete release; good releases: ${list}` };
+        return { target: r.id };
+    }
+    const currentInfo = listing.releases.find((r) => r.id === current);
+    const older = candidates.filter((r) => !currentInfo ||
+        r.created < currentInfo.created ||
+        (r.created === currentInfo.created && r.id < current));
+    const pick = older[0];
+    if (!pick)
+        return {
+            error: `there is no good release before ${current || 'the current one'} to roll back to; good releases: ${list}`,
+        };
+    return { target: pick.id };
+}
+
+;// CONCATENATED MODULE: ./src/stages/operations.ts
+// Operations on a live app: its status per host, and the deploy freeze
+// (metalship lock / unlock) with the gate the deploy path passes.
+
+
+
+
+/**
+ * What a freeze does to each action. Those that ship code or change the schema
+ * are refused. A rollback passes, with a warning: during an incident it is the
+ * remedy, and it only goes back to a release that was already live. Provision
+ * passes too: it converges the server (a fix may need it), not the app's code.
+ * Reading actions (status, verify) and lock/unlock never look.
+ */
+const FREEZE_REFUSES = new Set(['deploy', 'release', 'switch', 'migrate']);
+const FREEZE_WARNS = new Set(['rollback', 'provision']);
+/** Refuses the action on frozen hosts (before it changes anything), or warns when it passes a freeze. */
+async function operations_freezeGate(hosts, action, log) {
+    if (!FREEZE_REFUSES.has(action) && !FREEZE_WARNS.has(action))
+        return;
+    const found = await Promise.all(hosts.map((h) => h.conn.step(freezeCheckStep(h.layout))));
+    const frozen = hosts.flatMap((h, i) => (found[i] ? [`${h.spec.label}: ${freezeText(found[i])}`] : []));
+    if (frozen.length === 0)
+        return;
+    if (FREEZE_WARNS.has(action)) {
+        for (const f of frozen)
+            log.warn(`${action} passes the deploy freeze: ${f}`);
+        return;
+    }
+    throw new Error(`deploys of ${hosts[0].layout.app} are frozen; the ${action} was refused and nothing was changed:\n` +
+        frozen.map((f) => `- ${f}`).join('\n') +
+        `\nLift the freeze with 'metalship unlock' (actions/unlock) when the incident is over.`);
+}
+function newFreeze(reason) {
+    const h = lockHolder('lock');
+    return { reason, actor: h.actor, at: h.startedAt, runUrl: h.runUrl };
+}
+async function freezeHosts(hosts, freeze) {
+    return onEachHost(hosts, async (h) => {
+        const before = await h.conn.step(freezeStep(h.layout, freeze));
+        return { before: before ? freezeText(before) : '' };
+    });
+}
+async function unfreezeHosts(hosts) {
+    return onEachHost(hosts, async (h) => {
+        const before = await h.conn.step(unfreezeStep(h.layout));
+        return { before: before ? freezeText(before) : '' };
+    });
+}
+/** Releases newest first, each with its part: current, standby, or none. */
+function releaseRows(listing, state) {
+    const current = listing.links.current ?? '';
+    const other = state.activeSlot === 'blue' ? 'green' : state.activeSlot === 'green' ? 'blue' : '';
+    const standby = other ? (listing.links[`slots/${other}`] ?? '') : '';
+    return [...listing.releases]
+        .sort((a, b) => b.created - a.created || b.id.localeCompare(a.id))
+        .map((r) => ({
+        id: r.id,
+        status: r.status,
+        role: r.id === current
+            ? `current${state.activeSlot ? ` (${state.activeSlot})` : ''}`
+            : r.id === standby && GOOD.has(r.status)
+                ? `standby (${other}, ${state.running.includes(other) ? 'running' : 'stopped'})`
+                : '',
+        revision: r.revision,
+    }));
+}
+async function hostStatuses(hosts, historyLines) {
+    return onEachHost(hosts, async (h) => {
+        const [listing, state] = await Promise.all([
+            h.conn.step(listStep(h.layout)),
+            h.conn.step(statusStep(h.layout, historyLines)),
+        ]);
+        const releases = releaseRows(listing, state);
+        return {
+            current: listing.links.current ?? '',
+            standby: releases.find((r) => r.role.startsWith('standby'))?.id ?? '',
+            slot: state.activeSlot,
+            releases,
+            locked: state.locked,
+            holder: state.holder,
+            frozen: state.freeze !== null,
+            freeze: state.freeze,
+            history: state.history,
+        };
+    });
+}
+const cell = (t) => t.replace(/\|/g, '\\|');
+/** The status as markdown: readable as it is on a terminal, and rendered in a job summary. */
+function statusMarkdown(statuses) {
+    return statuses
+        .map((s) => {
+        if (!s.ok)
+            return `### ${s.host}\n\n❌ ${cell(s.error ?? 'unknown error')}`;
+        const lock = s.locked
+            ? `held by ${s.holder || 'an unnamed run'}`
+            : `free${s.holder ? ` (left by ${s.holder})` : ''}`;
+        const rows = (s.releases ?? []).map((r) => `| ${r.id} | ${r.status} | ${cell(r.role)} | ${cell(r.revision || '')} |`);
+        return [
+            `### ${s.host}`,
+            '',
+            s.freeze ? `**Deploys ${cell(freezeText(s.freeze))}**` : 'Deploys: not frozen',
+            '',
+            `Deploy lock: ${cell(lock)}`,
+            '',
+            rows.length
+                ? ['| release | status | part | revision |', '|---|---|---|---|', ...rows].join('\n')
+                : 'No releases.',
+            '',
+            'Last entries of the history log:',
+            '',
+            // Indented, not fenced: a line of the log cannot end the block.
+            ...(s.history?.length ? s.history.map((l) => `    ${l}`) : ['    (none)']),
+        ].join('\n');
+    })
+        .join('\n\n');
+}
+
 ;// CONCATENATED MODULE: ./src/stages/hosts.ts
 // Opening hosts: one connection per host for the whole run, the deploy lock held
 // on each for as long as the run needs it, and per-host results.
+
 
 
 
@@ -57006,7 +57444,7 @@ async function openHosts(settings, log) {
         roles: roles[i],
     }));
 }
-function lockHolder(action) {
+function hosts_lockHolder(action) {
     const e = process.env;
     const runUrl = e.GITHUB_RUN_ID
         ? `${e.GITHUB_SERVER_URL ?? 'https://github.com'}/${e.GITHUB_REPOSITORY}/actions/runs/${e.GITHUB_RUN_ID}`
@@ -57065,7 +57503,7 @@ function lockOrder(h) {
     return `${h.spec.host.toLowerCase()}:${String(h.spec.port).padStart(5, '0')}`;
 }
 /** Runs fn on every host in parallel and collects a result per host (one failure does not hide the others). */
-async function onEachHost(hosts, fn) {
+async function hosts_onEachHost(hosts, fn) {
     return Promise.all(hosts.map(async (host) => {
         try {
             return { host: host.spec.label, ok: true, ...(await fn(host)) };
@@ -57092,16 +57530,18 @@ async function withHosts(settings, log, action, fn, opts = {}) {
     const releases = [];
     try {
         await opts.beforeLock?.(all);
-        if (opts.lock === false)
-            return await fn(hosts, balancers);
-        const holder = lockHolder(action);
-        // One at a time, in the same order for every run: two overlapping runs
-        // then never each hold half of the locks and wait out the timeout.
-        const deadline = Date.now() + settings['lock-timeout'] * 1000;
-        for (const h of [...hosts].sort((a, b) => lockOrder(a).localeCompare(lockOrder(b)))) {
-            const wait = Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
-            releases.push(await acquireLock(h, holder, wait, log));
+        if (opts.lock !== false) {
+            const holder = hosts_lockHolder(action);
+            // One at a time, in the same order for every run: two overlapping runs
+            // then never each hold half of the locks and wait out the timeout.
+            const deadline = Date.now() + settings['lock-timeout'] * 1000;
+            for (const h of [...hosts].sort((a, b) => lockOrder(a).localeCompare(lockOrder(b)))) {
+                const wait = Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
+                releases.push(await acquireLock(h, holder, wait, log));
+            }
         }
+        // Under the lock: a freeze set from now on stops the next run, not this one.
+        await freezeGate(hosts, action, log);
         return await fn(hosts, balancers);
     }
     finally {
@@ -57461,14 +57901,14 @@ function formatAge(hours) {
     return `${(hours / 24).toFixed(1)} days`;
 }
 const ICON = { ok: '✅', failed: '❌', skipped: '➖', warning: '⚠️' };
-function cell(text) {
+function backup_verify_cell(text) {
     return text.replace(/\|/g, '\\|').replace(/\n/g, ' ');
 }
 function recoveryTable(rows) {
     return [
         '| | measured | objective | |',
         '|---|---|---|---|',
-        ...rows.map((r) => `| ${cell(r.what)} | ${cell(r.measured)} | ${cell(r.objective ?? '')} | ${ICON[r.status]} |`),
+        ...rows.map((r) => `| ${backup_verify_cell(r.what)} | ${backup_verify_cell(r.measured)} | ${backup_verify_cell(r.objective ?? '')} | ${ICON[r.status]} |`),
     ].join('\n');
 }
 
@@ -65356,7 +65796,7 @@ const _decode = (_Err) => {
     };
     return fn;
 };
-const decode = /* @__PURE__*/ _decode($ZodRealError);
+const parse_decode = /* @__PURE__*/ _decode($ZodRealError);
 const _encodeAsync = (_Err) => {
     const parseAsync = _parseAsync(_Err);
     const fn = async (schema, value, _ctx, _params) => {
@@ -65462,7 +65902,7 @@ const parse_safeParseAsync = /* @__PURE__ */ _safeParseAsync(ZodRealError);
 
 // Codec functions
 const parse_encode = /* @__PURE__ */ _encode(ZodRealError);
-const parse_decode = /* @__PURE__ */ _decode(ZodRealError);
+const classic_parse_decode = /* @__PURE__ */ _decode(ZodRealError);
 const parse_encodeAsync = /* @__PURE__ */ _encodeAsync(ZodRealError);
 const parse_decodeAsync = /* @__PURE__ */ _decodeAsync(ZodRealError);
 const parse_safeEncode = /* @__PURE__ */ _safeEncode(ZodRealError);
@@ -65633,7 +66073,7 @@ const ZodType = /*@__PURE__*/ $constructor("ZodType", (inst, def) => {
         return parse_encode(this, data, params, { callee: _encode });
     },
     decode: function _decode(data, params) {
-        return parse_decode(this, data, params, { callee: _decode });
+        return classic_parse_decode(this, data, params, { callee: _decode });
     },
     encodeAsync: async function _encodeAsync(data, params) {
         return await parse_encodeAsync(this, data, params, { callee: _encodeAsync });
@@ -67041,14 +67481,17 @@ function field(opts, expected, schema) {
     return { ...opts, expected, schema: lines.pipe(schema) };
 }
 const fields_text = (opts) => field(opts, opts.expected ?? 'text', schemas_string().max(opts.max ?? 65536, `is longer than ${opts.max ?? 65536} characters`));
-const bool = (opts) => field(opts, 'true or false', schemas_string().transform((v, ctx) => {
-    if (v === 'true')
-        return true;
-    if (v === 'false')
-        return false;
-    ctx.addIssue({ code: 'custom', message: `'${v.slice(0, 40)}' is not a boolean` });
-    return NEVER;
-}));
+const bool = (opts) => ({
+    flag: true,
+    ...field(opts, 'true or false', schemas_string().transform((v, ctx) => {
+        if (v === 'true')
+            return true;
+        if (v === 'false')
+            return false;
+        ctx.addIssue({ code: 'custom', message: `'${v.slice(0, 40)}' is not a boolean` });
+        return NEVER;
+    })),
+});
 const fields_int = (opts) => field(opts, `a whole number from ${opts.min} to ${opts.max}${opts.unit ? ' ' + opts.unit : ''}`, schemas_string().transform((v, ctx) => {
     if (!/^-?\d+$/.test(v)) {
         ctx.addIssue({ code: 'custom', message: `'${v.slice(0, 40)}' is not a whole number` });
@@ -67061,12 +67504,18 @@ const fields_int = (opts) => field(opts, `a whole number from ${opts.min} to ${o
     }
     return n;
 }));
-const choice = (opts) => field(opts, `one of ${opts.choices.join(', ')}`, schemas_string().transform((v, ctx) => {
-    if (opts.choices.includes(v))
-        return v;
-    ctx.addIssue({ code: 'custom', message: `'${v.slice(0, 40)}' is not a known value` });
-    return NEVER;
-}));
+const choice = (opts) => ({
+    // A choice between true, false and more (migrate: auto) reads like a boolean on the command line.
+    ...(opts.choices.includes('true') && opts.choices.includes('false')
+        ? { flag: true, words: opts.choices }
+        : {}),
+    ...field(opts, `one of ${opts.choices.join(', ')}`, schemas_string().transform((v, ctx) => {
+        if (opts.choices.includes(v))
+            return v;
+        ctx.addIssue({ code: 'custom', message: `'${v.slice(0, 40)}' is not a known value` });
+        return NEVER;
+    })),
+});
 /** A value checked by a regular expression, with the reason shown when it fails. */
 const pattern = (opts) => field(opts, opts.expected, schemas_string().transform((v, ctx) => {
     if (v.length > (opts.max ?? 255)) {
@@ -68431,16 +68880,43 @@ const provisionInputs = {
     }, { expected: 'address:port such as 127.0.0.1:9100, [::1]:9100 or :9100 (port 1 to 65535)' }, parseListen),
 };
 
+;// CONCATENATED MODULE: ./src/inputs/operations.ts
+// Inputs of the operations on a live app: status, lock and unlock.
+
+
+
+// They take no deploy lock: status only reads, and a freeze must work while a deploy runs.
+const { 'lock-timeout': _lock, ...connection } = connectionInputs;
+void _lock;
+const operationConnectionInputs = connection;
+const statusInputs = {
+    'history-lines': fields_int({
+        description: 'Entries of the history log to show per host (the latest).',
+        default: '10',
+        min: 0,
+        max: 1000,
+    }),
+};
+const lockInputs = {
+    reason: fields_text({
+        description: 'Why deploys are frozen, printed by every deploy the freeze refuses, e.g. "incident 42: payments down, do not deploy".',
+        required: true,
+        max: REASON_MAX,
+        expected: `one line of at most ${REASON_MAX} characters`,
+    }),
+};
+
 ;// CONCATENATED MODULE: ./src/inputs/actions.ts
 // Every action's inputs and outputs, defined once. action.yml files are
 // generated from this (npm run gen) and a test checks they match.
 
 
 
+
 // backup-verify names its two hosts itself (backup-host, restore-host) and takes no deploy lock.
-const { hosts: _hosts, 'lock-timeout': _lock, ...backupVerifyConnection } = connectionInputs;
+const { hosts: _hosts, 'lock-timeout': actions_lock, ...backupVerifyConnection } = connectionInputs;
 void _hosts;
-void _lock;
+void actions_lock;
 const actions = {
     release: defineAction({
         name: 'release',
@@ -68610,6 +69086,39 @@ const actions = {
             ...directoriesCheck(s),
             ...provisionCheck(s),
         ],
+    }),
+    status: defineAction({
+        name: 'status',
+        title: 'metalship status',
+        description: "Show an app's state on each host: its releases (current, standby, bad), the deploy lock and its holder, a deploy freeze, and the last entries of the history log. Changes nothing.",
+        inputs: { ...operationConnectionInputs, ...statusInputs },
+        outputs: {
+            frozen: { description: 'true when deploys are frozen on any host.' },
+            status: {
+                description: 'JSON array, one object per host: host, ok, current, standby, slot, releases (id, status, role, revision), locked, holder, frozen, freeze, history.',
+            },
+            ...commonOutputs,
+        },
+        check: (s) => connectionCheck(s.hosts, s),
+    }),
+    lock: defineAction({
+        name: 'lock',
+        title: 'metalship lock',
+        description: "Freeze an app's deploys, e.g. during an incident: deploy, release, switch and migrate are refused on the hosts, printing the reason, until unlock. A rollback still passes (with a warning). A deploy already running is not stopped.",
+        inputs: { ...operationConnectionInputs, ...lockInputs },
+        outputs: { ...commonOutputs },
+        check: (s) => connectionCheck(s.hosts, s),
+    }),
+    unlock: defineAction({
+        name: 'unlock',
+        title: 'metalship unlock',
+        description: "Lift the deploy freeze set by lock: the app's deploys run again.",
+        inputs: { ...operationConnectionInputs },
+        outputs: {
+            'was-frozen': { description: 'true when a freeze was lifted on any host.' },
+            ...commonOutputs,
+        },
+        check: (s) => connectionCheck(s.hosts, s),
     }),
 };
 /** The action's own cross-input checks, on settings of its inputs. */
@@ -71739,8 +72248,11 @@ class Log {
     summary(markdown) {
         this.summaryParts.push(this.redact(markdown));
     }
-    /** Writes the job summary (GITHUB_STEP_SUMMARY), or prints it when not on GitHub. */
-    flushSummary() {
+    /**
+     * Writes the job summary (GITHUB_STEP_SUMMARY), or prints it when not on
+     * GitHub, unless the run failed: a terminal then gets the error alone.
+     */
+    flushSummary(failed = false) {
         if (this.summaryParts.length === 0)
             return;
         let text = this.summaryParts.join('\n\n') + '\n';
@@ -71749,7 +72261,7 @@ class Log {
             text = text.slice(0, 990000) + '\n\n(summary truncated)\n';
         if (process.env.GITHUB_STEP_SUMMARY)
             (0,external_node_fs_namespaceObject.appendFileSync)(process.env.GITHUB_STEP_SUMMARY, text);
-        else if (!this.onGitHub)
+        else if (!this.onGitHub && !failed)
             this.write('\n' + text);
         this.summaryParts = [];
     }
@@ -71788,7 +72300,7 @@ async function runAction(name, body, raw = envInputs(), log = new Log()) {
         const message = err instanceof InputError ? err.message : String(err);
         log.error(message);
         log.summary(`## ${actions[name].title}: invalid input\n\nNo host was contacted.\n\n${message.replace(/^/gm, '> ')}`);
-        log.flushSummary();
+        log.flushSummary(true);
         process.exitCode = 1;
         return { ok: false, outputs: {}, error: message };
     }
@@ -71800,7 +72312,7 @@ async function runAction(name, body, raw = envInputs(), log = new Log()) {
         const seconds = ((Date.now() - started) / 1000).toFixed(1);
         const status = outcome.failure ? `❌ failed after ${seconds} s` : `✅ done in ${seconds} s`;
         log.summary(`## ${actions[name].title}: ${status}\n\n${outcome.summary}${outcome.failure ? `\n\n**Why:** ${outcome.failure}` : ''}`);
-        log.flushSummary();
+        log.flushSummary(Boolean(outcome.failure));
         if (outcome.failure) {
             log.error(outcome.failure);
             process.exitCode = 1;
@@ -71813,7 +72325,7 @@ async function runAction(name, body, raw = envInputs(), log = new Log()) {
         const message = errors_errorMessage(err);
         log.error(message);
         log.summary(`## ${actions[name].title}: ❌ failed\n\n${message.replace(/^/gm, '> ')}`);
-        log.flushSummary();
+        log.flushSummary(true);
         process.exitCode = 1;
         return { ok: false, outputs: log.outputs, error: log.redact(message) };
     }

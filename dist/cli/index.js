@@ -54387,6 +54387,14 @@ var __webpack_exports__ = {};
 
 ;// CONCATENATED MODULE: external "node:fs"
 const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs");
+;// CONCATENATED MODULE: external "node:os"
+const external_node_os_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:os");
+;// CONCATENATED MODULE: ./src/errors.ts
+// What went wrong, as text: an Error's message, or whatever else was thrown.
+function errorMessage(err) {
+    return err instanceof Error ? err.message : String(err);
+}
+
 ;// CONCATENATED MODULE: ./node_modules/zod/v4/core/util.js
 
 // functions
@@ -63956,14 +63964,17 @@ function field(opts, expected, schema) {
     return { ...opts, expected, schema: lines.pipe(schema) };
 }
 const fields_text = (opts) => field(opts, opts.expected ?? 'text', schemas_string().max(opts.max ?? 65536, `is longer than ${opts.max ?? 65536} characters`));
-const bool = (opts) => field(opts, 'true or false', schemas_string().transform((v, ctx) => {
-    if (v === 'true')
-        return true;
-    if (v === 'false')
-        return false;
-    ctx.addIssue({ code: 'custom', message: `'${v.slice(0, 40)}' is not a boolean` });
-    return NEVER;
-}));
+const bool = (opts) => ({
+    flag: true,
+    ...field(opts, 'true or false', schemas_string().transform((v, ctx) => {
+        if (v === 'true')
+            return true;
+        if (v === 'false')
+            return false;
+        ctx.addIssue({ code: 'custom', message: `'${v.slice(0, 40)}' is not a boolean` });
+        return NEVER;
+    })),
+});
 const fields_int = (opts) => field(opts, `a whole number from ${opts.min} to ${opts.max}${opts.unit ? ' ' + opts.unit : ''}`, schemas_string().transform((v, ctx) => {
     if (!/^-?\d+$/.test(v)) {
         ctx.addIssue({ code: 'custom', message: `'${v.slice(0, 40)}' is not a whole number` });
@@ -63976,12 +63987,18 @@ const fields_int = (opts) => field(opts, `a whole number from ${opts.min} to ${o
     }
     return n;
 }));
-const choice = (opts) => field(opts, `one of ${opts.choices.join(', ')}`, schemas_string().transform((v, ctx) => {
-    if (opts.choices.includes(v))
-        return v;
-    ctx.addIssue({ code: 'custom', message: `'${v.slice(0, 40)}' is not a known value` });
-    return NEVER;
-}));
+const choice = (opts) => ({
+    // A choice between true, false and more (migrate: auto) reads like a boolean on the command line.
+    ...(opts.choices.includes('true') && opts.choices.includes('false')
+        ? { flag: true, words: opts.choices }
+        : {}),
+    ...field(opts, `one of ${opts.choices.join(', ')}`, schemas_string().transform((v, ctx) => {
+        if (opts.choices.includes(v))
+            return v;
+        ctx.addIssue({ code: 'custom', message: `'${v.slice(0, 40)}' is not a known value` });
+        return NEVER;
+    })),
+});
 /** A value checked by a regular expression, with the reason shown when it fails. */
 const pattern = (opts) => field(opts, opts.expected, schemas_string().transform((v, ctx) => {
     if (v.length > (opts.max ?? 255)) {
@@ -65770,16 +65787,288 @@ const provisionInputs = {
     }, { expected: 'address:port such as 127.0.0.1:9100, [::1]:9100 or :9100 (port 1 to 65535)' }, parseListen),
 };
 
+;// CONCATENATED MODULE: ./src/remote/sh.ts
+// Shell script building where quoting is the default: every value interpolated
+// into `sh` is single-quoted unless explicitly wrapped in raw().
+class Raw {
+    text;
+    constructor(text) {
+        this.text = text;
+    }
+}
+/** Marks text as already-safe shell (a fragment we built ourselves, never user input). */
+function raw(text) {
+    return new Raw(text);
+}
+/** POSIX single-quote a value: the result is one shell word with the exact bytes of value. */
+function sh_quote(value) {
+    const text = String(value);
+    if (text.includes('\0'))
+        throw new Error('a shell value cannot contain a NUL byte');
+    if (text !== '' && /^[A-Za-z0-9_@%+=:,./-]+$/.test(text))
+        return text;
+    return `'${text.replace(/'/g, `'\\''`)}'`;
+}
+function render(value) {
+    if (value instanceof Raw)
+        return value.text;
+    if (Array.isArray(value))
+        return value.map((v) => render(v)).join(' ');
+    return sh_quote(value);
+}
+/** Tagged template: sh`rm -rf ${dir}` quotes dir; sh`${raw('$HOME')}` does not. */
+function sh_sh(strings, ...values) {
+    let out = strings[0] ?? '';
+    values.forEach((value, i) => {
+        out += render(value) + (strings[i + 1] ?? '');
+    });
+    return out;
+}
+/** Joins script fragments into one script, one fragment per line block. */
+function sh_script(...parts) {
+    return parts.filter((p) => typeof p === 'string' && p.length > 0).join('\n') + '\n';
+}
+/**
+ * A heredoc that writes content to a file exactly (no expansion); the delimiter
+ * is chosen so that it cannot occur in the content.
+ */
+function sh_heredoc(content) {
+    let delimiter = 'METALSHIP_EOF';
+    let n = 0;
+    while (content.split('\n').includes(delimiter))
+        delimiter = `METALSHIP_EOF_${++n}`;
+    const body = content.endsWith('\n') ? content : content + '\n';
+    return { open: `<<'${delimiter}'`, body: `${body}${delimiter}` };
+}
+/** Script lines that write content to a temporary file beside path, with its mode and owner. */
+function stageFile(tmp, content, opts) {
+    const doc = sh_heredoc(content);
+    return [
+        sh_sh `cat > ${tmp} ${raw(doc.open)}`,
+        doc.body,
+        opts.mode ? sh_sh `chmod ${opts.mode} ${tmp}` : '',
+        opts.owner ? sh_sh `chown ${opts.owner} ${tmp}` : '',
+    ];
+}
+/**
+ * `name=<exact text>` as a bash assignment through a quoted heredoc: nothing in
+ * the text is expanded, and it reads as itself (SQL, a program) in the script.
+ * Trailing newlines are dropped, as by any command substitution.
+ */
+function textVar(name, text) {
+    const doc = sh_heredoc(text);
+    return `${name}=$(cat ${doc.open}\n${doc.body}\n)`;
+}
+/**
+ * Settings for one of our .sh files: a bash assignment a line, each value
+ * quoted (a list becomes an array of quoted words).
+ */
+function assignments(values) {
+    return Object.entries(values)
+        .map(([name, value]) => {
+        if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
+            throw new Error(`${name} is not a shell variable name`);
+        return typeof value === 'object'
+            ? `${name}=(${value.map(sh_quote).join(' ')})`
+            : `${name}=${sh_quote(value)}`;
+    })
+        .join('\n');
+}
+/**
+ * The text of one of our .sh files (src/remote/sh/) as script lines: without its
+ * first line, the `#!/bin/bash` that lets shellcheck read the file on its own.
+ */
+function shellFile(text) {
+    return text.replace(/^#!.*\n/, '').trimEnd();
+}
+/** Script lines that write content to path atomically (temp file + rename) with mode and owner. */
+function writeFileAtomic(path, content, opts = {}) {
+    const tmp = `${path}.metalship-tmp`;
+    return sh_script(...stageFile(tmp, content, opts), sh_sh `mv -f ${tmp} ${path}`).trimEnd();
+}
+/**
+ * Script lines that write content to path only when it differs, and print
+ * "changed <label>" when they did; nothing otherwise. Used for idempotent config.
+ */
+function ensureFile(path, content, opts = {}) {
+    const tmp = `${path}.metalship-new`;
+    return sh_script(...stageFile(tmp, content, opts), sh_sh `if [ -f ${path} ] && cmp -s ${tmp} ${path}; then rm -f ${tmp}; else mv -f ${tmp} ${path}; echo ${'changed ' + (opts.label ?? path)}; ${raw(opts.onChange ?? ':')}; fi`).trimEnd();
+}
+/**
+ * The `KEY value` lines a script printed (its way of reporting): `get` gives
+ * the first value of a key, `all` every one, in order; a line that is the key
+ * alone has the value ''.
+ */
+function sh_keyLines(stdout) {
+    const lines = stdout.split('\n');
+    const all = (key) => lines.filter((l) => l === key || l.startsWith(key + ' ')).map((l) => l.slice(key.length + 1));
+    return { all, get: (key) => all(key)[0] };
+}
+
+;// CONCATENATED MODULE: ./src/remote/paths.ts
+// Paths root acts on. Root writes, chowns or deletes below a path only when no
+// other user can swap a directory on the way there (a symlink planted by the
+// app user would otherwise redirect root anywhere).
+
+/**
+ * Defines `ms_root_only PATH`: fails, naming the culprit, unless every existing
+ * directory on the way to PATH is root's and writable by root alone, both as
+ * written (each directory that holds a component, links included: its owner
+ * could re-point them) and as resolved. Missing components are fine: root
+ * creates them.
+ */
+const ROOT_ONLY_FUNCTION = [
+    'ms_root_only() {',
+    '  local path dir part rest owner mode',
+    '  for path in "$1" "$(readlink -m -- "$1")"; do',
+    '    dir=/',
+    '    rest=${path#/}',
+    '    while [ -e "$dir" ]; do',
+    '      read -r owner mode <<<"$(stat -L -c \'%u %a\' -- "$dir")"',
+    '      if [ "$owner" != 0 ] || [ $(( 8#$mode & 8#022 )) != 0 ]; then',
+    '        echo "$dir is owned by uid $owner with mode $mode: $1 must be owned by root and writable by root alone, or another user could redirect what root does there" >&2',
+    '        return 1',
+    '      fi',
+    '      [ -n "$rest" ] || break',
+    '      part=${rest%%/*}',
+    '      rest=${rest#"$part"}',
+    '      rest=${rest#/}',
+    '      dir=${dir%/}/$part',
+    '    done',
+    '  done',
+    '}',
+].join('\n');
+/** Script lines that fail unless each path is safe for root to act below (see ROOT_ONLY_FUNCTION). */
+function rootOnly(...paths) {
+    return [ROOT_ONLY_FUNCTION, ...paths.map((p) => sh_sh `ms_root_only ${p}`)].join('\n');
+}
+/** The state directory's mode, one everywhere: the lock, the history and the serving slot are root's. */
+const STATE_MODE = '700';
+
+;// CONCATENATED MODULE: ./src/remote/step.ts
+// A step on a host: what it does, the script that does it, and how its output
+// reads. Built together and tested together (a unit test runs the script's
+// parser on what the script prints), the way Kamal pairs a command with its use.
+function step_step(what, script, parse) {
+    return { what, script, parse: (stdout) => parse(stdout) };
+}
+/** A step whose exit code and stderr are part of its result: parse gets them. */
+function reportingStep(what, script, parse) {
+    return {
+        what,
+        script,
+        parse: (stdout, ending = { code: 0, stderr: '' }) => parse(stdout, ending),
+        reportsFailure: true,
+    };
+}
+/** A step whose output says nothing the caller needs. */
+function plainStep(what, script) {
+    return step_step(what, script, () => undefined);
+}
+
+;// CONCATENATED MODULE: ./src/remote/freeze.ts
+// The deploy freeze of an app on a host (metalship lock / unlock): a file in
+// the root-only state directory. While it exists, the actions that ship code
+// refuse to run and print its reason. It is read back as untrusted text
+// (whoever froze wrote it, and it reaches logs): control characters go,
+// its length is bounded.
+
+
+
+const REASON_MAX = 300;
+// Control characters (C0, C1, line separators) and the bidirectional
+// overrides that could make a log line read other than it is.
+// eslint-disable-next-line no-control-regex
+const UNSAFE = /[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+/** Text read from a host, made fit for one log line: no control characters, at most max characters. */
+function cleanText(text, max) {
+    const t = text.replace(UNSAFE, ' ').replace(/\s+/g, ' ').trim();
+    return t.length > max ? t.slice(0, max - 1) + '…' : t;
+}
+/** A freeze as the file holds it (base64 of its bytes), whatever those are. */
+function parseFreeze(base64) {
+    let doc = {};
+    try {
+        const parsed = JSON.parse(Buffer.from(base64, 'base64').toString('utf8'));
+        if (parsed && typeof parsed === 'object')
+            doc = parsed;
+    }
+    catch {
+        // Unreadable: still a freeze; someone meant to stop deploys.
+    }
+    const field = (k, max) => cleanText(typeof doc[k] === 'string' ? doc[k] : '', max);
+    return {
+        reason: field('reason', REASON_MAX) || '(no reason given)',
+        actor: field('actor', 100) || 'unknown',
+        at: field('at', 40),
+        runUrl: field('runUrl', 300),
+    };
+}
+function freezeText(f) {
+    return `frozen${f.at ? ` since ${f.at}` : ''} by ${f.actor}: ${f.reason}${f.runUrl ? ` (${f.runUrl})` : ''}`;
+}
+/** A script line printing `FREEZE <base64>` when the app's deploys are frozen (the state directory checked first). */
+function readFreezeLine(layout) {
+    return sh_sh `if [ -f ${layout.freeze} ] && [ ! -L ${layout.freeze} ]; then echo "FREEZE $(head -c 4000 ${layout.freeze} | base64 -w0)"; fi`;
+}
+const parseFreezeLine = (stdout) => {
+    const line = sh_keyLines(stdout).get('FREEZE');
+    return line === undefined ? null : parseFreeze(line);
+};
+/** Whether the app's deploys are frozen on the host. */
+function freezeCheckStep(layout) {
+    return step_step('checking for a deploy freeze', sh_script(rootOnly(layout.state), readFreezeLine(layout)), parseFreezeLine);
+}
+/**
+ * Freezes the app's deploys: the file is root's, mode 600, in the root-only
+ * state directory (the app user can neither write nor remove it). Returns the
+ * freeze it replaced, if any.
+ */
+function freezeStep(layout, freeze) {
+    return step_step('freezing deploys', sh_script(rootOnly(layout.state), sh_sh `mkdir -p ${layout.state}`, sh_sh `chmod ${STATE_MODE} ${layout.state}`, readFreezeLine(layout), writeFileAtomic(layout.freeze, JSON.stringify(freeze) + '\n', { mode: '600', owner: 'root:root' })), parseFreezeLine);
+}
+/** Lifts the freeze; returns the one it removed (null: there was none). */
+function unfreezeStep(layout) {
+    return step_step('lifting the deploy freeze', sh_script(rootOnly(layout.state), readFreezeLine(layout), sh_sh `rm -f -- ${layout.freeze}`), parseFreezeLine);
+}
+
+;// CONCATENATED MODULE: ./src/inputs/operations.ts
+// Inputs of the operations on a live app: status, lock and unlock.
+
+
+
+// They take no deploy lock: status only reads, and a freeze must work while a deploy runs.
+const { 'lock-timeout': _lock, ...connection } = connectionInputs;
+void _lock;
+const operationConnectionInputs = connection;
+const statusInputs = {
+    'history-lines': fields_int({
+        description: 'Entries of the history log to show per host (the latest).',
+        default: '10',
+        min: 0,
+        max: 1000,
+    }),
+};
+const lockInputs = {
+    reason: fields_text({
+        description: 'Why deploys are frozen, printed by every deploy the freeze refuses, e.g. "incident 42: payments down, do not deploy".',
+        required: true,
+        max: REASON_MAX,
+        expected: `one line of at most ${REASON_MAX} characters`,
+    }),
+};
+
 ;// CONCATENATED MODULE: ./src/inputs/actions.ts
 // Every action's inputs and outputs, defined once. action.yml files are
 // generated from this (npm run gen) and a test checks they match.
 
 
 
+
 // backup-verify names its two hosts itself (backup-host, restore-host) and takes no deploy lock.
-const { hosts: _hosts, 'lock-timeout': _lock, ...backupVerifyConnection } = connectionInputs;
+const { hosts: _hosts, 'lock-timeout': actions_lock, ...backupVerifyConnection } = connectionInputs;
 void _hosts;
-void _lock;
+void actions_lock;
 const actions = {
     release: defineAction({
         name: 'release',
@@ -65949,6 +66238,39 @@ const actions = {
             ...directoriesCheck(s),
             ...provisionCheck(s),
         ],
+    }),
+    status: defineAction({
+        name: 'status',
+        title: 'metalship status',
+        description: "Show an app's state on each host: its releases (current, standby, bad), the deploy lock and its holder, a deploy freeze, and the last entries of the history log. Changes nothing.",
+        inputs: { ...operationConnectionInputs, ...statusInputs },
+        outputs: {
+            frozen: { description: 'true when deploys are frozen on any host.' },
+            status: {
+                description: 'JSON array, one object per host: host, ok, current, standby, slot, releases (id, status, role, revision), locked, holder, frozen, freeze, history.',
+            },
+            ...commonOutputs,
+        },
+        check: (s) => connectionCheck(s.hosts, s),
+    }),
+    lock: defineAction({
+        name: 'lock',
+        title: 'metalship lock',
+        description: "Freeze an app's deploys, e.g. during an incident: deploy, release, switch and migrate are refused on the hosts, printing the reason, until unlock. A rollback still passes (with a warning). A deploy already running is not stopped.",
+        inputs: { ...operationConnectionInputs, ...lockInputs },
+        outputs: { ...commonOutputs },
+        check: (s) => connectionCheck(s.hosts, s),
+    }),
+    unlock: defineAction({
+        name: 'unlock',
+        title: 'metalship unlock',
+        description: "Lift the deploy freeze set by lock: the app's deploys run again.",
+        inputs: { ...operationConnectionInputs },
+        outputs: {
+            'was-frozen': { description: 'true when a freeze was lifted on any host.' },
+            ...commonOutputs,
+        },
+        check: (s) => connectionCheck(s.hosts, s),
     }),
 };
 /** The action's own cross-input checks, on settings of its inputs. */
@@ -69084,8 +69406,11 @@ class Log {
     summary(markdown) {
         this.summaryParts.push(this.redact(markdown));
     }
-    /** Writes the job summary (GITHUB_STEP_SUMMARY), or prints it when not on GitHub. */
-    flushSummary() {
+    /**
+     * Writes the job summary (GITHUB_STEP_SUMMARY), or prints it when not on
+     * GitHub, unless the run failed: a terminal then gets the error alone.
+     */
+    flushSummary(failed = false) {
         if (this.summaryParts.length === 0)
             return;
         let text = this.summaryParts.join('\n\n') + '\n';
@@ -69094,16 +69419,10 @@ class Log {
             text = text.slice(0, 990000) + '\n\n(summary truncated)\n';
         if (process.env.GITHUB_STEP_SUMMARY)
             (0,external_node_fs_namespaceObject.appendFileSync)(process.env.GITHUB_STEP_SUMMARY, text);
-        else if (!this.onGitHub)
+        else if (!this.onGitHub && !failed)
             this.write('\n' + text);
         this.summaryParts = [];
     }
-}
-
-;// CONCATENATED MODULE: ./src/errors.ts
-// What went wrong, as text: an Error's message, or whatever else was thrown.
-function errorMessage(err) {
-    return err instanceof Error ? err.message : String(err);
 }
 
 ;// CONCATENATED MODULE: ./src/actions/run.ts
@@ -69139,7 +69458,7 @@ async function run_runAction(name, body, raw = envInputs(), log = new Log()) {
         const message = err instanceof InputError ? err.message : String(err);
         log.error(message);
         log.summary(`## ${actions[name].title}: invalid input\n\nNo host was contacted.\n\n${message.replace(/^/gm, '> ')}`);
-        log.flushSummary();
+        log.flushSummary(true);
         process.exitCode = 1;
         return { ok: false, outputs: {}, error: message };
     }
@@ -69151,7 +69470,7 @@ async function run_runAction(name, body, raw = envInputs(), log = new Log()) {
         const seconds = ((Date.now() - started) / 1000).toFixed(1);
         const status = outcome.failure ? `❌ failed after ${seconds} s` : `✅ done in ${seconds} s`;
         log.summary(`## ${actions[name].title}: ${status}\n\n${outcome.summary}${outcome.failure ? `\n\n**Why:** ${outcome.failure}` : ''}`);
-        log.flushSummary();
+        log.flushSummary(Boolean(outcome.failure));
         if (outcome.failure) {
             log.error(outcome.failure);
             process.exitCode = 1;
@@ -69164,7 +69483,7 @@ async function run_runAction(name, body, raw = envInputs(), log = new Log()) {
         const message = errorMessage(err);
         log.error(message);
         log.summary(`## ${actions[name].title}: ❌ failed\n\n${message.replace(/^/gm, '> ')}`);
-        log.flushSummary();
+        log.flushSummary(true);
         process.exitCode = 1;
         return { ok: false, outputs: log.outputs, error: log.redact(message) };
     }
@@ -69200,6 +69519,7 @@ function layout(app, root) {
         pipCache: `/var/cache/metalship/${app}/pip`,
         lockFile: `${root}/.metalship/deploy.lock`,
         lockHolder: `${root}/.metalship/lock-holder`,
+        freeze: `${root}/.metalship/freeze`,
         history: `${root}/.metalship/history.log`,
         activeSlot: `${root}/.metalship/active-slot`,
         apiSocket: (s) => `/run/${app}-api-${s}/api.sock`,
@@ -69219,164 +69539,6 @@ function layout(app, root) {
         balancerUpstream: `/etc/nginx/conf.d/metalship-${app}-balancer.conf`,
     };
 }
-
-;// CONCATENATED MODULE: ./src/remote/sh.ts
-// Shell script building where quoting is the default: every value interpolated
-// into `sh` is single-quoted unless explicitly wrapped in raw().
-class Raw {
-    text;
-    constructor(text) {
-        this.text = text;
-    }
-}
-/** Marks text as already-safe shell (a fragment we built ourselves, never user input). */
-function raw(text) {
-    return new Raw(text);
-}
-/** POSIX single-quote a value: the result is one shell word with the exact bytes of value. */
-function sh_quote(value) {
-    const text = String(value);
-    if (text.includes('\0'))
-        throw new Error('a shell value cannot contain a NUL byte');
-    if (text !== '' && /^[A-Za-z0-9_@%+=:,./-]+$/.test(text))
-        return text;
-    return `'${text.replace(/'/g, `'\\''`)}'`;
-}
-function render(value) {
-    if (value instanceof Raw)
-        return value.text;
-    if (Array.isArray(value))
-        return value.map((v) => render(v)).join(' ');
-    return sh_quote(value);
-}
-/** Tagged template: sh`rm -rf ${dir}` quotes dir; sh`${raw('$HOME')}` does not. */
-function sh_sh(strings, ...values) {
-    let out = strings[0] ?? '';
-    values.forEach((value, i) => {
-        out += render(value) + (strings[i + 1] ?? '');
-    });
-    return out;
-}
-/** Joins script fragments into one script, one fragment per line block. */
-function sh_script(...parts) {
-    return parts.filter((p) => typeof p === 'string' && p.length > 0).join('\n') + '\n';
-}
-/**
- * A heredoc that writes content to a file exactly (no expansion); the delimiter
- * is chosen so that it cannot occur in the content.
- */
-function sh_heredoc(content) {
-    let delimiter = 'METALSHIP_EOF';
-    let n = 0;
-    while (content.split('\n').includes(delimiter))
-        delimiter = `METALSHIP_EOF_${++n}`;
-    const body = content.endsWith('\n') ? content : content + '\n';
-    return { open: `<<'${delimiter}'`, body: `${body}${delimiter}` };
-}
-/** Script lines that write content to a temporary file beside path, with its mode and owner. */
-function stageFile(tmp, content, opts) {
-    const doc = sh_heredoc(content);
-    return [
-        sh_sh `cat > ${tmp} ${raw(doc.open)}`,
-        doc.body,
-        opts.mode ? sh_sh `chmod ${opts.mode} ${tmp}` : '',
-        opts.owner ? sh_sh `chown ${opts.owner} ${tmp}` : '',
-    ];
-}
-/**
- * `name=<exact text>` as a bash assignment through a quoted heredoc: nothing in
- * the text is expanded, and it reads as itself (SQL, a program) in the script.
- * Trailing newlines are dropped, as by any command substitution.
- */
-function textVar(name, text) {
-    const doc = sh_heredoc(text);
-    return `${name}=$(cat ${doc.open}\n${doc.body}\n)`;
-}
-/**
- * Settings for one of our .sh files: a bash assignment a line, each value
- * quoted (a list becomes an array of quoted words).
- */
-function assignments(values) {
-    return Object.entries(values)
-        .map(([name, value]) => {
-        if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
-            throw new Error(`${name} is not a shell variable name`);
-        return typeof value === 'object'
-            ? `${name}=(${value.map(sh_quote).join(' ')})`
-            : `${name}=${sh_quote(value)}`;
-    })
-        .join('\n');
-}
-/**
- * The text of one of our .sh files (src/remote/sh/) as script lines: without its
- * first line, the `#!/bin/bash` that lets shellcheck read the file on its own.
- */
-function shellFile(text) {
-    return text.replace(/^#!.*\n/, '').trimEnd();
-}
-/** Script lines that write content to path atomically (temp file + rename) with mode and owner. */
-function writeFileAtomic(path, content, opts = {}) {
-    const tmp = `${path}.metalship-tmp`;
-    return sh_script(...stageFile(tmp, content, opts), sh_sh `mv -f ${tmp} ${path}`).trimEnd();
-}
-/**
- * Script lines that write content to path only when it differs, and print
- * "changed <label>" when they did; nothing otherwise. Used for idempotent config.
- */
-function ensureFile(path, content, opts = {}) {
-    const tmp = `${path}.metalship-new`;
-    return sh_script(...stageFile(tmp, content, opts), sh_sh `if [ -f ${path} ] && cmp -s ${tmp} ${path}; then rm -f ${tmp}; else mv -f ${tmp} ${path}; echo ${'changed ' + (opts.label ?? path)}; ${raw(opts.onChange ?? ':')}; fi`).trimEnd();
-}
-/**
- * The `KEY value` lines a script printed (its way of reporting): `get` gives
- * the first value of a key, `all` every one, in order; a line that is the key
- * alone has the value ''.
- */
-function sh_keyLines(stdout) {
-    const lines = stdout.split('\n');
-    const all = (key) => lines.filter((l) => l === key || l.startsWith(key + ' ')).map((l) => l.slice(key.length + 1));
-    return { all, get: (key) => all(key)[0] };
-}
-
-;// CONCATENATED MODULE: ./src/remote/paths.ts
-// Paths root acts on. Root writes, chowns or deletes below a path only when no
-// other user can swap a directory on the way there (a symlink planted by the
-// app user would otherwise redirect root anywhere).
-
-/**
- * Defines `ms_root_only PATH`: fails, naming the culprit, unless every existing
- * directory on the way to PATH is root's and writable by root alone, both as
- * written (each directory that holds a component, links included: its owner
- * could re-point them) and as resolved. Missing components are fine: root
- * creates them.
- */
-const ROOT_ONLY_FUNCTION = [
-    'ms_root_only() {',
-    '  local path dir part rest owner mode',
-    '  for path in "$1" "$(readlink -m -- "$1")"; do',
-    '    dir=/',
-    '    rest=${path#/}',
-    '    while [ -e "$dir" ]; do',
-    '      read -r owner mode <<<"$(stat -L -c \'%u %a\' -- "$dir")"',
-    '      if [ "$owner" != 0 ] || [ $(( 8#$mode & 8#022 )) != 0 ]; then',
-    '        echo "$dir is owned by uid $owner with mode $mode: $1 must be owned by root and writable by root alone, or another user could redirect what root does there" >&2',
-    '        return 1',
-    '      fi',
-    '      [ -n "$rest" ] || break',
-    '      part=${rest%%/*}',
-    '      rest=${rest#"$part"}',
-    '      rest=${rest#/}',
-    '      dir=${dir%/}/$part',
-    '    done',
-    '  done',
-    '}',
-].join('\n');
-/** Script lines that fail unless each path is safe for root to act below (see ROOT_ONLY_FUNCTION). */
-function rootOnly(...paths) {
-    return [ROOT_ONLY_FUNCTION, ...paths.map((p) => sh_sh `ms_root_only ${p}`)].join('\n');
-}
-/** The state directory's mode, one everywhere: the lock, the history and the serving slot are root's. */
-const STATE_MODE = '700';
 
 ;// CONCATENATED MODULE: ./src/remote/lock.ts
 // The deploy lock of an app on a host: flock(2) on a file, held by a remote
@@ -70336,9 +70498,63 @@ function remoteCommand(user) {
 
 ;// CONCATENATED MODULE: external "node:timers/promises"
 const promises_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:timers/promises");
+;// CONCATENATED MODULE: external "node:string_decoder"
+const external_node_string_decoder_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:string_decoder");
+;// CONCATENATED MODULE: ./src/transport/text.ts
+// Remote output arrives in chunks that may end inside a multi-byte character:
+// each stream is decoded with one streaming decoder, which holds a partial
+// character back until the bytes that complete it arrive.
+
+/** The text of one byte stream, decoded as UTF-8 across chunk boundaries. */
+class StreamText {
+    keep;
+    decoder = new external_node_string_decoder_namespaceObject.StringDecoder('utf8');
+    collected = '';
+    /** keep: how many trailing characters to hold (all by default). */
+    constructor(keep = Infinity) {
+        this.keep = keep;
+    }
+    /** Adds a chunk; returns the text it completes (empty while a character is still split). */
+    push(chunk) {
+        return this.add(this.decoder.write(chunk));
+    }
+    /** Ends the stream; returns what was left (a truncated character becomes U+FFFD). */
+    end() {
+        return this.add(this.decoder.end());
+    }
+    get text() {
+        return this.collected;
+    }
+    add(text) {
+        if (text) {
+            this.collected += text;
+            if (this.collected.length > this.keep)
+                this.collected = this.collected.slice(-this.keep);
+        }
+        return text;
+    }
+}
+/** Complete lines out of decoded text given in pieces. */
+class Lines {
+    partial = '';
+    /** Adds text; returns the lines it completed. */
+    push(text) {
+        const lines = (this.partial + text).split('\n');
+        this.partial = lines.pop() ?? '';
+        return lines;
+    }
+    /** What follows the last line break. */
+    rest() {
+        const r = this.partial;
+        this.partial = '';
+        return r;
+    }
+}
+
 ;// CONCATENATED MODULE: ./src/transport/ssh.ts
 // The only module that talks SSH. One connection per host per run; every script
 // goes on stdin to bash with errexit, nounset and pipefail, and its exit code decides.
+
 
 
 
@@ -70451,19 +70667,16 @@ class Connection {
         };
         const totalTimer = setTimeout(() => stop(`ran longer than ${Math.round(totalMs / 1000)} s (command timeout)`), totalMs);
         armIdle();
-        const lineBuffers = { out: '', err: '' };
-        let stderrSoFar = '';
+        // Decoded here, not by node-ssh (which decodes each chunk on its own and
+        // garbles a character split between two chunks).
+        const text = { out: new StreamText(), err: new StreamText() };
+        const lines = { out: new Lines(), err: new Lines() };
         const emit = (kind, chunk) => {
             armIdle();
-            if (kind === 'err')
-                stderrSoFar = (stderrSoFar + chunk.toString('utf8')).slice(-20000);
-            if (!opts.stream)
-                return;
-            lineBuffers[kind] += chunk.toString('utf8');
-            const lines = lineBuffers[kind].split('\n');
-            lineBuffers[kind] = lines.pop() ?? '';
-            for (const line of lines)
-                this.log.info(`[${this.label}] ${line}`);
+            const added = text[kind].push(chunk);
+            if (opts.stream)
+                for (const line of lines[kind].push(added))
+                    this.log.info(`[${this.label}] ${line}`);
         };
         try {
             const execution = this.ssh.execCommand(remoteCommand(this.endpoint.user), {
@@ -70481,20 +70694,22 @@ class Connection {
                 stdout: '',
                 stderr: '',
             };
-            if (opts.stream) {
-                for (const rest of [lineBuffers.out, lineBuffers.err])
-                    if (rest)
-                        this.log.info(`[${this.label}] ${rest}`);
+            for (const kind of ['out', 'err']) {
+                const rest = lines[kind].push(text[kind].end()).concat(lines[kind].rest()).filter(Boolean);
+                if (opts.stream)
+                    for (const line of rest)
+                        this.log.info(`[${this.label}] ${line}`);
             }
+            const stdout = text.out.text;
+            const stderr = text.err.text;
             if (timedOut) {
-                const stderr = res.stderr || stderrSoFar;
                 throw new RemoteError(this.log.redact(`${what} on ${this.label} ${timedOut}; its processes were stopped` +
                     (stderr.trim() ? `; last output:\n${tail(stderr)}` : '')), this.label, null, this.log.redact(tail(stderr)));
             }
             if (res.code === null) {
-                throw new RemoteError(this.log.redact(`${what} on ${this.label} ended without an exit code (${this.lostReason ?? (res.signal ? 'signal ' + res.signal : 'connection lost')})`), this.label, null, this.log.redact(tail(res.stderr)));
+                throw new RemoteError(this.log.redact(`${what} on ${this.label} ended without an exit code (${this.lostReason ?? (res.signal ? 'signal ' + res.signal : 'connection lost')})`), this.label, null, this.log.redact(tail(stderr)));
             }
-            return { code: res.code, stdout: res.stdout, stderr: res.stderr };
+            return { code: res.code, stdout, stderr };
         }
         finally {
             clearTimeout(idleTimer);
@@ -70519,12 +70734,12 @@ class Connection {
                     reject(new RemoteError(`${what} could not start on ${this.label}: ${err.message}`, this.label, null, ''));
                     return;
                 }
-                let stderr = '';
+                const stderr = new StreamText(20000);
                 let code = null;
                 const close = () => channel.close();
                 const timer = setTimeout(close, opts.timeoutMs ?? this.options.commandTimeoutMs);
                 opts.signal?.addEventListener('abort', close, { once: true });
-                channel.stderr.on('data', (c) => (stderr = (stderr + c.toString('utf8')).slice(-20000)));
+                channel.stderr.on('data', (c) => stderr.push(c));
                 channel.on('exit', (c) => (code = c));
                 channel.pipe(sink);
                 channel.on('close', () => {
@@ -70532,7 +70747,8 @@ class Connection {
                     opts.signal?.removeEventListener('abort', close);
                     if (!sink.writableEnded)
                         sink.end();
-                    resolve({ code: code ?? -1, stdout: '', stderr: this.log.redact(stderr) });
+                    stderr.end();
+                    resolve({ code: code ?? -1, stdout: '', stderr: this.log.redact(stderr.text) });
                 });
                 channel.end(wrapScript(script));
             });
@@ -70545,13 +70761,26 @@ class Connection {
     openSession(script, onStdout) {
         const stdin = new external_node_stream_.PassThrough();
         stdin.write(wrapScript(script));
+        const out = new StreamText();
+        const err = new StreamText();
         const done = this.ssh
             .execCommand(remoteCommand(this.endpoint.user), {
             stdin,
             noTrim: true,
-            onStdout: (c) => onStdout(c.toString('utf8')),
+            onStdout: (c) => {
+                const t = out.push(c);
+                if (t)
+                    onStdout(t);
+            },
+            onStderr: (c) => err.push(c),
         })
-            .then((r) => ({ code: r.code ?? -1, stdout: r.stdout, stderr: r.stderr }));
+            .then((r) => {
+            const t = out.end();
+            if (t)
+                onStdout(t);
+            err.end();
+            return { code: r.code ?? -1, stdout: out.text, stderr: err.text };
+        });
         return { stdin, done };
     }
     /**
@@ -70665,9 +70894,339 @@ async function connect(target, options, log) {
     throw new RemoteError(`could not connect to ${target.label}: ${message}`, target.label, null, '');
 }
 
+;// CONCATENATED MODULE: ./src/remote/status.ts
+// What a host says about an app's deploys, for `metalship status`: the serving
+// slot and which api slots run, the deploy lock (whether a process holds it and
+// who took it last), the freeze, and the end of the history log. The releases
+// themselves come from listStep.
+
+
+
+
+/** A path as a find(1) pattern that matches it alone. */
+const globEscape = (p) => p.replace(/[*?[\]\\]/g, '\\$&');
+const status_decode = (b64) => (b64 ? Buffer.from(b64, 'base64').toString('utf8') : '');
+function statusStep(layout, historyLines) {
+    const lock = layout.lockFile;
+    return step_step('reading the deploy state', sh_script(rootOnly(layout.state), sh_sh `if [ ! -d ${layout.state} ]; then echo EMPTY; exit 0; fi`, sh_sh `echo "SLOT $(head -c 20 ${layout.activeSlot} 2>/dev/null || true)"`, ...['blue', 'green'].map((s) => sh_sh `if systemctl is-active --quiet ${layout.units.api(s)}; then echo "RUNNING ${s}"; fi`), 
+    // Held: a process has the lock file open (its holder, and any run waiting
+    // behind it). Not found by taking the lock: even a brief hold would make a
+    // starting deploy wait; and /proc/locks hides a container's locks.
+    sh_sh `if [ -f ${lock} ] && [ -n "$(find /proc/[0-9]*/fd -maxdepth 1 -type l -lname ${globEscape(lock)} -print -quit 2>/dev/null)" ]; then echo LOCKED; fi`, sh_sh `if [ -s ${layout.lockHolder} ]; then echo "HOLDER $(head -c 1000 ${layout.lockHolder} | base64 -w0)"; fi`, readFreezeLine(layout), sh_sh `if [ -f ${layout.history} ]; then echo "HISTORY $(tail -n ${historyLines} ${layout.history} | head -c 40000 | base64 -w0)"; fi`), (stdout) => {
+        const out = sh_keyLines(stdout);
+        const freeze = out.get('FREEZE');
+        return {
+            empty: out.get('EMPTY') !== undefined,
+            activeSlot: cleanText(out.get('SLOT') ?? '', 20),
+            running: out.all('RUNNING'),
+            locked: out.get('LOCKED') !== undefined,
+            holder: cleanText(status_decode(out.get('HOLDER')), 500),
+            freeze: freeze === undefined ? null : parseFreeze(freeze),
+            history: status_decode(out.get('HISTORY'))
+                .split('\n')
+                .map((l) => cleanText(l, 500))
+                .filter(Boolean),
+        };
+    });
+}
+
+;// CONCATENATED MODULE: ./src/remote/pytool.ts
+// The Python tool the scripts run on the host: src/remote/py/mstool.py, read as
+// text here (ncc ships it beside each bundle that needs it), sent inside the
+// script and run with python3 -I. Scripts define it once with pyToolDefinition()
+// and call `mstool <cmd> ...`.
+
+
+const PY_TOOL = (0,external_node_fs_namespaceObject.readFileSync)(__nccwpck_require__.ab + "mstool.py", 'utf8');
+/** The user health probes connect as: an app controls its socket's directory, so root never follows it. */
+const PROBE_USER = 'nobody';
+/**
+ * Script lines that define `mstool`, a shell function running the Python tool
+ * with python3 (isolated: neither the working directory nor PYTHON* variables
+ * can bring other code in), and `mstool_as USER ...` for the same as another user.
+ */
+function pyToolDefinition() {
+    return [
+        textVar('MSTOOL_SRC', PY_TOOL),
+        // Each script calls one of the two or both: the other is there unused.
+        '# shellcheck disable=SC2317',
+        'mstool() { python3 -I -c "$MSTOOL_SRC" "$@"; }',
+        '# shellcheck disable=SC2317',
+        'mstool_as() { local user=$1; shift; runuser -u "$user" -- python3 -I -c "$MSTOOL_SRC" "$@"; }',
+    ].join('\n');
+}
+
+;// CONCATENATED MODULE: ./src/remote/verify.ts
+// Health checks run on a host, and the listing and cleanup of releases.
+
+
+
+/**
+ * The path users take: the same check through nginx on the host, with the
+ * Host (and, for a TLS site, the SNI name) of the app's site, when the host has
+ * the app's site. Another site answering for that name, or a site that does
+ * not reach the app, fails it although the slot's socket answers.
+ */
+function throughNginx(settings) {
+    const site = settings.layout.nginxSiteEnabled;
+    return sh_script(sh_sh `if [ "$rc" = 0 ] && [ -e ${site} ]; then`, sh_sh `  name=$(awk '$1 == "server_name" { sub(/;$/, "", $2); print $2; exit }' ${site})`, 
+    // A wildcard name stands for any of its names; a regular expression for none we can write.
+    '  case "$name" in ""|_) name=localhost ;; "*."*) name="metalship-verify.${name#*.}" ;; esac', sh_sh `  if grep -Eq '^[[:space:]]*listen[[:space:]]+([^;]*:)?443[[:space:];]' ${site}; then target=https://127.0.0.1:443; else target=127.0.0.1:80; fi`, `  case "$name" in "~"*|*"*") echo "nginx: the site's first server_name is a pattern, not checked through nginx" ;; *)`, '    echo "NGINX_HOST $name"', '    nrc=0', sh_sh `    out=$(mstool_as ${PROBE_USER} wait-ready "$target" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody} "$name") || { nrc=$?; rc=$nrc; }`, '    echo "NGINX $out"; echo "NGINX_RC $nrc" ;;', '  esac', 'fi');
+}
+/**
+ * Polls the serving slot's readiness endpoint until it answers as expected,
+ * then checks the units; on trouble, the services' recent journal lines (without
+ * uvicorn's access log). It reports, and the caller decides: it exits 0.
+ */
+function verifyStep(settings) {
+    const layout = settings.layout;
+    const text = sh_script(pyToolDefinition(), 'rc=0', settings.api === false
+        ? null
+        : sh_script(sh_sh `slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "PROBLEM no api slot is serving on this host (nothing deployed yet?)"; exit 0;; esac', sh_sh `sock=/run/${layout.app}-api-$slot/api.sock`, sh_sh `out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'echo "PROBE_RC $rc"', throughNginx(settings)), 'failed=""', ...settings.units.map((u) => sh_sh `if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', sh_sh `  journalctl -u ${layout.units.api('blue')} -u ${layout.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`, 'fi');
+    return step_step('health check', text, (stdout) => {
+        const out = sh_keyLines(stdout);
+        const unitsDown = (out.get('UNITS_DOWN') ?? '').split(' ').filter(Boolean);
+        const problem = out.get('PROBLEM') ?? '';
+        const answer = settings.api === false || problem
+            ? null
+            : probeAnswer(out.get('RESULT') ?? '', out.get('PROBE_RC') ?? '');
+        // Once the site's name is out, the probe through nginx must answer too.
+        const nginxHost = out.get('NGINX_HOST');
+        const nginx = nginxHost === undefined
+            ? null
+            : { host: nginxHost, answer: probeAnswer(out.get('NGINX') ?? '', out.get('NGINX_RC') ?? '') };
+        return {
+            healthy: !problem &&
+                (answer === null || answer.ok) &&
+                (nginx === null || nginx.answer.ok) &&
+                unitsDown.length === 0,
+            answer,
+            nginx,
+            unitsDown,
+            journal: out.all('JOURNAL'),
+            problem,
+        };
+    });
+}
+/**
+ * The probe's answer. A probe that printed nothing, something else, or exited
+ * non-zero (runuser or python failing) is a failed check, never a pass.
+ */
+function probeAnswer(result, exitCode) {
+    const failed = (why) => ({ ok: false, attempts: 0, seconds: 0, status: 0, body: why });
+    let answer;
+    try {
+        answer = JSON.parse(result);
+    }
+    catch {
+        return failed(`the readiness probe gave no answer (exit ${exitCode || 'unknown'})`);
+    }
+    const a = answer;
+    if (typeof a !== 'object' || a === null || typeof a.ok !== 'boolean')
+        return failed(`the readiness probe gave no answer (exit ${exitCode || 'unknown'})`);
+    const parsed = {
+        ok: a.ok && exitCode === '0',
+        attempts: Number(a.attempts) || 0,
+        seconds: Number(a.seconds) || 0,
+        status: Number(a.status) || 0,
+        body: typeof a.body === 'string' ? a.body : '',
+    };
+    return parsed;
+}
+/** The releases on a host, their status and links, and the venvs. */
+function listStep(l) {
+    return step_step('listing releases', sh_script(pyToolDefinition(), sh_sh `mstool releases ${l.root}`), (stdout) => {
+        const line = stdout.trim().split('\n').pop() ?? '{}';
+        return JSON.parse(line);
+    });
+}
+const GOOD = new Set(['ready']);
+/**
+ * Which releases and venvs to remove: keep the newest `keep` good releases,
+ * always current and both slots' releases (the rollback target), and the newest
+ * failed one for inspection. Failed and bad releases never count toward keep.
+ */
+function planCleanup(listing, keep) {
+    const pinned = new Set(Object.values(listing.links));
+    const byNewest = [...listing.releases].sort((a, b) => b.created - a.created || b.id.localeCompare(a.id));
+    const keepIds = new Set(pinned);
+    for (const r of byNewest.filter((r) => GOOD.has(r.status)).slice(0, keep))
+        keepIds.add(r.id);
+    const newestFailed = byNewest.find((r) => r.status === 'failed');
+    if (newestFailed)
+        keepIds.add(newestFailed.id);
+    const remove = byNewest.filter((r) => !keepIds.has(r.id)).map((r) => r.id);
+    const usedVenvs = new Set(listing.releases.filter((r) => keepIds.has(r.id)).map((r) => r.venv));
+    const venvs = listing.venvs.filter((v) => !usedVenvs.has(v));
+    return { releases: remove, venvs };
+}
+/** Removes what the plan names; reads back what it removed. */
+function cleanupStep(layout, plan) {
+    const removed = (stdout) => sh_keyLines(stdout).all('removed');
+    if (plan.releases.length === 0 && plan.venvs.length === 0)
+        return step_step('cleanup', sh_script('echo "nothing to clean up"'), removed);
+    return step_step('cleanup', sh_script(
+    // Marked first: a removal cut short (the run stopped, the host rebooted) leaves no "ready" half.
+    ...plan.releases.map((id) => sh_sh `if [ -d ${layout.release(id)}/.metalship ]; then echo removing > ${layout.release(id)}/.metalship/status; fi; rm -rf -- ${layout.release(id)} && echo "removed release ${id}"`), ...plan.venvs.map((v) => sh_sh `rm -rf -- ${layout.venvs}/${v} && echo "removed virtualenv ${v}"`)), removed);
+}
+/**
+ * The release a rollback goes to: the named one (must be complete and not
+ * failed) or the newest good release older than current.
+ */
+function pickRollbackTarget(listing, requested) {
+    const current = listing.links.current ?? '';
+    const candidates = [...listing.releases]
+        .filter((r) => GOOD.has(r.status) && r.id !== current)
+        .sort((a, b) => b.created - a.created || b.id.localeCompare(a.id));
+    const list = candidates.map((r) => r.id).join(', ') || 'none';
+    if (requested) {
+        const r = listing.releases.find((x) => x.id === requested);
+        if (!r)
+            return { error: `release ${requested} does not exist; good releases: ${list}` };
+        if (r.id === current)
+            return { error: `release ${requested} is already current; good releases: ${list}` };
+        if (r.status === 'bad')
+            return {
+                error: `release ${requested} is marked bad (rolled back from before); good releases: ${list}`,
+            };
+        if (!GOOD.has(r.status))
+            return { error: `release ${requested} is ${r.status}, not a complete release; good releases: ${list}` };
+        return { target: r.id };
+    }
+    const currentInfo = listing.releases.find((r) => r.id === current);
+    const older = candidates.filter((r) => !currentInfo ||
+        r.created < currentInfo.created ||
+        (r.created === currentInfo.created && r.id < current));
+    const pick = older[0];
+    if (!pick)
+        return {
+            error: `there is no good release before ${current || 'the current one'} to roll back to; good releases: ${list}`,
+        };
+    return { target: pick.id };
+}
+
+;// CONCATENATED MODULE: ./src/stages/operations.ts
+// Operations on a live app: its status per host, and the deploy freeze
+// (metalship lock / unlock) with the gate the deploy path passes.
+
+
+
+
+/**
+ * What a freeze does to each action. Those that ship code or change the schema
+ * are refused. A rollback passes, with a warning: during an incident it is the
+ * remedy, and it only goes back to a release that was already live. Provision
+ * passes too: it converges the server (a fix may need it), not the app's code.
+ * Reading actions (status, verify) and lock/unlock never look.
+ */
+const FREEZE_REFUSES = new Set(['deploy', 'release', 'switch', 'migrate']);
+const FREEZE_WARNS = new Set(['rollback', 'provision']);
+/** Refuses the action on frozen hosts (before it changes anything), or warns when it passes a freeze. */
+async function freezeGate(hosts, action, log) {
+    if (!FREEZE_REFUSES.has(action) && !FREEZE_WARNS.has(action))
+        return;
+    const found = await Promise.all(hosts.map((h) => h.conn.step(freezeCheckStep(h.layout))));
+    const frozen = hosts.flatMap((h, i) => (found[i] ? [`${h.spec.label}: ${freezeText(found[i])}`] : []));
+    if (frozen.length === 0)
+        return;
+    if (FREEZE_WARNS.has(action)) {
+        for (const f of frozen)
+            log.warn(`${action} passes the deploy freeze: ${f}`);
+        return;
+    }
+    throw new Error(`deploys of ${hosts[0].layout.app} are frozen; the ${action} was refused and nothing was changed:\n` +
+        frozen.map((f) => `- ${f}`).join('\n') +
+        `\nLift the freeze with 'metalship unlock' (actions/unlock) when the incident is over.`);
+}
+function newFreeze(reason) {
+    const h = lockHolder('lock');
+    return { reason, actor: h.actor, at: h.startedAt, runUrl: h.runUrl };
+}
+async function freezeHosts(hosts, freeze) {
+    return onEachHost(hosts, async (h) => {
+        const before = await h.conn.step(freezeStep(h.layout, freeze));
+        return { before: before ? freezeText(before) : '' };
+    });
+}
+async function unfreezeHosts(hosts) {
+    return onEachHost(hosts, async (h) => {
+        const before = await h.conn.step(unfreezeStep(h.layout));
+        return { before: before ? freezeText(before) : '' };
+    });
+}
+/** Releases newest first, each with its part: current, standby, or none. */
+function releaseRows(listing, state) {
+    const current = listing.links.current ?? '';
+    const other = state.activeSlot === 'blue' ? 'green' : state.activeSlot === 'green' ? 'blue' : '';
+    const standby = other ? (listing.links[`slots/${other}`] ?? '') : '';
+    return [...listing.releases]
+        .sort((a, b) => b.created - a.created || b.id.localeCompare(a.id))
+        .map((r) => ({
+        id: r.id,
+        status: r.status,
+        role: r.id === current
+            ? `current${state.activeSlot ? ` (${state.activeSlot})` : ''}`
+            : r.id === standby && GOOD.has(r.status)
+                ? `standby (${other}, ${state.running.includes(other) ? 'running' : 'stopped'})`
+                : '',
+        revision: r.revision,
+    }));
+}
+async function hostStatuses(hosts, historyLines) {
+    return onEachHost(hosts, async (h) => {
+        const [listing, state] = await Promise.all([
+            h.conn.step(listStep(h.layout)),
+            h.conn.step(statusStep(h.layout, historyLines)),
+        ]);
+        const releases = releaseRows(listing, state);
+        return {
+            current: listing.links.current ?? '',
+            standby: releases.find((r) => r.role.startsWith('standby'))?.id ?? '',
+            slot: state.activeSlot,
+            releases,
+            locked: state.locked,
+            holder: state.holder,
+            frozen: state.freeze !== null,
+            freeze: state.freeze,
+            history: state.history,
+        };
+    });
+}
+const cell = (t) => t.replace(/\|/g, '\\|');
+/** The status as markdown: readable as it is on a terminal, and rendered in a job summary. */
+function statusMarkdown(statuses) {
+    return statuses
+        .map((s) => {
+        if (!s.ok)
+            return `### ${s.host}\n\n❌ ${cell(s.error ?? 'unknown error')}`;
+        const lock = s.locked
+            ? `held by ${s.holder || 'an unnamed run'}`
+            : `free${s.holder ? ` (left by ${s.holder})` : ''}`;
+        const rows = (s.releases ?? []).map((r) => `| ${r.id} | ${r.status} | ${cell(r.role)} | ${cell(r.revision || '')} |`);
+        return [
+            `### ${s.host}`,
+            '',
+            s.freeze ? `**Deploys ${cell(freezeText(s.freeze))}**` : 'Deploys: not frozen',
+            '',
+            `Deploy lock: ${cell(lock)}`,
+            '',
+            rows.length
+                ? ['| release | status | part | revision |', '|---|---|---|---|', ...rows].join('\n')
+                : 'No releases.',
+            '',
+            'Last entries of the history log:',
+            '',
+            // Indented, not fenced: a line of the log cannot end the block.
+            ...(s.history?.length ? s.history.map((l) => `    ${l}`) : ['    (none)']),
+        ].join('\n');
+    })
+        .join('\n\n');
+}
+
 ;// CONCATENATED MODULE: ./src/stages/hosts.ts
 // Opening hosts: one connection per host for the whole run, the deploy lock held
 // on each for as long as the run needs it, and per-host results.
+
 
 
 
@@ -70823,69 +71382,24 @@ async function withHosts(settings, log, action, fn, opts = {}) {
     const releases = [];
     try {
         await opts.beforeLock?.(all);
-        if (opts.lock === false)
-            return await fn(hosts, balancers);
-        const holder = lockHolder(action);
-        // One at a time, in the same order for every run: two overlapping runs
-        // then never each hold half of the locks and wait out the timeout.
-        const deadline = Date.now() + settings['lock-timeout'] * 1000;
-        for (const h of [...hosts].sort((a, b) => lockOrder(a).localeCompare(lockOrder(b)))) {
-            const wait = Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
-            releases.push(await acquireLock(h, holder, wait, log));
+        if (opts.lock !== false) {
+            const holder = lockHolder(action);
+            // One at a time, in the same order for every run: two overlapping runs
+            // then never each hold half of the locks and wait out the timeout.
+            const deadline = Date.now() + settings['lock-timeout'] * 1000;
+            for (const h of [...hosts].sort((a, b) => lockOrder(a).localeCompare(lockOrder(b)))) {
+                const wait = Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
+                releases.push(await acquireLock(h, holder, wait, log));
+            }
         }
+        // Under the lock: a freeze set from now on stops the next run, not this one.
+        await freezeGate(hosts, action, log);
         return await fn(hosts, balancers);
     }
     finally {
         await Promise.allSettled(releases.map((r) => r()));
         await Promise.all(all.map((h) => h.conn.close()));
     }
-}
-
-;// CONCATENATED MODULE: ./src/remote/pytool.ts
-// The Python tool the scripts run on the host: src/remote/py/mstool.py, read as
-// text here (ncc ships it beside each bundle that needs it), sent inside the
-// script and run with python3 -I. Scripts define it once with pyToolDefinition()
-// and call `mstool <cmd> ...`.
-
-
-const PY_TOOL = (0,external_node_fs_namespaceObject.readFileSync)(__nccwpck_require__.ab + "mstool.py", 'utf8');
-/** The user health probes connect as: an app controls its socket's directory, so root never follows it. */
-const PROBE_USER = 'nobody';
-/**
- * Script lines that define `mstool`, a shell function running the Python tool
- * with python3 (isolated: neither the working directory nor PYTHON* variables
- * can bring other code in), and `mstool_as USER ...` for the same as another user.
- */
-function pyToolDefinition() {
-    return [
-        textVar('MSTOOL_SRC', PY_TOOL),
-        // Each script calls one of the two or both: the other is there unused.
-        '# shellcheck disable=SC2317',
-        'mstool() { python3 -I -c "$MSTOOL_SRC" "$@"; }',
-        '# shellcheck disable=SC2317',
-        'mstool_as() { local user=$1; shift; runuser -u "$user" -- python3 -I -c "$MSTOOL_SRC" "$@"; }',
-    ].join('\n');
-}
-
-;// CONCATENATED MODULE: ./src/remote/step.ts
-// A step on a host: what it does, the script that does it, and how its output
-// reads. Built together and tested together (a unit test runs the script's
-// parser on what the script prints), the way Kamal pairs a command with its use.
-function step_step(what, script, parse) {
-    return { what, script, parse: (stdout) => parse(stdout) };
-}
-/** A step whose exit code and stderr are part of its result: parse gets them. */
-function reportingStep(what, script, parse) {
-    return {
-        what,
-        script,
-        parse: (stdout, ending = { code: 0, stderr: '' }) => parse(stdout, ending),
-        reportsFailure: true,
-    };
-}
-/** A step whose output says nothing the caller needs. */
-function plainStep(what, script) {
-    return step_step(what, script, () => undefined);
 }
 
 ;// CONCATENATED MODULE: ./src/remote/quoting.ts
@@ -75136,8 +75650,6 @@ minimatch.Minimatch = Minimatch;
 minimatch.escape = escape_escape;
 minimatch.unescape = unescape_unescape;
 //# sourceMappingURL=index.js.map
-;// CONCATENATED MODULE: external "node:string_decoder"
-const external_node_string_decoder_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:string_decoder");
 // EXTERNAL MODULE: external "buffer"
 var external_buffer_ = __nccwpck_require__(181);
 // EXTERNAL MODULE: external "zlib"
@@ -75941,155 +76453,6 @@ function drainStep(layout, port, draining) {
     return plainStep(draining ? 'taking the host out of rotation' : 'putting the host back in rotation', sh_script('tools=""', 'for t in iptables ip6tables; do command -v "$t" >/dev/null 2>&1 && tools="$tools $t"; done', `[ -n "$tools" ] || { echo "draining needs iptables (provision installs it with ufw)" >&2; exit 1; }`, 'for t in $tools; do', draining
         ? `  "$t" -w -C ${rule} 2>/dev/null || "$t" -w -I ${rule.replace(/^INPUT /, 'INPUT 1 ')}`
         : `  while "$t" -w -D ${rule} 2>/dev/null; do :; done`, 'done', draining ? 'echo DRAINING' : 'echo IN_ROTATION'));
-}
-
-;// CONCATENATED MODULE: ./src/remote/verify.ts
-// Health checks run on a host, and the listing and cleanup of releases.
-
-
-
-/**
- * The path users take: the same check through nginx on the host, with the
- * Host (and, for a TLS site, the SNI name) of the app's site, when the host has
- * the app's site. Another site answering for that name, or a site that does
- * not reach the app, fails it although the slot's socket answers.
- */
-function throughNginx(settings) {
-    const site = settings.layout.nginxSiteEnabled;
-    return sh_script(sh_sh `if [ "$rc" = 0 ] && [ -e ${site} ]; then`, sh_sh `  name=$(awk '$1 == "server_name" { sub(/;$/, "", $2); print $2; exit }' ${site})`, 
-    // A wildcard name stands for any of its names; a regular expression for none we can write.
-    '  case "$name" in ""|_) name=localhost ;; "*."*) name="metalship-verify.${name#*.}" ;; esac', sh_sh `  if grep -Eq '^[[:space:]]*listen[[:space:]]+([^;]*:)?443[[:space:];]' ${site}; then target=https://127.0.0.1:443; else target=127.0.0.1:80; fi`, `  case "$name" in "~"*|*"*") echo "nginx: the site's first server_name is a pattern, not checked through nginx" ;; *)`, '    echo "NGINX_HOST $name"', '    nrc=0', sh_sh `    out=$(mstool_as ${PROBE_USER} wait-ready "$target" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody} "$name") || { nrc=$?; rc=$nrc; }`, '    echo "NGINX $out"; echo "NGINX_RC $nrc" ;;', '  esac', 'fi');
-}
-/**
- * Polls the serving slot's readiness endpoint until it answers as expected,
- * then checks the units; on trouble, the services' recent journal lines (without
- * uvicorn's access log). It reports, and the caller decides: it exits 0.
- */
-function verifyStep(settings) {
-    const layout = settings.layout;
-    const text = sh_script(pyToolDefinition(), 'rc=0', settings.api === false
-        ? null
-        : sh_script(sh_sh `slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "PROBLEM no api slot is serving on this host (nothing deployed yet?)"; exit 0;; esac', sh_sh `sock=/run/${layout.app}-api-$slot/api.sock`, sh_sh `out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'echo "PROBE_RC $rc"', throughNginx(settings)), 'failed=""', ...settings.units.map((u) => sh_sh `if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', sh_sh `  journalctl -u ${layout.units.api('blue')} -u ${layout.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`, 'fi');
-    return step_step('health check', text, (stdout) => {
-        const out = sh_keyLines(stdout);
-        const unitsDown = (out.get('UNITS_DOWN') ?? '').split(' ').filter(Boolean);
-        const problem = out.get('PROBLEM') ?? '';
-        const answer = settings.api === false || problem
-            ? null
-            : probeAnswer(out.get('RESULT') ?? '', out.get('PROBE_RC') ?? '');
-        // Once the site's name is out, the probe through nginx must answer too.
-        const nginxHost = out.get('NGINX_HOST');
-        const nginx = nginxHost === undefined
-            ? null
-            : { host: nginxHost, answer: probeAnswer(out.get('NGINX') ?? '', out.get('NGINX_RC') ?? '') };
-        return {
-            healthy: !problem &&
-                (answer === null || answer.ok) &&
-                (nginx === null || nginx.answer.ok) &&
-                unitsDown.length === 0,
-            answer,
-            nginx,
-            unitsDown,
-            journal: out.all('JOURNAL'),
-            problem,
-        };
-    });
-}
-/**
- * The probe's answer. A probe that printed nothing, something else, or exited
- * non-zero (runuser or python failing) is a failed check, never a pass.
- */
-function probeAnswer(result, exitCode) {
-    const failed = (why) => ({ ok: false, attempts: 0, seconds: 0, status: 0, body: why });
-    let answer;
-    try {
-        answer = JSON.parse(result);
-    }
-    catch {
-        return failed(`the readiness probe gave no answer (exit ${exitCode || 'unknown'})`);
-    }
-    const a = answer;
-    if (typeof a !== 'object' || a === null || typeof a.ok !== 'boolean')
-        return failed(`the readiness probe gave no answer (exit ${exitCode || 'unknown'})`);
-    const parsed = {
-        ok: a.ok && exitCode === '0',
-        attempts: Number(a.attempts) || 0,
-        seconds: Number(a.seconds) || 0,
-        status: Number(a.status) || 0,
-        body: typeof a.body === 'string' ? a.body : '',
-    };
-    return parsed;
-}
-/** The releases on a host, their status and links, and the venvs. */
-function listStep(l) {
-    return step_step('listing releases', sh_script(pyToolDefinition(), sh_sh `mstool releases ${l.root}`), (stdout) => {
-        const line = stdout.trim().split('\n').pop() ?? '{}';
-        return JSON.parse(line);
-    });
-}
-const GOOD = new Set(['ready']);
-/**
- * Which releases and venvs to remove: keep the newest `keep` good releases,
- * always current and both slots' releases (the rollback target), and the newest
- * failed one for inspection. Failed and bad releases never count toward keep.
- */
-function planCleanup(listing, keep) {
-    const pinned = new Set(Object.values(listing.links));
-    const byNewest = [...listing.releases].sort((a, b) => b.created - a.created || b.id.localeCompare(a.id));
-    const keepIds = new Set(pinned);
-    for (const r of byNewest.filter((r) => GOOD.has(r.status)).slice(0, keep))
-        keepIds.add(r.id);
-    const newestFailed = byNewest.find((r) => r.status === 'failed');
-    if (newestFailed)
-        keepIds.add(newestFailed.id);
-    const remove = byNewest.filter((r) => !keepIds.has(r.id)).map((r) => r.id);
-    const usedVenvs = new Set(listing.releases.filter((r) => keepIds.has(r.id)).map((r) => r.venv));
-    const venvs = listing.venvs.filter((v) => !usedVenvs.has(v));
-    return { releases: remove, venvs };
-}
-/** Removes what the plan names; reads back what it removed. */
-function cleanupStep(layout, plan) {
-    const removed = (stdout) => sh_keyLines(stdout).all('removed');
-    if (plan.releases.length === 0 && plan.venvs.length === 0)
-        return step_step('cleanup', sh_script('echo "nothing to clean up"'), removed);
-    return step_step('cleanup', sh_script(
-    // Marked first: a removal cut short (the run stopped, the host rebooted) leaves no "ready" half.
-    ...plan.releases.map((id) => sh_sh `if [ -d ${layout.release(id)}/.metalship ]; then echo removing > ${layout.release(id)}/.metalship/status; fi; rm -rf -- ${layout.release(id)} && echo "removed release ${id}"`), ...plan.venvs.map((v) => sh_sh `rm -rf -- ${layout.venvs}/${v} && echo "removed virtualenv ${v}"`)), removed);
-}
-/**
- * The release a rollback goes to: the named one (must be complete and not
- * failed) or the newest good release older than current.
- */
-function pickRollbackTarget(listing, requested) {
-    const current = listing.links.current ?? '';
-    const candidates = [...listing.releases]
-        .filter((r) => GOOD.has(r.status) && r.id !== current)
-        .sort((a, b) => b.created - a.created || b.id.localeCompare(a.id));
-    const list = candidates.map((r) => r.id).join(', ') || 'none';
-    if (requested) {
-        const r = listing.releases.find((x) => x.id === requested);
-        if (!r)
-            return { error: `release ${requested} does not exist; good releases: ${list}` };
-        if (r.id === current)
-            return { error: `release ${requested} is already current; good releases: ${list}` };
-        if (r.status === 'bad')
-            return {
-                error: `release ${requested} is marked bad (rolled back from before); good releases: ${list}`,
-            };
-        if (!GOOD.has(r.status))
-            return { error: `release ${requested} is ${r.status}, not a complete release; good releases: ${list}` };
-        return { target: r.id };
-    }
-    const currentInfo = listing.releases.find((r) => r.id === current);
-    const older = candidates.filter((r) => !currentInfo ||
-        r.created < currentInfo.created ||
-        (r.created === currentInfo.created && r.id < current));
-    const pick = older[0];
-    if (!pick)
-        return {
-            error: `there is no good release before ${current || 'the current one'} to roll back to; good releases: ${list}`,
-        };
-    return { target: pick.id };
 }
 
 ;// CONCATENATED MODULE: ./src/stages/switch.ts
@@ -77429,14 +77792,14 @@ function formatAge(hours) {
     return `${(hours / 24).toFixed(1)} days`;
 }
 const ICON = { ok: '✅', failed: '❌', skipped: '➖', warning: '⚠️' };
-function cell(text) {
+function backup_verify_cell(text) {
     return text.replace(/\|/g, '\\|').replace(/\n/g, ' ');
 }
 function recoveryTable(rows) {
     return [
         '| | measured | objective | |',
         '|---|---|---|---|',
-        ...rows.map((r) => `| ${cell(r.what)} | ${cell(r.measured)} | ${cell(r.objective ?? '')} | ${ICON[r.status]} |`),
+        ...rows.map((r) => `| ${backup_verify_cell(r.what)} | ${backup_verify_cell(r.measured)} | ${backup_verify_cell(r.objective ?? '')} | ${ICON[r.status]} |`),
     ].join('\n');
 }
 
@@ -78630,9 +78993,80 @@ async function provision(opts, log) {
 }
 const provision_run = () => runAction('provision', provision);
 
+;// CONCATENATED MODULE: ./src/actions/status.ts
+
+
+
+async function status_status(settings, log) {
+    return withHosts({ ...settings, 'lock-timeout': 0 }, log, 'status', async (hosts) => {
+        const statuses = await hostStatuses(hosts, settings['history-lines']);
+        const failed = statuses.filter((s) => !s.ok);
+        return {
+            outputs: {
+                frozen: String(statuses.some((s) => s.frozen)),
+                status: JSON.stringify(statuses),
+            },
+            results: statuses.map(({ host, ok, error, current, standby, locked, frozen }) => ({
+                host,
+                ok,
+                ...(error ? { error } : {}),
+                current,
+                standby,
+                locked,
+                frozen,
+            })),
+            summary: statusMarkdown(statuses),
+            failure: failed.length ? failed.map((s) => `${s.host}: ${s.error}`).join('\n') : undefined,
+        };
+    }, { lock: false });
+}
+const status_run = () => runAction('status', status_status);
+
+;// CONCATENATED MODULE: ./src/actions/lock.ts
+// metalship lock / unlock: the deploy freeze (see src/stages/operations.ts).
+
+
+
+function outcome(results, summary, outputs = {}) {
+    const failed = results.filter((r) => !r.ok);
+    return {
+        outputs,
+        results,
+        summary: summary + '\n\n' + resultsTable(results, [['before', 'before']]),
+        failure: failed.length ? failed.map((r) => `${r.host}: ${r.error}`).join('\n') : undefined,
+    };
+}
+async function lock(settings, log) {
+    // No deploy lock: the freeze takes effect at once, and a deploy running now finishes.
+    return withHosts({ ...settings, 'lock-timeout': 0 }, log, 'lock', async (hosts) => {
+        const results = await freezeHosts(hosts, newFreeze(settings.reason));
+        for (const r of results)
+            if (r.ok)
+                log.info(`[${r.host}] deploys of ${settings.app} are frozen`);
+        return outcome(results, `Deploys of **${settings.app}** frozen: ${settings.reason.replace(/\|/g, '\\|')}`);
+    }, { lock: false });
+}
+async function unlock(settings, log) {
+    return withHosts({ ...settings, 'lock-timeout': 0 }, log, 'unlock', async (hosts) => {
+        const results = await unfreezeHosts(hosts);
+        for (const r of results)
+            if (r.ok)
+                log.info(`[${r.host}] ${r.before ? `lifted: ${r.before}` : 'deploys were not frozen'}`);
+        return outcome(results, `Deploys of **${settings.app}** unfrozen`, {
+            'was-frozen': String(results.some((r) => r.before)),
+        });
+    }, { lock: false });
+}
+const runLock = () => runAction('lock', lock);
+const runUnlock = () => runAction('unlock', unlock);
+
 ;// CONCATENATED MODULE: ./src/cli.ts
 // `npx metalship <action> --<input> value ...`: the same code the actions run,
 // from a terminal. Inputs not given as flags are read from INPUT_* variables.
+
+
+
+
 
 
 
@@ -78654,16 +79088,21 @@ const BODIES = {
     deploy: deploy,
     'backup-verify': backupVerify,
     provision: provision,
+    status: status_status,
+    lock: lock,
+    unlock: unlock,
 };
 function usage(action) {
     if (!action) {
         return [
             'usage: metalship <action> [--<input> <value> ...]',
+            '       metalship --version',
             '',
             'actions:',
             ...ACTION_NAMES.map((a) => `  ${a.padEnd(10)} ${actions[a].description}`),
             '',
-            'A value @path reads the file at path (for keys and known_hosts); @@ starts a literal @.',
+            'A value @path reads the file at path (for keys and known_hosts; @~/ is your home); @@ starts a literal @.',
+            'A true-or-false input may be given alone: --migrate is --migrate true, --no-migrate is --migrate false.',
             'Inputs not given as flags come from INPUT_<NAME> environment variables, as on GitHub.',
             "Run 'metalship <action> --help' for an action's inputs.",
         ].join('\n');
@@ -78678,14 +79117,63 @@ function usage(action) {
         ]
             .filter(Boolean)
             .join(', ');
-        lines.push(`  --${name}${flags ? ` (${flags})` : ''}`, `      ${f.description}`);
+        lines.push(`  --${name}${f.flag ? ` | --no-${name}` : ''}${flags ? ` (${flags})` : ''}`, `      ${f.description}`);
     }
     lines.push('', 'outputs:', ...Object.entries(def.outputs).map(([n, o]) => `  ${n}: ${o.description}`));
     return lines.join('\n');
 }
-/** Parses `--name value`, `--name=value`; returns the inputs or an error text. */
+/** Edit distance (Levenshtein) of two short words. */
+function editDistance(a, b) {
+    let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+    for (let i = 1; i <= a.length; i++) {
+        const next = [i];
+        for (let j = 1; j <= b.length; j++)
+            next[j] = Math.min(row[j] + 1, next[j - 1] + 1, row[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+        row = next;
+    }
+    return row[b.length];
+}
+/** The known word a mistyped one most likely meant, if one is close enough. */
+function didYouMean(word, known) {
+    let best = null;
+    let bestDistance = Infinity;
+    for (const k of known) {
+        const d = k.startsWith(word) || word.startsWith(k) ? 1 : editDistance(word, k);
+        if (d < bestDistance)
+            [best, bestDistance] = [k, d];
+    }
+    return bestDistance <= Math.max(2, Math.floor(word.length / 3)) ? best : null;
+}
+const suggestion = (word, known, prefix = '') => {
+    const near = didYouMean(word, known);
+    return near ? `; did you mean ${prefix}${near}?` : '';
+};
+/** A value given on the command line: `@path` reads the file (`~/` is the home directory), `@@` a literal @. */
+function flagValue(name, value) {
+    if (value.startsWith('@@'))
+        return value.slice(1);
+    if (!value.startsWith('@'))
+        return value;
+    let file = value.slice(1);
+    // As a shell expands it: $HOME, else the account's home.
+    if (file === '~' || file.startsWith('~/'))
+        file = (process.env.HOME || (0,external_node_os_namespaceObject.homedir)()) + file.slice(1);
+    try {
+        return (0,external_node_fs_namespaceObject.readFileSync)(file, 'utf8');
+    }
+    catch (err) {
+        const why = err.code === 'ENOENT' ? 'no such file' : errorMessage(err);
+        return { error: `--${name}: cannot read the file ${file} (${why})` };
+    }
+}
+/**
+ * Parses `--name value` and `--name=value`; a true-or-false input also takes
+ * `--name` alone (true) and `--no-name` (false). Returns the inputs or an error text.
+ */
 function parseArgs(action, args) {
-    const known = new Set(Object.keys(actions[action].inputs));
+    const inputs = actions[action].inputs;
+    const names = Object.keys(inputs);
+    const flags = names.filter((n) => inputs[n].flag);
     const values = {};
     for (let i = 0; i < args.length; i++) {
         const arg = args[i];
@@ -78698,35 +79186,61 @@ function parseArgs(action, args) {
             value = name.slice(eq + 1);
             name = name.slice(0, eq);
         }
-        else {
-            value = args[++i];
-            if (value === undefined)
+        const negated = !inputs[name] && name.startsWith('no-') && inputs[name.slice(3)]?.flag;
+        if (negated) {
+            if (value !== undefined)
+                return `--${name} takes no value`;
+            name = name.slice(3);
+            value = 'false';
+        }
+        const field = inputs[name];
+        if (!field)
+            return `unknown input --${name} for ${action}${suggestion(name, [...names, ...flags.map((f) => `no-${f}`)], '--')} (see metalship ${action} --help)`;
+        if (value === undefined) {
+            const next = args[i + 1];
+            // A flag takes the next word only when it is one of its own values.
+            if (field.flag && !(field.words ?? ['true', 'false']).includes(next ?? ''))
+                value = 'true';
+            else if (next === undefined)
                 return `--${name} needs a value`;
+            else
+                value = args[++i];
         }
-        if (!known.has(name))
-            return `unknown input --${name} for ${action} (see metalship ${action} --help)`;
-        if (value.startsWith('@@'))
-            value = value.slice(1);
-        else if (value.startsWith('@')) {
-            try {
-                value = (0,external_node_fs_namespaceObject.readFileSync)(value.slice(1), 'utf8');
-            }
-            catch {
-                return `--${name}: cannot read the file ${value.slice(1)}`;
-            }
-        }
-        values[name] = value;
+        const read = flagValue(name, value);
+        if (typeof read !== 'string')
+            return read.error;
+        values[name] = read;
     }
     return values;
 }
+/** The package's version, from the package.json above this module (in src/ or in dist/cli/). */
+function cli_version() {
+    for (const rel of ['../package.json', '../../package.json']) {
+        try {
+            const pkg = JSON.parse((0,external_node_fs_namespaceObject.readFileSync)(new URL(rel, import.meta.url), 'utf8'));
+            if (pkg.name === 'metalship' && pkg.version)
+                return pkg.version;
+        }
+        catch {
+            // not this one
+        }
+    }
+    return 'unknown';
+}
+/** Outputs that are JSON documents: the job's, too long for a terminal line. */
+const JSON_OUTPUTS = new Set(['results', 'status']);
 async function main(argv) {
     const [action, ...rest] = argv;
     if (!action || action === '--help' || action === '-h' || action === 'help') {
         process.stdout.write(usage() + '\n');
         return action ? 0 : 2;
     }
+    if (action === '--version' || action === '-V' || action === 'version') {
+        process.stdout.write(`metalship ${cli_version()}\n`);
+        return 0;
+    }
     if (!ACTION_NAMES.includes(action)) {
-        process.stderr.write(`unknown action '${action}'\n\n${usage()}\n`);
+        process.stderr.write(`error: unknown action '${action}'${suggestion(action, ACTION_NAMES)}\n\n${usage()}\n`);
         return 2;
     }
     const name = action;
@@ -78743,7 +79257,7 @@ async function main(argv) {
     const raw = (input) => parsed[input] ?? env(input);
     const result = await run_runAction(name, BODIES[name], raw);
     for (const [k, v] of Object.entries(result.outputs))
-        if (k !== 'results')
+        if (!JSON_OUTPUTS.has(k))
             process.stdout.write(`${k}=${v}\n`);
     return result.ok ? 0 : 1;
 }

@@ -299,7 +299,10 @@ def exec_in_release(release, envfile, *command):
     os.environ['PATH'] = os.path.join(release, '.venv', 'bin') + os.pathsep + os.environ.get('PATH', '/usr/bin:/bin')
     os.environ['PYTHONUNBUFFERED'] = '1'
     os.chdir(release)
-    os.execvpe(command[0], list(command), os.environ)
+    try:
+        os.execvpe(command[0], list(command), os.environ)
+    except FileNotFoundError:
+        sys.exit("%s: no such command in the release's virtualenv (%s) or on PATH" % (command[0], os.path.join(release, '.venv', 'bin')))
 
 class UnixHTTPConnection(http.client.HTTPConnection):
     def __init__(self, path, timeout):
@@ -311,14 +314,31 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         s.connect(self.unix_path)
         self.sock = s
 
-def probe(target, path, timeout=5):
+class LoopbackHTTPSConnection(http.client.HTTPSConnection):
+    # TLS to an address, with the site's name as SNI and Host: the path users
+    # take, checked from the host itself (the certificate is not what is checked).
+    def __init__(self, addr, port, name, timeout):
+        import ssl
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        super().__init__(name, port, timeout=timeout, context=ctx)
+        self.addr = addr
+    def connect(self):
+        sock = socket.create_connection((self.addr, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+
+def probe(target, path, timeout=5, name='localhost'):
     try:
         if target.startswith('/'):
             c = UnixHTTPConnection(target, timeout)
+        elif target.startswith('https://'):
+            host, _, port = target[len('https://'):].partition(':')
+            c = LoopbackHTTPSConnection(host, int(port or 443), name, timeout)
         else:
             host, _, port = target.partition(':')
             c = http.client.HTTPConnection(host, int(port or 80), timeout=timeout)
-        c.request('GET', path, headers={'Host': 'localhost', 'User-Agent': 'metalship-health'})
+        c.request('GET', path, headers={'Host': name, 'User-Agent': 'metalship-health'})
         r = c.getresponse()
         body = r.read(4096).decode('utf-8', 'replace')
         c.close()
@@ -326,13 +346,13 @@ def probe(target, path, timeout=5):
     except Exception as e:
         return 0, '%s: %s' % (type(e).__name__, e)
 
-def wait_ready(target, path, timeout, interval, status, expect):
+def wait_ready(target, path, timeout, interval, status, expect, name='localhost'):
     deadline = time.monotonic() + float(timeout)
     attempts = 0
     start = time.monotonic()
     while True:
         attempts += 1
-        code, body = probe(target, path)
+        code, body = probe(target, path, name=name)
         ok = code == int(status) and (expect in body)
         if ok or time.monotonic() >= deadline:
             print(json.dumps({'ok': ok, 'attempts': attempts, 'status': code, 'body': body[:500],
