@@ -28,6 +28,7 @@ import {
 } from './checks.js';
 import type { SettingsOf } from './fields.js';
 import { provisionInputs } from './provision.js';
+import { recordedRuntimeInputs } from './runtime.js';
 
 // backup-verify names its two hosts itself (backup-host, restore-host) and takes no deploy lock.
 const { hosts: _hosts, 'lock-timeout': _lock, ...backupVerifyConnection } = connectionInputs;
@@ -43,8 +44,13 @@ export const actions = {
     inputs: {
       ...connectionInputs,
       ...releaseInputs,
+      // Recorded with the release: a switch or rollback to it runs it so.
       'app-user': serviceInputs['app-user'],
       'app-module': serviceInputs['app-module'],
+      'uvicorn-args': serviceInputs['uvicorn-args'],
+      'worker-command': serviceInputs['worker-command'],
+      'scheduler-command': serviceInputs['scheduler-command'],
+      'health-path': serviceInputs['health-path'],
     },
     outputs: {
       'release-id': { description: "The new release's id (its directory name)." },
@@ -62,7 +68,7 @@ export const actions = {
     title: 'metalship switch',
     description:
       'Start a release beside the serving one, move traffic to it once ready, point current at it, restart worker and scheduler.',
-    inputs: { ...connectionInputs, ...serviceInputs, ...switchOnlyInputs },
+    inputs: { ...connectionInputs, ...serviceInputs, ...recordedRuntimeInputs, ...switchOnlyInputs },
     outputs: {
       'release-id': { description: 'The release now current.' },
       'previous-release-id': { description: 'The release that was current before.' },
@@ -116,6 +122,7 @@ export const actions = {
     inputs: {
       ...connectionInputs,
       ...serviceInputs,
+      ...recordedRuntimeInputs,
       ...rollbackOnlyInputs,
       ...verifyInputs,
       ...rollbackMigrateInputs,
