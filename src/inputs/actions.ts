@@ -82,9 +82,9 @@ export const actions = {
     description: 'Check that the current release is healthy on every host, until healthy or timed out.',
     inputs: {
       ...connectionInputs,
-      'health-path': serviceInputs['health-path'],
-      'worker-command': serviceInputs['worker-command'],
-      'scheduler-command': serviceInputs['scheduler-command'],
+      'health-path': recordedRuntimeInputs['health-path'],
+      'worker-command': recordedRuntimeInputs['worker-command'],
+      'scheduler-command': recordedRuntimeInputs['scheduler-command'],
       ...verifyInputs,
     },
     outputs: {

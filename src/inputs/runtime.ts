@@ -35,7 +35,7 @@ export const RUNTIME_RECORD_MAX = 16384;
 function fromRelease<T>(f: Field<T>, none: string): Field<T | undefined> {
   return custom<T | undefined>(
     {
-      description: `${f.description.replace(/ Left out: .*$/, '')} Switch and rollback: left empty, the value recorded with the release (what it was deployed with)${none}.`,
+      description: `${f.description.replace(/ Left out: .*$/, '')} Switch, rollback and verify: left empty, the value recorded with the release (what it was deployed with)${none}.`,
       default: '',
     },
     { expected: `${f.expected}, or empty for the release's own` },

@@ -11,11 +11,16 @@ export function runtimePath(layout: Layout, releaseId: string): string {
   return `${layout.release(releaseId)}/.metalship/runtime.json`;
 }
 
-/** The record's text, or null when the release has none (made before releases recorded their settings). */
-export function readRuntimeStep(layout: Layout, releaseId: string, max: number): Step<string | null> {
-  const file = runtimePath(layout, releaseId);
+/**
+ * The record's text, or null when the release has none (made before releases
+ * recorded their settings). releaseId null: the current release's (through
+ * `current`, root's link in root's directory).
+ */
+export function readRuntimeStep(layout: Layout, releaseId: string | null, max: number): Step<string | null> {
+  const file =
+    releaseId === null ? `${layout.current}/.metalship/runtime.json` : runtimePath(layout, releaseId);
   return step(
-    `reading the settings recorded with ${releaseId}`,
+    `reading the settings recorded with ${releaseId ?? 'the current release'}`,
     script(
       // A regular file only, never followed through a link; one byte past the limit shows it is too long.
       sh`if [ -f ${file} ] && [ ! -L ${file} ]; then echo RECORD; head -c ${max + 1} ${file}; else echo NONE; fi`,

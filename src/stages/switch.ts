@@ -60,22 +60,24 @@ export interface SwitchResult extends HostResult {
  */
 export async function runtimeOnHost(
   host: Host,
-  releaseId: string,
+  /** null: the current release. */
+  releaseId: string | null,
   overrides: RuntimeOverrides & { app: string },
   log: Log,
 ): Promise<Runtime> {
   const text = await host.conn.step(readRuntimeStep(host.layout, releaseId, RUNTIME_RECORD_MAX));
+  const which = releaseId ?? 'the current release';
   let recorded: Runtime | null = null;
   if (text === null) {
     log.warn(
-      `[${host.spec.label}] ${releaseId} has no recorded settings (it was made before releases recorded them): using the inputs given and the defaults`,
+      `[${host.spec.label}] ${which} has no recorded settings (made before releases recorded them, or nothing is deployed): using the inputs given and the defaults`,
     );
   } else {
     try {
       recorded = parseRuntimeRecord(text);
     } catch (err) {
       throw new Error(
-        `the settings recorded with ${releaseId} on ${host.spec.label} (${runtimePath(host.layout, releaseId)}) are unusable: ${errorMessage(err)}; nothing was switched`,
+        `the settings recorded with ${which} on ${host.spec.label} (${releaseId === null ? `${host.layout.current}/.metalship/runtime.json` : runtimePath(host.layout, releaseId)}) are unusable: ${errorMessage(err)}; nothing was changed`,
       );
     }
   }
@@ -270,10 +272,21 @@ export async function verifyUrlStage(settings: UrlChecks, log: Log): Promise<Ver
   return { host: settings.url, ok: true, healthy: true, attempts: r.attempts, seconds: r.seconds };
 }
 
-/** Health checks on every host (and of the URL from the runner), until healthy or timed out. */
-export async function verifyStage(hosts: Host[], s: VerifySettings, log: Log): Promise<VerifyResult[]> {
+/**
+ * Health checks on every host (and of the URL from the runner), until healthy or
+ * timed out: of the health path and units the current release runs with, unless given.
+ */
+export async function verifyStage(
+  hosts: Host[],
+  s: Omit<VerifySettings, 'health-path' | 'worker-command' | 'scheduler-command'> &
+    RuntimeOverrides & { app: string },
+  log: Log,
+): Promise<VerifyResult[]> {
   return log.group('Verify', async () => {
-    const results: VerifyResult[] = await onEachHost(hosts, (host) => verifyHost(host, s, log));
+    const results: VerifyResult[] = await onEachHost(hosts, async (host) => {
+      const rt = await runtimeOnHost(host, null, s, log);
+      return verifyHost(host, { ...s, ...rt }, log);
+    });
     if (s.url) results.push(await verifyUrlStage(s, log));
     return results;
   });
