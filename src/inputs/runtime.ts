@@ -58,8 +58,12 @@ export const recordedRuntimeInputs = {
 } satisfies Record<RuntimeKey, Field>;
 
 /** The runtime settings out of an action's settings. */
-export function runtimeOf(settings: Runtime): Runtime {
-  return Object.fromEntries(RUNTIME_KEYS.map((k) => [k, settings[k]])) as Runtime;
+export function runtimeOf<R extends RuntimeOverrides>(
+  settings: R,
+): R extends Runtime ? Runtime : RuntimeOverrides {
+  return Object.fromEntries(RUNTIME_KEYS.map((k) => [k, settings[k]])) as R extends Runtime
+    ? Runtime
+    : RuntimeOverrides;
 }
 
 /** A setting as the input would be written: commands as their words, no command as `none`. */

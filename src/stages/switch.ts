@@ -9,6 +9,7 @@ import {
   effectiveRuntime,
   parseRuntimeRecord,
   runtimeDefaults,
+  runtimeOf,
   runtimeRecord,
   RUNTIME_RECORD_MAX,
   type Runtime,
@@ -32,6 +33,8 @@ export interface ServiceSettings extends RuntimeOverrides {
   app: string;
   'ready-timeout': number;
   'server-name': string;
+  /** For a release without a record (made before releases kept one): the settings to use before the defaults. */
+  unrecorded?: RuntimeOverrides;
 }
 
 export interface VerifySettings {
@@ -62,7 +65,7 @@ export async function runtimeOnHost(
   host: Host,
   /** null: the current release. */
   releaseId: string | null,
-  overrides: RuntimeOverrides & { app: string },
+  overrides: RuntimeOverrides & { app: string; unrecorded?: RuntimeOverrides },
   log: Log,
 ): Promise<Runtime> {
   const text = await host.conn.step(readRuntimeStep(host.layout, releaseId, RUNTIME_RECORD_MAX));
@@ -81,7 +84,8 @@ export async function runtimeOnHost(
       );
     }
   }
-  return effectiveRuntime(overrides, recorded, runtimeDefaults(overrides.app));
+  const defaults = effectiveRuntime(overrides.unrecorded ?? {}, null, runtimeDefaults(overrides.app));
+  return effectiveRuntime(overrides, recorded, defaults);
 }
 
 export async function switchHost(
@@ -149,6 +153,8 @@ export async function revertHosts(
     app: settings.app,
     'ready-timeout': settings['ready-timeout'],
     'server-name': settings['server-name'],
+    // A previous release made before releases kept a record ran with the settings of this run, as before.
+    unrecorded: runtimeOf(settings),
   };
   for (const r of switched) {
     const host = hosts.find((h) => h.spec.label === r.host)!;
