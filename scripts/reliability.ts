@@ -109,7 +109,7 @@ async function main(): Promise<void> {
     const inputs: Record<string, string> = { ...BASE, ...other, [input]: value };
     let message = '(accepted!)';
     try {
-      parseInputs(action, (name) => inputs[name] ?? '');
+      parseInputs(action, (name) => inputs[name]);
     } catch (err) {
       if (err instanceof InputError)
         message = err.problems.find((p) => p.startsWith(`Input '${input}'`)) ?? err.problems.join(' ');

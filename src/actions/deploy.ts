@@ -130,6 +130,11 @@ export async function deploy(settings: Settings<'deploy'>, log: Log): Promise<Ac
       await markBad(hosts, id, `failed ${stage}`, log);
       const previous = outputs['previous-release-id'] || 'nothing';
       const stuck = switched.filter((h) => !roll.reverted.includes(h));
+      // A first release: nothing served before it, so nothing serves after (revertHosts stopped it).
+      if (!outputs['previous-release-id'] && switched.length && stuck.length === 0)
+        return fail(
+          `the first release ${id} failed ${stage}: nothing serves the app now (its services are stopped and current is removed on ${roll.reverted.join(', ')}, as before the deploy):\n${failure}`,
+        );
       const outcome =
         switched.length === 0
           ? '; no host reported switching to it, so none was switched back'

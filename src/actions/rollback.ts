@@ -4,7 +4,7 @@ import { hasBalancer } from '../inputs/hosts.js';
 import { withHosts } from '../stages/hosts.js';
 import { downgradeOnHost, pickMigrateHost } from '../stages/migrate.js';
 import { revertRollout, rollOut } from '../stages/rollout.js';
-import { listReleases, markBad, rollbackTarget, verifyUrlStage } from '../stages/switch.js';
+import { listReleases, markBad, rollbackTarget, runtimeOnHost, verifyUrlStage } from '../stages/switch.js';
 import { resultsTable, runAction, type ActionOutcome } from './run.js';
 
 export async function rollback(settings: Settings<'rollback'>, log: Log): Promise<ActionOutcome> {
@@ -42,7 +42,11 @@ export async function rollback(settings: Settings<'rollback'>, log: Log): Promis
           `migrate-down: the schema revision of ${target} is unknown on ${host.spec.label} (it was not deployed with migrations); nothing was changed`,
         );
       }
-      const out = await log.group(`Downgrade the schema on ${host.spec.label} to ${revision}`, () => downgradeOnHost(host, from, revision, settings, log));
+      // As the app user the release left ran as.
+      const user = (await runtimeOnHost(host, from, settings, log))['app-user'];
+      const out = await log.group(`Downgrade the schema on ${host.spec.label} to ${revision}`, () =>
+        downgradeOnHost(host, from, revision, { ...settings, 'app-user': user }, log),
+      );
       schemaNote =
         `\n\nSchema downgraded on ${host.spec.label}: ${out.before} → ${out.after}, using ${from}'s migrations. ` +
         `**Data written since ${target} was current may be lost**${out.backupPath ? `; a backup was taken first: \`${out.backupPath}\`` : ''}.`;

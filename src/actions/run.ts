@@ -10,7 +10,7 @@ import { errorMessage } from '../errors.js';
 
 /** Inputs the way the runner passes them: INPUT_<NAME> environment variables. */
 export function envInputs(env: NodeJS.ProcessEnv = process.env): RawInputs {
-  return (name) => env[`INPUT_${name.replace(/ /g, '_').toUpperCase()}`] ?? '';
+  return (name) => env[`INPUT_${name.replace(/ /g, '_').toUpperCase()}`];
 }
 
 export interface ActionOutcome {

@@ -29,6 +29,7 @@ import {
 import type { SettingsOf } from './fields.js';
 import { provisionInputs } from './provision.js';
 import { lockInputs, operationConnectionInputs, statusInputs } from './operations.js';
+import { recordedRuntimeInputs } from './runtime.js';
 
 // backup-verify names its two hosts itself (backup-host, restore-host) and takes no deploy lock.
 const { hosts: _hosts, 'lock-timeout': _lock, ...backupVerifyConnection } = connectionInputs;
@@ -44,8 +45,13 @@ export const actions = {
     inputs: {
       ...connectionInputs,
       ...releaseInputs,
+      // Recorded with the release: a switch or rollback to it runs it so.
       'app-user': serviceInputs['app-user'],
       'app-module': serviceInputs['app-module'],
+      'uvicorn-args': serviceInputs['uvicorn-args'],
+      'worker-command': serviceInputs['worker-command'],
+      'scheduler-command': serviceInputs['scheduler-command'],
+      'health-path': serviceInputs['health-path'],
     },
     outputs: {
       'release-id': { description: "The new release's id (its directory name)." },
@@ -63,7 +69,7 @@ export const actions = {
     title: 'metalship switch',
     description:
       'Start a release beside the serving one, move traffic to it once ready, point current at it, restart worker and scheduler.',
-    inputs: { ...connectionInputs, ...serviceInputs, ...switchOnlyInputs },
+    inputs: { ...connectionInputs, ...serviceInputs, ...recordedRuntimeInputs, ...switchOnlyInputs },
     outputs: {
       'release-id': { description: 'The release now current.' },
       'previous-release-id': { description: 'The release that was current before.' },
@@ -77,9 +83,9 @@ export const actions = {
     description: 'Check that the current release is healthy on every host, until healthy or timed out.',
     inputs: {
       ...connectionInputs,
-      'health-path': serviceInputs['health-path'],
-      'worker-command': serviceInputs['worker-command'],
-      'scheduler-command': serviceInputs['scheduler-command'],
+      'health-path': recordedRuntimeInputs['health-path'],
+      'worker-command': recordedRuntimeInputs['worker-command'],
+      'scheduler-command': recordedRuntimeInputs['scheduler-command'],
       ...verifyInputs,
     },
     outputs: {
@@ -117,6 +123,7 @@ export const actions = {
     inputs: {
       ...connectionInputs,
       ...serviceInputs,
+      ...recordedRuntimeInputs,
       ...rollbackOnlyInputs,
       ...verifyInputs,
       ...rollbackMigrateInputs,

@@ -62,7 +62,7 @@ export function rolesCheck(settings: { hosts: HostSpec[]; 'scheduler-command'?: 
   const schedulerCommand = settings['scheduler-command'] ?? [];
   if (schedulers.length === 0 && schedulerCommand.length > 0) {
     problems.push(
-      `Input 'hosts' gives no host the scheduler role, but scheduler-command is '${schedulerCommand.join(' ')}'; expected exactly one scheduler fleet-wide (add scheduler to one host's roles=, or set scheduler-command to '' for none).`,
+      `Input 'hosts' gives no host the scheduler role, but scheduler-command is '${schedulerCommand.join(' ')}'; expected exactly one scheduler fleet-wide (add scheduler to one host's roles=, or set scheduler-command to none).`,
     );
   }
   const migrators = apps.filter((h) => h.roles.includes('migrate'));
@@ -92,7 +92,7 @@ export function migrateHostCheck(settings: { hosts: HostSpec[]; 'migrate-host': 
  */
 export function appUserCheck(
   hosts: Address[],
-  settings: ConnectionSettings & { 'app-user': string },
+  settings: ConnectionSettings & { 'app-user'?: string | undefined },
 ): string[] {
   const logins = new Map<string, string>([
     ...hosts.filter((h) => h.user).map((h): [string, string] => [h.user!, 'a user in hosts']),
@@ -101,7 +101,7 @@ export function appUserCheck(
       : []),
     [settings['ssh-user'], 'ssh-user'],
   ]);
-  const as = logins.get(settings['app-user']);
+  const as = settings['app-user'] === undefined ? undefined : logins.get(settings['app-user']);
   return as
     ? [
         `Input 'app-user': '${settings['app-user']}' is ${as}, which logs in over SSH (provision removes the app user's login shell); expected a user of the app's own.`,
@@ -201,7 +201,7 @@ export function migratingHostsCheck(
     hosts: HostSpec[];
     'scheduler-command'?: string[];
     'migrate-host': string;
-    'app-user': string;
+    'app-user'?: string | undefined;
   },
 ): string[] {
   return [

@@ -266,6 +266,18 @@ const commandField = (description: string, def: string) =>
     (v) => checkCommand(v),
   );
 
+/**
+ * The command of a unit (worker, scheduler): `none` runs none, and so does an
+ * empty value given explicitly. GitHub passes an input left out as its action.yml
+ * default (this command) and one given as '' as '', so the two stay apart.
+ */
+const unitCommandField = (description: string, def: string) =>
+  custom<string[]>(
+    { description, default: def, emptyIsValue: true },
+    { expected: 'a command line of plain words, e.g. "python -m worker", or none' },
+    (v) => (v === 'none' || v === '' ? [] : checkCommand(v)),
+  );
+
 /** How the app's processes run: shared by release (import check), switch, rollback and deploy. */
 export const serviceInputs = {
   'app-user': pattern({
@@ -291,12 +303,12 @@ export const serviceInputs = {
     expected: 'module:attribute, e.g. main:app or myproj.asgi:application',
   }),
   'uvicorn-args': commandField('Extra uvicorn arguments, e.g. "--workers 2".', ''),
-  'worker-command': commandField(
-    'Background worker command, run in the release with the venv first on PATH. Empty: no worker.',
+  'worker-command': unitCommandField(
+    "Background worker command, run in the release with the venv first on PATH. `none`, or an empty value given explicitly (`worker-command: ''`): no worker. Left out: the taskiq default.",
     'taskiq worker tasks.broker:broker',
   ),
-  'scheduler-command': commandField(
-    'Scheduler command (exactly one runs, on the first host or the host with the scheduler role). Empty: no scheduler.',
+  'scheduler-command': unitCommandField(
+    'Scheduler command (exactly one runs, on the first host or the host with the scheduler role). `none`, or an empty value given explicitly: no scheduler. Left out: the taskiq default.',
     'taskiq scheduler tasks.scheduler:scheduler',
   ),
   'health-path': pattern({

@@ -19,6 +19,8 @@ type Opts = {
   revealErrors?: boolean;
   /** Takes several lines (lists, keys, known_hosts, dotenv); every other input is one line. */
   multiline?: boolean;
+  /** An empty value given explicitly is a value of its own, not the default (only an input not set at all takes the default). */
+  emptyIsValue?: boolean;
 };
 
 export interface Field<T = unknown> extends Opts {

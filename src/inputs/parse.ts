@@ -18,15 +18,18 @@ export class InputError extends Error {
 export type { SettingsOf };
 export type Settings<A extends ActionName> = SettingsOf<(typeof actions)[A]['inputs']>;
 
-/** Reads a raw input by name; returns '' when it is not set. */
-export type RawInputs = (name: string) => string;
+/**
+ * Reads a raw input by name; undefined when it is not set at all (then it takes
+ * its default, as the runner gives an input left out of `with:`).
+ */
+export type RawInputs = (name: string) => string | undefined;
 
 /** Values of secret inputs, so the caller can mask them before anything is logged. */
 export function secretValues(action: ActionName, raw: RawInputs): string[] {
   const inputs = actions[action].inputs as Record<string, Field>;
   return Object.entries(inputs)
     .filter(([, f]) => f.secret)
-    .map(([name]) => raw(name))
+    .map(([name]) => raw(name) ?? '')
     .filter((v) => v.length > 0);
 }
 
@@ -54,11 +57,13 @@ export function parseInputs<A extends ActionName>(action: A, raw: RawInputs): Se
   const inputs = actions[action].inputs as Record<string, Field>;
   const problems: string[] = [];
   const out: Record<string, unknown> = {};
-  const appRaw = raw('app').trim();
+  const appRaw = (raw('app') ?? '').trim();
   const appValid = inputs.app ? inputs.app.schema.safeParse(appRaw).success : true;
   for (const [name, f] of Object.entries(inputs)) {
-    let value = trimInput(raw(name), f.multiline);
-    if (value === '' && f.default !== undefined) value = f.default;
+    const given = raw(name);
+    let value = trimInput(given ?? '', f.multiline);
+    if (value === '' && f.default !== undefined && !(f.emptyIsValue && given !== undefined))
+      value = f.default;
     if (value === '' && f.required) {
       problems.push(`Input '${name}' is required: expected ${f.expected}.`);
       continue;

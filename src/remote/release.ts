@@ -5,6 +5,7 @@
 import { BUILD_UNIT_PREFIX, type Layout } from './layout.js';
 import { rootOnly, STATE_MODE } from './paths.js';
 import { pyToolDefinition } from './pytool.js';
+import { runtimePath } from './runtime.js';
 import { plainStep, step, type Step } from './step.js';
 import { uvicornFlagsScript } from './switch.js';
 import { keyLines, raw, script, sh, writeFileAtomic } from './sh.js';
@@ -161,6 +162,8 @@ export interface BuildSettings {
   sharedPaths: string[];
   importCheck: string | null;
   metadata: Record<string, unknown>;
+  /** The runtime record (src/inputs/runtime.ts): the settings the release runs with. */
+  runtimeRecord: string;
 }
 
 /**
@@ -264,6 +267,7 @@ export function buildStep(settings: BuildSettings): Step<void> {
         ? sh`runuser -u ${settings.user} -- "$venv/bin/python" -I -c "$MSTOOL_SRC" import-check ${rel} ${settings.importCheck} ${layout.env}`
         : null,
       writeFileAtomic(`${rel}/.metalship/release.json`, JSON.stringify(settings.metadata, null, 2) + '\n'),
+      writeFileAtomic(runtimePath(layout, settings.releaseId), settings.runtimeRecord),
       sh`echo ready > ${rel}/.metalship/status`,
       sh`printf '%s\n' ${`${new Date().toISOString()} release ${settings.releaseId} ready (${String(settings.metadata.revision || 'no revision')} by ${String(settings.metadata.actor || 'unknown')})`} >> ${layout.history}`,
     ),

@@ -7,8 +7,9 @@
 import type { Layout, Slot } from './layout.js';
 import { siteConf, upstreamConf } from './nginx.js';
 import { PROBE_USER, pyToolDefinition } from './pytool.js';
-import { ensureFile, keyLines, raw, script, sh } from './sh.js';
-import { step, type Step } from './step.js';
+import { runtimePath } from './runtime.js';
+import { ensureFile, keyLines, raw, script, sh, writeFileAtomic } from './sh.js';
+import { plainStep, step, type Step } from './step.js';
 import { unitsOurs } from './units.js';
 
 export interface SwitchSettings {
@@ -22,6 +23,20 @@ export interface SwitchSettings {
   scheduler: boolean;
   /** false: a host without the api role (no slot, no nginx site); only current and the followers move. */
   api?: boolean;
+  /** The runtime record the units were rendered from: kept with the release once it serves. */
+  record: string;
+}
+
+/**
+ * Script lines run once the release serves: its record becomes what it served
+ * with, and it is marked as having served (a rollback goes only to such a one).
+ */
+function servedLines(settings: SwitchSettings): string {
+  const meta = `${settings.layout.release(settings.releaseId)}/.metalship`;
+  return script(
+    writeFileAtomic(runtimePath(settings.layout, settings.releaseId), settings.record),
+    sh`date -u +%FT%TZ > ${meta}/served`,
+  ).trimEnd();
 }
 
 /** The api unit of the slot held in the shell variable `$slot`. */
@@ -116,6 +131,7 @@ export function switchScript(settings: SwitchSettings): string {
     sh`prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`,
     sh`mstool link ${rel} ${layout.current}`,
     sh`mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`,
+    servedLines(settings),
     'echo "PREVIOUS $prev"',
     // On boot only the serving slot starts; the standby is a warm spare for this boot only.
     sh`systemctl enable --quiet ${layout.units.target} ${api} ${followers}`,
@@ -161,6 +177,7 @@ function followersOnlyScript(settings: SwitchSettings, unitLines: string[], foll
     sh`prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`,
     sh`mstool link ${rel} ${layout.current}`,
     sh`mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`,
+    servedLines(settings),
     'echo "PREVIOUS $prev"',
     sh`systemctl enable --quiet ${layout.units.target} ${followers}`,
     followers.length ? sh`systemctl restart ${followers}` : null,
@@ -188,5 +205,29 @@ print(" ".join(f for o, f in ${JSON.stringify(UVICORN_FLAGS)} if o in src))`;
   return script(
     sh`flags=$(runuser -u ${user} -- ${rel}/.venv/bin/python -I -c ${probe} 2>/dev/null) || flags=''`,
     sh`printf 'METALSHIP_UVICORN_FLAGS=%s\\n' "$flags" > ${rel}/.metalship/uvicorn.env`,
+  );
+}
+
+/**
+ * Takes the app out of service on a host where a first release failed: nothing
+ * served before it, so nothing serves after. Its units stop, and current, the
+ * socket link nginx connects through and the serving slot go: nginx answers 502
+ * as before the deploy, and the next deploy starts as a first one.
+ */
+export function unserveStep(layout: Layout): Step<void> {
+  const units = [
+    layout.units.api('blue'),
+    layout.units.api('green'),
+    layout.units.worker,
+    layout.units.scheduler,
+  ];
+  return plainStep(
+    'taking the failed first release out of service',
+    script(
+      sh`was=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`,
+      sh`systemctl disable --now --quiet ${layout.units.target} ${units} 2>/dev/null || true`,
+      sh`rm -f ${layout.apiLink} ${layout.activeSlot} ${layout.current} ${layout.venvLink}`,
+      sh`printf '%s\n' "$(date -u +%FT%TZ) stopped serving \${was:-nothing}: it failed and nothing served before it" >> ${layout.history}`,
+    ),
   );
 }

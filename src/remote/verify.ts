@@ -146,6 +146,8 @@ export interface ReleaseInfo {
   venv: string;
   revision: string;
   schema_revision: string;
+  /** It was current once (a release only built, as the fleet's `<id>-migrate`, never was). */
+  served: boolean;
 }
 
 export interface ReleaseListing {
@@ -203,7 +205,9 @@ export function cleanupStep(layout: Layout, plan: { releases: string[]; venvs: s
 
 /**
  * The release a rollback goes to: the named one (must be complete and not
- * failed) or the newest good release older than current.
+ * failed) or the newest good release older than current that served (a release
+ * only built, such as the fleet's `<id>-migrate` made to run migrations, never
+ * ran with traffic and is no way back).
  */
 export function pickRollbackTarget(
   listing: ReleaseListing,
@@ -229,9 +233,10 @@ export function pickRollbackTarget(
   const currentInfo = listing.releases.find((r) => r.id === current);
   const older = candidates.filter(
     (r) =>
-      !currentInfo ||
-      r.created < currentInfo.created ||
-      (r.created === currentInfo.created && r.id < current),
+      r.served !== false &&
+      (!currentInfo ||
+        r.created < currentInfo.created ||
+        (r.created === currentInfo.created && r.id < current)),
   );
   const pick = older[0];
   if (!pick)

@@ -2,13 +2,14 @@
 // changed files sent, its virtualenv built or reused, and an import check.
 
 import type { Log } from '../log.js';
+import { runtimeOf, runtimeRecord, type Runtime } from '../inputs/runtime.js';
 import { buildStep, markStep, prepareStep, RELEASE_EXISTS_EXIT } from '../remote/release.js';
 import { RemoteError } from '../transport/ssh.js';
 import { onEachHost, type Host, type HostResult } from './hosts.js';
 import { buildManifest, packFiles, venvKey, type Manifest } from './source.js';
 import { errorMessage } from '../errors.js';
 
-export interface ReleaseSettings {
+export interface ReleaseSettings extends Runtime {
   source: string;
   exclude: string[];
   'release-id': string;
@@ -18,8 +19,6 @@ export interface ReleaseSettings {
   'pip-args': string[];
   'system-site-packages': boolean;
   'import-check': boolean;
-  'app-user': string;
-  'app-module': string;
 }
 
 export interface ReleaseOutcome {
@@ -92,6 +91,7 @@ async function releaseOnHost(
         sharedPaths: settings['shared-paths'],
         importCheck: settings['import-check'] ? settings['app-module'] : null,
         metadata: metadata(releaseId, settings, manifest),
+        runtimeRecord: runtimeRecord(runtimeOf(settings)),
       }),
       { input: tarball, stream: true },
     );

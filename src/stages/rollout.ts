@@ -38,6 +38,23 @@ export interface Rollout {
   failedIn?: 'drain' | 'switch' | 'verification';
 }
 
+/** The verify settings that are not the release's own (those come from its switch). */
+export type VerifyChecks = Omit<VerifySettings, 'health-path' | 'worker-command' | 'scheduler-command'>;
+
+/** The health path and units to check on a host: those its switch ran the release with. */
+function runtimeChecks(
+  results: HostRollout[],
+  host: Host,
+): Pick<VerifySettings, 'health-path' | 'worker-command' | 'scheduler-command'> {
+  const rt = results.find((r) => r.host === host.spec.label)?.runtime;
+  if (!rt) throw new Error(`no switch result for ${host.spec.label}`);
+  return {
+    'health-path': rt['health-path'],
+    'worker-command': rt['worker-command'],
+    'scheduler-command': rt['scheduler-command'],
+  };
+}
+
 export function batches<T>(items: T[], size: number): T[][] {
   const out: T[][] = [];
   for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
@@ -75,8 +92,11 @@ export async function rollOut(
   releaseId: string,
   settings: RolloutSettings,
   log: Log,
-  /** verify: the health check of each batch after its switch (null: only the switch's readiness wait). */
-  opts: { verify: VerifySettings | null; revertOnFailure: boolean },
+  /**
+   * verify: the health check of each batch after its switch (null: only the
+   * switch's readiness wait), of the health path and units the release runs with.
+   */
+  opts: { verify: VerifyChecks | null; revertOnFailure: boolean },
 ): Promise<Rollout> {
   const results: HostRollout[] = [];
   const groups = batches(hosts, settings['batch-size']);
@@ -125,7 +145,7 @@ export async function rollOut(
       const checks = await log.group(`Verify ${batch.map((h) => h.spec.label).join(', ')}${title}`, () =>
         Promise.all(
           batch.map((host) =>
-            verifyHost(host, verify, log).then(
+            verifyHost(host, { ...verify, ...runtimeChecks(results, host) }, log).then(
               () => null,
               (err: unknown) => ({ host: host.spec.label, error: errorMessage(err) }),
             ),

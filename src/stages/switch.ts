@@ -3,7 +3,18 @@
 import type { Log } from '../log.js';
 import type { Slot } from '../remote/layout.js';
 import { markStep } from '../remote/release.js';
-import { switchStep } from '../remote/switch.js';
+import { readRuntimeStep, runtimePath } from '../remote/runtime.js';
+import { switchStep, unserveStep } from '../remote/switch.js';
+import {
+  effectiveRuntime,
+  parseRuntimeRecord,
+  runtimeDefaults,
+  runtimeOf,
+  runtimeRecord,
+  RUNTIME_RECORD_MAX,
+  type Runtime,
+  type RuntimeOverrides,
+} from '../inputs/runtime.js';
 import { unitFiles } from '../remote/units.js';
 import {
   cleanupStep,
@@ -17,15 +28,13 @@ import { onEachHost, type Host, type HostResult } from './hosts.js';
 import { errorMessage } from '../errors.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-export interface ServiceSettings {
-  'app-user': string;
-  'app-module': string;
-  'uvicorn-args': string[];
-  'worker-command': string[];
-  'scheduler-command': string[];
-  'health-path': string;
+/** How a switch runs: its own limits, and the runtime settings it was told explicitly (the rest are the release's). */
+export interface ServiceSettings extends RuntimeOverrides {
+  app: string;
   'ready-timeout': number;
   'server-name': string;
+  /** For a release without a record (made before releases kept one): the settings to use before the defaults. */
+  unrecorded?: RuntimeOverrides;
 }
 
 export interface VerifySettings {
@@ -44,6 +53,39 @@ export interface SwitchResult extends HostResult {
   previous?: string;
   slot?: Slot;
   seconds?: number;
+  /** The settings the release now runs with on the host. */
+  runtime?: Runtime;
+}
+
+/**
+ * The settings a release runs with on a host: those given, else those recorded
+ * with it, else (a release made before releases recorded them) the defaults.
+ */
+export async function runtimeOnHost(
+  host: Host,
+  /** null: the current release. */
+  releaseId: string | null,
+  overrides: RuntimeOverrides & { app: string; unrecorded?: RuntimeOverrides },
+  log: Log,
+): Promise<Runtime> {
+  const text = await host.conn.step(readRuntimeStep(host.layout, releaseId, RUNTIME_RECORD_MAX));
+  const which = releaseId ?? 'the current release';
+  let recorded: Runtime | null = null;
+  if (text === null) {
+    log.warn(
+      `[${host.spec.label}] ${which} has no recorded settings (made before releases recorded them, or nothing is deployed): using the inputs given and the defaults`,
+    );
+  } else {
+    try {
+      recorded = parseRuntimeRecord(text);
+    } catch (err) {
+      throw new Error(
+        `the settings recorded with ${which} on ${host.spec.label} (${releaseId === null ? `${host.layout.current}/.metalship/runtime.json` : runtimePath(host.layout, releaseId)}) are unusable: ${errorMessage(err)}; nothing was changed`,
+      );
+    }
+  }
+  const defaults = effectiveRuntime(overrides.unrecorded ?? {}, null, runtimeDefaults(overrides.app));
+  return effectiveRuntime(overrides, recorded, defaults);
 }
 
 export async function switchHost(
@@ -53,14 +95,15 @@ export async function switchHost(
   log: Log,
 ): Promise<SwitchResult> {
   const started = Date.now();
+  const runtime = await runtimeOnHost(host, releaseId, settings, log);
   const units = unitFiles(
     {
       layout: host.layout,
-      user: settings['app-user'],
-      appModule: settings['app-module'],
-      uvicornArgs: settings['uvicorn-args'],
-      workerCommand: settings['worker-command'],
-      schedulerCommand: settings['scheduler-command'],
+      user: runtime['app-user'],
+      appModule: runtime['app-module'],
+      uvicornArgs: runtime['uvicorn-args'],
+      workerCommand: runtime['worker-command'],
+      schedulerCommand: runtime['scheduler-command'],
     },
     { worker: host.roles.worker, scheduler: host.roles.scheduler },
   );
@@ -69,12 +112,13 @@ export async function switchHost(
       layout: host.layout,
       releaseId,
       units,
-      healthPath: settings['health-path'],
+      healthPath: runtime['health-path'],
       readyTimeout: settings['ready-timeout'],
       serverName: settings['server-name'],
-      worker: host.roles.worker && settings['worker-command'].length > 0,
-      scheduler: host.roles.scheduler && settings['scheduler-command'].length > 0,
+      worker: host.roles.worker && runtime['worker-command'].length > 0,
+      scheduler: host.roles.scheduler && runtime['scheduler-command'].length > 0,
       api: host.roles.api,
+      record: runtimeRecord(runtime),
     }),
     { stream: true },
   );
@@ -89,10 +133,15 @@ export async function switchHost(
     previous,
     slot: slot ?? undefined,
     seconds: (Date.now() - started) / 1000,
+    runtime,
   };
 }
 
-/** Switches the hosts that did switch back to the release each had before. */
+/**
+ * Switches the hosts that did switch back to the release each had before, run
+ * as it ran then (its recorded settings: what this switch was told is the new
+ * release's). A host that served nothing before stops serving the release.
+ */
 export async function revertHosts(
   hosts: Host[],
   switched: { host: string; previous?: string }[],
@@ -100,16 +149,29 @@ export async function revertHosts(
   log: Log,
 ): Promise<string[]> {
   const reverted: string[] = [];
+  const limits: ServiceSettings = {
+    app: settings.app,
+    'ready-timeout': settings['ready-timeout'],
+    'server-name': settings['server-name'],
+    // A previous release made before releases kept a record ran with the settings of this run, as before.
+    unrecorded: runtimeOf(settings),
+  };
   for (const r of switched) {
-    if (!r.previous) continue;
     const host = hosts.find((h) => h.spec.label === r.host)!;
+    const back = r.previous
+      ? `Revert ${host.spec.label} to ${r.previous}`
+      : `Stop serving on ${host.spec.label}`;
     try {
-      await log.group(`Revert ${host.spec.label} to ${r.previous}`, () =>
-        switchHost(host, r.previous!, settings, log),
-      );
+      await log.group(back, async () => {
+        if (r.previous) await switchHost(host, r.previous, limits, log);
+        else {
+          await host.conn.step(unserveStep(host.layout));
+          log.info(`[${host.spec.label}] served nothing before: nothing serves there now`);
+        }
+      });
       reverted.push(r.host);
     } catch (err) {
-      log.error(`could not revert ${r.host} to ${r.previous}: ${errorMessage(err)}`);
+      log.error(`could not ${back.toLowerCase()}: ${errorMessage(err)}`);
     }
   }
   return reverted;
@@ -123,8 +185,14 @@ export interface VerifyResult extends HostResult {
   body?: string;
 }
 
+/** What checking the url input needs. */
+type UrlChecks = Pick<
+  VerifySettings,
+  'url' | 'expect-status' | 'expect-body' | 'verify-timeout' | 'verify-interval'
+>;
+
 async function verifyUrl(
-  settings: VerifySettings,
+  settings: UrlChecks,
 ): Promise<{ ok: boolean; attempts: number; seconds: number; status: number; body: string }> {
   const started = Date.now();
   const deadline = started + settings['verify-timeout'] * 1000;
@@ -197,7 +265,7 @@ export async function verifyHost(
 }
 
 /** The url input checked from the runner (through whatever serves it: a load balancer, a CDN). */
-export async function verifyUrlStage(settings: VerifySettings, log: Log): Promise<VerifyResult> {
+export async function verifyUrlStage(settings: UrlChecks, log: Log): Promise<VerifyResult> {
   const r = await verifyUrl(settings);
   log.info(`${settings.url}: ${r.status} after ${r.attempts} attempt(s)`);
   if (!r.ok) {
@@ -213,10 +281,21 @@ export async function verifyUrlStage(settings: VerifySettings, log: Log): Promis
   return { host: settings.url, ok: true, healthy: true, attempts: r.attempts, seconds: r.seconds };
 }
 
-/** Health checks on every host (and of the URL from the runner), until healthy or timed out. */
-export async function verifyStage(hosts: Host[], s: VerifySettings, log: Log): Promise<VerifyResult[]> {
+/**
+ * Health checks on every host (and of the URL from the runner), until healthy or
+ * timed out: of the health path and units the current release runs with, unless given.
+ */
+export async function verifyStage(
+  hosts: Host[],
+  s: Omit<VerifySettings, 'health-path' | 'worker-command' | 'scheduler-command'> &
+    RuntimeOverrides & { app: string },
+  log: Log,
+): Promise<VerifyResult[]> {
   return log.group('Verify', async () => {
-    const results: VerifyResult[] = await onEachHost(hosts, (host) => verifyHost(host, s, log));
+    const results: VerifyResult[] = await onEachHost(hosts, async (host) => {
+      const rt = await runtimeOnHost(host, null, s, log);
+      return verifyHost(host, { ...s, ...rt }, log);
+    });
     if (s.url) results.push(await verifyUrlStage(s, log));
     return results;
   });

@@ -304,6 +304,7 @@ describe('a host unpacks nothing but the manifest’s regular files, whatever it
         systemSitePackages: true,
         sharedPaths: [],
         importCheck: null,
+        runtimeRecord: '{}\n',
         metadata: { id },
       }).script,
       gzipSync(tarOf(members)),

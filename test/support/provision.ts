@@ -16,7 +16,10 @@ export const base: Record<string, string> = {
   'db-password': 'it\'s; $(rm -rf /) \\ "q"',
   env: 'A=1\nSECRET="two\nlines"\nexport B=x\n',
 };
-export const raw = (v: Record<string, string>) => (n: string) => v[n] ?? '';
+export const raw =
+  (v: Record<string, string>) =>
+  (n: string): string | undefined =>
+    v[n];
 
 export function settings(extra: Record<string, string> = {}): ProvisionSettings {
   const s = parseInputs('provision', raw({ ...base, ...extra }));

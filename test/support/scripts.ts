@@ -4,7 +4,8 @@ import { layout } from '../../src/remote/layout.js';
 import { lockScript } from '../../src/remote/lock.js';
 import { migrateScript, orAlembic, type MigrateScriptSettings } from '../../src/remote/migrate.js';
 import { buildStep, ensureAppTree, markStep, prepareStep } from '../../src/remote/release.js';
-import { switchScript, uvicornFlagsScript } from '../../src/remote/switch.js';
+import { switchScript, unserveStep, uvicornFlagsScript } from '../../src/remote/switch.js';
+import { runtimeDefaults, runtimeRecord } from '../../src/inputs/runtime.js';
 import { unitFiles } from '../../src/remote/units.js';
 import { freezeCheckStep, freezeStep, unfreezeStep } from '../../src/remote/freeze.js';
 import { statusStep } from '../../src/remote/status.js';
@@ -62,6 +63,7 @@ export const scripts: Record<string, string> = {
     sharedPaths: ['logs', '.env'],
     importCheck: 'main:app',
     metadata: { actor: HOSTILE },
+    runtimeRecord: runtimeRecord(runtimeDefaults('shop')),
   }).script,
   mark: markStep(shopLayout, '20250101_000000', 'failed', HOSTILE).script,
   tree: ensureAppTree(shopLayout, 'shop', ['logs']),
@@ -74,7 +76,9 @@ export const scripts: Record<string, string> = {
     serverName: '_',
     worker: true,
     scheduler: false,
+    record: runtimeRecord(runtimeDefaults('shop')),
   }),
+  unserve: unserveStep(shopLayout).script,
   flags: uvicornFlagsScript(shopLayout.release('x'), 'shop'),
   verify: verifyStep({
     layout: shopLayout,

@@ -14,7 +14,7 @@ function refuse(
 ) {
   let problems: string[] = [];
   try {
-    parseInputs(action, (name) => values[name] ?? '');
+    parseInputs(action, (name) => values[name]);
   } catch (err) {
     expect(err).toBeInstanceOf(InputError);
     problems = (err as InputError).problems;
@@ -27,7 +27,7 @@ function refuse(
 }
 
 test.each(ACTION_NAMES)('BASE is valid for %s, so each case fails only on its own value', (action) => {
-  expect(() => parseInputs(action, (name) => (BASE as Record<string, string>)[name] ?? '')).not.toThrow();
+  expect(() => parseInputs(action, (name) => (BASE as Record<string, string>)[name])).not.toThrow();
 });
 
 test.each(BAD_INPUTS)('%s: %s = %j is refused', (action, input, value, message) => {

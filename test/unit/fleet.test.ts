@@ -137,10 +137,11 @@ test('a host without the api role switches current and its followers only, and i
     serverName: '_',
     worker: true,
     scheduler: false,
+    record: '{}\n',
   };
   const workerOnly = switchScript({ ...settings, api: false });
   expect(bashErrors(workerOnly)).toBe('');
-  const body = (text: string) => text.split('METALSHIP_EOF').pop()!; // without the python helper's source
+  const body = (text: string) => text.split('METALSHIP_EOF').slice(2).join('METALSHIP_EOF'); // without the python helper's source
   expect(body(workerOnly)).not.toMatch(/nginx|wait-ready|api\.sock/);
   expect(workerOnly).toContain(
     'systemctl disable --now --quiet shop-api@blue.service shop-api@green.service',

@@ -19,7 +19,7 @@ const KEY_B64 = 'AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l
 
 function problems(action: ActionName, values: Record<string, string>): string[] {
   try {
-    parseInputs(action, (name) => ({ ...BASE, ...values })[name] ?? '');
+    parseInputs(action, (name) => ({ ...BASE, ...values })[name]);
     return [];
   } catch (err) {
     expect(err).toBeInstanceOf(InputError);
@@ -28,7 +28,7 @@ function problems(action: ActionName, values: Record<string, string>): string[] 
 }
 
 const parse = <A extends ActionName>(action: A, values: Record<string, string>) =>
-  parseInputs(action, (name) => ({ ...BASE, ...values })[name] ?? '');
+  parseInputs(action, (name) => ({ ...BASE, ...values })[name]);
 
 const inputsOf = (action: ActionName) => Object.entries(actions[action].inputs as Record<string, Field>);
 

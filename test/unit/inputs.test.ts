@@ -10,7 +10,7 @@ const KNOWN = `10.0.0.5 ssh-ed25519 ${KEY_B64}\n[web.example.com]:2222 ssh-ed255
 const PRIVATE = FIXTURE_KEY;
 
 function raw(values: Record<string, string>) {
-  return (name: string) => values[name] ?? '';
+  return (name: string): string | undefined => values[name];
 }
 const valid = {
   hosts: '10.0.0.5',

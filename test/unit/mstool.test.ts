@@ -209,6 +209,12 @@ describe('releases', () => {
       JSON.stringify({ revision: 'abc123', created_epoch: 7 }),
     );
     writeFileSync(path.join(rel('a'), 'schema-revision'), '0002\n');
+    writeFileSync(path.join(rel('a'), 'runtime.json'), '{}');
+    writeFileSync(path.join(rel('a'), 'served'), 'now');
+    // Recorded but never current: only built (the fleet's <id>-migrate).
+    mkdirSync(rel('c'), { recursive: true });
+    writeFileSync(path.join(rel('c'), 'status'), 'ready\n');
+    writeFileSync(path.join(rel('c'), 'runtime.json'), '{}');
     symlinkSync('../../venvs/py-1', path.join(dir, 'releases', 'a', '.venv'));
     symlinkSync('releases/a', path.join(dir, 'current'));
     symlinkSync('../releases/b/', path.join(dir, 'slots', 'blue'));
@@ -222,7 +228,15 @@ describe('releases', () => {
       venvs: string[];
     };
     expect(listing.releases.sort((x, y) => String(x.id).localeCompare(String(y.id)))).toEqual([
-      { id: 'a', status: 'ready', created: 7, venv: 'py-1', revision: 'abc123', schema_revision: '0002' },
+      {
+        id: 'a',
+        status: 'ready',
+        created: 7,
+        venv: 'py-1',
+        revision: 'abc123',
+        schema_revision: '0002',
+        served: true,
+      },
       {
         id: 'b',
         status: 'incomplete',
@@ -230,7 +244,9 @@ describe('releases', () => {
         venv: '',
         revision: '',
         schema_revision: '',
+        served: true,
       },
+      expect.objectContaining({ id: 'c', status: 'ready', served: false }),
     ]);
     expect(listing.links).toEqual({ current: 'a', 'slots/blue': 'b' });
     expect(listing.venvs).toEqual(['py-1']);

@@ -102,6 +102,7 @@ test('releases are listed newest first as current, standby or neither; the markd
     venv: '',
     revision: id === 'r3' ? 'a|b' : '',
     schema_revision: '',
+    served: true,
   });
   const listing = {
     releases: [rel('r1', 'ready', 1), rel('r2', 'bad', 2), rel('r3', 'ready', 3), rel('r4', 'ready', 4)],

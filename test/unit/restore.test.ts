@@ -438,7 +438,7 @@ describe('backup-verify inputs', () => {
     'known-hosts': KH,
   };
   const parse = (extra: Record<string, string>) =>
-    parseInputs('backup-verify', (n) => ({ ...base, ...extra })[n] ?? '');
+    parseInputs('backup-verify', (n) => ({ ...base, ...extra })[n]);
   const problems = (extra: Record<string, string>) => {
     try {
       parse(extra);

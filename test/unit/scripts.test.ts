@@ -202,13 +202,29 @@ test('nginx proxies to the socket link, so a switch never reloads nginx', () => 
 
 const listing: ReleaseListing = {
   releases: [
-    { id: 'r1', status: 'ready', created: 1, venv: 'py-a', revision: '', schema_revision: '0001' },
-    { id: 'r2', status: 'ready', created: 2, venv: 'py-a', revision: '', schema_revision: '0002' },
-    { id: 'r3', status: 'failed', created: 3, venv: 'py-b', revision: '', schema_revision: '' },
-    { id: 'r4', status: 'bad', created: 4, venv: 'py-c', revision: '', schema_revision: '' },
-    { id: 'r5', status: 'ready', created: 5, venv: 'py-d', revision: '', schema_revision: '' },
-    { id: 'r6', status: 'building', created: 6, venv: '', revision: '', schema_revision: '' },
-    { id: 'r7', status: 'ready', created: 7, venv: 'py-d', revision: '', schema_revision: '' },
+    {
+      id: 'r1',
+      status: 'ready',
+      created: 1,
+      venv: 'py-a',
+      revision: '',
+      schema_revision: '0001',
+      served: true,
+    },
+    {
+      id: 'r2',
+      status: 'ready',
+      created: 2,
+      venv: 'py-a',
+      revision: '',
+      schema_revision: '0002',
+      served: true,
+    },
+    { id: 'r3', status: 'failed', created: 3, venv: 'py-b', revision: '', schema_revision: '', served: true },
+    { id: 'r4', status: 'bad', created: 4, venv: 'py-c', revision: '', schema_revision: '', served: true },
+    { id: 'r5', status: 'ready', created: 5, venv: 'py-d', revision: '', schema_revision: '', served: true },
+    { id: 'r6', status: 'building', created: 6, venv: '', revision: '', schema_revision: '', served: true },
+    { id: 'r7', status: 'ready', created: 7, venv: 'py-d', revision: '', schema_revision: '', served: true },
   ],
   links: { current: 'r7', 'slots/blue': 'r5', 'slots/green': 'r7' },
   venvs: ['py-a', 'py-b', 'py-c', 'py-d', 'py-old'],
@@ -224,6 +240,19 @@ test('cleanup keeps N good releases plus current and the standby; failed ones ne
 
 test('rollback goes to the newest good release before current, refuses bad and missing ones with the candidates', () => {
   expect(pickRollbackTarget(listing, '')).toEqual({ target: 'r5' });
+  // A release only built (the fleet's <id>-migrate) never served: no way back, unless named.
+  const built = {
+    id: 'r6-migrate',
+    status: 'ready',
+    created: 6.5,
+    venv: 'py-d',
+    revision: '',
+    schema_revision: '',
+    served: false,
+  };
+  const fleet = { ...listing, releases: [...listing.releases, built] };
+  expect(pickRollbackTarget(fleet, '')).toEqual({ target: 'r5' });
+  expect(pickRollbackTarget(fleet, 'r6-migrate')).toEqual({ target: 'r6-migrate' });
   expect(pickRollbackTarget(listing, 'r1')).toEqual({ target: 'r1' });
   expect(pickRollbackTarget(listing, 'r4')).toEqual({
     error: 'release r4 is marked bad (rolled back from before); good releases: r5, r2, r1',

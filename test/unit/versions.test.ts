@@ -32,7 +32,7 @@ function provision(inputs: Record<string, string> = {}): ProvisionSettings {
     ...inputs,
   };
   return provisionSettings(
-    parseInputs('provision', (n) => raw[n] ?? ''),
+    parseInputs('provision', (n) => raw[n]),
     { worker: true, scheduler: true },
   );
 }
