@@ -64910,6 +64910,12 @@ const connectionInputs = {
     }),
 };
 const commandField = (description, def) => fields_custom({ description, default: def }, { expected: 'a command line of plain words, e.g. "python -m worker"' }, (v) => checkCommand(v));
+/**
+ * The command of a unit (worker, scheduler): `none` runs none, and so does an
+ * empty value given explicitly. GitHub passes an input left out as its action.yml
+ * default (this command) and one given as '' as '', so the two stay apart.
+ */
+const unitCommandField = (description, def) => fields_custom({ description, default: def, emptyIsValue: true }, { expected: 'a command line of plain words, e.g. "python -m worker", or none' }, (v) => (v === 'none' || v === '' ? [] : checkCommand(v)));
 /** How the app's processes run: shared by release (import check), switch, rollback and deploy. */
 const serviceInputs = {
     'app-user': pattern({
@@ -64933,8 +64939,8 @@ const serviceInputs = {
         expected: 'module:attribute, e.g. main:app or myproj.asgi:application',
     }),
     'uvicorn-args': commandField('Extra uvicorn arguments, e.g. "--workers 2".', ''),
-    'worker-command': commandField('Background worker command, run in the release with the venv first on PATH. Empty: no worker.', 'taskiq worker tasks.broker:broker'),
-    'scheduler-command': commandField('Scheduler command (exactly one runs, on the first host or the host with the scheduler role). Empty: no scheduler.', 'taskiq scheduler tasks.scheduler:scheduler'),
+    'worker-command': unitCommandField("Background worker command, run in the release with the venv first on PATH. `none`, or an empty value given explicitly (`worker-command: ''`): no worker. Left out: the taskiq default.", 'taskiq worker tasks.broker:broker'),
+    'scheduler-command': unitCommandField('Scheduler command (exactly one runs, on the first host or the host with the scheduler role). `none`, or an empty value given explicitly: no scheduler. Left out: the taskiq default.', 'taskiq scheduler tasks.scheduler:scheduler'),
     'health-path': pattern({
         description: 'Readiness endpoint of the app, checked on each host before it gets traffic and after a switch.',
         default: '/health/ready',
@@ -65329,7 +65335,7 @@ function rolesCheck(settings) {
     }
     const schedulerCommand = settings['scheduler-command'] ?? [];
     if (schedulers.length === 0 && schedulerCommand.length > 0) {
-        problems.push(`Input 'hosts' gives no host the scheduler role, but scheduler-command is '${schedulerCommand.join(' ')}'; expected exactly one scheduler fleet-wide (add scheduler to one host's roles=, or set scheduler-command to '' for none).`);
+        problems.push(`Input 'hosts' gives no host the scheduler role, but scheduler-command is '${schedulerCommand.join(' ')}'; expected exactly one scheduler fleet-wide (add scheduler to one host's roles=, or set scheduler-command to none).`);
     }
     const migrators = apps.filter((h) => h.roles.includes('migrate'));
     if (migrators.length > 1) {
@@ -65364,7 +65370,7 @@ function appUserCheck(hosts, settings) {
             : []),
         [settings['ssh-user'], 'ssh-user'],
     ]);
-    const as = logins.get(settings['app-user']);
+    const as = settings['app-user'] === undefined ? undefined : logins.get(settings['app-user']);
     return as
         ? [
             `Input 'app-user': '${settings['app-user']}' is ${as}, which logs in over SSH (provision removes the app user's login shell); expected a user of the app's own.`,
@@ -66058,9 +66064,121 @@ const lockInputs = {
     }),
 };
 
+;// CONCATENATED MODULE: ./src/inputs/runtime.ts
+// The settings a release runs with, recorded with it when it is made
+// (releases/<id>/.metalship/runtime.json, root's): a switch or a rollback to
+// it renders the same unit files and checks the same health path, whatever
+// its own inputs leave out. The record is read back through the inputs' own
+// definitions, so nothing in it reaches a unit file that an input could not.
+
+
+const RUNTIME_KEYS = [
+    'app-user',
+    'app-module',
+    'uvicorn-args',
+    'worker-command',
+    'scheduler-command',
+    'health-path',
+];
+const runtimeFields = Object.fromEntries(RUNTIME_KEYS.map((k) => [k, serviceInputs[k]]));
+const RUNTIME_RECORD_FORMAT = 1;
+/** Larger than any record we write; a larger file is refused unread. */
+const RUNTIME_RECORD_MAX = 16384;
+/** An input of switch and rollback: empty (the default) takes the value recorded with the release. */
+function fromRelease(f, none) {
+    return fields_custom({
+        description: `${f.description.replace(/ Left out: .*$/, '')} Switch, rollback and verify: left empty, the value recorded with the release (what it was deployed with)${none}.`,
+        default: '',
+    }, { expected: `${f.expected}, or empty for the release's own` }, (v) => {
+        if (v === '')
+            return undefined;
+        const r = f.schema.safeParse(v);
+        return r.success ? r.data : { error: r.error.issues[0]?.message ?? 'is not valid' };
+    });
+}
+/** The runtime inputs of switch and rollback: each overrides the release's record only when given. */
+const recordedRuntimeInputs = {
+    'app-user': fromRelease(serviceInputs['app-user'], ''),
+    'app-module': fromRelease(serviceInputs['app-module'], ''),
+    'uvicorn-args': fromRelease(serviceInputs['uvicorn-args'], ''),
+    'worker-command': fromRelease(serviceInputs['worker-command'], '; `none` turns the worker off'),
+    'scheduler-command': fromRelease(serviceInputs['scheduler-command'], '; `none` turns the scheduler off'),
+    'health-path': fromRelease(serviceInputs['health-path'], ''),
+};
+/** The runtime settings out of an action's settings. */
+function runtimeOf(settings) {
+    return Object.fromEntries(RUNTIME_KEYS.map((k) => [k, settings[k]]));
+}
+/** A setting as the input would be written: commands as their words, no command as `none`. */
+function asInput(key, value) {
+    if (typeof value === 'string')
+        return value;
+    if (value.length === 0 && (key === 'worker-command' || key === 'scheduler-command'))
+        return 'none';
+    return value.join(' ');
+}
+/** The record's text: every setting as the input that gives it. */
+function runtimeRecord(runtime) {
+    const settings = Object.fromEntries(RUNTIME_KEYS.map((k) => [k, asInput(k, runtime[k])]));
+    return JSON.stringify({ format: RUNTIME_RECORD_FORMAT, settings }, null, 2) + '\n';
+}
+/**
+ * Reads a record back, validating every setting with its input's definition.
+ * Root writes the record, in a directory only root can write; it is checked
+ * all the same, as an input is, because its values end up in unit files that
+ * root installs (a line break in app-module would add a directive). Throws
+ * naming the problem, never echoing more than a short quote.
+ */
+function parseRuntimeRecord(text) {
+    if (text.length > RUNTIME_RECORD_MAX)
+        throw new Error(`it is larger than ${RUNTIME_RECORD_MAX} bytes`);
+    let doc;
+    try {
+        doc = JSON.parse(text);
+    }
+    catch {
+        throw new Error('it is not JSON');
+    }
+    if (!doc || typeof doc !== 'object' || Array.isArray(doc))
+        throw new Error('it is not a JSON object');
+    const { format, settings } = doc;
+    if (format !== RUNTIME_RECORD_FORMAT)
+        throw new Error(`its format is ${JSON.stringify(format)?.slice(0, 20)}, not ${RUNTIME_RECORD_FORMAT}`);
+    if (!settings || typeof settings !== 'object' || Array.isArray(settings))
+        throw new Error('its settings are not a JSON object');
+    const out = {};
+    for (const key of RUNTIME_KEYS) {
+        const value = Object.hasOwn(settings, key)
+            ? settings[key]
+            : undefined;
+        if (typeof value !== 'string')
+            throw new Error(`its ${key} is ${value === undefined ? 'missing' : 'not a string'}`);
+        const r = runtimeFields[key].schema.safeParse(value);
+        if (!r.success)
+            throw new Error(`its ${key} ${r.error.issues[0]?.message ?? 'is not valid'}`);
+        out[key] = r.data;
+    }
+    return out;
+}
+/** The settings a switch uses: what it was told, else the record, else (a release made before records) the defaults. */
+function effectiveRuntime(overrides, recorded, defaults) {
+    const base = recorded ?? defaults;
+    return Object.fromEntries(RUNTIME_KEYS.map((k) => [k, overrides[k] ?? base[k]]));
+}
+/** The standard's settings for an app: every runtime input at its default. */
+function runtimeDefaults(app) {
+    const out = {};
+    for (const key of RUNTIME_KEYS) {
+        const f = runtimeFields[key];
+        out[key] = f.schema.parse((f.default ?? '').replaceAll('{app}', app));
+    }
+    return out;
+}
+
 ;// CONCATENATED MODULE: ./src/inputs/actions.ts
 // Every action's inputs and outputs, defined once. action.yml files are
 // generated from this (npm run gen) and a test checks they match.
+
 
 
 
@@ -66077,8 +66195,13 @@ const actions = {
         inputs: {
             ...connectionInputs,
             ...releaseInputs,
+            // Recorded with the release: a switch or rollback to it runs it so.
             'app-user': serviceInputs['app-user'],
             'app-module': serviceInputs['app-module'],
+            'uvicorn-args': serviceInputs['uvicorn-args'],
+            'worker-command': serviceInputs['worker-command'],
+            'scheduler-command': serviceInputs['scheduler-command'],
+            'health-path': serviceInputs['health-path'],
         },
         outputs: {
             'release-id': { description: "The new release's id (its directory name)." },
@@ -66095,7 +66218,7 @@ const actions = {
         name: 'switch',
         title: 'metalship switch',
         description: 'Start a release beside the serving one, move traffic to it once ready, point current at it, restart worker and scheduler.',
-        inputs: { ...connectionInputs, ...serviceInputs, ...switchOnlyInputs },
+        inputs: { ...connectionInputs, ...serviceInputs, ...recordedRuntimeInputs, ...switchOnlyInputs },
         outputs: {
             'release-id': { description: 'The release now current.' },
             'previous-release-id': { description: 'The release that was current before.' },
@@ -66109,9 +66232,9 @@ const actions = {
         description: 'Check that the current release is healthy on every host, until healthy or timed out.',
         inputs: {
             ...connectionInputs,
-            'health-path': serviceInputs['health-path'],
-            'worker-command': serviceInputs['worker-command'],
-            'scheduler-command': serviceInputs['scheduler-command'],
+            'health-path': recordedRuntimeInputs['health-path'],
+            'worker-command': recordedRuntimeInputs['worker-command'],
+            'scheduler-command': recordedRuntimeInputs['scheduler-command'],
             ...verifyInputs,
         },
         outputs: {
@@ -66147,6 +66270,7 @@ const actions = {
         inputs: {
             ...connectionInputs,
             ...serviceInputs,
+            ...recordedRuntimeInputs,
             ...rollbackOnlyInputs,
             ...verifyInputs,
             ...rollbackMigrateInputs,
@@ -66300,7 +66424,7 @@ function secretValues(action, raw) {
     const inputs = actions[action].inputs;
     return Object.entries(inputs)
         .filter(([, f]) => f.secret)
-        .map(([name]) => raw(name))
+        .map(([name]) => raw(name) ?? '')
         .filter((v) => v.length > 0);
 }
 /**
@@ -66327,11 +66451,12 @@ function parseInputs(action, raw) {
     const inputs = actions[action].inputs;
     const problems = [];
     const out = {};
-    const appRaw = raw('app').trim();
+    const appRaw = (raw('app') ?? '').trim();
     const appValid = inputs.app ? inputs.app.schema.safeParse(appRaw).success : true;
     for (const [name, f] of Object.entries(inputs)) {
-        let value = trimInput(raw(name), f.multiline);
-        if (value === '' && f.default !== undefined)
+        const given = raw(name);
+        let value = trimInput(given ?? '', f.multiline);
+        if (value === '' && f.default !== undefined && !(f.emptyIsValue && given !== undefined))
             value = f.default;
         if (value === '' && f.required) {
             problems.push(`Input '${name}' is required: expected ${f.expected}.`);
@@ -69435,7 +69560,7 @@ class Log {
 
 /** Inputs the way the runner passes them: INPUT_<NAME> environment variables. */
 function envInputs(env = process.env) {
-    return (name) => env[`INPUT_${name.replace(/ /g, '_').toUpperCase()}`] ?? '';
+    return (name) => env[`INPUT_${name.replace(/ /g, '_').toUpperCase()}`];
 }
 function resultsTable(results, columns) {
     const head = `| host | ok | ${columns.map(([, t]) => t).join(' | ')} | error |\n|---|---|${columns.map(() => '---|').join('')}---|`;
@@ -71071,7 +71196,9 @@ function cleanupStep(layout, plan) {
 }
 /**
  * The release a rollback goes to: the named one (must be complete and not
- * failed) or the newest good release older than current.
+ * failed) or the newest good release older than current that served (a release
+ * only built, such as the fleet's `<id>-migrate` made to run migrations, never
+ * ran with traffic and is no way back).
  */
 function pickRollbackTarget(listing, requested) {
     const current = listing.links.current ?? '';
@@ -71094,9 +71221,10 @@ function pickRollbackTarget(listing, requested) {
         return { target: r.id };
     }
     const currentInfo = listing.releases.find((r) => r.id === current);
-    const older = candidates.filter((r) => !currentInfo ||
-        r.created < currentInfo.created ||
-        (r.created === currentInfo.created && r.id < current));
+    const older = candidates.filter((r) => r.served !== false &&
+        (!currentInfo ||
+            r.created < currentInfo.created ||
+            (r.created === currentInfo.created && r.id < current)));
     const pick = older[0];
     if (!pick)
         return {
@@ -71400,6 +71528,28 @@ async function withHosts(settings, log, action, fn, opts = {}) {
         await Promise.allSettled(releases.map((r) => r()));
         await Promise.all(all.map((h) => h.conn.close()));
     }
+}
+
+;// CONCATENATED MODULE: ./src/remote/runtime.ts
+// The runtime record of a release on a host: written by root when the release
+// is built (and again by a switch told other settings), read back before any
+// switch to it. src/inputs/runtime.ts holds its format and validation.
+
+
+/** The record's path: in the release's .metalship, which root owns and the app user cannot write. */
+function runtimePath(layout, releaseId) {
+    return `${layout.release(releaseId)}/.metalship/runtime.json`;
+}
+/**
+ * The record's text, or null when the release has none (made before releases
+ * recorded their settings). releaseId null: the current release's (through
+ * `current`, root's link in root's directory).
+ */
+function readRuntimeStep(layout, releaseId, max) {
+    const file = releaseId === null ? `${layout.current}/.metalship/runtime.json` : runtimePath(layout, releaseId);
+    return step_step(`reading the settings recorded with ${releaseId ?? 'the current release'}`, sh_script(
+    // A regular file only, never followed through a link; one byte past the limit shows it is too long.
+    sh_sh `if [ -f ${file} ] && [ ! -L ${file} ]; then echo RECORD; head -c ${max + 1} ${file}; else echo NONE; fi`), (stdout) => (stdout.startsWith('RECORD\n') ? stdout.slice('RECORD\n'.length) : null));
 }
 
 ;// CONCATENATED MODULE: ./src/remote/quoting.ts
@@ -71891,6 +72041,15 @@ function unitsOurs(names) {
 
 
 
+
+/**
+ * Script lines run once the release serves: its record becomes what it served
+ * with, and it is marked as having served (a rollback goes only to such a one).
+ */
+function servedLines(settings) {
+    const meta = `${settings.layout.release(settings.releaseId)}/.metalship`;
+    return sh_script(writeFileAtomic(runtimePath(settings.layout, settings.releaseId), settings.record), sh_sh `date -u +%FT%TZ > ${meta}/served`).trimEnd();
+}
 /** The api unit of the slot held in the shell variable `$slot`. */
 function apiUnitOf(l, slotVar) {
     return `${sh_sh `${l.app}`}-api@"${slotVar}".service`;
@@ -71930,7 +72089,7 @@ function switchScript(settings) {
     'was=$(slot_release "$slot")', sh_sh `mstool link ${rel} ${layout.slots}/"$slot"`, sh_sh `if [ "$units_changed" = 1 ] || [ "$was" != ${settings.releaseId} ] || ! systemctl is-active --quiet ${api}; then`, sh_sh `  echo "starting ${settings.releaseId} in the $slot slot"`, sh_sh `  systemctl restart ${api}`, 'else', sh_sh `  echo "the $slot slot already runs ${settings.releaseId}"`, 'fi', sh_sh `sock=/run/${layout.app}-api-"$slot"/api.sock`, sh_sh `if ! ready=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.healthPath} ${settings.readyTimeout} 0.1 200 ''); then`, '  echo "$ready" >&2', sh_sh `  journalctl -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh_sh `  systemctl stop ${api} || true`, sh_sh `  echo "release ${settings.releaseId} did not become ready in the $slot slot within ${settings.readyTimeout} s; traffic stays on the serving release" >&2`, '  exit 1', 'fi', 'echo "READY $ready"', 
     // Traffic moves only now, by renaming the socket link nginx connects through:
     // requests already on the old slot finish there, new ones reach the new slot.
-    sh_sh `mstool link "$sock" ${layout.apiLink}`, sh_sh `echo "$slot" > ${layout.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh_sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `mstool link ${rel} ${layout.current}`, sh_sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, 'echo "PREVIOUS $prev"', 
+    sh_sh `mstool link "$sock" ${layout.apiLink}`, sh_sh `echo "$slot" > ${layout.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh_sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `mstool link ${rel} ${layout.current}`, sh_sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', 
     // On boot only the serving slot starts; the standby is a warm spare for this boot only.
     sh_sh `systemctl enable --quiet ${layout.units.target} ${api} ${followers}`, sh_sh `systemctl disable --quiet ${standbyApi} 2>/dev/null || true`, followers.length ? sh_sh `systemctl restart ${followers}` : null, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout.history}`);
 }
@@ -71951,7 +72110,7 @@ function followersOnlyScript(settings, unitLines, followers) {
     const rel = layout.release(settings.releaseId);
     return sh_script(pyToolDefinition(), sh_sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'echo "SLOT none"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
     // an api that ran here before the host lost the role stops
-    sh_sh `systemctl disable --now --quiet ${layout.units.api('blue')} ${layout.units.api('green')} 2>/dev/null || true`, sh_sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `mstool link ${rel} ${layout.current}`, sh_sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, 'echo "PREVIOUS $prev"', sh_sh `systemctl enable --quiet ${layout.units.target} ${followers}`, followers.length ? sh_sh `systemctl restart ${followers}` : null, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout.history}`);
+    sh_sh `systemctl disable --now --quiet ${layout.units.api('blue')} ${layout.units.api('green')} 2>/dev/null || true`, sh_sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `mstool link ${rel} ${layout.current}`, sh_sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', sh_sh `systemctl enable --quiet ${layout.units.target} ${followers}`, followers.length ? sh_sh `systemctl restart ${followers}` : null, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout.history}`);
 }
 /**
  * The uvicorn flags a release's uvicorn accepts, recorded at release time:
@@ -71971,11 +72130,27 @@ src = open(os.path.join(os.path.dirname(s.origin), "config.py")).read() if s els
 print(" ".join(f for o, f in ${JSON.stringify(UVICORN_FLAGS)} if o in src))`;
     return sh_script(sh_sh `flags=$(runuser -u ${user} -- ${rel}/.venv/bin/python -I -c ${probe} 2>/dev/null) || flags=''`, sh_sh `printf 'METALSHIP_UVICORN_FLAGS=%s\\n' "$flags" > ${rel}/.metalship/uvicorn.env`);
 }
+/**
+ * Takes the app out of service on a host where a first release failed: nothing
+ * served before it, so nothing serves after. Its units stop, and current, the
+ * socket link nginx connects through and the serving slot go: nginx answers 502
+ * as before the deploy, and the next deploy starts as a first one.
+ */
+function unserveStep(layout) {
+    const units = [
+        layout.units.api('blue'),
+        layout.units.api('green'),
+        layout.units.worker,
+        layout.units.scheduler,
+    ];
+    return plainStep('taking the failed first release out of service', sh_script(sh_sh `was=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `systemctl disable --now --quiet ${layout.units.target} ${units} 2>/dev/null || true`, sh_sh `rm -f ${layout.apiLink} ${layout.activeSlot} ${layout.current} ${layout.venvLink}`, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) stopped serving \${was:-nothing}: it failed and nothing served before it" >> ${layout.history}`));
+}
 
 ;// CONCATENATED MODULE: ./src/remote/release.ts
 // Scripts that build a release on a host: claim the directory and reuse
 // unchanged files from the previous release, then unpack the new files, build
 // (or reuse) the virtualenv, link shared paths, compile and import-check.
+
 
 
 
@@ -72109,7 +72284,7 @@ function buildStep(settings) {
     // the base interpreter (isolated): the venv's packages never run as root.
     sh_sh `${settings.python} -I -m compileall -q -x '/[.]venv/' ${rel} >/dev/null`, uvicornFlagsScript(rel, settings.user), ...settings.sharedPaths.map((p) => sh_script(sh_sh `if [ -e ${rel}/${p} ] && [ ! -L ${rel}/${p} ]; then rm -rf ${rel}/${p}; fi`, sh_sh `mkdir -p "$(dirname ${rel}/${p})"`, sh_sh `mstool link ${sharedTarget(layout, p)} ${rel}/${p}`).trimEnd()), sh_sh `chmod -R u+rwX,go+rX,go-w,ug-s ${rel}`, settings.importCheck
         ? sh_sh `runuser -u ${settings.user} -- "$venv/bin/python" -I -c "$MSTOOL_SRC" import-check ${rel} ${settings.importCheck} ${layout.env}`
-        : null, writeFileAtomic(`${rel}/.metalship/release.json`, JSON.stringify(settings.metadata, null, 2) + '\n'), sh_sh `echo ready > ${rel}/.metalship/status`, sh_sh `printf '%s\n' ${`${new Date().toISOString()} release ${settings.releaseId} ready (${String(settings.metadata.revision || 'no revision')} by ${String(settings.metadata.actor || 'unknown')})`} >> ${layout.history}`));
+        : null, writeFileAtomic(`${rel}/.metalship/release.json`, JSON.stringify(settings.metadata, null, 2) + '\n'), writeFileAtomic(runtimePath(layout, settings.releaseId), settings.runtimeRecord), sh_sh `echo ready > ${rel}/.metalship/status`, sh_sh `printf '%s\n' ${`${new Date().toISOString()} release ${settings.releaseId} ready (${String(settings.metadata.revision || 'no revision')} by ${String(settings.metadata.actor || 'unknown')})`} >> ${layout.history}`));
 }
 /** Marks a release failed so that it never becomes current and never counts as a good release. */
 function markStep(layout, releaseId, status, reason) {
@@ -75959,6 +76134,7 @@ async function venvKey(sourceDir, requirements, parts, manifest) {
 
 
 
+
 /** UTC YYYYMMDD_HHMMSS, the standard's release directory name. */
 function timestampId(date = new Date()) {
     const p = (n) => String(n).padStart(2, '0');
@@ -76005,6 +76181,7 @@ async function releaseOnHost(host, releaseId, settings, manifest, key, log) {
             sharedPaths: settings['shared-paths'],
             importCheck: settings['import-check'] ? settings['app-module'] : null,
             metadata: metadata(releaseId, settings, manifest),
+            runtimeRecord: runtimeRecord(runtimeOf(settings)),
         }), { input: tarball, stream: true });
         return {
             previous,
@@ -76464,26 +76641,54 @@ function drainStep(layout, port, draining) {
 
 
 
+
+
+/**
+ * The settings a release runs with on a host: those given, else those recorded
+ * with it, else (a release made before releases recorded them) the defaults.
+ */
+async function runtimeOnHost(host, 
+/** null: the current release. */
+releaseId, overrides, log) {
+    const text = await host.conn.step(readRuntimeStep(host.layout, releaseId, RUNTIME_RECORD_MAX));
+    const which = releaseId ?? 'the current release';
+    let recorded = null;
+    if (text === null) {
+        log.warn(`[${host.spec.label}] ${which} has no recorded settings (made before releases recorded them, or nothing is deployed): using the inputs given and the defaults`);
+    }
+    else {
+        try {
+            recorded = parseRuntimeRecord(text);
+        }
+        catch (err) {
+            throw new Error(`the settings recorded with ${which} on ${host.spec.label} (${releaseId === null ? `${host.layout.current}/.metalship/runtime.json` : runtimePath(host.layout, releaseId)}) are unusable: ${errorMessage(err)}; nothing was changed`);
+        }
+    }
+    const defaults = effectiveRuntime(overrides.unrecorded ?? {}, null, runtimeDefaults(overrides.app));
+    return effectiveRuntime(overrides, recorded, defaults);
+}
 async function switchHost(host, releaseId, settings, log) {
     const started = Date.now();
+    const runtime = await runtimeOnHost(host, releaseId, settings, log);
     const units = unitFiles({
         layout: host.layout,
-        user: settings['app-user'],
-        appModule: settings['app-module'],
-        uvicornArgs: settings['uvicorn-args'],
-        workerCommand: settings['worker-command'],
-        schedulerCommand: settings['scheduler-command'],
+        user: runtime['app-user'],
+        appModule: runtime['app-module'],
+        uvicornArgs: runtime['uvicorn-args'],
+        workerCommand: runtime['worker-command'],
+        schedulerCommand: runtime['scheduler-command'],
     }, { worker: host.roles.worker, scheduler: host.roles.scheduler });
     const { slot, previous } = await host.conn.step(switchStep({
         layout: host.layout,
         releaseId,
         units,
-        healthPath: settings['health-path'],
+        healthPath: runtime['health-path'],
         readyTimeout: settings['ready-timeout'],
         serverName: settings['server-name'],
-        worker: host.roles.worker && settings['worker-command'].length > 0,
-        scheduler: host.roles.scheduler && settings['scheduler-command'].length > 0,
+        worker: host.roles.worker && runtime['worker-command'].length > 0,
+        scheduler: host.roles.scheduler && runtime['scheduler-command'].length > 0,
         api: host.roles.api,
+        record: runtimeRecord(runtime),
     }), { stream: true });
     log.info(slot
         ? `[${host.spec.label}] ${releaseId} serves from the ${slot} slot (was ${previous || 'nothing'})`
@@ -76494,21 +76699,41 @@ async function switchHost(host, releaseId, settings, log) {
         previous,
         slot: slot ?? undefined,
         seconds: (Date.now() - started) / 1000,
+        runtime,
     };
 }
-/** Switches the hosts that did switch back to the release each had before. */
+/**
+ * Switches the hosts that did switch back to the release each had before, run
+ * as it ran then (its recorded settings: what this switch was told is the new
+ * release's). A host that served nothing before stops serving the release.
+ */
 async function revertHosts(hosts, switched, settings, log) {
     const reverted = [];
+    const limits = {
+        app: settings.app,
+        'ready-timeout': settings['ready-timeout'],
+        'server-name': settings['server-name'],
+        // A previous release made before releases kept a record ran with the settings of this run, as before.
+        unrecorded: runtimeOf(settings),
+    };
     for (const r of switched) {
-        if (!r.previous)
-            continue;
         const host = hosts.find((h) => h.spec.label === r.host);
+        const back = r.previous
+            ? `Revert ${host.spec.label} to ${r.previous}`
+            : `Stop serving on ${host.spec.label}`;
         try {
-            await log.group(`Revert ${host.spec.label} to ${r.previous}`, () => switchHost(host, r.previous, settings, log));
+            await log.group(back, async () => {
+                if (r.previous)
+                    await switchHost(host, r.previous, limits, log);
+                else {
+                    await host.conn.step(unserveStep(host.layout));
+                    log.info(`[${host.spec.label}] served nothing before: nothing serves there now`);
+                }
+            });
             reverted.push(r.host);
         }
         catch (err) {
-            log.error(`could not revert ${r.host} to ${r.previous}: ${errorMessage(err)}`);
+            log.error(`could not ${back.toLowerCase()}: ${errorMessage(err)}`);
         }
     }
     return reverted;
@@ -76590,10 +76815,16 @@ async function verifyUrlStage(settings, log) {
     }
     return { host: settings.url, ok: true, healthy: true, attempts: r.attempts, seconds: r.seconds };
 }
-/** Health checks on every host (and of the URL from the runner), until healthy or timed out. */
+/**
+ * Health checks on every host (and of the URL from the runner), until healthy or
+ * timed out: of the health path and units the current release runs with, unless given.
+ */
 async function verifyStage(hosts, s, log) {
     return log.group('Verify', async () => {
-        const results = await onEachHost(hosts, (host) => verifyHost(host, s, log));
+        const results = await onEachHost(hosts, async (host) => {
+            const rt = await runtimeOnHost(host, null, s, log);
+            return verifyHost(host, { ...s, ...rt }, log);
+        });
         if (s.url)
             results.push(await verifyUrlStage(s, log));
         return results;
@@ -76641,6 +76872,17 @@ async function markBad(hosts, releaseId, reason, log) {
 
 
 
+/** The health path and units to check on a host: those its switch ran the release with. */
+function runtimeChecks(results, host) {
+    const rt = results.find((r) => r.host === host.spec.label)?.runtime;
+    if (!rt)
+        throw new Error(`no switch result for ${host.spec.label}`);
+    return {
+        'health-path': rt['health-path'],
+        'worker-command': rt['worker-command'],
+        'scheduler-command': rt['scheduler-command'],
+    };
+}
 function batches(items, size) {
     const out = [];
     for (let i = 0; i < items.length; i += size)
@@ -76666,7 +76908,10 @@ async function setDraining(hosts, draining, log) {
 async function rollOut(hosts, 
 /** A load balancer (roles=lb) is in front: drain each batch. */
 balanced, releaseId, settings, log, 
-/** verify: the health check of each batch after its switch (null: only the switch's readiness wait). */
+/**
+ * verify: the health check of each batch after its switch (null: only the
+ * switch's readiness wait), of the health path and units the release runs with.
+ */
 opts) {
     const results = [];
     const groups = batches(hosts, settings['batch-size']);
@@ -76707,7 +76952,7 @@ opts) {
         }
         const verify = opts.verify;
         if (!failure && verify) {
-            const checks = await log.group(`Verify ${batch.map((h) => h.spec.label).join(', ')}${title}`, () => Promise.all(batch.map((host) => verifyHost(host, verify, log).then(() => null, (err) => ({ host: host.spec.label, error: errorMessage(err) })))));
+            const checks = await log.group(`Verify ${batch.map((h) => h.spec.label).join(', ')}${title}`, () => Promise.all(batch.map((host) => verifyHost(host, { ...verify, ...runtimeChecks(results, host) }, log).then(() => null, (err) => ({ host: host.spec.label, error: errorMessage(err) })))));
             for (const r of results)
                 if (batch.some((h) => h.spec.label === r.host))
                     r.healthy = true;
@@ -76852,7 +77097,9 @@ async function rollback(settings, log) {
             if (!revision) {
                 throw new Error(`migrate-down: the schema revision of ${target} is unknown on ${host.spec.label} (it was not deployed with migrations); nothing was changed`);
             }
-            const out = await log.group(`Downgrade the schema on ${host.spec.label} to ${revision}`, () => downgradeOnHost(host, from, revision, settings, log));
+            // As the app user the release left ran as.
+            const user = (await runtimeOnHost(host, from, settings, log))['app-user'];
+            const out = await log.group(`Downgrade the schema on ${host.spec.label} to ${revision}`, () => downgradeOnHost(host, from, revision, { ...settings, 'app-user': user }, log));
             schemaNote =
                 `\n\nSchema downgraded on ${host.spec.label}: ${out.before} → ${out.after}, using ${from}'s migrations. ` +
                     `**Data written since ${target} was current may be lost**${out.backupPath ? `; a backup was taken first: \`${out.backupPath}\`` : ''}.`;
@@ -77197,6 +77444,9 @@ async function deploy(settings, log) {
             await markBad(hosts, id, `failed ${stage}`, log);
             const previous = outputs['previous-release-id'] || 'nothing';
             const stuck = switched.filter((h) => !roll.reverted.includes(h));
+            // A first release: nothing served before it, so nothing serves after (revertHosts stopped it).
+            if (!outputs['previous-release-id'] && switched.length && stuck.length === 0)
+                return fail(`the first release ${id} failed ${stage}: nothing serves the app now (its services are stopped and current is removed on ${roll.reverted.join(', ')}, as before the deploy):\n${failure}`);
             const outcome = switched.length === 0
                 ? '; no host reported switching to it, so none was switched back'
                 : stuck.length === 0

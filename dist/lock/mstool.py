@@ -397,7 +397,9 @@ def releases(root):
                 created = 0
             venv = os.readlink(os.path.join(p, '.venv')) if os.path.islink(os.path.join(p, '.venv')) else ''
             out.append({'id': name, 'status': status, 'created': created, 'venv': os.path.basename(venv),
-                        'revision': meta.get('revision', ''), 'schema_revision': read_text(os.path.join(p, '.metalship', 'schema-revision'))})
+                        'revision': meta.get('revision', ''), 'schema_revision': read_text(os.path.join(p, '.metalship', 'schema-revision')),
+                        # served: it was current once (a release made before releases recorded their settings counts as served)
+                        'served': os.path.isfile(os.path.join(p, '.metalship', 'served')) or not os.path.isfile(os.path.join(p, '.metalship', 'runtime.json'))})
     venvs = sorted(os.listdir(os.path.join(root, 'venvs'))) if os.path.isdir(os.path.join(root, 'venvs')) else []
     print(json.dumps({'releases': out, 'links': links, 'venvs': venvs}))
 

@@ -56732,7 +56732,9 @@ function cleanupStep(layout, plan) {
 }
 /**
  * The release a rollback goes to: the named one (must be complete and not
- * failed) or the newest good release older than current.
+ * failed) or the newest good release older than current that served (a release
+ * only built, such as the fleet's `<id>-migrate` made to run migrations, never
+ * ran with traffic and is no way back).
  */
 function pickRollbackTarget(listing, requested) {
     const current = listing.links.current ?? '';
@@ -56755,9 +56757,10 @@ function pickRollbackTarget(listing, requested) {
         return { target: r.id };
     }
     const currentInfo = listing.releases.find((r) => r.id === current);
-    const older = candidates.filter((r) => !currentInfo ||
-        r.created < currentInfo.created ||
-        (r.created === currentInfo.created && r.id < current));
+    const older = candidates.filter((r) => r.served !== false &&
+        (!currentInfo ||
+            r.created < currentInfo.created ||
+            (r.created === currentInfo.created && r.id < current)));
     const pick = older[0];
     if (!pick)
         return {
@@ -57556,6 +57559,15 @@ function units_unitsOurs(names) {
 
 
 
+
+/**
+ * Script lines run once the release serves: its record becomes what it served
+ * with, and it is marked as having served (a rollback goes only to such a one).
+ */
+function servedLines(settings) {
+    const meta = `${settings.layout.release(settings.releaseId)}/.metalship`;
+    return script(writeFileAtomic(runtimePath(settings.layout, settings.releaseId), settings.record), sh `date -u +%FT%TZ > ${meta}/served`).trimEnd();
+}
 /** The api unit of the slot held in the shell variable `$slot`. */
 function apiUnitOf(l, slotVar) {
     return `${sh `${l.app}`}-api@"${slotVar}".service`;
@@ -57595,7 +57607,7 @@ function switchScript(settings) {
     'was=$(slot_release "$slot")', sh `mstool link ${rel} ${layout.slots}/"$slot"`, sh `if [ "$units_changed" = 1 ] || [ "$was" != ${settings.releaseId} ] || ! systemctl is-active --quiet ${api}; then`, sh `  echo "starting ${settings.releaseId} in the $slot slot"`, sh `  systemctl restart ${api}`, 'else', sh `  echo "the $slot slot already runs ${settings.releaseId}"`, 'fi', sh `sock=/run/${layout.app}-api-"$slot"/api.sock`, sh `if ! ready=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.healthPath} ${settings.readyTimeout} 0.1 200 ''); then`, '  echo "$ready" >&2', sh `  journalctl -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh `  systemctl stop ${api} || true`, sh `  echo "release ${settings.releaseId} did not become ready in the $slot slot within ${settings.readyTimeout} s; traffic stays on the serving release" >&2`, '  exit 1', 'fi', 'echo "READY $ready"', 
     // Traffic moves only now, by renaming the socket link nginx connects through:
     // requests already on the old slot finish there, new ones reach the new slot.
-    sh `mstool link "$sock" ${layout.apiLink}`, sh `echo "$slot" > ${layout.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `mstool link ${rel} ${layout.current}`, sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, 'echo "PREVIOUS $prev"', 
+    sh `mstool link "$sock" ${layout.apiLink}`, sh `echo "$slot" > ${layout.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `mstool link ${rel} ${layout.current}`, sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', 
     // On boot only the serving slot starts; the standby is a warm spare for this boot only.
     sh `systemctl enable --quiet ${layout.units.target} ${api} ${followers}`, sh `systemctl disable --quiet ${standbyApi} 2>/dev/null || true`, followers.length ? sh `systemctl restart ${followers}` : null, sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout.history}`);
 }
@@ -57616,7 +57628,7 @@ function followersOnlyScript(settings, unitLines, followers) {
     const rel = layout.release(settings.releaseId);
     return script(pyToolDefinition(), sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'echo "SLOT none"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
     // an api that ran here before the host lost the role stops
-    sh `systemctl disable --now --quiet ${layout.units.api('blue')} ${layout.units.api('green')} 2>/dev/null || true`, sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `mstool link ${rel} ${layout.current}`, sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, 'echo "PREVIOUS $prev"', sh `systemctl enable --quiet ${layout.units.target} ${followers}`, followers.length ? sh `systemctl restart ${followers}` : null, sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout.history}`);
+    sh `systemctl disable --now --quiet ${layout.units.api('blue')} ${layout.units.api('green')} 2>/dev/null || true`, sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `mstool link ${rel} ${layout.current}`, sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', sh `systemctl enable --quiet ${layout.units.target} ${followers}`, followers.length ? sh `systemctl restart ${followers}` : null, sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout.history}`);
 }
 /**
  * The uvicorn flags a release's uvicorn accepts, recorded at release time:
@@ -57636,11 +57648,27 @@ src = open(os.path.join(os.path.dirname(s.origin), "config.py")).read() if s els
 print(" ".join(f for o, f in ${JSON.stringify(UVICORN_FLAGS)} if o in src))`;
     return script(sh `flags=$(runuser -u ${user} -- ${rel}/.venv/bin/python -I -c ${probe} 2>/dev/null) || flags=''`, sh `printf 'METALSHIP_UVICORN_FLAGS=%s\\n' "$flags" > ${rel}/.metalship/uvicorn.env`);
 }
+/**
+ * Takes the app out of service on a host where a first release failed: nothing
+ * served before it, so nothing serves after. Its units stop, and current, the
+ * socket link nginx connects through and the serving slot go: nginx answers 502
+ * as before the deploy, and the next deploy starts as a first one.
+ */
+function unserveStep(layout) {
+    const units = [
+        layout.units.api('blue'),
+        layout.units.api('green'),
+        layout.units.worker,
+        layout.units.scheduler,
+    ];
+    return plainStep('taking the failed first release out of service', script(sh `was=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `systemctl disable --now --quiet ${layout.units.target} ${units} 2>/dev/null || true`, sh `rm -f ${layout.apiLink} ${layout.activeSlot} ${layout.current} ${layout.venvLink}`, sh `printf '%s\n' "$(date -u +%FT%TZ) stopped serving \${was:-nothing}: it failed and nothing served before it" >> ${layout.history}`));
+}
 
 ;// CONCATENATED MODULE: ./src/remote/release.ts
 // Scripts that build a release on a host: claim the directory and reuse
 // unchanged files from the previous release, then unpack the new files, build
 // (or reuse) the virtualenv, link shared paths, compile and import-check.
+
 
 
 
@@ -57774,7 +57802,7 @@ function buildStep(settings) {
     // the base interpreter (isolated): the venv's packages never run as root.
     sh `${settings.python} -I -m compileall -q -x '/[.]venv/' ${rel} >/dev/null`, uvicornFlagsScript(rel, settings.user), ...settings.sharedPaths.map((p) => script(sh `if [ -e ${rel}/${p} ] && [ ! -L ${rel}/${p} ]; then rm -rf ${rel}/${p}; fi`, sh `mkdir -p "$(dirname ${rel}/${p})"`, sh `mstool link ${sharedTarget(layout, p)} ${rel}/${p}`).trimEnd()), sh `chmod -R u+rwX,go+rX,go-w,ug-s ${rel}`, settings.importCheck
         ? sh `runuser -u ${settings.user} -- "$venv/bin/python" -I -c "$MSTOOL_SRC" import-check ${rel} ${settings.importCheck} ${layout.env}`
-        : null, writeFileAtomic(`${rel}/.metalship/release.json`, JSON.stringify(settings.metadata, null, 2) + '\n'), sh `echo ready > ${rel}/.metalship/status`, sh `printf '%s\n' ${`${new Date().toISOString()} release ${settings.releaseId} ready (${String(settings.metadata.revision || 'no revision')} by ${String(settings.metadata.actor || 'unknown')})`} >> ${layout.history}`));
+        : null, writeFileAtomic(`${rel}/.metalship/release.json`, JSON.stringify(settings.metadata, null, 2) + '\n'), writeFileAtomic(runtimePath(layout, settings.releaseId), settings.runtimeRecord), sh `echo ready > ${rel}/.metalship/status`, sh `printf '%s\n' ${`${new Date().toISOString()} release ${settings.releaseId} ready (${String(settings.metadata.revision || 'no revision')} by ${String(settings.metadata.actor || 'unknown')})`} >> ${layout.history}`));
 }
 /** Marks a release failed so that it never becomes current and never counts as a good release. */
 function markStep(layout, releaseId, status, reason) {
@@ -68028,6 +68056,12 @@ const connectionInputs = {
     }),
 };
 const commandField = (description, def) => fields_custom({ description, default: def }, { expected: 'a command line of plain words, e.g. "python -m worker"' }, (v) => checkCommand(v));
+/**
+ * The command of a unit (worker, scheduler): `none` runs none, and so does an
+ * empty value given explicitly. GitHub passes an input left out as its action.yml
+ * default (this command) and one given as '' as '', so the two stay apart.
+ */
+const unitCommandField = (description, def) => fields_custom({ description, default: def, emptyIsValue: true }, { expected: 'a command line of plain words, e.g. "python -m worker", or none' }, (v) => (v === 'none' || v === '' ? [] : checkCommand(v)));
 /** How the app's processes run: shared by release (import check), switch, rollback and deploy. */
 const serviceInputs = {
     'app-user': pattern({
@@ -68051,8 +68085,8 @@ const serviceInputs = {
         expected: 'module:attribute, e.g. main:app or myproj.asgi:application',
     }),
     'uvicorn-args': commandField('Extra uvicorn arguments, e.g. "--workers 2".', ''),
-    'worker-command': commandField('Background worker command, run in the release with the venv first on PATH. Empty: no worker.', 'taskiq worker tasks.broker:broker'),
-    'scheduler-command': commandField('Scheduler command (exactly one runs, on the first host or the host with the scheduler role). Empty: no scheduler.', 'taskiq scheduler tasks.scheduler:scheduler'),
+    'worker-command': unitCommandField("Background worker command, run in the release with the venv first on PATH. `none`, or an empty value given explicitly (`worker-command: ''`): no worker. Left out: the taskiq default.", 'taskiq worker tasks.broker:broker'),
+    'scheduler-command': unitCommandField('Scheduler command (exactly one runs, on the first host or the host with the scheduler role). `none`, or an empty value given explicitly: no scheduler. Left out: the taskiq default.', 'taskiq scheduler tasks.scheduler:scheduler'),
     'health-path': pattern({
         description: 'Readiness endpoint of the app, checked on each host before it gets traffic and after a switch.',
         default: '/health/ready',
@@ -68447,7 +68481,7 @@ function rolesCheck(settings) {
     }
     const schedulerCommand = settings['scheduler-command'] ?? [];
     if (schedulers.length === 0 && schedulerCommand.length > 0) {
-        problems.push(`Input 'hosts' gives no host the scheduler role, but scheduler-command is '${schedulerCommand.join(' ')}'; expected exactly one scheduler fleet-wide (add scheduler to one host's roles=, or set scheduler-command to '' for none).`);
+        problems.push(`Input 'hosts' gives no host the scheduler role, but scheduler-command is '${schedulerCommand.join(' ')}'; expected exactly one scheduler fleet-wide (add scheduler to one host's roles=, or set scheduler-command to none).`);
     }
     const migrators = apps.filter((h) => h.roles.includes('migrate'));
     if (migrators.length > 1) {
@@ -68482,7 +68516,7 @@ function appUserCheck(hosts, settings) {
             : []),
         [settings['ssh-user'], 'ssh-user'],
     ]);
-    const as = logins.get(settings['app-user']);
+    const as = settings['app-user'] === undefined ? undefined : logins.get(settings['app-user']);
     return as
         ? [
             `Input 'app-user': '${settings['app-user']}' is ${as}, which logs in over SSH (provision removes the app user's login shell); expected a user of the app's own.`,
@@ -68931,9 +68965,121 @@ const lockInputs = {
     }),
 };
 
+;// CONCATENATED MODULE: ./src/inputs/runtime.ts
+// The settings a release runs with, recorded with it when it is made
+// (releases/<id>/.metalship/runtime.json, root's): a switch or a rollback to
+// it renders the same unit files and checks the same health path, whatever
+// its own inputs leave out. The record is read back through the inputs' own
+// definitions, so nothing in it reaches a unit file that an input could not.
+
+
+const RUNTIME_KEYS = [
+    'app-user',
+    'app-module',
+    'uvicorn-args',
+    'worker-command',
+    'scheduler-command',
+    'health-path',
+];
+const runtimeFields = Object.fromEntries(RUNTIME_KEYS.map((k) => [k, serviceInputs[k]]));
+const RUNTIME_RECORD_FORMAT = 1;
+/** Larger than any record we write; a larger file is refused unread. */
+const RUNTIME_RECORD_MAX = 16384;
+/** An input of switch and rollback: empty (the default) takes the value recorded with the release. */
+function fromRelease(f, none) {
+    return fields_custom({
+        description: `${f.description.replace(/ Left out: .*$/, '')} Switch, rollback and verify: left empty, the value recorded with the release (what it was deployed with)${none}.`,
+        default: '',
+    }, { expected: `${f.expected}, or empty for the release's own` }, (v) => {
+        if (v === '')
+            return undefined;
+        const r = f.schema.safeParse(v);
+        return r.success ? r.data : { error: r.error.issues[0]?.message ?? 'is not valid' };
+    });
+}
+/** The runtime inputs of switch and rollback: each overrides the release's record only when given. */
+const recordedRuntimeInputs = {
+    'app-user': fromRelease(serviceInputs['app-user'], ''),
+    'app-module': fromRelease(serviceInputs['app-module'], ''),
+    'uvicorn-args': fromRelease(serviceInputs['uvicorn-args'], ''),
+    'worker-command': fromRelease(serviceInputs['worker-command'], '; `none` turns the worker off'),
+    'scheduler-command': fromRelease(serviceInputs['scheduler-command'], '; `none` turns the scheduler off'),
+    'health-path': fromRelease(serviceInputs['health-path'], ''),
+};
+/** The runtime settings out of an action's settings. */
+function runtimeOf(settings) {
+    return Object.fromEntries(RUNTIME_KEYS.map((k) => [k, settings[k]]));
+}
+/** A setting as the input would be written: commands as their words, no command as `none`. */
+function asInput(key, value) {
+    if (typeof value === 'string')
+        return value;
+    if (value.length === 0 && (key === 'worker-command' || key === 'scheduler-command'))
+        return 'none';
+    return value.join(' ');
+}
+/** The record's text: every setting as the input that gives it. */
+function runtimeRecord(runtime) {
+    const settings = Object.fromEntries(RUNTIME_KEYS.map((k) => [k, asInput(k, runtime[k])]));
+    return JSON.stringify({ format: RUNTIME_RECORD_FORMAT, settings }, null, 2) + '\n';
+}
+/**
+ * Reads a record back, validating every setting with its input's definition.
+ * Root writes the record, in a directory only root can write; it is checked
+ * all the same, as an input is, because its values end up in unit files that
+ * root installs (a line break in app-module would add a directive). Throws
+ * naming the problem, never echoing more than a short quote.
+ */
+function parseRuntimeRecord(text) {
+    if (text.length > RUNTIME_RECORD_MAX)
+        throw new Error(`it is larger than ${RUNTIME_RECORD_MAX} bytes`);
+    let doc;
+    try {
+        doc = JSON.parse(text);
+    }
+    catch {
+        throw new Error('it is not JSON');
+    }
+    if (!doc || typeof doc !== 'object' || Array.isArray(doc))
+        throw new Error('it is not a JSON object');
+    const { format, settings } = doc;
+    if (format !== RUNTIME_RECORD_FORMAT)
+        throw new Error(`its format is ${JSON.stringify(format)?.slice(0, 20)}, not ${RUNTIME_RECORD_FORMAT}`);
+    if (!settings || typeof settings !== 'object' || Array.isArray(settings))
+        throw new Error('its settings are not a JSON object');
+    const out = {};
+    for (const key of RUNTIME_KEYS) {
+        const value = Object.hasOwn(settings, key)
+            ? settings[key]
+            : undefined;
+        if (typeof value !== 'string')
+            throw new Error(`its ${key} is ${value === undefined ? 'missing' : 'not a string'}`);
+        const r = runtimeFields[key].schema.safeParse(value);
+        if (!r.success)
+            throw new Error(`its ${key} ${r.error.issues[0]?.message ?? 'is not valid'}`);
+        out[key] = r.data;
+    }
+    return out;
+}
+/** The settings a switch uses: what it was told, else the record, else (a release made before records) the defaults. */
+function effectiveRuntime(overrides, recorded, defaults) {
+    const base = recorded ?? defaults;
+    return Object.fromEntries(RUNTIME_KEYS.map((k) => [k, overrides[k] ?? base[k]]));
+}
+/** The standard's settings for an app: every runtime input at its default. */
+function runtimeDefaults(app) {
+    const out = {};
+    for (const key of RUNTIME_KEYS) {
+        const f = runtimeFields[key];
+        out[key] = f.schema.parse((f.default ?? '').replaceAll('{app}', app));
+    }
+    return out;
+}
+
 ;// CONCATENATED MODULE: ./src/inputs/actions.ts
 // Every action's inputs and outputs, defined once. action.yml files are
 // generated from this (npm run gen) and a test checks they match.
+
 
 
 
@@ -68950,8 +69096,13 @@ const actions = {
         inputs: {
             ...connectionInputs,
             ...releaseInputs,
+            // Recorded with the release: a switch or rollback to it runs it so.
             'app-user': serviceInputs['app-user'],
             'app-module': serviceInputs['app-module'],
+            'uvicorn-args': serviceInputs['uvicorn-args'],
+            'worker-command': serviceInputs['worker-command'],
+            'scheduler-command': serviceInputs['scheduler-command'],
+            'health-path': serviceInputs['health-path'],
         },
         outputs: {
             'release-id': { description: "The new release's id (its directory name)." },
@@ -68968,7 +69119,7 @@ const actions = {
         name: 'switch',
         title: 'metalship switch',
         description: 'Start a release beside the serving one, move traffic to it once ready, point current at it, restart worker and scheduler.',
-        inputs: { ...connectionInputs, ...serviceInputs, ...switchOnlyInputs },
+        inputs: { ...connectionInputs, ...serviceInputs, ...recordedRuntimeInputs, ...switchOnlyInputs },
         outputs: {
             'release-id': { description: 'The release now current.' },
             'previous-release-id': { description: 'The release that was current before.' },
@@ -68982,9 +69133,9 @@ const actions = {
         description: 'Check that the current release is healthy on every host, until healthy or timed out.',
         inputs: {
             ...connectionInputs,
-            'health-path': serviceInputs['health-path'],
-            'worker-command': serviceInputs['worker-command'],
-            'scheduler-command': serviceInputs['scheduler-command'],
+            'health-path': recordedRuntimeInputs['health-path'],
+            'worker-command': recordedRuntimeInputs['worker-command'],
+            'scheduler-command': recordedRuntimeInputs['scheduler-command'],
             ...verifyInputs,
         },
         outputs: {
@@ -69020,6 +69171,7 @@ const actions = {
         inputs: {
             ...connectionInputs,
             ...serviceInputs,
+            ...recordedRuntimeInputs,
             ...rollbackOnlyInputs,
             ...verifyInputs,
             ...rollbackMigrateInputs,
@@ -69173,7 +69325,7 @@ function secretValues(action, raw) {
     const inputs = actions[action].inputs;
     return Object.entries(inputs)
         .filter(([, f]) => f.secret)
-        .map(([name]) => raw(name))
+        .map(([name]) => raw(name) ?? '')
         .filter((v) => v.length > 0);
 }
 /**
@@ -69200,11 +69352,12 @@ function parseInputs(action, raw) {
     const inputs = actions[action].inputs;
     const problems = [];
     const out = {};
-    const appRaw = raw('app').trim();
+    const appRaw = (raw('app') ?? '').trim();
     const appValid = inputs.app ? inputs.app.schema.safeParse(appRaw).success : true;
     for (const [name, f] of Object.entries(inputs)) {
-        let value = trimInput(raw(name), f.multiline);
-        if (value === '' && f.default !== undefined)
+        const given = raw(name);
+        let value = trimInput(given ?? '', f.multiline);
+        if (value === '' && f.default !== undefined && !(f.emptyIsValue && given !== undefined))
             value = f.default;
         if (value === '' && f.required) {
             problems.push(`Input '${name}' is required: expected ${f.expected}.`);
@@ -72302,7 +72455,7 @@ class Log {
 
 /** Inputs the way the runner passes them: INPUT_<NAME> environment variables. */
 function envInputs(env = process.env) {
-    return (name) => env[`INPUT_${name.replace(/ /g, '_').toUpperCase()}`] ?? '';
+    return (name) => env[`INPUT_${name.replace(/ /g, '_').toUpperCase()}`];
 }
 function resultsTable(results, columns) {
     const head = `| host | ok | ${columns.map(([, t]) => t).join(' | ')} | error |\n|---|---|${columns.map(() => '---|').join('')}---|`;

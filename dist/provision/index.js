@@ -26133,7 +26133,7 @@ module.exports = {
 
 
 const assert = __nccwpck_require__(4589)
-const { AsyncResource } = __nccwpck_require__(4317)
+const { AsyncResource } = __nccwpck_require__(6698)
 const { InvalidArgumentError, SocketError } = __nccwpck_require__(8707)
 const util = __nccwpck_require__(3440)
 const { addSignal, removeSignal } = __nccwpck_require__(158)
@@ -26258,7 +26258,7 @@ const {
   RequestAbortedError
 } = __nccwpck_require__(8707)
 const util = __nccwpck_require__(3440)
-const { AsyncResource } = __nccwpck_require__(4317)
+const { AsyncResource } = __nccwpck_require__(6698)
 const { addSignal, removeSignal } = __nccwpck_require__(158)
 const assert = __nccwpck_require__(4589)
 
@@ -26510,7 +26510,7 @@ const { Readable } = __nccwpck_require__(9927)
 const { InvalidArgumentError, RequestAbortedError } = __nccwpck_require__(8707)
 const util = __nccwpck_require__(3440)
 const { getResolveErrorBodyCallback } = __nccwpck_require__(7655)
-const { AsyncResource } = __nccwpck_require__(4317)
+const { AsyncResource } = __nccwpck_require__(6698)
 
 class RequestHandler extends AsyncResource {
   constructor (opts, callback) {
@@ -26731,7 +26731,7 @@ const { finished, PassThrough } = __nccwpck_require__(7075)
 const { InvalidArgumentError, InvalidReturnValueError } = __nccwpck_require__(8707)
 const util = __nccwpck_require__(3440)
 const { getResolveErrorBodyCallback } = __nccwpck_require__(7655)
-const { AsyncResource } = __nccwpck_require__(4317)
+const { AsyncResource } = __nccwpck_require__(6698)
 const { addSignal, removeSignal } = __nccwpck_require__(158)
 
 class StreamHandler extends AsyncResource {
@@ -26954,7 +26954,7 @@ module.exports = stream
 
 
 const { InvalidArgumentError, SocketError } = __nccwpck_require__(8707)
-const { AsyncResource } = __nccwpck_require__(4317)
+const { AsyncResource } = __nccwpck_require__(6698)
 const util = __nccwpck_require__(3440)
 const { addSignal, removeSignal } = __nccwpck_require__(158)
 const assert = __nccwpck_require__(4589)
@@ -54066,7 +54066,7 @@ module.exports = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:assert"
 
 /***/ }),
 
-/***/ 4317:
+/***/ 6698:
 /***/ ((module) => {
 
 module.exports = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:async_hooks");
@@ -56608,7 +56608,9 @@ function verify_cleanupStep(layout, plan) {
 }
 /**
  * The release a rollback goes to: the named one (must be complete and not
- * failed) or the newest good release older than current.
+ * failed) or the newest good release older than current that served (a release
+ * only built, such as the fleet's `<id>-migrate` made to run migrations, never
+ * ran with traffic and is no way back).
  */
 function verify_pickRollbackTarget(listing, requested) {
     const current = listing.links.current ?? '';
@@ -56631,9 +56633,10 @@ function verify_pickRollbackTarget(listing, requested) {
         return { target: r.id };
     }
     const currentInfo = listing.releases.find((r) => r.id === current);
-    const older = candidates.filter((r) => !currentInfo ||
-        r.created < currentInfo.created ||
-        (r.created === currentInfo.created && r.id < current));
+    const older = candidates.filter((r) => r.served !== false &&
+        (!currentInfo ||
+            r.created < currentInfo.created ||
+            (r.created === currentInfo.created && r.id < current)));
     const pick = older[0];
     if (!pick)
         return {
@@ -57475,6 +57478,15 @@ function units_unitsOurs(names) {
 
 
 
+
+/**
+ * Script lines run once the release serves: its record becomes what it served
+ * with, and it is marked as having served (a rollback goes only to such a one).
+ */
+function servedLines(settings) {
+    const meta = `${settings.layout.release(settings.releaseId)}/.metalship`;
+    return script(writeFileAtomic(runtimePath(settings.layout, settings.releaseId), settings.record), sh `date -u +%FT%TZ > ${meta}/served`).trimEnd();
+}
 /** The api unit of the slot held in the shell variable `$slot`. */
 function apiUnitOf(l, slotVar) {
     return `${sh `${l.app}`}-api@"${slotVar}".service`;
@@ -57514,7 +57526,7 @@ function switchScript(settings) {
     'was=$(slot_release "$slot")', sh `mstool link ${rel} ${layout.slots}/"$slot"`, sh `if [ "$units_changed" = 1 ] || [ "$was" != ${settings.releaseId} ] || ! systemctl is-active --quiet ${api}; then`, sh `  echo "starting ${settings.releaseId} in the $slot slot"`, sh `  systemctl restart ${api}`, 'else', sh `  echo "the $slot slot already runs ${settings.releaseId}"`, 'fi', sh `sock=/run/${layout.app}-api-"$slot"/api.sock`, sh `if ! ready=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.healthPath} ${settings.readyTimeout} 0.1 200 ''); then`, '  echo "$ready" >&2', sh `  journalctl -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh `  systemctl stop ${api} || true`, sh `  echo "release ${settings.releaseId} did not become ready in the $slot slot within ${settings.readyTimeout} s; traffic stays on the serving release" >&2`, '  exit 1', 'fi', 'echo "READY $ready"', 
     // Traffic moves only now, by renaming the socket link nginx connects through:
     // requests already on the old slot finish there, new ones reach the new slot.
-    sh `mstool link "$sock" ${layout.apiLink}`, sh `echo "$slot" > ${layout.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `mstool link ${rel} ${layout.current}`, sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, 'echo "PREVIOUS $prev"', 
+    sh `mstool link "$sock" ${layout.apiLink}`, sh `echo "$slot" > ${layout.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `mstool link ${rel} ${layout.current}`, sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', 
     // On boot only the serving slot starts; the standby is a warm spare for this boot only.
     sh `systemctl enable --quiet ${layout.units.target} ${api} ${followers}`, sh `systemctl disable --quiet ${standbyApi} 2>/dev/null || true`, followers.length ? sh `systemctl restart ${followers}` : null, sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout.history}`);
 }
@@ -57535,7 +57547,7 @@ function followersOnlyScript(settings, unitLines, followers) {
     const rel = layout.release(settings.releaseId);
     return script(pyToolDefinition(), sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'echo "SLOT none"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
     // an api that ran here before the host lost the role stops
-    sh `systemctl disable --now --quiet ${layout.units.api('blue')} ${layout.units.api('green')} 2>/dev/null || true`, sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `mstool link ${rel} ${layout.current}`, sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, 'echo "PREVIOUS $prev"', sh `systemctl enable --quiet ${layout.units.target} ${followers}`, followers.length ? sh `systemctl restart ${followers}` : null, sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout.history}`);
+    sh `systemctl disable --now --quiet ${layout.units.api('blue')} ${layout.units.api('green')} 2>/dev/null || true`, sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `mstool link ${rel} ${layout.current}`, sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', sh `systemctl enable --quiet ${layout.units.target} ${followers}`, followers.length ? sh `systemctl restart ${followers}` : null, sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout.history}`);
 }
 /**
  * The uvicorn flags a release's uvicorn accepts, recorded at release time:
@@ -57555,11 +57567,27 @@ src = open(os.path.join(os.path.dirname(s.origin), "config.py")).read() if s els
 print(" ".join(f for o, f in ${JSON.stringify(UVICORN_FLAGS)} if o in src))`;
     return script(sh `flags=$(runuser -u ${user} -- ${rel}/.venv/bin/python -I -c ${probe} 2>/dev/null) || flags=''`, sh `printf 'METALSHIP_UVICORN_FLAGS=%s\\n' "$flags" > ${rel}/.metalship/uvicorn.env`);
 }
+/**
+ * Takes the app out of service on a host where a first release failed: nothing
+ * served before it, so nothing serves after. Its units stop, and current, the
+ * socket link nginx connects through and the serving slot go: nginx answers 502
+ * as before the deploy, and the next deploy starts as a first one.
+ */
+function switch_unserveStep(layout) {
+    const units = [
+        layout.units.api('blue'),
+        layout.units.api('green'),
+        layout.units.worker,
+        layout.units.scheduler,
+    ];
+    return plainStep('taking the failed first release out of service', script(sh `was=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `systemctl disable --now --quiet ${layout.units.target} ${units} 2>/dev/null || true`, sh `rm -f ${layout.apiLink} ${layout.activeSlot} ${layout.current} ${layout.venvLink}`, sh `printf '%s\n' "$(date -u +%FT%TZ) stopped serving \${was:-nothing}: it failed and nothing served before it" >> ${layout.history}`));
+}
 
 ;// CONCATENATED MODULE: ./src/remote/release.ts
 // Scripts that build a release on a host: claim the directory and reuse
 // unchanged files from the previous release, then unpack the new files, build
 // (or reuse) the virtualenv, link shared paths, compile and import-check.
+
 
 
 
@@ -57693,1574 +57721,12 @@ function buildStep(settings) {
     // the base interpreter (isolated): the venv's packages never run as root.
     sh `${settings.python} -I -m compileall -q -x '/[.]venv/' ${rel} >/dev/null`, uvicornFlagsScript(rel, settings.user), ...settings.sharedPaths.map((p) => script(sh `if [ -e ${rel}/${p} ] && [ ! -L ${rel}/${p} ]; then rm -rf ${rel}/${p}; fi`, sh `mkdir -p "$(dirname ${rel}/${p})"`, sh `mstool link ${sharedTarget(layout, p)} ${rel}/${p}`).trimEnd()), sh `chmod -R u+rwX,go+rX,go-w,ug-s ${rel}`, settings.importCheck
         ? sh `runuser -u ${settings.user} -- "$venv/bin/python" -I -c "$MSTOOL_SRC" import-check ${rel} ${settings.importCheck} ${layout.env}`
-        : null, writeFileAtomic(`${rel}/.metalship/release.json`, JSON.stringify(settings.metadata, null, 2) + '\n'), sh `echo ready > ${rel}/.metalship/status`, sh `printf '%s\n' ${`${new Date().toISOString()} release ${settings.releaseId} ready (${String(settings.metadata.revision || 'no revision')} by ${String(settings.metadata.actor || 'unknown')})`} >> ${layout.history}`));
+        : null, writeFileAtomic(`${rel}/.metalship/release.json`, JSON.stringify(settings.metadata, null, 2) + '\n'), writeFileAtomic(runtimePath(layout, settings.releaseId), settings.runtimeRecord), sh `echo ready > ${rel}/.metalship/status`, sh `printf '%s\n' ${`${new Date().toISOString()} release ${settings.releaseId} ready (${String(settings.metadata.revision || 'no revision')} by ${String(settings.metadata.actor || 'unknown')})`} >> ${layout.history}`));
 }
 /** Marks a release failed so that it never becomes current and never counts as a good release. */
 function release_markStep(layout, releaseId, status, reason) {
     const rel = layout.release(releaseId);
     return plainStep(`marking ${releaseId} ${status}`, script(sh `if [ -d ${rel}/.metalship ]; then echo ${status} > ${rel}/.metalship/status; fi`, sh `printf '%s\n' ${`${new Date().toISOString()} release ${releaseId} marked ${status}: ${reason.split('\n')[0]?.slice(0, 300) ?? ''}`} >> ${layout.history} || true`));
-}
-
-;// CONCATENATED MODULE: ./src/stages/switch.ts
-// The switch, verify and rollback stages over a set of hosts.
-
-
-
-
-
-
-
-async function switch_switchHost(host, releaseId, settings, log) {
-    const started = Date.now();
-    const units = unitFiles({
-        layout: host.layout,
-        user: settings['app-user'],
-        appModule: settings['app-module'],
-        uvicornArgs: settings['uvicorn-args'],
-        workerCommand: settings['worker-command'],
-        schedulerCommand: settings['scheduler-command'],
-    }, { worker: host.roles.worker, scheduler: host.roles.scheduler });
-    const { slot, previous } = await host.conn.step(switchStep({
-        layout: host.layout,
-        releaseId,
-        units,
-        healthPath: settings['health-path'],
-        readyTimeout: settings['ready-timeout'],
-        serverName: settings['server-name'],
-        worker: host.roles.worker && settings['worker-command'].length > 0,
-        scheduler: host.roles.scheduler && settings['scheduler-command'].length > 0,
-        api: host.roles.api,
-    }), { stream: true });
-    log.info(slot
-        ? `[${host.spec.label}] ${releaseId} serves from the ${slot} slot (was ${previous || 'nothing'})`
-        : `[${host.spec.label}] ${releaseId} is current, no api on this host (was ${previous || 'nothing'})`);
-    return {
-        host: host.spec.label,
-        ok: true,
-        previous,
-        slot: slot ?? undefined,
-        seconds: (Date.now() - started) / 1000,
-    };
-}
-/** Switches the hosts that did switch back to the release each had before. */
-async function switch_revertHosts(hosts, switched, settings, log) {
-    const reverted = [];
-    for (const r of switched) {
-        if (!r.previous)
-            continue;
-        const host = hosts.find((h) => h.spec.label === r.host);
-        try {
-            await log.group(`Revert ${host.spec.label} to ${r.previous}`, () => switch_switchHost(host, r.previous, settings, log));
-            reverted.push(r.host);
-        }
-        catch (err) {
-            log.error(`could not revert ${r.host} to ${r.previous}: ${errorMessage(err)}`);
-        }
-    }
-    return reverted;
-}
-async function verifyUrl(settings) {
-    const started = Date.now();
-    const deadline = started + settings['verify-timeout'] * 1000;
-    let attempts = 0;
-    for (;;) {
-        attempts++;
-        let status = 0;
-        let body = '';
-        try {
-            const res = await fetch(settings.url, { redirect: 'manual', signal: AbortSignal.timeout(5000) });
-            status = res.status;
-            body = (await res.text()).slice(0, 4096);
-        }
-        catch (err) {
-            body = errorMessage(err);
-        }
-        const ok = status === settings['expect-status'] && body.includes(settings['expect-body']);
-        if (ok || Date.now() >= deadline)
-            return { ok, attempts, seconds: (Date.now() - started) / 1000, status, body: body.slice(0, 500) };
-        await sleep(settings['verify-interval'] * 1000);
-    }
-}
-/** Health checks on one host until healthy or timed out; throws naming the host and why. */
-async function switch_verifyHost(host, settings, log) {
-    const units = [
-        host.roles.worker && settings['worker-command'].length ? host.layout.units.worker : null,
-        host.roles.scheduler && settings['scheduler-command'].length ? host.layout.units.scheduler : null,
-    ].filter((u) => !!u);
-    const path = settings['verify-path'] || settings['health-path'];
-    const health = await host.conn.step(verifyStep({
-        layout: host.layout,
-        path,
-        timeout: settings['verify-timeout'],
-        interval: settings['verify-interval'],
-        expectStatus: settings['expect-status'],
-        expectBody: settings.url ? '' : settings['expect-body'],
-        units,
-        api: host.roles.api,
-    }), { timeoutMs: (settings['verify-timeout'] + 60) * 1000 });
-    const answer = health.answer;
-    if (!health.healthy) {
-        const why = [
-            health.problem,
-            answer && !answer.ok
-                ? `${path} answered ${answer.status || 'nothing'} after ${answer.attempts} attempts: ${answer.body.slice(0, 300)}`
-                : '',
-            health.nginx && !health.nginx.answer.ok
-                ? `${path} answered on the slot's socket, but through nginx (Host: ${health.nginx.host}) it answered ${health.nginx.answer.status || 'nothing'} after ${health.nginx.answer.attempts} attempts: ${health.nginx.answer.body.slice(0, 300)}`
-                : '',
-            health.unitsDown.length ? `units not active: ${health.unitsDown.join(' ')}` : '',
-            health.journal.length ? `recent journal:\n${health.journal.join('\n')}` : '',
-        ]
-            .filter(Boolean)
-            .join('\n');
-        throw new Error(`${host.spec.label} is unhealthy: ${why}`);
-    }
-    log.info(host.roles.api
-        ? `[${host.spec.label}] healthy after ${answer?.attempts} check(s), ${answer?.seconds} s`
-        : `[${host.spec.label}] units active (no api on this host)`);
-    return { healthy: true, attempts: answer?.attempts ?? 0, seconds: answer?.seconds ?? 0 };
-}
-/** The url input checked from the runner (through whatever serves it: a load balancer, a CDN). */
-async function verifyUrlStage(settings, log) {
-    const r = await verifyUrl(settings);
-    log.info(`${settings.url}: ${r.status} after ${r.attempts} attempt(s)`);
-    if (!r.ok) {
-        return {
-            host: settings.url,
-            ok: false,
-            healthy: false,
-            attempts: r.attempts,
-            seconds: r.seconds,
-            error: `${settings.url} answered ${r.status || 'nothing'} (expected ${settings['expect-status']}${settings['expect-body'] ? ` containing '${settings['expect-body']}'` : ''}): ${r.body.slice(0, 300)}`,
-        };
-    }
-    return { host: settings.url, ok: true, healthy: true, attempts: r.attempts, seconds: r.seconds };
-}
-/** Health checks on every host (and of the URL from the runner), until healthy or timed out. */
-async function verifyStage(hosts, s, log) {
-    return log.group('Verify', async () => {
-        const results = await onEachHost(hosts, (host) => switch_verifyHost(host, s, log));
-        if (s.url)
-            results.push(await verifyUrlStage(s, log));
-        return results;
-    });
-}
-async function listReleases(host) {
-    return host.conn.step(listStep(host.layout));
-}
-/** Removes old releases and unused virtualenvs, keeping `keep` good ones plus current and the standby. */
-async function cleanupStage(hosts, keep, log) {
-    await onEachHost(hosts, async (host) => {
-        const plan = planCleanup(await listReleases(host), keep);
-        const removed = await host.conn.step(cleanupStep(host.layout, plan));
-        if (removed.length)
-            log.info(`[${host.spec.label}] removed ${removed.join('; ')}`);
-        return {};
-    }).then((rs) => rs.filter((r) => !r.ok).forEach((r) => log.warn(`cleanup on ${r.host} failed: ${r.error}`)));
-}
-/** The rollback target, the same on every host: it must be a good release everywhere. */
-function rollbackTarget(hosts, listings, requested) {
-    const first = listings[0];
-    const pick = pickRollbackTarget(first, requested);
-    if ('error' in pick)
-        throw new Error(`cannot roll back on ${hosts[0].spec.label}: ${pick.error}`);
-    listings.forEach((listing, i) => {
-        const r = listing.releases.find((x) => x.id === pick.target);
-        if (!r || r.status !== 'ready') {
-            throw new Error(`cannot roll back to ${pick.target}: it is ${r ? r.status : 'missing'} on ${hosts[i].spec.label}`);
-        }
-    });
-    return { target: pick.target, from: first.links.current ?? '' };
-}
-async function markBad(hosts, releaseId, reason, log) {
-    await Promise.all(hosts.map((h) => h.conn
-        .step(markStep(h.layout, releaseId, 'bad', reason))
-        .catch((e) => log.warn(`could not mark ${releaseId} bad on ${h.spec.label}: ${e}`))));
-}
-
-;// CONCATENATED MODULE: ./src/stages/rollout.ts
-// The rolling switch over a fleet: batches of `batch-size` hosts, each taken
-// out of the load balancers' rotation (when the hosts input has roles=lb),
-// switched, verified and put back before the next. A batch that fails stops the rollout and every host switched so far
-// goes back to its previous release, so that the fleet serves one release.
-
-
-
-
-function batches(items, size) {
-    const out = [];
-    for (let i = 0; i < items.length; i += size)
-        out.push(items.slice(i, i + size));
-    return out;
-}
-/** Where the balancers reach a host: its upstream= address, else its own on port 80. */
-function upstreamOf(spec) {
-    return spec.upstream ?? { host: spec.host, port: 80 };
-}
-/** The api hosts as the balancers' upstream members. */
-function balancerMembers(hosts) {
-    return hosts.filter((h) => h.roles.api).map((h) => ({ label: h.spec.label, ...upstreamOf(h.spec) }));
-}
-/** Takes hosts out of the balancers' rotation (or puts them back), in parallel; throws naming the hosts. */
-async function setDraining(hosts, draining, log) {
-    const results = await Promise.allSettled(hosts.map((h) => h.conn.step(drainStep(h.layout, upstreamOf(h.spec).port, draining))));
-    const failed = results.flatMap((r, i) => r.status === 'rejected' ? [`${hosts[i].spec.label}: ${errorMessage(r.reason)}`] : []);
-    if (failed.length)
-        throw new Error(`could not ${draining ? 'drain' : 'undrain'} ${failed.join('; ')}`);
-    log.info(`${draining ? 'out of rotation' : 'back in rotation'}: ${hosts.map((h) => h.spec.label).join(', ')}`);
-}
-async function rollOut(hosts, 
-/** A load balancer (roles=lb) is in front: drain each batch. */
-balanced, releaseId, settings, log, 
-/** verify: the health check of each batch after its switch (null: only the switch's readiness wait). */
-opts) {
-    const results = [];
-    const groups = batches(hosts, settings['batch-size']);
-    const apiHosts = hosts.filter((h) => h.roles.api);
-    for (const [index, batch] of groups.entries()) {
-        const title = groups.length > 1 ? ` (batch ${index + 1} of ${groups.length})` : '';
-        // Draining needs an api host left in rotation; a batch of all of them
-        // switches in place, which each host does without dropping a request.
-        const draining = batch.filter((h) => h.roles.api);
-        const drain = balanced && draining.length > 0 && apiHosts.some((h) => !draining.includes(h));
-        let failure;
-        let failedIn;
-        if (drain) {
-            try {
-                await setDraining(draining, true, log);
-            }
-            catch (err) {
-                failure = errorMessage(err);
-                failedIn = 'drain';
-            }
-        }
-        if (!failure) {
-            const names = batch.map((h) => h.spec.label).join(', ');
-            const switched = await log.group(`Switch ${names} to ${releaseId}${title}`, () => Promise.all(batch.map((host) => switchHost(host, releaseId, settings, log)
-                .then((r) => ({ ...r, batch: index + 1, switched: true }))
-                .catch((err) => ({
-                host: host.spec.label,
-                ok: false,
-                batch: index + 1,
-                error: errorMessage(err),
-            })))));
-            results.push(...switched);
-            const bad = switched.filter((r) => !r.ok);
-            if (bad.length) {
-                failure = bad.map((r) => `${r.host}: switch failed: ${r.error}`).join('\n');
-                failedIn = 'switch';
-            }
-        }
-        const verify = opts.verify;
-        if (!failure && verify) {
-            const checks = await log.group(`Verify ${batch.map((h) => h.spec.label).join(', ')}${title}`, () => Promise.all(batch.map((host) => verifyHost(host, verify, log).then(() => null, (err) => ({ host: host.spec.label, error: errorMessage(err) })))));
-            for (const r of results)
-                if (batch.some((h) => h.spec.label === r.host))
-                    r.healthy = true;
-            const sick = checks.filter((c) => c !== null);
-            for (const c of sick) {
-                const row = results.find((r) => r.host === c.host);
-                Object.assign(row, { ok: false, healthy: false, error: c.error });
-            }
-            if (sick.length) {
-                failure = sick.map((c) => c.error).join('\n');
-                failedIn = 'verification';
-            }
-        }
-        if (failure) {
-            const switched = results.filter((r) => r.switched);
-            const reverted = opts.revertOnFailure ? await revertHosts(hosts, switched, settings, log) : [];
-            // Back in rotation: the hosts now serve the previous release (or, with
-            // revertOnFailure off, the new one by the user's choice).
-            if (drain)
-                await setDraining(draining, false, log).catch((err) => log.error(`could not put the hosts back in rotation: ${errorMessage(err)}`));
-            return {
-                results,
-                reverted,
-                failedIn,
-                failure: `${groups.length > 1 ? `batch ${index + 1} of ${groups.length}: ` : ''}${failure}`,
-            };
-        }
-        if (drain) {
-            await setDraining(draining, false, log);
-            // The balancers count the refusals of a drained host as failures and
-            // skip it for fail_timeout after the last one, counted in whole seconds
-            // (so up to 2 s more): the next batch leaves once they use it again.
-            if (index < groups.length - 1)
-                await sleep((BALANCER_FAIL_TIMEOUT + 2) * 1000);
-        }
-    }
-    return { results, reverted: [] };
-}
-/** After a rollout that succeeded, puts every switched host back (a later check failed). */
-async function revertRollout(hosts, rollout, settings, log) {
-    return revertHosts(hosts, rollout.results.filter((r) => r.switched), settings, log);
-}
-
-;// CONCATENATED MODULE: ./src/remote/provision/common.ts
-// What every provision item shares: the protocol its script speaks (lines
-// `changed <what>` and `warning <what>` on stdout; a non-zero exit is a failure,
-// its stderr the reason), the CHECK flag every script honours (CHECK=1 reports
-// what would change and changes nothing), and bash helpers for packages and files.
-
-
-/** Each helper is defined for every item and called by those that need it. */
-const CALLED_BY_ITEMS = '# shellcheck disable=SC2317 # called by the items that need it';
-/** Bash helpers every item script starts with. */
-function prelude(check) {
-    return sh_script(`CHECK=${check ? 1 : 0}`, 'export DEBIAN_FRONTEND=noninteractive LC_ALL=C', 
-    // Ubuntu's needrestart would restart services (sshd, the app) after each
-    // install, or ask: provision restarts what it changes itself.
-    'export NEEDRESTART_SUSPEND=1 NEEDRESTART_MODE=l', 
-    // A change, or with CHECK=1 a change that would be made.
-    CALLED_BY_ITEMS, 'ms_changed() { echo "changed $*"; }', CALLED_BY_ITEMS, 'ms_warn() { echo "warning $*"; }', CALLED_BY_ITEMS, 'ms_apply() { [ "$CHECK" = 1 ] || "$@"; }', CALLED_BY_ITEMS, 'ms_installed() { dpkg-query -W -f=\'${Status}\' "$1" 2>/dev/null | grep -q "install ok installed"; }', CALLED_BY_ITEMS, 'ms_missing() { local p; for p in "$@"; do ms_installed "$p" || printf \'%s \' "$p"; done; }', 
-    // The package index is refreshed when older than a day (or absent).
-    CALLED_BY_ITEMS, 'ms_index_fresh() { [ -n "$(find /var/lib/apt/lists -maxdepth 1 -name \'*Packages*\' -mmin -1440 -print -quit 2>/dev/null)" ]; }', CALLED_BY_ITEMS, 'ms_refresh_index() {', '  ms_index_fresh && return 0', '  if [ "$CHECK" = 1 ]; then ms_changed "package index is older than a day (would refresh)"; return 0; fi', 
-    // A fresh file of our own (mktemp): a fixed name in /tmp could be another user's link.
-    '  local err; err=$(mktemp)', '  apt-get update -qq -o Dpkg::Use-Pty=0 >/dev/null 2>"$err" || { cat "$err" >&2; rm -f "$err"; return 1; }', '  if grep -q "^[WE]:" "$err"; then ms_warn "apt-get update: $(grep -m1 "^[WE]:" "$err" | cut -c1-200)"; fi', '  rm -f "$err"', '  ms_changed "package index refreshed"', '}', 
-    // Installs what is missing. With CHECK=1 it reports what it would install and ends
-    // the item there: what follows needs the packages to be checked.
-    CALLED_BY_ITEMS, 'ms_install() {', '  local missing; missing=$(ms_missing "$@")', '  [ -z "$missing" ] && return 0', '  if [ "$CHECK" = 1 ]; then ms_changed "would install ${missing% } and configure it"; exit 0; fi', '  ms_refresh_index', '  # shellcheck disable=SC2086', '  apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold $missing >/dev/null', '  ms_changed "installed ${missing% }"', '}', 
-    // ms_file PATH MODE OWNER LABEL < content: writes PATH (atomically) when it differs; MS_WROTE=1 when it did (or would).
-    '# shellcheck disable=SC2034,SC2317 # MS_WROTE is read by the item after the call (file() onChange)', 'ms_file() {', '  local path=$1 mode=$2 owner=$3 label=$4 tmp', '  MS_WROTE=0', '  tmp=$(mktemp "${path%/*}/.metalship-XXXXXX" 2>/dev/null || mktemp)', '  cat > "$tmp"', '  if [ -f "$path" ] && cmp -s "$tmp" "$path" && [ "$(stat -c %a:%U:%G "$path")" = "$mode:${owner%%:*}:${owner#*:}" ]; then rm -f "$tmp"; return 0; fi', '  MS_WROTE=1', '  if [ "$CHECK" = 1 ]; then rm -f "$tmp"; if [ -f "$path" ]; then ms_changed "$label differs"; else ms_changed "$label missing"; fi; return 0; fi', '  chmod "$mode" "$tmp"; chown "$owner" "$tmp"', '  mv -f "$tmp" "$path"', '  ms_changed "$label written"', '}');
-}
-/** Script lines: write content to path when it differs (honours CHECK); runs onChange when it did. */
-function file(path, content, opts = {}) {
-    const doc = sh_heredoc(content);
-    return sh_script(sh_sh `ms_file ${path} ${opts.mode ?? '644'} ${opts.owner ?? 'root:root'} ${opts.label ?? (typeof path === 'string' ? path : 'file')} ${sh_raw(doc.open)}`, doc.body, opts.onChange ? `if [ "$MS_WROTE" = 1 ]; then ${opts.onChange}; fi` : null).trimEnd();
-}
-/** A whole item script: prelude plus body. */
-function itemScript(check, ...parts) {
-    return sh_script(prelude(check), ...parts);
-}
-/** An item as a step: it reports its own failure (exit code and stderr) rather than throwing. */
-function itemStep(item) {
-    return reportingStep(`provision ${item.name}`, item.script, (stdout, ending) => {
-        const out = sh_keyLines(stdout);
-        return {
-            outcome: parseItemOutput(ending.code, stdout, ending.stderr),
-            python: out.get('python') ?? null,
-            notes: out.all('note'),
-            guarded: out.all('guard').length > 0,
-        };
-    });
-}
-/** Keeps a guarded change, or undoes it. */
-function guardStep(item, action) {
-    return step_plainStep(`${action === 'confirm' ? 'confirming' : 'reverting'} the ${item.name} change`, item.guard[action]);
-}
-function parseItemOutput(code, stdout, stderr) {
-    const out = sh_keyLines(stdout);
-    const changes = out.all('changed').map((c) => c.trim());
-    const warnings = out.all('warning').map((w) => w.trim());
-    if (code !== 0) {
-        const why = stderr.trim().split('\n').slice(-5).join(' / ') || `exit code ${code}`;
-        return { status: 'failed', changes, warnings, detail: why };
-    }
-    const status = changes.length ? 'changed' : warnings.length ? 'warning' : 'ok';
-    return { status, changes, warnings, detail: [...changes, ...warnings.map((w) => `⚠ ${w}`)].join('; ') };
-}
-
-;// CONCATENATED MODULE: ./src/remote/provision/app.ts
-// App: the .env from the env input (atomic, mode 600, the app user's) and the
-// systemd units of api, worker and scheduler, from the same units module the
-// deploy path uses, so a switch after provision rewrites nothing.
-
-
-
-function appItem(settings) {
-    const layout = settings.layout;
-    const units = units_unitFiles({
-        layout: layout,
-        user: settings.user,
-        appModule: settings.appModule,
-        uvicornArgs: settings.uvicornArgs,
-        workerCommand: settings.workerCommand,
-        schedulerCommand: settings.schedulerCommand,
-    }, settings.roles);
-    return {
-        name: 'app',
-        script: itemScript(settings.check, sh_sh `if [ "$CHECK" = 1 ] && [ ! -d ${layout.root} ]; then ms_changed ${'app tree ' + layout.root + ' missing (users item creates it)'}; fi`, settings.env
-            ? file(layout.env, settings.env, {
-                mode: '600',
-                owner: `${settings.user}:${settings.user}`,
-                label: '.env',
-            })
-            : null, units_unitsOurs(Object.keys(units)), 'units_changed=0', ...Object.entries(units).map(([name, content]) => content === null
-            ? sh_sh `if [ -f ${layout.unitDir}/${name} ]; then ms_changed ${'unit ' + name + ' removed (not on this host)'}; if [ "$CHECK" != 1 ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${layout.unitDir}/${name}; fi; units_changed=1; fi`
-            : file(`${layout.unitDir}/${name}`, content, {
-                label: `unit ${name}`,
-                onChange: 'units_changed=1',
-            })), 'if [ "$units_changed" = 1 ] && [ "$CHECK" != 1 ]; then systemctl daemon-reload; fi'),
-    };
-}
-
-;// CONCATENATED MODULE: ./src/remote/provision/firewall.ts
-// Firewall: ufw denies incoming by default and allows the port sshd really
-// listens on (sshd -T, and Ubuntu's ssh.socket), 80/443 with nginx, and extra
-// ports. The SSH port is allowed before ufw is enabled; the stage then tests a
-// fresh connection and the change is reverted (ufw disabled) if it fails.
-
-
-/** Bash that sets $ssh_ports to the TCP ports sshd listens on: ssh.socket's when it is in use, else sshd -T's. */
-const SSH_PORTS = [
-    'ssh_ports=""',
-    // Ubuntu 22.10+: sshd is socket-activated, and the socket's ListenStream= is what listens.
-    'if systemctl is-enabled --quiet ssh.socket 2>/dev/null || systemctl is-active --quiet ssh.socket 2>/dev/null; then',
-    '  ssh_ports=$(systemctl show ssh.socket -p Listen --value 2>/dev/null | tr " " "\\n" | sed -n "s/.*:\\([0-9][0-9]*\\)$/\\1/p; s/^\\([0-9][0-9]*\\)$/\\1/p")',
-    'fi',
-    'if [ -z "$ssh_ports" ]; then ssh_ports=$(sshd -T 2>/dev/null | awk \'$1 == "port" { print $2 }\'); fi',
-    '# shellcheck disable=SC2086 # the port list is split into words on purpose',
-    'ssh_ports=$(printf "%s\\n" $ssh_ports | sort -un | tr "\\n" " ")',
-    'if [ -z "${ssh_ports// /}" ]; then echo "cannot tell which port sshd listens on (sshd -T and ssh.socket said nothing): not enabling the firewall" >&2; exit 1; fi',
-].join('\n');
-const FIREWALL_REVERT_UNIT = 'metalship-revert-firewall';
-function firewallRules(s) {
-    const rules = [...(s.nginx.enabled ? ['80/tcp', '443/tcp'] : []), ...s.firewall.allow];
-    return [...new Set(rules)];
-}
-function firewallItem(settings) {
-    const rules = firewallRules(settings);
-    const pgRules = settings.postgresql.enabled ? settings.postgresql.remoteCidrs : [];
-    return {
-        name: 'firewall',
-        script: itemScript(settings.check, 'ms_install ufw', SSH_PORTS, 'added=$(ufw show added 2>/dev/null || true)', 
-        // ufw allow is idempotent, but only a rule not yet there is a change.
-        'ms_rule() { local want="ufw $*"; if ! printf "%s\\n" "$added" | grep -qxF -- "$want"; then ms_changed "rule: $*"; ms_apply ufw "$@" >/dev/null; fi; }', 'for p in $ssh_ports; do ms_rule allow "$p/tcp"; done', ...rules.map((r) => sh_sh `ms_rule allow ${r}`), ...pgRules.map((c) => sh_sh `ms_rule allow from ${c} to any port 5432 proto tcp`), 'if ! grep -q \'^DEFAULT_INPUT_POLICY="DROP"\' /etc/default/ufw; then ms_changed "default incoming policy: deny"; ms_apply ufw default deny incoming >/dev/null; fi', 'if ! grep -q \'^DEFAULT_OUTPUT_POLICY="ACCEPT"\' /etc/default/ufw; then ms_changed "default outgoing policy: allow"; ms_apply ufw default allow outgoing >/dev/null; fi', 'if ! ufw status 2>/dev/null | grep -q "^Status: active"; then', '  ms_changed "ufw enabled (ssh on $ssh_ports)"', '  if [ "$CHECK" != 1 ]; then', 
-        // Safety net: if the runner never confirms (cut off, killed), the firewall goes off again by itself.
-        sh_sh `    systemd-run --quiet --unit=${FIREWALL_REVERT_UNIT} --on-active=180 /usr/sbin/ufw disable >/dev/null 2>&1 || true`, '    ufw --force enable >/dev/null', '    echo "guard firewall"', '  fi', 'fi'),
-        guard: {
-            confirm: sh_sh `systemctl stop ${FIREWALL_REVERT_UNIT}.timer 2>/dev/null || true`,
-            revert: sh_sh `ufw --force disable >/dev/null; systemctl stop ${FIREWALL_REVERT_UNIT}.timer 2>/dev/null || true; echo "firewall disabled again"`,
-        },
-    };
-}
-
-;// CONCATENATED MODULE: ./src/remote/provision/logs.ts
-// Logs: shared/logs rotated daily, compressed after a day, 30 days kept.
-
-
-function logrotateConf(settings) {
-    const logs = `${logrotateDir(settings.layout.shared, 'app-root')}/logs`;
-    const user = bareWord(settings.user, 'logrotate');
-    return `# Managed by metalship: the app's logs.
-${logs}/*.log ${logs}/*/*.log {
-    daily
-    rotate 30
-    maxage 30
-    compress
-    delaycompress
-    missingok
-    notifempty
-    copytruncate
-    dateext
-    su ${user} ${user}
-}
-`;
-}
-function logsItem(settings) {
-    const path = `/etc/logrotate.d/metalship-${settings.layout.app}`;
-    return {
-        name: 'logs',
-        script: itemScript(settings.check, 'ms_install logrotate', file(path, logrotateConf(settings), {
-            label: 'logrotate rules',
-            onChange: `[ "$CHECK" = 1 ] || logrotate -d ${path} >/dev/null 2>&1 || { echo "logrotate rejects ${path}" >&2; exit 1; }`,
-        })),
-    };
-}
-
-;// CONCATENATED MODULE: ./src/remote/provision/monitoring.ts
-// Monitoring: an optional health-check ping (a timer calls the URL every minute
-// while the app answers its health path) and an optional node_exporter.
-
-
-
-/**
- * curl's options for both requests: no ~/.curlrc, no {}/[] URL globbing, the
- * path sent as written (no ../ squashing), any answer but 2xx a failure.
- */
-const CURL = [
-    '/usr/bin/curl',
-    '--disable',
-    '--fail',
-    '--silent',
-    '--show-error',
-    '--globoff',
-    '--path-as-is',
-    '--max-time',
-    '10',
-    '--output',
-    '/dev/null',
-];
-function pingUnits(settings) {
-    const layout = settings.layout;
-    // No shell: each URL is one argument of its own (& ? ; quotes are only text),
-    // and a oneshot's ExecStart= lines run in order, each only if the one before succeeded.
-    return {
-        service: `# Managed by metalship: tells the monitoring service that ${layout.app} is healthy.
-[Unit]
-Description=${unitText(layout.app, ' health ping')}
-After=network-online.target
-
-[Service]
-Type=oneshot
-User=${unitText(settings.user)}
-ExecStart=${execLine([...CURL, '--unix-socket', layout.apiLink, '--url', `http://localhost${settings.healthPath}`])}
-ExecStart=${execLine([...CURL, '--retry', '3', '--url', settings.monitoring.pingUrl])}
-NoNewPrivileges=yes
-ProtectSystem=strict
-ProtectHome=yes
-PrivateTmp=yes
-`,
-        timer: `# Managed by metalship.
-[Unit]
-Description=${unitText(layout.app, ' health ping every minute')}
-
-[Timer]
-OnCalendar=minutely
-AccuracySec=5s
-
-[Install]
-WantedBy=timers.target
-`,
-    };
-}
-/** /etc/default/prometheus-node-exporter: its unit runs the exporter with $ARGS. */
-function nodeExporterDefaults(listen) {
-    return `# Managed by metalship.\nARGS=${defaultsValue(`--web.listen-address=${listen}`)}\n`;
-}
-function monitoringItem(settings) {
-    const monitoring2 = settings.monitoring;
-    const app = settings.layout.app;
-    const ping = pingUnits(settings);
-    return {
-        name: 'monitoring',
-        script: itemScript(settings.check, monitoring2.pingUrl ? 'reload=0' : null, monitoring2.pingUrl
-            ? [
-                'ms_install curl',
-                file(`/etc/systemd/system/metalship-${app}-ping.service`, ping.service, {
-                    label: 'health ping service',
-                    onChange: 'reload=1',
-                }),
-                file(`/etc/systemd/system/metalship-${app}-ping.timer`, ping.timer, {
-                    label: 'health ping timer',
-                    onChange: 'reload=1',
-                }),
-                'if [ "$reload" = 1 ] && [ "$CHECK" != 1 ]; then systemctl daemon-reload; fi',
-                sh_sh `if ! systemctl is-enabled --quiet ${`metalship-${app}-ping.timer`} 2>/dev/null; then ms_changed "health ping timer enabled"; ms_apply systemctl enable --now --quiet ${`metalship-${app}-ping.timer`}; fi`,
-            ].join('\n')
-            : sh_sh `if [ -f ${`/etc/systemd/system/metalship-${app}-ping.timer`} ]; then ms_changed "health ping removed"; if [ "$CHECK" != 1 ]; then systemctl disable --now ${`metalship-${app}-ping.timer`} 2>/dev/null || true; rm -f ${`/etc/systemd/system/metalship-${app}-ping.timer`} ${`/etc/systemd/system/metalship-${app}-ping.service`}; systemctl daemon-reload; fi; fi`, monitoring2.nodeExporter
-            ? [
-                'ms_install prometheus-node-exporter',
-                file('/etc/default/prometheus-node-exporter', nodeExporterDefaults(monitoring2.nodeExporterListen), {
-                    label: 'node_exporter listen address',
-                    onChange: '[ "$CHECK" = 1 ] || systemctl restart prometheus-node-exporter',
-                }),
-                'if ! systemctl is-active --quiet prometheus-node-exporter; then ms_changed "node_exporter started"; ms_apply systemctl enable --now --quiet prometheus-node-exporter; fi',
-            ].join('\n')
-            : null, monitoring2.pingUrl || monitoring2.nodeExporter
-            ? null
-            : 'echo "note no health ping URL, no node_exporter"'),
-    };
-}
-
-;// CONCATENATED MODULE: ./src/remote/provision/nginx.ts
-// nginx: the standard's site for the app (from the same nginx module the deploy
-// path uses), the upstream, the default site off; `nginx -t` before every
-// reload. The site is the TLS one as soon as the certificate exists.
-
-
-
-
-function certPaths(settings) {
-    const first = settings.tls.domains[0];
-    if (!first)
-        return null;
-    return {
-        certificate: `/etc/letsencrypt/live/${first}/fullchain.pem`,
-        key: `/etc/letsencrypt/live/${first}/privkey.pem`,
-    };
-}
-/**
- * Sets nginx_http2 (see SiteSettings.http2) from the installed nginx, or stops
- * the item before anything is written when provision cannot tell its version.
- */
-const NGINX_VERSION_LINES = [
-    "nginx_version=$(nginx -v 2>&1 | sed -n 's#^nginx version: [^/]*/\\([0-9][0-9]*\\.[0-9][0-9.]*\\).*#\\1#p')",
-    'if [ -z "$nginx_version" ] || dpkg --compare-versions "$nginx_version" lt 1.9.5; then',
-    '  echo "nginx ${nginx_version:-of unknown version (nginx -v says: $(nginx -v 2>&1 | head -c 200))} is not supported: the TLS site needs nginx 1.9.5 or newer (HTTP/2); nothing was changed" >&2; exit 1',
-    'fi',
-    'if dpkg --compare-versions "$nginx_version" lt 1.25.1; then nginx_http2=listen; else nginx_http2=directive; fi',
-].join('\n');
-/** Lines that write the site (TLS when its certificate exists), enable it and set nginx_changed. */
-function siteLines(settings) {
-    const layout = settings.layout;
-    const cert = certPaths(settings);
-    const serverName = settings.tls.domains.length ? settings.tls.domains.join(' ') : '_';
-    const base = settings.balancer
-        ? { serverName, acmeWebroot: ACME_WEBROOT, upstream: balancerUpstreamName(layout) }
-        : { serverName, staticDir: settings.nginx.staticDir || undefined, acmeWebroot: ACME_WEBROOT };
-    const http = file(layout.nginxSite, nginx_siteConf(layout, { ...base, tls: null }), {
-        label: 'nginx site (HTTP only)',
-        onChange: 'nginx_changed=1',
-    });
-    return [
-        cert ? NGINX_VERSION_LINES : null,
-        sh_sh `if [ ! -d ${ACME_WEBROOT} ]; then ms_apply mkdir -p ${ACME_WEBROOT}; fi`,
-        settings.balancer
-            ? file(layout.balancerUpstream, balancerUpstreamConf(layout, settings.balancer), {
-                label: 'load balancer upstream (the app hosts)',
-                onChange: 'nginx_changed=1',
-            })
-            : file(layout.nginxUpstream, nginx_upstreamConf(layout), {
-                label: 'nginx upstream',
-                onChange: 'nginx_changed=1',
-            }),
-        cert
-            ? [
-                sh_sh `if [ -f ${cert.certificate} ]; then`,
-                ...['listen', 'directive'].flatMap((http2) => [
-                    sh_sh `if [ "$nginx_http2" = ${http2} ]; then`,
-                    file(layout.nginxSite, nginx_siteConf(layout, { ...base, tls: cert, http2 }), {
-                        label: 'nginx site (TLS)',
-                        onChange: 'nginx_changed=1',
-                    }),
-                    'fi',
-                ]),
-                'else',
-                http,
-                'fi',
-            ].join('\n')
-            : http,
-        sh_sh `if [ "$(readlink ${layout.nginxSiteEnabled} 2>/dev/null)" != ${layout.nginxSite} ]; then ms_changed "nginx site enabled"; ms_apply ln -sfn ${layout.nginxSite} ${layout.nginxSiteEnabled}; nginx_changed=1; fi`,
-        'if [ -e /etc/nginx/sites-enabled/default ]; then ms_changed "nginx default site disabled"; ms_apply rm -f /etc/nginx/sites-enabled/default; nginx_changed=1; fi',
-    ]
-        .filter((line) => line !== null)
-        .join('\n');
-}
-/** Tests the configuration, then reloads (or starts) nginx when something changed. */
-const NGINX_RELOAD = [
-    'if [ "$CHECK" != 1 ]; then',
-    '  if [ "$nginx_changed" = 1 ] || ! systemctl is-active --quiet nginx; then',
-    '    if ! out=$(nginx -t 2>&1); then echo "nginx -t failed, nginx was not reloaded: $out" >&2; exit 1; fi',
-    '    if systemctl is-active --quiet nginx; then systemctl reload nginx; else systemctl start nginx; ms_changed "nginx started"; fi',
-    '  fi',
-    '  if ! systemctl is-enabled --quiet nginx; then systemctl enable --quiet nginx; ms_changed "nginx enabled at boot"; fi',
-    'fi',
-].join('\n');
-function nginxItem(s) {
-    return {
-        name: 'nginx',
-        script: itemScript(s.check, 'ms_install nginx', 'nginx_changed=0', siteLines(s), NGINX_RELOAD),
-    };
-}
-
-;// CONCATENATED MODULE: ./src/remote/backup.ts
-// PostgreSQL backups: the backup program installed on a database host (its
-// settings, then src/remote/sh/backup.sh), its daily timer, and the steps that
-// take a backup now and read the last restore test. Pure functions from
-// settings to bash.
-//
-// One backup is three files in the backup directory (700, root):
-//   <database>_<YYYYmmddTHHMMSSZ>_<label>.dump            pg_dump -Fc
-//   <database>_<YYYYmmddTHHMMSSZ>_<label>.globals.sql     pg_dumpall --globals-only
-//   <database>_<YYYYmmddTHHMMSSZ>_<label>.manifest.json   written last, atomically
-// The manifest's row counts are taken in the same snapshot as the dump, so a
-// restore must reproduce them exactly.
-
-
-
-
-
-const DEFAULT_BACKUP_LABEL = 'manual';
-const DEFAULT_RETENTION_DAYS = 30;
-function defaultBackupDir(app) {
-    return `/var/backups/metalship/${app}`;
-}
-function backupProgramPath(app) {
-    return `/usr/local/sbin/metalship-backup-${app}`;
-}
-function backupUnitNames(app) {
-    return { service: `metalship-backup-${app}.service`, timer: `metalship-backup-${app}.timer` };
-}
-/** The file with the record of the last successful restore test, beside the backups. */
-function lastVerifiedPath(backupDir) {
-    return `${backupDir}/.last-verified.json`;
-}
-const NAME_RE = /^[A-Za-z0-9_][A-Za-z0-9_-]{0,62}$/;
-const LABEL_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$/;
-const APP_RE = /^[a-z][a-z0-9_-]{0,31}$/;
-/** Backup file names: <database>_<UTC stamp>_<label>.dump (the label may hold '_'). */
-const BACKUP_NAME_RE = /^([A-Za-z0-9_][A-Za-z0-9_-]{0,62})_(\d{8}T\d{6}Z)_([A-Za-z0-9][A-Za-z0-9._-]{0,79})\.dump$/;
-function validDatabaseName(name) {
-    return NAME_RE.test(name) ? null : 'letters, digits, _ and - only (1 to 63, not starting with -)';
-}
-function validBackupLabel(label) {
-    return LABEL_RE.test(label)
-        ? null
-        : 'letters, digits, ., _ and - only (1 to 80, starting with a letter or digit)';
-}
-function check(opts) {
-    if (!APP_RE.test(opts.app))
-        throw new Error(`backup: app ${JSON.stringify(opts.app)} is not a valid app name`);
-    const db = validDatabaseName(opts.database);
-    if (db)
-        throw new Error(`backup: database ${JSON.stringify(opts.database)}: ${db}`);
-    if (!/^\/[^\0\n]*$/.test(opts.backupDir) ||
-        opts.backupDir === '/' ||
-        /(^|\/)\.\.?(\/|$)/.test(opts.backupDir))
-        throw new Error(`backup: backup directory ${JSON.stringify(opts.backupDir)} must be an absolute path, not /`);
-    if (!Number.isInteger(opts.retentionDays) || opts.retentionDays < 1 || opts.retentionDays > 3650)
-        throw new Error(`backup: retention ${opts.retentionDays} must be a whole number of days from 1 to 3650`);
-}
-/**
- * SQL that prints one JSON object line {"schema.table": rows, ...} for every
- * table whose data pg_dump dumps (ordinary tables and partitions, not the
- * catalogs or extension members). Used at backup time, inside the snapshot, and
- * after a restore, so both sides count the same way.
- */
-const ROW_COUNTS_SQL = `SELECT coalesce(json_object_agg(t.name, t.n ORDER BY t.name), '{}')::text FROM (` +
-    `SELECT n.nspname || '.' || c.relname AS name, ` +
-    `(xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', n.nspname, c.relname), false, true, '')))[1]::text::bigint AS n ` +
-    `FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace ` +
-    `WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' ` +
-    `AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')` +
-    `) t;`;
-const BACKUP_SH = shellFile((0,external_node_fs_namespaceObject.readFileSync)(__nccwpck_require__.ab + "backup.sh", 'utf8'));
-/**
- * The backup program (/usr/local/sbin/metalship-backup-{app}): its settings as
- * quoted assignments, then src/remote/sh/backup.sh. Usage:
- * `metalship-backup-{app} [label]`; prints the dump's path on its last line.
- */
-function backupProgram(opts) {
-    check(opts);
-    return sh_script('#!/bin/bash', sh_sh `# metalship-backup-${opts.app}: PostgreSQL backup of ${opts.database}. Managed by metalship; changes are overwritten.`, '# Usage: metalship-backup-APP [label]   (label: daily, manual, pre-migrate-<release>, ...)', assignments({
-        DB: opts.database,
-        DIR: opts.backupDir,
-        RETENTION_DAYS: opts.retentionDays,
-        DEFAULT_LABEL: DEFAULT_BACKUP_LABEL,
-        LABEL_PATTERN: LABEL_RE.source,
-    }), sh_textVar('COUNTS_SQL', ROW_COUNTS_SQL), ROOT_ONLY_FUNCTION, BACKUP_SH);
-}
-/** The backup's oneshot service and its timer. */
-function backup_unitFiles(opts) {
-    const onCalendar = opts.onCalendar ?? 'daily';
-    if (!/^[A-Za-z0-9 *:,./~+-]{1,100}$/.test(onCalendar))
-        throw new Error(`backup: OnCalendar ${JSON.stringify(onCalendar)} has characters a calendar spec cannot have`);
-    const prog = backupProgramPath(opts.app);
-    const service = [
-        '# Managed by metalship.',
-        '[Unit]',
-        `Description=${unitText(`metalship: PostgreSQL backup of ${opts.database} (${opts.app})`)}`,
-        'After=postgresql.service',
-        'Wants=postgresql.service',
-        '',
-        '[Service]',
-        'Type=oneshot',
-        `ExecStart=${execLine([prog, 'daily'])}`,
-        'Nice=10',
-        'IOSchedulingClass=best-effort',
-        'IOSchedulingPriority=7',
-        'PrivateTmp=true',
-        'ProtectHome=true',
-        'ProtectSystem=full',
-        'TimeoutStartSec=6h',
-        '',
-    ].join('\n');
-    const timer = [
-        '# Managed by metalship.',
-        '[Unit]',
-        `Description=${unitText(`metalship: daily PostgreSQL backup of ${opts.database} (${opts.app})`)}`,
-        '',
-        '[Timer]',
-        `OnCalendar=${unitText(onCalendar)}`,
-        'RandomizedDelaySec=30min',
-        'Persistent=true',
-        '',
-        '[Install]',
-        'WantedBy=timers.target',
-        '',
-    ].join('\n');
-    return { service, timer };
-}
-/**
- * Installs the backup program, its oneshot service and timer (idempotent). Prints
- * `changed <what>` for each thing it changed, nothing when all was in place.
- */
-function backupInstallScript(opts) {
-    const program = backupProgram(opts);
-    const names = backupUnitNames(opts.app);
-    const units = backup_unitFiles(opts);
-    const unitDir = '/etc/systemd/system';
-    return sh_script('reload=""', paths_rootOnly(opts.backupDir), sh_sh `if [ ! -d ${opts.backupDir} ]; then mkdir -p -- ${opts.backupDir}; chmod 700 -- ${opts.backupDir}; echo ${'changed ' + opts.backupDir}; fi`, sh_sh `if [ "$(stat -c %a:%U -- ${opts.backupDir})" != 700:root ]; then chown -h root:root -- ${opts.backupDir}; chmod 700 -- ${opts.backupDir}; echo ${'changed ' + opts.backupDir + ' mode'}; fi`, sh_ensureFile(backupProgramPath(opts.app), program, {
-        mode: '755',
-        owner: 'root:root',
-        label: backupProgramPath(opts.app),
-    }), sh_ensureFile(`${unitDir}/${names.service}`, units.service, {
-        mode: '644',
-        label: names.service,
-        onChange: 'reload=1',
-    }), sh_ensureFile(`${unitDir}/${names.timer}`, units.timer, {
-        mode: '644',
-        label: names.timer,
-        onChange: 'reload=1',
-    }), 'if [ -n "$reload" ]; then systemctl daemon-reload; fi', sh_sh `if ! systemctl is-enabled --quiet ${names.timer}; then systemctl enable --quiet ${names.timer}; echo ${'changed ' + names.timer + ' enabled'}; fi`, sh_sh `if ! systemctl is-active --quiet ${names.timer}; then systemctl start ${names.timer}; echo ${'changed ' + names.timer + ' started'};`, sh_sh `elif [ -n "$reload" ]; then systemctl restart ${names.timer}; fi`);
-}
-/**
- * Takes a backup now with the given label: the installed program, or this
- * program run inline when it is not installed. Gives the dump's path.
- */
-function backupNowStep(opts, label) {
-    const bad = validBackupLabel(label);
-    if (bad)
-        throw new Error(`backup: label ${JSON.stringify(label)}: ${bad}`);
-    const doc = heredoc(backupProgram(opts));
-    const prog = backupProgramPath(opts.app);
-    return step(`taking a backup of ${opts.database} (${label})`, script(sh `if [ -x ${prog} ]; then`, sh `  dump=$(${prog} ${label})`, 'else', '  inline=$(mktemp)', '  trap \'rm -f -- "$inline"\' EXIT', `  cat > "$inline" ${doc.open}`, doc.body, sh `  dump=$(bash "$inline" ${label})`, 'fi', 
-    // The program prints the path on its last line.
-    'echo "DUMP $(printf \'%s\\n\' "$dump" | tail -n 1)"'), (stdout) => {
-        const dump = keyLines(stdout).get('DUMP');
-        if (!dump)
-            throw new Error('the backup printed no dump path');
-        return dump;
-    });
-}
-/**
- * For other actions (deploy), on the database host: a warning for the log when
- * the backups were never proven to restore, or not for longer than maxDays (the
- * monthly restore test stopped?); null when fine or when the host keeps no
- * backups in backupDir.
- */
-function restoreProofStep(backupDir, maxDays = 45) {
-    return step('reading the last restore test', script(sh `if [ ! -d ${backupDir} ]; then echo NO_BACKUPS; exit 0; fi`, sh `record=${lastVerifiedPath(backupDir)}`, 'if [ -f "$record" ]; then echo "LAST_VERIFIED $(head -c 10000 -- "$record" | tr -d \'\\n\')"; fi', 'echo "NOW $(date -u +%s)"'), (stdout) => {
-        const out = keyLines(stdout);
-        if (out.get('NO_BACKUPS') !== undefined)
-            return null;
-        const now = Number(out.get('NOW'));
-        const record = out.get('LAST_VERIFIED');
-        if (!record)
-            return 'no restore test of the backups is recorded on this host: run the backup-verify action';
-        let when = NaN;
-        try {
-            when = Date.parse(JSON.parse(record).verified ?? '') / 1000;
-        }
-        catch {
-            // unreadable record: treated as missing
-        }
-        if (Number.isNaN(when))
-            return 'the record of the last restore test is unreadable: run the backup-verify action';
-        const days = (now - when) / 86400;
-        return days > maxDays
-            ? `the backups were last proven to restore ${days.toFixed(0)} days ago: is the monthly restore test still running?`
-            : null;
-    });
-}
-
-;// CONCATENATED MODULE: ./src/remote/provision/postgresql.ts
-// PostgreSQL: the app's role and database, pg_hba rules for local access (and
-// SSL-only remote access when networks are given), and the daily backups of the
-// backup module (pg_dump -Fc plus a manifest, kept for a number of days).
-
-
-
-
-function hbaBlock(settings) {
-    const pg = settings.postgresql;
-    const db = hbaName(pg.database);
-    const user = hbaName(pg.user);
-    return [
-        `# BEGIN metalship ${settings.layout.app}`,
-        `host    ${db} ${user} 127.0.0.1/32 scram-sha-256`,
-        `host    ${db} ${user} ::1/128 scram-sha-256`,
-        ...pg.remoteCidrs.map((c) => `hostssl ${db} ${user} ${hbaAddress(c)} scram-sha-256`),
-        `# END metalship ${settings.layout.app}`,
-    ].join('\n');
-}
-function postgresqlItem(settings) {
-    const pg = settings.postgresql;
-    const backup = {
-        app: settings.layout.app,
-        database: pg.database,
-        backupDir: pg.backupDir,
-        retentionDays: pg.keepDays,
-    };
-    const units = backupUnitNames(settings.layout.app);
-    const psql = 'runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1';
-    return {
-        name: 'postgresql',
-        script: itemScript(settings.check, 'ms_install postgresql', 'if ! systemctl is-active --quiet postgresql; then ms_changed "postgresql started"; ms_apply systemctl enable --now --quiet postgresql; fi', 
-        // Clusters take a moment to accept connections after a start.
-        `for _ in $(seq 1 30); do ${psql} -c 'select 1' >/dev/null 2>&1 && break; sleep 1; done`, `# shellcheck disable=SC2120 # arguments are optional: most calls feed it stdin only\nq() { ${psql} -v u=${pg.user} -v db=${pg.database} "$@"; }`, sh_sh `if [ -z "$(echo "select 1 from pg_roles where rolname = :'u'" | q)" ]; then ms_changed ${'role ' + pg.user + ' created'}; if [ "$CHECK" != 1 ]; then echo 'create role :"u" login' | q; fi; fi`, sh_sh `if [ -z "$(echo "select 1 from pg_database where datname = :'db'" | q)" ]; then ms_changed ${'database ' + pg.database + ' created'}; if [ "$CHECK" != 1 ]; then echo 'create database :"db" owner :"u"' | q; fi; fi`, pg.password
-            ? [
-                // The password is right when it logs in; it goes to psql on stdin, never on a command line.
-                'pgpass=$(mktemp); chmod 600 "$pgpass"; trap \'rm -f "$pgpass"\' EXIT',
-                sh_sh `printf '%s\\n' ${'127.0.0.1:*:' + pg.database + ':' + pg.user + ':' + pg.password.replace(/\\/g, '\\\\').replace(/:/g, '\\:')} > "$pgpass"`,
-                sh_sh `if ! PGPASSFILE="$pgpass" psql -XAtq -w -h 127.0.0.1 -U ${pg.user} -d ${pg.database} -c 'select 1' >/dev/null 2>&1; then`,
-                sh_sh `  ms_changed ${'password of role ' + pg.user + ' set'}`,
-                // printf is a builtin: the password is never on a command line. Stored as
-                // SCRAM whatever the server's default (md5 before PostgreSQL 14): the
-                // app's pg_hba rules accept only scram-sha-256.
-                sh_sh `  if [ "$CHECK" != 1 ]; then printf '%s\\n' ${"set password_encryption = 'scram-sha-256';"} ${`alter role :"u" password '${pg.password.replace(/'/g, "''")}'`} | q; fi`,
-                'fi',
-            ].join('\n')
-            : null, `hba=$(${psql} -c 'show hba_file')`, sh_sh `block=$(cat <<'MS_HBA_EOF'`, hbaBlock(settings), 'MS_HBA_EOF', ')', 
-        // Our rules first (pg_hba: the first matching line wins); the rest as it was.
-        sh_sh `new=$( { printf '%s\\n' "$block"; awk -v b=${'# BEGIN metalship ' + settings.layout.app} -v e=${'# END metalship ' + settings.layout.app} '$0 == b { skip = 1; next } $0 == e { skip = 0; next } !skip' "$hba"; } )`, 'if [ "$new" != "$(cat "$hba")" ]; then', '  ms_changed "pg_hba rules for the app"', '  if [ "$CHECK" != 1 ]; then printf "%s\\n" "$new" > "$hba.metalship-new"; chown --reference="$hba" "$hba.metalship-new"; chmod --reference="$hba" "$hba.metalship-new"; mv -f "$hba.metalship-new" "$hba"; echo "select pg_reload_conf()" | q >/dev/null; fi', 'fi', 
-        // The cluster's settings are readable by the server's account only (the
-        // packages leave postgresql.conf, start.conf and pg_ctl.conf world-readable;
-        // lynis 3.1+ warns of it as DBS-1828).
-        `conf_dir=$(dirname "$(${psql} -c 'show config_file')")`, 'open_confs=$(find "$conf_dir" -maxdepth 1 -name "*.conf" -perm /o=rwx -printf "%f " | sed "s/ $//")', 'if [ -n "$open_confs" ]; then ms_changed "PostgreSQL configuration files no longer world-readable: $open_confs"; ms_apply find "$conf_dir" -maxdepth 1 -name "*.conf" -perm /o=rwx -exec chmod o-rwx {} +; fi', pg.remoteCidrs.length
-            ? [
-                `if [ "$(${psql} -c 'show listen_addresses')" != '*' ] || [ "$(${psql} -c 'show ssl')" != on ]; then`,
-                '  ms_changed "listening for remote clients, SSL on"',
-                `  if [ "$CHECK" != 1 ]; then echo "alter system set listen_addresses = '*'; alter system set ssl = on" | q; systemctl restart postgresql; fi`,
-                'fi',
-            ].join('\n')
-            : null, 'if [ "$CHECK" = 1 ]; then', sh_sh `  prog=$(mktemp); cat > "$prog" <<'MS_PROG_EOF'`, backupProgram(backup).replace(/\n$/, ''), 'MS_PROG_EOF', sh_sh `  if ! cmp -s "$prog" ${backupProgramPath(settings.layout.app)}; then ms_changed "backup program differs or is missing"; fi; rm -f "$prog"`, sh_sh `  if ! systemctl is-enabled --quiet ${units.timer} 2>/dev/null; then ms_changed ${'backup timer ' + units.timer + ' not enabled'}; fi`, 'else', backupInstallScript({ ...backup, onCalendar: pg.schedule }), 'fi'),
-    };
-}
-
-;// CONCATENATED MODULE: ./src/remote/provision/python.ts
-// Python: the distribution's python3 (with venv and pip), or a pyenv build in
-// /opt/pyenv. Prints `python <path>`: the interpreter the release action builds
-// each release's venv with (the venvs live in {app-root}/venvs, {app-root}/venv
-// links the current one).
-
-
-const PYENV_ROOT = '/opt/pyenv';
-const PYENV_REPO = 'https://github.com/pyenv/pyenv.git';
-/** What CPython needs to build (pyenv's wiki, Debian and Ubuntu). */
-const PYENV_BUILD_DEPS = [
-    'git',
-    'make',
-    'build-essential',
-    'libssl-dev',
-    'zlib1g-dev',
-    'libbz2-dev',
-    'libreadline-dev',
-    'libsqlite3-dev',
-    'libncursesw5-dev',
-    'xz-utils',
-    'tk-dev',
-    'libxml2-dev',
-    'libxmlsec1-dev',
-    'libffi-dev',
-    'liblzma-dev',
-];
-function pythonItem(settings) {
-    const v = settings.python.version;
-    if (settings.python.install === 'system') {
-        return {
-            name: 'python',
-            script: itemScript(settings.check, 'ms_install python3 python3-venv python3-pip', v
-                ? sh_sh `have=$(python3 -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')
-case "$have." in ${v}.*) ;; *) echo "python3 is $have, python-version asks for ${v}: use python-install: pyenv for another version" >&2; exit 1;; esac`
-                : null, 'echo "python /usr/bin/python3"'),
-        };
-    }
-    return {
-        name: 'python',
-        script: itemScript(settings.check, `ms_install ${PYENV_BUILD_DEPS.join(' ')}`, sh_sh `export PYENV_ROOT=${PYENV_ROOT}`, sh_sh `if [ ! -x ${PYENV_ROOT}/bin/pyenv ]; then`, sh_sh `  ms_changed ${'pyenv installed in ' + PYENV_ROOT}`, '  if [ "$CHECK" = 1 ]; then exit 0; fi', sh_sh `  git clone --quiet --depth 1 ${PYENV_REPO} ${PYENV_ROOT} >&2`, 'fi', 
-        // A version such as 3.12 means the newest 3.12.x pyenv knows.
-        sh_sh `full=$(${PYENV_ROOT}/bin/pyenv latest -k ${v} 2>/dev/null || echo ${v})`, sh_sh `if [ ! -x ${PYENV_ROOT}/versions/"$full"/bin/python3 ]; then`, '  ms_changed "Python $full built with pyenv"', '  if [ "$CHECK" = 1 ]; then exit 0; fi', sh_sh `  ${PYENV_ROOT}/bin/pyenv install --skip-existing "$full" >&2`, 'fi', sh_sh `chmod -R go+rX,go-w ${PYENV_ROOT}`, sh_sh `echo "python ${PYENV_ROOT}/versions/$full/bin/python3"`),
-    };
-}
-
-;// CONCATENATED MODULE: ./src/remote/provision/redis.ts
-// Redis: loopback only, the default user off, an ACL user for the app that may
-// not run dangerous commands (ACLs, not the deprecated rename-command),
-// maxmemory (given, or a share of RAM) with allkeys-lru, appendonly. The syntax
-// follows the version found on the host (see RedisSyntax).
-
-
-
-
-const REDIS_CONF = '/etc/redis/redis.conf';
-const REDIS_DROPIN = '/etc/redis/metalship.conf';
-const REDIS_ACL = '/etc/redis/users.acl';
-/** The ACL file: passwords only as SHA-256, never in clear on disk. */
-function aclFile(user, password, syntax = '6.2') {
-    // A second `user default` line would be the default user again, on: Redis refuses the file.
-    if (user === 'default')
-        throw new Error("redis-user cannot be 'default': that user is turned off");
-    const hash = (0,external_node_crypto_.createHash)('sha256').update(password, 'utf8').digest('hex');
-    const channels = syntax === '6.2';
-    return `user default off${channels ? ' resetchannels' : ''} -@all
-user ${bareWord(user, 'the Redis ACL file')} on #${hash} ~*${channels ? ' &*' : ''} +@all -@dangerous
-`;
-}
-/** Loopback only, IPv6 where the host has it. */
-function redisBind(syntax) {
-    return syntax === '6.2' ? '127.0.0.1 -::1' : '127.0.0.1 ::1';
-}
-/**
- * Sets redis_syntax from the installed redis-server, or stops the item before
- * anything is written when provision does not know how to configure it.
- */
-const REDIS_VERSION_LINES = [
-    "redis_version=$(redis-server --version 2>/dev/null | sed -n 's/.* v=\\([0-9][0-9]*\\.[0-9][0-9.]*\\) .*/\\1/p')",
-    'if [ -z "$redis_version" ] || dpkg --compare-versions "$redis_version" lt 6.0; then',
-    '  echo "redis-server ${redis_version:-of unknown version (redis-server --version says: $(redis-server --version 2>&1 | head -c 200))} is not supported: provision needs Redis 6.0 or newer (ACL users); nothing was changed" >&2; exit 1',
-    'fi',
-    'if dpkg --compare-versions "$redis_version" lt 6.2; then redis_syntax=6.0; else redis_syntax=6.2; fi',
-].join('\n');
-function redisItem(settings) {
-    const redis = settings.redis;
-    const maxmemory = redis.maxmemory
-        ? quote(redis.maxmemory)
-        : `$(awk '/^MemTotal:/ { printf "%d", $2 * 1024 * ${redis.memoryPercent} / 100 }' /proc/meminfo)`;
-    return {
-        name: 'redis',
-        script: itemScript(settings.check, 'ms_install redis-server', REDIS_VERSION_LINES, 'restart=0', ...['6.0', '6.2'].map((syntax) => [
-            sh_sh `if [ "$redis_syntax" = ${syntax} ]; then`,
-            file(REDIS_ACL, aclFile(redis.user, redis.password, syntax), {
-                mode: '640',
-                owner: 'redis:redis',
-                label: 'Redis ACL users',
-                onChange: 'restart=1',
-            }),
-            sh_sh `  redis_bind=${redisBind(syntax)}`,
-            'fi',
-        ].join('\n')), `maxmemory=${maxmemory}`, sh_sh `ms_file ${REDIS_DROPIN} 640 redis:redis ${'Redis settings'} < <(printf '%s\\n' '# Managed by metalship.' "bind $redis_bind" 'protected-mode yes' 'port 6379' "maxmemory $maxmemory" 'maxmemory-policy allkeys-lru' 'appendonly yes' ${'aclfile ' + REDIS_ACL})`, 'if [ "$MS_WROTE" = 1 ]; then restart=1; fi', 
-        // Included last, so its values override the packaged file's.
-        sh_sh `if [ "$(grep -v '^[[:space:]]*\\(#\\|$\\)' ${REDIS_CONF} | tail -n 1)" != ${'include ' + REDIS_DROPIN} ]; then`, sh_sh `  ms_changed "Redis includes the metalship settings last"`, sh_sh `  if [ "$CHECK" != 1 ]; then sed -i ${'\\#^include ' + REDIS_DROPIN + '$#d'} ${REDIS_CONF}; printf '\\n%s\\n' ${'include ' + REDIS_DROPIN} >> ${REDIS_CONF}; restart=1; fi`, 'fi', 'if [ "$CHECK" != 1 ]; then', '  if [ "$restart" = 1 ] || ! systemctl is-active --quiet redis-server; then systemctl enable --quiet redis-server; systemctl restart redis-server; fi', 
-        // The app's user must work, and nobody else may run anything.
-        '  for _ in $(seq 1 20); do redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && break; sleep 0.5; done', sh_sh `  if [ "$(REDISCLI_AUTH=${redis.password} redis-cli --no-auth-warning -h 127.0.0.1 --user ${redis.user} ping 2>&1)" != PONG ]; then echo "the app's Redis user cannot log in after the change" >&2; exit 1; fi`, '  case "$(redis-cli -h 127.0.0.1 ping 2>&1)" in *NOAUTH*|*NOPERM*|*WRONGPASS*|*"authentication"*) ;; *) echo "Redis still answers unauthenticated clients" >&2; exit 1;; esac', 'fi'),
-    };
-}
-
-;// CONCATENATED MODULE: ./src/remote/provision/ssh.ts
-// SSH: key-only login through a drop-in read before any other (sshd uses the
-// first value it finds), checked against sshd -T's effective values, validated
-// with sshd -t before a reload. The stage then tests a fresh connection; if it
-// fails the previous drop-in comes back. Ubuntu 22.10+ runs sshd socket-activated
-// (ssh.socket): the service is reloaded when it runs, and nothing else is needed
-// while the port stays the same.
-
-
-const SSHD_DROPIN = '/etc/ssh/sshd_config.d/00-metalship.conf';
-const BACKUP = '/etc/ssh/.00-metalship.conf.previous';
-const SSH_REVERT_UNIT = 'metalship-revert-sshd';
-/** Options set, with the value sshd -T reports for them (lowercase keys). */
-function sshdOptions(settings) {
-    return [
-        ['PermitRootLogin', settings.ssh.rootLogin === 'no' ? 'no' : 'without-password'],
-        ['PasswordAuthentication', 'no'],
-        ['KbdInteractiveAuthentication', 'no'],
-        ['PermitEmptyPasswords', 'no'],
-        ['PubkeyAuthentication', 'yes'],
-        ['AuthenticationMethods', 'publickey'],
-        ['MaxAuthTries', '3'],
-        ['LoginGraceTime', '30'],
-        ['X11Forwarding', 'no'],
-        ['AllowAgentForwarding', 'no'],
-        ['PermitUserEnvironment', 'no'],
-        ['ClientAliveInterval', '300'],
-        ['ClientAliveCountMax', '2'],
-    ];
-}
-/**
- * Algorithms: the modern ones that this sshd knows, in this order (filtered by
- * `ssh -Q` at run time, so an older or newer OpenSSH never gets a name it
- * rejects). curve25519 stays: ssh2 (the actions' client) has no post-quantum kex.
- */
-const KEX = [
-    'mlkem768x25519-sha256',
-    'sntrup761x25519-sha512',
-    'sntrup761x25519-sha512@openssh.com',
-    'curve25519-sha256',
-    'curve25519-sha256@libssh.org',
-    'diffie-hellman-group16-sha512',
-    'diffie-hellman-group18-sha512',
-];
-const CIPHERS = [
-    'chacha20-poly1305@openssh.com',
-    'aes256-gcm@openssh.com',
-    'aes128-gcm@openssh.com',
-    'aes256-ctr',
-    'aes192-ctr',
-    'aes128-ctr',
-];
-const MACS = [
-    'hmac-sha2-512-etm@openssh.com',
-    'hmac-sha2-256-etm@openssh.com',
-    'umac-128-etm@openssh.com',
-];
-const HOSTKEY_ALGS = [
-    'ssh-ed25519',
-    'ssh-ed25519-cert-v01@openssh.com',
-    'rsa-sha2-512',
-    'rsa-sha2-256',
-];
-/**
- * The drop-in's fixed part (the algorithm lines are added on the host). Its
- * values are our own or a choice input's; none needs sshd quoting.
- */
-function sshdDropIn(settings) {
-    return [
-        '# Managed by metalship: key-only SSH. Read before the other files of this',
-        '# directory, so its values win (sshd keeps the first value of each option).',
-        ...sshdOptions(settings).map(([k, v]) => `${k} ${k === 'PermitRootLogin' ? settings.ssh.rootLogin : v}`),
-        'ChallengeResponseAuthentication no',
-    ].join('\n');
-}
-/**
- * ms_known KIND NAME...: the NAMEs this host's OpenSSH knows, comma-separated.
- * Host key algorithms are signature names (rsa-sha2-512), which `ssh -Q key`
- * does not list: `key-sig` does (OpenSSH 8.2+), with `key` as the fallback.
- */
-const KNOWN_ALGORITHMS = 'ms_known() { local kind=$1; shift; local have; have=$(ssh -Q "$kind" 2>/dev/null; if [ "$kind" = key-sig ]; then ssh -Q key 2>/dev/null; fi); local out=""; for n in "$@"; do if printf "%s\\n" "$have" | grep -qxF -- "$n"; then out="$out${out:+,}$n"; fi; done; printf "%s" "$out"; }';
-function known(kind, names) {
-    return `$(ms_known ${kind} ${names.join(' ')})`;
-}
-function sshItem(settings) {
-    const opts = sshdOptions(settings);
-    const header = sshdDropIn(settings);
-    // The algorithm lines are filled in on the host from what its sshd supports.
-    const algLines = [
-        `"KexAlgorithms ${known('kex', KEX)}"`,
-        `"Ciphers ${known('cipher', CIPHERS)}"`,
-        `"MACs ${known('mac', MACS)}"`,
-        `"HostKeyAlgorithms ${known('key-sig', HOSTKEY_ALGS)}"`,
-    ].join(' ');
-    return {
-        name: 'ssh',
-        script: itemScript(settings.check, 'command -v sshd >/dev/null || { echo "sshd is not installed" >&2; exit 1; }', KNOWN_ALGORITHMS, 'mkdir -p /etc/ssh/sshd_config.d', 
-        // Without the Include (very old or edited sshd_config), a drop-in does nothing.
-        'if ! grep -qiE "^[[:space:]]*Include[[:space:]]+/etc/ssh/sshd_config\\.d/\\*\\.conf" /etc/ssh/sshd_config; then', '  echo "/etc/ssh/sshd_config does not include /etc/ssh/sshd_config.d/*.conf: add \'Include /etc/ssh/sshd_config.d/*.conf\' at its top" >&2; exit 1', 'fi', `want=$(cat <<'MS_SSHD_EOF'\n${header}\nMS_SSHD_EOF\n)`, 
-        // An algorithm list this sshd cannot satisfy at all is left out.
-        `want=$(printf "%s\\n" "$want" ${algLines} | grep -v " $")`, 
-        // Drift: the effective values (sshd -T) and the drop-in's content.
-        'eff=$(sshd -T -C user=root,host=localhost,addr=127.0.0.1 2>/dev/null || sshd -T 2>/dev/null)', 'drift=""', ...opts.map(([k, v]) => sh_sh `got=$(printf "%s\\n" "$eff" | awk -v k=${k.toLowerCase()} '$1 == k && !seen { $1 = ""; sub(/^ /, ""); print; seen = 1 }'); if [ "$got" != ${v} ]; then drift="$drift ${k.toLowerCase()}=\${got:-unset}(want ${v})"; fi`), sh_sh `if [ -f ${SSHD_DROPIN} ] && [ "$(cat ${SSHD_DROPIN})" = "$want" ]; then same=1; else same=0; fi`, 'if [ "$same" = 1 ] && [ -z "$drift" ]; then exit 0; fi', 'if [ "$CHECK" = 1 ]; then', sh_sh `  if [ "$same" = 0 ]; then if [ -f ${SSHD_DROPIN} ]; then ms_changed "sshd drop-in differs"; else ms_changed "sshd drop-in missing"; fi; fi`, '  if [ -n "$drift" ]; then ms_changed "sshd options:$drift"; fi', '  exit 0', 'fi', sh_sh `if [ "$same" = 1 ]; then echo "sshd options still differ with the drop-in in place (another file sets them first):$drift" >&2; exit 1; fi`, sh_sh `rm -f ${BACKUP}; if [ -f ${SSHD_DROPIN} ]; then cp -p ${SSHD_DROPIN} ${BACKUP}; fi`, sh_sh `printf "%s\\n" "$want" > ${SSHD_DROPIN}.new && chmod 644 ${SSHD_DROPIN}.new && mv -f ${SSHD_DROPIN}.new ${SSHD_DROPIN}`, `if ! err=$(sshd -t 2>&1); then ${restoreLines()}; echo "sshd -t rejected the new configuration (restored the previous one): $err" >&2; exit 1; fi`, sh_sh `eff=$(sshd -T -C user=root,host=localhost,addr=127.0.0.1 2>/dev/null || sshd -T 2>/dev/null); left=""`, ...opts.map(([k, v]) => sh_sh `got=$(printf "%s\\n" "$eff" | awk -v k=${k.toLowerCase()} '$1 == k && !seen { $1 = ""; sub(/^ /, ""); print; seen = 1 }'); if [ "$got" != ${v} ]; then left="$left ${k.toLowerCase()}=\${got:-unset}"; fi`), `if [ -n "$left" ]; then ${restoreLines()}; echo "another sshd configuration file sets these first, so the drop-in cannot take effect:$left" >&2; exit 1; fi`, 
-        // Safety net: without a confirmation from a fresh connection, the previous drop-in comes back by itself.
-        sh_sh `systemd-run --quiet --unit=${SSH_REVERT_UNIT} --on-active=180 /bin/sh -c ${revertCommand()} >/dev/null 2>&1 || true`, reloadOneLine(), 
-        // sshd re-executes itself on a reload: give it a moment before the fresh connection.
-        'sleep 1', 'ms_changed "sshd drop-in written (key-only login)${drift:+; was:$drift}"', 'echo "guard ssh"'),
-        guard: {
-            confirm: sh_sh `systemctl stop ${SSH_REVERT_UNIT}.timer 2>/dev/null || true; rm -f ${BACKUP}`,
-            revert: script2(sh_sh `systemctl stop ${SSH_REVERT_UNIT}.timer 2>/dev/null || true`, sh_sh `/bin/sh -c ${revertCommand()}`, 'echo "sshd configuration restored"'),
-        },
-    };
-}
-function script2(...lines) {
-    return lines.join('\n') + '\n';
-}
-/** Restores the previous drop-in (or removes ours when there was none) and reloads sshd. */
-function revertCommand() {
-    return `if [ -f ${BACKUP} ]; then mv -f ${BACKUP} ${SSHD_DROPIN}; else rm -f ${SSHD_DROPIN}; fi; ${reloadOneLine()}`;
-}
-function restoreLines() {
-    return `if [ -f ${BACKUP} ]; then mv -f ${BACKUP} ${SSHD_DROPIN}; else rm -f ${SSHD_DROPIN}; fi`;
-}
-/**
- * Reloading sshd: Debian and Ubuntu name the service ssh.service. With socket
- * activation (Ubuntu 22.10+) the service may not run yet: then the next
- * connection starts it with the new configuration and nothing needs reloading.
- */
-function reloadOneLine() {
-    return 'if systemctl is-active --quiet ssh.service; then systemctl reload ssh.service; elif systemctl is-active --quiet sshd.service; then systemctl reload sshd.service; elif systemctl is-active --quiet ssh.socket; then :; else echo "no running sshd to reload" >&2; exit 1; fi';
-}
-
-;// CONCATENATED MODULE: ./src/remote/provision/system.ts
-// System: package index, base packages, unattended-upgrades for security
-// updates (and pending ones applied now), kernel hardening sysctls.
-
-const BASE_PACKAGES = ['ca-certificates', 'curl', 'unattended-upgrades', 'logrotate', 'openssl'];
-const AUTO_UPGRADES = `// Managed by metalship: daily package lists and unattended security upgrades.
-APT::Periodic::Update-Package-Lists "1";
-APT::Periodic::Unattended-Upgrade "1";
-APT::Periodic::AutocleanInterval "7";
-`;
-/**
- * Security origins only (Debian, Ubuntu and Ubuntu Pro's ESM). apt appends list
- * entries across files, so the packages' own defaults (Debian's point releases,
- * Ubuntu's Allowed-Origins) are cleared first.
- */
-const UNATTENDED = `// Managed by metalship: security updates only.
-#clear Unattended-Upgrade::Origins-Pattern;
-#clear Unattended-Upgrade::Allowed-Origins;
-Unattended-Upgrade::Origins-Pattern {
-        "origin=Debian,codename=\${distro_codename}-security,label=Debian-Security";
-        "origin=Debian,codename=\${distro_codename},label=Debian-Security";
-        "origin=Ubuntu,archive=\${distro_codename}-security,label=Ubuntu";
-        "origin=UbuntuESMApps,archive=\${distro_codename}-apps-security";
-        "origin=UbuntuESM,archive=\${distro_codename}-infra-security";
-};
-Unattended-Upgrade::Remove-Unused-Dependencies "true";
-Unattended-Upgrade::Automatic-Reboot "false";
-`;
-function systemItem(settings) {
-    return {
-        name: 'system',
-        script: itemScript(settings.check, 'ms_refresh_index', `ms_install ${BASE_PACKAGES.join(' ')}`, file('/etc/apt/apt.conf.d/20auto-upgrades', AUTO_UPGRADES, { label: 'unattended-upgrades schedule' }), file('/etc/apt/apt.conf.d/52metalship-unattended-upgrades', UNATTENDED, {
-            label: 'unattended-upgrades security origins',
-        }), 'for t in apt-daily.timer apt-daily-upgrade.timer; do', '  if systemctl list-unit-files "$t" >/dev/null 2>&1 && ! systemctl is-enabled --quiet "$t" 2>/dev/null; then', '    ms_changed "$t enabled"; ms_apply systemctl enable --now --quiet "$t"', '  fi', 'done', settings.system.securityUpdates
-            ? [
-                // The pending security updates, from unattended-upgrade's own dry run.
-                'pending=$(unattended-upgrade --dry-run -v 2>/dev/null | sed -n "s/^Packages that will be upgraded: //p" | head -1)',
-                'if [ -n "$pending" ]; then',
-                '  if [ "$CHECK" = 1 ]; then ms_changed "security updates pending: $pending"',
-                '  else unattended-upgrade >/dev/null 2>&1 || { echo "unattended-upgrade failed: see /var/log/unattended-upgrades" >&2; exit 1; }; ms_changed "security updates installed: $pending"; fi',
-                'fi',
-            ].join('\n')
-            : null),
-    };
-}
-/** Kernel settings of the usual hardening baselines (CIS, lynis). */
-const SYSCTLS = {
-    'kernel.kptr_restrict': '2',
-    'kernel.dmesg_restrict': '1',
-    'kernel.sysrq': '0',
-    'kernel.yama.ptrace_scope': '1',
-    'fs.protected_hardlinks': '1',
-    'fs.protected_symlinks': '1',
-    'fs.suid_dumpable': '0',
-    'net.ipv4.tcp_syncookies': '1',
-    'net.ipv4.conf.all.accept_redirects': '0',
-    'net.ipv4.conf.default.accept_redirects': '0',
-    'net.ipv4.conf.all.send_redirects': '0',
-    'net.ipv4.conf.default.send_redirects': '0',
-    'net.ipv4.conf.all.accept_source_route': '0',
-    'net.ipv4.conf.all.rp_filter': '1',
-    'net.ipv4.conf.all.log_martians': '1',
-    'net.ipv6.conf.all.accept_redirects': '0',
-    'net.ipv6.conf.default.accept_redirects': '0',
-};
-const SYSCTL_FILE = '/etc/sysctl.d/60-metalship.conf';
-/**
- * Writes the sysctl file and checks the running values. Where /proc/sys is
- * read-only (containers), a value that cannot be applied is a warning.
- */
-function sysctlItem(settings) {
-    const content = '# Managed by metalship: kernel hardening.\n' +
-        Object.entries(SYSCTLS)
-            .map(([k, v]) => `${k} = ${v}`)
-            .join('\n') +
-        '\n';
-    return {
-        name: 'sysctl',
-        script: itemScript(settings.check, file(SYSCTL_FILE, content, { label: 'sysctl hardening file' }), 'differ=""', ...Object.entries(SYSCTLS).map(([k, v]) => `cur=$(sysctl -n ${k} 2>/dev/null || echo absent); if [ "$cur" != absent ] && [ "$cur" != ${v} ]; then differ="$differ ${k}"; fi`), 'if [ -n "$differ" ]; then', '  if [ ! -w /proc/sys/kernel ]; then ms_warn "cannot set kernel parameters here (/proc/sys is read-only, a container?):$differ"', '  elif [ "$CHECK" = 1 ]; then ms_changed "sysctls to apply:$differ"', `  elif sysctl -q -p ${SYSCTL_FILE} >/dev/null 2>&1; then ms_changed "sysctls applied:$differ"`, '  else ms_warn "some kernel parameters could not be set:$differ"; fi', 'fi'),
-    };
-}
-
-;// CONCATENATED MODULE: ./src/remote/provision/tls.ts
-// TLS: a certificate for the domains from the ACME server (certbot, http-01 via
-// nginx's webroot), renewed by certbot's systemd timer, nginx switched to the
-// TLS site. With no domain the site stays HTTP only, and the report says so.
-
-
-
-
-
-const ACME_CA_FILE = '/etc/metalship/acme-ca.pem';
-/** Where renewals run: certbot.service (the package) or the snap's own unit (Ubuntu). */
-const CERTBOT_DROPINS = {
-    package: '/etc/systemd/system/certbot.service.d/metalship.conf',
-    snap: '/etc/systemd/system/snap.certbot.renew.service.d/metalship.conf',
-};
-const CA_DROPIN = `# Managed by metalship: renewals trust the ACME server's CA.\n[Service]\nEnvironment=${unitEnv('REQUESTS_CA_BUNDLE', ACME_CA_FILE)}\n`;
-function caDropIn(path) {
-    const dir = path.replace(/\/[^/]+$/, '');
-    return [
-        sh_sh `if [ ! -d ${dir} ]; then ms_apply mkdir -p ${dir}; fi`,
-        file(path, CA_DROPIN, {
-            label: 'certbot renewal CA',
-            onChange: '[ "$CHECK" = 1 ] || systemctl daemon-reload',
-        }),
-    ].join('\n');
-}
-function tlsItem(settings) {
-    const cert = certPaths(settings);
-    const tls = settings.tls;
-    if (!cert) {
-        return {
-            name: 'tls',
-            script: itemScript(settings.check, 'echo "note HTTP only: no domains given, so no certificate and no TLS"'),
-        };
-    }
-    const first = tls.domains[0];
-    const want = [...tls.domains].sort().join(' ');
-    const env = tls.caBundle ? sh_sh `REQUESTS_CA_BUNDLE=${ACME_CA_FILE} ` : '';
-    return {
-        name: 'tls',
-        script: itemScript(settings.check, 
-        // Ubuntu's recommended certbot is the snap: use it when it is there.
-        'if ! command -v certbot >/dev/null 2>&1; then ms_install certbot; fi', 'command -v nginx >/dev/null || { echo "nginx is not installed: TLS needs the nginx item" >&2; exit 1; }', tls.caBundle
-            ? [
-                sh_sh `if [ ! -d /etc/metalship ]; then ms_apply mkdir -p /etc/metalship; fi`,
-                file(ACME_CA_FILE, tls.caBundle, { label: 'ACME CA bundle' }),
-                'if [ -x /snap/bin/certbot ]; then',
-                caDropIn(CERTBOT_DROPINS.snap),
-                'else',
-                caDropIn(CERTBOT_DROPINS.package),
-                'fi',
-            ].join('\n')
-            : null, sh_sh `have=$(openssl x509 -in ${cert.certificate} -noout -ext subjectAltName 2>/dev/null | grep -o "DNS:[^,]*" | sed "s/DNS://" | sort | tr "\\n" " " | sed "s/ $//" || true)`, sh_sh `server=$(sed -n "s/^server = //p" /etc/letsencrypt/renewal/${first}.conf 2>/dev/null || true)`, sh_sh `if [ "$have" != ${want} ] || [ "$server" != ${tls.server} ]; then`, sh_sh `  ms_changed ${'certificate for ' + tls.domains.join(', ') + ' from ' + tls.server}`, '  if [ "$CHECK" != 1 ]; then', 
-        // The HTTP site answers the challenge on port 80 (the nginx item wrote it).
-        sh_sh `    mkdir -p ${ACME_WEBROOT}`, sh_sh `    if ! out=$(${sh_raw(env)}certbot certonly --non-interactive --agree-tos --email ${tls.email} --server ${tls.server} --webroot -w ${ACME_WEBROOT} --cert-name ${first} ${tls.domains.flatMap((d) => ['-d', d])} --deploy-hook 'systemctl reload nginx' 2>&1); then`, '      echo "certbot failed: $(printf "%s" "$out" | tail -n 8)" >&2; exit 1', '    fi', '    got_cert=1', '  fi', 'fi', 
-        // The nginx item wrote the TLS site already when the certificate existed; a new one needs it now.
-        'nginx_changed=0', 'if [ "${got_cert:-0}" = 1 ]; then', siteLines(settings), NGINX_RELOAD, 'fi', 
-        // The snap renews through its own timer; the package through certbot.timer.
-        'if [ -x /snap/bin/certbot ]; then renew_timer=snap.certbot.renew.timer; else renew_timer=certbot.timer; fi', 'if ! systemctl is-enabled --quiet "$renew_timer" 2>/dev/null; then ms_changed "certbot renewal timer enabled"; ms_apply systemctl enable --now --quiet "$renew_timer"; fi', sh_sh `if [ "$CHECK" != 1 ]; then echo ${'note certificate ' + cert.certificate}; fi`),
-    };
-}
-
-;// CONCATENATED MODULE: ./src/remote/provision/users.ts
-// Users: the app user (no login shell) owning the app tree, and optionally a
-// deploy user whose sudo covers exactly the command the actions run.
-
-
-
-
-
-const SHARED_PATHS = ['logs', 'uploads', '.env'];
-/**
- * The sudoers rule of the deploy user: the actions run `sudo -n -H -- bash -se`
- * and nothing else. That command is root-equivalent (it runs any script), so
- * the rule limits what the user can be used for, not what it could do.
- */
-function sudoersRule(user) {
-    const [shell, ...args] = SCRIPT_SHELL;
-    const name = sudoersName(user);
-    return `# Managed by metalship: the deploy actions run '${remoteCommand(user)}' and nothing else.
-Defaults:${name} !requiretty
-${name} ALL=(root) NOPASSWD: /usr/bin/${shell} ${args.join(' ')}, /bin/${shell} ${args.join(' ')}
-`;
-}
-function usersItem(settings) {
-    const layout = settings.layout;
-    const deployUser = settings.deployUser;
-    const dirs = [
-        layout.root,
-        layout.releases,
-        layout.venvs,
-        layout.slots,
-        layout.shared,
-        `${layout.shared}/logs`,
-        `${layout.shared}/uploads`,
-        layout.state,
-    ];
-    return {
-        name: 'users',
-        script: itemScript(settings.check, 'if [ "$CHECK" = 1 ]; then', sh_sh `  if ! id -u ${settings.user} >/dev/null 2>&1; then ms_changed ${'app user ' + settings.user + ' missing'}; fi`, sh_sh `  if ! id -u ${layout.buildUser} >/dev/null 2>&1; then ms_changed ${'build user ' + layout.buildUser + ' missing'}; fi`, sh_sh `  for d in ${dirs}; do [ -d "$d" ] || ms_changed "directory $d missing"; done`, 'else', ensureAppTree(layout, settings.user, SHARED_PATHS), 'fi', 
-        // The app user never logs in.
-        sh_sh `if id -u ${settings.user} >/dev/null 2>&1 && [ "$(getent passwd ${settings.user} | cut -d: -f7)" != /usr/sbin/nologin ]; then ms_changed ${'login shell of ' + settings.user + ' removed'}; ms_apply usermod -s /usr/sbin/nologin ${settings.user}; fi`, deployUser
-            ? [
-                sh_sh `if ! id -u ${deployUser.name} >/dev/null 2>&1; then ms_changed ${'deploy user ' + deployUser.name + ' created'}; ms_apply useradd --create-home --shell /bin/bash ${deployUser.name}; fi`,
-                sh_sh `if [ "$CHECK" = 1 ] && ! id -u ${deployUser.name} >/dev/null 2>&1; then exit 0; fi`,
-                sh_sh `home=$(getent passwd ${deployUser.name} | cut -d: -f6)`,
-                sh_sh `if [ ! -d "$home/.ssh" ]; then ms_apply install -d -m 700 -o ${deployUser.name} -g ${deployUser.name} "$home/.ssh"; fi`,
-                file(sh_raw('"$home/.ssh/authorized_keys"'), deployUser.keys.join('\n') + '\n', {
-                    mode: '600',
-                    owner: `${deployUser.name}:${deployUser.name}`,
-                    label: `authorized keys of ${deployUser.name}`,
-                }),
-                'ms_install sudo',
-                sh_sh `sudoers=/etc/sudoers.d/metalship-${deployUser.name}`,
-                sh_sh `tmp=$(mktemp); cat > "$tmp" <<'MS_SUDO_EOF'`,
-                sudoersRule(deployUser.name) + 'MS_SUDO_EOF',
-                'if ! visudo -cqf "$tmp" >/dev/null; then rm -f "$tmp"; echo "visudo rejected the sudoers rule" >&2; exit 1; fi',
-                'if [ -f "$sudoers" ] && cmp -s "$tmp" "$sudoers" && [ "$(stat -c %a "$sudoers")" = 440 ]; then rm -f "$tmp"',
-                'elif [ "$CHECK" = 1 ]; then rm -f "$tmp"; ms_changed "sudoers rule of the deploy user differs or is missing"',
-                'else chmod 440 "$tmp"; mv -f "$tmp" "$sudoers"; ms_changed "sudoers rule of the deploy user written"; fi',
-            ].join('\n')
-            : null),
-    };
-}
-
-;// CONCATENATED MODULE: ./src/remote/provision/index.ts
-// The provision items in the order they run, built from the settings: the
-// package and account work first, the services next, and the two changes that
-// could cut the runner off (firewall, sshd) late, each guarded by a fresh
-// connection.
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-/**
- * The releases provision knows the configuration of (tested on Debian 11, 12 and
- * 13 hosts; Ubuntu's LTS releases have the same components in between).
- */
-const KNOWN_SYSTEMS = {
-    debian: ['11', '12', '13'],
-    ubuntu: ['22.04', '24.04'],
-};
-/** Why provision will not touch this system, or null when it knows it. */
-function unknownSystem(facts) {
-    if (KNOWN_SYSTEMS[facts.id]?.includes(facts.version))
-        return null;
-    const known = Object.entries(KNOWN_SYSTEMS)
-        .map(([id, versions]) => `${id} ${versions.join(', ')}`)
-        .join('; ');
-    return `${facts.os} (${facts.id || 'no ID'} ${facts.version || 'no VERSION_ID'}) is a system provision has not been tested on (it knows ${known}): nothing was changed. Set allow-untested-os: true to provision it anyway`;
-}
-/** What the items need to know about a host before they are built, in one round trip. */
-function factsStep() {
-    return step_step('reading the host', sh_script('( . /etc/os-release 2>/dev/null; echo "OS ${PRETTY_NAME:-unknown}"; echo "OS_ID ${ID:-}"; echo "OS_VERSION ${VERSION_ID:-}" )'), (stdout) => {
-        const out = sh_keyLines(stdout);
-        return {
-            os: out.get('OS')?.trim() || 'unknown',
-            id: out.get('OS_ID')?.trim() ?? '',
-            version: out.get('OS_VERSION')?.trim() ?? '',
-        };
-    });
-}
-/** Every item with the input that switches it off, if any. */
-function planItems(settings, _facts) {
-    const on = (flag, why, make) => flag ? { item: make() } : { item: null, off: why };
-    // A load balancer runs nginx only: none of the app's items.
-    const app = (make) => on(!settings.balancer, 'roles=lb: no app here', make);
-    return [
-        { name: 'system', ...on(settings.system.enabled, 'system: false', () => systemItem(settings)) },
-        { name: 'sysctl', ...on(settings.system.enabled, 'system: false', () => sysctlItem(settings)) },
-        { name: 'users', item: usersItem(settings) },
-        { name: 'python', ...app(() => pythonItem(settings)) },
-        { name: 'app', ...app(() => appItem(settings)) },
-        {
-            name: 'postgresql',
-            ...(settings.balancer
-                ? app(() => null)
-                : on(settings.postgresql.enabled, 'postgresql: false', () => postgresqlItem(settings))),
-        },
-        {
-            name: 'redis',
-            ...(settings.balancer
-                ? app(() => null)
-                : on(settings.redis.enabled, 'redis: false', () => redisItem(settings))),
-        },
-        { name: 'nginx', ...on(settings.nginx.enabled, 'nginx: false', () => nginxItem(settings)) },
-        { name: 'tls', ...on(settings.nginx.enabled, 'nginx: false', () => tlsItem(settings)) },
-        { name: 'firewall', ...on(settings.firewall.enabled, 'firewall: false', () => firewallItem(settings)) },
-        { name: 'ssh', ...on(settings.ssh.enabled, 'ssh-hardening: false', () => sshItem(settings)) },
-        {
-            name: 'logs',
-            ...(settings.balancer
-                ? app(() => null)
-                : on(settings.logs.enabled, 'log-rotation: false', () => logsItem(settings))),
-        },
-        { name: 'monitoring', ...app(() => monitoringItem(settings)) },
-    ];
-}
-
-;// CONCATENATED MODULE: ./src/stages/provision.ts
-// The provision stage: on each host, read a few facts, then run every item's
-// script over the host's one connection and collect ok / changed / warning /
-// failed per item. A guarded change (firewall, sshd) is kept only when a fresh
-// connection still gets in; otherwise it is reverted over the connection we hold.
-
-
-
-
-function freshConnectionTest(host, settings, log) {
-    return async () => {
-        const conn = await connect({
-            host: host.spec.host,
-            port: host.spec.port,
-            user: host.spec.user ?? settings['ssh-user'],
-            label: host.spec.label,
-        }, { ...connectOptions(settings), connectTimeoutMs: Math.min(settings['connect-timeout'], 15) * 1000 }, log);
-        try {
-            await conn.run('true', { what: 'the fresh connection test' });
-        }
-        finally {
-            await conn.close();
-        }
-    };
-}
-/**
- * What each host is, read before anything is written (the lock included): a
- * system provision does not know fails the whole run here, unless allowed.
- */
-async function readHostFacts(hosts, allowUntestedOs) {
-    const facts = new Map();
-    for (const host of hosts)
-        facts.set(host, await host.conn.step(factsStep()));
-    const refused = hosts.flatMap((h) => {
-        const why = unknownSystem(facts.get(h));
-        return why && !allowUntestedOs ? [`[${h.spec.label}] ${why}`] : [];
-    });
-    if (refused.length)
-        throw new Error(refused.join('\n'));
-    return facts;
-}
-async function provisionHost(host, facts, settings, test, log) {
-    const label = host.spec.label;
-    log.info(`[${label}] ${facts.os}${settings.check ? ' (check mode: nothing is changed)' : ''}`);
-    if (unknownSystem(facts))
-        log.warn(`[${label}] ${facts.os} is a system provision has not been tested on; provisioning it anyway (allow-untested-os)`);
-    const items = [];
-    let python = '';
-    for (const planned of planItems(settings, facts)) {
-        const started = Date.now();
-        if (!planned.item) {
-            items.push({ item: planned.name, status: 'ok', detail: `not managed (${planned.off})`, seconds: 0 });
-            continue;
-        }
-        const item = planned.item;
-        const report = await host.conn.step(itemStep(item)).catch((err) => ({
-            outcome: { status: 'failed', changes: [], warnings: [], detail: errors_errorMessage(err) },
-            python: null,
-            notes: [],
-            guarded: false,
-        }));
-        python = report.python ?? python;
-        let detail = [report.outcome.detail, ...report.notes].filter(Boolean).join('; ');
-        let status = report.outcome.status;
-        // A guarded change stays only if a new connection still gets in.
-        const guarded = item.guard && report.guarded && !settings.check ? { ...item, guard: item.guard } : null;
-        if (guarded) {
-            try {
-                await test();
-                await host.conn.step(guardStep(guarded, 'confirm'));
-                detail += '; a fresh SSH connection got in';
-            }
-            catch (err) {
-                const why = errors_errorMessage(err).split('\n')[0];
-                let reverted = 'reverted';
-                try {
-                    await host.conn.step(guardStep(guarded, 'revert'));
-                }
-                catch (e) {
-                    reverted = `revert failed too (${errors_errorMessage(e).split('\n')[0]}); a timer reverts it within 3 minutes`;
-                }
-                status = 'failed';
-                detail = `a fresh SSH connection failed after the change (${why}): ${reverted}`;
-            }
-        }
-        const result = { item: item.name, status, detail: detail || '–', seconds: (Date.now() - started) / 1000 };
-        items.push(result);
-        const mark = { ok: '✓', changed: '~', warning: '!', failed: '✗' }[status];
-        log.info(`[${label}] ${mark} ${item.name}: ${status}${detail ? ` (${detail})` : ''} ${result.seconds.toFixed(1)} s`);
-    }
-    const failed = items.filter((i) => i.status === 'failed').length;
-    return {
-        host: label,
-        ok: failed === 0,
-        ...(failed
-            ? {
-                error: `${failed} item(s) failed: ${items
-                    .filter((i) => i.status === 'failed')
-                    .map((i) => i.item)
-                    .join(', ')}`,
-            }
-            : {}),
-        os: facts.os,
-        python,
-        changed: items.filter((i) => i.status === 'changed').length,
-        failed,
-        items,
-    };
 }
 
 ;// CONCATENATED MODULE: ./node_modules/zod/v4/core/util.js
@@ -68450,7 +66916,7 @@ const ZodFile = /*@__PURE__*/ (/* unused pure expression or super */ null && (co
     inst.max = (size, params) => inst.check(core._maxSize(size, params));
     inst.mime = (types, params) => inst.check(core._mime(Array.isArray(types) ? types : [types], params));
 })));
-function schemas_file(params) {
+function file(params) {
     return core._file(ZodFile, params);
 }
 const ZodTransform = /*@__PURE__*/ $constructor("ZodTransform", (inst, def) => {
@@ -68724,7 +67190,7 @@ const ZodCustom = /*@__PURE__*/ $constructor("ZodCustom", (inst, def) => {
     inst._zod.processJSONSchema = (ctx, json, params) => customProcessor(inst, ctx, json, params);
 });
 // custom checks
-function schemas_check(fn) {
+function check(fn) {
     const ch = new core.$ZodCheck({
         check: "custom",
         // ...util.normalizeParams(params),
@@ -69354,6 +67820,12 @@ const connectionInputs = {
     }),
 };
 const commandField = (description, def) => fields_custom({ description, default: def }, { expected: 'a command line of plain words, e.g. "python -m worker"' }, (v) => checkCommand(v));
+/**
+ * The command of a unit (worker, scheduler): `none` runs none, and so does an
+ * empty value given explicitly. GitHub passes an input left out as its action.yml
+ * default (this command) and one given as '' as '', so the two stay apart.
+ */
+const unitCommandField = (description, def) => fields_custom({ description, default: def, emptyIsValue: true }, { expected: 'a command line of plain words, e.g. "python -m worker", or none' }, (v) => (v === 'none' || v === '' ? [] : checkCommand(v)));
 /** How the app's processes run: shared by release (import check), switch, rollback and deploy. */
 const serviceInputs = {
     'app-user': pattern({
@@ -69377,8 +67849,8 @@ const serviceInputs = {
         expected: 'module:attribute, e.g. main:app or myproj.asgi:application',
     }),
     'uvicorn-args': commandField('Extra uvicorn arguments, e.g. "--workers 2".', ''),
-    'worker-command': commandField('Background worker command, run in the release with the venv first on PATH. Empty: no worker.', 'taskiq worker tasks.broker:broker'),
-    'scheduler-command': commandField('Scheduler command (exactly one runs, on the first host or the host with the scheduler role). Empty: no scheduler.', 'taskiq scheduler tasks.scheduler:scheduler'),
+    'worker-command': unitCommandField("Background worker command, run in the release with the venv first on PATH. `none`, or an empty value given explicitly (`worker-command: ''`): no worker. Left out: the taskiq default.", 'taskiq worker tasks.broker:broker'),
+    'scheduler-command': unitCommandField('Scheduler command (exactly one runs, on the first host or the host with the scheduler role). `none`, or an empty value given explicitly: no scheduler. Left out: the taskiq default.', 'taskiq scheduler tasks.scheduler:scheduler'),
     'health-path': pattern({
         description: 'Readiness endpoint of the app, checked on each host before it gets traffic and after a switch.',
         default: '/health/ready',
@@ -69730,6 +68202,1747 @@ const backupVerifyInputs = {
     'app-module': serviceInputs['app-module'],
 };
 
+;// CONCATENATED MODULE: ./src/inputs/runtime.ts
+// The settings a release runs with, recorded with it when it is made
+// (releases/<id>/.metalship/runtime.json, root's): a switch or a rollback to
+// it renders the same unit files and checks the same health path, whatever
+// its own inputs leave out. The record is read back through the inputs' own
+// definitions, so nothing in it reaches a unit file that an input could not.
+
+
+const RUNTIME_KEYS = [
+    'app-user',
+    'app-module',
+    'uvicorn-args',
+    'worker-command',
+    'scheduler-command',
+    'health-path',
+];
+const runtimeFields = Object.fromEntries(RUNTIME_KEYS.map((k) => [k, serviceInputs[k]]));
+const RUNTIME_RECORD_FORMAT = 1;
+/** Larger than any record we write; a larger file is refused unread. */
+const runtime_RUNTIME_RECORD_MAX = 16384;
+/** An input of switch and rollback: empty (the default) takes the value recorded with the release. */
+function fromRelease(f, none) {
+    return fields_custom({
+        description: `${f.description.replace(/ Left out: .*$/, '')} Switch, rollback and verify: left empty, the value recorded with the release (what it was deployed with)${none}.`,
+        default: '',
+    }, { expected: `${f.expected}, or empty for the release's own` }, (v) => {
+        if (v === '')
+            return undefined;
+        const r = f.schema.safeParse(v);
+        return r.success ? r.data : { error: r.error.issues[0]?.message ?? 'is not valid' };
+    });
+}
+/** The runtime inputs of switch and rollback: each overrides the release's record only when given. */
+const recordedRuntimeInputs = {
+    'app-user': fromRelease(serviceInputs['app-user'], ''),
+    'app-module': fromRelease(serviceInputs['app-module'], ''),
+    'uvicorn-args': fromRelease(serviceInputs['uvicorn-args'], ''),
+    'worker-command': fromRelease(serviceInputs['worker-command'], '; `none` turns the worker off'),
+    'scheduler-command': fromRelease(serviceInputs['scheduler-command'], '; `none` turns the scheduler off'),
+    'health-path': fromRelease(serviceInputs['health-path'], ''),
+};
+/** The runtime settings out of an action's settings. */
+function runtime_runtimeOf(settings) {
+    return Object.fromEntries(RUNTIME_KEYS.map((k) => [k, settings[k]]));
+}
+/** A setting as the input would be written: commands as their words, no command as `none`. */
+function asInput(key, value) {
+    if (typeof value === 'string')
+        return value;
+    if (value.length === 0 && (key === 'worker-command' || key === 'scheduler-command'))
+        return 'none';
+    return value.join(' ');
+}
+/** The record's text: every setting as the input that gives it. */
+function runtime_runtimeRecord(runtime) {
+    const settings = Object.fromEntries(RUNTIME_KEYS.map((k) => [k, asInput(k, runtime[k])]));
+    return JSON.stringify({ format: RUNTIME_RECORD_FORMAT, settings }, null, 2) + '\n';
+}
+/**
+ * Reads a record back, validating every setting with its input's definition.
+ * Root writes the record, in a directory only root can write; it is checked
+ * all the same, as an input is, because its values end up in unit files that
+ * root installs (a line break in app-module would add a directive). Throws
+ * naming the problem, never echoing more than a short quote.
+ */
+function runtime_parseRuntimeRecord(text) {
+    if (text.length > runtime_RUNTIME_RECORD_MAX)
+        throw new Error(`it is larger than ${runtime_RUNTIME_RECORD_MAX} bytes`);
+    let doc;
+    try {
+        doc = JSON.parse(text);
+    }
+    catch {
+        throw new Error('it is not JSON');
+    }
+    if (!doc || typeof doc !== 'object' || Array.isArray(doc))
+        throw new Error('it is not a JSON object');
+    const { format, settings } = doc;
+    if (format !== RUNTIME_RECORD_FORMAT)
+        throw new Error(`its format is ${JSON.stringify(format)?.slice(0, 20)}, not ${RUNTIME_RECORD_FORMAT}`);
+    if (!settings || typeof settings !== 'object' || Array.isArray(settings))
+        throw new Error('its settings are not a JSON object');
+    const out = {};
+    for (const key of RUNTIME_KEYS) {
+        const value = Object.hasOwn(settings, key)
+            ? settings[key]
+            : undefined;
+        if (typeof value !== 'string')
+            throw new Error(`its ${key} is ${value === undefined ? 'missing' : 'not a string'}`);
+        const r = runtimeFields[key].schema.safeParse(value);
+        if (!r.success)
+            throw new Error(`its ${key} ${r.error.issues[0]?.message ?? 'is not valid'}`);
+        out[key] = r.data;
+    }
+    return out;
+}
+/** The settings a switch uses: what it was told, else the record, else (a release made before records) the defaults. */
+function runtime_effectiveRuntime(overrides, recorded, defaults) {
+    const base = recorded ?? defaults;
+    return Object.fromEntries(RUNTIME_KEYS.map((k) => [k, overrides[k] ?? base[k]]));
+}
+/** The standard's settings for an app: every runtime input at its default. */
+function runtime_runtimeDefaults(app) {
+    const out = {};
+    for (const key of RUNTIME_KEYS) {
+        const f = runtimeFields[key];
+        out[key] = f.schema.parse((f.default ?? '').replaceAll('{app}', app));
+    }
+    return out;
+}
+
+;// CONCATENATED MODULE: ./src/stages/switch.ts
+// The switch, verify and rollback stages over a set of hosts.
+
+
+
+
+
+
+
+
+
+/**
+ * The settings a release runs with on a host: those given, else those recorded
+ * with it, else (a release made before releases recorded them) the defaults.
+ */
+async function runtimeOnHost(host, 
+/** null: the current release. */
+releaseId, overrides, log) {
+    const text = await host.conn.step(readRuntimeStep(host.layout, releaseId, RUNTIME_RECORD_MAX));
+    const which = releaseId ?? 'the current release';
+    let recorded = null;
+    if (text === null) {
+        log.warn(`[${host.spec.label}] ${which} has no recorded settings (made before releases recorded them, or nothing is deployed): using the inputs given and the defaults`);
+    }
+    else {
+        try {
+            recorded = parseRuntimeRecord(text);
+        }
+        catch (err) {
+            throw new Error(`the settings recorded with ${which} on ${host.spec.label} (${releaseId === null ? `${host.layout.current}/.metalship/runtime.json` : runtimePath(host.layout, releaseId)}) are unusable: ${errorMessage(err)}; nothing was changed`);
+        }
+    }
+    const defaults = effectiveRuntime(overrides.unrecorded ?? {}, null, runtimeDefaults(overrides.app));
+    return effectiveRuntime(overrides, recorded, defaults);
+}
+async function switch_switchHost(host, releaseId, settings, log) {
+    const started = Date.now();
+    const runtime = await runtimeOnHost(host, releaseId, settings, log);
+    const units = unitFiles({
+        layout: host.layout,
+        user: runtime['app-user'],
+        appModule: runtime['app-module'],
+        uvicornArgs: runtime['uvicorn-args'],
+        workerCommand: runtime['worker-command'],
+        schedulerCommand: runtime['scheduler-command'],
+    }, { worker: host.roles.worker, scheduler: host.roles.scheduler });
+    const { slot, previous } = await host.conn.step(switchStep({
+        layout: host.layout,
+        releaseId,
+        units,
+        healthPath: runtime['health-path'],
+        readyTimeout: settings['ready-timeout'],
+        serverName: settings['server-name'],
+        worker: host.roles.worker && runtime['worker-command'].length > 0,
+        scheduler: host.roles.scheduler && runtime['scheduler-command'].length > 0,
+        api: host.roles.api,
+        record: runtimeRecord(runtime),
+    }), { stream: true });
+    log.info(slot
+        ? `[${host.spec.label}] ${releaseId} serves from the ${slot} slot (was ${previous || 'nothing'})`
+        : `[${host.spec.label}] ${releaseId} is current, no api on this host (was ${previous || 'nothing'})`);
+    return {
+        host: host.spec.label,
+        ok: true,
+        previous,
+        slot: slot ?? undefined,
+        seconds: (Date.now() - started) / 1000,
+        runtime,
+    };
+}
+/**
+ * Switches the hosts that did switch back to the release each had before, run
+ * as it ran then (its recorded settings: what this switch was told is the new
+ * release's). A host that served nothing before stops serving the release.
+ */
+async function switch_revertHosts(hosts, switched, settings, log) {
+    const reverted = [];
+    const limits = {
+        app: settings.app,
+        'ready-timeout': settings['ready-timeout'],
+        'server-name': settings['server-name'],
+        // A previous release made before releases kept a record ran with the settings of this run, as before.
+        unrecorded: runtimeOf(settings),
+    };
+    for (const r of switched) {
+        const host = hosts.find((h) => h.spec.label === r.host);
+        const back = r.previous
+            ? `Revert ${host.spec.label} to ${r.previous}`
+            : `Stop serving on ${host.spec.label}`;
+        try {
+            await log.group(back, async () => {
+                if (r.previous)
+                    await switch_switchHost(host, r.previous, limits, log);
+                else {
+                    await host.conn.step(unserveStep(host.layout));
+                    log.info(`[${host.spec.label}] served nothing before: nothing serves there now`);
+                }
+            });
+            reverted.push(r.host);
+        }
+        catch (err) {
+            log.error(`could not ${back.toLowerCase()}: ${errorMessage(err)}`);
+        }
+    }
+    return reverted;
+}
+async function verifyUrl(settings) {
+    const started = Date.now();
+    const deadline = started + settings['verify-timeout'] * 1000;
+    let attempts = 0;
+    for (;;) {
+        attempts++;
+        let status = 0;
+        let body = '';
+        try {
+            const res = await fetch(settings.url, { redirect: 'manual', signal: AbortSignal.timeout(5000) });
+            status = res.status;
+            body = (await res.text()).slice(0, 4096);
+        }
+        catch (err) {
+            body = errorMessage(err);
+        }
+        const ok = status === settings['expect-status'] && body.includes(settings['expect-body']);
+        if (ok || Date.now() >= deadline)
+            return { ok, attempts, seconds: (Date.now() - started) / 1000, status, body: body.slice(0, 500) };
+        await sleep(settings['verify-interval'] * 1000);
+    }
+}
+/** Health checks on one host until healthy or timed out; throws naming the host and why. */
+async function switch_verifyHost(host, settings, log) {
+    const units = [
+        host.roles.worker && settings['worker-command'].length ? host.layout.units.worker : null,
+        host.roles.scheduler && settings['scheduler-command'].length ? host.layout.units.scheduler : null,
+    ].filter((u) => !!u);
+    const path = settings['verify-path'] || settings['health-path'];
+    const health = await host.conn.step(verifyStep({
+        layout: host.layout,
+        path,
+        timeout: settings['verify-timeout'],
+        interval: settings['verify-interval'],
+        expectStatus: settings['expect-status'],
+        expectBody: settings.url ? '' : settings['expect-body'],
+        units,
+        api: host.roles.api,
+    }), { timeoutMs: (settings['verify-timeout'] + 60) * 1000 });
+    const answer = health.answer;
+    if (!health.healthy) {
+        const why = [
+            health.problem,
+            answer && !answer.ok
+                ? `${path} answered ${answer.status || 'nothing'} after ${answer.attempts} attempts: ${answer.body.slice(0, 300)}`
+                : '',
+            health.nginx && !health.nginx.answer.ok
+                ? `${path} answered on the slot's socket, but through nginx (Host: ${health.nginx.host}) it answered ${health.nginx.answer.status || 'nothing'} after ${health.nginx.answer.attempts} attempts: ${health.nginx.answer.body.slice(0, 300)}`
+                : '',
+            health.unitsDown.length ? `units not active: ${health.unitsDown.join(' ')}` : '',
+            health.journal.length ? `recent journal:\n${health.journal.join('\n')}` : '',
+        ]
+            .filter(Boolean)
+            .join('\n');
+        throw new Error(`${host.spec.label} is unhealthy: ${why}`);
+    }
+    log.info(host.roles.api
+        ? `[${host.spec.label}] healthy after ${answer?.attempts} check(s), ${answer?.seconds} s`
+        : `[${host.spec.label}] units active (no api on this host)`);
+    return { healthy: true, attempts: answer?.attempts ?? 0, seconds: answer?.seconds ?? 0 };
+}
+/** The url input checked from the runner (through whatever serves it: a load balancer, a CDN). */
+async function verifyUrlStage(settings, log) {
+    const r = await verifyUrl(settings);
+    log.info(`${settings.url}: ${r.status} after ${r.attempts} attempt(s)`);
+    if (!r.ok) {
+        return {
+            host: settings.url,
+            ok: false,
+            healthy: false,
+            attempts: r.attempts,
+            seconds: r.seconds,
+            error: `${settings.url} answered ${r.status || 'nothing'} (expected ${settings['expect-status']}${settings['expect-body'] ? ` containing '${settings['expect-body']}'` : ''}): ${r.body.slice(0, 300)}`,
+        };
+    }
+    return { host: settings.url, ok: true, healthy: true, attempts: r.attempts, seconds: r.seconds };
+}
+/**
+ * Health checks on every host (and of the URL from the runner), until healthy or
+ * timed out: of the health path and units the current release runs with, unless given.
+ */
+async function verifyStage(hosts, s, log) {
+    return log.group('Verify', async () => {
+        const results = await onEachHost(hosts, async (host) => {
+            const rt = await runtimeOnHost(host, null, s, log);
+            return switch_verifyHost(host, { ...s, ...rt }, log);
+        });
+        if (s.url)
+            results.push(await verifyUrlStage(s, log));
+        return results;
+    });
+}
+async function listReleases(host) {
+    return host.conn.step(listStep(host.layout));
+}
+/** Removes old releases and unused virtualenvs, keeping `keep` good ones plus current and the standby. */
+async function cleanupStage(hosts, keep, log) {
+    await onEachHost(hosts, async (host) => {
+        const plan = planCleanup(await listReleases(host), keep);
+        const removed = await host.conn.step(cleanupStep(host.layout, plan));
+        if (removed.length)
+            log.info(`[${host.spec.label}] removed ${removed.join('; ')}`);
+        return {};
+    }).then((rs) => rs.filter((r) => !r.ok).forEach((r) => log.warn(`cleanup on ${r.host} failed: ${r.error}`)));
+}
+/** The rollback target, the same on every host: it must be a good release everywhere. */
+function rollbackTarget(hosts, listings, requested) {
+    const first = listings[0];
+    const pick = pickRollbackTarget(first, requested);
+    if ('error' in pick)
+        throw new Error(`cannot roll back on ${hosts[0].spec.label}: ${pick.error}`);
+    listings.forEach((listing, i) => {
+        const r = listing.releases.find((x) => x.id === pick.target);
+        if (!r || r.status !== 'ready') {
+            throw new Error(`cannot roll back to ${pick.target}: it is ${r ? r.status : 'missing'} on ${hosts[i].spec.label}`);
+        }
+    });
+    return { target: pick.target, from: first.links.current ?? '' };
+}
+async function markBad(hosts, releaseId, reason, log) {
+    await Promise.all(hosts.map((h) => h.conn
+        .step(markStep(h.layout, releaseId, 'bad', reason))
+        .catch((e) => log.warn(`could not mark ${releaseId} bad on ${h.spec.label}: ${e}`))));
+}
+
+;// CONCATENATED MODULE: ./src/stages/rollout.ts
+// The rolling switch over a fleet: batches of `batch-size` hosts, each taken
+// out of the load balancers' rotation (when the hosts input has roles=lb),
+// switched, verified and put back before the next. A batch that fails stops the rollout and every host switched so far
+// goes back to its previous release, so that the fleet serves one release.
+
+
+
+
+/** The health path and units to check on a host: those its switch ran the release with. */
+function runtimeChecks(results, host) {
+    const rt = results.find((r) => r.host === host.spec.label)?.runtime;
+    if (!rt)
+        throw new Error(`no switch result for ${host.spec.label}`);
+    return {
+        'health-path': rt['health-path'],
+        'worker-command': rt['worker-command'],
+        'scheduler-command': rt['scheduler-command'],
+    };
+}
+function batches(items, size) {
+    const out = [];
+    for (let i = 0; i < items.length; i += size)
+        out.push(items.slice(i, i + size));
+    return out;
+}
+/** Where the balancers reach a host: its upstream= address, else its own on port 80. */
+function upstreamOf(spec) {
+    return spec.upstream ?? { host: spec.host, port: 80 };
+}
+/** The api hosts as the balancers' upstream members. */
+function balancerMembers(hosts) {
+    return hosts.filter((h) => h.roles.api).map((h) => ({ label: h.spec.label, ...upstreamOf(h.spec) }));
+}
+/** Takes hosts out of the balancers' rotation (or puts them back), in parallel; throws naming the hosts. */
+async function setDraining(hosts, draining, log) {
+    const results = await Promise.allSettled(hosts.map((h) => h.conn.step(drainStep(h.layout, upstreamOf(h.spec).port, draining))));
+    const failed = results.flatMap((r, i) => r.status === 'rejected' ? [`${hosts[i].spec.label}: ${errorMessage(r.reason)}`] : []);
+    if (failed.length)
+        throw new Error(`could not ${draining ? 'drain' : 'undrain'} ${failed.join('; ')}`);
+    log.info(`${draining ? 'out of rotation' : 'back in rotation'}: ${hosts.map((h) => h.spec.label).join(', ')}`);
+}
+async function rollOut(hosts, 
+/** A load balancer (roles=lb) is in front: drain each batch. */
+balanced, releaseId, settings, log, 
+/**
+ * verify: the health check of each batch after its switch (null: only the
+ * switch's readiness wait), of the health path and units the release runs with.
+ */
+opts) {
+    const results = [];
+    const groups = batches(hosts, settings['batch-size']);
+    const apiHosts = hosts.filter((h) => h.roles.api);
+    for (const [index, batch] of groups.entries()) {
+        const title = groups.length > 1 ? ` (batch ${index + 1} of ${groups.length})` : '';
+        // Draining needs an api host left in rotation; a batch of all of them
+        // switches in place, which each host does without dropping a request.
+        const draining = batch.filter((h) => h.roles.api);
+        const drain = balanced && draining.length > 0 && apiHosts.some((h) => !draining.includes(h));
+        let failure;
+        let failedIn;
+        if (drain) {
+            try {
+                await setDraining(draining, true, log);
+            }
+            catch (err) {
+                failure = errorMessage(err);
+                failedIn = 'drain';
+            }
+        }
+        if (!failure) {
+            const names = batch.map((h) => h.spec.label).join(', ');
+            const switched = await log.group(`Switch ${names} to ${releaseId}${title}`, () => Promise.all(batch.map((host) => switchHost(host, releaseId, settings, log)
+                .then((r) => ({ ...r, batch: index + 1, switched: true }))
+                .catch((err) => ({
+                host: host.spec.label,
+                ok: false,
+                batch: index + 1,
+                error: errorMessage(err),
+            })))));
+            results.push(...switched);
+            const bad = switched.filter((r) => !r.ok);
+            if (bad.length) {
+                failure = bad.map((r) => `${r.host}: switch failed: ${r.error}`).join('\n');
+                failedIn = 'switch';
+            }
+        }
+        const verify = opts.verify;
+        if (!failure && verify) {
+            const checks = await log.group(`Verify ${batch.map((h) => h.spec.label).join(', ')}${title}`, () => Promise.all(batch.map((host) => verifyHost(host, { ...verify, ...runtimeChecks(results, host) }, log).then(() => null, (err) => ({ host: host.spec.label, error: errorMessage(err) })))));
+            for (const r of results)
+                if (batch.some((h) => h.spec.label === r.host))
+                    r.healthy = true;
+            const sick = checks.filter((c) => c !== null);
+            for (const c of sick) {
+                const row = results.find((r) => r.host === c.host);
+                Object.assign(row, { ok: false, healthy: false, error: c.error });
+            }
+            if (sick.length) {
+                failure = sick.map((c) => c.error).join('\n');
+                failedIn = 'verification';
+            }
+        }
+        if (failure) {
+            const switched = results.filter((r) => r.switched);
+            const reverted = opts.revertOnFailure ? await revertHosts(hosts, switched, settings, log) : [];
+            // Back in rotation: the hosts now serve the previous release (or, with
+            // revertOnFailure off, the new one by the user's choice).
+            if (drain)
+                await setDraining(draining, false, log).catch((err) => log.error(`could not put the hosts back in rotation: ${errorMessage(err)}`));
+            return {
+                results,
+                reverted,
+                failedIn,
+                failure: `${groups.length > 1 ? `batch ${index + 1} of ${groups.length}: ` : ''}${failure}`,
+            };
+        }
+        if (drain) {
+            await setDraining(draining, false, log);
+            // The balancers count the refusals of a drained host as failures and
+            // skip it for fail_timeout after the last one, counted in whole seconds
+            // (so up to 2 s more): the next batch leaves once they use it again.
+            if (index < groups.length - 1)
+                await sleep((BALANCER_FAIL_TIMEOUT + 2) * 1000);
+        }
+    }
+    return { results, reverted: [] };
+}
+/** After a rollout that succeeded, puts every switched host back (a later check failed). */
+async function revertRollout(hosts, rollout, settings, log) {
+    return revertHosts(hosts, rollout.results.filter((r) => r.switched), settings, log);
+}
+
+;// CONCATENATED MODULE: ./src/remote/provision/common.ts
+// What every provision item shares: the protocol its script speaks (lines
+// `changed <what>` and `warning <what>` on stdout; a non-zero exit is a failure,
+// its stderr the reason), the CHECK flag every script honours (CHECK=1 reports
+// what would change and changes nothing), and bash helpers for packages and files.
+
+
+/** Each helper is defined for every item and called by those that need it. */
+const CALLED_BY_ITEMS = '# shellcheck disable=SC2317 # called by the items that need it';
+/** Bash helpers every item script starts with. */
+function prelude(check) {
+    return sh_script(`CHECK=${check ? 1 : 0}`, 'export DEBIAN_FRONTEND=noninteractive LC_ALL=C', 
+    // Ubuntu's needrestart would restart services (sshd, the app) after each
+    // install, or ask: provision restarts what it changes itself.
+    'export NEEDRESTART_SUSPEND=1 NEEDRESTART_MODE=l', 
+    // A change, or with CHECK=1 a change that would be made.
+    CALLED_BY_ITEMS, 'ms_changed() { echo "changed $*"; }', CALLED_BY_ITEMS, 'ms_warn() { echo "warning $*"; }', CALLED_BY_ITEMS, 'ms_apply() { [ "$CHECK" = 1 ] || "$@"; }', CALLED_BY_ITEMS, 'ms_installed() { dpkg-query -W -f=\'${Status}\' "$1" 2>/dev/null | grep -q "install ok installed"; }', CALLED_BY_ITEMS, 'ms_missing() { local p; for p in "$@"; do ms_installed "$p" || printf \'%s \' "$p"; done; }', 
+    // The package index is refreshed when older than a day (or absent).
+    CALLED_BY_ITEMS, 'ms_index_fresh() { [ -n "$(find /var/lib/apt/lists -maxdepth 1 -name \'*Packages*\' -mmin -1440 -print -quit 2>/dev/null)" ]; }', CALLED_BY_ITEMS, 'ms_refresh_index() {', '  ms_index_fresh && return 0', '  if [ "$CHECK" = 1 ]; then ms_changed "package index is older than a day (would refresh)"; return 0; fi', 
+    // A fresh file of our own (mktemp): a fixed name in /tmp could be another user's link.
+    '  local err; err=$(mktemp)', '  apt-get update -qq -o Dpkg::Use-Pty=0 >/dev/null 2>"$err" || { cat "$err" >&2; rm -f "$err"; return 1; }', '  if grep -q "^[WE]:" "$err"; then ms_warn "apt-get update: $(grep -m1 "^[WE]:" "$err" | cut -c1-200)"; fi', '  rm -f "$err"', '  ms_changed "package index refreshed"', '}', 
+    // Installs what is missing. With CHECK=1 it reports what it would install and ends
+    // the item there: what follows needs the packages to be checked.
+    CALLED_BY_ITEMS, 'ms_install() {', '  local missing; missing=$(ms_missing "$@")', '  [ -z "$missing" ] && return 0', '  if [ "$CHECK" = 1 ]; then ms_changed "would install ${missing% } and configure it"; exit 0; fi', '  ms_refresh_index', '  # shellcheck disable=SC2086', '  apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold $missing >/dev/null', '  ms_changed "installed ${missing% }"', '}', 
+    // ms_file PATH MODE OWNER LABEL < content: writes PATH (atomically) when it differs; MS_WROTE=1 when it did (or would).
+    '# shellcheck disable=SC2034,SC2317 # MS_WROTE is read by the item after the call (file() onChange)', 'ms_file() {', '  local path=$1 mode=$2 owner=$3 label=$4 tmp', '  MS_WROTE=0', '  tmp=$(mktemp "${path%/*}/.metalship-XXXXXX" 2>/dev/null || mktemp)', '  cat > "$tmp"', '  if [ -f "$path" ] && cmp -s "$tmp" "$path" && [ "$(stat -c %a:%U:%G "$path")" = "$mode:${owner%%:*}:${owner#*:}" ]; then rm -f "$tmp"; return 0; fi', '  MS_WROTE=1', '  if [ "$CHECK" = 1 ]; then rm -f "$tmp"; if [ -f "$path" ]; then ms_changed "$label differs"; else ms_changed "$label missing"; fi; return 0; fi', '  chmod "$mode" "$tmp"; chown "$owner" "$tmp"', '  mv -f "$tmp" "$path"', '  ms_changed "$label written"', '}');
+}
+/** Script lines: write content to path when it differs (honours CHECK); runs onChange when it did. */
+function common_file(path, content, opts = {}) {
+    const doc = sh_heredoc(content);
+    return sh_script(sh_sh `ms_file ${path} ${opts.mode ?? '644'} ${opts.owner ?? 'root:root'} ${opts.label ?? (typeof path === 'string' ? path : 'file')} ${sh_raw(doc.open)}`, doc.body, opts.onChange ? `if [ "$MS_WROTE" = 1 ]; then ${opts.onChange}; fi` : null).trimEnd();
+}
+/** A whole item script: prelude plus body. */
+function itemScript(check, ...parts) {
+    return sh_script(prelude(check), ...parts);
+}
+/** An item as a step: it reports its own failure (exit code and stderr) rather than throwing. */
+function itemStep(item) {
+    return reportingStep(`provision ${item.name}`, item.script, (stdout, ending) => {
+        const out = sh_keyLines(stdout);
+        return {
+            outcome: parseItemOutput(ending.code, stdout, ending.stderr),
+            python: out.get('python') ?? null,
+            notes: out.all('note'),
+            guarded: out.all('guard').length > 0,
+        };
+    });
+}
+/** Keeps a guarded change, or undoes it. */
+function guardStep(item, action) {
+    return step_plainStep(`${action === 'confirm' ? 'confirming' : 'reverting'} the ${item.name} change`, item.guard[action]);
+}
+function parseItemOutput(code, stdout, stderr) {
+    const out = sh_keyLines(stdout);
+    const changes = out.all('changed').map((c) => c.trim());
+    const warnings = out.all('warning').map((w) => w.trim());
+    if (code !== 0) {
+        const why = stderr.trim().split('\n').slice(-5).join(' / ') || `exit code ${code}`;
+        return { status: 'failed', changes, warnings, detail: why };
+    }
+    const status = changes.length ? 'changed' : warnings.length ? 'warning' : 'ok';
+    return { status, changes, warnings, detail: [...changes, ...warnings.map((w) => `⚠ ${w}`)].join('; ') };
+}
+
+;// CONCATENATED MODULE: ./src/remote/provision/app.ts
+// App: the .env from the env input (atomic, mode 600, the app user's) and the
+// systemd units of api, worker and scheduler, from the same units module the
+// deploy path uses, so a switch after provision rewrites nothing.
+
+
+
+function appItem(settings) {
+    const layout = settings.layout;
+    const units = units_unitFiles({
+        layout: layout,
+        user: settings.user,
+        appModule: settings.appModule,
+        uvicornArgs: settings.uvicornArgs,
+        workerCommand: settings.workerCommand,
+        schedulerCommand: settings.schedulerCommand,
+    }, settings.roles);
+    return {
+        name: 'app',
+        script: itemScript(settings.check, sh_sh `if [ "$CHECK" = 1 ] && [ ! -d ${layout.root} ]; then ms_changed ${'app tree ' + layout.root + ' missing (users item creates it)'}; fi`, settings.env
+            ? common_file(layout.env, settings.env, {
+                mode: '600',
+                owner: `${settings.user}:${settings.user}`,
+                label: '.env',
+            })
+            : null, units_unitsOurs(Object.keys(units)), 'units_changed=0', ...Object.entries(units).map(([name, content]) => content === null
+            ? sh_sh `if [ -f ${layout.unitDir}/${name} ]; then ms_changed ${'unit ' + name + ' removed (not on this host)'}; if [ "$CHECK" != 1 ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${layout.unitDir}/${name}; fi; units_changed=1; fi`
+            : common_file(`${layout.unitDir}/${name}`, content, {
+                label: `unit ${name}`,
+                onChange: 'units_changed=1',
+            })), 'if [ "$units_changed" = 1 ] && [ "$CHECK" != 1 ]; then systemctl daemon-reload; fi'),
+    };
+}
+
+;// CONCATENATED MODULE: ./src/remote/provision/firewall.ts
+// Firewall: ufw denies incoming by default and allows the port sshd really
+// listens on (sshd -T, and Ubuntu's ssh.socket), 80/443 with nginx, and extra
+// ports. The SSH port is allowed before ufw is enabled; the stage then tests a
+// fresh connection and the change is reverted (ufw disabled) if it fails.
+
+
+/** Bash that sets $ssh_ports to the TCP ports sshd listens on: ssh.socket's when it is in use, else sshd -T's. */
+const SSH_PORTS = [
+    'ssh_ports=""',
+    // Ubuntu 22.10+: sshd is socket-activated, and the socket's ListenStream= is what listens.
+    'if systemctl is-enabled --quiet ssh.socket 2>/dev/null || systemctl is-active --quiet ssh.socket 2>/dev/null; then',
+    '  ssh_ports=$(systemctl show ssh.socket -p Listen --value 2>/dev/null | tr " " "\\n" | sed -n "s/.*:\\([0-9][0-9]*\\)$/\\1/p; s/^\\([0-9][0-9]*\\)$/\\1/p")',
+    'fi',
+    'if [ -z "$ssh_ports" ]; then ssh_ports=$(sshd -T 2>/dev/null | awk \'$1 == "port" { print $2 }\'); fi',
+    '# shellcheck disable=SC2086 # the port list is split into words on purpose',
+    'ssh_ports=$(printf "%s\\n" $ssh_ports | sort -un | tr "\\n" " ")',
+    'if [ -z "${ssh_ports// /}" ]; then echo "cannot tell which port sshd listens on (sshd -T and ssh.socket said nothing): not enabling the firewall" >&2; exit 1; fi',
+].join('\n');
+const FIREWALL_REVERT_UNIT = 'metalship-revert-firewall';
+function firewallRules(s) {
+    const rules = [...(s.nginx.enabled ? ['80/tcp', '443/tcp'] : []), ...s.firewall.allow];
+    return [...new Set(rules)];
+}
+function firewallItem(settings) {
+    const rules = firewallRules(settings);
+    const pgRules = settings.postgresql.enabled ? settings.postgresql.remoteCidrs : [];
+    return {
+        name: 'firewall',
+        script: itemScript(settings.check, 'ms_install ufw', SSH_PORTS, 'added=$(ufw show added 2>/dev/null || true)', 
+        // ufw allow is idempotent, but only a rule not yet there is a change.
+        'ms_rule() { local want="ufw $*"; if ! printf "%s\\n" "$added" | grep -qxF -- "$want"; then ms_changed "rule: $*"; ms_apply ufw "$@" >/dev/null; fi; }', 'for p in $ssh_ports; do ms_rule allow "$p/tcp"; done', ...rules.map((r) => sh_sh `ms_rule allow ${r}`), ...pgRules.map((c) => sh_sh `ms_rule allow from ${c} to any port 5432 proto tcp`), 'if ! grep -q \'^DEFAULT_INPUT_POLICY="DROP"\' /etc/default/ufw; then ms_changed "default incoming policy: deny"; ms_apply ufw default deny incoming >/dev/null; fi', 'if ! grep -q \'^DEFAULT_OUTPUT_POLICY="ACCEPT"\' /etc/default/ufw; then ms_changed "default outgoing policy: allow"; ms_apply ufw default allow outgoing >/dev/null; fi', 'if ! ufw status 2>/dev/null | grep -q "^Status: active"; then', '  ms_changed "ufw enabled (ssh on $ssh_ports)"', '  if [ "$CHECK" != 1 ]; then', 
+        // Safety net: if the runner never confirms (cut off, killed), the firewall goes off again by itself.
+        sh_sh `    systemd-run --quiet --unit=${FIREWALL_REVERT_UNIT} --on-active=180 /usr/sbin/ufw disable >/dev/null 2>&1 || true`, '    ufw --force enable >/dev/null', '    echo "guard firewall"', '  fi', 'fi'),
+        guard: {
+            confirm: sh_sh `systemctl stop ${FIREWALL_REVERT_UNIT}.timer 2>/dev/null || true`,
+            revert: sh_sh `ufw --force disable >/dev/null; systemctl stop ${FIREWALL_REVERT_UNIT}.timer 2>/dev/null || true; echo "firewall disabled again"`,
+        },
+    };
+}
+
+;// CONCATENATED MODULE: ./src/remote/provision/logs.ts
+// Logs: shared/logs rotated daily, compressed after a day, 30 days kept.
+
+
+function logrotateConf(settings) {
+    const logs = `${logrotateDir(settings.layout.shared, 'app-root')}/logs`;
+    const user = bareWord(settings.user, 'logrotate');
+    return `# Managed by metalship: the app's logs.
+${logs}/*.log ${logs}/*/*.log {
+    daily
+    rotate 30
+    maxage 30
+    compress
+    delaycompress
+    missingok
+    notifempty
+    copytruncate
+    dateext
+    su ${user} ${user}
+}
+`;
+}
+function logsItem(settings) {
+    const path = `/etc/logrotate.d/metalship-${settings.layout.app}`;
+    return {
+        name: 'logs',
+        script: itemScript(settings.check, 'ms_install logrotate', common_file(path, logrotateConf(settings), {
+            label: 'logrotate rules',
+            onChange: `[ "$CHECK" = 1 ] || logrotate -d ${path} >/dev/null 2>&1 || { echo "logrotate rejects ${path}" >&2; exit 1; }`,
+        })),
+    };
+}
+
+;// CONCATENATED MODULE: ./src/remote/provision/monitoring.ts
+// Monitoring: an optional health-check ping (a timer calls the URL every minute
+// while the app answers its health path) and an optional node_exporter.
+
+
+
+/**
+ * curl's options for both requests: no ~/.curlrc, no {}/[] URL globbing, the
+ * path sent as written (no ../ squashing), any answer but 2xx a failure.
+ */
+const CURL = [
+    '/usr/bin/curl',
+    '--disable',
+    '--fail',
+    '--silent',
+    '--show-error',
+    '--globoff',
+    '--path-as-is',
+    '--max-time',
+    '10',
+    '--output',
+    '/dev/null',
+];
+function pingUnits(settings) {
+    const layout = settings.layout;
+    // No shell: each URL is one argument of its own (& ? ; quotes are only text),
+    // and a oneshot's ExecStart= lines run in order, each only if the one before succeeded.
+    return {
+        service: `# Managed by metalship: tells the monitoring service that ${layout.app} is healthy.
+[Unit]
+Description=${unitText(layout.app, ' health ping')}
+After=network-online.target
+
+[Service]
+Type=oneshot
+User=${unitText(settings.user)}
+ExecStart=${execLine([...CURL, '--unix-socket', layout.apiLink, '--url', `http://localhost${settings.healthPath}`])}
+ExecStart=${execLine([...CURL, '--retry', '3', '--url', settings.monitoring.pingUrl])}
+NoNewPrivileges=yes
+ProtectSystem=strict
+ProtectHome=yes
+PrivateTmp=yes
+`,
+        timer: `# Managed by metalship.
+[Unit]
+Description=${unitText(layout.app, ' health ping every minute')}
+
+[Timer]
+OnCalendar=minutely
+AccuracySec=5s
+
+[Install]
+WantedBy=timers.target
+`,
+    };
+}
+/** /etc/default/prometheus-node-exporter: its unit runs the exporter with $ARGS. */
+function nodeExporterDefaults(listen) {
+    return `# Managed by metalship.\nARGS=${defaultsValue(`--web.listen-address=${listen}`)}\n`;
+}
+function monitoringItem(settings) {
+    const monitoring2 = settings.monitoring;
+    const app = settings.layout.app;
+    const ping = pingUnits(settings);
+    return {
+        name: 'monitoring',
+        script: itemScript(settings.check, monitoring2.pingUrl ? 'reload=0' : null, monitoring2.pingUrl
+            ? [
+                'ms_install curl',
+                common_file(`/etc/systemd/system/metalship-${app}-ping.service`, ping.service, {
+                    label: 'health ping service',
+                    onChange: 'reload=1',
+                }),
+                common_file(`/etc/systemd/system/metalship-${app}-ping.timer`, ping.timer, {
+                    label: 'health ping timer',
+                    onChange: 'reload=1',
+                }),
+                'if [ "$reload" = 1 ] && [ "$CHECK" != 1 ]; then systemctl daemon-reload; fi',
+                sh_sh `if ! systemctl is-enabled --quiet ${`metalship-${app}-ping.timer`} 2>/dev/null; then ms_changed "health ping timer enabled"; ms_apply systemctl enable --now --quiet ${`metalship-${app}-ping.timer`}; fi`,
+            ].join('\n')
+            : sh_sh `if [ -f ${`/etc/systemd/system/metalship-${app}-ping.timer`} ]; then ms_changed "health ping removed"; if [ "$CHECK" != 1 ]; then systemctl disable --now ${`metalship-${app}-ping.timer`} 2>/dev/null || true; rm -f ${`/etc/systemd/system/metalship-${app}-ping.timer`} ${`/etc/systemd/system/metalship-${app}-ping.service`}; systemctl daemon-reload; fi; fi`, monitoring2.nodeExporter
+            ? [
+                'ms_install prometheus-node-exporter',
+                common_file('/etc/default/prometheus-node-exporter', nodeExporterDefaults(monitoring2.nodeExporterListen), {
+                    label: 'node_exporter listen address',
+                    onChange: '[ "$CHECK" = 1 ] || systemctl restart prometheus-node-exporter',
+                }),
+                'if ! systemctl is-active --quiet prometheus-node-exporter; then ms_changed "node_exporter started"; ms_apply systemctl enable --now --quiet prometheus-node-exporter; fi',
+            ].join('\n')
+            : null, monitoring2.pingUrl || monitoring2.nodeExporter
+            ? null
+            : 'echo "note no health ping URL, no node_exporter"'),
+    };
+}
+
+;// CONCATENATED MODULE: ./src/remote/provision/nginx.ts
+// nginx: the standard's site for the app (from the same nginx module the deploy
+// path uses), the upstream, the default site off; `nginx -t` before every
+// reload. The site is the TLS one as soon as the certificate exists.
+
+
+
+
+function certPaths(settings) {
+    const first = settings.tls.domains[0];
+    if (!first)
+        return null;
+    return {
+        certificate: `/etc/letsencrypt/live/${first}/fullchain.pem`,
+        key: `/etc/letsencrypt/live/${first}/privkey.pem`,
+    };
+}
+/**
+ * Sets nginx_http2 (see SiteSettings.http2) from the installed nginx, or stops
+ * the item before anything is written when provision cannot tell its version.
+ */
+const NGINX_VERSION_LINES = [
+    "nginx_version=$(nginx -v 2>&1 | sed -n 's#^nginx version: [^/]*/\\([0-9][0-9]*\\.[0-9][0-9.]*\\).*#\\1#p')",
+    'if [ -z "$nginx_version" ] || dpkg --compare-versions "$nginx_version" lt 1.9.5; then',
+    '  echo "nginx ${nginx_version:-of unknown version (nginx -v says: $(nginx -v 2>&1 | head -c 200))} is not supported: the TLS site needs nginx 1.9.5 or newer (HTTP/2); nothing was changed" >&2; exit 1',
+    'fi',
+    'if dpkg --compare-versions "$nginx_version" lt 1.25.1; then nginx_http2=listen; else nginx_http2=directive; fi',
+].join('\n');
+/** Lines that write the site (TLS when its certificate exists), enable it and set nginx_changed. */
+function siteLines(settings) {
+    const layout = settings.layout;
+    const cert = certPaths(settings);
+    const serverName = settings.tls.domains.length ? settings.tls.domains.join(' ') : '_';
+    const base = settings.balancer
+        ? { serverName, acmeWebroot: ACME_WEBROOT, upstream: balancerUpstreamName(layout) }
+        : { serverName, staticDir: settings.nginx.staticDir || undefined, acmeWebroot: ACME_WEBROOT };
+    const http = common_file(layout.nginxSite, nginx_siteConf(layout, { ...base, tls: null }), {
+        label: 'nginx site (HTTP only)',
+        onChange: 'nginx_changed=1',
+    });
+    return [
+        cert ? NGINX_VERSION_LINES : null,
+        sh_sh `if [ ! -d ${ACME_WEBROOT} ]; then ms_apply mkdir -p ${ACME_WEBROOT}; fi`,
+        settings.balancer
+            ? common_file(layout.balancerUpstream, balancerUpstreamConf(layout, settings.balancer), {
+                label: 'load balancer upstream (the app hosts)',
+                onChange: 'nginx_changed=1',
+            })
+            : common_file(layout.nginxUpstream, nginx_upstreamConf(layout), {
+                label: 'nginx upstream',
+                onChange: 'nginx_changed=1',
+            }),
+        cert
+            ? [
+                sh_sh `if [ -f ${cert.certificate} ]; then`,
+                ...['listen', 'directive'].flatMap((http2) => [
+                    sh_sh `if [ "$nginx_http2" = ${http2} ]; then`,
+                    common_file(layout.nginxSite, nginx_siteConf(layout, { ...base, tls: cert, http2 }), {
+                        label: 'nginx site (TLS)',
+                        onChange: 'nginx_changed=1',
+                    }),
+                    'fi',
+                ]),
+                'else',
+                http,
+                'fi',
+            ].join('\n')
+            : http,
+        sh_sh `if [ "$(readlink ${layout.nginxSiteEnabled} 2>/dev/null)" != ${layout.nginxSite} ]; then ms_changed "nginx site enabled"; ms_apply ln -sfn ${layout.nginxSite} ${layout.nginxSiteEnabled}; nginx_changed=1; fi`,
+        'if [ -e /etc/nginx/sites-enabled/default ]; then ms_changed "nginx default site disabled"; ms_apply rm -f /etc/nginx/sites-enabled/default; nginx_changed=1; fi',
+    ]
+        .filter((line) => line !== null)
+        .join('\n');
+}
+/** Tests the configuration, then reloads (or starts) nginx when something changed. */
+const NGINX_RELOAD = [
+    'if [ "$CHECK" != 1 ]; then',
+    '  if [ "$nginx_changed" = 1 ] || ! systemctl is-active --quiet nginx; then',
+    '    if ! out=$(nginx -t 2>&1); then echo "nginx -t failed, nginx was not reloaded: $out" >&2; exit 1; fi',
+    '    if systemctl is-active --quiet nginx; then systemctl reload nginx; else systemctl start nginx; ms_changed "nginx started"; fi',
+    '  fi',
+    '  if ! systemctl is-enabled --quiet nginx; then systemctl enable --quiet nginx; ms_changed "nginx enabled at boot"; fi',
+    'fi',
+].join('\n');
+function nginxItem(s) {
+    return {
+        name: 'nginx',
+        script: itemScript(s.check, 'ms_install nginx', 'nginx_changed=0', siteLines(s), NGINX_RELOAD),
+    };
+}
+
+;// CONCATENATED MODULE: ./src/remote/backup.ts
+// PostgreSQL backups: the backup program installed on a database host (its
+// settings, then src/remote/sh/backup.sh), its daily timer, and the steps that
+// take a backup now and read the last restore test. Pure functions from
+// settings to bash.
+//
+// One backup is three files in the backup directory (700, root):
+//   <database>_<YYYYmmddTHHMMSSZ>_<label>.dump            pg_dump -Fc
+//   <database>_<YYYYmmddTHHMMSSZ>_<label>.globals.sql     pg_dumpall --globals-only
+//   <database>_<YYYYmmddTHHMMSSZ>_<label>.manifest.json   written last, atomically
+// The manifest's row counts are taken in the same snapshot as the dump, so a
+// restore must reproduce them exactly.
+
+
+
+
+
+const DEFAULT_BACKUP_LABEL = 'manual';
+const DEFAULT_RETENTION_DAYS = 30;
+function defaultBackupDir(app) {
+    return `/var/backups/metalship/${app}`;
+}
+function backupProgramPath(app) {
+    return `/usr/local/sbin/metalship-backup-${app}`;
+}
+function backupUnitNames(app) {
+    return { service: `metalship-backup-${app}.service`, timer: `metalship-backup-${app}.timer` };
+}
+/** The file with the record of the last successful restore test, beside the backups. */
+function lastVerifiedPath(backupDir) {
+    return `${backupDir}/.last-verified.json`;
+}
+const NAME_RE = /^[A-Za-z0-9_][A-Za-z0-9_-]{0,62}$/;
+const LABEL_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$/;
+const APP_RE = /^[a-z][a-z0-9_-]{0,31}$/;
+/** Backup file names: <database>_<UTC stamp>_<label>.dump (the label may hold '_'). */
+const BACKUP_NAME_RE = /^([A-Za-z0-9_][A-Za-z0-9_-]{0,62})_(\d{8}T\d{6}Z)_([A-Za-z0-9][A-Za-z0-9._-]{0,79})\.dump$/;
+function validDatabaseName(name) {
+    return NAME_RE.test(name) ? null : 'letters, digits, _ and - only (1 to 63, not starting with -)';
+}
+function validBackupLabel(label) {
+    return LABEL_RE.test(label)
+        ? null
+        : 'letters, digits, ., _ and - only (1 to 80, starting with a letter or digit)';
+}
+function backup_check(opts) {
+    if (!APP_RE.test(opts.app))
+        throw new Error(`backup: app ${JSON.stringify(opts.app)} is not a valid app name`);
+    const db = validDatabaseName(opts.database);
+    if (db)
+        throw new Error(`backup: database ${JSON.stringify(opts.database)}: ${db}`);
+    if (!/^\/[^\0\n]*$/.test(opts.backupDir) ||
+        opts.backupDir === '/' ||
+        /(^|\/)\.\.?(\/|$)/.test(opts.backupDir))
+        throw new Error(`backup: backup directory ${JSON.stringify(opts.backupDir)} must be an absolute path, not /`);
+    if (!Number.isInteger(opts.retentionDays) || opts.retentionDays < 1 || opts.retentionDays > 3650)
+        throw new Error(`backup: retention ${opts.retentionDays} must be a whole number of days from 1 to 3650`);
+}
+/**
+ * SQL that prints one JSON object line {"schema.table": rows, ...} for every
+ * table whose data pg_dump dumps (ordinary tables and partitions, not the
+ * catalogs or extension members). Used at backup time, inside the snapshot, and
+ * after a restore, so both sides count the same way.
+ */
+const ROW_COUNTS_SQL = `SELECT coalesce(json_object_agg(t.name, t.n ORDER BY t.name), '{}')::text FROM (` +
+    `SELECT n.nspname || '.' || c.relname AS name, ` +
+    `(xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', n.nspname, c.relname), false, true, '')))[1]::text::bigint AS n ` +
+    `FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace ` +
+    `WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' ` +
+    `AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')` +
+    `) t;`;
+const BACKUP_SH = shellFile((0,external_node_fs_namespaceObject.readFileSync)(__nccwpck_require__.ab + "backup.sh", 'utf8'));
+/**
+ * The backup program (/usr/local/sbin/metalship-backup-{app}): its settings as
+ * quoted assignments, then src/remote/sh/backup.sh. Usage:
+ * `metalship-backup-{app} [label]`; prints the dump's path on its last line.
+ */
+function backupProgram(opts) {
+    backup_check(opts);
+    return sh_script('#!/bin/bash', sh_sh `# metalship-backup-${opts.app}: PostgreSQL backup of ${opts.database}. Managed by metalship; changes are overwritten.`, '# Usage: metalship-backup-APP [label]   (label: daily, manual, pre-migrate-<release>, ...)', assignments({
+        DB: opts.database,
+        DIR: opts.backupDir,
+        RETENTION_DAYS: opts.retentionDays,
+        DEFAULT_LABEL: DEFAULT_BACKUP_LABEL,
+        LABEL_PATTERN: LABEL_RE.source,
+    }), sh_textVar('COUNTS_SQL', ROW_COUNTS_SQL), ROOT_ONLY_FUNCTION, BACKUP_SH);
+}
+/** The backup's oneshot service and its timer. */
+function backup_unitFiles(opts) {
+    const onCalendar = opts.onCalendar ?? 'daily';
+    if (!/^[A-Za-z0-9 *:,./~+-]{1,100}$/.test(onCalendar))
+        throw new Error(`backup: OnCalendar ${JSON.stringify(onCalendar)} has characters a calendar spec cannot have`);
+    const prog = backupProgramPath(opts.app);
+    const service = [
+        '# Managed by metalship.',
+        '[Unit]',
+        `Description=${unitText(`metalship: PostgreSQL backup of ${opts.database} (${opts.app})`)}`,
+        'After=postgresql.service',
+        'Wants=postgresql.service',
+        '',
+        '[Service]',
+        'Type=oneshot',
+        `ExecStart=${execLine([prog, 'daily'])}`,
+        'Nice=10',
+        'IOSchedulingClass=best-effort',
+        'IOSchedulingPriority=7',
+        'PrivateTmp=true',
+        'ProtectHome=true',
+        'ProtectSystem=full',
+        'TimeoutStartSec=6h',
+        '',
+    ].join('\n');
+    const timer = [
+        '# Managed by metalship.',
+        '[Unit]',
+        `Description=${unitText(`metalship: daily PostgreSQL backup of ${opts.database} (${opts.app})`)}`,
+        '',
+        '[Timer]',
+        `OnCalendar=${unitText(onCalendar)}`,
+        'RandomizedDelaySec=30min',
+        'Persistent=true',
+        '',
+        '[Install]',
+        'WantedBy=timers.target',
+        '',
+    ].join('\n');
+    return { service, timer };
+}
+/**
+ * Installs the backup program, its oneshot service and timer (idempotent). Prints
+ * `changed <what>` for each thing it changed, nothing when all was in place.
+ */
+function backupInstallScript(opts) {
+    const program = backupProgram(opts);
+    const names = backupUnitNames(opts.app);
+    const units = backup_unitFiles(opts);
+    const unitDir = '/etc/systemd/system';
+    return sh_script('reload=""', paths_rootOnly(opts.backupDir), sh_sh `if [ ! -d ${opts.backupDir} ]; then mkdir -p -- ${opts.backupDir}; chmod 700 -- ${opts.backupDir}; echo ${'changed ' + opts.backupDir}; fi`, sh_sh `if [ "$(stat -c %a:%U -- ${opts.backupDir})" != 700:root ]; then chown -h root:root -- ${opts.backupDir}; chmod 700 -- ${opts.backupDir}; echo ${'changed ' + opts.backupDir + ' mode'}; fi`, sh_ensureFile(backupProgramPath(opts.app), program, {
+        mode: '755',
+        owner: 'root:root',
+        label: backupProgramPath(opts.app),
+    }), sh_ensureFile(`${unitDir}/${names.service}`, units.service, {
+        mode: '644',
+        label: names.service,
+        onChange: 'reload=1',
+    }), sh_ensureFile(`${unitDir}/${names.timer}`, units.timer, {
+        mode: '644',
+        label: names.timer,
+        onChange: 'reload=1',
+    }), 'if [ -n "$reload" ]; then systemctl daemon-reload; fi', sh_sh `if ! systemctl is-enabled --quiet ${names.timer}; then systemctl enable --quiet ${names.timer}; echo ${'changed ' + names.timer + ' enabled'}; fi`, sh_sh `if ! systemctl is-active --quiet ${names.timer}; then systemctl start ${names.timer}; echo ${'changed ' + names.timer + ' started'};`, sh_sh `elif [ -n "$reload" ]; then systemctl restart ${names.timer}; fi`);
+}
+/**
+ * Takes a backup now with the given label: the installed program, or this
+ * program run inline when it is not installed. Gives the dump's path.
+ */
+function backupNowStep(opts, label) {
+    const bad = validBackupLabel(label);
+    if (bad)
+        throw new Error(`backup: label ${JSON.stringify(label)}: ${bad}`);
+    const doc = heredoc(backupProgram(opts));
+    const prog = backupProgramPath(opts.app);
+    return step(`taking a backup of ${opts.database} (${label})`, script(sh `if [ -x ${prog} ]; then`, sh `  dump=$(${prog} ${label})`, 'else', '  inline=$(mktemp)', '  trap \'rm -f -- "$inline"\' EXIT', `  cat > "$inline" ${doc.open}`, doc.body, sh `  dump=$(bash "$inline" ${label})`, 'fi', 
+    // The program prints the path on its last line.
+    'echo "DUMP $(printf \'%s\\n\' "$dump" | tail -n 1)"'), (stdout) => {
+        const dump = keyLines(stdout).get('DUMP');
+        if (!dump)
+            throw new Error('the backup printed no dump path');
+        return dump;
+    });
+}
+/**
+ * For other actions (deploy), on the database host: a warning for the log when
+ * the backups were never proven to restore, or not for longer than maxDays (the
+ * monthly restore test stopped?); null when fine or when the host keeps no
+ * backups in backupDir.
+ */
+function restoreProofStep(backupDir, maxDays = 45) {
+    return step('reading the last restore test', script(sh `if [ ! -d ${backupDir} ]; then echo NO_BACKUPS; exit 0; fi`, sh `record=${lastVerifiedPath(backupDir)}`, 'if [ -f "$record" ]; then echo "LAST_VERIFIED $(head -c 10000 -- "$record" | tr -d \'\\n\')"; fi', 'echo "NOW $(date -u +%s)"'), (stdout) => {
+        const out = keyLines(stdout);
+        if (out.get('NO_BACKUPS') !== undefined)
+            return null;
+        const now = Number(out.get('NOW'));
+        const record = out.get('LAST_VERIFIED');
+        if (!record)
+            return 'no restore test of the backups is recorded on this host: run the backup-verify action';
+        let when = NaN;
+        try {
+            when = Date.parse(JSON.parse(record).verified ?? '') / 1000;
+        }
+        catch {
+            // unreadable record: treated as missing
+        }
+        if (Number.isNaN(when))
+            return 'the record of the last restore test is unreadable: run the backup-verify action';
+        const days = (now - when) / 86400;
+        return days > maxDays
+            ? `the backups were last proven to restore ${days.toFixed(0)} days ago: is the monthly restore test still running?`
+            : null;
+    });
+}
+
+;// CONCATENATED MODULE: ./src/remote/provision/postgresql.ts
+// PostgreSQL: the app's role and database, pg_hba rules for local access (and
+// SSL-only remote access when networks are given), and the daily backups of the
+// backup module (pg_dump -Fc plus a manifest, kept for a number of days).
+
+
+
+
+function hbaBlock(settings) {
+    const pg = settings.postgresql;
+    const db = hbaName(pg.database);
+    const user = hbaName(pg.user);
+    return [
+        `# BEGIN metalship ${settings.layout.app}`,
+        `host    ${db} ${user} 127.0.0.1/32 scram-sha-256`,
+        `host    ${db} ${user} ::1/128 scram-sha-256`,
+        ...pg.remoteCidrs.map((c) => `hostssl ${db} ${user} ${hbaAddress(c)} scram-sha-256`),
+        `# END metalship ${settings.layout.app}`,
+    ].join('\n');
+}
+function postgresqlItem(settings) {
+    const pg = settings.postgresql;
+    const backup = {
+        app: settings.layout.app,
+        database: pg.database,
+        backupDir: pg.backupDir,
+        retentionDays: pg.keepDays,
+    };
+    const units = backupUnitNames(settings.layout.app);
+    const psql = 'runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1';
+    return {
+        name: 'postgresql',
+        script: itemScript(settings.check, 'ms_install postgresql', 'if ! systemctl is-active --quiet postgresql; then ms_changed "postgresql started"; ms_apply systemctl enable --now --quiet postgresql; fi', 
+        // Clusters take a moment to accept connections after a start.
+        `for _ in $(seq 1 30); do ${psql} -c 'select 1' >/dev/null 2>&1 && break; sleep 1; done`, `# shellcheck disable=SC2120 # arguments are optional: most calls feed it stdin only\nq() { ${psql} -v u=${pg.user} -v db=${pg.database} "$@"; }`, sh_sh `if [ -z "$(echo "select 1 from pg_roles where rolname = :'u'" | q)" ]; then ms_changed ${'role ' + pg.user + ' created'}; if [ "$CHECK" != 1 ]; then echo 'create role :"u" login' | q; fi; fi`, sh_sh `if [ -z "$(echo "select 1 from pg_database where datname = :'db'" | q)" ]; then ms_changed ${'database ' + pg.database + ' created'}; if [ "$CHECK" != 1 ]; then echo 'create database :"db" owner :"u"' | q; fi; fi`, pg.password
+            ? [
+                // The password is right when it logs in; it goes to psql on stdin, never on a command line.
+                'pgpass=$(mktemp); chmod 600 "$pgpass"; trap \'rm -f "$pgpass"\' EXIT',
+                sh_sh `printf '%s\\n' ${'127.0.0.1:*:' + pg.database + ':' + pg.user + ':' + pg.password.replace(/\\/g, '\\\\').replace(/:/g, '\\:')} > "$pgpass"`,
+                sh_sh `if ! PGPASSFILE="$pgpass" psql -XAtq -w -h 127.0.0.1 -U ${pg.user} -d ${pg.database} -c 'select 1' >/dev/null 2>&1; then`,
+                sh_sh `  ms_changed ${'password of role ' + pg.user + ' set'}`,
+                // printf is a builtin: the password is never on a command line. Stored as
+                // SCRAM whatever the server's default (md5 before PostgreSQL 14): the
+                // app's pg_hba rules accept only scram-sha-256.
+                sh_sh `  if [ "$CHECK" != 1 ]; then printf '%s\\n' ${"set password_encryption = 'scram-sha-256';"} ${`alter role :"u" password '${pg.password.replace(/'/g, "''")}'`} | q; fi`,
+                'fi',
+            ].join('\n')
+            : null, `hba=$(${psql} -c 'show hba_file')`, sh_sh `block=$(cat <<'MS_HBA_EOF'`, hbaBlock(settings), 'MS_HBA_EOF', ')', 
+        // Our rules first (pg_hba: the first matching line wins); the rest as it was.
+        sh_sh `new=$( { printf '%s\\n' "$block"; awk -v b=${'# BEGIN metalship ' + settings.layout.app} -v e=${'# END metalship ' + settings.layout.app} '$0 == b { skip = 1; next } $0 == e { skip = 0; next } !skip' "$hba"; } )`, 'if [ "$new" != "$(cat "$hba")" ]; then', '  ms_changed "pg_hba rules for the app"', '  if [ "$CHECK" != 1 ]; then printf "%s\\n" "$new" > "$hba.metalship-new"; chown --reference="$hba" "$hba.metalship-new"; chmod --reference="$hba" "$hba.metalship-new"; mv -f "$hba.metalship-new" "$hba"; echo "select pg_reload_conf()" | q >/dev/null; fi', 'fi', 
+        // The cluster's settings are readable by the server's account only (the
+        // packages leave postgresql.conf, start.conf and pg_ctl.conf world-readable;
+        // lynis 3.1+ warns of it as DBS-1828).
+        `conf_dir=$(dirname "$(${psql} -c 'show config_file')")`, 'open_confs=$(find "$conf_dir" -maxdepth 1 -name "*.conf" -perm /o=rwx -printf "%f " | sed "s/ $//")', 'if [ -n "$open_confs" ]; then ms_changed "PostgreSQL configuration files no longer world-readable: $open_confs"; ms_apply find "$conf_dir" -maxdepth 1 -name "*.conf" -perm /o=rwx -exec chmod o-rwx {} +; fi', pg.remoteCidrs.length
+            ? [
+                `if [ "$(${psql} -c 'show listen_addresses')" != '*' ] || [ "$(${psql} -c 'show ssl')" != on ]; then`,
+                '  ms_changed "listening for remote clients, SSL on"',
+                `  if [ "$CHECK" != 1 ]; then echo "alter system set listen_addresses = '*'; alter system set ssl = on" | q; systemctl restart postgresql; fi`,
+                'fi',
+            ].join('\n')
+            : null, 'if [ "$CHECK" = 1 ]; then', sh_sh `  prog=$(mktemp); cat > "$prog" <<'MS_PROG_EOF'`, backupProgram(backup).replace(/\n$/, ''), 'MS_PROG_EOF', sh_sh `  if ! cmp -s "$prog" ${backupProgramPath(settings.layout.app)}; then ms_changed "backup program differs or is missing"; fi; rm -f "$prog"`, sh_sh `  if ! systemctl is-enabled --quiet ${units.timer} 2>/dev/null; then ms_changed ${'backup timer ' + units.timer + ' not enabled'}; fi`, 'else', backupInstallScript({ ...backup, onCalendar: pg.schedule }), 'fi'),
+    };
+}
+
+;// CONCATENATED MODULE: ./src/remote/provision/python.ts
+// Python: the distribution's python3 (with venv and pip), or a pyenv build in
+// /opt/pyenv. Prints `python <path>`: the interpreter the release action builds
+// each release's venv with (the venvs live in {app-root}/venvs, {app-root}/venv
+// links the current one).
+
+
+const PYENV_ROOT = '/opt/pyenv';
+const PYENV_REPO = 'https://github.com/pyenv/pyenv.git';
+/** What CPython needs to build (pyenv's wiki, Debian and Ubuntu). */
+const PYENV_BUILD_DEPS = [
+    'git',
+    'make',
+    'build-essential',
+    'libssl-dev',
+    'zlib1g-dev',
+    'libbz2-dev',
+    'libreadline-dev',
+    'libsqlite3-dev',
+    'libncursesw5-dev',
+    'xz-utils',
+    'tk-dev',
+    'libxml2-dev',
+    'libxmlsec1-dev',
+    'libffi-dev',
+    'liblzma-dev',
+];
+function pythonItem(settings) {
+    const v = settings.python.version;
+    if (settings.python.install === 'system') {
+        return {
+            name: 'python',
+            script: itemScript(settings.check, 'ms_install python3 python3-venv python3-pip', v
+                ? sh_sh `have=$(python3 -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')
+case "$have." in ${v}.*) ;; *) echo "python3 is $have, python-version asks for ${v}: use python-install: pyenv for another version" >&2; exit 1;; esac`
+                : null, 'echo "python /usr/bin/python3"'),
+        };
+    }
+    return {
+        name: 'python',
+        script: itemScript(settings.check, `ms_install ${PYENV_BUILD_DEPS.join(' ')}`, sh_sh `export PYENV_ROOT=${PYENV_ROOT}`, sh_sh `if [ ! -x ${PYENV_ROOT}/bin/pyenv ]; then`, sh_sh `  ms_changed ${'pyenv installed in ' + PYENV_ROOT}`, '  if [ "$CHECK" = 1 ]; then exit 0; fi', sh_sh `  git clone --quiet --depth 1 ${PYENV_REPO} ${PYENV_ROOT} >&2`, 'fi', 
+        // A version such as 3.12 means the newest 3.12.x pyenv knows.
+        sh_sh `full=$(${PYENV_ROOT}/bin/pyenv latest -k ${v} 2>/dev/null || echo ${v})`, sh_sh `if [ ! -x ${PYENV_ROOT}/versions/"$full"/bin/python3 ]; then`, '  ms_changed "Python $full built with pyenv"', '  if [ "$CHECK" = 1 ]; then exit 0; fi', sh_sh `  ${PYENV_ROOT}/bin/pyenv install --skip-existing "$full" >&2`, 'fi', sh_sh `chmod -R go+rX,go-w ${PYENV_ROOT}`, sh_sh `echo "python ${PYENV_ROOT}/versions/$full/bin/python3"`),
+    };
+}
+
+;// CONCATENATED MODULE: ./src/remote/provision/redis.ts
+// Redis: loopback only, the default user off, an ACL user for the app that may
+// not run dangerous commands (ACLs, not the deprecated rename-command),
+// maxmemory (given, or a share of RAM) with allkeys-lru, appendonly. The syntax
+// follows the version found on the host (see RedisSyntax).
+
+
+
+
+const REDIS_CONF = '/etc/redis/redis.conf';
+const REDIS_DROPIN = '/etc/redis/metalship.conf';
+const REDIS_ACL = '/etc/redis/users.acl';
+/** The ACL file: passwords only as SHA-256, never in clear on disk. */
+function aclFile(user, password, syntax = '6.2') {
+    // A second `user default` line would be the default user again, on: Redis refuses the file.
+    if (user === 'default')
+        throw new Error("redis-user cannot be 'default': that user is turned off");
+    const hash = (0,external_node_crypto_.createHash)('sha256').update(password, 'utf8').digest('hex');
+    const channels = syntax === '6.2';
+    return `user default off${channels ? ' resetchannels' : ''} -@all
+user ${bareWord(user, 'the Redis ACL file')} on #${hash} ~*${channels ? ' &*' : ''} +@all -@dangerous
+`;
+}
+/** Loopback only, IPv6 where the host has it. */
+function redisBind(syntax) {
+    return syntax === '6.2' ? '127.0.0.1 -::1' : '127.0.0.1 ::1';
+}
+/**
+ * Sets redis_syntax from the installed redis-server, or stops the item before
+ * anything is written when provision does not know how to configure it.
+ */
+const REDIS_VERSION_LINES = [
+    "redis_version=$(redis-server --version 2>/dev/null | sed -n 's/.* v=\\([0-9][0-9]*\\.[0-9][0-9.]*\\) .*/\\1/p')",
+    'if [ -z "$redis_version" ] || dpkg --compare-versions "$redis_version" lt 6.0; then',
+    '  echo "redis-server ${redis_version:-of unknown version (redis-server --version says: $(redis-server --version 2>&1 | head -c 200))} is not supported: provision needs Redis 6.0 or newer (ACL users); nothing was changed" >&2; exit 1',
+    'fi',
+    'if dpkg --compare-versions "$redis_version" lt 6.2; then redis_syntax=6.0; else redis_syntax=6.2; fi',
+].join('\n');
+function redisItem(settings) {
+    const redis = settings.redis;
+    const maxmemory = redis.maxmemory
+        ? quote(redis.maxmemory)
+        : `$(awk '/^MemTotal:/ { printf "%d", $2 * 1024 * ${redis.memoryPercent} / 100 }' /proc/meminfo)`;
+    return {
+        name: 'redis',
+        script: itemScript(settings.check, 'ms_install redis-server', REDIS_VERSION_LINES, 'restart=0', ...['6.0', '6.2'].map((syntax) => [
+            sh_sh `if [ "$redis_syntax" = ${syntax} ]; then`,
+            common_file(REDIS_ACL, aclFile(redis.user, redis.password, syntax), {
+                mode: '640',
+                owner: 'redis:redis',
+                label: 'Redis ACL users',
+                onChange: 'restart=1',
+            }),
+            sh_sh `  redis_bind=${redisBind(syntax)}`,
+            'fi',
+        ].join('\n')), `maxmemory=${maxmemory}`, sh_sh `ms_file ${REDIS_DROPIN} 640 redis:redis ${'Redis settings'} < <(printf '%s\\n' '# Managed by metalship.' "bind $redis_bind" 'protected-mode yes' 'port 6379' "maxmemory $maxmemory" 'maxmemory-policy allkeys-lru' 'appendonly yes' ${'aclfile ' + REDIS_ACL})`, 'if [ "$MS_WROTE" = 1 ]; then restart=1; fi', 
+        // Included last, so its values override the packaged file's.
+        sh_sh `if [ "$(grep -v '^[[:space:]]*\\(#\\|$\\)' ${REDIS_CONF} | tail -n 1)" != ${'include ' + REDIS_DROPIN} ]; then`, sh_sh `  ms_changed "Redis includes the metalship settings last"`, sh_sh `  if [ "$CHECK" != 1 ]; then sed -i ${'\\#^include ' + REDIS_DROPIN + '$#d'} ${REDIS_CONF}; printf '\\n%s\\n' ${'include ' + REDIS_DROPIN} >> ${REDIS_CONF}; restart=1; fi`, 'fi', 'if [ "$CHECK" != 1 ]; then', '  if [ "$restart" = 1 ] || ! systemctl is-active --quiet redis-server; then systemctl enable --quiet redis-server; systemctl restart redis-server; fi', 
+        // The app's user must work, and nobody else may run anything.
+        '  for _ in $(seq 1 20); do redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && break; sleep 0.5; done', sh_sh `  if [ "$(REDISCLI_AUTH=${redis.password} redis-cli --no-auth-warning -h 127.0.0.1 --user ${redis.user} ping 2>&1)" != PONG ]; then echo "the app's Redis user cannot log in after the change" >&2; exit 1; fi`, '  case "$(redis-cli -h 127.0.0.1 ping 2>&1)" in *NOAUTH*|*NOPERM*|*WRONGPASS*|*"authentication"*) ;; *) echo "Redis still answers unauthenticated clients" >&2; exit 1;; esac', 'fi'),
+    };
+}
+
+;// CONCATENATED MODULE: ./src/remote/provision/ssh.ts
+// SSH: key-only login through a drop-in read before any other (sshd uses the
+// first value it finds), checked against sshd -T's effective values, validated
+// with sshd -t before a reload. The stage then tests a fresh connection; if it
+// fails the previous drop-in comes back. Ubuntu 22.10+ runs sshd socket-activated
+// (ssh.socket): the service is reloaded when it runs, and nothing else is needed
+// while the port stays the same.
+
+
+const SSHD_DROPIN = '/etc/ssh/sshd_config.d/00-metalship.conf';
+const BACKUP = '/etc/ssh/.00-metalship.conf.previous';
+const SSH_REVERT_UNIT = 'metalship-revert-sshd';
+/** Options set, with the value sshd -T reports for them (lowercase keys). */
+function sshdOptions(settings) {
+    return [
+        ['PermitRootLogin', settings.ssh.rootLogin === 'no' ? 'no' : 'without-password'],
+        ['PasswordAuthentication', 'no'],
+        ['KbdInteractiveAuthentication', 'no'],
+        ['PermitEmptyPasswords', 'no'],
+        ['PubkeyAuthentication', 'yes'],
+        ['AuthenticationMethods', 'publickey'],
+        ['MaxAuthTries', '3'],
+        ['LoginGraceTime', '30'],
+        ['X11Forwarding', 'no'],
+        ['AllowAgentForwarding', 'no'],
+        ['PermitUserEnvironment', 'no'],
+        ['ClientAliveInterval', '300'],
+        ['ClientAliveCountMax', '2'],
+    ];
+}
+/**
+ * Algorithms: the modern ones that this sshd knows, in this order (filtered by
+ * `ssh -Q` at run time, so an older or newer OpenSSH never gets a name it
+ * rejects). curve25519 stays: ssh2 (the actions' client) has no post-quantum kex.
+ */
+const KEX = [
+    'mlkem768x25519-sha256',
+    'sntrup761x25519-sha512',
+    'sntrup761x25519-sha512@openssh.com',
+    'curve25519-sha256',
+    'curve25519-sha256@libssh.org',
+    'diffie-hellman-group16-sha512',
+    'diffie-hellman-group18-sha512',
+];
+const CIPHERS = [
+    'chacha20-poly1305@openssh.com',
+    'aes256-gcm@openssh.com',
+    'aes128-gcm@openssh.com',
+    'aes256-ctr',
+    'aes192-ctr',
+    'aes128-ctr',
+];
+const MACS = [
+    'hmac-sha2-512-etm@openssh.com',
+    'hmac-sha2-256-etm@openssh.com',
+    'umac-128-etm@openssh.com',
+];
+const HOSTKEY_ALGS = [
+    'ssh-ed25519',
+    'ssh-ed25519-cert-v01@openssh.com',
+    'rsa-sha2-512',
+    'rsa-sha2-256',
+];
+/**
+ * The drop-in's fixed part (the algorithm lines are added on the host). Its
+ * values are our own or a choice input's; none needs sshd quoting.
+ */
+function sshdDropIn(settings) {
+    return [
+        '# Managed by metalship: key-only SSH. Read before the other files of this',
+        '# directory, so its values win (sshd keeps the first value of each option).',
+        ...sshdOptions(settings).map(([k, v]) => `${k} ${k === 'PermitRootLogin' ? settings.ssh.rootLogin : v}`),
+        'ChallengeResponseAuthentication no',
+    ].join('\n');
+}
+/**
+ * ms_known KIND NAME...: the NAMEs this host's OpenSSH knows, comma-separated.
+ * Host key algorithms are signature names (rsa-sha2-512), which `ssh -Q key`
+ * does not list: `key-sig` does (OpenSSH 8.2+), with `key` as the fallback.
+ */
+const KNOWN_ALGORITHMS = 'ms_known() { local kind=$1; shift; local have; have=$(ssh -Q "$kind" 2>/dev/null; if [ "$kind" = key-sig ]; then ssh -Q key 2>/dev/null; fi); local out=""; for n in "$@"; do if printf "%s\\n" "$have" | grep -qxF -- "$n"; then out="$out${out:+,}$n"; fi; done; printf "%s" "$out"; }';
+function known(kind, names) {
+    return `$(ms_known ${kind} ${names.join(' ')})`;
+}
+function sshItem(settings) {
+    const opts = sshdOptions(settings);
+    const header = sshdDropIn(settings);
+    // The algorithm lines are filled in on the host from what its sshd supports.
+    const algLines = [
+        `"KexAlgorithms ${known('kex', KEX)}"`,
+        `"Ciphers ${known('cipher', CIPHERS)}"`,
+        `"MACs ${known('mac', MACS)}"`,
+        `"HostKeyAlgorithms ${known('key-sig', HOSTKEY_ALGS)}"`,
+    ].join(' ');
+    return {
+        name: 'ssh',
+        script: itemScript(settings.check, 'command -v sshd >/dev/null || { echo "sshd is not installed" >&2; exit 1; }', KNOWN_ALGORITHMS, 'mkdir -p /etc/ssh/sshd_config.d', 
+        // Without the Include (very old or edited sshd_config), a drop-in does nothing.
+        'if ! grep -qiE "^[[:space:]]*Include[[:space:]]+/etc/ssh/sshd_config\\.d/\\*\\.conf" /etc/ssh/sshd_config; then', '  echo "/etc/ssh/sshd_config does not include /etc/ssh/sshd_config.d/*.conf: add \'Include /etc/ssh/sshd_config.d/*.conf\' at its top" >&2; exit 1', 'fi', `want=$(cat <<'MS_SSHD_EOF'\n${header}\nMS_SSHD_EOF\n)`, 
+        // An algorithm list this sshd cannot satisfy at all is left out.
+        `want=$(printf "%s\\n" "$want" ${algLines} | grep -v " $")`, 
+        // Drift: the effective values (sshd -T) and the drop-in's content.
+        'eff=$(sshd -T -C user=root,host=localhost,addr=127.0.0.1 2>/dev/null || sshd -T 2>/dev/null)', 'drift=""', ...opts.map(([k, v]) => sh_sh `got=$(printf "%s\\n" "$eff" | awk -v k=${k.toLowerCase()} '$1 == k && !seen { $1 = ""; sub(/^ /, ""); print; seen = 1 }'); if [ "$got" != ${v} ]; then drift="$drift ${k.toLowerCase()}=\${got:-unset}(want ${v})"; fi`), sh_sh `if [ -f ${SSHD_DROPIN} ] && [ "$(cat ${SSHD_DROPIN})" = "$want" ]; then same=1; else same=0; fi`, 'if [ "$same" = 1 ] && [ -z "$drift" ]; then exit 0; fi', 'if [ "$CHECK" = 1 ]; then', sh_sh `  if [ "$same" = 0 ]; then if [ -f ${SSHD_DROPIN} ]; then ms_changed "sshd drop-in differs"; else ms_changed "sshd drop-in missing"; fi; fi`, '  if [ -n "$drift" ]; then ms_changed "sshd options:$drift"; fi', '  exit 0', 'fi', sh_sh `if [ "$same" = 1 ]; then echo "sshd options still differ with the drop-in in place (another file sets them first):$drift" >&2; exit 1; fi`, sh_sh `rm -f ${BACKUP}; if [ -f ${SSHD_DROPIN} ]; then cp -p ${SSHD_DROPIN} ${BACKUP}; fi`, sh_sh `printf "%s\\n" "$want" > ${SSHD_DROPIN}.new && chmod 644 ${SSHD_DROPIN}.new && mv -f ${SSHD_DROPIN}.new ${SSHD_DROPIN}`, `if ! err=$(sshd -t 2>&1); then ${restoreLines()}; echo "sshd -t rejected the new configuration (restored the previous one): $err" >&2; exit 1; fi`, sh_sh `eff=$(sshd -T -C user=root,host=localhost,addr=127.0.0.1 2>/dev/null || sshd -T 2>/dev/null); left=""`, ...opts.map(([k, v]) => sh_sh `got=$(printf "%s\\n" "$eff" | awk -v k=${k.toLowerCase()} '$1 == k && !seen { $1 = ""; sub(/^ /, ""); print; seen = 1 }'); if [ "$got" != ${v} ]; then left="$left ${k.toLowerCase()}=\${got:-unset}"; fi`), `if [ -n "$left" ]; then ${restoreLines()}; echo "another sshd configuration file sets these first, so the drop-in cannot take effect:$left" >&2; exit 1; fi`, 
+        // Safety net: without a confirmation from a fresh connection, the previous drop-in comes back by itself.
+        sh_sh `systemd-run --quiet --unit=${SSH_REVERT_UNIT} --on-active=180 /bin/sh -c ${revertCommand()} >/dev/null 2>&1 || true`, reloadOneLine(), 
+        // sshd re-executes itself on a reload: give it a moment before the fresh connection.
+        'sleep 1', 'ms_changed "sshd drop-in written (key-only login)${drift:+; was:$drift}"', 'echo "guard ssh"'),
+        guard: {
+            confirm: sh_sh `systemctl stop ${SSH_REVERT_UNIT}.timer 2>/dev/null || true; rm -f ${BACKUP}`,
+            revert: script2(sh_sh `systemctl stop ${SSH_REVERT_UNIT}.timer 2>/dev/null || true`, sh_sh `/bin/sh -c ${revertCommand()}`, 'echo "sshd configuration restored"'),
+        },
+    };
+}
+function script2(...lines) {
+    return lines.join('\n') + '\n';
+}
+/** Restores the previous drop-in (or removes ours when there was none) and reloads sshd. */
+function revertCommand() {
+    return `if [ -f ${BACKUP} ]; then mv -f ${BACKUP} ${SSHD_DROPIN}; else rm -f ${SSHD_DROPIN}; fi; ${reloadOneLine()}`;
+}
+function restoreLines() {
+    return `if [ -f ${BACKUP} ]; then mv -f ${BACKUP} ${SSHD_DROPIN}; else rm -f ${SSHD_DROPIN}; fi`;
+}
+/**
+ * Reloading sshd: Debian and Ubuntu name the service ssh.service. With socket
+ * activation (Ubuntu 22.10+) the service may not run yet: then the next
+ * connection starts it with the new configuration and nothing needs reloading.
+ */
+function reloadOneLine() {
+    return 'if systemctl is-active --quiet ssh.service; then systemctl reload ssh.service; elif systemctl is-active --quiet sshd.service; then systemctl reload sshd.service; elif systemctl is-active --quiet ssh.socket; then :; else echo "no running sshd to reload" >&2; exit 1; fi';
+}
+
+;// CONCATENATED MODULE: ./src/remote/provision/system.ts
+// System: package index, base packages, unattended-upgrades for security
+// updates (and pending ones applied now), kernel hardening sysctls.
+
+const BASE_PACKAGES = ['ca-certificates', 'curl', 'unattended-upgrades', 'logrotate', 'openssl'];
+const AUTO_UPGRADES = `// Managed by metalship: daily package lists and unattended security upgrades.
+APT::Periodic::Update-Package-Lists "1";
+APT::Periodic::Unattended-Upgrade "1";
+APT::Periodic::AutocleanInterval "7";
+`;
+/**
+ * Security origins only (Debian, Ubuntu and Ubuntu Pro's ESM). apt appends list
+ * entries across files, so the packages' own defaults (Debian's point releases,
+ * Ubuntu's Allowed-Origins) are cleared first.
+ */
+const UNATTENDED = `// Managed by metalship: security updates only.
+#clear Unattended-Upgrade::Origins-Pattern;
+#clear Unattended-Upgrade::Allowed-Origins;
+Unattended-Upgrade::Origins-Pattern {
+        "origin=Debian,codename=\${distro_codename}-security,label=Debian-Security";
+        "origin=Debian,codename=\${distro_codename},label=Debian-Security";
+        "origin=Ubuntu,archive=\${distro_codename}-security,label=Ubuntu";
+        "origin=UbuntuESMApps,archive=\${distro_codename}-apps-security";
+        "origin=UbuntuESM,archive=\${distro_codename}-infra-security";
+};
+Unattended-Upgrade::Remove-Unused-Dependencies "true";
+Unattended-Upgrade::Automatic-Reboot "false";
+`;
+function systemItem(settings) {
+    return {
+        name: 'system',
+        script: itemScript(settings.check, 'ms_refresh_index', `ms_install ${BASE_PACKAGES.join(' ')}`, common_file('/etc/apt/apt.conf.d/20auto-upgrades', AUTO_UPGRADES, { label: 'unattended-upgrades schedule' }), common_file('/etc/apt/apt.conf.d/52metalship-unattended-upgrades', UNATTENDED, {
+            label: 'unattended-upgrades security origins',
+        }), 'for t in apt-daily.timer apt-daily-upgrade.timer; do', '  if systemctl list-unit-files "$t" >/dev/null 2>&1 && ! systemctl is-enabled --quiet "$t" 2>/dev/null; then', '    ms_changed "$t enabled"; ms_apply systemctl enable --now --quiet "$t"', '  fi', 'done', settings.system.securityUpdates
+            ? [
+                // The pending security updates, from unattended-upgrade's own dry run.
+                'pending=$(unattended-upgrade --dry-run -v 2>/dev/null | sed -n "s/^Packages that will be upgraded: //p" | head -1)',
+                'if [ -n "$pending" ]; then',
+                '  if [ "$CHECK" = 1 ]; then ms_changed "security updates pending: $pending"',
+                '  else unattended-upgrade >/dev/null 2>&1 || { echo "unattended-upgrade failed: see /var/log/unattended-upgrades" >&2; exit 1; }; ms_changed "security updates installed: $pending"; fi',
+                'fi',
+            ].join('\n')
+            : null),
+    };
+}
+/** Kernel settings of the usual hardening baselines (CIS, lynis). */
+const SYSCTLS = {
+    'kernel.kptr_restrict': '2',
+    'kernel.dmesg_restrict': '1',
+    'kernel.sysrq': '0',
+    'kernel.yama.ptrace_scope': '1',
+    'fs.protected_hardlinks': '1',
+    'fs.protected_symlinks': '1',
+    'fs.suid_dumpable': '0',
+    'net.ipv4.tcp_syncookies': '1',
+    'net.ipv4.conf.all.accept_redirects': '0',
+    'net.ipv4.conf.default.accept_redirects': '0',
+    'net.ipv4.conf.all.send_redirects': '0',
+    'net.ipv4.conf.default.send_redirects': '0',
+    'net.ipv4.conf.all.accept_source_route': '0',
+    'net.ipv4.conf.all.rp_filter': '1',
+    'net.ipv4.conf.all.log_martians': '1',
+    'net.ipv6.conf.all.accept_redirects': '0',
+    'net.ipv6.conf.default.accept_redirects': '0',
+};
+const SYSCTL_FILE = '/etc/sysctl.d/60-metalship.conf';
+/**
+ * Writes the sysctl file and checks the running values. Where /proc/sys is
+ * read-only (containers), a value that cannot be applied is a warning.
+ */
+function sysctlItem(settings) {
+    const content = '# Managed by metalship: kernel hardening.\n' +
+        Object.entries(SYSCTLS)
+            .map(([k, v]) => `${k} = ${v}`)
+            .join('\n') +
+        '\n';
+    return {
+        name: 'sysctl',
+        script: itemScript(settings.check, common_file(SYSCTL_FILE, content, { label: 'sysctl hardening file' }), 'differ=""', ...Object.entries(SYSCTLS).map(([k, v]) => `cur=$(sysctl -n ${k} 2>/dev/null || echo absent); if [ "$cur" != absent ] && [ "$cur" != ${v} ]; then differ="$differ ${k}"; fi`), 'if [ -n "$differ" ]; then', '  if [ ! -w /proc/sys/kernel ]; then ms_warn "cannot set kernel parameters here (/proc/sys is read-only, a container?):$differ"', '  elif [ "$CHECK" = 1 ]; then ms_changed "sysctls to apply:$differ"', `  elif sysctl -q -p ${SYSCTL_FILE} >/dev/null 2>&1; then ms_changed "sysctls applied:$differ"`, '  else ms_warn "some kernel parameters could not be set:$differ"; fi', 'fi'),
+    };
+}
+
+;// CONCATENATED MODULE: ./src/remote/provision/tls.ts
+// TLS: a certificate for the domains from the ACME server (certbot, http-01 via
+// nginx's webroot), renewed by certbot's systemd timer, nginx switched to the
+// TLS site. With no domain the site stays HTTP only, and the report says so.
+
+
+
+
+
+const ACME_CA_FILE = '/etc/metalship/acme-ca.pem';
+/** Where renewals run: certbot.service (the package) or the snap's own unit (Ubuntu). */
+const CERTBOT_DROPINS = {
+    package: '/etc/systemd/system/certbot.service.d/metalship.conf',
+    snap: '/etc/systemd/system/snap.certbot.renew.service.d/metalship.conf',
+};
+const CA_DROPIN = `# Managed by metalship: renewals trust the ACME server's CA.\n[Service]\nEnvironment=${unitEnv('REQUESTS_CA_BUNDLE', ACME_CA_FILE)}\n`;
+function caDropIn(path) {
+    const dir = path.replace(/\/[^/]+$/, '');
+    return [
+        sh_sh `if [ ! -d ${dir} ]; then ms_apply mkdir -p ${dir}; fi`,
+        common_file(path, CA_DROPIN, {
+            label: 'certbot renewal CA',
+            onChange: '[ "$CHECK" = 1 ] || systemctl daemon-reload',
+        }),
+    ].join('\n');
+}
+function tlsItem(settings) {
+    const cert = certPaths(settings);
+    const tls = settings.tls;
+    if (!cert) {
+        return {
+            name: 'tls',
+            script: itemScript(settings.check, 'echo "note HTTP only: no domains given, so no certificate and no TLS"'),
+        };
+    }
+    const first = tls.domains[0];
+    const want = [...tls.domains].sort().join(' ');
+    const env = tls.caBundle ? sh_sh `REQUESTS_CA_BUNDLE=${ACME_CA_FILE} ` : '';
+    return {
+        name: 'tls',
+        script: itemScript(settings.check, 
+        // Ubuntu's recommended certbot is the snap: use it when it is there.
+        'if ! command -v certbot >/dev/null 2>&1; then ms_install certbot; fi', 'command -v nginx >/dev/null || { echo "nginx is not installed: TLS needs the nginx item" >&2; exit 1; }', tls.caBundle
+            ? [
+                sh_sh `if [ ! -d /etc/metalship ]; then ms_apply mkdir -p /etc/metalship; fi`,
+                common_file(ACME_CA_FILE, tls.caBundle, { label: 'ACME CA bundle' }),
+                'if [ -x /snap/bin/certbot ]; then',
+                caDropIn(CERTBOT_DROPINS.snap),
+                'else',
+                caDropIn(CERTBOT_DROPINS.package),
+                'fi',
+            ].join('\n')
+            : null, sh_sh `have=$(openssl x509 -in ${cert.certificate} -noout -ext subjectAltName 2>/dev/null | grep -o "DNS:[^,]*" | sed "s/DNS://" | sort | tr "\\n" " " | sed "s/ $//" || true)`, sh_sh `server=$(sed -n "s/^server = //p" /etc/letsencrypt/renewal/${first}.conf 2>/dev/null || true)`, sh_sh `if [ "$have" != ${want} ] || [ "$server" != ${tls.server} ]; then`, sh_sh `  ms_changed ${'certificate for ' + tls.domains.join(', ') + ' from ' + tls.server}`, '  if [ "$CHECK" != 1 ]; then', 
+        // The HTTP site answers the challenge on port 80 (the nginx item wrote it).
+        sh_sh `    mkdir -p ${ACME_WEBROOT}`, sh_sh `    if ! out=$(${sh_raw(env)}certbot certonly --non-interactive --agree-tos --email ${tls.email} --server ${tls.server} --webroot -w ${ACME_WEBROOT} --cert-name ${first} ${tls.domains.flatMap((d) => ['-d', d])} --deploy-hook 'systemctl reload nginx' 2>&1); then`, '      echo "certbot failed: $(printf "%s" "$out" | tail -n 8)" >&2; exit 1', '    fi', '    got_cert=1', '  fi', 'fi', 
+        // The nginx item wrote the TLS site already when the certificate existed; a new one needs it now.
+        'nginx_changed=0', 'if [ "${got_cert:-0}" = 1 ]; then', siteLines(settings), NGINX_RELOAD, 'fi', 
+        // The snap renews through its own timer; the package through certbot.timer.
+        'if [ -x /snap/bin/certbot ]; then renew_timer=snap.certbot.renew.timer; else renew_timer=certbot.timer; fi', 'if ! systemctl is-enabled --quiet "$renew_timer" 2>/dev/null; then ms_changed "certbot renewal timer enabled"; ms_apply systemctl enable --now --quiet "$renew_timer"; fi', sh_sh `if [ "$CHECK" != 1 ]; then echo ${'note certificate ' + cert.certificate}; fi`),
+    };
+}
+
+;// CONCATENATED MODULE: ./src/remote/provision/users.ts
+// Users: the app user (no login shell) owning the app tree, and optionally a
+// deploy user whose sudo covers exactly the command the actions run.
+
+
+
+
+
+const SHARED_PATHS = ['logs', 'uploads', '.env'];
+/**
+ * The sudoers rule of the deploy user: the actions run `sudo -n -H -- bash -se`
+ * and nothing else. That command is root-equivalent (it runs any script), so
+ * the rule limits what the user can be used for, not what it could do.
+ */
+function sudoersRule(user) {
+    const [shell, ...args] = SCRIPT_SHELL;
+    const name = sudoersName(user);
+    return `# Managed by metalship: the deploy actions run '${remoteCommand(user)}' and nothing else.
+Defaults:${name} !requiretty
+${name} ALL=(root) NOPASSWD: /usr/bin/${shell} ${args.join(' ')}, /bin/${shell} ${args.join(' ')}
+`;
+}
+function usersItem(settings) {
+    const layout = settings.layout;
+    const deployUser = settings.deployUser;
+    const dirs = [
+        layout.root,
+        layout.releases,
+        layout.venvs,
+        layout.slots,
+        layout.shared,
+        `${layout.shared}/logs`,
+        `${layout.shared}/uploads`,
+        layout.state,
+    ];
+    return {
+        name: 'users',
+        script: itemScript(settings.check, 'if [ "$CHECK" = 1 ]; then', sh_sh `  if ! id -u ${settings.user} >/dev/null 2>&1; then ms_changed ${'app user ' + settings.user + ' missing'}; fi`, sh_sh `  if ! id -u ${layout.buildUser} >/dev/null 2>&1; then ms_changed ${'build user ' + layout.buildUser + ' missing'}; fi`, sh_sh `  for d in ${dirs}; do [ -d "$d" ] || ms_changed "directory $d missing"; done`, 'else', ensureAppTree(layout, settings.user, SHARED_PATHS), 'fi', 
+        // The app user never logs in.
+        sh_sh `if id -u ${settings.user} >/dev/null 2>&1 && [ "$(getent passwd ${settings.user} | cut -d: -f7)" != /usr/sbin/nologin ]; then ms_changed ${'login shell of ' + settings.user + ' removed'}; ms_apply usermod -s /usr/sbin/nologin ${settings.user}; fi`, deployUser
+            ? [
+                sh_sh `if ! id -u ${deployUser.name} >/dev/null 2>&1; then ms_changed ${'deploy user ' + deployUser.name + ' created'}; ms_apply useradd --create-home --shell /bin/bash ${deployUser.name}; fi`,
+                sh_sh `if [ "$CHECK" = 1 ] && ! id -u ${deployUser.name} >/dev/null 2>&1; then exit 0; fi`,
+                sh_sh `home=$(getent passwd ${deployUser.name} | cut -d: -f6)`,
+                sh_sh `if [ ! -d "$home/.ssh" ]; then ms_apply install -d -m 700 -o ${deployUser.name} -g ${deployUser.name} "$home/.ssh"; fi`,
+                common_file(sh_raw('"$home/.ssh/authorized_keys"'), deployUser.keys.join('\n') + '\n', {
+                    mode: '600',
+                    owner: `${deployUser.name}:${deployUser.name}`,
+                    label: `authorized keys of ${deployUser.name}`,
+                }),
+                'ms_install sudo',
+                sh_sh `sudoers=/etc/sudoers.d/metalship-${deployUser.name}`,
+                sh_sh `tmp=$(mktemp); cat > "$tmp" <<'MS_SUDO_EOF'`,
+                sudoersRule(deployUser.name) + 'MS_SUDO_EOF',
+                'if ! visudo -cqf "$tmp" >/dev/null; then rm -f "$tmp"; echo "visudo rejected the sudoers rule" >&2; exit 1; fi',
+                'if [ -f "$sudoers" ] && cmp -s "$tmp" "$sudoers" && [ "$(stat -c %a "$sudoers")" = 440 ]; then rm -f "$tmp"',
+                'elif [ "$CHECK" = 1 ]; then rm -f "$tmp"; ms_changed "sudoers rule of the deploy user differs or is missing"',
+                'else chmod 440 "$tmp"; mv -f "$tmp" "$sudoers"; ms_changed "sudoers rule of the deploy user written"; fi',
+            ].join('\n')
+            : null),
+    };
+}
+
+;// CONCATENATED MODULE: ./src/remote/provision/index.ts
+// The provision items in the order they run, built from the settings: the
+// package and account work first, the services next, and the two changes that
+// could cut the runner off (firewall, sshd) late, each guarded by a fresh
+// connection.
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+/**
+ * The releases provision knows the configuration of (tested on Debian 11, 12 and
+ * 13 hosts; Ubuntu's LTS releases have the same components in between).
+ */
+const KNOWN_SYSTEMS = {
+    debian: ['11', '12', '13'],
+    ubuntu: ['22.04', '24.04'],
+};
+/** Why provision will not touch this system, or null when it knows it. */
+function unknownSystem(facts) {
+    if (KNOWN_SYSTEMS[facts.id]?.includes(facts.version))
+        return null;
+    const known = Object.entries(KNOWN_SYSTEMS)
+        .map(([id, versions]) => `${id} ${versions.join(', ')}`)
+        .join('; ');
+    return `${facts.os} (${facts.id || 'no ID'} ${facts.version || 'no VERSION_ID'}) is a system provision has not been tested on (it knows ${known}): nothing was changed. Set allow-untested-os: true to provision it anyway`;
+}
+/** What the items need to know about a host before they are built, in one round trip. */
+function factsStep() {
+    return step_step('reading the host', sh_script('( . /etc/os-release 2>/dev/null; echo "OS ${PRETTY_NAME:-unknown}"; echo "OS_ID ${ID:-}"; echo "OS_VERSION ${VERSION_ID:-}" )'), (stdout) => {
+        const out = sh_keyLines(stdout);
+        return {
+            os: out.get('OS')?.trim() || 'unknown',
+            id: out.get('OS_ID')?.trim() ?? '',
+            version: out.get('OS_VERSION')?.trim() ?? '',
+        };
+    });
+}
+/** Every item with the input that switches it off, if any. */
+function planItems(settings, _facts) {
+    const on = (flag, why, make) => flag ? { item: make() } : { item: null, off: why };
+    // A load balancer runs nginx only: none of the app's items.
+    const app = (make) => on(!settings.balancer, 'roles=lb: no app here', make);
+    return [
+        { name: 'system', ...on(settings.system.enabled, 'system: false', () => systemItem(settings)) },
+        { name: 'sysctl', ...on(settings.system.enabled, 'system: false', () => sysctlItem(settings)) },
+        { name: 'users', item: usersItem(settings) },
+        { name: 'python', ...app(() => pythonItem(settings)) },
+        { name: 'app', ...app(() => appItem(settings)) },
+        {
+            name: 'postgresql',
+            ...(settings.balancer
+                ? app(() => null)
+                : on(settings.postgresql.enabled, 'postgresql: false', () => postgresqlItem(settings))),
+        },
+        {
+            name: 'redis',
+            ...(settings.balancer
+                ? app(() => null)
+                : on(settings.redis.enabled, 'redis: false', () => redisItem(settings))),
+        },
+        { name: 'nginx', ...on(settings.nginx.enabled, 'nginx: false', () => nginxItem(settings)) },
+        { name: 'tls', ...on(settings.nginx.enabled, 'nginx: false', () => tlsItem(settings)) },
+        { name: 'firewall', ...on(settings.firewall.enabled, 'firewall: false', () => firewallItem(settings)) },
+        { name: 'ssh', ...on(settings.ssh.enabled, 'ssh-hardening: false', () => sshItem(settings)) },
+        {
+            name: 'logs',
+            ...(settings.balancer
+                ? app(() => null)
+                : on(settings.logs.enabled, 'log-rotation: false', () => logsItem(settings))),
+        },
+        { name: 'monitoring', ...app(() => monitoringItem(settings)) },
+    ];
+}
+
+;// CONCATENATED MODULE: ./src/stages/provision.ts
+// The provision stage: on each host, read a few facts, then run every item's
+// script over the host's one connection and collect ok / changed / warning /
+// failed per item. A guarded change (firewall, sshd) is kept only when a fresh
+// connection still gets in; otherwise it is reverted over the connection we hold.
+
+
+
+
+function freshConnectionTest(host, settings, log) {
+    return async () => {
+        const conn = await connect({
+            host: host.spec.host,
+            port: host.spec.port,
+            user: host.spec.user ?? settings['ssh-user'],
+            label: host.spec.label,
+        }, { ...connectOptions(settings), connectTimeoutMs: Math.min(settings['connect-timeout'], 15) * 1000 }, log);
+        try {
+            await conn.run('true', { what: 'the fresh connection test' });
+        }
+        finally {
+            await conn.close();
+        }
+    };
+}
+/**
+ * What each host is, read before anything is written (the lock included): a
+ * system provision does not know fails the whole run here, unless allowed.
+ */
+async function readHostFacts(hosts, allowUntestedOs) {
+    const facts = new Map();
+    for (const host of hosts)
+        facts.set(host, await host.conn.step(factsStep()));
+    const refused = hosts.flatMap((h) => {
+        const why = unknownSystem(facts.get(h));
+        return why && !allowUntestedOs ? [`[${h.spec.label}] ${why}`] : [];
+    });
+    if (refused.length)
+        throw new Error(refused.join('\n'));
+    return facts;
+}
+async function provisionHost(host, facts, settings, test, log) {
+    const label = host.spec.label;
+    log.info(`[${label}] ${facts.os}${settings.check ? ' (check mode: nothing is changed)' : ''}`);
+    if (unknownSystem(facts))
+        log.warn(`[${label}] ${facts.os} is a system provision has not been tested on; provisioning it anyway (allow-untested-os)`);
+    const items = [];
+    let python = '';
+    for (const planned of planItems(settings, facts)) {
+        const started = Date.now();
+        if (!planned.item) {
+            items.push({ item: planned.name, status: 'ok', detail: `not managed (${planned.off})`, seconds: 0 });
+            continue;
+        }
+        const item = planned.item;
+        const report = await host.conn.step(itemStep(item)).catch((err) => ({
+            outcome: { status: 'failed', changes: [], warnings: [], detail: errors_errorMessage(err) },
+            python: null,
+            notes: [],
+            guarded: false,
+        }));
+        python = report.python ?? python;
+        let detail = [report.outcome.detail, ...report.notes].filter(Boolean).join('; ');
+        let status = report.outcome.status;
+        // A guarded change stays only if a new connection still gets in.
+        const guarded = item.guard && report.guarded && !settings.check ? { ...item, guard: item.guard } : null;
+        if (guarded) {
+            try {
+                await test();
+                await host.conn.step(guardStep(guarded, 'confirm'));
+                detail += '; a fresh SSH connection got in';
+            }
+            catch (err) {
+                const why = errors_errorMessage(err).split('\n')[0];
+                let reverted = 'reverted';
+                try {
+                    await host.conn.step(guardStep(guarded, 'revert'));
+                }
+                catch (e) {
+                    reverted = `revert failed too (${errors_errorMessage(e).split('\n')[0]}); a timer reverts it within 3 minutes`;
+                }
+                status = 'failed';
+                detail = `a fresh SSH connection failed after the change (${why}): ${reverted}`;
+            }
+        }
+        const result = { item: item.name, status, detail: detail || '–', seconds: (Date.now() - started) / 1000 };
+        items.push(result);
+        const mark = { ok: '✓', changed: '~', warning: '!', failed: '✗' }[status];
+        log.info(`[${label}] ${mark} ${item.name}: ${status}${detail ? ` (${detail})` : ''} ${result.seconds.toFixed(1)} s`);
+    }
+    const failed = items.filter((i) => i.status === 'failed').length;
+    return {
+        host: label,
+        ok: failed === 0,
+        ...(failed
+            ? {
+                error: `${failed} item(s) failed: ${items
+                    .filter((i) => i.status === 'failed')
+                    .map((i) => i.item)
+                    .join(', ')}`,
+            }
+            : {}),
+        os: facts.os,
+        python,
+        changed: items.filter((i) => i.status === 'changed').length,
+        failed,
+        items,
+    };
+}
+
 ;// CONCATENATED MODULE: ./src/inputs/checks.ts
 // Inputs that must agree with each other, checked on typed settings: each check
 // names the inputs it reads, and each action (src/inputs/actions.ts) lists the
@@ -69773,7 +69986,7 @@ function rolesCheck(settings) {
     }
     const schedulerCommand = settings['scheduler-command'] ?? [];
     if (schedulers.length === 0 && schedulerCommand.length > 0) {
-        problems.push(`Input 'hosts' gives no host the scheduler role, but scheduler-command is '${schedulerCommand.join(' ')}'; expected exactly one scheduler fleet-wide (add scheduler to one host's roles=, or set scheduler-command to '' for none).`);
+        problems.push(`Input 'hosts' gives no host the scheduler role, but scheduler-command is '${schedulerCommand.join(' ')}'; expected exactly one scheduler fleet-wide (add scheduler to one host's roles=, or set scheduler-command to none).`);
     }
     const migrators = apps.filter((h) => h.roles.includes('migrate'));
     if (migrators.length > 1) {
@@ -69808,7 +70021,7 @@ function appUserCheck(hosts, settings) {
             : []),
         [settings['ssh-user'], 'ssh-user'],
     ]);
-    const as = logins.get(settings['app-user']);
+    const as = settings['app-user'] === undefined ? undefined : logins.get(settings['app-user']);
     return as
         ? [
             `Input 'app-user': '${settings['app-user']}' is ${as}, which logs in over SSH (provision removes the app user's login shell); expected a user of the app's own.`,
@@ -70264,6 +70477,7 @@ const lockInputs = {
 
 
 
+
 // backup-verify names its two hosts itself (backup-host, restore-host) and takes no deploy lock.
 const { hosts: _hosts, 'lock-timeout': actions_lock, ...backupVerifyConnection } = connectionInputs;
 void _hosts;
@@ -70276,8 +70490,13 @@ const actions = {
         inputs: {
             ...connectionInputs,
             ...releaseInputs,
+            // Recorded with the release: a switch or rollback to it runs it so.
             'app-user': serviceInputs['app-user'],
             'app-module': serviceInputs['app-module'],
+            'uvicorn-args': serviceInputs['uvicorn-args'],
+            'worker-command': serviceInputs['worker-command'],
+            'scheduler-command': serviceInputs['scheduler-command'],
+            'health-path': serviceInputs['health-path'],
         },
         outputs: {
             'release-id': { description: "The new release's id (its directory name)." },
@@ -70294,7 +70513,7 @@ const actions = {
         name: 'switch',
         title: 'metalship switch',
         description: 'Start a release beside the serving one, move traffic to it once ready, point current at it, restart worker and scheduler.',
-        inputs: { ...connectionInputs, ...serviceInputs, ...switchOnlyInputs },
+        inputs: { ...connectionInputs, ...serviceInputs, ...recordedRuntimeInputs, ...switchOnlyInputs },
         outputs: {
             'release-id': { description: 'The release now current.' },
             'previous-release-id': { description: 'The release that was current before.' },
@@ -70308,9 +70527,9 @@ const actions = {
         description: 'Check that the current release is healthy on every host, until healthy or timed out.',
         inputs: {
             ...connectionInputs,
-            'health-path': serviceInputs['health-path'],
-            'worker-command': serviceInputs['worker-command'],
-            'scheduler-command': serviceInputs['scheduler-command'],
+            'health-path': recordedRuntimeInputs['health-path'],
+            'worker-command': recordedRuntimeInputs['worker-command'],
+            'scheduler-command': recordedRuntimeInputs['scheduler-command'],
             ...verifyInputs,
         },
         outputs: {
@@ -70346,6 +70565,7 @@ const actions = {
         inputs: {
             ...connectionInputs,
             ...serviceInputs,
+            ...recordedRuntimeInputs,
             ...rollbackOnlyInputs,
             ...verifyInputs,
             ...rollbackMigrateInputs,
@@ -70499,7 +70719,7 @@ function secretValues(action, raw) {
     const inputs = actions[action].inputs;
     return Object.entries(inputs)
         .filter(([, f]) => f.secret)
-        .map(([name]) => raw(name))
+        .map(([name]) => raw(name) ?? '')
         .filter((v) => v.length > 0);
 }
 /**
@@ -70526,11 +70746,12 @@ function parseInputs(action, raw) {
     const inputs = actions[action].inputs;
     const problems = [];
     const out = {};
-    const appRaw = raw('app').trim();
+    const appRaw = (raw('app') ?? '').trim();
     const appValid = inputs.app ? inputs.app.schema.safeParse(appRaw).success : true;
     for (const [name, f] of Object.entries(inputs)) {
-        let value = trimInput(raw(name), f.multiline);
-        if (value === '' && f.default !== undefined)
+        const given = raw(name);
+        let value = trimInput(given ?? '', f.multiline);
+        if (value === '' && f.default !== undefined && !(f.emptyIsValue && given !== undefined))
             value = f.default;
         if (value === '' && f.required) {
             problems.push(`Input '${name}' is required: expected ${f.expected}.`);
@@ -73628,7 +73849,7 @@ class Log {
 
 /** Inputs the way the runner passes them: INPUT_<NAME> environment variables. */
 function envInputs(env = process.env) {
-    return (name) => env[`INPUT_${name.replace(/ /g, '_').toUpperCase()}`] ?? '';
+    return (name) => env[`INPUT_${name.replace(/ /g, '_').toUpperCase()}`];
 }
 function resultsTable(results, columns) {
     const head = `| host | ok | ${columns.map(([, t]) => t).join(' | ')} | error |\n|---|---|${columns.map(() => '---|').join('')}---|`;

@@ -56608,7 +56608,9 @@ function cleanupStep(layout, plan) {
 }
 /**
  * The release a rollback goes to: the named one (must be complete and not
- * failed) or the newest good release older than current.
+ * failed) or the newest good release older than current that served (a release
+ * only built, such as the fleet's `<id>-migrate` made to run migrations, never
+ * ran with traffic and is no way back).
  */
 function verify_pickRollbackTarget(listing, requested) {
     const current = listing.links.current ?? '';
@@ -56631,9 +56633,10 @@ function verify_pickRollbackTarget(listing, requested) {
         return { target: r.id };
     }
     const currentInfo = listing.releases.find((r) => r.id === current);
-    const older = candidates.filter((r) => !currentInfo ||
-        r.created < currentInfo.created ||
-        (r.created === currentInfo.created && r.id < current));
+    const older = candidates.filter((r) => r.served !== false &&
+        (!currentInfo ||
+            r.created < currentInfo.created ||
+            (r.created === currentInfo.created && r.id < current)));
     const pick = older[0];
     if (!pick)
         return {
@@ -57289,6 +57292,28 @@ ${common}
 `;
 }
 
+;// CONCATENATED MODULE: ./src/remote/runtime.ts
+// The runtime record of a release on a host: written by root when the release
+// is built (and again by a switch told other settings), read back before any
+// switch to it. src/inputs/runtime.ts holds its format and validation.
+
+
+/** The record's path: in the release's .metalship, which root owns and the app user cannot write. */
+function runtime_runtimePath(layout, releaseId) {
+    return `${layout.release(releaseId)}/.metalship/runtime.json`;
+}
+/**
+ * The record's text, or null when the release has none (made before releases
+ * recorded their settings). releaseId null: the current release's (through
+ * `current`, root's link in root's directory).
+ */
+function readRuntimeStep(layout, releaseId, max) {
+    const file = releaseId === null ? `${layout.current}/.metalship/runtime.json` : runtime_runtimePath(layout, releaseId);
+    return step_step(`reading the settings recorded with ${releaseId ?? 'the current release'}`, sh_script(
+    // A regular file only, never followed through a link; one byte past the limit shows it is too long.
+    sh_sh `if [ -f ${file} ] && [ ! -L ${file} ]; then echo RECORD; head -c ${max + 1} ${file}; else echo NONE; fi`), (stdout) => (stdout.startsWith('RECORD\n') ? stdout.slice('RECORD\n'.length) : null));
+}
+
 ;// CONCATENATED MODULE: ./src/remote/units.ts
 // The systemd units of an app, as text: the api (a template with a blue and a
 // green instance, for zero-downtime switches), the worker, the single scheduler
@@ -57475,6 +57500,15 @@ function unitsOurs(names) {
 
 
 
+
+/**
+ * Script lines run once the release serves: its record becomes what it served
+ * with, and it is marked as having served (a rollback goes only to such a one).
+ */
+function servedLines(settings) {
+    const meta = `${settings.layout.release(settings.releaseId)}/.metalship`;
+    return sh_script(sh_writeFileAtomic(runtime_runtimePath(settings.layout, settings.releaseId), settings.record), sh_sh `date -u +%FT%TZ > ${meta}/served`).trimEnd();
+}
 /** The api unit of the slot held in the shell variable `$slot`. */
 function apiUnitOf(l, slotVar) {
     return `${sh_sh `${l.app}`}-api@"${slotVar}".service`;
@@ -57514,7 +57548,7 @@ function switchScript(settings) {
     'was=$(slot_release "$slot")', sh_sh `mstool link ${rel} ${layout.slots}/"$slot"`, sh_sh `if [ "$units_changed" = 1 ] || [ "$was" != ${settings.releaseId} ] || ! systemctl is-active --quiet ${api}; then`, sh_sh `  echo "starting ${settings.releaseId} in the $slot slot"`, sh_sh `  systemctl restart ${api}`, 'else', sh_sh `  echo "the $slot slot already runs ${settings.releaseId}"`, 'fi', sh_sh `sock=/run/${layout.app}-api-"$slot"/api.sock`, sh_sh `if ! ready=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.healthPath} ${settings.readyTimeout} 0.1 200 ''); then`, '  echo "$ready" >&2', sh_sh `  journalctl -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh_sh `  systemctl stop ${api} || true`, sh_sh `  echo "release ${settings.releaseId} did not become ready in the $slot slot within ${settings.readyTimeout} s; traffic stays on the serving release" >&2`, '  exit 1', 'fi', 'echo "READY $ready"', 
     // Traffic moves only now, by renaming the socket link nginx connects through:
     // requests already on the old slot finish there, new ones reach the new slot.
-    sh_sh `mstool link "$sock" ${layout.apiLink}`, sh_sh `echo "$slot" > ${layout.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh_sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `mstool link ${rel} ${layout.current}`, sh_sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, 'echo "PREVIOUS $prev"', 
+    sh_sh `mstool link "$sock" ${layout.apiLink}`, sh_sh `echo "$slot" > ${layout.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh_sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `mstool link ${rel} ${layout.current}`, sh_sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', 
     // On boot only the serving slot starts; the standby is a warm spare for this boot only.
     sh_sh `systemctl enable --quiet ${layout.units.target} ${api} ${followers}`, sh_sh `systemctl disable --quiet ${standbyApi} 2>/dev/null || true`, followers.length ? sh_sh `systemctl restart ${followers}` : null, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout.history}`);
 }
@@ -57535,7 +57569,7 @@ function followersOnlyScript(settings, unitLines, followers) {
     const rel = layout.release(settings.releaseId);
     return sh_script(pytool_pyToolDefinition(), sh_sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'echo "SLOT none"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
     // an api that ran here before the host lost the role stops
-    sh_sh `systemctl disable --now --quiet ${layout.units.api('blue')} ${layout.units.api('green')} 2>/dev/null || true`, sh_sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `mstool link ${rel} ${layout.current}`, sh_sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, 'echo "PREVIOUS $prev"', sh_sh `systemctl enable --quiet ${layout.units.target} ${followers}`, followers.length ? sh_sh `systemctl restart ${followers}` : null, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout.history}`);
+    sh_sh `systemctl disable --now --quiet ${layout.units.api('blue')} ${layout.units.api('green')} 2>/dev/null || true`, sh_sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `mstool link ${rel} ${layout.current}`, sh_sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', sh_sh `systemctl enable --quiet ${layout.units.target} ${followers}`, followers.length ? sh_sh `systemctl restart ${followers}` : null, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout.history}`);
 }
 /**
  * The uvicorn flags a release's uvicorn accepts, recorded at release time:
@@ -57555,11 +57589,27 @@ src = open(os.path.join(os.path.dirname(s.origin), "config.py")).read() if s els
 print(" ".join(f for o, f in ${JSON.stringify(UVICORN_FLAGS)} if o in src))`;
     return script(sh `flags=$(runuser -u ${user} -- ${rel}/.venv/bin/python -I -c ${probe} 2>/dev/null) || flags=''`, sh `printf 'METALSHIP_UVICORN_FLAGS=%s\\n' "$flags" > ${rel}/.metalship/uvicorn.env`);
 }
+/**
+ * Takes the app out of service on a host where a first release failed: nothing
+ * served before it, so nothing serves after. Its units stop, and current, the
+ * socket link nginx connects through and the serving slot go: nginx answers 502
+ * as before the deploy, and the next deploy starts as a first one.
+ */
+function unserveStep(layout) {
+    const units = [
+        layout.units.api('blue'),
+        layout.units.api('green'),
+        layout.units.worker,
+        layout.units.scheduler,
+    ];
+    return step_plainStep('taking the failed first release out of service', sh_script(sh_sh `was=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `systemctl disable --now --quiet ${layout.units.target} ${units} 2>/dev/null || true`, sh_sh `rm -f ${layout.apiLink} ${layout.activeSlot} ${layout.current} ${layout.venvLink}`, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) stopped serving \${was:-nothing}: it failed and nothing served before it" >> ${layout.history}`));
+}
 
 ;// CONCATENATED MODULE: ./src/remote/release.ts
 // Scripts that build a release on a host: claim the directory and reuse
 // unchanged files from the previous release, then unpack the new files, build
 // (or reuse) the virtualenv, link shared paths, compile and import-check.
+
 
 
 
@@ -57693,308 +57743,12 @@ function buildStep(settings) {
     // the base interpreter (isolated): the venv's packages never run as root.
     sh `${settings.python} -I -m compileall -q -x '/[.]venv/' ${rel} >/dev/null`, uvicornFlagsScript(rel, settings.user), ...settings.sharedPaths.map((p) => script(sh `if [ -e ${rel}/${p} ] && [ ! -L ${rel}/${p} ]; then rm -rf ${rel}/${p}; fi`, sh `mkdir -p "$(dirname ${rel}/${p})"`, sh `mstool link ${sharedTarget(layout, p)} ${rel}/${p}`).trimEnd()), sh `chmod -R u+rwX,go+rX,go-w,ug-s ${rel}`, settings.importCheck
         ? sh `runuser -u ${settings.user} -- "$venv/bin/python" -I -c "$MSTOOL_SRC" import-check ${rel} ${settings.importCheck} ${layout.env}`
-        : null, writeFileAtomic(`${rel}/.metalship/release.json`, JSON.stringify(settings.metadata, null, 2) + '\n'), sh `echo ready > ${rel}/.metalship/status`, sh `printf '%s\n' ${`${new Date().toISOString()} release ${settings.releaseId} ready (${String(settings.metadata.revision || 'no revision')} by ${String(settings.metadata.actor || 'unknown')})`} >> ${layout.history}`));
+        : null, writeFileAtomic(`${rel}/.metalship/release.json`, JSON.stringify(settings.metadata, null, 2) + '\n'), writeFileAtomic(runtimePath(layout, settings.releaseId), settings.runtimeRecord), sh `echo ready > ${rel}/.metalship/status`, sh `printf '%s\n' ${`${new Date().toISOString()} release ${settings.releaseId} ready (${String(settings.metadata.revision || 'no revision')} by ${String(settings.metadata.actor || 'unknown')})`} >> ${layout.history}`));
 }
 /** Marks a release failed so that it never becomes current and never counts as a good release. */
 function release_markStep(layout, releaseId, status, reason) {
     const rel = layout.release(releaseId);
     return plainStep(`marking ${releaseId} ${status}`, script(sh `if [ -d ${rel}/.metalship ]; then echo ${status} > ${rel}/.metalship/status; fi`, sh `printf '%s\n' ${`${new Date().toISOString()} release ${releaseId} marked ${status}: ${reason.split('\n')[0]?.slice(0, 300) ?? ''}`} >> ${layout.history} || true`));
-}
-
-;// CONCATENATED MODULE: ./src/stages/switch.ts
-// The switch, verify and rollback stages over a set of hosts.
-
-
-
-
-
-
-
-async function switchHost(host, releaseId, settings, log) {
-    const started = Date.now();
-    const units = unitFiles({
-        layout: host.layout,
-        user: settings['app-user'],
-        appModule: settings['app-module'],
-        uvicornArgs: settings['uvicorn-args'],
-        workerCommand: settings['worker-command'],
-        schedulerCommand: settings['scheduler-command'],
-    }, { worker: host.roles.worker, scheduler: host.roles.scheduler });
-    const { slot, previous } = await host.conn.step(switchStep({
-        layout: host.layout,
-        releaseId,
-        units,
-        healthPath: settings['health-path'],
-        readyTimeout: settings['ready-timeout'],
-        serverName: settings['server-name'],
-        worker: host.roles.worker && settings['worker-command'].length > 0,
-        scheduler: host.roles.scheduler && settings['scheduler-command'].length > 0,
-        api: host.roles.api,
-    }), { stream: true });
-    log.info(slot
-        ? `[${host.spec.label}] ${releaseId} serves from the ${slot} slot (was ${previous || 'nothing'})`
-        : `[${host.spec.label}] ${releaseId} is current, no api on this host (was ${previous || 'nothing'})`);
-    return {
-        host: host.spec.label,
-        ok: true,
-        previous,
-        slot: slot ?? undefined,
-        seconds: (Date.now() - started) / 1000,
-    };
-}
-/** Switches the hosts that did switch back to the release each had before. */
-async function switch_revertHosts(hosts, switched, settings, log) {
-    const reverted = [];
-    for (const r of switched) {
-        if (!r.previous)
-            continue;
-        const host = hosts.find((h) => h.spec.label === r.host);
-        try {
-            await log.group(`Revert ${host.spec.label} to ${r.previous}`, () => switchHost(host, r.previous, settings, log));
-            reverted.push(r.host);
-        }
-        catch (err) {
-            log.error(`could not revert ${r.host} to ${r.previous}: ${errors_errorMessage(err)}`);
-        }
-    }
-    return reverted;
-}
-async function verifyUrl(settings) {
-    const started = Date.now();
-    const deadline = started + settings['verify-timeout'] * 1000;
-    let attempts = 0;
-    for (;;) {
-        attempts++;
-        let status = 0;
-        let body = '';
-        try {
-            const res = await fetch(settings.url, { redirect: 'manual', signal: AbortSignal.timeout(5000) });
-            status = res.status;
-            body = (await res.text()).slice(0, 4096);
-        }
-        catch (err) {
-            body = errorMessage(err);
-        }
-        const ok = status === settings['expect-status'] && body.includes(settings['expect-body']);
-        if (ok || Date.now() >= deadline)
-            return { ok, attempts, seconds: (Date.now() - started) / 1000, status, body: body.slice(0, 500) };
-        await sleep(settings['verify-interval'] * 1000);
-    }
-}
-/** Health checks on one host until healthy or timed out; throws naming the host and why. */
-async function verifyHost(host, settings, log) {
-    const units = [
-        host.roles.worker && settings['worker-command'].length ? host.layout.units.worker : null,
-        host.roles.scheduler && settings['scheduler-command'].length ? host.layout.units.scheduler : null,
-    ].filter((u) => !!u);
-    const path = settings['verify-path'] || settings['health-path'];
-    const health = await host.conn.step(verifyStep({
-        layout: host.layout,
-        path,
-        timeout: settings['verify-timeout'],
-        interval: settings['verify-interval'],
-        expectStatus: settings['expect-status'],
-        expectBody: settings.url ? '' : settings['expect-body'],
-        units,
-        api: host.roles.api,
-    }), { timeoutMs: (settings['verify-timeout'] + 60) * 1000 });
-    const answer = health.answer;
-    if (!health.healthy) {
-        const why = [
-            health.problem,
-            answer && !answer.ok
-                ? `${path} answered ${answer.status || 'nothing'} after ${answer.attempts} attempts: ${answer.body.slice(0, 300)}`
-                : '',
-            health.nginx && !health.nginx.answer.ok
-                ? `${path} answered on the slot's socket, but through nginx (Host: ${health.nginx.host}) it answered ${health.nginx.answer.status || 'nothing'} after ${health.nginx.answer.attempts} attempts: ${health.nginx.answer.body.slice(0, 300)}`
-                : '',
-            health.unitsDown.length ? `units not active: ${health.unitsDown.join(' ')}` : '',
-            health.journal.length ? `recent journal:\n${health.journal.join('\n')}` : '',
-        ]
-            .filter(Boolean)
-            .join('\n');
-        throw new Error(`${host.spec.label} is unhealthy: ${why}`);
-    }
-    log.info(host.roles.api
-        ? `[${host.spec.label}] healthy after ${answer?.attempts} check(s), ${answer?.seconds} s`
-        : `[${host.spec.label}] units active (no api on this host)`);
-    return { healthy: true, attempts: answer?.attempts ?? 0, seconds: answer?.seconds ?? 0 };
-}
-/** The url input checked from the runner (through whatever serves it: a load balancer, a CDN). */
-async function verifyUrlStage(settings, log) {
-    const r = await verifyUrl(settings);
-    log.info(`${settings.url}: ${r.status} after ${r.attempts} attempt(s)`);
-    if (!r.ok) {
-        return {
-            host: settings.url,
-            ok: false,
-            healthy: false,
-            attempts: r.attempts,
-            seconds: r.seconds,
-            error: `${settings.url} answered ${r.status || 'nothing'} (expected ${settings['expect-status']}${settings['expect-body'] ? ` containing '${settings['expect-body']}'` : ''}): ${r.body.slice(0, 300)}`,
-        };
-    }
-    return { host: settings.url, ok: true, healthy: true, attempts: r.attempts, seconds: r.seconds };
-}
-/** Health checks on every host (and of the URL from the runner), until healthy or timed out. */
-async function verifyStage(hosts, s, log) {
-    return log.group('Verify', async () => {
-        const results = await onEachHost(hosts, (host) => verifyHost(host, s, log));
-        if (s.url)
-            results.push(await verifyUrlStage(s, log));
-        return results;
-    });
-}
-async function listReleases(host) {
-    return host.conn.step(verify_listStep(host.layout));
-}
-/** Removes old releases and unused virtualenvs, keeping `keep` good ones plus current and the standby. */
-async function cleanupStage(hosts, keep, log) {
-    await hosts_onEachHost(hosts, async (host) => {
-        const plan = planCleanup(await listReleases(host), keep);
-        const removed = await host.conn.step(cleanupStep(host.layout, plan));
-        if (removed.length)
-            log.info(`[${host.spec.label}] removed ${removed.join('; ')}`);
-        return {};
-    }).then((rs) => rs.filter((r) => !r.ok).forEach((r) => log.warn(`cleanup on ${r.host} failed: ${r.error}`)));
-}
-/** The rollback target, the same on every host: it must be a good release everywhere. */
-function rollbackTarget(hosts, listings, requested) {
-    const first = listings[0];
-    const pick = pickRollbackTarget(first, requested);
-    if ('error' in pick)
-        throw new Error(`cannot roll back on ${hosts[0].spec.label}: ${pick.error}`);
-    listings.forEach((listing, i) => {
-        const r = listing.releases.find((x) => x.id === pick.target);
-        if (!r || r.status !== 'ready') {
-            throw new Error(`cannot roll back to ${pick.target}: it is ${r ? r.status : 'missing'} on ${hosts[i].spec.label}`);
-        }
-    });
-    return { target: pick.target, from: first.links.current ?? '' };
-}
-async function markBad(hosts, releaseId, reason, log) {
-    await Promise.all(hosts.map((h) => h.conn
-        .step(markStep(h.layout, releaseId, 'bad', reason))
-        .catch((e) => log.warn(`could not mark ${releaseId} bad on ${h.spec.label}: ${e}`))));
-}
-
-;// CONCATENATED MODULE: ./src/stages/rollout.ts
-// The rolling switch over a fleet: batches of `batch-size` hosts, each taken
-// out of the load balancers' rotation (when the hosts input has roles=lb),
-// switched, verified and put back before the next. A batch that fails stops the rollout and every host switched so far
-// goes back to its previous release, so that the fleet serves one release.
-
-
-
-
-function batches(items, size) {
-    const out = [];
-    for (let i = 0; i < items.length; i += size)
-        out.push(items.slice(i, i + size));
-    return out;
-}
-/** Where the balancers reach a host: its upstream= address, else its own on port 80. */
-function upstreamOf(spec) {
-    return spec.upstream ?? { host: spec.host, port: 80 };
-}
-/** The api hosts as the balancers' upstream members. */
-function balancerMembers(hosts) {
-    return hosts.filter((h) => h.roles.api).map((h) => ({ label: h.spec.label, ...upstreamOf(h.spec) }));
-}
-/** Takes hosts out of the balancers' rotation (or puts them back), in parallel; throws naming the hosts. */
-async function setDraining(hosts, draining, log) {
-    const results = await Promise.allSettled(hosts.map((h) => h.conn.step(drainStep(h.layout, upstreamOf(h.spec).port, draining))));
-    const failed = results.flatMap((r, i) => r.status === 'rejected' ? [`${hosts[i].spec.label}: ${errors_errorMessage(r.reason)}`] : []);
-    if (failed.length)
-        throw new Error(`could not ${draining ? 'drain' : 'undrain'} ${failed.join('; ')}`);
-    log.info(`${draining ? 'out of rotation' : 'back in rotation'}: ${hosts.map((h) => h.spec.label).join(', ')}`);
-}
-async function rollOut(hosts, 
-/** A load balancer (roles=lb) is in front: drain each batch. */
-balanced, releaseId, settings, log, 
-/** verify: the health check of each batch after its switch (null: only the switch's readiness wait). */
-opts) {
-    const results = [];
-    const groups = batches(hosts, settings['batch-size']);
-    const apiHosts = hosts.filter((h) => h.roles.api);
-    for (const [index, batch] of groups.entries()) {
-        const title = groups.length > 1 ? ` (batch ${index + 1} of ${groups.length})` : '';
-        // Draining needs an api host left in rotation; a batch of all of them
-        // switches in place, which each host does without dropping a request.
-        const draining = batch.filter((h) => h.roles.api);
-        const drain = balanced && draining.length > 0 && apiHosts.some((h) => !draining.includes(h));
-        let failure;
-        let failedIn;
-        if (drain) {
-            try {
-                await setDraining(draining, true, log);
-            }
-            catch (err) {
-                failure = errors_errorMessage(err);
-                failedIn = 'drain';
-            }
-        }
-        if (!failure) {
-            const names = batch.map((h) => h.spec.label).join(', ');
-            const switched = await log.group(`Switch ${names} to ${releaseId}${title}`, () => Promise.all(batch.map((host) => switchHost(host, releaseId, settings, log)
-                .then((r) => ({ ...r, batch: index + 1, switched: true }))
-                .catch((err) => ({
-                host: host.spec.label,
-                ok: false,
-                batch: index + 1,
-                error: errors_errorMessage(err),
-            })))));
-            results.push(...switched);
-            const bad = switched.filter((r) => !r.ok);
-            if (bad.length) {
-                failure = bad.map((r) => `${r.host}: switch failed: ${r.error}`).join('\n');
-                failedIn = 'switch';
-            }
-        }
-        const verify = opts.verify;
-        if (!failure && verify) {
-            const checks = await log.group(`Verify ${batch.map((h) => h.spec.label).join(', ')}${title}`, () => Promise.all(batch.map((host) => verifyHost(host, verify, log).then(() => null, (err) => ({ host: host.spec.label, error: errors_errorMessage(err) })))));
-            for (const r of results)
-                if (batch.some((h) => h.spec.label === r.host))
-                    r.healthy = true;
-            const sick = checks.filter((c) => c !== null);
-            for (const c of sick) {
-                const row = results.find((r) => r.host === c.host);
-                Object.assign(row, { ok: false, healthy: false, error: c.error });
-            }
-            if (sick.length) {
-                failure = sick.map((c) => c.error).join('\n');
-                failedIn = 'verification';
-            }
-        }
-        if (failure) {
-            const switched = results.filter((r) => r.switched);
-            const reverted = opts.revertOnFailure ? await switch_revertHosts(hosts, switched, settings, log) : [];
-            // Back in rotation: the hosts now serve the previous release (or, with
-            // revertOnFailure off, the new one by the user's choice).
-            if (drain)
-                await setDraining(draining, false, log).catch((err) => log.error(`could not put the hosts back in rotation: ${errors_errorMessage(err)}`));
-            return {
-                results,
-                reverted,
-                failedIn,
-                failure: `${groups.length > 1 ? `batch ${index + 1} of ${groups.length}: ` : ''}${failure}`,
-            };
-        }
-        if (drain) {
-            await setDraining(draining, false, log);
-            // The balancers count the refusals of a drained host as failures and
-            // skip it for fail_timeout after the last one, counted in whole seconds
-            // (so up to 2 s more): the next batch leaves once they use it again.
-            if (index < groups.length - 1)
-                await (0,promises_namespaceObject.setTimeout)((BALANCER_FAIL_TIMEOUT + 2) * 1000);
-        }
-    }
-    return { results, reverted: [] };
-}
-/** After a rollout that succeeded, puts every switched host back (a later check failed). */
-async function revertRollout(hosts, rollout, settings, log) {
-    return revertHosts(hosts, rollout.results.filter((r) => r.switched), settings, log);
 }
 
 ;// CONCATENATED MODULE: ./node_modules/zod/v4/core/util.js
@@ -68088,6 +67842,12 @@ const connectionInputs = {
     }),
 };
 const commandField = (description, def) => fields_custom({ description, default: def }, { expected: 'a command line of plain words, e.g. "python -m worker"' }, (v) => checkCommand(v));
+/**
+ * The command of a unit (worker, scheduler): `none` runs none, and so does an
+ * empty value given explicitly. GitHub passes an input left out as its action.yml
+ * default (this command) and one given as '' as '', so the two stay apart.
+ */
+const unitCommandField = (description, def) => fields_custom({ description, default: def, emptyIsValue: true }, { expected: 'a command line of plain words, e.g. "python -m worker", or none' }, (v) => (v === 'none' || v === '' ? [] : checkCommand(v)));
 /** How the app's processes run: shared by release (import check), switch, rollback and deploy. */
 const serviceInputs = {
     'app-user': pattern({
@@ -68111,8 +67871,8 @@ const serviceInputs = {
         expected: 'module:attribute, e.g. main:app or myproj.asgi:application',
     }),
     'uvicorn-args': commandField('Extra uvicorn arguments, e.g. "--workers 2".', ''),
-    'worker-command': commandField('Background worker command, run in the release with the venv first on PATH. Empty: no worker.', 'taskiq worker tasks.broker:broker'),
-    'scheduler-command': commandField('Scheduler command (exactly one runs, on the first host or the host with the scheduler role). Empty: no scheduler.', 'taskiq scheduler tasks.scheduler:scheduler'),
+    'worker-command': unitCommandField("Background worker command, run in the release with the venv first on PATH. `none`, or an empty value given explicitly (`worker-command: ''`): no worker. Left out: the taskiq default.", 'taskiq worker tasks.broker:broker'),
+    'scheduler-command': unitCommandField('Scheduler command (exactly one runs, on the first host or the host with the scheduler role). `none`, or an empty value given explicitly: no scheduler. Left out: the taskiq default.', 'taskiq scheduler tasks.scheduler:scheduler'),
     'health-path': pattern({
         description: 'Readiness endpoint of the app, checked on each host before it gets traffic and after a switch.',
         default: '/health/ready',
@@ -68464,6 +68224,481 @@ const backupVerifyInputs = {
     'app-module': serviceInputs['app-module'],
 };
 
+;// CONCATENATED MODULE: ./src/inputs/runtime.ts
+// The settings a release runs with, recorded with it when it is made
+// (releases/<id>/.metalship/runtime.json, root's): a switch or a rollback to
+// it renders the same unit files and checks the same health path, whatever
+// its own inputs leave out. The record is read back through the inputs' own
+// definitions, so nothing in it reaches a unit file that an input could not.
+
+
+const RUNTIME_KEYS = [
+    'app-user',
+    'app-module',
+    'uvicorn-args',
+    'worker-command',
+    'scheduler-command',
+    'health-path',
+];
+const runtimeFields = Object.fromEntries(RUNTIME_KEYS.map((k) => [k, serviceInputs[k]]));
+const RUNTIME_RECORD_FORMAT = 1;
+/** Larger than any record we write; a larger file is refused unread. */
+const RUNTIME_RECORD_MAX = 16384;
+/** An input of switch and rollback: empty (the default) takes the value recorded with the release. */
+function fromRelease(f, none) {
+    return fields_custom({
+        description: `${f.description.replace(/ Left out: .*$/, '')} Switch, rollback and verify: left empty, the value recorded with the release (what it was deployed with)${none}.`,
+        default: '',
+    }, { expected: `${f.expected}, or empty for the release's own` }, (v) => {
+        if (v === '')
+            return undefined;
+        const r = f.schema.safeParse(v);
+        return r.success ? r.data : { error: r.error.issues[0]?.message ?? 'is not valid' };
+    });
+}
+/** The runtime inputs of switch and rollback: each overrides the release's record only when given. */
+const recordedRuntimeInputs = {
+    'app-user': fromRelease(serviceInputs['app-user'], ''),
+    'app-module': fromRelease(serviceInputs['app-module'], ''),
+    'uvicorn-args': fromRelease(serviceInputs['uvicorn-args'], ''),
+    'worker-command': fromRelease(serviceInputs['worker-command'], '; `none` turns the worker off'),
+    'scheduler-command': fromRelease(serviceInputs['scheduler-command'], '; `none` turns the scheduler off'),
+    'health-path': fromRelease(serviceInputs['health-path'], ''),
+};
+/** The runtime settings out of an action's settings. */
+function runtimeOf(settings) {
+    return Object.fromEntries(RUNTIME_KEYS.map((k) => [k, settings[k]]));
+}
+/** A setting as the input would be written: commands as their words, no command as `none`. */
+function asInput(key, value) {
+    if (typeof value === 'string')
+        return value;
+    if (value.length === 0 && (key === 'worker-command' || key === 'scheduler-command'))
+        return 'none';
+    return value.join(' ');
+}
+/** The record's text: every setting as the input that gives it. */
+function runtimeRecord(runtime) {
+    const settings = Object.fromEntries(RUNTIME_KEYS.map((k) => [k, asInput(k, runtime[k])]));
+    return JSON.stringify({ format: RUNTIME_RECORD_FORMAT, settings }, null, 2) + '\n';
+}
+/**
+ * Reads a record back, validating every setting with its input's definition.
+ * Root writes the record, in a directory only root can write; it is checked
+ * all the same, as an input is, because its values end up in unit files that
+ * root installs (a line break in app-module would add a directive). Throws
+ * naming the problem, never echoing more than a short quote.
+ */
+function parseRuntimeRecord(text) {
+    if (text.length > RUNTIME_RECORD_MAX)
+        throw new Error(`it is larger than ${RUNTIME_RECORD_MAX} bytes`);
+    let doc;
+    try {
+        doc = JSON.parse(text);
+    }
+    catch {
+        throw new Error('it is not JSON');
+    }
+    if (!doc || typeof doc !== 'object' || Array.isArray(doc))
+        throw new Error('it is not a JSON object');
+    const { format, settings } = doc;
+    if (format !== RUNTIME_RECORD_FORMAT)
+        throw new Error(`its format is ${JSON.stringify(format)?.slice(0, 20)}, not ${RUNTIME_RECORD_FORMAT}`);
+    if (!settings || typeof settings !== 'object' || Array.isArray(settings))
+        throw new Error('its settings are not a JSON object');
+    const out = {};
+    for (const key of RUNTIME_KEYS) {
+        const value = Object.hasOwn(settings, key)
+            ? settings[key]
+            : undefined;
+        if (typeof value !== 'string')
+            throw new Error(`its ${key} is ${value === undefined ? 'missing' : 'not a string'}`);
+        const r = runtimeFields[key].schema.safeParse(value);
+        if (!r.success)
+            throw new Error(`its ${key} ${r.error.issues[0]?.message ?? 'is not valid'}`);
+        out[key] = r.data;
+    }
+    return out;
+}
+/** The settings a switch uses: what it was told, else the record, else (a release made before records) the defaults. */
+function effectiveRuntime(overrides, recorded, defaults) {
+    const base = recorded ?? defaults;
+    return Object.fromEntries(RUNTIME_KEYS.map((k) => [k, overrides[k] ?? base[k]]));
+}
+/** The standard's settings for an app: every runtime input at its default. */
+function runtimeDefaults(app) {
+    const out = {};
+    for (const key of RUNTIME_KEYS) {
+        const f = runtimeFields[key];
+        out[key] = f.schema.parse((f.default ?? '').replaceAll('{app}', app));
+    }
+    return out;
+}
+
+;// CONCATENATED MODULE: ./src/stages/switch.ts
+// The switch, verify and rollback stages over a set of hosts.
+
+
+
+
+
+
+
+
+
+/**
+ * The settings a release runs with on a host: those given, else those recorded
+ * with it, else (a release made before releases recorded them) the defaults.
+ */
+async function runtimeOnHost(host, 
+/** null: the current release. */
+releaseId, overrides, log) {
+    const text = await host.conn.step(readRuntimeStep(host.layout, releaseId, RUNTIME_RECORD_MAX));
+    const which = releaseId ?? 'the current release';
+    let recorded = null;
+    if (text === null) {
+        log.warn(`[${host.spec.label}] ${which} has no recorded settings (made before releases recorded them, or nothing is deployed): using the inputs given and the defaults`);
+    }
+    else {
+        try {
+            recorded = parseRuntimeRecord(text);
+        }
+        catch (err) {
+            throw new Error(`the settings recorded with ${which} on ${host.spec.label} (${releaseId === null ? `${host.layout.current}/.metalship/runtime.json` : runtime_runtimePath(host.layout, releaseId)}) are unusable: ${errors_errorMessage(err)}; nothing was changed`);
+        }
+    }
+    const defaults = effectiveRuntime(overrides.unrecorded ?? {}, null, runtimeDefaults(overrides.app));
+    return effectiveRuntime(overrides, recorded, defaults);
+}
+async function switchHost(host, releaseId, settings, log) {
+    const started = Date.now();
+    const runtime = await runtimeOnHost(host, releaseId, settings, log);
+    const units = unitFiles({
+        layout: host.layout,
+        user: runtime['app-user'],
+        appModule: runtime['app-module'],
+        uvicornArgs: runtime['uvicorn-args'],
+        workerCommand: runtime['worker-command'],
+        schedulerCommand: runtime['scheduler-command'],
+    }, { worker: host.roles.worker, scheduler: host.roles.scheduler });
+    const { slot, previous } = await host.conn.step(switchStep({
+        layout: host.layout,
+        releaseId,
+        units,
+        healthPath: runtime['health-path'],
+        readyTimeout: settings['ready-timeout'],
+        serverName: settings['server-name'],
+        worker: host.roles.worker && runtime['worker-command'].length > 0,
+        scheduler: host.roles.scheduler && runtime['scheduler-command'].length > 0,
+        api: host.roles.api,
+        record: runtimeRecord(runtime),
+    }), { stream: true });
+    log.info(slot
+        ? `[${host.spec.label}] ${releaseId} serves from the ${slot} slot (was ${previous || 'nothing'})`
+        : `[${host.spec.label}] ${releaseId} is current, no api on this host (was ${previous || 'nothing'})`);
+    return {
+        host: host.spec.label,
+        ok: true,
+        previous,
+        slot: slot ?? undefined,
+        seconds: (Date.now() - started) / 1000,
+        runtime,
+    };
+}
+/**
+ * Switches the hosts that did switch back to the release each had before, run
+ * as it ran then (its recorded settings: what this switch was told is the new
+ * release's). A host that served nothing before stops serving the release.
+ */
+async function switch_revertHosts(hosts, switched, settings, log) {
+    const reverted = [];
+    const limits = {
+        app: settings.app,
+        'ready-timeout': settings['ready-timeout'],
+        'server-name': settings['server-name'],
+        // A previous release made before releases kept a record ran with the settings of this run, as before.
+        unrecorded: runtimeOf(settings),
+    };
+    for (const r of switched) {
+        const host = hosts.find((h) => h.spec.label === r.host);
+        const back = r.previous
+            ? `Revert ${host.spec.label} to ${r.previous}`
+            : `Stop serving on ${host.spec.label}`;
+        try {
+            await log.group(back, async () => {
+                if (r.previous)
+                    await switchHost(host, r.previous, limits, log);
+                else {
+                    await host.conn.step(unserveStep(host.layout));
+                    log.info(`[${host.spec.label}] served nothing before: nothing serves there now`);
+                }
+            });
+            reverted.push(r.host);
+        }
+        catch (err) {
+            log.error(`could not ${back.toLowerCase()}: ${errors_errorMessage(err)}`);
+        }
+    }
+    return reverted;
+}
+async function verifyUrl(settings) {
+    const started = Date.now();
+    const deadline = started + settings['verify-timeout'] * 1000;
+    let attempts = 0;
+    for (;;) {
+        attempts++;
+        let status = 0;
+        let body = '';
+        try {
+            const res = await fetch(settings.url, { redirect: 'manual', signal: AbortSignal.timeout(5000) });
+            status = res.status;
+            body = (await res.text()).slice(0, 4096);
+        }
+        catch (err) {
+            body = errorMessage(err);
+        }
+        const ok = status === settings['expect-status'] && body.includes(settings['expect-body']);
+        if (ok || Date.now() >= deadline)
+            return { ok, attempts, seconds: (Date.now() - started) / 1000, status, body: body.slice(0, 500) };
+        await sleep(settings['verify-interval'] * 1000);
+    }
+}
+/** Health checks on one host until healthy or timed out; throws naming the host and why. */
+async function verifyHost(host, settings, log) {
+    const units = [
+        host.roles.worker && settings['worker-command'].length ? host.layout.units.worker : null,
+        host.roles.scheduler && settings['scheduler-command'].length ? host.layout.units.scheduler : null,
+    ].filter((u) => !!u);
+    const path = settings['verify-path'] || settings['health-path'];
+    const health = await host.conn.step(verifyStep({
+        layout: host.layout,
+        path,
+        timeout: settings['verify-timeout'],
+        interval: settings['verify-interval'],
+        expectStatus: settings['expect-status'],
+        expectBody: settings.url ? '' : settings['expect-body'],
+        units,
+        api: host.roles.api,
+    }), { timeoutMs: (settings['verify-timeout'] + 60) * 1000 });
+    const answer = health.answer;
+    if (!health.healthy) {
+        const why = [
+            health.problem,
+            answer && !answer.ok
+                ? `${path} answered ${answer.status || 'nothing'} after ${answer.attempts} attempts: ${answer.body.slice(0, 300)}`
+                : '',
+            health.nginx && !health.nginx.answer.ok
+                ? `${path} answered on the slot's socket, but through nginx (Host: ${health.nginx.host}) it answered ${health.nginx.answer.status || 'nothing'} after ${health.nginx.answer.attempts} attempts: ${health.nginx.answer.body.slice(0, 300)}`
+                : '',
+            health.unitsDown.length ? `units not active: ${health.unitsDown.join(' ')}` : '',
+            health.journal.length ? `recent journal:\n${health.journal.join('\n')}` : '',
+        ]
+            .filter(Boolean)
+            .join('\n');
+        throw new Error(`${host.spec.label} is unhealthy: ${why}`);
+    }
+    log.info(host.roles.api
+        ? `[${host.spec.label}] healthy after ${answer?.attempts} check(s), ${answer?.seconds} s`
+        : `[${host.spec.label}] units active (no api on this host)`);
+    return { healthy: true, attempts: answer?.attempts ?? 0, seconds: answer?.seconds ?? 0 };
+}
+/** The url input checked from the runner (through whatever serves it: a load balancer, a CDN). */
+async function verifyUrlStage(settings, log) {
+    const r = await verifyUrl(settings);
+    log.info(`${settings.url}: ${r.status} after ${r.attempts} attempt(s)`);
+    if (!r.ok) {
+        return {
+            host: settings.url,
+            ok: false,
+            healthy: false,
+            attempts: r.attempts,
+            seconds: r.seconds,
+            error: `${settings.url} answered ${r.status || 'nothing'} (expected ${settings['expect-status']}${settings['expect-body'] ? ` containing '${settings['expect-body']}'` : ''}): ${r.body.slice(0, 300)}`,
+        };
+    }
+    return { host: settings.url, ok: true, healthy: true, attempts: r.attempts, seconds: r.seconds };
+}
+/**
+ * Health checks on every host (and of the URL from the runner), until healthy or
+ * timed out: of the health path and units the current release runs with, unless given.
+ */
+async function verifyStage(hosts, s, log) {
+    return log.group('Verify', async () => {
+        const results = await onEachHost(hosts, async (host) => {
+            const rt = await runtimeOnHost(host, null, s, log);
+            return verifyHost(host, { ...s, ...rt }, log);
+        });
+        if (s.url)
+            results.push(await verifyUrlStage(s, log));
+        return results;
+    });
+}
+async function listReleases(host) {
+    return host.conn.step(verify_listStep(host.layout));
+}
+/** Removes old releases and unused virtualenvs, keeping `keep` good ones plus current and the standby. */
+async function cleanupStage(hosts, keep, log) {
+    await hosts_onEachHost(hosts, async (host) => {
+        const plan = planCleanup(await listReleases(host), keep);
+        const removed = await host.conn.step(cleanupStep(host.layout, plan));
+        if (removed.length)
+            log.info(`[${host.spec.label}] removed ${removed.join('; ')}`);
+        return {};
+    }).then((rs) => rs.filter((r) => !r.ok).forEach((r) => log.warn(`cleanup on ${r.host} failed: ${r.error}`)));
+}
+/** The rollback target, the same on every host: it must be a good release everywhere. */
+function rollbackTarget(hosts, listings, requested) {
+    const first = listings[0];
+    const pick = pickRollbackTarget(first, requested);
+    if ('error' in pick)
+        throw new Error(`cannot roll back on ${hosts[0].spec.label}: ${pick.error}`);
+    listings.forEach((listing, i) => {
+        const r = listing.releases.find((x) => x.id === pick.target);
+        if (!r || r.status !== 'ready') {
+            throw new Error(`cannot roll back to ${pick.target}: it is ${r ? r.status : 'missing'} on ${hosts[i].spec.label}`);
+        }
+    });
+    return { target: pick.target, from: first.links.current ?? '' };
+}
+async function markBad(hosts, releaseId, reason, log) {
+    await Promise.all(hosts.map((h) => h.conn
+        .step(markStep(h.layout, releaseId, 'bad', reason))
+        .catch((e) => log.warn(`could not mark ${releaseId} bad on ${h.spec.label}: ${e}`))));
+}
+
+;// CONCATENATED MODULE: ./src/stages/rollout.ts
+// The rolling switch over a fleet: batches of `batch-size` hosts, each taken
+// out of the load balancers' rotation (when the hosts input has roles=lb),
+// switched, verified and put back before the next. A batch that fails stops the rollout and every host switched so far
+// goes back to its previous release, so that the fleet serves one release.
+
+
+
+
+/** The health path and units to check on a host: those its switch ran the release with. */
+function runtimeChecks(results, host) {
+    const rt = results.find((r) => r.host === host.spec.label)?.runtime;
+    if (!rt)
+        throw new Error(`no switch result for ${host.spec.label}`);
+    return {
+        'health-path': rt['health-path'],
+        'worker-command': rt['worker-command'],
+        'scheduler-command': rt['scheduler-command'],
+    };
+}
+function batches(items, size) {
+    const out = [];
+    for (let i = 0; i < items.length; i += size)
+        out.push(items.slice(i, i + size));
+    return out;
+}
+/** Where the balancers reach a host: its upstream= address, else its own on port 80. */
+function upstreamOf(spec) {
+    return spec.upstream ?? { host: spec.host, port: 80 };
+}
+/** The api hosts as the balancers' upstream members. */
+function balancerMembers(hosts) {
+    return hosts.filter((h) => h.roles.api).map((h) => ({ label: h.spec.label, ...upstreamOf(h.spec) }));
+}
+/** Takes hosts out of the balancers' rotation (or puts them back), in parallel; throws naming the hosts. */
+async function setDraining(hosts, draining, log) {
+    const results = await Promise.allSettled(hosts.map((h) => h.conn.step(drainStep(h.layout, upstreamOf(h.spec).port, draining))));
+    const failed = results.flatMap((r, i) => r.status === 'rejected' ? [`${hosts[i].spec.label}: ${errors_errorMessage(r.reason)}`] : []);
+    if (failed.length)
+        throw new Error(`could not ${draining ? 'drain' : 'undrain'} ${failed.join('; ')}`);
+    log.info(`${draining ? 'out of rotation' : 'back in rotation'}: ${hosts.map((h) => h.spec.label).join(', ')}`);
+}
+async function rollOut(hosts, 
+/** A load balancer (roles=lb) is in front: drain each batch. */
+balanced, releaseId, settings, log, 
+/**
+ * verify: the health check of each batch after its switch (null: only the
+ * switch's readiness wait), of the health path and units the release runs with.
+ */
+opts) {
+    const results = [];
+    const groups = batches(hosts, settings['batch-size']);
+    const apiHosts = hosts.filter((h) => h.roles.api);
+    for (const [index, batch] of groups.entries()) {
+        const title = groups.length > 1 ? ` (batch ${index + 1} of ${groups.length})` : '';
+        // Draining needs an api host left in rotation; a batch of all of them
+        // switches in place, which each host does without dropping a request.
+        const draining = batch.filter((h) => h.roles.api);
+        const drain = balanced && draining.length > 0 && apiHosts.some((h) => !draining.includes(h));
+        let failure;
+        let failedIn;
+        if (drain) {
+            try {
+                await setDraining(draining, true, log);
+            }
+            catch (err) {
+                failure = errors_errorMessage(err);
+                failedIn = 'drain';
+            }
+        }
+        if (!failure) {
+            const names = batch.map((h) => h.spec.label).join(', ');
+            const switched = await log.group(`Switch ${names} to ${releaseId}${title}`, () => Promise.all(batch.map((host) => switchHost(host, releaseId, settings, log)
+                .then((r) => ({ ...r, batch: index + 1, switched: true }))
+                .catch((err) => ({
+                host: host.spec.label,
+                ok: false,
+                batch: index + 1,
+                error: errors_errorMessage(err),
+            })))));
+            results.push(...switched);
+            const bad = switched.filter((r) => !r.ok);
+            if (bad.length) {
+                failure = bad.map((r) => `${r.host}: switch failed: ${r.error}`).join('\n');
+                failedIn = 'switch';
+            }
+        }
+        const verify = opts.verify;
+        if (!failure && verify) {
+            const checks = await log.group(`Verify ${batch.map((h) => h.spec.label).join(', ')}${title}`, () => Promise.all(batch.map((host) => verifyHost(host, { ...verify, ...runtimeChecks(results, host) }, log).then(() => null, (err) => ({ host: host.spec.label, error: errors_errorMessage(err) })))));
+            for (const r of results)
+                if (batch.some((h) => h.spec.label === r.host))
+                    r.healthy = true;
+            const sick = checks.filter((c) => c !== null);
+            for (const c of sick) {
+                const row = results.find((r) => r.host === c.host);
+                Object.assign(row, { ok: false, healthy: false, error: c.error });
+            }
+            if (sick.length) {
+                failure = sick.map((c) => c.error).join('\n');
+                failedIn = 'verification';
+            }
+        }
+        if (failure) {
+            const switched = results.filter((r) => r.switched);
+            const reverted = opts.revertOnFailure ? await switch_revertHosts(hosts, switched, settings, log) : [];
+            // Back in rotation: the hosts now serve the previous release (or, with
+            // revertOnFailure off, the new one by the user's choice).
+            if (drain)
+                await setDraining(draining, false, log).catch((err) => log.error(`could not put the hosts back in rotation: ${errors_errorMessage(err)}`));
+            return {
+                results,
+                reverted,
+                failedIn,
+                failure: `${groups.length > 1 ? `batch ${index + 1} of ${groups.length}: ` : ''}${failure}`,
+            };
+        }
+        if (drain) {
+            await setDraining(draining, false, log);
+            // The balancers count the refusals of a drained host as failures and
+            // skip it for fail_timeout after the last one, counted in whole seconds
+            // (so up to 2 s more): the next batch leaves once they use it again.
+            if (index < groups.length - 1)
+                await (0,promises_namespaceObject.setTimeout)((BALANCER_FAIL_TIMEOUT + 2) * 1000);
+        }
+    }
+    return { results, reverted: [] };
+}
+/** After a rollout that succeeded, puts every switched host back (a later check failed). */
+async function revertRollout(hosts, rollout, settings, log) {
+    return revertHosts(hosts, rollout.results.filter((r) => r.switched), settings, log);
+}
+
 ;// CONCATENATED MODULE: ./src/inputs/checks.ts
 // Inputs that must agree with each other, checked on typed settings: each check
 // names the inputs it reads, and each action (src/inputs/actions.ts) lists the
@@ -68507,7 +68742,7 @@ function rolesCheck(settings) {
     }
     const schedulerCommand = settings['scheduler-command'] ?? [];
     if (schedulers.length === 0 && schedulerCommand.length > 0) {
-        problems.push(`Input 'hosts' gives no host the scheduler role, but scheduler-command is '${schedulerCommand.join(' ')}'; expected exactly one scheduler fleet-wide (add scheduler to one host's roles=, or set scheduler-command to '' for none).`);
+        problems.push(`Input 'hosts' gives no host the scheduler role, but scheduler-command is '${schedulerCommand.join(' ')}'; expected exactly one scheduler fleet-wide (add scheduler to one host's roles=, or set scheduler-command to none).`);
     }
     const migrators = apps.filter((h) => h.roles.includes('migrate'));
     if (migrators.length > 1) {
@@ -68542,7 +68777,7 @@ function appUserCheck(hosts, settings) {
             : []),
         [settings['ssh-user'], 'ssh-user'],
     ]);
-    const as = logins.get(settings['app-user']);
+    const as = settings['app-user'] === undefined ? undefined : logins.get(settings['app-user']);
     return as
         ? [
             `Input 'app-user': '${settings['app-user']}' is ${as}, which logs in over SSH (provision removes the app user's login shell); expected a user of the app's own.`,
@@ -68998,6 +69233,7 @@ const lockInputs = {
 
 
 
+
 // backup-verify names its two hosts itself (backup-host, restore-host) and takes no deploy lock.
 const { hosts: _hosts, 'lock-timeout': actions_lock, ...backupVerifyConnection } = connectionInputs;
 void _hosts;
@@ -69010,8 +69246,13 @@ const actions = {
         inputs: {
             ...connectionInputs,
             ...releaseInputs,
+            // Recorded with the release: a switch or rollback to it runs it so.
             'app-user': serviceInputs['app-user'],
             'app-module': serviceInputs['app-module'],
+            'uvicorn-args': serviceInputs['uvicorn-args'],
+            'worker-command': serviceInputs['worker-command'],
+            'scheduler-command': serviceInputs['scheduler-command'],
+            'health-path': serviceInputs['health-path'],
         },
         outputs: {
             'release-id': { description: "The new release's id (its directory name)." },
@@ -69028,7 +69269,7 @@ const actions = {
         name: 'switch',
         title: 'metalship switch',
         description: 'Start a release beside the serving one, move traffic to it once ready, point current at it, restart worker and scheduler.',
-        inputs: { ...connectionInputs, ...serviceInputs, ...switchOnlyInputs },
+        inputs: { ...connectionInputs, ...serviceInputs, ...recordedRuntimeInputs, ...switchOnlyInputs },
         outputs: {
             'release-id': { description: 'The release now current.' },
             'previous-release-id': { description: 'The release that was current before.' },
@@ -69042,9 +69283,9 @@ const actions = {
         description: 'Check that the current release is healthy on every host, until healthy or timed out.',
         inputs: {
             ...connectionInputs,
-            'health-path': serviceInputs['health-path'],
-            'worker-command': serviceInputs['worker-command'],
-            'scheduler-command': serviceInputs['scheduler-command'],
+            'health-path': recordedRuntimeInputs['health-path'],
+            'worker-command': recordedRuntimeInputs['worker-command'],
+            'scheduler-command': recordedRuntimeInputs['scheduler-command'],
             ...verifyInputs,
         },
         outputs: {
@@ -69080,6 +69321,7 @@ const actions = {
         inputs: {
             ...connectionInputs,
             ...serviceInputs,
+            ...recordedRuntimeInputs,
             ...rollbackOnlyInputs,
             ...verifyInputs,
             ...rollbackMigrateInputs,
@@ -69233,7 +69475,7 @@ function secretValues(action, raw) {
     const inputs = actions[action].inputs;
     return Object.entries(inputs)
         .filter(([, f]) => f.secret)
-        .map(([name]) => raw(name))
+        .map(([name]) => raw(name) ?? '')
         .filter((v) => v.length > 0);
 }
 /**
@@ -69260,11 +69502,12 @@ function parseInputs(action, raw) {
     const inputs = actions[action].inputs;
     const problems = [];
     const out = {};
-    const appRaw = raw('app').trim();
+    const appRaw = (raw('app') ?? '').trim();
     const appValid = inputs.app ? inputs.app.schema.safeParse(appRaw).success : true;
     for (const [name, f] of Object.entries(inputs)) {
-        let value = trimInput(raw(name), f.multiline);
-        if (value === '' && f.default !== undefined)
+        const given = raw(name);
+        let value = trimInput(given ?? '', f.multiline);
+        if (value === '' && f.default !== undefined && !(f.emptyIsValue && given !== undefined))
             value = f.default;
         if (value === '' && f.required) {
             problems.push(`Input '${name}' is required: expected ${f.expected}.`);
@@ -72362,7 +72605,7 @@ class Log {
 
 /** Inputs the way the runner passes them: INPUT_<NAME> environment variables. */
 function envInputs(env = process.env) {
-    return (name) => env[`INPUT_${name.replace(/ /g, '_').toUpperCase()}`] ?? '';
+    return (name) => env[`INPUT_${name.replace(/ /g, '_').toUpperCase()}`];
 }
 function resultsTable(results, columns) {
     const head = `| host | ok | ${columns.map(([, t]) => t).join(' | ')} | error |\n|---|---|${columns.map(() => '---|').join('')}---|`;
