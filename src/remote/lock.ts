@@ -5,7 +5,7 @@
 
 import type { Layout } from './layout.js';
 import { rootOnly, STATE_MODE } from './paths.js';
-import { script, sh } from './sh.js';
+import { keyLines, script, sh } from './sh.js';
 
 export const LOCK_EXIT_HELD = 75;
 /** Seconds without a heartbeat line after which the remote holder gives the lock up. */
@@ -20,6 +20,19 @@ export interface LockHolder {
 
 export function holderText(h: LockHolder): string {
   return `${h.action} by ${h.actor || 'unknown'} since ${h.startedAt} (${h.runUrl || 'no run URL'})`;
+}
+
+/** A line the lock script prints while it runs: it waits, it recovered a stale lock, or it holds the lock. */
+export type LockEvent = { kind: 'waiting' | 'stale'; holder: string } | { kind: 'locked' } | null;
+
+/** Reads one line of the lock script's output (the holder text is the host's: shown, never acted on). */
+export function lockEvent(line: string): LockEvent {
+  const out = keyLines(line);
+  const waiting = out.get('WAITING');
+  if (waiting !== undefined) return { kind: 'waiting', holder: waiting.trim() };
+  const stale = out.get('STALE');
+  if (stale !== undefined) return { kind: 'stale', holder: stale.trim() };
+  return line === 'LOCKED' ? { kind: 'locked' } : null;
 }
 
 /**

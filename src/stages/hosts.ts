@@ -4,7 +4,7 @@
 import type { HostSpec } from '../inputs/hosts.js';
 import type { Log } from '../log.js';
 import { layout, type Layout } from '../remote/layout.js';
-import { LOCK_EXIT_HELD, lockScript, type LockHolder } from '../remote/lock.js';
+import { LOCK_EXIT_HELD, lockEvent, lockScript, type LockHolder } from '../remote/lock.js';
 import { keyLines } from '../remote/sh.js';
 import { connect, type Connection, type ConnectOptions, type HostKeyPolicy } from '../transport/ssh.js';
 import { pinnedAlgorithms, verifyHostKey, type KnownHostEntry } from '../inputs/known-hosts.js';
@@ -147,15 +147,16 @@ export async function acquireLock(
     while ((nl = buffer.indexOf('\n')) >= 0) {
       const line = buffer.slice(0, nl);
       buffer = buffer.slice(nl + 1);
-      if (line.startsWith('WAITING'))
+      const event = lockEvent(line);
+      if (event?.kind === 'waiting')
         log.info(
-          `[${host.spec.label}] waiting for the deploy lock, held by ${line.slice(8) || 'another run'}`,
+          `[${host.spec.label}] waiting for the deploy lock, held by ${event.holder || 'another run'}`,
         );
-      if (line.startsWith('STALE'))
+      if (event?.kind === 'stale')
         log.warn(
-          `[${host.spec.label}] recovered a stale deploy lock left by a run that ended without releasing it: ${line.slice(6)}`,
+          `[${host.spec.label}] recovered a stale deploy lock left by a run that ended without releasing it: ${event.holder}`,
         );
-      if (line === 'LOCKED') settle?.('locked');
+      if (event?.kind === 'locked') settle?.('locked');
     }
   });
   void session.done.then((r) => {

@@ -22,45 +22,56 @@ let source: string;
 let hosts: E2EState['hosts'];
 let first: E2EState['hosts'][0];
 
-const MIGRATION_0002 = `"""price and orders"""
+/** An Alembic revision file: its docstring, revisions, and the bodies of upgrade and downgrade. */
+function migration(
+  doc: string,
+  revision: string,
+  down: string,
+  upgrade: string[],
+  downgrade: string[],
+): string {
+  const body = (lines: string[]) => lines.map((l) => `    ${l}`).join('\n');
+  return `"""${doc}"""
 from alembic import op
 import sqlalchemy as sa
 
-revision = "0002"
-down_revision = "0001"
+revision = "${revision}"
+down_revision = "${down}"
 branch_labels = None
 depends_on = None
 
 
 def upgrade():
-    op.add_column("items", sa.Column("price", sa.Integer(), nullable=True))
-    op.create_table("orders", sa.Column("id", sa.Integer(), primary_key=True), sa.Column("item_id", sa.Integer()))
-    op.execute("INSERT INTO orders (item_id) VALUES (1), (2)")
+${body(upgrade)}
 
 
 def downgrade():
-    op.drop_table("orders")
-    op.drop_column("items", "price")
+${body(downgrade)}
 `;
+}
 
-const MIGRATION_0003_FAILS = `"""a migration that fails half way"""
-from alembic import op
-import sqlalchemy as sa
+const MIGRATION_0002 = migration(
+  'price and orders',
+  '0002',
+  '0001',
+  [
+    'op.add_column("items", sa.Column("price", sa.Integer(), nullable=True))',
+    'op.create_table("orders", sa.Column("id", sa.Integer(), primary_key=True), sa.Column("item_id", sa.Integer()))',
+    'op.execute("INSERT INTO orders (item_id) VALUES (1), (2)")',
+  ],
+  ['op.drop_table("orders")', 'op.drop_column("items", "price")'],
+);
 
-revision = "0003"
-down_revision = "0002"
-branch_labels = None
-depends_on = None
-
-
-def upgrade():
-    op.create_table("audit", sa.Column("id", sa.Integer(), primary_key=True))
-    op.execute("SELECT no_such_function()")
-
-
-def downgrade():
-    op.drop_table("audit")
-`;
+const MIGRATION_0003_FAILS = migration(
+  'a migration that fails half way',
+  '0003',
+  '0002',
+  [
+    'op.create_table("audit", sa.Column("id", sa.Integer(), primary_key=True))',
+    'op.execute("SELECT no_such_function()")',
+  ],
+  ['op.drop_table("audit")'],
+);
 import { setTimeout as sleep } from 'node:timers/promises';
 
 const psql = (sql: string) => `runuser -u postgres -- psql -qAtX -d ${APP} -c ${JSON.stringify(sql)}`;

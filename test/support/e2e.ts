@@ -2,12 +2,13 @@
 // an action's bundle exactly as the runner does (node24, INPUT_* variables,
 // GITHUB_OUTPUT and GITHUB_STEP_SUMMARY files).
 
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import http from 'node:http';
 import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { sshRun, type HostKeyPair, type TestHost } from './hosts.js';
 import { appendRecords, secretsOfInputs, type ScanRecord } from './secret-scan.js';
@@ -110,6 +111,37 @@ export function registerSecret(what: string, value: string): void {
   recordForScan([{ kind: 'secret', input: what, value, where: testContext() }]);
 }
 
+/**
+ * A child's output until it closes; killed when silent for idleMs (an idle
+ * limit, never a wall-clock one). onStdout sees the stdout so far.
+ */
+async function untilClosed(
+  child: ChildProcessByStdio<null, Readable, Readable>,
+  idleMs = 240000,
+  onStdout?: (stdout: string) => void,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  let stdout = '';
+  let stderr = '';
+  let timer: NodeJS.Timeout | undefined;
+  const arm = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => child.kill('SIGKILL'), idleMs);
+  };
+  arm();
+  child.stdout.on('data', (c: Buffer) => {
+    stdout += c.toString();
+    arm();
+    onStdout?.(stdout);
+  });
+  child.stderr.on('data', (c: Buffer) => {
+    stderr += c.toString();
+    arm();
+  });
+  const code: number = await new Promise((resolve) => child.on('close', (c) => resolve(c ?? -1)));
+  clearTimeout(timer);
+  return { code, stdout, stderr };
+}
+
 /** Runs dist/<bundle>/index.js under the runner's Node with the given inputs. */
 export async function runBundle(
   bundle: string,
@@ -146,25 +178,9 @@ export async function runBundle(
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  let stdout = '';
-  let stderr = '';
-  let timer: NodeJS.Timeout | undefined;
-  const arm = () => {
-    clearTimeout(timer);
-    timer = setTimeout(() => child.kill('SIGKILL'), opts.idleMs ?? 240000);
-  };
-  arm();
-  child.stdout.on('data', (c: Buffer) => {
-    stdout += c.toString();
-    arm();
-    opts.onOutput?.(stdout, () => child.kill('SIGKILL'));
-  });
-  child.stderr.on('data', (c: Buffer) => {
-    stderr += c.toString();
-    arm();
-  });
-  const code: number = await new Promise((resolve) => child.on('close', (c) => resolve(c ?? -1)));
-  clearTimeout(timer);
+  const { code, stdout, stderr } = await untilClosed(child, opts.idleMs, (out) =>
+    opts.onOutput?.(out, () => child.kill('SIGKILL')),
+  );
   const outputs = parseOutputFile(await readFile(outputFile, 'utf8'));
   const summary = await readFile(summaryFile, 'utf8');
   await rm(dir, { recursive: true, force: true });
@@ -212,18 +228,7 @@ export async function runCli(
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: opts.home },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  let stdout = '';
-  let stderr = '';
-  let timer: NodeJS.Timeout | undefined;
-  const arm = () => {
-    clearTimeout(timer);
-    timer = setTimeout(() => child.kill('SIGKILL'), opts.idleMs ?? 240000);
-  };
-  arm();
-  child.stdout.on('data', (c: Buffer) => ((stdout += c.toString()), arm()));
-  child.stderr.on('data', (c: Buffer) => ((stderr += c.toString()), arm()));
-  const code: number = await new Promise((resolve) => child.on('close', (c) => resolve(c ?? -1)));
-  clearTimeout(timer);
+  const { code, stdout, stderr } = await untilClosed(child, opts.idleMs);
   if (process.env.METALSHIP_E2E_VERBOSE) process.stdout.write(stdout + stderr);
   const where = `metalship ${args[0] ?? ''} (pid ${process.pid}) in ${testContext()}`;
   recordForScan([

@@ -2,7 +2,7 @@
 // values from inputs arrive quoted. Their behaviour is tested on real hosts (e2e).
 import { execFileSync } from 'node:child_process';
 import { layout } from '../../src/remote/layout.js';
-import { lockScript } from '../../src/remote/lock.js';
+import { lockEvent, lockScript } from '../../src/remote/lock.js';
 import { migrateStep } from '../../src/remote/migrate.js';
 import { siteConf, upstreamConf } from '../../src/remote/nginx.js';
 import { markStep } from '../../src/remote/release.js';
@@ -292,4 +292,18 @@ test('no script names a fixed file in a world-writable directory: another user c
       (line) => /(^|[\s"'=>])\/(var\/)?tmp\/[A-Za-z0-9]/.test(line) && !/mktemp|-maxdepth 1 -name/.test(line),
     );
   expect(fixed).toEqual([]);
+});
+
+test("the lock script's lines read as events; a holder's text is shown, never taken for one", () => {
+  expect(lockEvent('WAITING deploy by alice since 2026-01-01 (no run URL)')).toEqual({
+    kind: 'waiting',
+    holder: 'deploy by alice since 2026-01-01 (no run URL)',
+  });
+  expect(lockEvent('WAITING ')).toEqual({ kind: 'waiting', holder: '' });
+  expect(lockEvent('STALE deploy by bob')).toEqual({ kind: 'stale', holder: 'deploy by bob' });
+  expect(lockEvent('LOCKED')).toEqual({ kind: 'locked' });
+  // The holder file is the host's: a holder named LOCKED waits all the same.
+  expect(lockEvent('WAITING LOCKED')).toEqual({ kind: 'waiting', holder: 'LOCKED' });
+  expect(lockEvent('LOCKED by someone')).toBeNull();
+  expect(lockEvent('took the migration lock')).toBeNull();
 });
