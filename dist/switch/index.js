@@ -54780,6 +54780,17 @@ const LOCK_HEARTBEAT_LIMIT = 30;
 function holderText(h) {
     return `${h.action} by ${h.actor || 'unknown'} since ${h.startedAt} (${h.runUrl || 'no run URL'})`;
 }
+/** Reads one line of the lock script's output (the holder text is the host's: shown, never acted on). */
+function lockEvent(line) {
+    const out = sh_keyLines(line);
+    const waiting = out.get('WAITING');
+    if (waiting !== undefined)
+        return { kind: 'waiting', holder: waiting.trim() };
+    const stale = out.get('STALE');
+    if (stale !== undefined)
+        return { kind: 'stale', holder: stale.trim() };
+    return line === 'LOCKED' ? { kind: 'locked' } : null;
+}
 /**
  * `leftovers`: a script that stops what the run still runs on the host (see
  * Connection.leftoversScript), run when the run is gone, before the lock is let go.
@@ -56860,11 +56871,12 @@ async function acquireLock(host, holder, waitSeconds, log) {
         while ((nl = buffer.indexOf('\n')) >= 0) {
             const line = buffer.slice(0, nl);
             buffer = buffer.slice(nl + 1);
-            if (line.startsWith('WAITING'))
-                log.info(`[${host.spec.label}] waiting for the deploy lock, held by ${line.slice(8) || 'another run'}`);
-            if (line.startsWith('STALE'))
-                log.warn(`[${host.spec.label}] recovered a stale deploy lock left by a run that ended without releasing it: ${line.slice(6)}`);
-            if (line === 'LOCKED')
+            const event = lockEvent(line);
+            if (event?.kind === 'waiting')
+                log.info(`[${host.spec.label}] waiting for the deploy lock, held by ${event.holder || 'another run'}`);
+            if (event?.kind === 'stale')
+                log.warn(`[${host.spec.label}] recovered a stale deploy lock left by a run that ended without releasing it: ${event.holder}`);
+            if (event?.kind === 'locked')
                 settle?.('locked');
         }
     });
