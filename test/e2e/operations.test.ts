@@ -105,6 +105,8 @@ const deployArgs = () => [
   '--system-site-packages',
   '--pip-args',
   '--no-index',
+  // The sample app has an alembic.ini, but this app has no database: no migration.
+  '--no-migrate',
   ...serviceArgs,
 ];
 
