@@ -98,7 +98,7 @@ const suggestion = (word: string, known: readonly string[], prefix = '') => {
 };
 
 /** A value given on the command line: `@path` reads the file (`~/` is the home directory), `@@` a literal @. */
-function flagValue(name: string, value: string): string | { error: string } {
+function flagValue(name: string, value: string, secret: boolean): string | { error: string } {
   if (value.startsWith('@@')) return value.slice(1);
   if (!value.startsWith('@')) return value;
   let file = value.slice(1);
@@ -107,8 +107,12 @@ function flagValue(name: string, value: string): string | { error: string } {
   try {
     return readFileSync(file, 'utf8');
   } catch (err) {
-    const why = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : errorMessage(err);
-    return { error: `--${name}: cannot read the file ${file} (${why})` };
+    const code = (err as NodeJS.ErrnoException).code;
+    const why = code === 'ENOENT' ? 'no such file' : (code ?? errorMessage(err));
+    // A secret given inline by mistake (a passphrase starting with @) stays out
+    // of the message: a secret input's path shows only when it reads as a path.
+    const shown = !secret || /^@(\/|~\/|\.\.?\/)/.test(value) ? file : 'given';
+    return { error: `--${name}: cannot read the file ${shown} (${why})` };
   }
 }
 
@@ -131,13 +135,13 @@ export function parseArgs(action: ActionName, args: string[]): Record<string, st
       value = name.slice(eq + 1);
       name = name.slice(0, eq);
     }
-    const negated = !inputs[name] && name.startsWith('no-') && inputs[name.slice(3)]?.flag;
+    const negated = !Object.hasOwn(inputs, name) && name.startsWith('no-') && inputs[name.slice(3)]?.flag;
     if (negated) {
       if (value !== undefined) return `--${name} takes no value`;
       name = name.slice(3);
       value = 'false';
     }
-    const field = inputs[name];
+    const field = Object.hasOwn(inputs, name) ? inputs[name] : undefined;
     if (!field)
       return `unknown input --${name} for ${action}${suggestion(name, [...names, ...flags.map((f) => `no-${f}`)], '--')} (see metalship ${action} --help)`;
     if (value === undefined) {
@@ -147,7 +151,7 @@ export function parseArgs(action: ActionName, args: string[]): Record<string, st
       else if (next === undefined) return `--${name} needs a value`;
       else value = args[++i]!;
     }
-    const read = flagValue(name, value);
+    const read = flagValue(name, value, field.secret === true);
     if (typeof read !== 'string') return read.error;
     values[name] = read;
   }

@@ -1,3 +1,4 @@
+import { freezeAllowsRollback } from '../stages/operations.js';
 import type { Settings } from '../inputs/parse.js';
 import type { Log } from '../log.js';
 import { hasBalancer } from '../inputs/hosts.js';
@@ -31,6 +32,7 @@ export async function rollback(settings: Settings<'rollback'>, log: Log): Promis
         );
     }
     const { target, from } = rollbackTarget(hosts, listings, settings['release-id']);
+    await freezeAllowsRollback(hosts, listings, target, settings['migrate-down']);
     log.info(`Rolling back from ${from || 'nothing'} to ${target}`);
     let schemaNote = '';
     if (settings['migrate-down']) {
@@ -63,6 +65,8 @@ export async function rollback(settings: Settings<'rollback'>, log: Log): Promis
     }
     const healthy = !failure;
     if (!failure && from) await markBad(hosts, from, `rolled back to ${target}`, log);
+    // The target served with this run's settings (its record says so) and failed: never a default target again.
+    if (failure) await markBad(hosts, target, `failed after a rollback to it`, log);
     return {
       outputs: { 'release-id': failure ? from : target, 'rolled-back-from': failure ? '' : from },
       results: sw.results.map((r) => ({ ...r, healthy: healthy && r.healthy !== false })),

@@ -3,7 +3,7 @@ import type { Log } from '../log.js';
 import { hasBalancer } from '../inputs/hosts.js';
 import { withHosts } from '../stages/hosts.js';
 import { rollOut } from '../stages/rollout.js';
-import { cleanupStage } from '../stages/switch.js';
+import { cleanupStage, markBad } from '../stages/switch.js';
 import { resultsTable, runAction, type ActionOutcome } from './run.js';
 
 export async function switchRelease(settings: Settings<'switch'>, log: Log): Promise<ActionOutcome> {
@@ -15,6 +15,8 @@ export async function switchRelease(settings: Settings<'switch'>, log: Log): Pro
       revertOnFailure: true,
     });
     if (!sw.failure) await cleanupStage(hosts, settings['keep-releases'], log);
+    // It served with this run's settings (its record says so) and failed: never a default target again.
+    else if (sw.reverted.length) await markBad(hosts, settings['release-id'], 'failed after a switch', log);
     return {
       outputs: {
         'release-id': sw.failure ? '' : settings['release-id'],

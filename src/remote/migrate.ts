@@ -157,16 +157,25 @@ function record(settings: MigrateScriptSettings, variable: 'before' | 'after'): 
 /**
  * Nothing Python can avoid: when the current release applied exactly these
  * migration files and the app's state says they were the last applied, the
- * schema is at their head already. No interpreter starts, no lock is needed.
- * Both records are root's: the app user can fake neither.
+ * schema is at their head already. No alembic runs and no lock is taken: one
+ * query checks that the database is still at the recorded revision (a restored
+ * dump or another DATABASE_URL migrates). Both records are root's: the app user
+ * can fake neither.
  */
 function skipUnchanged(settings: MigrateScriptSettings): string | null {
   if (!settings.fingerprint || !settings.recordIn) return null;
   const layout = settings.layout;
   return script(
+    'unchanged=0',
     sh`cur=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`,
     sh`applied=$(cat ${layout.state}/${RECORD} 2>/dev/null || true)`,
     sh`if [ -n "$cur" ] && [ "\${applied%% *}" = ${settings.fingerprint} ] && [ -n "\${applied#* }" ] && [ "$applied" = "$(cat ${layout.releases}/"$cur"/.metalship/${RECORD} 2>/dev/null)" ]; then`,
+    // The records are about the files; the database itself must still be at
+    // that revision (a restored dump, another DATABASE_URL): one query, no alembic.
+    "  in_db=$(pg_app psql -qAtX -c 'SELECT version_num FROM alembic_version' 2>/dev/null | tr '\\n' ' ' || true)",
+    '  if [ "$in_db" = "${applied#* } " ]; then unchanged=1; else echo "the database is at ${in_db:-no revision}, not at the recorded ${applied#* }: migrating"; fi',
+    'fi',
+    'if [ "${unchanged:-0}" = 1 ]; then',
     '  before=${applied#* }',
     '  echo "REVISION_BEFORE ${before}"',
     '  echo "REVISION_AFTER ${before}"',
@@ -179,7 +188,11 @@ function skipUnchanged(settings: MigrateScriptSettings): string | null {
 }
 
 export function migrateScript(settings: MigrateScriptSettings): string {
-  const atHeadSkips = isAlembicUpgradeHead(settings.command);
+  // Only alembic's own `current` says what "(head)" means for these files.
+  const atHeadSkips =
+    isAlembicUpgradeHead(settings.command) &&
+    settings.revisionCommand[2] === ALEMBIC_MAIN &&
+    settings.revisionCommand.slice(3).join(' ') === 'current';
   return script(
     prelude(settings),
     skipUnchanged(settings),

@@ -47,7 +47,8 @@ export function shouldMigrate(
 ): { run: boolean; why: string } {
   if (migrate !== 'auto') return { run: migrate === 'true', why: `migrate is ${migrate}` };
   if (command.length) return { run: true, why: 'migrate is auto and migrate-command is set' };
-  return manifest.files.some(([p]) => p === 'alembic.ini')
+  return manifest.files.some(([p]) => p === 'alembic.ini') ||
+    manifest.links.some(([p]) => p === 'alembic.ini')
     ? { run: true, why: 'migrate is auto and the release has alembic.ini' }
     : { run: false, why: 'migrate is auto, the release has no alembic.ini and migrate-command is not set' };
 }
@@ -63,9 +64,12 @@ export function alembicDirectories(ini: string): string[] | null {
   let key = '';
   for (const line of ini.split(/\r?\n/)) {
     if (/^\s*([#;]|$)/.test(line)) continue;
-    const header = /^\[(.*)\]\s*$/.exec(line);
-    if (header) {
-      [section, key] = [header[1]!.trim(), ''];
+    if (/^\s*\[/.test(line)) {
+      // Only plain headers: Python's configparser reads `[alembic] x` and
+      // `[ alembic ]` its own way, and [DEFAULT] feeds every section.
+      const header = /^\[([A-Za-z0-9_.-]+)\]$/.exec(line);
+      if (!header || header[1] === 'DEFAULT') return null;
+      [section, key] = [header[1]!, ''];
       continue;
     }
     if (/^\s/.test(line)) {
@@ -76,6 +80,9 @@ export function alembicDirectories(ini: string): string[] | null {
     key = kv ? kv[1]!.trim().toLowerCase() : '';
     if (section === 'alembic' && kv) values[key] = kv[2]!.trim();
   }
+  // A separator setting splits version_locations another way (alembic's `os`
+  // template among them): not placed here, so never skipped.
+  if ('version_path_separator' in values || 'path_separator' in values) return null;
   const paths = [values.script_location ?? '', ...(values.version_locations ?? '').split(/[\s,]+/)].filter(
     Boolean,
   );
@@ -86,7 +93,7 @@ export function alembicDirectories(ini: string): string[] | null {
     const pkg = /^([A-Za-z_][\w.]*):(.*)$/.exec(p);
     if (pkg) p = pkg[1]!.replaceAll('.', '/') + (pkg[2] ? '/' + pkg[2] : '');
     p = p.replace(/\/+$/, '').replace(/^\.\//, '');
-    if (!p || p.startsWith('/') || p.includes('%(') || p.split('/').some((x) => x === '..' || x === '.'))
+    if (!p || p.startsWith('/') || /[%\s:;#]/.test(p) || p.split('/').some((x) => x === '..' || x === '.'))
       return null;
     dirs.push(p);
   }
@@ -115,7 +122,9 @@ export async function migrationFingerprint(
     [...dirs, ...modules].some((d) => p.startsWith(d + '/')) ||
     modules.some((m) => p === m + '.py');
   const files = manifest.files.filter(([p]) => named(p)).map(([p, digest, mode]) => [p, digest, mode]);
-  if (!files.some(([p]) => dirs.some((d) => p!.startsWith(d + '/')))) return null;
+  // Every directory it names must hold files of the release: one that holds
+  // none is placed wrong (or a link), and a wrong place never skips.
+  if (!dirs.every((d) => files.some(([p]) => p!.startsWith(d + '/')))) return null;
   const links = manifest.links.filter(([p]) => named(p));
   return createHash('sha256').update(JSON.stringify({ commands, files, links })).digest('hex');
 }

@@ -107,3 +107,13 @@ test('a failed run prints its error, not the job summary markdown', async () => 
   expect(r.out).not.toContain('##');
   expect(r.out).not.toContain('No host was contacted');
 });
+
+test("a secret's @value that is no file is not printed; names of Object's own properties are no inputs", () => {
+  const r = parseArgs('deploy', ['--ssh-key-passphrase', '@Sup3rS3cret!']);
+  expect(r).toBe('--ssh-key-passphrase: cannot read the file given (no such file)');
+  expect(parseArgs('deploy', ['--source', '@/nonexistent/x'])).toMatch(
+    /cannot read the file \/nonexistent\/x/,
+  );
+  expect(parseArgs('deploy', ['--toString', 'x'])).toMatch(/^unknown input --toString/);
+  expect(parseArgs('deploy', ['--constructor', 'x'])).toMatch(/^unknown input --constructor/);
+});

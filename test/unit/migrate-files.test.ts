@@ -39,6 +39,33 @@ test("alembic.ini's migration directories, as release paths; null when one is no
   expect(alembicDirectories('[alembic]\nscript_location = /srv/migrations\n')).toBeNull();
   expect(alembicDirectories('[alembic]\nscript_location = ../elsewhere\n')).toBeNull();
   expect(alembicDirectories('[alembic]\nscript_location = %(base)s/m\n')).toBeNull();
+  // Read otherwise by alembic: a separator setting (alembic's own template sets
+  // `os`), headers configparser reads its own way, [DEFAULT], inline comments.
+  expect(
+    alembicDirectories(
+      '[alembic]\nscript_location = migrations\nversion_path_separator = os\nversion_locations = migrations/versions:plugins/versions\n',
+    ),
+  ).toBeNull();
+  expect(
+    alembicDirectories('[alembic]\nscript_location = migrations\npath_separator = newline\n'),
+  ).toBeNull();
+  expect(alembicDirectories('[alembic] x\nscript_location = migrations\n')).toBeNull();
+  expect(
+    alembicDirectories('[ alembic ]\nscript_location = migrations\n[alembic]\nscript_location = real\n'),
+  ).toBeNull();
+  expect(
+    alembicDirectories('[DEFAULT]\nscript_location = realmig\n[alembic]\nsqlalchemy.url = x\n'),
+  ).toBeNull();
+  expect(alembicDirectories('[alembic]\nscript_location = migrations # old\n')).toBeNull();
+});
+
+test('alembic.ini as a link still means migrate (auto), but never a skip', async () => {
+  const linked: Manifest = {
+    ...manifest('main.py', 'config/alembic.ini'),
+    links: [['alembic.ini', 'config/alembic.ini']],
+  };
+  expect(shouldMigrate('auto', linked, [])).toMatchObject({ run: true });
+  expect(await migrationFingerprint('/nonexistent', linked, [[], []])).toBeNull();
 });
 
 test('the fingerprint changes with a migration file, alembic.ini, a command or the file a command names; not with app code', async () => {
@@ -69,6 +96,15 @@ test('the fingerprint changes with a migration file, alembic.ini, a command or t
     // Without alembic.ini, or without files in its directory, nothing is ever skipped.
     expect(await fp(manifest('main.py'))).toBeNull();
     expect(await fp(manifest('alembic.ini', 'main.py'))).toBeNull();
+    // Each directory it names must hold files: one that holds none is placed wrong.
+    await writeFile(
+      path.join(dir, 'alembic.ini'),
+      '[alembic]\nscript_location = migrations\nversion_locations = migrations/versions plugins/versions\n',
+    );
+    expect(await fp(base)).toBeNull();
+    expect(await fp(manifest(...base.files.map((f) => f[0]), 'plugins/versions/9.py'))).toMatch(
+      /^[0-9a-f]{64}$/,
+    );
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -14,7 +14,9 @@ import { layout } from '../../src/remote/layout.js';
 import { wrapScript } from '../../src/remote/session.js';
 import { statusStep } from '../../src/remote/status.js';
 import type { Step } from '../../src/remote/step.js';
-import { releaseRows, statusMarkdown } from '../../src/stages/operations.js';
+import { freezeAllowsRollback, releaseRows, statusMarkdown } from '../../src/stages/operations.js';
+import type { Host } from '../../src/stages/hosts.js';
+import type { ReleaseListing } from '../../src/remote/verify.js';
 import { rootSandbox } from '../support/sandbox.js';
 
 const run = <T>(s: Step<T>): T =>
@@ -130,4 +132,41 @@ test('releases are listed newest first as current, standby or neither; the markd
   expect(md).toContain('| r3 | ready | standby (green, running) | a\\|b |');
   expect(md).toContain('**Deploys frozen since t by ops: x\\|y**');
   expect(md).toContain('    ```\n    line');
+});
+
+test('during a freeze a rollback only goes back: to a release that served, older than current, without migrate-down', async () => {
+  const freeze = { reason: 'incident', actor: 'ops', at: 'now', runUrl: '' };
+  // A host whose freeze check answers as given (the check's own script is tested above).
+  const host = (frozen: boolean) =>
+    ({
+      spec: { label: 'h1' },
+      layout: layout('shop', '/opt'),
+      conn: { step: () => Promise.resolve(frozen ? freeze : null) },
+    }) as unknown as Host;
+  const rel = (id: string, created: number, served: boolean) => ({
+    id,
+    status: 'ready',
+    created,
+    venv: '',
+    revision: '',
+    schema_revision: '',
+    served,
+  });
+  const listing: ReleaseListing = {
+    releases: [rel('old', 1, true), rel('cur', 2, true), rel('newer', 3, true), rel('built', 1, false)],
+    links: { current: 'cur' },
+    venvs: [],
+  };
+  await expect(freezeAllowsRollback([host(true)], [listing], 'old', false)).resolves.toBeUndefined();
+  await expect(freezeAllowsRollback([host(true)], [listing], 'newer', false)).rejects.toThrow(
+    /not older than the current cur/,
+  );
+  await expect(freezeAllowsRollback([host(true)], [listing], 'built', false)).rejects.toThrow(
+    /built never served/,
+  );
+  await expect(freezeAllowsRollback([host(true)], [listing], 'old', true)).rejects.toThrow(
+    /migrate-down changes the schema/,
+  );
+  // Not frozen: nothing to say.
+  await expect(freezeAllowsRollback([host(false)], [listing], 'newer', true)).resolves.toBeUndefined();
 });
