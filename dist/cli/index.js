@@ -71254,7 +71254,8 @@ function pickRollbackTarget(listing, requested) {
 /**
  * What a freeze does to each action. Those that ship code or change the schema
  * are refused. A rollback passes, with a warning: during an incident it is the
- * remedy, and it only goes back to a release that was already live. Provision
+ * remedy, and while frozen it may only go back to a release that was already
+ * live, without migrate-down (freezeAllowsRollback). Provision
  * passes too: it converges the server (a fix may need it), not the app's code.
  * Reading actions (status, verify) and lock/unlock never look.
  */
@@ -71276,6 +71277,27 @@ async function freezeGate(hosts, action, log) {
     throw new Error(`deploys of ${hosts[0].layout.app} are frozen; the ${action} was refused and nothing was changed:\n` +
         frozen.map((f) => `- ${f}`).join('\n') +
         `\nLift the freeze with 'metalship unlock' (actions/unlock) when the incident is over.`);
+}
+/**
+ * A rollback passes a freeze only when it goes back: to a release that served,
+ * older than current, with no schema change. Anything else ships something new.
+ */
+async function freezeAllowsRollback(hosts, listings, target, migrateDown) {
+    const found = await Promise.all(hosts.map((h) => h.conn.step(freezeCheckStep(h.layout))));
+    if (!found.some(Boolean))
+        return;
+    const problems = migrateDown ? ['migrate-down changes the schema'] : [];
+    listings.forEach((listing, i) => {
+        const label = hosts[i].spec.label;
+        const to = listing.releases.find((r) => r.id === target);
+        const current = listing.releases.find((r) => r.id === listing.links.current);
+        if (!to?.served)
+            problems.push(`${target} never served on ${label}`);
+        else if (current && to.created >= current.created)
+            problems.push(`${target} is not older than the current ${current.id} on ${label}`);
+    });
+    if (problems.length)
+        throw new Error(`deploys of ${hosts[0].layout.app} are frozen, and a rollback then only goes back to a release that served, without migrate-down; refused, nothing was changed: ${problems.join('; ')}`);
 }
 function newFreeze(reason) {
     const h = lockHolder('lock');
@@ -76357,17 +76379,25 @@ function migrate_record(settings, variable) {
 /**
  * Nothing Python can avoid: when the current release applied exactly these
  * migration files and the app's state says they were the last applied, the
- * schema is at their head already. No interpreter starts, no lock is needed.
- * Both records are root's: the app user can fake neither.
+ * schema is at their head already. No alembic runs and no lock is taken: one
+ * query checks that the database is still at the recorded revision (a restored
+ * dump or another DATABASE_URL migrates). Both records are root's: the app user
+ * can fake neither.
  */
 function skipUnchanged(settings) {
     if (!settings.fingerprint || !settings.recordIn)
         return null;
     const layout = settings.layout;
-    return sh_script(sh_sh `cur=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `applied=$(cat ${layout.state}/${RECORD} 2>/dev/null || true)`, sh_sh `if [ -n "$cur" ] && [ "\${applied%% *}" = ${settings.fingerprint} ] && [ -n "\${applied#* }" ] && [ "$applied" = "$(cat ${layout.releases}/"$cur"/.metalship/${RECORD} 2>/dev/null)" ]; then`, '  before=${applied#* }', '  echo "REVISION_BEFORE ${before}"', '  echo "REVISION_AFTER ${before}"', sh_sh `  echo "SKIPPED the migration files are those $cur applied (schema at $before): nothing to migrate"`, migrate_record(settings, 'before'), sh_sh `  printf '%s\n' "$(date -u +%FT%TZ) migrated ${settings.releaseId}: nothing to do, the files of $cur (\${before})" >> ${layout.history}`, '  exit 0', 'fi');
+    return sh_script('unchanged=0', sh_sh `cur=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `applied=$(cat ${layout.state}/${RECORD} 2>/dev/null || true)`, sh_sh `if [ -n "$cur" ] && [ "\${applied%% *}" = ${settings.fingerprint} ] && [ -n "\${applied#* }" ] && [ "$applied" = "$(cat ${layout.releases}/"$cur"/.metalship/${RECORD} 2>/dev/null)" ]; then`, 
+    // The records are about the files; the database itself must still be at
+    // that revision (a restored dump, another DATABASE_URL): one query, no alembic.
+    "  in_db=$(pg_app psql -qAtX -c 'SELECT version_num FROM alembic_version' 2>/dev/null | tr '\\n' ' ' || true)", '  if [ "$in_db" = "${applied#* } " ]; then unchanged=1; else echo "the database is at ${in_db:-no revision}, not at the recorded ${applied#* }: migrating"; fi', 'fi', 'if [ "${unchanged:-0}" = 1 ]; then', '  before=${applied#* }', '  echo "REVISION_BEFORE ${before}"', '  echo "REVISION_AFTER ${before}"', sh_sh `  echo "SKIPPED the migration files are those $cur applied (schema at $before): nothing to migrate"`, migrate_record(settings, 'before'), sh_sh `  printf '%s\n' "$(date -u +%FT%TZ) migrated ${settings.releaseId}: nothing to do, the files of $cur (\${before})" >> ${layout.history}`, '  exit 0', 'fi');
 }
 function migrateScript(settings) {
-    const atHeadSkips = isAlembicUpgradeHead(settings.command);
+    // Only alembic's own `current` says what "(head)" means for these files.
+    const atHeadSkips = isAlembicUpgradeHead(settings.command) &&
+        settings.revisionCommand[2] === ALEMBIC_MAIN &&
+        settings.revisionCommand.slice(3).join(' ') === 'current';
     return sh_script(prelude(settings), skipUnchanged(settings), advisoryLock(settings), 
     // The database is about to change, or be read anew: what was last applied is no longer known.
     sh_sh `rm -f -- ${settings.layout.state}/${RECORD}`, 'before_line=$(revision_line)', 'before=${before_line%% *}', 'echo "REVISION_BEFORE ${before}"', atHeadSkips
@@ -76426,7 +76456,8 @@ function shouldMigrate(migrate, manifest, command) {
         return { run: migrate === 'true', why: `migrate is ${migrate}` };
     if (command.length)
         return { run: true, why: 'migrate is auto and migrate-command is set' };
-    return manifest.files.some(([p]) => p === 'alembic.ini')
+    return manifest.files.some(([p]) => p === 'alembic.ini') ||
+        manifest.links.some(([p]) => p === 'alembic.ini')
         ? { run: true, why: 'migrate is auto and the release has alembic.ini' }
         : { run: false, why: 'migrate is auto, the release has no alembic.ini and migrate-command is not set' };
 }
@@ -76442,9 +76473,13 @@ function alembicDirectories(ini) {
     for (const line of ini.split(/\r?\n/)) {
         if (/^\s*([#;]|$)/.test(line))
             continue;
-        const header = /^\[(.*)\]\s*$/.exec(line);
-        if (header) {
-            [section, key] = [header[1].trim(), ''];
+        if (/^\s*\[/.test(line)) {
+            // Only plain headers: Python's configparser reads `[alembic] x` and
+            // `[ alembic ]` its own way, and [DEFAULT] feeds every section.
+            const header = /^\[([A-Za-z0-9_.-]+)\]$/.exec(line);
+            if (!header || header[1] === 'DEFAULT')
+                return null;
+            [section, key] = [header[1], ''];
             continue;
         }
         if (/^\s/.test(line)) {
@@ -76457,6 +76492,10 @@ function alembicDirectories(ini) {
         if (section === 'alembic' && kv)
             values[key] = kv[2].trim();
     }
+    // A separator setting splits version_locations another way (alembic's `os`
+    // template among them): not placed here, so never skipped.
+    if ('version_path_separator' in values || 'path_separator' in values)
+        return null;
     const paths = [values.script_location ?? '', ...(values.version_locations ?? '').split(/[\s,]+/)].filter(Boolean);
     if (!values.script_location)
         return null;
@@ -76467,7 +76506,7 @@ function alembicDirectories(ini) {
         if (pkg)
             p = pkg[1].replaceAll('.', '/') + (pkg[2] ? '/' + pkg[2] : '');
         p = p.replace(/\/+$/, '').replace(/^\.\//, '');
-        if (!p || p.startsWith('/') || p.includes('%(') || p.split('/').some((x) => x === '..' || x === '.'))
+        if (!p || p.startsWith('/') || /[%\s:;#]/.test(p) || p.split('/').some((x) => x === '..' || x === '.'))
             return null;
         dirs.push(p);
     }
@@ -76492,7 +76531,9 @@ async function migrationFingerprint(source, manifest, commands) {
         [...dirs, ...modules].some((d) => p.startsWith(d + '/')) ||
         modules.some((m) => p === m + '.py');
     const files = manifest.files.filter(([p]) => named(p)).map(([p, digest, mode]) => [p, digest, mode]);
-    if (!files.some(([p]) => dirs.some((d) => p.startsWith(d + '/'))))
+    // Every directory it names must hold files of the release: one that holds
+    // none is placed wrong (or a link), and a wrong place never skips.
+    if (!dirs.every((d) => files.some(([p]) => p.startsWith(d + '/'))))
         return null;
     const links = manifest.links.filter(([p]) => named(p));
     return (0,external_node_crypto_.createHash)('sha256').update(JSON.stringify({ commands, files, links })).digest('hex');
@@ -77024,6 +77065,9 @@ async function switchRelease(settings, log) {
         });
         if (!sw.failure)
             await cleanupStage(hosts, settings['keep-releases'], log);
+        // It served with this run's settings (its record says so) and failed: never a default target again.
+        else if (sw.reverted.length)
+            await markBad(hosts, settings['release-id'], 'failed after a switch', log);
         return {
             outputs: {
                 'release-id': sw.failure ? '' : settings['release-id'],
@@ -77078,6 +77122,7 @@ const verify_run = () => runAction('verify', verify);
 
 
 
+
 async function rollback(settings, log) {
     return withHosts(settings, log, 'rollback', async (hosts) => {
         // One listing per host serves both the if-current check and the choice of target.
@@ -77100,6 +77145,7 @@ async function rollback(settings, log) {
                     .join(', ')}; nothing was changed: name the hosts to roll back in hosts`);
         }
         const { target, from } = rollbackTarget(hosts, listings, settings['release-id']);
+        await freezeAllowsRollback(hosts, listings, target, settings['migrate-down']);
         log.info(`Rolling back from ${from || 'nothing'} to ${target}`);
         let schemaNote = '';
         if (settings['migrate-down']) {
@@ -77129,6 +77175,9 @@ async function rollback(settings, log) {
         const healthy = !failure;
         if (!failure && from)
             await markBad(hosts, from, `rolled back to ${target}`, log);
+        // The target served with this run's settings (its record says so) and failed: never a default target again.
+        if (failure)
+            await markBad(hosts, target, `failed after a rollback to it`, log);
         return {
             outputs: { 'release-id': failure ? from : target, 'rolled-back-from': failure ? '' : from },
             results: sw.results.map((r) => ({ ...r, healthy: healthy && r.healthy !== false })),
@@ -79411,7 +79460,7 @@ const suggestion = (word, known, prefix = '') => {
     return near ? `; did you mean ${prefix}${near}?` : '';
 };
 /** A value given on the command line: `@path` reads the file (`~/` is the home directory), `@@` a literal @. */
-function flagValue(name, value) {
+function flagValue(name, value, secret) {
     if (value.startsWith('@@'))
         return value.slice(1);
     if (!value.startsWith('@'))
@@ -79424,8 +79473,12 @@ function flagValue(name, value) {
         return (0,external_node_fs_namespaceObject.readFileSync)(file, 'utf8');
     }
     catch (err) {
-        const why = err.code === 'ENOENT' ? 'no such file' : errorMessage(err);
-        return { error: `--${name}: cannot read the file ${file} (${why})` };
+        const code = err.code;
+        const why = code === 'ENOENT' ? 'no such file' : (code ?? errorMessage(err));
+        // A secret given inline by mistake (a passphrase starting with @) stays out
+        // of the message: a secret input's path shows only when it reads as a path.
+        const shown = !secret || /^@(\/|~\/|\.\.?\/)/.test(value) ? file : 'given';
+        return { error: `--${name}: cannot read the file ${shown} (${why})` };
     }
 }
 /**
@@ -79448,14 +79501,14 @@ function parseArgs(action, args) {
             value = name.slice(eq + 1);
             name = name.slice(0, eq);
         }
-        const negated = !inputs[name] && name.startsWith('no-') && inputs[name.slice(3)]?.flag;
+        const negated = !Object.hasOwn(inputs, name) && name.startsWith('no-') && inputs[name.slice(3)]?.flag;
         if (negated) {
             if (value !== undefined)
                 return `--${name} takes no value`;
             name = name.slice(3);
             value = 'false';
         }
-        const field = inputs[name];
+        const field = Object.hasOwn(inputs, name) ? inputs[name] : undefined;
         if (!field)
             return `unknown input --${name} for ${action}${suggestion(name, [...names, ...flags.map((f) => `no-${f}`)], '--')} (see metalship ${action} --help)`;
         if (value === undefined) {
@@ -79468,7 +79521,7 @@ function parseArgs(action, args) {
             else
                 value = args[++i];
         }
-        const read = flagValue(name, value);
+        const read = flagValue(name, value, field.secret === true);
         if (typeof read !== 'string')
             return read.error;
         values[name] = read;

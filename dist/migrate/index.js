@@ -54637,17 +54637,25 @@ function record(settings, variable) {
 /**
  * Nothing Python can avoid: when the current release applied exactly these
  * migration files and the app's state says they were the last applied, the
- * schema is at their head already. No interpreter starts, no lock is needed.
- * Both records are root's: the app user can fake neither.
+ * schema is at their head already. No alembic runs and no lock is taken: one
+ * query checks that the database is still at the recorded revision (a restored
+ * dump or another DATABASE_URL migrates). Both records are root's: the app user
+ * can fake neither.
  */
 function skipUnchanged(settings) {
     if (!settings.fingerprint || !settings.recordIn)
         return null;
     const layout = settings.layout;
-    return sh_script(sh_sh `cur=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `applied=$(cat ${layout.state}/${RECORD} 2>/dev/null || true)`, sh_sh `if [ -n "$cur" ] && [ "\${applied%% *}" = ${settings.fingerprint} ] && [ -n "\${applied#* }" ] && [ "$applied" = "$(cat ${layout.releases}/"$cur"/.metalship/${RECORD} 2>/dev/null)" ]; then`, '  before=${applied#* }', '  echo "REVISION_BEFORE ${before}"', '  echo "REVISION_AFTER ${before}"', sh_sh `  echo "SKIPPED the migration files are those $cur applied (schema at $before): nothing to migrate"`, record(settings, 'before'), sh_sh `  printf '%s\n' "$(date -u +%FT%TZ) migrated ${settings.releaseId}: nothing to do, the files of $cur (\${before})" >> ${layout.history}`, '  exit 0', 'fi');
+    return sh_script('unchanged=0', sh_sh `cur=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `applied=$(cat ${layout.state}/${RECORD} 2>/dev/null || true)`, sh_sh `if [ -n "$cur" ] && [ "\${applied%% *}" = ${settings.fingerprint} ] && [ -n "\${applied#* }" ] && [ "$applied" = "$(cat ${layout.releases}/"$cur"/.metalship/${RECORD} 2>/dev/null)" ]; then`, 
+    // The records are about the files; the database itself must still be at
+    // that revision (a restored dump, another DATABASE_URL): one query, no alembic.
+    "  in_db=$(pg_app psql -qAtX -c 'SELECT version_num FROM alembic_version' 2>/dev/null | tr '\\n' ' ' || true)", '  if [ "$in_db" = "${applied#* } " ]; then unchanged=1; else echo "the database is at ${in_db:-no revision}, not at the recorded ${applied#* }: migrating"; fi', 'fi', 'if [ "${unchanged:-0}" = 1 ]; then', '  before=${applied#* }', '  echo "REVISION_BEFORE ${before}"', '  echo "REVISION_AFTER ${before}"', sh_sh `  echo "SKIPPED the migration files are those $cur applied (schema at $before): nothing to migrate"`, record(settings, 'before'), sh_sh `  printf '%s\n' "$(date -u +%FT%TZ) migrated ${settings.releaseId}: nothing to do, the files of $cur (\${before})" >> ${layout.history}`, '  exit 0', 'fi');
 }
 function migrateScript(settings) {
-    const atHeadSkips = isAlembicUpgradeHead(settings.command);
+    // Only alembic's own `current` says what "(head)" means for these files.
+    const atHeadSkips = isAlembicUpgradeHead(settings.command) &&
+        settings.revisionCommand[2] === ALEMBIC_MAIN &&
+        settings.revisionCommand.slice(3).join(' ') === 'current';
     return sh_script(prelude(settings), skipUnchanged(settings), advisoryLock(settings), 
     // The database is about to change, or be read anew: what was last applied is no longer known.
     sh_sh `rm -f -- ${settings.layout.state}/${RECORD}`, 'before_line=$(revision_line)', 'before=${before_line%% *}', 'echo "REVISION_BEFORE ${before}"', atHeadSkips
@@ -56576,7 +56584,7 @@ const parseFreezeLine = (stdout) => {
     return line === undefined ? null : freeze_parseFreeze(line);
 };
 /** Whether the app's deploys are frozen on the host. */
-function freezeCheckStep(layout) {
+function freeze_freezeCheckStep(layout) {
     return step_step('checking for a deploy freeze', sh_script(paths_rootOnly(layout.state), freeze_readFreezeLine(layout)), parseFreezeLine);
 }
 /**
@@ -56790,7 +56798,8 @@ function pickRollbackTarget(listing, requested) {
 /**
  * What a freeze does to each action. Those that ship code or change the schema
  * are refused. A rollback passes, with a warning: during an incident it is the
- * remedy, and it only goes back to a release that was already live. Provision
+ * remedy, and while frozen it may only go back to a release that was already
+ * live, without migrate-down (freezeAllowsRollback). Provision
  * passes too: it converges the server (a fix may need it), not the app's code.
  * Reading actions (status, verify) and lock/unlock never look.
  */
@@ -56800,7 +56809,7 @@ const FREEZE_WARNS = new Set(['rollback', 'provision']);
 async function freezeGate(hosts, action, log) {
     if (!FREEZE_REFUSES.has(action) && !FREEZE_WARNS.has(action))
         return;
-    const found = await Promise.all(hosts.map((h) => h.conn.step(freezeCheckStep(h.layout))));
+    const found = await Promise.all(hosts.map((h) => h.conn.step(freeze_freezeCheckStep(h.layout))));
     const frozen = hosts.flatMap((h, i) => (found[i] ? [`${h.spec.label}: ${freeze_freezeText(found[i])}`] : []));
     if (frozen.length === 0)
         return;
@@ -56812,6 +56821,27 @@ async function freezeGate(hosts, action, log) {
     throw new Error(`deploys of ${hosts[0].layout.app} are frozen; the ${action} was refused and nothing was changed:\n` +
         frozen.map((f) => `- ${f}`).join('\n') +
         `\nLift the freeze with 'metalship unlock' (actions/unlock) when the incident is over.`);
+}
+/**
+ * A rollback passes a freeze only when it goes back: to a release that served,
+ * older than current, with no schema change. Anything else ships something new.
+ */
+async function freezeAllowsRollback(hosts, listings, target, migrateDown) {
+    const found = await Promise.all(hosts.map((h) => h.conn.step(freezeCheckStep(h.layout))));
+    if (!found.some(Boolean))
+        return;
+    const problems = migrateDown ? ['migrate-down changes the schema'] : [];
+    listings.forEach((listing, i) => {
+        const label = hosts[i].spec.label;
+        const to = listing.releases.find((r) => r.id === target);
+        const current = listing.releases.find((r) => r.id === listing.links.current);
+        if (!to?.served)
+            problems.push(`${target} never served on ${label}`);
+        else if (current && to.created >= current.created)
+            problems.push(`${target} is not older than the current ${current.id} on ${label}`);
+    });
+    if (problems.length)
+        throw new Error(`deploys of ${hosts[0].layout.app} are frozen, and a rollback then only goes back to a release that served, without migrate-down; refused, nothing was changed: ${problems.join('; ')}`);
 }
 function newFreeze(reason) {
     const h = lockHolder('lock');
@@ -57854,7 +57884,8 @@ function shouldMigrate(migrate, manifest, command) {
         return { run: migrate === 'true', why: `migrate is ${migrate}` };
     if (command.length)
         return { run: true, why: 'migrate is auto and migrate-command is set' };
-    return manifest.files.some(([p]) => p === 'alembic.ini')
+    return manifest.files.some(([p]) => p === 'alembic.ini') ||
+        manifest.links.some(([p]) => p === 'alembic.ini')
         ? { run: true, why: 'migrate is auto and the release has alembic.ini' }
         : { run: false, why: 'migrate is auto, the release has no alembic.ini and migrate-command is not set' };
 }
@@ -57870,9 +57901,13 @@ function alembicDirectories(ini) {
     for (const line of ini.split(/\r?\n/)) {
         if (/^\s*([#;]|$)/.test(line))
             continue;
-        const header = /^\[(.*)\]\s*$/.exec(line);
-        if (header) {
-            [section, key] = [header[1].trim(), ''];
+        if (/^\s*\[/.test(line)) {
+            // Only plain headers: Python's configparser reads `[alembic] x` and
+            // `[ alembic ]` its own way, and [DEFAULT] feeds every section.
+            const header = /^\[([A-Za-z0-9_.-]+)\]$/.exec(line);
+            if (!header || header[1] === 'DEFAULT')
+                return null;
+            [section, key] = [header[1], ''];
             continue;
         }
         if (/^\s/.test(line)) {
@@ -57885,6 +57920,10 @@ function alembicDirectories(ini) {
         if (section === 'alembic' && kv)
             values[key] = kv[2].trim();
     }
+    // A separator setting splits version_locations another way (alembic's `os`
+    // template among them): not placed here, so never skipped.
+    if ('version_path_separator' in values || 'path_separator' in values)
+        return null;
     const paths = [values.script_location ?? '', ...(values.version_locations ?? '').split(/[\s,]+/)].filter(Boolean);
     if (!values.script_location)
         return null;
@@ -57895,7 +57934,7 @@ function alembicDirectories(ini) {
         if (pkg)
             p = pkg[1].replaceAll('.', '/') + (pkg[2] ? '/' + pkg[2] : '');
         p = p.replace(/\/+$/, '').replace(/^\.\//, '');
-        if (!p || p.startsWith('/') || p.includes('%(') || p.split('/').some((x) => x === '..' || x === '.'))
+        if (!p || p.startsWith('/') || /[%\s:;#]/.test(p) || p.split('/').some((x) => x === '..' || x === '.'))
             return null;
         dirs.push(p);
     }
@@ -57920,7 +57959,9 @@ async function migrationFingerprint(source, manifest, commands) {
         [...dirs, ...modules].some((d) => p.startsWith(d + '/')) ||
         modules.some((m) => p === m + '.py');
     const files = manifest.files.filter(([p]) => named(p)).map(([p, digest, mode]) => [p, digest, mode]);
-    if (!files.some(([p]) => dirs.some((d) => p.startsWith(d + '/'))))
+    // Every directory it names must hold files of the release: one that holds
+    // none is placed wrong (or a link), and a wrong place never skips.
+    if (!dirs.every((d) => files.some(([p]) => p.startsWith(d + '/'))))
         return null;
     const links = manifest.links.filter(([p]) => named(p));
     return createHash('sha256').update(JSON.stringify({ commands, files, links })).digest('hex');

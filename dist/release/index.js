@@ -56465,7 +56465,7 @@ const parseFreezeLine = (stdout) => {
     return line === undefined ? null : freeze_parseFreeze(line);
 };
 /** Whether the app's deploys are frozen on the host. */
-function freezeCheckStep(layout) {
+function freeze_freezeCheckStep(layout) {
     return step_step('checking for a deploy freeze', sh_script(paths_rootOnly(layout.state), freeze_readFreezeLine(layout)), parseFreezeLine);
 }
 /**
@@ -56707,7 +56707,8 @@ function pickRollbackTarget(listing, requested) {
 /**
  * What a freeze does to each action. Those that ship code or change the schema
  * are refused. A rollback passes, with a warning: during an incident it is the
- * remedy, and it only goes back to a release that was already live. Provision
+ * remedy, and while frozen it may only go back to a release that was already
+ * live, without migrate-down (freezeAllowsRollback). Provision
  * passes too: it converges the server (a fix may need it), not the app's code.
  * Reading actions (status, verify) and lock/unlock never look.
  */
@@ -56717,7 +56718,7 @@ const FREEZE_WARNS = new Set(['rollback', 'provision']);
 async function freezeGate(hosts, action, log) {
     if (!FREEZE_REFUSES.has(action) && !FREEZE_WARNS.has(action))
         return;
-    const found = await Promise.all(hosts.map((h) => h.conn.step(freezeCheckStep(h.layout))));
+    const found = await Promise.all(hosts.map((h) => h.conn.step(freeze_freezeCheckStep(h.layout))));
     const frozen = hosts.flatMap((h, i) => (found[i] ? [`${h.spec.label}: ${freeze_freezeText(found[i])}`] : []));
     if (frozen.length === 0)
         return;
@@ -56729,6 +56730,27 @@ async function freezeGate(hosts, action, log) {
     throw new Error(`deploys of ${hosts[0].layout.app} are frozen; the ${action} was refused and nothing was changed:\n` +
         frozen.map((f) => `- ${f}`).join('\n') +
         `\nLift the freeze with 'metalship unlock' (actions/unlock) when the incident is over.`);
+}
+/**
+ * A rollback passes a freeze only when it goes back: to a release that served,
+ * older than current, with no schema change. Anything else ships something new.
+ */
+async function freezeAllowsRollback(hosts, listings, target, migrateDown) {
+    const found = await Promise.all(hosts.map((h) => h.conn.step(freezeCheckStep(h.layout))));
+    if (!found.some(Boolean))
+        return;
+    const problems = migrateDown ? ['migrate-down changes the schema'] : [];
+    listings.forEach((listing, i) => {
+        const label = hosts[i].spec.label;
+        const to = listing.releases.find((r) => r.id === target);
+        const current = listing.releases.find((r) => r.id === listing.links.current);
+        if (!to?.served)
+            problems.push(`${target} never served on ${label}`);
+        else if (current && to.created >= current.created)
+            problems.push(`${target} is not older than the current ${current.id} on ${label}`);
+    });
+    if (problems.length)
+        throw new Error(`deploys of ${hosts[0].layout.app} are frozen, and a rollback then only goes back to a release that served, without migrate-down; refused, nothing was changed: ${problems.join('; ')}`);
 }
 function newFreeze(reason) {
     const h = lockHolder('lock');

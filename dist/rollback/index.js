@@ -54343,272 +54343,6 @@ module.exports = {"rE":"1.17.0"};
 /************************************************************************/
 var __webpack_exports__ = {};
 
-// EXTERNAL MODULE: external "node:net"
-var external_node_net_ = __nccwpck_require__(7030);
-;// CONCATENATED MODULE: ./src/inputs/hosts.ts
-// Parses the `hosts` input: one or more hosts, newline- or comma-separated, each
-// `host`, `host:port`, `user@host`, `user@host:port` or a bracketed IPv6 address
-// (`[::1]:2222`), optionally followed by attributes (then one host per line):
-// `roles=api,worker,scheduler,migrate` or `roles=lb` (a load balancer in front
-// of the api hosts), and `upstream=addr:port` (where the load balancer reaches
-// this host, when not at its SSH address on port 80).
-
-const ROLES = ['api', 'worker', 'scheduler', 'migrate', 'lb'];
-const ATTRIBUTES = ['roles', 'upstream'];
-// A trailing dot (the absolute form of a name) is allowed.
-const HOSTNAME = /^(?=.{1,253}\.?$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
-/** A name whose last label is a number: the resolver reads it as an IPv4 address (inet_aton). */
-const NUMERIC_NAME = /(^|\.)(\d+|0x[0-9a-f]*)\.?$/i;
-const USER = /^[a-z_][a-z0-9_-]{0,31}$/;
-function parsePort(text) {
-    if (!/^\d{1,5}$/.test(text))
-        return `port '${text}' is not a number`;
-    const port = Number(text);
-    if (port < 1 || port > 65535)
-        return `port ${port} is out of range`;
-    return port;
-}
-/** Parses one `user@host:port` address; returns an error text instead of throwing. */
-function parseAddress(text, defaultPort = 22) {
-    let rest = text;
-    let user;
-    const at = rest.lastIndexOf('@');
-    if (at >= 0) {
-        user = rest.slice(0, at);
-        rest = rest.slice(at + 1);
-        if (!USER.test(user))
-            return `'${text}' has an invalid user name '${user}'`;
-    }
-    let host;
-    let port = defaultPort;
-    if (rest.startsWith('[')) {
-        const end = rest.indexOf(']');
-        if (end < 0)
-            return `'${text}' has an unclosed '[' (IPv6 addresses are written [addr] or [addr]:port)`;
-        host = rest.slice(1, end);
-        const after = rest.slice(end + 1);
-        if (after) {
-            if (!after.startsWith(':'))
-                return `'${text}' has text after ']' that is not ':port'`;
-            const p = parsePort(after.slice(1));
-            if (typeof p === 'string')
-                return `'${text}': ${p}`;
-            port = p;
-        }
-        if ((0,external_node_net_.isIP)(host) !== 6)
-            return `'${text}': '${host}' is not an IPv6 address`;
-    }
-    else {
-        const parts = rest.split(':');
-        if (parts.length > 2)
-            return `'${text}' looks like an IPv6 address: write it in brackets, e.g. [${rest}]:22`;
-        host = parts[0] ?? '';
-        if (parts.length === 2) {
-            const p = parsePort(parts[1] ?? '');
-            if (typeof p === 'string')
-                return `'${text}': ${p}`;
-            port = p;
-        }
-        if (!host)
-            return `'${text}' has no host name`;
-        if ((0,external_node_net_.isIP)(host) !== 4 && NUMERIC_NAME.test(host)) {
-            // getaddrinfo reads 127.1, 0x7f.1, 2130706433 and 0177.0.0.1 all as 127.0.0.1
-            // (and 010.0.0.1 as 8.0.0.1): one host in two spellings would escape the
-            // duplicate check and the known_hosts lookup, so only the dotted quad is taken.
-            let read = '';
-            try {
-                read = ` (read as ${new URL(`http://${host}`).hostname})`;
-            }
-            catch {
-                // Not an address at all; the message says what is expected anyway.
-            }
-            return `'${text}': '${host}' is an IPv4 address in a shorthand, octal or hex form${read}; write it as a dotted quad of decimal numbers without leading zeros`;
-        }
-        if ((0,external_node_net_.isIP)(host) !== 4 && !HOSTNAME.test(host))
-            return `'${text}': '${host}' is not a valid host name or IP address`;
-    }
-    return { label: text, host, port, ...(user ? { user } : {}) };
-}
-/** Parses the whole `hosts` input; returns the hosts or a list of problems. */
-function parseHosts(text, defaultPort = 22) {
-    const lines = text
-        .replace(/\r\n?/g, '\n')
-        .split('\n')
-        .map((l) => l.trim())
-        .filter((l) => l && !l.startsWith('#'));
-    const hosts = [];
-    for (const line of lines) {
-        const words = line.split(/\s+/);
-        if (words.slice(1).some((w) => /^[a-z-]+=/.test(w))) {
-            const parsed = parseLine(line, words, defaultPort);
-            if (typeof parsed === 'string')
-                return parsed;
-            hosts.push(parsed);
-            continue;
-        }
-        for (const item of line.split(',').map((s) => s.trim())) {
-            if (!item)
-                continue;
-            if (/\s/.test(item))
-                return `'${item}' contains white space`;
-            const parsed = parseAddress(item, defaultPort);
-            if (typeof parsed === 'string')
-                return parsed;
-            hosts.push({ ...parsed, roles: [] });
-        }
-    }
-    if (hosts.length === 0)
-        return 'no host given';
-    const seen = new Map();
-    for (const h of hosts) {
-        const key = `${canonicalHost(h.host)}:${h.port}`;
-        const first = seen.get(key);
-        if (first !== undefined)
-            return first === h.label ? `'${h.label}' is listed twice` : `'${h.label}' is '${first}' listed twice`;
-        seen.set(key, h.label);
-    }
-    return hosts;
-}
-/**
- * The one spelling of a host that its other spellings share: IPv6 compressed in
- * lower case (an IPv4-mapped address as IPv4), a name in lower case without a
- * trailing dot. For finding duplicates and matching names, never for connecting.
- */
-function canonicalHost(host) {
-    if ((0,external_node_net_.isIP)(host) !== 6) {
-        const name = host.toLowerCase().replace(/\.$/, '');
-        // The loopback name is the loopback address (ssh and libc resolve it so).
-        return name === 'localhost' ? '127.0.0.1' : name;
-    }
-    let h;
-    try {
-        h = new URL(`http://[${host}]`).hostname.slice(1, -1);
-    }
-    catch {
-        return host.toLowerCase(); // a zone id (fe80::1%eth0) is no URL host
-    }
-    const mapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(h);
-    if (!mapped)
-        return h;
-    const [hi, lo] = [parseInt(mapped[1], 16), parseInt(mapped[2], 16)];
-    return [hi >> 8, hi & 255, lo >> 8, lo & 255].join('.');
-}
-/**
- * The host a name refers to: as written in hosts, or the same address in another
- * spelling (user@ and :port optional; with several ports, the port named).
- */
-function findHost(hosts, named) {
-    const byLabel = hosts.find((h) => h.label === named);
-    if (byLabel)
-        return byLabel;
-    const address = (0,external_node_net_.isIP)(named) === 6 ? { host: named, port: 22 } : parseAddress(named);
-    if (typeof address === 'string')
-        return undefined;
-    const same = hosts.filter((h) => canonicalHost(h.host) === canonicalHost(address.host));
-    return same.find((h) => h.port === address.port) ?? same[0];
-}
-/** One `address attr=value ...` line. */
-function parseLine(line, words, defaultPort) {
-    const address = words[0];
-    if (address.includes(',') || !words.slice(1).every((w) => /^[a-z-]+=/.test(w)))
-        return `'${line}': with attributes, write one host per line`;
-    const attrs = new Map();
-    for (const w of words.slice(1)) {
-        const eq = w.indexOf('=');
-        const key = w.slice(0, eq);
-        if (!ATTRIBUTES.includes(key))
-            return `'${line}': unknown attribute '${key}' (expected ${ATTRIBUTES.map((a) => `${a}=`).join(' or ')})`;
-        if (attrs.has(key))
-            return `'${line}': ${key}= is given twice`;
-        attrs.set(key, w.slice(eq + 1));
-    }
-    const parsed = parseAddress(address, defaultPort);
-    if (typeof parsed === 'string')
-        return parsed;
-    const roles = [];
-    if (attrs.has('roles')) {
-        const names = attrs.get('roles').split(',').filter(Boolean);
-        if (names.length === 0)
-            return `'${line}': roles= is empty (expected some of ${ROLES.join(', ')})`;
-        for (const role of names) {
-            if (!ROLES.includes(role))
-                return `'${line}': unknown role '${role}' (expected some of ${ROLES.join(', ')})`;
-            if (!roles.includes(role))
-                roles.push(role);
-        }
-        if (roles.includes('lb') && roles.length > 1)
-            return `'${line}': a load balancer (roles=lb) runs no app role; expected roles=lb alone`;
-    }
-    const spec = { ...parsed, roles };
-    const upstream = attrs.get('upstream');
-    if (upstream !== undefined) {
-        if (roles.includes('lb'))
-            return `'${line}': upstream= is for app hosts, not for the load balancer`;
-        const u = parseAddress(upstream, 80);
-        if (typeof u === 'string' || u.user)
-            return `'${line}': upstream= ${typeof u === 'string' ? u.replace(/^'[^']*'/, `'${upstream}'`) : 'takes no user'} (expected addr or addr:port, e.g. upstream=10.0.0.5:80)`;
-        spec.upstream = { host: u.host, port: u.port };
-    }
-    return spec;
-}
-/** Is a load balancer (roles=lb) in front of the app hosts? */
-function hasBalancer(hosts) {
-    return hosts.some((h) => h.roles.includes('lb'));
-}
-
-// EXTERNAL MODULE: external "node:crypto"
-var external_node_crypto_ = __nccwpck_require__(7598);
-;// CONCATENATED MODULE: ./src/remote/layout.ts
-// Where everything lives on a host: the standard's /opt/{app} tree plus
-// metalship's own state. One place, so scripts cannot disagree on a path.
-
-/** Transient units that run builds: `metalship-build-<script token>-<n>`, stopped with the script's session. */
-const layout_BUILD_UNIT_PREFIX = 'metalship-build-';
-/** `{app}-build`, shortened with a hash where that would pass the 32 characters of a user name. */
-function buildUserName(app) {
-    if (app.length <= 26)
-        return `${app}-build`;
-    return `${app.slice(0, 18)}-${(0,external_node_crypto_.createHash)('sha256').update(app).digest('hex').slice(0, 7)}-build`;
-}
-function layout(app, root) {
-    return {
-        app,
-        root,
-        releases: `${root}/releases`,
-        release: (id) => `${root}/releases/${id}`,
-        current: `${root}/current`,
-        shared: `${root}/shared`,
-        venvs: `${root}/venvs`,
-        venvLink: `${root}/venv`,
-        env: `${root}/.env`,
-        slots: `${root}/slots`,
-        state: `${root}/.metalship`,
-        preMigrateBackups: `/var/backups/metalship/${app}/pre-migrate`,
-        buildUser: buildUserName(app),
-        pipCache: `/var/cache/metalship/${app}/pip`,
-        lockFile: `${root}/.metalship/deploy.lock`,
-        lockHolder: `${root}/.metalship/lock-holder`,
-        freeze: `${root}/.metalship/freeze`,
-        history: `${root}/.metalship/history.log`,
-        activeSlot: `${root}/.metalship/active-slot`,
-        apiSocket: (s) => `/run/${app}-api-${s}/api.sock`,
-        apiLink: `${root}/run/api.sock`,
-        runDir: `${root}/run`,
-        units: {
-            api: (s) => `${app}-api@${s}.service`,
-            apiTemplate: `${app}-api@.service`,
-            worker: `${app}-worker.service`,
-            scheduler: `${app}-scheduler.service`,
-            target: `${app}.target`,
-        },
-        unitDir: '/etc/systemd/system',
-        nginxSite: `/etc/nginx/sites-available/${app}`,
-        nginxSiteEnabled: `/etc/nginx/sites-enabled/${app}`,
-        nginxUpstream: `/etc/nginx/conf.d/metalship-${app}-upstream.conf`,
-        balancerUpstream: `/etc/nginx/conf.d/metalship-${app}-balancer.conf`,
-    };
-}
-
 ;// CONCATENATED MODULE: ./src/remote/sh.ts
 // Shell script building where quoting is the default: every value interpolated
 // into `sh` is single-quoted unless explicitly wrapped in raw().
@@ -54766,6 +54500,362 @@ function paths_rootOnly(...paths) {
 }
 /** The state directory's mode, one everywhere: the lock, the history and the serving slot are root's. */
 const paths_STATE_MODE = '700';
+
+;// CONCATENATED MODULE: ./src/remote/step.ts
+// A step on a host: what it does, the script that does it, and how its output
+// reads. Built together and tested together (a unit test runs the script's
+// parser on what the script prints), the way Kamal pairs a command with its use.
+function step_step(what, script, parse) {
+    return { what, script, parse: (stdout) => parse(stdout) };
+}
+/** A step whose exit code and stderr are part of its result: parse gets them. */
+function reportingStep(what, script, parse) {
+    return {
+        what,
+        script,
+        parse: (stdout, ending = { code: 0, stderr: '' }) => parse(stdout, ending),
+        reportsFailure: true,
+    };
+}
+/** A step whose output says nothing the caller needs. */
+function step_plainStep(what, script) {
+    return step_step(what, script, () => undefined);
+}
+
+;// CONCATENATED MODULE: ./src/remote/freeze.ts
+// The deploy freeze of an app on a host (metalship lock / unlock): a file in
+// the root-only state directory. While it exists, the actions that ship code
+// refuse to run and print its reason. It is read back as untrusted text
+// (whoever froze wrote it, and it reaches logs): control characters go,
+// its length is bounded.
+
+
+
+const REASON_MAX = 300;
+// Control characters (C0, C1, line separators) and the bidirectional
+// overrides that could make a log line read other than it is.
+// eslint-disable-next-line no-control-regex
+const UNSAFE = /[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+/** Text read from a host, made fit for one log line: no control characters, at most max characters. */
+function freeze_cleanText(text, max) {
+    const t = text.replace(UNSAFE, ' ').replace(/\s+/g, ' ').trim();
+    return t.length > max ? t.slice(0, max - 1) + '…' : t;
+}
+/** A freeze as the file holds it (base64 of its bytes), whatever those are. */
+function freeze_parseFreeze(base64) {
+    let doc = {};
+    try {
+        const parsed = JSON.parse(Buffer.from(base64, 'base64').toString('utf8'));
+        if (parsed && typeof parsed === 'object')
+            doc = parsed;
+    }
+    catch {
+        // Unreadable: still a freeze; someone meant to stop deploys.
+    }
+    const field = (k, max) => freeze_cleanText(typeof doc[k] === 'string' ? doc[k] : '', max);
+    return {
+        reason: field('reason', REASON_MAX) || '(no reason given)',
+        actor: field('actor', 100) || 'unknown',
+        at: field('at', 40),
+        runUrl: field('runUrl', 300),
+    };
+}
+function freeze_freezeText(f) {
+    return `frozen${f.at ? ` since ${f.at}` : ''} by ${f.actor}: ${f.reason}${f.runUrl ? ` (${f.runUrl})` : ''}`;
+}
+/** A script line printing `FREEZE <base64>` when the app's deploys are frozen (the state directory checked first). */
+function freeze_readFreezeLine(layout) {
+    return sh_sh `if [ -f ${layout.freeze} ] && [ ! -L ${layout.freeze} ]; then echo "FREEZE $(head -c 4000 ${layout.freeze} | base64 -w0)"; fi`;
+}
+const parseFreezeLine = (stdout) => {
+    const line = sh_keyLines(stdout).get('FREEZE');
+    return line === undefined ? null : freeze_parseFreeze(line);
+};
+/** Whether the app's deploys are frozen on the host. */
+function freezeCheckStep(layout) {
+    return step_step('checking for a deploy freeze', sh_script(paths_rootOnly(layout.state), freeze_readFreezeLine(layout)), parseFreezeLine);
+}
+/**
+ * Freezes the app's deploys: the file is root's, mode 600, in the root-only
+ * state directory (the app user can neither write nor remove it). Returns the
+ * freeze it replaced, if any.
+ */
+function freeze_freezeStep(layout, freeze) {
+    return step('freezing deploys', script(rootOnly(layout.state), sh `mkdir -p ${layout.state}`, sh `chmod ${STATE_MODE} ${layout.state}`, freeze_readFreezeLine(layout), writeFileAtomic(layout.freeze, JSON.stringify(freeze) + '\n', { mode: '600', owner: 'root:root' })), parseFreezeLine);
+}
+/** Lifts the freeze; returns the one it removed (null: there was none). */
+function freeze_unfreezeStep(layout) {
+    return step('lifting the deploy freeze', script(rootOnly(layout.state), freeze_readFreezeLine(layout), sh `rm -f -- ${layout.freeze}`), parseFreezeLine);
+}
+
+;// CONCATENATED MODULE: ./src/remote/status.ts
+// What a host says about an app's deploys, for `metalship status`: the serving
+// slot and which api slots run, the deploy lock (whether a process holds it and
+// who took it last), the freeze, and the end of the history log. The releases
+// themselves come from listStep.
+
+
+
+
+/** A path as a find(1) pattern that matches it alone. */
+const globEscape = (p) => p.replace(/[*?[\]\\]/g, '\\$&');
+const decode = (b64) => (b64 ? Buffer.from(b64, 'base64').toString('utf8') : '');
+function status_statusStep(layout, historyLines) {
+    const lock = layout.lockFile;
+    return step('reading the deploy state', script(rootOnly(layout.state), sh `if [ ! -d ${layout.state} ]; then echo EMPTY; exit 0; fi`, sh `echo "SLOT $(head -c 20 ${layout.activeSlot} 2>/dev/null || true)"`, ...['blue', 'green'].map((s) => sh `if systemctl is-active --quiet ${layout.units.api(s)}; then echo "RUNNING ${s}"; fi`), 
+    // Held: a process has the lock file open (its holder, and any run waiting
+    // behind it). Not found by taking the lock: even a brief hold would make a
+    // starting deploy wait; and /proc/locks hides a container's locks.
+    sh `if [ -f ${lock} ] && [ -n "$(find /proc/[0-9]*/fd -maxdepth 1 -type l -lname ${globEscape(lock)} -print -quit 2>/dev/null)" ]; then echo LOCKED; fi`, sh `if [ -s ${layout.lockHolder} ]; then echo "HOLDER $(head -c 1000 ${layout.lockHolder} | base64 -w0)"; fi`, readFreezeLine(layout), sh `if [ -f ${layout.history} ]; then echo "HISTORY $(tail -n ${historyLines} ${layout.history} | head -c 40000 | base64 -w0)"; fi`), (stdout) => {
+        const out = keyLines(stdout);
+        const freeze = out.get('FREEZE');
+        return {
+            empty: out.get('EMPTY') !== undefined,
+            activeSlot: cleanText(out.get('SLOT') ?? '', 20),
+            running: out.all('RUNNING'),
+            locked: out.get('LOCKED') !== undefined,
+            holder: cleanText(decode(out.get('HOLDER')), 500),
+            freeze: freeze === undefined ? null : parseFreeze(freeze),
+            history: decode(out.get('HISTORY'))
+                .split('\n')
+                .map((l) => cleanText(l, 500))
+                .filter(Boolean),
+        };
+    });
+}
+
+;// CONCATENATED MODULE: external "node:fs"
+const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs");
+;// CONCATENATED MODULE: ./src/remote/pytool.ts
+// The Python tool the scripts run on the host: src/remote/py/mstool.py, read as
+// text here (ncc ships it beside each bundle that needs it), sent inside the
+// script and run with python3 -I. Scripts define it once with pyToolDefinition()
+// and call `mstool <cmd> ...`.
+
+
+const PY_TOOL = (0,external_node_fs_namespaceObject.readFileSync)(__nccwpck_require__.ab + "mstool.py", 'utf8');
+/** The user health probes connect as: an app controls its socket's directory, so root never follows it. */
+const PROBE_USER = 'nobody';
+/**
+ * Script lines that define `mstool`, a shell function running the Python tool
+ * with python3 (isolated: neither the working directory nor PYTHON* variables
+ * can bring other code in), and `mstool_as USER ...` for the same as another user.
+ */
+function pytool_pyToolDefinition() {
+    return [
+        textVar('MSTOOL_SRC', PY_TOOL),
+        // Each script calls one of the two or both: the other is there unused.
+        '# shellcheck disable=SC2317',
+        'mstool() { python3 -I -c "$MSTOOL_SRC" "$@"; }',
+        '# shellcheck disable=SC2317',
+        'mstool_as() { local user=$1; shift; runuser -u "$user" -- python3 -I -c "$MSTOOL_SRC" "$@"; }',
+    ].join('\n');
+}
+
+;// CONCATENATED MODULE: ./src/remote/verify.ts
+// Health checks run on a host, and the listing and cleanup of releases.
+
+
+
+/**
+ * The path users take: the same check through nginx on the host, with the
+ * Host (and, for a TLS site, the SNI name) of the app's site, when the host has
+ * the app's site. Another site answering for that name, or a site that does
+ * not reach the app, fails it although the slot's socket answers.
+ */
+function throughNginx(settings) {
+    const site = settings.layout.nginxSiteEnabled;
+    return sh_script(sh_sh `if [ "$rc" = 0 ] && [ -e ${site} ]; then`, sh_sh `  name=$(awk '$1 == "server_name" { sub(/;$/, "", $2); print $2; exit }' ${site})`, 
+    // A wildcard name stands for any of its names; a regular expression for none we can write.
+    '  case "$name" in ""|_) name=localhost ;; "*."*) name="metalship-verify.${name#*.}" ;; esac', sh_sh `  if grep -Eq '^[[:space:]]*listen[[:space:]]+([^;]*:)?443[[:space:];]' ${site}; then target=https://127.0.0.1:443; else target=127.0.0.1:80; fi`, `  case "$name" in "~"*|*"*") echo "nginx: the site's first server_name is a pattern, not checked through nginx" ;; *)`, '    echo "NGINX_HOST $name"', '    nrc=0', sh_sh `    out=$(mstool_as ${PROBE_USER} wait-ready "$target" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody} "$name") || { nrc=$?; rc=$nrc; }`, '    echo "NGINX $out"; echo "NGINX_RC $nrc" ;;', '  esac', 'fi');
+}
+/**
+ * Polls the serving slot's readiness endpoint until it answers as expected,
+ * then checks the units; on trouble, the services' recent journal lines (without
+ * uvicorn's access log). It reports, and the caller decides: it exits 0.
+ */
+function verifyStep(settings) {
+    const layout = settings.layout;
+    const text = sh_script(pytool_pyToolDefinition(), 'rc=0', settings.api === false
+        ? null
+        : sh_script(sh_sh `slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "PROBLEM no api slot is serving on this host (nothing deployed yet?)"; exit 0;; esac', sh_sh `sock=/run/${layout.app}-api-$slot/api.sock`, sh_sh `out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'echo "PROBE_RC $rc"', throughNginx(settings)), 'failed=""', ...settings.units.map((u) => sh_sh `if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', sh_sh `  journalctl -u ${layout.units.api('blue')} -u ${layout.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`, 'fi');
+    return step_step('health check', text, (stdout) => {
+        const out = sh_keyLines(stdout);
+        const unitsDown = (out.get('UNITS_DOWN') ?? '').split(' ').filter(Boolean);
+        const problem = out.get('PROBLEM') ?? '';
+        const answer = settings.api === false || problem
+            ? null
+            : probeAnswer(out.get('RESULT') ?? '', out.get('PROBE_RC') ?? '');
+        // Once the site's name is out, the probe through nginx must answer too.
+        const nginxHost = out.get('NGINX_HOST');
+        const nginx = nginxHost === undefined
+            ? null
+            : { host: nginxHost, answer: probeAnswer(out.get('NGINX') ?? '', out.get('NGINX_RC') ?? '') };
+        return {
+            healthy: !problem &&
+                (answer === null || answer.ok) &&
+                (nginx === null || nginx.answer.ok) &&
+                unitsDown.length === 0,
+            answer,
+            nginx,
+            unitsDown,
+            journal: out.all('JOURNAL'),
+            problem,
+        };
+    });
+}
+/**
+ * The probe's answer. A probe that printed nothing, something else, or exited
+ * non-zero (runuser or python failing) is a failed check, never a pass.
+ */
+function probeAnswer(result, exitCode) {
+    const failed = (why) => ({ ok: false, attempts: 0, seconds: 0, status: 0, body: why });
+    let answer;
+    try {
+        answer = JSON.parse(result);
+    }
+    catch {
+        return failed(`the readiness probe gave no answer (exit ${exitCode || 'unknown'})`);
+    }
+    const a = answer;
+    if (typeof a !== 'object' || a === null || typeof a.ok !== 'boolean')
+        return failed(`the readiness probe gave no answer (exit ${exitCode || 'unknown'})`);
+    const parsed = {
+        ok: a.ok && exitCode === '0',
+        attempts: Number(a.attempts) || 0,
+        seconds: Number(a.seconds) || 0,
+        status: Number(a.status) || 0,
+        body: typeof a.body === 'string' ? a.body : '',
+    };
+    return parsed;
+}
+/** The releases on a host, their status and links, and the venvs. */
+function verify_listStep(l) {
+    return step_step('listing releases', sh_script(pytool_pyToolDefinition(), sh_sh `mstool releases ${l.root}`), (stdout) => {
+        const line = stdout.trim().split('\n').pop() ?? '{}';
+        return JSON.parse(line);
+    });
+}
+const verify_GOOD = new Set(['ready']);
+/**
+ * Which releases and venvs to remove: keep the newest `keep` good releases,
+ * always current and both slots' releases (the rollback target), and the newest
+ * failed one for inspection. Failed and bad releases never count toward keep.
+ */
+function verify_planCleanup(listing, keep) {
+    const pinned = new Set(Object.values(listing.links));
+    const byNewest = [...listing.releases].sort((a, b) => b.created - a.created || b.id.localeCompare(a.id));
+    const keepIds = new Set(pinned);
+    for (const r of byNewest.filter((r) => verify_GOOD.has(r.status)).slice(0, keep))
+        keepIds.add(r.id);
+    const newestFailed = byNewest.find((r) => r.status === 'failed');
+    if (newestFailed)
+        keepIds.add(newestFailed.id);
+    const remove = byNewest.filter((r) => !keepIds.has(r.id)).map((r) => r.id);
+    const usedVenvs = new Set(listing.releases.filter((r) => keepIds.has(r.id)).map((r) => r.venv));
+    const venvs = listing.venvs.filter((v) => !usedVenvs.has(v));
+    return { releases: remove, venvs };
+}
+/** Removes what the plan names; reads back what it removed. */
+function verify_cleanupStep(layout, plan) {
+    const removed = (stdout) => keyLines(stdout).all('removed');
+    if (plan.releases.length === 0 && plan.venvs.length === 0)
+        return step('cleanup', script('echo "nothing to clean up"'), removed);
+    return step('cleanup', script(
+    // Marked first: a removal cut short (the run stopped, the host rebooted) leaves no "ready" half.
+    ...plan.releases.map((id) => sh `if [ -d ${layout.release(id)}/.metalship ]; then echo removing > ${layout.release(id)}/.metalship/status; fi; rm -rf -- ${layout.release(id)} && echo "removed release ${id}"`), ...plan.venvs.map((v) => sh `rm -rf -- ${layout.venvs}/${v} && echo "removed virtualenv ${v}"`)), removed);
+}
+/**
+ * The release a rollback goes to: the named one (must be complete and not
+ * failed) or the newest good release older than current that served (a release
+ * only built, such as the fleet's `<id>-migrate` made to run migrations, never
+ * ran with traffic and is no way back).
+ */
+function pickRollbackTarget(listing, requested) {
+    const current = listing.links.current ?? '';
+    const candidates = [...listing.releases]
+        .filter((r) => verify_GOOD.has(r.status) && r.id !== current)
+        .sort((a, b) => b.created - a.created || b.id.localeCompare(a.id));
+    const list = candidates.map((r) => r.id).join(', ') || 'none';
+    if (requested) {
+        const r = listing.releases.find((x) => x.id === requested);
+        if (!r)
+            return { error: `release ${requested} does not exist; good releases: ${list}` };
+        if (r.id === current)
+            return { error: `release ${requested} is already current; good releases: ${list}` };
+        if (r.status === 'bad')
+            return {
+                error: `release ${requested} is marked bad (rolled back from before); good releases: ${list}`,
+            };
+        if (!verify_GOOD.has(r.status))
+            return { error: `release ${requested} is ${r.status}, not a complete release; good releases: ${list}` };
+        return { target: r.id };
+    }
+    const currentInfo = listing.releases.find((r) => r.id === current);
+    const older = candidates.filter((r) => r.served !== false &&
+        (!currentInfo ||
+            r.created < currentInfo.created ||
+            (r.created === currentInfo.created && r.id < current)));
+    const pick = older[0];
+    if (!pick)
+        return {
+            error: `there is no good release before ${current || 'the current one'} to roll back to; good releases: ${list}`,
+        };
+    return { target: pick.id };
+}
+
+// EXTERNAL MODULE: external "node:crypto"
+var external_node_crypto_ = __nccwpck_require__(7598);
+;// CONCATENATED MODULE: ./src/remote/layout.ts
+// Where everything lives on a host: the standard's /opt/{app} tree plus
+// metalship's own state. One place, so scripts cannot disagree on a path.
+
+/** Transient units that run builds: `metalship-build-<script token>-<n>`, stopped with the script's session. */
+const layout_BUILD_UNIT_PREFIX = 'metalship-build-';
+/** `{app}-build`, shortened with a hash where that would pass the 32 characters of a user name. */
+function buildUserName(app) {
+    if (app.length <= 26)
+        return `${app}-build`;
+    return `${app.slice(0, 18)}-${(0,external_node_crypto_.createHash)('sha256').update(app).digest('hex').slice(0, 7)}-build`;
+}
+function layout(app, root) {
+    return {
+        app,
+        root,
+        releases: `${root}/releases`,
+        release: (id) => `${root}/releases/${id}`,
+        current: `${root}/current`,
+        shared: `${root}/shared`,
+        venvs: `${root}/venvs`,
+        venvLink: `${root}/venv`,
+        env: `${root}/.env`,
+        slots: `${root}/slots`,
+        state: `${root}/.metalship`,
+        preMigrateBackups: `/var/backups/metalship/${app}/pre-migrate`,
+        buildUser: buildUserName(app),
+        pipCache: `/var/cache/metalship/${app}/pip`,
+        lockFile: `${root}/.metalship/deploy.lock`,
+        lockHolder: `${root}/.metalship/lock-holder`,
+        freeze: `${root}/.metalship/freeze`,
+        history: `${root}/.metalship/history.log`,
+        activeSlot: `${root}/.metalship/active-slot`,
+        apiSocket: (s) => `/run/${app}-api-${s}/api.sock`,
+        apiLink: `${root}/run/api.sock`,
+        runDir: `${root}/run`,
+        units: {
+            api: (s) => `${app}-api@${s}.service`,
+            apiTemplate: `${app}-api@.service`,
+            worker: `${app}-worker.service`,
+            scheduler: `${app}-scheduler.service`,
+            target: `${app}.target`,
+        },
+        unitDir: '/etc/systemd/system',
+        nginxSite: `/etc/nginx/sites-available/${app}`,
+        nginxSiteEnabled: `/etc/nginx/sites-enabled/${app}`,
+        nginxUpstream: `/etc/nginx/conf.d/metalship-${app}-upstream.conf`,
+        balancerUpstream: `/etc/nginx/conf.d/metalship-${app}-balancer.conf`,
+    };
+}
 
 ;// CONCATENATED MODULE: ./src/remote/lock.ts
 // The deploy lock of an app on a host: flock(2) on a file, held by a remote
@@ -55693,6 +55783,8 @@ class NodeSSH {
     }
 }
 
+// EXTERNAL MODULE: external "node:net"
+var external_node_net_ = __nccwpck_require__(7030);
 // EXTERNAL MODULE: external "node:stream"
 var external_node_stream_ = __nccwpck_require__(7075);
 ;// CONCATENATED MODULE: ./src/remote/session.ts
@@ -56147,6 +56239,217 @@ async function connect(target, options, log) {
     throw new ssh_RemoteError(`could not connect to ${target.label}: ${message}`, target.label, null, '');
 }
 
+;// CONCATENATED MODULE: ./src/inputs/hosts.ts
+// Parses the `hosts` input: one or more hosts, newline- or comma-separated, each
+// `host`, `host:port`, `user@host`, `user@host:port` or a bracketed IPv6 address
+// (`[::1]:2222`), optionally followed by attributes (then one host per line):
+// `roles=api,worker,scheduler,migrate` or `roles=lb` (a load balancer in front
+// of the api hosts), and `upstream=addr:port` (where the load balancer reaches
+// this host, when not at its SSH address on port 80).
+
+const ROLES = ['api', 'worker', 'scheduler', 'migrate', 'lb'];
+const ATTRIBUTES = ['roles', 'upstream'];
+// A trailing dot (the absolute form of a name) is allowed.
+const HOSTNAME = /^(?=.{1,253}\.?$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
+/** A name whose last label is a number: the resolver reads it as an IPv4 address (inet_aton). */
+const NUMERIC_NAME = /(^|\.)(\d+|0x[0-9a-f]*)\.?$/i;
+const USER = /^[a-z_][a-z0-9_-]{0,31}$/;
+function parsePort(text) {
+    if (!/^\d{1,5}$/.test(text))
+        return `port '${text}' is not a number`;
+    const port = Number(text);
+    if (port < 1 || port > 65535)
+        return `port ${port} is out of range`;
+    return port;
+}
+/** Parses one `user@host:port` address; returns an error text instead of throwing. */
+function parseAddress(text, defaultPort = 22) {
+    let rest = text;
+    let user;
+    const at = rest.lastIndexOf('@');
+    if (at >= 0) {
+        user = rest.slice(0, at);
+        rest = rest.slice(at + 1);
+        if (!USER.test(user))
+            return `'${text}' has an invalid user name '${user}'`;
+    }
+    let host;
+    let port = defaultPort;
+    if (rest.startsWith('[')) {
+        const end = rest.indexOf(']');
+        if (end < 0)
+            return `'${text}' has an unclosed '[' (IPv6 addresses are written [addr] or [addr]:port)`;
+        host = rest.slice(1, end);
+        const after = rest.slice(end + 1);
+        if (after) {
+            if (!after.startsWith(':'))
+                return `'${text}' has text after ']' that is not ':port'`;
+            const p = parsePort(after.slice(1));
+            if (typeof p === 'string')
+                return `'${text}': ${p}`;
+            port = p;
+        }
+        if ((0,external_node_net_.isIP)(host) !== 6)
+            return `'${text}': '${host}' is not an IPv6 address`;
+    }
+    else {
+        const parts = rest.split(':');
+        if (parts.length > 2)
+            return `'${text}' looks like an IPv6 address: write it in brackets, e.g. [${rest}]:22`;
+        host = parts[0] ?? '';
+        if (parts.length === 2) {
+            const p = parsePort(parts[1] ?? '');
+            if (typeof p === 'string')
+                return `'${text}': ${p}`;
+            port = p;
+        }
+        if (!host)
+            return `'${text}' has no host name`;
+        if ((0,external_node_net_.isIP)(host) !== 4 && NUMERIC_NAME.test(host)) {
+            // getaddrinfo reads 127.1, 0x7f.1, 2130706433 and 0177.0.0.1 all as 127.0.0.1
+            // (and 010.0.0.1 as 8.0.0.1): one host in two spellings would escape the
+            // duplicate check and the known_hosts lookup, so only the dotted quad is taken.
+            let read = '';
+            try {
+                read = ` (read as ${new URL(`http://${host}`).hostname})`;
+            }
+            catch {
+                // Not an address at all; the message says what is expected anyway.
+            }
+            return `'${text}': '${host}' is an IPv4 address in a shorthand, octal or hex form${read}; write it as a dotted quad of decimal numbers without leading zeros`;
+        }
+        if ((0,external_node_net_.isIP)(host) !== 4 && !HOSTNAME.test(host))
+            return `'${text}': '${host}' is not a valid host name or IP address`;
+    }
+    return { label: text, host, port, ...(user ? { user } : {}) };
+}
+/** Parses the whole `hosts` input; returns the hosts or a list of problems. */
+function parseHosts(text, defaultPort = 22) {
+    const lines = text
+        .replace(/\r\n?/g, '\n')
+        .split('\n')
+        .map((l) => l.trim())
+        .filter((l) => l && !l.startsWith('#'));
+    const hosts = [];
+    for (const line of lines) {
+        const words = line.split(/\s+/);
+        if (words.slice(1).some((w) => /^[a-z-]+=/.test(w))) {
+            const parsed = parseLine(line, words, defaultPort);
+            if (typeof parsed === 'string')
+                return parsed;
+            hosts.push(parsed);
+            continue;
+        }
+        for (const item of line.split(',').map((s) => s.trim())) {
+            if (!item)
+                continue;
+            if (/\s/.test(item))
+                return `'${item}' contains white space`;
+            const parsed = parseAddress(item, defaultPort);
+            if (typeof parsed === 'string')
+                return parsed;
+            hosts.push({ ...parsed, roles: [] });
+        }
+    }
+    if (hosts.length === 0)
+        return 'no host given';
+    const seen = new Map();
+    for (const h of hosts) {
+        const key = `${canonicalHost(h.host)}:${h.port}`;
+        const first = seen.get(key);
+        if (first !== undefined)
+            return first === h.label ? `'${h.label}' is listed twice` : `'${h.label}' is '${first}' listed twice`;
+        seen.set(key, h.label);
+    }
+    return hosts;
+}
+/**
+ * The one spelling of a host that its other spellings share: IPv6 compressed in
+ * lower case (an IPv4-mapped address as IPv4), a name in lower case without a
+ * trailing dot. For finding duplicates and matching names, never for connecting.
+ */
+function canonicalHost(host) {
+    if ((0,external_node_net_.isIP)(host) !== 6) {
+        const name = host.toLowerCase().replace(/\.$/, '');
+        // The loopback name is the loopback address (ssh and libc resolve it so).
+        return name === 'localhost' ? '127.0.0.1' : name;
+    }
+    let h;
+    try {
+        h = new URL(`http://[${host}]`).hostname.slice(1, -1);
+    }
+    catch {
+        return host.toLowerCase(); // a zone id (fe80::1%eth0) is no URL host
+    }
+    const mapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(h);
+    if (!mapped)
+        return h;
+    const [hi, lo] = [parseInt(mapped[1], 16), parseInt(mapped[2], 16)];
+    return [hi >> 8, hi & 255, lo >> 8, lo & 255].join('.');
+}
+/**
+ * The host a name refers to: as written in hosts, or the same address in another
+ * spelling (user@ and :port optional; with several ports, the port named).
+ */
+function findHost(hosts, named) {
+    const byLabel = hosts.find((h) => h.label === named);
+    if (byLabel)
+        return byLabel;
+    const address = (0,external_node_net_.isIP)(named) === 6 ? { host: named, port: 22 } : parseAddress(named);
+    if (typeof address === 'string')
+        return undefined;
+    const same = hosts.filter((h) => canonicalHost(h.host) === canonicalHost(address.host));
+    return same.find((h) => h.port === address.port) ?? same[0];
+}
+/** One `address attr=value ...` line. */
+function parseLine(line, words, defaultPort) {
+    const address = words[0];
+    if (address.includes(',') || !words.slice(1).every((w) => /^[a-z-]+=/.test(w)))
+        return `'${line}': with attributes, write one host per line`;
+    const attrs = new Map();
+    for (const w of words.slice(1)) {
+        const eq = w.indexOf('=');
+        const key = w.slice(0, eq);
+        if (!ATTRIBUTES.includes(key))
+            return `'${line}': unknown attribute '${key}' (expected ${ATTRIBUTES.map((a) => `${a}=`).join(' or ')})`;
+        if (attrs.has(key))
+            return `'${line}': ${key}= is given twice`;
+        attrs.set(key, w.slice(eq + 1));
+    }
+    const parsed = parseAddress(address, defaultPort);
+    if (typeof parsed === 'string')
+        return parsed;
+    const roles = [];
+    if (attrs.has('roles')) {
+        const names = attrs.get('roles').split(',').filter(Boolean);
+        if (names.length === 0)
+            return `'${line}': roles= is empty (expected some of ${ROLES.join(', ')})`;
+        for (const role of names) {
+            if (!ROLES.includes(role))
+                return `'${line}': unknown role '${role}' (expected some of ${ROLES.join(', ')})`;
+            if (!roles.includes(role))
+                roles.push(role);
+        }
+        if (roles.includes('lb') && roles.length > 1)
+            return `'${line}': a load balancer (roles=lb) runs no app role; expected roles=lb alone`;
+    }
+    const spec = { ...parsed, roles };
+    const upstream = attrs.get('upstream');
+    if (upstream !== undefined) {
+        if (roles.includes('lb'))
+            return `'${line}': upstream= is for app hosts, not for the load balancer`;
+        const u = parseAddress(upstream, 80);
+        if (typeof u === 'string' || u.user)
+            return `'${line}': upstream= ${typeof u === 'string' ? u.replace(/^'[^']*'/, `'${upstream}'`) : 'takes no user'} (expected addr or addr:port, e.g. upstream=10.0.0.5:80)`;
+        spec.upstream = { host: u.host, port: u.port };
+    }
+    return spec;
+}
+/** Is a load balancer (roles=lb) in front of the app hosts? */
+function hasBalancer(hosts) {
+    return hosts.some((h) => h.roles.includes('lb'));
+}
+
 ;// CONCATENATED MODULE: ./src/inputs/known-hosts.ts
 // OpenSSH known_hosts lines: parsed once, matched per host, compared on the raw key.
 
@@ -56353,427 +56656,6 @@ function pinnedAlgorithms(entries, host, port) {
     return algos;
 }
 
-;// CONCATENATED MODULE: ./src/remote/step.ts
-// A step on a host: what it does, the script that does it, and how its output
-// reads. Built together and tested together (a unit test runs the script's
-// parser on what the script prints), the way Kamal pairs a command with its use.
-function step_step(what, script, parse) {
-    return { what, script, parse: (stdout) => parse(stdout) };
-}
-/** A step whose exit code and stderr are part of its result: parse gets them. */
-function reportingStep(what, script, parse) {
-    return {
-        what,
-        script,
-        parse: (stdout, ending = { code: 0, stderr: '' }) => parse(stdout, ending),
-        reportsFailure: true,
-    };
-}
-/** A step whose output says nothing the caller needs. */
-function step_plainStep(what, script) {
-    return step_step(what, script, () => undefined);
-}
-
-;// CONCATENATED MODULE: ./src/remote/freeze.ts
-// The deploy freeze of an app on a host (metalship lock / unlock): a file in
-// the root-only state directory. While it exists, the actions that ship code
-// refuse to run and print its reason. It is read back as untrusted text
-// (whoever froze wrote it, and it reaches logs): control characters go,
-// its length is bounded.
-
-
-
-const REASON_MAX = 300;
-// Control characters (C0, C1, line separators) and the bidirectional
-// overrides that could make a log line read other than it is.
-// eslint-disable-next-line no-control-regex
-const UNSAFE = /[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
-/** Text read from a host, made fit for one log line: no control characters, at most max characters. */
-function freeze_cleanText(text, max) {
-    const t = text.replace(UNSAFE, ' ').replace(/\s+/g, ' ').trim();
-    return t.length > max ? t.slice(0, max - 1) + '…' : t;
-}
-/** A freeze as the file holds it (base64 of its bytes), whatever those are. */
-function freeze_parseFreeze(base64) {
-    let doc = {};
-    try {
-        const parsed = JSON.parse(Buffer.from(base64, 'base64').toString('utf8'));
-        if (parsed && typeof parsed === 'object')
-            doc = parsed;
-    }
-    catch {
-        // Unreadable: still a freeze; someone meant to stop deploys.
-    }
-    const field = (k, max) => freeze_cleanText(typeof doc[k] === 'string' ? doc[k] : '', max);
-    return {
-        reason: field('reason', REASON_MAX) || '(no reason given)',
-        actor: field('actor', 100) || 'unknown',
-        at: field('at', 40),
-        runUrl: field('runUrl', 300),
-    };
-}
-function freeze_freezeText(f) {
-    return `frozen${f.at ? ` since ${f.at}` : ''} by ${f.actor}: ${f.reason}${f.runUrl ? ` (${f.runUrl})` : ''}`;
-}
-/** A script line printing `FREEZE <base64>` when the app's deploys are frozen (the state directory checked first). */
-function freeze_readFreezeLine(layout) {
-    return sh_sh `if [ -f ${layout.freeze} ] && [ ! -L ${layout.freeze} ]; then echo "FREEZE $(head -c 4000 ${layout.freeze} | base64 -w0)"; fi`;
-}
-const parseFreezeLine = (stdout) => {
-    const line = sh_keyLines(stdout).get('FREEZE');
-    return line === undefined ? null : freeze_parseFreeze(line);
-};
-/** Whether the app's deploys are frozen on the host. */
-function freezeCheckStep(layout) {
-    return step_step('checking for a deploy freeze', sh_script(paths_rootOnly(layout.state), freeze_readFreezeLine(layout)), parseFreezeLine);
-}
-/**
- * Freezes the app's deploys: the file is root's, mode 600, in the root-only
- * state directory (the app user can neither write nor remove it). Returns the
- * freeze it replaced, if any.
- */
-function freeze_freezeStep(layout, freeze) {
-    return step('freezing deploys', script(rootOnly(layout.state), sh `mkdir -p ${layout.state}`, sh `chmod ${STATE_MODE} ${layout.state}`, freeze_readFreezeLine(layout), writeFileAtomic(layout.freeze, JSON.stringify(freeze) + '\n', { mode: '600', owner: 'root:root' })), parseFreezeLine);
-}
-/** Lifts the freeze; returns the one it removed (null: there was none). */
-function freeze_unfreezeStep(layout) {
-    return step('lifting the deploy freeze', script(rootOnly(layout.state), freeze_readFreezeLine(layout), sh `rm -f -- ${layout.freeze}`), parseFreezeLine);
-}
-
-;// CONCATENATED MODULE: ./src/remote/status.ts
-// What a host says about an app's deploys, for `metalship status`: the serving
-// slot and which api slots run, the deploy lock (whether a process holds it and
-// who took it last), the freeze, and the end of the history log. The releases
-// themselves come from listStep.
-
-
-
-
-/** A path as a find(1) pattern that matches it alone. */
-const globEscape = (p) => p.replace(/[*?[\]\\]/g, '\\$&');
-const decode = (b64) => (b64 ? Buffer.from(b64, 'base64').toString('utf8') : '');
-function status_statusStep(layout, historyLines) {
-    const lock = layout.lockFile;
-    return step('reading the deploy state', script(rootOnly(layout.state), sh `if [ ! -d ${layout.state} ]; then echo EMPTY; exit 0; fi`, sh `echo "SLOT $(head -c 20 ${layout.activeSlot} 2>/dev/null || true)"`, ...['blue', 'green'].map((s) => sh `if systemctl is-active --quiet ${layout.units.api(s)}; then echo "RUNNING ${s}"; fi`), 
-    // Held: a process has the lock file open (its holder, and any run waiting
-    // behind it). Not found by taking the lock: even a brief hold would make a
-    // starting deploy wait; and /proc/locks hides a container's locks.
-    sh `if [ -f ${lock} ] && [ -n "$(find /proc/[0-9]*/fd -maxdepth 1 -type l -lname ${globEscape(lock)} -print -quit 2>/dev/null)" ]; then echo LOCKED; fi`, sh `if [ -s ${layout.lockHolder} ]; then echo "HOLDER $(head -c 1000 ${layout.lockHolder} | base64 -w0)"; fi`, readFreezeLine(layout), sh `if [ -f ${layout.history} ]; then echo "HISTORY $(tail -n ${historyLines} ${layout.history} | head -c 40000 | base64 -w0)"; fi`), (stdout) => {
-        const out = keyLines(stdout);
-        const freeze = out.get('FREEZE');
-        return {
-            empty: out.get('EMPTY') !== undefined,
-            activeSlot: cleanText(out.get('SLOT') ?? '', 20),
-            running: out.all('RUNNING'),
-            locked: out.get('LOCKED') !== undefined,
-            holder: cleanText(decode(out.get('HOLDER')), 500),
-            freeze: freeze === undefined ? null : parseFreeze(freeze),
-            history: decode(out.get('HISTORY'))
-                .split('\n')
-                .map((l) => cleanText(l, 500))
-                .filter(Boolean),
-        };
-    });
-}
-
-;// CONCATENATED MODULE: external "node:fs"
-const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs");
-;// CONCATENATED MODULE: ./src/remote/pytool.ts
-// The Python tool the scripts run on the host: src/remote/py/mstool.py, read as
-// text here (ncc ships it beside each bundle that needs it), sent inside the
-// script and run with python3 -I. Scripts define it once with pyToolDefinition()
-// and call `mstool <cmd> ...`.
-
-
-const PY_TOOL = (0,external_node_fs_namespaceObject.readFileSync)(__nccwpck_require__.ab + "mstool.py", 'utf8');
-/** The user health probes connect as: an app controls its socket's directory, so root never follows it. */
-const PROBE_USER = 'nobody';
-/**
- * Script lines that define `mstool`, a shell function running the Python tool
- * with python3 (isolated: neither the working directory nor PYTHON* variables
- * can bring other code in), and `mstool_as USER ...` for the same as another user.
- */
-function pytool_pyToolDefinition() {
-    return [
-        textVar('MSTOOL_SRC', PY_TOOL),
-        // Each script calls one of the two or both: the other is there unused.
-        '# shellcheck disable=SC2317',
-        'mstool() { python3 -I -c "$MSTOOL_SRC" "$@"; }',
-        '# shellcheck disable=SC2317',
-        'mstool_as() { local user=$1; shift; runuser -u "$user" -- python3 -I -c "$MSTOOL_SRC" "$@"; }',
-    ].join('\n');
-}
-
-;// CONCATENATED MODULE: ./src/remote/verify.ts
-// Health checks run on a host, and the listing and cleanup of releases.
-
-
-
-/**
- * The path users take: the same check through nginx on the host, with the
- * Host (and, for a TLS site, the SNI name) of the app's site, when the host has
- * the app's site. Another site answering for that name, or a site that does
- * not reach the app, fails it although the slot's socket answers.
- */
-function throughNginx(settings) {
-    const site = settings.layout.nginxSiteEnabled;
-    return sh_script(sh_sh `if [ "$rc" = 0 ] && [ -e ${site} ]; then`, sh_sh `  name=$(awk '$1 == "server_name" { sub(/;$/, "", $2); print $2; exit }' ${site})`, 
-    // A wildcard name stands for any of its names; a regular expression for none we can write.
-    '  case "$name" in ""|_) name=localhost ;; "*."*) name="metalship-verify.${name#*.}" ;; esac', sh_sh `  if grep -Eq '^[[:space:]]*listen[[:space:]]+([^;]*:)?443[[:space:];]' ${site}; then target=https://127.0.0.1:443; else target=127.0.0.1:80; fi`, `  case "$name" in "~"*|*"*") echo "nginx: the site's first server_name is a pattern, not checked through nginx" ;; *)`, '    echo "NGINX_HOST $name"', '    nrc=0', sh_sh `    out=$(mstool_as ${PROBE_USER} wait-ready "$target" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody} "$name") || { nrc=$?; rc=$nrc; }`, '    echo "NGINX $out"; echo "NGINX_RC $nrc" ;;', '  esac', 'fi');
-}
-/**
- * Polls the serving slot's readiness endpoint until it answers as expected,
- * then checks the units; on trouble, the services' recent journal lines (without
- * uvicorn's access log). It reports, and the caller decides: it exits 0.
- */
-function verifyStep(settings) {
-    const layout = settings.layout;
-    const text = sh_script(pytool_pyToolDefinition(), 'rc=0', settings.api === false
-        ? null
-        : sh_script(sh_sh `slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "PROBLEM no api slot is serving on this host (nothing deployed yet?)"; exit 0;; esac', sh_sh `sock=/run/${layout.app}-api-$slot/api.sock`, sh_sh `out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'echo "PROBE_RC $rc"', throughNginx(settings)), 'failed=""', ...settings.units.map((u) => sh_sh `if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', sh_sh `  journalctl -u ${layout.units.api('blue')} -u ${layout.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`, 'fi');
-    return step_step('health check', text, (stdout) => {
-        const out = sh_keyLines(stdout);
-        const unitsDown = (out.get('UNITS_DOWN') ?? '').split(' ').filter(Boolean);
-        const problem = out.get('PROBLEM') ?? '';
-        const answer = settings.api === false || problem
-            ? null
-            : probeAnswer(out.get('RESULT') ?? '', out.get('PROBE_RC') ?? '');
-        // Once the site's name is out, the probe through nginx must answer too.
-        const nginxHost = out.get('NGINX_HOST');
-        const nginx = nginxHost === undefined
-            ? null
-            : { host: nginxHost, answer: probeAnswer(out.get('NGINX') ?? '', out.get('NGINX_RC') ?? '') };
-        return {
-            healthy: !problem &&
-                (answer === null || answer.ok) &&
-                (nginx === null || nginx.answer.ok) &&
-                unitsDown.length === 0,
-            answer,
-            nginx,
-            unitsDown,
-            journal: out.all('JOURNAL'),
-            problem,
-        };
-    });
-}
-/**
- * The probe's answer. A probe that printed nothing, something else, or exited
- * non-zero (runuser or python failing) is a failed check, never a pass.
- */
-function probeAnswer(result, exitCode) {
-    const failed = (why) => ({ ok: false, attempts: 0, seconds: 0, status: 0, body: why });
-    let answer;
-    try {
-        answer = JSON.parse(result);
-    }
-    catch {
-        return failed(`the readiness probe gave no answer (exit ${exitCode || 'unknown'})`);
-    }
-    const a = answer;
-    if (typeof a !== 'object' || a === null || typeof a.ok !== 'boolean')
-        return failed(`the readiness probe gave no answer (exit ${exitCode || 'unknown'})`);
-    const parsed = {
-        ok: a.ok && exitCode === '0',
-        attempts: Number(a.attempts) || 0,
-        seconds: Number(a.seconds) || 0,
-        status: Number(a.status) || 0,
-        body: typeof a.body === 'string' ? a.body : '',
-    };
-    return parsed;
-}
-/** The releases on a host, their status and links, and the venvs. */
-function verify_listStep(l) {
-    return step_step('listing releases', sh_script(pytool_pyToolDefinition(), sh_sh `mstool releases ${l.root}`), (stdout) => {
-        const line = stdout.trim().split('\n').pop() ?? '{}';
-        return JSON.parse(line);
-    });
-}
-const verify_GOOD = new Set(['ready']);
-/**
- * Which releases and venvs to remove: keep the newest `keep` good releases,
- * always current and both slots' releases (the rollback target), and the newest
- * failed one for inspection. Failed and bad releases never count toward keep.
- */
-function verify_planCleanup(listing, keep) {
-    const pinned = new Set(Object.values(listing.links));
-    const byNewest = [...listing.releases].sort((a, b) => b.created - a.created || b.id.localeCompare(a.id));
-    const keepIds = new Set(pinned);
-    for (const r of byNewest.filter((r) => verify_GOOD.has(r.status)).slice(0, keep))
-        keepIds.add(r.id);
-    const newestFailed = byNewest.find((r) => r.status === 'failed');
-    if (newestFailed)
-        keepIds.add(newestFailed.id);
-    const remove = byNewest.filter((r) => !keepIds.has(r.id)).map((r) => r.id);
-    const usedVenvs = new Set(listing.releases.filter((r) => keepIds.has(r.id)).map((r) => r.venv));
-    const venvs = listing.venvs.filter((v) => !usedVenvs.has(v));
-    return { releases: remove, venvs };
-}
-/** Removes what the plan names; reads back what it removed. */
-function verify_cleanupStep(layout, plan) {
-    const removed = (stdout) => keyLines(stdout).all('removed');
-    if (plan.releases.length === 0 && plan.venvs.length === 0)
-        return step('cleanup', script('echo "nothing to clean up"'), removed);
-    return step('cleanup', script(
-    // Marked first: a removal cut short (the run stopped, the host rebooted) leaves no "ready" half.
-    ...plan.releases.map((id) => sh `if [ -d ${layout.release(id)}/.metalship ]; then echo removing > ${layout.release(id)}/.metalship/status; fi; rm -rf -- ${layout.release(id)} && echo "removed release ${id}"`), ...plan.venvs.map((v) => sh `rm -rf -- ${layout.venvs}/${v} && echo "removed virtualenv ${v}"`)), removed);
-}
-/**
- * The release a rollback goes to: the named one (must be complete and not
- * failed) or the newest good release older than current that served (a release
- * only built, such as the fleet's `<id>-migrate` made to run migrations, never
- * ran with traffic and is no way back).
- */
-function pickRollbackTarget(listing, requested) {
-    const current = listing.links.current ?? '';
-    const candidates = [...listing.releases]
-        .filter((r) => verify_GOOD.has(r.status) && r.id !== current)
-        .sort((a, b) => b.created - a.created || b.id.localeCompare(a.id));
-    const list = candidates.map((r) => r.id).join(', ') || 'none';
-    if (requested) {
-        const r = listing.releases.find((x) => x.id === requested);
-        if (!r)
-            return { error: `release ${requested} does not exist; good releases: ${list}` };
-        if (r.id === current)
-            return { error: `release ${requested} is already current; good releases: ${list}` };
-        if (r.status === 'bad')
-            return {
-                error: `release ${requested} is marked bad (rolled back from before); good releases: ${list}`,
-            };
-        if (!verify_GOOD.has(r.status))
-            return { error: `release ${requested} is ${r.status}, not a complete release; good releases: ${list}` };
-        return { target: r.id };
-    }
-    const currentInfo = listing.releases.find((r) => r.id === current);
-    const older = candidates.filter((r) => r.served !== false &&
-        (!currentInfo ||
-            r.created < currentInfo.created ||
-            (r.created === currentInfo.created && r.id < current)));
-    const pick = older[0];
-    if (!pick)
-        return {
-            error: `there is no good release before ${current || 'the current one'} to roll back to; good releases: ${list}`,
-        };
-    return { target: pick.id };
-}
-
-;// CONCATENATED MODULE: ./src/stages/operations.ts
-// Operations on a live app: its status per host, and the deploy freeze
-// (metalship lock / unlock) with the gate the deploy path passes.
-
-
-
-
-/**
- * What a freeze does to each action. Those that ship code or change the schema
- * are refused. A rollback passes, with a warning: during an incident it is the
- * remedy, and it only goes back to a release that was already live. Provision
- * passes too: it converges the server (a fix may need it), not the app's code.
- * Reading actions (status, verify) and lock/unlock never look.
- */
-const FREEZE_REFUSES = new Set(['deploy', 'release', 'switch', 'migrate']);
-const FREEZE_WARNS = new Set(['rollback', 'provision']);
-/** Refuses the action on frozen hosts (before it changes anything), or warns when it passes a freeze. */
-async function freezeGate(hosts, action, log) {
-    if (!FREEZE_REFUSES.has(action) && !FREEZE_WARNS.has(action))
-        return;
-    const found = await Promise.all(hosts.map((h) => h.conn.step(freezeCheckStep(h.layout))));
-    const frozen = hosts.flatMap((h, i) => (found[i] ? [`${h.spec.label}: ${freeze_freezeText(found[i])}`] : []));
-    if (frozen.length === 0)
-        return;
-    if (FREEZE_WARNS.has(action)) {
-        for (const f of frozen)
-            log.warn(`${action} passes the deploy freeze: ${f}`);
-        return;
-    }
-    throw new Error(`deploys of ${hosts[0].layout.app} are frozen; the ${action} was refused and nothing was changed:\n` +
-        frozen.map((f) => `- ${f}`).join('\n') +
-        `\nLift the freeze with 'metalship unlock' (actions/unlock) when the incident is over.`);
-}
-function newFreeze(reason) {
-    const h = lockHolder('lock');
-    return { reason, actor: h.actor, at: h.startedAt, runUrl: h.runUrl };
-}
-async function freezeHosts(hosts, freeze) {
-    return onEachHost(hosts, async (h) => {
-        const before = await h.conn.step(freezeStep(h.layout, freeze));
-        return { before: before ? freezeText(before) : '' };
-    });
-}
-async function unfreezeHosts(hosts) {
-    return onEachHost(hosts, async (h) => {
-        const before = await h.conn.step(unfreezeStep(h.layout));
-        return { before: before ? freezeText(before) : '' };
-    });
-}
-/** Releases newest first, each with its part: current, standby, or none. */
-function releaseRows(listing, state) {
-    const current = listing.links.current ?? '';
-    const other = state.activeSlot === 'blue' ? 'green' : state.activeSlot === 'green' ? 'blue' : '';
-    const standby = other ? (listing.links[`slots/${other}`] ?? '') : '';
-    return [...listing.releases]
-        .sort((a, b) => b.created - a.created || b.id.localeCompare(a.id))
-        .map((r) => ({
-        id: r.id,
-        status: r.status,
-        role: r.id === current
-            ? `current${state.activeSlot ? ` (${state.activeSlot})` : ''}`
-            : r.id === standby && GOOD.has(r.status)
-                ? `standby (${other}, ${state.running.includes(other) ? 'running' : 'stopped'})`
-                : '',
-        revision: r.revision,
-    }));
-}
-async function hostStatuses(hosts, historyLines) {
-    return onEachHost(hosts, async (h) => {
-        const [listing, state] = await Promise.all([
-            h.conn.step(listStep(h.layout)),
-            h.conn.step(statusStep(h.layout, historyLines)),
-        ]);
-        const releases = releaseRows(listing, state);
-        return {
-            current: listing.links.current ?? '',
-            standby: releases.find((r) => r.role.startsWith('standby'))?.id ?? '',
-            slot: state.activeSlot,
-            releases,
-            locked: state.locked,
-            holder: state.holder,
-            frozen: state.freeze !== null,
-            freeze: state.freeze,
-            history: state.history,
-        };
-    });
-}
-const cell = (t) => t.replace(/\|/g, '\\|');
-/** The status as markdown: readable as it is on a terminal, and rendered in a job summary. */
-function statusMarkdown(statuses) {
-    return statuses
-        .map((s) => {
-        if (!s.ok)
-            return `### ${s.host}\n\n❌ ${cell(s.error ?? 'unknown error')}`;
-        const lock = s.locked
-            ? `held by ${s.holder || 'an unnamed run'}`
-            : `free${s.holder ? ` (left by ${s.holder})` : ''}`;
-        const rows = (s.releases ?? []).map((r) => `| ${r.id} | ${r.status} | ${cell(r.role)} | ${cell(r.revision || '')} |`);
-        return [
-            `### ${s.host}`,
-            '',
-            s.freeze ? `**Deploys ${cell(freezeText(s.freeze))}**` : 'Deploys: not frozen',
-            '',
-            `Deploy lock: ${cell(lock)}`,
-            '',
-            rows.length
-                ? ['| release | status | part | revision |', '|---|---|---|---|', ...rows].join('\n')
-                : 'No releases.',
-            '',
-            'Last entries of the history log:',
-            '',
-            // Indented, not fenced: a line of the log cannot end the block.
-            ...(s.history?.length ? s.history.map((l) => `    ${l}`) : ['    (none)']),
-        ].join('\n');
-    })
-        .join('\n\n');
-}
-
 ;// CONCATENATED MODULE: ./src/stages/hosts.ts
 // Opening hosts: one connection per host for the whole run, the deploy lock held
 // on each for as long as the run needs it, and per-host results.
@@ -56952,6 +56834,146 @@ async function withHosts(settings, log, action, fn, opts = {}) {
         await Promise.allSettled(releases.map((r) => r()));
         await Promise.all(all.map((h) => h.conn.close()));
     }
+}
+
+;// CONCATENATED MODULE: ./src/stages/operations.ts
+// Operations on a live app: its status per host, and the deploy freeze
+// (metalship lock / unlock) with the gate the deploy path passes.
+
+
+
+
+/**
+ * What a freeze does to each action. Those that ship code or change the schema
+ * are refused. A rollback passes, with a warning: during an incident it is the
+ * remedy, and while frozen it may only go back to a release that was already
+ * live, without migrate-down (freezeAllowsRollback). Provision
+ * passes too: it converges the server (a fix may need it), not the app's code.
+ * Reading actions (status, verify) and lock/unlock never look.
+ */
+const FREEZE_REFUSES = new Set(['deploy', 'release', 'switch', 'migrate']);
+const FREEZE_WARNS = new Set(['rollback', 'provision']);
+/** Refuses the action on frozen hosts (before it changes anything), or warns when it passes a freeze. */
+async function freezeGate(hosts, action, log) {
+    if (!FREEZE_REFUSES.has(action) && !FREEZE_WARNS.has(action))
+        return;
+    const found = await Promise.all(hosts.map((h) => h.conn.step(freezeCheckStep(h.layout))));
+    const frozen = hosts.flatMap((h, i) => (found[i] ? [`${h.spec.label}: ${freeze_freezeText(found[i])}`] : []));
+    if (frozen.length === 0)
+        return;
+    if (FREEZE_WARNS.has(action)) {
+        for (const f of frozen)
+            log.warn(`${action} passes the deploy freeze: ${f}`);
+        return;
+    }
+    throw new Error(`deploys of ${hosts[0].layout.app} are frozen; the ${action} was refused and nothing was changed:\n` +
+        frozen.map((f) => `- ${f}`).join('\n') +
+        `\nLift the freeze with 'metalship unlock' (actions/unlock) when the incident is over.`);
+}
+/**
+ * A rollback passes a freeze only when it goes back: to a release that served,
+ * older than current, with no schema change. Anything else ships something new.
+ */
+async function freezeAllowsRollback(hosts, listings, target, migrateDown) {
+    const found = await Promise.all(hosts.map((h) => h.conn.step(freezeCheckStep(h.layout))));
+    if (!found.some(Boolean))
+        return;
+    const problems = migrateDown ? ['migrate-down changes the schema'] : [];
+    listings.forEach((listing, i) => {
+        const label = hosts[i].spec.label;
+        const to = listing.releases.find((r) => r.id === target);
+        const current = listing.releases.find((r) => r.id === listing.links.current);
+        if (!to?.served)
+            problems.push(`${target} never served on ${label}`);
+        else if (current && to.created >= current.created)
+            problems.push(`${target} is not older than the current ${current.id} on ${label}`);
+    });
+    if (problems.length)
+        throw new Error(`deploys of ${hosts[0].layout.app} are frozen, and a rollback then only goes back to a release that served, without migrate-down; refused, nothing was changed: ${problems.join('; ')}`);
+}
+function newFreeze(reason) {
+    const h = lockHolder('lock');
+    return { reason, actor: h.actor, at: h.startedAt, runUrl: h.runUrl };
+}
+async function freezeHosts(hosts, freeze) {
+    return onEachHost(hosts, async (h) => {
+        const before = await h.conn.step(freezeStep(h.layout, freeze));
+        return { before: before ? freezeText(before) : '' };
+    });
+}
+async function unfreezeHosts(hosts) {
+    return onEachHost(hosts, async (h) => {
+        const before = await h.conn.step(unfreezeStep(h.layout));
+        return { before: before ? freezeText(before) : '' };
+    });
+}
+/** Releases newest first, each with its part: current, standby, or none. */
+function releaseRows(listing, state) {
+    const current = listing.links.current ?? '';
+    const other = state.activeSlot === 'blue' ? 'green' : state.activeSlot === 'green' ? 'blue' : '';
+    const standby = other ? (listing.links[`slots/${other}`] ?? '') : '';
+    return [...listing.releases]
+        .sort((a, b) => b.created - a.created || b.id.localeCompare(a.id))
+        .map((r) => ({
+        id: r.id,
+        status: r.status,
+        role: r.id === current
+            ? `current${state.activeSlot ? ` (${state.activeSlot})` : ''}`
+            : r.id === standby && GOOD.has(r.status)
+                ? `standby (${other}, ${state.running.includes(other) ? 'running' : 'stopped'})`
+                : '',
+        revision: r.revision,
+    }));
+}
+async function hostStatuses(hosts, historyLines) {
+    return onEachHost(hosts, async (h) => {
+        const [listing, state] = await Promise.all([
+            h.conn.step(listStep(h.layout)),
+            h.conn.step(statusStep(h.layout, historyLines)),
+        ]);
+        const releases = releaseRows(listing, state);
+        return {
+            current: listing.links.current ?? '',
+            standby: releases.find((r) => r.role.startsWith('standby'))?.id ?? '',
+            slot: state.activeSlot,
+            releases,
+            locked: state.locked,
+            holder: state.holder,
+            frozen: state.freeze !== null,
+            freeze: state.freeze,
+            history: state.history,
+        };
+    });
+}
+const cell = (t) => t.replace(/\|/g, '\\|');
+/** The status as markdown: readable as it is on a terminal, and rendered in a job summary. */
+function statusMarkdown(statuses) {
+    return statuses
+        .map((s) => {
+        if (!s.ok)
+            return `### ${s.host}\n\n❌ ${cell(s.error ?? 'unknown error')}`;
+        const lock = s.locked
+            ? `held by ${s.holder || 'an unnamed run'}`
+            : `free${s.holder ? ` (left by ${s.holder})` : ''}`;
+        const rows = (s.releases ?? []).map((r) => `| ${r.id} | ${r.status} | ${cell(r.role)} | ${cell(r.revision || '')} |`);
+        return [
+            `### ${s.host}`,
+            '',
+            s.freeze ? `**Deploys ${cell(freezeText(s.freeze))}**` : 'Deploys: not frozen',
+            '',
+            `Deploy lock: ${cell(lock)}`,
+            '',
+            rows.length
+                ? ['| release | status | part | revision |', '|---|---|---|---|', ...rows].join('\n')
+                : 'No releases.',
+            '',
+            'Last entries of the history log:',
+            '',
+            // Indented, not fenced: a line of the log cannot end the block.
+            ...(s.history?.length ? s.history.map((l) => `    ${l}`) : ['    (none)']),
+        ].join('\n');
+    })
+        .join('\n\n');
 }
 
 ;// CONCATENATED MODULE: external "node:fs/promises"
@@ -57807,17 +57829,25 @@ function record(settings, variable) {
 /**
  * Nothing Python can avoid: when the current release applied exactly these
  * migration files and the app's state says they were the last applied, the
- * schema is at their head already. No interpreter starts, no lock is needed.
- * Both records are root's: the app user can fake neither.
+ * schema is at their head already. No alembic runs and no lock is taken: one
+ * query checks that the database is still at the recorded revision (a restored
+ * dump or another DATABASE_URL migrates). Both records are root's: the app user
+ * can fake neither.
  */
 function skipUnchanged(settings) {
     if (!settings.fingerprint || !settings.recordIn)
         return null;
     const layout = settings.layout;
-    return sh_script(sh_sh `cur=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `applied=$(cat ${layout.state}/${RECORD} 2>/dev/null || true)`, sh_sh `if [ -n "$cur" ] && [ "\${applied%% *}" = ${settings.fingerprint} ] && [ -n "\${applied#* }" ] && [ "$applied" = "$(cat ${layout.releases}/"$cur"/.metalship/${RECORD} 2>/dev/null)" ]; then`, '  before=${applied#* }', '  echo "REVISION_BEFORE ${before}"', '  echo "REVISION_AFTER ${before}"', sh_sh `  echo "SKIPPED the migration files are those $cur applied (schema at $before): nothing to migrate"`, record(settings, 'before'), sh_sh `  printf '%s\n' "$(date -u +%FT%TZ) migrated ${settings.releaseId}: nothing to do, the files of $cur (\${before})" >> ${layout.history}`, '  exit 0', 'fi');
+    return sh_script('unchanged=0', sh_sh `cur=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `applied=$(cat ${layout.state}/${RECORD} 2>/dev/null || true)`, sh_sh `if [ -n "$cur" ] && [ "\${applied%% *}" = ${settings.fingerprint} ] && [ -n "\${applied#* }" ] && [ "$applied" = "$(cat ${layout.releases}/"$cur"/.metalship/${RECORD} 2>/dev/null)" ]; then`, 
+    // The records are about the files; the database itself must still be at
+    // that revision (a restored dump, another DATABASE_URL): one query, no alembic.
+    "  in_db=$(pg_app psql -qAtX -c 'SELECT version_num FROM alembic_version' 2>/dev/null | tr '\\n' ' ' || true)", '  if [ "$in_db" = "${applied#* } " ]; then unchanged=1; else echo "the database is at ${in_db:-no revision}, not at the recorded ${applied#* }: migrating"; fi', 'fi', 'if [ "${unchanged:-0}" = 1 ]; then', '  before=${applied#* }', '  echo "REVISION_BEFORE ${before}"', '  echo "REVISION_AFTER ${before}"', sh_sh `  echo "SKIPPED the migration files are those $cur applied (schema at $before): nothing to migrate"`, record(settings, 'before'), sh_sh `  printf '%s\n' "$(date -u +%FT%TZ) migrated ${settings.releaseId}: nothing to do, the files of $cur (\${before})" >> ${layout.history}`, '  exit 0', 'fi');
 }
 function migrateScript(settings) {
-    const atHeadSkips = isAlembicUpgradeHead(settings.command);
+    // Only alembic's own `current` says what "(head)" means for these files.
+    const atHeadSkips = isAlembicUpgradeHead(settings.command) &&
+        settings.revisionCommand[2] === ALEMBIC_MAIN &&
+        settings.revisionCommand.slice(3).join(' ') === 'current';
     return sh_script(prelude(settings), skipUnchanged(settings), advisoryLock(settings), 
     // The database is about to change, or be read anew: what was last applied is no longer known.
     sh_sh `rm -f -- ${settings.layout.state}/${RECORD}`, 'before_line=$(revision_line)', 'before=${before_line%% *}', 'echo "REVISION_BEFORE ${before}"', atHeadSkips
@@ -57876,7 +57906,8 @@ function shouldMigrate(migrate, manifest, command) {
         return { run: migrate === 'true', why: `migrate is ${migrate}` };
     if (command.length)
         return { run: true, why: 'migrate is auto and migrate-command is set' };
-    return manifest.files.some(([p]) => p === 'alembic.ini')
+    return manifest.files.some(([p]) => p === 'alembic.ini') ||
+        manifest.links.some(([p]) => p === 'alembic.ini')
         ? { run: true, why: 'migrate is auto and the release has alembic.ini' }
         : { run: false, why: 'migrate is auto, the release has no alembic.ini and migrate-command is not set' };
 }
@@ -57892,9 +57923,13 @@ function alembicDirectories(ini) {
     for (const line of ini.split(/\r?\n/)) {
         if (/^\s*([#;]|$)/.test(line))
             continue;
-        const header = /^\[(.*)\]\s*$/.exec(line);
-        if (header) {
-            [section, key] = [header[1].trim(), ''];
+        if (/^\s*\[/.test(line)) {
+            // Only plain headers: Python's configparser reads `[alembic] x` and
+            // `[ alembic ]` its own way, and [DEFAULT] feeds every section.
+            const header = /^\[([A-Za-z0-9_.-]+)\]$/.exec(line);
+            if (!header || header[1] === 'DEFAULT')
+                return null;
+            [section, key] = [header[1], ''];
             continue;
         }
         if (/^\s/.test(line)) {
@@ -57907,6 +57942,10 @@ function alembicDirectories(ini) {
         if (section === 'alembic' && kv)
             values[key] = kv[2].trim();
     }
+    // A separator setting splits version_locations another way (alembic's `os`
+    // template among them): not placed here, so never skipped.
+    if ('version_path_separator' in values || 'path_separator' in values)
+        return null;
     const paths = [values.script_location ?? '', ...(values.version_locations ?? '').split(/[\s,]+/)].filter(Boolean);
     if (!values.script_location)
         return null;
@@ -57917,7 +57956,7 @@ function alembicDirectories(ini) {
         if (pkg)
             p = pkg[1].replaceAll('.', '/') + (pkg[2] ? '/' + pkg[2] : '');
         p = p.replace(/\/+$/, '').replace(/^\.\//, '');
-        if (!p || p.startsWith('/') || p.includes('%(') || p.split('/').some((x) => x === '..' || x === '.'))
+        if (!p || p.startsWith('/') || /[%\s:;#]/.test(p) || p.split('/').some((x) => x === '..' || x === '.'))
             return null;
         dirs.push(p);
     }
@@ -57942,7 +57981,9 @@ async function migrationFingerprint(source, manifest, commands) {
         [...dirs, ...modules].some((d) => p.startsWith(d + '/')) ||
         modules.some((m) => p === m + '.py');
     const files = manifest.files.filter(([p]) => named(p)).map(([p, digest, mode]) => [p, digest, mode]);
-    if (!files.some(([p]) => dirs.some((d) => p.startsWith(d + '/'))))
+    // Every directory it names must hold files of the release: one that holds
+    // none is placed wrong (or a link), and a wrong place never skips.
+    if (!dirs.every((d) => files.some(([p]) => p.startsWith(d + '/'))))
         return null;
     const links = manifest.links.filter(([p]) => named(p));
     return createHash('sha256').update(JSON.stringify({ commands, files, links })).digest('hex');
@@ -72961,6 +73002,7 @@ async function runAction(name, body, raw = envInputs(), log = new Log()) {
 
 
 
+
 async function rollback(settings, log) {
     return withHosts(settings, log, 'rollback', async (hosts) => {
         // One listing per host serves both the if-current check and the choice of target.
@@ -72983,6 +73025,7 @@ async function rollback(settings, log) {
                     .join(', ')}; nothing was changed: name the hosts to roll back in hosts`);
         }
         const { target, from } = rollbackTarget(hosts, listings, settings['release-id']);
+        await freezeAllowsRollback(hosts, listings, target, settings['migrate-down']);
         log.info(`Rolling back from ${from || 'nothing'} to ${target}`);
         let schemaNote = '';
         if (settings['migrate-down']) {
@@ -73012,6 +73055,9 @@ async function rollback(settings, log) {
         const healthy = !failure;
         if (!failure && from)
             await markBad(hosts, from, `rolled back to ${target}`, log);
+        // The target served with this run's settings (its record says so) and failed: never a default target again.
+        if (failure)
+            await markBad(hosts, target, `failed after a rollback to it`, log);
         return {
             outputs: { 'release-id': failure ? from : target, 'rolled-back-from': failure ? '' : from },
             results: sw.results.map((r) => ({ ...r, healthy: healthy && r.healthy !== false })),
