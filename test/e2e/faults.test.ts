@@ -65,6 +65,8 @@ async function nextVersion(lane: Lane): Promise<string> {
   lane.version++;
   const v = `${lane.app}-${lane.version}`;
   await writeFile(path.join(lane.source, 'version.py'), `VERSION = "${v}"\n`);
+  // A migration whose files changed runs (unchanged ones are skipped): each version's does.
+  await writeFile(path.join(lane.source, 'slow_migrate.py'), `${SLOW_MIGRATE}# ${v}\n`);
   return v;
 }
 
@@ -373,7 +375,6 @@ beforeAll(async () => {
         source: await sampleAppCopy(app),
         version: 0,
       };
-      await writeFile(path.join(lane.source, 'slow_migrate.py'), SLOW_MIGRATE);
       await setUpAppOnHost(state, lane.host, app, { redisDb: 2 + i, dbPassword: `${app}-pw` });
       await nextVersion(lane);
       const first = await runBundle('deploy', inputs(lane));

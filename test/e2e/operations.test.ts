@@ -98,7 +98,15 @@ const cli = (action: string, ...args: string[]) =>
   );
 
 /** The sample app's deploy from the command line: bare boolean flags, values that start with --. */
-const serviceArgs = ['--worker-command', 'python -m worker', '--scheduler-command', 'python -m scheduler'];
+// Its own server name: a site without one is nginx's default server, which the shared hosts' other apps' sites would clash with.
+const serviceArgs = [
+  '--server-name',
+  `${APP}.test`,
+  '--worker-command',
+  'python -m worker',
+  '--scheduler-command',
+  'python -m scheduler',
+];
 const deployArgs = () => [
   '--source',
   source,
@@ -129,6 +137,7 @@ test('the command line: --version, lock freezes deploys naming the reason, statu
     const r = await runBundle('deploy', {
       ...connectionInputs(state, [host]),
       ...sampleAppInputs(APP, source),
+      'server-name': `${APP}.test`,
     });
     expect(r.code).toBe(0);
     ids.push(r.outputs['release-id']!);

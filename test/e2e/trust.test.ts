@@ -3,7 +3,7 @@
 // own code turns on the restore test, package build code wants root, and any
 // local user reads command lines. Each of these failed on the code before the fix.
 import { execFileSync } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { backupNowStep, defaultBackupDir } from '../../src/remote/backup.js';
@@ -39,6 +39,11 @@ function inputs(extra: Record<string, string> = {}): Record<string, string> {
     'restore-proof-days': '0',
     ...extra,
   };
+}
+
+/** Changes a file the migration runs (a comment): the deploy then migrates rather than skipping unchanged files. */
+async function changeMigration(tag: string): Promise<void> {
+  await appendFile(path.join(source, 'dbmigrate.py'), `\n# ${tag}\n`);
 }
 
 /** A bundle run that must succeed: its output is shown when it did not. */
@@ -103,6 +108,7 @@ test('pre-migration backups live outside the app tree, root-only, and a planted 
     `mv -T ${ROOT}/shared/backups ${ROOT}/shared/backups.old 2>/dev/null; ln -s /var/lib/trusty-loot ${ROOT}/shared/backups`,
   );
   await writeFile(path.join(source, 'version.py'), 'VERSION = "v-backup"\n');
+  await changeMigration('v-backup');
   const r = await runBundle('deploy', inputs()).finally(() => asApp(`rm -f ${ROOT}/shared/backups`));
   expectOk(r);
   const backup = /^.*BACKUP (\S+) /m.exec(r.stdout)?.[1] ?? '';
@@ -126,6 +132,7 @@ test('no local user sees a database password on a command line during a migratio
     `rm -f /tmp/trust-ps.log /tmp/trust-ps.stop; (runuser -u nobody -- sh -c 'while [ ! -e /tmp/trust-ps.stop ]; do ps -eo args; sleep 0.02; done' > /tmp/trust-ps.log 2>&1 &)`,
   );
   await writeFile(path.join(source, 'version.py'), 'VERSION = "v-ps"\n');
+  await changeMigration('v-ps');
   const deploy = await runBundle('deploy', inputs());
   expectOk(deploy);
   await takeBackup();
