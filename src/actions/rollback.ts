@@ -32,7 +32,7 @@ export async function rollback(settings: Settings<'rollback'>, log: Log): Promis
         );
     }
     const { target, from } = rollbackTarget(hosts, listings, settings['release-id']);
-    await freezeAllowsRollback(hosts, listings, target, settings['migrate-down']);
+    await freezeAllowsRollback(hosts, listings, target, settings['migrate-down'], log);
     log.info(`Rolling back from ${from || 'nothing'} to ${target}`);
     let schemaNote = '';
     if (settings['migrate-down']) {

@@ -196,6 +196,15 @@ test('the command line: --version, lock freezes deploys naming the reason, statu
   expect(status.stdout).toContain(`switched to ${ids[1]}`);
   expect(status.stdout).toContain('frozen=true');
 
+  // While frozen a rollback only goes back: one that would change the schema is refused and changes nothing.
+  const frozenBefore = await releasesOnHost();
+  const down = await cli('rollback', ...serviceArgs, '--migrate-down');
+  expect(down.code).toBe(1);
+  expect(down.stdout + down.stderr).toMatch(
+    /are frozen, and a rollback then only goes back.*migrate-down changes the schema/,
+  );
+  expect(await releasesOnHost()).toBe(frozenBefore);
+
   // A rollback passes the freeze, with a warning (the incident's remedy).
   const rollback = await cli('rollback', ...serviceArgs);
   expect(rollback.stdout + rollback.stderr).not.toMatch(/^error/m);

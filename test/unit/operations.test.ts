@@ -16,6 +16,7 @@ import { statusStep } from '../../src/remote/status.js';
 import type { Step } from '../../src/remote/step.js';
 import { freezeAllowsRollback, releaseRows, statusMarkdown } from '../../src/stages/operations.js';
 import type { Host } from '../../src/stages/hosts.js';
+import { Log } from '../../src/log.js';
 import type { ReleaseListing } from '../../src/remote/verify.js';
 import { rootSandbox } from '../support/sandbox.js';
 
@@ -136,6 +137,8 @@ test('releases are listed newest first as current, standby or neither; the markd
 
 test('during a freeze a rollback only goes back: to a release that served, older than current, without migrate-down', async () => {
   const freeze = { reason: 'incident', actor: 'ops', at: 'now', runUrl: '' };
+  const warnings: string[] = [];
+  const log = new Log((l) => warnings.push(l));
   // A host whose freeze check answers as given (the check's own script is tested above).
   const host = (frozen: boolean) =>
     ({
@@ -157,16 +160,19 @@ test('during a freeze a rollback only goes back: to a release that served, older
     links: { current: 'cur' },
     venvs: [],
   };
-  await expect(freezeAllowsRollback([host(true)], [listing], 'old', false)).resolves.toBeUndefined();
-  await expect(freezeAllowsRollback([host(true)], [listing], 'newer', false)).rejects.toThrow(
+  await expect(freezeAllowsRollback([host(true)], [listing], 'old', false, log)).resolves.toBeUndefined();
+  expect(warnings).toEqual([
+    expect.stringMatching(/^warning: rollback passes the deploy freeze: h1: .*incident/),
+  ]);
+  await expect(freezeAllowsRollback([host(true)], [listing], 'newer', false, log)).rejects.toThrow(
     /not older than the current cur/,
   );
-  await expect(freezeAllowsRollback([host(true)], [listing], 'built', false)).rejects.toThrow(
+  await expect(freezeAllowsRollback([host(true)], [listing], 'built', false, log)).rejects.toThrow(
     /built never served/,
   );
-  await expect(freezeAllowsRollback([host(true)], [listing], 'old', true)).rejects.toThrow(
+  await expect(freezeAllowsRollback([host(true)], [listing], 'old', true, log)).rejects.toThrow(
     /migrate-down changes the schema/,
   );
   // Not frozen: nothing to say.
-  await expect(freezeAllowsRollback([host(false)], [listing], 'newer', true)).resolves.toBeUndefined();
+  await expect(freezeAllowsRollback([host(false)], [listing], 'newer', true, log)).resolves.toBeUndefined();
 });
