@@ -56666,13 +56666,13 @@ function verify_pickRollbackTarget(listing, requested) {
 /**
  * What a freeze does to each action. Those that ship code or change the schema
  * are refused. A rollback passes, with a warning: during an incident it is the
- * remedy, and while frozen it may only go back to a release that was already
- * live, without migrate-down (freezeAllowsRollback). Provision
+ * remedy; while frozen it may only go back to a release that was already live,
+ * without migrate-down, which its own gate checks (freezeAllowsRollback). Provision
  * passes too: it converges the server (a fix may need it), not the app's code.
  * Reading actions (status, verify) and lock/unlock never look.
  */
 const FREEZE_REFUSES = new Set(['deploy', 'release', 'switch', 'migrate']);
-const FREEZE_WARNS = new Set(['rollback', 'provision']);
+const FREEZE_WARNS = new Set(['provision']);
 /** Refuses the action on frozen hosts (before it changes anything), or warns when it passes a freeze. */
 async function freezeGate(hosts, action, log) {
     if (!FREEZE_REFUSES.has(action) && !FREEZE_WARNS.has(action))
@@ -56692,11 +56692,13 @@ async function freezeGate(hosts, action, log) {
 }
 /**
  * A rollback passes a freeze only when it goes back: to a release that served,
- * older than current, with no schema change. Anything else ships something new.
+ * older than current, with no schema change (anything else ships something
+ * new), and then with a warning. Its own gate: the generic one cannot know the target.
  */
-async function freezeAllowsRollback(hosts, listings, target, migrateDown) {
+async function freezeAllowsRollback(hosts, listings, target, migrateDown, log) {
     const found = await Promise.all(hosts.map((h) => h.conn.step(freezeCheckStep(h.layout))));
-    if (!found.some(Boolean))
+    const frozen = hosts.flatMap((h, i) => (found[i] ? [`${h.spec.label}: ${freezeText(found[i])}`] : []));
+    if (frozen.length === 0)
         return;
     const problems = migrateDown ? ['migrate-down changes the schema'] : [];
     listings.forEach((listing, i) => {
@@ -56710,6 +56712,8 @@ async function freezeAllowsRollback(hosts, listings, target, migrateDown) {
     });
     if (problems.length)
         throw new Error(`deploys of ${hosts[0].layout.app} are frozen, and a rollback then only goes back to a release that served, without migrate-down; refused, nothing was changed: ${problems.join('; ')}`);
+    for (const f of frozen)
+        log.warn(`rollback passes the deploy freeze: ${f}`);
 }
 function newFreeze(reason) {
     const h = lockHolder('lock');
