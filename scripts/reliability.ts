@@ -11,7 +11,8 @@ import { ACTION_NAMES } from '../src/inputs/actions.js';
 import { BAD_INPUT_COMBINATIONS, BAD_INPUTS, BASE } from '../test/support/bad-inputs.js';
 import { SCAN_RESULT_FILE } from '../test/support/e2e.js';
 import type { ScanResult } from '../test/support/secret-scan.js';
-import { SECURITY_FILE, type SecurityFigures } from '../test/support/security.js';
+import { DEBIAN_RELEASES, type DebianRelease } from '../test/support/hosts.js';
+import { securityFile, securityTables, type SecurityFigures } from '../test/support/security.js';
 
 // Every e2e file, so that the secret scan covers the whole suite's logs.
 const FILES = [
@@ -48,10 +49,14 @@ interface JestReport {
   testResults: { name: string; assertionResults: JestAssertion[] }[];
 }
 
-async function runJest(outputFile: string): Promise<string> {
+/** Every file on Debian 12; the security figures' provision test also on the other releases. */
+const MAIN_RELEASE: DebianRelease = 'bookworm';
+const PROVISION_TEST = 'test/e2e/provision.test.ts';
+
+async function runJest(outputFile: string, files: string[], release: DebianRelease): Promise<string> {
   return new Promise((resolve) => {
-    const child = spawn('npx', ['jest', '--json', `--outputFile=${outputFile}`, ...FILES], {
-      env: { ...process.env, NODE_OPTIONS: '--experimental-vm-modules' },
+    const child = spawn('npx', ['jest', '--json', `--outputFile=${outputFile}`, ...files], {
+      env: { ...process.env, NODE_OPTIONS: '--experimental-vm-modules', METALSHIP_DEBIAN: release },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     let out = '';
@@ -75,12 +80,22 @@ async function main(): Promise<void> {
   const dir = await mkdtemp(path.join(tmpdir(), 'metalship-reliability-'));
   const jsonFile = path.join(dir, 'report.json');
   const started = Date.now();
-  await runJest(jsonFile);
+  await runJest(jsonFile, FILES, MAIN_RELEASE);
   const report = JSON.parse(await readFile(jsonFile, 'utf8')) as JestReport;
-  await rm(dir, { recursive: true, force: true });
   const scanned = await fromThisRun<ScanResult & { at: string }>(SCAN_RESULT_FILE, started);
-  const security = await fromThisRun<SecurityFigures>(SECURITY_FILE, started);
   const scanOk = !!scanned && scanned.findings.length === 0 && scanned.runs > 0;
+  // The provision test on each other release, for its security figures.
+  const provisionRuns: { release: DebianRelease; passed: number; failed: number }[] = [];
+  for (const release of DEBIAN_RELEASES.filter((r) => r !== MAIN_RELEASE)) {
+    const file = path.join(dir, `provision-${release}.json`);
+    await runJest(file, [PROVISION_TEST], release);
+    const r = JSON.parse(await readFile(file, 'utf8')) as JestReport;
+    provisionRuns.push({ release, passed: r.numPassedTests, failed: r.numFailedTests });
+  }
+  await rm(dir, { recursive: true, force: true });
+  const security = new Map<DebianRelease, SecurityFigures | null>();
+  for (const release of DEBIAN_RELEASES)
+    security.set(release, await fromThisRun<SecurityFigures>(securityFile(release), started));
 
   const out: string[] = [
     '# Reliability and security report',
@@ -165,48 +180,18 @@ async function main(): Promise<void> {
     ],
     (t) => /secret|planted|scan|searched|once, on the first host/i.test(t),
   );
-  section('## 4. Security of a provisioned host', 'From the provision e2e test on a bare host.', [
-    e2e('test/e2e/provision.test.ts'),
+  section('## 4. Security of a provisioned host', 'From the provision e2e test on a bare host, Debian 12.', [
+    e2e(PROVISION_TEST),
   ]);
-  const units = security?.units ?? [];
-  if (units.length)
-    out.push(
-      '',
-      '`systemd-analyze security` of the generated units, as measured in this run (0 is best, 10 worst):',
-      '',
-      '| unit | exposure | rating |',
-      '|---|---|---|',
-      ...units.map((u) => `| ${u.unit} | ${u.exposure.toFixed(1)} | ${u.rating} |`),
-    );
-  const audit = security?.sshAudit;
-  if (audit && audit.after.fail >= 0)
-    out.push(
-      '',
-      `ssh-audit ${audit.version} from the machine against the host's sshd: ` +
-        `**${audit.after.fail} failures, ${audit.after.warn} warnings** after provision` +
-        (audit.before
-          ? ` (the bare image's sshd: ${audit.before.fail} failures, ${audit.before.warn} warnings).`
-          : '.') +
-        (audit.after.notes.length
-          ? ' What still warns is what this ssh-audit version does not know yet (OpenSSH 9.2 offers it on purpose):'
-          : ''),
-      '',
-      ...audit.after.notes.map((n) => `- ${n.level}: \`${n.item}\`: ${n.note}`),
-    );
-  const lynis = security?.lynis;
-  if (lynis)
-    out.push(
-      '',
-      `lynis ${lynis.version} on the host (\`lynis audit system\`, ${lynis.testsDone} tests): **hardening index ${lynis.hardeningIndex}**, ` +
-        `${lynis.warnings.length} warning(s), ${lynis.suggestions} suggestions. A container limits it: \`/proc/sys\` is read-only, so the kernel settings cannot apply.`,
-      '',
-      ...lynis.warnings.map(
-        (w) =>
-          `- warning ${w}${w.startsWith('PKGS-7388') ? " (the test replaced the host's apt sources with its local repository)" : ''}`,
-      ),
-    );
-  if (!units.length || !audit || audit.after.fail < 0 || !lynis)
-    out.push('', '❌ Some security figures were not measured in this run (see the failed tests above).');
+  out.push(
+    '',
+    `The same test on the other releases: ${provisionRuns.map((r) => `${r.release} ${r.passed} passed, ${r.failed} failed`).join('; ')}.`,
+  );
+  out.push(
+    ...securityTables(
+      DEBIAN_RELEASES.map((release) => ({ release, figures: security.get(release) ?? null })),
+    ),
+  );
   section(
     '## 5. Trust boundaries',
     "Each attack of [threat-model.md](threat-model.md), performed on a real host (the app user, the app's own code, package build code, a compromised host, any local user), and the checks of inputs and generated files:",
@@ -234,7 +219,7 @@ async function main(): Promise<void> {
   process.stdout.write(
     `\nwrote docs/reliability.md (${report.numPassedTests} passed, ${report.numFailedTests} failed)\n`,
   );
-  if (report.numFailedTests || !scanOk) process.exitCode = 1;
+  if (report.numFailedTests || provisionRuns.some((r) => r.failed) || !scanOk) process.exitCode = 1;
 }
 
 main().catch((err: unknown) => {

@@ -20,6 +20,7 @@ import {
 } from '../support/security.js';
 import {
   bootHosts,
+  debianRelease,
   ensureKey,
   shutdownHosts,
   sshRun,
@@ -34,7 +35,7 @@ let host: TestHost;
 let pebble: Pebble;
 let source: string;
 /** Written to SECURITY_FILE for the reliability report, whatever the tests' outcome. */
-const figures: SecurityFigures = { at: new Date().toISOString() };
+const figures: SecurityFigures = { at: new Date().toISOString(), release: debianRelease() };
 
 async function on(cmd: string, opts: { idleMs?: number } = {}): Promise<string> {
   const r = await sshRun(host, key, cmd, { idleMs: opts.idleMs ?? 120000 });

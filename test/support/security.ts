@@ -1,11 +1,16 @@
 // Security figures of a provisioned test host: ssh-audit (run on this machine
 // against the host's sshd) and lynis (run on the host). The provision e2e test
-// writes them, with systemd-analyze's, to SECURITY_FILE; npm run reliability
-// puts them in docs/reliability.md.
+// writes them, with systemd-analyze's, to one file per Debian release;
+// npm run reliability puts each release's in docs/reliability.md.
 
 import { E2E_PREFIX } from './e2e.js';
+import { debianRelease, type DebianRelease } from './hosts.js';
 
-export const SECURITY_FILE = `/run/metalship-e2e/${E2E_PREFIX}security.json`;
+/** Where the provision test on hosts of `release` writes its figures. */
+export const securityFile = (release: DebianRelease) =>
+  `/run/metalship-e2e/${E2E_PREFIX}security-${release}.json`;
+/** This run's file: the release of its test hosts. */
+export const SECURITY_FILE = securityFile(debianRelease());
 
 export interface SshAuditNote {
   /** "(kex) ecdh-sha2-nistp256" */
@@ -17,6 +22,8 @@ export interface SshAuditNote {
 export interface SecurityFigures {
   /** When the provision test measured them. */
   at: string;
+  /** The Debian release of the host they were measured on. */
+  release: DebianRelease;
   units?: { unit: string; exposure: number; rating: string }[];
   sshAudit?: {
     version: string;
@@ -78,4 +85,86 @@ export function parseLynisReport(dat: string): NonNullable<SecurityFigures['lyni
     warnings: values('warning[]').map((w) => w.split('|').slice(0, 2).join(': ')),
     suggestions: values('suggestion[]').length,
   };
+}
+
+/**
+ * The security figures of each release, as markdown tables with a column per
+ * release ('–' where one was not measured), for docs/reliability.md.
+ */
+export function securityTables(
+  measured: { release: DebianRelease; figures: SecurityFigures | null }[],
+): string[] {
+  const out: string[] = [];
+  const header = (first: string) => [
+    `| ${first} | ${measured.map((m) => m.release).join(' | ')} |`,
+    `|---|${measured.map(() => '---|').join('')}`,
+  ];
+  const unitNames = [...new Set(measured.flatMap((m) => m.figures?.units?.map((u) => u.unit) ?? []))];
+  out.push(
+    '',
+    '`systemd-analyze security` of the generated units on each release, as measured in this run (exposure, 0 is best, 10 worst):',
+    '',
+    ...header('unit'),
+    ...unitNames.map(
+      (unit) =>
+        `| ${unit} | ${measured
+          .map((m) => {
+            const u = m.figures?.units?.find((x) => x.unit === unit);
+            return u ? `${u.exposure.toFixed(1)} ${u.rating}` : '–';
+          })
+          .join(' | ')} |`,
+    ),
+  );
+  const audits = measured.map((m) => m.figures?.sshAudit);
+  out.push(
+    '',
+    "ssh-audit from the machine against each host's sshd (failures / warnings):",
+    '',
+    ...header(''),
+    `| the image's sshd | ${audits.map((a) => (a?.before ? `${a.before.fail} / ${a.before.warn}` : '–')).join(' | ')} |`,
+    `| after provision | ${audits.map((a) => (a && a.after.fail >= 0 ? `**${a.after.fail} / ${a.after.warn}**` : '–')).join(' | ')} |`,
+    `| ssh-audit | ${audits.map((a) => a?.version || '–').join(' | ')} |`,
+  );
+  measured.forEach((m, i) => {
+    const notes = audits[i]?.after.notes ?? [];
+    if (notes.length)
+      out.push(
+        '',
+        `What still warns on ${m.release} is what this ssh-audit version does not know yet (the host's OpenSSH offers it on purpose):`,
+        '',
+        ...notes.map((n) => `- ${n.level}: \`${n.item}\`: ${n.note}`),
+      );
+  });
+  const lynis = measured.map((m) => m.figures?.lynis);
+  out.push(
+    '',
+    'lynis on each host (`lynis audit system`). A container limits it: `/proc/sys` is read-only, so the kernel settings cannot apply.',
+    '',
+    ...header(''),
+    `| hardening index | ${lynis.map((l) => (l ? `**${l.hardeningIndex}**` : '–')).join(' | ')} |`,
+    `| tests done | ${lynis.map((l) => l?.testsDone ?? '–').join(' | ')} |`,
+    `| warnings | ${lynis.map((l) => l?.warnings.length ?? '–').join(' | ')} |`,
+    `| suggestions | ${lynis.map((l) => l?.suggestions ?? '–').join(' | ')} |`,
+    `| lynis | ${lynis.map((l) => l?.version || '–').join(' | ')} |`,
+  );
+  const lynisWarnings = measured.flatMap((m, i) =>
+    (lynis[i]?.warnings ?? []).map(
+      (w) =>
+        `- ${m.release}: warning ${w}${w.startsWith('PKGS-7388') ? " (the test replaced the host's apt sources with its local repository)" : ''}`,
+    ),
+  );
+  if (lynisWarnings.length) out.push('', ...lynisWarnings);
+  const missing = measured.filter(
+    (m) =>
+      !m.figures?.units?.length ||
+      !m.figures.sshAudit ||
+      m.figures.sshAudit.after.fail < 0 ||
+      !m.figures.lynis,
+  );
+  if (missing.length)
+    out.push(
+      '',
+      `❌ Some security figures were not measured in this run on ${missing.map((m) => m.release).join(', ')} (see the failed tests above).`,
+    );
+  return out;
 }

@@ -1,5 +1,10 @@
 // The parsers of the security figures the provision e2e test measures.
-import { parseLynisReport, parseSshAudit } from '../support/security.js';
+import {
+  parseLynisReport,
+  parseSshAudit,
+  securityTables,
+  type SecurityFigures,
+} from '../support/security.js';
 
 // Excerpts of ssh-audit 2.5.0's output against the bare test image's sshd.
 const SSH_AUDIT = `# general
@@ -63,4 +68,37 @@ test('lynis: the hardening index, tests done, warnings and the number of suggest
     suggestions: 2,
   });
   expect(() => parseLynisReport('lynis_version=3.0.8\n')).toThrow(/no hardening_index/);
+});
+
+describe('securityTables', () => {
+  const measured: SecurityFigures = {
+    at: '2026-12-01T00:00:00Z',
+    release: 'bookworm',
+    units: [{ unit: 'shop-api@.service', exposure: 1.3, rating: 'OK' }],
+    sshAudit: { version: '3.3.0', before: { fail: 4, warn: 13 }, after: { fail: 0, warn: 3, notes: [] } },
+    lynis: {
+      version: '3.0.8',
+      hardeningIndex: 63,
+      testsDone: 254,
+      warnings: ['PKGS-7388: x'],
+      suggestions: 20,
+    },
+  };
+  const md = securityTables([
+    { release: 'bullseye', figures: null },
+    { release: 'bookworm', figures: measured },
+    { release: 'trixie', figures: { ...measured, release: 'trixie', lynis: undefined } },
+  ]).join('\n');
+
+  test('a column per release, a dash where a figure was not measured', () => {
+    expect(md).toContain('| unit | bullseye | bookworm | trixie |');
+    expect(md).toContain('| shop-api@.service | – | 1.3 OK | 1.3 OK |');
+    expect(md).toContain('| after provision | – | **0 / 3** | **0 / 3** |');
+    expect(md).toContain('| hardening index | – | **63** | – |');
+    expect(md).toContain('- bookworm: warning PKGS-7388: x');
+  });
+
+  test('names the releases whose figures are missing', () => {
+    expect(md).toMatch(/❌ .* on bullseye, trixie /);
+  });
 });
