@@ -3,10 +3,13 @@
 Run by the deploy tool as:  uvicorn main:app --uds <socket>
 with its working directory inside /opt/<app>/releases/<id>.
 
-Written for Debian 12's python3-fastapi 0.92 / uvicorn 0.17 (no `lifespan=`:
-startup/shutdown use app.on_event).
+Runs on the FastAPI of Debian 11 to 13 (0.63 to 0.115): where FastAPI takes a
+`lifespan=` (0.93+, Debian 13) startup and shutdown go through it, elsewhere
+through app.on_event. GET /startup says which one ran.
 """
 import asyncio
+import contextlib
+import inspect
 import logging
 import os
 import socket
@@ -32,13 +35,48 @@ FAIL_HEALTH = os.path.exists("FAIL_HEALTH") or os.path.exists(
 )
 
 CONNECT_TIMEOUT = 2  # seconds, for the Redis and PostgreSQL checks in /health
-MAX_SLOW_SECONDS = 10
+MAX_SLOW_SECONDS = 120
 
 # A child of uvicorn's logger, so messages use the handlers uvicorn configures.
 log = logging.getLogger("uvicorn.error.sample_app")
 
-app = FastAPI(title="metalship sample app", version=VERSION)
+
+def _on_startup(hook):
+    app.state.startup_hook = hook
+    log.info(
+        "sample app %s starting (%s): release=%s fail_health=%s redis=%s database=%s",
+        VERSION,
+        hook,
+        RELEASE,
+        FAIL_HEALTH,
+        "configured" if os.environ.get("REDIS_URL") else "not configured",
+        "configured" if os.environ.get("DATABASE_URL") else "not configured",
+    )
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(_app):
+    _on_startup("lifespan")
+    yield
+    _begin_shutdown("lifespan shutdown")
+
+
+if "lifespan" in inspect.signature(FastAPI.__init__).parameters:
+    app = FastAPI(title="metalship sample app", version=VERSION, lifespan=_lifespan)
+else:
+    app = FastAPI(title="metalship sample app", version=VERSION)
+
+    @app.on_event("startup")
+    async def on_startup():
+        _on_startup("on_event")
+
+    @app.on_event("shutdown")
+    async def on_shutdown():
+        _begin_shutdown("shutdown event")
+
+
 app.state.shutting_down = False
+app.state.startup_hook = None
 
 
 def _begin_shutdown(reason):
@@ -74,23 +112,6 @@ def _hook_uvicorn_signal_handler():
 
 
 _hook_uvicorn_signal_handler()
-
-
-@app.on_event("startup")
-async def on_startup():
-    log.info(
-        "sample app %s starting: release=%s fail_health=%s redis=%s database=%s",
-        VERSION,
-        RELEASE,
-        FAIL_HEALTH,
-        "configured" if os.environ.get("REDIS_URL") else "not configured",
-        "configured" if os.environ.get("DATABASE_URL") else "not configured",
-    )
-
-
-@app.on_event("shutdown")
-async def on_shutdown():
-    _begin_shutdown("shutdown event")
 
 
 def _failing():
@@ -186,6 +207,12 @@ def health():
     )
 
 
+@app.get("/startup")
+async def startup():
+    """Which startup hook ran: "lifespan" or "on_event" (null: none did)."""
+    return {"hook": app.state.startup_hook}
+
+
 @app.get("/version")
 async def version():
     if FAIL_HEALTH:
@@ -199,8 +226,22 @@ async def index():
 
 
 @app.get("/slow")
-async def slow(seconds: float = Query(1.0, ge=0, le=MAX_SLOW_SECONDS)):
+async def slow(
+    seconds: float = Query(1.0, ge=0, le=MAX_SLOW_SECONDS), until: str = Query("")
+):
     """Sleeps without blocking the server; used to check that in-flight
-    requests survive a release switch."""
-    await asyncio.sleep(seconds)
-    return {"status": "ok", "slept": seconds, "release": RELEASE, "version": VERSION}
+    requests survive a release switch and their process's stop. With `until`
+    (a plain name), it ends early once a file of that name appears in the
+    release directory, so a test can hold it open exactly as long as it needs."""
+    if until and not until.replace("-", "").replace("_", "").isalnum():
+        return JSONResponse(status_code=422, content={"detail": "until: a plain file name"})
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while loop.time() < end and not (until and os.path.exists(until)):
+        await asyncio.sleep(0.1)
+    return {
+        "status": "ok",
+        "release": RELEASE,
+        "version": VERSION,
+        "until": bool(until) and os.path.exists(until),
+    }

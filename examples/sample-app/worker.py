@@ -7,7 +7,9 @@ and LPUSH the job's payload onto <app>:results (trimmed to 100 entries).
 SIGTERM/SIGINT: the current job is finished, then the process exits 0 (within
 about a second when idle). Without REDIS_URL it logs that and idles instead of
 crash-looping. WORKER_JOB_SECONDS (default 0) makes each job take that long,
-to test that a job in progress survives a graceful stop.
+to test that a job in progress survives a graceful stop; a job "hold:<name>"
+lasts until a file of that name appears in the release directory (at most
+HOLD_SECONDS), so a test can keep it in progress exactly as long as it needs.
 """
 import logging
 import os
@@ -22,6 +24,7 @@ DONE_KEY = "%s:done" % APP
 RESULTS_KEY = "%s:results" % APP
 RESULTS_KEEP = 100
 BLPOP_TIMEOUT = 1
+HOLD_SECONDS = 120
 
 log = logging.getLogger("worker")
 _stop = False
@@ -30,6 +33,7 @@ _stop = False
 def _on_signal(signum, frame):
     global _stop
     _stop = True  # only set a flag here; the main loop does the rest
+    log.info("stop requested (signal %s): finishing the job in progress", signum)
 
 
 def _sleep(seconds):
@@ -39,9 +43,19 @@ def _sleep(seconds):
         time.sleep(min(0.2, max(0.0, end - time.monotonic())))
 
 
+def _hold(name):
+    """Waits (ignoring stop requests: the job is finished) for the file `name`."""
+    end = time.monotonic() + HOLD_SECONDS
+    plain = name.replace("-", "").replace("_", "").isalnum()
+    while plain and time.monotonic() < end and not os.path.exists(name):
+        time.sleep(0.1)
+
+
 def _process(client, payload, job_seconds):
     if job_seconds > 0:
         time.sleep(job_seconds)  # a job in progress is finished, never cut short
+    if payload.startswith(b"hold:"):
+        _hold(payload[5:].decode("utf-8", "replace"))
     pipe = client.pipeline(transaction=True)
     pipe.incr(DONE_KEY)
     pipe.lpush(RESULTS_KEY, payload)

@@ -13,6 +13,7 @@ import {
   sampleAppInputs,
   type E2EState,
 } from '../support/e2e.js';
+import { debianRelease } from '../support/hosts.js';
 import { startLoad } from '../support/load.js';
 
 const APP = 'shop';
@@ -113,6 +114,22 @@ test('the worker and exactly one scheduler run from the current release', async 
   // Each running sample scheduler registers itself in Redis and leaves on exit.
   const schedulers = await onHost(state, host, `redis-cli scard ${APP}:scheduler:running`);
   expect(schedulers.trim()).toBe('1');
+});
+
+test("the api starts through the app's real lifespan and stops gracefully where the host's FastAPI and uvicorn have them", async () => {
+  // Debian 13's FastAPI 0.115 takes lifespan= (0.93+) and its uvicorn 0.32 has
+  // --timeout-graceful-shutdown (0.21+); Debian 11's and 12's have neither.
+  const modern = debianRelease() === 'trixie';
+  const res = await fetch(`http://${host.address}/startup`);
+  expect(await res.json()).toEqual({ hook: modern ? 'lifespan' : 'on_event' });
+  const args = await onHost(
+    state,
+    host,
+    `for u in $(systemctl list-units --state=active --plain --no-legend '${APP}-api@*' | cut -d' ' -f1); do ps -o args= -p "$(systemctl show -p MainPID --value "$u")"; done`,
+  );
+  expect(args).toMatch(/uvicorn/);
+  if (modern) expect(args).toContain('--timeout-graceful-shutdown 30');
+  else expect(args).not.toContain('--timeout-graceful-shutdown');
 });
 
 test('six more deploys leave five good releases and current intact', async () => {

@@ -276,6 +276,7 @@ export function httpGet(
   address: string,
   urlPath: string,
   hostHeader?: string,
+  idleMs = 10000,
 ): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     const req = http.get(
@@ -284,7 +285,7 @@ export function httpGet(
         port: 80,
         path: urlPath,
         headers: hostHeader ? { Host: hostHeader } : {},
-        timeout: 10000,
+        timeout: idleMs,
       },
       (res) => {
         let body = '';
