@@ -11,6 +11,7 @@ import {
   e2eState,
   httpGet,
   onHost,
+  outcome,
   runBundle,
   sampleAppCopy,
   sampleAppInputs,
@@ -40,15 +41,13 @@ function inputs(extra: Record<string, string> = {}) {
 async function deploy(version: string): Promise<string> {
   await writeFile(path.join(source, 'version.py'), `VERSION = "${version}"\n`);
   const r = await runBundle('deploy', inputs());
-  expect(r.stdout).not.toMatch(/::error::/);
-  expect(r.code).toBe(0);
+  expect(outcome(r)).toBe('succeeded');
   return r.outputs['release-id']!;
 }
 
 async function rollback(releaseId: string): Promise<void> {
   const r = await runBundle('rollback', { ...inputs(), 'release-id': releaseId });
-  expect(r.stdout).not.toMatch(/::error::/);
-  expect(r.code).toBe(0);
+  expect(outcome(r)).toBe('succeeded');
 }
 
 async function serving(): Promise<string> {

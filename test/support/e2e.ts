@@ -205,6 +205,17 @@ export async function runBundle(
   return { code, stdout, stderr, outputs, summary, log };
 }
 
+/**
+ * 'succeeded', or why not: the exit code, the run's error lines and its last
+ * lines. `expect(outcome(run)).toBe('succeeded')` shows the cause when it fails.
+ */
+export function outcome(run: BundleRun): string {
+  if (run.code === 0) return 'succeeded';
+  const lines = run.log.split('\n');
+  const errors = lines.filter((l) => l.startsWith('::error::'));
+  return [`exit ${run.code}`, ...errors, '... last lines:', ...lines.slice(-40)].join('\n');
+}
+
 export interface CliRun {
   code: number;
   stdout: string;
