@@ -357,6 +357,13 @@ export const BAD_INPUTS: Case[] = [
   ['provision', 'db-remote-cidrs', '300.1.2.3/8', /is not an IP address/],
   ['provision', 'db-remote-cidrs', 'fd00::/129', /prefix \/129 is over 128/],
   ['provision', 'db-remote-cidrs', 'fd00::gg/64', /is not an IP address/],
+  [
+    'provision',
+    'db-remote-cidrs',
+    '10.0.0.5/8',
+    /'10\.0\.0\.5\/8' has host bits set: the network is 10\.0\.0\.0\/8/,
+  ],
+  ['provision', 'db-remote-cidrs', 'fd00::1/64', /has host bits set: the network is fd00::\/64/],
   ['provision', 'db-remote-cidrs', '10.0.0.0', /is not a CIDR network/],
   ['provision', 'firewall-allow', '1000:0', /port 0 is out of range/],
   ['provision', 'firewall-allow', '2000:1000/tcp', /the range ends before it starts/],
