@@ -273,7 +273,7 @@ describe('wait-ready', () => {
   test('gives up after the timeout with what it got last', async () => {
     const sock = path.join(dir, 'api.sock');
     await serve(sock);
-    const r = mstool(['wait-ready', sock, '/other', '0.5', '0.1', '200', '']);
+    const r = mstool(['wait-ready', sock, '/other', '2', '0.1', '200', '']);
     expect(r.status).toBe(1);
     const out = JSON.parse(r.stdout) as { ok: boolean; attempts: number; status: number; body: string };
     expect(out).toMatchObject({ ok: false, status: 503, body: 'starting' });

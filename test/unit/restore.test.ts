@@ -357,7 +357,8 @@ describe('restore steps', () => {
 });
 
 describe('the smoke test, run', () => {
-  const smoke = (appRoot: string, smokePath: string) =>
+  // The timeout bounds a failure only: a busy machine may start the fake app slowly.
+  const smoke = (appRoot: string, smokePath: string, timeout = 30) =>
     smokeStep({
       ...SCRATCH,
       app: 'shop',
@@ -365,7 +366,7 @@ describe('the smoke test, run', () => {
       appUser: 'root',
       appModule: 'main:app',
       path: smokePath,
-      timeout: 1,
+      timeout,
     });
 
   test('starts the current release with only DATABASE_URL (the scratch role) and reads its answer', () => {
@@ -392,7 +393,7 @@ describe('the smoke test, run', () => {
   });
 
   test('a release that does not answer fails with its own code and its output, the password masked', () => {
-    const r = bash(smoke(fakeRelease(), '/not-there').script, fakePostgres());
+    const r = bash(smoke(fakeRelease(), '/not-there', 1).script, fakePostgres());
     expect(r.status).toBe(RESTORE_EXIT.smokeFailed);
     expect(r.stderr).toContain('the current release did not answer on the scratch database; its output:');
     expect(r.stderr).toContain('started -m uvicorn main:app --uds');
