@@ -68751,9 +68751,42 @@ function parseCidr(c) {
     if (!family)
         return { error: `${fields_quote(c)}: '${match[1]}' is not an IP address` };
     const max = family === 4 ? 32 : 128;
-    if (Number(match[2]) > max)
+    const prefix = Number(match[2]);
+    if (prefix > max)
         return { error: `${fields_quote(c)}: prefix /${match[2]} is over ${max}` };
+    // A network, not an address in one: 10.0.0.5/8 reads as a typo for 10.0.0.0/8 or 10.0.0.5/32.
+    const network = networkAddress(match[1], family, prefix);
+    if (network !== null)
+        return { error: `${fields_quote(c)} has host bits set: the network is ${network}/${prefix}` };
     return c;
+}
+/** The network address of ip/prefix when ip has bits set past the prefix; null when it has none. */
+function networkAddress(ip, family, prefix) {
+    const bits = family === 4 ? 32 : 128;
+    const value = family === 4 ? ipv4Value(ip) : ipv6Value(ip);
+    const mask = prefix === 0 ? 0n : ((1n << BigInt(prefix)) - 1n) << BigInt(bits - prefix);
+    if ((value & ~mask & ((1n << BigInt(bits)) - 1n)) === 0n)
+        return null;
+    const net = value & mask;
+    if (family === 4)
+        return [24n, 16n, 8n, 0n].map((s) => String((net >> s) & 255n)).join('.');
+    const groups = [...Array(8).keys()].map((i) => ((net >> BigInt(112 - 16 * i)) & 0xffffn).toString(16));
+    return groups.join(':').replace(/(^|:)0(:0)+(:|$)/, '::');
+}
+function ipv4Value(ip) {
+    return ip.split('.').reduce((acc, part) => (acc << 8n) | BigInt(Number(part)), 0n);
+}
+function ipv6Value(ip) {
+    // An embedded IPv4 tail (::ffff:1.2.3.4) is two groups.
+    const tail = /(\d+\.\d+\.\d+\.\d+)$/.exec(ip);
+    const text = tail
+        ? ip.replace(tail[1], ((v) => `${(v >> 16n).toString(16)}:${(v & 0xffffn).toString(16)}`)(ipv4Value(tail[1])))
+        : ip;
+    const [head, rest] = text.split('::');
+    const left = head ? head.split(':') : [];
+    const right = rest ? rest.split(':') : [];
+    const groups = rest === undefined ? left : [...left, ...Array(8 - left.length - right.length).fill('0'), ...right];
+    return groups.reduce((acc, g) => (acc << 16n) | BigInt(parseInt(g || '0', 16)), 0n);
 }
 /** node_exporter's listen address: [ipv4]:port, [ipv6]:port or :port. */
 function parseListen(v) {
