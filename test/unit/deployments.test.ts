@@ -198,7 +198,7 @@ test('the environment: given, else the deployment event that started the workflo
 });
 
 test("the inputs: on by default, the token's unevaluated default (the command line) is no token", () => {
-  const s = parseInputs('deploy', (n) => BASE[n]);
+  const s = parseInputs('deploy', (n) => (BASE as Record<string, string>)[n]);
   expect([s['github-deployments'], s['github-token'], s.environment, s['environment-url']]).toEqual([
     true,
     '',
