@@ -2,8 +2,10 @@
 // Native add-ons are never bundled: ssh2 falls back to pure JS without them, and a
 // bundle must not depend on the machine that built it.
 import ncc from '@vercel/ncc';
+import { spawnSync } from 'node:child_process';
 import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 const entries = [
   'release',
@@ -31,8 +33,31 @@ async function filesUnder(dir) {
   return out;
 }
 
-await rm('dist', { recursive: true, force: true });
-for (const name of entries) {
+// Each bundle in a process of its own: ncc's memory grows with every bundle
+// built in one process, past Node's default heap after a dozen.
+const only = process.argv[2];
+if (only === undefined) {
+  await rm('dist', { recursive: true, force: true });
+  for (const name of entries) {
+    const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), name], { stdio: 'inherit' });
+    if (r.status !== 0) {
+      console.error(`building ${name} failed`);
+      process.exit(1);
+    }
+  }
+  const native = (await filesUnder('dist')).filter((f) => f.endsWith('.node'));
+  if (native.length) {
+    console.error(`native add-ons ended up in dist/: ${native.join(', ')}`);
+    process.exit(1);
+  }
+  console.log(`built ${entries.length} bundles into dist/`);
+  process.exit(0);
+}
+if (!entries.includes(only)) {
+  console.error(`unknown bundle ${only}: one of ${entries.join(', ')}`);
+  process.exit(1);
+}
+for (const name of [only]) {
   const { code, assets } = await ncc(new URL(`../src/entry/${name}.ts`, import.meta.url).pathname, {
     minify: false,
     sourceMap: false,
@@ -56,9 +81,3 @@ for (const name of entries) {
     await writeFile(join(dir, file), asset.source);
   }
 }
-const native = (await filesUnder('dist')).filter((f) => f.endsWith('.node'));
-if (native.length) {
-  console.error(`native add-ons ended up in dist/: ${native.join(', ')}`);
-  process.exit(1);
-}
-console.log(`built ${entries.length} bundles into dist/`);

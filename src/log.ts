@@ -61,6 +61,13 @@ export class Log {
     else this.write(`warning: ${m}`);
   }
 
+  /** Something skipped that the user may want to know about, but no problem: an annotation on GitHub. */
+  notice(message: string): void {
+    const m = this.redact(message);
+    if (this.onGitHub) core.notice(m);
+    else this.write(`notice: ${m}`);
+  }
+
   error(message: string): void {
     const m = this.redact(message);
     if (this.onGitHub) core.error(m);

@@ -13,7 +13,8 @@ import {
   pickMigrateHost,
   shouldMigrate,
 } from '../stages/migrate.js';
-import { readSource, releaseStage } from '../stages/release.js';
+import { readSource, releaseStage, type Source } from '../stages/release.js';
+import { recorded, startDeployment } from '../stages/deployments.js';
 import { revertRollout, rollOut } from '../stages/rollout.js';
 import { cleanupStage, markBad, verifyUrlStage } from '../stages/switch.js';
 import { resultsTable, runAction, type ActionOutcome } from './run.js';
@@ -21,6 +22,29 @@ import { errorMessage } from '../errors.js';
 
 export async function deploy(settings: Settings<'deploy'>, log: Log): Promise<ActionOutcome> {
   const source = await readSource(settings);
+  const record = await startDeployment(
+    settings,
+    {
+      ref: source.revision,
+      noRef: `the git revision of ${settings.source} is unknown (no GITHUB_SHA, not a git checkout)`,
+      description: `metalship deploy of ${settings.app}`,
+      payload: { app: settings.app },
+    },
+    log,
+  );
+  return recorded(record, () => deployOnHosts(settings, source, log), describeDeploy);
+}
+
+/** The status description: what serves now. */
+function describeDeploy(outcome: ActionOutcome | null): string {
+  const id = outcome?.outputs['release-id'];
+  if (!outcome || !id) return 'the deploy failed before a release was made';
+  if (!outcome.failure) return `${id} serves`;
+  const previous = outcome.outputs['previous-release-id'];
+  return `${id} failed${outcome.outputs['rolled-back'] === 'true' && previous ? `; ${previous} serves again` : ''}`;
+}
+
+async function deployOnHosts(settings: Settings<'deploy'>, source: Source, log: Log): Promise<ActionOutcome> {
   return withHosts(settings, log, 'deploy', async (hosts) => {
     const timings: Record<string, number> = {};
     const time = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {

@@ -2,7 +2,8 @@ import { freezeAllowsRollback } from '../stages/operations.js';
 import type { Settings } from '../inputs/parse.js';
 import type { Log } from '../log.js';
 import { hasBalancer } from '../inputs/hosts.js';
-import { withHosts } from '../stages/hosts.js';
+import { withHosts, type Host } from '../stages/hosts.js';
+import { recorded, startDeployment } from '../stages/deployments.js';
 import { downgradeOnHost, pickMigrateHost } from '../stages/migrate.js';
 import { revertRollout, rollOut } from '../stages/rollout.js';
 import { listReleases, markBad, rollbackTarget, runtimeOnHost, verifyUrlStage } from '../stages/switch.js';
@@ -34,54 +35,79 @@ export async function rollback(settings: Settings<'rollback'>, log: Log): Promis
     const { target, from } = rollbackTarget(hosts, listings, settings['release-id']);
     await freezeAllowsRollback(hosts, listings, target, settings['migrate-down'], log);
     log.info(`Rolling back from ${from || 'nothing'} to ${target}`);
-    let schemaNote = '';
-    if (settings['migrate-down']) {
-      const host = pickMigrateHost(hosts, settings['migrate-host']);
-      const listing = await listReleases(host);
-      const revision = listing.releases.find((r) => r.id === target)?.schema_revision ?? '';
-      if (!revision) {
-        throw new Error(
-          `migrate-down: the schema revision of ${target} is unknown on ${host.spec.label} (it was not deployed with migrations); nothing was changed`,
-        );
-      }
-      // As the app user the release left ran as.
-      const user = (await runtimeOnHost(host, from, settings, log))['app-user'];
-      const out = await log.group(`Downgrade the schema on ${host.spec.label} to ${revision}`, () =>
-        downgradeOnHost(host, from, revision, { ...settings, 'app-user': user }, log),
-      );
-      schemaNote =
-        `\n\nSchema downgraded on ${host.spec.label}: ${out.before} → ${out.after}, using ${from}'s migrations. ` +
-        `**Data written since ${target} was current may be lost**${out.backupPath ? `; a backup was taken first: \`${out.backupPath}\`` : ''}.`;
-    }
-    const expect = { ...settings, 'expect-body': settings['expect-body'].replaceAll('{release}', target) };
-    const sw = await rollOut(hosts, hasBalancer(settings.hosts), target, expect, log, { verify: expect, revertOnFailure: true });
-    let failure = sw.failure ? `rolling back to ${target} failed; the hosts are back on ${from}:\n${sw.failure}` : undefined;
-    if (!failure && settings.url) {
-      const check = await log.group('Verify the url', () => verifyUrlStage(expect, log));
-      if (!check.ok) {
-        failure = `${target} is unhealthy after the rollback:\n${check.error}`;
-        await revertRollout(hosts, sw, settings, log);
-      }
-    }
-    const healthy = !failure;
-    if (!failure && from) await markBad(hosts, from, `rolled back to ${target}`, log);
-    // The target served with this run's settings (its record says so) and failed: never a default target again.
-    if (failure) await markBad(hosts, target, `failed after a rollback to it`, log);
-    return {
-      outputs: { 'release-id': failure ? from : target, 'rolled-back-from': failure ? '' : from },
-      results: sw.results.map((r) => ({ ...r, healthy: healthy && r.healthy !== false })),
-      summary:
-        `Rollback from **${from || 'nothing'}** to **${target}**${from && !failure ? ` (${from} is now marked bad)` : ''}\n\n` +
-        resultsTable(sw.results, [
-          ['batch', 'batch'],
-          ['previous', 'left'],
-          ['slot', 'slot'],
-          ['seconds', 'seconds'],
-        ]) +
-        schemaNote,
-      failure,
-    };
+    const record = await startDeployment(
+      settings,
+      {
+        ref: listings[0]!.releases.find((r) => r.id === target)?.revision ?? '',
+        noRef: `the git revision of ${target} is unknown (it was released without one)`,
+        description: `metalship rollback of ${settings.app} to ${target}`,
+        payload: { app: settings.app, release: target, 'rolled-back-from': from },
+      },
+      log,
+    );
+    return recorded(
+      record,
+      () => restore(hosts, settings, target, from, log),
+      (outcome) => (outcome && !outcome.failure ? `${target} serves again` : `the rollback to ${target} failed`),
+    );
   });
+}
+
+/** Switches the hosts back to target (its schema first, with migrate-down) and verifies it. */
+async function restore(
+  hosts: Host[],
+  settings: Settings<'rollback'>,
+  target: string,
+  from: string,
+  log: Log,
+): Promise<ActionOutcome> {
+  let schemaNote = '';
+  if (settings['migrate-down']) {
+    const host = pickMigrateHost(hosts, settings['migrate-host']);
+    const listing = await listReleases(host);
+    const revision = listing.releases.find((r) => r.id === target)?.schema_revision ?? '';
+    if (!revision) {
+      throw new Error(
+        `migrate-down: the schema revision of ${target} is unknown on ${host.spec.label} (it was not deployed with migrations); nothing was changed`,
+      );
+    }
+    // As the app user the release left ran as.
+    const user = (await runtimeOnHost(host, from, settings, log))['app-user'];
+    const out = await log.group(`Downgrade the schema on ${host.spec.label} to ${revision}`, () =>
+      downgradeOnHost(host, from, revision, { ...settings, 'app-user': user }, log),
+    );
+    schemaNote =
+      `\n\nSchema downgraded on ${host.spec.label}: ${out.before} → ${out.after}, using ${from}'s migrations. ` +
+      `**Data written since ${target} was current may be lost**${out.backupPath ? `; a backup was taken first: \`${out.backupPath}\`` : ''}.`;
+  }
+  const expect = { ...settings, 'expect-body': settings['expect-body'].replaceAll('{release}', target) };
+  const sw = await rollOut(hosts, hasBalancer(settings.hosts), target, expect, log, { verify: expect, revertOnFailure: true });
+  let failure = sw.failure ? `rolling back to ${target} failed; the hosts are back on ${from}:\n${sw.failure}` : undefined;
+  if (!failure && settings.url) {
+    const check = await log.group('Verify the url', () => verifyUrlStage(expect, log));
+    if (!check.ok) {
+      failure = `${target} is unhealthy after the rollback:\n${check.error}`;
+      await revertRollout(hosts, sw, settings, log);
+    }
+  }
+  const healthy = !failure;
+  if (!failure && from) await markBad(hosts, from, `rolled back to ${target}`, log);
+  // The target served with this run's settings (its record says so) and failed: never a default target again.
+  if (failure) await markBad(hosts, target, `failed after a rollback to it`, log);
+  return {
+    outputs: { 'release-id': failure ? from : target, 'rolled-back-from': failure ? '' : from },
+    results: sw.results.map((r) => ({ ...r, healthy: healthy && r.healthy !== false })),
+    summary:
+      `Rollback from **${from || 'nothing'}** to **${target}**${from && !failure ? ` (${from} is now marked bad)` : ''}\n\n` +
+      resultsTable(sw.results, [
+        ['batch', 'batch'],
+        ['previous', 'left'],
+        ['slot', 'slot'],
+        ['seconds', 'seconds'],
+      ]) +
+      schemaNote,
+    failure,
+  };
 }
 
 export const run = () => runAction('rollback', rollback);

@@ -7,6 +7,7 @@ import {
   connectionInputs,
   deployMigrateInputs,
   deployOnlyInputs,
+  githubDeploymentInputs,
   migrateInputs,
   releaseInputs,
   rollbackMigrateInputs,
@@ -127,6 +128,7 @@ export const actions = {
       ...rollbackOnlyInputs,
       ...verifyInputs,
       ...rollbackMigrateInputs,
+      ...githubDeploymentInputs,
     },
     outputs: {
       'release-id': { description: 'The release now current.' },
@@ -148,6 +150,7 @@ export const actions = {
       ...verifyInputs,
       ...deployOnlyInputs,
       'backup-dir': backupVerifyInputs['backup-dir'],
+      ...githubDeploymentInputs,
     },
     outputs: {
       'release-id': { description: 'The release deployed.' },

@@ -744,3 +744,42 @@ export const backupVerifyInputs = {
   'app-user': serviceInputs['app-user'],
   'app-module': serviceInputs['app-module'],
 } satisfies Record<string, Field>;
+
+/** The runner's own token, as action.yml's default names it: outside GitHub nothing evaluates it. */
+export const GITHUB_TOKEN_DEFAULT = '${{ github.token }}';
+
+/** GitHub Deployments (the Environments page) recorded by deploy and rollback. */
+export const githubDeploymentInputs = {
+  'github-deployments': bool({
+    description:
+      "Record a GitHub deployment of the release, with statuses in_progress, then success (the environment's previous deployment becomes inactive) or failure, so the Environments page shows what is live where. Needs `deployments: write` for the token; without it, or outside GitHub, it is skipped with a notice and the deploy goes on.",
+    default: 'true',
+  }),
+  environment: pattern({
+    description:
+      "The GitHub environment the deployment is recorded in. Default: the environment of the deployment event that started the workflow, else production. Give the job's `environment:` name to keep both on one page.",
+    default: '',
+    regex: /^(|[A-Za-z0-9][A-Za-z0-9 ._/-]{0,254})$/,
+    expected: 'an environment name of letters, digits, space and ._/- (at most 255), or empty',
+  }),
+  'environment-url': url({
+    description: "The URL shown with the deployment (GitHub's environment_url). Default: url.",
+    default: '',
+  }),
+  'github-token': custom<string>(
+    {
+      description:
+        "Token that writes the deployments. Default: the workflow's token (`github.token`); grant it `deployments: write`.",
+      default: GITHUB_TOKEN_DEFAULT,
+      secret: true,
+      revealErrors: true,
+    },
+    { expected: 'a GitHub token (letters, digits and _.-), or empty' },
+    (v) => {
+      // Not evaluated (the command line): no token.
+      if (v === GITHUB_TOKEN_DEFAULT) return '';
+      if (!/^[A-Za-z0-9_.-]*$/.test(v)) return { error: 'has characters other than letters, digits and _.-' };
+      return v;
+    },
+  ),
+} satisfies Record<string, Field>;

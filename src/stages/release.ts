@@ -6,7 +6,7 @@ import { runtimeOf, runtimeRecord, type Runtime } from '../inputs/runtime.js';
 import { buildStep, markStep, prepareStep, RELEASE_EXISTS_EXIT } from '../remote/release.js';
 import { RemoteError } from '../transport/ssh.js';
 import { onEachHost, type Host, type HostResult } from './hosts.js';
-import { buildManifest, packFiles, venvKey, type Manifest } from './source.js';
+import { buildManifest, packFiles, sourceRevision, venvKey, type Manifest } from './source.js';
 import { errorMessage } from '../errors.js';
 
 export interface ReleaseSettings extends Runtime {
@@ -38,11 +38,11 @@ export function timestampId(date = new Date()): string {
   return `${date.getUTCFullYear()}${p(date.getUTCMonth() + 1)}${p(date.getUTCDate())}_${p(date.getUTCHours())}${p(date.getUTCMinutes())}${p(date.getUTCSeconds())}`;
 }
 
-function metadata(releaseId: string, settings: ReleaseSettings, manifest: Manifest): Record<string, unknown> {
+function metadata(releaseId: string, settings: ReleaseSettings, source: Source): Record<string, unknown> {
   const e = process.env;
   return {
     id: releaseId,
-    revision: e.GITHUB_SHA ?? '',
+    revision: source.revision,
     ref: e.GITHUB_REF ?? '',
     run_url: e.GITHUB_RUN_ID
       ? `${e.GITHUB_SERVER_URL ?? 'https://github.com'}/${e.GITHUB_REPOSITORY}/actions/runs/${e.GITHUB_RUN_ID}`
@@ -50,7 +50,7 @@ function metadata(releaseId: string, settings: ReleaseSettings, manifest: Manife
     actor: e.GITHUB_ACTOR ?? e.USER ?? '',
     created: new Date().toISOString(),
     created_epoch: Date.now() / 1000,
-    files: manifest.files.length,
+    files: source.manifest.files.length,
     requirements: settings.requirements,
   };
 }
@@ -59,10 +59,10 @@ async function releaseOnHost(
   host: Host,
   releaseId: string,
   settings: ReleaseSettings,
-  manifest: Manifest,
-  key: string,
+  source: Source,
   log: Log,
 ) {
+  const { manifest, key } = source;
   const started = Date.now();
   const layout = host.layout;
   const prepare = prepareStep(
@@ -90,7 +90,7 @@ async function releaseOnHost(
         systemSitePackages: settings['system-site-packages'],
         sharedPaths: settings['shared-paths'],
         importCheck: settings['import-check'] ? settings['app-module'] : null,
-        metadata: metadata(releaseId, settings, manifest),
+        metadata: metadata(releaseId, settings, source),
         runtimeRecord: runtimeRecord(runtimeOf(settings)),
       }),
       { input: tarball, stream: true },
@@ -111,10 +111,12 @@ async function releaseOnHost(
   }
 }
 
-/** What a release sends: the source's manifest and the key of its virtualenv. */
+/** What a release sends: the source's manifest and the key of its virtualenv, and the commit it is (recorded). */
 export interface Source {
   manifest: Manifest;
   key: string;
+  /** The git revision, or empty when unknown. */
+  revision: string;
 }
 
 /**
@@ -130,20 +132,20 @@ export async function readSource(settings: ReleaseSettings): Promise<Source> {
     [settings.python, ...settings['pip-args'], String(settings['system-site-packages'])],
     manifest,
   );
-  return { manifest, key };
+  return { manifest, key, revision: await sourceRevision(settings.source) };
 }
 
 export async function releaseStage(
   hosts: Host[],
   settings: ReleaseSettings,
-  { manifest, key }: Source,
+  source: Source,
   log: Log,
 ): Promise<ReleaseOutcome> {
   const base = settings['release-id'] || timestampId();
   for (let attempt = 0; attempt < 5; attempt++) {
     const releaseId = attempt === 0 ? base : `${base}_${attempt + 1}`;
     const results = await log.group(`Release ${releaseId} on ${hosts.length} host(s)`, () =>
-      onEachHost(hosts, (h) => releaseOnHost(h, releaseId, settings, manifest, key, log)),
+      onEachHost(hosts, (h) => releaseOnHost(h, releaseId, settings, source, log)),
     );
     const taken = results.some((r) => !r.ok && r.error?.includes(`exit code ${RELEASE_EXISTS_EXIT}`));
     if (taken && !settings['release-id']) {

@@ -8,6 +8,7 @@ import { lstat, open, readdir, readFile, readlink, realpath } from 'node:fs/prom
 import { join, posix, relative, resolve, sep } from 'node:path';
 import { once } from 'node:events';
 import { createGzip } from 'node:zlib';
+import { getExecOutput } from '@actions/exec';
 import { minimatch } from 'minimatch';
 import type { Manifest } from '../remote/release.js';
 
@@ -283,4 +284,28 @@ export async function venvKey(
   }
   hash.update('\0' + parts.join('\0'));
   return 'py-' + hash.digest('hex').slice(0, 16);
+}
+
+/**
+ * The commit the source is: GITHUB_SHA on GitHub, else the HEAD of the git work
+ * tree the source directory is in; empty when neither tells (no git, not a
+ * checkout, a tree git refuses as another user's).
+ */
+export async function sourceRevision(
+  sourceDir: string,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<string> {
+  if (env.GITHUB_SHA) return env.GITHUB_SHA;
+  try {
+    const out = await getExecOutput(
+      'git',
+      // No fsmonitor hook from the checkout's own config: reading HEAD runs nothing of the repository's.
+      ['-c', 'core.fsmonitor=false', '-C', sourceDir, 'rev-parse', '--verify', '--quiet', 'HEAD'],
+      { silent: true, ignoreReturnCode: true },
+    );
+    const sha = out.stdout.trim();
+    return out.exitCode === 0 && /^[0-9a-f]{40}([0-9a-f]{24})?$/.test(sha) ? sha : '';
+  } catch {
+    return ''; // no git on this machine
+  }
 }

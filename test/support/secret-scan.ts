@@ -16,7 +16,14 @@ import path from 'node:path';
 import { parse as parseDotenv } from 'dotenv';
 
 /** Inputs whose values are secrets, in any action. */
-export const SECRET_INPUTS = ['ssh-key', 'ssh-key-passphrase', 'db-password', 'redis-password', 'env'];
+export const SECRET_INPUTS = [
+  'ssh-key',
+  'ssh-key-passphrase',
+  'db-password',
+  'redis-password',
+  'env',
+  'github-token',
+];
 
 /** Shorter forms (a line of a secret, a .env value) are not searched for on their own: too many false hits. */
 export const MIN_FORM = 8;

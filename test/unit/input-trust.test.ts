@@ -71,6 +71,7 @@ describe('a secret is never echoed', () => {
     expect([...secrets].sort()).toEqual([
       'db-password',
       'env',
+      'github-token',
       'redis-password',
       'ssh-key',
       'ssh-key-passphrase',

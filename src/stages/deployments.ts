@@ -1,0 +1,223 @@
+// GitHub Deployments: each deploy and rollback recorded for its environment, so
+// the repository's Environments page shows what is live where. Advisory: no
+// answer of GitHub's fails or stops a deploy, and the token never leaves here
+// but in the Authorization header.
+
+import { readFileSync } from 'node:fs';
+import { getOctokit } from '@actions/github';
+import type { Log } from '../log.js';
+import { errorMessage } from '../errors.js';
+
+export interface DeploymentSettings {
+  app: string;
+  'github-deployments': boolean;
+  'github-token': string;
+  environment: string;
+  'environment-url': string;
+  url: string;
+}
+
+export interface DeploymentRecord {
+  /** The outcome: success (the environment's earlier deployments become inactive) or failure. */
+  finish(ok: boolean, description: string): Promise<void>;
+}
+
+export interface DeploymentRequest {
+  /** The commit deployed: the deployment's ref. */
+  ref: string;
+  /** Why there is no ref, when there is none. */
+  noRef: string;
+  description: string;
+  payload: Record<string, string>;
+}
+
+const NOTHING: DeploymentRecord = { finish: async () => {} };
+const SKIPPED = 'GitHub deployment not recorded';
+/** How long one API call may take: a deploy never waits on GitHub longer. */
+const CALL_MS = 20000;
+/** Earlier deployments of the environment looked at for one still active. */
+const EARLIER = 10;
+const quiet = { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} };
+
+/** The environment: as given, else that of the deployment event that started the workflow, else production. */
+export function environmentName(
+  settings: Pick<DeploymentSettings, 'environment'>,
+  env: NodeJS.ProcessEnv,
+): string {
+  if (settings.environment) return settings.environment;
+  if (env.GITHUB_EVENT_NAME === 'deployment' && env.GITHUB_EVENT_PATH) {
+    try {
+      const event = JSON.parse(readFileSync(env.GITHUB_EVENT_PATH, 'utf8')) as {
+        deployment?: { environment?: unknown };
+      };
+      const name = event.deployment?.environment;
+      if (typeof name === 'string' && name) return name;
+    } catch {
+      // An unreadable event names no environment.
+    }
+  }
+  return 'production';
+}
+
+export function runUrl(env: NodeJS.ProcessEnv): string {
+  return env.GITHUB_RUN_ID && env.GITHUB_REPOSITORY
+    ? `${env.GITHUB_SERVER_URL ?? 'https://github.com'}/${env.GITHUB_REPOSITORY}/actions/runs/${env.GITHUB_RUN_ID}`
+    : '';
+}
+
+/** GitHub's limit on a status description. */
+const clip = (text: string) => {
+  const line = text.split('\n')[0]!;
+  return line.length > 140 ? line.slice(0, 139) + '…' : line;
+};
+
+/**
+ * Creates the deployment with status in_progress; what it returns records the
+ * outcome. Skipped with one notice when off, outside GitHub, without a token or
+ * ref, or when GitHub refuses (a token without deployments: write gets 403).
+ */
+export async function startDeployment(
+  settings: DeploymentSettings,
+  request: DeploymentRequest,
+  log: Log,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<DeploymentRecord> {
+  if (!settings['github-deployments']) return NOTHING;
+  const [owner, repo, ...rest] = (env.GITHUB_REPOSITORY ?? '').split('/');
+  if (!owner || !repo || rest.length) {
+    log.notice(
+      `${SKIPPED}: not running on GitHub (no GITHUB_REPOSITORY); github-deployments: false turns this off`,
+    );
+    return NOTHING;
+  }
+  const token = settings['github-token'];
+  if (!token) {
+    log.notice(`${SKIPPED}: github-token is empty`);
+    return NOTHING;
+  }
+  if (!request.ref) {
+    log.notice(`${SKIPPED}: ${request.noRef}`);
+    return NOTHING;
+  }
+  log.secret(token);
+  // @actions/github reads GITHUB_API_URL (GHES) once, when loaded; given here from the same env as the rest.
+  const octokit = getOctokit(token, { baseUrl: env.GITHUB_API_URL || 'https://api.github.com', log: quiet });
+  let refused = false;
+  /** One API call; a failure is reported once and ends the recording, never the deploy. */
+  const call = async <T>(what: string, fn: (signal: AbortSignal) => Promise<T>): Promise<T | null> => {
+    if (refused) return null;
+    try {
+      return await fn(AbortSignal.timeout(CALL_MS));
+    } catch (err) {
+      refused = true;
+      const status = (err as { status?: unknown }).status;
+      if (status === 403 || status === 404)
+        log.notice(
+          `${SKIPPED}: the token may not write deployments (HTTP ${status} ${what}); give it deployments: write, or set github-deployments: false`,
+        );
+      else log.warn(`${SKIPPED}: ${what} failed: ${clip(errorMessage(err))}`);
+      return null;
+    }
+  };
+  const environment = environmentName(settings, env);
+  const shown = {
+    log_url: runUrl(env) || undefined,
+    environment_url: settings['environment-url'] || settings.url || undefined,
+  };
+  const created = await call('creating the deployment', (signal) =>
+    octokit.rest.repos.createDeployment({
+      owner,
+      repo,
+      ref: request.ref,
+      environment,
+      description: clip(log.redact(request.description)),
+      payload: request.payload,
+      // The commit was built and tested by the workflow already: no merge, no status checks.
+      auto_merge: false,
+      required_contexts: [],
+      transient_environment: false,
+      request: { signal },
+    }),
+  );
+  const id = created && 'id' in created.data ? created.data.id : undefined;
+  if (created && typeof id !== 'number') log.warn(`${SKIPPED}: GitHub answered without a deployment id`);
+  if (typeof id !== 'number') return NOTHING;
+  const status = (
+    state: 'in_progress' | 'success' | 'failure' | 'inactive',
+    deployment: number,
+    extra = {},
+  ) =>
+    call(`setting deployment ${deployment} ${state}`, (signal) =>
+      octokit.rest.repos.createDeploymentStatus({
+        owner,
+        repo,
+        deployment_id: deployment,
+        state,
+        request: { signal },
+        ...extra,
+      }),
+    );
+  await status('in_progress', id, { ...shown, description: clip(log.redact(request.description)) });
+  log.info(`GitHub deployment ${id} of ${request.ref.slice(0, 12)} to ${environment}: in progress`);
+  /**
+   * auto_inactive passes over production environments (production_environment,
+   * true for the one named production): earlier deployments still reading
+   * success are made inactive here.
+   */
+  const inactivateEarlier = async (id: number): Promise<void> => {
+    const listed = await call('listing earlier deployments', (signal) =>
+      octokit.rest.repos.listDeployments({
+        owner,
+        repo,
+        environment,
+        per_page: EARLIER + 1,
+        request: { signal },
+      }),
+    );
+    for (const d of (listed?.data ?? []).filter((d) => d.id < id).slice(0, EARLIER)) {
+      const latest = await call(`reading deployment ${d.id}`, (signal) =>
+        octokit.rest.repos.listDeploymentStatuses({
+          owner,
+          repo,
+          deployment_id: d.id,
+          per_page: 1,
+          request: { signal },
+        }),
+      );
+      if (latest?.data[0]?.state === 'success') await status('inactive', d.id);
+    }
+  };
+  return {
+    async finish(ok, description) {
+      // A failure leaves the earlier deployment active: the release it records still serves.
+      const done = await status(ok ? 'success' : 'failure', id, {
+        ...shown,
+        description: clip(log.redact(description)),
+        auto_inactive: ok,
+      });
+      if (!done) return;
+      log.info(`GitHub deployment ${id} to ${environment}: ${ok ? 'success' : 'failure'}`);
+      if (ok) await inactivateEarlier(id);
+    },
+  };
+}
+
+/**
+ * Runs a deploy or rollback and records its outcome on the deployment, thrown
+ * errors included. `describe` gets the outcome (null when it threw).
+ */
+export async function recorded<T extends { failure?: string }>(
+  record: DeploymentRecord,
+  run: () => Promise<T>,
+  describe: (outcome: T | null) => string,
+): Promise<T> {
+  let outcome: T;
+  try {
+    outcome = await run();
+  } catch (err) {
+    await record.finish(false, describe(null));
+    throw err;
+  }
+  await record.finish(!outcome.failure, describe(outcome));
+  return outcome;
+}
