@@ -1,16 +1,17 @@
 // The README's adoption guide, followed as a new user would, against a test
-// host: its `sh guide` blocks run in order under bash in a checkout of the
-// sample app (`npx metalship` is the package's command line under the
-// runner's Node), its `sh guide-console` block on the host (standing in for the
-// provider's console), and its `sh guide-github` block is checked against what
-// the example workflows read. Changed for the test: the host's name (the test
-// host's address), the app's name (apart from other files' apps), the admin
-// login the guide assumes (the harness's key, in the user's ~/.ssh/config),
-// and, through INPUT_* variables, what the test host needs (no package
-// archive: provision's system item off; Debian's packages for the venv).
+// host: its `sh guide` blocks run in order under bash, in the guide's own
+// directory or, for `npx metalship` (the package's command line under the
+// runner's Node), in a checkout of the sample app; its `sh guide-console`
+// block runs on the host (standing in for the provider's console), and its
+// `sh guide-github` block is checked against what the example workflows read.
+// Changed for the test: the host's name (the test host's address), the app's
+// name (apart from other files' apps), the admin login the guide assumes (the
+// harness's key, in the user's ssh config), and, through INPUT_* variables,
+// what the test host needs (no package archive: provision's system item off;
+// Debian's packages for the venv).
 import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import {
@@ -50,9 +51,14 @@ function guideBlocks(): Block[] {
   }));
 }
 
+/** A file in the guide's own directory (~/metalship-<app>, outside the checkout). */
+const guideFile = (name = '') => path.join(home, `metalship-${APP}`, name);
+
+/** Runs a block under bash: in the checkout when it says `npx metalship`, else in the guide's own directory. */
 function bash(script: string): { code: number; out: string } {
+  const own = guideFile();
   const r = spawnSync('bash', ['-e', '-o', 'pipefail', '-c', script], {
-    cwd: checkout,
+    cwd: script.includes('npx metalship') ? checkout : existsSync(own) ? own : home,
     encoding: 'utf8',
     timeout: 900000,
     env: {
@@ -120,13 +126,13 @@ test('the guide, from a new deploy key to the first deploy, as a new user follow
     }
     if (block.text.includes('npx metalship')) {
       // What provision (without --check) makes for the app: its database with the guide's password.
-      const password = (await readFile(path.join(checkout, 'db_password'), 'utf8')).trim();
+      const password = (await readFile(guideFile('db_password'), 'utf8')).trim();
       registerSecret('the guide database password', password);
       registerSecret(
         'the guide Redis password',
-        (await readFile(path.join(checkout, 'redis_password'), 'utf8')).trim(),
+        (await readFile(guideFile('redis_password'), 'utf8')).trim(),
       );
-      registerSecret('the guide deploy key', await readFile(path.join(checkout, 'deploy_key'), 'utf8'));
+      registerSecret('the guide deploy key', await readFile(guideFile('deploy_key'), 'utf8'));
       await setUpAppOnHost(state, host, APP, { redisDb: 11, dbPassword: password });
     }
     const r = bash(block.text);
@@ -137,7 +143,7 @@ test('the guide, from a new deploy key to the first deploy, as a new user follow
   const [, , scan, shown, , deploy] = outputs as [string, string, string, string, string, string];
 
   // The key is authorised, restricted, and the fingerprints agree.
-  const pub = (await readFile(path.join(checkout, 'deploy_key.pub'), 'utf8')).trim();
+  const pub = (await readFile(guideFile('deploy_key.pub'), 'utf8')).trim();
   expect(await onHost(state, host, 'cat /root/.ssh/authorized_keys')).toContain(`restrict ${pub}`);
   const fingerprint = (text: string) => /SHA256:[A-Za-z0-9+/]{43}/.exec(text)?.[0];
   expect(fingerprint(scan)).toBeDefined();
