@@ -54391,6 +54391,7 @@ function layout(app, root) {
         unitDir: '/etc/systemd/system',
         nginxSite: `/etc/nginx/sites-available/${app}`,
         nginxSiteEnabled: `/etc/nginx/sites-enabled/${app}`,
+        nginxReloadPending: `${root}/.metalship/nginx-reload-pending`,
         nginxUpstream: `/etc/nginx/conf.d/metalship-${app}-upstream.conf`,
         balancerUpstream: `/etc/nginx/conf.d/metalship-${app}-balancer.conf`,
     };
@@ -67073,8 +67074,8 @@ const connectionInputs = {
 const commandField = (description, def) => fields_custom({ description, default: def }, { expected: 'a command line of plain words, e.g. "python -m worker"' }, (v) => checkCommand(v));
 /**
  * The command of a unit (worker, scheduler): `none` runs none, and so does an
- * empty value given explicitly. GitHub passes an input left out as its action.yml
- * default (this command) and one given as '' as '', so the two stay apart.
+ * empty value. The default is none: a command the app lacks (the standard's
+ * taskiq in an app without taskiq) would fail its deploy.
  */
 const unitCommandField = (description, def) => fields_custom({ description, default: def, emptyIsValue: true }, { expected: 'a command line of plain words, e.g. "python -m worker", or none' }, (v) => (v === 'none' || v === '' ? [] : checkCommand(v)));
 /** How the app's processes run: shared by release (import check), switch, rollback and deploy. */
@@ -67100,8 +67101,8 @@ const serviceInputs = {
         expected: 'module:attribute, e.g. main:app or myproj.asgi:application',
     }),
     'uvicorn-args': commandField('Extra uvicorn arguments, e.g. "--workers 2".', ''),
-    'worker-command': unitCommandField("Background worker command, run in the release with the venv first on PATH. `none`, or an empty value given explicitly (`worker-command: ''`): no worker. Left out: the taskiq default.", 'taskiq worker tasks.broker:broker'),
-    'scheduler-command': unitCommandField('Scheduler command (exactly one runs, on the first host or the host with the scheduler role). `none`, or an empty value given explicitly: no scheduler. Left out: the taskiq default.', 'taskiq scheduler tasks.scheduler:scheduler'),
+    'worker-command': unitCommandField('Background worker command, run in the release with the venv first on PATH, e.g. "taskiq worker tasks.broker:broker" (the standard\'s). `none` or empty: no worker, the default: an app has one only when it says which.', 'none'),
+    'scheduler-command': unitCommandField('Scheduler command (exactly one runs, on the first host or the host with the scheduler role), e.g. "taskiq scheduler tasks.scheduler:scheduler". `none` or empty: no scheduler, the default.', 'none'),
     'health-path': pattern({
         description: 'Readiness endpoint of the app, checked on each host before it gets traffic and after a switch.',
         default: '/health/ready',

@@ -268,8 +268,8 @@ const commandField = (description: string, def: string) =>
 
 /**
  * The command of a unit (worker, scheduler): `none` runs none, and so does an
- * empty value given explicitly. GitHub passes an input left out as its action.yml
- * default (this command) and one given as '' as '', so the two stay apart.
+ * empty value. The default is none: a command the app lacks (the standard's
+ * taskiq in an app without taskiq) would fail its deploy.
  */
 const unitCommandField = (description: string, def: string) =>
   custom<string[]>(
@@ -304,12 +304,12 @@ export const serviceInputs = {
   }),
   'uvicorn-args': commandField('Extra uvicorn arguments, e.g. "--workers 2".', ''),
   'worker-command': unitCommandField(
-    "Background worker command, run in the release with the venv first on PATH. `none`, or an empty value given explicitly (`worker-command: ''`): no worker. Left out: the taskiq default.",
-    'taskiq worker tasks.broker:broker',
+    'Background worker command, run in the release with the venv first on PATH, e.g. "taskiq worker tasks.broker:broker" (the standard\'s). `none` or empty: no worker, the default: an app has one only when it says which.',
+    'none',
   ),
   'scheduler-command': unitCommandField(
-    'Scheduler command (exactly one runs, on the first host or the host with the scheduler role). `none`, or an empty value given explicitly: no scheduler. Left out: the taskiq default.',
-    'taskiq scheduler tasks.scheduler:scheduler',
+    'Scheduler command (exactly one runs, on the first host or the host with the scheduler role), e.g. "taskiq scheduler tasks.scheduler:scheduler". `none` or empty: no scheduler, the default.',
+    'none',
   ),
   'health-path': pattern({
     description:

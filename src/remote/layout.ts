@@ -38,6 +38,8 @@ export interface Layout {
   unitDir: string;
   nginxSite: string;
   nginxSiteEnabled: string;
+  /** Exists from a change to the app's nginx files until nginx has loaded it (a run can stop in between). */
+  nginxReloadPending: string;
   nginxUpstream: string;
   /** On a load balancer host: the app hosts as an nginx upstream. */
   balancerUpstream: string;
@@ -86,6 +88,7 @@ export function layout(app: string, root: string): Layout {
     unitDir: '/etc/systemd/system',
     nginxSite: `/etc/nginx/sites-available/${app}`,
     nginxSiteEnabled: `/etc/nginx/sites-enabled/${app}`,
+    nginxReloadPending: `${root}/.metalship/nginx-reload-pending`,
     nginxUpstream: `/etc/nginx/conf.d/metalship-${app}-upstream.conf`,
     balancerUpstream: `/etc/nginx/conf.d/metalship-${app}-balancer.conf`,
   };

@@ -80,14 +80,16 @@ export function switchScript(settings: SwitchSettings): string {
     'units_changed=0',
     ...unitLines,
     'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi',
-    'nginx_changed=0',
+    // A change an earlier run wrote but did not get nginx to load (it stopped
+    // before the switch, say a first release that never became ready) is loaded now.
+    sh`nginx_changed=0; if [ -e ${layout.nginxReloadPending} ]; then nginx_changed=1; fi`,
     'site_new=0',
     sh`if [ ! -e ${layout.nginxSite} ]; then`,
     '  site_new=1',
     ensureFile(layout.nginxSite, siteConf(layout, { serverName: settings.serverName, tls: null }), {
       mode: '644',
       label: 'nginx site',
-      onChange: 'nginx_changed=1',
+      onChange: sh`nginx_changed=1; touch ${layout.nginxReloadPending}`,
     }),
     sh`  ln -sfn ${layout.nginxSite} ${layout.nginxSiteEnabled}`,
     settings.serverName === '_' ? sh`  rm -f /etc/nginx/sites-enabled/default` : null,
@@ -95,7 +97,7 @@ export function switchScript(settings: SwitchSettings): string {
     ensureFile(layout.nginxUpstream, upstreamConf(layout), {
       mode: '644',
       label: 'nginx upstream',
-      onChange: 'nginx_changed=1',
+      onChange: sh`nginx_changed=1; touch ${layout.nginxReloadPending}`,
     }),
     // A configuration nginx refuses (say a second default_server) fails the switch before anything moves.
     'if [ "$nginx_changed" = 1 ] && ! nginx_errors=$(nginx -t 2>&1); then',
@@ -128,6 +130,7 @@ export function switchScript(settings: SwitchSettings): string {
     sh`echo "$slot" > ${layout.activeSlot}`,
     'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;',
     'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi',
+    sh`rm -f ${layout.nginxReloadPending}`,
     sh`prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`,
     sh`mstool link ${rel} ${layout.current}`,
     sh`mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`,

@@ -60,7 +60,6 @@ export const BAD_INPUTS: Case[] = [
   ['deploy', 'hosts', '10.0.0.5 roles=api,cron', /unknown role 'cron'/],
   ['deploy', 'hosts', '10.0.0.5 roles=', /roles= is empty/],
   ['switch', 'hosts', '10.0.0.5 roles=scheduler\n10.0.0.6 roles=scheduler', /exactly one scheduler/],
-  ['deploy', 'hosts', '10.0.0.5 roles=api,worker', /gives no host the scheduler role.*exactly one scheduler/],
   ['deploy', 'hosts', '10.0.0.5 roles=lb,api', /roles=lb alone/],
   ['deploy', 'hosts', '10.0.0.5 roles=lb', /load balancer .* but no api host/],
   ['deploy', 'hosts', '10.0.0.5 weight=2', /unknown attribute 'weight'/],
@@ -466,6 +465,14 @@ export const BAD_INPUTS: Case[] = [
 
 /** Cases that need another input set too: [action, input, value, message, other inputs]. */
 export const BAD_INPUT_COMBINATIONS: [...Case, Record<string, string>][] = [
+  // A scheduler named, but no host to run it (without scheduler-command, the default none, it is fine).
+  [
+    'deploy',
+    'hosts',
+    '10.0.0.5 roles=api,worker',
+    /gives no host the scheduler role.*exactly one scheduler/,
+    { 'scheduler-command': 'python -m scheduler' },
+  ],
   ...ACTION_NAMES.map((a): [...Case, Record<string, string>] => [
     a,
     'ssh-key-passphrase',

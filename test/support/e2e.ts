@@ -142,6 +142,11 @@ async function untilClosed(
   return { code, stdout, stderr };
 }
 
+/** What a command the test ran itself showed (e.g. the README guide's shell blocks), for the secret scan. */
+export function recordShown(what: string, log: string): void {
+  recordForScan([{ kind: 'run', where: `${what} in ${testContext()}`, log }]);
+}
+
 /** Runs dist/<bundle>/index.js under the runner's Node with the given inputs. */
 export async function runBundle(
   bundle: string,

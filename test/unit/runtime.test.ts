@@ -134,7 +134,7 @@ describe('worker-command and scheduler-command: none, or an empty value given, r
     )['worker-command'];
 
   test.each<[string, string | undefined, string[]]>([
-    ['left out: the taskiq default', undefined, ['taskiq', 'worker', 'tasks.broker:broker']],
+    ['left out: none (an app names its worker)', undefined, []],
     ['given empty', '', []],
     ['a lone line break', '\n', []],
     ['none', 'none', []],
