@@ -2,7 +2,8 @@
 // Native add-ons are never bundled: ssh2 falls back to pure JS without them, and a
 // bundle must not depend on the machine that built it.
 import ncc from '@vercel/ncc';
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
+import { availableParallelism } from 'node:os';
 import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -33,17 +34,29 @@ async function filesUnder(dir) {
   return out;
 }
 
-// Each bundle in a process of its own: ncc's memory grows with every bundle
-// built in one process, past Node's default heap after a dozen.
+// Each bundle in a process of its own (ncc's memory grows with every bundle
+// built in one process, past Node's default heap after a dozen), as many at
+// once as there are cores.
+const buildOne = (name) =>
+  new Promise((resolve) =>
+    spawn(process.execPath, [fileURLToPath(import.meta.url), name], { stdio: 'inherit' }).on(
+      'close',
+      resolve,
+    ),
+  );
 const only = process.argv[2];
 if (only === undefined) {
   await rm('dist', { recursive: true, force: true });
-  for (const name of entries) {
-    const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), name], { stdio: 'inherit' });
-    if (r.status !== 0) {
-      console.error(`building ${name} failed`);
-      process.exit(1);
-    }
+  const queue = [...entries];
+  const failed = [];
+  const worker = async () => {
+    for (let name = queue.shift(); name; name = queue.shift())
+      if ((await buildOne(name)) !== 0) failed.push(name);
+  };
+  await Promise.all(Array.from({ length: Math.min(availableParallelism(), entries.length) }, worker));
+  if (failed.length) {
+    console.error(`building ${failed.join(', ')} failed`);
+    process.exit(1);
   }
   const native = (await filesUnder('dist')).filter((f) => f.endsWith('.node'));
   if (native.length) {
