@@ -21,6 +21,8 @@ type Opts = {
   multiline?: boolean;
   /** An empty value given explicitly is a value of its own, not the default (only an input not set at all takes the default). */
   emptyIsValue?: boolean;
+  /** Why the config file never gives this input (a value for one run, or one recorded elsewhere); unset: the file may. */
+  notInConfig?: string;
 };
 
 export interface Field<T = unknown> extends Opts {

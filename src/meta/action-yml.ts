@@ -25,10 +25,24 @@ export function renderActionYml(name: ActionName): string {
   const def = actions[name];
   const inputs: Record<string, Record<string, unknown>> = {};
   for (const [input, f] of Object.entries(def.inputs as Record<string, Field>)) {
+    // Defaults are applied in code, not by the runner, so that an input left out
+    // is told from one given and the config file fills only those left out
+    // (src/inputs/config-file.ts). An input whose empty value means something of
+    // its own keeps its default here: the runner then passes '' only when given.
+    const inFile = !f.secret && !f.notInConfig;
+    const shownDefault =
+      f.default && !f.emptyIsValue && !/Default\b/.test(f.description)
+        ? ` Default: ${f.default.replace(/\n/g, ', ')}.`
+        : '';
     inputs[input] = {
-      description: f.description + (f.secret ? ' Treated as a secret: masked in logs.' : ''),
-      required: f.required === true,
-      ...(f.default !== undefined && f.default !== '' ? { default: f.default } : {}),
+      description:
+        f.description +
+        shownDefault +
+        (f.required && inFile ? ' Required, here or in the config file.' : '') +
+        (f.secret ? ' Treated as a secret: masked in logs.' : ''),
+      // The runner does not enforce it; linters do, and the config file may give it.
+      required: f.required === true && !inFile,
+      ...(f.emptyIsValue && f.default ? { default: f.default } : {}),
     };
   }
   const doc = {
