@@ -49,7 +49,8 @@ export function usage(action?: ActionName): string {
       '',
       'A value @path reads the file at path (for keys and known_hosts; @~/ is your home); @@ starts a literal @.',
       'A true-or-false input may be given alone: --migrate is --migrate true, --no-migrate is --migrate false.',
-      'Inputs not given as flags come from INPUT_<NAME> environment variables, as on GitHub.',
+      'Inputs not given as flags come from INPUT_<NAME> environment variables, as on GitHub,',
+      'then from the config file: .metalship.yml here, or --config <path>, with --environment <name>.',
       "Run 'metalship <action> --help' for an action's inputs.",
     ].join('\n');
   }

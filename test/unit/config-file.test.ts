@@ -389,3 +389,16 @@ describe('actions and the CLI read it before any host', () => {
     }
   });
 });
+
+test('examples/metalship.yml is a valid config file, each environment enough for a deploy and a restore test', async () => {
+  const ws = await mkdtemp(path.join(dir, 'example-'));
+  await writeFile(path.join(ws, '.metalship.yml'), readFileSync('examples/metalship.yml', 'utf8'));
+  for (const environment of ['production', 'staging']) {
+    const s = settingsOf('deploy', ws, { environment });
+    expect(s.app).toBe('shop');
+    expect(s['expect-body']).toBe('{release}');
+  }
+  expect(settingsOf('backup-verify', ws, { environment: 'production' }).checks).toEqual([
+    'SELECT count(*) > 0 FROM orders',
+  ]);
+});
