@@ -64,6 +64,8 @@ export function renderReference(): string {
     '# Reference: every input and output',
     '',
     "Generated from `src/inputs/` by `npm run gen`; a test checks it matches. Each action's `action.yml` carries the same text.",
+    '',
+    'Each input may also be set in the config file (`.metalship.yml`, see the README, "Config file"), except the secrets and those marked "not in the config file"; an input given in `with:` overrides it. A required input is required in one or the other.',
   ];
   for (const name of Object.keys(ACTION_FILES) as ActionName[]) {
     const def = actions[name];
@@ -79,7 +81,7 @@ export function renderReference(): string {
     );
     for (const [input, f] of Object.entries(def.inputs as Record<string, Field>)) {
       parts.push(
-        `| \`${input}\` | ${f.required ? 'yes' : ''} | ${f.default ? `\`${cell(f.default)}\`` : ''} | ${cell(f.description)}${f.secret ? ' (secret)' : ''} Expected: ${cell(f.expected)}. |`,
+        `| \`${input}\` | ${f.required ? 'yes' : ''} | ${f.default ? `\`${cell(f.default)}\`` : ''} | ${cell(f.description)}${f.secret ? ' (secret)' : ''}${f.notInConfig && !f.secret ? ` Not in the config file: ${cell(f.notInConfig)}.` : ''} Expected: ${cell(f.expected)}. |`,
       );
     }
     parts.push('', '| output | description |', '|---|---|');
