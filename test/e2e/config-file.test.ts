@@ -10,6 +10,7 @@ import {
   httpGet,
   onHost,
   runBundle,
+  runCli,
   sampleAppCopy,
   setUpAppOnHost,
   type E2EState,
@@ -135,6 +136,20 @@ test('an input given overrides the file; a rollback given only the key and the e
   expect(await onHost(state, host, `systemctl show -p ExecStart --value ${APP}-worker.service`)).toMatch(
     /python -u -m worker/,
   );
+});
+
+test('the command line reads the same file: status in the repository, given the key and the environment', async () => {
+  await writeFile(path.join(workspace, '.deploy-key'), state.key.privateKey, { mode: 0o600 });
+  const run = await runCli(['status', '--environment', 'production', '--ssh-key', '@.deploy-key'], {
+    home: workspace,
+    secrets: { 'ssh-key': state.key.privateKey },
+  });
+  expect(run.stderr).toBe('');
+  expect(run.code).toBe(0);
+  expect(run.stdout).toContain('frozen=false');
+  // The file's app on the production section's host: v1 is current again after the rollback.
+  expect(run.stdout).toContain(`### ${host.address}`);
+  expect(run.stdout).toContain(`| ${v1} | ready | current (blue) |`);
 });
 
 test('a bad config file fails every action before any host is contacted, and changes nothing', async () => {
