@@ -3,12 +3,12 @@
 // and its values go through the inputs' own definitions; an input given in
 // `with:` (or on the command line) overrides it. Secrets never come from it.
 
-import { readFileSync, statSync } from 'node:fs';
+import { lstatSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { isAlias, isMap, isScalar, LineCounter, parseDocument, type Document } from 'yaml';
 import { actions, type ActionName } from './actions.js';
 import { configInputs } from './config.js';
-import type { Field } from './fields.js';
+import { quote, type Field } from './fields.js';
 import { InputError, trimInput, type InputOrigin, type RawInputs } from './parse.js';
 import { suggestion } from '../suggest.js';
 
@@ -86,7 +86,14 @@ export function withConfigFile(
 
   let text: string;
   try {
-    const size = statSync(file).size;
+    // A link (committed by anyone who can push: to .git/config and its token, or
+    // to /dev/zero) or a device is refused: the file is read as it is in the repository.
+    const st = lstatSync(file);
+    if (!st.isFile())
+      throw new InputError([
+        `Input 'config': ${config.value} is ${st.isSymbolicLink() ? 'a symbolic link' : 'not a regular file'}; expected a regular file in the repository.`,
+      ]);
+    const size = st.size;
     if (size > CONFIG_FILE_MAX)
       throw new InputError([
         `${config.value}: is ${size} bytes, larger than ${CONFIG_FILE_MAX}: not a config file.`,
@@ -196,7 +203,7 @@ export function parseConfig(name: string, text: string): ParsedConfig {
       }
       if (prefix.length === 0 && key === ENVIRONMENTS) continue;
       const keyPath = [...prefix, key];
-      const where = `${keyLine(keyPath)}: key '${keyPath.join('.')}'`;
+      const where = `${keyLine(keyPath)}: key ${quote(keyPath.join('.'))}`;
       const entry = checkKey(key, value, where, defs, known, app, prefix.length > 0);
       if (typeof entry === 'string') problems.push(entry);
       else out.set(key, entry);
@@ -216,7 +223,7 @@ export function parseConfig(name: string, text: string): ParsedConfig {
     const lower = new Map<string, string>();
     for (const [env, body] of envs) {
       const keyPath = [ENVIRONMENTS, String(env)];
-      const where = `${keyLine(keyPath)}: environment '${String(env)}'`;
+      const where = `${keyLine(keyPath)}: environment ${quote(String(env))}`;
       const valid =
         typeof env === 'string' && configInputs.environment.schema.safeParse(env).success && env !== '';
       if (!valid) {

@@ -3,7 +3,7 @@
 // shared settings, then the default. Every problem names the file, the line and
 // the key; secrets and per-run inputs are refused in it.
 import { readFileSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parse } from 'yaml';
@@ -278,6 +278,17 @@ describe('the file itself', () => {
     for (const p of problems) expect(p).not.toMatch(/AAAA-very-secret|hunter2/);
   });
 
+  test('a link or a device is refused unread: a link committed to the repository could lead to .git/config', async () => {
+    const ws = await mkdtemp(path.join(dir, 'link-'));
+    await writeFile(path.join(ws, 'config'), '[http]\n  extraheader = AUTHORIZATION: basic c2VjcmV0\n');
+    await symlink('config', path.join(ws, '.metalship.yml'));
+    expect(problemsOf(() => settingsOf('deploy', ws, {}))).toEqual([
+      "Input 'config': .metalship.yml is a symbolic link; expected a regular file in the repository.",
+    ]);
+    expect(problemsOf(() => settingsOf('deploy', ws, { config: '/dev/null' }))).toEqual([
+      "Input 'config': /dev/null is not a regular file; expected a regular file in the repository.",
+    ]);
+  });
   test('a file too large is refused unread', async () => {
     const ws = await file('# ' + 'x'.repeat(300 * 1024) + '\n');
     expect(problemsOf(() => settingsOf('deploy', ws, {}))[0]).toMatch(
