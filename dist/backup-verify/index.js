@@ -78048,6 +78048,7 @@ const suggestion = (word, known, prefix = '') => {
 
 
 
+
 /** Larger than any config a team writes by hand; a larger file is refused unread. */
 const CONFIG_FILE_MAX = 256 * 1024;
 /** YAML aliases allowed in all: enough for sharing, too few for a "billion laughs". */
@@ -78102,7 +78103,14 @@ function withConfigFile(action, raw, workspace = process.env.GITHUB_WORKSPACE ||
     const file = external_node_path_default().resolve(workspace, config.value);
     let text;
     try {
-        const size = (0,external_node_fs_namespaceObject.statSync)(file).size;
+        // A link (committed by anyone who can push: to .git/config and its token, or
+        // to /dev/zero) or a device is refused: the file is read as it is in the repository.
+        const st = (0,external_node_fs_namespaceObject.lstatSync)(file);
+        if (!st.isFile())
+            throw new InputError([
+                `Input 'config': ${config.value} is ${st.isSymbolicLink() ? 'a symbolic link' : 'not a regular file'}; expected a regular file in the repository.`,
+            ]);
+        const size = st.size;
         if (size > CONFIG_FILE_MAX)
             throw new InputError([
                 `${config.value}: is ${size} bytes, larger than ${CONFIG_FILE_MAX}: not a config file.`,
@@ -78199,7 +78207,7 @@ function parseConfig(name, text) {
             if (prefix.length === 0 && key === ENVIRONMENTS)
                 continue;
             const keyPath = [...prefix, key];
-            const where = `${keyLine(keyPath)}: key '${keyPath.join('.')}'`;
+            const where = `${keyLine(keyPath)}: key ${fields_quote(keyPath.join('.'))}`;
             const entry = checkKey(key, value, where, defs, known, app, prefix.length > 0);
             if (typeof entry === 'string')
                 problems.push(entry);
@@ -78219,7 +78227,7 @@ function parseConfig(name, text) {
         const lower = new Map();
         for (const [env, body] of envs) {
             const keyPath = [ENVIRONMENTS, String(env)];
-            const where = `${keyLine(keyPath)}: environment '${String(env)}'`;
+            const where = `${keyLine(keyPath)}: environment ${fields_quote(String(env))}`;
             const valid = typeof env === 'string' && configInputs.environment.schema.safeParse(env).success && env !== '';
             if (!valid) {
                 problems.push(`${where}: is not a valid name; expected ${configInputs.environment.expected}.`);
