@@ -6,6 +6,7 @@ import { homedir } from 'node:os';
 import { errorMessage } from './errors.js';
 import { actions, ACTION_NAMES, type ActionName } from './inputs/actions.js';
 import type { Field } from './inputs/fields.js';
+import { suggestion } from './suggest.js';
 
 import { envInputs, runAction, type ActionOutcome } from './actions/run.js';
 import { release } from './actions/release.js';
@@ -19,6 +20,8 @@ import { provision } from './actions/provision.js';
 import { status } from './actions/status.js';
 import { lock, unlock } from './actions/lock.js';
 import type { Log } from './log.js';
+
+export { didYouMean, editDistance } from './suggest.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 const BODIES: Record<ActionName, (settings: any, log: Log) => Promise<ActionOutcome>> = {
@@ -46,7 +49,8 @@ export function usage(action?: ActionName): string {
       '',
       'A value @path reads the file at path (for keys and known_hosts; @~/ is your home); @@ starts a literal @.',
       'A true-or-false input may be given alone: --migrate is --migrate true, --no-migrate is --migrate false.',
-      'Inputs not given as flags come from INPUT_<NAME> environment variables, as on GitHub.',
+      'Inputs not given as flags come from INPUT_<NAME> environment variables, as on GitHub,',
+      'then from the config file: .metalship.yml here, or --config <path>, with --environment <name>.',
       "Run 'metalship <action> --help' for an action's inputs.",
     ].join('\n');
   }
@@ -68,34 +72,6 @@ export function usage(action?: ActionName): string {
   lines.push('', 'outputs:', ...Object.entries(def.outputs).map(([n, o]) => `  ${n}: ${o.description}`));
   return lines.join('\n');
 }
-
-/** Edit distance (Levenshtein) of two short words. */
-export function editDistance(a: string, b: string): number {
-  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const next = [i];
-    for (let j = 1; j <= b.length; j++)
-      next[j] = Math.min(row[j]! + 1, next[j - 1]! + 1, row[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
-    row = next;
-  }
-  return row[b.length]!;
-}
-
-/** The known word a mistyped one most likely meant, if one is close enough. */
-export function didYouMean(word: string, known: readonly string[]): string | null {
-  let best: string | null = null;
-  let bestDistance = Infinity;
-  for (const k of known) {
-    const d = k.startsWith(word) || word.startsWith(k) ? 1 : editDistance(word, k);
-    if (d < bestDistance) [best, bestDistance] = [k, d];
-  }
-  return bestDistance <= Math.max(2, Math.floor(word.length / 3)) ? best : null;
-}
-
-const suggestion = (word: string, known: readonly string[], prefix = '') => {
-  const near = didYouMean(word, known);
-  return near ? `; did you mean ${prefix}${near}?` : '';
-};
 
 /** A value given on the command line: `@path` reads the file (`~/` is the home directory), `@@` a literal @. */
 function flagValue(name: string, value: string, secret: boolean): string | { error: string } {

@@ -4,6 +4,7 @@
 
 import { actions, type ActionName } from '../inputs/actions.js';
 import { InputError, parseInputs, secretValues, type RawInputs, type Settings } from '../inputs/parse.js';
+import { withConfigFile } from '../inputs/config-file.js';
 import { Log } from '../log.js';
 import type { HostResult } from '../stages/hosts.js';
 import { errorMessage } from '../errors.js';
@@ -41,7 +42,13 @@ export async function runAction<A extends ActionName>(
   for (const secret of secretValues(name, raw)) log.secret(secret);
   let settings: Settings<A>;
   try {
-    settings = parseInputs(name, raw);
+    const source = withConfigFile(name, raw);
+    settings = parseInputs(name, source.raw, source);
+    const file = source.file;
+    if (file)
+      log.info(
+        `Config file ${file.name}${file.environment ? `, environment ${file.environment}` : ''}: ${file.taken.join(', ') || 'nothing'} taken from it`,
+      );
   } catch (err) {
     const message = err instanceof InputError ? err.message : String(err);
     log.error(message);

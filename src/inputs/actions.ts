@@ -28,6 +28,7 @@ import {
   scratchCheck,
 } from './checks.js';
 import type { SettingsOf } from './fields.js';
+import { configInputs } from './config.js';
 import { provisionInputs } from './provision.js';
 import { lockInputs, operationConnectionInputs, statusInputs } from './operations.js';
 import { recordedRuntimeInputs } from './runtime.js';
@@ -53,6 +54,7 @@ export const actions = {
       'worker-command': serviceInputs['worker-command'],
       'scheduler-command': serviceInputs['scheduler-command'],
       'health-path': serviceInputs['health-path'],
+      ...configInputs,
     },
     outputs: {
       'release-id': { description: "The new release's id (its directory name)." },
@@ -70,7 +72,13 @@ export const actions = {
     title: 'metalship switch',
     description:
       'Start a release beside the serving one, move traffic to it once ready, point current at it, restart worker and scheduler.',
-    inputs: { ...connectionInputs, ...serviceInputs, ...recordedRuntimeInputs, ...switchOnlyInputs },
+    inputs: {
+      ...connectionInputs,
+      ...serviceInputs,
+      ...recordedRuntimeInputs,
+      ...switchOnlyInputs,
+      ...configInputs,
+    },
     outputs: {
       'release-id': { description: 'The release now current.' },
       'previous-release-id': { description: 'The release that was current before.' },
@@ -88,6 +96,7 @@ export const actions = {
       'worker-command': recordedRuntimeInputs['worker-command'],
       'scheduler-command': recordedRuntimeInputs['scheduler-command'],
       ...verifyInputs,
+      ...configInputs,
     },
     outputs: {
       healthy: { description: 'true when every host passed.' },
@@ -102,7 +111,7 @@ export const actions = {
     title: 'metalship migrate',
     description:
       'Run database migrations for a release once (on one host), after a pg_dump backup, under a PostgreSQL advisory lock.',
-    inputs: { ...connectionInputs, 'app-user': serviceInputs['app-user'], ...migrateInputs },
+    inputs: { ...connectionInputs, 'app-user': serviceInputs['app-user'], ...migrateInputs, ...configInputs },
     outputs: {
       'revision-before': {
         description: 'Schema revision before the migration (empty for an empty database).',
@@ -129,6 +138,7 @@ export const actions = {
       ...verifyInputs,
       ...rollbackMigrateInputs,
       ...githubDeploymentInputs,
+      ...configInputs,
     },
     outputs: {
       'release-id': { description: 'The release now current.' },
@@ -151,6 +161,7 @@ export const actions = {
       ...deployOnlyInputs,
       'backup-dir': backupVerifyInputs['backup-dir'],
       ...githubDeploymentInputs,
+      ...configInputs,
     },
     outputs: {
       'release-id': { description: 'The release deployed.' },
@@ -170,6 +181,7 @@ export const actions = {
     inputs: {
       ...backupVerifyConnection,
       ...backupVerifyInputs,
+      ...configInputs,
     },
     outputs: {
       'backup-file': { description: 'The backup verified (path on backup-host).' },
@@ -208,6 +220,7 @@ export const actions = {
       'scheduler-command': serviceInputs['scheduler-command'],
       'health-path': serviceInputs['health-path'],
       ...provisionInputs,
+      ...configInputs,
     },
     outputs: {
       changed: { description: 'Items changed (or, with check: true, that would change), summed over hosts.' },
@@ -228,7 +241,7 @@ export const actions = {
     title: 'metalship status',
     description:
       "Show an app's state on each host: its releases (current, standby, bad), the deploy lock and its holder, a deploy freeze, and the last entries of the history log. Changes nothing.",
-    inputs: { ...operationConnectionInputs, ...statusInputs },
+    inputs: { ...operationConnectionInputs, ...statusInputs, ...configInputs },
     outputs: {
       frozen: { description: 'true when deploys are frozen on any host.' },
       status: {
@@ -244,7 +257,7 @@ export const actions = {
     title: 'metalship lock',
     description:
       "Freeze an app's deploys, e.g. during an incident: deploy, release, switch and migrate are refused on the hosts, printing the reason, until unlock. A rollback still passes (with a warning). A deploy already running is not stopped.",
-    inputs: { ...operationConnectionInputs, ...lockInputs },
+    inputs: { ...operationConnectionInputs, ...lockInputs, ...configInputs },
     outputs: { ...commonOutputs },
     check: (s) => connectionCheck(s.hosts, s),
   }),
@@ -252,7 +265,7 @@ export const actions = {
     name: 'unlock',
     title: 'metalship unlock',
     description: "Lift the deploy freeze set by lock: the app's deploys run again.",
-    inputs: { ...operationConnectionInputs },
+    inputs: { ...operationConnectionInputs, ...configInputs },
     outputs: {
       'was-frozen': { description: 'true when a freeze was lifted on any host.' },
       ...commonOutputs,

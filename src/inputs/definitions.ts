@@ -23,6 +23,9 @@ import { parseHosts, parseAddress, type HostSpec } from './hosts.js';
 import { parseKnownHosts, type KnownHostEntry } from './known-hosts.js';
 import { readPrivateKey } from './ssh-key.js';
 
+/** Why a value for one run (a release, a reason) is never read from the config file. */
+export const PER_RUN = 'it names something for one run, so it is given as an input';
+
 export const APP_NAME = /^[a-z][a-z0-9-]{0,30}[a-z0-9]$/;
 
 /** `{app}-build` is an app's build user (src/remote/layout.ts): no app, and no app's user, may be named so. */
@@ -402,6 +405,7 @@ export const releaseInputs = {
   'release-id': pattern({
     description: 'Release directory name. Default: the UTC time as YYYYMMDD_HHMMSS (made unique if taken).',
     default: '',
+    notInConfig: PER_RUN,
     regex: /^(|[A-Za-z0-9][A-Za-z0-9._-]{0,63})$/,
     expected: 'letters, digits, ., _ and -, e.g. 20250127_120000',
   }),
@@ -496,6 +500,7 @@ export const switchOnlyInputs = {
   'release-id': pattern({
     description: "The release to switch to (the release action's release-id output).",
     required: true,
+    notInConfig: PER_RUN,
     regex: /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/,
     expected: 'a release directory name, e.g. 20250127_120000',
   }),
@@ -506,6 +511,7 @@ export const rollbackOnlyInputs = {
   'release-id': pattern({
     description: 'Release to roll back to. Default: the newest good release before the current one.',
     default: '',
+    notInConfig: PER_RUN,
     regex: /^(|[A-Za-z0-9][A-Za-z0-9._-]{0,63})$/,
     expected: 'a release directory name, e.g. 20250127_120000, or empty',
   }),
@@ -513,6 +519,7 @@ export const rollbackOnlyInputs = {
     description:
       "Undo one deploy: roll back only when this release (the deploy's release-id) is current on the hosts, and do nothing, successfully, when it is not. Empty: always roll back.",
     default: '',
+    notInConfig: PER_RUN,
     regex: /^(|[A-Za-z0-9][A-Za-z0-9._-]{0,63})$/,
     expected: 'a release directory name, e.g. 20250127_120000, or empty',
   }),
@@ -755,13 +762,6 @@ export const githubDeploymentInputs = {
       "Record a GitHub deployment of the release, with statuses in_progress, then success (the environment's previous deployment becomes inactive) or failure, so the Environments page shows what is live where. Needs `deployments: write` for the token; without it, or outside GitHub, it is skipped with a notice and the deploy goes on.",
     default: 'true',
   }),
-  environment: pattern({
-    description:
-      "The GitHub environment the deployment is recorded in. Default: the environment of the deployment event that started the workflow, else production. Give the job's `environment:` name to keep both on one page.",
-    default: '',
-    regex: /^(|[A-Za-z0-9][A-Za-z0-9 ._/-]{0,254})$/,
-    expected: 'an environment name of letters, digits, space and ._/- (at most 255), or empty',
-  }),
   'environment-url': url({
     description: "The URL shown with the deployment (GitHub's environment_url). Default: url.",
     default: '',
@@ -771,6 +771,7 @@ export const githubDeploymentInputs = {
       description:
         "Token that writes the deployments. Default: the workflow's token (`github.token`); grant it `deployments: write`.",
       default: GITHUB_TOKEN_DEFAULT,
+      runnerDefault: true,
       secret: true,
       revealErrors: true,
     },

@@ -21,6 +21,10 @@ type Opts = {
   multiline?: boolean;
   /** An empty value given explicitly is a value of its own, not the default (only an input not set at all takes the default). */
   emptyIsValue?: boolean;
+  /** The default is an expression only the runner evaluates (`${{ github.token }}`): action.yml declares it. */
+  runnerDefault?: boolean;
+  /** Why the config file never gives this input (a value for one run, or one recorded elsewhere); unset: the file may. */
+  notInConfig?: string;
 };
 
 export interface Field<T = unknown> extends Opts {

@@ -1,6 +1,6 @@
 // Inputs of the operations on a live app: status, lock and unlock.
 
-import { connectionInputs } from './definitions.js';
+import { connectionInputs, PER_RUN } from './definitions.js';
 import { int, text, type Field } from './fields.js';
 import { REASON_MAX } from '../remote/freeze.js';
 
@@ -23,6 +23,7 @@ export const lockInputs = {
     description:
       'Why deploys are frozen, printed by every deploy the freeze refuses, e.g. "incident 42: payments down, do not deploy".',
     required: true,
+    notInConfig: PER_RUN,
     max: REASON_MAX,
     expected: `one line of at most ${REASON_MAX} characters`,
   }),

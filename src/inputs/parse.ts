@@ -5,12 +5,12 @@ import type { Field, SettingsOf } from './fields.js';
 import { actions, checkSettings, type ActionName } from './actions.js';
 
 export class InputError extends Error {
-  constructor(readonly problems: string[]) {
-    super(
-      problems.length === 1
-        ? problems[0]
-        : `${problems.length} inputs are invalid:\n- ${problems.join('\n- ')}`,
-    );
+  constructor(
+    readonly problems: string[],
+    /** What the problems are of, after their count: "inputs are invalid" unless told. */
+    of = 'inputs are invalid',
+  ) {
+    super(problems.length === 1 ? problems[0] : `${problems.length} ${of}:\n- ${problems.join('\n- ')}`);
     this.name = 'InputError';
   }
 }
@@ -23,6 +23,14 @@ export type Settings<A extends ActionName> = SettingsOf<(typeof actions)[A]['inp
  * its default, as the runner gives an input left out of `with:`).
  */
 export type RawInputs = (name: string) => string | undefined;
+
+/** Where values came from, when not all from inputs (src/inputs/config-file.ts), for messages. */
+export interface InputOrigin {
+  /** How a message names the value of an input the config file gave (file, line and key); undefined: the input. */
+  where(name: string): string | undefined;
+  /** Added to "is required" messages: where else the value may be given. */
+  missingHint: string;
+}
 
 /** Values of secret inputs, so the caller can mask them before anything is logged. */
 export function secretValues(action: ActionName, raw: RawInputs): string[] {
@@ -53,7 +61,11 @@ function quotesSecret(message: string, secret: string): boolean {
   return false;
 }
 
-export function parseInputs<A extends ActionName>(action: A, raw: RawInputs): Settings<A> {
+export function parseInputs<A extends ActionName>(
+  action: A,
+  raw: RawInputs,
+  origin?: InputOrigin,
+): Settings<A> {
   const inputs = actions[action].inputs as Record<string, Field>;
   const problems: string[] = [];
   const out: Record<string, unknown> = {};
@@ -64,8 +76,9 @@ export function parseInputs<A extends ActionName>(action: A, raw: RawInputs): Se
     let value = trimInput(given ?? '', f.multiline);
     if (value === '' && f.default !== undefined && !(f.emptyIsValue && given !== undefined))
       value = f.default;
+    const label = origin?.where(name) ?? `Input '${name}'`;
     if (value === '' && f.required) {
-      problems.push(`Input '${name}' is required: expected ${f.expected}.`);
+      problems.push(`${label} is required: expected ${f.expected}${origin?.missingHint ?? ''}.`);
       continue;
     }
     // {app} is a placeholder of settings, never of a secret (a password may hold the text).
@@ -79,7 +92,7 @@ export function parseInputs<A extends ActionName>(action: A, raw: RawInputs): Se
       let why = r.error.issues[0]?.message ?? 'is not valid';
       if (f.secret && (!f.revealErrors || quotesSecret(why, value)))
         why = 'is not valid (the reason is withheld: the input is a secret)';
-      problems.push(`Input '${name}': ${why}; expected ${f.expected}.`);
+      problems.push(`${label}: ${why}; expected ${f.expected}.`);
       continue;
     }
     out[name] = r.data;

@@ -31,12 +31,17 @@ export const RUNTIME_RECORD_FORMAT = 1;
 /** Larger than any record we write; a larger file is refused unread. */
 export const RUNTIME_RECORD_MAX = 16384;
 
+/** The config file gives runtime settings to the releases made, which record them; a switch or rollback takes the record. */
+const SET_WHEN_RELEASED =
+  'switch, rollback and verify run a release with the settings recorded with it, those the config file gave when it was released';
+
 /** An input of switch and rollback: empty (the default) takes the value recorded with the release. */
 function fromRelease<T>(f: Field<T>, none: string): Field<T | undefined> {
   return custom<T | undefined>(
     {
       description: `${f.description.replace(/ Left out: .*$/, '')} Switch, rollback and verify: left empty, the value recorded with the release (what it was deployed with)${none}.`,
       default: '',
+      notInConfig: SET_WHEN_RELEASED,
     },
     { expected: `${f.expected}, or empty for the release's own` },
     (v) => {

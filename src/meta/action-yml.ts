@@ -25,10 +25,25 @@ export function renderActionYml(name: ActionName): string {
   const def = actions[name];
   const inputs: Record<string, Record<string, unknown>> = {};
   for (const [input, f] of Object.entries(def.inputs as Record<string, Field>)) {
+    // Defaults are applied in code, not by the runner, so that an input left out
+    // is told from one given and the config file fills only those left out
+    // (src/inputs/config-file.ts). An input whose empty value means something of
+    // its own keeps its default here: the runner then passes '' only when given;
+    // so does one only the runner can evaluate.
+    const inFile = !f.secret && !f.notInConfig;
+    const shownDefault =
+      f.default && !f.emptyIsValue && !f.runnerDefault && !/Default\b/.test(f.description)
+        ? ` Default: ${f.default.replace(/\n/g, ', ')}.`
+        : '';
     inputs[input] = {
-      description: f.description + (f.secret ? ' Treated as a secret: masked in logs.' : ''),
-      required: f.required === true,
-      ...(f.default !== undefined && f.default !== '' ? { default: f.default } : {}),
+      description:
+        f.description +
+        shownDefault +
+        (f.required && inFile ? ' Required, here or in the config file.' : '') +
+        (f.secret ? ' Treated as a secret: masked in logs.' : ''),
+      // The runner does not enforce it; linters do, and the config file may give it.
+      required: f.required === true && !inFile,
+      ...((f.emptyIsValue || f.runnerDefault) && f.default ? { default: f.default } : {}),
     };
   }
   const doc = {
@@ -50,6 +65,8 @@ export function renderReference(): string {
     '# Reference: every input and output',
     '',
     "Generated from `src/inputs/` by `npm run gen`; a test checks it matches. Each action's `action.yml` carries the same text.",
+    '',
+    'Each input may also be set in the config file (`.metalship.yml`, see the README, "Config file"), except the secrets and those marked "not in the config file"; an input given in `with:` overrides it. A required input is required in one or the other.',
   ];
   for (const name of Object.keys(ACTION_FILES) as ActionName[]) {
     const def = actions[name];
@@ -65,7 +82,7 @@ export function renderReference(): string {
     );
     for (const [input, f] of Object.entries(def.inputs as Record<string, Field>)) {
       parts.push(
-        `| \`${input}\` | ${f.required ? 'yes' : ''} | ${f.default ? `\`${cell(f.default)}\`` : ''} | ${cell(f.description)}${f.secret ? ' (secret)' : ''} Expected: ${cell(f.expected)}. |`,
+        `| \`${input}\` | ${f.required ? 'yes' : ''} | ${f.default ? `\`${cell(f.default)}\`` : ''} | ${cell(f.description)}${f.secret ? ' (secret)' : ''}${f.notInConfig && !f.secret ? ` Not in the config file: ${cell(f.notInConfig)}.` : ''} Expected: ${cell(f.expected)}. |`,
       );
     }
     parts.push('', '| output | description |', '|---|---|');

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
+import { parse } from 'yaml';
 import { sshRun, type HostKeyPair, type TestHost } from './hosts.js';
 import { appendRecords, secretsOfInputs, type ScanRecord } from './secret-scan.js';
 
@@ -147,6 +148,15 @@ export function recordShown(what: string, log: string): void {
   recordForScan([{ kind: 'run', where: `${what} in ${testContext()}`, log }]);
 }
 
+/** What the runner passes for each input of an action left out of `with:`: its action.yml default, or ''. */
+function actionYmlDefaults(bundle: string): Record<string, string> {
+  const file = bundle === 'deploy' ? 'action.yml' : `actions/${bundle}/action.yml`;
+  const doc = parse(readFileSync(path.join(REPO, file), 'utf8')) as {
+    inputs: Record<string, { default?: string }>;
+  };
+  return Object.fromEntries(Object.entries(doc.inputs).map(([k, v]) => [k, v.default ?? '']));
+}
+
 /** Runs dist/<bundle>/index.js under the runner's Node with the given inputs. */
 export async function runBundle(
   bundle: string,
@@ -177,6 +187,9 @@ export async function runBundle(
     GITHUB_SHA: 'e2e0000000000000000000000000000000000000',
     ...opts.env,
   };
+  // As the runner does: every input of the action.yml is set, a left-out one to
+  // its declared default or ''.
+  for (const [k, v] of Object.entries(actionYmlDefaults(bundle))) env[`INPUT_${k.toUpperCase()}`] = v;
   for (const [k, v] of Object.entries(inputs)) env[`INPUT_${k.toUpperCase()}`] = v;
   const child = spawn(RUNNER_NODE, [path.join(REPO, 'dist', bundle, 'index.js')], {
     cwd: opts.cwd ?? REPO,
