@@ -11,6 +11,7 @@ import { wrapScript } from '../../src/remote/session.js';
 import { backupInstallScript, backupUnitNames } from '../../src/remote/backup.js';
 import {
   e2eState,
+  httpGet,
   onHost,
   registerSecret,
   runBundle,
@@ -37,9 +38,12 @@ const connection = (hosts: TestHost[]) => ({
   'known-hosts': hosts.map((h) => h.knownHosts).join('\n'),
 });
 
+/** Other files' apps share the hosts: this one has a server name of its own, not nginx's default server. */
+const SERVER = 'exshop.test';
+
 async function serving(host: TestHost): Promise<string> {
-  const r = await fetch(`http://${host.address}/health/ready`, { headers: { Host: host.address } });
-  return ((await r.json()) as { release: string }).release;
+  const r = await httpGet(host.address, '/health/ready', SERVER);
+  return (JSON.parse(r.body) as { release: string }).release;
 }
 
 function ok(steps: StepRun[]): Record<string, StepRun> {
@@ -89,6 +93,7 @@ beforeAll(async () => {
       for (const k of ['app', 'database']) if (inputs[k] === 'shop') inputs[k] = APP;
       if (bundle === 'release' || bundle === 'deploy')
         for (const k of ['source', 'system-site-packages', 'pip-args'] as const) inputs[k] = sample[k]!;
+      if (bundle === 'deploy' || bundle === 'switch' || bundle === 'rollback') inputs['server-name'] = SERVER;
       return inputs;
     },
   };

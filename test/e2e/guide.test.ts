@@ -16,6 +16,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import {
   REPO,
+  httpGet,
   RUNNER_NODE,
   e2eState,
   onHost,
@@ -29,8 +30,12 @@ import type { TestHost } from '../support/hosts.js';
 import { readWorkflow } from '../support/workflow.js';
 
 const APP = 'guide';
-/** What a test host needs (no package archive; Debian's packages for the venv), as INPUT_* variables. */
-const TEST_HOST_INPUTS = "INPUT_SYSTEM=false 'INPUT_SYSTEM-SITE-PACKAGES=true' 'INPUT_PIP-ARGS=--no-index'";
+const SERVER = 'guide.test';
+/**
+ * What a test host needs (no package archive; Debian's packages for the venv;
+ * a server name of its own, as other files' apps share the host), as INPUT_* variables.
+ */
+const TEST_HOST_INPUTS = `INPUT_SYSTEM=false 'INPUT_SYSTEM-SITE-PACKAGES=true' 'INPUT_PIP-ARGS=--no-index' 'INPUT_SERVER-NAME=${SERVER}'`;
 let state: E2EState;
 let host: TestHost;
 let home: string;
@@ -153,8 +158,8 @@ test('the guide, from a new deploy key to the first deploy, as a new user follow
   expect(deploy).toMatch(/changed=\d+/);
   const release = /^release-id=(\S+)$/m.exec(deploy)?.[1];
   expect(release).toBeDefined();
-  const ready = await fetch(`http://${host.address}/health/ready`);
-  expect(((await ready.json()) as { release: string }).release).toBe(release);
+  const ready = await httpGet(host.address, '/health/ready', SERVER);
+  expect((JSON.parse(ready.body) as { release: string }).release).toBe(release);
   expect(
     await onHost(
       state,
