@@ -7,7 +7,8 @@ import { appendFileSync } from 'node:fs';
 
 /** One entry of the run's timeline: a stage (a log group) or a remote command, in seconds since the run began. */
 export interface TimelineEntry {
-  kind: 'stage' | 'remote';
+  /** mark: an instant a remote script announced (`MARK <what>` on its own line), such as traffic moving. */
+  kind: 'stage' | 'remote' | 'mark';
   what: string;
   /** The host a remote command ran on. */
   host?: string;
@@ -120,11 +121,17 @@ export class Log {
     }
   }
 
+  /** An instant in the timeline: when a streamed script said it reached a point. */
+  mark(what: string, host?: string): void {
+    const at = (Date.now() - this.began) / 1000;
+    this.timeline.push({ kind: 'mark', what: this.redact(what), host, start: at, end: at, ok: true });
+  }
+
   /** The timeline as log lines, in order of start: `+start  duration  [host] what`. */
   timelineLines(): string[] {
     return this.timeline.map(
       (e) =>
-        `+${e.start.toFixed(3)}s ${(Number.isNaN(e.end) ? '?' : (e.end - e.start).toFixed(3)).padStart(7)}s  ${e.kind === 'stage' ? '▶' : ' '} ${e.host ? `[${e.host}] ` : ''}${e.what}${e.ok ? '' : ' (failed)'}`,
+        `+${e.start.toFixed(3)}s ${(Number.isNaN(e.end) ? '?' : (e.end - e.start).toFixed(3)).padStart(7)}s  ${e.kind === 'stage' ? '▶' : e.kind === 'mark' ? '•' : ' '} ${e.host ? `[${e.host}] ` : ''}${e.what}${e.ok ? '' : ' (failed)'}`,
     );
   }
 

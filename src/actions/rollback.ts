@@ -5,13 +5,27 @@ import { hasBalancer } from '../inputs/hosts.js';
 import { withHosts } from '../stages/hosts.js';
 import { downgradeOnHost, pickMigrateHost } from '../stages/migrate.js';
 import { revertRollout, rollOut } from '../stages/rollout.js';
-import { listReleases, markBad, rollbackTarget, runtimeOnHost, verifyUrlStage } from '../stages/switch.js';
+import {
+  listReleases,
+  markBad,
+  rollbackTarget,
+  runtimeOnHost,
+  verifyUrlStage,
+  type SwitchOptions,
+} from '../stages/switch.js';
+import { rollbackPlanStep } from '../remote/rollback.js';
+import { RUNTIME_RECORD_MAX } from '../inputs/runtime.js';
 import { resultsTable, runAction, type ActionOutcome } from './run.js';
 
 export async function rollback(settings: Settings<'rollback'>, log: Log): Promise<ActionOutcome> {
   return withHosts(settings, log, 'rollback', async (hosts) => {
-    // One listing per host serves both the if-current check and the choice of target.
-    const listings = await Promise.all(hosts.map((h) => listReleases(h)));
+    // One round trip per host before traffic moves: the listing (for the
+    // if-current check and the choice of target), the freeze, and the likely
+    // target's runtime record.
+    const plans = await Promise.all(
+      hosts.map((h) => h.conn.step(rollbackPlanStep(h.layout, settings['release-id'], RUNTIME_RECORD_MAX))),
+    );
+    const listings = plans.map((p) => p.listing);
     if (settings['if-current']) {
       const currents = listings.map((l) => l.links.current ?? '');
       const on = hosts.filter((_, i) => currents[i] === settings['if-current']);
@@ -32,7 +46,14 @@ export async function rollback(settings: Settings<'rollback'>, log: Log): Promis
         );
     }
     const { target, from } = rollbackTarget(hosts, listings, settings['release-id']);
-    await freezeAllowsRollback(hosts, listings, target, settings['migrate-down'], log);
+    freezeAllowsRollback(
+      hosts,
+      listings,
+      plans.map((p) => p.freeze),
+      target,
+      settings['migrate-down'],
+      log,
+    );
     log.info(`Rolling back from ${from || 'nothing'} to ${target}`);
     let schemaNote = '';
     if (settings['migrate-down']) {
@@ -54,7 +75,18 @@ export async function rollback(settings: Settings<'rollback'>, log: Log): Promis
         `**Data written since ${target} was current may be lost**${out.backupPath ? `; a backup was taken first: \`${out.backupPath}\`` : ''}.`;
     }
     const expect = { ...settings, 'expect-body': settings['expect-body'].replaceAll('{release}', target) };
-    const sw = await rollOut(hosts, hasBalancer(settings.hosts), target, expect, log, { verify: expect, revertOnFailure: true });
+    // The record read with the listing serves when it is the target's (else the switch reads it).
+    const fast = new Map<string, SwitchOptions>(
+      hosts.map((h, i) => [
+        h.spec.label,
+        plans[i]!.recordOf === target ? { record: plans[i]!.record, warmFirst: true } : { warmFirst: true },
+      ]),
+    );
+    const sw = await rollOut(hosts, hasBalancer(settings.hosts), target, expect, log, {
+      verify: expect,
+      revertOnFailure: true,
+      fast,
+    });
     let failure = sw.failure ? `rolling back to ${target} failed; the hosts are back on ${from}:\n${sw.failure}` : undefined;
     if (!failure && settings.url) {
       const check = await log.group('Verify the url', () => verifyUrlStage(expect, log));

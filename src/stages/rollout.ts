@@ -11,6 +11,7 @@ import {
   switchHost,
   verifyHost,
   type ServiceSettings,
+  type SwitchOptions,
   type SwitchResult,
   type VerifySettings,
 } from './switch.js';
@@ -96,7 +97,12 @@ export async function rollOut(
    * verify: the health check of each batch after its switch (null: only the
    * switch's readiness wait), of the health path and units the release runs with.
    */
-  opts: { verify: VerifyChecks | null; revertOnFailure: boolean },
+  opts: {
+    verify: VerifyChecks | null;
+    revertOnFailure: boolean;
+    /** Per host label: how its switch may go faster (a rollback's). */
+    fast?: Map<string, SwitchOptions>;
+  },
 ): Promise<Rollout> {
   const results: HostRollout[] = [];
   const groups = batches(hosts, settings['batch-size']);
@@ -122,7 +128,11 @@ export async function rollOut(
       const switched = await log.group(`Switch ${names} to ${releaseId}${title}`, () =>
         Promise.all(
           batch.map((host) =>
-            switchHost(host, releaseId, settings, log)
+            switchHost(host, releaseId, settings, log, {
+              ...opts.fast?.get(host.spec.label),
+              // Traffic before the checks only when the checks follow.
+              warmFirst: opts.verify !== null && opts.fast?.get(host.spec.label)?.warmFirst,
+            })
               .then((r): HostRollout => ({ ...r, batch: index + 1, switched: true }))
               .catch((err): HostRollout => ({
                 host: host.spec.label,

@@ -192,7 +192,12 @@ export class Connection {
     const emit = (kind: 'out' | 'err', chunk: Buffer) => {
       armIdle();
       const added = text[kind].push(chunk);
-      if (opts.stream) for (const line of lines[kind].push(added)) this.log.info(`[${this.label}] ${line}`);
+      if (!opts.stream) return;
+      for (const line of lines[kind].push(added)) {
+        // A streamed script's `MARK <what>` is a point in the run's timeline, as it happens.
+        if (kind === 'out' && line.startsWith('MARK ')) this.log.mark(line.slice(5), this.label);
+        this.log.info(`[${this.label}] ${line}`);
+      }
     };
 
     try {

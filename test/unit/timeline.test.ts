@@ -17,7 +17,7 @@ test('stages and remote commands are recorded in order of start, failures marked
     ['remote', 'health check', false],
   ]);
   const printed = log.timelineLines();
-  expect(printed[0]).toMatch(/^\+\d+\.\d{3}s +\d+\.\d{3}s  ▶ Switch$/);
+  expect(printed[0]).toMatch(/^\+\d+\.\d{3}s +\d+\.\d{3}s {2}▶ Switch$/);
   expect(printed[1]).toMatch(/\[h1\] switching to r1$/);
   expect(printed[2]).toMatch(/\[h1\] health check \(failed\)$/);
   expect(log.stagesSummary()).toMatch(/^\*\*Stages:\*\* Switch \d+\.\d\d s$/);
