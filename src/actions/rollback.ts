@@ -79,7 +79,7 @@ export async function rollback(settings: Settings<'rollback'>, log: Log): Promis
     const fast = new Map<string, SwitchOptions>(
       hosts.map((h, i) => [
         h.spec.label,
-        plans[i]!.recordOf === target ? { record: plans[i]!.record, warmFirst: true } : { warmFirst: true },
+        plans[i]!.recordOf === target ? { record: plans[i]!.record, checksFollow: true } : { checksFollow: true },
       ]),
     );
     const sw = await rollOut(hosts, hasBalancer(settings.hosts), target, expect, log, {

@@ -26,11 +26,13 @@ export interface SwitchSettings {
   /** The runtime record the units were rendered from: kept with the release once it serves. */
   record: string;
   /**
-   * A slot that already runs the release, unchanged, takes traffic at once,
-   * without waiting for its readiness first: the caller checks it right after
-   * (and switches back on failure). A rollback to the warm standby.
+   * The caller checks the host right after (and switches back on failure): a
+   * slot already running the release, unchanged, takes traffic without waiting
+   * for its readiness first (a rollback to the warm standby), and the worker
+   * and scheduler restart without the switch waiting for them (the check waits
+   * until they settle).
    */
-  warmFirst?: boolean;
+  checksFollow?: boolean;
 }
 
 /**
@@ -127,7 +129,7 @@ export function switchScript(settings: SwitchSettings): string {
     sh`if [ "$units_changed" = 1 ] || [ "$was" != ${settings.releaseId} ] || ! systemctl is-active --quiet ${api}; then`,
     sh`  echo "starting ${settings.releaseId} in the $slot slot"`,
     sh`  systemctl restart ${api}`,
-    settings.warmFirst
+    settings.checksFollow
       ? sh`elif [ -S "$sock" ]; then
   warm=1
   echo "the $slot slot already runs ${settings.releaseId} (a warm standby): traffic moves to it now, its checks follow"`
@@ -161,8 +163,10 @@ export function switchScript(settings: SwitchSettings): string {
     // On boot only the serving slot starts; the standby is a warm spare for this boot only.
     sh`systemctl enable --quiet ${layout.units.target} ${api} ${followers}`,
     sh`systemctl disable --quiet ${standbyApi} 2>/dev/null || true`,
-    followers.length ? sh`systemctl restart ${followers}` : null,
-    followers.length ? 'echo "MARK worker and scheduler restarted"' : null,
+    followers.length && settings.checksFollow ? sh`systemctl restart --no-block ${followers}` : null,
+    followers.length && !settings.checksFollow
+      ? script(sh`systemctl restart ${followers}`, 'echo "MARK worker and scheduler restarted"')
+      : null,
     sh`printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout.history}`,
   );
 }

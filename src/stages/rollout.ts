@@ -131,7 +131,7 @@ export async function rollOut(
             switchHost(host, releaseId, settings, log, {
               ...opts.fast?.get(host.spec.label),
               // Traffic before the checks only when the checks follow.
-              warmFirst: opts.verify !== null && opts.fast?.get(host.spec.label)?.warmFirst,
+              checksFollow: opts.verify !== null && opts.fast?.get(host.spec.label)?.checksFollow,
             })
               .then((r): HostRollout => ({ ...r, batch: index + 1, switched: true }))
               .catch((err): HostRollout => ({

@@ -97,8 +97,8 @@ export async function runtimeOnHost(
 export interface SwitchOptions {
   /** The target's runtime record, already read (null: it has none). */
   record?: string | null;
-  /** A standby already running the release takes traffic before its checks (see SwitchSettings.warmFirst). */
-  warmFirst?: boolean;
+  /** The caller checks right after: the switch may leave the checking to it (see SwitchSettings.checksFollow). */
+  checksFollow?: boolean;
 }
 
 export async function switchHost(
@@ -133,7 +133,7 @@ export async function switchHost(
       scheduler: host.roles.scheduler && runtime['scheduler-command'].length > 0,
       api: host.roles.api,
       record: runtimeRecord(runtime),
-      warmFirst: opts.warmFirst,
+      checksFollow: opts.checksFollow,
     }),
     { stream: true },
   );

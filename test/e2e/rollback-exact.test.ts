@@ -172,14 +172,6 @@ test('a first release that fails verification never serves: nothing does, and th
   }
 });
 
-/** The lines of a run's Timeline group (GitHub's collapsed group in the log). */
-function timeline(stdout: string): string[] {
-  const lines = stdout.split('\n');
-  const from = lines.indexOf('::group::Timeline');
-  expect(from).toBeGreaterThanOrEqual(0);
-  return lines.slice(from + 1, lines.indexOf('::endgroup::', from));
-}
-
 test('a rollback to the warm standby moves traffic before its checks, after one round trip; a stopped standby is started and checked first', async () => {
   const app = 'warm';
   const server = 'warm.test';
@@ -203,7 +195,7 @@ test('a rollback to the warm standby moves traffic before its checks, after one 
     await setUpAppOnHost(state, host, app, { redisDb: 7 });
     const first = await deploy('w1');
     // Every run prints its timeline, and the summary its stages.
-    expect(timeline(first.stdout).some((l) => /\] building release /.test(l))).toBe(true);
+    expect(first.timeline.some((l) => /\] building release /.test(l))).toBe(true);
     expect(first.summary).toMatch(/\*\*Stages:\*\* .*Switch .* \d+\.\d\d s/);
     await deploy('w2');
 
@@ -217,7 +209,7 @@ test('a rollback to the warm standby moves traffic before its checks, after one 
     const moved = log.findIndex((l) => /\] MARK traffic moved to the (blue|green) slot$/.test(l));
     expect(moved).toBeGreaterThan(0);
     expect(log.slice(0, moved).some((l) => /waiting for .* to answer/.test(l))).toBe(false);
-    const steps = timeline(warm.stdout);
+    const steps = warm.timeline;
     const at = (re: RegExp) => steps.findIndex((l) => re.test(l));
     expect(at(/• \[.*\] traffic moved/)).toBeGreaterThan(0);
     expect(at(/• \[.*\] traffic moved/)).toBeLessThan(at(/\] health check$/));

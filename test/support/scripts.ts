@@ -79,7 +79,7 @@ export const scripts: Record<string, string> = {
     scheduler: false,
     record: runtimeRecord(runtimeDefaults('shop')),
   }),
-  'switch-warm-first': switchScript({
+  'switch-checks-follow': switchScript({
     layout: shopLayout,
     releaseId: '20250101_000000',
     units,
@@ -89,7 +89,7 @@ export const scripts: Record<string, string> = {
     worker: true,
     scheduler: true,
     record: runtimeRecord(runtimeDefaults('shop')),
-    warmFirst: true,
+    checksFollow: true,
   }),
   'rollback-plan': rollbackPlanStep(shopLayout, '', 20000).script,
   'rollback-plan-named': rollbackPlanStep(shopLayout, HOSTILE, 20000).script,
