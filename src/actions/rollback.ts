@@ -11,7 +11,6 @@ import {
   rollbackTarget,
   runtimeOnHost,
   verifyUrlStage,
-  type SwitchOptions,
 } from '../stages/switch.js';
 import { rollbackPlanStep } from '../remote/rollback.js';
 import { RUNTIME_RECORD_MAX } from '../inputs/runtime.js';
@@ -76,16 +75,13 @@ export async function rollback(settings: Settings<'rollback'>, log: Log): Promis
     }
     const expect = { ...settings, 'expect-body': settings['expect-body'].replaceAll('{release}', target) };
     // The record read with the listing serves when it is the target's (else the switch reads it).
-    const fast = new Map<string, SwitchOptions>(
-      hosts.map((h, i) => [
-        h.spec.label,
-        plans[i]!.recordOf === target ? { record: plans[i]!.record, checksFollow: true } : { checksFollow: true },
-      ]),
+    const records = new Map(
+      hosts.flatMap((h, i) => (plans[i]!.recordOf === target ? [[h.spec.label, plans[i]!.record] as const] : [])),
     );
     const sw = await rollOut(hosts, hasBalancer(settings.hosts), target, expect, log, {
       verify: expect,
       revertOnFailure: true,
-      fast,
+      records,
     });
     let failure = sw.failure ? `rolling back to ${target} failed; the hosts are back on ${from}:\n${sw.failure}` : undefined;
     if (!failure && settings.url) {

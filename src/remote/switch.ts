@@ -36,11 +36,22 @@ export interface SwitchSettings {
 }
 
 /**
- * A shell function renaming a fresh link over the old one (rename(2): never a
- * moment without the link), with no interpreter to start: `swap_link TARGET PATH`.
- * Only for links in root's own directories (slots, the socket link, current).
+ * A shell function renaming a fresh link over the old one (rename(2) by `mv
+ * -T`: never a moment without the link) and reading it back, with no
+ * interpreter to start: `swap_link TARGET PATH`. `ln` only ever creates the
+ * fresh link (replacing a link in place is what differs between coreutils
+ * flavours). Only for links in root's own directories (slots, the socket
+ * link, current, venv).
  */
-const SWAP_LINK = 'swap_link() { local tmp="$2.tmp-$$"; ln -sfn -- "$1" "$tmp" && mv -Tf -- "$tmp" "$2"; }';
+const SWAP_LINK = [
+  'swap_link() {',
+  '  local tmp="$2.tmp-$$"',
+  '  rm -f -- "$tmp"',
+  '  ln -s -- "$1" "$tmp"',
+  '  mv -Tf -- "$tmp" "$2"',
+  '  if [ "$(readlink -- "$2")" != "$1" ]; then echo "link $2 does not point at $1 after the switch" >&2; return 1; fi',
+  '}',
+].join('\n');
 
 /**
  * Script lines run once the release serves: its record becomes what it served
@@ -161,8 +172,9 @@ export function switchScript(settings: SwitchSettings): string {
     servedLines(settings),
     'echo "PREVIOUS $prev"',
     // On boot only the serving slot starts; the standby is a warm spare for this boot only.
-    sh`systemctl enable --quiet ${layout.units.target} ${api} ${followers}`,
-    sh`systemctl disable --quiet ${standbyApi} 2>/dev/null || true`,
+    // The boot reads the links: no daemon reload now (each costs as much as the rest of the switch).
+    sh`systemctl enable --no-reload --quiet ${layout.units.target} ${api} ${followers}`,
+    sh`systemctl disable --no-reload --quiet ${standbyApi} 2>/dev/null || true`,
     followers.length && settings.checksFollow ? sh`systemctl restart --no-block ${followers}` : null,
     followers.length && !settings.checksFollow
       ? script(sh`systemctl restart ${followers}`, 'echo "MARK worker and scheduler restarted"')
@@ -209,7 +221,7 @@ function followersOnlyScript(settings: SwitchSettings, unitLines: string[], foll
     sh`mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`,
     servedLines(settings),
     'echo "PREVIOUS $prev"',
-    sh`systemctl enable --quiet ${layout.units.target} ${followers}`,
+    sh`systemctl enable --no-reload --quiet ${layout.units.target} ${followers}`,
     followers.length ? sh`systemctl restart ${followers}` : null,
     sh`printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout.history}`,
   );

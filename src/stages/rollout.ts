@@ -11,7 +11,6 @@ import {
   switchHost,
   verifyHost,
   type ServiceSettings,
-  type SwitchOptions,
   type SwitchResult,
   type VerifySettings,
 } from './switch.js';
@@ -100,8 +99,8 @@ export async function rollOut(
   opts: {
     verify: VerifyChecks | null;
     revertOnFailure: boolean;
-    /** Per host label: how its switch may go faster (a rollback's). */
-    fast?: Map<string, SwitchOptions>;
+    /** Per host label: the target's runtime record, already read (a rollback reads it with its listing). */
+    records?: Map<string, string | null>;
   },
 ): Promise<Rollout> {
   const results: HostRollout[] = [];
@@ -129,9 +128,9 @@ export async function rollOut(
         Promise.all(
           batch.map((host) =>
             switchHost(host, releaseId, settings, log, {
-              ...opts.fast?.get(host.spec.label),
-              // Traffic before the checks only when the checks follow.
-              checksFollow: opts.verify !== null && opts.fast?.get(host.spec.label)?.checksFollow,
+              record: opts.records?.get(host.spec.label),
+              // The checks follow: the switch leaves them to the verify step.
+              checksFollow: opts.verify !== null,
             })
               .then((r): HostRollout => ({ ...r, batch: index + 1, switched: true }))
               .catch((err): HostRollout => ({
