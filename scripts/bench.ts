@@ -28,6 +28,29 @@ const FLEET = ['ms-bench2', 'ms-bench3'];
 const LB = 'ms-benchlb';
 const LAN = (n: number) => `bench:10.214.95.${n}`;
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+/** The rounds to run (BENCH_ONLY=rollback,migrate): deploy, rollback, migrate, baseline, cold, fleet; all when unset. */
+const ONLY = new Set(
+  (process.env.BENCH_ONLY ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean),
+);
+const wanted = (round: string) => ONLY.size === 0 || ONLY.has(round);
+/** The timeline of the last metalship run of each kind (the action's own, from its log). */
+const timelines = new Map<string, string>();
+
+/** The Timeline group of a run's log (written without GitHub's group markers). */
+function timelineOf(stdout: string): string {
+  const lines = stdout.split('\n');
+  const at = lines.indexOf('▶ Timeline');
+  if (at < 0) return '';
+  const out: string[] = [];
+  for (const line of lines.slice(at + 1)) {
+    if (!/^(\+|loading)/.test(line)) break;
+    out.push(line);
+  }
+  return out.join('\n');
+}
 
 interface Measure {
   seconds: number;
@@ -175,12 +198,7 @@ async function baselineDeploy(
   source: string,
   id: string,
 ): Promise<number> {
-  const tarball = (
-    await run('tar', ['-czf', '-', '-C', source, '--exclude=__pycache__', '.'], {
-      encoding: 'buffer',
-      maxBuffer: 64 << 20,
-    })
-  ).stdout;
+  const tarball = await tarOf(source);
   // Like scp-then-ssh actions: one connection to upload, one to run the commands.
   await sshCmd(host, key, knownHostsFile, `cat > /tmp/baseline-${id}.tgz`, tarball);
   await sshCmd(
@@ -205,6 +223,64 @@ async function baselineRollback(
     knownHostsFile,
     `set -e; ln -sfn /opt/baseline/releases/${id} /opt/baseline/current; systemctl restart baseline`,
   );
+}
+
+/**
+ * As Capistrano deploys a Python app with migrations: upload, extract, the
+ * migrations (`alembic upgrade head`, whether or not there is anything to do),
+ * ln -sfn, systemctl restart.
+ */
+async function baselineMigrateDeploy(
+  host: TestHost,
+  key: HostKeyPair,
+  knownHostsFile: string,
+  source: string,
+  id: string,
+): Promise<number> {
+  const tarball = await tarOf(source);
+  await sshCmd(host, key, knownHostsFile, `cat > /tmp/baseline-${id}.tgz`, tarball);
+  await sshCmd(
+    host,
+    key,
+    knownHostsFile,
+    `set -e; mkdir -p /opt/baseline/releases/${id}; tar -xzf /tmp/baseline-${id}.tgz -C /opt/baseline/releases/${id}; rm /tmp/baseline-${id}.tgz; ` +
+      `cd /opt/baseline/releases/${id} && runuser -u www-data -- env DATABASE_URL=postgresql:///baseline python3 -m dbmigrate upgrade head; ` +
+      `ln -sfn /opt/baseline/releases/${id} /opt/baseline/current; systemctl restart baseline`,
+  );
+  return tarball.length;
+}
+
+/**
+ * A cold deploy as Capistrano makes one into a fresh directory: upload,
+ * extract, a virtualenv with the requirements, ln -sfn, systemctl restart.
+ */
+async function baselineColdDeploy(
+  host: TestHost,
+  key: HostKeyPair,
+  knownHostsFile: string,
+  source: string,
+  dir: string,
+): Promise<number> {
+  const tarball = await tarOf(source);
+  await sshCmd(host, key, knownHostsFile, `cat > /tmp/${path.basename(dir)}.tgz`, tarball);
+  await sshCmd(
+    host,
+    key,
+    knownHostsFile,
+    `set -e; mkdir -p ${dir}/releases/1; cd ${dir}/releases/1; tar -xzf /tmp/${path.basename(dir)}.tgz; rm /tmp/${path.basename(dir)}.tgz; ` +
+      `python3 -m venv --system-site-packages venv; venv/bin/pip install -q --no-index -r requirements.txt; ` +
+      `ln -sfn ${dir}/releases/1 ${dir}/current; ln -sfn ${dir}/current /opt/baseline-cold; systemctl restart baseline-cold`,
+  );
+  return tarball.length;
+}
+
+async function tarOf(source: string): Promise<Buffer> {
+  return (
+    await run('tar', ['-czf', '-', '-C', source, '--exclude=__pycache__', '.'], {
+      encoding: 'buffer',
+      maxBuffer: 64 << 20,
+    })
+  ).stdout;
 }
 
 // ---- main -----------------------------------------------------------------
@@ -236,6 +312,8 @@ async function main(): Promise<void> {
   await writeFile(knownHostsFile, host.knownHosts + '\n');
   await cp(SAMPLE_APP, source, { recursive: true });
   const rows: [string, Measure][] = [];
+  const cold: { name: string; seconds: number }[] = [];
+  const noopMigrate: number[] = [];
   try {
     await onHost(
       host,
@@ -245,6 +323,7 @@ async function main(): Promise<void> {
     const url = `http://${host.address}/version`;
     let version = 1;
     const setVersion = async () => writeFile(path.join(source, 'version.py'), `VERSION = "v${++version}"\n`);
+    const keepTimeline = (name: string, r: { stdout: string }) => timelines.set(name, timelineOf(r.stdout));
 
     // metalship: first deploy (builds the virtualenv), then rounds of one-file deploys and rollbacks.
     let firstBytes = 0;
@@ -252,13 +331,15 @@ async function main(): Promise<void> {
     const r1 = await metalshipRun(host, key, source, 'deploy');
     firstBytes = Number(r1.outputs['bytes-uploaded'] ?? 0);
     const firstSeconds = (Date.now() - first) / 1000;
-    for (let i = 0; i < ROUNDS; i++) {
+    keepTimeline('metalship first deploy', r1);
+    for (let i = 0; i < (wanted('deploy') || wanted('rollback') ? ROUNDS : 0); i++) {
       await setVersion();
       let previous = '';
       rows.push([
         'metalship deploy (1 file)',
         await measure(host, key, url, `"v${version}"`, async () => {
           const r = await metalshipRun(host, key, source, 'deploy');
+          keepTimeline('metalship deploy (1 file)', r);
           previous = r.outputs['previous-release-id'] ?? '';
           return Number(r.outputs['bytes-uploaded']);
         }),
@@ -267,7 +348,7 @@ async function main(): Promise<void> {
       rows.push([
         'metalship rollback',
         await measure(host, key, url, `"release":"${previous}"`, async () => {
-          await metalshipRun(host, key, source, 'rollback');
+          keepTimeline('metalship rollback', await metalshipRun(host, key, source, 'rollback'));
           return undefined;
         }),
       ]);
@@ -279,17 +360,20 @@ async function main(): Promise<void> {
       host,
       key,
       `runuser -u postgres -- psql -qc 'CREATE ROLE bench LOGIN' && runuser -u postgres -- createdb -O bench bench && ` +
+        `runuser -u postgres -- psql -qc 'CREATE ROLE "www-data" LOGIN' && runuser -u postgres -- createdb -O www-data baseline && ` +
         `printf 'REDIS_URL=redis://127.0.0.1:6379/0\\nDATABASE_URL=postgresql:///bench\\n' > /opt/bench/.env`,
     );
-    await setVersion();
-    await metalshipRun(host, key, source, 'deploy', { migrate: 'auto' });
-    const noopMigrate: number[] = [];
-    for (let i = 0; i < ROUNDS; i++) {
+    if (wanted('migrate')) {
+      await setVersion();
+      await metalshipRun(host, key, source, 'deploy', { migrate: 'auto' });
+    }
+    for (let i = 0; i < (wanted('migrate') ? ROUNDS : 0); i++) {
       await setVersion();
       rows.push([
         'metalship deploy (1 file, no-op migration)',
         await measure(host, key, url, `"v${version}"`, async () => {
           const r = await metalshipRun(host, key, source, 'deploy', { migrate: 'auto' });
+          keepTimeline('metalship deploy (1 file, no-op migration)', r);
           noopMigrate.push(Number(/migrate (\d+\.\d+)/.exec(r.summary)?.[1] ?? NaN));
           return Number(r.outputs['bytes-uploaded']);
         }),
@@ -297,17 +381,19 @@ async function main(): Promise<void> {
     }
 
     // baseline on the same host: its own unit and nginx site on port 8080.
-    await onHost(
-      host,
-      key,
-      `mkdir -p /opt/baseline/releases && cat > /etc/systemd/system/baseline.service <<'EOF'\n${BASELINE_UNIT}EOF\ncat > /etc/nginx/sites-enabled/baseline <<'EOF'\n${BASELINE_SITE}EOF\nsystemctl daemon-reload && systemctl enable -q baseline && nginx -t -q && systemctl reload nginx`,
-    );
     const baseUrl = `http://${host.address}:8080/version`;
     let baseVersion = 100;
-    await writeFile(path.join(source, 'version.py'), `VERSION = "v${baseVersion}"\n`);
-    await baselineDeploy(host, key, knownHostsFile, source, `b${baseVersion}`);
-    await sleep(2000);
-    for (let i = 0; i < ROUNDS; i++) {
+    if (wanted('baseline') || wanted('rollback') || wanted('migrate')) {
+      await onHost(
+        host,
+        key,
+        `mkdir -p /opt/baseline/releases && cat > /etc/systemd/system/baseline.service <<'EOF'\n${BASELINE_UNIT}EOF\ncat > /etc/nginx/sites-enabled/baseline <<'EOF'\n${BASELINE_SITE}EOF\nsystemctl daemon-reload && systemctl enable -q baseline && nginx -t -q && systemctl reload nginx`,
+      );
+      await writeFile(path.join(source, 'version.py'), `VERSION = "v${baseVersion}"\n`);
+      await baselineDeploy(host, key, knownHostsFile, source, `b${baseVersion}`);
+      await sleep(2000);
+    }
+    for (let i = 0; i < (wanted('baseline') || wanted('rollback') ? ROUNDS : 0); i++) {
       baseVersion++;
       await writeFile(path.join(source, 'version.py'), `VERSION = "v${baseVersion}"\n`);
       rows.push([
@@ -326,8 +412,60 @@ async function main(): Promise<void> {
       await baselineRollback(host, key, knownHostsFile, `b${baseVersion}`);
       await sleep(2000);
     }
+    for (let i = 0; i < (wanted('baseline') || wanted('migrate') ? ROUNDS : 0); i++) {
+      baseVersion++;
+      await writeFile(path.join(source, 'version.py'), `VERSION = "v${baseVersion}"\n`);
+      rows.push([
+        'baseline deploy (1 file, no-op migration)',
+        await measure(host, key, baseUrl, `"v${baseVersion}"`, () =>
+          baselineMigrateDeploy(host, key, knownHostsFile, source, `b${baseVersion}`),
+        ),
+      ]);
+      await sleep(2000);
+    }
 
-    const fleet = await fleetRounds(host, key, source);
+    // Cold: a fresh app on the provisioned host, metalship and the baseline in turn.
+    if (wanted('cold')) {
+      await onHost(
+        host,
+        key,
+        `cat > /etc/systemd/system/baseline-cold.service <<'EOF'\n${BASELINE_UNIT.replace(
+          '/opt/baseline/current',
+          '/opt/baseline-cold',
+        )
+          .replace('/usr/bin/python3', '/opt/baseline-cold/venv/bin/python')
+          .replace(/baseline$/m, 'baseline-cold')
+          .replace('/run/baseline/', '/run/baseline-cold/')}EOF\nsystemctl daemon-reload`,
+      );
+      for (let i = 0; i < ROUNDS; i++) {
+        const app = `cold${i}`;
+        await onHost(
+          host,
+          key,
+          `mkdir -p /opt/${app} && echo 'REDIS_URL=redis://127.0.0.1:6379/2' > /opt/${app}/.env`,
+        );
+        const t0 = Date.now();
+        const r = await runBundle(
+          'deploy',
+          {
+            hosts: host.address,
+            'ssh-key': key.privateKey,
+            'known-hosts': host.knownHosts,
+            ...sampleAppInputs(app, source),
+            'server-name': `${app}.bench`,
+          },
+          { env: { GITHUB_ACTIONS: '' } },
+        );
+        if (r.code !== 0) throw new Error(`cold deploy failed:\n${r.stdout}`);
+        cold.push({ name: 'metalship cold deploy', seconds: (Date.now() - t0) / 1000 });
+        keepTimeline('metalship cold deploy', r);
+        const t1 = Date.now();
+        await baselineColdDeploy(host, key, knownHostsFile, source, `/opt/bcold${i}`);
+        cold.push({ name: 'baseline cold deploy', seconds: (Date.now() - t1) / 1000 });
+      }
+    }
+
+    const fleet = wanted('fleet') ? await fleetRounds(host, key, source) : { hosts: 0, rows: [] };
 
     const out: string[] = [];
     out.push(
@@ -338,38 +476,60 @@ async function main(): Promise<void> {
     );
     out.push('');
     out.push(
-      `${'run'.padEnd(28)}  ${'action'.padStart(8)}  ${'serving'.padStart(8)}  ${'ssh'.padStart(5)}  ${'failed/req'.padStart(11)}`,
+      `${'run'.padEnd(42)}  ${'action'.padStart(8)}  ${'serving'.padStart(8)}  ${'ssh'.padStart(5)}  ${'failed/req'.padStart(11)}`,
     );
-    for (const [name, m] of rows) out.push(`${name.padEnd(28)}  ${fmt(m)}`);
+    for (const [name, m] of rows) out.push(`${name.padEnd(42)}  ${fmt(m)}`);
     out.push('');
     out.push('medians:');
     for (const name of [...new Set(rows.map(([n]) => n))]) {
       const ms = rows.filter(([n]) => n === name).map(([, m]) => m);
       const bytes = ms.map((m) => m.bytes).filter((b): b is number => typeof b === 'number');
       out.push(
-        `  ${name.padEnd(26)} action ${median(ms.map((m) => m.seconds)).toFixed(2)} s, new version serving after ${median(ms.map((m) => m.servingAfter ?? Infinity)).toFixed(2)} s, ` +
+        `  ${name.padEnd(42)} action ${median(ms.map((m) => m.seconds)).toFixed(2)} s, ${/rollback/.test(name) ? 'traffic back' : 'new version serving'} after ${median(ms.map((m) => m.servingAfter ?? Infinity)).toFixed(2)} s, ` +
           `${median(ms.map((m) => m.connections))} SSH connection(s), failed requests ${ms.map((m) => m.load.failed).join('/')}` +
           (bytes.length ? `, ${median(bytes)} bytes uploaded` : ''),
       );
     }
-    out.push(
-      `  the migrate stage of a one-file deploy with a no-op migration (backup on): ${median(noopMigrate).toFixed(2)} s (median)`,
-    );
-    out.push('');
-    out.push(
-      `fleet: ${fleet.hosts} app hosts behind an nginx load balancer host, load through the balancer (medians of ${ROUNDS}):`,
-    );
-    for (const figures of fleet.rows)
+    for (const name of [...new Set(cold.map((c) => c.name))])
       out.push(
-        `  ${figures.name.padEnd(40)} action ${median(figures.seconds).toFixed(2)} s, failed requests ${figures.failed.join('/')} of ${figures.requests.join('/')}`,
+        `  ${name.padEnd(42)} action ${median(cold.filter((c) => c.name === name).map((c) => c.seconds)).toFixed(2)} s (rounds: ${cold
+          .filter((c) => c.name === name)
+          .map((c) => c.seconds.toFixed(2))
+          .join(', ')}; a fresh app dir on the provisioned host)`,
       );
-    out.push(
-      `  against one host: ${median(rows.filter(([n]) => n === 'metalship deploy (1 file)').map(([, m]) => m.seconds)).toFixed(2)} s (above)`,
-    );
+    const ratio = (a: string, b: string) =>
+      median(rows.filter(([n]) => n === a).map(([, m]) => m.seconds)) /
+      median(rows.filter(([n]) => n === b).map(([, m]) => m.seconds));
+    if (wanted('migrate'))
+      out.push(
+        `  one-file deploy with a no-op migration, metalship / baseline: ${ratio('metalship deploy (1 file, no-op migration)', 'baseline deploy (1 file, no-op migration)').toFixed(2)}x`,
+      );
+    if (noopMigrate.length)
+      out.push(
+        `  the migrate stage of a one-file deploy with a no-op migration (backup on): ${median(noopMigrate).toFixed(2)} s (median)`,
+      );
+    if (fleet.rows.length) {
+      out.push('');
+      out.push(
+        `fleet: ${fleet.hosts} app hosts behind an nginx load balancer host, load through the balancer (medians of ${ROUNDS}):`,
+      );
+      for (const figures of fleet.rows)
+        out.push(
+          `  ${figures.name.padEnd(40)} action ${median(figures.seconds).toFixed(2)} s, failed requests ${figures.failed.join('/')} of ${figures.requests.join('/')}`,
+        );
+      out.push(
+        `  against one host: ${median(rows.filter(([n]) => n === 'metalship deploy (1 file)').map(([, m]) => m.seconds)).toFixed(2)} s (above)`,
+      );
+    }
     out.push('');
     out.push(
-      '"action" is the whole action (process start to exit, including SSH setup); "serving" is when the expected version first answered through nginx.',
+      '"action" is the whole action (process start to exit, including SSH setup); "serving" is when the expected version first answered through nginx (for a rollback: when traffic was back on the previous release).',
     );
+    for (const [name, timeline] of timelines) {
+      out.push('');
+      out.push(`timeline of the last ${name} (+start, duration, what):`);
+      out.push(timeline.replace(/^/gm, '  '));
+    }
     process.stdout.write(out.join('\n') + '\n');
   } finally {
     await rm(dir, { recursive: true, force: true });

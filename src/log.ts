@@ -5,8 +5,25 @@ import * as core from '@actions/core';
 import { randomBytes } from 'node:crypto';
 import { appendFileSync } from 'node:fs';
 
+/** One entry of the run's timeline: a stage (a log group) or a remote command, in seconds since the run began. */
+export interface TimelineEntry {
+  /** mark: an instant a remote script announced (`MARK <what>` on its own line), such as traffic moving. */
+  kind: 'stage' | 'remote' | 'mark';
+  what: string;
+  /** The host a remote command ran on. */
+  host?: string;
+  start: number;
+  end: number;
+  ok: boolean;
+}
+
 export class Log {
   private readonly secrets = new Set<string>();
+  /** When the run began: the timeline counts from here. */
+  readonly began = Date.now();
+  /** Seconds from the process's start to the run's (loading the bundle). */
+  private readonly loaded = process.uptime();
+  readonly timeline: TimelineEntry[] = [];
   private readonly onGitHub: boolean;
   readonly outputs: Record<string, string> = {};
   private summaryParts: string[] = [];
@@ -83,11 +100,64 @@ export class Log {
       .replace(/[\x00-\x1f\x7f\u0085\u2028\u2029]+/g, ' ')
       .replace(/##\[/g, '# #[');
     this.write(this.onGitHub ? `::group::${title}` : `▶ ${title}`);
-    try {
-      return await fn();
-    } finally {
+    return this.timed({ kind: 'stage', what: title }, fn).finally(() => {
       if (this.onGitHub) this.write('::endgroup::');
+    });
+  }
+
+  /** Runs fn and records how long it took in the timeline (whether it succeeded or threw). */
+  async timed<T>(
+    entry: { kind: TimelineEntry['kind']; what: string; host?: string },
+    fn: () => Promise<T>,
+  ): Promise<T> {
+    // Entered at its start, so the timeline stays in order of start (ties included).
+    const recorded: TimelineEntry = {
+      ...entry,
+      what: this.redact(entry.what),
+      start: (Date.now() - this.began) / 1000,
+      end: NaN,
+      ok: false,
+    };
+    this.timeline.push(recorded);
+    try {
+      const result = await fn();
+      recorded.ok = true;
+      return result;
+    } finally {
+      recorded.end = (Date.now() - this.began) / 1000;
     }
+  }
+
+  /** An instant in the timeline: when a streamed script said it reached a point. */
+  mark(what: string, host?: string): void {
+    const at = (Date.now() - this.began) / 1000;
+    this.timeline.push({ kind: 'mark', what: this.redact(what), host, start: at, end: at, ok: true });
+  }
+
+  /** The timeline as log lines, in order of start: `+start  duration  [host] what`. */
+  timelineLines(): string[] {
+    return this.timeline.map(
+      (e) =>
+        `+${e.start.toFixed(3)}s ${(Number.isNaN(e.end) ? '?' : (e.end - e.start).toFixed(3)).padStart(7)}s  ${e.kind === 'stage' ? '▶' : e.kind === 'mark' ? '•' : ' '} ${e.host ? `[${e.host}] ` : ''}${e.what}${e.ok ? '' : ' (failed)'}`,
+    );
+  }
+
+  /** Prints the timeline as a collapsed group (a debug aid: the slowest step shows itself). */
+  printTimeline(): void {
+    if (this.timeline.length === 0) return;
+    this.write(this.onGitHub ? '::group::Timeline' : '▶ Timeline');
+    // Through info: the entries name what hosts said (release ids, group titles).
+    this.info(
+      [`loading the bundle took ${this.loaded.toFixed(3)} s before +0`, ...this.timelineLines()].join('\n'),
+    );
+    if (this.onGitHub) this.write('::endgroup::');
+  }
+
+  /** The stages' durations as one markdown line for the job summary. */
+  stagesSummary(): string {
+    const stages = this.timeline.filter((e) => e.kind === 'stage' && !Number.isNaN(e.end));
+    if (stages.length === 0) return '';
+    return `**Stages:** ${stages.map((e) => `${e.what.replace(/\|/g, '\\|')} ${(e.end - e.start).toFixed(2)} s`).join(' · ')}`;
   }
 
   output(name: string, value: string): void {

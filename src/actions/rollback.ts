@@ -6,13 +6,26 @@ import { withHosts, type Host } from '../stages/hosts.js';
 import { recorded, startDeployment } from '../stages/deployments.js';
 import { downgradeOnHost, pickMigrateHost } from '../stages/migrate.js';
 import { revertRollout, rollOut } from '../stages/rollout.js';
-import { listReleases, markBad, rollbackTarget, runtimeOnHost, verifyUrlStage } from '../stages/switch.js';
+import {
+  listReleases,
+  markBad,
+  rollbackTarget,
+  runtimeOnHost,
+  verifyUrlStage,
+} from '../stages/switch.js';
+import { rollbackPlanStep, type RollbackPlan } from '../remote/rollback.js';
+import { RUNTIME_RECORD_MAX } from '../inputs/runtime.js';
 import { resultsTable, runAction, type ActionOutcome } from './run.js';
 
 export async function rollback(settings: Settings<'rollback'>, log: Log): Promise<ActionOutcome> {
   return withHosts(settings, log, 'rollback', async (hosts) => {
-    // One listing per host serves both the if-current check and the choice of target.
-    const listings = await Promise.all(hosts.map((h) => listReleases(h)));
+    // One round trip per host before traffic moves: the listing (for the
+    // if-current check and the choice of target), the freeze, and the likely
+    // target's runtime record.
+    const plans = await Promise.all(
+      hosts.map((h) => h.conn.step(rollbackPlanStep(h.layout, settings['release-id'], RUNTIME_RECORD_MAX))),
+    );
+    const listings = plans.map((p) => p.listing);
     if (settings['if-current']) {
       const currents = listings.map((l) => l.links.current ?? '');
       const on = hosts.filter((_, i) => currents[i] === settings['if-current']);
@@ -33,9 +46,17 @@ export async function rollback(settings: Settings<'rollback'>, log: Log): Promis
         );
     }
     const { target, from } = rollbackTarget(hosts, listings, settings['release-id']);
-    await freezeAllowsRollback(hosts, listings, target, settings['migrate-down'], log);
+    freezeAllowsRollback(
+      hosts,
+      listings,
+      plans.map((p) => p.freeze),
+      target,
+      settings['migrate-down'],
+      log,
+    );
     log.info(`Rolling back from ${from || 'nothing'} to ${target}`);
-    const record = await startDeployment(
+    // Recorded while the rollback runs: GitHub's answers never hold traffic back.
+    const record = startDeployment(
       settings,
       {
         ref: listings[0]!.releases.find((r) => r.id === target)?.revision ?? '',
@@ -47,7 +68,7 @@ export async function rollback(settings: Settings<'rollback'>, log: Log): Promis
     );
     return recorded(
       record,
-      () => restore(hosts, settings, target, from, log),
+      () => restore(hosts, plans, settings, target, from, log),
       (outcome) => (outcome && !outcome.failure ? `${target} serves again` : `the rollback to ${target} failed`),
     );
   });
@@ -56,6 +77,7 @@ export async function rollback(settings: Settings<'rollback'>, log: Log): Promis
 /** Switches the hosts back to target (its schema first, with migrate-down) and verifies it. */
 async function restore(
   hosts: Host[],
+  plans: RollbackPlan[],
   settings: Settings<'rollback'>,
   target: string,
   from: string,
@@ -81,7 +103,15 @@ async function restore(
       `**Data written since ${target} was current may be lost**${out.backupPath ? `; a backup was taken first: \`${out.backupPath}\`` : ''}.`;
   }
   const expect = { ...settings, 'expect-body': settings['expect-body'].replaceAll('{release}', target) };
-  const sw = await rollOut(hosts, hasBalancer(settings.hosts), target, expect, log, { verify: expect, revertOnFailure: true });
+  // The record read with the listing serves when it is the target's (else the switch reads it).
+  const records = new Map(
+    hosts.flatMap((h, i) => (plans[i]!.recordOf === target ? [[h.spec.label, plans[i]!.record] as const] : [])),
+  );
+  const sw = await rollOut(hosts, hasBalancer(settings.hosts), target, expect, log, {
+    verify: expect,
+    revertOnFailure: true,
+    records,
+  });
   let failure = sw.failure ? `rolling back to ${target} failed; the hosts are back on ${from}:\n${sw.failure}` : undefined;
   if (!failure && settings.url) {
     const check = await log.group('Verify the url', () => verifyUrlStage(expect, log));

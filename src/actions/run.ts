@@ -65,8 +65,10 @@ export async function runAction<A extends ActionName>(
     log.output('results', JSON.stringify(outcome.results));
     const seconds = ((Date.now() - started) / 1000).toFixed(1);
     const status = outcome.failure ? `❌ failed after ${seconds} s` : `✅ done in ${seconds} s`;
+    log.printTimeline();
+    const stages = log.stagesSummary();
     log.summary(
-      `## ${actions[name].title}: ${status}\n\n${outcome.summary}${outcome.failure ? `\n\n**Why:** ${outcome.failure}` : ''}`,
+      `## ${actions[name].title}: ${status}\n\n${outcome.summary}${outcome.failure ? `\n\n**Why:** ${outcome.failure}` : ''}${stages ? `\n\n${stages}` : ''}`,
     );
     log.flushSummary(Boolean(outcome.failure));
     if (outcome.failure) {
@@ -78,6 +80,7 @@ export async function runAction<A extends ActionName>(
   } catch (err) {
     // Anything thrown fails the step, whatever its type.
     const message = errorMessage(err);
+    log.printTimeline();
     log.error(message);
     log.summary(`## ${actions[name].title}: ❌ failed\n\n${message.replace(/^/gm, '> ')}`);
     log.flushSummary(true);

@@ -56,7 +56,7 @@ export function readFreezeLine(layout: Layout): string {
   return sh`if [ -f ${layout.freeze} ] && [ ! -L ${layout.freeze} ]; then echo "FREEZE $(head -c 4000 ${layout.freeze} | base64 -w0)"; fi`;
 }
 
-const parseFreezeLine = (stdout: string): Freeze | null => {
+export const parseFreezeLine = (stdout: string): Freeze | null => {
   const line = keyLines(stdout).get('FREEZE');
   return line === undefined ? null : parseFreeze(line);
 };

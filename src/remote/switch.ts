@@ -25,7 +25,33 @@ export interface SwitchSettings {
   api?: boolean;
   /** The runtime record the units were rendered from: kept with the release once it serves. */
   record: string;
+  /**
+   * The caller checks the host right after (and switches back on failure): a
+   * slot already running the release, unchanged, takes traffic without waiting
+   * for its readiness first (a rollback to the warm standby), and the worker
+   * and scheduler restart without the switch waiting for them (the check waits
+   * until they settle).
+   */
+  checksFollow?: boolean;
 }
+
+/**
+ * A shell function renaming a fresh link over the old one (rename(2) by `mv
+ * -T`: never a moment without the link) and reading it back, with no
+ * interpreter to start: `swap_link TARGET PATH`. `ln` only ever creates the
+ * fresh link (replacing a link in place is what differs between coreutils
+ * flavours). Only for links in root's own directories (slots, the socket
+ * link, current, venv).
+ */
+const SWAP_LINK = [
+  'swap_link() {',
+  '  local tmp="$2.tmp-$$"',
+  '  rm -f -- "$tmp"',
+  '  ln -s -- "$1" "$tmp"',
+  '  mv -Tf -- "$tmp" "$2"',
+  '  if [ "$(readlink -- "$2")" != "$1" ]; then echo "link $2 does not point at $1 after the switch" >&2; return 1; fi',
+  '}',
+].join('\n');
 
 /**
  * Script lines run once the release serves: its record becomes what it served
@@ -67,6 +93,7 @@ export function switchScript(settings: SwitchSettings): string {
   if (settings.api === false) return followersOnlyScript(settings, unitLines, followers);
   return script(
     pyToolDefinition(),
+    SWAP_LINK,
     sh`status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`,
     sh`if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`,
     'command -v nginx >/dev/null 2>&1 || { echo "nginx is not installed: run the provision action first" >&2; exit 1; }',
@@ -106,40 +133,55 @@ export function switchScript(settings: SwitchSettings): string {
     '  echo "(with several apps on one server, give each its own server-name)" >&2',
     '  exit 1',
     'fi',
+    'echo "MARK units and nginx configuration in place"',
     // Start the release beside the serving one (unless the slot already runs it, unchanged).
     'was=$(slot_release "$slot")',
-    sh`mstool link ${rel} ${layout.slots}/"$slot"`,
+    sh`if [ "$was" != ${settings.releaseId} ]; then swap_link ${rel} ${layout.slots}/"$slot"; fi`,
+    sh`sock=/run/${layout.app}-api-"$slot"/api.sock`,
+    'warm=0',
     sh`if [ "$units_changed" = 1 ] || [ "$was" != ${settings.releaseId} ] || ! systemctl is-active --quiet ${api}; then`,
     sh`  echo "starting ${settings.releaseId} in the $slot slot"`,
     sh`  systemctl restart ${api}`,
+    settings.checksFollow
+      ? sh`elif [ -S "$sock" ]; then
+  warm=1
+  echo "the $slot slot already runs ${settings.releaseId} (a warm standby): traffic moves to it now, its checks follow"`
+      : null,
     'else',
     sh`  echo "the $slot slot already runs ${settings.releaseId}"`,
     'fi',
-    sh`sock=/run/${layout.app}-api-"$slot"/api.sock`,
-    sh`if ! ready=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.healthPath} ${settings.readyTimeout} 0.1 200 ''); then`,
-    '  echo "$ready" >&2',
-    sh`  journalctl -u ${api} -n 30 --no-pager -o cat >&2 || true`,
-    sh`  systemctl stop ${api} || true`,
-    sh`  echo "release ${settings.releaseId} did not become ready in the $slot slot within ${settings.readyTimeout} s; traffic stays on the serving release" >&2`,
-    '  exit 1',
+    'if [ "$warm" = 0 ]; then',
+    sh`  echo "waiting for ${settings.releaseId} to answer ${settings.healthPath} on the $slot slot's socket"`,
+    sh`  if ! ready=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.healthPath} ${settings.readyTimeout} 0.1 200 ''); then`,
+    '    echo "$ready" >&2',
+    sh`    journalctl -u ${api} -n 30 --no-pager -o cat >&2 || true`,
+    sh`    systemctl stop ${api} || true`,
+    sh`    echo "release ${settings.releaseId} did not become ready in the $slot slot within ${settings.readyTimeout} s; traffic stays on the serving release" >&2`,
+    '    exit 1',
+    '  fi',
+    '  echo "READY $ready"',
     'fi',
-    'echo "READY $ready"',
     // Traffic moves only now, by renaming the socket link nginx connects through:
     // requests already on the old slot finish there, new ones reach the new slot.
-    sh`mstool link "$sock" ${layout.apiLink}`,
+    sh`swap_link "$sock" ${layout.apiLink}`,
+    'echo "MARK traffic moved to the $slot slot"',
     sh`echo "$slot" > ${layout.activeSlot}`,
     'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;',
     'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi',
     sh`rm -f ${layout.nginxReloadPending}`,
     sh`prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`,
-    sh`mstool link ${rel} ${layout.current}`,
-    sh`mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`,
+    sh`swap_link ${rel} ${layout.current}`,
+    sh`swap_link "$(readlink ${rel}/.venv)" ${layout.venvLink}`,
     servedLines(settings),
     'echo "PREVIOUS $prev"',
     // On boot only the serving slot starts; the standby is a warm spare for this boot only.
-    sh`systemctl enable --quiet ${layout.units.target} ${api} ${followers}`,
-    sh`systemctl disable --quiet ${standbyApi} 2>/dev/null || true`,
-    followers.length ? sh`systemctl restart ${followers}` : null,
+    // The boot reads the links: no daemon reload now (each costs as much as the rest of the switch).
+    sh`systemctl enable --no-reload --quiet ${layout.units.target} ${api} ${followers}`,
+    sh`systemctl disable --no-reload --quiet ${standbyApi} 2>/dev/null || true`,
+    followers.length && settings.checksFollow ? sh`systemctl restart --no-block ${followers}` : null,
+    followers.length && !settings.checksFollow
+      ? script(sh`systemctl restart ${followers}`, 'echo "MARK worker and scheduler restarted"')
+      : null,
     sh`printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout.history}`,
   );
 }
@@ -182,7 +224,7 @@ function followersOnlyScript(settings: SwitchSettings, unitLines: string[], foll
     sh`mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`,
     servedLines(settings),
     'echo "PREVIOUS $prev"',
-    sh`systemctl enable --quiet ${layout.units.target} ${followers}`,
+    sh`systemctl enable --no-reload --quiet ${layout.units.target} ${followers}`,
     followers.length ? sh`systemctl restart ${followers}` : null,
     sh`printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout.history}`,
   );

@@ -77,7 +77,23 @@ export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
           throughNginx(settings),
         ),
     'failed=""',
-    ...settings.units.map((u) => sh`if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`),
+    // A unit still starting or stopping, or with a job queued (a restart the
+    // switch did not wait for), is waited for, up to the timeout; then it must be active.
+    settings.units.length
+      ? script(
+          'settled() {',
+          '  local i=0 s',
+          '  while :; do',
+          '    s=$(systemctl is-active "$1" 2>/dev/null || true)',
+          '    if [ "$s" = active ] && [ -z "$(systemctl list-jobs --no-legend "$1" 2>/dev/null)" ]; then return 0; fi',
+          '    case "$s" in active|activating|deactivating|reloading) ;; *) return 1 ;; esac',
+          sh`    i=$((i + 1)); [ "$i" -lt ${settings.timeout * 10} ] || return 1`,
+          '    sleep 0.1',
+          '  done',
+          '}',
+        ).trimEnd()
+      : null,
+    ...settings.units.map((u) => sh`if ! settled ${u}; then failed="$failed ${u}"; fi`),
     'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi',
     'if [ "$rc" != 0 ] || [ -n "$failed" ]; then',
     sh`  journalctl -u ${layout.units.api('blue')} -u ${layout.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`,

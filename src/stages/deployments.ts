@@ -207,7 +207,7 @@ export async function startDeployment(
  * errors included. `describe` gets the outcome (null when it threw).
  */
 export async function recorded<T extends { failure?: string }>(
-  record: DeploymentRecord,
+  record: DeploymentRecord | Promise<DeploymentRecord>,
   run: () => Promise<T>,
   describe: (outcome: T | null) => string,
 ): Promise<T> {
@@ -215,9 +215,9 @@ export async function recorded<T extends { failure?: string }>(
   try {
     outcome = await run();
   } catch (err) {
-    await record.finish(false, describe(null));
+    await (await record).finish(false, describe(null));
     throw err;
   }
-  await record.finish(!outcome.failure, describe(outcome));
+  await (await record).finish(!outcome.failure, describe(outcome));
   return outcome;
 }

@@ -247,14 +247,20 @@ export async function withHosts<T>(
       const deadline = Date.now() + settings['lock-timeout'] * 1000;
       for (const h of [...hosts].sort((a, b) => lockOrder(a).localeCompare(lockOrder(b)))) {
         const wait = Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
-        releases.push(await acquireLock(h, holder, wait, log));
+        releases.push(
+          await log.timed({ kind: 'remote', what: 'taking the deploy lock', host: h.spec.label }, () =>
+            acquireLock(h, holder, wait, log),
+          ),
+        );
       }
     }
     // Under the lock: a freeze set from now on stops the next run, not this one.
     await freezeGate(hosts, action, log);
     return await fn(hosts, balancers);
   } finally {
-    await Promise.allSettled(releases.map((r) => r()));
+    await log.timed({ kind: 'remote', what: 'releasing the deploy locks' }, () =>
+      Promise.allSettled(releases.map((r) => r())),
+    );
     await Promise.all(all.map((h) => h.conn.close()));
   }
 }

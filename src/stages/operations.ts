@@ -40,14 +40,15 @@ export async function freezeGate(hosts: Host[], action: string, log: Log): Promi
  * older than current, with no schema change (anything else ships something
  * new), and then with a warning. Its own gate: the generic one cannot know the target.
  */
-export async function freezeAllowsRollback(
+export function freezeAllowsRollback(
   hosts: Host[],
   listings: ReleaseListing[],
+  /** The freeze each host has (read with its listing, in the same round trip). */
+  found: (Freeze | null)[],
   target: string,
   migrateDown: boolean,
   log: Log,
-): Promise<void> {
-  const found = await Promise.all(hosts.map((h) => h.conn.step(freezeCheckStep(h.layout))));
+): void {
   const frozen = hosts.flatMap((h, i) => (found[i] ? [`${h.spec.label}: ${freezeText(found[i])}`] : []));
   if (frozen.length === 0) return;
   const problems = migrateDown ? ['migrate-down changes the schema'] : [];

@@ -96,7 +96,12 @@ export async function rollOut(
    * verify: the health check of each batch after its switch (null: only the
    * switch's readiness wait), of the health path and units the release runs with.
    */
-  opts: { verify: VerifyChecks | null; revertOnFailure: boolean },
+  opts: {
+    verify: VerifyChecks | null;
+    revertOnFailure: boolean;
+    /** Per host label: the target's runtime record, already read (a rollback reads it with its listing). */
+    records?: Map<string, string | null>;
+  },
 ): Promise<Rollout> {
   const results: HostRollout[] = [];
   const groups = batches(hosts, settings['batch-size']);
@@ -122,7 +127,11 @@ export async function rollOut(
       const switched = await log.group(`Switch ${names} to ${releaseId}${title}`, () =>
         Promise.all(
           batch.map((host) =>
-            switchHost(host, releaseId, settings, log)
+            switchHost(host, releaseId, settings, log, {
+              record: opts.records?.get(host.spec.label),
+              // The checks follow: the switch leaves them to the verify step.
+              checksFollow: opts.verify !== null,
+            })
               .then((r): HostRollout => ({ ...r, batch: index + 1, switched: true }))
               .catch((err): HostRollout => ({
                 host: host.spec.label,

@@ -67,8 +67,13 @@ export async function runtimeOnHost(
   releaseId: string | null,
   overrides: RuntimeOverrides & { app: string; unrecorded?: RuntimeOverrides },
   log: Log,
+  /** The record, when already read (a rollback reads it with its listing): null for none. */
+  known?: string | null,
 ): Promise<Runtime> {
-  const text = await host.conn.step(readRuntimeStep(host.layout, releaseId, RUNTIME_RECORD_MAX));
+  const text =
+    known !== undefined
+      ? known
+      : await host.conn.step(readRuntimeStep(host.layout, releaseId, RUNTIME_RECORD_MAX));
   const which = releaseId ?? 'the current release';
   let recorded: Runtime | null = null;
   if (text === null) {
@@ -88,14 +93,23 @@ export async function runtimeOnHost(
   return effectiveRuntime(overrides, recorded, defaults);
 }
 
+/** How a switch may go faster when its caller checks right after. */
+export interface SwitchOptions {
+  /** The target's runtime record, already read (null: it has none). */
+  record?: string | null;
+  /** The caller checks right after: the switch may leave the checking to it (see SwitchSettings.checksFollow). */
+  checksFollow?: boolean;
+}
+
 export async function switchHost(
   host: Host,
   releaseId: string,
   settings: ServiceSettings,
   log: Log,
+  opts: SwitchOptions = {},
 ): Promise<SwitchResult> {
   const started = Date.now();
-  const runtime = await runtimeOnHost(host, releaseId, settings, log);
+  const runtime = await runtimeOnHost(host, releaseId, settings, log, opts.record);
   const units = unitFiles(
     {
       layout: host.layout,
@@ -119,6 +133,7 @@ export async function switchHost(
       scheduler: host.roles.scheduler && runtime['scheduler-command'].length > 0,
       api: host.roles.api,
       record: runtimeRecord(runtime),
+      checksFollow: opts.checksFollow,
     }),
     { stream: true },
   );

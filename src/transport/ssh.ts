@@ -135,6 +135,12 @@ export class Connection {
 
   /** Runs a script and resolves with its exit code whatever it is (timeouts and lost connections still throw). */
   async exec(script: string, opts: RunOptions = {}): Promise<RunResult> {
+    return this.log.timed({ kind: 'remote', what: opts.what ?? 'remote command', host: this.label }, () =>
+      this.execOnce(script, opts),
+    );
+  }
+
+  private async execOnce(script: string, opts: RunOptions): Promise<RunResult> {
     if (this.lostReason)
       throw new RemoteError(`connection to ${this.label} was lost: ${this.lostReason}`, this.label, null, '');
     const what = opts.what ?? 'remote command';
@@ -186,7 +192,12 @@ export class Connection {
     const emit = (kind: 'out' | 'err', chunk: Buffer) => {
       armIdle();
       const added = text[kind].push(chunk);
-      if (opts.stream) for (const line of lines[kind].push(added)) this.log.info(`[${this.label}] ${line}`);
+      if (!opts.stream) return;
+      for (const line of lines[kind].push(added)) {
+        // A streamed script's `MARK <what>` is a point in the run's timeline, as it happens.
+        if (kind === 'out' && line.startsWith('MARK ')) this.log.mark(line.slice(5), this.label);
+        this.log.info(`[${this.label}] ${line}`);
+      }
     };
 
     try {
@@ -403,6 +414,12 @@ function tcpConnect(host: string, port: number, timeoutMs: number): Promise<Sock
 
 /** Connects with bounded retries for network errors; a host key mismatch is never retried. */
 export async function connect(target: Endpoint, options: ConnectOptions, log: Log): Promise<Connection> {
+  return log.timed({ kind: 'remote', what: 'connecting', host: target.label }, () =>
+    connectWithRetries(target, options, log),
+  );
+}
+
+async function connectWithRetries(target: Endpoint, options: ConnectOptions, log: Log): Promise<Connection> {
   if (options.hostKeys === null) {
     log.warn(
       `Host key checking is off for ${target.label} (insecure-accept-any-host-key): anyone in between could impersonate it.`,

@@ -171,3 +171,75 @@ test('a first release that fails verification never serves: nothing does, and th
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('a rollback to the warm standby moves traffic before its checks, after one round trip; a stopped standby is started and checked first', async () => {
+  const app = 'warm';
+  const server = 'warm.test';
+  const dir = await sampleAppCopy(app);
+  const ids: string[] = [];
+  const base = () => ({
+    ...connectionInputs(state, [host]),
+    app,
+    'server-name': server,
+    'expect-body': '{release}',
+    'verify-path': '/version',
+  });
+  const deploy = async (version: string) => {
+    await writeFile(path.join(dir, 'version.py'), `VERSION = "${version}"\n`);
+    const r = await runBundle('deploy', { ...base(), ...sampleAppInputs(app, dir), 'server-name': server });
+    expect(r.code).toBe(0);
+    ids.push(r.outputs['release-id']!);
+    return r;
+  };
+  try {
+    await setUpAppOnHost(state, host, app, { redisDb: 7 });
+    const first = await deploy('w1');
+    // Every run prints its timeline, and the summary its stages.
+    expect(first.timeline.some((l) => /\] building release /.test(l))).toBe(true);
+    expect(first.summary).toMatch(/\*\*Stages:\*\* .*Switch .* \d+\.\d\d s/);
+    await deploy('w2');
+
+    // The standby still runs w1: traffic moves at once, the checks follow.
+    const warm = await runBundle('rollback', base());
+    expect(warm.stdout).not.toMatch(/::error::/);
+    expect(warm.code).toBe(0);
+    expect(warm.outputs['release-id']).toBe(ids[0]);
+    expect(warm.stdout).toContain(`already runs ${ids[0]} (a warm standby): traffic moves to it now`);
+    const log = warm.stdout.split('\n');
+    const moved = log.findIndex((l) => /\] MARK traffic moved to the (blue|green) slot$/.test(l));
+    expect(moved).toBeGreaterThan(0);
+    expect(log.slice(0, moved).some((l) => /waiting for .* to answer/.test(l))).toBe(false);
+    const steps = warm.timeline;
+    const at = (re: RegExp) => steps.findIndex((l) => re.test(l));
+    expect(at(/• \[.*\] traffic moved/)).toBeGreaterThan(0);
+    expect(at(/• \[.*\] traffic moved/)).toBeLessThan(at(/\] health check$/));
+    // Before the switch: the connection, the lock and one step reading all it needs.
+    const before = steps.slice(0, at(/\] switching to /)).filter((l) => /^\+\S+\s+\S+ {4}\[/.test(l));
+    expect(before.map((l) => l.replace(/^.*\] /, ''))).toEqual([
+      'connecting',
+      'taking the deploy lock',
+      'reading the releases, the freeze and the rollback target',
+    ]);
+    expect(await serving(app, server)).toMatchObject({ status: 200, body: expect.stringContaining(ids[0]!) });
+
+    // A standby that is stopped: started, and ready on its own socket, before traffic moves to it.
+    await deploy('w3');
+    const active = (await onHost(state, host, `cat /opt/${app}/.metalship/active-slot`)).trim();
+    const standby = active === 'blue' ? 'green' : 'blue';
+    await onHost(state, host, `systemctl stop ${app}-api@${standby}.service`);
+    const cold = await runBundle('rollback', base());
+    expect(cold.stdout).not.toMatch(/::error::/);
+    expect(cold.code).toBe(0);
+    expect(cold.outputs['release-id']).toBe(ids[0]);
+    const coldLog = cold.stdout.split('\n');
+    const coldMoved = coldLog.findIndex((l) => /\] MARK traffic moved to the (blue|green) slot$/.test(l));
+    expect(
+      coldLog.slice(0, coldMoved).some((l) => l.includes(`starting ${ids[0]} in the ${standby} slot`)),
+    ).toBe(true);
+    expect(coldLog.slice(0, coldMoved).some((l) => /\] READY /.test(l))).toBe(true);
+    expect(cold.stdout).not.toContain('(a warm standby)');
+    expect(await serving(app, server)).toMatchObject({ status: 200, body: expect.stringContaining(ids[0]!) });
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

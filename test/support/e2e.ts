@@ -60,7 +60,10 @@ export function e2eState(): E2EState {
 
 export interface BundleRun {
   code: number;
+  /** The step's log without its Timeline group (what tests read for the narrative). */
   stdout: string;
+  /** The lines of the Timeline group: each stage and remote command with its start and duration. */
+  timeline: string[];
   stderr: string;
   outputs: Record<string, string>;
   summary: string;
@@ -220,7 +223,20 @@ export async function runBundle(
         .join('\n')}`,
     },
   ]);
-  return { code, stdout, stderr, outputs, summary, log };
+  const { narrative, timeline } = splitTimeline(stdout);
+  return { code, stdout: narrative, timeline, stderr, outputs, summary, log };
+}
+
+/** A step's log split into its narrative and its Timeline group (which names every step, whatever it found). */
+function splitTimeline(stdout: string): { narrative: string; timeline: string[] } {
+  const lines = stdout.split('\n');
+  const from = lines.indexOf('::group::Timeline');
+  if (from < 0) return { narrative: stdout, timeline: [] };
+  const to = lines.indexOf('::endgroup::', from);
+  return {
+    narrative: [...lines.slice(0, from), ...lines.slice(to + 1)].join('\n'),
+    timeline: lines.slice(from + 1, to),
+  };
 }
 
 /**

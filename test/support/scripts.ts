@@ -5,6 +5,7 @@ import { lockScript } from '../../src/remote/lock.js';
 import { migrateScript, orAlembic, type MigrateScriptSettings } from '../../src/remote/migrate.js';
 import { buildStep, ensureAppTree, markStep, prepareStep } from '../../src/remote/release.js';
 import { switchScript, unserveStep, uvicornFlagsScript } from '../../src/remote/switch.js';
+import { rollbackPlanStep } from '../../src/remote/rollback.js';
 import { runtimeDefaults, runtimeRecord } from '../../src/inputs/runtime.js';
 import { unitFiles } from '../../src/remote/units.js';
 import { freezeCheckStep, freezeStep, unfreezeStep } from '../../src/remote/freeze.js';
@@ -78,6 +79,20 @@ export const scripts: Record<string, string> = {
     scheduler: false,
     record: runtimeRecord(runtimeDefaults('shop')),
   }),
+  'switch-checks-follow': switchScript({
+    layout: shopLayout,
+    releaseId: '20250101_000000',
+    units,
+    healthPath: '/health/ready',
+    readyTimeout: 30,
+    serverName: '_',
+    worker: true,
+    scheduler: true,
+    record: runtimeRecord(runtimeDefaults('shop')),
+    checksFollow: true,
+  }),
+  'rollback-plan': rollbackPlanStep(shopLayout, '', 20000).script,
+  'rollback-plan-named': rollbackPlanStep(shopLayout, HOSTILE, 20000).script,
   unserve: unserveStep(shopLayout).script,
   flags: uvicornFlagsScript(shopLayout.release('x'), 'shop'),
   verify: verifyStep({
