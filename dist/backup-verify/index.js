@@ -64869,6 +64869,9 @@ class Connection {
     }
     /** Runs a script and resolves with its exit code whatever it is (timeouts and lost connections still throw). */
     async exec(script, opts = {}) {
+        return this.log.timed({ kind: 'remote', what: opts.what ?? 'remote command', host: this.label }, () => this.execOnce(script, opts));
+    }
+    async execOnce(script, opts) {
         if (this.lostReason)
             throw new RemoteError(`connection to ${this.label} was lost: ${this.lostReason}`, this.label, null, '');
         const what = opts.what ?? 'remote command';
@@ -64914,9 +64917,14 @@ class Connection {
         const emit = (kind, chunk) => {
             armIdle();
             const added = text[kind].push(chunk);
-            if (opts.stream)
-                for (const line of lines[kind].push(added))
-                    this.log.info(`[${this.label}] ${line}`);
+            if (!opts.stream)
+                return;
+            for (const line of lines[kind].push(added)) {
+                // A streamed script's `MARK <what>` is a point in the run's timeline, as it happens.
+                if (kind === 'out' && line.startsWith('MARK '))
+                    this.log.mark(line.slice(5), this.label);
+                this.log.info(`[${this.label}] ${line}`);
+            }
         };
         try {
             const execution = this.ssh.execCommand(remoteCommand(this.endpoint.user), {
@@ -65100,6 +65108,9 @@ function tcpConnect(host, port, timeoutMs) {
 }
 /** Connects with bounded retries for network errors; a host key mismatch is never retried. */
 async function connect(target, options, log) {
+    return log.timed({ kind: 'remote', what: 'connecting', host: target.label }, () => connectWithRetries(target, options, log));
+}
+async function connectWithRetries(target, options, log) {
     if (options.hostKeys === null) {
         log.warn(`Host key checking is off for ${target.label} (insecure-accept-any-host-key): anyone in between could impersonate it.`);
     }
@@ -65716,7 +65727,12 @@ function verifyStep(settings) {
     const layout = settings.layout;
     const text = script(pyToolDefinition(), 'rc=0', settings.api === false
         ? null
-        : script(sh `slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "PROBLEM no api slot is serving on this host (nothing deployed yet?)"; exit 0;; esac', sh `sock=/run/${layout.app}-api-$slot/api.sock`, sh `out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'echo "PROBE_RC $rc"', throughNginx(settings)), 'failed=""', ...settings.units.map((u) => sh `if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', sh `  journalctl -u ${layout.units.api('blue')} -u ${layout.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`, 'fi');
+        : script(sh `slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "PROBLEM no api slot is serving on this host (nothing deployed yet?)"; exit 0;; esac', sh `sock=/run/${layout.app}-api-$slot/api.sock`, sh `out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'echo "PROBE_RC $rc"', throughNginx(settings)), 'failed=""', 
+    // A unit still starting or stopping, or with a job queued (a restart the
+    // switch did not wait for), is waited for, up to the timeout; then it must be active.
+    settings.units.length
+        ? script('settled() {', '  local i=0 s', '  while :; do', '    s=$(systemctl is-active "$1" 2>/dev/null || true)', '    if [ "$s" = active ] && [ -z "$(systemctl list-jobs --no-legend "$1" 2>/dev/null)" ]; then return 0; fi', '    case "$s" in active|activating|deactivating|reloading) ;; *) return 1 ;; esac', sh `    i=$((i + 1)); [ "$i" -lt ${settings.timeout * 10} ] || return 1`, '    sleep 0.1', '  done', '}').trimEnd()
+        : null, ...settings.units.map((u) => sh `if ! settled ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', sh `  journalctl -u ${layout.units.api('blue')} -u ${layout.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`, 'fi');
     return step('health check', text, (stdout) => {
         const out = keyLines(stdout);
         const unitsDown = (out.get('UNITS_DOWN') ?? '').split(' ').filter(Boolean);
@@ -65881,8 +65897,9 @@ async function operations_freezeGate(hosts, action, log) {
  * older than current, with no schema change (anything else ships something
  * new), and then with a warning. Its own gate: the generic one cannot know the target.
  */
-async function freezeAllowsRollback(hosts, listings, target, migrateDown, log) {
-    const found = await Promise.all(hosts.map((h) => h.conn.step(freezeCheckStep(h.layout))));
+function freezeAllowsRollback(hosts, listings, 
+/** The freeze each host has (read with its listing, in the same round trip). */
+found, target, migrateDown, log) {
     const frozen = hosts.flatMap((h, i) => (found[i] ? [`${h.spec.label}: ${freezeText(found[i])}`] : []));
     if (frozen.length === 0)
         return;
@@ -66153,7 +66170,7 @@ async function withHosts(settings, log, action, fn, opts = {}) {
             const deadline = Date.now() + settings['lock-timeout'] * 1000;
             for (const h of [...hosts].sort((a, b) => lockOrder(a).localeCompare(lockOrder(b)))) {
                 const wait = Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
-                releases.push(await acquireLock(h, holder, wait, log));
+                releases.push(await log.timed({ kind: 'remote', what: 'taking the deploy lock', host: h.spec.label }, () => acquireLock(h, holder, wait, log)));
             }
         }
         // Under the lock: a freeze set from now on stops the next run, not this one.
@@ -66161,7 +66178,7 @@ async function withHosts(settings, log, action, fn, opts = {}) {
         return await fn(hosts, balancers);
     }
     finally {
-        await Promise.allSettled(releases.map((r) => r()));
+        await log.timed({ kind: 'remote', what: 'releasing the deploy locks' }, () => Promise.allSettled(releases.map((r) => r())));
         await Promise.all(all.map((h) => h.conn.close()));
     }
 }
@@ -81322,6 +81339,11 @@ function getIDToken(aud) {
 class Log {
     write;
     secrets = new Set();
+    /** When the run began: the timeline counts from here. */
+    began = Date.now();
+    /** Seconds from the process's start to the run's (loading the bundle). */
+    loaded = process.uptime();
+    timeline = [];
     onGitHub;
     outputs = {};
     summaryParts = [];
@@ -81402,13 +81424,56 @@ class Log {
             .replace(/[\x00-\x1f\x7f\u0085\u2028\u2029]+/g, ' ')
             .replace(/##\[/g, '# #[');
         this.write(this.onGitHub ? `::group::${title}` : `▶ ${title}`);
-        try {
-            return await fn();
-        }
-        finally {
+        return this.timed({ kind: 'stage', what: title }, fn).finally(() => {
             if (this.onGitHub)
                 this.write('::endgroup::');
+        });
+    }
+    /** Runs fn and records how long it took in the timeline (whether it succeeded or threw). */
+    async timed(entry, fn) {
+        // Entered at its start, so the timeline stays in order of start (ties included).
+        const recorded = {
+            ...entry,
+            what: this.redact(entry.what),
+            start: (Date.now() - this.began) / 1000,
+            end: NaN,
+            ok: false,
+        };
+        this.timeline.push(recorded);
+        try {
+            const result = await fn();
+            recorded.ok = true;
+            return result;
         }
+        finally {
+            recorded.end = (Date.now() - this.began) / 1000;
+        }
+    }
+    /** An instant in the timeline: when a streamed script said it reached a point. */
+    mark(what, host) {
+        const at = (Date.now() - this.began) / 1000;
+        this.timeline.push({ kind: 'mark', what: this.redact(what), host, start: at, end: at, ok: true });
+    }
+    /** The timeline as log lines, in order of start: `+start  duration  [host] what`. */
+    timelineLines() {
+        return this.timeline.map((e) => `+${e.start.toFixed(3)}s ${(Number.isNaN(e.end) ? '?' : (e.end - e.start).toFixed(3)).padStart(7)}s  ${e.kind === 'stage' ? '▶' : e.kind === 'mark' ? '•' : ' '} ${e.host ? `[${e.host}] ` : ''}${e.what}${e.ok ? '' : ' (failed)'}`);
+    }
+    /** Prints the timeline as a collapsed group (a debug aid: the slowest step shows itself). */
+    printTimeline() {
+        if (this.timeline.length === 0)
+            return;
+        this.write(this.onGitHub ? '::group::Timeline' : '▶ Timeline');
+        // Through info: the entries name what hosts said (release ids, group titles).
+        this.info([`loading the bundle took ${this.loaded.toFixed(3)} s before +0`, ...this.timelineLines()].join('\n'));
+        if (this.onGitHub)
+            this.write('::endgroup::');
+    }
+    /** The stages' durations as one markdown line for the job summary. */
+    stagesSummary() {
+        const stages = this.timeline.filter((e) => e.kind === 'stage' && !Number.isNaN(e.end));
+        if (stages.length === 0)
+            return '';
+        return `**Stages:** ${stages.map((e) => `${e.what.replace(/\|/g, '\\|')} ${(e.end - e.start).toFixed(2)} s`).join(' · ')}`;
     }
     output(name, value) {
         const v = this.redact(value);
@@ -81487,7 +81552,9 @@ async function runAction(name, body, raw = envInputs(), log = new Log()) {
         log.output('results', JSON.stringify(outcome.results));
         const seconds = ((Date.now() - started) / 1000).toFixed(1);
         const status = outcome.failure ? `❌ failed after ${seconds} s` : `✅ done in ${seconds} s`;
-        log.summary(`## ${actions[name].title}: ${status}\n\n${outcome.summary}${outcome.failure ? `\n\n**Why:** ${outcome.failure}` : ''}`);
+        log.printTimeline();
+        const stages = log.stagesSummary();
+        log.summary(`## ${actions[name].title}: ${status}\n\n${outcome.summary}${outcome.failure ? `\n\n**Why:** ${outcome.failure}` : ''}${stages ? `\n\n${stages}` : ''}`);
         log.flushSummary(Boolean(outcome.failure));
         if (outcome.failure) {
             log.error(outcome.failure);
@@ -81499,6 +81566,7 @@ async function runAction(name, body, raw = envInputs(), log = new Log()) {
     catch (err) {
         // Anything thrown fails the step, whatever its type.
         const message = errors_errorMessage(err);
+        log.printTimeline();
         log.error(message);
         log.summary(`## ${actions[name].title}: ❌ failed\n\n${message.replace(/^/gm, '> ')}`);
         log.flushSummary(true);

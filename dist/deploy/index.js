@@ -65764,6 +65764,9 @@ class Connection {
     }
     /** Runs a script and resolves with its exit code whatever it is (timeouts and lost connections still throw). */
     async exec(script, opts = {}) {
+        return this.log.timed({ kind: 'remote', what: opts.what ?? 'remote command', host: this.label }, () => this.execOnce(script, opts));
+    }
+    async execOnce(script, opts) {
         if (this.lostReason)
             throw new RemoteError(`connection to ${this.label} was lost: ${this.lostReason}`, this.label, null, '');
         const what = opts.what ?? 'remote command';
@@ -65809,9 +65812,14 @@ class Connection {
         const emit = (kind, chunk) => {
             armIdle();
             const added = text[kind].push(chunk);
-            if (opts.stream)
-                for (const line of lines[kind].push(added))
-                    this.log.info(`[${this.label}] ${line}`);
+            if (!opts.stream)
+                return;
+            for (const line of lines[kind].push(added)) {
+                // A streamed script's `MARK <what>` is a point in the run's timeline, as it happens.
+                if (kind === 'out' && line.startsWith('MARK '))
+                    this.log.mark(line.slice(5), this.label);
+                this.log.info(`[${this.label}] ${line}`);
+            }
         };
         try {
             const execution = this.ssh.execCommand(remoteCommand(this.endpoint.user), {
@@ -65995,6 +66003,9 @@ function tcpConnect(host, port, timeoutMs) {
 }
 /** Connects with bounded retries for network errors; a host key mismatch is never retried. */
 async function connect(target, options, log) {
+    return log.timed({ kind: 'remote', what: 'connecting', host: target.label }, () => connectWithRetries(target, options, log));
+}
+async function connectWithRetries(target, options, log) {
     if (options.hostKeys === null) {
         log.warn(`Host key checking is off for ${target.label} (insecure-accept-any-host-key): anyone in between could impersonate it.`);
     }
@@ -66285,7 +66296,7 @@ const parseFreezeLine = (stdout) => {
     return line === undefined ? null : freeze_parseFreeze(line);
 };
 /** Whether the app's deploys are frozen on the host. */
-function freeze_freezeCheckStep(layout) {
+function freezeCheckStep(layout) {
     return step_step('checking for a deploy freeze', sh_script(paths_rootOnly(layout.state), freeze_readFreezeLine(layout)), parseFreezeLine);
 }
 /**
@@ -66389,7 +66400,12 @@ function verifyStep(settings) {
     const layout = settings.layout;
     const text = sh_script(pyToolDefinition(), 'rc=0', settings.api === false
         ? null
-        : sh_script(sh_sh `slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "PROBLEM no api slot is serving on this host (nothing deployed yet?)"; exit 0;; esac', sh_sh `sock=/run/${layout.app}-api-$slot/api.sock`, sh_sh `out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'echo "PROBE_RC $rc"', throughNginx(settings)), 'failed=""', ...settings.units.map((u) => sh_sh `if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', sh_sh `  journalctl -u ${layout.units.api('blue')} -u ${layout.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`, 'fi');
+        : sh_script(sh_sh `slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "PROBLEM no api slot is serving on this host (nothing deployed yet?)"; exit 0;; esac', sh_sh `sock=/run/${layout.app}-api-$slot/api.sock`, sh_sh `out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'echo "PROBE_RC $rc"', throughNginx(settings)), 'failed=""', 
+    // A unit still starting or stopping, or with a job queued (a restart the
+    // switch did not wait for), is waited for, up to the timeout; then it must be active.
+    settings.units.length
+        ? sh_script('settled() {', '  local i=0 s', '  while :; do', '    s=$(systemctl is-active "$1" 2>/dev/null || true)', '    if [ "$s" = active ] && [ -z "$(systemctl list-jobs --no-legend "$1" 2>/dev/null)" ]; then return 0; fi', '    case "$s" in active|activating|deactivating|reloading) ;; *) return 1 ;; esac', sh_sh `    i=$((i + 1)); [ "$i" -lt ${settings.timeout * 10} ] || return 1`, '    sleep 0.1', '  done', '}').trimEnd()
+        : null, ...settings.units.map((u) => sh_sh `if ! settled ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', sh_sh `  journalctl -u ${layout.units.api('blue')} -u ${layout.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`, 'fi');
     return step_step('health check', text, (stdout) => {
         const out = sh_keyLines(stdout);
         const unitsDown = (out.get('UNITS_DOWN') ?? '').split(' ').filter(Boolean);
@@ -66536,7 +66552,7 @@ const FREEZE_WARNS = new Set(['provision']);
 async function freezeGate(hosts, action, log) {
     if (!FREEZE_REFUSES.has(action) && !FREEZE_WARNS.has(action))
         return;
-    const found = await Promise.all(hosts.map((h) => h.conn.step(freeze_freezeCheckStep(h.layout))));
+    const found = await Promise.all(hosts.map((h) => h.conn.step(freezeCheckStep(h.layout))));
     const frozen = hosts.flatMap((h, i) => (found[i] ? [`${h.spec.label}: ${freeze_freezeText(found[i])}`] : []));
     if (frozen.length === 0)
         return;
@@ -66554,8 +66570,9 @@ async function freezeGate(hosts, action, log) {
  * older than current, with no schema change (anything else ships something
  * new), and then with a warning. Its own gate: the generic one cannot know the target.
  */
-async function freezeAllowsRollback(hosts, listings, target, migrateDown, log) {
-    const found = await Promise.all(hosts.map((h) => h.conn.step(freezeCheckStep(h.layout))));
+function freezeAllowsRollback(hosts, listings, 
+/** The freeze each host has (read with its listing, in the same round trip). */
+found, target, migrateDown, log) {
     const frozen = hosts.flatMap((h, i) => (found[i] ? [`${h.spec.label}: ${freezeText(found[i])}`] : []));
     if (frozen.length === 0)
         return;
@@ -66826,7 +66843,7 @@ async function withHosts(settings, log, action, fn, opts = {}) {
             const deadline = Date.now() + settings['lock-timeout'] * 1000;
             for (const h of [...hosts].sort((a, b) => lockOrder(a).localeCompare(lockOrder(b)))) {
                 const wait = Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
-                releases.push(await acquireLock(h, holder, wait, log));
+                releases.push(await log.timed({ kind: 'remote', what: 'taking the deploy lock', host: h.spec.label }, () => acquireLock(h, holder, wait, log)));
             }
         }
         // Under the lock: a freeze set from now on stops the next run, not this one.
@@ -66834,7 +66851,7 @@ async function withHosts(settings, log, action, fn, opts = {}) {
         return await fn(hosts, balancers);
     }
     finally {
-        await Promise.allSettled(releases.map((r) => r()));
+        await log.timed({ kind: 'remote', what: 'releasing the deploy locks' }, () => Promise.allSettled(releases.map((r) => r())));
         await Promise.all(all.map((h) => h.conn.close()));
     }
 }
@@ -67156,6 +67173,23 @@ function unitsOurs(names) {
 
 
 /**
+ * A shell function renaming a fresh link over the old one (rename(2) by `mv
+ * -T`: never a moment without the link) and reading it back, with no
+ * interpreter to start: `swap_link TARGET PATH`. `ln` only ever creates the
+ * fresh link (replacing a link in place is what differs between coreutils
+ * flavours). Only for links in root's own directories (slots, the socket
+ * link, current, venv).
+ */
+const SWAP_LINK = [
+    'swap_link() {',
+    '  local tmp="$2.tmp-$$"',
+    '  rm -f -- "$tmp"',
+    '  ln -s -- "$1" "$tmp"',
+    '  mv -Tf -- "$tmp" "$2"',
+    '  if [ "$(readlink -- "$2")" != "$1" ]; then echo "link $2 does not point at $1 after the switch" >&2; return 1; fi',
+    '}',
+].join('\n');
+/**
  * Script lines run once the release serves: its record becomes what it served
  * with, and it is marked as having served (a rollback goes only to such a one).
  */
@@ -67185,7 +67219,7 @@ function switchScript(settings) {
     const standbyApi = raw(apiUnitOf(layout, '$standby'));
     if (settings.api === false)
         return followersOnlyScript(settings, unitLines, followers);
-    return sh_script(pyToolDefinition(), sh_sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'command -v nginx >/dev/null 2>&1 || { echo "nginx is not installed: run the provision action first" >&2; exit 1; }', 
+    return sh_script(pyToolDefinition(), SWAP_LINK, sh_sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'command -v nginx >/dev/null 2>&1 || { echo "nginx is not installed: run the provision action first" >&2; exit 1; }', 
     // The serving slot keeps serving; the release goes to the other one, unless the serving one already runs it.
     sh_sh `active=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$active" in blue) idle=green ;; green) idle=blue ;; *) active=""; idle=blue ;; esac', sh_sh `slot_release() { basename "$(readlink ${layout.slots}/"$1" 2>/dev/null)" 2>/dev/null || true; }`, sh_sh `if [ -n "$active" ] && [ "$(slot_release "$active")" = ${settings.releaseId} ] && systemctl is-active --quiet ${raw(apiUnitOf(layout, '$active'))}; then slot=$active; else slot=$idle; fi`, 'if [ "$slot" = blue ]; then standby=green; else standby=blue; fi', 'echo "SLOT $slot"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
     // A change an earlier run wrote but did not get nginx to load (it stopped
@@ -67200,14 +67234,21 @@ function switchScript(settings) {
         onChange: sh_sh `nginx_changed=1; touch ${layout.nginxReloadPending}`,
     }), 
     // A configuration nginx refuses (say a second default_server) fails the switch before anything moves.
-    'if [ "$nginx_changed" = 1 ] && ! nginx_errors=$(nginx -t 2>&1); then', sh_sh `  if [ "$site_new" = 1 ]; then rm -f ${layout.nginxSite} ${layout.nginxSiteEnabled}; fi`, '  echo "nginx refuses the configuration for this app: $nginx_errors" >&2', '  echo "(with several apps on one server, give each its own server-name)" >&2', '  exit 1', 'fi', 
+    'if [ "$nginx_changed" = 1 ] && ! nginx_errors=$(nginx -t 2>&1); then', sh_sh `  if [ "$site_new" = 1 ]; then rm -f ${layout.nginxSite} ${layout.nginxSiteEnabled}; fi`, '  echo "nginx refuses the configuration for this app: $nginx_errors" >&2', '  echo "(with several apps on one server, give each its own server-name)" >&2', '  exit 1', 'fi', 'echo "MARK units and nginx configuration in place"', 
     // Start the release beside the serving one (unless the slot already runs it, unchanged).
-    'was=$(slot_release "$slot")', sh_sh `mstool link ${rel} ${layout.slots}/"$slot"`, sh_sh `if [ "$units_changed" = 1 ] || [ "$was" != ${settings.releaseId} ] || ! systemctl is-active --quiet ${api}; then`, sh_sh `  echo "starting ${settings.releaseId} in the $slot slot"`, sh_sh `  systemctl restart ${api}`, 'else', sh_sh `  echo "the $slot slot already runs ${settings.releaseId}"`, 'fi', sh_sh `sock=/run/${layout.app}-api-"$slot"/api.sock`, sh_sh `if ! ready=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.healthPath} ${settings.readyTimeout} 0.1 200 ''); then`, '  echo "$ready" >&2', sh_sh `  journalctl -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh_sh `  systemctl stop ${api} || true`, sh_sh `  echo "release ${settings.releaseId} did not become ready in the $slot slot within ${settings.readyTimeout} s; traffic stays on the serving release" >&2`, '  exit 1', 'fi', 'echo "READY $ready"', 
+    'was=$(slot_release "$slot")', sh_sh `if [ "$was" != ${settings.releaseId} ]; then swap_link ${rel} ${layout.slots}/"$slot"; fi`, sh_sh `sock=/run/${layout.app}-api-"$slot"/api.sock`, 'warm=0', sh_sh `if [ "$units_changed" = 1 ] || [ "$was" != ${settings.releaseId} ] || ! systemctl is-active --quiet ${api}; then`, sh_sh `  echo "starting ${settings.releaseId} in the $slot slot"`, sh_sh `  systemctl restart ${api}`, settings.checksFollow
+        ? sh_sh `elif [ -S "$sock" ]; then
+  warm=1
+  echo "the $slot slot already runs ${settings.releaseId} (a warm standby): traffic moves to it now, its checks follow"`
+        : null, 'else', sh_sh `  echo "the $slot slot already runs ${settings.releaseId}"`, 'fi', 'if [ "$warm" = 0 ]; then', sh_sh `  echo "waiting for ${settings.releaseId} to answer ${settings.healthPath} on the $slot slot's socket"`, sh_sh `  if ! ready=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.healthPath} ${settings.readyTimeout} 0.1 200 ''); then`, '    echo "$ready" >&2', sh_sh `    journalctl -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh_sh `    systemctl stop ${api} || true`, sh_sh `    echo "release ${settings.releaseId} did not become ready in the $slot slot within ${settings.readyTimeout} s; traffic stays on the serving release" >&2`, '    exit 1', '  fi', '  echo "READY $ready"', 'fi', 
     // Traffic moves only now, by renaming the socket link nginx connects through:
     // requests already on the old slot finish there, new ones reach the new slot.
-    sh_sh `mstool link "$sock" ${layout.apiLink}`, sh_sh `echo "$slot" > ${layout.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh_sh `rm -f ${layout.nginxReloadPending}`, sh_sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `mstool link ${rel} ${layout.current}`, sh_sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', 
+    sh_sh `swap_link "$sock" ${layout.apiLink}`, 'echo "MARK traffic moved to the $slot slot"', sh_sh `echo "$slot" > ${layout.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh_sh `rm -f ${layout.nginxReloadPending}`, sh_sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `swap_link ${rel} ${layout.current}`, sh_sh `swap_link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', 
     // On boot only the serving slot starts; the standby is a warm spare for this boot only.
-    sh_sh `systemctl enable --quiet ${layout.units.target} ${api} ${followers}`, sh_sh `systemctl disable --quiet ${standbyApi} 2>/dev/null || true`, followers.length ? sh_sh `systemctl restart ${followers}` : null, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout.history}`);
+    // The boot reads the links: no daemon reload now (each costs as much as the rest of the switch).
+    sh_sh `systemctl enable --no-reload --quiet ${layout.units.target} ${api} ${followers}`, sh_sh `systemctl disable --no-reload --quiet ${standbyApi} 2>/dev/null || true`, followers.length && settings.checksFollow ? sh_sh `systemctl restart --no-block ${followers}` : null, followers.length && !settings.checksFollow
+        ? sh_script(sh_sh `systemctl restart ${followers}`, 'echo "MARK worker and scheduler restarted"')
+        : null, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout.history}`);
 }
 /** The switch as a step: the slot it serves from and the release it left. */
 function switchStep(settings) {
@@ -67226,7 +67267,7 @@ function followersOnlyScript(settings, unitLines, followers) {
     const rel = layout.release(settings.releaseId);
     return sh_script(pyToolDefinition(), sh_sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'echo "SLOT none"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
     // an api that ran here before the host lost the role stops
-    sh_sh `systemctl disable --now --quiet ${layout.units.api('blue')} ${layout.units.api('green')} 2>/dev/null || true`, sh_sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `mstool link ${rel} ${layout.current}`, sh_sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', sh_sh `systemctl enable --quiet ${layout.units.target} ${followers}`, followers.length ? sh_sh `systemctl restart ${followers}` : null, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout.history}`);
+    sh_sh `systemctl disable --now --quiet ${layout.units.api('blue')} ${layout.units.api('green')} 2>/dev/null || true`, sh_sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `mstool link ${rel} ${layout.current}`, sh_sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', sh_sh `systemctl enable --no-reload --quiet ${layout.units.target} ${followers}`, followers.length ? sh_sh `systemctl restart ${followers}` : null, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout.history}`);
 }
 /**
  * The uvicorn flags a release's uvicorn accepts, recorded at release time:
@@ -88577,10 +88618,10 @@ async function recorded(record, run, describe) {
         outcome = await run();
     }
     catch (err) {
-        await record.finish(false, describe(null));
+        await (await record).finish(false, describe(null));
         throw err;
     }
-    await record.finish(!outcome.failure, describe(outcome));
+    await (await record).finish(!outcome.failure, describe(outcome));
     return outcome;
 }
 
@@ -88648,8 +88689,12 @@ function drainStep(layout, port, draining) {
  */
 async function runtimeOnHost(host, 
 /** null: the current release. */
-releaseId, overrides, log) {
-    const text = await host.conn.step(readRuntimeStep(host.layout, releaseId, RUNTIME_RECORD_MAX));
+releaseId, overrides, log, 
+/** The record, when already read (a rollback reads it with its listing): null for none. */
+known) {
+    const text = known !== undefined
+        ? known
+        : await host.conn.step(readRuntimeStep(host.layout, releaseId, RUNTIME_RECORD_MAX));
     const which = releaseId ?? 'the current release';
     let recorded = null;
     if (text === null) {
@@ -88666,9 +88711,9 @@ releaseId, overrides, log) {
     const defaults = effectiveRuntime(overrides.unrecorded ?? {}, null, runtimeDefaults(overrides.app));
     return effectiveRuntime(overrides, recorded, defaults);
 }
-async function switchHost(host, releaseId, settings, log) {
+async function switchHost(host, releaseId, settings, log, opts = {}) {
     const started = Date.now();
-    const runtime = await runtimeOnHost(host, releaseId, settings, log);
+    const runtime = await runtimeOnHost(host, releaseId, settings, log, opts.record);
     const units = units_unitFiles({
         layout: host.layout,
         user: runtime['app-user'],
@@ -88688,6 +88733,7 @@ async function switchHost(host, releaseId, settings, log) {
         scheduler: host.roles.scheduler && runtime['scheduler-command'].length > 0,
         api: host.roles.api,
         record: runtimeRecord(runtime),
+        checksFollow: opts.checksFollow,
     }), { stream: true });
     log.info(slot
         ? `[${host.spec.label}] ${releaseId} serves from the ${slot} slot (was ${previous || 'nothing'})`
@@ -88934,7 +88980,11 @@ opts) {
         }
         if (!failure) {
             const names = batch.map((h) => h.spec.label).join(', ');
-            const switched = await log.group(`Switch ${names} to ${releaseId}${title}`, () => Promise.all(batch.map((host) => switchHost(host, releaseId, settings, log)
+            const switched = await log.group(`Switch ${names} to ${releaseId}${title}`, () => Promise.all(batch.map((host) => switchHost(host, releaseId, settings, log, {
+                record: opts.records?.get(host.spec.label),
+                // The checks follow: the switch leaves them to the verify step.
+                checksFollow: opts.verify !== null,
+            })
                 .then((r) => ({ ...r, batch: index + 1, switched: true }))
                 .catch((err) => ({
                 host: host.spec.label,
@@ -92034,6 +92084,11 @@ function getIDToken(aud) {
 class Log {
     write;
     secrets = new Set();
+    /** When the run began: the timeline counts from here. */
+    began = Date.now();
+    /** Seconds from the process's start to the run's (loading the bundle). */
+    loaded = process.uptime();
+    timeline = [];
     onGitHub;
     outputs = {};
     summaryParts = [];
@@ -92114,13 +92169,56 @@ class Log {
             .replace(/[\x00-\x1f\x7f\u0085\u2028\u2029]+/g, ' ')
             .replace(/##\[/g, '# #[');
         this.write(this.onGitHub ? `::group::${title}` : `▶ ${title}`);
-        try {
-            return await fn();
-        }
-        finally {
+        return this.timed({ kind: 'stage', what: title }, fn).finally(() => {
             if (this.onGitHub)
                 this.write('::endgroup::');
+        });
+    }
+    /** Runs fn and records how long it took in the timeline (whether it succeeded or threw). */
+    async timed(entry, fn) {
+        // Entered at its start, so the timeline stays in order of start (ties included).
+        const recorded = {
+            ...entry,
+            what: this.redact(entry.what),
+            start: (Date.now() - this.began) / 1000,
+            end: NaN,
+            ok: false,
+        };
+        this.timeline.push(recorded);
+        try {
+            const result = await fn();
+            recorded.ok = true;
+            return result;
         }
+        finally {
+            recorded.end = (Date.now() - this.began) / 1000;
+        }
+    }
+    /** An instant in the timeline: when a streamed script said it reached a point. */
+    mark(what, host) {
+        const at = (Date.now() - this.began) / 1000;
+        this.timeline.push({ kind: 'mark', what: this.redact(what), host, start: at, end: at, ok: true });
+    }
+    /** The timeline as log lines, in order of start: `+start  duration  [host] what`. */
+    timelineLines() {
+        return this.timeline.map((e) => `+${e.start.toFixed(3)}s ${(Number.isNaN(e.end) ? '?' : (e.end - e.start).toFixed(3)).padStart(7)}s  ${e.kind === 'stage' ? '▶' : e.kind === 'mark' ? '•' : ' '} ${e.host ? `[${e.host}] ` : ''}${e.what}${e.ok ? '' : ' (failed)'}`);
+    }
+    /** Prints the timeline as a collapsed group (a debug aid: the slowest step shows itself). */
+    printTimeline() {
+        if (this.timeline.length === 0)
+            return;
+        this.write(this.onGitHub ? '::group::Timeline' : '▶ Timeline');
+        // Through info: the entries name what hosts said (release ids, group titles).
+        this.info([`loading the bundle took ${this.loaded.toFixed(3)} s before +0`, ...this.timelineLines()].join('\n'));
+        if (this.onGitHub)
+            this.write('::endgroup::');
+    }
+    /** The stages' durations as one markdown line for the job summary. */
+    stagesSummary() {
+        const stages = this.timeline.filter((e) => e.kind === 'stage' && !Number.isNaN(e.end));
+        if (stages.length === 0)
+            return '';
+        return `**Stages:** ${stages.map((e) => `${e.what.replace(/\|/g, '\\|')} ${(e.end - e.start).toFixed(2)} s`).join(' · ')}`;
     }
     output(name, value) {
         const v = this.redact(value);
@@ -92199,7 +92297,9 @@ async function runAction(name, body, raw = envInputs(), log = new Log()) {
         log.output('results', JSON.stringify(outcome.results));
         const seconds = ((Date.now() - started) / 1000).toFixed(1);
         const status = outcome.failure ? `❌ failed after ${seconds} s` : `✅ done in ${seconds} s`;
-        log.summary(`## ${actions[name].title}: ${status}\n\n${outcome.summary}${outcome.failure ? `\n\n**Why:** ${outcome.failure}` : ''}`);
+        log.printTimeline();
+        const stages = log.stagesSummary();
+        log.summary(`## ${actions[name].title}: ${status}\n\n${outcome.summary}${outcome.failure ? `\n\n**Why:** ${outcome.failure}` : ''}${stages ? `\n\n${stages}` : ''}`);
         log.flushSummary(Boolean(outcome.failure));
         if (outcome.failure) {
             log.error(outcome.failure);
@@ -92211,6 +92311,7 @@ async function runAction(name, body, raw = envInputs(), log = new Log()) {
     catch (err) {
         // Anything thrown fails the step, whatever its type.
         const message = errorMessage(err);
+        log.printTimeline();
         log.error(message);
         log.summary(`## ${actions[name].title}: ❌ failed\n\n${message.replace(/^/gm, '> ')}`);
         log.flushSummary(true);

@@ -64287,6 +64287,9 @@ class Connection {
     }
     /** Runs a script and resolves with its exit code whatever it is (timeouts and lost connections still throw). */
     async exec(script, opts = {}) {
+        return this.log.timed({ kind: 'remote', what: opts.what ?? 'remote command', host: this.label }, () => this.execOnce(script, opts));
+    }
+    async execOnce(script, opts) {
         if (this.lostReason)
             throw new RemoteError(`connection to ${this.label} was lost: ${this.lostReason}`, this.label, null, '');
         const what = opts.what ?? 'remote command';
@@ -64332,9 +64335,14 @@ class Connection {
         const emit = (kind, chunk) => {
             armIdle();
             const added = text[kind].push(chunk);
-            if (opts.stream)
-                for (const line of lines[kind].push(added))
-                    this.log.info(`[${this.label}] ${line}`);
+            if (!opts.stream)
+                return;
+            for (const line of lines[kind].push(added)) {
+                // A streamed script's `MARK <what>` is a point in the run's timeline, as it happens.
+                if (kind === 'out' && line.startsWith('MARK '))
+                    this.log.mark(line.slice(5), this.label);
+                this.log.info(`[${this.label}] ${line}`);
+            }
         };
         try {
             const execution = this.ssh.execCommand(remoteCommand(this.endpoint.user), {
@@ -64518,6 +64526,9 @@ function tcpConnect(host, port, timeoutMs) {
 }
 /** Connects with bounded retries for network errors; a host key mismatch is never retried. */
 async function connect(target, options, log) {
+    return log.timed({ kind: 'remote', what: 'connecting', host: target.label }, () => connectWithRetries(target, options, log));
+}
+async function connectWithRetries(target, options, log) {
     if (options.hostKeys === null) {
         log.warn(`Host key checking is off for ${target.label} (insecure-accept-any-host-key): anyone in between could impersonate it.`);
     }
@@ -65040,7 +65051,7 @@ const parseFreezeLine = (stdout) => {
     return line === undefined ? null : freeze_parseFreeze(line);
 };
 /** Whether the app's deploys are frozen on the host. */
-function freeze_freezeCheckStep(layout) {
+function freezeCheckStep(layout) {
     return step_step('checking for a deploy freeze', sh_script(paths_rootOnly(layout.state), freeze_readFreezeLine(layout)), parseFreezeLine);
 }
 /**
@@ -65146,7 +65157,12 @@ function verifyStep(settings) {
     const layout = settings.layout;
     const text = script(pyToolDefinition(), 'rc=0', settings.api === false
         ? null
-        : script(sh `slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "PROBLEM no api slot is serving on this host (nothing deployed yet?)"; exit 0;; esac', sh `sock=/run/${layout.app}-api-$slot/api.sock`, sh `out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'echo "PROBE_RC $rc"', throughNginx(settings)), 'failed=""', ...settings.units.map((u) => sh `if ! systemctl is-active --quiet ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', sh `  journalctl -u ${layout.units.api('blue')} -u ${layout.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`, 'fi');
+        : script(sh `slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "PROBLEM no api slot is serving on this host (nothing deployed yet?)"; exit 0;; esac', sh `sock=/run/${layout.app}-api-$slot/api.sock`, sh `out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'echo "PROBE_RC $rc"', throughNginx(settings)), 'failed=""', 
+    // A unit still starting or stopping, or with a job queued (a restart the
+    // switch did not wait for), is waited for, up to the timeout; then it must be active.
+    settings.units.length
+        ? script('settled() {', '  local i=0 s', '  while :; do', '    s=$(systemctl is-active "$1" 2>/dev/null || true)', '    if [ "$s" = active ] && [ -z "$(systemctl list-jobs --no-legend "$1" 2>/dev/null)" ]; then return 0; fi', '    case "$s" in active|activating|deactivating|reloading) ;; *) return 1 ;; esac', sh `    i=$((i + 1)); [ "$i" -lt ${settings.timeout * 10} ] || return 1`, '    sleep 0.1', '  done', '}').trimEnd()
+        : null, ...settings.units.map((u) => sh `if ! settled ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', sh `  journalctl -u ${layout.units.api('blue')} -u ${layout.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`, 'fi');
     return step('health check', text, (stdout) => {
         const out = keyLines(stdout);
         const unitsDown = (out.get('UNITS_DOWN') ?? '').split(' ').filter(Boolean);
@@ -65293,7 +65309,7 @@ const FREEZE_WARNS = new Set(['provision']);
 async function freezeGate(hosts, action, log) {
     if (!FREEZE_REFUSES.has(action) && !FREEZE_WARNS.has(action))
         return;
-    const found = await Promise.all(hosts.map((h) => h.conn.step(freeze_freezeCheckStep(h.layout))));
+    const found = await Promise.all(hosts.map((h) => h.conn.step(freezeCheckStep(h.layout))));
     const frozen = hosts.flatMap((h, i) => (found[i] ? [`${h.spec.label}: ${freeze_freezeText(found[i])}`] : []));
     if (frozen.length === 0)
         return;
@@ -65311,8 +65327,9 @@ async function freezeGate(hosts, action, log) {
  * older than current, with no schema change (anything else ships something
  * new), and then with a warning. Its own gate: the generic one cannot know the target.
  */
-async function freezeAllowsRollback(hosts, listings, target, migrateDown, log) {
-    const found = await Promise.all(hosts.map((h) => h.conn.step(freezeCheckStep(h.layout))));
+function freezeAllowsRollback(hosts, listings, 
+/** The freeze each host has (read with its listing, in the same round trip). */
+found, target, migrateDown, log) {
     const frozen = hosts.flatMap((h, i) => (found[i] ? [`${h.spec.label}: ${freezeText(found[i])}`] : []));
     if (frozen.length === 0)
         return;
@@ -65583,7 +65600,7 @@ async function withHosts(settings, log, action, fn, opts = {}) {
             const deadline = Date.now() + settings['lock-timeout'] * 1000;
             for (const h of [...hosts].sort((a, b) => lockOrder(a).localeCompare(lockOrder(b)))) {
                 const wait = Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
-                releases.push(await acquireLock(h, holder, wait, log));
+                releases.push(await log.timed({ kind: 'remote', what: 'taking the deploy lock', host: h.spec.label }, () => acquireLock(h, holder, wait, log)));
             }
         }
         // Under the lock: a freeze set from now on stops the next run, not this one.
@@ -65591,7 +65608,7 @@ async function withHosts(settings, log, action, fn, opts = {}) {
         return await fn(hosts, balancers);
     }
     finally {
-        await Promise.allSettled(releases.map((r) => r()));
+        await log.timed({ kind: 'remote', what: 'releasing the deploy locks' }, () => Promise.allSettled(releases.map((r) => r())));
         await Promise.all(all.map((h) => h.conn.close()));
     }
 }
@@ -76729,6 +76746,23 @@ function units_unitsOurs(names) {
 
 
 /**
+ * A shell function renaming a fresh link over the old one (rename(2) by `mv
+ * -T`: never a moment without the link) and reading it back, with no
+ * interpreter to start: `swap_link TARGET PATH`. `ln` only ever creates the
+ * fresh link (replacing a link in place is what differs between coreutils
+ * flavours). Only for links in root's own directories (slots, the socket
+ * link, current, venv).
+ */
+const SWAP_LINK = [
+    'swap_link() {',
+    '  local tmp="$2.tmp-$$"',
+    '  rm -f -- "$tmp"',
+    '  ln -s -- "$1" "$tmp"',
+    '  mv -Tf -- "$tmp" "$2"',
+    '  if [ "$(readlink -- "$2")" != "$1" ]; then echo "link $2 does not point at $1 after the switch" >&2; return 1; fi',
+    '}',
+].join('\n');
+/**
  * Script lines run once the release serves: its record becomes what it served
  * with, and it is marked as having served (a rollback goes only to such a one).
  */
@@ -76758,7 +76792,7 @@ function switchScript(settings) {
     const standbyApi = raw(apiUnitOf(layout, '$standby'));
     if (settings.api === false)
         return followersOnlyScript(settings, unitLines, followers);
-    return script(pyToolDefinition(), sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'command -v nginx >/dev/null 2>&1 || { echo "nginx is not installed: run the provision action first" >&2; exit 1; }', 
+    return script(pyToolDefinition(), SWAP_LINK, sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'command -v nginx >/dev/null 2>&1 || { echo "nginx is not installed: run the provision action first" >&2; exit 1; }', 
     // The serving slot keeps serving; the release goes to the other one, unless the serving one already runs it.
     sh `active=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$active" in blue) idle=green ;; green) idle=blue ;; *) active=""; idle=blue ;; esac', sh `slot_release() { basename "$(readlink ${layout.slots}/"$1" 2>/dev/null)" 2>/dev/null || true; }`, sh `if [ -n "$active" ] && [ "$(slot_release "$active")" = ${settings.releaseId} ] && systemctl is-active --quiet ${raw(apiUnitOf(layout, '$active'))}; then slot=$active; else slot=$idle; fi`, 'if [ "$slot" = blue ]; then standby=green; else standby=blue; fi', 'echo "SLOT $slot"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
     // A change an earlier run wrote but did not get nginx to load (it stopped
@@ -76773,14 +76807,21 @@ function switchScript(settings) {
         onChange: sh `nginx_changed=1; touch ${layout.nginxReloadPending}`,
     }), 
     // A configuration nginx refuses (say a second default_server) fails the switch before anything moves.
-    'if [ "$nginx_changed" = 1 ] && ! nginx_errors=$(nginx -t 2>&1); then', sh `  if [ "$site_new" = 1 ]; then rm -f ${layout.nginxSite} ${layout.nginxSiteEnabled}; fi`, '  echo "nginx refuses the configuration for this app: $nginx_errors" >&2', '  echo "(with several apps on one server, give each its own server-name)" >&2', '  exit 1', 'fi', 
+    'if [ "$nginx_changed" = 1 ] && ! nginx_errors=$(nginx -t 2>&1); then', sh `  if [ "$site_new" = 1 ]; then rm -f ${layout.nginxSite} ${layout.nginxSiteEnabled}; fi`, '  echo "nginx refuses the configuration for this app: $nginx_errors" >&2', '  echo "(with several apps on one server, give each its own server-name)" >&2', '  exit 1', 'fi', 'echo "MARK units and nginx configuration in place"', 
     // Start the release beside the serving one (unless the slot already runs it, unchanged).
-    'was=$(slot_release "$slot")', sh `mstool link ${rel} ${layout.slots}/"$slot"`, sh `if [ "$units_changed" = 1 ] || [ "$was" != ${settings.releaseId} ] || ! systemctl is-active --quiet ${api}; then`, sh `  echo "starting ${settings.releaseId} in the $slot slot"`, sh `  systemctl restart ${api}`, 'else', sh `  echo "the $slot slot already runs ${settings.releaseId}"`, 'fi', sh `sock=/run/${layout.app}-api-"$slot"/api.sock`, sh `if ! ready=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.healthPath} ${settings.readyTimeout} 0.1 200 ''); then`, '  echo "$ready" >&2', sh `  journalctl -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh `  systemctl stop ${api} || true`, sh `  echo "release ${settings.releaseId} did not become ready in the $slot slot within ${settings.readyTimeout} s; traffic stays on the serving release" >&2`, '  exit 1', 'fi', 'echo "READY $ready"', 
+    'was=$(slot_release "$slot")', sh `if [ "$was" != ${settings.releaseId} ]; then swap_link ${rel} ${layout.slots}/"$slot"; fi`, sh `sock=/run/${layout.app}-api-"$slot"/api.sock`, 'warm=0', sh `if [ "$units_changed" = 1 ] || [ "$was" != ${settings.releaseId} ] || ! systemctl is-active --quiet ${api}; then`, sh `  echo "starting ${settings.releaseId} in the $slot slot"`, sh `  systemctl restart ${api}`, settings.checksFollow
+        ? sh `elif [ -S "$sock" ]; then
+  warm=1
+  echo "the $slot slot already runs ${settings.releaseId} (a warm standby): traffic moves to it now, its checks follow"`
+        : null, 'else', sh `  echo "the $slot slot already runs ${settings.releaseId}"`, 'fi', 'if [ "$warm" = 0 ]; then', sh `  echo "waiting for ${settings.releaseId} to answer ${settings.healthPath} on the $slot slot's socket"`, sh `  if ! ready=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.healthPath} ${settings.readyTimeout} 0.1 200 ''); then`, '    echo "$ready" >&2', sh `    journalctl -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh `    systemctl stop ${api} || true`, sh `    echo "release ${settings.releaseId} did not become ready in the $slot slot within ${settings.readyTimeout} s; traffic stays on the serving release" >&2`, '    exit 1', '  fi', '  echo "READY $ready"', 'fi', 
     // Traffic moves only now, by renaming the socket link nginx connects through:
     // requests already on the old slot finish there, new ones reach the new slot.
-    sh `mstool link "$sock" ${layout.apiLink}`, sh `echo "$slot" > ${layout.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh `rm -f ${layout.nginxReloadPending}`, sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `mstool link ${rel} ${layout.current}`, sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', 
+    sh `swap_link "$sock" ${layout.apiLink}`, 'echo "MARK traffic moved to the $slot slot"', sh `echo "$slot" > ${layout.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh `rm -f ${layout.nginxReloadPending}`, sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `swap_link ${rel} ${layout.current}`, sh `swap_link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', 
     // On boot only the serving slot starts; the standby is a warm spare for this boot only.
-    sh `systemctl enable --quiet ${layout.units.target} ${api} ${followers}`, sh `systemctl disable --quiet ${standbyApi} 2>/dev/null || true`, followers.length ? sh `systemctl restart ${followers}` : null, sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout.history}`);
+    // The boot reads the links: no daemon reload now (each costs as much as the rest of the switch).
+    sh `systemctl enable --no-reload --quiet ${layout.units.target} ${api} ${followers}`, sh `systemctl disable --no-reload --quiet ${standbyApi} 2>/dev/null || true`, followers.length && settings.checksFollow ? sh `systemctl restart --no-block ${followers}` : null, followers.length && !settings.checksFollow
+        ? script(sh `systemctl restart ${followers}`, 'echo "MARK worker and scheduler restarted"')
+        : null, sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout.history}`);
 }
 /** The switch as a step: the slot it serves from and the release it left. */
 function switchStep(settings) {
@@ -76799,7 +76840,7 @@ function followersOnlyScript(settings, unitLines, followers) {
     const rel = layout.release(settings.releaseId);
     return script(pyToolDefinition(), sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'echo "SLOT none"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
     // an api that ran here before the host lost the role stops
-    sh `systemctl disable --now --quiet ${layout.units.api('blue')} ${layout.units.api('green')} 2>/dev/null || true`, sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `mstool link ${rel} ${layout.current}`, sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', sh `systemctl enable --quiet ${layout.units.target} ${followers}`, followers.length ? sh `systemctl restart ${followers}` : null, sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout.history}`);
+    sh `systemctl disable --now --quiet ${layout.units.api('blue')} ${layout.units.api('green')} 2>/dev/null || true`, sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `mstool link ${rel} ${layout.current}`, sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', sh `systemctl enable --no-reload --quiet ${layout.units.target} ${followers}`, followers.length ? sh `systemctl restart ${followers}` : null, sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout.history}`);
 }
 /**
  * The uvicorn flags a release's uvicorn accepts, recorded at release time:
@@ -85109,6 +85150,11 @@ function getIDToken(aud) {
 class Log {
     write;
     secrets = new Set();
+    /** When the run began: the timeline counts from here. */
+    began = Date.now();
+    /** Seconds from the process's start to the run's (loading the bundle). */
+    loaded = process.uptime();
+    timeline = [];
     onGitHub;
     outputs = {};
     summaryParts = [];
@@ -85189,13 +85235,56 @@ class Log {
             .replace(/[\x00-\x1f\x7f\u0085\u2028\u2029]+/g, ' ')
             .replace(/##\[/g, '# #[');
         this.write(this.onGitHub ? `::group::${title}` : `▶ ${title}`);
-        try {
-            return await fn();
-        }
-        finally {
+        return this.timed({ kind: 'stage', what: title }, fn).finally(() => {
             if (this.onGitHub)
                 this.write('::endgroup::');
+        });
+    }
+    /** Runs fn and records how long it took in the timeline (whether it succeeded or threw). */
+    async timed(entry, fn) {
+        // Entered at its start, so the timeline stays in order of start (ties included).
+        const recorded = {
+            ...entry,
+            what: this.redact(entry.what),
+            start: (Date.now() - this.began) / 1000,
+            end: NaN,
+            ok: false,
+        };
+        this.timeline.push(recorded);
+        try {
+            const result = await fn();
+            recorded.ok = true;
+            return result;
         }
+        finally {
+            recorded.end = (Date.now() - this.began) / 1000;
+        }
+    }
+    /** An instant in the timeline: when a streamed script said it reached a point. */
+    mark(what, host) {
+        const at = (Date.now() - this.began) / 1000;
+        this.timeline.push({ kind: 'mark', what: this.redact(what), host, start: at, end: at, ok: true });
+    }
+    /** The timeline as log lines, in order of start: `+start  duration  [host] what`. */
+    timelineLines() {
+        return this.timeline.map((e) => `+${e.start.toFixed(3)}s ${(Number.isNaN(e.end) ? '?' : (e.end - e.start).toFixed(3)).padStart(7)}s  ${e.kind === 'stage' ? '▶' : e.kind === 'mark' ? '•' : ' '} ${e.host ? `[${e.host}] ` : ''}${e.what}${e.ok ? '' : ' (failed)'}`);
+    }
+    /** Prints the timeline as a collapsed group (a debug aid: the slowest step shows itself). */
+    printTimeline() {
+        if (this.timeline.length === 0)
+            return;
+        this.write(this.onGitHub ? '::group::Timeline' : '▶ Timeline');
+        // Through info: the entries name what hosts said (release ids, group titles).
+        this.info([`loading the bundle took ${this.loaded.toFixed(3)} s before +0`, ...this.timelineLines()].join('\n'));
+        if (this.onGitHub)
+            this.write('::endgroup::');
+    }
+    /** The stages' durations as one markdown line for the job summary. */
+    stagesSummary() {
+        const stages = this.timeline.filter((e) => e.kind === 'stage' && !Number.isNaN(e.end));
+        if (stages.length === 0)
+            return '';
+        return `**Stages:** ${stages.map((e) => `${e.what.replace(/\|/g, '\\|')} ${(e.end - e.start).toFixed(2)} s`).join(' · ')}`;
     }
     output(name, value) {
         const v = this.redact(value);
@@ -85274,7 +85363,9 @@ async function runAction(name, body, raw = envInputs(), log = new Log()) {
         log.output('results', JSON.stringify(outcome.results));
         const seconds = ((Date.now() - started) / 1000).toFixed(1);
         const status = outcome.failure ? `❌ failed after ${seconds} s` : `✅ done in ${seconds} s`;
-        log.summary(`## ${actions[name].title}: ${status}\n\n${outcome.summary}${outcome.failure ? `\n\n**Why:** ${outcome.failure}` : ''}`);
+        log.printTimeline();
+        const stages = log.stagesSummary();
+        log.summary(`## ${actions[name].title}: ${status}\n\n${outcome.summary}${outcome.failure ? `\n\n**Why:** ${outcome.failure}` : ''}${stages ? `\n\n${stages}` : ''}`);
         log.flushSummary(Boolean(outcome.failure));
         if (outcome.failure) {
             log.error(outcome.failure);
@@ -85286,6 +85377,7 @@ async function runAction(name, body, raw = envInputs(), log = new Log()) {
     catch (err) {
         // Anything thrown fails the step, whatever its type.
         const message = errorMessage(err);
+        log.printTimeline();
         log.error(message);
         log.summary(`## ${actions[name].title}: ❌ failed\n\n${message.replace(/^/gm, '> ')}`);
         log.flushSummary(true);
