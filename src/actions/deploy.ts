@@ -22,7 +22,8 @@ import { errorMessage } from '../errors.js';
 
 export async function deploy(settings: Settings<'deploy'>, log: Log): Promise<ActionOutcome> {
   const source = await readSource(settings);
-  const record = await startDeployment(
+  // Recorded while the deploy runs: GitHub's answers never hold it back.
+  const record = startDeployment(
     settings,
     {
       ref: source.revision,

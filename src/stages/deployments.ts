@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { getOctokit } from '@actions/github';
 import type { Log } from '../log.js';
 import { errorMessage } from '../errors.js';
+import { configInputs } from '../inputs/config.js';
 
 export interface DeploymentSettings {
   app: string;
@@ -33,8 +34,10 @@ export interface DeploymentRequest {
 
 const NOTHING: DeploymentRecord = { finish: async () => {} };
 const SKIPPED = 'GitHub deployment not recorded';
-/** How long one API call may take: a deploy never waits on GitHub longer. */
-const CALL_MS = 20000;
+/** How long one API call may take. */
+const CALL_MS = 10000;
+/** How long all the calls of one start, or of one finish, may take together: a run never waits on GitHub longer. */
+const BUDGET_MS = 20000;
 /** Earlier deployments of the environment looked at for one still active. */
 const EARLIER = 10;
 const quiet = { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} };
@@ -51,7 +54,9 @@ export function environmentName(
         deployment?: { environment?: unknown };
       };
       const name = event.deployment?.environment;
-      if (typeof name === 'string' && name) return name;
+      // Checked as the input is: the event's text reaches the log and GitHub.
+      if (typeof name === 'string' && configInputs.environment.schema.safeParse(name).success && name)
+        return name;
     } catch {
       // An unreadable event names no environment.
     }
@@ -81,6 +86,27 @@ export async function startDeployment(
   request: DeploymentRequest,
   log: Log,
   env: NodeJS.ProcessEnv = process.env,
+  budgetMs = BUDGET_MS,
+): Promise<DeploymentRecord> {
+  // Whatever GitHub answers (a body of another shape included), the run goes on.
+  const warned = (err: unknown) => log.warn(`${SKIPPED}: ${clip(log.redact(errorMessage(err)))}`);
+  try {
+    const record = await recordDeployment(settings, request, log, env, budgetMs);
+    return {
+      finish: (ok, description) => record.finish(ok, description).catch(warned),
+    };
+  } catch (err) {
+    warned(err);
+    return NOTHING;
+  }
+}
+
+async function recordDeployment(
+  settings: DeploymentSettings,
+  request: DeploymentRequest,
+  log: Log,
+  env: NodeJS.ProcessEnv,
+  budgetMs: number,
 ): Promise<DeploymentRecord> {
   if (!settings['github-deployments']) return NOTHING;
   const [owner, repo, ...rest] = (env.GITHUB_REPOSITORY ?? '').split('/');
@@ -103,19 +129,31 @@ export async function startDeployment(
   // @actions/github reads GITHUB_API_URL (GHES) once, when loaded; given here from the same env as the rest.
   const octokit = getOctokit(token, { baseUrl: env.GITHUB_API_URL || 'https://api.github.com', log: quiet });
   let refused = false;
+  let deadline = Date.now() + budgetMs;
   /** One API call; a failure is reported once and ends the recording, never the deploy. */
   const call = async <T>(what: string, fn: (signal: AbortSignal) => Promise<T>): Promise<T | null> => {
     if (refused) return null;
+    const left = deadline - Date.now();
+    if (left <= 0) {
+      refused = true;
+      log.warn(`${SKIPPED}: GitHub took over ${budgetMs / 1000} s to answer; ${what} was left out`);
+      return null;
+    }
+    const signal = AbortSignal.timeout(Math.min(CALL_MS, left));
     try {
-      return await fn(AbortSignal.timeout(CALL_MS));
+      return await fn(signal);
     } catch (err) {
       refused = true;
       const status = (err as { status?: unknown }).status;
-      if (status === 403 || status === 404)
+      if (signal.aborted)
+        log.warn(
+          `${SKIPPED}: GitHub did not answer within ${Math.round(Math.min(CALL_MS, left) / 100) / 10} s (${what})`,
+        );
+      else if (status === 403 || status === 404)
         log.notice(
           `${SKIPPED}: the token may not write deployments (HTTP ${status} ${what}); give it deployments: write, or set github-deployments: false`,
         );
-      else log.warn(`${SKIPPED}: ${what} failed: ${clip(errorMessage(err))}`);
+      else log.warn(`${SKIPPED}: ${what} failed: ${clip(log.redact(errorMessage(err)))}`);
       return null;
     }
   };
@@ -139,7 +177,8 @@ export async function startDeployment(
       request: { signal },
     }),
   );
-  const id = created && 'id' in created.data ? created.data.id : undefined;
+  const data: unknown = created?.data;
+  const id = typeof data === 'object' && data !== null && 'id' in data ? data.id : undefined;
   if (created && typeof id !== 'number') log.warn(`${SKIPPED}: GitHub answered without a deployment id`);
   if (typeof id !== 'number') return NOTHING;
   const status = (
@@ -174,21 +213,34 @@ export async function startDeployment(
         request: { signal },
       }),
     );
-    for (const d of (listed?.data ?? []).filter((d) => d.id < id).slice(0, EARLIER)) {
-      const latest = await call(`reading deployment ${d.id}`, (signal) =>
-        octokit.rest.repos.listDeploymentStatuses({
-          owner,
-          repo,
-          deployment_id: d.id,
-          per_page: 1,
-          request: { signal },
-        }),
-      );
-      if (latest?.data[0]?.state === 'success') await status('inactive', d.id);
-    }
+    const earlier: unknown[] = Array.isArray(listed?.data) ? listed.data : [];
+    const ids = earlier
+      .map((d) => (typeof d === 'object' && d !== null && 'id' in d ? d.id : undefined))
+      .filter((d): d is number => typeof d === 'number' && d < id)
+      .slice(0, EARLIER);
+    // Side by side: the budget bounds them all.
+    await Promise.all(
+      ids.map(async (earlierId) => {
+        const latest = await call(`reading deployment ${earlierId}`, (signal) =>
+          octokit.rest.repos.listDeploymentStatuses({
+            owner,
+            repo,
+            deployment_id: earlierId,
+            per_page: 1,
+            request: { signal },
+          }),
+        );
+        const statuses: unknown = latest?.data;
+        const state = Array.isArray(statuses)
+          ? (statuses[0] as { state?: unknown } | undefined)?.state
+          : undefined;
+        if (state === 'success') await status('inactive', earlierId);
+      }),
+    );
   };
   return {
     async finish(ok, description) {
+      deadline = Date.now() + budgetMs;
       // A failure leaves the earlier deployment active: the release it records still serves.
       const done = await status(ok ? 'success' : 'failure', id, {
         ...shown,

@@ -204,14 +204,15 @@ const PHASES: Phase[] = [
     inputs: { 'keep-releases': '2' },
     cutWarnsOnly: true,
     // Old releases with many files, for the cleanup to take a while removing
-    // (a line per directory: on a busy machine it is slow, never silent).
+    // (a line per directory: on a busy machine it is slow, never silent; on a
+    // quiet one, 180,000 files still take long enough for the fault to land).
     prepare: async (lane) =>
       void (await onHost(
         state,
         lane.host,
         `cd /opt/${lane.app}/releases && for n in 1 2 3; do d=19990101_00000$n; mkdir -p $d/.metalship && echo ready > $d/.metalship/status && echo '{"created_epoch": '$n'}' > $d/.metalship/release.json && (cd $d && python3 -c 'import os
-for d in range(30):
-    os.mkdir("f%d" % d)
+for d in range(60):
+    os.makedirs("f%d" % d, exist_ok=True)
     for i in range(1000): open("f%d/%d" % (d, i), "w").close()
     print(d, flush=True)'); done`,
       )),
@@ -223,6 +224,8 @@ interface FaultyRun {
   out: string;
   /** What the fault waited for on the host (the process's command line), or 'marker'. */
   hit: string | null;
+  /** Whether the phase's log line was seen (null hit: then its process was not). */
+  marker: boolean;
 }
 
 const bootId = async (host: Host) =>
@@ -281,7 +284,7 @@ async function faultyDeploy(lane: Lane, phase: Phase, fault: Fault): Promise<Fau
   });
   const hit = fired ? await fired : null;
   await restored;
-  return { code: r.code, out: r.stdout, hit };
+  return { code: r.code, out: r.stdout, hit, marker: fired !== null };
 }
 
 /** Waits until the app's deploy lock can be taken (and is let go again at once). */
@@ -302,7 +305,7 @@ async function phaseCase(lane: Lane, phase: Phase): Promise<void> {
     const r = await faultyDeploy(lane, phase, fault);
     // The fault landed in the phase, and the run did not succeed (or, after the
     // switch and verification, only warns).
-    expect({ what, hit: r.hit }).toEqual({ what, hit: expect.any(String) });
+    expect({ what, hit: r.hit, marker: r.marker }).toEqual({ what, hit: expect.any(String), marker: true });
     if (fault === 'cut' && phase.cutWarnsOnly) {
       expect({ what, code: r.code }).toEqual({ what, code: 0 });
       expect(r.out).toMatch(/::warning::cleanup on \S+ failed: .*(Keepalive|connection)/i);

@@ -25,6 +25,8 @@ export interface FakeGitHub {
   deployments: Deployment[];
   /** Answer every call with this status (403: a token without deployments: write). */
   refuse: number | null;
+  /** Answer a call otherwise: a status and a raw body (any shape, any type), after a delay. */
+  odd: ((call: ApiCall) => { status: number; body: string; delayMs?: number } | null) | null;
   /** Calls as `METHOD path state`, for asserting a sequence. */
   sequence(): string[];
   close(): Promise<void>;
@@ -51,6 +53,14 @@ export async function fakeGitHub(): Promise<FakeGitHub> {
         res.writeHead(status, { 'content-type': 'application/json; charset=utf-8' });
         res.end(JSON.stringify(data));
       };
+      const odd = fake.odd?.(calls[calls.length - 1]!);
+      if (odd) {
+        setTimeout(() => {
+          res.writeHead(odd.status, { 'content-type': 'text/plain' });
+          res.end(odd.body);
+        }, odd.delayMs ?? 0);
+        return;
+      }
       if (fake.refuse)
         return send(fake.refuse, {
           message: 'Resource not accessible by integration',
@@ -99,6 +109,7 @@ export async function fakeGitHub(): Promise<FakeGitHub> {
     calls,
     deployments,
     refuse: null,
+    odd: null,
     sequence: () =>
       calls.map((c) =>
         [c.method, c.path.replace(/^\/repos\/[^/]+\/[^/]+/, ''), c.body?.state ?? ''].join(' ').trim(),

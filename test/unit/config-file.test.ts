@@ -105,14 +105,19 @@ describe('precedence: input given > environment section > shared > default', () 
       '/opt/other',
     ]);
   });
-  test("worker-command: the runner's default is a left-out input, '' given explicitly turns the worker off", async () => {
+  test("worker-command: left out or empty takes the file's, none given turns the worker off", async () => {
     const ws = await file(
       'app: shop\nhosts: 10.0.0.5\nknown-hosts: "' +
         KNOWN.split('\n')[0] +
         '"\nworker-command: python -m worker\n',
     );
     expect(settingsOf('deploy', ws, {})['worker-command']).toEqual(['python', '-m', 'worker']);
-    expect(settingsOf('deploy', ws, { 'worker-command': '' })['worker-command']).toEqual([]);
+    expect(settingsOf('deploy', ws, { 'worker-command': '' })['worker-command']).toEqual([
+      'python',
+      '-m',
+      'worker',
+    ]);
+    expect(settingsOf('deploy', ws, { 'worker-command': 'none' })['worker-command']).toEqual([]);
     expect(settingsOf('deploy', ws, { 'worker-command': 'python -m other' })['worker-command']).toEqual([
       'python',
       '-m',
@@ -318,7 +323,7 @@ describe('inputs the runner passes', () => {
         ]);
     }
   });
-  test('inputGiven: empty is left out; for emptyIsValue, the default is left out', () => {
+  test('inputGiven: empty is left out; anything else, none included, is given', () => {
     const f = actions.deploy.inputs['health-path'] as Field;
     const w = actions.deploy.inputs['worker-command'] as Field;
     expect([inputGiven(f, undefined), inputGiven(f, ''), inputGiven(f, ' \n'), inputGiven(f, '/x')]).toEqual([
@@ -332,7 +337,7 @@ describe('inputs the runner passes', () => {
       inputGiven(w, ''),
       inputGiven(w, 'python -m worker'),
       inputGiven(w, undefined),
-    ]).toEqual([false, true, true, false]);
+    ]).toEqual([true, false, true, false]);
   });
 });
 

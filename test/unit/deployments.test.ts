@@ -236,3 +236,53 @@ describe('the revision recorded with a release', () => {
     expect(await sourceRevision(path.join(dir), { GITHUB_SHA: SHA })).toBe(SHA);
   });
 });
+
+describe('whatever GitHub answers, the run goes on', () => {
+  test.each([
+    ['a 201 whose body is not JSON', '', 'ok'],
+    ['a 201 with an empty body', '', ''],
+    ['a 201 that is a JSON list', '', '[1,2]'],
+  ])('creating the deployment answers %s: skipped with a warning, never thrown', async (_what, _x, body) => {
+    api.odd = (c) => (c.method === 'POST' && c.path.endsWith('/deployments') ? { status: 201, body } : null);
+    const record = await startDeployment(settings(), request, log, ENV);
+    await record.finish(true, 'r1 serves');
+    expect(lines.join('\n')).toMatch(/GitHub deployment not recorded/);
+    expect(lines.join('\n')).not.toContain(TOKEN);
+  });
+
+  test('listing earlier deployments answers an object, and their statuses text: the success stands', async () => {
+    const record = await startDeployment(settings(), request, log, ENV);
+    api.odd = (c) =>
+      c.method === 'GET'
+        ? { status: 200, body: c.path.endsWith('/deployments') ? '{"message":"x"}' : 'not json' }
+        : null;
+    await expect(record.finish(true, 'r1 serves')).resolves.toBeUndefined();
+    expect(api.sequence()).toContain('POST /deployments/1001/statuses success');
+  });
+
+  test('a slow GitHub: all the calls of a finish share one budget, then the rest is left out', async () => {
+    for (let i = 0; i < 6; i++)
+      await (await startDeployment(settings(), request, log, ENV)).finish(true, `r${i}`);
+    const record = await startDeployment(settings(), request, log, ENV, 1500);
+    api.odd = (c) => (c.method === 'GET' ? { status: 200, body: '[]', delayMs: 2000 } : null);
+    lines.length = 0;
+    await record.finish(true, 'r7 serves');
+    expect(lines.join('\n')).toMatch(
+      /GitHub deployment not recorded: (GitHub took over 1\.5 s|GitHub did not answer within 1\.\d s)/,
+    );
+  });
+
+  test("the deployment event's environment is checked as the input is: a name with a newline is not taken", () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'metalship-event-'));
+    try {
+      const file = path.join(dir, 'event.json');
+      writeFileSync(file, JSON.stringify({ deployment: { environment: 'prod\n::error title=pwn::x' } }));
+      const env = { GITHUB_EVENT_NAME: 'deployment', GITHUB_EVENT_PATH: file };
+      expect(environmentName({ environment: '' }, env)).toBe('production');
+      writeFileSync(file, JSON.stringify({ deployment: { environment: 'review/pr-7' } }));
+      expect(environmentName({ environment: '' }, env)).toBe('review/pr-7');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -101,3 +101,30 @@ test.each([
     ),
   ).toEqual(expected);
 });
+
+test('a commit that is not on the default branch is refused (its tag would move v1 around the branch protection)', () => {
+  const git = (cwd: string, ...args: string[]) =>
+    spawnSync('git', ['-c', 'user.name=t', '-c', 'user.email=t@t', ...args], {
+      cwd,
+      encoding: 'utf8',
+    }).stdout.trim();
+  const origin = path.join(dir, 'origin');
+  spawnSync('git', ['init', '-q', '-b', 'main', origin]);
+  git(origin, 'commit', '-q', '--allow-empty', '-m', 'on main');
+  const onMain = git(origin, 'rev-parse', 'HEAD');
+  git(origin, 'checkout', '-q', '-b', 'side');
+  git(origin, 'commit', '-q', '--allow-empty', '-m', 'on a side branch');
+  const onSide = git(origin, 'rev-parse', 'HEAD');
+  const clone = path.join(dir, 'clone');
+  spawnSync('git', ['clone', '-q', origin, clone]);
+  const onBranch = (sha: string) =>
+    spawnSync('bash', ['-e', '-c', step('The commit is on the default branch')], {
+      cwd: clone,
+      encoding: 'utf8',
+      env: { PATH: process.env.PATH, GITHUB_SHA: sha, DEFAULT_BRANCH: 'main' },
+    });
+  expect(onBranch(onMain).status).toBe(0);
+  const refused = onBranch(onSide);
+  expect(refused.status).toBe(1);
+  expect(refused.stdout).toContain(`::error::${onSide} is not on main`);
+});
