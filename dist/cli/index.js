@@ -74328,11 +74328,10 @@ const connectionInputs = {
 };
 const commandField = (description, def) => fields_custom({ description, default: def }, { expected: 'a command line of plain words, e.g. "python -m worker"' }, (v) => checkCommand(v));
 /**
- * The command of a unit (worker, scheduler): `none` runs none, and so does an
- * empty value. The default is none: a command the app lacks (the standard's
+ * The command of a unit (worker, scheduler): `none` runs none. The default is none: a command the app lacks (the standard's
  * taskiq in an app without taskiq) would fail its deploy.
  */
-const unitCommandField = (description, def) => fields_custom({ description, default: def, emptyIsValue: true }, { expected: 'a command line of plain words, e.g. "python -m worker", or none' }, (v) => (v === 'none' || v === '' ? [] : checkCommand(v)));
+const unitCommandField = (description, def) => fields_custom({ description, default: def }, { expected: 'a command line of plain words, e.g. "python -m worker", or none' }, (v) => (v === 'none' || v === '' ? [] : checkCommand(v)));
 /** How the app's processes run: shared by release (import check), switch, rollback and deploy. */
 const serviceInputs = {
     'app-user': pattern({
@@ -74356,8 +74355,8 @@ const serviceInputs = {
         expected: 'module:attribute, e.g. main:app or myproj.asgi:application',
     }),
     'uvicorn-args': commandField('Extra uvicorn arguments, e.g. "--workers 2".', ''),
-    'worker-command': unitCommandField('Background worker command, run in the release with the venv first on PATH, e.g. "taskiq worker tasks.broker:broker" (the standard\'s). `none` or empty: no worker, the default: an app has one only when it says which.', 'none'),
-    'scheduler-command': unitCommandField('Scheduler command (exactly one runs, on the first host or the host with the scheduler role), e.g. "taskiq scheduler tasks.scheduler:scheduler". `none` or empty: no scheduler, the default.', 'none'),
+    'worker-command': unitCommandField('Background worker command, run in the release; its program is the virtualenv\'s (python, taskiq, ...) unless given as an absolute path, e.g. "taskiq worker tasks.broker:broker" (the standard\'s). `none`: no worker, the default (an app has one only when it says which); to turn off one the config file names, give none.', 'none'),
+    'scheduler-command': unitCommandField('Scheduler command (exactly one runs, on the first host or the host with the scheduler role), e.g. "taskiq scheduler tasks.scheduler:scheduler". `none`: no scheduler, the default (to turn off one the config file names, give none).', 'none'),
     'health-path': pattern({
         description: 'Readiness endpoint of the app, checked on each host before it gets traffic and after a switch.',
         default: '/health/ready',
@@ -92099,10 +92098,13 @@ function getOctokit(token, options, ...additionalPlugins) {
 
 
 
+
 const NOTHING = { finish: async () => { } };
 const SKIPPED = 'GitHub deployment not recorded';
-/** How long one API call may take: a deploy never waits on GitHub longer. */
-const CALL_MS = 20000;
+/** How long one API call may take. */
+const CALL_MS = 10000;
+/** How long all the calls of one start, or of one finish, may take together: a run never waits on GitHub longer. */
+const BUDGET_MS = 20000;
 /** Earlier deployments of the environment looked at for one still active. */
 const EARLIER = 10;
 const quiet = { debug: () => { }, info: () => { }, warn: () => { }, error: () => { } };
@@ -92114,7 +92116,8 @@ function environmentName(settings, env) {
         try {
             const event = JSON.parse((0,external_node_fs_namespaceObject.readFileSync)(env.GITHUB_EVENT_PATH, 'utf8'));
             const name = event.deployment?.environment;
-            if (typeof name === 'string' && name)
+            // Checked as the input is: the event's text reaches the log and GitHub.
+            if (typeof name === 'string' && configInputs.environment.schema.safeParse(name).success && name)
                 return name;
         }
         catch {
@@ -92138,7 +92141,21 @@ const clip = (text) => {
  * outcome. Skipped with one notice when off, outside GitHub, without a token or
  * ref, or when GitHub refuses (a token without deployments: write gets 403).
  */
-async function startDeployment(settings, request, log, env = process.env) {
+async function startDeployment(settings, request, log, env = process.env, budgetMs = BUDGET_MS) {
+    // Whatever GitHub answers (a body of another shape included), the run goes on.
+    const warned = (err) => log.warn(`${SKIPPED}: ${clip(log.redact(errorMessage(err)))}`);
+    try {
+        const record = await recordDeployment(settings, request, log, env, budgetMs);
+        return {
+            finish: (ok, description) => record.finish(ok, description).catch(warned),
+        };
+    }
+    catch (err) {
+        warned(err);
+        return NOTHING;
+    }
+}
+async function recordDeployment(settings, request, log, env, budgetMs) {
     if (!settings['github-deployments'])
         return NOTHING;
     const [owner, repo, ...rest] = (env.GITHUB_REPOSITORY ?? '').split('/');
@@ -92159,20 +92176,30 @@ async function startDeployment(settings, request, log, env = process.env) {
     // @actions/github reads GITHUB_API_URL (GHES) once, when loaded; given here from the same env as the rest.
     const octokit = getOctokit(token, { baseUrl: env.GITHUB_API_URL || 'https://api.github.com', log: quiet });
     let refused = false;
+    let deadline = Date.now() + budgetMs;
     /** One API call; a failure is reported once and ends the recording, never the deploy. */
     const call = async (what, fn) => {
         if (refused)
             return null;
+        const left = deadline - Date.now();
+        if (left <= 0) {
+            refused = true;
+            log.warn(`${SKIPPED}: GitHub took over ${budgetMs / 1000} s to answer; ${what} was left out`);
+            return null;
+        }
+        const signal = AbortSignal.timeout(Math.min(CALL_MS, left));
         try {
-            return await fn(AbortSignal.timeout(CALL_MS));
+            return await fn(signal);
         }
         catch (err) {
             refused = true;
             const status = err.status;
-            if (status === 403 || status === 404)
+            if (signal.aborted)
+                log.warn(`${SKIPPED}: GitHub did not answer within ${Math.round(Math.min(CALL_MS, left) / 100) / 10} s (${what})`);
+            else if (status === 403 || status === 404)
                 log.notice(`${SKIPPED}: the token may not write deployments (HTTP ${status} ${what}); give it deployments: write, or set github-deployments: false`);
             else
-                log.warn(`${SKIPPED}: ${what} failed: ${clip(errorMessage(err))}`);
+                log.warn(`${SKIPPED}: ${what} failed: ${clip(log.redact(errorMessage(err)))}`);
             return null;
         }
     };
@@ -92194,7 +92221,8 @@ async function startDeployment(settings, request, log, env = process.env) {
         transient_environment: false,
         request: { signal },
     }));
-    const id = created && 'id' in created.data ? created.data.id : undefined;
+    const data = created?.data;
+    const id = typeof data === 'object' && data !== null && 'id' in data ? data.id : undefined;
     if (created && typeof id !== 'number')
         log.warn(`${SKIPPED}: GitHub answered without a deployment id`);
     if (typeof id !== 'number')
@@ -92222,20 +92250,31 @@ async function startDeployment(settings, request, log, env = process.env) {
             per_page: EARLIER + 1,
             request: { signal },
         }));
-        for (const d of (listed?.data ?? []).filter((d) => d.id < id).slice(0, EARLIER)) {
-            const latest = await call(`reading deployment ${d.id}`, (signal) => octokit.rest.repos.listDeploymentStatuses({
+        const earlier = Array.isArray(listed?.data) ? listed.data : [];
+        const ids = earlier
+            .map((d) => (typeof d === 'object' && d !== null && 'id' in d ? d.id : undefined))
+            .filter((d) => typeof d === 'number' && d < id)
+            .slice(0, EARLIER);
+        // Side by side: the budget bounds them all.
+        await Promise.all(ids.map(async (earlierId) => {
+            const latest = await call(`reading deployment ${earlierId}`, (signal) => octokit.rest.repos.listDeploymentStatuses({
                 owner,
                 repo,
-                deployment_id: d.id,
+                deployment_id: earlierId,
                 per_page: 1,
                 request: { signal },
             }));
-            if (latest?.data[0]?.state === 'success')
-                await status('inactive', d.id);
-        }
+            const statuses = latest?.data;
+            const state = Array.isArray(statuses)
+                ? statuses[0]?.state
+                : undefined;
+            if (state === 'success')
+                await status('inactive', earlierId);
+        }));
     };
     return {
         async finish(ok, description) {
+            deadline = Date.now() + budgetMs;
             // A failure leaves the earlier deployment active: the release it records still serves.
             const done = await status(ok ? 'success' : 'failure', id, {
                 ...shown,
@@ -92619,7 +92658,8 @@ function restoreProofStep(backupDir, maxDays = 45) {
 
 async function deploy(settings, log) {
     const source = await readSource(settings);
-    const record = await startDeployment(settings, {
+    // Recorded while the deploy runs: GitHub's answers never hold it back.
+    const record = startDeployment(settings, {
         ref: source.revision,
         noRef: `the git revision of ${settings.source} is unknown (no GITHUB_SHA, not a git checkout)`,
         description: `metalship deploy of ${settings.app}`,

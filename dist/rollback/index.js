@@ -71415,1321 +71415,6 @@ function getOctokit(token, options, ...additionalPlugins) {
     return new GitHubWithPlugins(getOctokitOptions(token, options));
 }
 //# sourceMappingURL=github.js.map
-;// CONCATENATED MODULE: ./src/stages/deployments.ts
-// GitHub Deployments: each deploy and rollback recorded for its environment, so
-// the repository's Environments page shows what is live where. Advisory: no
-// answer of GitHub's fails or stops a deploy, and the token never leaves here
-// but in the Authorization header.
-
-
-
-const NOTHING = { finish: async () => { } };
-const SKIPPED = 'GitHub deployment not recorded';
-/** How long one API call may take: a deploy never waits on GitHub longer. */
-const CALL_MS = 20000;
-/** Earlier deployments of the environment looked at for one still active. */
-const EARLIER = 10;
-const quiet = { debug: () => { }, info: () => { }, warn: () => { }, error: () => { } };
-/** The environment: as given, else that of the deployment event that started the workflow, else production. */
-function environmentName(settings, env) {
-    if (settings.environment)
-        return settings.environment;
-    if (env.GITHUB_EVENT_NAME === 'deployment' && env.GITHUB_EVENT_PATH) {
-        try {
-            const event = JSON.parse((0,external_node_fs_namespaceObject.readFileSync)(env.GITHUB_EVENT_PATH, 'utf8'));
-            const name = event.deployment?.environment;
-            if (typeof name === 'string' && name)
-                return name;
-        }
-        catch {
-            // An unreadable event names no environment.
-        }
-    }
-    return 'production';
-}
-function runUrl(env) {
-    return env.GITHUB_RUN_ID && env.GITHUB_REPOSITORY
-        ? `${env.GITHUB_SERVER_URL ?? 'https://github.com'}/${env.GITHUB_REPOSITORY}/actions/runs/${env.GITHUB_RUN_ID}`
-        : '';
-}
-/** GitHub's limit on a status description. */
-const clip = (text) => {
-    const line = text.split('\n')[0];
-    return line.length > 140 ? line.slice(0, 139) + '…' : line;
-};
-/**
- * Creates the deployment with status in_progress; what it returns records the
- * outcome. Skipped with one notice when off, outside GitHub, without a token or
- * ref, or when GitHub refuses (a token without deployments: write gets 403).
- */
-async function startDeployment(settings, request, log, env = process.env) {
-    if (!settings['github-deployments'])
-        return NOTHING;
-    const [owner, repo, ...rest] = (env.GITHUB_REPOSITORY ?? '').split('/');
-    if (!owner || !repo || rest.length) {
-        log.notice(`${SKIPPED}: not running on GitHub (no GITHUB_REPOSITORY); github-deployments: false turns this off`);
-        return NOTHING;
-    }
-    const token = settings['github-token'];
-    if (!token) {
-        log.notice(`${SKIPPED}: github-token is empty`);
-        return NOTHING;
-    }
-    if (!request.ref) {
-        log.notice(`${SKIPPED}: ${request.noRef}`);
-        return NOTHING;
-    }
-    log.secret(token);
-    // @actions/github reads GITHUB_API_URL (GHES) once, when loaded; given here from the same env as the rest.
-    const octokit = getOctokit(token, { baseUrl: env.GITHUB_API_URL || 'https://api.github.com', log: quiet });
-    let refused = false;
-    /** One API call; a failure is reported once and ends the recording, never the deploy. */
-    const call = async (what, fn) => {
-        if (refused)
-            return null;
-        try {
-            return await fn(AbortSignal.timeout(CALL_MS));
-        }
-        catch (err) {
-            refused = true;
-            const status = err.status;
-            if (status === 403 || status === 404)
-                log.notice(`${SKIPPED}: the token may not write deployments (HTTP ${status} ${what}); give it deployments: write, or set github-deployments: false`);
-            else
-                log.warn(`${SKIPPED}: ${what} failed: ${clip(errors_errorMessage(err))}`);
-            return null;
-        }
-    };
-    const environment = environmentName(settings, env);
-    const shown = {
-        log_url: runUrl(env) || undefined,
-        environment_url: settings['environment-url'] || settings.url || undefined,
-    };
-    const created = await call('creating the deployment', (signal) => octokit.rest.repos.createDeployment({
-        owner,
-        repo,
-        ref: request.ref,
-        environment,
-        description: clip(log.redact(request.description)),
-        payload: request.payload,
-        // The commit was built and tested by the workflow already: no merge, no status checks.
-        auto_merge: false,
-        required_contexts: [],
-        transient_environment: false,
-        request: { signal },
-    }));
-    const id = created && 'id' in created.data ? created.data.id : undefined;
-    if (created && typeof id !== 'number')
-        log.warn(`${SKIPPED}: GitHub answered without a deployment id`);
-    if (typeof id !== 'number')
-        return NOTHING;
-    const status = (state, deployment, extra = {}) => call(`setting deployment ${deployment} ${state}`, (signal) => octokit.rest.repos.createDeploymentStatus({
-        owner,
-        repo,
-        deployment_id: deployment,
-        state,
-        request: { signal },
-        ...extra,
-    }));
-    await status('in_progress', id, { ...shown, description: clip(log.redact(request.description)) });
-    log.info(`GitHub deployment ${id} of ${request.ref.slice(0, 12)} to ${environment}: in progress`);
-    /**
-     * auto_inactive passes over production environments (production_environment,
-     * true for the one named production): earlier deployments still reading
-     * success are made inactive here.
-     */
-    const inactivateEarlier = async (id) => {
-        const listed = await call('listing earlier deployments', (signal) => octokit.rest.repos.listDeployments({
-            owner,
-            repo,
-            environment,
-            per_page: EARLIER + 1,
-            request: { signal },
-        }));
-        for (const d of (listed?.data ?? []).filter((d) => d.id < id).slice(0, EARLIER)) {
-            const latest = await call(`reading deployment ${d.id}`, (signal) => octokit.rest.repos.listDeploymentStatuses({
-                owner,
-                repo,
-                deployment_id: d.id,
-                per_page: 1,
-                request: { signal },
-            }));
-            if (latest?.data[0]?.state === 'success')
-                await status('inactive', d.id);
-        }
-    };
-    return {
-        async finish(ok, description) {
-            // A failure leaves the earlier deployment active: the release it records still serves.
-            const done = await status(ok ? 'success' : 'failure', id, {
-                ...shown,
-                description: clip(log.redact(description)),
-                auto_inactive: ok,
-            });
-            if (!done)
-                return;
-            log.info(`GitHub deployment ${id} to ${environment}: ${ok ? 'success' : 'failure'}`);
-            if (ok)
-                await inactivateEarlier(id);
-        },
-    };
-}
-/**
- * Runs a deploy or rollback and records its outcome on the deployment, thrown
- * errors included. `describe` gets the outcome (null when it threw).
- */
-async function recorded(record, run, describe) {
-    let outcome;
-    try {
-        outcome = await run();
-    }
-    catch (err) {
-        await (await record).finish(false, describe(null));
-        throw err;
-    }
-    await (await record).finish(!outcome.failure, describe(outcome));
-    return outcome;
-}
-
-;// CONCATENATED MODULE: external "node:fs/promises"
-const external_node_fs_promises_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs/promises");
-;// CONCATENATED MODULE: external "node:path"
-const external_node_path_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:path");
-var external_node_path_default = /*#__PURE__*/__nccwpck_require__.n(external_node_path_namespaceObject);
-;// CONCATENATED MODULE: ./src/remote/quoting.ts
-// Quoting for the files we generate, each in its own syntax: a value from the
-// settings is escaped for where it goes, the way sh`` quotes it in a script.
-// raw() marks text we wrote ourselves (a %i specifier, a $VAR meant to expand).
-// A value that a syntax cannot hold is refused with an error naming it, never
-// written half-escaped: the file would otherwise fail to load, or mean something else.
-
-
-function literal(parts) {
-    return parts.map((p) => (p instanceof Raw ? p.text : p)).join('');
-}
-function refuse(value, where, why) {
-    throw new Error(`${JSON.stringify(value)} cannot be written in ${where}: ${why}`);
-}
-// ---- systemd unit files ----------------------------------------------------
-/** A systemd specifier such as %i (the instance), kept where the values around it are escaped. */
-function specifier(letter) {
-    return new Raw(`%${letter}`);
-}
-/** $NAME as a whole ExecStart= word: systemd splits the variable's value into words when it runs the command. */
-function splitVariable(name) {
-    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
-        throw new Error(`${JSON.stringify(name)} is not a variable name`);
-    return new Raw(`$${name}`);
-}
-const UNIT_PLAIN = /^[A-Za-z0-9_@%+=:,./{}~-]+$/;
-/** C escape of one character inside systemd's double quotes (its word splitting unescapes them). */
-function cEscape(c) {
-    if (c === '\\' || c === '"')
-        return `\\${c}`;
-    if (c === '\n')
-        return '\\n';
-    if (c === '\t')
-        return '\\t';
-    const code = c.charCodeAt(0);
-    return code < 0x20 || code === 0x7f ? `\\x${code.toString(16).padStart(2, '0')}` : c;
-}
-/**
- * One word of a setting systemd splits into words (ExecStart=, Environment=,
- * ReadWritePaths=...): double-quoted with C escapes unless plain, % doubled
- * (systemd resolves specifiers after unquoting, so quotes do not protect a %),
- * and with dollar true (ExecStart=) $ doubled too, since $VAR expands when the
- * command runs, quoted or not.
- */
-function unitWordOf(parts, dollar) {
-    const text = literal(parts);
-    if (text === '')
-        return '""';
-    if (text.includes('\0'))
-        refuse(text, 'a unit file', 'it holds a NUL byte');
-    // Our raw() fragments need no quotes; a word of only raw() stays as written.
-    const values = parts.filter((p) => typeof p === 'string').join('');
-    const plain = values === '' || UNIT_PLAIN.test(values);
-    const body = parts
-        .map((p) => {
-        if (p instanceof Raw)
-            return p.text;
-        let t = p.replace(/%/g, '%%');
-        if (dollar)
-            t = t.replace(/\$/g, '$$$$');
-        return plain ? t : [...t].map(cEscape).join('');
-    })
-        .join('');
-    return plain ? body : `"${body}"`;
-}
-/** A word of a list setting that unquotes (ReadWritePaths=, RuntimeDirectory=, WantedBy=, Environment=). */
-function unitWord(...parts) {
-    return unitWordOf(parts, false);
-}
-/** Environment=NAME=value as one quoted word (Environment= expands specifiers, not variables). */
-function unitEnv(name, ...value) {
-    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
-        throw new Error(`${JSON.stringify(name)} is not a variable name`);
-    return unitWord(`${name}=`, ...value);
-}
-/**
- * An ExecStart= command line: one word per argument. The program must be an
- * absolute path: a first word starting with - @ : + ! would be read as
- * prefixes, whatever its quotes.
- */
-function execLine(words) {
-    const list = words.map((w) => (Array.isArray(w) ? w : [w]));
-    const program = literal(list[0] ?? []);
-    if (!program.startsWith('/'))
-        refuse(program, 'ExecStart=', 'the program must be an absolute path');
-    return list.map((w) => unitWordOf(w, true)).join(' ');
-}
-/**
- * A setting systemd takes whole, without unquoting (Description=, User=,
- * WorkingDirectory=, EnvironmentFile=, OnCalendar=): % doubled; the value
- * must stay on its line and keep its ends (systemd trims them, and a final
- * backslash would continue the line).
- */
-function unitText(...parts) {
-    const text = literal(parts);
-    // eslint-disable-next-line no-control-regex
-    if (/[\0-\x1f\x7f]/.test(text))
-        refuse(text, 'a unit file setting', 'it holds a control character');
-    if (text !== text.trim() || text.endsWith('\\'))
-        refuse(text, 'a unit file setting', 'it starts or ends with white space or a backslash');
-    return parts.map((p) => (p instanceof Raw ? p.text : p.replace(/%/g, '%%'))).join('');
-}
-// ---- nginx -----------------------------------------------------------------
-const NGINX_PLAIN = /^[A-Za-z0-9_@%+=:,./*~[\]-]+$/;
-/**
- * One nginx argument: plain, or double-quoted with \ and " escaped (inside
- * quotes ; { } # and white space are text). A $ is refused: nginx reads $name
- * as a variable in many directives, quoted or not, and has no escape for it.
- */
-function nginxWord(value) {
-    if (value.includes('$'))
-        refuse(value, 'an nginx argument', 'nginx would read $ as a variable');
-    // eslint-disable-next-line no-control-regex
-    if (/[\0-\x1f\x7f]/.test(value))
-        refuse(value, 'an nginx argument', 'it holds a control character');
-    return NGINX_PLAIN.test(value) ? value : `"${value.replace(/[\\"]/g, '\\$&')}"`;
-}
-/**
- * server_name's arguments from names separated by white space (the server-name
- * input's form) or "_". A name starting with ~ would be a regular expression.
- * A misplaced * wildcard (only server-name allows a *) is left to the nginx -t
- * the deploy runs before it uses a new site: refusing it here would fail every
- * switch, also where the site exists and the name is never written.
- */
-function nginxServerNames(names) {
-    const list = names.split(/\s+/).filter(Boolean);
-    if (list.length === 0)
-        refuse(names, 'server_name', 'no name');
-    for (const n of list)
-        if (n.startsWith('~'))
-            refuse(n, 'server_name', 'nginx would read it as a regular expression');
-    return list.map(nginxWord).join(' ');
-}
-/** host:port of an nginx upstream server, [addr]:port for IPv6; nginx has no IPv6 zone index (fe80::1%eth0). */
-function quoting_nginxAddress(host, port) {
-    if (host.includes('%'))
-        refuse(host, 'an nginx upstream', 'nginx cannot use an IPv6 zone index');
-    return nginxWord(isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`);
-}
-// ---- other daemons' files --------------------------------------------------
-/**
- * A directory in a logrotate file list. logrotate reads the list up to the
- * first { and refuses a } before it, whatever the quotes, and globs each
- * pattern: only characters that mean themselves there are accepted.
- */
-function logrotateDir(dir, setting) {
-    if (!/^\/[A-Za-z0-9_@+,:=./-]*$/.test(dir))
-        refuse(dir, 'a logrotate file list', `${setting} may only hold letters, digits and _@+,:=./- there`);
-    return dir;
-}
-/**
- * A word in a file with no quoting at all, split on white space: the Redis 7
- * ACL file, logrotate's su user group.
- */
-function bareWord(value, where) {
-    // eslint-disable-next-line no-control-regex
-    if (!value || /[\s\0-\x1f\x7f]/.test(value))
-        refuse(value, where, 'empty, or white space in it');
-    return value;
-}
-/**
- * A database or role name in pg_hba.conf: always quoted, so all, replication,
- * sameuser... and a leading + or @ are names, not keywords; "" is a quote.
- * A leading / would still be a regular expression (PostgreSQL 16).
- */
-function hbaName(value) {
-    // eslint-disable-next-line no-control-regex
-    if (!value || /[\0-\x1f\x7f]/.test(value) || value.startsWith('/'))
-        refuse(value, 'pg_hba.conf', 'empty, a control character, or a leading / (a regular expression)');
-    return `"${value.replace(/"/g, '""')}"`;
-}
-/**
- * An address field of pg_hba.conf: an IPv4 or IPv6 network in CIDR form. Any
- * other text makes PostgreSQL refuse the whole file, and then refuse to start.
- */
-function hbaAddress(cidr) {
-    const m = /^([0-9A-Fa-f:.]+)\/(\d{1,3})$/.exec(cidr);
-    const family = m ? isIP(m[1]) : 0;
-    if (!m || !family || Number(m[2]) > (family === 4 ? 32 : 128))
-        refuse(cidr, 'pg_hba.conf', 'not an IPv4 or IPv6 network (address/prefix)');
-    return cidr;
-}
-/** A user name in sudoers: the characters sudoers gives a meaning to are escaped with a backslash. */
-function sudoersName(value) {
-    // eslint-disable-next-line no-control-regex
-    if (!value || /[\s\0-\x1f\x7f]/.test(value) || /^[#%+]/.test(value))
-        refuse(value, 'sudoers', 'empty, white space, or a leading # % + (a uid, group or netgroup)');
-    return value.replace(/[!=:,()\\]/g, '\\$&');
-}
-/**
- * A value of an /etc/default file, read both by the shell (init scripts) and
- * by systemd's EnvironmentFile=: in double quotes, \ " $ ` are escaped the
- * same way for both.
- */
-function defaultsValue(value) {
-    // eslint-disable-next-line no-control-regex
-    if (/[\0-\x1f\x7f]/.test(value))
-        refuse(value, 'an /etc/default file', 'it holds a control character');
-    return `"${value.replace(/[\\"$`]/g, '\\$&')}"`;
-}
-
-;// CONCATENATED MODULE: ./src/remote/nginx.ts
-// nginx configuration for an app: the upstream (which api slot serves) and the
-// site. The deploy path owns the upstream; the site is provision's, with a
-// minimal HTTP site installed by the deploy when none exists yet.
-
-function upstreamName(l) {
-    return `${l.app.replace(/-/g, '_')}_api`;
-}
-/**
- * http-level config: the upstream and the WebSocket map. The upstream is a link
- * to the serving slot's socket; nginx opens the path for every upstream
- * connection, so a switch renames the link and never reloads nginx (a reload
- * closes clients' idle keep-alive connections, which some clients see as errors).
- */
-function upstreamConf(layout) {
-    return `# Managed by metalship.
-upstream ${upstreamName(layout)} {
-    server ${nginxWord(`unix:${layout.apiLink}`)} max_fails=0;
-}
-map $http_upgrade $metalship_${upstreamName(layout)}_connection {
-    default upgrade;
-    '' close;
-}
-`;
-}
-const ACME_WEBROOT = '/var/www/letsencrypt';
-function proxyLocation(upstream, balancer) {
-    // A balancer passes a request to the next app host when one refuses the
-    // connection (draining: any method, nothing was sent yet) and, for idempotent
-    // requests, when one times out or answers 502/503/504.
-    const retry = balancer ? `\n        proxy_next_upstream error timeout http_502 http_503 http_504;` : '';
-    // A host that is down is passed over quickly (the LAN answers in microseconds).
-    const connectTimeout = balancer ? '2s' : '5s';
-    return `    location / {
-        proxy_pass ${nginxWord(`http://${upstream}`)};
-        proxy_http_version 1.1;
-        proxy_set_header Host $host;
-        proxy_set_header X-Real-IP $remote_addr;
-        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-        proxy_set_header X-Forwarded-Proto $scheme;
-        proxy_set_header Upgrade $http_upgrade;
-        proxy_set_header Connection $metalship_${upstream}_connection;
-        proxy_connect_timeout ${connectTimeout};
-        proxy_read_timeout 60s;
-        proxy_send_timeout 60s;${retry}
-    }`;
-}
-const securityHeaders = `    add_header X-Content-Type-Options nosniff always;
-    add_header X-Frame-Options SAMEORIGIN always;
-    add_header Referrer-Policy strict-origin-when-cross-origin always;`;
-function siteConf(layout, settings) {
-    const isDefault = settings.serverName === '_';
-    const listen = (port, extra = '') => `    listen ${port}${extra}${isDefault ? ' default_server' : ''};\n    listen [::]:${port}${extra}${isDefault ? ' default_server' : ''};`;
-    const statics = settings.staticDir
-        ? // A link is followed only to a file of its own owner: a link the app plants
-            // in its files never serves, say, a world-readable system file.
-            `    location /static/ {\n        alias ${nginxWord(`${settings.staticDir}/`)};\n        disable_symlinks if_not_owner;\n        expires 7d;\n        access_log off;\n    }\n`
-        : '';
-    const serverName = `    server_name ${nginxServerNames(settings.serverName)};`;
-    const common = `${serverName}
-    client_max_body_size 25m;
-    client_body_timeout 30s;
-    client_header_timeout 30s;
-    send_timeout 60s;
-    keepalive_timeout 65s;
-    server_tokens off;
-${securityHeaders}
-${statics}${proxyLocation(settings.upstream ?? upstreamName(layout), settings.upstream !== undefined)}`;
-    const acme = (root) => `    location /.well-known/acme-challenge/ {
-        root ${nginxWord(root)};
-    }`;
-    if (!settings.tls) {
-        return `# Managed by metalship (HTTP only: no domain configured).
-server {
-${listen(80)}
-${settings.acmeWebroot ? acme(settings.acmeWebroot) + '\n' : ''}${common}
-}
-`;
-    }
-    return `# Managed by metalship.
-server {
-${listen(80)}
-${serverName}
-    server_tokens off;
-${acme(settings.acmeWebroot ?? ACME_WEBROOT)}
-    location / {
-        return 301 https://$host$request_uri;
-    }
-}
-server {
-${settings.http2 === 'directive' ? `${listen(443, ' ssl')}\n    http2 on;` : listen(443, ' ssl http2')}
-    ssl_certificate ${nginxWord(settings.tls.certificate)};
-    ssl_certificate_key ${nginxWord(settings.tls.key)};
-    ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_prefer_server_ciphers off;
-    ssl_session_cache shared:metalship_ssl:10m;
-    add_header Strict-Transport-Security "max-age=31536000" always;
-${common}
-}
-`;
-}
-
-;// CONCATENATED MODULE: ./src/remote/runtime.ts
-// The runtime record of a release on a host: written by root when the release
-// is built (and again by a switch told other settings), read back before any
-// switch to it. src/inputs/runtime.ts holds its format and validation.
-
-
-/** The record's path: in the release's .metalship, which root owns and the app user cannot write. */
-function runtime_runtimePath(layout, releaseId) {
-    return `${layout.release(releaseId)}/.metalship/runtime.json`;
-}
-/**
- * The record's text, or null when the release has none (made before releases
- * recorded their settings). releaseId null: the current release's (through
- * `current`, root's link in root's directory).
- */
-function readRuntimeStep(layout, releaseId, max) {
-    const file = releaseId === null ? `${layout.current}/.metalship/runtime.json` : runtime_runtimePath(layout, releaseId);
-    return step_step(`reading the settings recorded with ${releaseId ?? 'the current release'}`, sh_script(
-    // A regular file only, never followed through a link; one byte past the limit shows it is too long.
-    sh_sh `if [ -f ${file} ] && [ ! -L ${file} ]; then echo RECORD; head -c ${max + 1} ${file}; else echo NONE; fi`), (stdout) => (stdout.startsWith('RECORD\n') ? stdout.slice('RECORD\n'.length) : null));
-}
-
-;// CONCATENATED MODULE: ./src/remote/units.ts
-// The systemd units of an app, as text: the api (a template with a blue and a
-// green instance, for zero-downtime switches), the worker, the single scheduler
-// and a target grouping them. Shared by the deploy path and provision.
-
-
-/** systemd's sandboxing: the app reads its release and writes only shared/ (field notes, systemd hardening). */
-function hardening(layout) {
-    return [
-        'NoNewPrivileges=yes',
-        'ProtectSystem=strict',
-        `ReadWritePaths=${unitWord(layout.shared)}`,
-        'PrivateTmp=yes',
-        'PrivateDevices=yes',
-        'ProtectHome=yes',
-        'ProtectKernelTunables=yes',
-        'ProtectKernelModules=yes',
-        'ProtectKernelLogs=yes',
-        'ProtectControlGroups=yes',
-        'ProtectClock=yes',
-        'ProtectHostname=yes',
-        'ProtectProc=invisible',
-        'RestrictNamespaces=yes',
-        'LockPersonality=yes',
-        'RestrictRealtime=yes',
-        'RestrictSUIDSGID=yes',
-        'RemoveIPC=yes',
-        'SystemCallArchitectures=native',
-        'SystemCallFilter=@system-service',
-        'SystemCallFilter=~@privileged @resources',
-        'SystemCallErrorNumber=EPERM',
-        'CapabilityBoundingSet=',
-        'AmbientCapabilities=',
-        'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6',
-        'DevicePolicy=closed',
-        'UMask=0027',
-    ].join('\n');
-}
-/** A command's program resolved inside a venv unless it is absolute. */
-function inVenv(venvBin, words) {
-    const [program, ...args] = words;
-    if (!program)
-        return [];
-    return [program.startsWith('/') ? program : `${venvBin}/${program}`, ...args];
-}
-/**
- * An app service unit: what every one has (the user, the release as working
- * directory, the .env, restart and stop rules, the sandboxing), around what is
- * its own. workdir may hold the %i of the api template.
- */
-function serviceUnit(settings, own) {
-    const layout = settings.layout;
-    const workdir = own.workdir;
-    return `# Managed by metalship: changes are overwritten on the next deploy.
-${own.note ? `# ${own.note}\n` : ''}[Unit]
-Description=${own.description}
-After=${own.after}
-PartOf=${unitWord(layout.units.target)}
-
-[Service]
-Type=simple
-${[
-        `User=${unitText(settings.user)}`,
-        `Group=${unitText(settings.user)}`,
-        `WorkingDirectory=${unitText(...workdir)}`,
-        `EnvironmentFile=-${unitText(layout.env)}`,
-        `Environment=${unitEnv('PATH', ...workdir, '/.venv/bin:/usr/local/bin:/usr/bin:/bin')}`,
-        'Environment=PYTHONUNBUFFERED=1',
-        `Environment=${unitEnv('APP_NAME', layout.app)}`,
-        'Restart=always',
-        'RestartSec=5',
-        ...own.service,
-        'TimeoutStopSec=35',
-        'KillMode=mixed',
-        'KillSignal=SIGTERM',
-    ].join('\n')}
-${hardening(layout)}
-
-[Install]
-WantedBy=${unitWord(layout.units.target)}
-`;
-}
-function apiUnit(settings) {
-    const layout = settings.layout;
-    const slot = specifier('i');
-    const workdir = [layout.slots, '/', slot];
-    const uvicorn = execLine([
-        [...workdir, '/.venv/bin/python'],
-        '-m',
-        'uvicorn',
-        settings.appModule,
-        '--uds',
-        [`/run/${layout.app}-api-`, slot, '/api.sock'],
-        // Above nginx's idle upstream time, so uvicorn never closes a connection nginx is about to reuse.
-        '--timeout-keep-alive',
-        '75',
-        // The flags the release's uvicorn has (switch.ts UVICORN_FLAGS), from the release's uvicorn.env.
-        splitVariable('METALSHIP_UVICORN_FLAGS'),
-        ...settings.uvicornArgs,
-    ]);
-    return serviceUnit(settings, {
-        description: unitText(layout.app, ' API (', slot, ' slot)'),
-        after: 'network.target postgresql.service redis-server.service',
-        workdir,
-        service: [
-            `EnvironmentFile=-${unitText(...workdir, '/.metalship/uvicorn.env')}`,
-            `ExecStart=${uvicorn}`,
-            `RuntimeDirectory=${unitWord(`${layout.app}-api-`, slot)}`,
-            'RuntimeDirectoryMode=0755',
-        ],
-    });
-}
-/** A unit running a command from the current release: the worker and the scheduler. */
-function currentReleaseUnit(settings, options) {
-    if (options.command.length === 0)
-        return null;
-    const layout = settings.layout;
-    return serviceUnit(settings, {
-        description: unitText(layout.app, ' ', options.what),
-        after: options.after,
-        note: options.note,
-        workdir: [layout.current],
-        service: [`ExecStart=${execLine(inVenv(`${layout.current}/.venv/bin`, options.command))}`],
-    });
-}
-function workerUnit(settings) {
-    return currentReleaseUnit(settings, {
-        what: 'worker',
-        command: settings.workerCommand,
-        after: 'network.target postgresql.service redis-server.service',
-    });
-}
-function schedulerUnit(settings) {
-    return currentReleaseUnit(settings, {
-        what: 'scheduler',
-        command: settings.schedulerCommand,
-        after: 'network.target redis-server.service',
-        note: 'Exactly one scheduler runs fleet-wide: it is installed on one host only.',
-    });
-}
-function targetUnit(layout) {
-    return `# Managed by metalship.
-[Unit]
-Description=${unitText(layout.app, ' (all services)')}
-
-[Install]
-WantedBy=multi-user.target
-`;
-}
-/** The unit files for a host: name -> content (null: the unit must not exist there). */
-function unitFiles(settings, roles) {
-    const layout = settings.layout;
-    return {
-        [layout.units.target]: targetUnit(layout),
-        [layout.units.apiTemplate]: apiUnit(settings),
-        [layout.units.worker]: roles.worker ? workerUnit(settings) : null,
-        [layout.units.scheduler]: roles.scheduler ? schedulerUnit(settings) : null,
-    };
-}
-/**
- * Script lines that refuse to write (or remove) a unit of these names that is
- * not ours: one the distribution ships (an app named multi-user would replace
- * multi-user.target), or one in /etc without our mark.
- */
-function unitsOurs(names) {
-    return [
-        `for unit in ${names.map((n) => sh_sh `${n}`).join(' ')}; do`,
-        '  for dir in /lib/systemd/system /usr/lib/systemd/system; do',
-        '    if [ -e "$dir/$unit" ]; then echo "$dir/$unit exists: the system has a unit of that name, which this app\'s unit would replace (choose another app name)" >&2; exit 1; fi',
-        '  done',
-        '  if [ -e "/etc/systemd/system/$unit" ] && ! grep -q "^# Managed by metalship" "/etc/systemd/system/$unit"; then echo "/etc/systemd/system/$unit exists and is not metalship\'s (choose another app name, or remove it)" >&2; exit 1; fi',
-        'done',
-    ].join('\n');
-}
-
-;// CONCATENATED MODULE: ./src/remote/switch.ts
-// Blue/green switch on one host, in one script: start the release in the idle
-// api slot (or reuse the standby if it already runs it), wait until it is ready
-// on its own socket, then rename the socket link nginx connects through, point
-// `current` at the release and restart the worker and the single scheduler.
-// The old slot stays up as a warm standby, so a rollback to it is a rename.
-
-
-
-
-
-
-/**
- * A shell function renaming a fresh link over the old one (rename(2) by `mv
- * -T`: never a moment without the link) and reading it back, with no
- * interpreter to start: `swap_link TARGET PATH`. `ln` only ever creates the
- * fresh link (replacing a link in place is what differs between coreutils
- * flavours). Only for links in root's own directories (slots, the socket
- * link, current, venv).
- */
-const SWAP_LINK = [
-    'swap_link() {',
-    '  local tmp="$2.tmp-$$"',
-    '  rm -f -- "$tmp"',
-    '  ln -s -- "$1" "$tmp"',
-    '  mv -Tf -- "$tmp" "$2"',
-    '  if [ "$(readlink -- "$2")" != "$1" ]; then echo "link $2 does not point at $1 after the switch" >&2; return 1; fi',
-    '}',
-].join('\n');
-/**
- * Script lines run once the release serves: its record becomes what it served
- * with, and it is marked as having served (a rollback goes only to such a one).
- */
-function servedLines(settings) {
-    const meta = `${settings.layout.release(settings.releaseId)}/.metalship`;
-    return sh_script(sh_writeFileAtomic(runtime_runtimePath(settings.layout, settings.releaseId), settings.record), sh_sh `date -u +%FT%TZ > ${meta}/served`).trimEnd();
-}
-/** The api unit of the slot held in the shell variable `$slot`. */
-function apiUnitOf(l, slotVar) {
-    return `${sh_sh `${l.app}`}-api@"${slotVar}".service`;
-}
-function switchScript(settings) {
-    const layout = settings.layout;
-    const rel = layout.release(settings.releaseId);
-    const unitLines = [unitsOurs(Object.keys(settings.units))].concat(Object.entries(settings.units).map(([name, content]) => content === null
-        ? sh_sh `if [ -f ${layout.unitDir}/${name} ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${layout.unitDir}/${name}; units_changed=1; fi`
-        : ensureFile(`${layout.unitDir}/${name}`, content, {
-            mode: '644',
-            label: `unit ${name}`,
-            onChange: 'units_changed=1',
-        })));
-    const followers = [
-        settings.worker ? layout.units.worker : null,
-        settings.scheduler ? layout.units.scheduler : null,
-    ].filter((u) => !!u);
-    const api = sh_raw(apiUnitOf(layout, '$slot'));
-    const standbyApi = sh_raw(apiUnitOf(layout, '$standby'));
-    if (settings.api === false)
-        return followersOnlyScript(settings, unitLines, followers);
-    return sh_script(pytool_pyToolDefinition(), SWAP_LINK, sh_sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'command -v nginx >/dev/null 2>&1 || { echo "nginx is not installed: run the provision action first" >&2; exit 1; }', 
-    // The serving slot keeps serving; the release goes to the other one, unless the serving one already runs it.
-    sh_sh `active=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$active" in blue) idle=green ;; green) idle=blue ;; *) active=""; idle=blue ;; esac', sh_sh `slot_release() { basename "$(readlink ${layout.slots}/"$1" 2>/dev/null)" 2>/dev/null || true; }`, sh_sh `if [ -n "$active" ] && [ "$(slot_release "$active")" = ${settings.releaseId} ] && systemctl is-active --quiet ${sh_raw(apiUnitOf(layout, '$active'))}; then slot=$active; else slot=$idle; fi`, 'if [ "$slot" = blue ]; then standby=green; else standby=blue; fi', 'echo "SLOT $slot"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
-    // A change an earlier run wrote but did not get nginx to load (it stopped
-    // before the switch, say a first release that never became ready) is loaded now.
-    sh_sh `nginx_changed=0; if [ -e ${layout.nginxReloadPending} ]; then nginx_changed=1; fi`, 'site_new=0', sh_sh `if [ ! -e ${layout.nginxSite} ]; then`, '  site_new=1', ensureFile(layout.nginxSite, siteConf(layout, { serverName: settings.serverName, tls: null }), {
-        mode: '644',
-        label: 'nginx site',
-        onChange: sh_sh `nginx_changed=1; touch ${layout.nginxReloadPending}`,
-    }), sh_sh `  ln -sfn ${layout.nginxSite} ${layout.nginxSiteEnabled}`, settings.serverName === '_' ? sh_sh `  rm -f /etc/nginx/sites-enabled/default` : null, 'fi', ensureFile(layout.nginxUpstream, upstreamConf(layout), {
-        mode: '644',
-        label: 'nginx upstream',
-        onChange: sh_sh `nginx_changed=1; touch ${layout.nginxReloadPending}`,
-    }), 
-    // A configuration nginx refuses (say a second default_server) fails the switch before anything moves.
-    'if [ "$nginx_changed" = 1 ] && ! nginx_errors=$(nginx -t 2>&1); then', sh_sh `  if [ "$site_new" = 1 ]; then rm -f ${layout.nginxSite} ${layout.nginxSiteEnabled}; fi`, '  echo "nginx refuses the configuration for this app: $nginx_errors" >&2', '  echo "(with several apps on one server, give each its own server-name)" >&2', '  exit 1', 'fi', 'echo "MARK units and nginx configuration in place"', 
-    // Start the release beside the serving one (unless the slot already runs it, unchanged).
-    'was=$(slot_release "$slot")', sh_sh `if [ "$was" != ${settings.releaseId} ]; then swap_link ${rel} ${layout.slots}/"$slot"; fi`, sh_sh `sock=/run/${layout.app}-api-"$slot"/api.sock`, 'warm=0', sh_sh `if [ "$units_changed" = 1 ] || [ "$was" != ${settings.releaseId} ] || ! systemctl is-active --quiet ${api}; then`, sh_sh `  echo "starting ${settings.releaseId} in the $slot slot"`, sh_sh `  systemctl restart ${api}`, settings.checksFollow
-        ? sh_sh `elif [ -S "$sock" ]; then
-  warm=1
-  echo "the $slot slot already runs ${settings.releaseId} (a warm standby): traffic moves to it now, its checks follow"`
-        : null, 'else', sh_sh `  echo "the $slot slot already runs ${settings.releaseId}"`, 'fi', 'if [ "$warm" = 0 ]; then', sh_sh `  echo "waiting for ${settings.releaseId} to answer ${settings.healthPath} on the $slot slot's socket"`, sh_sh `  if ! ready=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.healthPath} ${settings.readyTimeout} 0.1 200 ''); then`, '    echo "$ready" >&2', sh_sh `    journalctl -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh_sh `    systemctl stop ${api} || true`, sh_sh `    echo "release ${settings.releaseId} did not become ready in the $slot slot within ${settings.readyTimeout} s; traffic stays on the serving release" >&2`, '    exit 1', '  fi', '  echo "READY $ready"', 'fi', 
-    // Traffic moves only now, by renaming the socket link nginx connects through:
-    // requests already on the old slot finish there, new ones reach the new slot.
-    sh_sh `swap_link "$sock" ${layout.apiLink}`, 'echo "MARK traffic moved to the $slot slot"', sh_sh `echo "$slot" > ${layout.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh_sh `rm -f ${layout.nginxReloadPending}`, sh_sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `swap_link ${rel} ${layout.current}`, sh_sh `swap_link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', 
-    // On boot only the serving slot starts; the standby is a warm spare for this boot only.
-    // The boot reads the links: no daemon reload now (each costs as much as the rest of the switch).
-    sh_sh `systemctl enable --no-reload --quiet ${layout.units.target} ${api} ${followers}`, sh_sh `systemctl disable --no-reload --quiet ${standbyApi} 2>/dev/null || true`, followers.length && settings.checksFollow ? sh_sh `systemctl restart --no-block ${followers}` : null, followers.length && !settings.checksFollow
-        ? sh_script(sh_sh `systemctl restart ${followers}`, 'echo "MARK worker and scheduler restarted"')
-        : null, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout.history}`);
-}
-/** The switch as a step: the slot it serves from and the release it left. */
-function switchStep(settings) {
-    return step_step(`switching to ${settings.releaseId}`, switchScript(settings), (stdout) => {
-        const out = sh_keyLines(stdout);
-        const slot = out.get('SLOT');
-        return {
-            slot: slot === 'blue' || slot === 'green' ? slot : null,
-            previous: out.get('PREVIOUS')?.trim() ?? '',
-        };
-    });
-}
-/** The switch on a host without the api role: current, the venv link, and the worker or scheduler. */
-function followersOnlyScript(settings, unitLines, followers) {
-    const layout = settings.layout;
-    const rel = layout.release(settings.releaseId);
-    return sh_script(pytool_pyToolDefinition(), sh_sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'echo "SLOT none"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
-    // an api that ran here before the host lost the role stops
-    sh_sh `systemctl disable --now --quiet ${layout.units.api('blue')} ${layout.units.api('green')} 2>/dev/null || true`, sh_sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `mstool link ${rel} ${layout.current}`, sh_sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', sh_sh `systemctl enable --no-reload --quiet ${layout.units.target} ${followers}`, followers.length ? sh_sh `systemctl restart ${followers}` : null, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout.history}`);
-}
-/**
- * The uvicorn flags a release's uvicorn accepts, recorded at release time:
- * --timeout-graceful-shutdown (0.21+) and --no-server-header (0.14+; before
- * it uvicorn always names itself, which nginx hides from clients anyway). The
- * venv's interpreter runs as the app user: its packages' code (.pth files)
- * never runs as root.
- */
-const UVICORN_FLAGS = (/* unused pure expression or super */ null && ([
-    ['timeout_graceful_shutdown', '--timeout-graceful-shutdown 30'],
-    ['server_header', '--no-server-header'],
-]));
-function switch_uvicornFlagsScript(rel, user) {
-    const probe = `import importlib.util, os
-s = importlib.util.find_spec("uvicorn")
-src = open(os.path.join(os.path.dirname(s.origin), "config.py")).read() if s else ""
-print(" ".join(f for o, f in ${JSON.stringify(UVICORN_FLAGS)} if o in src))`;
-    return script(sh `flags=$(runuser -u ${user} -- ${rel}/.venv/bin/python -I -c ${probe} 2>/dev/null) || flags=''`, sh `printf 'METALSHIP_UVICORN_FLAGS=%s\\n' "$flags" > ${rel}/.metalship/uvicorn.env`);
-}
-/**
- * Takes the app out of service on a host where a first release failed: nothing
- * served before it, so nothing serves after. Its units stop, and current, the
- * socket link nginx connects through and the serving slot go: nginx answers 502
- * as before the deploy, and the next deploy starts as a first one.
- */
-function unserveStep(layout) {
-    const units = [
-        layout.units.api('blue'),
-        layout.units.api('green'),
-        layout.units.worker,
-        layout.units.scheduler,
-    ];
-    return step_plainStep('taking the failed first release out of service', sh_script(sh_sh `was=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `systemctl disable --now --quiet ${layout.units.target} ${units} 2>/dev/null || true`, sh_sh `rm -f ${layout.apiLink} ${layout.activeSlot} ${layout.current} ${layout.venvLink}`, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) stopped serving \${was:-nothing}: it failed and nothing served before it" >> ${layout.history}`));
-}
-
-;// CONCATENATED MODULE: ./src/remote/release.ts
-// Scripts that build a release on a host: claim the directory and reuse
-// unchanged files from the previous release, then unpack the new files, build
-// (or reuse) the virtualenv, link shared paths, compile and import-check.
-
-
-
-
-
-
-
-const RELEASE_EXISTS_EXIT = 73;
-/** Where a shared path of the release points: .env to the app's .env, the rest into shared/. */
-function sharedTarget(l, path) {
-    return path === '.env' ? l.env : `${l.shared}/${path}`;
-}
-/** Creates a system user without login when missing (prints `changed` when it did). */
-function ensureUser(user, home, what, comment = '') {
-    return script(sh `if ! id -u ${user} >/dev/null 2>&1; then`, sh `  useradd --system --user-group --home-dir ${home} --no-create-home --shell /usr/sbin/nologin --comment ${comment} ${user}`, sh `  echo ${`changed ${what} ${user} created`}`, 'fi').trimEnd();
-}
-/**
- * The build user: made by us and marked so. Its processes are killed before and
- * after every build, so a user of that name that is anything else (another
- * app's user, someone's account) is refused rather than used.
- */
-function ensureBuildUser(l) {
-    const mark = `metalship build user of ${l.app}`;
-    return script(ensureUser(l.buildUser, '/nonexistent', 'build user', mark), sh `if [ "$(getent passwd ${l.buildUser} | cut -d: -f5)" != ${mark} ]; then echo ${`the user ${l.buildUser} exists and is not metalship's build user of ${l.app} (its comment is not '${mark}'): rename it, or choose another app name`} >&2; exit 1; fi`).trimEnd();
-}
-/**
- * Creates the app user, the build user and the tree when missing (idempotent);
- * shared by release and provision. Root owns the tree; shared/ is the app's,
- * and what lies below it is made by the app user, never chowned by root (the
- * app could have planted a link there to a directory root would then hand over).
- */
-function ensureAppTree(layout, user, sharedPaths) {
-    const dirs = sharedPaths.filter((p) => p !== '.env').map((p) => `${layout.shared}/${p}`);
-    const own = [layout.releases, layout.venvs, layout.slots, layout.state, layout.runDir];
-    return script(rootOnly(layout.root, ...own), ensureUser(user, layout.root, 'app user'), ensureBuildUser(layout), sh `mkdir -p ${own} ${layout.shared}`, sh `chmod 755 ${layout.root} ${layout.releases} ${layout.venvs} ${layout.slots} ${layout.runDir}`, sh `chmod ${STATE_MODE} ${layout.state}`, sh `if [ -L ${layout.shared} ] || [ ! -d ${layout.shared} ]; then echo ${`${layout.shared} is not a directory`} >&2; exit 1; fi`, sh `chown -h ${user}:${user} ${layout.shared}`, sh `chmod 750 ${layout.shared}`, dirs.length ? sh `runuser -u ${user} -- mkdir -p -- ${dirs}` : null, sh `if [ ! -e ${layout.env} ]; then install -m 600 -o ${user} -g ${user} /dev/null ${layout.env}; fi`);
-}
-/**
- * Claims releases/<id> and copies into it every file of the manifest (sent on
- * stdin after the script) that the previous release already has; prints the
- * previous release id and a JSON line with the paths still needed.
- */
-function prepareStep(settings, manifest) {
-    const layout = settings.layout;
-    const rel = layout.release(settings.releaseId);
-    const text = script(pyToolDefinition(), ensureAppTree(layout, settings.user, settings.sharedPaths), sh `if [ -e ${rel} ]; then echo "release ${settings.releaseId} exists already" >&2; exit ${RELEASE_EXISTS_EXIT}; fi`, sh `mkdir ${rel} ${rel}/.metalship`, sh `echo building > ${rel}/.metalship/status`, sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, 'echo "PREVIOUS ${prev}"', 
-    // Reuse files from the serving release; on a first deploy there is nothing to reuse.
-    sh `base=""; if [ -n "$prev" ] && [ -d ${layout.releases}/"$prev" ]; then base=${layout.releases}/"$prev"; fi`, sh `mstool stage-files ${rel} "$base"`);
-    return step('preparing the release directory', text, (stdout) => parsePrepared(stdout, manifest));
-}
-/**
- * What the prepare script printed: the previous release and the files the host
- * still needs. The host writes it, so a compromised host writes it too: it must
- * never choose what the runner reads and sends, so every path must be a file
- * of the manifest, once, or nothing is sent.
- */
-function parsePrepared(stdout, manifest) {
-    const previous = keyLines(stdout).get('PREVIOUS')?.trim() ?? '';
-    if (previous && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/.test(previous))
-        throw new Error(`the host named its current release ${JSON.stringify(previous.slice(0, 100))}, not a release id`);
-    let answer;
-    try {
-        answer = JSON.parse(stdout.trim().split('\n').pop() ?? '');
-    }
-    catch {
-        answer = null;
-    }
-    const { need, reused } = (answer ?? {});
-    if (!Array.isArray(need) || typeof reused !== 'number' || !Number.isInteger(reused))
-        throw new Error('the host did not answer which files it needs ({"need": [paths], "reused": n} expected); nothing was sent to it');
-    const files = new Set(manifest.files.map((f) => f[0]));
-    const seen = new Set();
-    for (const p of need) {
-        if (typeof p !== 'string' || !files.has(p))
-            throw new Error(`the host asked for ${JSON.stringify(p)}, which is not a file of the manifest: refused, nothing was sent to it`);
-        if (seen.has(p))
-            throw new Error(`the host asked for ${JSON.stringify(p)} twice: refused, nothing was sent to it`);
-        seen.add(p);
-    }
-    if (reused !== files.size - seen.size)
-        throw new Error(`the host claims to reuse ${reused} files and to need ${seen.size} of ${files.size}: refused, nothing was sent to it`);
-    return { previous, need: [...seen], reused };
-}
-/**
- * Builds a virtualenv at its final path, as the build user: pip runs the build
- * code of every package (setup.py, build backends), which must run neither as
- * root nor as the app. Each step is a transient systemd unit: the build user,
- * no new privileges, a private /tmp, everything read-only but the venv, its
- * pip cache and a copy of the release (local requirements build in place), and
- * when it ends nothing of it is left running. Then root seals the venv: root's,
- * read-only, no set-id bits, and nothing in it may lead to a place another
- * user could change.
- */
-function venvScript(settings) {
-    const layout = settings.layout;
-    const rel = layout.release(settings.releaseId);
-    const user = layout.buildUser;
-    const cacheRoot = layout.pipCache.replace(/\/[^/]+$/, '');
-    const venvFlags = settings.systemSitePackages ? ['--system-site-packages'] : [];
-    const sandbox = [
-        `User=${user}`,
-        `Group=${user}`,
-        'NoNewPrivileges=yes',
-        'PrivateTmp=yes',
-        'PrivateDevices=yes',
-        'ProtectSystem=strict',
-        'ProtectHome=yes',
-        'RestrictSUIDSGID=yes',
-    ].flatMap((p) => ['-p', p]);
-    return script(sh `venv=${`${layout.venvs}/${settings.venvKey}`}`, 
-    // Complete only when sealed: a marker the build itself may have planted does not count.
-    'if [ -f "$venv/.metalship-complete" ] && [ "$(stat -c %u -- "$venv")" = 0 ]; then', sh `  echo "reusing virtualenv ${settings.venvKey}"`, 'else', sh `  echo "building virtualenv ${settings.venvKey} as ${user}"`, 
-    // What an interrupted build left is stopped first.
-    sh `  mstool stop-user ${user}`, '  rm -rf -- "$venv"', sh `  install -d -m 755 -o ${user} -g ${user} "$venv"`, sh `  install -d -m 755 ${cacheRoot}`, sh `  install -d -m 700 -o ${user} -g ${user} ${layout.pipCache}`, sh `  find ${cacheRoot} -maxdepth 1 -name 'build.*' -exec rm -rf -- {} +`, sh `  work=$(mktemp -d ${cacheRoot + '/build.XXXXXX'})`, sh `  tar -C ${rel} --exclude=./.metalship -cf - . | tar -C "$work" -xf - --no-same-owner`, sh `  chown -R ${user}:${user} "$work"`, 
-    // The unit's environment from a root-only file (a proxy URL may hold a
-    // password: never on a command line), quoted as systemd reads it.
-    '  envfile=$(mktemp)', '  ms_env() { local v=$2 bs="\\\\" q=\'"\' d=\'$\' bt=\'`\'; v=${v//"$bs"/"$bs$bs"}; v=${v//"$q"/"$bs$q"}; v=${v//"$d"/"$bs$d"}; v=${v//"$bt"/"$bs$bt"}; printf \'%s="%s"\\n\' "$1" "$v" >> "$envfile"; }', sh `  ms_env HOME "$work"; ms_env LANG C.UTF-8; ms_env PIP_CACHE_DIR ${layout.pipCache}`, '  ms_env PIP_DISABLE_PIP_VERSION_CHECK 1; ms_env PIP_NO_INPUT 1', '  for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do if [ -n "${!v:-}" ]; then ms_env "$v" "${!v}"; fi; done', '  step=0', sh `  as_build() { step=$((step + 1)); systemd-run --quiet --wait --pipe --collect --unit="${raw(BUILD_UNIT_PREFIX)}\${__metalship_token:-$$}-$step" ${sandbox} -p EnvironmentFile="$envfile" -p ReadWritePaths="$venv $work ${raw(layout.pipCache)}" --working-directory="$work" -- "$@" < /dev/null; }`, sh `  as_build ${settings.python} -m venv ${venvFlags} "$venv"`, settings.requirements
-        ? sh `  as_build "$venv/bin/python" -m pip install --no-input -r ${settings.requirements} ${settings.pipArgs}`
-        : null, '  as_build "$venv/bin/python" -m compileall -q "$venv" >/dev/null 2>&1 || true', sh `  mstool stop-user ${user}`, '  rm -f -- "$envfile"', 
-    // An editable install (-e) points into the build's copy, gone in a moment.
-    '  editable=$(grep -lsF -- "$work" "$venv"/lib/python*/site-packages/*.pth "$venv"/lib/python*/site-packages/*.egg-link "$venv"/lib/python*/site-packages/__editable__* || true)', '  rm -rf -- "$work"', `  if [ -n "$editable" ]; then echo "the requirements install a package in editable mode (-e): a release is read-only, so install it normally ('.' instead of '-e .')" >&2; exit 1; fi`, '  rm -f -- "$venv/.metalship-complete"', '  chown -hR root:root -- "$venv"', '  chmod -R u+rwX,go+rX,go-w,ug-s -- "$venv"', '  mstool check-sealed "$venv"', '  touch -- "$venv/.metalship-complete"', 'fi');
-}
-function buildStep(settings) {
-    const layout = settings.layout;
-    const rel = layout.release(settings.releaseId);
-    return plainStep(`building release ${settings.releaseId}`, script(pyToolDefinition(), 
-    // The upload (on stdin) is unpacked by check-files, not tar: only the manifest's regular files.
-    sh `mstool check-files ${rel} ${settings.hasUpload ? ['receive'] : []}`, 
-    // One environment per distinct requirements, built at its final path and never moved.
-    venvScript(settings), sh `mstool link "$venv" ${rel}/.venv`, 
-    // Bytecode now (the services cannot write it: read-only code, ProtectSystem=strict),
-    // before the shared links, so root reads only the release's own files, with
-    // the base interpreter (isolated): the venv's packages never run as root.
-    sh `${settings.python} -I -m compileall -q -x '/[.]venv/' ${rel} >/dev/null`, uvicornFlagsScript(rel, settings.user), ...settings.sharedPaths.map((p) => script(sh `if [ -e ${rel}/${p} ] && [ ! -L ${rel}/${p} ]; then rm -rf ${rel}/${p}; fi`, sh `mkdir -p "$(dirname ${rel}/${p})"`, sh `mstool link ${sharedTarget(layout, p)} ${rel}/${p}`).trimEnd()), sh `chmod -R u+rwX,go+rX,go-w,ug-s ${rel}`, settings.importCheck
-        ? sh `runuser -u ${settings.user} -- "$venv/bin/python" -I -c "$MSTOOL_SRC" import-check ${rel} ${settings.importCheck} ${layout.env}`
-        : null, writeFileAtomic(`${rel}/.metalship/release.json`, JSON.stringify(settings.metadata, null, 2) + '\n'), writeFileAtomic(runtimePath(layout, settings.releaseId), settings.runtimeRecord), sh `echo ready > ${rel}/.metalship/status`, sh `printf '%s\n' ${`${new Date().toISOString()} release ${settings.releaseId} ready (${String(settings.metadata.revision || 'no revision')} by ${String(settings.metadata.actor || 'unknown')})`} >> ${layout.history}`));
-}
-/** Marks a release failed so that it never becomes current and never counts as a good release. */
-function release_markStep(layout, releaseId, status, reason) {
-    const rel = layout.release(releaseId);
-    return step_plainStep(`marking ${releaseId} ${status}`, sh_script(sh_sh `if [ -d ${rel}/.metalship ]; then echo ${status} > ${rel}/.metalship/status; fi`, sh_sh `printf '%s\n' ${`${new Date().toISOString()} release ${releaseId} marked ${status}: ${reason.split('\n')[0]?.slice(0, 300) ?? ''}`} >> ${layout.history} || true`));
-}
-
-;// CONCATENATED MODULE: ./src/remote/migrate.ts
-// Database migrations for a release, on one host: back the database up, then
-// run the migration command in the release (its venv, the app's .env, as the
-// app user) while a PostgreSQL advisory lock keeps every other migration of
-// the app waiting. Schema revisions before and after are recorded.
-
-
-
-
-const migrate_MIGRATE_LOCK_EXIT = 76;
-const migrate_MIGRATION_FAILED_EXIT = 77;
-/**
- * alembic's command line run by the release's python: works without the
- * `alembic` script (a venv with system-site-packages has none), and with
- * alembic before 1.5, which has no `python -m alembic`. Says what is missing
- * instead of a traceback.
- */
-const ALEMBIC_MAIN = [
-    'import sys',
-    'try:',
-    '    from alembic.config import main',
-    'except ImportError as e:',
-    '    sys.exit("alembic cannot be imported by the release\'s python (%s): add alembic to the requirements, or set the command input" % e)',
-    'sys.exit(main(prog="alembic"))',
-].join('\n');
-/** A command input as run: its words, or when empty (the default) alembic with `args`. */
-function migrate_orAlembic(words, ...args) {
-    return words.length ? words : ['python', '-c', ALEMBIC_MAIN, ...args];
-}
-/** A command as the log shows it: the default by what it does. */
-function commandText(command) {
-    return command[2] === ALEMBIC_MAIN
-        ? `alembic ${command.slice(3).join(' ')} (alembic.config.main, by the release's python)`
-        : command.join(' ');
-}
-/** Whether a command is the default alembic upgrade to the head: a no-op once the head is applied. */
-function isAlembicUpgradeHead(command) {
-    return command[2] === ALEMBIC_MAIN && command.slice(3).join(' ') === 'upgrade head';
-}
-/** The shell fragments every migration script shares: the tool, the app runner, the database client. */
-function prelude(settings) {
-    const layout = settings.layout;
-    const rel = layout.release(settings.releaseId);
-    return sh_script(pytool_pyToolDefinition(), sh_sh `rel=${rel}`, sh_sh `status=$(cat "$rel/.metalship/status" 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ] || [ ! -x "$rel/.venv/bin/python" ]; then echo "release ${settings.releaseId} is $status on this host, not a complete release" >&2; exit 1; fi`, sh_sh `run_app() { mstool_as ${settings.user} exec "$rel" ${layout.env} "$@"; }`, 
-    // psql and pg_dump run as the app user, with DATABASE_URL from its .env in
-    // their environment: never on a command line, and peer-auth URLs work.
-    sh_sh `pg_app() { mstool_as ${settings.user} pg-exec ${layout.env} "$@"; }`, 
-    // The last line the revision command prints (alembic current: "0002 (head)"); the revision is its first word.
-    sh_sh `revision_line() { { run_app ${settings.revisionCommand} 2>/dev/null || true; } | awk 'NF { last = $0 } END { print last }'; }`, "revision() { revision_line | awk '{ print $1 }'; }");
-}
-/** Takes the app's migration advisory lock in a psql session that lives until the script ends. */
-function advisoryLock(settings) {
-    const key = `metalship-migrate:${settings.layout.app}`;
-    const holderQuery = sh_sh `SELECT a.application_name || ' (pid ' || a.pid || ', since ' || to_char(a.backend_start, 'YYYY-MM-DD HH24:MI:SS TZ') || ')' FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND a.application_name LIKE 'metalship-migrate%' LIMIT 1`;
-    return sh_script(sh_sh `holder=$(pg_app psql -qAtX -c ${holderQuery} 2>/dev/null || true)`, sh_sh `if [ -n "$holder" ]; then echo "waiting for the migration lock ${key}, held by $holder"; fi`, sh_sh `coproc LOCK { export PGAPPNAME=${`metalship-migrate ${settings.releaseId} by ${settings.actor}`.slice(0, 63)}; pg_app psql -qAtX -v ON_ERROR_STOP=1 2>&1; }`, sh_sh `printf '%s\n' ${`SET lock_timeout = '${settings.lockTimeout}s';`} ${`SELECT 'LOCKED' FROM pg_advisory_lock(hashtext('${key}'));`} >&"\${LOCK[1]}"`, 'IFS= read -r locked <&"${LOCK[0]}" || locked=""', 'case "$locked" in', '  LOCKED) ;;', '  *"lock timeout"*)', sh_sh `    echo "another migration of ${settings.layout.app} holds the lock ${key} and did not finish within ${settings.lockTimeout} s: \${holder:-unknown holder}" >&2`, `    exit ${migrate_MIGRATE_LOCK_EXIT} ;;`, '  *)', '    echo "could not reach the database in DATABASE_URL to take the migration lock: ${locked:-no answer}" >&2', '    exit 1 ;;', 'esac', sh_sh `echo "took the migration lock ${key}"`);
-}
-/**
- * The pre-migration dump: pg_dump runs as the app user, and root writes what it
- * prints into a directory outside the app's tree that only root can enter, so
- * the app can neither redirect nor swap a backup.
- */
-function backupStep(settings) {
-    if (!settings.backup)
-        return null;
-    const dir = settings.layout.preMigrateBackups;
-    return sh_script('(', '  umask 077', paths_rootOnly(dir), sh_sh `  mkdir -p ${dir} && chmod 700 ${dir}`, sh_sh `  backup=${dir}/${`${settings.layout.app}_${settings.releaseId}_${settings.backup.label}.dump`}`, '  if ! pg_app pg_dump -Fc --no-owner > "$backup.tmp"; then rm -f -- "$backup.tmp"; echo "the pre-migration backup (pg_dump) failed" >&2; exit 1; fi', '  mv -f -- "$backup.tmp" "$backup"', '  sum=$(sha256sum -- "$backup" | cut -d" " -f1)', '  echo "$sum  $(basename -- "$backup")" > "$backup.sha256"', '  echo "BACKUP $backup $sum $(stat -c %s -- "$backup")"', 
-    // Bounded retention: the newest `keep` pre-migration backups stay.
-    sh_sh `  find ${dir} -maxdepth 1 -name '*.dump' -printf '%T@ %p\n' | sort -rn | cut -d' ' -f2- | tail -n +${settings.backup.keep + 1} | while IFS= read -r old; do rm -f -- "$old" "$old.sha256"; echo "removed old backup $old"; done`, ')');
-}
-/** Where the applied migration is recorded: in the app's state (root's, 700) and in each release's metadata. */
-const RECORD = 'migrations';
-/**
- * Records the revision (and the fingerprint, when known) in the release; the
- * app's state keeps the fingerprint of what was last applied to the database.
- */
-function record(settings, variable) {
-    const revision = sh_raw(`"$${variable}"`);
-    if (!settings.recordIn)
-        return null;
-    const meta = `${settings.layout.release(settings.recordIn)}/.metalship`;
-    return sh_script(sh_sh `printf '%s\n' ${revision} > ${meta}/schema-revision`, settings.fingerprint
-        ? sh_script(sh_sh `printf '%s %s\n' ${settings.fingerprint} ${revision} > ${meta}/${RECORD}`, sh_sh `cp -f -- ${meta}/${RECORD} ${settings.layout.state}/${RECORD}`)
-        : null);
-}
-/**
- * Nothing Python can avoid: when the current release applied exactly these
- * migration files and the app's state says they were the last applied, the
- * schema is at their head already. No alembic runs and no lock is taken: one
- * query checks that the database is still at the recorded revision (a restored
- * dump or another DATABASE_URL migrates). Both records are root's: the app user
- * can fake neither.
- */
-function skipUnchanged(settings) {
-    if (!settings.fingerprint || !settings.recordIn)
-        return null;
-    const layout = settings.layout;
-    return sh_script('unchanged=0', sh_sh `cur=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `applied=$(cat ${layout.state}/${RECORD} 2>/dev/null || true)`, sh_sh `if [ -n "$cur" ] && [ "\${applied%% *}" = ${settings.fingerprint} ] && [ -n "\${applied#* }" ] && [ "$applied" = "$(cat ${layout.releases}/"$cur"/.metalship/${RECORD} 2>/dev/null)" ]; then`, 
-    // The records are about the files; the database itself must still be at
-    // that revision (a restored dump, another DATABASE_URL): one query, no alembic.
-    "  in_db=$(pg_app psql -qAtX -c 'SELECT version_num FROM alembic_version' 2>/dev/null | tr '\\n' ' ' || true)", '  if [ "$in_db" = "${applied#* } " ]; then unchanged=1; else echo "the database is at ${in_db:-no revision}, not at the recorded ${applied#* }: migrating"; fi', 'fi', 'if [ "${unchanged:-0}" = 1 ]; then', '  before=${applied#* }', '  echo "REVISION_BEFORE ${before}"', '  echo "REVISION_AFTER ${before}"', sh_sh `  echo "SKIPPED the migration files are those $cur applied (schema at $before): nothing to migrate"`, record(settings, 'before'), sh_sh `  printf '%s\n' "$(date -u +%FT%TZ) migrated ${settings.releaseId}: nothing to do, the files of $cur (\${before})" >> ${layout.history}`, '  exit 0', 'fi');
-}
-function migrateScript(settings) {
-    // Only alembic's own `current` says what "(head)" means for these files.
-    const atHeadSkips = isAlembicUpgradeHead(settings.command) &&
-        settings.revisionCommand[2] === ALEMBIC_MAIN &&
-        settings.revisionCommand.slice(3).join(' ') === 'current';
-    return sh_script(prelude(settings), skipUnchanged(settings), advisoryLock(settings), 
-    // The database is about to change, or be read anew: what was last applied is no longer known.
-    sh_sh `rm -f -- ${settings.layout.state}/${RECORD}`, 'before_line=$(revision_line)', 'before=${before_line%% *}', 'echo "REVISION_BEFORE ${before}"', atHeadSkips
-        ? sh_script(
-        // alembic current marks the head: upgrading to it is a no-op, which needs no backup.
-        'case "$before_line" in', '  *"(head)"*)', '    echo "REVISION_AFTER ${before}"', '    echo "SKIPPED the schema is at the head (${before}): nothing to migrate"', record(settings, 'before'), sh_sh `    printf '%s\n' "$(date -u +%FT%TZ) migrated ${settings.releaseId}: nothing to do, at the head (\${before})" >> ${settings.layout.history}`, '    exit 0 ;;', 'esac')
-        : null, backupStep(settings), sh_sh `echo ${`running: ${commandText(settings.command)}`}`, 
-    // The app's output goes to stderr (still streamed): only our own lines are parsed.
-    sh_sh `if ! run_app ${settings.command} >&2; then echo "REVISION_AFTER $(revision)"; echo "the migration command failed" >&2; exit ${migrate_MIGRATION_FAILED_EXIT}; fi`, 'after=$(revision)', 'echo "REVISION_AFTER ${after}"', record(settings, 'after'), sh_sh `printf '%s\n' "$(date -u +%FT%TZ) migrated ${settings.releaseId}: \${before:-none} -> \${after:-none}" >> ${settings.layout.history}`, 'printf "%s\\n" "SELECT pg_advisory_unlock_all();" "\\\\q" >&"${LOCK[1]}" || true');
-}
-/** The migration as a step: the revisions before and after, and the backup it took. */
-function migrate_migrateStep(settings, what) {
-    return step_step(what, migrateScript(settings), (stdout) => {
-        const out = sh_keyLines(stdout);
-        const [backupPath = '', backupSha256 = '', bytes = '0'] = (out.get('BACKUP') ?? '').trim().split(' ');
-        return {
-            before: out.get('REVISION_BEFORE')?.trim() ?? '',
-            after: out.all('REVISION_AFTER').at(-1)?.trim() ?? '',
-            backupPath,
-            backupSha256,
-            backupBytes: Number(bytes),
-            skipped: out.get('SKIPPED')?.trim() ?? '',
-        };
-    });
-}
-
-;// CONCATENATED MODULE: ./src/stages/migrate.ts
-// The migrate stage: once per deploy, on one host.
-
-
-
-
-
-
-
-
-
-/** The host that migrates: the one named, else the one with the migrate role, else the first. */
-function pickMigrateHost(hosts, named) {
-    if (named) {
-        // parseInputs refuses a migrate-host that is not an app host; this guards the stage itself.
-        const spec = findHost(hosts.map((h) => h.spec), named);
-        const host = hosts.find((h) => h.spec === spec);
-        if (!host)
-            throw new Error(`migrate-host '${named}' is not one of the hosts (${hosts.map((h) => h.spec.label).join(', ')})`);
-        return host;
-    }
-    return hosts.find((h) => h.roles.migrate) ?? hosts[0];
-}
-/**
- * Whether a deploy migrates. auto: when migrate-command is set, or the release
- * has alembic.ini at its top (what the default command needs).
- */
-function shouldMigrate(migrate, manifest, command) {
-    if (migrate !== 'auto')
-        return { run: migrate === 'true', why: `migrate is ${migrate}` };
-    if (command.length)
-        return { run: true, why: 'migrate is auto and migrate-command is set' };
-    return manifest.files.some(([p]) => p === 'alembic.ini') ||
-        manifest.links.some(([p]) => p === 'alembic.ini')
-        ? { run: true, why: 'migrate is auto and the release has alembic.ini' }
-        : { run: false, why: 'migrate is auto, the release has no alembic.ini and migrate-command is not set' };
-}
-/**
- * The directories alembic.ini's [alembic] section takes migrations from
- * (script_location, version_locations), as release paths; null when one is not
- * a plain path inside the release (then no migration is ever skipped).
- */
-function alembicDirectories(ini) {
-    const values = {};
-    let section = '';
-    let key = '';
-    for (const line of ini.split(/\r?\n/)) {
-        if (/^\s*([#;]|$)/.test(line))
-            continue;
-        if (/^\s*\[/.test(line)) {
-            // Only plain headers: Python's configparser reads `[alembic] x` and
-            // `[ alembic ]` its own way, and [DEFAULT] feeds every section.
-            const header = /^\[([A-Za-z0-9_.-]+)\]$/.exec(line);
-            if (!header || header[1] === 'DEFAULT')
-                return null;
-            [section, key] = [header[1], ''];
-            continue;
-        }
-        if (/^\s/.test(line)) {
-            if (section === 'alembic' && key)
-                values[key] += ' ' + line.trim();
-            continue;
-        }
-        const kv = /^([^=:]+?)\s*[=:]\s*(.*)$/.exec(line);
-        key = kv ? kv[1].trim().toLowerCase() : '';
-        if (section === 'alembic' && kv)
-            values[key] = kv[2].trim();
-    }
-    // A separator setting splits version_locations another way (alembic's `os`
-    // template among them): not placed here, so never skipped.
-    if ('version_path_separator' in values || 'path_separator' in values)
-        return null;
-    const paths = [values.script_location ?? '', ...(values.version_locations ?? '').split(/[\s,]+/)].filter(Boolean);
-    if (!values.script_location)
-        return null;
-    const dirs = [];
-    for (let p of paths) {
-        p = p.replace(/^%\(here\)s\//, '');
-        const pkg = /^([A-Za-z_][\w.]*):(.*)$/.exec(p);
-        if (pkg)
-            p = pkg[1].replaceAll('.', '/') + (pkg[2] ? '/' + pkg[2] : '');
-        p = p.replace(/\/+$/, '').replace(/^\.\//, '');
-        if (!p || p.startsWith('/') || /[%\s:;#]/.test(p) || p.split('/').some((x) => x === '..' || x === '.'))
-            return null;
-        dirs.push(p);
-    }
-    return dirs;
-}
-/**
- * The checksum of what decides a migration: alembic.ini, the files under its
- * migration directories, the commands, and release files the commands name
- * (a script, or a `-m` module). Computed on the runner from what it sends; null
- * without alembic.ini or with directories it cannot place.
- */
-async function migrationFingerprint(source, manifest, commands) {
-    if (!manifest.files.some(([p]) => p === 'alembic.ini'))
-        return null;
-    const dirs = alembicDirectories(await readFile(join(source, 'alembic.ini'), 'utf8'));
-    if (!dirs)
-        return null;
-    const words = commands.flat();
-    const modules = words.flatMap((w, i) => (words[i - 1] === '-m' ? [w.replaceAll('.', '/')] : []));
-    const named = (p) => p === 'alembic.ini' ||
-        words.includes(p) ||
-        [...dirs, ...modules].some((d) => p.startsWith(d + '/')) ||
-        modules.some((m) => p === m + '.py');
-    const files = manifest.files.filter(([p]) => named(p)).map(([p, digest, mode]) => [p, digest, mode]);
-    // Every directory it names must hold files of the release: one that holds
-    // none is placed wrong (or a link), and a wrong place never skips.
-    if (!dirs.every((d) => files.some(([p]) => p.startsWith(d + '/'))))
-        return null;
-    const links = manifest.links.filter(([p]) => named(p));
-    return createHash('sha256').update(JSON.stringify({ commands, files, links })).digest('hex');
-}
-async function migrateOnHost(host, releaseId, settings, log, fingerprint = null) {
-    try {
-        const out = await host.conn.step(migrateStep({
-            layout: host.layout,
-            releaseId,
-            user: settings['app-user'],
-            command: orAlembic(settings.command, 'upgrade', 'head'),
-            revisionCommand: orAlembic(settings['revision-command'], 'current'),
-            recordIn: releaseId,
-            fingerprint,
-            backup: settings.backup ? { label: 'pre-migrate', keep: settings['backup-keep'] } : null,
-            lockTimeout: settings['lock-timeout'],
-            actor: lockHolder('migrate').actor,
-        }, `migrating for ${releaseId}`), { stream: true });
-        log.info(`[${host.spec.label}] schema ${out.before || 'empty'} -> ${out.after || 'empty'}${out.skipped ? ` (${out.skipped})` : ''}`);
-        return out;
-    }
-    catch (err) {
-        if (err instanceof RemoteError && err.code === MIGRATE_LOCK_EXIT)
-            throw err;
-        // A failed migration: the release must never be switched to.
-        const reason = err instanceof RemoteError && err.code === MIGRATION_FAILED_EXIT
-            ? `migration failed:\n${err.stderrTail}`
-            : errorMessage(err);
-        await host.conn.step(markStep(host.layout, releaseId, 'failed', reason)).catch(() => undefined);
-        throw err;
-    }
-}
-/** Downgrades the schema to `revision`, running the code of the release being left. */
-async function downgradeOnHost(host, fromRelease, revision, settings, log) {
-    const out = await host.conn.step(migrate_migrateStep({
-        layout: host.layout,
-        releaseId: fromRelease,
-        user: settings['app-user'],
-        command: migrate_orAlembic(settings['downgrade-command'], 'downgrade', '{revision}').map((w) => w.replaceAll('{revision}', revision)),
-        revisionCommand: migrate_orAlembic(settings['revision-command'], 'current'),
-        recordIn: null,
-        fingerprint: null,
-        backup: settings.backup ? { label: 'pre-downgrade', keep: settings['backup-keep'] } : null,
-        lockTimeout: settings['lock-timeout'],
-        actor: hosts_lockHolder('rollback').actor,
-    }, `downgrading the schema to ${revision}`), { stream: true });
-    log.info(`[${host.spec.label}] schema ${out.before || 'empty'} -> ${out.after || 'empty'}`);
-    if (out.after !== revision)
-        throw new Error(`the downgrade left the schema at '${out.after}', not at ${revision}`);
-    return out;
-}
-/** Marks a release failed on every host (a failed migration means no host may switch to it). */
-async function markFailedEverywhere(hosts, releaseId, reason) {
-    await Promise.all(hosts.map((h) => h.conn.step(markStep(h.layout, releaseId, 'failed', reason)).catch(() => undefined)));
-}
-
-;// CONCATENATED MODULE: ./src/remote/balancer.ts
-// An nginx load balancer in front of the app hosts (provision, roles=lb): its
-// upstream lists them (their nginx, port 80 by default). A rolling switch takes
-// a batch out of rotation on the app hosts themselves (drainStep).
-
-
-
-/**
- * Seconds a balancer leaves an app host alone after it refused twice (nginx's
- * fail_timeout): a drained host is used again this long after it is undrained,
- * so a rolling switch waits as long before it drains the next batch.
- */
-const BALANCER_FAIL_TIMEOUT = 1;
-function balancerUpstreamName(l) {
-    return `${l.app.replace(/-/g, '_')}_fleet`;
-}
-/** http-level config on the balancer: the app hosts and the WebSocket map. */
-function balancerUpstreamConf(layout, members) {
-    const name = balancerUpstreamName(layout);
-    const servers = members.map((m) => `    server ${nginxAddress(m.host, m.port)} max_fails=2 fail_timeout=${BALANCER_FAIL_TIMEOUT}s; # ${m.label.replace(/[\r\n]/g, ' ')}`);
-    return `# Managed by metalship: the app hosts behind this load balancer.
-upstream ${name} {
-${servers.join('\n')}
-}
-map $http_upgrade $metalship_${name}_connection {
-    default upgrade;
-    '' close;
-}
-`;
-}
-/**
- * Takes an app host out of the balancers' rotation, or puts it back, without
- * touching the balancers: while draining, the host answers new connections to
- * the port they reach it on with a TCP reset (loopback aside, so its own checks
- * still work). A balancer gets "connection refused" before it has sent anything
- * and passes the request, whatever its method, to the next host; requests in
- * flight finish. Reloading the balancer instead would close its clients' idle
- * keep-alive connections, which some clients see as errors. The rule is not
- * persistent: a reboot clears a drain a killed run left behind.
- */
-function drainStep(layout, port, draining) {
-    const rule = sh_sh `INPUT ! -i lo -p tcp --dport ${String(port)} --syn -m comment --comment ${'metalship-drain-' + layout.app} -j REJECT --reject-with tcp-reset`;
-    return step_plainStep(draining ? 'taking the host out of rotation' : 'putting the host back in rotation', sh_script('tools=""', 'for t in iptables ip6tables; do command -v "$t" >/dev/null 2>&1 && tools="$tools $t"; done', `[ -n "$tools" ] || { echo "draining needs iptables (provision installs it with ufw)" >&2; exit 1; }`, 'for t in $tools; do', draining
-        ? `  "$t" -w -C ${rule} 2>/dev/null || "$t" -w -I ${rule.replace(/^INPUT /, 'INPUT 1 ')}`
-        : `  while "$t" -w -D ${rule} 2>/dev/null; do :; done`, 'done', draining ? 'echo DRAINING' : 'echo IN_ROTATION'));
-}
-
 ;// CONCATENATED MODULE: ./node_modules/zod/v4/core/util.js
 
 // functions
@@ -81751,7 +80436,7 @@ const ZodRecord = /*@__PURE__*/ (/* unused pure expression or super */ null && (
     inst.keyType = def.keyType;
     inst.valueType = def.valueType;
 })));
-function schemas_record(keyType, valueType, params) {
+function record(keyType, valueType, params) {
     // v3-compat: z.record(valueType, params?) — defaults keyType to z.string()
     if (!valueType || !valueType._zod) {
         return new ZodRecord({
@@ -81902,7 +80587,7 @@ const ZodLiteral = /*@__PURE__*/ (/* unused pure expression or super */ null && 
         },
     });
 })));
-function schemas_literal(value, params) {
+function literal(value, params) {
     return new ZodLiteral({
         type: "literal",
         values: Array.isArray(value) ? value : [value],
@@ -82252,7 +80937,7 @@ const stringbool = (...args) => core._stringbool({
 }, ...args);
 function json(params) {
     const jsonSchema = lazy(() => {
-        return union([schemas_string(params), schemas_number(), schemas_boolean(), schemas_null(), array(jsonSchema), schemas_record(schemas_string(), jsonSchema)]);
+        return union([schemas_string(params), schemas_number(), schemas_boolean(), schemas_null(), array(jsonSchema), record(schemas_string(), jsonSchema)]);
     });
     return jsonSchema;
 }
@@ -82537,6 +81222,1387 @@ const directory = (opts) => fields_custom(opts, {
     const problem = systemDirectoryProblem(p);
     return problem ? { error: `${fields_quote(p)} ${problem}` } : p;
 });
+
+;// CONCATENATED MODULE: ./src/inputs/config.ts
+// The inputs that choose the config file and its section: every action has them.
+
+const CONFIG_FILE_DEFAULT = '.metalship.yml';
+const configInputs = {
+    config: fields_custom({
+        description: 'The config file: shared settings and per-environment sections, with the same names and values as these inputs (see the README, "Config file"). ' +
+            'Relative to the workspace. Left out: .metalship.yml, if there is one; given: the file must exist. An input given here overrides the file.',
+        default: CONFIG_FILE_DEFAULT,
+        notInConfig: 'it names the config file itself',
+    }, {
+        expected: 'a path of letters, digits and ._/@+-, relative to the workspace or absolute, e.g. deploy/metalship.yml',
+    }, (v) => {
+        const bad = checkRelativePath(v.startsWith('/') ? v.slice(1) : v);
+        return bad ? { error: bad } : v;
+    }),
+    environment: pattern({
+        description: "The environment deployed to, e.g. production: the config file's section of that name (under environments:) overrides its shared settings, and deploy and rollback record their GitHub deployment in it. Names are compared ignoring case, as GitHub's environments are. " +
+            "Left out: no section, and the deployment goes to the environment of the deployment event that started the workflow, else production. Give the job's `environment:` name to keep both on one page.",
+        default: '',
+        notInConfig: 'it chooses the section of the file',
+        regex: /^(|(?=.{1,255}$)[A-Za-z0-9._/-]+( [A-Za-z0-9._/-]+)*)$/,
+        expected: 'an environment name of letters, digits, ._/- and single spaces (at most 255), e.g. production',
+    }),
+};
+
+;// CONCATENATED MODULE: ./src/stages/deployments.ts
+// GitHub Deployments: each deploy and rollback recorded for its environment, so
+// the repository's Environments page shows what is live where. Advisory: no
+// answer of GitHub's fails or stops a deploy, and the token never leaves here
+// but in the Authorization header.
+
+
+
+
+const NOTHING = { finish: async () => { } };
+const SKIPPED = 'GitHub deployment not recorded';
+/** How long one API call may take. */
+const CALL_MS = 10000;
+/** How long all the calls of one start, or of one finish, may take together: a run never waits on GitHub longer. */
+const BUDGET_MS = 20000;
+/** Earlier deployments of the environment looked at for one still active. */
+const EARLIER = 10;
+const quiet = { debug: () => { }, info: () => { }, warn: () => { }, error: () => { } };
+/** The environment: as given, else that of the deployment event that started the workflow, else production. */
+function environmentName(settings, env) {
+    if (settings.environment)
+        return settings.environment;
+    if (env.GITHUB_EVENT_NAME === 'deployment' && env.GITHUB_EVENT_PATH) {
+        try {
+            const event = JSON.parse((0,external_node_fs_namespaceObject.readFileSync)(env.GITHUB_EVENT_PATH, 'utf8'));
+            const name = event.deployment?.environment;
+            // Checked as the input is: the event's text reaches the log and GitHub.
+            if (typeof name === 'string' && configInputs.environment.schema.safeParse(name).success && name)
+                return name;
+        }
+        catch {
+            // An unreadable event names no environment.
+        }
+    }
+    return 'production';
+}
+function runUrl(env) {
+    return env.GITHUB_RUN_ID && env.GITHUB_REPOSITORY
+        ? `${env.GITHUB_SERVER_URL ?? 'https://github.com'}/${env.GITHUB_REPOSITORY}/actions/runs/${env.GITHUB_RUN_ID}`
+        : '';
+}
+/** GitHub's limit on a status description. */
+const clip = (text) => {
+    const line = text.split('\n')[0];
+    return line.length > 140 ? line.slice(0, 139) + '…' : line;
+};
+/**
+ * Creates the deployment with status in_progress; what it returns records the
+ * outcome. Skipped with one notice when off, outside GitHub, without a token or
+ * ref, or when GitHub refuses (a token without deployments: write gets 403).
+ */
+async function startDeployment(settings, request, log, env = process.env, budgetMs = BUDGET_MS) {
+    // Whatever GitHub answers (a body of another shape included), the run goes on.
+    const warned = (err) => log.warn(`${SKIPPED}: ${clip(log.redact(errors_errorMessage(err)))}`);
+    try {
+        const record = await recordDeployment(settings, request, log, env, budgetMs);
+        return {
+            finish: (ok, description) => record.finish(ok, description).catch(warned),
+        };
+    }
+    catch (err) {
+        warned(err);
+        return NOTHING;
+    }
+}
+async function recordDeployment(settings, request, log, env, budgetMs) {
+    if (!settings['github-deployments'])
+        return NOTHING;
+    const [owner, repo, ...rest] = (env.GITHUB_REPOSITORY ?? '').split('/');
+    if (!owner || !repo || rest.length) {
+        log.notice(`${SKIPPED}: not running on GitHub (no GITHUB_REPOSITORY); github-deployments: false turns this off`);
+        return NOTHING;
+    }
+    const token = settings['github-token'];
+    if (!token) {
+        log.notice(`${SKIPPED}: github-token is empty`);
+        return NOTHING;
+    }
+    if (!request.ref) {
+        log.notice(`${SKIPPED}: ${request.noRef}`);
+        return NOTHING;
+    }
+    log.secret(token);
+    // @actions/github reads GITHUB_API_URL (GHES) once, when loaded; given here from the same env as the rest.
+    const octokit = getOctokit(token, { baseUrl: env.GITHUB_API_URL || 'https://api.github.com', log: quiet });
+    let refused = false;
+    let deadline = Date.now() + budgetMs;
+    /** One API call; a failure is reported once and ends the recording, never the deploy. */
+    const call = async (what, fn) => {
+        if (refused)
+            return null;
+        const left = deadline - Date.now();
+        if (left <= 0) {
+            refused = true;
+            log.warn(`${SKIPPED}: GitHub took over ${budgetMs / 1000} s to answer; ${what} was left out`);
+            return null;
+        }
+        const signal = AbortSignal.timeout(Math.min(CALL_MS, left));
+        try {
+            return await fn(signal);
+        }
+        catch (err) {
+            refused = true;
+            const status = err.status;
+            if (signal.aborted)
+                log.warn(`${SKIPPED}: GitHub did not answer within ${Math.round(Math.min(CALL_MS, left) / 100) / 10} s (${what})`);
+            else if (status === 403 || status === 404)
+                log.notice(`${SKIPPED}: the token may not write deployments (HTTP ${status} ${what}); give it deployments: write, or set github-deployments: false`);
+            else
+                log.warn(`${SKIPPED}: ${what} failed: ${clip(log.redact(errors_errorMessage(err)))}`);
+            return null;
+        }
+    };
+    const environment = environmentName(settings, env);
+    const shown = {
+        log_url: runUrl(env) || undefined,
+        environment_url: settings['environment-url'] || settings.url || undefined,
+    };
+    const created = await call('creating the deployment', (signal) => octokit.rest.repos.createDeployment({
+        owner,
+        repo,
+        ref: request.ref,
+        environment,
+        description: clip(log.redact(request.description)),
+        payload: request.payload,
+        // The commit was built and tested by the workflow already: no merge, no status checks.
+        auto_merge: false,
+        required_contexts: [],
+        transient_environment: false,
+        request: { signal },
+    }));
+    const data = created?.data;
+    const id = typeof data === 'object' && data !== null && 'id' in data ? data.id : undefined;
+    if (created && typeof id !== 'number')
+        log.warn(`${SKIPPED}: GitHub answered without a deployment id`);
+    if (typeof id !== 'number')
+        return NOTHING;
+    const status = (state, deployment, extra = {}) => call(`setting deployment ${deployment} ${state}`, (signal) => octokit.rest.repos.createDeploymentStatus({
+        owner,
+        repo,
+        deployment_id: deployment,
+        state,
+        request: { signal },
+        ...extra,
+    }));
+    await status('in_progress', id, { ...shown, description: clip(log.redact(request.description)) });
+    log.info(`GitHub deployment ${id} of ${request.ref.slice(0, 12)} to ${environment}: in progress`);
+    /**
+     * auto_inactive passes over production environments (production_environment,
+     * true for the one named production): earlier deployments still reading
+     * success are made inactive here.
+     */
+    const inactivateEarlier = async (id) => {
+        const listed = await call('listing earlier deployments', (signal) => octokit.rest.repos.listDeployments({
+            owner,
+            repo,
+            environment,
+            per_page: EARLIER + 1,
+            request: { signal },
+        }));
+        const earlier = Array.isArray(listed?.data) ? listed.data : [];
+        const ids = earlier
+            .map((d) => (typeof d === 'object' && d !== null && 'id' in d ? d.id : undefined))
+            .filter((d) => typeof d === 'number' && d < id)
+            .slice(0, EARLIER);
+        // Side by side: the budget bounds them all.
+        await Promise.all(ids.map(async (earlierId) => {
+            const latest = await call(`reading deployment ${earlierId}`, (signal) => octokit.rest.repos.listDeploymentStatuses({
+                owner,
+                repo,
+                deployment_id: earlierId,
+                per_page: 1,
+                request: { signal },
+            }));
+            const statuses = latest?.data;
+            const state = Array.isArray(statuses)
+                ? statuses[0]?.state
+                : undefined;
+            if (state === 'success')
+                await status('inactive', earlierId);
+        }));
+    };
+    return {
+        async finish(ok, description) {
+            deadline = Date.now() + budgetMs;
+            // A failure leaves the earlier deployment active: the release it records still serves.
+            const done = await status(ok ? 'success' : 'failure', id, {
+                ...shown,
+                description: clip(log.redact(description)),
+                auto_inactive: ok,
+            });
+            if (!done)
+                return;
+            log.info(`GitHub deployment ${id} to ${environment}: ${ok ? 'success' : 'failure'}`);
+            if (ok)
+                await inactivateEarlier(id);
+        },
+    };
+}
+/**
+ * Runs a deploy or rollback and records its outcome on the deployment, thrown
+ * errors included. `describe` gets the outcome (null when it threw).
+ */
+async function recorded(record, run, describe) {
+    let outcome;
+    try {
+        outcome = await run();
+    }
+    catch (err) {
+        await (await record).finish(false, describe(null));
+        throw err;
+    }
+    await (await record).finish(!outcome.failure, describe(outcome));
+    return outcome;
+}
+
+;// CONCATENATED MODULE: external "node:fs/promises"
+const external_node_fs_promises_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs/promises");
+;// CONCATENATED MODULE: external "node:path"
+const external_node_path_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:path");
+var external_node_path_default = /*#__PURE__*/__nccwpck_require__.n(external_node_path_namespaceObject);
+;// CONCATENATED MODULE: ./src/remote/quoting.ts
+// Quoting for the files we generate, each in its own syntax: a value from the
+// settings is escaped for where it goes, the way sh`` quotes it in a script.
+// raw() marks text we wrote ourselves (a %i specifier, a $VAR meant to expand).
+// A value that a syntax cannot hold is refused with an error naming it, never
+// written half-escaped: the file would otherwise fail to load, or mean something else.
+
+
+function quoting_literal(parts) {
+    return parts.map((p) => (p instanceof Raw ? p.text : p)).join('');
+}
+function refuse(value, where, why) {
+    throw new Error(`${JSON.stringify(value)} cannot be written in ${where}: ${why}`);
+}
+// ---- systemd unit files ----------------------------------------------------
+/** A systemd specifier such as %i (the instance), kept where the values around it are escaped. */
+function specifier(letter) {
+    return new Raw(`%${letter}`);
+}
+/** $NAME as a whole ExecStart= word: systemd splits the variable's value into words when it runs the command. */
+function splitVariable(name) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
+        throw new Error(`${JSON.stringify(name)} is not a variable name`);
+    return new Raw(`$${name}`);
+}
+const UNIT_PLAIN = /^[A-Za-z0-9_@%+=:,./{}~-]+$/;
+/** C escape of one character inside systemd's double quotes (its word splitting unescapes them). */
+function cEscape(c) {
+    if (c === '\\' || c === '"')
+        return `\\${c}`;
+    if (c === '\n')
+        return '\\n';
+    if (c === '\t')
+        return '\\t';
+    const code = c.charCodeAt(0);
+    return code < 0x20 || code === 0x7f ? `\\x${code.toString(16).padStart(2, '0')}` : c;
+}
+/**
+ * One word of a setting systemd splits into words (ExecStart=, Environment=,
+ * ReadWritePaths=...): double-quoted with C escapes unless plain, % doubled
+ * (systemd resolves specifiers after unquoting, so quotes do not protect a %),
+ * and with dollar true (ExecStart=) $ doubled too, since $VAR expands when the
+ * command runs, quoted or not.
+ */
+function unitWordOf(parts, dollar) {
+    const text = quoting_literal(parts);
+    if (text === '')
+        return '""';
+    if (text.includes('\0'))
+        refuse(text, 'a unit file', 'it holds a NUL byte');
+    // Our raw() fragments need no quotes; a word of only raw() stays as written.
+    const values = parts.filter((p) => typeof p === 'string').join('');
+    const plain = values === '' || UNIT_PLAIN.test(values);
+    const body = parts
+        .map((p) => {
+        if (p instanceof Raw)
+            return p.text;
+        let t = p.replace(/%/g, '%%');
+        if (dollar)
+            t = t.replace(/\$/g, '$$$$');
+        return plain ? t : [...t].map(cEscape).join('');
+    })
+        .join('');
+    return plain ? body : `"${body}"`;
+}
+/** A word of a list setting that unquotes (ReadWritePaths=, RuntimeDirectory=, WantedBy=, Environment=). */
+function unitWord(...parts) {
+    return unitWordOf(parts, false);
+}
+/** Environment=NAME=value as one quoted word (Environment= expands specifiers, not variables). */
+function unitEnv(name, ...value) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
+        throw new Error(`${JSON.stringify(name)} is not a variable name`);
+    return unitWord(`${name}=`, ...value);
+}
+/**
+ * An ExecStart= command line: one word per argument. The program must be an
+ * absolute path: a first word starting with - @ : + ! would be read as
+ * prefixes, whatever its quotes.
+ */
+function execLine(words) {
+    const list = words.map((w) => (Array.isArray(w) ? w : [w]));
+    const program = quoting_literal(list[0] ?? []);
+    if (!program.startsWith('/'))
+        refuse(program, 'ExecStart=', 'the program must be an absolute path');
+    return list.map((w) => unitWordOf(w, true)).join(' ');
+}
+/**
+ * A setting systemd takes whole, without unquoting (Description=, User=,
+ * WorkingDirectory=, EnvironmentFile=, OnCalendar=): % doubled; the value
+ * must stay on its line and keep its ends (systemd trims them, and a final
+ * backslash would continue the line).
+ */
+function unitText(...parts) {
+    const text = quoting_literal(parts);
+    // eslint-disable-next-line no-control-regex
+    if (/[\0-\x1f\x7f]/.test(text))
+        refuse(text, 'a unit file setting', 'it holds a control character');
+    if (text !== text.trim() || text.endsWith('\\'))
+        refuse(text, 'a unit file setting', 'it starts or ends with white space or a backslash');
+    return parts.map((p) => (p instanceof Raw ? p.text : p.replace(/%/g, '%%'))).join('');
+}
+// ---- nginx -----------------------------------------------------------------
+const NGINX_PLAIN = /^[A-Za-z0-9_@%+=:,./*~[\]-]+$/;
+/**
+ * One nginx argument: plain, or double-quoted with \ and " escaped (inside
+ * quotes ; { } # and white space are text). A $ is refused: nginx reads $name
+ * as a variable in many directives, quoted or not, and has no escape for it.
+ */
+function nginxWord(value) {
+    if (value.includes('$'))
+        refuse(value, 'an nginx argument', 'nginx would read $ as a variable');
+    // eslint-disable-next-line no-control-regex
+    if (/[\0-\x1f\x7f]/.test(value))
+        refuse(value, 'an nginx argument', 'it holds a control character');
+    return NGINX_PLAIN.test(value) ? value : `"${value.replace(/[\\"]/g, '\\$&')}"`;
+}
+/**
+ * server_name's arguments from names separated by white space (the server-name
+ * input's form) or "_". A name starting with ~ would be a regular expression.
+ * A misplaced * wildcard (only server-name allows a *) is left to the nginx -t
+ * the deploy runs before it uses a new site: refusing it here would fail every
+ * switch, also where the site exists and the name is never written.
+ */
+function nginxServerNames(names) {
+    const list = names.split(/\s+/).filter(Boolean);
+    if (list.length === 0)
+        refuse(names, 'server_name', 'no name');
+    for (const n of list)
+        if (n.startsWith('~'))
+            refuse(n, 'server_name', 'nginx would read it as a regular expression');
+    return list.map(nginxWord).join(' ');
+}
+/** host:port of an nginx upstream server, [addr]:port for IPv6; nginx has no IPv6 zone index (fe80::1%eth0). */
+function quoting_nginxAddress(host, port) {
+    if (host.includes('%'))
+        refuse(host, 'an nginx upstream', 'nginx cannot use an IPv6 zone index');
+    return nginxWord(isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`);
+}
+// ---- other daemons' files --------------------------------------------------
+/**
+ * A directory in a logrotate file list. logrotate reads the list up to the
+ * first { and refuses a } before it, whatever the quotes, and globs each
+ * pattern: only characters that mean themselves there are accepted.
+ */
+function logrotateDir(dir, setting) {
+    if (!/^\/[A-Za-z0-9_@+,:=./-]*$/.test(dir))
+        refuse(dir, 'a logrotate file list', `${setting} may only hold letters, digits and _@+,:=./- there`);
+    return dir;
+}
+/**
+ * A word in a file with no quoting at all, split on white space: the Redis 7
+ * ACL file, logrotate's su user group.
+ */
+function bareWord(value, where) {
+    // eslint-disable-next-line no-control-regex
+    if (!value || /[\s\0-\x1f\x7f]/.test(value))
+        refuse(value, where, 'empty, or white space in it');
+    return value;
+}
+/**
+ * A database or role name in pg_hba.conf: always quoted, so all, replication,
+ * sameuser... and a leading + or @ are names, not keywords; "" is a quote.
+ * A leading / would still be a regular expression (PostgreSQL 16).
+ */
+function hbaName(value) {
+    // eslint-disable-next-line no-control-regex
+    if (!value || /[\0-\x1f\x7f]/.test(value) || value.startsWith('/'))
+        refuse(value, 'pg_hba.conf', 'empty, a control character, or a leading / (a regular expression)');
+    return `"${value.replace(/"/g, '""')}"`;
+}
+/**
+ * An address field of pg_hba.conf: an IPv4 or IPv6 network in CIDR form. Any
+ * other text makes PostgreSQL refuse the whole file, and then refuse to start.
+ */
+function hbaAddress(cidr) {
+    const m = /^([0-9A-Fa-f:.]+)\/(\d{1,3})$/.exec(cidr);
+    const family = m ? isIP(m[1]) : 0;
+    if (!m || !family || Number(m[2]) > (family === 4 ? 32 : 128))
+        refuse(cidr, 'pg_hba.conf', 'not an IPv4 or IPv6 network (address/prefix)');
+    return cidr;
+}
+/** A user name in sudoers: the characters sudoers gives a meaning to are escaped with a backslash. */
+function sudoersName(value) {
+    // eslint-disable-next-line no-control-regex
+    if (!value || /[\s\0-\x1f\x7f]/.test(value) || /^[#%+]/.test(value))
+        refuse(value, 'sudoers', 'empty, white space, or a leading # % + (a uid, group or netgroup)');
+    return value.replace(/[!=:,()\\]/g, '\\$&');
+}
+/**
+ * A value of an /etc/default file, read both by the shell (init scripts) and
+ * by systemd's EnvironmentFile=: in double quotes, \ " $ ` are escaped the
+ * same way for both.
+ */
+function defaultsValue(value) {
+    // eslint-disable-next-line no-control-regex
+    if (/[\0-\x1f\x7f]/.test(value))
+        refuse(value, 'an /etc/default file', 'it holds a control character');
+    return `"${value.replace(/[\\"$`]/g, '\\$&')}"`;
+}
+
+;// CONCATENATED MODULE: ./src/remote/nginx.ts
+// nginx configuration for an app: the upstream (which api slot serves) and the
+// site. The deploy path owns the upstream; the site is provision's, with a
+// minimal HTTP site installed by the deploy when none exists yet.
+
+function upstreamName(l) {
+    return `${l.app.replace(/-/g, '_')}_api`;
+}
+/**
+ * http-level config: the upstream and the WebSocket map. The upstream is a link
+ * to the serving slot's socket; nginx opens the path for every upstream
+ * connection, so a switch renames the link and never reloads nginx (a reload
+ * closes clients' idle keep-alive connections, which some clients see as errors).
+ */
+function upstreamConf(layout) {
+    return `# Managed by metalship.
+upstream ${upstreamName(layout)} {
+    server ${nginxWord(`unix:${layout.apiLink}`)} max_fails=0;
+}
+map $http_upgrade $metalship_${upstreamName(layout)}_connection {
+    default upgrade;
+    '' close;
+}
+`;
+}
+const ACME_WEBROOT = '/var/www/letsencrypt';
+function proxyLocation(upstream, balancer) {
+    // A balancer passes a request to the next app host when one refuses the
+    // connection (draining: any method, nothing was sent yet) and, for idempotent
+    // requests, when one times out or answers 502/503/504.
+    const retry = balancer ? `\n        proxy_next_upstream error timeout http_502 http_503 http_504;` : '';
+    // A host that is down is passed over quickly (the LAN answers in microseconds).
+    const connectTimeout = balancer ? '2s' : '5s';
+    return `    location / {
+        proxy_pass ${nginxWord(`http://${upstream}`)};
+        proxy_http_version 1.1;
+        proxy_set_header Host $host;
+        proxy_set_header X-Real-IP $remote_addr;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_set_header Upgrade $http_upgrade;
+        proxy_set_header Connection $metalship_${upstream}_connection;
+        proxy_connect_timeout ${connectTimeout};
+        proxy_read_timeout 60s;
+        proxy_send_timeout 60s;${retry}
+    }`;
+}
+const securityHeaders = `    add_header X-Content-Type-Options nosniff always;
+    add_header X-Frame-Options SAMEORIGIN always;
+    add_header Referrer-Policy strict-origin-when-cross-origin always;`;
+function siteConf(layout, settings) {
+    const isDefault = settings.serverName === '_';
+    const listen = (port, extra = '') => `    listen ${port}${extra}${isDefault ? ' default_server' : ''};\n    listen [::]:${port}${extra}${isDefault ? ' default_server' : ''};`;
+    const statics = settings.staticDir
+        ? // A link is followed only to a file of its own owner: a link the app plants
+            // in its files never serves, say, a world-readable system file.
+            `    location /static/ {\n        alias ${nginxWord(`${settings.staticDir}/`)};\n        disable_symlinks if_not_owner;\n        expires 7d;\n        access_log off;\n    }\n`
+        : '';
+    const serverName = `    server_name ${nginxServerNames(settings.serverName)};`;
+    const common = `${serverName}
+    client_max_body_size 25m;
+    client_body_timeout 30s;
+    client_header_timeout 30s;
+    send_timeout 60s;
+    keepalive_timeout 65s;
+    server_tokens off;
+${securityHeaders}
+${statics}${proxyLocation(settings.upstream ?? upstreamName(layout), settings.upstream !== undefined)}`;
+    const acme = (root) => `    location /.well-known/acme-challenge/ {
+        root ${nginxWord(root)};
+    }`;
+    if (!settings.tls) {
+        return `# Managed by metalship (HTTP only: no domain configured).
+server {
+${listen(80)}
+${settings.acmeWebroot ? acme(settings.acmeWebroot) + '\n' : ''}${common}
+}
+`;
+    }
+    return `# Managed by metalship.
+server {
+${listen(80)}
+${serverName}
+    server_tokens off;
+${acme(settings.acmeWebroot ?? ACME_WEBROOT)}
+    location / {
+        return 301 https://$host$request_uri;
+    }
+}
+server {
+${settings.http2 === 'directive' ? `${listen(443, ' ssl')}\n    http2 on;` : listen(443, ' ssl http2')}
+    ssl_certificate ${nginxWord(settings.tls.certificate)};
+    ssl_certificate_key ${nginxWord(settings.tls.key)};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_prefer_server_ciphers off;
+    ssl_session_cache shared:metalship_ssl:10m;
+    add_header Strict-Transport-Security "max-age=31536000" always;
+${common}
+}
+`;
+}
+
+;// CONCATENATED MODULE: ./src/remote/runtime.ts
+// The runtime record of a release on a host: written by root when the release
+// is built (and again by a switch told other settings), read back before any
+// switch to it. src/inputs/runtime.ts holds its format and validation.
+
+
+/** The record's path: in the release's .metalship, which root owns and the app user cannot write. */
+function runtime_runtimePath(layout, releaseId) {
+    return `${layout.release(releaseId)}/.metalship/runtime.json`;
+}
+/**
+ * The record's text, or null when the release has none (made before releases
+ * recorded their settings). releaseId null: the current release's (through
+ * `current`, root's link in root's directory).
+ */
+function readRuntimeStep(layout, releaseId, max) {
+    const file = releaseId === null ? `${layout.current}/.metalship/runtime.json` : runtime_runtimePath(layout, releaseId);
+    return step_step(`reading the settings recorded with ${releaseId ?? 'the current release'}`, sh_script(
+    // A regular file only, never followed through a link; one byte past the limit shows it is too long.
+    sh_sh `if [ -f ${file} ] && [ ! -L ${file} ]; then echo RECORD; head -c ${max + 1} ${file}; else echo NONE; fi`), (stdout) => (stdout.startsWith('RECORD\n') ? stdout.slice('RECORD\n'.length) : null));
+}
+
+;// CONCATENATED MODULE: ./src/remote/units.ts
+// The systemd units of an app, as text: the api (a template with a blue and a
+// green instance, for zero-downtime switches), the worker, the single scheduler
+// and a target grouping them. Shared by the deploy path and provision.
+
+
+/** systemd's sandboxing: the app reads its release and writes only shared/ (field notes, systemd hardening). */
+function hardening(layout) {
+    return [
+        'NoNewPrivileges=yes',
+        'ProtectSystem=strict',
+        `ReadWritePaths=${unitWord(layout.shared)}`,
+        'PrivateTmp=yes',
+        'PrivateDevices=yes',
+        'ProtectHome=yes',
+        'ProtectKernelTunables=yes',
+        'ProtectKernelModules=yes',
+        'ProtectKernelLogs=yes',
+        'ProtectControlGroups=yes',
+        'ProtectClock=yes',
+        'ProtectHostname=yes',
+        'ProtectProc=invisible',
+        'RestrictNamespaces=yes',
+        'LockPersonality=yes',
+        'RestrictRealtime=yes',
+        'RestrictSUIDSGID=yes',
+        'RemoveIPC=yes',
+        'SystemCallArchitectures=native',
+        'SystemCallFilter=@system-service',
+        'SystemCallFilter=~@privileged @resources',
+        'SystemCallErrorNumber=EPERM',
+        'CapabilityBoundingSet=',
+        'AmbientCapabilities=',
+        'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6',
+        'DevicePolicy=closed',
+        'UMask=0027',
+    ].join('\n');
+}
+/** A command's program resolved inside a venv unless it is absolute. */
+function inVenv(venvBin, words) {
+    const [program, ...args] = words;
+    if (!program)
+        return [];
+    return [program.startsWith('/') ? program : `${venvBin}/${program}`, ...args];
+}
+/**
+ * An app service unit: what every one has (the user, the release as working
+ * directory, the .env, restart and stop rules, the sandboxing), around what is
+ * its own. workdir may hold the %i of the api template.
+ */
+function serviceUnit(settings, own) {
+    const layout = settings.layout;
+    const workdir = own.workdir;
+    return `# Managed by metalship: changes are overwritten on the next deploy.
+${own.note ? `# ${own.note}\n` : ''}[Unit]
+Description=${own.description}
+After=${own.after}
+PartOf=${unitWord(layout.units.target)}
+
+[Service]
+Type=simple
+${[
+        `User=${unitText(settings.user)}`,
+        `Group=${unitText(settings.user)}`,
+        `WorkingDirectory=${unitText(...workdir)}`,
+        `EnvironmentFile=-${unitText(layout.env)}`,
+        `Environment=${unitEnv('PATH', ...workdir, '/.venv/bin:/usr/local/bin:/usr/bin:/bin')}`,
+        'Environment=PYTHONUNBUFFERED=1',
+        `Environment=${unitEnv('APP_NAME', layout.app)}`,
+        'Restart=always',
+        'RestartSec=5',
+        ...own.service,
+        'TimeoutStopSec=35',
+        'KillMode=mixed',
+        'KillSignal=SIGTERM',
+    ].join('\n')}
+${hardening(layout)}
+
+[Install]
+WantedBy=${unitWord(layout.units.target)}
+`;
+}
+function apiUnit(settings) {
+    const layout = settings.layout;
+    const slot = specifier('i');
+    const workdir = [layout.slots, '/', slot];
+    const uvicorn = execLine([
+        [...workdir, '/.venv/bin/python'],
+        '-m',
+        'uvicorn',
+        settings.appModule,
+        '--uds',
+        [`/run/${layout.app}-api-`, slot, '/api.sock'],
+        // Above nginx's idle upstream time, so uvicorn never closes a connection nginx is about to reuse.
+        '--timeout-keep-alive',
+        '75',
+        // The flags the release's uvicorn has (switch.ts UVICORN_FLAGS), from the release's uvicorn.env.
+        splitVariable('METALSHIP_UVICORN_FLAGS'),
+        ...settings.uvicornArgs,
+    ]);
+    return serviceUnit(settings, {
+        description: unitText(layout.app, ' API (', slot, ' slot)'),
+        after: 'network.target postgresql.service redis-server.service',
+        workdir,
+        service: [
+            `EnvironmentFile=-${unitText(...workdir, '/.metalship/uvicorn.env')}`,
+            `ExecStart=${uvicorn}`,
+            `RuntimeDirectory=${unitWord(`${layout.app}-api-`, slot)}`,
+            'RuntimeDirectoryMode=0755',
+        ],
+    });
+}
+/** A unit running a command from the current release: the worker and the scheduler. */
+function currentReleaseUnit(settings, options) {
+    if (options.command.length === 0)
+        return null;
+    const layout = settings.layout;
+    return serviceUnit(settings, {
+        description: unitText(layout.app, ' ', options.what),
+        after: options.after,
+        note: options.note,
+        workdir: [layout.current],
+        service: [`ExecStart=${execLine(inVenv(`${layout.current}/.venv/bin`, options.command))}`],
+    });
+}
+function workerUnit(settings) {
+    return currentReleaseUnit(settings, {
+        what: 'worker',
+        command: settings.workerCommand,
+        after: 'network.target postgresql.service redis-server.service',
+    });
+}
+function schedulerUnit(settings) {
+    return currentReleaseUnit(settings, {
+        what: 'scheduler',
+        command: settings.schedulerCommand,
+        after: 'network.target redis-server.service',
+        note: 'Exactly one scheduler runs fleet-wide: it is installed on one host only.',
+    });
+}
+function targetUnit(layout) {
+    return `# Managed by metalship.
+[Unit]
+Description=${unitText(layout.app, ' (all services)')}
+
+[Install]
+WantedBy=multi-user.target
+`;
+}
+/** The unit files for a host: name -> content (null: the unit must not exist there). */
+function unitFiles(settings, roles) {
+    const layout = settings.layout;
+    return {
+        [layout.units.target]: targetUnit(layout),
+        [layout.units.apiTemplate]: apiUnit(settings),
+        [layout.units.worker]: roles.worker ? workerUnit(settings) : null,
+        [layout.units.scheduler]: roles.scheduler ? schedulerUnit(settings) : null,
+    };
+}
+/**
+ * Script lines that refuse to write (or remove) a unit of these names that is
+ * not ours: one the distribution ships (an app named multi-user would replace
+ * multi-user.target), or one in /etc without our mark.
+ */
+function unitsOurs(names) {
+    return [
+        `for unit in ${names.map((n) => sh_sh `${n}`).join(' ')}; do`,
+        '  for dir in /lib/systemd/system /usr/lib/systemd/system; do',
+        '    if [ -e "$dir/$unit" ]; then echo "$dir/$unit exists: the system has a unit of that name, which this app\'s unit would replace (choose another app name)" >&2; exit 1; fi',
+        '  done',
+        '  if [ -e "/etc/systemd/system/$unit" ] && ! grep -q "^# Managed by metalship" "/etc/systemd/system/$unit"; then echo "/etc/systemd/system/$unit exists and is not metalship\'s (choose another app name, or remove it)" >&2; exit 1; fi',
+        'done',
+    ].join('\n');
+}
+
+;// CONCATENATED MODULE: ./src/remote/switch.ts
+// Blue/green switch on one host, in one script: start the release in the idle
+// api slot (or reuse the standby if it already runs it), wait until it is ready
+// on its own socket, then rename the socket link nginx connects through, point
+// `current` at the release and restart the worker and the single scheduler.
+// The old slot stays up as a warm standby, so a rollback to it is a rename.
+
+
+
+
+
+
+/**
+ * A shell function renaming a fresh link over the old one (rename(2) by `mv
+ * -T`: never a moment without the link) and reading it back, with no
+ * interpreter to start: `swap_link TARGET PATH`. `ln` only ever creates the
+ * fresh link (replacing a link in place is what differs between coreutils
+ * flavours). Only for links in root's own directories (slots, the socket
+ * link, current, venv).
+ */
+const SWAP_LINK = [
+    'swap_link() {',
+    '  local tmp="$2.tmp-$$"',
+    '  rm -f -- "$tmp"',
+    '  ln -s -- "$1" "$tmp"',
+    '  mv -Tf -- "$tmp" "$2"',
+    '  if [ "$(readlink -- "$2")" != "$1" ]; then echo "link $2 does not point at $1 after the switch" >&2; return 1; fi',
+    '}',
+].join('\n');
+/**
+ * Script lines run once the release serves: its record becomes what it served
+ * with, and it is marked as having served (a rollback goes only to such a one).
+ */
+function servedLines(settings) {
+    const meta = `${settings.layout.release(settings.releaseId)}/.metalship`;
+    return sh_script(sh_writeFileAtomic(runtime_runtimePath(settings.layout, settings.releaseId), settings.record), sh_sh `date -u +%FT%TZ > ${meta}/served`).trimEnd();
+}
+/** The api unit of the slot held in the shell variable `$slot`. */
+function apiUnitOf(l, slotVar) {
+    return `${sh_sh `${l.app}`}-api@"${slotVar}".service`;
+}
+function switchScript(settings) {
+    const layout = settings.layout;
+    const rel = layout.release(settings.releaseId);
+    const unitLines = [unitsOurs(Object.keys(settings.units))].concat(Object.entries(settings.units).map(([name, content]) => content === null
+        ? sh_sh `if [ -f ${layout.unitDir}/${name} ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${layout.unitDir}/${name}; units_changed=1; fi`
+        : ensureFile(`${layout.unitDir}/${name}`, content, {
+            mode: '644',
+            label: `unit ${name}`,
+            onChange: 'units_changed=1',
+        })));
+    const followers = [
+        settings.worker ? layout.units.worker : null,
+        settings.scheduler ? layout.units.scheduler : null,
+    ].filter((u) => !!u);
+    const api = sh_raw(apiUnitOf(layout, '$slot'));
+    const standbyApi = sh_raw(apiUnitOf(layout, '$standby'));
+    if (settings.api === false)
+        return followersOnlyScript(settings, unitLines, followers);
+    return sh_script(pytool_pyToolDefinition(), SWAP_LINK, sh_sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'command -v nginx >/dev/null 2>&1 || { echo "nginx is not installed: run the provision action first" >&2; exit 1; }', 
+    // The serving slot keeps serving; the release goes to the other one, unless the serving one already runs it.
+    sh_sh `active=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$active" in blue) idle=green ;; green) idle=blue ;; *) active=""; idle=blue ;; esac', sh_sh `slot_release() { basename "$(readlink ${layout.slots}/"$1" 2>/dev/null)" 2>/dev/null || true; }`, sh_sh `if [ -n "$active" ] && [ "$(slot_release "$active")" = ${settings.releaseId} ] && systemctl is-active --quiet ${sh_raw(apiUnitOf(layout, '$active'))}; then slot=$active; else slot=$idle; fi`, 'if [ "$slot" = blue ]; then standby=green; else standby=blue; fi', 'echo "SLOT $slot"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
+    // A change an earlier run wrote but did not get nginx to load (it stopped
+    // before the switch, say a first release that never became ready) is loaded now.
+    sh_sh `nginx_changed=0; if [ -e ${layout.nginxReloadPending} ]; then nginx_changed=1; fi`, 'site_new=0', sh_sh `if [ ! -e ${layout.nginxSite} ]; then`, '  site_new=1', ensureFile(layout.nginxSite, siteConf(layout, { serverName: settings.serverName, tls: null }), {
+        mode: '644',
+        label: 'nginx site',
+        onChange: sh_sh `nginx_changed=1; touch ${layout.nginxReloadPending}`,
+    }), sh_sh `  ln -sfn ${layout.nginxSite} ${layout.nginxSiteEnabled}`, settings.serverName === '_' ? sh_sh `  rm -f /etc/nginx/sites-enabled/default` : null, 'fi', ensureFile(layout.nginxUpstream, upstreamConf(layout), {
+        mode: '644',
+        label: 'nginx upstream',
+        onChange: sh_sh `nginx_changed=1; touch ${layout.nginxReloadPending}`,
+    }), 
+    // A configuration nginx refuses (say a second default_server) fails the switch before anything moves.
+    'if [ "$nginx_changed" = 1 ] && ! nginx_errors=$(nginx -t 2>&1); then', sh_sh `  if [ "$site_new" = 1 ]; then rm -f ${layout.nginxSite} ${layout.nginxSiteEnabled}; fi`, '  echo "nginx refuses the configuration for this app: $nginx_errors" >&2', '  echo "(with several apps on one server, give each its own server-name)" >&2', '  exit 1', 'fi', 'echo "MARK units and nginx configuration in place"', 
+    // Start the release beside the serving one (unless the slot already runs it, unchanged).
+    'was=$(slot_release "$slot")', sh_sh `if [ "$was" != ${settings.releaseId} ]; then swap_link ${rel} ${layout.slots}/"$slot"; fi`, sh_sh `sock=/run/${layout.app}-api-"$slot"/api.sock`, 'warm=0', sh_sh `if [ "$units_changed" = 1 ] || [ "$was" != ${settings.releaseId} ] || ! systemctl is-active --quiet ${api}; then`, sh_sh `  echo "starting ${settings.releaseId} in the $slot slot"`, sh_sh `  systemctl restart ${api}`, settings.checksFollow
+        ? sh_sh `elif [ -S "$sock" ]; then
+  warm=1
+  echo "the $slot slot already runs ${settings.releaseId} (a warm standby): traffic moves to it now, its checks follow"`
+        : null, 'else', sh_sh `  echo "the $slot slot already runs ${settings.releaseId}"`, 'fi', 'if [ "$warm" = 0 ]; then', sh_sh `  echo "waiting for ${settings.releaseId} to answer ${settings.healthPath} on the $slot slot's socket"`, sh_sh `  if ! ready=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.healthPath} ${settings.readyTimeout} 0.1 200 ''); then`, '    echo "$ready" >&2', sh_sh `    journalctl -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh_sh `    systemctl stop ${api} || true`, sh_sh `    echo "release ${settings.releaseId} did not become ready in the $slot slot within ${settings.readyTimeout} s; traffic stays on the serving release" >&2`, '    exit 1', '  fi', '  echo "READY $ready"', 'fi', 
+    // Traffic moves only now, by renaming the socket link nginx connects through:
+    // requests already on the old slot finish there, new ones reach the new slot.
+    sh_sh `swap_link "$sock" ${layout.apiLink}`, 'echo "MARK traffic moved to the $slot slot"', sh_sh `echo "$slot" > ${layout.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh_sh `rm -f ${layout.nginxReloadPending}`, sh_sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `swap_link ${rel} ${layout.current}`, sh_sh `swap_link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', 
+    // On boot only the serving slot starts; the standby is a warm spare for this boot only.
+    // The boot reads the links: no daemon reload now (each costs as much as the rest of the switch).
+    sh_sh `systemctl enable --no-reload --quiet ${layout.units.target} ${api} ${followers}`, sh_sh `systemctl disable --no-reload --quiet ${standbyApi} 2>/dev/null || true`, followers.length && settings.checksFollow ? sh_sh `systemctl restart --no-block ${followers}` : null, followers.length && !settings.checksFollow
+        ? sh_script(sh_sh `systemctl restart ${followers}`, 'echo "MARK worker and scheduler restarted"')
+        : null, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout.history}`);
+}
+/** The switch as a step: the slot it serves from and the release it left. */
+function switchStep(settings) {
+    return step_step(`switching to ${settings.releaseId}`, switchScript(settings), (stdout) => {
+        const out = sh_keyLines(stdout);
+        const slot = out.get('SLOT');
+        return {
+            slot: slot === 'blue' || slot === 'green' ? slot : null,
+            previous: out.get('PREVIOUS')?.trim() ?? '',
+        };
+    });
+}
+/** The switch on a host without the api role: current, the venv link, and the worker or scheduler. */
+function followersOnlyScript(settings, unitLines, followers) {
+    const layout = settings.layout;
+    const rel = layout.release(settings.releaseId);
+    return sh_script(pytool_pyToolDefinition(), sh_sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'echo "SLOT none"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
+    // an api that ran here before the host lost the role stops
+    sh_sh `systemctl disable --now --quiet ${layout.units.api('blue')} ${layout.units.api('green')} 2>/dev/null || true`, sh_sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `mstool link ${rel} ${layout.current}`, sh_sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', sh_sh `systemctl enable --no-reload --quiet ${layout.units.target} ${followers}`, followers.length ? sh_sh `systemctl restart ${followers}` : null, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout.history}`);
+}
+/**
+ * The uvicorn flags a release's uvicorn accepts, recorded at release time:
+ * --timeout-graceful-shutdown (0.21+) and --no-server-header (0.14+; before
+ * it uvicorn always names itself, which nginx hides from clients anyway). The
+ * venv's interpreter runs as the app user: its packages' code (.pth files)
+ * never runs as root.
+ */
+const UVICORN_FLAGS = (/* unused pure expression or super */ null && ([
+    ['timeout_graceful_shutdown', '--timeout-graceful-shutdown 30'],
+    ['server_header', '--no-server-header'],
+]));
+function switch_uvicornFlagsScript(rel, user) {
+    const probe = `import importlib.util, os
+s = importlib.util.find_spec("uvicorn")
+src = open(os.path.join(os.path.dirname(s.origin), "config.py")).read() if s else ""
+print(" ".join(f for o, f in ${JSON.stringify(UVICORN_FLAGS)} if o in src))`;
+    return script(sh `flags=$(runuser -u ${user} -- ${rel}/.venv/bin/python -I -c ${probe} 2>/dev/null) || flags=''`, sh `printf 'METALSHIP_UVICORN_FLAGS=%s\\n' "$flags" > ${rel}/.metalship/uvicorn.env`);
+}
+/**
+ * Takes the app out of service on a host where a first release failed: nothing
+ * served before it, so nothing serves after. Its units stop, and current, the
+ * socket link nginx connects through and the serving slot go: nginx answers 502
+ * as before the deploy, and the next deploy starts as a first one.
+ */
+function unserveStep(layout) {
+    const units = [
+        layout.units.api('blue'),
+        layout.units.api('green'),
+        layout.units.worker,
+        layout.units.scheduler,
+    ];
+    return step_plainStep('taking the failed first release out of service', sh_script(sh_sh `was=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `systemctl disable --now --quiet ${layout.units.target} ${units} 2>/dev/null || true`, sh_sh `rm -f ${layout.apiLink} ${layout.activeSlot} ${layout.current} ${layout.venvLink}`, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) stopped serving \${was:-nothing}: it failed and nothing served before it" >> ${layout.history}`));
+}
+
+;// CONCATENATED MODULE: ./src/remote/release.ts
+// Scripts that build a release on a host: claim the directory and reuse
+// unchanged files from the previous release, then unpack the new files, build
+// (or reuse) the virtualenv, link shared paths, compile and import-check.
+
+
+
+
+
+
+
+const RELEASE_EXISTS_EXIT = 73;
+/** Where a shared path of the release points: .env to the app's .env, the rest into shared/. */
+function sharedTarget(l, path) {
+    return path === '.env' ? l.env : `${l.shared}/${path}`;
+}
+/** Creates a system user without login when missing (prints `changed` when it did). */
+function ensureUser(user, home, what, comment = '') {
+    return script(sh `if ! id -u ${user} >/dev/null 2>&1; then`, sh `  useradd --system --user-group --home-dir ${home} --no-create-home --shell /usr/sbin/nologin --comment ${comment} ${user}`, sh `  echo ${`changed ${what} ${user} created`}`, 'fi').trimEnd();
+}
+/**
+ * The build user: made by us and marked so. Its processes are killed before and
+ * after every build, so a user of that name that is anything else (another
+ * app's user, someone's account) is refused rather than used.
+ */
+function ensureBuildUser(l) {
+    const mark = `metalship build user of ${l.app}`;
+    return script(ensureUser(l.buildUser, '/nonexistent', 'build user', mark), sh `if [ "$(getent passwd ${l.buildUser} | cut -d: -f5)" != ${mark} ]; then echo ${`the user ${l.buildUser} exists and is not metalship's build user of ${l.app} (its comment is not '${mark}'): rename it, or choose another app name`} >&2; exit 1; fi`).trimEnd();
+}
+/**
+ * Creates the app user, the build user and the tree when missing (idempotent);
+ * shared by release and provision. Root owns the tree; shared/ is the app's,
+ * and what lies below it is made by the app user, never chowned by root (the
+ * app could have planted a link there to a directory root would then hand over).
+ */
+function ensureAppTree(layout, user, sharedPaths) {
+    const dirs = sharedPaths.filter((p) => p !== '.env').map((p) => `${layout.shared}/${p}`);
+    const own = [layout.releases, layout.venvs, layout.slots, layout.state, layout.runDir];
+    return script(rootOnly(layout.root, ...own), ensureUser(user, layout.root, 'app user'), ensureBuildUser(layout), sh `mkdir -p ${own} ${layout.shared}`, sh `chmod 755 ${layout.root} ${layout.releases} ${layout.venvs} ${layout.slots} ${layout.runDir}`, sh `chmod ${STATE_MODE} ${layout.state}`, sh `if [ -L ${layout.shared} ] || [ ! -d ${layout.shared} ]; then echo ${`${layout.shared} is not a directory`} >&2; exit 1; fi`, sh `chown -h ${user}:${user} ${layout.shared}`, sh `chmod 750 ${layout.shared}`, dirs.length ? sh `runuser -u ${user} -- mkdir -p -- ${dirs}` : null, sh `if [ ! -e ${layout.env} ]; then install -m 600 -o ${user} -g ${user} /dev/null ${layout.env}; fi`);
+}
+/**
+ * Claims releases/<id> and copies into it every file of the manifest (sent on
+ * stdin after the script) that the previous release already has; prints the
+ * previous release id and a JSON line with the paths still needed.
+ */
+function prepareStep(settings, manifest) {
+    const layout = settings.layout;
+    const rel = layout.release(settings.releaseId);
+    const text = script(pyToolDefinition(), ensureAppTree(layout, settings.user, settings.sharedPaths), sh `if [ -e ${rel} ]; then echo "release ${settings.releaseId} exists already" >&2; exit ${RELEASE_EXISTS_EXIT}; fi`, sh `mkdir ${rel} ${rel}/.metalship`, sh `echo building > ${rel}/.metalship/status`, sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, 'echo "PREVIOUS ${prev}"', 
+    // Reuse files from the serving release; on a first deploy there is nothing to reuse.
+    sh `base=""; if [ -n "$prev" ] && [ -d ${layout.releases}/"$prev" ]; then base=${layout.releases}/"$prev"; fi`, sh `mstool stage-files ${rel} "$base"`);
+    return step('preparing the release directory', text, (stdout) => parsePrepared(stdout, manifest));
+}
+/**
+ * What the prepare script printed: the previous release and the files the host
+ * still needs. The host writes it, so a compromised host writes it too: it must
+ * never choose what the runner reads and sends, so every path must be a file
+ * of the manifest, once, or nothing is sent.
+ */
+function parsePrepared(stdout, manifest) {
+    const previous = keyLines(stdout).get('PREVIOUS')?.trim() ?? '';
+    if (previous && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/.test(previous))
+        throw new Error(`the host named its current release ${JSON.stringify(previous.slice(0, 100))}, not a release id`);
+    let answer;
+    try {
+        answer = JSON.parse(stdout.trim().split('\n').pop() ?? '');
+    }
+    catch {
+        answer = null;
+    }
+    const { need, reused } = (answer ?? {});
+    if (!Array.isArray(need) || typeof reused !== 'number' || !Number.isInteger(reused))
+        throw new Error('the host did not answer which files it needs ({"need": [paths], "reused": n} expected); nothing was sent to it');
+    const files = new Set(manifest.files.map((f) => f[0]));
+    const seen = new Set();
+    for (const p of need) {
+        if (typeof p !== 'string' || !files.has(p))
+            throw new Error(`the host asked for ${JSON.stringify(p)}, which is not a file of the manifest: refused, nothing was sent to it`);
+        if (seen.has(p))
+            throw new Error(`the host asked for ${JSON.stringify(p)} twice: refused, nothing was sent to it`);
+        seen.add(p);
+    }
+    if (reused !== files.size - seen.size)
+        throw new Error(`the host claims to reuse ${reused} files and to need ${seen.size} of ${files.size}: refused, nothing was sent to it`);
+    return { previous, need: [...seen], reused };
+}
+/**
+ * Builds a virtualenv at its final path, as the build user: pip runs the build
+ * code of every package (setup.py, build backends), which must run neither as
+ * root nor as the app. Each step is a transient systemd unit: the build user,
+ * no new privileges, a private /tmp, everything read-only but the venv, its
+ * pip cache and a copy of the release (local requirements build in place), and
+ * when it ends nothing of it is left running. Then root seals the venv: root's,
+ * read-only, no set-id bits, and nothing in it may lead to a place another
+ * user could change.
+ */
+function venvScript(settings) {
+    const layout = settings.layout;
+    const rel = layout.release(settings.releaseId);
+    const user = layout.buildUser;
+    const cacheRoot = layout.pipCache.replace(/\/[^/]+$/, '');
+    const venvFlags = settings.systemSitePackages ? ['--system-site-packages'] : [];
+    const sandbox = [
+        `User=${user}`,
+        `Group=${user}`,
+        'NoNewPrivileges=yes',
+        'PrivateTmp=yes',
+        'PrivateDevices=yes',
+        'ProtectSystem=strict',
+        'ProtectHome=yes',
+        'RestrictSUIDSGID=yes',
+    ].flatMap((p) => ['-p', p]);
+    return script(sh `venv=${`${layout.venvs}/${settings.venvKey}`}`, 
+    // Complete only when sealed: a marker the build itself may have planted does not count.
+    'if [ -f "$venv/.metalship-complete" ] && [ "$(stat -c %u -- "$venv")" = 0 ]; then', sh `  echo "reusing virtualenv ${settings.venvKey}"`, 'else', sh `  echo "building virtualenv ${settings.venvKey} as ${user}"`, 
+    // What an interrupted build left is stopped first.
+    sh `  mstool stop-user ${user}`, '  rm -rf -- "$venv"', sh `  install -d -m 755 -o ${user} -g ${user} "$venv"`, sh `  install -d -m 755 ${cacheRoot}`, sh `  install -d -m 700 -o ${user} -g ${user} ${layout.pipCache}`, sh `  find ${cacheRoot} -maxdepth 1 -name 'build.*' -exec rm -rf -- {} +`, sh `  work=$(mktemp -d ${cacheRoot + '/build.XXXXXX'})`, sh `  tar -C ${rel} --exclude=./.metalship -cf - . | tar -C "$work" -xf - --no-same-owner`, sh `  chown -R ${user}:${user} "$work"`, 
+    // The unit's environment from a root-only file (a proxy URL may hold a
+    // password: never on a command line), quoted as systemd reads it.
+    '  envfile=$(mktemp)', '  ms_env() { local v=$2 bs="\\\\" q=\'"\' d=\'$\' bt=\'`\'; v=${v//"$bs"/"$bs$bs"}; v=${v//"$q"/"$bs$q"}; v=${v//"$d"/"$bs$d"}; v=${v//"$bt"/"$bs$bt"}; printf \'%s="%s"\\n\' "$1" "$v" >> "$envfile"; }', sh `  ms_env HOME "$work"; ms_env LANG C.UTF-8; ms_env PIP_CACHE_DIR ${layout.pipCache}`, '  ms_env PIP_DISABLE_PIP_VERSION_CHECK 1; ms_env PIP_NO_INPUT 1', '  for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do if [ -n "${!v:-}" ]; then ms_env "$v" "${!v}"; fi; done', '  step=0', sh `  as_build() { step=$((step + 1)); systemd-run --quiet --wait --pipe --collect --unit="${raw(BUILD_UNIT_PREFIX)}\${__metalship_token:-$$}-$step" ${sandbox} -p EnvironmentFile="$envfile" -p ReadWritePaths="$venv $work ${raw(layout.pipCache)}" --working-directory="$work" -- "$@" < /dev/null; }`, sh `  as_build ${settings.python} -m venv ${venvFlags} "$venv"`, settings.requirements
+        ? sh `  as_build "$venv/bin/python" -m pip install --no-input -r ${settings.requirements} ${settings.pipArgs}`
+        : null, '  as_build "$venv/bin/python" -m compileall -q "$venv" >/dev/null 2>&1 || true', sh `  mstool stop-user ${user}`, '  rm -f -- "$envfile"', 
+    // An editable install (-e) points into the build's copy, gone in a moment.
+    '  editable=$(grep -lsF -- "$work" "$venv"/lib/python*/site-packages/*.pth "$venv"/lib/python*/site-packages/*.egg-link "$venv"/lib/python*/site-packages/__editable__* || true)', '  rm -rf -- "$work"', `  if [ -n "$editable" ]; then echo "the requirements install a package in editable mode (-e): a release is read-only, so install it normally ('.' instead of '-e .')" >&2; exit 1; fi`, '  rm -f -- "$venv/.metalship-complete"', '  chown -hR root:root -- "$venv"', '  chmod -R u+rwX,go+rX,go-w,ug-s -- "$venv"', '  mstool check-sealed "$venv"', '  touch -- "$venv/.metalship-complete"', 'fi');
+}
+function buildStep(settings) {
+    const layout = settings.layout;
+    const rel = layout.release(settings.releaseId);
+    return plainStep(`building release ${settings.releaseId}`, script(pyToolDefinition(), 
+    // The upload (on stdin) is unpacked by check-files, not tar: only the manifest's regular files.
+    sh `mstool check-files ${rel} ${settings.hasUpload ? ['receive'] : []}`, 
+    // One environment per distinct requirements, built at its final path and never moved.
+    venvScript(settings), sh `mstool link "$venv" ${rel}/.venv`, 
+    // Bytecode now (the services cannot write it: read-only code, ProtectSystem=strict),
+    // before the shared links, so root reads only the release's own files, with
+    // the base interpreter (isolated): the venv's packages never run as root.
+    sh `${settings.python} -I -m compileall -q -x '/[.]venv/' ${rel} >/dev/null`, uvicornFlagsScript(rel, settings.user), ...settings.sharedPaths.map((p) => script(sh `if [ -e ${rel}/${p} ] && [ ! -L ${rel}/${p} ]; then rm -rf ${rel}/${p}; fi`, sh `mkdir -p "$(dirname ${rel}/${p})"`, sh `mstool link ${sharedTarget(layout, p)} ${rel}/${p}`).trimEnd()), sh `chmod -R u+rwX,go+rX,go-w,ug-s ${rel}`, settings.importCheck
+        ? sh `runuser -u ${settings.user} -- "$venv/bin/python" -I -c "$MSTOOL_SRC" import-check ${rel} ${settings.importCheck} ${layout.env}`
+        : null, writeFileAtomic(`${rel}/.metalship/release.json`, JSON.stringify(settings.metadata, null, 2) + '\n'), writeFileAtomic(runtimePath(layout, settings.releaseId), settings.runtimeRecord), sh `echo ready > ${rel}/.metalship/status`, sh `printf '%s\n' ${`${new Date().toISOString()} release ${settings.releaseId} ready (${String(settings.metadata.revision || 'no revision')} by ${String(settings.metadata.actor || 'unknown')})`} >> ${layout.history}`));
+}
+/** Marks a release failed so that it never becomes current and never counts as a good release. */
+function release_markStep(layout, releaseId, status, reason) {
+    const rel = layout.release(releaseId);
+    return step_plainStep(`marking ${releaseId} ${status}`, sh_script(sh_sh `if [ -d ${rel}/.metalship ]; then echo ${status} > ${rel}/.metalship/status; fi`, sh_sh `printf '%s\n' ${`${new Date().toISOString()} release ${releaseId} marked ${status}: ${reason.split('\n')[0]?.slice(0, 300) ?? ''}`} >> ${layout.history} || true`));
+}
+
+;// CONCATENATED MODULE: ./src/remote/migrate.ts
+// Database migrations for a release, on one host: back the database up, then
+// run the migration command in the release (its venv, the app's .env, as the
+// app user) while a PostgreSQL advisory lock keeps every other migration of
+// the app waiting. Schema revisions before and after are recorded.
+
+
+
+
+const migrate_MIGRATE_LOCK_EXIT = 76;
+const migrate_MIGRATION_FAILED_EXIT = 77;
+/**
+ * alembic's command line run by the release's python: works without the
+ * `alembic` script (a venv with system-site-packages has none), and with
+ * alembic before 1.5, which has no `python -m alembic`. Says what is missing
+ * instead of a traceback.
+ */
+const ALEMBIC_MAIN = [
+    'import sys',
+    'try:',
+    '    from alembic.config import main',
+    'except ImportError as e:',
+    '    sys.exit("alembic cannot be imported by the release\'s python (%s): add alembic to the requirements, or set the command input" % e)',
+    'sys.exit(main(prog="alembic"))',
+].join('\n');
+/** A command input as run: its words, or when empty (the default) alembic with `args`. */
+function migrate_orAlembic(words, ...args) {
+    return words.length ? words : ['python', '-c', ALEMBIC_MAIN, ...args];
+}
+/** A command as the log shows it: the default by what it does. */
+function commandText(command) {
+    return command[2] === ALEMBIC_MAIN
+        ? `alembic ${command.slice(3).join(' ')} (alembic.config.main, by the release's python)`
+        : command.join(' ');
+}
+/** Whether a command is the default alembic upgrade to the head: a no-op once the head is applied. */
+function isAlembicUpgradeHead(command) {
+    return command[2] === ALEMBIC_MAIN && command.slice(3).join(' ') === 'upgrade head';
+}
+/** The shell fragments every migration script shares: the tool, the app runner, the database client. */
+function prelude(settings) {
+    const layout = settings.layout;
+    const rel = layout.release(settings.releaseId);
+    return sh_script(pytool_pyToolDefinition(), sh_sh `rel=${rel}`, sh_sh `status=$(cat "$rel/.metalship/status" 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ] || [ ! -x "$rel/.venv/bin/python" ]; then echo "release ${settings.releaseId} is $status on this host, not a complete release" >&2; exit 1; fi`, sh_sh `run_app() { mstool_as ${settings.user} exec "$rel" ${layout.env} "$@"; }`, 
+    // psql and pg_dump run as the app user, with DATABASE_URL from its .env in
+    // their environment: never on a command line, and peer-auth URLs work.
+    sh_sh `pg_app() { mstool_as ${settings.user} pg-exec ${layout.env} "$@"; }`, 
+    // The last line the revision command prints (alembic current: "0002 (head)"); the revision is its first word.
+    sh_sh `revision_line() { { run_app ${settings.revisionCommand} 2>/dev/null || true; } | awk 'NF { last = $0 } END { print last }'; }`, "revision() { revision_line | awk '{ print $1 }'; }");
+}
+/** Takes the app's migration advisory lock in a psql session that lives until the script ends. */
+function advisoryLock(settings) {
+    const key = `metalship-migrate:${settings.layout.app}`;
+    const holderQuery = sh_sh `SELECT a.application_name || ' (pid ' || a.pid || ', since ' || to_char(a.backend_start, 'YYYY-MM-DD HH24:MI:SS TZ') || ')' FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND a.application_name LIKE 'metalship-migrate%' LIMIT 1`;
+    return sh_script(sh_sh `holder=$(pg_app psql -qAtX -c ${holderQuery} 2>/dev/null || true)`, sh_sh `if [ -n "$holder" ]; then echo "waiting for the migration lock ${key}, held by $holder"; fi`, sh_sh `coproc LOCK { export PGAPPNAME=${`metalship-migrate ${settings.releaseId} by ${settings.actor}`.slice(0, 63)}; pg_app psql -qAtX -v ON_ERROR_STOP=1 2>&1; }`, sh_sh `printf '%s\n' ${`SET lock_timeout = '${settings.lockTimeout}s';`} ${`SELECT 'LOCKED' FROM pg_advisory_lock(hashtext('${key}'));`} >&"\${LOCK[1]}"`, 'IFS= read -r locked <&"${LOCK[0]}" || locked=""', 'case "$locked" in', '  LOCKED) ;;', '  *"lock timeout"*)', sh_sh `    echo "another migration of ${settings.layout.app} holds the lock ${key} and did not finish within ${settings.lockTimeout} s: \${holder:-unknown holder}" >&2`, `    exit ${migrate_MIGRATE_LOCK_EXIT} ;;`, '  *)', '    echo "could not reach the database in DATABASE_URL to take the migration lock: ${locked:-no answer}" >&2', '    exit 1 ;;', 'esac', sh_sh `echo "took the migration lock ${key}"`);
+}
+/**
+ * The pre-migration dump: pg_dump runs as the app user, and root writes what it
+ * prints into a directory outside the app's tree that only root can enter, so
+ * the app can neither redirect nor swap a backup.
+ */
+function backupStep(settings) {
+    if (!settings.backup)
+        return null;
+    const dir = settings.layout.preMigrateBackups;
+    return sh_script('(', '  umask 077', paths_rootOnly(dir), sh_sh `  mkdir -p ${dir} && chmod 700 ${dir}`, sh_sh `  backup=${dir}/${`${settings.layout.app}_${settings.releaseId}_${settings.backup.label}.dump`}`, '  if ! pg_app pg_dump -Fc --no-owner > "$backup.tmp"; then rm -f -- "$backup.tmp"; echo "the pre-migration backup (pg_dump) failed" >&2; exit 1; fi', '  mv -f -- "$backup.tmp" "$backup"', '  sum=$(sha256sum -- "$backup" | cut -d" " -f1)', '  echo "$sum  $(basename -- "$backup")" > "$backup.sha256"', '  echo "BACKUP $backup $sum $(stat -c %s -- "$backup")"', 
+    // Bounded retention: the newest `keep` pre-migration backups stay.
+    sh_sh `  find ${dir} -maxdepth 1 -name '*.dump' -printf '%T@ %p\n' | sort -rn | cut -d' ' -f2- | tail -n +${settings.backup.keep + 1} | while IFS= read -r old; do rm -f -- "$old" "$old.sha256"; echo "removed old backup $old"; done`, ')');
+}
+/** Where the applied migration is recorded: in the app's state (root's, 700) and in each release's metadata. */
+const RECORD = 'migrations';
+/**
+ * Records the revision (and the fingerprint, when known) in the release; the
+ * app's state keeps the fingerprint of what was last applied to the database.
+ */
+function migrate_record(settings, variable) {
+    const revision = sh_raw(`"$${variable}"`);
+    if (!settings.recordIn)
+        return null;
+    const meta = `${settings.layout.release(settings.recordIn)}/.metalship`;
+    return sh_script(sh_sh `printf '%s\n' ${revision} > ${meta}/schema-revision`, settings.fingerprint
+        ? sh_script(sh_sh `printf '%s %s\n' ${settings.fingerprint} ${revision} > ${meta}/${RECORD}`, sh_sh `cp -f -- ${meta}/${RECORD} ${settings.layout.state}/${RECORD}`)
+        : null);
+}
+/**
+ * Nothing Python can avoid: when the current release applied exactly these
+ * migration files and the app's state says they were the last applied, the
+ * schema is at their head already. No alembic runs and no lock is taken: one
+ * query checks that the database is still at the recorded revision (a restored
+ * dump or another DATABASE_URL migrates). Both records are root's: the app user
+ * can fake neither.
+ */
+function skipUnchanged(settings) {
+    if (!settings.fingerprint || !settings.recordIn)
+        return null;
+    const layout = settings.layout;
+    return sh_script('unchanged=0', sh_sh `cur=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `applied=$(cat ${layout.state}/${RECORD} 2>/dev/null || true)`, sh_sh `if [ -n "$cur" ] && [ "\${applied%% *}" = ${settings.fingerprint} ] && [ -n "\${applied#* }" ] && [ "$applied" = "$(cat ${layout.releases}/"$cur"/.metalship/${RECORD} 2>/dev/null)" ]; then`, 
+    // The records are about the files; the database itself must still be at
+    // that revision (a restored dump, another DATABASE_URL): one query, no alembic.
+    "  in_db=$(pg_app psql -qAtX -c 'SELECT version_num FROM alembic_version' 2>/dev/null | tr '\\n' ' ' || true)", '  if [ "$in_db" = "${applied#* } " ]; then unchanged=1; else echo "the database is at ${in_db:-no revision}, not at the recorded ${applied#* }: migrating"; fi', 'fi', 'if [ "${unchanged:-0}" = 1 ]; then', '  before=${applied#* }', '  echo "REVISION_BEFORE ${before}"', '  echo "REVISION_AFTER ${before}"', sh_sh `  echo "SKIPPED the migration files are those $cur applied (schema at $before): nothing to migrate"`, migrate_record(settings, 'before'), sh_sh `  printf '%s\n' "$(date -u +%FT%TZ) migrated ${settings.releaseId}: nothing to do, the files of $cur (\${before})" >> ${layout.history}`, '  exit 0', 'fi');
+}
+function migrateScript(settings) {
+    // Only alembic's own `current` says what "(head)" means for these files.
+    const atHeadSkips = isAlembicUpgradeHead(settings.command) &&
+        settings.revisionCommand[2] === ALEMBIC_MAIN &&
+        settings.revisionCommand.slice(3).join(' ') === 'current';
+    return sh_script(prelude(settings), skipUnchanged(settings), advisoryLock(settings), 
+    // The database is about to change, or be read anew: what was last applied is no longer known.
+    sh_sh `rm -f -- ${settings.layout.state}/${RECORD}`, 'before_line=$(revision_line)', 'before=${before_line%% *}', 'echo "REVISION_BEFORE ${before}"', atHeadSkips
+        ? sh_script(
+        // alembic current marks the head: upgrading to it is a no-op, which needs no backup.
+        'case "$before_line" in', '  *"(head)"*)', '    echo "REVISION_AFTER ${before}"', '    echo "SKIPPED the schema is at the head (${before}): nothing to migrate"', migrate_record(settings, 'before'), sh_sh `    printf '%s\n' "$(date -u +%FT%TZ) migrated ${settings.releaseId}: nothing to do, at the head (\${before})" >> ${settings.layout.history}`, '    exit 0 ;;', 'esac')
+        : null, backupStep(settings), sh_sh `echo ${`running: ${commandText(settings.command)}`}`, 
+    // The app's output goes to stderr (still streamed): only our own lines are parsed.
+    sh_sh `if ! run_app ${settings.command} >&2; then echo "REVISION_AFTER $(revision)"; echo "the migration command failed" >&2; exit ${migrate_MIGRATION_FAILED_EXIT}; fi`, 'after=$(revision)', 'echo "REVISION_AFTER ${after}"', migrate_record(settings, 'after'), sh_sh `printf '%s\n' "$(date -u +%FT%TZ) migrated ${settings.releaseId}: \${before:-none} -> \${after:-none}" >> ${settings.layout.history}`, 'printf "%s\\n" "SELECT pg_advisory_unlock_all();" "\\\\q" >&"${LOCK[1]}" || true');
+}
+/** The migration as a step: the revisions before and after, and the backup it took. */
+function migrate_migrateStep(settings, what) {
+    return step_step(what, migrateScript(settings), (stdout) => {
+        const out = sh_keyLines(stdout);
+        const [backupPath = '', backupSha256 = '', bytes = '0'] = (out.get('BACKUP') ?? '').trim().split(' ');
+        return {
+            before: out.get('REVISION_BEFORE')?.trim() ?? '',
+            after: out.all('REVISION_AFTER').at(-1)?.trim() ?? '',
+            backupPath,
+            backupSha256,
+            backupBytes: Number(bytes),
+            skipped: out.get('SKIPPED')?.trim() ?? '',
+        };
+    });
+}
+
+;// CONCATENATED MODULE: ./src/stages/migrate.ts
+// The migrate stage: once per deploy, on one host.
+
+
+
+
+
+
+
+
+
+/** The host that migrates: the one named, else the one with the migrate role, else the first. */
+function pickMigrateHost(hosts, named) {
+    if (named) {
+        // parseInputs refuses a migrate-host that is not an app host; this guards the stage itself.
+        const spec = findHost(hosts.map((h) => h.spec), named);
+        const host = hosts.find((h) => h.spec === spec);
+        if (!host)
+            throw new Error(`migrate-host '${named}' is not one of the hosts (${hosts.map((h) => h.spec.label).join(', ')})`);
+        return host;
+    }
+    return hosts.find((h) => h.roles.migrate) ?? hosts[0];
+}
+/**
+ * Whether a deploy migrates. auto: when migrate-command is set, or the release
+ * has alembic.ini at its top (what the default command needs).
+ */
+function shouldMigrate(migrate, manifest, command) {
+    if (migrate !== 'auto')
+        return { run: migrate === 'true', why: `migrate is ${migrate}` };
+    if (command.length)
+        return { run: true, why: 'migrate is auto and migrate-command is set' };
+    return manifest.files.some(([p]) => p === 'alembic.ini') ||
+        manifest.links.some(([p]) => p === 'alembic.ini')
+        ? { run: true, why: 'migrate is auto and the release has alembic.ini' }
+        : { run: false, why: 'migrate is auto, the release has no alembic.ini and migrate-command is not set' };
+}
+/**
+ * The directories alembic.ini's [alembic] section takes migrations from
+ * (script_location, version_locations), as release paths; null when one is not
+ * a plain path inside the release (then no migration is ever skipped).
+ */
+function alembicDirectories(ini) {
+    const values = {};
+    let section = '';
+    let key = '';
+    for (const line of ini.split(/\r?\n/)) {
+        if (/^\s*([#;]|$)/.test(line))
+            continue;
+        if (/^\s*\[/.test(line)) {
+            // Only plain headers: Python's configparser reads `[alembic] x` and
+            // `[ alembic ]` its own way, and [DEFAULT] feeds every section.
+            const header = /^\[([A-Za-z0-9_.-]+)\]$/.exec(line);
+            if (!header || header[1] === 'DEFAULT')
+                return null;
+            [section, key] = [header[1], ''];
+            continue;
+        }
+        if (/^\s/.test(line)) {
+            if (section === 'alembic' && key)
+                values[key] += ' ' + line.trim();
+            continue;
+        }
+        const kv = /^([^=:]+?)\s*[=:]\s*(.*)$/.exec(line);
+        key = kv ? kv[1].trim().toLowerCase() : '';
+        if (section === 'alembic' && kv)
+            values[key] = kv[2].trim();
+    }
+    // A separator setting splits version_locations another way (alembic's `os`
+    // template among them): not placed here, so never skipped.
+    if ('version_path_separator' in values || 'path_separator' in values)
+        return null;
+    const paths = [values.script_location ?? '', ...(values.version_locations ?? '').split(/[\s,]+/)].filter(Boolean);
+    if (!values.script_location)
+        return null;
+    const dirs = [];
+    for (let p of paths) {
+        p = p.replace(/^%\(here\)s\//, '');
+        const pkg = /^([A-Za-z_][\w.]*):(.*)$/.exec(p);
+        if (pkg)
+            p = pkg[1].replaceAll('.', '/') + (pkg[2] ? '/' + pkg[2] : '');
+        p = p.replace(/\/+$/, '').replace(/^\.\//, '');
+        if (!p || p.startsWith('/') || /[%\s:;#]/.test(p) || p.split('/').some((x) => x === '..' || x === '.'))
+            return null;
+        dirs.push(p);
+    }
+    return dirs;
+}
+/**
+ * The checksum of what decides a migration: alembic.ini, the files under its
+ * migration directories, the commands, and release files the commands name
+ * (a script, or a `-m` module). Computed on the runner from what it sends; null
+ * without alembic.ini or with directories it cannot place.
+ */
+async function migrationFingerprint(source, manifest, commands) {
+    if (!manifest.files.some(([p]) => p === 'alembic.ini'))
+        return null;
+    const dirs = alembicDirectories(await readFile(join(source, 'alembic.ini'), 'utf8'));
+    if (!dirs)
+        return null;
+    const words = commands.flat();
+    const modules = words.flatMap((w, i) => (words[i - 1] === '-m' ? [w.replaceAll('.', '/')] : []));
+    const named = (p) => p === 'alembic.ini' ||
+        words.includes(p) ||
+        [...dirs, ...modules].some((d) => p.startsWith(d + '/')) ||
+        modules.some((m) => p === m + '.py');
+    const files = manifest.files.filter(([p]) => named(p)).map(([p, digest, mode]) => [p, digest, mode]);
+    // Every directory it names must hold files of the release: one that holds
+    // none is placed wrong (or a link), and a wrong place never skips.
+    if (!dirs.every((d) => files.some(([p]) => p.startsWith(d + '/'))))
+        return null;
+    const links = manifest.links.filter(([p]) => named(p));
+    return createHash('sha256').update(JSON.stringify({ commands, files, links })).digest('hex');
+}
+async function migrateOnHost(host, releaseId, settings, log, fingerprint = null) {
+    try {
+        const out = await host.conn.step(migrateStep({
+            layout: host.layout,
+            releaseId,
+            user: settings['app-user'],
+            command: orAlembic(settings.command, 'upgrade', 'head'),
+            revisionCommand: orAlembic(settings['revision-command'], 'current'),
+            recordIn: releaseId,
+            fingerprint,
+            backup: settings.backup ? { label: 'pre-migrate', keep: settings['backup-keep'] } : null,
+            lockTimeout: settings['lock-timeout'],
+            actor: lockHolder('migrate').actor,
+        }, `migrating for ${releaseId}`), { stream: true });
+        log.info(`[${host.spec.label}] schema ${out.before || 'empty'} -> ${out.after || 'empty'}${out.skipped ? ` (${out.skipped})` : ''}`);
+        return out;
+    }
+    catch (err) {
+        if (err instanceof RemoteError && err.code === MIGRATE_LOCK_EXIT)
+            throw err;
+        // A failed migration: the release must never be switched to.
+        const reason = err instanceof RemoteError && err.code === MIGRATION_FAILED_EXIT
+            ? `migration failed:\n${err.stderrTail}`
+            : errorMessage(err);
+        await host.conn.step(markStep(host.layout, releaseId, 'failed', reason)).catch(() => undefined);
+        throw err;
+    }
+}
+/** Downgrades the schema to `revision`, running the code of the release being left. */
+async function downgradeOnHost(host, fromRelease, revision, settings, log) {
+    const out = await host.conn.step(migrate_migrateStep({
+        layout: host.layout,
+        releaseId: fromRelease,
+        user: settings['app-user'],
+        command: migrate_orAlembic(settings['downgrade-command'], 'downgrade', '{revision}').map((w) => w.replaceAll('{revision}', revision)),
+        revisionCommand: migrate_orAlembic(settings['revision-command'], 'current'),
+        recordIn: null,
+        fingerprint: null,
+        backup: settings.backup ? { label: 'pre-downgrade', keep: settings['backup-keep'] } : null,
+        lockTimeout: settings['lock-timeout'],
+        actor: hosts_lockHolder('rollback').actor,
+    }, `downgrading the schema to ${revision}`), { stream: true });
+    log.info(`[${host.spec.label}] schema ${out.before || 'empty'} -> ${out.after || 'empty'}`);
+    if (out.after !== revision)
+        throw new Error(`the downgrade left the schema at '${out.after}', not at ${revision}`);
+    return out;
+}
+/** Marks a release failed on every host (a failed migration means no host may switch to it). */
+async function markFailedEverywhere(hosts, releaseId, reason) {
+    await Promise.all(hosts.map((h) => h.conn.step(markStep(h.layout, releaseId, 'failed', reason)).catch(() => undefined)));
+}
+
+;// CONCATENATED MODULE: ./src/remote/balancer.ts
+// An nginx load balancer in front of the app hosts (provision, roles=lb): its
+// upstream lists them (their nginx, port 80 by default). A rolling switch takes
+// a batch out of rotation on the app hosts themselves (drainStep).
+
+
+
+/**
+ * Seconds a balancer leaves an app host alone after it refused twice (nginx's
+ * fail_timeout): a drained host is used again this long after it is undrained,
+ * so a rolling switch waits as long before it drains the next batch.
+ */
+const BALANCER_FAIL_TIMEOUT = 1;
+function balancerUpstreamName(l) {
+    return `${l.app.replace(/-/g, '_')}_fleet`;
+}
+/** http-level config on the balancer: the app hosts and the WebSocket map. */
+function balancerUpstreamConf(layout, members) {
+    const name = balancerUpstreamName(layout);
+    const servers = members.map((m) => `    server ${nginxAddress(m.host, m.port)} max_fails=2 fail_timeout=${BALANCER_FAIL_TIMEOUT}s; # ${m.label.replace(/[\r\n]/g, ' ')}`);
+    return `# Managed by metalship: the app hosts behind this load balancer.
+upstream ${name} {
+${servers.join('\n')}
+}
+map $http_upgrade $metalship_${name}_connection {
+    default upgrade;
+    '' close;
+}
+`;
+}
+/**
+ * Takes an app host out of the balancers' rotation, or puts it back, without
+ * touching the balancers: while draining, the host answers new connections to
+ * the port they reach it on with a TCP reset (loopback aside, so its own checks
+ * still work). A balancer gets "connection refused" before it has sent anything
+ * and passes the request, whatever its method, to the next host; requests in
+ * flight finish. Reloading the balancer instead would close its clients' idle
+ * keep-alive connections, which some clients see as errors. The rule is not
+ * persistent: a reboot clears a drain a killed run left behind.
+ */
+function drainStep(layout, port, draining) {
+    const rule = sh_sh `INPUT ! -i lo -p tcp --dport ${String(port)} --syn -m comment --comment ${'metalship-drain-' + layout.app} -j REJECT --reject-with tcp-reset`;
+    return step_plainStep(draining ? 'taking the host out of rotation' : 'putting the host back in rotation', sh_script('tools=""', 'for t in iptables ip6tables; do command -v "$t" >/dev/null 2>&1 && tools="$tools $t"; done', `[ -n "$tools" ] || { echo "draining needs iptables (provision installs it with ufw)" >&2; exit 1; }`, 'for t in $tools; do', draining
+        ? `  "$t" -w -C ${rule} 2>/dev/null || "$t" -w -I ${rule.replace(/^INPUT /, 'INPUT 1 ')}`
+        : `  while "$t" -w -D ${rule} 2>/dev/null; do :; done`, 'done', draining ? 'echo DRAINING' : 'echo IN_ROTATION'));
+}
 
 ;// CONCATENATED MODULE: ./src/inputs/ssh-key.ts
 // The private key, read locally with ssh2 (the parser node-ssh uses when it
@@ -82824,11 +82890,10 @@ const connectionInputs = {
 };
 const commandField = (description, def) => fields_custom({ description, default: def }, { expected: 'a command line of plain words, e.g. "python -m worker"' }, (v) => checkCommand(v));
 /**
- * The command of a unit (worker, scheduler): `none` runs none, and so does an
- * empty value. The default is none: a command the app lacks (the standard's
+ * The command of a unit (worker, scheduler): `none` runs none. The default is none: a command the app lacks (the standard's
  * taskiq in an app without taskiq) would fail its deploy.
  */
-const unitCommandField = (description, def) => fields_custom({ description, default: def, emptyIsValue: true }, { expected: 'a command line of plain words, e.g. "python -m worker", or none' }, (v) => (v === 'none' || v === '' ? [] : checkCommand(v)));
+const unitCommandField = (description, def) => fields_custom({ description, default: def }, { expected: 'a command line of plain words, e.g. "python -m worker", or none' }, (v) => (v === 'none' || v === '' ? [] : checkCommand(v)));
 /** How the app's processes run: shared by release (import check), switch, rollback and deploy. */
 const serviceInputs = {
     'app-user': pattern({
@@ -82852,8 +82917,8 @@ const serviceInputs = {
         expected: 'module:attribute, e.g. main:app or myproj.asgi:application',
     }),
     'uvicorn-args': commandField('Extra uvicorn arguments, e.g. "--workers 2".', ''),
-    'worker-command': unitCommandField('Background worker command, run in the release with the venv first on PATH, e.g. "taskiq worker tasks.broker:broker" (the standard\'s). `none` or empty: no worker, the default: an app has one only when it says which.', 'none'),
-    'scheduler-command': unitCommandField('Scheduler command (exactly one runs, on the first host or the host with the scheduler role), e.g. "taskiq scheduler tasks.scheduler:scheduler". `none` or empty: no scheduler, the default.', 'none'),
+    'worker-command': unitCommandField('Background worker command, run in the release; its program is the virtualenv\'s (python, taskiq, ...) unless given as an absolute path, e.g. "taskiq worker tasks.broker:broker" (the standard\'s). `none`: no worker, the default (an app has one only when it says which); to turn off one the config file names, give none.', 'none'),
+    'scheduler-command': unitCommandField('Scheduler command (exactly one runs, on the first host or the host with the scheduler role), e.g. "taskiq scheduler tasks.scheduler:scheduler". `none`: no scheduler, the default (to turn off one the config file names, give none).', 'none'),
     'health-path': pattern({
         description: 'Readiness endpoint of the app, checked on each host before it gets traffic and after a switch.',
         default: '/health/ready',
@@ -83904,32 +83969,6 @@ function migratingHostsCheck(settings) {
         ...appUserCheck(settings.hosts, settings),
     ];
 }
-
-;// CONCATENATED MODULE: ./src/inputs/config.ts
-// The inputs that choose the config file and its section: every action has them.
-
-const CONFIG_FILE_DEFAULT = '.metalship.yml';
-const configInputs = {
-    config: fields_custom({
-        description: 'The config file: shared settings and per-environment sections, with the same names and values as these inputs (see the README, "Config file"). ' +
-            'Relative to the workspace. Left out: .metalship.yml, if there is one; given: the file must exist. An input given here overrides the file.',
-        default: CONFIG_FILE_DEFAULT,
-        notInConfig: 'it names the config file itself',
-    }, {
-        expected: 'a path of letters, digits and ._/@+-, relative to the workspace or absolute, e.g. deploy/metalship.yml',
-    }, (v) => {
-        const bad = checkRelativePath(v.startsWith('/') ? v.slice(1) : v);
-        return bad ? { error: bad } : v;
-    }),
-    environment: pattern({
-        description: "The environment deployed to, e.g. production: the config file's section of that name (under environments:) overrides its shared settings, and deploy and rollback record their GitHub deployment in it. Names are compared ignoring case, as GitHub's environments are. " +
-            "Left out: no section, and the deployment goes to the environment of the deployment event that started the workflow, else production. Give the job's `environment:` name to keep both on one page.",
-        default: '',
-        notInConfig: 'it chooses the section of the file',
-        regex: /^(|(?=.{1,255}$)[A-Za-z0-9._/-]+( [A-Za-z0-9._/-]+)*)$/,
-        expected: 'an environment name of letters, digits, ._/- and single spaces (at most 255), e.g. production',
-    }),
-};
 
 // EXTERNAL MODULE: ./node_modules/dotenv/dist/index.cjs
 var dist = __nccwpck_require__(8230);

@@ -76502,11 +76502,10 @@ const connectionInputs = {
 };
 const commandField = (description, def) => fields_custom({ description, default: def }, { expected: 'a command line of plain words, e.g. "python -m worker"' }, (v) => checkCommand(v));
 /**
- * The command of a unit (worker, scheduler): `none` runs none, and so does an
- * empty value. The default is none: a command the app lacks (the standard's
+ * The command of a unit (worker, scheduler): `none` runs none. The default is none: a command the app lacks (the standard's
  * taskiq in an app without taskiq) would fail its deploy.
  */
-const unitCommandField = (description, def) => fields_custom({ description, default: def, emptyIsValue: true }, { expected: 'a command line of plain words, e.g. "python -m worker", or none' }, (v) => (v === 'none' || v === '' ? [] : checkCommand(v)));
+const unitCommandField = (description, def) => fields_custom({ description, default: def }, { expected: 'a command line of plain words, e.g. "python -m worker", or none' }, (v) => (v === 'none' || v === '' ? [] : checkCommand(v)));
 /** How the app's processes run: shared by release (import check), switch, rollback and deploy. */
 const serviceInputs = {
     'app-user': pattern({
@@ -76530,8 +76529,8 @@ const serviceInputs = {
         expected: 'module:attribute, e.g. main:app or myproj.asgi:application',
     }),
     'uvicorn-args': commandField('Extra uvicorn arguments, e.g. "--workers 2".', ''),
-    'worker-command': unitCommandField('Background worker command, run in the release with the venv first on PATH, e.g. "taskiq worker tasks.broker:broker" (the standard\'s). `none` or empty: no worker, the default: an app has one only when it says which.', 'none'),
-    'scheduler-command': unitCommandField('Scheduler command (exactly one runs, on the first host or the host with the scheduler role), e.g. "taskiq scheduler tasks.scheduler:scheduler". `none` or empty: no scheduler, the default.', 'none'),
+    'worker-command': unitCommandField('Background worker command, run in the release; its program is the virtualenv\'s (python, taskiq, ...) unless given as an absolute path, e.g. "taskiq worker tasks.broker:broker" (the standard\'s). `none`: no worker, the default (an app has one only when it says which); to turn off one the config file names, give none.', 'none'),
+    'scheduler-command': unitCommandField('Scheduler command (exactly one runs, on the first host or the host with the scheduler role), e.g. "taskiq scheduler tasks.scheduler:scheduler". `none`: no scheduler, the default (to turn off one the config file names, give none).', 'none'),
     'health-path': pattern({
         description: 'Readiness endpoint of the app, checked on each host before it gets traffic and after a switch.',
         default: '/health/ready',
