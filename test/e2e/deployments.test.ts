@@ -17,7 +17,7 @@ import {
   setUpAppOnHost,
   type E2EState,
 } from '../support/e2e.js';
-import { fakeGitHub, type FakeGitHub } from '../support/github-api.js';
+import { fakeGitHub, listedInAnyOrder, type FakeGitHub } from '../support/github-api.js';
 
 const APP = 'ghdep';
 const SERVER = 'ghdep.test';
@@ -101,12 +101,14 @@ test("a deploy from a git checkout outside GitHub's SHA records the checkout's r
   expect(r.code).toBe(0);
   ids.v1 = r.outputs['release-id']!;
   expect(await recordedRevision(ids.v1)).toBe(head);
-  expect(newCalls()).toEqual([
-    'POST /deployments',
-    `POST /deployments/${api.deployments[0]!.id}/statuses in_progress`,
-    `POST /deployments/${api.deployments[0]!.id}/statuses success`,
-    'GET /deployments',
-  ]);
+  expect(listedInAnyOrder(newCalls())).toEqual(
+    listedInAnyOrder([
+      'POST /deployments',
+      `POST /deployments/${api.deployments[0]!.id}/statuses in_progress`,
+      `POST /deployments/${api.deployments[0]!.id}/statuses success`,
+      'GET /deployments',
+    ]),
+  );
   deployments.v1 = api.deployments[0]!.id;
   const [create, progress, success] = api.calls;
   expect(create!.body).toMatchObject({ ref: head, environment: 'production', payload: { app: APP } });
@@ -131,14 +133,16 @@ test('the next deploy makes the one before inactive', async () => {
   expect(await recordedRevision(ids.v2)).toBe(SHA2);
   deployments.v2 = api.deployments[1]!.id;
   expect(api.deployments[1]!.ref).toBe(SHA2);
-  expect(newCalls()).toEqual([
-    'POST /deployments',
-    `POST /deployments/${deployments.v2}/statuses in_progress`,
-    `POST /deployments/${deployments.v2}/statuses success`,
-    'GET /deployments',
-    `GET /deployments/${deployments.v1}/statuses`,
-    `POST /deployments/${deployments.v1}/statuses inactive`,
-  ]);
+  expect(listedInAnyOrder(newCalls())).toEqual(
+    listedInAnyOrder([
+      'POST /deployments',
+      `POST /deployments/${deployments.v2}/statuses in_progress`,
+      `POST /deployments/${deployments.v2}/statuses success`,
+      'GET /deployments',
+      `GET /deployments/${deployments.v1}/statuses`,
+      `POST /deployments/${deployments.v1}/statuses inactive`,
+    ]),
+  );
 });
 
 test('a deploy failing verification is recorded as failed; the one serving stays active', async () => {
@@ -147,11 +151,13 @@ test('a deploy failing verification is recorded as failed; the one serving stays
   expect(r.code).toBe(1);
   expect(r.outputs['rolled-back']).toBe('true');
   const id = api.deployments[2]!.id;
-  expect(newCalls()).toEqual([
-    'POST /deployments',
-    `POST /deployments/${id}/statuses in_progress`,
-    `POST /deployments/${id}/statuses failure`,
-  ]);
+  expect(listedInAnyOrder(newCalls())).toEqual(
+    listedInAnyOrder([
+      'POST /deployments',
+      `POST /deployments/${id}/statuses in_progress`,
+      `POST /deployments/${id}/statuses failure`,
+    ]),
+  );
   expect(api.calls.at(-1)!.body).toMatchObject({
     state: 'failure',
     auto_inactive: false,
@@ -168,17 +174,19 @@ test("a rollback records a deployment of the release it restores, at that releas
   expect(r.outputs['release-id']).toBe(ids.v1);
   const id = api.deployments[3]!.id;
   expect(api.deployments[3]!.ref).toBe(head);
-  expect(newCalls()).toEqual([
-    'POST /deployments',
-    `POST /deployments/${id}/statuses in_progress`,
-    `POST /deployments/${id}/statuses success`,
-    'GET /deployments',
-    // Newest first: the failed v3 is left alone, v2 (serving until now) made inactive; v1's is inactive already.
-    `GET /deployments/${api.deployments[2]!.id}/statuses`,
-    `GET /deployments/${deployments.v2}/statuses`,
-    `POST /deployments/${deployments.v2}/statuses inactive`,
-    `GET /deployments/${deployments.v1}/statuses`,
-  ]);
+  expect(listedInAnyOrder(newCalls())).toEqual(
+    listedInAnyOrder([
+      'POST /deployments',
+      `POST /deployments/${id}/statuses in_progress`,
+      `POST /deployments/${id}/statuses success`,
+      'GET /deployments',
+      // Newest first: the failed v3 is left alone, v2 (serving until now) made inactive; v1's is inactive already.
+      `GET /deployments/${api.deployments[2]!.id}/statuses`,
+      `GET /deployments/${deployments.v2}/statuses`,
+      `POST /deployments/${deployments.v2}/statuses inactive`,
+      `GET /deployments/${deployments.v1}/statuses`,
+    ]),
+  );
   const create = api.calls[api.calls.length - 8]!;
   expect(create.body).toMatchObject({ payload: { app: APP, release: ids.v1, 'rolled-back-from': ids.v2 } });
 });
@@ -190,7 +198,7 @@ test('a token that may not write deployments (403): one notice, and the deploy s
   expect(r.stdout).not.toMatch(/::error::/);
   expect(r.code).toBe(0);
   expect(r.outputs.healthy).toBe('true');
-  expect(newCalls()).toEqual(['POST /deployments']);
+  expect(listedInAnyOrder(newCalls())).toEqual(listedInAnyOrder(['POST /deployments']));
   expect(r.stdout.match(/^::notice::.*$/gm)).toEqual([
     '::notice::GitHub deployment not recorded: the token may not write deployments (HTTP 403 creating the deployment); give it deployments: write, or set github-deployments: false',
   ]);

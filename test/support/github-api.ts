@@ -118,3 +118,12 @@ export async function fakeGitHub(): Promise<FakeGitHub> {
   };
   return fake;
 }
+
+/**
+ * A call sequence with the calls after the listing of earlier deployments put
+ * in a fixed order: those reads and updates run side by side.
+ */
+export function listedInAnyOrder(sequence: string[]): string[] {
+  const at = sequence.indexOf('GET /deployments');
+  return at < 0 ? sequence : [...sequence.slice(0, at + 1), ...sequence.slice(at + 1).sort()];
+}
