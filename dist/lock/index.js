@@ -65118,9 +65118,11 @@ function verifyStep(settings) {
         ? null
         : script(sh `slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "PROBLEM no api slot is serving on this host (nothing deployed yet?)"; exit 0;; esac', sh `sock=/run/${layout.app}-api-$slot/api.sock`, sh `out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'echo "PROBE_RC $rc"', throughNginx(settings)), 'failed=""', 
     // A unit still starting or stopping, or with a job queued (a restart the
-    // switch did not wait for), is waited for, up to the timeout; then it must be active.
+    // switch did not wait for), is waited for, up to the timeout; then it must be
+    // active, its main process up for a second: a program that cannot start
+    // (exit 203) is "active" for a moment before it fails.
     settings.units.length
-        ? script('settled() {', '  local i=0 s', '  while :; do', '    s=$(systemctl is-active "$1" 2>/dev/null || true)', '    if [ "$s" = active ] && [ -z "$(systemctl list-jobs --no-legend "$1" 2>/dev/null)" ]; then return 0; fi', '    case "$s" in active|activating|deactivating|reloading) ;; *) return 1 ;; esac', sh `    i=$((i + 1)); [ "$i" -lt ${settings.timeout * 10} ] || return 1`, '    sleep 0.1', '  done', '}').trimEnd()
+        ? script('settled() {', '  local i=0 s pid up', '  while :; do', '    s=$(systemctl is-active "$1" 2>/dev/null || true)', '    if [ "$s" = active ] && [ -z "$(systemctl list-jobs --no-legend "$1" 2>/dev/null)" ]; then', '      pid=$(systemctl show -p MainPID --value "$1" 2>/dev/null || true)', '      up=$(ps -o etimes= -p "${pid:-0}" 2>/dev/null | tr -d " " || true)', '      if [ -n "$up" ] && [ "$up" -ge 1 ]; then return 0; fi', '    fi', '    case "$s" in active|activating|deactivating|reloading) ;; *) return 1 ;; esac', sh `    i=$((i + 1)); [ "$i" -lt ${settings.timeout * 10} ] || return 1`, '    sleep 0.1', '  done', '}').trimEnd()
         : null, ...settings.units.map((u) => sh `if ! settled ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', sh `  journalctl -u ${layout.units.api('blue')} -u ${layout.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`, 'fi');
     return step('health check', text, (stdout) => {
         const out = keyLines(stdout);
