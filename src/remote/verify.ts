@@ -84,15 +84,17 @@ export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
     settings.units.length
       ? script(
           'settled() {',
-          '  local i=0 s pid up',
+          '  local i=0 s jobs pid up',
           '  while :; do',
           '    s=$(systemctl is-active "$1" 2>/dev/null || true)',
-          '    if [ "$s" = active ] && [ -z "$(systemctl list-jobs --no-legend "$1" 2>/dev/null)" ]; then',
+          '    jobs=$(systemctl list-jobs --no-legend "$1" 2>/dev/null || true)',
+          '    if [ "$s" = active ] && [ -z "$jobs" ]; then',
           '      pid=$(systemctl show -p MainPID --value "$1" 2>/dev/null || true)',
           '      up=$(ps -o etimes= -p "${pid:-0}" 2>/dev/null | tr -d " " || true)',
           '      if [ -n "$up" ] && [ "$up" -ge 1 ]; then return 0; fi',
           '    fi',
-          '    case "$s" in active|activating|deactivating|reloading) ;; *) return 1 ;; esac',
+          // Between a restart's stop and its start the unit reads inactive, its start job queued.
+          '    if [ -z "$jobs" ]; then case "$s" in active|activating|deactivating|reloading) ;; *) return 1 ;; esac; fi',
           sh`    i=$((i + 1)); [ "$i" -lt ${settings.timeout * 10} ] || return 1`,
           '    sleep 0.1',
           '  done',
