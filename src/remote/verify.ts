@@ -78,21 +78,15 @@ export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
         ),
     'failed=""',
     // A unit still starting or stopping, or with a job queued (a restart the
-    // switch did not wait for), is waited for, up to the timeout; then it must be
-    // active, its main process up for a second: a program that cannot start
-    // (exit 203) is "active" for a moment before it fails.
+    // switch did not wait for), is waited for, up to the timeout; then it must be active.
     settings.units.length
       ? script(
           'settled() {',
-          '  local i=0 s jobs pid up',
+          '  local i=0 s jobs',
           '  while :; do',
           '    s=$(systemctl is-active "$1" 2>/dev/null || true)',
           '    jobs=$(systemctl list-jobs --no-legend "$1" 2>/dev/null || true)',
-          '    if [ "$s" = active ] && [ -z "$jobs" ]; then',
-          '      pid=$(systemctl show -p MainPID --value "$1" 2>/dev/null || true)',
-          '      up=$(ps -o etimes= -p "${pid:-0}" 2>/dev/null | tr -d " " || true)',
-          '      if [ -n "$up" ] && [ "$up" -ge 1 ]; then return 0; fi',
-          '    fi',
+          '    if [ "$s" = active ] && [ -z "$jobs" ]; then return 0; fi',
           // Between a restart's stop and its start the unit reads inactive, its start job queued.
           '    if [ -z "$jobs" ]; then case "$s" in active|activating|deactivating|reloading) ;; *) return 1 ;; esac; fi',
           sh`    i=$((i + 1)); [ "$i" -lt ${settings.timeout * 10} ] || return 1`,

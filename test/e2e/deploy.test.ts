@@ -212,26 +212,3 @@ test('a deploy warns when the backups beside it were never proven to restore, an
   expect(quiet.stdout).not.toMatch(/restore test|proven to restore/);
   await onHost(state, host, `rm -rf /var/backups/metalship/${APP}`);
 });
-
-test('a worker whose program cannot start fails the deploy, which rolls back by itself', async () => {
-  const before = await serving();
-  await setVersion('no-worker');
-  // Not in the virtualenv: systemd's exec fails (203), after the unit read "active" for a moment.
-  const r = await runBundle(
-    'deploy',
-    inputs({ 'worker-command': 'no-such-program --flag', 'verify-timeout': '5' }),
-  );
-  expect(r.code).toBe(1);
-  expect(r.outputs['rolled-back']).toBe('true');
-  expect(r.stdout).toMatch(new RegExp(`${APP}-worker\\.service`));
-  expect(await serving()).toEqual(before);
-  expect(
-    (
-      await onHost(
-        state,
-        host,
-        `systemctl is-active ${APP}-worker; readlink /proc/$(systemctl show -p MainPID --value ${APP}-worker)/cwd`,
-      )
-    ).trim(),
-  ).toBe(`active\n/opt/${APP}/releases/${before.release}`);
-});
