@@ -65118,11 +65118,9 @@ function verifyStep(settings) {
         ? null
         : script(sh `slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "PROBLEM no api slot is serving on this host (nothing deployed yet?)"; exit 0;; esac', sh `sock=/run/${layout.app}-api-$slot/api.sock`, sh `out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'echo "PROBE_RC $rc"', throughNginx(settings)), 'failed=""', 
     // A unit still starting or stopping, or with a job queued (a restart the
-    // switch did not wait for), is waited for, up to the timeout; then it must be
-    // active, its main process up for a second: a program that cannot start
-    // (exit 203) is "active" for a moment before it fails.
+    // switch did not wait for), is waited for, up to the timeout; then it must be active.
     settings.units.length
-        ? script('settled() {', '  local i=0 s jobs pid up', '  while :; do', '    s=$(systemctl is-active "$1" 2>/dev/null || true)', '    jobs=$(systemctl list-jobs --no-legend "$1" 2>/dev/null || true)', '    if [ "$s" = active ] && [ -z "$jobs" ]; then', '      pid=$(systemctl show -p MainPID --value "$1" 2>/dev/null || true)', '      up=$(ps -o etimes= -p "${pid:-0}" 2>/dev/null | tr -d " " || true)', '      if [ -n "$up" ] && [ "$up" -ge 1 ]; then return 0; fi', '    fi', 
+        ? script('settled() {', '  local i=0 s jobs', '  while :; do', '    s=$(systemctl is-active "$1" 2>/dev/null || true)', '    jobs=$(systemctl list-jobs --no-legend "$1" 2>/dev/null || true)', '    if [ "$s" = active ] && [ -z "$jobs" ]; then return 0; fi', 
         // Between a restart's stop and its start the unit reads inactive, its start job queued.
         '    if [ -z "$jobs" ]; then case "$s" in active|activating|deactivating|reloading) ;; *) return 1 ;; esac; fi', sh `    i=$((i + 1)); [ "$i" -lt ${settings.timeout * 10} ] || return 1`, '    sleep 0.1', '  done', '}').trimEnd()
         : null, ...settings.units.map((u) => sh `if ! settled ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', sh `  journalctl -u ${layout.units.api('blue')} -u ${layout.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`, 'fi');
