@@ -191,12 +191,19 @@ async function sshCmd(
   });
 }
 
+/**
+ * What most SSH deploy actions do: upload, extract, ln -sfn, systemctl restart.
+ * With `migrate`, as Capistrano deploys a Python app with migrations: the
+ * migrations (`alembic upgrade head`, whether or not there is anything to do)
+ * before the link.
+ */
 async function baselineDeploy(
   host: TestHost,
   key: HostKeyPair,
   knownHostsFile: string,
   source: string,
   id: string,
+  opts: { migrate?: boolean } = {},
 ): Promise<number> {
   const tarball = await tarOf(source);
   // Like scp-then-ssh actions: one connection to upload, one to run the commands.
@@ -206,6 +213,9 @@ async function baselineDeploy(
     key,
     knownHostsFile,
     `set -e; mkdir -p /opt/baseline/releases/${id}; tar -xzf /tmp/baseline-${id}.tgz -C /opt/baseline/releases/${id}; rm /tmp/baseline-${id}.tgz; ` +
+      (opts.migrate
+        ? `cd /opt/baseline/releases/${id} && runuser -u www-data -- env DATABASE_URL=postgresql:///baseline python3 -m dbmigrate upgrade head; `
+        : '') +
       `ln -sfn /opt/baseline/releases/${id} /opt/baseline/current; systemctl restart baseline`,
   );
   return tarball.length;
@@ -223,31 +233,6 @@ async function baselineRollback(
     knownHostsFile,
     `set -e; ln -sfn /opt/baseline/releases/${id} /opt/baseline/current; systemctl restart baseline`,
   );
-}
-
-/**
- * As Capistrano deploys a Python app with migrations: upload, extract, the
- * migrations (`alembic upgrade head`, whether or not there is anything to do),
- * ln -sfn, systemctl restart.
- */
-async function baselineMigrateDeploy(
-  host: TestHost,
-  key: HostKeyPair,
-  knownHostsFile: string,
-  source: string,
-  id: string,
-): Promise<number> {
-  const tarball = await tarOf(source);
-  await sshCmd(host, key, knownHostsFile, `cat > /tmp/baseline-${id}.tgz`, tarball);
-  await sshCmd(
-    host,
-    key,
-    knownHostsFile,
-    `set -e; mkdir -p /opt/baseline/releases/${id}; tar -xzf /tmp/baseline-${id}.tgz -C /opt/baseline/releases/${id}; rm /tmp/baseline-${id}.tgz; ` +
-      `cd /opt/baseline/releases/${id} && runuser -u www-data -- env DATABASE_URL=postgresql:///baseline python3 -m dbmigrate upgrade head; ` +
-      `ln -sfn /opt/baseline/releases/${id} /opt/baseline/current; systemctl restart baseline`,
-  );
-  return tarball.length;
 }
 
 /**
@@ -418,7 +403,7 @@ async function main(): Promise<void> {
       rows.push([
         'baseline deploy (1 file, no-op migration)',
         await measure(host, key, baseUrl, `"v${baseVersion}"`, () =>
-          baselineMigrateDeploy(host, key, knownHostsFile, source, `b${baseVersion}`),
+          baselineDeploy(host, key, knownHostsFile, source, `b${baseVersion}`, { migrate: true }),
         ),
       ]);
       await sleep(2000);
