@@ -25,6 +25,8 @@ export interface HealthOutcome {
   /** The same endpoint through nginx with the site's Host (null: the host has no site of the app, or the socket failed). */
   nginx: { host: string; answer: NonNullable<HealthOutcome['answer']> } | null;
   unitsDown: string[];
+  /** systemd's view of each unit given up on, for the error message. */
+  unitStates: string[];
   /** The services' recent journal lines, when unhealthy. */
   journal: string[];
   /** Why there was nothing to check. */
@@ -89,7 +91,11 @@ export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
           // No early failure: around a restart the switch did not wait for, a unit
           // passes through inactive (and its job through states list-jobs may not
           // show); a unit that is really down fails at the timeout.
-          sh`    i=$((i + 1)); [ "$i" -lt ${settings.timeout * 10} ] || return 1`,
+          sh`    i=$((i + 1)); if [ "$i" -ge ${settings.timeout * 10} ]; then`,
+          // What the unit was doing when given up on, so a failure explains itself.
+          '      echo "UNIT_STATE $1: is-active=${s:-?} jobs=${jobs:-none}; $(systemctl show -p ActiveState -p SubState -p Result -p NRestarts -p ExecMainStatus "$1" 2>/dev/null | tr \'\\n\' \' \')"',
+          '      return 1',
+          '    fi',
           '    sleep 0.1',
           '  done',
           '}',
@@ -124,6 +130,7 @@ export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
       answer,
       nginx,
       unitsDown,
+      unitStates: out.all('UNIT_STATE'),
       journal: out.all('JOURNAL'),
       problem,
     };

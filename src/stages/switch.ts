@@ -264,7 +264,9 @@ export async function verifyHost(
       health.nginx && !health.nginx.answer.ok
         ? `${path} answered on the slot's socket, but through nginx (Host: ${health.nginx.host}) it answered ${health.nginx.answer.status || 'nothing'} after ${health.nginx.answer.attempts} attempts: ${health.nginx.answer.body.slice(0, 300)}`
         : '',
-      health.unitsDown.length ? `units not active: ${health.unitsDown.join(' ')}` : '',
+      health.unitsDown.length
+        ? `units not active: ${health.unitsDown.join(' ')}${health.unitStates.map((u) => `\n  ${u}`).join('')}`
+        : '',
       health.journal.length ? `recent journal:\n${health.journal.join('\n')}` : '',
     ]
       .filter(Boolean)

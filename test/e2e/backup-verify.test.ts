@@ -10,6 +10,7 @@ import { wrapScript } from '../../src/remote/session.js';
 import { backupInstallScript, backupUnitNames } from '../../src/remote/backup.js';
 import {
   E2E_PREFIX,
+  outcome,
   ownHostSpecs,
   runBundle,
   sampleAppCopy,
@@ -166,7 +167,7 @@ test('the backup program installs idempotently with its timer and writes dump, g
 test('a good backup verifies on the other host, with the smoke test, and reports its figures', async () => {
   const r = await verify();
   expect(r.log).not.toContain(key.privateKey.split('\n')[1]!);
-  expect(r.code).toBe(0);
+  expect(outcome(r)).toBe('succeeded');
   expect(r.outputs.verified).toBe('true');
   expect(r.outputs['backup-file']).toMatch(new RegExp(`^${DIR}/${DB}_\\d{8}T\\d{6}Z_daily\\.dump$`));
   expect(r.outputs.tables).toBe('2');
@@ -187,7 +188,7 @@ test('a good backup verifies on the other host, with the smoke test, and reports
 
 test('a second run on the backup host itself reports how long ago the last proof was', async () => {
   const r = await verify({ 'restore-host': '', smoke: 'false' });
-  expect(r.code).toBe(0);
+  expect(outcome(r)).toBe('succeeded');
   expect(r.outputs['last-verified-hours']).toMatch(/^\d+\.\d$/);
   expect(r.summary).toContain('Previous successful verification');
   expect(r.summary).toMatch(/\| smoke test \| off/);

@@ -9,6 +9,7 @@ import {
   e2eState,
   httpGet,
   onHost,
+  outcome,
   runBundle,
   runCli,
   sampleAppCopy,
@@ -88,7 +89,7 @@ test('a deploy given only the key and the environment takes every setting from .
   await writeFile(path.join(workspace, 'version.py'), 'VERSION = "v1"\n');
   const run = await step('deploy');
   expect(run.stdout).not.toMatch(/::error::/);
-  expect(run.code).toBe(0);
+  expect(outcome(run)).toBe('succeeded');
   expect(run.stdout).toMatch(
     /Config file \.metalship\.yml, environment production: .*\bhosts\b.*\bapp\b.*taken from it/,
   );
@@ -114,7 +115,7 @@ test('a deploy given only the key and the environment takes every setting from .
 test('an input given overrides the file; a rollback given only the key and the environment brings back what served', async () => {
   await writeFile(path.join(workspace, 'version.py'), 'VERSION = "v2"\n');
   const run = await step('deploy', { 'health-path': '/health/ready', 'worker-command': 'python -m worker' });
-  expect(run.code).toBe(0);
+  expect(outcome(run)).toBe('succeeded');
   const v2 = run.outputs['release-id']!;
   expect(run.outputs['previous-release-id']).toBe(v1);
   expect(await runtimeOf(v2)).toMatchObject({
@@ -126,7 +127,7 @@ test('an input given overrides the file; a rollback given only the key and the e
   // takes v1's record, and its app, hosts and verification from the file.
   const back = await step('rollback');
   expect(back.stdout).not.toMatch(/::error::/);
-  expect(back.code).toBe(0);
+  expect(outcome(back)).toBe('succeeded');
   expect(back.outputs['release-id']).toBe(v1);
   expect(back.outputs['rolled-back-from']).toBe(v2);
   expect(await httpGet(host.address, '/version', SERVER)).toMatchObject({
@@ -145,7 +146,7 @@ test('the command line reads the same file: status in the repository, given the 
     secrets: { 'ssh-key': state.key.privateKey },
   });
   expect(run.stderr).toBe('');
-  expect(run.code).toBe(0);
+  expect(outcome(run)).toBe('succeeded');
   expect(run.stdout).toContain('frozen=false');
   // The file's app on the production section's host: v1 is current again after the rollback.
   expect(run.stdout).toContain(`### ${host.address}`);

@@ -137,7 +137,7 @@ test('six more deploys leave five good releases and current intact', async () =>
   for (let i = 4; i <= 9; i++) {
     await setVersion(`v${i}`);
     const r = await runBundle('deploy', inputs());
-    expect(r.code).toBe(0);
+    expect(outcome(r)).toBe('succeeded');
     last = r.outputs['release-id']!;
   }
   const statuses = await onHost(state, host, `cat /opt/${APP}/releases/*/.metalship/status | sort | uniq -c`);
@@ -161,7 +161,7 @@ test('two deploys at once: the second waits, then fails naming the holder; nothi
   await taken;
   const b = await runBundle('deploy', inputs({ 'lock-timeout': '0' }));
   const ra = await a;
-  expect(ra.code).toBe(0);
+  expect(outcome(ra)).toBe('succeeded');
   expect(b.code).toBe(1);
   expect(b.stdout).toMatch(/another deploy holds the lock of shop .*deploy by e2e-tester since/);
   expect(await serving()).toEqual({ release: ra.outputs['release-id'], version: 'v10' });
@@ -189,7 +189,7 @@ test.each([
   ).toBe('ready');
   expect((await onHost(state, host, `cat /opt/${APP}/current/.metalship/status`)).trim()).toBe('ready');
   const rerun = await runBundle('deploy', inputs());
-  expect(rerun.code).toBe(0);
+  expect(outcome(rerun)).toBe('succeeded');
   expect(await serving()).toEqual({ release: rerun.outputs['release-id'], version: `killed-${_phase}` });
   const report = await load.stop();
   expect(report.failed).toBe(0);
@@ -198,7 +198,7 @@ test.each([
 test('a deploy warns when the backups beside it were never proven to restore, and stops warning once they are', async () => {
   await onHost(state, host, `mkdir -p /var/backups/metalship/${APP}`);
   const warned = await runBundle('deploy', inputs());
-  expect(warned.code).toBe(0);
+  expect(outcome(warned)).toBe('succeeded');
   expect(warned.stdout).toMatch(/::warning::.*no restore test of the backups is recorded on this host/);
   expect(warned.summary).toContain('no restore test of the backups is recorded');
   // What backup-verify records after a successful restore test.
@@ -208,7 +208,7 @@ test('a deploy warns when the backups beside it were never proven to restore, an
     `printf '{"verified":"%s"}' "$(date -u +%FT%TZ)" > /var/backups/metalship/${APP}/.last-verified.json`,
   );
   const quiet = await runBundle('deploy', inputs());
-  expect(quiet.code).toBe(0);
+  expect(outcome(quiet)).toBe('succeeded');
   expect(quiet.stdout).not.toMatch(/restore test|proven to restore/);
   await onHost(state, host, `rm -rf /var/backups/metalship/${APP}`);
 });

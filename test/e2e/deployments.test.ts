@@ -11,6 +11,7 @@ import {
   connectionInputs,
   e2eState,
   onHost,
+  outcome,
   runBundle,
   sampleAppCopy,
   sampleAppInputs,
@@ -98,7 +99,7 @@ test("a deploy from a git checkout outside GitHub's SHA records the checkout's r
 
   const r = await run('deploy', '');
   expect(r.stdout).not.toMatch(/::error::/);
-  expect(r.code).toBe(0);
+  expect(outcome(r)).toBe('succeeded');
   ids.v1 = r.outputs['release-id']!;
   expect(await recordedRevision(ids.v1)).toBe(head);
   expect(listedInAnyOrder(newCalls())).toEqual(
@@ -128,7 +129,7 @@ test("a deploy from a git checkout outside GitHub's SHA records the checkout's r
 test('the next deploy makes the one before inactive', async () => {
   await setVersion('v2');
   const r = await run('deploy', SHA2);
-  expect(r.code).toBe(0);
+  expect(outcome(r)).toBe('succeeded');
   ids.v2 = r.outputs['release-id']!;
   expect(await recordedRevision(ids.v2)).toBe(SHA2);
   deployments.v2 = api.deployments[1]!.id;
@@ -170,7 +171,7 @@ test("a rollback records a deployment of the release it restores, at that releas
   // The workflow's own SHA is another commit: the rollback deploys v1's.
   const r = await run('rollback', '9'.repeat(40));
   expect(r.stdout).not.toMatch(/::error::/);
-  expect(r.code).toBe(0);
+  expect(outcome(r)).toBe('succeeded');
   expect(r.outputs['release-id']).toBe(ids.v1);
   const id = api.deployments[3]!.id;
   expect(api.deployments[3]!.ref).toBe(head);
@@ -196,7 +197,7 @@ test('a token that may not write deployments (403): one notice, and the deploy s
   await setVersion('v4');
   const r = await run('deploy', '4'.repeat(40));
   expect(r.stdout).not.toMatch(/::error::/);
-  expect(r.code).toBe(0);
+  expect(outcome(r)).toBe('succeeded');
   expect(r.outputs.healthy).toBe('true');
   expect(listedInAnyOrder(newCalls())).toEqual(listedInAnyOrder(['POST /deployments']));
   expect(r.stdout.match(/^::notice::.*$/gm)).toEqual([

@@ -13,6 +13,7 @@ import {
   e2eState,
   httpGet,
   onHost,
+  outcome,
   registerSecret,
   runBundle,
   sampleAppCopy,
@@ -168,7 +169,7 @@ test('rollback.yml while a deploy holds the host: waits for it, then rolls back;
   await held;
   const steps = ok(await runJob('rollback.yml', 'rollback', ctx));
   const third = await deploying;
-  expect(third.code).toBe(0);
+  expect(outcome(third)).toBe('succeeded');
   ids.third = third.outputs['release-id']!;
   const rollback = steps['Roll back']!;
   // It waited for the deploy's lock, and undid that deploy, not the one before.

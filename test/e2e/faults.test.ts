@@ -19,12 +19,13 @@ import { sshRun } from '../support/hosts.js';
 import {
   connectionInputs,
   e2eState,
-  setUpAppOnHost,
-  sampleAppCopy,
   httpGet,
   onHost,
+  outcome,
   runBundle,
+  sampleAppCopy,
   sampleAppInputs,
+  setUpAppOnHost,
   type E2EState,
 } from '../support/e2e.js';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -387,7 +388,7 @@ beforeAll(async () => {
       await setUpAppOnHost(state, lane.host, app, { redisDb: 2 + i, dbPassword: `${app}-pw` });
       await nextVersion(lane);
       const first = await runBundle('deploy', inputs(lane));
-      expect(first.code).toBe(0);
+      expect(outcome(first)).toBe('succeeded');
       return lane;
     }),
   );
@@ -491,7 +492,7 @@ laneTest(
     await rm(path.join(main.source, 'big.bin'));
     const want = await nextVersion(main);
     const rerun = await runBundle('deploy', inputs(main));
-    expect(rerun.code).toBe(0);
+    expect(outcome(rerun)).toBe('succeeded');
     expect(await serving(main)).toEqual({ release: rerun.outputs['release-id'], version: want });
   },
 );

@@ -11,6 +11,7 @@ import {
   e2eState,
   httpGet,
   onHost,
+  outcome,
   runBundle,
   sampleAppCopy,
   sampleAppInputs,
@@ -100,7 +101,7 @@ test('provision with limit: lb sets up the balancer alone, every api host an ups
     'worker-command': 'python -m worker',
     'scheduler-command': 'python -m scheduler',
   });
-  expect(r.code).toBe(0);
+  expect(outcome(r)).toBe('succeeded');
   const results = JSON.parse(r.outputs.results!) as {
     host: string;
     items: { item: string; detail: string }[];
@@ -120,7 +121,7 @@ const ids: Record<string, string> = {};
 test('a rolling deploy in batches of two under steady load through the balancer: zero failed requests', async () => {
   await setVersion('f1');
   const first = await runBundle('deploy', deployInputs());
-  expect(first.code).toBe(0);
+  expect(outcome(first)).toBe('succeeded');
   ids.f1 = first.outputs['release-id']!;
 
   const load = startLoad(`http://${lb.address}/version`, {
@@ -131,7 +132,7 @@ test('a rolling deploy in batches of two under steady load through the balancer:
   try {
     await setVersion('f2');
     const second = await runBundle('deploy', deployInputs({ 'batch-size': '2' }));
-    expect(second.code).toBe(0);
+    expect(outcome(second)).toBe('succeeded');
     ids.f2 = second.outputs['release-id']!;
     const results = JSON.parse(second.outputs.results!) as {
       host: string;
@@ -194,7 +195,7 @@ test('a release failing health on the second batch: every host back on the previ
 
 test('undo with if-current: nothing where that release is not current, a rolling rollback through the balancer where it is', async () => {
   const nothing = await runBundle('rollback', { ...deployInputs(), 'if-current': ids.f3! });
-  expect(nothing.code).toBe(0);
+  expect(outcome(nothing)).toBe('succeeded');
   expect(nothing.stdout).toContain(`${ids.f3} is not current on any host: nothing to undo`);
   for (const h of apps) expect(await currentOn(h)).toBe(ids.f2);
 
@@ -205,7 +206,7 @@ test('undo with if-current: nothing where that release is not current, a rolling
   });
   try {
     const undo = await runBundle('rollback', { ...deployInputs(), 'if-current': ids.f2! });
-    expect(undo.code).toBe(0);
+    expect(outcome(undo)).toBe('succeeded');
     expect(undo.outputs['release-id']).toBe(ids.f1);
     expect(undo.outputs['rolled-back-from']).toBe(ids.f2);
     expect(undo.stdout).toContain(`out of rotation: ${apps[1]!.address}`);
@@ -227,7 +228,7 @@ test('a host without the api role: its api stops, its worker runs the new releas
     hosts: hosts.join('\n'),
     'known-hosts': apps.map((h) => h.knownHosts).join('\n'),
   });
-  expect(r.code).toBe(0);
+  expect(outcome(r)).toBe('succeeded');
   const f4 = r.outputs['release-id']!;
   for (const h of apps) expect(await currentOn(h)).toBe(f4);
   const [, web2, workerOnly] = apps as [TestHost, TestHost, TestHost];

@@ -4,9 +4,10 @@ import path from 'node:path';
 import {
   connectionInputs,
   e2eState,
-  sampleAppCopy,
   onHost,
+  outcome,
   runBundle,
+  sampleAppCopy,
   sampleAppInputs,
   type E2EState,
 } from '../support/e2e.js';
@@ -29,7 +30,7 @@ test('a release reaches two hosts over pinned host keys, one connection each', a
     ...sampleAppInputs('twohosts', source),
   });
   expect(r.stderr + r.stdout).not.toMatch(/error/i);
-  expect(r.code).toBe(0);
+  expect(outcome(r)).toBe('succeeded');
   const id = r.outputs['release-id']!;
   expect(id).toMatch(/^\d{8}_\d{6}$/);
   const results = JSON.parse(r.outputs.results!) as { host: string; ok: boolean }[];

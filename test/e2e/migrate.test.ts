@@ -6,12 +6,13 @@ import path from 'node:path';
 import {
   connectionInputs,
   e2eState,
-  setUpAppOnHost,
-  sampleAppCopy,
   httpGet,
   onHost,
+  outcome,
   runBundle,
+  sampleAppCopy,
   sampleAppInputs,
+  setUpAppOnHost,
   type E2EState,
 } from '../support/e2e.js';
 
@@ -123,7 +124,7 @@ const ids: Record<string, string> = {};
 
 test('a deploy to three hosts migrates exactly once, on the first host, by default (auto: the release has alembic.ini), with alembic run by the venv python (no alembic script in a system-site-packages venv)', async () => {
   const r = await runBundle('deploy', inputs());
-  expect(r.code).toBe(0);
+  expect(outcome(r)).toBe('succeeded');
   expect(r.stdout).toContain('migrate is auto and the release has alembic.ini');
   expect(r.log).not.toContain('Traceback');
   ids.v1 = r.outputs['release-id']!;
@@ -150,7 +151,7 @@ test('v2 adds a column and a table with data, after a backup', async () => {
   await writeFile(path.join(source, 'migrations/versions/0002_price_orders.py'), MIGRATION_0002);
   await writeFile(path.join(source, 'version.py'), 'VERSION = "v2"\n');
   const r = await runBundle('deploy', inputs());
-  expect(r.code).toBe(0);
+  expect(outcome(r)).toBe('succeeded');
   ids.v2 = r.outputs['release-id']!;
   expect([r.outputs['revision-before'], r.outputs['revision-after']]).toEqual(['0001', '0002']);
   expect((await onHost(state, first, psql('SELECT count(*) FROM orders'))).trim()).toBe('2');
@@ -163,18 +164,18 @@ test('a one-file deploy whose migration files are unchanged skips the migration:
   // Before: a custom command (its files are not known as a no-op) runs everything, backup included.
   await writeFile(path.join(source, 'version.py'), 'VERSION = "v2a"\n');
   const full = await runBundle('deploy', inputs({ 'migrate-command': 'python -m dbmigrate upgrade head' }));
-  expect(full.code).toBe(0);
+  expect(outcome(full)).toBe('succeeded');
   expect(full.stdout).toMatch(/BACKUP \//);
   // The default command at the head: one alembic current, no backup, no upgrade.
   await writeFile(path.join(source, 'version.py'), 'VERSION = "v2b"\n');
   const atHead = await runBundle('deploy', inputs());
-  expect(atHead.code).toBe(0);
+  expect(outcome(atHead)).toBe('succeeded');
   expect(atHead.stdout).toContain('SKIPPED the schema is at the head (0002)');
   expect(atHead.stdout).not.toMatch(/BACKUP \//);
   // The same migration files as current applied: nothing runs at all.
   await writeFile(path.join(source, 'version.py'), 'VERSION = "v2c"\n');
   const same = await runBundle('deploy', inputs());
-  expect(same.code).toBe(0);
+  expect(outcome(same)).toBe('succeeded');
   ids.v2 = same.outputs['release-id']!;
   expect(same.stdout).toContain('SKIPPED the migration files are those');
   expect(same.stdout).not.toMatch(/BACKUP \/|took the migration lock/);
@@ -228,7 +229,7 @@ test('a second migration waits for the advisory lock, and gives up naming its ho
   );
   const patient = await runBundle('migrate', { ...migrateInputs, 'lock-timeout': '60', backup: 'false' });
   await holder;
-  expect(patient.code).toBe(0);
+  expect(outcome(patient)).toBe('succeeded');
   expect(patient.stdout).toMatch(
     /waiting for the migration lock metalship-migrate:inventory, held by metalship-migrate test-holder/,
   );
@@ -273,7 +274,7 @@ test('rollback to v1 with migrate-down restores v1 schema while v1 serves', asyn
     'release-id': ids.v1!,
     'migrate-down': 'true',
   });
-  expect(r.code).toBe(0);
+  expect(outcome(r)).toBe('succeeded');
   expect(r.summary).toContain('Data written since');
   expect(
     (
@@ -344,7 +345,7 @@ test('a release without alembic.ini and no migrate input does not migrate', asyn
       ...app,
       'server-name': SERVER_NAME,
     });
-    expect(r.code).toBe(0);
+    expect(outcome(r)).toBe('succeeded');
     expect(r.stdout).toContain(
       'migrate is auto, the release has no alembic.ini and migrate-command is not set: no migration',
     );
@@ -371,7 +372,7 @@ test('a peer-authenticated socket DATABASE_URL (postgresql:///db, the app user o
     ...app,
     'server-name': 'peer.test',
   });
-  expect(r.code).toBe(0);
+  expect(outcome(r)).toBe('succeeded');
   expect(r.stdout).toContain(`took the migration lock metalship-migrate:${peer}`);
   expect(r.stdout).toMatch(new RegExp(`BACKUP /var/backups/metalship/${peer}/pre-migrate/`));
   expect(r.outputs['revision-after']).toBe('0002');

@@ -10,6 +10,7 @@ import {
   connectionInputs,
   e2eState,
   onHost,
+  outcome,
   runBundle,
   runCli,
   sampleAppCopy,
@@ -139,14 +140,14 @@ test('the command line: --version, lock freezes deploys naming the reason, statu
       ...sampleAppInputs(APP, source),
       'server-name': `${APP}.test`,
     });
-    expect(r.code).toBe(0);
+    expect(outcome(r)).toBe('succeeded');
     ids.push(r.outputs['release-id']!);
   }
 
   const reason = 'incident 7: database failover; ask #ops before deploying';
   const lock = await cli('lock', '--reason', reason);
   expect(lock.stderr).toBe('');
-  expect(lock.code).toBe(0);
+  expect(outcome(lock)).toBe('succeeded');
   // Root's, not the app user's: it can neither change nor remove it.
   expect(await onHost(state, host, `stat -c '%U %a' /opt/${APP}/.metalship/freeze`)).toBe('root 600\n');
   expect(
@@ -185,7 +186,7 @@ test('the command line: --version, lock freezes deploys naming the reason, statu
       `pkill -s "$(ps -o sid= -p "$(cat /run/ops-holder.pid)" | tr -d ' ')" || true; : > /opt/${APP}/.metalship/lock-holder`,
     );
   }
-  expect(status.code).toBe(0);
+  expect(outcome(status)).toBe('succeeded');
   expect(status.stdout).toContain(`| ${ids[1]} | ready | current (`);
   expect(status.stdout).toMatch(
     new RegExp(`\\| ${ids[0]} \\| ready \\| standby \\((blue|green), running\\)`),
@@ -208,7 +209,7 @@ test('the command line: --version, lock freezes deploys naming the reason, statu
   // A rollback passes the freeze, with a warning (the incident's remedy).
   const rollback = await cli('rollback', ...serviceArgs);
   expect(rollback.stdout + rollback.stderr).not.toMatch(/^error/m);
-  expect(rollback.code).toBe(0);
+  expect(outcome(rollback)).toBe('succeeded');
   expect(rollback.stdout).toMatch(/warning: rollback passes the deploy freeze: .*incident 7/);
   expect(rollback.stdout).toContain(`release-id=${ids[0]}`);
 
@@ -217,7 +218,7 @@ test('the command line: --version, lock freezes deploys naming the reason, statu
   expect(rolledBack.stdout).toMatch(new RegExp(`\\| ${ids[0]} \\| ready \\| current \\((blue|green)\\)`));
 
   const unlock = await cli('unlock');
-  expect(unlock.code).toBe(0);
+  expect(outcome(unlock)).toBe('succeeded');
   expect(unlock.stdout).toContain('was-frozen=true');
   expect(await onHost(state, host, `test -e /opt/${APP}/.metalship/freeze && echo frozen || echo free`)).toBe(
     'free\n',
@@ -225,12 +226,12 @@ test('the command line: --version, lock freezes deploys naming the reason, statu
 
   const deployed = await cli('deploy', ...deployArgs());
   expect(deployed.stdout).not.toMatch(/^error/m);
-  expect(deployed.code).toBe(0);
+  expect(outcome(deployed)).toBe('succeeded');
   const id = /^release-id=(\S+)$/m.exec(deployed.stdout)?.[1];
   expect(id).toBeDefined();
 
   const after = await cli('status');
-  expect(after.code).toBe(0);
+  expect(outcome(after)).toBe('succeeded');
   expect(after.stdout).toContain(`| ${id} | ready | current (`);
   expect(after.stdout).toContain('Deploys: not frozen');
   expect(after.stdout).toContain('Deploy lock: free');
@@ -240,9 +241,9 @@ test('the command line: --version, lock freezes deploys naming the reason, statu
 test('the actions: status reports JSON in an output, lock and unlock as steps', async () => {
   const inputs = { ...connectionInputs(state, [host]), app: APP };
   const lock = await runBundle('lock', { ...inputs, reason: 'release freeze for the audit' });
-  expect(lock.code).toBe(0);
+  expect(outcome(lock)).toBe('succeeded');
   const status = await runBundle('status', inputs);
-  expect(status.code).toBe(0);
+  expect(outcome(status)).toBe('succeeded');
   expect(status.outputs.frozen).toBe('true');
   const [h] = JSON.parse(status.outputs.status!) as {
     host: string;
@@ -265,6 +266,6 @@ test('the actions: status reports JSON in an output, lock and unlock as steps', 
   expect(release.code).toBe(1);
   expect(release.stdout).toContain('release freeze for the audit');
   const unlock = await runBundle('unlock', inputs);
-  expect(unlock.code).toBe(0);
+  expect(outcome(unlock)).toBe('succeeded');
   expect(unlock.outputs['was-frozen']).toBe('true');
 });

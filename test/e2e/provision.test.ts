@@ -10,7 +10,14 @@ import { createHash } from 'node:crypto';
 import { rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { provisionRepo } from '../support/aptrepo.js';
-import { E2E_PREFIX, ownHostSpecs, runBundle, sampleAppCopy, sampleAppInputs } from '../support/e2e.js';
+import {
+  E2E_PREFIX,
+  outcome,
+  ownHostSpecs,
+  runBundle,
+  sampleAppCopy,
+  sampleAppInputs,
+} from '../support/e2e.js';
 import {
   parseLynisReport,
   parseSshAudit,
@@ -164,7 +171,7 @@ test('a bare host converges; a second run changes nothing', async () => {
   const first = await runBundle('provision', inputs(), { idleMs: 400000 });
   const cold = (Date.now() - t0) / 1000;
   expect(first.stdout).not.toMatch(/::error::/);
-  expect(first.code).toBe(0);
+  expect(outcome(first)).toBe('succeeded');
   expect(first.outputs.failed).toBe('0');
   expect(Number(first.outputs.changed)).toBeGreaterThan(8);
   expect(items(first).sysctl!.detail).toMatch(/read-only/); // /proc/sys in the container: a warning, not a failure
@@ -173,7 +180,7 @@ test('a bare host converges; a second run changes nothing', async () => {
   expect(first.summary).toContain('| item | status | detail |');
   const t1 = Date.now();
   const second = await runBundle('provision', inputs());
-  expect(second.code).toBe(0);
+  expect(outcome(second)).toBe('succeeded');
   expect(second.outputs.changed).toBe('0');
   process.stdout.write(
     `provision: cold ${cold.toFixed(1)} s, second run ${((Date.now() - t1) / 1000).toFixed(1)} s\n`,
@@ -305,7 +312,7 @@ test('check mode on a drifted host reports exactly the drift and changes nothing
     'rm /etc/nginx/sites-enabled/shop && sed -i "s/^MaxAuthTries 3/MaxAuthTries 6/" /etc/ssh/sshd_config.d/00-metalship.conf && systemctl reload ssh',
   );
   const r = await runBundle('provision', inputs({ check: 'true' }));
-  expect(r.code).toBe(0);
+  expect(outcome(r)).toBe('succeeded');
   const changed = Object.entries(items(r)).filter(([, i]) => i.status === 'changed');
   expect(changed.map(([n]) => n)).toEqual(['nginx', 'ssh']);
   expect(changed[0]![1].detail).toBe('nginx site enabled');
@@ -329,7 +336,7 @@ test('a system it does not know is refused before anything changes; allow-untest
     expect(refused.log).toMatch(/nothing was changed\. Set allow-untested-os: true/);
     expect(await on('ls /etc/nginx/sites-enabled')).not.toContain('shop');
     const allowed = await runBundle('provision', inputs({ 'allow-untested-os': 'true' }));
-    expect(allowed.code).toBe(0);
+    expect(outcome(allowed)).toBe('succeeded');
     expect(allowed.log).toMatch(/provisioning it anyway \(allow-untested-os\)/);
     expect(allowed.outputs.changed).toBe('1');
     expect(await on('ls /etc/nginx/sites-enabled')).toContain('shop');
@@ -354,11 +361,11 @@ test('release, switch and verify work on the provisioned host', async () => {
   );
   const app = sampleAppInputs('shop', source);
   const rel = await runBundle('release', { ...conn(), ...app });
-  expect(rel.code).toBe(0);
+  expect(outcome(rel)).toBe('succeeded');
   const id = rel.outputs['release-id']!;
   releaseId = id;
   const sw = await runBundle('switch', { ...conn(), ...app, 'release-id': id, 'server-name': 'shop.test' });
-  expect(sw.code).toBe(0);
+  expect(outcome(sw)).toBe('succeeded');
   const ver = await runBundle('verify', {
     ...conn(),
     app: 'shop',
@@ -366,7 +373,7 @@ test('release, switch and verify work on the provisioned host', async () => {
     'scheduler-command': app['scheduler-command']!,
   });
   if (ver.code !== 0) process.stdout.write(ver.stdout + ver.stderr);
-  expect(ver.code).toBe(0);
+  expect(outcome(ver)).toBe('succeeded');
   expect(ver.outputs.healthy).toBe('true');
   // The units the switch wrote are the ones provision installed: provision finds nothing to change.
   const again = await runBundle('provision', inputs());
@@ -401,7 +408,7 @@ test('a hostile .env value arrives byte for byte, as the services and migrations
     'revision-command': 'true',
     backup: 'false',
   });
-  expect(mig.code).toBe(0);
+  expect(outcome(mig)).toBe('succeeded');
   const sha = (v: string) => createHash('sha256').update(v).digest('hex');
   for (const [k, v] of Object.entries(HOSTILE)) expect(mig.stdout).toContain(`ENV ${k} ${sha(v)}`);
   // Nothing in it ever ran: not on the host (its /tmp, the services' private ones), not here.

@@ -11,6 +11,7 @@ import {
   e2eState,
   httpGet,
   onHost,
+  outcome,
   runBundle,
   sampleAppCopy,
   sampleAppInputs,
@@ -70,7 +71,7 @@ test('a rollback given no settings brings back the unit files, settings and code
     inputs({ 'uvicorn-args': '--limit-concurrency 100', 'worker-command': 'python -u -m worker' }),
   );
   expect(first.stdout).not.toMatch(/::error::/);
-  expect(first.code).toBe(0);
+  expect(outcome(first)).toBe('succeeded');
   const v1 = first.outputs['release-id']!;
   const unitsOfV1 = await unitFiles(APP);
   expect(unitsOfV1).toContain('--limit-concurrency 100');
@@ -83,9 +84,9 @@ test('a rollback given no settings brings back the unit files, settings and code
     ...sampleAppInputs(APP, source),
     'release-id': `${v1}-next-migrate`,
   });
-  expect(built.code).toBe(0);
+  expect(outcome(built)).toBe('succeeded');
   const second = await runBundle('deploy', inputs({ 'release-id': `${v1}-next` }));
-  expect(second.code).toBe(0);
+  expect(outcome(second)).toBe('succeeded');
   expect(second.outputs['previous-release-id']).toBe(v1);
   const unitsOfV2 = await unitFiles(APP);
   expect(unitsOfV2).not.toContain('--limit-concurrency');
@@ -99,7 +100,7 @@ test('a rollback given no settings brings back the unit files, settings and code
     'verify-path': '/version',
   });
   expect(back.stdout).not.toMatch(/::error::/);
-  expect(back.code).toBe(0);
+  expect(outcome(back)).toBe('succeeded');
   expect(back.outputs['release-id']).toBe(v1);
   expect(await unitFiles(APP)).toBe(unitsOfV1);
   expect(await serving(APP, SERVER)).toMatchObject({ status: 200, body: expect.stringContaining(v1) });
@@ -117,7 +118,7 @@ test('an empty worker-command and scheduler-command none: the deploy succeeds wi
   await writeFile(path.join(source, 'version.py'), 'VERSION = "v3"\n');
   const off = await runBundle('deploy', inputs({ 'worker-command': '', 'scheduler-command': 'none' }));
   expect(off.stdout).not.toMatch(/::error::/);
-  expect(off.code).toBe(0);
+  expect(outcome(off)).toBe('succeeded');
   expect(off.outputs.healthy).toBe('true');
   const units = await unitFiles(APP);
   expect(units).toContain(`== ${APP}-worker.service\nABSENT`);
@@ -164,7 +165,7 @@ test('a first release that fails verification never serves: nothing does, and th
       'server-name': server,
       'verify-path': '/version',
     });
-    expect(fixed.code).toBe(0);
+    expect(outcome(fixed)).toBe('succeeded');
     expect(fixed.outputs['previous-release-id']).toBe('');
     expect((await serving(app, server)).status).toBe(200);
   } finally {
@@ -187,7 +188,7 @@ test('a rollback to the warm standby moves traffic before its checks, after one 
   const deploy = async (version: string) => {
     await writeFile(path.join(dir, 'version.py'), `VERSION = "${version}"\n`);
     const r = await runBundle('deploy', { ...base(), ...sampleAppInputs(app, dir), 'server-name': server });
-    expect(r.code).toBe(0);
+    expect(outcome(r)).toBe('succeeded');
     ids.push(r.outputs['release-id']!);
     return r;
   };
@@ -202,7 +203,7 @@ test('a rollback to the warm standby moves traffic before its checks, after one 
     // The standby still runs w1: traffic moves at once, the checks follow.
     const warm = await runBundle('rollback', base());
     expect(warm.stdout).not.toMatch(/::error::/);
-    expect(warm.code).toBe(0);
+    expect(outcome(warm)).toBe('succeeded');
     expect(warm.outputs['release-id']).toBe(ids[0]);
     expect(warm.stdout).toContain(`already runs ${ids[0]} (a warm standby): traffic moves to it now`);
     const log = warm.stdout.split('\n');
@@ -229,7 +230,7 @@ test('a rollback to the warm standby moves traffic before its checks, after one 
     await onHost(state, host, `systemctl stop ${app}-api@${standby}.service`);
     const cold = await runBundle('rollback', base());
     expect(cold.stdout).not.toMatch(/::error::/);
-    expect(cold.code).toBe(0);
+    expect(outcome(cold)).toBe('succeeded');
     expect(cold.outputs['release-id']).toBe(ids[0]);
     const coldLog = cold.stdout.split('\n');
     const coldMoved = coldLog.findIndex((l) => /\] MARK traffic moved to the (blue|green) slot$/.test(l));

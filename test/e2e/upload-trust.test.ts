@@ -18,6 +18,7 @@ import {
   connectionInputs,
   e2eState,
   onHost,
+  outcome,
   registerSecret,
   runBundle,
   sampleAppCopy,
@@ -81,7 +82,7 @@ describe('local packing sends exactly the manifest', () => {
     const tree = await releaseTree(host, rel);
     expect(tree.filter((l) => /suid-root|etc-link/.test(l))).toEqual([]);
     expect(await onHost(state, host, `find ${rel} -xdev -perm /6000 -printf '%m %p\\n'`)).toBe('');
-    expect(r.code).toBe(0);
+    expect(outcome(r)).toBe('succeeded');
     expect(await onHost(state, host, `cd ${rel} && sha256sum ./@evil.tar ./evil.tar`)).toBe(
       execFileSync('sha256sum', ['./@evil.tar', './evil.tar'], { cwd: dir, encoding: 'utf8' }),
     );
@@ -108,7 +109,7 @@ describe('local packing sends exactly the manifest', () => {
     for (const n of names) await writeFile(path.join(dir, n), `content of ${JSON.stringify(n)}\n`);
     const r = await runBundle('release', releaseInputs('trustnames', dir, [host]));
     expect(r.log).not.toMatch(/::error::|^error:/m);
-    expect(r.code).toBe(0);
+    expect(outcome(r)).toBe('succeeded');
     const rel = `/opt/trustnames/releases/${r.outputs['release-id']}`;
     for (const n of names) {
       const q = `'${n.replace(/'/g, `'\\''`)}'`;
@@ -120,7 +121,7 @@ describe('local packing sends exactly the manifest', () => {
     await onHost(state, host, `ln -sfn ${rel} /opt/trustnames/current`);
     await writeFile(path.join(dir, '-rf'), 'changed\n');
     const next = await runBundle('release', releaseInputs('trustnames', dir, [host]));
-    expect(next.code).toBe(0);
+    expect(outcome(next)).toBe('succeeded');
     const [res] = JSON.parse(next.outputs.results!) as { filesSent: number; filesReused: number }[];
     expect(res!.filesSent).toBe(1);
     expect(res!.filesReused).toBeGreaterThan(names.length);

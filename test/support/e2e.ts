@@ -243,9 +243,9 @@ function splitTimeline(stdout: string): { narrative: string; timeline: string[] 
  * 'succeeded', or why not: the exit code, the run's error lines and its last
  * lines. `expect(outcome(run)).toBe('succeeded')` shows the cause when it fails.
  */
-export function outcome(run: BundleRun): string {
+export function outcome(run: BundleRun | CliRun): string {
   if (run.code === 0) return 'succeeded';
-  const lines = run.log.split('\n');
+  const lines = ('log' in run ? run.log : `${run.stdout}\n${run.stderr}`).split('\n');
   const errors = lines.filter((l) => l.startsWith('::error::'));
   return [`exit ${run.code}`, ...errors, '... last lines:', ...lines.slice(-40)].join('\n');
 }

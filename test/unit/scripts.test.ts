@@ -125,12 +125,13 @@ test('the health check reports, the caller decides: its output reads as what it 
   const answer = { ok: false, attempts: 3, seconds: 2.1, status: 502, body: 'bad gateway' };
   expect(
     check.parse(
-      `RESULT ${JSON.stringify(answer)}\nUNITS_DOWN a.service b.service\nJOURNAL one\nJOURNAL two\n`,
+      `RESULT ${JSON.stringify(answer)}\nUNITS_DOWN a.service b.service\nUNIT_STATE a.service: is-active=failed jobs=none\nJOURNAL one\nJOURNAL two\n`,
     ),
   ).toEqual({
     healthy: false,
     answer,
     unitsDown: ['a.service', 'b.service'],
+    unitStates: ['a.service: is-active=failed jobs=none'],
     journal: ['one', 'two'],
     problem: '',
     nginx: null,
