@@ -66407,7 +66407,9 @@ function verifyStep(settings) {
         // No early failure: around a restart the switch did not wait for, a unit
         // passes through inactive (and its job through states list-jobs may not
         // show); a unit that is really down fails at the timeout.
-        sh_sh `    i=$((i + 1)); [ "$i" -lt ${settings.timeout * 10} ] || return 1`, '    sleep 0.1', '  done', '}').trimEnd()
+        sh_sh `    i=$((i + 1)); if [ "$i" -ge ${settings.timeout * 10} ]; then`, 
+        // What the unit was doing when given up on, so a failure explains itself.
+        '      echo "UNIT_STATE $1: is-active=${s:-?} jobs=${jobs:-none}; $(systemctl show -p ActiveState -p SubState -p Result -p NRestarts -p ExecMainStatus "$1" 2>/dev/null | tr \'\\n\' \' \')"', '      return 1', '    fi', '    sleep 0.1', '  done', '}').trimEnd()
         : null, ...settings.units.map((u) => sh_sh `if ! settled ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', sh_sh `  journalctl -u ${layout.units.api('blue')} -u ${layout.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`, 'fi');
     return step_step('health check', text, (stdout) => {
         const out = sh_keyLines(stdout);
@@ -66429,6 +66431,7 @@ function verifyStep(settings) {
             answer,
             nginx,
             unitsDown,
+            unitStates: out.all('UNIT_STATE'),
             journal: out.all('JOURNAL'),
             problem,
         };
@@ -88900,7 +88903,9 @@ async function verifyHost(host, settings, log) {
             health.nginx && !health.nginx.answer.ok
                 ? `${path} answered on the slot's socket, but through nginx (Host: ${health.nginx.host}) it answered ${health.nginx.answer.status || 'nothing'} after ${health.nginx.answer.attempts} attempts: ${health.nginx.answer.body.slice(0, 300)}`
                 : '',
-            health.unitsDown.length ? `units not active: ${health.unitsDown.join(' ')}` : '',
+            health.unitsDown.length
+                ? `units not active: ${health.unitsDown.join(' ')}${health.unitStates.map((u) => `\n  ${u}`).join('')}`
+                : '',
             health.journal.length ? `recent journal:\n${health.journal.join('\n')}` : '',
         ]
             .filter(Boolean)

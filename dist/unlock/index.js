@@ -65123,7 +65123,9 @@ function verifyStep(settings) {
         // No early failure: around a restart the switch did not wait for, a unit
         // passes through inactive (and its job through states list-jobs may not
         // show); a unit that is really down fails at the timeout.
-        sh `    i=$((i + 1)); [ "$i" -lt ${settings.timeout * 10} ] || return 1`, '    sleep 0.1', '  done', '}').trimEnd()
+        sh `    i=$((i + 1)); if [ "$i" -ge ${settings.timeout * 10} ]; then`, 
+        // What the unit was doing when given up on, so a failure explains itself.
+        '      echo "UNIT_STATE $1: is-active=${s:-?} jobs=${jobs:-none}; $(systemctl show -p ActiveState -p SubState -p Result -p NRestarts -p ExecMainStatus "$1" 2>/dev/null | tr \'\\n\' \' \')"', '      return 1', '    fi', '    sleep 0.1', '  done', '}').trimEnd()
         : null, ...settings.units.map((u) => sh `if ! settled ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', sh `  journalctl -u ${layout.units.api('blue')} -u ${layout.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`, 'fi');
     return step('health check', text, (stdout) => {
         const out = keyLines(stdout);
@@ -65145,6 +65147,7 @@ function verifyStep(settings) {
             answer,
             nginx,
             unitsDown,
+            unitStates: out.all('UNIT_STATE'),
             journal: out.all('JOURNAL'),
             problem,
         };
