@@ -75386,6 +75386,96 @@ const directory = (opts) => fields_custom(opts, {
     return problem ? { error: `${fields_quote(p)} ${problem}` } : p;
 });
 
+// EXTERNAL MODULE: ./node_modules/dotenv/dist/index.cjs
+var dist = __nccwpck_require__(8230);
+;// CONCATENATED MODULE: ./src/inputs/dotenv.ts
+// The dotenv text of an `env` input (provision's shared .env, a release's own):
+// validated line by line, every value masked, never quoted in a message.
+
+
+/** A dotenv key: letters, digits and _, not starting with a digit. */
+const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
+/** A key that names a secret: its value is masked, so it must be long enough to mask. */
+const SECRET_KEY = /PASS|SECRET|TOKEN|KEY|CREDENTIAL|AUTH/i;
+/** Log.secret masks values of at least this length only (masking "1" would wreck the log). */
+const MASKABLE = 3;
+/** Whether a line of a quoted value holds its closing quote (in double quotes, not one escaped by a backslash). */
+function closesQuote(text, quote) {
+    for (let k = 0; k < text.length; k++) {
+        if (quote === '"' && text[k] === '\\')
+            k++;
+        else if (text[k] === quote)
+            return true;
+    }
+    return false;
+}
+/**
+ * Validates dotenv text line by line (quoted values may span lines). Errors name
+ * the line and the problem, never a key or a value: the whole text is a secret,
+ * and a line that is not KEY=value may well be a value.
+ */
+function parseEnvText(v) {
+    const normalised = v.replace(/\r\n?/g, '\n');
+    if (!normalised.trim())
+        return { text: '', values: {} };
+    const lines = normalised.split('\n');
+    /** The line each key is last set on (the value dotenv keeps). */
+    const lineOf = new Map();
+    for (let i = 0; i < lines.length; i++) {
+        const line = lines[i].trim();
+        if (line === '' || line.startsWith('#'))
+            continue;
+        const eq = line.indexOf('=');
+        if (eq < 0)
+            return { error: `line ${i + 1} is not KEY=value` };
+        const key = line
+            .slice(0, eq)
+            .trim()
+            .replace(/^export\s+/, '');
+        if (!ENV_KEY.test(key)) {
+            return {
+                error: `line ${i + 1}: the text before the first = is not a key (letters, digits and _, not starting with a digit)`,
+            };
+        }
+        lineOf.set(key, i + 1);
+        const value = line.slice(eq + 1).trimStart();
+        const quote = value[0];
+        if (quote === '"' || quote === "'" || quote === '`') {
+            // A quoted value ends at its closing quote, possibly on a later line. In
+            // double quotes a backslash escapes the next character (\" is no end).
+            let j = i;
+            let rest = value.slice(1);
+            while (!closesQuote(rest, quote)) {
+                j++;
+                if (j >= lines.length)
+                    return { error: `line ${i + 1}: the value opens a quote that is never closed` };
+                rest = lines[j];
+            }
+            i = j;
+        }
+    }
+    const values = (0,dist.parse)(normalised);
+    for (const [key, value] of Object.entries(values)) {
+        if (value.length > 0 && value.length < MASKABLE && SECRET_KEY.test(key))
+            return {
+                error: `line ${lineOf.get(key) ?? '?'}: the key names a secret but its value is shorter than ${MASKABLE} characters, too short to be masked in logs`,
+            };
+    }
+    return { text: normalised.endsWith('\n') ? normalised : normalised + '\n', values };
+}
+/** An `env` input: dotenv text, a secret whose every value is masked. */
+function envField(description) {
+    return fields_custom({
+        description: description +
+            ' A quoted value may span lines; in double quotes, a backslash before a double quote, a backslash, $ or a backquote makes it literal; nothing is expanded. ' +
+            'Every value is masked in logs, except values shorter than 3 characters, which cannot be: such a value is refused when its key names a secret (contains PASSWORD, PASSWD, PASS, SECRET, TOKEN, KEY, CREDENTIAL or AUTH, in any case), and short values of other keys (PORT=80, DEBUG=1) are not treated as secret.',
+        secret: true,
+        // parseEnvText's messages name lines, never keys or values.
+        revealErrors: true,
+        multiline: true,
+    }, { expected: 'KEY=value lines, keys of letters, digits and _' }, (v) => parseEnvText(v));
+}
+
 ;// CONCATENATED MODULE: ./src/inputs/ssh-key.ts
 // The private key, read locally with ssh2 (the parser node-ssh uses when it
 // connects), so a damaged key or a wrong passphrase is found before any host is
@@ -75452,6 +75542,7 @@ function passphraseProblem(key, passphrase) {
 ;// CONCATENATED MODULE: ./src/inputs/definitions.ts
 // The inputs every action shares, defined once; src/inputs/actions.ts puts them
 // together per action. action.yml files are generated from those definitions.
+
 
 
 
@@ -75782,6 +75873,9 @@ const releaseInputs = {
                 return { error: `pattern ${fields_quote(p)} has odd characters` };
         return items;
     }),
+    env: envField("The release's own .env (KEY=value lines), typically a secret: written into the release, mode 600, the app user's, and kept as long as the release. " +
+        'The new release starts in the standby slot with it, is verified, then takes traffic; a rollback to a release brings back the env it served with. ' +
+        "Empty: the release links the app's shared .env ({app-root}/.env, written by provision)."),
     'release-id': pattern({
         description: 'Release directory name. Default: the UTC time as YYYYMMDD_HHMMSS (made unique if taken).',
         default: '',
@@ -76258,8 +76352,6 @@ const configInputs = {
     }),
 };
 
-// EXTERNAL MODULE: ./node_modules/dotenv/dist/index.cjs
-var dist = __nccwpck_require__(8230);
 ;// CONCATENATED MODULE: ./src/inputs/provision.ts
 // The provision action's own inputs: what a bare server is converged to. Each
 // part of the standard can be switched off; secrets are flagged and masked.
@@ -76268,76 +76360,6 @@ var dist = __nccwpck_require__(8230);
 
 
 
-/** A dotenv key: letters, digits and _, not starting with a digit. */
-const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
-/** A key that names a secret: its value is masked, so it must be long enough to mask. */
-const SECRET_KEY = /PASS|SECRET|TOKEN|KEY|CREDENTIAL|AUTH/i;
-/** Log.secret masks values of at least this length only (masking "1" would wreck the log). */
-const MASKABLE = 3;
-/** Whether a line of a quoted value holds its closing quote (in double quotes, not one escaped by a backslash). */
-function closesQuote(text, quote) {
-    for (let k = 0; k < text.length; k++) {
-        if (quote === '"' && text[k] === '\\')
-            k++;
-        else if (text[k] === quote)
-            return true;
-    }
-    return false;
-}
-/**
- * Validates dotenv text line by line (quoted values may span lines). Errors name
- * the line and the problem, never a key or a value: the whole text is a secret,
- * and a line that is not KEY=value may well be a value.
- */
-function parseEnvText(v) {
-    const normalised = v.replace(/\r\n?/g, '\n');
-    if (!normalised.trim())
-        return { text: '', values: {} };
-    const lines = normalised.split('\n');
-    /** The line each key is last set on (the value dotenv keeps). */
-    const lineOf = new Map();
-    for (let i = 0; i < lines.length; i++) {
-        const line = lines[i].trim();
-        if (line === '' || line.startsWith('#'))
-            continue;
-        const eq = line.indexOf('=');
-        if (eq < 0)
-            return { error: `line ${i + 1} is not KEY=value` };
-        const key = line
-            .slice(0, eq)
-            .trim()
-            .replace(/^export\s+/, '');
-        if (!ENV_KEY.test(key)) {
-            return {
-                error: `line ${i + 1}: the text before the first = is not a key (letters, digits and _, not starting with a digit)`,
-            };
-        }
-        lineOf.set(key, i + 1);
-        const value = line.slice(eq + 1).trimStart();
-        const quote = value[0];
-        if (quote === '"' || quote === "'" || quote === '`') {
-            // A quoted value ends at its closing quote, possibly on a later line. In
-            // double quotes a backslash escapes the next character (\" is no end).
-            let j = i;
-            let rest = value.slice(1);
-            while (!closesQuote(rest, quote)) {
-                j++;
-                if (j >= lines.length)
-                    return { error: `line ${i + 1}: the value opens a quote that is never closed` };
-                rest = lines[j];
-            }
-            i = j;
-        }
-    }
-    const values = (0,dist.parse)(normalised);
-    for (const [key, value] of Object.entries(values)) {
-        if (value.length > 0 && value.length < MASKABLE && SECRET_KEY.test(key))
-            return {
-                error: `line ${lineOf.get(key) ?? '?'}: the key names a secret but its value is shorter than ${MASKABLE} characters, too short to be masked in logs`,
-            };
-    }
-    return { text: normalised.endsWith('\n') ? normalised : normalised + '\n', values };
-}
 /** Port rules for ufw: 8080, 8080/tcp, 60000:61000/udp; normalised to port[:port]/protocol. */
 function parsePorts(v) {
     const rules = [];
@@ -76495,14 +76517,8 @@ const provisionInputs = {
         expected: 'a version such as 3.12 or 3.12.4, or empty',
     }),
     // App tree and services
-    env: fields_custom({
-        description: "The app's .env (KEY=value lines), typically a secret; written as given, atomically, mode 600, owned by the app user. The services read it the way systemd reads an EnvironmentFile, and so do the import check and migrations: a quoted value may span lines; in double quotes, a backslash before a double quote, a backslash, $ or a backquote makes it literal; nothing is expanded. Empty: .env is left as it is. " +
-            'Every value is masked in logs, except values shorter than 3 characters, which cannot be: such a value is refused when its key names a secret (contains PASSWORD, PASSWD, PASS, SECRET, TOKEN, KEY, CREDENTIAL or AUTH, in any case), and short values of other keys (PORT=80, DEBUG=1) are not treated as secret.',
-        secret: true,
-        // parseEnvText's messages name lines, never keys or values.
-        revealErrors: true,
-        multiline: true,
-    }, { expected: 'KEY=value lines, keys of letters, digits and _' }, (v) => parseEnvText(v)),
+    env: envField("The app's shared .env (KEY=value lines), typically a secret; written as given, atomically, mode 600, owned by the app user, at {app-root}/.env. Releases deployed without an env of their own link it. " +
+        'The services read it the way systemd reads an EnvironmentFile, and so do the import check and migrations. Empty: .env is left as it is.'),
     // nginx and TLS
     nginx: bool({
         description: "nginx with the standard's site: 80 to 443, TLS, proxy to the app, WebSocket upgrade, static files, security headers.",
@@ -80565,6 +80581,10 @@ async function run_runAction(name, body, raw = envInputs(), log = new Log()) {
     try {
         const source = withConfigFile(name, raw);
         settings = parseInputs(name, source.raw, source);
+        // An env's values are masked one by one too (the whole text and each line already are).
+        const env = settings.env;
+        for (const v of Object.values(env?.values ?? {}))
+            log.secret(v);
         const file = source.file;
         if (file)
             log.info(`Config file ${file.name}${file.environment ? `, environment ${file.environment}` : ''}: ${file.taken.join(', ') || 'nothing'} taken from it`);

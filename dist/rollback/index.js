@@ -63803,7 +63803,7 @@ function sh_script(...parts) {
  * A heredoc that writes content to a file exactly (no expansion); the delimiter
  * is chosen so that it cannot occur in the content.
  */
-function heredoc(content) {
+function sh_heredoc(content) {
     let delimiter = 'METALSHIP_EOF';
     let n = 0;
     while (content.split('\n').includes(delimiter))
@@ -63813,7 +63813,7 @@ function heredoc(content) {
 }
 /** Script lines that write content to a temporary file beside path, with its mode and owner. */
 function stageFile(tmp, content, opts) {
-    const doc = heredoc(content);
+    const doc = sh_heredoc(content);
     return [
         sh_sh `cat > ${tmp} ${sh_raw(doc.open)}`,
         doc.body,
@@ -63827,7 +63827,7 @@ function stageFile(tmp, content, opts) {
  * Trailing newlines are dropped, as by any command substitution.
  */
 function textVar(name, text) {
-    const doc = heredoc(text);
+    const doc = sh_heredoc(text);
     return `${name}=$(cat ${doc.open}\n${doc.body}\n)`;
 }
 /**
@@ -81866,7 +81866,8 @@ ${[
         `User=${unitText(settings.user)}`,
         `Group=${unitText(settings.user)}`,
         `WorkingDirectory=${unitText(...workdir)}`,
-        `EnvironmentFile=-${unitText(layout.env)}`,
+        // The release's .env: its own, or a link to the app's (a rollback brings back the env that served).
+        `EnvironmentFile=-${unitText(...workdir, '/.env')}`,
         `Environment=${unitEnv('PATH', ...workdir, '/.venv/bin:/usr/local/bin:/usr/bin:/bin')}`,
         'Environment=PYTHONUNBUFFERED=1',
         `Environment=${unitEnv('APP_NAME', layout.app)}`,
@@ -82244,6 +82245,25 @@ function venvScript(settings) {
     // An editable install (-e) points into the build's copy, gone in a moment.
     '  editable=$(grep -lsF -- "$work" "$venv"/lib/python*/site-packages/*.pth "$venv"/lib/python*/site-packages/*.egg-link "$venv"/lib/python*/site-packages/__editable__* || true)', '  rm -rf -- "$work"', `  if [ -n "$editable" ]; then echo "the requirements install a package in editable mode (-e): a release is read-only, so install it normally ('.' instead of '-e .')" >&2; exit 1; fi`, '  rm -f -- "$venv/.metalship-complete"', '  chown -hR root:root -- "$venv"', '  chmod -R u+rwX,go+rX,go-w,ug-s -- "$venv"', '  mstool check-sealed "$venv"', '  touch -- "$venv/.metalship-complete"', 'fi');
 }
+/**
+ * The links a release gets: its shared paths, and .env, which every release
+ * has (the services, migrations and the import check read the release's
+ * .env): its own file when the deploy carries one, else a link to the app's.
+ */
+function releaseLinks(settings) {
+    const others = settings.sharedPaths.filter((p) => p !== '.env');
+    return settings.env ? others : [...others, '.env'];
+}
+/**
+ * The release's own .env: the app user's, mode 600 from its first byte (the
+ * release directory is world-readable), in a directory only root can write, so
+ * the app user can change what it says but never where it points.
+ */
+function releaseEnvScript(rel, user, env) {
+    const tmp = `${rel}/.env.metalship-tmp`;
+    const doc = heredoc(env);
+    return script(sh `rm -f -- ${tmp} ${rel}/.env`, sh `(umask 077 && cat > ${tmp}) ${raw(doc.open)}`, doc.body, sh `chown ${user}:${user} ${tmp}`, sh `mv -f -- ${tmp} ${rel}/.env`).trimEnd();
+}
 function buildStep(settings) {
     const layout = settings.layout;
     const rel = layout.release(settings.releaseId);
@@ -82255,8 +82275,8 @@ function buildStep(settings) {
     // Bytecode now (the services cannot write it: read-only code, ProtectSystem=strict),
     // before the shared links, so root reads only the release's own files, with
     // the base interpreter (isolated): the venv's packages never run as root.
-    sh `${settings.python} -I -m compileall -q -x '/[.]venv/' ${rel} >/dev/null`, uvicornFlagsScript(rel, settings.user), ...settings.sharedPaths.map((p) => script(sh `if [ -e ${rel}/${p} ] && [ ! -L ${rel}/${p} ]; then rm -rf ${rel}/${p}; fi`, sh `mkdir -p "$(dirname ${rel}/${p})"`, sh `mstool link ${sharedTarget(layout, p)} ${rel}/${p}`).trimEnd()), sh `chmod -R u+rwX,go+rX,go-w,ug-s ${rel}`, settings.importCheck
-        ? sh `runuser -u ${settings.user} -- "$venv/bin/python" -I -c "$MSTOOL_SRC" import-check ${rel} ${settings.importCheck} ${layout.env}`
+    sh `${settings.python} -I -m compileall -q -x '/[.]venv/' ${rel} >/dev/null`, uvicornFlagsScript(rel, settings.user), ...releaseLinks(settings).map((p) => script(sh `if [ -e ${rel}/${p} ] && [ ! -L ${rel}/${p} ]; then rm -rf ${rel}/${p}; fi`, sh `mkdir -p "$(dirname ${rel}/${p})"`, sh `mstool link ${sharedTarget(layout, p)} ${rel}/${p}`).trimEnd()), sh `chmod -R u+rwX,go+rX,go-w,ug-s ${rel}`, settings.env ? releaseEnvScript(rel, settings.user, settings.env) : null, settings.importCheck
+        ? sh `runuser -u ${settings.user} -- "$venv/bin/python" -I -c "$MSTOOL_SRC" import-check ${rel} ${settings.importCheck} ${`${rel}/.env`}`
         : null, writeFileAtomic(`${rel}/.metalship/release.json`, JSON.stringify(settings.metadata, null, 2) + '\n'), writeFileAtomic(runtimePath(layout, settings.releaseId), settings.runtimeRecord), sh `echo ready > ${rel}/.metalship/status`, sh `printf '%s\n' ${`${new Date().toISOString()} release ${settings.releaseId} ready (${String(settings.metadata.revision || 'no revision')} by ${String(settings.metadata.actor || 'unknown')})`} >> ${layout.history}`));
 }
 /** Marks a release failed so that it never becomes current and never counts as a good release. */
@@ -82308,10 +82328,10 @@ function isAlembicUpgradeHead(command) {
 function prelude(settings) {
     const layout = settings.layout;
     const rel = layout.release(settings.releaseId);
-    return sh_script(pytool_pyToolDefinition(), sh_sh `rel=${rel}`, sh_sh `status=$(cat "$rel/.metalship/status" 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ] || [ ! -x "$rel/.venv/bin/python" ]; then echo "release ${settings.releaseId} is $status on this host, not a complete release" >&2; exit 1; fi`, sh_sh `run_app() { mstool_as ${settings.user} exec "$rel" ${layout.env} "$@"; }`, 
-    // psql and pg_dump run as the app user, with DATABASE_URL from its .env in
+    return sh_script(pytool_pyToolDefinition(), sh_sh `rel=${rel}`, sh_sh `status=$(cat "$rel/.metalship/status" 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ] || [ ! -x "$rel/.venv/bin/python" ]; then echo "release ${settings.releaseId} is $status on this host, not a complete release" >&2; exit 1; fi`, sh_sh `run_app() { mstool_as ${settings.user} exec "$rel" "$rel/.env" "$@"; }`, 
+    // psql and pg_dump run as the app user, with DATABASE_URL from the release's .env in
     // their environment: never on a command line, and peer-auth URLs work.
-    sh_sh `pg_app() { mstool_as ${settings.user} pg-exec ${layout.env} "$@"; }`, 
+    sh_sh `pg_app() { mstool_as ${settings.user} pg-exec "$rel/.env" "$@"; }`, 
     // The last line the revision command prints (alembic current: "0002 (head)"); the revision is its first word.
     sh_sh `revision_line() { { run_app ${settings.revisionCommand} 2>/dev/null || true; } | awk 'NF { last = $0 } END { print last }'; }`, "revision() { revision_line | awk '{ print $1 }'; }");
 }
@@ -82488,10 +82508,11 @@ function alembicDirectories(ini) {
 /**
  * The checksum of what decides a migration: alembic.ini, the files under its
  * migration directories, the commands, and release files the commands name
- * (a script, or a `-m` module). Computed on the runner from what it sends; null
- * without alembic.ini or with directories it cannot place.
+ * (a script, or a `-m` module), and the release's own env (its DATABASE_URL
+ * may name another database: a changed env never skips). Computed on the runner
+ * from what it sends; null without alembic.ini or with directories it cannot place.
  */
-async function migrationFingerprint(source, manifest, commands) {
+async function migrationFingerprint(source, manifest, commands, env = '') {
     if (!manifest.files.some(([p]) => p === 'alembic.ini'))
         return null;
     const dirs = alembicDirectories(await readFile(join(source, 'alembic.ini'), 'utf8'));
@@ -82509,7 +82530,10 @@ async function migrationFingerprint(source, manifest, commands) {
     if (!dirs.every((d) => files.some(([p]) => p.startsWith(d + '/'))))
         return null;
     const links = manifest.links.filter(([p]) => named(p));
-    return createHash('sha256').update(JSON.stringify({ commands, files, links })).digest('hex');
+    const fields = { commands, files, links };
+    if (env)
+        fields.env = createHash('sha256').update(env).digest('hex');
+    return createHash('sha256').update(JSON.stringify(fields)).digest('hex');
 }
 async function migrateOnHost(host, releaseId, settings, log, fingerprint = null) {
     try {
@@ -82610,6 +82634,96 @@ function drainStep(layout, port, draining) {
         : `  while "$t" -w -D ${rule} 2>/dev/null; do :; done`, 'done', draining ? 'echo DRAINING' : 'echo IN_ROTATION'));
 }
 
+// EXTERNAL MODULE: ./node_modules/dotenv/dist/index.cjs
+var dist = __nccwpck_require__(8230);
+;// CONCATENATED MODULE: ./src/inputs/dotenv.ts
+// The dotenv text of an `env` input (provision's shared .env, a release's own):
+// validated line by line, every value masked, never quoted in a message.
+
+
+/** A dotenv key: letters, digits and _, not starting with a digit. */
+const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
+/** A key that names a secret: its value is masked, so it must be long enough to mask. */
+const SECRET_KEY = /PASS|SECRET|TOKEN|KEY|CREDENTIAL|AUTH/i;
+/** Log.secret masks values of at least this length only (masking "1" would wreck the log). */
+const MASKABLE = 3;
+/** Whether a line of a quoted value holds its closing quote (in double quotes, not one escaped by a backslash). */
+function closesQuote(text, quote) {
+    for (let k = 0; k < text.length; k++) {
+        if (quote === '"' && text[k] === '\\')
+            k++;
+        else if (text[k] === quote)
+            return true;
+    }
+    return false;
+}
+/**
+ * Validates dotenv text line by line (quoted values may span lines). Errors name
+ * the line and the problem, never a key or a value: the whole text is a secret,
+ * and a line that is not KEY=value may well be a value.
+ */
+function parseEnvText(v) {
+    const normalised = v.replace(/\r\n?/g, '\n');
+    if (!normalised.trim())
+        return { text: '', values: {} };
+    const lines = normalised.split('\n');
+    /** The line each key is last set on (the value dotenv keeps). */
+    const lineOf = new Map();
+    for (let i = 0; i < lines.length; i++) {
+        const line = lines[i].trim();
+        if (line === '' || line.startsWith('#'))
+            continue;
+        const eq = line.indexOf('=');
+        if (eq < 0)
+            return { error: `line ${i + 1} is not KEY=value` };
+        const key = line
+            .slice(0, eq)
+            .trim()
+            .replace(/^export\s+/, '');
+        if (!ENV_KEY.test(key)) {
+            return {
+                error: `line ${i + 1}: the text before the first = is not a key (letters, digits and _, not starting with a digit)`,
+            };
+        }
+        lineOf.set(key, i + 1);
+        const value = line.slice(eq + 1).trimStart();
+        const quote = value[0];
+        if (quote === '"' || quote === "'" || quote === '`') {
+            // A quoted value ends at its closing quote, possibly on a later line. In
+            // double quotes a backslash escapes the next character (\" is no end).
+            let j = i;
+            let rest = value.slice(1);
+            while (!closesQuote(rest, quote)) {
+                j++;
+                if (j >= lines.length)
+                    return { error: `line ${i + 1}: the value opens a quote that is never closed` };
+                rest = lines[j];
+            }
+            i = j;
+        }
+    }
+    const values = (0,dist.parse)(normalised);
+    for (const [key, value] of Object.entries(values)) {
+        if (value.length > 0 && value.length < MASKABLE && SECRET_KEY.test(key))
+            return {
+                error: `line ${lineOf.get(key) ?? '?'}: the key names a secret but its value is shorter than ${MASKABLE} characters, too short to be masked in logs`,
+            };
+    }
+    return { text: normalised.endsWith('\n') ? normalised : normalised + '\n', values };
+}
+/** An `env` input: dotenv text, a secret whose every value is masked. */
+function envField(description) {
+    return fields_custom({
+        description: description +
+            ' A quoted value may span lines; in double quotes, a backslash before a double quote, a backslash, $ or a backquote makes it literal; nothing is expanded. ' +
+            'Every value is masked in logs, except values shorter than 3 characters, which cannot be: such a value is refused when its key names a secret (contains PASSWORD, PASSWD, PASS, SECRET, TOKEN, KEY, CREDENTIAL or AUTH, in any case), and short values of other keys (PORT=80, DEBUG=1) are not treated as secret.',
+        secret: true,
+        // parseEnvText's messages name lines, never keys or values.
+        revealErrors: true,
+        multiline: true,
+    }, { expected: 'KEY=value lines, keys of letters, digits and _' }, (v) => parseEnvText(v));
+}
+
 ;// CONCATENATED MODULE: ./src/inputs/ssh-key.ts
 // The private key, read locally with ssh2 (the parser node-ssh uses when it
 // connects), so a damaged key or a wrong passphrase is found before any host is
@@ -82676,6 +82790,7 @@ function passphraseProblem(key, passphrase) {
 ;// CONCATENATED MODULE: ./src/inputs/definitions.ts
 // The inputs every action shares, defined once; src/inputs/actions.ts puts them
 // together per action. action.yml files are generated from those definitions.
+
 
 
 
@@ -83006,6 +83121,9 @@ const releaseInputs = {
                 return { error: `pattern ${fields_quote(p)} has odd characters` };
         return items;
     }),
+    env: envField("The release's own .env (KEY=value lines), typically a secret: written into the release, mode 600, the app user's, and kept as long as the release. " +
+        'The new release starts in the standby slot with it, is verified, then takes traffic; a rollback to a release brings back the env it served with. ' +
+        "Empty: the release links the app's shared .env ({app-root}/.env, written by provision)."),
     'release-id': pattern({
         description: 'Release directory name. Default: the UTC time as YYYYMMDD_HHMMSS (made unique if taken).',
         default: '',
@@ -83978,8 +84096,6 @@ function migratingHostsCheck(settings) {
     ];
 }
 
-// EXTERNAL MODULE: ./node_modules/dotenv/dist/index.cjs
-var dist = __nccwpck_require__(8230);
 ;// CONCATENATED MODULE: ./src/inputs/provision.ts
 // The provision action's own inputs: what a bare server is converged to. Each
 // part of the standard can be switched off; secrets are flagged and masked.
@@ -83988,76 +84104,6 @@ var dist = __nccwpck_require__(8230);
 
 
 
-/** A dotenv key: letters, digits and _, not starting with a digit. */
-const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
-/** A key that names a secret: its value is masked, so it must be long enough to mask. */
-const SECRET_KEY = /PASS|SECRET|TOKEN|KEY|CREDENTIAL|AUTH/i;
-/** Log.secret masks values of at least this length only (masking "1" would wreck the log). */
-const MASKABLE = 3;
-/** Whether a line of a quoted value holds its closing quote (in double quotes, not one escaped by a backslash). */
-function closesQuote(text, quote) {
-    for (let k = 0; k < text.length; k++) {
-        if (quote === '"' && text[k] === '\\')
-            k++;
-        else if (text[k] === quote)
-            return true;
-    }
-    return false;
-}
-/**
- * Validates dotenv text line by line (quoted values may span lines). Errors name
- * the line and the problem, never a key or a value: the whole text is a secret,
- * and a line that is not KEY=value may well be a value.
- */
-function parseEnvText(v) {
-    const normalised = v.replace(/\r\n?/g, '\n');
-    if (!normalised.trim())
-        return { text: '', values: {} };
-    const lines = normalised.split('\n');
-    /** The line each key is last set on (the value dotenv keeps). */
-    const lineOf = new Map();
-    for (let i = 0; i < lines.length; i++) {
-        const line = lines[i].trim();
-        if (line === '' || line.startsWith('#'))
-            continue;
-        const eq = line.indexOf('=');
-        if (eq < 0)
-            return { error: `line ${i + 1} is not KEY=value` };
-        const key = line
-            .slice(0, eq)
-            .trim()
-            .replace(/^export\s+/, '');
-        if (!ENV_KEY.test(key)) {
-            return {
-                error: `line ${i + 1}: the text before the first = is not a key (letters, digits and _, not starting with a digit)`,
-            };
-        }
-        lineOf.set(key, i + 1);
-        const value = line.slice(eq + 1).trimStart();
-        const quote = value[0];
-        if (quote === '"' || quote === "'" || quote === '`') {
-            // A quoted value ends at its closing quote, possibly on a later line. In
-            // double quotes a backslash escapes the next character (\" is no end).
-            let j = i;
-            let rest = value.slice(1);
-            while (!closesQuote(rest, quote)) {
-                j++;
-                if (j >= lines.length)
-                    return { error: `line ${i + 1}: the value opens a quote that is never closed` };
-                rest = lines[j];
-            }
-            i = j;
-        }
-    }
-    const values = (0,dist.parse)(normalised);
-    for (const [key, value] of Object.entries(values)) {
-        if (value.length > 0 && value.length < MASKABLE && SECRET_KEY.test(key))
-            return {
-                error: `line ${lineOf.get(key) ?? '?'}: the key names a secret but its value is shorter than ${MASKABLE} characters, too short to be masked in logs`,
-            };
-    }
-    return { text: normalised.endsWith('\n') ? normalised : normalised + '\n', values };
-}
 /** Port rules for ufw: 8080, 8080/tcp, 60000:61000/udp; normalised to port[:port]/protocol. */
 function parsePorts(v) {
     const rules = [];
@@ -84215,14 +84261,8 @@ const provisionInputs = {
         expected: 'a version such as 3.12 or 3.12.4, or empty',
     }),
     // App tree and services
-    env: fields_custom({
-        description: "The app's .env (KEY=value lines), typically a secret; written as given, atomically, mode 600, owned by the app user. The services read it the way systemd reads an EnvironmentFile, and so do the import check and migrations: a quoted value may span lines; in double quotes, a backslash before a double quote, a backslash, $ or a backquote makes it literal; nothing is expanded. Empty: .env is left as it is. " +
-            'Every value is masked in logs, except values shorter than 3 characters, which cannot be: such a value is refused when its key names a secret (contains PASSWORD, PASSWD, PASS, SECRET, TOKEN, KEY, CREDENTIAL or AUTH, in any case), and short values of other keys (PORT=80, DEBUG=1) are not treated as secret.',
-        secret: true,
-        // parseEnvText's messages name lines, never keys or values.
-        revealErrors: true,
-        multiline: true,
-    }, { expected: 'KEY=value lines, keys of letters, digits and _' }, (v) => parseEnvText(v)),
+    env: envField("The app's shared .env (KEY=value lines), typically a secret; written as given, atomically, mode 600, owned by the app user, at {app-root}/.env. Releases deployed without an env of their own link it. " +
+        'The services read it the way systemd reads an EnvironmentFile, and so do the import check and migrations. Empty: .env is left as it is.'),
     // nginx and TLS
     nginx: bool({
         description: "nginx with the standard's site: 80 to 443, TLS, proxy to the app, WebSocket upgrade, static files, security headers.",
@@ -88164,6 +88204,10 @@ async function runAction(name, body, raw = envInputs(), log = new Log()) {
     try {
         const source = withConfigFile(name, raw);
         settings = parseInputs(name, source.raw, source);
+        // An env's values are masked one by one too (the whole text and each line already are).
+        const env = settings.env;
+        for (const v of Object.values(env?.values ?? {}))
+            log.secret(v);
         const file = source.file;
         if (file)
             log.info(`Config file ${file.name}${file.environment ? `, environment ${file.environment}` : ''}: ${file.taken.join(', ') || 'nothing'} taken from it`);

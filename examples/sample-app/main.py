@@ -220,6 +220,12 @@ async def version():
     return {"release": RELEASE, "version": VERSION}
 
 
+@app.get("/greeting")
+async def greeting():
+    """GREETING from the release's .env: which env a release runs with."""
+    return {"release": RELEASE, "greeting": os.environ.get("GREETING")}
+
+
 @app.get("/", response_class=PlainTextResponse)
 async def index():
     return "hello from %s (%s)" % (RELEASE, VERSION)

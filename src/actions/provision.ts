@@ -77,8 +77,6 @@ export function provisionSummary(results: ProvisionHostResult[], check: boolean)
 }
 
 export async function provision(opts: Settings<'provision'>, log: Log): Promise<ActionOutcome> {
-  // The .env's values are masked one by one too (the whole text and each line already are).
-  for (const v of Object.values(opts.env.values)) log.secret(v);
   // A load balancer gets nginx in front of every api host, limited or not.
   const roles = resolveRoles(opts.hosts);
   const members = balancerMembers(opts.hosts.map((spec, i) => ({ spec, roles: roles[i]! })));

@@ -2,6 +2,7 @@
 // any host is contacted, mask secrets, write outputs and the job summary, and
 // fail the step (exit code 1) on anything thrown.
 
+import type { DotenvText } from '../inputs/dotenv.js';
 import { actions, type ActionName } from '../inputs/actions.js';
 import { InputError, parseInputs, secretValues, type RawInputs, type Settings } from '../inputs/parse.js';
 import { withConfigFile } from '../inputs/config-file.js';
@@ -44,6 +45,9 @@ export async function runAction<A extends ActionName>(
   try {
     const source = withConfigFile(name, raw);
     settings = parseInputs(name, source.raw, source);
+    // An env's values are masked one by one too (the whole text and each line already are).
+    const env = (settings as { env?: DotenvText }).env;
+    for (const v of Object.values(env?.values ?? {})) log.secret(v);
     const file = source.file;
     if (file)
       log.info(

@@ -19,6 +19,7 @@ import {
   type Reserved,
   type SettingsOf,
 } from './fields.js';
+import { envField } from './dotenv.js';
 import { parseHosts, parseAddress, type HostSpec } from './hosts.js';
 import { parseKnownHosts, type KnownHostEntry } from './known-hosts.js';
 import { readPrivateKey } from './ssh-key.js';
@@ -400,6 +401,11 @@ export const releaseInputs = {
         if (!/^[A-Za-z0-9._/*?@+-]+$/.test(p)) return { error: `pattern ${quote(p)} has odd characters` };
       return items;
     },
+  ),
+  env: envField(
+    "The release's own .env (KEY=value lines), typically a secret: written into the release, mode 600, the app user's, and kept as long as the release. " +
+      'The new release starts in the standby slot with it, is verified, then takes traffic; a rollback to a release brings back the env it served with. ' +
+      "Empty: the release links the app's shared .env ({app-root}/.env, written by provision).",
   ),
   'release-id': pattern({
     description: 'Release directory name. Default: the UTC time as YYYYMMDD_HHMMSS (made unique if taken).',

@@ -2,7 +2,6 @@
 // part of the standard can be switched off; secrets are flagged and masked.
 
 import { isIP } from 'node:net';
-import { parse as parseDotenv } from 'dotenv';
 import { POSTGRES_DATABASES, SYSTEM_USERS } from './definitions.js';
 import {
   bool,
@@ -18,81 +17,7 @@ import {
   type Field,
 } from './fields.js';
 import { parsePort } from './hosts.js';
-
-/** A dotenv key: letters, digits and _, not starting with a digit. */
-const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
-/** A key that names a secret: its value is masked, so it must be long enough to mask. */
-const SECRET_KEY = /PASS|SECRET|TOKEN|KEY|CREDENTIAL|AUTH/i;
-/** Log.secret masks values of at least this length only (masking "1" would wreck the log). */
-const MASKABLE = 3;
-
-export interface DotenvText {
-  /** The text written to .env (line endings normalised, ending in a newline); '' when not given. */
-  text: string;
-  /** The parsed values (masked in logs, each of them). */
-  values: Record<string, string>;
-}
-
-/** Whether a line of a quoted value holds its closing quote (in double quotes, not one escaped by a backslash). */
-function closesQuote(text: string, quote: string): boolean {
-  for (let k = 0; k < text.length; k++) {
-    if (quote === '"' && text[k] === '\\') k++;
-    else if (text[k] === quote) return true;
-  }
-  return false;
-}
-
-/**
- * Validates dotenv text line by line (quoted values may span lines). Errors name
- * the line and the problem, never a key or a value: the whole text is a secret,
- * and a line that is not KEY=value may well be a value.
- */
-export function parseEnvText(v: string): DotenvText | { error: string } {
-  const normalised = v.replace(/\r\n?/g, '\n');
-  if (!normalised.trim()) return { text: '', values: {} };
-  const lines = normalised.split('\n');
-  /** The line each key is last set on (the value dotenv keeps). */
-  const lineOf = new Map<string, number>();
-  for (let i = 0; i < lines.length; i++) {
-    const line = lines[i]!.trim();
-    if (line === '' || line.startsWith('#')) continue;
-    const eq = line.indexOf('=');
-    if (eq < 0) return { error: `line ${i + 1} is not KEY=value` };
-    const key = line
-      .slice(0, eq)
-      .trim()
-      .replace(/^export\s+/, '');
-    if (!ENV_KEY.test(key)) {
-      return {
-        error: `line ${i + 1}: the text before the first = is not a key (letters, digits and _, not starting with a digit)`,
-      };
-    }
-    lineOf.set(key, i + 1);
-    const value = line.slice(eq + 1).trimStart();
-    const quote = value[0];
-    if (quote === '"' || quote === "'" || quote === '`') {
-      // A quoted value ends at its closing quote, possibly on a later line. In
-      // double quotes a backslash escapes the next character (\" is no end).
-      let j = i;
-      let rest = value.slice(1);
-      while (!closesQuote(rest, quote)) {
-        j++;
-        if (j >= lines.length)
-          return { error: `line ${i + 1}: the value opens a quote that is never closed` };
-        rest = lines[j]!;
-      }
-      i = j;
-    }
-  }
-  const values = parseDotenv(normalised);
-  for (const [key, value] of Object.entries(values)) {
-    if (value.length > 0 && value.length < MASKABLE && SECRET_KEY.test(key))
-      return {
-        error: `line ${lineOf.get(key) ?? '?'}: the key names a secret but its value is shorter than ${MASKABLE} characters, too short to be masked in logs`,
-      };
-  }
-  return { text: normalised.endsWith('\n') ? normalised : normalised + '\n', values };
-}
+import { envField } from './dotenv.js';
 
 /** Port rules for ufw: 8080, 8080/tcp, 60000:61000/udp; normalised to port[:port]/protocol. */
 export function parsePorts(v: string): string[] | { error: string } {
@@ -278,18 +203,9 @@ export const provisionInputs = {
     expected: 'a version such as 3.12 or 3.12.4, or empty',
   }),
   // App tree and services
-  env: custom<DotenvText>(
-    {
-      description:
-        "The app's .env (KEY=value lines), typically a secret; written as given, atomically, mode 600, owned by the app user. The services read it the way systemd reads an EnvironmentFile, and so do the import check and migrations: a quoted value may span lines; in double quotes, a backslash before a double quote, a backslash, $ or a backquote makes it literal; nothing is expanded. Empty: .env is left as it is. " +
-        'Every value is masked in logs, except values shorter than 3 characters, which cannot be: such a value is refused when its key names a secret (contains PASSWORD, PASSWD, PASS, SECRET, TOKEN, KEY, CREDENTIAL or AUTH, in any case), and short values of other keys (PORT=80, DEBUG=1) are not treated as secret.',
-      secret: true,
-      // parseEnvText's messages name lines, never keys or values.
-      revealErrors: true,
-      multiline: true,
-    },
-    { expected: 'KEY=value lines, keys of letters, digits and _' },
-    (v) => parseEnvText(v),
+  env: envField(
+    "The app's shared .env (KEY=value lines), typically a secret; written as given, atomically, mode 600, owned by the app user, at {app-root}/.env. Releases deployed without an env of their own link it. " +
+      'The services read it the way systemd reads an EnvironmentFile, and so do the import check and migrations. Empty: .env is left as it is.',
   ),
   // nginx and TLS
   nginx: bool({

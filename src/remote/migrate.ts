@@ -74,10 +74,10 @@ function prelude(settings: MigrateScriptSettings): string {
     sh`rel=${rel}`,
     sh`status=$(cat "$rel/.metalship/status" 2>/dev/null || echo missing)`,
     sh`if [ "$status" != ready ] && [ "$status" != bad ] || [ ! -x "$rel/.venv/bin/python" ]; then echo "release ${settings.releaseId} is $status on this host, not a complete release" >&2; exit 1; fi`,
-    sh`run_app() { mstool_as ${settings.user} exec "$rel" ${layout.env} "$@"; }`,
-    // psql and pg_dump run as the app user, with DATABASE_URL from its .env in
+    sh`run_app() { mstool_as ${settings.user} exec "$rel" "$rel/.env" "$@"; }`,
+    // psql and pg_dump run as the app user, with DATABASE_URL from the release's .env in
     // their environment: never on a command line, and peer-auth URLs work.
-    sh`pg_app() { mstool_as ${settings.user} pg-exec ${layout.env} "$@"; }`,
+    sh`pg_app() { mstool_as ${settings.user} pg-exec "$rel/.env" "$@"; }`,
     // The last line the revision command prints (alembic current: "0002 (head)"); the revision is its first word.
     sh`revision_line() { { run_app ${settings.revisionCommand} 2>/dev/null || true; } | awk 'NF { last = $0 } END { print last }'; }`,
     "revision() { revision_line | awk '{ print $1 }'; }",

@@ -8,7 +8,7 @@ import { pyToolDefinition } from './pytool.js';
 import { runtimePath } from './runtime.js';
 import { plainStep, step, type Step } from './step.js';
 import { uvicornFlagsScript } from './switch.js';
-import { keyLines, raw, script, sh, writeFileAtomic } from './sh.js';
+import { heredoc, keyLines, raw, script, sh, writeFileAtomic } from './sh.js';
 
 export const RELEASE_EXISTS_EXIT = 73;
 
@@ -160,6 +160,8 @@ export interface BuildSettings {
   pipArgs: string[];
   systemSitePackages: boolean;
   sharedPaths: string[];
+  /** The release's own .env text; '' links the app's shared .env instead. */
+  env: string;
   importCheck: string | null;
   metadata: Record<string, unknown>;
   /** The runtime record (src/inputs/runtime.ts): the settings the release runs with. */
@@ -238,6 +240,33 @@ function venvScript(settings: BuildSettings): string {
   );
 }
 
+/**
+ * The links a release gets: its shared paths, and .env, which every release
+ * has (the services, migrations and the import check read the release's
+ * .env): its own file when the deploy carries one, else a link to the app's.
+ */
+function releaseLinks(settings: BuildSettings): string[] {
+  const others = settings.sharedPaths.filter((p) => p !== '.env');
+  return settings.env ? others : [...others, '.env'];
+}
+
+/**
+ * The release's own .env: the app user's, mode 600 from its first byte (the
+ * release directory is world-readable), in a directory only root can write, so
+ * the app user can change what it says but never where it points.
+ */
+function releaseEnvScript(rel: string, user: string, env: string): string {
+  const tmp = `${rel}/.env.metalship-tmp`;
+  const doc = heredoc(env);
+  return script(
+    sh`rm -f -- ${tmp} ${rel}/.env`,
+    sh`(umask 077 && cat > ${tmp}) ${raw(doc.open)}`,
+    doc.body,
+    sh`chown ${user}:${user} ${tmp}`,
+    sh`mv -f -- ${tmp} ${rel}/.env`,
+  ).trimEnd();
+}
+
 export function buildStep(settings: BuildSettings): Step<void> {
   const layout = settings.layout;
   const rel = layout.release(settings.releaseId);
@@ -255,7 +284,7 @@ export function buildStep(settings: BuildSettings): Step<void> {
       // the base interpreter (isolated): the venv's packages never run as root.
       sh`${settings.python} -I -m compileall -q -x '/[.]venv/' ${rel} >/dev/null`,
       uvicornFlagsScript(rel, settings.user),
-      ...settings.sharedPaths.map((p) =>
+      ...releaseLinks(settings).map((p) =>
         script(
           sh`if [ -e ${rel}/${p} ] && [ ! -L ${rel}/${p} ]; then rm -rf ${rel}/${p}; fi`,
           sh`mkdir -p "$(dirname ${rel}/${p})"`,
@@ -263,8 +292,9 @@ export function buildStep(settings: BuildSettings): Step<void> {
         ).trimEnd(),
       ),
       sh`chmod -R u+rwX,go+rX,go-w,ug-s ${rel}`,
+      settings.env ? releaseEnvScript(rel, settings.user, settings.env) : null,
       settings.importCheck
-        ? sh`runuser -u ${settings.user} -- "$venv/bin/python" -I -c "$MSTOOL_SRC" import-check ${rel} ${settings.importCheck} ${layout.env}`
+        ? sh`runuser -u ${settings.user} -- "$venv/bin/python" -I -c "$MSTOOL_SRC" import-check ${rel} ${settings.importCheck} ${`${rel}/.env`}`
         : null,
       writeFileAtomic(`${rel}/.metalship/release.json`, JSON.stringify(settings.metadata, null, 2) + '\n'),
       writeFileAtomic(runtimePath(layout, settings.releaseId), settings.runtimeRecord),

@@ -78,7 +78,8 @@ ${[
   `User=${unitText(settings.user)}`,
   `Group=${unitText(settings.user)}`,
   `WorkingDirectory=${unitText(...workdir)}`,
-  `EnvironmentFile=-${unitText(layout.env)}`,
+  // The release's .env: its own, or a link to the app's (a rollback brings back the env that served).
+  `EnvironmentFile=-${unitText(...workdir, '/.env')}`,
   `Environment=${unitEnv('PATH', ...workdir, '/.venv/bin:/usr/local/bin:/usr/bin:/bin')}`,
   'Environment=PYTHONUNBUFFERED=1',
   `Environment=${unitEnv('APP_NAME', layout.app)}`,

@@ -1,6 +1,7 @@
 // The release stage: a new release directory on every host, with only the
 // changed files sent, its virtualenv built or reused, and an import check.
 
+import type { DotenvText } from '../inputs/dotenv.js';
 import type { Log } from '../log.js';
 import { runtimeOf, runtimeRecord, type Runtime } from '../inputs/runtime.js';
 import { buildStep, markStep, prepareStep, RELEASE_EXISTS_EXIT } from '../remote/release.js';
@@ -15,6 +16,8 @@ export interface ReleaseSettings extends Runtime {
   'release-id': string;
   requirements: string;
   'shared-paths': string[];
+  /** The release's own .env (text ''): when empty it links the app's shared one. */
+  env: DotenvText;
   python: string;
   'pip-args': string[];
   'system-site-packages': boolean;
@@ -89,6 +92,7 @@ async function releaseOnHost(
         pipArgs: settings['pip-args'],
         systemSitePackages: settings['system-site-packages'],
         sharedPaths: settings['shared-paths'],
+        env: settings.env.text,
         importCheck: settings['import-check'] ? settings['app-module'] : null,
         metadata: metadata(releaseId, settings, source),
         runtimeRecord: runtimeRecord(runtimeOf(settings)),

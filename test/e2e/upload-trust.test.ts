@@ -303,6 +303,7 @@ describe('a host unpacks nothing but the manifest’s regular files, whatever it
         requirements: '',
         pipArgs: [],
         systemSitePackages: true,
+        env: '',
         sharedPaths: [],
         importCheck: null,
         runtimeRecord: '{}\n',

@@ -186,7 +186,7 @@ describe('systemd units of the app (units.ts): the exact argv systemd runs', () 
     ]);
     expect(resolveSpecifiers(value(api, 'Service', 'WorkingDirectory'), apiSpec)).toBe(slot);
     expect(values(api, 'Service', 'EnvironmentFile').map((v) => resolveSpecifiers(v, apiSpec))).toEqual([
-      `-${layout.env}`,
+      `-${slot}/.env`,
       `-${slot}/.metalship/uvicorn.env`,
     ]);
     expect(
@@ -213,6 +213,9 @@ describe('systemd units of the app (units.ts): the exact argv systemd runs', () 
         [program!.startsWith('/') ? program! : `${layout.current}/.venv/bin/${program}`, ...args],
       ]);
       expect(resolveSpecifiers(value(parsed, 'Service', 'WorkingDirectory'), spec)).toBe(layout.current);
+      expect(values(parsed, 'Service', 'EnvironmentFile').map((v) => resolveSpecifiers(v, spec))).toEqual([
+        `-${layout.current}/.env`,
+      ]);
       expect(environmentValue(values(parsed, 'Service', 'Environment')[0]!, spec)).toEqual({
         PATH: `${layout.current}/.venv/bin:/usr/local/bin:/usr/bin:/bin`,
       });

@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { parseEnvText } from '../../src/inputs/provision.js';
+import { parseEnvText } from '../../src/inputs/dotenv.js';
 import { InputError, parseInputs } from '../../src/inputs/parse.js';
 import {
   factsStep,
