@@ -75875,7 +75875,7 @@ const releaseInputs = {
     }),
     env: envField("The release's own .env (KEY=value lines), typically a secret: written into the release, mode 600, the app user's, and kept as long as the release. " +
         'The new release starts in the standby slot with it, is verified, then takes traffic; a rollback to a release brings back the env it served with. ' +
-        "Empty: the release links the app's shared .env ({app-root}/.env, written by provision)."),
+        "Empty: the release gets a copy of the app's shared .env ({app-root}/.env, written by provision) as it is at release time."),
     'release-id': pattern({
         description: 'Release directory name. Default: the UTC time as YYYYMMDD_HHMMSS (made unique if taken).',
         default: '',
@@ -75899,11 +75899,11 @@ const releaseInputs = {
         return bad ? { error: bad } : v;
     }),
     'shared-paths': fields_custom({
-        description: 'Paths in the release linked to persistent ones: .env to {app-root}/.env, others to {app-root}/shared/<path>. Newline- or comma-separated. ' +
-            "Not the release itself, nor metalship's .metalship or .venv in it.",
-        default: 'logs\nuploads\n.env',
+        description: 'Paths in the release linked to persistent ones in {app-root}/shared/<path>. Newline- or comma-separated. ' +
+            "Not the release itself, nor metalship's .metalship or .venv in it. .env is accepted and needs no link: every release has its own (see env).",
+        default: 'logs\nuploads',
         multiline: true,
-    }, { expected: 'distinct relative paths inside the release, e.g. "logs, uploads, .env"' }, parseSharedPaths),
+    }, { expected: 'distinct relative paths inside the release, e.g. "logs, uploads"' }, parseSharedPaths),
     python: pattern({
         description: "Python interpreter on the hosts used to build each release's virtualenv.",
         default: 'python3',
@@ -76517,7 +76517,7 @@ const provisionInputs = {
         expected: 'a version such as 3.12 or 3.12.4, or empty',
     }),
     // App tree and services
-    env: envField("The app's shared .env (KEY=value lines), typically a secret; written as given, atomically, mode 600, owned by the app user, at {app-root}/.env. Releases deployed without an env of their own link it. " +
+    env: envField("The app's shared .env (KEY=value lines), typically a secret; written as given, atomically, mode 600, owned by the app user, at {app-root}/.env. Each release deployed without an env of its own gets a copy of it: a change reaches the services with the next deploy. " +
         'The services read it the way systemd reads an EnvironmentFile, and so do the import check and migrations. Empty: .env is left as it is.'),
     // nginx and TLS
     nginx: bool({

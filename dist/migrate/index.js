@@ -66349,9 +66349,9 @@ function unserveStep(layout) {
 
 
 const RELEASE_EXISTS_EXIT = 73;
-/** Where a shared path of the release points: .env to the app's .env, the rest into shared/. */
+/** Where a shared path of the release points: into shared/ (.env is the release's own, see releaseEnvScript). */
 function sharedTarget(l, path) {
-    return path === '.env' ? l.env : `${l.shared}/${path}`;
+    return `${l.shared}/${path}`;
 }
 /** Creates a system user without login when missing (prints `changed` when it did). */
 function ensureUser(user, home, what, comment = '') {
@@ -66463,23 +66463,21 @@ function venvScript(settings) {
     '  editable=$(grep -lsF -- "$work" "$venv"/lib/python*/site-packages/*.pth "$venv"/lib/python*/site-packages/*.egg-link "$venv"/lib/python*/site-packages/__editable__* || true)', '  rm -rf -- "$work"', `  if [ -n "$editable" ]; then echo "the requirements install a package in editable mode (-e): a release is read-only, so install it normally ('.' instead of '-e .')" >&2; exit 1; fi`, '  rm -f -- "$venv/.metalship-complete"', '  chown -hR root:root -- "$venv"', '  chmod -R u+rwX,go+rX,go-w,ug-s -- "$venv"', '  mstool check-sealed "$venv"', '  touch -- "$venv/.metalship-complete"', 'fi');
 }
 /**
- * The links a release gets: its shared paths, and .env, which every release
- * has (the services, migrations and the import check read the release's
- * .env): its own file when the deploy carries one, else a link to the app's.
+ * The release's own .env, which every process of the release reads (the
+ * services, migrations, the import check): the deploy's env, or else a copy of
+ * the app's shared .env as it is now, so that a later change to the shared one
+ * reaches the services only through a new release, and a rollback brings back
+ * the env that served. The app user's, mode 600 from its first byte (the
+ * release directory is world-readable), in a directory only root can write:
+ * the app user can change what it says but never where it points. The shared
+ * one is read as the app user, whose file it is.
  */
-function releaseLinks(settings) {
-    const others = settings.sharedPaths.filter((p) => p !== '.env');
-    return settings.env ? others : [...others, '.env'];
-}
-/**
- * The release's own .env: the app user's, mode 600 from its first byte (the
- * release directory is world-readable), in a directory only root can write, so
- * the app user can change what it says but never where it points.
- */
-function releaseEnvScript(rel, user, env) {
+function releaseEnvScript(rel, layout, user, env) {
     const tmp = `${rel}/.env.metalship-tmp`;
     const doc = heredoc(env);
-    return script(sh `rm -f -- ${tmp} ${rel}/.env`, sh `(umask 077 && cat > ${tmp}) ${raw(doc.open)}`, doc.body, sh `chown ${user}:${user} ${tmp}`, sh `mv -f -- ${tmp} ${rel}/.env`).trimEnd();
+    return script(sh `rm -rf -- ${tmp} ${rel}/.env`, env
+        ? script(sh `(umask 077 && cat > ${tmp}) ${raw(doc.open)}`, doc.body).trimEnd()
+        : sh `(umask 077 && runuser -u ${user} -- cat -- ${layout.env} > ${tmp})`, sh `chown ${user}:${user} ${tmp}`, sh `mv -f -- ${tmp} ${rel}/.env`).trimEnd();
 }
 function buildStep(settings) {
     const layout = settings.layout;
@@ -66492,7 +66490,9 @@ function buildStep(settings) {
     // Bytecode now (the services cannot write it: read-only code, ProtectSystem=strict),
     // before the shared links, so root reads only the release's own files, with
     // the base interpreter (isolated): the venv's packages never run as root.
-    sh `${settings.python} -I -m compileall -q -x '/[.]venv/' ${rel} >/dev/null`, uvicornFlagsScript(rel, settings.user), ...releaseLinks(settings).map((p) => script(sh `if [ -e ${rel}/${p} ] && [ ! -L ${rel}/${p} ]; then rm -rf ${rel}/${p}; fi`, sh `mkdir -p "$(dirname ${rel}/${p})"`, sh `mstool link ${sharedTarget(layout, p)} ${rel}/${p}`).trimEnd()), sh `chmod -R u+rwX,go+rX,go-w,ug-s ${rel}`, settings.env ? releaseEnvScript(rel, settings.user, settings.env) : null, settings.importCheck
+    sh `${settings.python} -I -m compileall -q -x '/[.]venv/' ${rel} >/dev/null`, uvicornFlagsScript(rel, settings.user), ...settings.sharedPaths
+        .filter((p) => p !== '.env')
+        .map((p) => script(sh `if [ -e ${rel}/${p} ] && [ ! -L ${rel}/${p} ]; then rm -rf ${rel}/${p}; fi`, sh `mkdir -p "$(dirname ${rel}/${p})"`, sh `mstool link ${sharedTarget(layout, p)} ${rel}/${p}`).trimEnd()), sh `chmod -R u+rwX,go+rX,go-w,ug-s ${rel}`, releaseEnvScript(rel, layout, settings.user, settings.env), settings.importCheck
         ? sh `runuser -u ${settings.user} -- "$venv/bin/python" -I -c "$MSTOOL_SRC" import-check ${rel} ${settings.importCheck} ${`${rel}/.env`}`
         : null, writeFileAtomic(`${rel}/.metalship/release.json`, JSON.stringify(settings.metadata, null, 2) + '\n'), writeFileAtomic(runtimePath(layout, settings.releaseId), settings.runtimeRecord), sh `echo ready > ${rel}/.metalship/status`, sh `printf '%s\n' ${`${new Date().toISOString()} release ${settings.releaseId} ready (${String(settings.metadata.revision || 'no revision')} by ${String(settings.metadata.actor || 'unknown')})`} >> ${layout.history}`));
 }
@@ -66593,11 +66593,10 @@ function alembicDirectories(ini) {
 /**
  * The checksum of what decides a migration: alembic.ini, the files under its
  * migration directories, the commands, and release files the commands name
- * (a script, or a `-m` module), and the release's own env (its DATABASE_URL
- * may name another database: a changed env never skips). Computed on the runner
- * from what it sends; null without alembic.ini or with directories it cannot place.
+ * (a script, or a `-m` module). Computed on the runner from what it sends; null
+ * without alembic.ini or with directories it cannot place.
  */
-async function migrationFingerprint(source, manifest, commands, env = '') {
+async function migrationFingerprint(source, manifest, commands) {
     if (!manifest.files.some(([p]) => p === 'alembic.ini'))
         return null;
     const dirs = alembicDirectories(await readFile(join(source, 'alembic.ini'), 'utf8'));
@@ -66615,10 +66614,7 @@ async function migrationFingerprint(source, manifest, commands, env = '') {
     if (!dirs.every((d) => files.some(([p]) => p.startsWith(d + '/'))))
         return null;
     const links = manifest.links.filter(([p]) => named(p));
-    const fields = { commands, files, links };
-    if (env)
-        fields.env = createHash('sha256').update(env).digest('hex');
-    return createHash('sha256').update(JSON.stringify(fields)).digest('hex');
+    return createHash('sha256').update(JSON.stringify({ commands, files, links })).digest('hex');
 }
 async function migrateOnHost(host, releaseId, settings, log, fingerprint = null) {
     try {
@@ -76969,7 +76965,7 @@ const releaseInputs = {
     }),
     env: envField("The release's own .env (KEY=value lines), typically a secret: written into the release, mode 600, the app user's, and kept as long as the release. " +
         'The new release starts in the standby slot with it, is verified, then takes traffic; a rollback to a release brings back the env it served with. ' +
-        "Empty: the release links the app's shared .env ({app-root}/.env, written by provision)."),
+        "Empty: the release gets a copy of the app's shared .env ({app-root}/.env, written by provision) as it is at release time."),
     'release-id': pattern({
         description: 'Release directory name. Default: the UTC time as YYYYMMDD_HHMMSS (made unique if taken).',
         default: '',
@@ -76993,11 +76989,11 @@ const releaseInputs = {
         return bad ? { error: bad } : v;
     }),
     'shared-paths': fields_custom({
-        description: 'Paths in the release linked to persistent ones: .env to {app-root}/.env, others to {app-root}/shared/<path>. Newline- or comma-separated. ' +
-            "Not the release itself, nor metalship's .metalship or .venv in it.",
-        default: 'logs\nuploads\n.env',
+        description: 'Paths in the release linked to persistent ones in {app-root}/shared/<path>. Newline- or comma-separated. ' +
+            "Not the release itself, nor metalship's .metalship or .venv in it. .env is accepted and needs no link: every release has its own (see env).",
+        default: 'logs\nuploads',
         multiline: true,
-    }, { expected: 'distinct relative paths inside the release, e.g. "logs, uploads, .env"' }, parseSharedPaths),
+    }, { expected: 'distinct relative paths inside the release, e.g. "logs, uploads"' }, parseSharedPaths),
     python: pattern({
         description: "Python interpreter on the hosts used to build each release's virtualenv.",
         default: 'python3',
@@ -77611,7 +77607,7 @@ const provisionInputs = {
         expected: 'a version such as 3.12 or 3.12.4, or empty',
     }),
     // App tree and services
-    env: envField("The app's shared .env (KEY=value lines), typically a secret; written as given, atomically, mode 600, owned by the app user, at {app-root}/.env. Releases deployed without an env of their own link it. " +
+    env: envField("The app's shared .env (KEY=value lines), typically a secret; written as given, atomically, mode 600, owned by the app user, at {app-root}/.env. Each release deployed without an env of its own gets a copy of it: a change reaches the services with the next deploy. " +
         'The services read it the way systemd reads an EnvironmentFile, and so do the import check and migrations. Empty: .env is left as it is.'),
     // nginx and TLS
     nginx: bool({

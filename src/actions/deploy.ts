@@ -106,7 +106,7 @@ async function deployOnHosts(settings: Settings<'deploy'>, source: Source, log: 
           const fingerprint = await migrationFingerprint(settings.source, source.manifest, [
             settings['migrate-command'],
             settings['revision-command'],
-          ], settings.env.text);
+          ]);
           return log.group(`Migrate on ${host.spec.label}`, () =>
             migrateOnHost(host, id, { ...settings, command: settings['migrate-command'], backup: settings['migrate-backup'] }, log, fingerprint),
           );

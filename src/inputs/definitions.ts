@@ -405,7 +405,7 @@ export const releaseInputs = {
   env: envField(
     "The release's own .env (KEY=value lines), typically a secret: written into the release, mode 600, the app user's, and kept as long as the release. " +
       'The new release starts in the standby slot with it, is verified, then takes traffic; a rollback to a release brings back the env it served with. ' +
-      "Empty: the release links the app's shared .env ({app-root}/.env, written by provision).",
+      "Empty: the release gets a copy of the app's shared .env ({app-root}/.env, written by provision) as it is at release time.",
   ),
   'release-id': pattern({
     description: 'Release directory name. Default: the UTC time as YYYYMMDD_HHMMSS (made unique if taken).',
@@ -435,12 +435,12 @@ export const releaseInputs = {
   'shared-paths': custom<string[]>(
     {
       description:
-        'Paths in the release linked to persistent ones: .env to {app-root}/.env, others to {app-root}/shared/<path>. Newline- or comma-separated. ' +
-        "Not the release itself, nor metalship's .metalship or .venv in it.",
-      default: 'logs\nuploads\n.env',
+        'Paths in the release linked to persistent ones in {app-root}/shared/<path>. Newline- or comma-separated. ' +
+        "Not the release itself, nor metalship's .metalship or .venv in it. .env is accepted and needs no link: every release has its own (see env).",
+      default: 'logs\nuploads',
       multiline: true,
     },
-    { expected: 'distinct relative paths inside the release, e.g. "logs, uploads, .env"' },
+    { expected: 'distinct relative paths inside the release, e.g. "logs, uploads"' },
     parseSharedPaths,
   ),
   python: pattern({

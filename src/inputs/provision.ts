@@ -204,7 +204,7 @@ export const provisionInputs = {
   }),
   // App tree and services
   env: envField(
-    "The app's shared .env (KEY=value lines), typically a secret; written as given, atomically, mode 600, owned by the app user, at {app-root}/.env. Releases deployed without an env of their own link it. " +
+    "The app's shared .env (KEY=value lines), typically a secret; written as given, atomically, mode 600, owned by the app user, at {app-root}/.env. Each release deployed without an env of its own gets a copy of it: a change reaches the services with the next deploy. " +
       'The services read it the way systemd reads an EnvironmentFile, and so do the import check and migrations. Empty: .env is left as it is.',
   ),
   // nginx and TLS

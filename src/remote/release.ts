@@ -27,9 +27,9 @@ export interface PrepareSettings {
   sharedPaths: string[];
 }
 
-/** Where a shared path of the release points: .env to the app's .env, the rest into shared/. */
+/** Where a shared path of the release points: into shared/ (.env is the release's own, see releaseEnvScript). */
 export function sharedTarget(l: Layout, path: string): string {
-  return path === '.env' ? l.env : `${l.shared}/${path}`;
+  return `${l.shared}/${path}`;
 }
 
 /** Creates a system user without login when missing (prints `changed` when it did). */
@@ -160,7 +160,7 @@ export interface BuildSettings {
   pipArgs: string[];
   systemSitePackages: boolean;
   sharedPaths: string[];
-  /** The release's own .env text; '' links the app's shared .env instead. */
+  /** The release's own .env text; '' copies the app's shared .env instead. */
   env: string;
   importCheck: string | null;
   metadata: Record<string, unknown>;
@@ -241,27 +241,23 @@ function venvScript(settings: BuildSettings): string {
 }
 
 /**
- * The links a release gets: its shared paths, and .env, which every release
- * has (the services, migrations and the import check read the release's
- * .env): its own file when the deploy carries one, else a link to the app's.
+ * The release's own .env, which every process of the release reads (the
+ * services, migrations, the import check): the deploy's env, or else a copy of
+ * the app's shared .env as it is now, so that a later change to the shared one
+ * reaches the services only through a new release, and a rollback brings back
+ * the env that served. The app user's, mode 600 from its first byte (the
+ * release directory is world-readable), in a directory only root can write:
+ * the app user can change what it says but never where it points. The shared
+ * one is read as the app user, whose file it is.
  */
-function releaseLinks(settings: BuildSettings): string[] {
-  const others = settings.sharedPaths.filter((p) => p !== '.env');
-  return settings.env ? others : [...others, '.env'];
-}
-
-/**
- * The release's own .env: the app user's, mode 600 from its first byte (the
- * release directory is world-readable), in a directory only root can write, so
- * the app user can change what it says but never where it points.
- */
-function releaseEnvScript(rel: string, user: string, env: string): string {
+function releaseEnvScript(rel: string, layout: Layout, user: string, env: string): string {
   const tmp = `${rel}/.env.metalship-tmp`;
   const doc = heredoc(env);
   return script(
-    sh`rm -f -- ${tmp} ${rel}/.env`,
-    sh`(umask 077 && cat > ${tmp}) ${raw(doc.open)}`,
-    doc.body,
+    sh`rm -rf -- ${tmp} ${rel}/.env`,
+    env
+      ? script(sh`(umask 077 && cat > ${tmp}) ${raw(doc.open)}`, doc.body).trimEnd()
+      : sh`(umask 077 && runuser -u ${user} -- cat -- ${layout.env} > ${tmp})`,
     sh`chown ${user}:${user} ${tmp}`,
     sh`mv -f -- ${tmp} ${rel}/.env`,
   ).trimEnd();
@@ -284,15 +280,17 @@ export function buildStep(settings: BuildSettings): Step<void> {
       // the base interpreter (isolated): the venv's packages never run as root.
       sh`${settings.python} -I -m compileall -q -x '/[.]venv/' ${rel} >/dev/null`,
       uvicornFlagsScript(rel, settings.user),
-      ...releaseLinks(settings).map((p) =>
-        script(
-          sh`if [ -e ${rel}/${p} ] && [ ! -L ${rel}/${p} ]; then rm -rf ${rel}/${p}; fi`,
-          sh`mkdir -p "$(dirname ${rel}/${p})"`,
-          sh`mstool link ${sharedTarget(layout, p)} ${rel}/${p}`,
-        ).trimEnd(),
-      ),
+      ...settings.sharedPaths
+        .filter((p) => p !== '.env')
+        .map((p) =>
+          script(
+            sh`if [ -e ${rel}/${p} ] && [ ! -L ${rel}/${p} ]; then rm -rf ${rel}/${p}; fi`,
+            sh`mkdir -p "$(dirname ${rel}/${p})"`,
+            sh`mstool link ${sharedTarget(layout, p)} ${rel}/${p}`,
+          ).trimEnd(),
+        ),
       sh`chmod -R u+rwX,go+rX,go-w,ug-s ${rel}`,
-      settings.env ? releaseEnvScript(rel, settings.user, settings.env) : null,
+      releaseEnvScript(rel, layout, settings.user, settings.env),
       settings.importCheck
         ? sh`runuser -u ${settings.user} -- "$venv/bin/python" -I -c "$MSTOOL_SRC" import-check ${rel} ${settings.importCheck} ${`${rel}/.env`}`
         : null,

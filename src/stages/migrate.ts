@@ -103,15 +103,13 @@ export function alembicDirectories(ini: string): string[] | null {
 /**
  * The checksum of what decides a migration: alembic.ini, the files under its
  * migration directories, the commands, and release files the commands name
- * (a script, or a `-m` module), and the release's own env (its DATABASE_URL
- * may name another database: a changed env never skips). Computed on the runner
- * from what it sends; null without alembic.ini or with directories it cannot place.
+ * (a script, or a `-m` module). Computed on the runner from what it sends; null
+ * without alembic.ini or with directories it cannot place.
  */
 export async function migrationFingerprint(
   source: string,
   manifest: Manifest,
   commands: string[][],
-  env = '',
 ): Promise<string | null> {
   if (!manifest.files.some(([p]) => p === 'alembic.ini')) return null;
   const dirs = alembicDirectories(await readFile(join(source, 'alembic.ini'), 'utf8'));
@@ -128,9 +126,7 @@ export async function migrationFingerprint(
   // none is placed wrong (or a link), and a wrong place never skips.
   if (!dirs.every((d) => files.some(([p]) => p!.startsWith(d + '/')))) return null;
   const links = manifest.links.filter(([p]) => named(p));
-  const fields: Record<string, unknown> = { commands, files, links };
-  if (env) fields.env = createHash('sha256').update(env).digest('hex');
-  return createHash('sha256').update(JSON.stringify(fields)).digest('hex');
+  return createHash('sha256').update(JSON.stringify({ commands, files, links })).digest('hex');
 }
 
 export interface MigrateSettings {

@@ -2,7 +2,8 @@
 // new release in the standby slot with that env, verifies it and moves traffic
 // with no failed request; the env is the release's own file (mode 600, the app
 // user's, never a link the app user could turn), and a rollback brings back the
-// env that served with its release, in the api and in the worker alike.
+// env that served with its release, in the api and in the worker alike. Without
+// env, a release copies the shared .env that provision writes.
 import { rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import {
@@ -115,17 +116,24 @@ test('a deploy carrying env serves with it, with no failed request; the env is t
   expect(await workerGreeting()).toBe('one');
 });
 
-test('a deploy without env links the app’s shared .env, which provision owns', async () => {
+test('a deploy without env copies the shared .env: a later change reaches the services only with the next deploy', async () => {
+  const shared = (greeting: string) =>
+    onHost(
+      state,
+      host,
+      `printf 'GREETING=${greeting}\\n' > /opt/${APP}/.env && chown ${APP}:${APP} /opt/${APP}/.env && chmod 600 /opt/${APP}/.env`,
+    );
   // The app's shared .env, as provision writes it.
-  await onHost(
-    state,
-    host,
-    `printf 'GREETING=shared\\n' > /opt/${APP}/.env && chown ${APP}:${APP} /opt/${APP}/.env && chmod 600 /opt/${APP}/.env`,
-  );
+  await shared('shared');
   const id = await deploy(null, 'v3');
-  expect((await onHost(state, host, `readlink /opt/${APP}/releases/${id}/.env`)).trim()).toBe(
-    `/opt/${APP}/.env`,
-  );
+  expect(await envFile(id)).toBe(`regular file 600 ${APP}`);
   expect(await served()).toEqual({ release: id, greeting: 'shared' });
   expect(await workerGreeting()).toBe('shared');
+  // Changed under running services (a provision run): a worker restarting on its own keeps the release's env.
+  await shared('changed');
+  await onHost(state, host, `systemctl restart ${APP}-worker.service`);
+  expect(await workerGreeting()).toBe('shared');
+  const next = await deploy(null, 'v4');
+  expect(await served()).toEqual({ release: next, greeting: 'changed' });
+  expect(await workerGreeting()).toBe('changed');
 });

@@ -111,7 +111,7 @@ describe('settings', () => {
     expect(settings['app-root']).toBe('/opt/shop');
     expect(settings['app-user']).toBe('shop');
     expect(settings['keep-releases']).toBe(5);
-    expect(settings['shared-paths']).toEqual(['logs', 'uploads', '.env']);
+    expect(settings['shared-paths']).toEqual(['logs', 'uploads']);
     expect(settings['insecure-accept-any-host-key']).toBe(false);
   });
 
