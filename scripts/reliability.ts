@@ -68,7 +68,13 @@ async function runJest(outputFile: string, files: string[], release: DebianRelea
   });
 }
 
-const cell = (text: string) => text.replace(/\|/g, '\\|').replace(/\n/g, '\\n').replace(/`/g, 'ˋ');
+const cell = (text: string) =>
+  text
+    .replace(/\|/g, '\\|')
+    .replace(/\n/g, '\\n')
+    .replace(/`/g, 'ˋ')
+    // Other control characters (a NUL, an escape) as \uXXXX: the report stays text.
+    .replace(/[\u0000-\u001f\u007f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 const mark = (status: string | undefined) =>
   status === 'passed' ? '✅ passed' : status ? `❌ ${status}` : '– not run';
 
