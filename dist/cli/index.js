@@ -75245,7 +75245,8 @@ const provisionInputs = {
         expected: 'lowercase letters, digits, _ and -, starting with a letter or _; not postgres, public or a name starting with pg_',
     }),
     'db-password': fields_password({
-        description: "Password of the database role (scram-sha-256). Empty: no password, the app connects over the local socket as the app user's peer.",
+        description: "Password of the database role (scram-sha-256). Empty: no password, the app connects over the local socket as the app user's peer. " +
+            "Provision refuses to change it while the app's running services log in with the old one (PostgreSQL keeps one password per role: a change would fail their next connection).",
     }),
     'db-remote-cidrs': fields_custom({
         description: 'Networks allowed to reach PostgreSQL remotely, over SSL only (hostssl, scram-sha-256), also opened in ufw. Empty: local only.',
@@ -75281,11 +75282,17 @@ const provisionInputs = {
         description: "The app's Redis ACL user.",
         default: '{app}',
         regex: /^[a-z_][a-z0-9_-]{0,62}$/,
-        reserved: { names: ['default'], why: "Redis's default user, which provision turns off" },
-        expected: 'lowercase letters, digits, _ and -, not default',
+        reserved: {
+            names: ['default', 'metalship-admin'],
+            why: "Redis's default user, which provision turns off, or metalship's own, which loads ACL changes without a restart",
+        },
+        expected: 'lowercase letters, digits, _ and -, not default or metalship-admin',
     }),
     'redis-password': fields_password({
-        description: "Password of the app's Redis user (required with redis: true).",
+        description: "Password of the app's Redis user (required with redis: true). Provision refuses to change it while the app's running services log in with the old one; rotate it with redis-previous-password.",
+    }),
+    'redis-previous-password': fields_password({
+        description: 'While rotating the Redis password: the old one, still accepted beside redis-password until the services run with the new one (deploy it, then provision again without this). Empty: only redis-password is accepted.',
     }),
     'redis-maxmemory': pattern({
         description: "Redis maxmemory, e.g. 256mb or 2gb. Empty: redis-memory-percent of the host's RAM.",
@@ -93808,10 +93815,65 @@ function nginxItem(s) {
     };
 }
 
+;// CONCATENATED MODULE: ./src/remote/provision/in-use.ts
+// Credentials the app's running services were started with: provision must not
+// change one under them (they would fail on their next connection and stay
+// broken until someone deploys). What they use is read where the kernel keeps
+// it, each service's environment (/proc/<pid>/environ), never from a file the
+// app user could change; only a hash of each password is printed.
+
+
+const IN_USE_PY = `import hashlib, sys, urllib.parse
+for arg in sys.argv[1:]:
+    unit, _, pid = arg.rpartition('=')
+    try:
+        with open('/proc/%s/environ' % pid, 'rb') as f:
+            data = f.read()
+    except OSError:
+        continue
+    for item in data.split(b'\\0'):
+        key, sep, value = item.partition(b'=')
+        if not sep or key not in (b'DATABASE_URL', b'REDIS_URL'):
+            continue
+        try:
+            url = urllib.parse.urlsplit(value.decode('utf-8', 'replace'))
+            password, user = url.password, url.username
+        except ValueError:
+            continue
+        if password is None:
+            continue
+        digest = hashlib.sha256(urllib.parse.unquote(password).encode()).hexdigest()
+        print(key.decode(), urllib.parse.quote(urllib.parse.unquote(user or ''), safe='') or '-', digest, unit)`;
+/** The hash the in-use lines carry for a password. */
+function passwordHash(password) {
+    return (0,external_node_crypto_.createHash)('sha256').update(password, 'utf8').digest('hex');
+}
+/**
+ * Script lines defining `in_use`, which prints a line per credential a service
+ * of the app that serves uses: `<DATABASE_URL|REDIS_URL> <user, %-encoded, or -> <sha256 of the password> <unit>`.
+ * The api slot that serves (the standby keeps the previous release's env for a
+ * rollback; it takes no traffic), the worker and the scheduler.
+ */
+function inUseFunction(layout) {
+    return [
+        textVar('in_use_py', IN_USE_PY),
+        'in_use() {',
+        '  local u slot pids=()',
+        sh_sh `  slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`,
+        sh_sh `  case "$slot" in blue|green) ;; *) slot='*' ;; esac`,
+        sh_sh `  for u in $(systemctl list-units --state=active --plain --no-legend --type=service ${`${layout.app}-api@`}"$slot".service ${layout.units.worker} ${layout.units.scheduler} 2>/dev/null | awk '{ print $1 }'); do`,
+        '    pids+=("$u=$(systemctl show -p MainPID --value "$u")")',
+        '  done',
+        '  if [ "${#pids[@]}" -gt 0 ]; then python3 -I -c "$in_use_py" "${pids[@]}"; fi',
+        '}',
+    ].join('\n');
+}
+
 ;// CONCATENATED MODULE: ./src/remote/provision/postgresql.ts
 // PostgreSQL: the app's role and database, pg_hba rules for local access (and
 // SSL-only remote access when networks are given), and the daily backups of the
 // backup module (pg_dump -Fc plus a manifest, kept for a number of days).
+
 
 
 
@@ -93848,6 +93910,14 @@ function postgresqlItem(settings) {
                 'pgpass=$(mktemp); chmod 600 "$pgpass"; trap \'rm -f "$pgpass"\' EXIT',
                 sh_sh `printf '%s\\n' ${'127.0.0.1:*:' + pg.database + ':' + pg.user + ':' + pg.password.replace(/\\/g, '\\\\').replace(/:/g, '\\:')} > "$pgpass"`,
                 sh_sh `if ! PGPASSFILE="$pgpass" psql -XAtq -w -h 127.0.0.1 -U ${pg.user} -d ${pg.database} -c 'select 1' >/dev/null 2>&1; then`,
+                // A running service that logs in with the old password would fail its next connection.
+                inUseFunction(settings.layout),
+                '  while read -r var user hash unit; do',
+                sh_sh `    if [ "$var" = DATABASE_URL ] && [ "$user" = ${encodeURIComponent(pg.user)} ] && [ "$hash" != ${passwordHash(pg.password)} ]; then`,
+                sh_sh `      echo "$unit logs in to PostgreSQL as ${pg.user} with another password (DATABASE_URL in its environment): changing it now would fail its next connection. PostgreSQL keeps one password per role, so no moment accepts both: stop the app's services (systemctl stop ${settings.layout.units.target}), provision, then deploy with the new DATABASE_URL; or use peer authentication (db-password empty), which has no password to rotate. Nothing was changed." >&2`,
+                '      exit 1',
+                '    fi',
+                '  done < <(in_use)',
                 sh_sh `  ms_changed ${'password of role ' + pg.user + ' set'}`,
                 // printf is a builtin: the password is never on a command line. Stored as
                 // SCRAM whatever the server's default (md5 before PostgreSQL 14): the
@@ -93930,16 +94000,49 @@ case "$have." in ${v}.*) ;; *) echo "python3 is $have, python-version asks for $
 const REDIS_CONF = '/etc/redis/redis.conf';
 const REDIS_DROPIN = '/etc/redis/metalship.conf';
 const REDIS_ACL = '/etc/redis/users.acl';
-/** The ACL file: passwords only as SHA-256, never in clear on disk. */
-function aclFile(user, password, syntax = '6.2') {
+/**
+ * metalship's own Redis user: with it provision loads an ACL change (ACL LOAD)
+ * instead of restarting Redis, which would fail every client's next request.
+ * Its password is made on the host and stays there, root's (600, in a
+ * directory only root can write: /etc/redis is the redis user's).
+ */
+const REDIS_ADMIN = 'metalship-admin';
+const REDIS_ADMIN_SECRET = '/etc/metalship/redis-admin.secret';
+/**
+ * The ACL file: passwords only as SHA-256, never in clear on disk. During a
+ * rotation the user has two (Redis accepts any of a user's passwords).
+ */
+function aclFile(user, passwords, syntax = '6.2') {
     // A second `user default` line would be the default user again, on: Redis refuses the file.
     if (user === 'default')
         throw new Error("redis-user cannot be 'default': that user is turned off");
-    const hash = (0,external_node_crypto_.createHash)('sha256').update(password, 'utf8').digest('hex');
+    if (user === REDIS_ADMIN)
+        throw new Error(`redis-user cannot be '${REDIS_ADMIN}': that user is metalship's`);
+    const hashes = [...new Set(passwords.filter(Boolean).map(passwordHash))].map((h) => `#${h}`).join(' ');
     const channels = syntax === '6.2';
     return `user default off${channels ? ' resetchannels' : ''} -@all
-user ${bareWord(user, 'the Redis ACL file')} on #${hash} ~*${channels ? ' &*' : ''} +@all -@dangerous
+user ${bareWord(user, 'the Redis ACL file')} on ${hashes} ~*${channels ? ' &*' : ''} +@all -@dangerous
 `;
+}
+/**
+ * Refuses, before anything is written, a change that would take away the Redis
+ * password the app's running services log in with (one the ACL accepts now).
+ */
+function keepsPasswordsInUse(settings) {
+    const accepted = [settings.redis.password, settings.redis.previousPassword]
+        .filter(Boolean)
+        .map(passwordHash);
+    return [
+        inUseFunction(settings.layout),
+        sh_sh `accepted=${` ${accepted.join(' ')} `}`,
+        'while read -r var _ hash unit; do',
+        '  if [ "$var" != REDIS_URL ] || [[ "$accepted" == *" $hash "* ]]; then continue; fi',
+        sh_sh `  if grep -qF -- "#$hash" ${REDIS_ACL} 2>/dev/null; then`,
+        sh_sh `    echo "$unit logs in to Redis with a password this change would take away (REDIS_URL in its environment): it would fail on its next connection. Rotate without a failed request: provision with the new redis-password and the old one as redis-previous-password, deploy the app with the new REDIS_URL, then provision again without redis-previous-password. Nothing was changed." >&2`,
+        '    exit 1',
+        '  fi',
+        'done < <(in_use)',
+    ].join('\n');
 }
 /** Loopback only, IPv6 where the host has it. */
 function redisBind(syntax) {
@@ -93963,19 +94066,18 @@ function redisItem(settings) {
         : `$(awk '/^MemTotal:/ { printf "%d", $2 * 1024 * ${redis.memoryPercent} / 100 }' /proc/meminfo)`;
     return {
         name: 'redis',
-        script: itemScript(settings.check, 'ms_install redis-server', REDIS_VERSION_LINES, 'restart=0', ...['6.0', '6.2'].map((syntax) => [
+        script: itemScript(settings.check, 'ms_install redis-server', REDIS_VERSION_LINES, keepsPasswordsInUse(settings), 'restart=0', 'acl_changed=0', sh_sh `if [ ! -s ${REDIS_ADMIN_SECRET} ] && [ "$CHECK" != 1 ]; then install -d -m 755 -o root -g root /etc/metalship && (umask 077 && head -c 32 /dev/urandom | base64 -w0 > ${REDIS_ADMIN_SECRET + '.new'}) && mv -f ${REDIS_ADMIN_SECRET + '.new'} ${REDIS_ADMIN_SECRET}; fi`, sh_sh `admin_hash=$(if [ -s ${REDIS_ADMIN_SECRET} ]; then sha256sum < ${REDIS_ADMIN_SECRET} | cut -d ' ' -f 1; fi)`, ...['6.0', '6.2'].map((syntax) => [
             sh_sh `if [ "$redis_syntax" = ${syntax} ]; then`,
-            common_file(REDIS_ACL, aclFile(redis.user, redis.password, syntax), {
-                mode: '640',
-                owner: 'redis:redis',
-                label: 'Redis ACL users',
-                onChange: 'restart=1',
-            }),
+            textVar('acl', aclFile(redis.user, [redis.password, redis.previousPassword], syntax)),
+            sh_sh `  ms_file ${REDIS_ACL} 640 redis:redis ${'Redis ACL users'} < <(printf '%s\n' "$acl"; if [ -n "$admin_hash" ]; then printf 'user %s on #%s ~*%s +@all\n' ${REDIS_ADMIN} "$admin_hash" ${syntax === '6.2' ? ' &*' : ''}; fi)`,
+            '  if [ "$MS_WROTE" = 1 ]; then acl_changed=1; fi',
             sh_sh `  redis_bind=${redisBind(syntax)}`,
             'fi',
         ].join('\n')), `maxmemory=${maxmemory}`, sh_sh `ms_file ${REDIS_DROPIN} 640 redis:redis ${'Redis settings'} < <(printf '%s\\n' '# Managed by metalship.' "bind $redis_bind" 'protected-mode yes' 'port 6379' "maxmemory $maxmemory" 'maxmemory-policy allkeys-lru' 'appendonly yes' ${'aclfile ' + REDIS_ACL})`, 'if [ "$MS_WROTE" = 1 ]; then restart=1; fi', 
         // Included last, so its values override the packaged file's.
-        sh_sh `if [ "$(grep -v '^[[:space:]]*\\(#\\|$\\)' ${REDIS_CONF} | tail -n 1)" != ${'include ' + REDIS_DROPIN} ]; then`, sh_sh `  ms_changed "Redis includes the metalship settings last"`, sh_sh `  if [ "$CHECK" != 1 ]; then sed -i ${'\\#^include ' + REDIS_DROPIN + '$#d'} ${REDIS_CONF}; printf '\\n%s\\n' ${'include ' + REDIS_DROPIN} >> ${REDIS_CONF}; restart=1; fi`, 'fi', 'if [ "$CHECK" != 1 ]; then', '  if [ "$restart" = 1 ] || ! systemctl is-active --quiet redis-server; then systemctl enable --quiet redis-server; systemctl restart redis-server; fi', 
+        sh_sh `if [ "$(grep -v '^[[:space:]]*\\(#\\|$\\)' ${REDIS_CONF} | tail -n 1)" != ${'include ' + REDIS_DROPIN} ]; then`, sh_sh `  ms_changed "Redis includes the metalship settings last"`, sh_sh `  if [ "$CHECK" != 1 ]; then sed -i ${'\\#^include ' + REDIS_DROPIN + '$#d'} ${REDIS_CONF}; printf '\\n%s\\n' ${'include ' + REDIS_DROPIN} >> ${REDIS_CONF}; restart=1; fi`, 'fi', 'if [ "$CHECK" != 1 ]; then', '  if [ "$restart" = 1 ] || ! systemctl is-active --quiet redis-server; then systemctl enable --quiet redis-server; systemctl restart redis-server;', 
+        // Only the users changed: loaded in place, no client loses its connection (a restart only when Redis does not know our user yet).
+        sh_sh `  elif [ "$acl_changed" = 1 ] && [ "$(REDISCLI_AUTH=$(cat ${REDIS_ADMIN_SECRET}) redis-cli --no-auth-warning -h 127.0.0.1 --user ${REDIS_ADMIN} ACL LOAD 2>&1)" != OK ]; then systemctl restart redis-server; fi`, 
         // The app's user must work, and nobody else may run anything.
         '  for _ in $(seq 1 20); do redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && break; sleep 0.5; done', sh_sh `  if [ "$(REDISCLI_AUTH=${redis.password} redis-cli --no-auth-warning -h 127.0.0.1 --user ${redis.user} ping 2>&1)" != PONG ]; then echo "the app's Redis user cannot log in after the change" >&2; exit 1; fi`, '  case "$(redis-cli -h 127.0.0.1 ping 2>&1)" in *NOAUTH*|*NOPERM*|*WRONGPASS*|*"authentication"*) ;; *) echo "Redis still answers unauthenticated clients" >&2; exit 1;; esac', 'fi'),
     };
@@ -94557,6 +94659,7 @@ function provisionSettings(settings, roles, balancer = null) {
             enabled: settings.redis,
             user: settings['redis-user'],
             password: settings['redis-password'],
+            previousPassword: settings['redis-previous-password'],
             maxmemory: settings['redis-maxmemory'],
             memoryPercent: settings['redis-memory-percent'],
         },

@@ -89619,7 +89619,8 @@ const provisionInputs = {
         expected: 'lowercase letters, digits, _ and -, starting with a letter or _; not postgres, public or a name starting with pg_',
     }),
     'db-password': fields_password({
-        description: "Password of the database role (scram-sha-256). Empty: no password, the app connects over the local socket as the app user's peer.",
+        description: "Password of the database role (scram-sha-256). Empty: no password, the app connects over the local socket as the app user's peer. " +
+            "Provision refuses to change it while the app's running services log in with the old one (PostgreSQL keeps one password per role: a change would fail their next connection).",
     }),
     'db-remote-cidrs': fields_custom({
         description: 'Networks allowed to reach PostgreSQL remotely, over SSL only (hostssl, scram-sha-256), also opened in ufw. Empty: local only.',
@@ -89655,11 +89656,17 @@ const provisionInputs = {
         description: "The app's Redis ACL user.",
         default: '{app}',
         regex: /^[a-z_][a-z0-9_-]{0,62}$/,
-        reserved: { names: ['default'], why: "Redis's default user, which provision turns off" },
-        expected: 'lowercase letters, digits, _ and -, not default',
+        reserved: {
+            names: ['default', 'metalship-admin'],
+            why: "Redis's default user, which provision turns off, or metalship's own, which loads ACL changes without a restart",
+        },
+        expected: 'lowercase letters, digits, _ and -, not default or metalship-admin',
     }),
     'redis-password': fields_password({
-        description: "Password of the app's Redis user (required with redis: true).",
+        description: "Password of the app's Redis user (required with redis: true). Provision refuses to change it while the app's running services log in with the old one; rotate it with redis-previous-password.",
+    }),
+    'redis-previous-password': fields_password({
+        description: 'While rotating the Redis password: the old one, still accepted beside redis-password until the services run with the new one (deploy it, then provision again without this). Empty: only redis-password is accepted.',
     }),
     'redis-maxmemory': pattern({
         description: "Redis maxmemory, e.g. 256mb or 2gb. Empty: redis-memory-percent of the host's RAM.",

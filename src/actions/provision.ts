@@ -49,6 +49,7 @@ export function provisionSettings(
       enabled: settings.redis,
       user: settings['redis-user'],
       password: settings['redis-password'],
+      previousPassword: settings['redis-previous-password'],
       maxmemory: settings['redis-maxmemory'],
       memoryPercent: settings['redis-memory-percent'],
     },

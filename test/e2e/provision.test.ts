@@ -35,6 +35,7 @@ import {
   type TestHost,
 } from '../support/hosts.js';
 import { startPebble, type Pebble } from '../support/pebble.js';
+import { startLoad, type LoadReport } from '../support/load.js';
 
 const [{ name: NAME, index: INDEX }] = ownHostSpecs('p', [49]) as [{ name: string; index: number }];
 let key: HostKeyPair;
@@ -381,9 +382,9 @@ test('release, switch and verify work on the provisioned host', async () => {
 });
 
 test('a hostile .env value arrives byte for byte, as the services and migrations read it, and never runs', async () => {
-  // The file is the text given, byte for byte, and every release links to it.
+  // The file is the text given, byte for byte, and so is the release's copy of it.
   expect(Buffer.from(await on('base64 -w0 /opt/shop/.env'), 'base64').toString('utf8')).toBe(ENV);
-  expect((await on('readlink -f /opt/shop/current/.env')).trim()).toBe('/opt/shop/.env');
+  expect(Buffer.from(await on('base64 -w0 /opt/shop/current/.env'), 'base64').toString('utf8')).toBe(ENV);
   // The running services' environment, as systemd gave it to them.
   for (const unit of [
     `shop-api@${(await on('cat /opt/shop/.metalship/active-slot')).trim()}`,
@@ -420,4 +421,64 @@ test('a hostile .env value arrives byte for byte, as the services and migrations
   expect(spawnSync('sh', ['-c', 'ls /tmp/metalship-pwned* 2>/dev/null'], { encoding: 'utf8' }).stdout).toBe(
     '',
   );
+});
+
+test('a password the running services use is never changed under them; Redis rotates with no failed request', async () => {
+  const redisLogin = async (password: string) =>
+    (
+      await on(
+        `REDISCLI_AUTH='${password}' redis-cli --no-auth-warning -h 127.0.0.1 --user shop ping 2>&1 || true`,
+      )
+    ).trim();
+  const NEW = 'redis-Secret-NEW';
+  const newEnv = ENV.replace('redis://shop:redis-Secret-1@', `redis://shop:${NEW}@`);
+  // Through nginx and TLS, as users come; /health opens a new Redis and PostgreSQL connection each time.
+  const load = startLoad(`https://${host.address}/health`, {
+    workers: 2,
+    pauseMs: 20,
+    headers: { Host: 'shop.test' },
+    servername: 'shop.test',
+  });
+  let report: LoadReport;
+  try {
+    // Both passwords changed at once, under services that log in with the old ones: both refused, nothing changed.
+    const refused = await runBundle(
+      'provision',
+      inputs({ 'redis-password': NEW, 'db-password': 'db-Secret-NEW' }),
+    );
+    const it = items(refused);
+    expect({ code: refused.code, redis: it.redis, postgresql: it.postgresql }).toMatchObject({ code: 1 });
+    expect(it.redis!.status).toBe('failed');
+    expect(it.redis!.detail).toMatch(/logs in to Redis with a password this change would take away/);
+    expect(it.postgresql!.status).toBe('failed');
+    expect(it.postgresql!.detail).toMatch(/logs in to PostgreSQL as shop with another password/);
+    expect(await redisLogin('redis-Secret-1')).toBe('PONG');
+    expect(await redisLogin(NEW)).not.toBe('PONG');
+
+    // The rotation: both accepted, the app switched to the new one, the old one removed.
+    const both = await runBundle(
+      'provision',
+      inputs({ 'redis-password': NEW, 'redis-previous-password': 'redis-Secret-1', env: newEnv }),
+    );
+    expect(outcome(both)).toBe('succeeded');
+    expect([await redisLogin('redis-Secret-1'), await redisLogin(NEW)]).toEqual(['PONG', 'PONG']);
+    const deploy = await runBundle('deploy', {
+      ...conn(),
+      ...sampleAppInputs('shop', source),
+      'server-name': 'shop.test',
+    });
+    expect(outcome(deploy)).toBe('succeeded');
+    const only = await runBundle('provision', inputs({ 'redis-password': NEW, env: newEnv }));
+    expect(outcome(only)).toBe('succeeded');
+    expect(await redisLogin('redis-Secret-1')).not.toBe('PONG');
+    expect(await redisLogin(NEW)).toBe('PONG');
+  } finally {
+    report = await load.stop();
+  }
+  expect(report.requests).toBeGreaterThan(0);
+  expect(report.failures).toEqual({});
+  const health = JSON.parse(
+    await on('curl -sk --resolve shop.test:443:127.0.0.1 https://shop.test/health'),
+  ) as { redis: string; database: string };
+  expect(health).toMatchObject({ redis: 'ok', database: 'ok' });
 });

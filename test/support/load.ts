@@ -2,6 +2,7 @@
 // counting every answer that is not 200. Bounded in time and count; stops itself.
 
 import http from 'node:http';
+import https from 'node:https';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface LoadReport {
@@ -26,7 +27,8 @@ function once(
   headers: Record<string, string>,
 ): Promise<{ status: string; body: string }> {
   return new Promise((resolve) => {
-    const req = http.get(url, { agent, headers, timeout: 10000 }, (res) => {
+    const get = url.protocol === 'https:' ? https.get : http.get;
+    const req = get(url, { agent, headers, timeout: 10000 }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (c: string) => (body += c));
@@ -48,10 +50,20 @@ export function startLoad(
     maxRequests?: number;
     /** e.g. a Host header for an app with its own server_name */
     headers?: Record<string, string>;
+    /** For https: the name the certificate is for (the test CA is not trusted here, the name is what matters). */
+    servername?: string;
   } = {},
 ): Load {
   const url = new URL(target);
-  const agent = new http.Agent({ keepAlive: true, maxSockets: opts.workers ?? 4 });
+  const agent =
+    url.protocol === 'https:'
+      ? new https.Agent({
+          keepAlive: true,
+          maxSockets: opts.workers ?? 4,
+          servername: opts.servername,
+          rejectUnauthorized: false,
+        })
+      : new http.Agent({ keepAlive: true, maxSockets: opts.workers ?? 4 });
   const report: LoadReport = {
     requests: 0,
     failed: 0,

@@ -21,6 +21,7 @@ export const SECRET_INPUTS = [
   'ssh-key-passphrase',
   'db-password',
   'redis-password',
+  'redis-previous-password',
   'env',
   'github-token',
 ];

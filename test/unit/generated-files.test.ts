@@ -383,7 +383,7 @@ describe('Redis ACL file (redis.ts)', () => {
     'user %s: one line, its password hashed',
     (_label, user) => {
       const settings = provision({ 'redis-user': user, 'redis-password': 'p w\'"$(id) #\\' });
-      const acl = parseAclFile(aclFile(settings.redis.user, settings.redis.password));
+      const acl = parseAclFile(aclFile(settings.redis.user, [settings.redis.password]));
       const hash = createHash('sha256').update(settings.redis.password).digest('hex');
       expect(acl).toEqual([
         { user: 'default', rules: ['off', 'resetchannels', '-@all'] },
@@ -392,9 +392,19 @@ describe('Redis ACL file (redis.ts)', () => {
     },
   );
 
+  test('while rotating, the user has both passwords (each once), hashed', () => {
+    const acl = parseAclFile(aclFile('shop', ['new-pw-0123', 'old-pw-0123', 'new-pw-0123']));
+    const hash = (p: string) => createHash('sha256').update(p).digest('hex');
+    expect(acl[1]).toEqual({
+      user: 'shop',
+      rules: ['on', `#${hash('new-pw-0123')}`, `#${hash('old-pw-0123')}`, '~*', '&*', '+@all', '-@dangerous'],
+    });
+    expect(aclFile('shop', ['new-pw-0123', ''])).toBe(aclFile('shop', ['new-pw-0123']));
+  });
+
   test("redis-user 'default' would turn the default user back on: refused by the input, and by the builder", () => {
     expect(() => provision({ 'redis-user': 'default' })).toThrow(/Input 'redis-user'/);
-    expect(() => aclFile('default', 'redis-pw-0123')).toThrow(/default/);
+    expect(() => aclFile('default', ['redis-pw-0123'])).toThrow(/default/);
   });
 });
 

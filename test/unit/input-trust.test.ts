@@ -73,6 +73,7 @@ describe('a secret is never echoed', () => {
       'env',
       'github-token',
       'redis-password',
+      'redis-previous-password',
       'ssh-key',
       'ssh-key-passphrase',
     ]);

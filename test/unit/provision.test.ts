@@ -84,8 +84,8 @@ describe('provision scripts', () => {
     );
     // The Redis password appears only hashed.
     expect(text).not.toContain("r'p$(id)");
-    expect(aclFile('shop', 'x')).toMatch(/^user default off/);
-    expect(aclFile('shop', 'x')).toContain('-@dangerous');
+    expect(aclFile('shop', ['x'])).toMatch(/^user default off/);
+    expect(aclFile('shop', ['x'])).toContain('-@dangerous');
   });
   test('pyenv path: clone, build and the interpreter it prints', () => {
     const py = planItems(settings({ 'python-install': 'pyenv', 'python-version': '3.12.4' }), BOOKWORM).find(

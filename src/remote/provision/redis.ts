@@ -3,15 +3,23 @@
 // maxmemory (given, or a share of RAM) with allkeys-lru, appendonly. The syntax
 // follows the version found on the host (see RedisSyntax).
 
-import { createHash } from 'node:crypto';
 import { bareWord } from '../quoting.js';
-import { quote, sh } from '../sh.js';
-import { file, itemScript, type Item } from './common.js';
+import { quote, sh, textVar } from '../sh.js';
+import { itemScript, type Item } from './common.js';
+import { inUseFunction, passwordHash } from './in-use.js';
 import type { ProvisionSettings } from './settings.js';
 
 export const REDIS_CONF = '/etc/redis/redis.conf';
 export const REDIS_DROPIN = '/etc/redis/metalship.conf';
 export const REDIS_ACL = '/etc/redis/users.acl';
+/**
+ * metalship's own Redis user: with it provision loads an ACL change (ACL LOAD)
+ * instead of restarting Redis, which would fail every client's next request.
+ * Its password is made on the host and stays there, root's (600, in a
+ * directory only root can write: /etc/redis is the redis user's).
+ */
+export const REDIS_ADMIN = 'metalship-admin';
+export const REDIS_ADMIN_SECRET = '/etc/metalship/redis-admin.secret';
 
 /**
  * Which syntax a Redis takes. ACL users need 6.0. 6.2 added Pub/Sub channel
@@ -22,15 +30,41 @@ export const REDIS_ACL = '/etc/redis/users.acl';
  */
 export type RedisSyntax = '6.0' | '6.2';
 
-/** The ACL file: passwords only as SHA-256, never in clear on disk. */
-export function aclFile(user: string, password: string, syntax: RedisSyntax = '6.2'): string {
+/**
+ * The ACL file: passwords only as SHA-256, never in clear on disk. During a
+ * rotation the user has two (Redis accepts any of a user's passwords).
+ */
+export function aclFile(user: string, passwords: string[], syntax: RedisSyntax = '6.2'): string {
   // A second `user default` line would be the default user again, on: Redis refuses the file.
   if (user === 'default') throw new Error("redis-user cannot be 'default': that user is turned off");
-  const hash = createHash('sha256').update(password, 'utf8').digest('hex');
+  if (user === REDIS_ADMIN)
+    throw new Error(`redis-user cannot be '${REDIS_ADMIN}': that user is metalship's`);
+  const hashes = [...new Set(passwords.filter(Boolean).map(passwordHash))].map((h) => `#${h}`).join(' ');
   const channels = syntax === '6.2';
   return `user default off${channels ? ' resetchannels' : ''} -@all
-user ${bareWord(user, 'the Redis ACL file')} on #${hash} ~*${channels ? ' &*' : ''} +@all -@dangerous
+user ${bareWord(user, 'the Redis ACL file')} on ${hashes} ~*${channels ? ' &*' : ''} +@all -@dangerous
 `;
+}
+
+/**
+ * Refuses, before anything is written, a change that would take away the Redis
+ * password the app's running services log in with (one the ACL accepts now).
+ */
+function keepsPasswordsInUse(settings: ProvisionSettings): string {
+  const accepted = [settings.redis.password, settings.redis.previousPassword]
+    .filter(Boolean)
+    .map(passwordHash);
+  return [
+    inUseFunction(settings.layout),
+    sh`accepted=${` ${accepted.join(' ')} `}`,
+    'while read -r var _ hash unit; do',
+    '  if [ "$var" != REDIS_URL ] || [[ "$accepted" == *" $hash "* ]]; then continue; fi',
+    sh`  if grep -qF -- "#$hash" ${REDIS_ACL} 2>/dev/null; then`,
+    sh`    echo "$unit logs in to Redis with a password this change would take away (REDIS_URL in its environment): it would fail on its next connection. Rotate without a failed request: provision with the new redis-password and the old one as redis-previous-password, deploy the app with the new REDIS_URL, then provision again without redis-previous-password. Nothing was changed." >&2`,
+    '    exit 1',
+    '  fi',
+    'done < <(in_use)',
+  ].join('\n');
 }
 
 /** Loopback only, IPv6 where the host has it. */
@@ -61,16 +95,17 @@ export function redisItem(settings: ProvisionSettings): Item {
       settings.check,
       'ms_install redis-server',
       REDIS_VERSION_LINES,
+      keepsPasswordsInUse(settings),
       'restart=0',
+      'acl_changed=0',
+      sh`if [ ! -s ${REDIS_ADMIN_SECRET} ] && [ "$CHECK" != 1 ]; then install -d -m 755 -o root -g root /etc/metalship && (umask 077 && head -c 32 /dev/urandom | base64 -w0 > ${REDIS_ADMIN_SECRET + '.new'}) && mv -f ${REDIS_ADMIN_SECRET + '.new'} ${REDIS_ADMIN_SECRET}; fi`,
+      sh`admin_hash=$(if [ -s ${REDIS_ADMIN_SECRET} ]; then sha256sum < ${REDIS_ADMIN_SECRET} | cut -d ' ' -f 1; fi)`,
       ...(['6.0', '6.2'] as const).map((syntax) =>
         [
           sh`if [ "$redis_syntax" = ${syntax} ]; then`,
-          file(REDIS_ACL, aclFile(redis.user, redis.password, syntax), {
-            mode: '640',
-            owner: 'redis:redis',
-            label: 'Redis ACL users',
-            onChange: 'restart=1',
-          }),
+          textVar('acl', aclFile(redis.user, [redis.password, redis.previousPassword], syntax)),
+          sh`  ms_file ${REDIS_ACL} 640 redis:redis ${'Redis ACL users'} < <(printf '%s\n' "$acl"; if [ -n "$admin_hash" ]; then printf 'user %s on #%s ~*%s +@all\n' ${REDIS_ADMIN} "$admin_hash" ${syntax === '6.2' ? ' &*' : ''}; fi)`,
+          '  if [ "$MS_WROTE" = 1 ]; then acl_changed=1; fi',
           sh`  redis_bind=${redisBind(syntax)}`,
           'fi',
         ].join('\n'),
@@ -84,7 +119,9 @@ export function redisItem(settings: ProvisionSettings): Item {
       sh`  if [ "$CHECK" != 1 ]; then sed -i ${'\\#^include ' + REDIS_DROPIN + '$#d'} ${REDIS_CONF}; printf '\\n%s\\n' ${'include ' + REDIS_DROPIN} >> ${REDIS_CONF}; restart=1; fi`,
       'fi',
       'if [ "$CHECK" != 1 ]; then',
-      '  if [ "$restart" = 1 ] || ! systemctl is-active --quiet redis-server; then systemctl enable --quiet redis-server; systemctl restart redis-server; fi',
+      '  if [ "$restart" = 1 ] || ! systemctl is-active --quiet redis-server; then systemctl enable --quiet redis-server; systemctl restart redis-server;',
+      // Only the users changed: loaded in place, no client loses its connection (a restart only when Redis does not know our user yet).
+      sh`  elif [ "$acl_changed" = 1 ] && [ "$(REDISCLI_AUTH=$(cat ${REDIS_ADMIN_SECRET}) redis-cli --no-auth-warning -h 127.0.0.1 --user ${REDIS_ADMIN} ACL LOAD 2>&1)" != OK ]; then systemctl restart redis-server; fi`,
       // The app's user must work, and nobody else may run anything.
       '  for _ in $(seq 1 20); do redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && break; sleep 0.5; done',
       sh`  if [ "$(REDISCLI_AUTH=${redis.password} redis-cli --no-auth-warning -h 127.0.0.1 --user ${redis.user} ping 2>&1)" != PONG ]; then echo "the app's Redis user cannot log in after the change" >&2; exit 1; fi`,

@@ -35,7 +35,15 @@ export interface ProvisionSettings {
     keepDays: number;
     schedule: string;
   };
-  redis: { enabled: boolean; user: string; password: string; maxmemory: string; memoryPercent: number };
+  redis: {
+    enabled: boolean;
+    user: string;
+    password: string;
+    /** While rotating: the old password, still accepted ('' when not rotating). */
+    previousPassword: string;
+    maxmemory: string;
+    memoryPercent: number;
+  };
   logs: { enabled: boolean };
   monitoring: { pingUrl: string; nodeExporter: boolean; nodeExporterListen: string };
 }
