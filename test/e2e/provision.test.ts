@@ -2,7 +2,8 @@
 // from a local apt file repository), with a real certificate from pebble:
 // converge, a second run with 0 changed, check mode on a drifted host, what
 // answers from outside, Redis, backups, unit hardening, a lock-out that is
-// reverted, and release/switch/verify on the provisioned host.
+// reverted, release/switch/verify on the provisioned host, and its logs (the
+// app's journal, a forced rotation).
 import { createConnection } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { spawnSync } from 'node:child_process';
@@ -378,6 +379,7 @@ test('release, switch and verify work on the provisioned host', async () => {
   expect(ver.outputs.healthy).toBe('true');
   // The units the switch wrote are the ones provision installed: provision finds nothing to change.
   const again = await runBundle('provision', inputs());
+  expect(Object.values(items(again)).filter((i) => i.status === 'changed')).toEqual([]);
   expect(again.outputs.changed).toBe('0');
 });
 
