@@ -74,7 +74,7 @@ const cell = (text: string) =>
     .replace(/\n/g, '\\n')
     .replace(/`/g, 'ˋ')
     // Other control characters (a NUL, an escape) as \uXXXX: the report stays text.
-    .replace(/[\u0000-\u001f\u007f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+    .replace(/\p{Cc}/gu, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 const mark = (status: string | undefined) =>
   status === 'passed' ? '✅ passed' : status ? `❌ ${status}` : '– not run';
 

@@ -361,7 +361,8 @@ export const provisionInputs = {
   }),
   // Logs and monitoring
   'log-rotation': bool({
-    description: 'logrotate for shared/logs: daily, compressed after a day, 30 days kept.',
+    description:
+      "30 days of the app's logs: its services' journal (their own namespace) and logrotate for shared/logs (daily, compressed after a day). nginx's logs of the site are rotated alike whatever this says.",
     default: 'true',
   }),
   'health-ping-url': url({

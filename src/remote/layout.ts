@@ -43,6 +43,14 @@ export interface Layout {
   nginxUpstream: string;
   /** On a load balancer host: the app hosts as an nginx upstream. */
   balancerUpstream: string;
+  /** The site's own access and error logs: root's directory, apart from Debian's nginx rotation rule. */
+  nginxLogs: string;
+  /** The journal namespace of the app's services (LogNamespace=) and its journald settings. */
+  journalNamespace: string;
+  journaldConf: string;
+  /** logrotate rules: shared/logs (the app's own files) and the nginx logs (_ is in no app name: no two apps share a file). */
+  logrotateApp: string;
+  logrotateNginx: string;
 }
 
 /** Transient units that run builds: `metalship-build-<script token>-<n>`, stopped with the script's session. */
@@ -91,5 +99,10 @@ export function layout(app: string, root: string): Layout {
     nginxReloadPending: `${root}/.metalship/nginx-reload-pending`,
     nginxUpstream: `/etc/nginx/conf.d/metalship-${app}-upstream.conf`,
     balancerUpstream: `/etc/nginx/conf.d/metalship-${app}-balancer.conf`,
+    nginxLogs: `/var/log/nginx/${app}`,
+    journalNamespace: app,
+    journaldConf: `/etc/systemd/journald@${app}.conf`,
+    logrotateApp: `/etc/logrotate.d/metalship-${app}`,
+    logrotateNginx: `/etc/logrotate.d/metalship-${app}_nginx`,
   };
 }

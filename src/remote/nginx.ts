@@ -43,6 +43,8 @@ export interface SiteSettings {
    * replaced it (the flag is deprecated from 1.25.1 on).
    */
   http2?: 'listen' | 'directive';
+  /** The site's own access and error logs go here (provision's site); none: nginx's defaults. */
+  logDir?: string;
 }
 
 export const ACME_WEBROOT = '/var/www/letsencrypt';
@@ -82,7 +84,10 @@ export function siteConf(layout: Layout, settings: SiteSettings): string {
       // in its files never serves, say, a world-readable system file.
       `    location /static/ {\n        alias ${nginxWord(`${settings.staticDir}/`)};\n        disable_symlinks if_not_owner;\n        expires 7d;\n        access_log off;\n    }\n`
     : '';
-  const serverName = `    server_name ${nginxServerNames(settings.serverName)};`;
+  const logs = settings.logDir
+    ? `    access_log ${nginxWord(`${settings.logDir}/access.log`)};\n    error_log ${nginxWord(`${settings.logDir}/error.log`)};\n`
+    : '';
+  const serverName = `    server_name ${nginxServerNames(settings.serverName)};\n${logs}`.trimEnd();
   const common = `${serverName}
     client_max_body_size 25m;
     client_body_timeout 30s;

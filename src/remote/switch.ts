@@ -10,7 +10,7 @@ import { PROBE_USER, pyToolDefinition } from './pytool.js';
 import { runtimePath } from './runtime.js';
 import { ensureFile, keyLines, raw, script, sh, writeFileAtomic } from './sh.js';
 import { plainStep, step, type Step } from './step.js';
-import { unitsOurs } from './units.js';
+import { journalOf, unitsOurs } from './units.js';
 
 export interface SwitchSettings {
   layout: Layout;
@@ -154,7 +154,7 @@ export function switchScript(settings: SwitchSettings): string {
     sh`  echo "waiting for ${settings.releaseId} to answer ${settings.healthPath} on the $slot slot's socket"`,
     sh`  if ! ready=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.healthPath} ${settings.readyTimeout} 0.1 200 ''); then`,
     '    echo "$ready" >&2',
-    sh`    journalctl -u ${api} -n 30 --no-pager -o cat >&2 || true`,
+    sh`    journalctl ${journalOf(layout)} -u ${api} -n 30 --no-pager -o cat >&2 || true`,
     sh`    systemctl stop ${api} || true`,
     sh`    echo "release ${settings.releaseId} did not become ready in the $slot slot within ${settings.readyTimeout} s; traffic stays on the serving release" >&2`,
     '    exit 1',

@@ -48,6 +48,15 @@ export function hardening(layout: Layout): string {
   ].join('\n');
 }
 
+/**
+ * journalctl's option for the app's units: their own output is in the app's
+ * namespace, systemd's lines about them (started, exited, failed) in the
+ * system journal; + reads both, interleaved.
+ */
+export function journalOf(layout: Layout): string {
+  return `--namespace=+${layout.journalNamespace}`;
+}
+
 /** A command's program resolved inside a venv unless it is absolute. */
 function inVenv(venvBin: string, words: string[]): string[] {
   const [program, ...args] = words;
@@ -85,6 +94,9 @@ ${[
   `Environment=${unitEnv('APP_NAME', layout.app)}`,
   'Restart=always',
   'RestartSec=5',
+  // stdout and stderr go to the app's own journal (journald@{app}.conf keeps it
+  // 30 days): no host-wide journald setting, and no file root would open in shared/.
+  `LogNamespace=${unitWord(layout.journalNamespace)}`,
   ...own.service,
   'TimeoutStopSec=35',
   'KillMode=mixed',

@@ -4,6 +4,7 @@ import type { Layout } from './layout.js';
 import { PROBE_USER, pyToolDefinition } from './pytool.js';
 import { keyLines, script, sh } from './sh.js';
 import { step, type Step } from './step.js';
+import { journalOf } from './units.js';
 
 export interface VerifySettings {
   layout: Layout;
@@ -104,7 +105,7 @@ export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
     ...settings.units.map((u) => sh`if ! settled ${u}; then failed="$failed ${u}"; fi`),
     'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi',
     'if [ "$rc" != 0 ] || [ -n "$failed" ]; then',
-    sh`  journalctl -u ${layout.units.api('blue')} -u ${layout.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`,
+    sh`  journalctl ${journalOf(layout)} -u ${layout.units.api('blue')} -u ${layout.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`,
     'fi',
   );
   return step('health check', text, (stdout) => {

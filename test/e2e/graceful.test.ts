@@ -148,7 +148,7 @@ test('a worker job in progress when a deploy restarts the worker finishes, exact
     state,
     host,
     `for i in $(seq 300); do [ "$(redis-cli -n 4 llen ${APP}:jobs)" = 0 ] && exit 0; sleep 0.1; done; ` +
-      `systemctl status --no-pager ${APP}-worker >&2; journalctl -u ${APP}-worker -n 20 --no-pager -o cat >&2; exit 1`,
+      `systemctl status --no-pager ${APP}-worker >&2; journalctl --namespace=+${APP} -u ${APP}-worker -n 20 --no-pager -o cat >&2; exit 1`,
   );
   // Let the job go once the deploy is stopping the worker.
   const watcher = onHost(
@@ -169,7 +169,7 @@ test('a worker job in progress when a deploy restarts the worker finishes, exact
   const log = await onHost(
     state,
     host,
-    `journalctl _PID=${oldPid} --no-pager -o cat | grep -E 'stop requested|processed job ${job}'`,
+    `journalctl --namespace=${APP} _PID=${oldPid} --no-pager -o cat | grep -E 'stop requested|processed job ${job}'`,
   );
   expect(log).toMatch(new RegExp(`stop requested[^\\n]*\\n[^\\n]*processed job ${job}`));
 });

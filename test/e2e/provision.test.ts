@@ -2,7 +2,8 @@
 // from a local apt file repository), with a real certificate from pebble:
 // converge, a second run with 0 changed, check mode on a drifted host, what
 // answers from outside, Redis, backups, unit hardening, a lock-out that is
-// reverted, and release/switch/verify on the provisioned host.
+// reverted, release/switch/verify on the provisioned host, and its logs (the
+// app's journal, a forced rotation).
 import { createConnection } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { spawnSync } from 'node:child_process';
@@ -36,6 +37,7 @@ import {
 } from '../support/hosts.js';
 import { startPebble, type Pebble } from '../support/pebble.js';
 import { startLoad, type LoadReport } from '../support/load.js';
+import { JOURNALD_CONF } from '../../src/remote/provision/logs.js';
 
 const [{ name: NAME, index: INDEX }] = ownHostSpecs('p', [49]) as [{ name: string; index: number }];
 let key: HostKeyPair;
@@ -378,7 +380,159 @@ test('release, switch and verify work on the provisioned host', async () => {
   expect(ver.outputs.healthy).toBe('true');
   // The units the switch wrote are the ones provision installed: provision finds nothing to change.
   const again = await runBundle('provision', inputs());
+  expect(Object.values(items(again)).filter((i) => i.status === 'changed')).toEqual([]);
   expect(again.outputs.changed).toBe('0');
+});
+
+test("the services' output is kept in the app's own journal, 30 days, persistent; the system journal's settings are untouched", async () => {
+  const api = `shop-api@${(await on('cat /opt/shop/.metalship/active-slot')).trim()}`;
+  const count = async (args: string) =>
+    Number(
+      (
+        await on(
+          `journalctl ${args} -u ${api} -o cat --no-pager | grep -c 'Application startup complete' || true`,
+        )
+      ).trim(),
+    );
+  expect(await count('--namespace=shop')).toBeGreaterThan(0);
+  // Not in the system journal: the app's volume cannot push the host's own logs out, nor theirs the app's.
+  expect(await count('')).toBe(0);
+  // On disk (not /run), read by its own journald with metalship's settings.
+  expect(await on('ls "/var/log/journal/$(cat /etc/machine-id).shop"')).toMatch(/^system\.journal$/m);
+  expect(await on('cat /etc/systemd/journald@shop.conf')).toBe(JOURNALD_CONF);
+  expect((await on('systemctl is-active systemd-journald@shop.service')).trim()).toBe('active');
+  // Nothing host-wide: no metalship drop-in for the system journal.
+  expect(
+    await on(
+      'grep -rl metalship /etc/systemd/journald.conf /etc/systemd/journald.conf.d 2>/dev/null || true',
+    ),
+  ).toBe('');
+});
+
+/** stat of each file (name owner:group mode), and base64 of its content, from a script's FILE lines. */
+function files(out: string): Record<string, { stat: string; text: string }> {
+  return Object.fromEntries(
+    out
+      .split('\n')
+      .filter((l) => l.startsWith('FILE '))
+      .map((l) => {
+        const [, name, owner, mode, b64] = l.split(' ');
+        return [name!, { stat: `${owner} ${mode}`, text: Buffer.from(b64 ?? '', 'base64').toString('utf8') }];
+      }),
+  );
+}
+
+const LIST_FILES =
+  'for f in /opt/shop/shared/logs/* /var/log/nginx/shop/*; do echo "FILE ${f##*/} $(stat -c \'%U:%G %a\' "$f") $(case "$f" in (*.gz) zcat "$f" ;; (*) cat "$f" ;; esac | base64 -w0)"; done';
+const REQUEST = (path: string) => `curl -s -o /dev/null -H 'Host: shop.test' http://127.0.0.1${path}`;
+// A body over the site's limit: nginx refuses it and writes an error line.
+const TOO_LARGE = `curl -s -o /dev/null -H 'Host: shop.test' -H 'Content-Length: 30000000' -X POST --data-binary @/dev/null --max-time 10 http://127.0.0.1/ || true`;
+
+test("logrotate -f rotates the app's files and the site's nginx logs as the standard says: daily, compressed after a day, 30 kept", async () => {
+  const today = (await on('date +%Y%m%d')).trim();
+  const yesterday = (await on('date -d yesterday +%Y%m%d')).trim();
+  // The site logs to its own files, made as Debian makes nginx's own.
+  expect(files(await on(LIST_FILES))).toMatchObject({
+    'access.log': { stat: 'www-data:adm 640' },
+    'error.log': { stat: 'www-data:adm 640' },
+  });
+  // The app writes with its file kept open for appending, as Python's logging
+  // does; it writes again once the rotation is over, to the same descriptor.
+  const first = await on(
+    [
+      'set -eu',
+      'logs=/opt/shop/shared/logs',
+      `runuser -u shop -- sh -c 'umask 027; exec 3>>/opt/shop/shared/logs/app.log; echo before >&3; while [ ! -e /opt/shop/shared/logs/go ]; do sleep 0.1; done; echo after >&3' &`,
+      'writer=$!',
+      'until grep -q before "$logs/app.log" 2>/dev/null; do sleep 0.1; done',
+      REQUEST('/before-rotation'),
+      TOO_LARGE,
+      'rc=0; logrotate -f /etc/logrotate.d/metalship-shop /etc/logrotate.d/metalship-shop_nginx || rc=$?',
+      'echo "ROTATE_RC $rc"',
+      'runuser -u shop -- touch "$logs/go"; wait "$writer"; rm -f "$logs/go"',
+      REQUEST('/after-rotation'),
+      // nginx reopens its files on USR1 asynchronously: wait for the line to land.
+      'until grep -q after-rotation /var/log/nginx/shop/access.log; do sleep 0.1; done',
+      LIST_FILES,
+    ].join('\n'),
+  );
+  expect(first).toContain('ROTATE_RC 0');
+  const f1 = files(first);
+  // Rotated, not compressed yet (delaycompress); the app's copy is the app's, mode kept.
+  expect(f1[`app.log-${today}`]).toEqual({ stat: 'shop:shop 640', text: 'before\n' });
+  // The app's next line starts the new file: no hole where the old content was.
+  expect(f1['app.log']).toEqual({ stat: 'shop:shop 640', text: 'after\n' });
+  expect(f1[`access.log-${today}`]!.text).toContain('/before-rotation');
+  expect(f1[`access.log-${today}`]!.text).not.toContain('/after-rotation');
+  expect(f1[`error.log-${today}`]!.text).toContain('client intended to send too large body');
+  // nginx reopened its logs: the new file has the request after the rotation, and nothing of before.
+  expect(f1['access.log']!.text).toContain('/after-rotation');
+  expect(f1['access.log']!.text).not.toContain('/before-rotation');
+  for (const name of ['access.log', 'error.log', `access.log-${today}`, `error.log-${today}`])
+    expect({ name, stat: f1[name]!.stat }).toEqual({ name, stat: 'www-data:adm 640' });
+
+  // A day later (the rotation of the day before renamed to its date) with 33
+  // older days behind it: the next rotation compresses yesterday's, keeps 30.
+  const second = await on(
+    [
+      'set -eu',
+      'logs=/opt/shop/shared/logs',
+      `for f in $logs/app.log /var/log/nginx/shop/access.log /var/log/nginx/shop/error.log; do`,
+      `  mv "$f-${today}" "$f-${yesterday}"`,
+      '  for d in $(seq 2 34); do',
+      '    old="$f-$(date -d "$d days ago" +%Y%m%d).gz"',
+      '    echo "day $d" | gzip > "$old"; chown --reference="$f" "$old"; chmod 640 "$old"; touch -d "$d days ago" "$old"',
+      '  done',
+      'done',
+      `runuser -u shop -- sh -c 'echo again >> /opt/shop/shared/logs/app.log'`,
+      TOO_LARGE,
+      'rc=0; logrotate -f /etc/logrotate.d/metalship-shop /etc/logrotate.d/metalship-shop_nginx || rc=$?',
+      'echo "ROTATE_RC $rc"',
+      LIST_FILES,
+    ].join('\n'),
+  );
+  expect(second).toContain('ROTATE_RC 0');
+  const f2 = files(second);
+  expect(f2[`app.log-${yesterday}.gz`]).toEqual({ stat: 'shop:shop 640', text: 'before\n' });
+  expect(f2[`app.log-${yesterday}`]).toBeUndefined();
+  expect(f2[`app.log-${today}`]!.text).toBe('after\nagain\n');
+  expect(f2[`access.log-${yesterday}.gz`]!.text).toContain('/before-rotation');
+  expect(f2[`access.log-${yesterday}.gz`]!.stat).toBe('www-data:adm 640');
+  for (const log of ['app.log', 'access.log', 'error.log']) {
+    const rotated = Object.keys(f2).filter((n) => n.startsWith(`${log}-`));
+    // 30 rotations: today's, yesterday's and 28 more days; nothing 30 days old or older.
+    expect({ log, rotated: rotated.length }).toEqual({ log, rotated: 30 });
+    const oldest = (await on('date -d "29 days ago" +%Y%m%d')).trim();
+    expect({ log, tooOld: rotated.filter((n) => n.slice(log.length + 1, log.length + 9) < oldest) }).toEqual({
+      log,
+      tooOld: [],
+    });
+  }
+  // Debian's own nginx rule and metalship's never name one file (logrotate would report it).
+  expect(await on('logrotate -d /etc/logrotate.conf 2>&1 | grep -i duplicate || true')).toBe('');
+});
+
+test('a link the app user plants in shared/logs never makes the rotation touch a file it could not', async () => {
+  const out = await on(
+    [
+      'set -eu',
+      'logs=/opt/shop/shared/logs',
+      "printf 'root only\\n' > /etc/metalship-victim.log; chmod 600 /etc/metalship-victim.log",
+      "printf 'readable\\n' > /etc/metalship-readable.log; chmod 644 /etc/metalship-readable.log",
+      'runuser -u shop -- ln -sfn /etc/metalship-victim.log "$logs/victim.log"',
+      'runuser -u shop -- ln -sfn /etc "$logs/etc"',
+      'logrotate -f /etc/logrotate.d/metalship-shop >/dev/null 2>&1 || true',
+      'for f in /etc/metalship-victim.log /etc/metalship-readable.log; do echo "FILE ${f##*/} $(stat -c \'%U:%G %a\' "$f") $(base64 -w0 < "$f")"; done',
+      'echo "LEFT $(ls -d /etc/metalship-victim.log?* /etc/metalship-readable.log?* "$logs"/victim.log?* 2>/dev/null | tr \'\\n\' \' \')"',
+      'rm -f "$logs/victim.log" "$logs/etc" /etc/metalship-victim.log /etc/metalship-readable.log',
+    ].join('\n'),
+  );
+  // Neither copied, truncated, renamed nor handed over: the rule runs as the app user.
+  expect(files(out)).toEqual({
+    'metalship-victim.log': { stat: 'root:root 600', text: 'root only\n' },
+    'metalship-readable.log': { stat: 'root:root 644', text: 'readable\n' },
+  });
+  expect(out).toMatch(/^LEFT $/m);
 });
 
 test('a hostile .env value arrives byte for byte, as the services and migrations read it, and never runs', async () => {

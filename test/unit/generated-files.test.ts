@@ -19,7 +19,7 @@ import { backupProgram, backupProgramPath, unitFiles as backupUnitFiles } from '
 import { balancerUpstreamConf, balancerUpstreamName } from '../../src/remote/balancer.js';
 import { layout, type Layout } from '../../src/remote/layout.js';
 import { ACME_WEBROOT, siteConf, upstreamConf, upstreamName } from '../../src/remote/nginx.js';
-import { logrotateConf } from '../../src/remote/provision/logs.js';
+import { JOURNALD_CONF, logrotateConf, nginxLogrotateConf } from '../../src/remote/provision/logs.js';
 import { CURL, nodeExporterDefaults, pingUnits } from '../../src/remote/provision/monitoring.js';
 import { hbaBlock } from '../../src/remote/provision/postgresql.js';
 import { aclFile, REDIS_ACL, REDIS_DROPIN, redisBind, redisItem } from '../../src/remote/provision/redis.js';
@@ -199,6 +199,8 @@ describe('systemd units of the app (units.ts): the exact argv systemd runs', () 
     expect(listValue(value(api, 'Service', 'ReadWritePaths'), apiSpec)).toEqual([layout.shared]);
     expect(listValue(value(api, 'Service', 'RuntimeDirectory'), apiSpec)).toEqual([`${name}-api-blue`]);
     expect(resolveSpecifiers(value(api, 'Service', 'User'), apiSpec)).toBe(user);
+    // Their output goes to the app's journal namespace (journald@{app}.conf keeps it 30 days).
+    expect(resolveSpecifiers(value(api, 'Service', 'LogNamespace'), apiSpec)).toBe(layout.journalNamespace);
     expect(resolveSpecifiers(value(api, 'Unit', 'Description'), apiSpec)).toBe(`${name} API (blue slot)`);
     expect(listValue(value(api, 'Install', 'WantedBy'), apiSpec)).toEqual([layout.units.target]);
 
@@ -216,6 +218,7 @@ describe('systemd units of the app (units.ts): the exact argv systemd runs', () 
       expect(values(parsed, 'Service', 'EnvironmentFile').map((v) => resolveSpecifiers(v, spec))).toEqual([
         `-${layout.current}/.env`,
       ]);
+      expect(resolveSpecifiers(value(parsed, 'Service', 'LogNamespace'), spec)).toBe(name);
       expect(environmentValue(values(parsed, 'Service', 'Environment')[0]!, spec)).toEqual({
         PATH: `${layout.current}/.venv/bin:/usr/local/bin:/usr/bin:/bin`,
       });
@@ -291,9 +294,20 @@ describe('nginx (nginx.ts, balancer.ts): server names, paths and upstreams parse
       const tls = { certificate: '/etc/letsencrypt/live/a.example/fullchain.pem', key: '/k/privkey.pem' };
       for (const t of [null, tls]) {
         const tree = parseNginx(
-          siteConf(layout, { serverName, tls: t, staticDir: STATIC, acmeWebroot: ACME_WEBROOT }),
+          siteConf(layout, {
+            serverName,
+            tls: t,
+            staticDir: STATIC,
+            acmeWebroot: ACME_WEBROOT,
+            logDir: layout.nginxLogs,
+          }),
         );
-        for (const block of servers(tree)) expect(args(block, 'server_name')).toEqual([names]);
+        for (const block of servers(tree)) {
+          expect(args(block, 'server_name')).toEqual([names]);
+          // Every server block of the site logs to the app's own files.
+          expect(args(block, 'access_log')).toEqual([[`/var/log/nginx/${name}/access.log`]]);
+          expect(args(block, 'error_log')).toEqual([[`/var/log/nginx/${name}/error.log`]]);
+        }
         const aliases = findAll(tree, 'alias').map((d) => d.args);
         expect(aliases).toEqual([[`${STATIC}/`]]);
         expect(findAll(tree, 'root').map((d) => d.args)).toEqual([[ACME_WEBROOT]]);
@@ -369,6 +383,42 @@ describe('logrotate (logs.ts)', () => {
     const rule = parseLogrotate(logrotateConf(s));
     expect(rule.patterns).toEqual([`${s.layout.shared}/logs/*.log`, `${s.layout.shared}/logs/*/*.log`]);
     expect(rule.directives).toContainEqual(['su', user, user]);
+  });
+
+  test.each(APPS)(
+    "nginx's logs of %s: its own directory, rotated as the standard says, nginx told to reopen",
+    (_l, name, root) => {
+      const l = app(name, root);
+      const rule = parseLogrotate(nginxLogrotateConf(l));
+      // Not /var/log/nginx/*.log: Debian's own nginx rule (14 days) names those.
+      expect(rule.patterns).toEqual([`/var/log/nginx/${name}/*.log`]);
+      for (const d of [['daily'], ['rotate', '30'], ['maxage', '30'], ['compress'], ['delaycompress']])
+        expect(rule.directives).toContainEqual(d);
+      expect(rule.directives).toContainEqual(['create', '0640', 'www-data', 'adm']);
+      expect(rule.directives).toContainEqual(['postrotate']);
+      expect(rule.directives.map((d) => d.join(' '))).toContain(
+        'systemctl kill --kill-who=main --signal=USR1 nginx.service >/dev/null 2>&1 || true',
+      );
+      expect(l.logrotateNginx).toBe(`/etc/logrotate.d/metalship-${name}_nginx`);
+    },
+  );
+
+  test("the app's and nginx's rules of two apps never share a file (xy's nginx rule, app xy-nginx's rule)", () => {
+    const a = app('xy', '/opt/xy');
+    const b = app('xy-nginx', '/opt/xy-nginx');
+    const files = [a.logrotateApp, a.logrotateNginx, b.logrotateApp, b.logrotateNginx];
+    expect(new Set(files).size).toBe(4);
+  });
+
+  test("journald's settings of the app's namespace: persistent, 30 days, day-long files", () => {
+    const l = app('shop', '/opt/shop');
+    expect(l.journaldConf).toBe('/etc/systemd/journald@shop.conf');
+    const entries = parseUnit(JOURNALD_CONF);
+    expect(entries.map((e) => [e.section, e.key, e.value])).toEqual([
+      ['Journal', 'Storage', 'persistent'],
+      ['Journal', 'MaxRetentionSec', '30day'],
+      ['Journal', 'MaxFileSec', '1day'],
+    ]);
   });
 
   test('an app-root with braces cannot be written in a logrotate file list: refused by the input, and by the builder', () => {

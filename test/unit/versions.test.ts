@@ -162,7 +162,12 @@ describe('nginx (nginx.ts): HTTP/2 as the listen flag before 1.25.1, as a direct
     expect(findAll(parseNginx(r.site!), 'http2')).toEqual([]);
     // As before the version mattered: hosts provisioned then see no change.
     expect(r.site).toBe(
-      siteConf(settings.layout, { serverName: 'shop.example.com', tls: cert, acmeWebroot: ACME_WEBROOT }),
+      siteConf(settings.layout, {
+        serverName: 'shop.example.com',
+        tls: cert,
+        acmeWebroot: ACME_WEBROOT,
+        logDir: settings.layout.nginxLogs,
+      }),
     );
   });
 

@@ -6,6 +6,7 @@ import { balancerUpstreamConf, balancerUpstreamName } from '../balancer.js';
 import { ACME_WEBROOT, siteConf, upstreamConf } from '../nginx.js';
 import { sh } from '../sh.js';
 import { file, itemScript, type Item } from './common.js';
+import { nginxLogLines } from './logs.js';
 import type { ProvisionSettings } from './settings.js';
 
 export function certPaths(settings: ProvisionSettings): { certificate: string; key: string } | null {
@@ -34,9 +35,10 @@ export function siteLines(settings: ProvisionSettings): string {
   const layout = settings.layout;
   const cert = certPaths(settings);
   const serverName = settings.tls.domains.length ? settings.tls.domains.join(' ') : '_';
+  const logDir = layout.nginxLogs;
   const base = settings.balancer
-    ? { serverName, acmeWebroot: ACME_WEBROOT, upstream: balancerUpstreamName(layout) }
-    : { serverName, staticDir: settings.nginx.staticDir || undefined, acmeWebroot: ACME_WEBROOT };
+    ? { serverName, logDir, acmeWebroot: ACME_WEBROOT, upstream: balancerUpstreamName(layout) }
+    : { serverName, logDir, staticDir: settings.nginx.staticDir || undefined, acmeWebroot: ACME_WEBROOT };
   const http = file(layout.nginxSite, siteConf(layout, { ...base, tls: null }), {
     label: 'nginx site (HTTP only)',
     onChange: 'nginx_changed=1',
@@ -44,6 +46,8 @@ export function siteLines(settings: ProvisionSettings): string {
   return [
     cert ? NGINX_VERSION_LINES : null,
     sh`if [ ! -d ${ACME_WEBROOT} ]; then ms_apply mkdir -p ${ACME_WEBROOT}; fi`,
+    // Before the site that names it: nginx -t opens the log files.
+    nginxLogLines(layout),
     settings.balancer
       ? file(layout.balancerUpstream, balancerUpstreamConf(layout, settings.balancer), {
           label: 'load balancer upstream (the app hosts)',
