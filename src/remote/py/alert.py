@@ -88,8 +88,10 @@ def failed_unit(name):
                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, universal_newlines=True)
     detail = "%s failed (result: %s)" % (name, show.stdout.strip() or "unknown")
     if name == SETTINGS["backup_unit"]:
-        # The backup program's own messages (never the app's output, which may hold secrets).
-        log = subprocess.run(["journalctl", "--unit", name, "--lines", "3", "--output", "cat", "--no-pager"],
+        # The backup program's own output (its identifier in the journal is its name; systemd's
+        # lines are left out), never the app's output, which may hold secrets.
+        log = subprocess.run(["journalctl", "--unit", name, "--identifier", name.rsplit(".", 1)[0],
+                              "--lines", "3", "--output", "cat", "--no-pager"],
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, universal_newlines=True)
         last = " / ".join(line for line in log.stdout.splitlines() if line.strip())[-500:]
         return send("backup", detail + (": " + last if last else ""), name)
