@@ -84,14 +84,16 @@ def send(kind, detail, key=None):
 
 
 def failed_unit(name):
-    show = subprocess.run(["systemctl", "show", "--property", "Result", "--value", "--", name],
+    show = subprocess.run(["systemctl", "show", "--property", "Result,InvocationID", "--", name],
                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, universal_newlines=True)
-    detail = "%s failed (result: %s)" % (name, show.stdout.strip() or "unknown")
+    props = dict(line.partition("=")[::2] for line in show.stdout.splitlines())
+    detail = "%s failed (result: %s)" % (name, props.get("Result") or "unknown")
     if name == SETTINGS["backup_unit"]:
         # The backup program's own output (its identifier in the journal is its name; systemd's
         # lines are left out), never the app's output, which may hold secrets.
+        run = ["_SYSTEMD_INVOCATION_ID=" + props["InvocationID"]] if props.get("InvocationID") else []
         log = subprocess.run(["journalctl", "--unit", name, "--identifier", name.rsplit(".", 1)[0],
-                              "--lines", "3", "--output", "cat", "--no-pager"],
+                              "--lines", "3", "--output", "cat", "--no-pager"] + run,
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, universal_newlines=True)
         last = " / ".join(line for line in log.stdout.splitlines() if line.strip())[-500:]
         return send("backup", detail + (": " + last if last else ""), name)
