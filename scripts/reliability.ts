@@ -12,6 +12,7 @@ import { BAD_INPUT_COMBINATIONS, BAD_INPUTS, BASE } from '../test/support/bad-in
 import { SCAN_RESULT_FILE } from '../test/support/e2e.js';
 import type { ScanResult } from '../test/support/secret-scan.js';
 import { DEBIAN_RELEASES, type DebianRelease } from '../test/support/hosts.js';
+import { alertsFile, alertsTable, type AlertFigures } from '../test/support/alerts.js';
 import { securityFile, securityTables, type SecurityFigures } from '../test/support/security.js';
 
 // Every e2e file, so that the secret scan covers the whole suite's logs.
@@ -102,6 +103,7 @@ async function main(): Promise<void> {
   const security = new Map<DebianRelease, SecurityFigures | null>();
   for (const release of DEBIAN_RELEASES)
     security.set(release, await fromThisRun<SecurityFigures>(securityFile(release), started));
+  const alerts = await fromThisRun<AlertFigures>(alertsFile(MAIN_RELEASE), started);
 
   const out: string[] = [
     '# Reliability and security report',
@@ -212,6 +214,7 @@ async function main(): Promise<void> {
     '',
     `Every generated unit, site and config file, built from hostile but valid values and parsed back as its program reads it (test/unit/generated-files.test.ts): **${generated.filter((t) => t.status === 'passed').length} of ${generated.length} passed**.`,
   );
+  out.push('', '## 6. Alerts', '', ...alertsTable(alerts));
   out.push(
     '',
     '## Limits',

@@ -56,8 +56,16 @@ export function provisionSettings(
     logs: { enabled: settings['log-rotation'] },
     monitoring: {
       pingUrl: settings['health-ping-url'],
+      pingPath: settings['health-ping-path'],
       nodeExporter: settings['node-exporter'],
       nodeExporterListen: settings['node-exporter-listen'],
+    },
+    alerts: {
+      webhook: settings['alert-webhook'],
+      heartbeat: settings['alert-heartbeat-url'],
+      diskPercent: settings['alert-disk-percent'],
+      certificateDays: settings['alert-certificate-days'],
+      restoreDays: settings['alert-restore-test-days'],
     },
   };
 }

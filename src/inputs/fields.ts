@@ -228,15 +228,18 @@ const CREDENTIALS = /:\/\/[^/?#]*@/;
 
 /**
  * An http(s) URL that names a host and carries no credentials (it is logged).
- * Empty stays empty (for optional inputs).
+ * A secret URL (a webhook with its token) is never quoted in messages, and may
+ * carry credentials: it is masked, and never logged. Empty stays empty (for
+ * optional inputs).
  */
 export const url = (opts: Opts & { https?: boolean }) => {
   const schemes = opts.https ? ['https:'] : ['http:', 'https:'];
   const what = opts.https ? 'an https:// URL' : 'an http:// or https:// URL';
-  return custom(opts, { expected: `${what} with a host, without a user name or password` }, (v) => {
+  const expected = `${what} with a host${opts.secret ? '' : ', without a user name or password'}`;
+  return custom({ ...opts, revealErrors: opts.secret }, { expected }, (v) => {
     if (!v) return '';
     // Quoted with user:password@ hidden, so a refused URL never prints its credentials.
-    const shown = quote(v.replace(/^([^:/?#]*:\/\/)[^/?#]*@/, '$1***@'));
+    const shown = opts.secret ? 'the value' : quote(v.replace(/^([^:/?#]*:\/\/)[^/?#]*@/, '$1***@'));
     let u: URL;
     try {
       u = new URL(v);
@@ -247,7 +250,7 @@ export const url = (opts: Opts & { https?: boolean }) => {
       return { error: `${shown} is not ${opts.https ? 'https' : 'http(s)'}` };
     // WHATWG URL reads http:///health as http://health/: the host must be written.
     if (!/^[a-z][a-z0-9+.-]*:\/\/([^/?#]*@)?[^/?#@:]/i.test(v)) return { error: `${shown} has no host` };
-    if (u.username || u.password)
+    if (!opts.secret && (u.username || u.password))
       return { error: `${shown} has a user name or password, which would be logged` };
     return u.toString();
   });

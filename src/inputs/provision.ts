@@ -367,7 +367,48 @@ export const provisionInputs = {
   }),
   'health-ping-url': url({
     description:
-      'Optional URL called every minute by a systemd timer while the app answers its health path (Healthchecks.io style).',
+      'Optional URL called every minute by a systemd timer while the app answers health-ping-path (Healthchecks.io style).',
+  }),
+  'health-ping-path': pattern({
+    description:
+      "The app's endpoint the health ping checks before each ping: the standard's monitoring endpoint, a deep check.",
+    default: '/health',
+    regex: /^\/[A-Za-z0-9._~/?&=%-]*$/,
+    expected: 'a path beginning with /, e.g. /health',
+  }),
+  // Alerts
+  'alert-webhook': url({
+    description:
+      'Optional webhook that gets each alert as a POST of JSON {host, app, kind, detail, time}: a failed backup (kind backup), a failed unit of the app or of metalship (unit), ' +
+      'and from hourly checks a full disk (disk), a certificate near expiry (certificate), a restore test that stopped (restore-test). A secret (URLs carry tokens): kept root-only on the host, never on a command line. Empty: no alerts.',
+    secret: true,
+  }),
+  'alert-heartbeat-url': url({
+    description:
+      'Optional heartbeat URL (Healthchecks.io style) called after each hourly check has run, so that checks that stop running are noticed. A secret, kept like alert-webhook.',
+    secret: true,
+  }),
+  'alert-disk-percent': int({
+    description: 'Alert when a filesystem of /, app-root or backup-dir is more than this full.',
+    default: '90',
+    min: 1,
+    max: 99,
+    unit: 'percent',
+  }),
+  'alert-certificate-days': int({
+    description: "Alert when the site's certificate expires within this many days (certbot renews at 30).",
+    default: '14',
+    min: 1,
+    max: 365,
+    unit: 'days',
+  }),
+  'alert-restore-test-days': int({
+    description:
+      'Alert when the last successful restore test (backup-verify) on this host is older than this, or none is recorded and backups are older.',
+    default: '35',
+    min: 1,
+    max: 3650,
+    unit: 'days',
   }),
   'node-exporter': bool({ description: 'Install Prometheus node_exporter.', default: 'false' }),
   'node-exporter-listen': custom<string>(

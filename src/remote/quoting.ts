@@ -20,8 +20,8 @@ function refuse(value: string, where: string, why: string): never {
 
 // ---- systemd unit files ----------------------------------------------------
 
-/** A systemd specifier such as %i (the instance), kept where the values around it are escaped. */
-export function specifier(letter: 'i'): Raw {
+/** A systemd specifier such as %i (the instance) or %n (the unit), kept where the values around it are escaped. */
+export function specifier(letter: 'i' | 'n'): Raw {
   return new Raw(`%${letter}`);
 }
 

@@ -2,8 +2,9 @@
 // from a local apt file repository), with a real certificate from pebble:
 // converge, a second run with 0 changed, check mode on a drifted host, what
 // answers from outside, Redis, backups, unit hardening, a lock-out that is
-// reverted, release/switch/verify on the provisioned host, and its logs (the
-// app's journal, a forced rotation).
+// reverted, release/switch/verify on the provisioned host, its logs (the app's
+// journal, a forced rotation), each alert provoked for real and received by a
+// webhook on the test network, and a Redis password rotated under load.
 import { createConnection } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { spawnSync } from 'node:child_process';
@@ -38,11 +39,28 @@ import {
 import { startPebble, type Pebble } from '../support/pebble.js';
 import { startLoad, type LoadReport } from '../support/load.js';
 import { JOURNALD_CONF } from '../../src/remote/provision/logs.js';
+import {
+  alertsFile,
+  startReceiver,
+  type Alert,
+  type AlertFigures,
+  type Receiver,
+} from '../support/alerts.js';
 
 const [{ name: NAME, index: INDEX }] = ownHostSpecs('p', [49]) as [{ name: string; index: number }];
 let key: HostKeyPair;
 let host: TestHost;
 let pebble: Pebble;
+let receiver: Receiver;
+/** The webhook's token: the URLs are secrets (the secret scan looks for them in every log). */
+const TOKEN = 'hook-Secret-3f9a2c71';
+const alertFigures: AlertFigures = {
+  at: new Date().toISOString(),
+  release: debianRelease(),
+  fired: [],
+  heartbeats: 0,
+  pings: 0,
+};
 let source: string;
 /** Written to SECURITY_FILE for the reliability report, whatever the tests' outcome. */
 const figures: SecurityFigures = { at: new Date().toISOString(), release: debianRelease() };
@@ -98,6 +116,8 @@ function inputs(extra: Record<string, string> = {}): Record<string, string> {
     'acme-email': 'ops@example.com',
     'acme-server': pebble.directory,
     'acme-ca-bundle': pebble.caBundle,
+    'alert-webhook': `${receiver.base}/alert/${TOKEN}`,
+    'alert-heartbeat-url': `${receiver.base}/heartbeat/${TOKEN}`,
     ...extra,
   };
 }
@@ -158,13 +178,16 @@ beforeAll(async () => {
     after: { fail: -1, warn: -1, notes: [] },
   };
   pebble = await startPebble(`10.213.${INDEX}.1`, host.address);
+  receiver = await startReceiver(`10.213.${INDEX}.1`);
   source = await sampleAppCopy('prov');
   await writeFile(path.join(source, 'show_env.py'), SHOW_ENV);
 });
 
 afterAll(async () => {
   await writeFile(SECURITY_FILE, JSON.stringify(figures, null, 2) + '\n');
+  await writeFile(alertsFile(debianRelease()), JSON.stringify(alertFigures, null, 2) + '\n');
   await pebble?.stop();
+  await receiver?.stop();
   await shutdownHosts([NAME]);
   if (source) await rm(source, { recursive: true, force: true });
 });
@@ -575,6 +598,169 @@ test('a hostile .env value arrives byte for byte, as the services and migrations
   expect(spawnSync('sh', ['-c', 'ls /tmp/metalship-pwned* 2>/dev/null'], { encoding: 'utf8' }).stdout).toBe(
     '',
   );
+});
+
+/** Waits for an alert of that kind among those received since `from` (bounded by a generous limit, not timed). */
+async function alertOf(kind: string, from: number, match: RegExp = /./): Promise<Alert | null> {
+  for (let i = 0; i < 120; i++) {
+    const found = receiver.alerts(from).find((a) => a.kind === kind && match.test(a.detail));
+    if (found) return found;
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  return null;
+}
+
+/** Provokes a condition, then records the alert of its kind that arrived (or none). */
+async function provoke(kind: string, provoked: string, run: () => Promise<unknown>, match?: RegExp) {
+  const from = receiver.received.length;
+  await run();
+  const got = await alertOf(kind, from, match);
+  alertFigures.fired.push({ kind, provoked, received: got });
+  return got;
+}
+
+const CHECK = 'systemctl start metalship-alert-check-shop.service';
+
+test('alerts: each condition provoked for real reaches the webhook as JSON, with its kind; no alert loops', async () => {
+  // The hourly check may have run already during the suite: forget what it sent, so each alert is sent now.
+  const r = await runBundle(
+    'provision',
+    inputs({ 'health-ping-url': `${receiver.base}/ping/plain`, 'alert-disk-percent': '1' }),
+  );
+  expect(outcome(r)).toBe('succeeded');
+  expect(items(r).alerts!.status).toBe('changed');
+  expect(r.log).not.toContain(TOKEN);
+  await on('rm -f /var/lib/metalship-alert-shop/*');
+  // Root only: the program, and the URLs in curl's config files, never on a command line.
+  expect(
+    await on(
+      'stat -c "%a %U %n" /usr/local/sbin/metalship-alert-shop /etc/metalship/alert-shop.curl /etc/metalship/alert-shop-heartbeat.curl',
+    ),
+  ).toBe(
+    '700 root /usr/local/sbin/metalship-alert-shop\n600 root /etc/metalship/alert-shop.curl\n600 root /etc/metalship/alert-shop-heartbeat.curl\n',
+  );
+  expect(await on('grep -rl -- ' + TOKEN + ' /etc/systemd/system || true')).toBe('');
+
+  // The health ping: every minute, the standard's monitoring endpoint, then the ping URL.
+  expect((await on('systemctl show -p TimersCalendar --value metalship-shop-ping.timer')).trim()).toMatch(
+    /OnCalendar=\*-\*-\* \*:\*:00/,
+  );
+  expect(await on('systemctl cat metalship-shop-ping.service')).toContain('--url http://localhost/health');
+  const pingsBefore = receiver.received.filter((x) => x.path.startsWith('/ping/')).length;
+  await on('systemctl start metalship-shop-ping.service');
+  expect(receiver.received.filter((x) => x.path.startsWith('/ping/')).length).toBeGreaterThan(pingsBefore);
+
+  // The periodic check with a real filesystem over the threshold (1%) and the real (pebble) certificate.
+  const heartbeats = receiver.received.filter((x) => x.path.startsWith('/heartbeat/')).length;
+  const from = receiver.received.length;
+  const disk = await provoke('disk', 'alert-disk-percent: 1, so the real root filesystem is over it', () =>
+    on(CHECK),
+  );
+  expect(disk?.detail).toMatch(/^\/: [\d.]+% of its filesystem is used, over 1%$/);
+  expect(disk).toMatchObject({ app: 'shop', host: expect.any(String) });
+  expect(Date.parse(disk!.time)).not.toBeNaN();
+  expect(receiver.alerts(from).map((a) => a.kind)).toEqual(['disk']);
+  expect(receiver.received.filter((x) => x.path.startsWith('/heartbeat/')).length).toBe(heartbeats + 1);
+
+  // A certificate 3 days from expiry in certbot's layout (the live link's target replaced, then put back).
+  const archive = (await on('readlink -f /etc/letsencrypt/live/shop.test/fullchain.pem')).trim();
+  try {
+    await on(
+      `cp -p ${archive} ${archive}.keep && openssl req -x509 -newkey rsa:2048 -nodes -keyout /dev/null -out ${archive} -days 3 -subj /CN=shop.test 2>/dev/null`,
+    );
+    const cert = await provoke('certificate', 'a certificate valid for 3 days in its place', () => on(CHECK));
+    expect(cert?.detail).toMatch(/fullchain\.pem expires in [23]\.\d days .*under 14 days/);
+  } finally {
+    await on(`mv -f ${archive}.keep ${archive}`);
+  }
+
+  // A restore test that stopped: backup-verify's record, 40 days old.
+  const old = new Date(Date.now() - 40 * 86400000).toISOString();
+  try {
+    await on(
+      `printf '%s' '{"verified":"${old}","backup":"b","created":"${old}","restoreSeconds":1,"run":"r"}' > /var/backups/metalship/shop/.last-verified.json`,
+    );
+    const restore = await provoke(
+      'restore-test',
+      'the record of the last restore test made 40 days old',
+      () => on(CHECK),
+    );
+    expect(restore?.detail).toMatch(/last proven to restore 40\.0 days ago .* over 35 days/);
+  } finally {
+    await on('rm -f /var/backups/metalship/shop/.last-verified.json');
+  }
+
+  // A failed backup: PostgreSQL is down when the daily backup starts.
+  try {
+    const backup = await provoke(
+      'backup',
+      'PostgreSQL stopped (and masked, so the backup cannot start it), then the backup service started',
+      () =>
+        on(
+          'systemctl stop postgresql && systemctl mask --runtime --quiet postgresql && { systemctl start metalship-backup-shop.service; true; }',
+        ),
+      /metalship-backup-shop\.service failed/,
+    );
+    expect(backup?.detail).toMatch(/result: exit-code\): .*cannot open a snapshot of database shop/);
+    expect(backup?.detail).not.toMatch(/Triggering OnFailure|\.dump/);
+  } finally {
+    await on('systemctl unmask --runtime --quiet postgresql && systemctl start postgresql');
+  }
+
+  // A failed unit: the health ping's URL answers 500. (With PostgreSQL down, the ping failed too,
+  // the app's /health being a deep check, and that alert may have been sent: it is held back now.)
+  await on('rm -f /var/lib/metalship-alert-shop/*');
+  receiver.status.set('/ping/', 500);
+  try {
+    const unit = await provoke(
+      'unit',
+      'the health ping URL answering 500, then the ping service started',
+      () => on('systemctl start metalship-shop-ping.service || true'),
+      /metalship-shop-ping\.service failed/,
+    );
+    expect(unit).not.toBeNull();
+    // No loop: a handler that fails (the webhook answers 500 too) starts no handler of its own.
+    receiver.status.set('/alert/', 500);
+    await on(
+      'rm -f /var/lib/metalship-alert-shop/* && systemctl reset-failed && { systemctl start metalship-shop-ping.service; true; }',
+    );
+    for (let i = 0; i < 60; i++) {
+      if (
+        (
+          await on("systemctl is-failed 'metalship-alert-shop@metalship-shop-ping.service.service' || true")
+        ).trim() === 'failed'
+      )
+        break;
+      await new Promise((res) => setTimeout(res, 1000));
+    }
+    expect(
+      (
+        await on("systemctl is-failed 'metalship-alert-shop@metalship-shop-ping.service.service' || true")
+      ).trim(),
+    ).toBe('failed');
+    expect(
+      (
+        await on(
+          "systemctl list-units --all --no-legend 'metalship-alert-shop@metalship-alert-shop@*' || true",
+        )
+      ).trim(),
+    ).toBe('');
+  } finally {
+    receiver.status.clear();
+  }
+  process.stdout.write(
+    `alerts received: ${JSON.stringify(receiver.alerts().map((a) => [a.kind, a.detail]))}\n` +
+      (await on('journalctl --no-pager -o short-iso -u metalship-alert-check-shop.service | tail -n 30')),
+  );
+  alertFigures.heartbeats = receiver.received.filter((x) => x.path.startsWith('/heartbeat/')).length;
+  alertFigures.pings = receiver.received.filter((x) => x.path.startsWith('/ping/')).length;
+  expect(alertFigures.fired.map((f) => [f.kind, f.received?.kind ?? null])).toEqual([
+    ['disk', 'disk'],
+    ['certificate', 'certificate'],
+    ['restore-test', 'restore-test'],
+    ['backup', 'backup'],
+    ['unit', 'unit'],
+  ]);
 });
 
 test('a password the running services use is never changed under them; Redis rotates with no failed request', async () => {

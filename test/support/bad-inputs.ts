@@ -400,6 +400,16 @@ export const BAD_INPUTS: Case[] = [
   ['provision', 'acme-server', 'https://acct:key@acme.example/directory', /has a user name or password/],
   ['provision', 'health-ping-url', 'http:///ping', /has no host/],
   ['provision', 'health-ping-url', 'https://user:pw@hc-ping.example/uuid', /has a user name or password/],
+  [
+    'provision',
+    'alert-webhook',
+    'ftp://hooks.example/T0/secret-token',
+    /^Input 'alert-webhook': the value is not http\(s\)/,
+  ],
+  ['provision', 'alert-webhook', 'https:///T0/secret-token', /the value has no host/],
+  ['provision', 'alert-heartbeat-url', 'hc-ping.example/uuid', /the value is not a URL/],
+  ['provision', 'health-ping-path', 'health', /is not valid/],
+  ['provision', 'alert-disk-percent', '100', /out of range/],
   ...everywhere(
     'pip-args',
     '--index-url https://user:token@pypi.example/simple',
@@ -455,6 +465,7 @@ export const BAD_INPUTS: Case[] = [
     'url',
     'acme-server',
     'health-ping-url',
+    'alert-webhook',
     'node-exporter-listen',
   ].flatMap((input) => everywhere(input, 'x\u0000y', ONE_LINE)),
   [

@@ -45,6 +45,8 @@ export const PROVISION_VARIANTS: Record<string, string>[] = [
     'python-install': 'pyenv',
     'python-version': '3.12',
     'health-ping-url': 'https://hc.example.com/ping/abc?x=%41',
+    'alert-webhook': 'https://hooks.example.com/T0/B1/secret?x="$(id)"',
+    'alert-heartbeat-url': 'https://hc.example.com/ping/def',
     'node-exporter': 'true',
     'ssh-root-login': 'no',
   },

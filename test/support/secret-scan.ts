@@ -24,6 +24,8 @@ export const SECRET_INPUTS = [
   'redis-previous-password',
   'env',
   'github-token',
+  'alert-webhook',
+  'alert-heartbeat-url',
 ];
 
 /** Shorter forms (a line of a secret, a .env value) are not searched for on their own: too many false hits. */

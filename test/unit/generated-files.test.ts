@@ -15,6 +15,7 @@ import type { Field } from '../../src/inputs/fields.js';
 import { parseHosts } from '../../src/inputs/hosts.js';
 import { parseInputs } from '../../src/inputs/parse.js';
 import { provisionInputs } from '../../src/inputs/provision.js';
+import { alertPaths, alertProgram, alertUnits, curlConfig, onFailureDropIn } from '../../src/remote/alert.js';
 import { backupProgram, backupProgramPath, unitFiles as backupUnitFiles } from '../../src/remote/backup.js';
 import { balancerUpstreamConf, balancerUpstreamName } from '../../src/remote/balancer.js';
 import { layout, type Layout } from '../../src/remote/layout.js';
@@ -232,7 +233,7 @@ describe('systemd units of the app (units.ts): the exact argv systemd runs', () 
 });
 
 describe('health ping (monitoring.ts): the URLs reach curl as given, nothing reaches a shell', () => {
-  // Valid health paths at the edges of the health-path input: & ; ? = % ~ and a 255-character path.
+  // Valid paths at the edges of the health-ping-path input: & ; ? = % ~ and a 255-character path.
   const PATHS = [
     '/ok&/path/prog',
     '/health?a=1&b=2',
@@ -248,8 +249,8 @@ describe('health ping (monitoring.ts): the URLs reach curl as given, nothing rea
   const cases = PATHS.flatMap((p) => URLS.map((u, i) => [short(p), i, p, u] as const));
   // (curl's options are the unit's own, CURL: what matters here is where the URLs land.)
 
-  test.each(cases)('health-path %s, ping URL %i', (_label, _i, path, url) => {
-    const settings = provision({ 'health-path': path, 'health-ping-url': url });
+  test.each(cases)('health-ping-path %s, ping URL %i', (_label, _i, path, url) => {
+    const settings = provision({ 'health-ping-path': path, 'health-ping-url': url });
     const ping = valid(provisionInputs['health-ping-url'], url);
     const unit = `metalship-shop-ping.service`;
     const parsed = parseUnit(pingUnits(settings).service);
@@ -605,5 +606,99 @@ describe('/etc/default/prometheus-node-exporter (monitoring.ts)', () => {
     expect(execValue('/usr/bin/prometheus-node-exporter $ARGS', {}, { ARGS: args })).toEqual([
       { prefixes: '', argv: ['/usr/bin/prometheus-node-exporter', `--web.listen-address=${listen}`] },
     ]);
+  });
+});
+
+describe('alerts (alert.ts): the units, the URLs in curl config files, the program settings', () => {
+  test.each(APPS)('%s: the handler runs for the failed unit; it has no handler of its own', (_l, name) => {
+    const units = alertUnits(name);
+    const p = alertPaths(name);
+    const handler = `metalship-alert-${name}@shop-api@blue.service.service`;
+    const parsed = parseUnit(units.handler);
+    expect(execs(parsed, specifiers(handler, 'shop-api@blue.service'))).toEqual([
+      [p.program, 'unit', 'shop-api@blue.service'],
+    ]);
+    expect(values(parsed, 'Unit', 'OnFailure')).toEqual([]);
+    const check = parseUnit(units.check);
+    expect(execs(check, specifiers(p.check))).toEqual([[p.program, 'check']]);
+    expect(resolveSpecifiers(value(check, 'Unit', 'OnFailure'), specifiers(p.check))).toBe(
+      `metalship-alert-${name}@${p.check}.service`,
+    );
+    const dropIn = parseUnit(onFailureDropIn(name));
+    expect(resolveSpecifiers(value(dropIn, 'Unit', 'OnFailure'), specifiers('shop-worker.service'))).toBe(
+      `metalship-alert-${name}@shop-worker.service.service`,
+    );
+    verifyUnits({
+      [`metalship-alert-${name}@.service`]: units.handler,
+      [p.check]: units.check,
+      [p.timer]: units.timer,
+    });
+  });
+
+  // Webhook URLs as the alert-webhook input normalises them: $ ; { } [ ] | ` \ ' " % and credentials (a secret may hold them).
+  const HOOKS = [
+    'https://hooks.example.com/services/T0/B1/x?token=a"b\\c$HOME;{a,b}[1-2]|`id`%zz&q=it\'s',
+    'http://user:p%40ss@[::1]:8080/hook/%h%i',
+  ];
+  test.each(HOOKS)('curl reads the URL back from the config file as given: %s', (hook) => {
+    const url = valid(provisionInputs['alert-webhook'], hook);
+    const dir = mkdtempSync(join(tmpdir(), 'metalship-curlrc-'));
+    try {
+      writeFileSync(join(dir, 'conf'), curlConfig(url));
+      // Nothing listens on port 1: curl fails to connect, and says which URL it meant.
+      const r = spawnSync(
+        'curl',
+        [
+          '--disable',
+          '--globoff',
+          '--path-as-is',
+          '--silent',
+          '--connect-to',
+          '::127.0.0.1:1',
+          '--output',
+          '/dev/null',
+          '--write-out',
+          '%{url_effective}',
+          '--config',
+          join(dir, 'conf'),
+        ],
+        { encoding: 'utf8' },
+      );
+      expect(r.stdout).toBe(url);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('the program keeps its settings as given', () => {
+    const o = {
+      app: 'x-' + '9'.repeat(29) + 'z',
+      diskPaths: ['/', `/srv/it's "$(id)" \`x\` $HOME/a b\\c/é`],
+      diskPercent: 99,
+      certificate: '/etc/letsencrypt/live/a-b.example/fullchain.pem',
+      certificateDays: 365,
+      restoreRecord: `/var/backups/"q"/'s'/.last-verified.json`,
+      restoreDays: 3650,
+      backupUnit: 'metalship-backup-x.service',
+      heartbeat: true,
+    };
+    const program = alertProgram(o);
+    expect(program.startsWith('#!/usr/bin/python3 -I\n')).toBe(true);
+    const line = program.split('\n').find((l) => l.startsWith('SETTINGS = '))!;
+    const out = execFileSync('python3', ['-I', '-c', `import json\n${line}\nprint(json.dumps(SETTINGS))`], {
+      encoding: 'utf8',
+    });
+    expect(JSON.parse(out)).toEqual({
+      app: o.app,
+      webhook: alertPaths(o.app).webhook,
+      heartbeat: alertPaths(o.app).heartbeat,
+      disk_paths: o.diskPaths,
+      disk_percent: 99,
+      certificate: o.certificate,
+      certificate_days: 365,
+      restore_record: o.restoreRecord,
+      restore_days: 3650,
+      backup_unit: o.backupUnit,
+    });
   });
 });

@@ -69,6 +69,8 @@ describe('a secret is never echoed', () => {
   test('every secret input of every action is covered', () => {
     const secrets = new Set(cases.map(([, input]) => input));
     expect([...secrets].sort()).toEqual([
+      'alert-heartbeat-url',
+      'alert-webhook',
       'db-password',
       'env',
       'github-token',

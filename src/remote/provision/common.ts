@@ -19,7 +19,8 @@ export type ItemName =
   | 'firewall'
   | 'ssh'
   | 'logs'
-  | 'monitoring';
+  | 'monitoring'
+  | 'alerts';
 
 /**
  * A change that could cut the runner off (firewall, sshd): after it, the stage

@@ -5,6 +5,7 @@
 
 import { keyLines, script } from '../sh.js';
 import { step, type Step } from '../step.js';
+import { alertsItem } from './alerts.js';
 import { appItem } from './app.js';
 import type { Item, ItemName } from './common.js';
 import { firewallItem } from './firewall.js';
@@ -113,5 +114,6 @@ export function planItems(
         : on(settings.logs.enabled, 'log-rotation: false', () => logsItem(settings))),
     },
     { name: 'monitoring', ...app(() => monitoringItem(settings)) },
+    { name: 'alerts', ...app(() => alertsItem(settings)) },
   ];
 }

@@ -37,7 +37,7 @@ After=network-online.target
 [Service]
 Type=oneshot
 User=${unitText(settings.user)}
-ExecStart=${execLine([...CURL, '--unix-socket', layout.apiLink, '--url', `http://localhost${settings.healthPath}`])}
+ExecStart=${execLine([...CURL, '--unix-socket', layout.apiLink, '--url', `http://localhost${settings.monitoring.pingPath}`])}
 ExecStart=${execLine([...CURL, '--retry', '3', '--url', settings.monitoring.pingUrl])}
 NoNewPrivileges=yes
 ProtectSystem=strict

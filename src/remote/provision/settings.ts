@@ -45,5 +45,13 @@ export interface ProvisionSettings {
     memoryPercent: number;
   };
   logs: { enabled: boolean };
-  monitoring: { pingUrl: string; nodeExporter: boolean; nodeExporterListen: string };
+  monitoring: { pingUrl: string; pingPath: string; nodeExporter: boolean; nodeExporterListen: string };
+  /** Secret URLs ('' when not given) and the thresholds of the periodic checks. */
+  alerts: {
+    webhook: string;
+    heartbeat: string;
+    diskPercent: number;
+    certificateDays: number;
+    restoreDays: number;
+  };
 }

@@ -1,0 +1,87 @@
+// Alerts: with alert-webhook, the alert program (root only), its secret URLs in
+// root-only curl config files, an OnFailure= handler on the app's units and
+// metalship's own (the backup, the health ping, the checks), and an hourly
+// timer for the checks (disk, certificate, restore test). Without it, all of
+// that is removed.
+
+import { lastVerifiedPath, backupUnitNames } from '../backup.js';
+import { alertPaths, alertProgram, alertUnits, curlConfig, onFailureDropIn } from '../alert.js';
+import { sh } from '../sh.js';
+import { file, itemScript, type Item } from './common.js';
+import { certPaths } from './nginx.js';
+import type { ProvisionSettings } from './settings.js';
+
+const UNIT_DIR = '/etc/systemd/system';
+
+/** The units a failure of which is an alert: the app's and metalship's (a drop-in for a unit not here is inert). */
+export function alertedUnits(settings: ProvisionSettings): string[] {
+  const layout = settings.layout;
+  return [
+    layout.units.apiTemplate,
+    layout.units.worker,
+    layout.units.scheduler,
+    backupUnitNames(layout.app).service,
+    `metalship-${layout.app}-ping.service`,
+  ];
+}
+
+export function alertsItem(settings: ProvisionSettings): Item {
+  const app = settings.layout.app;
+  const alerts = settings.alerts;
+  const p = alertPaths(app);
+  const dropIns = alertedUnits(settings).map((u) => `${UNIT_DIR}/${u}.d/${p.dropIn}`);
+  const units = alertUnits(app);
+  const owned = [p.program, p.webhook, p.heartbeat, ...dropIns].concat(
+    [p.handler, p.check, p.timer].map((u) => `${UNIT_DIR}/${u}`),
+  );
+  if (!alerts.webhook)
+    return {
+      name: 'alerts',
+      script: itemScript(
+        settings.check,
+        sh`if [ -e ${p.program} ]; then ms_changed "alerts removed"; if [ "$CHECK" != 1 ]; then systemctl disable --now ${p.timer} 2>/dev/null || true; rm -f ${owned}; rm -rf ${`/var/lib/metalship-alert-${app}`}; systemctl daemon-reload; fi; fi`,
+        'echo "note no alert-webhook: no alerts"',
+      ),
+    };
+  const pg = settings.postgresql;
+  const program = alertProgram({
+    app,
+    diskPaths: [...new Set(['/', settings.layout.root, ...(pg.enabled ? [pg.backupDir] : [])])],
+    diskPercent: alerts.diskPercent,
+    certificate: certPaths(settings)?.certificate ?? null,
+    certificateDays: alerts.certificateDays,
+    restoreRecord: pg.enabled ? lastVerifiedPath(pg.backupDir) : null,
+    restoreDays: alerts.restoreDays,
+    backupUnit: backupUnitNames(app).service,
+    heartbeat: !!alerts.heartbeat,
+  });
+  const reload = { onChange: 'reload=1' };
+  return {
+    name: 'alerts',
+    script: itemScript(
+      settings.check,
+      'reload=0',
+      'ms_install curl python3 openssl',
+      sh`if [ ! -d /etc/metalship ]; then ms_apply mkdir -p /etc/metalship; fi`,
+      file(p.program, program, { mode: '700', label: 'alert program' }),
+      file(p.webhook, curlConfig(alerts.webhook), { mode: '600', label: 'alert webhook' }),
+      alerts.heartbeat
+        ? file(p.heartbeat, curlConfig(alerts.heartbeat), { mode: '600', label: 'alert heartbeat' })
+        : sh`if [ -e ${p.heartbeat} ]; then ms_changed "alert heartbeat removed"; ms_apply rm -f ${p.heartbeat}; fi`,
+      file(`${UNIT_DIR}/${p.handler}`, units.handler, { label: 'alert unit', ...reload }),
+      file(`${UNIT_DIR}/${p.check}`, units.check, { label: 'alert check service', ...reload }),
+      file(`${UNIT_DIR}/${p.timer}`, units.timer, { label: 'alert check timer', ...reload }),
+      ...alertedUnits(settings).map((u) =>
+        [
+          sh`if [ ! -d ${`${UNIT_DIR}/${u}.d`} ]; then ms_apply mkdir -p ${`${UNIT_DIR}/${u}.d`}; fi`,
+          file(`${UNIT_DIR}/${u}.d/${p.dropIn}`, onFailureDropIn(app), {
+            label: `alert on failure of ${u}`,
+            ...reload,
+          }),
+        ].join('\n'),
+      ),
+      'if [ "$reload" = 1 ] && [ "$CHECK" != 1 ]; then systemctl daemon-reload; fi',
+      sh`if ! systemctl is-enabled --quiet ${p.timer} 2>/dev/null; then ms_changed "alert check timer enabled"; ms_apply systemctl enable --now --quiet ${p.timer}; fi`,
+    ),
+  };
+}
