@@ -62968,6 +62968,11 @@ function layout(app, root) {
         nginxReloadPending: `${root}/.metalship/nginx-reload-pending`,
         nginxUpstream: `/etc/nginx/conf.d/metalship-${app}-upstream.conf`,
         balancerUpstream: `/etc/nginx/conf.d/metalship-${app}-balancer.conf`,
+        nginxLogs: `/var/log/nginx/${app}`,
+        journalNamespace: app,
+        journaldConf: `/etc/systemd/journald@${app}.conf`,
+        logrotateApp: `/etc/logrotate.d/metalship-${app}`,
+        logrotateNginx: `/etc/logrotate.d/metalship-${app}_nginx`,
     };
 }
 
@@ -65090,8 +65095,397 @@ function pytool_pyToolDefinition() {
     ].join('\n');
 }
 
+;// CONCATENATED MODULE: ./src/remote/quoting.ts
+// Quoting for the files we generate, each in its own syntax: a value from the
+// settings is escaped for where it goes, the way sh`` quotes it in a script.
+// raw() marks text we wrote ourselves (a %i specifier, a $VAR meant to expand).
+// A value that a syntax cannot hold is refused with an error naming it, never
+// written half-escaped: the file would otherwise fail to load, or mean something else.
+
+
+function literal(parts) {
+    return parts.map((p) => (p instanceof Raw ? p.text : p)).join('');
+}
+function refuse(value, where, why) {
+    throw new Error(`${JSON.stringify(value)} cannot be written in ${where}: ${why}`);
+}
+// ---- systemd unit files ----------------------------------------------------
+/** A systemd specifier such as %i (the instance) or %n (the unit), kept where the values around it are escaped. */
+function specifier(letter) {
+    return new Raw(`%${letter}`);
+}
+/** $NAME as a whole ExecStart= word: systemd splits the variable's value into words when it runs the command. */
+function splitVariable(name) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
+        throw new Error(`${JSON.stringify(name)} is not a variable name`);
+    return new Raw(`$${name}`);
+}
+const UNIT_PLAIN = /^[A-Za-z0-9_@%+=:,./{}~-]+$/;
+/** C escape of one character inside systemd's double quotes (its word splitting unescapes them). */
+function cEscape(c) {
+    if (c === '\\' || c === '"')
+        return `\\${c}`;
+    if (c === '\n')
+        return '\\n';
+    if (c === '\t')
+        return '\\t';
+    const code = c.charCodeAt(0);
+    return code < 0x20 || code === 0x7f ? `\\x${code.toString(16).padStart(2, '0')}` : c;
+}
+/**
+ * One word of a setting systemd splits into words (ExecStart=, Environment=,
+ * ReadWritePaths=...): double-quoted with C escapes unless plain, % doubled
+ * (systemd resolves specifiers after unquoting, so quotes do not protect a %),
+ * and with dollar true (ExecStart=) $ doubled too, since $VAR expands when the
+ * command runs, quoted or not.
+ */
+function unitWordOf(parts, dollar) {
+    const text = literal(parts);
+    if (text === '')
+        return '""';
+    if (text.includes('\0'))
+        refuse(text, 'a unit file', 'it holds a NUL byte');
+    // Our raw() fragments need no quotes; a word of only raw() stays as written.
+    const values = parts.filter((p) => typeof p === 'string').join('');
+    const plain = values === '' || UNIT_PLAIN.test(values);
+    const body = parts
+        .map((p) => {
+        if (p instanceof Raw)
+            return p.text;
+        let t = p.replace(/%/g, '%%');
+        if (dollar)
+            t = t.replace(/\$/g, '$$$$');
+        return plain ? t : [...t].map(cEscape).join('');
+    })
+        .join('');
+    return plain ? body : `"${body}"`;
+}
+/** A word of a list setting that unquotes (ReadWritePaths=, RuntimeDirectory=, WantedBy=, Environment=). */
+function unitWord(...parts) {
+    return unitWordOf(parts, false);
+}
+/** Environment=NAME=value as one quoted word (Environment= expands specifiers, not variables). */
+function unitEnv(name, ...value) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
+        throw new Error(`${JSON.stringify(name)} is not a variable name`);
+    return unitWord(`${name}=`, ...value);
+}
+/**
+ * An ExecStart= command line: one word per argument. The program must be an
+ * absolute path: a first word starting with - @ : + ! would be read as
+ * prefixes, whatever its quotes.
+ */
+function execLine(words) {
+    const list = words.map((w) => (Array.isArray(w) ? w : [w]));
+    const program = literal(list[0] ?? []);
+    if (!program.startsWith('/'))
+        refuse(program, 'ExecStart=', 'the program must be an absolute path');
+    return list.map((w) => unitWordOf(w, true)).join(' ');
+}
+/**
+ * A setting systemd takes whole, without unquoting (Description=, User=,
+ * WorkingDirectory=, EnvironmentFile=, OnCalendar=): % doubled; the value
+ * must stay on its line and keep its ends (systemd trims them, and a final
+ * backslash would continue the line).
+ */
+function unitText(...parts) {
+    const text = literal(parts);
+    // eslint-disable-next-line no-control-regex
+    if (/[\0-\x1f\x7f]/.test(text))
+        refuse(text, 'a unit file setting', 'it holds a control character');
+    if (text !== text.trim() || text.endsWith('\\'))
+        refuse(text, 'a unit file setting', 'it starts or ends with white space or a backslash');
+    return parts.map((p) => (p instanceof Raw ? p.text : p.replace(/%/g, '%%'))).join('');
+}
+// ---- nginx -----------------------------------------------------------------
+const NGINX_PLAIN = /^[A-Za-z0-9_@%+=:,./*~[\]-]+$/;
+/**
+ * One nginx argument: plain, or double-quoted with \ and " escaped (inside
+ * quotes ; { } # and white space are text). A $ is refused: nginx reads $name
+ * as a variable in many directives, quoted or not, and has no escape for it.
+ */
+function nginxWord(value) {
+    if (value.includes('$'))
+        refuse(value, 'an nginx argument', 'nginx would read $ as a variable');
+    // eslint-disable-next-line no-control-regex
+    if (/[\0-\x1f\x7f]/.test(value))
+        refuse(value, 'an nginx argument', 'it holds a control character');
+    return NGINX_PLAIN.test(value) ? value : `"${value.replace(/[\\"]/g, '\\$&')}"`;
+}
+/**
+ * server_name's arguments from names separated by white space (the server-name
+ * input's form) or "_". A name starting with ~ would be a regular expression.
+ * A misplaced * wildcard (only server-name allows a *) is left to the nginx -t
+ * the deploy runs before it uses a new site: refusing it here would fail every
+ * switch, also where the site exists and the name is never written.
+ */
+function nginxServerNames(names) {
+    const list = names.split(/\s+/).filter(Boolean);
+    if (list.length === 0)
+        refuse(names, 'server_name', 'no name');
+    for (const n of list)
+        if (n.startsWith('~'))
+            refuse(n, 'server_name', 'nginx would read it as a regular expression');
+    return list.map(nginxWord).join(' ');
+}
+/** host:port of an nginx upstream server, [addr]:port for IPv6; nginx has no IPv6 zone index (fe80::1%eth0). */
+function nginxAddress(host, port) {
+    if (host.includes('%'))
+        refuse(host, 'an nginx upstream', 'nginx cannot use an IPv6 zone index');
+    return nginxWord((0,external_node_net_.isIP)(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`);
+}
+// ---- other daemons' files --------------------------------------------------
+/**
+ * A directory in a logrotate file list. logrotate reads the list up to the
+ * first { and refuses a } before it, whatever the quotes, and globs each
+ * pattern: only characters that mean themselves there are accepted.
+ */
+function logrotateDir(dir, setting) {
+    if (!/^\/[A-Za-z0-9_@+,:=./-]*$/.test(dir))
+        refuse(dir, 'a logrotate file list', `${setting} may only hold letters, digits and _@+,:=./- there`);
+    return dir;
+}
+/**
+ * A word in a file with no quoting at all, split on white space: the Redis 7
+ * ACL file, logrotate's su user group.
+ */
+function bareWord(value, where) {
+    // eslint-disable-next-line no-control-regex
+    if (!value || /[\s\0-\x1f\x7f]/.test(value))
+        refuse(value, where, 'empty, or white space in it');
+    return value;
+}
+/**
+ * A database or role name in pg_hba.conf: always quoted, so all, replication,
+ * sameuser... and a leading + or @ are names, not keywords; "" is a quote.
+ * A leading / would still be a regular expression (PostgreSQL 16).
+ */
+function hbaName(value) {
+    // eslint-disable-next-line no-control-regex
+    if (!value || /[\0-\x1f\x7f]/.test(value) || value.startsWith('/'))
+        refuse(value, 'pg_hba.conf', 'empty, a control character, or a leading / (a regular expression)');
+    return `"${value.replace(/"/g, '""')}"`;
+}
+/**
+ * An address field of pg_hba.conf: an IPv4 or IPv6 network in CIDR form. Any
+ * other text makes PostgreSQL refuse the whole file, and then refuse to start.
+ */
+function hbaAddress(cidr) {
+    const m = /^([0-9A-Fa-f:.]+)\/(\d{1,3})$/.exec(cidr);
+    const family = m ? (0,external_node_net_.isIP)(m[1]) : 0;
+    if (!m || !family || Number(m[2]) > (family === 4 ? 32 : 128))
+        refuse(cidr, 'pg_hba.conf', 'not an IPv4 or IPv6 network (address/prefix)');
+    return cidr;
+}
+/** A user name in sudoers: the characters sudoers gives a meaning to are escaped with a backslash. */
+function sudoersName(value) {
+    // eslint-disable-next-line no-control-regex
+    if (!value || /[\s\0-\x1f\x7f]/.test(value) || /^[#%+]/.test(value))
+        refuse(value, 'sudoers', 'empty, white space, or a leading # % + (a uid, group or netgroup)');
+    return value.replace(/[!=:,()\\]/g, '\\$&');
+}
+/**
+ * A value of an /etc/default file, read both by the shell (init scripts) and
+ * by systemd's EnvironmentFile=: in double quotes, \ " $ ` are escaped the
+ * same way for both.
+ */
+function defaultsValue(value) {
+    // eslint-disable-next-line no-control-regex
+    if (/[\0-\x1f\x7f]/.test(value))
+        refuse(value, 'an /etc/default file', 'it holds a control character');
+    return `"${value.replace(/[\\"$`]/g, '\\$&')}"`;
+}
+
+;// CONCATENATED MODULE: ./src/remote/units.ts
+// The systemd units of an app, as text: the api (a template with a blue and a
+// green instance, for zero-downtime switches), the worker, the single scheduler
+// and a target grouping them. Shared by the deploy path and provision.
+
+
+/** systemd's sandboxing: the app reads its release and writes only shared/ (field notes, systemd hardening). */
+function hardening(layout) {
+    return [
+        'NoNewPrivileges=yes',
+        'ProtectSystem=strict',
+        `ReadWritePaths=${unitWord(layout.shared)}`,
+        'PrivateTmp=yes',
+        'PrivateDevices=yes',
+        'ProtectHome=yes',
+        'ProtectKernelTunables=yes',
+        'ProtectKernelModules=yes',
+        'ProtectKernelLogs=yes',
+        'ProtectControlGroups=yes',
+        'ProtectClock=yes',
+        'ProtectHostname=yes',
+        'ProtectProc=invisible',
+        'RestrictNamespaces=yes',
+        'LockPersonality=yes',
+        'RestrictRealtime=yes',
+        'RestrictSUIDSGID=yes',
+        'RemoveIPC=yes',
+        'SystemCallArchitectures=native',
+        'SystemCallFilter=@system-service',
+        'SystemCallFilter=~@privileged @resources',
+        'SystemCallErrorNumber=EPERM',
+        'CapabilityBoundingSet=',
+        'AmbientCapabilities=',
+        'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6',
+        'DevicePolicy=closed',
+        'UMask=0027',
+    ].join('\n');
+}
+/**
+ * journalctl's option for the app's units: their own output is in the app's
+ * namespace, systemd's lines about them (started, exited, failed) in the
+ * system journal; + reads both, interleaved.
+ */
+function units_journalOf(layout) {
+    return `--namespace=+${layout.journalNamespace}`;
+}
+/** A command's program resolved inside a venv unless it is absolute. */
+function inVenv(venvBin, words) {
+    const [program, ...args] = words;
+    if (!program)
+        return [];
+    return [program.startsWith('/') ? program : `${venvBin}/${program}`, ...args];
+}
+/**
+ * An app service unit: what every one has (the user, the release as working
+ * directory, the .env, restart and stop rules, the sandboxing), around what is
+ * its own. workdir may hold the %i of the api template.
+ */
+function serviceUnit(settings, own) {
+    const layout = settings.layout;
+    const workdir = own.workdir;
+    return `# Managed by metalship: changes are overwritten on the next deploy.
+${own.note ? `# ${own.note}\n` : ''}[Unit]
+Description=${own.description}
+After=${own.after}
+PartOf=${unitWord(layout.units.target)}
+
+[Service]
+Type=simple
+${[
+        `User=${unitText(settings.user)}`,
+        `Group=${unitText(settings.user)}`,
+        `WorkingDirectory=${unitText(...workdir)}`,
+        // The release's .env: its own, or a link to the app's (a rollback brings back the env that served).
+        `EnvironmentFile=-${unitText(...workdir, '/.env')}`,
+        `Environment=${unitEnv('PATH', ...workdir, '/.venv/bin:/usr/local/bin:/usr/bin:/bin')}`,
+        'Environment=PYTHONUNBUFFERED=1',
+        `Environment=${unitEnv('APP_NAME', layout.app)}`,
+        'Restart=always',
+        'RestartSec=5',
+        // stdout and stderr go to the app's own journal (journald@{app}.conf keeps it
+        // 30 days): no host-wide journald setting, and no file root would open in shared/.
+        `LogNamespace=${unitWord(layout.journalNamespace)}`,
+        ...own.service,
+        'TimeoutStopSec=35',
+        'KillMode=mixed',
+        'KillSignal=SIGTERM',
+    ].join('\n')}
+${hardening(layout)}
+
+[Install]
+WantedBy=${unitWord(layout.units.target)}
+`;
+}
+function apiUnit(settings) {
+    const layout = settings.layout;
+    const slot = specifier('i');
+    const workdir = [layout.slots, '/', slot];
+    const uvicorn = execLine([
+        [...workdir, '/.venv/bin/python'],
+        '-m',
+        'uvicorn',
+        settings.appModule,
+        '--uds',
+        [`/run/${layout.app}-api-`, slot, '/api.sock'],
+        // Above nginx's idle upstream time, so uvicorn never closes a connection nginx is about to reuse.
+        '--timeout-keep-alive',
+        '75',
+        // The flags the release's uvicorn has (switch.ts UVICORN_FLAGS), from the release's uvicorn.env.
+        splitVariable('METALSHIP_UVICORN_FLAGS'),
+        ...settings.uvicornArgs,
+    ]);
+    return serviceUnit(settings, {
+        description: unitText(layout.app, ' API (', slot, ' slot)'),
+        after: 'network.target postgresql.service redis-server.service',
+        workdir,
+        service: [
+            `EnvironmentFile=-${unitText(...workdir, '/.metalship/uvicorn.env')}`,
+            `ExecStart=${uvicorn}`,
+            `RuntimeDirectory=${unitWord(`${layout.app}-api-`, slot)}`,
+            'RuntimeDirectoryMode=0755',
+        ],
+    });
+}
+/** A unit running a command from the current release: the worker and the scheduler. */
+function currentReleaseUnit(settings, options) {
+    if (options.command.length === 0)
+        return null;
+    const layout = settings.layout;
+    return serviceUnit(settings, {
+        description: unitText(layout.app, ' ', options.what),
+        after: options.after,
+        note: options.note,
+        workdir: [layout.current],
+        service: [`ExecStart=${execLine(inVenv(`${layout.current}/.venv/bin`, options.command))}`],
+    });
+}
+function workerUnit(settings) {
+    return currentReleaseUnit(settings, {
+        what: 'worker',
+        command: settings.workerCommand,
+        after: 'network.target postgresql.service redis-server.service',
+    });
+}
+function schedulerUnit(settings) {
+    return currentReleaseUnit(settings, {
+        what: 'scheduler',
+        command: settings.schedulerCommand,
+        after: 'network.target redis-server.service',
+        note: 'Exactly one scheduler runs fleet-wide: it is installed on one host only.',
+    });
+}
+function targetUnit(layout) {
+    return `# Managed by metalship.
+[Unit]
+Description=${unitText(layout.app, ' (all services)')}
+
+[Install]
+WantedBy=multi-user.target
+`;
+}
+/** The unit files for a host: name -> content (null: the unit must not exist there). */
+function units_unitFiles(settings, roles) {
+    const layout = settings.layout;
+    return {
+        [layout.units.target]: targetUnit(layout),
+        [layout.units.apiTemplate]: apiUnit(settings),
+        [layout.units.worker]: roles.worker ? workerUnit(settings) : null,
+        [layout.units.scheduler]: roles.scheduler ? schedulerUnit(settings) : null,
+    };
+}
+/**
+ * Script lines that refuse to write (or remove) a unit of these names that is
+ * not ours: one the distribution ships (an app named multi-user would replace
+ * multi-user.target), or one in /etc without our mark.
+ */
+function units_unitsOurs(names) {
+    return [
+        `for unit in ${names.map((n) => sh_sh `${n}`).join(' ')}; do`,
+        '  for dir in /lib/systemd/system /usr/lib/systemd/system; do',
+        '    if [ -e "$dir/$unit" ]; then echo "$dir/$unit exists: the system has a unit of that name, which this app\'s unit would replace (choose another app name)" >&2; exit 1; fi',
+        '  done',
+        '  if [ -e "/etc/systemd/system/$unit" ] && ! grep -q "^# Managed by metalship" "/etc/systemd/system/$unit"; then echo "/etc/systemd/system/$unit exists and is not metalship\'s (choose another app name, or remove it)" >&2; exit 1; fi',
+        'done',
+    ].join('\n');
+}
+
 ;// CONCATENATED MODULE: ./src/remote/verify.ts
 // Health checks run on a host, and the listing and cleanup of releases.
+
 
 
 
@@ -65126,7 +65520,7 @@ function verify_verifyStep(settings) {
         sh `    i=$((i + 1)); if [ "$i" -ge ${settings.timeout * 10} ]; then`, 
         // What the unit was doing when given up on, so a failure explains itself.
         '      echo "UNIT_STATE $1: is-active=${s:-?} jobs=${jobs:-none}; $(systemctl show -p ActiveState -p SubState -p Result -p NRestarts -p ExecMainStatus "$1" 2>/dev/null | tr \'\\n\' \' \')"', '      return 1', '    fi', '    sleep 0.1', '  done', '}').trimEnd()
-        : null, ...settings.units.map((u) => sh `if ! settled ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', sh `  journalctl -u ${layout.units.api('blue')} -u ${layout.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`, 'fi');
+        : null, ...settings.units.map((u) => sh `if ! settled ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', sh `  journalctl ${journalOf(layout)} -u ${layout.units.api('blue')} -u ${layout.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`, 'fi');
     return step('health check', text, (stdout) => {
         const out = keyLines(stdout);
         const unitsDown = (out.get('UNITS_DOWN') ?? '').split(' ').filter(Boolean);
@@ -65578,207 +65972,6 @@ async function withHosts(settings, log, action, fn, opts = {}) {
     }
 }
 
-;// CONCATENATED MODULE: ./src/remote/quoting.ts
-// Quoting for the files we generate, each in its own syntax: a value from the
-// settings is escaped for where it goes, the way sh`` quotes it in a script.
-// raw() marks text we wrote ourselves (a %i specifier, a $VAR meant to expand).
-// A value that a syntax cannot hold is refused with an error naming it, never
-// written half-escaped: the file would otherwise fail to load, or mean something else.
-
-
-function literal(parts) {
-    return parts.map((p) => (p instanceof Raw ? p.text : p)).join('');
-}
-function refuse(value, where, why) {
-    throw new Error(`${JSON.stringify(value)} cannot be written in ${where}: ${why}`);
-}
-// ---- systemd unit files ----------------------------------------------------
-/** A systemd specifier such as %i (the instance), kept where the values around it are escaped. */
-function specifier(letter) {
-    return new Raw(`%${letter}`);
-}
-/** $NAME as a whole ExecStart= word: systemd splits the variable's value into words when it runs the command. */
-function splitVariable(name) {
-    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
-        throw new Error(`${JSON.stringify(name)} is not a variable name`);
-    return new Raw(`$${name}`);
-}
-const UNIT_PLAIN = /^[A-Za-z0-9_@%+=:,./{}~-]+$/;
-/** C escape of one character inside systemd's double quotes (its word splitting unescapes them). */
-function cEscape(c) {
-    if (c === '\\' || c === '"')
-        return `\\${c}`;
-    if (c === '\n')
-        return '\\n';
-    if (c === '\t')
-        return '\\t';
-    const code = c.charCodeAt(0);
-    return code < 0x20 || code === 0x7f ? `\\x${code.toString(16).padStart(2, '0')}` : c;
-}
-/**
- * One word of a setting systemd splits into words (ExecStart=, Environment=,
- * ReadWritePaths=...): double-quoted with C escapes unless plain, % doubled
- * (systemd resolves specifiers after unquoting, so quotes do not protect a %),
- * and with dollar true (ExecStart=) $ doubled too, since $VAR expands when the
- * command runs, quoted or not.
- */
-function unitWordOf(parts, dollar) {
-    const text = literal(parts);
-    if (text === '')
-        return '""';
-    if (text.includes('\0'))
-        refuse(text, 'a unit file', 'it holds a NUL byte');
-    // Our raw() fragments need no quotes; a word of only raw() stays as written.
-    const values = parts.filter((p) => typeof p === 'string').join('');
-    const plain = values === '' || UNIT_PLAIN.test(values);
-    const body = parts
-        .map((p) => {
-        if (p instanceof Raw)
-            return p.text;
-        let t = p.replace(/%/g, '%%');
-        if (dollar)
-            t = t.replace(/\$/g, '$$$$');
-        return plain ? t : [...t].map(cEscape).join('');
-    })
-        .join('');
-    return plain ? body : `"${body}"`;
-}
-/** A word of a list setting that unquotes (ReadWritePaths=, RuntimeDirectory=, WantedBy=, Environment=). */
-function unitWord(...parts) {
-    return unitWordOf(parts, false);
-}
-/** Environment=NAME=value as one quoted word (Environment= expands specifiers, not variables). */
-function unitEnv(name, ...value) {
-    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
-        throw new Error(`${JSON.stringify(name)} is not a variable name`);
-    return unitWord(`${name}=`, ...value);
-}
-/**
- * An ExecStart= command line: one word per argument. The program must be an
- * absolute path: a first word starting with - @ : + ! would be read as
- * prefixes, whatever its quotes.
- */
-function execLine(words) {
-    const list = words.map((w) => (Array.isArray(w) ? w : [w]));
-    const program = literal(list[0] ?? []);
-    if (!program.startsWith('/'))
-        refuse(program, 'ExecStart=', 'the program must be an absolute path');
-    return list.map((w) => unitWordOf(w, true)).join(' ');
-}
-/**
- * A setting systemd takes whole, without unquoting (Description=, User=,
- * WorkingDirectory=, EnvironmentFile=, OnCalendar=): % doubled; the value
- * must stay on its line and keep its ends (systemd trims them, and a final
- * backslash would continue the line).
- */
-function unitText(...parts) {
-    const text = literal(parts);
-    // eslint-disable-next-line no-control-regex
-    if (/[\0-\x1f\x7f]/.test(text))
-        refuse(text, 'a unit file setting', 'it holds a control character');
-    if (text !== text.trim() || text.endsWith('\\'))
-        refuse(text, 'a unit file setting', 'it starts or ends with white space or a backslash');
-    return parts.map((p) => (p instanceof Raw ? p.text : p.replace(/%/g, '%%'))).join('');
-}
-// ---- nginx -----------------------------------------------------------------
-const NGINX_PLAIN = /^[A-Za-z0-9_@%+=:,./*~[\]-]+$/;
-/**
- * One nginx argument: plain, or double-quoted with \ and " escaped (inside
- * quotes ; { } # and white space are text). A $ is refused: nginx reads $name
- * as a variable in many directives, quoted or not, and has no escape for it.
- */
-function nginxWord(value) {
-    if (value.includes('$'))
-        refuse(value, 'an nginx argument', 'nginx would read $ as a variable');
-    // eslint-disable-next-line no-control-regex
-    if (/[\0-\x1f\x7f]/.test(value))
-        refuse(value, 'an nginx argument', 'it holds a control character');
-    return NGINX_PLAIN.test(value) ? value : `"${value.replace(/[\\"]/g, '\\$&')}"`;
-}
-/**
- * server_name's arguments from names separated by white space (the server-name
- * input's form) or "_". A name starting with ~ would be a regular expression.
- * A misplaced * wildcard (only server-name allows a *) is left to the nginx -t
- * the deploy runs before it uses a new site: refusing it here would fail every
- * switch, also where the site exists and the name is never written.
- */
-function nginxServerNames(names) {
-    const list = names.split(/\s+/).filter(Boolean);
-    if (list.length === 0)
-        refuse(names, 'server_name', 'no name');
-    for (const n of list)
-        if (n.startsWith('~'))
-            refuse(n, 'server_name', 'nginx would read it as a regular expression');
-    return list.map(nginxWord).join(' ');
-}
-/** host:port of an nginx upstream server, [addr]:port for IPv6; nginx has no IPv6 zone index (fe80::1%eth0). */
-function nginxAddress(host, port) {
-    if (host.includes('%'))
-        refuse(host, 'an nginx upstream', 'nginx cannot use an IPv6 zone index');
-    return nginxWord((0,external_node_net_.isIP)(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`);
-}
-// ---- other daemons' files --------------------------------------------------
-/**
- * A directory in a logrotate file list. logrotate reads the list up to the
- * first { and refuses a } before it, whatever the quotes, and globs each
- * pattern: only characters that mean themselves there are accepted.
- */
-function logrotateDir(dir, setting) {
-    if (!/^\/[A-Za-z0-9_@+,:=./-]*$/.test(dir))
-        refuse(dir, 'a logrotate file list', `${setting} may only hold letters, digits and _@+,:=./- there`);
-    return dir;
-}
-/**
- * A word in a file with no quoting at all, split on white space: the Redis 7
- * ACL file, logrotate's su user group.
- */
-function bareWord(value, where) {
-    // eslint-disable-next-line no-control-regex
-    if (!value || /[\s\0-\x1f\x7f]/.test(value))
-        refuse(value, where, 'empty, or white space in it');
-    return value;
-}
-/**
- * A database or role name in pg_hba.conf: always quoted, so all, replication,
- * sameuser... and a leading + or @ are names, not keywords; "" is a quote.
- * A leading / would still be a regular expression (PostgreSQL 16).
- */
-function hbaName(value) {
-    // eslint-disable-next-line no-control-regex
-    if (!value || /[\0-\x1f\x7f]/.test(value) || value.startsWith('/'))
-        refuse(value, 'pg_hba.conf', 'empty, a control character, or a leading / (a regular expression)');
-    return `"${value.replace(/"/g, '""')}"`;
-}
-/**
- * An address field of pg_hba.conf: an IPv4 or IPv6 network in CIDR form. Any
- * other text makes PostgreSQL refuse the whole file, and then refuse to start.
- */
-function hbaAddress(cidr) {
-    const m = /^([0-9A-Fa-f:.]+)\/(\d{1,3})$/.exec(cidr);
-    const family = m ? (0,external_node_net_.isIP)(m[1]) : 0;
-    if (!m || !family || Number(m[2]) > (family === 4 ? 32 : 128))
-        refuse(cidr, 'pg_hba.conf', 'not an IPv4 or IPv6 network (address/prefix)');
-    return cidr;
-}
-/** A user name in sudoers: the characters sudoers gives a meaning to are escaped with a backslash. */
-function sudoersName(value) {
-    // eslint-disable-next-line no-control-regex
-    if (!value || /[\s\0-\x1f\x7f]/.test(value) || /^[#%+]/.test(value))
-        refuse(value, 'sudoers', 'empty, white space, or a leading # % + (a uid, group or netgroup)');
-    return value.replace(/[!=:,()\\]/g, '\\$&');
-}
-/**
- * A value of an /etc/default file, read both by the shell (init scripts) and
- * by systemd's EnvironmentFile=: in double quotes, \ " $ ` are escaped the
- * same way for both.
- */
-function defaultsValue(value) {
-    // eslint-disable-next-line no-control-regex
-    if (/[\0-\x1f\x7f]/.test(value))
-        refuse(value, 'an /etc/default file', 'it holds a control character');
-    return `"${value.replace(/[\\"$`]/g, '\\$&')}"`;
-}
-
 ;// CONCATENATED MODULE: ./src/remote/balancer.ts
 // An nginx load balancer in front of the app hosts (provision, roles=lb): its
 // upstream lists them (their nginx, port 80 by default). A rolling switch takes
@@ -65884,7 +66077,10 @@ function nginx_siteConf(layout, settings) {
             // in its files never serves, say, a world-readable system file.
             `    location /static/ {\n        alias ${nginxWord(`${settings.staticDir}/`)};\n        disable_symlinks if_not_owner;\n        expires 7d;\n        access_log off;\n    }\n`
         : '';
-    const serverName = `    server_name ${nginxServerNames(settings.serverName)};`;
+    const logs = settings.logDir
+        ? `    access_log ${nginxWord(`${settings.logDir}/access.log`)};\n    error_log ${nginxWord(`${settings.logDir}/error.log`)};\n`
+        : '';
+    const serverName = `    server_name ${nginxServerNames(settings.serverName)};\n${logs}`.trimEnd();
     const common = `${serverName}
     client_max_body_size 25m;
     client_body_timeout 30s;
@@ -65926,182 +66122,6 @@ ${settings.http2 === 'directive' ? `${listen(443, ' ssl')}\n    http2 on;` : lis
 ${common}
 }
 `;
-}
-
-;// CONCATENATED MODULE: ./src/remote/units.ts
-// The systemd units of an app, as text: the api (a template with a blue and a
-// green instance, for zero-downtime switches), the worker, the single scheduler
-// and a target grouping them. Shared by the deploy path and provision.
-
-
-/** systemd's sandboxing: the app reads its release and writes only shared/ (field notes, systemd hardening). */
-function hardening(layout) {
-    return [
-        'NoNewPrivileges=yes',
-        'ProtectSystem=strict',
-        `ReadWritePaths=${unitWord(layout.shared)}`,
-        'PrivateTmp=yes',
-        'PrivateDevices=yes',
-        'ProtectHome=yes',
-        'ProtectKernelTunables=yes',
-        'ProtectKernelModules=yes',
-        'ProtectKernelLogs=yes',
-        'ProtectControlGroups=yes',
-        'ProtectClock=yes',
-        'ProtectHostname=yes',
-        'ProtectProc=invisible',
-        'RestrictNamespaces=yes',
-        'LockPersonality=yes',
-        'RestrictRealtime=yes',
-        'RestrictSUIDSGID=yes',
-        'RemoveIPC=yes',
-        'SystemCallArchitectures=native',
-        'SystemCallFilter=@system-service',
-        'SystemCallFilter=~@privileged @resources',
-        'SystemCallErrorNumber=EPERM',
-        'CapabilityBoundingSet=',
-        'AmbientCapabilities=',
-        'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6',
-        'DevicePolicy=closed',
-        'UMask=0027',
-    ].join('\n');
-}
-/** A command's program resolved inside a venv unless it is absolute. */
-function inVenv(venvBin, words) {
-    const [program, ...args] = words;
-    if (!program)
-        return [];
-    return [program.startsWith('/') ? program : `${venvBin}/${program}`, ...args];
-}
-/**
- * An app service unit: what every one has (the user, the release as working
- * directory, the .env, restart and stop rules, the sandboxing), around what is
- * its own. workdir may hold the %i of the api template.
- */
-function serviceUnit(settings, own) {
-    const layout = settings.layout;
-    const workdir = own.workdir;
-    return `# Managed by metalship: changes are overwritten on the next deploy.
-${own.note ? `# ${own.note}\n` : ''}[Unit]
-Description=${own.description}
-After=${own.after}
-PartOf=${unitWord(layout.units.target)}
-
-[Service]
-Type=simple
-${[
-        `User=${unitText(settings.user)}`,
-        `Group=${unitText(settings.user)}`,
-        `WorkingDirectory=${unitText(...workdir)}`,
-        // The release's .env: its own, or a link to the app's (a rollback brings back the env that served).
-        `EnvironmentFile=-${unitText(...workdir, '/.env')}`,
-        `Environment=${unitEnv('PATH', ...workdir, '/.venv/bin:/usr/local/bin:/usr/bin:/bin')}`,
-        'Environment=PYTHONUNBUFFERED=1',
-        `Environment=${unitEnv('APP_NAME', layout.app)}`,
-        'Restart=always',
-        'RestartSec=5',
-        ...own.service,
-        'TimeoutStopSec=35',
-        'KillMode=mixed',
-        'KillSignal=SIGTERM',
-    ].join('\n')}
-${hardening(layout)}
-
-[Install]
-WantedBy=${unitWord(layout.units.target)}
-`;
-}
-function apiUnit(settings) {
-    const layout = settings.layout;
-    const slot = specifier('i');
-    const workdir = [layout.slots, '/', slot];
-    const uvicorn = execLine([
-        [...workdir, '/.venv/bin/python'],
-        '-m',
-        'uvicorn',
-        settings.appModule,
-        '--uds',
-        [`/run/${layout.app}-api-`, slot, '/api.sock'],
-        // Above nginx's idle upstream time, so uvicorn never closes a connection nginx is about to reuse.
-        '--timeout-keep-alive',
-        '75',
-        // The flags the release's uvicorn has (switch.ts UVICORN_FLAGS), from the release's uvicorn.env.
-        splitVariable('METALSHIP_UVICORN_FLAGS'),
-        ...settings.uvicornArgs,
-    ]);
-    return serviceUnit(settings, {
-        description: unitText(layout.app, ' API (', slot, ' slot)'),
-        after: 'network.target postgresql.service redis-server.service',
-        workdir,
-        service: [
-            `EnvironmentFile=-${unitText(...workdir, '/.metalship/uvicorn.env')}`,
-            `ExecStart=${uvicorn}`,
-            `RuntimeDirectory=${unitWord(`${layout.app}-api-`, slot)}`,
-            'RuntimeDirectoryMode=0755',
-        ],
-    });
-}
-/** A unit running a command from the current release: the worker and the scheduler. */
-function currentReleaseUnit(settings, options) {
-    if (options.command.length === 0)
-        return null;
-    const layout = settings.layout;
-    return serviceUnit(settings, {
-        description: unitText(layout.app, ' ', options.what),
-        after: options.after,
-        note: options.note,
-        workdir: [layout.current],
-        service: [`ExecStart=${execLine(inVenv(`${layout.current}/.venv/bin`, options.command))}`],
-    });
-}
-function workerUnit(settings) {
-    return currentReleaseUnit(settings, {
-        what: 'worker',
-        command: settings.workerCommand,
-        after: 'network.target postgresql.service redis-server.service',
-    });
-}
-function schedulerUnit(settings) {
-    return currentReleaseUnit(settings, {
-        what: 'scheduler',
-        command: settings.schedulerCommand,
-        after: 'network.target redis-server.service',
-        note: 'Exactly one scheduler runs fleet-wide: it is installed on one host only.',
-    });
-}
-function targetUnit(layout) {
-    return `# Managed by metalship.
-[Unit]
-Description=${unitText(layout.app, ' (all services)')}
-
-[Install]
-WantedBy=multi-user.target
-`;
-}
-/** The unit files for a host: name -> content (null: the unit must not exist there). */
-function units_unitFiles(settings, roles) {
-    const layout = settings.layout;
-    return {
-        [layout.units.target]: targetUnit(layout),
-        [layout.units.apiTemplate]: apiUnit(settings),
-        [layout.units.worker]: roles.worker ? workerUnit(settings) : null,
-        [layout.units.scheduler]: roles.scheduler ? schedulerUnit(settings) : null,
-    };
-}
-/**
- * Script lines that refuse to write (or remove) a unit of these names that is
- * not ours: one the distribution ships (an app named multi-user would replace
- * multi-user.target), or one in /etc without our mark.
- */
-function units_unitsOurs(names) {
-    return [
-        `for unit in ${names.map((n) => sh_sh `${n}`).join(' ')}; do`,
-        '  for dir in /lib/systemd/system /usr/lib/systemd/system; do',
-        '    if [ -e "$dir/$unit" ]; then echo "$dir/$unit exists: the system has a unit of that name, which this app\'s unit would replace (choose another app name)" >&2; exit 1; fi',
-        '  done',
-        '  if [ -e "/etc/systemd/system/$unit" ] && ! grep -q "^# Managed by metalship" "/etc/systemd/system/$unit"; then echo "/etc/systemd/system/$unit exists and is not metalship\'s (choose another app name, or remove it)" >&2; exit 1; fi',
-        'done',
-    ].join('\n');
 }
 
 ;// CONCATENATED MODULE: ./src/remote/switch.ts
@@ -66184,7 +66204,7 @@ function switchScript(settings) {
         ? sh `elif [ -S "$sock" ]; then
   warm=1
   echo "the $slot slot already runs ${settings.releaseId} (a warm standby): traffic moves to it now, its checks follow"`
-        : null, 'else', sh `  echo "the $slot slot already runs ${settings.releaseId}"`, 'fi', 'if [ "$warm" = 0 ]; then', sh `  echo "waiting for ${settings.releaseId} to answer ${settings.healthPath} on the $slot slot's socket"`, sh `  if ! ready=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.healthPath} ${settings.readyTimeout} 0.1 200 ''); then`, '    echo "$ready" >&2', sh `    journalctl -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh `    systemctl stop ${api} || true`, sh `    echo "release ${settings.releaseId} did not become ready in the $slot slot within ${settings.readyTimeout} s; traffic stays on the serving release" >&2`, '    exit 1', '  fi', '  echo "READY $ready"', 'fi', 
+        : null, 'else', sh `  echo "the $slot slot already runs ${settings.releaseId}"`, 'fi', 'if [ "$warm" = 0 ]; then', sh `  echo "waiting for ${settings.releaseId} to answer ${settings.healthPath} on the $slot slot's socket"`, sh `  if ! ready=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.healthPath} ${settings.readyTimeout} 0.1 200 ''); then`, '    echo "$ready" >&2', sh `    journalctl ${journalOf(layout)} -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh `    systemctl stop ${api} || true`, sh `    echo "release ${settings.releaseId} did not become ready in the $slot slot within ${settings.readyTimeout} s; traffic stays on the serving release" >&2`, '    exit 1', '  fi', '  echo "READY $ready"', 'fi', 
     // Traffic moves only now, by renaming the socket link nginx connects through:
     // requests already on the old slot finish there, new ones reach the new slot.
     sh `swap_link "$sock" ${layout.apiLink}`, 'echo "MARK traffic moved to the $slot slot"', sh `echo "$slot" > ${layout.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh `rm -f ${layout.nginxReloadPending}`, sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `swap_link ${rel} ${layout.current}`, sh `swap_link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', 
@@ -76087,16 +76107,19 @@ function checkCommand(v) {
 const CREDENTIALS = /:\/\/[^/?#]*@/;
 /**
  * An http(s) URL that names a host and carries no credentials (it is logged).
- * Empty stays empty (for optional inputs).
+ * A secret URL (a webhook with its token) is never quoted in messages, and may
+ * carry credentials: it is masked, and never logged. Empty stays empty (for
+ * optional inputs).
  */
 const fields_url = (opts) => {
     const schemes = opts.https ? ['https:'] : ['http:', 'https:'];
     const what = opts.https ? 'an https:// URL' : 'an http:// or https:// URL';
-    return fields_custom(opts, { expected: `${what} with a host, without a user name or password` }, (v) => {
+    const expected = `${what} with a host${opts.secret ? '' : ', without a user name or password'}`;
+    return fields_custom({ ...opts, revealErrors: opts.secret }, { expected }, (v) => {
         if (!v)
             return '';
         // Quoted with user:password@ hidden, so a refused URL never prints its credentials.
-        const shown = fields_quote(v.replace(/^([^:/?#]*:\/\/)[^/?#]*@/, '$1***@'));
+        const shown = opts.secret ? 'the value' : fields_quote(v.replace(/^([^:/?#]*:\/\/)[^/?#]*@/, '$1***@'));
         let u;
         try {
             u = new URL(v);
@@ -76109,7 +76132,7 @@ const fields_url = (opts) => {
         // WHATWG URL reads http:///health as http://health/: the host must be written.
         if (!/^[a-z][a-z0-9+.-]*:\/\/([^/?#]*@)?[^/?#@:]/i.test(v))
             return { error: `${shown} has no host` };
-        if (u.username || u.password)
+        if (!opts.secret && (u.username || u.password))
             return { error: `${shown} has a user name or password, which would be logged` };
         return u.toString();
     });
@@ -77500,364 +77523,6 @@ async function revertRollout(hosts, rollout, settings, log) {
     return revertHosts(hosts, rollout.results.filter((r) => r.switched), settings, log);
 }
 
-;// CONCATENATED MODULE: ./src/remote/provision/common.ts
-// What every provision item shares: the protocol its script speaks (lines
-// `changed <what>` and `warning <what>` on stdout; a non-zero exit is a failure,
-// its stderr the reason), the CHECK flag every script honours (CHECK=1 reports
-// what would change and changes nothing), and bash helpers for packages and files.
-
-
-/** Each helper is defined for every item and called by those that need it. */
-const CALLED_BY_ITEMS = '# shellcheck disable=SC2317 # called by the items that need it';
-/** Bash helpers every item script starts with. */
-function prelude(check) {
-    return sh_script(`CHECK=${check ? 1 : 0}`, 'export DEBIAN_FRONTEND=noninteractive LC_ALL=C', 
-    // Ubuntu's needrestart would restart services (sshd, the app) after each
-    // install, or ask: provision restarts what it changes itself.
-    'export NEEDRESTART_SUSPEND=1 NEEDRESTART_MODE=l', 
-    // A change, or with CHECK=1 a change that would be made.
-    CALLED_BY_ITEMS, 'ms_changed() { echo "changed $*"; }', CALLED_BY_ITEMS, 'ms_warn() { echo "warning $*"; }', CALLED_BY_ITEMS, 'ms_apply() { [ "$CHECK" = 1 ] || "$@"; }', CALLED_BY_ITEMS, 'ms_installed() { dpkg-query -W -f=\'${Status}\' "$1" 2>/dev/null | grep -q "install ok installed"; }', CALLED_BY_ITEMS, 'ms_missing() { local p; for p in "$@"; do ms_installed "$p" || printf \'%s \' "$p"; done; }', 
-    // The package index is refreshed when older than a day (or absent).
-    CALLED_BY_ITEMS, 'ms_index_fresh() { [ -n "$(find /var/lib/apt/lists -maxdepth 1 -name \'*Packages*\' -mmin -1440 -print -quit 2>/dev/null)" ]; }', CALLED_BY_ITEMS, 'ms_refresh_index() {', '  ms_index_fresh && return 0', '  if [ "$CHECK" = 1 ]; then ms_changed "package index is older than a day (would refresh)"; return 0; fi', 
-    // A fresh file of our own (mktemp): a fixed name in /tmp could be another user's link.
-    '  local err; err=$(mktemp)', '  apt-get update -qq -o Dpkg::Use-Pty=0 >/dev/null 2>"$err" || { cat "$err" >&2; rm -f "$err"; return 1; }', '  if grep -q "^[WE]:" "$err"; then ms_warn "apt-get update: $(grep -m1 "^[WE]:" "$err" | cut -c1-200)"; fi', '  rm -f "$err"', '  ms_changed "package index refreshed"', '}', 
-    // Installs what is missing. With CHECK=1 it reports what it would install and ends
-    // the item there: what follows needs the packages to be checked.
-    CALLED_BY_ITEMS, 'ms_install() {', '  local missing; missing=$(ms_missing "$@")', '  [ -z "$missing" ] && return 0', '  if [ "$CHECK" = 1 ]; then ms_changed "would install ${missing% } and configure it"; exit 0; fi', '  ms_refresh_index', '  # shellcheck disable=SC2086', '  apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold $missing >/dev/null', '  ms_changed "installed ${missing% }"', '}', 
-    // ms_file PATH MODE OWNER LABEL < content: writes PATH (atomically) when it differs; MS_WROTE=1 when it did (or would).
-    '# shellcheck disable=SC2034,SC2317 # MS_WROTE is read by the item after the call (file() onChange)', 'ms_file() {', '  local path=$1 mode=$2 owner=$3 label=$4 tmp', '  MS_WROTE=0', '  tmp=$(mktemp "${path%/*}/.metalship-XXXXXX" 2>/dev/null || mktemp)', '  cat > "$tmp"', '  if [ -f "$path" ] && cmp -s "$tmp" "$path" && [ "$(stat -c %a:%U:%G "$path")" = "$mode:${owner%%:*}:${owner#*:}" ]; then rm -f "$tmp"; return 0; fi', '  MS_WROTE=1', '  if [ "$CHECK" = 1 ]; then rm -f "$tmp"; if [ -f "$path" ]; then ms_changed "$label differs"; else ms_changed "$label missing"; fi; return 0; fi', '  chmod "$mode" "$tmp"; chown "$owner" "$tmp"', '  mv -f "$tmp" "$path"', '  ms_changed "$label written"', '}');
-}
-/** Script lines: write content to path when it differs (honours CHECK); runs onChange when it did. */
-function common_file(path, content, opts = {}) {
-    const doc = sh_heredoc(content);
-    return sh_script(sh_sh `ms_file ${path} ${opts.mode ?? '644'} ${opts.owner ?? 'root:root'} ${opts.label ?? (typeof path === 'string' ? path : 'file')} ${sh_raw(doc.open)}`, doc.body, opts.onChange ? `if [ "$MS_WROTE" = 1 ]; then ${opts.onChange}; fi` : null).trimEnd();
-}
-/** A whole item script: prelude plus body. */
-function itemScript(check, ...parts) {
-    return sh_script(prelude(check), ...parts);
-}
-/** An item as a step: it reports its own failure (exit code and stderr) rather than throwing. */
-function itemStep(item) {
-    return reportingStep(`provision ${item.name}`, item.script, (stdout, ending) => {
-        const out = sh_keyLines(stdout);
-        return {
-            outcome: parseItemOutput(ending.code, stdout, ending.stderr),
-            python: out.get('python') ?? null,
-            notes: out.all('note'),
-            guarded: out.all('guard').length > 0,
-        };
-    });
-}
-/** Keeps a guarded change, or undoes it. */
-function guardStep(item, action) {
-    return step_plainStep(`${action === 'confirm' ? 'confirming' : 'reverting'} the ${item.name} change`, item.guard[action]);
-}
-function parseItemOutput(code, stdout, stderr) {
-    const out = sh_keyLines(stdout);
-    const changes = out.all('changed').map((c) => c.trim());
-    const warnings = out.all('warning').map((w) => w.trim());
-    if (code !== 0) {
-        const why = stderr.trim().split('\n').slice(-5).join(' / ') || `exit code ${code}`;
-        return { status: 'failed', changes, warnings, detail: why };
-    }
-    const status = changes.length ? 'changed' : warnings.length ? 'warning' : 'ok';
-    return { status, changes, warnings, detail: [...changes, ...warnings.map((w) => `⚠ ${w}`)].join('; ') };
-}
-
-;// CONCATENATED MODULE: ./src/remote/provision/app.ts
-// App: the .env from the env input (atomic, mode 600, the app user's) and the
-// systemd units of api, worker and scheduler, from the same units module the
-// deploy path uses, so a switch after provision rewrites nothing.
-
-
-
-function appItem(settings) {
-    const layout = settings.layout;
-    const units = units_unitFiles({
-        layout: layout,
-        user: settings.user,
-        appModule: settings.appModule,
-        uvicornArgs: settings.uvicornArgs,
-        workerCommand: settings.workerCommand,
-        schedulerCommand: settings.schedulerCommand,
-    }, settings.roles);
-    return {
-        name: 'app',
-        script: itemScript(settings.check, sh_sh `if [ "$CHECK" = 1 ] && [ ! -d ${layout.root} ]; then ms_changed ${'app tree ' + layout.root + ' missing (users item creates it)'}; fi`, settings.env
-            ? common_file(layout.env, settings.env, {
-                mode: '600',
-                owner: `${settings.user}:${settings.user}`,
-                label: '.env',
-            })
-            : null, units_unitsOurs(Object.keys(units)), 'units_changed=0', ...Object.entries(units).map(([name, content]) => content === null
-            ? sh_sh `if [ -f ${layout.unitDir}/${name} ]; then ms_changed ${'unit ' + name + ' removed (not on this host)'}; if [ "$CHECK" != 1 ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${layout.unitDir}/${name}; fi; units_changed=1; fi`
-            : common_file(`${layout.unitDir}/${name}`, content, {
-                label: `unit ${name}`,
-                onChange: 'units_changed=1',
-            })), 'if [ "$units_changed" = 1 ] && [ "$CHECK" != 1 ]; then systemctl daemon-reload; fi'),
-    };
-}
-
-;// CONCATENATED MODULE: ./src/remote/provision/firewall.ts
-// Firewall: ufw denies incoming by default and allows the port sshd really
-// listens on (sshd -T, and Ubuntu's ssh.socket), 80/443 with nginx, and extra
-// ports. The SSH port is allowed before ufw is enabled; the stage then tests a
-// fresh connection and the change is reverted (ufw disabled) if it fails.
-
-
-/** Bash that sets $ssh_ports to the TCP ports sshd listens on: ssh.socket's when it is in use, else sshd -T's. */
-const SSH_PORTS = [
-    'ssh_ports=""',
-    // Ubuntu 22.10+: sshd is socket-activated, and the socket's ListenStream= is what listens.
-    'if systemctl is-enabled --quiet ssh.socket 2>/dev/null || systemctl is-active --quiet ssh.socket 2>/dev/null; then',
-    '  ssh_ports=$(systemctl show ssh.socket -p Listen --value 2>/dev/null | tr " " "\\n" | sed -n "s/.*:\\([0-9][0-9]*\\)$/\\1/p; s/^\\([0-9][0-9]*\\)$/\\1/p")',
-    'fi',
-    'if [ -z "$ssh_ports" ]; then ssh_ports=$(sshd -T 2>/dev/null | awk \'$1 == "port" { print $2 }\'); fi',
-    '# shellcheck disable=SC2086 # the port list is split into words on purpose',
-    'ssh_ports=$(printf "%s\\n" $ssh_ports | sort -un | tr "\\n" " ")',
-    'if [ -z "${ssh_ports// /}" ]; then echo "cannot tell which port sshd listens on (sshd -T and ssh.socket said nothing): not enabling the firewall" >&2; exit 1; fi',
-].join('\n');
-const FIREWALL_REVERT_UNIT = 'metalship-revert-firewall';
-function firewallRules(s) {
-    const rules = [...(s.nginx.enabled ? ['80/tcp', '443/tcp'] : []), ...s.firewall.allow];
-    return [...new Set(rules)];
-}
-function firewallItem(settings) {
-    const rules = firewallRules(settings);
-    const pgRules = settings.postgresql.enabled ? settings.postgresql.remoteCidrs : [];
-    return {
-        name: 'firewall',
-        script: itemScript(settings.check, 'ms_install ufw', SSH_PORTS, 'added=$(ufw show added 2>/dev/null || true)', 
-        // ufw allow is idempotent, but only a rule not yet there is a change.
-        'ms_rule() { local want="ufw $*"; if ! printf "%s\\n" "$added" | grep -qxF -- "$want"; then ms_changed "rule: $*"; ms_apply ufw "$@" >/dev/null; fi; }', 'for p in $ssh_ports; do ms_rule allow "$p/tcp"; done', ...rules.map((r) => sh_sh `ms_rule allow ${r}`), ...pgRules.map((c) => sh_sh `ms_rule allow from ${c} to any port 5432 proto tcp`), 'if ! grep -q \'^DEFAULT_INPUT_POLICY="DROP"\' /etc/default/ufw; then ms_changed "default incoming policy: deny"; ms_apply ufw default deny incoming >/dev/null; fi', 'if ! grep -q \'^DEFAULT_OUTPUT_POLICY="ACCEPT"\' /etc/default/ufw; then ms_changed "default outgoing policy: allow"; ms_apply ufw default allow outgoing >/dev/null; fi', 'if ! ufw status 2>/dev/null | grep -q "^Status: active"; then', '  ms_changed "ufw enabled (ssh on $ssh_ports)"', '  if [ "$CHECK" != 1 ]; then', 
-        // Safety net: if the runner never confirms (cut off, killed), the firewall goes off again by itself.
-        sh_sh `    systemd-run --quiet --unit=${FIREWALL_REVERT_UNIT} --on-active=180 /usr/sbin/ufw disable >/dev/null 2>&1 || true`, '    ufw --force enable >/dev/null', '    echo "guard firewall"', '  fi', 'fi'),
-        guard: {
-            confirm: sh_sh `systemctl stop ${FIREWALL_REVERT_UNIT}.timer 2>/dev/null || true`,
-            revert: sh_sh `ufw --force disable >/dev/null; systemctl stop ${FIREWALL_REVERT_UNIT}.timer 2>/dev/null || true; echo "firewall disabled again"`,
-        },
-    };
-}
-
-;// CONCATENATED MODULE: ./src/remote/provision/logs.ts
-// Logs: shared/logs rotated daily, compressed after a day, 30 days kept.
-
-
-function logrotateConf(settings) {
-    const logs = `${logrotateDir(settings.layout.shared, 'app-root')}/logs`;
-    const user = bareWord(settings.user, 'logrotate');
-    return `# Managed by metalship: the app's logs.
-${logs}/*.log ${logs}/*/*.log {
-    daily
-    rotate 30
-    maxage 30
-    compress
-    delaycompress
-    missingok
-    notifempty
-    copytruncate
-    dateext
-    su ${user} ${user}
-}
-`;
-}
-function logsItem(settings) {
-    const path = `/etc/logrotate.d/metalship-${settings.layout.app}`;
-    return {
-        name: 'logs',
-        script: itemScript(settings.check, 'ms_install logrotate', common_file(path, logrotateConf(settings), {
-            label: 'logrotate rules',
-            onChange: `[ "$CHECK" = 1 ] || logrotate -d ${path} >/dev/null 2>&1 || { echo "logrotate rejects ${path}" >&2; exit 1; }`,
-        })),
-    };
-}
-
-;// CONCATENATED MODULE: ./src/remote/provision/monitoring.ts
-// Monitoring: an optional health-check ping (a timer calls the URL every minute
-// while the app answers its health path) and an optional node_exporter.
-
-
-
-/**
- * curl's options for both requests: no ~/.curlrc, no {}/[] URL globbing, the
- * path sent as written (no ../ squashing), any answer but 2xx a failure.
- */
-const CURL = [
-    '/usr/bin/curl',
-    '--disable',
-    '--fail',
-    '--silent',
-    '--show-error',
-    '--globoff',
-    '--path-as-is',
-    '--max-time',
-    '10',
-    '--output',
-    '/dev/null',
-];
-function pingUnits(settings) {
-    const layout = settings.layout;
-    // No shell: each URL is one argument of its own (& ? ; quotes are only text),
-    // and a oneshot's ExecStart= lines run in order, each only if the one before succeeded.
-    return {
-        service: `# Managed by metalship: tells the monitoring service that ${layout.app} is healthy.
-[Unit]
-Description=${unitText(layout.app, ' health ping')}
-After=network-online.target
-
-[Service]
-Type=oneshot
-User=${unitText(settings.user)}
-ExecStart=${execLine([...CURL, '--unix-socket', layout.apiLink, '--url', `http://localhost${settings.healthPath}`])}
-ExecStart=${execLine([...CURL, '--retry', '3', '--url', settings.monitoring.pingUrl])}
-NoNewPrivileges=yes
-ProtectSystem=strict
-ProtectHome=yes
-PrivateTmp=yes
-`,
-        timer: `# Managed by metalship.
-[Unit]
-Description=${unitText(layout.app, ' health ping every minute')}
-
-[Timer]
-OnCalendar=minutely
-AccuracySec=5s
-
-[Install]
-WantedBy=timers.target
-`,
-    };
-}
-/** /etc/default/prometheus-node-exporter: its unit runs the exporter with $ARGS. */
-function nodeExporterDefaults(listen) {
-    return `# Managed by metalship.\nARGS=${defaultsValue(`--web.listen-address=${listen}`)}\n`;
-}
-function monitoringItem(settings) {
-    const monitoring2 = settings.monitoring;
-    const app = settings.layout.app;
-    const ping = pingUnits(settings);
-    return {
-        name: 'monitoring',
-        script: itemScript(settings.check, monitoring2.pingUrl ? 'reload=0' : null, monitoring2.pingUrl
-            ? [
-                'ms_install curl',
-                common_file(`/etc/systemd/system/metalship-${app}-ping.service`, ping.service, {
-                    label: 'health ping service',
-                    onChange: 'reload=1',
-                }),
-                common_file(`/etc/systemd/system/metalship-${app}-ping.timer`, ping.timer, {
-                    label: 'health ping timer',
-                    onChange: 'reload=1',
-                }),
-                'if [ "$reload" = 1 ] && [ "$CHECK" != 1 ]; then systemctl daemon-reload; fi',
-                sh_sh `if ! systemctl is-enabled --quiet ${`metalship-${app}-ping.timer`} 2>/dev/null; then ms_changed "health ping timer enabled"; ms_apply systemctl enable --now --quiet ${`metalship-${app}-ping.timer`}; fi`,
-            ].join('\n')
-            : sh_sh `if [ -f ${`/etc/systemd/system/metalship-${app}-ping.timer`} ]; then ms_changed "health ping removed"; if [ "$CHECK" != 1 ]; then systemctl disable --now ${`metalship-${app}-ping.timer`} 2>/dev/null || true; rm -f ${`/etc/systemd/system/metalship-${app}-ping.timer`} ${`/etc/systemd/system/metalship-${app}-ping.service`}; systemctl daemon-reload; fi; fi`, monitoring2.nodeExporter
-            ? [
-                'ms_install prometheus-node-exporter',
-                common_file('/etc/default/prometheus-node-exporter', nodeExporterDefaults(monitoring2.nodeExporterListen), {
-                    label: 'node_exporter listen address',
-                    onChange: '[ "$CHECK" = 1 ] || systemctl restart prometheus-node-exporter',
-                }),
-                'if ! systemctl is-active --quiet prometheus-node-exporter; then ms_changed "node_exporter started"; ms_apply systemctl enable --now --quiet prometheus-node-exporter; fi',
-            ].join('\n')
-            : null, monitoring2.pingUrl || monitoring2.nodeExporter
-            ? null
-            : 'echo "note no health ping URL, no node_exporter"'),
-    };
-}
-
-;// CONCATENATED MODULE: ./src/remote/provision/nginx.ts
-// nginx: the standard's site for the app (from the same nginx module the deploy
-// path uses), the upstream, the default site off; `nginx -t` before every
-// reload. The site is the TLS one as soon as the certificate exists.
-
-
-
-
-function certPaths(settings) {
-    const first = settings.tls.domains[0];
-    if (!first)
-        return null;
-    return {
-        certificate: `/etc/letsencrypt/live/${first}/fullchain.pem`,
-        key: `/etc/letsencrypt/live/${first}/privkey.pem`,
-    };
-}
-/**
- * Sets nginx_http2 (see SiteSettings.http2) from the installed nginx, or stops
- * the item before anything is written when provision cannot tell its version.
- */
-const NGINX_VERSION_LINES = [
-    "nginx_version=$(nginx -v 2>&1 | sed -n 's#^nginx version: [^/]*/\\([0-9][0-9]*\\.[0-9][0-9.]*\\).*#\\1#p')",
-    'if [ -z "$nginx_version" ] || dpkg --compare-versions "$nginx_version" lt 1.9.5; then',
-    '  echo "nginx ${nginx_version:-of unknown version (nginx -v says: $(nginx -v 2>&1 | head -c 200))} is not supported: the TLS site needs nginx 1.9.5 or newer (HTTP/2); nothing was changed" >&2; exit 1',
-    'fi',
-    'if dpkg --compare-versions "$nginx_version" lt 1.25.1; then nginx_http2=listen; else nginx_http2=directive; fi',
-].join('\n');
-/** Lines that write the site (TLS when its certificate exists), enable it and set nginx_changed. */
-function siteLines(settings) {
-    const layout = settings.layout;
-    const cert = certPaths(settings);
-    const serverName = settings.tls.domains.length ? settings.tls.domains.join(' ') : '_';
-    const base = settings.balancer
-        ? { serverName, acmeWebroot: ACME_WEBROOT, upstream: balancerUpstreamName(layout) }
-        : { serverName, staticDir: settings.nginx.staticDir || undefined, acmeWebroot: ACME_WEBROOT };
-    const http = common_file(layout.nginxSite, nginx_siteConf(layout, { ...base, tls: null }), {
-        label: 'nginx site (HTTP only)',
-        onChange: 'nginx_changed=1',
-    });
-    return [
-        cert ? NGINX_VERSION_LINES : null,
-        sh_sh `if [ ! -d ${ACME_WEBROOT} ]; then ms_apply mkdir -p ${ACME_WEBROOT}; fi`,
-        settings.balancer
-            ? common_file(layout.balancerUpstream, balancerUpstreamConf(layout, settings.balancer), {
-                label: 'load balancer upstream (the app hosts)',
-                onChange: 'nginx_changed=1',
-            })
-            : common_file(layout.nginxUpstream, nginx_upstreamConf(layout), {
-                label: 'nginx upstream',
-                onChange: 'nginx_changed=1',
-            }),
-        cert
-            ? [
-                sh_sh `if [ -f ${cert.certificate} ]; then`,
-                ...['listen', 'directive'].flatMap((http2) => [
-                    sh_sh `if [ "$nginx_http2" = ${http2} ]; then`,
-                    common_file(layout.nginxSite, nginx_siteConf(layout, { ...base, tls: cert, http2 }), {
-                        label: 'nginx site (TLS)',
-                        onChange: 'nginx_changed=1',
-                    }),
-                    'fi',
-                ]),
-                'else',
-                http,
-                'fi',
-            ].join('\n')
-            : http,
-        sh_sh `if [ "$(readlink ${layout.nginxSiteEnabled} 2>/dev/null)" != ${layout.nginxSite} ]; then ms_changed "nginx site enabled"; ms_apply ln -sfn ${layout.nginxSite} ${layout.nginxSiteEnabled}; nginx_changed=1; fi`,
-        'if [ -e /etc/nginx/sites-enabled/default ]; then ms_changed "nginx default site disabled"; ms_apply rm -f /etc/nginx/sites-enabled/default; nginx_changed=1; fi',
-    ]
-        .filter((line) => line !== null)
-        .join('\n');
-}
-/** Tests the configuration, then reloads (or starts) nginx when something changed. */
-const NGINX_RELOAD = [
-    'if [ "$CHECK" != 1 ]; then',
-    '  if [ "$nginx_changed" = 1 ] || ! systemctl is-active --quiet nginx; then',
-    '    if ! out=$(nginx -t 2>&1); then echo "nginx -t failed, nginx was not reloaded: $out" >&2; exit 1; fi',
-    '    if systemctl is-active --quiet nginx; then systemctl reload nginx; else systemctl start nginx; ms_changed "nginx started"; fi',
-    '  fi',
-    '  if ! systemctl is-enabled --quiet nginx; then systemctl enable --quiet nginx; ms_changed "nginx enabled at boot"; fi',
-    'fi',
-].join('\n');
-function nginxItem(s) {
-    return {
-        name: 'nginx',
-        script: itemScript(s.check, 'ms_install nginx', 'nginx_changed=0', siteLines(s), NGINX_RELOAD),
-    };
-}
-
 ;// CONCATENATED MODULE: ./src/remote/backup.ts
 // PostgreSQL backups: the backup program installed on a database host (its
 // settings, then src/remote/sh/backup.sh), its daily timer, and the steps that
@@ -78057,6 +77722,600 @@ function restoreProofStep(backupDir, maxDays = 45) {
             ? `the backups were last proven to restore ${days.toFixed(0)} days ago: is the monthly restore test still running?`
             : null;
     });
+}
+
+;// CONCATENATED MODULE: ./src/remote/alert.ts
+// Alerts: the alert program of an app (src/remote/py/alert.py with its settings),
+// the curl config files that hold the secret URLs, the OnFailure= handler
+// template, the periodic check's service and timer, and the drop-in that gives
+// a unit an OnFailure= handler. Pure functions from settings to file contents.
+
+
+const ALERT_PY = (0,external_node_fs_namespaceObject.readFileSync)(__nccwpck_require__.ab + "alert.py", 'utf8');
+const SETTINGS_LINE = 'SETTINGS = json.loads("{}")';
+function alertPaths(app) {
+    return {
+        program: `/usr/local/sbin/metalship-alert-${app}`,
+        webhook: `/etc/metalship/alert-${app}.curl`,
+        heartbeat: `/etc/metalship/alert-${app}-heartbeat.curl`,
+        handler: `metalship-alert-${app}@.service`,
+        check: `metalship-alert-check-${app}.service`,
+        timer: `metalship-alert-check-${app}.timer`,
+        dropIn: 'metalship-alert.conf',
+    };
+}
+/** The program: alert.py with its settings as one JSON string literal (valid Python too). */
+function alertProgram(o) {
+    if (!ALERT_PY.includes(SETTINGS_LINE))
+        throw new Error('alert.py has no settings line');
+    const p = alertPaths(o.app);
+    const settings = {
+        app: o.app,
+        webhook: p.webhook,
+        heartbeat: o.heartbeat ? p.heartbeat : '',
+        disk_paths: o.diskPaths,
+        disk_percent: o.diskPercent,
+        certificate: o.certificate ?? '',
+        certificate_days: o.certificateDays,
+        restore_record: o.restoreRecord ?? '',
+        restore_days: o.restoreDays,
+        backup_unit: o.backupUnit,
+    };
+    // JSON's string escapes are Python's: the literal is the JSON text, byte for byte.
+    const line = `SETTINGS = json.loads(${JSON.stringify(JSON.stringify(settings))})`;
+    return `#!/usr/bin/python3 -I\n# Managed by metalship: changes are overwritten.\n${ALERT_PY.replace(SETTINGS_LINE, () => line)}`;
+}
+/** A curl config file (`curl --config`) that names the URL: it never appears on a command line. */
+function curlConfig(url) {
+    // eslint-disable-next-line no-control-regex
+    if (/[\0-\x1f\x7f]/.test(url))
+        throw new Error('a URL with a control character cannot be written');
+    return `# Managed by metalship (a secret: root only).\nurl = "${url.replace(/[\\"]/g, (c) => `\\${c}`)}"\n`;
+}
+/** Run as root (the URLs are root's); writes only its state directory (when each alert was last sent). */
+function alert_hardening(app) {
+    return [
+        'NoNewPrivileges=yes',
+        'ProtectSystem=strict',
+        'ProtectHome=yes',
+        'PrivateTmp=yes',
+        `StateDirectory=${unitWord(`metalship-alert-${app}`)}`,
+        'StateDirectoryMode=0700',
+    ];
+}
+/** The OnFailure= handler (one instance per failed unit), the check's service and its timer. */
+function alertUnits(app) {
+    const p = alertPaths(app);
+    return {
+        // No OnFailure= of its own: a failing alert must not alert on itself.
+        handler: [
+            `# Managed by metalship: tells the alert webhook that a unit of ${app} failed.`,
+            '[Unit]',
+            `Description=${unitText(`metalship alert (${app}):`)} %i failed`,
+            '',
+            '[Service]',
+            'Type=oneshot',
+            `ExecStart=${execLine([p.program, 'unit', specifier('i')])}`,
+            ...alert_hardening(app),
+            '',
+        ].join('\n'),
+        check: [
+            `# Managed by metalship: disk use, certificate expiry and the last restore test of ${app}.`,
+            '[Unit]',
+            `Description=${unitText(`metalship alert checks (${app})`)}`,
+            onFailureLine(app),
+            '',
+            '[Service]',
+            'Type=oneshot',
+            `ExecStart=${execLine([p.program, 'check'])}`,
+            ...alert_hardening(app),
+            '',
+        ].join('\n'),
+        timer: [
+            '# Managed by metalship.',
+            '[Unit]',
+            `Description=${unitText(`metalship alert checks (${app}) every hour`)}`,
+            '',
+            '[Timer]',
+            'OnCalendar=hourly',
+            'RandomizedDelaySec=5min',
+            '',
+            '[Install]',
+            'WantedBy=timers.target',
+            '',
+        ].join('\n'),
+    };
+}
+function onFailureLine(app) {
+    return `OnFailure=${unitWord(`metalship-alert-${app}@`, specifier('n'), '.service')}`;
+}
+/** A drop-in giving a unit the app's OnFailure= handler (added to any the unit has). */
+function onFailureDropIn(app) {
+    return `# Managed by metalship: a failure of this unit is sent to the alert webhook.\n[Unit]\n${onFailureLine(app)}\n`;
+}
+
+;// CONCATENATED MODULE: ./src/remote/provision/common.ts
+// What every provision item shares: the protocol its script speaks (lines
+// `changed <what>` and `warning <what>` on stdout; a non-zero exit is a failure,
+// its stderr the reason), the CHECK flag every script honours (CHECK=1 reports
+// what would change and changes nothing), and bash helpers for packages and files.
+
+
+/** Each helper is defined for every item and called by those that need it. */
+const CALLED_BY_ITEMS = '# shellcheck disable=SC2317 # called by the items that need it';
+/** Bash helpers every item script starts with. */
+function prelude(check) {
+    return sh_script(`CHECK=${check ? 1 : 0}`, 'export DEBIAN_FRONTEND=noninteractive LC_ALL=C', 
+    // Ubuntu's needrestart would restart services (sshd, the app) after each
+    // install, or ask: provision restarts what it changes itself.
+    'export NEEDRESTART_SUSPEND=1 NEEDRESTART_MODE=l', 
+    // A change, or with CHECK=1 a change that would be made.
+    CALLED_BY_ITEMS, 'ms_changed() { echo "changed $*"; }', CALLED_BY_ITEMS, 'ms_warn() { echo "warning $*"; }', CALLED_BY_ITEMS, 'ms_apply() { [ "$CHECK" = 1 ] || "$@"; }', CALLED_BY_ITEMS, 'ms_installed() { dpkg-query -W -f=\'${Status}\' "$1" 2>/dev/null | grep -q "install ok installed"; }', CALLED_BY_ITEMS, 'ms_missing() { local p; for p in "$@"; do ms_installed "$p" || printf \'%s \' "$p"; done; }', 
+    // The package index is refreshed when older than a day (or absent).
+    CALLED_BY_ITEMS, 'ms_index_fresh() { [ -n "$(find /var/lib/apt/lists -maxdepth 1 -name \'*Packages*\' -mmin -1440 -print -quit 2>/dev/null)" ]; }', CALLED_BY_ITEMS, 'ms_refresh_index() {', '  ms_index_fresh && return 0', '  if [ "$CHECK" = 1 ]; then ms_changed "package index is older than a day (would refresh)"; return 0; fi', 
+    // A fresh file of our own (mktemp): a fixed name in /tmp could be another user's link.
+    '  local err; err=$(mktemp)', '  apt-get update -qq -o Dpkg::Use-Pty=0 >/dev/null 2>"$err" || { cat "$err" >&2; rm -f "$err"; return 1; }', '  if grep -q "^[WE]:" "$err"; then ms_warn "apt-get update: $(grep -m1 "^[WE]:" "$err" | cut -c1-200)"; fi', '  rm -f "$err"', '  ms_changed "package index refreshed"', '}', 
+    // Installs what is missing. With CHECK=1 it reports what it would install and ends
+    // the item there: what follows needs the packages to be checked.
+    CALLED_BY_ITEMS, 'ms_install() {', '  local missing; missing=$(ms_missing "$@")', '  [ -z "$missing" ] && return 0', '  if [ "$CHECK" = 1 ]; then ms_changed "would install ${missing% } and configure it"; exit 0; fi', '  ms_refresh_index', '  # shellcheck disable=SC2086', '  apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold $missing >/dev/null', '  ms_changed "installed ${missing% }"', '}', 
+    // ms_file PATH MODE OWNER LABEL < content: writes PATH (atomically) when it differs; MS_WROTE=1 when it did (or would).
+    '# shellcheck disable=SC2034,SC2317 # MS_WROTE is read by the item after the call (file() onChange)', 'ms_file() {', '  local path=$1 mode=$2 owner=$3 label=$4 tmp', '  MS_WROTE=0', '  tmp=$(mktemp "${path%/*}/.metalship-XXXXXX" 2>/dev/null || mktemp)', '  cat > "$tmp"', '  if [ -f "$path" ] && cmp -s "$tmp" "$path" && [ "$(stat -c %a:%U:%G "$path")" = "$mode:${owner%%:*}:${owner#*:}" ]; then rm -f "$tmp"; return 0; fi', '  MS_WROTE=1', '  if [ "$CHECK" = 1 ]; then rm -f "$tmp"; if [ -f "$path" ]; then ms_changed "$label differs"; else ms_changed "$label missing"; fi; return 0; fi', '  chmod "$mode" "$tmp"; chown "$owner" "$tmp"', '  mv -f "$tmp" "$path"', '  ms_changed "$label written"', '}');
+}
+/** Script lines: write content to path when it differs (honours CHECK); runs onChange when it did. */
+function common_file(path, content, opts = {}) {
+    const doc = sh_heredoc(content);
+    return sh_script(sh_sh `ms_file ${path} ${opts.mode ?? '644'} ${opts.owner ?? 'root:root'} ${opts.label ?? (typeof path === 'string' ? path : 'file')} ${sh_raw(doc.open)}`, doc.body, opts.onChange ? `if [ "$MS_WROTE" = 1 ]; then ${opts.onChange}; fi` : null).trimEnd();
+}
+/** A whole item script: prelude plus body. */
+function itemScript(check, ...parts) {
+    return sh_script(prelude(check), ...parts);
+}
+/** An item as a step: it reports its own failure (exit code and stderr) rather than throwing. */
+function itemStep(item) {
+    return reportingStep(`provision ${item.name}`, item.script, (stdout, ending) => {
+        const out = sh_keyLines(stdout);
+        return {
+            outcome: parseItemOutput(ending.code, stdout, ending.stderr),
+            python: out.get('python') ?? null,
+            notes: out.all('note'),
+            guarded: out.all('guard').length > 0,
+        };
+    });
+}
+/** Keeps a guarded change, or undoes it. */
+function guardStep(item, action) {
+    return step_plainStep(`${action === 'confirm' ? 'confirming' : 'reverting'} the ${item.name} change`, item.guard[action]);
+}
+function parseItemOutput(code, stdout, stderr) {
+    const out = sh_keyLines(stdout);
+    const changes = out.all('changed').map((c) => c.trim());
+    const warnings = out.all('warning').map((w) => w.trim());
+    if (code !== 0) {
+        const why = stderr.trim().split('\n').slice(-5).join(' / ') || `exit code ${code}`;
+        return { status: 'failed', changes, warnings, detail: why };
+    }
+    const status = changes.length ? 'changed' : warnings.length ? 'warning' : 'ok';
+    return { status, changes, warnings, detail: [...changes, ...warnings.map((w) => `⚠ ${w}`)].join('; ') };
+}
+
+;// CONCATENATED MODULE: ./src/remote/provision/logs.ts
+// Logs, 30 days as the standard says. The services' stdout and stderr go to
+// the app's own journal namespace, kept 30 days; the files the app writes
+// itself in shared/logs, and nginx's logs of the site, are rotated daily,
+// compressed after a day, 30 kept.
+
+
+
+/** What every rule has: the standard's rotation. */
+const ROTATION = `    daily
+    rotate 30
+    maxage 30
+    compress
+    delaycompress
+    missingok
+    notifempty
+    dateext`;
+function logrotateConf(settings) {
+    const logs = `${logrotateDir(settings.layout.shared, 'app-root')}/logs`;
+    const user = bareWord(settings.user, 'logrotate');
+    // su: the app user's directory is rotated as the app user, so a link it plants
+    // there makes logrotate touch nothing the app user could not touch itself.
+    // copytruncate: the app keeps its file open (opened for appending).
+    return `# Managed by metalship: the app's logs.
+${logs}/*.log ${logs}/*/*.log {
+${ROTATION}
+    copytruncate
+    su ${user} ${user}
+}
+`;
+}
+/**
+ * The site's nginx logs, in a directory of their own: Debian's nginx rule
+ * (/var/log/nginx/*.log) keeps 14 days and does not reach into it, and two
+ * rules naming one file would make logrotate report an error.
+ */
+function nginxLogrotateConf(layout) {
+    return `# Managed by metalship: nginx's logs of the ${layout.app} site.
+${logrotateDir(layout.nginxLogs, 'app')}/*.log {
+${ROTATION}
+    create 0640 www-data adm
+    sharedscripts
+    postrotate
+        systemctl kill --kill-who=main --signal=USR1 nginx.service >/dev/null 2>&1 || true
+    endscript
+}
+`;
+}
+/**
+ * journald's settings for the app's namespace, read only by its own journald
+ * (systemd-journald@{app}): the host's other services keep the host's settings.
+ * Day-long files, so entries go when 30 days old, not a file's worth later.
+ * Its disk use is bounded apart from the system journal's, by journald's
+ * defaults (10% of the file system, at most 4 GiB; 15% kept free).
+ */
+const JOURNALD_CONF = `# Managed by metalship: the journal of the app's services (LogNamespace=), kept 30 days.
+[Journal]
+Storage=persistent
+MaxRetentionSec=30day
+MaxFileSec=1day
+`;
+/** logrotate must accept the rules it was given (run after a change). */
+function checked(path) {
+    return sh_sh `[ "$CHECK" = 1 ] || logrotate -d ${path} >/dev/null 2>&1 || { echo ${`logrotate rejects ${path}`} >&2; exit 1; }`;
+}
+/** Lines that write the nginx rule (the nginx item's, wherever the site is). */
+function nginxLogLines(layout) {
+    return [
+        sh_sh `if [ ! -d ${layout.nginxLogs} ]; then ms_changed ${'nginx log directory ' + layout.nginxLogs}; ms_apply mkdir -p -m 755 ${layout.nginxLogs}; fi`,
+        // As the rotation makes them (and Debian makes nginx's own): nginx would make them root's, readable by all.
+        sh_sh `for f in access.log error.log; do [ -e ${layout.nginxLogs}/"$f" ] || ms_apply install -m 640 -o www-data -g adm /dev/null ${layout.nginxLogs}/"$f"; done`,
+        common_file(layout.logrotateNginx, nginxLogrotateConf(layout), {
+            label: 'logrotate rules (nginx)',
+            onChange: checked(layout.logrotateNginx),
+        }),
+    ].join('\n');
+}
+function logsItem(settings) {
+    const layout = settings.layout;
+    const journald = sh_sh `systemd-journald@${layout.journalNamespace}.service`;
+    return {
+        name: 'logs',
+        script: itemScript(settings.check, 'ms_install logrotate', common_file(layout.logrotateApp, logrotateConf(settings), {
+            label: 'logrotate rules',
+            onChange: checked(layout.logrotateApp),
+        }), common_file(layout.journaldConf, JOURNALD_CONF, {
+            label: 'journald settings of the app',
+            // A running namespace journald reads its settings when it starts; the services' streams survive its restart.
+            onChange: `[ "$CHECK" = 1 ] || ! systemctl is-active --quiet ${journald} || systemctl restart ${journald}`,
+        })),
+    };
+}
+
+;// CONCATENATED MODULE: ./src/remote/provision/nginx.ts
+// nginx: the standard's site for the app (from the same nginx module the deploy
+// path uses), the upstream, the default site off; `nginx -t` before every
+// reload. The site is the TLS one as soon as the certificate exists.
+
+
+
+
+
+function certPaths(settings) {
+    const first = settings.tls.domains[0];
+    if (!first)
+        return null;
+    return {
+        certificate: `/etc/letsencrypt/live/${first}/fullchain.pem`,
+        key: `/etc/letsencrypt/live/${first}/privkey.pem`,
+    };
+}
+/**
+ * Sets nginx_http2 (see SiteSettings.http2) from the installed nginx, or stops
+ * the item before anything is written when provision cannot tell its version.
+ */
+const NGINX_VERSION_LINES = [
+    "nginx_version=$(nginx -v 2>&1 | sed -n 's#^nginx version: [^/]*/\\([0-9][0-9]*\\.[0-9][0-9.]*\\).*#\\1#p')",
+    'if [ -z "$nginx_version" ] || dpkg --compare-versions "$nginx_version" lt 1.9.5; then',
+    '  echo "nginx ${nginx_version:-of unknown version (nginx -v says: $(nginx -v 2>&1 | head -c 200))} is not supported: the TLS site needs nginx 1.9.5 or newer (HTTP/2); nothing was changed" >&2; exit 1',
+    'fi',
+    'if dpkg --compare-versions "$nginx_version" lt 1.25.1; then nginx_http2=listen; else nginx_http2=directive; fi',
+].join('\n');
+/** Lines that write the site (TLS when its certificate exists), enable it and set nginx_changed. */
+function siteLines(settings) {
+    const layout = settings.layout;
+    const cert = certPaths(settings);
+    const serverName = settings.tls.domains.length ? settings.tls.domains.join(' ') : '_';
+    const logDir = layout.nginxLogs;
+    const base = settings.balancer
+        ? { serverName, logDir, acmeWebroot: ACME_WEBROOT, upstream: balancerUpstreamName(layout) }
+        : { serverName, logDir, staticDir: settings.nginx.staticDir || undefined, acmeWebroot: ACME_WEBROOT };
+    const http = common_file(layout.nginxSite, nginx_siteConf(layout, { ...base, tls: null }), {
+        label: 'nginx site (HTTP only)',
+        onChange: 'nginx_changed=1',
+    });
+    return [
+        cert ? NGINX_VERSION_LINES : null,
+        sh_sh `if [ ! -d ${ACME_WEBROOT} ]; then ms_apply mkdir -p ${ACME_WEBROOT}; fi`,
+        // Before the site that names it: nginx -t opens the log files.
+        nginxLogLines(layout),
+        settings.balancer
+            ? common_file(layout.balancerUpstream, balancerUpstreamConf(layout, settings.balancer), {
+                label: 'load balancer upstream (the app hosts)',
+                onChange: 'nginx_changed=1',
+            })
+            : common_file(layout.nginxUpstream, nginx_upstreamConf(layout), {
+                label: 'nginx upstream',
+                onChange: 'nginx_changed=1',
+            }),
+        cert
+            ? [
+                sh_sh `if [ -f ${cert.certificate} ]; then`,
+                ...['listen', 'directive'].flatMap((http2) => [
+                    sh_sh `if [ "$nginx_http2" = ${http2} ]; then`,
+                    common_file(layout.nginxSite, nginx_siteConf(layout, { ...base, tls: cert, http2 }), {
+                        label: 'nginx site (TLS)',
+                        onChange: 'nginx_changed=1',
+                    }),
+                    'fi',
+                ]),
+                'else',
+                http,
+                'fi',
+            ].join('\n')
+            : http,
+        sh_sh `if [ "$(readlink ${layout.nginxSiteEnabled} 2>/dev/null)" != ${layout.nginxSite} ]; then ms_changed "nginx site enabled"; ms_apply ln -sfn ${layout.nginxSite} ${layout.nginxSiteEnabled}; nginx_changed=1; fi`,
+        'if [ -e /etc/nginx/sites-enabled/default ]; then ms_changed "nginx default site disabled"; ms_apply rm -f /etc/nginx/sites-enabled/default; nginx_changed=1; fi',
+    ]
+        .filter((line) => line !== null)
+        .join('\n');
+}
+/** Tests the configuration, then reloads (or starts) nginx when something changed. */
+const NGINX_RELOAD = [
+    'if [ "$CHECK" != 1 ]; then',
+    '  if [ "$nginx_changed" = 1 ] || ! systemctl is-active --quiet nginx; then',
+    '    if ! out=$(nginx -t 2>&1); then echo "nginx -t failed, nginx was not reloaded: $out" >&2; exit 1; fi',
+    '    if systemctl is-active --quiet nginx; then systemctl reload nginx; else systemctl start nginx; ms_changed "nginx started"; fi',
+    '  fi',
+    '  if ! systemctl is-enabled --quiet nginx; then systemctl enable --quiet nginx; ms_changed "nginx enabled at boot"; fi',
+    'fi',
+].join('\n');
+function nginxItem(s) {
+    return {
+        name: 'nginx',
+        script: itemScript(s.check, 'ms_install nginx', 'nginx_changed=0', siteLines(s), NGINX_RELOAD),
+    };
+}
+
+;// CONCATENATED MODULE: ./src/remote/provision/alerts.ts
+// Alerts: with alert-webhook, the alert program (root only), its secret URLs in
+// root-only curl config files, an OnFailure= handler on the app's units and
+// metalship's own (the backup, the health ping, the checks), and an hourly
+// timer for the checks (disk, certificate, restore test). Without it, all of
+// that is removed.
+
+
+
+
+
+const UNIT_DIR = '/etc/systemd/system';
+/** The units a failure of which is an alert: the app's and metalship's (a drop-in for a unit not here is inert). */
+function alertedUnits(settings) {
+    const layout = settings.layout;
+    return [
+        layout.units.apiTemplate,
+        layout.units.worker,
+        layout.units.scheduler,
+        backupUnitNames(layout.app).service,
+        `metalship-${layout.app}-ping.service`,
+    ];
+}
+function alertsItem(settings) {
+    const app = settings.layout.app;
+    const alerts = settings.alerts;
+    const p = alertPaths(app);
+    const dropIns = alertedUnits(settings).map((u) => `${UNIT_DIR}/${u}.d/${p.dropIn}`);
+    const units = alertUnits(app);
+    const owned = [p.program, p.webhook, p.heartbeat, ...dropIns].concat([p.handler, p.check, p.timer].map((u) => `${UNIT_DIR}/${u}`));
+    if (!alerts.webhook)
+        return {
+            name: 'alerts',
+            script: itemScript(settings.check, sh_sh `if [ -e ${p.program} ]; then ms_changed "alerts removed"; if [ "$CHECK" != 1 ]; then systemctl disable --now ${p.timer} 2>/dev/null || true; rm -f ${owned}; rm -rf ${`/var/lib/metalship-alert-${app}`}; systemctl daemon-reload; fi; fi`, 'echo "note no alert-webhook: no alerts"'),
+        };
+    const pg = settings.postgresql;
+    const program = alertProgram({
+        app,
+        diskPaths: [...new Set(['/', settings.layout.root, ...(pg.enabled ? [pg.backupDir] : [])])],
+        diskPercent: alerts.diskPercent,
+        certificate: certPaths(settings)?.certificate ?? null,
+        certificateDays: alerts.certificateDays,
+        restoreRecord: pg.enabled ? lastVerifiedPath(pg.backupDir) : null,
+        restoreDays: alerts.restoreDays,
+        backupUnit: backupUnitNames(app).service,
+        heartbeat: !!alerts.heartbeat,
+    });
+    const reload = { onChange: 'reload=1' };
+    return {
+        name: 'alerts',
+        script: itemScript(settings.check, 'reload=0', 'ms_install curl python3 openssl', sh_sh `if [ ! -d /etc/metalship ]; then ms_apply mkdir -p /etc/metalship; fi`, common_file(p.program, program, { mode: '700', label: 'alert program' }), common_file(p.webhook, curlConfig(alerts.webhook), { mode: '600', label: 'alert webhook' }), alerts.heartbeat
+            ? common_file(p.heartbeat, curlConfig(alerts.heartbeat), { mode: '600', label: 'alert heartbeat' })
+            : sh_sh `if [ -e ${p.heartbeat} ]; then ms_changed "alert heartbeat removed"; ms_apply rm -f ${p.heartbeat}; fi`, common_file(`${UNIT_DIR}/${p.handler}`, units.handler, { label: 'alert unit', ...reload }), common_file(`${UNIT_DIR}/${p.check}`, units.check, { label: 'alert check service', ...reload }), common_file(`${UNIT_DIR}/${p.timer}`, units.timer, { label: 'alert check timer', ...reload }), ...alertedUnits(settings).map((u) => [
+            sh_sh `if [ ! -d ${`${UNIT_DIR}/${u}.d`} ]; then ms_apply mkdir -p ${`${UNIT_DIR}/${u}.d`}; fi`,
+            common_file(`${UNIT_DIR}/${u}.d/${p.dropIn}`, onFailureDropIn(app), {
+                label: `alert on failure of ${u}`,
+                ...reload,
+            }),
+        ].join('\n')), 'if [ "$reload" = 1 ] && [ "$CHECK" != 1 ]; then systemctl daemon-reload; fi', sh_sh `if ! systemctl is-enabled --quiet ${p.timer} 2>/dev/null; then ms_changed "alert check timer enabled"; ms_apply systemctl enable --now --quiet ${p.timer}; fi`),
+    };
+}
+
+;// CONCATENATED MODULE: ./src/remote/provision/app.ts
+// App: the .env from the env input (atomic, mode 600, the app user's) and the
+// systemd units of api, worker and scheduler, from the same units module the
+// deploy path uses, so a switch after provision rewrites nothing.
+
+
+
+function appItem(settings) {
+    const layout = settings.layout;
+    const units = units_unitFiles({
+        layout: layout,
+        user: settings.user,
+        appModule: settings.appModule,
+        uvicornArgs: settings.uvicornArgs,
+        workerCommand: settings.workerCommand,
+        schedulerCommand: settings.schedulerCommand,
+    }, settings.roles);
+    return {
+        name: 'app',
+        script: itemScript(settings.check, sh_sh `if [ "$CHECK" = 1 ] && [ ! -d ${layout.root} ]; then ms_changed ${'app tree ' + layout.root + ' missing (users item creates it)'}; fi`, settings.env
+            ? common_file(layout.env, settings.env, {
+                mode: '600',
+                owner: `${settings.user}:${settings.user}`,
+                label: '.env',
+            })
+            : null, units_unitsOurs(Object.keys(units)), 'units_changed=0', ...Object.entries(units).map(([name, content]) => content === null
+            ? sh_sh `if [ -f ${layout.unitDir}/${name} ]; then ms_changed ${'unit ' + name + ' removed (not on this host)'}; if [ "$CHECK" != 1 ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${layout.unitDir}/${name}; fi; units_changed=1; fi`
+            : common_file(`${layout.unitDir}/${name}`, content, {
+                label: `unit ${name}`,
+                onChange: 'units_changed=1',
+            })), 'if [ "$units_changed" = 1 ] && [ "$CHECK" != 1 ]; then systemctl daemon-reload; fi'),
+    };
+}
+
+;// CONCATENATED MODULE: ./src/remote/provision/firewall.ts
+// Firewall: ufw denies incoming by default and allows the port sshd really
+// listens on (sshd -T, and Ubuntu's ssh.socket), 80/443 with nginx, and extra
+// ports. The SSH port is allowed before ufw is enabled; the stage then tests a
+// fresh connection and the change is reverted (ufw disabled) if it fails.
+
+
+/** Bash that sets $ssh_ports to the TCP ports sshd listens on: ssh.socket's when it is in use, else sshd -T's. */
+const SSH_PORTS = [
+    'ssh_ports=""',
+    // Ubuntu 22.10+: sshd is socket-activated, and the socket's ListenStream= is what listens.
+    'if systemctl is-enabled --quiet ssh.socket 2>/dev/null || systemctl is-active --quiet ssh.socket 2>/dev/null; then',
+    '  ssh_ports=$(systemctl show ssh.socket -p Listen --value 2>/dev/null | tr " " "\\n" | sed -n "s/.*:\\([0-9][0-9]*\\)$/\\1/p; s/^\\([0-9][0-9]*\\)$/\\1/p")',
+    'fi',
+    'if [ -z "$ssh_ports" ]; then ssh_ports=$(sshd -T 2>/dev/null | awk \'$1 == "port" { print $2 }\'); fi',
+    '# shellcheck disable=SC2086 # the port list is split into words on purpose',
+    'ssh_ports=$(printf "%s\\n" $ssh_ports | sort -un | tr "\\n" " ")',
+    'if [ -z "${ssh_ports// /}" ]; then echo "cannot tell which port sshd listens on (sshd -T and ssh.socket said nothing): not enabling the firewall" >&2; exit 1; fi',
+].join('\n');
+const FIREWALL_REVERT_UNIT = 'metalship-revert-firewall';
+function firewallRules(s) {
+    const rules = [...(s.nginx.enabled ? ['80/tcp', '443/tcp'] : []), ...s.firewall.allow];
+    return [...new Set(rules)];
+}
+function firewallItem(settings) {
+    const rules = firewallRules(settings);
+    const pgRules = settings.postgresql.enabled ? settings.postgresql.remoteCidrs : [];
+    return {
+        name: 'firewall',
+        script: itemScript(settings.check, 'ms_install ufw', SSH_PORTS, 'added=$(ufw show added 2>/dev/null || true)', 
+        // ufw allow is idempotent, but only a rule not yet there is a change.
+        'ms_rule() { local want="ufw $*"; if ! printf "%s\\n" "$added" | grep -qxF -- "$want"; then ms_changed "rule: $*"; ms_apply ufw "$@" >/dev/null; fi; }', 'for p in $ssh_ports; do ms_rule allow "$p/tcp"; done', ...rules.map((r) => sh_sh `ms_rule allow ${r}`), ...pgRules.map((c) => sh_sh `ms_rule allow from ${c} to any port 5432 proto tcp`), 'if ! grep -q \'^DEFAULT_INPUT_POLICY="DROP"\' /etc/default/ufw; then ms_changed "default incoming policy: deny"; ms_apply ufw default deny incoming >/dev/null; fi', 'if ! grep -q \'^DEFAULT_OUTPUT_POLICY="ACCEPT"\' /etc/default/ufw; then ms_changed "default outgoing policy: allow"; ms_apply ufw default allow outgoing >/dev/null; fi', 'if ! ufw status 2>/dev/null | grep -q "^Status: active"; then', '  ms_changed "ufw enabled (ssh on $ssh_ports)"', '  if [ "$CHECK" != 1 ]; then', 
+        // Safety net: if the runner never confirms (cut off, killed), the firewall goes off again by itself.
+        sh_sh `    systemd-run --quiet --unit=${FIREWALL_REVERT_UNIT} --on-active=180 /usr/sbin/ufw disable >/dev/null 2>&1 || true`, '    ufw --force enable >/dev/null', '    echo "guard firewall"', '  fi', 'fi'),
+        guard: {
+            confirm: sh_sh `systemctl stop ${FIREWALL_REVERT_UNIT}.timer 2>/dev/null || true`,
+            revert: sh_sh `ufw --force disable >/dev/null; systemctl stop ${FIREWALL_REVERT_UNIT}.timer 2>/dev/null || true; echo "firewall disabled again"`,
+        },
+    };
+}
+
+;// CONCATENATED MODULE: ./src/remote/provision/monitoring.ts
+// Monitoring: an optional health-check ping (a timer calls the URL every minute
+// while the app answers its health path) and an optional node_exporter.
+
+
+
+/**
+ * curl's options for both requests: no ~/.curlrc, no {}/[] URL globbing, the
+ * path sent as written (no ../ squashing), any answer but 2xx a failure.
+ */
+const CURL = [
+    '/usr/bin/curl',
+    '--disable',
+    '--fail',
+    '--silent',
+    '--show-error',
+    '--globoff',
+    '--path-as-is',
+    '--max-time',
+    '10',
+    '--output',
+    '/dev/null',
+];
+function pingUnits(settings) {
+    const layout = settings.layout;
+    // No shell: each URL is one argument of its own (& ? ; quotes are only text),
+    // and a oneshot's ExecStart= lines run in order, each only if the one before succeeded.
+    return {
+        service: `# Managed by metalship: tells the monitoring service that ${layout.app} is healthy.
+[Unit]
+Description=${unitText(layout.app, ' health ping')}
+After=network-online.target
+
+[Service]
+Type=oneshot
+User=${unitText(settings.user)}
+ExecStart=${execLine([...CURL, '--unix-socket', layout.apiLink, '--url', `http://localhost${settings.monitoring.pingPath}`])}
+ExecStart=${execLine([...CURL, '--retry', '3', '--url', settings.monitoring.pingUrl])}
+NoNewPrivileges=yes
+ProtectSystem=strict
+ProtectHome=yes
+PrivateTmp=yes
+`,
+        timer: `# Managed by metalship.
+[Unit]
+Description=${unitText(layout.app, ' health ping every minute')}
+
+[Timer]
+OnCalendar=minutely
+AccuracySec=5s
+
+[Install]
+WantedBy=timers.target
+`,
+    };
+}
+/** /etc/default/prometheus-node-exporter: its unit runs the exporter with $ARGS. */
+function nodeExporterDefaults(listen) {
+    return `# Managed by metalship.\nARGS=${defaultsValue(`--web.listen-address=${listen}`)}\n`;
+}
+function monitoringItem(settings) {
+    const monitoring2 = settings.monitoring;
+    const app = settings.layout.app;
+    const ping = pingUnits(settings);
+    return {
+        name: 'monitoring',
+        script: itemScript(settings.check, monitoring2.pingUrl ? 'reload=0' : null, monitoring2.pingUrl
+            ? [
+                'ms_install curl',
+                common_file(`/etc/systemd/system/metalship-${app}-ping.service`, ping.service, {
+                    label: 'health ping service',
+                    onChange: 'reload=1',
+                }),
+                common_file(`/etc/systemd/system/metalship-${app}-ping.timer`, ping.timer, {
+                    label: 'health ping timer',
+                    onChange: 'reload=1',
+                }),
+                'if [ "$reload" = 1 ] && [ "$CHECK" != 1 ]; then systemctl daemon-reload; fi',
+                sh_sh `if ! systemctl is-enabled --quiet ${`metalship-${app}-ping.timer`} 2>/dev/null; then ms_changed "health ping timer enabled"; ms_apply systemctl enable --now --quiet ${`metalship-${app}-ping.timer`}; fi`,
+            ].join('\n')
+            : sh_sh `if [ -f ${`/etc/systemd/system/metalship-${app}-ping.timer`} ]; then ms_changed "health ping removed"; if [ "$CHECK" != 1 ]; then systemctl disable --now ${`metalship-${app}-ping.timer`} 2>/dev/null || true; rm -f ${`/etc/systemd/system/metalship-${app}-ping.timer`} ${`/etc/systemd/system/metalship-${app}-ping.service`}; systemctl daemon-reload; fi; fi`, monitoring2.nodeExporter
+            ? [
+                'ms_install prometheus-node-exporter',
+                common_file('/etc/default/prometheus-node-exporter', nodeExporterDefaults(monitoring2.nodeExporterListen), {
+                    label: 'node_exporter listen address',
+                    onChange: '[ "$CHECK" = 1 ] || systemctl restart prometheus-node-exporter',
+                }),
+                'if ! systemctl is-active --quiet prometheus-node-exporter; then ms_changed "node_exporter started"; ms_apply systemctl enable --now --quiet prometheus-node-exporter; fi',
+            ].join('\n')
+            : null, monitoring2.pingUrl || monitoring2.nodeExporter
+            ? null
+            : 'echo "note no health ping URL, no node_exporter"'),
+    };
 }
 
 ;// CONCATENATED MODULE: ./src/remote/provision/in-use.ts
@@ -78686,6 +78945,7 @@ function usersItem(settings) {
 
 
 
+
 /**
  * The releases provision knows the configuration of (tested on Debian 11, 12 and
  * 13 hosts; Ubuntu's LTS releases have the same components in between).
@@ -78748,6 +79008,7 @@ function planItems(settings, _facts) {
                 : on(settings.logs.enabled, 'log-rotation: false', () => logsItem(settings))),
         },
         { name: 'monitoring', ...app(() => monitoringItem(settings)) },
+        { name: 'alerts', ...app(() => alertsItem(settings)) },
     ];
 }
 
@@ -79337,11 +79598,48 @@ const provisionInputs = {
     }),
     // Logs and monitoring
     'log-rotation': bool({
-        description: 'logrotate for shared/logs: daily, compressed after a day, 30 days kept.',
+        description: "30 days of the app's logs: its services' journal (their own namespace) and logrotate for shared/logs (daily, compressed after a day). nginx's logs of the site are rotated alike whatever this says.",
         default: 'true',
     }),
     'health-ping-url': fields_url({
-        description: 'Optional URL called every minute by a systemd timer while the app answers its health path (Healthchecks.io style).',
+        description: 'Optional URL called every minute by a systemd timer while the app answers health-ping-path (Healthchecks.io style).',
+    }),
+    'health-ping-path': pattern({
+        description: "The app's endpoint the health ping checks before each ping: the standard's monitoring endpoint, a deep check.",
+        default: '/health',
+        regex: /^\/[A-Za-z0-9._~/?&=%-]*$/,
+        expected: 'a path beginning with /, e.g. /health',
+    }),
+    // Alerts
+    'alert-webhook': fields_url({
+        description: 'Optional webhook that gets each alert as a POST of JSON {host, app, kind, detail, time}: a failed backup (kind backup), a failed unit of the app or of metalship (unit), ' +
+            'and from hourly checks a full disk (disk), a certificate near expiry (certificate), a restore test that stopped (restore-test). A secret (URLs carry tokens): kept root-only on the host, never on a command line. Empty: no alerts.',
+        secret: true,
+    }),
+    'alert-heartbeat-url': fields_url({
+        description: 'Optional heartbeat URL (Healthchecks.io style) called after each hourly check has run, so that checks that stop running are noticed. A secret, kept like alert-webhook.',
+        secret: true,
+    }),
+    'alert-disk-percent': fields_int({
+        description: 'Alert when a filesystem of /, app-root or backup-dir is more than this full.',
+        default: '90',
+        min: 1,
+        max: 99,
+        unit: 'percent',
+    }),
+    'alert-certificate-days': fields_int({
+        description: "Alert when the site's certificate expires within this many days (certbot renews at 30).",
+        default: '14',
+        min: 1,
+        max: 365,
+        unit: 'days',
+    }),
+    'alert-restore-test-days': fields_int({
+        description: 'Alert when the last successful restore test (backup-verify) on this host is older than this, or none is recorded and backups are older.',
+        default: '35',
+        min: 1,
+        max: 3650,
+        unit: 'days',
     }),
     'node-exporter': bool({ description: 'Install Prometheus node_exporter.', default: 'false' }),
     'node-exporter-listen': fields_custom({
@@ -83253,8 +83551,16 @@ function provisionSettings(settings, roles, balancer = null) {
         logs: { enabled: settings['log-rotation'] },
         monitoring: {
             pingUrl: settings['health-ping-url'],
+            pingPath: settings['health-ping-path'],
             nodeExporter: settings['node-exporter'],
             nodeExporterListen: settings['node-exporter-listen'],
+        },
+        alerts: {
+            webhook: settings['alert-webhook'],
+            heartbeat: settings['alert-heartbeat-url'],
+            diskPercent: settings['alert-disk-percent'],
+            certificateDays: settings['alert-certificate-days'],
+            restoreDays: settings['alert-restore-test-days'],
         },
     };
 }
