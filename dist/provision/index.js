@@ -63044,7 +63044,7 @@ function stageFile(tmp, content, opts) {
  * the text is expanded, and it reads as itself (SQL, a program) in the script.
  * Trailing newlines are dropped, as by any command substitution.
  */
-function sh_textVar(name, text) {
+function textVar(name, text) {
     const doc = sh_heredoc(text);
     return `${name}=$(cat ${doc.open}\n${doc.body}\n)`;
 }
@@ -77608,7 +77608,7 @@ function backupProgram(opts) {
         RETENTION_DAYS: opts.retentionDays,
         DEFAULT_LABEL: DEFAULT_BACKUP_LABEL,
         LABEL_PATTERN: LABEL_RE.source,
-    }), sh_textVar('COUNTS_SQL', ROW_COUNTS_SQL), ROOT_ONLY_FUNCTION, BACKUP_SH);
+    }), textVar('COUNTS_SQL', ROW_COUNTS_SQL), ROOT_ONLY_FUNCTION, BACKUP_SH);
 }
 /** The backup's oneshot service and its timer. */
 function backup_unitFiles(opts) {
@@ -78319,55 +78319,37 @@ function monitoringItem(settings) {
 }
 
 ;// CONCATENATED MODULE: ./src/remote/provision/in-use.ts
-// Credentials the app's running services were started with: provision must not
-// change one under them (they would fail on their next connection and stay
-// broken until someone deploys). What they use is read where the kernel keeps
-// it, each service's environment (/proc/<pid>/environ), never from a file the
-// app user could change; only a hash of each password is printed.
+// Credentials the app's services log in with: provision must not change one
+// under them (they would fail on their next connection and stay broken until
+// someone deploys). Read as the app user (mstool in-use): the environment of
+// each serving process, and the env files they start from, so that a unit
+// restarting at that moment, or a process that rewrote its own environment,
+// is counted too. Only a hash of each password is printed.
 
 
-const IN_USE_PY = `import hashlib, sys, urllib.parse
-for arg in sys.argv[1:]:
-    unit, _, pid = arg.rpartition('=')
-    try:
-        with open('/proc/%s/environ' % pid, 'rb') as f:
-            data = f.read()
-    except OSError:
-        continue
-    for item in data.split(b'\\0'):
-        key, sep, value = item.partition(b'=')
-        if not sep or key not in (b'DATABASE_URL', b'REDIS_URL'):
-            continue
-        try:
-            url = urllib.parse.urlsplit(value.decode('utf-8', 'replace'))
-            password, user = url.password, url.username
-        except ValueError:
-            continue
-        if password is None:
-            continue
-        digest = hashlib.sha256(urllib.parse.unquote(password).encode()).hexdigest()
-        print(key.decode(), urllib.parse.quote(urllib.parse.unquote(user or ''), safe='') or '-', digest, unit)`;
+
 /** The hash the in-use lines carry for a password. */
 function passwordHash(password) {
     return (0,external_node_crypto_.createHash)('sha256').update(password, 'utf8').digest('hex');
 }
 /**
- * Script lines defining `in_use`, which prints a line per credential a service
- * of the app that serves uses: `<DATABASE_URL|REDIS_URL> <user, %-encoded, or -> <sha256 of the password> <unit>`.
- * The api slot that serves (the standby keeps the previous release's env for a
- * rollback; it takes no traffic), the worker and the scheduler.
+ * Script lines defining `in_use`, which prints a line per login a serving
+ * service of the app uses: `<DATABASE_URL|REDIS_URL> <user, %-encoded> <sha256 of the password> <unit or file>`.
+ * Serving: the api slot that takes traffic (the standby keeps the previous
+ * release's env for a rollback), the worker and the scheduler.
  */
-function inUseFunction(layout) {
+function inUseFunction(layout, user) {
     return [
-        sh_textVar('in_use_py', IN_USE_PY),
+        pytool_pyToolDefinition(),
         'in_use() {',
-        '  local u slot pids=()',
+        '  local u slot sources=()',
         sh_sh `  slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`,
-        sh_sh `  case "$slot" in blue|green) ;; *) slot='*' ;; esac`,
+        sh_sh `  case "$slot" in blue|green) sources+=(file ${layout.slots}/"$slot"/.env "the $slot api slot's release .env") ;; *) slot='*' ;; esac`,
+        sh_sh `  if [ -e ${layout.current} ]; then sources+=(file ${layout.current}/.env 'the current release .env'); fi`,
         sh_sh `  for u in $(systemctl list-units --state=active --plain --no-legend --type=service ${`${layout.app}-api@`}"$slot".service ${layout.units.worker} ${layout.units.scheduler} 2>/dev/null | awk '{ print $1 }'); do`,
-        '    pids+=("$u=$(systemctl show -p MainPID --value "$u")")',
+        '    sources+=(env "$(systemctl show -p MainPID --value "$u")" "$u")',
         '  done',
-        '  if [ "${#pids[@]}" -gt 0 ]; then python3 -I -c "$in_use_py" "${pids[@]}"; fi',
+        sh_sh `  if id -u ${user} >/dev/null 2>&1; then mstool_as ${user} in-use "\${sources[@]}"; fi`,
         '}',
     ].join('\n');
 }
@@ -78414,10 +78396,10 @@ function postgresqlItem(settings) {
                 sh_sh `printf '%s\\n' ${'127.0.0.1:*:' + pg.database + ':' + pg.user + ':' + pg.password.replace(/\\/g, '\\\\').replace(/:/g, '\\:')} > "$pgpass"`,
                 sh_sh `if ! PGPASSFILE="$pgpass" psql -XAtq -w -h 127.0.0.1 -U ${pg.user} -d ${pg.database} -c 'select 1' >/dev/null 2>&1; then`,
                 // A running service that logs in with the old password would fail its next connection.
-                inUseFunction(settings.layout),
+                inUseFunction(settings.layout, settings.user),
                 '  while read -r var user hash unit; do',
                 sh_sh `    if [ "$var" = DATABASE_URL ] && [ "$user" = ${encodeURIComponent(pg.user)} ] && [ "$hash" != ${passwordHash(pg.password)} ]; then`,
-                sh_sh `      echo "$unit logs in to PostgreSQL as ${pg.user} with another password (DATABASE_URL in its environment): changing it now would fail its next connection. PostgreSQL keeps one password per role, so no moment accepts both: stop the app's services (systemctl stop ${settings.layout.units.target}), provision, then deploy with the new DATABASE_URL; or use peer authentication (db-password empty), which has no password to rotate. Nothing was changed." >&2`,
+                sh_sh `      echo "$unit logs in to PostgreSQL as ${pg.user} with another password: changing it now would fail its next connection. PostgreSQL keeps one password per role, so no moment accepts both: stop the app's services (systemctl stop ${settings.layout.units.target}), provision, then deploy with the new DATABASE_URL; or use peer authentication (db-password empty), which has no password to rotate. Nothing was changed." >&2`,
                 '      exit 1',
                 '    fi',
                 '  done < <(in_use)',
@@ -78536,12 +78518,13 @@ function keepsPasswordsInUse(settings) {
         .filter(Boolean)
         .map(passwordHash);
     return [
-        inUseFunction(settings.layout),
+        inUseFunction(settings.layout, settings.user),
         sh_sh `accepted=${` ${accepted.join(' ')} `}`,
-        'while read -r var _ hash unit; do',
-        '  if [ "$var" != REDIS_URL ] || [[ "$accepted" == *" $hash "* ]]; then continue; fi',
-        sh_sh `  if grep -qF -- "#$hash" ${REDIS_ACL} 2>/dev/null; then`,
-        sh_sh `    echo "$unit logs in to Redis with a password this change would take away (REDIS_URL in its environment): it would fail on its next connection. Rotate without a failed request: provision with the new redis-password and the old one as redis-previous-password, deploy the app with the new REDIS_URL, then provision again without redis-previous-password. Nothing was changed." >&2`,
+        'while read -r var user hash unit; do',
+        sh_sh `  if [ "$var" != REDIS_URL ] || { [ "$user" = ${settings.redis.user} ] && [[ "$accepted" == *" $hash "* ]]; }; then continue; fi`,
+        // Refused only when Redis accepts that login now: a login already failing is not this change's doing.
+        sh_sh `  if awk -v u="$user" -v h="#$hash" '$1 == "user" && $2 == u { for (i = 3; i <= NF; i++) if ($i == h) f = 1 } END { exit !f }' ${REDIS_ACL} 2>/dev/null; then`,
+        sh_sh `    echo "$unit logs in to Redis as $user with a password this change would take away (REDIS_URL): it would fail on its next connection. Rotate without a failed request: provision with the new redis-password and the old one as redis-previous-password, deploy the app with the new REDIS_URL, then provision again without redis-previous-password. Nothing was changed." >&2`,
         '    exit 1',
         '  fi',
         'done < <(in_use)',
@@ -78571,7 +78554,7 @@ function redisItem(settings) {
         name: 'redis',
         script: itemScript(settings.check, 'ms_install redis-server', REDIS_VERSION_LINES, keepsPasswordsInUse(settings), 'restart=0', 'acl_changed=0', sh_sh `if [ ! -s ${REDIS_ADMIN_SECRET} ] && [ "$CHECK" != 1 ]; then install -d -m 755 -o root -g root /etc/metalship && (umask 077 && head -c 32 /dev/urandom | base64 -w0 > ${REDIS_ADMIN_SECRET + '.new'}) && mv -f ${REDIS_ADMIN_SECRET + '.new'} ${REDIS_ADMIN_SECRET}; fi`, sh_sh `admin_hash=$(if [ -s ${REDIS_ADMIN_SECRET} ]; then sha256sum < ${REDIS_ADMIN_SECRET} | cut -d ' ' -f 1; fi)`, ...['6.0', '6.2'].map((syntax) => [
             sh_sh `if [ "$redis_syntax" = ${syntax} ]; then`,
-            sh_textVar('acl', aclFile(redis.user, [redis.password, redis.previousPassword], syntax)),
+            textVar('acl', aclFile(redis.user, [redis.password, redis.previousPassword], syntax)),
             sh_sh `  ms_file ${REDIS_ACL} 640 redis:redis ${'Redis ACL users'} < <(printf '%s\n' "$acl"; if [ -n "$admin_hash" ]; then printf 'user %s on #%s ~*%s +@all\n' ${REDIS_ADMIN} "$admin_hash" ${syntax === '6.2' ? ' &*' : ''}; fi)`,
             '  if [ "$MS_WROTE" = 1 ]; then acl_changed=1; fi',
             sh_sh `  redis_bind=${redisBind(syntax)}`,

@@ -789,7 +789,7 @@ test('a password the running services use is never changed under them; Redis rot
     const it = items(refused);
     expect({ code: refused.code, redis: it.redis, postgresql: it.postgresql }).toMatchObject({ code: 1 });
     expect(it.redis!.status).toBe('failed');
-    expect(it.redis!.detail).toMatch(/logs in to Redis with a password this change would take away/);
+    expect(it.redis!.detail).toMatch(/logs in to Redis as shop with a password this change would take away/);
     expect(it.postgresql!.status).toBe('failed');
     expect(it.postgresql!.detail).toMatch(/logs in to PostgreSQL as shop with another password/);
     expect(await redisLogin('redis-Secret-1')).toBe('PONG');

@@ -7,11 +7,14 @@ import {
   chownSync,
   existsSync,
   mkdirSync,
+  mkdtempSync,
   readlinkSync,
   rmSync,
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { tmpdir, userInfo } from 'node:os';
 import path from 'node:path';
 import { UNIX_HTTP_SERVER, mstool } from '../support/mstool.js';
 import { rootSandbox } from '../support/sandbox.js';
@@ -289,5 +292,76 @@ describe('wait-ready', () => {
       status: 0,
       body: expect.stringMatching(/^FileNotFoundError/) as string,
     });
+  });
+});
+
+describe('in-use: the logins a service uses, as its clients read them, hashed', () => {
+  const sha = (p: string) => createHash('sha256').update(p).digest('hex');
+  const me = userInfo().username;
+  const cases: [string, string[]][] = [
+    ['DATABASE_URL=postgresql://shop:pw%40one@127.0.0.1/shop', [`DATABASE_URL shop ${sha('pw@one')} f`]],
+    [
+      'DATABASE_URL=postgresql+psycopg://shop@/shop?password=pw-two&host=/run/postgresql',
+      [`DATABASE_URL shop ${sha('pw-two')} f`],
+    ],
+    [
+      'DATABASE_URL=postgresql:///shop\nPGPASSWORD=pw-three\nPGUSER=other',
+      [`DATABASE_URL other ${sha('pw-three')} f`],
+    ],
+    ['DATABASE_URL=postgres://:pw-four@db/shop', [`DATABASE_URL ${me} ${sha('pw-four')} f`]],
+    ['DATABASE_URL=postgresql:///shop', []],
+    ['REDIS_URL=redis://shop:r%20one@127.0.0.1:6379/0', [`REDIS_URL shop ${sha('r one')} f`]],
+    ['REDIS_URL=rediss://:r-two@cache/0', [`REDIS_URL default ${sha('r-two')} f`]],
+    [
+      'REDIS_URL=redis://127.0.0.1:6379/0?password=r-three&username=app',
+      [`REDIS_URL app ${sha('r-three')} f`],
+    ],
+    ['REDIS_URL=redis://127.0.0.1:6379/0', []],
+  ];
+  test.each(cases)('%s', (env, expected) => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'in-use-'));
+    try {
+      writeFileSync(path.join(dir, '.env'), env + '\n');
+      const r = mstool([
+        'in-use',
+        'file',
+        path.join(dir, '.env'),
+        'f',
+        'file',
+        path.join(dir, 'missing'),
+        'g',
+      ]);
+      expect(r.stderr).toBe('');
+      expect(r.stdout.split('\n').filter(Boolean)).toEqual(expected);
+      expect(r.stdout).not.toMatch(/pw-|r-t|r one|pw@/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("a running process's environment, each login once", () => {
+    const child = spawn('sleep', ['30'], {
+      env: { REDIS_URL: 'redis://shop:proc-pw@x/0', DATABASE_URL: 'postgresql://shop:db-pw@x/shop' },
+    });
+    try {
+      const r = mstool([
+        'in-use',
+        'env',
+        String(child.pid),
+        'unit-a',
+        'env',
+        String(child.pid),
+        'unit-a',
+        'env',
+        '999999999',
+        'gone',
+      ]);
+      expect(r.stdout.split('\n').filter(Boolean).sort()).toEqual([
+        `DATABASE_URL shop ${sha('db-pw')} unit-a`,
+        `REDIS_URL shop ${sha('proc-pw')} unit-a`,
+      ]);
+    } finally {
+      child.kill();
+    }
   });
 });

@@ -50,10 +50,10 @@ export function postgresqlItem(settings: ProvisionSettings): Item {
             sh`printf '%s\\n' ${'127.0.0.1:*:' + pg.database + ':' + pg.user + ':' + pg.password.replace(/\\/g, '\\\\').replace(/:/g, '\\:')} > "$pgpass"`,
             sh`if ! PGPASSFILE="$pgpass" psql -XAtq -w -h 127.0.0.1 -U ${pg.user} -d ${pg.database} -c 'select 1' >/dev/null 2>&1; then`,
             // A running service that logs in with the old password would fail its next connection.
-            inUseFunction(settings.layout),
+            inUseFunction(settings.layout, settings.user),
             '  while read -r var user hash unit; do',
             sh`    if [ "$var" = DATABASE_URL ] && [ "$user" = ${encodeURIComponent(pg.user)} ] && [ "$hash" != ${passwordHash(pg.password)} ]; then`,
-            sh`      echo "$unit logs in to PostgreSQL as ${pg.user} with another password (DATABASE_URL in its environment): changing it now would fail its next connection. PostgreSQL keeps one password per role, so no moment accepts both: stop the app's services (systemctl stop ${settings.layout.units.target}), provision, then deploy with the new DATABASE_URL; or use peer authentication (db-password empty), which has no password to rotate. Nothing was changed." >&2`,
+            sh`      echo "$unit logs in to PostgreSQL as ${pg.user} with another password: changing it now would fail its next connection. PostgreSQL keeps one password per role, so no moment accepts both: stop the app's services (systemctl stop ${settings.layout.units.target}), provision, then deploy with the new DATABASE_URL; or use peer authentication (db-password empty), which has no password to rotate. Nothing was changed." >&2`,
             '      exit 1',
             '    fi',
             '  done < <(in_use)',

@@ -55,12 +55,13 @@ function keepsPasswordsInUse(settings: ProvisionSettings): string {
     .filter(Boolean)
     .map(passwordHash);
   return [
-    inUseFunction(settings.layout),
+    inUseFunction(settings.layout, settings.user),
     sh`accepted=${` ${accepted.join(' ')} `}`,
-    'while read -r var _ hash unit; do',
-    '  if [ "$var" != REDIS_URL ] || [[ "$accepted" == *" $hash "* ]]; then continue; fi',
-    sh`  if grep -qF -- "#$hash" ${REDIS_ACL} 2>/dev/null; then`,
-    sh`    echo "$unit logs in to Redis with a password this change would take away (REDIS_URL in its environment): it would fail on its next connection. Rotate without a failed request: provision with the new redis-password and the old one as redis-previous-password, deploy the app with the new REDIS_URL, then provision again without redis-previous-password. Nothing was changed." >&2`,
+    'while read -r var user hash unit; do',
+    sh`  if [ "$var" != REDIS_URL ] || { [ "$user" = ${settings.redis.user} ] && [[ "$accepted" == *" $hash "* ]]; }; then continue; fi`,
+    // Refused only when Redis accepts that login now: a login already failing is not this change's doing.
+    sh`  if awk -v u="$user" -v h="#$hash" '$1 == "user" && $2 == u { for (i = 3; i <= NF; i++) if ($i == h) f = 1 } END { exit !f }' ${REDIS_ACL} 2>/dev/null; then`,
+    sh`    echo "$unit logs in to Redis as $user with a password this change would take away (REDIS_URL): it would fail on its next connection. Rotate without a failed request: provision with the new redis-password and the old one as redis-previous-password, deploy the app with the new REDIS_URL, then provision again without redis-previous-password. Nothing was changed." >&2`,
     '    exit 1',
     '  fi',
     'done < <(in_use)',

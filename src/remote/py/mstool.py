@@ -496,6 +496,70 @@ def pg_exec(envfile, *command):
         sys.stderr.buffer.flush()
     sys.exit(child.wait())
 
+def logins(env):
+    # The database and Redis logins an environment holds, as its clients read
+    # them: libpq (a URL's user and password, its ?user= and ?password=, else
+    # PGUSER and PGPASSWORD, else the OS user) and redis-py (user:password@,
+    # else ?username= and ?password=; no user is Redis's default user).
+    from urllib.parse import urlsplit, unquote, parse_qs
+    found = []
+    url = env.get('DATABASE_URL', '')
+    pg = {}
+    if url:
+        try:
+            pg, _ = pg_environment(url)
+        except SystemExit:
+            pg = {}
+    password = pg.get('PGPASSWORD', env.get('PGPASSWORD'))
+    if password:
+        import pwd
+        user = pg.get('PGUSER') or env.get('PGUSER') or pwd.getpwuid(os.getuid()).pw_name
+        found.append(('DATABASE_URL', user, password))
+    url = env.get('REDIS_URL', '')
+    if url:
+        try:
+            u = urlsplit(url)
+            query = parse_qs(u.query)
+            user = unquote(u.username) if u.username else (query.get('username') or [''])[-1]
+            password = unquote(u.password) if u.password is not None else (query.get('password') or [None])[-1]
+        except ValueError:
+            password = None
+        if password:
+            found.append(('REDIS_URL', user or 'default', password))
+    return found
+
+def in_use(*sources):
+    # What the app's services log in with, from triples `env <pid> <label>` (a
+    # running process's environment) and `file <path> <label>` (an env file as
+    # systemd reads it: a unit restarting, or a process that rewrote its own
+    # environment, still starts from it). Prints `<variable> <user %-encoded>
+    # <sha256 of the password> <label>`, never a password.
+    import hashlib
+    from urllib.parse import quote
+    seen = set()
+    for i in range(0, len(sources) - 2, 3):
+        kind, where, label = sources[i:i + 3]
+        if kind == 'env':
+            try:
+                with open('/proc/%s/environ' % where, 'rb') as f:
+                    items = f.read().split(b'\0')
+            except OSError:
+                continue
+            env = {}
+            for item in items:
+                key, sep, value = item.partition(b'=')
+                if sep:
+                    env[key.decode('utf-8', 'replace')] = value.decode('utf-8', 'replace')
+        elif os.path.isfile(where):
+            env = read_env(where)
+        else:
+            continue
+        for variable, user, password in logins(env):
+            line = (variable, quote(user, safe='') or '-', hashlib.sha256(password.encode()).hexdigest(), label)
+            if line not in seen:
+                seen.add(line)
+                print(*line)
+
 def stop_user(name):
     # Every process of a user stopped: kill(-1) sent as that user (it reaches
     # exactly that user's processes), until /proc shows none left alive.
@@ -570,4 +634,5 @@ def check_sealed(venv):
 
 cmd, args = sys.argv[1], sys.argv[2:]
 {'link': link, 'stage-files': stage_files, 'check-files': check_files, 'import-check': import_check,
- 'wait-ready': wait_ready, 'releases': releases, 'exec': exec_in_release, 'pg-exec': pg_exec, 'stop-user': stop_user, 'check-sealed': check_sealed}[cmd](*args)
+ 'wait-ready': wait_ready, 'releases': releases, 'exec': exec_in_release, 'pg-exec': pg_exec, 'stop-user': stop_user, 'check-sealed': check_sealed,
+ 'in-use': in_use}[cmd](*args)
