@@ -81350,7 +81350,7 @@ ${[
         `User=${unitText(settings.user)}`,
         `Group=${unitText(settings.user)}`,
         `WorkingDirectory=${unitText(...workdir)}`,
-        // The release's .env: its own, or a link to the app's (a rollback brings back the env that served).
+        // The release's own .env (the deploy's env, or a copy of the shared one): a rollback brings back the env that served.
         `EnvironmentFile=-${unitText(...workdir, '/.env')}`,
         `Environment=${unitEnv('PATH', ...workdir, '/.venv/bin:/usr/local/bin:/usr/bin:/bin')}`,
         'Environment=PYTHONUNBUFFERED=1',
@@ -93517,6 +93517,76 @@ async function backupVerify(settings, log) {
 }
 const backup_verify_run = () => runAction('backup-verify', backupVerify);
 
+;// CONCATENATED MODULE: ./src/remote/provision/common.ts
+// What every provision item shares: the protocol its script speaks (lines
+// `changed <what>` and `warning <what>` on stdout; a non-zero exit is a failure,
+// its stderr the reason), the CHECK flag every script honours (CHECK=1 reports
+// what would change and changes nothing), and bash helpers for packages and files.
+
+
+/** Each helper is defined for every item and called by those that need it. */
+const CALLED_BY_ITEMS = '# shellcheck disable=SC2317 # called by the items that need it';
+/** Bash helpers every item script starts with. */
+function common_prelude(check) {
+    return sh_script(`CHECK=${check ? 1 : 0}`, 'export DEBIAN_FRONTEND=noninteractive LC_ALL=C', 
+    // Ubuntu's needrestart would restart services (sshd, the app) after each
+    // install, or ask: provision restarts what it changes itself.
+    'export NEEDRESTART_SUSPEND=1 NEEDRESTART_MODE=l', 
+    // A change, or with CHECK=1 a change that would be made.
+    CALLED_BY_ITEMS, 'ms_changed() { echo "changed $*"; }', CALLED_BY_ITEMS, 'ms_warn() { echo "warning $*"; }', CALLED_BY_ITEMS, 'ms_apply() { [ "$CHECK" = 1 ] || "$@"; }', CALLED_BY_ITEMS, 'ms_installed() { dpkg-query -W -f=\'${Status}\' "$1" 2>/dev/null | grep -q "install ok installed"; }', CALLED_BY_ITEMS, 'ms_missing() { local p; for p in "$@"; do ms_installed "$p" || printf \'%s \' "$p"; done; }', 
+    // The package index is refreshed when older than a day (or absent).
+    CALLED_BY_ITEMS, 'ms_index_fresh() { [ -n "$(find /var/lib/apt/lists -maxdepth 1 -name \'*Packages*\' -mmin -1440 -print -quit 2>/dev/null)" ]; }', CALLED_BY_ITEMS, 'ms_refresh_index() {', '  ms_index_fresh && return 0', '  if [ "$CHECK" = 1 ]; then ms_changed "package index is older than a day (would refresh)"; return 0; fi', 
+    // A fresh file of our own (mktemp): a fixed name in /tmp could be another user's link.
+    '  local err; err=$(mktemp)', '  apt-get update -qq -o Dpkg::Use-Pty=0 >/dev/null 2>"$err" || { cat "$err" >&2; rm -f "$err"; return 1; }', '  if grep -q "^[WE]:" "$err"; then ms_warn "apt-get update: $(grep -m1 "^[WE]:" "$err" | cut -c1-200)"; fi', '  rm -f "$err"', '  ms_changed "package index refreshed"', '}', 
+    // Installs what is missing. With CHECK=1 it reports what it would install and ends
+    // the item there: what follows needs the packages to be checked.
+    CALLED_BY_ITEMS, 'ms_install() {', '  local missing; missing=$(ms_missing "$@")', '  [ -z "$missing" ] && return 0', '  if [ "$CHECK" = 1 ]; then ms_changed "would install ${missing% } and configure it"; exit 0; fi', '  ms_refresh_index', '  # shellcheck disable=SC2086', '  apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold $missing >/dev/null', '  ms_changed "installed ${missing% }"', '}', 
+    // ms_file PATH MODE OWNER LABEL < content: writes PATH (atomically) when it differs; MS_WROTE=1 when it did (or would).
+    '# shellcheck disable=SC2034,SC2317 # MS_WROTE is read by the item after the call (file() onChange)', 'ms_file() {', '  local path=$1 mode=$2 owner=$3 label=$4 tmp', '  MS_WROTE=0', '  tmp=$(mktemp "${path%/*}/.metalship-XXXXXX" 2>/dev/null || mktemp)', '  cat > "$tmp"', '  if [ -f "$path" ] && cmp -s "$tmp" "$path" && [ "$(stat -c %a:%U:%G "$path")" = "$mode:${owner%%:*}:${owner#*:}" ]; then rm -f "$tmp"; return 0; fi', '  MS_WROTE=1', '  if [ "$CHECK" = 1 ]; then rm -f "$tmp"; if [ -f "$path" ]; then ms_changed "$label differs"; else ms_changed "$label missing"; fi; return 0; fi', '  chmod "$mode" "$tmp"; chown "$owner" "$tmp"', '  mv -f "$tmp" "$path"', '  ms_changed "$label written"', '}');
+}
+/** metalship's own root-only settings on a host (URLs and secrets it keeps: root's, 755, files 600). */
+const ETC_DIR = '/etc/metalship';
+/** Script lines that make ETC_DIR when missing (not in check mode). */
+function ensureEtcDir() {
+    return sh_sh `if [ ! -d ${ETC_DIR} ]; then ms_apply install -d -m 755 -o root -g root ${ETC_DIR}; fi`;
+}
+/** Script lines: write content to path when it differs (honours CHECK); runs onChange when it did. */
+function common_file(path, content, opts = {}) {
+    const doc = sh_heredoc(content);
+    return sh_script(sh_sh `ms_file ${path} ${opts.mode ?? '644'} ${opts.owner ?? 'root:root'} ${opts.label ?? (typeof path === 'string' ? path : 'file')} ${raw(doc.open)}`, doc.body, opts.onChange ? `if [ "$MS_WROTE" = 1 ]; then ${opts.onChange}; fi` : null).trimEnd();
+}
+/** A whole item script: prelude plus body. */
+function itemScript(check, ...parts) {
+    return sh_script(common_prelude(check), ...parts);
+}
+/** An item as a step: it reports its own failure (exit code and stderr) rather than throwing. */
+function itemStep(item) {
+    return reportingStep(`provision ${item.name}`, item.script, (stdout, ending) => {
+        const out = sh_keyLines(stdout);
+        return {
+            outcome: parseItemOutput(ending.code, stdout, ending.stderr),
+            python: out.get('python') ?? null,
+            notes: out.all('note'),
+            guarded: out.all('guard').length > 0,
+        };
+    });
+}
+/** Keeps a guarded change, or undoes it. */
+function guardStep(item, action) {
+    return plainStep(`${action === 'confirm' ? 'confirming' : 'reverting'} the ${item.name} change`, item.guard[action]);
+}
+function parseItemOutput(code, stdout, stderr) {
+    const out = sh_keyLines(stdout);
+    const changes = out.all('changed').map((c) => c.trim());
+    const warnings = out.all('warning').map((w) => w.trim());
+    if (code !== 0) {
+        const why = stderr.trim().split('\n').slice(-5).join(' / ') || `exit code ${code}`;
+        return { status: 'failed', changes, warnings, detail: why };
+    }
+    const status = changes.length ? 'changed' : warnings.length ? 'warning' : 'ok';
+    return { status, changes, warnings, detail: [...changes, ...warnings.map((w) => `⚠ ${w}`)].join('; ') };
+}
+
 ;// CONCATENATED MODULE: ./src/remote/alert.ts
 // Alerts: the alert program of an app (src/remote/py/alert.py with its settings),
 // the curl config files that hold the secret URLs, the OnFailure= handler
@@ -93524,13 +93594,14 @@ const backup_verify_run = () => runAction('backup-verify', backupVerify);
 // a unit an OnFailure= handler. Pure functions from settings to file contents.
 
 
+
 const ALERT_PY = (0,external_node_fs_namespaceObject.readFileSync)(__nccwpck_require__.ab + "alert.py", 'utf8');
 const SETTINGS_LINE = 'SETTINGS = json.loads("{}")';
 function alertPaths(app) {
     return {
         program: `/usr/local/sbin/metalship-alert-${app}`,
-        webhook: `/etc/metalship/alert-${app}.curl`,
-        heartbeat: `/etc/metalship/alert-${app}-heartbeat.curl`,
+        webhook: `${ETC_DIR}/alert-${app}.curl`,
+        heartbeat: `${ETC_DIR}/alert-${app}-heartbeat.curl`,
         handler: `metalship-alert-${app}@.service`,
         check: `metalship-alert-check-${app}.service`,
         timer: `metalship-alert-check-${app}.timer`,
@@ -93625,70 +93696,6 @@ function onFailureLine(app) {
 /** A drop-in giving a unit the app's OnFailure= handler (added to any the unit has). */
 function onFailureDropIn(app) {
     return `# Managed by metalship: a failure of this unit is sent to the alert webhook.\n[Unit]\n${onFailureLine(app)}\n`;
-}
-
-;// CONCATENATED MODULE: ./src/remote/provision/common.ts
-// What every provision item shares: the protocol its script speaks (lines
-// `changed <what>` and `warning <what>` on stdout; a non-zero exit is a failure,
-// its stderr the reason), the CHECK flag every script honours (CHECK=1 reports
-// what would change and changes nothing), and bash helpers for packages and files.
-
-
-/** Each helper is defined for every item and called by those that need it. */
-const CALLED_BY_ITEMS = '# shellcheck disable=SC2317 # called by the items that need it';
-/** Bash helpers every item script starts with. */
-function common_prelude(check) {
-    return sh_script(`CHECK=${check ? 1 : 0}`, 'export DEBIAN_FRONTEND=noninteractive LC_ALL=C', 
-    // Ubuntu's needrestart would restart services (sshd, the app) after each
-    // install, or ask: provision restarts what it changes itself.
-    'export NEEDRESTART_SUSPEND=1 NEEDRESTART_MODE=l', 
-    // A change, or with CHECK=1 a change that would be made.
-    CALLED_BY_ITEMS, 'ms_changed() { echo "changed $*"; }', CALLED_BY_ITEMS, 'ms_warn() { echo "warning $*"; }', CALLED_BY_ITEMS, 'ms_apply() { [ "$CHECK" = 1 ] || "$@"; }', CALLED_BY_ITEMS, 'ms_installed() { dpkg-query -W -f=\'${Status}\' "$1" 2>/dev/null | grep -q "install ok installed"; }', CALLED_BY_ITEMS, 'ms_missing() { local p; for p in "$@"; do ms_installed "$p" || printf \'%s \' "$p"; done; }', 
-    // The package index is refreshed when older than a day (or absent).
-    CALLED_BY_ITEMS, 'ms_index_fresh() { [ -n "$(find /var/lib/apt/lists -maxdepth 1 -name \'*Packages*\' -mmin -1440 -print -quit 2>/dev/null)" ]; }', CALLED_BY_ITEMS, 'ms_refresh_index() {', '  ms_index_fresh && return 0', '  if [ "$CHECK" = 1 ]; then ms_changed "package index is older than a day (would refresh)"; return 0; fi', 
-    // A fresh file of our own (mktemp): a fixed name in /tmp could be another user's link.
-    '  local err; err=$(mktemp)', '  apt-get update -qq -o Dpkg::Use-Pty=0 >/dev/null 2>"$err" || { cat "$err" >&2; rm -f "$err"; return 1; }', '  if grep -q "^[WE]:" "$err"; then ms_warn "apt-get update: $(grep -m1 "^[WE]:" "$err" | cut -c1-200)"; fi', '  rm -f "$err"', '  ms_changed "package index refreshed"', '}', 
-    // Installs what is missing. With CHECK=1 it reports what it would install and ends
-    // the item there: what follows needs the packages to be checked.
-    CALLED_BY_ITEMS, 'ms_install() {', '  local missing; missing=$(ms_missing "$@")', '  [ -z "$missing" ] && return 0', '  if [ "$CHECK" = 1 ]; then ms_changed "would install ${missing% } and configure it"; exit 0; fi', '  ms_refresh_index', '  # shellcheck disable=SC2086', '  apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold $missing >/dev/null', '  ms_changed "installed ${missing% }"', '}', 
-    // ms_file PATH MODE OWNER LABEL < content: writes PATH (atomically) when it differs; MS_WROTE=1 when it did (or would).
-    '# shellcheck disable=SC2034,SC2317 # MS_WROTE is read by the item after the call (file() onChange)', 'ms_file() {', '  local path=$1 mode=$2 owner=$3 label=$4 tmp', '  MS_WROTE=0', '  tmp=$(mktemp "${path%/*}/.metalship-XXXXXX" 2>/dev/null || mktemp)', '  cat > "$tmp"', '  if [ -f "$path" ] && cmp -s "$tmp" "$path" && [ "$(stat -c %a:%U:%G "$path")" = "$mode:${owner%%:*}:${owner#*:}" ]; then rm -f "$tmp"; return 0; fi', '  MS_WROTE=1', '  if [ "$CHECK" = 1 ]; then rm -f "$tmp"; if [ -f "$path" ]; then ms_changed "$label differs"; else ms_changed "$label missing"; fi; return 0; fi', '  chmod "$mode" "$tmp"; chown "$owner" "$tmp"', '  mv -f "$tmp" "$path"', '  ms_changed "$label written"', '}');
-}
-/** Script lines: write content to path when it differs (honours CHECK); runs onChange when it did. */
-function common_file(path, content, opts = {}) {
-    const doc = sh_heredoc(content);
-    return sh_script(sh_sh `ms_file ${path} ${opts.mode ?? '644'} ${opts.owner ?? 'root:root'} ${opts.label ?? (typeof path === 'string' ? path : 'file')} ${raw(doc.open)}`, doc.body, opts.onChange ? `if [ "$MS_WROTE" = 1 ]; then ${opts.onChange}; fi` : null).trimEnd();
-}
-/** A whole item script: prelude plus body. */
-function itemScript(check, ...parts) {
-    return sh_script(common_prelude(check), ...parts);
-}
-/** An item as a step: it reports its own failure (exit code and stderr) rather than throwing. */
-function itemStep(item) {
-    return reportingStep(`provision ${item.name}`, item.script, (stdout, ending) => {
-        const out = sh_keyLines(stdout);
-        return {
-            outcome: parseItemOutput(ending.code, stdout, ending.stderr),
-            python: out.get('python') ?? null,
-            notes: out.all('note'),
-            guarded: out.all('guard').length > 0,
-        };
-    });
-}
-/** Keeps a guarded change, or undoes it. */
-function guardStep(item, action) {
-    return plainStep(`${action === 'confirm' ? 'confirming' : 'reverting'} the ${item.name} change`, item.guard[action]);
-}
-function parseItemOutput(code, stdout, stderr) {
-    const out = sh_keyLines(stdout);
-    const changes = out.all('changed').map((c) => c.trim());
-    const warnings = out.all('warning').map((w) => w.trim());
-    if (code !== 0) {
-        const why = stderr.trim().split('\n').slice(-5).join(' / ') || `exit code ${code}`;
-        return { status: 'failed', changes, warnings, detail: why };
-    }
-    const status = changes.length ? 'changed' : warnings.length ? 'warning' : 'ok';
-    return { status, changes, warnings, detail: [...changes, ...warnings.map((w) => `⚠ ${w}`)].join('; ') };
 }
 
 ;// CONCATENATED MODULE: ./src/remote/provision/logs.ts
@@ -93929,7 +93936,7 @@ function alertsItem(settings) {
     const reload = { onChange: 'reload=1' };
     return {
         name: 'alerts',
-        script: itemScript(settings.check, 'reload=0', 'ms_install curl python3 openssl', sh_sh `if [ ! -d /etc/metalship ]; then ms_apply mkdir -p /etc/metalship; fi`, common_file(p.program, program, { mode: '700', label: 'alert program' }), common_file(p.webhook, curlConfig(alerts.webhook), { mode: '600', label: 'alert webhook' }), alerts.heartbeat
+        script: itemScript(settings.check, 'reload=0', 'ms_install curl python3 openssl', ensureEtcDir(), common_file(p.program, program, { mode: '700', label: 'alert program' }), common_file(p.webhook, curlConfig(alerts.webhook), { mode: '600', label: 'alert webhook' }), alerts.heartbeat
             ? common_file(p.heartbeat, curlConfig(alerts.heartbeat), { mode: '600', label: 'alert heartbeat' })
             : sh_sh `if [ -e ${p.heartbeat} ]; then ms_changed "alert heartbeat removed"; ms_apply rm -f ${p.heartbeat}; fi`, common_file(`${UNIT_DIR}/${p.handler}`, units.handler, { label: 'alert unit', ...reload }), common_file(`${UNIT_DIR}/${p.check}`, units.check, { label: 'alert check service', ...reload }), common_file(`${UNIT_DIR}/${p.timer}`, units.timer, { label: 'alert check timer', ...reload }), ...alertedUnits(settings).map((u) => [
             sh_sh `if [ ! -d ${`${UNIT_DIR}/${u}.d`} ]; then ms_apply mkdir -p ${`${UNIT_DIR}/${u}.d`}; fi`,
@@ -94285,7 +94292,7 @@ const REDIS_ACL = '/etc/redis/users.acl';
  * directory only root can write: /etc/redis is the redis user's).
  */
 const REDIS_ADMIN = 'metalship-admin';
-const REDIS_ADMIN_SECRET = '/etc/metalship/redis-admin.secret';
+const REDIS_ADMIN_SECRET = `${ETC_DIR}/redis-admin.secret`;
 /**
  * The ACL file: passwords only as SHA-256, never in clear on disk. During a
  * rotation the user has two (Redis accepts any of a user's passwords).
@@ -94345,7 +94352,7 @@ function redisItem(settings) {
         : `$(awk '/^MemTotal:/ { printf "%d", $2 * 1024 * ${redis.memoryPercent} / 100 }' /proc/meminfo)`;
     return {
         name: 'redis',
-        script: itemScript(settings.check, 'ms_install redis-server', REDIS_VERSION_LINES, keepsPasswordsInUse(settings), 'restart=0', 'acl_changed=0', sh_sh `if [ ! -s ${REDIS_ADMIN_SECRET} ] && [ "$CHECK" != 1 ]; then install -d -m 755 -o root -g root /etc/metalship && (umask 077 && head -c 32 /dev/urandom | base64 -w0 > ${REDIS_ADMIN_SECRET + '.new'}) && mv -f ${REDIS_ADMIN_SECRET + '.new'} ${REDIS_ADMIN_SECRET}; fi`, sh_sh `admin_hash=$(if [ -s ${REDIS_ADMIN_SECRET} ]; then sha256sum < ${REDIS_ADMIN_SECRET} | cut -d ' ' -f 1; fi)`, ...['6.0', '6.2'].map((syntax) => [
+        script: itemScript(settings.check, 'ms_install redis-server', REDIS_VERSION_LINES, keepsPasswordsInUse(settings), 'restart=0', 'acl_changed=0', ensureEtcDir(), sh_sh `if [ ! -s ${REDIS_ADMIN_SECRET} ] && [ "$CHECK" != 1 ]; then (umask 077 && head -c 32 /dev/urandom | base64 -w0 > ${REDIS_ADMIN_SECRET + '.new'}) && mv -f ${REDIS_ADMIN_SECRET + '.new'} ${REDIS_ADMIN_SECRET}; fi`, sh_sh `admin_hash=$(if [ -s ${REDIS_ADMIN_SECRET} ]; then sha256sum < ${REDIS_ADMIN_SECRET} | cut -d ' ' -f 1; fi)`, ...['6.0', '6.2'].map((syntax) => [
             sh_sh `if [ "$redis_syntax" = ${syntax} ]; then`,
             textVar('acl', aclFile(redis.user, [redis.password, redis.previousPassword], syntax)),
             sh_sh `  ms_file ${REDIS_ACL} 640 redis:redis ${'Redis ACL users'} < <(printf '%s\n' "$acl"; if [ -n "$admin_hash" ]; then printf 'user %s on #%s ~*%s +@all\n' ${REDIS_ADMIN} "$admin_hash" ${syntax === '6.2' ? ' &*' : ''}; fi)`,
@@ -94585,7 +94592,7 @@ function sysctlItem(settings) {
 
 
 
-const ACME_CA_FILE = '/etc/metalship/acme-ca.pem';
+const ACME_CA_FILE = `${ETC_DIR}/acme-ca.pem`;
 /** Where renewals run: certbot.service (the package) or the snap's own unit (Ubuntu). */
 const CERTBOT_DROPINS = {
     package: '/etc/systemd/system/certbot.service.d/metalship.conf',
@@ -94620,7 +94627,7 @@ function tlsItem(settings) {
         // Ubuntu's recommended certbot is the snap: use it when it is there.
         'if ! command -v certbot >/dev/null 2>&1; then ms_install certbot; fi', 'command -v nginx >/dev/null || { echo "nginx is not installed: TLS needs the nginx item" >&2; exit 1; }', tls.caBundle
             ? [
-                sh_sh `if [ ! -d /etc/metalship ]; then ms_apply mkdir -p /etc/metalship; fi`,
+                ensureEtcDir(),
                 common_file(ACME_CA_FILE, tls.caBundle, { label: 'ACME CA bundle' }),
                 'if [ -x /snap/bin/certbot ]; then',
                 caDropIn(CERTBOT_DROPINS.snap),

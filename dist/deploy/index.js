@@ -66452,7 +66452,7 @@ ${[
         `User=${quoting_unitText(settings.user)}`,
         `Group=${quoting_unitText(settings.user)}`,
         `WorkingDirectory=${quoting_unitText(...workdir)}`,
-        // The release's .env: its own, or a link to the app's (a rollback brings back the env that served).
+        // The release's own .env (the deploy's env, or a copy of the shared one): a rollback brings back the env that served.
         `EnvironmentFile=-${quoting_unitText(...workdir, '/.env')}`,
         `Environment=${unitEnv('PATH', ...workdir, '/.venv/bin:/usr/local/bin:/usr/bin:/bin')}`,
         'Environment=PYTHONUNBUFFERED=1',

@@ -65369,7 +65369,7 @@ ${[
         `User=${unitText(settings.user)}`,
         `Group=${unitText(settings.user)}`,
         `WorkingDirectory=${unitText(...workdir)}`,
-        // The release's .env: its own, or a link to the app's (a rollback brings back the env that served).
+        // The release's own .env (the deploy's env, or a copy of the shared one): a rollback brings back the env that served.
         `EnvironmentFile=-${unitText(...workdir, '/.env')}`,
         `Environment=${unitEnv('PATH', ...workdir, '/.venv/bin:/usr/local/bin:/usr/bin:/bin')}`,
         'Environment=PYTHONUNBUFFERED=1',

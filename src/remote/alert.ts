@@ -4,6 +4,7 @@
 // a unit an OnFailure= handler. Pure functions from settings to file contents.
 
 import { readFileSync } from 'node:fs';
+import { ETC_DIR } from './provision/common.js';
 import { execLine, specifier, unitText, unitWord } from './quoting.js';
 
 const ALERT_PY = readFileSync(new URL('./py/alert.py', import.meta.url), 'utf8');
@@ -27,8 +28,8 @@ export interface AlertOptions {
 export function alertPaths(app: string) {
   return {
     program: `/usr/local/sbin/metalship-alert-${app}`,
-    webhook: `/etc/metalship/alert-${app}.curl`,
-    heartbeat: `/etc/metalship/alert-${app}-heartbeat.curl`,
+    webhook: `${ETC_DIR}/alert-${app}.curl`,
+    heartbeat: `${ETC_DIR}/alert-${app}-heartbeat.curl`,
     handler: `metalship-alert-${app}@.service`,
     check: `metalship-alert-check-${app}.service`,
     timer: `metalship-alert-check-${app}.timer`,

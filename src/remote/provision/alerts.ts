@@ -7,7 +7,7 @@
 import { lastVerifiedPath, backupUnitNames } from '../backup.js';
 import { alertPaths, alertProgram, alertUnits, curlConfig, onFailureDropIn } from '../alert.js';
 import { sh } from '../sh.js';
-import { file, itemScript, type Item } from './common.js';
+import { ensureEtcDir, file, itemScript, type Item } from './common.js';
 import { certPaths } from './nginx.js';
 import type { ProvisionSettings } from './settings.js';
 
@@ -62,7 +62,7 @@ export function alertsItem(settings: ProvisionSettings): Item {
       settings.check,
       'reload=0',
       'ms_install curl python3 openssl',
-      sh`if [ ! -d /etc/metalship ]; then ms_apply mkdir -p /etc/metalship; fi`,
+      ensureEtcDir(),
       file(p.program, program, { mode: '700', label: 'alert program' }),
       file(p.webhook, curlConfig(alerts.webhook), { mode: '600', label: 'alert webhook' }),
       alerts.heartbeat

@@ -104,6 +104,14 @@ export function prelude(check: boolean): string {
   );
 }
 
+/** metalship's own root-only settings on a host (URLs and secrets it keeps: root's, 755, files 600). */
+export const ETC_DIR = '/etc/metalship';
+
+/** Script lines that make ETC_DIR when missing (not in check mode). */
+export function ensureEtcDir(): string {
+  return sh`if [ ! -d ${ETC_DIR} ]; then ms_apply install -d -m 755 -o root -g root ${ETC_DIR}; fi`;
+}
+
 /** Script lines: write content to path when it differs (honours CHECK); runs onChange when it did. */
 export function file(
   path: string | Raw,

@@ -5,7 +5,7 @@
 
 import { bareWord } from '../quoting.js';
 import { quote, sh, textVar } from '../sh.js';
-import { itemScript, type Item } from './common.js';
+import { ensureEtcDir, ETC_DIR, itemScript, type Item } from './common.js';
 import { inUseFunction, passwordHash } from './in-use.js';
 import type { ProvisionSettings } from './settings.js';
 
@@ -19,7 +19,7 @@ export const REDIS_ACL = '/etc/redis/users.acl';
  * directory only root can write: /etc/redis is the redis user's).
  */
 export const REDIS_ADMIN = 'metalship-admin';
-export const REDIS_ADMIN_SECRET = '/etc/metalship/redis-admin.secret';
+export const REDIS_ADMIN_SECRET = `${ETC_DIR}/redis-admin.secret`;
 
 /**
  * Which syntax a Redis takes. ACL users need 6.0. 6.2 added Pub/Sub channel
@@ -99,7 +99,8 @@ export function redisItem(settings: ProvisionSettings): Item {
       keepsPasswordsInUse(settings),
       'restart=0',
       'acl_changed=0',
-      sh`if [ ! -s ${REDIS_ADMIN_SECRET} ] && [ "$CHECK" != 1 ]; then install -d -m 755 -o root -g root /etc/metalship && (umask 077 && head -c 32 /dev/urandom | base64 -w0 > ${REDIS_ADMIN_SECRET + '.new'}) && mv -f ${REDIS_ADMIN_SECRET + '.new'} ${REDIS_ADMIN_SECRET}; fi`,
+      ensureEtcDir(),
+      sh`if [ ! -s ${REDIS_ADMIN_SECRET} ] && [ "$CHECK" != 1 ]; then (umask 077 && head -c 32 /dev/urandom | base64 -w0 > ${REDIS_ADMIN_SECRET + '.new'}) && mv -f ${REDIS_ADMIN_SECRET + '.new'} ${REDIS_ADMIN_SECRET}; fi`,
       sh`admin_hash=$(if [ -s ${REDIS_ADMIN_SECRET} ]; then sha256sum < ${REDIS_ADMIN_SECRET} | cut -d ' ' -f 1; fi)`,
       ...(['6.0', '6.2'] as const).map((syntax) =>
         [

@@ -5,11 +5,11 @@
 import { ACME_WEBROOT } from '../nginx.js';
 import { unitEnv } from '../quoting.js';
 import { raw, sh } from '../sh.js';
-import { file, itemScript, type Item } from './common.js';
+import { ensureEtcDir, ETC_DIR, file, itemScript, type Item } from './common.js';
 import { certPaths, NGINX_RELOAD, siteLines } from './nginx.js';
 import type { ProvisionSettings } from './settings.js';
 
-export const ACME_CA_FILE = '/etc/metalship/acme-ca.pem';
+export const ACME_CA_FILE = `${ETC_DIR}/acme-ca.pem`;
 /** Where renewals run: certbot.service (the package) or the snap's own unit (Ubuntu). */
 const CERTBOT_DROPINS = {
   package: '/etc/systemd/system/certbot.service.d/metalship.conf',
@@ -52,7 +52,7 @@ export function tlsItem(settings: ProvisionSettings): Item {
       'command -v nginx >/dev/null || { echo "nginx is not installed: TLS needs the nginx item" >&2; exit 1; }',
       tls.caBundle
         ? [
-            sh`if [ ! -d /etc/metalship ]; then ms_apply mkdir -p /etc/metalship; fi`,
+            ensureEtcDir(),
             file(ACME_CA_FILE, tls.caBundle, { label: 'ACME CA bundle' }),
             'if [ -x /snap/bin/certbot ]; then',
             caDropIn(CERTBOT_DROPINS.snap),
