@@ -57,7 +57,11 @@ async function deployOnHosts(settings: Settings<'deploy'>, source: Source, log: 
       }
     };
     const outputs: Record<string, string> = { healthy: 'false', 'rolled-back': 'false' };
-    const rel = await time('release', () => releaseStage(hosts, settings, source, log));
+    // The import check moves to the migration (when one runs): each host's
+    // start of the new release in its standby slot is the check before traffic.
+    const rel = await time('release', () =>
+      releaseStage(hosts, { ...settings, 'import-check': false }, source, log, { switchFollows: true }),
+    );
     const id = rel.releaseId;
     outputs['release-id'] = id;
     outputs['previous-release-id'] = rel.results.find((r) => r.previous)?.previous ?? '';
@@ -108,7 +112,18 @@ async function deployOnHosts(settings: Settings<'deploy'>, source: Source, log: 
             settings['revision-command'],
           ]);
           return log.group(`Migrate on ${host.spec.label}`, () =>
-            migrateOnHost(host, id, { ...settings, command: settings['migrate-command'], backup: settings['migrate-backup'] }, log, fingerprint),
+            migrateOnHost(
+              host,
+              id,
+              {
+                ...settings,
+                command: settings['migrate-command'],
+                backup: settings['migrate-backup'],
+                importCheck: settings['import-check'] ? settings['app-module'] : null,
+              },
+              log,
+              fingerprint,
+            ),
           );
         });
         outputs['revision-before'] = out.before;
@@ -124,7 +139,11 @@ async function deployOnHosts(settings: Settings<'deploy'>, source: Source, log: 
 
     const expect = { ...settings, 'expect-body': settings['expect-body'].replaceAll('{release}', id) };
     const roll = await time('switch and verify', () =>
-      rollOut(hosts, hasBalancer(settings.hosts), id, expect, log, { verify: expect, revertOnFailure: settings['rollback-on-failure'] }),
+      rollOut(hosts, hasBalancer(settings.hosts), id, expect, log, {
+        verify: expect,
+        revertOnFailure: settings['rollback-on-failure'],
+        list: true,
+      }),
     );
     for (const r of roll.results)
       Object.assign(rows.get(r.host) ?? {}, {
@@ -169,16 +188,18 @@ async function deployOnHosts(settings: Settings<'deploy'>, source: Source, log: 
       return fail(`${id} failed ${stage}${outcome}:\n${failure}`);
     }
     outputs.healthy = 'true';
-    await time('cleanup', () => cleanupStage(hosts, settings['keep-releases'], log));
-    // Advisory, like the cleanup: a host lost by now does not undo a verified deploy.
+    const listings = new Map(roll.results.flatMap((r) => (r.listing ? [[r.host, r.listing] as const] : [])));
+    // Advisory, like the cleanup (and beside it): a host lost by now does not undo a verified deploy.
     const proofHost = pickMigrateHost(hosts, settings['migrate-host']);
-    const proof =
+    const [, proof] = await Promise.all([
+      time('cleanup', () => cleanupStage(hosts, settings['keep-releases'], log, listings)),
       settings['restore-proof-days'] > 0
-        ? await restoreProofWarning(proofHost, settings, log).catch((err: unknown) => {
+        ? restoreProofWarning(proofHost, settings, log).catch((err: unknown) => {
             log.warn(`could not read the last restore test on ${proofHost.spec.label}: ${errorMessage(err)}`);
             return null;
           })
-        : null;
+        : null,
+    ]);
     return { outputs, results: [...rows.values()], summary: summary() + (proof ? `\n\n⚠️ ${proof}` : '') };
   });
 }

@@ -455,7 +455,8 @@ export const releaseInputs = {
     default: 'false',
   }),
   'import-check': bool({
-    description: 'Import the app module in the new release before it can be switched to.',
+    description:
+      "Import the app module in the new release before it can be switched to. The deploy action imports it before a migration runs (none: no import); each host's start of the release in its standby slot is the check before traffic moves.",
     default: 'true',
   }),
 } satisfies Record<string, Field>;

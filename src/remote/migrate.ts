@@ -8,6 +8,7 @@ import { rootOnly } from './paths.js';
 import { pyToolDefinition } from './pytool.js';
 import { keyLines, raw, script, sh } from './sh.js';
 import { step, type Step } from './step.js';
+import { importCheckLine } from './release.js';
 
 export const MIGRATE_LOCK_EXIT = 76;
 export const MIGRATION_FAILED_EXIT = 77;
@@ -61,6 +62,12 @@ export interface MigrateScriptSettings {
    */
   fingerprint: string | null;
   backup: { label: string; keep: number } | null;
+  /**
+   * The app module to import before migrating (a deploy checks here, not at
+   * release time: a migration with nothing to do needs no import, and each
+   * host's start of the new release is its own check).
+   */
+  importCheck?: string | null;
   lockTimeout: number;
   actor: string;
 }
@@ -196,6 +203,9 @@ export function migrateScript(settings: MigrateScriptSettings): string {
   return script(
     prelude(settings),
     skipUnchanged(settings),
+    settings.importCheck
+      ? importCheckLine(settings.layout.release(settings.releaseId), settings.user, settings.importCheck)
+      : null,
     advisoryLock(settings),
     // The database is about to change, or be read anew: what was last applied is no longer known.
     sh`rm -f -- ${settings.layout.state}/${RECORD}`,

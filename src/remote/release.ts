@@ -166,6 +166,22 @@ export interface BuildSettings {
   metadata: Record<string, unknown>;
   /** The runtime record (src/inputs/runtime.ts): the settings the release runs with. */
   runtimeRecord: string;
+  /**
+   * A deploy that switches next: the standby api slot, which the switch
+   * restarts with this release, stops now, while the release is built, so its
+   * graceful stop is not waited for then. The serving slot is never touched.
+   */
+  stopStandby?: boolean;
+}
+
+/** Stops the api slot that is not serving, without waiting (see BuildSettings.stopStandby). */
+function stopStandbyScript(layout: Layout): string {
+  return script(
+    sh`case "$(cat ${layout.activeSlot} 2>/dev/null || true)" in`,
+    sh`  blue) systemctl stop --no-block ${layout.units.api('green')} 2>/dev/null || true ;;`,
+    sh`  green) systemctl stop --no-block ${layout.units.api('blue')} 2>/dev/null || true ;;`,
+    'esac',
+  ).trimEnd();
 }
 
 /**
@@ -221,10 +237,15 @@ function venvScript(settings: BuildSettings): string {
     '  step=0',
     sh`  as_build() { step=$((step + 1)); systemd-run --quiet --wait --pipe --collect --unit="${raw(BUILD_UNIT_PREFIX)}\${__metalship_token:-$$}-$step" ${sandbox} -p EnvironmentFile="$envfile" -p ReadWritePaths="$venv $work ${raw(layout.pipCache)}" --working-directory="$work" -- "$@" < /dev/null; }`,
     sh`  as_build ${settings.python} -m venv ${venvFlags} "$venv"`,
+    "  echo 'MARK virtualenv created'",
     settings.requirements
-      ? sh`  as_build "$venv/bin/python" -m pip install --no-input -r ${settings.requirements} ${settings.pipArgs}`
+      ? script(
+          sh`  as_build "$venv/bin/python" -m pip install --no-input -r ${settings.requirements} ${settings.pipArgs}`,
+          "  echo 'MARK requirements installed'",
+        ).trimEnd()
       : null,
-    '  as_build "$venv/bin/python" -m compileall -q "$venv" >/dev/null 2>&1 || true',
+    // Bytecode on every core (-j 0): the services cannot write it later.
+    '  as_build "$venv/bin/python" -m compileall -q -j 0 "$venv" >/dev/null 2>&1 || true',
     sh`  mstool stop-user ${user}`,
     '  rm -f -- "$envfile"',
     // An editable install (-e) points into the build's copy, gone in a moment.
@@ -236,6 +257,7 @@ function venvScript(settings: BuildSettings): string {
     '  chmod -R u+rwX,go+rX,go-w,ug-s -- "$venv"',
     '  mstool check-sealed "$venv"',
     '  touch -- "$venv/.metalship-complete"',
+    "  echo 'MARK virtualenv sealed'",
     'fi',
   );
 }
@@ -270,15 +292,18 @@ export function buildStep(settings: BuildSettings): Step<void> {
     `building release ${settings.releaseId}`,
     script(
       pyToolDefinition(),
+      settings.stopStandby ? stopStandbyScript(layout) : null,
       // The upload (on stdin) is unpacked by check-files, not tar: only the manifest's regular files.
       sh`mstool check-files ${rel} ${settings.hasUpload ? ['receive'] : []}`,
+      "echo 'MARK files in place'",
       // One environment per distinct requirements, built at its final path and never moved.
       venvScript(settings),
       sh`mstool link "$venv" ${rel}/.venv`,
       // Bytecode now (the services cannot write it: read-only code, ProtectSystem=strict),
       // before the shared links, so root reads only the release's own files, with
       // the base interpreter (isolated): the venv's packages never run as root.
-      sh`${settings.python} -I -m compileall -q -x '/[.]venv/' ${rel} >/dev/null`,
+      sh`${settings.python} -I -m compileall -q -j 0 -x '/[.]venv/' ${rel} >/dev/null`,
+      "echo 'MARK bytecode compiled'",
       uvicornFlagsScript(rel, settings.user),
       ...settings.sharedPaths
         .filter((p) => p !== '.env')
@@ -292,7 +317,10 @@ export function buildStep(settings: BuildSettings): Step<void> {
       sh`chmod -R u+rwX,go+rX,go-w,ug-s ${rel}`,
       releaseEnvScript(rel, layout, settings.user, settings.env),
       settings.importCheck
-        ? sh`runuser -u ${settings.user} -- "$venv/bin/python" -I -c "$MSTOOL_SRC" import-check ${rel} ${settings.importCheck} ${`${rel}/.env`}`
+        ? script(
+            importCheckLine(rel, settings.user, settings.importCheck),
+            "echo 'MARK the app imports'",
+          ).trimEnd()
         : null,
       writeFileAtomic(`${rel}/.metalship/release.json`, JSON.stringify(settings.metadata, null, 2) + '\n'),
       writeFileAtomic(runtimePath(layout, settings.releaseId), settings.runtimeRecord),
@@ -300,6 +328,15 @@ export function buildStep(settings: BuildSettings): Step<void> {
       sh`printf '%s\n' ${`${new Date().toISOString()} release ${settings.releaseId} ready (${String(settings.metadata.revision || 'no revision')} by ${String(settings.metadata.actor || 'unknown')})`} >> ${layout.history}`,
     ),
   );
+}
+
+/**
+ * Imports the app module with the release's interpreter, as the app user and
+ * with the release's .env, so that a release that cannot start fails before it
+ * is switched to or migrates anything (needs pyToolDefinition).
+ */
+export function importCheckLine(rel: string, user: string, appModule: string): string {
+  return sh`runuser -u ${user} -- ${rel}/.venv/bin/python -I -c "$MSTOOL_SRC" import-check ${rel} ${appModule} ${`${rel}/.env`}`;
 }
 
 /** Marks a release failed so that it never becomes current and never counts as a good release. */

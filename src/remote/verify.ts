@@ -16,6 +16,8 @@ export interface VerifySettings {
   units: string[];
   /** The host serves the api (false: a worker-only host, only its units are checked). */
   api?: boolean;
+  /** Also list the releases, once healthy (a deploy's cleanup plans from it: one round trip fewer). */
+  list?: boolean;
 }
 
 /** What a health check found on a host. */
@@ -32,6 +34,8 @@ export interface HealthOutcome {
   journal: string[];
   /** Why there was nothing to check. */
   problem: string;
+  /** The releases, listed once healthy (with VerifySettings.list). */
+  listing?: ReleaseListing;
 }
 
 /**
@@ -104,6 +108,9 @@ export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
       : null,
     ...settings.units.map((u) => sh`if ! settled ${u}; then failed="$failed ${u}"; fi`),
     'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi',
+    settings.list
+      ? sh`if [ "$rc" = 0 ] && [ -z "$failed" ]; then echo "LISTING $(mstool releases ${layout.root} | tail -n 1)"; fi`
+      : null,
     'if [ "$rc" != 0 ] || [ -n "$failed" ]; then',
     sh`  journalctl ${journalOf(layout)} -u ${layout.units.api('blue')} -u ${layout.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`,
     'fi',
@@ -134,6 +141,7 @@ export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
       unitStates: out.all('UNIT_STATE'),
       journal: out.all('JOURNAL'),
       problem,
+      listing: parseListing(out.get('LISTING')),
     };
   });
 }
@@ -180,6 +188,16 @@ export interface ReleaseListing {
   releases: ReleaseInfo[];
   links: Record<string, string>;
   venvs: string[];
+}
+
+/** A listing a health check printed; none when unreadable (the cleanup then lists again: never a reason to fail). */
+function parseListing(line: string | undefined): ReleaseListing | undefined {
+  try {
+    const listing = line ? (JSON.parse(line) as ReleaseListing) : undefined;
+    return Array.isArray(listing?.releases) && Array.isArray(listing?.venvs) ? listing : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** The releases on a host, their status and links, and the venvs. */

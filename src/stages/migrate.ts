@@ -136,6 +136,8 @@ export interface MigrateSettings {
   backup: boolean;
   'backup-keep': number;
   'lock-timeout': number;
+  /** The app module to import before migrating (see MigrateScriptSettings.importCheck). */
+  importCheck?: string | null;
 }
 
 export async function migrateOnHost(
@@ -157,6 +159,7 @@ export async function migrateOnHost(
           recordIn: releaseId,
           fingerprint,
           backup: settings.backup ? { label: 'pre-migrate', keep: settings['backup-keep'] } : null,
+          importCheck: settings.importCheck ?? null,
           lockTimeout: settings['lock-timeout'],
           actor: lockHolder('migrate').actor,
         },

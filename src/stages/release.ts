@@ -64,6 +64,7 @@ async function releaseOnHost(
   settings: ReleaseSettings,
   source: Source,
   log: Log,
+  stopStandby: boolean,
 ) {
   const { manifest, key } = source;
   const started = Date.now();
@@ -96,6 +97,7 @@ async function releaseOnHost(
         importCheck: settings['import-check'] ? settings['app-module'] : null,
         metadata: metadata(releaseId, settings, source),
         runtimeRecord: runtimeRecord(runtimeOf(settings)),
+        stopStandby: stopStandby && host.roles.api,
       }),
       { input: tarball, stream: true },
     );
@@ -144,12 +146,16 @@ export async function releaseStage(
   settings: ReleaseSettings,
   source: Source,
   log: Log,
+  /** A switch follows in this run: the standby slots stop while the releases build (see BuildSettings.stopStandby). */
+  opts: { switchFollows?: boolean } = {},
 ): Promise<ReleaseOutcome> {
   const base = settings['release-id'] || timestampId();
   for (let attempt = 0; attempt < 5; attempt++) {
     const releaseId = attempt === 0 ? base : `${base}_${attempt + 1}`;
     const results = await log.group(`Release ${releaseId} on ${hosts.length} host(s)`, () =>
-      onEachHost(hosts, (h) => releaseOnHost(h, releaseId, settings, source, log)),
+      onEachHost(hosts, (h) =>
+        releaseOnHost(h, releaseId, settings, source, log, opts.switchFollows === true),
+      ),
     );
     const taken = results.some((r) => !r.ok && r.error?.includes(`exit code ${RELEASE_EXISTS_EXIT}`));
     if (taken && !settings['release-id']) {

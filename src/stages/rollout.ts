@@ -6,6 +6,7 @@
 import type { Log } from '../log.js';
 import { BALANCER_FAIL_TIMEOUT, drainStep, type BalancerMember } from '../remote/balancer.js';
 import type { Host } from './hosts.js';
+import type { ReleaseListing } from '../remote/verify.js';
 import {
   revertHosts,
   switchHost,
@@ -26,6 +27,8 @@ export interface HostRollout extends SwitchResult {
   healthy?: boolean;
   /** It did switch (and so goes back on a failure). */
   switched?: boolean;
+  /** The releases, listed by its health check (see the list option of rollOut). */
+  listing?: ReleaseListing;
 }
 
 export interface Rollout {
@@ -101,6 +104,8 @@ export async function rollOut(
     revertOnFailure: boolean;
     /** Per host label: the target's runtime record, already read (a rollback reads it with its listing). */
     records?: Map<string, string | null>;
+    /** Each host's health check also lists the releases (for a cleanup after). */
+    list?: boolean;
   },
 ): Promise<Rollout> {
   const results: HostRollout[] = [];
@@ -154,8 +159,12 @@ export async function rollOut(
       const checks = await log.group(`Verify ${batch.map((h) => h.spec.label).join(', ')}${title}`, () =>
         Promise.all(
           batch.map((host) =>
-            verifyHost(host, { ...verify, ...runtimeChecks(results, host) }, log).then(
-              () => null,
+            verifyHost(host, { ...verify, ...runtimeChecks(results, host) }, log, { list: opts.list }).then(
+              (ok) => {
+                const row = results.find((r) => r.host === host.spec.label);
+                if (row && ok.listing) row.listing = ok.listing;
+                return null;
+              },
               (err: unknown) => ({ host: host.spec.label, error: errorMessage(err) }),
             ),
           ),

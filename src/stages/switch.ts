@@ -235,7 +235,9 @@ export async function verifyHost(
   host: Host,
   settings: VerifySettings,
   log: Log,
-): Promise<{ healthy: true; attempts: number; seconds: number }> {
+  /** Also list the releases once healthy (see the remote VerifySettings.list). */
+  opts: { list?: boolean } = {},
+): Promise<{ healthy: true; attempts: number; seconds: number; listing?: ReleaseListing }> {
   const units = [
     host.roles.worker && settings['worker-command'].length ? host.layout.units.worker : null,
     host.roles.scheduler && settings['scheduler-command'].length ? host.layout.units.scheduler : null,
@@ -251,6 +253,7 @@ export async function verifyHost(
       expectBody: settings.url ? '' : settings['expect-body'],
       units,
       api: host.roles.api,
+      list: opts.list,
     }),
     { timeoutMs: (settings['verify-timeout'] + 60) * 1000 },
   );
@@ -278,7 +281,12 @@ export async function verifyHost(
       ? `[${host.spec.label}] healthy after ${answer?.attempts} check(s), ${answer?.seconds} s`
       : `[${host.spec.label}] units active (no api on this host)`,
   );
-  return { healthy: true, attempts: answer?.attempts ?? 0, seconds: answer?.seconds ?? 0 };
+  return {
+    healthy: true,
+    attempts: answer?.attempts ?? 0,
+    seconds: answer?.seconds ?? 0,
+    ...(health.listing ? { listing: health.listing } : {}),
+  };
 }
 
 /** The url input checked from the runner (through whatever serves it: a load balancer, a CDN). */
@@ -323,9 +331,15 @@ export async function listReleases(host: Host): Promise<ReleaseListing> {
 }
 
 /** Removes old releases and unused virtualenvs, keeping `keep` good ones plus current and the standby. */
-export async function cleanupStage(hosts: Host[], keep: number, log: Log): Promise<void> {
+export async function cleanupStage(
+  hosts: Host[],
+  keep: number,
+  log: Log,
+  /** Per host label: the releases as listed since the switch (else they are listed now). */
+  listings: Map<string, ReleaseListing> = new Map(),
+): Promise<void> {
   await onEachHost(hosts, async (host) => {
-    const plan = planCleanup(await listReleases(host), keep);
+    const plan = planCleanup(listings.get(host.spec.label) ?? (await listReleases(host)), keep);
     const removed = await host.conn.step(cleanupStep(host.layout, plan));
     if (removed.length) log.info(`[${host.spec.label}] removed ${removed.join('; ')}`);
     return {};

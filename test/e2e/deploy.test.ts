@@ -116,6 +116,34 @@ test('the worker and exactly one scheduler run from the current release', async 
   expect(schedulers.trim()).toBe('1');
 });
 
+test('a release whose app cannot import never takes traffic: its start in the standby slot fails at once, and the serving release keeps serving', async () => {
+  // A deploy imports nothing before the switch unless a migration runs: the
+  // start of the release in the standby slot is the check.
+  const before = await serving();
+  await setVersion('v-unimportable');
+  await writeFile(
+    path.join(source, 'broken_app.py'),
+    'raise ImportError("metalship-e2e: this release cannot import")\n',
+  );
+  const load = startLoad(`http://${host.address}/`, { workers: 2, pauseMs: 10 });
+  let r;
+  try {
+    r = await runBundle('deploy', inputs({ 'app-module': 'broken_app:app' }));
+  } finally {
+    await rm(path.join(source, 'broken_app.py'), { force: true });
+    const report = await load.stop();
+    expect(report.failures).toEqual({});
+  }
+  expect(r.code).toBe(1);
+  // Failed as soon as the process exited, not at the end of ready-timeout (60 s).
+  expect(r.stdout).toMatch(/did not become ready in the (blue|green) slot: its process exited/);
+  expect(r.stdout).toContain('metalship-e2e: this release cannot import');
+  expect(r.stdout).toContain('failed to switch');
+  expect(await serving()).toEqual(before);
+  const id = r.outputs['release-id']!;
+  expect((await onHost(state, host, `cat /opt/${APP}/releases/${id}/.metalship/status`)).trim()).toBe('bad');
+});
+
 test("the api starts through the app's real lifespan and stops gracefully where the host's FastAPI and uvicorn have them", async () => {
   // Debian 13's FastAPI 0.115 takes lifespan= (0.93+) and its uvicorn 0.32 has
   // --timeout-graceful-shutdown (0.21+); Debian 11's and 12's have neither.

@@ -266,6 +266,41 @@ test('a v3 whose migration fails leaves v2 serving and the schema unchanged', as
     );
 });
 
+test('a release that cannot import fails before its migration runs: nothing migrated, no backup taken, v2 serving', async () => {
+  const guard = migration(
+    'would add a table',
+    '0003',
+    '0002',
+    ['op.create_table("guard", sa.Column("id", sa.Integer(), primary_key=True))'],
+    ['op.drop_table("guard")'],
+  );
+  await writeFile(path.join(source, 'migrations/versions/0003_guard.py'), guard);
+  await writeFile(path.join(source, 'broken_app.py'), 'raise ImportError("metalship-e2e: cannot import")\n');
+  const backups = `ls /var/backups/metalship/${APP}/pre-migrate | wc -l`;
+  const backupsBefore = await onHost(state, first, backups);
+  let r;
+  try {
+    r = await runBundle('deploy', inputs({ 'app-module': 'broken_app:app' }));
+  } finally {
+    await rm(path.join(source, 'migrations/versions/0003_guard.py'), { force: true });
+    await rm(path.join(source, 'broken_app.py'), { force: true });
+  }
+  expect(r.code).toBe(1);
+  expect(r.stdout).toContain('metalship-e2e: cannot import');
+  expect(r.stdout).toMatch(/the migration for \S+ failed on/);
+  expect(await version()).toEqual({ release: ids.v2, version: 'v2c' });
+  expect(
+    (
+      await onHost(
+        state,
+        first,
+        psql("SELECT version_num || ' ' || (to_regclass('guard') IS NULL) FROM alembic_version"),
+      )
+    ).trim(),
+  ).toBe('0002 true');
+  expect(await onHost(state, first, backups)).toBe(backupsBefore);
+});
+
 test('rollback to v1 with migrate-down restores v1 schema while v1 serves', async () => {
   const r = await runBundle('rollback', {
     ...connectionInputs(state, hosts),
