@@ -65520,7 +65520,9 @@ function verifyStep(settings) {
         sh `    i=$((i + 1)); if [ "$i" -ge ${settings.timeout * 10} ]; then`, 
         // What the unit was doing when given up on, so a failure explains itself.
         '      echo "UNIT_STATE $1: is-active=${s:-?} jobs=${jobs:-none}; $(systemctl show -p ActiveState -p SubState -p Result -p NRestarts -p ExecMainStatus "$1" 2>/dev/null | tr \'\\n\' \' \')"', '      return 1', '    fi', '    sleep 0.1', '  done', '}').trimEnd()
-        : null, ...settings.units.map((u) => sh `if ! settled ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', sh `  journalctl ${journalOf(layout)} -u ${layout.units.api('blue')} -u ${layout.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`, 'fi');
+        : null, ...settings.units.map((u) => sh `if ! settled ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', settings.list
+        ? sh `if [ "$rc" = 0 ] && [ -z "$failed" ]; then echo "LISTING $(mstool releases ${layout.root} | tail -n 1)"; fi`
+        : null, 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', sh `  journalctl ${journalOf(layout)} -u ${layout.units.api('blue')} -u ${layout.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`, 'fi');
     return step('health check', text, (stdout) => {
         const out = keyLines(stdout);
         const unitsDown = (out.get('UNITS_DOWN') ?? '').split(' ').filter(Boolean);
@@ -65544,6 +65546,7 @@ function verifyStep(settings) {
             unitStates: out.all('UNIT_STATE'),
             journal: out.all('JOURNAL'),
             problem,
+            listing: parseListing(out.get('LISTING')),
         };
     });
 }
@@ -65571,6 +65574,16 @@ function probeAnswer(result, exitCode) {
         body: typeof a.body === 'string' ? a.body : '',
     };
     return parsed;
+}
+/** A listing a health check printed; none when unreadable (the cleanup then lists again: never a reason to fail). */
+function parseListing(line) {
+    try {
+        const listing = line ? JSON.parse(line) : undefined;
+        return Array.isArray(listing?.releases) && Array.isArray(listing?.venvs) ? listing : undefined;
+    }
+    catch {
+        return undefined;
+    }
 }
 /** The releases on a host, their status and links, and the venvs. */
 function verify_listStep(l) {
@@ -76313,7 +76326,7 @@ const releaseInputs = {
         default: 'false',
     }),
     'import-check': bool({
-        description: 'Import the app module in the new release before it can be switched to.',
+        description: "Import the app module in the new release before it can be switched to. The deploy action imports it before a migration runs (none: no import); each host's start of the release in its standby slot is the check before traffic moves.",
         default: 'true',
     }),
 };

@@ -63124,11 +63124,892 @@ function step_plainStep(what, script) {
     return step_step(what, script, () => undefined);
 }
 
+// EXTERNAL MODULE: external "node:crypto"
+var external_node_crypto_ = __nccwpck_require__(7598);
+;// CONCATENATED MODULE: ./src/remote/layout.ts
+// Where everything lives on a host: the standard's /opt/{app} tree plus
+// metalship's own state. One place, so scripts cannot disagree on a path.
+
+/** Transient units that run builds: `metalship-build-<script token>-<n>`, stopped with the script's session. */
+const layout_BUILD_UNIT_PREFIX = 'metalship-build-';
+/** `{app}-build`, shortened with a hash where that would pass the 32 characters of a user name. */
+function buildUserName(app) {
+    if (app.length <= 26)
+        return `${app}-build`;
+    return `${app.slice(0, 18)}-${(0,external_node_crypto_.createHash)('sha256').update(app).digest('hex').slice(0, 7)}-build`;
+}
+function layout(app, root) {
+    return {
+        app,
+        root,
+        releases: `${root}/releases`,
+        release: (id) => `${root}/releases/${id}`,
+        current: `${root}/current`,
+        shared: `${root}/shared`,
+        venvs: `${root}/venvs`,
+        venvLink: `${root}/venv`,
+        env: `${root}/.env`,
+        slots: `${root}/slots`,
+        state: `${root}/.metalship`,
+        preMigrateBackups: `/var/backups/metalship/${app}/pre-migrate`,
+        buildUser: buildUserName(app),
+        pipCache: `/var/cache/metalship/${app}/pip`,
+        lockFile: `${root}/.metalship/deploy.lock`,
+        lockHolder: `${root}/.metalship/lock-holder`,
+        freeze: `${root}/.metalship/freeze`,
+        history: `${root}/.metalship/history.log`,
+        activeSlot: `${root}/.metalship/active-slot`,
+        apiSocket: (s) => `/run/${app}-api-${s}/api.sock`,
+        apiLink: `${root}/run/api.sock`,
+        runDir: `${root}/run`,
+        units: {
+            api: (s) => `${app}-api@${s}.service`,
+            apiTemplate: `${app}-api@.service`,
+            worker: `${app}-worker.service`,
+            scheduler: `${app}-scheduler.service`,
+            target: `${app}.target`,
+        },
+        unitDir: '/etc/systemd/system',
+        nginxSite: `/etc/nginx/sites-available/${app}`,
+        nginxSiteEnabled: `/etc/nginx/sites-enabled/${app}`,
+        nginxReloadPending: `${root}/.metalship/nginx-reload-pending`,
+        nginxUpstream: `/etc/nginx/conf.d/metalship-${app}-upstream.conf`,
+        balancerUpstream: `/etc/nginx/conf.d/metalship-${app}-balancer.conf`,
+        nginxLogs: `/var/log/nginx/${app}`,
+        journalNamespace: app,
+        journaldConf: `/etc/systemd/journald@${app}.conf`,
+        logrotateApp: `/etc/logrotate.d/metalship-${app}`,
+        logrotateNginx: `/etc/logrotate.d/metalship-${app}_nginx`,
+    };
+}
+
+// EXTERNAL MODULE: external "node:net"
+var external_node_net_ = __nccwpck_require__(7030);
+;// CONCATENATED MODULE: ./src/remote/quoting.ts
+// Quoting for the files we generate, each in its own syntax: a value from the
+// settings is escaped for where it goes, the way sh`` quotes it in a script.
+// raw() marks text we wrote ourselves (a %i specifier, a $VAR meant to expand).
+// A value that a syntax cannot hold is refused with an error naming it, never
+// written half-escaped: the file would otherwise fail to load, or mean something else.
+
+
+function literal(parts) {
+    return parts.map((p) => (p instanceof Raw ? p.text : p)).join('');
+}
+function refuse(value, where, why) {
+    throw new Error(`${JSON.stringify(value)} cannot be written in ${where}: ${why}`);
+}
+// ---- systemd unit files ----------------------------------------------------
+/** A systemd specifier such as %i (the instance) or %n (the unit), kept where the values around it are escaped. */
+function quoting_specifier(letter) {
+    return new Raw(`%${letter}`);
+}
+/** $NAME as a whole ExecStart= word: systemd splits the variable's value into words when it runs the command. */
+function quoting_splitVariable(name) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
+        throw new Error(`${JSON.stringify(name)} is not a variable name`);
+    return new Raw(`$${name}`);
+}
+const UNIT_PLAIN = /^[A-Za-z0-9_@%+=:,./{}~-]+$/;
+/** C escape of one character inside systemd's double quotes (its word splitting unescapes them). */
+function cEscape(c) {
+    if (c === '\\' || c === '"')
+        return `\\${c}`;
+    if (c === '\n')
+        return '\\n';
+    if (c === '\t')
+        return '\\t';
+    const code = c.charCodeAt(0);
+    return code < 0x20 || code === 0x7f ? `\\x${code.toString(16).padStart(2, '0')}` : c;
+}
+/**
+ * One word of a setting systemd splits into words (ExecStart=, Environment=,
+ * ReadWritePaths=...): double-quoted with C escapes unless plain, % doubled
+ * (systemd resolves specifiers after unquoting, so quotes do not protect a %),
+ * and with dollar true (ExecStart=) $ doubled too, since $VAR expands when the
+ * command runs, quoted or not.
+ */
+function unitWordOf(parts, dollar) {
+    const text = literal(parts);
+    if (text === '')
+        return '""';
+    if (text.includes('\0'))
+        refuse(text, 'a unit file', 'it holds a NUL byte');
+    // Our raw() fragments need no quotes; a word of only raw() stays as written.
+    const values = parts.filter((p) => typeof p === 'string').join('');
+    const plain = values === '' || UNIT_PLAIN.test(values);
+    const body = parts
+        .map((p) => {
+        if (p instanceof Raw)
+            return p.text;
+        let t = p.replace(/%/g, '%%');
+        if (dollar)
+            t = t.replace(/\$/g, '$$$$');
+        return plain ? t : [...t].map(cEscape).join('');
+    })
+        .join('');
+    return plain ? body : `"${body}"`;
+}
+/** A word of a list setting that unquotes (ReadWritePaths=, RuntimeDirectory=, WantedBy=, Environment=). */
+function quoting_unitWord(...parts) {
+    return unitWordOf(parts, false);
+}
+/** Environment=NAME=value as one quoted word (Environment= expands specifiers, not variables). */
+function quoting_unitEnv(name, ...value) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
+        throw new Error(`${JSON.stringify(name)} is not a variable name`);
+    return quoting_unitWord(`${name}=`, ...value);
+}
+/**
+ * An ExecStart= command line: one word per argument. The program must be an
+ * absolute path: a first word starting with - @ : + ! would be read as
+ * prefixes, whatever its quotes.
+ */
+function quoting_execLine(words) {
+    const list = words.map((w) => (Array.isArray(w) ? w : [w]));
+    const program = literal(list[0] ?? []);
+    if (!program.startsWith('/'))
+        refuse(program, 'ExecStart=', 'the program must be an absolute path');
+    return list.map((w) => unitWordOf(w, true)).join(' ');
+}
+/**
+ * A setting systemd takes whole, without unquoting (Description=, User=,
+ * WorkingDirectory=, EnvironmentFile=, OnCalendar=): % doubled; the value
+ * must stay on its line and keep its ends (systemd trims them, and a final
+ * backslash would continue the line).
+ */
+function quoting_unitText(...parts) {
+    const text = literal(parts);
+    // eslint-disable-next-line no-control-regex
+    if (/[\0-\x1f\x7f]/.test(text))
+        refuse(text, 'a unit file setting', 'it holds a control character');
+    if (text !== text.trim() || text.endsWith('\\'))
+        refuse(text, 'a unit file setting', 'it starts or ends with white space or a backslash');
+    return parts.map((p) => (p instanceof Raw ? p.text : p.replace(/%/g, '%%'))).join('');
+}
+// ---- nginx -----------------------------------------------------------------
+const NGINX_PLAIN = /^[A-Za-z0-9_@%+=:,./*~[\]-]+$/;
+/**
+ * One nginx argument: plain, or double-quoted with \ and " escaped (inside
+ * quotes ; { } # and white space are text). A $ is refused: nginx reads $name
+ * as a variable in many directives, quoted or not, and has no escape for it.
+ */
+function quoting_nginxWord(value) {
+    if (value.includes('$'))
+        refuse(value, 'an nginx argument', 'nginx would read $ as a variable');
+    // eslint-disable-next-line no-control-regex
+    if (/[\0-\x1f\x7f]/.test(value))
+        refuse(value, 'an nginx argument', 'it holds a control character');
+    return NGINX_PLAIN.test(value) ? value : `"${value.replace(/[\\"]/g, '\\$&')}"`;
+}
+/**
+ * server_name's arguments from names separated by white space (the server-name
+ * input's form) or "_". A name starting with ~ would be a regular expression.
+ * A misplaced * wildcard (only server-name allows a *) is left to the nginx -t
+ * the deploy runs before it uses a new site: refusing it here would fail every
+ * switch, also where the site exists and the name is never written.
+ */
+function quoting_nginxServerNames(names) {
+    const list = names.split(/\s+/).filter(Boolean);
+    if (list.length === 0)
+        refuse(names, 'server_name', 'no name');
+    for (const n of list)
+        if (n.startsWith('~'))
+            refuse(n, 'server_name', 'nginx would read it as a regular expression');
+    return list.map(quoting_nginxWord).join(' ');
+}
+/** host:port of an nginx upstream server, [addr]:port for IPv6; nginx has no IPv6 zone index (fe80::1%eth0). */
+function nginxAddress(host, port) {
+    if (host.includes('%'))
+        refuse(host, 'an nginx upstream', 'nginx cannot use an IPv6 zone index');
+    return quoting_nginxWord(isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`);
+}
+// ---- other daemons' files --------------------------------------------------
+/**
+ * A directory in a logrotate file list. logrotate reads the list up to the
+ * first { and refuses a } before it, whatever the quotes, and globs each
+ * pattern: only characters that mean themselves there are accepted.
+ */
+function logrotateDir(dir, setting) {
+    if (!/^\/[A-Za-z0-9_@+,:=./-]*$/.test(dir))
+        refuse(dir, 'a logrotate file list', `${setting} may only hold letters, digits and _@+,:=./- there`);
+    return dir;
+}
+/**
+ * A word in a file with no quoting at all, split on white space: the Redis 7
+ * ACL file, logrotate's su user group.
+ */
+function bareWord(value, where) {
+    // eslint-disable-next-line no-control-regex
+    if (!value || /[\s\0-\x1f\x7f]/.test(value))
+        refuse(value, where, 'empty, or white space in it');
+    return value;
+}
+/**
+ * A database or role name in pg_hba.conf: always quoted, so all, replication,
+ * sameuser... and a leading + or @ are names, not keywords; "" is a quote.
+ * A leading / would still be a regular expression (PostgreSQL 16).
+ */
+function hbaName(value) {
+    // eslint-disable-next-line no-control-regex
+    if (!value || /[\0-\x1f\x7f]/.test(value) || value.startsWith('/'))
+        refuse(value, 'pg_hba.conf', 'empty, a control character, or a leading / (a regular expression)');
+    return `"${value.replace(/"/g, '""')}"`;
+}
+/**
+ * An address field of pg_hba.conf: an IPv4 or IPv6 network in CIDR form. Any
+ * other text makes PostgreSQL refuse the whole file, and then refuse to start.
+ */
+function hbaAddress(cidr) {
+    const m = /^([0-9A-Fa-f:.]+)\/(\d{1,3})$/.exec(cidr);
+    const family = m ? isIP(m[1]) : 0;
+    if (!m || !family || Number(m[2]) > (family === 4 ? 32 : 128))
+        refuse(cidr, 'pg_hba.conf', 'not an IPv4 or IPv6 network (address/prefix)');
+    return cidr;
+}
+/** A user name in sudoers: the characters sudoers gives a meaning to are escaped with a backslash. */
+function sudoersName(value) {
+    // eslint-disable-next-line no-control-regex
+    if (!value || /[\s\0-\x1f\x7f]/.test(value) || /^[#%+]/.test(value))
+        refuse(value, 'sudoers', 'empty, white space, or a leading # % + (a uid, group or netgroup)');
+    return value.replace(/[!=:,()\\]/g, '\\$&');
+}
+/**
+ * A value of an /etc/default file, read both by the shell (init scripts) and
+ * by systemd's EnvironmentFile=: in double quotes, \ " $ ` are escaped the
+ * same way for both.
+ */
+function defaultsValue(value) {
+    // eslint-disable-next-line no-control-regex
+    if (/[\0-\x1f\x7f]/.test(value))
+        refuse(value, 'an /etc/default file', 'it holds a control character');
+    return `"${value.replace(/[\\"$`]/g, '\\$&')}"`;
+}
+
+;// CONCATENATED MODULE: ./src/remote/nginx.ts
+// nginx configuration for an app: the upstream (which api slot serves) and the
+// site. The deploy path owns the upstream; the site is provision's, with a
+// minimal HTTP site installed by the deploy when none exists yet.
+
+function upstreamName(l) {
+    return `${l.app.replace(/-/g, '_')}_api`;
+}
+/**
+ * http-level config: the upstream and the WebSocket map. The upstream is a link
+ * to the serving slot's socket; nginx opens the path for every upstream
+ * connection, so a switch renames the link and never reloads nginx (a reload
+ * closes clients' idle keep-alive connections, which some clients see as errors).
+ */
+function nginx_upstreamConf(layout) {
+    return `# Managed by metalship.
+upstream ${upstreamName(layout)} {
+    server ${nginxWord(`unix:${layout.apiLink}`)} max_fails=0;
+}
+map $http_upgrade $metalship_${upstreamName(layout)}_connection {
+    default upgrade;
+    '' close;
+}
+`;
+}
+const ACME_WEBROOT = '/var/www/letsencrypt';
+function proxyLocation(upstream, balancer) {
+    // A balancer passes a request to the next app host when one refuses the
+    // connection (draining: any method, nothing was sent yet) and, for idempotent
+    // requests, when one times out or answers 502/503/504.
+    const retry = balancer ? `\n        proxy_next_upstream error timeout http_502 http_503 http_504;` : '';
+    // A host that is down is passed over quickly (the LAN answers in microseconds).
+    const connectTimeout = balancer ? '2s' : '5s';
+    return `    location / {
+        proxy_pass ${nginxWord(`http://${upstream}`)};
+        proxy_http_version 1.1;
+        proxy_set_header Host $host;
+        proxy_set_header X-Real-IP $remote_addr;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_set_header Upgrade $http_upgrade;
+        proxy_set_header Connection $metalship_${upstream}_connection;
+        proxy_connect_timeout ${connectTimeout};
+        proxy_read_timeout 60s;
+        proxy_send_timeout 60s;${retry}
+    }`;
+}
+const securityHeaders = (/* unused pure expression or super */ null && (`    add_header X-Content-Type-Options nosniff always;
+    add_header X-Frame-Options SAMEORIGIN always;
+    add_header Referrer-Policy strict-origin-when-cross-origin always;`));
+function nginx_siteConf(layout, settings) {
+    const isDefault = settings.serverName === '_';
+    const listen = (port, extra = '') => `    listen ${port}${extra}${isDefault ? ' default_server' : ''};\n    listen [::]:${port}${extra}${isDefault ? ' default_server' : ''};`;
+    const statics = settings.staticDir
+        ? // A link is followed only to a file of its own owner: a link the app plants
+            // in its files never serves, say, a world-readable system file.
+            `    location /static/ {\n        alias ${nginxWord(`${settings.staticDir}/`)};\n        disable_symlinks if_not_owner;\n        expires 7d;\n        access_log off;\n    }\n`
+        : '';
+    const logs = settings.logDir
+        ? `    access_log ${nginxWord(`${settings.logDir}/access.log`)};\n    error_log ${nginxWord(`${settings.logDir}/error.log`)};\n`
+        : '';
+    const serverName = `    server_name ${nginxServerNames(settings.serverName)};\n${logs}`.trimEnd();
+    const common = `${serverName}
+    client_max_body_size 25m;
+    client_body_timeout 30s;
+    client_header_timeout 30s;
+    send_timeout 60s;
+    keepalive_timeout 65s;
+    server_tokens off;
+${securityHeaders}
+${statics}${proxyLocation(settings.upstream ?? upstreamName(layout), settings.upstream !== undefined)}`;
+    const acme = (root) => `    location /.well-known/acme-challenge/ {
+        root ${nginxWord(root)};
+    }`;
+    if (!settings.tls) {
+        return `# Managed by metalship (HTTP only: no domain configured).
+server {
+${listen(80)}
+${settings.acmeWebroot ? acme(settings.acmeWebroot) + '\n' : ''}${common}
+}
+`;
+    }
+    return `# Managed by metalship.
+server {
+${listen(80)}
+${serverName}
+    server_tokens off;
+${acme(settings.acmeWebroot ?? ACME_WEBROOT)}
+    location / {
+        return 301 https://$host$request_uri;
+    }
+}
+server {
+${settings.http2 === 'directive' ? `${listen(443, ' ssl')}\n    http2 on;` : listen(443, ' ssl http2')}
+    ssl_certificate ${nginxWord(settings.tls.certificate)};
+    ssl_certificate_key ${nginxWord(settings.tls.key)};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_prefer_server_ciphers off;
+    ssl_session_cache shared:metalship_ssl:10m;
+    add_header Strict-Transport-Security "max-age=31536000" always;
+${common}
+}
+`;
+}
+
+;// CONCATENATED MODULE: ./src/remote/units.ts
+// The systemd units of an app, as text: the api (a template with a blue and a
+// green instance, for zero-downtime switches), the worker, the single scheduler
+// and a target grouping them. Shared by the deploy path and provision.
+
+
+/** systemd's sandboxing: the app reads its release and writes only shared/ (field notes, systemd hardening). */
+function hardening(layout) {
+    return [
+        'NoNewPrivileges=yes',
+        'ProtectSystem=strict',
+        `ReadWritePaths=${unitWord(layout.shared)}`,
+        'PrivateTmp=yes',
+        'PrivateDevices=yes',
+        'ProtectHome=yes',
+        'ProtectKernelTunables=yes',
+        'ProtectKernelModules=yes',
+        'ProtectKernelLogs=yes',
+        'ProtectControlGroups=yes',
+        'ProtectClock=yes',
+        'ProtectHostname=yes',
+        'ProtectProc=invisible',
+        'RestrictNamespaces=yes',
+        'LockPersonality=yes',
+        'RestrictRealtime=yes',
+        'RestrictSUIDSGID=yes',
+        'RemoveIPC=yes',
+        'SystemCallArchitectures=native',
+        'SystemCallFilter=@system-service',
+        'SystemCallFilter=~@privileged @resources',
+        'SystemCallErrorNumber=EPERM',
+        'CapabilityBoundingSet=',
+        'AmbientCapabilities=',
+        'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6',
+        'DevicePolicy=closed',
+        'UMask=0027',
+    ].join('\n');
+}
+/**
+ * journalctl's option for the app's units: their own output is in the app's
+ * namespace, systemd's lines about them (started, exited, failed) in the
+ * system journal; + reads both, interleaved.
+ */
+function units_journalOf(layout) {
+    return `--namespace=+${layout.journalNamespace}`;
+}
+/** A command's program resolved inside a venv unless it is absolute. */
+function inVenv(venvBin, words) {
+    const [program, ...args] = words;
+    if (!program)
+        return [];
+    return [program.startsWith('/') ? program : `${venvBin}/${program}`, ...args];
+}
+/**
+ * An app service unit: what every one has (the user, the release as working
+ * directory, the .env, restart and stop rules, the sandboxing), around what is
+ * its own. workdir may hold the %i of the api template.
+ */
+function serviceUnit(settings, own) {
+    const layout = settings.layout;
+    const workdir = own.workdir;
+    return `# Managed by metalship: changes are overwritten on the next deploy.
+${own.note ? `# ${own.note}\n` : ''}[Unit]
+Description=${own.description}
+After=${own.after}
+PartOf=${unitWord(layout.units.target)}
+
+[Service]
+Type=simple
+${[
+        `User=${unitText(settings.user)}`,
+        `Group=${unitText(settings.user)}`,
+        `WorkingDirectory=${unitText(...workdir)}`,
+        // The release's own .env (the deploy's env, or a copy of the shared one): a rollback brings back the env that served.
+        `EnvironmentFile=-${unitText(...workdir, '/.env')}`,
+        `Environment=${unitEnv('PATH', ...workdir, '/.venv/bin:/usr/local/bin:/usr/bin:/bin')}`,
+        'Environment=PYTHONUNBUFFERED=1',
+        `Environment=${unitEnv('APP_NAME', layout.app)}`,
+        'Restart=always',
+        'RestartSec=5',
+        // stdout and stderr go to the app's own journal (journald@{app}.conf keeps it
+        // 30 days): no host-wide journald setting, and no file root would open in shared/.
+        `LogNamespace=${unitWord(layout.journalNamespace)}`,
+        ...own.service,
+        'TimeoutStopSec=35',
+        'KillMode=mixed',
+        'KillSignal=SIGTERM',
+    ].join('\n')}
+${hardening(layout)}
+
+[Install]
+WantedBy=${unitWord(layout.units.target)}
+`;
+}
+function apiUnit(settings) {
+    const layout = settings.layout;
+    const slot = specifier('i');
+    const workdir = [layout.slots, '/', slot];
+    const uvicorn = execLine([
+        [...workdir, '/.venv/bin/python'],
+        '-m',
+        'uvicorn',
+        settings.appModule,
+        '--uds',
+        [`/run/${layout.app}-api-`, slot, '/api.sock'],
+        // Above nginx's idle upstream time, so uvicorn never closes a connection nginx is about to reuse.
+        '--timeout-keep-alive',
+        '75',
+        // The flags the release's uvicorn has (switch.ts UVICORN_FLAGS), from the release's uvicorn.env.
+        splitVariable('METALSHIP_UVICORN_FLAGS'),
+        ...settings.uvicornArgs,
+    ]);
+    return serviceUnit(settings, {
+        description: unitText(layout.app, ' API (', slot, ' slot)'),
+        after: 'network.target postgresql.service redis-server.service',
+        workdir,
+        service: [
+            `EnvironmentFile=-${unitText(...workdir, '/.metalship/uvicorn.env')}`,
+            `ExecStart=${uvicorn}`,
+            `RuntimeDirectory=${unitWord(`${layout.app}-api-`, slot)}`,
+            'RuntimeDirectoryMode=0755',
+        ],
+    });
+}
+/** A unit running a command from the current release: the worker and the scheduler. */
+function currentReleaseUnit(settings, options) {
+    if (options.command.length === 0)
+        return null;
+    const layout = settings.layout;
+    return serviceUnit(settings, {
+        description: unitText(layout.app, ' ', options.what),
+        after: options.after,
+        note: options.note,
+        workdir: [layout.current],
+        service: [`ExecStart=${execLine(inVenv(`${layout.current}/.venv/bin`, options.command))}`],
+    });
+}
+function workerUnit(settings) {
+    return currentReleaseUnit(settings, {
+        what: 'worker',
+        command: settings.workerCommand,
+        after: 'network.target postgresql.service redis-server.service',
+    });
+}
+function schedulerUnit(settings) {
+    return currentReleaseUnit(settings, {
+        what: 'scheduler',
+        command: settings.schedulerCommand,
+        after: 'network.target redis-server.service',
+        note: 'Exactly one scheduler runs fleet-wide: it is installed on one host only.',
+    });
+}
+function targetUnit(layout) {
+    return `# Managed by metalship.
+[Unit]
+Description=${unitText(layout.app, ' (all services)')}
+
+[Install]
+WantedBy=multi-user.target
+`;
+}
+/** The unit files for a host: name -> content (null: the unit must not exist there). */
+function unitFiles(settings, roles) {
+    const layout = settings.layout;
+    return {
+        [layout.units.target]: targetUnit(layout),
+        [layout.units.apiTemplate]: apiUnit(settings),
+        [layout.units.worker]: roles.worker ? workerUnit(settings) : null,
+        [layout.units.scheduler]: roles.scheduler ? schedulerUnit(settings) : null,
+    };
+}
+/**
+ * Script lines that refuse to write (or remove) a unit of these names that is
+ * not ours: one the distribution ships (an app named multi-user would replace
+ * multi-user.target), or one in /etc without our mark.
+ */
+function units_unitsOurs(names) {
+    return [
+        `for unit in ${names.map((n) => sh `${n}`).join(' ')}; do`,
+        '  for dir in /lib/systemd/system /usr/lib/systemd/system; do',
+        '    if [ -e "$dir/$unit" ]; then echo "$dir/$unit exists: the system has a unit of that name, which this app\'s unit would replace (choose another app name)" >&2; exit 1; fi',
+        '  done',
+        '  if [ -e "/etc/systemd/system/$unit" ] && ! grep -q "^# Managed by metalship" "/etc/systemd/system/$unit"; then echo "/etc/systemd/system/$unit exists and is not metalship\'s (choose another app name, or remove it)" >&2; exit 1; fi',
+        'done',
+    ].join('\n');
+}
+
+;// CONCATENATED MODULE: ./src/remote/switch.ts
+// Blue/green switch on one host, in one script: start the release in the idle
+// api slot (or reuse the standby if it already runs it), wait until it is ready
+// on its own socket, then rename the socket link nginx connects through, point
+// `current` at the release and restart the worker and the single scheduler.
+// The old slot stays up as a warm standby, so a rollback to it is a rename.
+
+
+
+
+
+
+/**
+ * A shell function renaming a fresh link over the old one (rename(2) by `mv
+ * -T`: never a moment without the link) and reading it back, with no
+ * interpreter to start: `swap_link TARGET PATH`. `ln` only ever creates the
+ * fresh link (replacing a link in place is what differs between coreutils
+ * flavours). Only for links in root's own directories (slots, the socket
+ * link, current, venv).
+ */
+const SWAP_LINK = [
+    'swap_link() {',
+    '  local tmp="$2.tmp-$$"',
+    '  rm -f -- "$tmp"',
+    '  ln -s -- "$1" "$tmp"',
+    '  mv -Tf -- "$tmp" "$2"',
+    '  if [ "$(readlink -- "$2")" != "$1" ]; then echo "link $2 does not point at $1 after the switch" >&2; return 1; fi',
+    '}',
+].join('\n');
+/**
+ * Script lines run once the release serves: its record becomes what it served
+ * with, and it is marked as having served (a rollback goes only to such a one).
+ */
+function servedLines(settings) {
+    const meta = `${settings.layout.release(settings.releaseId)}/.metalship`;
+    return script(writeFileAtomic(runtimePath(settings.layout, settings.releaseId), settings.record), sh `date -u +%FT%TZ > ${meta}/served`).trimEnd();
+}
+/** The api unit of the slot held in the shell variable `$slot`. */
+function apiUnitOf(l, slotVar) {
+    return `${sh `${l.app}`}-api@"${slotVar}".service`;
+}
+function switchScript(settings) {
+    const layout = settings.layout;
+    const rel = layout.release(settings.releaseId);
+    const unitLines = [unitsOurs(Object.keys(settings.units))].concat(Object.entries(settings.units).map(([name, content]) => content === null
+        ? sh `if [ -f ${layout.unitDir}/${name} ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${layout.unitDir}/${name}; units_changed=1; fi`
+        : ensureFile(`${layout.unitDir}/${name}`, content, {
+            mode: '644',
+            label: `unit ${name}`,
+            onChange: 'units_changed=1',
+        })));
+    const followers = [
+        settings.worker ? layout.units.worker : null,
+        settings.scheduler ? layout.units.scheduler : null,
+    ].filter((u) => !!u);
+    const api = raw(apiUnitOf(layout, '$slot'));
+    const standbyApi = raw(apiUnitOf(layout, '$standby'));
+    if (settings.api === false)
+        return followersOnlyScript(settings, unitLines, followers);
+    return script(pyToolDefinition(), SWAP_LINK, sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'command -v nginx >/dev/null 2>&1 || { echo "nginx is not installed: run the provision action first" >&2; exit 1; }', 
+    // The serving slot keeps serving; the release goes to the other one, unless the serving one already runs it.
+    sh `active=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$active" in blue) idle=green ;; green) idle=blue ;; *) active=""; idle=blue ;; esac', sh `slot_release() { basename "$(readlink ${layout.slots}/"$1" 2>/dev/null)" 2>/dev/null || true; }`, sh `if [ -n "$active" ] && [ "$(slot_release "$active")" = ${settings.releaseId} ] && systemctl is-active --quiet ${raw(apiUnitOf(layout, '$active'))}; then slot=$active; else slot=$idle; fi`, 'if [ "$slot" = blue ]; then standby=green; else standby=blue; fi', 'echo "SLOT $slot"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
+    // A change an earlier run wrote but did not get nginx to load (it stopped
+    // before the switch, say a first release that never became ready) is loaded now.
+    sh `nginx_changed=0; if [ -e ${layout.nginxReloadPending} ]; then nginx_changed=1; fi`, 'site_new=0', sh `if [ ! -e ${layout.nginxSite} ]; then`, '  site_new=1', ensureFile(layout.nginxSite, siteConf(layout, { serverName: settings.serverName, tls: null }), {
+        mode: '644',
+        label: 'nginx site',
+        onChange: sh `nginx_changed=1; touch ${layout.nginxReloadPending}`,
+    }), sh `  ln -sfn ${layout.nginxSite} ${layout.nginxSiteEnabled}`, settings.serverName === '_' ? sh `  rm -f /etc/nginx/sites-enabled/default` : null, 'fi', ensureFile(layout.nginxUpstream, upstreamConf(layout), {
+        mode: '644',
+        label: 'nginx upstream',
+        onChange: sh `nginx_changed=1; touch ${layout.nginxReloadPending}`,
+    }), 
+    // A configuration nginx refuses (say a second default_server) fails the switch before anything moves.
+    'if [ "$nginx_changed" = 1 ] && ! nginx_errors=$(nginx -t 2>&1); then', sh `  if [ "$site_new" = 1 ]; then rm -f ${layout.nginxSite} ${layout.nginxSiteEnabled}; fi`, '  echo "nginx refuses the configuration for this app: $nginx_errors" >&2', '  echo "(with several apps on one server, give each its own server-name)" >&2', '  exit 1', 'fi', 'echo "MARK units and nginx configuration in place"', 
+    // Start the release beside the serving one (unless the slot already runs it, unchanged).
+    'was=$(slot_release "$slot")', sh `if [ "$was" != ${settings.releaseId} ]; then swap_link ${rel} ${layout.slots}/"$slot"; fi`, sh `sock=/run/${layout.app}-api-"$slot"/api.sock`, 'warm=0', sh `if [ "$units_changed" = 1 ] || [ "$was" != ${settings.releaseId} ] || ! systemctl is-active --quiet ${api}; then`, sh `  echo "starting ${settings.releaseId} in the $slot slot"`, sh `  systemctl restart ${api}`, settings.checksFollow
+        ? sh `elif [ -S "$sock" ]; then
+  warm=1
+  echo "the $slot slot already runs ${settings.releaseId} (a warm standby): traffic moves to it now, its checks follow"`
+        : null, 'else', sh `  echo "the $slot slot already runs ${settings.releaseId}"`, 'fi', 'if [ "$warm" = 0 ]; then', sh `  echo "waiting for ${settings.releaseId} to answer ${settings.healthPath} on the $slot slot's socket"`, 
+    // A second at a time, looking at the unit in between: a process that exits
+    // (an app that cannot import, a bad uvicorn flag) fails the switch at once,
+    // not after the whole ready-timeout.
+    sh `  restarts=$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)`, sh `  deadline=$((SECONDS + ${settings.readyTimeout})); why=''`, '  while :; do', sh `    if ready=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.healthPath} 1 0.1 200 ''); then break; fi`, sh `    sub=$(systemctl show -p SubState --value ${api} 2>/dev/null || true)`, sh `    case "$sub" in auto-restart|failed|dead|exited) why="its process exited ($sub)" ;; esac`, sh `    if [ -z "$why" ] && [ "$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)" != "$restarts" ]; then why='its process exited and was restarted'; fi`, sh `    if [ -z "$why" ] && [ "$SECONDS" -ge "$deadline" ]; then why=${`it did not answer within ${settings.readyTimeout} s`}; fi`, '    if [ -n "$why" ]; then', '      echo "$ready" >&2', sh `      journalctl ${journalOf(layout)} -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh `      systemctl stop ${api} || true`, sh `      echo "release ${settings.releaseId} did not become ready in the $slot slot: $why; traffic stays on the serving release" >&2`, '      exit 1', '    fi', '  done', '  echo "READY $ready"', 'fi', 
+    // Traffic moves only now, by renaming the socket link nginx connects through:
+    // requests already on the old slot finish there, new ones reach the new slot.
+    sh `swap_link "$sock" ${layout.apiLink}`, 'echo "MARK traffic moved to the $slot slot"', sh `echo "$slot" > ${layout.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh `rm -f ${layout.nginxReloadPending}`, sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `swap_link ${rel} ${layout.current}`, sh `swap_link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', 
+    // On boot only the serving slot starts; the standby is a warm spare for this boot only.
+    // The boot reads the links: no daemon reload now (each costs as much as the rest of the switch).
+    sh `systemctl enable --no-reload --quiet ${layout.units.target} ${api} ${followers}`, sh `systemctl disable --no-reload --quiet ${standbyApi} 2>/dev/null || true`, followers.length && settings.checksFollow ? sh `systemctl restart --no-block ${followers}` : null, followers.length && !settings.checksFollow
+        ? script(sh `systemctl restart ${followers}`, 'echo "MARK worker and scheduler restarted"')
+        : null, sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout.history}`);
+}
+/** The switch as a step: the slot it serves from and the release it left. */
+function switchStep(settings) {
+    return step(`switching to ${settings.releaseId}`, switchScript(settings), (stdout) => {
+        const out = keyLines(stdout);
+        const slot = out.get('SLOT');
+        return {
+            slot: slot === 'blue' || slot === 'green' ? slot : null,
+            previous: out.get('PREVIOUS')?.trim() ?? '',
+        };
+    });
+}
+/** The switch on a host without the api role: current, the venv link, and the worker or scheduler. */
+function followersOnlyScript(settings, unitLines, followers) {
+    const layout = settings.layout;
+    const rel = layout.release(settings.releaseId);
+    return script(pyToolDefinition(), sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'echo "SLOT none"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
+    // an api that ran here before the host lost the role stops
+    sh `systemctl disable --now --quiet ${layout.units.api('blue')} ${layout.units.api('green')} 2>/dev/null || true`, sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `mstool link ${rel} ${layout.current}`, sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', sh `systemctl enable --no-reload --quiet ${layout.units.target} ${followers}`, followers.length ? sh `systemctl restart ${followers}` : null, sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout.history}`);
+}
+/**
+ * The uvicorn flags a release's uvicorn accepts, recorded at release time:
+ * --timeout-graceful-shutdown (0.21+) and --no-server-header (0.14+; before
+ * it uvicorn always names itself, which nginx hides from clients anyway). The
+ * venv's interpreter runs as the app user: its packages' code (.pth files)
+ * never runs as root.
+ */
+const UVICORN_FLAGS = (/* unused pure expression or super */ null && ([
+    ['timeout_graceful_shutdown', '--timeout-graceful-shutdown 30'],
+    ['server_header', '--no-server-header'],
+]));
+function switch_uvicornFlagsScript(rel, user) {
+    const probe = `import importlib.util, os
+s = importlib.util.find_spec("uvicorn")
+src = open(os.path.join(os.path.dirname(s.origin), "config.py")).read() if s else ""
+print(" ".join(f for o, f in ${JSON.stringify(UVICORN_FLAGS)} if o in src))`;
+    return script(sh `flags=$(runuser -u ${user} -- ${rel}/.venv/bin/python -I -c ${probe} 2>/dev/null) || flags=''`, sh `printf 'METALSHIP_UVICORN_FLAGS=%s\\n' "$flags" > ${rel}/.metalship/uvicorn.env`);
+}
+/**
+ * Takes the app out of service on a host where a first release failed: nothing
+ * served before it, so nothing serves after. Its units stop, and current, the
+ * socket link nginx connects through and the serving slot go: nginx answers 502
+ * as before the deploy, and the next deploy starts as a first one.
+ */
+function unserveStep(layout) {
+    const units = [
+        layout.units.api('blue'),
+        layout.units.api('green'),
+        layout.units.worker,
+        layout.units.scheduler,
+    ];
+    return plainStep('taking the failed first release out of service', script(sh `was=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `systemctl disable --now --quiet ${layout.units.target} ${units} 2>/dev/null || true`, sh `rm -f ${layout.apiLink} ${layout.activeSlot} ${layout.current} ${layout.venvLink}`, sh `printf '%s\n' "$(date -u +%FT%TZ) stopped serving \${was:-nothing}: it failed and nothing served before it" >> ${layout.history}`));
+}
+
+;// CONCATENATED MODULE: ./src/remote/release.ts
+// Scripts that build a release on a host: claim the directory and reuse
+// unchanged files from the previous release, then unpack the new files, build
+// (or reuse) the virtualenv, link shared paths, compile and import-check.
+
+
+
+
+
+
+
+const RELEASE_EXISTS_EXIT = 73;
+/** Where a shared path of the release points: into shared/ (.env is the release's own, see releaseEnvScript). */
+function sharedTarget(l, path) {
+    return `${l.shared}/${path}`;
+}
+/** Creates a system user without login when missing (prints `changed` when it did). */
+function ensureUser(user, home, what, comment = '') {
+    return script(sh `if ! id -u ${user} >/dev/null 2>&1; then`, sh `  useradd --system --user-group --home-dir ${home} --no-create-home --shell /usr/sbin/nologin --comment ${comment} ${user}`, sh `  echo ${`changed ${what} ${user} created`}`, 'fi').trimEnd();
+}
+/**
+ * The build user: made by us and marked so. Its processes are killed before and
+ * after every build, so a user of that name that is anything else (another
+ * app's user, someone's account) is refused rather than used.
+ */
+function ensureBuildUser(l) {
+    const mark = `metalship build user of ${l.app}`;
+    return script(ensureUser(l.buildUser, '/nonexistent', 'build user', mark), sh `if [ "$(getent passwd ${l.buildUser} | cut -d: -f5)" != ${mark} ]; then echo ${`the user ${l.buildUser} exists and is not metalship's build user of ${l.app} (its comment is not '${mark}'): rename it, or choose another app name`} >&2; exit 1; fi`).trimEnd();
+}
+/**
+ * Creates the app user, the build user and the tree when missing (idempotent);
+ * shared by release and provision. Root owns the tree; shared/ is the app's,
+ * and what lies below it is made by the app user, never chowned by root (the
+ * app could have planted a link there to a directory root would then hand over).
+ */
+function ensureAppTree(layout, user, sharedPaths) {
+    const dirs = sharedPaths.filter((p) => p !== '.env').map((p) => `${layout.shared}/${p}`);
+    const own = [layout.releases, layout.venvs, layout.slots, layout.state, layout.runDir];
+    return script(rootOnly(layout.root, ...own), ensureUser(user, layout.root, 'app user'), ensureBuildUser(layout), sh `mkdir -p ${own} ${layout.shared}`, sh `chmod 755 ${layout.root} ${layout.releases} ${layout.venvs} ${layout.slots} ${layout.runDir}`, sh `chmod ${STATE_MODE} ${layout.state}`, sh `if [ -L ${layout.shared} ] || [ ! -d ${layout.shared} ]; then echo ${`${layout.shared} is not a directory`} >&2; exit 1; fi`, sh `chown -h ${user}:${user} ${layout.shared}`, sh `chmod 750 ${layout.shared}`, dirs.length ? sh `runuser -u ${user} -- mkdir -p -- ${dirs}` : null, sh `if [ ! -e ${layout.env} ]; then install -m 600 -o ${user} -g ${user} /dev/null ${layout.env}; fi`);
+}
+/**
+ * Claims releases/<id> and copies into it every file of the manifest (sent on
+ * stdin after the script) that the previous release already has; prints the
+ * previous release id and a JSON line with the paths still needed.
+ */
+function prepareStep(settings, manifest) {
+    const layout = settings.layout;
+    const rel = layout.release(settings.releaseId);
+    const text = script(pyToolDefinition(), ensureAppTree(layout, settings.user, settings.sharedPaths), sh `if [ -e ${rel} ]; then echo "release ${settings.releaseId} exists already" >&2; exit ${RELEASE_EXISTS_EXIT}; fi`, sh `mkdir ${rel} ${rel}/.metalship`, sh `echo building > ${rel}/.metalship/status`, sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, 'echo "PREVIOUS ${prev}"', 
+    // Reuse files from the serving release; on a first deploy there is nothing to reuse.
+    sh `base=""; if [ -n "$prev" ] && [ -d ${layout.releases}/"$prev" ]; then base=${layout.releases}/"$prev"; fi`, sh `mstool stage-files ${rel} "$base"`);
+    return step('preparing the release directory', text, (stdout) => parsePrepared(stdout, manifest));
+}
+/**
+ * What the prepare script printed: the previous release and the files the host
+ * still needs. The host writes it, so a compromised host writes it too: it must
+ * never choose what the runner reads and sends, so every path must be a file
+ * of the manifest, once, or nothing is sent.
+ */
+function parsePrepared(stdout, manifest) {
+    const previous = keyLines(stdout).get('PREVIOUS')?.trim() ?? '';
+    if (previous && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/.test(previous))
+        throw new Error(`the host named its current release ${JSON.stringify(previous.slice(0, 100))}, not a release id`);
+    let answer;
+    try {
+        answer = JSON.parse(stdout.trim().split('\n').pop() ?? '');
+    }
+    catch {
+        answer = null;
+    }
+    const { need, reused } = (answer ?? {});
+    if (!Array.isArray(need) || typeof reused !== 'number' || !Number.isInteger(reused))
+        throw new Error('the host did not answer which files it needs ({"need": [paths], "reused": n} expected); nothing was sent to it');
+    const files = new Set(manifest.files.map((f) => f[0]));
+    const seen = new Set();
+    for (const p of need) {
+        if (typeof p !== 'string' || !files.has(p))
+            throw new Error(`the host asked for ${JSON.stringify(p)}, which is not a file of the manifest: refused, nothing was sent to it`);
+        if (seen.has(p))
+            throw new Error(`the host asked for ${JSON.stringify(p)} twice: refused, nothing was sent to it`);
+        seen.add(p);
+    }
+    if (reused !== files.size - seen.size)
+        throw new Error(`the host claims to reuse ${reused} files and to need ${seen.size} of ${files.size}: refused, nothing was sent to it`);
+    return { previous, need: [...seen], reused };
+}
+/** Stops the api slot that is not serving, without waiting (see BuildSettings.stopStandby). */
+function stopStandbyScript(layout) {
+    return script(sh `case "$(cat ${layout.activeSlot} 2>/dev/null || true)" in`, sh `  blue) systemctl stop --no-block ${layout.units.api('green')} 2>/dev/null || true ;;`, sh `  green) systemctl stop --no-block ${layout.units.api('blue')} 2>/dev/null || true ;;`, 'esac').trimEnd();
+}
+/**
+ * Builds a virtualenv at its final path, as the build user: pip runs the build
+ * code of every package (setup.py, build backends), which must run neither as
+ * root nor as the app. Each step is a transient systemd unit: the build user,
+ * no new privileges, a private /tmp, everything read-only but the venv, its
+ * pip cache and a copy of the release (local requirements build in place), and
+ * when it ends nothing of it is left running. Then root seals the venv: root's,
+ * read-only, no set-id bits, and nothing in it may lead to a place another
+ * user could change.
+ */
+function venvScript(settings) {
+    const layout = settings.layout;
+    const rel = layout.release(settings.releaseId);
+    const user = layout.buildUser;
+    const cacheRoot = layout.pipCache.replace(/\/[^/]+$/, '');
+    const venvFlags = settings.systemSitePackages ? ['--system-site-packages'] : [];
+    const sandbox = [
+        `User=${user}`,
+        `Group=${user}`,
+        'NoNewPrivileges=yes',
+        'PrivateTmp=yes',
+        'PrivateDevices=yes',
+        'ProtectSystem=strict',
+        'ProtectHome=yes',
+        'RestrictSUIDSGID=yes',
+    ].flatMap((p) => ['-p', p]);
+    return script(sh `venv=${`${layout.venvs}/${settings.venvKey}`}`, 
+    // Complete only when sealed: a marker the build itself may have planted does not count.
+    'if [ -f "$venv/.metalship-complete" ] && [ "$(stat -c %u -- "$venv")" = 0 ]; then', sh `  echo "reusing virtualenv ${settings.venvKey}"`, 'else', sh `  echo "building virtualenv ${settings.venvKey} as ${user}"`, 
+    // What an interrupted build left is stopped first.
+    sh `  mstool stop-user ${user}`, '  rm -rf -- "$venv"', sh `  install -d -m 755 -o ${user} -g ${user} "$venv"`, sh `  install -d -m 755 ${cacheRoot}`, sh `  install -d -m 700 -o ${user} -g ${user} ${layout.pipCache}`, sh `  find ${cacheRoot} -maxdepth 1 -name 'build.*' -exec rm -rf -- {} +`, sh `  work=$(mktemp -d ${cacheRoot + '/build.XXXXXX'})`, sh `  tar -C ${rel} --exclude=./.metalship -cf - . | tar -C "$work" -xf - --no-same-owner`, sh `  chown -R ${user}:${user} "$work"`, 
+    // The unit's environment from a root-only file (a proxy URL may hold a
+    // password: never on a command line), quoted as systemd reads it.
+    '  envfile=$(mktemp)', '  ms_env() { local v=$2 bs="\\\\" q=\'"\' d=\'$\' bt=\'`\'; v=${v//"$bs"/"$bs$bs"}; v=${v//"$q"/"$bs$q"}; v=${v//"$d"/"$bs$d"}; v=${v//"$bt"/"$bs$bt"}; printf \'%s="%s"\\n\' "$1" "$v" >> "$envfile"; }', sh `  ms_env HOME "$work"; ms_env LANG C.UTF-8; ms_env PIP_CACHE_DIR ${layout.pipCache}`, '  ms_env PIP_DISABLE_PIP_VERSION_CHECK 1; ms_env PIP_NO_INPUT 1', '  for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do if [ -n "${!v:-}" ]; then ms_env "$v" "${!v}"; fi; done', '  step=0', sh `  as_build() { step=$((step + 1)); systemd-run --quiet --wait --pipe --collect --unit="${raw(BUILD_UNIT_PREFIX)}\${__metalship_token:-$$}-$step" ${sandbox} -p EnvironmentFile="$envfile" -p ReadWritePaths="$venv $work ${raw(layout.pipCache)}" --working-directory="$work" -- "$@" < /dev/null; }`, sh `  as_build ${settings.python} -m venv ${venvFlags} "$venv"`, "  echo 'MARK virtualenv created'", settings.requirements
+        ? script(sh `  as_build "$venv/bin/python" -m pip install --no-input -r ${settings.requirements} ${settings.pipArgs}`, "  echo 'MARK requirements installed'").trimEnd()
+        : null, 
+    // Bytecode on every core (-j 0): the services cannot write it later.
+    '  as_build "$venv/bin/python" -m compileall -q -j 0 "$venv" >/dev/null 2>&1 || true', sh `  mstool stop-user ${user}`, '  rm -f -- "$envfile"', 
+    // An editable install (-e) points into the build's copy, gone in a moment.
+    '  editable=$(grep -lsF -- "$work" "$venv"/lib/python*/site-packages/*.pth "$venv"/lib/python*/site-packages/*.egg-link "$venv"/lib/python*/site-packages/__editable__* || true)', '  rm -rf -- "$work"', `  if [ -n "$editable" ]; then echo "the requirements install a package in editable mode (-e): a release is read-only, so install it normally ('.' instead of '-e .')" >&2; exit 1; fi`, '  rm -f -- "$venv/.metalship-complete"', '  chown -hR root:root -- "$venv"', '  chmod -R u+rwX,go+rX,go-w,ug-s -- "$venv"', '  mstool check-sealed "$venv"', '  touch -- "$venv/.metalship-complete"', "  echo 'MARK virtualenv sealed'", 'fi');
+}
+/**
+ * The release's own .env, which every process of the release reads (the
+ * services, migrations, the import check): the deploy's env, or else a copy of
+ * the app's shared .env as it is now, so that a later change to the shared one
+ * reaches the services only through a new release, and a rollback brings back
+ * the env that served. The app user's, mode 600 from its first byte (the
+ * release directory is world-readable), in a directory only root can write:
+ * the app user can change what it says but never where it points. The shared
+ * one is read as the app user, whose file it is.
+ */
+function releaseEnvScript(rel, layout, user, env) {
+    const tmp = `${rel}/.env.metalship-tmp`;
+    const doc = heredoc(env);
+    return script(sh `rm -rf -- ${tmp} ${rel}/.env`, env
+        ? script(sh `(umask 077 && cat > ${tmp}) ${raw(doc.open)}`, doc.body).trimEnd()
+        : sh `(umask 077 && runuser -u ${user} -- cat -- ${layout.env} > ${tmp})`, sh `chown ${user}:${user} ${tmp}`, sh `mv -f -- ${tmp} ${rel}/.env`).trimEnd();
+}
+function buildStep(settings) {
+    const layout = settings.layout;
+    const rel = layout.release(settings.releaseId);
+    return plainStep(`building release ${settings.releaseId}`, script(pyToolDefinition(), settings.stopStandby ? stopStandbyScript(layout) : null, 
+    // The upload (on stdin) is unpacked by check-files, not tar: only the manifest's regular files.
+    sh `mstool check-files ${rel} ${settings.hasUpload ? ['receive'] : []}`, "echo 'MARK files in place'", 
+    // One environment per distinct requirements, built at its final path and never moved.
+    venvScript(settings), sh `mstool link "$venv" ${rel}/.venv`, 
+    // Bytecode now (the services cannot write it: read-only code, ProtectSystem=strict),
+    // before the shared links, so root reads only the release's own files, with
+    // the base interpreter (isolated): the venv's packages never run as root.
+    sh `${settings.python} -I -m compileall -q -j 0 -x '/[.]venv/' ${rel} >/dev/null`, "echo 'MARK bytecode compiled'", uvicornFlagsScript(rel, settings.user), ...settings.sharedPaths
+        .filter((p) => p !== '.env')
+        .map((p) => script(sh `if [ -e ${rel}/${p} ] && [ ! -L ${rel}/${p} ]; then rm -rf ${rel}/${p}; fi`, sh `mkdir -p "$(dirname ${rel}/${p})"`, sh `mstool link ${sharedTarget(layout, p)} ${rel}/${p}`).trimEnd()), sh `chmod -R u+rwX,go+rX,go-w,ug-s ${rel}`, releaseEnvScript(rel, layout, settings.user, settings.env), settings.importCheck
+        ? script(importCheckLine(rel, settings.user, settings.importCheck), "echo 'MARK the app imports'").trimEnd()
+        : null, writeFileAtomic(`${rel}/.metalship/release.json`, JSON.stringify(settings.metadata, null, 2) + '\n'), writeFileAtomic(runtimePath(layout, settings.releaseId), settings.runtimeRecord), sh `echo ready > ${rel}/.metalship/status`, sh `printf '%s\n' ${`${new Date().toISOString()} release ${settings.releaseId} ready (${String(settings.metadata.revision || 'no revision')} by ${String(settings.metadata.actor || 'unknown')})`} >> ${layout.history}`));
+}
+/**
+ * Imports the app module with the release's interpreter, as the app user and
+ * with the release's .env, so that a release that cannot start fails before it
+ * is switched to or migrates anything (needs pyToolDefinition).
+ */
+function importCheckLine(rel, user, appModule) {
+    return sh_sh `runuser -u ${user} -- ${rel}/.venv/bin/python -I -c "$MSTOOL_SRC" import-check ${rel} ${appModule} ${`${rel}/.env`}`;
+}
+/** Marks a release failed so that it never becomes current and never counts as a good release. */
+function markStep(layout, releaseId, status, reason) {
+    const rel = layout.release(releaseId);
+    return step_plainStep(`marking ${releaseId} ${status}`, sh_script(sh_sh `if [ -d ${rel}/.metalship ]; then echo ${status} > ${rel}/.metalship/status; fi`, sh_sh `printf '%s\n' ${`${new Date().toISOString()} release ${releaseId} marked ${status}: ${reason.split('\n')[0]?.slice(0, 300) ?? ''}`} >> ${layout.history} || true`));
+}
+
 ;// CONCATENATED MODULE: ./src/remote/migrate.ts
 // Database migrations for a release, on one host: back the database up, then
 // run the migration command in the release (its venv, the app's .env, as the
 // app user) while a PostgreSQL advisory lock keeps every other migration of
 // the app waiting. Schema revisions before and after are recorded.
+
 
 
 
@@ -63230,7 +64111,9 @@ function migrateScript(settings) {
     const atHeadSkips = isAlembicUpgradeHead(settings.command) &&
         settings.revisionCommand[2] === ALEMBIC_MAIN &&
         settings.revisionCommand.slice(3).join(' ') === 'current';
-    return sh_script(prelude(settings), skipUnchanged(settings), advisoryLock(settings), 
+    return sh_script(prelude(settings), skipUnchanged(settings), settings.importCheck
+        ? importCheckLine(settings.layout.release(settings.releaseId), settings.user, settings.importCheck)
+        : null, advisoryLock(settings), 
     // The database is about to change, or be read anew: what was last applied is no longer known.
     sh_sh `rm -f -- ${settings.layout.state}/${RECORD}`, 'before_line=$(revision_line)', 'before=${before_line%% *}', 'echo "REVISION_BEFORE ${before}"', atHeadSkips
         ? sh_script(
@@ -63254,65 +64137,6 @@ function migrate_migrateStep(settings, what) {
             skipped: out.get('SKIPPED')?.trim() ?? '',
         };
     });
-}
-
-// EXTERNAL MODULE: external "node:crypto"
-var external_node_crypto_ = __nccwpck_require__(7598);
-;// CONCATENATED MODULE: ./src/remote/layout.ts
-// Where everything lives on a host: the standard's /opt/{app} tree plus
-// metalship's own state. One place, so scripts cannot disagree on a path.
-
-/** Transient units that run builds: `metalship-build-<script token>-<n>`, stopped with the script's session. */
-const layout_BUILD_UNIT_PREFIX = 'metalship-build-';
-/** `{app}-build`, shortened with a hash where that would pass the 32 characters of a user name. */
-function buildUserName(app) {
-    if (app.length <= 26)
-        return `${app}-build`;
-    return `${app.slice(0, 18)}-${(0,external_node_crypto_.createHash)('sha256').update(app).digest('hex').slice(0, 7)}-build`;
-}
-function layout(app, root) {
-    return {
-        app,
-        root,
-        releases: `${root}/releases`,
-        release: (id) => `${root}/releases/${id}`,
-        current: `${root}/current`,
-        shared: `${root}/shared`,
-        venvs: `${root}/venvs`,
-        venvLink: `${root}/venv`,
-        env: `${root}/.env`,
-        slots: `${root}/slots`,
-        state: `${root}/.metalship`,
-        preMigrateBackups: `/var/backups/metalship/${app}/pre-migrate`,
-        buildUser: buildUserName(app),
-        pipCache: `/var/cache/metalship/${app}/pip`,
-        lockFile: `${root}/.metalship/deploy.lock`,
-        lockHolder: `${root}/.metalship/lock-holder`,
-        freeze: `${root}/.metalship/freeze`,
-        history: `${root}/.metalship/history.log`,
-        activeSlot: `${root}/.metalship/active-slot`,
-        apiSocket: (s) => `/run/${app}-api-${s}/api.sock`,
-        apiLink: `${root}/run/api.sock`,
-        runDir: `${root}/run`,
-        units: {
-            api: (s) => `${app}-api@${s}.service`,
-            apiTemplate: `${app}-api@.service`,
-            worker: `${app}-worker.service`,
-            scheduler: `${app}-scheduler.service`,
-            target: `${app}.target`,
-        },
-        unitDir: '/etc/systemd/system',
-        nginxSite: `/etc/nginx/sites-available/${app}`,
-        nginxSiteEnabled: `/etc/nginx/sites-enabled/${app}`,
-        nginxReloadPending: `${root}/.metalship/nginx-reload-pending`,
-        nginxUpstream: `/etc/nginx/conf.d/metalship-${app}-upstream.conf`,
-        balancerUpstream: `/etc/nginx/conf.d/metalship-${app}-balancer.conf`,
-        nginxLogs: `/var/log/nginx/${app}`,
-        journalNamespace: app,
-        journaldConf: `/etc/systemd/journald@${app}.conf`,
-        logrotateApp: `/etc/logrotate.d/metalship-${app}`,
-        logrotateNginx: `/etc/logrotate.d/metalship-${app}_nginx`,
-    };
 }
 
 ;// CONCATENATED MODULE: ./src/remote/lock.ts
@@ -64241,8 +65065,6 @@ class NodeSSH {
     }
 }
 
-// EXTERNAL MODULE: external "node:net"
-var external_node_net_ = __nccwpck_require__(7030);
 // EXTERNAL MODULE: external "node:stream"
 var external_node_stream_ = __nccwpck_require__(7075);
 ;// CONCATENATED MODULE: ./src/remote/session.ts
@@ -65227,394 +66049,6 @@ function status_statusStep(layout, historyLines) {
     });
 }
 
-;// CONCATENATED MODULE: ./src/remote/quoting.ts
-// Quoting for the files we generate, each in its own syntax: a value from the
-// settings is escaped for where it goes, the way sh`` quotes it in a script.
-// raw() marks text we wrote ourselves (a %i specifier, a $VAR meant to expand).
-// A value that a syntax cannot hold is refused with an error naming it, never
-// written half-escaped: the file would otherwise fail to load, or mean something else.
-
-
-function literal(parts) {
-    return parts.map((p) => (p instanceof Raw ? p.text : p)).join('');
-}
-function refuse(value, where, why) {
-    throw new Error(`${JSON.stringify(value)} cannot be written in ${where}: ${why}`);
-}
-// ---- systemd unit files ----------------------------------------------------
-/** A systemd specifier such as %i (the instance) or %n (the unit), kept where the values around it are escaped. */
-function quoting_specifier(letter) {
-    return new Raw(`%${letter}`);
-}
-/** $NAME as a whole ExecStart= word: systemd splits the variable's value into words when it runs the command. */
-function quoting_splitVariable(name) {
-    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
-        throw new Error(`${JSON.stringify(name)} is not a variable name`);
-    return new Raw(`$${name}`);
-}
-const UNIT_PLAIN = /^[A-Za-z0-9_@%+=:,./{}~-]+$/;
-/** C escape of one character inside systemd's double quotes (its word splitting unescapes them). */
-function cEscape(c) {
-    if (c === '\\' || c === '"')
-        return `\\${c}`;
-    if (c === '\n')
-        return '\\n';
-    if (c === '\t')
-        return '\\t';
-    const code = c.charCodeAt(0);
-    return code < 0x20 || code === 0x7f ? `\\x${code.toString(16).padStart(2, '0')}` : c;
-}
-/**
- * One word of a setting systemd splits into words (ExecStart=, Environment=,
- * ReadWritePaths=...): double-quoted with C escapes unless plain, % doubled
- * (systemd resolves specifiers after unquoting, so quotes do not protect a %),
- * and with dollar true (ExecStart=) $ doubled too, since $VAR expands when the
- * command runs, quoted or not.
- */
-function unitWordOf(parts, dollar) {
-    const text = literal(parts);
-    if (text === '')
-        return '""';
-    if (text.includes('\0'))
-        refuse(text, 'a unit file', 'it holds a NUL byte');
-    // Our raw() fragments need no quotes; a word of only raw() stays as written.
-    const values = parts.filter((p) => typeof p === 'string').join('');
-    const plain = values === '' || UNIT_PLAIN.test(values);
-    const body = parts
-        .map((p) => {
-        if (p instanceof Raw)
-            return p.text;
-        let t = p.replace(/%/g, '%%');
-        if (dollar)
-            t = t.replace(/\$/g, '$$$$');
-        return plain ? t : [...t].map(cEscape).join('');
-    })
-        .join('');
-    return plain ? body : `"${body}"`;
-}
-/** A word of a list setting that unquotes (ReadWritePaths=, RuntimeDirectory=, WantedBy=, Environment=). */
-function quoting_unitWord(...parts) {
-    return unitWordOf(parts, false);
-}
-/** Environment=NAME=value as one quoted word (Environment= expands specifiers, not variables). */
-function quoting_unitEnv(name, ...value) {
-    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
-        throw new Error(`${JSON.stringify(name)} is not a variable name`);
-    return quoting_unitWord(`${name}=`, ...value);
-}
-/**
- * An ExecStart= command line: one word per argument. The program must be an
- * absolute path: a first word starting with - @ : + ! would be read as
- * prefixes, whatever its quotes.
- */
-function quoting_execLine(words) {
-    const list = words.map((w) => (Array.isArray(w) ? w : [w]));
-    const program = literal(list[0] ?? []);
-    if (!program.startsWith('/'))
-        refuse(program, 'ExecStart=', 'the program must be an absolute path');
-    return list.map((w) => unitWordOf(w, true)).join(' ');
-}
-/**
- * A setting systemd takes whole, without unquoting (Description=, User=,
- * WorkingDirectory=, EnvironmentFile=, OnCalendar=): % doubled; the value
- * must stay on its line and keep its ends (systemd trims them, and a final
- * backslash would continue the line).
- */
-function quoting_unitText(...parts) {
-    const text = literal(parts);
-    // eslint-disable-next-line no-control-regex
-    if (/[\0-\x1f\x7f]/.test(text))
-        refuse(text, 'a unit file setting', 'it holds a control character');
-    if (text !== text.trim() || text.endsWith('\\'))
-        refuse(text, 'a unit file setting', 'it starts or ends with white space or a backslash');
-    return parts.map((p) => (p instanceof Raw ? p.text : p.replace(/%/g, '%%'))).join('');
-}
-// ---- nginx -----------------------------------------------------------------
-const NGINX_PLAIN = /^[A-Za-z0-9_@%+=:,./*~[\]-]+$/;
-/**
- * One nginx argument: plain, or double-quoted with \ and " escaped (inside
- * quotes ; { } # and white space are text). A $ is refused: nginx reads $name
- * as a variable in many directives, quoted or not, and has no escape for it.
- */
-function quoting_nginxWord(value) {
-    if (value.includes('$'))
-        refuse(value, 'an nginx argument', 'nginx would read $ as a variable');
-    // eslint-disable-next-line no-control-regex
-    if (/[\0-\x1f\x7f]/.test(value))
-        refuse(value, 'an nginx argument', 'it holds a control character');
-    return NGINX_PLAIN.test(value) ? value : `"${value.replace(/[\\"]/g, '\\$&')}"`;
-}
-/**
- * server_name's arguments from names separated by white space (the server-name
- * input's form) or "_". A name starting with ~ would be a regular expression.
- * A misplaced * wildcard (only server-name allows a *) is left to the nginx -t
- * the deploy runs before it uses a new site: refusing it here would fail every
- * switch, also where the site exists and the name is never written.
- */
-function quoting_nginxServerNames(names) {
-    const list = names.split(/\s+/).filter(Boolean);
-    if (list.length === 0)
-        refuse(names, 'server_name', 'no name');
-    for (const n of list)
-        if (n.startsWith('~'))
-            refuse(n, 'server_name', 'nginx would read it as a regular expression');
-    return list.map(quoting_nginxWord).join(' ');
-}
-/** host:port of an nginx upstream server, [addr]:port for IPv6; nginx has no IPv6 zone index (fe80::1%eth0). */
-function nginxAddress(host, port) {
-    if (host.includes('%'))
-        refuse(host, 'an nginx upstream', 'nginx cannot use an IPv6 zone index');
-    return quoting_nginxWord(isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`);
-}
-// ---- other daemons' files --------------------------------------------------
-/**
- * A directory in a logrotate file list. logrotate reads the list up to the
- * first { and refuses a } before it, whatever the quotes, and globs each
- * pattern: only characters that mean themselves there are accepted.
- */
-function logrotateDir(dir, setting) {
-    if (!/^\/[A-Za-z0-9_@+,:=./-]*$/.test(dir))
-        refuse(dir, 'a logrotate file list', `${setting} may only hold letters, digits and _@+,:=./- there`);
-    return dir;
-}
-/**
- * A word in a file with no quoting at all, split on white space: the Redis 7
- * ACL file, logrotate's su user group.
- */
-function bareWord(value, where) {
-    // eslint-disable-next-line no-control-regex
-    if (!value || /[\s\0-\x1f\x7f]/.test(value))
-        refuse(value, where, 'empty, or white space in it');
-    return value;
-}
-/**
- * A database or role name in pg_hba.conf: always quoted, so all, replication,
- * sameuser... and a leading + or @ are names, not keywords; "" is a quote.
- * A leading / would still be a regular expression (PostgreSQL 16).
- */
-function hbaName(value) {
-    // eslint-disable-next-line no-control-regex
-    if (!value || /[\0-\x1f\x7f]/.test(value) || value.startsWith('/'))
-        refuse(value, 'pg_hba.conf', 'empty, a control character, or a leading / (a regular expression)');
-    return `"${value.replace(/"/g, '""')}"`;
-}
-/**
- * An address field of pg_hba.conf: an IPv4 or IPv6 network in CIDR form. Any
- * other text makes PostgreSQL refuse the whole file, and then refuse to start.
- */
-function hbaAddress(cidr) {
-    const m = /^([0-9A-Fa-f:.]+)\/(\d{1,3})$/.exec(cidr);
-    const family = m ? isIP(m[1]) : 0;
-    if (!m || !family || Number(m[2]) > (family === 4 ? 32 : 128))
-        refuse(cidr, 'pg_hba.conf', 'not an IPv4 or IPv6 network (address/prefix)');
-    return cidr;
-}
-/** A user name in sudoers: the characters sudoers gives a meaning to are escaped with a backslash. */
-function sudoersName(value) {
-    // eslint-disable-next-line no-control-regex
-    if (!value || /[\s\0-\x1f\x7f]/.test(value) || /^[#%+]/.test(value))
-        refuse(value, 'sudoers', 'empty, white space, or a leading # % + (a uid, group or netgroup)');
-    return value.replace(/[!=:,()\\]/g, '\\$&');
-}
-/**
- * A value of an /etc/default file, read both by the shell (init scripts) and
- * by systemd's EnvironmentFile=: in double quotes, \ " $ ` are escaped the
- * same way for both.
- */
-function defaultsValue(value) {
-    // eslint-disable-next-line no-control-regex
-    if (/[\0-\x1f\x7f]/.test(value))
-        refuse(value, 'an /etc/default file', 'it holds a control character');
-    return `"${value.replace(/[\\"$`]/g, '\\$&')}"`;
-}
-
-;// CONCATENATED MODULE: ./src/remote/units.ts
-// The systemd units of an app, as text: the api (a template with a blue and a
-// green instance, for zero-downtime switches), the worker, the single scheduler
-// and a target grouping them. Shared by the deploy path and provision.
-
-
-/** systemd's sandboxing: the app reads its release and writes only shared/ (field notes, systemd hardening). */
-function hardening(layout) {
-    return [
-        'NoNewPrivileges=yes',
-        'ProtectSystem=strict',
-        `ReadWritePaths=${unitWord(layout.shared)}`,
-        'PrivateTmp=yes',
-        'PrivateDevices=yes',
-        'ProtectHome=yes',
-        'ProtectKernelTunables=yes',
-        'ProtectKernelModules=yes',
-        'ProtectKernelLogs=yes',
-        'ProtectControlGroups=yes',
-        'ProtectClock=yes',
-        'ProtectHostname=yes',
-        'ProtectProc=invisible',
-        'RestrictNamespaces=yes',
-        'LockPersonality=yes',
-        'RestrictRealtime=yes',
-        'RestrictSUIDSGID=yes',
-        'RemoveIPC=yes',
-        'SystemCallArchitectures=native',
-        'SystemCallFilter=@system-service',
-        'SystemCallFilter=~@privileged @resources',
-        'SystemCallErrorNumber=EPERM',
-        'CapabilityBoundingSet=',
-        'AmbientCapabilities=',
-        'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6',
-        'DevicePolicy=closed',
-        'UMask=0027',
-    ].join('\n');
-}
-/**
- * journalctl's option for the app's units: their own output is in the app's
- * namespace, systemd's lines about them (started, exited, failed) in the
- * system journal; + reads both, interleaved.
- */
-function units_journalOf(layout) {
-    return `--namespace=+${layout.journalNamespace}`;
-}
-/** A command's program resolved inside a venv unless it is absolute. */
-function inVenv(venvBin, words) {
-    const [program, ...args] = words;
-    if (!program)
-        return [];
-    return [program.startsWith('/') ? program : `${venvBin}/${program}`, ...args];
-}
-/**
- * An app service unit: what every one has (the user, the release as working
- * directory, the .env, restart and stop rules, the sandboxing), around what is
- * its own. workdir may hold the %i of the api template.
- */
-function serviceUnit(settings, own) {
-    const layout = settings.layout;
-    const workdir = own.workdir;
-    return `# Managed by metalship: changes are overwritten on the next deploy.
-${own.note ? `# ${own.note}\n` : ''}[Unit]
-Description=${own.description}
-After=${own.after}
-PartOf=${unitWord(layout.units.target)}
-
-[Service]
-Type=simple
-${[
-        `User=${unitText(settings.user)}`,
-        `Group=${unitText(settings.user)}`,
-        `WorkingDirectory=${unitText(...workdir)}`,
-        // The release's own .env (the deploy's env, or a copy of the shared one): a rollback brings back the env that served.
-        `EnvironmentFile=-${unitText(...workdir, '/.env')}`,
-        `Environment=${unitEnv('PATH', ...workdir, '/.venv/bin:/usr/local/bin:/usr/bin:/bin')}`,
-        'Environment=PYTHONUNBUFFERED=1',
-        `Environment=${unitEnv('APP_NAME', layout.app)}`,
-        'Restart=always',
-        'RestartSec=5',
-        // stdout and stderr go to the app's own journal (journald@{app}.conf keeps it
-        // 30 days): no host-wide journald setting, and no file root would open in shared/.
-        `LogNamespace=${unitWord(layout.journalNamespace)}`,
-        ...own.service,
-        'TimeoutStopSec=35',
-        'KillMode=mixed',
-        'KillSignal=SIGTERM',
-    ].join('\n')}
-${hardening(layout)}
-
-[Install]
-WantedBy=${unitWord(layout.units.target)}
-`;
-}
-function apiUnit(settings) {
-    const layout = settings.layout;
-    const slot = specifier('i');
-    const workdir = [layout.slots, '/', slot];
-    const uvicorn = execLine([
-        [...workdir, '/.venv/bin/python'],
-        '-m',
-        'uvicorn',
-        settings.appModule,
-        '--uds',
-        [`/run/${layout.app}-api-`, slot, '/api.sock'],
-        // Above nginx's idle upstream time, so uvicorn never closes a connection nginx is about to reuse.
-        '--timeout-keep-alive',
-        '75',
-        // The flags the release's uvicorn has (switch.ts UVICORN_FLAGS), from the release's uvicorn.env.
-        splitVariable('METALSHIP_UVICORN_FLAGS'),
-        ...settings.uvicornArgs,
-    ]);
-    return serviceUnit(settings, {
-        description: unitText(layout.app, ' API (', slot, ' slot)'),
-        after: 'network.target postgresql.service redis-server.service',
-        workdir,
-        service: [
-            `EnvironmentFile=-${unitText(...workdir, '/.metalship/uvicorn.env')}`,
-            `ExecStart=${uvicorn}`,
-            `RuntimeDirectory=${unitWord(`${layout.app}-api-`, slot)}`,
-            'RuntimeDirectoryMode=0755',
-        ],
-    });
-}
-/** A unit running a command from the current release: the worker and the scheduler. */
-function currentReleaseUnit(settings, options) {
-    if (options.command.length === 0)
-        return null;
-    const layout = settings.layout;
-    return serviceUnit(settings, {
-        description: unitText(layout.app, ' ', options.what),
-        after: options.after,
-        note: options.note,
-        workdir: [layout.current],
-        service: [`ExecStart=${execLine(inVenv(`${layout.current}/.venv/bin`, options.command))}`],
-    });
-}
-function workerUnit(settings) {
-    return currentReleaseUnit(settings, {
-        what: 'worker',
-        command: settings.workerCommand,
-        after: 'network.target postgresql.service redis-server.service',
-    });
-}
-function schedulerUnit(settings) {
-    return currentReleaseUnit(settings, {
-        what: 'scheduler',
-        command: settings.schedulerCommand,
-        after: 'network.target redis-server.service',
-        note: 'Exactly one scheduler runs fleet-wide: it is installed on one host only.',
-    });
-}
-function targetUnit(layout) {
-    return `# Managed by metalship.
-[Unit]
-Description=${unitText(layout.app, ' (all services)')}
-
-[Install]
-WantedBy=multi-user.target
-`;
-}
-/** The unit files for a host: name -> content (null: the unit must not exist there). */
-function unitFiles(settings, roles) {
-    const layout = settings.layout;
-    return {
-        [layout.units.target]: targetUnit(layout),
-        [layout.units.apiTemplate]: apiUnit(settings),
-        [layout.units.worker]: roles.worker ? workerUnit(settings) : null,
-        [layout.units.scheduler]: roles.scheduler ? schedulerUnit(settings) : null,
-    };
-}
-/**
- * Script lines that refuse to write (or remove) a unit of these names that is
- * not ours: one the distribution ships (an app named multi-user would replace
- * multi-user.target), or one in /etc without our mark.
- */
-function units_unitsOurs(names) {
-    return [
-        `for unit in ${names.map((n) => sh `${n}`).join(' ')}; do`,
-        '  for dir in /lib/systemd/system /usr/lib/systemd/system; do',
-        '    if [ -e "$dir/$unit" ]; then echo "$dir/$unit exists: the system has a unit of that name, which this app\'s unit would replace (choose another app name)" >&2; exit 1; fi',
-        '  done',
-        '  if [ -e "/etc/systemd/system/$unit" ] && ! grep -q "^# Managed by metalship" "/etc/systemd/system/$unit"; then echo "/etc/systemd/system/$unit exists and is not metalship\'s (choose another app name, or remove it)" >&2; exit 1; fi',
-        'done',
-    ].join('\n');
-}
-
 ;// CONCATENATED MODULE: ./src/remote/verify.ts
 // Health checks run on a host, and the listing and cleanup of releases.
 
@@ -65652,7 +66086,9 @@ function verifyStep(settings) {
         sh `    i=$((i + 1)); if [ "$i" -ge ${settings.timeout * 10} ]; then`, 
         // What the unit was doing when given up on, so a failure explains itself.
         '      echo "UNIT_STATE $1: is-active=${s:-?} jobs=${jobs:-none}; $(systemctl show -p ActiveState -p SubState -p Result -p NRestarts -p ExecMainStatus "$1" 2>/dev/null | tr \'\\n\' \' \')"', '      return 1', '    fi', '    sleep 0.1', '  done', '}').trimEnd()
-        : null, ...settings.units.map((u) => sh `if ! settled ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', sh `  journalctl ${journalOf(layout)} -u ${layout.units.api('blue')} -u ${layout.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`, 'fi');
+        : null, ...settings.units.map((u) => sh `if ! settled ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', settings.list
+        ? sh `if [ "$rc" = 0 ] && [ -z "$failed" ]; then echo "LISTING $(mstool releases ${layout.root} | tail -n 1)"; fi`
+        : null, 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', sh `  journalctl ${journalOf(layout)} -u ${layout.units.api('blue')} -u ${layout.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`, 'fi');
     return step('health check', text, (stdout) => {
         const out = keyLines(stdout);
         const unitsDown = (out.get('UNITS_DOWN') ?? '').split(' ').filter(Boolean);
@@ -65676,6 +66112,7 @@ function verifyStep(settings) {
             unitStates: out.all('UNIT_STATE'),
             journal: out.all('JOURNAL'),
             problem,
+            listing: parseListing(out.get('LISTING')),
         };
     });
 }
@@ -65703,6 +66140,16 @@ function probeAnswer(result, exitCode) {
         body: typeof a.body === 'string' ? a.body : '',
     };
     return parsed;
+}
+/** A listing a health check printed; none when unreadable (the cleanup then lists again: never a reason to fail). */
+function parseListing(line) {
+    try {
+        const listing = line ? JSON.parse(line) : undefined;
+        return Array.isArray(listing?.releases) && Array.isArray(listing?.venvs) ? listing : undefined;
+    }
+    catch {
+        return undefined;
+    }
 }
 /** The releases on a host, their status and links, and the venvs. */
 function verify_listStep(l) {
@@ -66109,419 +66556,6 @@ const external_node_fs_promises_namespaceObject = __WEBPACK_EXTERNAL_createRequi
 ;// CONCATENATED MODULE: external "node:path"
 const external_node_path_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:path");
 var external_node_path_default = /*#__PURE__*/__nccwpck_require__.n(external_node_path_namespaceObject);
-;// CONCATENATED MODULE: ./src/remote/nginx.ts
-// nginx configuration for an app: the upstream (which api slot serves) and the
-// site. The deploy path owns the upstream; the site is provision's, with a
-// minimal HTTP site installed by the deploy when none exists yet.
-
-function upstreamName(l) {
-    return `${l.app.replace(/-/g, '_')}_api`;
-}
-/**
- * http-level config: the upstream and the WebSocket map. The upstream is a link
- * to the serving slot's socket; nginx opens the path for every upstream
- * connection, so a switch renames the link and never reloads nginx (a reload
- * closes clients' idle keep-alive connections, which some clients see as errors).
- */
-function nginx_upstreamConf(layout) {
-    return `# Managed by metalship.
-upstream ${upstreamName(layout)} {
-    server ${nginxWord(`unix:${layout.apiLink}`)} max_fails=0;
-}
-map $http_upgrade $metalship_${upstreamName(layout)}_connection {
-    default upgrade;
-    '' close;
-}
-`;
-}
-const ACME_WEBROOT = '/var/www/letsencrypt';
-function proxyLocation(upstream, balancer) {
-    // A balancer passes a request to the next app host when one refuses the
-    // connection (draining: any method, nothing was sent yet) and, for idempotent
-    // requests, when one times out or answers 502/503/504.
-    const retry = balancer ? `\n        proxy_next_upstream error timeout http_502 http_503 http_504;` : '';
-    // A host that is down is passed over quickly (the LAN answers in microseconds).
-    const connectTimeout = balancer ? '2s' : '5s';
-    return `    location / {
-        proxy_pass ${nginxWord(`http://${upstream}`)};
-        proxy_http_version 1.1;
-        proxy_set_header Host $host;
-        proxy_set_header X-Real-IP $remote_addr;
-        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-        proxy_set_header X-Forwarded-Proto $scheme;
-        proxy_set_header Upgrade $http_upgrade;
-        proxy_set_header Connection $metalship_${upstream}_connection;
-        proxy_connect_timeout ${connectTimeout};
-        proxy_read_timeout 60s;
-        proxy_send_timeout 60s;${retry}
-    }`;
-}
-const securityHeaders = (/* unused pure expression or super */ null && (`    add_header X-Content-Type-Options nosniff always;
-    add_header X-Frame-Options SAMEORIGIN always;
-    add_header Referrer-Policy strict-origin-when-cross-origin always;`));
-function nginx_siteConf(layout, settings) {
-    const isDefault = settings.serverName === '_';
-    const listen = (port, extra = '') => `    listen ${port}${extra}${isDefault ? ' default_server' : ''};\n    listen [::]:${port}${extra}${isDefault ? ' default_server' : ''};`;
-    const statics = settings.staticDir
-        ? // A link is followed only to a file of its own owner: a link the app plants
-            // in its files never serves, say, a world-readable system file.
-            `    location /static/ {\n        alias ${nginxWord(`${settings.staticDir}/`)};\n        disable_symlinks if_not_owner;\n        expires 7d;\n        access_log off;\n    }\n`
-        : '';
-    const logs = settings.logDir
-        ? `    access_log ${nginxWord(`${settings.logDir}/access.log`)};\n    error_log ${nginxWord(`${settings.logDir}/error.log`)};\n`
-        : '';
-    const serverName = `    server_name ${nginxServerNames(settings.serverName)};\n${logs}`.trimEnd();
-    const common = `${serverName}
-    client_max_body_size 25m;
-    client_body_timeout 30s;
-    client_header_timeout 30s;
-    send_timeout 60s;
-    keepalive_timeout 65s;
-    server_tokens off;
-${securityHeaders}
-${statics}${proxyLocation(settings.upstream ?? upstreamName(layout), settings.upstream !== undefined)}`;
-    const acme = (root) => `    location /.well-known/acme-challenge/ {
-        root ${nginxWord(root)};
-    }`;
-    if (!settings.tls) {
-        return `# Managed by metalship (HTTP only: no domain configured).
-server {
-${listen(80)}
-${settings.acmeWebroot ? acme(settings.acmeWebroot) + '\n' : ''}${common}
-}
-`;
-    }
-    return `# Managed by metalship.
-server {
-${listen(80)}
-${serverName}
-    server_tokens off;
-${acme(settings.acmeWebroot ?? ACME_WEBROOT)}
-    location / {
-        return 301 https://$host$request_uri;
-    }
-}
-server {
-${settings.http2 === 'directive' ? `${listen(443, ' ssl')}\n    http2 on;` : listen(443, ' ssl http2')}
-    ssl_certificate ${nginxWord(settings.tls.certificate)};
-    ssl_certificate_key ${nginxWord(settings.tls.key)};
-    ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_prefer_server_ciphers off;
-    ssl_session_cache shared:metalship_ssl:10m;
-    add_header Strict-Transport-Security "max-age=31536000" always;
-${common}
-}
-`;
-}
-
-;// CONCATENATED MODULE: ./src/remote/switch.ts
-// Blue/green switch on one host, in one script: start the release in the idle
-// api slot (or reuse the standby if it already runs it), wait until it is ready
-// on its own socket, then rename the socket link nginx connects through, point
-// `current` at the release and restart the worker and the single scheduler.
-// The old slot stays up as a warm standby, so a rollback to it is a rename.
-
-
-
-
-
-
-/**
- * A shell function renaming a fresh link over the old one (rename(2) by `mv
- * -T`: never a moment without the link) and reading it back, with no
- * interpreter to start: `swap_link TARGET PATH`. `ln` only ever creates the
- * fresh link (replacing a link in place is what differs between coreutils
- * flavours). Only for links in root's own directories (slots, the socket
- * link, current, venv).
- */
-const SWAP_LINK = [
-    'swap_link() {',
-    '  local tmp="$2.tmp-$$"',
-    '  rm -f -- "$tmp"',
-    '  ln -s -- "$1" "$tmp"',
-    '  mv -Tf -- "$tmp" "$2"',
-    '  if [ "$(readlink -- "$2")" != "$1" ]; then echo "link $2 does not point at $1 after the switch" >&2; return 1; fi',
-    '}',
-].join('\n');
-/**
- * Script lines run once the release serves: its record becomes what it served
- * with, and it is marked as having served (a rollback goes only to such a one).
- */
-function servedLines(settings) {
-    const meta = `${settings.layout.release(settings.releaseId)}/.metalship`;
-    return script(writeFileAtomic(runtimePath(settings.layout, settings.releaseId), settings.record), sh `date -u +%FT%TZ > ${meta}/served`).trimEnd();
-}
-/** The api unit of the slot held in the shell variable `$slot`. */
-function apiUnitOf(l, slotVar) {
-    return `${sh `${l.app}`}-api@"${slotVar}".service`;
-}
-function switchScript(settings) {
-    const layout = settings.layout;
-    const rel = layout.release(settings.releaseId);
-    const unitLines = [unitsOurs(Object.keys(settings.units))].concat(Object.entries(settings.units).map(([name, content]) => content === null
-        ? sh `if [ -f ${layout.unitDir}/${name} ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${layout.unitDir}/${name}; units_changed=1; fi`
-        : ensureFile(`${layout.unitDir}/${name}`, content, {
-            mode: '644',
-            label: `unit ${name}`,
-            onChange: 'units_changed=1',
-        })));
-    const followers = [
-        settings.worker ? layout.units.worker : null,
-        settings.scheduler ? layout.units.scheduler : null,
-    ].filter((u) => !!u);
-    const api = raw(apiUnitOf(layout, '$slot'));
-    const standbyApi = raw(apiUnitOf(layout, '$standby'));
-    if (settings.api === false)
-        return followersOnlyScript(settings, unitLines, followers);
-    return script(pyToolDefinition(), SWAP_LINK, sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'command -v nginx >/dev/null 2>&1 || { echo "nginx is not installed: run the provision action first" >&2; exit 1; }', 
-    // The serving slot keeps serving; the release goes to the other one, unless the serving one already runs it.
-    sh `active=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$active" in blue) idle=green ;; green) idle=blue ;; *) active=""; idle=blue ;; esac', sh `slot_release() { basename "$(readlink ${layout.slots}/"$1" 2>/dev/null)" 2>/dev/null || true; }`, sh `if [ -n "$active" ] && [ "$(slot_release "$active")" = ${settings.releaseId} ] && systemctl is-active --quiet ${raw(apiUnitOf(layout, '$active'))}; then slot=$active; else slot=$idle; fi`, 'if [ "$slot" = blue ]; then standby=green; else standby=blue; fi', 'echo "SLOT $slot"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
-    // A change an earlier run wrote but did not get nginx to load (it stopped
-    // before the switch, say a first release that never became ready) is loaded now.
-    sh `nginx_changed=0; if [ -e ${layout.nginxReloadPending} ]; then nginx_changed=1; fi`, 'site_new=0', sh `if [ ! -e ${layout.nginxSite} ]; then`, '  site_new=1', ensureFile(layout.nginxSite, siteConf(layout, { serverName: settings.serverName, tls: null }), {
-        mode: '644',
-        label: 'nginx site',
-        onChange: sh `nginx_changed=1; touch ${layout.nginxReloadPending}`,
-    }), sh `  ln -sfn ${layout.nginxSite} ${layout.nginxSiteEnabled}`, settings.serverName === '_' ? sh `  rm -f /etc/nginx/sites-enabled/default` : null, 'fi', ensureFile(layout.nginxUpstream, upstreamConf(layout), {
-        mode: '644',
-        label: 'nginx upstream',
-        onChange: sh `nginx_changed=1; touch ${layout.nginxReloadPending}`,
-    }), 
-    // A configuration nginx refuses (say a second default_server) fails the switch before anything moves.
-    'if [ "$nginx_changed" = 1 ] && ! nginx_errors=$(nginx -t 2>&1); then', sh `  if [ "$site_new" = 1 ]; then rm -f ${layout.nginxSite} ${layout.nginxSiteEnabled}; fi`, '  echo "nginx refuses the configuration for this app: $nginx_errors" >&2', '  echo "(with several apps on one server, give each its own server-name)" >&2', '  exit 1', 'fi', 'echo "MARK units and nginx configuration in place"', 
-    // Start the release beside the serving one (unless the slot already runs it, unchanged).
-    'was=$(slot_release "$slot")', sh `if [ "$was" != ${settings.releaseId} ]; then swap_link ${rel} ${layout.slots}/"$slot"; fi`, sh `sock=/run/${layout.app}-api-"$slot"/api.sock`, 'warm=0', sh `if [ "$units_changed" = 1 ] || [ "$was" != ${settings.releaseId} ] || ! systemctl is-active --quiet ${api}; then`, sh `  echo "starting ${settings.releaseId} in the $slot slot"`, sh `  systemctl restart ${api}`, settings.checksFollow
-        ? sh `elif [ -S "$sock" ]; then
-  warm=1
-  echo "the $slot slot already runs ${settings.releaseId} (a warm standby): traffic moves to it now, its checks follow"`
-        : null, 'else', sh `  echo "the $slot slot already runs ${settings.releaseId}"`, 'fi', 'if [ "$warm" = 0 ]; then', sh `  echo "waiting for ${settings.releaseId} to answer ${settings.healthPath} on the $slot slot's socket"`, sh `  if ! ready=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.healthPath} ${settings.readyTimeout} 0.1 200 ''); then`, '    echo "$ready" >&2', sh `    journalctl ${journalOf(layout)} -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh `    systemctl stop ${api} || true`, sh `    echo "release ${settings.releaseId} did not become ready in the $slot slot within ${settings.readyTimeout} s; traffic stays on the serving release" >&2`, '    exit 1', '  fi', '  echo "READY $ready"', 'fi', 
-    // Traffic moves only now, by renaming the socket link nginx connects through:
-    // requests already on the old slot finish there, new ones reach the new slot.
-    sh `swap_link "$sock" ${layout.apiLink}`, 'echo "MARK traffic moved to the $slot slot"', sh `echo "$slot" > ${layout.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh `rm -f ${layout.nginxReloadPending}`, sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `swap_link ${rel} ${layout.current}`, sh `swap_link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', 
-    // On boot only the serving slot starts; the standby is a warm spare for this boot only.
-    // The boot reads the links: no daemon reload now (each costs as much as the rest of the switch).
-    sh `systemctl enable --no-reload --quiet ${layout.units.target} ${api} ${followers}`, sh `systemctl disable --no-reload --quiet ${standbyApi} 2>/dev/null || true`, followers.length && settings.checksFollow ? sh `systemctl restart --no-block ${followers}` : null, followers.length && !settings.checksFollow
-        ? script(sh `systemctl restart ${followers}`, 'echo "MARK worker and scheduler restarted"')
-        : null, sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout.history}`);
-}
-/** The switch as a step: the slot it serves from and the release it left. */
-function switchStep(settings) {
-    return step(`switching to ${settings.releaseId}`, switchScript(settings), (stdout) => {
-        const out = keyLines(stdout);
-        const slot = out.get('SLOT');
-        return {
-            slot: slot === 'blue' || slot === 'green' ? slot : null,
-            previous: out.get('PREVIOUS')?.trim() ?? '',
-        };
-    });
-}
-/** The switch on a host without the api role: current, the venv link, and the worker or scheduler. */
-function followersOnlyScript(settings, unitLines, followers) {
-    const layout = settings.layout;
-    const rel = layout.release(settings.releaseId);
-    return script(pyToolDefinition(), sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'echo "SLOT none"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
-    // an api that ran here before the host lost the role stops
-    sh `systemctl disable --now --quiet ${layout.units.api('blue')} ${layout.units.api('green')} 2>/dev/null || true`, sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `mstool link ${rel} ${layout.current}`, sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', sh `systemctl enable --no-reload --quiet ${layout.units.target} ${followers}`, followers.length ? sh `systemctl restart ${followers}` : null, sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout.history}`);
-}
-/**
- * The uvicorn flags a release's uvicorn accepts, recorded at release time:
- * --timeout-graceful-shutdown (0.21+) and --no-server-header (0.14+; before
- * it uvicorn always names itself, which nginx hides from clients anyway). The
- * venv's interpreter runs as the app user: its packages' code (.pth files)
- * never runs as root.
- */
-const UVICORN_FLAGS = (/* unused pure expression or super */ null && ([
-    ['timeout_graceful_shutdown', '--timeout-graceful-shutdown 30'],
-    ['server_header', '--no-server-header'],
-]));
-function switch_uvicornFlagsScript(rel, user) {
-    const probe = `import importlib.util, os
-s = importlib.util.find_spec("uvicorn")
-src = open(os.path.join(os.path.dirname(s.origin), "config.py")).read() if s else ""
-print(" ".join(f for o, f in ${JSON.stringify(UVICORN_FLAGS)} if o in src))`;
-    return script(sh `flags=$(runuser -u ${user} -- ${rel}/.venv/bin/python -I -c ${probe} 2>/dev/null) || flags=''`, sh `printf 'METALSHIP_UVICORN_FLAGS=%s\\n' "$flags" > ${rel}/.metalship/uvicorn.env`);
-}
-/**
- * Takes the app out of service on a host where a first release failed: nothing
- * served before it, so nothing serves after. Its units stop, and current, the
- * socket link nginx connects through and the serving slot go: nginx answers 502
- * as before the deploy, and the next deploy starts as a first one.
- */
-function unserveStep(layout) {
-    const units = [
-        layout.units.api('blue'),
-        layout.units.api('green'),
-        layout.units.worker,
-        layout.units.scheduler,
-    ];
-    return plainStep('taking the failed first release out of service', script(sh `was=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `systemctl disable --now --quiet ${layout.units.target} ${units} 2>/dev/null || true`, sh `rm -f ${layout.apiLink} ${layout.activeSlot} ${layout.current} ${layout.venvLink}`, sh `printf '%s\n' "$(date -u +%FT%TZ) stopped serving \${was:-nothing}: it failed and nothing served before it" >> ${layout.history}`));
-}
-
-;// CONCATENATED MODULE: ./src/remote/release.ts
-// Scripts that build a release on a host: claim the directory and reuse
-// unchanged files from the previous release, then unpack the new files, build
-// (or reuse) the virtualenv, link shared paths, compile and import-check.
-
-
-
-
-
-
-
-const RELEASE_EXISTS_EXIT = 73;
-/** Where a shared path of the release points: into shared/ (.env is the release's own, see releaseEnvScript). */
-function sharedTarget(l, path) {
-    return `${l.shared}/${path}`;
-}
-/** Creates a system user without login when missing (prints `changed` when it did). */
-function ensureUser(user, home, what, comment = '') {
-    return script(sh `if ! id -u ${user} >/dev/null 2>&1; then`, sh `  useradd --system --user-group --home-dir ${home} --no-create-home --shell /usr/sbin/nologin --comment ${comment} ${user}`, sh `  echo ${`changed ${what} ${user} created`}`, 'fi').trimEnd();
-}
-/**
- * The build user: made by us and marked so. Its processes are killed before and
- * after every build, so a user of that name that is anything else (another
- * app's user, someone's account) is refused rather than used.
- */
-function ensureBuildUser(l) {
-    const mark = `metalship build user of ${l.app}`;
-    return script(ensureUser(l.buildUser, '/nonexistent', 'build user', mark), sh `if [ "$(getent passwd ${l.buildUser} | cut -d: -f5)" != ${mark} ]; then echo ${`the user ${l.buildUser} exists and is not metalship's build user of ${l.app} (its comment is not '${mark}'): rename it, or choose another app name`} >&2; exit 1; fi`).trimEnd();
-}
-/**
- * Creates the app user, the build user and the tree when missing (idempotent);
- * shared by release and provision. Root owns the tree; shared/ is the app's,
- * and what lies below it is made by the app user, never chowned by root (the
- * app could have planted a link there to a directory root would then hand over).
- */
-function ensureAppTree(layout, user, sharedPaths) {
-    const dirs = sharedPaths.filter((p) => p !== '.env').map((p) => `${layout.shared}/${p}`);
-    const own = [layout.releases, layout.venvs, layout.slots, layout.state, layout.runDir];
-    return script(rootOnly(layout.root, ...own), ensureUser(user, layout.root, 'app user'), ensureBuildUser(layout), sh `mkdir -p ${own} ${layout.shared}`, sh `chmod 755 ${layout.root} ${layout.releases} ${layout.venvs} ${layout.slots} ${layout.runDir}`, sh `chmod ${STATE_MODE} ${layout.state}`, sh `if [ -L ${layout.shared} ] || [ ! -d ${layout.shared} ]; then echo ${`${layout.shared} is not a directory`} >&2; exit 1; fi`, sh `chown -h ${user}:${user} ${layout.shared}`, sh `chmod 750 ${layout.shared}`, dirs.length ? sh `runuser -u ${user} -- mkdir -p -- ${dirs}` : null, sh `if [ ! -e ${layout.env} ]; then install -m 600 -o ${user} -g ${user} /dev/null ${layout.env}; fi`);
-}
-/**
- * Claims releases/<id> and copies into it every file of the manifest (sent on
- * stdin after the script) that the previous release already has; prints the
- * previous release id and a JSON line with the paths still needed.
- */
-function prepareStep(settings, manifest) {
-    const layout = settings.layout;
-    const rel = layout.release(settings.releaseId);
-    const text = script(pyToolDefinition(), ensureAppTree(layout, settings.user, settings.sharedPaths), sh `if [ -e ${rel} ]; then echo "release ${settings.releaseId} exists already" >&2; exit ${RELEASE_EXISTS_EXIT}; fi`, sh `mkdir ${rel} ${rel}/.metalship`, sh `echo building > ${rel}/.metalship/status`, sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, 'echo "PREVIOUS ${prev}"', 
-    // Reuse files from the serving release; on a first deploy there is nothing to reuse.
-    sh `base=""; if [ -n "$prev" ] && [ -d ${layout.releases}/"$prev" ]; then base=${layout.releases}/"$prev"; fi`, sh `mstool stage-files ${rel} "$base"`);
-    return step('preparing the release directory', text, (stdout) => parsePrepared(stdout, manifest));
-}
-/**
- * What the prepare script printed: the previous release and the files the host
- * still needs. The host writes it, so a compromised host writes it too: it must
- * never choose what the runner reads and sends, so every path must be a file
- * of the manifest, once, or nothing is sent.
- */
-function parsePrepared(stdout, manifest) {
-    const previous = keyLines(stdout).get('PREVIOUS')?.trim() ?? '';
-    if (previous && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/.test(previous))
-        throw new Error(`the host named its current release ${JSON.stringify(previous.slice(0, 100))}, not a release id`);
-    let answer;
-    try {
-        answer = JSON.parse(stdout.trim().split('\n').pop() ?? '');
-    }
-    catch {
-        answer = null;
-    }
-    const { need, reused } = (answer ?? {});
-    if (!Array.isArray(need) || typeof reused !== 'number' || !Number.isInteger(reused))
-        throw new Error('the host did not answer which files it needs ({"need": [paths], "reused": n} expected); nothing was sent to it');
-    const files = new Set(manifest.files.map((f) => f[0]));
-    const seen = new Set();
-    for (const p of need) {
-        if (typeof p !== 'string' || !files.has(p))
-            throw new Error(`the host asked for ${JSON.stringify(p)}, which is not a file of the manifest: refused, nothing was sent to it`);
-        if (seen.has(p))
-            throw new Error(`the host asked for ${JSON.stringify(p)} twice: refused, nothing was sent to it`);
-        seen.add(p);
-    }
-    if (reused !== files.size - seen.size)
-        throw new Error(`the host claims to reuse ${reused} files and to need ${seen.size} of ${files.size}: refused, nothing was sent to it`);
-    return { previous, need: [...seen], reused };
-}
-/**
- * Builds a virtualenv at its final path, as the build user: pip runs the build
- * code of every package (setup.py, build backends), which must run neither as
- * root nor as the app. Each step is a transient systemd unit: the build user,
- * no new privileges, a private /tmp, everything read-only but the venv, its
- * pip cache and a copy of the release (local requirements build in place), and
- * when it ends nothing of it is left running. Then root seals the venv: root's,
- * read-only, no set-id bits, and nothing in it may lead to a place another
- * user could change.
- */
-function venvScript(settings) {
-    const layout = settings.layout;
-    const rel = layout.release(settings.releaseId);
-    const user = layout.buildUser;
-    const cacheRoot = layout.pipCache.replace(/\/[^/]+$/, '');
-    const venvFlags = settings.systemSitePackages ? ['--system-site-packages'] : [];
-    const sandbox = [
-        `User=${user}`,
-        `Group=${user}`,
-        'NoNewPrivileges=yes',
-        'PrivateTmp=yes',
-        'PrivateDevices=yes',
-        'ProtectSystem=strict',
-        'ProtectHome=yes',
-        'RestrictSUIDSGID=yes',
-    ].flatMap((p) => ['-p', p]);
-    return script(sh `venv=${`${layout.venvs}/${settings.venvKey}`}`, 
-    // Complete only when sealed: a marker the build itself may have planted does not count.
-    'if [ -f "$venv/.metalship-complete" ] && [ "$(stat -c %u -- "$venv")" = 0 ]; then', sh `  echo "reusing virtualenv ${settings.venvKey}"`, 'else', sh `  echo "building virtualenv ${settings.venvKey} as ${user}"`, 
-    // What an interrupted build left is stopped first.
-    sh `  mstool stop-user ${user}`, '  rm -rf -- "$venv"', sh `  install -d -m 755 -o ${user} -g ${user} "$venv"`, sh `  install -d -m 755 ${cacheRoot}`, sh `  install -d -m 700 -o ${user} -g ${user} ${layout.pipCache}`, sh `  find ${cacheRoot} -maxdepth 1 -name 'build.*' -exec rm -rf -- {} +`, sh `  work=$(mktemp -d ${cacheRoot + '/build.XXXXXX'})`, sh `  tar -C ${rel} --exclude=./.metalship -cf - . | tar -C "$work" -xf - --no-same-owner`, sh `  chown -R ${user}:${user} "$work"`, 
-    // The unit's environment from a root-only file (a proxy URL may hold a
-    // password: never on a command line), quoted as systemd reads it.
-    '  envfile=$(mktemp)', '  ms_env() { local v=$2 bs="\\\\" q=\'"\' d=\'$\' bt=\'`\'; v=${v//"$bs"/"$bs$bs"}; v=${v//"$q"/"$bs$q"}; v=${v//"$d"/"$bs$d"}; v=${v//"$bt"/"$bs$bt"}; printf \'%s="%s"\\n\' "$1" "$v" >> "$envfile"; }', sh `  ms_env HOME "$work"; ms_env LANG C.UTF-8; ms_env PIP_CACHE_DIR ${layout.pipCache}`, '  ms_env PIP_DISABLE_PIP_VERSION_CHECK 1; ms_env PIP_NO_INPUT 1', '  for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do if [ -n "${!v:-}" ]; then ms_env "$v" "${!v}"; fi; done', '  step=0', sh `  as_build() { step=$((step + 1)); systemd-run --quiet --wait --pipe --collect --unit="${raw(BUILD_UNIT_PREFIX)}\${__metalship_token:-$$}-$step" ${sandbox} -p EnvironmentFile="$envfile" -p ReadWritePaths="$venv $work ${raw(layout.pipCache)}" --working-directory="$work" -- "$@" < /dev/null; }`, sh `  as_build ${settings.python} -m venv ${venvFlags} "$venv"`, settings.requirements
-        ? sh `  as_build "$venv/bin/python" -m pip install --no-input -r ${settings.requirements} ${settings.pipArgs}`
-        : null, '  as_build "$venv/bin/python" -m compileall -q "$venv" >/dev/null 2>&1 || true', sh `  mstool stop-user ${user}`, '  rm -f -- "$envfile"', 
-    // An editable install (-e) points into the build's copy, gone in a moment.
-    '  editable=$(grep -lsF -- "$work" "$venv"/lib/python*/site-packages/*.pth "$venv"/lib/python*/site-packages/*.egg-link "$venv"/lib/python*/site-packages/__editable__* || true)', '  rm -rf -- "$work"', `  if [ -n "$editable" ]; then echo "the requirements install a package in editable mode (-e): a release is read-only, so install it normally ('.' instead of '-e .')" >&2; exit 1; fi`, '  rm -f -- "$venv/.metalship-complete"', '  chown -hR root:root -- "$venv"', '  chmod -R u+rwX,go+rX,go-w,ug-s -- "$venv"', '  mstool check-sealed "$venv"', '  touch -- "$venv/.metalship-complete"', 'fi');
-}
-/**
- * The release's own .env, which every process of the release reads (the
- * services, migrations, the import check): the deploy's env, or else a copy of
- * the app's shared .env as it is now, so that a later change to the shared one
- * reaches the services only through a new release, and a rollback brings back
- * the env that served. The app user's, mode 600 from its first byte (the
- * release directory is world-readable), in a directory only root can write:
- * the app user can change what it says but never where it points. The shared
- * one is read as the app user, whose file it is.
- */
-function releaseEnvScript(rel, layout, user, env) {
-    const tmp = `${rel}/.env.metalship-tmp`;
-    const doc = heredoc(env);
-    return script(sh `rm -rf -- ${tmp} ${rel}/.env`, env
-        ? script(sh `(umask 077 && cat > ${tmp}) ${raw(doc.open)}`, doc.body).trimEnd()
-        : sh `(umask 077 && runuser -u ${user} -- cat -- ${layout.env} > ${tmp})`, sh `chown ${user}:${user} ${tmp}`, sh `mv -f -- ${tmp} ${rel}/.env`).trimEnd();
-}
-function buildStep(settings) {
-    const layout = settings.layout;
-    const rel = layout.release(settings.releaseId);
-    return plainStep(`building release ${settings.releaseId}`, script(pyToolDefinition(), 
-    // The upload (on stdin) is unpacked by check-files, not tar: only the manifest's regular files.
-    sh `mstool check-files ${rel} ${settings.hasUpload ? ['receive'] : []}`, 
-    // One environment per distinct requirements, built at its final path and never moved.
-    venvScript(settings), sh `mstool link "$venv" ${rel}/.venv`, 
-    // Bytecode now (the services cannot write it: read-only code, ProtectSystem=strict),
-    // before the shared links, so root reads only the release's own files, with
-    // the base interpreter (isolated): the venv's packages never run as root.
-    sh `${settings.python} -I -m compileall -q -x '/[.]venv/' ${rel} >/dev/null`, uvicornFlagsScript(rel, settings.user), ...settings.sharedPaths
-        .filter((p) => p !== '.env')
-        .map((p) => script(sh `if [ -e ${rel}/${p} ] && [ ! -L ${rel}/${p} ]; then rm -rf ${rel}/${p}; fi`, sh `mkdir -p "$(dirname ${rel}/${p})"`, sh `mstool link ${sharedTarget(layout, p)} ${rel}/${p}`).trimEnd()), sh `chmod -R u+rwX,go+rX,go-w,ug-s ${rel}`, releaseEnvScript(rel, layout, settings.user, settings.env), settings.importCheck
-        ? sh `runuser -u ${settings.user} -- "$venv/bin/python" -I -c "$MSTOOL_SRC" import-check ${rel} ${settings.importCheck} ${`${rel}/.env`}`
-        : null, writeFileAtomic(`${rel}/.metalship/release.json`, JSON.stringify(settings.metadata, null, 2) + '\n'), writeFileAtomic(runtimePath(layout, settings.releaseId), settings.runtimeRecord), sh `echo ready > ${rel}/.metalship/status`, sh `printf '%s\n' ${`${new Date().toISOString()} release ${settings.releaseId} ready (${String(settings.metadata.revision || 'no revision')} by ${String(settings.metadata.actor || 'unknown')})`} >> ${layout.history}`));
-}
-/** Marks a release failed so that it never becomes current and never counts as a good release. */
-function markStep(layout, releaseId, status, reason) {
-    const rel = layout.release(releaseId);
-    return step_plainStep(`marking ${releaseId} ${status}`, sh_script(sh_sh `if [ -d ${rel}/.metalship ]; then echo ${status} > ${rel}/.metalship/status; fi`, sh_sh `printf '%s\n' ${`${new Date().toISOString()} release ${releaseId} marked ${status}: ${reason.split('\n')[0]?.slice(0, 300) ?? ''}`} >> ${layout.history} || true`));
-}
-
 ;// CONCATENATED MODULE: ./src/stages/migrate.ts
 // The migrate stage: once per deploy, on one host.
 
@@ -66647,6 +66681,7 @@ async function migrateOnHost(host, releaseId, settings, log, fingerprint = null)
             recordIn: releaseId,
             fingerprint,
             backup: settings.backup ? { label: 'pre-migrate', keep: settings['backup-keep'] } : null,
+            importCheck: settings.importCheck ?? null,
             lockTimeout: settings['lock-timeout'],
             actor: hosts_lockHolder('migrate').actor,
         }, `migrating for ${releaseId}`), { stream: true });
@@ -77029,7 +77064,7 @@ const releaseInputs = {
         default: 'false',
     }),
     'import-check': bool({
-        description: 'Import the app module in the new release before it can be switched to.',
+        description: "Import the app module in the new release before it can be switched to. The deploy action imports it before a migration runs (none: no import); each host's start of the release in its standby slot is the check before traffic moves.",
         default: 'true',
     }),
 };

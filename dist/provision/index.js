@@ -65520,7 +65520,9 @@ function verify_verifyStep(settings) {
         sh `    i=$((i + 1)); if [ "$i" -ge ${settings.timeout * 10} ]; then`, 
         // What the unit was doing when given up on, so a failure explains itself.
         '      echo "UNIT_STATE $1: is-active=${s:-?} jobs=${jobs:-none}; $(systemctl show -p ActiveState -p SubState -p Result -p NRestarts -p ExecMainStatus "$1" 2>/dev/null | tr \'\\n\' \' \')"', '      return 1', '    fi', '    sleep 0.1', '  done', '}').trimEnd()
-        : null, ...settings.units.map((u) => sh `if ! settled ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', sh `  journalctl ${journalOf(layout)} -u ${layout.units.api('blue')} -u ${layout.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`, 'fi');
+        : null, ...settings.units.map((u) => sh `if ! settled ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', settings.list
+        ? sh `if [ "$rc" = 0 ] && [ -z "$failed" ]; then echo "LISTING $(mstool releases ${layout.root} | tail -n 1)"; fi`
+        : null, 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', sh `  journalctl ${journalOf(layout)} -u ${layout.units.api('blue')} -u ${layout.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`, 'fi');
     return step('health check', text, (stdout) => {
         const out = keyLines(stdout);
         const unitsDown = (out.get('UNITS_DOWN') ?? '').split(' ').filter(Boolean);
@@ -65544,6 +65546,7 @@ function verify_verifyStep(settings) {
             unitStates: out.all('UNIT_STATE'),
             journal: out.all('JOURNAL'),
             problem,
+            listing: parseListing(out.get('LISTING')),
         };
     });
 }
@@ -65571,6 +65574,16 @@ function probeAnswer(result, exitCode) {
         body: typeof a.body === 'string' ? a.body : '',
     };
     return parsed;
+}
+/** A listing a health check printed; none when unreadable (the cleanup then lists again: never a reason to fail). */
+function parseListing(line) {
+    try {
+        const listing = line ? JSON.parse(line) : undefined;
+        return Array.isArray(listing?.releases) && Array.isArray(listing?.venvs) ? listing : undefined;
+    }
+    catch {
+        return undefined;
+    }
 }
 /** The releases on a host, their status and links, and the venvs. */
 function verify_listStep(l) {
@@ -66204,7 +66217,11 @@ function switchScript(settings) {
         ? sh `elif [ -S "$sock" ]; then
   warm=1
   echo "the $slot slot already runs ${settings.releaseId} (a warm standby): traffic moves to it now, its checks follow"`
-        : null, 'else', sh `  echo "the $slot slot already runs ${settings.releaseId}"`, 'fi', 'if [ "$warm" = 0 ]; then', sh `  echo "waiting for ${settings.releaseId} to answer ${settings.healthPath} on the $slot slot's socket"`, sh `  if ! ready=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.healthPath} ${settings.readyTimeout} 0.1 200 ''); then`, '    echo "$ready" >&2', sh `    journalctl ${journalOf(layout)} -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh `    systemctl stop ${api} || true`, sh `    echo "release ${settings.releaseId} did not become ready in the $slot slot within ${settings.readyTimeout} s; traffic stays on the serving release" >&2`, '    exit 1', '  fi', '  echo "READY $ready"', 'fi', 
+        : null, 'else', sh `  echo "the $slot slot already runs ${settings.releaseId}"`, 'fi', 'if [ "$warm" = 0 ]; then', sh `  echo "waiting for ${settings.releaseId} to answer ${settings.healthPath} on the $slot slot's socket"`, 
+    // A second at a time, looking at the unit in between: a process that exits
+    // (an app that cannot import, a bad uvicorn flag) fails the switch at once,
+    // not after the whole ready-timeout.
+    sh `  restarts=$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)`, sh `  deadline=$((SECONDS + ${settings.readyTimeout})); why=''`, '  while :; do', sh `    if ready=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.healthPath} 1 0.1 200 ''); then break; fi`, sh `    sub=$(systemctl show -p SubState --value ${api} 2>/dev/null || true)`, sh `    case "$sub" in auto-restart|failed|dead|exited) why="its process exited ($sub)" ;; esac`, sh `    if [ -z "$why" ] && [ "$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)" != "$restarts" ]; then why='its process exited and was restarted'; fi`, sh `    if [ -z "$why" ] && [ "$SECONDS" -ge "$deadline" ]; then why=${`it did not answer within ${settings.readyTimeout} s`}; fi`, '    if [ -n "$why" ]; then', '      echo "$ready" >&2', sh `      journalctl ${journalOf(layout)} -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh `      systemctl stop ${api} || true`, sh `      echo "release ${settings.releaseId} did not become ready in the $slot slot: $why; traffic stays on the serving release" >&2`, '      exit 1', '    fi', '  done', '  echo "READY $ready"', 'fi', 
     // Traffic moves only now, by renaming the socket link nginx connects through:
     // requests already on the old slot finish there, new ones reach the new slot.
     sh `swap_link "$sock" ${layout.apiLink}`, 'echo "MARK traffic moved to the $slot slot"', sh `echo "$slot" > ${layout.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh `rm -f ${layout.nginxReloadPending}`, sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `swap_link ${rel} ${layout.current}`, sh `swap_link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', 
@@ -66353,6 +66370,10 @@ function parsePrepared(stdout, manifest) {
         throw new Error(`the host claims to reuse ${reused} files and to need ${seen.size} of ${files.size}: refused, nothing was sent to it`);
     return { previous, need: [...seen], reused };
 }
+/** Stops the api slot that is not serving, without waiting (see BuildSettings.stopStandby). */
+function stopStandbyScript(layout) {
+    return script(sh `case "$(cat ${layout.activeSlot} 2>/dev/null || true)" in`, sh `  blue) systemctl stop --no-block ${layout.units.api('green')} 2>/dev/null || true ;;`, sh `  green) systemctl stop --no-block ${layout.units.api('blue')} 2>/dev/null || true ;;`, 'esac').trimEnd();
+}
 /**
  * Builds a virtualenv at its final path, as the build user: pip runs the build
  * code of every package (setup.py, build backends), which must run neither as
@@ -66386,11 +66407,13 @@ function venvScript(settings) {
     sh `  mstool stop-user ${user}`, '  rm -rf -- "$venv"', sh `  install -d -m 755 -o ${user} -g ${user} "$venv"`, sh `  install -d -m 755 ${cacheRoot}`, sh `  install -d -m 700 -o ${user} -g ${user} ${layout.pipCache}`, sh `  find ${cacheRoot} -maxdepth 1 -name 'build.*' -exec rm -rf -- {} +`, sh `  work=$(mktemp -d ${cacheRoot + '/build.XXXXXX'})`, sh `  tar -C ${rel} --exclude=./.metalship -cf - . | tar -C "$work" -xf - --no-same-owner`, sh `  chown -R ${user}:${user} "$work"`, 
     // The unit's environment from a root-only file (a proxy URL may hold a
     // password: never on a command line), quoted as systemd reads it.
-    '  envfile=$(mktemp)', '  ms_env() { local v=$2 bs="\\\\" q=\'"\' d=\'$\' bt=\'`\'; v=${v//"$bs"/"$bs$bs"}; v=${v//"$q"/"$bs$q"}; v=${v//"$d"/"$bs$d"}; v=${v//"$bt"/"$bs$bt"}; printf \'%s="%s"\\n\' "$1" "$v" >> "$envfile"; }', sh `  ms_env HOME "$work"; ms_env LANG C.UTF-8; ms_env PIP_CACHE_DIR ${layout.pipCache}`, '  ms_env PIP_DISABLE_PIP_VERSION_CHECK 1; ms_env PIP_NO_INPUT 1', '  for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do if [ -n "${!v:-}" ]; then ms_env "$v" "${!v}"; fi; done', '  step=0', sh `  as_build() { step=$((step + 1)); systemd-run --quiet --wait --pipe --collect --unit="${raw(BUILD_UNIT_PREFIX)}\${__metalship_token:-$$}-$step" ${sandbox} -p EnvironmentFile="$envfile" -p ReadWritePaths="$venv $work ${raw(layout.pipCache)}" --working-directory="$work" -- "$@" < /dev/null; }`, sh `  as_build ${settings.python} -m venv ${venvFlags} "$venv"`, settings.requirements
-        ? sh `  as_build "$venv/bin/python" -m pip install --no-input -r ${settings.requirements} ${settings.pipArgs}`
-        : null, '  as_build "$venv/bin/python" -m compileall -q "$venv" >/dev/null 2>&1 || true', sh `  mstool stop-user ${user}`, '  rm -f -- "$envfile"', 
+    '  envfile=$(mktemp)', '  ms_env() { local v=$2 bs="\\\\" q=\'"\' d=\'$\' bt=\'`\'; v=${v//"$bs"/"$bs$bs"}; v=${v//"$q"/"$bs$q"}; v=${v//"$d"/"$bs$d"}; v=${v//"$bt"/"$bs$bt"}; printf \'%s="%s"\\n\' "$1" "$v" >> "$envfile"; }', sh `  ms_env HOME "$work"; ms_env LANG C.UTF-8; ms_env PIP_CACHE_DIR ${layout.pipCache}`, '  ms_env PIP_DISABLE_PIP_VERSION_CHECK 1; ms_env PIP_NO_INPUT 1', '  for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do if [ -n "${!v:-}" ]; then ms_env "$v" "${!v}"; fi; done', '  step=0', sh `  as_build() { step=$((step + 1)); systemd-run --quiet --wait --pipe --collect --unit="${raw(BUILD_UNIT_PREFIX)}\${__metalship_token:-$$}-$step" ${sandbox} -p EnvironmentFile="$envfile" -p ReadWritePaths="$venv $work ${raw(layout.pipCache)}" --working-directory="$work" -- "$@" < /dev/null; }`, sh `  as_build ${settings.python} -m venv ${venvFlags} "$venv"`, "  echo 'MARK virtualenv created'", settings.requirements
+        ? script(sh `  as_build "$venv/bin/python" -m pip install --no-input -r ${settings.requirements} ${settings.pipArgs}`, "  echo 'MARK requirements installed'").trimEnd()
+        : null, 
+    // Bytecode on every core (-j 0): the services cannot write it later.
+    '  as_build "$venv/bin/python" -m compileall -q -j 0 "$venv" >/dev/null 2>&1 || true', sh `  mstool stop-user ${user}`, '  rm -f -- "$envfile"', 
     // An editable install (-e) points into the build's copy, gone in a moment.
-    '  editable=$(grep -lsF -- "$work" "$venv"/lib/python*/site-packages/*.pth "$venv"/lib/python*/site-packages/*.egg-link "$venv"/lib/python*/site-packages/__editable__* || true)', '  rm -rf -- "$work"', `  if [ -n "$editable" ]; then echo "the requirements install a package in editable mode (-e): a release is read-only, so install it normally ('.' instead of '-e .')" >&2; exit 1; fi`, '  rm -f -- "$venv/.metalship-complete"', '  chown -hR root:root -- "$venv"', '  chmod -R u+rwX,go+rX,go-w,ug-s -- "$venv"', '  mstool check-sealed "$venv"', '  touch -- "$venv/.metalship-complete"', 'fi');
+    '  editable=$(grep -lsF -- "$work" "$venv"/lib/python*/site-packages/*.pth "$venv"/lib/python*/site-packages/*.egg-link "$venv"/lib/python*/site-packages/__editable__* || true)', '  rm -rf -- "$work"', `  if [ -n "$editable" ]; then echo "the requirements install a package in editable mode (-e): a release is read-only, so install it normally ('.' instead of '-e .')" >&2; exit 1; fi`, '  rm -f -- "$venv/.metalship-complete"', '  chown -hR root:root -- "$venv"', '  chmod -R u+rwX,go+rX,go-w,ug-s -- "$venv"', '  mstool check-sealed "$venv"', '  touch -- "$venv/.metalship-complete"', "  echo 'MARK virtualenv sealed'", 'fi');
 }
 /**
  * The release's own .env, which every process of the release reads (the
@@ -66412,19 +66435,27 @@ function releaseEnvScript(rel, layout, user, env) {
 function buildStep(settings) {
     const layout = settings.layout;
     const rel = layout.release(settings.releaseId);
-    return plainStep(`building release ${settings.releaseId}`, script(pyToolDefinition(), 
+    return plainStep(`building release ${settings.releaseId}`, script(pyToolDefinition(), settings.stopStandby ? stopStandbyScript(layout) : null, 
     // The upload (on stdin) is unpacked by check-files, not tar: only the manifest's regular files.
-    sh `mstool check-files ${rel} ${settings.hasUpload ? ['receive'] : []}`, 
+    sh `mstool check-files ${rel} ${settings.hasUpload ? ['receive'] : []}`, "echo 'MARK files in place'", 
     // One environment per distinct requirements, built at its final path and never moved.
     venvScript(settings), sh `mstool link "$venv" ${rel}/.venv`, 
     // Bytecode now (the services cannot write it: read-only code, ProtectSystem=strict),
     // before the shared links, so root reads only the release's own files, with
     // the base interpreter (isolated): the venv's packages never run as root.
-    sh `${settings.python} -I -m compileall -q -x '/[.]venv/' ${rel} >/dev/null`, uvicornFlagsScript(rel, settings.user), ...settings.sharedPaths
+    sh `${settings.python} -I -m compileall -q -j 0 -x '/[.]venv/' ${rel} >/dev/null`, "echo 'MARK bytecode compiled'", uvicornFlagsScript(rel, settings.user), ...settings.sharedPaths
         .filter((p) => p !== '.env')
         .map((p) => script(sh `if [ -e ${rel}/${p} ] && [ ! -L ${rel}/${p} ]; then rm -rf ${rel}/${p}; fi`, sh `mkdir -p "$(dirname ${rel}/${p})"`, sh `mstool link ${sharedTarget(layout, p)} ${rel}/${p}`).trimEnd()), sh `chmod -R u+rwX,go+rX,go-w,ug-s ${rel}`, releaseEnvScript(rel, layout, settings.user, settings.env), settings.importCheck
-        ? sh `runuser -u ${settings.user} -- "$venv/bin/python" -I -c "$MSTOOL_SRC" import-check ${rel} ${settings.importCheck} ${`${rel}/.env`}`
+        ? script(importCheckLine(rel, settings.user, settings.importCheck), "echo 'MARK the app imports'").trimEnd()
         : null, writeFileAtomic(`${rel}/.metalship/release.json`, JSON.stringify(settings.metadata, null, 2) + '\n'), writeFileAtomic(runtimePath(layout, settings.releaseId), settings.runtimeRecord), sh `echo ready > ${rel}/.metalship/status`, sh `printf '%s\n' ${`${new Date().toISOString()} release ${settings.releaseId} ready (${String(settings.metadata.revision || 'no revision')} by ${String(settings.metadata.actor || 'unknown')})`} >> ${layout.history}`));
+}
+/**
+ * Imports the app module with the release's interpreter, as the app user and
+ * with the release's .env, so that a release that cannot start fails before it
+ * is switched to or migrates anything (needs pyToolDefinition).
+ */
+function importCheckLine(rel, user, appModule) {
+    return sh `runuser -u ${user} -- ${rel}/.venv/bin/python -I -c "$MSTOOL_SRC" import-check ${rel} ${appModule} ${`${rel}/.env`}`;
 }
 /** Marks a release failed so that it never becomes current and never counts as a good release. */
 function release_markStep(layout, releaseId, status, reason) {
@@ -76773,7 +76804,7 @@ const releaseInputs = {
         default: 'false',
     }),
     'import-check': bool({
-        description: 'Import the app module in the new release before it can be switched to.',
+        description: "Import the app module in the new release before it can be switched to. The deploy action imports it before a migration runs (none: no import); each host's start of the release in its standby slot is the check before traffic moves.",
         default: 'true',
     }),
 };
@@ -77282,7 +77313,9 @@ async function verifyUrl(settings) {
     }
 }
 /** Health checks on one host until healthy or timed out; throws naming the host and why. */
-async function switch_verifyHost(host, settings, log) {
+async function switch_verifyHost(host, settings, log, 
+/** Also list the releases once healthy (see the remote VerifySettings.list). */
+opts = {}) {
     const units = [
         host.roles.worker && settings['worker-command'].length ? host.layout.units.worker : null,
         host.roles.scheduler && settings['scheduler-command'].length ? host.layout.units.scheduler : null,
@@ -77297,6 +77330,7 @@ async function switch_verifyHost(host, settings, log) {
         expectBody: settings.url ? '' : settings['expect-body'],
         units,
         api: host.roles.api,
+        list: opts.list,
     }), { timeoutMs: (settings['verify-timeout'] + 60) * 1000 });
     const answer = health.answer;
     if (!health.healthy) {
@@ -77320,7 +77354,12 @@ async function switch_verifyHost(host, settings, log) {
     log.info(host.roles.api
         ? `[${host.spec.label}] healthy after ${answer?.attempts} check(s), ${answer?.seconds} s`
         : `[${host.spec.label}] units active (no api on this host)`);
-    return { healthy: true, attempts: answer?.attempts ?? 0, seconds: answer?.seconds ?? 0 };
+    return {
+        healthy: true,
+        attempts: answer?.attempts ?? 0,
+        seconds: answer?.seconds ?? 0,
+        ...(health.listing ? { listing: health.listing } : {}),
+    };
 }
 /** The url input checked from the runner (through whatever serves it: a load balancer, a CDN). */
 async function verifyUrlStage(settings, log) {
@@ -77357,9 +77396,11 @@ async function listReleases(host) {
     return host.conn.step(listStep(host.layout));
 }
 /** Removes old releases and unused virtualenvs, keeping `keep` good ones plus current and the standby. */
-async function cleanupStage(hosts, keep, log) {
+async function cleanupStage(hosts, keep, log, 
+/** Per host label: the releases as listed since the switch (else they are listed now). */
+listings = new Map()) {
     await onEachHost(hosts, async (host) => {
-        const plan = planCleanup(await listReleases(host), keep);
+        const plan = planCleanup(listings.get(host.spec.label) ?? (await listReleases(host)), keep);
         const removed = await host.conn.step(cleanupStep(host.layout, plan));
         if (removed.length)
             log.info(`[${host.spec.label}] removed ${removed.join('; ')}`);
@@ -77479,7 +77520,12 @@ opts) {
         }
         const verify = opts.verify;
         if (!failure && verify) {
-            const checks = await log.group(`Verify ${batch.map((h) => h.spec.label).join(', ')}${title}`, () => Promise.all(batch.map((host) => verifyHost(host, { ...verify, ...runtimeChecks(results, host) }, log).then(() => null, (err) => ({ host: host.spec.label, error: errorMessage(err) })))));
+            const checks = await log.group(`Verify ${batch.map((h) => h.spec.label).join(', ')}${title}`, () => Promise.all(batch.map((host) => verifyHost(host, { ...verify, ...runtimeChecks(results, host) }, log, { list: opts.list }).then((ok) => {
+                const row = results.find((r) => r.host === host.spec.label);
+                if (row && ok.listing)
+                    row.listing = ok.listing;
+                return null;
+            }, (err) => ({ host: host.spec.label, error: errorMessage(err) })))));
             for (const r of results)
                 if (batch.some((h) => h.spec.label === r.host))
                     r.healthy = true;

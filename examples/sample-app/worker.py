@@ -2,10 +2,12 @@
 
 Run by the deploy tool as:  python -m worker
 
-Loop: BLPOP (1 s timeout) on the list <app>:jobs; for each job, INCR <app>:done
-and LPUSH the job's payload onto <app>:results (trimmed to 100 entries).
-SIGTERM/SIGINT: the current job is finished, then the process exits 0 (within
-about a second when idle). Without REDIS_URL it logs that and idles instead of
+Loop: BLPOP (a quarter-second timeout) on the list <app>:jobs; for each job,
+INCR <app>:done and LPUSH the job's payload onto <app>:results (trimmed to 100
+entries). SIGTERM/SIGINT: the current job is finished, then the process exits 0
+(within about a quarter second when idle, like a Taskiq worker cancelling its
+listener; the BLPOP itself is never interrupted, so a job Redis has handed over
+is never lost). Without REDIS_URL it logs that and idles instead of
 crash-looping. WORKER_JOB_SECONDS (default 0) makes each job take that long,
 to test that a job in progress survives a graceful stop; a job "hold:<name>"
 lasts until a file of that name appears in the release directory (at most
@@ -23,7 +25,8 @@ JOBS_KEY = "%s:jobs" % APP
 DONE_KEY = "%s:done" % APP
 RESULTS_KEY = "%s:results" % APP
 RESULTS_KEEP = 100
-BLPOP_TIMEOUT = 1
+# Seconds (Redis 6+ takes fractions): how long an idle worker takes to notice a stop.
+BLPOP_TIMEOUT = 0.25
 HOLD_SECONDS = 120
 
 log = logging.getLogger("worker")
