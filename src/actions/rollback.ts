@@ -18,13 +18,11 @@ import { RUNTIME_RECORD_MAX } from '../inputs/runtime.js';
 import { resultsTable, runAction, type ActionOutcome } from './run.js';
 
 export async function rollback(settings: Settings<'rollback'>, log: Log): Promise<ActionOutcome> {
-  return withHosts(settings, log, 'rollback', async (hosts) => {
-    // One round trip per host before traffic moves: the listing (for the
-    // if-current check and the choice of target), the freeze, and the likely
-    // target's runtime record.
-    const plans = await Promise.all(
-      hosts.map((h) => h.conn.step(rollbackPlanStep(h.layout, settings['release-id'], RUNTIME_RECORD_MAX))),
-    );
+  return withHosts<ActionOutcome, RollbackPlan>(
+    settings,
+    log,
+    'rollback',
+    async (hosts, _balancers, plans) => {
     const listings = plans.map((p) => p.listing);
     if (settings['if-current']) {
       const currents = listings.map((l) => l.links.current ?? '');
@@ -71,7 +69,12 @@ export async function rollback(settings: Settings<'rollback'>, log: Log): Promis
       () => restore(hosts, plans, settings, target, from, log),
       (outcome) => (outcome && !outcome.failure ? `${target} serves again` : `the rollback to ${target} failed`),
     );
-  });
+    },
+    // Read in the round trip that takes each host's lock, before traffic moves:
+    // the listing (for the if-current check and the choice of target), the
+    // freeze, and the likely target's runtime record.
+    { underLock: (h) => rollbackPlanStep(h.layout, settings['release-id'], RUNTIME_RECORD_MAX) },
+  );
 }
 
 /** Switches the hosts back to target (its schema first, with migrate-down) and verifies it. */

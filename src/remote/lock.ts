@@ -5,7 +5,8 @@
 
 import type { Layout } from './layout.js';
 import { rootOnly, STATE_MODE } from './paths.js';
-import { keyLines, script, sh } from './sh.js';
+import { keyLines, script, sh, textVar } from './sh.js';
+import { wrapScript } from './session.js';
 
 export const LOCK_EXIT_HELD = 75;
 /** Seconds without a heartbeat line after which the remote holder gives the lock up. */
@@ -36,10 +37,45 @@ export function lockEvent(line: string): LockEvent {
 }
 
 /**
+ * Runs a step's script under the lock just taken, in a bash of its own (as
+ * every script runs: set -e, parsed whole), and prints how it ended as
+ * FIRST_OUT, FIRST_ERR (base64) and FIRST_RC lines: what the rollback reads
+ * first costs no round trip of its own.
+ */
+function firstUnderLock(first: string): string {
+  return script(
+    textVar('__metalship_first', wrapScript(first)),
+    'first_dir=$(mktemp -d)',
+    'first_rc=0',
+    'bash -c "$__metalship_first" </dev/null >"$first_dir/out" 2>"$first_dir/err" || first_rc=$?',
+    'echo "FIRST_OUT $(base64 -w0 < "$first_dir/out")"',
+    'echo "FIRST_ERR $(tail -c 8000 "$first_dir/err" | base64 -w0)"',
+    'echo "FIRST_RC $first_rc"',
+    'rm -rf -- "$first_dir"',
+  ).trimEnd();
+}
+
+/** How the first step under the lock ended, from the lock script's lines (null: it printed none). */
+export function firstEnding(lines: string): { code: number; stdout: string; stderr: string } | null {
+  const out = keyLines(lines);
+  const rc = out.get('FIRST_RC');
+  if (rc === undefined || !/^\d+$/.test(rc)) return null;
+  const text = (key: string) => Buffer.from(out.get(key) ?? '', 'base64').toString('utf8');
+  return { code: Number(rc), stdout: text('FIRST_OUT'), stderr: text('FIRST_ERR') };
+}
+
+/**
  * `leftovers`: a script that stops what the run still runs on the host (see
  * Connection.leftoversScript), run when the run is gone, before the lock is let go.
  */
-export function lockScript(layout: Layout, holder: LockHolder, waitSeconds: number, leftovers = ''): string {
+export function lockScript(
+  layout: Layout,
+  holder: LockHolder,
+  waitSeconds: number,
+  leftovers = '',
+  /** A short, read-only script run once the lock is held, its ending printed before LOCKED (see firstUnderLock). */
+  first = '',
+): string {
   return script(
     rootOnly(layout.state),
     sh`mkdir -p ${layout.state}`,
@@ -55,6 +91,7 @@ export function lockScript(layout: Layout, holder: LockHolder, waitSeconds: numb
     // A holder file still filled in while nobody holds the flock: a run that died.
     sh`if [ -s ${layout.lockHolder} ]; then echo "STALE $(head -c 500 ${layout.lockHolder} | tr '\n' ' ')"; fi`,
     sh`printf '%s\n' ${holderText(holder)} > ${layout.lockHolder}`,
+    first ? firstUnderLock(first) : null,
     'echo LOCKED',
     `while IFS= read -r -t ${LOCK_HEARTBEAT_LIMIT} line; do`,
     '  if [ "$line" = release ]; then',

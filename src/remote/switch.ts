@@ -160,6 +160,15 @@ export function switchScript(settings: SwitchSettings): string {
     '  while :; do',
     sh`    if ready=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.healthPath} 1 0.1 200 ''); then break; fi`,
     sh`    sub=$(systemctl show -p SubState --value ${api} 2>/dev/null || true)`,
+    // 219/CGROUP is systemd failing to place the process (seen when the
+    // slot's previous cgroup is still being torn down), not the app: started again, twice at most.
+    sh`    if [ "$sub" = auto-restart ] && [ "$(systemctl show -p ExecMainStatus --value ${api} 2>/dev/null)" = 219 ] && [ "\${cgroup_retries:-0}" -lt 2 ]; then`,
+    '      cgroup_retries=$(( ${cgroup_retries:-0} + 1 ))',
+    sh`      echo "systemd could not start the $slot slot's process (219/CGROUP): starting it again"`,
+    sh`      systemctl restart ${api}`,
+    sh`      restarts=$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)`,
+    '      continue',
+    '    fi',
     sh`    case "$sub" in auto-restart|failed|dead|exited) why="its process exited ($sub)" ;; esac`,
     sh`    if [ -z "$why" ] && [ "$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)" != "$restarts" ]; then why='its process exited and was restarted'; fi`,
     sh`    if [ -z "$why" ] && [ "$SECONDS" -ge "$deadline" ]; then why=${`it did not answer within ${settings.readyTimeout} s`}; fi`,

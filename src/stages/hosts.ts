@@ -4,7 +4,8 @@
 import type { HostSpec } from '../inputs/hosts.js';
 import type { Log } from '../log.js';
 import { layout, type Layout } from '../remote/layout.js';
-import { LOCK_EXIT_HELD, lockEvent, lockScript, type LockHolder } from '../remote/lock.js';
+import { firstEnding, LOCK_EXIT_HELD, lockEvent, lockScript, type LockHolder } from '../remote/lock.js';
+import type { Step } from '../remote/step.js';
 import { keyLines } from '../remote/sh.js';
 import { connect, type Connection, type ConnectOptions, type HostKeyPolicy } from '../transport/ssh.js';
 import { pinnedAlgorithms, verifyHostKey, type KnownHostEntry } from '../inputs/known-hosts.js';
@@ -130,23 +131,29 @@ export function lockHolder(action: string): LockHolder {
   };
 }
 
-/** Takes the app's deploy lock on a host; the returned function releases it. */
-export async function acquireLock(
+/**
+ * Takes the app's deploy lock on a host, and runs `first` (a short, read-only
+ * step) under it in the same round trip; the returned function releases the lock.
+ */
+export async function acquireLock<F = undefined>(
   host: Host,
   holder: LockHolder,
   waitSeconds: number,
   log: Log,
-): Promise<() => Promise<void>> {
+  first?: Step<F>,
+): Promise<{ release: () => Promise<void>; first: F | undefined }> {
   let buffer = '';
+  let seen = '';
   let settle: ((v: string | Error) => void) | null = null;
   const outcome = new Promise<string | Error>((resolve) => (settle = resolve));
-  const script = lockScript(host.layout, holder, waitSeconds, host.conn.leftoversScript());
+  const script = lockScript(host.layout, holder, waitSeconds, host.conn.leftoversScript(), first?.script);
   const session = host.conn.openSession(script, (text) => {
     buffer += text;
     let nl: number;
     while ((nl = buffer.indexOf('\n')) >= 0) {
       const line = buffer.slice(0, nl);
       buffer = buffer.slice(nl + 1);
+      seen += line + '\n';
       const event = lockEvent(line);
       if (event?.kind === 'waiting')
         log.info(
@@ -182,11 +189,21 @@ export async function acquireLock(
   }
   // Heartbeat: the remote holder gives the lock up when these stop (run killed, network gone).
   const beat = setInterval(() => session.stdin.write('\n'), 10000);
-  return async () => {
+  const release = async () => {
     clearInterval(beat);
     session.stdin.end('release\n');
     await session.done;
   };
+  if (!first) return { release, first: undefined };
+  try {
+    const ending = firstEnding(seen);
+    if (!ending)
+      throw new Error(`${host.spec.label}: the deploy lock was taken, but ${first.what} printed no ending`);
+    return { release, first: host.conn.readStep(first, ending) };
+  } catch (err) {
+    await release();
+    throw err;
+  }
 }
 
 /** The key hosts' locks are taken in: their address, as every run spells it the same way. */
@@ -219,16 +236,18 @@ export async function onEachHost<T extends Record<string, unknown>>(
  * closes the connections. Load balancers (roles=lb) are connected to only with
  * `balancers: true` (provision), and passed apart: the deploy path never needs them.
  */
-export async function withHosts<T>(
+export async function withHosts<T, F = undefined>(
   settings: ConnectionSettings,
   log: Log,
   action: string,
-  fn: (hosts: Host[], balancers: Host[]) => Promise<T>,
+  fn: (hosts: Host[], balancers: Host[], underLock: F[]) => Promise<T>,
   opts: {
     lock?: boolean;
     balancers?: boolean;
     /** Runs once connected, before any lock is taken (which writes to the host). */
     beforeLock?: (all: Host[]) => Promise<void>;
+    /** A short, read-only step run on each host as its lock is taken, in the same round trip; fn gets the results, in host order. */
+    underLock?: (host: Host) => Step<F>;
   } = {},
 ): Promise<T> {
   const wanted = opts.balancers ? settings.hosts : settings.hosts.filter((h) => !h.roles.includes('lb'));
@@ -240,6 +259,7 @@ export async function withHosts<T>(
   const releases: (() => Promise<void>)[] = [];
   try {
     await opts.beforeLock?.(all);
+    const underLock = new Map<Host, F>();
     if (opts.lock !== false) {
       const holder = lockHolder(action);
       // One at a time, in the same order for every run: two overlapping runs
@@ -247,16 +267,25 @@ export async function withHosts<T>(
       const deadline = Date.now() + settings['lock-timeout'] * 1000;
       for (const h of [...hosts].sort((a, b) => lockOrder(a).localeCompare(lockOrder(b)))) {
         const wait = Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
-        releases.push(
-          await log.timed({ kind: 'remote', what: 'taking the deploy lock', host: h.spec.label }, () =>
-            acquireLock(h, holder, wait, log),
-          ),
+        const first = opts.underLock?.(h);
+        const what = first ? `taking the deploy lock, then ${first.what}` : 'taking the deploy lock';
+        const locked = await log.timed({ kind: 'remote', what, host: h.spec.label }, () =>
+          acquireLock(h, holder, wait, log, first),
         );
+        releases.push(locked.release);
+        if (first) underLock.set(h, locked.first as F);
       }
+    } else if (opts.underLock) {
+      const steps = opts.underLock;
+      await Promise.all(hosts.map(async (h) => underLock.set(h, await h.conn.step(steps(h)))));
     }
     // Under the lock: a freeze set from now on stops the next run, not this one.
     await freezeGate(hosts, action, log);
-    return await fn(hosts, balancers);
+    return await fn(
+      hosts,
+      balancers,
+      hosts.map((h) => underLock.get(h) as F),
+    );
   } finally {
     await log.timed({ kind: 'remote', what: 'releasing the deploy locks' }, () =>
       Promise.allSettled(releases.map((r) => r())),

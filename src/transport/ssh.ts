@@ -109,28 +109,35 @@ export class Connection {
 
   /** Runs a step and reads its output; throws RemoteError when its script fails. */
   async step<T>(s: Step<T>, opts: Omit<RunOptions, 'what'> = {}): Promise<T> {
-    const result = s.reportsFailure
-      ? await this.exec(s.script, { ...opts, what: s.what })
-      : await this.run(s.script, { ...opts, what: s.what });
+    return this.readStep(s, await this.exec(s.script, { ...opts, what: s.what }));
+  }
+
+  /**
+   * A step's result from how its script ended, as step() reads it: for a step
+   * whose script ran inside another (the first step under the deploy lock).
+   */
+  readStep<T>(s: Step<T>, result: RunResult): T {
+    if (!s.reportsFailure && result.code !== 0) throw this.failure(s.what, result);
     return s.parse(result.stdout, result);
   }
 
   /** Runs a script; resolves with its output when it exits 0, throws RemoteError otherwise. */
   async run(script: string, opts: RunOptions = {}): Promise<RunResult> {
     const result = await this.exec(script, opts);
-    if (result.code !== 0) {
-      const what = opts.what ?? 'remote command';
-      throw new RemoteError(
-        this.log.redact(
-          `${what} failed on ${this.label} with exit code ${result.code}` +
-            (result.stderr.trim() ? `:\n${tail(result.stderr)}` : ''),
-        ),
-        this.label,
-        result.code,
-        this.log.redact(tail(result.stderr)),
-      );
-    }
+    if (result.code !== 0) throw this.failure(opts.what ?? 'remote command', result);
     return result;
+  }
+
+  private failure(what: string, result: RunResult): RemoteError {
+    return new RemoteError(
+      this.log.redact(
+        `${what} failed on ${this.label} with exit code ${result.code}` +
+          (result.stderr.trim() ? `:\n${tail(result.stderr)}` : ''),
+      ),
+      this.label,
+      result.code,
+      this.log.redact(tail(result.stderr)),
+    );
   }
 
   /** Runs a script and resolves with its exit code whatever it is (timeouts and lost connections still throw). */

@@ -42,6 +42,13 @@ export const MIGRATE: MigrateScriptSettings = {
 
 export const scripts: Record<string, string> = {
   lock: lockScript(shopLayout, { action: 'deploy', actor: HOSTILE, runUrl: HOSTILE, startedAt: 'now' }, 30),
+  lockWithFirst: lockScript(
+    shopLayout,
+    { action: 'rollback', actor: HOSTILE, runUrl: HOSTILE, startedAt: 'now' },
+    30,
+    '',
+    rollbackPlanStep(shopLayout, '', 16384).script,
+  ),
   prepare: prepareStep(
     {
       layout: shopLayout,
