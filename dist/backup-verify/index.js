@@ -64711,7 +64711,7 @@ const SUDO = ['sudo', '-n', '-H', '--'];
  * With a token, the script's session id is written where a timeout can find it
  * and stop everything the script started.
  */
-function wrapScript(script, token) {
+function session_wrapScript(script, token) {
     const body = script.replace(/\r\n?/g, '\n');
     const record = token
         ? `mkdir -p ${SESSION_DIR} && read -r _ _ _ _ _ __metalship_sid _ < /proc/$$/stat && echo "$__metalship_sid" > ${SESSION_DIR}/${token}\n`
@@ -64857,20 +64857,27 @@ class Connection {
     }
     /** Runs a step and reads its output; throws RemoteError when its script fails. */
     async step(s, opts = {}) {
-        const result = s.reportsFailure
-            ? await this.exec(s.script, { ...opts, what: s.what })
-            : await this.run(s.script, { ...opts, what: s.what });
+        return this.readStep(s, await this.exec(s.script, { ...opts, what: s.what }));
+    }
+    /**
+     * A step's result from how its script ended, as step() reads it: for a step
+     * whose script ran inside another (the first step under the deploy lock).
+     */
+    readStep(s, result) {
+        if (!s.reportsFailure && result.code !== 0)
+            throw this.failure(s.what, result);
         return s.parse(result.stdout, result);
     }
     /** Runs a script; resolves with its output when it exits 0, throws RemoteError otherwise. */
     async run(script, opts = {}) {
         const result = await this.exec(script, opts);
-        if (result.code !== 0) {
-            const what = opts.what ?? 'remote command';
-            throw new RemoteError(this.log.redact(`${what} failed on ${this.label} with exit code ${result.code}` +
-                (result.stderr.trim() ? `:\n${tail(result.stderr)}` : '')), this.label, result.code, this.log.redact(tail(result.stderr)));
-        }
+        if (result.code !== 0)
+            throw this.failure(opts.what ?? 'remote command', result);
         return result;
+    }
+    failure(what, result) {
+        return new RemoteError(this.log.redact(`${what} failed on ${this.label} with exit code ${result.code}` +
+            (result.stderr.trim() ? `:\n${tail(result.stderr)}` : '')), this.label, result.code, this.log.redact(tail(result.stderr)));
     }
     /** Runs a script and resolves with its exit code whatever it is (timeouts and lost connections still throw). */
     async exec(script, opts = {}) {
@@ -64883,7 +64890,7 @@ class Connection {
         const idleMs = opts.idleTimeoutMs ?? this.options.idleTimeoutMs;
         const totalMs = opts.timeoutMs ?? this.options.commandTimeoutMs;
         const token = `${this.runTag}-${(0,external_node_crypto_.randomBytes)(8).toString('hex')}`;
-        const wrapped = wrapScript(script, token);
+        const wrapped = session_wrapScript(script, token);
         const stdin = new external_node_stream_.PassThrough();
         stdin.write(wrapped);
         if (opts.input instanceof external_node_stream_.Readable)
@@ -64902,7 +64909,7 @@ class Connection {
             timedOut = reason;
             // Closing the channel does not stop the remote processes: kill the script's session.
             void this.ssh
-                .execCommand(remoteCommand(this.endpoint.user), { stdin: wrapScript(killSessionScript(token)) })
+                .execCommand(remoteCommand(this.endpoint.user), { stdin: session_wrapScript(killSessionScript(token)) })
                 .catch(() => undefined)
                 .finally(() => {
                 channel?.close();
@@ -65003,7 +65010,7 @@ class Connection {
                     stderr.end();
                     resolve({ code: code ?? -1, stdout: '', stderr: this.log.redact(stderr.text) });
                 });
-                channel.end(wrapScript(script));
+                channel.end(session_wrapScript(script));
             });
         });
     }
@@ -65013,7 +65020,7 @@ class Connection {
      */
     openSession(script, onStdout) {
         const stdin = new external_node_stream_.PassThrough();
-        stdin.write(wrapScript(script));
+        stdin.write(session_wrapScript(script));
         const out = new StreamText();
         const err = new StreamText();
         const done = this.ssh
@@ -65157,6 +65164,7 @@ async function connectWithRetries(target, options, log) {
 // heartbeat stops, and the holder file it leaves is reported as stale.
 
 
+
 const lock_LOCK_EXIT_HELD = 75;
 /** Seconds without a heartbeat line after which the remote holder gives the lock up. */
 const LOCK_HEARTBEAT_LIMIT = 30;
@@ -65175,13 +65183,33 @@ function lock_lockEvent(line) {
     return line === 'LOCKED' ? { kind: 'locked' } : null;
 }
 /**
+ * Runs a step's script under the lock just taken, in a bash of its own (as
+ * every script runs: set -e, parsed whole), and prints how it ended as
+ * FIRST_OUT, FIRST_ERR (base64) and FIRST_RC lines: what the rollback reads
+ * first costs no round trip of its own.
+ */
+function firstUnderLock(first) {
+    return script(textVar('__metalship_first', wrapScript(first)), 'first_dir=$(mktemp -d)', 'first_rc=0', 'bash -c "$__metalship_first" </dev/null >"$first_dir/out" 2>"$first_dir/err" || first_rc=$?', 'echo "FIRST_OUT $(base64 -w0 < "$first_dir/out")"', 'echo "FIRST_ERR $(tail -c 8000 "$first_dir/err" | base64 -w0)"', 'echo "FIRST_RC $first_rc"', 'rm -rf -- "$first_dir"').trimEnd();
+}
+/** How the first step under the lock ended, from the lock script's lines (null: it printed none). */
+function lock_firstEnding(lines) {
+    const out = keyLines(lines);
+    const rc = out.get('FIRST_RC');
+    if (rc === undefined || !/^\d+$/.test(rc))
+        return null;
+    const text = (key) => Buffer.from(out.get(key) ?? '', 'base64').toString('utf8');
+    return { code: Number(rc), stdout: text('FIRST_OUT'), stderr: text('FIRST_ERR') };
+}
+/**
  * `leftovers`: a script that stops what the run still runs on the host (see
  * Connection.leftoversScript), run when the run is gone, before the lock is let go.
  */
-function lock_lockScript(layout, holder, waitSeconds, leftovers = '') {
+function lock_lockScript(layout, holder, waitSeconds, leftovers = '', 
+/** A short, read-only script run once the lock is held, its ending printed before LOCKED (see firstUnderLock). */
+first = '') {
     return script(rootOnly(layout.state), sh `mkdir -p ${layout.state}`, sh `chmod ${STATE_MODE} ${layout.state}`, sh `exec 9>>${layout.lockFile}`, sh `if ! flock -n 9; then`, sh `  echo "WAITING $(head -c 500 ${layout.lockHolder} 2>/dev/null | tr '\n' ' ')"`, sh `  if ! flock -w ${waitSeconds} 9; then`, sh `    echo "HELD $(head -c 500 ${layout.lockHolder} 2>/dev/null | tr '\n' ' ')"`, `    exit ${lock_LOCK_EXIT_HELD}`, '  fi', 'fi', 
     // A holder file still filled in while nobody holds the flock: a run that died.
-    sh `if [ -s ${layout.lockHolder} ]; then echo "STALE $(head -c 500 ${layout.lockHolder} | tr '\n' ' ')"; fi`, sh `printf '%s\n' ${holderText(holder)} > ${layout.lockHolder}`, 'echo LOCKED', `while IFS= read -r -t ${LOCK_HEARTBEAT_LIMIT} line; do`, '  if [ "$line" = release ]; then', sh `    : > ${layout.lockHolder}`, '    exit 0', '  fi', 'done', 
+    sh `if [ -s ${layout.lockHolder} ]; then echo "STALE $(head -c 500 ${layout.lockHolder} | tr '\n' ' ')"; fi`, sh `printf '%s\n' ${holderText(holder)} > ${layout.lockHolder}`, first ? firstUnderLock(first) : null, 'echo LOCKED', `while IFS= read -r -t ${LOCK_HEARTBEAT_LIMIT} line; do`, '  if [ "$line" = release ]; then', sh `    : > ${layout.lockHolder}`, '    exit 0', '  fi', 'done', 
     // EOF or no heartbeat: our run is gone. What it still runs here is stopped
     // first; the flock goes with this process; the holder stays as evidence.
     leftovers || null, sh `printf '%s\n' "abandoned at $(date -u +%FT%TZ): $(head -n1 ${layout.lockHolder})" > ${layout.lockHolder}`);
@@ -66300,18 +66328,23 @@ function hosts_lockHolder(action) {
         startedAt: new Date().toISOString(),
     };
 }
-/** Takes the app's deploy lock on a host; the returned function releases it. */
-async function acquireLock(host, holder, waitSeconds, log) {
+/**
+ * Takes the app's deploy lock on a host, and runs `first` (a short, read-only
+ * step) under it in the same round trip; the returned function releases the lock.
+ */
+async function acquireLock(host, holder, waitSeconds, log, first) {
     let buffer = '';
+    let seen = '';
     let settle = null;
     const outcome = new Promise((resolve) => (settle = resolve));
-    const script = lockScript(host.layout, holder, waitSeconds, host.conn.leftoversScript());
+    const script = lockScript(host.layout, holder, waitSeconds, host.conn.leftoversScript(), first?.script);
     const session = host.conn.openSession(script, (text) => {
         buffer += text;
         let nl;
         while ((nl = buffer.indexOf('\n')) >= 0) {
             const line = buffer.slice(0, nl);
             buffer = buffer.slice(nl + 1);
+            seen += line + '\n';
             const event = lockEvent(line);
             if (event?.kind === 'waiting')
                 log.info(`[${host.spec.label}] waiting for the deploy lock, held by ${event.holder || 'another run'}`);
@@ -66337,11 +66370,23 @@ async function acquireLock(host, holder, waitSeconds, log) {
     }
     // Heartbeat: the remote holder gives the lock up when these stop (run killed, network gone).
     const beat = setInterval(() => session.stdin.write('\n'), 10000);
-    return async () => {
+    const release = async () => {
         clearInterval(beat);
         session.stdin.end('release\n');
         await session.done;
     };
+    if (!first)
+        return { release, first: undefined };
+    try {
+        const ending = firstEnding(seen);
+        if (!ending)
+            throw new Error(`${host.spec.label}: the deploy lock was taken, but ${first.what} printed no ending`);
+        return { release, first: host.conn.readStep(first, ending) };
+    }
+    catch (err) {
+        await release();
+        throw err;
+    }
 }
 /** The key hosts' locks are taken in: their address, as every run spells it the same way. */
 function lockOrder(h) {
@@ -66375,6 +66420,7 @@ async function withHosts(settings, log, action, fn, opts = {}) {
     const releases = [];
     try {
         await opts.beforeLock?.(all);
+        const underLock = new Map();
         if (opts.lock !== false) {
             const holder = hosts_lockHolder(action);
             // One at a time, in the same order for every run: two overlapping runs
@@ -66382,12 +66428,21 @@ async function withHosts(settings, log, action, fn, opts = {}) {
             const deadline = Date.now() + settings['lock-timeout'] * 1000;
             for (const h of [...hosts].sort((a, b) => lockOrder(a).localeCompare(lockOrder(b)))) {
                 const wait = Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
-                releases.push(await log.timed({ kind: 'remote', what: 'taking the deploy lock', host: h.spec.label }, () => acquireLock(h, holder, wait, log)));
+                const first = opts.underLock?.(h);
+                const what = first ? `taking the deploy lock, then ${first.what}` : 'taking the deploy lock';
+                const locked = await log.timed({ kind: 'remote', what, host: h.spec.label }, () => acquireLock(h, holder, wait, log, first));
+                releases.push(locked.release);
+                if (first)
+                    underLock.set(h, locked.first);
             }
+        }
+        else if (opts.underLock) {
+            const steps = opts.underLock;
+            await Promise.all(hosts.map(async (h) => underLock.set(h, await h.conn.step(steps(h)))));
         }
         // Under the lock: a freeze set from now on stops the next run, not this one.
         await freezeGate(hosts, action, log);
-        return await fn(hosts, balancers);
+        return await fn(hosts, balancers, hosts.map((h) => underLock.get(h)));
     }
     finally {
         await log.timed({ kind: 'remote', what: 'releasing the deploy locks' }, () => Promise.allSettled(releases.map((r) => r())));

@@ -64693,11 +64693,60 @@ function layout(app, root) {
     };
 }
 
+;// CONCATENATED MODULE: ./src/remote/session.ts
+// What runs around every script on a host: the wrapper that makes bash read the
+// whole script before running it, the session record that lets a run's work be
+// stopped, and the command the transport starts (bash, through sudo for others).
+// The transport sends these; the provision's sudoers rule allows the command.
+
+/** The shell each script runs in: bash reading the script from stdin. */
+const SCRIPT_SHELL = ['bash', '-se'];
+/** How a non-root SSH user becomes root for it. */
+const SUDO = ['sudo', '-n', '-H', '--'];
+/**
+ * Wraps a script so bash parses all of it before running any of it: data that
+ * follows on stdin is then read by the script's commands and never executed.
+ * It starts in / (a login's home is root's alone: commands run as other users
+ * could not enter it, and nothing is read relative to it).
+ * With a token, the script's session id is written where a timeout can find it
+ * and stop everything the script started.
+ */
+function wrapScript(script, token) {
+    const body = script.replace(/\r\n?/g, '\n');
+    const record = token
+        ? `mkdir -p ${SESSION_DIR} && read -r _ _ _ _ _ __metalship_sid _ < /proc/$$/stat && echo "$__metalship_sid" > ${SESSION_DIR}/${token}\n`
+        : '';
+    const forget = token ? `trap 'rm -f ${SESSION_DIR}/${token}' EXIT\n` : '';
+    // The token also names what the script starts outside its session (build units).
+    const named = token ? `__metalship_token=${token}\n` : '';
+    return `set -euo pipefail\numask 022\ncd /\n${named}${record}${forget}__metalship_main() {\n${body}\n}\n{ __metalship_main; exit $?; }\n`;
+}
+const SESSION_DIR = '/run/metalship-sessions';
+/**
+ * Stops every process of the scripts whose tokens match `pattern` (a token or a
+ * glob of tokens): each script's whole session, TERM then KILL.
+ */
+function killSessionScript(pattern) {
+    const files = `${SESSION_DIR}/${pattern}`;
+    return [
+        // Builds run as transient systemd units, outside the session: stopped by name.
+        `systemctl stop -- '${layout_BUILD_UNIT_PREFIX}${pattern}*' 2>/dev/null || true`,
+        `sids=""; for f in ${files}; do if [ -s "$f" ]; then sid=$(cat "$f"); case "$sid" in *[!0-9]*) ;; *) sids="$sids $sid";; esac; fi; done`,
+        'if [ -n "$sids" ]; then for sid in $sids; do pkill -TERM -s "$sid" || true; done; sleep 1; for sid in $sids; do pkill -KILL -s "$sid" || true; done; fi',
+        `rm -f ${files}`,
+    ].join('\n');
+}
+/** The remote command: bash reading the script from stdin, through sudo for non-root users. */
+function remoteCommand(user) {
+    return (user === 'root' ? SCRIPT_SHELL : [...SUDO, ...SCRIPT_SHELL]).join(' ');
+}
+
 ;// CONCATENATED MODULE: ./src/remote/lock.ts
 // The deploy lock of an app on a host: flock(2) on a file, held by a remote
 // process that lives as long as our connection and our heartbeat. A killed run
 // cannot leave it held: its process exits when the connection closes or the
 // heartbeat stops, and the holder file it leaves is reported as stale.
+
 
 
 const LOCK_EXIT_HELD = 75;
@@ -64718,13 +64767,33 @@ function lockEvent(line) {
     return line === 'LOCKED' ? { kind: 'locked' } : null;
 }
 /**
+ * Runs a step's script under the lock just taken, in a bash of its own (as
+ * every script runs: set -e, parsed whole), and prints how it ended as
+ * FIRST_OUT, FIRST_ERR (base64) and FIRST_RC lines: what the rollback reads
+ * first costs no round trip of its own.
+ */
+function firstUnderLock(first) {
+    return sh_script(textVar('__metalship_first', wrapScript(first)), 'first_dir=$(mktemp -d)', 'first_rc=0', 'bash -c "$__metalship_first" </dev/null >"$first_dir/out" 2>"$first_dir/err" || first_rc=$?', 'echo "FIRST_OUT $(base64 -w0 < "$first_dir/out")"', 'echo "FIRST_ERR $(tail -c 8000 "$first_dir/err" | base64 -w0)"', 'echo "FIRST_RC $first_rc"', 'rm -rf -- "$first_dir"').trimEnd();
+}
+/** How the first step under the lock ended, from the lock script's lines (null: it printed none). */
+function firstEnding(lines) {
+    const out = sh_keyLines(lines);
+    const rc = out.get('FIRST_RC');
+    if (rc === undefined || !/^\d+$/.test(rc))
+        return null;
+    const text = (key) => Buffer.from(out.get(key) ?? '', 'base64').toString('utf8');
+    return { code: Number(rc), stdout: text('FIRST_OUT'), stderr: text('FIRST_ERR') };
+}
+/**
  * `leftovers`: a script that stops what the run still runs on the host (see
  * Connection.leftoversScript), run when the run is gone, before the lock is let go.
  */
-function lockScript(layout, holder, waitSeconds, leftovers = '') {
+function lockScript(layout, holder, waitSeconds, leftovers = '', 
+/** A short, read-only script run once the lock is held, its ending printed before LOCKED (see firstUnderLock). */
+first = '') {
     return sh_script(paths_rootOnly(layout.state), sh_sh `mkdir -p ${layout.state}`, sh_sh `chmod ${paths_STATE_MODE} ${layout.state}`, sh_sh `exec 9>>${layout.lockFile}`, sh_sh `if ! flock -n 9; then`, sh_sh `  echo "WAITING $(head -c 500 ${layout.lockHolder} 2>/dev/null | tr '\n' ' ')"`, sh_sh `  if ! flock -w ${waitSeconds} 9; then`, sh_sh `    echo "HELD $(head -c 500 ${layout.lockHolder} 2>/dev/null | tr '\n' ' ')"`, `    exit ${LOCK_EXIT_HELD}`, '  fi', 'fi', 
     // A holder file still filled in while nobody holds the flock: a run that died.
-    sh_sh `if [ -s ${layout.lockHolder} ]; then echo "STALE $(head -c 500 ${layout.lockHolder} | tr '\n' ' ')"; fi`, sh_sh `printf '%s\n' ${holderText(holder)} > ${layout.lockHolder}`, 'echo LOCKED', `while IFS= read -r -t ${LOCK_HEARTBEAT_LIMIT} line; do`, '  if [ "$line" = release ]; then', sh_sh `    : > ${layout.lockHolder}`, '    exit 0', '  fi', 'done', 
+    sh_sh `if [ -s ${layout.lockHolder} ]; then echo "STALE $(head -c 500 ${layout.lockHolder} | tr '\n' ' ')"; fi`, sh_sh `printf '%s\n' ${holderText(holder)} > ${layout.lockHolder}`, first ? firstUnderLock(first) : null, 'echo LOCKED', `while IFS= read -r -t ${LOCK_HEARTBEAT_LIMIT} line; do`, '  if [ "$line" = release ]; then', sh_sh `    : > ${layout.lockHolder}`, '    exit 0', '  fi', 'done', 
     // EOF or no heartbeat: our run is gone. What it still runs here is stopped
     // first; the flock goes with this process; the holder stays as evidence.
     leftovers || null, sh_sh `printf '%s\n' "abandoned at $(date -u +%FT%TZ): $(head -n1 ${layout.lockHolder})" > ${layout.lockHolder}`);
@@ -65621,54 +65690,6 @@ class NodeSSH {
 
 // EXTERNAL MODULE: external "node:stream"
 var external_node_stream_ = __nccwpck_require__(7075);
-;// CONCATENATED MODULE: ./src/remote/session.ts
-// What runs around every script on a host: the wrapper that makes bash read the
-// whole script before running it, the session record that lets a run's work be
-// stopped, and the command the transport starts (bash, through sudo for others).
-// The transport sends these; the provision's sudoers rule allows the command.
-
-/** The shell each script runs in: bash reading the script from stdin. */
-const SCRIPT_SHELL = ['bash', '-se'];
-/** How a non-root SSH user becomes root for it. */
-const SUDO = ['sudo', '-n', '-H', '--'];
-/**
- * Wraps a script so bash parses all of it before running any of it: data that
- * follows on stdin is then read by the script's commands and never executed.
- * It starts in / (a login's home is root's alone: commands run as other users
- * could not enter it, and nothing is read relative to it).
- * With a token, the script's session id is written where a timeout can find it
- * and stop everything the script started.
- */
-function wrapScript(script, token) {
-    const body = script.replace(/\r\n?/g, '\n');
-    const record = token
-        ? `mkdir -p ${SESSION_DIR} && read -r _ _ _ _ _ __metalship_sid _ < /proc/$$/stat && echo "$__metalship_sid" > ${SESSION_DIR}/${token}\n`
-        : '';
-    const forget = token ? `trap 'rm -f ${SESSION_DIR}/${token}' EXIT\n` : '';
-    // The token also names what the script starts outside its session (build units).
-    const named = token ? `__metalship_token=${token}\n` : '';
-    return `set -euo pipefail\numask 022\ncd /\n${named}${record}${forget}__metalship_main() {\n${body}\n}\n{ __metalship_main; exit $?; }\n`;
-}
-const SESSION_DIR = '/run/metalship-sessions';
-/**
- * Stops every process of the scripts whose tokens match `pattern` (a token or a
- * glob of tokens): each script's whole session, TERM then KILL.
- */
-function killSessionScript(pattern) {
-    const files = `${SESSION_DIR}/${pattern}`;
-    return [
-        // Builds run as transient systemd units, outside the session: stopped by name.
-        `systemctl stop -- '${layout_BUILD_UNIT_PREFIX}${pattern}*' 2>/dev/null || true`,
-        `sids=""; for f in ${files}; do if [ -s "$f" ]; then sid=$(cat "$f"); case "$sid" in *[!0-9]*) ;; *) sids="$sids $sid";; esac; fi; done`,
-        'if [ -n "$sids" ]; then for sid in $sids; do pkill -TERM -s "$sid" || true; done; sleep 1; for sid in $sids; do pkill -KILL -s "$sid" || true; done; fi',
-        `rm -f ${files}`,
-    ].join('\n');
-}
-/** The remote command: bash reading the script from stdin, through sudo for non-root users. */
-function remoteCommand(user) {
-    return (user === 'root' ? SCRIPT_SHELL : [...SUDO, ...SCRIPT_SHELL]).join(' ');
-}
-
 ;// CONCATENATED MODULE: ./src/errors.ts
 // What went wrong, as text: an Error's message, or whatever else was thrown.
 function errors_errorMessage(err) {
@@ -65791,20 +65812,27 @@ class Connection {
     }
     /** Runs a step and reads its output; throws RemoteError when its script fails. */
     async step(s, opts = {}) {
-        const result = s.reportsFailure
-            ? await this.exec(s.script, { ...opts, what: s.what })
-            : await this.run(s.script, { ...opts, what: s.what });
+        return this.readStep(s, await this.exec(s.script, { ...opts, what: s.what }));
+    }
+    /**
+     * A step's result from how its script ended, as step() reads it: for a step
+     * whose script ran inside another (the first step under the deploy lock).
+     */
+    readStep(s, result) {
+        if (!s.reportsFailure && result.code !== 0)
+            throw this.failure(s.what, result);
         return s.parse(result.stdout, result);
     }
     /** Runs a script; resolves with its output when it exits 0, throws RemoteError otherwise. */
     async run(script, opts = {}) {
         const result = await this.exec(script, opts);
-        if (result.code !== 0) {
-            const what = opts.what ?? 'remote command';
-            throw new ssh_RemoteError(this.log.redact(`${what} failed on ${this.label} with exit code ${result.code}` +
-                (result.stderr.trim() ? `:\n${tail(result.stderr)}` : '')), this.label, result.code, this.log.redact(tail(result.stderr)));
-        }
+        if (result.code !== 0)
+            throw this.failure(opts.what ?? 'remote command', result);
         return result;
+    }
+    failure(what, result) {
+        return new ssh_RemoteError(this.log.redact(`${what} failed on ${this.label} with exit code ${result.code}` +
+            (result.stderr.trim() ? `:\n${tail(result.stderr)}` : '')), this.label, result.code, this.log.redact(tail(result.stderr)));
     }
     /** Runs a script and resolves with its exit code whatever it is (timeouts and lost connections still throw). */
     async exec(script, opts = {}) {
@@ -66586,18 +66614,23 @@ function hosts_lockHolder(action) {
         startedAt: new Date().toISOString(),
     };
 }
-/** Takes the app's deploy lock on a host; the returned function releases it. */
-async function acquireLock(host, holder, waitSeconds, log) {
+/**
+ * Takes the app's deploy lock on a host, and runs `first` (a short, read-only
+ * step) under it in the same round trip; the returned function releases the lock.
+ */
+async function acquireLock(host, holder, waitSeconds, log, first) {
     let buffer = '';
+    let seen = '';
     let settle = null;
     const outcome = new Promise((resolve) => (settle = resolve));
-    const script = lockScript(host.layout, holder, waitSeconds, host.conn.leftoversScript());
+    const script = lockScript(host.layout, holder, waitSeconds, host.conn.leftoversScript(), first?.script);
     const session = host.conn.openSession(script, (text) => {
         buffer += text;
         let nl;
         while ((nl = buffer.indexOf('\n')) >= 0) {
             const line = buffer.slice(0, nl);
             buffer = buffer.slice(nl + 1);
+            seen += line + '\n';
             const event = lockEvent(line);
             if (event?.kind === 'waiting')
                 log.info(`[${host.spec.label}] waiting for the deploy lock, held by ${event.holder || 'another run'}`);
@@ -66623,11 +66656,23 @@ async function acquireLock(host, holder, waitSeconds, log) {
     }
     // Heartbeat: the remote holder gives the lock up when these stop (run killed, network gone).
     const beat = setInterval(() => session.stdin.write('\n'), 10000);
-    return async () => {
+    const release = async () => {
         clearInterval(beat);
         session.stdin.end('release\n');
         await session.done;
     };
+    if (!first)
+        return { release, first: undefined };
+    try {
+        const ending = firstEnding(seen);
+        if (!ending)
+            throw new Error(`${host.spec.label}: the deploy lock was taken, but ${first.what} printed no ending`);
+        return { release, first: host.conn.readStep(first, ending) };
+    }
+    catch (err) {
+        await release();
+        throw err;
+    }
 }
 /** The key hosts' locks are taken in: their address, as every run spells it the same way. */
 function lockOrder(h) {
@@ -66661,6 +66706,7 @@ async function withHosts(settings, log, action, fn, opts = {}) {
     const releases = [];
     try {
         await opts.beforeLock?.(all);
+        const underLock = new Map();
         if (opts.lock !== false) {
             const holder = hosts_lockHolder(action);
             // One at a time, in the same order for every run: two overlapping runs
@@ -66668,12 +66714,21 @@ async function withHosts(settings, log, action, fn, opts = {}) {
             const deadline = Date.now() + settings['lock-timeout'] * 1000;
             for (const h of [...hosts].sort((a, b) => lockOrder(a).localeCompare(lockOrder(b)))) {
                 const wait = Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
-                releases.push(await log.timed({ kind: 'remote', what: 'taking the deploy lock', host: h.spec.label }, () => acquireLock(h, holder, wait, log)));
+                const first = opts.underLock?.(h);
+                const what = first ? `taking the deploy lock, then ${first.what}` : 'taking the deploy lock';
+                const locked = await log.timed({ kind: 'remote', what, host: h.spec.label }, () => acquireLock(h, holder, wait, log, first));
+                releases.push(locked.release);
+                if (first)
+                    underLock.set(h, locked.first);
             }
+        }
+        else if (opts.underLock) {
+            const steps = opts.underLock;
+            await Promise.all(hosts.map(async (h) => underLock.set(h, await h.conn.step(steps(h)))));
         }
         // Under the lock: a freeze set from now on stops the next run, not this one.
         await freezeGate(hosts, action, log);
-        return await fn(hosts, balancers);
+        return await fn(hosts, balancers, hosts.map((h) => underLock.get(h)));
     }
     finally {
         await log.timed({ kind: 'remote', what: 'releasing the deploy locks' }, () => Promise.allSettled(releases.map((r) => r())));
@@ -82097,7 +82152,10 @@ function switchScript(settings) {
     // A second at a time, looking at the unit in between: a process that exits
     // (an app that cannot import, a bad uvicorn flag) fails the switch at once,
     // not after the whole ready-timeout.
-    sh_sh `  restarts=$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)`, sh_sh `  deadline=$((SECONDS + ${settings.readyTimeout})); why=''`, '  while :; do', sh_sh `    if ready=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.healthPath} 1 0.1 200 ''); then break; fi`, sh_sh `    sub=$(systemctl show -p SubState --value ${api} 2>/dev/null || true)`, sh_sh `    case "$sub" in auto-restart|failed|dead|exited) why="its process exited ($sub)" ;; esac`, sh_sh `    if [ -z "$why" ] && [ "$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)" != "$restarts" ]; then why='its process exited and was restarted'; fi`, sh_sh `    if [ -z "$why" ] && [ "$SECONDS" -ge "$deadline" ]; then why=${`it did not answer within ${settings.readyTimeout} s`}; fi`, '    if [ -n "$why" ]; then', '      echo "$ready" >&2', sh_sh `      journalctl ${journalOf(layout)} -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh_sh `      systemctl stop ${api} || true`, sh_sh `      echo "release ${settings.releaseId} did not become ready in the $slot slot: $why; traffic stays on the serving release" >&2`, '      exit 1', '    fi', '  done', '  echo "READY $ready"', 'fi', 
+    sh_sh `  restarts=$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)`, sh_sh `  deadline=$((SECONDS + ${settings.readyTimeout})); why=''`, '  while :; do', sh_sh `    if ready=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.healthPath} 1 0.1 200 ''); then break; fi`, sh_sh `    sub=$(systemctl show -p SubState --value ${api} 2>/dev/null || true)`, 
+    // 219/CGROUP is systemd failing to place the process (seen when the
+    // slot's previous cgroup is still being torn down), not the app: started again, twice at most.
+    sh_sh `    if [ "$sub" = auto-restart ] && [ "$(systemctl show -p ExecMainStatus --value ${api} 2>/dev/null)" = 219 ] && [ "\${cgroup_retries:-0}" -lt 2 ]; then`, '      cgroup_retries=$(( ${cgroup_retries:-0} + 1 ))', sh_sh `      echo "systemd could not start the $slot slot's process (219/CGROUP): starting it again"`, sh_sh `      systemctl restart ${api}`, sh_sh `      restarts=$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)`, '      continue', '    fi', sh_sh `    case "$sub" in auto-restart|failed|dead|exited) why="its process exited ($sub)" ;; esac`, sh_sh `    if [ -z "$why" ] && [ "$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)" != "$restarts" ]; then why='its process exited and was restarted'; fi`, sh_sh `    if [ -z "$why" ] && [ "$SECONDS" -ge "$deadline" ]; then why=${`it did not answer within ${settings.readyTimeout} s`}; fi`, '    if [ -n "$why" ]; then', '      echo "$ready" >&2', sh_sh `      journalctl ${journalOf(layout)} -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh_sh `      systemctl stop ${api} || true`, sh_sh `      echo "release ${settings.releaseId} did not become ready in the $slot slot: $why; traffic stays on the serving release" >&2`, '      exit 1', '    fi', '  done', '  echo "READY $ready"', 'fi', 
     // Traffic moves only now, by renaming the socket link nginx connects through:
     // requests already on the old slot finish there, new ones reach the new slot.
     sh_sh `swap_link "$sock" ${layout.apiLink}`, 'echo "MARK traffic moved to the $slot slot"', sh_sh `echo "$slot" > ${layout.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh_sh `rm -f ${layout.nginxReloadPending}`, sh_sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `swap_link ${rel} ${layout.current}`, sh_sh `swap_link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', 
@@ -88375,11 +88433,7 @@ async function runAction(name, body, raw = envInputs(), log = new Log()) {
 
 
 async function rollback(settings, log) {
-    return withHosts(settings, log, 'rollback', async (hosts) => {
-        // One round trip per host before traffic moves: the listing (for the
-        // if-current check and the choice of target), the freeze, and the likely
-        // target's runtime record.
-        const plans = await Promise.all(hosts.map((h) => h.conn.step(rollbackPlanStep(h.layout, settings['release-id'], RUNTIME_RECORD_MAX))));
+    return withHosts(settings, log, 'rollback', async (hosts, _balancers, plans) => {
         const listings = plans.map((p) => p.listing);
         if (settings['if-current']) {
             const currents = listings.map((l) => l.links.current ?? '');
@@ -88409,7 +88463,11 @@ async function rollback(settings, log) {
             payload: { app: settings.app, release: target, 'rolled-back-from': from },
         }, log);
         return recorded(record, () => restore(hosts, plans, settings, target, from, log), (outcome) => (outcome && !outcome.failure ? `${target} serves again` : `the rollback to ${target} failed`));
-    });
+    }, 
+    // Read in the round trip that takes each host's lock, before traffic moves:
+    // the listing (for the if-current check and the choice of target), the
+    // freeze, and the likely target's runtime record.
+    { underLock: (h) => rollbackPlanStep(h.layout, settings['release-id'], RUNTIME_RECORD_MAX) });
 }
 /** Switches the hosts back to target (its schema first, with migrate-down) and verifies it. */
 async function restore(hosts, plans, settings, target, from, log) {
