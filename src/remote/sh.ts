@@ -116,9 +116,14 @@ export function ensureFile(
   opts: { mode?: string; owner?: string; label?: string; onChange?: string } = {},
 ): string {
   const tmp = `${path}.metalship-new`;
+  const doc = heredoc(content);
+  // Compared first, from the script itself: an unchanged file costs one process.
   return script(
+    sh`if [ -f ${path} ] && cmp -s -- ${path} - ${raw(doc.open)}`,
+    doc.body,
+    'then :; else',
     ...stageFile(tmp, content, opts),
-    sh`if [ -f ${path} ] && cmp -s ${tmp} ${path}; then rm -f ${tmp}; else mv -f ${tmp} ${path}; echo ${'changed ' + (opts.label ?? path)}; ${raw(opts.onChange ?? ':')}; fi`,
+    sh`mv -f ${tmp} ${path}; echo ${'changed ' + (opts.label ?? path)}; ${raw(opts.onChange ?? ':')}; fi`,
   ).trimEnd();
 }
 

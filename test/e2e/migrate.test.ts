@@ -208,13 +208,20 @@ test('the pre-migration backup restores into a scratch database with the source 
 });
 
 test('a second migration waits for the advisory lock, and gives up naming its holder', async () => {
-  // Hold the app's migration lock from another session for a few seconds.
+  // Hold the app's migration lock from another session until the patient run
+  // says it waits (then that session is ended): no timing to depend on.
   const holder = onHost(
     state,
     first,
-    `PGAPPNAME='metalship-migrate test-holder' psql -qAtX ${DB_URL} -c "SELECT pg_advisory_lock(hashtext('metalship-migrate:${APP}')), pg_sleep(6)"`,
+    `PGAPPNAME='metalship-migrate test-holder' psql -qAtX ${DB_URL} -c "SELECT pg_advisory_lock(hashtext('metalship-migrate:${APP}')), pg_sleep(600)" || true`,
   );
-  await sleep(1000);
+  const held = psql(
+    "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = 'metalship-migrate test-holder'",
+  );
+  for (let i = 0; (await onHost(state, first, held)).trim() !== '1'; i++) {
+    if (i > 300) throw new Error('the test holder never took the migration lock');
+    await sleep(200);
+  }
   const migrateInputs = {
     ...connectionInputs(state, hosts),
     app: APP,
@@ -227,7 +234,24 @@ test('a second migration waits for the advisory lock, and gives up naming its ho
   expect(impatient.stdout).toMatch(
     /another migration of inventory holds the lock metalship-migrate:inventory .*metalship-migrate test-holder/,
   );
-  const patient = await runBundle('migrate', { ...migrateInputs, 'lock-timeout': '60', backup: 'false' });
+  let released = false;
+  const patient = await runBundle(
+    'migrate',
+    { ...migrateInputs, 'lock-timeout': '60', backup: 'false' },
+    {
+      onOutput: (out) => {
+        if (released || !out.includes('waiting for the migration lock')) return;
+        released = true;
+        void onHost(
+          state,
+          first,
+          psql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'metalship-migrate test-holder'",
+          ),
+        );
+      },
+    },
+  );
   await holder;
   expect(outcome(patient)).toBe('succeeded');
   expect(patient.stdout).toMatch(

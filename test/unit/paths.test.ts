@@ -45,3 +45,16 @@ test('world-writable directories (/tmp) are refused, sticky bit or not', () => {
   expect(r.ok).toBe(false);
   expect(r.why).toMatch(/^\/tmp is owned by uid 0 with mode 1777/);
 });
+
+test('several paths are checked in one call, and the refusal names the path that failed', () => {
+  const good = path.join(box, 'root-only/sub');
+  const bad = path.join(box, 'theirs/link/sub');
+  const r = spawnSync('bash', ['-c', `set -eu\n${rootOnly(good, bad, '/opt')}`], { encoding: 'utf8' });
+  expect(r.status).not.toBe(0);
+  expect(r.stderr).toContain(`${box}/theirs is owned by uid ${NOBODY}`);
+  expect(r.stderr).toContain(`${bad} must be owned by root`);
+  const ok = spawnSync('bash', ['-c', `set -eu\n${rootOnly(good, path.join(box, 'root-only/new'))}`], {
+    encoding: 'utf8',
+  });
+  expect(ok.status).toBe(0);
+});
