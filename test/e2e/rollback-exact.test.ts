@@ -173,7 +173,7 @@ test('a first release that fails verification never serves: nothing does, and th
   }
 });
 
-test('a rollback to the warm standby moves traffic before its checks, after one round trip; a stopped standby is started and checked first', async () => {
+test('a rollback to the warm standby moves traffic before its checks, after the round trip that takes the lock; a stopped standby is started and checked first', async () => {
   const app = 'warm';
   const server = 'warm.test';
   const dir = await sampleAppCopy(app);
@@ -214,12 +214,11 @@ test('a rollback to the warm standby moves traffic before its checks, after one 
     const at = (re: RegExp) => steps.findIndex((l) => re.test(l));
     expect(at(/• \[.*\] traffic moved/)).toBeGreaterThan(0);
     expect(at(/• \[.*\] traffic moved/)).toBeLessThan(at(/\] health check$/));
-    // Before the switch: the connection, the lock and one step reading all it needs.
+    // Before the switch: the connection, and the lock taken with all the rollback needs read under it.
     const before = steps.slice(0, at(/\] switching to /)).filter((l) => /^\+\S+\s+\S+ {4}\[/.test(l));
     expect(before.map((l) => l.replace(/^.*\] /, ''))).toEqual([
       'connecting',
-      'taking the deploy lock',
-      'reading the releases, the freeze and the rollback target',
+      'taking the deploy lock, then reading the releases, the freeze and the rollback target',
     ]);
     expect(await serving(app, server)).toMatchObject({ status: 200, body: expect.stringContaining(ids[0]!) });
 
