@@ -1,7 +1,9 @@
-// npm run bench: timings on a local test host, metalship beside a plain
-// baseline doing what most SSH deploy actions do (upload a tarball, extract into
-// a new directory, `ln -sfn`, `systemctl restart`), on the same host in the same
-// run, each under the same steady load through nginx. Prints figures; asserts nothing.
+// npm run bench: timings on a local test host, metalship beside two baselines on
+// the same host in the same run, each under the same steady load through nginx:
+// real Capistrano 3 (scripts/bench-capistrano.ts: git, a shared venv, pip,
+// migrations, symlink, systemctl restart, cleanup), and what most SSH deploy
+// actions do (upload a tarball, extract into a new directory, `ln -sfn`,
+// `systemctl restart`). Prints figures; asserts nothing.
 
 import { execFile } from 'node:child_process';
 import { cp, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -19,6 +21,16 @@ import {
 } from '../test/support/hosts.js';
 import { runBundle, SAMPLE_APP, sampleAppInputs } from '../test/support/e2e.js';
 import { startLoad, type LoadReport } from '../test/support/load.js';
+import {
+  cap,
+  CAP_PORT,
+  capPrepare,
+  capPush,
+  capSetup,
+  ensureCapistrano,
+  type CapApp,
+  type CapContext,
+} from './bench-capistrano.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 const run = promisify(execFile);
@@ -28,7 +40,10 @@ const FLEET = ['ms-bench2', 'ms-bench3'];
 const LB = 'ms-benchlb';
 const LAN = (n: number) => `bench:10.214.95.${n}`;
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
-/** The rounds to run (BENCH_ONLY=rollback,migrate): deploy, rollback, migrate, baseline, cold, fleet; all when unset. */
+/**
+ * The rounds to run (BENCH_ONLY=rollback,migrate): deploy, rollback, migrate,
+ * capistrano, baseline (the tarball action), cold (all three), fleet; all when unset.
+ */
 const ONLY = new Set(
   (process.env.BENCH_ONLY ?? '')
     .split(',')
@@ -38,6 +53,12 @@ const ONLY = new Set(
 const wanted = (round: string) => ONLY.size === 0 || ONLY.has(round);
 /** The timeline of the last metalship run of each kind (the action's own, from its log). */
 const timelines = new Map<string, string>();
+/** Capistrano's own log of its last run of each kind (Airbrussh: each task, command and duration). */
+const capLogs = new Map<string, string>();
+/** The Capistrano app the rounds deploy and roll back. */
+const CAP_APP: CapApp = { unit: 'capbase', deployTo: '/opt/capbase', migrate: true };
+/** Width of the run names in the printed tables. */
+const W = 48;
 
 /** The Timeline group of a run's log (written without GitHub's group markers). */
 function timelineOf(stdout: string): string {
@@ -148,7 +169,7 @@ async function metalshipRun(
   return r;
 }
 
-// ---- baseline: tarball, extract, ln -sfn, systemctl restart -----------------
+// ---- the tarball action (an SSH deploy action): tarball, extract, ln -sfn, systemctl restart
 
 const BASELINE_UNIT = `[Unit]
 Description=baseline api
@@ -286,6 +307,8 @@ function median(values: number[]): number {
 }
 
 async function main(): Promise<void> {
+  // Before any host boots: the Capistrano baseline needs `cap` on this machine.
+  if (wanted('capistrano') || wanted('cold')) await ensureCapistrano();
   await buildImage('full');
   const key = await ensureKey('/var/lib/metalship/bench-key');
   await shutdownHosts([NAME, ...FLEET, LB]);
@@ -299,6 +322,7 @@ async function main(): Promise<void> {
   const rows: [string, Measure][] = [];
   const cold: { name: string; seconds: number }[] = [];
   const noopMigrate: number[] = [];
+  const capCtx: CapContext = { host, key, knownHostsFile, source, dir };
   try {
     await onHost(
       host,
@@ -352,20 +376,61 @@ async function main(): Promise<void> {
       await setVersion();
       await metalshipRun(host, key, source, 'deploy', { migrate: 'auto' });
     }
-    for (let i = 0; i < (wanted('migrate') ? ROUNDS : 0); i++) {
-      await setVersion();
-      rows.push([
-        'metalship deploy (1 file, no-op migration)',
-        await measure(host, key, url, `"v${version}"`, async () => {
-          const r = await metalshipRun(host, key, source, 'deploy', { migrate: 'auto' });
-          keepTimeline('metalship deploy (1 file, no-op migration)', r);
-          noopMigrate.push(Number(/migrate (\d+\.\d+)/.exec(r.summary)?.[1] ?? NaN));
-          return Number(r.outputs['bytes-uploaded']);
-        }),
-      ]);
+    // Capistrano on the same host (its own unit, nginx on CAP_PORT): a first
+    // deploy, untimed, makes the shared venv and applies the migration.
+    const capUrl = `http://${host.address}:${CAP_PORT}/version`;
+    let capVersion = 500;
+    let capCurrent = capVersion;
+    const capVersionFile = () => writeFile(path.join(source, 'version.py'), `VERSION = "v${capVersion}"\n`);
+    if (wanted('capistrano') || wanted('cold')) await capSetup(capCtx, CAP_APP);
+    if (wanted('capistrano')) {
+      await capVersionFile();
+      await capPush(capCtx, `v${capVersion}`);
+      await cap(capCtx, CAP_APP, 'deploy');
+      await sleep(2000);
+    }
+    // Interleaved: metalship's one-file deploy with a no-op migration, then
+    // Capistrano's and its rollback (to the release the deploy replaced).
+    for (let i = 0; i < (wanted('migrate') || wanted('capistrano') ? ROUNDS : 0); i++) {
+      if (wanted('migrate')) {
+        await setVersion();
+        rows.push([
+          'metalship deploy (1 file, no-op migration)',
+          await measure(host, key, url, `"v${version}"`, async () => {
+            const r = await metalshipRun(host, key, source, 'deploy', { migrate: 'auto' });
+            keepTimeline('metalship deploy (1 file, no-op migration)', r);
+            noopMigrate.push(Number(/migrate (\d+\.\d+)/.exec(r.summary)?.[1] ?? NaN));
+            return Number(r.outputs['bytes-uploaded']);
+          }),
+        ]);
+      }
+      if (wanted('capistrano')) {
+        const previous = capCurrent;
+        capVersion++;
+        await capVersionFile();
+        await capPush(capCtx, `v${capVersion}`);
+        rows.push([
+          'Capistrano deploy (1 file, no-op migration)',
+          await measure(host, key, capUrl, `"v${capVersion}"`, async () => {
+            capLogs.set('Capistrano deploy (1 file, no-op migration)', await cap(capCtx, CAP_APP, 'deploy'));
+            return undefined;
+          }),
+        ]);
+        capCurrent = capVersion;
+        await sleep(1000);
+        rows.push([
+          'Capistrano rollback',
+          await measure(host, key, capUrl, `"v${previous}"`, async () => {
+            capLogs.set('Capistrano rollback', await cap(capCtx, CAP_APP, 'deploy:rollback'));
+            return undefined;
+          }),
+        ]);
+        capCurrent = previous;
+        await sleep(1000);
+      }
     }
 
-    // baseline on the same host: its own unit and nginx site on port 8080.
+    // The tarball action on the same host: its own unit and nginx site on port 8080.
     const baseUrl = `http://${host.address}:8080/version`;
     let baseVersion = 100;
     if (wanted('baseline') || wanted('rollback') || wanted('migrate')) {
@@ -382,13 +447,13 @@ async function main(): Promise<void> {
       baseVersion++;
       await writeFile(path.join(source, 'version.py'), `VERSION = "v${baseVersion}"\n`);
       rows.push([
-        'baseline deploy (1 file)',
+        'tarball action deploy (1 file)',
         await measure(host, key, baseUrl, `"v${baseVersion}"`, () =>
           baselineDeploy(host, key, knownHostsFile, source, `b${baseVersion}`),
         ),
       ]);
       rows.push([
-        'baseline rollback',
+        'tarball action rollback',
         await measure(host, key, baseUrl, `"v${baseVersion - 1}"`, async () => {
           await baselineRollback(host, key, knownHostsFile, `b${baseVersion - 1}`);
           return undefined;
@@ -397,11 +462,18 @@ async function main(): Promise<void> {
       await baselineRollback(host, key, knownHostsFile, `b${baseVersion}`);
       await sleep(2000);
     }
+    if (wanted('baseline') || wanted('migrate')) {
+      // Untimed: the migration's first, real, run; the rounds' migrations have nothing to do.
+      baseVersion++;
+      await writeFile(path.join(source, 'version.py'), `VERSION = "v${baseVersion}"\n`);
+      await baselineDeploy(host, key, knownHostsFile, source, `b${baseVersion}`, { migrate: true });
+      await sleep(2000);
+    }
     for (let i = 0; i < (wanted('baseline') || wanted('migrate') ? ROUNDS : 0); i++) {
       baseVersion++;
       await writeFile(path.join(source, 'version.py'), `VERSION = "v${baseVersion}"\n`);
       rows.push([
-        'baseline deploy (1 file, no-op migration)',
+        'tarball action deploy (1 file, no-op migration)',
         await measure(host, key, baseUrl, `"v${baseVersion}"`, () =>
           baselineDeploy(host, key, knownHostsFile, source, `b${baseVersion}`, { migrate: true }),
         ),
@@ -409,8 +481,9 @@ async function main(): Promise<void> {
       await sleep(2000);
     }
 
-    // Cold: a fresh app on the provisioned host, metalship and the baseline in turn.
+    // Cold: a fresh app on the provisioned host, metalship and the baselines in turn.
     if (wanted('cold')) {
+      await capPush(capCtx, 'cold');
       await onHost(
         host,
         key,
@@ -446,7 +519,16 @@ async function main(): Promise<void> {
         keepTimeline('metalship cold deploy', r);
         const t1 = Date.now();
         await baselineColdDeploy(host, key, knownHostsFile, source, `/opt/bcold${i}`);
-        cold.push({ name: 'baseline cold deploy', seconds: (Date.now() - t1) / 1000 });
+        cold.push({ name: 'tarball action cold deploy', seconds: (Date.now() - t1) / 1000 });
+        // Capistrano into a fresh deploy_to: deploy:check makes the directories,
+        // the first deploy clones the repository and makes the venv. Its unit and
+        // shared .env are there before, as the others' .env is. No migration:
+        // the other two cold deploys have none either.
+        const capApp: CapApp = { unit: `capcold${i}`, deployTo: `/opt/capcold${i}`, migrate: false };
+        await capPrepare(capCtx, capApp);
+        const t2 = Date.now();
+        capLogs.set('Capistrano cold deploy', await cap(capCtx, capApp, 'deploy'));
+        cold.push({ name: 'Capistrano cold deploy', seconds: (Date.now() - t2) / 1000 });
       }
     }
 
@@ -461,38 +543,55 @@ async function main(): Promise<void> {
     );
     out.push('');
     out.push(
-      `${'run'.padEnd(42)}  ${'action'.padStart(8)}  ${'serving'.padStart(8)}  ${'ssh'.padStart(5)}  ${'failed/req'.padStart(11)}`,
+      `${'run'.padEnd(W)}  ${'action'.padStart(8)}  ${'serving'.padStart(8)}  ${'ssh'.padStart(5)}  ${'failed/req'.padStart(11)}`,
     );
-    for (const [name, m] of rows) out.push(`${name.padEnd(42)}  ${fmt(m)}`);
+    for (const [name, m] of rows) out.push(`${name.padEnd(W)}  ${fmt(m)}`);
     out.push('');
     out.push('medians:');
     for (const name of [...new Set(rows.map(([n]) => n))]) {
       const ms = rows.filter(([n]) => n === name).map(([, m]) => m);
       const bytes = ms.map((m) => m.bytes).filter((b): b is number => typeof b === 'number');
       out.push(
-        `  ${name.padEnd(42)} action ${median(ms.map((m) => m.seconds)).toFixed(2)} s, ${/rollback/.test(name) ? 'traffic back' : 'new version serving'} after ${median(ms.map((m) => m.servingAfter ?? Infinity)).toFixed(2)} s, ` +
+        `  ${name.padEnd(W)} action ${median(ms.map((m) => m.seconds)).toFixed(2)} s, ${/rollback/.test(name) ? 'traffic back' : 'new version serving'} after ${median(ms.map((m) => m.servingAfter ?? Infinity)).toFixed(2)} s, ` +
           `${median(ms.map((m) => m.connections))} SSH connection(s), failed requests ${ms.map((m) => m.load.failed).join('/')}` +
           (bytes.length ? `, ${median(bytes)} bytes uploaded` : ''),
       );
     }
     for (const name of [...new Set(cold.map((c) => c.name))])
       out.push(
-        `  ${name.padEnd(42)} action ${median(cold.filter((c) => c.name === name).map((c) => c.seconds)).toFixed(2)} s (rounds: ${cold
+        `  ${name.padEnd(W)} action ${median(cold.filter((c) => c.name === name).map((c) => c.seconds)).toFixed(2)} s (rounds: ${cold
           .filter((c) => c.name === name)
           .map((c) => c.seconds.toFixed(2))
           .join(', ')}; a fresh app dir on the provisioned host)`,
-      );
-    const ratio = (a: string, b: string) =>
-      median(rows.filter(([n]) => n === a).map(([, m]) => m.seconds)) /
-      median(rows.filter(([n]) => n === b).map(([, m]) => m.seconds));
-    if (wanted('migrate'))
-      out.push(
-        `  one-file deploy with a no-op migration, metalship / baseline: ${ratio('metalship deploy (1 file, no-op migration)', 'baseline deploy (1 file, no-op migration)').toFixed(2)}x`,
       );
     if (noopMigrate.length)
       out.push(
         `  the migrate stage of a one-file deploy with a no-op migration (backup on): ${median(noopMigrate).toFixed(2)} s (median)`,
       );
+    out.push('');
+    out.push("issue 14's targets (medians; n/a: a round not run):");
+    const f = (x: number, unit: string) => (Number.isFinite(x) ? `${x.toFixed(2)}${unit}` : 'n/a');
+    const of = (name: string, pick: (m: Measure) => number) =>
+      median(rows.filter(([n]) => n === name).map(([, m]) => pick(m)));
+    const seconds = (m: Measure) => m.seconds;
+    const serving = (m: Measure) => m.servingAfter ?? Infinity;
+    const coldOf = (name: string) => median(cold.filter((c) => c.name === name).map((c) => c.seconds));
+    const noop = 'deploy (1 file, no-op migration)';
+    out.push(
+      `  one-file deploy with a no-op migration, metalship / Capistrano: ${f(of(`metalship ${noop}`, seconds) / of(`Capistrano ${noop}`, seconds), 'x')} (target ≤ 0.5x); ` +
+        `metalship / tarball action: ${f(of(`metalship ${noop}`, seconds) / of(`tarball action ${noop}`, seconds), 'x')}`,
+    );
+    out.push(
+      `  its new version serving after: metalship ${f(of(`metalship ${noop}`, serving), ' s')} (target ≤ 2 s), Capistrano ${f(of(`Capistrano ${noop}`, serving), ' s')}`,
+    );
+    out.push(
+      `  rollback, traffic back after: metalship ${f(of('metalship rollback', serving), ' s')} (target ≤ 0.5 s), Capistrano ${f(of('Capistrano rollback', serving), ' s')}; ` +
+        `whole action: metalship ${f(of('metalship rollback', seconds), ' s')} (target < 1 s), Capistrano ${f(of('Capistrano rollback', seconds), ' s')}`,
+    );
+    out.push(
+      `  cold deploy on a provisioned host, metalship / Capistrano: ${f(coldOf('metalship cold deploy') / coldOf('Capistrano cold deploy'), 'x')} (target ≤ 1x); ` +
+        `metalship / tarball action: ${f(coldOf('metalship cold deploy') / coldOf('tarball action cold deploy'), 'x')}`,
+    );
     if (fleet.rows.length) {
       out.push('');
       out.push(
@@ -510,10 +609,21 @@ async function main(): Promise<void> {
     out.push(
       '"action" is the whole action (process start to exit, including SSH setup); "serving" is when the expected version first answered through nginx (for a rollback: when traffic was back on the previous release).',
     );
+    out.push(
+      'Capistrano: `cap production deploy` (Capistrano 3, git from a bare repository on the host, pushed to untimed before each deploy; linked .env and log/; a shared venv made once, pip install --no-index -r requirements.txt; alembic upgrade head as the app user except cold; symlink; systemctl restart; cleanup keeping 5) and `cap production deploy:rollback` (symlink back, restart). ' +
+        'tarball action: what most SSH deploy actions do: upload a tarball, extract into a new directory, (migrations,) ln -sfn, systemctl restart.',
+    );
     for (const [name, timeline] of timelines) {
       out.push('');
       out.push(`timeline of the last ${name} (+start, duration, what):`);
       out.push(timeline.replace(/^/gm, '  '));
+    }
+    for (const [name, log] of capLogs) {
+      out.push('');
+      out.push(
+        `Capistrano's log of the last ${name} (mm:ss since start, then each command and its duration):`,
+      );
+      out.push(log.trimEnd().replace(/^/gm, '  '));
     }
     process.stdout.write(out.join('\n') + '\n');
   } finally {

@@ -45,6 +45,8 @@ FULL_PACKAGES=(
   python3-venv python3-pip python3-uvicorn python3-fastapi python3-alembic
   python3-sqlalchemy python3-psycopg2 python3-redis python3-httpx
   logrotate curl cron unattended-upgrades procps less ca-certificates openssl certbot
+  # the bench's Capistrano baseline clones from a bare repository on the host
+  git
 )
 # Every name above exists in all three releases. What differs:
 case $SUITE in
