@@ -63294,7 +63294,9 @@ function sh_writeFileAtomic(path, content, opts = {}) {
  */
 function ensureFile(path, content, opts = {}) {
     const tmp = `${path}.metalship-new`;
-    return sh_script(...stageFile(tmp, content, opts), sh_sh `if [ -f ${path} ] && cmp -s ${tmp} ${path}; then rm -f ${tmp}; else mv -f ${tmp} ${path}; echo ${'changed ' + (opts.label ?? path)}; ${sh_raw(opts.onChange ?? ':')}; fi`).trimEnd();
+    const doc = sh_heredoc(content);
+    // Compared first, from the script itself: an unchanged file costs one process.
+    return sh_script(sh_sh `if [ -f ${path} ] && cmp -s -- ${path} - ${sh_raw(doc.open)}`, doc.body, 'then :; else', ...stageFile(tmp, content, opts), sh_sh `mv -f ${tmp} ${path}; echo ${'changed ' + (opts.label ?? path)}; ${sh_raw(opts.onChange ?? ':')}; fi`).trimEnd();
 }
 /**
  * The `KEY value` lines a script printed (its way of reporting): `get` gives
@@ -63313,24 +63315,28 @@ function sh_keyLines(stdout) {
 // app user would otherwise redirect root anywhere).
 
 /**
- * Defines `ms_root_only PATH`: fails, naming the culprit, unless every existing
- * directory on the way to PATH is root's and writable by root alone, both as
- * written (each directory that holds a component, links included: its owner
- * could re-point them) and as resolved. Missing components are fine: root
- * creates them.
+ * Defines `ms_root_only PATH...`: fails, naming the culprit, unless every
+ * existing directory on the way to each PATH is root's and writable by root
+ * alone, both as written (each directory that holds a component, links
+ * included: its owner could re-point them) and as resolved. Missing components
+ * are fine: root creates them. One readlink and one stat for all of them:
+ * a process per directory made this the slowest part of a deploy's first step.
  */
 const ROOT_ONLY_FUNCTION = [
     'ms_root_only() {',
-    '  local path dir part rest owner mode',
-    '  for path in "$1" "$(readlink -m -- "$1")"; do',
+    '  local path dir part rest owner mode k i=0 ro_stats',
+    '  local -a ro_resolved=() ro_paths=() ro_names=() ro_dirs=() ro_of=()',
+    '  mapfile -t ro_resolved < <(readlink -m -- "$@")',
+    '  if [ "${#ro_resolved[@]}" != "$#" ]; then echo "could not resolve $*" >&2; return 1; fi',
+    '  ro_paths=("$@" "${ro_resolved[@]}")',
+    '  ro_names=("$@" "$@")',
+    '  for k in "${!ro_paths[@]}"; do',
+    '    path=${ro_paths[$k]}',
     '    dir=/',
     '    rest=${path#/}',
     '    while [ -e "$dir" ]; do',
-    '      read -r owner mode <<<"$(stat -L -c \'%u %a\' -- "$dir")"',
-    '      if [ "$owner" != 0 ] || [ $(( 8#$mode & 8#022 )) != 0 ]; then',
-    '        echo "$dir is owned by uid $owner with mode $mode: $1 must be owned by root and writable by root alone, or another user could redirect what root does there" >&2',
-    '        return 1',
-    '      fi',
+    '      ro_dirs+=("$dir")',
+    '      ro_of+=("${ro_names[$k]}")',
     '      [ -n "$rest" ] || break',
     '      part=${rest%%/*}',
     '      rest=${rest#"$part"}',
@@ -63338,11 +63344,19 @@ const ROOT_ONLY_FUNCTION = [
     '      dir=${dir%/}/$part',
     '    done',
     '  done',
+    '  ro_stats=$(stat -L -c "%u %a" -- "${ro_dirs[@]}") || return 1',
+    '  while read -r owner mode; do',
+    '    if [ "$owner" != 0 ] || [ $(( 8#$mode & 8#022 )) != 0 ]; then',
+    '      echo "${ro_dirs[$i]} is owned by uid $owner with mode $mode: ${ro_of[$i]} must be owned by root and writable by root alone, or another user could redirect what root does there" >&2',
+    '      return 1',
+    '    fi',
+    '    i=$((i + 1))',
+    '  done <<<"$ro_stats"',
     '}',
 ].join('\n');
 /** Script lines that fail unless each path is safe for root to act below (see ROOT_ONLY_FUNCTION). */
 function paths_rootOnly(...paths) {
-    return [ROOT_ONLY_FUNCTION, ...paths.map((p) => sh_sh `ms_root_only ${p}`)].join('\n');
+    return [ROOT_ONLY_FUNCTION, sh_sh `ms_root_only ${paths}`].join('\n');
 }
 /** The state directory's mode, one everywhere: the lock, the history and the serving slot are root's. */
 const paths_STATE_MODE = '700';
