@@ -16,6 +16,7 @@ export const ROOT_ONLY_FUNCTION = [
   'ms_root_only() {',
   '  local path dir part rest owner mode k i=0 ro_stats',
   '  local -a ro_resolved=() ro_paths=() ro_names=() ro_dirs=() ro_of=()',
+  '  [ "$#" -gt 0 ] || return 0',
   '  mapfile -t ro_resolved < <(readlink -m -- "$@")',
   '  if [ "${#ro_resolved[@]}" != "$#" ]; then echo "could not resolve $*" >&2; return 1; fi',
   '  ro_paths=("$@" "${ro_resolved[@]}")',
