@@ -4,7 +4,8 @@
 // values are parsed as systemd parses them; what systemd would read other than
 // the user meant, or other readers (python-dotenv, dotenv) differently, is
 // refused: `export`, backquotes, a backslash outside double quotes (systemd
-// drops it, or joins the next line), a # in an unquoted value (a comment to
+// drops it, or joins the next line) or in them before what python-dotenv
+// reads as an escape (\n), a # in an unquoted value (a comment to
 // other readers, text to systemd), text after a closing quote (systemd appends
 // it).
 
@@ -20,6 +21,8 @@ const MASKABLE = 3;
 const BLANK = /^[ \t]*$/;
 /** In double quotes, systemd takes a backslash before one of these as an escape (SHELL_NEED_ESCAPE). */
 const ESCAPABLE = '"\\`$';
+/** After a backslash in double quotes, python-dotenv (and dotenv, for n and r) reads an escape where systemd keeps both. */
+const READ_OTHERWISE = "'abfnrtv";
 
 export interface DotenvText {
   /** The text written to .env (line endings normalised, ending in a newline); '' when not given. */
@@ -94,12 +97,13 @@ export function parseEnvText(v: string): DotenvText | { error: string } {
               i,
               'a backslash ends a line in double quotes, which joins the next line to it for systemd; put the line break itself in the quotes',
             );
-          if (!ESCAPABLE.includes(next))
+          if (READ_OTHERWISE.includes(next))
             return fail(
               i,
-              'a backslash in double quotes before a character other than " \\ $ or ` (systemd keeps it, other readers read \\n as a line break); write \\\\ for a backslash, or use single quotes',
+              "a backslash in double quotes before one of ' a b f n r t v, which systemd keeps as two characters and other readers as an escape (\\n a line break); write \\\\ for a backslash, or use single quotes",
             );
-          value += next;
+          // systemd: \\ \" \$ \` are the character; a backslash before anything else stays.
+          value += ESCAPABLE.includes(next) ? next : c + next;
           k += 2;
           continue;
         }
@@ -143,7 +147,7 @@ export function envField(description: string) {
       description:
         description +
         ' Read as systemd reads an EnvironmentFile: a quoted value may span lines; in double quotes, a backslash before a double quote, a backslash, $ or a backquote makes it literal; nothing is expanded. ' +
-        'Refused, naming the line: export, backquotes, a backslash outside double quotes, a # in an unquoted value, text after a closing quote (systemd would read them other than meant); put such a value in single quotes. ' +
+        "Refused, naming the line: export, backquotes, a backslash outside double quotes (or in them at a line's end or before ' a b f n r t v), a # in an unquoted value, text after a closing quote (systemd would read them other than meant); put such a value in single quotes. " +
         'Every value is masked in logs, except values shorter than 3 characters, which cannot be: such a value is refused when its key names a secret (contains PASSWORD, PASSWD, PASS, SECRET, TOKEN, KEY, CREDENTIAL or AUTH, in any case), and short values of other keys (PORT=80, DEBUG=1) are not treated as secret.',
       secret: true,
       // parseEnvText's messages name lines, never keys or values.

@@ -23,6 +23,7 @@ test.each([
   ['A=', ''],
   ["A=''", ''],
   ['A=a\'b"c', 'a\'b"c'],
+  ['A="\\d+\\.\\s"', '\\d+\\.\\s'],
   ['A=1\nA=2', '2'],
   ['  # comment\n; comment\nA=x', 'x'],
 ])('%j reads as systemd does', (text, value) => {
@@ -35,7 +36,8 @@ test.each([
   ['A=one \\\ntwo', 2, /backslash outside quotes/],
   ['A=C:\\dir', 2, /backslash outside quotes/],
   ['A="one \\\ntwo"', 2, /a backslash ends a line in double quotes/],
-  ['A="a\\nb"', 2, /backslash in double quotes before a character other than/],
+  ['A="a\\nb"', 2, /backslash in double quotes before one of/],
+  [`A="it\\'s"`, 2, /backslash in double quotes before one of/],
   ['A=a#b', 2, /a # in an unquoted value/],
   ['A=a #b', 2, /a # in an unquoted value/],
   ['A="x" # note', 2, /text after the closing quote/],
