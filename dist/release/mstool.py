@@ -419,11 +419,56 @@ PG_ENV = {'host': 'PGHOST', 'hostaddr': 'PGHOSTADDR', 'port': 'PGPORT', 'dbname'
 SSL_VALUES = {'true': 'require', 'false': 'disable', 'disable': 'disable', 'allow': 'allow', 'prefer': 'prefer',
               'require': 'require', 'verify-ca': 'verify-ca', 'verify-full': 'verify-full'}
 
+def pg_keywords(dsn):
+    # A libpq keyword/value connection string (host=db user=shop password='a b'),
+    # split as libpq's conninfo_parse does: pairs separated by whitespace, spaces
+    # allowed around =, a value in single quotes or ending at whitespace, a
+    # backslash taking the next character literally. Messages never quote it.
+    pairs, i, n = [], 0, len(dsn)
+    while True:
+        while i < n and dsn[i].isspace():
+            i += 1
+        if i >= n:
+            return pairs
+        start = i
+        while i < n and not dsn[i].isspace() and dsn[i] != '=':
+            i += 1
+        key = dsn[start:i]
+        while i < n and dsn[i].isspace():
+            i += 1
+        if i >= n or dsn[i] != '=':
+            sys.exit('DATABASE_URL is neither a postgresql:// URL nor libpq keyword=value pairs (a keyword without =)')
+        i += 1
+        while i < n and dsn[i].isspace():
+            i += 1
+        value, quoted = [], i < n and dsn[i] == "'"
+        if quoted:
+            i += 1
+        while True:
+            if i >= n:
+                if quoted:
+                    sys.exit('DATABASE_URL: a quoted value of its keyword=value pairs is never closed')
+                break
+            c = dsn[i]
+            if c == '\\' and i + 1 < n:
+                value.append(dsn[i + 1])
+                i += 2
+                continue
+            if (quoted and c == "'") or (not quoted and c.isspace()):
+                i += 1
+                break
+            value.append(c)
+            i += 1
+        pairs.append((key, ''.join(value)))
+
 def pg_environment(url):
     # A libpq URI (postgresql://user:pass@host:port,host2/db?k=v, SQLAlchemy's
-    # +driver allowed) as PG* variables, split the way libpq splits it; returns
-    # them and the texts to mask. Messages never quote the URL: it holds a password.
+    # +driver allowed) or keyword/value string (host=... password=...) as PG*
+    # variables, split the way libpq splits it; returns them and the texts to
+    # mask. Messages never quote the URL: it holds a password.
     from urllib.parse import unquote, parse_qsl
+    if '://' not in url and '=' in url:
+        return pg_parameters(pg_keywords(url), {}, [])
     scheme, sep, rest = url.partition('://')
     if not sep or scheme.split('+')[0] not in ('postgres', 'postgresql'):
         sys.exit('DATABASE_URL is not a postgresql:// URL')
@@ -461,8 +506,13 @@ def pg_environment(url):
         env['PGPORT'] = ','.join(p or '5432' for p in ports)
     if path:
         env['PGDATABASE'] = unquote(path)
+    return pg_parameters(parse_qsl(query, keep_blank_values=True), env, secrets)
+
+def pg_parameters(pairs, env, secrets):
+    # A URL's ?k=v parameters or a keyword string's pairs, on top of env: the
+    # same keywords either way (a later one wins, as in libpq).
     ignored = 0
-    for key, value in parse_qsl(query, keep_blank_values=True):
+    for key, value in pairs:
         if key == 'ssl':
             if value.lower() not in SSL_VALUES:
                 sys.exit('DATABASE_URL: its ssl= parameter has a value libpq does not know')
@@ -498,7 +548,8 @@ def pg_exec(envfile, *command):
 
 def logins(env):
     # The database and Redis logins an environment holds, as its clients read
-    # them: libpq (a URL's user and password, its ?user= and ?password=, else
+    # them: libpq (a URL's user and password, its ?user= and ?password=, or a
+    # keyword string's user= and password=; else
     # PGUSER and PGPASSWORD, else the OS user) and redis-py (user:password@,
     # else ?username= and ?password=; no user is Redis's default user).
     from urllib.parse import urlsplit, unquote, parse_qs

@@ -481,7 +481,7 @@ export const verifyInputs = {
   }),
   'expect-body': text({
     description:
-      'Text the healthy answer must contain. {release} stands for the release being verified (deploy and rollback).',
+      'Text the healthy answer must contain. {release} stands for the release being verified (deploy and rollback), or in verify the release each host serves.',
     default: '',
     max: 1024,
     multiline: true,

@@ -319,7 +319,11 @@ export async function verifyStage(
   return log.group('Verify', async () => {
     const results: VerifyResult[] = await onEachHost(hosts, async (host) => {
       const rt = await runtimeOnHost(host, null, s, log);
-      return verifyHost(host, { ...s, ...rt }, log);
+      // {release} (left in by the verify action, given no release): the release this host serves.
+      const body = s['expect-body'].includes('{release}')
+        ? s['expect-body'].replaceAll('{release}', (await listReleases(host)).links.current ?? '')
+        : s['expect-body'];
+      return verifyHost(host, { ...s, ...rt, 'expect-body': body }, log);
     });
     if (s.url) results.push(await verifyUrlStage(s, log));
     return results;

@@ -1,15 +1,22 @@
 // The copy-ready workflows of examples/workflows, run on the shared test hosts
-// with their own `with:` values (test/support/workflow.ts): provision.yml (its
-// default, check mode), deploy.yml, deploy-steps.yml, rollback.yml while a
-// deploy holds the hosts, deploy-fleet.yml failing in a group and re-run as
-// "Re-run failed jobs" does, and restore-test.yml. What the test changes:
-// the values of its secrets and variables; the app (and database) name, so
-// that it is apart from other files' apps on the shared hosts; and what a test
-// host needs for the sample app (its source, Debian's packages for the venv).
-import { rm } from 'node:fs/promises';
+// with their own `with:` values (test/support/workflow.ts) in a checkout whose
+// .metalship.yml is examples/metalship.yml: provision.yml (its default, check
+// mode), deploy.yml, deploy-steps.yml, rollback.yml while a deploy holds the
+// hosts, deploy-fleet.yml failing in a group and re-run as "Re-run failed
+// jobs" does, and restore-test.yml. What the test changes: in the config
+// file, the production section's hosts, host keys, server name and backup and
+// restore hosts (the test hosts'), its domains (none: HTTP only) and the app's
+// name (apart from other files' apps on the shared hosts); the values of the
+// secrets and variables; and what a test host needs for the sample app (its
+// source, Debian's packages for the venv).
+import { readFileSync } from 'node:fs';
+import { readdir, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { parseDocument } from 'yaml';
 import { wrapScript } from '../../src/remote/session.js';
 import { backupInstallScript, backupUnitNames } from '../../src/remote/backup.js';
 import {
+  REPO,
   e2eState,
   httpGet,
   onHost,
@@ -22,7 +29,7 @@ import {
   type E2EState,
 } from '../support/e2e.js';
 import { sshRun, type TestHost } from '../support/hosts.js';
-import { ran, runJob, type StepRun, type WorkflowContext } from '../support/workflow.js';
+import { ran, readWorkflow, runJob, type StepRun, type WorkflowContext } from '../support/workflow.js';
 
 const APP = 'exshop';
 const DB_PASSWORD = 'exshop-Db-pw-7';
@@ -32,6 +39,24 @@ let h1: TestHost;
 let h2: TestHost;
 let h3: TestHost;
 let ctx: WorkflowContext;
+
+const EXAMPLE_CONFIG = readFileSync(path.join(REPO, 'examples/metalship.yml'), 'utf8');
+
+/** examples/metalship.yml with the test hosts in its production section (comments and all else kept). */
+function testConfig(): string {
+  const doc = parseDocument(EXAMPLE_CONFIG);
+  const prod = ['environments', 'production'];
+  doc.set('app', APP);
+  doc.setIn([...prod, 'hosts'], h1.address);
+  doc.setIn([...prod, 'known-hosts'], state.hosts.map((h) => h.knownHosts).join('\n'));
+  doc.setIn([...prod, 'server-name'], SERVER);
+  doc.setIn([...prod, 'backup-host'], h1.address);
+  doc.setIn([...prod, 'restore-host'], h3.address);
+  // The test hosts reach no ACME server.
+  doc.deleteIn([...prod, 'domains']);
+  doc.deleteIn([...prod, 'acme-email']);
+  return doc.toString();
+}
 
 const connection = (hosts: TestHost[]) => ({
   hosts: hosts.map((h) => h.address).join('\n'),
@@ -64,14 +89,13 @@ beforeAll(async () => {
   registerSecret('the example database password', DB_PASSWORD);
   const url = await setUpAppOnHost(state, h1, APP, { redisDb: 10, dbPassword: DB_PASSWORD });
   for (const h of [h2, h3]) await setUpAppOnHost(state, h, APP, { redisDb: 10 });
+  await writeFile(path.join(source, '.metalship.yml'), testConfig());
   const sample = sampleAppInputs(APP, source);
   ctx = {
     source,
     secrets: {
       DEPLOY_SSH_KEY: state.key.privateKey,
-      DEPLOY_KNOWN_HOSTS: state.hosts.map((h) => h.knownHosts).join('\n'),
       RESTORE_TEST_SSH_KEY: state.key.privateKey,
-      RESTORE_TEST_KNOWN_HOSTS: [h1, h3].map((h) => h.knownHosts).join('\n'),
       RESTORE_TEST_HEARTBEAT_URL: '',
       APP_ENV: `REDIS_URL=redis://127.0.0.1:6379/10\nDATABASE_URL=${url}\n`,
       DB_PASSWORD,
@@ -79,24 +103,21 @@ beforeAll(async () => {
     },
     vars: {
       APP_URL: `http://${h1.address}/`,
-      DEPLOY_HOSTS: h1.address,
       DEPLOY_MIGRATE_HOST: h1.address,
       DEPLOY_HOSTS_CANARY: h1.address,
       DEPLOY_HOSTS_A: h2.address,
       DEPLOY_HOSTS_B: h3.address,
-      BACKUP_HOST: h1.address,
-      RESTORE_TEST_HOST: h3.address,
-      DOMAINS: '',
-      ACME_EMAIL: '',
     },
-    adapt: (bundle, given) => {
-      const inputs = { ...given };
-      for (const k of ['app', 'database']) if (inputs[k] === 'shop') inputs[k] = APP;
-      if (bundle === 'release' || bundle === 'deploy')
-        for (const k of ['source', 'system-site-packages', 'pip-args'] as const) inputs[k] = sample[k]!;
-      if (bundle === 'deploy' || bundle === 'switch' || bundle === 'rollback') inputs['server-name'] = SERVER;
-      return inputs;
-    },
+    // Only what the sample app needs on a test host: everything else comes from the config file.
+    adapt: (bundle, given) =>
+      bundle === 'release' || bundle === 'deploy'
+        ? {
+            ...given,
+            source,
+            'system-site-packages': sample['system-site-packages']!,
+            'pip-args': sample['pip-args']!,
+          }
+        : given,
   };
 });
 
@@ -105,6 +126,23 @@ afterAll(async () => {
 });
 
 const ids: Record<string, string> = {};
+
+test("the workflows leave examples/metalship.yml's settings to it: each step gives the environment, secrets and its own values", async () => {
+  const config = parseDocument(EXAMPLE_CONFIG).toJS() as Record<string, unknown> & {
+    environments: Record<string, Record<string, unknown>>;
+  };
+  const inFile = new Set([...Object.keys(config), ...Object.keys(config.environments.production!)]);
+  const repeated: string[] = [];
+  for (const file of await readdir(path.join(REPO, 'examples/workflows')))
+    for (const job of Object.values(readWorkflow(file).jobs))
+      for (const step of job.steps.filter((x) => x.uses?.startsWith('metalship/'))) {
+        expect([file, step.name, step.with?.environment]).toEqual([file, step.name, 'production']);
+        for (const key of Object.keys(step.with ?? {}))
+          if (inFile.has(key)) repeated.push(`${file}: ${step.name ?? step.uses}: ${key}`);
+      }
+  // Only the fleet's groups differ from the file: their own hosts, migrated once before them.
+  expect(repeated.filter((r) => !/^deploy-fleet\.yml: .*: (hosts|migrate)$/.test(r))).toEqual([]);
+});
 
 test('provision.yml: check mode by default, reports the drift and changes nothing', async () => {
   const before = await onHost(state, h1, 'md5sum /etc/ssh/sshd_config; ufw status 2>&1 | head -1; ls /opt');
@@ -125,6 +163,23 @@ test('provision.yml: check mode by default, reports the drift and changes nothin
 test('deploy.yml, then deploy-steps.yml: migrated once, each release serving', async () => {
   const deploy = ok(await runJob('deploy.yml', 'deploy', ctx)).Deploy!;
   ids.first = deploy.outputs['release-id']!;
+  // Given the key and the environment only: the rest is the file's.
+  const taken = /Config file \.metalship\.yml, environment production: (.*) taken from it/.exec(
+    deploy.run!.stdout,
+  )?.[1];
+  expect(taken?.split(', ')).toEqual(
+    expect.arrayContaining([
+      'hosts',
+      'known-hosts',
+      'app',
+      'server-name',
+      'worker-command',
+      'health-path',
+      'expect-body',
+      'migrate',
+      'keep-releases',
+    ]),
+  );
   // migrate: auto, and the sample app has alembic.ini: its migration ran.
   expect(
     await onHost(
@@ -160,11 +215,12 @@ test('rollback.yml while a deploy holds the host: waits for it, then rolls back;
   // A deploy (deploy.yml) that is on the host when the rollback is dispatched.
   const deploying = runBundle(
     'deploy',
+    ctx.adapt('deploy', { environment: 'production', 'ssh-key': state.key.privateKey }),
     {
-      ...connection([h1]),
-      ...ctx.adapt('deploy', { app: 'shop', 'worker-command': 'none', 'scheduler-command': 'none' }),
+      cwd: source,
+      env: { GITHUB_WORKSPACE: source },
+      onOutput: (out) => /Release \S+ on 1 host/.test(out) && holding(),
     },
-    { onOutput: (out) => /Release \S+ on 1 host/.test(out) && holding() },
   );
   await held;
   const steps = ok(await runJob('rollback.yml', 'rollback', ctx));

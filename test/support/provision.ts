@@ -14,7 +14,7 @@ export const base: Record<string, string> = {
   'known-hosts': `10.0.0.5 ssh-ed25519 ${KEY_B64}`,
   'redis-password': "r'p$(id)`x`",
   'db-password': 'it\'s; $(rm -rf /) \\ "q"',
-  env: 'A=1\nSECRET="two\nlines"\nexport B=x\n',
+  env: 'A=1\nSECRET="two\nlines"\nB=x\n',
 };
 export const raw =
   (v: Record<string, string>) =>

@@ -13,7 +13,7 @@
 
 import { appendFileSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { parse as parseDotenv } from 'dotenv';
+import { parseEnvText } from '../../src/inputs/dotenv.js';
 
 /** Inputs whose values are secrets, in any action. */
 export const SECRET_INPUTS = [
@@ -74,7 +74,9 @@ export function secretForms(input: string, value: string): { forms: Form[]; tooS
   const lines = normalised.split('\n');
   if (lines.length > 1) lines.forEach((l, i) => add(`line ${i + 1}`, l.trim()));
   if (input === 'env') {
-    for (const [key, v] of Object.entries(parseDotenv(normalised))) {
+    // The values as systemd reads them, which is what the actions mask.
+    const parsed = parseEnvText(normalised);
+    for (const [key, v] of Object.entries('values' in parsed ? parsed.values : {})) {
       add(`the value of ${key}`, v);
       const vl = v.split('\n');
       if (vl.length > 1) vl.forEach((l, i) => add(`line ${i + 1} of the value of ${key}`, l.trim()));

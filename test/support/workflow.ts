@@ -29,7 +29,7 @@ interface Workflow {
 export interface WorkflowContext {
   secrets: Record<string, string>;
   vars: Record<string, string>;
-  /** The checkout: hashFiles() looks here. */
+  /** The checkout: hashFiles() looks here, and the steps run in it (its .metalship.yml). */
   source: string;
   /** Inputs every metalship step gets on top of its `with:` (the test hosts' differences), by bundle. */
   adapt: (bundle: string, inputs: Record<string, string>) => Record<string, string>;
@@ -121,8 +121,10 @@ export async function runJob(file: string, job: string, c: WorkflowContext): Pro
       const bundle = match[1] ?? 'deploy';
       const given = Object.fromEntries(Object.entries(step.with ?? {}).map(([k, v]) => [k, fill(v)]));
       const stepInputs = c.adapt(bundle, given);
+      // In the checkout, as on a runner: the actions read its .metalship.yml.
       const run = await runBundle(bundle, stepInputs, {
-        env: { GITHUB_RUN_ID: runId, GITHUB_RUN_ATTEMPT: String(runAttempt) },
+        cwd: c.source,
+        env: { GITHUB_WORKSPACE: c.source, GITHUB_RUN_ID: runId, GITHUB_RUN_ATTEMPT: String(runAttempt) },
       });
       result = { name, bundle, run, outputs: run.outputs, outcome: run.code === 0 ? 'success' : 'failure' };
     } else if (cond && step.run && step.id) {

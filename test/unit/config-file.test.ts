@@ -415,6 +415,7 @@ test('examples/metalship.yml is a valid config file, each environment enough for
     expect(s['expect-body']).toBe('{release}');
   }
   expect(settingsOf('backup-verify', ws, { environment: 'production' }).checks).toEqual([
-    'SELECT count(*) > 0 FROM orders',
+    'SELECT count(*) > 0 FROM alembic_version',
+    'SELECT count(*) > 0 FROM items',
   ]);
 });

@@ -95,7 +95,7 @@ describe('a secret is never echoed', () => {
 
   test('secret messages still say where and what', () => {
     expect(problems('provision', { env: `A=1\n\n${MARK}: x=${MARK}` })).toEqual([
-      "Input 'env': line 3: the text before the first = is not a key (letters, digits and _, not starting with a digit); expected KEY=value lines, keys of letters, digits and _.",
+      "Input 'env': line 3: the text before the first = is not a key (letters, digits and _, not starting with a digit); expected KEY=value lines as systemd reads them: keys of letters, digits and _; values plain, in single quotes or in double quotes.",
     ]);
     expect(problems('deploy', { 'ssh-key-passphrase': `${MARK}\n${MARK}` })[0]).toMatch(
       /^Input 'ssh-key-passphrase': has a line break or other control character at position 13/,

@@ -114,7 +114,9 @@ describe('pg-exec: DATABASE_URL to PG* variables, its password masked', () => {
     'import json, os, sys; print(json.dumps({k: v for k, v in os.environ.items() if k.startswith("PG")})); ' +
     'sys.stderr.write("FATAL: password authentication failed: p@ss/wörd and p%40ss%2Fw%C3%B6rd\\n"); sys.exit(3)';
   const run = (url: string | null) => {
-    writeFileSync(path.join(dir, '.env'), url === null ? 'OTHER=1\n' : `DATABASE_URL='${url}'\n`);
+    // In double quotes when it holds a single quote (systemd's escapes).
+    const quoted = url?.includes("'") ? `"${url.replace(/[\\"$`]/g, '\\$&')}"` : `'${url}'`;
+    writeFileSync(path.join(dir, '.env'), url === null ? 'OTHER=1\n' : `DATABASE_URL=${quoted}\n`);
     return mstool(['pg-exec', path.join(dir, '.env'), 'python3', '-c', PRINT_ENV]);
   };
 
@@ -137,6 +139,19 @@ describe('pg-exec: DATABASE_URL to PG* variables, its password masked', () => {
     expect(r.stderr).not.toMatch(/p@ss|p%40ss/);
   });
 
+  test("libpq's keyword=value string, split as libpq splits it, its password masked", () => {
+    const r = run("host = /run/postgresql port=5433 user=shop password=p@ss/w\\örd dbname='shop db'");
+    expect(r.status).toBe(3);
+    expect(JSON.parse(r.stdout)).toEqual({
+      PGHOST: '/run/postgresql',
+      PGPORT: '5433',
+      PGUSER: 'shop',
+      PGPASSWORD: 'p@ss/wörd',
+      PGDATABASE: 'shop db',
+    });
+    expect(r.stderr).toContain('FATAL: password authentication failed: *** and');
+  });
+
   test('a socket URL without user or password sets only the database', () => {
     expect(JSON.parse(run('postgresql:///shop').stdout)).toEqual({ PGDATABASE: 'shop' });
   });
@@ -145,6 +160,8 @@ describe('pg-exec: DATABASE_URL to PG* variables, its password masked', () => {
     ['mysql://u:s3cr3t-pw@h/db', /DATABASE_URL is not a postgresql:\/\/ URL/],
     ['postgresql://u:s3cr3t/pw@h/db', /has an @ after its first \//],
     ['postgresql://u:s3cr3t-pw@h/db?ssl=maybe', /its ssl= parameter has a value libpq does not know/],
+    ['user=u password=s3cr3t-pw dbname', /a keyword without =/],
+    ["user=u password='s3cr3t-pw", /never closed/],
   ])('%s is refused without quoting it', (url, why) => {
     const r = run(url);
     expect(r.status).not.toBe(0);
@@ -310,6 +327,11 @@ describe('in-use: the logins a service uses, as its clients read them, hashed', 
     ],
     ['DATABASE_URL=postgres://:pw-four@db/shop', [`DATABASE_URL ${me} ${sha('pw-four')} f`]],
     ['DATABASE_URL=postgresql:///shop', []],
+    [
+      `DATABASE_URL="host=127.0.0.1 user = shop password='pw five\\\\'s' dbname=shop"`,
+      [`DATABASE_URL shop ${sha("pw five's")} f`],
+    ],
+    ['DATABASE_URL=dbname=shop\nPGPASSWORD=pw-six', [`DATABASE_URL ${me} ${sha('pw-six')} f`]],
     ['REDIS_URL=redis://shop:r%20one@127.0.0.1:6379/0', [`REDIS_URL shop ${sha('r one')} f`]],
     ['REDIS_URL=rediss://:r-two@cache/0', [`REDIS_URL default ${sha('r-two')} f`]],
     [
