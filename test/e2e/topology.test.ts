@@ -24,6 +24,7 @@ import {
   type TestHost,
 } from '../support/hosts.js';
 import { E2E_PREFIX } from '../support/e2e.js';
+import { startReceiver, type Receiver } from '../support/alerts.js';
 
 const APP = 'topo';
 const SPECS = ownHostSpecs('t', [30, 31, 32, 33]);
@@ -32,12 +33,14 @@ const LAN = { tag: `tp${E2E_INDEX}`, address: (n: number) => `10.216.${E2E_INDEX
 const DB_PASSWORD = 'topo-Db-Secret-7';
 const REDIS_PASSWORD = 'topo-Redis-Secret-8';
 const DB_ADDRESS = LAN.address(1);
+const TOKEN = 'topo-alert-token-6b1d';
 
 let key: HostKeyPair;
 let db: TestHost;
 let apps: [TestHost, TestHost];
 let outsider: TestHost;
 let source: string;
+let receiver: Receiver;
 
 async function on(host: TestHost, command: string): Promise<string> {
   const r = await sshRun(host, key, command, { idleMs: 120000 });
@@ -80,6 +83,7 @@ function provisionInputs(extra: Record<string, string> = {}): Record<string, str
     env: ENV,
     'db-password': DB_PASSWORD,
     'redis-password': REDIS_PASSWORD,
+    'alert-webhook': `${receiver.base}/alert/${TOKEN}`,
     ...extra,
   };
 }
@@ -115,6 +119,7 @@ const redisAs = (from: TestHost, command: string) =>
 beforeAll(async () => {
   registerSecret('the topology database password', DB_PASSWORD);
   registerSecret('the topology Redis password', REDIS_PASSWORD);
+  registerSecret('the topology alert token', TOKEN);
   key = await ensureKey(`/run/metalship-e2e-topology/${E2E_PREFIX}key`);
   await shutdownHosts(SPECS.map((h) => h.name));
   const booted = await bootHosts(
@@ -129,9 +134,12 @@ beforeAll(async () => {
       'systemctl disable --now --quiet postgresql redis-server 2>/dev/null; systemctl mask --quiet postgresql redis-server',
     );
   source = await sampleAppCopy('topology');
+  // On the machine side of the db host's veth.
+  receiver = await startReceiver(`10.213.${SPECS[0]!.index}.1`);
 }, 300000);
 
 afterAll(async () => {
+  await receiver?.stop();
   if (source) await rm(source, { recursive: true, force: true });
   if (!process.env.METALSHIP_KEEP_HOSTS) await shutdownHosts(SPECS.map((h) => h.name));
 });
@@ -278,4 +286,36 @@ test("the db host's daily backup timer's service makes a backup with its manifes
   expect((JSON.parse(manifest) as { tables: Record<string, number> }).tables).toMatchObject({
     'public.items': 4,
   });
+});
+
+test("backup-verify restores the db host's newest backup (a scratch database there) and checks it", async () => {
+  const r = await runBundle('backup-verify', {
+    'ssh-key': key.privateKey,
+    'known-hosts': db.knownHosts,
+    app: APP,
+    'backup-host': db.address,
+    'restore-host': db.address,
+    checks: "SELECT count(*) = 4 FROM items\nSELECT bool_or(name = 'from-the-db-host') FROM items",
+  });
+  expect(r.stdout).not.toMatch(/::error::/);
+  expect(outcome(r)).toBe('succeeded');
+});
+
+test('a failed daily backup on the db host reaches the alert webhook', async () => {
+  const from = receiver.received.length;
+  try {
+    await on(
+      db,
+      `systemctl stop postgresql && systemctl mask --runtime --quiet postgresql && { systemctl start metalship-backup-${APP}.service; true; }`,
+    );
+    let alert;
+    for (let i = 0; i < 300 && !alert; i++) {
+      alert = receiver.alerts(from).find((a) => a.kind === 'backup');
+      if (!alert) await on(db, 'sleep 0.2');
+    }
+    expect(alert).toMatchObject({ app: APP, kind: 'backup' });
+    expect(alert!.detail).toMatch(new RegExp(`metalship-backup-${APP}\\.service failed`));
+  } finally {
+    await on(db, 'systemctl unmask --runtime --quiet postgresql && systemctl start postgresql');
+  }
 });

@@ -72,7 +72,7 @@ test('the db/redis host: PostgreSQL and Redis for the app hosts alone, no app an
   const s = settings(topologyInputs(true));
   expect(s.serves).toEqual({ db: true, redis: true });
   const plan = Object.fromEntries(planItems(s, BOOKWORM).map((p) => [p.name, p]));
-  for (const name of ['python', 'app', 'logs', 'monitoring', 'alerts'] as const)
+  for (const name of ['python', 'app', 'logs', 'monitoring'] as const)
     expect(plan[name]).toMatchObject({ item: null, off: 'roles=db,redis: no app here' });
   expect(plan.nginx).toMatchObject({ item: null, off: 'roles=db,redis: no site here' });
   expect(plan.postgresql!.item!.script).toMatch(
@@ -86,6 +86,19 @@ test('the db/redis host: PostgreSQL and Redis for the app hosts alone, no app an
   for (const a of ['10.1.0.5', '10.1.0.6'])
     for (const p of [5432, 6379]) expect(fw).toContain(`ms_rule allow from ${a} to any port ${p} proto tcp`);
   expect(fw).not.toMatch(/ms_rule allow 80\/tcp|ms_rule allow 6379|ms_rule allow 5432/);
+  // Alerts: the backup's failure, the disk of the backups, the restore test; no certificate here.
+  const alerts = planItems(
+    settings({
+      ...topologyInputs(true),
+      'alert-webhook': 'https://hooks.example.com/x',
+      domains: 'shop.example.com',
+      'acme-email': 'a@example.com',
+    }),
+    BOOKWORM,
+  ).find((p) => p.name === 'alerts')!.item!.script;
+  expect(alerts).toContain('metalship-backup-shop.service.d');
+  expect(alerts).toContain('/var/backups/metalship/shop/.last-verified.json');
+  expect(alerts).not.toContain('/etc/letsencrypt');
 });
 
 test('an app host beside a db/redis host: the PostgreSQL client alone, no Redis, nothing opened', () => {
