@@ -158,9 +158,9 @@ def _database_url(url):
     return url
 
 
-def _check_database(url):
+def _database(url):
     global _engine
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import create_engine
     from sqlalchemy.pool import NullPool
 
     if _engine is None:
@@ -170,7 +170,13 @@ def _check_database(url):
             poolclass=NullPool,
             connect_args={"connect_timeout": CONNECT_TIMEOUT},
         )
-    with _engine.connect() as conn:
+    return _engine
+
+
+def _check_database(url):
+    from sqlalchemy import text
+
+    with _database(url).connect() as conn:
         conn.execute(text("SELECT 1"))
 
 
@@ -205,6 +211,20 @@ def health():
             "database": db_status,
         },
     )
+
+
+@app.get("/items")
+def items():
+    """The names in the items table (made by the migration), in id order:
+    data read from the database in DATABASE_URL."""
+    from sqlalchemy import text
+
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        return JSONResponse(status_code=503, content={"error": "DATABASE_URL is not set"})
+    with _database(url).connect() as conn:
+        rows = conn.execute(text("SELECT name FROM items ORDER BY id")).fetchall()
+    return {"release": RELEASE, "items": [r[0] for r in rows]}
 
 
 @app.get("/startup")

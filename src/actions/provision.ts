@@ -3,6 +3,7 @@
 
 import type { Settings } from '../inputs/parse.js';
 import type { Log } from '../log.js';
+import { topology } from '../inputs/hosts.js';
 import { layout } from '../remote/layout.js';
 import type { HostFacts, ProvisionSettings } from '../remote/provision/index.js';
 import type { BalancerMember } from '../remote/balancer.js';
@@ -13,15 +14,17 @@ import { runAction, type ActionOutcome } from './run.js';
 
 export function provisionSettings(
   settings: Settings<'provision'>,
-  roles: { worker: boolean; scheduler: boolean },
+  roles: { worker: boolean; scheduler: boolean; db?: boolean; redis?: boolean },
   balancer: BalancerMember[] | null = null,
 ): ProvisionSettings {
   return {
     balancer,
+    serves: { db: roles.db ?? false, redis: roles.redis ?? false },
+    topology: topology(settings.hosts),
     layout: layout(settings.app, settings['app-root']),
     check: settings.check,
     user: settings['app-user'],
-    roles,
+    roles: { worker: roles.worker, scheduler: roles.scheduler },
     appModule: settings['app-module'],
     uvicornArgs: settings['uvicorn-args'],
     workerCommand: settings['worker-command'],
@@ -102,7 +105,7 @@ export async function provision(opts: Settings<'provision'>, log: Log): Promise<
       const results = (await onEachHost([...hosts, ...balancers], (host) => {
         const settings = provisionSettings(
           opts,
-          { worker: host.roles.worker, scheduler: host.roles.scheduler },
+          host.roles,
           host.roles.lb ? members : null,
         );
         return log.group(`Provision ${host.spec.label}`, () =>

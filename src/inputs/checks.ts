@@ -3,7 +3,7 @@
 // checks that apply to it. Messages name the input, the problem and what is expected.
 
 import { within } from './fields.js';
-import { findHost, ROLES, type HostSpec, type Role } from './hosts.js';
+import { findHost, isAppHost, ROLES, topologyProblems, type HostSpec, type Role } from './hosts.js';
 import { entriesFor, knownHostsName, type KnownHostEntry } from './known-hosts.js';
 import { passphraseProblem } from './ssh-key.js';
 
@@ -43,11 +43,11 @@ export function connectionCheck(hosts: Address[], settings: ConnectionSettings):
   return passphrase ? [...problems, passphrase] : problems;
 }
 
-/** Load balancers, exactly one scheduler, at most one migrating host. */
+/** Load balancers, exactly one scheduler, at most one migrating host, the db and redis hosts. */
 export function rolesCheck(settings: { hosts: HostSpec[]; 'scheduler-command'?: string[] }): string[] {
-  const problems: string[] = [];
+  const problems: string[] = topologyProblems(settings.hosts);
   const balancers = settings.hosts.filter((h) => h.roles.includes('lb'));
-  const apps = settings.hosts.filter((h) => !h.roles.includes('lb'));
+  const apps = settings.hosts.filter(isAppHost);
   if (balancers.length && !apps.some((h) => h.roles.length === 0 || h.roles.includes('api')))
     problems.push(
       `Input 'hosts' has a load balancer (${balancers.map((h) => h.label).join(', ')}) but no api host behind it; expected at least one host with the api role.`,
@@ -76,11 +76,14 @@ export function rolesCheck(settings: { hosts: HostSpec[]; 'scheduler-command'?: 
 export function migrateHostCheck(settings: { hosts: HostSpec[]; 'migrate-host': string }): string[] {
   const named = settings['migrate-host'];
   if (!named) return [];
-  const apps = settings.hosts.filter((h) => !h.roles.includes('lb'));
+  const apps = settings.hosts.filter(isAppHost);
   if (findHost(apps, named)) return [];
-  const why = findHost(settings.hosts, named)
-    ? 'is a load balancer (roles=lb), which runs no app'
-    : 'is not in hosts';
+  const found = findHost(settings.hosts, named);
+  const why = !found
+    ? 'is not in hosts'
+    : found.roles.includes('lb')
+      ? 'is a load balancer (roles=lb), which runs no app'
+      : `is the app's database or Redis host (roles=${found.roles.join(',')}), which runs no app`;
   return [
     `Input 'migrate-host': '${named}' ${why}; expected one of the app hosts as written in hosts: ${apps.map((h) => h.label).join(', ')}.`,
   ];
@@ -168,6 +171,8 @@ export function provisionCheck(settings: {
   'python-version': string;
   redis: boolean;
   'redis-password': string;
+  postgresql: boolean;
+  'db-password': string;
   'deploy-user': string;
   'deploy-user-keys': string[];
   'app-user': string;
@@ -188,6 +193,11 @@ export function provisionCheck(settings: {
     );
   if (settings.redis && !settings['redis-password'])
     problems.push("Input 'redis-password' is required with redis: true: expected the app's Redis password.");
+  const db = settings.hosts.find((h) => h.roles.includes('db'));
+  if (db && settings.postgresql && !settings['db-password'])
+    problems.push(
+      `Input 'db-password' is required with a database host (${db.label} roles=db): expected the app's database password (app hosts log in over the network, where there is no peer authentication).`,
+    );
   if (settings['deploy-user'] && !settings['deploy-user-keys'].length)
     problems.push("Input 'deploy-user-keys' is required with deploy-user: expected authorized_keys lines.");
   if (settings['deploy-user'] && settings['deploy-user'] === settings['app-user'])

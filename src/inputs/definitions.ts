@@ -160,7 +160,9 @@ export const connectionInputs = {
         'Hosts to act on, newline- or comma-separated: host, host:port, user@host:port or [ipv6]:port. ' +
         'Optionally, one host per line then, `roles=api,worker,scheduler,migrate` (hosts without roles run api and worker), ' +
         '`roles=lb` for an nginx load balancer in front of the api hosts (provision sets it up; deploys take each batch out of its rotation), ' +
-        'and `upstream=addr:port`: where the load balancer reaches that host (default: its address, port 80). ' +
+        "`roles=db` and/or `roles=redis` for a host of its own with the app's PostgreSQL or Redis (provision sets it up, reachable from the app hosts alone; the deploy path never contacts it), " +
+        '`upstream=addr:port`: where the load balancer reaches that host (default: its address, port 80), ' +
+        "and `private=addr`: the host's IP address on the private network (where app hosts reach the db and redis hosts, and the address those let an app host in from; default: upstream='s address, else the host's). " +
         'IPv4 addresses are written as dotted quads (127.0.0.1, not 127.1); a host may be listed once.',
       required: true,
       multiline: true,

@@ -1,15 +1,21 @@
 // Parses the `hosts` input: one or more hosts, newline- or comma-separated, each
 // `host`, `host:port`, `user@host`, `user@host:port` or a bracketed IPv6 address
 // (`[::1]:2222`), optionally followed by attributes (then one host per line):
-// `roles=api,worker,scheduler,migrate` or `roles=lb` (a load balancer in front
-// of the api hosts), and `upstream=addr:port` (where the load balancer reaches
-// this host, when not at its SSH address on port 80).
+// `roles=api,worker,scheduler,migrate`, `roles=lb` (a load balancer in front
+// of the api hosts), `roles=db` and/or `roles=redis` (the app's PostgreSQL or
+// Redis on a host of its own), `upstream=addr:port` (where the load balancer
+// reaches this host, when not at its SSH address on port 80), and
+// `private=addr` (the host's address on the private network: where the app
+// hosts reach a db or redis host, and the source address a db or redis host
+// lets in from an app host).
 
 import { isIP } from 'node:net';
 
-export const ROLES = ['api', 'worker', 'scheduler', 'migrate', 'lb'] as const;
-const ATTRIBUTES = ['roles', 'upstream'];
+export const ROLES = ['api', 'worker', 'scheduler', 'migrate', 'lb', 'db', 'redis'] as const;
+const ATTRIBUTES = ['roles', 'upstream', 'private'];
 export type Role = (typeof ROLES)[number];
+/** Roles of hosts that run none of the app: a load balancer, the database, Redis. */
+export const APART_ROLES: readonly Role[] = ['lb', 'db', 'redis'];
 
 export interface HostSpec {
   /** As written, for logs and summaries. */
@@ -20,6 +26,8 @@ export interface HostSpec {
   roles: Role[];
   /** Where a load balancer reaches this host's nginx (default: host:80). */
   upstream?: { host: string; port: number };
+  /** The host's IP address on the private network (private=). */
+  private?: string;
 }
 
 // A trailing dot (the absolute form of a name) is allowed.
@@ -37,7 +45,10 @@ export function parsePort(text: string): number | string {
 }
 
 /** Parses one `user@host:port` address; returns an error text instead of throwing. */
-export function parseAddress(text: string, defaultPort = 22): Omit<HostSpec, 'roles' | 'upstream'> | string {
+export function parseAddress(
+  text: string,
+  defaultPort = 22,
+): Omit<HostSpec, 'roles' | 'upstream' | 'private'> | string {
   let rest = text;
   let user: string | undefined;
   const at = rest.lastIndexOf('@');
@@ -191,6 +202,9 @@ function parseLine(line: string, words: string[], defaultPort: number): HostSpec
     }
     if (roles.includes('lb') && roles.length > 1)
       return `'${line}': a load balancer (roles=lb) runs no app role; expected roles=lb alone`;
+    const apart = roles.filter((r) => r === 'db' || r === 'redis');
+    if (apart.length && apart.length < roles.length)
+      return `'${line}': a database or Redis host (roles=db, roles=redis) runs no app role and no load balancer; expected roles=db, roles=redis or roles=db,redis`;
   }
   const spec: HostSpec = { ...parsed, roles };
   const upstream = attrs.get('upstream');
@@ -201,7 +215,68 @@ function parseLine(line: string, words: string[], defaultPort: number): HostSpec
       return `'${line}': upstream= ${typeof u === 'string' ? u.replace(/^'[^']*'/, `'${upstream}'`) : 'takes no user'} (expected addr or addr:port, e.g. upstream=10.0.0.5:80)`;
     spec.upstream = { host: u.host, port: u.port };
   }
+  const own = attrs.get('private');
+  if (own !== undefined) {
+    // pg_hba and ufw take addresses, not names.
+    if (!isIP(own))
+      return `'${line}': private= '${own}' is not an IP address (expected e.g. private=10.0.0.5)`;
+    spec.private = own;
+  }
   return spec;
+}
+
+/** Does this host run the app (any role but lb, db and redis)? */
+export function isAppHost(h: Pick<HostSpec, 'roles'>): boolean {
+  return !h.roles.some((r) => APART_ROLES.includes(r));
+}
+
+/**
+ * The hosts of the app's PostgreSQL and Redis when they have their own
+ * (roles=db, roles=redis), with the address the app hosts reach them at, and
+ * the app hosts' addresses they let in: each host's private=, else for an app
+ * host its upstream= address, else its SSH address.
+ */
+export interface Topology {
+  db: { label: string; address: string } | null;
+  redis: { label: string; address: string } | null;
+  appAddresses: string[];
+}
+
+export function privateAddress(h: HostSpec): string {
+  return h.private ?? (isAppHost(h) ? h.upstream?.host : undefined) ?? h.host;
+}
+
+export function topology(hosts: HostSpec[]): Topology {
+  const find = (role: Role) => {
+    const h = hosts.find((x) => x.roles.includes(role));
+    return h ? { label: h.label, address: privateAddress(h) } : null;
+  };
+  return {
+    db: find('db'),
+    redis: find('redis'),
+    appAddresses: [...new Set(hosts.filter(isAppHost).map(privateAddress))],
+  };
+}
+
+/** Problems of the hosts input with db or redis hosts (none without them). */
+export function topologyProblems(hosts: HostSpec[]): string[] {
+  const problems: string[] = [];
+  for (const role of ['db', 'redis'] as const) {
+    const holders = hosts.filter((h) => h.roles.includes(role));
+    if (holders.length > 1)
+      problems.push(
+        `Input 'hosts' gives roles=${role} to ${holders.length} hosts (${holders.map((h) => h.label).join(', ')}); expected at most one.`,
+      );
+  }
+  if (!hosts.some((h) => h.roles.includes('db') || h.roles.includes('redis'))) return problems;
+  for (const h of hosts.filter((x) => !x.roles.includes('lb'))) {
+    const address = privateAddress(h);
+    if (!isIP(address))
+      problems.push(
+        `Input 'hosts': '${h.label}' has no IP address on the private network ('${address}' is a name); expected private=<address>, e.g. '${h.label} private=10.0.0.5' (the database and Redis hosts let app hosts in by address).`,
+      );
+  }
+  return problems;
 }
 
 /** Is a load balancer (roles=lb) in front of the app hosts? */

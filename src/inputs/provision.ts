@@ -110,7 +110,7 @@ export const provisionInputs = {
   limit: custom<string[]>(
     {
       description:
-        'Provision only these hosts: host names as written in hosts, or roles (api, worker, scheduler, migrate, lb), comma-separated. ' +
+        'Provision only these hosts: host names as written in hosts, or roles (api, worker, scheduler, migrate, lb, db, redis), comma-separated. ' +
         'The others are not contacted, but still count (a load balancer lists every api host). Empty: all hosts.',
       multiline: true,
     },

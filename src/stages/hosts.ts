@@ -1,7 +1,7 @@
 // Opening hosts: one connection per host for the whole run, the deploy lock held
 // on each for as long as the run needs it, and per-host results.
 
-import type { HostSpec } from '../inputs/hosts.js';
+import { isAppHost, type HostSpec } from '../inputs/hosts.js';
 import type { Log } from '../log.js';
 import { layout, type Layout } from '../remote/layout.js';
 import { firstEnding, LOCK_EXIT_HELD, lockEvent, lockScript, type LockHolder } from '../remote/lock.js';
@@ -32,7 +32,15 @@ export interface Host {
   spec: HostSpec;
   conn: Connection;
   layout: Layout;
-  roles: { api: boolean; worker: boolean; scheduler: boolean; migrate: boolean; lb: boolean };
+  roles: {
+    api: boolean;
+    worker: boolean;
+    scheduler: boolean;
+    migrate: boolean;
+    lb: boolean;
+    db: boolean;
+    redis: boolean;
+  };
   release?: () => Promise<void>;
 }
 
@@ -44,24 +52,38 @@ export interface HostResult {
 }
 
 /**
- * Roles when the hosts input names none (load balancers aside): every app host
- * runs api and worker; the first also runs the single scheduler and the migrations.
+ * Roles when the hosts input names none (load balancer, database and Redis
+ * hosts aside): every app host runs api and worker; the first also runs the
+ * single scheduler and the migrations.
  */
 export function resolveRoles(hosts: HostSpec[]): Host['roles'][] {
-  const isLb = (h: HostSpec) => h.roles.includes('lb');
-  const explicit = hosts.some((h) => h.roles.length > 0 && !isLb(h));
-  const first = hosts.find((h) => !isLb(h));
+  const explicit = hosts.some((h) => h.roles.length > 0 && isAppHost(h));
+  const first = hosts.find(isAppHost);
+  const none = {
+    api: false,
+    worker: false,
+    scheduler: false,
+    migrate: false,
+    lb: false,
+    db: false,
+    redis: false,
+  };
   return hosts.map((h) => {
-    if (isLb(h)) return { api: false, worker: false, scheduler: false, migrate: false, lb: true };
-    if (!explicit)
-      return { api: true, worker: true, scheduler: h === first, migrate: h === first, lb: false };
+    if (!isAppHost(h))
+      return {
+        ...none,
+        lb: h.roles.includes('lb'),
+        db: h.roles.includes('db'),
+        redis: h.roles.includes('redis'),
+      };
+    if (!explicit) return { ...none, api: true, worker: true, scheduler: h === first, migrate: h === first };
     const roles = h.roles.length ? h.roles : ['api', 'worker'];
     return {
+      ...none,
       api: roles.includes('api'),
       worker: roles.includes('worker'),
       scheduler: roles.includes('scheduler'),
       migrate: roles.includes('migrate'),
-      lb: false,
     };
   });
 }
@@ -233,8 +255,9 @@ export async function onEachHost<T extends Record<string, unknown>>(
 
 /**
  * Connects, locks every app host, runs fn, and always releases the locks and
- * closes the connections. Load balancers (roles=lb) are connected to only with
- * `balancers: true` (provision), and passed apart: the deploy path never needs them.
+ * closes the connections. Load balancers, database and Redis hosts (roles=lb,
+ * db, redis) are connected to only with `balancers: true` (provision), and
+ * passed apart: the deploy path never needs them.
  */
 export async function withHosts<T, F = undefined>(
   settings: ConnectionSettings,
@@ -250,12 +273,12 @@ export async function withHosts<T, F = undefined>(
     underLock?: (host: Host) => Step<F>;
   } = {},
 ): Promise<T> {
-  const wanted = opts.balancers ? settings.hosts : settings.hosts.filter((h) => !h.roles.includes('lb'));
+  const wanted = opts.balancers ? settings.hosts : settings.hosts.filter(isAppHost);
   const all = await log.group(`Connecting to ${wanted.length} host(s)`, () =>
     openHosts({ ...settings, hosts: wanted }, log),
   );
-  const hosts = all.filter((h) => !h.roles.lb);
-  const balancers = all.filter((h) => h.roles.lb);
+  const hosts = all.filter((h) => isAppHost(h.spec));
+  const balancers = all.filter((h) => !isAppHost(h.spec));
   const releases: (() => Promise<void>)[] = [];
   try {
     await opts.beforeLock?.(all);

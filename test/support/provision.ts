@@ -3,6 +3,7 @@
 import { provisionSettings } from '../../src/actions/provision.js';
 import { parseInputs } from '../../src/inputs/parse.js';
 import { planItems, type ProvisionSettings } from '../../src/remote/provision/index.js';
+import { resolveRoles } from '../../src/stages/hosts.js';
 import { FIXTURE_KEY } from './keys.js';
 
 export const KEY_B64 = 'AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl';
@@ -21,9 +22,22 @@ export const raw =
   (n: string): string | undefined =>
     v[n];
 
+/** The settings of the first host in hosts (its roles as the action resolves them). */
 export function settings(extra: Record<string, string> = {}): ProvisionSettings {
   const s = parseInputs('provision', raw({ ...base, ...extra }));
-  return provisionSettings(s, { worker: true, scheduler: true });
+  const roles = resolveRoles(s.hosts)[0]!;
+  return provisionSettings(s, roles.db || roles.redis ? roles : { worker: true, scheduler: true });
+}
+
+const known = (hosts: string[]) => hosts.map((h) => `${h} ssh-ed25519 ${KEY_B64}`).join('\n');
+/** A database and Redis host with two app hosts (hosts input and known-hosts), the db host first when dbFirst. */
+export function topologyInputs(dbFirst: boolean): Record<string, string> {
+  const db = '10.0.0.9 roles=db,redis private=10.1.0.9';
+  const apps = ['10.0.0.5 private=10.1.0.5', '10.0.0.6 upstream=10.1.0.6:8080'];
+  return {
+    hosts: (dbFirst ? [db, ...apps] : [...apps, db]).join('\n'),
+    'known-hosts': known(['10.0.0.9', '10.0.0.5', '10.0.0.6']),
+  };
 }
 
 export function allScripts(s: ProvisionSettings): string[] {
@@ -50,4 +64,8 @@ export const PROVISION_VARIANTS: Record<string, string>[] = [
     'node-exporter': 'true',
     'ssh-root-login': 'no',
   },
+  // The app's PostgreSQL and Redis on a host of their own: that host, and an app host.
+  topologyInputs(true),
+  { ...topologyInputs(true), check: 'true', 'db-remote-cidrs': '192.168.0.0/16' },
+  topologyInputs(false),
 ];

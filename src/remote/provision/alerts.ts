@@ -2,14 +2,15 @@
 // root-only curl config files, an OnFailure= handler on the app's units and
 // metalship's own (the backup, the health ping, the checks), and an hourly
 // timer for the checks (disk, certificate, restore test). Without it, all of
-// that is removed.
+// that is removed. App hosts and the db/redis host have them (there the
+// backup's failure, the disk and the restore test), a load balancer not.
 
 import { lastVerifiedPath, backupUnitNames } from '../backup.js';
 import { alertPaths, alertProgram, alertUnits, curlConfig, onFailureDropIn } from '../alert.js';
 import { sh } from '../sh.js';
 import { ensureEtcDir, file, itemScript, type Item } from './common.js';
 import { certPaths } from './nginx.js';
-import type { ProvisionSettings } from './settings.js';
+import { hasSite, type ProvisionSettings } from './settings.js';
 
 const UNIT_DIR = '/etc/systemd/system';
 
@@ -44,13 +45,15 @@ export function alertsItem(settings: ProvisionSettings): Item {
       ),
     };
   const pg = settings.postgresql;
+  // The backups are where PostgreSQL is: here, unless a db host has it.
+  const backupsHere = pg.enabled && (settings.serves.db || !settings.topology.db);
   const program = alertProgram({
     app,
-    diskPaths: [...new Set(['/', settings.layout.root, ...(pg.enabled ? [pg.backupDir] : [])])],
+    diskPaths: [...new Set(['/', settings.layout.root, ...(backupsHere ? [pg.backupDir] : [])])],
     diskPercent: alerts.diskPercent,
-    certificate: certPaths(settings)?.certificate ?? null,
+    certificate: hasSite(settings) ? (certPaths(settings)?.certificate ?? null) : null,
     certificateDays: alerts.certificateDays,
-    restoreRecord: pg.enabled ? lastVerifiedPath(pg.backupDir) : null,
+    restoreRecord: backupsHere ? lastVerifiedPath(pg.backupDir) : null,
     restoreDays: alerts.restoreDays,
     backupUnit: backupUnitNames(app).service,
     heartbeat: !!alerts.heartbeat,

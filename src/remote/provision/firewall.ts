@@ -5,7 +5,7 @@
 
 import { sh } from '../sh.js';
 import { itemScript, type Item } from './common.js';
-import type { ProvisionSettings } from './settings.js';
+import { hasSite, type ProvisionSettings } from './settings.js';
 
 /** Bash that sets $ssh_ports to the TCP ports sshd listens on: ssh.socket's when it is in use, else sshd -T's. */
 export const SSH_PORTS = [
@@ -23,13 +23,28 @@ export const SSH_PORTS = [
 export const FIREWALL_REVERT_UNIT = 'metalship-revert-firewall';
 
 export function firewallRules(s: ProvisionSettings): string[] {
-  const rules = [...(s.nginx.enabled ? ['80/tcp', '443/tcp'] : []), ...s.firewall.allow];
+  const rules = [...(s.nginx.enabled && hasSite(s) ? ['80/tcp', '443/tcp'] : []), ...s.firewall.allow];
   return [...new Set(rules)];
+}
+
+/** Sources and ports opened to them alone: PostgreSQL and Redis on their own hosts, remote PostgreSQL networks. */
+export function sourceRules(s: ProvisionSettings): { from: string; port: number }[] {
+  const pgHere = s.serves.db || (!s.balancer && !s.serves.redis && !s.topology.db);
+  return [
+    ...(s.postgresql.enabled && s.serves.db ? s.topology.appAddresses : []).map((from) => ({
+      from,
+      port: 5432,
+    })),
+    ...(s.postgresql.enabled && pgHere ? s.postgresql.remoteCidrs : []).map((from) => ({ from, port: 5432 })),
+    ...(s.redis.enabled && s.serves.redis ? s.topology.appAddresses : []).map((from) => ({
+      from,
+      port: 6379,
+    })),
+  ];
 }
 
 export function firewallItem(settings: ProvisionSettings): Item {
   const rules = firewallRules(settings);
-  const pgRules = settings.postgresql.enabled ? settings.postgresql.remoteCidrs : [];
   return {
     name: 'firewall',
     script: itemScript(
@@ -41,7 +56,9 @@ export function firewallItem(settings: ProvisionSettings): Item {
       'ms_rule() { local want="ufw $*"; if ! printf "%s\\n" "$added" | grep -qxF -- "$want"; then ms_changed "rule: $*"; ms_apply ufw "$@" >/dev/null; fi; }',
       'for p in $ssh_ports; do ms_rule allow "$p/tcp"; done',
       ...rules.map((r) => sh`ms_rule allow ${r}`),
-      ...pgRules.map((c) => sh`ms_rule allow from ${c} to any port 5432 proto tcp`),
+      ...sourceRules(settings).map(
+        (r) => sh`ms_rule allow from ${r.from} to any port ${String(r.port)} proto tcp`,
+      ),
       'if ! grep -q \'^DEFAULT_INPUT_POLICY="DROP"\' /etc/default/ufw; then ms_changed "default incoming policy: deny"; ms_apply ufw default deny incoming >/dev/null; fi',
       'if ! grep -q \'^DEFAULT_OUTPUT_POLICY="ACCEPT"\' /etc/default/ufw; then ms_changed "default outgoing policy: allow"; ms_apply ufw default allow outgoing >/dev/null; fi',
       'if ! ufw status 2>/dev/null | grep -q "^Status: active"; then',

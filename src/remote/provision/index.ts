@@ -12,10 +12,10 @@ import { firewallItem } from './firewall.js';
 import { logsItem } from './logs.js';
 import { monitoringItem } from './monitoring.js';
 import { nginxItem } from './nginx.js';
-import { postgresqlItem } from './postgresql.js';
+import { postgresqlClientItem, postgresqlItem } from './postgresql.js';
 import { pythonItem } from './python.js';
 import { redisItem } from './redis.js';
-import type { ProvisionSettings } from './settings.js';
+import { hasSite, type ProvisionSettings } from './settings.js';
 import { sshItem } from './ssh.js';
 import { sysctlItem, systemItem } from './system.js';
 import { tlsItem } from './tls.js';
@@ -83,8 +83,18 @@ export function planItems(
 ): { name: ItemName; item: Item | null; off?: string }[] {
   const on = <T>(flag: boolean, why: string, make: () => T) =>
     flag ? { item: make() } : { item: null, off: why };
-  // A load balancer runs nginx only: none of the app's items.
-  const app = <T>(make: () => T) => on(!settings.balancer, 'roles=lb: no app here', make);
+  const { serves, topology } = settings;
+  const apart = settings.balancer
+    ? 'roles=lb'
+    : serves.db || serves.redis
+      ? `roles=${[serves.db && 'db', serves.redis && 'redis'].filter(Boolean).join(',')}`
+      : null;
+  // A load balancer runs nginx only, a database or Redis host that only: none of the app's items.
+  const app = <T>(make: () => T) => on(!apart, `${apart}: no app here`, make);
+  const site = <T>(make: () => T) =>
+    hasSite(settings)
+      ? on(settings.nginx.enabled, 'nginx: false', make)
+      : { item: null, off: `${apart}: no site here` };
   return [
     { name: 'system', ...on(settings.system.enabled, 'system: false', () => systemItem(settings)) },
     { name: 'sysctl', ...on(settings.system.enabled, 'system: false', () => sysctlItem(settings)) },
@@ -93,27 +103,39 @@ export function planItems(
     { name: 'app', ...app(() => appItem(settings)) },
     {
       name: 'postgresql',
-      ...(settings.balancer
-        ? app(() => null)
-        : on(settings.postgresql.enabled, 'postgresql: false', () => postgresqlItem(settings))),
+      ...(serves.db
+        ? on(settings.postgresql.enabled, 'postgresql: false', () => postgresqlItem(settings))
+        : apart
+          ? app(() => null)
+          : topology.db
+            ? // The pre-migration backup's pg_dump runs here, against the db host.
+              on(settings.postgresql.enabled, 'postgresql: false', () => postgresqlClientItem(settings))
+            : on(settings.postgresql.enabled, 'postgresql: false', () => postgresqlItem(settings))),
     },
     {
       name: 'redis',
-      ...(settings.balancer
-        ? app(() => null)
-        : on(settings.redis.enabled, 'redis: false', () => redisItem(settings))),
+      ...(serves.redis
+        ? on(settings.redis.enabled, 'redis: false', () => redisItem(settings))
+        : apart
+          ? app(() => null)
+          : on(
+              settings.redis.enabled && !topology.redis,
+              topology.redis ? `on ${topology.redis.label} (roles=redis)` : 'redis: false',
+              () => redisItem(settings),
+            )),
     },
-    { name: 'nginx', ...on(settings.nginx.enabled, 'nginx: false', () => nginxItem(settings)) },
-    { name: 'tls', ...on(settings.nginx.enabled, 'nginx: false', () => tlsItem(settings)) },
+    { name: 'nginx', ...site(() => nginxItem(settings)) },
+    { name: 'tls', ...site(() => tlsItem(settings)) },
     { name: 'firewall', ...on(settings.firewall.enabled, 'firewall: false', () => firewallItem(settings)) },
     { name: 'ssh', ...on(settings.ssh.enabled, 'ssh-hardening: false', () => sshItem(settings)) },
     {
       name: 'logs',
-      ...(settings.balancer
+      ...(apart
         ? app(() => null)
         : on(settings.logs.enabled, 'log-rotation: false', () => logsItem(settings))),
     },
     { name: 'monitoring', ...app(() => monitoringItem(settings)) },
-    { name: 'alerts', ...app(() => alertsItem(settings)) },
+    // The db host's backups fail there: its alerts are the app's too.
+    { name: 'alerts', ...(settings.balancer ? app(() => null) : { item: alertsItem(settings) }) },
   ];
 }

@@ -1,13 +1,45 @@
 // PostgreSQL: the app's role and database, pg_hba rules for local access (and
-// SSL-only remote access when networks are given), and the daily backups of the
-// backup module (pg_dump -Fc plus a manifest, kept for a number of days).
+// SSL-only remote access for the app hosts when this is the db host, and for
+// networks given), and the daily backups of the backup module (pg_dump -Fc plus
+// a manifest, kept for a number of days). An app host whose database is on a db
+// host gets the client alone (the pre-migration backup's pg_dump).
 
 import { backupInstallScript, backupProgram, backupProgramPath, backupUnitNames } from '../backup.js';
+import { isIP } from 'node:net';
 import { hbaAddress, hbaName } from '../quoting.js';
-import { sh } from '../sh.js';
+import { quote, sh } from '../sh.js';
 import { itemScript, type Item } from './common.js';
 import { inUseFunction, passwordHash } from './in-use.js';
 import type { ProvisionSettings } from './settings.js';
+
+/** Who may connect over the network (SSL only): each app host's address, when this is the db host, and db-remote-cidrs. */
+function remoteNetworks(settings: ProvisionSettings): string[] {
+  const hosts = settings.serves.db
+    ? settings.topology.appAddresses.map((a) => (isIP(a) === 6 ? `${a}/128` : `${a}/32`))
+    : [];
+  return [...hosts, ...settings.postgresql.remoteCidrs];
+}
+
+/**
+ * listen_addresses: every address for db-remote-cidrs (as before), the private
+ * address and loopback on a db host, loopback alone (the packaged default) otherwise.
+ */
+function listenAddresses(settings: ProvisionSettings): string | null {
+  if (settings.postgresql.remoteCidrs.length) return '*';
+  if (settings.serves.db && settings.topology.db) return `localhost,${settings.topology.db.address}`;
+  return null;
+}
+
+export function postgresqlClientItem(settings: ProvisionSettings): Item {
+  // Any client the distribution has will do (the server's packages bring one along).
+  return {
+    name: 'postgresql',
+    script: itemScript(
+      settings.check,
+      'if ! command -v pg_dump >/dev/null; then ms_install postgresql-client; fi',
+    ),
+  };
+}
 
 export function hbaBlock(settings: ProvisionSettings): string {
   const pg = settings.postgresql;
@@ -17,7 +49,7 @@ export function hbaBlock(settings: ProvisionSettings): string {
     `# BEGIN metalship ${settings.layout.app}`,
     `host    ${db} ${user} 127.0.0.1/32 scram-sha-256`,
     `host    ${db} ${user} ::1/128 scram-sha-256`,
-    ...pg.remoteCidrs.map((c) => `hostssl ${db} ${user} ${hbaAddress(c)} scram-sha-256`),
+    ...remoteNetworks(settings).map((c) => `hostssl ${db} ${user} ${hbaAddress(c)} scram-sha-256`),
     `# END metalship ${settings.layout.app}`,
   ].join('\n');
 }
@@ -32,6 +64,7 @@ export function postgresqlItem(settings: ProvisionSettings): Item {
   };
   const units = backupUnitNames(settings.layout.app);
   const psql = 'runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1';
+  const listen = listenAddresses(settings);
   return {
     name: 'postgresql',
     script: itemScript(
@@ -82,11 +115,12 @@ export function postgresqlItem(settings: ProvisionSettings): Item {
       `conf_dir=$(dirname "$(${psql} -c 'show config_file')")`,
       'open_confs=$(find "$conf_dir" -maxdepth 1 -name "*.conf" -perm /o=rwx -printf "%f " | sed "s/ $//")',
       'if [ -n "$open_confs" ]; then ms_changed "PostgreSQL configuration files no longer world-readable: $open_confs"; ms_apply find "$conf_dir" -maxdepth 1 -name "*.conf" -perm /o=rwx -exec chmod o-rwx {} +; fi',
-      pg.remoteCidrs.length
+      listen
         ? [
-            `if [ "$(${psql} -c 'show listen_addresses')" != '*' ] || [ "$(${psql} -c 'show ssl')" != on ]; then`,
-            '  ms_changed "listening for remote clients, SSL on"',
-            `  if [ "$CHECK" != 1 ]; then echo "alter system set listen_addresses = '*'; alter system set ssl = on" | q; systemctl restart postgresql; fi`,
+            `if [ "$(${psql} -c 'show listen_addresses')" != ${quote(listen)} ] || [ "$(${psql} -c 'show ssl')" != on ]; then`,
+            sh`  ms_changed ${'listening on ' + listen + ' for remote clients, SSL on'}`,
+            // ssl: Debian's cluster has the snakeoil certificate of ssl-cert configured.
+            sh`  if [ "$CHECK" != 1 ]; then printf '%s\\n' ${`alter system set listen_addresses = '${listen}';`} 'alter system set ssl = on;' | q; systemctl restart postgresql; fi`,
             'fi',
           ].join('\n')
         : null,

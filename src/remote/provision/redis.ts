@@ -1,4 +1,4 @@
-// Redis: loopback only, the default user off, an ACL user for the app that may
+// Redis: loopback only (plus the private address on a redis host), the default user off, an ACL user for the app that may
 // not run dangerous commands (ACLs, not the deprecated rename-command),
 // maxmemory (given, or a share of RAM) with allkeys-lru, appendonly. The syntax
 // follows the version found on the host (see RedisSyntax).
@@ -68,9 +68,9 @@ function keepsPasswordsInUse(settings: ProvisionSettings): string {
   ].join('\n');
 }
 
-/** Loopback only, IPv6 where the host has it. */
-export function redisBind(syntax: RedisSyntax): string {
-  return syntax === '6.2' ? '127.0.0.1 -::1' : '127.0.0.1 ::1';
+/** Loopback, IPv6 where the host has it; and the private address on the redis host (not optional: it must listen there). */
+export function redisBind(syntax: RedisSyntax, own: string | null = null): string {
+  return `${syntax === '6.2' ? '127.0.0.1 -::1' : '127.0.0.1 ::1'}${own ? ` ${own}` : ''}`;
 }
 
 /**
@@ -108,7 +108,7 @@ export function redisItem(settings: ProvisionSettings): Item {
           textVar('acl', aclFile(redis.user, [redis.password, redis.previousPassword], syntax)),
           sh`  ms_file ${REDIS_ACL} 640 redis:redis ${'Redis ACL users'} < <(printf '%s\n' "$acl"; if [ -n "$admin_hash" ]; then printf 'user %s on #%s ~*%s +@all\n' ${REDIS_ADMIN} "$admin_hash" ${syntax === '6.2' ? ' &*' : ''}; fi)`,
           '  if [ "$MS_WROTE" = 1 ]; then acl_changed=1; fi',
-          sh`  redis_bind=${redisBind(syntax)}`,
+          sh`  redis_bind=${redisBind(syntax, settings.serves.redis ? (settings.topology.redis?.address ?? null) : null)}`,
           'fi',
         ].join('\n'),
       ),

@@ -3,6 +3,7 @@
 
 import type { BalancerMember } from '../balancer.js';
 import type { Layout } from '../layout.js';
+import type { Topology } from '../../inputs/hosts.js';
 
 export interface ProvisionSettings {
   layout: Layout;
@@ -16,6 +17,10 @@ export interface ProvisionSettings {
   healthPath: string;
   /** A load balancer host (roles=lb): nginx in front of these app hosts, and no app of its own. */
   balancer: BalancerMember[] | null;
+  /** This host is the app's database or Redis host (roles=db, roles=redis): that and no app. */
+  serves: { db: boolean; redis: boolean };
+  /** Where the app's database and Redis are when on hosts of their own, and the app hosts' addresses. */
+  topology: Topology;
   system: { enabled: boolean; securityUpdates: boolean };
   firewall: { enabled: boolean; allow: string[] };
   ssh: { enabled: boolean; rootLogin: 'prohibit-password' | 'no' };
@@ -54,4 +59,9 @@ export interface ProvisionSettings {
     certificateDays: number;
     restoreDays: number;
   };
+}
+
+/** nginx runs on app hosts and load balancers, not on a database or Redis host. */
+export function hasSite(s: Pick<ProvisionSettings, 'serves'>): boolean {
+  return !s.serves.db && !s.serves.redis;
 }

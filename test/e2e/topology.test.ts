@@ -1,0 +1,321 @@
+// The production topology end to end on this file's own hosts, joined by a
+// private LAN: the app's PostgreSQL and Redis on a host of their own
+// (roles=db,redis), two app hosts, and an outsider on the same LAN that is no
+// app host. The app hosts' local PostgreSQL and Redis (the image has them) are
+// stopped first: whatever the app reads, it reads from the db host.
+import { rm } from 'node:fs/promises';
+import {
+  E2E_INDEX,
+  httpGet,
+  outcome,
+  ownHostSpecs,
+  registerSecret,
+  runBundle,
+  sampleAppCopy,
+  sampleAppInputs,
+  type BundleRun,
+} from '../support/e2e.js';
+import {
+  bootHosts,
+  ensureKey,
+  shutdownHosts,
+  sshRun,
+  type HostKeyPair,
+  type TestHost,
+} from '../support/hosts.js';
+import { E2E_PREFIX } from '../support/e2e.js';
+import { startReceiver, type Receiver } from '../support/alerts.js';
+
+const APP = 'topo';
+const SPECS = ownHostSpecs('t', [30, 31, 32, 33]);
+/** This file's own LAN (the shared hosts' is 10.214.INDEX.0/24). */
+const LAN = { tag: `tp${E2E_INDEX}`, address: (n: number) => `10.216.${E2E_INDEX}.${n}` };
+const DB_PASSWORD = 'topo-Db-Secret-7';
+const REDIS_PASSWORD = 'topo-Redis-Secret-8';
+const DB_ADDRESS = LAN.address(1);
+const TOKEN = 'topo-alert-token-6b1d';
+
+let key: HostKeyPair;
+let db: TestHost;
+let apps: [TestHost, TestHost];
+let outsider: TestHost;
+let source: string;
+let receiver: Receiver;
+
+async function on(host: TestHost, command: string): Promise<string> {
+  const r = await sshRun(host, key, command, { idleMs: 120000 });
+  if (r.code !== 0)
+    throw new Error(`'${command.slice(0, 120)}' failed on ${host.name} (${r.code}): ${r.stderr}`);
+  return r.stdout;
+}
+
+/** Exit code and output of a command that may fail. */
+async function attempt(host: TestHost, command: string): Promise<{ code: number; out: string }> {
+  const r = await sshRun(host, key, command, { idleMs: 120000 });
+  return { code: r.code, out: r.stdout + r.stderr };
+}
+
+function connection(): Record<string, string> {
+  return {
+    hosts: [
+      `${db.address} roles=db,redis private=${DB_ADDRESS}`,
+      `${apps[0].address} roles=api,worker,scheduler,migrate private=${LAN.address(2)}`,
+      `${apps[1].address} roles=api,worker private=${LAN.address(3)}`,
+    ].join('\n'),
+    'ssh-key': key.privateKey,
+    'known-hosts': [db, ...apps].map((h) => h.knownHosts).join('\n'),
+  };
+}
+
+const ENV =
+  `DATABASE_URL=postgresql://${APP}:${DB_PASSWORD}@${DB_ADDRESS}:5432/${APP}?sslmode=require\n` +
+  `REDIS_URL=redis://${APP}:${REDIS_PASSWORD}@${DB_ADDRESS}:6379/0\n`;
+
+function provisionInputs(extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    ...connection(),
+    app: APP,
+    // no apt mirror reachable from a test host; the full image has the packages
+    system: 'false',
+    'ssh-hardening': 'false',
+    'worker-command': 'python -m worker',
+    'scheduler-command': 'python -m scheduler',
+    env: ENV,
+    'db-password': DB_PASSWORD,
+    'redis-password': REDIS_PASSWORD,
+    'alert-webhook': `${receiver.base}/alert/${TOKEN}`,
+    ...extra,
+  };
+}
+
+type Results = { host: string; ok: boolean; items: { item: string; status: string; detail: string }[] }[];
+function itemsOf(r: BundleRun, host: TestHost): Record<string, { status: string; detail: string }> {
+  const res = (JSON.parse(r.outputs.results!) as Results).find((x) => x.host === host.address)!;
+  return Object.fromEntries(res.items.map((i) => [i.item, i]));
+}
+
+/** Can `from` open a TCP connection to the db host's private address on port? */
+async function reaches(from: TestHost, port: number): Promise<boolean> {
+  const r = await attempt(from, `timeout 5 bash -c 'exec 3<>/dev/tcp/${DB_ADDRESS}/${port}'`);
+  return r.code === 0;
+}
+
+const processed = (h: TestHost, prefix: string) =>
+  on(
+    h,
+    `journalctl --namespace=${APP} -u ${APP}-worker.service --no-pager -o cat | grep -o 'processed job ${prefix}[0-9]*' | sort || true`,
+  ).then((s) =>
+    s
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => l.replace('processed job ', '')),
+  );
+const redisAs = (from: TestHost, command: string) =>
+  on(
+    from,
+    `REDISCLI_AUTH='${REDIS_PASSWORD}' redis-cli --no-auth-warning -h ${DB_ADDRESS} --user ${APP} ${command}`,
+  );
+
+beforeAll(async () => {
+  registerSecret('the topology database password', DB_PASSWORD);
+  registerSecret('the topology Redis password', REDIS_PASSWORD);
+  registerSecret('the topology alert token', TOKEN);
+  key = await ensureKey(`/run/metalship-e2e-topology/${E2E_PREFIX}key`);
+  await shutdownHosts(SPECS.map((h) => h.name));
+  const booted = await bootHosts(
+    SPECS.map((s, i) => ({ ...s, lan: `${LAN.tag}:${LAN.address(i + 1)}` })),
+    key,
+  );
+  [db, apps, outsider] = [booted[0]!, [booted[1]!, booted[2]!], booted[3]!];
+  // The app hosts' own PostgreSQL and Redis are off: nothing can be served from them.
+  for (const h of apps)
+    await on(
+      h,
+      'systemctl disable --now --quiet postgresql redis-server 2>/dev/null; systemctl mask --quiet postgresql redis-server',
+    );
+  source = await sampleAppCopy('topology');
+  // On the machine side of the db host's veth.
+  receiver = await startReceiver(`10.213.${SPECS[0]!.index}.1`);
+}, 300000);
+
+afterAll(async () => {
+  await receiver?.stop();
+  if (source) await rm(source, { recursive: true, force: true });
+  if (!process.env.METALSHIP_KEEP_HOSTS) await shutdownHosts(SPECS.map((h) => h.name));
+});
+
+test('provision: PostgreSQL and Redis on the db host for the app hosts alone; the app hosts get neither server', async () => {
+  const r = await runBundle('provision', provisionInputs(), { idleMs: 400000 });
+  expect(r.stdout).not.toMatch(/::error::/);
+  expect(outcome(r)).toBe('succeeded');
+  expect(r.log).not.toContain(DB_PASSWORD);
+  expect(r.log).not.toContain(REDIS_PASSWORD);
+  const dbItems = itemsOf(r, db);
+  for (const item of ['python', 'app', 'nginx'])
+    expect(dbItems[item]!.detail).toMatch(/roles=db,redis: no (app|site) here/);
+  expect(dbItems.postgresql!.status).toBe('changed');
+  expect(dbItems.redis!.status).toBe('changed');
+  for (const h of apps) {
+    const items = itemsOf(r, h);
+    expect(items.redis!.detail).toContain(`on ${db.address} (roles=redis)`);
+    expect(items.postgresql!.status).not.toBe('failed');
+    expect(await on(h, 'systemctl is-active postgresql redis-server || true')).not.toMatch(/^active/m);
+  }
+  // PostgreSQL listens on loopback and the private address, with SSL; pg_hba lets each app host in over SSL.
+  const psql = (sql: string) => on(db, `cd / && runuser -u postgres -- psql -XAtq -c "${sql}"`);
+  expect((await psql('show listen_addresses')).trim()).toBe(`localhost,${DB_ADDRESS}`);
+  expect((await psql('show ssl')).trim()).toBe('on');
+  const hba = await on(db, `cat "$(runuser -u postgres -- psql -XAtq -c 'show hba_file')"`);
+  for (const n of [2, 3])
+    expect(hba).toContain(`hostssl "${APP}" "${APP}" ${LAN.address(n)}/32 scram-sha-256`);
+  expect(await on(db, 'ss -Hltn')).toMatch(new RegExp(`${DB_ADDRESS.replace(/\./g, '\\.')}:6379`));
+  const ufw = await on(db, 'ufw status');
+  for (const n of [2, 3])
+    for (const p of [5432, 6379])
+      expect(ufw).toMatch(new RegExp(`${p}/tcp +ALLOW +${LAN.address(n).replace(/\./g, '\\.')}`));
+  expect(ufw).not.toMatch(/^80\/tcp/m);
+
+  const again = await runBundle('provision', provisionInputs());
+  expect(outcome(again)).toBe('succeeded');
+  expect(again.outputs.changed).toBe('0');
+});
+
+test('the network admits the app hosts alone: ufw per source address, pg_hba per source and SSL only', async () => {
+  // Same LAN, another source: ufw drops it.
+  expect(await reaches(apps[1], 5432)).toBe(true);
+  expect(await reaches(apps[1], 6379)).toBe(true);
+  expect(await reaches(outsider, 5432)).toBe(false);
+  expect(await reaches(outsider, 6379)).toBe(false);
+  const login = (from: TestHost, ssl: string) =>
+    attempt(
+      from,
+      `cd / && PGPASSWORD='${DB_PASSWORD}' PGCONNECT_TIMEOUT=5 psql -XAtq "host=${DB_ADDRESS} user=${APP} dbname=${APP} sslmode=${ssl}" -c 'select ssl from pg_stat_ssl where pid = pg_backend_pid()'`,
+    );
+  expect(await login(apps[1], 'require')).toMatchObject({ code: 0, out: 't\n' });
+  const plain = await login(apps[1], 'disable');
+  expect(plain.code).not.toBe(0);
+  expect(plain.out).toMatch(
+    /no pg_hba\.conf entry for host "[0-9.]+", user "topo", database "topo", no encryption/,
+  );
+  // The db host's own private address passes ufw (local traffic) but is no app host: pg_hba refuses it.
+  const self = await login(db, 'require');
+  expect(self.code).not.toBe(0);
+  expect(self.out).toMatch(
+    new RegExp(`no pg_hba\\.conf entry for host "${DB_ADDRESS.replace(/\./g, '\\.')}"`),
+  );
+  // Redis: the app's user with its password, nobody without.
+  expect((await redisAs(apps[1], 'ping')).trim()).toBe('PONG');
+  expect((await attempt(apps[1], `redis-cli -h ${DB_ADDRESS} ping`)).out).toMatch(
+    /NOAUTH|NOPERM|WRONGPASS|authentication/,
+  );
+});
+
+test('deploy migrates against the db host (pre-migration backup over SSL) and the app serves its data', async () => {
+  const r = await runBundle('deploy', {
+    ...connection(),
+    ...sampleAppInputs(APP, source),
+    migrate: 'true',
+    'verify-path': '/health',
+  });
+  expect(r.stdout).not.toMatch(/::error::/);
+  expect(outcome(r)).toBe('succeeded');
+  // The pre-migration dump on the migrate host, taken from the db host.
+  expect(await on(apps[0], `ls /var/backups/metalship/${APP}/pre-migrate`)).toMatch(/\.dump$/m);
+  await on(
+    db,
+    `cd / && runuser -u postgres -- psql -XAtq -d ${APP} -c "insert into items (name) values ('from-the-db-host')"`,
+  );
+  for (const h of apps) {
+    const res = await httpGet(h.address, '/items');
+    expect(res.status).toBe(200);
+    expect((JSON.parse(res.body) as { items: string[] }).items).toEqual([
+      'apple',
+      'banana',
+      'cherry',
+      'from-the-db-host',
+    ]);
+    const health = JSON.parse((await httpGet(h.address, '/health')).body) as Record<string, string>;
+    expect(health).toMatchObject({ status: 'healthy', redis: 'ok', database: 'ok' });
+  }
+});
+
+test('one queue: a task enqueued on host A runs on host B exactly once; both workers consume', async () => {
+  const [a, b] = apps;
+  // The tasks of this test as the two workers' journals record them (the scheduler enqueues its own besides).
+  const ran = async (prefix: string) => ({ a: await processed(a, prefix), b: await processed(b, prefix) });
+  const waitFor = async (prefix: string, n: number) => {
+    for (let i = 0; i < 600; i++) {
+      const r = await ran(prefix);
+      if (r.a.length + r.b.length >= n) return;
+      await on(a, 'sleep 0.5');
+    }
+  };
+  // A's worker is stopped: the task A enqueues can only run on B.
+  await on(a, `systemctl stop ${APP}-worker.service`);
+  await redisAs(a, `lpush ${APP}:jobs ab-1`);
+  await waitFor('ab-', 1);
+  expect(await ran('ab-')).toEqual({ a: [], b: ['ab-1'] });
+  await on(a, `systemctl start ${APP}-worker.service`);
+  // Both workers wait on the queue now; tasks enqueued one by one from A each run once, on one of them.
+  await on(
+    a,
+    `sleep 3; for i in $(seq 1 20); do REDISCLI_AUTH='${REDIS_PASSWORD}' redis-cli --no-auth-warning -h ${DB_ADDRESS} --user ${APP} lpush ${APP}:jobs q-$i >/dev/null; sleep 0.3; done`,
+  );
+  await waitFor('q-', 20);
+  // Settled: nothing runs twice later.
+  await on(a, 'sleep 3');
+  const r = await ran('q-');
+  const all = [...r.a, ...r.b].sort((x, y) => Number(x.slice(2)) - Number(y.slice(2)));
+  expect(all).toEqual([...Array(20).keys()].map((i) => `q-${i + 1}`));
+  expect(r.a.length).toBeGreaterThan(0);
+  expect(r.b.length).toBeGreaterThan(0);
+  expect(await ran('ab-')).toEqual({ a: [], b: ['ab-1'] });
+  process.stdout.write(`queue: ${r.a.length} tasks ran on host A, ${r.b.length} on host B\n`);
+});
+
+test("the db host's daily backup timer's service makes a backup with its manifest", async () => {
+  expect((await on(db, `systemctl is-enabled metalship-backup-${APP}.timer`)).trim()).toBe('enabled');
+  await on(db, `systemctl start metalship-backup-${APP}.service`);
+  const files = await on(db, `ls /var/backups/metalship/${APP}`);
+  expect(files).toMatch(new RegExp(`^${APP}_\\d{8}T\\d{6}Z_daily\\.dump$`, 'm'));
+  expect(files).toMatch(new RegExp(`^${APP}_\\d{8}T\\d{6}Z_daily\\.manifest\\.json$`, 'm'));
+  const manifest = await on(
+    db,
+    `cat "$(ls -1 /var/backups/metalship/${APP}/*_daily.manifest.json | tail -n1)"`,
+  );
+  expect((JSON.parse(manifest) as { tables: Record<string, number> }).tables).toMatchObject({
+    'public.items': 4,
+  });
+});
+
+test("backup-verify restores the db host's newest backup (a scratch database there) and checks it", async () => {
+  const r = await runBundle('backup-verify', {
+    'ssh-key': key.privateKey,
+    'known-hosts': db.knownHosts,
+    app: APP,
+    'backup-host': db.address,
+    'restore-host': db.address,
+    checks: "SELECT count(*) = 4 FROM items\nSELECT bool_or(name = 'from-the-db-host') FROM items",
+  });
+  expect(r.stdout).not.toMatch(/::error::/);
+  expect(outcome(r)).toBe('succeeded');
+});
+
+test('a failed daily backup on the db host reaches the alert webhook', async () => {
+  const from = receiver.received.length;
+  try {
+    await on(
+      db,
+      `systemctl stop postgresql && systemctl mask --runtime --quiet postgresql && { systemctl start metalship-backup-${APP}.service; true; }`,
+    );
+    let alert;
+    for (let i = 0; i < 300 && !alert; i++) {
+      alert = receiver.alerts(from).find((a) => a.kind === 'backup');
+      if (!alert) await on(db, 'sleep 0.2');
+    }
+    expect(alert).toMatchObject({ app: APP, kind: 'backup' });
+    expect(alert!.detail).toMatch(new RegExp(`metalship-backup-${APP}\\.service failed`));
+  } finally {
+    await on(db, 'systemctl unmask --runtime --quiet postgresql && systemctl start postgresql');
+  }
+});

@@ -1,0 +1,113 @@
+// roles=db and roles=redis: the hosts input, the checks on it, and what
+// provision plans for the db/redis host and for the app hosts beside it.
+import { parseInputs } from '../../src/inputs/parse.js';
+import { parseHosts, topology, topologyProblems, type HostSpec } from '../../src/inputs/hosts.js';
+import { planItems } from '../../src/remote/provision/index.js';
+import { firewallItem } from '../../src/remote/provision/firewall.js';
+import { hbaBlock } from '../../src/remote/provision/postgresql.js';
+import { resolveRoles } from '../../src/stages/hosts.js';
+import { base, raw, settings, topologyInputs } from '../support/provision.js';
+
+const BOOKWORM = { os: 'Debian GNU/Linux 12 (bookworm)', id: 'debian', version: '12' };
+
+function specs(text: string): HostSpec[] {
+  const r = parseHosts(text);
+  if (typeof r === 'string') throw new Error(r);
+  return r;
+}
+
+test('private= and the db/redis roles parse; their host is no app host and takes none of the default roles', () => {
+  const hosts = specs(
+    'db1 roles=db,redis private=10.1.0.9\nweb1 private=10.1.0.5\nweb2 upstream=10.1.0.6:8080',
+  );
+  expect(hosts[0]).toMatchObject({ roles: ['db', 'redis'], private: '10.1.0.9' });
+  const roles = resolveRoles(hosts);
+  expect(roles[0]).toMatchObject({ api: false, worker: false, db: true, redis: true });
+  // the first app host still takes the scheduler and the migrations
+  expect(roles.slice(1).map((r) => [r.api, r.scheduler, r.migrate])).toEqual([
+    [true, true, true],
+    [true, false, false],
+  ]);
+  expect(topology(hosts)).toEqual({
+    db: { label: 'db1', address: '10.1.0.9' },
+    redis: { label: 'db1', address: '10.1.0.9' },
+    appAddresses: ['10.1.0.5', '10.1.0.6'],
+  });
+});
+
+test.each([
+  [
+    'db1 roles=db,api',
+    /runs no app role and no load balancer; expected roles=db, roles=redis or roles=db,redis/,
+  ],
+  ['db1 roles=redis,worker', /runs no app role/],
+  ['lb1 roles=lb,db', /a load balancer \(roles=lb\) runs no app role; expected roles=lb alone/],
+  [
+    'db1 roles=db private=db.internal',
+    /private= 'db.internal' is not an IP address \(expected e.g. private=10.0.0.5\)/,
+  ],
+])('%s is refused', (text, message) => {
+  expect(parseHosts(text)).toMatch(message);
+});
+
+test('app hosts without an IP address on the private network, and two db hosts, are refused with what to write', () => {
+  expect(topologyProblems(specs('db1 roles=db private=10.1.0.9\nweb1.example.com'))).toEqual([
+    "Input 'hosts': 'web1.example.com' has no IP address on the private network ('web1.example.com' is a name); expected private=<address>, e.g. 'web1.example.com private=10.0.0.5' (the database and Redis hosts let app hosts in by address).",
+  ]);
+  expect(topologyProblems(specs('10.0.0.8 roles=db\n10.0.0.9 roles=db,redis\n10.0.0.5'))[0]).toMatch(
+    /gives roles=db to 2 hosts \(10.0.0.8, 10.0.0.9\); expected at most one/,
+  );
+  // without a db or redis host, names are fine; a db host alone is fine
+  expect(topologyProblems(specs('web1.example.com\nweb2.example.com'))).toEqual([]);
+  expect(topologyProblems(specs('10.0.0.9 roles=db'))).toEqual([]);
+});
+
+test('a db host needs db-password (no peer authentication over the network)', () => {
+  expect(() =>
+    parseInputs('provision', raw({ ...base, ...topologyInputs(true), 'db-password': '' })),
+  ).toThrow(/Input 'db-password' is required with a database host \(10.0.0.9 roles=db\)/);
+});
+
+test('the db/redis host: PostgreSQL and Redis for the app hosts alone, no app and no site', () => {
+  const s = settings(topologyInputs(true));
+  expect(s.serves).toEqual({ db: true, redis: true });
+  const plan = Object.fromEntries(planItems(s, BOOKWORM).map((p) => [p.name, p]));
+  for (const name of ['python', 'app', 'logs', 'monitoring'] as const)
+    expect(plan[name]).toMatchObject({ item: null, off: 'roles=db,redis: no app here' });
+  expect(plan.nginx).toMatchObject({ item: null, off: 'roles=db,redis: no site here' });
+  expect(plan.postgresql!.item!.script).toMatch(
+    /alter system set listen_addresses = .*localhost,10\.1\.0\.9/,
+  );
+  expect(plan.redis!.item!.script).toContain("redis_bind='127.0.0.1 -::1 10.1.0.9'");
+  expect(hbaBlock(s)).toContain(
+    'hostssl "shop" "shop" 10.1.0.5/32 scram-sha-256\nhostssl "shop" "shop" 10.1.0.6/32 scram-sha-256',
+  );
+  const fw = firewallItem(s).script;
+  for (const a of ['10.1.0.5', '10.1.0.6'])
+    for (const p of [5432, 6379]) expect(fw).toContain(`ms_rule allow from ${a} to any port ${p} proto tcp`);
+  expect(fw).not.toMatch(/ms_rule allow 80\/tcp|ms_rule allow 6379|ms_rule allow 5432/);
+  // Alerts: the backup's failure, the disk of the backups, the restore test; no certificate here.
+  const alerts = planItems(
+    settings({
+      ...topologyInputs(true),
+      'alert-webhook': 'https://hooks.example.com/x',
+      domains: 'shop.example.com',
+      'acme-email': 'a@example.com',
+    }),
+    BOOKWORM,
+  ).find((p) => p.name === 'alerts')!.item!.script;
+  expect(alerts).toContain('metalship-backup-shop.service.d');
+  expect(alerts).toContain('/var/backups/metalship/shop/.last-verified.json');
+  expect(alerts).not.toContain('/etc/letsencrypt');
+});
+
+test('an app host beside a db/redis host: the PostgreSQL client alone, no Redis, nothing opened', () => {
+  const s = settings(topologyInputs(false));
+  expect(s.serves).toEqual({ db: false, redis: false });
+  const plan = Object.fromEntries(planItems(s, BOOKWORM).map((p) => [p.name, p]));
+  expect(plan.postgresql!.item!.script).toContain('ms_install postgresql-client');
+  expect(plan.postgresql!.item!.script).not.toMatch(/ms_install postgresql$/m);
+  expect(plan.redis).toMatchObject({ item: null, off: 'on 10.0.0.9 (roles=redis)' });
+  expect(firewallItem(s).script).not.toMatch(/5432|6379/);
+  expect(plan.app!.item).not.toBeNull();
+});
