@@ -57,10 +57,10 @@ async function deployOnHosts(settings: Settings<'deploy'>, source: Source, log: 
       }
     };
     const outputs: Record<string, string> = { healthy: 'false', 'rolled-back': 'false' };
-    // The import check moves to the migration (when one runs): each host's
-    // start of the new release in its standby slot is the check before traffic.
+    // On api hosts the import check moves to the migration (when one runs):
+    // each one's start of the new release in its standby slot is the check before traffic.
     const rel = await time('release', () =>
-      releaseStage(hosts, { ...settings, 'import-check': false }, source, log, { switchFollows: true }),
+      releaseStage(hosts, settings, source, log, { switchFollows: true }),
     );
     const id = rel.releaseId;
     outputs['release-id'] = id;

@@ -42,12 +42,17 @@ export function lockEvent(line: string): LockEvent {
  * FIRST_OUT, FIRST_ERR (base64) and FIRST_RC lines: what the rollback reads
  * first costs no round trip of its own.
  */
+/** Seconds the first step under the lock may take before it is stopped (it only reads). */
+export const FIRST_STEP_LIMIT = 120;
+
 function firstUnderLock(first: string): string {
   return script(
     textVar('__metalship_first', wrapScript(first)),
     'first_dir=$(mktemp -d)',
     'first_rc=0',
-    'bash -c "$__metalship_first" </dev/null >"$first_dir/out" 2>"$first_dir/err" || first_rc=$?',
+    // Bounded (it reads, briefly), without the lock's descriptor (nothing it
+    // leaves behind may hold the lock), its text on a descriptor (not in ps).
+    `timeout -k 5 ${FIRST_STEP_LIMIT} bash /dev/fd/3 3<<<"$__metalship_first" 9>&- </dev/null >"$first_dir/out" 2>"$first_dir/err" || first_rc=$?`,
     'echo "FIRST_OUT $(base64 -w0 < "$first_dir/out")"',
     'echo "FIRST_ERR $(tail -c 8000 "$first_dir/err" | base64 -w0)"',
     'echo "FIRST_RC $first_rc"',

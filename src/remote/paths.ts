@@ -17,7 +17,8 @@ export const ROOT_ONLY_FUNCTION = [
   '  local path dir part rest owner mode k i=0 ro_stats',
   '  local -a ro_resolved=() ro_paths=() ro_names=() ro_dirs=() ro_of=()',
   '  [ "$#" -gt 0 ] || return 0',
-  '  mapfile -t ro_resolved < <(readlink -m -- "$@")',
+  // NUL-separated: a resolved path holding a newline cannot stand in for another.
+  '  mapfile -d "" -t ro_resolved < <(readlink -zm -- "$@")',
   '  if [ "${#ro_resolved[@]}" != "$#" ]; then echo "could not resolve $*" >&2; return 1; fi',
   '  ro_paths=("$@" "${ro_resolved[@]}")',
   '  ro_names=("$@" "$@")',

@@ -174,12 +174,18 @@ export interface BuildSettings {
   stopStandby?: boolean;
 }
 
-/** Stops the api slot that is not serving, without waiting (see BuildSettings.stopStandby). */
+/**
+ * Stops the api slot that is not serving, without waiting (see
+ * BuildSettings.stopStandby). The serving slot is the one the socket link
+ * nginx connects through names, and it must agree with the recorded active
+ * slot (a switch cut short between the two leaves them apart): else nothing stops.
+ */
 function stopStandbyScript(layout: Layout): string {
   return script(
-    sh`case "$(cat ${layout.activeSlot} 2>/dev/null || true)" in`,
-    sh`  blue) systemctl stop --no-block ${layout.units.api('green')} 2>/dev/null || true ;;`,
-    sh`  green) systemctl stop --no-block ${layout.units.api('blue')} 2>/dev/null || true ;;`,
+    sh`serving=$(readlink ${layout.apiLink} 2>/dev/null || true)`,
+    sh`case "$serving:$(cat ${layout.activeSlot} 2>/dev/null || true)" in`,
+    sh`  /run/${layout.app}-api-blue/api.sock:blue) systemctl stop --no-block ${layout.units.api('green')} 2>/dev/null || true ;;`,
+    sh`  /run/${layout.app}-api-green/api.sock:green) systemctl stop --no-block ${layout.units.api('blue')} 2>/dev/null || true ;;`,
     'esac',
   ).trimEnd();
 }

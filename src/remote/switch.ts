@@ -165,7 +165,7 @@ export function switchScript(settings: SwitchSettings): string {
     sh`    if [ "$sub" = auto-restart ] && [ "$(systemctl show -p ExecMainStatus --value ${api} 2>/dev/null)" = 219 ] && [ "\${cgroup_retries:-0}" -lt 2 ]; then`,
     '      cgroup_retries=$(( ${cgroup_retries:-0} + 1 ))',
     sh`      echo "systemd could not start the $slot slot's process (219/CGROUP): starting it again"`,
-    sh`      systemctl restart ${api}`,
+    sh`      systemctl restart ${api} || true`,
     sh`      restarts=$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)`,
     '      continue',
     '    fi',

@@ -194,7 +194,12 @@ export interface ReleaseListing {
 function parseListing(line: string | undefined): ReleaseListing | undefined {
   try {
     const listing = line ? (JSON.parse(line) as ReleaseListing) : undefined;
-    return Array.isArray(listing?.releases) && Array.isArray(listing?.venvs) ? listing : undefined;
+    return Array.isArray(listing?.releases) &&
+      Array.isArray(listing?.venvs) &&
+      typeof listing?.links === 'object' &&
+      listing.links !== null
+      ? listing
+      : undefined;
   } catch {
     return undefined;
   }

@@ -64,7 +64,7 @@ async function releaseOnHost(
   settings: ReleaseSettings,
   source: Source,
   log: Log,
-  stopStandby: boolean,
+  switchFollows: boolean,
 ) {
   const { manifest, key } = source;
   const started = Date.now();
@@ -94,10 +94,13 @@ async function releaseOnHost(
         systemSitePackages: settings['system-site-packages'],
         sharedPaths: settings['shared-paths'],
         env: settings.env.text,
-        importCheck: settings['import-check'] ? settings['app-module'] : null,
+        // A host whose switch starts the release in a slot has that start as
+        // its check; one without the api role starts only workers: it imports first.
+        importCheck:
+          settings['import-check'] && !(switchFollows && host.roles.api) ? settings['app-module'] : null,
         metadata: metadata(releaseId, settings, source),
         runtimeRecord: runtimeRecord(runtimeOf(settings)),
-        stopStandby: stopStandby && host.roles.api,
+        stopStandby: switchFollows && host.roles.api,
       }),
       { input: tarball, stream: true },
     );

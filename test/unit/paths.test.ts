@@ -58,3 +58,15 @@ test('several paths are checked in one call, and the refusal names the path that
   });
   expect(ok.status).toBe(0);
 });
+
+test('a resolved path holding a newline cannot stand in for another path', () => {
+  // '' resolves to nothing, and a link whose target holds a newline resolves
+  // to two lines: counted by lines, the two would cancel out.
+  const odd = path.join(box, 'root-only/nl\nx');
+  mkdirSync(path.join(odd, 'appdir'), { recursive: true });
+  chownSync(path.join(odd, 'appdir'), NOBODY, NOBODY);
+  const link = path.join(box, 'root-only/nl-link');
+  symlinkSync(path.join(odd, 'appdir/rootdir'), link);
+  const r = spawnSync('bash', ['-c', `set -eu\n${rootOnly('', link)}`], { encoding: 'utf8' });
+  expect(r.status).not.toBe(0);
+});
