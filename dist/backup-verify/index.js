@@ -63243,7 +63243,8 @@ const paths_ROOT_ONLY_FUNCTION = [
     '  local path dir part rest owner mode k i=0 ro_stats',
     '  local -a ro_resolved=() ro_paths=() ro_names=() ro_dirs=() ro_of=()',
     '  [ "$#" -gt 0 ] || return 0',
-    '  mapfile -t ro_resolved < <(readlink -m -- "$@")',
+    // NUL-separated: a resolved path holding a newline cannot stand in for another.
+    '  mapfile -d "" -t ro_resolved < <(readlink -zm -- "$@")',
     '  if [ "${#ro_resolved[@]}" != "$#" ]; then echo "could not resolve $*" >&2; return 1; fi',
     '  ro_paths=("$@" "${ro_resolved[@]}")',
     '  ro_names=("$@" "$@")',
@@ -65438,8 +65439,13 @@ function lock_lockEvent(line) {
  * FIRST_OUT, FIRST_ERR (base64) and FIRST_RC lines: what the rollback reads
  * first costs no round trip of its own.
  */
+/** Seconds the first step under the lock may take before it is stopped (it only reads). */
+const FIRST_STEP_LIMIT = 120;
 function firstUnderLock(first) {
-    return script(textVar('__metalship_first', wrapScript(first)), 'first_dir=$(mktemp -d)', 'first_rc=0', 'bash -c "$__metalship_first" </dev/null >"$first_dir/out" 2>"$first_dir/err" || first_rc=$?', 'echo "FIRST_OUT $(base64 -w0 < "$first_dir/out")"', 'echo "FIRST_ERR $(tail -c 8000 "$first_dir/err" | base64 -w0)"', 'echo "FIRST_RC $first_rc"', 'rm -rf -- "$first_dir"').trimEnd();
+    return script(textVar('__metalship_first', wrapScript(first)), 'first_dir=$(mktemp -d)', 'first_rc=0', 
+    // Bounded (it reads, briefly), without the lock's descriptor (nothing it
+    // leaves behind may hold the lock), its text on a descriptor (not in ps).
+    `timeout -k 5 ${FIRST_STEP_LIMIT} bash /dev/fd/3 3<<<"$__metalship_first" 9>&- </dev/null >"$first_dir/out" 2>"$first_dir/err" || first_rc=$?`, 'echo "FIRST_OUT $(base64 -w0 < "$first_dir/out")"', 'echo "FIRST_ERR $(tail -c 8000 "$first_dir/err" | base64 -w0)"', 'echo "FIRST_RC $first_rc"', 'rm -rf -- "$first_dir"').trimEnd();
 }
 /** How the first step under the lock ended, from the lock script's lines (null: it printed none). */
 function lock_firstEnding(lines) {
@@ -66056,7 +66062,12 @@ function probeAnswer(result, exitCode) {
 function parseListing(line) {
     try {
         const listing = line ? JSON.parse(line) : undefined;
-        return Array.isArray(listing?.releases) && Array.isArray(listing?.venvs) ? listing : undefined;
+        return Array.isArray(listing?.releases) &&
+            Array.isArray(listing?.venvs) &&
+            typeof listing?.links === 'object' &&
+            listing.links !== null
+            ? listing
+            : undefined;
     }
     catch {
         return undefined;

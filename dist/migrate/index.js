@@ -63028,7 +63028,8 @@ const ROOT_ONLY_FUNCTION = [
     '  local path dir part rest owner mode k i=0 ro_stats',
     '  local -a ro_resolved=() ro_paths=() ro_names=() ro_dirs=() ro_of=()',
     '  [ "$#" -gt 0 ] || return 0',
-    '  mapfile -t ro_resolved < <(readlink -m -- "$@")',
+    // NUL-separated: a resolved path holding a newline cannot stand in for another.
+    '  mapfile -d "" -t ro_resolved < <(readlink -zm -- "$@")',
     '  if [ "${#ro_resolved[@]}" != "$#" ]; then echo "could not resolve $*" >&2; return 1; fi',
     '  ro_paths=("$@" "${ro_resolved[@]}")',
     '  ro_names=("$@" "$@")',
@@ -63753,7 +63754,7 @@ function switchScript(settings) {
     sh `  restarts=$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)`, sh `  deadline=$((SECONDS + ${settings.readyTimeout})); why=''`, '  while :; do', sh `    if ready=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.healthPath} 1 0.1 200 ''); then break; fi`, sh `    sub=$(systemctl show -p SubState --value ${api} 2>/dev/null || true)`, 
     // 219/CGROUP is systemd failing to place the process (seen when the
     // slot's previous cgroup is still being torn down), not the app: started again, twice at most.
-    sh `    if [ "$sub" = auto-restart ] && [ "$(systemctl show -p ExecMainStatus --value ${api} 2>/dev/null)" = 219 ] && [ "\${cgroup_retries:-0}" -lt 2 ]; then`, '      cgroup_retries=$(( ${cgroup_retries:-0} + 1 ))', sh `      echo "systemd could not start the $slot slot's process (219/CGROUP): starting it again"`, sh `      systemctl restart ${api}`, sh `      restarts=$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)`, '      continue', '    fi', sh `    case "$sub" in auto-restart|failed|dead|exited) why="its process exited ($sub)" ;; esac`, sh `    if [ -z "$why" ] && [ "$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)" != "$restarts" ]; then why='its process exited and was restarted'; fi`, sh `    if [ -z "$why" ] && [ "$SECONDS" -ge "$deadline" ]; then why=${`it did not answer within ${settings.readyTimeout} s`}; fi`, '    if [ -n "$why" ]; then', '      echo "$ready" >&2', sh `      journalctl ${journalOf(layout)} -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh `      systemctl stop ${api} || true`, sh `      echo "release ${settings.releaseId} did not become ready in the $slot slot: $why; traffic stays on the serving release" >&2`, '      exit 1', '    fi', '  done', '  echo "READY $ready"', 'fi', 
+    sh `    if [ "$sub" = auto-restart ] && [ "$(systemctl show -p ExecMainStatus --value ${api} 2>/dev/null)" = 219 ] && [ "\${cgroup_retries:-0}" -lt 2 ]; then`, '      cgroup_retries=$(( ${cgroup_retries:-0} + 1 ))', sh `      echo "systemd could not start the $slot slot's process (219/CGROUP): starting it again"`, sh `      systemctl restart ${api} || true`, sh `      restarts=$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)`, '      continue', '    fi', sh `    case "$sub" in auto-restart|failed|dead|exited) why="its process exited ($sub)" ;; esac`, sh `    if [ -z "$why" ] && [ "$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)" != "$restarts" ]; then why='its process exited and was restarted'; fi`, sh `    if [ -z "$why" ] && [ "$SECONDS" -ge "$deadline" ]; then why=${`it did not answer within ${settings.readyTimeout} s`}; fi`, '    if [ -n "$why" ]; then', '      echo "$ready" >&2', sh `      journalctl ${journalOf(layout)} -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh `      systemctl stop ${api} || true`, sh `      echo "release ${settings.releaseId} did not become ready in the $slot slot: $why; traffic stays on the serving release" >&2`, '      exit 1', '    fi', '  done', '  echo "READY $ready"', 'fi', 
     // Traffic moves only now, by renaming the socket link nginx connects through:
     // requests already on the old slot finish there, new ones reach the new slot.
     sh `swap_link "$sock" ${layout.apiLink}`, 'echo "MARK traffic moved to the $slot slot"', sh `echo "$slot" > ${layout.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh `rm -f ${layout.nginxReloadPending}`, sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `swap_link ${rel} ${layout.current}`, sh `swap_link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', 
@@ -63902,9 +63903,14 @@ function parsePrepared(stdout, manifest) {
         throw new Error(`the host claims to reuse ${reused} files and to need ${seen.size} of ${files.size}: refused, nothing was sent to it`);
     return { previous, need: [...seen], reused };
 }
-/** Stops the api slot that is not serving, without waiting (see BuildSettings.stopStandby). */
+/**
+ * Stops the api slot that is not serving, without waiting (see
+ * BuildSettings.stopStandby). The serving slot is the one the socket link
+ * nginx connects through names, and it must agree with the recorded active
+ * slot (a switch cut short between the two leaves them apart): else nothing stops.
+ */
 function stopStandbyScript(layout) {
-    return script(sh `case "$(cat ${layout.activeSlot} 2>/dev/null || true)" in`, sh `  blue) systemctl stop --no-block ${layout.units.api('green')} 2>/dev/null || true ;;`, sh `  green) systemctl stop --no-block ${layout.units.api('blue')} 2>/dev/null || true ;;`, 'esac').trimEnd();
+    return script(sh `serving=$(readlink ${layout.apiLink} 2>/dev/null || true)`, sh `case "$serving:$(cat ${layout.activeSlot} 2>/dev/null || true)" in`, sh `  /run/${layout.app}-api-blue/api.sock:blue) systemctl stop --no-block ${layout.units.api('green')} 2>/dev/null || true ;;`, sh `  /run/${layout.app}-api-green/api.sock:green) systemctl stop --no-block ${layout.units.api('blue')} 2>/dev/null || true ;;`, 'esac').trimEnd();
 }
 /**
  * Builds a virtualenv at its final path, as the build user: pip runs the build
@@ -64471,8 +64477,13 @@ function lockEvent(line) {
  * FIRST_OUT, FIRST_ERR (base64) and FIRST_RC lines: what the rollback reads
  * first costs no round trip of its own.
  */
+/** Seconds the first step under the lock may take before it is stopped (it only reads). */
+const FIRST_STEP_LIMIT = 120;
 function firstUnderLock(first) {
-    return sh_script(textVar('__metalship_first', wrapScript(first)), 'first_dir=$(mktemp -d)', 'first_rc=0', 'bash -c "$__metalship_first" </dev/null >"$first_dir/out" 2>"$first_dir/err" || first_rc=$?', 'echo "FIRST_OUT $(base64 -w0 < "$first_dir/out")"', 'echo "FIRST_ERR $(tail -c 8000 "$first_dir/err" | base64 -w0)"', 'echo "FIRST_RC $first_rc"', 'rm -rf -- "$first_dir"').trimEnd();
+    return sh_script(textVar('__metalship_first', wrapScript(first)), 'first_dir=$(mktemp -d)', 'first_rc=0', 
+    // Bounded (it reads, briefly), without the lock's descriptor (nothing it
+    // leaves behind may hold the lock), its text on a descriptor (not in ps).
+    `timeout -k 5 ${FIRST_STEP_LIMIT} bash /dev/fd/3 3<<<"$__metalship_first" 9>&- </dev/null >"$first_dir/out" 2>"$first_dir/err" || first_rc=$?`, 'echo "FIRST_OUT $(base64 -w0 < "$first_dir/out")"', 'echo "FIRST_ERR $(tail -c 8000 "$first_dir/err" | base64 -w0)"', 'echo "FIRST_RC $first_rc"', 'rm -rf -- "$first_dir"').trimEnd();
 }
 /** How the first step under the lock ended, from the lock script's lines (null: it printed none). */
 function firstEnding(lines) {
@@ -66215,7 +66226,12 @@ function probeAnswer(result, exitCode) {
 function parseListing(line) {
     try {
         const listing = line ? JSON.parse(line) : undefined;
-        return Array.isArray(listing?.releases) && Array.isArray(listing?.venvs) ? listing : undefined;
+        return Array.isArray(listing?.releases) &&
+            Array.isArray(listing?.venvs) &&
+            typeof listing?.links === 'object' &&
+            listing.links !== null
+            ? listing
+            : undefined;
     }
     catch {
         return undefined;
