@@ -139,8 +139,10 @@ describe('backup install', () => {
 
   test('is quiet when nothing changed: every echo is behind a check', () => {
     const s = backupInstallScript(OPTS);
+    // On the line of its check, or the last line of the else branch that
+    // closes it (ensureFile: `...; echo changed ...; fi`).
     for (const line of s.split('\n').filter((l) => /echo .*changed/.test(l))) {
-      expect(line).toMatch(/^(if |sh|.*then)/);
+      expect(line).toMatch(/^(if |sh|.*then)|; fi$/);
     }
   });
 });
