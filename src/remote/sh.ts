@@ -121,7 +121,8 @@ export function ensureFile(
   return script(
     sh`if [ -f ${path} ] && cmp -s -- ${path} - ${raw(doc.open)}`,
     doc.body,
-    'then :; else',
+    // What an interrupted run left beside it goes (a test, no process, when there is none).
+    sh`then if [ -e ${tmp} ]; then rm -f ${tmp}; fi; else`,
     ...stageFile(tmp, content, opts),
     sh`mv -f ${tmp} ${path}; echo ${'changed ' + (opts.label ?? path)}; ${raw(opts.onChange ?? ':')}; fi`,
   ).trimEnd();

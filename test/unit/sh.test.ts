@@ -52,6 +52,13 @@ describe('shell quoting', () => {
     expect(bash(`stat -c %a ${dir}/a`).trim()).toBe('600');
     expect(bash(ensureFile(`${dir}/b`, content))).toMatch(/changed/);
     expect(bash(ensureFile(`${dir}/b`, content))).toBe('');
+    expect(bash(`cat ${dir}/b`)).toBe(content);
+    // A changed file is rewritten; a temp file an interrupted run left goes.
+    expect(bash(ensureFile(`${dir}/b`, 'other\n'))).toMatch(/changed/);
+    expect(bash(`cat ${dir}/b`)).toBe('other\n');
+    bash(`touch ${dir}/b.metalship-new`);
+    expect(bash(ensureFile(`${dir}/b`, 'other\n'))).toBe('');
+    expect(bash(`ls ${dir}`)).toBe('a\nb\n');
     bash(`rm -rf ${dir}`);
   });
 
