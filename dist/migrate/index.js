@@ -62997,7 +62997,9 @@ function sh_ensureFile(path, content, opts = {}) {
     const tmp = `${path}.metalship-new`;
     const doc = sh_heredoc(content);
     // Compared first, from the script itself: an unchanged file costs one process.
-    return sh_script(sh_sh `if [ -f ${path} ] && cmp -s -- ${path} - ${sh_raw(doc.open)}`, doc.body, 'then :; else', ...stageFile(tmp, content, opts), sh_sh `mv -f ${tmp} ${path}; echo ${'changed ' + (opts.label ?? path)}; ${sh_raw(opts.onChange ?? ':')}; fi`).trimEnd();
+    return sh_script(sh_sh `if [ -f ${path} ] && cmp -s -- ${path} - ${sh_raw(doc.open)}`, doc.body, 
+    // What an interrupted run left beside it goes (a test, no process, when there is none).
+    sh_sh `then if [ -e ${tmp} ]; then rm -f ${tmp}; fi; else`, ...stageFile(tmp, content, opts), sh_sh `mv -f ${tmp} ${path}; echo ${'changed ' + (opts.label ?? path)}; ${sh_raw(opts.onChange ?? ':')}; fi`).trimEnd();
 }
 /**
  * The `KEY value` lines a script printed (its way of reporting): `get` gives

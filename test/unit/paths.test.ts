@@ -70,3 +70,15 @@ test('a resolved path holding a newline cannot stand in for another path', () =>
   const r = spawnSync('bash', ['-c', `set -eu\n${rootOnly('', link)}`], { encoding: 'utf8' });
   expect(r.status).not.toBe(0);
 });
+
+test('a link whose target is a link in another user\u2019s directory is refused, though both ends are root-only', () => {
+  // root-only/hop -> theirs/h -> root-only/sub: the owner of theirs/ can re-point h.
+  symlinkSync(path.join(box, 'root-only/sub'), path.join(box, 'theirs/h'));
+  symlinkSync(path.join(box, 'theirs/h'), path.join(box, 'root-only/hop'));
+  const r = check(path.join(box, 'root-only/hop/x'));
+  expect(r.ok).toBe(false);
+  expect(r.why).toContain(`${box}/theirs is owned by uid ${NOBODY}`);
+  // A relative link between root-only places passes.
+  symlinkSync('sub', path.join(box, 'root-only/rel'));
+  expect(check(path.join(box, 'root-only/rel/x'))).toEqual({ ok: true, why: '' });
+});
