@@ -63020,28 +63020,39 @@ function sh_keyLines(stdout) {
 /**
  * Defines `ms_root_only PATH...`: fails, naming the culprit, unless every
  * existing directory on the way to each PATH is root's and writable by root
- * alone, both as written (each directory that holds a component, links
- * included: its owner could re-point them) and as resolved. Missing components
- * are fine: root creates them. One readlink and one stat for all of them:
+ * alone: as written (each directory that holds a component, links included:
+ * its owner could re-point them), as resolved, and through every link on the
+ * way, whose own target is walked as written too (a hop through another
+ * user's directory is caught). Missing components are fine: root creates them.
+ * One readlink and one stat for all of them (plus a readlink per link met):
  * a process per directory made this the slowest part of a deploy's first step.
  */
 const ROOT_ONLY_FUNCTION = [
     'ms_root_only() {',
-    '  local path dir part rest owner mode k i=0 ro_stats',
-    '  local -a ro_resolved=() ro_paths=() ro_names=() ro_dirs=() ro_of=()',
     '  [ "$#" -gt 0 ] || return 0',
+    '  local path dir part rest owner mode target k i=0 hops=0 ro_stats',
+    '  local -a ro_resolved=() ro_paths=() ro_names=() ro_dirs=() ro_of=()',
     // NUL-separated: a resolved path holding a newline cannot stand in for another.
     '  mapfile -d "" -t ro_resolved < <(readlink -zm -- "$@")',
     '  if [ "${#ro_resolved[@]}" != "$#" ]; then echo "could not resolve $*" >&2; return 1; fi',
     '  ro_paths=("$@" "${ro_resolved[@]}")',
     '  ro_names=("$@" "$@")',
-    '  for k in "${!ro_paths[@]}"; do',
+    // The list grows while it is walked: each link met adds its target.
+    '  for ((k = 0; k < ${#ro_paths[@]}; k++)); do',
     '    path=${ro_paths[$k]}',
     '    dir=/',
     '    rest=${path#/}',
     '    while [ -e "$dir" ]; do',
     '      ro_dirs+=("$dir")',
     '      ro_of+=("${ro_names[$k]}")',
+    '      if [ -L "$dir" ]; then',
+    '        hops=$((hops + 1))',
+    '        if [ "$hops" -gt 40 ]; then echo "too many links on the way to ${ro_names[$k]}" >&2; return 1; fi',
+    '        target=$(readlink -- "$dir")',
+    '        case "$target" in /*) ;; *) target=${dir%/*}/$target ;; esac',
+    '        ro_paths+=("$target")',
+    '        ro_names+=("${ro_names[$k]}")',
+    '      fi',
     '      [ -n "$rest" ] || break',
     '      part=${rest%%/*}',
     '      rest=${rest#"$part"}',
