@@ -80,6 +80,9 @@ ${own.note ? `# ${own.note}\n` : ''}[Unit]
 Description=${own.description}
 After=${own.after}
 PartOf=${unitWord(layout.units.target)}
+# Every deploy and rollback restarts the service: quick ones in a row must not
+# hit systemd's start limit (5 in 10 s). A crash loop is paced by RestartSec.
+StartLimitIntervalSec=0
 
 [Service]
 Type=simple
