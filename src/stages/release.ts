@@ -100,7 +100,8 @@ async function releaseOnHost(
           settings['import-check'] && !(switchFollows && host.roles.api) ? settings['app-module'] : null,
         metadata: metadata(releaseId, settings, source),
         runtimeRecord: runtimeRecord(runtimeOf(settings)),
-        stopStandby: switchFollows && host.roles.api,
+        // Not stopStandby: on Debian 13 a start soon after that stop failed
+        // ("unavailable resources"); the switch's restart stops and starts in one job.
       }),
       { input: tarball, stream: true },
     );
