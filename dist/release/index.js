@@ -63514,14 +63514,14 @@ function lockEvent(line) {
         return { kind: 'stale', holder: stale.trim() };
     return line === 'LOCKED' ? { kind: 'locked' } : null;
 }
+/** Seconds the first step under the lock may take before it is stopped (it only reads). */
+const FIRST_STEP_LIMIT = 120;
 /**
  * Runs a step's script under the lock just taken, in a bash of its own (as
  * every script runs: set -e, parsed whole), and prints how it ended as
  * FIRST_OUT, FIRST_ERR (base64) and FIRST_RC lines: what the rollback reads
  * first costs no round trip of its own.
  */
-/** Seconds the first step under the lock may take before it is stopped (it only reads). */
-const FIRST_STEP_LIMIT = 120;
 function firstUnderLock(first) {
     return sh_script(textVar('__metalship_first', wrapScript(first)), 'first_dir=$(mktemp -d)', 'first_rc=0', 
     // Bounded (it reads, briefly), without the lock's descriptor (nothing it
@@ -77285,15 +77285,6 @@ function parsePrepared(stdout, manifest) {
     return { previous, need: [...seen], reused };
 }
 /**
- * Stops the api slot that is not serving, without waiting (see
- * BuildSettings.stopStandby). The serving slot is the one the socket link
- * nginx connects through names, and it must agree with the recorded active
- * slot (a switch cut short between the two leaves them apart): else nothing stops.
- */
-function stopStandbyScript(layout) {
-    return sh_script(sh_sh `serving=$(readlink ${layout.apiLink} 2>/dev/null || true)`, sh_sh `case "$serving:$(cat ${layout.activeSlot} 2>/dev/null || true)" in`, sh_sh `  /run/${layout.app}-api-blue/api.sock:blue) systemctl stop --no-block ${layout.units.api('green')} 2>/dev/null || true ;;`, sh_sh `  /run/${layout.app}-api-green/api.sock:green) systemctl stop --no-block ${layout.units.api('blue')} 2>/dev/null || true ;;`, 'esac').trimEnd();
-}
-/**
  * Builds a virtualenv at its final path, as the build user: pip runs the build
  * code of every package (setup.py, build backends), which must run neither as
  * root nor as the app. Each step is a transient systemd unit: the build user,
@@ -77354,7 +77345,7 @@ function releaseEnvScript(rel, layout, user, env) {
 function buildStep(settings) {
     const layout = settings.layout;
     const rel = layout.release(settings.releaseId);
-    return step_plainStep(`building release ${settings.releaseId}`, sh_script(pytool_pyToolDefinition(), settings.stopStandby ? stopStandbyScript(layout) : null, 
+    return step_plainStep(`building release ${settings.releaseId}`, sh_script(pytool_pyToolDefinition(), 
     // The upload (on stdin) is unpacked by check-files, not tar: only the manifest's regular files.
     sh_sh `mstool check-files ${rel} ${settings.hasUpload ? ['receive'] : []}`, "echo 'MARK files in place'", 
     // One environment per distinct requirements, built at its final path and never moved.
@@ -82427,8 +82418,6 @@ async function releaseOnHost(host, releaseId, settings, source, log, switchFollo
             importCheck: settings['import-check'] && !(switchFollows && host.roles.api) ? settings['app-module'] : null,
             metadata: metadata(releaseId, settings, source),
             runtimeRecord: runtimeRecord(runtimeOf(settings)),
-            // Not stopStandby: on Debian 13 a start soon after that stop failed
-            // ("unavailable resources"); the switch's restart stops and starts in one job.
         }), { input: tarball, stream: true });
         return {
             previous,
@@ -82457,7 +82446,7 @@ async function readSource(settings) {
     return { manifest, key, revision: await sourceRevision(settings.source) };
 }
 async function releaseStage(hosts, settings, source, log, 
-/** A switch follows in this run: the standby slots stop while the releases build (see BuildSettings.stopStandby). */
+/** A switch follows in this run: api hosts skip the import check (their start in the standby slot is the check). */
 opts = {}) {
     const base = settings['release-id'] || timestampId();
     for (let attempt = 0; attempt < 5; attempt++) {

@@ -65038,14 +65038,14 @@ function lockEvent(line) {
         return { kind: 'stale', holder: stale.trim() };
     return line === 'LOCKED' ? { kind: 'locked' } : null;
 }
+/** Seconds the first step under the lock may take before it is stopped (it only reads). */
+const FIRST_STEP_LIMIT = 120;
 /**
  * Runs a step's script under the lock just taken, in a bash of its own (as
  * every script runs: set -e, parsed whole), and prints how it ended as
  * FIRST_OUT, FIRST_ERR (base64) and FIRST_RC lines: what the rollback reads
  * first costs no round trip of its own.
  */
-/** Seconds the first step under the lock may take before it is stopped (it only reads). */
-const FIRST_STEP_LIMIT = 120;
 function firstUnderLock(first) {
     return sh_script(textVar('__metalship_first', wrapScript(first)), 'first_dir=$(mktemp -d)', 'first_rc=0', 
     // Bounded (it reads, briefly), without the lock's descriptor (nothing it
@@ -82387,15 +82387,6 @@ function parsePrepared(stdout, manifest) {
     return { previous, need: [...seen], reused };
 }
 /**
- * Stops the api slot that is not serving, without waiting (see
- * BuildSettings.stopStandby). The serving slot is the one the socket link
- * nginx connects through names, and it must agree with the recorded active
- * slot (a switch cut short between the two leaves them apart): else nothing stops.
- */
-function stopStandbyScript(layout) {
-    return script(sh `serving=$(readlink ${layout.apiLink} 2>/dev/null || true)`, sh `case "$serving:$(cat ${layout.activeSlot} 2>/dev/null || true)" in`, sh `  /run/${layout.app}-api-blue/api.sock:blue) systemctl stop --no-block ${layout.units.api('green')} 2>/dev/null || true ;;`, sh `  /run/${layout.app}-api-green/api.sock:green) systemctl stop --no-block ${layout.units.api('blue')} 2>/dev/null || true ;;`, 'esac').trimEnd();
-}
-/**
  * Builds a virtualenv at its final path, as the build user: pip runs the build
  * code of every package (setup.py, build backends), which must run neither as
  * root nor as the app. Each step is a transient systemd unit: the build user,
@@ -82456,7 +82447,7 @@ function releaseEnvScript(rel, layout, user, env) {
 function buildStep(settings) {
     const layout = settings.layout;
     const rel = layout.release(settings.releaseId);
-    return plainStep(`building release ${settings.releaseId}`, script(pyToolDefinition(), settings.stopStandby ? stopStandbyScript(layout) : null, 
+    return plainStep(`building release ${settings.releaseId}`, script(pyToolDefinition(), 
     // The upload (on stdin) is unpacked by check-files, not tar: only the manifest's regular files.
     sh `mstool check-files ${rel} ${settings.hasUpload ? ['receive'] : []}`, "echo 'MARK files in place'", 
     // One environment per distinct requirements, built at its final path and never moved.

@@ -63473,14 +63473,14 @@ function lockEvent(line) {
         return { kind: 'stale', holder: stale.trim() };
     return line === 'LOCKED' ? { kind: 'locked' } : null;
 }
+/** Seconds the first step under the lock may take before it is stopped (it only reads). */
+const FIRST_STEP_LIMIT = 120;
 /**
  * Runs a step's script under the lock just taken, in a bash of its own (as
  * every script runs: set -e, parsed whole), and prints how it ended as
  * FIRST_OUT, FIRST_ERR (base64) and FIRST_RC lines: what the rollback reads
  * first costs no round trip of its own.
  */
-/** Seconds the first step under the lock may take before it is stopped (it only reads). */
-const FIRST_STEP_LIMIT = 120;
 function firstUnderLock(first) {
     return sh_script(sh_textVar('__metalship_first', wrapScript(first)), 'first_dir=$(mktemp -d)', 'first_rc=0', 
     // Bounded (it reads, briefly), without the lock's descriptor (nothing it

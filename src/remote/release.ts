@@ -166,28 +166,6 @@ export interface BuildSettings {
   metadata: Record<string, unknown>;
   /** The runtime record (src/inputs/runtime.ts): the settings the release runs with. */
   runtimeRecord: string;
-  /**
-   * A deploy that switches next: the standby api slot, which the switch
-   * restarts with this release, stops now, while the release is built, so its
-   * graceful stop is not waited for then. The serving slot is never touched.
-   */
-  stopStandby?: boolean;
-}
-
-/**
- * Stops the api slot that is not serving, without waiting (see
- * BuildSettings.stopStandby). The serving slot is the one the socket link
- * nginx connects through names, and it must agree with the recorded active
- * slot (a switch cut short between the two leaves them apart): else nothing stops.
- */
-function stopStandbyScript(layout: Layout): string {
-  return script(
-    sh`serving=$(readlink ${layout.apiLink} 2>/dev/null || true)`,
-    sh`case "$serving:$(cat ${layout.activeSlot} 2>/dev/null || true)" in`,
-    sh`  /run/${layout.app}-api-blue/api.sock:blue) systemctl stop --no-block ${layout.units.api('green')} 2>/dev/null || true ;;`,
-    sh`  /run/${layout.app}-api-green/api.sock:green) systemctl stop --no-block ${layout.units.api('blue')} 2>/dev/null || true ;;`,
-    'esac',
-  ).trimEnd();
 }
 
 /**
@@ -298,7 +276,6 @@ export function buildStep(settings: BuildSettings): Step<void> {
     `building release ${settings.releaseId}`,
     script(
       pyToolDefinition(),
-      settings.stopStandby ? stopStandbyScript(layout) : null,
       // The upload (on stdin) is unpacked by check-files, not tar: only the manifest's regular files.
       sh`mstool check-files ${rel} ${settings.hasUpload ? ['receive'] : []}`,
       "echo 'MARK files in place'",

@@ -100,8 +100,6 @@ async function releaseOnHost(
           settings['import-check'] && !(switchFollows && host.roles.api) ? settings['app-module'] : null,
         metadata: metadata(releaseId, settings, source),
         runtimeRecord: runtimeRecord(runtimeOf(settings)),
-        // Not stopStandby: on Debian 13 a start soon after that stop failed
-        // ("unavailable resources"); the switch's restart stops and starts in one job.
       }),
       { input: tarball, stream: true },
     );
@@ -150,7 +148,7 @@ export async function releaseStage(
   settings: ReleaseSettings,
   source: Source,
   log: Log,
-  /** A switch follows in this run: the standby slots stop while the releases build (see BuildSettings.stopStandby). */
+  /** A switch follows in this run: api hosts skip the import check (their start in the standby slot is the check). */
   opts: { switchFollows?: boolean } = {},
 ): Promise<ReleaseOutcome> {
   const base = settings['release-id'] || timestampId();
