@@ -601,9 +601,12 @@ async function main(): Promise<void> {
         out.push(
           `  ${figures.name.padEnd(40)} action ${median(figures.seconds).toFixed(2)} s, failed requests ${figures.failed.join('/')} of ${figures.requests.join('/')}`,
         );
-      out.push(
-        `  against one host: ${median(rows.filter(([n]) => n === 'metalship deploy (1 file)').map(([, m]) => m.seconds)).toFixed(2)} s (above)`,
-      );
+      const one = fleet.rows.find((r) => r.name.includes('one host'));
+      const rolling = fleet.rows.find((r) => r.name.includes('rolling'));
+      if (one && rolling)
+        out.push(
+          `  rolling over ${fleet.hosts} hosts against one host: ${(median(rolling.seconds) / median(one.seconds)).toFixed(2)}x (issue 14's target: at most 2x)`,
+        );
     }
     out.push('');
     out.push(
@@ -681,6 +684,11 @@ async function fleetRounds(
   await setVersion();
   await deploy({});
   const rows = [
+    // The same deploy to one of the hosts, in the same conditions: issue 14's yardstick for rolling.
+    {
+      name: `deploy (1 file), one host of them`,
+      extra: { hosts: apps[0]!.address } as Record<string, string>,
+    },
     { name: `deploy (1 file), batch-size 1 (rolling)`, extra: { 'batch-size': '1' } },
     { name: `deploy (1 file), batch-size 3 (all at once)`, extra: { 'batch-size': '3' } },
   ].map((r) => ({ ...r, seconds: [] as number[], failed: [] as number[], requests: [] as number[] }));

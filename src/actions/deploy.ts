@@ -4,7 +4,6 @@
 import type { Settings } from '../inputs/parse.js';
 import type { Log } from '../log.js';
 import { restoreProofStep } from '../remote/backup.js';
-import { hasBalancer } from '../inputs/hosts.js';
 import { withHosts, type Host } from '../stages/hosts.js';
 import {
   markFailedEverywhere,
@@ -16,7 +15,7 @@ import {
 import { readSource, releaseStage, type Source } from '../stages/release.js';
 import { recorded, startDeployment } from '../stages/deployments.js';
 import { revertRollout, rollOut } from '../stages/rollout.js';
-import { cleanupStage, markBad, verifyUrlStage } from '../stages/switch.js';
+import { cleanupStage, markBad, stopServing, verifyUrlStage } from '../stages/switch.js';
 import { resultsTable, runAction, type ActionOutcome } from './run.js';
 import { errorMessage } from '../errors.js';
 
@@ -139,7 +138,7 @@ async function deployOnHosts(settings: Settings<'deploy'>, source: Source, log: 
 
     const expect = { ...settings, 'expect-body': settings['expect-body'].replaceAll('{release}', id) };
     const roll = await time('switch and verify', () =>
-      rollOut(hosts, hasBalancer(settings.hosts), id, expect, log, {
+      rollOut(hosts, id, expect, log, {
         verify: expect,
         revertOnFailure: settings['rollback-on-failure'],
         list: true,
@@ -165,26 +164,35 @@ async function deployOnHosts(settings: Settings<'deploy'>, source: Source, log: 
     }
     if (failure) {
       const switched = roll.results.filter((r) => r.switched).map((r) => r.host);
-      outputs['rolled-back'] = String(roll.reverted.length > 0);
+      // Failed its checks on the standby's own socket: traffic never moved there.
+      const neverServed = roll.results.filter((r) => !r.switched && r.healthy === false).map((r) => r.host);
+      const stuck = switched.filter((h) => !roll.reverted.includes(h));
+      outputs['rolled-back'] = String(roll.reverted.length > 0 || (neverServed.length > 0 && stuck.length === 0));
       if (switched.length && !settings['rollback-on-failure'])
         return fail(`${id} failed (rollback-on-failure is off, so the hosts switched stay on it):\n${failure}`);
-      const stage = { switch: 'to switch', verification: 'verification', drain: "to leave the balancers' rotation" }[
-        roll.failedIn ?? 'verification'
-      ];
+      const stage = { switch: 'to switch', verification: 'verification' }[roll.failedIn ?? 'verification'];
       await markBad(hosts, id, `failed ${stage}`, log);
       const previous = outputs['previous-release-id'] || 'nothing';
-      const stuck = switched.filter((h) => !roll.reverted.includes(h));
-      // A first release: nothing served before it, so nothing serves after (revertHosts stopped it).
-      if (!outputs['previous-release-id'] && switched.length && stuck.length === 0)
-        return fail(
-          `the first release ${id} failed ${stage}: nothing serves the app now (its services are stopped and current is removed on ${roll.reverted.join(', ')}, as before the deploy):\n${failure}`,
+      // A first release: nothing served before it, so nothing serves after.
+      if (!outputs['previous-release-id'] && stuck.length === 0 && (switched.length || neverServed.length)) {
+        // What a first release that never took traffic started goes too (revertHosts did it for the others).
+        await stopServing(
+          hosts.filter((h) => neverServed.includes(h.spec.label)),
+          log,
         );
+        return fail(
+          `the first release ${id} failed ${stage}: nothing serves the app now (its services are stopped and current is removed on ${[...roll.reverted, ...neverServed].join(', ')}, as before the deploy):\n${failure}`,
+        );
+      }
+      const never = neverServed.length ? `; it never took traffic on ${neverServed.join(', ')}` : '';
       const outcome =
         switched.length === 0
-          ? '; no host reported switching to it, so none was switched back'
+          ? neverServed.length
+            ? ` before taking traffic: ${previous} kept serving on ${neverServed.join(', ')}`
+            : '; no host reported switching to it, so none was switched back'
           : stuck.length === 0
-            ? ` and was rolled back to ${previous} on ${roll.reverted.join(', ')}`
-            : `; rolled back to ${previous} on ${roll.reverted.join(', ') || 'no host'}, but ${stuck.join(', ')} could not be switched back and may still serve it`;
+            ? ` and was rolled back to ${previous} on ${roll.reverted.join(', ')}${never}`
+            : `; rolled back to ${previous} on ${roll.reverted.join(', ') || 'no host'}, but ${stuck.join(', ')} could not be switched back and may still serve it${never}`;
       return fail(`${id} failed ${stage}${outcome}:\n${failure}`);
     }
     outputs.healthy = 'true';

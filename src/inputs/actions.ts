@@ -168,7 +168,10 @@ export const actions = {
       'previous-release-id': { description: 'The release that was current before.' },
       'bytes-uploaded': { description: 'Bytes sent for the code (summed over hosts).' },
       healthy: { description: 'true when the new release passed verification.' },
-      'rolled-back': { description: 'true when verification failed and the previous release was restored.' },
+      'rolled-back': {
+        description:
+          'true when verification failed and the previous release serves: the failed one never took traffic (its checks on its own slot failed), or was switched back.',
+      },
       ...commonOutputs,
     },
     check: (s) => [...migratingHostsCheck(s), ...directoriesCheck(s)],

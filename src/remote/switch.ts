@@ -8,7 +8,7 @@ import type { Layout, Slot } from './layout.js';
 import { siteConf, upstreamConf } from './nginx.js';
 import { PROBE_USER, pyToolDefinition } from './pytool.js';
 import { runtimePath } from './runtime.js';
-import { ensureFile, keyLines, raw, script, sh, writeFileAtomic } from './sh.js';
+import { ensureFile, keyLines, raw, script, sh, writeFileAtomic, type Raw } from './sh.js';
 import { plainStep, step, type Step } from './step.js';
 import { journalOf, unitsOurs } from './units.js';
 
@@ -33,7 +33,25 @@ export interface SwitchSettings {
    * until they settle).
    */
   checksFollow?: boolean;
+  /**
+   * What the release must answer on its own slot's socket before traffic
+   * moves (a deploy's verify-path, expect-status and expect-body): a release
+   * failing it never serves, and the switch exits PRECHECK_FAILED. Not for a
+   * warm standby taking traffic back (a rollback), which the checks follow.
+   */
+  precheck?: Precheck | null;
 }
+
+export interface Precheck {
+  path: string;
+  expectStatus: number;
+  expectBody: string;
+  timeout: number;
+  interval: number;
+}
+
+/** The switch's exit code when the release failed its precheck (nothing moved). */
+export const PRECHECK_FAILED = 3;
 
 /**
  * A shell function renaming a fresh link over the old one (rename(2) by `mv
@@ -88,6 +106,9 @@ export function switchScript(settings: SwitchSettings): string {
     settings.worker ? layout.units.worker : null,
     settings.scheduler ? layout.units.scheduler : null,
   ].filter((u): u is string => !!u);
+  const written = Object.entries(settings.units)
+    .filter(([, content]) => content !== null)
+    .map(([name]) => name);
   const api = raw(apiUnitOf(layout, '$slot'));
   const standbyApi = raw(apiUnitOf(layout, '$standby'));
   if (settings.api === false) return followersOnlyScript(settings, unitLines, followers);
@@ -105,6 +126,9 @@ export function switchScript(settings: SwitchSettings): string {
     'if [ "$slot" = blue ]; then standby=green; else standby=blue; fi',
     'echo "SLOT $slot"',
     'units_changed=0',
+    // The unit files as they were: a release that never takes traffic leaves them so (see restore_units).
+    sh`units_saved=$(mktemp -d); for u in ${written}; do if [ -f ${layout.unitDir}/"$u" ]; then cp -p -- ${layout.unitDir}/"$u" "$units_saved/"; fi; done`,
+    restoreUnits(layout, written),
     ...unitLines,
     'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi',
     // A change an earlier run wrote but did not get nginx to load (it stopped
@@ -182,6 +206,8 @@ export function switchScript(settings: SwitchSettings): string {
     '  done',
     '  echo "READY $ready"',
     'fi',
+    settings.precheck ? precheckLines(settings.precheck, settings.releaseId, api, layout) : null,
+    'rm -rf -- "$units_saved"',
     // Traffic moves only now, by renaming the socket link nginx connects through:
     // requests already on the old slot finish there, new ones reach the new slot.
     sh`swap_link "$sock" ${layout.apiLink}`,
@@ -205,6 +231,50 @@ export function switchScript(settings: SwitchSettings): string {
       : null,
     sh`printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout.history}`,
   );
+}
+
+/**
+ * `restore_units`: puts back the unit files this switch changed, as saved in
+ * $units_saved, when the release it started does not take traffic: the slot
+ * still serving, and its next start, keep the settings they had.
+ */
+function restoreUnits(layout: Layout, written: string[]): string {
+  return script(
+    // Called on failure paths only (shellcheck takes its body for unreachable).
+    '# shellcheck disable=SC2317',
+    'restore_units() {',
+    '  if [ "$units_changed" != 1 ]; then rm -rf -- "$units_saved"; return 0; fi',
+    sh`  for u in ${written}; do`,
+    sh`    if [ -f "$units_saved/$u" ]; then cp -p -- "$units_saved/$u" ${layout.unitDir}/"$u.metalship-new" && mv -f -- ${layout.unitDir}/"$u.metalship-new" ${layout.unitDir}/"$u"; else rm -f -- ${layout.unitDir}/"$u"; fi`,
+    '  done',
+    '  rm -rf -- "$units_saved"',
+    '  systemctl daemon-reload',
+    '  echo "the unit files are back as they were before this switch"',
+    '}',
+  ).trimEnd();
+}
+
+/**
+ * The deploy's checks on the started slot's own socket, before the rename: a
+ * release failing them stops, the unit files go back, and nothing moved (so a
+ * fleet needs no drain: no host ever serves a release that fails them).
+ */
+function precheckLines(p: Precheck, releaseId: string, api: Raw, layout: Layout): string {
+  return script(
+    'if [ "$warm" = 0 ]; then',
+    sh`  echo "checking ${p.path} on the $slot slot's socket before it takes traffic"`,
+    sh`  if ! checked=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${p.path} ${p.timeout} ${p.interval} ${p.expectStatus} ${p.expectBody}); then`,
+    sh`    journalctl ${journalOf(layout)} -u ${api} -n 30 --no-pager -o cat 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | sed 's/^/JOURNAL /' || true`,
+    // Never the serving slot (a switch to the release it already runs).
+    sh`    if [ "$slot" != "$active" ]; then systemctl stop ${api} || true; fi`,
+    '    restore_units',
+    '    echo "PRECHECK $checked" >&2',
+    sh`    echo "release ${releaseId} failed its checks on the $slot slot's socket, before taking traffic: traffic stays on the serving release" >&2`,
+    sh`    exit ${String(PRECHECK_FAILED)}`,
+    '  fi',
+    '  echo "CHECKED $checked"',
+    'fi',
+  ).trimEnd();
 }
 
 export interface Switched {

@@ -1,13 +1,17 @@
-// The rolling switch over a fleet: batches of `batch-size` hosts, each taken
-// out of the load balancers' rotation (when the hosts input has roles=lb),
-// switched, verified and put back before the next. A batch that fails stops the rollout and every host switched so far
-// goes back to its previous release, so that the fleet serves one release.
+// The rolling switch over a fleet: batches of `batch-size` hosts, each
+// switched and verified before the next. No host needs taking out of the load
+// balancers' rotation: each checks the release on its standby slot's own socket
+// before traffic moves (a release failing that never serves), and the move is a
+// rename that drops no request. A batch that fails stops the rollout and every
+// host switched so far goes back to its previous release, so that the fleet
+// serves one release.
 
 import type { Log } from '../log.js';
-import { BALANCER_FAIL_TIMEOUT, drainStep, type BalancerMember } from '../remote/balancer.js';
+import type { BalancerMember } from '../remote/balancer.js';
 import type { Host } from './hosts.js';
 import type { ReleaseListing } from '../remote/verify.js';
 import {
+  PrecheckFailure,
   revertHosts,
   switchHost,
   verifyHost,
@@ -16,7 +20,6 @@ import {
   type VerifySettings,
 } from './switch.js';
 import { errorMessage } from '../errors.js';
-import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface RolloutSettings extends ServiceSettings {
   'batch-size': number;
@@ -37,8 +40,8 @@ export interface Rollout {
   reverted: string[];
   /** What failed, naming the host. */
   failure?: string;
-  /** Where it failed. */
-  failedIn?: 'drain' | 'switch' | 'verification';
+  /** Where it failed (verification: its checks, before or after traffic moved). */
+  failedIn?: 'switch' | 'verification';
 }
 
 /** The verify settings that are not the release's own (those come from its switch). */
@@ -74,24 +77,8 @@ export function balancerMembers(hosts: Pick<Host, 'spec' | 'roles'>[]): Balancer
   return hosts.filter((h) => h.roles.api).map((h) => ({ label: h.spec.label, ...upstreamOf(h.spec) }));
 }
 
-/** Takes hosts out of the balancers' rotation (or puts them back), in parallel; throws naming the hosts. */
-export async function setDraining(hosts: Host[], draining: boolean, log: Log): Promise<void> {
-  const results = await Promise.allSettled(
-    hosts.map((h) => h.conn.step(drainStep(h.layout, upstreamOf(h.spec).port, draining))),
-  );
-  const failed = results.flatMap((r, i) =>
-    r.status === 'rejected' ? [`${hosts[i]!.spec.label}: ${errorMessage(r.reason)}`] : [],
-  );
-  if (failed.length) throw new Error(`could not ${draining ? 'drain' : 'undrain'} ${failed.join('; ')}`);
-  log.info(
-    `${draining ? 'out of rotation' : 'back in rotation'}: ${hosts.map((h) => h.spec.label).join(', ')}`,
-  );
-}
-
 export async function rollOut(
   hosts: Host[],
-  /** A load balancer (roles=lb) is in front: drain each batch. */
-  balanced: boolean,
   releaseId: string,
   settings: RolloutSettings,
   log: Log,
@@ -110,49 +97,40 @@ export async function rollOut(
 ): Promise<Rollout> {
   const results: HostRollout[] = [];
   const groups = batches(hosts, settings['batch-size']);
-  const apiHosts = hosts.filter((h) => h.roles.api);
   for (const [index, batch] of groups.entries()) {
     const title = groups.length > 1 ? ` (batch ${index + 1} of ${groups.length})` : '';
-    // Draining needs an api host left in rotation; a batch of all of them
-    // switches in place, which each host does without dropping a request.
-    const draining = batch.filter((h) => h.roles.api);
-    const drain = balanced && draining.length > 0 && apiHosts.some((h) => !draining.includes(h));
     let failure: string | undefined;
     let failedIn: Rollout['failedIn'];
-    if (drain) {
-      try {
-        await setDraining(draining, true, log);
-      } catch (err) {
-        failure = errorMessage(err);
-        failedIn = 'drain';
-      }
-    }
-    if (!failure) {
-      const names = batch.map((h) => h.spec.label).join(', ');
-      const switched = await log.group(`Switch ${names} to ${releaseId}${title}`, () =>
-        Promise.all(
-          batch.map((host) =>
-            switchHost(host, releaseId, settings, log, {
-              record: opts.records?.get(host.spec.label),
-              // The checks follow: the switch leaves them to the verify step.
-              checksFollow: opts.verify !== null,
-            })
-              .then((r): HostRollout => ({ ...r, batch: index + 1, switched: true }))
-              .catch((err): HostRollout => ({
-                host: host.spec.label,
-                ok: false,
-                batch: index + 1,
-                error: errorMessage(err),
-              })),
-          ),
+    const names = batch.map((h) => h.spec.label).join(', ');
+    const switched = await log.group(`Switch ${names} to ${releaseId}${title}`, () =>
+      Promise.all(
+        batch.map((host) =>
+          switchHost(host, releaseId, settings, log, {
+            record: opts.records?.get(host.spec.label),
+            // The checks follow: the switch leaves them to the verify step,
+            // but for those on the standby's socket before traffic moves.
+            checksFollow: opts.verify !== null,
+            precheck: opts.verify,
+          })
+            .then((r): HostRollout => ({ ...r, batch: index + 1, switched: true }))
+            .catch((err): HostRollout => ({
+              host: host.spec.label,
+              ok: false,
+              batch: index + 1,
+              error: errorMessage(err),
+              // It never took traffic: its checks failed on the standby's socket.
+              ...(err instanceof PrecheckFailure ? { healthy: false } : {}),
+            })),
         ),
-      );
-      results.push(...switched);
-      const bad = switched.filter((r) => !r.ok);
-      if (bad.length) {
-        failure = bad.map((r) => `${r.host}: switch failed: ${r.error}`).join('\n');
-        failedIn = 'switch';
-      }
+      ),
+    );
+    results.push(...switched);
+    const bad = switched.filter((r) => !r.ok);
+    if (bad.length) {
+      failure = bad
+        .map((r) => (r.healthy === false ? r.error! : `${r.host}: switch failed: ${r.error}`))
+        .join('\n');
+      failedIn = bad.every((r) => r.healthy === false) ? 'verification' : 'switch';
     }
     const verify = opts.verify;
     if (!failure && verify) {
@@ -184,25 +162,12 @@ export async function rollOut(
     if (failure) {
       const switched = results.filter((r) => r.switched);
       const reverted = opts.revertOnFailure ? await revertHosts(hosts, switched, settings, log) : [];
-      // Back in rotation: the hosts now serve the previous release (or, with
-      // revertOnFailure off, the new one by the user's choice).
-      if (drain)
-        await setDraining(draining, false, log).catch((err: unknown) =>
-          log.error(`could not put the hosts back in rotation: ${errorMessage(err)}`),
-        );
       return {
         results,
         reverted,
         failedIn,
         failure: `${groups.length > 1 ? `batch ${index + 1} of ${groups.length}: ` : ''}${failure}`,
       };
-    }
-    if (drain) {
-      await setDraining(draining, false, log);
-      // The balancers count the refusals of a drained host as failures and
-      // skip it for fail_timeout after the last one, counted in whole seconds
-      // (so up to 2 s more): the next batch leaves once they use it again.
-      if (index < groups.length - 1) await sleep((BALANCER_FAIL_TIMEOUT + 2) * 1000);
     }
   }
   return { results, reverted: [] };

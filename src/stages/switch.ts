@@ -4,7 +4,8 @@ import type { Log } from '../log.js';
 import type { Slot } from '../remote/layout.js';
 import { markStep } from '../remote/release.js';
 import { readRuntimeStep, runtimePath } from '../remote/runtime.js';
-import { switchStep, unserveStep } from '../remote/switch.js';
+import { PRECHECK_FAILED, switchStep, unserveStep, type Precheck } from '../remote/switch.js';
+import { RemoteError } from '../transport/ssh.js';
 import {
   effectiveRuntime,
   parseRuntimeRecord,
@@ -99,6 +100,52 @@ export interface SwitchOptions {
   record?: string | null;
   /** The caller checks right after: the switch may leave the checking to it (see SwitchSettings.checksFollow). */
   checksFollow?: boolean;
+  /** The verify checks, also made on the started slot's socket before traffic moves (see SwitchSettings.precheck). */
+  precheck?: PrecheckSettings | null;
+}
+
+type PrecheckSettings = Pick<
+  VerifySettings,
+  'verify-path' | 'url' | 'expect-status' | 'expect-body' | 'verify-timeout' | 'verify-interval'
+>;
+
+/** A release that failed the verify checks on its own slot's socket: it never took traffic on that host. */
+export class PrecheckFailure extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'PrecheckFailure';
+  }
+}
+
+/** The verify checks a host's switch makes before the rename: null when its readiness wait already is that check. */
+function precheckOf(s: PrecheckSettings, runtime: Runtime): Precheck | null {
+  const p: Precheck = {
+    path: s['verify-path'] || runtime['health-path'],
+    expectStatus: s['expect-status'],
+    // As verifyHost: with a url, the body is checked there only.
+    expectBody: s.url ? '' : s['expect-body'],
+    timeout: s['verify-timeout'],
+    interval: s['verify-interval'],
+  };
+  const sameAsReadiness = p.path === runtime['health-path'] && p.expectStatus === 200 && p.expectBody === '';
+  return sameAsReadiness ? null : p;
+}
+
+/** The answer a failed precheck printed (PRECHECK {json} on stderr), as verifyHost words an unhealthy one. */
+function precheckMessage(host: Host, p: Precheck, err: RemoteError): string {
+  const line = err.stderrTail.split('\n').find((l) => l.startsWith('PRECHECK '));
+  let answer = 'nothing it could read';
+  try {
+    const a = JSON.parse(line?.slice('PRECHECK '.length) ?? '') as {
+      status: number;
+      attempts: number;
+      body: string;
+    };
+    answer = `${a.status || 'nothing'} after ${a.attempts} attempts: ${a.body.slice(0, 300)}`;
+  } catch {
+    // the message says so
+  }
+  return `${host.spec.label} is unhealthy: ${p.path} answered ${answer} (on the new release's own slot socket, before it took any traffic; the serving release kept serving)`;
 }
 
 export async function switchHost(
@@ -121,7 +168,8 @@ export async function switchHost(
     },
     { worker: host.roles.worker, scheduler: host.roles.scheduler },
   );
-  const { slot, previous } = await host.conn.step(
+  const precheck = opts.precheck && host.roles.api ? precheckOf(opts.precheck, runtime) : null;
+  const switching = host.conn.step(
     switchStep({
       layout: host.layout,
       releaseId,
@@ -134,9 +182,15 @@ export async function switchHost(
       api: host.roles.api,
       record: runtimeRecord(runtime),
       checksFollow: opts.checksFollow,
+      precheck,
     }),
     { stream: true },
   );
+  const { slot, previous } = await switching.catch((err: unknown) => {
+    if (precheck && err instanceof RemoteError && err.code === PRECHECK_FAILED)
+      throw new PrecheckFailure(precheckMessage(host, precheck, err));
+    throw err;
+  });
   log.info(
     slot
       ? `[${host.spec.label}] ${releaseId} serves from the ${slot} slot (was ${previous || 'nothing'})`
@@ -370,6 +424,17 @@ export function rollbackTarget(
     }
   });
   return { target: pick.target, from: first.links.current ?? '' };
+}
+
+/** Takes the app out of service on hosts where a first release failed (see unserveStep); a host that fails is only warned of. */
+export async function stopServing(hosts: Host[], log: Log): Promise<void> {
+  await Promise.all(
+    hosts.map((h) =>
+      h.conn
+        .step(unserveStep(h.layout))
+        .catch((e: unknown) => log.warn(`could not stop serving on ${h.spec.label}: ${errorMessage(e)}`)),
+    ),
+  );
 }
 
 export async function markBad(hosts: Host[], releaseId: string, reason: string, log: Log): Promise<void> {

@@ -72,14 +72,23 @@ test('v1, v2, a failing v3 rolled back by itself, and a rollback to v1: zero fai
     expect(await serving()).toEqual({ release: ids.v2, version: 'v2' });
 
     await setVersion('v3', { failHealth: true });
-    const third = await runBundle('deploy', inputs({ 'verify-path': '/version', 'verify-timeout': '3' }));
+    const units = `sha256sum /etc/systemd/system/${APP}-api@.service /etc/systemd/system/${APP}-worker.service`;
+    const unitsBefore = await onHost(state, host, units);
+    // Other settings too: its unit files change, and must come back.
+    const third = await runBundle(
+      'deploy',
+      inputs({ 'verify-path': '/version', 'verify-timeout': '3', 'uvicorn-args': '--log-level warning' }),
+    );
     expect(third.code).toBe(1);
     ids.v3 = third.outputs['release-id']!;
     expect(third.outputs['rolled-back']).toBe('true');
+    // Checked on its own slot's socket before the rename: it never served.
     expect(third.stdout).toMatch(
-      new RegExp(`${ids.v3} failed verification and was rolled back to ${ids.v2}`),
+      new RegExp(`${ids.v3} failed verification before taking traffic: ${ids.v2} kept serving`),
     );
     expect(third.stdout).toMatch(/\/version answered 500/);
+    expect(third.stdout).not.toMatch(/traffic moved to the/);
+    expect(await onHost(state, host, units)).toBe(unitsBefore);
     expect(third.summary).toContain('**Why:**');
     expect(await serving()).toEqual({ release: ids.v2, version: 'v2' });
     expect((await onHost(state, host, `cat /opt/${APP}/releases/${ids.v3}/.metalship/status`)).trim()).toBe(

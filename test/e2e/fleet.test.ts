@@ -144,9 +144,8 @@ test('a rolling deploy in batches of two under steady load through the balancer:
       [apps[1]!.address, 1, true],
       [apps[2]!.address, 2, true],
     ]);
-    // each batch left the balancer while it switched, the others carried the load
-    expect(second.stdout).toContain(`out of rotation: ${apps[0]!.address}, ${apps[1]!.address}`);
-    expect(second.stdout).toContain(`out of rotation: ${apps[2]!.address}`);
+    // No host left the balancer's rotation: each one's switch drops nothing by itself.
+    expect(second.stdout).not.toMatch(/out of rotation/);
     for (const h of apps) expect(second.summary).toContain(`| ${h.address} |`);
     for (const h of apps) expect(await currentOn(h)).toBe(ids.f2);
   } finally {
@@ -173,7 +172,7 @@ test('a release failing health on the second batch: every host back on the previ
     third = await runBundle('deploy', deployInputs({ 'verify-timeout': '3' }));
   } finally {
     const report = await load.stop();
-    // the failing host was out of rotation while it failed
+    // the failing host checked the release on its standby's socket: it never served it
     expect(report.failures).toEqual({});
   }
   expect(third.code).toBe(1);
@@ -209,7 +208,6 @@ test('undo with if-current: nothing where that release is not current, a rolling
     expect(outcome(undo)).toBe('succeeded');
     expect(undo.outputs['release-id']).toBe(ids.f1);
     expect(undo.outputs['rolled-back-from']).toBe(ids.f2);
-    expect(undo.stdout).toContain(`out of rotation: ${apps[1]!.address}`);
   } finally {
     const report = await load.stop();
     expect(report.failures).toEqual({});

@@ -1,10 +1,10 @@
 // Fleets as text: roles with load balancers, the balancer's upstream, the
-// drain rule, batches, and what provision does on a load balancer. The
+// batches, and what provision does on a load balancer. The
 // rolling deploy itself is tested on real hosts (test/e2e/fleet.test.ts).
 import { provisionSettings } from '../../src/actions/provision.js';
 import { parseHosts, type HostSpec } from '../../src/inputs/hosts.js';
 import { parseInputs } from '../../src/inputs/parse.js';
-import { balancerUpstreamConf, drainStep } from '../../src/remote/balancer.js';
+import { balancerUpstreamConf } from '../../src/remote/balancer.js';
 import { layout } from '../../src/remote/layout.js';
 import { planItems } from '../../src/remote/provision/index.js';
 import { switchScript } from '../../src/remote/switch.js';
@@ -61,16 +61,6 @@ test('the balancer lists the api hosts at their upstream address', () => {
   expect(balancerUpstreamConf(shopLayout, [{ label: 'v6', host: 'fd00::2', port: 80 }])).toContain(
     'server [fd00::2]:80 ',
   );
-});
-
-test('draining refuses new connections on the port the balancer uses (not on loopback), and undraining removes every copy', () => {
-  const on = drainStep(shopLayout, 8080, true).script;
-  const off = drainStep(shopLayout, 8080, false).script;
-  for (const text of [on, off]) expect(bashErrors(text)).toBe('');
-  const rule =
-    '! -i lo -p tcp --dport 8080 --syn -m comment --comment metalship-drain-shop -j REJECT --reject-with tcp-reset';
-  expect(on).toContain(`"$t" -w -C INPUT ${rule} 2>/dev/null || "$t" -w -I INPUT 1 ${rule}`);
-  expect(off).toContain(`while "$t" -w -D INPUT ${rule} 2>/dev/null; do :; done`);
 });
 
 test('deploy locks are taken in one order whatever order hosts lists them in, so overlapping runs cannot each hold half', () => {
@@ -160,4 +150,32 @@ test('a host without the api role switches current and its followers only, and i
     'wait-ready',
   );
   expect(body(verifyStep({ ...check, units: [] }).script)).toContain('wait-ready');
+});
+
+test("a deploy's checks run on the new slot's socket before the rename; a failure stops it, puts the unit files back and moves nothing", () => {
+  const settings = {
+    layout: shopLayout,
+    releaseId: '20250101_000000',
+    units: { 'shop-api@.service': '# Managed by metalship\n[Service]\nExecStart=/bin/true\n' },
+    healthPath: '/health/ready',
+    readyTimeout: 30,
+    serverName: '_',
+    worker: false,
+    scheduler: false,
+    record: '{}\n',
+    checksFollow: true,
+  };
+  const precheck = { path: '/version', expectStatus: 200, expectBody: 'v2', timeout: 5, interval: 0.5 };
+  const text = switchScript({ ...settings, precheck });
+  expect(bashErrors(text)).toBe('');
+  const check = text.indexOf('wait-ready "$sock" /version 5 0.5 200 v2');
+  const rename = text.indexOf('swap_link "$sock" /opt/shop/run/api.sock');
+  expect(check).toBeGreaterThan(0);
+  expect(rename).toBeGreaterThan(check);
+  const failed = text.slice(check, text.indexOf('exit 3', check));
+  expect(failed).toContain('restore_units');
+  expect(failed).toContain('if [ "$slot" != "$active" ]; then systemctl stop');
+  // a warm standby taking traffic back (a rollback) is checked after, not before
+  expect(text).toMatch(/if \[ "\$warm" = 0 \]; then\n {2}echo "checking \/version/);
+  expect(switchScript(settings)).not.toContain('wait-ready "$sock" /version');
 });
