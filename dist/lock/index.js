@@ -63149,10 +63149,6 @@ function topologyProblems(hosts) {
     }
     return problems;
 }
-/** Is a load balancer (roles=lb) in front of the app hosts? */
-function hasBalancer(hosts) {
-    return hosts.some((h) => h.roles.includes('lb'));
-}
 
 // EXTERNAL MODULE: external "node:crypto"
 var external_node_crypto_ = __nccwpck_require__(7598);
@@ -77577,7 +77573,9 @@ const actions = {
             'previous-release-id': { description: 'The release that was current before.' },
             'bytes-uploaded': { description: 'Bytes sent for the code (summed over hosts).' },
             healthy: { description: 'true when the new release passed verification.' },
-            'rolled-back': { description: 'true when verification failed and the previous release was restored.' },
+            'rolled-back': {
+                description: 'true when verification failed and the previous release serves: the failed one never took traffic (its checks on its own slot failed), or was switched back.',
+            },
             ...commonOutputs,
         },
         check: (s) => [...migratingHostsCheck(s), ...directoriesCheck(s)],

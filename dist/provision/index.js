@@ -63149,10 +63149,6 @@ function topologyProblems(hosts) {
     }
     return problems;
 }
-/** Is a load balancer (roles=lb) in front of the app hosts? */
-function hasBalancer(hosts) {
-    return hosts.some((h) => h.roles.includes('lb'));
-}
 
 // EXTERNAL MODULE: external "node:crypto"
 var external_node_crypto_ = __nccwpck_require__(7598);
@@ -64474,7 +64470,7 @@ class Lines {
 
 
 
-class RemoteError extends Error {
+class ssh_RemoteError extends Error {
     host;
     code;
     stderrTail;
@@ -64543,7 +64539,7 @@ class Connection {
         return result;
     }
     failure(what, result) {
-        return new RemoteError(this.log.redact(`${what} failed on ${this.label} with exit code ${result.code}` +
+        return new ssh_RemoteError(this.log.redact(`${what} failed on ${this.label} with exit code ${result.code}` +
             (result.stderr.trim() ? `:\n${tail(result.stderr)}` : '')), this.label, result.code, this.log.redact(tail(result.stderr)));
     }
     /** Runs a script and resolves with its exit code whatever it is (timeouts and lost connections still throw). */
@@ -64552,7 +64548,7 @@ class Connection {
     }
     async execOnce(script, opts) {
         if (this.lostReason)
-            throw new RemoteError(`connection to ${this.label} was lost: ${this.lostReason}`, this.label, null, '');
+            throw new ssh_RemoteError(`connection to ${this.label} was lost: ${this.lostReason}`, this.label, null, '');
         const what = opts.what ?? 'remote command';
         const idleMs = opts.idleTimeoutMs ?? this.options.idleTimeoutMs;
         const totalMs = opts.timeoutMs ?? this.options.commandTimeoutMs;
@@ -64630,11 +64626,11 @@ class Connection {
             const stdout = text.out.text;
             const stderr = text.err.text;
             if (timedOut) {
-                throw new RemoteError(this.log.redact(`${what} on ${this.label} ${timedOut}; its processes were stopped` +
+                throw new ssh_RemoteError(this.log.redact(`${what} on ${this.label} ${timedOut}; its processes were stopped` +
                     (stderr.trim() ? `; last output:\n${tail(stderr)}` : '')), this.label, null, this.log.redact(tail(stderr)));
             }
             if (res.code === null) {
-                throw new RemoteError(this.log.redact(`${what} on ${this.label} ended without an exit code (${this.lostReason ?? (res.signal ? 'signal ' + res.signal : 'connection lost')})`), this.label, null, this.log.redact(tail(stderr)));
+                throw new ssh_RemoteError(this.log.redact(`${what} on ${this.label} ended without an exit code (${this.lostReason ?? (res.signal ? 'signal ' + res.signal : 'connection lost')})`), this.label, null, this.log.redact(tail(stderr)));
             }
             return { code: res.code, stdout, stderr };
         }
@@ -64653,12 +64649,12 @@ class Connection {
         const client = this.ssh.connection;
         const what = opts.what ?? 'remote command';
         if (!client || this.lostReason)
-            throw new RemoteError(`connection to ${this.label} was lost: ${this.lostReason}`, this.label, null, '');
+            throw new ssh_RemoteError(`connection to ${this.label} was lost: ${this.lostReason}`, this.label, null, '');
         return new Promise((resolve, reject) => {
             client.exec(remoteCommand(this.endpoint.user), (err, channel) => {
                 if (err) {
                     sink.end();
-                    reject(new RemoteError(`${what} could not start on ${this.label}: ${err.message}`, this.label, null, ''));
+                    reject(new ssh_RemoteError(`${what} could not start on ${this.label}: ${err.message}`, this.label, null, ''));
                     return;
                 }
                 const stderr = new StreamText(20000);
@@ -64821,7 +64817,7 @@ async function connectWithRetries(target, options, log) {
         }
     }
     const message = errors_errorMessage(lastError);
-    throw new RemoteError(`could not connect to ${target.label}: ${message}`, target.label, null, '');
+    throw new ssh_RemoteError(`could not connect to ${target.label}: ${message}`, target.label, null, '');
 }
 
 ;// CONCATENATED MODULE: ./src/inputs/known-hosts.ts
@@ -66122,53 +66118,6 @@ async function withHosts(settings, log, action, fn, opts = {}) {
     }
 }
 
-;// CONCATENATED MODULE: ./src/remote/balancer.ts
-// An nginx load balancer in front of the app hosts (provision, roles=lb): its
-// upstream lists them (their nginx, port 80 by default). A rolling switch takes
-// a batch out of rotation on the app hosts themselves (drainStep).
-
-
-
-/**
- * Seconds a balancer leaves an app host alone after it refused twice (nginx's
- * fail_timeout): a drained host is used again this long after it is undrained,
- * so a rolling switch waits as long before it drains the next batch.
- */
-const balancer_BALANCER_FAIL_TIMEOUT = 1;
-function balancerUpstreamName(l) {
-    return `${l.app.replace(/-/g, '_')}_fleet`;
-}
-/** http-level config on the balancer: the app hosts and the WebSocket map. */
-function balancerUpstreamConf(layout, members) {
-    const name = balancerUpstreamName(layout);
-    const servers = members.map((m) => `    server ${nginxAddress(m.host, m.port)} max_fails=2 fail_timeout=${balancer_BALANCER_FAIL_TIMEOUT}s; # ${m.label.replace(/[\r\n]/g, ' ')}`);
-    return `# Managed by metalship: the app hosts behind this load balancer.
-upstream ${name} {
-${servers.join('\n')}
-}
-map $http_upgrade $metalship_${name}_connection {
-    default upgrade;
-    '' close;
-}
-`;
-}
-/**
- * Takes an app host out of the balancers' rotation, or puts it back, without
- * touching the balancers: while draining, the host answers new connections to
- * the port they reach it on with a TCP reset (loopback aside, so its own checks
- * still work). A balancer gets "connection refused" before it has sent anything
- * and passes the request, whatever its method, to the next host; requests in
- * flight finish. Reloading the balancer instead would close its clients' idle
- * keep-alive connections, which some clients see as errors. The rule is not
- * persistent: a reboot clears a drain a killed run left behind.
- */
-function balancer_drainStep(layout, port, draining) {
-    const rule = sh `INPUT ! -i lo -p tcp --dport ${String(port)} --syn -m comment --comment ${'metalship-drain-' + layout.app} -j REJECT --reject-with tcp-reset`;
-    return plainStep(draining ? 'taking the host out of rotation' : 'putting the host back in rotation', script('tools=""', 'for t in iptables ip6tables; do command -v "$t" >/dev/null 2>&1 && tools="$tools $t"; done', `[ -n "$tools" ] || { echo "draining needs iptables (provision installs it with ufw)" >&2; exit 1; }`, 'for t in $tools; do', draining
-        ? `  "$t" -w -C ${rule} 2>/dev/null || "$t" -w -I ${rule.replace(/^INPUT /, 'INPUT 1 ')}`
-        : `  while "$t" -w -D ${rule} 2>/dev/null; do :; done`, 'done', draining ? 'echo DRAINING' : 'echo IN_ROTATION'));
-}
-
 ;// CONCATENATED MODULE: ./src/remote/nginx.ts
 // nginx configuration for an app: the upstream (which api slot serves) and the
 // site. The deploy path owns the upstream; the site is provision's, with a
@@ -66286,6 +66235,8 @@ ${common}
 
 
 
+/** The switch's exit code when the release failed its precheck (nothing moved). */
+const switch_PRECHECK_FAILED = 3;
 /**
  * A shell function renaming a fresh link over the old one (rename(2) by `mv
  * -T`: never a moment without the link) and reading it back, with no
@@ -66329,13 +66280,18 @@ function switchScript(settings) {
         settings.worker ? layout.units.worker : null,
         settings.scheduler ? layout.units.scheduler : null,
     ].filter((u) => !!u);
+    const written = Object.entries(settings.units)
+        .filter(([, content]) => content !== null)
+        .map(([name]) => name);
     const api = raw(apiUnitOf(layout, '$slot'));
     const standbyApi = raw(apiUnitOf(layout, '$standby'));
     if (settings.api === false)
         return followersOnlyScript(settings, unitLines, followers);
     return script(pyToolDefinition(), SWAP_LINK, sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'command -v nginx >/dev/null 2>&1 || { echo "nginx is not installed: run the provision action first" >&2; exit 1; }', 
     // The serving slot keeps serving; the release goes to the other one, unless the serving one already runs it.
-    sh `active=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$active" in blue) idle=green ;; green) idle=blue ;; *) active=""; idle=blue ;; esac', sh `slot_release() { basename "$(readlink ${layout.slots}/"$1" 2>/dev/null)" 2>/dev/null || true; }`, sh `if [ -n "$active" ] && [ "$(slot_release "$active")" = ${settings.releaseId} ] && systemctl is-active --quiet ${raw(apiUnitOf(layout, '$active'))}; then slot=$active; else slot=$idle; fi`, 'if [ "$slot" = blue ]; then standby=green; else standby=blue; fi', 'echo "SLOT $slot"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
+    sh `active=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$active" in blue) idle=green ;; green) idle=blue ;; *) active=""; idle=blue ;; esac', sh `slot_release() { basename "$(readlink ${layout.slots}/"$1" 2>/dev/null)" 2>/dev/null || true; }`, sh `if [ -n "$active" ] && [ "$(slot_release "$active")" = ${settings.releaseId} ] && systemctl is-active --quiet ${raw(apiUnitOf(layout, '$active'))}; then slot=$active; else slot=$idle; fi`, 'if [ "$slot" = blue ]; then standby=green; else standby=blue; fi', 'echo "SLOT $slot"', 'units_changed=0', 
+    // The unit files as they were: a release that never takes traffic leaves them so (see restore_units).
+    sh `units_saved=$(mktemp -d); for u in ${written}; do if [ -f ${layout.unitDir}/"$u" ]; then cp -p -- ${layout.unitDir}/"$u" "$units_saved/"; fi; done`, restoreUnits(layout, written), ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
     // A change an earlier run wrote but did not get nginx to load (it stopped
     // before the switch, say a first release that never became ready) is loaded now.
     sh `nginx_changed=0; if [ -e ${layout.nginxReloadPending} ]; then nginx_changed=1; fi`, 'site_new=0', sh `if [ ! -e ${layout.nginxSite} ]; then`, '  site_new=1', ensureFile(layout.nginxSite, siteConf(layout, { serverName: settings.serverName, tls: null }), {
@@ -66361,7 +66317,7 @@ function switchScript(settings) {
     sh `  restarts=$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)`, sh `  deadline=$((SECONDS + ${settings.readyTimeout})); why=''`, '  while :; do', sh `    if ready=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.healthPath} 1 0.1 200 ''); then break; fi`, sh `    sub=$(systemctl show -p SubState --value ${api} 2>/dev/null || true)`, 
     // 219/CGROUP is systemd failing to place the process (seen when the
     // slot's previous cgroup is still being torn down), not the app: started again, twice at most.
-    sh `    if [ "$sub" = auto-restart ] && [ "$(systemctl show -p ExecMainStatus --value ${api} 2>/dev/null)" = 219 ] && [ "\${cgroup_retries:-0}" -lt 2 ]; then`, '      cgroup_retries=$(( ${cgroup_retries:-0} + 1 ))', sh `      echo "systemd could not start the $slot slot's process (219/CGROUP): starting it again"`, sh `      systemctl restart ${api} || true`, sh `      restarts=$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)`, '      continue', '    fi', sh `    case "$sub" in auto-restart|failed|dead|exited) why="its process exited ($sub)" ;; esac`, sh `    if [ -z "$why" ] && [ "$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)" != "$restarts" ]; then why='its process exited and was restarted'; fi`, sh `    if [ -z "$why" ] && [ "$SECONDS" -ge "$deadline" ]; then why=${`it did not answer within ${settings.readyTimeout} s`}; fi`, '    if [ -n "$why" ]; then', '      echo "$ready" >&2', sh `      journalctl ${journalOf(layout)} -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh `      systemctl stop ${api} || true`, sh `      echo "release ${settings.releaseId} did not become ready in the $slot slot: $why; traffic stays on the serving release" >&2`, '      exit 1', '    fi', '  done', '  echo "READY $ready"', 'fi', 
+    sh `    if [ "$sub" = auto-restart ] && [ "$(systemctl show -p ExecMainStatus --value ${api} 2>/dev/null)" = 219 ] && [ "\${cgroup_retries:-0}" -lt 2 ]; then`, '      cgroup_retries=$(( ${cgroup_retries:-0} + 1 ))', sh `      echo "systemd could not start the $slot slot's process (219/CGROUP): starting it again"`, sh `      systemctl restart ${api} || true`, sh `      restarts=$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)`, '      continue', '    fi', sh `    case "$sub" in auto-restart|failed|dead|exited) why="its process exited ($sub)" ;; esac`, sh `    if [ -z "$why" ] && [ "$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)" != "$restarts" ]; then why='its process exited and was restarted'; fi`, sh `    if [ -z "$why" ] && [ "$SECONDS" -ge "$deadline" ]; then why=${`it did not answer within ${settings.readyTimeout} s`}; fi`, '    if [ -n "$why" ]; then', '      echo "$ready" >&2', sh `      journalctl ${journalOf(layout)} -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh `      systemctl stop ${api} || true`, sh `      echo "release ${settings.releaseId} did not become ready in the $slot slot: $why; traffic stays on the serving release" >&2`, '      exit 1', '    fi', '  done', '  echo "READY $ready"', 'fi', settings.precheck ? precheckLines(settings.precheck, settings.releaseId, api, layout) : null, 'rm -rf -- "$units_saved"', 
     // Traffic moves only now, by renaming the socket link nginx connects through:
     // requests already on the old slot finish there, new ones reach the new slot.
     sh `swap_link "$sock" ${layout.apiLink}`, 'echo "MARK traffic moved to the $slot slot"', sh `echo "$slot" > ${layout.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh `rm -f ${layout.nginxReloadPending}`, sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `swap_link ${rel} ${layout.current}`, sh `swap_link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', 
@@ -66370,6 +66326,26 @@ function switchScript(settings) {
     sh `systemctl enable --no-reload --quiet ${layout.units.target} ${api} ${followers}`, sh `systemctl disable --no-reload --quiet ${standbyApi} 2>/dev/null || true`, followers.length && settings.checksFollow ? sh `systemctl restart --no-block ${followers}` : null, followers.length && !settings.checksFollow
         ? script(sh `systemctl restart ${followers}`, 'echo "MARK worker and scheduler restarted"')
         : null, sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout.history}`);
+}
+/**
+ * `restore_units`: puts back the unit files this switch changed, as saved in
+ * $units_saved, when the release it started does not take traffic: the slot
+ * still serving, and its next start, keep the settings they had.
+ */
+function restoreUnits(layout, written) {
+    return script(
+    // Called on failure paths only (shellcheck takes its body for unreachable).
+    '# shellcheck disable=SC2317', 'restore_units() {', '  if [ "$units_changed" != 1 ]; then rm -rf -- "$units_saved"; return 0; fi', sh `  for u in ${written}; do`, sh `    if [ -f "$units_saved/$u" ]; then cp -p -- "$units_saved/$u" ${layout.unitDir}/"$u.metalship-new" && mv -f -- ${layout.unitDir}/"$u.metalship-new" ${layout.unitDir}/"$u"; else rm -f -- ${layout.unitDir}/"$u"; fi`, '  done', '  rm -rf -- "$units_saved"', '  systemctl daemon-reload', '  echo "the unit files are back as they were before this switch"', '}').trimEnd();
+}
+/**
+ * The deploy's checks on the started slot's own socket, before the rename: a
+ * release failing them stops, the unit files go back, and nothing moved (so a
+ * fleet needs no drain: no host ever serves a release that fails them).
+ */
+function precheckLines(p, releaseId, api, layout) {
+    return script('if [ "$warm" = 0 ]; then', sh `  echo "checking ${p.path} on the $slot slot's socket before it takes traffic"`, sh `  if ! checked=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${p.path} ${p.timeout} ${p.interval} ${p.expectStatus} ${p.expectBody}); then`, sh `    journalctl ${journalOf(layout)} -u ${api} -n 30 --no-pager -o cat 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | sed 's/^/JOURNAL /' || true`, 
+    // Never the serving slot (a switch to the release it already runs).
+    sh `    if [ "$slot" != "$active" ]; then systemctl stop ${api} || true; fi`, '    restore_units', '    echo "PRECHECK $checked" >&2', sh `    echo "release ${releaseId} failed its checks on the $slot slot's socket, before taking traffic: traffic stays on the serving release" >&2`, sh `    exit ${String(switch_PRECHECK_FAILED)}`, '  fi', '  echo "CHECKED $checked"', 'fi').trimEnd();
 }
 /** The switch as a step: the slot it serves from and the release it left. */
 function switch_switchStep(settings) {
@@ -77368,6 +77344,7 @@ function runtime_runtimeDefaults(app) {
 
 
 
+
 /**
  * The settings a release runs with on a host: those given, else those recorded
  * with it, else (a release made before releases recorded them) the defaults.
@@ -77396,6 +77373,39 @@ known) {
     const defaults = effectiveRuntime(overrides.unrecorded ?? {}, null, runtimeDefaults(overrides.app));
     return effectiveRuntime(overrides, recorded, defaults);
 }
+/** A release that failed the verify checks on its own slot's socket: it never took traffic on that host. */
+class switch_PrecheckFailure extends Error {
+    constructor(message) {
+        super(message);
+        this.name = 'PrecheckFailure';
+    }
+}
+/** The verify checks a host's switch makes before the rename: null when its readiness wait already is that check. */
+function precheckOf(s, runtime) {
+    const p = {
+        path: s['verify-path'] || runtime['health-path'],
+        expectStatus: s['expect-status'],
+        // As verifyHost: with a url, the body is checked there only.
+        expectBody: s.url ? '' : s['expect-body'],
+        timeout: s['verify-timeout'],
+        interval: s['verify-interval'],
+    };
+    const sameAsReadiness = p.path === runtime['health-path'] && p.expectStatus === 200 && p.expectBody === '';
+    return sameAsReadiness ? null : p;
+}
+/** The answer a failed precheck printed (PRECHECK {json} on stderr), as verifyHost words an unhealthy one. */
+function precheckMessage(host, p, err) {
+    const line = err.stderrTail.split('\n').find((l) => l.startsWith('PRECHECK '));
+    let answer = 'nothing it could read';
+    try {
+        const a = JSON.parse(line?.slice('PRECHECK '.length) ?? '');
+        answer = `${a.status || 'nothing'} after ${a.attempts} attempts: ${a.body.slice(0, 300)}`;
+    }
+    catch {
+        // the message says so
+    }
+    return `${host.spec.label} is unhealthy: ${p.path} answered ${answer} (on the new release's own slot socket, before it took any traffic; the serving release kept serving)`;
+}
 async function switch_switchHost(host, releaseId, settings, log, opts = {}) {
     const started = Date.now();
     const runtime = await runtimeOnHost(host, releaseId, settings, log, opts.record);
@@ -77407,7 +77417,8 @@ async function switch_switchHost(host, releaseId, settings, log, opts = {}) {
         workerCommand: runtime['worker-command'],
         schedulerCommand: runtime['scheduler-command'],
     }, { worker: host.roles.worker, scheduler: host.roles.scheduler });
-    const { slot, previous } = await host.conn.step(switchStep({
+    const precheck = opts.precheck && host.roles.api ? precheckOf(opts.precheck, runtime) : null;
+    const switching = host.conn.step(switchStep({
         layout: host.layout,
         releaseId,
         units,
@@ -77419,7 +77430,13 @@ async function switch_switchHost(host, releaseId, settings, log, opts = {}) {
         api: host.roles.api,
         record: runtimeRecord(runtime),
         checksFollow: opts.checksFollow,
+        precheck,
     }), { stream: true });
+    const { slot, previous } = await switching.catch((err) => {
+        if (precheck && err instanceof RemoteError && err.code === PRECHECK_FAILED)
+            throw new switch_PrecheckFailure(precheckMessage(host, precheck, err));
+        throw err;
+    });
     log.info(slot
         ? `[${host.spec.label}] ${releaseId} serves from the ${slot} slot (was ${previous || 'nothing'})`
         : `[${host.spec.label}] ${releaseId} is current, no api on this host (was ${previous || 'nothing'})`);
@@ -77603,6 +77620,12 @@ function rollbackTarget(hosts, listings, requested) {
     });
     return { target: pick.target, from: first.links.current ?? '' };
 }
+/** Takes the app out of service on hosts where a first release failed (see unserveStep); a host that fails is only warned of. */
+async function stopServing(hosts, log) {
+    await Promise.all(hosts.map((h) => h.conn
+        .step(unserveStep(h.layout))
+        .catch((e) => log.warn(`could not stop serving on ${h.spec.label}: ${errorMessage(e)}`))));
+}
 async function markBad(hosts, releaseId, reason, log) {
     await Promise.all(hosts.map((h) => h.conn
         .step(markStep(h.layout, releaseId, 'bad', reason))
@@ -77610,12 +77633,13 @@ async function markBad(hosts, releaseId, reason, log) {
 }
 
 ;// CONCATENATED MODULE: ./src/stages/rollout.ts
-// The rolling switch over a fleet: batches of `batch-size` hosts, each taken
-// out of the load balancers' rotation (when the hosts input has roles=lb),
-// switched, verified and put back before the next. A batch that fails stops the rollout and every host switched so far
-// goes back to its previous release, so that the fleet serves one release.
-
-
+// The rolling switch over a fleet: batches of `batch-size` hosts, each
+// switched and verified before the next. No host needs taking out of the load
+// balancers' rotation: each checks the release on its standby slot's own socket
+// before traffic moves (a release failing that never serves), and the move is a
+// rename that drops no request. A batch that fails stops the rollout and every
+// host switched so far goes back to its previous release, so that the fleet
+// serves one release.
 
 
 /** The health path and units to check on a host: those its switch ran the release with. */
@@ -77643,17 +77667,7 @@ function upstreamOf(spec) {
 function balancerMembers(hosts) {
     return hosts.filter((h) => h.roles.api).map((h) => ({ label: h.spec.label, ...upstreamOf(h.spec) }));
 }
-/** Takes hosts out of the balancers' rotation (or puts them back), in parallel; throws naming the hosts. */
-async function setDraining(hosts, draining, log) {
-    const results = await Promise.allSettled(hosts.map((h) => h.conn.step(drainStep(h.layout, upstreamOf(h.spec).port, draining))));
-    const failed = results.flatMap((r, i) => r.status === 'rejected' ? [`${hosts[i].spec.label}: ${errorMessage(r.reason)}`] : []);
-    if (failed.length)
-        throw new Error(`could not ${draining ? 'drain' : 'undrain'} ${failed.join('; ')}`);
-    log.info(`${draining ? 'out of rotation' : 'back in rotation'}: ${hosts.map((h) => h.spec.label).join(', ')}`);
-}
-async function rollOut(hosts, 
-/** A load balancer (roles=lb) is in front: drain each batch. */
-balanced, releaseId, settings, log, 
+async function rollOut(hosts, releaseId, settings, log, 
 /**
  * verify: the health check of each batch after its switch (null: only the
  * switch's readiness wait), of the health path and units the release runs with.
@@ -77661,44 +77675,34 @@ balanced, releaseId, settings, log,
 opts) {
     const results = [];
     const groups = batches(hosts, settings['batch-size']);
-    const apiHosts = hosts.filter((h) => h.roles.api);
     for (const [index, batch] of groups.entries()) {
         const title = groups.length > 1 ? ` (batch ${index + 1} of ${groups.length})` : '';
-        // Draining needs an api host left in rotation; a batch of all of them
-        // switches in place, which each host does without dropping a request.
-        const draining = batch.filter((h) => h.roles.api);
-        const drain = balanced && draining.length > 0 && apiHosts.some((h) => !draining.includes(h));
         let failure;
         let failedIn;
-        if (drain) {
-            try {
-                await setDraining(draining, true, log);
-            }
-            catch (err) {
-                failure = errorMessage(err);
-                failedIn = 'drain';
-            }
-        }
-        if (!failure) {
-            const names = batch.map((h) => h.spec.label).join(', ');
-            const switched = await log.group(`Switch ${names} to ${releaseId}${title}`, () => Promise.all(batch.map((host) => switchHost(host, releaseId, settings, log, {
-                record: opts.records?.get(host.spec.label),
-                // The checks follow: the switch leaves them to the verify step.
-                checksFollow: opts.verify !== null,
-            })
-                .then((r) => ({ ...r, batch: index + 1, switched: true }))
-                .catch((err) => ({
-                host: host.spec.label,
-                ok: false,
-                batch: index + 1,
-                error: errorMessage(err),
-            })))));
-            results.push(...switched);
-            const bad = switched.filter((r) => !r.ok);
-            if (bad.length) {
-                failure = bad.map((r) => `${r.host}: switch failed: ${r.error}`).join('\n');
-                failedIn = 'switch';
-            }
+        const names = batch.map((h) => h.spec.label).join(', ');
+        const switched = await log.group(`Switch ${names} to ${releaseId}${title}`, () => Promise.all(batch.map((host) => switchHost(host, releaseId, settings, log, {
+            record: opts.records?.get(host.spec.label),
+            // The checks follow: the switch leaves them to the verify step,
+            // but for those on the standby's socket before traffic moves.
+            checksFollow: opts.verify !== null,
+            precheck: opts.verify,
+        })
+            .then((r) => ({ ...r, batch: index + 1, switched: true }))
+            .catch((err) => ({
+            host: host.spec.label,
+            ok: false,
+            batch: index + 1,
+            error: errorMessage(err),
+            // It never took traffic: its checks failed on the standby's socket.
+            ...(err instanceof PrecheckFailure ? { healthy: false } : {}),
+        })))));
+        results.push(...switched);
+        const bad = switched.filter((r) => !r.ok);
+        if (bad.length) {
+            failure = bad
+                .map((r) => (r.healthy === false ? r.error : `${r.host}: switch failed: ${r.error}`))
+                .join('\n');
+            failedIn = bad.every((r) => r.healthy === false) ? 'verification' : 'switch';
         }
         const verify = opts.verify;
         if (!failure && verify) {
@@ -77724,24 +77728,12 @@ opts) {
         if (failure) {
             const switched = results.filter((r) => r.switched);
             const reverted = opts.revertOnFailure ? await revertHosts(hosts, switched, settings, log) : [];
-            // Back in rotation: the hosts now serve the previous release (or, with
-            // revertOnFailure off, the new one by the user's choice).
-            if (drain)
-                await setDraining(draining, false, log).catch((err) => log.error(`could not put the hosts back in rotation: ${errorMessage(err)}`));
             return {
                 results,
                 reverted,
                 failedIn,
                 failure: `${groups.length > 1 ? `batch ${index + 1} of ${groups.length}: ` : ''}${failure}`,
             };
-        }
-        if (drain) {
-            await setDraining(draining, false, log);
-            // The balancers count the refusals of a drained host as failures and
-            // skip it for fail_timeout after the last one, counted in whole seconds
-            // (so up to 2 s more): the next batch leaves once they use it again.
-            if (index < groups.length - 1)
-                await sleep((BALANCER_FAIL_TIMEOUT + 2) * 1000);
         }
     }
     return { results, reverted: [] };
@@ -78131,6 +78123,31 @@ function onFailureLine(app) {
 /** A drop-in giving a unit the app's OnFailure= handler (added to any the unit has). */
 function onFailureDropIn(app) {
     return `# Managed by metalship: a failure of this unit is sent to the alert webhook.\n[Unit]\n${onFailureLine(app)}\n`;
+}
+
+;// CONCATENATED MODULE: ./src/remote/balancer.ts
+// An nginx load balancer in front of the app hosts (provision, roles=lb): its
+// upstream lists them (their nginx, port 80 by default). A rolling switch never
+// takes a host out of rotation: each host's switch drops no request by itself.
+
+/** Seconds a balancer leaves an app host alone after it failed twice (nginx's fail_timeout). */
+const BALANCER_FAIL_TIMEOUT = 1;
+function balancerUpstreamName(l) {
+    return `${l.app.replace(/-/g, '_')}_fleet`;
+}
+/** http-level config on the balancer: the app hosts and the WebSocket map. */
+function balancerUpstreamConf(layout, members) {
+    const name = balancerUpstreamName(layout);
+    const servers = members.map((m) => `    server ${nginxAddress(m.host, m.port)} max_fails=2 fail_timeout=${BALANCER_FAIL_TIMEOUT}s; # ${m.label.replace(/[\r\n]/g, ' ')}`);
+    return `# Managed by metalship: the app hosts behind this load balancer.
+upstream ${name} {
+${servers.join('\n')}
+}
+map $http_upgrade $metalship_${name}_connection {
+    default upgrade;
+    '' close;
+}
+`;
 }
 
 ;// CONCATENATED MODULE: ./src/remote/provision/logs.ts
@@ -80112,7 +80129,9 @@ const actions = {
             'previous-release-id': { description: 'The release that was current before.' },
             'bytes-uploaded': { description: 'Bytes sent for the code (summed over hosts).' },
             healthy: { description: 'true when the new release passed verification.' },
-            'rolled-back': { description: 'true when verification failed and the previous release was restored.' },
+            'rolled-back': {
+                description: 'true when verification failed and the previous release serves: the failed one never took traffic (its checks on its own slot failed), or was switched back.',
+            },
             ...commonOutputs,
         },
         check: (s) => [...migratingHostsCheck(s), ...directoriesCheck(s)],

@@ -63190,10 +63190,6 @@ function topologyProblems(hosts) {
     }
     return problems;
 }
-/** Is a load balancer (roles=lb) in front of the app hosts? */
-function hasBalancer(hosts) {
-    return hosts.some((h) => h.roles.includes('lb'));
-}
 
 // EXTERNAL MODULE: external "node:crypto"
 var external_node_crypto_ = __nccwpck_require__(7598);
@@ -77060,6 +77056,8 @@ ${common}
 
 
 
+/** The switch's exit code when the release failed its precheck (nothing moved). */
+const PRECHECK_FAILED = 3;
 /**
  * A shell function renaming a fresh link over the old one (rename(2) by `mv
  * -T`: never a moment without the link) and reading it back, with no
@@ -77103,13 +77101,18 @@ function switchScript(settings) {
         settings.worker ? layout.units.worker : null,
         settings.scheduler ? layout.units.scheduler : null,
     ].filter((u) => !!u);
+    const written = Object.entries(settings.units)
+        .filter(([, content]) => content !== null)
+        .map(([name]) => name);
     const api = raw(apiUnitOf(layout, '$slot'));
     const standbyApi = raw(apiUnitOf(layout, '$standby'));
     if (settings.api === false)
         return followersOnlyScript(settings, unitLines, followers);
     return script(pyToolDefinition(), SWAP_LINK, sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'command -v nginx >/dev/null 2>&1 || { echo "nginx is not installed: run the provision action first" >&2; exit 1; }', 
     // The serving slot keeps serving; the release goes to the other one, unless the serving one already runs it.
-    sh `active=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$active" in blue) idle=green ;; green) idle=blue ;; *) active=""; idle=blue ;; esac', sh `slot_release() { basename "$(readlink ${layout.slots}/"$1" 2>/dev/null)" 2>/dev/null || true; }`, sh `if [ -n "$active" ] && [ "$(slot_release "$active")" = ${settings.releaseId} ] && systemctl is-active --quiet ${raw(apiUnitOf(layout, '$active'))}; then slot=$active; else slot=$idle; fi`, 'if [ "$slot" = blue ]; then standby=green; else standby=blue; fi', 'echo "SLOT $slot"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
+    sh `active=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$active" in blue) idle=green ;; green) idle=blue ;; *) active=""; idle=blue ;; esac', sh `slot_release() { basename "$(readlink ${layout.slots}/"$1" 2>/dev/null)" 2>/dev/null || true; }`, sh `if [ -n "$active" ] && [ "$(slot_release "$active")" = ${settings.releaseId} ] && systemctl is-active --quiet ${raw(apiUnitOf(layout, '$active'))}; then slot=$active; else slot=$idle; fi`, 'if [ "$slot" = blue ]; then standby=green; else standby=blue; fi', 'echo "SLOT $slot"', 'units_changed=0', 
+    // The unit files as they were: a release that never takes traffic leaves them so (see restore_units).
+    sh `units_saved=$(mktemp -d); for u in ${written}; do if [ -f ${layout.unitDir}/"$u" ]; then cp -p -- ${layout.unitDir}/"$u" "$units_saved/"; fi; done`, restoreUnits(layout, written), ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
     // A change an earlier run wrote but did not get nginx to load (it stopped
     // before the switch, say a first release that never became ready) is loaded now.
     sh `nginx_changed=0; if [ -e ${layout.nginxReloadPending} ]; then nginx_changed=1; fi`, 'site_new=0', sh `if [ ! -e ${layout.nginxSite} ]; then`, '  site_new=1', ensureFile(layout.nginxSite, siteConf(layout, { serverName: settings.serverName, tls: null }), {
@@ -77135,7 +77138,7 @@ function switchScript(settings) {
     sh `  restarts=$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)`, sh `  deadline=$((SECONDS + ${settings.readyTimeout})); why=''`, '  while :; do', sh `    if ready=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.healthPath} 1 0.1 200 ''); then break; fi`, sh `    sub=$(systemctl show -p SubState --value ${api} 2>/dev/null || true)`, 
     // 219/CGROUP is systemd failing to place the process (seen when the
     // slot's previous cgroup is still being torn down), not the app: started again, twice at most.
-    sh `    if [ "$sub" = auto-restart ] && [ "$(systemctl show -p ExecMainStatus --value ${api} 2>/dev/null)" = 219 ] && [ "\${cgroup_retries:-0}" -lt 2 ]; then`, '      cgroup_retries=$(( ${cgroup_retries:-0} + 1 ))', sh `      echo "systemd could not start the $slot slot's process (219/CGROUP): starting it again"`, sh `      systemctl restart ${api} || true`, sh `      restarts=$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)`, '      continue', '    fi', sh `    case "$sub" in auto-restart|failed|dead|exited) why="its process exited ($sub)" ;; esac`, sh `    if [ -z "$why" ] && [ "$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)" != "$restarts" ]; then why='its process exited and was restarted'; fi`, sh `    if [ -z "$why" ] && [ "$SECONDS" -ge "$deadline" ]; then why=${`it did not answer within ${settings.readyTimeout} s`}; fi`, '    if [ -n "$why" ]; then', '      echo "$ready" >&2', sh `      journalctl ${journalOf(layout)} -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh `      systemctl stop ${api} || true`, sh `      echo "release ${settings.releaseId} did not become ready in the $slot slot: $why; traffic stays on the serving release" >&2`, '      exit 1', '    fi', '  done', '  echo "READY $ready"', 'fi', 
+    sh `    if [ "$sub" = auto-restart ] && [ "$(systemctl show -p ExecMainStatus --value ${api} 2>/dev/null)" = 219 ] && [ "\${cgroup_retries:-0}" -lt 2 ]; then`, '      cgroup_retries=$(( ${cgroup_retries:-0} + 1 ))', sh `      echo "systemd could not start the $slot slot's process (219/CGROUP): starting it again"`, sh `      systemctl restart ${api} || true`, sh `      restarts=$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)`, '      continue', '    fi', sh `    case "$sub" in auto-restart|failed|dead|exited) why="its process exited ($sub)" ;; esac`, sh `    if [ -z "$why" ] && [ "$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)" != "$restarts" ]; then why='its process exited and was restarted'; fi`, sh `    if [ -z "$why" ] && [ "$SECONDS" -ge "$deadline" ]; then why=${`it did not answer within ${settings.readyTimeout} s`}; fi`, '    if [ -n "$why" ]; then', '      echo "$ready" >&2', sh `      journalctl ${journalOf(layout)} -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh `      systemctl stop ${api} || true`, sh `      echo "release ${settings.releaseId} did not become ready in the $slot slot: $why; traffic stays on the serving release" >&2`, '      exit 1', '    fi', '  done', '  echo "READY $ready"', 'fi', settings.precheck ? precheckLines(settings.precheck, settings.releaseId, api, layout) : null, 'rm -rf -- "$units_saved"', 
     // Traffic moves only now, by renaming the socket link nginx connects through:
     // requests already on the old slot finish there, new ones reach the new slot.
     sh `swap_link "$sock" ${layout.apiLink}`, 'echo "MARK traffic moved to the $slot slot"', sh `echo "$slot" > ${layout.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh `rm -f ${layout.nginxReloadPending}`, sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `swap_link ${rel} ${layout.current}`, sh `swap_link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', 
@@ -77144,6 +77147,26 @@ function switchScript(settings) {
     sh `systemctl enable --no-reload --quiet ${layout.units.target} ${api} ${followers}`, sh `systemctl disable --no-reload --quiet ${standbyApi} 2>/dev/null || true`, followers.length && settings.checksFollow ? sh `systemctl restart --no-block ${followers}` : null, followers.length && !settings.checksFollow
         ? script(sh `systemctl restart ${followers}`, 'echo "MARK worker and scheduler restarted"')
         : null, sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout.history}`);
+}
+/**
+ * `restore_units`: puts back the unit files this switch changed, as saved in
+ * $units_saved, when the release it started does not take traffic: the slot
+ * still serving, and its next start, keep the settings they had.
+ */
+function restoreUnits(layout, written) {
+    return script(
+    // Called on failure paths only (shellcheck takes its body for unreachable).
+    '# shellcheck disable=SC2317', 'restore_units() {', '  if [ "$units_changed" != 1 ]; then rm -rf -- "$units_saved"; return 0; fi', sh `  for u in ${written}; do`, sh `    if [ -f "$units_saved/$u" ]; then cp -p -- "$units_saved/$u" ${layout.unitDir}/"$u.metalship-new" && mv -f -- ${layout.unitDir}/"$u.metalship-new" ${layout.unitDir}/"$u"; else rm -f -- ${layout.unitDir}/"$u"; fi`, '  done', '  rm -rf -- "$units_saved"', '  systemctl daemon-reload', '  echo "the unit files are back as they were before this switch"', '}').trimEnd();
+}
+/**
+ * The deploy's checks on the started slot's own socket, before the rename: a
+ * release failing them stops, the unit files go back, and nothing moved (so a
+ * fleet needs no drain: no host ever serves a release that fails them).
+ */
+function precheckLines(p, releaseId, api, layout) {
+    return script('if [ "$warm" = 0 ]; then', sh `  echo "checking ${p.path} on the $slot slot's socket before it takes traffic"`, sh `  if ! checked=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${p.path} ${p.timeout} ${p.interval} ${p.expectStatus} ${p.expectBody}); then`, sh `    journalctl ${journalOf(layout)} -u ${api} -n 30 --no-pager -o cat 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | sed 's/^/JOURNAL /' || true`, 
+    // Never the serving slot (a switch to the release it already runs).
+    sh `    if [ "$slot" != "$active" ]; then systemctl stop ${api} || true; fi`, '    restore_units', '    echo "PRECHECK $checked" >&2', sh `    echo "release ${releaseId} failed its checks on the $slot slot's socket, before taking traffic: traffic stays on the serving release" >&2`, sh `    exit ${String(PRECHECK_FAILED)}`, '  fi', '  echo "CHECKED $checked"', 'fi').trimEnd();
 }
 /** The switch as a step: the slot it serves from and the release it left. */
 function switchStep(settings) {
@@ -83162,7 +83185,9 @@ const actions = {
             'previous-release-id': { description: 'The release that was current before.' },
             'bytes-uploaded': { description: 'Bytes sent for the code (summed over hosts).' },
             healthy: { description: 'true when the new release passed verification.' },
-            'rolled-back': { description: 'true when verification failed and the previous release was restored.' },
+            'rolled-back': {
+                description: 'true when verification failed and the previous release serves: the failed one never took traffic (its checks on its own slot failed), or was switched back.',
+            },
             ...commonOutputs,
         },
         check: (s) => [...migratingHostsCheck(s), ...directoriesCheck(s)],
