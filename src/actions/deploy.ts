@@ -3,6 +3,7 @@
 
 import type { Settings } from '../inputs/parse.js';
 import type { Log } from '../log.js';
+import { hasBalancer } from '../inputs/hosts.js';
 import { restoreProofStep } from '../remote/backup.js';
 import { withHosts, type Host } from '../stages/hosts.js';
 import {
@@ -138,7 +139,7 @@ async function deployOnHosts(settings: Settings<'deploy'>, source: Source, log: 
 
     const expect = { ...settings, 'expect-body': settings['expect-body'].replaceAll('{release}', id) };
     const roll = await time('switch and verify', () =>
-      rollOut(hosts, id, expect, log, {
+      rollOut(hosts, hasBalancer(settings.hosts), id, expect, log, {
         verify: expect,
         revertOnFailure: settings['rollback-on-failure'],
         list: true,

@@ -1,6 +1,7 @@
 import { freezeAllowsRollback } from '../stages/operations.js';
 import type { Settings } from '../inputs/parse.js';
 import type { Log } from '../log.js';
+import { hasBalancer } from '../inputs/hosts.js';
 import { withHosts, type Host } from '../stages/hosts.js';
 import { recorded, startDeployment } from '../stages/deployments.js';
 import { downgradeOnHost, pickMigrateHost } from '../stages/migrate.js';
@@ -109,7 +110,7 @@ async function restore(
   const records = new Map(
     hosts.flatMap((h, i) => (plans[i]!.recordOf === target ? [[h.spec.label, plans[i]!.record] as const] : [])),
   );
-  const sw = await rollOut(hosts, target, expect, log, {
+  const sw = await rollOut(hosts, hasBalancer(settings.hosts), target, expect, log, {
     verify: expect,
     revertOnFailure: true,
     records,

@@ -1,5 +1,6 @@
 import type { Settings } from '../inputs/parse.js';
 import type { Log } from '../log.js';
+import { hasBalancer } from '../inputs/hosts.js';
 import { withHosts } from '../stages/hosts.js';
 import { rollOut } from '../stages/rollout.js';
 import { cleanupStage, markBad } from '../stages/switch.js';
@@ -9,7 +10,7 @@ export async function switchRelease(settings: Settings<'switch'>, log: Log): Pro
   return withHosts(settings, log, 'switch', async (hosts) => {
     // Each host waits for the new release's readiness before it moves traffic;
     // the full health check is the verify action's.
-    const sw = await rollOut(hosts, settings['release-id'], settings, log, {
+    const sw = await rollOut(hosts, hasBalancer(settings.hosts), settings['release-id'], settings, log, {
       verify: null,
       revertOnFailure: true,
     });

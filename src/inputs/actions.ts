@@ -170,7 +170,7 @@ export const actions = {
       healthy: { description: 'true when the new release passed verification.' },
       'rolled-back': {
         description:
-          'true when verification failed and the previous release serves: the failed one never took traffic (its checks on its own slot failed), or was switched back.',
+          'true when verification failed and the release does not serve: it never took traffic (its checks on its own slot failed), or it was switched back (to the previous release; after a first deploy, to nothing).',
       },
       ...commonOutputs,
     },

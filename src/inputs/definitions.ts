@@ -332,7 +332,7 @@ export const serviceInputs = {
   }),
   'batch-size': int({
     description:
-      'Hosts switched at a time in a rolling switch. Each batch is taken out of the load balancer (roles=lb hosts), switched, verified and put back before the next; a failing batch stops the rollout and returns every switched host to its previous release.',
+      "Hosts switched at a time in a rolling switch. Each batch is switched and verified before the next (no host leaves the load balancer's rotation: each checks the release on its own standby slot before traffic moves, and the move drops no request); a failing batch stops the rollout and returns every switched host to its previous release.",
     default: '1',
     min: 1,
     max: 1000,
@@ -466,7 +466,7 @@ export const releaseInputs = {
 export const verifyInputs = {
   'verify-path': pattern({
     description:
-      'Endpoint checked on each host after the switch. Default: health-path. For example /health for a deep check.',
+      "Endpoint checked on each host: a deploy or rollback checks it on the new release's own api slot before traffic moves there (before current and the worker move), then through nginx after. Default: health-path. For example /health for a deep check.",
     default: '',
     regex: /^(|\/[A-Za-z0-9._~/?&=%-]*)$/,
     expected: 'a path beginning with /, or empty',

@@ -278,3 +278,8 @@ export function topologyProblems(hosts: HostSpec[]): string[] {
   }
   return problems;
 }
+
+/** Is a load balancer (roles=lb) in front of the app hosts? */
+export function hasBalancer(hosts: HostSpec[]): boolean {
+  return hosts.some((h) => h.roles.includes('lb'));
+}

@@ -51,7 +51,7 @@ export const ACME_WEBROOT = '/var/www/letsencrypt';
 
 function proxyLocation(upstream: string, balancer: boolean): string {
   // A balancer passes a request to the next app host when one refuses the
-  // connection (draining: any method, nothing was sent yet) and, for idempotent
+  // connection (any method: nothing was sent yet) and, for idempotent
   // requests, when one times out or answers 502/503/504.
   const retry = balancer ? `\n        proxy_next_upstream error timeout http_502 http_503 http_504;` : '';
   // A host that is down is passed over quickly (the LAN answers in microseconds).

@@ -40,6 +40,8 @@ export interface SwitchSettings {
    * warm standby taking traffic back (a rollback), which the checks follow.
    */
   precheck?: Precheck | null;
+  /** Behind a load balancer: the port it reaches the host on, where an old drain rule is cleared. */
+  clearDrainPort?: number;
 }
 
 export interface Precheck {
@@ -48,6 +50,15 @@ export interface Precheck {
   expectBody: string;
   timeout: number;
   interval: number;
+}
+
+/**
+ * Removes the rule by which metalship before 1.1 took a host out of a load
+ * balancer's rotation during a rolling switch (a killed run could leave it).
+ */
+function clearDrainLines(layout: Layout, port: number): string {
+  const rule = sh`INPUT ! -i lo -p tcp --dport ${String(port)} --syn -m comment --comment ${'metalship-drain-' + layout.app} -j REJECT --reject-with tcp-reset`;
+  return `for t in iptables ip6tables; do if command -v "$t" >/dev/null 2>&1; then while "$t" -w -D ${rule} 2>/dev/null; do :; done; fi; done`;
 }
 
 /** The switch's exit code when the release failed its precheck (nothing moved). */
@@ -91,27 +102,39 @@ function apiUnitOf(l: Layout, slotVar: string): string {
 export function switchScript(settings: SwitchSettings): string {
   const layout = settings.layout;
   const rel = layout.release(settings.releaseId);
+  const entries = Object.entries(settings.units);
   const unitLines = [unitsOurs(Object.keys(settings.units))].concat(
-    Object.entries(settings.units).map(([name, content]) =>
+    entries.flatMap(([name, content]) =>
       content === null
-        ? sh`if [ -f ${layout.unitDir}/${name} ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${layout.unitDir}/${name}; units_changed=1; fi`
-        : ensureFile(`${layout.unitDir}/${name}`, content, {
-            mode: '644',
-            label: `unit ${name}`,
-            onChange: 'units_changed=1',
-          }),
+        ? []
+        : [
+            ensureFile(`${layout.unitDir}/${name}`, content, {
+              mode: '644',
+              label: `unit ${name}`,
+              onChange: 'units_changed=1',
+            }),
+          ],
     ),
   );
+  // Units the release runs without (say no worker) go once it serves: until
+  // then the serving release keeps them.
+  const removals = (flag: string) =>
+    entries
+      .filter(([, content]) => content === null)
+      .map(
+        ([name]) =>
+          sh`if [ -f ${layout.unitDir}/${name} ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${layout.unitDir}/${name}; ${raw(flag)}=1; fi`,
+      );
   const followers = [
     settings.worker ? layout.units.worker : null,
     settings.scheduler ? layout.units.scheduler : null,
   ].filter((u): u is string => !!u);
-  const written = Object.entries(settings.units)
-    .filter(([, content]) => content !== null)
-    .map(([name]) => name);
+  const written = entries.filter(([, content]) => content !== null).map(([name]) => name);
+  const saved = `${layout.state}/units-before`;
   const api = raw(apiUnitOf(layout, '$slot'));
   const standbyApi = raw(apiUnitOf(layout, '$standby'));
-  if (settings.api === false) return followersOnlyScript(settings, unitLines, followers);
+  if (settings.api === false)
+    return followersOnlyScript(settings, [...unitLines, ...removals('units_changed')], followers);
   return script(
     pyToolDefinition(),
     SWAP_LINK,
@@ -127,7 +150,9 @@ export function switchScript(settings: SwitchSettings): string {
     'echo "SLOT $slot"',
     'units_changed=0',
     // The unit files as they were: a release that never takes traffic leaves them so (see restore_units).
-    sh`units_saved=$(mktemp -d); for u in ${written}; do if [ -f ${layout.unitDir}/"$u" ]; then cp -p -- ${layout.unitDir}/"$u" "$units_saved/"; fi; done`,
+    // In root's own state directory (checked at the lock), in place of the last run's.
+    sh`units_saved=${saved}; rm -rf -- "$units_saved"; mkdir -m 700 -- "$units_saved"`,
+    sh`for u in ${written}; do if [ -f ${layout.unitDir}/"$u" ]; then cp -p -- ${layout.unitDir}/"$u" "$units_saved/"; fi; done`,
     restoreUnits(layout, written),
     ...unitLines,
     'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi',
@@ -155,6 +180,7 @@ export function switchScript(settings: SwitchSettings): string {
     sh`  if [ "$site_new" = 1 ]; then rm -f ${layout.nginxSite} ${layout.nginxSiteEnabled}; fi`,
     '  echo "nginx refuses the configuration for this app: $nginx_errors" >&2',
     '  echo "(with several apps on one server, give each its own server-name)" >&2',
+    '  restore_units',
     '  exit 1',
     'fi',
     'echo "MARK units and nginx configuration in place"',
@@ -200,6 +226,7 @@ export function switchScript(settings: SwitchSettings): string {
     '      echo "$ready" >&2',
     sh`      journalctl ${journalOf(layout)} -u ${api} -n 30 --no-pager -o cat >&2 || true`,
     sh`      systemctl stop ${api} || true`,
+    '      restore_units',
     sh`      echo "release ${settings.releaseId} did not become ready in the $slot slot: $why; traffic stays on the serving release" >&2`,
     '      exit 1',
     '    fi',
@@ -207,11 +234,12 @@ export function switchScript(settings: SwitchSettings): string {
     '  echo "READY $ready"',
     'fi',
     settings.precheck ? precheckLines(settings.precheck, settings.releaseId, api, layout) : null,
-    'rm -rf -- "$units_saved"',
     // Traffic moves only now, by renaming the socket link nginx connects through:
     // requests already on the old slot finish there, new ones reach the new slot.
     sh`swap_link "$sock" ${layout.apiLink}`,
     'echo "MARK traffic moved to the $slot slot"',
+    'rm -rf -- "$units_saved"',
+    settings.clearDrainPort ? clearDrainLines(layout, settings.clearDrainPort) : null,
     sh`echo "$slot" > ${layout.activeSlot}`,
     'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;',
     'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi',
@@ -221,6 +249,8 @@ export function switchScript(settings: SwitchSettings): string {
     sh`swap_link "$(readlink ${rel}/.venv)" ${layout.venvLink}`,
     servedLines(settings),
     'echo "PREVIOUS $prev"',
+    ...removals('units_removed'),
+    'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi',
     // On boot only the serving slot starts; the standby is a warm spare for this boot only.
     // The boot reads the links: no daemon reload now (each costs as much as the rest of the switch).
     sh`systemctl enable --no-reload --quiet ${layout.units.target} ${api} ${followers}`,

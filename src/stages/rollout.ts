@@ -79,6 +79,8 @@ export function balancerMembers(hosts: Pick<Host, 'spec' | 'roles'>[]): Balancer
 
 export async function rollOut(
   hosts: Host[],
+  /** A load balancer (roles=lb) is in front: a drain rule an older version left is cleared. */
+  balanced: boolean,
   releaseId: string,
   settings: RolloutSettings,
   log: Log,
@@ -111,6 +113,7 @@ export async function rollOut(
             // but for those on the standby's socket before traffic moves.
             checksFollow: opts.verify !== null,
             precheck: opts.verify,
+            clearDrainPort: balanced && host.roles.api ? upstreamOf(host.spec).port : undefined,
           })
             .then((r): HostRollout => ({ ...r, batch: index + 1, switched: true }))
             .catch((err): HostRollout => ({

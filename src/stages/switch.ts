@@ -102,6 +102,8 @@ export interface SwitchOptions {
   checksFollow?: boolean;
   /** The verify checks, also made on the started slot's socket before traffic moves (see SwitchSettings.precheck). */
   precheck?: PrecheckSettings | null;
+  /** See SwitchSettings.clearDrainPort. */
+  clearDrainPort?: number;
 }
 
 type PrecheckSettings = Pick<
@@ -145,7 +147,8 @@ function precheckMessage(host: Host, p: Precheck, err: RemoteError): string {
   } catch {
     // the message says so
   }
-  return `${host.spec.label} is unhealthy: ${p.path} answered ${answer} (on the new release's own slot socket, before it took any traffic; the serving release kept serving)`;
+  const expected = `${p.expectStatus}${p.expectBody ? ` containing '${p.expectBody}'` : ''}`;
+  return `${host.spec.label} is unhealthy: ${p.path} answered ${answer} (expected ${expected}; checked on the new release's own slot socket before it took any traffic, so the serving release kept serving)`;
 }
 
 export async function switchHost(
@@ -183,8 +186,16 @@ export async function switchHost(
       record: runtimeRecord(runtime),
       checksFollow: opts.checksFollow,
       precheck,
+      clearDrainPort: opts.clearDrainPort,
     }),
-    { stream: true },
+    // Its waits print nothing until they end: the idle limit leaves room for both.
+    {
+      stream: true,
+      idleTimeoutMs: Math.max(
+        host.conn.idleTimeoutMs,
+        (settings['ready-timeout'] + (precheck?.timeout ?? 0) + 60) * 1000,
+      ),
+    },
   );
   const { slot, previous } = await switching.catch((err: unknown) => {
     if (precheck && err instanceof RemoteError && err.code === PRECHECK_FAILED)

@@ -107,6 +107,11 @@ export class Connection {
     return this.endpoint.label;
   }
 
+  /** How long a script may print nothing (the command-idle-timeout input), unless a step says otherwise. */
+  get idleTimeoutMs(): number {
+    return this.options.idleTimeoutMs;
+  }
+
   /** Runs a step and reads its output; throws RemoteError when its script fails. */
   async step<T>(s: Step<T>, opts: Omit<RunOptions, 'what'> = {}): Promise<T> {
     return this.readStep(s, await this.exec(s.script, { ...opts, what: s.what }));

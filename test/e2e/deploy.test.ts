@@ -77,7 +77,13 @@ test('v1, v2, a failing v3 rolled back by itself, and a rollback to v1: zero fai
     // Other settings too: its unit files change, and must come back.
     const third = await runBundle(
       'deploy',
-      inputs({ 'verify-path': '/version', 'verify-timeout': '3', 'uvicorn-args': '--log-level warning' }),
+      inputs({
+        'verify-path': '/version',
+        'verify-timeout': '3',
+        'uvicorn-args': '--log-level warning',
+        // a worker it runs without: the serving release keeps its own
+        'worker-command': '',
+      }),
     );
     expect(third.code).toBe(1);
     ids.v3 = third.outputs['release-id']!;
@@ -89,6 +95,9 @@ test('v1, v2, a failing v3 rolled back by itself, and a rollback to v1: zero fai
     expect(third.stdout).toMatch(/\/version answered 500/);
     expect(third.stdout).not.toMatch(/traffic moved to the/);
     expect(await onHost(state, host, units)).toBe(unitsBefore);
+    expect((await onHost(state, host, `systemctl is-active ${APP}-worker.service || true`)).trim()).toBe(
+      'active',
+    );
     expect(third.summary).toContain('**Why:**');
     expect(await serving()).toEqual({ release: ids.v2, version: 'v2' });
     expect((await onHost(state, host, `cat /opt/${APP}/releases/${ids.v3}/.metalship/status`)).trim()).toBe(
@@ -144,6 +153,10 @@ test('a release whose app cannot import never takes traffic: its start in the st
     expect(report.failures).toEqual({});
   }
   expect(r.code).toBe(1);
+  // Its unit file (another app-module) is back as the serving release's.
+  expect(
+    await onHost(state, host, `grep -c broken_app /etc/systemd/system/${APP}-api@.service || true`),
+  ).toBe('0\n');
   // Failed as soon as the process exited, not at the end of ready-timeout (60 s).
   expect(r.stdout).toMatch(/did not become ready in the (blue|green) slot: its process exited/);
   expect(r.stdout).toContain('metalship-e2e: this release cannot import');

@@ -179,3 +179,20 @@ test("a deploy's checks run on the new slot's socket before the rename; a failur
   expect(text).toMatch(/if \[ "\$warm" = 0 \]; then\n {2}echo "checking \/version/);
   expect(switchScript(settings)).not.toContain('wait-ready "$sock" /version');
 });
+
+test('units a release runs without are removed only once it serves', () => {
+  const text = switchScript({
+    layout: shopLayout,
+    releaseId: '20250101_000000',
+    units: { 'shop-api@.service': '# Managed by metalship\n', 'shop-worker.service': null },
+    healthPath: '/health/ready',
+    readyTimeout: 30,
+    serverName: '_',
+    worker: false,
+    scheduler: false,
+    record: '{}\n',
+  });
+  expect(bashErrors(text)).toBe('');
+  const rename = text.indexOf('swap_link "$sock" /opt/shop/run/api.sock');
+  expect(text.indexOf('systemctl disable --now shop-worker.service')).toBeGreaterThan(rename);
+});
