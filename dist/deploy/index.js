@@ -63772,10 +63772,272 @@ module.exports = {"rE":"1.17.0"};
 /************************************************************************/
 var __webpack_exports__ = {};
 
-;// CONCATENATED MODULE: external "node:fs"
-const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs");
 // EXTERNAL MODULE: external "node:net"
 var external_node_net_ = __nccwpck_require__(7030);
+;// CONCATENATED MODULE: ./src/inputs/hosts.ts
+// Parses the `hosts` input: one or more hosts, newline- or comma-separated, each
+// `host`, `host:port`, `user@host`, `user@host:port` or a bracketed IPv6 address
+// (`[::1]:2222`), optionally followed by attributes (then one host per line):
+// `roles=api,worker,scheduler,migrate`, `roles=lb` (a load balancer in front
+// of the api hosts), `roles=db` and/or `roles=redis` (the app's PostgreSQL or
+// Redis on a host of its own), `upstream=addr:port` (where the load balancer
+// reaches this host, when not at its SSH address on port 80), and
+// `private=addr` (the host's address on the private network: where the app
+// hosts reach a db or redis host, and the source address a db or redis host
+// lets in from an app host).
+
+const ROLES = ['api', 'worker', 'scheduler', 'migrate', 'lb', 'db', 'redis'];
+const ATTRIBUTES = ['roles', 'upstream', 'private'];
+/** Roles of hosts that run none of the app: a load balancer, the database, Redis. */
+const APART_ROLES = ['lb', 'db', 'redis'];
+// A trailing dot (the absolute form of a name) is allowed.
+const HOSTNAME = /^(?=.{1,253}\.?$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
+/** A name whose last label is a number: the resolver reads it as an IPv4 address (inet_aton). */
+const NUMERIC_NAME = /(^|\.)(\d+|0x[0-9a-f]*)\.?$/i;
+const USER = /^[a-z_][a-z0-9_-]{0,31}$/;
+function parsePort(text) {
+    if (!/^\d{1,5}$/.test(text))
+        return `port '${text}' is not a number`;
+    const port = Number(text);
+    if (port < 1 || port > 65535)
+        return `port ${port} is out of range`;
+    return port;
+}
+/** Parses one `user@host:port` address; returns an error text instead of throwing. */
+function parseAddress(text, defaultPort = 22) {
+    let rest = text;
+    let user;
+    const at = rest.lastIndexOf('@');
+    if (at >= 0) {
+        user = rest.slice(0, at);
+        rest = rest.slice(at + 1);
+        if (!USER.test(user))
+            return `'${text}' has an invalid user name '${user}'`;
+    }
+    let host;
+    let port = defaultPort;
+    if (rest.startsWith('[')) {
+        const end = rest.indexOf(']');
+        if (end < 0)
+            return `'${text}' has an unclosed '[' (IPv6 addresses are written [addr] or [addr]:port)`;
+        host = rest.slice(1, end);
+        const after = rest.slice(end + 1);
+        if (after) {
+            if (!after.startsWith(':'))
+                return `'${text}' has text after ']' that is not ':port'`;
+            const p = parsePort(after.slice(1));
+            if (typeof p === 'string')
+                return `'${text}': ${p}`;
+            port = p;
+        }
+        if ((0,external_node_net_.isIP)(host) !== 6)
+            return `'${text}': '${host}' is not an IPv6 address`;
+    }
+    else {
+        const parts = rest.split(':');
+        if (parts.length > 2)
+            return `'${text}' looks like an IPv6 address: write it in brackets, e.g. [${rest}]:22`;
+        host = parts[0] ?? '';
+        if (parts.length === 2) {
+            const p = parsePort(parts[1] ?? '');
+            if (typeof p === 'string')
+                return `'${text}': ${p}`;
+            port = p;
+        }
+        if (!host)
+            return `'${text}' has no host name`;
+        if ((0,external_node_net_.isIP)(host) !== 4 && NUMERIC_NAME.test(host)) {
+            // getaddrinfo reads 127.1, 0x7f.1, 2130706433 and 0177.0.0.1 all as 127.0.0.1
+            // (and 010.0.0.1 as 8.0.0.1): one host in two spellings would escape the
+            // duplicate check and the known_hosts lookup, so only the dotted quad is taken.
+            let read = '';
+            try {
+                read = ` (read as ${new URL(`http://${host}`).hostname})`;
+            }
+            catch {
+                // Not an address at all; the message says what is expected anyway.
+            }
+            return `'${text}': '${host}' is an IPv4 address in a shorthand, octal or hex form${read}; write it as a dotted quad of decimal numbers without leading zeros`;
+        }
+        if ((0,external_node_net_.isIP)(host) !== 4 && !HOSTNAME.test(host))
+            return `'${text}': '${host}' is not a valid host name or IP address`;
+    }
+    return { label: text, host, port, ...(user ? { user } : {}) };
+}
+/** Parses the whole `hosts` input; returns the hosts or a list of problems. */
+function parseHosts(text, defaultPort = 22) {
+    const lines = text
+        .replace(/\r\n?/g, '\n')
+        .split('\n')
+        .map((l) => l.trim())
+        .filter((l) => l && !l.startsWith('#'));
+    const hosts = [];
+    for (const line of lines) {
+        const words = line.split(/\s+/);
+        if (words.slice(1).some((w) => /^[a-z-]+=/.test(w))) {
+            const parsed = parseLine(line, words, defaultPort);
+            if (typeof parsed === 'string')
+                return parsed;
+            hosts.push(parsed);
+            continue;
+        }
+        for (const item of line.split(',').map((s) => s.trim())) {
+            if (!item)
+                continue;
+            if (/\s/.test(item))
+                return `'${item}' contains white space`;
+            const parsed = parseAddress(item, defaultPort);
+            if (typeof parsed === 'string')
+                return parsed;
+            hosts.push({ ...parsed, roles: [] });
+        }
+    }
+    if (hosts.length === 0)
+        return 'no host given';
+    const seen = new Map();
+    for (const h of hosts) {
+        const key = `${canonicalHost(h.host)}:${h.port}`;
+        const first = seen.get(key);
+        if (first !== undefined)
+            return first === h.label ? `'${h.label}' is listed twice` : `'${h.label}' is '${first}' listed twice`;
+        seen.set(key, h.label);
+    }
+    return hosts;
+}
+/**
+ * The one spelling of a host that its other spellings share: IPv6 compressed in
+ * lower case (an IPv4-mapped address as IPv4), a name in lower case without a
+ * trailing dot. For finding duplicates and matching names, never for connecting.
+ */
+function canonicalHost(host) {
+    if ((0,external_node_net_.isIP)(host) !== 6) {
+        const name = host.toLowerCase().replace(/\.$/, '');
+        // The loopback name is the loopback address (ssh and libc resolve it so).
+        return name === 'localhost' ? '127.0.0.1' : name;
+    }
+    let h;
+    try {
+        h = new URL(`http://[${host}]`).hostname.slice(1, -1);
+    }
+    catch {
+        return host.toLowerCase(); // a zone id (fe80::1%eth0) is no URL host
+    }
+    const mapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(h);
+    if (!mapped)
+        return h;
+    const [hi, lo] = [parseInt(mapped[1], 16), parseInt(mapped[2], 16)];
+    return [hi >> 8, hi & 255, lo >> 8, lo & 255].join('.');
+}
+/**
+ * The host a name refers to: as written in hosts, or the same address in another
+ * spelling (user@ and :port optional; with several ports, the port named).
+ */
+function findHost(hosts, named) {
+    const byLabel = hosts.find((h) => h.label === named);
+    if (byLabel)
+        return byLabel;
+    const address = (0,external_node_net_.isIP)(named) === 6 ? { host: named, port: 22 } : parseAddress(named);
+    if (typeof address === 'string')
+        return undefined;
+    const same = hosts.filter((h) => canonicalHost(h.host) === canonicalHost(address.host));
+    return same.find((h) => h.port === address.port) ?? same[0];
+}
+/** One `address attr=value ...` line. */
+function parseLine(line, words, defaultPort) {
+    const address = words[0];
+    if (address.includes(',') || !words.slice(1).every((w) => /^[a-z-]+=/.test(w)))
+        return `'${line}': with attributes, write one host per line`;
+    const attrs = new Map();
+    for (const w of words.slice(1)) {
+        const eq = w.indexOf('=');
+        const key = w.slice(0, eq);
+        if (!ATTRIBUTES.includes(key))
+            return `'${line}': unknown attribute '${key}' (expected ${ATTRIBUTES.map((a) => `${a}=`).join(' or ')})`;
+        if (attrs.has(key))
+            return `'${line}': ${key}= is given twice`;
+        attrs.set(key, w.slice(eq + 1));
+    }
+    const parsed = parseAddress(address, defaultPort);
+    if (typeof parsed === 'string')
+        return parsed;
+    const roles = [];
+    if (attrs.has('roles')) {
+        const names = attrs.get('roles').split(',').filter(Boolean);
+        if (names.length === 0)
+            return `'${line}': roles= is empty (expected some of ${ROLES.join(', ')})`;
+        for (const role of names) {
+            if (!ROLES.includes(role))
+                return `'${line}': unknown role '${role}' (expected some of ${ROLES.join(', ')})`;
+            if (!roles.includes(role))
+                roles.push(role);
+        }
+        if (roles.includes('lb') && roles.length > 1)
+            return `'${line}': a load balancer (roles=lb) runs no app role; expected roles=lb alone`;
+        const apart = roles.filter((r) => r === 'db' || r === 'redis');
+        if (apart.length && apart.length < roles.length)
+            return `'${line}': a database or Redis host (roles=db, roles=redis) runs no app role and no load balancer; expected roles=db, roles=redis or roles=db,redis`;
+    }
+    const spec = { ...parsed, roles };
+    const upstream = attrs.get('upstream');
+    if (upstream !== undefined) {
+        if (roles.includes('lb'))
+            return `'${line}': upstream= is for app hosts, not for the load balancer`;
+        const u = parseAddress(upstream, 80);
+        if (typeof u === 'string' || u.user)
+            return `'${line}': upstream= ${typeof u === 'string' ? u.replace(/^'[^']*'/, `'${upstream}'`) : 'takes no user'} (expected addr or addr:port, e.g. upstream=10.0.0.5:80)`;
+        spec.upstream = { host: u.host, port: u.port };
+    }
+    const own = attrs.get('private');
+    if (own !== undefined) {
+        // pg_hba and ufw take addresses, not names.
+        if (!(0,external_node_net_.isIP)(own))
+            return `'${line}': private= '${own}' is not an IP address (expected e.g. private=10.0.0.5)`;
+        spec.private = own;
+    }
+    return spec;
+}
+/** Does this host run the app (any role but lb, db and redis)? */
+function isAppHost(h) {
+    return !h.roles.some((r) => APART_ROLES.includes(r));
+}
+function privateAddress(h) {
+    return h.private ?? (isAppHost(h) ? h.upstream?.host : undefined) ?? h.host;
+}
+function topology(hosts) {
+    const find = (role) => {
+        const h = hosts.find((x) => x.roles.includes(role));
+        return h ? { label: h.label, address: privateAddress(h) } : null;
+    };
+    return {
+        db: find('db'),
+        redis: find('redis'),
+        appAddresses: [...new Set(hosts.filter(isAppHost).map(privateAddress))],
+    };
+}
+/** Problems of the hosts input with db or redis hosts (none without them). */
+function topologyProblems(hosts) {
+    const problems = [];
+    for (const role of ['db', 'redis']) {
+        const holders = hosts.filter((h) => h.roles.includes(role));
+        if (holders.length > 1)
+            problems.push(`Input 'hosts' gives roles=${role} to ${holders.length} hosts (${holders.map((h) => h.label).join(', ')}); expected at most one.`);
+    }
+    if (!hosts.some((h) => h.roles.includes('db') || h.roles.includes('redis')))
+        return problems;
+    for (const h of hosts.filter((x) => !x.roles.includes('lb'))) {
+        const address = privateAddress(h);
+        if (!(0,external_node_net_.isIP)(address))
+            problems.push(`Input 'hosts': '${h.label}' has no IP address on the private network ('${address}' is a name); expected private=<address>, e.g. '${h.label} private=10.0.0.5' (the database and Redis hosts let app hosts in by address).`);
+    }
+    return problems;
+}
+/** Is a load balancer (roles=lb) in front of the app hosts? */
+function hasBalancer(hosts) {
+    return hosts.some((h) => h.roles.includes('lb'));
+}
+
+;// CONCATENATED MODULE: external "node:fs"
+const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs");
 ;// CONCATENATED MODULE: ./src/remote/sh.ts
 // Shell script building where quoting is the default: every value interpolated
 // into `sh` is single-quoted unless explicitly wrapped in raw().
@@ -64384,264 +64646,6 @@ function restoreProofStep(backupDir, maxDays = 45) {
             ? `the backups were last proven to restore ${days.toFixed(0)} days ago: is the monthly restore test still running?`
             : null;
     });
-}
-
-;// CONCATENATED MODULE: ./src/inputs/hosts.ts
-// Parses the `hosts` input: one or more hosts, newline- or comma-separated, each
-// `host`, `host:port`, `user@host`, `user@host:port` or a bracketed IPv6 address
-// (`[::1]:2222`), optionally followed by attributes (then one host per line):
-// `roles=api,worker,scheduler,migrate`, `roles=lb` (a load balancer in front
-// of the api hosts), `roles=db` and/or `roles=redis` (the app's PostgreSQL or
-// Redis on a host of its own), `upstream=addr:port` (where the load balancer
-// reaches this host, when not at its SSH address on port 80), and
-// `private=addr` (the host's address on the private network: where the app
-// hosts reach a db or redis host, and the source address a db or redis host
-// lets in from an app host).
-
-const ROLES = ['api', 'worker', 'scheduler', 'migrate', 'lb', 'db', 'redis'];
-const ATTRIBUTES = ['roles', 'upstream', 'private'];
-/** Roles of hosts that run none of the app: a load balancer, the database, Redis. */
-const APART_ROLES = ['lb', 'db', 'redis'];
-// A trailing dot (the absolute form of a name) is allowed.
-const HOSTNAME = /^(?=.{1,253}\.?$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
-/** A name whose last label is a number: the resolver reads it as an IPv4 address (inet_aton). */
-const NUMERIC_NAME = /(^|\.)(\d+|0x[0-9a-f]*)\.?$/i;
-const USER = /^[a-z_][a-z0-9_-]{0,31}$/;
-function parsePort(text) {
-    if (!/^\d{1,5}$/.test(text))
-        return `port '${text}' is not a number`;
-    const port = Number(text);
-    if (port < 1 || port > 65535)
-        return `port ${port} is out of range`;
-    return port;
-}
-/** Parses one `user@host:port` address; returns an error text instead of throwing. */
-function parseAddress(text, defaultPort = 22) {
-    let rest = text;
-    let user;
-    const at = rest.lastIndexOf('@');
-    if (at >= 0) {
-        user = rest.slice(0, at);
-        rest = rest.slice(at + 1);
-        if (!USER.test(user))
-            return `'${text}' has an invalid user name '${user}'`;
-    }
-    let host;
-    let port = defaultPort;
-    if (rest.startsWith('[')) {
-        const end = rest.indexOf(']');
-        if (end < 0)
-            return `'${text}' has an unclosed '[' (IPv6 addresses are written [addr] or [addr]:port)`;
-        host = rest.slice(1, end);
-        const after = rest.slice(end + 1);
-        if (after) {
-            if (!after.startsWith(':'))
-                return `'${text}' has text after ']' that is not ':port'`;
-            const p = parsePort(after.slice(1));
-            if (typeof p === 'string')
-                return `'${text}': ${p}`;
-            port = p;
-        }
-        if ((0,external_node_net_.isIP)(host) !== 6)
-            return `'${text}': '${host}' is not an IPv6 address`;
-    }
-    else {
-        const parts = rest.split(':');
-        if (parts.length > 2)
-            return `'${text}' looks like an IPv6 address: write it in brackets, e.g. [${rest}]:22`;
-        host = parts[0] ?? '';
-        if (parts.length === 2) {
-            const p = parsePort(parts[1] ?? '');
-            if (typeof p === 'string')
-                return `'${text}': ${p}`;
-            port = p;
-        }
-        if (!host)
-            return `'${text}' has no host name`;
-        if ((0,external_node_net_.isIP)(host) !== 4 && NUMERIC_NAME.test(host)) {
-            // getaddrinfo reads 127.1, 0x7f.1, 2130706433 and 0177.0.0.1 all as 127.0.0.1
-            // (and 010.0.0.1 as 8.0.0.1): one host in two spellings would escape the
-            // duplicate check and the known_hosts lookup, so only the dotted quad is taken.
-            let read = '';
-            try {
-                read = ` (read as ${new URL(`http://${host}`).hostname})`;
-            }
-            catch {
-                // Not an address at all; the message says what is expected anyway.
-            }
-            return `'${text}': '${host}' is an IPv4 address in a shorthand, octal or hex form${read}; write it as a dotted quad of decimal numbers without leading zeros`;
-        }
-        if ((0,external_node_net_.isIP)(host) !== 4 && !HOSTNAME.test(host))
-            return `'${text}': '${host}' is not a valid host name or IP address`;
-    }
-    return { label: text, host, port, ...(user ? { user } : {}) };
-}
-/** Parses the whole `hosts` input; returns the hosts or a list of problems. */
-function parseHosts(text, defaultPort = 22) {
-    const lines = text
-        .replace(/\r\n?/g, '\n')
-        .split('\n')
-        .map((l) => l.trim())
-        .filter((l) => l && !l.startsWith('#'));
-    const hosts = [];
-    for (const line of lines) {
-        const words = line.split(/\s+/);
-        if (words.slice(1).some((w) => /^[a-z-]+=/.test(w))) {
-            const parsed = parseLine(line, words, defaultPort);
-            if (typeof parsed === 'string')
-                return parsed;
-            hosts.push(parsed);
-            continue;
-        }
-        for (const item of line.split(',').map((s) => s.trim())) {
-            if (!item)
-                continue;
-            if (/\s/.test(item))
-                return `'${item}' contains white space`;
-            const parsed = parseAddress(item, defaultPort);
-            if (typeof parsed === 'string')
-                return parsed;
-            hosts.push({ ...parsed, roles: [] });
-        }
-    }
-    if (hosts.length === 0)
-        return 'no host given';
-    const seen = new Map();
-    for (const h of hosts) {
-        const key = `${canonicalHost(h.host)}:${h.port}`;
-        const first = seen.get(key);
-        if (first !== undefined)
-            return first === h.label ? `'${h.label}' is listed twice` : `'${h.label}' is '${first}' listed twice`;
-        seen.set(key, h.label);
-    }
-    return hosts;
-}
-/**
- * The one spelling of a host that its other spellings share: IPv6 compressed in
- * lower case (an IPv4-mapped address as IPv4), a name in lower case without a
- * trailing dot. For finding duplicates and matching names, never for connecting.
- */
-function canonicalHost(host) {
-    if ((0,external_node_net_.isIP)(host) !== 6) {
-        const name = host.toLowerCase().replace(/\.$/, '');
-        // The loopback name is the loopback address (ssh and libc resolve it so).
-        return name === 'localhost' ? '127.0.0.1' : name;
-    }
-    let h;
-    try {
-        h = new URL(`http://[${host}]`).hostname.slice(1, -1);
-    }
-    catch {
-        return host.toLowerCase(); // a zone id (fe80::1%eth0) is no URL host
-    }
-    const mapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(h);
-    if (!mapped)
-        return h;
-    const [hi, lo] = [parseInt(mapped[1], 16), parseInt(mapped[2], 16)];
-    return [hi >> 8, hi & 255, lo >> 8, lo & 255].join('.');
-}
-/**
- * The host a name refers to: as written in hosts, or the same address in another
- * spelling (user@ and :port optional; with several ports, the port named).
- */
-function findHost(hosts, named) {
-    const byLabel = hosts.find((h) => h.label === named);
-    if (byLabel)
-        return byLabel;
-    const address = (0,external_node_net_.isIP)(named) === 6 ? { host: named, port: 22 } : parseAddress(named);
-    if (typeof address === 'string')
-        return undefined;
-    const same = hosts.filter((h) => canonicalHost(h.host) === canonicalHost(address.host));
-    return same.find((h) => h.port === address.port) ?? same[0];
-}
-/** One `address attr=value ...` line. */
-function parseLine(line, words, defaultPort) {
-    const address = words[0];
-    if (address.includes(',') || !words.slice(1).every((w) => /^[a-z-]+=/.test(w)))
-        return `'${line}': with attributes, write one host per line`;
-    const attrs = new Map();
-    for (const w of words.slice(1)) {
-        const eq = w.indexOf('=');
-        const key = w.slice(0, eq);
-        if (!ATTRIBUTES.includes(key))
-            return `'${line}': unknown attribute '${key}' (expected ${ATTRIBUTES.map((a) => `${a}=`).join(' or ')})`;
-        if (attrs.has(key))
-            return `'${line}': ${key}= is given twice`;
-        attrs.set(key, w.slice(eq + 1));
-    }
-    const parsed = parseAddress(address, defaultPort);
-    if (typeof parsed === 'string')
-        return parsed;
-    const roles = [];
-    if (attrs.has('roles')) {
-        const names = attrs.get('roles').split(',').filter(Boolean);
-        if (names.length === 0)
-            return `'${line}': roles= is empty (expected some of ${ROLES.join(', ')})`;
-        for (const role of names) {
-            if (!ROLES.includes(role))
-                return `'${line}': unknown role '${role}' (expected some of ${ROLES.join(', ')})`;
-            if (!roles.includes(role))
-                roles.push(role);
-        }
-        if (roles.includes('lb') && roles.length > 1)
-            return `'${line}': a load balancer (roles=lb) runs no app role; expected roles=lb alone`;
-        const apart = roles.filter((r) => r === 'db' || r === 'redis');
-        if (apart.length && apart.length < roles.length)
-            return `'${line}': a database or Redis host (roles=db, roles=redis) runs no app role and no load balancer; expected roles=db, roles=redis or roles=db,redis`;
-    }
-    const spec = { ...parsed, roles };
-    const upstream = attrs.get('upstream');
-    if (upstream !== undefined) {
-        if (roles.includes('lb'))
-            return `'${line}': upstream= is for app hosts, not for the load balancer`;
-        const u = parseAddress(upstream, 80);
-        if (typeof u === 'string' || u.user)
-            return `'${line}': upstream= ${typeof u === 'string' ? u.replace(/^'[^']*'/, `'${upstream}'`) : 'takes no user'} (expected addr or addr:port, e.g. upstream=10.0.0.5:80)`;
-        spec.upstream = { host: u.host, port: u.port };
-    }
-    const own = attrs.get('private');
-    if (own !== undefined) {
-        // pg_hba and ufw take addresses, not names.
-        if (!(0,external_node_net_.isIP)(own))
-            return `'${line}': private= '${own}' is not an IP address (expected e.g. private=10.0.0.5)`;
-        spec.private = own;
-    }
-    return spec;
-}
-/** Does this host run the app (any role but lb, db and redis)? */
-function isAppHost(h) {
-    return !h.roles.some((r) => APART_ROLES.includes(r));
-}
-function privateAddress(h) {
-    return h.private ?? (isAppHost(h) ? h.upstream?.host : undefined) ?? h.host;
-}
-function topology(hosts) {
-    const find = (role) => {
-        const h = hosts.find((x) => x.roles.includes(role));
-        return h ? { label: h.label, address: privateAddress(h) } : null;
-    };
-    return {
-        db: find('db'),
-        redis: find('redis'),
-        appAddresses: [...new Set(hosts.filter(isAppHost).map(privateAddress))],
-    };
-}
-/** Problems of the hosts input with db or redis hosts (none without them). */
-function topologyProblems(hosts) {
-    const problems = [];
-    for (const role of ['db', 'redis']) {
-        const holders = hosts.filter((h) => h.roles.includes(role));
-        if (holders.length > 1)
-            problems.push(`Input 'hosts' gives roles=${role} to ${holders.length} hosts (${holders.map((h) => h.label).join(', ')}); expected at most one.`);
-    }
-    if (!hosts.some((h) => h.roles.includes('db') || h.roles.includes('redis')))
-        return problems;
-    for (const h of hosts.filter((x) => !x.roles.includes('lb'))) {
-        const address = privateAddress(h);
-        if (!(0,external_node_net_.isIP)(address))
-            problems.push(`Input 'hosts': '${h.label}' has no IP address on the private network ('${address}' is a name); expected private=<address>, e.g. '${h.label} private=10.0.0.5' (the database and Redis hosts let app hosts in by address).`);
-    }
-    return problems;
 }
 
 // EXTERNAL MODULE: external "node:crypto"
@@ -65824,6 +65828,10 @@ class Connection {
     }
     get label() {
         return this.endpoint.label;
+    }
+    /** How long a script may print nothing (the command-idle-timeout input), unless a step says otherwise. */
+    get idleTimeoutMs() {
+        return this.options.idleTimeoutMs;
     }
     /** Runs a step and reads its output; throws RemoteError when its script fails. */
     async step(s, opts = {}) {
@@ -67256,7 +67264,7 @@ map $http_upgrade $metalship_${upstreamName(layout)}_connection {
 const ACME_WEBROOT = '/var/www/letsencrypt';
 function proxyLocation(upstream, balancer) {
     // A balancer passes a request to the next app host when one refuses the
-    // connection (draining: any method, nothing was sent yet) and, for idempotent
+    // connection (any method: nothing was sent yet) and, for idempotent
     // requests, when one times out or answers 502/503/504.
     const retry = balancer ? `\n        proxy_next_upstream error timeout http_502 http_503 http_504;` : '';
     // A host that is down is passed over quickly (the LAN answers in microseconds).
@@ -67345,6 +67353,14 @@ ${common}
 
 
 
+/**
+ * Removes the rule by which metalship before 1.1 took a host out of a load
+ * balancer's rotation during a rolling switch (a killed run could leave it).
+ */
+function clearDrainLines(layout, port) {
+    const rule = sh_sh `INPUT ! -i lo -p tcp --dport ${String(port)} --syn -m comment --comment ${'metalship-drain-' + layout.app} -j REJECT --reject-with tcp-reset`;
+    return `for t in iptables ip6tables; do if command -v "$t" >/dev/null 2>&1; then while "$t" -w -D ${rule} 2>/dev/null; do :; done; fi; done`;
+}
 /** The switch's exit code when the release failed its precheck (nothing moved). */
 const PRECHECK_FAILED = 3;
 /**
@@ -67379,29 +67395,37 @@ function apiUnitOf(l, slotVar) {
 function switchScript(settings) {
     const layout = settings.layout;
     const rel = layout.release(settings.releaseId);
-    const unitLines = [unitsOurs(Object.keys(settings.units))].concat(Object.entries(settings.units).map(([name, content]) => content === null
-        ? sh_sh `if [ -f ${layout.unitDir}/${name} ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${layout.unitDir}/${name}; units_changed=1; fi`
-        : sh_ensureFile(`${layout.unitDir}/${name}`, content, {
-            mode: '644',
-            label: `unit ${name}`,
-            onChange: 'units_changed=1',
-        })));
+    const entries = Object.entries(settings.units);
+    const unitLines = [unitsOurs(Object.keys(settings.units))].concat(entries.flatMap(([name, content]) => content === null
+        ? []
+        : [
+            sh_ensureFile(`${layout.unitDir}/${name}`, content, {
+                mode: '644',
+                label: `unit ${name}`,
+                onChange: 'units_changed=1',
+            }),
+        ]));
+    // Units the release runs without (say no worker) go once it serves: until
+    // then the serving release keeps them.
+    const removals = (flag) => entries
+        .filter(([, content]) => content === null)
+        .map(([name]) => sh_sh `if [ -f ${layout.unitDir}/${name} ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${layout.unitDir}/${name}; ${raw(flag)}=1; fi`);
     const followers = [
         settings.worker ? layout.units.worker : null,
         settings.scheduler ? layout.units.scheduler : null,
     ].filter((u) => !!u);
-    const written = Object.entries(settings.units)
-        .filter(([, content]) => content !== null)
-        .map(([name]) => name);
+    const written = entries.filter(([, content]) => content !== null).map(([name]) => name);
+    const saved = `${layout.state}/units-before`;
     const api = raw(apiUnitOf(layout, '$slot'));
     const standbyApi = raw(apiUnitOf(layout, '$standby'));
     if (settings.api === false)
-        return followersOnlyScript(settings, unitLines, followers);
+        return followersOnlyScript(settings, [...unitLines, ...removals('units_changed')], followers);
     return sh_script(pyToolDefinition(), SWAP_LINK, sh_sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'command -v nginx >/dev/null 2>&1 || { echo "nginx is not installed: run the provision action first" >&2; exit 1; }', 
     // The serving slot keeps serving; the release goes to the other one, unless the serving one already runs it.
     sh_sh `active=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$active" in blue) idle=green ;; green) idle=blue ;; *) active=""; idle=blue ;; esac', sh_sh `slot_release() { basename "$(readlink ${layout.slots}/"$1" 2>/dev/null)" 2>/dev/null || true; }`, sh_sh `if [ -n "$active" ] && [ "$(slot_release "$active")" = ${settings.releaseId} ] && systemctl is-active --quiet ${raw(apiUnitOf(layout, '$active'))}; then slot=$active; else slot=$idle; fi`, 'if [ "$slot" = blue ]; then standby=green; else standby=blue; fi', 'echo "SLOT $slot"', 'units_changed=0', 
     // The unit files as they were: a release that never takes traffic leaves them so (see restore_units).
-    sh_sh `units_saved=$(mktemp -d); for u in ${written}; do if [ -f ${layout.unitDir}/"$u" ]; then cp -p -- ${layout.unitDir}/"$u" "$units_saved/"; fi; done`, restoreUnits(layout, written), ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
+    // In root's own state directory (checked at the lock), in place of the last run's.
+    sh_sh `units_saved=${saved}; rm -rf -- "$units_saved"; mkdir -m 700 -- "$units_saved"`, sh_sh `for u in ${written}; do if [ -f ${layout.unitDir}/"$u" ]; then cp -p -- ${layout.unitDir}/"$u" "$units_saved/"; fi; done`, restoreUnits(layout, written), ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
     // A change an earlier run wrote but did not get nginx to load (it stopped
     // before the switch, say a first release that never became ready) is loaded now.
     sh_sh `nginx_changed=0; if [ -e ${layout.nginxReloadPending} ]; then nginx_changed=1; fi`, 'site_new=0', sh_sh `if [ ! -e ${layout.nginxSite} ]; then`, '  site_new=1', sh_ensureFile(layout.nginxSite, siteConf(layout, { serverName: settings.serverName, tls: null }), {
@@ -67414,7 +67438,7 @@ function switchScript(settings) {
         onChange: sh_sh `nginx_changed=1; touch ${layout.nginxReloadPending}`,
     }), 
     // A configuration nginx refuses (say a second default_server) fails the switch before anything moves.
-    'if [ "$nginx_changed" = 1 ] && ! nginx_errors=$(nginx -t 2>&1); then', sh_sh `  if [ "$site_new" = 1 ]; then rm -f ${layout.nginxSite} ${layout.nginxSiteEnabled}; fi`, '  echo "nginx refuses the configuration for this app: $nginx_errors" >&2', '  echo "(with several apps on one server, give each its own server-name)" >&2', '  exit 1', 'fi', 'echo "MARK units and nginx configuration in place"', 
+    'if [ "$nginx_changed" = 1 ] && ! nginx_errors=$(nginx -t 2>&1); then', sh_sh `  if [ "$site_new" = 1 ]; then rm -f ${layout.nginxSite} ${layout.nginxSiteEnabled}; fi`, '  echo "nginx refuses the configuration for this app: $nginx_errors" >&2', '  echo "(with several apps on one server, give each its own server-name)" >&2', '  restore_units', '  exit 1', 'fi', 'echo "MARK units and nginx configuration in place"', 
     // Start the release beside the serving one (unless the slot already runs it, unchanged).
     'was=$(slot_release "$slot")', sh_sh `if [ "$was" != ${settings.releaseId} ]; then swap_link ${rel} ${layout.slots}/"$slot"; fi`, sh_sh `sock=/run/${layout.app}-api-"$slot"/api.sock`, 'warm=0', sh_sh `if [ "$units_changed" = 1 ] || [ "$was" != ${settings.releaseId} ] || ! systemctl is-active --quiet ${api}; then`, sh_sh `  echo "starting ${settings.releaseId} in the $slot slot"`, sh_sh `  systemctl restart ${api}`, settings.checksFollow
         ? sh_sh `elif [ -S "$sock" ]; then
@@ -67427,10 +67451,10 @@ function switchScript(settings) {
     sh_sh `  restarts=$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)`, sh_sh `  deadline=$((SECONDS + ${settings.readyTimeout})); why=''`, '  while :; do', sh_sh `    if ready=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.healthPath} 1 0.1 200 ''); then break; fi`, sh_sh `    sub=$(systemctl show -p SubState --value ${api} 2>/dev/null || true)`, 
     // 219/CGROUP is systemd failing to place the process (seen when the
     // slot's previous cgroup is still being torn down), not the app: started again, twice at most.
-    sh_sh `    if [ "$sub" = auto-restart ] && [ "$(systemctl show -p ExecMainStatus --value ${api} 2>/dev/null)" = 219 ] && [ "\${cgroup_retries:-0}" -lt 2 ]; then`, '      cgroup_retries=$(( ${cgroup_retries:-0} + 1 ))', sh_sh `      echo "systemd could not start the $slot slot's process (219/CGROUP): starting it again"`, sh_sh `      systemctl restart ${api} || true`, sh_sh `      restarts=$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)`, '      continue', '    fi', sh_sh `    case "$sub" in auto-restart|failed|dead|exited) why="its process exited ($sub)" ;; esac`, sh_sh `    if [ -z "$why" ] && [ "$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)" != "$restarts" ]; then why='its process exited and was restarted'; fi`, sh_sh `    if [ -z "$why" ] && [ "$SECONDS" -ge "$deadline" ]; then why=${`it did not answer within ${settings.readyTimeout} s`}; fi`, '    if [ -n "$why" ]; then', '      echo "$ready" >&2', sh_sh `      journalctl ${journalOf(layout)} -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh_sh `      systemctl stop ${api} || true`, sh_sh `      echo "release ${settings.releaseId} did not become ready in the $slot slot: $why; traffic stays on the serving release" >&2`, '      exit 1', '    fi', '  done', '  echo "READY $ready"', 'fi', settings.precheck ? precheckLines(settings.precheck, settings.releaseId, api, layout) : null, 'rm -rf -- "$units_saved"', 
+    sh_sh `    if [ "$sub" = auto-restart ] && [ "$(systemctl show -p ExecMainStatus --value ${api} 2>/dev/null)" = 219 ] && [ "\${cgroup_retries:-0}" -lt 2 ]; then`, '      cgroup_retries=$(( ${cgroup_retries:-0} + 1 ))', sh_sh `      echo "systemd could not start the $slot slot's process (219/CGROUP): starting it again"`, sh_sh `      systemctl restart ${api} || true`, sh_sh `      restarts=$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)`, '      continue', '    fi', sh_sh `    case "$sub" in auto-restart|failed|dead|exited) why="its process exited ($sub)" ;; esac`, sh_sh `    if [ -z "$why" ] && [ "$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)" != "$restarts" ]; then why='its process exited and was restarted'; fi`, sh_sh `    if [ -z "$why" ] && [ "$SECONDS" -ge "$deadline" ]; then why=${`it did not answer within ${settings.readyTimeout} s`}; fi`, '    if [ -n "$why" ]; then', '      echo "$ready" >&2', sh_sh `      journalctl ${journalOf(layout)} -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh_sh `      systemctl stop ${api} || true`, '      restore_units', sh_sh `      echo "release ${settings.releaseId} did not become ready in the $slot slot: $why; traffic stays on the serving release" >&2`, '      exit 1', '    fi', '  done', '  echo "READY $ready"', 'fi', settings.precheck ? precheckLines(settings.precheck, settings.releaseId, api, layout) : null, 
     // Traffic moves only now, by renaming the socket link nginx connects through:
     // requests already on the old slot finish there, new ones reach the new slot.
-    sh_sh `swap_link "$sock" ${layout.apiLink}`, 'echo "MARK traffic moved to the $slot slot"', sh_sh `echo "$slot" > ${layout.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh_sh `rm -f ${layout.nginxReloadPending}`, sh_sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `swap_link ${rel} ${layout.current}`, sh_sh `swap_link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', 
+    sh_sh `swap_link "$sock" ${layout.apiLink}`, 'echo "MARK traffic moved to the $slot slot"', 'rm -rf -- "$units_saved"', settings.clearDrainPort ? clearDrainLines(layout, settings.clearDrainPort) : null, sh_sh `echo "$slot" > ${layout.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh_sh `rm -f ${layout.nginxReloadPending}`, sh_sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `swap_link ${rel} ${layout.current}`, sh_sh `swap_link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', ...removals('units_removed'), 'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi', 
     // On boot only the serving slot starts; the standby is a warm spare for this boot only.
     // The boot reads the links: no daemon reload now (each costs as much as the rest of the switch).
     sh_sh `systemctl enable --no-reload --quiet ${layout.units.target} ${api} ${followers}`, sh_sh `systemctl disable --no-reload --quiet ${standbyApi} 2>/dev/null || true`, followers.length && settings.checksFollow ? sh_sh `systemctl restart --no-block ${followers}` : null, followers.length && !settings.checksFollow
@@ -78260,7 +78284,7 @@ const serviceInputs = {
         unit: 'seconds',
     }),
     'batch-size': fields_int({
-        description: 'Hosts switched at a time in a rolling switch. Each batch is taken out of the load balancer (roles=lb hosts), switched, verified and put back before the next; a failing batch stops the rollout and returns every switched host to its previous release.',
+        description: "Hosts switched at a time in a rolling switch. Each batch is switched and verified before the next (no host leaves the load balancer's rotation: each checks the release on its own standby slot before traffic moves, and the move drops no request); a failing batch stops the rollout and returns every switched host to its previous release.",
         default: '1',
         min: 1,
         max: 1000,
@@ -78376,7 +78400,7 @@ const releaseInputs = {
 };
 const verifyInputs = {
     'verify-path': pattern({
-        description: 'Endpoint checked on each host after the switch. Default: health-path. For example /health for a deep check.',
+        description: "Endpoint checked on each host: a deploy or rollback checks it on the new release's own api slot before traffic moves there (before current and the worker move), then through nginx after. Default: health-path. For example /health for a deep check.",
         default: '',
         regex: /^(|\/[A-Za-z0-9._~/?&=%-]*)$/,
         expected: 'a path beginning with /, or empty',
@@ -89145,7 +89169,8 @@ function precheckMessage(host, p, err) {
     catch {
         // the message says so
     }
-    return `${host.spec.label} is unhealthy: ${p.path} answered ${answer} (on the new release's own slot socket, before it took any traffic; the serving release kept serving)`;
+    const expected = `${p.expectStatus}${p.expectBody ? ` containing '${p.expectBody}'` : ''}`;
+    return `${host.spec.label} is unhealthy: ${p.path} answered ${answer} (expected ${expected}; checked on the new release's own slot socket before it took any traffic, so the serving release kept serving)`;
 }
 async function switchHost(host, releaseId, settings, log, opts = {}) {
     const started = Date.now();
@@ -89172,7 +89197,13 @@ async function switchHost(host, releaseId, settings, log, opts = {}) {
         record: runtimeRecord(runtime),
         checksFollow: opts.checksFollow,
         precheck,
-    }), { stream: true });
+        clearDrainPort: opts.clearDrainPort,
+    }), 
+    // Its waits print nothing until they end: the idle limit leaves room for both.
+    {
+        stream: true,
+        idleTimeoutMs: Math.max(host.conn.idleTimeoutMs, (settings['ready-timeout'] + (precheck?.timeout ?? 0) + 60) * 1000),
+    });
     const { slot, previous } = await switching.catch((err) => {
         if (precheck && err instanceof RemoteError && err.code === PRECHECK_FAILED)
             throw new PrecheckFailure(precheckMessage(host, precheck, err));
@@ -89408,7 +89439,9 @@ function upstreamOf(spec) {
 function balancerMembers(hosts) {
     return hosts.filter((h) => h.roles.api).map((h) => ({ label: h.spec.label, ...upstreamOf(h.spec) }));
 }
-async function rollOut(hosts, releaseId, settings, log, 
+async function rollOut(hosts, 
+/** A load balancer (roles=lb) is in front: a drain rule an older version left is cleared. */
+balanced, releaseId, settings, log, 
 /**
  * verify: the health check of each batch after its switch (null: only the
  * switch's readiness wait), of the health path and units the release runs with.
@@ -89427,6 +89460,7 @@ opts) {
             // but for those on the standby's socket before traffic moves.
             checksFollow: opts.verify !== null,
             precheck: opts.verify,
+            clearDrainPort: balanced && host.roles.api ? upstreamOf(host.spec).port : undefined,
         })
             .then((r) => ({ ...r, batch: index + 1, switched: true }))
             .catch((err) => ({
@@ -90156,7 +90190,7 @@ const actions = {
             'bytes-uploaded': { description: 'Bytes sent for the code (summed over hosts).' },
             healthy: { description: 'true when the new release passed verification.' },
             'rolled-back': {
-                description: 'true when verification failed and the previous release serves: the failed one never took traffic (its checks on its own slot failed), or was switched back.',
+                description: 'true when verification failed and the release does not serve: it never took traffic (its checks on its own slot failed), or it was switched back (to the previous release; after a first deploy, to nothing).',
             },
             ...commonOutputs,
         },
@@ -92723,6 +92757,7 @@ async function runAction(name, body, raw = envInputs(), log = new Log()) {
 
 
 
+
 async function deploy(settings, log) {
     const source = await readSource(settings);
     // Recorded while the deploy runs: GitHub's answers never hold it back.
@@ -92818,7 +92853,7 @@ async function deployOnHosts(settings, source, log) {
             }
         }
         const expect = { ...settings, 'expect-body': settings['expect-body'].replaceAll('{release}', id) };
-        const roll = await time('switch and verify', () => rollOut(hosts, id, expect, log, {
+        const roll = await time('switch and verify', () => rollOut(hosts, hasBalancer(settings.hosts), id, expect, log, {
             verify: expect,
             revertOnFailure: settings['rollback-on-failure'],
             list: true,

@@ -63149,6 +63149,10 @@ function topologyProblems(hosts) {
     }
     return problems;
 }
+/** Is a load balancer (roles=lb) in front of the app hosts? */
+function hasBalancer(hosts) {
+    return hosts.some((h) => h.roles.includes('lb'));
+}
 
 // EXTERNAL MODULE: external "node:crypto"
 var external_node_crypto_ = __nccwpck_require__(7598);
@@ -64517,6 +64521,10 @@ class Connection {
     }
     get label() {
         return this.endpoint.label;
+    }
+    /** How long a script may print nothing (the command-idle-timeout input), unless a step says otherwise. */
+    get idleTimeoutMs() {
+        return this.options.idleTimeoutMs;
     }
     /** Runs a step and reads its output; throws RemoteError when its script fails. */
     async step(s, opts = {}) {
@@ -66146,7 +66154,7 @@ map $http_upgrade $metalship_${upstreamName(layout)}_connection {
 const ACME_WEBROOT = '/var/www/letsencrypt';
 function proxyLocation(upstream, balancer) {
     // A balancer passes a request to the next app host when one refuses the
-    // connection (draining: any method, nothing was sent yet) and, for idempotent
+    // connection (any method: nothing was sent yet) and, for idempotent
     // requests, when one times out or answers 502/503/504.
     const retry = balancer ? `\n        proxy_next_upstream error timeout http_502 http_503 http_504;` : '';
     // A host that is down is passed over quickly (the LAN answers in microseconds).
@@ -66235,6 +66243,14 @@ ${common}
 
 
 
+/**
+ * Removes the rule by which metalship before 1.1 took a host out of a load
+ * balancer's rotation during a rolling switch (a killed run could leave it).
+ */
+function clearDrainLines(layout, port) {
+    const rule = sh `INPUT ! -i lo -p tcp --dport ${String(port)} --syn -m comment --comment ${'metalship-drain-' + layout.app} -j REJECT --reject-with tcp-reset`;
+    return `for t in iptables ip6tables; do if command -v "$t" >/dev/null 2>&1; then while "$t" -w -D ${rule} 2>/dev/null; do :; done; fi; done`;
+}
 /** The switch's exit code when the release failed its precheck (nothing moved). */
 const switch_PRECHECK_FAILED = 3;
 /**
@@ -66269,29 +66285,37 @@ function apiUnitOf(l, slotVar) {
 function switchScript(settings) {
     const layout = settings.layout;
     const rel = layout.release(settings.releaseId);
-    const unitLines = [unitsOurs(Object.keys(settings.units))].concat(Object.entries(settings.units).map(([name, content]) => content === null
-        ? sh `if [ -f ${layout.unitDir}/${name} ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${layout.unitDir}/${name}; units_changed=1; fi`
-        : ensureFile(`${layout.unitDir}/${name}`, content, {
-            mode: '644',
-            label: `unit ${name}`,
-            onChange: 'units_changed=1',
-        })));
+    const entries = Object.entries(settings.units);
+    const unitLines = [unitsOurs(Object.keys(settings.units))].concat(entries.flatMap(([name, content]) => content === null
+        ? []
+        : [
+            ensureFile(`${layout.unitDir}/${name}`, content, {
+                mode: '644',
+                label: `unit ${name}`,
+                onChange: 'units_changed=1',
+            }),
+        ]));
+    // Units the release runs without (say no worker) go once it serves: until
+    // then the serving release keeps them.
+    const removals = (flag) => entries
+        .filter(([, content]) => content === null)
+        .map(([name]) => sh `if [ -f ${layout.unitDir}/${name} ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${layout.unitDir}/${name}; ${raw(flag)}=1; fi`);
     const followers = [
         settings.worker ? layout.units.worker : null,
         settings.scheduler ? layout.units.scheduler : null,
     ].filter((u) => !!u);
-    const written = Object.entries(settings.units)
-        .filter(([, content]) => content !== null)
-        .map(([name]) => name);
+    const written = entries.filter(([, content]) => content !== null).map(([name]) => name);
+    const saved = `${layout.state}/units-before`;
     const api = raw(apiUnitOf(layout, '$slot'));
     const standbyApi = raw(apiUnitOf(layout, '$standby'));
     if (settings.api === false)
-        return followersOnlyScript(settings, unitLines, followers);
+        return followersOnlyScript(settings, [...unitLines, ...removals('units_changed')], followers);
     return script(pyToolDefinition(), SWAP_LINK, sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'command -v nginx >/dev/null 2>&1 || { echo "nginx is not installed: run the provision action first" >&2; exit 1; }', 
     // The serving slot keeps serving; the release goes to the other one, unless the serving one already runs it.
     sh `active=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$active" in blue) idle=green ;; green) idle=blue ;; *) active=""; idle=blue ;; esac', sh `slot_release() { basename "$(readlink ${layout.slots}/"$1" 2>/dev/null)" 2>/dev/null || true; }`, sh `if [ -n "$active" ] && [ "$(slot_release "$active")" = ${settings.releaseId} ] && systemctl is-active --quiet ${raw(apiUnitOf(layout, '$active'))}; then slot=$active; else slot=$idle; fi`, 'if [ "$slot" = blue ]; then standby=green; else standby=blue; fi', 'echo "SLOT $slot"', 'units_changed=0', 
     // The unit files as they were: a release that never takes traffic leaves them so (see restore_units).
-    sh `units_saved=$(mktemp -d); for u in ${written}; do if [ -f ${layout.unitDir}/"$u" ]; then cp -p -- ${layout.unitDir}/"$u" "$units_saved/"; fi; done`, restoreUnits(layout, written), ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
+    // In root's own state directory (checked at the lock), in place of the last run's.
+    sh `units_saved=${saved}; rm -rf -- "$units_saved"; mkdir -m 700 -- "$units_saved"`, sh `for u in ${written}; do if [ -f ${layout.unitDir}/"$u" ]; then cp -p -- ${layout.unitDir}/"$u" "$units_saved/"; fi; done`, restoreUnits(layout, written), ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
     // A change an earlier run wrote but did not get nginx to load (it stopped
     // before the switch, say a first release that never became ready) is loaded now.
     sh `nginx_changed=0; if [ -e ${layout.nginxReloadPending} ]; then nginx_changed=1; fi`, 'site_new=0', sh `if [ ! -e ${layout.nginxSite} ]; then`, '  site_new=1', ensureFile(layout.nginxSite, siteConf(layout, { serverName: settings.serverName, tls: null }), {
@@ -66304,7 +66328,7 @@ function switchScript(settings) {
         onChange: sh `nginx_changed=1; touch ${layout.nginxReloadPending}`,
     }), 
     // A configuration nginx refuses (say a second default_server) fails the switch before anything moves.
-    'if [ "$nginx_changed" = 1 ] && ! nginx_errors=$(nginx -t 2>&1); then', sh `  if [ "$site_new" = 1 ]; then rm -f ${layout.nginxSite} ${layout.nginxSiteEnabled}; fi`, '  echo "nginx refuses the configuration for this app: $nginx_errors" >&2', '  echo "(with several apps on one server, give each its own server-name)" >&2', '  exit 1', 'fi', 'echo "MARK units and nginx configuration in place"', 
+    'if [ "$nginx_changed" = 1 ] && ! nginx_errors=$(nginx -t 2>&1); then', sh `  if [ "$site_new" = 1 ]; then rm -f ${layout.nginxSite} ${layout.nginxSiteEnabled}; fi`, '  echo "nginx refuses the configuration for this app: $nginx_errors" >&2', '  echo "(with several apps on one server, give each its own server-name)" >&2', '  restore_units', '  exit 1', 'fi', 'echo "MARK units and nginx configuration in place"', 
     // Start the release beside the serving one (unless the slot already runs it, unchanged).
     'was=$(slot_release "$slot")', sh `if [ "$was" != ${settings.releaseId} ]; then swap_link ${rel} ${layout.slots}/"$slot"; fi`, sh `sock=/run/${layout.app}-api-"$slot"/api.sock`, 'warm=0', sh `if [ "$units_changed" = 1 ] || [ "$was" != ${settings.releaseId} ] || ! systemctl is-active --quiet ${api}; then`, sh `  echo "starting ${settings.releaseId} in the $slot slot"`, sh `  systemctl restart ${api}`, settings.checksFollow
         ? sh `elif [ -S "$sock" ]; then
@@ -66317,10 +66341,10 @@ function switchScript(settings) {
     sh `  restarts=$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)`, sh `  deadline=$((SECONDS + ${settings.readyTimeout})); why=''`, '  while :; do', sh `    if ready=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.healthPath} 1 0.1 200 ''); then break; fi`, sh `    sub=$(systemctl show -p SubState --value ${api} 2>/dev/null || true)`, 
     // 219/CGROUP is systemd failing to place the process (seen when the
     // slot's previous cgroup is still being torn down), not the app: started again, twice at most.
-    sh `    if [ "$sub" = auto-restart ] && [ "$(systemctl show -p ExecMainStatus --value ${api} 2>/dev/null)" = 219 ] && [ "\${cgroup_retries:-0}" -lt 2 ]; then`, '      cgroup_retries=$(( ${cgroup_retries:-0} + 1 ))', sh `      echo "systemd could not start the $slot slot's process (219/CGROUP): starting it again"`, sh `      systemctl restart ${api} || true`, sh `      restarts=$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)`, '      continue', '    fi', sh `    case "$sub" in auto-restart|failed|dead|exited) why="its process exited ($sub)" ;; esac`, sh `    if [ -z "$why" ] && [ "$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)" != "$restarts" ]; then why='its process exited and was restarted'; fi`, sh `    if [ -z "$why" ] && [ "$SECONDS" -ge "$deadline" ]; then why=${`it did not answer within ${settings.readyTimeout} s`}; fi`, '    if [ -n "$why" ]; then', '      echo "$ready" >&2', sh `      journalctl ${journalOf(layout)} -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh `      systemctl stop ${api} || true`, sh `      echo "release ${settings.releaseId} did not become ready in the $slot slot: $why; traffic stays on the serving release" >&2`, '      exit 1', '    fi', '  done', '  echo "READY $ready"', 'fi', settings.precheck ? precheckLines(settings.precheck, settings.releaseId, api, layout) : null, 'rm -rf -- "$units_saved"', 
+    sh `    if [ "$sub" = auto-restart ] && [ "$(systemctl show -p ExecMainStatus --value ${api} 2>/dev/null)" = 219 ] && [ "\${cgroup_retries:-0}" -lt 2 ]; then`, '      cgroup_retries=$(( ${cgroup_retries:-0} + 1 ))', sh `      echo "systemd could not start the $slot slot's process (219/CGROUP): starting it again"`, sh `      systemctl restart ${api} || true`, sh `      restarts=$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)`, '      continue', '    fi', sh `    case "$sub" in auto-restart|failed|dead|exited) why="its process exited ($sub)" ;; esac`, sh `    if [ -z "$why" ] && [ "$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)" != "$restarts" ]; then why='its process exited and was restarted'; fi`, sh `    if [ -z "$why" ] && [ "$SECONDS" -ge "$deadline" ]; then why=${`it did not answer within ${settings.readyTimeout} s`}; fi`, '    if [ -n "$why" ]; then', '      echo "$ready" >&2', sh `      journalctl ${journalOf(layout)} -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh `      systemctl stop ${api} || true`, '      restore_units', sh `      echo "release ${settings.releaseId} did not become ready in the $slot slot: $why; traffic stays on the serving release" >&2`, '      exit 1', '    fi', '  done', '  echo "READY $ready"', 'fi', settings.precheck ? precheckLines(settings.precheck, settings.releaseId, api, layout) : null, 
     // Traffic moves only now, by renaming the socket link nginx connects through:
     // requests already on the old slot finish there, new ones reach the new slot.
-    sh `swap_link "$sock" ${layout.apiLink}`, 'echo "MARK traffic moved to the $slot slot"', sh `echo "$slot" > ${layout.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh `rm -f ${layout.nginxReloadPending}`, sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `swap_link ${rel} ${layout.current}`, sh `swap_link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', 
+    sh `swap_link "$sock" ${layout.apiLink}`, 'echo "MARK traffic moved to the $slot slot"', 'rm -rf -- "$units_saved"', settings.clearDrainPort ? clearDrainLines(layout, settings.clearDrainPort) : null, sh `echo "$slot" > ${layout.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh `rm -f ${layout.nginxReloadPending}`, sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `swap_link ${rel} ${layout.current}`, sh `swap_link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', ...removals('units_removed'), 'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi', 
     // On boot only the serving slot starts; the standby is a warm spare for this boot only.
     // The boot reads the links: no daemon reload now (each costs as much as the rest of the switch).
     sh `systemctl enable --no-reload --quiet ${layout.units.target} ${api} ${followers}`, sh `systemctl disable --no-reload --quiet ${standbyApi} 2>/dev/null || true`, followers.length && settings.checksFollow ? sh `systemctl restart --no-block ${followers}` : null, followers.length && !settings.checksFollow
@@ -76848,7 +76872,7 @@ const serviceInputs = {
         unit: 'seconds',
     }),
     'batch-size': fields_int({
-        description: 'Hosts switched at a time in a rolling switch. Each batch is taken out of the load balancer (roles=lb hosts), switched, verified and put back before the next; a failing batch stops the rollout and returns every switched host to its previous release.',
+        description: "Hosts switched at a time in a rolling switch. Each batch is switched and verified before the next (no host leaves the load balancer's rotation: each checks the release on its own standby slot before traffic moves, and the move drops no request); a failing batch stops the rollout and returns every switched host to its previous release.",
         default: '1',
         min: 1,
         max: 1000,
@@ -76964,7 +76988,7 @@ const releaseInputs = {
 };
 const verifyInputs = {
     'verify-path': pattern({
-        description: 'Endpoint checked on each host after the switch. Default: health-path. For example /health for a deep check.',
+        description: "Endpoint checked on each host: a deploy or rollback checks it on the new release's own api slot before traffic moves there (before current and the worker move), then through nginx after. Default: health-path. For example /health for a deep check.",
         default: '',
         regex: /^(|\/[A-Za-z0-9._~/?&=%-]*)$/,
         expected: 'a path beginning with /, or empty',
@@ -77404,7 +77428,8 @@ function precheckMessage(host, p, err) {
     catch {
         // the message says so
     }
-    return `${host.spec.label} is unhealthy: ${p.path} answered ${answer} (on the new release's own slot socket, before it took any traffic; the serving release kept serving)`;
+    const expected = `${p.expectStatus}${p.expectBody ? ` containing '${p.expectBody}'` : ''}`;
+    return `${host.spec.label} is unhealthy: ${p.path} answered ${answer} (expected ${expected}; checked on the new release's own slot socket before it took any traffic, so the serving release kept serving)`;
 }
 async function switch_switchHost(host, releaseId, settings, log, opts = {}) {
     const started = Date.now();
@@ -77431,7 +77456,13 @@ async function switch_switchHost(host, releaseId, settings, log, opts = {}) {
         record: runtimeRecord(runtime),
         checksFollow: opts.checksFollow,
         precheck,
-    }), { stream: true });
+        clearDrainPort: opts.clearDrainPort,
+    }), 
+    // Its waits print nothing until they end: the idle limit leaves room for both.
+    {
+        stream: true,
+        idleTimeoutMs: Math.max(host.conn.idleTimeoutMs, (settings['ready-timeout'] + (precheck?.timeout ?? 0) + 60) * 1000),
+    });
     const { slot, previous } = await switching.catch((err) => {
         if (precheck && err instanceof RemoteError && err.code === PRECHECK_FAILED)
             throw new switch_PrecheckFailure(precheckMessage(host, precheck, err));
@@ -77667,7 +77698,9 @@ function upstreamOf(spec) {
 function balancerMembers(hosts) {
     return hosts.filter((h) => h.roles.api).map((h) => ({ label: h.spec.label, ...upstreamOf(h.spec) }));
 }
-async function rollOut(hosts, releaseId, settings, log, 
+async function rollOut(hosts, 
+/** A load balancer (roles=lb) is in front: a drain rule an older version left is cleared. */
+balanced, releaseId, settings, log, 
 /**
  * verify: the health check of each batch after its switch (null: only the
  * switch's readiness wait), of the health path and units the release runs with.
@@ -77686,6 +77719,7 @@ opts) {
             // but for those on the standby's socket before traffic moves.
             checksFollow: opts.verify !== null,
             precheck: opts.verify,
+            clearDrainPort: balanced && host.roles.api ? upstreamOf(host.spec).port : undefined,
         })
             .then((r) => ({ ...r, batch: index + 1, switched: true }))
             .catch((err) => ({
@@ -80130,7 +80164,7 @@ const actions = {
             'bytes-uploaded': { description: 'Bytes sent for the code (summed over hosts).' },
             healthy: { description: 'true when the new release passed verification.' },
             'rolled-back': {
-                description: 'true when verification failed and the previous release serves: the failed one never took traffic (its checks on its own slot failed), or was switched back.',
+                description: 'true when verification failed and the release does not serve: it never took traffic (its checks on its own slot failed), or it was switched back (to the previous release; after a first deploy, to nothing).',
             },
             ...commonOutputs,
         },

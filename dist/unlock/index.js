@@ -63149,6 +63149,10 @@ function topologyProblems(hosts) {
     }
     return problems;
 }
+/** Is a load balancer (roles=lb) in front of the app hosts? */
+function hasBalancer(hosts) {
+    return hosts.some((h) => h.roles.includes('lb'));
+}
 
 // EXTERNAL MODULE: external "node:crypto"
 var external_node_crypto_ = __nccwpck_require__(7598);
@@ -64517,6 +64521,10 @@ class Connection {
     }
     get label() {
         return this.endpoint.label;
+    }
+    /** How long a script may print nothing (the command-idle-timeout input), unless a step says otherwise. */
+    get idleTimeoutMs() {
+        return this.options.idleTimeoutMs;
     }
     /** Runs a step and reads its output; throws RemoteError when its script fails. */
     async step(s, opts = {}) {
@@ -76391,7 +76399,7 @@ const serviceInputs = {
         unit: 'seconds',
     }),
     'batch-size': fields_int({
-        description: 'Hosts switched at a time in a rolling switch. Each batch is taken out of the load balancer (roles=lb hosts), switched, verified and put back before the next; a failing batch stops the rollout and returns every switched host to its previous release.',
+        description: "Hosts switched at a time in a rolling switch. Each batch is switched and verified before the next (no host leaves the load balancer's rotation: each checks the release on its own standby slot before traffic moves, and the move drops no request); a failing batch stops the rollout and returns every switched host to its previous release.",
         default: '1',
         min: 1,
         max: 1000,
@@ -76507,7 +76515,7 @@ const releaseInputs = {
 };
 const verifyInputs = {
     'verify-path': pattern({
-        description: 'Endpoint checked on each host after the switch. Default: health-path. For example /health for a deep check.',
+        description: "Endpoint checked on each host: a deploy or rollback checks it on the new release's own api slot before traffic moves there (before current and the worker move), then through nginx after. Default: health-path. For example /health for a deep check.",
         default: '',
         regex: /^(|\/[A-Za-z0-9._~/?&=%-]*)$/,
         expected: 'a path beginning with /, or empty',
@@ -77574,7 +77582,7 @@ const actions = {
             'bytes-uploaded': { description: 'Bytes sent for the code (summed over hosts).' },
             healthy: { description: 'true when the new release passed verification.' },
             'rolled-back': {
-                description: 'true when verification failed and the previous release serves: the failed one never took traffic (its checks on its own slot failed), or was switched back.',
+                description: 'true when verification failed and the release does not serve: it never took traffic (its checks on its own slot failed), or it was switched back (to the previous release; after a first deploy, to nothing).',
             },
             ...commonOutputs,
         },
