@@ -189,7 +189,7 @@ async function deployOnHosts(settings: Settings<'deploy'>, source: Source, log: 
       const outcome =
         switched.length === 0
           ? neverServed.length
-            ? ` before taking traffic: ${previous} kept serving on ${neverServed.join(', ')}`
+            ? ` before taking traffic: ${previous} kept serving (its checks failed on ${neverServed.join(', ')})`
             : '; no host reported switching to it, so none was switched back'
           : stuck.length === 0
             ? ` and was rolled back to ${previous} on ${roll.reverted.join(', ')}${never}`

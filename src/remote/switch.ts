@@ -40,6 +40,13 @@ export interface SwitchSettings {
    * warm standby taking traffic back (a rollback), which the checks follow.
    */
   precheck?: Precheck | null;
+  /**
+   * Only start (and check) the release in the standby slot, and stop before
+   * traffic moves: a rolling switch starts every host first, then moves
+   * traffic batch by batch (a later switch finds the slot warm). standDownStep
+   * undoes it on a host whose traffic never moved.
+   */
+  startOnly?: boolean;
   /** Behind a load balancer: the port it reaches the host on, where an old drain rule is cleared. */
   clearDrainPort?: number;
 }
@@ -153,7 +160,8 @@ export function switchScript(settings: SwitchSettings): string {
     // In root's own state directory (checked at the lock), in place of the last run's.
     sh`units_saved=${saved}; rm -rf -- "$units_saved"; mkdir -m 700 -- "$units_saved"`,
     sh`for u in ${written}; do if [ -f ${layout.unitDir}/"$u" ]; then cp -p -- ${layout.unitDir}/"$u" "$units_saved/"; fi; done`,
-    restoreUnits(layout, written),
+    sh`printf '%s\n' ${written} > "$units_saved/.written"`,
+    restoreUnits(layout),
     ...unitLines,
     'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi',
     // A change an earlier run wrote but did not get nginx to load (it stopped
@@ -234,6 +242,14 @@ export function switchScript(settings: SwitchSettings): string {
     '  echo "READY $ready"',
     'fi',
     settings.precheck ? precheckLines(settings.precheck, settings.releaseId, api, layout) : null,
+    // Started and checked, not moved: the unit files as they were stay saved for standDownStep.
+    settings.startOnly
+      ? script(
+          'if [ "$units_changed" != 1 ]; then rm -rf -- "$units_saved"; fi',
+          'echo "STARTED"',
+          'exit 0',
+        ).trimEnd()
+      : null,
     // Traffic moves only now, by renaming the socket link nginx connects through:
     // requests already on the old slot finish there, new ones reach the new slot.
     sh`swap_link "$sock" ${layout.apiLink}`,
@@ -268,15 +284,16 @@ export function switchScript(settings: SwitchSettings): string {
  * $units_saved, when the release it started does not take traffic: the slot
  * still serving, and its next start, keep the settings they had.
  */
-function restoreUnits(layout: Layout, written: string[]): string {
+function restoreUnits(layout: Layout): string {
   return script(
     // Called on failure paths only (shellcheck takes its body for unreachable).
     '# shellcheck disable=SC2317',
     'restore_units() {',
     '  if [ "$units_changed" != 1 ]; then rm -rf -- "$units_saved"; return 0; fi',
-    sh`  for u in ${written}; do`,
+    // The names this switch wrote, listed by it (our own unit names).
+    '  while IFS= read -r u; do',
     sh`    if [ -f "$units_saved/$u" ]; then cp -p -- "$units_saved/$u" ${layout.unitDir}/"$u.metalship-new" && mv -f -- ${layout.unitDir}/"$u.metalship-new" ${layout.unitDir}/"$u"; else rm -f -- ${layout.unitDir}/"$u"; fi`,
-    '  done',
+    '  done < "$units_saved/.written"',
     '  rm -rf -- "$units_saved"',
     '  systemctl daemon-reload',
     '  echo "the unit files are back as they were before this switch"',
@@ -305,6 +322,26 @@ function precheckLines(p: Precheck, releaseId: string, api: Raw, layout: Layout)
     '  echo "CHECKED $checked"',
     'fi',
   ).trimEnd();
+}
+
+/**
+ * Undoes a switch that only started the release (startOnly) on a host whose
+ * traffic never moved to it: the slot that runs it stops (never the serving
+ * one), and the unit files go back as they were.
+ */
+export function standDownStep(layout: Layout, releaseId: string): Step<void> {
+  return plainStep(
+    `stopping ${releaseId} in the standby slot (it never took traffic)`,
+    script(
+      sh`active=$(cat ${layout.activeSlot} 2>/dev/null || true)`,
+      'for s in blue green; do',
+      sh`  if [ "$s" != "$active" ] && [ "$(basename "$(readlink ${layout.slots}/"$s" 2>/dev/null)" 2>/dev/null)" = ${releaseId} ]; then systemctl stop ${raw(apiUnitOf(layout, '$s'))} || true; fi`,
+      'done',
+      sh`units_saved=${`${layout.state}/units-before`}; units_changed=1`,
+      restoreUnits(layout),
+      'if [ -f "$units_saved/.written" ]; then restore_units; fi',
+    ),
+  );
 }
 
 export interface Switched {

@@ -1,5 +1,6 @@
-// The rolling switch over a fleet: batches of `batch-size` hosts, each
-// switched and verified before the next. No host needs taking out of the load
+// The rolling switch over a fleet: every host first starts the release in its
+// standby slot, then batches of `batch-size` hosts are switched and verified,
+// each before the next. No host needs taking out of the load
 // balancers' rotation: each checks the release on its standby slot's own socket
 // before traffic moves (a release failing that never serves), and the move is a
 // rename that drops no request. A batch that fails stops the rollout and every
@@ -13,6 +14,7 @@ import type { ReleaseListing } from '../remote/verify.js';
 import {
   PrecheckFailure,
   revertHosts,
+  standDown,
   switchHost,
   verifyHost,
   type ServiceSettings,
@@ -99,42 +101,66 @@ export async function rollOut(
 ): Promise<Rollout> {
   const results: HostRollout[] = [];
   const groups = batches(hosts, settings['batch-size']);
+  const switchRow = (host: Host, batch: number | undefined, startOnly: boolean): Promise<HostRollout> =>
+    switchHost(host, releaseId, settings, log, {
+      record: opts.records?.get(host.spec.label),
+      // The checks follow: the switch leaves them to the verify step,
+      // but for those on the standby's socket before traffic moves.
+      checksFollow: opts.verify !== null,
+      precheck: opts.verify,
+      clearDrainPort: balanced && host.roles.api ? upstreamOf(host.spec).port : undefined,
+      startOnly,
+    })
+      .then((r): HostRollout => ({ ...r, ...(batch ? { batch } : {}), switched: !startOnly }))
+      .catch((err): HostRollout => ({
+        host: host.spec.label,
+        ok: false,
+        ...(batch ? { batch } : {}),
+        error: errorMessage(err),
+        // It never took traffic: its checks failed on the standby's socket.
+        ...(err instanceof PrecheckFailure ? { healthy: false } : {}),
+      }));
+  const describe = (bad: HostRollout[]) => ({
+    failure: bad
+      .map((r) => (r.healthy === false ? r.error! : `${r.host}: switch failed: ${r.error}`))
+      .join('\n'),
+    failedIn: bad.every((r) => r.healthy === false) ? ('verification' as const) : ('switch' as const),
+  });
+  // Rolling with checks: every api host starts and checks the release in its
+  // standby slot first, in parallel; the batches then only move traffic (the
+  // slot is warm) and verify. A host that fails at the start fails the rollout
+  // before any traffic moved.
+  const waiting = new Set<string>();
+  if (groups.length > 1 && opts.verify !== null) {
+    const starters = hosts.filter((h) => h.roles.api);
+    const started = await log.group(
+      `Start ${releaseId} on the standby slots of ${starters.map((h) => h.spec.label).join(', ')}`,
+      () => Promise.all(starters.map((host) => switchRow(host, undefined, true))),
+    );
+    for (const r of started) if (r.ok) waiting.add(r.host);
+    const bad = started.filter((r) => !r.ok);
+    if (bad.length) {
+      results.push(...bad);
+      await standDown(
+        hosts.filter((h) => waiting.has(h.spec.label)),
+        releaseId,
+        log,
+      );
+      return { results, reverted: [], ...describe(bad) };
+    }
+  }
   for (const [index, batch] of groups.entries()) {
     const title = groups.length > 1 ? ` (batch ${index + 1} of ${groups.length})` : '';
     let failure: string | undefined;
     let failedIn: Rollout['failedIn'];
     const names = batch.map((h) => h.spec.label).join(', ');
     const switched = await log.group(`Switch ${names} to ${releaseId}${title}`, () =>
-      Promise.all(
-        batch.map((host) =>
-          switchHost(host, releaseId, settings, log, {
-            record: opts.records?.get(host.spec.label),
-            // The checks follow: the switch leaves them to the verify step,
-            // but for those on the standby's socket before traffic moves.
-            checksFollow: opts.verify !== null,
-            precheck: opts.verify,
-            clearDrainPort: balanced && host.roles.api ? upstreamOf(host.spec).port : undefined,
-          })
-            .then((r): HostRollout => ({ ...r, batch: index + 1, switched: true }))
-            .catch((err): HostRollout => ({
-              host: host.spec.label,
-              ok: false,
-              batch: index + 1,
-              error: errorMessage(err),
-              // It never took traffic: its checks failed on the standby's socket.
-              ...(err instanceof PrecheckFailure ? { healthy: false } : {}),
-            })),
-        ),
-      ),
+      Promise.all(batch.map((host) => switchRow(host, index + 1, false))),
     );
     results.push(...switched);
+    for (const r of switched) if (r.ok) waiting.delete(r.host);
     const bad = switched.filter((r) => !r.ok);
-    if (bad.length) {
-      failure = bad
-        .map((r) => (r.healthy === false ? r.error! : `${r.host}: switch failed: ${r.error}`))
-        .join('\n');
-      failedIn = bad.every((r) => r.healthy === false) ? 'verification' : 'switch';
-    }
+    if (bad.length) ({ failure, failedIn } = describe(bad));
     const verify = opts.verify;
     if (!failure && verify) {
       const checks = await log.group(`Verify ${batch.map((h) => h.spec.label).join(', ')}${title}`, () =>
@@ -165,6 +191,12 @@ export async function rollOut(
     if (failure) {
       const switched = results.filter((r) => r.switched);
       const reverted = opts.revertOnFailure ? await revertHosts(hosts, switched, settings, log) : [];
+      // Started, never moved: their standby slots stop, their unit files go back.
+      await standDown(
+        hosts.filter((h) => waiting.has(h.spec.label)),
+        releaseId,
+        log,
+      );
       return {
         results,
         reverted,

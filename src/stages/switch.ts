@@ -4,7 +4,7 @@ import type { Log } from '../log.js';
 import type { Slot } from '../remote/layout.js';
 import { markStep } from '../remote/release.js';
 import { readRuntimeStep, runtimePath } from '../remote/runtime.js';
-import { PRECHECK_FAILED, switchStep, unserveStep, type Precheck } from '../remote/switch.js';
+import { PRECHECK_FAILED, standDownStep, switchStep, unserveStep, type Precheck } from '../remote/switch.js';
 import { RemoteError } from '../transport/ssh.js';
 import {
   effectiveRuntime,
@@ -104,6 +104,8 @@ export interface SwitchOptions {
   precheck?: PrecheckSettings | null;
   /** See SwitchSettings.clearDrainPort. */
   clearDrainPort?: number;
+  /** See SwitchSettings.startOnly. */
+  startOnly?: boolean;
 }
 
 type PrecheckSettings = Pick<
@@ -187,6 +189,7 @@ export async function switchHost(
       checksFollow: opts.checksFollow,
       precheck,
       clearDrainPort: opts.clearDrainPort,
+      startOnly: opts.startOnly,
     }),
     // Its waits print nothing until they end: the idle limit leaves room for both.
     {
@@ -203,9 +206,11 @@ export async function switchHost(
     throw err;
   });
   log.info(
-    slot
-      ? `[${host.spec.label}] ${releaseId} serves from the ${slot} slot (was ${previous || 'nothing'})`
-      : `[${host.spec.label}] ${releaseId} is current, no api on this host (was ${previous || 'nothing'})`,
+    opts.startOnly
+      ? `[${host.spec.label}] ${releaseId} is up in the ${slot} slot, ready to take traffic`
+      : slot
+        ? `[${host.spec.label}] ${releaseId} serves from the ${slot} slot (was ${previous || 'nothing'})`
+        : `[${host.spec.label}] ${releaseId} is current, no api on this host (was ${previous || 'nothing'})`,
   );
   return {
     host: host.spec.label,
@@ -435,6 +440,19 @@ export function rollbackTarget(
     }
   });
   return { target: pick.target, from: first.links.current ?? '' };
+}
+
+/** Undoes a start-only switch on hosts whose traffic never moved (see standDownStep); a host that fails is only warned of. */
+export async function standDown(hosts: Host[], releaseId: string, log: Log): Promise<void> {
+  await Promise.all(
+    hosts.map((h) =>
+      h.conn
+        .step(standDownStep(h.layout, releaseId))
+        .catch((e: unknown) =>
+          log.warn(`could not stop ${releaseId} on ${h.spec.label}: ${errorMessage(e)}`),
+        ),
+    ),
+  );
 }
 
 /** Takes the app out of service on hosts where a first release failed (see unserveStep); a host that fails is only warned of. */

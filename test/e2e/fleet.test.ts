@@ -146,6 +146,8 @@ test('a rolling deploy in batches of two under steady load through the balancer:
     ]);
     // No host left the balancer's rotation: each one's switch drops nothing by itself.
     expect(second.stdout).not.toMatch(/out of rotation/);
+    // every host started the release first, then the batches moved traffic
+    expect(second.stdout).toMatch(/Start \d{8}_\d{6} on the standby slots of /);
     for (const h of apps) expect(second.summary).toContain(`| ${h.address} |`);
     for (const h of apps) expect(await currentOn(h)).toBe(ids.f2);
   } finally {
@@ -179,8 +181,11 @@ test('a release failing health on the second batch: every host back on the previ
   const f3 = third.outputs['release-id']!;
   ids.f3 = f3;
   expect(third.outputs['rolled-back']).toBe('true');
-  expect(third.stdout).toMatch(new RegExp(`${f3} failed verification and was rolled back to ${ids.f2}`));
-  expect(third.stdout).toContain(`batch 2 of 3: ${apps[1]!.address} is unhealthy`);
+  // Every host started it first: the failing one failed its checks there, before any traffic moved.
+  expect(third.stdout).toMatch(
+    new RegExp(`${f3} failed verification before taking traffic: ${ids.f2} kept serving`),
+  );
+  expect(third.stdout).toContain(`${apps[1]!.address} is unhealthy`);
   expect(third.stdout).toMatch(/\/version answered 500/);
   // batch 3 was never switched; 1 and 2 went back
   const results = JSON.parse(third.outputs.results!) as { host: string; ok: boolean; batch?: number }[];
@@ -190,6 +195,15 @@ test('a release failing health on the second batch: every host back on the previ
   expect((await onHost(state, apps[0]!, `cat /opt/${APP}/releases/${f3}/.metalship/status`)).trim()).toBe(
     'bad',
   );
+  // The hosts that had started it stopped it again.
+  for (const h of apps)
+    expect(
+      await onHost(
+        state,
+        h,
+        `for s in blue green; do if [ "$(basename "$(readlink /opt/${APP}/slots/$s)")" = ${f3} ]; then systemctl is-active ${APP}-api@$s.service || true; fi; done`,
+      ),
+    ).not.toMatch(/^active$/m);
 });
 
 test('undo with if-current: nothing where that release is not current, a rolling rollback through the balancer where it is', async () => {

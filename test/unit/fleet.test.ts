@@ -7,7 +7,7 @@ import { parseInputs } from '../../src/inputs/parse.js';
 import { balancerUpstreamConf } from '../../src/remote/balancer.js';
 import { layout } from '../../src/remote/layout.js';
 import { planItems } from '../../src/remote/provision/index.js';
-import { switchScript } from '../../src/remote/switch.js';
+import { standDownStep, switchScript } from '../../src/remote/switch.js';
 import { verifyStep } from '../../src/remote/verify.js';
 import { lockOrder, resolveRoles, type Host } from '../../src/stages/hosts.js';
 import { balancerMembers, batches } from '../../src/stages/rollout.js';
@@ -195,4 +195,31 @@ test('units a release runs without are removed only once it serves', () => {
   expect(bashErrors(text)).toBe('');
   const rename = text.indexOf('swap_link "$sock" /opt/shop/run/api.sock');
   expect(text.indexOf('systemctl disable --now shop-worker.service')).toBeGreaterThan(rename);
+});
+
+test('a start-only switch stops before traffic moves, and its stand-down never stops the serving slot', () => {
+  const settings = {
+    layout: shopLayout,
+    releaseId: '20250101_000000',
+    units: { 'shop-api@.service': '# Managed by metalship\n' },
+    healthPath: '/health/ready',
+    readyTimeout: 30,
+    serverName: '_',
+    worker: true,
+    scheduler: false,
+    record: '{}\n',
+    checksFollow: true,
+    startOnly: true,
+  };
+  const text = switchScript(settings);
+  expect(bashErrors(text)).toBe('');
+  const started = text.indexOf('echo "STARTED"');
+  expect(started).toBeGreaterThan(0);
+  expect(text.indexOf('exit 0', started)).toBeLessThan(
+    text.indexOf('swap_link "$sock" /opt/shop/run/api.sock'),
+  );
+  const down = standDownStep(shopLayout, '20250101_000000').script;
+  expect(bashErrors(down)).toBe('');
+  expect(down).toContain('if [ "$s" != "$active" ]');
+  expect(down).toContain('/opt/shop/.metalship/units-before');
 });
