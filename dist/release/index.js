@@ -77136,7 +77136,7 @@ function switchScript(settings) {
     sh `active=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$active" in blue) idle=green ;; green) idle=blue ;; *) active=""; idle=blue ;; esac', sh `slot_release() { basename "$(readlink ${layout.slots}/"$1" 2>/dev/null)" 2>/dev/null || true; }`, sh `if [ -n "$active" ] && [ "$(slot_release "$active")" = ${settings.releaseId} ] && systemctl is-active --quiet ${raw(apiUnitOf(layout, '$active'))}; then slot=$active; else slot=$idle; fi`, 'if [ "$slot" = blue ]; then standby=green; else standby=blue; fi', 'echo "SLOT $slot"', 'units_changed=0', 
     // The unit files as they were: a release that never takes traffic leaves them so (see restore_units).
     // In root's own state directory (checked at the lock), in place of the last run's.
-    sh `units_saved=${saved}; rm -rf -- "$units_saved"; mkdir -m 700 -- "$units_saved"`, sh `for u in ${written}; do if [ -f ${layout.unitDir}/"$u" ]; then cp -p -- ${layout.unitDir}/"$u" "$units_saved/"; fi; done`, restoreUnits(layout, written), ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
+    sh `units_saved=${saved}; rm -rf -- "$units_saved"; mkdir -m 700 -- "$units_saved"`, sh `for u in ${written}; do if [ -f ${layout.unitDir}/"$u" ]; then cp -p -- ${layout.unitDir}/"$u" "$units_saved/"; fi; done`, sh `printf '%s\n' ${written} > "$units_saved/.written"`, restoreUnits(layout), ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
     // A change an earlier run wrote but did not get nginx to load (it stopped
     // before the switch, say a first release that never became ready) is loaded now.
     sh `nginx_changed=0; if [ -e ${layout.nginxReloadPending} ]; then nginx_changed=1; fi`, 'site_new=0', sh `if [ ! -e ${layout.nginxSite} ]; then`, '  site_new=1', ensureFile(layout.nginxSite, siteConf(layout, { serverName: settings.serverName, tls: null }), {
@@ -77163,6 +77163,10 @@ function switchScript(settings) {
     // 219/CGROUP is systemd failing to place the process (seen when the
     // slot's previous cgroup is still being torn down), not the app: started again, twice at most.
     sh `    if [ "$sub" = auto-restart ] && [ "$(systemctl show -p ExecMainStatus --value ${api} 2>/dev/null)" = 219 ] && [ "\${cgroup_retries:-0}" -lt 2 ]; then`, '      cgroup_retries=$(( ${cgroup_retries:-0} + 1 ))', sh `      echo "systemd could not start the $slot slot's process (219/CGROUP): starting it again"`, sh `      systemctl restart ${api} || true`, sh `      restarts=$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)`, '      continue', '    fi', sh `    case "$sub" in auto-restart|failed|dead|exited) why="its process exited ($sub)" ;; esac`, sh `    if [ -z "$why" ] && [ "$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)" != "$restarts" ]; then why='its process exited and was restarted'; fi`, sh `    if [ -z "$why" ] && [ "$SECONDS" -ge "$deadline" ]; then why=${`it did not answer within ${settings.readyTimeout} s`}; fi`, '    if [ -n "$why" ]; then', '      echo "$ready" >&2', sh `      journalctl ${journalOf(layout)} -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh `      systemctl stop ${api} || true`, '      restore_units', sh `      echo "release ${settings.releaseId} did not become ready in the $slot slot: $why; traffic stays on the serving release" >&2`, '      exit 1', '    fi', '  done', '  echo "READY $ready"', 'fi', settings.precheck ? precheckLines(settings.precheck, settings.releaseId, api, layout) : null, 
+    // Started and checked, not moved: the unit files as they were stay saved for standDownStep.
+    settings.startOnly
+        ? script('if [ "$units_changed" != 1 ]; then rm -rf -- "$units_saved"; fi', 'echo "STARTED"', 'exit 0').trimEnd()
+        : null, 
     // Traffic moves only now, by renaming the socket link nginx connects through:
     // requests already on the old slot finish there, new ones reach the new slot.
     sh `swap_link "$sock" ${layout.apiLink}`, 'echo "MARK traffic moved to the $slot slot"', 'rm -rf -- "$units_saved"', settings.clearDrainPort ? clearDrainLines(layout, settings.clearDrainPort) : null, sh `echo "$slot" > ${layout.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh `rm -f ${layout.nginxReloadPending}`, sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `swap_link ${rel} ${layout.current}`, sh `swap_link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', ...removals('units_removed'), 'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi', 
@@ -77177,10 +77181,12 @@ function switchScript(settings) {
  * $units_saved, when the release it started does not take traffic: the slot
  * still serving, and its next start, keep the settings they had.
  */
-function restoreUnits(layout, written) {
+function restoreUnits(layout) {
     return script(
     // Called on failure paths only (shellcheck takes its body for unreachable).
-    '# shellcheck disable=SC2317', 'restore_units() {', '  if [ "$units_changed" != 1 ]; then rm -rf -- "$units_saved"; return 0; fi', sh `  for u in ${written}; do`, sh `    if [ -f "$units_saved/$u" ]; then cp -p -- "$units_saved/$u" ${layout.unitDir}/"$u.metalship-new" && mv -f -- ${layout.unitDir}/"$u.metalship-new" ${layout.unitDir}/"$u"; else rm -f -- ${layout.unitDir}/"$u"; fi`, '  done', '  rm -rf -- "$units_saved"', '  systemctl daemon-reload', '  echo "the unit files are back as they were before this switch"', '}').trimEnd();
+    '# shellcheck disable=SC2317', 'restore_units() {', '  if [ "$units_changed" != 1 ]; then rm -rf -- "$units_saved"; return 0; fi', 
+    // The names this switch wrote, listed by it (our own unit names).
+    '  while IFS= read -r u; do', sh `    if [ -f "$units_saved/$u" ]; then cp -p -- "$units_saved/$u" ${layout.unitDir}/"$u.metalship-new" && mv -f -- ${layout.unitDir}/"$u.metalship-new" ${layout.unitDir}/"$u"; else rm -f -- ${layout.unitDir}/"$u"; fi`, '  done < "$units_saved/.written"', '  rm -rf -- "$units_saved"', '  systemctl daemon-reload', '  echo "the unit files are back as they were before this switch"', '}').trimEnd();
 }
 /**
  * The deploy's checks on the started slot's own socket, before the rename: a
@@ -77191,6 +77197,14 @@ function precheckLines(p, releaseId, api, layout) {
     return script('if [ "$warm" = 0 ]; then', sh `  echo "checking ${p.path} on the $slot slot's socket before it takes traffic"`, sh `  if ! checked=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${p.path} ${p.timeout} ${p.interval} ${p.expectStatus} ${p.expectBody}); then`, sh `    journalctl ${journalOf(layout)} -u ${api} -n 30 --no-pager -o cat 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | sed 's/^/JOURNAL /' || true`, 
     // Never the serving slot (a switch to the release it already runs).
     sh `    if [ "$slot" != "$active" ]; then systemctl stop ${api} || true; fi`, '    restore_units', '    echo "PRECHECK $checked" >&2', sh `    echo "release ${releaseId} failed its checks on the $slot slot's socket, before taking traffic: traffic stays on the serving release" >&2`, sh `    exit ${String(PRECHECK_FAILED)}`, '  fi', '  echo "CHECKED $checked"', 'fi').trimEnd();
+}
+/**
+ * Undoes a switch that only started the release (startOnly) on a host whose
+ * traffic never moved to it: the slot that runs it stops (never the serving
+ * one), and the unit files go back as they were.
+ */
+function standDownStep(layout, releaseId) {
+    return plainStep(`stopping ${releaseId} in the standby slot (it never took traffic)`, script(sh `active=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'for s in blue green; do', sh `  if [ "$s" != "$active" ] && [ "$(basename "$(readlink ${layout.slots}/"$s" 2>/dev/null)" 2>/dev/null)" = ${releaseId} ]; then systemctl stop ${raw(apiUnitOf(layout, '$s'))} || true; fi`, 'done', sh `units_saved=${`${layout.state}/units-before`}; units_changed=1`, restoreUnits(layout), 'if [ -f "$units_saved/.written" ]; then restore_units; fi'));
 }
 /** The switch as a step: the slot it serves from and the release it left. */
 function switchStep(settings) {

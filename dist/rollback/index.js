@@ -82238,7 +82238,7 @@ function switchScript(settings) {
     sh_sh `active=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$active" in blue) idle=green ;; green) idle=blue ;; *) active=""; idle=blue ;; esac', sh_sh `slot_release() { basename "$(readlink ${layout.slots}/"$1" 2>/dev/null)" 2>/dev/null || true; }`, sh_sh `if [ -n "$active" ] && [ "$(slot_release "$active")" = ${settings.releaseId} ] && systemctl is-active --quiet ${sh_raw(apiUnitOf(layout, '$active'))}; then slot=$active; else slot=$idle; fi`, 'if [ "$slot" = blue ]; then standby=green; else standby=blue; fi', 'echo "SLOT $slot"', 'units_changed=0', 
     // The unit files as they were: a release that never takes traffic leaves them so (see restore_units).
     // In root's own state directory (checked at the lock), in place of the last run's.
-    sh_sh `units_saved=${saved}; rm -rf -- "$units_saved"; mkdir -m 700 -- "$units_saved"`, sh_sh `for u in ${written}; do if [ -f ${layout.unitDir}/"$u" ]; then cp -p -- ${layout.unitDir}/"$u" "$units_saved/"; fi; done`, restoreUnits(layout, written), ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
+    sh_sh `units_saved=${saved}; rm -rf -- "$units_saved"; mkdir -m 700 -- "$units_saved"`, sh_sh `for u in ${written}; do if [ -f ${layout.unitDir}/"$u" ]; then cp -p -- ${layout.unitDir}/"$u" "$units_saved/"; fi; done`, sh_sh `printf '%s\n' ${written} > "$units_saved/.written"`, restoreUnits(layout), ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
     // A change an earlier run wrote but did not get nginx to load (it stopped
     // before the switch, say a first release that never became ready) is loaded now.
     sh_sh `nginx_changed=0; if [ -e ${layout.nginxReloadPending} ]; then nginx_changed=1; fi`, 'site_new=0', sh_sh `if [ ! -e ${layout.nginxSite} ]; then`, '  site_new=1', ensureFile(layout.nginxSite, siteConf(layout, { serverName: settings.serverName, tls: null }), {
@@ -82265,6 +82265,10 @@ function switchScript(settings) {
     // 219/CGROUP is systemd failing to place the process (seen when the
     // slot's previous cgroup is still being torn down), not the app: started again, twice at most.
     sh_sh `    if [ "$sub" = auto-restart ] && [ "$(systemctl show -p ExecMainStatus --value ${api} 2>/dev/null)" = 219 ] && [ "\${cgroup_retries:-0}" -lt 2 ]; then`, '      cgroup_retries=$(( ${cgroup_retries:-0} + 1 ))', sh_sh `      echo "systemd could not start the $slot slot's process (219/CGROUP): starting it again"`, sh_sh `      systemctl restart ${api} || true`, sh_sh `      restarts=$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)`, '      continue', '    fi', sh_sh `    case "$sub" in auto-restart|failed|dead|exited) why="its process exited ($sub)" ;; esac`, sh_sh `    if [ -z "$why" ] && [ "$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)" != "$restarts" ]; then why='its process exited and was restarted'; fi`, sh_sh `    if [ -z "$why" ] && [ "$SECONDS" -ge "$deadline" ]; then why=${`it did not answer within ${settings.readyTimeout} s`}; fi`, '    if [ -n "$why" ]; then', '      echo "$ready" >&2', sh_sh `      journalctl ${journalOf(layout)} -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh_sh `      systemctl stop ${api} || true`, '      restore_units', sh_sh `      echo "release ${settings.releaseId} did not become ready in the $slot slot: $why; traffic stays on the serving release" >&2`, '      exit 1', '    fi', '  done', '  echo "READY $ready"', 'fi', settings.precheck ? precheckLines(settings.precheck, settings.releaseId, api, layout) : null, 
+    // Started and checked, not moved: the unit files as they were stay saved for standDownStep.
+    settings.startOnly
+        ? sh_script('if [ "$units_changed" != 1 ]; then rm -rf -- "$units_saved"; fi', 'echo "STARTED"', 'exit 0').trimEnd()
+        : null, 
     // Traffic moves only now, by renaming the socket link nginx connects through:
     // requests already on the old slot finish there, new ones reach the new slot.
     sh_sh `swap_link "$sock" ${layout.apiLink}`, 'echo "MARK traffic moved to the $slot slot"', 'rm -rf -- "$units_saved"', settings.clearDrainPort ? clearDrainLines(layout, settings.clearDrainPort) : null, sh_sh `echo "$slot" > ${layout.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh_sh `rm -f ${layout.nginxReloadPending}`, sh_sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `swap_link ${rel} ${layout.current}`, sh_sh `swap_link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', ...removals('units_removed'), 'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi', 
@@ -82279,10 +82283,12 @@ function switchScript(settings) {
  * $units_saved, when the release it started does not take traffic: the slot
  * still serving, and its next start, keep the settings they had.
  */
-function restoreUnits(layout, written) {
+function restoreUnits(layout) {
     return sh_script(
     // Called on failure paths only (shellcheck takes its body for unreachable).
-    '# shellcheck disable=SC2317', 'restore_units() {', '  if [ "$units_changed" != 1 ]; then rm -rf -- "$units_saved"; return 0; fi', sh_sh `  for u in ${written}; do`, sh_sh `    if [ -f "$units_saved/$u" ]; then cp -p -- "$units_saved/$u" ${layout.unitDir}/"$u.metalship-new" && mv -f -- ${layout.unitDir}/"$u.metalship-new" ${layout.unitDir}/"$u"; else rm -f -- ${layout.unitDir}/"$u"; fi`, '  done', '  rm -rf -- "$units_saved"', '  systemctl daemon-reload', '  echo "the unit files are back as they were before this switch"', '}').trimEnd();
+    '# shellcheck disable=SC2317', 'restore_units() {', '  if [ "$units_changed" != 1 ]; then rm -rf -- "$units_saved"; return 0; fi', 
+    // The names this switch wrote, listed by it (our own unit names).
+    '  while IFS= read -r u; do', sh_sh `    if [ -f "$units_saved/$u" ]; then cp -p -- "$units_saved/$u" ${layout.unitDir}/"$u.metalship-new" && mv -f -- ${layout.unitDir}/"$u.metalship-new" ${layout.unitDir}/"$u"; else rm -f -- ${layout.unitDir}/"$u"; fi`, '  done < "$units_saved/.written"', '  rm -rf -- "$units_saved"', '  systemctl daemon-reload', '  echo "the unit files are back as they were before this switch"', '}').trimEnd();
 }
 /**
  * The deploy's checks on the started slot's own socket, before the rename: a
@@ -82293,6 +82299,14 @@ function precheckLines(p, releaseId, api, layout) {
     return sh_script('if [ "$warm" = 0 ]; then', sh_sh `  echo "checking ${p.path} on the $slot slot's socket before it takes traffic"`, sh_sh `  if ! checked=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${p.path} ${p.timeout} ${p.interval} ${p.expectStatus} ${p.expectBody}); then`, sh_sh `    journalctl ${journalOf(layout)} -u ${api} -n 30 --no-pager -o cat 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | sed 's/^/JOURNAL /' || true`, 
     // Never the serving slot (a switch to the release it already runs).
     sh_sh `    if [ "$slot" != "$active" ]; then systemctl stop ${api} || true; fi`, '    restore_units', '    echo "PRECHECK $checked" >&2', sh_sh `    echo "release ${releaseId} failed its checks on the $slot slot's socket, before taking traffic: traffic stays on the serving release" >&2`, sh_sh `    exit ${String(PRECHECK_FAILED)}`, '  fi', '  echo "CHECKED $checked"', 'fi').trimEnd();
+}
+/**
+ * Undoes a switch that only started the release (startOnly) on a host whose
+ * traffic never moved to it: the slot that runs it stops (never the serving
+ * one), and the unit files go back as they were.
+ */
+function standDownStep(layout, releaseId) {
+    return step_plainStep(`stopping ${releaseId} in the standby slot (it never took traffic)`, sh_script(sh_sh `active=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'for s in blue green; do', sh_sh `  if [ "$s" != "$active" ] && [ "$(basename "$(readlink ${layout.slots}/"$s" 2>/dev/null)" 2>/dev/null)" = ${releaseId} ]; then systemctl stop ${sh_raw(apiUnitOf(layout, '$s'))} || true; fi`, 'done', sh_sh `units_saved=${`${layout.state}/units-before`}; units_changed=1`, restoreUnits(layout), 'if [ -f "$units_saved/.written" ]; then restore_units; fi'));
 }
 /** The switch as a step: the slot it serves from and the release it left. */
 function switchStep(settings) {
@@ -83871,6 +83885,7 @@ async function switchHost(host, releaseId, settings, log, opts = {}) {
         checksFollow: opts.checksFollow,
         precheck,
         clearDrainPort: opts.clearDrainPort,
+        startOnly: opts.startOnly,
     }), 
     // Its waits print nothing until they end: the idle limit leaves room for both.
     {
@@ -83882,9 +83897,11 @@ async function switchHost(host, releaseId, settings, log, opts = {}) {
             throw new PrecheckFailure(precheckMessage(host, precheck, err));
         throw err;
     });
-    log.info(slot
-        ? `[${host.spec.label}] ${releaseId} serves from the ${slot} slot (was ${previous || 'nothing'})`
-        : `[${host.spec.label}] ${releaseId} is current, no api on this host (was ${previous || 'nothing'})`);
+    log.info(opts.startOnly
+        ? `[${host.spec.label}] ${releaseId} is up in the ${slot} slot, ready to take traffic`
+        : slot
+            ? `[${host.spec.label}] ${releaseId} serves from the ${slot} slot (was ${previous || 'nothing'})`
+            : `[${host.spec.label}] ${releaseId} is current, no api on this host (was ${previous || 'nothing'})`);
     return {
         host: host.spec.label,
         ok: true,
@@ -84065,6 +84082,12 @@ function rollbackTarget(hosts, listings, requested) {
     });
     return { target: pick.target, from: first.links.current ?? '' };
 }
+/** Undoes a start-only switch on hosts whose traffic never moved (see standDownStep); a host that fails is only warned of. */
+async function standDown(hosts, releaseId, log) {
+    await Promise.all(hosts.map((h) => h.conn
+        .step(standDownStep(h.layout, releaseId))
+        .catch((e) => log.warn(`could not stop ${releaseId} on ${h.spec.label}: ${errors_errorMessage(e)}`))));
+}
 /** Takes the app out of service on hosts where a first release failed (see unserveStep); a host that fails is only warned of. */
 async function stopServing(hosts, log) {
     await Promise.all(hosts.map((h) => h.conn
@@ -84078,8 +84101,9 @@ async function markBad(hosts, releaseId, reason, log) {
 }
 
 ;// CONCATENATED MODULE: ./src/stages/rollout.ts
-// The rolling switch over a fleet: batches of `batch-size` hosts, each
-// switched and verified before the next. No host needs taking out of the load
+// The rolling switch over a fleet: every host first starts the release in its
+// standby slot, then batches of `batch-size` hosts are switched and verified,
+// each before the next. No host needs taking out of the load
 // balancers' rotation: each checks the release on its standby slot's own socket
 // before traffic moves (a release failing that never serves), and the move is a
 // rename that drops no request. A batch that fails stops the rollout and every
@@ -84122,36 +84146,61 @@ balanced, releaseId, settings, log,
 opts) {
     const results = [];
     const groups = batches(hosts, settings['batch-size']);
+    const switchRow = (host, batch, startOnly) => switchHost(host, releaseId, settings, log, {
+        record: opts.records?.get(host.spec.label),
+        // The checks follow: the switch leaves them to the verify step,
+        // but for those on the standby's socket before traffic moves.
+        checksFollow: opts.verify !== null,
+        precheck: opts.verify,
+        clearDrainPort: balanced && host.roles.api ? upstreamOf(host.spec).port : undefined,
+        startOnly,
+    })
+        .then((r) => ({ ...r, ...(batch ? { batch } : {}), switched: !startOnly }))
+        .catch((err) => ({
+        host: host.spec.label,
+        ok: false,
+        ...(batch ? { batch } : {}),
+        error: errors_errorMessage(err),
+        // It never took traffic: its checks failed on the standby's socket.
+        ...(err instanceof PrecheckFailure ? { healthy: false } : {}),
+    }));
+    const describe = (bad) => ({
+        failure: bad
+            .map((r) => (r.healthy === false ? r.error : `${r.host}: switch failed: ${r.error}`))
+            .join('\n'),
+        failedIn: bad.every((r) => r.healthy === false) ? 'verification' : 'switch',
+    });
+    // Rolling with checks: every api host starts and checks the release in its
+    // standby slot first, in parallel; the batches then only move traffic (the
+    // slot is warm) and verify. A host that fails at the start fails the rollout
+    // before any traffic moved.
+    const waiting = new Set();
+    if (groups.length > 1 && opts.verify !== null) {
+        const starters = hosts.filter((h) => h.roles.api);
+        const started = await log.group(`Start ${releaseId} on the standby slots of ${starters.map((h) => h.spec.label).join(', ')}`, () => Promise.all(starters.map((host) => switchRow(host, undefined, true))));
+        for (const r of started)
+            if (r.ok)
+                waiting.add(r.host);
+        const bad = started.filter((r) => !r.ok);
+        if (bad.length) {
+            results.push(...bad);
+            await standDown(hosts.filter((h) => waiting.has(h.spec.label)), releaseId, log);
+            return { results, reverted: [], ...describe(bad) };
+        }
+    }
     for (const [index, batch] of groups.entries()) {
         const title = groups.length > 1 ? ` (batch ${index + 1} of ${groups.length})` : '';
         let failure;
         let failedIn;
         const names = batch.map((h) => h.spec.label).join(', ');
-        const switched = await log.group(`Switch ${names} to ${releaseId}${title}`, () => Promise.all(batch.map((host) => switchHost(host, releaseId, settings, log, {
-            record: opts.records?.get(host.spec.label),
-            // The checks follow: the switch leaves them to the verify step,
-            // but for those on the standby's socket before traffic moves.
-            checksFollow: opts.verify !== null,
-            precheck: opts.verify,
-            clearDrainPort: balanced && host.roles.api ? upstreamOf(host.spec).port : undefined,
-        })
-            .then((r) => ({ ...r, batch: index + 1, switched: true }))
-            .catch((err) => ({
-            host: host.spec.label,
-            ok: false,
-            batch: index + 1,
-            error: errors_errorMessage(err),
-            // It never took traffic: its checks failed on the standby's socket.
-            ...(err instanceof PrecheckFailure ? { healthy: false } : {}),
-        })))));
+        const switched = await log.group(`Switch ${names} to ${releaseId}${title}`, () => Promise.all(batch.map((host) => switchRow(host, index + 1, false))));
         results.push(...switched);
+        for (const r of switched)
+            if (r.ok)
+                waiting.delete(r.host);
         const bad = switched.filter((r) => !r.ok);
-        if (bad.length) {
-            failure = bad
-                .map((r) => (r.healthy === false ? r.error : `${r.host}: switch failed: ${r.error}`))
-                .join('\n');
-            failedIn = bad.every((r) => r.healthy === false) ? 'verification' : 'switch';
-        }
+        if (bad.length)
+            ({ failure, failedIn } = describe(bad));
         const verify = opts.verify;
         if (!failure && verify) {
             const checks = await log.group(`Verify ${batch.map((h) => h.spec.label).join(', ')}${title}`, () => Promise.all(batch.map((host) => verifyHost(host, { ...verify, ...runtimeChecks(results, host) }, log, { list: opts.list }).then((ok) => {
@@ -84176,6 +84225,8 @@ opts) {
         if (failure) {
             const switched = results.filter((r) => r.switched);
             const reverted = opts.revertOnFailure ? await revertHosts(hosts, switched, settings, log) : [];
+            // Started, never moved: their standby slots stop, their unit files go back.
+            await standDown(hosts.filter((h) => waiting.has(h.spec.label)), releaseId, log);
             return {
                 results,
                 reverted,
