@@ -332,7 +332,7 @@ export const serviceInputs = {
   }),
   'batch-size': int({
     description:
-      "Hosts switched at a time in a rolling switch. Each batch is switched and verified before the next (no host leaves the load balancer's rotation: each checks the release on its own standby slot before traffic moves, and the move drops no request); a failing batch stops the rollout and returns every switched host to its previous release.",
+      "Hosts switched at a time in a rolling switch. A deploy or rollback first starts and checks the release in every host's standby slot, in parallel; then each batch moves traffic and is verified before the next (no host leaves the load balancer's rotation: the move is a rename that drops no request). A failing batch stops the rollout and returns every switched host to its previous release.",
     default: '1',
     min: 1,
     max: 1000,
