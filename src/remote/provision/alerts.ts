@@ -46,7 +46,7 @@ export function alertsItem(settings: ProvisionSettings): Item {
     };
   const pg = settings.postgresql;
   // The backups are where PostgreSQL is: here, unless a db host has it.
-  const backupsHere = pg.enabled && (settings.serves.db || !settings.topology.db);
+  const backupsHere = settings.offsite.pusher;
   const program = alertProgram({
     app,
     diskPaths: [...new Set(['/', settings.layout.root, ...(backupsHere ? [pg.backupDir] : [])])],
