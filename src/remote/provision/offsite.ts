@@ -75,8 +75,8 @@ function receiverItem(settings: ProvisionSettings): Item {
     script: itemScript(
       settings.check,
       'ms_install openssh-server',
-      // A system user whose shell runs the forced command; it has no password and no key but ours.
-      sh`if ! id -u ${RECEIVER_USER} >/dev/null 2>&1; then ms_changed ${'user ' + RECEIVER_USER + ' created'}; ms_apply useradd --system --user-group --home-dir ${RECEIVER_HOME} --no-create-home --shell /bin/sh ${RECEIVER_USER}; fi`,
+      // A system user whose shell runs the forced command; no password (* : not locked, which sshd would refuse) and no key but ours.
+      sh`if ! id -u ${RECEIVER_USER} >/dev/null 2>&1; then ms_changed ${'user ' + RECEIVER_USER + ' created'}; ms_apply useradd --system --user-group --password '*' --home-dir ${RECEIVER_HOME} --no-create-home --shell /bin/sh ${RECEIVER_USER}; fi`,
       // Its home and keys are root's: the receiving user cannot add a key of its own.
       sh`for d in ${RECEIVER_HOME} ${RECEIVER_HOME + '/.ssh'}; do if [ "$(stat -c %a:%U -- "$d" 2>/dev/null)" != 755:root ]; then ms_changed "$d"; ms_apply install -d -m 755 -o root -g root "$d"; fi; done`,
       file(
