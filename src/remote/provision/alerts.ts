@@ -49,7 +49,13 @@ export function alertsItem(settings: ProvisionSettings): Item {
   const backupsHere = settings.offsite.pusher;
   const program = alertProgram({
     app,
-    diskPaths: [...new Set(['/', settings.layout.root, ...(backupsHere ? [pg.backupDir] : [])])],
+    diskPaths: [
+      ...new Set([
+        '/',
+        settings.layout.root,
+        ...(backupsHere || settings.serves.backup ? [pg.backupDir] : []),
+      ]),
+    ],
     diskPercent: alerts.diskPercent,
     certificate: hasSite(settings) ? (certPaths(settings)?.certificate ?? null) : null,
     certificateDays: alerts.certificateDays,
