@@ -19,7 +19,14 @@ import {
   smokeStep,
 } from '../src/remote/restore.js';
 import { wrapScript } from '../src/remote/session.js';
-import { PROVISION_VARIANTS, allScripts, settings } from '../test/support/provision.js';
+import {
+  PROVISION_VARIANTS,
+  PUSH_TARGET,
+  allScripts,
+  offsiteVariants,
+  settings,
+} from '../test/support/provision.js';
+import { hostKeysStep, pushKeyStep, pushProgram, receiverProgram } from '../src/remote/offsite.js';
 import { HOSTILE, SCRATCH, scripts } from '../test/support/scripts.js';
 
 const repo = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
@@ -41,6 +48,10 @@ function generated(): Record<string, string> {
       file: `${HOSTILE_DIR}/a.dump`,
     }).script,
     'restore prepare': prepareScratchStep(SCRATCH).script,
+    'push key': pushKeyStep('shop', false).script,
+    'push key check': pushKeyStep('shop', true).script,
+    'backup host keys': hostKeysStep().script,
+    ...Object.fromEntries(offsiteVariants().map((item, i) => [`provision offsite ${i}`, item.script])),
     'restore receive': restoreStep({ ...SCRATCH, receive: true, dump: '', size: 1, sha256: 'a'.repeat(64) })
       .script,
     'restore in place': restoreStep({
@@ -78,7 +89,12 @@ function generated(): Record<string, string> {
     name,
     wrapScript(text, 'abc123'),
   ]);
-  return { ...Object.fromEntries(wrapped), 'backup program': backupProgram(BACKUP) };
+  return {
+    ...Object.fromEntries(wrapped),
+    'backup program': backupProgram(BACKUP),
+    'backup receiver': receiverProgram(BACKUP),
+    'backup push': pushProgram('shop', HOSTILE_DIR, PUSH_TARGET),
+  };
 }
 
 interface Finding {

@@ -2,7 +2,7 @@
 # The backup program's body (/usr/local/sbin/metalship-backup-{app}; see
 # src/remote/backup.ts, which writes the program: a header, the settings as
 # quoted assignments, ms_root_only (src/remote/paths.ts), then this file).
-# Settings: DB, DIR, RETENTION_DAYS, DEFAULT_LABEL, LABEL_PATTERN, COUNTS_SQL.
+# Settings: DB, DIR, RETENTION_DAYS, DEFAULT_LABEL, LABEL_PATTERN, COUNTS_SQL, PUSH.
 # Usage: metalship-backup-APP [label]; prints the dump's path on its last line.
 set -euo pipefail
 umask 077
@@ -88,4 +88,7 @@ pattern="${DB}_[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9
 find "$DIR" -maxdepth 1 -type f \( -name "$pattern.dump" -o -name "$pattern.manifest.json" -o -name "$pattern.globals.sql" \) \
   -mmin "+$(( RETENTION_DAYS * 1440 ))" -print -delete | sed "s|^|metalship-backup: removed old |" >&2
 find "$DIR" -maxdepth 1 -type f -name ".${DB}_*.partial" -mmin +1440 -delete
+# The daily backup leaves the host where provision set up a backup host (it
+# writes the push program); a failed copy fails the run, which alerts.
+if [ "$LABEL" = daily ] && [ -x "$PUSH" ]; then "$PUSH" "$dump" >&2 || die "the copy to the backup host failed"; fi
 printf '%s\n' "$dump"

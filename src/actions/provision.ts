@@ -9,18 +9,27 @@ import type { HostFacts, ProvisionSettings } from '../remote/provision/index.js'
 import type { BalancerMember } from '../remote/balancer.js';
 import { onEachHost, resolveRoles, withHosts, type Host } from '../stages/hosts.js';
 import { balancerMembers } from '../stages/rollout.js';
+import { offsiteLinks, takesBackups } from '../stages/offsite.js';
 import { freshConnectionTest, provisionHost, readHostFacts, type ProvisionHostResult } from '../stages/provision.js';
 import { runAction, type ActionOutcome } from './run.js';
 
 export function provisionSettings(
   settings: Settings<'provision'>,
-  roles: { worker: boolean; scheduler: boolean; db?: boolean; redis?: boolean },
+  roles: { worker: boolean; scheduler: boolean; db?: boolean; redis?: boolean; backup?: boolean },
   balancer: BalancerMember[] | null = null,
+  offsite?: ProvisionSettings['offsite'],
 ): ProvisionSettings {
+  const where = topology(settings.hosts);
+  const pusher = takesBackups(
+    { db: false, redis: false, backup: false, ...roles, lb: balancer !== null },
+    !!where.db,
+    settings.postgresql,
+  );
   return {
     balancer,
-    serves: { db: roles.db ?? false, redis: roles.redis ?? false },
-    topology: topology(settings.hosts),
+    serves: { db: roles.db ?? false, redis: roles.redis ?? false, backup: roles.backup ?? false },
+    offsite: offsite ?? { pusher },
+    topology: where,
     layout: layout(settings.app, settings['app-root']),
     check: settings.check,
     user: settings['app-user'],
@@ -102,12 +111,9 @@ export async function provision(opts: Settings<'provision'>, log: Log): Promise<
     log,
     'provision',
     async (hosts, balancers) => {
+      const links = await offsiteLinks(opts, [...hosts, ...balancers], log);
       const results = (await onEachHost([...hosts, ...balancers], (host) => {
-        const settings = provisionSettings(
-          opts,
-          host.roles,
-          host.roles.lb ? members : null,
-        );
+        const settings = provisionSettings(opts, host.roles, host.roles.lb ? members : null, links.get(host));
         return log.group(`Provision ${host.spec.label}`, () =>
           provisionHost(host, facts.get(host)!, settings, freshConnectionTest(host, opts, log), log),
         ) as Promise<ProvisionHostResult & Record<string, unknown>>;

@@ -161,6 +161,7 @@ export const connectionInputs = {
         'Optionally, one host per line then, `roles=api,worker,scheduler,migrate` (hosts without roles run api and worker), ' +
         '`roles=lb` for an nginx load balancer in front of the api hosts (provision sets it up; deploys take each batch out of its rotation), ' +
         "`roles=db` and/or `roles=redis` for a host of its own with the app's PostgreSQL or Redis (provision sets it up, reachable from the app hosts alone; the deploy path never contacts it), " +
+        '`roles=backup` for a host of its own that receives a copy of every daily backup (provision links it to the host that takes them), ' +
         '`upstream=addr:port`: where the load balancer reaches that host (default: its address, port 80), ' +
         "and `private=addr`: the host's IP address on the private network (where app hosts reach the db and redis hosts, and the address those let an app host in from; default: upstream='s address, else the host's). " +
         'IPv4 addresses are written as dotted quads (127.0.0.1, not 127.1); a host may be listed once.',
@@ -657,7 +658,10 @@ const oneHost = (description: string, required: boolean, def?: string) =>
 
 /** The restore test's inputs (backup-verify), beside the connection inputs without `hosts`. */
 export const backupVerifyInputs = {
-  'backup-host': oneHost('The host that holds the backups (and the production database).', true),
+  'backup-host': oneHost(
+    'The host that holds the backups (and the production database), or the backup host (roles=backup) with their copies: then restore-host must be another host, with PostgreSQL.',
+    true,
+  ),
   'backup-dir': directory({
     description: "Directory of the backups on backup-host (provision's backup directory), outside app-root.",
     default: '/var/backups/metalship/{app}',

@@ -3,7 +3,8 @@
 // (`[::1]:2222`), optionally followed by attributes (then one host per line):
 // `roles=api,worker,scheduler,migrate`, `roles=lb` (a load balancer in front
 // of the api hosts), `roles=db` and/or `roles=redis` (the app's PostgreSQL or
-// Redis on a host of its own), `upstream=addr:port` (where the load balancer
+// Redis on a host of its own), `roles=backup` (receives a copy of every daily
+// backup, pushed by the database's host), `upstream=addr:port` (where the load balancer
 // reaches this host, when not at its SSH address on port 80), and
 // `private=addr` (the host's address on the private network: where the app
 // hosts reach a db or redis host, and the source address a db or redis host
@@ -11,11 +12,11 @@
 
 import { isIP } from 'node:net';
 
-export const ROLES = ['api', 'worker', 'scheduler', 'migrate', 'lb', 'db', 'redis'] as const;
+export const ROLES = ['api', 'worker', 'scheduler', 'migrate', 'lb', 'db', 'redis', 'backup'] as const;
 const ATTRIBUTES = ['roles', 'upstream', 'private'];
 export type Role = (typeof ROLES)[number];
-/** Roles of hosts that run none of the app: a load balancer, the database, Redis. */
-export const APART_ROLES: readonly Role[] = ['lb', 'db', 'redis'];
+/** Roles of hosts that run none of the app: a load balancer, the database, Redis, the backup copies. */
+export const APART_ROLES: readonly Role[] = ['lb', 'db', 'redis', 'backup'];
 
 export interface HostSpec {
   /** As written, for logs and summaries. */
@@ -202,6 +203,9 @@ function parseLine(line: string, words: string[], defaultPort: number): HostSpec
     }
     if (roles.includes('lb') && roles.length > 1)
       return `'${line}': a load balancer (roles=lb) runs no app role; expected roles=lb alone`;
+    // Apart from the database: a copy on the database's own host would be lost with it.
+    if (roles.includes('backup') && roles.length > 1)
+      return `'${line}': the backup host (roles=backup) keeps the copies of a database that is elsewhere; expected roles=backup alone`;
     const apart = roles.filter((r) => r === 'db' || r === 'redis');
     if (apart.length && apart.length < roles.length)
       return `'${line}': a database or Redis host (roles=db, roles=redis) runs no app role and no load balancer; expected roles=db, roles=redis or roles=db,redis`;
@@ -239,6 +243,8 @@ export function isAppHost(h: Pick<HostSpec, 'roles'>): boolean {
 export interface Topology {
   db: { label: string; address: string } | null;
   redis: { label: string; address: string } | null;
+  /** The backup host (roles=backup): its address on the private network and its SSH port. */
+  backup: { label: string; address: string; port: number } | null;
   appAddresses: string[];
 }
 
@@ -251,9 +257,11 @@ export function topology(hosts: HostSpec[]): Topology {
     const h = hosts.find((x) => x.roles.includes(role));
     return h ? { label: h.label, address: privateAddress(h) } : null;
   };
+  const backup = hosts.find((x) => x.roles.includes('backup'));
   return {
     db: find('db'),
     redis: find('redis'),
+    backup: backup ? { label: backup.label, address: privateAddress(backup), port: backup.port } : null,
     appAddresses: [...new Set(hosts.filter(isAppHost).map(privateAddress))],
   };
 }
@@ -261,7 +269,7 @@ export function topology(hosts: HostSpec[]): Topology {
 /** Problems of the hosts input with db or redis hosts (none without them). */
 export function topologyProblems(hosts: HostSpec[]): string[] {
   const problems: string[] = [];
-  for (const role of ['db', 'redis'] as const) {
+  for (const role of ['db', 'redis', 'backup'] as const) {
     const holders = hosts.filter((h) => h.roles.includes(role));
     if (holders.length > 1)
       problems.push(

@@ -12,6 +12,7 @@
 
 import { readFileSync } from 'node:fs';
 import { execLine, unitText } from './quoting.js';
+import { pushProgramPath } from './offsite.js';
 import { ROOT_ONLY_FUNCTION, rootOnly } from './paths.js';
 import { assignments, ensureFile, heredoc, keyLines, script, sh, shellFile, textVar } from './sh.js';
 import { step, type Step } from './step.js';
@@ -129,6 +130,7 @@ export function backupProgram(opts: BackupOptions): string {
       RETENTION_DAYS: opts.retentionDays,
       DEFAULT_LABEL: DEFAULT_BACKUP_LABEL,
       LABEL_PATTERN: LABEL_RE.source,
+      PUSH: pushProgramPath(opts.app),
     }),
     textVar('COUNTS_SQL', ROW_COUNTS_SQL),
     ROOT_ONLY_FUNCTION,

@@ -6,6 +6,7 @@
 
 import { readFileSync } from 'node:fs';
 import { ROW_COUNTS_SQL, lastVerifiedPath, type BackupManifest } from './backup.js';
+import { RECEIVER_USER, copyVerifiedPath } from './offsite.js';
 import { ROOT_ONLY_FUNCTION, rootOnly } from './paths.js';
 import { PROBE_USER, pyToolDefinition } from './pytool.js';
 import { assignments, keyLines, script, sh, shellFile, textVar, writeFileAtomic } from './sh.js';
@@ -44,6 +45,8 @@ export interface FoundBackup {
   now: number;
   manifest: BackupManifest;
   lastVerified: LastVerified | null;
+  /** A copy on a backup host: the receiving user it is read as (see restore-find.sh); null for root's backups. */
+  readAs: string | null;
 }
 
 export interface LastVerified {
@@ -73,6 +76,8 @@ export function findBackupStep(options: {
         DATABASE: options.database,
         FILE: options.file,
         LAST_VERIFIED: lastVerifiedPath(options.backupDir),
+        RECEIVER: RECEIVER_USER,
+        LAST_VERIFIED_COPY: copyVerifiedPath(options.backupDir),
         EXIT_NO_BACKUP: RESTORE_EXIT.noBackup,
       }),
       FIND_SH,
@@ -101,14 +106,21 @@ export function findBackupStep(options: {
       } catch {
         // an unreadable record is no record
       }
-      return { dump, size: Number(out.get('SIZE')), now: Number(out.get('NOW')), manifest, lastVerified };
+      return {
+        dump,
+        size: Number(out.get('SIZE')),
+        now: Number(out.get('NOW')),
+        manifest,
+        lastVerified,
+        readAs: out.get('READ_AS') ?? null,
+      };
     },
   );
 }
 
-/** On the backup host: sends the dump's bytes on stdout, nothing else (for Connection.pipeOut). */
-export function sendDumpScript(dump: string): string {
-  return script(sh`exec cat -- ${dump}`);
+/** On the backup host: sends the dump's bytes on stdout, nothing else (for Connection.pipeOut); a copy as its owner. */
+export function sendDumpScript(dump: string, readAs: string | null = null): string {
+  return script(readAs ? sh`cd / && exec runuser -u ${readAs} -- cat -- ${dump}` : sh`exec cat -- ${dump}`);
 }
 
 export interface ScratchOptions {
@@ -310,13 +322,17 @@ export function dropScratchStep(o: ScratchOptions & { role: string }): Step<{ le
   });
 }
 
-/** On the backup host, after a successful verification: the record the next run (and deploys) report. */
-export function recordVerifiedStep(backupDir: string, record: LastVerified): Step<void> {
+/**
+ * On the backup host, after a successful verification: the record the next run
+ * (and deploys) report; for copies beside their directory, in root's.
+ */
+export function recordVerifiedStep(backupDir: string, record: LastVerified, copy = false): Step<void> {
+  const path = copy ? copyVerifiedPath(backupDir) : lastVerifiedPath(backupDir);
   return plainStep(
     'recording the verification',
     script(
-      rootOnly(backupDir),
-      writeFileAtomic(lastVerifiedPath(backupDir), JSON.stringify(record), { mode: '600' }),
+      rootOnly(path.slice(0, path.lastIndexOf('/')) || '/'),
+      writeFileAtomic(path, JSON.stringify(record), { mode: '600' }),
     ),
   );
 }

@@ -186,6 +186,20 @@ async function findBackup(
   );
   if ('error' in found)
     return { rows: [failed('backup', 'unusable', found.error)], stop: true, found: null, ageHours: null };
+  // A backup host's copies are restored elsewhere: it runs no PostgreSQL of the app's.
+  if (found.readAs && run.same)
+    return {
+      rows: [
+        failed(
+          'backup',
+          `a copy on the backup host ${backup.spec.label}`,
+          `${found.dump} is a copy on the backup host (roles=backup), which has no PostgreSQL for the test: set restore-host to a host with PostgreSQL (e.g. the new database host)`,
+        ),
+      ],
+      stop: true,
+      found: null,
+      ageHours: null,
+    };
   const manifest = found.manifest;
   const backupRow = ok(
     'backup',
@@ -268,7 +282,7 @@ function restoreOptions(run: RestoreRun, found: FoundBackup) {
 async function copyAndRestore(run: RestoreRun, found: FoundBackup): Promise<Restored> {
   const pipe = new PassThrough({ highWaterMark: 1 << 20 });
   const abort = new AbortController();
-  const sending = run.backup.conn.pipeOut(sendDumpScript(found.dump), pipe, {
+  const sending = run.backup.conn.pipeOut(sendDumpScript(found.dump, found.readAs), pipe, {
     what: 'reading the dump',
     signal: abort.signal,
     timeoutMs: run.long.timeoutMs,
@@ -425,15 +439,19 @@ export async function recordVerification(run: RestoreRun, test: RestoreTest): Pr
   if (!test.verified || !found) return;
   const e = process.env;
   await run.backup.conn.step(
-    recordVerifiedStep(run.settings['backup-dir'], {
-      verified: new Date(found.now * 1000).toISOString(),
-      backup: found.dump,
-      created: found.manifest.created,
-      restoreSeconds: Number(restoreOutputs(test)['restore-seconds']),
-      run: e.GITHUB_RUN_ID
-        ? `${e.GITHUB_SERVER_URL ?? 'https://github.com'}/${e.GITHUB_REPOSITORY}/actions/runs/${e.GITHUB_RUN_ID}`
-        : '',
-    }),
+    recordVerifiedStep(
+      run.settings['backup-dir'],
+      {
+        verified: new Date(found.now * 1000).toISOString(),
+        backup: found.dump,
+        created: found.manifest.created,
+        restoreSeconds: Number(restoreOutputs(test)['restore-seconds']),
+        run: e.GITHUB_RUN_ID
+          ? `${e.GITHUB_SERVER_URL ?? 'https://github.com'}/${e.GITHUB_REPOSITORY}/actions/runs/${e.GITHUB_RUN_ID}`
+          : '',
+      },
+      found.readAs !== null,
+    ),
   );
 }
 

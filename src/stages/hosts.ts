@@ -40,6 +40,7 @@ export interface Host {
     lb: boolean;
     db: boolean;
     redis: boolean;
+    backup: boolean;
   };
   release?: () => Promise<void>;
 }
@@ -67,6 +68,7 @@ export function resolveRoles(hosts: HostSpec[]): Host['roles'][] {
     lb: false,
     db: false,
     redis: false,
+    backup: false,
   };
   return hosts.map((h) => {
     if (!isAppHost(h))
@@ -75,6 +77,7 @@ export function resolveRoles(hosts: HostSpec[]): Host['roles'][] {
         lb: h.roles.includes('lb'),
         db: h.roles.includes('db'),
         redis: h.roles.includes('redis'),
+        backup: h.roles.includes('backup'),
       };
     if (!explicit) return { ...none, api: true, worker: true, scheduler: h === first, migrate: h === first };
     const roles = h.roles.length ? h.roles : ['api', 'worker'];

@@ -11,7 +11,7 @@
 const { existsSync } = require('node:fs');
 const path = require('node:path');
 
-const OWN_HOSTS = [/backup-verify(\.test\.ts)?$/, /provision(\.test\.ts)?$/];
+const OWN_HOSTS = [/backup-verify(\.test\.ts)?$/, /provision(\.test\.ts)?$/, /offsite(\.test\.ts)?$/];
 
 /** Test files named on the command line (wherever jest's option parsing put them), absolute. */
 function namedTestFiles(argv = process.argv) {

@@ -2,7 +2,8 @@
 // test/unit/provision.test.ts and shellcheck (scripts/lint-scripts.ts).
 import { provisionSettings } from '../../src/actions/provision.js';
 import { parseInputs } from '../../src/inputs/parse.js';
-import { planItems, type ProvisionSettings } from '../../src/remote/provision/index.js';
+import { planItems, type Item, type ProvisionSettings } from '../../src/remote/provision/index.js';
+import { offsiteItem } from '../../src/remote/provision/offsite.js';
 import { resolveRoles } from '../../src/stages/hosts.js';
 import { FIXTURE_KEY } from './keys.js';
 
@@ -69,3 +70,46 @@ export const PROVISION_VARIANTS: Record<string, string>[] = [
   { ...topologyInputs(true), check: 'true', 'db-remote-cidrs': '192.168.0.0/16' },
   topologyInputs(false),
 ];
+
+/** A backup host's two keys, as pinned by a pusher. */
+export const PUSH_TARGET = {
+  address: '10.1.0.7',
+  port: 2222,
+  hostKeys: [`ssh-ed25519 ${KEY_B64}`, 'ecdsa-sha2-nistp256 AAAAE2VjZHNh'],
+};
+
+/** The hosts input with an app+db host and a backup host (first or second). */
+export function backupHostInputs(backupFirst = false): Record<string, string> {
+  const lines = ['10.0.0.5 private=10.1.0.5', `10.0.0.7 roles=backup private=${PUSH_TARGET.address}`];
+  return {
+    hosts: (backupFirst ? lines.reverse() : lines).join('\n'),
+    'known-hosts': ['10.0.0.5', '10.0.0.7'].map((h) => `${h} ssh-ed25519 ${KEY_B64}`).join('\n'),
+  };
+}
+
+/** The offsite item on each side of the link, and in check mode, with hostile settings. */
+export function offsiteVariants(): Item[] {
+  const pusher = (check: boolean) =>
+    provisionSettings(
+      parseInputs('provision', raw({ ...base, ...backupHostInputs(), check: String(check) })),
+      { worker: true, scheduler: true },
+      null,
+      { pusher: true, push: PUSH_TARGET },
+    );
+  const receiver = (check: boolean, keys?: { from: string; key: string }[]) =>
+    provisionSettings(
+      parseInputs('provision', raw({ ...base, ...backupHostInputs(true), check: String(check) })),
+      { worker: false, scheduler: false, backup: true },
+      null,
+      { pusher: false, ...(keys ? { receive: keys } : {}) },
+    );
+  const keys = [{ from: "10.0.0.5 it's", key: `ssh-ed25519 ${KEY_B64}` }];
+  return [
+    pusher(false),
+    pusher(true),
+    { ...pusher(false), offsite: { pusher: true, push: null } },
+    receiver(false, keys),
+    receiver(true, keys),
+    receiver(false),
+  ].map((s) => offsiteItem(s).item!);
+}

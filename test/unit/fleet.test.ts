@@ -35,10 +35,46 @@ function hosts(text: string): Host[] {
 
 test('roles: a load balancer runs no app; hosts without roles run api and worker', () => {
   expect(resolveRoles(specs(FLEET))).toEqual([
-    { api: false, worker: false, scheduler: false, migrate: false, lb: true, db: false, redis: false },
-    { api: true, worker: true, scheduler: true, migrate: true, lb: false, db: false, redis: false },
-    { api: true, worker: true, scheduler: false, migrate: false, lb: false, db: false, redis: false },
-    { api: false, worker: true, scheduler: false, migrate: false, lb: false, db: false, redis: false },
+    {
+      api: false,
+      worker: false,
+      scheduler: false,
+      migrate: false,
+      lb: true,
+      db: false,
+      redis: false,
+      backup: false,
+    },
+    {
+      api: true,
+      worker: true,
+      scheduler: true,
+      migrate: true,
+      lb: false,
+      db: false,
+      redis: false,
+      backup: false,
+    },
+    {
+      api: true,
+      worker: true,
+      scheduler: false,
+      migrate: false,
+      lb: false,
+      db: false,
+      redis: false,
+      backup: false,
+    },
+    {
+      api: false,
+      worker: true,
+      scheduler: false,
+      migrate: false,
+      lb: false,
+      db: false,
+      redis: false,
+      backup: false,
+    },
   ]);
   // with only the balancer given a role, the first app host takes scheduler and migrations
   expect(resolveRoles(specs('lb roles=lb\nweb1\nweb2')).map((r) => r.scheduler)).toEqual([

@@ -31,6 +31,7 @@ test('private= and the db/redis roles parse; their host is no app host and takes
   expect(topology(hosts)).toEqual({
     db: { label: 'db1', address: '10.1.0.9' },
     redis: { label: 'db1', address: '10.1.0.9' },
+    backup: null,
     appAddresses: ['10.1.0.5', '10.1.0.6'],
   });
 });
@@ -70,7 +71,7 @@ test('a db host needs db-password (no peer authentication over the network)', ()
 
 test('the db/redis host: PostgreSQL and Redis for the app hosts alone, no app and no site', () => {
   const s = settings(topologyInputs(true));
-  expect(s.serves).toEqual({ db: true, redis: true });
+  expect(s.serves).toEqual({ db: true, redis: true, backup: false });
   const plan = Object.fromEntries(planItems(s, BOOKWORM).map((p) => [p.name, p]));
   for (const name of ['python', 'app', 'logs', 'monitoring'] as const)
     expect(plan[name]).toMatchObject({ item: null, off: 'roles=db,redis: no app here' });
@@ -103,7 +104,7 @@ test('the db/redis host: PostgreSQL and Redis for the app hosts alone, no app an
 
 test('an app host beside a db/redis host: the PostgreSQL client alone, no Redis, nothing opened', () => {
   const s = settings(topologyInputs(false));
-  expect(s.serves).toEqual({ db: false, redis: false });
+  expect(s.serves).toEqual({ db: false, redis: false, backup: false });
   const plan = Object.fromEntries(planItems(s, BOOKWORM).map((p) => [p.name, p]));
   expect(plan.postgresql!.item!.script).toContain('ms_install postgresql-client');
   expect(plan.postgresql!.item!.script).not.toMatch(/ms_install postgresql$/m);

@@ -46,10 +46,16 @@ export function alertsItem(settings: ProvisionSettings): Item {
     };
   const pg = settings.postgresql;
   // The backups are where PostgreSQL is: here, unless a db host has it.
-  const backupsHere = pg.enabled && (settings.serves.db || !settings.topology.db);
+  const backupsHere = settings.offsite.pusher;
   const program = alertProgram({
     app,
-    diskPaths: [...new Set(['/', settings.layout.root, ...(backupsHere ? [pg.backupDir] : [])])],
+    diskPaths: [
+      ...new Set([
+        '/',
+        settings.layout.root,
+        ...(backupsHere || settings.serves.backup ? [pg.backupDir] : []),
+      ]),
+    ],
     diskPercent: alerts.diskPercent,
     certificate: hasSite(settings) ? (certPaths(settings)?.certificate ?? null) : null,
     certificateDays: alerts.certificateDays,

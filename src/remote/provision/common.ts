@@ -20,7 +20,8 @@ export type ItemName =
   | 'ssh'
   | 'logs'
   | 'monitoring'
-  | 'alerts';
+  | 'alerts'
+  | 'offsite';
 
 /**
  * A change that could cut the runner off (firewall, sshd): after it, the stage

@@ -29,7 +29,7 @@ export function firewallRules(s: ProvisionSettings): string[] {
 
 /** Sources and ports opened to them alone: PostgreSQL and Redis on their own hosts, remote PostgreSQL networks. */
 export function sourceRules(s: ProvisionSettings): { from: string; port: number }[] {
-  const pgHere = s.serves.db || (!s.balancer && !s.serves.redis && !s.topology.db);
+  const pgHere = s.serves.db || (!s.balancer && !s.serves.redis && !s.serves.backup && !s.topology.db);
   return [
     ...(s.postgresql.enabled && s.serves.db ? s.topology.appAddresses : []).map((from) => ({
       from,

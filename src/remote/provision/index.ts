@@ -12,6 +12,7 @@ import { firewallItem } from './firewall.js';
 import { logsItem } from './logs.js';
 import { monitoringItem } from './monitoring.js';
 import { nginxItem } from './nginx.js';
+import { offsiteItem } from './offsite.js';
 import { postgresqlClientItem, postgresqlItem } from './postgresql.js';
 import { pythonItem } from './python.js';
 import { redisItem } from './redis.js';
@@ -86,8 +87,8 @@ export function planItems(
   const { serves, topology } = settings;
   const apart = settings.balancer
     ? 'roles=lb'
-    : serves.db || serves.redis
-      ? `roles=${[serves.db && 'db', serves.redis && 'redis'].filter(Boolean).join(',')}`
+    : serves.db || serves.redis || serves.backup
+      ? `roles=${[serves.db && 'db', serves.redis && 'redis', serves.backup && 'backup'].filter(Boolean).join(',')}`
       : null;
   // A load balancer runs nginx only, a database or Redis host that only: none of the app's items.
   const app = <T>(make: () => T) => on(!apart, `${apart}: no app here`, make);
@@ -137,5 +138,7 @@ export function planItems(
     { name: 'monitoring', ...app(() => monitoringItem(settings)) },
     // The db host's backups fail there: its alerts are the app's too.
     { name: 'alerts', ...(settings.balancer ? app(() => null) : { item: alertsItem(settings) }) },
+    // After the firewall and sshd: the receiving user logs in through them.
+    { name: 'offsite', ...offsiteItem(settings) },
   ];
 }

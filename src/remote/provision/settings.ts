@@ -4,6 +4,7 @@
 import type { BalancerMember } from '../balancer.js';
 import type { Layout } from '../layout.js';
 import type { Topology } from '../../inputs/hosts.js';
+import type { PushTarget } from '../offsite.js';
 
 export interface ProvisionSettings {
   layout: Layout;
@@ -17,8 +18,16 @@ export interface ProvisionSettings {
   healthPath: string;
   /** A load balancer host (roles=lb): nginx in front of these app hosts, and no app of its own. */
   balancer: BalancerMember[] | null;
-  /** This host is the app's database or Redis host (roles=db, roles=redis): that and no app. */
-  serves: { db: boolean; redis: boolean };
+  /** This host is the app's database, Redis or backup host (roles=db, roles=redis, roles=backup): that and no app. */
+  serves: { db: boolean; redis: boolean; backup: boolean };
+  /**
+   * The backup copies. On a host that takes backups (pusher): push, where to
+   * (null: there is no backup host, the push goes; undefined: the backup host
+   * is not in this run, left as it is). On the backup host: receive, the
+   * pushers' public keys (undefined: not every pusher is in this run, left as
+   * they are).
+   */
+  offsite: { pusher: boolean; push?: PushTarget | null; receive?: { from: string; key: string }[] };
   /** Where the app's database and Redis are when on hosts of their own, and the app hosts' addresses. */
   topology: Topology;
   system: { enabled: boolean; securityUpdates: boolean };
@@ -61,7 +70,7 @@ export interface ProvisionSettings {
   };
 }
 
-/** nginx runs on app hosts and load balancers, not on a database or Redis host. */
+/** nginx runs on app hosts and load balancers, not on a database, Redis or backup host. */
 export function hasSite(s: Pick<ProvisionSettings, 'serves'>): boolean {
-  return !s.serves.db && !s.serves.redis;
+  return !s.serves.db && !s.serves.redis && !s.serves.backup;
 }
