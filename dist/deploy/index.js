@@ -63780,16 +63780,17 @@ var external_node_net_ = __nccwpck_require__(7030);
 // (`[::1]:2222`), optionally followed by attributes (then one host per line):
 // `roles=api,worker,scheduler,migrate`, `roles=lb` (a load balancer in front
 // of the api hosts), `roles=db` and/or `roles=redis` (the app's PostgreSQL or
-// Redis on a host of its own), `upstream=addr:port` (where the load balancer
+// Redis on a host of its own), `roles=backup` (receives a copy of every daily
+// backup, pushed by the database's host), `upstream=addr:port` (where the load balancer
 // reaches this host, when not at its SSH address on port 80), and
 // `private=addr` (the host's address on the private network: where the app
 // hosts reach a db or redis host, and the source address a db or redis host
 // lets in from an app host).
 
-const ROLES = ['api', 'worker', 'scheduler', 'migrate', 'lb', 'db', 'redis'];
+const ROLES = ['api', 'worker', 'scheduler', 'migrate', 'lb', 'db', 'redis', 'backup'];
 const ATTRIBUTES = ['roles', 'upstream', 'private'];
-/** Roles of hosts that run none of the app: a load balancer, the database, Redis. */
-const APART_ROLES = ['lb', 'db', 'redis'];
+/** Roles of hosts that run none of the app: a load balancer, the database, Redis, the backup copies. */
+const APART_ROLES = ['lb', 'db', 'redis', 'backup'];
 // A trailing dot (the absolute form of a name) is allowed.
 const HOSTNAME = /^(?=.{1,253}\.?$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
 /** A name whose last label is a number: the resolver reads it as an IPv4 address (inet_aton). */
@@ -63973,6 +63974,9 @@ function parseLine(line, words, defaultPort) {
         }
         if (roles.includes('lb') && roles.length > 1)
             return `'${line}': a load balancer (roles=lb) runs no app role; expected roles=lb alone`;
+        // Apart from the database: a copy on the database's own host would be lost with it.
+        if (roles.includes('backup') && roles.length > 1)
+            return `'${line}': the backup host (roles=backup) keeps the copies of a database that is elsewhere; expected roles=backup alone`;
         const apart = roles.filter((r) => r === 'db' || r === 'redis');
         if (apart.length && apart.length < roles.length)
             return `'${line}': a database or Redis host (roles=db, roles=redis) runs no app role and no load balancer; expected roles=db, roles=redis or roles=db,redis`;
@@ -64008,16 +64012,18 @@ function topology(hosts) {
         const h = hosts.find((x) => x.roles.includes(role));
         return h ? { label: h.label, address: privateAddress(h) } : null;
     };
+    const backup = hosts.find((x) => x.roles.includes('backup'));
     return {
         db: find('db'),
         redis: find('redis'),
+        backup: backup ? { label: backup.label, address: privateAddress(backup), port: backup.port } : null,
         appAddresses: [...new Set(hosts.filter(isAppHost).map(privateAddress))],
     };
 }
 /** Problems of the hosts input with db or redis hosts (none without them). */
 function topologyProblems(hosts) {
     const problems = [];
-    for (const role of ['db', 'redis']) {
+    for (const role of ['db', 'redis', 'backup']) {
         const holders = hosts.filter((h) => h.roles.includes(role));
         if (holders.length > 1)
             problems.push(`Input 'hosts' gives roles=${role} to ${holders.length} hosts (${holders.map((h) => h.label).join(', ')}); expected at most one.`);
@@ -64361,6 +64367,109 @@ function defaultsValue(value) {
     return `"${value.replace(/[\\"$`]/g, '\\$&')}"`;
 }
 
+;// CONCATENATED MODULE: ./src/remote/offsite.ts
+// Backups that leave the host: after each daily backup the database's host
+// pushes the dump and its manifest to the backup host (roles=backup) over SSH,
+// with a key of its own (root's) that the backup host accepts for one thing
+// only: `restrict,command=` runs the receiver (src/remote/sh/backup-receive.sh)
+// as an unprivileged user, which adds a new copy after checking it against its
+// manifest, never replaces, reads or deletes one on request, and prunes its own
+// copies by age. The pusher (src/remote/sh/backup-push.sh) trusts only the
+// backup host's key as provision read it over the runner's pinned connection.
+
+
+
+/** The receiving user on the backup host: no password, its one key line per pusher runs the receiver. */
+const RECEIVER_USER = 'metalship-backup';
+const RECEIVER_HOME = '/var/lib/metalship-backup';
+const RECEIVER_AUTHORIZED_KEYS = (/* unused pure expression or super */ null && (`${RECEIVER_HOME}/.ssh/authorized_keys`));
+/** How the receiver ends when it refuses: told apart by these, never by the message. */
+const RECEIVE_EXIT = {
+    /** Anything but `put <name of a backup of this database>`. */
+    refused: 2,
+    /** A copy of that name is there: never replaced. */
+    exists: 3,
+    /** The dump is not what its manifest says (size, sha256), or the manifest is not ours. */
+    mismatch: 4,
+};
+function receiverProgramPath(app) {
+    return `/usr/local/sbin/metalship-backup-receive-${app}`;
+}
+function offsite_pushProgramPath(app) {
+    return `/usr/local/sbin/metalship-backup-push-${app}`;
+}
+/** Root's push key and the backup host's pinned keys, on the database's host (700, root). */
+function pushPaths(app) {
+    const dir = `/etc/metalship/backup-push-${app}`;
+    return { dir, key: `${dir}/id_ed25519`, knownHosts: `${dir}/known_hosts` };
+}
+/** The comment that marks an app's key lines in the receiving user's authorized_keys. */
+function keyMarker(app) {
+    return `metalship-backup-push:${app}`;
+}
+/** Where the record of the last restore test of the copies is: beside their directory (which the receiving user owns), root's. */
+function copyVerifiedPath(backupDir) {
+    const cut = backupDir.lastIndexOf('/');
+    return `${backupDir.slice(0, cut) || '/'}/.${backupDir.slice(cut + 1)}.last-verified.json`.replace('//', '/');
+}
+const RECEIVE_SH = shellFile((0,external_node_fs_namespaceObject.readFileSync)(__nccwpck_require__.ab + "backup-receive.sh", 'utf8'));
+const PUSH_SH = shellFile((0,external_node_fs_namespaceObject.readFileSync)(__nccwpck_require__.ab + "backup-push.sh", 'utf8'));
+/** What follows `<database>_` in the name a put may carry (BACKUP_NAME_RE's stamp and label, in bash's ERE). */
+const NAME_PATTERN = '[0-9]{8}T[0-9]{6}Z_[A-Za-z0-9][A-Za-z0-9._-]{0,79}';
+/** The receiver program on the backup host (the push key's forced command). */
+function receiverProgram(opts) {
+    return script('#!/bin/bash', sh `# metalship-backup-receive-${opts.app}: adds a pushed copy of a backup of ${opts.database}. Managed by metalship; changes are overwritten.`, assignments({
+        DB: opts.database,
+        DIR: opts.backupDir,
+        RETENTION_DAYS: opts.retentionDays,
+        NAME_PATTERN,
+        EXIT_REFUSED: RECEIVE_EXIT.refused,
+        EXIT_EXISTS: RECEIVE_EXIT.exists,
+        EXIT_MISMATCH: RECEIVE_EXIT.mismatch,
+    }), RECEIVE_SH);
+}
+/** The push program on the database's host. Usage: `metalship-backup-push-{app} DUMP`. */
+function pushProgram(app, backupDir, target) {
+    const p = pushPaths(app);
+    return script('#!/bin/bash', sh `# metalship-backup-push-${app}: copies a backup to ${target.address}. Managed by metalship; changes are overwritten.`, assignments({
+        DIR: backupDir,
+        TARGET_HOST: target.address,
+        TARGET_PORT: target.port,
+        TARGET_USER: RECEIVER_USER,
+        KEY: p.key,
+        KNOWN_HOSTS: p.knownHosts,
+        EXIT_EXISTS: RECEIVE_EXIT.exists,
+    }), PUSH_SH);
+}
+/** The pinned known_hosts of the push: the backup host's keys under the address the push connects to. */
+function pushKnownHosts(target) {
+    const name = target.port === 22 ? target.address : `[${target.address}]:${target.port}`;
+    return target.hostKeys.map((k) => `${name} ${k}\n`).join('');
+}
+/** One pusher's line in the receiving user's authorized_keys: it runs the receiver, nothing else. */
+function receiverKeyLine(app, publicKey, from) {
+    const [type, body] = publicKey.trim().split(/\s+/);
+    if (!type || !body || !/^ssh-ed25519$/.test(type) || !/^[A-Za-z0-9+/]+=*$/.test(body))
+        throw new Error(`the push key of ${from} is not an ed25519 public key`);
+    return `restrict,command="${receiverProgramPath(app)}" ${type} ${body} ${keyMarker(app)}:${from.replace(/[^A-Za-z0-9.:_@[\]-]/g, '_')}`;
+}
+/**
+ * On the database's host: root's push key, made when missing (not in check
+ * mode); gives its public half, or null when there is none yet.
+ */
+function pushKeyStep(app, check) {
+    const p = pushPaths(app);
+    return step('the backup push key', script(check
+        ? null
+        : script(sh `install -d -m 700 -o root -g root ${p.dir}`, sh `if [ ! -f ${p.key} ]; then ssh-keygen -q -t ed25519 -N '' -C ${keyMarker(app)} -f ${p.key} >/dev/null; fi`, sh `chmod 600 ${p.key}`), sh `if [ -f ${p.key + '.pub'} ]; then echo "PUBKEY $(cut -d' ' -f1,2 ${p.key + '.pub'})"; fi`), (stdout) => keyLines(stdout).get('PUBKEY') ?? null);
+}
+/** On the backup host: its SSH host keys (`type base64`), for the pusher to pin. */
+function hostKeysStep() {
+    return step('the backup host keys', script('for f in /etc/ssh/ssh_host_*_key.pub; do [ -f "$f" ] && echo "HOSTKEY $(cut -d\' \' -f1,2 "$f")"; done; true'), (stdout) => keyLines(stdout)
+        .all('HOSTKEY')
+        .filter((k) => /^[a-z0-9-]+ [A-Za-z0-9+/]+=*$/.test(k)));
+}
+
 ;// CONCATENATED MODULE: ./src/remote/paths.ts
 // Paths root acts on. Root writes, chowns or deletes below a path only when no
 // other user can swap a directory on the way there (a symlink planted by the
@@ -64464,6 +64573,7 @@ function plainStep(what, script) {
 
 
 
+
 const DEFAULT_BACKUP_LABEL = 'manual';
 const DEFAULT_RETENTION_DAYS = 30;
 function defaultBackupDir(app) {
@@ -64532,6 +64642,7 @@ function backupProgram(opts) {
         RETENTION_DAYS: opts.retentionDays,
         DEFAULT_LABEL: DEFAULT_BACKUP_LABEL,
         LABEL_PATTERN: LABEL_RE.source,
+        PUSH: pushProgramPath(opts.app),
     }), textVar('COUNTS_SQL', ROW_COUNTS_SQL), ROOT_ONLY_FUNCTION, BACKUP_SH);
 }
 /** The backup's oneshot service and its timer. */
@@ -67013,6 +67124,7 @@ function resolveRoles(hosts) {
         lb: false,
         db: false,
         redis: false,
+        backup: false,
     };
     return hosts.map((h) => {
         if (!isAppHost(h))
@@ -67021,6 +67133,7 @@ function resolveRoles(hosts) {
                 lb: h.roles.includes('lb'),
                 db: h.roles.includes('db'),
                 redis: h.roles.includes('redis'),
+                backup: h.roles.includes('backup'),
             };
         if (!explicit)
             return { ...none, api: true, worker: true, scheduler: h === first, migrate: h === first };
@@ -78166,6 +78279,7 @@ const connectionInputs = {
             'Optionally, one host per line then, `roles=api,worker,scheduler,migrate` (hosts without roles run api and worker), ' +
             '`roles=lb` for an nginx load balancer in front of the api hosts (provision sets it up; deploys take each batch out of its rotation), ' +
             "`roles=db` and/or `roles=redis` for a host of its own with the app's PostgreSQL or Redis (provision sets it up, reachable from the app hosts alone; the deploy path never contacts it), " +
+            '`roles=backup` for a host of its own that receives a copy of every daily backup (provision links it to the host that takes them), ' +
             '`upstream=addr:port`: where the load balancer reaches that host (default: its address, port 80), ' +
             "and `private=addr`: the host's IP address on the private network (where app hosts reach the db and redis hosts, and the address those let an app host in from; default: upstream='s address, else the host's). " +
             'IPv4 addresses are written as dotted quads (127.0.0.1, not 127.1); a host may be listed once.',
@@ -78298,7 +78412,7 @@ const serviceInputs = {
         unit: 'seconds',
     }),
     'batch-size': fields_int({
-        description: "Hosts switched at a time in a rolling switch. Each batch is switched and verified before the next (no host leaves the load balancer's rotation: each checks the release on its own standby slot before traffic moves, and the move drops no request); a failing batch stops the rollout and returns every switched host to its previous release.",
+        description: "Hosts switched at a time in a rolling switch. A deploy or rollback first starts and checks the release in every host's standby slot, in parallel; then each batch moves traffic and is verified before the next (no host leaves the load balancer's rotation: the move is a rename that drops no request). A failing batch stops the rollout and returns every switched host to its previous release.",
         default: '1',
         min: 1,
         max: 1000,
@@ -78558,7 +78672,7 @@ const oneHost = (description, required, def) => fields_custom({ description, req
 });
 /** The restore test's inputs (backup-verify), beside the connection inputs without `hosts`. */
 const backupVerifyInputs = {
-    'backup-host': oneHost('The host that holds the backups (and the production database).', true),
+    'backup-host': oneHost('The host that holds the backups (and the production database), or the backup host (roles=backup) with their copies: then restore-host must be another host, with PostgreSQL.', true),
     'backup-dir': directory({
         description: "Directory of the backups on backup-host (provision's backup directory), outside app-root.",
         default: '/var/backups/metalship/{app}',
