@@ -51,6 +51,8 @@ export function provisionSettings(
       enabled: settings.postgresql,
       database: settings['db-name'],
       user: settings['db-user'],
+      loginUser: settings['db-login-user'] || settings['db-user'],
+      previousUser: settings['db-previous-user'],
       password: settings['db-password'],
       remoteCidrs: settings['db-remote-cidrs'],
       backupDir: settings['backup-dir'],

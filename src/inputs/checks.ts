@@ -173,6 +173,9 @@ export function provisionCheck(settings: {
   'redis-password': string;
   postgresql: boolean;
   'db-password': string;
+  'db-user': string;
+  'db-login-user': string;
+  'db-previous-user': string;
   'deploy-user': string;
   'deploy-user-keys': string[];
   'app-user': string;
@@ -197,6 +200,16 @@ export function provisionCheck(settings: {
   if (db && settings.postgresql && !settings['db-password'])
     problems.push(
       `Input 'db-password' is required with a database host (${db.label} roles=db): expected the app's database password (app hosts log in over the network, where there is no peer authentication).`,
+    );
+  for (const input of ['db-login-user', 'db-previous-user'] as const)
+    if (settings.postgresql && settings[input] && !settings['db-password'])
+      problems.push(
+        `Input '${input}' needs db-password: peer authentication (db-password empty) has no password to rotate.`,
+      );
+  const login = settings['db-login-user'] || settings['db-user'];
+  if (settings.postgresql && settings['db-previous-user'] === login)
+    problems.push(
+      `Input 'db-previous-user' is the role db-password is set on (${login}): PostgreSQL keeps one password per role, so name the role the services log in as now.`,
     );
   if (settings['deploy-user'] && !settings['deploy-user-keys'].length)
     problems.push("Input 'deploy-user-keys' is required with deploy-user: expected authorized_keys lines.");

@@ -101,6 +101,14 @@ function parseListen(v: string): string | { error: string } {
 const DOMAIN = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$/;
 
 const SQL_NAME = /^[a-z_][a-z0-9_-]{0,62}$/;
+const OPTIONAL_SQL_NAME = /^(|[a-z_][a-z0-9_-]{0,62})$/;
+const ROLE_RESERVED = {
+  names: ['postgres', 'public', 'none', 'current_user', 'current_role', 'session_user'],
+  prefixes: ['pg_'],
+  why: "a PostgreSQL superuser or reserved role name (the app's role must be unprivileged)",
+};
+const ROLE_EXPECTED =
+  'lowercase letters, digits, _ and -, starting with a letter or _; not postgres, public or a name starting with pg_';
 
 export const provisionInputs = {
   check: bool({
@@ -277,21 +285,37 @@ export const provisionInputs = {
       'lowercase letters, digits, _ and -, starting with a letter or _; not postgres, template0 or template1',
   }),
   'db-user': pattern({
-    description: "The app's database role.",
+    description: "The app's database role: it owns the database and what the app creates in it.",
     default: '{app}',
     regex: SQL_NAME,
-    reserved: {
-      names: ['postgres', 'public', 'none', 'current_user', 'current_role', 'session_user'],
-      prefixes: ['pg_'],
-      why: "a PostgreSQL superuser or reserved role name (the app's role must be unprivileged)",
-    },
-    expected:
-      'lowercase letters, digits, _ and -, starting with a letter or _; not postgres, public or a name starting with pg_',
+    reserved: ROLE_RESERVED,
+    expected: ROLE_EXPECTED,
+  }),
+  'db-login-user': pattern({
+    description:
+      'The role the app logs in as with db-password. Empty: db-user. Another name makes a login role that acts as db-user ' +
+      "(a member of it whose sessions start with SET ROLE db-user, so whatever it creates is db-user's). " +
+      'Rotate db-password by alternating between db-user and such a role; see db-previous-user.',
+    default: '',
+    regex: OPTIONAL_SQL_NAME,
+    reserved: ROLE_RESERVED,
+    expected: `empty, or ${ROLE_EXPECTED}`,
+  }),
+  'db-previous-user': pattern({
+    description:
+      "While rotating db-password: the role the app's running services log in as now. Its password is left as it is until " +
+      'the services run as db-login-user: deploy, then provision again without it, which takes that password away. ' +
+      "Empty: of the app's roles, only db-login-user keeps a password.",
+    default: '',
+    regex: OPTIONAL_SQL_NAME,
+    reserved: ROLE_RESERVED,
+    expected: `empty, or ${ROLE_EXPECTED}`,
   }),
   'db-password': password({
     description:
-      "Password of the database role (scram-sha-256). Empty: no password, the app connects over the local socket as the app user's peer. " +
-      "Provision refuses to change it while the app's running services log in with the old one (PostgreSQL keeps one password per role: a change would fail their next connection).",
+      "Password of db-login-user (scram-sha-256). Empty: no password, the app connects over the local socket as the app user's peer. " +
+      "Provision refuses to change or remove a password the app's running services log in with (PostgreSQL keeps one password per role: " +
+      'a change would fail their next connection); rotate it with db-login-user and db-previous-user.',
   }),
   'db-remote-cidrs': custom<string[]>(
     {

@@ -4,7 +4,8 @@
 // answers from outside, Redis, backups, unit hardening, a lock-out that is
 // reverted, release/switch/verify on the provisioned host, its logs (the app's
 // journal, a forced rotation), each alert provoked for real and received by a
-// webhook on the test network, and a Redis password rotated under load.
+// webhook on the test network, and the Redis and PostgreSQL passwords rotated
+// under load.
 import { createConnection } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { spawnSync } from 'node:child_process';
@@ -16,6 +17,7 @@ import {
   E2E_PREFIX,
   outcome,
   ownHostSpecs,
+  registerSecret,
   runBundle,
   sampleAppCopy,
   sampleAppInputs,
@@ -98,6 +100,9 @@ for k in ${JSON.stringify(Object.keys(HOSTILE))}:
     print("ENV", k, hashlib.sha256(os.environ.get(k, "(unset)").encode()).hexdigest())
 `;
 let releaseId = '';
+/** The Redis password and .env once the Redis rotation test has run. */
+const REDIS_NEW = 'redis-Secret-NEW';
+const REDIS_ROTATED_ENV = ENV.replace('redis://shop:redis-Secret-1@', `redis://shop:${REDIS_NEW}@`);
 
 function conn(): Record<string, string> {
   return { hosts: host.address, 'ssh-key': key.privateKey, 'known-hosts': host.knownHosts };
@@ -207,6 +212,7 @@ test('a bare host converges; a second run changes nothing', async () => {
   const t1 = Date.now();
   const second = await runBundle('provision', inputs());
   expect(outcome(second)).toBe('succeeded');
+  expect(Object.values(items(second)).filter((i) => i.status === 'changed')).toEqual([]);
   expect(second.outputs.changed).toBe('0');
   process.stdout.write(
     `provision: cold ${cold.toFixed(1)} s, second run ${((Date.now() - t1) / 1000).toFixed(1)} s\n`,
@@ -770,8 +776,8 @@ test('a password the running services use is never changed under them; Redis rot
         `REDISCLI_AUTH='${password}' redis-cli --no-auth-warning -h 127.0.0.1 --user shop ping 2>&1 || true`,
       )
     ).trim();
-  const NEW = 'redis-Secret-NEW';
-  const newEnv = ENV.replace('redis://shop:redis-Secret-1@', `redis://shop:${NEW}@`);
+  const NEW = REDIS_NEW;
+  const newEnv = REDIS_ROTATED_ENV;
   // Through nginx and TLS, as users come; /health opens a new Redis and PostgreSQL connection each time.
   const load = startLoad(`https://${host.address}/health`, {
     workers: 2,
@@ -812,6 +818,111 @@ test('a password the running services use is never changed under them; Redis rot
     expect(outcome(only)).toBe('succeeded');
     expect(await redisLogin('redis-Secret-1')).not.toBe('PONG');
     expect(await redisLogin(NEW)).toBe('PONG');
+  } finally {
+    report = await load.stop();
+  }
+  expect(report.requests).toBeGreaterThan(0);
+  expect(report.failures).toEqual({});
+  const health = JSON.parse(
+    await on('curl -sk --resolve shop.test:443:127.0.0.1 https://shop.test/health'),
+  ) as { redis: string; database: string };
+  expect(health).toMatchObject({ redis: 'ok', database: 'ok' });
+});
+
+test('PostgreSQL rotates its password with no failed request: a second login role that acts as the owner', async () => {
+  const OLD = 'db-Secret-2';
+  const NEW = 'db-Secret-Rotated-5e2b';
+  registerSecret('the rotated database password', NEW);
+  const pgLogin = async (user: string, password: string) =>
+    (
+      await on(
+        `PGPASSWORD='${password}' psql -XAtq -h 127.0.0.1 -U ${user} -d shop -c 'select current_user, session_user' 2>&1 || true`,
+      )
+    ).trim();
+  const asPostgres = async (sql: string) =>
+    (await on(`runuser -u postgres -- psql -XAtq -d shop -c "${sql}"`)).trim();
+  const rotatedEnv = REDIS_ROTATED_ENV.replace(
+    'postgresql://shop:db-Secret-2@',
+    `postgresql://shop_b:${NEW}@`,
+  );
+  const base = {
+    'redis-password': REDIS_NEW,
+    env: REDIS_ROTATED_ENV,
+    'db-password': NEW,
+    'db-login-user': 'shop_b',
+  };
+  // The backup test's table is postgres's; an app's tables are its owner's (the pre-migration pg_dump reads them all).
+  await asPostgres('alter table t owner to shop');
+  // The app writes with the new login: a migration that makes a table and a row.
+  await writeFile(
+    path.join(source, 'migrations', 'versions', '0002_rotated.py'),
+    [
+      'from alembic import op',
+      'revision = "0002"',
+      'down_revision = "0001"',
+      'branch_labels = None',
+      'depends_on = None',
+      'def upgrade():',
+      '    op.execute("create table rotated (login text not null)")',
+      '    op.execute("insert into rotated values (session_user)")',
+      'def downgrade():',
+      '    op.drop_table("rotated")',
+      '',
+    ].join('\n'),
+  );
+  const load = startLoad(`https://${host.address}/health`, {
+    workers: 2,
+    pauseMs: 20,
+    headers: { Host: 'shop.test' },
+    servername: 'shop.test',
+  });
+  let report: LoadReport;
+  try {
+    // The new login role without keeping the old password, which the services use: refused, nothing changed.
+    const refused = await runBundle('provision', inputs(base));
+    expect(refused.code).toBe(1);
+    expect(items(refused).postgresql!.status).toBe('failed');
+    expect(items(refused).postgresql!.detail).toMatch(
+      /logs in to PostgreSQL as shop, whose password this run takes away.*Nothing was changed/,
+    );
+    expect(await asPostgres("select count(*) from pg_roles where rolname = 'shop_b'")).toBe('0');
+    expect(await pgLogin('shop', OLD)).toBe('shop|shop');
+
+    // 1. Add: both logins accepted; the new one acts as the owner.
+    const add = await runBundle(
+      'provision',
+      inputs({ ...base, 'db-previous-user': 'shop', env: rotatedEnv }),
+    );
+    expect(outcome(add)).toBe('succeeded');
+    expect(items(add).postgresql!.detail).toContain('rotation under way: shop still accepted');
+    expect(await pgLogin('shop', OLD)).toBe('shop|shop');
+    expect(await pgLogin('shop_b', NEW)).toBe('shop|shop_b');
+    const hba = await on('cat "$(runuser -u postgres -- psql -XAtq -c "show hba_file")"');
+    expect(hba).toContain('host    "shop" "shop" 127.0.0.1/32 scram-sha-256');
+    expect(hba).toContain('host    "shop" "shop_b" 127.0.0.1/32 scram-sha-256');
+
+    // 2. Switch: the new release logs in as shop_b, migrates, takes traffic.
+    const deploy = await runBundle('deploy', {
+      ...conn(),
+      ...sampleAppInputs('shop', source),
+      migrate: 'true',
+      'server-name': 'shop.test',
+    });
+    expect(outcome(deploy)).toBe('succeeded');
+    // What shop_b's session made belongs to the owner.
+    expect(await asPostgres("select tableowner from pg_tables where tablename = 'rotated'")).toBe('shop');
+    expect(await asPostgres('select login from rotated')).toBe('shop_b');
+
+    // 3. Remove: the old role's password is gone; the services carry on as shop_b.
+    const remove = await runBundle('provision', inputs({ ...base, env: rotatedEnv }));
+    expect(outcome(remove)).toBe('succeeded');
+    expect(items(remove).postgresql!.detail).toContain('password of role shop removed');
+    expect(await pgLogin('shop', OLD)).toMatch(/password authentication failed for user "shop"/);
+    expect(await pgLogin('shop_b', NEW)).toBe('shop|shop_b');
+    // Converged: a second run finds nothing to change in PostgreSQL.
+    const again = await runBundle('provision', inputs({ ...base, env: rotatedEnv }));
+    expect(outcome(again)).toBe('succeeded');
+    expect(items(again).postgresql!.status).toBe('ok');
   } finally {
     report = await load.stop();
   }

@@ -69,6 +69,8 @@ export const PROVISION_VARIANTS: Record<string, string>[] = [
   topologyInputs(true),
   { ...topologyInputs(true), check: 'true', 'db-remote-cidrs': '192.168.0.0/16' },
   topologyInputs(false),
+  // A PostgreSQL password rotation under way: a login role besides the owner.
+  { 'db-login-user': 'shop_b', 'db-previous-user': 'shop' },
 ];
 
 /** A backup host's two keys, as pinned by a pusher. */

@@ -20,6 +20,7 @@ import { HOSTKEY_ALGS, KNOWN_ALGORITHMS, reloadOneLine } from '../../src/remote/
 import { UNATTENDED } from '../../src/remote/provision/system.js';
 import { sudoersRule } from '../../src/remote/provision/users.js';
 import { aclFile } from '../../src/remote/provision/redis.js';
+import { hbaBlock } from '../../src/remote/provision/postgresql.js';
 import { PROVISION_VARIANTS, allScripts, base, raw, settings } from '../support/provision.js';
 import { bashErrors } from '../support/bash.js';
 
@@ -63,6 +64,23 @@ describe('provision inputs', () => {
   ])('%s=%j is invalid', (name, value) => {
     expect(() => parseInputs('provision', raw({ ...base, [name]: value }))).toThrow(new RegExp(`'${name}'`));
   });
+  test('db-login-user and db-previous-user: rotation needs a password, and the previous role is not the login role', () => {
+    expect(() =>
+      parseInputs('provision', raw({ ...base, 'db-password': '', 'db-login-user': 'shop_b' })),
+    ).toThrow("Input 'db-login-user' needs db-password");
+    expect(() => parseInputs('provision', raw({ ...base, 'db-previous-user': 'shop' }))).toThrow(
+      "Input 'db-previous-user' is the role db-password is set on (shop)",
+    );
+    expect(() =>
+      parseInputs('provision', raw({ ...base, 'db-login-user': 'shop_b', 'db-previous-user': 'shop_b' })),
+    ).toThrow(/db-previous-user' is the role db-password is set on \(shop_b\)/);
+    expect(() => parseInputs('provision', raw({ ...base, 'db-login-user': 'postgres' }))).toThrow(
+      /'db-login-user'/,
+    );
+    const s = settings({ 'db-login-user': 'shop_b', 'db-previous-user': 'shop' });
+    expect(s.postgresql).toMatchObject({ user: 'shop', loginUser: 'shop_b', previousUser: 'shop' });
+    expect(settings().postgresql).toMatchObject({ user: 'shop', loginUser: 'shop', previousUser: '' });
+  });
   test('domains need acme-email', () => {
     expect(() => parseInputs('provision', raw({ ...base, domains: 'shop.example.com' }))).toThrow(
       /acme-email/,
@@ -80,12 +98,30 @@ describe('provision scripts', () => {
     const line = text.split('\n').find((l) => l.includes('alter role'))!;
     const r = spawnSync('bash', ['-c', `q() { cat; }; CHECK=0\n${line}`], { encoding: 'utf8' });
     expect(r.stdout).toBe(
-      `set password_encryption = 'scram-sha-256';\nalter role :"u" password 'it''s; $(rm -rf /) \\ "q"'\n`,
+      `set password_encryption = 'scram-sha-256';\nalter role :"l" password 'it''s; $(rm -rf /) \\ "q"'\n`,
     );
     // The Redis password appears only hashed.
     expect(text).not.toContain("r'p$(id)");
     expect(aclFile('shop', ['x'])).toMatch(/^user default off/);
     expect(aclFile('shop', ['x'])).toContain('-@dangerous');
+  });
+  test('PostgreSQL rotation: every refusal comes before the first change; a pg_hba line per role', () => {
+    const script = planItems(
+      settings({ 'db-login-user': 'shop_b', 'db-previous-user': 'shop' }),
+      BOOKWORM,
+    ).find((p) => p.name === 'postgresql')!.item!.script;
+    const lastRefusal = script.lastIndexOf('Nothing was changed.');
+    const firstChange = Math.min(
+      ...['create role', 'create database', 'grant ', 'alter role', 'comment on role', 'pg_reload_conf'].map(
+        (w) => script.indexOf(w),
+      ),
+    );
+    expect(lastRefusal).toBeGreaterThan(0);
+    expect(lastRefusal).toBeLessThan(firstChange);
+    const hba = hbaBlock(settings({ 'db-login-user': 'shop_b', 'db-previous-user': 'shop_a' }));
+    for (const role of ['shop', 'shop_b', 'shop_a'])
+      expect(hba).toContain(`host    "shop" "${role}" 127.0.0.1/32 scram-sha-256`);
+    expect(hbaBlock(settings()).match(/^host /gm)).toHaveLength(2);
   });
   test('pyenv path: clone, build and the interpreter it prints', () => {
     const py = planItems(settings({ 'python-install': 'pyenv', 'python-version': '3.12.4' }), BOOKWORM).find(

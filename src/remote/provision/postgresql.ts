@@ -41,16 +41,129 @@ export function postgresqlClientItem(settings: ProvisionSettings): Item {
   };
 }
 
+/** The app's roles pg_hba lets in: the owner, the login role and, while rotating, the previous one. */
+function appRoles(settings: ProvisionSettings): string[] {
+  const pg = settings.postgresql;
+  return [...new Set([pg.user, pg.loginUser, pg.previousUser].filter(Boolean))];
+}
+
 export function hbaBlock(settings: ProvisionSettings): string {
   const pg = settings.postgresql;
   const db = hbaName(pg.database);
-  const user = hbaName(pg.user);
   return [
     `# BEGIN metalship ${settings.layout.app}`,
-    `host    ${db} ${user} 127.0.0.1/32 scram-sha-256`,
-    `host    ${db} ${user} ::1/128 scram-sha-256`,
-    ...remoteNetworks(settings).map((c) => `hostssl ${db} ${user} ${hbaAddress(c)} scram-sha-256`),
+    ...appRoles(settings).flatMap((role) => {
+      const user = hbaName(role);
+      return [
+        `host    ${db} ${user} 127.0.0.1/32 scram-sha-256`,
+        `host    ${db} ${user} ::1/128 scram-sha-256`,
+        ...remoteNetworks(settings).map((c) => `hostssl ${db} ${user} ${hbaAddress(c)} scram-sha-256`),
+      ];
+    }),
     `# END metalship ${settings.layout.app}`,
+  ].join('\n');
+}
+
+/** The comment that marks a role provision made to log in as the owner (it converges, and removes the password of, only those). */
+export function loginRoleMarker(owner: string): string {
+  return `metalship login role for ${owner}`;
+}
+
+/**
+ * Decides, before any change, what happens to the passwords of the app's roles:
+ * the login role's is set when db-password does not log in yet, the previous
+ * role's is kept, every other app role's is removed. Refuses when a serving
+ * unit would fail its next connection, or when a role named is not the app's.
+ * Leaves setpw (1 or 0) and remove (an array of role names) for the changes.
+ */
+function passwordDecision(settings: ProvisionSettings): string {
+  const pg = settings.postgresql;
+  const other = pg.loginUser === pg.user ? `${pg.user}_b` : pg.user;
+  return [
+    // The password is right when it logs in; it goes to psql on stdin, never on a command line.
+    'pgpass=$(mktemp); chmod 600 "$pgpass"; trap \'rm -f "$pgpass"\' EXIT',
+    sh`printf '%s\\n' ${'127.0.0.1:*:' + pg.database + ':' + pg.loginUser + ':' + pg.password.replace(/\\/g, '\\\\').replace(/:/g, '\\:')} > "$pgpass"`,
+    'setpw=0',
+    sh`if ! PGPASSFILE="$pgpass" psql -XAtq -w -h 127.0.0.1 -U ${pg.loginUser} -d ${pg.database} -c 'select 1' >/dev/null 2>&1; then setpw=1; fi`,
+    // One line per role of the app: name, has a password, marked as its login role.
+    `roles=$(echo "select rolname || ' ' || (rolpassword is not null) || ' ' || coalesce(shobj_description(oid, 'pg_authid') = :'marker', false) from pg_authid where rolname in (:'u', :'l', :'p') or shobj_description(oid, 'pg_authid') = :'marker'" | q)`,
+    'remove=(); previous_pw=0',
+    'while read -r name haspw marked; do',
+    '  [ -n "$name" ] || continue',
+    '  if [ "$name" != "$u" ] && [ "$marked" != true ]; then',
+    // Else provision could grant the owner to, and set a password on, another app's role.
+    '    echo "role $name exists and is not a login role of $u: choose another name for db-login-user or db-previous-user. Nothing was changed." >&2',
+    '    exit 1',
+    '  fi',
+    '  if [ "$name" = "$p" ] && [ "$haspw" = true ]; then previous_pw=1; fi',
+    '  if [ "$haspw" = true ] && [ "$name" != "$l" ] && [ "$name" != "$p" ]; then remove+=("$name"); fi',
+    'done <<<"$roles"',
+    'if [ -n "$p" ]; then',
+    '  if [ "$previous_pw" = 1 ]; then ms_warn "rotation under way: $p still accepted"; else ms_warn "db-previous-user $p has no password: nothing logs in with it"; fi',
+    'fi',
+    // A running service that logs in with a password this run changes or removes would fail its next connection.
+    inUseFunction(settings.layout, settings.user),
+    'while read -r var user hash unit; do',
+    '  [ "$var" = DATABASE_URL ] || continue',
+    sh`  if [ "$setpw" = 1 ] && [ "$user" = "$l" ] && [ "$hash" != ${passwordHash(pg.password)} ]; then`,
+    sh`    echo "$unit logs in to PostgreSQL as $l with another password: changing it would fail its next connection. Rotate with no failed request: provision with db-login-user: ${other}, the new db-password, db-previous-user: $l and the new DATABASE_URL (user ${other}) in env; deploy; provision again without db-previous-user. Nothing was changed." >&2`,
+    '    exit 1',
+    '  fi',
+    '  for r in "${remove[@]}"; do',
+    '    if [ "$user" = "$r" ]; then',
+    '      echo "$unit logs in to PostgreSQL as $r, whose password this run takes away (db-previous-user is not $r): it would fail its next connection. Deploy the app with DATABASE_URL as $l first, or keep db-previous-user: $r. Nothing was changed." >&2',
+    '      exit 1',
+    '    fi',
+    '  done',
+    'done < <(in_use)',
+  ].join('\n');
+}
+
+/** The login role, when it is not the owner: a member of the owner whose sessions start as the owner. */
+function loginRoleScript(): string {
+  return [
+    `if [ -z "$(echo "select 1 from pg_roles where rolname = :'l'" | q)" ]; then`,
+    '  ms_changed "login role $l created"',
+    `  if [ "$CHECK" != 1 ]; then echo 'create role :"l" login inherit nosuperuser nocreatedb nocreaterole noreplication nobypassrls password null' | q; fi`,
+    'fi',
+    `if [ -z "$(echo "select 1 from pg_roles where rolname = :'l' and shobj_description(oid, 'pg_authid') = :'marker'" | q)" ]; then`,
+    '  ms_changed "role $l marked as a login role of $u"',
+    sh`  if [ "$CHECK" != 1 ]; then echo ${`comment on role :"l" is :'marker'`} | q; fi`,
+    'fi',
+    `if [ -z "$(echo "select 1 from pg_auth_members m join pg_roles g on g.oid = m.roleid join pg_roles r on r.oid = m.member where g.rolname = :'u' and r.rolname = :'l'" | q)" ]; then`,
+    '  ms_changed "role $l made a member of $u"',
+    `  if [ "$CHECK" != 1 ]; then echo 'grant :"u" to :"l"' | q; fi`,
+    'fi',
+    // Role-wide (not IN DATABASE): pg_dumpall --globals-only keeps it with the membership.
+    `if [ -z "$(echo "select 1 from pg_db_role_setting s join pg_roles r on r.oid = s.setrole where r.rolname = :'l' and s.setdatabase = 0 and 'role=' || :'u' = any(s.setconfig)" | q)" ]; then`,
+    '  ms_changed "sessions of $l start as $u (SET ROLE)"',
+    sh`  if [ "$CHECK" != 1 ]; then echo ${`alter role :"l" set role = :'u'`} | q; fi`,
+    'fi',
+  ].join('\n');
+}
+
+/** Sets the login role's password when it does not log in yet, and removes the passwords decided on. */
+function passwordChanges(settings: ProvisionSettings): string {
+  const pg = settings.postgresql;
+  return [
+    'if [ "$setpw" = 1 ]; then',
+    '  ms_changed "password of role $l set"',
+    // printf is a builtin: the password is never on a command line. Stored as
+    // SCRAM whatever the server's default (md5 before PostgreSQL 14): the
+    // app's pg_hba rules accept only scram-sha-256.
+    sh`  if [ "$CHECK" != 1 ]; then printf '%s\\n' ${"set password_encryption = 'scram-sha-256';"} ${`alter role :"l" password '${pg.password.replace(/'/g, "''")}'`} | q; fi`,
+    'fi',
+    'for r in "${remove[@]}"; do',
+    // The role keeps LOGIN: the app user's peer login over the socket still works.
+    '  ms_changed "password of role $r removed"',
+    `  if [ "$CHECK" != 1 ]; then echo 'alter role :"r" password null' | q -v r="$r"; fi`,
+    // Authentication happens at connection start only: open sessions live on.
+    `  read -r n from <<<"$(echo "select count(*) || ' ' || coalesce(string_agg(distinct coalesce(host(client_addr), 'local'), ','), '') from pg_stat_activity where usename = :'r'" | q -v r="$r")"`,
+    '  if [ "${n:-0}" != 0 ]; then ms_warn "$n sessions are still connected as $r (from $from): they keep working, but a new connection as $r fails from now on"; fi',
+    'done',
+    // ALTER OWNER takes ACCESS EXCLUSIVE locks under load: named, not done.
+    `drift=$(echo "select count(*) from pg_class where relowner in (select oid from pg_roles where shobj_description(oid, 'pg_authid') = :'marker')" | q -d "$db" 2>/dev/null || true)`,
+    'if [ "${drift:-0}" != 0 ]; then ms_warn "$drift objects are owned by a login role, not $u (a session left SET ROLE): run REASSIGN OWNED BY <role> TO $u"; fi',
   ].join('\n');
 }
 
@@ -73,31 +186,14 @@ export function postgresqlItem(settings: ProvisionSettings): Item {
       'if ! systemctl is-active --quiet postgresql; then ms_changed "postgresql started"; ms_apply systemctl enable --now --quiet postgresql; fi',
       // Clusters take a moment to accept connections after a start.
       `for _ in $(seq 1 30); do ${psql} -c 'select 1' >/dev/null 2>&1 && break; sleep 1; done`,
-      `# shellcheck disable=SC2120 # arguments are optional: most calls feed it stdin only\nq() { ${psql} -v u=${pg.user} -v db=${pg.database} "$@"; }`,
+      sh`u=${pg.user} l=${pg.loginUser} p=${pg.previousUser} db=${pg.database} marker=${loginRoleMarker(pg.user)}`,
+      `# shellcheck disable=SC2120 # arguments are optional: most calls feed it stdin only\nq() { ${psql} -v u="$u" -v l="$l" -v p="$p" -v db="$db" -v marker="$marker" "$@"; }`,
+      // Every refusal is decided before the first change.
+      pg.password ? passwordDecision(settings) : null,
       sh`if [ -z "$(echo "select 1 from pg_roles where rolname = :'u'" | q)" ]; then ms_changed ${'role ' + pg.user + ' created'}; if [ "$CHECK" != 1 ]; then echo 'create role :"u" login' | q; fi; fi`,
       sh`if [ -z "$(echo "select 1 from pg_database where datname = :'db'" | q)" ]; then ms_changed ${'database ' + pg.database + ' created'}; if [ "$CHECK" != 1 ]; then echo 'create database :"db" owner :"u"' | q; fi; fi`,
-      pg.password
-        ? [
-            // The password is right when it logs in; it goes to psql on stdin, never on a command line.
-            'pgpass=$(mktemp); chmod 600 "$pgpass"; trap \'rm -f "$pgpass"\' EXIT',
-            sh`printf '%s\\n' ${'127.0.0.1:*:' + pg.database + ':' + pg.user + ':' + pg.password.replace(/\\/g, '\\\\').replace(/:/g, '\\:')} > "$pgpass"`,
-            sh`if ! PGPASSFILE="$pgpass" psql -XAtq -w -h 127.0.0.1 -U ${pg.user} -d ${pg.database} -c 'select 1' >/dev/null 2>&1; then`,
-            // A running service that logs in with the old password would fail its next connection.
-            inUseFunction(settings.layout, settings.user),
-            '  while read -r var user hash unit; do',
-            sh`    if [ "$var" = DATABASE_URL ] && [ "$user" = ${encodeURIComponent(pg.user)} ] && [ "$hash" != ${passwordHash(pg.password)} ]; then`,
-            sh`      echo "$unit logs in to PostgreSQL as ${pg.user} with another password: changing it now would fail its next connection. PostgreSQL keeps one password per role, so no moment accepts both: stop the app's services (systemctl stop ${settings.layout.units.target}), provision, then deploy with the new DATABASE_URL; or use peer authentication (db-password empty), which has no password to rotate. Nothing was changed." >&2`,
-            '      exit 1',
-            '    fi',
-            '  done < <(in_use)',
-            sh`  ms_changed ${'password of role ' + pg.user + ' set'}`,
-            // printf is a builtin: the password is never on a command line. Stored as
-            // SCRAM whatever the server's default (md5 before PostgreSQL 14): the
-            // app's pg_hba rules accept only scram-sha-256.
-            sh`  if [ "$CHECK" != 1 ]; then printf '%s\\n' ${"set password_encryption = 'scram-sha-256';"} ${`alter role :"u" password '${pg.password.replace(/'/g, "''")}'`} | q; fi`,
-            'fi',
-          ].join('\n')
-        : null,
+      pg.password && pg.loginUser !== pg.user ? loginRoleScript() : null,
+      pg.password ? passwordChanges(settings) : null,
       `hba=$(${psql} -c 'show hba_file')`,
       sh`block=$(cat <<'MS_HBA_EOF'`,
       hbaBlock(settings),

@@ -42,7 +42,12 @@ export interface ProvisionSettings {
   postgresql: {
     enabled: boolean;
     database: string;
+    /** The owner of the database and of what the app creates. */
     user: string;
+    /** The role db-password is set on: user, or a member of it whose sessions SET ROLE user. */
+    loginUser: string;
+    /** While rotating: the role the services log in as now, whose password is kept ('' when not rotating). */
+    previousUser: string;
     password: string;
     remoteCidrs: string[];
     backupDir: string;
