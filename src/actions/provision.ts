@@ -3,9 +3,10 @@
 
 import type { Settings } from '../inputs/parse.js';
 import type { Log } from '../log.js';
-import { topology } from '../inputs/hosts.js';
+import { isAppHost, topology } from '../inputs/hosts.js';
 import { layout } from '../remote/layout.js';
 import type { HostFacts, ProvisionSettings } from '../remote/provision/index.js';
+import { inUseStep, type InUse } from '../remote/provision/in-use.js';
 import type { BalancerMember } from '../remote/balancer.js';
 import { onEachHost, resolveRoles, withHosts, type Host } from '../stages/hosts.js';
 import { balancerMembers } from '../stages/rollout.js';
@@ -18,6 +19,7 @@ export function provisionSettings(
   roles: { worker: boolean; scheduler: boolean; db?: boolean; redis?: boolean; backup?: boolean },
   balancer: BalancerMember[] | null = null,
   offsite?: ProvisionSettings['offsite'],
+  elsewhere: ProvisionSettings['elsewhere'] = null,
 ): ProvisionSettings {
   const where = topology(settings.hosts);
   const pusher = takesBackups(
@@ -29,6 +31,7 @@ export function provisionSettings(
     balancer,
     serves: { db: roles.db ?? false, redis: roles.redis ?? false, backup: roles.backup ?? false },
     offsite: offsite ?? { pusher },
+    elsewhere: roles.db || roles.redis ? elsewhere : null,
     topology: where,
     layout: layout(settings.app, settings['app-root']),
     check: settings.check,
@@ -108,14 +111,24 @@ export async function provision(opts: Settings<'provision'>, log: Log): Promise<
     : opts.hosts;
   if (limited.length === 0) throw new Error(`limit '${opts.limit.join(', ')}' selects no host; nothing was done`);
   let facts = new Map<Host, HostFacts>();
-  return withHosts(
+  // A db or redis host has no app units: what the app hosts' services log in
+  // with is read there, under their locks, and its items refuse as on a single host.
+  const guarded = limited.some((h) => {
+    const r = roles[opts.hosts.indexOf(h)]!;
+    return (r.db && opts.postgresql && !!opts['db-password']) || (r.redis && opts.redis && !!opts['redis-password']);
+  });
+  const unread = opts.hosts.filter((h) => isAppHost(h) && !limited.includes(h)).map((h) => h.label);
+  return withHosts<ActionOutcome, InUse[]>(
     { ...opts, hosts: limited },
     log,
     'provision',
-    async (hosts, balancers) => {
+    async (hosts, balancers, inUse) => {
       const links = await offsiteLinks(opts, [...hosts, ...balancers], log);
+      const elsewhere = guarded
+        ? { logins: hosts.flatMap((h, i) => inUse[i]!.map((l) => ({ ...l, unit: `${l.unit} on ${h.spec.label}` }))), unread }
+        : null;
       const results = (await onEachHost([...hosts, ...balancers], (host) => {
-        const settings = provisionSettings(opts, host.roles, host.roles.lb ? members : null, links.get(host));
+        const settings = provisionSettings(opts, host.roles, host.roles.lb ? members : null, links.get(host), elsewhere);
         return log.group(`Provision ${host.spec.label}`, () =>
           provisionHost(host, facts.get(host)!, settings, freshConnectionTest(host, opts, log), log),
         ) as Promise<ProvisionHostResult & Record<string, unknown>>;
@@ -141,6 +154,7 @@ export async function provision(opts: Settings<'provision'>, log: Log): Promise<
       lock: !opts.check,
       balancers: true,
       beforeLock: async (all) => void (facts = await readHostFacts(all, opts['allow-untested-os'])),
+      underLock: guarded ? (h) => inUseStep(h.layout, opts['app-user']) : undefined,
     },
   );
 }

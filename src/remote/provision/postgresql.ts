@@ -9,7 +9,7 @@ import { isIP } from 'node:net';
 import { hbaAddress, hbaName } from '../quoting.js';
 import { quote, sh } from '../sh.js';
 import { itemScript, type Item } from './common.js';
-import { inUseFunction, passwordHash } from './in-use.js';
+import { inUseLines, passwordHash, unreadNote } from './in-use.js';
 import type { ProvisionSettings } from './settings.js';
 
 /** Who may connect over the network (SSL only): each app host's address, when this is the db host, and db-remote-cidrs. */
@@ -79,6 +79,7 @@ export function loginRoleMarker(owner: string): string {
 function passwordDecision(settings: ProvisionSettings): string {
   const pg = settings.postgresql;
   const other = pg.loginUser === pg.user ? `${pg.user}_b` : pg.user;
+  const unread = unreadNote(settings.elsewhere);
   return [
     // The password is right when it logs in; it goes to psql on stdin, never on a command line.
     'pgpass=$(mktemp); chmod 600 "$pgpass"; trap \'rm -f "$pgpass"\' EXIT',
@@ -87,7 +88,7 @@ function passwordDecision(settings: ProvisionSettings): string {
     sh`if ! PGPASSFILE="$pgpass" psql -XAtq -w -h 127.0.0.1 -U ${pg.loginUser} -d ${pg.database} -c 'select 1' >/dev/null 2>&1; then setpw=1; fi`,
     // One line per role of the app: name, has a password, marked as its login role.
     `roles=$(echo "select rolname || ' ' || (rolpassword is not null) || ' ' || coalesce(shobj_description(oid, 'pg_authid') = :'marker', false) from pg_authid where rolname in (:'u', :'l', :'p') or shobj_description(oid, 'pg_authid') = :'marker'" | q)`,
-    'remove=(); previous_pw=0',
+    'remove=(); previous_pw=0; login_pw=0',
     'while read -r name haspw marked; do',
     '  [ -n "$name" ] || continue',
     '  if [ "$name" != "$u" ] && [ "$marked" != true ]; then',
@@ -96,13 +97,24 @@ function passwordDecision(settings: ProvisionSettings): string {
     '    exit 1',
     '  fi',
     '  if [ "$name" = "$p" ] && [ "$haspw" = true ]; then previous_pw=1; fi',
+    '  if [ "$name" = "$l" ] && [ "$haspw" = true ]; then login_pw=1; fi',
     '  if [ "$haspw" = true ] && [ "$name" != "$l" ] && [ "$name" != "$p" ]; then remove+=("$name"); fi',
     'done <<<"$roles"',
     'if [ -n "$p" ]; then',
     '  if [ "$previous_pw" = 1 ]; then ms_warn "rotation under way: $p still accepted"; else ms_warn "db-previous-user $p has no password: nothing logs in with it"; fi',
     'fi',
     // A running service that logs in with a password this run changes or removes would fail its next connection.
-    inUseFunction(settings.layout, settings.user),
+    unread
+      ? [
+          // Adding a password to a role without one takes nothing away; changing or removing one may.
+          'if { [ "$setpw" = 1 ] && [ "$login_pw" = 1 ]; } || [ "${#remove[@]}" != 0 ]; then',
+          sh`  echo ${unread + ': changing or removing a password they may log in with needs them in the run (or stopped). Nothing was changed.'} >&2`,
+          '  exit 1',
+          'fi',
+        ].join('\n')
+      : null,
+    // The app hosts' logins come with the hash of db-password or `-`: no other password's hash reaches this host.
+    inUseLines(settings, 'DATABASE_URL', (h) => (h === passwordHash(pg.password) ? h : '-')),
     'while read -r var user hash unit; do',
     '  [ "$var" = DATABASE_URL ] || continue',
     sh`  if [ "$setpw" = 1 ] && [ "$user" = "$l" ] && [ "$hash" != ${passwordHash(pg.password)} ]; then`,
@@ -116,7 +128,9 @@ function passwordDecision(settings: ProvisionSettings): string {
     '    fi',
     '  done',
     'done < <(in_use)',
-  ].join('\n');
+  ]
+    .filter((l) => l !== null)
+    .join('\n');
 }
 
 /** The login role, when it is not the owner: a member of the owner whose sessions start as the owner. */

@@ -6,7 +6,7 @@
 import { bareWord } from '../quoting.js';
 import { quote, sh, textVar } from '../sh.js';
 import { ensureEtcDir, ETC_DIR, itemScript, type Item } from './common.js';
-import { inUseFunction, passwordHash } from './in-use.js';
+import { inUseLines, passwordHash, unreadNote } from './in-use.js';
 import type { ProvisionSettings } from './settings.js';
 
 export const REDIS_CONF = '/etc/redis/redis.conf';
@@ -54,9 +54,22 @@ function keepsPasswordsInUse(settings: ProvisionSettings): string {
   const accepted = [settings.redis.password, settings.redis.previousPassword]
     .filter(Boolean)
     .map(passwordHash);
+  const unread = unreadNote(settings.elsewhere);
   return [
-    inUseFunction(settings.layout, settings.user),
     sh`accepted=${` ${accepted.join(' ')} `}`,
+    unread
+      ? [
+          // A password the ACL accepts now and would not after: some unread service may use it.
+          sh`for hash in $(awk -v u=${settings.redis.user} '$1 == "user" && $2 == u { for (i = 3; i <= NF; i++) if ($i ~ /^#/) print substr($i, 2) }' ${REDIS_ACL} 2>/dev/null); do`,
+          '  if [[ "$accepted" != *" $hash "* ]]; then',
+          sh`    echo ${unread + ': changing or removing a Redis password they may log in with needs them in the run. Nothing was changed.'} >&2`,
+          '    exit 1',
+          '  fi',
+          'done',
+        ].join('\n')
+      : null,
+    // The app hosts' hashes as they are: the ACL file holds the SHA-256 of each password Redis accepts.
+    inUseLines(settings, 'REDIS_URL', (h) => h),
     'while read -r var user hash unit; do',
     sh`  if [ "$var" != REDIS_URL ] || { [ "$user" = ${settings.redis.user} ] && [[ "$accepted" == *" $hash "* ]]; }; then continue; fi`,
     // Refused only when Redis accepts that login now: a login already failing is not this change's doing.
@@ -65,7 +78,9 @@ function keepsPasswordsInUse(settings: ProvisionSettings): string {
     '    exit 1',
     '  fi',
     'done < <(in_use)',
-  ].join('\n');
+  ]
+    .filter((l) => l !== null)
+    .join('\n');
 }
 
 /** Loopback, IPv6 where the host has it; and the private address on the redis host (not optional: it must listen there). */

@@ -5,6 +5,7 @@ import type { BalancerMember } from '../balancer.js';
 import type { Layout } from '../layout.js';
 import type { Topology } from '../../inputs/hosts.js';
 import type { PushTarget } from '../offsite.js';
+import type { Elsewhere } from './in-use.js';
 
 export interface ProvisionSettings {
   layout: Layout;
@@ -28,6 +29,11 @@ export interface ProvisionSettings {
    * they are).
    */
   offsite: { pusher: boolean; push?: PushTarget | null; receive?: { from: string; key: string }[] };
+  /**
+   * On a db or redis host: the logins the app hosts' serving services use,
+   * read by the runner before the items run (null: none read, no such host).
+   */
+  elsewhere: Elsewhere | null;
   /** Where the app's database and Redis are when on hosts of their own, and the app hosts' addresses. */
   topology: Topology;
   system: { enabled: boolean; securityUpdates: boolean };
