@@ -319,3 +319,114 @@ test('a failed daily backup on the db host reaches the alert webhook', async () 
     await on(db, 'systemctl unmask --runtime --quiet postgresql && systemctl start postgresql');
   }
 });
+
+// Passwords on the db host: what the app hosts' serving services log in with is
+// read from them (under their locks), so the db host refuses as a single host does.
+const NEW_DB = 'topo-Db-Rotated-9';
+const NEW_REDIS = 'topo-Redis-Rotated-10';
+const pgLogin = (user: string, password: string) =>
+  attempt(
+    apps[0],
+    `cd / && PGPASSWORD='${password}' PGCONNECT_TIMEOUT=5 psql -XAtq "host=${DB_ADDRESS} user=${user} dbname=${APP} sslmode=require" -c 'select current_user, session_user'`,
+  );
+const redisLogin = (password: string) =>
+  attempt(
+    apps[0],
+    `REDISCLI_AUTH='${password}' redis-cli --no-auth-warning -h ${DB_ADDRESS} --user ${APP} ping`,
+  );
+/** The db host's item failed, saying why, and the run failed. */
+function refused(r: BundleRun, item: string, why: RegExp): string {
+  expect(r.code).not.toBe(0);
+  expect(r.log).not.toContain(NEW_DB);
+  expect(r.log).not.toContain(NEW_REDIS);
+  const it = itemsOf(r, db)[item]!;
+  expect(it.status).toBe('failed');
+  expect(it.detail).toMatch(why);
+  expect(it.detail).toContain('Nothing was changed');
+  return it.detail;
+}
+/** The outcome of a run that should succeed, its errors in the failure message. */
+function succeeded(r: BundleRun): string {
+  if (outcome(r) !== 'succeeded')
+    process.stdout.write(
+      r.stdout
+        .split('\n')
+        .filter((l) => l.includes('::error::'))
+        .join('\n'),
+    );
+  return outcome(r);
+}
+
+test('the db host refuses a PostgreSQL or Redis password the app hosts still log in with, naming the app host', async () => {
+  registerSecret('the rotated topology database password', NEW_DB);
+  registerSecret('the rotated topology Redis password', NEW_REDIS);
+  const onApp = new RegExp(`on (${apps.map((h) => h.address.replace(/\./g, '\\.')).join('|')}) logs in to`);
+  const pg = await runBundle('provision', provisionInputs({ 'db-password': NEW_DB }));
+  expect(refused(pg, 'postgresql', /logs in to PostgreSQL as topo with another password/)).toMatch(onApp);
+  expect(await pgLogin(APP, DB_PASSWORD)).toMatchObject({ code: 0, out: 'topo|topo\n' });
+  expect((await pgLogin(APP, NEW_DB)).code).not.toBe(0);
+
+  const redis = await runBundle('provision', provisionInputs({ 'redis-password': NEW_REDIS }));
+  expect(
+    refused(redis, 'redis', /logs in to Redis as topo with a password this change would take away/),
+  ).toMatch(onApp);
+  expect(await redisLogin(REDIS_PASSWORD)).toMatchObject({ code: 0, out: 'PONG\n' });
+  expect((await redisLogin(NEW_REDIS)).out).toMatch(/WRONGPASS/);
+
+  // The app hosts left out: their logins are unknown, so no password they may use changes.
+  const limited = await runBundle(
+    'provision',
+    provisionInputs({ 'db-password': NEW_DB, 'redis-password': NEW_REDIS, limit: 'db' }),
+  );
+  for (const item of ['postgresql', 'redis'])
+    expect(refused(limited, item, /are not in this run \(limit\)/)).toContain(apps[0].address);
+  expect(await pgLogin(APP, DB_PASSWORD)).toMatchObject({ code: 0, out: 'topo|topo\n' });
+  expect(await redisLogin(REDIS_PASSWORD)).toMatchObject({ code: 0, out: 'PONG\n' });
+});
+
+test('the documented rotations go through on the db host: db-login-user with db-previous-user, redis-previous-password', async () => {
+  const rotatedEnv =
+    `DATABASE_URL=postgresql://${APP}_b:${NEW_DB}@${DB_ADDRESS}:5432/${APP}?sslmode=require\n` +
+    `REDIS_URL=redis://${APP}:${NEW_REDIS}@${DB_ADDRESS}:6379/0\n`;
+  const adding = {
+    'db-login-user': `${APP}_b`,
+    'db-password': NEW_DB,
+    'db-previous-user': APP,
+    'redis-password': NEW_REDIS,
+    'redis-previous-password': REDIS_PASSWORD,
+  };
+  // 1. Add: both logins work.
+  const add = await runBundle('provision', provisionInputs({ ...adding, env: rotatedEnv }));
+  expect(succeeded(add)).toBe('succeeded');
+  expect(await pgLogin(APP, DB_PASSWORD)).toMatchObject({ code: 0, out: 'topo|topo\n' });
+  expect(await pgLogin(`${APP}_b`, NEW_DB)).toMatchObject({ code: 0, out: 'topo|topo_b\n' });
+  expect(await redisLogin(REDIS_PASSWORD)).toMatchObject({ code: 0, out: 'PONG\n' });
+  expect(await redisLogin(NEW_REDIS)).toMatchObject({ code: 0, out: 'PONG\n' });
+  const removing = {
+    'db-login-user': `${APP}_b`,
+    'db-password': NEW_DB,
+    'redis-password': NEW_REDIS,
+    env: rotatedEnv,
+  };
+  // Removing the old ones while the app hosts still serve them: refused.
+  const early = await runBundle('provision', provisionInputs(removing));
+  refused(early, 'postgresql', /logs in to PostgreSQL as topo, whose password this run takes away/);
+  refused(early, 'redis', /logs in to Redis as topo with a password this change would take away/);
+  // 2. Switch: the app serves the new logins.
+  const deploy = await runBundle('deploy', {
+    ...connection(),
+    ...sampleAppInputs(APP, source),
+    'verify-path': '/health',
+  });
+  expect(succeeded(deploy)).toBe('succeeded');
+  // 3. Remove: the old logins stop working, the app keeps serving.
+  const remove = await runBundle('provision', provisionInputs(removing));
+  expect(succeeded(remove)).toBe('succeeded');
+  expect(itemsOf(remove, db).postgresql!.detail).toContain(`password of role ${APP} removed`);
+  expect((await pgLogin(APP, DB_PASSWORD)).out).toMatch(/password authentication failed/);
+  expect((await redisLogin(REDIS_PASSWORD)).out).toMatch(/WRONGPASS/);
+  for (const h of apps) {
+    const health = JSON.parse((await httpGet(h.address, '/health')).body) as Record<string, string>;
+    expect(health).toMatchObject({ status: 'healthy', redis: 'ok', database: 'ok' });
+  }
+});
