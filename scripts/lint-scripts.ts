@@ -21,6 +21,8 @@ import {
 import { wrapScript } from '../src/remote/session.js';
 import {
   PROVISION_VARIANTS,
+  ELSEWHERE,
+  topologyInputs,
   PUSH_TARGET,
   allScripts,
   offsiteVariants,
@@ -85,6 +87,10 @@ function generated(): Record<string, string> {
       allScripts(settings(variant)).map((text, j) => [`provision variant ${i} script ${j}`, text]),
     ),
   );
+  // A db and redis host told what the app hosts use.
+  allScripts(settings(topologyInputs(true), ELSEWHERE)).forEach((text, j) => {
+    provision[`provision db host with app hosts' logins script ${j}`] = text;
+  });
   const wrapped = Object.entries({ ...scripts, ...steps, ...provision }).map(([name, text]) => [
     name,
     wrapScript(text, 'abc123'),

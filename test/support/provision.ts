@@ -24,11 +24,35 @@ export const raw =
     v[n];
 
 /** The settings of the first host in hosts (its roles as the action resolves them). */
-export function settings(extra: Record<string, string> = {}): ProvisionSettings {
+export function settings(
+  extra: Record<string, string> = {},
+  elsewhere: ProvisionSettings['elsewhere'] = null,
+): ProvisionSettings {
   const s = parseInputs('provision', raw({ ...base, ...extra }));
   const roles = resolveRoles(s.hosts)[0]!;
-  return provisionSettings(s, roles.db || roles.redis ? roles : { worker: true, scheduler: true });
+  return provisionSettings(
+    s,
+    roles.db || roles.redis ? roles : { worker: true, scheduler: true },
+    null,
+    undefined,
+    elsewhere,
+  );
 }
+
+/** What the runner read on two app hosts (hostile labels), one left out by limit. */
+export const OTHER_HASH = 'ab'.repeat(32);
+export const ELSEWHERE: NonNullable<ProvisionSettings['elsewhere']> = {
+  logins: [
+    {
+      variable: 'DATABASE_URL',
+      user: 'shop',
+      hash: OTHER_HASH,
+      unit: "shop-api@blue.service on 10.0.0.5 $(id) 'x'",
+    },
+    { variable: 'REDIS_URL', user: 'shop', hash: OTHER_HASH, unit: 'the current release .env on 10.0.0.6' },
+  ],
+  unread: ["10.0.0.7 $(id) 'q'"],
+};
 
 const known = (hosts: string[]) => hosts.map((h) => `${h} ssh-ed25519 ${KEY_B64}`).join('\n');
 /** A database and Redis host with two app hosts (hosts input and known-hosts), the db host first when dbFirst. */

@@ -21,7 +21,19 @@ import { UNATTENDED } from '../../src/remote/provision/system.js';
 import { sudoersRule } from '../../src/remote/provision/users.js';
 import { aclFile } from '../../src/remote/provision/redis.js';
 import { hbaBlock } from '../../src/remote/provision/postgresql.js';
-import { PROVISION_VARIANTS, allScripts, base, raw, settings } from '../support/provision.js';
+import {
+  ELSEWHERE,
+  OTHER_HASH,
+  PROVISION_VARIANTS,
+  allScripts,
+  base,
+  raw,
+  settings,
+  topologyInputs,
+} from '../support/provision.js';
+import { inUseLines, passwordHash } from '../../src/remote/provision/in-use.js';
+import { postgresqlItem } from '../../src/remote/provision/postgresql.js';
+import { redisItem } from '../../src/remote/provision/redis.js';
 import { bashErrors } from '../support/bash.js';
 
 describe('provision inputs', () => {
@@ -134,6 +146,48 @@ describe('provision scripts', () => {
   test('check mode changes nothing', () => {
     const item = planItems(settings({ check: 'true' }), BOOKWORM);
     for (const p of item) if (p.item) expect(p.item.script).toContain('CHECK=1');
+  });
+});
+
+describe("a db or redis host told what the app hosts' services log in with", () => {
+  const db = () => settings(topologyInputs(true), ELSEWHERE);
+  test('its scripts are valid bash', () => {
+    for (const text of allScripts(db())) expect(bashErrors(text)).toBe('');
+  });
+  test("in_use prints this host's logins, then the app hosts', labels as they are", () => {
+    const fn = inUseLines(db(), 'DATABASE_URL', (h) => (h === OTHER_HASH ? '-' : h));
+    const r = spawnSync(
+      'bash',
+      ['-c', `${fn}\nin_use_here() { echo 'DATABASE_URL shop 00 here'; }\nin_use`],
+      {
+        encoding: 'utf8',
+      },
+    );
+    expect(r.stdout).toBe(
+      "DATABASE_URL shop 00 here\nDATABASE_URL shop - shop-api@blue.service on 10.0.0.5 $(id) 'x'\n",
+    );
+  });
+  test('no hash but the new password’s reaches the PostgreSQL item; the Redis item gets the ACL’s kind', () => {
+    const pg = postgresqlItem(db()).script;
+    expect(pg).not.toContain(OTHER_HASH);
+    expect(pg).toContain('DATABASE_URL shop - shop-api@blue.service on 10.0.0.5');
+    const mine = settings(topologyInputs(true), {
+      ...ELSEWHERE,
+      logins: [{ ...ELSEWHERE.logins[0]!, hash: passwordHash(base['db-password']!) }],
+    });
+    expect(postgresqlItem(mine).script).toContain(
+      `DATABASE_URL shop ${passwordHash(base['db-password']!)} shop-api`,
+    );
+    expect(redisItem(db()).script).toContain(
+      `REDIS_URL shop ${OTHER_HASH} the current release .env on 10.0.0.6`,
+    );
+  });
+  test('app hosts left out by limit: both items refuse changing or removing a password', () => {
+    for (const item of [postgresqlItem(db()), redisItem(db())])
+      expect(item.script).toMatch(/are not in this run \(limit\).*Nothing was changed/);
+    const read = settings(topologyInputs(true), { ...ELSEWHERE, unread: [] });
+    expect(postgresqlItem(read).script).not.toContain('not in this run');
+    expect(redisItem(read).script).not.toContain('not in this run');
   });
 });
 

@@ -88,7 +88,7 @@ function passwordDecision(settings: ProvisionSettings): string {
     sh`if ! PGPASSFILE="$pgpass" psql -XAtq -w -h 127.0.0.1 -U ${pg.loginUser} -d ${pg.database} -c 'select 1' >/dev/null 2>&1; then setpw=1; fi`,
     // One line per role of the app: name, has a password, marked as its login role.
     `roles=$(echo "select rolname || ' ' || (rolpassword is not null) || ' ' || coalesce(shobj_description(oid, 'pg_authid') = :'marker', false) from pg_authid where rolname in (:'u', :'l', :'p') or shobj_description(oid, 'pg_authid') = :'marker'" | q)`,
-    'remove=(); previous_pw=0; login_pw=0',
+    unread ? 'remove=(); previous_pw=0; login_pw=0' : 'remove=(); previous_pw=0',
     'while read -r name haspw marked; do',
     '  [ -n "$name" ] || continue',
     '  if [ "$name" != "$u" ] && [ "$marked" != true ]; then',
@@ -97,7 +97,7 @@ function passwordDecision(settings: ProvisionSettings): string {
     '    exit 1',
     '  fi',
     '  if [ "$name" = "$p" ] && [ "$haspw" = true ]; then previous_pw=1; fi',
-    '  if [ "$name" = "$l" ] && [ "$haspw" = true ]; then login_pw=1; fi',
+    unread ? '  if [ "$name" = "$l" ] && [ "$haspw" = true ]; then login_pw=1; fi' : null,
     '  if [ "$haspw" = true ] && [ "$name" != "$l" ] && [ "$name" != "$p" ]; then remove+=("$name"); fi',
     'done <<<"$roles"',
     'if [ -n "$p" ]; then',

@@ -60,12 +60,12 @@ function keepsPasswordsInUse(settings: ProvisionSettings): string {
     unread
       ? [
           // A password the ACL accepts now and would not after: some unread service may use it.
-          sh`for hash in $(awk -v u=${settings.redis.user} '$1 == "user" && $2 == u { for (i = 3; i <= NF; i++) if ($i ~ /^#/) print substr($i, 2) }' ${REDIS_ACL} 2>/dev/null); do`,
-          '  if [[ "$accepted" != *" $hash "* ]]; then',
+          'while read -r hash; do',
+          '  if [ -n "$hash" ] && [[ "$accepted" != *" $hash "* ]]; then',
           sh`    echo ${unread + ': changing or removing a Redis password they may log in with needs them in the run. Nothing was changed.'} >&2`,
           '    exit 1',
           '  fi',
-          'done',
+          sh`done < <(awk -v u=${settings.redis.user} '$1 == "user" && $2 == u { for (i = 3; i <= NF; i++) if ($i ~ /^#/) print substr($i, 2) }' ${REDIS_ACL} 2>/dev/null)`,
         ].join('\n')
       : null,
     // The app hosts' hashes as they are: the ACL file holds the SHA-256 of each password Redis accepts.
