@@ -79056,6 +79056,19 @@ function loginRoleMarker(owner) {
     return `metalship login role for ${owner}`;
 }
 /**
+ * The owner is a plain role: the app (and a login role acting as it) must
+ * never hold a superuser's or a role maker's powers, whatever role db-user names.
+ */
+function plainOwnerCheck() {
+    return [
+        `priv=$(echo "select string_agg(p, ', ') from pg_roles, unnest(array[case when rolsuper then 'superuser' end, case when rolcreaterole then 'createrole' end, case when rolreplication then 'replication' end, case when rolbypassrls then 'bypassrls' end]) p where rolname = :'u'" | q)`,
+        'if [ -n "$priv" ]; then',
+        '  echo "db-user $u is a privileged role ($priv): the app\'s owner must be a plain role, so choose another db-user. Nothing was changed." >&2',
+        '  exit 1',
+        'fi',
+    ].join('\n');
+}
+/**
  * Decides, before any change, what happens to the passwords of the app's roles:
  * the login role's is set when db-password does not log in yet, the previous
  * role's is kept, every other app role's is removed. Refuses when a serving
@@ -79181,7 +79194,7 @@ function postgresqlItem(settings) {
         // Clusters take a moment to accept connections after a start.
         `for _ in $(seq 1 30); do ${psql} -c 'select 1' >/dev/null 2>&1 && break; sleep 1; done`, sh_sh `u=${pg.user} l=${pg.loginUser} p=${pg.previousUser} db=${pg.database} marker=${loginRoleMarker(pg.user)}`, `# shellcheck disable=SC2120 # arguments are optional: most calls feed it stdin only\nq() { ${psql} -v u="$u" -v l="$l" -v p="$p" -v db="$db" -v marker="$marker" "$@"; }`, 
         // Every refusal is decided before the first change.
-        pg.password ? passwordDecision(settings) : null, sh_sh `if [ -z "$(echo "select 1 from pg_roles where rolname = :'u'" | q)" ]; then ms_changed ${'role ' + pg.user + ' created'}; if [ "$CHECK" != 1 ]; then echo 'create role :"u" login' | q; fi; fi`, sh_sh `if [ -z "$(echo "select 1 from pg_database where datname = :'db'" | q)" ]; then ms_changed ${'database ' + pg.database + ' created'}; if [ "$CHECK" != 1 ]; then echo 'create database :"db" owner :"u"' | q; fi; fi`, pg.password && pg.loginUser !== pg.user ? loginRoleScript() : null, pg.password ? passwordChanges(settings) : null, `hba=$(${psql} -c 'show hba_file')`, sh_sh `block=$(cat <<'MS_HBA_EOF'`, hbaBlock(settings), 'MS_HBA_EOF', ')', 
+        plainOwnerCheck(), pg.password ? passwordDecision(settings) : null, sh_sh `if [ -z "$(echo "select 1 from pg_roles where rolname = :'u'" | q)" ]; then ms_changed ${'role ' + pg.user + ' created'}; if [ "$CHECK" != 1 ]; then echo 'create role :"u" login' | q; fi; fi`, sh_sh `if [ -z "$(echo "select 1 from pg_database where datname = :'db'" | q)" ]; then ms_changed ${'database ' + pg.database + ' created'}; if [ "$CHECK" != 1 ]; then echo 'create database :"db" owner :"u"' | q; fi; fi`, pg.password && pg.loginUser !== pg.user ? loginRoleScript() : null, pg.password ? passwordChanges(settings) : null, `hba=$(${psql} -c 'show hba_file')`, sh_sh `block=$(cat <<'MS_HBA_EOF'`, hbaBlock(settings), 'MS_HBA_EOF', ')', 
         // Our rules first (pg_hba: the first matching line wins); the rest as it was.
         sh_sh `new=$( { printf '%s\\n' "$block"; awk -v b=${'# BEGIN metalship ' + settings.layout.app} -v e=${'# END metalship ' + settings.layout.app} '$0 == b { skip = 1; next } $0 == e { skip = 0; next } !skip' "$hba"; } )`, 'if [ "$new" != "$(cat "$hba")" ]; then', '  ms_changed "pg_hba rules for the app"', '  if [ "$CHECK" != 1 ]; then printf "%s\\n" "$new" > "$hba.metalship-new"; chown --reference="$hba" "$hba.metalship-new"; chmod --reference="$hba" "$hba.metalship-new"; mv -f "$hba.metalship-new" "$hba"; echo "select pg_reload_conf()" | q >/dev/null; fi', 'fi', 
         // The cluster's settings are readable by the server's account only (the

@@ -933,3 +933,25 @@ test('PostgreSQL rotates its password with no failed request: a second login rol
   ) as { redis: string; database: string };
   expect(health).toMatchObject({ redis: 'ok', database: 'ok' });
 });
+
+test('a db-user naming a privileged role (a superuser, a role maker) is refused, and that role is left as it was', async () => {
+  // Else the app, and a login role acting as it, would run with its powers.
+  await on(`echo 'create role metalship_dba superuser login' | runuser -u postgres -- psql -XAtq`);
+  try {
+    const r = await runBundle('provision', inputs({ 'db-user': 'metalship_dba' }));
+    expect(r.code).toBe(1);
+    expect(items(r).postgresql!.status).toBe('failed');
+    expect(items(r).postgresql!.detail).toMatch(
+      /db-user metalship_dba is a privileged role \(superuser\): the app's owner must be a plain role.*Nothing was changed/,
+    );
+    expect(
+      (
+        await on(
+          `echo "select rolpassword is null from pg_authid where rolname = 'metalship_dba'" | runuser -u postgres -- psql -XAtq`,
+        )
+      ).trim(),
+    ).toBe('t');
+  } finally {
+    await on(`echo 'drop role if exists metalship_dba' | runuser -u postgres -- psql -XAtq`);
+  }
+});

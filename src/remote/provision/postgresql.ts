@@ -70,6 +70,20 @@ export function loginRoleMarker(owner: string): string {
 }
 
 /**
+ * The owner is a plain role: the app (and a login role acting as it) must
+ * never hold a superuser's or a role maker's powers, whatever role db-user names.
+ */
+function plainOwnerCheck(): string {
+  return [
+    `priv=$(echo "select string_agg(p, ', ') from pg_roles, unnest(array[case when rolsuper then 'superuser' end, case when rolcreaterole then 'createrole' end, case when rolreplication then 'replication' end, case when rolbypassrls then 'bypassrls' end]) p where rolname = :'u'" | q)`,
+    'if [ -n "$priv" ]; then',
+    '  echo "db-user $u is a privileged role ($priv): the app\'s owner must be a plain role, so choose another db-user. Nothing was changed." >&2',
+    '  exit 1',
+    'fi',
+  ].join('\n');
+}
+
+/**
  * Decides, before any change, what happens to the passwords of the app's roles:
  * the login role's is set when db-password does not log in yet, the previous
  * role's is kept, every other app role's is removed. Refuses when a serving
@@ -203,6 +217,7 @@ export function postgresqlItem(settings: ProvisionSettings): Item {
       sh`u=${pg.user} l=${pg.loginUser} p=${pg.previousUser} db=${pg.database} marker=${loginRoleMarker(pg.user)}`,
       `# shellcheck disable=SC2120 # arguments are optional: most calls feed it stdin only\nq() { ${psql} -v u="$u" -v l="$l" -v p="$p" -v db="$db" -v marker="$marker" "$@"; }`,
       // Every refusal is decided before the first change.
+      plainOwnerCheck(),
       pg.password ? passwordDecision(settings) : null,
       sh`if [ -z "$(echo "select 1 from pg_roles where rolname = :'u'" | q)" ]; then ms_changed ${'role ' + pg.user + ' created'}; if [ "$CHECK" != 1 ]; then echo 'create role :"u" login' | q; fi; fi`,
       sh`if [ -z "$(echo "select 1 from pg_database where datname = :'db'" | q)" ]; then ms_changed ${'database ' + pg.database + ' created'}; if [ "$CHECK" != 1 ]; then echo 'create database :"db" owner :"u"' | q; fi; fi`,
