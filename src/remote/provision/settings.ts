@@ -4,7 +4,7 @@
 import type { BalancerMember } from '../balancer.js';
 import type { Layout } from '../layout.js';
 import type { Topology } from '../../inputs/hosts.js';
-import type { PushTarget } from '../offsite.js';
+import type { PushKey, PushTarget } from '../offsite.js';
 
 export interface ProvisionSettings {
   layout: Layout;
@@ -27,7 +27,7 @@ export interface ProvisionSettings {
    * pushers' public keys (undefined: not every pusher is in this run, left as
    * they are).
    */
-  offsite: { pusher: boolean; push?: PushTarget | null; receive?: { from: string; key: string }[] };
+  offsite: { pusher: boolean; push?: PushTarget | null; receive?: PushKey[] };
   /** Where the app's database and Redis are when on hosts of their own, and the app hosts' addresses. */
   topology: Topology;
   system: { enabled: boolean; securityUpdates: boolean };
