@@ -328,15 +328,16 @@ test('with the database host gone, backup-verify restores the newest copy from t
   );
   // The runbook's step 3: the copy into the new host's production database, as provision would have made it.
   const restoreStarted = Date.now();
+  // As the README gives it: logged in as the app's role (its password in root's ~/.pgpass), never as postgres.
   await on(
     fresh,
-    `cd / && runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -c "CREATE ROLE ${APP} LOGIN" -c "CREATE DATABASE ${APP} OWNER ${APP}"`,
+    `cd / && runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -c "CREATE ROLE ${APP} LOGIN PASSWORD '${DB_PASSWORD}'" -c "CREATE DATABASE ${APP} OWNER ${APP}" && umask 077 && echo '127.0.0.1:*:${APP}:${APP}:${DB_PASSWORD}' > /root/.pgpass`,
   );
   const dump = await on(backup, `cd / && runuser -u metalship-backup -- base64 -w0 ${DIR}/${newest}.dump`);
   const restored = await sshRun(
     fresh,
     key,
-    `cd / && base64 -d | runuser -u postgres -- pg_restore --exit-on-error --no-owner --role=${APP} -d ${APP}`,
+    `cd / && base64 -d | pg_restore --exit-on-error --no-owner --no-privileges -h 127.0.0.1 -U ${APP} -d ${APP}`,
     { input: dump, idleMs: 120000 },
   );
   expect(restored).toMatchObject({ code: 0, stderr: '' });
