@@ -12,7 +12,8 @@ work=$(mktemp -d /var/tmp/metalship-verify.XXXXXX)
 trap 'rm -rf -- "$work"' EXIT
 if [ "$RECEIVE" = 1 ]; then
   # The dump follows the script on stdin, streamed from the backup host through the runner.
-  cat > "$work/backup.dump"
+  # One byte more than the manifest says is enough to tell it is wrong: the rest is read, never written.
+  { head -c "$((WANT_SIZE + 1))" > "$work/backup.dump"; cat > /dev/null; }
   dump="$work/backup.dump"
   echo "RECEIVED $(stat -c %s -- "$dump")"
 else

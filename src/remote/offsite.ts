@@ -8,8 +8,9 @@
 // backup host's key as provision read it over the runner's pinned connection.
 
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import type { BackupOptions } from './backup.js';
-import { assignments, keyLines, script, sh, shellFile } from './sh.js';
+import { assignments, keyLines, script, sh, shellFile, textVar } from './sh.js';
 import { step, type Step } from './step.js';
 
 /** The receiving user on the backup host: no password, its one key line per pusher runs the receiver. */
@@ -25,7 +26,27 @@ export const RECEIVE_EXIT = {
   exists: 3,
   /** The dump is not what its manifest says (size, sha256), or the manifest is not ours. */
   mismatch: 4,
+  /** Storing it would cross a limit: the most copies kept, or the free space left. */
+  full: 5,
+  /** Something else is under its name (not the same dump), or it could not be stored. */
+  failed: 6,
 } as const;
+
+/** The receiver's limits: a push key holder can fill neither the disk nor the directory. */
+export interface ReceiveLimits {
+  /** The most copies of the database kept (retention keeps about one a day). */
+  maxCopies: number;
+  /** The free space (MB) a copy must leave on the backup host's file system. */
+  minFreeMb: number;
+}
+
+/** A copy's stamp may be this far ahead of the backup host's clock (s), and this old at most (s): a push comes right after its backup. */
+const STAMP_SKEW = 300;
+const STAMP_WINDOW = 86400;
+
+export function receiveLimits(retentionDays: number): ReceiveLimits {
+  return { maxCopies: 2 * retentionDays + 10, minFreeMb: 1024 };
+}
 
 export function receiverProgramPath(app: string): string {
   return `/usr/local/sbin/metalship-backup-receive-${app}`;
@@ -56,13 +77,17 @@ export function copyVerifiedPath(backupDir: string): string {
 }
 
 const RECEIVE_SH = shellFile(readFileSync(new URL('./sh/backup-receive.sh', import.meta.url), 'utf8'));
+const CHECK_MANIFEST = readFileSync(new URL('./py/receive_manifest.py', import.meta.url), 'utf8');
 const PUSH_SH = shellFile(readFileSync(new URL('./sh/backup-push.sh', import.meta.url), 'utf8'));
 
-/** What follows `<database>_` in the name a put may carry (BACKUP_NAME_RE's stamp and label, in bash's ERE). */
-const NAME_PATTERN = '[0-9]{8}T[0-9]{6}Z_[A-Za-z0-9][A-Za-z0-9._-]{0,79}';
+/** What follows `<database>_` in the name a put may carry: a stamp (checked as a time by the receiver) and the daily label, the only one pushed. */
+const NAME_PATTERN = '[0-9]{8}T[0-9]{6}Z_daily';
 
 /** The receiver program on the backup host (the push key's forced command). */
-export function receiverProgram(opts: BackupOptions): string {
+export function receiverProgram(
+  opts: BackupOptions,
+  limits: ReceiveLimits = receiveLimits(opts.retentionDays),
+): string {
   return script(
     '#!/bin/bash',
     sh`# metalship-backup-receive-${opts.app}: adds a pushed copy of a backup of ${opts.database}. Managed by metalship; changes are overwritten.`,
@@ -71,10 +96,17 @@ export function receiverProgram(opts: BackupOptions): string {
       DIR: opts.backupDir,
       RETENTION_DAYS: opts.retentionDays,
       NAME_PATTERN,
+      SKEW: STAMP_SKEW,
+      WINDOW: STAMP_WINDOW,
+      MAX_COPIES: limits.maxCopies,
+      MIN_FREE_MB: limits.minFreeMb,
       EXIT_REFUSED: RECEIVE_EXIT.refused,
       EXIT_EXISTS: RECEIVE_EXIT.exists,
       EXIT_MISMATCH: RECEIVE_EXIT.mismatch,
+      EXIT_FULL: RECEIVE_EXIT.full,
+      EXIT_FAILED: RECEIVE_EXIT.failed,
     }),
+    textVar('CHECK_MANIFEST', CHECK_MANIFEST),
     RECEIVE_SH,
   );
 }
@@ -112,12 +144,21 @@ export function pushKnownHosts(target: PushTarget): string {
   return target.hostKeys.map((k) => `${name} ${k}\n`).join('');
 }
 
-/** One pusher's line in the receiving user's authorized_keys: it runs the receiver, nothing else. */
-export function receiverKeyLine(app: string, publicKey: string, from: string): string {
-  const [type, body] = publicKey.trim().split(/\s+/);
+/** A pusher's public key; address: the IP the backup host sees its pushes from, when the hosts input tells it. */
+export interface PushKey {
+  from: string;
+  key: string;
+  address?: string;
+}
+
+/** One pusher's line in the receiving user's authorized_keys: it runs the receiver, nothing else, and only from its address when known. */
+export function receiverKeyLine(app: string, pusher: PushKey): string {
+  const [type, body] = pusher.key.trim().split(/\s+/);
   if (!type || !body || !/^ssh-ed25519$/.test(type) || !/^[A-Za-z0-9+/]+=*$/.test(body))
-    throw new Error(`the push key of ${from} is not an ed25519 public key`);
-  return `restrict,command="${receiverProgramPath(app)}" ${type} ${body} ${keyMarker(app)}:${from.replace(/[^A-Za-z0-9.:_@[\]-]/g, '_')}`;
+    throw new Error(`the push key of ${pusher.from} is not an ed25519 public key`);
+  const address = pusher.address;
+  if (address !== undefined && !isIP(address)) throw new Error(`${address} is not an IP address`);
+  return `restrict,${address ? `from="${address}",` : ''}command="${receiverProgramPath(app)}" ${type} ${body} ${keyMarker(app)}:${pusher.from.replace(/[^A-Za-z0-9.:_@[\]-]/g, '_')}`;
 }
 
 /**

@@ -170,6 +170,9 @@ async function testRestore(
   return { parts: [restored, inspected, rto, smoke], seconds: rto.seconds, counts: inspected.counts };
 }
 
+/** How far ahead of the backup host's clock a backup's time may be (the hosts' clocks differ a little). */
+const FUTURE_SKEW_HOURS = 5 / 60;
+
 /** 1. The backup and its manifest, and its age against the RPO objective. */
 async function findBackup(
   run: RestoreRun,
@@ -207,6 +210,22 @@ async function findBackup(
   );
   const ageHours = (found.now - Date.parse(manifest.created) / 1000) / 3600;
   const objective = `≤ ${settings['max-age-hours']} h`;
+  // A backup taken after now is no backup of ours: its stamp was forged, or a clock is wrong.
+  if (ageHours < -FUTURE_SKEW_HOURS)
+    return {
+      rows: [
+        backupRow,
+        failed(
+          'age (RPO)',
+          'in the future',
+          `${found.dump} says it was taken ${manifest.created}, ${formatAge(-ageHours)} after the clock of ${backup.spec.label}: a backup cannot be newer than now (a forged copy, or a host's clock is wrong)`,
+          objective,
+        ),
+      ],
+      stop: true,
+      found,
+      ageHours,
+    };
   if (ageHours > settings['max-age-hours'])
     return {
       rows: [

@@ -4,9 +4,10 @@
 // the runner's pinned connection: the pusher never trusts a key on first use);
 // the backup host gets the pushers' public keys.
 
-import { topology, type HostSpec } from '../inputs/hosts.js';
+import { isIP } from 'node:net';
+import { privateAddress, topology, type HostSpec } from '../inputs/hosts.js';
 import type { Log } from '../log.js';
-import { hostKeysStep, pushKeyStep } from '../remote/offsite.js';
+import { hostKeysStep, pushKeyStep, type PushKey } from '../remote/offsite.js';
 import type { ProvisionSettings } from '../remote/provision/index.js';
 import { resolveRoles, type Host } from './hosts.js';
 
@@ -17,6 +18,20 @@ export function takesBackups(
   postgresql: boolean,
 ): boolean {
   return postgresql && (roles.db || (!dbHost && !roles.lb && !roles.redis && !roles.backup));
+}
+
+/**
+ * The address the backup host sees a pusher's connections come from, when the
+ * hosts input tells it: its private= (the backup host is then reached on that
+ * network, as pg_hba and ufw assume), or, when the backup host has no private=
+ * either, its own address. Otherwise (its source on the backup host's private
+ * network is unknown), or when it is a name (sshd matches no names: UseDNS
+ * no), nothing, and the key is accepted from anywhere.
+ */
+export function pushSource(pusher: HostSpec, hosts: HostSpec[]): string | undefined {
+  const backup = hosts.find((h) => h.roles.includes('backup'));
+  const address = pusher.private ?? (backup?.private === undefined ? privateAddress(pusher) : undefined);
+  return address !== undefined && isIP(address) ? address : undefined;
 }
 
 /** Each connected host's part of the link; hosts outside it get { pusher: false }. */
@@ -43,12 +58,13 @@ export async function offsiteLinks(
     : null;
   if (backupHost && !hostKeys?.length)
     throw new Error(`${backupHost.spec.label} has no SSH host key in /etc/ssh`);
-  const keys: { from: string; key: string }[] = [];
+  const keys: PushKey[] = [];
   for (const h of connected.filter((c) => links.get(c)!.pusher)) {
     const key = await log.group(`The backup push key of ${h.spec.label}`, () =>
       h.conn.step(pushKeyStep(opts.app, opts.check)),
     );
-    if (key) keys.push({ from: h.spec.label, key });
+    const address = pushSource(h.spec, opts.hosts);
+    if (key) keys.push({ from: h.spec.label, key, ...(address ? { address } : {}) });
     if (hostKeys)
       links.set(h, { pusher: true, push: { address: target.address, port: target.port, hostKeys } });
   }

@@ -233,6 +233,17 @@ test('a backup older than the RPO objective fails without being restored', async
   expect(r.summary).not.toContain('pg_restore');
 });
 
+test('a backup dated in the future fails without being restored', async () => {
+  const future = await variant(
+    'future',
+    `sed -i "s/\\"created\\": \\"[^\\"]*\\"/\\"created\\": \\"2099-12-31T00:00:00Z\\"/" "$m"`,
+  );
+  const r = await verify({ 'backup-file': future });
+  expect(r.code).toBe(1);
+  expect(r.stdout).toMatch(/a backup cannot be newer than now/);
+  expect(r.summary).not.toContain('pg_restore');
+});
+
 test('a failing check fails the job and names the check', async () => {
   const r = await verify({ checks: 'SELECT count(*) = 3 FROM items\nSELECT count(*) = 0 FROM sales.orders' });
   expect(r.code).toBe(1);

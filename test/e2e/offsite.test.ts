@@ -121,8 +121,16 @@ test('one provision run links the db host to the backup host: push key, pinned h
   expect(await on(db, `cat ${PUSH_DIR}/known_hosts`)).toContain(`${BACKUP_ADDRESS} ${hostKey}`);
   const pub = (await on(db, `cut -d" " -f1,2 ${PUSH_DIR}/id_ed25519.pub`)).trim();
   expect(await on(backup, 'cat /var/lib/metalship-backup/.ssh/authorized_keys')).toContain(
-    `restrict,command="/usr/local/sbin/metalship-backup-receive-${APP}" ${pub} `,
+    `restrict,from="${DB_ADDRESS}",command="/usr/local/sbin/metalship-backup-receive-${APP}" ${pub} `,
   );
+  // The key, taken elsewhere (here: the backup host itself), is refused.
+  const stolen = Buffer.from(await on(db, `cat ${PUSH_DIR}/id_ed25519`)).toString('base64');
+  const elsewhere = await attempt(
+    backup,
+    `umask 077 && echo ${stolen} | base64 -d > /root/stolen && ssh -F /dev/null -i /root/stolen -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -l metalship-backup ${BACKUP_ADDRESS} 'put x' </dev/null; rc=$?; rm -f /root/stolen; exit $rc`,
+  );
+  expect(elsewhere.code).toBe(255);
+  expect(elsewhere.err).toMatch(/Permission denied/);
   expect(await on(backup, `stat -c '%a %U' /var/lib/metalship-backup/.ssh/authorized_keys ${DIR}`)).toBe(
     '644 root\n700 metalship-backup\n',
   );
@@ -178,14 +186,47 @@ test('the push key, used as an attacker would, cannot run a shell, read a copy, 
     `cd ${DIR} && { head -n1 ${base}.manifest.json; cat ${base}.dump; } | ${PUSH} 'put ${base}'`,
     3,
   );
-  expect(r.err).toMatch(/exists: a copy is never replaced/);
+  expect(r.err).toMatch(/is here already, with the same sha256: a copy is never replaced/);
+  // Another dump under that name is a failure, not "exists": the push would fail and alert.
+  const other = await refused(
+    `cd ${DIR} && { sed 's/"sha256": "[^"]*"/"sha256": "${'0'.repeat(64)}"/' ${base}.manifest.json; cat ${base}.dump; } | ${PUSH} 'put ${base}'`,
+    6,
+  );
+  expect(other.err).toMatch(/another file is under the name/);
+  // A name of this database with the stamp and created of this moment, each line of it rewritten.
+  const now = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+  const as = (name: string, created = now) =>
+    `sed -e 's/"file": "[^"]*"/"file": "${name}.dump"/' -e 's/"created": "[^"]*"/"created": "${created}"/' ${base}.manifest.json`;
   // A dump that is not what its manifest says is refused on arrival, and nothing is left.
-  const evil = `${APP}_20260101T000000Z_evil`;
+  const evil = `${APP}_${now.replace(/[-:]/g, '')}_daily`;
   const mismatch = await refused(
-    `cd ${DIR} && { sed 's/"file": "[^"]*"/"file": "${evil}.dump"/' ${base}.manifest.json; { printf X; tail -c +2 ${base}.dump; }; } | ${PUSH} 'put ${evil}'`,
+    `cd ${DIR} && { ${as(evil)}; { printf X; tail -c +2 ${base}.dump; }; } | ${PUSH} 'put ${evil}'`,
     4,
   );
   expect(mismatch.err).toMatch(/sha256 [0-9a-f]{64}, the manifest says/);
+  // A self-consistent copy dated in the future, at an impossible time or under another label: refused.
+  for (const [name, created] of [
+    [`${APP}_20991231T000000Z_daily`, '2099-12-31T00:00:00Z'],
+    [`${APP}_20261399T996199Z_daily`, '2026-13-99T99:61:99Z'],
+  ] as const) {
+    const forged = await refused(
+      `cd ${DIR} && { ${as(name, created)}; cat ${base}.dump; } | ${PUSH} 'put ${name}'`,
+      2,
+    );
+    expect(forged.err).toMatch(/ahead of this host's clock|is not a real UTC time/);
+  }
+  await refused(
+    `cd ${DIR} && { ${as(`${APP}_x_forged`)}; cat ${base}.dump; } | ${PUSH} 'put ${evil.replace(/daily$/, 'forged')}'`,
+  );
+  // Its created not the stamp's, or more than the manifest's line: refused as not ours.
+  await refused(
+    `cd ${DIR} && { ${as(evil, '2099-12-31T00:00:00Z')}; cat ${base}.dump; } | ${PUSH} 'put ${evil}'`,
+    4,
+  );
+  await refused(
+    `cd ${DIR} && { ${as(evil)} | sed 's/}$/, "x": 1}/'; cat ${base}.dump; } | ${PUSH} 'put ${evil}'`,
+    4,
+  );
   expect(await copies()).toBe(before);
   expect(await on(backup, `ls -A ${DIR}`)).not.toMatch(/partial/);
 });
@@ -227,14 +268,19 @@ test('the backup host prunes its copies older than the retention, the newest alw
       .replace(/\.\d+Z$/, 'Z');
   const old = `${APP}_${stamp(40)}_daily`;
   const recent = `${APP}_${stamp(2)}_daily`;
+  // Planted by a receiver before this one: never a real time of the past, pruned.
+  const future = `${APP}_20991231T000000Z_daily`;
+  const invalid = `${APP}_20261399T996199Z_forged`;
   await on(
     backup,
-    `cd ${DIR} && for b in ${old} ${recent}; do echo x > $b.dump; echo x > $b.manifest.json; chown metalship-backup: $b.*; chmod 600 $b.*; done`,
+    `cd ${DIR} && for b in ${old} ${recent} ${future} ${invalid}; do echo x > $b.dump; echo x > $b.manifest.json; chown metalship-backup: $b.*; chmod 600 $b.*; done`,
   );
   await on(db, 'sleep 1');
   await on(db, `systemctl start metalship-backup-${APP}.service`);
   const listing = await copies();
   expect(listing).not.toContain(old);
+  expect(listing).not.toContain(future);
+  expect(listing).not.toContain(invalid);
   expect(listing).toContain(`${recent}.dump`);
   expect(listing).toContain(`${await newestOnDb()}.dump`);
   expect(listing.match(/_daily\.dump /g)).toHaveLength(3);
@@ -282,15 +328,16 @@ test('with the database host gone, backup-verify restores the newest copy from t
   );
   // The runbook's step 3: the copy into the new host's production database, as provision would have made it.
   const restoreStarted = Date.now();
+  // As the README gives it: logged in as the app's role (its password in root's ~/.pgpass), never as postgres.
   await on(
     fresh,
-    `cd / && runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -c "CREATE ROLE ${APP} LOGIN" -c "CREATE DATABASE ${APP} OWNER ${APP}"`,
+    `cd / && runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -c "CREATE ROLE ${APP} LOGIN PASSWORD '${DB_PASSWORD}'" -c "CREATE DATABASE ${APP} OWNER ${APP}" && umask 077 && echo '127.0.0.1:*:${APP}:${APP}:${DB_PASSWORD}' > /root/.pgpass`,
   );
   const dump = await on(backup, `cd / && runuser -u metalship-backup -- base64 -w0 ${DIR}/${newest}.dump`);
   const restored = await sshRun(
     fresh,
     key,
-    `cd / && base64 -d | runuser -u postgres -- pg_restore --exit-on-error --no-owner --role=${APP} -d ${APP}`,
+    `cd / && base64 -d | pg_restore --exit-on-error --no-owner --no-privileges -h 127.0.0.1 -U ${APP} -d ${APP}`,
     { input: dump, idleMs: 120000 },
   );
   expect(restored).toMatchObject({ code: 0, stderr: '' });

@@ -3,6 +3,7 @@
 import { provisionSettings } from '../../src/actions/provision.js';
 import { parseInputs } from '../../src/inputs/parse.js';
 import { planItems, type Item, type ProvisionSettings } from '../../src/remote/provision/index.js';
+import type { PushKey } from '../../src/remote/offsite.js';
 import { offsiteItem } from '../../src/remote/provision/offsite.js';
 import { resolveRoles } from '../../src/stages/hosts.js';
 import { FIXTURE_KEY } from './keys.js';
@@ -122,14 +123,14 @@ export function offsiteVariants(): Item[] {
       null,
       { pusher: true, push: PUSH_TARGET },
     );
-  const receiver = (check: boolean, keys?: { from: string; key: string }[]) =>
+  const receiver = (check: boolean, keys?: PushKey[]) =>
     provisionSettings(
       parseInputs('provision', raw({ ...base, ...backupHostInputs(true), check: String(check) })),
       { worker: false, scheduler: false, backup: true },
       null,
       { pusher: false, ...(keys ? { receive: keys } : {}) },
     );
-  const keys = [{ from: "10.0.0.5 it's", key: `ssh-ed25519 ${KEY_B64}` }];
+  const keys = [{ from: "10.0.0.5 it's", key: `ssh-ed25519 ${KEY_B64}`, address: '10.1.0.5' }];
   return [
     pusher(false),
     pusher(true),

@@ -10,10 +10,12 @@ import { parseHosts, topology, topologyProblems, type HostSpec } from '../../src
 import {
   RECEIVE_EXIT,
   copyVerifiedPath,
+  type ReceiveLimits,
   receiverKeyLine,
   receiverProgram,
 } from '../../src/remote/offsite.js';
 import { planItems } from '../../src/remote/provision/index.js';
+import { pushSource } from '../../src/stages/offsite.js';
 import { offsiteItem } from '../../src/remote/provision/offsite.js';
 import { KEY_B64, offsiteVariants, settings, backupHostInputs } from '../support/provision.js';
 
@@ -46,7 +48,7 @@ test('the backup host runs no app, no PostgreSQL and no site; the pusher keeps i
   expect(s.topology.backup).toEqual({ label: '10.0.0.7', address: '10.1.0.7', port: 22 });
   const [receiver] = offsiteVariants().slice(3);
   expect(receiver!.script).toContain(
-    `restrict,command="/usr/local/sbin/metalship-backup-receive-shop" ssh-ed25519 ${KEY_B64} metalship-backup-push:shop:10.0.0.5_it_s`,
+    `restrict,from="10.1.0.5",command="/usr/local/sbin/metalship-backup-receive-shop" ssh-ed25519 ${KEY_B64} metalship-backup-push:shop:10.0.0.5_it_s`,
   );
   const backupHost = { ...s, serves: { db: false, redis: false, backup: true }, offsite: { pusher: false } };
   const plan = Object.fromEntries(planItems(backupHost, BOOKWORM).map((p) => [p.name, p]));
@@ -61,68 +63,105 @@ test('the backup host runs no app, no PostgreSQL and no site; the pusher keeps i
   expect(copyVerifiedPath('/var/backups/metalship/shop')).toBe(
     '/var/backups/metalship/.shop.last-verified.json',
   );
-  expect(() => receiverKeyLine('shop', 'ssh-rsa AAAA', 'x')).toThrow(/not an ed25519 public key/);
+  expect(() => receiverKeyLine('shop', { key: 'ssh-rsa AAAA', from: 'x' })).toThrow(
+    /not an ed25519 public key/,
+  );
+  expect(() =>
+    receiverKeyLine('shop', {
+      key: `ssh-ed25519 ${KEY_B64}`,
+      from: 'x',
+      address: '10.0.0.5",command="/bin/sh',
+    }),
+  ).toThrow(/not an IP address/);
+  expect(receiverKeyLine('shop', { key: `ssh-ed25519 ${KEY_B64}`, from: 'x' })).toMatch(/^restrict,command=/);
+});
+
+test('the push key is accepted only from the address the backup host sees the pusher at, when the hosts say it', () => {
+  const source = (text: string) => {
+    const hosts = specs(text);
+    return pushSource(hosts[0]!, hosts);
+  };
+  expect(source('10.0.0.5 roles=db private=10.1.0.5\n10.0.0.7 roles=backup private=10.1.0.7')).toBe(
+    '10.1.0.5',
+  );
+  expect(source('10.0.0.5\n10.0.0.7 roles=backup')).toBe('10.0.0.5');
+  expect(source('[2001:db8::5]:22\n10.0.0.7 roles=backup')).toBe('2001:db8::5');
+  // Unknown: its source on the backup host's private network, or a name.
+  expect(source('10.0.0.5\n10.0.0.7 roles=backup private=10.1.0.7')).toBeUndefined();
+  expect(source('db.example.com\n10.0.0.7 roles=backup')).toBeUndefined();
 });
 
 describe('the receiver, run here', () => {
   let dir: string;
   let program: string;
   const DB = 'shop';
+  const copies = () => join(dir, 'copies');
+  function install(limits?: ReceiveLimits) {
+    writeFileSync(
+      program,
+      receiverProgram({ app: 'shop', database: DB, backupDir: copies(), retentionDays: 30 }, limits),
+      { mode: 0o755 },
+    );
+  }
   beforeEach(() => {
     dir = mkdtempSync(join(tmpdir(), 'ms-receive-'));
     program = join(dir, 'receive');
-    writeFileSync(
-      join(dir, 'receive'),
-      receiverProgram({ app: 'shop', database: DB, backupDir: join(dir, 'copies'), retentionDays: 30 }),
-      { mode: 0o755 },
-    );
-    execFileSync('mkdir', [join(dir, 'copies')]);
+    install();
+    execFileSync('mkdir', [copies()]);
   });
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
+  /** The stamp of a time `ago` seconds before now, as backup.sh writes it. */
+  function stampOf(ago = 0): string {
+    return new Date(Date.now() - ago * 1000)
+      .toISOString()
+      .replace(/[-:]/g, '')
+      .replace(/\.\d+Z$/, 'Z');
+  }
+  const createdOf = (stamp: string) =>
+    `${stamp.slice(0, 4)}-${stamp.slice(4, 6)}-${stamp.slice(6, 8)}T${stamp.slice(9, 11)}:${stamp.slice(11, 13)}:${stamp.slice(13, 15)}Z`;
   function manifest(
     base: string,
     data: Buffer,
     sha = createHash('sha256').update(data).digest('hex'),
+    created = createdOf(base.slice(DB.length + 1, DB.length + 17)),
   ): string {
-    return `{"database": "${DB}", "created": "2026-01-01T00:00:00Z", "label": "daily", "file": "${base}.dump", "size": ${data.length}, "sha256": "${sha}", "pg_version": "16", "tables": {"public.items": 3}}`;
+    return `{"database": "${DB}", "created": "${created}", "label": "daily", "file": "${base}.dump", "size": ${data.length}, "sha256": "${sha}", "pg_version": "16.4", "tables": {"public.items": 3}}`;
   }
-  function put(command: string, input: Buffer | string) {
+  function put(command: string, input: Buffer | string, path = process.env.PATH) {
     const r = spawnSync('bash', [program], {
       input,
-      env: { PATH: process.env.PATH, SSH_ORIGINAL_COMMAND: command },
+      env: { PATH: path, SSH_ORIGINAL_COMMAND: command },
     });
     return { code: r.status, err: r.stderr.toString() };
   }
-  const listing = () => readdirSync(join(dir, 'copies')).sort();
+  const push = (base: string, data: Buffer, line = manifest(base, data), path?: string) =>
+    put(`put ${base}`, Buffer.concat([Buffer.from(line + '\n'), data]), path);
+  const listing = () => readdirSync(copies()).sort();
+  const plant = (...bases: string[]) => {
+    for (const b of bases) {
+      writeFileSync(join(copies(), `${b}.dump`), 'x');
+      writeFileSync(join(copies(), `${b}.manifest.json`), 'x');
+    }
+  };
+  const files = (...bases: string[]) => bases.flatMap((b) => [`${b}.dump`, `${b}.manifest.json`]).sort();
+  const data = Buffer.from('PGDMP fake dump bytes\n\0\x01');
 
   test('adds a matching copy once, refuses anything else, and prunes by the stamp', () => {
-    const data = Buffer.from('PGDMP fake dump bytes\n\0\x01');
-    const stamp = new Date()
-      .toISOString()
-      .replace(/[-:]/g, '')
-      .replace(/\.\d+Z$/, 'Z');
+    const stamp = stampOf();
     const base = `${DB}_${stamp}_daily`;
     const old = `${DB}_20200101T000000Z_daily`;
-    writeFileSync(join(dir, 'copies', `${old}.dump`), 'x');
-    writeFileSync(join(dir, 'copies', `${old}.manifest.json`), 'x');
-    expect(put(`put ${base}`, Buffer.concat([Buffer.from(manifest(base, data) + '\n'), data]))).toMatchObject(
-      { code: 0 },
-    );
-    expect(listing()).toEqual([`${base}.dump`, `${base}.manifest.json`]);
-    expect(readFileSync(join(dir, 'copies', `${base}.dump`))).toEqual(data);
-    const other = Buffer.from('other');
-    expect(put(`put ${base}`, Buffer.concat([Buffer.from(manifest(base, other) + '\n'), other])).code).toBe(
-      RECEIVE_EXIT.exists,
-    );
-    expect(readFileSync(join(dir, 'copies', `${base}.dump`))).toEqual(data);
-    const bad = `${DB}_20260102T000000Z_daily`;
-    expect(
-      put(`put ${bad}`, Buffer.concat([Buffer.from(manifest(bad, data, 'a'.repeat(64)) + '\n'), data])).code,
-    ).toBe(RECEIVE_EXIT.mismatch);
-    expect(
-      put(`put ${bad}`, Buffer.concat([Buffer.from(manifest(bad, data) + '\n'), data.subarray(1)])).code,
-    ).toBe(RECEIVE_EXIT.mismatch);
+    plant(old);
+    expect(push(base, data)).toMatchObject({ code: 0 });
+    expect(listing()).toEqual(files(base));
+    expect(readFileSync(join(copies(), `${base}.dump`))).toEqual(data);
+    // The same dump again is there already (the push succeeds); another under its name is a failure.
+    expect(push(base, data).code).toBe(RECEIVE_EXIT.exists);
+    expect(push(base, Buffer.from('other')).code).toBe(RECEIVE_EXIT.failed);
+    expect(readFileSync(join(copies(), `${base}.dump`))).toEqual(data);
+    const bad = `${DB}_${stampOf(60)}_daily`;
+    expect(push(bad, data, manifest(bad, data, 'a'.repeat(64))).code).toBe(RECEIVE_EXIT.mismatch);
+    expect(push(bad, data.subarray(1), manifest(bad, data)).code).toBe(RECEIVE_EXIT.mismatch);
     for (const command of [
       '',
       'bash',
@@ -131,10 +170,76 @@ describe('the receiver, run here', () => {
       `put ../${base}`,
       `put ${base}/x`,
       `put other_${stamp}_daily`,
+      `put ${DB}_${stamp}_forged`,
       `put ${base}\nid`,
       'internal-sftp',
     ])
       expect(put(command, '').code).toBe(RECEIVE_EXIT.refused);
-    expect(listing()).toEqual([`${base}.dump`, `${base}.manifest.json`]);
+    expect(listing()).toEqual(files(base));
+  });
+
+  test('takes only a real stamp of the last day, with created equal to it; prunes any other, never the newest real one', () => {
+    for (const stamp of [
+      '20991231T000000Z',
+      '20261399T996199Z',
+      '20260230T000000Z',
+      stampOf(-3600),
+      stampOf(2 * 86400),
+    ]) {
+      const b = `${DB}_${stamp}_daily`;
+      expect(push(b, data, manifest(b, data, undefined, createdOf(stamp))).code).toBe(RECEIVE_EXIT.refused);
+    }
+    const b = `${DB}_${stampOf()}_daily`;
+    expect(push(b, data, manifest(b, data, undefined, '2099-12-31T00:00:00Z')).code).toBe(
+      RECEIVE_EXIT.mismatch,
+    );
+    expect(listing()).toEqual([]);
+    // Planted (by an older receiver): a future copy, an impossible one, and an old real one, the newest real.
+    const future = `${DB}_20991231T000000Z_daily`;
+    const invalid = `${DB}_20261399T996199Z_evil`;
+    const old = `${DB}_20200101T000000Z_daily`;
+    plant(future, invalid, old);
+    expect(push(b, data, manifest(b, data, 'a'.repeat(64))).code).toBe(RECEIVE_EXIT.mismatch);
+    expect(listing()).toEqual(files(old));
+    expect(push(b, data).code).toBe(0);
+    expect(listing()).toEqual(files(b));
+  });
+
+  test('reads the whole manifest line strictly', () => {
+    const b = `${DB}_${stampOf()}_daily`;
+    const good = manifest(b, data);
+    for (const line of [
+      good.replace(/}$/, ', "extra": 1}'),
+      good + ' trailing',
+      good.replace('"tables": {"public.items": 3}', '"tables": {"public.items": "3"}'),
+      good.replace('"pg_version": "16.4"', '"pg_version": 16'),
+      good.replace(`"size": ${data.length}`, `"size": ${data.length}.0`),
+      good.replace('"label": "daily"', '"label": "daily", "label": "daily"'),
+      good.replace(/, "tables": .*}$/, ', "tables": {"a": 1}, "database": "other"}'),
+      good.replace(/, "tables": .*$/, ', "tables": {"a": NaN}}'),
+    ])
+      expect(push(b, data, line).code).toBe(RECEIVE_EXIT.mismatch);
+    expect(listing()).toEqual([]);
+  });
+
+  test('a copy it could not store fails the push; exists only for the same dump', () => {
+    const fake = mkdtempSync(join(dir, 'bin-'));
+    writeFileSync(join(fake, 'ln'), '#!/bin/sh\necho "ln: failed" >&2\nexit 1\n', { mode: 0o755 });
+    const b = `${DB}_${stampOf()}_daily`;
+    expect(push(b, data, undefined, `${fake}:${process.env.PATH}`).code).toBe(RECEIVE_EXIT.failed);
+    expect(listing()).toEqual([]);
+    execFileSync('mkdir', [join(copies(), `${b}.dump`)]);
+    expect(push(b, data).code).toBe(RECEIVE_EXIT.failed);
+  });
+
+  test('keeps at most so many copies and leaves the free space floor', () => {
+    install({ maxCopies: 2, minFreeMb: 0 });
+    const [a, b, c] = [600, 300, 0].map((ago) => `${DB}_${stampOf(ago)}_daily`);
+    expect(push(a!, data).code).toBe(0);
+    expect(push(b!, data).code).toBe(0);
+    expect(push(c!, data).code).toBe(RECEIVE_EXIT.full);
+    install({ maxCopies: 10, minFreeMb: 1024 * 1024 * 1024 });
+    expect(push(c!, data)).toMatchObject({ code: RECEIVE_EXIT.full, err: expect.stringMatching(/MB free/) });
+    expect(listing()).toEqual(files(a!, b!));
   });
 });

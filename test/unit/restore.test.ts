@@ -246,6 +246,11 @@ describe('restore steps', () => {
     let r = bash(restore(5).script, env, 'hel');
     expect(r.status).toBe(RESTORE_EXIT.checksum);
     expect(r.stderr).toMatch(/the dump is 3 bytes but its manifest says 5: it is truncated/);
+    // A longer stream is kept only to one byte more than the manifest's size.
+    r = bash(restore(5).script, env, 'hello' + 'x'.repeat(100000));
+    expect(r.status).toBe(RESTORE_EXIT.checksum);
+    expect(r.stdout).toContain('RECEIVED 6\n');
+    expect(r.stderr).toMatch(/the dump is 6 bytes but its manifest says 5/);
     r = bash(restore(5).script, env, 'hellx');
     expect(r.status).toBe(RESTORE_EXIT.checksum);
     expect(r.stderr).toMatch(/sha256 .* does not match/);

@@ -68,13 +68,13 @@ function receiverItem(settings: ProvisionSettings): Item {
   const dir = pg.backupDir;
   const parent = dir.slice(0, dir.lastIndexOf('/')) || '/';
   const keys = settings.offsite.receive;
-  const ours = keys?.map((k) => receiverKeyLine(app, k.key, k.from)).join('\n') ?? '';
+  const ours = keys?.map((k) => receiverKeyLine(app, k)).join('\n') ?? '';
   const doc = heredoc(ours);
   return {
     name: 'offsite',
     script: itemScript(
       settings.check,
-      'ms_install openssh-server',
+      'ms_install openssh-server python3',
       // A system user whose shell runs the forced command; no password (* : not locked, which sshd would refuse) and no key but ours.
       sh`if ! id -u ${RECEIVER_USER} >/dev/null 2>&1; then ms_changed ${'user ' + RECEIVER_USER + ' created'}; ms_apply useradd --system --user-group --password '*' --home-dir ${RECEIVER_HOME} --no-create-home --shell /bin/sh ${RECEIVER_USER}; fi`,
       // Its home and keys are root's: the receiving user cannot add a key of its own.

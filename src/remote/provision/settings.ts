@@ -4,7 +4,7 @@
 import type { BalancerMember } from '../balancer.js';
 import type { Layout } from '../layout.js';
 import type { Topology } from '../../inputs/hosts.js';
-import type { PushTarget } from '../offsite.js';
+import type { PushKey, PushTarget } from '../offsite.js';
 import type { Elsewhere } from './in-use.js';
 
 export interface ProvisionSettings {
@@ -28,7 +28,7 @@ export interface ProvisionSettings {
    * pushers' public keys (undefined: not every pusher is in this run, left as
    * they are).
    */
-  offsite: { pusher: boolean; push?: PushTarget | null; receive?: { from: string; key: string }[] };
+  offsite: { pusher: boolean; push?: PushTarget | null; receive?: PushKey[] };
   /**
    * On a db or redis host: the logins the app hosts' serving services use,
    * read by the runner before the items run (null: none read, no such host).
