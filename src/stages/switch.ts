@@ -6,6 +6,7 @@ import { markStep } from '../remote/release.js';
 import { readRuntimeStep, runtimePath } from '../remote/runtime.js';
 import { PRECHECK_FAILED, standDownStep, switchStep, unserveStep, type Precheck } from '../remote/switch.js';
 import { RemoteError } from '../transport/ssh.js';
+import type { Step } from '../remote/step.js';
 import {
   effectiveRuntime,
   parseRuntimeRecord,
@@ -442,36 +443,32 @@ export function rollbackTarget(
   return { target: pick.target, from: first.links.current ?? '' };
 }
 
-/** Undoes a start-only switch on hosts whose traffic never moved (see standDownStep); a host that fails is only warned of. */
-export async function standDown(hosts: Host[], releaseId: string, log: Log): Promise<void> {
+/** A step on each host in parallel, where a failure is only warned of ("could not <doing> on <host>"). */
+async function tryOnEach(
+  hosts: Host[],
+  stepOf: (h: Host) => Step<void>,
+  doing: string,
+  log: Log,
+): Promise<void> {
   await Promise.all(
     hosts.map((h) =>
       h.conn
-        .step(standDownStep(h.layout, releaseId))
-        .catch((e: unknown) =>
-          log.warn(`could not stop ${releaseId} on ${h.spec.label}: ${errorMessage(e)}`),
-        ),
+        .step(stepOf(h))
+        .catch((e: unknown) => log.warn(`could not ${doing} on ${h.spec.label}: ${errorMessage(e)}`)),
     ),
   );
 }
 
-/** Takes the app out of service on hosts where a first release failed (see unserveStep); a host that fails is only warned of. */
-export async function stopServing(hosts: Host[], log: Log): Promise<void> {
-  await Promise.all(
-    hosts.map((h) =>
-      h.conn
-        .step(unserveStep(h.layout))
-        .catch((e: unknown) => log.warn(`could not stop serving on ${h.spec.label}: ${errorMessage(e)}`)),
-    ),
-  );
+/** Undoes a start-only switch on hosts whose traffic never moved (see standDownStep). */
+export function standDown(hosts: Host[], releaseId: string, log: Log): Promise<void> {
+  return tryOnEach(hosts, (h) => standDownStep(h.layout, releaseId), `stop ${releaseId}`, log);
 }
 
-export async function markBad(hosts: Host[], releaseId: string, reason: string, log: Log): Promise<void> {
-  await Promise.all(
-    hosts.map((h) =>
-      h.conn
-        .step(markStep(h.layout, releaseId, 'bad', reason))
-        .catch((e) => log.warn(`could not mark ${releaseId} bad on ${h.spec.label}: ${e}`)),
-    ),
-  );
+/** Takes the app out of service on hosts where a first release failed (see unserveStep). */
+export function stopServing(hosts: Host[], log: Log): Promise<void> {
+  return tryOnEach(hosts, (h) => unserveStep(h.layout), 'stop serving', log);
+}
+
+export function markBad(hosts: Host[], releaseId: string, reason: string, log: Log): Promise<void> {
+  return tryOnEach(hosts, (h) => markStep(h.layout, releaseId, 'bad', reason), `mark ${releaseId} bad`, log);
 }

@@ -7,7 +7,7 @@ import { parseInputs } from '../../src/inputs/parse.js';
 import { balancerUpstreamConf } from '../../src/remote/balancer.js';
 import { layout } from '../../src/remote/layout.js';
 import { planItems } from '../../src/remote/provision/index.js';
-import { standDownStep, switchScript } from '../../src/remote/switch.js';
+import { standDownStep, switchScript, type SwitchSettings } from '../../src/remote/switch.js';
 import { verifyStep } from '../../src/remote/verify.js';
 import { lockOrder, resolveRoles, type Host } from '../../src/stages/hosts.js';
 import { balancerMembers, batches } from '../../src/stages/rollout.js';
@@ -153,18 +153,21 @@ test('provision on a load balancer: nginx in front of the api hosts, none of the
   expect(tls).not.toContain('proxy_pass http://shop_api;');
 });
 
+/** A switch of the shop app on one host, as the tests below vary it. */
+const SWITCH: SwitchSettings = {
+  layout: shopLayout,
+  releaseId: '20250101_000000',
+  units: {},
+  healthPath: '/health/ready',
+  readyTimeout: 30,
+  serverName: '_',
+  worker: false,
+  scheduler: false,
+  record: '{}\n',
+};
+
 test('a host without the api role switches current and its followers only, and its check skips HTTP', () => {
-  const settings = {
-    layout: shopLayout,
-    releaseId: '20250101_000000',
-    units: {},
-    healthPath: '/health/ready',
-    readyTimeout: 30,
-    serverName: '_',
-    worker: true,
-    scheduler: false,
-    record: '{}\n',
-  };
+  const settings = { ...SWITCH, worker: true };
   const workerOnly = switchScript({ ...settings, api: false });
   expect(bashErrors(workerOnly)).toBe('');
   const body = (text: string) => text.split('METALSHIP_EOF').slice(2).join('METALSHIP_EOF'); // without the python helper's source
@@ -190,15 +193,8 @@ test('a host without the api role switches current and its followers only, and i
 
 test("a deploy's checks run on the new slot's socket before the rename; a failure stops it, puts the unit files back and moves nothing", () => {
   const settings = {
-    layout: shopLayout,
-    releaseId: '20250101_000000',
+    ...SWITCH,
     units: { 'shop-api@.service': '# Managed by metalship\n[Service]\nExecStart=/bin/true\n' },
-    healthPath: '/health/ready',
-    readyTimeout: 30,
-    serverName: '_',
-    worker: false,
-    scheduler: false,
-    record: '{}\n',
     checksFollow: true,
   };
   const precheck = { path: '/version', expectStatus: 200, expectBody: 'v2', timeout: 5, interval: 0.5 };
@@ -218,15 +214,8 @@ test("a deploy's checks run on the new slot's socket before the rename; a failur
 
 test('units a release runs without are removed only once it serves', () => {
   const text = switchScript({
-    layout: shopLayout,
-    releaseId: '20250101_000000',
+    ...SWITCH,
     units: { 'shop-api@.service': '# Managed by metalship\n', 'shop-worker.service': null },
-    healthPath: '/health/ready',
-    readyTimeout: 30,
-    serverName: '_',
-    worker: false,
-    scheduler: false,
-    record: '{}\n',
   });
   expect(bashErrors(text)).toBe('');
   const rename = text.indexOf('swap_link "$sock" /opt/shop/run/api.sock');
@@ -235,15 +224,9 @@ test('units a release runs without are removed only once it serves', () => {
 
 test('a start-only switch stops before traffic moves, and its stand-down never stops the serving slot', () => {
   const settings = {
-    layout: shopLayout,
-    releaseId: '20250101_000000',
+    ...SWITCH,
     units: { 'shop-api@.service': '# Managed by metalship\n' },
-    healthPath: '/health/ready',
-    readyTimeout: 30,
-    serverName: '_',
     worker: true,
-    scheduler: false,
-    record: '{}\n',
     checksFollow: true,
     startOnly: true,
   };
