@@ -84091,22 +84091,22 @@ function rollbackTarget(hosts, listings, requested) {
     });
     return { target: pick.target, from: first.links.current ?? '' };
 }
-/** Undoes a start-only switch on hosts whose traffic never moved (see standDownStep); a host that fails is only warned of. */
-async function standDown(hosts, releaseId, log) {
+/** A step on each host in parallel, where a failure is only warned of ("could not <doing> on <host>"). */
+async function tryOnEach(hosts, stepOf, doing, log) {
     await Promise.all(hosts.map((h) => h.conn
-        .step(standDownStep(h.layout, releaseId))
-        .catch((e) => log.warn(`could not stop ${releaseId} on ${h.spec.label}: ${errors_errorMessage(e)}`))));
+        .step(stepOf(h))
+        .catch((e) => log.warn(`could not ${doing} on ${h.spec.label}: ${errors_errorMessage(e)}`))));
 }
-/** Takes the app out of service on hosts where a first release failed (see unserveStep); a host that fails is only warned of. */
-async function stopServing(hosts, log) {
-    await Promise.all(hosts.map((h) => h.conn
-        .step(unserveStep(h.layout))
-        .catch((e) => log.warn(`could not stop serving on ${h.spec.label}: ${errorMessage(e)}`))));
+/** Undoes a start-only switch on hosts whose traffic never moved (see standDownStep). */
+function standDown(hosts, releaseId, log) {
+    return tryOnEach(hosts, (h) => standDownStep(h.layout, releaseId), `stop ${releaseId}`, log);
 }
-async function markBad(hosts, releaseId, reason, log) {
-    await Promise.all(hosts.map((h) => h.conn
-        .step(release_markStep(h.layout, releaseId, 'bad', reason))
-        .catch((e) => log.warn(`could not mark ${releaseId} bad on ${h.spec.label}: ${e}`))));
+/** Takes the app out of service on hosts where a first release failed (see unserveStep). */
+function stopServing(hosts, log) {
+    return tryOnEach(hosts, (h) => unserveStep(h.layout), 'stop serving', log);
+}
+function markBad(hosts, releaseId, reason, log) {
+    return tryOnEach(hosts, (h) => release_markStep(h.layout, releaseId, 'bad', reason), `mark ${releaseId} bad`, log);
 }
 
 ;// CONCATENATED MODULE: ./src/stages/rollout.ts
