@@ -82346,12 +82346,16 @@ const UVICORN_FLAGS = (/* unused pure expression or super */ null && ([
     ['timeout_graceful_shutdown', '--timeout-graceful-shutdown 30'],
     ['server_header', '--no-server-header'],
 ]));
+/** Needs $venv: the release's virtualenv. */
 function switch_uvicornFlagsScript(rel, user) {
     const probe = `import importlib.util, os
 s = importlib.util.find_spec("uvicorn")
 src = open(os.path.join(os.path.dirname(s.origin), "config.py")).read() if s else ""
 print(" ".join(f for o, f in ${JSON.stringify(UVICORN_FLAGS)} if o in src))`;
-    return script(sh `flags=$(runuser -u ${user} -- ${rel}/.venv/bin/python -I -c ${probe} 2>/dev/null) || flags=''`, sh `printf 'METALSHIP_UVICORN_FLAGS=%s\\n' "$flags" > ${rel}/.metalship/uvicorn.env`);
+    // A sealed venv never changes: its answer is kept in it (root's, beside the
+    // completion mark) and read by every later release of the same venv.
+    const kept = '"$venv/.metalship-uvicorn.env"';
+    return script(sh `if [ -f ${raw(kept)} ] && [ ! -L ${raw(kept)} ] && [ "$(stat -c %u -- ${raw(kept)})" = 0 ]; then`, sh `  cp -- ${raw(kept)} ${rel}/.metalship/uvicorn.env`, 'else', sh `  flags=$(runuser -u ${user} -- ${rel}/.venv/bin/python -I -c ${probe} 2>/dev/null) || flags=''`, sh `  printf 'METALSHIP_UVICORN_FLAGS=%s\\n' "$flags" > ${rel}/.metalship/uvicorn.env`, sh `  if [ -f "$venv/.metalship-complete" ]; then cp -- ${rel}/.metalship/uvicorn.env ${raw(kept)}.tmp && mv -f -- ${raw(kept)}.tmp ${raw(kept)}; fi`, 'fi');
 }
 /**
  * Takes the app out of service on a host where a first release failed: nothing
@@ -82520,13 +82524,19 @@ function buildStep(settings) {
     // The upload (on stdin) is unpacked by check-files, not tar: only the manifest's regular files.
     sh `mstool check-files ${rel} ${settings.hasUpload ? ['receive'] : []}`, "echo 'MARK files in place'", 
     // One environment per distinct requirements, built at its final path and never moved.
-    venvScript(settings), sh `mstool link "$venv" ${rel}/.venv`, 
+    venvScript(settings), 
     // Bytecode now (the services cannot write it: read-only code, ProtectSystem=strict),
-    // before the shared links, so root reads only the release's own files, with
-    // the base interpreter (isolated): the venv's packages never run as root.
-    sh `${settings.python} -I -m compileall -q -j 0 -x '/[.]venv/' ${rel} >/dev/null`, "echo 'MARK bytecode compiled'", uvicornFlagsScript(rel, settings.user), ...settings.sharedPaths
+    // before the links, so root reads only the release's own files, with the
+    // base interpreter (isolated): the venv's packages never run as root. On
+    // every core only for a large tree: the worker pool costs more than it
+    // saves on a few dozen files.
+    sh `if [ "$(find ${rel} -name '*.py' -not -path ${`${rel}/.venv/*`} | head -n 500 | wc -l)" -ge 500 ]; then jobs=0; else jobs=1; fi`, sh `${settings.python} -I -m compileall -q -j "$jobs" -x '/[.]venv/' ${rel} >/dev/null`, "echo 'MARK bytecode compiled'", ...settings.sharedPaths
         .filter((p) => p !== '.env')
-        .map((p) => script(sh `if [ -e ${rel}/${p} ] && [ ! -L ${rel}/${p} ]; then rm -rf ${rel}/${p}; fi`, sh `mkdir -p "$(dirname ${rel}/${p})"`, sh `mstool link ${sharedTarget(layout, p)} ${rel}/${p}`).trimEnd()), sh `chmod -R u+rwX,go+rX,go-w,ug-s ${rel}`, releaseEnvScript(rel, layout, settings.user, settings.env), settings.importCheck
+        .map((p) => script(sh `if [ -e ${rel}/${p} ] && [ ! -L ${rel}/${p} ]; then rm -rf ${rel}/${p}; fi`, sh `mkdir -p "$(dirname ${rel}/${p})"`).trimEnd()), 
+    // The venv and the shared paths in one run of the tool (each run is an interpreter's start).
+    sh `mstool link "$venv" ${rel}/.venv ${settings.sharedPaths
+        .filter((p) => p !== '.env')
+        .flatMap((p) => [sharedTarget(layout, p), `${rel}/${p}`])}`, uvicornFlagsScript(rel, settings.user), sh `chmod -R u+rwX,go+rX,go-w,ug-s ${rel}`, releaseEnvScript(rel, layout, settings.user, settings.env), settings.importCheck
         ? script(importCheckLine(rel, settings.user, settings.importCheck), "echo 'MARK the app imports'").trimEnd()
         : null, writeFileAtomic(`${rel}/.metalship/release.json`, JSON.stringify(settings.metadata, null, 2) + '\n'), writeFileAtomic(runtimePath(layout, settings.releaseId), settings.runtimeRecord), sh `echo ready > ${rel}/.metalship/status`, sh `printf '%s\n' ${`${new Date().toISOString()} release ${settings.releaseId} ready (${String(settings.metadata.revision || 'no revision')} by ${String(settings.metadata.actor || 'unknown')})`} >> ${layout.history}`));
 }

@@ -4,6 +4,7 @@
 import type { Settings } from '../inputs/parse.js';
 import type { Log } from '../log.js';
 import { hasBalancer } from '../inputs/hosts.js';
+import { runtimeOf, runtimeRecord } from '../inputs/runtime.js';
 import { restoreProofStep } from '../remote/backup.js';
 import { withHosts, type Host } from '../stages/hosts.js';
 import {
@@ -138,11 +139,14 @@ async function deployOnHosts(settings: Settings<'deploy'>, source: Source, log: 
     }
 
     const expect = { ...settings, 'expect-body': settings['expect-body'].replaceAll('{release}', id) };
+    const record = runtimeRecord(runtimeOf(settings));
     const roll = await time('switch and verify', () =>
       rollOut(hosts, hasBalancer(settings.hosts), id, expect, log, {
         verify: expect,
         revertOnFailure: settings['rollback-on-failure'],
         list: true,
+        // What the release stage recorded on every host, from these settings: no need to read it back.
+        records: new Map(hosts.map((h) => [h.spec.label, record])),
       }),
     );
     for (const r of roll.results)

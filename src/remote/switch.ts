@@ -400,14 +400,22 @@ export const UVICORN_FLAGS: [option: string, flag: string][] = [
   ['server_header', '--no-server-header'],
 ];
 
-export function uvicornFlagsScript(rel: string, user: string): string {
+export function uvicornFlagsScript(rel: string, user: string, venv: string | Raw): string {
   const probe = `import importlib.util, os
 s = importlib.util.find_spec("uvicorn")
 src = open(os.path.join(os.path.dirname(s.origin), "config.py")).read() if s else ""
 print(" ".join(f for o, f in ${JSON.stringify(UVICORN_FLAGS)} if o in src))`;
+  // A sealed venv never changes: its answer is kept in it (root's, beside the
+  // completion mark) and read by every later release of the same venv.
+  const kept = sh`${venv}/.metalship-uvicorn.env`;
   return script(
-    sh`flags=$(runuser -u ${user} -- ${rel}/.venv/bin/python -I -c ${probe} 2>/dev/null) || flags=''`,
-    sh`printf 'METALSHIP_UVICORN_FLAGS=%s\\n' "$flags" > ${rel}/.metalship/uvicorn.env`,
+    sh`if [ -f ${raw(kept)} ] && [ ! -L ${raw(kept)} ] && [ "$(stat -c %u -- ${raw(kept)})" = 0 ]; then`,
+    sh`  cp -- ${raw(kept)} ${rel}/.metalship/uvicorn.env`,
+    'else',
+    sh`  flags=$(runuser -u ${user} -- ${rel}/.venv/bin/python -I -c ${probe} 2>/dev/null) || flags=''`,
+    sh`  printf 'METALSHIP_UVICORN_FLAGS=%s\\n' "$flags" > ${rel}/.metalship/uvicorn.env`,
+    sh`  if [ -f ${venv}/.metalship-complete ]; then cp -- ${rel}/.metalship/uvicorn.env ${raw(kept)}.tmp && mv -f -- ${raw(kept)}.tmp ${raw(kept)}; fi`,
+    'fi',
   );
 }
 

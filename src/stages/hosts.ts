@@ -10,7 +10,8 @@ import { keyLines } from '../remote/sh.js';
 import { connect, type Connection, type ConnectOptions, type HostKeyPolicy } from '../transport/ssh.js';
 import { pinnedAlgorithms, verifyHostKey, type KnownHostEntry } from '../inputs/known-hosts.js';
 import { errorMessage } from '../errors.js';
-import { freezeGate } from './operations.js';
+import { freezeGate, freezeGated } from './operations.js';
+import { freezeCheckStep, type Freeze } from '../remote/freeze.js';
 
 export interface ConnectionSettings {
   hosts: HostSpec[];
@@ -286,6 +287,9 @@ export async function withHosts<T, F = undefined>(
   try {
     await opts.beforeLock?.(all);
     const underLock = new Map<Host, F>();
+    // Without a step of the caller's, the freeze is read in the lock's round trip.
+    const freezeFirst = !opts.underLock && freezeGated(action);
+    const freezes = new Map<Host, Freeze | null>();
     if (opts.lock !== false) {
       const holder = lockHolder(action);
       // One at a time, in the same order for every run: two overlapping runs
@@ -293,20 +297,27 @@ export async function withHosts<T, F = undefined>(
       const deadline = Date.now() + settings['lock-timeout'] * 1000;
       for (const h of [...hosts].sort((a, b) => lockOrder(a).localeCompare(lockOrder(b)))) {
         const wait = Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
-        const first = opts.underLock?.(h);
+        const first: Step<unknown> | undefined =
+          opts.underLock?.(h) ?? (freezeFirst ? freezeCheckStep(h.layout) : undefined);
         const what = first ? `taking the deploy lock, then ${first.what}` : 'taking the deploy lock';
         const locked = await log.timed({ kind: 'remote', what, host: h.spec.label }, () =>
           acquireLock(h, holder, wait, log, first),
         );
         releases.push(locked.release);
-        if (first) underLock.set(h, locked.first as F);
+        if (opts.underLock) underLock.set(h, locked.first as F);
+        else if (freezeFirst) freezes.set(h, locked.first as Freeze | null);
       }
     } else if (opts.underLock) {
       const steps = opts.underLock;
       await Promise.all(hosts.map(async (h) => underLock.set(h, await h.conn.step(steps(h)))));
     }
     // Under the lock: a freeze set from now on stops the next run, not this one.
-    await freezeGate(hosts, action, log);
+    await freezeGate(
+      hosts,
+      action,
+      log,
+      freezes.size === hosts.length ? hosts.map((h) => freezes.get(h) ?? null) : undefined,
+    );
     return await fn(
       hosts,
       balancers,

@@ -18,10 +18,24 @@ import { lockHolder, onEachHost, type Host, type HostResult } from './hosts.js';
 const FREEZE_REFUSES = new Set(['deploy', 'release', 'switch', 'migrate']);
 const FREEZE_WARNS = new Set(['provision']);
 
-/** Refuses the action on frozen hosts (before it changes anything), or warns when it passes a freeze. */
-export async function freezeGate(hosts: Host[], action: string, log: Log): Promise<void> {
-  if (!FREEZE_REFUSES.has(action) && !FREEZE_WARNS.has(action)) return;
-  const found = await Promise.all(hosts.map((h) => h.conn.step(freezeCheckStep(h.layout))));
+/** The action looks for a freeze (freezeGate does something). */
+export function freezeGated(action: string): boolean {
+  return FREEZE_REFUSES.has(action) || FREEZE_WARNS.has(action);
+}
+
+/**
+ * Refuses the action on frozen hosts (before it changes anything), or warns
+ * when it passes a freeze. `read`: each host's freezeCheckStep, already run
+ * (in the lock's round trip); otherwise it is run now.
+ */
+export async function freezeGate(
+  hosts: Host[],
+  action: string,
+  log: Log,
+  read?: (Freeze | null)[],
+): Promise<void> {
+  if (!freezeGated(action)) return;
+  const found = read ?? (await Promise.all(hosts.map((h) => h.conn.step(freezeCheckStep(h.layout)))));
   const frozen = hosts.flatMap((h, i) => (found[i] ? [`${h.spec.label}: ${freezeText(found[i])}`] : []));
   if (frozen.length === 0) return;
   if (FREEZE_WARNS.has(action)) {

@@ -118,7 +118,7 @@ export const scripts: Record<string, string> = {
   'rollback-plan': rollbackPlanStep(shopLayout, '', 20000).script,
   'rollback-plan-named': rollbackPlanStep(shopLayout, HOSTILE, 20000).script,
   unserve: unserveStep(shopLayout).script,
-  flags: uvicornFlagsScript(shopLayout.release('x'), 'shop'),
+  flags: uvicornFlagsScript(shopLayout.release('x'), 'shop', `${shopLayout.venvs}/py-x`),
   verify: verifyStep({
     layout: shopLayout,
     path: '/health',

@@ -100,6 +100,17 @@ describe('link', () => {
     expect(readlinkSync(link)).toBe('releases/b');
   });
 
+  test('several links in one run, each pair in turn; an odd count changes nothing', () => {
+    const a = path.join(dir, 'a');
+    const b = path.join(dir, 'b');
+    expect(mstool(['link', 't1', a, 't2', b]).status).toBe(0);
+    expect([readlinkSync(a), readlinkSync(b)]).toEqual(['t1', 't2']);
+    const r = mstool(['link', 't3', a, 't4']);
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toContain('TARGET PATH pairs expected');
+    expect(readlinkSync(a)).toBe('t1');
+  });
+
   test('a directory where the link should be is not followed into', () => {
     const link = path.join(dir, 'current');
     mkdirSync(link);
@@ -298,6 +309,73 @@ describe('wait-ready', () => {
     const out = JSON.parse(r.stdout) as { ok: boolean; attempts: number; status: number; body: string };
     expect(out).toMatchObject({ ok: false, status: 503, body: 'starting' });
     expect(out.attempts).toBeGreaterThan(1);
+  });
+
+  // Answers the way servers answer an HTTP/1.0 request, and the ways they may not:
+  // no Content-Length (the body ends at the close), a Content-Length on a
+  // connection kept open, a body larger than what is read. Echoes the Host.
+  const RAW_SERVER = `
+import socket, sys, threading
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.bind(sys.argv[1]); s.listen(8)
+print('listening', flush=True)
+def handle(c):
+    req = b''
+    while b'\\r\\n\\r\\n' not in req:
+        req += c.recv(1024)
+    line = req.split(b'\\r\\n')[0].decode()
+    host = [h for h in req.decode().split('\\r\\n') if h.lower().startswith('host:')][0][5:].strip()
+    path = line.split(' ')[1]
+    if path == '/close':
+        c.sendall(b'HTTP/1.0 200 OK\\r\\nContent-Type: text/plain\\r\\n\\r\\nno length, host ' + host.encode())
+        c.close()
+    elif path == '/kept-open':
+        body = b'length given, kept open'
+        c.sendall(b'HTTP/1.1 200 OK\\r\\ncontent-length: %d\\r\\n\\r\\n' % len(body) + body)
+        threading.Event().wait(30)
+    elif path == '/big':
+        c.sendall(b'HTTP/1.1 200 OK\\r\\n\\r\\n' + b'x' * 5000 + b'tail')
+        threading.Event().wait(30)
+    else:
+        c.sendall(b'garbage\\r\\n\\r\\n')
+        c.close()
+while True:
+    conn, _ = s.accept()
+    threading.Thread(target=handle, args=(conn,), daemon=True).start()
+`;
+
+  test('reads an answer however it ends: at the close, at its Content-Length, or after 4096 bytes', async () => {
+    const sock = path.join(dir, 'raw.sock');
+    server = spawn('python3', ['-c', RAW_SERVER, sock], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise((resolve) => server!.stdout!.once('data', resolve));
+    const ask = (p: string, expect = '') =>
+      mstool(['wait-ready', sock, p, '3', '0.1', '200', expect, 'shop.example']);
+    const closed = ask('/close', 'host shop.example');
+    expect(JSON.parse(closed.stdout)).toMatchObject({
+      ok: true,
+      attempts: 1,
+      body: 'no length, host shop.example',
+    });
+    // Neither waits for the close the server never makes (a timeout would be attempts > 1).
+    expect(JSON.parse(ask('/kept-open', 'kept open').stdout)).toMatchObject({ ok: true, attempts: 1 });
+    const big = JSON.parse(ask('/big').stdout) as { ok: boolean; attempts: number; body: string };
+    expect(big).toMatchObject({ ok: true, attempts: 1 });
+    // Only the first 4096 bytes count: a text after them is not found.
+    expect(JSON.parse(ask('/big', 'tail').stdout)).toMatchObject({ ok: false });
+    const junk = mstool(['wait-ready', sock, '/junk', '0', '0.1', '200', '']);
+    expect(JSON.parse(junk.stdout)).toMatchObject({
+      ok: false,
+      status: 0,
+      body: expect.stringMatching(/not an HTTP answer/) as string,
+    });
+  });
+
+  test('a path with a space or a line break is never sent', () => {
+    const r = mstool(['wait-ready', path.join(dir, 'none.sock'), '/a\r\nX-Evil: 1', '0', '0.1', '200', '']);
+    expect(JSON.parse(r.stdout)).toMatchObject({
+      ok: false,
+      status: 0,
+      body: expect.stringMatching(/line breaks/) as string,
+    });
   });
 
   test('a socket that is not there is status 0, with the reason', () => {

@@ -5,7 +5,16 @@
 
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { provisionSettings } from '../../src/actions/provision.js';
@@ -208,7 +217,7 @@ describe('nginx (nginx.ts): HTTP/2 as the listen flag before 1.25.1, as a direct
 
 describe('uvicorn flags (switch.ts): what the release venv’s uvicorn accepts', () => {
   /** uvicorn.env for a release whose uvicorn's config.py mentions these options. */
-  function flagsFor(options: string[] | null): string {
+  function flagsFor(options: string[] | null, venv?: string): string {
     const root = mkdtempSync(join(tmpdir(), 'metalship-uvicorn-'));
     try {
       const rel = join(root, 'release');
@@ -228,7 +237,10 @@ describe('uvicorn flags (switch.ts): what the release venv’s uvicorn accepts',
       );
       const r = spawnSync(
         'bash',
-        ['-c', `runuser() { shift 3; "$@"; }\n${uvicornFlagsScript(rel, 'shop')}`],
+        [
+          '-c',
+          `runuser() { shift 3; "$@"; }\n${uvicornFlagsScript(rel, 'shop', venv ?? join(root, 'venv'))}`,
+        ],
         {
           encoding: 'utf8',
         },
@@ -254,5 +266,25 @@ describe('uvicorn flags (switch.ts): what the release venv’s uvicorn accepts',
 
   test('no uvicorn in the venv: no flags', () => {
     expect(flagsFor(null)).toBe('METALSHIP_UVICORN_FLAGS=\n');
+  });
+
+  test('a sealed venv keeps its answer: the next release of it reads it, without starting Python', () => {
+    const venv = mkdtempSync(join(tmpdir(), 'metalship-venv-'));
+    try {
+      // Not sealed yet (no completion mark): nothing kept.
+      expect(flagsFor(['server_header'], venv)).toBe('METALSHIP_UVICORN_FLAGS=--no-server-header\n');
+      expect(existsSync(join(venv, '.metalship-uvicorn.env'))).toBe(false);
+      writeFileSync(join(venv, '.metalship-complete'), '');
+      expect(flagsFor(['server_header'], venv)).toBe('METALSHIP_UVICORN_FLAGS=--no-server-header\n');
+      // Another uvicorn now would answer otherwise: the kept answer is what counts.
+      expect(flagsFor(null, venv)).toBe('METALSHIP_UVICORN_FLAGS=--no-server-header\n');
+      // A link planted in its place is not read.
+      rmSync(join(venv, '.metalship-uvicorn.env'));
+      writeFileSync(join(venv, 'elsewhere'), 'METALSHIP_UVICORN_FLAGS=--evil\n');
+      symlinkSync(join(venv, 'elsewhere'), join(venv, '.metalship-uvicorn.env'));
+      expect(flagsFor(null, venv)).toBe('METALSHIP_UVICORN_FLAGS=\n');
+    } finally {
+      rmSync(venv, { recursive: true, force: true });
+    }
   });
 });
