@@ -332,6 +332,13 @@ def handle(c):
         body = b'length given, kept open'
         c.sendall(b'HTTP/1.1 200 OK\\r\\ncontent-length: %d\\r\\n\\r\\n' % len(body) + body)
         threading.Event().wait(30)
+    elif path == '/endless':
+        c.sendall(b'HTTP/1.1 200 OK\\r\\n')
+        try:
+            while True:
+                c.sendall(b'X-More: ' + b'y' * 1000 + b'\\r\\n')
+        except OSError:
+            pass
     elif path == '/big':
         c.sendall(b'HTTP/1.1 200 OK\\r\\n\\r\\n' + b'x' * 5000 + b'tail')
         threading.Event().wait(30)
@@ -361,6 +368,12 @@ while True:
     expect(big).toMatchObject({ ok: true, attempts: 1 });
     // Only the first 4096 bytes count: a text after them is not found.
     expect(JSON.parse(ask('/big', 'tail').stdout)).toMatchObject({ ok: false });
+    // Headers without end: read up to a bound, then given up on.
+    expect(JSON.parse(mstool(['wait-ready', sock, '/endless', '0', '0.1', '200', '']).stdout)).toMatchObject({
+      ok: false,
+      status: 0,
+      body: expect.stringMatching(/no complete HTTP answer/) as string,
+    });
     const junk = mstool(['wait-ready', sock, '/junk', '0', '0.1', '200', '']);
     expect(JSON.parse(junk.stdout)).toMatchObject({
       ok: false,
