@@ -64042,4133 +64042,6 @@ function hasBalancer(hosts) {
     return hosts.some((h) => h.roles.includes('lb'));
 }
 
-;// CONCATENATED MODULE: external "node:fs"
-const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs");
-;// CONCATENATED MODULE: ./src/remote/sh.ts
-// Shell script building where quoting is the default: every value interpolated
-// into `sh` is single-quoted unless explicitly wrapped in raw().
-class Raw {
-    text;
-    constructor(text) {
-        this.text = text;
-    }
-}
-/** Marks text as already-safe shell (a fragment we built ourselves, never user input). */
-function raw(text) {
-    return new Raw(text);
-}
-/** POSIX single-quote a value: the result is one shell word with the exact bytes of value. */
-function quote(value) {
-    const text = String(value);
-    if (text.includes('\0'))
-        throw new Error('a shell value cannot contain a NUL byte');
-    if (text !== '' && /^[A-Za-z0-9_@%+=:,./-]+$/.test(text))
-        return text;
-    return `'${text.replace(/'/g, `'\\''`)}'`;
-}
-function render(value) {
-    if (value instanceof Raw)
-        return value.text;
-    if (Array.isArray(value))
-        return value.map((v) => render(v)).join(' ');
-    return quote(value);
-}
-/** Tagged template: sh`rm -rf ${dir}` quotes dir; sh`${raw('$HOME')}` does not. */
-function sh_sh(strings, ...values) {
-    let out = strings[0] ?? '';
-    values.forEach((value, i) => {
-        out += render(value) + (strings[i + 1] ?? '');
-    });
-    return out;
-}
-/** Joins script fragments into one script, one fragment per line block. */
-function sh_script(...parts) {
-    return parts.filter((p) => typeof p === 'string' && p.length > 0).join('\n') + '\n';
-}
-/**
- * A heredoc that writes content to a file exactly (no expansion); the delimiter
- * is chosen so that it cannot occur in the content.
- */
-function sh_heredoc(content) {
-    let delimiter = 'METALSHIP_EOF';
-    let n = 0;
-    while (content.split('\n').includes(delimiter))
-        delimiter = `METALSHIP_EOF_${++n}`;
-    const body = content.endsWith('\n') ? content : content + '\n';
-    return { open: `<<'${delimiter}'`, body: `${body}${delimiter}` };
-}
-/** Script lines that write content to a temporary file beside path, with its mode and owner. */
-function stageFile(tmp, content, opts) {
-    const doc = sh_heredoc(content);
-    return [
-        sh_sh `cat > ${tmp} ${raw(doc.open)}`,
-        doc.body,
-        opts.mode ? sh_sh `chmod ${opts.mode} ${tmp}` : '',
-        opts.owner ? sh_sh `chown ${opts.owner} ${tmp}` : '',
-    ];
-}
-/**
- * `name=<exact text>` as a bash assignment through a quoted heredoc: nothing in
- * the text is expanded, and it reads as itself (SQL, a program) in the script.
- * Trailing newlines are dropped, as by any command substitution.
- */
-function sh_textVar(name, text) {
-    const doc = sh_heredoc(text);
-    return `${name}=$(cat ${doc.open}\n${doc.body}\n)`;
-}
-/**
- * Settings for one of our .sh files: a bash assignment a line, each value
- * quoted (a list becomes an array of quoted words).
- */
-function sh_assignments(values) {
-    return Object.entries(values)
-        .map(([name, value]) => {
-        if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
-            throw new Error(`${name} is not a shell variable name`);
-        return typeof value === 'object'
-            ? `${name}=(${value.map(quote).join(' ')})`
-            : `${name}=${quote(value)}`;
-    })
-        .join('\n');
-}
-/**
- * The text of one of our .sh files (src/remote/sh/) as script lines: without its
- * first line, the `#!/bin/bash` that lets shellcheck read the file on its own.
- */
-function shellFile(text) {
-    return text.replace(/^#!.*\n/, '').trimEnd();
-}
-/** Script lines that write content to path atomically (temp file + rename) with mode and owner. */
-function sh_writeFileAtomic(path, content, opts = {}) {
-    const tmp = `${path}.metalship-tmp`;
-    return sh_script(...stageFile(tmp, content, opts), sh_sh `mv -f ${tmp} ${path}`).trimEnd();
-}
-/**
- * Script lines that write content to path only when it differs, and print
- * "changed <label>" when they did; nothing otherwise. Used for idempotent config.
- */
-function sh_ensureFile(path, content, opts = {}) {
-    const tmp = `${path}.metalship-new`;
-    const doc = sh_heredoc(content);
-    // Compared first, from the script itself: an unchanged file costs one process.
-    return sh_script(sh_sh `if [ -f ${path} ] && cmp -s -- ${path} - ${raw(doc.open)}`, doc.body, 
-    // What an interrupted run left beside it goes (a test, no process, when there is none).
-    sh_sh `then if [ -e ${tmp} ]; then rm -f ${tmp}; fi; else`, ...stageFile(tmp, content, opts), sh_sh `mv -f ${tmp} ${path}; echo ${'changed ' + (opts.label ?? path)}; ${raw(opts.onChange ?? ':')}; fi`).trimEnd();
-}
-/**
- * The `KEY value` lines a script printed (its way of reporting): `get` gives
- * the first value of a key, `all` every one, in order; a line that is the key
- * alone has the value ''.
- */
-function sh_keyLines(stdout) {
-    const lines = stdout.split('\n');
-    const all = (key) => lines.filter((l) => l === key || l.startsWith(key + ' ')).map((l) => l.slice(key.length + 1));
-    return { all, get: (key) => all(key)[0] };
-}
-
-;// CONCATENATED MODULE: ./src/remote/quoting.ts
-// Quoting for the files we generate, each in its own syntax: a value from the
-// settings is escaped for where it goes, the way sh`` quotes it in a script.
-// raw() marks text we wrote ourselves (a %i specifier, a $VAR meant to expand).
-// A value that a syntax cannot hold is refused with an error naming it, never
-// written half-escaped: the file would otherwise fail to load, or mean something else.
-
-
-function literal(parts) {
-    return parts.map((p) => (p instanceof Raw ? p.text : p)).join('');
-}
-function refuse(value, where, why) {
-    throw new Error(`${JSON.stringify(value)} cannot be written in ${where}: ${why}`);
-}
-// ---- systemd unit files ----------------------------------------------------
-/** A systemd specifier such as %i (the instance) or %n (the unit), kept where the values around it are escaped. */
-function specifier(letter) {
-    return new Raw(`%${letter}`);
-}
-/** $NAME as a whole ExecStart= word: systemd splits the variable's value into words when it runs the command. */
-function splitVariable(name) {
-    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
-        throw new Error(`${JSON.stringify(name)} is not a variable name`);
-    return new Raw(`$${name}`);
-}
-const UNIT_PLAIN = /^[A-Za-z0-9_@%+=:,./{}~-]+$/;
-/** C escape of one character inside systemd's double quotes (its word splitting unescapes them). */
-function cEscape(c) {
-    if (c === '\\' || c === '"')
-        return `\\${c}`;
-    if (c === '\n')
-        return '\\n';
-    if (c === '\t')
-        return '\\t';
-    const code = c.charCodeAt(0);
-    return code < 0x20 || code === 0x7f ? `\\x${code.toString(16).padStart(2, '0')}` : c;
-}
-/**
- * One word of a setting systemd splits into words (ExecStart=, Environment=,
- * ReadWritePaths=...): double-quoted with C escapes unless plain, % doubled
- * (systemd resolves specifiers after unquoting, so quotes do not protect a %),
- * and with dollar true (ExecStart=) $ doubled too, since $VAR expands when the
- * command runs, quoted or not.
- */
-function unitWordOf(parts, dollar) {
-    const text = literal(parts);
-    if (text === '')
-        return '""';
-    if (text.includes('\0'))
-        refuse(text, 'a unit file', 'it holds a NUL byte');
-    // Our raw() fragments need no quotes; a word of only raw() stays as written.
-    const values = parts.filter((p) => typeof p === 'string').join('');
-    const plain = values === '' || UNIT_PLAIN.test(values);
-    const body = parts
-        .map((p) => {
-        if (p instanceof Raw)
-            return p.text;
-        let t = p.replace(/%/g, '%%');
-        if (dollar)
-            t = t.replace(/\$/g, '$$$$');
-        return plain ? t : [...t].map(cEscape).join('');
-    })
-        .join('');
-    return plain ? body : `"${body}"`;
-}
-/** A word of a list setting that unquotes (ReadWritePaths=, RuntimeDirectory=, WantedBy=, Environment=). */
-function unitWord(...parts) {
-    return unitWordOf(parts, false);
-}
-/** Environment=NAME=value as one quoted word (Environment= expands specifiers, not variables). */
-function unitEnv(name, ...value) {
-    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
-        throw new Error(`${JSON.stringify(name)} is not a variable name`);
-    return unitWord(`${name}=`, ...value);
-}
-/**
- * An ExecStart= command line: one word per argument. The program must be an
- * absolute path: a first word starting with - @ : + ! would be read as
- * prefixes, whatever its quotes.
- */
-function quoting_execLine(words) {
-    const list = words.map((w) => (Array.isArray(w) ? w : [w]));
-    const program = literal(list[0] ?? []);
-    if (!program.startsWith('/'))
-        refuse(program, 'ExecStart=', 'the program must be an absolute path');
-    return list.map((w) => unitWordOf(w, true)).join(' ');
-}
-/**
- * A setting systemd takes whole, without unquoting (Description=, User=,
- * WorkingDirectory=, EnvironmentFile=, OnCalendar=): % doubled; the value
- * must stay on its line and keep its ends (systemd trims them, and a final
- * backslash would continue the line).
- */
-function quoting_unitText(...parts) {
-    const text = literal(parts);
-    // eslint-disable-next-line no-control-regex
-    if (/[\0-\x1f\x7f]/.test(text))
-        refuse(text, 'a unit file setting', 'it holds a control character');
-    if (text !== text.trim() || text.endsWith('\\'))
-        refuse(text, 'a unit file setting', 'it starts or ends with white space or a backslash');
-    return parts.map((p) => (p instanceof Raw ? p.text : p.replace(/%/g, '%%'))).join('');
-}
-// ---- nginx -----------------------------------------------------------------
-const NGINX_PLAIN = /^[A-Za-z0-9_@%+=:,./*~[\]-]+$/;
-/**
- * One nginx argument: plain, or double-quoted with \ and " escaped (inside
- * quotes ; { } # and white space are text). A $ is refused: nginx reads $name
- * as a variable in many directives, quoted or not, and has no escape for it.
- */
-function nginxWord(value) {
-    if (value.includes('$'))
-        refuse(value, 'an nginx argument', 'nginx would read $ as a variable');
-    // eslint-disable-next-line no-control-regex
-    if (/[\0-\x1f\x7f]/.test(value))
-        refuse(value, 'an nginx argument', 'it holds a control character');
-    return NGINX_PLAIN.test(value) ? value : `"${value.replace(/[\\"]/g, '\\$&')}"`;
-}
-/**
- * server_name's arguments from names separated by white space (the server-name
- * input's form) or "_". A name starting with ~ would be a regular expression.
- * A misplaced * wildcard (only server-name allows a *) is left to the nginx -t
- * the deploy runs before it uses a new site: refusing it here would fail every
- * switch, also where the site exists and the name is never written.
- */
-function nginxServerNames(names) {
-    const list = names.split(/\s+/).filter(Boolean);
-    if (list.length === 0)
-        refuse(names, 'server_name', 'no name');
-    for (const n of list)
-        if (n.startsWith('~'))
-            refuse(n, 'server_name', 'nginx would read it as a regular expression');
-    return list.map(nginxWord).join(' ');
-}
-/** host:port of an nginx upstream server, [addr]:port for IPv6; nginx has no IPv6 zone index (fe80::1%eth0). */
-function nginxAddress(host, port) {
-    if (host.includes('%'))
-        refuse(host, 'an nginx upstream', 'nginx cannot use an IPv6 zone index');
-    return nginxWord(isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`);
-}
-// ---- other daemons' files --------------------------------------------------
-/**
- * A directory in a logrotate file list. logrotate reads the list up to the
- * first { and refuses a } before it, whatever the quotes, and globs each
- * pattern: only characters that mean themselves there are accepted.
- */
-function logrotateDir(dir, setting) {
-    if (!/^\/[A-Za-z0-9_@+,:=./-]*$/.test(dir))
-        refuse(dir, 'a logrotate file list', `${setting} may only hold letters, digits and _@+,:=./- there`);
-    return dir;
-}
-/**
- * A word in a file with no quoting at all, split on white space: the Redis 7
- * ACL file, logrotate's su user group.
- */
-function bareWord(value, where) {
-    // eslint-disable-next-line no-control-regex
-    if (!value || /[\s\0-\x1f\x7f]/.test(value))
-        refuse(value, where, 'empty, or white space in it');
-    return value;
-}
-/**
- * A database or role name in pg_hba.conf: always quoted, so all, replication,
- * sameuser... and a leading + or @ are names, not keywords; "" is a quote.
- * A leading / would still be a regular expression (PostgreSQL 16).
- */
-function hbaName(value) {
-    // eslint-disable-next-line no-control-regex
-    if (!value || /[\0-\x1f\x7f]/.test(value) || value.startsWith('/'))
-        refuse(value, 'pg_hba.conf', 'empty, a control character, or a leading / (a regular expression)');
-    return `"${value.replace(/"/g, '""')}"`;
-}
-/**
- * An address field of pg_hba.conf: an IPv4 or IPv6 network in CIDR form. Any
- * other text makes PostgreSQL refuse the whole file, and then refuse to start.
- */
-function hbaAddress(cidr) {
-    const m = /^([0-9A-Fa-f:.]+)\/(\d{1,3})$/.exec(cidr);
-    const family = m ? isIP(m[1]) : 0;
-    if (!m || !family || Number(m[2]) > (family === 4 ? 32 : 128))
-        refuse(cidr, 'pg_hba.conf', 'not an IPv4 or IPv6 network (address/prefix)');
-    return cidr;
-}
-/** A user name in sudoers: the characters sudoers gives a meaning to are escaped with a backslash. */
-function sudoersName(value) {
-    // eslint-disable-next-line no-control-regex
-    if (!value || /[\s\0-\x1f\x7f]/.test(value) || /^[#%+]/.test(value))
-        refuse(value, 'sudoers', 'empty, white space, or a leading # % + (a uid, group or netgroup)');
-    return value.replace(/[!=:,()\\]/g, '\\$&');
-}
-/**
- * A value of an /etc/default file, read both by the shell (init scripts) and
- * by systemd's EnvironmentFile=: in double quotes, \ " $ ` are escaped the
- * same way for both.
- */
-function defaultsValue(value) {
-    // eslint-disable-next-line no-control-regex
-    if (/[\0-\x1f\x7f]/.test(value))
-        refuse(value, 'an /etc/default file', 'it holds a control character');
-    return `"${value.replace(/[\\"$`]/g, '\\$&')}"`;
-}
-
-;// CONCATENATED MODULE: ./src/remote/offsite.ts
-// Backups that leave the host: after each daily backup the database's host
-// pushes the dump and its manifest to the backup host (roles=backup) over SSH,
-// with a key of its own (root's) that the backup host accepts for one thing
-// only: `restrict,command=` runs the receiver (src/remote/sh/backup-receive.sh)
-// as an unprivileged user, which adds a new copy after checking it against its
-// manifest, never replaces, reads or deletes one on request, and prunes its own
-// copies by age. The pusher (src/remote/sh/backup-push.sh) trusts only the
-// backup host's key as provision read it over the runner's pinned connection.
-
-
-
-
-/** The receiving user on the backup host: no password, its one key line per pusher runs the receiver. */
-const RECEIVER_USER = 'metalship-backup';
-const RECEIVER_HOME = '/var/lib/metalship-backup';
-const RECEIVER_AUTHORIZED_KEYS = (/* unused pure expression or super */ null && (`${RECEIVER_HOME}/.ssh/authorized_keys`));
-/** How the receiver ends when it refuses: told apart by these, never by the message. */
-const RECEIVE_EXIT = {
-    /** Anything but `put <name of a backup of this database>`. */
-    refused: 2,
-    /** A copy of that name is there: never replaced. */
-    exists: 3,
-    /** The dump is not what its manifest says (size, sha256), or the manifest is not ours. */
-    mismatch: 4,
-    /** Storing it would cross a limit: the most copies kept, or the free space left. */
-    full: 5,
-    /** Something else is under its name (not the same dump), or it could not be stored. */
-    failed: 6,
-};
-/** A copy's stamp may be this far ahead of the backup host's clock (s), and this old at most (s): a push comes right after its backup. */
-const STAMP_SKEW = 300;
-const STAMP_WINDOW = 86400;
-function receiveLimits(retentionDays) {
-    return { maxCopies: 2 * retentionDays + 10, minFreeMb: 1024 };
-}
-function receiverProgramPath(app) {
-    return `/usr/local/sbin/metalship-backup-receive-${app}`;
-}
-function offsite_pushProgramPath(app) {
-    return `/usr/local/sbin/metalship-backup-push-${app}`;
-}
-/** Root's push key and the backup host's pinned keys, on the database's host (700, root). */
-function pushPaths(app) {
-    const dir = `/etc/metalship/backup-push-${app}`;
-    return { dir, key: `${dir}/id_ed25519`, knownHosts: `${dir}/known_hosts` };
-}
-/** The comment that marks an app's key lines in the receiving user's authorized_keys. */
-function keyMarker(app) {
-    return `metalship-backup-push:${app}`;
-}
-/** Where the record of the last restore test of the copies is: beside their directory (which the receiving user owns), root's. */
-function copyVerifiedPath(backupDir) {
-    const cut = backupDir.lastIndexOf('/');
-    return `${backupDir.slice(0, cut) || '/'}/.${backupDir.slice(cut + 1)}.last-verified.json`.replace('//', '/');
-}
-const RECEIVE_SH = shellFile((0,external_node_fs_namespaceObject.readFileSync)(__nccwpck_require__.ab + "backup-receive.sh", 'utf8'));
-const CHECK_MANIFEST = (0,external_node_fs_namespaceObject.readFileSync)(__nccwpck_require__.ab + "receive_manifest.py", 'utf8');
-const PUSH_SH = shellFile((0,external_node_fs_namespaceObject.readFileSync)(__nccwpck_require__.ab + "backup-push.sh", 'utf8'));
-/** What follows `<database>_` in the name a put may carry: a stamp (checked as a time by the receiver) and the daily label, the only one pushed. */
-const NAME_PATTERN = '[0-9]{8}T[0-9]{6}Z_daily';
-/** The receiver program on the backup host (the push key's forced command). */
-function receiverProgram(opts, limits = receiveLimits(opts.retentionDays)) {
-    return script('#!/bin/bash', sh `# metalship-backup-receive-${opts.app}: adds a pushed copy of a backup of ${opts.database}. Managed by metalship; changes are overwritten.`, assignments({
-        DB: opts.database,
-        DIR: opts.backupDir,
-        RETENTION_DAYS: opts.retentionDays,
-        NAME_PATTERN,
-        SKEW: STAMP_SKEW,
-        WINDOW: STAMP_WINDOW,
-        MAX_COPIES: limits.maxCopies,
-        MIN_FREE_MB: limits.minFreeMb,
-        EXIT_REFUSED: RECEIVE_EXIT.refused,
-        EXIT_EXISTS: RECEIVE_EXIT.exists,
-        EXIT_MISMATCH: RECEIVE_EXIT.mismatch,
-        EXIT_FULL: RECEIVE_EXIT.full,
-        EXIT_FAILED: RECEIVE_EXIT.failed,
-    }), textVar('CHECK_MANIFEST', CHECK_MANIFEST), RECEIVE_SH);
-}
-/** The push program on the database's host. Usage: `metalship-backup-push-{app} DUMP`. */
-function pushProgram(app, backupDir, target) {
-    const p = pushPaths(app);
-    return script('#!/bin/bash', sh `# metalship-backup-push-${app}: copies a backup to ${target.address}. Managed by metalship; changes are overwritten.`, assignments({
-        DIR: backupDir,
-        TARGET_HOST: target.address,
-        TARGET_PORT: target.port,
-        TARGET_USER: RECEIVER_USER,
-        KEY: p.key,
-        KNOWN_HOSTS: p.knownHosts,
-        EXIT_EXISTS: RECEIVE_EXIT.exists,
-    }), PUSH_SH);
-}
-/** The pinned known_hosts of the push: the backup host's keys under the address the push connects to. */
-function pushKnownHosts(target) {
-    const name = target.port === 22 ? target.address : `[${target.address}]:${target.port}`;
-    return target.hostKeys.map((k) => `${name} ${k}\n`).join('');
-}
-/** One pusher's line in the receiving user's authorized_keys: it runs the receiver, nothing else, and only from its address when known. */
-function receiverKeyLine(app, pusher) {
-    const [type, body] = pusher.key.trim().split(/\s+/);
-    if (!type || !body || !/^ssh-ed25519$/.test(type) || !/^[A-Za-z0-9+/]+=*$/.test(body))
-        throw new Error(`the push key of ${pusher.from} is not an ed25519 public key`);
-    const address = pusher.address;
-    if (address !== undefined && !isIP(address))
-        throw new Error(`${address} is not an IP address`);
-    return `restrict,${address ? `from="${address}",` : ''}command="${receiverProgramPath(app)}" ${type} ${body} ${keyMarker(app)}:${pusher.from.replace(/[^A-Za-z0-9.:_@[\]-]/g, '_')}`;
-}
-/**
- * On the database's host: root's push key, made when missing (not in check
- * mode); gives its public half, or null when there is none yet.
- */
-function pushKeyStep(app, check) {
-    const p = pushPaths(app);
-    return step('the backup push key', script(check
-        ? null
-        : script(sh `install -d -m 700 -o root -g root ${p.dir}`, sh `if [ ! -f ${p.key} ]; then ssh-keygen -q -t ed25519 -N '' -C ${keyMarker(app)} -f ${p.key} >/dev/null; fi`, sh `chmod 600 ${p.key}`), sh `if [ -f ${p.key + '.pub'} ]; then echo "PUBKEY $(cut -d' ' -f1,2 ${p.key + '.pub'})"; fi`), (stdout) => keyLines(stdout).get('PUBKEY') ?? null);
-}
-/** On the backup host: its SSH host keys (`type base64`), for the pusher to pin. */
-function hostKeysStep() {
-    return step('the backup host keys', script('for f in /etc/ssh/ssh_host_*_key.pub; do [ -f "$f" ] && echo "HOSTKEY $(cut -d\' \' -f1,2 "$f")"; done; true'), (stdout) => keyLines(stdout)
-        .all('HOSTKEY')
-        .filter((k) => /^[a-z0-9-]+ [A-Za-z0-9+/]+=*$/.test(k)));
-}
-
-;// CONCATENATED MODULE: ./src/remote/paths.ts
-// Paths root acts on. Root writes, chowns or deletes below a path only when no
-// other user can swap a directory on the way there (a symlink planted by the
-// app user would otherwise redirect root anywhere).
-
-/**
- * Defines `ms_root_only PATH...`: fails, naming the culprit, unless every
- * existing directory on the way to each PATH is root's and writable by root
- * alone: as written (each directory that holds a component, links included:
- * its owner could re-point them), as resolved, and through every link on the
- * way, whose own target is walked as written too (a hop through another
- * user's directory is caught). Missing components are fine: root creates them.
- * One readlink and one stat for all of them (plus a readlink per link met):
- * a process per directory made this the slowest part of a deploy's first step.
- */
-const paths_ROOT_ONLY_FUNCTION = [
-    'ms_root_only() {',
-    '  [ "$#" -gt 0 ] || return 0',
-    '  local path dir part rest owner mode target k i=0 hops=0 ro_stats',
-    '  local -a ro_resolved=() ro_paths=() ro_names=() ro_dirs=() ro_of=()',
-    // NUL-separated: a resolved path holding a newline cannot stand in for another.
-    '  mapfile -d "" -t ro_resolved < <(readlink -zm -- "$@")',
-    '  if [ "${#ro_resolved[@]}" != "$#" ]; then echo "could not resolve $*" >&2; return 1; fi',
-    '  ro_paths=("$@" "${ro_resolved[@]}")',
-    '  ro_names=("$@" "$@")',
-    // The list grows while it is walked: each link met adds its target.
-    '  for ((k = 0; k < ${#ro_paths[@]}; k++)); do',
-    '    path=${ro_paths[$k]}',
-    '    dir=/',
-    '    rest=${path#/}',
-    '    while [ -e "$dir" ]; do',
-    '      ro_dirs+=("$dir")',
-    '      ro_of+=("${ro_names[$k]}")',
-    '      if [ -L "$dir" ]; then',
-    '        hops=$((hops + 1))',
-    '        if [ "$hops" -gt 40 ]; then echo "too many links on the way to ${ro_names[$k]}" >&2; return 1; fi',
-    '        target=$(readlink -- "$dir")',
-    '        case "$target" in /*) ;; *) target=${dir%/*}/$target ;; esac',
-    '        ro_paths+=("$target")',
-    '        ro_names+=("${ro_names[$k]}")',
-    '      fi',
-    '      [ -n "$rest" ] || break',
-    '      part=${rest%%/*}',
-    '      rest=${rest#"$part"}',
-    '      rest=${rest#/}',
-    '      dir=${dir%/}/$part',
-    '    done',
-    '  done',
-    '  ro_stats=$(stat -L -c "%u %a" -- "${ro_dirs[@]}") || return 1',
-    '  while read -r owner mode; do',
-    '    if [ "$owner" != 0 ] || [ $(( 8#$mode & 8#022 )) != 0 ]; then',
-    '      echo "${ro_dirs[$i]} is owned by uid $owner with mode $mode: ${ro_of[$i]} must be owned by root and writable by root alone, or another user could redirect what root does there" >&2',
-    '      return 1',
-    '    fi',
-    '    i=$((i + 1))',
-    '  done <<<"$ro_stats"',
-    '}',
-].join('\n');
-/** Script lines that fail unless each path is safe for root to act below (see ROOT_ONLY_FUNCTION). */
-function paths_rootOnly(...paths) {
-    return [paths_ROOT_ONLY_FUNCTION, sh_sh `ms_root_only ${paths}`].join('\n');
-}
-/** The state directory's mode, one everywhere: the lock, the history and the serving slot are root's. */
-const paths_STATE_MODE = '700';
-
-;// CONCATENATED MODULE: ./src/remote/step.ts
-// A step on a host: what it does, the script that does it, and how its output
-// reads. Built together and tested together (a unit test runs the script's
-// parser on what the script prints), the way Kamal pairs a command with its use.
-function step_step(what, script, parse) {
-    return { what, script, parse: (stdout) => parse(stdout) };
-}
-/** A step whose exit code and stderr are part of its result: parse gets them. */
-function reportingStep(what, script, parse) {
-    return {
-        what,
-        script,
-        parse: (stdout, ending = { code: 0, stderr: '' }) => parse(stdout, ending),
-        reportsFailure: true,
-    };
-}
-/** A step whose output says nothing the caller needs. */
-function plainStep(what, script) {
-    return step_step(what, script, () => undefined);
-}
-
-;// CONCATENATED MODULE: ./src/remote/backup.ts
-// PostgreSQL backups: the backup program installed on a database host (its
-// settings, then src/remote/sh/backup.sh), its daily timer, and the steps that
-// take a backup now and read the last restore test. Pure functions from
-// settings to bash.
-//
-// One backup is three files in the backup directory (700, root):
-//   <database>_<YYYYmmddTHHMMSSZ>_<label>.dump            pg_dump -Fc
-//   <database>_<YYYYmmddTHHMMSSZ>_<label>.globals.sql     pg_dumpall --globals-only
-//   <database>_<YYYYmmddTHHMMSSZ>_<label>.manifest.json   written last, atomically
-// The manifest's row counts are taken in the same snapshot as the dump, so a
-// restore must reproduce them exactly.
-
-
-
-
-
-
-const DEFAULT_BACKUP_LABEL = 'manual';
-const DEFAULT_RETENTION_DAYS = 30;
-function defaultBackupDir(app) {
-    return `/var/backups/metalship/${app}`;
-}
-function backupProgramPath(app) {
-    return `/usr/local/sbin/metalship-backup-${app}`;
-}
-function backupUnitNames(app) {
-    return { service: `metalship-backup-${app}.service`, timer: `metalship-backup-${app}.timer` };
-}
-/** The file with the record of the last successful restore test, beside the backups. */
-function lastVerifiedPath(backupDir) {
-    return `${backupDir}/.last-verified.json`;
-}
-const NAME_RE = /^[A-Za-z0-9_][A-Za-z0-9_-]{0,62}$/;
-const LABEL_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$/;
-const APP_RE = /^[a-z][a-z0-9_-]{0,31}$/;
-/** Backup file names: <database>_<UTC stamp>_<label>.dump (the label may hold '_'). */
-const BACKUP_NAME_RE = /^([A-Za-z0-9_][A-Za-z0-9_-]{0,62})_(\d{8}T\d{6}Z)_([A-Za-z0-9][A-Za-z0-9._-]{0,79})\.dump$/;
-function validDatabaseName(name) {
-    return NAME_RE.test(name) ? null : 'letters, digits, _ and - only (1 to 63, not starting with -)';
-}
-function validBackupLabel(label) {
-    return LABEL_RE.test(label)
-        ? null
-        : 'letters, digits, ., _ and - only (1 to 80, starting with a letter or digit)';
-}
-function check(opts) {
-    if (!APP_RE.test(opts.app))
-        throw new Error(`backup: app ${JSON.stringify(opts.app)} is not a valid app name`);
-    const db = validDatabaseName(opts.database);
-    if (db)
-        throw new Error(`backup: database ${JSON.stringify(opts.database)}: ${db}`);
-    if (!/^\/[^\0\n]*$/.test(opts.backupDir) ||
-        opts.backupDir === '/' ||
-        /(^|\/)\.\.?(\/|$)/.test(opts.backupDir))
-        throw new Error(`backup: backup directory ${JSON.stringify(opts.backupDir)} must be an absolute path, not /`);
-    if (!Number.isInteger(opts.retentionDays) || opts.retentionDays < 1 || opts.retentionDays > 3650)
-        throw new Error(`backup: retention ${opts.retentionDays} must be a whole number of days from 1 to 3650`);
-}
-/**
- * SQL that prints one JSON object line {"schema.table": rows, ...} for every
- * table whose data pg_dump dumps (ordinary tables and partitions, not the
- * catalogs or extension members). Used at backup time, inside the snapshot, and
- * after a restore, so both sides count the same way.
- */
-const ROW_COUNTS_SQL = (/* unused pure expression or super */ null && (`SELECT coalesce(json_object_agg(t.name, t.n ORDER BY t.name), '{}')::text FROM (` +
-    `SELECT n.nspname || '.' || c.relname AS name, ` +
-    `(xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', n.nspname, c.relname), false, true, '')))[1]::text::bigint AS n ` +
-    `FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace ` +
-    `WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' ` +
-    `AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')` +
-    `) t;`));
-const BACKUP_SH = shellFile((0,external_node_fs_namespaceObject.readFileSync)(__nccwpck_require__.ab + "backup.sh", 'utf8'));
-/**
- * The backup program (/usr/local/sbin/metalship-backup-{app}): its settings as
- * quoted assignments, then src/remote/sh/backup.sh. Usage:
- * `metalship-backup-{app} [label]`; prints the dump's path on its last line.
- */
-function backupProgram(opts) {
-    check(opts);
-    return script('#!/bin/bash', sh `# metalship-backup-${opts.app}: PostgreSQL backup of ${opts.database}. Managed by metalship; changes are overwritten.`, '# Usage: metalship-backup-APP [label]   (label: daily, manual, pre-migrate-<release>, ...)', assignments({
-        DB: opts.database,
-        DIR: opts.backupDir,
-        RETENTION_DAYS: opts.retentionDays,
-        DEFAULT_LABEL: DEFAULT_BACKUP_LABEL,
-        LABEL_PATTERN: LABEL_RE.source,
-        PUSH: pushProgramPath(opts.app),
-    }), textVar('COUNTS_SQL', ROW_COUNTS_SQL), ROOT_ONLY_FUNCTION, BACKUP_SH);
-}
-/** The backup's oneshot service and its timer. */
-function unitFiles(opts) {
-    const onCalendar = opts.onCalendar ?? 'daily';
-    if (!/^[A-Za-z0-9 *:,./~+-]{1,100}$/.test(onCalendar))
-        throw new Error(`backup: OnCalendar ${JSON.stringify(onCalendar)} has characters a calendar spec cannot have`);
-    const prog = backupProgramPath(opts.app);
-    const service = [
-        '# Managed by metalship.',
-        '[Unit]',
-        `Description=${unitText(`metalship: PostgreSQL backup of ${opts.database} (${opts.app})`)}`,
-        'After=postgresql.service',
-        'Wants=postgresql.service',
-        '',
-        '[Service]',
-        'Type=oneshot',
-        `ExecStart=${execLine([prog, 'daily'])}`,
-        'Nice=10',
-        'IOSchedulingClass=best-effort',
-        'IOSchedulingPriority=7',
-        'PrivateTmp=true',
-        'ProtectHome=true',
-        'ProtectSystem=full',
-        'TimeoutStartSec=6h',
-        '',
-    ].join('\n');
-    const timer = [
-        '# Managed by metalship.',
-        '[Unit]',
-        `Description=${unitText(`metalship: daily PostgreSQL backup of ${opts.database} (${opts.app})`)}`,
-        '',
-        '[Timer]',
-        `OnCalendar=${unitText(onCalendar)}`,
-        'RandomizedDelaySec=30min',
-        'Persistent=true',
-        '',
-        '[Install]',
-        'WantedBy=timers.target',
-        '',
-    ].join('\n');
-    return { service, timer };
-}
-/**
- * Installs the backup program, its oneshot service and timer (idempotent). Prints
- * `changed <what>` for each thing it changed, nothing when all was in place.
- */
-function backupInstallScript(opts) {
-    const program = backupProgram(opts);
-    const names = backupUnitNames(opts.app);
-    const units = unitFiles(opts);
-    const unitDir = '/etc/systemd/system';
-    return script('reload=""', rootOnly(opts.backupDir), sh `if [ ! -d ${opts.backupDir} ]; then mkdir -p -- ${opts.backupDir}; chmod 700 -- ${opts.backupDir}; echo ${'changed ' + opts.backupDir}; fi`, sh `if [ "$(stat -c %a:%U -- ${opts.backupDir})" != 700:root ]; then chown -h root:root -- ${opts.backupDir}; chmod 700 -- ${opts.backupDir}; echo ${'changed ' + opts.backupDir + ' mode'}; fi`, ensureFile(backupProgramPath(opts.app), program, {
-        mode: '755',
-        owner: 'root:root',
-        label: backupProgramPath(opts.app),
-    }), ensureFile(`${unitDir}/${names.service}`, units.service, {
-        mode: '644',
-        label: names.service,
-        onChange: 'reload=1',
-    }), ensureFile(`${unitDir}/${names.timer}`, units.timer, {
-        mode: '644',
-        label: names.timer,
-        onChange: 'reload=1',
-    }), 'if [ -n "$reload" ]; then systemctl daemon-reload; fi', sh `if ! systemctl is-enabled --quiet ${names.timer}; then systemctl enable --quiet ${names.timer}; echo ${'changed ' + names.timer + ' enabled'}; fi`, sh `if ! systemctl is-active --quiet ${names.timer}; then systemctl start ${names.timer}; echo ${'changed ' + names.timer + ' started'};`, sh `elif [ -n "$reload" ]; then systemctl restart ${names.timer}; fi`);
-}
-/**
- * Takes a backup now with the given label: the installed program, or this
- * program run inline when it is not installed. Gives the dump's path.
- */
-function backupNowStep(opts, label) {
-    const bad = validBackupLabel(label);
-    if (bad)
-        throw new Error(`backup: label ${JSON.stringify(label)}: ${bad}`);
-    const doc = heredoc(backupProgram(opts));
-    const prog = backupProgramPath(opts.app);
-    return step(`taking a backup of ${opts.database} (${label})`, script(sh `if [ -x ${prog} ]; then`, sh `  dump=$(${prog} ${label})`, 'else', '  inline=$(mktemp)', '  trap \'rm -f -- "$inline"\' EXIT', `  cat > "$inline" ${doc.open}`, doc.body, sh `  dump=$(bash "$inline" ${label})`, 'fi', 
-    // The program prints the path on its last line.
-    'echo "DUMP $(printf \'%s\\n\' "$dump" | tail -n 1)"'), (stdout) => {
-        const dump = keyLines(stdout).get('DUMP');
-        if (!dump)
-            throw new Error('the backup printed no dump path');
-        return dump;
-    });
-}
-/**
- * For other actions (deploy), on the database host: a warning for the log when
- * the backups were never proven to restore, or not for longer than maxDays (the
- * monthly restore test stopped?); null when fine or when the host keeps no
- * backups in backupDir.
- */
-function restoreProofStep(backupDir, maxDays = 45) {
-    return step_step('reading the last restore test', sh_script(sh_sh `if [ ! -d ${backupDir} ]; then echo NO_BACKUPS; exit 0; fi`, sh_sh `record=${lastVerifiedPath(backupDir)}`, 'if [ -f "$record" ]; then echo "LAST_VERIFIED $(head -c 10000 -- "$record" | tr -d \'\\n\')"; fi', 'echo "NOW $(date -u +%s)"'), (stdout) => {
-        const out = sh_keyLines(stdout);
-        if (out.get('NO_BACKUPS') !== undefined)
-            return null;
-        const now = Number(out.get('NOW'));
-        const record = out.get('LAST_VERIFIED');
-        if (!record)
-            return 'no restore test of the backups is recorded on this host: run the backup-verify action';
-        let when = NaN;
-        try {
-            when = Date.parse(JSON.parse(record).verified ?? '') / 1000;
-        }
-        catch {
-            // unreadable record: treated as missing
-        }
-        if (Number.isNaN(when))
-            return 'the record of the last restore test is unreadable: run the backup-verify action';
-        const days = (now - when) / 86400;
-        return days > maxDays
-            ? `the backups were last proven to restore ${days.toFixed(0)} days ago: is the monthly restore test still running?`
-            : null;
-    });
-}
-
-// EXTERNAL MODULE: external "node:crypto"
-var external_node_crypto_ = __nccwpck_require__(7598);
-;// CONCATENATED MODULE: ./src/remote/layout.ts
-// Where everything lives on a host: the standard's /opt/{app} tree plus
-// metalship's own state. One place, so scripts cannot disagree on a path.
-
-/** Transient units that run builds: `metalship-build-<script token>-<n>`, stopped with the script's session. */
-const BUILD_UNIT_PREFIX = 'metalship-build-';
-/** `{app}-build`, shortened with a hash where that would pass the 32 characters of a user name. */
-function buildUserName(app) {
-    if (app.length <= 26)
-        return `${app}-build`;
-    return `${app.slice(0, 18)}-${(0,external_node_crypto_.createHash)('sha256').update(app).digest('hex').slice(0, 7)}-build`;
-}
-function layout(app, root) {
-    return {
-        app,
-        root,
-        releases: `${root}/releases`,
-        release: (id) => `${root}/releases/${id}`,
-        current: `${root}/current`,
-        shared: `${root}/shared`,
-        venvs: `${root}/venvs`,
-        venvLink: `${root}/venv`,
-        env: `${root}/.env`,
-        slots: `${root}/slots`,
-        state: `${root}/.metalship`,
-        preMigrateBackups: `/var/backups/metalship/${app}/pre-migrate`,
-        buildUser: buildUserName(app),
-        pipCache: `/var/cache/metalship/${app}/pip`,
-        lockFile: `${root}/.metalship/deploy.lock`,
-        lockHolder: `${root}/.metalship/lock-holder`,
-        freeze: `${root}/.metalship/freeze`,
-        history: `${root}/.metalship/history.log`,
-        activeSlot: `${root}/.metalship/active-slot`,
-        apiSocket: (s) => `/run/${app}-api-${s}/api.sock`,
-        apiLink: `${root}/run/api.sock`,
-        runDir: `${root}/run`,
-        units: {
-            api: (s) => `${app}-api@${s}.service`,
-            apiTemplate: `${app}-api@.service`,
-            worker: `${app}-worker.service`,
-            scheduler: `${app}-scheduler.service`,
-            target: `${app}.target`,
-        },
-        unitDir: '/etc/systemd/system',
-        nginxSite: `/etc/nginx/sites-available/${app}`,
-        nginxSiteEnabled: `/etc/nginx/sites-enabled/${app}`,
-        nginxReloadPending: `${root}/.metalship/nginx-reload-pending`,
-        nginxUpstream: `/etc/nginx/conf.d/metalship-${app}-upstream.conf`,
-        balancerUpstream: `/etc/nginx/conf.d/metalship-${app}-balancer.conf`,
-        nginxLogs: `/var/log/nginx/${app}`,
-        journalNamespace: app,
-        journaldConf: `/etc/systemd/journald@${app}.conf`,
-        logrotateApp: `/etc/logrotate.d/metalship-${app}`,
-        logrotateNginx: `/etc/logrotate.d/metalship-${app}_nginx`,
-    };
-}
-
-;// CONCATENATED MODULE: ./src/remote/session.ts
-// What runs around every script on a host: the wrapper that makes bash read the
-// whole script before running it, the session record that lets a run's work be
-// stopped, and the command the transport starts (bash, through sudo for others).
-// The transport sends these; the provision's sudoers rule allows the command.
-
-/** The shell each script runs in: bash reading the script from stdin. */
-const SCRIPT_SHELL = ['bash', '-se'];
-/** How a non-root SSH user becomes root for it. */
-const SUDO = ['sudo', '-n', '-H', '--'];
-/**
- * Wraps a script so bash parses all of it before running any of it: data that
- * follows on stdin is then read by the script's commands and never executed.
- * It starts in / (a login's home is root's alone: commands run as other users
- * could not enter it, and nothing is read relative to it).
- * With a token, the script's session id is written where a timeout can find it
- * and stop everything the script started.
- */
-function wrapScript(script, token) {
-    const body = script.replace(/\r\n?/g, '\n');
-    const record = token
-        ? `mkdir -p ${SESSION_DIR} && read -r _ _ _ _ _ __metalship_sid _ < /proc/$$/stat && echo "$__metalship_sid" > ${SESSION_DIR}/${token}\n`
-        : '';
-    const forget = token ? `trap 'rm -f ${SESSION_DIR}/${token}' EXIT\n` : '';
-    // The token also names what the script starts outside its session (build units).
-    const named = token ? `__metalship_token=${token}\n` : '';
-    return `set -euo pipefail\numask 022\ncd /\n${named}${record}${forget}__metalship_main() {\n${body}\n}\n{ __metalship_main; exit $?; }\n`;
-}
-const SESSION_DIR = '/run/metalship-sessions';
-/**
- * Stops every process of the scripts whose tokens match `pattern` (a token or a
- * glob of tokens): each script's whole session, TERM then KILL.
- */
-function killSessionScript(pattern) {
-    const files = `${SESSION_DIR}/${pattern}`;
-    return [
-        // Builds run as transient systemd units, outside the session: stopped by name.
-        `systemctl stop -- '${BUILD_UNIT_PREFIX}${pattern}*' 2>/dev/null || true`,
-        `sids=""; for f in ${files}; do if [ -s "$f" ]; then sid=$(cat "$f"); case "$sid" in *[!0-9]*) ;; *) sids="$sids $sid";; esac; fi; done`,
-        'if [ -n "$sids" ]; then for sid in $sids; do pkill -TERM -s "$sid" || true; done; sleep 1; for sid in $sids; do pkill -KILL -s "$sid" || true; done; fi',
-        `rm -f ${files}`,
-    ].join('\n');
-}
-/** The remote command: bash reading the script from stdin, through sudo for non-root users. */
-function remoteCommand(user) {
-    return (user === 'root' ? SCRIPT_SHELL : [...SUDO, ...SCRIPT_SHELL]).join(' ');
-}
-
-;// CONCATENATED MODULE: ./src/remote/lock.ts
-// The deploy lock of an app on a host: flock(2) on a file, held by a remote
-// process that lives as long as our connection and our heartbeat. A killed run
-// cannot leave it held: its process exits when the connection closes or the
-// heartbeat stops, and the holder file it leaves is reported as stale.
-
-
-
-const LOCK_EXIT_HELD = 75;
-/** Seconds without a heartbeat line after which the remote holder gives the lock up. */
-const LOCK_HEARTBEAT_LIMIT = 30;
-function holderText(h) {
-    return `${h.action} by ${h.actor || 'unknown'} since ${h.startedAt} (${h.runUrl || 'no run URL'})`;
-}
-/** Reads one line of the lock script's output (the holder text is the host's: shown, never acted on). */
-function lockEvent(line) {
-    const out = sh_keyLines(line);
-    const waiting = out.get('WAITING');
-    if (waiting !== undefined)
-        return { kind: 'waiting', holder: waiting.trim() };
-    const stale = out.get('STALE');
-    if (stale !== undefined)
-        return { kind: 'stale', holder: stale.trim() };
-    return line === 'LOCKED' ? { kind: 'locked' } : null;
-}
-/** Seconds the first step under the lock may take before it is stopped (it only reads). */
-const FIRST_STEP_LIMIT = 120;
-/**
- * Runs a step's script under the lock just taken, in a bash of its own (as
- * every script runs: set -e, parsed whole), and prints how it ended as
- * FIRST_OUT, FIRST_ERR (base64) and FIRST_RC lines: what the rollback reads
- * first costs no round trip of its own.
- */
-function firstUnderLock(first) {
-    return sh_script(sh_textVar('__metalship_first', wrapScript(first)), 'first_dir=$(mktemp -d)', 'first_rc=0', 
-    // Bounded (it reads, briefly), without the lock's descriptor (nothing it
-    // leaves behind may hold the lock), its text on a descriptor (not in ps).
-    `timeout -k 5 ${FIRST_STEP_LIMIT} bash /dev/fd/3 3<<<"$__metalship_first" 9>&- </dev/null >"$first_dir/out" 2>"$first_dir/err" || first_rc=$?`, 'echo "FIRST_OUT $(base64 -w0 < "$first_dir/out")"', 'echo "FIRST_ERR $(tail -c 8000 "$first_dir/err" | base64 -w0)"', 'echo "FIRST_RC $first_rc"', 'rm -rf -- "$first_dir"').trimEnd();
-}
-/** How the first step under the lock ended, from the lock script's lines (null: it printed none). */
-function firstEnding(lines) {
-    const out = sh_keyLines(lines);
-    const rc = out.get('FIRST_RC');
-    if (rc === undefined || !/^\d+$/.test(rc))
-        return null;
-    const text = (key) => Buffer.from(out.get(key) ?? '', 'base64').toString('utf8');
-    return { code: Number(rc), stdout: text('FIRST_OUT'), stderr: text('FIRST_ERR') };
-}
-/**
- * `leftovers`: a script that stops what the run still runs on the host (see
- * Connection.leftoversScript), run when the run is gone, before the lock is let go.
- */
-function lockScript(layout, holder, waitSeconds, leftovers = '', 
-/** A short, read-only script run once the lock is held, its ending printed before LOCKED (see firstUnderLock). */
-first = '') {
-    return sh_script(paths_rootOnly(layout.state), sh_sh `mkdir -p ${layout.state}`, sh_sh `chmod ${paths_STATE_MODE} ${layout.state}`, sh_sh `exec 9>>${layout.lockFile}`, sh_sh `if ! flock -n 9; then`, sh_sh `  echo "WAITING $(head -c 500 ${layout.lockHolder} 2>/dev/null | tr '\n' ' ')"`, sh_sh `  if ! flock -w ${waitSeconds} 9; then`, sh_sh `    echo "HELD $(head -c 500 ${layout.lockHolder} 2>/dev/null | tr '\n' ' ')"`, `    exit ${LOCK_EXIT_HELD}`, '  fi', 'fi', 
-    // A holder file still filled in while nobody holds the flock: a run that died.
-    sh_sh `if [ -s ${layout.lockHolder} ]; then echo "STALE $(head -c 500 ${layout.lockHolder} | tr '\n' ' ')"; fi`, sh_sh `printf '%s\n' ${holderText(holder)} > ${layout.lockHolder}`, first ? firstUnderLock(first) : null, 'echo LOCKED', `while IFS= read -r -t ${LOCK_HEARTBEAT_LIMIT} line; do`, '  if [ "$line" = release ]; then', sh_sh `    : > ${layout.lockHolder}`, '    exit 0', '  fi', 'done', 
-    // EOF or no heartbeat: our run is gone. What it still runs here is stopped
-    // first; the flock goes with this process; the holder stays as evidence.
-    leftovers || null, sh_sh `printf '%s\n' "abandoned at $(date -u +%FT%TZ): $(head -n1 ${layout.lockHolder})" > ${layout.lockHolder}`);
-}
-
-// EXTERNAL MODULE: external "assert"
-var external_assert_ = __nccwpck_require__(2613);
-// EXTERNAL MODULE: external "fs"
-var external_fs_ = __nccwpck_require__(9896);
-// EXTERNAL MODULE: ./node_modules/is-stream/index.js
-var is_stream = __nccwpck_require__(6543);
-// EXTERNAL MODULE: ./node_modules/make-dir/index.js
-var make_dir = __nccwpck_require__(6512);
-// EXTERNAL MODULE: external "path"
-var external_path_ = __nccwpck_require__(6928);
-;// CONCATENATED MODULE: ./node_modules/sb-promise-queue/lib/esm/index.mjs
-class PromiseQueue {
-    constructor({ concurrency = 1 } = {}) {
-        this.options = { concurrency };
-        this.running = 0;
-        this.queue = [];
-        this.idleCallbacks = [];
-    }
-    clear() {
-        this.queue = [];
-    }
-    onIdle(callback) {
-        this.idleCallbacks.push(callback);
-        return () => {
-            const index = this.idleCallbacks.indexOf(callback);
-            if (index !== -1) {
-                this.idleCallbacks.splice(index, 1);
-            }
-        };
-    }
-    waitTillIdle() {
-        return new Promise((resolve) => {
-            if (this.running === 0) {
-                resolve();
-                return;
-            }
-            const dispose = this.onIdle(() => {
-                dispose();
-                resolve();
-            });
-        });
-    }
-    add(callback) {
-        return new Promise((resolve, reject) => {
-            const runCallback = () => {
-                this.running += 1;
-                try {
-                    Promise.resolve(callback()).then((val) => {
-                        resolve(val);
-                        this.processNext();
-                    }, (err) => {
-                        reject(err);
-                        this.processNext();
-                    });
-                }
-                catch (err) {
-                    reject(err);
-                    this.processNext();
-                }
-            };
-            if (this.running >= this.options.concurrency) {
-                this.queue.push(runCallback);
-            }
-            else {
-                runCallback();
-            }
-        });
-    }
-    // Internal function, don't use
-    processNext() {
-        this.running -= 1;
-        const callback = this.queue.shift();
-        if (callback) {
-            callback();
-        }
-        else if (this.running === 0) {
-            this.idleCallbacks.forEach((item) => item());
-        }
-    }
-}
-
-
-;// CONCATENATED MODULE: ./node_modules/sb-scandir/lib/esm/index.mjs
-/* @flow */
-
-
-
-
-const defaultFilesystem = {
-    join(pathA, pathB) {
-        return external_path_.join(pathA, pathB);
-    },
-    basename(path) {
-        return external_path_.basename(path);
-    },
-    stat(path) {
-        return new Promise((resolve, reject) => {
-            external_fs_.stat(path, (err, res) => {
-                if (err) {
-                    reject(err);
-                }
-                else {
-                    resolve(res);
-                }
-            });
-        });
-    },
-    readdir(path) {
-        return new Promise((resolve, reject) => {
-            external_fs_.readdir(path, (err, res) => {
-                if (err) {
-                    reject(err);
-                }
-                else {
-                    resolve(res);
-                }
-            });
-        });
-    },
-};
-async function scanDirectoryInternal({ path, recursive, validate, result, fileSystem, queue, reject, }) {
-    const itemStat = await fileSystem.stat(path);
-    if (itemStat.isFile()) {
-        result.files.push(path);
-    }
-    else if (itemStat.isDirectory()) {
-        result.directories.push(path);
-    }
-    if (!itemStat.isDirectory() || recursive === 'none') {
-        return;
-    }
-    const contents = await fileSystem.readdir(path);
-    contents.forEach((item) => {
-        const itemPath = fileSystem.join(path, item);
-        if (!validate(itemPath)) {
-            return;
-        }
-        queue
-            .add(() => scanDirectoryInternal({
-            path: itemPath,
-            recursive: recursive === 'shallow' ? 'none' : 'deep',
-            validate,
-            result,
-            fileSystem,
-            queue,
-            reject,
-        }))
-            .catch(reject);
-    });
-}
-async function scanDirectory(path, { recursive = true, validate = null, concurrency = Infinity, fileSystem = defaultFilesystem, } = {}) {
-    external_assert_(path && typeof path === 'string', 'path must be a valid string');
-    external_assert_(typeof recursive === 'boolean', 'options.recursive must be a valid boolean');
-    external_assert_(validate === null || typeof validate === 'function', 'options.validate must be a valid function');
-    external_assert_(typeof concurrency === 'number', 'options.concurrency must be a valid number');
-    external_assert_(fileSystem !== null && typeof fileSystem === 'object', 'options.fileSystem must be a valid object');
-    const queue = new PromiseQueue({
-        concurrency,
-    });
-    const result = { files: [], directories: [] };
-    const mergedFileSystem = { ...defaultFilesystem, ...fileSystem };
-    await new Promise((resolve, reject) => {
-        scanDirectoryInternal({
-            path,
-            recursive: recursive ? 'deep' : 'shallow',
-            validate: validate != null ? validate : (item) => mergedFileSystem.basename(item).slice(0, 1) !== '.',
-            result,
-            fileSystem: mergedFileSystem,
-            queue,
-            reject,
-        })
-            .then(() => queue.waitTillIdle())
-            .then(resolve, reject);
-    });
-    return result;
-}
-/* harmony default export */ const esm = (scanDirectory);
-
-// EXTERNAL MODULE: ./node_modules/shell-escape/shell-escape.js
-var shell_escape = __nccwpck_require__(4646);
-// EXTERNAL MODULE: ./node_modules/ssh2/lib/index.js
-var lib = __nccwpck_require__(5472);
-var lib_default = /*#__PURE__*/__nccwpck_require__.n(lib);
-;// CONCATENATED MODULE: ./node_modules/node-ssh/lib/esm/index.mjs
-
-
-
-
-
-
-
-
-
-const DEFAULT_CONCURRENCY = 1;
-const DEFAULT_VALIDATE = (path) => !external_path_.basename(path).startsWith('.');
-const DEFAULT_TICK = () => {
-    /* No Op */
-};
-class SSHError extends Error {
-    constructor(message, code = null) {
-        super(message);
-        this.code = code;
-    }
-}
-function unixifyPath(path) {
-    if (path.includes('\\')) {
-        return path.split('\\').join('/');
-    }
-    return path;
-}
-async function readFile(filePath) {
-    return new Promise((resolve, reject) => {
-        external_fs_.readFile(filePath, 'utf8', (err, res) => {
-            if (err) {
-                reject(err);
-            }
-            else {
-                resolve(res);
-            }
-        });
-    });
-}
-const SFTP_MKDIR_ERR_CODE_REGEXP = /Error: (E[\S]+): /;
-async function makeDirectoryWithSftp(path, sftp) {
-    let stats = null;
-    try {
-        stats = await new Promise((resolve, reject) => {
-            sftp.stat(path, (err, res) => {
-                if (err) {
-                    reject(err);
-                }
-                else {
-                    resolve(res);
-                }
-            });
-        });
-    }
-    catch (_) {
-        /* No Op */
-    }
-    if (stats) {
-        if (stats.isDirectory()) {
-            // Already exists, nothing to worry about
-            return;
-        }
-        throw new Error('mkdir() failed, target already exists and is not a directory');
-    }
-    try {
-        await new Promise((resolve, reject) => {
-            sftp.mkdir(path, (err) => {
-                if (err) {
-                    reject(err);
-                }
-                else {
-                    resolve();
-                }
-            });
-        });
-    }
-    catch (err) {
-        if (err != null && typeof err.stack === 'string') {
-            const matches = SFTP_MKDIR_ERR_CODE_REGEXP.exec(err.stack);
-            if (matches != null) {
-                throw new SSHError(err.message, matches[1]);
-            }
-            throw err;
-        }
-    }
-}
-class NodeSSH {
-    constructor() {
-        this.connection = null;
-    }
-    getConnection() {
-        const { connection } = this;
-        if (connection == null) {
-            throw new Error('Not connected to server');
-        }
-        return connection;
-    }
-    async connect(givenConfig) {
-        external_assert_(givenConfig != null && typeof givenConfig === 'object', 'config must be a valid object');
-        const config = { ...givenConfig };
-        external_assert_(config.username != null && typeof config.username === 'string', 'config.username must be a valid string');
-        if (config.host != null) {
-            external_assert_(typeof config.host === 'string', 'config.host must be a valid string');
-        }
-        else if (config.sock != null) {
-            external_assert_(typeof config.sock === 'object', 'config.sock must be a valid object');
-        }
-        else {
-            throw new external_assert_.AssertionError({ message: 'Either config.host or config.sock must be provided' });
-        }
-        if (config.privateKey != null || config.privateKeyPath != null) {
-            if (config.privateKey != null) {
-                external_assert_(typeof config.privateKey === 'string', 'config.privateKey must be a valid string');
-                external_assert_(config.privateKeyPath == null, 'config.privateKeyPath must not be specified when config.privateKey is specified');
-            }
-            else if (config.privateKeyPath != null) {
-                external_assert_(typeof config.privateKeyPath === 'string', 'config.privateKeyPath must be a valid string');
-                external_assert_(config.privateKey == null, 'config.privateKey must not be specified when config.privateKeyPath is specified');
-            }
-            external_assert_(config.passphrase == null || typeof config.passphrase === 'string', 'config.passphrase must be null or a valid string');
-            if (config.privateKeyPath != null) {
-                // Must be an fs path
-                try {
-                    config.privateKey = await readFile(config.privateKeyPath);
-                }
-                catch (err) {
-                    if (err != null && err.code === 'ENOENT') {
-                        throw new external_assert_.AssertionError({ message: 'config.privateKeyPath does not exist at given fs path' });
-                    }
-                    throw err;
-                }
-            }
-        }
-        else if (config.password != null) {
-            external_assert_(typeof config.password === 'string', 'config.password must be a valid string');
-        }
-        if (config.tryKeyboard != null) {
-            external_assert_(typeof config.tryKeyboard === 'boolean', 'config.tryKeyboard must be a valid boolean');
-        }
-        if (config.tryKeyboard) {
-            const { password } = config;
-            if (config.onKeyboardInteractive != null) {
-                external_assert_(typeof config.onKeyboardInteractive === 'function', 'config.onKeyboardInteractive must be a valid function');
-            }
-            else if (password != null) {
-                config.onKeyboardInteractive = (name, instructions, instructionsLang, prompts, finish) => {
-                    if (prompts.length > 0 && prompts[0].prompt.toLowerCase().includes('password')) {
-                        finish([password]);
-                    }
-                };
-            }
-        }
-        const connection = new lib.Client();
-        this.connection = connection;
-        await new Promise((resolve, reject) => {
-            connection.on('error', reject);
-            if (config.onKeyboardInteractive) {
-                connection.on('keyboard-interactive', config.onKeyboardInteractive);
-            }
-            connection.on('ready', () => {
-                connection.removeListener('error', reject);
-                resolve();
-            });
-            connection.on('end', () => {
-                if (this.connection === connection) {
-                    this.connection = null;
-                }
-            });
-            connection.on('close', () => {
-                if (this.connection === connection) {
-                    this.connection = null;
-                }
-                reject(new SSHError('No response from server', 'ETIMEDOUT'));
-            });
-            connection.connect(config);
-        });
-        return this;
-    }
-    isConnected() {
-        return this.connection != null;
-    }
-    async requestShell(options) {
-        const connection = this.getConnection();
-        return new Promise((resolve, reject) => {
-            connection.on('error', reject);
-            const callback = (err, res) => {
-                connection.removeListener('error', reject);
-                if (err) {
-                    reject(err);
-                }
-                else {
-                    resolve(res);
-                }
-            };
-            if (options == null) {
-                connection.shell(callback);
-            }
-            else {
-                connection.shell(options, callback);
-            }
-        });
-    }
-    async withShell(callback, options) {
-        external_assert_(typeof callback === 'function', 'callback must be a valid function');
-        const shell = await this.requestShell(options);
-        try {
-            await callback(shell);
-        }
-        finally {
-            shell.destroy();
-        }
-    }
-    async requestSFTP() {
-        const connection = this.getConnection();
-        return new Promise((resolve, reject) => {
-            connection.on('error', reject);
-            connection.sftp((err, res) => {
-                connection.removeListener('error', reject);
-                if (err) {
-                    reject(err);
-                }
-                else {
-                    resolve(res);
-                }
-            });
-        });
-    }
-    async withSFTP(callback) {
-        external_assert_(typeof callback === 'function', 'callback must be a valid function');
-        const sftp = await this.requestSFTP();
-        try {
-            await callback(sftp);
-        }
-        finally {
-            sftp.end();
-        }
-    }
-    async execCommand(givenCommand, options = {}) {
-        external_assert_(typeof givenCommand === 'string', 'command must be a valid string');
-        external_assert_(options != null && typeof options === 'object', 'options must be a valid object');
-        external_assert_(options.cwd == null || typeof options.cwd === 'string', 'options.cwd must be a valid string');
-        external_assert_(options.stdin == null || typeof options.stdin === 'string' || is_stream.readable(options.stdin), 'options.stdin must be a valid string or readable stream');
-        external_assert_(options.execOptions == null || typeof options.execOptions === 'object', 'options.execOptions must be a valid object');
-        external_assert_(options.encoding == null || typeof options.encoding === 'string', 'options.encoding must be a valid string');
-        external_assert_(options.onChannel == null || typeof options.onChannel === 'function', 'options.onChannel must be a valid function');
-        external_assert_(options.onStdout == null || typeof options.onStdout === 'function', 'options.onStdout must be a valid function');
-        external_assert_(options.onStderr == null || typeof options.onStderr === 'function', 'options.onStderr must be a valid function');
-        external_assert_(options.noTrim == null || typeof options.noTrim === 'boolean', 'options.noTrim must be a boolean');
-        let command = givenCommand;
-        if (options.cwd) {
-            command = `cd ${shell_escape([options.cwd])} ; ${command}`;
-        }
-        const connection = this.getConnection();
-        const output = { stdout: [], stderr: [] };
-        return new Promise((resolve, reject) => {
-            connection.on('error', reject);
-            connection.exec(command, options.execOptions != null ? options.execOptions : {}, (err, channel) => {
-                connection.removeListener('error', reject);
-                if (err) {
-                    reject(err);
-                    return;
-                }
-                if (options.onChannel) {
-                    options.onChannel(channel);
-                }
-                channel.on('data', (chunk) => {
-                    if (options.onStdout)
-                        options.onStdout(chunk);
-                    output.stdout.push(chunk.toString(options.encoding));
-                });
-                channel.stderr.on('data', (chunk) => {
-                    if (options.onStderr)
-                        options.onStderr(chunk);
-                    output.stderr.push(chunk.toString(options.encoding));
-                });
-                if (options.stdin != null) {
-                    if (is_stream.readable(options.stdin)) {
-                        options.stdin.pipe(channel, {
-                            end: true,
-                        });
-                    }
-                    else {
-                        channel.write(options.stdin);
-                        channel.end();
-                    }
-                }
-                else {
-                    channel.end();
-                }
-                let code = null;
-                let signal = null;
-                channel.on('exit', (code_, signal_) => {
-                    code = code_ !== null && code_ !== void 0 ? code_ : null;
-                    signal = signal_ !== null && signal_ !== void 0 ? signal_ : null;
-                });
-                channel.on('close', () => {
-                    let stdout = output.stdout.join('');
-                    let stderr = output.stderr.join('');
-                    if (options.noTrim !== true) {
-                        stdout = stdout.trim();
-                        stderr = stderr.trim();
-                    }
-                    resolve({
-                        code: code != null ? code : null,
-                        signal: signal != null ? signal : null,
-                        stdout,
-                        stderr,
-                    });
-                });
-            });
-        });
-    }
-    async exec(command, parameters, options = {}) {
-        external_assert_(typeof command === 'string', 'command must be a valid string');
-        external_assert_(Array.isArray(parameters), 'parameters must be a valid array');
-        external_assert_(options != null && typeof options === 'object', 'options must be a valid object');
-        external_assert_(options.stream == null || ['both', 'stdout', 'stderr'].includes(options.stream), 'options.stream must be one of both, stdout, stderr');
-        for (let i = 0, { length } = parameters; i < length; i += 1) {
-            external_assert_(typeof parameters[i] === 'string', `parameters[${i}] must be a valid string`);
-        }
-        const completeCommand = `${command}${parameters.length > 0 ? ` ${shell_escape(parameters)}` : ''}`;
-        const response = await this.execCommand(completeCommand, options);
-        if (options.stream == null || options.stream === 'stdout') {
-            if (response.stderr) {
-                throw new Error(response.stderr);
-            }
-            return response.stdout;
-        }
-        if (options.stream === 'stderr') {
-            return response.stderr;
-        }
-        return response;
-    }
-    async mkdir(path, method = 'sftp', givenSftp = null) {
-        external_assert_(typeof path === 'string', 'path must be a valid string');
-        external_assert_(typeof method === 'string' && (method === 'sftp' || method === 'exec'), 'method must be either sftp or exec');
-        external_assert_(givenSftp == null || typeof givenSftp === 'object', 'sftp must be a valid object');
-        if (method === 'exec') {
-            await this.exec('mkdir', ['-p', unixifyPath(path)]);
-            return;
-        }
-        const sftp = givenSftp || (await this.requestSFTP());
-        const makeSftpDirectory = async (retry) => makeDirectoryWithSftp(unixifyPath(path), sftp).catch(async (error) => {
-            if (!retry || error == null || (error.message !== 'No such file' && error.code !== 'ENOENT')) {
-                throw error;
-            }
-            await this.mkdir(external_path_.dirname(path), 'sftp', sftp);
-            await makeSftpDirectory(false);
-        });
-        try {
-            await makeSftpDirectory(true);
-        }
-        finally {
-            if (!givenSftp) {
-                sftp.end();
-            }
-        }
-    }
-    async getFile(localFile, remoteFile, givenSftp = null, transferOptions = null) {
-        external_assert_(typeof localFile === 'string', 'localFile must be a valid string');
-        external_assert_(typeof remoteFile === 'string', 'remoteFile must be a valid string');
-        external_assert_(givenSftp == null || typeof givenSftp === 'object', 'sftp must be a valid object');
-        external_assert_(transferOptions == null || typeof transferOptions === 'object', 'transferOptions must be a valid object');
-        const sftp = givenSftp || (await this.requestSFTP());
-        try {
-            await new Promise((resolve, reject) => {
-                sftp.fastGet(unixifyPath(remoteFile), localFile, transferOptions || {}, (err) => {
-                    if (err) {
-                        reject(err);
-                    }
-                    else {
-                        resolve();
-                    }
-                });
-            });
-        }
-        finally {
-            if (!givenSftp) {
-                sftp.end();
-            }
-        }
-    }
-    async putFile(localFile, remoteFile, givenSftp = null, transferOptions = null) {
-        external_assert_(typeof localFile === 'string', 'localFile must be a valid string');
-        external_assert_(typeof remoteFile === 'string', 'remoteFile must be a valid string');
-        external_assert_(givenSftp == null || typeof givenSftp === 'object', 'sftp must be a valid object');
-        external_assert_(transferOptions == null || typeof transferOptions === 'object', 'transferOptions must be a valid object');
-        external_assert_(await new Promise((resolve) => {
-            external_fs_.access(localFile, external_fs_.constants.R_OK, (err) => {
-                resolve(err === null);
-            });
-        }), `localFile does not exist at ${localFile}`);
-        const sftp = givenSftp || (await this.requestSFTP());
-        const putFile = (retry) => {
-            return new Promise((resolve, reject) => {
-                sftp.fastPut(localFile, unixifyPath(remoteFile), transferOptions || {}, (err) => {
-                    if (err == null) {
-                        resolve();
-                        return;
-                    }
-                    if (err.message === 'No such file' && retry) {
-                        resolve(this.mkdir(external_path_.dirname(remoteFile), 'sftp', sftp).then(() => putFile(false)));
-                    }
-                    else {
-                        reject(err);
-                    }
-                });
-            });
-        };
-        try {
-            await putFile(true);
-        }
-        finally {
-            if (!givenSftp) {
-                sftp.end();
-            }
-        }
-    }
-    async putFiles(files, { concurrency = DEFAULT_CONCURRENCY, sftp: givenSftp = null, transferOptions = {} } = {}) {
-        external_assert_(Array.isArray(files), 'files must be an array');
-        for (let i = 0, { length } = files; i < length; i += 1) {
-            const file = files[i];
-            external_assert_(file, 'files items must be valid objects');
-            external_assert_(file.local && typeof file.local === 'string', `files[${i}].local must be a string`);
-            external_assert_(file.remote && typeof file.remote === 'string', `files[${i}].remote must be a string`);
-        }
-        const transferred = [];
-        const sftp = givenSftp || (await this.requestSFTP());
-        const queue = new PromiseQueue({ concurrency });
-        try {
-            await new Promise((resolve, reject) => {
-                files.forEach((file) => {
-                    queue
-                        .add(async () => {
-                        await this.putFile(file.local, file.remote, sftp, transferOptions);
-                        transferred.push(file);
-                    })
-                        .catch(reject);
-                });
-                queue.waitTillIdle().then(resolve);
-            });
-        }
-        catch (error) {
-            if (error != null) {
-                error.transferred = transferred;
-            }
-            throw error;
-        }
-        finally {
-            if (!givenSftp) {
-                sftp.end();
-            }
-        }
-    }
-    async putDirectory(localDirectory, remoteDirectory, { concurrency = DEFAULT_CONCURRENCY, sftp: givenSftp = null, transferOptions = {}, recursive = true, tick = DEFAULT_TICK, validate = DEFAULT_VALIDATE, } = {}) {
-        external_assert_(typeof localDirectory === 'string' && localDirectory, 'localDirectory must be a string');
-        external_assert_(typeof remoteDirectory === 'string' && remoteDirectory, 'remoteDirectory must be a string');
-        const localDirectoryStat = await new Promise((resolve) => {
-            external_fs_.stat(localDirectory, (err, stat) => {
-                resolve(stat || null);
-            });
-        });
-        external_assert_(localDirectoryStat != null, `localDirectory does not exist at ${localDirectory}`);
-        external_assert_(localDirectoryStat.isDirectory(), `localDirectory is not a directory at ${localDirectory}`);
-        const sftp = givenSftp || (await this.requestSFTP());
-        const scanned = await esm(localDirectory, {
-            recursive,
-            validate,
-        });
-        const files = scanned.files.map((item) => external_path_.relative(localDirectory, item));
-        const directories = scanned.directories.map((item) => external_path_.relative(localDirectory, item));
-        // Sort shortest to longest
-        directories.sort((a, b) => a.length - b.length);
-        let failed = false;
-        try {
-            // Do the directories first.
-            await new Promise((resolve, reject) => {
-                const queue = new PromiseQueue({ concurrency });
-                directories.forEach((directory) => {
-                    queue
-                        .add(async () => {
-                        await this.mkdir(external_path_.join(remoteDirectory, directory), 'sftp', sftp);
-                    })
-                        .catch(reject);
-                });
-                resolve(queue.waitTillIdle());
-            });
-            // and now the files
-            await new Promise((resolve, reject) => {
-                const queue = new PromiseQueue({ concurrency });
-                files.forEach((file) => {
-                    queue
-                        .add(async () => {
-                        const localFile = external_path_.join(localDirectory, file);
-                        const remoteFile = external_path_.join(remoteDirectory, file);
-                        try {
-                            await this.putFile(localFile, remoteFile, sftp, transferOptions);
-                            tick(localFile, remoteFile, null);
-                        }
-                        catch (_) {
-                            failed = true;
-                            tick(localFile, remoteFile, _);
-                        }
-                    })
-                        .catch(reject);
-                });
-                resolve(queue.waitTillIdle());
-            });
-        }
-        finally {
-            if (!givenSftp) {
-                sftp.end();
-            }
-        }
-        return !failed;
-    }
-    async getDirectory(localDirectory, remoteDirectory, { concurrency = DEFAULT_CONCURRENCY, sftp: givenSftp = null, transferOptions = {}, recursive = true, tick = DEFAULT_TICK, validate = DEFAULT_VALIDATE, } = {}) {
-        external_assert_(typeof localDirectory === 'string' && localDirectory, 'localDirectory must be a string');
-        external_assert_(typeof remoteDirectory === 'string' && remoteDirectory, 'remoteDirectory must be a string');
-        const localDirectoryStat = await new Promise((resolve) => {
-            external_fs_.stat(localDirectory, (err, stat) => {
-                resolve(stat || null);
-            });
-        });
-        external_assert_(localDirectoryStat != null, `localDirectory does not exist at ${localDirectory}`);
-        external_assert_(localDirectoryStat.isDirectory(), `localDirectory is not a directory at ${localDirectory}`);
-        const sftp = givenSftp || (await this.requestSFTP());
-        const scanned = await esm(remoteDirectory, {
-            recursive,
-            validate,
-            concurrency,
-            fileSystem: {
-                basename(path) {
-                    return external_path_.posix.basename(path);
-                },
-                join(pathA, pathB) {
-                    return external_path_.posix.join(pathA, pathB);
-                },
-                readdir(path) {
-                    return new Promise((resolve, reject) => {
-                        sftp.readdir(path, (err, res) => {
-                            if (err) {
-                                reject(err);
-                            }
-                            else {
-                                resolve(res.map((item) => item.filename));
-                            }
-                        });
-                    });
-                },
-                stat(path) {
-                    return new Promise((resolve, reject) => {
-                        sftp.stat(path, (err, res) => {
-                            if (err) {
-                                reject(err);
-                            }
-                            else {
-                                // eslint-disable-next-line @typescript-eslint/no-explicit-any
-                                resolve(res);
-                            }
-                        });
-                    });
-                },
-            },
-        });
-        const files = scanned.files.map((item) => external_path_.relative(remoteDirectory, item));
-        const directories = scanned.directories.map((item) => external_path_.relative(remoteDirectory, item));
-        // Sort shortest to longest
-        directories.sort((a, b) => a.length - b.length);
-        let failed = false;
-        try {
-            // Do the directories first.
-            await new Promise((resolve, reject) => {
-                const queue = new PromiseQueue({ concurrency });
-                directories.forEach((directory) => {
-                    queue
-                        .add(async () => {
-                        await make_dir(external_path_.join(localDirectory, directory));
-                    })
-                        .catch(reject);
-                });
-                resolve(queue.waitTillIdle());
-            });
-            // and now the files
-            await new Promise((resolve, reject) => {
-                const queue = new PromiseQueue({ concurrency });
-                files.forEach((file) => {
-                    queue
-                        .add(async () => {
-                        const localFile = external_path_.join(localDirectory, file);
-                        const remoteFile = external_path_.join(remoteDirectory, file);
-                        try {
-                            await this.getFile(localFile, remoteFile, sftp, transferOptions);
-                            tick(localFile, remoteFile, null);
-                        }
-                        catch (_) {
-                            failed = true;
-                            tick(localFile, remoteFile, _);
-                        }
-                    })
-                        .catch(reject);
-                });
-                resolve(queue.waitTillIdle());
-            });
-        }
-        finally {
-            if (!givenSftp) {
-                sftp.end();
-            }
-        }
-        return !failed;
-    }
-    forwardIn(remoteAddr, remotePort, onConnection) {
-        const connection = this.getConnection();
-        return new Promise((resolve, reject) => {
-            connection.forwardIn(remoteAddr, remotePort, (error, port) => {
-                if (error) {
-                    reject(error);
-                    return;
-                }
-                const handler = (details, acceptConnection, rejectConnection) => {
-                    if (details.destIP === remoteAddr && details.destPort === port) {
-                        onConnection === null || onConnection === void 0 ? void 0 : onConnection(details, acceptConnection, rejectConnection);
-                    }
-                };
-                if (onConnection) {
-                    connection.on('tcp connection', handler);
-                }
-                const dispose = () => {
-                    return new Promise((_resolve, _reject) => {
-                        connection.off('tcp connection', handler);
-                        connection.unforwardIn(remoteAddr, port, (_error) => {
-                            if (_error) {
-                                _reject(error);
-                            }
-                            _resolve();
-                        });
-                    });
-                };
-                resolve({ port, dispose });
-            });
-        });
-    }
-    forwardOut(srcIP, srcPort, dstIP, dstPort) {
-        const connection = this.getConnection();
-        return new Promise((resolve, reject) => {
-            connection.forwardOut(srcIP, srcPort, dstIP, dstPort, (error, channel) => {
-                if (error) {
-                    reject(error);
-                    return;
-                }
-                resolve(channel);
-            });
-        });
-    }
-    forwardInStreamLocal(socketPath, onConnection) {
-        const connection = this.getConnection();
-        return new Promise((resolve, reject) => {
-            connection.openssh_forwardInStreamLocal(socketPath, (error) => {
-                if (error) {
-                    reject(error);
-                    return;
-                }
-                const handler = (details, acceptConnection, rejectConnection) => {
-                    if (details.socketPath === socketPath) {
-                        onConnection === null || onConnection === void 0 ? void 0 : onConnection(details, acceptConnection, rejectConnection);
-                    }
-                };
-                if (onConnection) {
-                    connection.on('unix connection', handler);
-                }
-                const dispose = () => {
-                    return new Promise((_resolve, _reject) => {
-                        connection.off('unix connection', handler);
-                        connection.openssh_unforwardInStreamLocal(socketPath, (_error) => {
-                            if (_error) {
-                                _reject(_error);
-                            }
-                            _resolve();
-                        });
-                    });
-                };
-                resolve({ dispose });
-            });
-        });
-    }
-    forwardOutStreamLocal(socketPath) {
-        const connection = this.getConnection();
-        return new Promise((resolve, reject) => {
-            connection.openssh_forwardOutStreamLocal(socketPath, (error, channel) => {
-                if (error) {
-                    reject(error);
-                    return;
-                }
-                resolve(channel);
-            });
-        });
-    }
-    dispose() {
-        if (this.connection) {
-            this.connection.end();
-            this.connection = null;
-        }
-    }
-}
-
-// EXTERNAL MODULE: external "node:stream"
-var external_node_stream_ = __nccwpck_require__(7075);
-;// CONCATENATED MODULE: ./src/errors.ts
-// What went wrong, as text: an Error's message, or whatever else was thrown.
-function errorMessage(err) {
-    return err instanceof Error ? err.message : String(err);
-}
-
-;// CONCATENATED MODULE: external "node:timers/promises"
-const promises_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:timers/promises");
-;// CONCATENATED MODULE: external "node:string_decoder"
-const external_node_string_decoder_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:string_decoder");
-;// CONCATENATED MODULE: ./src/transport/text.ts
-// Remote output arrives in chunks that may end inside a multi-byte character:
-// each stream is decoded with one streaming decoder, which holds a partial
-// character back until the bytes that complete it arrive.
-
-/** The text of one byte stream, decoded as UTF-8 across chunk boundaries. */
-class StreamText {
-    keep;
-    decoder = new external_node_string_decoder_namespaceObject.StringDecoder('utf8');
-    collected = '';
-    /** keep: how many trailing characters to hold (all by default). */
-    constructor(keep = Infinity) {
-        this.keep = keep;
-    }
-    /** Adds a chunk; returns the text it completes (empty while a character is still split). */
-    push(chunk) {
-        return this.add(this.decoder.write(chunk));
-    }
-    /** Ends the stream; returns what was left (a truncated character becomes U+FFFD). */
-    end() {
-        return this.add(this.decoder.end());
-    }
-    get text() {
-        return this.collected;
-    }
-    add(text) {
-        if (text) {
-            this.collected += text;
-            if (this.collected.length > this.keep)
-                this.collected = this.collected.slice(-this.keep);
-        }
-        return text;
-    }
-}
-/** Complete lines out of decoded text given in pieces. */
-class Lines {
-    partial = '';
-    /** Adds text; returns the lines it completed. */
-    push(text) {
-        const lines = (this.partial + text).split('\n');
-        this.partial = lines.pop() ?? '';
-        return lines;
-    }
-    /** What follows the last line break. */
-    rest() {
-        const r = this.partial;
-        this.partial = '';
-        return r;
-    }
-}
-
-;// CONCATENATED MODULE: ./src/transport/ssh.ts
-// The only module that talks SSH. One connection per host per run; every script
-// goes on stdin to bash with errexit, nounset and pipefail, and its exit code decides.
-
-
-
-
-
-
-
-
-class RemoteError extends Error {
-    host;
-    code;
-    stderrTail;
-    constructor(message, host, code, stderrTail) {
-        super(message);
-        this.host = host;
-        this.code = code;
-        this.stderrTail = stderrTail;
-        this.name = 'RemoteError';
-    }
-}
-class HostKeyError extends Error {
-    constructor(message) {
-        super(message);
-        this.name = 'HostKeyError';
-    }
-}
-function tail(text, lines = 20) {
-    return text.trimEnd().split('\n').slice(-lines).join('\n');
-}
-class Connection {
-    endpoint;
-    ssh;
-    jump;
-    options;
-    log;
-    closed = false;
-    /** Starts the token of every script this connection runs, so that what the run left behind can be found. */
-    runTag = (0,external_node_crypto_.randomBytes)(6).toString('hex');
-    lostReason = null;
-    constructor(endpoint, ssh, jump, options, log) {
-        this.endpoint = endpoint;
-        this.ssh = ssh;
-        this.jump = jump;
-        this.options = options;
-        this.log = log;
-        ssh.connection?.on('error', (err) => {
-            this.lostReason = err.message;
-        });
-        ssh.connection?.on('close', () => {
-            if (!this.closed)
-                this.lostReason ??= 'connection closed';
-        });
-    }
-    get label() {
-        return this.endpoint.label;
-    }
-    /** How long a script may print nothing (the command-idle-timeout input), unless a step says otherwise. */
-    get idleTimeoutMs() {
-        return this.options.idleTimeoutMs;
-    }
-    /** Runs a step and reads its output; throws RemoteError when its script fails. */
-    async step(s, opts = {}) {
-        return this.readStep(s, await this.exec(s.script, { ...opts, what: s.what }));
-    }
-    /**
-     * A step's result from how its script ended, as step() reads it: for a step
-     * whose script ran inside another (the first step under the deploy lock).
-     */
-    readStep(s, result) {
-        if (!s.reportsFailure && result.code !== 0)
-            throw this.failure(s.what, result);
-        return s.parse(result.stdout, result);
-    }
-    /** Runs a script; resolves with its output when it exits 0, throws RemoteError otherwise. */
-    async run(script, opts = {}) {
-        const result = await this.exec(script, opts);
-        if (result.code !== 0)
-            throw this.failure(opts.what ?? 'remote command', result);
-        return result;
-    }
-    failure(what, result) {
-        return new RemoteError(this.log.redact(`${what} failed on ${this.label} with exit code ${result.code}` +
-            (result.stderr.trim() ? `:\n${tail(result.stderr)}` : '')), this.label, result.code, this.log.redact(tail(result.stderr)));
-    }
-    /** Runs a script and resolves with its exit code whatever it is (timeouts and lost connections still throw). */
-    async exec(script, opts = {}) {
-        return this.log.timed({ kind: 'remote', what: opts.what ?? 'remote command', host: this.label }, () => this.execOnce(script, opts));
-    }
-    async execOnce(script, opts) {
-        if (this.lostReason)
-            throw new RemoteError(`connection to ${this.label} was lost: ${this.lostReason}`, this.label, null, '');
-        const what = opts.what ?? 'remote command';
-        const idleMs = opts.idleTimeoutMs ?? this.options.idleTimeoutMs;
-        const totalMs = opts.timeoutMs ?? this.options.commandTimeoutMs;
-        const token = `${this.runTag}-${(0,external_node_crypto_.randomBytes)(8).toString('hex')}`;
-        const wrapped = wrapScript(script, token);
-        const stdin = new external_node_stream_.PassThrough();
-        stdin.write(wrapped);
-        if (opts.input instanceof external_node_stream_.Readable)
-            opts.input.pipe(stdin);
-        else {
-            if (opts.input)
-                stdin.write(opts.input);
-            stdin.end();
-        }
-        let channel = null;
-        let timedOut = null;
-        let idleTimer;
-        let abandon = () => { };
-        const abandoned = new Promise((resolve) => (abandon = () => resolve(null)));
-        const stop = (reason) => {
-            timedOut = reason;
-            // Closing the channel does not stop the remote processes: kill the script's session.
-            void this.ssh
-                .execCommand(remoteCommand(this.endpoint.user), { stdin: wrapScript(killSessionScript(token)) })
-                .catch(() => undefined)
-                .finally(() => {
-                channel?.close();
-                setTimeout(abandon, 3000);
-            });
-        };
-        const armIdle = () => {
-            clearTimeout(idleTimer);
-            idleTimer = setTimeout(() => stop(`printed nothing for ${Math.round(idleMs / 1000)} s (idle timeout)`), idleMs);
-        };
-        const totalTimer = setTimeout(() => stop(`ran longer than ${Math.round(totalMs / 1000)} s (command timeout)`), totalMs);
-        armIdle();
-        // Decoded here, not by node-ssh (which decodes each chunk on its own and
-        // garbles a character split between two chunks).
-        const text = { out: new StreamText(), err: new StreamText() };
-        const lines = { out: new Lines(), err: new Lines() };
-        const emit = (kind, chunk) => {
-            armIdle();
-            const added = text[kind].push(chunk);
-            if (!opts.stream)
-                return;
-            for (const line of lines[kind].push(added)) {
-                // A streamed script's `MARK <what>` is a point in the run's timeline, as it happens.
-                if (kind === 'out' && line.startsWith('MARK '))
-                    this.log.mark(line.slice(5), this.label);
-                this.log.info(`[${this.label}] ${line}`);
-            }
-        };
-        try {
-            const execution = this.ssh.execCommand(remoteCommand(this.endpoint.user), {
-                stdin,
-                noTrim: true,
-                onChannel: (c) => {
-                    channel = c;
-                },
-                onStdout: (c) => emit('out', c),
-                onStderr: (c) => emit('err', c),
-            });
-            const res = (await Promise.race([execution, abandoned])) ?? {
-                code: null,
-                signal: null,
-                stdout: '',
-                stderr: '',
-            };
-            for (const kind of ['out', 'err']) {
-                const rest = lines[kind].push(text[kind].end()).concat(lines[kind].rest()).filter(Boolean);
-                if (opts.stream)
-                    for (const line of rest)
-                        this.log.info(`[${this.label}] ${line}`);
-            }
-            const stdout = text.out.text;
-            const stderr = text.err.text;
-            if (timedOut) {
-                throw new RemoteError(this.log.redact(`${what} on ${this.label} ${timedOut}; its processes were stopped` +
-                    (stderr.trim() ? `; last output:\n${tail(stderr)}` : '')), this.label, null, this.log.redact(tail(stderr)));
-            }
-            if (res.code === null) {
-                throw new RemoteError(this.log.redact(`${what} on ${this.label} ended without an exit code (${this.lostReason ?? (res.signal ? 'signal ' + res.signal : 'connection lost')})`), this.label, null, this.log.redact(tail(stderr)));
-            }
-            return { code: res.code, stdout, stderr };
-        }
-        finally {
-            clearTimeout(idleTimer);
-            clearTimeout(totalTimer);
-        }
-    }
-    /**
-     * Runs a script whose stdout is data, not text: its bytes are piped into sink
-     * (with backpressure, never held in memory), and sink is ended when the script
-     * ends. For copying a file between hosts through the runner. Resolves with the
-     * exit code and stderr; `signal` aborts it (the channel is closed).
-     */
-    async pipeOut(script, sink, opts = {}) {
-        const client = this.ssh.connection;
-        const what = opts.what ?? 'remote command';
-        if (!client || this.lostReason)
-            throw new RemoteError(`connection to ${this.label} was lost: ${this.lostReason}`, this.label, null, '');
-        return new Promise((resolve, reject) => {
-            client.exec(remoteCommand(this.endpoint.user), (err, channel) => {
-                if (err) {
-                    sink.end();
-                    reject(new RemoteError(`${what} could not start on ${this.label}: ${err.message}`, this.label, null, ''));
-                    return;
-                }
-                const stderr = new StreamText(20000);
-                let code = null;
-                const close = () => channel.close();
-                const timer = setTimeout(close, opts.timeoutMs ?? this.options.commandTimeoutMs);
-                opts.signal?.addEventListener('abort', close, { once: true });
-                channel.stderr.on('data', (c) => stderr.push(c));
-                channel.on('exit', (c) => (code = c));
-                channel.pipe(sink);
-                channel.on('close', () => {
-                    clearTimeout(timer);
-                    opts.signal?.removeEventListener('abort', close);
-                    if (!sink.writableEnded)
-                        sink.end();
-                    stderr.end();
-                    resolve({ code: code ?? -1, stdout: '', stderr: this.log.redact(stderr.text) });
-                });
-                channel.end(wrapScript(script));
-            });
-        });
-    }
-    /**
-     * Starts a long-running script whose stdin stays open: it can wait for lines
-     * from us (a heartbeat) and notices when we end it or the connection drops.
-     */
-    openSession(script, onStdout) {
-        const stdin = new external_node_stream_.PassThrough();
-        stdin.write(wrapScript(script));
-        const out = new StreamText();
-        const err = new StreamText();
-        const done = this.ssh
-            .execCommand(remoteCommand(this.endpoint.user), {
-            stdin,
-            noTrim: true,
-            onStdout: (c) => {
-                const t = out.push(c);
-                if (t)
-                    onStdout(t);
-            },
-            onStderr: (c) => err.push(c),
-        })
-            .then((r) => {
-            const t = out.end();
-            if (t)
-                onStdout(t);
-            err.end();
-            return { code: r.code ?? -1, stdout: out.text, stderr: err.text };
-        });
-        return { stdin, done };
-    }
-    /**
-     * A script that stops whatever this connection's scripts still run on the
-     * host: run by the lock holder when the run is gone (killed, or its network
-     * lost), before it lets the lock go, so the next run never works beside them.
-     */
-    leftoversScript() {
-        return killSessionScript(`${this.runTag}-*`);
-    }
-    async close() {
-        this.closed = true;
-        this.ssh.dispose();
-        this.jump?.dispose();
-    }
-}
-function hostVerifier(policy, target, log, onReject) {
-    return (key) => {
-        if (policy === null)
-            return true;
-        const verdict = policy.verify(target.host, target.port, key);
-        if (!verdict.ok) {
-            onReject(verdict.reason);
-            log.error(`Refusing ${target.label}: ${verdict.reason}`);
-        }
-        return verdict.ok;
-    };
-}
-async function connectOnce(target, options, log, sock) {
-    let rejection = null;
-    const algorithms = options.hostKeys ? options.hostKeys.algorithms(target.host, target.port) : [];
-    // Our own TCP socket with Nagle off: ssh2 leaves it on, and every small
-    // packet of a command's exchange would then wait out the peer's delayed ACK.
-    const socket = sock ?? (await tcpConnect(target.host, target.port, options.connectTimeoutMs));
-    const config = {
-        host: target.host,
-        port: target.port,
-        username: target.user,
-        privateKey: options.privateKey,
-        passphrase: options.passphrase || undefined,
-        readyTimeout: options.connectTimeoutMs,
-        keepaliveInterval: 10000,
-        keepaliveCountMax: 3,
-        hostVerifier: hostVerifier(options.hostKeys, target, log, (r) => (rejection = r)),
-        ...(algorithms.length ? { algorithms: { serverHostKey: algorithms } } : {}),
-        sock: socket,
-    };
-    const ssh = new NodeSSH();
-    try {
-        await ssh.connect(config);
-    }
-    catch (err) {
-        ssh.dispose();
-        if (rejection)
-            throw new HostKeyError(`host key verification failed for ${target.label}: ${rejection}`);
-        throw err;
-    }
-    return ssh;
-}
-function tcpConnect(host, port, timeoutMs) {
-    return new Promise((resolve, reject) => {
-        const socket = (0,external_node_net_.connect)({ host, port, noDelay: true });
-        const timer = setTimeout(() => {
-            socket.destroy();
-            reject(new Error(`timed out connecting to ${host}:${port} after ${Math.round(timeoutMs / 1000)} s`));
-        }, timeoutMs);
-        socket.once('connect', () => {
-            clearTimeout(timer);
-            socket.setNoDelay(true);
-            resolve(socket);
-        });
-        socket.once('error', (err) => {
-            clearTimeout(timer);
-            reject(err);
-        });
-    });
-}
-/** Connects with bounded retries for network errors; a host key mismatch is never retried. */
-async function connect(target, options, log) {
-    return log.timed({ kind: 'remote', what: 'connecting', host: target.label }, () => connectWithRetries(target, options, log));
-}
-async function connectWithRetries(target, options, log) {
-    if (options.hostKeys === null) {
-        log.warn(`Host key checking is off for ${target.label} (insecure-accept-any-host-key): anyone in between could impersonate it.`);
-    }
-    const attempts = options.attempts ?? 3;
-    let lastError;
-    for (let attempt = 1; attempt <= attempts; attempt++) {
-        let jump = null;
-        try {
-            let sock;
-            if (options.jump) {
-                jump = await connectOnce(options.jump, options, log);
-                sock = await new Promise((resolve, reject) => jump.connection.forwardOut('127.0.0.1', 0, target.host, target.port, (err, stream) => err ? reject(err) : resolve(stream)));
-            }
-            const ssh = await connectOnce(target, options, log, sock);
-            return new Connection(target, ssh, jump, options, log);
-        }
-        catch (err) {
-            jump?.dispose();
-            lastError = err;
-            if (err instanceof HostKeyError)
-                throw err;
-            const message = errorMessage(err);
-            if (/authentication methods failed|passphrase|Cannot parse privateKey|Unsupported key/i.test(message))
-                break;
-            if (attempt < attempts) {
-                log.info(`[${target.label}] connect attempt ${attempt} failed (${message}); retrying`);
-                await (0,promises_namespaceObject.setTimeout)(1000 * attempt);
-            }
-        }
-    }
-    const message = errorMessage(lastError);
-    throw new RemoteError(`could not connect to ${target.label}: ${message}`, target.label, null, '');
-}
-
-;// CONCATENATED MODULE: ./src/inputs/known-hosts.ts
-// OpenSSH known_hosts lines: parsed once, matched per host, compared on the raw key.
-
-
-const HOST_KEY_TYPES = [
-    'ssh-ed25519',
-    'ecdsa-sha2-nistp256',
-    'ecdsa-sha2-nistp384',
-    'ecdsa-sha2-nistp521',
-    'rsa-sha2-512',
-    'rsa-sha2-256',
-    'ssh-rsa',
-];
-function readSshString(buf, offset) {
-    if (buf.length < offset + 4)
-        return null;
-    const len = buf.readUInt32BE(offset);
-    if (buf.length < offset + 4 + len)
-        return null;
-    return buf.subarray(offset + 4, offset + 4 + len).toString('latin1');
-}
-/** Length of an uncompressed ECDSA point (0x04, x, y) per curve. */
-const POINT_LENGTH = { nistp256: 65, nistp384: 97, nistp521: 133 };
-/**
- * Whether a key blob is one whole public key of its type in the SSH wire format
- * (RFC 4253, 5656, 8709), with nothing left over: a truncated or mangled key
- * would pass a check of its first field and fail only at connect time.
- */
-function isWholeKey(key, type) {
-    let at = 0;
-    const next = () => {
-        if (key.length < at + 4)
-            return null;
-        const len = key.readUInt32BE(at);
-        if (key.length < at + 4 + len)
-            return null;
-        const field = key.subarray(at + 4, at + 4 + len);
-        at += 4 + len;
-        return field;
-    };
-    /** A positive mpint: not empty, no sign bit, no needless leading zero. */
-    const positive = (n) => !!n && n.length > 0 && n[0] < 0x80 && !(n[0] === 0 && (n.length === 1 || n[1] < 0x80));
-    if (next()?.toString('latin1') !== type)
-        return false;
-    if (type === 'ssh-ed25519') {
-        if (next()?.length !== 32)
-            return false;
-    }
-    else if (type === 'ssh-rsa') {
-        if (!positive(next()) || !positive(next()))
-            return false;
-    }
-    else {
-        const curve = type.slice('ecdsa-sha2-'.length);
-        if (next()?.toString('latin1') !== curve)
-            return false;
-        const point = next();
-        if (!point || point.length !== POINT_LENGTH[curve] || point[0] !== 4)
-            return false;
-    }
-    return at === key.length;
-}
-/** Parses known_hosts text; returns the entries or a message naming the bad line. */
-function parseKnownHosts(text) {
-    const entries = [];
-    const lines = text.replace(/\r\n?/g, '\n').split('\n');
-    for (let i = 0; i < lines.length; i++) {
-        const line = (lines[i] ?? '').trim();
-        if (!line || line.startsWith('#'))
-            continue;
-        const fields = line.split(/\s+/);
-        let revoked = false;
-        if (fields[0]?.startsWith('@')) {
-            const marker = fields.shift();
-            if (marker === '@revoked')
-                revoked = true;
-            else
-                return `line ${i + 1}: marker '${marker}' is not supported (use plain host key lines, or @revoked)`;
-        }
-        const [hostField, keyType, keyB64] = fields;
-        if (!hostField || !keyType || !keyB64) {
-            return `line ${i + 1} is not a known_hosts line (expected 'host key-type base64-key', as ssh-keyscan prints)`;
-        }
-        if (!HOST_KEY_TYPES.includes(keyType)) {
-            return `line ${i + 1}: unknown key type '${keyType.slice(0, 40)}' (expected one of ${HOST_KEY_TYPES.join(', ')})`;
-        }
-        if (!/^[A-Za-z0-9+/]+={0,2}$/.test(keyB64))
-            return `line ${i + 1}: the key is not base64`;
-        const key = Buffer.from(keyB64, 'base64');
-        const expectedEmbedded = keyType.startsWith('rsa-sha2') ? 'ssh-rsa' : keyType;
-        if (!isWholeKey(key, expectedEmbedded)) {
-            return `line ${i + 1}: the key data is not a whole ${keyType} key (truncated or mangled?)`;
-        }
-        const entry = { patterns: [], revoked, keyType: expectedEmbedded, key, line: i + 1 };
-        if (hostField.startsWith('|1|')) {
-            const [, , salt, hash] = hostField.split('|');
-            if (!salt || !hash)
-                return `line ${i + 1}: malformed hashed host name`;
-            entry.hashed = { salt: Buffer.from(salt, 'base64'), hash: Buffer.from(hash, 'base64') };
-        }
-        else {
-            entry.patterns = hostField.split(',');
-        }
-        entries.push(entry);
-    }
-    if (entries.length === 0)
-        return 'no host key lines found';
-    return entries;
-}
-/** The name known_hosts uses for host:port: `host` on port 22, `[host]:port` otherwise. */
-function knownHostsName(host, port) {
-    return port === 22 ? host : `[${host}]:${port}`;
-}
-function globMatch(pattern, name) {
-    const re = new RegExp('^' +
-        pattern
-            .split('')
-            .map((c) => (c === '*' ? '.*' : c === '?' ? '.' : c.replace(/[.+^${}()|[\]\\]/g, '\\$&')))
-            .join('') +
-        '$', 'i');
-    return re.test(name);
-}
-/** A known_hosts name without wildcards (`host` or `[host]:port`) in its canonical spelling. */
-function canonicalName(name) {
-    const m = /^\[(.+)\]:(\d+)$/.exec(name);
-    return m ? knownHostsName(canonicalHost(m[1]), Number(m[2])) : canonicalHost(name);
-}
-/** A pattern matches a name: a glob as ssh reads it, a plain name in any spelling of the host. */
-function patternMatches(pattern, name) {
-    return /[*?]/.test(pattern) ? globMatch(pattern, name) : canonicalName(pattern) === canonicalName(name);
-}
-function entryMatches(entry, name) {
-    if (entry.hashed) {
-        const h = (0,external_node_crypto_.createHmac)('sha1', entry.hashed.salt).update(name).digest();
-        return h.equals(entry.hashed.hash);
-    }
-    let matched = false;
-    for (const p of entry.patterns) {
-        if (p.startsWith('!')) {
-            if (patternMatches(p.slice(1), name))
-                return false;
-        }
-        else if (patternMatches(p, name)) {
-            matched = true;
-        }
-    }
-    return matched;
-}
-/**
- * The entries that apply to host:port: under the name as written (what
- * ssh-keyscan prints) or its canonical spelling (lower case, as ssh looks
- * names up and hashes them; IPv6 compressed).
- */
-function entriesFor(entries, host, port) {
-    const names = [...new Set([host, canonicalHost(host)])].map((h) => knownHostsName(h, port));
-    return entries.filter((e) => names.some((name) => entryMatches(e, name)));
-}
-/** OpenSSH-style fingerprint of a raw public key blob: SHA256:base64-without-padding. */
-function fingerprint(key) {
-    return 'SHA256:' + (0,external_node_crypto_.createHash)('sha256').update(key).digest('base64').replace(/=+$/, '');
-}
-/** The key type named inside a raw public key blob. */
-function keyTypeOf(key) {
-    return readSshString(key, 0) ?? 'unknown';
-}
-/** Decides whether the key a server offered is pinned for host:port. */
-function verifyHostKey(entries, host, port, offered) {
-    const applicable = entriesFor(entries, host, port);
-    const type = keyTypeOf(offered);
-    if (applicable.some((e) => e.revoked && e.key.equals(offered))) {
-        return {
-            ok: false,
-            reason: `host key ${type} ${fingerprint(offered)} is marked @revoked in known-hosts`,
-        };
-    }
-    if (applicable.some((e) => !e.revoked && e.key.equals(offered)))
-        return { ok: true };
-    const pinned = applicable.filter((e) => !e.revoked);
-    if (pinned.length === 0) {
-        return {
-            ok: false,
-            reason: `known-hosts has no key for ${knownHostsName(host, port)}; the host offered ${type} ${fingerprint(offered)}`,
-        };
-    }
-    return {
-        ok: false,
-        reason: `the host offered ${type} ${fingerprint(offered)}, which does not match the pinned ` +
-            pinned.map((e) => `${e.keyType} ${fingerprint(e.key)}`).join(', ') +
-            ' (a changed server, or someone in between)',
-    };
-}
-/** The host key algorithms to offer so the server picks a pinned key type. */
-function pinnedAlgorithms(entries, host, port) {
-    const types = new Set(entriesFor(entries, host, port)
-        .filter((e) => !e.revoked)
-        .map((e) => e.keyType));
-    const algos = [];
-    for (const t of types) {
-        if (t === 'ssh-rsa')
-            algos.push('rsa-sha2-512', 'rsa-sha2-256', 'ssh-rsa');
-        else
-            algos.push(t);
-    }
-    return algos;
-}
-
-;// CONCATENATED MODULE: ./src/remote/freeze.ts
-// The deploy freeze of an app on a host (metalship lock / unlock): a file in
-// the root-only state directory. While it exists, the actions that ship code
-// refuse to run and print its reason. It is read back as untrusted text
-// (whoever froze wrote it, and it reaches logs): control characters go,
-// its length is bounded.
-
-
-
-const REASON_MAX = 300;
-// Control characters (C0, C1, line separators) and the bidirectional
-// overrides that could make a log line read other than it is.
-// eslint-disable-next-line no-control-regex
-const UNSAFE = /[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
-/** Text read from a host, made fit for one log line: no control characters, at most max characters. */
-function freeze_cleanText(text, max) {
-    const t = text.replace(UNSAFE, ' ').replace(/\s+/g, ' ').trim();
-    return t.length > max ? t.slice(0, max - 1) + '…' : t;
-}
-/** A freeze as the file holds it (base64 of its bytes), whatever those are. */
-function freeze_parseFreeze(base64) {
-    let doc = {};
-    try {
-        const parsed = JSON.parse(Buffer.from(base64, 'base64').toString('utf8'));
-        if (parsed && typeof parsed === 'object')
-            doc = parsed;
-    }
-    catch {
-        // Unreadable: still a freeze; someone meant to stop deploys.
-    }
-    const field = (k, max) => freeze_cleanText(typeof doc[k] === 'string' ? doc[k] : '', max);
-    return {
-        reason: field('reason', REASON_MAX) || '(no reason given)',
-        actor: field('actor', 100) || 'unknown',
-        at: field('at', 40),
-        runUrl: field('runUrl', 300),
-    };
-}
-function freeze_freezeText(f) {
-    return `frozen${f.at ? ` since ${f.at}` : ''} by ${f.actor}: ${f.reason}${f.runUrl ? ` (${f.runUrl})` : ''}`;
-}
-/** A script line printing `FREEZE <base64>` when the app's deploys are frozen (the state directory checked first). */
-function freeze_readFreezeLine(layout) {
-    return sh_sh `if [ -f ${layout.freeze} ] && [ ! -L ${layout.freeze} ]; then echo "FREEZE $(head -c 4000 ${layout.freeze} | base64 -w0)"; fi`;
-}
-const parseFreezeLine = (stdout) => {
-    const line = sh_keyLines(stdout).get('FREEZE');
-    return line === undefined ? null : freeze_parseFreeze(line);
-};
-/** Whether the app's deploys are frozen on the host. */
-function freezeCheckStep(layout) {
-    return step_step('checking for a deploy freeze', sh_script(paths_rootOnly(layout.state), freeze_readFreezeLine(layout)), parseFreezeLine);
-}
-/**
- * Freezes the app's deploys: the file is root's, mode 600, in the root-only
- * state directory (the app user can neither write nor remove it). Returns the
- * freeze it replaced, if any.
- */
-function freeze_freezeStep(layout, freeze) {
-    return step('freezing deploys', script(rootOnly(layout.state), sh `mkdir -p ${layout.state}`, sh `chmod ${STATE_MODE} ${layout.state}`, freeze_readFreezeLine(layout), writeFileAtomic(layout.freeze, JSON.stringify(freeze) + '\n', { mode: '600', owner: 'root:root' })), parseFreezeLine);
-}
-/** Lifts the freeze; returns the one it removed (null: there was none). */
-function freeze_unfreezeStep(layout) {
-    return step('lifting the deploy freeze', script(rootOnly(layout.state), freeze_readFreezeLine(layout), sh `rm -f -- ${layout.freeze}`), parseFreezeLine);
-}
-
-;// CONCATENATED MODULE: ./src/remote/status.ts
-// What a host says about an app's deploys, for `metalship status`: the serving
-// slot and which api slots run, the deploy lock (whether a process holds it and
-// who took it last), the freeze, and the end of the history log. The releases
-// themselves come from listStep.
-
-
-
-
-/** A path as a find(1) pattern that matches it alone. */
-const globEscape = (p) => p.replace(/[*?[\]\\]/g, '\\$&');
-const decode = (b64) => (b64 ? Buffer.from(b64, 'base64').toString('utf8') : '');
-function status_statusStep(layout, historyLines) {
-    const lock = layout.lockFile;
-    return step('reading the deploy state', script(rootOnly(layout.state), sh `if [ ! -d ${layout.state} ]; then echo EMPTY; exit 0; fi`, sh `echo "SLOT $(head -c 20 ${layout.activeSlot} 2>/dev/null || true)"`, ...['blue', 'green'].map((s) => sh `if systemctl is-active --quiet ${layout.units.api(s)}; then echo "RUNNING ${s}"; fi`), 
-    // Held: a process has the lock file open (its holder, and any run waiting
-    // behind it). Not found by taking the lock: even a brief hold would make a
-    // starting deploy wait; and /proc/locks hides a container's locks.
-    sh `if [ -f ${lock} ] && [ -n "$(find /proc/[0-9]*/fd -maxdepth 1 -type l -lname ${globEscape(lock)} -print -quit 2>/dev/null)" ]; then echo LOCKED; fi`, sh `if [ -s ${layout.lockHolder} ]; then echo "HOLDER $(head -c 1000 ${layout.lockHolder} | base64 -w0)"; fi`, readFreezeLine(layout), sh `if [ -f ${layout.history} ]; then echo "HISTORY $(tail -n ${historyLines} ${layout.history} | head -c 40000 | base64 -w0)"; fi`), (stdout) => {
-        const out = keyLines(stdout);
-        const freeze = out.get('FREEZE');
-        return {
-            empty: out.get('EMPTY') !== undefined,
-            activeSlot: cleanText(out.get('SLOT') ?? '', 20),
-            running: out.all('RUNNING'),
-            locked: out.get('LOCKED') !== undefined,
-            holder: cleanText(decode(out.get('HOLDER')), 500),
-            freeze: freeze === undefined ? null : parseFreeze(freeze),
-            history: decode(out.get('HISTORY'))
-                .split('\n')
-                .map((l) => cleanText(l, 500))
-                .filter(Boolean),
-        };
-    });
-}
-
-;// CONCATENATED MODULE: ./src/remote/pytool.ts
-// The Python tool the scripts run on the host: src/remote/py/mstool.py, read as
-// text here (ncc ships it beside each bundle that needs it), sent inside the
-// script and run with python3 -I. Scripts define it once with pyToolDefinition()
-// and call `mstool <cmd> ...`.
-
-
-const PY_TOOL = (0,external_node_fs_namespaceObject.readFileSync)(__nccwpck_require__.ab + "mstool.py", 'utf8');
-/** The user health probes connect as: an app controls its socket's directory, so root never follows it. */
-const PROBE_USER = 'nobody';
-/**
- * Script lines that define `mstool`, a shell function running the Python tool
- * with python3 (isolated: neither the working directory nor PYTHON* variables
- * can bring other code in), and `mstool_as USER ...` for the same as another user.
- */
-function pyToolDefinition() {
-    return [
-        sh_textVar('MSTOOL_SRC', PY_TOOL),
-        // Each script calls one of the two or both: the other is there unused.
-        '# shellcheck disable=SC2317',
-        'mstool() { python3 -I -c "$MSTOOL_SRC" "$@"; }',
-        '# shellcheck disable=SC2317',
-        'mstool_as() { local user=$1; shift; runuser -u "$user" -- python3 -I -c "$MSTOOL_SRC" "$@"; }',
-    ].join('\n');
-}
-
-;// CONCATENATED MODULE: ./src/remote/units.ts
-// The systemd units of an app, as text: the api (a template with a blue and a
-// green instance, for zero-downtime switches), the worker, the single scheduler
-// and a target grouping them. Shared by the deploy path and provision.
-
-
-/** systemd's sandboxing: the app reads its release and writes only shared/ (field notes, systemd hardening). */
-function hardening(layout) {
-    return [
-        'NoNewPrivileges=yes',
-        'ProtectSystem=strict',
-        `ReadWritePaths=${unitWord(layout.shared)}`,
-        'PrivateTmp=yes',
-        'PrivateDevices=yes',
-        'ProtectHome=yes',
-        'ProtectKernelTunables=yes',
-        'ProtectKernelModules=yes',
-        'ProtectKernelLogs=yes',
-        'ProtectControlGroups=yes',
-        'ProtectClock=yes',
-        'ProtectHostname=yes',
-        'ProtectProc=invisible',
-        'RestrictNamespaces=yes',
-        'LockPersonality=yes',
-        'RestrictRealtime=yes',
-        'RestrictSUIDSGID=yes',
-        'RemoveIPC=yes',
-        'SystemCallArchitectures=native',
-        'SystemCallFilter=@system-service',
-        'SystemCallFilter=~@privileged @resources',
-        'SystemCallErrorNumber=EPERM',
-        'CapabilityBoundingSet=',
-        'AmbientCapabilities=',
-        'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6',
-        'DevicePolicy=closed',
-        'UMask=0027',
-    ].join('\n');
-}
-/**
- * journalctl's option for the app's units: their own output is in the app's
- * namespace, systemd's lines about them (started, exited, failed) in the
- * system journal; + reads both, interleaved.
- */
-function journalOf(layout) {
-    return `--namespace=+${layout.journalNamespace}`;
-}
-/** A command's program resolved inside a venv unless it is absolute. */
-function inVenv(venvBin, words) {
-    const [program, ...args] = words;
-    if (!program)
-        return [];
-    return [program.startsWith('/') ? program : `${venvBin}/${program}`, ...args];
-}
-/**
- * An app service unit: what every one has (the user, the release as working
- * directory, the .env, restart and stop rules, the sandboxing), around what is
- * its own. workdir may hold the %i of the api template.
- */
-function serviceUnit(settings, own) {
-    const layout = settings.layout;
-    const workdir = own.workdir;
-    return `# Managed by metalship: changes are overwritten on the next deploy.
-${own.note ? `# ${own.note}\n` : ''}[Unit]
-Description=${own.description}
-After=${own.after}
-PartOf=${unitWord(layout.units.target)}
-# Every deploy and rollback restarts the service: quick ones in a row must not
-# hit systemd's start limit (5 in 10 s). A crash loop is paced by RestartSec.
-StartLimitIntervalSec=0
-
-[Service]
-Type=simple
-${[
-        `User=${quoting_unitText(settings.user)}`,
-        `Group=${quoting_unitText(settings.user)}`,
-        `WorkingDirectory=${quoting_unitText(...workdir)}`,
-        // The release's own .env (the deploy's env, or a copy of the shared one): a rollback brings back the env that served.
-        `EnvironmentFile=-${quoting_unitText(...workdir, '/.env')}`,
-        `Environment=${unitEnv('PATH', ...workdir, '/.venv/bin:/usr/local/bin:/usr/bin:/bin')}`,
-        'Environment=PYTHONUNBUFFERED=1',
-        `Environment=${unitEnv('APP_NAME', layout.app)}`,
-        'Restart=always',
-        'RestartSec=5',
-        // stdout and stderr go to the app's own journal (journald@{app}.conf keeps it
-        // 30 days): no host-wide journald setting, and no file root would open in shared/.
-        `LogNamespace=${unitWord(layout.journalNamespace)}`,
-        ...own.service,
-        'TimeoutStopSec=35',
-        'KillMode=mixed',
-        'KillSignal=SIGTERM',
-    ].join('\n')}
-${hardening(layout)}
-
-[Install]
-WantedBy=${unitWord(layout.units.target)}
-`;
-}
-function apiUnit(settings) {
-    const layout = settings.layout;
-    const slot = specifier('i');
-    const workdir = [layout.slots, '/', slot];
-    const uvicorn = quoting_execLine([
-        [...workdir, '/.venv/bin/python'],
-        '-m',
-        'uvicorn',
-        settings.appModule,
-        '--uds',
-        [`/run/${layout.app}-api-`, slot, '/api.sock'],
-        // Above nginx's idle upstream time, so uvicorn never closes a connection nginx is about to reuse.
-        '--timeout-keep-alive',
-        '75',
-        // The flags the release's uvicorn has (switch.ts UVICORN_FLAGS), from the release's uvicorn.env.
-        splitVariable('METALSHIP_UVICORN_FLAGS'),
-        ...settings.uvicornArgs,
-    ]);
-    return serviceUnit(settings, {
-        description: quoting_unitText(layout.app, ' API (', slot, ' slot)'),
-        after: 'network.target postgresql.service redis-server.service',
-        workdir,
-        service: [
-            `EnvironmentFile=-${quoting_unitText(...workdir, '/.metalship/uvicorn.env')}`,
-            `ExecStart=${uvicorn}`,
-            `RuntimeDirectory=${unitWord(`${layout.app}-api-`, slot)}`,
-            'RuntimeDirectoryMode=0755',
-        ],
-    });
-}
-/** A unit running a command from the current release: the worker and the scheduler. */
-function currentReleaseUnit(settings, options) {
-    if (options.command.length === 0)
-        return null;
-    const layout = settings.layout;
-    return serviceUnit(settings, {
-        description: quoting_unitText(layout.app, ' ', options.what),
-        after: options.after,
-        note: options.note,
-        workdir: [layout.current],
-        service: [`ExecStart=${quoting_execLine(inVenv(`${layout.current}/.venv/bin`, options.command))}`],
-    });
-}
-function workerUnit(settings) {
-    return currentReleaseUnit(settings, {
-        what: 'worker',
-        command: settings.workerCommand,
-        after: 'network.target postgresql.service redis-server.service',
-    });
-}
-function schedulerUnit(settings) {
-    return currentReleaseUnit(settings, {
-        what: 'scheduler',
-        command: settings.schedulerCommand,
-        after: 'network.target redis-server.service',
-        note: 'Exactly one scheduler runs fleet-wide: it is installed on one host only.',
-    });
-}
-function targetUnit(layout) {
-    return `# Managed by metalship.
-[Unit]
-Description=${quoting_unitText(layout.app, ' (all services)')}
-
-[Install]
-WantedBy=multi-user.target
-`;
-}
-/** The unit files for a host: name -> content (null: the unit must not exist there). */
-function units_unitFiles(settings, roles) {
-    const layout = settings.layout;
-    return {
-        [layout.units.target]: targetUnit(layout),
-        [layout.units.apiTemplate]: apiUnit(settings),
-        [layout.units.worker]: roles.worker ? workerUnit(settings) : null,
-        [layout.units.scheduler]: roles.scheduler ? schedulerUnit(settings) : null,
-    };
-}
-/**
- * Script lines that refuse to write (or remove) a unit of these names that is
- * not ours: one the distribution ships (an app named multi-user would replace
- * multi-user.target), or one in /etc without our mark.
- */
-function unitsOurs(names) {
-    return [
-        `for unit in ${names.map((n) => sh_sh `${n}`).join(' ')}; do`,
-        '  for dir in /lib/systemd/system /usr/lib/systemd/system; do',
-        '    if [ -e "$dir/$unit" ]; then echo "$dir/$unit exists: the system has a unit of that name, which this app\'s unit would replace (choose another app name)" >&2; exit 1; fi',
-        '  done',
-        '  if [ -e "/etc/systemd/system/$unit" ] && ! grep -q "^# Managed by metalship" "/etc/systemd/system/$unit"; then echo "/etc/systemd/system/$unit exists and is not metalship\'s (choose another app name, or remove it)" >&2; exit 1; fi',
-        'done',
-    ].join('\n');
-}
-
-;// CONCATENATED MODULE: ./src/remote/verify.ts
-// Health checks run on a host, and the listing and cleanup of releases.
-
-
-
-
-/**
- * The path users take: the same check through nginx on the host, with the
- * Host (and, for a TLS site, the SNI name) of the app's site, when the host has
- * the app's site. Another site answering for that name, or a site that does
- * not reach the app, fails it although the slot's socket answers.
- */
-function throughNginx(settings) {
-    const site = settings.layout.nginxSiteEnabled;
-    return sh_script(sh_sh `if [ "$rc" = 0 ] && [ -e ${site} ]; then`, sh_sh `  name=$(awk '$1 == "server_name" { sub(/;$/, "", $2); print $2; exit }' ${site})`, 
-    // A wildcard name stands for any of its names; a regular expression for none we can write.
-    '  case "$name" in ""|_) name=localhost ;; "*."*) name="metalship-verify.${name#*.}" ;; esac', sh_sh `  if grep -Eq '^[[:space:]]*listen[[:space:]]+([^;]*:)?443[[:space:];]' ${site}; then target=https://127.0.0.1:443; else target=127.0.0.1:80; fi`, `  case "$name" in "~"*|*"*") echo "nginx: the site's first server_name is a pattern, not checked through nginx" ;; *)`, '    echo "NGINX_HOST $name"', '    nrc=0', sh_sh `    out=$(mstool_as ${PROBE_USER} wait-ready "$target" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody} "$name") || { nrc=$?; rc=$nrc; }`, '    echo "NGINX $out"; echo "NGINX_RC $nrc" ;;', '  esac', 'fi');
-}
-/**
- * Polls the serving slot's readiness endpoint until it answers as expected,
- * then checks the units; on trouble, the services' recent journal lines (without
- * uvicorn's access log). It reports, and the caller decides: it exits 0.
- */
-function verifyStep(settings) {
-    const layout = settings.layout;
-    const text = sh_script(pyToolDefinition(), 'rc=0', settings.api === false
-        ? null
-        : sh_script(sh_sh `slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "PROBLEM no api slot is serving on this host (nothing deployed yet?)"; exit 0;; esac', sh_sh `sock=/run/${layout.app}-api-$slot/api.sock`, sh_sh `out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'echo "PROBE_RC $rc"', throughNginx(settings)), 'failed=""', 
-    // A unit not yet active with no job queued is waited for, up to the timeout.
-    settings.units.length
-        ? sh_script('settled() {', '  local i=0 s jobs', '  while :; do', '    s=$(systemctl is-active "$1" 2>/dev/null || true)', '    jobs=$(systemctl list-jobs --no-legend "$1" 2>/dev/null || true)', '    if [ "$s" = active ] && [ -z "$jobs" ]; then return 0; fi', 
-        // No early failure: around a restart the switch did not wait for, a unit
-        // passes through inactive (and its job through states list-jobs may not
-        // show); a unit that is really down fails at the timeout.
-        sh_sh `    i=$((i + 1)); if [ "$i" -ge ${settings.timeout * 10} ]; then`, 
-        // What the unit was doing when given up on, so a failure explains itself.
-        '      echo "UNIT_STATE $1: is-active=${s:-?} jobs=${jobs:-none}; $(systemctl show -p ActiveState -p SubState -p Result -p NRestarts -p ExecMainStatus "$1" 2>/dev/null | tr \'\\n\' \' \')"', '      return 1', '    fi', '    sleep 0.1', '  done', '}').trimEnd()
-        : null, ...settings.units.map((u) => sh_sh `if ! settled ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', settings.list
-        ? sh_sh `if [ "$rc" = 0 ] && [ -z "$failed" ]; then echo "LISTING $(mstool releases ${layout.root} | tail -n 1)"; fi`
-        : null, 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', sh_sh `  journalctl ${journalOf(layout)} -u ${layout.units.api('blue')} -u ${layout.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`, 'fi');
-    return step_step('health check', text, (stdout) => {
-        const out = sh_keyLines(stdout);
-        const unitsDown = (out.get('UNITS_DOWN') ?? '').split(' ').filter(Boolean);
-        const problem = out.get('PROBLEM') ?? '';
-        const answer = settings.api === false || problem
-            ? null
-            : probeAnswer(out.get('RESULT') ?? '', out.get('PROBE_RC') ?? '');
-        // Once the site's name is out, the probe through nginx must answer too.
-        const nginxHost = out.get('NGINX_HOST');
-        const nginx = nginxHost === undefined
-            ? null
-            : { host: nginxHost, answer: probeAnswer(out.get('NGINX') ?? '', out.get('NGINX_RC') ?? '') };
-        return {
-            healthy: !problem &&
-                (answer === null || answer.ok) &&
-                (nginx === null || nginx.answer.ok) &&
-                unitsDown.length === 0,
-            answer,
-            nginx,
-            unitsDown,
-            unitStates: out.all('UNIT_STATE'),
-            journal: out.all('JOURNAL'),
-            problem,
-            listing: parseListing(out.get('LISTING')),
-        };
-    });
-}
-/**
- * The probe's answer. A probe that printed nothing, something else, or exited
- * non-zero (runuser or python failing) is a failed check, never a pass.
- */
-function probeAnswer(result, exitCode) {
-    const failed = (why) => ({ ok: false, attempts: 0, seconds: 0, status: 0, body: why });
-    let answer;
-    try {
-        answer = JSON.parse(result);
-    }
-    catch {
-        return failed(`the readiness probe gave no answer (exit ${exitCode || 'unknown'})`);
-    }
-    const a = answer;
-    if (typeof a !== 'object' || a === null || typeof a.ok !== 'boolean')
-        return failed(`the readiness probe gave no answer (exit ${exitCode || 'unknown'})`);
-    const parsed = {
-        ok: a.ok && exitCode === '0',
-        attempts: Number(a.attempts) || 0,
-        seconds: Number(a.seconds) || 0,
-        status: Number(a.status) || 0,
-        body: typeof a.body === 'string' ? a.body : '',
-    };
-    return parsed;
-}
-/** A listing a health check printed; none when unreadable (the cleanup then lists again: never a reason to fail). */
-function parseListing(line) {
-    try {
-        const listing = line ? JSON.parse(line) : undefined;
-        return Array.isArray(listing?.releases) &&
-            Array.isArray(listing?.venvs) &&
-            typeof listing?.links === 'object' &&
-            listing.links !== null
-            ? listing
-            : undefined;
-    }
-    catch {
-        return undefined;
-    }
-}
-/** The releases on a host, their status and links, and the venvs. */
-function verify_listStep(l) {
-    return step_step('listing releases', sh_script(pyToolDefinition(), sh_sh `mstool releases ${l.root}`), (stdout) => {
-        const line = stdout.trim().split('\n').pop() ?? '{}';
-        return JSON.parse(line);
-    });
-}
-const verify_GOOD = new Set(['ready']);
-/**
- * Which releases and venvs to remove: keep the newest `keep` good releases,
- * always current and both slots' releases (the rollback target), and the newest
- * failed one for inspection. Failed and bad releases never count toward keep.
- */
-function planCleanup(listing, keep) {
-    const pinned = new Set(Object.values(listing.links));
-    const byNewest = [...listing.releases].sort((a, b) => b.created - a.created || b.id.localeCompare(a.id));
-    const keepIds = new Set(pinned);
-    for (const r of byNewest.filter((r) => verify_GOOD.has(r.status)).slice(0, keep))
-        keepIds.add(r.id);
-    const newestFailed = byNewest.find((r) => r.status === 'failed');
-    if (newestFailed)
-        keepIds.add(newestFailed.id);
-    const remove = byNewest.filter((r) => !keepIds.has(r.id)).map((r) => r.id);
-    const usedVenvs = new Set(listing.releases.filter((r) => keepIds.has(r.id)).map((r) => r.venv));
-    const venvs = listing.venvs.filter((v) => !usedVenvs.has(v));
-    return { releases: remove, venvs };
-}
-/** Removes what the plan names; reads back what it removed. */
-function cleanupStep(layout, plan) {
-    const removed = (stdout) => sh_keyLines(stdout).all('removed');
-    if (plan.releases.length === 0 && plan.venvs.length === 0)
-        return step_step('cleanup', sh_script('echo "nothing to clean up"'), removed);
-    return step_step('cleanup', sh_script(
-    // Marked first: a removal cut short (the run stopped, the host rebooted) leaves no "ready" half.
-    ...plan.releases.map((id) => sh_sh `if [ -d ${layout.release(id)}/.metalship ]; then echo removing > ${layout.release(id)}/.metalship/status; fi; rm -rf -- ${layout.release(id)} && echo "removed release ${id}"`), ...plan.venvs.map((v) => sh_sh `rm -rf -- ${layout.venvs}/${v} && echo "removed virtualenv ${v}"`)), removed);
-}
-/**
- * The release a rollback goes to: the named one (must be complete and not
- * failed) or the newest good release older than current that served (a release
- * only built, such as the fleet's `<id>-migrate` made to run migrations, never
- * ran with traffic and is no way back).
- */
-function verify_pickRollbackTarget(listing, requested) {
-    const current = listing.links.current ?? '';
-    const candidates = [...listing.releases]
-        .filter((r) => verify_GOOD.has(r.status) && r.id !== current)
-        .sort((a, b) => b.created - a.created || b.id.localeCompare(a.id));
-    const list = candidates.map((r) => r.id).join(', ') || 'none';
-    if (requested) {
-        const r = listing.releases.find((x) => x.id === requested);
-        if (!r)
-            return { error: `release ${requested} does not exist; good releases: ${list}` };
-        if (r.id === current)
-            return { error: `release ${requested} is already current; good releases: ${list}` };
-        if (r.status === 'bad')
-            return {
-                error: `release ${requested} is marked bad (rolled back from before); good releases: ${list}`,
-            };
-        if (!verify_GOOD.has(r.status))
-            return { error: `release ${requested} is ${r.status}, not a complete release; good releases: ${list}` };
-        return { target: r.id };
-    }
-    const currentInfo = listing.releases.find((r) => r.id === current);
-    const older = candidates.filter((r) => r.served !== false &&
-        (!currentInfo ||
-            r.created < currentInfo.created ||
-            (r.created === currentInfo.created && r.id < current)));
-    const pick = older[0];
-    if (!pick)
-        return {
-            error: `there is no good release before ${current || 'the current one'} to roll back to; good releases: ${list}`,
-        };
-    return { target: pick.id };
-}
-
-;// CONCATENATED MODULE: ./src/stages/operations.ts
-// Operations on a live app: its status per host, and the deploy freeze
-// (metalship lock / unlock) with the gate the deploy path passes.
-
-
-
-
-/**
- * What a freeze does to each action. Those that ship code or change the schema
- * are refused. A rollback passes, with a warning: during an incident it is the
- * remedy; while frozen it may only go back to a release that was already live,
- * without migrate-down, which its own gate checks (freezeAllowsRollback). Provision
- * passes too: it converges the server (a fix may need it), not the app's code.
- * Reading actions (status, verify) and lock/unlock never look.
- */
-const FREEZE_REFUSES = new Set(['deploy', 'release', 'switch', 'migrate']);
-const FREEZE_WARNS = new Set(['provision']);
-/** Refuses the action on frozen hosts (before it changes anything), or warns when it passes a freeze. */
-async function freezeGate(hosts, action, log) {
-    if (!FREEZE_REFUSES.has(action) && !FREEZE_WARNS.has(action))
-        return;
-    const found = await Promise.all(hosts.map((h) => h.conn.step(freezeCheckStep(h.layout))));
-    const frozen = hosts.flatMap((h, i) => (found[i] ? [`${h.spec.label}: ${freeze_freezeText(found[i])}`] : []));
-    if (frozen.length === 0)
-        return;
-    if (FREEZE_WARNS.has(action)) {
-        for (const f of frozen)
-            log.warn(`${action} passes the deploy freeze: ${f}`);
-        return;
-    }
-    throw new Error(`deploys of ${hosts[0].layout.app} are frozen; the ${action} was refused and nothing was changed:\n` +
-        frozen.map((f) => `- ${f}`).join('\n') +
-        `\nLift the freeze with 'metalship unlock' (actions/unlock) when the incident is over.`);
-}
-/**
- * A rollback passes a freeze only when it goes back: to a release that served,
- * older than current, with no schema change (anything else ships something
- * new), and then with a warning. Its own gate: the generic one cannot know the target.
- */
-function freezeAllowsRollback(hosts, listings, 
-/** The freeze each host has (read with its listing, in the same round trip). */
-found, target, migrateDown, log) {
-    const frozen = hosts.flatMap((h, i) => (found[i] ? [`${h.spec.label}: ${freezeText(found[i])}`] : []));
-    if (frozen.length === 0)
-        return;
-    const problems = migrateDown ? ['migrate-down changes the schema'] : [];
-    listings.forEach((listing, i) => {
-        const label = hosts[i].spec.label;
-        const to = listing.releases.find((r) => r.id === target);
-        const current = listing.releases.find((r) => r.id === listing.links.current);
-        if (!to?.served)
-            problems.push(`${target} never served on ${label}`);
-        else if (current && to.created >= current.created)
-            problems.push(`${target} is not older than the current ${current.id} on ${label}`);
-    });
-    if (problems.length)
-        throw new Error(`deploys of ${hosts[0].layout.app} are frozen, and a rollback then only goes back to a release that served, without migrate-down; refused, nothing was changed: ${problems.join('; ')}`);
-    for (const f of frozen)
-        log.warn(`rollback passes the deploy freeze: ${f}`);
-}
-function newFreeze(reason) {
-    const h = lockHolder('lock');
-    return { reason, actor: h.actor, at: h.startedAt, runUrl: h.runUrl };
-}
-async function freezeHosts(hosts, freeze) {
-    return onEachHost(hosts, async (h) => {
-        const before = await h.conn.step(freezeStep(h.layout, freeze));
-        return { before: before ? freezeText(before) : '' };
-    });
-}
-async function unfreezeHosts(hosts) {
-    return onEachHost(hosts, async (h) => {
-        const before = await h.conn.step(unfreezeStep(h.layout));
-        return { before: before ? freezeText(before) : '' };
-    });
-}
-/** Releases newest first, each with its part: current, standby, or none. */
-function releaseRows(listing, state) {
-    const current = listing.links.current ?? '';
-    const other = state.activeSlot === 'blue' ? 'green' : state.activeSlot === 'green' ? 'blue' : '';
-    const standby = other ? (listing.links[`slots/${other}`] ?? '') : '';
-    return [...listing.releases]
-        .sort((a, b) => b.created - a.created || b.id.localeCompare(a.id))
-        .map((r) => ({
-        id: r.id,
-        status: r.status,
-        role: r.id === current
-            ? `current${state.activeSlot ? ` (${state.activeSlot})` : ''}`
-            : r.id === standby && GOOD.has(r.status)
-                ? `standby (${other}, ${state.running.includes(other) ? 'running' : 'stopped'})`
-                : '',
-        revision: r.revision,
-    }));
-}
-async function hostStatuses(hosts, historyLines) {
-    return onEachHost(hosts, async (h) => {
-        const [listing, state] = await Promise.all([
-            h.conn.step(listStep(h.layout)),
-            h.conn.step(statusStep(h.layout, historyLines)),
-        ]);
-        const releases = releaseRows(listing, state);
-        return {
-            current: listing.links.current ?? '',
-            standby: releases.find((r) => r.role.startsWith('standby'))?.id ?? '',
-            slot: state.activeSlot,
-            releases,
-            locked: state.locked,
-            holder: state.holder,
-            frozen: state.freeze !== null,
-            freeze: state.freeze,
-            history: state.history,
-        };
-    });
-}
-const cell = (t) => t.replace(/\|/g, '\\|');
-/** The status as markdown: readable as it is on a terminal, and rendered in a job summary. */
-function statusMarkdown(statuses) {
-    return statuses
-        .map((s) => {
-        if (!s.ok)
-            return `### ${s.host}\n\n❌ ${cell(s.error ?? 'unknown error')}`;
-        const lock = s.locked
-            ? `held by ${s.holder || 'an unnamed run'}`
-            : `free${s.holder ? ` (left by ${s.holder})` : ''}`;
-        const rows = (s.releases ?? []).map((r) => `| ${r.id} | ${r.status} | ${cell(r.role)} | ${cell(r.revision || '')} |`);
-        return [
-            `### ${s.host}`,
-            '',
-            s.freeze ? `**Deploys ${cell(freezeText(s.freeze))}**` : 'Deploys: not frozen',
-            '',
-            `Deploy lock: ${cell(lock)}`,
-            '',
-            rows.length
-                ? ['| release | status | part | revision |', '|---|---|---|---|', ...rows].join('\n')
-                : 'No releases.',
-            '',
-            'Last entries of the history log:',
-            '',
-            // Indented, not fenced: a line of the log cannot end the block.
-            ...(s.history?.length ? s.history.map((l) => `    ${l}`) : ['    (none)']),
-        ].join('\n');
-    })
-        .join('\n\n');
-}
-
-;// CONCATENATED MODULE: ./src/stages/hosts.ts
-// Opening hosts: one connection per host for the whole run, the deploy lock held
-// on each for as long as the run needs it, and per-host results.
-
-
-
-
-
-
-
-
-/**
- * Roles when the hosts input names none (load balancer, database and Redis
- * hosts aside): every app host runs api and worker; the first also runs the
- * single scheduler and the migrations.
- */
-function resolveRoles(hosts) {
-    const explicit = hosts.some((h) => h.roles.length > 0 && isAppHost(h));
-    const first = hosts.find(isAppHost);
-    const none = {
-        api: false,
-        worker: false,
-        scheduler: false,
-        migrate: false,
-        lb: false,
-        db: false,
-        redis: false,
-        backup: false,
-    };
-    return hosts.map((h) => {
-        if (!isAppHost(h))
-            return {
-                ...none,
-                lb: h.roles.includes('lb'),
-                db: h.roles.includes('db'),
-                redis: h.roles.includes('redis'),
-                backup: h.roles.includes('backup'),
-            };
-        if (!explicit)
-            return { ...none, api: true, worker: true, scheduler: h === first, migrate: h === first };
-        const roles = h.roles.length ? h.roles : ['api', 'worker'];
-        return {
-            ...none,
-            api: roles.includes('api'),
-            worker: roles.includes('worker'),
-            scheduler: roles.includes('scheduler'),
-            migrate: roles.includes('migrate'),
-        };
-    });
-}
-/** The pinned keys as the transport asks for them (null: accept any key). */
-function hostKeyPolicy(entries) {
-    return entries === null
-        ? null
-        : {
-            verify: (host, port, key) => verifyHostKey(entries, host, port, key),
-            algorithms: (host, port) => pinnedAlgorithms(entries, host, port),
-        };
-}
-function connectOptions(settings) {
-    const jump = settings['jump-host'] && typeof settings['jump-host'] === 'object' ? settings['jump-host'] : null;
-    return {
-        privateKey: settings['ssh-key'],
-        passphrase: settings['ssh-key-passphrase'] || undefined,
-        hostKeys: hostKeyPolicy(settings['insecure-accept-any-host-key'] ? null : settings['known-hosts']),
-        jump: jump
-            ? { host: jump.host, port: jump.port, user: jump.user ?? settings['ssh-user'], label: jump.label }
-            : null,
-        connectTimeoutMs: settings['connect-timeout'] * 1000,
-        idleTimeoutMs: settings['command-idle-timeout'] * 1000,
-        commandTimeoutMs: settings['command-timeout'] * 1000,
-    };
-}
-/** Connects to every host in parallel; if any fails, closes the others and throws. */
-async function openHosts(settings, log) {
-    const options = connectOptions(settings);
-    const roles = resolveRoles(settings.hosts);
-    const results = await Promise.allSettled(settings.hosts.map((spec) => connect({ host: spec.host, port: spec.port, user: spec.user ?? settings['ssh-user'], label: spec.label }, options, log)));
-    const failed = results.filter((r) => r.status === 'rejected');
-    if (failed.length) {
-        await Promise.all(results.map((r) => (r.status === 'fulfilled' ? r.value.close() : undefined)));
-        throw new Error(failed.map((f) => errorMessage(f.reason)).join('\n'));
-    }
-    return results.map((r, i) => ({
-        spec: settings.hosts[i],
-        conn: r.value,
-        layout: layout(settings.app, settings['app-root']),
-        roles: roles[i],
-    }));
-}
-function hosts_lockHolder(action) {
-    const e = process.env;
-    const runUrl = e.GITHUB_RUN_ID
-        ? `${e.GITHUB_SERVER_URL ?? 'https://github.com'}/${e.GITHUB_REPOSITORY}/actions/runs/${e.GITHUB_RUN_ID}`
-        : '';
-    return {
-        action,
-        actor: e.GITHUB_ACTOR ?? e.USER ?? 'unknown',
-        runUrl,
-        startedAt: new Date().toISOString(),
-    };
-}
-/**
- * Takes the app's deploy lock on a host, and runs `first` (a short, read-only
- * step) under it in the same round trip; the returned function releases the lock.
- */
-async function acquireLock(host, holder, waitSeconds, log, first) {
-    let buffer = '';
-    let seen = '';
-    let settle = null;
-    const outcome = new Promise((resolve) => (settle = resolve));
-    const script = lockScript(host.layout, holder, waitSeconds, host.conn.leftoversScript(), first?.script);
-    const session = host.conn.openSession(script, (text) => {
-        buffer += text;
-        let nl;
-        while ((nl = buffer.indexOf('\n')) >= 0) {
-            const line = buffer.slice(0, nl);
-            buffer = buffer.slice(nl + 1);
-            seen += line + '\n';
-            const event = lockEvent(line);
-            if (event?.kind === 'waiting')
-                log.info(`[${host.spec.label}] waiting for the deploy lock, held by ${event.holder || 'another run'}`);
-            if (event?.kind === 'stale')
-                log.warn(`[${host.spec.label}] recovered a stale deploy lock left by a run that ended without releasing it: ${event.holder}`);
-            if (event?.kind === 'locked')
-                settle?.('locked');
-        }
-    });
-    void session.done.then((r) => {
-        if (r.code === LOCK_EXIT_HELD) {
-            const held = sh_keyLines(r.stdout).get('HELD') || 'another run';
-            settle?.(new Error(`${host.spec.label}: another deploy holds the lock of ${host.layout.app} and did not finish within ${waitSeconds} s: ${held}`));
-        }
-        else {
-            settle?.(new Error(`${host.spec.label}: could not take the deploy lock (exit ${r.code}): ${r.stderr.trim().slice(-500)}`));
-        }
-    });
-    const result = await outcome;
-    if (result instanceof Error) {
-        session.stdin.end();
-        throw result;
-    }
-    // Heartbeat: the remote holder gives the lock up when these stop (run killed, network gone).
-    const beat = setInterval(() => session.stdin.write('\n'), 10000);
-    const release = async () => {
-        clearInterval(beat);
-        session.stdin.end('release\n');
-        await session.done;
-    };
-    if (!first)
-        return { release, first: undefined };
-    try {
-        const ending = firstEnding(seen);
-        if (!ending)
-            throw new Error(`${host.spec.label}: the deploy lock was taken, but ${first.what} printed no ending`);
-        return { release, first: host.conn.readStep(first, ending) };
-    }
-    catch (err) {
-        await release();
-        throw err;
-    }
-}
-/** The key hosts' locks are taken in: their address, as every run spells it the same way. */
-function lockOrder(h) {
-    return `${h.spec.host.toLowerCase()}:${String(h.spec.port).padStart(5, '0')}`;
-}
-/** Runs fn on every host in parallel and collects a result per host (one failure does not hide the others). */
-async function hosts_onEachHost(hosts, fn) {
-    return Promise.all(hosts.map(async (host) => {
-        try {
-            return { host: host.spec.label, ok: true, ...(await fn(host)) };
-        }
-        catch (err) {
-            return {
-                host: host.spec.label,
-                ok: false,
-                error: errorMessage(err),
-            };
-        }
-    }));
-}
-/**
- * Connects, locks every app host, runs fn, and always releases the locks and
- * closes the connections. Load balancers, database and Redis hosts (roles=lb,
- * db, redis) are connected to only with `balancers: true` (provision), and
- * passed apart: the deploy path never needs them.
- */
-async function withHosts(settings, log, action, fn, opts = {}) {
-    const wanted = opts.balancers ? settings.hosts : settings.hosts.filter(isAppHost);
-    const all = await log.group(`Connecting to ${wanted.length} host(s)`, () => openHosts({ ...settings, hosts: wanted }, log));
-    const hosts = all.filter((h) => isAppHost(h.spec));
-    const balancers = all.filter((h) => !isAppHost(h.spec));
-    const releases = [];
-    try {
-        await opts.beforeLock?.(all);
-        const underLock = new Map();
-        if (opts.lock !== false) {
-            const holder = hosts_lockHolder(action);
-            // One at a time, in the same order for every run: two overlapping runs
-            // then never each hold half of the locks and wait out the timeout.
-            const deadline = Date.now() + settings['lock-timeout'] * 1000;
-            for (const h of [...hosts].sort((a, b) => lockOrder(a).localeCompare(lockOrder(b)))) {
-                const wait = Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
-                const first = opts.underLock?.(h);
-                const what = first ? `taking the deploy lock, then ${first.what}` : 'taking the deploy lock';
-                const locked = await log.timed({ kind: 'remote', what, host: h.spec.label }, () => acquireLock(h, holder, wait, log, first));
-                releases.push(locked.release);
-                if (first)
-                    underLock.set(h, locked.first);
-            }
-        }
-        else if (opts.underLock) {
-            const steps = opts.underLock;
-            await Promise.all(hosts.map(async (h) => underLock.set(h, await h.conn.step(steps(h)))));
-        }
-        // Under the lock: a freeze set from now on stops the next run, not this one.
-        await freezeGate(hosts, action, log);
-        return await fn(hosts, balancers, hosts.map((h) => underLock.get(h)));
-    }
-    finally {
-        await log.timed({ kind: 'remote', what: 'releasing the deploy locks' }, () => Promise.allSettled(releases.map((r) => r())));
-        await Promise.all(all.map((h) => h.conn.close()));
-    }
-}
-
-;// CONCATENATED MODULE: external "node:fs/promises"
-const external_node_fs_promises_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs/promises");
-;// CONCATENATED MODULE: external "node:path"
-const external_node_path_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:path");
-var external_node_path_default = /*#__PURE__*/__nccwpck_require__.n(external_node_path_namespaceObject);
-;// CONCATENATED MODULE: ./src/remote/runtime.ts
-// The runtime record of a release on a host: written by root when the release
-// is built (and again by a switch told other settings), read back before any
-// switch to it. src/inputs/runtime.ts holds its format and validation.
-
-
-/** The record's path: in the release's .metalship, which root owns and the app user cannot write. */
-function runtimePath(layout, releaseId) {
-    return `${layout.release(releaseId)}/.metalship/runtime.json`;
-}
-/**
- * The record's text, or null when the release has none (made before releases
- * recorded their settings). releaseId null: the current release's (through
- * `current`, root's link in root's directory).
- */
-function readRuntimeStep(layout, releaseId, max) {
-    const file = releaseId === null ? `${layout.current}/.metalship/runtime.json` : runtimePath(layout, releaseId);
-    return step_step(`reading the settings recorded with ${releaseId ?? 'the current release'}`, sh_script(
-    // A regular file only, never followed through a link; one byte past the limit shows it is too long.
-    sh_sh `if [ -f ${file} ] && [ ! -L ${file} ]; then echo RECORD; head -c ${max + 1} ${file}; else echo NONE; fi`), (stdout) => (stdout.startsWith('RECORD\n') ? stdout.slice('RECORD\n'.length) : null));
-}
-
-;// CONCATENATED MODULE: ./src/remote/nginx.ts
-// nginx configuration for an app: the upstream (which api slot serves) and the
-// site. The deploy path owns the upstream; the site is provision's, with a
-// minimal HTTP site installed by the deploy when none exists yet.
-
-function upstreamName(l) {
-    return `${l.app.replace(/-/g, '_')}_api`;
-}
-/**
- * http-level config: the upstream and the WebSocket map. The upstream is a link
- * to the serving slot's socket; nginx opens the path for every upstream
- * connection, so a switch renames the link and never reloads nginx (a reload
- * closes clients' idle keep-alive connections, which some clients see as errors).
- */
-function upstreamConf(layout) {
-    return `# Managed by metalship.
-upstream ${upstreamName(layout)} {
-    server ${nginxWord(`unix:${layout.apiLink}`)} max_fails=0;
-}
-map $http_upgrade $metalship_${upstreamName(layout)}_connection {
-    default upgrade;
-    '' close;
-}
-`;
-}
-const ACME_WEBROOT = '/var/www/letsencrypt';
-function proxyLocation(upstream, balancer) {
-    // A balancer passes a request to the next app host when one refuses the
-    // connection (any method: nothing was sent yet) and, for idempotent
-    // requests, when one times out or answers 502/503/504.
-    const retry = balancer ? `\n        proxy_next_upstream error timeout http_502 http_503 http_504;` : '';
-    // A host that is down is passed over quickly (the LAN answers in microseconds).
-    const connectTimeout = balancer ? '2s' : '5s';
-    return `    location / {
-        proxy_pass ${nginxWord(`http://${upstream}`)};
-        proxy_http_version 1.1;
-        proxy_set_header Host $host;
-        proxy_set_header X-Real-IP $remote_addr;
-        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-        proxy_set_header X-Forwarded-Proto $scheme;
-        proxy_set_header Upgrade $http_upgrade;
-        proxy_set_header Connection $metalship_${upstream}_connection;
-        proxy_connect_timeout ${connectTimeout};
-        proxy_read_timeout 60s;
-        proxy_send_timeout 60s;${retry}
-    }`;
-}
-const securityHeaders = `    add_header X-Content-Type-Options nosniff always;
-    add_header X-Frame-Options SAMEORIGIN always;
-    add_header Referrer-Policy strict-origin-when-cross-origin always;`;
-function siteConf(layout, settings) {
-    const isDefault = settings.serverName === '_';
-    const listen = (port, extra = '') => `    listen ${port}${extra}${isDefault ? ' default_server' : ''};\n    listen [::]:${port}${extra}${isDefault ? ' default_server' : ''};`;
-    const statics = settings.staticDir
-        ? // A link is followed only to a file of its own owner: a link the app plants
-            // in its files never serves, say, a world-readable system file.
-            `    location /static/ {\n        alias ${nginxWord(`${settings.staticDir}/`)};\n        disable_symlinks if_not_owner;\n        expires 7d;\n        access_log off;\n    }\n`
-        : '';
-    const logs = settings.logDir
-        ? `    access_log ${nginxWord(`${settings.logDir}/access.log`)};\n    error_log ${nginxWord(`${settings.logDir}/error.log`)};\n`
-        : '';
-    const serverName = `    server_name ${nginxServerNames(settings.serverName)};\n${logs}`.trimEnd();
-    const common = `${serverName}
-    client_max_body_size 25m;
-    client_body_timeout 30s;
-    client_header_timeout 30s;
-    send_timeout 60s;
-    keepalive_timeout 65s;
-    server_tokens off;
-${securityHeaders}
-${statics}${proxyLocation(settings.upstream ?? upstreamName(layout), settings.upstream !== undefined)}`;
-    const acme = (root) => `    location /.well-known/acme-challenge/ {
-        root ${nginxWord(root)};
-    }`;
-    if (!settings.tls) {
-        return `# Managed by metalship (HTTP only: no domain configured).
-server {
-${listen(80)}
-${settings.acmeWebroot ? acme(settings.acmeWebroot) + '\n' : ''}${common}
-}
-`;
-    }
-    return `# Managed by metalship.
-server {
-${listen(80)}
-${serverName}
-    server_tokens off;
-${acme(settings.acmeWebroot ?? ACME_WEBROOT)}
-    location / {
-        return 301 https://$host$request_uri;
-    }
-}
-server {
-${settings.http2 === 'directive' ? `${listen(443, ' ssl')}\n    http2 on;` : listen(443, ' ssl http2')}
-    ssl_certificate ${nginxWord(settings.tls.certificate)};
-    ssl_certificate_key ${nginxWord(settings.tls.key)};
-    ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_prefer_server_ciphers off;
-    ssl_session_cache shared:metalship_ssl:10m;
-    add_header Strict-Transport-Security "max-age=31536000" always;
-${common}
-}
-`;
-}
-
-;// CONCATENATED MODULE: ./src/remote/switch.ts
-// Blue/green switch on one host, in one script: start the release in the idle
-// api slot (or reuse the standby if it already runs it), wait until it is ready
-// on its own socket, then rename the socket link nginx connects through, point
-// `current` at the release and restart the worker and the single scheduler.
-// The old slot stays up as a warm standby, so a rollback to it is a rename.
-
-
-
-
-
-
-/**
- * Removes the rule by which metalship before 1.1 took a host out of a load
- * balancer's rotation during a rolling switch (a killed run could leave it).
- */
-function clearDrainLines(layout, port) {
-    const rule = sh_sh `INPUT ! -i lo -p tcp --dport ${String(port)} --syn -m comment --comment ${'metalship-drain-' + layout.app} -j REJECT --reject-with tcp-reset`;
-    return `for t in iptables ip6tables; do if command -v "$t" >/dev/null 2>&1; then while "$t" -w -D ${rule} 2>/dev/null; do :; done; fi; done`;
-}
-/** The switch's exit code when the release failed its precheck (nothing moved). */
-const PRECHECK_FAILED = 3;
-/**
- * A shell function renaming a fresh link over the old one (rename(2) by `mv
- * -T`: never a moment without the link) and reading it back, with no
- * interpreter to start: `swap_link TARGET PATH`. `ln` only ever creates the
- * fresh link (replacing a link in place is what differs between coreutils
- * flavours). Only for links in root's own directories (slots, the socket
- * link, current, venv).
- */
-const SWAP_LINK = [
-    'swap_link() {',
-    '  local tmp="$2.tmp-$$"',
-    '  rm -f -- "$tmp"',
-    '  ln -s -- "$1" "$tmp"',
-    '  mv -Tf -- "$tmp" "$2"',
-    '  if [ "$(readlink -- "$2")" != "$1" ]; then echo "link $2 does not point at $1 after the switch" >&2; return 1; fi',
-    '}',
-].join('\n');
-/**
- * Script lines run once the release serves: its record becomes what it served
- * with, and it is marked as having served (a rollback goes only to such a one).
- */
-function servedLines(settings) {
-    const meta = `${settings.layout.release(settings.releaseId)}/.metalship`;
-    return sh_script(sh_writeFileAtomic(runtimePath(settings.layout, settings.releaseId), settings.record), sh_sh `date -u +%FT%TZ > ${meta}/served`).trimEnd();
-}
-/** The api unit of the slot held in the shell variable `$slot`. */
-function apiUnitOf(l, slotVar) {
-    return `${sh_sh `${l.app}`}-api@"${slotVar}".service`;
-}
-function switchScript(settings) {
-    const layout = settings.layout;
-    const rel = layout.release(settings.releaseId);
-    const entries = Object.entries(settings.units);
-    const unitLines = [unitsOurs(Object.keys(settings.units))].concat(entries.flatMap(([name, content]) => content === null
-        ? []
-        : [
-            sh_ensureFile(`${layout.unitDir}/${name}`, content, {
-                mode: '644',
-                label: `unit ${name}`,
-                onChange: 'units_changed=1',
-            }),
-        ]));
-    // Units the release runs without (say no worker) go once it serves: until
-    // then the serving release keeps them.
-    const removals = (flag) => entries
-        .filter(([, content]) => content === null)
-        .map(([name]) => sh_sh `if [ -f ${layout.unitDir}/${name} ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${layout.unitDir}/${name}; ${raw(flag)}=1; fi`);
-    const followers = [
-        settings.worker ? layout.units.worker : null,
-        settings.scheduler ? layout.units.scheduler : null,
-    ].filter((u) => !!u);
-    const written = entries.filter(([, content]) => content !== null).map(([name]) => name);
-    const saved = `${layout.state}/units-before`;
-    const api = raw(apiUnitOf(layout, '$slot'));
-    const standbyApi = raw(apiUnitOf(layout, '$standby'));
-    if (settings.api === false)
-        return followersOnlyScript(settings, [...unitLines, ...removals('units_changed')], followers);
-    return sh_script(pyToolDefinition(), SWAP_LINK, sh_sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'command -v nginx >/dev/null 2>&1 || { echo "nginx is not installed: run the provision action first" >&2; exit 1; }', 
-    // The serving slot keeps serving; the release goes to the other one, unless the serving one already runs it.
-    sh_sh `active=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$active" in blue) idle=green ;; green) idle=blue ;; *) active=""; idle=blue ;; esac', sh_sh `slot_release() { basename "$(readlink ${layout.slots}/"$1" 2>/dev/null)" 2>/dev/null || true; }`, sh_sh `if [ -n "$active" ] && [ "$(slot_release "$active")" = ${settings.releaseId} ] && systemctl is-active --quiet ${raw(apiUnitOf(layout, '$active'))}; then slot=$active; else slot=$idle; fi`, 'if [ "$slot" = blue ]; then standby=green; else standby=blue; fi', 'echo "SLOT $slot"', 'units_changed=0', 
-    // The unit files as they were: a release that never takes traffic leaves them so (see restore_units).
-    // In root's own state directory (checked at the lock), in place of the last run's.
-    sh_sh `units_saved=${saved}; rm -rf -- "$units_saved"; mkdir -m 700 -- "$units_saved"`, sh_sh `for u in ${written}; do if [ -f ${layout.unitDir}/"$u" ]; then cp -p -- ${layout.unitDir}/"$u" "$units_saved/"; fi; done`, sh_sh `printf '%s\n' ${written} > "$units_saved/.written"`, restoreUnits(layout), ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
-    // A change an earlier run wrote but did not get nginx to load (it stopped
-    // before the switch, say a first release that never became ready) is loaded now.
-    sh_sh `nginx_changed=0; if [ -e ${layout.nginxReloadPending} ]; then nginx_changed=1; fi`, 'site_new=0', sh_sh `if [ ! -e ${layout.nginxSite} ]; then`, '  site_new=1', sh_ensureFile(layout.nginxSite, siteConf(layout, { serverName: settings.serverName, tls: null }), {
-        mode: '644',
-        label: 'nginx site',
-        onChange: sh_sh `nginx_changed=1; touch ${layout.nginxReloadPending}`,
-    }), sh_sh `  ln -sfn ${layout.nginxSite} ${layout.nginxSiteEnabled}`, settings.serverName === '_' ? sh_sh `  rm -f /etc/nginx/sites-enabled/default` : null, 'fi', sh_ensureFile(layout.nginxUpstream, upstreamConf(layout), {
-        mode: '644',
-        label: 'nginx upstream',
-        onChange: sh_sh `nginx_changed=1; touch ${layout.nginxReloadPending}`,
-    }), 
-    // A configuration nginx refuses (say a second default_server) fails the switch before anything moves.
-    'if [ "$nginx_changed" = 1 ] && ! nginx_errors=$(nginx -t 2>&1); then', sh_sh `  if [ "$site_new" = 1 ]; then rm -f ${layout.nginxSite} ${layout.nginxSiteEnabled}; fi`, '  echo "nginx refuses the configuration for this app: $nginx_errors" >&2', '  echo "(with several apps on one server, give each its own server-name)" >&2', '  restore_units', '  exit 1', 'fi', 'echo "MARK units and nginx configuration in place"', 
-    // Start the release beside the serving one (unless the slot already runs it, unchanged).
-    'was=$(slot_release "$slot")', sh_sh `if [ "$was" != ${settings.releaseId} ]; then swap_link ${rel} ${layout.slots}/"$slot"; fi`, sh_sh `sock=/run/${layout.app}-api-"$slot"/api.sock`, 'warm=0', sh_sh `if [ "$units_changed" = 1 ] || [ "$was" != ${settings.releaseId} ] || ! systemctl is-active --quiet ${api}; then`, sh_sh `  echo "starting ${settings.releaseId} in the $slot slot"`, sh_sh `  systemctl restart ${api}`, settings.checksFollow
-        ? sh_sh `elif [ -S "$sock" ]; then
-  warm=1
-  echo "the $slot slot already runs ${settings.releaseId} (a warm standby): traffic moves to it now, its checks follow"`
-        : null, 'else', sh_sh `  echo "the $slot slot already runs ${settings.releaseId}"`, 'fi', 'if [ "$warm" = 0 ]; then', sh_sh `  echo "waiting for ${settings.releaseId} to answer ${settings.healthPath} on the $slot slot's socket"`, 
-    // A second at a time, looking at the unit in between: a process that exits
-    // (an app that cannot import, a bad uvicorn flag) fails the switch at once,
-    // not after the whole ready-timeout.
-    sh_sh `  restarts=$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)`, sh_sh `  deadline=$((SECONDS + ${settings.readyTimeout})); why=''`, '  while :; do', sh_sh `    if ready=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.healthPath} 1 0.1 200 ''); then break; fi`, sh_sh `    sub=$(systemctl show -p SubState --value ${api} 2>/dev/null || true)`, 
-    // 219/CGROUP is systemd failing to place the process (seen when the
-    // slot's previous cgroup is still being torn down), not the app: started again, twice at most.
-    sh_sh `    if [ "$sub" = auto-restart ] && [ "$(systemctl show -p ExecMainStatus --value ${api} 2>/dev/null)" = 219 ] && [ "\${cgroup_retries:-0}" -lt 2 ]; then`, '      cgroup_retries=$(( ${cgroup_retries:-0} + 1 ))', sh_sh `      echo "systemd could not start the $slot slot's process (219/CGROUP): starting it again"`, sh_sh `      systemctl restart ${api} || true`, sh_sh `      restarts=$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)`, '      continue', '    fi', sh_sh `    case "$sub" in auto-restart|failed|dead|exited) why="its process exited ($sub)" ;; esac`, sh_sh `    if [ -z "$why" ] && [ "$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)" != "$restarts" ]; then why='its process exited and was restarted'; fi`, sh_sh `    if [ -z "$why" ] && [ "$SECONDS" -ge "$deadline" ]; then why=${`it did not answer within ${settings.readyTimeout} s`}; fi`, '    if [ -n "$why" ]; then', '      echo "$ready" >&2', sh_sh `      journalctl ${journalOf(layout)} -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh_sh `      systemctl stop ${api} || true`, '      restore_units', sh_sh `      echo "release ${settings.releaseId} did not become ready in the $slot slot: $why; traffic stays on the serving release" >&2`, '      exit 1', '    fi', '  done', '  echo "READY $ready"', 'fi', settings.precheck ? precheckLines(settings.precheck, settings.releaseId, api, layout) : null, 
-    // Started and checked, not moved: the unit files as they were stay saved for standDownStep.
-    settings.startOnly
-        ? sh_script('if [ "$units_changed" != 1 ]; then rm -rf -- "$units_saved"; fi', 'echo "STARTED"', 'exit 0').trimEnd()
-        : null, 
-    // Traffic moves only now, by renaming the socket link nginx connects through:
-    // requests already on the old slot finish there, new ones reach the new slot.
-    sh_sh `swap_link "$sock" ${layout.apiLink}`, 'echo "MARK traffic moved to the $slot slot"', 'rm -rf -- "$units_saved"', settings.clearDrainPort ? clearDrainLines(layout, settings.clearDrainPort) : null, sh_sh `echo "$slot" > ${layout.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh_sh `rm -f ${layout.nginxReloadPending}`, sh_sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `swap_link ${rel} ${layout.current}`, sh_sh `swap_link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', ...removals('units_removed'), 'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi', 
-    // On boot only the serving slot starts; the standby is a warm spare for this boot only.
-    // The boot reads the links: no daemon reload now (each costs as much as the rest of the switch).
-    sh_sh `systemctl enable --no-reload --quiet ${layout.units.target} ${api} ${followers}`, sh_sh `systemctl disable --no-reload --quiet ${standbyApi} 2>/dev/null || true`, followers.length && settings.checksFollow ? sh_sh `systemctl restart --no-block ${followers}` : null, followers.length && !settings.checksFollow
-        ? sh_script(sh_sh `systemctl restart ${followers}`, 'echo "MARK worker and scheduler restarted"')
-        : null, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout.history}`);
-}
-/**
- * `restore_units`: puts back the unit files this switch changed, as saved in
- * $units_saved, when the release it started does not take traffic: the slot
- * still serving, and its next start, keep the settings they had.
- */
-function restoreUnits(layout) {
-    return sh_script(
-    // Called on failure paths only (shellcheck takes its body for unreachable).
-    '# shellcheck disable=SC2317', 'restore_units() {', '  if [ "$units_changed" != 1 ]; then rm -rf -- "$units_saved"; return 0; fi', 
-    // The names this switch wrote, listed by it (our own unit names).
-    '  while IFS= read -r u; do', sh_sh `    if [ -f "$units_saved/$u" ]; then cp -p -- "$units_saved/$u" ${layout.unitDir}/"$u.metalship-new" && mv -f -- ${layout.unitDir}/"$u.metalship-new" ${layout.unitDir}/"$u"; else rm -f -- ${layout.unitDir}/"$u"; fi`, '  done < "$units_saved/.written"', '  rm -rf -- "$units_saved"', '  systemctl daemon-reload', '  echo "the unit files are back as they were before this switch"', '}').trimEnd();
-}
-/**
- * The deploy's checks on the started slot's own socket, before the rename: a
- * release failing them stops, the unit files go back, and nothing moved (so a
- * fleet needs no drain: no host ever serves a release that fails them).
- */
-function precheckLines(p, releaseId, api, layout) {
-    return sh_script('if [ "$warm" = 0 ]; then', sh_sh `  echo "checking ${p.path} on the $slot slot's socket before it takes traffic"`, sh_sh `  if ! checked=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${p.path} ${p.timeout} ${p.interval} ${p.expectStatus} ${p.expectBody}); then`, sh_sh `    journalctl ${journalOf(layout)} -u ${api} -n 30 --no-pager -o cat 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | sed 's/^/JOURNAL /' || true`, 
-    // Never the serving slot (a switch to the release it already runs).
-    sh_sh `    if [ "$slot" != "$active" ]; then systemctl stop ${api} || true; fi`, '    restore_units', '    echo "PRECHECK $checked" >&2', sh_sh `    echo "release ${releaseId} failed its checks on the $slot slot's socket, before taking traffic: traffic stays on the serving release" >&2`, sh_sh `    exit ${String(PRECHECK_FAILED)}`, '  fi', '  echo "CHECKED $checked"', 'fi').trimEnd();
-}
-/**
- * Undoes a switch that only started the release (startOnly) on a host whose
- * traffic never moved to it: the slot that runs it stops (never the serving
- * one), and the unit files go back as they were.
- */
-function standDownStep(layout, releaseId) {
-    return plainStep(`stopping ${releaseId} in the standby slot (it never took traffic)`, sh_script(sh_sh `active=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'for s in blue green; do', sh_sh `  if [ "$s" != "$active" ] && [ "$(basename "$(readlink ${layout.slots}/"$s" 2>/dev/null)" 2>/dev/null)" = ${releaseId} ]; then systemctl stop ${raw(apiUnitOf(layout, '$s'))} || true; fi`, 'done', sh_sh `units_saved=${`${layout.state}/units-before`}; units_changed=1`, restoreUnits(layout), 'if [ -f "$units_saved/.written" ]; then restore_units; fi'));
-}
-/** The switch as a step: the slot it serves from and the release it left. */
-function switchStep(settings) {
-    return step_step(`switching to ${settings.releaseId}`, switchScript(settings), (stdout) => {
-        const out = sh_keyLines(stdout);
-        const slot = out.get('SLOT');
-        return {
-            slot: slot === 'blue' || slot === 'green' ? slot : null,
-            previous: out.get('PREVIOUS')?.trim() ?? '',
-        };
-    });
-}
-/** The switch on a host without the api role: current, the venv link, and the worker or scheduler. */
-function followersOnlyScript(settings, unitLines, followers) {
-    const layout = settings.layout;
-    const rel = layout.release(settings.releaseId);
-    return sh_script(pyToolDefinition(), sh_sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'echo "SLOT none"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
-    // an api that ran here before the host lost the role stops
-    sh_sh `systemctl disable --now --quiet ${layout.units.api('blue')} ${layout.units.api('green')} 2>/dev/null || true`, sh_sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `mstool link ${rel} ${layout.current}`, sh_sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', sh_sh `systemctl enable --no-reload --quiet ${layout.units.target} ${followers}`, followers.length ? sh_sh `systemctl restart ${followers}` : null, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout.history}`);
-}
-/**
- * The uvicorn flags a release's uvicorn accepts, recorded at release time:
- * --timeout-graceful-shutdown (0.21+) and --no-server-header (0.14+; before
- * it uvicorn always names itself, which nginx hides from clients anyway). The
- * venv's interpreter runs as the app user: its packages' code (.pth files)
- * never runs as root.
- */
-const UVICORN_FLAGS = [
-    ['timeout_graceful_shutdown', '--timeout-graceful-shutdown 30'],
-    ['server_header', '--no-server-header'],
-];
-/** Needs $venv: the release's virtualenv. */
-function uvicornFlagsScript(rel, user) {
-    const probe = `import importlib.util, os
-s = importlib.util.find_spec("uvicorn")
-src = open(os.path.join(os.path.dirname(s.origin), "config.py")).read() if s else ""
-print(" ".join(f for o, f in ${JSON.stringify(UVICORN_FLAGS)} if o in src))`;
-    // A sealed venv never changes: its answer is kept in it (root's, beside the
-    // completion mark) and read by every later release of the same venv.
-    const kept = '"$venv/.metalship-uvicorn.env"';
-    return sh_script(sh_sh `if [ -f ${raw(kept)} ] && [ ! -L ${raw(kept)} ] && [ "$(stat -c %u -- ${raw(kept)})" = 0 ]; then`, sh_sh `  cp -- ${raw(kept)} ${rel}/.metalship/uvicorn.env`, 'else', sh_sh `  flags=$(runuser -u ${user} -- ${rel}/.venv/bin/python -I -c ${probe} 2>/dev/null) || flags=''`, sh_sh `  printf 'METALSHIP_UVICORN_FLAGS=%s\\n' "$flags" > ${rel}/.metalship/uvicorn.env`, sh_sh `  if [ -f "$venv/.metalship-complete" ]; then cp -- ${rel}/.metalship/uvicorn.env ${raw(kept)}.tmp && mv -f -- ${raw(kept)}.tmp ${raw(kept)}; fi`, 'fi');
-}
-/**
- * Takes the app out of service on a host where a first release failed: nothing
- * served before it, so nothing serves after. Its units stop, and current, the
- * socket link nginx connects through and the serving slot go: nginx answers 502
- * as before the deploy, and the next deploy starts as a first one.
- */
-function unserveStep(layout) {
-    const units = [
-        layout.units.api('blue'),
-        layout.units.api('green'),
-        layout.units.worker,
-        layout.units.scheduler,
-    ];
-    return plainStep('taking the failed first release out of service', sh_script(sh_sh `was=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `systemctl disable --now --quiet ${layout.units.target} ${units} 2>/dev/null || true`, sh_sh `rm -f ${layout.apiLink} ${layout.activeSlot} ${layout.current} ${layout.venvLink}`, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) stopped serving \${was:-nothing}: it failed and nothing served before it" >> ${layout.history}`));
-}
-
-;// CONCATENATED MODULE: ./src/remote/release.ts
-// Scripts that build a release on a host: claim the directory and reuse
-// unchanged files from the previous release, then unpack the new files, build
-// (or reuse) the virtualenv, link shared paths, compile and import-check.
-
-
-
-
-
-
-
-const RELEASE_EXISTS_EXIT = 73;
-/** Where a shared path of the release points: into shared/ (.env is the release's own, see releaseEnvScript). */
-function sharedTarget(l, path) {
-    return `${l.shared}/${path}`;
-}
-/** Creates a system user without login when missing (prints `changed` when it did). */
-function ensureUser(user, home, what, comment = '') {
-    return sh_script(sh_sh `if ! id -u ${user} >/dev/null 2>&1; then`, sh_sh `  useradd --system --user-group --home-dir ${home} --no-create-home --shell /usr/sbin/nologin --comment ${comment} ${user}`, sh_sh `  echo ${`changed ${what} ${user} created`}`, 'fi').trimEnd();
-}
-/**
- * The build user: made by us and marked so. Its processes are killed before and
- * after every build, so a user of that name that is anything else (another
- * app's user, someone's account) is refused rather than used.
- */
-function ensureBuildUser(l) {
-    const mark = `metalship build user of ${l.app}`;
-    return sh_script(ensureUser(l.buildUser, '/nonexistent', 'build user', mark), sh_sh `if [ "$(getent passwd ${l.buildUser} | cut -d: -f5)" != ${mark} ]; then echo ${`the user ${l.buildUser} exists and is not metalship's build user of ${l.app} (its comment is not '${mark}'): rename it, or choose another app name`} >&2; exit 1; fi`).trimEnd();
-}
-/**
- * Creates the app user, the build user and the tree when missing (idempotent);
- * shared by release and provision. Root owns the tree; shared/ is the app's,
- * and what lies below it is made by the app user, never chowned by root (the
- * app could have planted a link there to a directory root would then hand over).
- */
-function ensureAppTree(layout, user, sharedPaths) {
-    const dirs = sharedPaths.filter((p) => p !== '.env').map((p) => `${layout.shared}/${p}`);
-    const own = [layout.releases, layout.venvs, layout.slots, layout.state, layout.runDir];
-    return sh_script(paths_rootOnly(layout.root, ...own), ensureUser(user, layout.root, 'app user'), ensureBuildUser(layout), sh_sh `mkdir -p ${own} ${layout.shared}`, sh_sh `chmod 755 ${layout.root} ${layout.releases} ${layout.venvs} ${layout.slots} ${layout.runDir}`, sh_sh `chmod ${paths_STATE_MODE} ${layout.state}`, sh_sh `if [ -L ${layout.shared} ] || [ ! -d ${layout.shared} ]; then echo ${`${layout.shared} is not a directory`} >&2; exit 1; fi`, sh_sh `chown -h ${user}:${user} ${layout.shared}`, sh_sh `chmod 750 ${layout.shared}`, dirs.length ? sh_sh `runuser -u ${user} -- mkdir -p -- ${dirs}` : null, sh_sh `if [ ! -e ${layout.env} ]; then install -m 600 -o ${user} -g ${user} /dev/null ${layout.env}; fi`);
-}
-/**
- * Claims releases/<id> and copies into it every file of the manifest (sent on
- * stdin after the script) that the previous release already has; prints the
- * previous release id and a JSON line with the paths still needed.
- */
-function prepareStep(settings, manifest) {
-    const layout = settings.layout;
-    const rel = layout.release(settings.releaseId);
-    const text = sh_script(pyToolDefinition(), ensureAppTree(layout, settings.user, settings.sharedPaths), sh_sh `if [ -e ${rel} ]; then echo "release ${settings.releaseId} exists already" >&2; exit ${RELEASE_EXISTS_EXIT}; fi`, sh_sh `mkdir ${rel} ${rel}/.metalship`, sh_sh `echo building > ${rel}/.metalship/status`, sh_sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, 'echo "PREVIOUS ${prev}"', 
-    // Reuse files from the serving release; on a first deploy there is nothing to reuse.
-    sh_sh `base=""; if [ -n "$prev" ] && [ -d ${layout.releases}/"$prev" ]; then base=${layout.releases}/"$prev"; fi`, sh_sh `mstool stage-files ${rel} "$base"`);
-    return step_step('preparing the release directory', text, (stdout) => parsePrepared(stdout, manifest));
-}
-/**
- * What the prepare script printed: the previous release and the files the host
- * still needs. The host writes it, so a compromised host writes it too: it must
- * never choose what the runner reads and sends, so every path must be a file
- * of the manifest, once, or nothing is sent.
- */
-function parsePrepared(stdout, manifest) {
-    const previous = sh_keyLines(stdout).get('PREVIOUS')?.trim() ?? '';
-    if (previous && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/.test(previous))
-        throw new Error(`the host named its current release ${JSON.stringify(previous.slice(0, 100))}, not a release id`);
-    let answer;
-    try {
-        answer = JSON.parse(stdout.trim().split('\n').pop() ?? '');
-    }
-    catch {
-        answer = null;
-    }
-    const { need, reused } = (answer ?? {});
-    if (!Array.isArray(need) || typeof reused !== 'number' || !Number.isInteger(reused))
-        throw new Error('the host did not answer which files it needs ({"need": [paths], "reused": n} expected); nothing was sent to it');
-    const files = new Set(manifest.files.map((f) => f[0]));
-    const seen = new Set();
-    for (const p of need) {
-        if (typeof p !== 'string' || !files.has(p))
-            throw new Error(`the host asked for ${JSON.stringify(p)}, which is not a file of the manifest: refused, nothing was sent to it`);
-        if (seen.has(p))
-            throw new Error(`the host asked for ${JSON.stringify(p)} twice: refused, nothing was sent to it`);
-        seen.add(p);
-    }
-    if (reused !== files.size - seen.size)
-        throw new Error(`the host claims to reuse ${reused} files and to need ${seen.size} of ${files.size}: refused, nothing was sent to it`);
-    return { previous, need: [...seen], reused };
-}
-/**
- * Builds a virtualenv at its final path, as the build user: pip runs the build
- * code of every package (setup.py, build backends), which must run neither as
- * root nor as the app. Each step is a transient systemd unit: the build user,
- * no new privileges, a private /tmp, everything read-only but the venv, its
- * pip cache and a copy of the release (local requirements build in place), and
- * when it ends nothing of it is left running. Then root seals the venv: root's,
- * read-only, no set-id bits, and nothing in it may lead to a place another
- * user could change.
- */
-function venvScript(settings) {
-    const layout = settings.layout;
-    const rel = layout.release(settings.releaseId);
-    const user = layout.buildUser;
-    const cacheRoot = layout.pipCache.replace(/\/[^/]+$/, '');
-    const venvFlags = settings.systemSitePackages ? ['--system-site-packages'] : [];
-    const sandbox = [
-        `User=${user}`,
-        `Group=${user}`,
-        'NoNewPrivileges=yes',
-        'PrivateTmp=yes',
-        'PrivateDevices=yes',
-        'ProtectSystem=strict',
-        'ProtectHome=yes',
-        'RestrictSUIDSGID=yes',
-    ].flatMap((p) => ['-p', p]);
-    return sh_script(sh_sh `venv=${`${layout.venvs}/${settings.venvKey}`}`, 
-    // Complete only when sealed: a marker the build itself may have planted does not count.
-    'if [ -f "$venv/.metalship-complete" ] && [ "$(stat -c %u -- "$venv")" = 0 ]; then', sh_sh `  echo "reusing virtualenv ${settings.venvKey}"`, 'else', sh_sh `  echo "building virtualenv ${settings.venvKey} as ${user}"`, 
-    // What an interrupted build left is stopped first.
-    sh_sh `  mstool stop-user ${user}`, '  rm -rf -- "$venv"', sh_sh `  install -d -m 755 -o ${user} -g ${user} "$venv"`, sh_sh `  install -d -m 755 ${cacheRoot}`, sh_sh `  install -d -m 700 -o ${user} -g ${user} ${layout.pipCache}`, sh_sh `  find ${cacheRoot} -maxdepth 1 -name 'build.*' -exec rm -rf -- {} +`, sh_sh `  work=$(mktemp -d ${cacheRoot + '/build.XXXXXX'})`, sh_sh `  tar -C ${rel} --exclude=./.metalship -cf - . | tar -C "$work" -xf - --no-same-owner`, sh_sh `  chown -R ${user}:${user} "$work"`, 
-    // The unit's environment from a root-only file (a proxy URL may hold a
-    // password: never on a command line), quoted as systemd reads it.
-    '  envfile=$(mktemp)', '  ms_env() { local v=$2 bs="\\\\" q=\'"\' d=\'$\' bt=\'`\'; v=${v//"$bs"/"$bs$bs"}; v=${v//"$q"/"$bs$q"}; v=${v//"$d"/"$bs$d"}; v=${v//"$bt"/"$bs$bt"}; printf \'%s="%s"\\n\' "$1" "$v" >> "$envfile"; }', sh_sh `  ms_env HOME "$work"; ms_env LANG C.UTF-8; ms_env PIP_CACHE_DIR ${layout.pipCache}`, '  ms_env PIP_DISABLE_PIP_VERSION_CHECK 1; ms_env PIP_NO_INPUT 1', '  for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do if [ -n "${!v:-}" ]; then ms_env "$v" "${!v}"; fi; done', '  step=0', sh_sh `  as_build() { step=$((step + 1)); systemd-run --quiet --wait --pipe --collect --unit="${raw(BUILD_UNIT_PREFIX)}\${__metalship_token:-$$}-$step" ${sandbox} -p EnvironmentFile="$envfile" -p ReadWritePaths="$venv $work ${raw(layout.pipCache)}" --working-directory="$work" -- "$@" < /dev/null; }`, sh_sh `  as_build ${settings.python} -m venv ${venvFlags} "$venv"`, "  echo 'MARK virtualenv created'", settings.requirements
-        ? sh_script(sh_sh `  as_build "$venv/bin/python" -m pip install --no-input -r ${settings.requirements} ${settings.pipArgs}`, "  echo 'MARK requirements installed'").trimEnd()
-        : null, 
-    // Bytecode on every core (-j 0): the services cannot write it later.
-    '  as_build "$venv/bin/python" -m compileall -q -j 0 "$venv" >/dev/null 2>&1 || true', sh_sh `  mstool stop-user ${user}`, '  rm -f -- "$envfile"', 
-    // An editable install (-e) points into the build's copy, gone in a moment.
-    '  editable=$(grep -lsF -- "$work" "$venv"/lib/python*/site-packages/*.pth "$venv"/lib/python*/site-packages/*.egg-link "$venv"/lib/python*/site-packages/__editable__* || true)', '  rm -rf -- "$work"', `  if [ -n "$editable" ]; then echo "the requirements install a package in editable mode (-e): a release is read-only, so install it normally ('.' instead of '-e .')" >&2; exit 1; fi`, '  rm -f -- "$venv/.metalship-complete"', '  chown -hR root:root -- "$venv"', '  chmod -R u+rwX,go+rX,go-w,ug-s -- "$venv"', '  mstool check-sealed "$venv"', '  touch -- "$venv/.metalship-complete"', "  echo 'MARK virtualenv sealed'", 'fi');
-}
-/**
- * The release's own .env, which every process of the release reads (the
- * services, migrations, the import check): the deploy's env, or else a copy of
- * the app's shared .env as it is now, so that a later change to the shared one
- * reaches the services only through a new release, and a rollback brings back
- * the env that served. The app user's, mode 600 from its first byte (the
- * release directory is world-readable), in a directory only root can write:
- * the app user can change what it says but never where it points. The shared
- * one is read as the app user, whose file it is.
- */
-function releaseEnvScript(rel, layout, user, env) {
-    const tmp = `${rel}/.env.metalship-tmp`;
-    const doc = sh_heredoc(env);
-    return sh_script(sh_sh `rm -rf -- ${tmp} ${rel}/.env`, env
-        ? sh_script(sh_sh `(umask 077 && cat > ${tmp}) ${raw(doc.open)}`, doc.body).trimEnd()
-        : sh_sh `(umask 077 && runuser -u ${user} -- cat -- ${layout.env} > ${tmp})`, sh_sh `chown ${user}:${user} ${tmp}`, sh_sh `mv -f -- ${tmp} ${rel}/.env`).trimEnd();
-}
-function buildStep(settings) {
-    const layout = settings.layout;
-    const rel = layout.release(settings.releaseId);
-    return plainStep(`building release ${settings.releaseId}`, sh_script(pyToolDefinition(), 
-    // The upload (on stdin) is unpacked by check-files, not tar: only the manifest's regular files.
-    sh_sh `mstool check-files ${rel} ${settings.hasUpload ? ['receive'] : []}`, "echo 'MARK files in place'", 
-    // One environment per distinct requirements, built at its final path and never moved.
-    venvScript(settings), 
-    // Bytecode now (the services cannot write it: read-only code, ProtectSystem=strict),
-    // before the links, so root reads only the release's own files, with the
-    // base interpreter (isolated): the venv's packages never run as root. On
-    // every core only for a large tree: the worker pool costs more than it
-    // saves on a few dozen files.
-    sh_sh `if [ "$(find ${rel} -name '*.py' -not -path ${`${rel}/.venv/*`} | head -n 500 | wc -l)" -ge 500 ]; then jobs=0; else jobs=1; fi`, sh_sh `${settings.python} -I -m compileall -q -j "$jobs" -x '/[.]venv/' ${rel} >/dev/null`, "echo 'MARK bytecode compiled'", ...settings.sharedPaths
-        .filter((p) => p !== '.env')
-        .map((p) => sh_script(sh_sh `if [ -e ${rel}/${p} ] && [ ! -L ${rel}/${p} ]; then rm -rf ${rel}/${p}; fi`, sh_sh `mkdir -p "$(dirname ${rel}/${p})"`).trimEnd()), 
-    // The venv and the shared paths in one run of the tool (each run is an interpreter's start).
-    sh_sh `mstool link "$venv" ${rel}/.venv ${settings.sharedPaths
-        .filter((p) => p !== '.env')
-        .flatMap((p) => [sharedTarget(layout, p), `${rel}/${p}`])}`, uvicornFlagsScript(rel, settings.user), sh_sh `chmod -R u+rwX,go+rX,go-w,ug-s ${rel}`, releaseEnvScript(rel, layout, settings.user, settings.env), settings.importCheck
-        ? sh_script(importCheckLine(rel, settings.user, settings.importCheck), "echo 'MARK the app imports'").trimEnd()
-        : null, sh_writeFileAtomic(`${rel}/.metalship/release.json`, JSON.stringify(settings.metadata, null, 2) + '\n'), sh_writeFileAtomic(runtimePath(layout, settings.releaseId), settings.runtimeRecord), sh_sh `echo ready > ${rel}/.metalship/status`, sh_sh `printf '%s\n' ${`${new Date().toISOString()} release ${settings.releaseId} ready (${String(settings.metadata.revision || 'no revision')} by ${String(settings.metadata.actor || 'unknown')})`} >> ${layout.history}`));
-}
-/**
- * Imports the app module with the release's interpreter, as the app user and
- * with the release's .env, so that a release that cannot start fails before it
- * is switched to or migrates anything (needs pyToolDefinition).
- */
-function importCheckLine(rel, user, appModule) {
-    return sh_sh `runuser -u ${user} -- ${rel}/.venv/bin/python -I -c "$MSTOOL_SRC" import-check ${rel} ${appModule} ${`${rel}/.env`}`;
-}
-/** Marks a release failed so that it never becomes current and never counts as a good release. */
-function markStep(layout, releaseId, status, reason) {
-    const rel = layout.release(releaseId);
-    return plainStep(`marking ${releaseId} ${status}`, sh_script(sh_sh `if [ -d ${rel}/.metalship ]; then echo ${status} > ${rel}/.metalship/status; fi`, sh_sh `printf '%s\n' ${`${new Date().toISOString()} release ${releaseId} marked ${status}: ${reason.split('\n')[0]?.slice(0, 300) ?? ''}`} >> ${layout.history} || true`));
-}
-
-;// CONCATENATED MODULE: ./src/remote/migrate.ts
-// Database migrations for a release, on one host: back the database up, then
-// run the migration command in the release (its venv, the app's .env, as the
-// app user) while a PostgreSQL advisory lock keeps every other migration of
-// the app waiting. Schema revisions before and after are recorded.
-
-
-
-
-
-const MIGRATE_LOCK_EXIT = 76;
-const MIGRATION_FAILED_EXIT = 77;
-/**
- * alembic's command line run by the release's python: works without the
- * `alembic` script (a venv with system-site-packages has none), and with
- * alembic before 1.5, which has no `python -m alembic`. Says what is missing
- * instead of a traceback.
- */
-const ALEMBIC_MAIN = [
-    'import sys',
-    'try:',
-    '    from alembic.config import main',
-    'except ImportError as e:',
-    '    sys.exit("alembic cannot be imported by the release\'s python (%s): add alembic to the requirements, or set the command input" % e)',
-    'sys.exit(main(prog="alembic"))',
-].join('\n');
-/** A command input as run: its words, or when empty (the default) alembic with `args`. */
-function migrate_orAlembic(words, ...args) {
-    return words.length ? words : ['python', '-c', ALEMBIC_MAIN, ...args];
-}
-/** A command as the log shows it: the default by what it does. */
-function commandText(command) {
-    return command[2] === ALEMBIC_MAIN
-        ? `alembic ${command.slice(3).join(' ')} (alembic.config.main, by the release's python)`
-        : command.join(' ');
-}
-/** Whether a command is the default alembic upgrade to the head: a no-op once the head is applied. */
-function isAlembicUpgradeHead(command) {
-    return command[2] === ALEMBIC_MAIN && command.slice(3).join(' ') === 'upgrade head';
-}
-/** The shell fragments every migration script shares: the tool, the app runner, the database client. */
-function prelude(settings) {
-    const layout = settings.layout;
-    const rel = layout.release(settings.releaseId);
-    return sh_script(pyToolDefinition(), sh_sh `rel=${rel}`, sh_sh `status=$(cat "$rel/.metalship/status" 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ] || [ ! -x "$rel/.venv/bin/python" ]; then echo "release ${settings.releaseId} is $status on this host, not a complete release" >&2; exit 1; fi`, sh_sh `run_app() { mstool_as ${settings.user} exec "$rel" "$rel/.env" "$@"; }`, 
-    // psql and pg_dump run as the app user, with DATABASE_URL from the release's .env in
-    // their environment: never on a command line, and peer-auth URLs work.
-    sh_sh `pg_app() { mstool_as ${settings.user} pg-exec "$rel/.env" "$@"; }`, 
-    // The last line the revision command prints (alembic current: "0002 (head)"); the revision is its first word.
-    sh_sh `revision_line() { { run_app ${settings.revisionCommand} 2>/dev/null || true; } | awk 'NF { last = $0 } END { print last }'; }`, "revision() { revision_line | awk '{ print $1 }'; }");
-}
-/** Takes the app's migration advisory lock in a psql session that lives until the script ends. */
-function advisoryLock(settings) {
-    const key = `metalship-migrate:${settings.layout.app}`;
-    const holderQuery = sh_sh `SELECT a.application_name || ' (pid ' || a.pid || ', since ' || to_char(a.backend_start, 'YYYY-MM-DD HH24:MI:SS TZ') || ')' FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND a.application_name LIKE 'metalship-migrate%' LIMIT 1`;
-    return sh_script(sh_sh `holder=$(pg_app psql -qAtX -c ${holderQuery} 2>/dev/null || true)`, sh_sh `if [ -n "$holder" ]; then echo "waiting for the migration lock ${key}, held by $holder"; fi`, sh_sh `coproc LOCK { export PGAPPNAME=${`metalship-migrate ${settings.releaseId} by ${settings.actor}`.slice(0, 63)}; pg_app psql -qAtX -v ON_ERROR_STOP=1 2>&1; }`, sh_sh `printf '%s\n' ${`SET lock_timeout = '${settings.lockTimeout}s';`} ${`SELECT 'LOCKED' FROM pg_advisory_lock(hashtext('${key}'));`} >&"\${LOCK[1]}"`, 'IFS= read -r locked <&"${LOCK[0]}" || locked=""', 'case "$locked" in', '  LOCKED) ;;', '  *"lock timeout"*)', sh_sh `    echo "another migration of ${settings.layout.app} holds the lock ${key} and did not finish within ${settings.lockTimeout} s: \${holder:-unknown holder}" >&2`, `    exit ${MIGRATE_LOCK_EXIT} ;;`, '  *)', '    echo "could not reach the database in DATABASE_URL to take the migration lock: ${locked:-no answer}" >&2', '    exit 1 ;;', 'esac', sh_sh `echo "took the migration lock ${key}"`);
-}
-/**
- * The pre-migration dump: pg_dump runs as the app user, and root writes what it
- * prints into a directory outside the app's tree that only root can enter, so
- * the app can neither redirect nor swap a backup.
- */
-function backupStep(settings) {
-    if (!settings.backup)
-        return null;
-    const dir = settings.layout.preMigrateBackups;
-    return sh_script('(', '  umask 077', paths_rootOnly(dir), sh_sh `  mkdir -p ${dir} && chmod 700 ${dir}`, sh_sh `  backup=${dir}/${`${settings.layout.app}_${settings.releaseId}_${settings.backup.label}.dump`}`, '  if ! pg_app pg_dump -Fc --no-owner > "$backup.tmp"; then rm -f -- "$backup.tmp"; echo "the pre-migration backup (pg_dump) failed" >&2; exit 1; fi', '  mv -f -- "$backup.tmp" "$backup"', '  sum=$(sha256sum -- "$backup" | cut -d" " -f1)', '  echo "$sum  $(basename -- "$backup")" > "$backup.sha256"', '  echo "BACKUP $backup $sum $(stat -c %s -- "$backup")"', 
-    // Bounded retention: the newest `keep` pre-migration backups stay.
-    sh_sh `  find ${dir} -maxdepth 1 -name '*.dump' -printf '%T@ %p\n' | sort -rn | cut -d' ' -f2- | tail -n +${settings.backup.keep + 1} | while IFS= read -r old; do rm -f -- "$old" "$old.sha256"; echo "removed old backup $old"; done`, ')');
-}
-/** Where the applied migration is recorded: in the app's state (root's, 700) and in each release's metadata. */
-const RECORD = 'migrations';
-/**
- * Records the revision (and the fingerprint, when known) in the release; the
- * app's state keeps the fingerprint of what was last applied to the database.
- */
-function record(settings, variable) {
-    const revision = raw(`"$${variable}"`);
-    if (!settings.recordIn)
-        return null;
-    const meta = `${settings.layout.release(settings.recordIn)}/.metalship`;
-    return sh_script(sh_sh `printf '%s\n' ${revision} > ${meta}/schema-revision`, settings.fingerprint
-        ? sh_script(sh_sh `printf '%s %s\n' ${settings.fingerprint} ${revision} > ${meta}/${RECORD}`, sh_sh `cp -f -- ${meta}/${RECORD} ${settings.layout.state}/${RECORD}`)
-        : null);
-}
-/**
- * Nothing Python can avoid: when the current release applied exactly these
- * migration files and the app's state says they were the last applied, the
- * schema is at their head already. No alembic runs and no lock is taken: one
- * query checks that the database is still at the recorded revision (a restored
- * dump or another DATABASE_URL migrates). Both records are root's: the app user
- * can fake neither.
- */
-function skipUnchanged(settings) {
-    if (!settings.fingerprint || !settings.recordIn)
-        return null;
-    const layout = settings.layout;
-    return sh_script('unchanged=0', sh_sh `cur=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `applied=$(cat ${layout.state}/${RECORD} 2>/dev/null || true)`, sh_sh `if [ -n "$cur" ] && [ "\${applied%% *}" = ${settings.fingerprint} ] && [ -n "\${applied#* }" ] && [ "$applied" = "$(cat ${layout.releases}/"$cur"/.metalship/${RECORD} 2>/dev/null)" ]; then`, 
-    // The records are about the files; the database itself must still be at
-    // that revision (a restored dump, another DATABASE_URL): one query, no alembic.
-    "  in_db=$(pg_app psql -qAtX -c 'SELECT version_num FROM alembic_version' 2>/dev/null | tr '\\n' ' ' || true)", '  if [ "$in_db" = "${applied#* } " ]; then unchanged=1; else echo "the database is at ${in_db:-no revision}, not at the recorded ${applied#* }: migrating"; fi', 'fi', 'if [ "${unchanged:-0}" = 1 ]; then', '  before=${applied#* }', '  echo "REVISION_BEFORE ${before}"', '  echo "REVISION_AFTER ${before}"', sh_sh `  echo "SKIPPED the migration files are those $cur applied (schema at $before): nothing to migrate"`, record(settings, 'before'), sh_sh `  printf '%s\n' "$(date -u +%FT%TZ) migrated ${settings.releaseId}: nothing to do, the files of $cur (\${before})" >> ${layout.history}`, '  exit 0', 'fi');
-}
-function migrateScript(settings) {
-    // Only alembic's own `current` says what "(head)" means for these files.
-    const atHeadSkips = isAlembicUpgradeHead(settings.command) &&
-        settings.revisionCommand[2] === ALEMBIC_MAIN &&
-        settings.revisionCommand.slice(3).join(' ') === 'current';
-    return sh_script(prelude(settings), skipUnchanged(settings), settings.importCheck
-        ? importCheckLine(settings.layout.release(settings.releaseId), settings.user, settings.importCheck)
-        : null, advisoryLock(settings), 
-    // The database is about to change, or be read anew: what was last applied is no longer known.
-    sh_sh `rm -f -- ${settings.layout.state}/${RECORD}`, 'before_line=$(revision_line)', 'before=${before_line%% *}', 'echo "REVISION_BEFORE ${before}"', atHeadSkips
-        ? sh_script(
-        // alembic current marks the head: upgrading to it is a no-op, which needs no backup.
-        'case "$before_line" in', '  *"(head)"*)', '    echo "REVISION_AFTER ${before}"', '    echo "SKIPPED the schema is at the head (${before}): nothing to migrate"', record(settings, 'before'), sh_sh `    printf '%s\n' "$(date -u +%FT%TZ) migrated ${settings.releaseId}: nothing to do, at the head (\${before})" >> ${settings.layout.history}`, '    exit 0 ;;', 'esac')
-        : null, backupStep(settings), sh_sh `echo ${`running: ${commandText(settings.command)}`}`, 
-    // The app's output goes to stderr (still streamed): only our own lines are parsed.
-    sh_sh `if ! run_app ${settings.command} >&2; then echo "REVISION_AFTER $(revision)"; echo "the migration command failed" >&2; exit ${MIGRATION_FAILED_EXIT}; fi`, 'after=$(revision)', 'echo "REVISION_AFTER ${after}"', record(settings, 'after'), sh_sh `printf '%s\n' "$(date -u +%FT%TZ) migrated ${settings.releaseId}: \${before:-none} -> \${after:-none}" >> ${settings.layout.history}`, 'printf "%s\\n" "SELECT pg_advisory_unlock_all();" "\\\\q" >&"${LOCK[1]}" || true');
-}
-/** The migration as a step: the revisions before and after, and the backup it took. */
-function migrate_migrateStep(settings, what) {
-    return step_step(what, migrateScript(settings), (stdout) => {
-        const out = sh_keyLines(stdout);
-        const [backupPath = '', backupSha256 = '', bytes = '0'] = (out.get('BACKUP') ?? '').trim().split(' ');
-        return {
-            before: out.get('REVISION_BEFORE')?.trim() ?? '',
-            after: out.all('REVISION_AFTER').at(-1)?.trim() ?? '',
-            backupPath,
-            backupSha256,
-            backupBytes: Number(bytes),
-            skipped: out.get('SKIPPED')?.trim() ?? '',
-        };
-    });
-}
-
-;// CONCATENATED MODULE: ./src/stages/migrate.ts
-// The migrate stage: once per deploy, on one host.
-
-
-
-
-
-
-
-
-
-/** The host that migrates: the one named, else the one with the migrate role, else the first. */
-function pickMigrateHost(hosts, named) {
-    if (named) {
-        // parseInputs refuses a migrate-host that is not an app host; this guards the stage itself.
-        const spec = findHost(hosts.map((h) => h.spec), named);
-        const host = hosts.find((h) => h.spec === spec);
-        if (!host)
-            throw new Error(`migrate-host '${named}' is not one of the hosts (${hosts.map((h) => h.spec.label).join(', ')})`);
-        return host;
-    }
-    return hosts.find((h) => h.roles.migrate) ?? hosts[0];
-}
-/**
- * Whether a deploy migrates. auto: when migrate-command is set, or the release
- * has alembic.ini at its top (what the default command needs).
- */
-function shouldMigrate(migrate, manifest, command) {
-    if (migrate !== 'auto')
-        return { run: migrate === 'true', why: `migrate is ${migrate}` };
-    if (command.length)
-        return { run: true, why: 'migrate is auto and migrate-command is set' };
-    return manifest.files.some(([p]) => p === 'alembic.ini') ||
-        manifest.links.some(([p]) => p === 'alembic.ini')
-        ? { run: true, why: 'migrate is auto and the release has alembic.ini' }
-        : { run: false, why: 'migrate is auto, the release has no alembic.ini and migrate-command is not set' };
-}
-/**
- * The directories alembic.ini's [alembic] section takes migrations from
- * (script_location, version_locations), as release paths; null when one is not
- * a plain path inside the release (then no migration is ever skipped).
- */
-function alembicDirectories(ini) {
-    const values = {};
-    let section = '';
-    let key = '';
-    for (const line of ini.split(/\r?\n/)) {
-        if (/^\s*([#;]|$)/.test(line))
-            continue;
-        if (/^\s*\[/.test(line)) {
-            // Only plain headers: Python's configparser reads `[alembic] x` and
-            // `[ alembic ]` its own way, and [DEFAULT] feeds every section.
-            const header = /^\[([A-Za-z0-9_.-]+)\]$/.exec(line);
-            if (!header || header[1] === 'DEFAULT')
-                return null;
-            [section, key] = [header[1], ''];
-            continue;
-        }
-        if (/^\s/.test(line)) {
-            if (section === 'alembic' && key)
-                values[key] += ' ' + line.trim();
-            continue;
-        }
-        const kv = /^([^=:]+?)\s*[=:]\s*(.*)$/.exec(line);
-        key = kv ? kv[1].trim().toLowerCase() : '';
-        if (section === 'alembic' && kv)
-            values[key] = kv[2].trim();
-    }
-    // A separator setting splits version_locations another way (alembic's `os`
-    // template among them): not placed here, so never skipped.
-    if ('version_path_separator' in values || 'path_separator' in values)
-        return null;
-    const paths = [values.script_location ?? '', ...(values.version_locations ?? '').split(/[\s,]+/)].filter(Boolean);
-    if (!values.script_location)
-        return null;
-    const dirs = [];
-    for (let p of paths) {
-        p = p.replace(/^%\(here\)s\//, '');
-        const pkg = /^([A-Za-z_][\w.]*):(.*)$/.exec(p);
-        if (pkg)
-            p = pkg[1].replaceAll('.', '/') + (pkg[2] ? '/' + pkg[2] : '');
-        p = p.replace(/\/+$/, '').replace(/^\.\//, '');
-        if (!p || p.startsWith('/') || /[%\s:;#]/.test(p) || p.split('/').some((x) => x === '..' || x === '.'))
-            return null;
-        dirs.push(p);
-    }
-    return dirs;
-}
-/**
- * The checksum of what decides a migration: alembic.ini, the files under its
- * migration directories, the commands, and release files the commands name
- * (a script, or a `-m` module). Computed on the runner from what it sends; null
- * without alembic.ini or with directories it cannot place.
- */
-async function migrationFingerprint(source, manifest, commands) {
-    if (!manifest.files.some(([p]) => p === 'alembic.ini'))
-        return null;
-    const dirs = alembicDirectories(await (0,external_node_fs_promises_namespaceObject.readFile)((0,external_node_path_namespaceObject.join)(source, 'alembic.ini'), 'utf8'));
-    if (!dirs)
-        return null;
-    const words = commands.flat();
-    const modules = words.flatMap((w, i) => (words[i - 1] === '-m' ? [w.replaceAll('.', '/')] : []));
-    const named = (p) => p === 'alembic.ini' ||
-        words.includes(p) ||
-        [...dirs, ...modules].some((d) => p.startsWith(d + '/')) ||
-        modules.some((m) => p === m + '.py');
-    const files = manifest.files.filter(([p]) => named(p)).map(([p, digest, mode]) => [p, digest, mode]);
-    // Every directory it names must hold files of the release: one that holds
-    // none is placed wrong (or a link), and a wrong place never skips.
-    if (!dirs.every((d) => files.some(([p]) => p.startsWith(d + '/'))))
-        return null;
-    const links = manifest.links.filter(([p]) => named(p));
-    return (0,external_node_crypto_.createHash)('sha256').update(JSON.stringify({ commands, files, links })).digest('hex');
-}
-async function migrateOnHost(host, releaseId, settings, log, fingerprint = null) {
-    try {
-        const out = await host.conn.step(migrate_migrateStep({
-            layout: host.layout,
-            releaseId,
-            user: settings['app-user'],
-            command: migrate_orAlembic(settings.command, 'upgrade', 'head'),
-            revisionCommand: migrate_orAlembic(settings['revision-command'], 'current'),
-            recordIn: releaseId,
-            fingerprint,
-            backup: settings.backup ? { label: 'pre-migrate', keep: settings['backup-keep'] } : null,
-            importCheck: settings.importCheck ?? null,
-            lockTimeout: settings['lock-timeout'],
-            actor: hosts_lockHolder('migrate').actor,
-        }, `migrating for ${releaseId}`), { stream: true });
-        log.info(`[${host.spec.label}] schema ${out.before || 'empty'} -> ${out.after || 'empty'}${out.skipped ? ` (${out.skipped})` : ''}`);
-        return out;
-    }
-    catch (err) {
-        if (err instanceof RemoteError && err.code === MIGRATE_LOCK_EXIT)
-            throw err;
-        // A failed migration: the release must never be switched to.
-        const reason = err instanceof RemoteError && err.code === MIGRATION_FAILED_EXIT
-            ? `migration failed:\n${err.stderrTail}`
-            : errorMessage(err);
-        await host.conn.step(markStep(host.layout, releaseId, 'failed', reason)).catch(() => undefined);
-        throw err;
-    }
-}
-/** Downgrades the schema to `revision`, running the code of the release being left. */
-async function downgradeOnHost(host, fromRelease, revision, settings, log) {
-    const out = await host.conn.step(migrateStep({
-        layout: host.layout,
-        releaseId: fromRelease,
-        user: settings['app-user'],
-        command: orAlembic(settings['downgrade-command'], 'downgrade', '{revision}').map((w) => w.replaceAll('{revision}', revision)),
-        revisionCommand: orAlembic(settings['revision-command'], 'current'),
-        recordIn: null,
-        fingerprint: null,
-        backup: settings.backup ? { label: 'pre-downgrade', keep: settings['backup-keep'] } : null,
-        lockTimeout: settings['lock-timeout'],
-        actor: lockHolder('rollback').actor,
-    }, `downgrading the schema to ${revision}`), { stream: true });
-    log.info(`[${host.spec.label}] schema ${out.before || 'empty'} -> ${out.after || 'empty'}`);
-    if (out.after !== revision)
-        throw new Error(`the downgrade left the schema at '${out.after}', not at ${revision}`);
-    return out;
-}
-/** Marks a release failed on every host (a failed migration means no host may switch to it). */
-async function markFailedEverywhere(hosts, releaseId, reason) {
-    await Promise.all(hosts.map((h) => h.conn.step(markStep(h.layout, releaseId, 'failed', reason)).catch(() => undefined)));
-}
-
 ;// CONCATENATED MODULE: ./node_modules/zod/v4/core/util.js
 
 // functions
@@ -76053,7 +71926,7 @@ const _decode = (_Err) => {
     };
     return fn;
 };
-const parse_decode = /* @__PURE__*/ _decode($ZodRealError);
+const decode = /* @__PURE__*/ _decode($ZodRealError);
 const _encodeAsync = (_Err) => {
     const parseAsync = _parseAsync(_Err);
     const fn = async (schema, value, _ctx, _params) => {
@@ -76159,7 +72032,7 @@ const parse_safeParseAsync = /* @__PURE__ */ _safeParseAsync(ZodRealError);
 
 // Codec functions
 const parse_encode = /* @__PURE__ */ _encode(ZodRealError);
-const classic_parse_decode = /* @__PURE__ */ _decode(ZodRealError);
+const parse_decode = /* @__PURE__ */ _decode(ZodRealError);
 const parse_encodeAsync = /* @__PURE__ */ _encodeAsync(ZodRealError);
 const parse_decodeAsync = /* @__PURE__ */ _decodeAsync(ZodRealError);
 const parse_safeEncode = /* @__PURE__ */ _safeEncode(ZodRealError);
@@ -76330,7 +72203,7 @@ const ZodType = /*@__PURE__*/ $constructor("ZodType", (inst, def) => {
         return parse_encode(this, data, params, { callee: _encode });
     },
     decode: function _decode(data, params) {
-        return classic_parse_decode(this, data, params, { callee: _decode });
+        return parse_decode(this, data, params, { callee: _decode });
     },
     encodeAsync: async function _encodeAsync(data, params) {
         return await parse_encodeAsync(this, data, params, { callee: _encodeAsync });
@@ -77190,7 +73063,7 @@ const ZodRecord = /*@__PURE__*/ (/* unused pure expression or super */ null && (
     inst.keyType = def.keyType;
     inst.valueType = def.valueType;
 })));
-function schemas_record(keyType, valueType, params) {
+function record(keyType, valueType, params) {
     // v3-compat: z.record(valueType, params?) — defaults keyType to z.string()
     if (!valueType || !valueType._zod) {
         return new ZodRecord({
@@ -77341,7 +73214,7 @@ const ZodLiteral = /*@__PURE__*/ (/* unused pure expression or super */ null && 
         },
     });
 })));
-function schemas_literal(value, params) {
+function literal(value, params) {
     return new ZodLiteral({
         type: "literal",
         values: Array.isArray(value) ? value : [value],
@@ -77630,7 +73503,7 @@ const ZodCustom = /*@__PURE__*/ $constructor("ZodCustom", (inst, def) => {
     inst._zod.processJSONSchema = (ctx, json, params) => customProcessor(inst, ctx, json, params);
 });
 // custom checks
-function schemas_check(fn) {
+function check(fn) {
     const ch = new core.$ZodCheck({
         check: "custom",
         // ...util.normalizeParams(params),
@@ -77691,7 +73564,7 @@ const stringbool = (...args) => core._stringbool({
 }, ...args);
 function json(params) {
     const jsonSchema = lazy(() => {
-        return union([schemas_string(params), schemas_number(), schemas_boolean(), schemas_null(), array(jsonSchema), schemas_record(schemas_string(), jsonSchema)]);
+        return union([schemas_string(params), schemas_number(), schemas_boolean(), schemas_null(), array(jsonSchema), record(schemas_string(), jsonSchema)]);
     });
     return jsonSchema;
 }
@@ -77709,7 +73582,7 @@ function preprocess(fn, schema) {
 // that error messages and action.yml show. All parsing of raw inputs lives here.
 
 /** A value as error messages quote it (never used for secrets). */
-const fields_quote = (v, max = 60) => `'${v.length > max ? v.slice(0, max) + '...' : v}'`;
+const quote = (v, max = 60) => `'${v.length > max ? v.slice(0, max) + '...' : v}'`;
 // A line break or other control character (C1 and U+2028/9 included) in a
 // one-line input would end a command, a config line or a log line; multi-line
 // inputs may have line breaks and tabs only.
@@ -77780,7 +73653,7 @@ const pattern = (opts) => field(opts, opts.expected, schemas_string().transform(
         return NEVER;
     }
     if (!opts.regex.test(v)) {
-        ctx.addIssue({ code: 'custom', message: `${fields_quote(v)} is not valid` });
+        ctx.addIssue({ code: 'custom', message: `${quote(v)} is not valid` });
         return NEVER;
     }
     const lower = v.toLowerCase();
@@ -77790,7 +73663,7 @@ const pattern = (opts) => field(opts, opts.expected, schemas_string().transform(
         r.prefixes?.some((p) => lower.startsWith(p)) ||
         r.suffixes?.some((p) => lower.endsWith(p)));
     if (r) {
-        ctx.addIssue({ code: 'custom', message: `${fields_quote(v)} is reserved: ${r.why}` });
+        ctx.addIssue({ code: 'custom', message: `${quote(v)} is reserved: ${r.why}` });
         return NEVER;
     }
     return v;
@@ -77834,7 +73707,7 @@ function checkCommand(v) {
             };
         if (!/^[A-Za-z0-9_.:/=@,+%{}-]+$/.test(w)) {
             return {
-                error: `word ${fields_quote(w, 40)} contains characters other than letters, digits and _.:/=@,+%{}-`,
+                error: `word ${quote(w, 40)} contains characters other than letters, digits and _.:/=@,+%{}-`,
             };
         }
     }
@@ -77856,7 +73729,7 @@ const fields_url = (opts) => {
         if (!v)
             return '';
         // Quoted with user:password@ hidden, so a refused URL never prints its credentials.
-        const shown = opts.secret ? 'the value' : fields_quote(v.replace(/^([^:/?#]*:\/\/)[^/?#]*@/, '$1***@'));
+        const shown = opts.secret ? 'the value' : quote(v.replace(/^([^:/?#]*:\/\/)[^/?#]*@/, '$1***@'));
         let u;
         try {
             u = new URL(v);
@@ -77969,15 +73842,15 @@ const directory = (opts) => fields_custom(opts, {
     if (!v && opts.optional)
         return '';
     if (!v.startsWith('/'))
-        return { error: `${fields_quote(v)} is not absolute` };
+        return { error: `${quote(v)} is not absolute` };
     const parts = v.split('/').filter(Boolean);
     if (parts.some((s) => s === '.' || s === '..'))
-        return { error: `${fields_quote(v)} contains . or ..` };
+        return { error: `${quote(v)} contains . or ..` };
     if (!/^[A-Za-z0-9._/-]+$/.test(v))
-        return { error: `${fields_quote(v)} contains characters other than letters, digits and ._/-` };
+        return { error: `${quote(v)} contains characters other than letters, digits and ._/-` };
     const p = '/' + parts.join('/');
     const problem = systemDirectoryProblem(p);
-    return problem ? { error: `${fields_quote(p)} ${problem}` } : p;
+    return problem ? { error: `${quote(p)} ${problem}` } : p;
 });
 
 ;// CONCATENATED MODULE: ./src/inputs/dotenv.ts
@@ -78110,6 +73983,217 @@ function envField(description) {
     }, (v) => parseEnvText(v));
 }
 
+// EXTERNAL MODULE: external "node:crypto"
+var external_node_crypto_ = __nccwpck_require__(7598);
+;// CONCATENATED MODULE: ./src/inputs/known-hosts.ts
+// OpenSSH known_hosts lines: parsed once, matched per host, compared on the raw key.
+
+
+const HOST_KEY_TYPES = [
+    'ssh-ed25519',
+    'ecdsa-sha2-nistp256',
+    'ecdsa-sha2-nistp384',
+    'ecdsa-sha2-nistp521',
+    'rsa-sha2-512',
+    'rsa-sha2-256',
+    'ssh-rsa',
+];
+function readSshString(buf, offset) {
+    if (buf.length < offset + 4)
+        return null;
+    const len = buf.readUInt32BE(offset);
+    if (buf.length < offset + 4 + len)
+        return null;
+    return buf.subarray(offset + 4, offset + 4 + len).toString('latin1');
+}
+/** Length of an uncompressed ECDSA point (0x04, x, y) per curve. */
+const POINT_LENGTH = { nistp256: 65, nistp384: 97, nistp521: 133 };
+/**
+ * Whether a key blob is one whole public key of its type in the SSH wire format
+ * (RFC 4253, 5656, 8709), with nothing left over: a truncated or mangled key
+ * would pass a check of its first field and fail only at connect time.
+ */
+function isWholeKey(key, type) {
+    let at = 0;
+    const next = () => {
+        if (key.length < at + 4)
+            return null;
+        const len = key.readUInt32BE(at);
+        if (key.length < at + 4 + len)
+            return null;
+        const field = key.subarray(at + 4, at + 4 + len);
+        at += 4 + len;
+        return field;
+    };
+    /** A positive mpint: not empty, no sign bit, no needless leading zero. */
+    const positive = (n) => !!n && n.length > 0 && n[0] < 0x80 && !(n[0] === 0 && (n.length === 1 || n[1] < 0x80));
+    if (next()?.toString('latin1') !== type)
+        return false;
+    if (type === 'ssh-ed25519') {
+        if (next()?.length !== 32)
+            return false;
+    }
+    else if (type === 'ssh-rsa') {
+        if (!positive(next()) || !positive(next()))
+            return false;
+    }
+    else {
+        const curve = type.slice('ecdsa-sha2-'.length);
+        if (next()?.toString('latin1') !== curve)
+            return false;
+        const point = next();
+        if (!point || point.length !== POINT_LENGTH[curve] || point[0] !== 4)
+            return false;
+    }
+    return at === key.length;
+}
+/** Parses known_hosts text; returns the entries or a message naming the bad line. */
+function parseKnownHosts(text) {
+    const entries = [];
+    const lines = text.replace(/\r\n?/g, '\n').split('\n');
+    for (let i = 0; i < lines.length; i++) {
+        const line = (lines[i] ?? '').trim();
+        if (!line || line.startsWith('#'))
+            continue;
+        const fields = line.split(/\s+/);
+        let revoked = false;
+        if (fields[0]?.startsWith('@')) {
+            const marker = fields.shift();
+            if (marker === '@revoked')
+                revoked = true;
+            else
+                return `line ${i + 1}: marker '${marker}' is not supported (use plain host key lines, or @revoked)`;
+        }
+        const [hostField, keyType, keyB64] = fields;
+        if (!hostField || !keyType || !keyB64) {
+            return `line ${i + 1} is not a known_hosts line (expected 'host key-type base64-key', as ssh-keyscan prints)`;
+        }
+        if (!HOST_KEY_TYPES.includes(keyType)) {
+            return `line ${i + 1}: unknown key type '${keyType.slice(0, 40)}' (expected one of ${HOST_KEY_TYPES.join(', ')})`;
+        }
+        if (!/^[A-Za-z0-9+/]+={0,2}$/.test(keyB64))
+            return `line ${i + 1}: the key is not base64`;
+        const key = Buffer.from(keyB64, 'base64');
+        const expectedEmbedded = keyType.startsWith('rsa-sha2') ? 'ssh-rsa' : keyType;
+        if (!isWholeKey(key, expectedEmbedded)) {
+            return `line ${i + 1}: the key data is not a whole ${keyType} key (truncated or mangled?)`;
+        }
+        const entry = { patterns: [], revoked, keyType: expectedEmbedded, key, line: i + 1 };
+        if (hostField.startsWith('|1|')) {
+            const [, , salt, hash] = hostField.split('|');
+            if (!salt || !hash)
+                return `line ${i + 1}: malformed hashed host name`;
+            entry.hashed = { salt: Buffer.from(salt, 'base64'), hash: Buffer.from(hash, 'base64') };
+        }
+        else {
+            entry.patterns = hostField.split(',');
+        }
+        entries.push(entry);
+    }
+    if (entries.length === 0)
+        return 'no host key lines found';
+    return entries;
+}
+/** The name known_hosts uses for host:port: `host` on port 22, `[host]:port` otherwise. */
+function knownHostsName(host, port) {
+    return port === 22 ? host : `[${host}]:${port}`;
+}
+function globMatch(pattern, name) {
+    const re = new RegExp('^' +
+        pattern
+            .split('')
+            .map((c) => (c === '*' ? '.*' : c === '?' ? '.' : c.replace(/[.+^${}()|[\]\\]/g, '\\$&')))
+            .join('') +
+        '$', 'i');
+    return re.test(name);
+}
+/** A known_hosts name without wildcards (`host` or `[host]:port`) in its canonical spelling. */
+function canonicalName(name) {
+    const m = /^\[(.+)\]:(\d+)$/.exec(name);
+    return m ? knownHostsName(canonicalHost(m[1]), Number(m[2])) : canonicalHost(name);
+}
+/** A pattern matches a name: a glob as ssh reads it, a plain name in any spelling of the host. */
+function patternMatches(pattern, name) {
+    return /[*?]/.test(pattern) ? globMatch(pattern, name) : canonicalName(pattern) === canonicalName(name);
+}
+function entryMatches(entry, name) {
+    if (entry.hashed) {
+        const h = (0,external_node_crypto_.createHmac)('sha1', entry.hashed.salt).update(name).digest();
+        return h.equals(entry.hashed.hash);
+    }
+    let matched = false;
+    for (const p of entry.patterns) {
+        if (p.startsWith('!')) {
+            if (patternMatches(p.slice(1), name))
+                return false;
+        }
+        else if (patternMatches(p, name)) {
+            matched = true;
+        }
+    }
+    return matched;
+}
+/**
+ * The entries that apply to host:port: under the name as written (what
+ * ssh-keyscan prints) or its canonical spelling (lower case, as ssh looks
+ * names up and hashes them; IPv6 compressed).
+ */
+function entriesFor(entries, host, port) {
+    const names = [...new Set([host, canonicalHost(host)])].map((h) => knownHostsName(h, port));
+    return entries.filter((e) => names.some((name) => entryMatches(e, name)));
+}
+/** OpenSSH-style fingerprint of a raw public key blob: SHA256:base64-without-padding. */
+function fingerprint(key) {
+    return 'SHA256:' + (0,external_node_crypto_.createHash)('sha256').update(key).digest('base64').replace(/=+$/, '');
+}
+/** The key type named inside a raw public key blob. */
+function keyTypeOf(key) {
+    return readSshString(key, 0) ?? 'unknown';
+}
+/** Decides whether the key a server offered is pinned for host:port. */
+function verifyHostKey(entries, host, port, offered) {
+    const applicable = entriesFor(entries, host, port);
+    const type = keyTypeOf(offered);
+    if (applicable.some((e) => e.revoked && e.key.equals(offered))) {
+        return {
+            ok: false,
+            reason: `host key ${type} ${fingerprint(offered)} is marked @revoked in known-hosts`,
+        };
+    }
+    if (applicable.some((e) => !e.revoked && e.key.equals(offered)))
+        return { ok: true };
+    const pinned = applicable.filter((e) => !e.revoked);
+    if (pinned.length === 0) {
+        return {
+            ok: false,
+            reason: `known-hosts has no key for ${knownHostsName(host, port)}; the host offered ${type} ${fingerprint(offered)}`,
+        };
+    }
+    return {
+        ok: false,
+        reason: `the host offered ${type} ${fingerprint(offered)}, which does not match the pinned ` +
+            pinned.map((e) => `${e.keyType} ${fingerprint(e.key)}`).join(', ') +
+            ' (a changed server, or someone in between)',
+    };
+}
+/** The host key algorithms to offer so the server picks a pinned key type. */
+function pinnedAlgorithms(entries, host, port) {
+    const types = new Set(entriesFor(entries, host, port)
+        .filter((e) => !e.revoked)
+        .map((e) => e.keyType));
+    const algos = [];
+    for (const t of types) {
+        if (t === 'ssh-rsa')
+            algos.push('rsa-sha2-512', 'rsa-sha2-256', 'ssh-rsa');
+        else
+            algos.push(t);
+    }
+    return algos;
+}
+
+// EXTERNAL MODULE: ./node_modules/ssh2/lib/index.js
+var lib = __nccwpck_require__(5472);
+var lib_default = /*#__PURE__*/__nccwpck_require__.n(lib);
 ;// CONCATENATED MODULE: ./src/inputs/ssh-key.ts
 // The private key, read locally with ssh2 (the parser node-ssh uses when it
 // connects), so a damaged key or a wrong passphrase is found before any host is
@@ -78472,16 +74556,16 @@ function parseSharedPaths(v) {
         const parts = item.split('/').filter((s) => s && s !== '.');
         const p = parts.join('/');
         if (!p)
-            return { error: `${fields_quote(item)} is the release itself` };
+            return { error: `${quote(item)} is the release itself` };
         if (RELEASE_INTERNALS.includes(parts[0]))
-            return { error: `${fields_quote(item)} is metalship's ${parts[0]} in the release, not the app's` };
+            return { error: `${quote(item)} is metalship's ${parts[0]} in the release, not the app's` };
         if (parts[0] === '.env' && parts.length > 1)
-            return { error: `${fields_quote(item)} is inside .env, a file` };
+            return { error: `${quote(item)} is inside .env, a file` };
         const other = paths.find((q) => q === p || p.startsWith(q + '/') || q.startsWith(p + '/'));
         if (other === p)
-            return { error: `${fields_quote(item)} is listed twice` };
+            return { error: `${quote(item)} is listed twice` };
         if (other)
-            return { error: `${fields_quote(item)} and '${other}' are inside one another` };
+            return { error: `${quote(item)} and '${other}' are inside one another` };
         paths.push(p);
     }
     return paths;
@@ -78507,7 +74591,7 @@ const releaseInputs = {
         const items = splitList(v, false);
         for (const p of items)
             if (!/^[A-Za-z0-9._/*?@+-]+$/.test(p))
-                return { error: `pattern ${fields_quote(p)} has odd characters` };
+                return { error: `pattern ${quote(p)} has odd characters` };
         return items;
     }),
     env: envField("The release's own .env (KEY=value lines), typically a secret: written into the release, mode 600, the app user's, and kept as long as the release. " +
@@ -78928,10 +75012,3947 @@ function runtimeDefaults(app) {
     return out;
 }
 
-// EXTERNAL MODULE: external "node:events"
-var external_node_events_ = __nccwpck_require__(8474);
+;// CONCATENATED MODULE: external "node:fs"
+const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs");
+;// CONCATENATED MODULE: ./src/remote/sh.ts
+// Shell script building where quoting is the default: every value interpolated
+// into `sh` is single-quoted unless explicitly wrapped in raw().
+class Raw {
+    text;
+    constructor(text) {
+        this.text = text;
+    }
+}
+/** Marks text as already-safe shell (a fragment we built ourselves, never user input). */
+function raw(text) {
+    return new Raw(text);
+}
+/** POSIX single-quote a value: the result is one shell word with the exact bytes of value. */
+function sh_quote(value) {
+    const text = String(value);
+    if (text.includes('\0'))
+        throw new Error('a shell value cannot contain a NUL byte');
+    if (text !== '' && /^[A-Za-z0-9_@%+=:,./-]+$/.test(text))
+        return text;
+    return `'${text.replace(/'/g, `'\\''`)}'`;
+}
+function render(value) {
+    if (value instanceof Raw)
+        return value.text;
+    if (Array.isArray(value))
+        return value.map((v) => render(v)).join(' ');
+    return sh_quote(value);
+}
+/** Tagged template: sh`rm -rf ${dir}` quotes dir; sh`${raw('$HOME')}` does not. */
+function sh_sh(strings, ...values) {
+    let out = strings[0] ?? '';
+    values.forEach((value, i) => {
+        out += render(value) + (strings[i + 1] ?? '');
+    });
+    return out;
+}
+/** Joins script fragments into one script, one fragment per line block. */
+function sh_script(...parts) {
+    return parts.filter((p) => typeof p === 'string' && p.length > 0).join('\n') + '\n';
+}
+/**
+ * A heredoc that writes content to a file exactly (no expansion); the delimiter
+ * is chosen so that it cannot occur in the content.
+ */
+function sh_heredoc(content) {
+    let delimiter = 'METALSHIP_EOF';
+    let n = 0;
+    while (content.split('\n').includes(delimiter))
+        delimiter = `METALSHIP_EOF_${++n}`;
+    const body = content.endsWith('\n') ? content : content + '\n';
+    return { open: `<<'${delimiter}'`, body: `${body}${delimiter}` };
+}
+/** Script lines that write content to a temporary file beside path, with its mode and owner. */
+function stageFile(tmp, content, opts) {
+    const doc = sh_heredoc(content);
+    return [
+        sh_sh `cat > ${tmp} ${raw(doc.open)}`,
+        doc.body,
+        opts.mode ? sh_sh `chmod ${opts.mode} ${tmp}` : '',
+        opts.owner ? sh_sh `chown ${opts.owner} ${tmp}` : '',
+    ];
+}
+/**
+ * `name=<exact text>` as a bash assignment through a quoted heredoc: nothing in
+ * the text is expanded, and it reads as itself (SQL, a program) in the script.
+ * Trailing newlines are dropped, as by any command substitution.
+ */
+function sh_textVar(name, text) {
+    const doc = sh_heredoc(text);
+    return `${name}=$(cat ${doc.open}\n${doc.body}\n)`;
+}
+/**
+ * Settings for one of our .sh files: a bash assignment a line, each value
+ * quoted (a list becomes an array of quoted words).
+ */
+function sh_assignments(values) {
+    return Object.entries(values)
+        .map(([name, value]) => {
+        if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
+            throw new Error(`${name} is not a shell variable name`);
+        return typeof value === 'object'
+            ? `${name}=(${value.map(sh_quote).join(' ')})`
+            : `${name}=${sh_quote(value)}`;
+    })
+        .join('\n');
+}
+/**
+ * The text of one of our .sh files (src/remote/sh/) as script lines: without its
+ * first line, the `#!/bin/bash` that lets shellcheck read the file on its own.
+ */
+function shellFile(text) {
+    return text.replace(/^#!.*\n/, '').trimEnd();
+}
+/** Script lines that write content to path atomically (temp file + rename) with mode and owner. */
+function sh_writeFileAtomic(path, content, opts = {}) {
+    const tmp = `${path}.metalship-tmp`;
+    return sh_script(...stageFile(tmp, content, opts), sh_sh `mv -f ${tmp} ${path}`).trimEnd();
+}
+/**
+ * Script lines that write content to path only when it differs, and print
+ * "changed <label>" when they did; nothing otherwise. Used for idempotent config.
+ */
+function sh_ensureFile(path, content, opts = {}) {
+    const tmp = `${path}.metalship-new`;
+    const doc = sh_heredoc(content);
+    // Compared first, from the script itself: an unchanged file costs one process.
+    return sh_script(sh_sh `if [ -f ${path} ] && cmp -s -- ${path} - ${raw(doc.open)}`, doc.body, 
+    // What an interrupted run left beside it goes (a test, no process, when there is none).
+    sh_sh `then if [ -e ${tmp} ]; then rm -f ${tmp}; fi; else`, ...stageFile(tmp, content, opts), sh_sh `mv -f ${tmp} ${path}; echo ${'changed ' + (opts.label ?? path)}; ${raw(opts.onChange ?? ':')}; fi`).trimEnd();
+}
+/**
+ * The `KEY value` lines a script printed (its way of reporting): `get` gives
+ * the first value of a key, `all` every one, in order; a line that is the key
+ * alone has the value ''.
+ */
+function sh_keyLines(stdout) {
+    const lines = stdout.split('\n');
+    const all = (key) => lines.filter((l) => l === key || l.startsWith(key + ' ')).map((l) => l.slice(key.length + 1));
+    return { all, get: (key) => all(key)[0] };
+}
+
+;// CONCATENATED MODULE: ./src/remote/quoting.ts
+// Quoting for the files we generate, each in its own syntax: a value from the
+// settings is escaped for where it goes, the way sh`` quotes it in a script.
+// raw() marks text we wrote ourselves (a %i specifier, a $VAR meant to expand).
+// A value that a syntax cannot hold is refused with an error naming it, never
+// written half-escaped: the file would otherwise fail to load, or mean something else.
+
+
+function quoting_literal(parts) {
+    return parts.map((p) => (p instanceof Raw ? p.text : p)).join('');
+}
+function refuse(value, where, why) {
+    throw new Error(`${JSON.stringify(value)} cannot be written in ${where}: ${why}`);
+}
+// ---- systemd unit files ----------------------------------------------------
+/** A systemd specifier such as %i (the instance) or %n (the unit), kept where the values around it are escaped. */
+function specifier(letter) {
+    return new Raw(`%${letter}`);
+}
+/** $NAME as a whole ExecStart= word: systemd splits the variable's value into words when it runs the command. */
+function splitVariable(name) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
+        throw new Error(`${JSON.stringify(name)} is not a variable name`);
+    return new Raw(`$${name}`);
+}
+const UNIT_PLAIN = /^[A-Za-z0-9_@%+=:,./{}~-]+$/;
+/** C escape of one character inside systemd's double quotes (its word splitting unescapes them). */
+function cEscape(c) {
+    if (c === '\\' || c === '"')
+        return `\\${c}`;
+    if (c === '\n')
+        return '\\n';
+    if (c === '\t')
+        return '\\t';
+    const code = c.charCodeAt(0);
+    return code < 0x20 || code === 0x7f ? `\\x${code.toString(16).padStart(2, '0')}` : c;
+}
+/**
+ * One word of a setting systemd splits into words (ExecStart=, Environment=,
+ * ReadWritePaths=...): double-quoted with C escapes unless plain, % doubled
+ * (systemd resolves specifiers after unquoting, so quotes do not protect a %),
+ * and with dollar true (ExecStart=) $ doubled too, since $VAR expands when the
+ * command runs, quoted or not.
+ */
+function unitWordOf(parts, dollar) {
+    const text = quoting_literal(parts);
+    if (text === '')
+        return '""';
+    if (text.includes('\0'))
+        refuse(text, 'a unit file', 'it holds a NUL byte');
+    // Our raw() fragments need no quotes; a word of only raw() stays as written.
+    const values = parts.filter((p) => typeof p === 'string').join('');
+    const plain = values === '' || UNIT_PLAIN.test(values);
+    const body = parts
+        .map((p) => {
+        if (p instanceof Raw)
+            return p.text;
+        let t = p.replace(/%/g, '%%');
+        if (dollar)
+            t = t.replace(/\$/g, '$$$$');
+        return plain ? t : [...t].map(cEscape).join('');
+    })
+        .join('');
+    return plain ? body : `"${body}"`;
+}
+/** A word of a list setting that unquotes (ReadWritePaths=, RuntimeDirectory=, WantedBy=, Environment=). */
+function unitWord(...parts) {
+    return unitWordOf(parts, false);
+}
+/** Environment=NAME=value as one quoted word (Environment= expands specifiers, not variables). */
+function unitEnv(name, ...value) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
+        throw new Error(`${JSON.stringify(name)} is not a variable name`);
+    return unitWord(`${name}=`, ...value);
+}
+/**
+ * An ExecStart= command line: one word per argument. The program must be an
+ * absolute path: a first word starting with - @ : + ! would be read as
+ * prefixes, whatever its quotes.
+ */
+function quoting_execLine(words) {
+    const list = words.map((w) => (Array.isArray(w) ? w : [w]));
+    const program = quoting_literal(list[0] ?? []);
+    if (!program.startsWith('/'))
+        refuse(program, 'ExecStart=', 'the program must be an absolute path');
+    return list.map((w) => unitWordOf(w, true)).join(' ');
+}
+/**
+ * A setting systemd takes whole, without unquoting (Description=, User=,
+ * WorkingDirectory=, EnvironmentFile=, OnCalendar=): % doubled; the value
+ * must stay on its line and keep its ends (systemd trims them, and a final
+ * backslash would continue the line).
+ */
+function quoting_unitText(...parts) {
+    const text = quoting_literal(parts);
+    // eslint-disable-next-line no-control-regex
+    if (/[\0-\x1f\x7f]/.test(text))
+        refuse(text, 'a unit file setting', 'it holds a control character');
+    if (text !== text.trim() || text.endsWith('\\'))
+        refuse(text, 'a unit file setting', 'it starts or ends with white space or a backslash');
+    return parts.map((p) => (p instanceof Raw ? p.text : p.replace(/%/g, '%%'))).join('');
+}
+// ---- nginx -----------------------------------------------------------------
+const NGINX_PLAIN = /^[A-Za-z0-9_@%+=:,./*~[\]-]+$/;
+/**
+ * One nginx argument: plain, or double-quoted with \ and " escaped (inside
+ * quotes ; { } # and white space are text). A $ is refused: nginx reads $name
+ * as a variable in many directives, quoted or not, and has no escape for it.
+ */
+function nginxWord(value) {
+    if (value.includes('$'))
+        refuse(value, 'an nginx argument', 'nginx would read $ as a variable');
+    // eslint-disable-next-line no-control-regex
+    if (/[\0-\x1f\x7f]/.test(value))
+        refuse(value, 'an nginx argument', 'it holds a control character');
+    return NGINX_PLAIN.test(value) ? value : `"${value.replace(/[\\"]/g, '\\$&')}"`;
+}
+/**
+ * server_name's arguments from names separated by white space (the server-name
+ * input's form) or "_". A name starting with ~ would be a regular expression.
+ * A misplaced * wildcard (only server-name allows a *) is left to the nginx -t
+ * the deploy runs before it uses a new site: refusing it here would fail every
+ * switch, also where the site exists and the name is never written.
+ */
+function nginxServerNames(names) {
+    const list = names.split(/\s+/).filter(Boolean);
+    if (list.length === 0)
+        refuse(names, 'server_name', 'no name');
+    for (const n of list)
+        if (n.startsWith('~'))
+            refuse(n, 'server_name', 'nginx would read it as a regular expression');
+    return list.map(nginxWord).join(' ');
+}
+/** host:port of an nginx upstream server, [addr]:port for IPv6; nginx has no IPv6 zone index (fe80::1%eth0). */
+function nginxAddress(host, port) {
+    if (host.includes('%'))
+        refuse(host, 'an nginx upstream', 'nginx cannot use an IPv6 zone index');
+    return nginxWord(isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`);
+}
+// ---- other daemons' files --------------------------------------------------
+/**
+ * A directory in a logrotate file list. logrotate reads the list up to the
+ * first { and refuses a } before it, whatever the quotes, and globs each
+ * pattern: only characters that mean themselves there are accepted.
+ */
+function logrotateDir(dir, setting) {
+    if (!/^\/[A-Za-z0-9_@+,:=./-]*$/.test(dir))
+        refuse(dir, 'a logrotate file list', `${setting} may only hold letters, digits and _@+,:=./- there`);
+    return dir;
+}
+/**
+ * A word in a file with no quoting at all, split on white space: the Redis 7
+ * ACL file, logrotate's su user group.
+ */
+function bareWord(value, where) {
+    // eslint-disable-next-line no-control-regex
+    if (!value || /[\s\0-\x1f\x7f]/.test(value))
+        refuse(value, where, 'empty, or white space in it');
+    return value;
+}
+/**
+ * A database or role name in pg_hba.conf: always quoted, so all, replication,
+ * sameuser... and a leading + or @ are names, not keywords; "" is a quote.
+ * A leading / would still be a regular expression (PostgreSQL 16).
+ */
+function hbaName(value) {
+    // eslint-disable-next-line no-control-regex
+    if (!value || /[\0-\x1f\x7f]/.test(value) || value.startsWith('/'))
+        refuse(value, 'pg_hba.conf', 'empty, a control character, or a leading / (a regular expression)');
+    return `"${value.replace(/"/g, '""')}"`;
+}
+/**
+ * An address field of pg_hba.conf: an IPv4 or IPv6 network in CIDR form. Any
+ * other text makes PostgreSQL refuse the whole file, and then refuse to start.
+ */
+function hbaAddress(cidr) {
+    const m = /^([0-9A-Fa-f:.]+)\/(\d{1,3})$/.exec(cidr);
+    const family = m ? isIP(m[1]) : 0;
+    if (!m || !family || Number(m[2]) > (family === 4 ? 32 : 128))
+        refuse(cidr, 'pg_hba.conf', 'not an IPv4 or IPv6 network (address/prefix)');
+    return cidr;
+}
+/** A user name in sudoers: the characters sudoers gives a meaning to are escaped with a backslash. */
+function sudoersName(value) {
+    // eslint-disable-next-line no-control-regex
+    if (!value || /[\s\0-\x1f\x7f]/.test(value) || /^[#%+]/.test(value))
+        refuse(value, 'sudoers', 'empty, white space, or a leading # % + (a uid, group or netgroup)');
+    return value.replace(/[!=:,()\\]/g, '\\$&');
+}
+/**
+ * A value of an /etc/default file, read both by the shell (init scripts) and
+ * by systemd's EnvironmentFile=: in double quotes, \ " $ ` are escaped the
+ * same way for both.
+ */
+function defaultsValue(value) {
+    // eslint-disable-next-line no-control-regex
+    if (/[\0-\x1f\x7f]/.test(value))
+        refuse(value, 'an /etc/default file', 'it holds a control character');
+    return `"${value.replace(/[\\"$`]/g, '\\$&')}"`;
+}
+
+;// CONCATENATED MODULE: ./src/remote/offsite.ts
+// Backups that leave the host: after each daily backup the database's host
+// pushes the dump and its manifest to the backup host (roles=backup) over SSH,
+// with a key of its own (root's) that the backup host accepts for one thing
+// only: `restrict,command=` runs the receiver (src/remote/sh/backup-receive.sh)
+// as an unprivileged user, which adds a new copy after checking it against its
+// manifest, never replaces, reads or deletes one on request, and prunes its own
+// copies by age. The pusher (src/remote/sh/backup-push.sh) trusts only the
+// backup host's key as provision read it over the runner's pinned connection.
+
+
+
+
+/** The receiving user on the backup host: no password, its one key line per pusher runs the receiver. */
+const RECEIVER_USER = 'metalship-backup';
+const RECEIVER_HOME = '/var/lib/metalship-backup';
+const RECEIVER_AUTHORIZED_KEYS = (/* unused pure expression or super */ null && (`${RECEIVER_HOME}/.ssh/authorized_keys`));
+/** How the receiver ends when it refuses: told apart by these, never by the message. */
+const RECEIVE_EXIT = {
+    /** Anything but `put <name of a backup of this database>`. */
+    refused: 2,
+    /** A copy of that name is there: never replaced. */
+    exists: 3,
+    /** The dump is not what its manifest says (size, sha256), or the manifest is not ours. */
+    mismatch: 4,
+    /** Storing it would cross a limit: the most copies kept, or the free space left. */
+    full: 5,
+    /** Something else is under its name (not the same dump), or it could not be stored. */
+    failed: 6,
+};
+/** A copy's stamp may be this far ahead of the backup host's clock (s), and this old at most (s): a push comes right after its backup. */
+const STAMP_SKEW = 300;
+const STAMP_WINDOW = 86400;
+function receiveLimits(retentionDays) {
+    return { maxCopies: 2 * retentionDays + 10, minFreeMb: 1024 };
+}
+function receiverProgramPath(app) {
+    return `/usr/local/sbin/metalship-backup-receive-${app}`;
+}
+function offsite_pushProgramPath(app) {
+    return `/usr/local/sbin/metalship-backup-push-${app}`;
+}
+/** Root's push key and the backup host's pinned keys, on the database's host (700, root). */
+function pushPaths(app) {
+    const dir = `/etc/metalship/backup-push-${app}`;
+    return { dir, key: `${dir}/id_ed25519`, knownHosts: `${dir}/known_hosts` };
+}
+/** The comment that marks an app's key lines in the receiving user's authorized_keys. */
+function keyMarker(app) {
+    return `metalship-backup-push:${app}`;
+}
+/** Where the record of the last restore test of the copies is: beside their directory (which the receiving user owns), root's. */
+function copyVerifiedPath(backupDir) {
+    const cut = backupDir.lastIndexOf('/');
+    return `${backupDir.slice(0, cut) || '/'}/.${backupDir.slice(cut + 1)}.last-verified.json`.replace('//', '/');
+}
+const RECEIVE_SH = shellFile((0,external_node_fs_namespaceObject.readFileSync)(__nccwpck_require__.ab + "backup-receive.sh", 'utf8'));
+const CHECK_MANIFEST = (0,external_node_fs_namespaceObject.readFileSync)(__nccwpck_require__.ab + "receive_manifest.py", 'utf8');
+const PUSH_SH = shellFile((0,external_node_fs_namespaceObject.readFileSync)(__nccwpck_require__.ab + "backup-push.sh", 'utf8'));
+/** What follows `<database>_` in the name a put may carry: a stamp (checked as a time by the receiver) and the daily label, the only one pushed. */
+const NAME_PATTERN = '[0-9]{8}T[0-9]{6}Z_daily';
+/** The receiver program on the backup host (the push key's forced command). */
+function receiverProgram(opts, limits = receiveLimits(opts.retentionDays)) {
+    return script('#!/bin/bash', sh `# metalship-backup-receive-${opts.app}: adds a pushed copy of a backup of ${opts.database}. Managed by metalship; changes are overwritten.`, assignments({
+        DB: opts.database,
+        DIR: opts.backupDir,
+        RETENTION_DAYS: opts.retentionDays,
+        NAME_PATTERN,
+        SKEW: STAMP_SKEW,
+        WINDOW: STAMP_WINDOW,
+        MAX_COPIES: limits.maxCopies,
+        MIN_FREE_MB: limits.minFreeMb,
+        EXIT_REFUSED: RECEIVE_EXIT.refused,
+        EXIT_EXISTS: RECEIVE_EXIT.exists,
+        EXIT_MISMATCH: RECEIVE_EXIT.mismatch,
+        EXIT_FULL: RECEIVE_EXIT.full,
+        EXIT_FAILED: RECEIVE_EXIT.failed,
+    }), textVar('CHECK_MANIFEST', CHECK_MANIFEST), RECEIVE_SH);
+}
+/** The push program on the database's host. Usage: `metalship-backup-push-{app} DUMP`. */
+function pushProgram(app, backupDir, target) {
+    const p = pushPaths(app);
+    return script('#!/bin/bash', sh `# metalship-backup-push-${app}: copies a backup to ${target.address}. Managed by metalship; changes are overwritten.`, assignments({
+        DIR: backupDir,
+        TARGET_HOST: target.address,
+        TARGET_PORT: target.port,
+        TARGET_USER: RECEIVER_USER,
+        KEY: p.key,
+        KNOWN_HOSTS: p.knownHosts,
+        EXIT_EXISTS: RECEIVE_EXIT.exists,
+    }), PUSH_SH);
+}
+/** The pinned known_hosts of the push: the backup host's keys under the address the push connects to. */
+function pushKnownHosts(target) {
+    const name = target.port === 22 ? target.address : `[${target.address}]:${target.port}`;
+    return target.hostKeys.map((k) => `${name} ${k}\n`).join('');
+}
+/** One pusher's line in the receiving user's authorized_keys: it runs the receiver, nothing else, and only from its address when known. */
+function receiverKeyLine(app, pusher) {
+    const [type, body] = pusher.key.trim().split(/\s+/);
+    if (!type || !body || !/^ssh-ed25519$/.test(type) || !/^[A-Za-z0-9+/]+=*$/.test(body))
+        throw new Error(`the push key of ${pusher.from} is not an ed25519 public key`);
+    const address = pusher.address;
+    if (address !== undefined && !isIP(address))
+        throw new Error(`${address} is not an IP address`);
+    return `restrict,${address ? `from="${address}",` : ''}command="${receiverProgramPath(app)}" ${type} ${body} ${keyMarker(app)}:${pusher.from.replace(/[^A-Za-z0-9.:_@[\]-]/g, '_')}`;
+}
+/**
+ * On the database's host: root's push key, made when missing (not in check
+ * mode); gives its public half, or null when there is none yet.
+ */
+function pushKeyStep(app, check) {
+    const p = pushPaths(app);
+    return step('the backup push key', script(check
+        ? null
+        : script(sh `install -d -m 700 -o root -g root ${p.dir}`, sh `if [ ! -f ${p.key} ]; then ssh-keygen -q -t ed25519 -N '' -C ${keyMarker(app)} -f ${p.key} >/dev/null; fi`, sh `chmod 600 ${p.key}`), sh `if [ -f ${p.key + '.pub'} ]; then echo "PUBKEY $(cut -d' ' -f1,2 ${p.key + '.pub'})"; fi`), (stdout) => keyLines(stdout).get('PUBKEY') ?? null);
+}
+/** On the backup host: its SSH host keys (`type base64`), for the pusher to pin. */
+function hostKeysStep() {
+    return step('the backup host keys', script('for f in /etc/ssh/ssh_host_*_key.pub; do [ -f "$f" ] && echo "HOSTKEY $(cut -d\' \' -f1,2 "$f")"; done; true'), (stdout) => keyLines(stdout)
+        .all('HOSTKEY')
+        .filter((k) => /^[a-z0-9-]+ [A-Za-z0-9+/]+=*$/.test(k)));
+}
+
+;// CONCATENATED MODULE: ./src/remote/paths.ts
+// Paths root acts on. Root writes, chowns or deletes below a path only when no
+// other user can swap a directory on the way there (a symlink planted by the
+// app user would otherwise redirect root anywhere).
+
+/**
+ * Defines `ms_root_only PATH...`: fails, naming the culprit, unless every
+ * existing directory on the way to each PATH is root's and writable by root
+ * alone: as written (each directory that holds a component, links included:
+ * its owner could re-point them), as resolved, and through every link on the
+ * way, whose own target is walked as written too (a hop through another
+ * user's directory is caught). Missing components are fine: root creates them.
+ * One readlink and one stat for all of them (plus a readlink per link met):
+ * a process per directory made this the slowest part of a deploy's first step.
+ */
+const paths_ROOT_ONLY_FUNCTION = [
+    'ms_root_only() {',
+    '  [ "$#" -gt 0 ] || return 0',
+    '  local path dir part rest owner mode target k i=0 hops=0 ro_stats',
+    '  local -a ro_resolved=() ro_paths=() ro_names=() ro_dirs=() ro_of=()',
+    // NUL-separated: a resolved path holding a newline cannot stand in for another.
+    '  mapfile -d "" -t ro_resolved < <(readlink -zm -- "$@")',
+    '  if [ "${#ro_resolved[@]}" != "$#" ]; then echo "could not resolve $*" >&2; return 1; fi',
+    '  ro_paths=("$@" "${ro_resolved[@]}")',
+    '  ro_names=("$@" "$@")',
+    // The list grows while it is walked: each link met adds its target.
+    '  for ((k = 0; k < ${#ro_paths[@]}; k++)); do',
+    '    path=${ro_paths[$k]}',
+    '    dir=/',
+    '    rest=${path#/}',
+    '    while [ -e "$dir" ]; do',
+    '      ro_dirs+=("$dir")',
+    '      ro_of+=("${ro_names[$k]}")',
+    '      if [ -L "$dir" ]; then',
+    '        hops=$((hops + 1))',
+    '        if [ "$hops" -gt 40 ]; then echo "too many links on the way to ${ro_names[$k]}" >&2; return 1; fi',
+    '        target=$(readlink -- "$dir")',
+    '        case "$target" in /*) ;; *) target=${dir%/*}/$target ;; esac',
+    '        ro_paths+=("$target")',
+    '        ro_names+=("${ro_names[$k]}")',
+    '      fi',
+    '      [ -n "$rest" ] || break',
+    '      part=${rest%%/*}',
+    '      rest=${rest#"$part"}',
+    '      rest=${rest#/}',
+    '      dir=${dir%/}/$part',
+    '    done',
+    '  done',
+    '  ro_stats=$(stat -L -c "%u %a" -- "${ro_dirs[@]}") || return 1',
+    '  while read -r owner mode; do',
+    '    if [ "$owner" != 0 ] || [ $(( 8#$mode & 8#022 )) != 0 ]; then',
+    '      echo "${ro_dirs[$i]} is owned by uid $owner with mode $mode: ${ro_of[$i]} must be owned by root and writable by root alone, or another user could redirect what root does there" >&2',
+    '      return 1',
+    '    fi',
+    '    i=$((i + 1))',
+    '  done <<<"$ro_stats"',
+    '}',
+].join('\n');
+/** Script lines that fail unless each path is safe for root to act below (see ROOT_ONLY_FUNCTION). */
+function paths_rootOnly(...paths) {
+    return [paths_ROOT_ONLY_FUNCTION, sh_sh `ms_root_only ${paths}`].join('\n');
+}
+/** The state directory's mode, one everywhere: the lock, the history and the serving slot are root's. */
+const paths_STATE_MODE = '700';
+
+;// CONCATENATED MODULE: ./src/remote/step.ts
+// A step on a host: what it does, the script that does it, and how its output
+// reads. Built together and tested together (a unit test runs the script's
+// parser on what the script prints), the way Kamal pairs a command with its use.
+function step_step(what, script, parse) {
+    return { what, script, parse: (stdout) => parse(stdout) };
+}
+/** A step whose exit code and stderr are part of its result: parse gets them. */
+function reportingStep(what, script, parse) {
+    return {
+        what,
+        script,
+        parse: (stdout, ending = { code: 0, stderr: '' }) => parse(stdout, ending),
+        reportsFailure: true,
+    };
+}
+/** A step whose output says nothing the caller needs. */
+function plainStep(what, script) {
+    return step_step(what, script, () => undefined);
+}
+
+;// CONCATENATED MODULE: ./src/remote/backup.ts
+// PostgreSQL backups: the backup program installed on a database host (its
+// settings, then src/remote/sh/backup.sh), its daily timer, and the steps that
+// take a backup now and read the last restore test. Pure functions from
+// settings to bash.
+//
+// One backup is three files in the backup directory (700, root):
+//   <database>_<YYYYmmddTHHMMSSZ>_<label>.dump            pg_dump -Fc
+//   <database>_<YYYYmmddTHHMMSSZ>_<label>.globals.sql     pg_dumpall --globals-only
+//   <database>_<YYYYmmddTHHMMSSZ>_<label>.manifest.json   written last, atomically
+// The manifest's row counts are taken in the same snapshot as the dump, so a
+// restore must reproduce them exactly.
+
+
+
+
+
+
+const DEFAULT_BACKUP_LABEL = 'manual';
+const DEFAULT_RETENTION_DAYS = 30;
+function defaultBackupDir(app) {
+    return `/var/backups/metalship/${app}`;
+}
+function backupProgramPath(app) {
+    return `/usr/local/sbin/metalship-backup-${app}`;
+}
+function backupUnitNames(app) {
+    return { service: `metalship-backup-${app}.service`, timer: `metalship-backup-${app}.timer` };
+}
+/** The file with the record of the last successful restore test, beside the backups. */
+function lastVerifiedPath(backupDir) {
+    return `${backupDir}/.last-verified.json`;
+}
+const NAME_RE = /^[A-Za-z0-9_][A-Za-z0-9_-]{0,62}$/;
+const LABEL_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$/;
+const APP_RE = /^[a-z][a-z0-9_-]{0,31}$/;
+/** Backup file names: <database>_<UTC stamp>_<label>.dump (the label may hold '_'). */
+const BACKUP_NAME_RE = /^([A-Za-z0-9_][A-Za-z0-9_-]{0,62})_(\d{8}T\d{6}Z)_([A-Za-z0-9][A-Za-z0-9._-]{0,79})\.dump$/;
+function validDatabaseName(name) {
+    return NAME_RE.test(name) ? null : 'letters, digits, _ and - only (1 to 63, not starting with -)';
+}
+function validBackupLabel(label) {
+    return LABEL_RE.test(label)
+        ? null
+        : 'letters, digits, ., _ and - only (1 to 80, starting with a letter or digit)';
+}
+function backup_check(opts) {
+    if (!APP_RE.test(opts.app))
+        throw new Error(`backup: app ${JSON.stringify(opts.app)} is not a valid app name`);
+    const db = validDatabaseName(opts.database);
+    if (db)
+        throw new Error(`backup: database ${JSON.stringify(opts.database)}: ${db}`);
+    if (!/^\/[^\0\n]*$/.test(opts.backupDir) ||
+        opts.backupDir === '/' ||
+        /(^|\/)\.\.?(\/|$)/.test(opts.backupDir))
+        throw new Error(`backup: backup directory ${JSON.stringify(opts.backupDir)} must be an absolute path, not /`);
+    if (!Number.isInteger(opts.retentionDays) || opts.retentionDays < 1 || opts.retentionDays > 3650)
+        throw new Error(`backup: retention ${opts.retentionDays} must be a whole number of days from 1 to 3650`);
+}
+/**
+ * SQL that prints one JSON object line {"schema.table": rows, ...} for every
+ * table whose data pg_dump dumps (ordinary tables and partitions, not the
+ * catalogs or extension members). Used at backup time, inside the snapshot, and
+ * after a restore, so both sides count the same way.
+ */
+const ROW_COUNTS_SQL = (/* unused pure expression or super */ null && (`SELECT coalesce(json_object_agg(t.name, t.n ORDER BY t.name), '{}')::text FROM (` +
+    `SELECT n.nspname || '.' || c.relname AS name, ` +
+    `(xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', n.nspname, c.relname), false, true, '')))[1]::text::bigint AS n ` +
+    `FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace ` +
+    `WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' ` +
+    `AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')` +
+    `) t;`));
+const BACKUP_SH = shellFile((0,external_node_fs_namespaceObject.readFileSync)(__nccwpck_require__.ab + "backup.sh", 'utf8'));
+/**
+ * The backup program (/usr/local/sbin/metalship-backup-{app}): its settings as
+ * quoted assignments, then src/remote/sh/backup.sh. Usage:
+ * `metalship-backup-{app} [label]`; prints the dump's path on its last line.
+ */
+function backupProgram(opts) {
+    backup_check(opts);
+    return script('#!/bin/bash', sh `# metalship-backup-${opts.app}: PostgreSQL backup of ${opts.database}. Managed by metalship; changes are overwritten.`, '# Usage: metalship-backup-APP [label]   (label: daily, manual, pre-migrate-<release>, ...)', assignments({
+        DB: opts.database,
+        DIR: opts.backupDir,
+        RETENTION_DAYS: opts.retentionDays,
+        DEFAULT_LABEL: DEFAULT_BACKUP_LABEL,
+        LABEL_PATTERN: LABEL_RE.source,
+        PUSH: pushProgramPath(opts.app),
+    }), textVar('COUNTS_SQL', ROW_COUNTS_SQL), ROOT_ONLY_FUNCTION, BACKUP_SH);
+}
+/** The backup's oneshot service and its timer. */
+function unitFiles(opts) {
+    const onCalendar = opts.onCalendar ?? 'daily';
+    if (!/^[A-Za-z0-9 *:,./~+-]{1,100}$/.test(onCalendar))
+        throw new Error(`backup: OnCalendar ${JSON.stringify(onCalendar)} has characters a calendar spec cannot have`);
+    const prog = backupProgramPath(opts.app);
+    const service = [
+        '# Managed by metalship.',
+        '[Unit]',
+        `Description=${unitText(`metalship: PostgreSQL backup of ${opts.database} (${opts.app})`)}`,
+        'After=postgresql.service',
+        'Wants=postgresql.service',
+        '',
+        '[Service]',
+        'Type=oneshot',
+        `ExecStart=${execLine([prog, 'daily'])}`,
+        'Nice=10',
+        'IOSchedulingClass=best-effort',
+        'IOSchedulingPriority=7',
+        'PrivateTmp=true',
+        'ProtectHome=true',
+        'ProtectSystem=full',
+        'TimeoutStartSec=6h',
+        '',
+    ].join('\n');
+    const timer = [
+        '# Managed by metalship.',
+        '[Unit]',
+        `Description=${unitText(`metalship: daily PostgreSQL backup of ${opts.database} (${opts.app})`)}`,
+        '',
+        '[Timer]',
+        `OnCalendar=${unitText(onCalendar)}`,
+        'RandomizedDelaySec=30min',
+        'Persistent=true',
+        '',
+        '[Install]',
+        'WantedBy=timers.target',
+        '',
+    ].join('\n');
+    return { service, timer };
+}
+/**
+ * Installs the backup program, its oneshot service and timer (idempotent). Prints
+ * `changed <what>` for each thing it changed, nothing when all was in place.
+ */
+function backupInstallScript(opts) {
+    const program = backupProgram(opts);
+    const names = backupUnitNames(opts.app);
+    const units = unitFiles(opts);
+    const unitDir = '/etc/systemd/system';
+    return script('reload=""', rootOnly(opts.backupDir), sh `if [ ! -d ${opts.backupDir} ]; then mkdir -p -- ${opts.backupDir}; chmod 700 -- ${opts.backupDir}; echo ${'changed ' + opts.backupDir}; fi`, sh `if [ "$(stat -c %a:%U -- ${opts.backupDir})" != 700:root ]; then chown -h root:root -- ${opts.backupDir}; chmod 700 -- ${opts.backupDir}; echo ${'changed ' + opts.backupDir + ' mode'}; fi`, ensureFile(backupProgramPath(opts.app), program, {
+        mode: '755',
+        owner: 'root:root',
+        label: backupProgramPath(opts.app),
+    }), ensureFile(`${unitDir}/${names.service}`, units.service, {
+        mode: '644',
+        label: names.service,
+        onChange: 'reload=1',
+    }), ensureFile(`${unitDir}/${names.timer}`, units.timer, {
+        mode: '644',
+        label: names.timer,
+        onChange: 'reload=1',
+    }), 'if [ -n "$reload" ]; then systemctl daemon-reload; fi', sh `if ! systemctl is-enabled --quiet ${names.timer}; then systemctl enable --quiet ${names.timer}; echo ${'changed ' + names.timer + ' enabled'}; fi`, sh `if ! systemctl is-active --quiet ${names.timer}; then systemctl start ${names.timer}; echo ${'changed ' + names.timer + ' started'};`, sh `elif [ -n "$reload" ]; then systemctl restart ${names.timer}; fi`);
+}
+/**
+ * Takes a backup now with the given label: the installed program, or this
+ * program run inline when it is not installed. Gives the dump's path.
+ */
+function backupNowStep(opts, label) {
+    const bad = validBackupLabel(label);
+    if (bad)
+        throw new Error(`backup: label ${JSON.stringify(label)}: ${bad}`);
+    const doc = heredoc(backupProgram(opts));
+    const prog = backupProgramPath(opts.app);
+    return step(`taking a backup of ${opts.database} (${label})`, script(sh `if [ -x ${prog} ]; then`, sh `  dump=$(${prog} ${label})`, 'else', '  inline=$(mktemp)', '  trap \'rm -f -- "$inline"\' EXIT', `  cat > "$inline" ${doc.open}`, doc.body, sh `  dump=$(bash "$inline" ${label})`, 'fi', 
+    // The program prints the path on its last line.
+    'echo "DUMP $(printf \'%s\\n\' "$dump" | tail -n 1)"'), (stdout) => {
+        const dump = keyLines(stdout).get('DUMP');
+        if (!dump)
+            throw new Error('the backup printed no dump path');
+        return dump;
+    });
+}
+/**
+ * For other actions (deploy), on the database host: a warning for the log when
+ * the backups were never proven to restore, or not for longer than maxDays (the
+ * monthly restore test stopped?); null when fine or when the host keeps no
+ * backups in backupDir.
+ */
+function restoreProofStep(backupDir, maxDays = 45) {
+    return step_step('reading the last restore test', sh_script(sh_sh `if [ ! -d ${backupDir} ]; then echo NO_BACKUPS; exit 0; fi`, sh_sh `record=${lastVerifiedPath(backupDir)}`, 'if [ -f "$record" ]; then echo "LAST_VERIFIED $(head -c 10000 -- "$record" | tr -d \'\\n\')"; fi', 'echo "NOW $(date -u +%s)"'), (stdout) => {
+        const out = sh_keyLines(stdout);
+        if (out.get('NO_BACKUPS') !== undefined)
+            return null;
+        const now = Number(out.get('NOW'));
+        const record = out.get('LAST_VERIFIED');
+        if (!record)
+            return 'no restore test of the backups is recorded on this host: run the backup-verify action';
+        let when = NaN;
+        try {
+            when = Date.parse(JSON.parse(record).verified ?? '') / 1000;
+        }
+        catch {
+            // unreadable record: treated as missing
+        }
+        if (Number.isNaN(when))
+            return 'the record of the last restore test is unreadable: run the backup-verify action';
+        const days = (now - when) / 86400;
+        return days > maxDays
+            ? `the backups were last proven to restore ${days.toFixed(0)} days ago: is the monthly restore test still running?`
+            : null;
+    });
+}
+
+;// CONCATENATED MODULE: ./src/remote/layout.ts
+// Where everything lives on a host: the standard's /opt/{app} tree plus
+// metalship's own state. One place, so scripts cannot disagree on a path.
+
+/** Transient units that run builds: `metalship-build-<script token>-<n>`, stopped with the script's session. */
+const BUILD_UNIT_PREFIX = 'metalship-build-';
+/** `{app}-build`, shortened with a hash where that would pass the 32 characters of a user name. */
+function buildUserName(app) {
+    if (app.length <= 26)
+        return `${app}-build`;
+    return `${app.slice(0, 18)}-${(0,external_node_crypto_.createHash)('sha256').update(app).digest('hex').slice(0, 7)}-build`;
+}
+function layout(app, root) {
+    return {
+        app,
+        root,
+        releases: `${root}/releases`,
+        release: (id) => `${root}/releases/${id}`,
+        current: `${root}/current`,
+        shared: `${root}/shared`,
+        venvs: `${root}/venvs`,
+        venvLink: `${root}/venv`,
+        env: `${root}/.env`,
+        slots: `${root}/slots`,
+        state: `${root}/.metalship`,
+        preMigrateBackups: `/var/backups/metalship/${app}/pre-migrate`,
+        buildUser: buildUserName(app),
+        pipCache: `/var/cache/metalship/${app}/pip`,
+        lockFile: `${root}/.metalship/deploy.lock`,
+        lockHolder: `${root}/.metalship/lock-holder`,
+        freeze: `${root}/.metalship/freeze`,
+        history: `${root}/.metalship/history.log`,
+        activeSlot: `${root}/.metalship/active-slot`,
+        apiSocket: (s) => `/run/${app}-api-${s}/api.sock`,
+        apiLink: `${root}/run/api.sock`,
+        runDir: `${root}/run`,
+        units: {
+            api: (s) => `${app}-api@${s}.service`,
+            apiTemplate: `${app}-api@.service`,
+            worker: `${app}-worker.service`,
+            scheduler: `${app}-scheduler.service`,
+            target: `${app}.target`,
+        },
+        unitDir: '/etc/systemd/system',
+        nginxSite: `/etc/nginx/sites-available/${app}`,
+        nginxSiteEnabled: `/etc/nginx/sites-enabled/${app}`,
+        nginxReloadPending: `${root}/.metalship/nginx-reload-pending`,
+        nginxUpstream: `/etc/nginx/conf.d/metalship-${app}-upstream.conf`,
+        balancerUpstream: `/etc/nginx/conf.d/metalship-${app}-balancer.conf`,
+        nginxLogs: `/var/log/nginx/${app}`,
+        journalNamespace: app,
+        journaldConf: `/etc/systemd/journald@${app}.conf`,
+        logrotateApp: `/etc/logrotate.d/metalship-${app}`,
+        logrotateNginx: `/etc/logrotate.d/metalship-${app}_nginx`,
+    };
+}
+
+;// CONCATENATED MODULE: ./src/remote/session.ts
+// What runs around every script on a host: the wrapper that makes bash read the
+// whole script before running it, the session record that lets a run's work be
+// stopped, and the command the transport starts (bash, through sudo for others).
+// The transport sends these; the provision's sudoers rule allows the command.
+
+/** The shell each script runs in: bash reading the script from stdin. */
+const SCRIPT_SHELL = ['bash', '-se'];
+/** How a non-root SSH user becomes root for it. */
+const SUDO = ['sudo', '-n', '-H', '--'];
+/**
+ * Wraps a script so bash parses all of it before running any of it: data that
+ * follows on stdin is then read by the script's commands and never executed.
+ * It starts in / (a login's home is root's alone: commands run as other users
+ * could not enter it, and nothing is read relative to it).
+ * With a token, the script's session id is written where a timeout can find it
+ * and stop everything the script started.
+ */
+function wrapScript(script, token) {
+    const body = script.replace(/\r\n?/g, '\n');
+    const record = token
+        ? `mkdir -p ${SESSION_DIR} && read -r _ _ _ _ _ __metalship_sid _ < /proc/$$/stat && echo "$__metalship_sid" > ${SESSION_DIR}/${token}\n`
+        : '';
+    const forget = token ? `trap 'rm -f ${SESSION_DIR}/${token}' EXIT\n` : '';
+    // The token also names what the script starts outside its session (build units).
+    const named = token ? `__metalship_token=${token}\n` : '';
+    return `set -euo pipefail\numask 022\ncd /\n${named}${record}${forget}__metalship_main() {\n${body}\n}\n{ __metalship_main; exit $?; }\n`;
+}
+const SESSION_DIR = '/run/metalship-sessions';
+/**
+ * Stops every process of the scripts whose tokens match `pattern` (a token or a
+ * glob of tokens): each script's whole session, TERM then KILL.
+ */
+function killSessionScript(pattern) {
+    const files = `${SESSION_DIR}/${pattern}`;
+    return [
+        // Builds run as transient systemd units, outside the session: stopped by name.
+        `systemctl stop -- '${BUILD_UNIT_PREFIX}${pattern}*' 2>/dev/null || true`,
+        `sids=""; for f in ${files}; do if [ -s "$f" ]; then sid=$(cat "$f"); case "$sid" in *[!0-9]*) ;; *) sids="$sids $sid";; esac; fi; done`,
+        'if [ -n "$sids" ]; then for sid in $sids; do pkill -TERM -s "$sid" || true; done; sleep 1; for sid in $sids; do pkill -KILL -s "$sid" || true; done; fi',
+        `rm -f ${files}`,
+    ].join('\n');
+}
+/** The remote command: bash reading the script from stdin, through sudo for non-root users. */
+function remoteCommand(user) {
+    return (user === 'root' ? SCRIPT_SHELL : [...SUDO, ...SCRIPT_SHELL]).join(' ');
+}
+
+;// CONCATENATED MODULE: ./src/remote/lock.ts
+// The deploy lock of an app on a host: flock(2) on a file, held by a remote
+// process that lives as long as our connection and our heartbeat. A killed run
+// cannot leave it held: its process exits when the connection closes or the
+// heartbeat stops, and the holder file it leaves is reported as stale.
+
+
+
+const LOCK_EXIT_HELD = 75;
+/** Seconds without a heartbeat line after which the remote holder gives the lock up. */
+const LOCK_HEARTBEAT_LIMIT = 30;
+function holderText(h) {
+    return `${h.action} by ${h.actor || 'unknown'} since ${h.startedAt} (${h.runUrl || 'no run URL'})`;
+}
+/** Reads one line of the lock script's output (the holder text is the host's: shown, never acted on). */
+function lockEvent(line) {
+    const out = sh_keyLines(line);
+    const waiting = out.get('WAITING');
+    if (waiting !== undefined)
+        return { kind: 'waiting', holder: waiting.trim() };
+    const stale = out.get('STALE');
+    if (stale !== undefined)
+        return { kind: 'stale', holder: stale.trim() };
+    return line === 'LOCKED' ? { kind: 'locked' } : null;
+}
+/** Seconds the first step under the lock may take before it is stopped (it only reads). */
+const FIRST_STEP_LIMIT = 120;
+/**
+ * Runs a step's script under the lock just taken, in a bash of its own (as
+ * every script runs: set -e, parsed whole), and prints how it ended as
+ * FIRST_OUT, FIRST_ERR (base64) and FIRST_RC lines: what the rollback reads
+ * first costs no round trip of its own.
+ */
+function firstUnderLock(first) {
+    return sh_script(sh_textVar('__metalship_first', wrapScript(first)), 'first_dir=$(mktemp -d)', 'first_rc=0', 
+    // Bounded (it reads, briefly), without the lock's descriptor (nothing it
+    // leaves behind may hold the lock), its text on a descriptor (not in ps).
+    `timeout -k 5 ${FIRST_STEP_LIMIT} bash /dev/fd/3 3<<<"$__metalship_first" 9>&- </dev/null >"$first_dir/out" 2>"$first_dir/err" || first_rc=$?`, 'echo "FIRST_OUT $(base64 -w0 < "$first_dir/out")"', 'echo "FIRST_ERR $(tail -c 8000 "$first_dir/err" | base64 -w0)"', 'echo "FIRST_RC $first_rc"', 'rm -rf -- "$first_dir"').trimEnd();
+}
+/** How the first step under the lock ended, from the lock script's lines (null: it printed none). */
+function firstEnding(lines) {
+    const out = sh_keyLines(lines);
+    const rc = out.get('FIRST_RC');
+    if (rc === undefined || !/^\d+$/.test(rc))
+        return null;
+    const text = (key) => Buffer.from(out.get(key) ?? '', 'base64').toString('utf8');
+    return { code: Number(rc), stdout: text('FIRST_OUT'), stderr: text('FIRST_ERR') };
+}
+/**
+ * `leftovers`: a script that stops what the run still runs on the host (see
+ * Connection.leftoversScript), run when the run is gone, before the lock is let go.
+ */
+function lockScript(layout, holder, waitSeconds, leftovers = '', 
+/** A short, read-only script run once the lock is held, its ending printed before LOCKED (see firstUnderLock). */
+first = '') {
+    return sh_script(paths_rootOnly(layout.state), sh_sh `mkdir -p ${layout.state}`, sh_sh `chmod ${paths_STATE_MODE} ${layout.state}`, sh_sh `exec 9>>${layout.lockFile}`, sh_sh `if ! flock -n 9; then`, sh_sh `  echo "WAITING $(head -c 500 ${layout.lockHolder} 2>/dev/null | tr '\n' ' ')"`, sh_sh `  if ! flock -w ${waitSeconds} 9; then`, sh_sh `    echo "HELD $(head -c 500 ${layout.lockHolder} 2>/dev/null | tr '\n' ' ')"`, `    exit ${LOCK_EXIT_HELD}`, '  fi', 'fi', 
+    // A holder file still filled in while nobody holds the flock: a run that died.
+    sh_sh `if [ -s ${layout.lockHolder} ]; then echo "STALE $(head -c 500 ${layout.lockHolder} | tr '\n' ' ')"; fi`, sh_sh `printf '%s\n' ${holderText(holder)} > ${layout.lockHolder}`, first ? firstUnderLock(first) : null, 'echo LOCKED', `while IFS= read -r -t ${LOCK_HEARTBEAT_LIMIT} line; do`, '  if [ "$line" = release ]; then', sh_sh `    : > ${layout.lockHolder}`, '    exit 0', '  fi', 'done', 
+    // EOF or no heartbeat: our run is gone. What it still runs here is stopped
+    // first; the flock goes with this process; the holder stays as evidence.
+    leftovers || null, sh_sh `printf '%s\n' "abandoned at $(date -u +%FT%TZ): $(head -n1 ${layout.lockHolder})" > ${layout.lockHolder}`);
+}
+
+// EXTERNAL MODULE: external "assert"
+var external_assert_ = __nccwpck_require__(2613);
+// EXTERNAL MODULE: external "fs"
+var external_fs_ = __nccwpck_require__(9896);
+// EXTERNAL MODULE: ./node_modules/is-stream/index.js
+var is_stream = __nccwpck_require__(6543);
+// EXTERNAL MODULE: ./node_modules/make-dir/index.js
+var make_dir = __nccwpck_require__(6512);
+// EXTERNAL MODULE: external "path"
+var external_path_ = __nccwpck_require__(6928);
+;// CONCATENATED MODULE: ./node_modules/sb-promise-queue/lib/esm/index.mjs
+class PromiseQueue {
+    constructor({ concurrency = 1 } = {}) {
+        this.options = { concurrency };
+        this.running = 0;
+        this.queue = [];
+        this.idleCallbacks = [];
+    }
+    clear() {
+        this.queue = [];
+    }
+    onIdle(callback) {
+        this.idleCallbacks.push(callback);
+        return () => {
+            const index = this.idleCallbacks.indexOf(callback);
+            if (index !== -1) {
+                this.idleCallbacks.splice(index, 1);
+            }
+        };
+    }
+    waitTillIdle() {
+        return new Promise((resolve) => {
+            if (this.running === 0) {
+                resolve();
+                return;
+            }
+            const dispose = this.onIdle(() => {
+                dispose();
+                resolve();
+            });
+        });
+    }
+    add(callback) {
+        return new Promise((resolve, reject) => {
+            const runCallback = () => {
+                this.running += 1;
+                try {
+                    Promise.resolve(callback()).then((val) => {
+                        resolve(val);
+                        this.processNext();
+                    }, (err) => {
+                        reject(err);
+                        this.processNext();
+                    });
+                }
+                catch (err) {
+                    reject(err);
+                    this.processNext();
+                }
+            };
+            if (this.running >= this.options.concurrency) {
+                this.queue.push(runCallback);
+            }
+            else {
+                runCallback();
+            }
+        });
+    }
+    // Internal function, don't use
+    processNext() {
+        this.running -= 1;
+        const callback = this.queue.shift();
+        if (callback) {
+            callback();
+        }
+        else if (this.running === 0) {
+            this.idleCallbacks.forEach((item) => item());
+        }
+    }
+}
+
+
+;// CONCATENATED MODULE: ./node_modules/sb-scandir/lib/esm/index.mjs
+/* @flow */
+
+
+
+
+const defaultFilesystem = {
+    join(pathA, pathB) {
+        return external_path_.join(pathA, pathB);
+    },
+    basename(path) {
+        return external_path_.basename(path);
+    },
+    stat(path) {
+        return new Promise((resolve, reject) => {
+            external_fs_.stat(path, (err, res) => {
+                if (err) {
+                    reject(err);
+                }
+                else {
+                    resolve(res);
+                }
+            });
+        });
+    },
+    readdir(path) {
+        return new Promise((resolve, reject) => {
+            external_fs_.readdir(path, (err, res) => {
+                if (err) {
+                    reject(err);
+                }
+                else {
+                    resolve(res);
+                }
+            });
+        });
+    },
+};
+async function scanDirectoryInternal({ path, recursive, validate, result, fileSystem, queue, reject, }) {
+    const itemStat = await fileSystem.stat(path);
+    if (itemStat.isFile()) {
+        result.files.push(path);
+    }
+    else if (itemStat.isDirectory()) {
+        result.directories.push(path);
+    }
+    if (!itemStat.isDirectory() || recursive === 'none') {
+        return;
+    }
+    const contents = await fileSystem.readdir(path);
+    contents.forEach((item) => {
+        const itemPath = fileSystem.join(path, item);
+        if (!validate(itemPath)) {
+            return;
+        }
+        queue
+            .add(() => scanDirectoryInternal({
+            path: itemPath,
+            recursive: recursive === 'shallow' ? 'none' : 'deep',
+            validate,
+            result,
+            fileSystem,
+            queue,
+            reject,
+        }))
+            .catch(reject);
+    });
+}
+async function scanDirectory(path, { recursive = true, validate = null, concurrency = Infinity, fileSystem = defaultFilesystem, } = {}) {
+    external_assert_(path && typeof path === 'string', 'path must be a valid string');
+    external_assert_(typeof recursive === 'boolean', 'options.recursive must be a valid boolean');
+    external_assert_(validate === null || typeof validate === 'function', 'options.validate must be a valid function');
+    external_assert_(typeof concurrency === 'number', 'options.concurrency must be a valid number');
+    external_assert_(fileSystem !== null && typeof fileSystem === 'object', 'options.fileSystem must be a valid object');
+    const queue = new PromiseQueue({
+        concurrency,
+    });
+    const result = { files: [], directories: [] };
+    const mergedFileSystem = { ...defaultFilesystem, ...fileSystem };
+    await new Promise((resolve, reject) => {
+        scanDirectoryInternal({
+            path,
+            recursive: recursive ? 'deep' : 'shallow',
+            validate: validate != null ? validate : (item) => mergedFileSystem.basename(item).slice(0, 1) !== '.',
+            result,
+            fileSystem: mergedFileSystem,
+            queue,
+            reject,
+        })
+            .then(() => queue.waitTillIdle())
+            .then(resolve, reject);
+    });
+    return result;
+}
+/* harmony default export */ const esm = (scanDirectory);
+
+// EXTERNAL MODULE: ./node_modules/shell-escape/shell-escape.js
+var shell_escape = __nccwpck_require__(4646);
+;// CONCATENATED MODULE: ./node_modules/node-ssh/lib/esm/index.mjs
+
+
+
+
+
+
+
+
+
+const DEFAULT_CONCURRENCY = 1;
+const DEFAULT_VALIDATE = (path) => !external_path_.basename(path).startsWith('.');
+const DEFAULT_TICK = () => {
+    /* No Op */
+};
+class SSHError extends Error {
+    constructor(message, code = null) {
+        super(message);
+        this.code = code;
+    }
+}
+function unixifyPath(path) {
+    if (path.includes('\\')) {
+        return path.split('\\').join('/');
+    }
+    return path;
+}
+async function readFile(filePath) {
+    return new Promise((resolve, reject) => {
+        external_fs_.readFile(filePath, 'utf8', (err, res) => {
+            if (err) {
+                reject(err);
+            }
+            else {
+                resolve(res);
+            }
+        });
+    });
+}
+const SFTP_MKDIR_ERR_CODE_REGEXP = /Error: (E[\S]+): /;
+async function makeDirectoryWithSftp(path, sftp) {
+    let stats = null;
+    try {
+        stats = await new Promise((resolve, reject) => {
+            sftp.stat(path, (err, res) => {
+                if (err) {
+                    reject(err);
+                }
+                else {
+                    resolve(res);
+                }
+            });
+        });
+    }
+    catch (_) {
+        /* No Op */
+    }
+    if (stats) {
+        if (stats.isDirectory()) {
+            // Already exists, nothing to worry about
+            return;
+        }
+        throw new Error('mkdir() failed, target already exists and is not a directory');
+    }
+    try {
+        await new Promise((resolve, reject) => {
+            sftp.mkdir(path, (err) => {
+                if (err) {
+                    reject(err);
+                }
+                else {
+                    resolve();
+                }
+            });
+        });
+    }
+    catch (err) {
+        if (err != null && typeof err.stack === 'string') {
+            const matches = SFTP_MKDIR_ERR_CODE_REGEXP.exec(err.stack);
+            if (matches != null) {
+                throw new SSHError(err.message, matches[1]);
+            }
+            throw err;
+        }
+    }
+}
+class NodeSSH {
+    constructor() {
+        this.connection = null;
+    }
+    getConnection() {
+        const { connection } = this;
+        if (connection == null) {
+            throw new Error('Not connected to server');
+        }
+        return connection;
+    }
+    async connect(givenConfig) {
+        external_assert_(givenConfig != null && typeof givenConfig === 'object', 'config must be a valid object');
+        const config = { ...givenConfig };
+        external_assert_(config.username != null && typeof config.username === 'string', 'config.username must be a valid string');
+        if (config.host != null) {
+            external_assert_(typeof config.host === 'string', 'config.host must be a valid string');
+        }
+        else if (config.sock != null) {
+            external_assert_(typeof config.sock === 'object', 'config.sock must be a valid object');
+        }
+        else {
+            throw new external_assert_.AssertionError({ message: 'Either config.host or config.sock must be provided' });
+        }
+        if (config.privateKey != null || config.privateKeyPath != null) {
+            if (config.privateKey != null) {
+                external_assert_(typeof config.privateKey === 'string', 'config.privateKey must be a valid string');
+                external_assert_(config.privateKeyPath == null, 'config.privateKeyPath must not be specified when config.privateKey is specified');
+            }
+            else if (config.privateKeyPath != null) {
+                external_assert_(typeof config.privateKeyPath === 'string', 'config.privateKeyPath must be a valid string');
+                external_assert_(config.privateKey == null, 'config.privateKey must not be specified when config.privateKeyPath is specified');
+            }
+            external_assert_(config.passphrase == null || typeof config.passphrase === 'string', 'config.passphrase must be null or a valid string');
+            if (config.privateKeyPath != null) {
+                // Must be an fs path
+                try {
+                    config.privateKey = await readFile(config.privateKeyPath);
+                }
+                catch (err) {
+                    if (err != null && err.code === 'ENOENT') {
+                        throw new external_assert_.AssertionError({ message: 'config.privateKeyPath does not exist at given fs path' });
+                    }
+                    throw err;
+                }
+            }
+        }
+        else if (config.password != null) {
+            external_assert_(typeof config.password === 'string', 'config.password must be a valid string');
+        }
+        if (config.tryKeyboard != null) {
+            external_assert_(typeof config.tryKeyboard === 'boolean', 'config.tryKeyboard must be a valid boolean');
+        }
+        if (config.tryKeyboard) {
+            const { password } = config;
+            if (config.onKeyboardInteractive != null) {
+                external_assert_(typeof config.onKeyboardInteractive === 'function', 'config.onKeyboardInteractive must be a valid function');
+            }
+            else if (password != null) {
+                config.onKeyboardInteractive = (name, instructions, instructionsLang, prompts, finish) => {
+                    if (prompts.length > 0 && prompts[0].prompt.toLowerCase().includes('password')) {
+                        finish([password]);
+                    }
+                };
+            }
+        }
+        const connection = new lib.Client();
+        this.connection = connection;
+        await new Promise((resolve, reject) => {
+            connection.on('error', reject);
+            if (config.onKeyboardInteractive) {
+                connection.on('keyboard-interactive', config.onKeyboardInteractive);
+            }
+            connection.on('ready', () => {
+                connection.removeListener('error', reject);
+                resolve();
+            });
+            connection.on('end', () => {
+                if (this.connection === connection) {
+                    this.connection = null;
+                }
+            });
+            connection.on('close', () => {
+                if (this.connection === connection) {
+                    this.connection = null;
+                }
+                reject(new SSHError('No response from server', 'ETIMEDOUT'));
+            });
+            connection.connect(config);
+        });
+        return this;
+    }
+    isConnected() {
+        return this.connection != null;
+    }
+    async requestShell(options) {
+        const connection = this.getConnection();
+        return new Promise((resolve, reject) => {
+            connection.on('error', reject);
+            const callback = (err, res) => {
+                connection.removeListener('error', reject);
+                if (err) {
+                    reject(err);
+                }
+                else {
+                    resolve(res);
+                }
+            };
+            if (options == null) {
+                connection.shell(callback);
+            }
+            else {
+                connection.shell(options, callback);
+            }
+        });
+    }
+    async withShell(callback, options) {
+        external_assert_(typeof callback === 'function', 'callback must be a valid function');
+        const shell = await this.requestShell(options);
+        try {
+            await callback(shell);
+        }
+        finally {
+            shell.destroy();
+        }
+    }
+    async requestSFTP() {
+        const connection = this.getConnection();
+        return new Promise((resolve, reject) => {
+            connection.on('error', reject);
+            connection.sftp((err, res) => {
+                connection.removeListener('error', reject);
+                if (err) {
+                    reject(err);
+                }
+                else {
+                    resolve(res);
+                }
+            });
+        });
+    }
+    async withSFTP(callback) {
+        external_assert_(typeof callback === 'function', 'callback must be a valid function');
+        const sftp = await this.requestSFTP();
+        try {
+            await callback(sftp);
+        }
+        finally {
+            sftp.end();
+        }
+    }
+    async execCommand(givenCommand, options = {}) {
+        external_assert_(typeof givenCommand === 'string', 'command must be a valid string');
+        external_assert_(options != null && typeof options === 'object', 'options must be a valid object');
+        external_assert_(options.cwd == null || typeof options.cwd === 'string', 'options.cwd must be a valid string');
+        external_assert_(options.stdin == null || typeof options.stdin === 'string' || is_stream.readable(options.stdin), 'options.stdin must be a valid string or readable stream');
+        external_assert_(options.execOptions == null || typeof options.execOptions === 'object', 'options.execOptions must be a valid object');
+        external_assert_(options.encoding == null || typeof options.encoding === 'string', 'options.encoding must be a valid string');
+        external_assert_(options.onChannel == null || typeof options.onChannel === 'function', 'options.onChannel must be a valid function');
+        external_assert_(options.onStdout == null || typeof options.onStdout === 'function', 'options.onStdout must be a valid function');
+        external_assert_(options.onStderr == null || typeof options.onStderr === 'function', 'options.onStderr must be a valid function');
+        external_assert_(options.noTrim == null || typeof options.noTrim === 'boolean', 'options.noTrim must be a boolean');
+        let command = givenCommand;
+        if (options.cwd) {
+            command = `cd ${shell_escape([options.cwd])} ; ${command}`;
+        }
+        const connection = this.getConnection();
+        const output = { stdout: [], stderr: [] };
+        return new Promise((resolve, reject) => {
+            connection.on('error', reject);
+            connection.exec(command, options.execOptions != null ? options.execOptions : {}, (err, channel) => {
+                connection.removeListener('error', reject);
+                if (err) {
+                    reject(err);
+                    return;
+                }
+                if (options.onChannel) {
+                    options.onChannel(channel);
+                }
+                channel.on('data', (chunk) => {
+                    if (options.onStdout)
+                        options.onStdout(chunk);
+                    output.stdout.push(chunk.toString(options.encoding));
+                });
+                channel.stderr.on('data', (chunk) => {
+                    if (options.onStderr)
+                        options.onStderr(chunk);
+                    output.stderr.push(chunk.toString(options.encoding));
+                });
+                if (options.stdin != null) {
+                    if (is_stream.readable(options.stdin)) {
+                        options.stdin.pipe(channel, {
+                            end: true,
+                        });
+                    }
+                    else {
+                        channel.write(options.stdin);
+                        channel.end();
+                    }
+                }
+                else {
+                    channel.end();
+                }
+                let code = null;
+                let signal = null;
+                channel.on('exit', (code_, signal_) => {
+                    code = code_ !== null && code_ !== void 0 ? code_ : null;
+                    signal = signal_ !== null && signal_ !== void 0 ? signal_ : null;
+                });
+                channel.on('close', () => {
+                    let stdout = output.stdout.join('');
+                    let stderr = output.stderr.join('');
+                    if (options.noTrim !== true) {
+                        stdout = stdout.trim();
+                        stderr = stderr.trim();
+                    }
+                    resolve({
+                        code: code != null ? code : null,
+                        signal: signal != null ? signal : null,
+                        stdout,
+                        stderr,
+                    });
+                });
+            });
+        });
+    }
+    async exec(command, parameters, options = {}) {
+        external_assert_(typeof command === 'string', 'command must be a valid string');
+        external_assert_(Array.isArray(parameters), 'parameters must be a valid array');
+        external_assert_(options != null && typeof options === 'object', 'options must be a valid object');
+        external_assert_(options.stream == null || ['both', 'stdout', 'stderr'].includes(options.stream), 'options.stream must be one of both, stdout, stderr');
+        for (let i = 0, { length } = parameters; i < length; i += 1) {
+            external_assert_(typeof parameters[i] === 'string', `parameters[${i}] must be a valid string`);
+        }
+        const completeCommand = `${command}${parameters.length > 0 ? ` ${shell_escape(parameters)}` : ''}`;
+        const response = await this.execCommand(completeCommand, options);
+        if (options.stream == null || options.stream === 'stdout') {
+            if (response.stderr) {
+                throw new Error(response.stderr);
+            }
+            return response.stdout;
+        }
+        if (options.stream === 'stderr') {
+            return response.stderr;
+        }
+        return response;
+    }
+    async mkdir(path, method = 'sftp', givenSftp = null) {
+        external_assert_(typeof path === 'string', 'path must be a valid string');
+        external_assert_(typeof method === 'string' && (method === 'sftp' || method === 'exec'), 'method must be either sftp or exec');
+        external_assert_(givenSftp == null || typeof givenSftp === 'object', 'sftp must be a valid object');
+        if (method === 'exec') {
+            await this.exec('mkdir', ['-p', unixifyPath(path)]);
+            return;
+        }
+        const sftp = givenSftp || (await this.requestSFTP());
+        const makeSftpDirectory = async (retry) => makeDirectoryWithSftp(unixifyPath(path), sftp).catch(async (error) => {
+            if (!retry || error == null || (error.message !== 'No such file' && error.code !== 'ENOENT')) {
+                throw error;
+            }
+            await this.mkdir(external_path_.dirname(path), 'sftp', sftp);
+            await makeSftpDirectory(false);
+        });
+        try {
+            await makeSftpDirectory(true);
+        }
+        finally {
+            if (!givenSftp) {
+                sftp.end();
+            }
+        }
+    }
+    async getFile(localFile, remoteFile, givenSftp = null, transferOptions = null) {
+        external_assert_(typeof localFile === 'string', 'localFile must be a valid string');
+        external_assert_(typeof remoteFile === 'string', 'remoteFile must be a valid string');
+        external_assert_(givenSftp == null || typeof givenSftp === 'object', 'sftp must be a valid object');
+        external_assert_(transferOptions == null || typeof transferOptions === 'object', 'transferOptions must be a valid object');
+        const sftp = givenSftp || (await this.requestSFTP());
+        try {
+            await new Promise((resolve, reject) => {
+                sftp.fastGet(unixifyPath(remoteFile), localFile, transferOptions || {}, (err) => {
+                    if (err) {
+                        reject(err);
+                    }
+                    else {
+                        resolve();
+                    }
+                });
+            });
+        }
+        finally {
+            if (!givenSftp) {
+                sftp.end();
+            }
+        }
+    }
+    async putFile(localFile, remoteFile, givenSftp = null, transferOptions = null) {
+        external_assert_(typeof localFile === 'string', 'localFile must be a valid string');
+        external_assert_(typeof remoteFile === 'string', 'remoteFile must be a valid string');
+        external_assert_(givenSftp == null || typeof givenSftp === 'object', 'sftp must be a valid object');
+        external_assert_(transferOptions == null || typeof transferOptions === 'object', 'transferOptions must be a valid object');
+        external_assert_(await new Promise((resolve) => {
+            external_fs_.access(localFile, external_fs_.constants.R_OK, (err) => {
+                resolve(err === null);
+            });
+        }), `localFile does not exist at ${localFile}`);
+        const sftp = givenSftp || (await this.requestSFTP());
+        const putFile = (retry) => {
+            return new Promise((resolve, reject) => {
+                sftp.fastPut(localFile, unixifyPath(remoteFile), transferOptions || {}, (err) => {
+                    if (err == null) {
+                        resolve();
+                        return;
+                    }
+                    if (err.message === 'No such file' && retry) {
+                        resolve(this.mkdir(external_path_.dirname(remoteFile), 'sftp', sftp).then(() => putFile(false)));
+                    }
+                    else {
+                        reject(err);
+                    }
+                });
+            });
+        };
+        try {
+            await putFile(true);
+        }
+        finally {
+            if (!givenSftp) {
+                sftp.end();
+            }
+        }
+    }
+    async putFiles(files, { concurrency = DEFAULT_CONCURRENCY, sftp: givenSftp = null, transferOptions = {} } = {}) {
+        external_assert_(Array.isArray(files), 'files must be an array');
+        for (let i = 0, { length } = files; i < length; i += 1) {
+            const file = files[i];
+            external_assert_(file, 'files items must be valid objects');
+            external_assert_(file.local && typeof file.local === 'string', `files[${i}].local must be a string`);
+            external_assert_(file.remote && typeof file.remote === 'string', `files[${i}].remote must be a string`);
+        }
+        const transferred = [];
+        const sftp = givenSftp || (await this.requestSFTP());
+        const queue = new PromiseQueue({ concurrency });
+        try {
+            await new Promise((resolve, reject) => {
+                files.forEach((file) => {
+                    queue
+                        .add(async () => {
+                        await this.putFile(file.local, file.remote, sftp, transferOptions);
+                        transferred.push(file);
+                    })
+                        .catch(reject);
+                });
+                queue.waitTillIdle().then(resolve);
+            });
+        }
+        catch (error) {
+            if (error != null) {
+                error.transferred = transferred;
+            }
+            throw error;
+        }
+        finally {
+            if (!givenSftp) {
+                sftp.end();
+            }
+        }
+    }
+    async putDirectory(localDirectory, remoteDirectory, { concurrency = DEFAULT_CONCURRENCY, sftp: givenSftp = null, transferOptions = {}, recursive = true, tick = DEFAULT_TICK, validate = DEFAULT_VALIDATE, } = {}) {
+        external_assert_(typeof localDirectory === 'string' && localDirectory, 'localDirectory must be a string');
+        external_assert_(typeof remoteDirectory === 'string' && remoteDirectory, 'remoteDirectory must be a string');
+        const localDirectoryStat = await new Promise((resolve) => {
+            external_fs_.stat(localDirectory, (err, stat) => {
+                resolve(stat || null);
+            });
+        });
+        external_assert_(localDirectoryStat != null, `localDirectory does not exist at ${localDirectory}`);
+        external_assert_(localDirectoryStat.isDirectory(), `localDirectory is not a directory at ${localDirectory}`);
+        const sftp = givenSftp || (await this.requestSFTP());
+        const scanned = await esm(localDirectory, {
+            recursive,
+            validate,
+        });
+        const files = scanned.files.map((item) => external_path_.relative(localDirectory, item));
+        const directories = scanned.directories.map((item) => external_path_.relative(localDirectory, item));
+        // Sort shortest to longest
+        directories.sort((a, b) => a.length - b.length);
+        let failed = false;
+        try {
+            // Do the directories first.
+            await new Promise((resolve, reject) => {
+                const queue = new PromiseQueue({ concurrency });
+                directories.forEach((directory) => {
+                    queue
+                        .add(async () => {
+                        await this.mkdir(external_path_.join(remoteDirectory, directory), 'sftp', sftp);
+                    })
+                        .catch(reject);
+                });
+                resolve(queue.waitTillIdle());
+            });
+            // and now the files
+            await new Promise((resolve, reject) => {
+                const queue = new PromiseQueue({ concurrency });
+                files.forEach((file) => {
+                    queue
+                        .add(async () => {
+                        const localFile = external_path_.join(localDirectory, file);
+                        const remoteFile = external_path_.join(remoteDirectory, file);
+                        try {
+                            await this.putFile(localFile, remoteFile, sftp, transferOptions);
+                            tick(localFile, remoteFile, null);
+                        }
+                        catch (_) {
+                            failed = true;
+                            tick(localFile, remoteFile, _);
+                        }
+                    })
+                        .catch(reject);
+                });
+                resolve(queue.waitTillIdle());
+            });
+        }
+        finally {
+            if (!givenSftp) {
+                sftp.end();
+            }
+        }
+        return !failed;
+    }
+    async getDirectory(localDirectory, remoteDirectory, { concurrency = DEFAULT_CONCURRENCY, sftp: givenSftp = null, transferOptions = {}, recursive = true, tick = DEFAULT_TICK, validate = DEFAULT_VALIDATE, } = {}) {
+        external_assert_(typeof localDirectory === 'string' && localDirectory, 'localDirectory must be a string');
+        external_assert_(typeof remoteDirectory === 'string' && remoteDirectory, 'remoteDirectory must be a string');
+        const localDirectoryStat = await new Promise((resolve) => {
+            external_fs_.stat(localDirectory, (err, stat) => {
+                resolve(stat || null);
+            });
+        });
+        external_assert_(localDirectoryStat != null, `localDirectory does not exist at ${localDirectory}`);
+        external_assert_(localDirectoryStat.isDirectory(), `localDirectory is not a directory at ${localDirectory}`);
+        const sftp = givenSftp || (await this.requestSFTP());
+        const scanned = await esm(remoteDirectory, {
+            recursive,
+            validate,
+            concurrency,
+            fileSystem: {
+                basename(path) {
+                    return external_path_.posix.basename(path);
+                },
+                join(pathA, pathB) {
+                    return external_path_.posix.join(pathA, pathB);
+                },
+                readdir(path) {
+                    return new Promise((resolve, reject) => {
+                        sftp.readdir(path, (err, res) => {
+                            if (err) {
+                                reject(err);
+                            }
+                            else {
+                                resolve(res.map((item) => item.filename));
+                            }
+                        });
+                    });
+                },
+                stat(path) {
+                    return new Promise((resolve, reject) => {
+                        sftp.stat(path, (err, res) => {
+                            if (err) {
+                                reject(err);
+                            }
+                            else {
+                                // eslint-disable-next-line @typescript-eslint/no-explicit-any
+                                resolve(res);
+                            }
+                        });
+                    });
+                },
+            },
+        });
+        const files = scanned.files.map((item) => external_path_.relative(remoteDirectory, item));
+        const directories = scanned.directories.map((item) => external_path_.relative(remoteDirectory, item));
+        // Sort shortest to longest
+        directories.sort((a, b) => a.length - b.length);
+        let failed = false;
+        try {
+            // Do the directories first.
+            await new Promise((resolve, reject) => {
+                const queue = new PromiseQueue({ concurrency });
+                directories.forEach((directory) => {
+                    queue
+                        .add(async () => {
+                        await make_dir(external_path_.join(localDirectory, directory));
+                    })
+                        .catch(reject);
+                });
+                resolve(queue.waitTillIdle());
+            });
+            // and now the files
+            await new Promise((resolve, reject) => {
+                const queue = new PromiseQueue({ concurrency });
+                files.forEach((file) => {
+                    queue
+                        .add(async () => {
+                        const localFile = external_path_.join(localDirectory, file);
+                        const remoteFile = external_path_.join(remoteDirectory, file);
+                        try {
+                            await this.getFile(localFile, remoteFile, sftp, transferOptions);
+                            tick(localFile, remoteFile, null);
+                        }
+                        catch (_) {
+                            failed = true;
+                            tick(localFile, remoteFile, _);
+                        }
+                    })
+                        .catch(reject);
+                });
+                resolve(queue.waitTillIdle());
+            });
+        }
+        finally {
+            if (!givenSftp) {
+                sftp.end();
+            }
+        }
+        return !failed;
+    }
+    forwardIn(remoteAddr, remotePort, onConnection) {
+        const connection = this.getConnection();
+        return new Promise((resolve, reject) => {
+            connection.forwardIn(remoteAddr, remotePort, (error, port) => {
+                if (error) {
+                    reject(error);
+                    return;
+                }
+                const handler = (details, acceptConnection, rejectConnection) => {
+                    if (details.destIP === remoteAddr && details.destPort === port) {
+                        onConnection === null || onConnection === void 0 ? void 0 : onConnection(details, acceptConnection, rejectConnection);
+                    }
+                };
+                if (onConnection) {
+                    connection.on('tcp connection', handler);
+                }
+                const dispose = () => {
+                    return new Promise((_resolve, _reject) => {
+                        connection.off('tcp connection', handler);
+                        connection.unforwardIn(remoteAddr, port, (_error) => {
+                            if (_error) {
+                                _reject(error);
+                            }
+                            _resolve();
+                        });
+                    });
+                };
+                resolve({ port, dispose });
+            });
+        });
+    }
+    forwardOut(srcIP, srcPort, dstIP, dstPort) {
+        const connection = this.getConnection();
+        return new Promise((resolve, reject) => {
+            connection.forwardOut(srcIP, srcPort, dstIP, dstPort, (error, channel) => {
+                if (error) {
+                    reject(error);
+                    return;
+                }
+                resolve(channel);
+            });
+        });
+    }
+    forwardInStreamLocal(socketPath, onConnection) {
+        const connection = this.getConnection();
+        return new Promise((resolve, reject) => {
+            connection.openssh_forwardInStreamLocal(socketPath, (error) => {
+                if (error) {
+                    reject(error);
+                    return;
+                }
+                const handler = (details, acceptConnection, rejectConnection) => {
+                    if (details.socketPath === socketPath) {
+                        onConnection === null || onConnection === void 0 ? void 0 : onConnection(details, acceptConnection, rejectConnection);
+                    }
+                };
+                if (onConnection) {
+                    connection.on('unix connection', handler);
+                }
+                const dispose = () => {
+                    return new Promise((_resolve, _reject) => {
+                        connection.off('unix connection', handler);
+                        connection.openssh_unforwardInStreamLocal(socketPath, (_error) => {
+                            if (_error) {
+                                _reject(_error);
+                            }
+                            _resolve();
+                        });
+                    });
+                };
+                resolve({ dispose });
+            });
+        });
+    }
+    forwardOutStreamLocal(socketPath) {
+        const connection = this.getConnection();
+        return new Promise((resolve, reject) => {
+            connection.openssh_forwardOutStreamLocal(socketPath, (error, channel) => {
+                if (error) {
+                    reject(error);
+                    return;
+                }
+                resolve(channel);
+            });
+        });
+    }
+    dispose() {
+        if (this.connection) {
+            this.connection.end();
+            this.connection = null;
+        }
+    }
+}
+
+// EXTERNAL MODULE: external "node:stream"
+var external_node_stream_ = __nccwpck_require__(7075);
+;// CONCATENATED MODULE: ./src/errors.ts
+// What went wrong, as text: an Error's message, or whatever else was thrown.
+function errorMessage(err) {
+    return err instanceof Error ? err.message : String(err);
+}
+
+;// CONCATENATED MODULE: external "node:timers/promises"
+const promises_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:timers/promises");
+;// CONCATENATED MODULE: external "node:string_decoder"
+const external_node_string_decoder_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:string_decoder");
+;// CONCATENATED MODULE: ./src/transport/text.ts
+// Remote output arrives in chunks that may end inside a multi-byte character:
+// each stream is decoded with one streaming decoder, which holds a partial
+// character back until the bytes that complete it arrive.
+
+/** The text of one byte stream, decoded as UTF-8 across chunk boundaries. */
+class StreamText {
+    keep;
+    decoder = new external_node_string_decoder_namespaceObject.StringDecoder('utf8');
+    collected = '';
+    /** keep: how many trailing characters to hold (all by default). */
+    constructor(keep = Infinity) {
+        this.keep = keep;
+    }
+    /** Adds a chunk; returns the text it completes (empty while a character is still split). */
+    push(chunk) {
+        return this.add(this.decoder.write(chunk));
+    }
+    /** Ends the stream; returns what was left (a truncated character becomes U+FFFD). */
+    end() {
+        return this.add(this.decoder.end());
+    }
+    get text() {
+        return this.collected;
+    }
+    add(text) {
+        if (text) {
+            this.collected += text;
+            if (this.collected.length > this.keep)
+                this.collected = this.collected.slice(-this.keep);
+        }
+        return text;
+    }
+}
+/** Complete lines out of decoded text given in pieces. */
+class Lines {
+    partial = '';
+    /** Adds text; returns the lines it completed. */
+    push(text) {
+        const lines = (this.partial + text).split('\n');
+        this.partial = lines.pop() ?? '';
+        return lines;
+    }
+    /** What follows the last line break. */
+    rest() {
+        const r = this.partial;
+        this.partial = '';
+        return r;
+    }
+}
+
+;// CONCATENATED MODULE: ./src/transport/ssh.ts
+// The only module that talks SSH. One connection per host per run; every script
+// goes on stdin to bash with errexit, nounset and pipefail, and its exit code decides.
+
+
+
+
+
+
+
+
+class RemoteError extends Error {
+    host;
+    code;
+    stderrTail;
+    constructor(message, host, code, stderrTail) {
+        super(message);
+        this.host = host;
+        this.code = code;
+        this.stderrTail = stderrTail;
+        this.name = 'RemoteError';
+    }
+}
+class HostKeyError extends Error {
+    constructor(message) {
+        super(message);
+        this.name = 'HostKeyError';
+    }
+}
+function tail(text, lines = 20) {
+    return text.trimEnd().split('\n').slice(-lines).join('\n');
+}
+class Connection {
+    endpoint;
+    ssh;
+    jump;
+    options;
+    log;
+    closed = false;
+    /** Starts the token of every script this connection runs, so that what the run left behind can be found. */
+    runTag = (0,external_node_crypto_.randomBytes)(6).toString('hex');
+    lostReason = null;
+    constructor(endpoint, ssh, jump, options, log) {
+        this.endpoint = endpoint;
+        this.ssh = ssh;
+        this.jump = jump;
+        this.options = options;
+        this.log = log;
+        ssh.connection?.on('error', (err) => {
+            this.lostReason = err.message;
+        });
+        ssh.connection?.on('close', () => {
+            if (!this.closed)
+                this.lostReason ??= 'connection closed';
+        });
+    }
+    get label() {
+        return this.endpoint.label;
+    }
+    /** How long a script may print nothing (the command-idle-timeout input), unless a step says otherwise. */
+    get idleTimeoutMs() {
+        return this.options.idleTimeoutMs;
+    }
+    /** Runs a step and reads its output; throws RemoteError when its script fails. */
+    async step(s, opts = {}) {
+        return this.readStep(s, await this.exec(s.script, { ...opts, what: s.what }));
+    }
+    /**
+     * A step's result from how its script ended, as step() reads it: for a step
+     * whose script ran inside another (the first step under the deploy lock).
+     */
+    readStep(s, result) {
+        if (!s.reportsFailure && result.code !== 0)
+            throw this.failure(s.what, result);
+        return s.parse(result.stdout, result);
+    }
+    /** Runs a script; resolves with its output when it exits 0, throws RemoteError otherwise. */
+    async run(script, opts = {}) {
+        const result = await this.exec(script, opts);
+        if (result.code !== 0)
+            throw this.failure(opts.what ?? 'remote command', result);
+        return result;
+    }
+    failure(what, result) {
+        return new RemoteError(this.log.redact(`${what} failed on ${this.label} with exit code ${result.code}` +
+            (result.stderr.trim() ? `:\n${tail(result.stderr)}` : '')), this.label, result.code, this.log.redact(tail(result.stderr)));
+    }
+    /** Runs a script and resolves with its exit code whatever it is (timeouts and lost connections still throw). */
+    async exec(script, opts = {}) {
+        return this.log.timed({ kind: 'remote', what: opts.what ?? 'remote command', host: this.label }, () => this.execOnce(script, opts));
+    }
+    async execOnce(script, opts) {
+        if (this.lostReason)
+            throw new RemoteError(`connection to ${this.label} was lost: ${this.lostReason}`, this.label, null, '');
+        const what = opts.what ?? 'remote command';
+        const idleMs = opts.idleTimeoutMs ?? this.options.idleTimeoutMs;
+        const totalMs = opts.timeoutMs ?? this.options.commandTimeoutMs;
+        const token = `${this.runTag}-${(0,external_node_crypto_.randomBytes)(8).toString('hex')}`;
+        const wrapped = wrapScript(script, token);
+        const stdin = new external_node_stream_.PassThrough();
+        stdin.write(wrapped);
+        if (opts.input instanceof external_node_stream_.Readable)
+            opts.input.pipe(stdin);
+        else {
+            if (opts.input)
+                stdin.write(opts.input);
+            stdin.end();
+        }
+        let channel = null;
+        let timedOut = null;
+        let idleTimer;
+        let abandon = () => { };
+        const abandoned = new Promise((resolve) => (abandon = () => resolve(null)));
+        const stop = (reason) => {
+            timedOut = reason;
+            // Closing the channel does not stop the remote processes: kill the script's session.
+            void this.ssh
+                .execCommand(remoteCommand(this.endpoint.user), { stdin: wrapScript(killSessionScript(token)) })
+                .catch(() => undefined)
+                .finally(() => {
+                channel?.close();
+                setTimeout(abandon, 3000);
+            });
+        };
+        const armIdle = () => {
+            clearTimeout(idleTimer);
+            idleTimer = setTimeout(() => stop(`printed nothing for ${Math.round(idleMs / 1000)} s (idle timeout)`), idleMs);
+        };
+        const totalTimer = setTimeout(() => stop(`ran longer than ${Math.round(totalMs / 1000)} s (command timeout)`), totalMs);
+        armIdle();
+        // Decoded here, not by node-ssh (which decodes each chunk on its own and
+        // garbles a character split between two chunks).
+        const text = { out: new StreamText(), err: new StreamText() };
+        const lines = { out: new Lines(), err: new Lines() };
+        const emit = (kind, chunk) => {
+            armIdle();
+            const added = text[kind].push(chunk);
+            if (!opts.stream)
+                return;
+            for (const line of lines[kind].push(added)) {
+                // A streamed script's `MARK <what>` is a point in the run's timeline, as it happens.
+                if (kind === 'out' && line.startsWith('MARK '))
+                    this.log.mark(line.slice(5), this.label);
+                this.log.info(`[${this.label}] ${line}`);
+            }
+        };
+        try {
+            const execution = this.ssh.execCommand(remoteCommand(this.endpoint.user), {
+                stdin,
+                noTrim: true,
+                onChannel: (c) => {
+                    channel = c;
+                },
+                onStdout: (c) => emit('out', c),
+                onStderr: (c) => emit('err', c),
+            });
+            const res = (await Promise.race([execution, abandoned])) ?? {
+                code: null,
+                signal: null,
+                stdout: '',
+                stderr: '',
+            };
+            for (const kind of ['out', 'err']) {
+                const rest = lines[kind].push(text[kind].end()).concat(lines[kind].rest()).filter(Boolean);
+                if (opts.stream)
+                    for (const line of rest)
+                        this.log.info(`[${this.label}] ${line}`);
+            }
+            const stdout = text.out.text;
+            const stderr = text.err.text;
+            if (timedOut) {
+                throw new RemoteError(this.log.redact(`${what} on ${this.label} ${timedOut}; its processes were stopped` +
+                    (stderr.trim() ? `; last output:\n${tail(stderr)}` : '')), this.label, null, this.log.redact(tail(stderr)));
+            }
+            if (res.code === null) {
+                throw new RemoteError(this.log.redact(`${what} on ${this.label} ended without an exit code (${this.lostReason ?? (res.signal ? 'signal ' + res.signal : 'connection lost')})`), this.label, null, this.log.redact(tail(stderr)));
+            }
+            return { code: res.code, stdout, stderr };
+        }
+        finally {
+            clearTimeout(idleTimer);
+            clearTimeout(totalTimer);
+        }
+    }
+    /**
+     * Runs a script whose stdout is data, not text: its bytes are piped into sink
+     * (with backpressure, never held in memory), and sink is ended when the script
+     * ends. For copying a file between hosts through the runner. Resolves with the
+     * exit code and stderr; `signal` aborts it (the channel is closed).
+     */
+    async pipeOut(script, sink, opts = {}) {
+        const client = this.ssh.connection;
+        const what = opts.what ?? 'remote command';
+        if (!client || this.lostReason)
+            throw new RemoteError(`connection to ${this.label} was lost: ${this.lostReason}`, this.label, null, '');
+        return new Promise((resolve, reject) => {
+            client.exec(remoteCommand(this.endpoint.user), (err, channel) => {
+                if (err) {
+                    sink.end();
+                    reject(new RemoteError(`${what} could not start on ${this.label}: ${err.message}`, this.label, null, ''));
+                    return;
+                }
+                const stderr = new StreamText(20000);
+                let code = null;
+                const close = () => channel.close();
+                const timer = setTimeout(close, opts.timeoutMs ?? this.options.commandTimeoutMs);
+                opts.signal?.addEventListener('abort', close, { once: true });
+                channel.stderr.on('data', (c) => stderr.push(c));
+                channel.on('exit', (c) => (code = c));
+                channel.pipe(sink);
+                channel.on('close', () => {
+                    clearTimeout(timer);
+                    opts.signal?.removeEventListener('abort', close);
+                    if (!sink.writableEnded)
+                        sink.end();
+                    stderr.end();
+                    resolve({ code: code ?? -1, stdout: '', stderr: this.log.redact(stderr.text) });
+                });
+                channel.end(wrapScript(script));
+            });
+        });
+    }
+    /**
+     * Starts a long-running script whose stdin stays open: it can wait for lines
+     * from us (a heartbeat) and notices when we end it or the connection drops.
+     */
+    openSession(script, onStdout) {
+        const stdin = new external_node_stream_.PassThrough();
+        stdin.write(wrapScript(script));
+        const out = new StreamText();
+        const err = new StreamText();
+        const done = this.ssh
+            .execCommand(remoteCommand(this.endpoint.user), {
+            stdin,
+            noTrim: true,
+            onStdout: (c) => {
+                const t = out.push(c);
+                if (t)
+                    onStdout(t);
+            },
+            onStderr: (c) => err.push(c),
+        })
+            .then((r) => {
+            const t = out.end();
+            if (t)
+                onStdout(t);
+            err.end();
+            return { code: r.code ?? -1, stdout: out.text, stderr: err.text };
+        });
+        return { stdin, done };
+    }
+    /**
+     * A script that stops whatever this connection's scripts still run on the
+     * host: run by the lock holder when the run is gone (killed, or its network
+     * lost), before it lets the lock go, so the next run never works beside them.
+     */
+    leftoversScript() {
+        return killSessionScript(`${this.runTag}-*`);
+    }
+    async close() {
+        this.closed = true;
+        this.ssh.dispose();
+        this.jump?.dispose();
+    }
+}
+function hostVerifier(policy, target, log, onReject) {
+    return (key) => {
+        if (policy === null)
+            return true;
+        const verdict = policy.verify(target.host, target.port, key);
+        if (!verdict.ok) {
+            onReject(verdict.reason);
+            log.error(`Refusing ${target.label}: ${verdict.reason}`);
+        }
+        return verdict.ok;
+    };
+}
+async function connectOnce(target, options, log, sock) {
+    let rejection = null;
+    const algorithms = options.hostKeys ? options.hostKeys.algorithms(target.host, target.port) : [];
+    // Our own TCP socket with Nagle off: ssh2 leaves it on, and every small
+    // packet of a command's exchange would then wait out the peer's delayed ACK.
+    const socket = sock ?? (await tcpConnect(target.host, target.port, options.connectTimeoutMs));
+    const config = {
+        host: target.host,
+        port: target.port,
+        username: target.user,
+        privateKey: options.privateKey,
+        passphrase: options.passphrase || undefined,
+        readyTimeout: options.connectTimeoutMs,
+        keepaliveInterval: 10000,
+        keepaliveCountMax: 3,
+        hostVerifier: hostVerifier(options.hostKeys, target, log, (r) => (rejection = r)),
+        ...(algorithms.length ? { algorithms: { serverHostKey: algorithms } } : {}),
+        sock: socket,
+    };
+    const ssh = new NodeSSH();
+    try {
+        await ssh.connect(config);
+    }
+    catch (err) {
+        ssh.dispose();
+        if (rejection)
+            throw new HostKeyError(`host key verification failed for ${target.label}: ${rejection}`);
+        throw err;
+    }
+    return ssh;
+}
+function tcpConnect(host, port, timeoutMs) {
+    return new Promise((resolve, reject) => {
+        const socket = (0,external_node_net_.connect)({ host, port, noDelay: true });
+        const timer = setTimeout(() => {
+            socket.destroy();
+            reject(new Error(`timed out connecting to ${host}:${port} after ${Math.round(timeoutMs / 1000)} s`));
+        }, timeoutMs);
+        socket.once('connect', () => {
+            clearTimeout(timer);
+            socket.setNoDelay(true);
+            resolve(socket);
+        });
+        socket.once('error', (err) => {
+            clearTimeout(timer);
+            reject(err);
+        });
+    });
+}
+/** Connects with bounded retries for network errors; a host key mismatch is never retried. */
+async function connect(target, options, log) {
+    return log.timed({ kind: 'remote', what: 'connecting', host: target.label }, () => connectWithRetries(target, options, log));
+}
+async function connectWithRetries(target, options, log) {
+    if (options.hostKeys === null) {
+        log.warn(`Host key checking is off for ${target.label} (insecure-accept-any-host-key): anyone in between could impersonate it.`);
+    }
+    const attempts = options.attempts ?? 3;
+    let lastError;
+    for (let attempt = 1; attempt <= attempts; attempt++) {
+        let jump = null;
+        try {
+            let sock;
+            if (options.jump) {
+                jump = await connectOnce(options.jump, options, log);
+                sock = await new Promise((resolve, reject) => jump.connection.forwardOut('127.0.0.1', 0, target.host, target.port, (err, stream) => err ? reject(err) : resolve(stream)));
+            }
+            const ssh = await connectOnce(target, options, log, sock);
+            return new Connection(target, ssh, jump, options, log);
+        }
+        catch (err) {
+            jump?.dispose();
+            lastError = err;
+            if (err instanceof HostKeyError)
+                throw err;
+            const message = errorMessage(err);
+            if (/authentication methods failed|passphrase|Cannot parse privateKey|Unsupported key/i.test(message))
+                break;
+            if (attempt < attempts) {
+                log.info(`[${target.label}] connect attempt ${attempt} failed (${message}); retrying`);
+                await (0,promises_namespaceObject.setTimeout)(1000 * attempt);
+            }
+        }
+    }
+    const message = errorMessage(lastError);
+    throw new RemoteError(`could not connect to ${target.label}: ${message}`, target.label, null, '');
+}
+
+;// CONCATENATED MODULE: ./src/remote/freeze.ts
+// The deploy freeze of an app on a host (metalship lock / unlock): a file in
+// the root-only state directory. While it exists, the actions that ship code
+// refuse to run and print its reason. It is read back as untrusted text
+// (whoever froze wrote it, and it reaches logs): control characters go,
+// its length is bounded.
+
+
+
+const REASON_MAX = 300;
+// Control characters (C0, C1, line separators) and the bidirectional
+// overrides that could make a log line read other than it is.
+// eslint-disable-next-line no-control-regex
+const UNSAFE = /[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+/** Text read from a host, made fit for one log line: no control characters, at most max characters. */
+function freeze_cleanText(text, max) {
+    const t = text.replace(UNSAFE, ' ').replace(/\s+/g, ' ').trim();
+    return t.length > max ? t.slice(0, max - 1) + '…' : t;
+}
+/** A freeze as the file holds it (base64 of its bytes), whatever those are. */
+function freeze_parseFreeze(base64) {
+    let doc = {};
+    try {
+        const parsed = JSON.parse(Buffer.from(base64, 'base64').toString('utf8'));
+        if (parsed && typeof parsed === 'object')
+            doc = parsed;
+    }
+    catch {
+        // Unreadable: still a freeze; someone meant to stop deploys.
+    }
+    const field = (k, max) => freeze_cleanText(typeof doc[k] === 'string' ? doc[k] : '', max);
+    return {
+        reason: field('reason', REASON_MAX) || '(no reason given)',
+        actor: field('actor', 100) || 'unknown',
+        at: field('at', 40),
+        runUrl: field('runUrl', 300),
+    };
+}
+function freeze_freezeText(f) {
+    return `frozen${f.at ? ` since ${f.at}` : ''} by ${f.actor}: ${f.reason}${f.runUrl ? ` (${f.runUrl})` : ''}`;
+}
+/** A script line printing `FREEZE <base64>` when the app's deploys are frozen (the state directory checked first). */
+function freeze_readFreezeLine(layout) {
+    return sh_sh `if [ -f ${layout.freeze} ] && [ ! -L ${layout.freeze} ]; then echo "FREEZE $(head -c 4000 ${layout.freeze} | base64 -w0)"; fi`;
+}
+const parseFreezeLine = (stdout) => {
+    const line = sh_keyLines(stdout).get('FREEZE');
+    return line === undefined ? null : freeze_parseFreeze(line);
+};
+/** Whether the app's deploys are frozen on the host. */
+function freezeCheckStep(layout) {
+    return step_step('checking for a deploy freeze', sh_script(paths_rootOnly(layout.state), freeze_readFreezeLine(layout)), parseFreezeLine);
+}
+/**
+ * Freezes the app's deploys: the file is root's, mode 600, in the root-only
+ * state directory (the app user can neither write nor remove it). Returns the
+ * freeze it replaced, if any.
+ */
+function freeze_freezeStep(layout, freeze) {
+    return step('freezing deploys', script(rootOnly(layout.state), sh `mkdir -p ${layout.state}`, sh `chmod ${STATE_MODE} ${layout.state}`, freeze_readFreezeLine(layout), writeFileAtomic(layout.freeze, JSON.stringify(freeze) + '\n', { mode: '600', owner: 'root:root' })), parseFreezeLine);
+}
+/** Lifts the freeze; returns the one it removed (null: there was none). */
+function freeze_unfreezeStep(layout) {
+    return step('lifting the deploy freeze', script(rootOnly(layout.state), freeze_readFreezeLine(layout), sh `rm -f -- ${layout.freeze}`), parseFreezeLine);
+}
+
+;// CONCATENATED MODULE: ./src/remote/status.ts
+// What a host says about an app's deploys, for `metalship status`: the serving
+// slot and which api slots run, the deploy lock (whether a process holds it and
+// who took it last), the freeze, and the end of the history log. The releases
+// themselves come from listStep.
+
+
+
+
+/** A path as a find(1) pattern that matches it alone. */
+const globEscape = (p) => p.replace(/[*?[\]\\]/g, '\\$&');
+const status_decode = (b64) => (b64 ? Buffer.from(b64, 'base64').toString('utf8') : '');
+function status_statusStep(layout, historyLines) {
+    const lock = layout.lockFile;
+    return step('reading the deploy state', script(rootOnly(layout.state), sh `if [ ! -d ${layout.state} ]; then echo EMPTY; exit 0; fi`, sh `echo "SLOT $(head -c 20 ${layout.activeSlot} 2>/dev/null || true)"`, ...['blue', 'green'].map((s) => sh `if systemctl is-active --quiet ${layout.units.api(s)}; then echo "RUNNING ${s}"; fi`), 
+    // Held: a process has the lock file open (its holder, and any run waiting
+    // behind it). Not found by taking the lock: even a brief hold would make a
+    // starting deploy wait; and /proc/locks hides a container's locks.
+    sh `if [ -f ${lock} ] && [ -n "$(find /proc/[0-9]*/fd -maxdepth 1 -type l -lname ${globEscape(lock)} -print -quit 2>/dev/null)" ]; then echo LOCKED; fi`, sh `if [ -s ${layout.lockHolder} ]; then echo "HOLDER $(head -c 1000 ${layout.lockHolder} | base64 -w0)"; fi`, readFreezeLine(layout), sh `if [ -f ${layout.history} ]; then echo "HISTORY $(tail -n ${historyLines} ${layout.history} | head -c 40000 | base64 -w0)"; fi`), (stdout) => {
+        const out = keyLines(stdout);
+        const freeze = out.get('FREEZE');
+        return {
+            empty: out.get('EMPTY') !== undefined,
+            activeSlot: cleanText(out.get('SLOT') ?? '', 20),
+            running: out.all('RUNNING'),
+            locked: out.get('LOCKED') !== undefined,
+            holder: cleanText(status_decode(out.get('HOLDER')), 500),
+            freeze: freeze === undefined ? null : parseFreeze(freeze),
+            history: status_decode(out.get('HISTORY'))
+                .split('\n')
+                .map((l) => cleanText(l, 500))
+                .filter(Boolean),
+        };
+    });
+}
+
 // EXTERNAL MODULE: external "node:zlib"
 var external_node_zlib_ = __nccwpck_require__(8522);
+;// CONCATENATED MODULE: ./src/remote/pytool.ts
+// The Python tool the scripts run on the host: src/remote/py/mstool.py, read as
+// text here (ncc ships it beside each bundle that needs it), sent inside the
+// script and run with python3 -I. Scripts define it once with pyToolDefinition()
+// and call `mstool <cmd> ...`.
+
+
+
+const PY_TOOL = (0,external_node_fs_namespaceObject.readFileSync)(__nccwpck_require__.ab + "mstool.py", 'utf8');
+/**
+ * The tool as sent: a line of Python that unpacks and runs it. bash reads a
+ * script on stdin a byte at a time (it must leave what follows for the
+ * script's commands), and the plain source, in nearly every script, cost tens
+ * of milliseconds each: packed it is a third of the size.
+ */
+const PY_TOOL_PACKED = `import base64, zlib; exec(zlib.decompress(base64.b64decode('${(0,external_node_zlib_.deflateSync)(PY_TOOL, { level: 9 }).toString('base64')}')))`;
+/** The user health probes connect as: an app controls its socket's directory, so root never follows it. */
+const PROBE_USER = 'nobody';
+/**
+ * Script lines that define `mstool`, a shell function running the Python tool
+ * with python3 (isolated: neither the working directory nor PYTHON* variables
+ * can bring other code in), and `mstool_as USER ...` for the same as another user.
+ */
+function pyToolDefinition() {
+    return [
+        sh_textVar('MSTOOL_SRC', PY_TOOL_PACKED),
+        // Each script calls one of the two or both: the other is there unused.
+        '# shellcheck disable=SC2317',
+        'mstool() { python3 -I -c "$MSTOOL_SRC" "$@"; }',
+        '# shellcheck disable=SC2317',
+        'mstool_as() { local user=$1; shift; runuser -u "$user" -- python3 -I -c "$MSTOOL_SRC" "$@"; }',
+    ].join('\n');
+}
+
+;// CONCATENATED MODULE: ./src/remote/units.ts
+// The systemd units of an app, as text: the api (a template with a blue and a
+// green instance, for zero-downtime switches), the worker, the single scheduler
+// and a target grouping them. Shared by the deploy path and provision.
+
+
+/** systemd's sandboxing: the app reads its release and writes only shared/ (field notes, systemd hardening). */
+function hardening(layout) {
+    return [
+        'NoNewPrivileges=yes',
+        'ProtectSystem=strict',
+        `ReadWritePaths=${unitWord(layout.shared)}`,
+        'PrivateTmp=yes',
+        'PrivateDevices=yes',
+        'ProtectHome=yes',
+        'ProtectKernelTunables=yes',
+        'ProtectKernelModules=yes',
+        'ProtectKernelLogs=yes',
+        'ProtectControlGroups=yes',
+        'ProtectClock=yes',
+        'ProtectHostname=yes',
+        'ProtectProc=invisible',
+        'RestrictNamespaces=yes',
+        'LockPersonality=yes',
+        'RestrictRealtime=yes',
+        'RestrictSUIDSGID=yes',
+        'RemoveIPC=yes',
+        'SystemCallArchitectures=native',
+        'SystemCallFilter=@system-service',
+        'SystemCallFilter=~@privileged @resources',
+        'SystemCallErrorNumber=EPERM',
+        'CapabilityBoundingSet=',
+        'AmbientCapabilities=',
+        'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6',
+        'DevicePolicy=closed',
+        'UMask=0027',
+    ].join('\n');
+}
+/**
+ * journalctl's option for the app's units: their own output is in the app's
+ * namespace, systemd's lines about them (started, exited, failed) in the
+ * system journal; + reads both, interleaved.
+ */
+function journalOf(layout) {
+    return `--namespace=+${layout.journalNamespace}`;
+}
+/** A command's program resolved inside a venv unless it is absolute. */
+function inVenv(venvBin, words) {
+    const [program, ...args] = words;
+    if (!program)
+        return [];
+    return [program.startsWith('/') ? program : `${venvBin}/${program}`, ...args];
+}
+/**
+ * An app service unit: what every one has (the user, the release as working
+ * directory, the .env, restart and stop rules, the sandboxing), around what is
+ * its own. workdir may hold the %i of the api template.
+ */
+function serviceUnit(settings, own) {
+    const layout = settings.layout;
+    const workdir = own.workdir;
+    return `# Managed by metalship: changes are overwritten on the next deploy.
+${own.note ? `# ${own.note}\n` : ''}[Unit]
+Description=${own.description}
+After=${own.after}
+PartOf=${unitWord(layout.units.target)}
+# Every deploy and rollback restarts the service: quick ones in a row must not
+# hit systemd's start limit (5 in 10 s). A crash loop is paced by RestartSec.
+StartLimitIntervalSec=0
+
+[Service]
+Type=simple
+${[
+        `User=${quoting_unitText(settings.user)}`,
+        `Group=${quoting_unitText(settings.user)}`,
+        `WorkingDirectory=${quoting_unitText(...workdir)}`,
+        // The release's own .env (the deploy's env, or a copy of the shared one): a rollback brings back the env that served.
+        `EnvironmentFile=-${quoting_unitText(...workdir, '/.env')}`,
+        `Environment=${unitEnv('PATH', ...workdir, '/.venv/bin:/usr/local/bin:/usr/bin:/bin')}`,
+        'Environment=PYTHONUNBUFFERED=1',
+        `Environment=${unitEnv('APP_NAME', layout.app)}`,
+        'Restart=always',
+        'RestartSec=5',
+        // stdout and stderr go to the app's own journal (journald@{app}.conf keeps it
+        // 30 days): no host-wide journald setting, and no file root would open in shared/.
+        `LogNamespace=${unitWord(layout.journalNamespace)}`,
+        ...own.service,
+        'TimeoutStopSec=35',
+        'KillMode=mixed',
+        'KillSignal=SIGTERM',
+    ].join('\n')}
+${hardening(layout)}
+
+[Install]
+WantedBy=${unitWord(layout.units.target)}
+`;
+}
+function apiUnit(settings) {
+    const layout = settings.layout;
+    const slot = specifier('i');
+    const workdir = [layout.slots, '/', slot];
+    const uvicorn = quoting_execLine([
+        [...workdir, '/.venv/bin/python'],
+        '-m',
+        'uvicorn',
+        settings.appModule,
+        '--uds',
+        [`/run/${layout.app}-api-`, slot, '/api.sock'],
+        // Above nginx's idle upstream time, so uvicorn never closes a connection nginx is about to reuse.
+        '--timeout-keep-alive',
+        '75',
+        // The flags the release's uvicorn has (switch.ts UVICORN_FLAGS), from the release's uvicorn.env.
+        splitVariable('METALSHIP_UVICORN_FLAGS'),
+        ...settings.uvicornArgs,
+    ]);
+    return serviceUnit(settings, {
+        description: quoting_unitText(layout.app, ' API (', slot, ' slot)'),
+        after: 'network.target postgresql.service redis-server.service',
+        workdir,
+        service: [
+            `EnvironmentFile=-${quoting_unitText(...workdir, '/.metalship/uvicorn.env')}`,
+            `ExecStart=${uvicorn}`,
+            `RuntimeDirectory=${unitWord(`${layout.app}-api-`, slot)}`,
+            'RuntimeDirectoryMode=0755',
+        ],
+    });
+}
+/** A unit running a command from the current release: the worker and the scheduler. */
+function currentReleaseUnit(settings, options) {
+    if (options.command.length === 0)
+        return null;
+    const layout = settings.layout;
+    return serviceUnit(settings, {
+        description: quoting_unitText(layout.app, ' ', options.what),
+        after: options.after,
+        note: options.note,
+        workdir: [layout.current],
+        service: [`ExecStart=${quoting_execLine(inVenv(`${layout.current}/.venv/bin`, options.command))}`],
+    });
+}
+function workerUnit(settings) {
+    return currentReleaseUnit(settings, {
+        what: 'worker',
+        command: settings.workerCommand,
+        after: 'network.target postgresql.service redis-server.service',
+    });
+}
+function schedulerUnit(settings) {
+    return currentReleaseUnit(settings, {
+        what: 'scheduler',
+        command: settings.schedulerCommand,
+        after: 'network.target redis-server.service',
+        note: 'Exactly one scheduler runs fleet-wide: it is installed on one host only.',
+    });
+}
+function targetUnit(layout) {
+    return `# Managed by metalship.
+[Unit]
+Description=${quoting_unitText(layout.app, ' (all services)')}
+
+[Install]
+WantedBy=multi-user.target
+`;
+}
+/** The unit files for a host: name -> content (null: the unit must not exist there). */
+function units_unitFiles(settings, roles) {
+    const layout = settings.layout;
+    return {
+        [layout.units.target]: targetUnit(layout),
+        [layout.units.apiTemplate]: apiUnit(settings),
+        [layout.units.worker]: roles.worker ? workerUnit(settings) : null,
+        [layout.units.scheduler]: roles.scheduler ? schedulerUnit(settings) : null,
+    };
+}
+/**
+ * Script lines that refuse to write (or remove) a unit of these names that is
+ * not ours: one the distribution ships (an app named multi-user would replace
+ * multi-user.target), or one in /etc without our mark.
+ */
+function unitsOurs(names) {
+    return [
+        `for unit in ${names.map((n) => sh_sh `${n}`).join(' ')}; do`,
+        '  for dir in /lib/systemd/system /usr/lib/systemd/system; do',
+        '    if [ -e "$dir/$unit" ]; then echo "$dir/$unit exists: the system has a unit of that name, which this app\'s unit would replace (choose another app name)" >&2; exit 1; fi',
+        '  done',
+        '  if [ -e "/etc/systemd/system/$unit" ] && ! grep -q "^# Managed by metalship" "/etc/systemd/system/$unit"; then echo "/etc/systemd/system/$unit exists and is not metalship\'s (choose another app name, or remove it)" >&2; exit 1; fi',
+        'done',
+    ].join('\n');
+}
+
+;// CONCATENATED MODULE: ./src/remote/verify.ts
+// Health checks run on a host, and the listing and cleanup of releases.
+
+
+
+
+/**
+ * The path users take: the same check through nginx on the host, with the
+ * Host (and, for a TLS site, the SNI name) of the app's site, when the host has
+ * the app's site. Another site answering for that name, or a site that does
+ * not reach the app, fails it although the slot's socket answers.
+ */
+function throughNginx(settings) {
+    const site = settings.layout.nginxSiteEnabled;
+    return sh_script(sh_sh `if [ "$rc" = 0 ] && [ -e ${site} ]; then`, sh_sh `  name=$(awk '$1 == "server_name" { sub(/;$/, "", $2); print $2; exit }' ${site})`, 
+    // A wildcard name stands for any of its names; a regular expression for none we can write.
+    '  case "$name" in ""|_) name=localhost ;; "*."*) name="metalship-verify.${name#*.}" ;; esac', sh_sh `  if grep -Eq '^[[:space:]]*listen[[:space:]]+([^;]*:)?443[[:space:];]' ${site}; then target=https://127.0.0.1:443; else target=127.0.0.1:80; fi`, `  case "$name" in "~"*|*"*") echo "nginx: the site's first server_name is a pattern, not checked through nginx" ;; *)`, '    echo "NGINX_HOST $name"', '    nrc=0', sh_sh `    out=$(mstool_as ${PROBE_USER} wait-ready "$target" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody} "$name") || { nrc=$?; rc=$nrc; }`, '    echo "NGINX $out"; echo "NGINX_RC $nrc" ;;', '  esac', 'fi');
+}
+/**
+ * Polls the serving slot's readiness endpoint until it answers as expected,
+ * then checks the units; on trouble, the services' recent journal lines (without
+ * uvicorn's access log). It reports, and the caller decides: it exits 0.
+ */
+function verifyStep(settings) {
+    const layout = settings.layout;
+    const text = sh_script(pyToolDefinition(), 'rc=0', settings.api === false
+        ? null
+        : sh_script(sh_sh `slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "PROBLEM no api slot is serving on this host (nothing deployed yet?)"; exit 0;; esac', sh_sh `sock=/run/${layout.app}-api-$slot/api.sock`, sh_sh `out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'echo "PROBE_RC $rc"', throughNginx(settings)), 'failed=""', 
+    // A unit not yet active with no job queued is waited for, up to the timeout.
+    settings.units.length
+        ? sh_script('settled() {', '  local i=0 s jobs', '  while :; do', '    s=$(systemctl is-active "$1" 2>/dev/null || true)', '    jobs=$(systemctl list-jobs --no-legend "$1" 2>/dev/null || true)', '    if [ "$s" = active ] && [ -z "$jobs" ]; then return 0; fi', 
+        // No early failure: around a restart the switch did not wait for, a unit
+        // passes through inactive (and its job through states list-jobs may not
+        // show); a unit that is really down fails at the timeout.
+        sh_sh `    i=$((i + 1)); if [ "$i" -ge ${settings.timeout * 10} ]; then`, 
+        // What the unit was doing when given up on, so a failure explains itself.
+        '      echo "UNIT_STATE $1: is-active=${s:-?} jobs=${jobs:-none}; $(systemctl show -p ActiveState -p SubState -p Result -p NRestarts -p ExecMainStatus "$1" 2>/dev/null | tr \'\\n\' \' \')"', '      return 1', '    fi', '    sleep 0.1', '  done', '}').trimEnd()
+        : null, ...settings.units.map((u) => sh_sh `if ! settled ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', settings.list
+        ? sh_sh `if [ "$rc" = 0 ] && [ -z "$failed" ]; then echo "LISTING $(mstool releases ${layout.root} | tail -n 1)"; fi`
+        : null, 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', sh_sh `  journalctl ${journalOf(layout)} -u ${layout.units.api('blue')} -u ${layout.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`, 'fi');
+    return step_step('health check', text, (stdout) => {
+        const out = sh_keyLines(stdout);
+        const unitsDown = (out.get('UNITS_DOWN') ?? '').split(' ').filter(Boolean);
+        const problem = out.get('PROBLEM') ?? '';
+        const answer = settings.api === false || problem
+            ? null
+            : probeAnswer(out.get('RESULT') ?? '', out.get('PROBE_RC') ?? '');
+        // Once the site's name is out, the probe through nginx must answer too.
+        const nginxHost = out.get('NGINX_HOST');
+        const nginx = nginxHost === undefined
+            ? null
+            : { host: nginxHost, answer: probeAnswer(out.get('NGINX') ?? '', out.get('NGINX_RC') ?? '') };
+        return {
+            healthy: !problem &&
+                (answer === null || answer.ok) &&
+                (nginx === null || nginx.answer.ok) &&
+                unitsDown.length === 0,
+            answer,
+            nginx,
+            unitsDown,
+            unitStates: out.all('UNIT_STATE'),
+            journal: out.all('JOURNAL'),
+            problem,
+            listing: parseListing(out.get('LISTING')),
+        };
+    });
+}
+/**
+ * The probe's answer. A probe that printed nothing, something else, or exited
+ * non-zero (runuser or python failing) is a failed check, never a pass.
+ */
+function probeAnswer(result, exitCode) {
+    const failed = (why) => ({ ok: false, attempts: 0, seconds: 0, status: 0, body: why });
+    let answer;
+    try {
+        answer = JSON.parse(result);
+    }
+    catch {
+        return failed(`the readiness probe gave no answer (exit ${exitCode || 'unknown'})`);
+    }
+    const a = answer;
+    if (typeof a !== 'object' || a === null || typeof a.ok !== 'boolean')
+        return failed(`the readiness probe gave no answer (exit ${exitCode || 'unknown'})`);
+    const parsed = {
+        ok: a.ok && exitCode === '0',
+        attempts: Number(a.attempts) || 0,
+        seconds: Number(a.seconds) || 0,
+        status: Number(a.status) || 0,
+        body: typeof a.body === 'string' ? a.body : '',
+    };
+    return parsed;
+}
+/** A listing a health check printed; none when unreadable (the cleanup then lists again: never a reason to fail). */
+function parseListing(line) {
+    try {
+        const listing = line ? JSON.parse(line) : undefined;
+        return Array.isArray(listing?.releases) &&
+            Array.isArray(listing?.venvs) &&
+            typeof listing?.links === 'object' &&
+            listing.links !== null
+            ? listing
+            : undefined;
+    }
+    catch {
+        return undefined;
+    }
+}
+/** The releases on a host, their status and links, and the venvs. */
+function verify_listStep(l) {
+    return step_step('listing releases', sh_script(pyToolDefinition(), sh_sh `mstool releases ${l.root}`), (stdout) => {
+        const line = stdout.trim().split('\n').pop() ?? '{}';
+        return JSON.parse(line);
+    });
+}
+const verify_GOOD = new Set(['ready']);
+/**
+ * Which releases and venvs to remove: keep the newest `keep` good releases,
+ * always current and both slots' releases (the rollback target), and the newest
+ * failed one for inspection. Failed and bad releases never count toward keep.
+ */
+function planCleanup(listing, keep) {
+    const pinned = new Set(Object.values(listing.links));
+    const byNewest = [...listing.releases].sort((a, b) => b.created - a.created || b.id.localeCompare(a.id));
+    const keepIds = new Set(pinned);
+    for (const r of byNewest.filter((r) => verify_GOOD.has(r.status)).slice(0, keep))
+        keepIds.add(r.id);
+    const newestFailed = byNewest.find((r) => r.status === 'failed');
+    if (newestFailed)
+        keepIds.add(newestFailed.id);
+    const remove = byNewest.filter((r) => !keepIds.has(r.id)).map((r) => r.id);
+    const usedVenvs = new Set(listing.releases.filter((r) => keepIds.has(r.id)).map((r) => r.venv));
+    const venvs = listing.venvs.filter((v) => !usedVenvs.has(v));
+    return { releases: remove, venvs };
+}
+/** Removes what the plan names; reads back what it removed. */
+function cleanupStep(layout, plan) {
+    const removed = (stdout) => sh_keyLines(stdout).all('removed');
+    if (plan.releases.length === 0 && plan.venvs.length === 0)
+        return step_step('cleanup', sh_script('echo "nothing to clean up"'), removed);
+    return step_step('cleanup', sh_script(
+    // Marked first: a removal cut short (the run stopped, the host rebooted) leaves no "ready" half.
+    ...plan.releases.map((id) => sh_sh `if [ -d ${layout.release(id)}/.metalship ]; then echo removing > ${layout.release(id)}/.metalship/status; fi; rm -rf -- ${layout.release(id)} && echo "removed release ${id}"`), ...plan.venvs.map((v) => sh_sh `rm -rf -- ${layout.venvs}/${v} && echo "removed virtualenv ${v}"`)), removed);
+}
+/**
+ * The release a rollback goes to: the named one (must be complete and not
+ * failed) or the newest good release older than current that served (a release
+ * only built, such as the fleet's `<id>-migrate` made to run migrations, never
+ * ran with traffic and is no way back).
+ */
+function verify_pickRollbackTarget(listing, requested) {
+    const current = listing.links.current ?? '';
+    const candidates = [...listing.releases]
+        .filter((r) => verify_GOOD.has(r.status) && r.id !== current)
+        .sort((a, b) => b.created - a.created || b.id.localeCompare(a.id));
+    const list = candidates.map((r) => r.id).join(', ') || 'none';
+    if (requested) {
+        const r = listing.releases.find((x) => x.id === requested);
+        if (!r)
+            return { error: `release ${requested} does not exist; good releases: ${list}` };
+        if (r.id === current)
+            return { error: `release ${requested} is already current; good releases: ${list}` };
+        if (r.status === 'bad')
+            return {
+                error: `release ${requested} is marked bad (rolled back from before); good releases: ${list}`,
+            };
+        if (!verify_GOOD.has(r.status))
+            return { error: `release ${requested} is ${r.status}, not a complete release; good releases: ${list}` };
+        return { target: r.id };
+    }
+    const currentInfo = listing.releases.find((r) => r.id === current);
+    const older = candidates.filter((r) => r.served !== false &&
+        (!currentInfo ||
+            r.created < currentInfo.created ||
+            (r.created === currentInfo.created && r.id < current)));
+    const pick = older[0];
+    if (!pick)
+        return {
+            error: `there is no good release before ${current || 'the current one'} to roll back to; good releases: ${list}`,
+        };
+    return { target: pick.id };
+}
+
+;// CONCATENATED MODULE: ./src/stages/operations.ts
+// Operations on a live app: its status per host, and the deploy freeze
+// (metalship lock / unlock) with the gate the deploy path passes.
+
+
+
+
+/**
+ * What a freeze does to each action. Those that ship code or change the schema
+ * are refused. A rollback passes, with a warning: during an incident it is the
+ * remedy; while frozen it may only go back to a release that was already live,
+ * without migrate-down, which its own gate checks (freezeAllowsRollback). Provision
+ * passes too: it converges the server (a fix may need it), not the app's code.
+ * Reading actions (status, verify) and lock/unlock never look.
+ */
+const FREEZE_REFUSES = new Set(['deploy', 'release', 'switch', 'migrate']);
+const FREEZE_WARNS = new Set(['provision']);
+/** The action looks for a freeze (freezeGate does something). */
+function freezeGated(action) {
+    return FREEZE_REFUSES.has(action) || FREEZE_WARNS.has(action);
+}
+/**
+ * Refuses the action on frozen hosts (before it changes anything), or warns
+ * when it passes a freeze. `read`: each host's freezeCheckStep, already run
+ * (in the lock's round trip); otherwise it is run now.
+ */
+async function freezeGate(hosts, action, log, read) {
+    if (!freezeGated(action))
+        return;
+    const found = read ?? (await Promise.all(hosts.map((h) => h.conn.step(freezeCheckStep(h.layout)))));
+    const frozen = hosts.flatMap((h, i) => (found[i] ? [`${h.spec.label}: ${freeze_freezeText(found[i])}`] : []));
+    if (frozen.length === 0)
+        return;
+    if (FREEZE_WARNS.has(action)) {
+        for (const f of frozen)
+            log.warn(`${action} passes the deploy freeze: ${f}`);
+        return;
+    }
+    throw new Error(`deploys of ${hosts[0].layout.app} are frozen; the ${action} was refused and nothing was changed:\n` +
+        frozen.map((f) => `- ${f}`).join('\n') +
+        `\nLift the freeze with 'metalship unlock' (actions/unlock) when the incident is over.`);
+}
+/**
+ * A rollback passes a freeze only when it goes back: to a release that served,
+ * older than current, with no schema change (anything else ships something
+ * new), and then with a warning. Its own gate: the generic one cannot know the target.
+ */
+function freezeAllowsRollback(hosts, listings, 
+/** The freeze each host has (read with its listing, in the same round trip). */
+found, target, migrateDown, log) {
+    const frozen = hosts.flatMap((h, i) => (found[i] ? [`${h.spec.label}: ${freezeText(found[i])}`] : []));
+    if (frozen.length === 0)
+        return;
+    const problems = migrateDown ? ['migrate-down changes the schema'] : [];
+    listings.forEach((listing, i) => {
+        const label = hosts[i].spec.label;
+        const to = listing.releases.find((r) => r.id === target);
+        const current = listing.releases.find((r) => r.id === listing.links.current);
+        if (!to?.served)
+            problems.push(`${target} never served on ${label}`);
+        else if (current && to.created >= current.created)
+            problems.push(`${target} is not older than the current ${current.id} on ${label}`);
+    });
+    if (problems.length)
+        throw new Error(`deploys of ${hosts[0].layout.app} are frozen, and a rollback then only goes back to a release that served, without migrate-down; refused, nothing was changed: ${problems.join('; ')}`);
+    for (const f of frozen)
+        log.warn(`rollback passes the deploy freeze: ${f}`);
+}
+function newFreeze(reason) {
+    const h = lockHolder('lock');
+    return { reason, actor: h.actor, at: h.startedAt, runUrl: h.runUrl };
+}
+async function freezeHosts(hosts, freeze) {
+    return onEachHost(hosts, async (h) => {
+        const before = await h.conn.step(freezeStep(h.layout, freeze));
+        return { before: before ? freezeText(before) : '' };
+    });
+}
+async function unfreezeHosts(hosts) {
+    return onEachHost(hosts, async (h) => {
+        const before = await h.conn.step(unfreezeStep(h.layout));
+        return { before: before ? freezeText(before) : '' };
+    });
+}
+/** Releases newest first, each with its part: current, standby, or none. */
+function releaseRows(listing, state) {
+    const current = listing.links.current ?? '';
+    const other = state.activeSlot === 'blue' ? 'green' : state.activeSlot === 'green' ? 'blue' : '';
+    const standby = other ? (listing.links[`slots/${other}`] ?? '') : '';
+    return [...listing.releases]
+        .sort((a, b) => b.created - a.created || b.id.localeCompare(a.id))
+        .map((r) => ({
+        id: r.id,
+        status: r.status,
+        role: r.id === current
+            ? `current${state.activeSlot ? ` (${state.activeSlot})` : ''}`
+            : r.id === standby && GOOD.has(r.status)
+                ? `standby (${other}, ${state.running.includes(other) ? 'running' : 'stopped'})`
+                : '',
+        revision: r.revision,
+    }));
+}
+async function hostStatuses(hosts, historyLines) {
+    return onEachHost(hosts, async (h) => {
+        const [listing, state] = await Promise.all([
+            h.conn.step(listStep(h.layout)),
+            h.conn.step(statusStep(h.layout, historyLines)),
+        ]);
+        const releases = releaseRows(listing, state);
+        return {
+            current: listing.links.current ?? '',
+            standby: releases.find((r) => r.role.startsWith('standby'))?.id ?? '',
+            slot: state.activeSlot,
+            releases,
+            locked: state.locked,
+            holder: state.holder,
+            frozen: state.freeze !== null,
+            freeze: state.freeze,
+            history: state.history,
+        };
+    });
+}
+const cell = (t) => t.replace(/\|/g, '\\|');
+/** The status as markdown: readable as it is on a terminal, and rendered in a job summary. */
+function statusMarkdown(statuses) {
+    return statuses
+        .map((s) => {
+        if (!s.ok)
+            return `### ${s.host}\n\n❌ ${cell(s.error ?? 'unknown error')}`;
+        const lock = s.locked
+            ? `held by ${s.holder || 'an unnamed run'}`
+            : `free${s.holder ? ` (left by ${s.holder})` : ''}`;
+        const rows = (s.releases ?? []).map((r) => `| ${r.id} | ${r.status} | ${cell(r.role)} | ${cell(r.revision || '')} |`);
+        return [
+            `### ${s.host}`,
+            '',
+            s.freeze ? `**Deploys ${cell(freezeText(s.freeze))}**` : 'Deploys: not frozen',
+            '',
+            `Deploy lock: ${cell(lock)}`,
+            '',
+            rows.length
+                ? ['| release | status | part | revision |', '|---|---|---|---|', ...rows].join('\n')
+                : 'No releases.',
+            '',
+            'Last entries of the history log:',
+            '',
+            // Indented, not fenced: a line of the log cannot end the block.
+            ...(s.history?.length ? s.history.map((l) => `    ${l}`) : ['    (none)']),
+        ].join('\n');
+    })
+        .join('\n\n');
+}
+
+;// CONCATENATED MODULE: ./src/stages/hosts.ts
+// Opening hosts: one connection per host for the whole run, the deploy lock held
+// on each for as long as the run needs it, and per-host results.
+
+
+
+
+
+
+
+
+
+/**
+ * Roles when the hosts input names none (load balancer, database and Redis
+ * hosts aside): every app host runs api and worker; the first also runs the
+ * single scheduler and the migrations.
+ */
+function resolveRoles(hosts) {
+    const explicit = hosts.some((h) => h.roles.length > 0 && isAppHost(h));
+    const first = hosts.find(isAppHost);
+    const none = {
+        api: false,
+        worker: false,
+        scheduler: false,
+        migrate: false,
+        lb: false,
+        db: false,
+        redis: false,
+        backup: false,
+    };
+    return hosts.map((h) => {
+        if (!isAppHost(h))
+            return {
+                ...none,
+                lb: h.roles.includes('lb'),
+                db: h.roles.includes('db'),
+                redis: h.roles.includes('redis'),
+                backup: h.roles.includes('backup'),
+            };
+        if (!explicit)
+            return { ...none, api: true, worker: true, scheduler: h === first, migrate: h === first };
+        const roles = h.roles.length ? h.roles : ['api', 'worker'];
+        return {
+            ...none,
+            api: roles.includes('api'),
+            worker: roles.includes('worker'),
+            scheduler: roles.includes('scheduler'),
+            migrate: roles.includes('migrate'),
+        };
+    });
+}
+/** The pinned keys as the transport asks for them (null: accept any key). */
+function hostKeyPolicy(entries) {
+    return entries === null
+        ? null
+        : {
+            verify: (host, port, key) => verifyHostKey(entries, host, port, key),
+            algorithms: (host, port) => pinnedAlgorithms(entries, host, port),
+        };
+}
+function connectOptions(settings) {
+    const jump = settings['jump-host'] && typeof settings['jump-host'] === 'object' ? settings['jump-host'] : null;
+    return {
+        privateKey: settings['ssh-key'],
+        passphrase: settings['ssh-key-passphrase'] || undefined,
+        hostKeys: hostKeyPolicy(settings['insecure-accept-any-host-key'] ? null : settings['known-hosts']),
+        jump: jump
+            ? { host: jump.host, port: jump.port, user: jump.user ?? settings['ssh-user'], label: jump.label }
+            : null,
+        connectTimeoutMs: settings['connect-timeout'] * 1000,
+        idleTimeoutMs: settings['command-idle-timeout'] * 1000,
+        commandTimeoutMs: settings['command-timeout'] * 1000,
+    };
+}
+/** Connects to every host in parallel; if any fails, closes the others and throws. */
+async function openHosts(settings, log) {
+    const options = connectOptions(settings);
+    const roles = resolveRoles(settings.hosts);
+    const results = await Promise.allSettled(settings.hosts.map((spec) => connect({ host: spec.host, port: spec.port, user: spec.user ?? settings['ssh-user'], label: spec.label }, options, log)));
+    const failed = results.filter((r) => r.status === 'rejected');
+    if (failed.length) {
+        await Promise.all(results.map((r) => (r.status === 'fulfilled' ? r.value.close() : undefined)));
+        throw new Error(failed.map((f) => errorMessage(f.reason)).join('\n'));
+    }
+    return results.map((r, i) => ({
+        spec: settings.hosts[i],
+        conn: r.value,
+        layout: layout(settings.app, settings['app-root']),
+        roles: roles[i],
+    }));
+}
+function hosts_lockHolder(action) {
+    const e = process.env;
+    const runUrl = e.GITHUB_RUN_ID
+        ? `${e.GITHUB_SERVER_URL ?? 'https://github.com'}/${e.GITHUB_REPOSITORY}/actions/runs/${e.GITHUB_RUN_ID}`
+        : '';
+    return {
+        action,
+        actor: e.GITHUB_ACTOR ?? e.USER ?? 'unknown',
+        runUrl,
+        startedAt: new Date().toISOString(),
+    };
+}
+/**
+ * Takes the app's deploy lock on a host, and runs `first` (a short, read-only
+ * step) under it in the same round trip; the returned function releases the lock.
+ */
+async function acquireLock(host, holder, waitSeconds, log, first) {
+    let buffer = '';
+    let seen = '';
+    let settle = null;
+    const outcome = new Promise((resolve) => (settle = resolve));
+    const script = lockScript(host.layout, holder, waitSeconds, host.conn.leftoversScript(), first?.script);
+    const session = host.conn.openSession(script, (text) => {
+        buffer += text;
+        let nl;
+        while ((nl = buffer.indexOf('\n')) >= 0) {
+            const line = buffer.slice(0, nl);
+            buffer = buffer.slice(nl + 1);
+            seen += line + '\n';
+            const event = lockEvent(line);
+            if (event?.kind === 'waiting')
+                log.info(`[${host.spec.label}] waiting for the deploy lock, held by ${event.holder || 'another run'}`);
+            if (event?.kind === 'stale')
+                log.warn(`[${host.spec.label}] recovered a stale deploy lock left by a run that ended without releasing it: ${event.holder}`);
+            if (event?.kind === 'locked')
+                settle?.('locked');
+        }
+    });
+    void session.done.then((r) => {
+        if (r.code === LOCK_EXIT_HELD) {
+            const held = sh_keyLines(r.stdout).get('HELD') || 'another run';
+            settle?.(new Error(`${host.spec.label}: another deploy holds the lock of ${host.layout.app} and did not finish within ${waitSeconds} s: ${held}`));
+        }
+        else {
+            settle?.(new Error(`${host.spec.label}: could not take the deploy lock (exit ${r.code}): ${r.stderr.trim().slice(-500)}`));
+        }
+    });
+    const result = await outcome;
+    if (result instanceof Error) {
+        session.stdin.end();
+        throw result;
+    }
+    // Heartbeat: the remote holder gives the lock up when these stop (run killed, network gone).
+    const beat = setInterval(() => session.stdin.write('\n'), 10000);
+    const release = async () => {
+        clearInterval(beat);
+        session.stdin.end('release\n');
+        await session.done;
+    };
+    if (!first)
+        return { release, first: undefined };
+    try {
+        const ending = firstEnding(seen);
+        if (!ending)
+            throw new Error(`${host.spec.label}: the deploy lock was taken, but ${first.what} printed no ending`);
+        return { release, first: host.conn.readStep(first, ending) };
+    }
+    catch (err) {
+        await release();
+        throw err;
+    }
+}
+/** The key hosts' locks are taken in: their address, as every run spells it the same way. */
+function lockOrder(h) {
+    return `${h.spec.host.toLowerCase()}:${String(h.spec.port).padStart(5, '0')}`;
+}
+/** Runs fn on every host in parallel and collects a result per host (one failure does not hide the others). */
+async function hosts_onEachHost(hosts, fn) {
+    return Promise.all(hosts.map(async (host) => {
+        try {
+            return { host: host.spec.label, ok: true, ...(await fn(host)) };
+        }
+        catch (err) {
+            return {
+                host: host.spec.label,
+                ok: false,
+                error: errorMessage(err),
+            };
+        }
+    }));
+}
+/**
+ * Connects, locks every app host, runs fn, and always releases the locks and
+ * closes the connections. Load balancers, database and Redis hosts (roles=lb,
+ * db, redis) are connected to only with `balancers: true` (provision), and
+ * passed apart: the deploy path never needs them.
+ */
+async function withHosts(settings, log, action, fn, opts = {}) {
+    const wanted = opts.balancers ? settings.hosts : settings.hosts.filter(isAppHost);
+    const all = await log.group(`Connecting to ${wanted.length} host(s)`, () => openHosts({ ...settings, hosts: wanted }, log));
+    const hosts = all.filter((h) => isAppHost(h.spec));
+    const balancers = all.filter((h) => !isAppHost(h.spec));
+    const releases = [];
+    try {
+        await opts.beforeLock?.(all);
+        const underLock = new Map();
+        // Without a step of the caller's, the freeze is read in the lock's round trip.
+        const freezeFirst = !opts.underLock && freezeGated(action);
+        const freezes = new Map();
+        if (opts.lock !== false) {
+            const holder = hosts_lockHolder(action);
+            // One at a time, in the same order for every run: two overlapping runs
+            // then never each hold half of the locks and wait out the timeout.
+            const deadline = Date.now() + settings['lock-timeout'] * 1000;
+            for (const h of [...hosts].sort((a, b) => lockOrder(a).localeCompare(lockOrder(b)))) {
+                const wait = Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
+                const first = opts.underLock?.(h) ?? (freezeFirst ? freezeCheckStep(h.layout) : undefined);
+                const what = first ? `taking the deploy lock, then ${first.what}` : 'taking the deploy lock';
+                const locked = await log.timed({ kind: 'remote', what, host: h.spec.label }, () => acquireLock(h, holder, wait, log, first));
+                releases.push(locked.release);
+                if (opts.underLock)
+                    underLock.set(h, locked.first);
+                else if (freezeFirst)
+                    freezes.set(h, locked.first);
+            }
+        }
+        else if (opts.underLock) {
+            const steps = opts.underLock;
+            await Promise.all(hosts.map(async (h) => underLock.set(h, await h.conn.step(steps(h)))));
+        }
+        // Under the lock: a freeze set from now on stops the next run, not this one.
+        await freezeGate(hosts, action, log, freezes.size === hosts.length ? hosts.map((h) => freezes.get(h) ?? null) : undefined);
+        return await fn(hosts, balancers, hosts.map((h) => underLock.get(h)));
+    }
+    finally {
+        await log.timed({ kind: 'remote', what: 'releasing the deploy locks' }, () => Promise.allSettled(releases.map((r) => r())));
+        await Promise.all(all.map((h) => h.conn.close()));
+    }
+}
+
+;// CONCATENATED MODULE: external "node:fs/promises"
+const external_node_fs_promises_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs/promises");
+;// CONCATENATED MODULE: external "node:path"
+const external_node_path_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:path");
+var external_node_path_default = /*#__PURE__*/__nccwpck_require__.n(external_node_path_namespaceObject);
+;// CONCATENATED MODULE: ./src/remote/runtime.ts
+// The runtime record of a release on a host: written by root when the release
+// is built (and again by a switch told other settings), read back before any
+// switch to it. src/inputs/runtime.ts holds its format and validation.
+
+
+/** The record's path: in the release's .metalship, which root owns and the app user cannot write. */
+function runtimePath(layout, releaseId) {
+    return `${layout.release(releaseId)}/.metalship/runtime.json`;
+}
+/**
+ * The record's text, or null when the release has none (made before releases
+ * recorded their settings). releaseId null: the current release's (through
+ * `current`, root's link in root's directory).
+ */
+function readRuntimeStep(layout, releaseId, max) {
+    const file = releaseId === null ? `${layout.current}/.metalship/runtime.json` : runtimePath(layout, releaseId);
+    return step_step(`reading the settings recorded with ${releaseId ?? 'the current release'}`, sh_script(
+    // A regular file only, never followed through a link; one byte past the limit shows it is too long.
+    sh_sh `if [ -f ${file} ] && [ ! -L ${file} ]; then echo RECORD; head -c ${max + 1} ${file}; else echo NONE; fi`), (stdout) => (stdout.startsWith('RECORD\n') ? stdout.slice('RECORD\n'.length) : null));
+}
+
+;// CONCATENATED MODULE: ./src/remote/nginx.ts
+// nginx configuration for an app: the upstream (which api slot serves) and the
+// site. The deploy path owns the upstream; the site is provision's, with a
+// minimal HTTP site installed by the deploy when none exists yet.
+
+function upstreamName(l) {
+    return `${l.app.replace(/-/g, '_')}_api`;
+}
+/**
+ * http-level config: the upstream and the WebSocket map. The upstream is a link
+ * to the serving slot's socket; nginx opens the path for every upstream
+ * connection, so a switch renames the link and never reloads nginx (a reload
+ * closes clients' idle keep-alive connections, which some clients see as errors).
+ */
+function upstreamConf(layout) {
+    return `# Managed by metalship.
+upstream ${upstreamName(layout)} {
+    server ${nginxWord(`unix:${layout.apiLink}`)} max_fails=0;
+}
+map $http_upgrade $metalship_${upstreamName(layout)}_connection {
+    default upgrade;
+    '' close;
+}
+`;
+}
+const ACME_WEBROOT = '/var/www/letsencrypt';
+function proxyLocation(upstream, balancer) {
+    // A balancer passes a request to the next app host when one refuses the
+    // connection (any method: nothing was sent yet) and, for idempotent
+    // requests, when one times out or answers 502/503/504.
+    const retry = balancer ? `\n        proxy_next_upstream error timeout http_502 http_503 http_504;` : '';
+    // A host that is down is passed over quickly (the LAN answers in microseconds).
+    const connectTimeout = balancer ? '2s' : '5s';
+    return `    location / {
+        proxy_pass ${nginxWord(`http://${upstream}`)};
+        proxy_http_version 1.1;
+        proxy_set_header Host $host;
+        proxy_set_header X-Real-IP $remote_addr;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_set_header Upgrade $http_upgrade;
+        proxy_set_header Connection $metalship_${upstream}_connection;
+        proxy_connect_timeout ${connectTimeout};
+        proxy_read_timeout 60s;
+        proxy_send_timeout 60s;${retry}
+    }`;
+}
+const securityHeaders = `    add_header X-Content-Type-Options nosniff always;
+    add_header X-Frame-Options SAMEORIGIN always;
+    add_header Referrer-Policy strict-origin-when-cross-origin always;`;
+function siteConf(layout, settings) {
+    const isDefault = settings.serverName === '_';
+    const listen = (port, extra = '') => `    listen ${port}${extra}${isDefault ? ' default_server' : ''};\n    listen [::]:${port}${extra}${isDefault ? ' default_server' : ''};`;
+    const statics = settings.staticDir
+        ? // A link is followed only to a file of its own owner: a link the app plants
+            // in its files never serves, say, a world-readable system file.
+            `    location /static/ {\n        alias ${nginxWord(`${settings.staticDir}/`)};\n        disable_symlinks if_not_owner;\n        expires 7d;\n        access_log off;\n    }\n`
+        : '';
+    const logs = settings.logDir
+        ? `    access_log ${nginxWord(`${settings.logDir}/access.log`)};\n    error_log ${nginxWord(`${settings.logDir}/error.log`)};\n`
+        : '';
+    const serverName = `    server_name ${nginxServerNames(settings.serverName)};\n${logs}`.trimEnd();
+    const common = `${serverName}
+    client_max_body_size 25m;
+    client_body_timeout 30s;
+    client_header_timeout 30s;
+    send_timeout 60s;
+    keepalive_timeout 65s;
+    server_tokens off;
+${securityHeaders}
+${statics}${proxyLocation(settings.upstream ?? upstreamName(layout), settings.upstream !== undefined)}`;
+    const acme = (root) => `    location /.well-known/acme-challenge/ {
+        root ${nginxWord(root)};
+    }`;
+    if (!settings.tls) {
+        return `# Managed by metalship (HTTP only: no domain configured).
+server {
+${listen(80)}
+${settings.acmeWebroot ? acme(settings.acmeWebroot) + '\n' : ''}${common}
+}
+`;
+    }
+    return `# Managed by metalship.
+server {
+${listen(80)}
+${serverName}
+    server_tokens off;
+${acme(settings.acmeWebroot ?? ACME_WEBROOT)}
+    location / {
+        return 301 https://$host$request_uri;
+    }
+}
+server {
+${settings.http2 === 'directive' ? `${listen(443, ' ssl')}\n    http2 on;` : listen(443, ' ssl http2')}
+    ssl_certificate ${nginxWord(settings.tls.certificate)};
+    ssl_certificate_key ${nginxWord(settings.tls.key)};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_prefer_server_ciphers off;
+    ssl_session_cache shared:metalship_ssl:10m;
+    add_header Strict-Transport-Security "max-age=31536000" always;
+${common}
+}
+`;
+}
+
+;// CONCATENATED MODULE: ./src/remote/switch.ts
+// Blue/green switch on one host, in one script: start the release in the idle
+// api slot (or reuse the standby if it already runs it), wait until it is ready
+// on its own socket, then rename the socket link nginx connects through, point
+// `current` at the release and restart the worker and the single scheduler.
+// The old slot stays up as a warm standby, so a rollback to it is a rename.
+
+
+
+
+
+
+/**
+ * Removes the rule by which metalship before 1.1 took a host out of a load
+ * balancer's rotation during a rolling switch (a killed run could leave it).
+ */
+function clearDrainLines(layout, port) {
+    const rule = sh_sh `INPUT ! -i lo -p tcp --dport ${String(port)} --syn -m comment --comment ${'metalship-drain-' + layout.app} -j REJECT --reject-with tcp-reset`;
+    return `for t in iptables ip6tables; do if command -v "$t" >/dev/null 2>&1; then while "$t" -w -D ${rule} 2>/dev/null; do :; done; fi; done`;
+}
+/** The switch's exit code when the release failed its precheck (nothing moved). */
+const PRECHECK_FAILED = 3;
+/**
+ * A shell function renaming a fresh link over the old one (rename(2) by `mv
+ * -T`: never a moment without the link) and reading it back, with no
+ * interpreter to start: `swap_link TARGET PATH`. `ln` only ever creates the
+ * fresh link (replacing a link in place is what differs between coreutils
+ * flavours). Only for links in root's own directories (slots, the socket
+ * link, current, venv).
+ */
+const SWAP_LINK = [
+    'swap_link() {',
+    '  local tmp="$2.tmp-$$"',
+    '  rm -f -- "$tmp"',
+    '  ln -s -- "$1" "$tmp"',
+    '  mv -Tf -- "$tmp" "$2"',
+    '  if [ "$(readlink -- "$2")" != "$1" ]; then echo "link $2 does not point at $1 after the switch" >&2; return 1; fi',
+    '}',
+].join('\n');
+/**
+ * Script lines run once the release serves: its record becomes what it served
+ * with, and it is marked as having served (a rollback goes only to such a one).
+ */
+function servedLines(settings) {
+    const meta = `${settings.layout.release(settings.releaseId)}/.metalship`;
+    return sh_script(sh_writeFileAtomic(runtimePath(settings.layout, settings.releaseId), settings.record), sh_sh `date -u +%FT%TZ > ${meta}/served`).trimEnd();
+}
+/** The api unit of the slot held in the shell variable `$slot`. */
+function apiUnitOf(l, slotVar) {
+    return `${sh_sh `${l.app}`}-api@"${slotVar}".service`;
+}
+function switchScript(settings) {
+    const layout = settings.layout;
+    const rel = layout.release(settings.releaseId);
+    const entries = Object.entries(settings.units);
+    const unitLines = [unitsOurs(Object.keys(settings.units))].concat(entries.flatMap(([name, content]) => content === null
+        ? []
+        : [
+            sh_ensureFile(`${layout.unitDir}/${name}`, content, {
+                mode: '644',
+                label: `unit ${name}`,
+                onChange: 'units_changed=1',
+            }),
+        ]));
+    // Units the release runs without (say no worker) go once it serves: until
+    // then the serving release keeps them.
+    const removals = (flag) => entries
+        .filter(([, content]) => content === null)
+        .map(([name]) => sh_sh `if [ -f ${layout.unitDir}/${name} ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${layout.unitDir}/${name}; ${raw(flag)}=1; fi`);
+    const followers = [
+        settings.worker ? layout.units.worker : null,
+        settings.scheduler ? layout.units.scheduler : null,
+    ].filter((u) => !!u);
+    const written = entries.filter(([, content]) => content !== null).map(([name]) => name);
+    const saved = `${layout.state}/units-before`;
+    const api = raw(apiUnitOf(layout, '$slot'));
+    const standbyApi = raw(apiUnitOf(layout, '$standby'));
+    if (settings.api === false)
+        return followersOnlyScript(settings, [...unitLines, ...removals('units_changed')], followers);
+    return sh_script(pyToolDefinition(), SWAP_LINK, sh_sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'command -v nginx >/dev/null 2>&1 || { echo "nginx is not installed: run the provision action first" >&2; exit 1; }', 
+    // The serving slot keeps serving; the release goes to the other one, unless the serving one already runs it.
+    sh_sh `active=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$active" in blue) idle=green ;; green) idle=blue ;; *) active=""; idle=blue ;; esac', sh_sh `slot_release() { basename "$(readlink ${layout.slots}/"$1" 2>/dev/null)" 2>/dev/null || true; }`, sh_sh `if [ -n "$active" ] && [ "$(slot_release "$active")" = ${settings.releaseId} ] && systemctl is-active --quiet ${raw(apiUnitOf(layout, '$active'))}; then slot=$active; else slot=$idle; fi`, 'if [ "$slot" = blue ]; then standby=green; else standby=blue; fi', 'echo "SLOT $slot"', 'units_changed=0', 
+    // The unit files as they were: a release that never takes traffic leaves them so (see restore_units).
+    // In root's own state directory (checked at the lock), in place of the last run's.
+    sh_sh `units_saved=${saved}; rm -rf -- "$units_saved"; mkdir -m 700 -- "$units_saved"`, sh_sh `for u in ${written}; do if [ -f ${layout.unitDir}/"$u" ]; then cp -p -- ${layout.unitDir}/"$u" "$units_saved/"; fi; done`, sh_sh `printf '%s\n' ${written} > "$units_saved/.written"`, restoreUnits(layout), ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
+    // A change an earlier run wrote but did not get nginx to load (it stopped
+    // before the switch, say a first release that never became ready) is loaded now.
+    sh_sh `nginx_changed=0; if [ -e ${layout.nginxReloadPending} ]; then nginx_changed=1; fi`, 'site_new=0', sh_sh `if [ ! -e ${layout.nginxSite} ]; then`, '  site_new=1', sh_ensureFile(layout.nginxSite, siteConf(layout, { serverName: settings.serverName, tls: null }), {
+        mode: '644',
+        label: 'nginx site',
+        onChange: sh_sh `nginx_changed=1; touch ${layout.nginxReloadPending}`,
+    }), sh_sh `  ln -sfn ${layout.nginxSite} ${layout.nginxSiteEnabled}`, settings.serverName === '_' ? sh_sh `  rm -f /etc/nginx/sites-enabled/default` : null, 'fi', sh_ensureFile(layout.nginxUpstream, upstreamConf(layout), {
+        mode: '644',
+        label: 'nginx upstream',
+        onChange: sh_sh `nginx_changed=1; touch ${layout.nginxReloadPending}`,
+    }), 
+    // A configuration nginx refuses (say a second default_server) fails the switch before anything moves.
+    'if [ "$nginx_changed" = 1 ] && ! nginx_errors=$(nginx -t 2>&1); then', sh_sh `  if [ "$site_new" = 1 ]; then rm -f ${layout.nginxSite} ${layout.nginxSiteEnabled}; fi`, '  echo "nginx refuses the configuration for this app: $nginx_errors" >&2', '  echo "(with several apps on one server, give each its own server-name)" >&2', '  restore_units', '  exit 1', 'fi', 'echo "MARK units and nginx configuration in place"', 
+    // Start the release beside the serving one (unless the slot already runs it, unchanged).
+    'was=$(slot_release "$slot")', sh_sh `if [ "$was" != ${settings.releaseId} ]; then swap_link ${rel} ${layout.slots}/"$slot"; fi`, sh_sh `sock=/run/${layout.app}-api-"$slot"/api.sock`, 'warm=0', sh_sh `if [ "$units_changed" = 1 ] || [ "$was" != ${settings.releaseId} ] || ! systemctl is-active --quiet ${api}; then`, sh_sh `  echo "starting ${settings.releaseId} in the $slot slot"`, sh_sh `  systemctl restart ${api}`, settings.checksFollow
+        ? sh_sh `elif [ -S "$sock" ]; then
+  warm=1
+  echo "the $slot slot already runs ${settings.releaseId} (a warm standby): traffic moves to it now, its checks follow"`
+        : null, 'else', sh_sh `  echo "the $slot slot already runs ${settings.releaseId}"`, 'fi', 'if [ "$warm" = 0 ]; then', sh_sh `  echo "waiting for ${settings.releaseId} to answer ${settings.healthPath} on the $slot slot's socket"`, 
+    // A second at a time, looking at the unit in between: a process that exits
+    // (an app that cannot import, a bad uvicorn flag) fails the switch at once,
+    // not after the whole ready-timeout.
+    sh_sh `  restarts=$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)`, sh_sh `  deadline=$((SECONDS + ${settings.readyTimeout})); why=''`, '  while :; do', sh_sh `    if ready=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.healthPath} 1 0.1 200 ''); then break; fi`, sh_sh `    sub=$(systemctl show -p SubState --value ${api} 2>/dev/null || true)`, 
+    // 219/CGROUP is systemd failing to place the process (seen when the
+    // slot's previous cgroup is still being torn down), not the app: started again, twice at most.
+    sh_sh `    if [ "$sub" = auto-restart ] && [ "$(systemctl show -p ExecMainStatus --value ${api} 2>/dev/null)" = 219 ] && [ "\${cgroup_retries:-0}" -lt 2 ]; then`, '      cgroup_retries=$(( ${cgroup_retries:-0} + 1 ))', sh_sh `      echo "systemd could not start the $slot slot's process (219/CGROUP): starting it again"`, sh_sh `      systemctl restart ${api} || true`, sh_sh `      restarts=$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)`, '      continue', '    fi', sh_sh `    case "$sub" in auto-restart|failed|dead|exited) why="its process exited ($sub)" ;; esac`, sh_sh `    if [ -z "$why" ] && [ "$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)" != "$restarts" ]; then why='its process exited and was restarted'; fi`, sh_sh `    if [ -z "$why" ] && [ "$SECONDS" -ge "$deadline" ]; then why=${`it did not answer within ${settings.readyTimeout} s`}; fi`, '    if [ -n "$why" ]; then', '      echo "$ready" >&2', sh_sh `      journalctl ${journalOf(layout)} -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh_sh `      systemctl stop ${api} || true`, '      restore_units', sh_sh `      echo "release ${settings.releaseId} did not become ready in the $slot slot: $why; traffic stays on the serving release" >&2`, '      exit 1', '    fi', '  done', '  echo "READY $ready"', 'fi', settings.precheck ? precheckLines(settings.precheck, settings.releaseId, api, layout) : null, 
+    // Started and checked, not moved: the unit files as they were stay saved for standDownStep.
+    settings.startOnly
+        ? sh_script('if [ "$units_changed" != 1 ]; then rm -rf -- "$units_saved"; fi', 'echo "STARTED"', 'exit 0').trimEnd()
+        : null, 
+    // Traffic moves only now, by renaming the socket link nginx connects through:
+    // requests already on the old slot finish there, new ones reach the new slot.
+    sh_sh `swap_link "$sock" ${layout.apiLink}`, 'echo "MARK traffic moved to the $slot slot"', 'rm -rf -- "$units_saved"', settings.clearDrainPort ? clearDrainLines(layout, settings.clearDrainPort) : null, sh_sh `echo "$slot" > ${layout.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh_sh `rm -f ${layout.nginxReloadPending}`, sh_sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `swap_link ${rel} ${layout.current}`, sh_sh `swap_link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', ...removals('units_removed'), 'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi', 
+    // On boot only the serving slot starts; the standby is a warm spare for this boot only.
+    // The boot reads the links: no daemon reload now (each costs as much as the rest of the switch).
+    sh_sh `systemctl enable --no-reload --quiet ${layout.units.target} ${api} ${followers}`, sh_sh `systemctl disable --no-reload --quiet ${standbyApi} 2>/dev/null || true`, followers.length && settings.checksFollow ? sh_sh `systemctl restart --no-block ${followers}` : null, followers.length && !settings.checksFollow
+        ? sh_script(sh_sh `systemctl restart ${followers}`, 'echo "MARK worker and scheduler restarted"')
+        : null, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout.history}`);
+}
+/**
+ * `restore_units`: puts back the unit files this switch changed, as saved in
+ * $units_saved, when the release it started does not take traffic: the slot
+ * still serving, and its next start, keep the settings they had.
+ */
+function restoreUnits(layout) {
+    return sh_script(
+    // Called on failure paths only (shellcheck takes its body for unreachable).
+    '# shellcheck disable=SC2317', 'restore_units() {', '  if [ "$units_changed" != 1 ]; then rm -rf -- "$units_saved"; return 0; fi', 
+    // The names this switch wrote, listed by it (our own unit names).
+    '  while IFS= read -r u; do', sh_sh `    if [ -f "$units_saved/$u" ]; then cp -p -- "$units_saved/$u" ${layout.unitDir}/"$u.metalship-new" && mv -f -- ${layout.unitDir}/"$u.metalship-new" ${layout.unitDir}/"$u"; else rm -f -- ${layout.unitDir}/"$u"; fi`, '  done < "$units_saved/.written"', '  rm -rf -- "$units_saved"', '  systemctl daemon-reload', '  echo "the unit files are back as they were before this switch"', '}').trimEnd();
+}
+/**
+ * The deploy's checks on the started slot's own socket, before the rename: a
+ * release failing them stops, the unit files go back, and nothing moved (so a
+ * fleet needs no drain: no host ever serves a release that fails them).
+ */
+function precheckLines(p, releaseId, api, layout) {
+    return sh_script('if [ "$warm" = 0 ]; then', sh_sh `  echo "checking ${p.path} on the $slot slot's socket before it takes traffic"`, sh_sh `  if ! checked=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${p.path} ${p.timeout} ${p.interval} ${p.expectStatus} ${p.expectBody}); then`, sh_sh `    journalctl ${journalOf(layout)} -u ${api} -n 30 --no-pager -o cat 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | sed 's/^/JOURNAL /' || true`, 
+    // Never the serving slot (a switch to the release it already runs).
+    sh_sh `    if [ "$slot" != "$active" ]; then systemctl stop ${api} || true; fi`, '    restore_units', '    echo "PRECHECK $checked" >&2', sh_sh `    echo "release ${releaseId} failed its checks on the $slot slot's socket, before taking traffic: traffic stays on the serving release" >&2`, sh_sh `    exit ${String(PRECHECK_FAILED)}`, '  fi', '  echo "CHECKED $checked"', 'fi').trimEnd();
+}
+/**
+ * Undoes a switch that only started the release (startOnly) on a host whose
+ * traffic never moved to it: the slot that runs it stops (never the serving
+ * one), and the unit files go back as they were.
+ */
+function standDownStep(layout, releaseId) {
+    return plainStep(`stopping ${releaseId} in the standby slot (it never took traffic)`, sh_script(sh_sh `active=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'for s in blue green; do', sh_sh `  if [ "$s" != "$active" ] && [ "$(basename "$(readlink ${layout.slots}/"$s" 2>/dev/null)" 2>/dev/null)" = ${releaseId} ]; then systemctl stop ${raw(apiUnitOf(layout, '$s'))} || true; fi`, 'done', sh_sh `units_saved=${`${layout.state}/units-before`}; units_changed=1`, restoreUnits(layout), 'if [ -f "$units_saved/.written" ]; then restore_units; fi'));
+}
+/** The switch as a step: the slot it serves from and the release it left. */
+function switchStep(settings) {
+    return step_step(`switching to ${settings.releaseId}`, switchScript(settings), (stdout) => {
+        const out = sh_keyLines(stdout);
+        const slot = out.get('SLOT');
+        return {
+            slot: slot === 'blue' || slot === 'green' ? slot : null,
+            previous: out.get('PREVIOUS')?.trim() ?? '',
+        };
+    });
+}
+/** The switch on a host without the api role: current, the venv link, and the worker or scheduler. */
+function followersOnlyScript(settings, unitLines, followers) {
+    const layout = settings.layout;
+    const rel = layout.release(settings.releaseId);
+    return sh_script(pyToolDefinition(), sh_sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'echo "SLOT none"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
+    // an api that ran here before the host lost the role stops
+    sh_sh `systemctl disable --now --quiet ${layout.units.api('blue')} ${layout.units.api('green')} 2>/dev/null || true`, sh_sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `mstool link ${rel} ${layout.current}`, sh_sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', sh_sh `systemctl enable --no-reload --quiet ${layout.units.target} ${followers}`, followers.length ? sh_sh `systemctl restart ${followers}` : null, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout.history}`);
+}
+/**
+ * The uvicorn flags a release's uvicorn accepts, recorded at release time:
+ * --timeout-graceful-shutdown (0.21+) and --no-server-header (0.14+; before
+ * it uvicorn always names itself, which nginx hides from clients anyway). The
+ * venv's interpreter runs as the app user: its packages' code (.pth files)
+ * never runs as root.
+ */
+const UVICORN_FLAGS = [
+    ['timeout_graceful_shutdown', '--timeout-graceful-shutdown 30'],
+    ['server_header', '--no-server-header'],
+];
+function uvicornFlagsScript(rel, user, venv) {
+    const probe = `import importlib.util, os
+s = importlib.util.find_spec("uvicorn")
+src = open(os.path.join(os.path.dirname(s.origin), "config.py")).read() if s else ""
+print(" ".join(f for o, f in ${JSON.stringify(UVICORN_FLAGS)} if o in src))`;
+    // A sealed venv never changes: its answer is kept in it (root's, beside the
+    // completion mark) and read by every later release of the same venv.
+    const kept = sh_sh `${venv}/.metalship-uvicorn.env`;
+    return sh_script(sh_sh `if [ -f ${raw(kept)} ] && [ ! -L ${raw(kept)} ] && [ "$(stat -c %u -- ${raw(kept)})" = 0 ]; then`, sh_sh `  cp -- ${raw(kept)} ${rel}/.metalship/uvicorn.env`, 'else', sh_sh `  flags=$(runuser -u ${user} -- ${rel}/.venv/bin/python -I -c ${probe} 2>/dev/null) || flags=''`, sh_sh `  printf 'METALSHIP_UVICORN_FLAGS=%s\\n' "$flags" > ${rel}/.metalship/uvicorn.env`, sh_sh `  if [ -f ${venv}/.metalship-complete ]; then cp -- ${rel}/.metalship/uvicorn.env ${raw(kept)}.tmp && mv -f -- ${raw(kept)}.tmp ${raw(kept)}; fi`, 'fi');
+}
+/**
+ * Takes the app out of service on a host where a first release failed: nothing
+ * served before it, so nothing serves after. Its units stop, and current, the
+ * socket link nginx connects through and the serving slot go: nginx answers 502
+ * as before the deploy, and the next deploy starts as a first one.
+ */
+function unserveStep(layout) {
+    const units = [
+        layout.units.api('blue'),
+        layout.units.api('green'),
+        layout.units.worker,
+        layout.units.scheduler,
+    ];
+    return plainStep('taking the failed first release out of service', sh_script(sh_sh `was=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `systemctl disable --now --quiet ${layout.units.target} ${units} 2>/dev/null || true`, sh_sh `rm -f ${layout.apiLink} ${layout.activeSlot} ${layout.current} ${layout.venvLink}`, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) stopped serving \${was:-nothing}: it failed and nothing served before it" >> ${layout.history}`));
+}
+
+;// CONCATENATED MODULE: ./src/remote/release.ts
+// Scripts that build a release on a host: claim the directory and reuse
+// unchanged files from the previous release, then unpack the new files, build
+// (or reuse) the virtualenv, link shared paths, compile and import-check.
+
+
+
+
+
+
+
+const RELEASE_EXISTS_EXIT = 73;
+/** Where a shared path of the release points: into shared/ (.env is the release's own, see releaseEnvScript). */
+function sharedTarget(l, path) {
+    return `${l.shared}/${path}`;
+}
+/** Creates a system user without login when missing (prints `changed` when it did). */
+function ensureUser(user, home, what, comment = '') {
+    return sh_script(sh_sh `if ! id -u ${user} >/dev/null 2>&1; then`, sh_sh `  useradd --system --user-group --home-dir ${home} --no-create-home --shell /usr/sbin/nologin --comment ${comment} ${user}`, sh_sh `  echo ${`changed ${what} ${user} created`}`, 'fi').trimEnd();
+}
+/**
+ * The build user: made by us and marked so. Its processes are killed before and
+ * after every build, so a user of that name that is anything else (another
+ * app's user, someone's account) is refused rather than used.
+ */
+function ensureBuildUser(l) {
+    const mark = `metalship build user of ${l.app}`;
+    return sh_script(ensureUser(l.buildUser, '/nonexistent', 'build user', mark), sh_sh `if [ "$(getent passwd ${l.buildUser} | cut -d: -f5)" != ${mark} ]; then echo ${`the user ${l.buildUser} exists and is not metalship's build user of ${l.app} (its comment is not '${mark}'): rename it, or choose another app name`} >&2; exit 1; fi`).trimEnd();
+}
+/**
+ * Creates the app user, the build user and the tree when missing (idempotent);
+ * shared by release and provision. Root owns the tree; shared/ is the app's,
+ * and what lies below it is made by the app user, never chowned by root (the
+ * app could have planted a link there to a directory root would then hand over).
+ */
+function ensureAppTree(layout, user, sharedPaths) {
+    const dirs = sharedPaths.filter((p) => p !== '.env').map((p) => `${layout.shared}/${p}`);
+    const own = [layout.releases, layout.venvs, layout.slots, layout.state, layout.runDir];
+    return sh_script(paths_rootOnly(layout.root, ...own), ensureUser(user, layout.root, 'app user'), ensureBuildUser(layout), sh_sh `mkdir -p ${own} ${layout.shared}`, sh_sh `chmod 755 ${layout.root} ${layout.releases} ${layout.venvs} ${layout.slots} ${layout.runDir}`, sh_sh `chmod ${paths_STATE_MODE} ${layout.state}`, sh_sh `if [ -L ${layout.shared} ] || [ ! -d ${layout.shared} ]; then echo ${`${layout.shared} is not a directory`} >&2; exit 1; fi`, sh_sh `chown -h ${user}:${user} ${layout.shared}`, sh_sh `chmod 750 ${layout.shared}`, dirs.length ? sh_sh `runuser -u ${user} -- mkdir -p -- ${dirs}` : null, sh_sh `if [ ! -e ${layout.env} ]; then install -m 600 -o ${user} -g ${user} /dev/null ${layout.env}; fi`);
+}
+/**
+ * Claims releases/<id> and copies into it every file of the manifest (sent on
+ * stdin after the script) that the previous release already has; prints the
+ * previous release id and a JSON line with the paths still needed.
+ */
+function prepareStep(settings, manifest) {
+    const layout = settings.layout;
+    const rel = layout.release(settings.releaseId);
+    const text = sh_script(pyToolDefinition(), ensureAppTree(layout, settings.user, settings.sharedPaths), sh_sh `if [ -e ${rel} ]; then echo "release ${settings.releaseId} exists already" >&2; exit ${RELEASE_EXISTS_EXIT}; fi`, sh_sh `mkdir ${rel} ${rel}/.metalship`, sh_sh `echo building > ${rel}/.metalship/status`, sh_sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, 'echo "PREVIOUS ${prev}"', 
+    // Reuse files from the serving release; on a first deploy there is nothing to reuse.
+    sh_sh `base=""; if [ -n "$prev" ] && [ -d ${layout.releases}/"$prev" ]; then base=${layout.releases}/"$prev"; fi`, sh_sh `mstool stage-files ${rel} "$base"`);
+    return step_step('preparing the release directory', text, (stdout) => parsePrepared(stdout, manifest));
+}
+/**
+ * What the prepare script printed: the previous release and the files the host
+ * still needs. The host writes it, so a compromised host writes it too: it must
+ * never choose what the runner reads and sends, so every path must be a file
+ * of the manifest, once, or nothing is sent.
+ */
+function parsePrepared(stdout, manifest) {
+    const previous = sh_keyLines(stdout).get('PREVIOUS')?.trim() ?? '';
+    if (previous && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/.test(previous))
+        throw new Error(`the host named its current release ${JSON.stringify(previous.slice(0, 100))}, not a release id`);
+    let answer;
+    try {
+        answer = JSON.parse(stdout.trim().split('\n').pop() ?? '');
+    }
+    catch {
+        answer = null;
+    }
+    const { need, reused } = (answer ?? {});
+    if (!Array.isArray(need) || typeof reused !== 'number' || !Number.isInteger(reused))
+        throw new Error('the host did not answer which files it needs ({"need": [paths], "reused": n} expected); nothing was sent to it');
+    const files = new Set(manifest.files.map((f) => f[0]));
+    const seen = new Set();
+    for (const p of need) {
+        if (typeof p !== 'string' || !files.has(p))
+            throw new Error(`the host asked for ${JSON.stringify(p)}, which is not a file of the manifest: refused, nothing was sent to it`);
+        if (seen.has(p))
+            throw new Error(`the host asked for ${JSON.stringify(p)} twice: refused, nothing was sent to it`);
+        seen.add(p);
+    }
+    if (reused !== files.size - seen.size)
+        throw new Error(`the host claims to reuse ${reused} files and to need ${seen.size} of ${files.size}: refused, nothing was sent to it`);
+    return { previous, need: [...seen], reused };
+}
+/**
+ * Builds a virtualenv at its final path, as the build user: pip runs the build
+ * code of every package (setup.py, build backends), which must run neither as
+ * root nor as the app. Each step is a transient systemd unit: the build user,
+ * no new privileges, a private /tmp, everything read-only but the venv, its
+ * pip cache and a copy of the release (local requirements build in place), and
+ * when it ends nothing of it is left running. Then root seals the venv: root's,
+ * read-only, no set-id bits, and nothing in it may lead to a place another
+ * user could change.
+ */
+function venvScript(settings) {
+    const layout = settings.layout;
+    const rel = layout.release(settings.releaseId);
+    const user = layout.buildUser;
+    const cacheRoot = layout.pipCache.replace(/\/[^/]+$/, '');
+    const venvFlags = settings.systemSitePackages ? ['--system-site-packages'] : [];
+    const sandbox = [
+        `User=${user}`,
+        `Group=${user}`,
+        'NoNewPrivileges=yes',
+        'PrivateTmp=yes',
+        'PrivateDevices=yes',
+        'ProtectSystem=strict',
+        'ProtectHome=yes',
+        'RestrictSUIDSGID=yes',
+    ].flatMap((p) => ['-p', p]);
+    return sh_script(sh_sh `venv=${`${layout.venvs}/${settings.venvKey}`}`, 
+    // Complete only when sealed: a marker the build itself may have planted does not count.
+    'if [ -f "$venv/.metalship-complete" ] && [ "$(stat -c %u -- "$venv")" = 0 ]; then', sh_sh `  echo "reusing virtualenv ${settings.venvKey}"`, 'else', sh_sh `  echo "building virtualenv ${settings.venvKey} as ${user}"`, 
+    // What an interrupted build left is stopped first.
+    sh_sh `  mstool stop-user ${user}`, '  rm -rf -- "$venv"', sh_sh `  install -d -m 755 -o ${user} -g ${user} "$venv"`, sh_sh `  install -d -m 755 ${cacheRoot}`, sh_sh `  install -d -m 700 -o ${user} -g ${user} ${layout.pipCache}`, sh_sh `  find ${cacheRoot} -maxdepth 1 -name 'build.*' -exec rm -rf -- {} +`, sh_sh `  work=$(mktemp -d ${cacheRoot + '/build.XXXXXX'})`, sh_sh `  tar -C ${rel} --exclude=./.metalship -cf - . | tar -C "$work" -xf - --no-same-owner`, sh_sh `  chown -R ${user}:${user} "$work"`, 
+    // The unit's environment from a root-only file (a proxy URL may hold a
+    // password: never on a command line), quoted as systemd reads it.
+    '  envfile=$(mktemp)', '  ms_env() { local v=$2 bs="\\\\" q=\'"\' d=\'$\' bt=\'`\'; v=${v//"$bs"/"$bs$bs"}; v=${v//"$q"/"$bs$q"}; v=${v//"$d"/"$bs$d"}; v=${v//"$bt"/"$bs$bt"}; printf \'%s="%s"\\n\' "$1" "$v" >> "$envfile"; }', sh_sh `  ms_env HOME "$work"; ms_env LANG C.UTF-8; ms_env PIP_CACHE_DIR ${layout.pipCache}`, '  ms_env PIP_DISABLE_PIP_VERSION_CHECK 1; ms_env PIP_NO_INPUT 1', '  for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do if [ -n "${!v:-}" ]; then ms_env "$v" "${!v}"; fi; done', '  step=0', sh_sh `  as_build() { step=$((step + 1)); systemd-run --quiet --wait --pipe --collect --unit="${raw(BUILD_UNIT_PREFIX)}\${__metalship_token:-$$}-$step" ${sandbox} -p EnvironmentFile="$envfile" -p ReadWritePaths="$venv $work ${raw(layout.pipCache)}" --working-directory="$work" -- "$@" < /dev/null; }`, sh_sh `  as_build ${settings.python} -m venv ${venvFlags} "$venv"`, "  echo 'MARK virtualenv created'", settings.requirements
+        ? sh_script(sh_sh `  as_build "$venv/bin/python" -m pip install --no-input -r ${settings.requirements} ${settings.pipArgs}`, "  echo 'MARK requirements installed'").trimEnd()
+        : null, 
+    // Bytecode on every core (-j 0): the services cannot write it later.
+    '  as_build "$venv/bin/python" -m compileall -q -j 0 "$venv" >/dev/null 2>&1 || true', sh_sh `  mstool stop-user ${user}`, '  rm -f -- "$envfile"', 
+    // An editable install (-e) points into the build's copy, gone in a moment.
+    '  editable=$(grep -lsF -- "$work" "$venv"/lib/python*/site-packages/*.pth "$venv"/lib/python*/site-packages/*.egg-link "$venv"/lib/python*/site-packages/__editable__* || true)', '  rm -rf -- "$work"', `  if [ -n "$editable" ]; then echo "the requirements install a package in editable mode (-e): a release is read-only, so install it normally ('.' instead of '-e .')" >&2; exit 1; fi`, '  rm -f -- "$venv/.metalship-complete"', '  chown -hR root:root -- "$venv"', '  chmod -R u+rwX,go+rX,go-w,ug-s -- "$venv"', '  mstool check-sealed "$venv"', '  touch -- "$venv/.metalship-complete"', "  echo 'MARK virtualenv sealed'", 'fi');
+}
+/**
+ * The release's own .env, which every process of the release reads (the
+ * services, migrations, the import check): the deploy's env, or else a copy of
+ * the app's shared .env as it is now, so that a later change to the shared one
+ * reaches the services only through a new release, and a rollback brings back
+ * the env that served. The app user's, mode 600 from its first byte (the
+ * release directory is world-readable), in a directory only root can write:
+ * the app user can change what it says but never where it points. The shared
+ * one is read as the app user, whose file it is.
+ */
+function releaseEnvScript(rel, layout, user, env) {
+    const tmp = `${rel}/.env.metalship-tmp`;
+    const doc = sh_heredoc(env);
+    return sh_script(sh_sh `rm -rf -- ${tmp} ${rel}/.env`, env
+        ? sh_script(sh_sh `(umask 077 && cat > ${tmp}) ${raw(doc.open)}`, doc.body).trimEnd()
+        : sh_sh `(umask 077 && runuser -u ${user} -- cat -- ${layout.env} > ${tmp})`, sh_sh `chown ${user}:${user} ${tmp}`, sh_sh `mv -f -- ${tmp} ${rel}/.env`).trimEnd();
+}
+function buildStep(settings) {
+    const layout = settings.layout;
+    const rel = layout.release(settings.releaseId);
+    return plainStep(`building release ${settings.releaseId}`, sh_script(pyToolDefinition(), 
+    // The upload (on stdin) is unpacked by check-files, not tar: only the manifest's regular files.
+    sh_sh `mstool check-files ${rel} ${settings.hasUpload ? ['receive'] : []}`, "echo 'MARK files in place'", 
+    // One environment per distinct requirements, built at its final path and never moved.
+    venvScript(settings), 
+    // Bytecode now (the services cannot write it: read-only code, ProtectSystem=strict),
+    // before the links, so root reads only the release's own files, with the
+    // base interpreter (isolated): the venv's packages never run as root. On
+    // every core only for a large tree: the worker pool costs more than it
+    // saves on a few dozen files.
+    sh_sh `if [ "$(find ${rel} -name '*.py' -not -path ${`${rel}/.venv/*`} | head -n 500 | wc -l)" -ge 500 ]; then jobs=0; else jobs=1; fi`, sh_sh `${settings.python} -I -m compileall -q -j "$jobs" -x '/[.]venv/' ${rel} >/dev/null`, "echo 'MARK bytecode compiled'", ...settings.sharedPaths
+        .filter((p) => p !== '.env')
+        .map((p) => sh_script(sh_sh `if [ -e ${rel}/${p} ] && [ ! -L ${rel}/${p} ]; then rm -rf ${rel}/${p}; fi`, sh_sh `mkdir -p "$(dirname ${rel}/${p})"`).trimEnd()), 
+    // The venv and the shared paths in one run of the tool (each run is an interpreter's start).
+    sh_sh `mstool link "$venv" ${rel}/.venv ${settings.sharedPaths
+        .filter((p) => p !== '.env')
+        .flatMap((p) => [sharedTarget(layout, p), `${rel}/${p}`])}`, uvicornFlagsScript(rel, settings.user, raw('"$venv"')), sh_sh `chmod -R u+rwX,go+rX,go-w,ug-s ${rel}`, releaseEnvScript(rel, layout, settings.user, settings.env), settings.importCheck
+        ? sh_script(importCheckLine(rel, settings.user, settings.importCheck), "echo 'MARK the app imports'").trimEnd()
+        : null, sh_writeFileAtomic(`${rel}/.metalship/release.json`, JSON.stringify(settings.metadata, null, 2) + '\n'), sh_writeFileAtomic(runtimePath(layout, settings.releaseId), settings.runtimeRecord), sh_sh `echo ready > ${rel}/.metalship/status`, sh_sh `printf '%s\n' ${`${new Date().toISOString()} release ${settings.releaseId} ready (${String(settings.metadata.revision || 'no revision')} by ${String(settings.metadata.actor || 'unknown')})`} >> ${layout.history}`));
+}
+/**
+ * Imports the app module with the release's interpreter, as the app user and
+ * with the release's .env, so that a release that cannot start fails before it
+ * is switched to or migrates anything (needs pyToolDefinition).
+ */
+function importCheckLine(rel, user, appModule) {
+    return sh_sh `runuser -u ${user} -- ${rel}/.venv/bin/python -I -c "$MSTOOL_SRC" import-check ${rel} ${appModule} ${`${rel}/.env`}`;
+}
+/** Marks a release failed so that it never becomes current and never counts as a good release. */
+function markStep(layout, releaseId, status, reason) {
+    const rel = layout.release(releaseId);
+    return plainStep(`marking ${releaseId} ${status}`, sh_script(sh_sh `if [ -d ${rel}/.metalship ]; then echo ${status} > ${rel}/.metalship/status; fi`, sh_sh `printf '%s\n' ${`${new Date().toISOString()} release ${releaseId} marked ${status}: ${reason.split('\n')[0]?.slice(0, 300) ?? ''}`} >> ${layout.history} || true`));
+}
+
+;// CONCATENATED MODULE: ./src/remote/migrate.ts
+// Database migrations for a release, on one host: back the database up, then
+// run the migration command in the release (its venv, the app's .env, as the
+// app user) while a PostgreSQL advisory lock keeps every other migration of
+// the app waiting. Schema revisions before and after are recorded.
+
+
+
+
+
+const MIGRATE_LOCK_EXIT = 76;
+const MIGRATION_FAILED_EXIT = 77;
+/**
+ * alembic's command line run by the release's python: works without the
+ * `alembic` script (a venv with system-site-packages has none), and with
+ * alembic before 1.5, which has no `python -m alembic`. Says what is missing
+ * instead of a traceback.
+ */
+const ALEMBIC_MAIN = [
+    'import sys',
+    'try:',
+    '    from alembic.config import main',
+    'except ImportError as e:',
+    '    sys.exit("alembic cannot be imported by the release\'s python (%s): add alembic to the requirements, or set the command input" % e)',
+    'sys.exit(main(prog="alembic"))',
+].join('\n');
+/** A command input as run: its words, or when empty (the default) alembic with `args`. */
+function migrate_orAlembic(words, ...args) {
+    return words.length ? words : ['python', '-c', ALEMBIC_MAIN, ...args];
+}
+/** A command as the log shows it: the default by what it does. */
+function commandText(command) {
+    return command[2] === ALEMBIC_MAIN
+        ? `alembic ${command.slice(3).join(' ')} (alembic.config.main, by the release's python)`
+        : command.join(' ');
+}
+/** Whether a command is the default alembic upgrade to the head: a no-op once the head is applied. */
+function isAlembicUpgradeHead(command) {
+    return command[2] === ALEMBIC_MAIN && command.slice(3).join(' ') === 'upgrade head';
+}
+/** The shell fragments every migration script shares: the tool, the app runner, the database client. */
+function prelude(settings) {
+    const layout = settings.layout;
+    const rel = layout.release(settings.releaseId);
+    return sh_script(pyToolDefinition(), sh_sh `rel=${rel}`, sh_sh `status=$(cat "$rel/.metalship/status" 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ] || [ ! -x "$rel/.venv/bin/python" ]; then echo "release ${settings.releaseId} is $status on this host, not a complete release" >&2; exit 1; fi`, sh_sh `run_app() { mstool_as ${settings.user} exec "$rel" "$rel/.env" "$@"; }`, 
+    // psql and pg_dump run as the app user, with DATABASE_URL from the release's .env in
+    // their environment: never on a command line, and peer-auth URLs work.
+    sh_sh `pg_app() { mstool_as ${settings.user} pg-exec "$rel/.env" "$@"; }`, 
+    // The last line the revision command prints (alembic current: "0002 (head)"); the revision is its first word.
+    sh_sh `revision_line() { { run_app ${settings.revisionCommand} 2>/dev/null || true; } | awk 'NF { last = $0 } END { print last }'; }`, "revision() { revision_line | awk '{ print $1 }'; }");
+}
+/** Takes the app's migration advisory lock in a psql session that lives until the script ends. */
+function advisoryLock(settings) {
+    const key = `metalship-migrate:${settings.layout.app}`;
+    const holderQuery = sh_sh `SELECT a.application_name || ' (pid ' || a.pid || ', since ' || to_char(a.backend_start, 'YYYY-MM-DD HH24:MI:SS TZ') || ')' FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND a.application_name LIKE 'metalship-migrate%' LIMIT 1`;
+    return sh_script(sh_sh `holder=$(pg_app psql -qAtX -c ${holderQuery} 2>/dev/null || true)`, sh_sh `if [ -n "$holder" ]; then echo "waiting for the migration lock ${key}, held by $holder"; fi`, sh_sh `coproc LOCK { export PGAPPNAME=${`metalship-migrate ${settings.releaseId} by ${settings.actor}`.slice(0, 63)}; pg_app psql -qAtX -v ON_ERROR_STOP=1 2>&1; }`, sh_sh `printf '%s\n' ${`SET lock_timeout = '${settings.lockTimeout}s';`} ${`SELECT 'LOCKED' FROM pg_advisory_lock(hashtext('${key}'));`} >&"\${LOCK[1]}"`, 'IFS= read -r locked <&"${LOCK[0]}" || locked=""', 'case "$locked" in', '  LOCKED) ;;', '  *"lock timeout"*)', sh_sh `    echo "another migration of ${settings.layout.app} holds the lock ${key} and did not finish within ${settings.lockTimeout} s: \${holder:-unknown holder}" >&2`, `    exit ${MIGRATE_LOCK_EXIT} ;;`, '  *)', '    echo "could not reach the database in DATABASE_URL to take the migration lock: ${locked:-no answer}" >&2', '    exit 1 ;;', 'esac', sh_sh `echo "took the migration lock ${key}"`);
+}
+/**
+ * The pre-migration dump: pg_dump runs as the app user, and root writes what it
+ * prints into a directory outside the app's tree that only root can enter, so
+ * the app can neither redirect nor swap a backup.
+ */
+function backupStep(settings) {
+    if (!settings.backup)
+        return null;
+    const dir = settings.layout.preMigrateBackups;
+    return sh_script('(', '  umask 077', paths_rootOnly(dir), sh_sh `  mkdir -p ${dir} && chmod 700 ${dir}`, sh_sh `  backup=${dir}/${`${settings.layout.app}_${settings.releaseId}_${settings.backup.label}.dump`}`, '  if ! pg_app pg_dump -Fc --no-owner > "$backup.tmp"; then rm -f -- "$backup.tmp"; echo "the pre-migration backup (pg_dump) failed" >&2; exit 1; fi', '  mv -f -- "$backup.tmp" "$backup"', '  sum=$(sha256sum -- "$backup" | cut -d" " -f1)', '  echo "$sum  $(basename -- "$backup")" > "$backup.sha256"', '  echo "BACKUP $backup $sum $(stat -c %s -- "$backup")"', 
+    // Bounded retention: the newest `keep` pre-migration backups stay.
+    sh_sh `  find ${dir} -maxdepth 1 -name '*.dump' -printf '%T@ %p\n' | sort -rn | cut -d' ' -f2- | tail -n +${settings.backup.keep + 1} | while IFS= read -r old; do rm -f -- "$old" "$old.sha256"; echo "removed old backup $old"; done`, ')');
+}
+/** Where the applied migration is recorded: in the app's state (root's, 700) and in each release's metadata. */
+const RECORD = 'migrations';
+/**
+ * Records the revision (and the fingerprint, when known) in the release; the
+ * app's state keeps the fingerprint of what was last applied to the database.
+ */
+function migrate_record(settings, variable) {
+    const revision = raw(`"$${variable}"`);
+    if (!settings.recordIn)
+        return null;
+    const meta = `${settings.layout.release(settings.recordIn)}/.metalship`;
+    return sh_script(sh_sh `printf '%s\n' ${revision} > ${meta}/schema-revision`, settings.fingerprint
+        ? sh_script(sh_sh `printf '%s %s\n' ${settings.fingerprint} ${revision} > ${meta}/${RECORD}`, sh_sh `cp -f -- ${meta}/${RECORD} ${settings.layout.state}/${RECORD}`)
+        : null);
+}
+/**
+ * Nothing Python can avoid: when the current release applied exactly these
+ * migration files and the app's state says they were the last applied, the
+ * schema is at their head already. No alembic runs and no lock is taken: one
+ * query checks that the database is still at the recorded revision (a restored
+ * dump or another DATABASE_URL migrates). Both records are root's: the app user
+ * can fake neither.
+ */
+function skipUnchanged(settings) {
+    if (!settings.fingerprint || !settings.recordIn)
+        return null;
+    const layout = settings.layout;
+    return sh_script('unchanged=0', sh_sh `cur=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `applied=$(cat ${layout.state}/${RECORD} 2>/dev/null || true)`, sh_sh `if [ -n "$cur" ] && [ "\${applied%% *}" = ${settings.fingerprint} ] && [ -n "\${applied#* }" ] && [ "$applied" = "$(cat ${layout.releases}/"$cur"/.metalship/${RECORD} 2>/dev/null)" ]; then`, 
+    // The records are about the files; the database itself must still be at
+    // that revision (a restored dump, another DATABASE_URL): one query, no alembic.
+    "  in_db=$(pg_app psql -qAtX -c 'SELECT version_num FROM alembic_version' 2>/dev/null | tr '\\n' ' ' || true)", '  if [ "$in_db" = "${applied#* } " ]; then unchanged=1; else echo "the database is at ${in_db:-no revision}, not at the recorded ${applied#* }: migrating"; fi', 'fi', 'if [ "${unchanged:-0}" = 1 ]; then', '  before=${applied#* }', '  echo "REVISION_BEFORE ${before}"', '  echo "REVISION_AFTER ${before}"', sh_sh `  echo "SKIPPED the migration files are those $cur applied (schema at $before): nothing to migrate"`, migrate_record(settings, 'before'), sh_sh `  printf '%s\n' "$(date -u +%FT%TZ) migrated ${settings.releaseId}: nothing to do, the files of $cur (\${before})" >> ${layout.history}`, '  exit 0', 'fi');
+}
+function migrateScript(settings) {
+    // Only alembic's own `current` says what "(head)" means for these files.
+    const atHeadSkips = isAlembicUpgradeHead(settings.command) &&
+        settings.revisionCommand[2] === ALEMBIC_MAIN &&
+        settings.revisionCommand.slice(3).join(' ') === 'current';
+    return sh_script(prelude(settings), skipUnchanged(settings), settings.importCheck
+        ? importCheckLine(settings.layout.release(settings.releaseId), settings.user, settings.importCheck)
+        : null, advisoryLock(settings), 
+    // The database is about to change, or be read anew: what was last applied is no longer known.
+    sh_sh `rm -f -- ${settings.layout.state}/${RECORD}`, 'before_line=$(revision_line)', 'before=${before_line%% *}', 'echo "REVISION_BEFORE ${before}"', atHeadSkips
+        ? sh_script(
+        // alembic current marks the head: upgrading to it is a no-op, which needs no backup.
+        'case "$before_line" in', '  *"(head)"*)', '    echo "REVISION_AFTER ${before}"', '    echo "SKIPPED the schema is at the head (${before}): nothing to migrate"', migrate_record(settings, 'before'), sh_sh `    printf '%s\n' "$(date -u +%FT%TZ) migrated ${settings.releaseId}: nothing to do, at the head (\${before})" >> ${settings.layout.history}`, '    exit 0 ;;', 'esac')
+        : null, backupStep(settings), sh_sh `echo ${`running: ${commandText(settings.command)}`}`, 
+    // The app's output goes to stderr (still streamed): only our own lines are parsed.
+    sh_sh `if ! run_app ${settings.command} >&2; then echo "REVISION_AFTER $(revision)"; echo "the migration command failed" >&2; exit ${MIGRATION_FAILED_EXIT}; fi`, 'after=$(revision)', 'echo "REVISION_AFTER ${after}"', migrate_record(settings, 'after'), sh_sh `printf '%s\n' "$(date -u +%FT%TZ) migrated ${settings.releaseId}: \${before:-none} -> \${after:-none}" >> ${settings.layout.history}`, 'printf "%s\\n" "SELECT pg_advisory_unlock_all();" "\\\\q" >&"${LOCK[1]}" || true');
+}
+/** The migration as a step: the revisions before and after, and the backup it took. */
+function migrate_migrateStep(settings, what) {
+    return step_step(what, migrateScript(settings), (stdout) => {
+        const out = sh_keyLines(stdout);
+        const [backupPath = '', backupSha256 = '', bytes = '0'] = (out.get('BACKUP') ?? '').trim().split(' ');
+        return {
+            before: out.get('REVISION_BEFORE')?.trim() ?? '',
+            after: out.all('REVISION_AFTER').at(-1)?.trim() ?? '',
+            backupPath,
+            backupSha256,
+            backupBytes: Number(bytes),
+            skipped: out.get('SKIPPED')?.trim() ?? '',
+        };
+    });
+}
+
+;// CONCATENATED MODULE: ./src/stages/migrate.ts
+// The migrate stage: once per deploy, on one host.
+
+
+
+
+
+
+
+
+
+/** The host that migrates: the one named, else the one with the migrate role, else the first. */
+function pickMigrateHost(hosts, named) {
+    if (named) {
+        // parseInputs refuses a migrate-host that is not an app host; this guards the stage itself.
+        const spec = findHost(hosts.map((h) => h.spec), named);
+        const host = hosts.find((h) => h.spec === spec);
+        if (!host)
+            throw new Error(`migrate-host '${named}' is not one of the hosts (${hosts.map((h) => h.spec.label).join(', ')})`);
+        return host;
+    }
+    return hosts.find((h) => h.roles.migrate) ?? hosts[0];
+}
+/**
+ * Whether a deploy migrates. auto: when migrate-command is set, or the release
+ * has alembic.ini at its top (what the default command needs).
+ */
+function shouldMigrate(migrate, manifest, command) {
+    if (migrate !== 'auto')
+        return { run: migrate === 'true', why: `migrate is ${migrate}` };
+    if (command.length)
+        return { run: true, why: 'migrate is auto and migrate-command is set' };
+    return manifest.files.some(([p]) => p === 'alembic.ini') ||
+        manifest.links.some(([p]) => p === 'alembic.ini')
+        ? { run: true, why: 'migrate is auto and the release has alembic.ini' }
+        : { run: false, why: 'migrate is auto, the release has no alembic.ini and migrate-command is not set' };
+}
+/**
+ * The directories alembic.ini's [alembic] section takes migrations from
+ * (script_location, version_locations), as release paths; null when one is not
+ * a plain path inside the release (then no migration is ever skipped).
+ */
+function alembicDirectories(ini) {
+    const values = {};
+    let section = '';
+    let key = '';
+    for (const line of ini.split(/\r?\n/)) {
+        if (/^\s*([#;]|$)/.test(line))
+            continue;
+        if (/^\s*\[/.test(line)) {
+            // Only plain headers: Python's configparser reads `[alembic] x` and
+            // `[ alembic ]` its own way, and [DEFAULT] feeds every section.
+            const header = /^\[([A-Za-z0-9_.-]+)\]$/.exec(line);
+            if (!header || header[1] === 'DEFAULT')
+                return null;
+            [section, key] = [header[1], ''];
+            continue;
+        }
+        if (/^\s/.test(line)) {
+            if (section === 'alembic' && key)
+                values[key] += ' ' + line.trim();
+            continue;
+        }
+        const kv = /^([^=:]+?)\s*[=:]\s*(.*)$/.exec(line);
+        key = kv ? kv[1].trim().toLowerCase() : '';
+        if (section === 'alembic' && kv)
+            values[key] = kv[2].trim();
+    }
+    // A separator setting splits version_locations another way (alembic's `os`
+    // template among them): not placed here, so never skipped.
+    if ('version_path_separator' in values || 'path_separator' in values)
+        return null;
+    const paths = [values.script_location ?? '', ...(values.version_locations ?? '').split(/[\s,]+/)].filter(Boolean);
+    if (!values.script_location)
+        return null;
+    const dirs = [];
+    for (let p of paths) {
+        p = p.replace(/^%\(here\)s\//, '');
+        const pkg = /^([A-Za-z_][\w.]*):(.*)$/.exec(p);
+        if (pkg)
+            p = pkg[1].replaceAll('.', '/') + (pkg[2] ? '/' + pkg[2] : '');
+        p = p.replace(/\/+$/, '').replace(/^\.\//, '');
+        if (!p || p.startsWith('/') || /[%\s:;#]/.test(p) || p.split('/').some((x) => x === '..' || x === '.'))
+            return null;
+        dirs.push(p);
+    }
+    return dirs;
+}
+/**
+ * The checksum of what decides a migration: alembic.ini, the files under its
+ * migration directories, the commands, and release files the commands name
+ * (a script, or a `-m` module). Computed on the runner from what it sends; null
+ * without alembic.ini or with directories it cannot place.
+ */
+async function migrationFingerprint(source, manifest, commands) {
+    if (!manifest.files.some(([p]) => p === 'alembic.ini'))
+        return null;
+    const dirs = alembicDirectories(await (0,external_node_fs_promises_namespaceObject.readFile)((0,external_node_path_namespaceObject.join)(source, 'alembic.ini'), 'utf8'));
+    if (!dirs)
+        return null;
+    const words = commands.flat();
+    const modules = words.flatMap((w, i) => (words[i - 1] === '-m' ? [w.replaceAll('.', '/')] : []));
+    const named = (p) => p === 'alembic.ini' ||
+        words.includes(p) ||
+        [...dirs, ...modules].some((d) => p.startsWith(d + '/')) ||
+        modules.some((m) => p === m + '.py');
+    const files = manifest.files.filter(([p]) => named(p)).map(([p, digest, mode]) => [p, digest, mode]);
+    // Every directory it names must hold files of the release: one that holds
+    // none is placed wrong (or a link), and a wrong place never skips.
+    if (!dirs.every((d) => files.some(([p]) => p.startsWith(d + '/'))))
+        return null;
+    const links = manifest.links.filter(([p]) => named(p));
+    return (0,external_node_crypto_.createHash)('sha256').update(JSON.stringify({ commands, files, links })).digest('hex');
+}
+async function migrateOnHost(host, releaseId, settings, log, fingerprint = null) {
+    try {
+        const out = await host.conn.step(migrate_migrateStep({
+            layout: host.layout,
+            releaseId,
+            user: settings['app-user'],
+            command: migrate_orAlembic(settings.command, 'upgrade', 'head'),
+            revisionCommand: migrate_orAlembic(settings['revision-command'], 'current'),
+            recordIn: releaseId,
+            fingerprint,
+            backup: settings.backup ? { label: 'pre-migrate', keep: settings['backup-keep'] } : null,
+            importCheck: settings.importCheck ?? null,
+            lockTimeout: settings['lock-timeout'],
+            actor: hosts_lockHolder('migrate').actor,
+        }, `migrating for ${releaseId}`), { stream: true });
+        log.info(`[${host.spec.label}] schema ${out.before || 'empty'} -> ${out.after || 'empty'}${out.skipped ? ` (${out.skipped})` : ''}`);
+        return out;
+    }
+    catch (err) {
+        if (err instanceof RemoteError && err.code === MIGRATE_LOCK_EXIT)
+            throw err;
+        // A failed migration: the release must never be switched to.
+        const reason = err instanceof RemoteError && err.code === MIGRATION_FAILED_EXIT
+            ? `migration failed:\n${err.stderrTail}`
+            : errorMessage(err);
+        await host.conn.step(markStep(host.layout, releaseId, 'failed', reason)).catch(() => undefined);
+        throw err;
+    }
+}
+/** Downgrades the schema to `revision`, running the code of the release being left. */
+async function downgradeOnHost(host, fromRelease, revision, settings, log) {
+    const out = await host.conn.step(migrateStep({
+        layout: host.layout,
+        releaseId: fromRelease,
+        user: settings['app-user'],
+        command: orAlembic(settings['downgrade-command'], 'downgrade', '{revision}').map((w) => w.replaceAll('{revision}', revision)),
+        revisionCommand: orAlembic(settings['revision-command'], 'current'),
+        recordIn: null,
+        fingerprint: null,
+        backup: settings.backup ? { label: 'pre-downgrade', keep: settings['backup-keep'] } : null,
+        lockTimeout: settings['lock-timeout'],
+        actor: lockHolder('rollback').actor,
+    }, `downgrading the schema to ${revision}`), { stream: true });
+    log.info(`[${host.spec.label}] schema ${out.before || 'empty'} -> ${out.after || 'empty'}`);
+    if (out.after !== revision)
+        throw new Error(`the downgrade left the schema at '${out.after}', not at ${revision}`);
+    return out;
+}
+/** Marks a release failed on every host (a failed migration means no host may switch to it). */
+async function markFailedEverywhere(hosts, releaseId, reason) {
+    await Promise.all(hosts.map((h) => h.conn.step(markStep(h.layout, releaseId, 'failed', reason)).catch(() => undefined)));
+}
+
+// EXTERNAL MODULE: external "node:events"
+var external_node_events_ = __nccwpck_require__(8474);
 // EXTERNAL MODULE: external "string_decoder"
 var external_string_decoder_ = __nccwpck_require__(3193);
 ;// CONCATENATED MODULE: external "os"
@@ -89889,14 +89910,14 @@ function parsePorts(v) {
     for (const p of splitList(v)) {
         const match = /^(\d+)(?::(\d+))?(?:\/(tcp|udp))?$/.exec(p);
         if (!match)
-            return { error: `${fields_quote(p, 40)} is not a port, range or port/protocol` };
+            return { error: `${quote(p, 40)} is not a port, range or port/protocol` };
         const ports = [match[1], match[2]].filter((x) => x !== undefined).map(parsePort);
         const bad = ports.find((x) => typeof x === 'string');
         if (bad)
-            return { error: `${fields_quote(p, 40)}: ${bad}` };
+            return { error: `${quote(p, 40)}: ${bad}` };
         const [start, end] = ports;
         if (end !== undefined && end < start)
-            return { error: `${fields_quote(p, 40)}: the range ends before it starts` };
+            return { error: `${quote(p, 40)}: the range ends before it starts` };
         rules.push(`${ports.join(':')}/${match[3] ?? 'tcp'}`);
     }
     return rules;
@@ -89905,18 +89926,18 @@ function parsePorts(v) {
 function parseCidr(c) {
     const match = /^([^/]+)\/(\d{1,3})$/.exec(c);
     if (!match)
-        return { error: `${fields_quote(c)} is not a CIDR network (address/prefix)` };
+        return { error: `${quote(c)} is not a CIDR network (address/prefix)` };
     const family = (0,external_node_net_.isIP)(match[1]);
     if (!family)
-        return { error: `${fields_quote(c)}: '${match[1]}' is not an IP address` };
+        return { error: `${quote(c)}: '${match[1]}' is not an IP address` };
     const max = family === 4 ? 32 : 128;
     const prefix = Number(match[2]);
     if (prefix > max)
-        return { error: `${fields_quote(c)}: prefix /${match[2]} is over ${max}` };
+        return { error: `${quote(c)}: prefix /${match[2]} is over ${max}` };
     // A network, not an address in one: 10.0.0.5/8 reads as a typo for 10.0.0.0/8 or 10.0.0.5/32.
     const network = networkAddress(match[1], family, prefix);
     if (network !== null)
-        return { error: `${fields_quote(c)} has host bits set: the network is ${network}/${prefix}` };
+        return { error: `${quote(c)} has host bits set: the network is ${network}/${prefix}` };
     return c;
 }
 /** The network address of ip/prefix when ip has bits set past the prefix; null when it has none. */
@@ -89951,14 +89972,14 @@ function ipv6Value(ip) {
 function parseListen(v) {
     const match = /^(.*):([^:\]]*)$/.exec(v);
     if (!match)
-        return { error: `${fields_quote(v)} has no :port` };
+        return { error: `${quote(v)} has no :port` };
     const port = parsePort(match[2]);
     if (typeof port === 'string')
-        return { error: `${fields_quote(v)}: ${port}` };
+        return { error: `${quote(v)}: ${port}` };
     const host = match[1];
     const v6 = /^\[(.*)\]$/.exec(host);
     if (host && (v6 ? (0,external_node_net_.isIP)(v6[1]) !== 6 : (0,external_node_net_.isIP)(host) !== 4))
-        return { error: `${fields_quote(v)}: '${host}' is not an IPv4 address or a bracketed IPv6 address` };
+        return { error: `${quote(v)}: '${host}' is not an IPv4 address or a bracketed IPv6 address` };
     return v;
 }
 const DOMAIN = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$/;
@@ -90067,9 +90088,9 @@ const provisionInputs = {
         const items = splitList(v).map((d) => d.toLowerCase());
         for (const [i, d] of items.entries()) {
             if (!DOMAIN.test(d))
-                return { error: `${fields_quote(d)} is not a domain name` };
+                return { error: `${quote(d)} is not a domain name` };
             if (items.indexOf(d) < i)
-                return { error: `${fields_quote(d)} is listed twice (names are compared in lower case)` };
+                return { error: `${quote(d)} is listed twice (names are compared in lower case)` };
         }
         return items;
     }),
@@ -90810,7 +90831,7 @@ function parseConfig(name, text) {
             if (prefix.length === 0 && key === ENVIRONMENTS)
                 continue;
             const keyPath = [...prefix, key];
-            const where = `${keyLine(keyPath)}: key ${fields_quote(keyPath.join('.'))}`;
+            const where = `${keyLine(keyPath)}: key ${quote(keyPath.join('.'))}`;
             const entry = checkKey(key, value, where, defs, known, app, prefix.length > 0);
             if (typeof entry === 'string')
                 problems.push(entry);
@@ -90830,7 +90851,7 @@ function parseConfig(name, text) {
         const lower = new Map();
         for (const [env, body] of envs) {
             const keyPath = [ENVIRONMENTS, String(env)];
-            const where = `${keyLine(keyPath)}: environment ${fields_quote(String(env))}`;
+            const where = `${keyLine(keyPath)}: environment ${quote(String(env))}`;
             const valid = typeof env === 'string' && configInputs.environment.schema.safeParse(env).success && env !== '';
             if (!valid) {
                 problems.push(`${where}: is not a valid name; expected ${configInputs.environment.expected}.`);
@@ -92982,6 +93003,7 @@ async function runAction(name, body, raw = envInputs(), log = new Log()) {
 
 
 
+
 async function deploy(settings, log) {
     const source = await readSource(settings);
     // Recorded while the deploy runs: GitHub's answers never hold it back.
@@ -93077,10 +93099,13 @@ async function deployOnHosts(settings, source, log) {
             }
         }
         const expect = { ...settings, 'expect-body': settings['expect-body'].replaceAll('{release}', id) };
+        const record = runtimeRecord(runtimeOf(settings));
         const roll = await time('switch and verify', () => rollOut(hosts, hasBalancer(settings.hosts), id, expect, log, {
             verify: expect,
             revertOnFailure: settings['rollback-on-failure'],
             list: true,
+            // What the release stage recorded on every host, from these settings: no need to read it back.
+            records: new Map(hosts.map((h) => [h.spec.label, record])),
         }));
         for (const r of roll.results)
             Object.assign(rows.get(r.host) ?? {}, {

@@ -3,24 +3,31 @@
 # flavours (the atomic symlink switch) or would need many processes (manifest
 # diffs). The scripts send it in a variable and run it with `python3 -I -c`
 # (src/remote/pytool.ts): `mstool <command> ARGS...`. Standard library only.
-import hashlib, http.client, json, os, re, shutil, socket, stat, sys, tarfile, time, zlib
+# Every command starts a fresh interpreter, several per deploy: modules only
+# some commands need are imported by them (http.client alone took 60 ms).
+import json, os, re, stat, sys, time
 
 def sha256(path):
+    import hashlib
     h = hashlib.sha256()
     with open(path, 'rb') as f:
         for chunk in iter(lambda: f.read(1 << 20), b''):
             h.update(chunk)
     return h.hexdigest()
 
-def link(target, path):
-    # rename(2) of a fresh link over the old one: never a moment without the link.
-    tmp = '%s.tmp-%d' % (path, os.getpid())
-    if os.path.lexists(tmp):
-        os.unlink(tmp)
-    os.symlink(target, tmp)
-    os.replace(tmp, path)
-    if os.readlink(path) != target:
-        sys.exit('link %s does not point at %s after the switch' % (path, target))
+def link(*pairs):
+    # TARGET PATH [TARGET PATH]...: each a rename(2) of a fresh link over the
+    # old one: never a moment without the link.
+    if not pairs or len(pairs) % 2:
+        sys.exit('link: TARGET PATH pairs expected')
+    for target, path in zip(pairs[::2], pairs[1::2]):
+        tmp = '%s.tmp-%d' % (path, os.getpid())
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        os.symlink(target, tmp)
+        os.replace(tmp, path)
+        if os.readlink(path) != target:
+            sys.exit('link %s does not point at %s after the switch' % (path, target))
 
 def load_manifest(release):
     p = os.path.join(release, '.metalship', 'manifest.json')
@@ -52,6 +59,7 @@ def stage_files(release, prev):
         o = old.get(path)
         src = os.path.join(prev, path) if prev else None
         if o and o[1] == digest and src and os.path.isfile(src) and not os.path.islink(src):
+            import shutil
             shutil.copy2(src, dst)
             os.chmod(dst, int(mode, 8))
             reused += 1
@@ -83,13 +91,13 @@ def open_in(release, path, flags, mode=0o600):
     finally:
         os.close(fd)
 
-TAR_KINDS = {tarfile.SYMTYPE: 'link', tarfile.LNKTYPE: 'hard link', tarfile.DIRTYPE: 'directory',
-             tarfile.FIFOTYPE: 'FIFO', tarfile.CHRTYPE: 'device', tarfile.BLKTYPE: 'device'}
-
 def refusal(member, entry):
     # Why an upload member is not what the runner sends for a manifest file, or None.
+    import tarfile
+    kinds = {tarfile.SYMTYPE: 'link', tarfile.LNKTYPE: 'hard link', tarfile.DIRTYPE: 'directory',
+             tarfile.FIFOTYPE: 'FIFO', tarfile.CHRTYPE: 'device', tarfile.BLKTYPE: 'device'}
     if not member.isreg():
-        return 'a %s' % TAR_KINDS.get(member.type, 'special file')
+        return 'a %s' % kinds.get(member.type, 'special file')
     if entry is None:
         return 'not a file of the manifest'
     if member.mode != int(entry[2], 8):
@@ -103,6 +111,7 @@ def receive_files(release, files):
     # would also create links, hard links, directories, devices, FIFOs and setuid
     # files: only regular files of the manifest that the release lacks, each
     # once, with the manifest's mode, size and sha256.
+    import hashlib, tarfile, zlib
     count = 0
     try:
         with tarfile.open(fileobj=sys.stdin.buffer, mode='r|gz') as tar:
@@ -304,45 +313,53 @@ def exec_in_release(release, envfile, *command):
     except FileNotFoundError:
         sys.exit("%s: no such command in the release's virtualenv (%s) or on PATH" % (command[0], os.path.join(release, '.venv', 'bin')))
 
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path, timeout):
-        super().__init__('localhost', timeout=timeout)
-        self.unix_path = path
-    def connect(self):
+def http_target(target, timeout, name):
+    # A Unix socket path, an address[:port], or https://address[:port] (TLS with
+    # the site's name as SNI; the certificate is not what is checked).
+    import socket
+    if target.startswith('/'):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        s.connect(self.unix_path)
-        self.sock = s
-
-class LoopbackHTTPSConnection(http.client.HTTPSConnection):
-    # TLS to an address, with the site's name as SNI and Host: the path users
-    # take, checked from the host itself (the certificate is not what is checked).
-    def __init__(self, addr, port, name, timeout):
+        s.settimeout(timeout)
+        s.connect(target)
+        return s
+    tls = target.startswith('https://')
+    host, _, port = (target[len('https://'):] if tls else target).partition(':')
+    s = socket.create_connection((host, int(port or (443 if tls else 80))), timeout)
+    if tls:
         import ssl
-        ctx = ssl.create_default_context()
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
-        super().__init__(name, port, timeout=timeout, context=ctx)
-        self.addr = addr
-    def connect(self):
-        sock = socket.create_connection((self.addr, self.port), self.timeout)
-        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+        s = ctx.wrap_socket(s, server_hostname=name)
+    return s
 
 def probe(target, path, timeout=5, name='localhost'):
+    # HTTP/1.0 on a plain socket (no http.client: see the imports): the server
+    # answers without chunked encoding and closes; the first 4096 bytes of the
+    # body are enough to check.
     try:
-        if target.startswith('/'):
-            c = UnixHTTPConnection(target, timeout)
-        elif target.startswith('https://'):
-            host, _, port = target[len('https://'):].partition(':')
-            c = LoopbackHTTPSConnection(host, int(port or 443), name, timeout)
-        else:
-            host, _, port = target.partition(':')
-            c = http.client.HTTPConnection(host, int(port or 80), timeout=timeout)
-        c.request('GET', path, headers={'Host': name, 'User-Agent': 'metalship-health'})
-        r = c.getresponse()
-        body = r.read(4096).decode('utf-8', 'replace')
-        c.close()
-        return r.status, body
+        request = ('GET %s HTTP/1.0\r\nHost: %s\r\nUser-Agent: metalship-health\r\nConnection: close\r\n\r\n' % (path, name)).encode('ascii')
+        if any(c in path + name for c in '\r\n '):
+            raise ValueError('a path or name with spaces or line breaks')
+        with http_target(target, timeout, name) as s:
+            s.sendall(request)
+            data = b''
+            while True:
+                chunk = s.recv(65536)
+                data += chunk
+                head, sep, body = data.partition(b'\r\n\r\n')
+                if not chunk:
+                    break
+                if sep:
+                    length = re.search(rb'(?im)^content-length:[ \t]*([0-9]+)[ \t]*\r?$', head)
+                    if len(body) >= min(4096, int(length.group(1)) if length else 4096):
+                        break
+        if not sep:
+            raise ValueError('no complete HTTP answer (%d bytes)' % len(data))
+        status = re.match(rb'HTTP/1\.[01] ([0-9]{3})[ \r]', head + b'\r')
+        if not status:
+            raise ValueError('not an HTTP answer: %r' % head[:60])
+        return int(status.group(1)), body[:4096].decode('utf-8', 'replace')
     except Exception as e:
         return 0, '%s: %s' % (type(e).__name__, e)
 

@@ -64043,6 +64043,8 @@ function status_statusStep(layout, historyLines) {
 
 ;// CONCATENATED MODULE: external "node:fs"
 const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs");
+// EXTERNAL MODULE: external "node:zlib"
+var external_node_zlib_ = __nccwpck_require__(8522);
 ;// CONCATENATED MODULE: ./src/remote/pytool.ts
 // The Python tool the scripts run on the host: src/remote/py/mstool.py, read as
 // text here (ncc ships it beside each bundle that needs it), sent inside the
@@ -64050,7 +64052,15 @@ const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import
 // and call `mstool <cmd> ...`.
 
 
+
 const PY_TOOL = (0,external_node_fs_namespaceObject.readFileSync)(__nccwpck_require__.ab + "mstool.py", 'utf8');
+/**
+ * The tool as sent: a line of Python that unpacks and runs it. bash reads a
+ * script on stdin a byte at a time (it must leave what follows for the
+ * script's commands), and the plain source, in nearly every script, cost tens
+ * of milliseconds each: packed it is a third of the size.
+ */
+const PY_TOOL_PACKED = `import base64, zlib; exec(zlib.decompress(base64.b64decode('${(0,external_node_zlib_.deflateSync)(PY_TOOL, { level: 9 }).toString('base64')}')))`;
 /** The user health probes connect as: an app controls its socket's directory, so root never follows it. */
 const PROBE_USER = 'nobody';
 /**
@@ -64060,7 +64070,7 @@ const PROBE_USER = 'nobody';
  */
 function pytool_pyToolDefinition() {
     return [
-        textVar('MSTOOL_SRC', PY_TOOL),
+        textVar('MSTOOL_SRC', PY_TOOL_PACKED),
         // Each script calls one of the two or both: the other is there unused.
         '# shellcheck disable=SC2317',
         'mstool() { python3 -I -c "$MSTOOL_SRC" "$@"; }',
@@ -66616,6 +66626,7 @@ function pinnedAlgorithms(entries, host, port) {
 
 
 
+
 /**
  * Roles when the hosts input names none (load balancer, database and Redis
  * hosts aside): every app host runs api and worker; the first also runs the
@@ -66801,6 +66812,9 @@ async function withHosts(settings, log, action, fn, opts = {}) {
     try {
         await opts.beforeLock?.(all);
         const underLock = new Map();
+        // Without a step of the caller's, the freeze is read in the lock's round trip.
+        const freezeFirst = !opts.underLock && freezeGated(action);
+        const freezes = new Map();
         if (opts.lock !== false) {
             const holder = hosts_lockHolder(action);
             // One at a time, in the same order for every run: two overlapping runs
@@ -66808,12 +66822,14 @@ async function withHosts(settings, log, action, fn, opts = {}) {
             const deadline = Date.now() + settings['lock-timeout'] * 1000;
             for (const h of [...hosts].sort((a, b) => lockOrder(a).localeCompare(lockOrder(b)))) {
                 const wait = Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
-                const first = opts.underLock?.(h);
+                const first = opts.underLock?.(h) ?? (freezeFirst ? freezeCheckStep(h.layout) : undefined);
                 const what = first ? `taking the deploy lock, then ${first.what}` : 'taking the deploy lock';
                 const locked = await log.timed({ kind: 'remote', what, host: h.spec.label }, () => acquireLock(h, holder, wait, log, first));
                 releases.push(locked.release);
-                if (first)
+                if (opts.underLock)
                     underLock.set(h, locked.first);
+                else if (freezeFirst)
+                    freezes.set(h, locked.first);
             }
         }
         else if (opts.underLock) {
@@ -66821,7 +66837,7 @@ async function withHosts(settings, log, action, fn, opts = {}) {
             await Promise.all(hosts.map(async (h) => underLock.set(h, await h.conn.step(steps(h)))));
         }
         // Under the lock: a freeze set from now on stops the next run, not this one.
-        await freezeGate(hosts, action, log);
+        await freezeGate(hosts, action, log, freezes.size === hosts.length ? hosts.map((h) => freezes.get(h) ?? null) : undefined);
         return await fn(hosts, balancers, hosts.map((h) => underLock.get(h)));
     }
     finally {
@@ -66847,11 +66863,19 @@ async function withHosts(settings, log, action, fn, opts = {}) {
  */
 const FREEZE_REFUSES = new Set(['deploy', 'release', 'switch', 'migrate']);
 const FREEZE_WARNS = new Set(['provision']);
-/** Refuses the action on frozen hosts (before it changes anything), or warns when it passes a freeze. */
-async function freezeGate(hosts, action, log) {
-    if (!FREEZE_REFUSES.has(action) && !FREEZE_WARNS.has(action))
+/** The action looks for a freeze (freezeGate does something). */
+function freezeGated(action) {
+    return FREEZE_REFUSES.has(action) || FREEZE_WARNS.has(action);
+}
+/**
+ * Refuses the action on frozen hosts (before it changes anything), or warns
+ * when it passes a freeze. `read`: each host's freezeCheckStep, already run
+ * (in the lock's round trip); otherwise it is run now.
+ */
+async function freezeGate(hosts, action, log, read) {
+    if (!freezeGated(action))
         return;
-    const found = await Promise.all(hosts.map((h) => h.conn.step(freezeCheckStep(h.layout))));
+    const found = read ?? (await Promise.all(hosts.map((h) => h.conn.step(freezeCheckStep(h.layout)))));
     const frozen = hosts.flatMap((h, i) => (found[i] ? [`${h.spec.label}: ${freeze_freezeText(found[i])}`] : []));
     if (frozen.length === 0)
         return;
@@ -82346,16 +82370,15 @@ const UVICORN_FLAGS = (/* unused pure expression or super */ null && ([
     ['timeout_graceful_shutdown', '--timeout-graceful-shutdown 30'],
     ['server_header', '--no-server-header'],
 ]));
-/** Needs $venv: the release's virtualenv. */
-function switch_uvicornFlagsScript(rel, user) {
+function switch_uvicornFlagsScript(rel, user, venv) {
     const probe = `import importlib.util, os
 s = importlib.util.find_spec("uvicorn")
 src = open(os.path.join(os.path.dirname(s.origin), "config.py")).read() if s else ""
 print(" ".join(f for o, f in ${JSON.stringify(UVICORN_FLAGS)} if o in src))`;
     // A sealed venv never changes: its answer is kept in it (root's, beside the
     // completion mark) and read by every later release of the same venv.
-    const kept = '"$venv/.metalship-uvicorn.env"';
-    return script(sh `if [ -f ${raw(kept)} ] && [ ! -L ${raw(kept)} ] && [ "$(stat -c %u -- ${raw(kept)})" = 0 ]; then`, sh `  cp -- ${raw(kept)} ${rel}/.metalship/uvicorn.env`, 'else', sh `  flags=$(runuser -u ${user} -- ${rel}/.venv/bin/python -I -c ${probe} 2>/dev/null) || flags=''`, sh `  printf 'METALSHIP_UVICORN_FLAGS=%s\\n' "$flags" > ${rel}/.metalship/uvicorn.env`, sh `  if [ -f "$venv/.metalship-complete" ]; then cp -- ${rel}/.metalship/uvicorn.env ${raw(kept)}.tmp && mv -f -- ${raw(kept)}.tmp ${raw(kept)}; fi`, 'fi');
+    const kept = sh `${venv}/.metalship-uvicorn.env`;
+    return script(sh `if [ -f ${raw(kept)} ] && [ ! -L ${raw(kept)} ] && [ "$(stat -c %u -- ${raw(kept)})" = 0 ]; then`, sh `  cp -- ${raw(kept)} ${rel}/.metalship/uvicorn.env`, 'else', sh `  flags=$(runuser -u ${user} -- ${rel}/.venv/bin/python -I -c ${probe} 2>/dev/null) || flags=''`, sh `  printf 'METALSHIP_UVICORN_FLAGS=%s\\n' "$flags" > ${rel}/.metalship/uvicorn.env`, sh `  if [ -f ${venv}/.metalship-complete ]; then cp -- ${rel}/.metalship/uvicorn.env ${raw(kept)}.tmp && mv -f -- ${raw(kept)}.tmp ${raw(kept)}; fi`, 'fi');
 }
 /**
  * Takes the app out of service on a host where a first release failed: nothing
@@ -82536,7 +82559,7 @@ function buildStep(settings) {
     // The venv and the shared paths in one run of the tool (each run is an interpreter's start).
     sh `mstool link "$venv" ${rel}/.venv ${settings.sharedPaths
         .filter((p) => p !== '.env')
-        .flatMap((p) => [sharedTarget(layout, p), `${rel}/${p}`])}`, uvicornFlagsScript(rel, settings.user), sh `chmod -R u+rwX,go+rX,go-w,ug-s ${rel}`, releaseEnvScript(rel, layout, settings.user, settings.env), settings.importCheck
+        .flatMap((p) => [sharedTarget(layout, p), `${rel}/${p}`])}`, uvicornFlagsScript(rel, settings.user, raw('"$venv"')), sh `chmod -R u+rwX,go+rX,go-w,ug-s ${rel}`, releaseEnvScript(rel, layout, settings.user, settings.env), settings.importCheck
         ? script(importCheckLine(rel, settings.user, settings.importCheck), "echo 'MARK the app imports'").trimEnd()
         : null, writeFileAtomic(`${rel}/.metalship/release.json`, JSON.stringify(settings.metadata, null, 2) + '\n'), writeFileAtomic(runtimePath(layout, settings.releaseId), settings.runtimeRecord), sh `echo ready > ${rel}/.metalship/status`, sh `printf '%s\n' ${`${new Date().toISOString()} release ${settings.releaseId} ready (${String(settings.metadata.revision || 'no revision')} by ${String(settings.metadata.actor || 'unknown')})`} >> ${layout.history}`));
 }

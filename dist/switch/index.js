@@ -65781,11 +65781,19 @@ function verify_pickRollbackTarget(listing, requested) {
  */
 const FREEZE_REFUSES = new Set(['deploy', 'release', 'switch', 'migrate']);
 const FREEZE_WARNS = new Set(['provision']);
-/** Refuses the action on frozen hosts (before it changes anything), or warns when it passes a freeze. */
-async function freezeGate(hosts, action, log) {
-    if (!FREEZE_REFUSES.has(action) && !FREEZE_WARNS.has(action))
+/** The action looks for a freeze (freezeGate does something). */
+function freezeGated(action) {
+    return FREEZE_REFUSES.has(action) || FREEZE_WARNS.has(action);
+}
+/**
+ * Refuses the action on frozen hosts (before it changes anything), or warns
+ * when it passes a freeze. `read`: each host's freezeCheckStep, already run
+ * (in the lock's round trip); otherwise it is run now.
+ */
+async function freezeGate(hosts, action, log, read) {
+    if (!freezeGated(action))
         return;
-    const found = await Promise.all(hosts.map((h) => h.conn.step(freezeCheckStep(h.layout))));
+    const found = read ?? (await Promise.all(hosts.map((h) => h.conn.step(freezeCheckStep(h.layout)))));
     const frozen = hosts.flatMap((h, i) => (found[i] ? [`${h.spec.label}: ${freeze_freezeText(found[i])}`] : []));
     if (frozen.length === 0)
         return;
@@ -65912,6 +65920,7 @@ function statusMarkdown(statuses) {
 ;// CONCATENATED MODULE: ./src/stages/hosts.ts
 // Opening hosts: one connection per host for the whole run, the deploy lock held
 // on each for as long as the run needs it, and per-host results.
+
 
 
 
@@ -66105,6 +66114,9 @@ async function withHosts(settings, log, action, fn, opts = {}) {
     try {
         await opts.beforeLock?.(all);
         const underLock = new Map();
+        // Without a step of the caller's, the freeze is read in the lock's round trip.
+        const freezeFirst = !opts.underLock && freezeGated(action);
+        const freezes = new Map();
         if (opts.lock !== false) {
             const holder = hosts_lockHolder(action);
             // One at a time, in the same order for every run: two overlapping runs
@@ -66112,12 +66124,14 @@ async function withHosts(settings, log, action, fn, opts = {}) {
             const deadline = Date.now() + settings['lock-timeout'] * 1000;
             for (const h of [...hosts].sort((a, b) => lockOrder(a).localeCompare(lockOrder(b)))) {
                 const wait = Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
-                const first = opts.underLock?.(h);
+                const first = opts.underLock?.(h) ?? (freezeFirst ? freezeCheckStep(h.layout) : undefined);
                 const what = first ? `taking the deploy lock, then ${first.what}` : 'taking the deploy lock';
                 const locked = await log.timed({ kind: 'remote', what, host: h.spec.label }, () => acquireLock(h, holder, wait, log, first));
                 releases.push(locked.release);
-                if (first)
+                if (opts.underLock)
                     underLock.set(h, locked.first);
+                else if (freezeFirst)
+                    freezes.set(h, locked.first);
             }
         }
         else if (opts.underLock) {
@@ -66125,7 +66139,7 @@ async function withHosts(settings, log, action, fn, opts = {}) {
             await Promise.all(hosts.map(async (h) => underLock.set(h, await h.conn.step(steps(h)))));
         }
         // Under the lock: a freeze set from now on stops the next run, not this one.
-        await freezeGate(hosts, action, log);
+        await freezeGate(hosts, action, log, freezes.size === hosts.length ? hosts.map((h) => freezes.get(h) ?? null) : undefined);
         return await fn(hosts, balancers, hosts.map((h) => underLock.get(h)));
     }
     finally {
@@ -66445,12 +66459,15 @@ const UVICORN_FLAGS = (/* unused pure expression or super */ null && ([
     ['timeout_graceful_shutdown', '--timeout-graceful-shutdown 30'],
     ['server_header', '--no-server-header'],
 ]));
-function switch_uvicornFlagsScript(rel, user) {
+function switch_uvicornFlagsScript(rel, user, venv) {
     const probe = `import importlib.util, os
 s = importlib.util.find_spec("uvicorn")
 src = open(os.path.join(os.path.dirname(s.origin), "config.py")).read() if s else ""
 print(" ".join(f for o, f in ${JSON.stringify(UVICORN_FLAGS)} if o in src))`;
-    return script(sh `flags=$(runuser -u ${user} -- ${rel}/.venv/bin/python -I -c ${probe} 2>/dev/null) || flags=''`, sh `printf 'METALSHIP_UVICORN_FLAGS=%s\\n' "$flags" > ${rel}/.metalship/uvicorn.env`);
+    // A sealed venv never changes: its answer is kept in it (root's, beside the
+    // completion mark) and read by every later release of the same venv.
+    const kept = sh `${venv}/.metalship-uvicorn.env`;
+    return script(sh `if [ -f ${raw(kept)} ] && [ ! -L ${raw(kept)} ] && [ "$(stat -c %u -- ${raw(kept)})" = 0 ]; then`, sh `  cp -- ${raw(kept)} ${rel}/.metalship/uvicorn.env`, 'else', sh `  flags=$(runuser -u ${user} -- ${rel}/.venv/bin/python -I -c ${probe} 2>/dev/null) || flags=''`, sh `  printf 'METALSHIP_UVICORN_FLAGS=%s\\n' "$flags" > ${rel}/.metalship/uvicorn.env`, sh `  if [ -f ${venv}/.metalship-complete ]; then cp -- ${rel}/.metalship/uvicorn.env ${raw(kept)}.tmp && mv -f -- ${raw(kept)}.tmp ${raw(kept)}; fi`, 'fi');
 }
 /**
  * Takes the app out of service on a host where a first release failed: nothing
@@ -66619,13 +66636,19 @@ function buildStep(settings) {
     // The upload (on stdin) is unpacked by check-files, not tar: only the manifest's regular files.
     sh `mstool check-files ${rel} ${settings.hasUpload ? ['receive'] : []}`, "echo 'MARK files in place'", 
     // One environment per distinct requirements, built at its final path and never moved.
-    venvScript(settings), sh `mstool link "$venv" ${rel}/.venv`, 
+    venvScript(settings), 
     // Bytecode now (the services cannot write it: read-only code, ProtectSystem=strict),
-    // before the shared links, so root reads only the release's own files, with
-    // the base interpreter (isolated): the venv's packages never run as root.
-    sh `${settings.python} -I -m compileall -q -j 0 -x '/[.]venv/' ${rel} >/dev/null`, "echo 'MARK bytecode compiled'", uvicornFlagsScript(rel, settings.user), ...settings.sharedPaths
+    // before the links, so root reads only the release's own files, with the
+    // base interpreter (isolated): the venv's packages never run as root. On
+    // every core only for a large tree: the worker pool costs more than it
+    // saves on a few dozen files.
+    sh `if [ "$(find ${rel} -name '*.py' -not -path ${`${rel}/.venv/*`} | head -n 500 | wc -l)" -ge 500 ]; then jobs=0; else jobs=1; fi`, sh `${settings.python} -I -m compileall -q -j "$jobs" -x '/[.]venv/' ${rel} >/dev/null`, "echo 'MARK bytecode compiled'", ...settings.sharedPaths
         .filter((p) => p !== '.env')
-        .map((p) => script(sh `if [ -e ${rel}/${p} ] && [ ! -L ${rel}/${p} ]; then rm -rf ${rel}/${p}; fi`, sh `mkdir -p "$(dirname ${rel}/${p})"`, sh `mstool link ${sharedTarget(layout, p)} ${rel}/${p}`).trimEnd()), sh `chmod -R u+rwX,go+rX,go-w,ug-s ${rel}`, releaseEnvScript(rel, layout, settings.user, settings.env), settings.importCheck
+        .map((p) => script(sh `if [ -e ${rel}/${p} ] && [ ! -L ${rel}/${p} ]; then rm -rf ${rel}/${p}; fi`, sh `mkdir -p "$(dirname ${rel}/${p})"`).trimEnd()), 
+    // The venv and the shared paths in one run of the tool (each run is an interpreter's start).
+    sh `mstool link "$venv" ${rel}/.venv ${settings.sharedPaths
+        .filter((p) => p !== '.env')
+        .flatMap((p) => [sharedTarget(layout, p), `${rel}/${p}`])}`, uvicornFlagsScript(rel, settings.user, raw('"$venv"')), sh `chmod -R u+rwX,go+rX,go-w,ug-s ${rel}`, releaseEnvScript(rel, layout, settings.user, settings.env), settings.importCheck
         ? script(importCheckLine(rel, settings.user, settings.importCheck), "echo 'MARK the app imports'").trimEnd()
         : null, writeFileAtomic(`${rel}/.metalship/release.json`, JSON.stringify(settings.metadata, null, 2) + '\n'), writeFileAtomic(runtimePath(layout, settings.releaseId), settings.runtimeRecord), sh `echo ready > ${rel}/.metalship/status`, sh `printf '%s\n' ${`${new Date().toISOString()} release ${settings.releaseId} ready (${String(settings.metadata.revision || 'no revision')} by ${String(settings.metadata.actor || 'unknown')})`} >> ${layout.history}`));
 }

@@ -65781,11 +65781,19 @@ function pickRollbackTarget(listing, requested) {
  */
 const FREEZE_REFUSES = new Set(['deploy', 'release', 'switch', 'migrate']);
 const FREEZE_WARNS = new Set(['provision']);
-/** Refuses the action on frozen hosts (before it changes anything), or warns when it passes a freeze. */
-async function freezeGate(hosts, action, log) {
-    if (!FREEZE_REFUSES.has(action) && !FREEZE_WARNS.has(action))
+/** The action looks for a freeze (freezeGate does something). */
+function freezeGated(action) {
+    return FREEZE_REFUSES.has(action) || FREEZE_WARNS.has(action);
+}
+/**
+ * Refuses the action on frozen hosts (before it changes anything), or warns
+ * when it passes a freeze. `read`: each host's freezeCheckStep, already run
+ * (in the lock's round trip); otherwise it is run now.
+ */
+async function freezeGate(hosts, action, log, read) {
+    if (!freezeGated(action))
         return;
-    const found = await Promise.all(hosts.map((h) => h.conn.step(freezeCheckStep(h.layout))));
+    const found = read ?? (await Promise.all(hosts.map((h) => h.conn.step(freezeCheckStep(h.layout)))));
     const frozen = hosts.flatMap((h, i) => (found[i] ? [`${h.spec.label}: ${freeze_freezeText(found[i])}`] : []));
     if (frozen.length === 0)
         return;
@@ -65912,6 +65920,7 @@ function statusMarkdown(statuses) {
 ;// CONCATENATED MODULE: ./src/stages/hosts.ts
 // Opening hosts: one connection per host for the whole run, the deploy lock held
 // on each for as long as the run needs it, and per-host results.
+
 
 
 
@@ -66105,6 +66114,9 @@ async function hosts_withHosts(settings, log, action, fn, opts = {}) {
     try {
         await opts.beforeLock?.(all);
         const underLock = new Map();
+        // Without a step of the caller's, the freeze is read in the lock's round trip.
+        const freezeFirst = !opts.underLock && freezeGated(action);
+        const freezes = new Map();
         if (opts.lock !== false) {
             const holder = hosts_lockHolder(action);
             // One at a time, in the same order for every run: two overlapping runs
@@ -66112,12 +66124,14 @@ async function hosts_withHosts(settings, log, action, fn, opts = {}) {
             const deadline = Date.now() + settings['lock-timeout'] * 1000;
             for (const h of [...hosts].sort((a, b) => lockOrder(a).localeCompare(lockOrder(b)))) {
                 const wait = Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
-                const first = opts.underLock?.(h);
+                const first = opts.underLock?.(h) ?? (freezeFirst ? freezeCheckStep(h.layout) : undefined);
                 const what = first ? `taking the deploy lock, then ${first.what}` : 'taking the deploy lock';
                 const locked = await log.timed({ kind: 'remote', what, host: h.spec.label }, () => acquireLock(h, holder, wait, log, first));
                 releases.push(locked.release);
-                if (first)
+                if (opts.underLock)
                     underLock.set(h, locked.first);
+                else if (freezeFirst)
+                    freezes.set(h, locked.first);
             }
         }
         else if (opts.underLock) {
@@ -66125,7 +66139,7 @@ async function hosts_withHosts(settings, log, action, fn, opts = {}) {
             await Promise.all(hosts.map(async (h) => underLock.set(h, await h.conn.step(steps(h)))));
         }
         // Under the lock: a freeze set from now on stops the next run, not this one.
-        await freezeGate(hosts, action, log);
+        await freezeGate(hosts, action, log, freezes.size === hosts.length ? hosts.map((h) => freezes.get(h) ?? null) : undefined);
         return await fn(hosts, balancers, hosts.map((h) => underLock.get(h)));
     }
     finally {
