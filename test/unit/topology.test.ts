@@ -162,6 +162,6 @@ test("the redis host's certificate step: made only when needed, never in check m
   expect(made.parse(`STALE\n${pem}`)).toEqual({ certificate: pem, made: false, stale: true });
   // With app hosts left out (limit), one in use is kept, and said to be stale.
   expect(redisTlsStep('10.1.0.9', false, false).script).toContain(
-    "'does match'; } && [ ! -s /etc/metalship/redis-tls/cert.pem ]; then",
+    "*'does match'* ]]; } && [ ! -s /etc/metalship/redis-tls/cert.pem ]; then",
   );
 });

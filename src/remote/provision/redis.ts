@@ -62,7 +62,7 @@ export function redisTlsStep(address: string, check: boolean, replace = true): S
   const valid = [
     sh`[ -s ${REDIS_TLS_KEY} ] && [ -s ${REDIS_TLS_CERT} ]`,
     sh`openssl x509 -noout -checkend ${REDIS_TLS_RENEW_DAYS * 86400} -in ${REDIS_TLS_CERT} >/dev/null 2>&1`,
-    sh`openssl x509 -noout -checkip ${address} -in ${REDIS_TLS_CERT} 2>/dev/null | grep -q 'does match'`,
+    sh`[[ "$(openssl x509 -noout -checkip ${address} -in ${REDIS_TLS_CERT} 2>/dev/null)" == *'does match'* ]]`,
   ].join(' && ');
   return step(
     'the Redis TLS certificate',
@@ -215,9 +215,10 @@ const TLS_SETTINGS = [
  */
 function redisTlsLines(tls: RedisTls | null): string {
   return [
-    'if ! ldd "$(command -v redis-server)" 2>/dev/null | grep -q libssl; then',
-    '  echo "redis-server $redis_version was built without TLS: a redis host (roles=redis) serves the app hosts over TLS only. Nothing was changed." >&2; exit 1',
-    'fi',
+    // Read whole, not piped to grep -q: under pipefail, ldd killed by SIGPIPE would read as no TLS.
+    'case "$(ldd "$(command -v redis-server)" 2>/dev/null)" in *libssl*) ;; *)',
+    '  echo "redis-server $redis_version was built without TLS: a redis host (roles=redis) serves the app hosts over TLS only. Nothing was changed." >&2; exit 1;;',
+    'esac',
     sh`if [ "$CHECK" != 1 ] && { [ ! -s ${REDIS_TLS_CERT} ] || [ ! -s ${REDIS_TLS_KEY} ]; }; then echo ${'the Redis TLS certificate is missing from ' + REDIS_TLS_DIR} >&2; exit 1; fi`,
     sh`if [ -d ${REDIS_TLS_DIR} ] && [ "$(stat -c %a:%U:%G ${REDIS_TLS_DIR} ${REDIS_TLS_KEY} 2>/dev/null | tr '\\n' ' ')" != '750:root:redis 640:root:redis ' ]; then ms_changed "Redis may read its TLS key"; ms_apply chown root:redis ${REDIS_TLS_DIR} ${REDIS_TLS_KEY}; ms_apply chmod 750 ${REDIS_TLS_DIR}; ms_apply chmod 640 ${REDIS_TLS_KEY}; fi`,
     tls?.made ? 'ms_changed "TLS certificate made"; restart=1' : null,
