@@ -29,6 +29,7 @@ import {
   settings,
 } from '../test/support/provision.js';
 import { hostKeysStep, pushKeyStep, pushProgram, receiverProgram } from '../src/remote/offsite.js';
+import { redisTlsStep } from '../src/remote/provision/redis.js';
 import { HOSTILE, SCRATCH, scripts } from '../test/support/scripts.js';
 
 const repo = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
@@ -53,6 +54,10 @@ function generated(): Record<string, string> {
     'push key': pushKeyStep('shop', false).script,
     'push key check': pushKeyStep('shop', true).script,
     'backup host keys': hostKeysStep().script,
+    'redis tls': redisTlsStep('10.1.0.9', false).script,
+    'redis tls ipv6': redisTlsStep('fd00::9', false).script,
+    'redis tls check': redisTlsStep('10.1.0.9', true).script,
+    'redis tls keep': redisTlsStep('10.1.0.9', false, false).script,
     ...Object.fromEntries(offsiteVariants().map((item, i) => [`provision offsite ${i}`, item.script])),
     'restore receive': restoreStep({ ...SCRATCH, receive: true, dump: '', size: 1, sha256: 'a'.repeat(64) })
       .script,

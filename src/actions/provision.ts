@@ -7,6 +7,7 @@ import { isAppHost, topology } from '../inputs/hosts.js';
 import { layout } from '../remote/layout.js';
 import type { HostFacts, ProvisionSettings } from '../remote/provision/index.js';
 import { inUseStep, type InUse } from '../remote/provision/in-use.js';
+import { redisTlsStep, type RedisTls } from '../remote/provision/redis.js';
 import type { BalancerMember } from '../remote/balancer.js';
 import { onEachHost, resolveRoles, withHosts, type Host } from '../stages/hosts.js';
 import { balancerMembers } from '../stages/rollout.js';
@@ -20,6 +21,7 @@ export function provisionSettings(
   balancer: BalancerMember[] | null = null,
   offsite?: ProvisionSettings['offsite'],
   elsewhere: ProvisionSettings['elsewhere'] = null,
+  redisTls: RedisTls | null = null,
 ): ProvisionSettings {
   const where = topology(settings.hosts);
   const pusher = takesBackups(
@@ -69,6 +71,7 @@ export function provisionSettings(
       previousPassword: settings['redis-previous-password'],
       maxmemory: settings['redis-maxmemory'],
       memoryPercent: settings['redis-memory-percent'],
+      tls: where.redis ? redisTls : null,
     },
     logs: { enabled: settings['log-rotation'] },
     monitoring: {
@@ -117,6 +120,7 @@ export async function provision(opts: Settings<'provision'>, log: Log): Promise<
     const r = roles[opts.hosts.indexOf(h)]!;
     return (r.db && opts.postgresql && !!opts['db-password']) || (r.redis && opts.redis && !!opts['redis-password']);
   });
+  const where = topology(opts.hosts);
   const unread = opts.hosts.filter((h) => isAppHost(h) && !limited.includes(h)).map((h) => h.label);
   return withHosts<ActionOutcome, InUse[]>(
     { ...opts, hosts: limited },
@@ -124,11 +128,25 @@ export async function provision(opts: Settings<'provision'>, log: Log): Promise<
     'provision',
     async (hosts, balancers, inUse) => {
       const links = await offsiteLinks(opts, [...hosts, ...balancers], log);
+      // The redis host's certificate, made before any item: its app hosts trust it in the same run.
+      const redisHost = opts.redis ? balancers.find((h) => h.roles.redis) : undefined;
+      const redisTls = redisHost
+        ? await log.group(`The Redis TLS certificate of ${redisHost.spec.label}`, () =>
+            redisHost.conn.step(redisTlsStep(where.redis!.address, opts.check, unread.length === 0)),
+          )
+        : null;
       const elsewhere = guarded
         ? { logins: hosts.flatMap((h, i) => inUse[i]!.map((l) => ({ ...l, unit: `${l.unit} on ${h.spec.label}` }))), unread }
         : null;
       const results = (await onEachHost([...hosts, ...balancers], (host) => {
-        const settings = provisionSettings(opts, host.roles, host.roles.lb ? members : null, links.get(host), elsewhere);
+        const settings = provisionSettings(
+          opts,
+          host.roles,
+          host.roles.lb ? members : null,
+          links.get(host),
+          elsewhere,
+          redisTls,
+        );
         return log.group(`Provision ${host.spec.label}`, () =>
           provisionHost(host, facts.get(host)!, settings, freshConnectionTest(host, opts, log), log),
         ) as Promise<ProvisionHostResult & Record<string, unknown>>;

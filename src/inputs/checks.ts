@@ -3,7 +3,8 @@
 // checks that apply to it. Messages name the input, the problem and what is expected.
 
 import { within } from './fields.js';
-import { findHost, isAppHost, ROLES, topologyProblems, type HostSpec, type Role } from './hosts.js';
+import { redisCaPath } from '../remote/provision/redis.js';
+import { findHost, isAppHost, ROLES, topology, topologyProblems, type HostSpec, type Role } from './hosts.js';
 import { entriesFor, knownHostsName, type KnownHostEntry } from './known-hosts.js';
 import { passphraseProblem } from './ssh-key.js';
 
@@ -161,6 +162,31 @@ export function scratchCheck(s: { database: string; 'scratch-database': string }
     : [];
 }
 
+/**
+ * A redis host serves TLS alone: a REDIS_URL to its address must say rediss://
+ * and trust its certificate, which provision writes to redisCaPath on each app host.
+ */
+function redisUrlProblem(settings: {
+  hosts: HostSpec[];
+  redis: boolean;
+  app: string;
+  env: { values: Record<string, string> };
+}): string | null {
+  const redis = topology(settings.hosts).redis;
+  const url = settings.env.values.REDIS_URL;
+  if (!redis || !settings.redis || !url) return null;
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return null;
+  }
+  if (parsed.hostname.replace(/^\[|\]$/g, '') !== redis.address) return null;
+  const ca = redisCaPath(settings.app);
+  if (parsed.protocol === 'rediss:' && parsed.searchParams.get('ssl_ca_certs') === ca) return null;
+  return `Input 'env': REDIS_URL points at the redis host ${redis.label} (${redis.address}), which serves Redis over TLS only, trusting its own certificate; expected rediss://<user>:<password>@${parsed.host}${parsed.pathname}?ssl_ca_certs=${ca} (provision writes that certificate there on each app host).`;
+}
+
 /** Provision's inputs that depend on each other. */
 export function provisionCheck(settings: {
   hosts: HostSpec[];
@@ -179,8 +205,12 @@ export function provisionCheck(settings: {
   'deploy-user': string;
   'deploy-user-keys': string[];
   'app-user': string;
+  app: string;
+  env: { values: Record<string, string> };
 }): string[] {
   const problems: string[] = [];
+  const redisTls = redisUrlProblem(settings);
+  if (redisTls) problems.push(redisTls);
   for (const item of settings.limit) {
     // As written only: src/actions/provision.ts selects the limited hosts by label.
     if (!ROLES.includes(item as Role) && !settings.hosts.some((h) => h.label === item))

@@ -349,7 +349,7 @@ export const provisionInputs = {
   // Redis
   redis: bool({
     description:
-      'Redis: loopback only, an ACL user for the app without dangerous commands, the default user off, maxmemory with allkeys-lru, appendonly.',
+      'Redis: loopback only (on a redis host, roles=redis, also its private address, over TLS only with a certificate provision makes there and writes on each app host as /etc/metalship/{app}-redis-ca.pem), an ACL user for the app without dangerous commands, the default user off, maxmemory with allkeys-lru, appendonly.',
     default: 'true',
   }),
   'redis-user': pattern({

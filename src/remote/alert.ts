@@ -15,8 +15,8 @@ export interface AlertOptions {
   /** Paths whose filesystems are checked (each filesystem once). */
   diskPaths: string[];
   diskPercent: number;
-  /** The site's certificate (null: no TLS). */
-  certificate: string | null;
+  /** The certificates served here: the site's, the redis host's. */
+  certificates: string[];
   certificateDays: number;
   /** The record of the last restore test (null: no backups on this host). */
   restoreRecord: string | null;
@@ -47,7 +47,7 @@ export function alertProgram(o: AlertOptions): string {
     heartbeat: o.heartbeat ? p.heartbeat : '',
     disk_paths: o.diskPaths,
     disk_percent: o.diskPercent,
-    certificate: o.certificate ?? '',
+    certificates: o.certificates,
     certificate_days: o.certificateDays,
     restore_record: o.restoreRecord ?? '',
     restore_days: o.restoreDays,

@@ -1,7 +1,7 @@
 // The production topology end to end on this file's own hosts, joined by a
 // private LAN: the app's PostgreSQL and Redis on a host of their own
-// (roles=db,redis), two app hosts, and an outsider on the same LAN that is no
-// app host. The app hosts' local PostgreSQL and Redis (the image has them) are
+// (roles=db,redis; Redis over TLS only), two app hosts, and an outsider on the
+// same LAN that is no app host. The app hosts' local PostgreSQL and Redis (the image has them) are
 // stopped first: whatever the app reads, it reads from the db host.
 import { rm } from 'node:fs/promises';
 import {
@@ -34,6 +34,9 @@ const DB_PASSWORD = 'topo-Db-Secret-7';
 const REDIS_PASSWORD = 'topo-Redis-Secret-8';
 const DB_ADDRESS = LAN.address(1);
 const TOKEN = 'topo-alert-token-6b1d';
+/** Where provision puts the redis host's certificate on each app host: REDIS_URL's one CA. */
+const REDIS_CA = `/etc/metalship/${APP}-redis-ca.pem`;
+const REDIS_TLS = `--tls --cacert ${REDIS_CA}`;
 
 let key: HostKeyPair;
 let db: TestHost;
@@ -69,7 +72,7 @@ function connection(): Record<string, string> {
 
 const ENV =
   `DATABASE_URL=postgresql://${APP}:${DB_PASSWORD}@${DB_ADDRESS}:5432/${APP}?sslmode=require\n` +
-  `REDIS_URL=redis://${APP}:${REDIS_PASSWORD}@${DB_ADDRESS}:6379/0\n`;
+  `REDIS_URL=rediss://${APP}:${REDIS_PASSWORD}@${DB_ADDRESS}:6379/0?ssl_ca_certs=${REDIS_CA}\n`;
 
 function provisionInputs(extra: Record<string, string> = {}): Record<string, string> {
   return {
@@ -113,7 +116,7 @@ const processed = (h: TestHost, prefix: string) =>
 const redisAs = (from: TestHost, command: string) =>
   on(
     from,
-    `REDISCLI_AUTH='${REDIS_PASSWORD}' redis-cli --no-auth-warning -h ${DB_ADDRESS} --user ${APP} ${command}`,
+    `REDISCLI_AUTH='${REDIS_PASSWORD}' redis-cli ${REDIS_TLS} --no-auth-warning -h ${DB_ADDRESS} --user ${APP} ${command}`,
   );
 
 beforeAll(async () => {
@@ -155,9 +158,14 @@ test('provision: PostgreSQL and Redis on the db host for the app hosts alone; th
     expect(dbItems[item]!.detail).toMatch(/roles=db,redis: no (app|site) here/);
   expect(dbItems.postgresql!.status).toBe('changed');
   expect(dbItems.redis!.status).toBe('changed');
+  const certificate = await on(db, 'cat /etc/metalship/redis-tls/cert.pem');
+  expect(certificate).toMatch(/^-----BEGIN CERTIFICATE-----\n/);
+  expect(await on(db, 'stat -c %a:%U:%G /etc/metalship/redis-tls/key.pem')).toBe('640:root:redis\n');
   for (const h of apps) {
     const items = itemsOf(r, h);
     expect(items.redis!.detail).toContain(`on ${db.address} (roles=redis)`);
+    // The redis host's certificate, the CA the app's REDIS_URL names.
+    expect(await on(h, `cat ${REDIS_CA}`)).toBe(certificate);
     expect(items.postgresql!.status).not.toBe('failed');
     expect(await on(h, 'systemctl is-active postgresql redis-server || true')).not.toMatch(/^active/m);
   }
@@ -195,7 +203,8 @@ test('the network admits the app hosts alone: ufw per source address, pg_hba per
   const plain = await login(apps[1], 'disable');
   expect(plain.code).not.toBe(0);
   expect(plain.out).toMatch(
-    /no pg_hba\.conf entry for host "[0-9.]+", user "topo", database "topo", no encryption/,
+    // PostgreSQL 13 (Debian 11) says "SSL off".
+    /no pg_hba\.conf entry for host "[0-9.]+", user "topo", database "topo", (no encryption|SSL off)/,
   );
   // The db host's own private address passes ufw (local traffic) but is no app host: pg_hba refuses it.
   const self = await login(db, 'require');
@@ -203,11 +212,40 @@ test('the network admits the app hosts alone: ufw per source address, pg_hba per
   expect(self.out).toMatch(
     new RegExp(`no pg_hba\\.conf entry for host "${DB_ADDRESS.replace(/\./g, '\\.')}"`),
   );
-  // Redis: the app's user with its password, nobody without.
+  // Redis, over TLS trusting the redis host's certificate: the app's user with its password, nobody without.
   expect((await redisAs(apps[1], 'ping')).trim()).toBe('PONG');
-  expect((await attempt(apps[1], `redis-cli -h ${DB_ADDRESS} ping`)).out).toMatch(
+  expect((await attempt(apps[1], `redis-cli ${REDIS_TLS} -h ${DB_ADDRESS} ping`)).out).toMatch(
     /NOAUTH|NOPERM|WRONGPASS|authentication/,
   );
+  // Plain TCP on the Redis port, with the right password: no answer but a closed connection.
+  const plainRedis = await attempt(
+    apps[1],
+    `REDISCLI_AUTH='${REDIS_PASSWORD}' timeout 10 redis-cli --no-auth-warning -h ${DB_ADDRESS} --user ${APP} ping`,
+  );
+  expect(plainRedis.out).not.toMatch(/PONG/);
+  // Nor any reply in Redis's protocol (a plain Redis answers -NOAUTH): the TLS port reads plain text as a failed handshake.
+  const raw = await attempt(
+    apps[1],
+    `exec 3<>/dev/tcp/${DB_ADDRESS}/6379 && printf 'PING\\r\\n' >&3 && timeout 5 cat <&3 | head -c 200 | od -c | head -n 3`,
+  );
+  expect(raw.out).not.toMatch(/^0000000 +[-+]/m);
+  // A client that does not trust the redis host's certificate (the system's CAs) refuses it.
+  const untrusted = await attempt(
+    apps[1],
+    `REDISCLI_AUTH='${REDIS_PASSWORD}' timeout 10 redis-cli --tls --cacert /etc/ssl/certs/ca-certificates.crt --no-auth-warning -h ${DB_ADDRESS} --user ${APP} ping`,
+  );
+  expect(untrusted.out).not.toMatch(/PONG/);
+  expect(untrusted.out).toMatch(/certificate verify failed/i);
+  // The app's client (redis-py, from REDIS_URL): with the CA the URL names it logs in, without it it refuses the certificate.
+  const py = (query: string) =>
+    attempt(
+      apps[1],
+      `cd / && timeout 20 python3 -c "import redis; print(redis.Redis.from_url('rediss://${APP}:${REDIS_PASSWORD}@${DB_ADDRESS}:6379/0${query}', socket_connect_timeout=5).ping())"`,
+    );
+  expect(await py(`?ssl_ca_certs=${REDIS_CA}`)).toMatchObject({ code: 0, out: 'True\n' });
+  const pyUntrusted = await py('');
+  expect(pyUntrusted.code).not.toBe(0);
+  expect(pyUntrusted.out).toMatch(/CERTIFICATE_VERIFY_FAILED/);
 });
 
 test('deploy migrates against the db host (pre-migration backup over SSL) and the app serves its data', async () => {
@@ -259,7 +297,7 @@ test('one queue: a task enqueued on host A runs on host B exactly once; both wor
   // Both workers wait on the queue now; tasks enqueued one by one from A each run once, on one of them.
   await on(
     a,
-    `sleep 3; for i in $(seq 1 20); do REDISCLI_AUTH='${REDIS_PASSWORD}' redis-cli --no-auth-warning -h ${DB_ADDRESS} --user ${APP} lpush ${APP}:jobs q-$i >/dev/null; sleep 0.3; done`,
+    `sleep 3; for i in $(seq 1 20); do REDISCLI_AUTH='${REDIS_PASSWORD}' redis-cli ${REDIS_TLS} --no-auth-warning -h ${DB_ADDRESS} --user ${APP} lpush ${APP}:jobs q-$i >/dev/null; sleep 0.3; done`,
   );
   await waitFor('q-', 20);
   // Settled: nothing runs twice later.
@@ -332,8 +370,10 @@ const pgLogin = (user: string, password: string) =>
 const redisLogin = (password: string) =>
   attempt(
     apps[0],
-    `REDISCLI_AUTH='${password}' redis-cli --no-auth-warning -h ${DB_ADDRESS} --user ${APP} ping`,
+    `REDISCLI_AUTH='${password}' redis-cli ${REDIS_TLS} --no-auth-warning -h ${DB_ADDRESS} --user ${APP} ping`,
   );
+/** A login refused: redis-cli 6.0 (Debian 11) reports a failed AUTH as NOAUTH on the command after it. */
+const WRONG_PASSWORD = /WRONGPASS|AUTH failed/;
 /** The db host's item failed, saying why, and the run failed. */
 function refused(r: BundleRun, item: string, why: RegExp): string {
   expect(r.code).not.toBe(0);
@@ -371,7 +411,7 @@ test('the db host refuses a PostgreSQL or Redis password the app hosts still log
     refused(redis, 'redis', /logs in to Redis as topo with a password this change would take away/),
   ).toMatch(onApp);
   expect(await redisLogin(REDIS_PASSWORD)).toMatchObject({ code: 0, out: 'PONG\n' });
-  expect((await redisLogin(NEW_REDIS)).out).toMatch(/WRONGPASS/);
+  expect((await redisLogin(NEW_REDIS)).out).toMatch(WRONG_PASSWORD);
 
   // The app hosts left out: their logins are unknown, so no password they may use changes.
   const limited = await runBundle(
@@ -387,7 +427,7 @@ test('the db host refuses a PostgreSQL or Redis password the app hosts still log
 test('the documented rotations go through on the db host: db-login-user with db-previous-user, redis-previous-password', async () => {
   const rotatedEnv =
     `DATABASE_URL=postgresql://${APP}_b:${NEW_DB}@${DB_ADDRESS}:5432/${APP}?sslmode=require\n` +
-    `REDIS_URL=redis://${APP}:${NEW_REDIS}@${DB_ADDRESS}:6379/0\n`;
+    `REDIS_URL=rediss://${APP}:${NEW_REDIS}@${DB_ADDRESS}:6379/0?ssl_ca_certs=${REDIS_CA}\n`;
   const adding = {
     'db-login-user': `${APP}_b`,
     'db-password': NEW_DB,
@@ -424,7 +464,7 @@ test('the documented rotations go through on the db host: db-login-user with db-
   expect(succeeded(remove)).toBe('succeeded');
   expect(itemsOf(remove, db).postgresql!.detail).toContain(`password of role ${APP} removed`);
   expect((await pgLogin(APP, DB_PASSWORD)).out).toMatch(/password authentication failed/);
-  expect((await redisLogin(REDIS_PASSWORD)).out).toMatch(/WRONGPASS/);
+  expect((await redisLogin(REDIS_PASSWORD)).out).toMatch(WRONG_PASSWORD);
   for (const h of apps) {
     const health = JSON.parse((await httpGet(h.address, '/health')).body) as Record<string, string>;
     expect(health).toMatchObject({ status: 'healthy', redis: 'ok', database: 'ok' });

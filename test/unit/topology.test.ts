@@ -6,7 +6,8 @@ import { planItems } from '../../src/remote/provision/index.js';
 import { firewallItem } from '../../src/remote/provision/firewall.js';
 import { hbaBlock } from '../../src/remote/provision/postgresql.js';
 import { resolveRoles } from '../../src/stages/hosts.js';
-import { base, raw, settings, topologyInputs } from '../support/provision.js';
+import { redisTlsStep } from '../../src/remote/provision/redis.js';
+import { base, raw, REDIS_PEM, settings, topologyInputs } from '../support/provision.js';
 
 const BOOKWORM = { os: 'Debian GNU/Linux 12 (bookworm)', id: 'debian', version: '12' };
 
@@ -80,6 +81,16 @@ test('the db/redis host: PostgreSQL and Redis for the app hosts alone, no app an
     /alter system set listen_addresses = .*localhost,10\.1\.0\.9/,
   );
   expect(plan.redis!.item!.script).toContain("redis_bind='127.0.0.1 -::1 10.1.0.9'");
+  // TLS alone on the Redis port, with the certificate made before the items (a new one restarts Redis).
+  expect(plan.redis!.item!.script).toContain(
+    "'port 0' 'tls-port 6379' 'tls-cert-file /etc/metalship/redis-tls/cert.pem' 'tls-key-file /etc/metalship/redis-tls/key.pem'",
+  );
+  expect(plan.redis!.item!.script).toContain("'tls-auth-clients no'");
+  expect(plan.redis!.item!.script).not.toContain("'port 6379'");
+  expect(plan.redis!.item!.script).toContain('ms_changed "TLS certificate made"; restart=1');
+  expect(plan.redis!.item!.script).toContain(
+    'redis-cli -h 127.0.0.1 --tls --cacert /etc/metalship/redis-tls/cert.pem',
+  );
   expect(hbaBlock(s)).toContain(
     'hostssl "shop" "shop" 10.1.0.5/32 scram-sha-256\nhostssl "shop" "shop" 10.1.0.6/32 scram-sha-256',
   );
@@ -87,7 +98,7 @@ test('the db/redis host: PostgreSQL and Redis for the app hosts alone, no app an
   for (const a of ['10.1.0.5', '10.1.0.6'])
     for (const p of [5432, 6379]) expect(fw).toContain(`ms_rule allow from ${a} to any port ${p} proto tcp`);
   expect(fw).not.toMatch(/ms_rule allow 80\/tcp|ms_rule allow 6379|ms_rule allow 5432/);
-  // Alerts: the backup's failure, the disk of the backups, the restore test; no certificate here.
+  // Alerts: the backup's failure, the disk of the backups, the restore test, Redis's certificate (no site's here).
   const alerts = planItems(
     settings({
       ...topologyInputs(true),
@@ -100,6 +111,7 @@ test('the db/redis host: PostgreSQL and Redis for the app hosts alone, no app an
   expect(alerts).toContain('metalship-backup-shop.service.d');
   expect(alerts).toContain('/var/backups/metalship/shop/.last-verified.json');
   expect(alerts).not.toContain('/etc/letsencrypt');
+  expect(alerts).toContain('/etc/metalship/redis-tls/cert.pem');
 });
 
 test('an app host beside a db/redis host: the PostgreSQL client alone, no Redis, nothing opened', () => {
@@ -108,7 +120,48 @@ test('an app host beside a db/redis host: the PostgreSQL client alone, no Redis,
   const plan = Object.fromEntries(planItems(s, BOOKWORM).map((p) => [p.name, p]));
   expect(plan.postgresql!.item!.script).toContain('ms_install postgresql-client');
   expect(plan.postgresql!.item!.script).not.toMatch(/ms_install postgresql$/m);
-  expect(plan.redis).toMatchObject({ item: null, off: 'on 10.0.0.9 (roles=redis)' });
+  // Redis is the redis host's: here only its certificate, the CA of REDIS_URL.
+  const ca = plan.redis!.item!.script;
+  expect(ca).toContain('on 10.0.0.9 (roles=redis), over TLS');
+  expect(ca).toContain('ms_file /etc/metalship/shop-redis-ca.pem 644 root:root');
+  expect(ca).toContain(REDIS_PEM.trimEnd());
+  expect(ca).not.toMatch(/ms_install redis-server|redis-cli/);
+  // Its certificate unknown (not in the run): the file is left as it is.
+  const unknown = planItems(settings(topologyInputs(false), null, null), BOOKWORM).find(
+    (p) => p.name === 'redis',
+  )!;
+  expect(unknown.item!.script).not.toContain('ms_file /etc/metalship/shop-redis-ca.pem');
+  expect(unknown.item!.script).toContain('ms_warn');
   expect(firewallItem(s).script).not.toMatch(/5432|6379/);
   expect(plan.app!.item).not.toBeNull();
+});
+
+test('a REDIS_URL to the redis host must be rediss:// trusting its certificate, before any host is contacted', () => {
+  const withUrl = (url: string) => () =>
+    parseInputs('provision', raw({ ...base, ...topologyInputs(false), env: `REDIS_URL=${url}\n` }));
+  expect(withUrl('redis://shop:pw123@10.1.0.9:6379/0')).toThrow(
+    /Input 'env': REDIS_URL points at the redis host 10\.0\.0\.9 \(10\.1\.0\.9\), which serves Redis over TLS only.*expected rediss:\/\/<user>:<password>@10\.1\.0\.9:6379\/0\?ssl_ca_certs=\/etc\/metalship\/shop-redis-ca\.pem/,
+  );
+  expect(withUrl('rediss://shop:pw123@10.1.0.9:6379/0')).toThrow(/ssl_ca_certs=/);
+  expect(
+    withUrl('rediss://shop:pw123@10.1.0.9:6379/0?ssl_ca_certs=/etc/metalship/shop-redis-ca.pem'),
+  ).not.toThrow();
+  // Another Redis than the redis host's is the user's to configure.
+  expect(withUrl('redis://shop:pw123@10.1.0.77:6379/0')).not.toThrow();
+});
+
+test("the redis host's certificate step: made only when needed, never in check mode; its PEM read back", () => {
+  const made = redisTlsStep('10.1.0.9', false);
+  expect(made.script).toContain('-checkip 10.1.0.9');
+  expect(made.script).toContain('-addext subjectAltName=IP:10.1.0.9,IP:127.0.0.1 ');
+  expect(redisTlsStep('10.1.0.9', true).script).not.toContain('openssl req');
+  const pem = '-----BEGIN CERTIFICATE-----\nMIIB\nAbC=\n-----END CERTIFICATE-----\n';
+  expect(made.parse(`MADE\n${pem}`)).toEqual({ certificate: pem, made: true, stale: false });
+  expect(made.parse(pem)).toEqual({ certificate: pem, made: false, stale: false });
+  expect(made.parse('')).toEqual({ certificate: null, made: false, stale: false });
+  expect(made.parse(`STALE\n${pem}`)).toEqual({ certificate: pem, made: false, stale: true });
+  // With app hosts left out (limit), one in use is kept, and said to be stale.
+  expect(redisTlsStep('10.1.0.9', false, false).script).toContain(
+    "*'does match'* ]]; } && [ ! -s /etc/metalship/redis-tls/cert.pem ]; then",
+  );
 });

@@ -10,6 +10,7 @@ import { alertPaths, alertProgram, alertUnits, curlConfig, onFailureDropIn } fro
 import { sh } from '../sh.js';
 import { ensureEtcDir, file, itemScript, type Item } from './common.js';
 import { certPaths } from './nginx.js';
+import { REDIS_TLS_CERT } from './redis.js';
 import { hasSite, type ProvisionSettings } from './settings.js';
 
 const UNIT_DIR = '/etc/systemd/system';
@@ -57,7 +58,10 @@ export function alertsItem(settings: ProvisionSettings): Item {
       ]),
     ],
     diskPercent: alerts.diskPercent,
-    certificate: hasSite(settings) ? (certPaths(settings)?.certificate ?? null) : null,
+    certificates: [
+      ...(hasSite(settings) && certPaths(settings) ? [certPaths(settings)!.certificate] : []),
+      ...(settings.serves.redis && settings.redis.enabled ? [REDIS_TLS_CERT] : []),
+    ],
     certificateDays: alerts.certificateDays,
     restoreRecord: backupsHere ? lastVerifiedPath(pg.backupDir) : null,
     restoreDays: alerts.restoreDays,

@@ -15,7 +15,7 @@ import { nginxItem } from './nginx.js';
 import { offsiteItem } from './offsite.js';
 import { postgresqlClientItem, postgresqlItem } from './postgresql.js';
 import { pythonItem } from './python.js';
-import { redisItem } from './redis.js';
+import { redisCaItem, redisItem } from './redis.js';
 import { hasSite, type ProvisionSettings } from './settings.js';
 import { sshItem } from './ssh.js';
 import { sysctlItem, systemItem } from './system.js';
@@ -119,11 +119,10 @@ export function planItems(
         ? on(settings.redis.enabled, 'redis: false', () => redisItem(settings))
         : apart
           ? app(() => null)
-          : on(
-              settings.redis.enabled && !topology.redis,
-              topology.redis ? `on ${topology.redis.label} (roles=redis)` : 'redis: false',
-              () => redisItem(settings),
-            )),
+          : topology.redis
+            ? // The redis host's certificate, which REDIS_URL trusts.
+              on(settings.redis.enabled, 'redis: false', () => redisCaItem(settings))
+            : on(settings.redis.enabled, 'redis: false', () => redisItem(settings))),
     },
     { name: 'nginx', ...site(() => nginxItem(settings)) },
     { name: 'tls', ...site(() => tlsItem(settings)) },

@@ -1,10 +1,13 @@
-// Redis: loopback only (plus the private address on a redis host), the default user off, an ACL user for the app that may
+// Redis: loopback only, the default user off, an ACL user for the app that may
 // not run dangerous commands (ACLs, not the deprecated rename-command),
 // maxmemory (given, or a share of RAM) with allkeys-lru, appendonly. The syntax
-// follows the version found on the host (see RedisSyntax).
+// follows the version found on the host (see RedisSyntax). On a redis host
+// (roles=redis) it listens on loopback and the private address too, over TLS
+// only: a certificate of its own, which the app hosts trust alone (see redisTlsStep).
 
 import { bareWord } from '../quoting.js';
-import { quote, sh, textVar } from '../sh.js';
+import { quote, raw, script, sh, textVar } from '../sh.js';
+import { step, type Step } from '../step.js';
 import { ensureEtcDir, ETC_DIR, itemScript, type Item } from './common.js';
 import { inUseLines, passwordHash, unreadNote } from './in-use.js';
 import type { ProvisionSettings } from './settings.js';
@@ -20,6 +23,99 @@ export const REDIS_ACL = '/etc/redis/users.acl';
  */
 export const REDIS_ADMIN = 'metalship-admin';
 export const REDIS_ADMIN_SECRET = `${ETC_DIR}/redis-admin.secret`;
+
+/**
+ * The redis host's TLS certificate and key: self-signed, for its private
+ * address and loopback. Root's directory; Redis reads the key through its
+ * group (set by the redis item, once the package has made that group).
+ */
+export const REDIS_TLS_DIR = `${ETC_DIR}/redis-tls`;
+export const REDIS_TLS_CERT = `${REDIS_TLS_DIR}/cert.pem`;
+export const REDIS_TLS_KEY = `${REDIS_TLS_DIR}/key.pem`;
+/** Made anew when it expires within this many days (the alert warns before, at alert-certificate-days). */
+const REDIS_TLS_RENEW_DAYS = 30;
+const REDIS_TLS_VALID_DAYS = 3650;
+
+/** On an app host: the redis host's certificate, the one CA its REDIS_URL trusts (`?ssl_ca_certs=`). */
+export function redisCaPath(app: string): string {
+  return `${ETC_DIR}/${app}-redis-ca.pem`;
+}
+
+/**
+ * The redis host's certificate as the runner read it, for the app hosts; made:
+ * this run made it; stale: it needs replacing, which waits for every app host.
+ */
+export interface RedisTls {
+  certificate: string | null;
+  made: boolean;
+  stale?: boolean;
+}
+
+/**
+ * On the redis host, before the items (the app hosts need its certificate in
+ * the same run): makes the certificate when missing, not for this address, or
+ * expiring within REDIS_TLS_RENEW_DAYS (not in check mode), and prints it.
+ * One in use is replaced only when every app host is in the run (replace):
+ * one left out would keep trusting the old one alone. The key never leaves the host.
+ */
+export function redisTlsStep(address: string, check: boolean, replace = true): Step<RedisTls> {
+  const valid = [
+    sh`[ -s ${REDIS_TLS_KEY} ] && [ -s ${REDIS_TLS_CERT} ]`,
+    sh`openssl x509 -noout -checkend ${REDIS_TLS_RENEW_DAYS * 86400} -in ${REDIS_TLS_CERT} >/dev/null 2>&1`,
+    sh`[[ "$(openssl x509 -noout -checkip ${address} -in ${REDIS_TLS_CERT} 2>/dev/null)" == *'does match'* ]]`,
+  ].join(' && ');
+  return step(
+    'the Redis TLS certificate',
+    script(
+      check
+        ? null
+        : script(
+            sh`if ! command -v openssl >/dev/null; then echo 'openssl is missing: the Redis TLS certificate is made with it (apt-get install openssl)' >&2; exit 1; fi`,
+            sh`if [ ! -d ${ETC_DIR} ]; then install -d -m 755 -o root -g root ${ETC_DIR}; fi`,
+            sh`if [ ! -d ${REDIS_TLS_DIR} ]; then install -d -m 750 -o root -g root ${REDIS_TLS_DIR}; fi`,
+            `if ! { ${valid}; }${replace ? '' : sh` && [ ! -s ${REDIS_TLS_CERT} ]`}; then`,
+            sh`  (umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days ${String(REDIS_TLS_VALID_DAYS)} -subj ${'/CN=metalship Redis ' + address} -addext ${'subjectAltName=IP:' + address + ',IP:127.0.0.1'} -addext 'keyUsage=critical,digitalSignature,keyCertSign' -addext 'extendedKeyUsage=serverAuth' -keyout ${REDIS_TLS_KEY + '.new'} -out ${REDIS_TLS_CERT + '.new'} 2>&1) >&2`,
+            sh`  chmod 644 ${REDIS_TLS_CERT + '.new'}`,
+            sh`  mv -f ${REDIS_TLS_KEY + '.new'} ${REDIS_TLS_KEY} && mv -f ${REDIS_TLS_CERT + '.new'} ${REDIS_TLS_CERT}`,
+            '  echo MADE',
+            'fi',
+          ),
+      `if [ -s ${REDIS_TLS_CERT} ] && ! { ${valid}; }; then echo STALE; fi`,
+      sh`if [ -s ${REDIS_TLS_CERT} ]; then cat ${REDIS_TLS_CERT}; fi`,
+    ),
+    (stdout) => ({
+      certificate:
+        /-----BEGIN CERTIFICATE-----\n[\s\S]+?\n-----END CERTIFICATE-----\n/.exec(stdout)?.[0] ?? null,
+      made: /^MADE$/m.test(stdout),
+      stale: /^STALE$/m.test(stdout),
+    }),
+  );
+}
+
+/**
+ * On an app host whose Redis is on a redis host: that host's certificate in
+ * redisCaPath, the CA of its REDIS_URL. Unknown (the redis host is not in this
+ * run, or check mode before it has one): the file is left as it is.
+ */
+export function redisCaItem(settings: ProvisionSettings): Item {
+  const path = redisCaPath(settings.layout.app);
+  const pem = settings.redis.tls?.certificate;
+  const where = settings.topology.redis!.label;
+  return {
+    name: 'redis',
+    script: itemScript(
+      settings.check,
+      sh`echo ${`note on ${where} (roles=redis), over TLS: REDIS_URL=rediss://…?ssl_ca_certs=${path}`}`,
+      ensureEtcDir(),
+      pem
+        ? [
+            textVar('pem', pem),
+            sh`ms_file ${path} 644 root:root ${`the certificate of ${where} (Redis TLS)`} < <(printf '%s\\n' "$pem")`,
+          ].join('\n')
+        : sh`if [ ! -s ${path} ]; then ms_warn ${`the certificate of ${where} is unknown (not in this run, or made by its first run): provision with it to write ${path}`}; fi`,
+    ),
+  };
+}
 
 /**
  * Which syntax a Redis takes. ACL users need 6.0. 6.2 added Pub/Sub channel
@@ -100,11 +196,48 @@ export const REDIS_VERSION_LINES = [
   'if dpkg --compare-versions "$redis_version" lt 6.2; then redis_syntax=6.0; else redis_syntax=6.2; fi',
 ].join('\n');
 
+/** On a redis host: TLS on the Redis port, nothing in plain; clients are not asked for certificates (they log in with the ACL password). */
+const TLS_SETTINGS = [
+  'port 0',
+  'tls-port 6379',
+  `tls-cert-file ${REDIS_TLS_CERT}`,
+  `tls-key-file ${REDIS_TLS_KEY}`,
+  // Redis 6.0 wants a CA even when it asks clients for no certificate.
+  `tls-ca-cert-file ${REDIS_TLS_CERT}`,
+  'tls-auth-clients no',
+  'tls-protocols "TLSv1.2 TLSv1.3"',
+];
+
+/**
+ * The redis host's certificate, as redisTlsStep made it: Redis reads the key
+ * through its group; a new certificate restarts it. A build without TLS is
+ * refused before anything is written.
+ */
+function redisTlsLines(tls: RedisTls | null): string {
+  return [
+    // Read whole, not piped to grep -q: under pipefail, ldd killed by SIGPIPE would read as no TLS.
+    'case "$(ldd "$(command -v redis-server)" 2>/dev/null)" in *libssl*) ;; *)',
+    '  echo "redis-server $redis_version was built without TLS: a redis host (roles=redis) serves the app hosts over TLS only. Nothing was changed." >&2; exit 1;;',
+    'esac',
+    sh`if [ "$CHECK" != 1 ] && { [ ! -s ${REDIS_TLS_CERT} ] || [ ! -s ${REDIS_TLS_KEY} ]; }; then echo ${'the Redis TLS certificate is missing from ' + REDIS_TLS_DIR} >&2; exit 1; fi`,
+    sh`if [ -d ${REDIS_TLS_DIR} ] && [ "$(stat -c %a:%U:%G ${REDIS_TLS_DIR} ${REDIS_TLS_KEY} 2>/dev/null | tr '\\n' ' ')" != '750:root:redis 640:root:redis ' ]; then ms_changed "Redis may read its TLS key"; ms_apply chown root:redis ${REDIS_TLS_DIR} ${REDIS_TLS_KEY}; ms_apply chmod 750 ${REDIS_TLS_DIR}; ms_apply chmod 640 ${REDIS_TLS_KEY}; fi`,
+    tls?.made ? 'ms_changed "TLS certificate made"; restart=1' : null,
+    tls?.stale
+      ? sh`ms_warn ${`the TLS certificate expires within ${REDIS_TLS_RENEW_DAYS} days or is not for this address: provision with every app host in the run to replace it (one left out would keep trusting the old one)`}`
+      : null,
+  ]
+    .filter((l) => l !== null)
+    .join('\n');
+}
+
 export function redisItem(settings: ProvisionSettings): Item {
   const redis = settings.redis;
   const maxmemory = redis.maxmemory
     ? quote(redis.maxmemory)
     : `$(awk '/^MemTotal:/ { printf "%d", $2 * 1024 * ${redis.memoryPercent} / 100 }' /proc/meminfo)`;
+  const tls = settings.serves.redis;
+  // metalship's own checks: over TLS where Redis serves nothing else (trusting its certificate alone).
+  const cli = `redis-cli -h 127.0.0.1${tls ? sh` --tls --cacert ${REDIS_TLS_CERT}` : ''}`;
   return {
     name: 'redis',
     script: itemScript(
@@ -114,6 +247,7 @@ export function redisItem(settings: ProvisionSettings): Item {
       keepsPasswordsInUse(settings),
       'restart=0',
       'acl_changed=0',
+      tls ? redisTlsLines(settings.redis.tls ?? null) : null,
       ensureEtcDir(),
       sh`if [ ! -s ${REDIS_ADMIN_SECRET} ] && [ "$CHECK" != 1 ]; then (umask 077 && head -c 32 /dev/urandom | base64 -w0 > ${REDIS_ADMIN_SECRET + '.new'}) && mv -f ${REDIS_ADMIN_SECRET + '.new'} ${REDIS_ADMIN_SECRET}; fi`,
       sh`admin_hash=$(if [ -s ${REDIS_ADMIN_SECRET} ]; then sha256sum < ${REDIS_ADMIN_SECRET} | cut -d ' ' -f 1; fi)`,
@@ -128,7 +262,7 @@ export function redisItem(settings: ProvisionSettings): Item {
         ].join('\n'),
       ),
       `maxmemory=${maxmemory}`,
-      sh`ms_file ${REDIS_DROPIN} 640 redis:redis ${'Redis settings'} < <(printf '%s\\n' '# Managed by metalship.' "bind $redis_bind" 'protected-mode yes' 'port 6379' "maxmemory $maxmemory" 'maxmemory-policy allkeys-lru' 'appendonly yes' ${'aclfile ' + REDIS_ACL})`,
+      sh`ms_file ${REDIS_DROPIN} 640 redis:redis ${'Redis settings'} < <(printf '%s\\n' '# Managed by metalship.' "bind $redis_bind" 'protected-mode yes' ${tls ? TLS_SETTINGS : ['port 6379']} "maxmemory $maxmemory" 'maxmemory-policy allkeys-lru' 'appendonly yes' ${'aclfile ' + REDIS_ACL})`,
       'if [ "$MS_WROTE" = 1 ]; then restart=1; fi',
       // Included last, so its values override the packaged file's.
       sh`if [ "$(grep -v '^[[:space:]]*\\(#\\|$\\)' ${REDIS_CONF} | tail -n 1)" != ${'include ' + REDIS_DROPIN} ]; then`,
@@ -138,11 +272,11 @@ export function redisItem(settings: ProvisionSettings): Item {
       'if [ "$CHECK" != 1 ]; then',
       '  if [ "$restart" = 1 ] || ! systemctl is-active --quiet redis-server; then systemctl enable --quiet redis-server; systemctl restart redis-server;',
       // Only the users changed: loaded in place, no client loses its connection (a restart only when Redis does not know our user yet).
-      sh`  elif [ "$acl_changed" = 1 ] && [ "$(REDISCLI_AUTH=$(cat ${REDIS_ADMIN_SECRET}) redis-cli --no-auth-warning -h 127.0.0.1 --user ${REDIS_ADMIN} ACL LOAD 2>&1)" != OK ]; then systemctl restart redis-server; fi`,
+      sh`  elif [ "$acl_changed" = 1 ] && [ "$(REDISCLI_AUTH=$(cat ${REDIS_ADMIN_SECRET}) ${raw(cli)} --no-auth-warning --user ${REDIS_ADMIN} ACL LOAD 2>&1)" != OK ]; then systemctl restart redis-server; fi`,
       // The app's user must work, and nobody else may run anything.
-      '  for _ in $(seq 1 20); do redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && break; sleep 0.5; done',
-      sh`  if [ "$(REDISCLI_AUTH=${redis.password} redis-cli --no-auth-warning -h 127.0.0.1 --user ${redis.user} ping 2>&1)" != PONG ]; then echo "the app's Redis user cannot log in after the change" >&2; exit 1; fi`,
-      '  case "$(redis-cli -h 127.0.0.1 ping 2>&1)" in *NOAUTH*|*NOPERM*|*WRONGPASS*|*"authentication"*) ;; *) echo "Redis still answers unauthenticated clients" >&2; exit 1;; esac',
+      `  for _ in $(seq 1 20); do ${cli} ping >/dev/null 2>&1 && break; sleep 0.5; done`,
+      sh`  if [ "$(REDISCLI_AUTH=${redis.password} ${raw(cli)} --no-auth-warning --user ${redis.user} ping 2>&1)" != PONG ]; then echo "the app's Redis user cannot log in after the change" >&2; exit 1; fi`,
+      `  case "$(${cli} ping 2>&1)" in *NOAUTH*|*NOPERM*|*WRONGPASS*|*"authentication"*) ;; *) echo "Redis still answers unauthenticated clients" >&2; exit 1;; esac`,
       'fi',
     ),
   };

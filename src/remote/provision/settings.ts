@@ -6,6 +6,7 @@ import type { Layout } from '../layout.js';
 import type { Topology } from '../../inputs/hosts.js';
 import type { PushKey, PushTarget } from '../offsite.js';
 import type { Elsewhere } from './in-use.js';
+import type { RedisTls } from './redis.js';
 
 export interface ProvisionSettings {
   layout: Layout;
@@ -68,6 +69,8 @@ export interface ProvisionSettings {
     previousPassword: string;
     maxmemory: string;
     memoryPercent: number;
+    /** The redis host's certificate when the app's Redis is on one (read by the runner), else null. */
+    tls: RedisTls | null;
   };
   logs: { enabled: boolean };
   monitoring: { pingUrl: string; pingPath: string; nodeExporter: boolean; nodeExporterListen: string };
