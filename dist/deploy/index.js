@@ -73582,7 +73582,7 @@ function preprocess(fn, schema) {
 // that error messages and action.yml show. All parsing of raw inputs lives here.
 
 /** A value as error messages quote it (never used for secrets). */
-const quote = (v, max = 60) => `'${v.length > max ? v.slice(0, max) + '...' : v}'`;
+const fields_quote = (v, max = 60) => `'${v.length > max ? v.slice(0, max) + '...' : v}'`;
 // A line break or other control character (C1 and U+2028/9 included) in a
 // one-line input would end a command, a config line or a log line; multi-line
 // inputs may have line breaks and tabs only.
@@ -73653,7 +73653,7 @@ const pattern = (opts) => field(opts, opts.expected, schemas_string().transform(
         return NEVER;
     }
     if (!opts.regex.test(v)) {
-        ctx.addIssue({ code: 'custom', message: `${quote(v)} is not valid` });
+        ctx.addIssue({ code: 'custom', message: `${fields_quote(v)} is not valid` });
         return NEVER;
     }
     const lower = v.toLowerCase();
@@ -73663,7 +73663,7 @@ const pattern = (opts) => field(opts, opts.expected, schemas_string().transform(
         r.prefixes?.some((p) => lower.startsWith(p)) ||
         r.suffixes?.some((p) => lower.endsWith(p)));
     if (r) {
-        ctx.addIssue({ code: 'custom', message: `${quote(v)} is reserved: ${r.why}` });
+        ctx.addIssue({ code: 'custom', message: `${fields_quote(v)} is reserved: ${r.why}` });
         return NEVER;
     }
     return v;
@@ -73707,7 +73707,7 @@ function checkCommand(v) {
             };
         if (!/^[A-Za-z0-9_.:/=@,+%{}-]+$/.test(w)) {
             return {
-                error: `word ${quote(w, 40)} contains characters other than letters, digits and _.:/=@,+%{}-`,
+                error: `word ${fields_quote(w, 40)} contains characters other than letters, digits and _.:/=@,+%{}-`,
             };
         }
     }
@@ -73729,7 +73729,7 @@ const fields_url = (opts) => {
         if (!v)
             return '';
         // Quoted with user:password@ hidden, so a refused URL never prints its credentials.
-        const shown = opts.secret ? 'the value' : quote(v.replace(/^([^:/?#]*:\/\/)[^/?#]*@/, '$1***@'));
+        const shown = opts.secret ? 'the value' : fields_quote(v.replace(/^([^:/?#]*:\/\/)[^/?#]*@/, '$1***@'));
         let u;
         try {
             u = new URL(v);
@@ -73842,15 +73842,15 @@ const directory = (opts) => fields_custom(opts, {
     if (!v && opts.optional)
         return '';
     if (!v.startsWith('/'))
-        return { error: `${quote(v)} is not absolute` };
+        return { error: `${fields_quote(v)} is not absolute` };
     const parts = v.split('/').filter(Boolean);
     if (parts.some((s) => s === '.' || s === '..'))
-        return { error: `${quote(v)} contains . or ..` };
+        return { error: `${fields_quote(v)} contains . or ..` };
     if (!/^[A-Za-z0-9._/-]+$/.test(v))
-        return { error: `${quote(v)} contains characters other than letters, digits and ._/-` };
+        return { error: `${fields_quote(v)} contains characters other than letters, digits and ._/-` };
     const p = '/' + parts.join('/');
     const problem = systemDirectoryProblem(p);
-    return problem ? { error: `${quote(p)} ${problem}` } : p;
+    return problem ? { error: `${fields_quote(p)} ${problem}` } : p;
 });
 
 ;// CONCATENATED MODULE: ./src/inputs/dotenv.ts
@@ -74556,16 +74556,16 @@ function parseSharedPaths(v) {
         const parts = item.split('/').filter((s) => s && s !== '.');
         const p = parts.join('/');
         if (!p)
-            return { error: `${quote(item)} is the release itself` };
+            return { error: `${fields_quote(item)} is the release itself` };
         if (RELEASE_INTERNALS.includes(parts[0]))
-            return { error: `${quote(item)} is metalship's ${parts[0]} in the release, not the app's` };
+            return { error: `${fields_quote(item)} is metalship's ${parts[0]} in the release, not the app's` };
         if (parts[0] === '.env' && parts.length > 1)
-            return { error: `${quote(item)} is inside .env, a file` };
+            return { error: `${fields_quote(item)} is inside .env, a file` };
         const other = paths.find((q) => q === p || p.startsWith(q + '/') || q.startsWith(p + '/'));
         if (other === p)
-            return { error: `${quote(item)} is listed twice` };
+            return { error: `${fields_quote(item)} is listed twice` };
         if (other)
-            return { error: `${quote(item)} and '${other}' are inside one another` };
+            return { error: `${fields_quote(item)} and '${other}' are inside one another` };
         paths.push(p);
     }
     return paths;
@@ -74591,7 +74591,7 @@ const releaseInputs = {
         const items = splitList(v, false);
         for (const p of items)
             if (!/^[A-Za-z0-9._/*?@+-]+$/.test(p))
-                return { error: `pattern ${quote(p)} has odd characters` };
+                return { error: `pattern ${fields_quote(p)} has odd characters` };
         return items;
     }),
     env: envField("The release's own .env (KEY=value lines), typically a secret: written into the release, mode 600, the app user's, and kept as long as the release. " +
@@ -75024,7 +75024,7 @@ class Raw {
     }
 }
 /** Marks text as already-safe shell (a fragment we built ourselves, never user input). */
-function raw(text) {
+function sh_raw(text) {
     return new Raw(text);
 }
 /** POSIX single-quote a value: the result is one shell word with the exact bytes of value. */
@@ -75071,7 +75071,7 @@ function sh_heredoc(content) {
 function stageFile(tmp, content, opts) {
     const doc = sh_heredoc(content);
     return [
-        sh_sh `cat > ${tmp} ${raw(doc.open)}`,
+        sh_sh `cat > ${tmp} ${sh_raw(doc.open)}`,
         doc.body,
         opts.mode ? sh_sh `chmod ${opts.mode} ${tmp}` : '',
         opts.owner ? sh_sh `chown ${opts.owner} ${tmp}` : '',
@@ -75121,9 +75121,9 @@ function sh_ensureFile(path, content, opts = {}) {
     const tmp = `${path}.metalship-new`;
     const doc = sh_heredoc(content);
     // Compared first, from the script itself: an unchanged file costs one process.
-    return sh_script(sh_sh `if [ -f ${path} ] && cmp -s -- ${path} - ${raw(doc.open)}`, doc.body, 
+    return sh_script(sh_sh `if [ -f ${path} ] && cmp -s -- ${path} - ${sh_raw(doc.open)}`, doc.body, 
     // What an interrupted run left beside it goes (a test, no process, when there is none).
-    sh_sh `then if [ -e ${tmp} ]; then rm -f ${tmp}; fi; else`, ...stageFile(tmp, content, opts), sh_sh `mv -f ${tmp} ${path}; echo ${'changed ' + (opts.label ?? path)}; ${raw(opts.onChange ?? ':')}; fi`).trimEnd();
+    sh_sh `then if [ -e ${tmp} ]; then rm -f ${tmp}; fi; else`, ...stageFile(tmp, content, opts), sh_sh `mv -f ${tmp} ${path}; echo ${'changed ' + (opts.label ?? path)}; ${sh_raw(opts.onChange ?? ':')}; fi`).trimEnd();
 }
 /**
  * The `KEY value` lines a script printed (its way of reporting): `get` gives
@@ -75290,7 +75290,7 @@ function logrotateDir(dir, setting) {
  * A word in a file with no quoting at all, split on white space: the Redis 7
  * ACL file, logrotate's su user group.
  */
-function bareWord(value, where) {
+function quoting_bareWord(value, where) {
     // eslint-disable-next-line no-control-regex
     if (!value || /[\s\0-\x1f\x7f]/.test(value))
         refuse(value, where, 'empty, or white space in it');
@@ -75534,7 +75534,7 @@ function step_step(what, script, parse) {
     return { what, script, parse: (stdout) => parse(stdout) };
 }
 /** A step whose exit code and stderr are part of its result: parse gets them. */
-function reportingStep(what, script, parse) {
+function step_reportingStep(what, script, parse) {
     return {
         what,
         script,
@@ -75543,7 +75543,7 @@ function reportingStep(what, script, parse) {
     };
 }
 /** A step whose output says nothing the caller needs. */
-function plainStep(what, script) {
+function step_plainStep(what, script) {
     return step_step(what, script, () => undefined);
 }
 
@@ -77359,7 +77359,7 @@ const PROBE_USER = 'nobody';
  * with python3 (isolated: neither the working directory nor PYTHON* variables
  * can bring other code in), and `mstool_as USER ...` for the same as another user.
  */
-function pyToolDefinition() {
+function pytool_pyToolDefinition() {
     return [
         sh_textVar('MSTOOL_SRC', PY_TOOL_PACKED),
         // Each script calls one of the two or both: the other is there unused.
@@ -77585,7 +77585,7 @@ function throughNginx(settings) {
  */
 function verifyStep(settings) {
     const layout = settings.layout;
-    const text = sh_script(pyToolDefinition(), 'rc=0', settings.api === false
+    const text = sh_script(pytool_pyToolDefinition(), 'rc=0', settings.api === false
         ? null
         : sh_script(sh_sh `slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "PROBLEM no api slot is serving on this host (nothing deployed yet?)"; exit 0;; esac', sh_sh `sock=/run/${layout.app}-api-$slot/api.sock`, sh_sh `out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'echo "PROBE_RC $rc"', throughNginx(settings)), 'failed=""', 
     // A unit not yet active with no job queued is waited for, up to the timeout.
@@ -77669,7 +77669,7 @@ function parseListing(line) {
 }
 /** The releases on a host, their status and links, and the venvs. */
 function verify_listStep(l) {
-    return step_step('listing releases', sh_script(pyToolDefinition(), sh_sh `mstool releases ${l.root}`), (stdout) => {
+    return step_step('listing releases', sh_script(pytool_pyToolDefinition(), sh_sh `mstool releases ${l.root}`), (stdout) => {
         const line = stdout.trim().split('\n').pop() ?? '{}';
         return JSON.parse(line);
     });
@@ -78326,20 +78326,20 @@ function switchScript(settings) {
     // then the serving release keeps them.
     const removals = (flag) => entries
         .filter(([, content]) => content === null)
-        .map(([name]) => sh_sh `if [ -f ${layout.unitDir}/${name} ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${layout.unitDir}/${name}; ${raw(flag)}=1; fi`);
+        .map(([name]) => sh_sh `if [ -f ${layout.unitDir}/${name} ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${layout.unitDir}/${name}; ${sh_raw(flag)}=1; fi`);
     const followers = [
         settings.worker ? layout.units.worker : null,
         settings.scheduler ? layout.units.scheduler : null,
     ].filter((u) => !!u);
     const written = entries.filter(([, content]) => content !== null).map(([name]) => name);
     const saved = `${layout.state}/units-before`;
-    const api = raw(apiUnitOf(layout, '$slot'));
-    const standbyApi = raw(apiUnitOf(layout, '$standby'));
+    const api = sh_raw(apiUnitOf(layout, '$slot'));
+    const standbyApi = sh_raw(apiUnitOf(layout, '$standby'));
     if (settings.api === false)
         return followersOnlyScript(settings, [...unitLines, ...removals('units_changed')], followers);
-    return sh_script(pyToolDefinition(), SWAP_LINK, sh_sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'command -v nginx >/dev/null 2>&1 || { echo "nginx is not installed: run the provision action first" >&2; exit 1; }', 
+    return sh_script(pytool_pyToolDefinition(), SWAP_LINK, sh_sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'command -v nginx >/dev/null 2>&1 || { echo "nginx is not installed: run the provision action first" >&2; exit 1; }', 
     // The serving slot keeps serving; the release goes to the other one, unless the serving one already runs it.
-    sh_sh `active=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$active" in blue) idle=green ;; green) idle=blue ;; *) active=""; idle=blue ;; esac', sh_sh `slot_release() { basename "$(readlink ${layout.slots}/"$1" 2>/dev/null)" 2>/dev/null || true; }`, sh_sh `if [ -n "$active" ] && [ "$(slot_release "$active")" = ${settings.releaseId} ] && systemctl is-active --quiet ${raw(apiUnitOf(layout, '$active'))}; then slot=$active; else slot=$idle; fi`, 'if [ "$slot" = blue ]; then standby=green; else standby=blue; fi', 'echo "SLOT $slot"', 'units_changed=0', 
+    sh_sh `active=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$active" in blue) idle=green ;; green) idle=blue ;; *) active=""; idle=blue ;; esac', sh_sh `slot_release() { basename "$(readlink ${layout.slots}/"$1" 2>/dev/null)" 2>/dev/null || true; }`, sh_sh `if [ -n "$active" ] && [ "$(slot_release "$active")" = ${settings.releaseId} ] && systemctl is-active --quiet ${sh_raw(apiUnitOf(layout, '$active'))}; then slot=$active; else slot=$idle; fi`, 'if [ "$slot" = blue ]; then standby=green; else standby=blue; fi', 'echo "SLOT $slot"', 'units_changed=0', 
     // The unit files as they were: a release that never takes traffic leaves them so (see restore_units).
     // In root's own state directory (checked at the lock), in place of the last run's.
     sh_sh `units_saved=${saved}; rm -rf -- "$units_saved"; mkdir -m 700 -- "$units_saved"`, sh_sh `for u in ${written}; do if [ -f ${layout.unitDir}/"$u" ]; then cp -p -- ${layout.unitDir}/"$u" "$units_saved/"; fi; done`, sh_sh `printf '%s\n' ${written} > "$units_saved/.written"`, restoreUnits(layout), ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
@@ -78410,7 +78410,7 @@ function precheckLines(p, releaseId, api, layout) {
  * one), and the unit files go back as they were.
  */
 function standDownStep(layout, releaseId) {
-    return plainStep(`stopping ${releaseId} in the standby slot (it never took traffic)`, sh_script(sh_sh `active=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'for s in blue green; do', sh_sh `  if [ "$s" != "$active" ] && [ "$(basename "$(readlink ${layout.slots}/"$s" 2>/dev/null)" 2>/dev/null)" = ${releaseId} ]; then systemctl stop ${raw(apiUnitOf(layout, '$s'))} || true; fi`, 'done', sh_sh `units_saved=${`${layout.state}/units-before`}; units_changed=1`, restoreUnits(layout), 'if [ -f "$units_saved/.written" ]; then restore_units; fi'));
+    return step_plainStep(`stopping ${releaseId} in the standby slot (it never took traffic)`, sh_script(sh_sh `active=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'for s in blue green; do', sh_sh `  if [ "$s" != "$active" ] && [ "$(basename "$(readlink ${layout.slots}/"$s" 2>/dev/null)" 2>/dev/null)" = ${releaseId} ]; then systemctl stop ${sh_raw(apiUnitOf(layout, '$s'))} || true; fi`, 'done', sh_sh `units_saved=${`${layout.state}/units-before`}; units_changed=1`, restoreUnits(layout), 'if [ -f "$units_saved/.written" ]; then restore_units; fi'));
 }
 /** The switch as a step: the slot it serves from and the release it left. */
 function switchStep(settings) {
@@ -78427,7 +78427,7 @@ function switchStep(settings) {
 function followersOnlyScript(settings, unitLines, followers) {
     const layout = settings.layout;
     const rel = layout.release(settings.releaseId);
-    return sh_script(pyToolDefinition(), sh_sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'echo "SLOT none"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
+    return sh_script(pytool_pyToolDefinition(), sh_sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'echo "SLOT none"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
     // an api that ran here before the host lost the role stops
     sh_sh `systemctl disable --now --quiet ${layout.units.api('blue')} ${layout.units.api('green')} 2>/dev/null || true`, sh_sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `mstool link ${rel} ${layout.current}`, sh_sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', sh_sh `systemctl enable --no-reload --quiet ${layout.units.target} ${followers}`, followers.length ? sh_sh `systemctl restart ${followers}` : null, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout.history}`);
 }
@@ -78450,7 +78450,7 @@ print(" ".join(f for o, f in ${JSON.stringify(UVICORN_FLAGS)} if o in src))`;
     // A sealed venv never changes: its answer is kept in it (root's, beside the
     // completion mark) and read by every later release of the same venv.
     const kept = sh_sh `${venv}/.metalship-uvicorn.env`;
-    return sh_script(sh_sh `if [ -f ${raw(kept)} ] && [ ! -L ${raw(kept)} ] && [ "$(stat -c %u -- ${raw(kept)})" = 0 ]; then`, sh_sh `  cp -- ${raw(kept)} ${rel}/.metalship/uvicorn.env`, 'else', sh_sh `  flags=$(runuser -u ${user} -- ${rel}/.venv/bin/python -I -c ${probe} 2>/dev/null) || flags=''`, sh_sh `  printf 'METALSHIP_UVICORN_FLAGS=%s\\n' "$flags" > ${rel}/.metalship/uvicorn.env`, sh_sh `  if [ -f ${venv}/.metalship-complete ]; then cp -- ${rel}/.metalship/uvicorn.env ${raw(kept)}.tmp && mv -f -- ${raw(kept)}.tmp ${raw(kept)}; fi`, 'fi');
+    return sh_script(sh_sh `if [ -f ${sh_raw(kept)} ] && [ ! -L ${sh_raw(kept)} ] && [ "$(stat -c %u -- ${sh_raw(kept)})" = 0 ]; then`, sh_sh `  cp -- ${sh_raw(kept)} ${rel}/.metalship/uvicorn.env`, 'else', sh_sh `  flags=$(runuser -u ${user} -- ${rel}/.venv/bin/python -I -c ${probe} 2>/dev/null) || flags=''`, sh_sh `  printf 'METALSHIP_UVICORN_FLAGS=%s\\n' "$flags" > ${rel}/.metalship/uvicorn.env`, sh_sh `  if [ -f ${venv}/.metalship-complete ]; then cp -- ${rel}/.metalship/uvicorn.env ${sh_raw(kept)}.tmp && mv -f -- ${sh_raw(kept)}.tmp ${sh_raw(kept)}; fi`, 'fi');
 }
 /**
  * Takes the app out of service on a host where a first release failed: nothing
@@ -78465,7 +78465,7 @@ function unserveStep(layout) {
         layout.units.worker,
         layout.units.scheduler,
     ];
-    return plainStep('taking the failed first release out of service', sh_script(sh_sh `was=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `systemctl disable --now --quiet ${layout.units.target} ${units} 2>/dev/null || true`, sh_sh `rm -f ${layout.apiLink} ${layout.activeSlot} ${layout.current} ${layout.venvLink}`, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) stopped serving \${was:-nothing}: it failed and nothing served before it" >> ${layout.history}`));
+    return step_plainStep('taking the failed first release out of service', sh_script(sh_sh `was=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `systemctl disable --now --quiet ${layout.units.target} ${units} 2>/dev/null || true`, sh_sh `rm -f ${layout.apiLink} ${layout.activeSlot} ${layout.current} ${layout.venvLink}`, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) stopped serving \${was:-nothing}: it failed and nothing served before it" >> ${layout.history}`));
 }
 
 ;// CONCATENATED MODULE: ./src/remote/release.ts
@@ -78516,7 +78516,7 @@ function ensureAppTree(layout, user, sharedPaths) {
 function prepareStep(settings, manifest) {
     const layout = settings.layout;
     const rel = layout.release(settings.releaseId);
-    const text = sh_script(pyToolDefinition(), ensureAppTree(layout, settings.user, settings.sharedPaths), sh_sh `if [ -e ${rel} ]; then echo "release ${settings.releaseId} exists already" >&2; exit ${RELEASE_EXISTS_EXIT}; fi`, sh_sh `mkdir ${rel} ${rel}/.metalship`, sh_sh `echo building > ${rel}/.metalship/status`, sh_sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, 'echo "PREVIOUS ${prev}"', 
+    const text = sh_script(pytool_pyToolDefinition(), ensureAppTree(layout, settings.user, settings.sharedPaths), sh_sh `if [ -e ${rel} ]; then echo "release ${settings.releaseId} exists already" >&2; exit ${RELEASE_EXISTS_EXIT}; fi`, sh_sh `mkdir ${rel} ${rel}/.metalship`, sh_sh `echo building > ${rel}/.metalship/status`, sh_sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, 'echo "PREVIOUS ${prev}"', 
     // Reuse files from the serving release; on a first deploy there is nothing to reuse.
     sh_sh `base=""; if [ -n "$prev" ] && [ -d ${layout.releases}/"$prev" ]; then base=${layout.releases}/"$prev"; fi`, sh_sh `mstool stage-files ${rel} "$base"`);
     return step_step('preparing the release directory', text, (stdout) => parsePrepared(stdout, manifest));
@@ -78587,7 +78587,7 @@ function venvScript(settings) {
     sh_sh `  mstool stop-user ${user}`, '  rm -rf -- "$venv"', sh_sh `  install -d -m 755 -o ${user} -g ${user} "$venv"`, sh_sh `  install -d -m 755 ${cacheRoot}`, sh_sh `  install -d -m 700 -o ${user} -g ${user} ${layout.pipCache}`, sh_sh `  find ${cacheRoot} -maxdepth 1 -name 'build.*' -exec rm -rf -- {} +`, sh_sh `  work=$(mktemp -d ${cacheRoot + '/build.XXXXXX'})`, sh_sh `  tar -C ${rel} --exclude=./.metalship -cf - . | tar -C "$work" -xf - --no-same-owner`, sh_sh `  chown -R ${user}:${user} "$work"`, 
     // The unit's environment from a root-only file (a proxy URL may hold a
     // password: never on a command line), quoted as systemd reads it.
-    '  envfile=$(mktemp)', '  ms_env() { local v=$2 bs="\\\\" q=\'"\' d=\'$\' bt=\'`\'; v=${v//"$bs"/"$bs$bs"}; v=${v//"$q"/"$bs$q"}; v=${v//"$d"/"$bs$d"}; v=${v//"$bt"/"$bs$bt"}; printf \'%s="%s"\\n\' "$1" "$v" >> "$envfile"; }', sh_sh `  ms_env HOME "$work"; ms_env LANG C.UTF-8; ms_env PIP_CACHE_DIR ${layout.pipCache}`, '  ms_env PIP_DISABLE_PIP_VERSION_CHECK 1; ms_env PIP_NO_INPUT 1', '  for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do if [ -n "${!v:-}" ]; then ms_env "$v" "${!v}"; fi; done', '  step=0', sh_sh `  as_build() { step=$((step + 1)); systemd-run --quiet --wait --pipe --collect --unit="${raw(BUILD_UNIT_PREFIX)}\${__metalship_token:-$$}-$step" ${sandbox} -p EnvironmentFile="$envfile" -p ReadWritePaths="$venv $work ${raw(layout.pipCache)}" --working-directory="$work" -- "$@" < /dev/null; }`, sh_sh `  as_build ${settings.python} -m venv ${venvFlags} "$venv"`, "  echo 'MARK virtualenv created'", settings.requirements
+    '  envfile=$(mktemp)', '  ms_env() { local v=$2 bs="\\\\" q=\'"\' d=\'$\' bt=\'`\'; v=${v//"$bs"/"$bs$bs"}; v=${v//"$q"/"$bs$q"}; v=${v//"$d"/"$bs$d"}; v=${v//"$bt"/"$bs$bt"}; printf \'%s="%s"\\n\' "$1" "$v" >> "$envfile"; }', sh_sh `  ms_env HOME "$work"; ms_env LANG C.UTF-8; ms_env PIP_CACHE_DIR ${layout.pipCache}`, '  ms_env PIP_DISABLE_PIP_VERSION_CHECK 1; ms_env PIP_NO_INPUT 1', '  for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do if [ -n "${!v:-}" ]; then ms_env "$v" "${!v}"; fi; done', '  step=0', sh_sh `  as_build() { step=$((step + 1)); systemd-run --quiet --wait --pipe --collect --unit="${sh_raw(BUILD_UNIT_PREFIX)}\${__metalship_token:-$$}-$step" ${sandbox} -p EnvironmentFile="$envfile" -p ReadWritePaths="$venv $work ${sh_raw(layout.pipCache)}" --working-directory="$work" -- "$@" < /dev/null; }`, sh_sh `  as_build ${settings.python} -m venv ${venvFlags} "$venv"`, "  echo 'MARK virtualenv created'", settings.requirements
         ? sh_script(sh_sh `  as_build "$venv/bin/python" -m pip install --no-input -r ${settings.requirements} ${settings.pipArgs}`, "  echo 'MARK requirements installed'").trimEnd()
         : null, 
     // Bytecode on every core (-j 0): the services cannot write it later.
@@ -78609,13 +78609,13 @@ function releaseEnvScript(rel, layout, user, env) {
     const tmp = `${rel}/.env.metalship-tmp`;
     const doc = sh_heredoc(env);
     return sh_script(sh_sh `rm -rf -- ${tmp} ${rel}/.env`, env
-        ? sh_script(sh_sh `(umask 077 && cat > ${tmp}) ${raw(doc.open)}`, doc.body).trimEnd()
+        ? sh_script(sh_sh `(umask 077 && cat > ${tmp}) ${sh_raw(doc.open)}`, doc.body).trimEnd()
         : sh_sh `(umask 077 && runuser -u ${user} -- cat -- ${layout.env} > ${tmp})`, sh_sh `chown ${user}:${user} ${tmp}`, sh_sh `mv -f -- ${tmp} ${rel}/.env`).trimEnd();
 }
 function buildStep(settings) {
     const layout = settings.layout;
     const rel = layout.release(settings.releaseId);
-    return plainStep(`building release ${settings.releaseId}`, sh_script(pyToolDefinition(), 
+    return step_plainStep(`building release ${settings.releaseId}`, sh_script(pytool_pyToolDefinition(), 
     // The upload (on stdin) is unpacked by check-files, not tar: only the manifest's regular files.
     sh_sh `mstool check-files ${rel} ${settings.hasUpload ? ['receive'] : []}`, "echo 'MARK files in place'", 
     // One environment per distinct requirements, built at its final path and never moved.
@@ -78631,7 +78631,7 @@ function buildStep(settings) {
     // The venv and the shared paths in one run of the tool (each run is an interpreter's start).
     sh_sh `mstool link "$venv" ${rel}/.venv ${settings.sharedPaths
         .filter((p) => p !== '.env')
-        .flatMap((p) => [sharedTarget(layout, p), `${rel}/${p}`])}`, uvicornFlagsScript(rel, settings.user, raw('"$venv"')), sh_sh `chmod -R u+rwX,go+rX,go-w,ug-s ${rel}`, releaseEnvScript(rel, layout, settings.user, settings.env), settings.importCheck
+        .flatMap((p) => [sharedTarget(layout, p), `${rel}/${p}`])}`, uvicornFlagsScript(rel, settings.user, sh_raw('"$venv"')), sh_sh `chmod -R u+rwX,go+rX,go-w,ug-s ${rel}`, releaseEnvScript(rel, layout, settings.user, settings.env), settings.importCheck
         ? sh_script(importCheckLine(rel, settings.user, settings.importCheck), "echo 'MARK the app imports'").trimEnd()
         : null, sh_writeFileAtomic(`${rel}/.metalship/release.json`, JSON.stringify(settings.metadata, null, 2) + '\n'), sh_writeFileAtomic(runtimePath(layout, settings.releaseId), settings.runtimeRecord), sh_sh `echo ready > ${rel}/.metalship/status`, sh_sh `printf '%s\n' ${`${new Date().toISOString()} release ${settings.releaseId} ready (${String(settings.metadata.revision || 'no revision')} by ${String(settings.metadata.actor || 'unknown')})`} >> ${layout.history}`));
 }
@@ -78646,7 +78646,7 @@ function importCheckLine(rel, user, appModule) {
 /** Marks a release failed so that it never becomes current and never counts as a good release. */
 function markStep(layout, releaseId, status, reason) {
     const rel = layout.release(releaseId);
-    return plainStep(`marking ${releaseId} ${status}`, sh_script(sh_sh `if [ -d ${rel}/.metalship ]; then echo ${status} > ${rel}/.metalship/status; fi`, sh_sh `printf '%s\n' ${`${new Date().toISOString()} release ${releaseId} marked ${status}: ${reason.split('\n')[0]?.slice(0, 300) ?? ''}`} >> ${layout.history} || true`));
+    return step_plainStep(`marking ${releaseId} ${status}`, sh_script(sh_sh `if [ -d ${rel}/.metalship ]; then echo ${status} > ${rel}/.metalship/status; fi`, sh_sh `printf '%s\n' ${`${new Date().toISOString()} release ${releaseId} marked ${status}: ${reason.split('\n')[0]?.slice(0, 300) ?? ''}`} >> ${layout.history} || true`));
 }
 
 ;// CONCATENATED MODULE: ./src/remote/migrate.ts
@@ -78693,7 +78693,7 @@ function isAlembicUpgradeHead(command) {
 function prelude(settings) {
     const layout = settings.layout;
     const rel = layout.release(settings.releaseId);
-    return sh_script(pyToolDefinition(), sh_sh `rel=${rel}`, sh_sh `status=$(cat "$rel/.metalship/status" 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ] || [ ! -x "$rel/.venv/bin/python" ]; then echo "release ${settings.releaseId} is $status on this host, not a complete release" >&2; exit 1; fi`, sh_sh `run_app() { mstool_as ${settings.user} exec "$rel" "$rel/.env" "$@"; }`, 
+    return sh_script(pytool_pyToolDefinition(), sh_sh `rel=${rel}`, sh_sh `status=$(cat "$rel/.metalship/status" 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ] || [ ! -x "$rel/.venv/bin/python" ]; then echo "release ${settings.releaseId} is $status on this host, not a complete release" >&2; exit 1; fi`, sh_sh `run_app() { mstool_as ${settings.user} exec "$rel" "$rel/.env" "$@"; }`, 
     // psql and pg_dump run as the app user, with DATABASE_URL from the release's .env in
     // their environment: never on a command line, and peer-auth URLs work.
     sh_sh `pg_app() { mstool_as ${settings.user} pg-exec "$rel/.env" "$@"; }`, 
@@ -78726,7 +78726,7 @@ const RECORD = 'migrations';
  * app's state keeps the fingerprint of what was last applied to the database.
  */
 function migrate_record(settings, variable) {
-    const revision = raw(`"$${variable}"`);
+    const revision = sh_raw(`"$${variable}"`);
     if (!settings.recordIn)
         return null;
     const meta = `${settings.layout.release(settings.recordIn)}/.metalship`;
@@ -89735,10 +89735,353 @@ async function revertRollout(hosts, rollout, settings, log) {
     return revertHosts(hosts, rollout.results.filter((r) => r.switched), settings, log);
 }
 
+;// CONCATENATED MODULE: ./src/remote/provision/common.ts
+// What every provision item shares: the protocol its script speaks (lines
+// `changed <what>` and `warning <what>` on stdout; a non-zero exit is a failure,
+// its stderr the reason), the CHECK flag every script honours (CHECK=1 reports
+// what would change and changes nothing), and bash helpers for packages and files.
+
+
+/** Each helper is defined for every item and called by those that need it. */
+const CALLED_BY_ITEMS = '# shellcheck disable=SC2317 # called by the items that need it';
+/** Bash helpers every item script starts with. */
+function common_prelude(check) {
+    return script(`CHECK=${check ? 1 : 0}`, 'export DEBIAN_FRONTEND=noninteractive LC_ALL=C', 
+    // Ubuntu's needrestart would restart services (sshd, the app) after each
+    // install, or ask: provision restarts what it changes itself.
+    'export NEEDRESTART_SUSPEND=1 NEEDRESTART_MODE=l', 
+    // A change, or with CHECK=1 a change that would be made.
+    CALLED_BY_ITEMS, 'ms_changed() { echo "changed $*"; }', CALLED_BY_ITEMS, 'ms_warn() { echo "warning $*"; }', CALLED_BY_ITEMS, 'ms_apply() { [ "$CHECK" = 1 ] || "$@"; }', CALLED_BY_ITEMS, 'ms_installed() { dpkg-query -W -f=\'${Status}\' "$1" 2>/dev/null | grep -q "install ok installed"; }', CALLED_BY_ITEMS, 'ms_missing() { local p; for p in "$@"; do ms_installed "$p" || printf \'%s \' "$p"; done; }', 
+    // The package index is refreshed when older than a day (or absent).
+    CALLED_BY_ITEMS, 'ms_index_fresh() { [ -n "$(find /var/lib/apt/lists -maxdepth 1 -name \'*Packages*\' -mmin -1440 -print -quit 2>/dev/null)" ]; }', CALLED_BY_ITEMS, 'ms_refresh_index() {', '  ms_index_fresh && return 0', '  if [ "$CHECK" = 1 ]; then ms_changed "package index is older than a day (would refresh)"; return 0; fi', 
+    // A fresh file of our own (mktemp): a fixed name in /tmp could be another user's link.
+    '  local err; err=$(mktemp)', '  apt-get update -qq -o Dpkg::Use-Pty=0 >/dev/null 2>"$err" || { cat "$err" >&2; rm -f "$err"; return 1; }', '  if grep -q "^[WE]:" "$err"; then ms_warn "apt-get update: $(grep -m1 "^[WE]:" "$err" | cut -c1-200)"; fi', '  rm -f "$err"', '  ms_changed "package index refreshed"', '}', 
+    // Installs what is missing. With CHECK=1 it reports what it would install and ends
+    // the item there: what follows needs the packages to be checked.
+    CALLED_BY_ITEMS, 'ms_install() {', '  local missing; missing=$(ms_missing "$@")', '  [ -z "$missing" ] && return 0', '  if [ "$CHECK" = 1 ]; then ms_changed "would install ${missing% } and configure it"; exit 0; fi', '  ms_refresh_index', '  # shellcheck disable=SC2086', '  apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold $missing >/dev/null', '  ms_changed "installed ${missing% }"', '}', 
+    // ms_file PATH MODE OWNER LABEL < content: writes PATH (atomically) when it differs; MS_WROTE=1 when it did (or would).
+    '# shellcheck disable=SC2034,SC2317 # MS_WROTE is read by the item after the call (file() onChange)', 'ms_file() {', '  local path=$1 mode=$2 owner=$3 label=$4 tmp', '  MS_WROTE=0', '  tmp=$(mktemp "${path%/*}/.metalship-XXXXXX" 2>/dev/null || mktemp)', '  cat > "$tmp"', '  if [ -f "$path" ] && cmp -s "$tmp" "$path" && [ "$(stat -c %a:%U:%G "$path")" = "$mode:${owner%%:*}:${owner#*:}" ]; then rm -f "$tmp"; return 0; fi', '  MS_WROTE=1', '  if [ "$CHECK" = 1 ]; then rm -f "$tmp"; if [ -f "$path" ]; then ms_changed "$label differs"; else ms_changed "$label missing"; fi; return 0; fi', '  chmod "$mode" "$tmp"; chown "$owner" "$tmp"', '  mv -f "$tmp" "$path"', '  ms_changed "$label written"', '}');
+}
+/** metalship's own root-only settings on a host (URLs and secrets it keeps: root's, 755, files 600). */
+const common_ETC_DIR = '/etc/metalship';
+/** Script lines that make ETC_DIR when missing (not in check mode). */
+function common_ensureEtcDir() {
+    return sh `if [ ! -d ${common_ETC_DIR} ]; then ms_apply install -d -m 755 -o root -g root ${common_ETC_DIR}; fi`;
+}
+/** Script lines: write content to path when it differs (honours CHECK); runs onChange when it did. */
+function common_file(path, content, opts = {}) {
+    const doc = heredoc(content);
+    return script(sh `ms_file ${path} ${opts.mode ?? '644'} ${opts.owner ?? 'root:root'} ${opts.label ?? (typeof path === 'string' ? path : 'file')} ${raw(doc.open)}`, doc.body, opts.onChange ? `if [ "$MS_WROTE" = 1 ]; then ${opts.onChange}; fi` : null).trimEnd();
+}
+/** A whole item script: prelude plus body. */
+function common_itemScript(check, ...parts) {
+    return script(common_prelude(check), ...parts);
+}
+/** An item as a step: it reports its own failure (exit code and stderr) rather than throwing. */
+function itemStep(item) {
+    return reportingStep(`provision ${item.name}`, item.script, (stdout, ending) => {
+        const out = keyLines(stdout);
+        return {
+            outcome: parseItemOutput(ending.code, stdout, ending.stderr),
+            python: out.get('python') ?? null,
+            notes: out.all('note'),
+            guarded: out.all('guard').length > 0,
+        };
+    });
+}
+/** Keeps a guarded change, or undoes it. */
+function guardStep(item, action) {
+    return plainStep(`${action === 'confirm' ? 'confirming' : 'reverting'} the ${item.name} change`, item.guard[action]);
+}
+function parseItemOutput(code, stdout, stderr) {
+    const out = keyLines(stdout);
+    const changes = out.all('changed').map((c) => c.trim());
+    const warnings = out.all('warning').map((w) => w.trim());
+    if (code !== 0) {
+        const why = stderr.trim().split('\n').slice(-5).join(' / ') || `exit code ${code}`;
+        return { status: 'failed', changes, warnings, detail: why };
+    }
+    const status = changes.length ? 'changed' : warnings.length ? 'warning' : 'ok';
+    return { status, changes, warnings, detail: [...changes, ...warnings.map((w) => `⚠ ${w}`)].join('; ') };
+}
+
+;// CONCATENATED MODULE: ./src/remote/provision/in-use.ts
+// Credentials the app's services log in with: provision must not change one
+// under them (they would fail on their next connection and stay broken until
+// someone deploys). Read as the app user (mstool in-use): the environment of
+// each serving process, and the env files they start from, so that a unit
+// restarting at that moment, or a process that rewrote its own environment,
+// is counted too. Only a hash of each password is printed.
+
+
+
+
+/** The hash the in-use lines carry for a password. */
+function in_use_passwordHash(password) {
+    return createHash('sha256').update(password, 'utf8').digest('hex');
+}
+/**
+ * Script lines defining `in_use`, which prints a line per login a serving
+ * service of the app uses: `<DATABASE_URL|REDIS_URL> <user, %-encoded> <sha256 of the password> <unit or file>`.
+ * Serving: the api slot that takes traffic (the standby keeps the previous
+ * release's env for a rollback), the worker and the scheduler.
+ */
+function inUseFunction(layout, user) {
+    return [
+        pyToolDefinition(),
+        'in_use() {',
+        '  local u slot sources=()',
+        sh `  slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`,
+        sh `  case "$slot" in blue|green) sources+=(file ${layout.slots}/"$slot"/.env "the $slot api slot's release .env") ;; *) slot='*' ;; esac`,
+        sh `  if [ -e ${layout.current} ]; then sources+=(file ${layout.current}/.env 'the current release .env'); fi`,
+        sh `  for u in $(systemctl list-units --state=active --plain --no-legend --type=service ${`${layout.app}-api@`}"$slot".service ${layout.units.worker} ${layout.units.scheduler} 2>/dev/null | awk '{ print $1 }'); do`,
+        '    sources+=(env "$(systemctl show -p MainPID --value "$u")" "$u")',
+        '  done',
+        sh `  if id -u ${user} >/dev/null 2>&1; then mstool_as ${user} in-use "\${sources[@]}"; fi`,
+        '}',
+    ].join('\n');
+}
+/** Reads, as the app user, what the app's serving services on this host log in with. */
+function inUseStep(layout, user) {
+    return step('reading the credentials the serving services use', [inUseFunction(layout, user), 'in_use'].join('\n'), (out) => out.split('\n').flatMap((line) => {
+        const m = /^(DATABASE_URL|REDIS_URL) (\S+) ([0-9a-f]{64}) (.+)$/.exec(line);
+        return m ? [{ variable: m[1], user: m[2], hash: m[3], unit: m[4] }] : [];
+    }));
+}
+/** The app hosts not read, for a refusal: `the app hosts a, b were not read (limit: …)`. */
+function in_use_unreadNote(elsewhere) {
+    return elsewhere?.unread.length
+        ? `the app hosts ${elsewhere.unread.join(', ')} are not in this run (limit), so which passwords their services log in with is unknown`
+        : '';
+}
+/**
+ * Script lines defining `in_use` for an item: this host's logins of `variable`,
+ * then the app hosts'. A hash only leaves the runner when `keep` says so (the
+ * item compares it with what the host holds already); others become `-`, or
+ * the hash of `known` when they match it.
+ */
+function in_use_inUseLines(settings, variable, keep) {
+    const local = inUseFunction(settings.layout, settings.user);
+    const logins = settings.elsewhere?.logins.filter((l) => l.variable === variable) ?? [];
+    if (!logins.length)
+        return local;
+    const lines = logins.map((l) => `${l.variable} ${l.user} ${keep(l.hash)} ${l.unit}`).join('\n');
+    return [
+        local.replace(/^in_use\(\) \{$/m, 'in_use_here() {'),
+        textVar('elsewhere', lines),
+        'in_use() { in_use_here; printf \'%s\\n\' "$elsewhere"; }',
+    ].join('\n');
+}
+
+;// CONCATENATED MODULE: ./src/remote/provision/redis.ts
+// Redis: loopback only, the default user off, an ACL user for the app that may
+// not run dangerous commands (ACLs, not the deprecated rename-command),
+// maxmemory (given, or a share of RAM) with allkeys-lru, appendonly. The syntax
+// follows the version found on the host (see RedisSyntax). On a redis host
+// (roles=redis) it listens on loopback and the private address too, over TLS
+// only: a certificate of its own, which the app hosts trust alone (see redisTlsStep).
+
+
+
+
+
+const REDIS_CONF = '/etc/redis/redis.conf';
+const REDIS_DROPIN = '/etc/redis/metalship.conf';
+const REDIS_ACL = '/etc/redis/users.acl';
+/**
+ * metalship's own Redis user: with it provision loads an ACL change (ACL LOAD)
+ * instead of restarting Redis, which would fail every client's next request.
+ * Its password is made on the host and stays there, root's (600, in a
+ * directory only root can write: /etc/redis is the redis user's).
+ */
+const REDIS_ADMIN = 'metalship-admin';
+const REDIS_ADMIN_SECRET = (/* unused pure expression or super */ null && (`${ETC_DIR}/redis-admin.secret`));
+/**
+ * The redis host's TLS certificate and key: self-signed, for its private
+ * address and loopback. Root's directory; Redis reads the key through its
+ * group (set by the redis item, once the package has made that group).
+ */
+const REDIS_TLS_DIR = `${common_ETC_DIR}/redis-tls`;
+const REDIS_TLS_CERT = `${REDIS_TLS_DIR}/cert.pem`;
+const REDIS_TLS_KEY = `${REDIS_TLS_DIR}/key.pem`;
+/** Made anew when it expires within this many days (the alert warns before, at alert-certificate-days). */
+const REDIS_TLS_RENEW_DAYS = 30;
+const REDIS_TLS_VALID_DAYS = 3650;
+/** On an app host: the redis host's certificate, the one CA its REDIS_URL trusts (`?ssl_ca_certs=`). */
+function redisCaPath(app) {
+    return `${common_ETC_DIR}/${app}-redis-ca.pem`;
+}
+/**
+ * On the redis host, before the items (the app hosts need its certificate in
+ * the same run): makes the certificate when missing, not for this address, or
+ * expiring within REDIS_TLS_RENEW_DAYS (not in check mode), and prints it.
+ * One in use is replaced only when every app host is in the run (replace):
+ * one left out would keep trusting the old one alone. The key never leaves the host.
+ */
+function redisTlsStep(address, check, replace = true) {
+    const valid = [
+        sh `[ -s ${REDIS_TLS_KEY} ] && [ -s ${REDIS_TLS_CERT} ]`,
+        sh `openssl x509 -noout -checkend ${REDIS_TLS_RENEW_DAYS * 86400} -in ${REDIS_TLS_CERT} >/dev/null 2>&1`,
+        sh `[[ "$(openssl x509 -noout -checkip ${address} -in ${REDIS_TLS_CERT} 2>/dev/null)" == *'does match'* ]]`,
+    ].join(' && ');
+    return step('the Redis TLS certificate', script(check
+        ? null
+        : script(sh `if ! command -v openssl >/dev/null; then echo 'openssl is missing: the Redis TLS certificate is made with it (apt-get install openssl)' >&2; exit 1; fi`, sh `if [ ! -d ${ETC_DIR} ]; then install -d -m 755 -o root -g root ${ETC_DIR}; fi`, sh `if [ ! -d ${REDIS_TLS_DIR} ]; then install -d -m 750 -o root -g root ${REDIS_TLS_DIR}; fi`, `if ! { ${valid}; }${replace ? '' : sh ` && [ ! -s ${REDIS_TLS_CERT} ]`}; then`, sh `  (umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days ${String(REDIS_TLS_VALID_DAYS)} -subj ${'/CN=metalship Redis ' + address} -addext ${'subjectAltName=IP:' + address + ',IP:127.0.0.1'} -addext 'keyUsage=critical,digitalSignature,keyCertSign' -addext 'extendedKeyUsage=serverAuth' -keyout ${REDIS_TLS_KEY + '.new'} -out ${REDIS_TLS_CERT + '.new'} 2>&1) >&2`, sh `  chmod 644 ${REDIS_TLS_CERT + '.new'}`, sh `  mv -f ${REDIS_TLS_KEY + '.new'} ${REDIS_TLS_KEY} && mv -f ${REDIS_TLS_CERT + '.new'} ${REDIS_TLS_CERT}`, '  echo MADE', 'fi'), `if [ -s ${REDIS_TLS_CERT} ] && ! { ${valid}; }; then echo STALE; fi`, sh `if [ -s ${REDIS_TLS_CERT} ]; then cat ${REDIS_TLS_CERT}; fi`), (stdout) => ({
+        certificate: /-----BEGIN CERTIFICATE-----\n[\s\S]+?\n-----END CERTIFICATE-----\n/.exec(stdout)?.[0] ?? null,
+        made: /^MADE$/m.test(stdout),
+        stale: /^STALE$/m.test(stdout),
+    }));
+}
+/**
+ * On an app host whose Redis is on a redis host: that host's certificate in
+ * redisCaPath, the CA of its REDIS_URL. Unknown (the redis host is not in this
+ * run, or check mode before it has one): the file is left as it is.
+ */
+function redisCaItem(settings) {
+    const path = redisCaPath(settings.layout.app);
+    const pem = settings.redis.tls?.certificate;
+    const where = settings.topology.redis.label;
+    return {
+        name: 'redis',
+        script: itemScript(settings.check, sh `echo ${`note on ${where} (roles=redis), over TLS: REDIS_URL=rediss://…?ssl_ca_certs=${path}`}`, ensureEtcDir(), pem
+            ? [
+                textVar('pem', pem),
+                sh `ms_file ${path} 644 root:root ${`the certificate of ${where} (Redis TLS)`} < <(printf '%s\\n' "$pem")`,
+            ].join('\n')
+            : sh `if [ ! -s ${path} ]; then ms_warn ${`the certificate of ${where} is unknown (not in this run, or made by its first run): provision with it to write ${path}`}; fi`),
+    };
+}
+/**
+ * The ACL file: passwords only as SHA-256, never in clear on disk. During a
+ * rotation the user has two (Redis accepts any of a user's passwords).
+ */
+function aclFile(user, passwords, syntax = '6.2') {
+    // A second `user default` line would be the default user again, on: Redis refuses the file.
+    if (user === 'default')
+        throw new Error("redis-user cannot be 'default': that user is turned off");
+    if (user === REDIS_ADMIN)
+        throw new Error(`redis-user cannot be '${REDIS_ADMIN}': that user is metalship's`);
+    const hashes = [...new Set(passwords.filter(Boolean).map(passwordHash))].map((h) => `#${h}`).join(' ');
+    const channels = syntax === '6.2';
+    return `user default off${channels ? ' resetchannels' : ''} -@all
+user ${bareWord(user, 'the Redis ACL file')} on ${hashes} ~*${channels ? ' &*' : ''} +@all -@dangerous
+`;
+}
+/**
+ * Refuses, before anything is written, a change that would take away the Redis
+ * password the app's running services log in with (one the ACL accepts now).
+ */
+function keepsPasswordsInUse(settings) {
+    const accepted = [settings.redis.password, settings.redis.previousPassword]
+        .filter(Boolean)
+        .map(passwordHash);
+    const unread = unreadNote(settings.elsewhere);
+    return [
+        sh `accepted=${` ${accepted.join(' ')} `}`,
+        unread
+            ? [
+                // A password the ACL accepts now and would not after: some unread service may use it.
+                'while read -r hash; do',
+                '  if [ -n "$hash" ] && [[ "$accepted" != *" $hash "* ]]; then',
+                sh `    echo ${unread + ': changing or removing a Redis password they may log in with needs them in the run. Nothing was changed.'} >&2`,
+                '    exit 1',
+                '  fi',
+                sh `done < <(awk -v u=${settings.redis.user} '$1 == "user" && $2 == u { for (i = 3; i <= NF; i++) if ($i ~ /^#/) print substr($i, 2) }' ${REDIS_ACL} 2>/dev/null)`,
+            ].join('\n')
+            : null,
+        // The app hosts' hashes as they are: the ACL file holds the SHA-256 of each password Redis accepts.
+        inUseLines(settings, 'REDIS_URL', (h) => h),
+        'while read -r var user hash unit; do',
+        sh `  if [ "$var" != REDIS_URL ] || { [ "$user" = ${settings.redis.user} ] && [[ "$accepted" == *" $hash "* ]]; }; then continue; fi`,
+        // Refused only when Redis accepts that login now: a login already failing is not this change's doing.
+        sh `  if awk -v u="$user" -v h="#$hash" '$1 == "user" && $2 == u { for (i = 3; i <= NF; i++) if ($i == h) f = 1 } END { exit !f }' ${REDIS_ACL} 2>/dev/null; then`,
+        sh `    echo "$unit logs in to Redis as $user with a password this change would take away (REDIS_URL): it would fail on its next connection. Rotate without a failed request: provision with the new redis-password and the old one as redis-previous-password, deploy the app with the new REDIS_URL, then provision again without redis-previous-password. Nothing was changed." >&2`,
+        '    exit 1',
+        '  fi',
+        'done < <(in_use)',
+    ]
+        .filter((l) => l !== null)
+        .join('\n');
+}
+/** Loopback, IPv6 where the host has it; and the private address on the redis host (not optional: it must listen there). */
+function redisBind(syntax, own = null) {
+    return `${syntax === '6.2' ? '127.0.0.1 -::1' : '127.0.0.1 ::1'}${own ? ` ${own}` : ''}`;
+}
+/**
+ * Sets redis_syntax from the installed redis-server, or stops the item before
+ * anything is written when provision does not know how to configure it.
+ */
+const REDIS_VERSION_LINES = [
+    "redis_version=$(redis-server --version 2>/dev/null | sed -n 's/.* v=\\([0-9][0-9]*\\.[0-9][0-9.]*\\) .*/\\1/p')",
+    'if [ -z "$redis_version" ] || dpkg --compare-versions "$redis_version" lt 6.0; then',
+    '  echo "redis-server ${redis_version:-of unknown version (redis-server --version says: $(redis-server --version 2>&1 | head -c 200))} is not supported: provision needs Redis 6.0 or newer (ACL users); nothing was changed" >&2; exit 1',
+    'fi',
+    'if dpkg --compare-versions "$redis_version" lt 6.2; then redis_syntax=6.0; else redis_syntax=6.2; fi',
+].join('\n');
+/** On a redis host: TLS on the Redis port, nothing in plain; clients are not asked for certificates (they log in with the ACL password). */
+const TLS_SETTINGS = [
+    'port 0',
+    'tls-port 6379',
+    `tls-cert-file ${REDIS_TLS_CERT}`,
+    `tls-key-file ${REDIS_TLS_KEY}`,
+    // Redis 6.0 wants a CA even when it asks clients for no certificate.
+    `tls-ca-cert-file ${REDIS_TLS_CERT}`,
+    'tls-auth-clients no',
+    'tls-protocols "TLSv1.2 TLSv1.3"',
+];
+/**
+ * The redis host's certificate, as redisTlsStep made it: Redis reads the key
+ * through its group; a new certificate restarts it. A build without TLS is
+ * refused before anything is written.
+ */
+function redisTlsLines(tls) {
+    return [
+        // Read whole, not piped to grep -q: under pipefail, ldd killed by SIGPIPE would read as no TLS.
+        'case "$(ldd "$(command -v redis-server)" 2>/dev/null)" in *libssl*) ;; *)',
+        '  echo "redis-server $redis_version was built without TLS: a redis host (roles=redis) serves the app hosts over TLS only. Nothing was changed." >&2; exit 1;;',
+        'esac',
+        sh `if [ "$CHECK" != 1 ] && { [ ! -s ${REDIS_TLS_CERT} ] || [ ! -s ${REDIS_TLS_KEY} ]; }; then echo ${'the Redis TLS certificate is missing from ' + REDIS_TLS_DIR} >&2; exit 1; fi`,
+        sh `if [ -d ${REDIS_TLS_DIR} ] && [ "$(stat -c %a:%U:%G ${REDIS_TLS_DIR} ${REDIS_TLS_KEY} 2>/dev/null | tr '\\n' ' ')" != '750:root:redis 640:root:redis ' ]; then ms_changed "Redis may read its TLS key"; ms_apply chown root:redis ${REDIS_TLS_DIR} ${REDIS_TLS_KEY}; ms_apply chmod 750 ${REDIS_TLS_DIR}; ms_apply chmod 640 ${REDIS_TLS_KEY}; fi`,
+        tls?.made ? 'ms_changed "TLS certificate made"; restart=1' : null,
+        tls?.stale
+            ? sh `ms_warn ${`the TLS certificate expires within ${REDIS_TLS_RENEW_DAYS} days or is not for this address: provision with every app host in the run to replace it (one left out would keep trusting the old one)`}`
+            : null,
+    ]
+        .filter((l) => l !== null)
+        .join('\n');
+}
+function redisItem(settings) {
+    const redis = settings.redis;
+    const maxmemory = redis.maxmemory
+        ? quote(redis.maxmemory)
+        : `$(awk '/^MemTotal:/ { printf "%d", $2 * 1024 * ${redis.memoryPercent} / 100 }' /proc/meminfo)`;
+    const tls = settings.serves.redis;
+    // metalship's own checks: over TLS where Redis serves nothing else (trusting its certificate alone).
+    const cli = `redis-cli -h 127.0.0.1${tls ? sh ` --tls --cacert ${REDIS_TLS_CERT}` : ''}`;
+    return {
+        name: 'redis',
+        script: itemScript(settings.check, 'ms_install redis-server', REDIS_VERSION_LINES, keepsPasswordsInUse(settings), 'restart=0', 'acl_changed=0', tls ? redisTlsLines(settings.redis.tls ?? null) : null, ensureEtcDir(), sh `if [ ! -s ${REDIS_ADMIN_SECRET} ] && [ "$CHECK" != 1 ]; then (umask 077 && head -c 32 /dev/urandom | base64 -w0 > ${REDIS_ADMIN_SECRET + '.new'}) && mv -f ${REDIS_ADMIN_SECRET + '.new'} ${REDIS_ADMIN_SECRET}; fi`, sh `admin_hash=$(if [ -s ${REDIS_ADMIN_SECRET} ]; then sha256sum < ${REDIS_ADMIN_SECRET} | cut -d ' ' -f 1; fi)`, ...['6.0', '6.2'].map((syntax) => [
+            sh `if [ "$redis_syntax" = ${syntax} ]; then`,
+            textVar('acl', aclFile(redis.user, [redis.password, redis.previousPassword], syntax)),
+            sh `  ms_file ${REDIS_ACL} 640 redis:redis ${'Redis ACL users'} < <(printf '%s\n' "$acl"; if [ -n "$admin_hash" ]; then printf 'user %s on #%s ~*%s +@all\n' ${REDIS_ADMIN} "$admin_hash" ${syntax === '6.2' ? ' &*' : ''}; fi)`,
+            '  if [ "$MS_WROTE" = 1 ]; then acl_changed=1; fi',
+            sh `  redis_bind=${redisBind(syntax, settings.serves.redis ? (settings.topology.redis?.address ?? null) : null)}`,
+            'fi',
+        ].join('\n')), `maxmemory=${maxmemory}`, sh `ms_file ${REDIS_DROPIN} 640 redis:redis ${'Redis settings'} < <(printf '%s\\n' '# Managed by metalship.' "bind $redis_bind" 'protected-mode yes' ${tls ? TLS_SETTINGS : ['port 6379']} "maxmemory $maxmemory" 'maxmemory-policy allkeys-lru' 'appendonly yes' ${'aclfile ' + REDIS_ACL})`, 'if [ "$MS_WROTE" = 1 ]; then restart=1; fi', 
+        // Included last, so its values override the packaged file's.
+        sh `if [ "$(grep -v '^[[:space:]]*\\(#\\|$\\)' ${REDIS_CONF} | tail -n 1)" != ${'include ' + REDIS_DROPIN} ]; then`, sh `  ms_changed "Redis includes the metalship settings last"`, sh `  if [ "$CHECK" != 1 ]; then sed -i ${'\\#^include ' + REDIS_DROPIN + '$#d'} ${REDIS_CONF}; printf '\\n%s\\n' ${'include ' + REDIS_DROPIN} >> ${REDIS_CONF}; restart=1; fi`, 'fi', 'if [ "$CHECK" != 1 ]; then', '  if [ "$restart" = 1 ] || ! systemctl is-active --quiet redis-server; then systemctl enable --quiet redis-server; systemctl restart redis-server;', 
+        // Only the users changed: loaded in place, no client loses its connection (a restart only when Redis does not know our user yet).
+        sh `  elif [ "$acl_changed" = 1 ] && [ "$(REDISCLI_AUTH=$(cat ${REDIS_ADMIN_SECRET}) ${raw(cli)} --no-auth-warning --user ${REDIS_ADMIN} ACL LOAD 2>&1)" != OK ]; then systemctl restart redis-server; fi`, 
+        // The app's user must work, and nobody else may run anything.
+        `  for _ in $(seq 1 20); do ${cli} ping >/dev/null 2>&1 && break; sleep 0.5; done`, sh `  if [ "$(REDISCLI_AUTH=${redis.password} ${raw(cli)} --no-auth-warning --user ${redis.user} ping 2>&1)" != PONG ]; then echo "the app's Redis user cannot log in after the change" >&2; exit 1; fi`, `  case "$(${cli} ping 2>&1)" in *NOAUTH*|*NOPERM*|*WRONGPASS*|*"authentication"*) ;; *) echo "Redis still answers unauthenticated clients" >&2; exit 1;; esac`, 'fi'),
+    };
+}
+
 ;// CONCATENATED MODULE: ./src/inputs/checks.ts
 // Inputs that must agree with each other, checked on typed settings: each check
 // names the inputs it reads, and each action (src/inputs/actions.ts) lists the
 // checks that apply to it. Messages name the input, the problem and what is expected.
+
 
 
 
@@ -89857,9 +90200,35 @@ function scratchCheck(s) {
         ]
         : [];
 }
+/**
+ * A redis host serves TLS alone: a REDIS_URL to its address must say rediss://
+ * and trust its certificate, which provision writes to redisCaPath on each app host.
+ */
+function redisUrlProblem(settings) {
+    const redis = topology(settings.hosts).redis;
+    const url = settings.env.values.REDIS_URL;
+    if (!redis || !settings.redis || !url)
+        return null;
+    let parsed;
+    try {
+        parsed = new URL(url);
+    }
+    catch {
+        return null;
+    }
+    if (parsed.hostname.replace(/^\[|\]$/g, '') !== redis.address)
+        return null;
+    const ca = redisCaPath(settings.app);
+    if (parsed.protocol === 'rediss:' && parsed.searchParams.get('ssl_ca_certs') === ca)
+        return null;
+    return `Input 'env': REDIS_URL points at the redis host ${redis.label} (${redis.address}), which serves Redis over TLS only, trusting its own certificate; expected rediss://<user>:<password>@${parsed.host}${parsed.pathname}?ssl_ca_certs=${ca} (provision writes that certificate there on each app host).`;
+}
 /** Provision's inputs that depend on each other. */
 function provisionCheck(settings) {
     const problems = [];
+    const redisTls = redisUrlProblem(settings);
+    if (redisTls)
+        problems.push(redisTls);
     for (const item of settings.limit) {
         // As written only: src/actions/provision.ts selects the limited hosts by label.
         if (!ROLES.includes(item) && !settings.hosts.some((h) => h.label === item))
@@ -89910,14 +90279,14 @@ function parsePorts(v) {
     for (const p of splitList(v)) {
         const match = /^(\d+)(?::(\d+))?(?:\/(tcp|udp))?$/.exec(p);
         if (!match)
-            return { error: `${quote(p, 40)} is not a port, range or port/protocol` };
+            return { error: `${fields_quote(p, 40)} is not a port, range or port/protocol` };
         const ports = [match[1], match[2]].filter((x) => x !== undefined).map(parsePort);
         const bad = ports.find((x) => typeof x === 'string');
         if (bad)
-            return { error: `${quote(p, 40)}: ${bad}` };
+            return { error: `${fields_quote(p, 40)}: ${bad}` };
         const [start, end] = ports;
         if (end !== undefined && end < start)
-            return { error: `${quote(p, 40)}: the range ends before it starts` };
+            return { error: `${fields_quote(p, 40)}: the range ends before it starts` };
         rules.push(`${ports.join(':')}/${match[3] ?? 'tcp'}`);
     }
     return rules;
@@ -89926,18 +90295,18 @@ function parsePorts(v) {
 function parseCidr(c) {
     const match = /^([^/]+)\/(\d{1,3})$/.exec(c);
     if (!match)
-        return { error: `${quote(c)} is not a CIDR network (address/prefix)` };
+        return { error: `${fields_quote(c)} is not a CIDR network (address/prefix)` };
     const family = (0,external_node_net_.isIP)(match[1]);
     if (!family)
-        return { error: `${quote(c)}: '${match[1]}' is not an IP address` };
+        return { error: `${fields_quote(c)}: '${match[1]}' is not an IP address` };
     const max = family === 4 ? 32 : 128;
     const prefix = Number(match[2]);
     if (prefix > max)
-        return { error: `${quote(c)}: prefix /${match[2]} is over ${max}` };
+        return { error: `${fields_quote(c)}: prefix /${match[2]} is over ${max}` };
     // A network, not an address in one: 10.0.0.5/8 reads as a typo for 10.0.0.0/8 or 10.0.0.5/32.
     const network = networkAddress(match[1], family, prefix);
     if (network !== null)
-        return { error: `${quote(c)} has host bits set: the network is ${network}/${prefix}` };
+        return { error: `${fields_quote(c)} has host bits set: the network is ${network}/${prefix}` };
     return c;
 }
 /** The network address of ip/prefix when ip has bits set past the prefix; null when it has none. */
@@ -89972,14 +90341,14 @@ function ipv6Value(ip) {
 function parseListen(v) {
     const match = /^(.*):([^:\]]*)$/.exec(v);
     if (!match)
-        return { error: `${quote(v)} has no :port` };
+        return { error: `${fields_quote(v)} has no :port` };
     const port = parsePort(match[2]);
     if (typeof port === 'string')
-        return { error: `${quote(v)}: ${port}` };
+        return { error: `${fields_quote(v)}: ${port}` };
     const host = match[1];
     const v6 = /^\[(.*)\]$/.exec(host);
     if (host && (v6 ? (0,external_node_net_.isIP)(v6[1]) !== 6 : (0,external_node_net_.isIP)(host) !== 4))
-        return { error: `${quote(v)}: '${host}' is not an IPv4 address or a bracketed IPv6 address` };
+        return { error: `${fields_quote(v)}: '${host}' is not an IPv4 address or a bracketed IPv6 address` };
     return v;
 }
 const DOMAIN = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$/;
@@ -90088,9 +90457,9 @@ const provisionInputs = {
         const items = splitList(v).map((d) => d.toLowerCase());
         for (const [i, d] of items.entries()) {
             if (!DOMAIN.test(d))
-                return { error: `${quote(d)} is not a domain name` };
+                return { error: `${fields_quote(d)} is not a domain name` };
             if (items.indexOf(d) < i)
-                return { error: `${quote(d)} is listed twice (names are compared in lower case)` };
+                return { error: `${fields_quote(d)} is listed twice (names are compared in lower case)` };
         }
         return items;
     }),
@@ -90185,7 +90554,7 @@ const provisionInputs = {
     }),
     // Redis
     redis: bool({
-        description: 'Redis: loopback only, an ACL user for the app without dangerous commands, the default user off, maxmemory with allkeys-lru, appendonly.',
+        description: 'Redis: loopback only (on a redis host, roles=redis, also its private address, over TLS only with a certificate provision makes there and writes on each app host as /etc/metalship/{app}-redis-ca.pem), an ACL user for the app without dangerous commands, the default user off, maxmemory with allkeys-lru, appendonly.',
         default: 'true',
     }),
     'redis-user': pattern({
@@ -90831,7 +91200,7 @@ function parseConfig(name, text) {
             if (prefix.length === 0 && key === ENVIRONMENTS)
                 continue;
             const keyPath = [...prefix, key];
-            const where = `${keyLine(keyPath)}: key ${quote(keyPath.join('.'))}`;
+            const where = `${keyLine(keyPath)}: key ${fields_quote(keyPath.join('.'))}`;
             const entry = checkKey(key, value, where, defs, known, app, prefix.length > 0);
             if (typeof entry === 'string')
                 problems.push(entry);
@@ -90851,7 +91220,7 @@ function parseConfig(name, text) {
         const lower = new Map();
         for (const [env, body] of envs) {
             const keyPath = [ENVIRONMENTS, String(env)];
-            const where = `${keyLine(keyPath)}: environment ${quote(String(env))}`;
+            const where = `${keyLine(keyPath)}: environment ${fields_quote(String(env))}`;
             const valid = typeof env === 'string' && configInputs.environment.schema.safeParse(env).success && env !== '';
             if (!valid) {
                 problems.push(`${where}: is not a valid name; expected ${configInputs.environment.expected}.`);

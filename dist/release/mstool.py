@@ -341,10 +341,14 @@ def probe(target, path, timeout=5, name='localhost'):
         request = ('GET %s HTTP/1.0\r\nHost: %s\r\nUser-Agent: metalship-health\r\nConnection: close\r\n\r\n' % (path, name)).encode('ascii')
         if any(c in path + name for c in '\r\n '):
             raise ValueError('a path or name with spaces or line breaks')
+        # One deadline for the whole answer, and a bound on its size: a server
+        # trickling bytes, or headers without end, gets no more than that.
+        deadline = time.monotonic() + timeout
         with http_target(target, timeout, name) as s:
             s.sendall(request)
             data = b''
-            while True:
+            while len(data) < 65536:
+                s.settimeout(max(0.001, deadline - time.monotonic()))
                 chunk = s.recv(65536)
                 data += chunk
                 head, sep, body = data.partition(b'\r\n\r\n')

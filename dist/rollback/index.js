@@ -63745,7 +63745,7 @@ function sh_raw(text) {
     return new Raw(text);
 }
 /** POSIX single-quote a value: the result is one shell word with the exact bytes of value. */
-function quote(value) {
+function sh_quote(value) {
     const text = String(value);
     if (text.includes('\0'))
         throw new Error('a shell value cannot contain a NUL byte');
@@ -63758,7 +63758,7 @@ function render(value) {
         return value.text;
     if (Array.isArray(value))
         return value.map((v) => render(v)).join(' ');
-    return quote(value);
+    return sh_quote(value);
 }
 /** Tagged template: sh`rm -rf ${dir}` quotes dir; sh`${raw('$HOME')}` does not. */
 function sh_sh(strings, ...values) {
@@ -63799,7 +63799,7 @@ function stageFile(tmp, content, opts) {
  * the text is expanded, and it reads as itself (SQL, a program) in the script.
  * Trailing newlines are dropped, as by any command substitution.
  */
-function textVar(name, text) {
+function sh_textVar(name, text) {
     const doc = sh_heredoc(text);
     return `${name}=$(cat ${doc.open}\n${doc.body}\n)`;
 }
@@ -63813,8 +63813,8 @@ function assignments(values) {
         if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
             throw new Error(`${name} is not a shell variable name`);
         return typeof value === 'object'
-            ? `${name}=(${value.map(quote).join(' ')})`
-            : `${name}=${quote(value)}`;
+            ? `${name}=(${value.map(sh_quote).join(' ')})`
+            : `${name}=${sh_quote(value)}`;
     })
         .join('\n');
 }
@@ -63926,7 +63926,7 @@ function step_step(what, script, parse) {
     return { what, script, parse: (stdout) => parse(stdout) };
 }
 /** A step whose exit code and stderr are part of its result: parse gets them. */
-function reportingStep(what, script, parse) {
+function step_reportingStep(what, script, parse) {
     return {
         what,
         script,
@@ -64070,7 +64070,7 @@ const PROBE_USER = 'nobody';
  */
 function pytool_pyToolDefinition() {
     return [
-        textVar('MSTOOL_SRC', PY_TOOL_PACKED),
+        sh_textVar('MSTOOL_SRC', PY_TOOL_PACKED),
         // Each script calls one of the two or both: the other is there unused.
         '# shellcheck disable=SC2317',
         'mstool() { python3 -I -c "$MSTOOL_SRC" "$@"; }',
@@ -64235,7 +64235,7 @@ function logrotateDir(dir, setting) {
  * A word in a file with no quoting at all, split on white space: the Redis 7
  * ACL file, logrotate's su user group.
  */
-function bareWord(value, where) {
+function quoting_bareWord(value, where) {
     // eslint-disable-next-line no-control-regex
     if (!value || /[\s\0-\x1f\x7f]/.test(value))
         refuse(value, where, 'empty, or white space in it');
@@ -65063,7 +65063,7 @@ const FIRST_STEP_LIMIT = 120;
  * first costs no round trip of its own.
  */
 function firstUnderLock(first) {
-    return sh_script(textVar('__metalship_first', wrapScript(first)), 'first_dir=$(mktemp -d)', 'first_rc=0', 
+    return sh_script(sh_textVar('__metalship_first', wrapScript(first)), 'first_dir=$(mktemp -d)', 'first_rc=0', 
     // Bounded (it reads, briefly), without the lock's descriptor (nothing it
     // leaves behind may hold the lock), its text on a descriptor (not in ps).
     `timeout -k 5 ${FIRST_STEP_LIMIT} bash /dev/fd/3 3<<<"$__metalship_first" 9>&- </dev/null >"$first_dir/out" 2>"$first_dir/err" || first_rc=$?`, 'echo "FIRST_OUT $(base64 -w0 < "$first_dir/out")"', 'echo "FIRST_ERR $(tail -c 8000 "$first_dir/err" | base64 -w0)"', 'echo "FIRST_RC $first_rc"', 'rm -rf -- "$first_dir"').trimEnd();
@@ -84300,7 +84300,7 @@ async function revertRollout(hosts, rollout, settings, log) {
  */
 function rollbackPlanStep(layout, requested, max) {
     // runtimePath's file for the release named in $of, the rest quoted as always.
-    const file = `${quote(layout.release(''))}"$of"${runtime_runtimePath(layout, '').slice(layout.release('').length)}`;
+    const file = `${sh_quote(layout.release(''))}"$of"${runtime_runtimePath(layout, '').slice(layout.release('').length)}`;
     return step_step('reading the releases, the freeze and the rollback target', sh_script(pytool_pyToolDefinition(), paths_rootOnly(layout.state), sh_sh `listing=$(mstool releases ${layout.root} | tail -n 1)`, 'echo "LISTING $listing"', freeze_readFreezeLine(layout), requested
         ? sh_sh `of=${requested}`
         : sh_script(sh_sh `active=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$active" in blue) standby=green ;; green) standby=blue ;; *) standby="" ;; esac', sh_sh `of=$(if [ -n "$standby" ]; then basename "$(readlink ${layout.slots}/"$standby" 2>/dev/null)" 2>/dev/null; fi || true)`).trimEnd(), 'case "$of" in ""|.|..|*/*) of="" ;; esac', 'echo "RECORD_OF $of"', 
@@ -84317,10 +84317,353 @@ function rollbackPlanStep(layout, requested, max) {
     });
 }
 
+;// CONCATENATED MODULE: ./src/remote/provision/common.ts
+// What every provision item shares: the protocol its script speaks (lines
+// `changed <what>` and `warning <what>` on stdout; a non-zero exit is a failure,
+// its stderr the reason), the CHECK flag every script honours (CHECK=1 reports
+// what would change and changes nothing), and bash helpers for packages and files.
+
+
+/** Each helper is defined for every item and called by those that need it. */
+const CALLED_BY_ITEMS = '# shellcheck disable=SC2317 # called by the items that need it';
+/** Bash helpers every item script starts with. */
+function common_prelude(check) {
+    return script(`CHECK=${check ? 1 : 0}`, 'export DEBIAN_FRONTEND=noninteractive LC_ALL=C', 
+    // Ubuntu's needrestart would restart services (sshd, the app) after each
+    // install, or ask: provision restarts what it changes itself.
+    'export NEEDRESTART_SUSPEND=1 NEEDRESTART_MODE=l', 
+    // A change, or with CHECK=1 a change that would be made.
+    CALLED_BY_ITEMS, 'ms_changed() { echo "changed $*"; }', CALLED_BY_ITEMS, 'ms_warn() { echo "warning $*"; }', CALLED_BY_ITEMS, 'ms_apply() { [ "$CHECK" = 1 ] || "$@"; }', CALLED_BY_ITEMS, 'ms_installed() { dpkg-query -W -f=\'${Status}\' "$1" 2>/dev/null | grep -q "install ok installed"; }', CALLED_BY_ITEMS, 'ms_missing() { local p; for p in "$@"; do ms_installed "$p" || printf \'%s \' "$p"; done; }', 
+    // The package index is refreshed when older than a day (or absent).
+    CALLED_BY_ITEMS, 'ms_index_fresh() { [ -n "$(find /var/lib/apt/lists -maxdepth 1 -name \'*Packages*\' -mmin -1440 -print -quit 2>/dev/null)" ]; }', CALLED_BY_ITEMS, 'ms_refresh_index() {', '  ms_index_fresh && return 0', '  if [ "$CHECK" = 1 ]; then ms_changed "package index is older than a day (would refresh)"; return 0; fi', 
+    // A fresh file of our own (mktemp): a fixed name in /tmp could be another user's link.
+    '  local err; err=$(mktemp)', '  apt-get update -qq -o Dpkg::Use-Pty=0 >/dev/null 2>"$err" || { cat "$err" >&2; rm -f "$err"; return 1; }', '  if grep -q "^[WE]:" "$err"; then ms_warn "apt-get update: $(grep -m1 "^[WE]:" "$err" | cut -c1-200)"; fi', '  rm -f "$err"', '  ms_changed "package index refreshed"', '}', 
+    // Installs what is missing. With CHECK=1 it reports what it would install and ends
+    // the item there: what follows needs the packages to be checked.
+    CALLED_BY_ITEMS, 'ms_install() {', '  local missing; missing=$(ms_missing "$@")', '  [ -z "$missing" ] && return 0', '  if [ "$CHECK" = 1 ]; then ms_changed "would install ${missing% } and configure it"; exit 0; fi', '  ms_refresh_index', '  # shellcheck disable=SC2086', '  apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold $missing >/dev/null', '  ms_changed "installed ${missing% }"', '}', 
+    // ms_file PATH MODE OWNER LABEL < content: writes PATH (atomically) when it differs; MS_WROTE=1 when it did (or would).
+    '# shellcheck disable=SC2034,SC2317 # MS_WROTE is read by the item after the call (file() onChange)', 'ms_file() {', '  local path=$1 mode=$2 owner=$3 label=$4 tmp', '  MS_WROTE=0', '  tmp=$(mktemp "${path%/*}/.metalship-XXXXXX" 2>/dev/null || mktemp)', '  cat > "$tmp"', '  if [ -f "$path" ] && cmp -s "$tmp" "$path" && [ "$(stat -c %a:%U:%G "$path")" = "$mode:${owner%%:*}:${owner#*:}" ]; then rm -f "$tmp"; return 0; fi', '  MS_WROTE=1', '  if [ "$CHECK" = 1 ]; then rm -f "$tmp"; if [ -f "$path" ]; then ms_changed "$label differs"; else ms_changed "$label missing"; fi; return 0; fi', '  chmod "$mode" "$tmp"; chown "$owner" "$tmp"', '  mv -f "$tmp" "$path"', '  ms_changed "$label written"', '}');
+}
+/** metalship's own root-only settings on a host (URLs and secrets it keeps: root's, 755, files 600). */
+const common_ETC_DIR = '/etc/metalship';
+/** Script lines that make ETC_DIR when missing (not in check mode). */
+function common_ensureEtcDir() {
+    return sh `if [ ! -d ${common_ETC_DIR} ]; then ms_apply install -d -m 755 -o root -g root ${common_ETC_DIR}; fi`;
+}
+/** Script lines: write content to path when it differs (honours CHECK); runs onChange when it did. */
+function common_file(path, content, opts = {}) {
+    const doc = heredoc(content);
+    return script(sh `ms_file ${path} ${opts.mode ?? '644'} ${opts.owner ?? 'root:root'} ${opts.label ?? (typeof path === 'string' ? path : 'file')} ${raw(doc.open)}`, doc.body, opts.onChange ? `if [ "$MS_WROTE" = 1 ]; then ${opts.onChange}; fi` : null).trimEnd();
+}
+/** A whole item script: prelude plus body. */
+function common_itemScript(check, ...parts) {
+    return script(common_prelude(check), ...parts);
+}
+/** An item as a step: it reports its own failure (exit code and stderr) rather than throwing. */
+function itemStep(item) {
+    return reportingStep(`provision ${item.name}`, item.script, (stdout, ending) => {
+        const out = keyLines(stdout);
+        return {
+            outcome: parseItemOutput(ending.code, stdout, ending.stderr),
+            python: out.get('python') ?? null,
+            notes: out.all('note'),
+            guarded: out.all('guard').length > 0,
+        };
+    });
+}
+/** Keeps a guarded change, or undoes it. */
+function guardStep(item, action) {
+    return plainStep(`${action === 'confirm' ? 'confirming' : 'reverting'} the ${item.name} change`, item.guard[action]);
+}
+function parseItemOutput(code, stdout, stderr) {
+    const out = keyLines(stdout);
+    const changes = out.all('changed').map((c) => c.trim());
+    const warnings = out.all('warning').map((w) => w.trim());
+    if (code !== 0) {
+        const why = stderr.trim().split('\n').slice(-5).join(' / ') || `exit code ${code}`;
+        return { status: 'failed', changes, warnings, detail: why };
+    }
+    const status = changes.length ? 'changed' : warnings.length ? 'warning' : 'ok';
+    return { status, changes, warnings, detail: [...changes, ...warnings.map((w) => `⚠ ${w}`)].join('; ') };
+}
+
+;// CONCATENATED MODULE: ./src/remote/provision/in-use.ts
+// Credentials the app's services log in with: provision must not change one
+// under them (they would fail on their next connection and stay broken until
+// someone deploys). Read as the app user (mstool in-use): the environment of
+// each serving process, and the env files they start from, so that a unit
+// restarting at that moment, or a process that rewrote its own environment,
+// is counted too. Only a hash of each password is printed.
+
+
+
+
+/** The hash the in-use lines carry for a password. */
+function in_use_passwordHash(password) {
+    return createHash('sha256').update(password, 'utf8').digest('hex');
+}
+/**
+ * Script lines defining `in_use`, which prints a line per login a serving
+ * service of the app uses: `<DATABASE_URL|REDIS_URL> <user, %-encoded> <sha256 of the password> <unit or file>`.
+ * Serving: the api slot that takes traffic (the standby keeps the previous
+ * release's env for a rollback), the worker and the scheduler.
+ */
+function inUseFunction(layout, user) {
+    return [
+        pyToolDefinition(),
+        'in_use() {',
+        '  local u slot sources=()',
+        sh `  slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`,
+        sh `  case "$slot" in blue|green) sources+=(file ${layout.slots}/"$slot"/.env "the $slot api slot's release .env") ;; *) slot='*' ;; esac`,
+        sh `  if [ -e ${layout.current} ]; then sources+=(file ${layout.current}/.env 'the current release .env'); fi`,
+        sh `  for u in $(systemctl list-units --state=active --plain --no-legend --type=service ${`${layout.app}-api@`}"$slot".service ${layout.units.worker} ${layout.units.scheduler} 2>/dev/null | awk '{ print $1 }'); do`,
+        '    sources+=(env "$(systemctl show -p MainPID --value "$u")" "$u")',
+        '  done',
+        sh `  if id -u ${user} >/dev/null 2>&1; then mstool_as ${user} in-use "\${sources[@]}"; fi`,
+        '}',
+    ].join('\n');
+}
+/** Reads, as the app user, what the app's serving services on this host log in with. */
+function inUseStep(layout, user) {
+    return step('reading the credentials the serving services use', [inUseFunction(layout, user), 'in_use'].join('\n'), (out) => out.split('\n').flatMap((line) => {
+        const m = /^(DATABASE_URL|REDIS_URL) (\S+) ([0-9a-f]{64}) (.+)$/.exec(line);
+        return m ? [{ variable: m[1], user: m[2], hash: m[3], unit: m[4] }] : [];
+    }));
+}
+/** The app hosts not read, for a refusal: `the app hosts a, b were not read (limit: …)`. */
+function in_use_unreadNote(elsewhere) {
+    return elsewhere?.unread.length
+        ? `the app hosts ${elsewhere.unread.join(', ')} are not in this run (limit), so which passwords their services log in with is unknown`
+        : '';
+}
+/**
+ * Script lines defining `in_use` for an item: this host's logins of `variable`,
+ * then the app hosts'. A hash only leaves the runner when `keep` says so (the
+ * item compares it with what the host holds already); others become `-`, or
+ * the hash of `known` when they match it.
+ */
+function in_use_inUseLines(settings, variable, keep) {
+    const local = inUseFunction(settings.layout, settings.user);
+    const logins = settings.elsewhere?.logins.filter((l) => l.variable === variable) ?? [];
+    if (!logins.length)
+        return local;
+    const lines = logins.map((l) => `${l.variable} ${l.user} ${keep(l.hash)} ${l.unit}`).join('\n');
+    return [
+        local.replace(/^in_use\(\) \{$/m, 'in_use_here() {'),
+        textVar('elsewhere', lines),
+        'in_use() { in_use_here; printf \'%s\\n\' "$elsewhere"; }',
+    ].join('\n');
+}
+
+;// CONCATENATED MODULE: ./src/remote/provision/redis.ts
+// Redis: loopback only, the default user off, an ACL user for the app that may
+// not run dangerous commands (ACLs, not the deprecated rename-command),
+// maxmemory (given, or a share of RAM) with allkeys-lru, appendonly. The syntax
+// follows the version found on the host (see RedisSyntax). On a redis host
+// (roles=redis) it listens on loopback and the private address too, over TLS
+// only: a certificate of its own, which the app hosts trust alone (see redisTlsStep).
+
+
+
+
+
+const REDIS_CONF = '/etc/redis/redis.conf';
+const REDIS_DROPIN = '/etc/redis/metalship.conf';
+const REDIS_ACL = '/etc/redis/users.acl';
+/**
+ * metalship's own Redis user: with it provision loads an ACL change (ACL LOAD)
+ * instead of restarting Redis, which would fail every client's next request.
+ * Its password is made on the host and stays there, root's (600, in a
+ * directory only root can write: /etc/redis is the redis user's).
+ */
+const REDIS_ADMIN = 'metalship-admin';
+const REDIS_ADMIN_SECRET = (/* unused pure expression or super */ null && (`${ETC_DIR}/redis-admin.secret`));
+/**
+ * The redis host's TLS certificate and key: self-signed, for its private
+ * address and loopback. Root's directory; Redis reads the key through its
+ * group (set by the redis item, once the package has made that group).
+ */
+const REDIS_TLS_DIR = `${common_ETC_DIR}/redis-tls`;
+const REDIS_TLS_CERT = `${REDIS_TLS_DIR}/cert.pem`;
+const REDIS_TLS_KEY = `${REDIS_TLS_DIR}/key.pem`;
+/** Made anew when it expires within this many days (the alert warns before, at alert-certificate-days). */
+const REDIS_TLS_RENEW_DAYS = 30;
+const REDIS_TLS_VALID_DAYS = 3650;
+/** On an app host: the redis host's certificate, the one CA its REDIS_URL trusts (`?ssl_ca_certs=`). */
+function redisCaPath(app) {
+    return `${common_ETC_DIR}/${app}-redis-ca.pem`;
+}
+/**
+ * On the redis host, before the items (the app hosts need its certificate in
+ * the same run): makes the certificate when missing, not for this address, or
+ * expiring within REDIS_TLS_RENEW_DAYS (not in check mode), and prints it.
+ * One in use is replaced only when every app host is in the run (replace):
+ * one left out would keep trusting the old one alone. The key never leaves the host.
+ */
+function redisTlsStep(address, check, replace = true) {
+    const valid = [
+        sh `[ -s ${REDIS_TLS_KEY} ] && [ -s ${REDIS_TLS_CERT} ]`,
+        sh `openssl x509 -noout -checkend ${REDIS_TLS_RENEW_DAYS * 86400} -in ${REDIS_TLS_CERT} >/dev/null 2>&1`,
+        sh `[[ "$(openssl x509 -noout -checkip ${address} -in ${REDIS_TLS_CERT} 2>/dev/null)" == *'does match'* ]]`,
+    ].join(' && ');
+    return step('the Redis TLS certificate', script(check
+        ? null
+        : script(sh `if ! command -v openssl >/dev/null; then echo 'openssl is missing: the Redis TLS certificate is made with it (apt-get install openssl)' >&2; exit 1; fi`, sh `if [ ! -d ${ETC_DIR} ]; then install -d -m 755 -o root -g root ${ETC_DIR}; fi`, sh `if [ ! -d ${REDIS_TLS_DIR} ]; then install -d -m 750 -o root -g root ${REDIS_TLS_DIR}; fi`, `if ! { ${valid}; }${replace ? '' : sh ` && [ ! -s ${REDIS_TLS_CERT} ]`}; then`, sh `  (umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days ${String(REDIS_TLS_VALID_DAYS)} -subj ${'/CN=metalship Redis ' + address} -addext ${'subjectAltName=IP:' + address + ',IP:127.0.0.1'} -addext 'keyUsage=critical,digitalSignature,keyCertSign' -addext 'extendedKeyUsage=serverAuth' -keyout ${REDIS_TLS_KEY + '.new'} -out ${REDIS_TLS_CERT + '.new'} 2>&1) >&2`, sh `  chmod 644 ${REDIS_TLS_CERT + '.new'}`, sh `  mv -f ${REDIS_TLS_KEY + '.new'} ${REDIS_TLS_KEY} && mv -f ${REDIS_TLS_CERT + '.new'} ${REDIS_TLS_CERT}`, '  echo MADE', 'fi'), `if [ -s ${REDIS_TLS_CERT} ] && ! { ${valid}; }; then echo STALE; fi`, sh `if [ -s ${REDIS_TLS_CERT} ]; then cat ${REDIS_TLS_CERT}; fi`), (stdout) => ({
+        certificate: /-----BEGIN CERTIFICATE-----\n[\s\S]+?\n-----END CERTIFICATE-----\n/.exec(stdout)?.[0] ?? null,
+        made: /^MADE$/m.test(stdout),
+        stale: /^STALE$/m.test(stdout),
+    }));
+}
+/**
+ * On an app host whose Redis is on a redis host: that host's certificate in
+ * redisCaPath, the CA of its REDIS_URL. Unknown (the redis host is not in this
+ * run, or check mode before it has one): the file is left as it is.
+ */
+function redisCaItem(settings) {
+    const path = redisCaPath(settings.layout.app);
+    const pem = settings.redis.tls?.certificate;
+    const where = settings.topology.redis.label;
+    return {
+        name: 'redis',
+        script: itemScript(settings.check, sh `echo ${`note on ${where} (roles=redis), over TLS: REDIS_URL=rediss://…?ssl_ca_certs=${path}`}`, ensureEtcDir(), pem
+            ? [
+                textVar('pem', pem),
+                sh `ms_file ${path} 644 root:root ${`the certificate of ${where} (Redis TLS)`} < <(printf '%s\\n' "$pem")`,
+            ].join('\n')
+            : sh `if [ ! -s ${path} ]; then ms_warn ${`the certificate of ${where} is unknown (not in this run, or made by its first run): provision with it to write ${path}`}; fi`),
+    };
+}
+/**
+ * The ACL file: passwords only as SHA-256, never in clear on disk. During a
+ * rotation the user has two (Redis accepts any of a user's passwords).
+ */
+function aclFile(user, passwords, syntax = '6.2') {
+    // A second `user default` line would be the default user again, on: Redis refuses the file.
+    if (user === 'default')
+        throw new Error("redis-user cannot be 'default': that user is turned off");
+    if (user === REDIS_ADMIN)
+        throw new Error(`redis-user cannot be '${REDIS_ADMIN}': that user is metalship's`);
+    const hashes = [...new Set(passwords.filter(Boolean).map(passwordHash))].map((h) => `#${h}`).join(' ');
+    const channels = syntax === '6.2';
+    return `user default off${channels ? ' resetchannels' : ''} -@all
+user ${bareWord(user, 'the Redis ACL file')} on ${hashes} ~*${channels ? ' &*' : ''} +@all -@dangerous
+`;
+}
+/**
+ * Refuses, before anything is written, a change that would take away the Redis
+ * password the app's running services log in with (one the ACL accepts now).
+ */
+function keepsPasswordsInUse(settings) {
+    const accepted = [settings.redis.password, settings.redis.previousPassword]
+        .filter(Boolean)
+        .map(passwordHash);
+    const unread = unreadNote(settings.elsewhere);
+    return [
+        sh `accepted=${` ${accepted.join(' ')} `}`,
+        unread
+            ? [
+                // A password the ACL accepts now and would not after: some unread service may use it.
+                'while read -r hash; do',
+                '  if [ -n "$hash" ] && [[ "$accepted" != *" $hash "* ]]; then',
+                sh `    echo ${unread + ': changing or removing a Redis password they may log in with needs them in the run. Nothing was changed.'} >&2`,
+                '    exit 1',
+                '  fi',
+                sh `done < <(awk -v u=${settings.redis.user} '$1 == "user" && $2 == u { for (i = 3; i <= NF; i++) if ($i ~ /^#/) print substr($i, 2) }' ${REDIS_ACL} 2>/dev/null)`,
+            ].join('\n')
+            : null,
+        // The app hosts' hashes as they are: the ACL file holds the SHA-256 of each password Redis accepts.
+        inUseLines(settings, 'REDIS_URL', (h) => h),
+        'while read -r var user hash unit; do',
+        sh `  if [ "$var" != REDIS_URL ] || { [ "$user" = ${settings.redis.user} ] && [[ "$accepted" == *" $hash "* ]]; }; then continue; fi`,
+        // Refused only when Redis accepts that login now: a login already failing is not this change's doing.
+        sh `  if awk -v u="$user" -v h="#$hash" '$1 == "user" && $2 == u { for (i = 3; i <= NF; i++) if ($i == h) f = 1 } END { exit !f }' ${REDIS_ACL} 2>/dev/null; then`,
+        sh `    echo "$unit logs in to Redis as $user with a password this change would take away (REDIS_URL): it would fail on its next connection. Rotate without a failed request: provision with the new redis-password and the old one as redis-previous-password, deploy the app with the new REDIS_URL, then provision again without redis-previous-password. Nothing was changed." >&2`,
+        '    exit 1',
+        '  fi',
+        'done < <(in_use)',
+    ]
+        .filter((l) => l !== null)
+        .join('\n');
+}
+/** Loopback, IPv6 where the host has it; and the private address on the redis host (not optional: it must listen there). */
+function redisBind(syntax, own = null) {
+    return `${syntax === '6.2' ? '127.0.0.1 -::1' : '127.0.0.1 ::1'}${own ? ` ${own}` : ''}`;
+}
+/**
+ * Sets redis_syntax from the installed redis-server, or stops the item before
+ * anything is written when provision does not know how to configure it.
+ */
+const REDIS_VERSION_LINES = [
+    "redis_version=$(redis-server --version 2>/dev/null | sed -n 's/.* v=\\([0-9][0-9]*\\.[0-9][0-9.]*\\) .*/\\1/p')",
+    'if [ -z "$redis_version" ] || dpkg --compare-versions "$redis_version" lt 6.0; then',
+    '  echo "redis-server ${redis_version:-of unknown version (redis-server --version says: $(redis-server --version 2>&1 | head -c 200))} is not supported: provision needs Redis 6.0 or newer (ACL users); nothing was changed" >&2; exit 1',
+    'fi',
+    'if dpkg --compare-versions "$redis_version" lt 6.2; then redis_syntax=6.0; else redis_syntax=6.2; fi',
+].join('\n');
+/** On a redis host: TLS on the Redis port, nothing in plain; clients are not asked for certificates (they log in with the ACL password). */
+const TLS_SETTINGS = [
+    'port 0',
+    'tls-port 6379',
+    `tls-cert-file ${REDIS_TLS_CERT}`,
+    `tls-key-file ${REDIS_TLS_KEY}`,
+    // Redis 6.0 wants a CA even when it asks clients for no certificate.
+    `tls-ca-cert-file ${REDIS_TLS_CERT}`,
+    'tls-auth-clients no',
+    'tls-protocols "TLSv1.2 TLSv1.3"',
+];
+/**
+ * The redis host's certificate, as redisTlsStep made it: Redis reads the key
+ * through its group; a new certificate restarts it. A build without TLS is
+ * refused before anything is written.
+ */
+function redisTlsLines(tls) {
+    return [
+        // Read whole, not piped to grep -q: under pipefail, ldd killed by SIGPIPE would read as no TLS.
+        'case "$(ldd "$(command -v redis-server)" 2>/dev/null)" in *libssl*) ;; *)',
+        '  echo "redis-server $redis_version was built without TLS: a redis host (roles=redis) serves the app hosts over TLS only. Nothing was changed." >&2; exit 1;;',
+        'esac',
+        sh `if [ "$CHECK" != 1 ] && { [ ! -s ${REDIS_TLS_CERT} ] || [ ! -s ${REDIS_TLS_KEY} ]; }; then echo ${'the Redis TLS certificate is missing from ' + REDIS_TLS_DIR} >&2; exit 1; fi`,
+        sh `if [ -d ${REDIS_TLS_DIR} ] && [ "$(stat -c %a:%U:%G ${REDIS_TLS_DIR} ${REDIS_TLS_KEY} 2>/dev/null | tr '\\n' ' ')" != '750:root:redis 640:root:redis ' ]; then ms_changed "Redis may read its TLS key"; ms_apply chown root:redis ${REDIS_TLS_DIR} ${REDIS_TLS_KEY}; ms_apply chmod 750 ${REDIS_TLS_DIR}; ms_apply chmod 640 ${REDIS_TLS_KEY}; fi`,
+        tls?.made ? 'ms_changed "TLS certificate made"; restart=1' : null,
+        tls?.stale
+            ? sh `ms_warn ${`the TLS certificate expires within ${REDIS_TLS_RENEW_DAYS} days or is not for this address: provision with every app host in the run to replace it (one left out would keep trusting the old one)`}`
+            : null,
+    ]
+        .filter((l) => l !== null)
+        .join('\n');
+}
+function redisItem(settings) {
+    const redis = settings.redis;
+    const maxmemory = redis.maxmemory
+        ? quote(redis.maxmemory)
+        : `$(awk '/^MemTotal:/ { printf "%d", $2 * 1024 * ${redis.memoryPercent} / 100 }' /proc/meminfo)`;
+    const tls = settings.serves.redis;
+    // metalship's own checks: over TLS where Redis serves nothing else (trusting its certificate alone).
+    const cli = `redis-cli -h 127.0.0.1${tls ? sh ` --tls --cacert ${REDIS_TLS_CERT}` : ''}`;
+    return {
+        name: 'redis',
+        script: itemScript(settings.check, 'ms_install redis-server', REDIS_VERSION_LINES, keepsPasswordsInUse(settings), 'restart=0', 'acl_changed=0', tls ? redisTlsLines(settings.redis.tls ?? null) : null, ensureEtcDir(), sh `if [ ! -s ${REDIS_ADMIN_SECRET} ] && [ "$CHECK" != 1 ]; then (umask 077 && head -c 32 /dev/urandom | base64 -w0 > ${REDIS_ADMIN_SECRET + '.new'}) && mv -f ${REDIS_ADMIN_SECRET + '.new'} ${REDIS_ADMIN_SECRET}; fi`, sh `admin_hash=$(if [ -s ${REDIS_ADMIN_SECRET} ]; then sha256sum < ${REDIS_ADMIN_SECRET} | cut -d ' ' -f 1; fi)`, ...['6.0', '6.2'].map((syntax) => [
+            sh `if [ "$redis_syntax" = ${syntax} ]; then`,
+            textVar('acl', aclFile(redis.user, [redis.password, redis.previousPassword], syntax)),
+            sh `  ms_file ${REDIS_ACL} 640 redis:redis ${'Redis ACL users'} < <(printf '%s\n' "$acl"; if [ -n "$admin_hash" ]; then printf 'user %s on #%s ~*%s +@all\n' ${REDIS_ADMIN} "$admin_hash" ${syntax === '6.2' ? ' &*' : ''}; fi)`,
+            '  if [ "$MS_WROTE" = 1 ]; then acl_changed=1; fi',
+            sh `  redis_bind=${redisBind(syntax, settings.serves.redis ? (settings.topology.redis?.address ?? null) : null)}`,
+            'fi',
+        ].join('\n')), `maxmemory=${maxmemory}`, sh `ms_file ${REDIS_DROPIN} 640 redis:redis ${'Redis settings'} < <(printf '%s\\n' '# Managed by metalship.' "bind $redis_bind" 'protected-mode yes' ${tls ? TLS_SETTINGS : ['port 6379']} "maxmemory $maxmemory" 'maxmemory-policy allkeys-lru' 'appendonly yes' ${'aclfile ' + REDIS_ACL})`, 'if [ "$MS_WROTE" = 1 ]; then restart=1; fi', 
+        // Included last, so its values override the packaged file's.
+        sh `if [ "$(grep -v '^[[:space:]]*\\(#\\|$\\)' ${REDIS_CONF} | tail -n 1)" != ${'include ' + REDIS_DROPIN} ]; then`, sh `  ms_changed "Redis includes the metalship settings last"`, sh `  if [ "$CHECK" != 1 ]; then sed -i ${'\\#^include ' + REDIS_DROPIN + '$#d'} ${REDIS_CONF}; printf '\\n%s\\n' ${'include ' + REDIS_DROPIN} >> ${REDIS_CONF}; restart=1; fi`, 'fi', 'if [ "$CHECK" != 1 ]; then', '  if [ "$restart" = 1 ] || ! systemctl is-active --quiet redis-server; then systemctl enable --quiet redis-server; systemctl restart redis-server;', 
+        // Only the users changed: loaded in place, no client loses its connection (a restart only when Redis does not know our user yet).
+        sh `  elif [ "$acl_changed" = 1 ] && [ "$(REDISCLI_AUTH=$(cat ${REDIS_ADMIN_SECRET}) ${raw(cli)} --no-auth-warning --user ${REDIS_ADMIN} ACL LOAD 2>&1)" != OK ]; then systemctl restart redis-server; fi`, 
+        // The app's user must work, and nobody else may run anything.
+        `  for _ in $(seq 1 20); do ${cli} ping >/dev/null 2>&1 && break; sleep 0.5; done`, sh `  if [ "$(REDISCLI_AUTH=${redis.password} ${raw(cli)} --no-auth-warning --user ${redis.user} ping 2>&1)" != PONG ]; then echo "the app's Redis user cannot log in after the change" >&2; exit 1; fi`, `  case "$(${cli} ping 2>&1)" in *NOAUTH*|*NOPERM*|*WRONGPASS*|*"authentication"*) ;; *) echo "Redis still answers unauthenticated clients" >&2; exit 1;; esac`, 'fi'),
+    };
+}
+
 ;// CONCATENATED MODULE: ./src/inputs/checks.ts
 // Inputs that must agree with each other, checked on typed settings: each check
 // names the inputs it reads, and each action (src/inputs/actions.ts) lists the
 // checks that apply to it. Messages name the input, the problem and what is expected.
+
 
 
 
@@ -84439,9 +84782,35 @@ function scratchCheck(s) {
         ]
         : [];
 }
+/**
+ * A redis host serves TLS alone: a REDIS_URL to its address must say rediss://
+ * and trust its certificate, which provision writes to redisCaPath on each app host.
+ */
+function redisUrlProblem(settings) {
+    const redis = topology(settings.hosts).redis;
+    const url = settings.env.values.REDIS_URL;
+    if (!redis || !settings.redis || !url)
+        return null;
+    let parsed;
+    try {
+        parsed = new URL(url);
+    }
+    catch {
+        return null;
+    }
+    if (parsed.hostname.replace(/^\[|\]$/g, '') !== redis.address)
+        return null;
+    const ca = redisCaPath(settings.app);
+    if (parsed.protocol === 'rediss:' && parsed.searchParams.get('ssl_ca_certs') === ca)
+        return null;
+    return `Input 'env': REDIS_URL points at the redis host ${redis.label} (${redis.address}), which serves Redis over TLS only, trusting its own certificate; expected rediss://<user>:<password>@${parsed.host}${parsed.pathname}?ssl_ca_certs=${ca} (provision writes that certificate there on each app host).`;
+}
 /** Provision's inputs that depend on each other. */
 function provisionCheck(settings) {
     const problems = [];
+    const redisTls = redisUrlProblem(settings);
+    if (redisTls)
+        problems.push(redisTls);
     for (const item of settings.limit) {
         // As written only: src/actions/provision.ts selects the limited hosts by label.
         if (!ROLES.includes(item) && !settings.hosts.some((h) => h.label === item))
@@ -84767,7 +85136,7 @@ const provisionInputs = {
     }),
     // Redis
     redis: bool({
-        description: 'Redis: loopback only, an ACL user for the app without dangerous commands, the default user off, maxmemory with allkeys-lru, appendonly.',
+        description: 'Redis: loopback only (on a redis host, roles=redis, also its private address, over TLS only with a certificate provision makes there and writes on each app host as /etc/metalship/{app}-redis-ca.pem), an ACL user for the app without dangerous commands, the default user off, maxmemory with allkeys-lru, appendonly.',
         default: 'true',
     }),
     'redis-user': pattern({
