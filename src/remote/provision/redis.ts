@@ -107,6 +107,13 @@ export function redisItem(settings: ProvisionSettings): Item {
     : `$(awk '/^MemTotal:/ { printf "%d", $2 * 1024 * ${redis.memoryPercent} / 100 }' /proc/meminfo)`;
   return {
     name: 'redis',
+    // Nothing to refuse before Redis is installed: no password is accepted yet.
+    precheck: [
+      'if command -v redis-server >/dev/null; then',
+      REDIS_VERSION_LINES,
+      keepsPasswordsInUse(settings),
+      'fi',
+    ].join('\n'),
     script: itemScript(
       settings.check,
       'ms_install redis-server',
