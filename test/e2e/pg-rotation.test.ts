@@ -156,21 +156,21 @@ test('a session opened with the old password before its removal still runs queri
     expect(items(remove).postgresql!.detail).toContain('password of role shop removed');
     expect(items(remove).postgresql!.detail).toMatch(/\d+ sessions are still connected as shop\b/);
     expect(await pgLogin('shop', OLD)).toMatch(/password authentication failed for user "shop"/);
-    // A pooler's reset (PgBouncer's server_reset_query, DISCARD ALL) leaves the owner: see the design notes.
+    // A pooler's reset (PgBouncer's server_reset_query, DISCARD ALL) keeps the owner; SET ROLE NONE leaves it (see the design notes).
     expect(
       (
         await on(
           `PGPASSWORD='${NEW}' psql -XAtq -h 127.0.0.1 -U shop_b -d shop -c 'discard all' -c 'select current_user'`,
         )
       ).trim(),
-    ).toBe('shop_b');
+    ).toBe('shop');
     expect(
       (
         await on(
-          `PGPASSWORD='${NEW}' psql -XAtq -h 127.0.0.1 -U shop_b -d shop -c 'discard all' -c 'reset role' -c 'select current_user'`,
+          `PGPASSWORD='${NEW}' psql -XAtq -h 127.0.0.1 -U shop_b -d shop -c 'set role none' -c 'select current_user'`,
         )
       ).trim(),
-    ).toBe('shop');
+    ).toBe('shop_b');
 
     await on('touch /run/ms-go');
     let held = '';
@@ -210,8 +210,9 @@ test("a second app naming the first app's owner or login role is refused before 
     /Input 'db-login-user' names role shop_b, whose passwords provision manages for the app shop: .*Nothing was changed\./,
   );
   expect(await state()).toBe(before);
-  expect(await on('id -u shop2 >/dev/null 2>&1 && echo user || echo none; ls /opt')).not.toMatch(
-    /user|shop2/,
+  // Only the deploy lock's directory (taken before the pre-checks): no user, no .env.
+  expect(await on('id -u shop2 >/dev/null 2>&1 && echo user || echo none; ls -A /opt/shop2')).toBe(
+    'none\n.metalship\n',
   );
   expect(await pgLogin('shop_b', NEW)).toBe('shop|shop_b');
   // The first app's own runs are unaffected.
