@@ -12,7 +12,13 @@ import type { BalancerMember } from '../remote/balancer.js';
 import { onEachHost, resolveRoles, withHosts, type Host } from '../stages/hosts.js';
 import { balancerMembers } from '../stages/rollout.js';
 import { offsiteLinks, takesBackups } from '../stages/offsite.js';
-import { freshConnectionTest, provisionHost, readHostFacts, type ProvisionHostResult } from '../stages/provision.js';
+import {
+  freshConnectionTest,
+  precheckHost,
+  provisionHost,
+  readHostFacts,
+  type ProvisionHostResult,
+} from '../stages/provision.js';
 import { runAction, type ActionOutcome } from './run.js';
 
 export function provisionSettings(
@@ -138,8 +144,9 @@ export async function provision(opts: Settings<'provision'>, log: Log): Promise<
       const elsewhere = guarded
         ? { logins: hosts.flatMap((h, i) => inUse[i]!.map((l) => ({ ...l, unit: `${l.unit} on ${h.spec.label}` }))), unread }
         : null;
-      const results = (await onEachHost([...hosts, ...balancers], (host) => {
-        const settings = provisionSettings(
+      const all = [...hosts, ...balancers];
+      const settingsOf = (host: Host) =>
+        provisionSettings(
           opts,
           host.roles,
           host.roles.lb ? members : null,
@@ -147,10 +154,35 @@ export async function provision(opts: Settings<'provision'>, log: Log): Promise<
           elsewhere,
           redisTls,
         );
-        return log.group(`Provision ${host.spec.label}`, () =>
-          provisionHost(host, facts.get(host)!, settings, freshConnectionTest(host, opts, log), log),
-        ) as Promise<ProvisionHostResult & Record<string, unknown>>;
-      })) as ProvisionHostResult[];
+      // Every refusal on every host before the first change on any.
+      const prechecks = await onEachHost(all, async (host) => ({
+        items: await precheckHost(host, facts.get(host)!, settingsOf(host), log),
+      }));
+      const refused = prechecks.some((r) => !r.ok || r.items!.length);
+      const results = refused
+        ? prechecks.map(
+            (r): ProvisionHostResult => ({
+              host: r.host,
+              ok: false,
+              ...(r.ok
+                ? {
+                    items: r.items!,
+                    failed: r.items!.length,
+                    changed: 0,
+                    error: r.items!.length
+                      ? `refused before any change: ${r.items!.map((i) => i.item).join(', ')}`
+                      : 'not provisioned: another host refused before any change',
+                  }
+                : { error: r.error }),
+            }),
+          )
+        : ((await onEachHost(
+            all,
+            (host) =>
+              log.group(`Provision ${host.spec.label}`, () =>
+                provisionHost(host, facts.get(host)!, settingsOf(host), freshConnectionTest(host, opts, log), log),
+              ) as Promise<ProvisionHostResult & Record<string, unknown>>,
+          )) as ProvisionHostResult[]);
       const changed = results.reduce((n, r) => n + (r.changed ?? 0), 0);
       const failed = results.reduce((n, r) => n + (r.failed ?? 0), 0) + results.filter((r) => !r.items).length;
       const outputs = {

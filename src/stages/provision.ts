@@ -9,6 +9,7 @@ import {
   unknownSystem,
   itemStep,
   guardStep,
+  precheckStep,
   type ItemReport,
   planItems,
   type HostFacts,
@@ -70,6 +71,31 @@ export async function readHostFacts(hosts: Host[], allowUntestedOs: boolean): Pr
   });
   if (refused.length) throw new Error(refused.join('\n'));
   return facts;
+}
+
+/**
+ * Every item's refusals on this host, read before any item runs on any host
+ * (the run goes on only when no host refuses): a refusal then leaves every
+ * host as it was, including what items before the refusing one would write.
+ */
+export async function precheckHost(
+  host: Host,
+  facts: HostFacts,
+  settings: ProvisionSettings,
+  log: Log,
+): Promise<ItemResult[]> {
+  const refused: ItemResult[] = [];
+  for (const { item } of planItems(settings, facts)) {
+    if (!item?.precheck) continue;
+    const started = Date.now();
+    const why = await host.conn
+      .step(precheckStep({ ...item, precheck: item.precheck }))
+      .catch((err: unknown) => errorMessage(err));
+    if (!why) continue;
+    refused.push({ item: item.name, status: 'failed', detail: why, seconds: (Date.now() - started) / 1000 });
+    log.info(`[${host.spec.label}] ✗ ${item.name}: refused before any change (${why})`);
+  }
+  return refused;
 }
 
 export async function provisionHost(

@@ -135,6 +135,34 @@ describe('provision scripts', () => {
       expect(hba).toContain(`host    "shop" "${role}" 127.0.0.1/32 scram-sha-256`);
     expect(hbaBlock(settings()).match(/^host /gm)).toHaveLength(2);
   });
+  test('pre-checks: every refusal of an item, none of its changes, and valid bash', () => {
+    const plan = planItems(
+      settings({ 'db-login-user': 'shop_b', 'db-previous-user': 'shop', 'python-version': '3.11' }),
+      BOOKWORM,
+    );
+    const precheck = (name: string) => plan.find((p) => p.name === name)!.item!.precheck!;
+    expect(precheck('postgresql')).toContain(
+      'names role $name, whose passwords provision manages for the app',
+    );
+    expect(precheck('redis')).toContain(
+      'logs in to Redis as $user with a password this change would take away',
+    );
+    expect(precheck('python')).toContain('python-version asks for 3.11');
+    for (const { item } of plan) {
+      if (!item?.precheck) continue;
+      expect(bashErrors(item.precheck)).toBe('');
+      for (const change of [
+        'ms_changed',
+        'ms_apply',
+        'ms_file',
+        'create role',
+        'alter role',
+        'comment on role',
+        'grant ',
+      ])
+        expect(item.precheck).not.toContain(change);
+    }
+  });
   test('pyenv path: clone, build and the interpreter it prints', () => {
     const py = planItems(settings({ 'python-install': 'pyenv', 'python-version': '3.12.4' }), BOOKWORM).find(
       (p) => p.name === 'python',

@@ -37,6 +37,12 @@ export interface Item {
   name: ItemName;
   /** Runs with CHECK=0 or CHECK=1 set by the prelude. */
   script: string;
+  /**
+   * The item's refusals, read-only (the script decides them again): the run
+   * pre-checks every item on every host before any item changes anything, so
+   * a refusal leaves every host as it was (an earlier item's .env included).
+   */
+  precheck?: string;
   guard?: Guard;
 }
 
@@ -162,6 +168,13 @@ export function itemStep(item: Item): Step<ItemReport> {
       guarded: out.all('guard').length > 0,
     };
   });
+}
+
+/** An item's pre-check as a step: its refusal (stderr), or '' when it has none. */
+export function precheckStep(item: Item & { precheck: string }): Step<string> {
+  return reportingStep(`pre-checking ${item.name}`, itemScript(true, item.precheck), (stdout, ending) =>
+    ending.code === 0 ? '' : parseItemOutput(ending.code, stdout, ending.stderr).detail,
+  );
 }
 
 /** Keeps a guarded change, or undoes it. */

@@ -26,6 +26,7 @@ export type { ProvisionSettings } from './settings.js';
 export {
   guardStep,
   itemStep,
+  precheckStep,
   parseItemOutput,
   type Item,
   type ItemName,

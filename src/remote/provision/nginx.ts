@@ -94,6 +94,10 @@ export const NGINX_RELOAD = [
 export function nginxItem(s: ProvisionSettings): Item {
   return {
     name: 'nginx',
+    // An nginx already there that the TLS site cannot use is refused before the run changes anything.
+    precheck: certPaths(s)
+      ? ['if command -v nginx >/dev/null; then', NGINX_VERSION_LINES, 'fi'].join('\n')
+      : undefined,
     script: itemScript(s.check, 'ms_install nginx', 'nginx_changed=0', siteLines(s), NGINX_RELOAD),
   };
 }

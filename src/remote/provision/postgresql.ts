@@ -64,9 +64,16 @@ export function hbaBlock(settings: ProvisionSettings): string {
   ].join('\n');
 }
 
-/** The comment that marks a role provision made to log in as the owner (it converges, and removes the password of, only those). */
-export function loginRoleMarker(owner: string): string {
-  return `metalship login role for ${owner}`;
+/**
+ * The comments that mark the roles provision manages the passwords of, naming
+ * the app: a rotation takes passwords away only from this app's roles, and a
+ * second app naming one of them is refused.
+ */
+export function loginRoleMarker(app: string, owner: string): string {
+  return `metalship login role of app ${app} for ${owner}`;
+}
+export function ownerRoleMarker(app: string): string {
+  return `metalship owner role of app ${app}`;
 }
 
 /**
@@ -100,16 +107,24 @@ function passwordDecision(settings: ProvisionSettings): string {
     sh`printf '%s\\n' ${'127.0.0.1:*:' + pg.database + ':' + pg.loginUser + ':' + pg.password.replace(/\\/g, '\\\\').replace(/:/g, '\\:')} > "$pgpass"`,
     'setpw=0',
     sh`if ! PGPASSFILE="$pgpass" psql -XAtq -w -h 127.0.0.1 -U ${pg.loginUser} -d ${pg.database} -c 'select 1' >/dev/null 2>&1; then setpw=1; fi`,
-    // One line per role of the app: name, has a password, marked as its login role.
-    `roles=$(echo "select rolname || ' ' || (rolpassword is not null) || ' ' || coalesce(shobj_description(oid, 'pg_authid') = :'marker', false) from pg_authid where rolname in (:'u', :'l', :'p') or shobj_description(oid, 'pg_authid') = :'marker'" | q)`,
+    // One line per role named or marked for the app: name, has a password, whose it is
+    // (this app's owner or login role, another app's, or nobody's).
+    `roles=$(echo "select rolname || ' ' || (rolpassword is not null) || ' ' || case when d = :'marker' then 'login' when d = :'owner_marker' then 'owner' when d is null then 'none' else coalesce('app:' || substring(d from '^metalship (?:owner|login) role of app (\\S+)'), 'other') end from pg_authid, shobj_description(oid, 'pg_authid') d where rolname in (:'u', :'l', :'p') or d = :'marker'" | q)`,
     unread ? 'remove=(); previous_pw=0; login_pw=0' : 'remove=(); previous_pw=0',
-    'while read -r name haspw marked; do',
+    'while read -r name haspw whose; do',
     '  [ -n "$name" ] || continue',
-    '  if [ "$name" != "$u" ] && [ "$marked" != true ]; then',
-    // Else provision could grant the owner to, and set a password on, another app's role.
-    '    echo "role $name exists and is not a login role of $u: choose another name for db-login-user or db-previous-user. Nothing was changed." >&2',
+    '  if [ "$name" = "$u" ]; then input="db-user"; elif [ "$name" = "$l" ]; then input="db-login-user"; else input="db-previous-user"; fi',
+    // Two apps on one role would each take the other's passwords away on a rotation.
+    '  if [[ "$whose" == app:* ]]; then',
+    "    echo \"Input '$input' names role $name, whose passwords provision manages for the app ${whose#app:}: two apps sharing a role would take each other's passwords away, so choose another $input for $app. Nothing was changed.\" >&2",
     '    exit 1',
     '  fi',
+    '  if [ "$name" != "$u" ] && [ "$whose" != login ]; then',
+    // Else provision could grant the owner to, and set a password on, a role it did not make.
+    '    echo "Input \'$input\' names role $name, which exists and is not a login role of $app: choose another name. Nothing was changed." >&2',
+    '    exit 1',
+    '  fi',
+    '  if [ "$name" = "$u" ]; then owner_whose=$whose; fi',
     '  if [ "$name" = "$p" ] && [ "$haspw" = true ]; then previous_pw=1; fi',
     unread ? '  if [ "$name" = "$l" ] && [ "$haspw" = true ]; then login_pw=1; fi' : null,
     '  if [ "$haspw" = true ] && [ "$name" != "$l" ] && [ "$name" != "$p" ]; then remove+=("$name"); fi',
@@ -122,7 +137,7 @@ function passwordDecision(settings: ProvisionSettings): string {
       ? [
           // Adding a password to a role without one takes nothing away; changing or removing one may.
           'if { [ "$setpw" = 1 ] && [ "$login_pw" = 1 ]; } || [ "${#remove[@]}" != 0 ]; then',
-          sh`  echo ${unread + ': changing or removing a password they may log in with needs them in the run (or stopped). Nothing was changed.'} >&2`,
+          sh`  echo ${unread + ': changing or removing a password they may log in with needs them in the run. Nothing was changed.'} >&2`,
           '  exit 1',
           'fi',
         ].join('\n')
@@ -195,6 +210,34 @@ function passwordChanges(settings: ProvisionSettings): string {
   ].join('\n');
 }
 
+const PSQL = 'runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1';
+
+/**
+ * The item's variables, `q` (psql as postgres with them) and every refusal,
+ * read-only: the item runs them first, and the run's pre-check on every host
+ * before any item changes anything (see Item.precheck).
+ */
+function decisionLines(settings: ProvisionSettings): string[] {
+  const pg = settings.postgresql;
+  const app = settings.layout.app;
+  return [
+    sh`u=${pg.user} l=${pg.loginUser} p=${pg.previousUser} db=${pg.database} app=${app} marker=${loginRoleMarker(app, pg.user)} owner_marker=${ownerRoleMarker(app)}`,
+    `# shellcheck disable=SC2120 # arguments are optional: most calls feed it stdin only\nq() { ${PSQL} -v u="$u" -v l="$l" -v p="$p" -v db="$db" -v marker="$marker" -v owner_marker="$owner_marker" "$@"; }`,
+    plainOwnerCheck(),
+    pg.password ? passwordDecision(settings) : '',
+  ];
+}
+
+/** The owner is marked as this app's (when it carries no comment): another app naming it is then refused. */
+function ownerClaimScript(): string {
+  return [
+    'if [ "${owner_whose:-none}" = none ]; then',
+    '  ms_changed "role $u marked as the owner role of $app"',
+    sh`  if [ "$CHECK" != 1 ]; then echo ${`comment on role :"u" is :'owner_marker'`} | q; fi`,
+    'fi',
+  ].join('\n');
+}
+
 export function postgresqlItem(settings: ProvisionSettings): Item {
   const pg = settings.postgresql;
   const backup = {
@@ -204,23 +247,23 @@ export function postgresqlItem(settings: ProvisionSettings): Item {
     retentionDays: pg.keepDays,
   };
   const units = backupUnitNames(settings.layout.app);
-  const psql = 'runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1';
+  const psql = PSQL;
   const listen = listenAddresses(settings);
   return {
     name: 'postgresql',
+    // Nothing to refuse before PostgreSQL runs: no role exists yet.
+    precheck: [`if ${PSQL} -c 'select 1' >/dev/null 2>&1; then`, ...decisionLines(settings), 'fi'].join('\n'),
     script: itemScript(
       settings.check,
       'ms_install postgresql',
       'if ! systemctl is-active --quiet postgresql; then ms_changed "postgresql started"; ms_apply systemctl enable --now --quiet postgresql; fi',
       // Clusters take a moment to accept connections after a start.
       `for _ in $(seq 1 30); do ${psql} -c 'select 1' >/dev/null 2>&1 && break; sleep 1; done`,
-      sh`u=${pg.user} l=${pg.loginUser} p=${pg.previousUser} db=${pg.database} marker=${loginRoleMarker(pg.user)}`,
-      `# shellcheck disable=SC2120 # arguments are optional: most calls feed it stdin only\nq() { ${psql} -v u="$u" -v l="$l" -v p="$p" -v db="$db" -v marker="$marker" "$@"; }`,
       // Every refusal is decided before the first change.
-      plainOwnerCheck(),
-      pg.password ? passwordDecision(settings) : null,
+      ...decisionLines(settings),
       sh`if [ -z "$(echo "select 1 from pg_roles where rolname = :'u'" | q)" ]; then ms_changed ${'role ' + pg.user + ' created'}; if [ "$CHECK" != 1 ]; then echo 'create role :"u" login' | q; fi; fi`,
       sh`if [ -z "$(echo "select 1 from pg_database where datname = :'db'" | q)" ]; then ms_changed ${'database ' + pg.database + ' created'}; if [ "$CHECK" != 1 ]; then echo 'create database :"db" owner :"u"' | q; fi; fi`,
+      pg.password ? ownerClaimScript() : null,
       pg.password && pg.loginUser !== pg.user ? loginRoleScript() : null,
       pg.password ? passwordChanges(settings) : null,
       `hba=$(${psql} -c 'show hba_file')`,

@@ -31,15 +31,17 @@ export const PYENV_BUILD_DEPS = [
 export function pythonItem(settings: ProvisionSettings): Item {
   const v = settings.python.version;
   if (settings.python.install === 'system') {
+    const matches = v
+      ? sh`have=$(python3 -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')
+case "$have." in ${v}.*) ;; *) echo "python3 is $have, python-version asks for ${v}: use python-install: pyenv for another version" >&2; exit 1;; esac`
+      : null;
     return {
       name: 'python',
+      precheck: matches ? `if command -v python3 >/dev/null; then\n${matches}\nfi` : undefined,
       script: itemScript(
         settings.check,
         'ms_install python3 python3-venv python3-pip',
-        v
-          ? sh`have=$(python3 -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')
-case "$have." in ${v}.*) ;; *) echo "python3 is $have, python-version asks for ${v}: use python-install: pyenv for another version" >&2; exit 1;; esac`
-          : null,
+        matches,
         'echo "python /usr/bin/python3"',
       ),
     };

@@ -240,6 +240,13 @@ export function redisItem(settings: ProvisionSettings): Item {
   const cli = `redis-cli -h 127.0.0.1${tls ? sh` --tls --cacert ${REDIS_TLS_CERT}` : ''}`;
   return {
     name: 'redis',
+    // Nothing to refuse before Redis is installed: no password is accepted yet.
+    precheck: [
+      'if command -v redis-server >/dev/null; then',
+      REDIS_VERSION_LINES,
+      keepsPasswordsInUse(settings),
+      'fi',
+    ].join('\n'),
     script: itemScript(
       settings.check,
       'ms_install redis-server',
