@@ -133,28 +133,25 @@ export async function provision(opts: Settings<'provision'>, log: Log): Promise<
     log,
     'provision',
     async (hosts, balancers, inUse) => {
-      const links = await offsiteLinks(opts, [...hosts, ...balancers], log);
-      // The redis host's certificate, made before any item: its app hosts trust it in the same run.
-      const redisHost = opts.redis ? balancers.find((h) => h.roles.redis) : undefined;
-      const redisTls = redisHost
-        ? await log.group(`The Redis TLS certificate of ${redisHost.spec.label}`, () =>
-            redisHost.conn.step(redisTlsStep(where.redis!.address, opts.check, unread.length === 0)),
-          )
-        : null;
       const elsewhere = guarded
         ? { logins: hosts.flatMap((h, i) => inUse[i]!.map((l) => ({ ...l, unit: `${l.unit} on ${h.spec.label}` }))), unread }
         : null;
       const all = [...hosts, ...balancers];
-      const settingsOf = (host: Host) =>
+      const settingsOf = (
+        host: Host,
+        links?: Map<Host, ProvisionSettings['offsite']>,
+        redisTls: RedisTls | null = null,
+      ) =>
         provisionSettings(
           opts,
           host.roles,
           host.roles.lb ? members : null,
-          links.get(host),
+          links?.get(host),
           elsewhere,
           redisTls,
         );
-      // Every refusal on every host before the first change on any.
+      // Every refusal on every host before the first change on any: before the
+      // backup push keys and the Redis certificate too (no refusal reads them).
       const prechecks = await onEachHost(all, async (host) => ({
         items: await precheckHost(host, facts.get(host)!, settingsOf(host), log),
       }));
@@ -176,13 +173,29 @@ export async function provision(opts: Settings<'provision'>, log: Log): Promise<
                 : { error: r.error }),
             }),
           )
-        : ((await onEachHost(
-            all,
-            (host) =>
-              log.group(`Provision ${host.spec.label}`, () =>
-                provisionHost(host, facts.get(host)!, settingsOf(host), freshConnectionTest(host, opts, log), log),
-              ) as Promise<ProvisionHostResult & Record<string, unknown>>,
-          )) as ProvisionHostResult[]);
+        : await (async () => {
+            // The redis host's certificate, made before any item: its app hosts trust it in the same run.
+            const redisHost = opts.redis ? balancers.find((h) => h.roles.redis) : undefined;
+            const redisTls = redisHost
+              ? await log.group(`The Redis TLS certificate of ${redisHost.spec.label}`, () =>
+                  redisHost.conn.step(redisTlsStep(where.redis!.address, opts.check, unread.length === 0)),
+                )
+              : null;
+            const links = await offsiteLinks(opts, all, log);
+            return (await onEachHost(
+              all,
+              (host) =>
+                log.group(`Provision ${host.spec.label}`, () =>
+                  provisionHost(
+                    host,
+                    facts.get(host)!,
+                    settingsOf(host, links, redisTls),
+                    freshConnectionTest(host, opts, log),
+                    log,
+                  ),
+                ) as Promise<ProvisionHostResult & Record<string, unknown>>,
+            )) as ProvisionHostResult[];
+          })();
       const changed = results.reduce((n, r) => n + (r.changed ?? 0), 0);
       const failed = results.reduce((n, r) => n + (r.failed ?? 0), 0) + results.filter((r) => !r.items).length;
       const outputs = {
