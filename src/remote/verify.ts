@@ -69,23 +69,13 @@ function throughNginx(settings: VerifySettings): string {
  */
 export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
   const layout = settings.layout;
+  const units = settings.units.length > 0;
   const text = script(
     pyToolDefinition(),
     'rc=0',
-    settings.api === false
-      ? null
-      : script(
-          sh`slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`,
-          'case "$slot" in blue|green) ;; *) echo "PROBLEM no api slot is serving on this host (nothing deployed yet?)"; exit 0;; esac',
-          sh`sock=/run/${layout.app}-api-$slot/api.sock`,
-          sh`out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`,
-          'echo "RESULT $out"',
-          'echo "PROBE_RC $rc"',
-          throughNginx(settings),
-        ),
     'failed=""',
     // A unit not yet active with no job queued is waited for, up to the timeout.
-    settings.units.length
+    units
       ? script(
           'settled() {',
           '  local i=0 s jobs',
@@ -104,10 +94,38 @@ export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
           '    sleep 0.1',
           '  done',
           '}',
+          'units_check() {',
+          '  local down=""',
+          ...settings.units.map((u) => sh`  if ! settled ${u}; then down="$down ${u}"; fi`),
+          '  if [ -n "$down" ]; then echo "UNITS_DOWN$down"; fi',
+          '}',
+          // Its output goes to a file, read once it is done: its lines never mix with the probes'.
+          'units_out=$(mktemp)',
         ).trimEnd()
       : null,
-    ...settings.units.map((u) => sh`if ! settled ${u}; then failed="$failed ${u}"; fi`),
-    'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi',
+    settings.api === false
+      ? units
+        ? 'units_check > "$units_out"'
+        : null
+      : script(
+          sh`slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`,
+          `case "$slot" in blue|green) ;; *) echo "PROBLEM no api slot is serving on this host (nothing deployed yet?)"; ${units ? 'rm -f -- "$units_out"; ' : ''}exit 0;; esac`,
+          // The units settle (a worker's restart waits for its tasks) while the probes run.
+          units ? 'units_check > "$units_out" & units_pid=$!' : null,
+          sh`sock=/run/${layout.app}-api-$slot/api.sock`,
+          sh`out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`,
+          'echo "RESULT $out"',
+          'echo "PROBE_RC $rc"',
+          throughNginx(settings),
+          units ? 'wait "$units_pid" || true' : null,
+        ),
+    units
+      ? script(
+          'cat -- "$units_out"',
+          `failed=$(sed -n 's/^UNITS_DOWN//p' "$units_out")`,
+          'rm -f -- "$units_out"',
+        ).trimEnd()
+      : null,
     settings.list
       ? sh`if [ "$rc" = 0 ] && [ -z "$failed" ]; then echo "LISTING $(mstool releases ${layout.root} | tail -n 1)"; fi`
       : null,
