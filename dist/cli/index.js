@@ -75307,6 +75307,10 @@ function itemStep(item) {
         };
     });
 }
+/** An item's pre-check as a step: its refusal (stderr), or '' when it has none. */
+function precheckStep(item) {
+    return reportingStep(`pre-checking ${item.name}`, itemScript(true, item.precheck), (stdout, ending) => ending.code === 0 ? '' : parseItemOutput(ending.code, stdout, ending.stderr).detail);
+}
 /** Keeps a guarded change, or undoes it. */
 function guardStep(item, action) {
     return plainStep(`${action === 'confirm' ? 'confirming' : 'reverting'} the ${item.name} change`, item.guard[action]);
@@ -75614,6 +75618,13 @@ function redisItem(settings) {
     const cli = `redis-cli -h 127.0.0.1${tls ? sh_sh ` --tls --cacert ${REDIS_TLS_CERT}` : ''}`;
     return {
         name: 'redis',
+        // Nothing to refuse before Redis is installed: no password is accepted yet.
+        precheck: [
+            'if command -v redis-server >/dev/null; then',
+            REDIS_VERSION_LINES,
+            keepsPasswordsInUse(settings),
+            'fi',
+        ].join('\n'),
         script: itemScript(settings.check, 'ms_install redis-server', REDIS_VERSION_LINES, keepsPasswordsInUse(settings), 'restart=0', 'acl_changed=0', tls ? redisTlsLines(settings.redis.tls ?? null) : null, ensureEtcDir(), sh_sh `if [ ! -s ${REDIS_ADMIN_SECRET} ] && [ "$CHECK" != 1 ]; then (umask 077 && head -c 32 /dev/urandom | base64 -w0 > ${REDIS_ADMIN_SECRET + '.new'}) && mv -f ${REDIS_ADMIN_SECRET + '.new'} ${REDIS_ADMIN_SECRET}; fi`, sh_sh `admin_hash=$(if [ -s ${REDIS_ADMIN_SECRET} ]; then sha256sum < ${REDIS_ADMIN_SECRET} | cut -d ' ' -f 1; fi)`, ...['6.0', '6.2'].map((syntax) => [
             sh_sh `if [ "$redis_syntax" = ${syntax} ]; then`,
             textVar('acl', aclFile(redis.user, [redis.password, redis.previousPassword], syntax)),
@@ -82046,19 +82057,28 @@ function throughNginx(settings) {
  */
 function verifyStep(settings) {
     const layout = settings.layout;
-    const text = sh_script(pyToolDefinition(), 'rc=0', settings.api === false
-        ? null
-        : sh_script(sh_sh `slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "PROBLEM no api slot is serving on this host (nothing deployed yet?)"; exit 0;; esac', sh_sh `sock=/run/${layout.app}-api-$slot/api.sock`, sh_sh `out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'echo "PROBE_RC $rc"', throughNginx(settings)), 'failed=""', 
+    const units = settings.units.length > 0;
+    const text = sh_script(pyToolDefinition(), 'rc=0', 'failed=""', 
     // A unit not yet active with no job queued is waited for, up to the timeout.
-    settings.units.length
+    units
         ? sh_script('settled() {', '  local i=0 s jobs', '  while :; do', '    s=$(systemctl is-active "$1" 2>/dev/null || true)', '    jobs=$(systemctl list-jobs --no-legend "$1" 2>/dev/null || true)', '    if [ "$s" = active ] && [ -z "$jobs" ]; then return 0; fi', 
         // No early failure: around a restart the switch did not wait for, a unit
         // passes through inactive (and its job through states list-jobs may not
         // show); a unit that is really down fails at the timeout.
         sh_sh `    i=$((i + 1)); if [ "$i" -ge ${settings.timeout * 10} ]; then`, 
         // What the unit was doing when given up on, so a failure explains itself.
-        '      echo "UNIT_STATE $1: is-active=${s:-?} jobs=${jobs:-none}; $(systemctl show -p ActiveState -p SubState -p Result -p NRestarts -p ExecMainStatus "$1" 2>/dev/null | tr \'\\n\' \' \')"', '      return 1', '    fi', '    sleep 0.1', '  done', '}').trimEnd()
-        : null, ...settings.units.map((u) => sh_sh `if ! settled ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', settings.list
+        '      echo "UNIT_STATE $1: is-active=${s:-?} jobs=${jobs:-none}; $(systemctl show -p ActiveState -p SubState -p Result -p NRestarts -p ExecMainStatus "$1" 2>/dev/null | tr \'\\n\' \' \')"', '      return 1', '    fi', '    sleep 0.1', '  done', '}', 'units_check() {', '  local down=""', ...settings.units.map((u) => sh_sh `  if ! settled ${u}; then down="$down ${u}"; fi`), '  if [ -n "$down" ]; then echo "UNITS_DOWN$down"; fi', '}', 
+        // Its output goes to a file, read once it is done: its lines never mix with the probes'.
+        'units_out=$(mktemp)').trimEnd()
+        : null, settings.api === false
+        ? units
+            ? 'units_check > "$units_out"'
+            : null
+        : sh_script(sh_sh `slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`, `case "$slot" in blue|green) ;; *) echo "PROBLEM no api slot is serving on this host (nothing deployed yet?)"; ${units ? 'rm -f -- "$units_out"; ' : ''}exit 0;; esac`, 
+        // The units settle (a worker's restart waits for its tasks) while the probes run.
+        units ? 'units_check > "$units_out" & units_pid=$!' : null, sh_sh `sock=/run/${layout.app}-api-$slot/api.sock`, sh_sh `out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'echo "PROBE_RC $rc"', throughNginx(settings), units ? 'wait "$units_pid" || true' : null), units
+        ? sh_script('cat -- "$units_out"', `failed=$(sed -n 's/^UNITS_DOWN//p' "$units_out")`, 'rm -f -- "$units_out"').trimEnd()
+        : null, settings.list
         ? sh_sh `if [ "$rc" = 0 ] && [ -z "$failed" ]; then echo "LISTING $(mstool releases ${layout.root} | tail -n 1)"; fi`
         : null, 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', sh_sh `  journalctl ${journalOf(layout)} -u ${layout.units.api('blue')} -u ${layout.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`, 'fi');
     return step_step('health check', text, (stdout) => {
@@ -94848,6 +94868,10 @@ const NGINX_RELOAD = [
 function nginxItem(s) {
     return {
         name: 'nginx',
+        // An nginx already there that the TLS site cannot use is refused before the run changes anything.
+        precheck: certPaths(s)
+            ? ['if command -v nginx >/dev/null; then', NGINX_VERSION_LINES, 'fi'].join('\n')
+            : undefined,
         script: itemScript(s.check, 'ms_install nginx', 'nginx_changed=0', siteLines(s), NGINX_RELOAD),
     };
 }
@@ -95253,9 +95277,16 @@ function hbaBlock(settings) {
         `# END metalship ${settings.layout.app}`,
     ].join('\n');
 }
-/** The comment that marks a role provision made to log in as the owner (it converges, and removes the password of, only those). */
-function loginRoleMarker(owner) {
-    return `metalship login role for ${owner}`;
+/**
+ * The comments that mark the roles provision manages the passwords of, naming
+ * the app: a rotation takes passwords away only from this app's roles, and a
+ * second app naming one of them is refused.
+ */
+function loginRoleMarker(app, owner) {
+    return `metalship login role of app ${app} for ${owner}`;
+}
+function ownerRoleMarker(app) {
+    return `metalship owner role of app ${app}`;
 }
 /**
  * The owner is a plain role: the app (and a login role acting as it) must
@@ -95287,16 +95318,24 @@ function passwordDecision(settings) {
         sh_sh `printf '%s\\n' ${'127.0.0.1:*:' + pg.database + ':' + pg.loginUser + ':' + pg.password.replace(/\\/g, '\\\\').replace(/:/g, '\\:')} > "$pgpass"`,
         'setpw=0',
         sh_sh `if ! PGPASSFILE="$pgpass" psql -XAtq -w -h 127.0.0.1 -U ${pg.loginUser} -d ${pg.database} -c 'select 1' >/dev/null 2>&1; then setpw=1; fi`,
-        // One line per role of the app: name, has a password, marked as its login role.
-        `roles=$(echo "select rolname || ' ' || (rolpassword is not null) || ' ' || coalesce(shobj_description(oid, 'pg_authid') = :'marker', false) from pg_authid where rolname in (:'u', :'l', :'p') or shobj_description(oid, 'pg_authid') = :'marker'" | q)`,
+        // One line per role named or marked for the app: name, has a password, whose it is
+        // (this app's owner or login role, another app's, or nobody's).
+        `roles=$(echo "select rolname || ' ' || (rolpassword is not null) || ' ' || case when d = :'marker' then 'login' when d = :'owner_marker' then 'owner' when d is null then 'none' else coalesce('app:' || substring(d from '^metalship (?:owner|login) role of app (\\S+)'), 'other') end from pg_authid, shobj_description(oid, 'pg_authid') d where rolname in (:'u', :'l', :'p') or d = :'marker'" | q)`,
         unread ? 'remove=(); previous_pw=0; login_pw=0' : 'remove=(); previous_pw=0',
-        'while read -r name haspw marked; do',
+        'while read -r name haspw whose; do',
         '  [ -n "$name" ] || continue',
-        '  if [ "$name" != "$u" ] && [ "$marked" != true ]; then',
-        // Else provision could grant the owner to, and set a password on, another app's role.
-        '    echo "role $name exists and is not a login role of $u: choose another name for db-login-user or db-previous-user. Nothing was changed." >&2',
+        '  if [ "$name" = "$u" ]; then input="db-user"; elif [ "$name" = "$l" ]; then input="db-login-user"; else input="db-previous-user"; fi',
+        // Two apps on one role would each take the other's passwords away on a rotation.
+        '  if [[ "$whose" == app:* ]]; then',
+        "    echo \"Input '$input' names role $name, whose passwords provision manages for the app ${whose#app:}: two apps sharing a role would take each other's passwords away, so choose another $input for $app. Nothing was changed.\" >&2",
         '    exit 1',
         '  fi',
+        '  if [ "$name" != "$u" ] && [ "$whose" != login ]; then',
+        // Else provision could grant the owner to, and set a password on, a role it did not make.
+        '    echo "Input \'$input\' names role $name, which exists and is not a login role of $app: choose another name. Nothing was changed." >&2',
+        '    exit 1',
+        '  fi',
+        '  if [ "$name" = "$u" ]; then owner_whose=$whose; fi',
         '  if [ "$name" = "$p" ] && [ "$haspw" = true ]; then previous_pw=1; fi',
         unread ? '  if [ "$name" = "$l" ] && [ "$haspw" = true ]; then login_pw=1; fi' : null,
         '  if [ "$haspw" = true ] && [ "$name" != "$l" ] && [ "$name" != "$p" ]; then remove+=("$name"); fi',
@@ -95309,7 +95348,7 @@ function passwordDecision(settings) {
             ? [
                 // Adding a password to a role without one takes nothing away; changing or removing one may.
                 'if { [ "$setpw" = 1 ] && [ "$login_pw" = 1 ]; } || [ "${#remove[@]}" != 0 ]; then',
-                sh_sh `  echo ${unread + ': changing or removing a password they may log in with needs them in the run (or stopped). Nothing was changed.'} >&2`,
+                sh_sh `  echo ${unread + ': changing or removing a password they may log in with needs them in the run. Nothing was changed.'} >&2`,
                 '  exit 1',
                 'fi',
             ].join('\n')
@@ -95379,6 +95418,31 @@ function passwordChanges(settings) {
         'if [ "${drift:-0}" != 0 ]; then ms_warn "$drift objects are owned by a login role, not $u (a session left SET ROLE): run REASSIGN OWNED BY <role> TO $u"; fi',
     ].join('\n');
 }
+const PSQL = 'runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1';
+/**
+ * The item's variables, `q` (psql as postgres with them) and every refusal,
+ * read-only: the item runs them first, and the run's pre-check on every host
+ * before any item changes anything (see Item.precheck).
+ */
+function decisionLines(settings) {
+    const pg = settings.postgresql;
+    const app = settings.layout.app;
+    return [
+        sh_sh `u=${pg.user} l=${pg.loginUser} p=${pg.previousUser} db=${pg.database} app=${app} marker=${loginRoleMarker(app, pg.user)} owner_marker=${ownerRoleMarker(app)}`,
+        `# shellcheck disable=SC2120 # arguments are optional: most calls feed it stdin only\nq() { ${PSQL} -v u="$u" -v l="$l" -v p="$p" -v db="$db" -v marker="$marker" -v owner_marker="$owner_marker" "$@"; }`,
+        plainOwnerCheck(),
+        pg.password ? passwordDecision(settings) : '',
+    ];
+}
+/** The owner is marked as this app's (when it carries no comment): another app naming it is then refused. */
+function ownerClaimScript() {
+    return [
+        'if [ "${owner_whose:-none}" = none ]; then',
+        '  ms_changed "role $u marked as the owner role of $app"',
+        sh_sh `  if [ "$CHECK" != 1 ]; then echo ${`comment on role :"u" is :'owner_marker'`} | q; fi`,
+        'fi',
+    ].join('\n');
+}
 function postgresqlItem(settings) {
     const pg = settings.postgresql;
     const backup = {
@@ -95388,15 +95452,17 @@ function postgresqlItem(settings) {
         retentionDays: pg.keepDays,
     };
     const units = backupUnitNames(settings.layout.app);
-    const psql = 'runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1';
+    const psql = PSQL;
     const listen = listenAddresses(settings);
     return {
         name: 'postgresql',
+        // Nothing to refuse before PostgreSQL runs: no role exists yet.
+        precheck: [`if ${PSQL} -c 'select 1' >/dev/null 2>&1; then`, ...decisionLines(settings), 'fi'].join('\n'),
         script: itemScript(settings.check, 'ms_install postgresql', 'if ! systemctl is-active --quiet postgresql; then ms_changed "postgresql started"; ms_apply systemctl enable --now --quiet postgresql; fi', 
         // Clusters take a moment to accept connections after a start.
-        `for _ in $(seq 1 30); do ${psql} -c 'select 1' >/dev/null 2>&1 && break; sleep 1; done`, sh_sh `u=${pg.user} l=${pg.loginUser} p=${pg.previousUser} db=${pg.database} marker=${loginRoleMarker(pg.user)}`, `# shellcheck disable=SC2120 # arguments are optional: most calls feed it stdin only\nq() { ${psql} -v u="$u" -v l="$l" -v p="$p" -v db="$db" -v marker="$marker" "$@"; }`, 
+        `for _ in $(seq 1 30); do ${psql} -c 'select 1' >/dev/null 2>&1 && break; sleep 1; done`, 
         // Every refusal is decided before the first change.
-        plainOwnerCheck(), pg.password ? passwordDecision(settings) : null, sh_sh `if [ -z "$(echo "select 1 from pg_roles where rolname = :'u'" | q)" ]; then ms_changed ${'role ' + pg.user + ' created'}; if [ "$CHECK" != 1 ]; then echo 'create role :"u" login' | q; fi; fi`, sh_sh `if [ -z "$(echo "select 1 from pg_database where datname = :'db'" | q)" ]; then ms_changed ${'database ' + pg.database + ' created'}; if [ "$CHECK" != 1 ]; then echo 'create database :"db" owner :"u"' | q; fi; fi`, pg.password && pg.loginUser !== pg.user ? loginRoleScript() : null, pg.password ? passwordChanges(settings) : null, `hba=$(${psql} -c 'show hba_file')`, sh_sh `block=$(cat <<'MS_HBA_EOF'`, hbaBlock(settings), 'MS_HBA_EOF', ')', 
+        ...decisionLines(settings), sh_sh `if [ -z "$(echo "select 1 from pg_roles where rolname = :'u'" | q)" ]; then ms_changed ${'role ' + pg.user + ' created'}; if [ "$CHECK" != 1 ]; then echo 'create role :"u" login' | q; fi; fi`, sh_sh `if [ -z "$(echo "select 1 from pg_database where datname = :'db'" | q)" ]; then ms_changed ${'database ' + pg.database + ' created'}; if [ "$CHECK" != 1 ]; then echo 'create database :"db" owner :"u"' | q; fi; fi`, pg.password ? ownerClaimScript() : null, pg.password && pg.loginUser !== pg.user ? loginRoleScript() : null, pg.password ? passwordChanges(settings) : null, `hba=$(${psql} -c 'show hba_file')`, sh_sh `block=$(cat <<'MS_HBA_EOF'`, hbaBlock(settings), 'MS_HBA_EOF', ')', 
         // Our rules first (pg_hba: the first matching line wins); the rest as it was.
         sh_sh `new=$( { printf '%s\\n' "$block"; awk -v b=${'# BEGIN metalship ' + settings.layout.app} -v e=${'# END metalship ' + settings.layout.app} '$0 == b { skip = 1; next } $0 == e { skip = 0; next } !skip' "$hba"; } )`, 'if [ "$new" != "$(cat "$hba")" ]; then', '  ms_changed "pg_hba rules for the app"', '  if [ "$CHECK" != 1 ]; then printf "%s\\n" "$new" > "$hba.metalship-new"; chown --reference="$hba" "$hba.metalship-new"; chmod --reference="$hba" "$hba.metalship-new"; mv -f "$hba.metalship-new" "$hba"; echo "select pg_reload_conf()" | q >/dev/null; fi', 'fi', 
         // The cluster's settings are readable by the server's account only (the
@@ -95444,12 +95510,14 @@ const PYENV_BUILD_DEPS = [
 function pythonItem(settings) {
     const v = settings.python.version;
     if (settings.python.install === 'system') {
+        const matches = v
+            ? sh_sh `have=$(python3 -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')
+case "$have." in ${v}.*) ;; *) echo "python3 is $have, python-version asks for ${v}: use python-install: pyenv for another version" >&2; exit 1;; esac`
+            : null;
         return {
             name: 'python',
-            script: itemScript(settings.check, 'ms_install python3 python3-venv python3-pip', v
-                ? sh_sh `have=$(python3 -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')
-case "$have." in ${v}.*) ;; *) echo "python3 is $have, python-version asks for ${v}: use python-install: pyenv for another version" >&2; exit 1;; esac`
-                : null, 'echo "python /usr/bin/python3"'),
+            precheck: matches ? `if command -v python3 >/dev/null; then\n${matches}\nfi` : undefined,
+            script: itemScript(settings.check, 'ms_install python3 python3-venv python3-pip', matches, 'echo "python /usr/bin/python3"'),
         };
     }
     return {
@@ -95951,6 +96019,27 @@ async function readHostFacts(hosts, allowUntestedOs) {
         throw new Error(refused.join('\n'));
     return facts;
 }
+/**
+ * Every item's refusals on this host, read before any item runs on any host
+ * (the run goes on only when no host refuses): a refusal then leaves every
+ * host as it was, including what items before the refusing one would write.
+ */
+async function precheckHost(host, facts, settings, log) {
+    const refused = [];
+    for (const { item } of planItems(settings, facts)) {
+        if (!item?.precheck)
+            continue;
+        const started = Date.now();
+        const why = await host.conn
+            .step(precheckStep({ ...item, precheck: item.precheck }))
+            .catch((err) => errorMessage(err));
+        if (!why)
+            continue;
+        refused.push({ item: item.name, status: 'failed', detail: why, seconds: (Date.now() - started) / 1000 });
+        log.info(`[${host.spec.label}] ✗ ${item.name}: refused before any change (${why})`);
+    }
+    return refused;
+}
 async function provisionHost(host, facts, settings, test, log) {
     const label = host.spec.label;
     log.info(`[${label}] ${facts.os}${settings.check ? ' (check mode: nothing is changed)' : ''}`);
@@ -96126,19 +96215,41 @@ async function provision(opts, log) {
     const where = topology(opts.hosts);
     const unread = opts.hosts.filter((h) => isAppHost(h) && !limited.includes(h)).map((h) => h.label);
     return withHosts({ ...opts, hosts: limited }, log, 'provision', async (hosts, balancers, inUse) => {
-        const links = await offsiteLinks(opts, [...hosts, ...balancers], log);
-        // The redis host's certificate, made before any item: its app hosts trust it in the same run.
-        const redisHost = opts.redis ? balancers.find((h) => h.roles.redis) : undefined;
-        const redisTls = redisHost
-            ? await log.group(`The Redis TLS certificate of ${redisHost.spec.label}`, () => redisHost.conn.step(redisTlsStep(where.redis.address, opts.check, unread.length === 0)))
-            : null;
         const elsewhere = guarded
             ? { logins: hosts.flatMap((h, i) => inUse[i].map((l) => ({ ...l, unit: `${l.unit} on ${h.spec.label}` }))), unread }
             : null;
-        const results = (await onEachHost([...hosts, ...balancers], (host) => {
-            const settings = provisionSettings(opts, host.roles, host.roles.lb ? members : null, links.get(host), elsewhere, redisTls);
-            return log.group(`Provision ${host.spec.label}`, () => provisionHost(host, facts.get(host), settings, freshConnectionTest(host, opts, log), log));
+        const all = [...hosts, ...balancers];
+        const settingsOf = (host, links, redisTls = null) => provisionSettings(opts, host.roles, host.roles.lb ? members : null, links?.get(host), elsewhere, redisTls);
+        // Every refusal on every host before the first change on any: before the
+        // backup push keys and the Redis certificate too (no refusal reads them).
+        const prechecks = await onEachHost(all, async (host) => ({
+            items: await precheckHost(host, facts.get(host), settingsOf(host), log),
         }));
+        const refused = prechecks.some((r) => !r.ok || r.items.length);
+        const results = refused
+            ? prechecks.map((r) => ({
+                host: r.host,
+                ok: false,
+                ...(r.ok
+                    ? {
+                        items: r.items,
+                        failed: r.items.length,
+                        changed: 0,
+                        error: r.items.length
+                            ? `refused before any change: ${r.items.map((i) => i.item).join(', ')}`
+                            : 'not provisioned: another host refused before any change',
+                    }
+                    : { error: r.error }),
+            }))
+            : await (async () => {
+                // The redis host's certificate, made before any item: its app hosts trust it in the same run.
+                const redisHost = opts.redis ? balancers.find((h) => h.roles.redis) : undefined;
+                const redisTls = redisHost
+                    ? await log.group(`The Redis TLS certificate of ${redisHost.spec.label}`, () => redisHost.conn.step(redisTlsStep(where.redis.address, opts.check, unread.length === 0)))
+                    : null;
+                const links = await offsiteLinks(opts, all, log);
+                return (await onEachHost(all, (host) => log.group(`Provision ${host.spec.label}`, () => provisionHost(host, facts.get(host), settingsOf(host, links, redisTls), freshConnectionTest(host, opts, log), log))));
+            })();
         const changed = results.reduce((n, r) => n + (r.changed ?? 0), 0);
         const failed = results.reduce((n, r) => n + (r.failed ?? 0), 0) + results.filter((r) => !r.items).length;
         const outputs = {

@@ -77585,19 +77585,28 @@ function throughNginx(settings) {
  */
 function verifyStep(settings) {
     const layout = settings.layout;
-    const text = sh_script(pytool_pyToolDefinition(), 'rc=0', settings.api === false
-        ? null
-        : sh_script(sh_sh `slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$slot" in blue|green) ;; *) echo "PROBLEM no api slot is serving on this host (nothing deployed yet?)"; exit 0;; esac', sh_sh `sock=/run/${layout.app}-api-$slot/api.sock`, sh_sh `out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'echo "PROBE_RC $rc"', throughNginx(settings)), 'failed=""', 
+    const units = settings.units.length > 0;
+    const text = sh_script(pytool_pyToolDefinition(), 'rc=0', 'failed=""', 
     // A unit not yet active with no job queued is waited for, up to the timeout.
-    settings.units.length
+    units
         ? sh_script('settled() {', '  local i=0 s jobs', '  while :; do', '    s=$(systemctl is-active "$1" 2>/dev/null || true)', '    jobs=$(systemctl list-jobs --no-legend "$1" 2>/dev/null || true)', '    if [ "$s" = active ] && [ -z "$jobs" ]; then return 0; fi', 
         // No early failure: around a restart the switch did not wait for, a unit
         // passes through inactive (and its job through states list-jobs may not
         // show); a unit that is really down fails at the timeout.
         sh_sh `    i=$((i + 1)); if [ "$i" -ge ${settings.timeout * 10} ]; then`, 
         // What the unit was doing when given up on, so a failure explains itself.
-        '      echo "UNIT_STATE $1: is-active=${s:-?} jobs=${jobs:-none}; $(systemctl show -p ActiveState -p SubState -p Result -p NRestarts -p ExecMainStatus "$1" 2>/dev/null | tr \'\\n\' \' \')"', '      return 1', '    fi', '    sleep 0.1', '  done', '}').trimEnd()
-        : null, ...settings.units.map((u) => sh_sh `if ! settled ${u}; then failed="$failed ${u}"; fi`), 'if [ -n "$failed" ]; then echo "UNITS_DOWN$failed"; fi', settings.list
+        '      echo "UNIT_STATE $1: is-active=${s:-?} jobs=${jobs:-none}; $(systemctl show -p ActiveState -p SubState -p Result -p NRestarts -p ExecMainStatus "$1" 2>/dev/null | tr \'\\n\' \' \')"', '      return 1', '    fi', '    sleep 0.1', '  done', '}', 'units_check() {', '  local down=""', ...settings.units.map((u) => sh_sh `  if ! settled ${u}; then down="$down ${u}"; fi`), '  if [ -n "$down" ]; then echo "UNITS_DOWN$down"; fi', '}', 
+        // Its output goes to a file, read once it is done: its lines never mix with the probes'.
+        'units_out=$(mktemp)').trimEnd()
+        : null, settings.api === false
+        ? units
+            ? 'units_check > "$units_out"'
+            : null
+        : sh_script(sh_sh `slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`, `case "$slot" in blue|green) ;; *) echo "PROBLEM no api slot is serving on this host (nothing deployed yet?)"; ${units ? 'rm -f -- "$units_out"; ' : ''}exit 0;; esac`, 
+        // The units settle (a worker's restart waits for its tasks) while the probes run.
+        units ? 'units_check > "$units_out" & units_pid=$!' : null, sh_sh `sock=/run/${layout.app}-api-$slot/api.sock`, sh_sh `out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'echo "PROBE_RC $rc"', throughNginx(settings), units ? 'wait "$units_pid" || true' : null), units
+        ? sh_script('cat -- "$units_out"', `failed=$(sed -n 's/^UNITS_DOWN//p' "$units_out")`, 'rm -f -- "$units_out"').trimEnd()
+        : null, settings.list
         ? sh_sh `if [ "$rc" = 0 ] && [ -z "$failed" ]; then echo "LISTING $(mstool releases ${layout.root} | tail -n 1)"; fi`
         : null, 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', sh_sh `  journalctl ${journalOf(layout)} -u ${layout.units.api('blue')} -u ${layout.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`, 'fi');
     return step_step('health check', text, (stdout) => {
@@ -89789,6 +89798,10 @@ function itemStep(item) {
         };
     });
 }
+/** An item's pre-check as a step: its refusal (stderr), or '' when it has none. */
+function precheckStep(item) {
+    return reportingStep(`pre-checking ${item.name}`, common_itemScript(true, item.precheck), (stdout, ending) => ending.code === 0 ? '' : parseItemOutput(ending.code, stdout, ending.stderr).detail);
+}
 /** Keeps a guarded change, or undoes it. */
 function guardStep(item, action) {
     return plainStep(`${action === 'confirm' ? 'confirming' : 'reverting'} the ${item.name} change`, item.guard[action]);
@@ -90060,6 +90073,13 @@ function redisItem(settings) {
     const cli = `redis-cli -h 127.0.0.1${tls ? sh ` --tls --cacert ${REDIS_TLS_CERT}` : ''}`;
     return {
         name: 'redis',
+        // Nothing to refuse before Redis is installed: no password is accepted yet.
+        precheck: [
+            'if command -v redis-server >/dev/null; then',
+            REDIS_VERSION_LINES,
+            keepsPasswordsInUse(settings),
+            'fi',
+        ].join('\n'),
         script: itemScript(settings.check, 'ms_install redis-server', REDIS_VERSION_LINES, keepsPasswordsInUse(settings), 'restart=0', 'acl_changed=0', tls ? redisTlsLines(settings.redis.tls ?? null) : null, ensureEtcDir(), sh `if [ ! -s ${REDIS_ADMIN_SECRET} ] && [ "$CHECK" != 1 ]; then (umask 077 && head -c 32 /dev/urandom | base64 -w0 > ${REDIS_ADMIN_SECRET + '.new'}) && mv -f ${REDIS_ADMIN_SECRET + '.new'} ${REDIS_ADMIN_SECRET}; fi`, sh `admin_hash=$(if [ -s ${REDIS_ADMIN_SECRET} ]; then sha256sum < ${REDIS_ADMIN_SECRET} | cut -d ' ' -f 1; fi)`, ...['6.0', '6.2'].map((syntax) => [
             sh `if [ "$redis_syntax" = ${syntax} ]; then`,
             textVar('acl', aclFile(redis.user, [redis.password, redis.previousPassword], syntax)),
