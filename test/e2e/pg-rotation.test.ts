@@ -186,7 +186,7 @@ test('a session opened with the old password before its removal still runs queri
   expect(report.failures).toEqual({});
 });
 
-test("a second app naming the first app's owner or login role is refused before any change, naming the input and the app; the first app's logins keep working", async () => {
+test("a second app naming the first app's owner or login role, or using its Redis, is refused before any change, naming the input and the app; the first app's logins keep working", async () => {
   const other = (extra: Record<string, string>) =>
     inputs({
       app: 'shop2',
@@ -209,6 +209,22 @@ test("a second app naming the first app's owner or login role is refused before 
   expect(items(login).postgresql!.detail).toMatch(
     /Input 'db-login-user' names role shop_b, whose passwords provision manages for the app shop: .*Nothing was changed\./,
   );
+  // Its own roles, but Redis on this host: its ACL file holds the first app's user.
+  const cache = await runBundle(
+    'provision',
+    other({
+      'db-user': 'shop2',
+      redis: 'true',
+      'redis-user': 'shop2',
+      'redis-password': 'rot-Redis-Other-5',
+      env: `DATABASE_URL=postgresql://shop2:${OTHER}@127.0.0.1/shop2\nREDIS_URL=redis://shop2:rot-Redis-Other-5@127.0.0.1:6379/0\n`,
+    }),
+  );
+  expect(cache.code).toBe(1);
+  expect(items(cache).redis!.detail).toMatch(
+    /Redis on this host serves the app shop: its ACL file holds that app's users, and provisioning shop2 would replace them\..*Nothing was changed\./,
+  );
+  expect(await on(`cat /etc/redis/users.acl | grep -c '^user shop '`)).toBe('1\n');
   expect(await state()).toBe(before);
   // Only the deploy lock's directory (taken before the pre-checks): no user, no .env.
   expect(await on('id -u shop2 >/dev/null 2>&1 && echo user || echo none; ls -A /opt/shop2')).toBe(
