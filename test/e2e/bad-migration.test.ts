@@ -124,10 +124,14 @@ test("the runbook: freeze, stop, set the damaged database aside, restore the pre
   expect(revision).toBe('0001');
   // 3. Nothing writes: the app's services stop.
   const stopped = Date.now();
-  await sh(`systemctl stop ${APP}.target`);
-  expect(await sh(`systemctl is-active ${APP}-worker.service ${APP}-scheduler.service || true`)).toBe(
-    'inactive\ninactive',
+  await sh(
+    `systemctl stop ${APP}.target '${APP}-api@*.service' ${APP}-worker.service ${APP}-scheduler.service`,
   );
+  expect(
+    await sh(
+      `systemctl is-active ${APP}-api@blue.service ${APP}-api@green.service ${APP}-worker.service ${APP}-scheduler.service || true`,
+    ),
+  ).toBe('inactive\ninactive\ninactive\ninactive');
   // 4. The damaged database set aside, an empty one as provision makes it (postgres runs only these statements).
   await sh(
     `cd / && runuser -u postgres -- psql -qAtX -v ON_ERROR_STOP=1 -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '${APP}' AND pid <> pg_backend_pid()" -c "ALTER DATABASE ${APP} RENAME TO ${DAMAGED}" -c "CREATE DATABASE ${APP} OWNER ${APP}"`,
