@@ -76977,6 +76977,20 @@ const REDIS_ACL = '/etc/redis/users.acl';
  */
 const REDIS_ADMIN = 'metalship-admin';
 const REDIS_ADMIN_SECRET = (/* unused pure expression or super */ null && (`${ETC_DIR}/redis-admin.secret`));
+/** The app whose users the ACL file holds: one app per Redis server (root's, 644). */
+const REDIS_APP = (/* unused pure expression or super */ null && (`${ETC_DIR}/redis-app`));
+/**
+ * Refuses, before anything is written, an app other than the one whose users
+ * the ACL file holds: the file is written whole, so provisioning a second app
+ * would take the first app's Redis user away.
+ */
+function oneAppPerRedis(app) {
+    return script(sh `redis_app=$(cat ${REDIS_APP} 2>/dev/null || true)`, sh `if [ -n "$redis_app" ] && [ "$redis_app" != ${app} ]; then`, sh `  echo "Redis on this host serves the app $redis_app"${`: its ACL file holds that app's users, and provisioning ${app} would replace them. Give ${app} a Redis server of its own (a roles=redis host), or set redis: false and point its REDIS_URL at the one it has. Nothing was changed.`} >&2`, '  exit 1', 'fi').trimEnd();
+}
+/** Records the app whose users the ACL file holds, when none is (see oneAppPerRedis). */
+function recordRedisApp(app) {
+    return sh `if [ -z "$redis_app" ] && [ "$CHECK" != 1 ]; then printf '%s\n' ${app} > ${REDIS_APP}.new && mv -f ${REDIS_APP}.new ${REDIS_APP}; fi`;
+}
 /**
  * The redis host's TLS certificate and key: self-signed, for its private
  * address and loopback. Root's directory; Redis reads the key through its
@@ -77141,14 +77155,15 @@ function redisItem(settings) {
     const cli = `redis-cli -h 127.0.0.1${tls ? sh ` --tls --cacert ${REDIS_TLS_CERT}` : ''}`;
     return {
         name: 'redis',
-        // Nothing to refuse before Redis is installed: no password is accepted yet.
+        // Before Redis is installed, only another app's claim on it refuses: no password is accepted yet.
         precheck: [
+            oneAppPerRedis(settings.layout.app),
             'if command -v redis-server >/dev/null; then',
             REDIS_VERSION_LINES,
             keepsPasswordsInUse(settings),
             'fi',
         ].join('\n'),
-        script: itemScript(settings.check, 'ms_install redis-server', REDIS_VERSION_LINES, keepsPasswordsInUse(settings), 'restart=0', 'acl_changed=0', tls ? redisTlsLines(settings.redis.tls ?? null) : null, ensureEtcDir(), sh `if [ ! -s ${REDIS_ADMIN_SECRET} ] && [ "$CHECK" != 1 ]; then (umask 077 && head -c 32 /dev/urandom | base64 -w0 > ${REDIS_ADMIN_SECRET + '.new'}) && mv -f ${REDIS_ADMIN_SECRET + '.new'} ${REDIS_ADMIN_SECRET}; fi`, sh `admin_hash=$(if [ -s ${REDIS_ADMIN_SECRET} ]; then sha256sum < ${REDIS_ADMIN_SECRET} | cut -d ' ' -f 1; fi)`, ...['6.0', '6.2'].map((syntax) => [
+        script: itemScript(settings.check, oneAppPerRedis(settings.layout.app), 'ms_install redis-server', REDIS_VERSION_LINES, keepsPasswordsInUse(settings), ensureEtcDir(), recordRedisApp(settings.layout.app), 'restart=0', 'acl_changed=0', tls ? redisTlsLines(settings.redis.tls ?? null) : null, ensureEtcDir(), sh `if [ ! -s ${REDIS_ADMIN_SECRET} ] && [ "$CHECK" != 1 ]; then (umask 077 && head -c 32 /dev/urandom | base64 -w0 > ${REDIS_ADMIN_SECRET + '.new'}) && mv -f ${REDIS_ADMIN_SECRET + '.new'} ${REDIS_ADMIN_SECRET}; fi`, sh `admin_hash=$(if [ -s ${REDIS_ADMIN_SECRET} ]; then sha256sum < ${REDIS_ADMIN_SECRET} | cut -d ' ' -f 1; fi)`, ...['6.0', '6.2'].map((syntax) => [
             sh `if [ "$redis_syntax" = ${syntax} ]; then`,
             textVar('acl', aclFile(redis.user, [redis.password, redis.previousPassword], syntax)),
             sh `  ms_file ${REDIS_ACL} 640 redis:redis ${'Redis ACL users'} < <(printf '%s\n' "$acl"; if [ -n "$admin_hash" ]; then printf 'user %s on #%s ~*%s +@all\n' ${REDIS_ADMIN} "$admin_hash" ${syntax === '6.2' ? ' &*' : ''}; fi)`,
