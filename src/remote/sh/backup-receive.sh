@@ -129,6 +129,8 @@ if ! ln -- "$tmp_manifest" "$manifest"; then
   if [ "$dump" -ef "$tmp_dump" ] && [ ! -e "$manifest" ]; then rm -f -- "$dump"; fi
   taken "$manifest could not be stored"
 fi
+# The copy is in: its partials go under the lock, never counted twice.
+rm -f -- "$tmp_dump" "$tmp_manifest"
 sync -- . 2>/dev/null || true
 say "$dump: $size bytes, sha256 as in its manifest"
 prune
