@@ -81,17 +81,38 @@ prune() {
     fi
   done
 }
+# Puts are serialised where they count and take room: the prune, the checks
+# and the reservation of a partial below, then the links and the last prune.
+# The lock is the receiving user's file, taken only by this program, which
+# runs as that user: nothing of root's ever waits on it. The dump's bytes
+# arrive outside it, so a stalled push holds up no other.
+exec 9>> .receive.lock
+lock() { flock -w 600 9 || refuse "$EXIT_FAILED" "another put held the lock of $DIR for 10 minutes"; }
+lock
 now=$(date -u +%s)
 prune
 find . -maxdepth 1 -type f -name '.*.partial' -mmin +1440 -delete
-# Room: at most MAX_COPIES copies, and MIN_FREE_MB left free once this one is in.
+# Room: at most MAX_COPIES copies, and MIN_FREE_MB left free once this one is
+# in, the copies still arriving counted with what they announced (in their
+# partial's name) and have yet to write.
 count=$(find . -maxdepth 1 -type f -name "${DB}_*.dump" | wc -l)
-[ "$count" -lt "$MAX_COPIES" ] || refuse "$EXIT_FULL" "$count copies of $DB are here, the most kept is $MAX_COPIES"
-free_kb=$(df -P -k -- . | awk 'NR == 2 { print $4 }')
+pending_kb=0
+for partial in .*.dump.*.partial; do
+  [ -f "$partial" ] || continue
+  count=$((count + 1))
+  announced=${partial%.*.partial}
+  announced=${announced##*.}
+  [[ $announced =~ ^[0-9]{1,15}$ ]] || continue
+  left=$((announced - $(stat -c %s -- "$partial" 2>/dev/null || echo "$announced")))
+  [ "$left" -le 0 ] || pending_kb=$((pending_kb + left / 1024 + 1))
+done
+[ "$count" -lt "$MAX_COPIES" ] || refuse "$EXIT_FULL" "$count copies of $DB are here or arriving, the most kept is $MAX_COPIES"
+free_kb=$(($(df -P -k -- . | awk 'NR == 2 { print $4 }') - pending_kb))
 [ $((free_kb - size / 1024)) -ge $((MIN_FREE_MB * 1024)) ] ||
-  refuse "$EXIT_FULL" "$dump ($size bytes) would leave less than $MIN_FREE_MB MB free ($((free_kb / 1024)) MB free)"
-tmp_dump=$(mktemp ".$base.dump.XXXXXX.partial")
+  refuse "$EXIT_FULL" "$dump ($size bytes) would leave less than $MIN_FREE_MB MB free ($((free_kb / 1024)) MB free once the copies arriving are in)"
+tmp_dump=$(mktemp ".$base.dump.$size.XXXXXX.partial")
 tmp_manifest=$(mktemp ".$base.manifest.XXXXXX.partial")
+flock -u 9
 # One byte more than announced is enough to tell a longer stream.
 head -c "$((size + 1))" > "$tmp_dump"
 got=$(stat -c %s -- "$tmp_dump")
@@ -100,6 +121,7 @@ got=$(sha256sum -- "$tmp_dump" | cut -d' ' -f1)
 [ "$got" = "$sha" ] || refuse "$EXIT_MISMATCH" "$dump: sha256 $got, the manifest says $sha"
 printf '%s\n' "$line" > "$tmp_manifest"
 sync -- "$tmp_dump" "$tmp_manifest" 2>/dev/null || true
+lock
 # A hard link never replaces an existing name: two puts of one name, one wins.
 ln -- "$tmp_dump" "$dump" || taken "$dump could not be stored"
 if ! ln -- "$tmp_manifest" "$manifest"; then
@@ -107,6 +129,8 @@ if ! ln -- "$tmp_manifest" "$manifest"; then
   if [ "$dump" -ef "$tmp_dump" ] && [ ! -e "$manifest" ]; then rm -f -- "$dump"; fi
   taken "$manifest could not be stored"
 fi
+# The copy is in: its partials go under the lock, never counted twice.
+rm -f -- "$tmp_dump" "$tmp_manifest"
 sync -- . 2>/dev/null || true
 say "$dump: $size bytes, sha256 as in its manifest"
 prune

@@ -646,6 +646,12 @@ test('alerts: each condition provoked for real reaches the webhook as JSON, with
     '700 root /usr/local/sbin/metalship-alert-shop\n600 root /etc/metalship/alert-shop.curl\n600 root /etc/metalship/alert-shop-heartbeat.curl\n',
   );
   expect(await on('grep -rl -- ' + TOKEN + ' /etc/systemd/system || true')).toBe('');
+  // The single host serves PostgreSQL and Redis: their failures alert too (the cluster's own unit).
+  const servers = await on(
+    "systemctl show -p OnFailure --value redis-server.service $(systemctl list-units --plain --no-legend --state=active 'postgresql@*.service' | awk '{print $1}')",
+  );
+  expect(servers).toContain('metalship-alert-shop@redis-server.service.service');
+  expect(servers).toMatch(/metalship-alert-shop@postgresql@[0-9]+-main\.service\.service/);
 
   // The health ping: every minute, the standard's monitoring endpoint, then the ping URL.
   expect((await on('systemctl show -p TimersCalendar --value metalship-shop-ping.timer')).trim()).toMatch(

@@ -358,6 +358,33 @@ test('a failed daily backup on the db host reaches the alert webhook', async () 
   }
 });
 
+test('PostgreSQL killed on the db host reaches the alert webhook (and Redis there has the handler)', async () => {
+  // The cluster's own unit (postgresql@13-main on Debian 11, @15-main on 12, @17-main on 13).
+  const unit = (
+    await on(
+      db,
+      "systemctl list-units --plain --no-legend --state=active 'postgresql@*.service' | awk '{print $1}'",
+    )
+  ).trim();
+  expect(unit).toMatch(/^postgresql@[0-9]+-main\.service$/);
+  // Redis restarts itself (Restart=always): a failure is when systemd gives up.
+  expect(await on(db, 'systemctl show -p OnFailure --value redis-server.service')).toContain(
+    `metalship-alert-${APP}@redis-server.service.service`,
+  );
+  const from = receiver.received.length;
+  try {
+    await on(db, `kill -KILL "$(systemctl show -p MainPID --value ${unit})"`);
+    let alert;
+    for (let i = 0; i < 300 && !alert; i++) {
+      alert = receiver.alerts(from).find((a) => a.kind === 'unit' && a.detail.startsWith(`${unit} failed`));
+      if (!alert) await on(db, 'sleep 0.2');
+    }
+    expect(alert).toMatchObject({ app: APP, kind: 'unit' });
+  } finally {
+    await on(db, `systemctl reset-failed ${unit}; systemctl start ${unit}`);
+  }
+});
+
 // Passwords on the db host: what the app hosts' serving services log in with is
 // read from them (under their locks), so the db host refuses as a single host does.
 const NEW_DB = 'topo-Db-Rotated-9';

@@ -1,7 +1,7 @@
 // roles=backup: the hosts input, what provision plans for the backup host and
 // the host that pushes, and the receiver run here in a directory of its own
 // (the e2e test runs it on a test host behind its restricted key).
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -137,7 +137,11 @@ describe('the receiver, run here', () => {
   }
   const push = (base: string, data: Buffer, line = manifest(base, data), path?: string) =>
     put(`put ${base}`, Buffer.concat([Buffer.from(line + '\n'), data]), path);
-  const listing = () => readdirSync(copies()).sort();
+  /** The copies and anything left over (the receiver's lock file is its own). */
+  const listing = () =>
+    readdirSync(copies())
+      .filter((f) => f !== '.receive.lock')
+      .sort();
   const plant = (...bases: string[]) => {
     for (const b of bases) {
       writeFileSync(join(copies(), `${b}.dump`), 'x');
@@ -241,5 +245,40 @@ describe('the receiver, run here', () => {
     install({ maxCopies: 10, minFreeMb: 1024 * 1024 * 1024 });
     expect(push(c!, data)).toMatchObject({ code: RECEIVE_EXIT.full, err: expect.stringMatching(/MB free/) });
     expect(listing()).toEqual(files(a!, b!));
+    // A copy arriving takes what it announced (in its partial's name) but has not written yet.
+    install({ maxCopies: 10, minFreeMb: 0 });
+    const arriving = `.${DB}_${stampOf(100)}_daily.dump.${10 ** 14}.a1b2c3.partial`;
+    writeFileSync(join(copies(), arriving), 'x');
+    expect(push(c!, data)).toMatchObject({ code: RECEIVE_EXIT.full, err: expect.stringMatching(/arriving/) });
+    rmSync(join(copies(), arriving));
+    expect(push(c!, data).code).toBe(0);
+  });
+
+  test('concurrent puts keep the cap: the checks and the copies arriving are counted under one lock', async () => {
+    install({ maxCopies: 6, minFreeMb: 0 });
+    // A dump of some size: the old receiver's window between its checks and its link.
+    const big = Buffer.alloc(4 << 20, 7);
+    const bases = Array.from({ length: 24 }, (_, i) => `${DB}_${stampOf(i * 10)}_daily`);
+    const codes = await Promise.all(
+      bases.map(
+        (b) =>
+          new Promise<number | null>((resolve) => {
+            const child = spawn('bash', [program], {
+              env: { PATH: process.env.PATH, SSH_ORIGINAL_COMMAND: `put ${b}` },
+              stdio: ['pipe', 'ignore', 'ignore'],
+            });
+            child.on('close', resolve);
+            // A refused put exits before it reads the dump.
+            child.stdin.on('error', () => {});
+            child.stdin.end(Buffer.concat([Buffer.from(manifest(b, big) + '\n'), big]));
+          }),
+      ),
+    );
+    const stored = listing().filter((f) => f.endsWith('.dump'));
+    expect(stored).toHaveLength(6);
+    expect(codes.filter((c) => c === 0)).toHaveLength(stored.length);
+    expect(codes.filter((c) => c !== 0).every((c) => c === RECEIVE_EXIT.full)).toBe(true);
+    // Nothing half-written is left.
+    expect(listing().filter((f) => f.endsWith('.partial'))).toEqual([]);
   });
 });

@@ -112,6 +112,28 @@ test('the db/redis host: PostgreSQL and Redis for the app hosts alone, no app an
   expect(alerts).toContain('/var/backups/metalship/shop/.last-verified.json');
   expect(alerts).not.toContain('/etc/letsencrypt');
   expect(alerts).toContain('/etc/metalship/redis-tls/cert.pem');
+  // PostgreSQL's clusters (by their template) and Redis are served here: their failures alert.
+  expect(alerts).toContain('ms_file /etc/systemd/system/postgresql@.service.d/metalship-alert-shop.conf ');
+  expect(alerts).toContain('ms_file /etc/systemd/system/redis-server.service.d/metalship-alert-shop.conf ');
+});
+
+test('alerts on PostgreSQL and Redis where they run: a single host has them, an app host beside a db/redis host not', () => {
+  const alertsOf = (extra: Record<string, string>) =>
+    planItems(settings({ ...extra, 'alert-webhook': 'https://hooks.example.com/x' }), BOOKWORM).find(
+      (p) => p.name === 'alerts',
+    )!.item!.script;
+  const dropIns = ['postgresql@.service', 'redis-server.service'].map(
+    (u) => `/etc/systemd/system/${u}.d/metalship-alert-shop.conf`,
+  );
+  const single = alertsOf({});
+  for (const d of dropIns) expect(single).toContain(`ms_file ${d} `);
+  const beside = alertsOf(topologyInputs(false));
+  for (const d of dropIns) {
+    expect(beside).not.toContain(`ms_file ${d} `);
+    expect(beside).toContain(`ms_apply rm -f ${d}`);
+  }
+  const off = alertsOf({ postgresql: 'false', redis: 'false' });
+  for (const d of dropIns) expect(off).toContain(`ms_apply rm -f ${d}`);
 });
 
 test('an app host beside a db/redis host: the PostgreSQL client alone, no Redis, nothing opened', () => {

@@ -1,7 +1,8 @@
 // Alerts: with alert-webhook, the alert program (root only), its secret URLs in
 // root-only curl config files, an OnFailure= handler on the app's units and
 // metalship's own (the backup, the health ping, the checks), and an hourly
-// timer for the checks (disk, certificate, restore test). Without it, all of
+// timer for the checks (disk, certificate, restore test); where PostgreSQL or
+// Redis runs, an OnFailure= handler on them too. Without it, all of
 // that is removed. App hosts and the db/redis host have them (there the
 // backup's failure, the disk and the restore test), a load balancer not.
 
@@ -11,7 +12,7 @@ import { sh } from '../sh.js';
 import { ensureEtcDir, file, itemScript, type Item } from './common.js';
 import { certPaths } from './nginx.js';
 import { REDIS_TLS_CERT } from './redis.js';
-import { hasSite, type ProvisionSettings } from './settings.js';
+import { hasSite, postgresqlHere, redisHere, type ProvisionSettings } from './settings.js';
 
 const UNIT_DIR = '/etc/systemd/system';
 
@@ -27,13 +28,36 @@ export function alertedUnits(settings: ProvisionSettings): string[] {
   ];
 }
 
+/**
+ * The database and Redis servers, alerted on where they run. PostgreSQL's by
+ * its clusters' template (postgresql@13-main on Debian 11, @15-main on 12,
+ * @17-main on 13; postgresql.service only starts them). Their drop-ins are
+ * named after the app: apps sharing a host's PostgreSQL each add their own.
+ */
+function serverUnits(settings: ProvisionSettings): { unit: string; dropIn: string; here: boolean }[] {
+  const dropIn = `metalship-alert-${settings.layout.app}.conf`;
+  return [
+    { unit: 'postgresql@.service', dropIn, here: postgresqlHere(settings) },
+    { unit: 'redis-server.service', dropIn, here: redisHere(settings) },
+  ];
+}
+
+/** Every drop-in of the item: those of the units alerted on here and those to remove. */
+function dropIns(settings: ProvisionSettings): { unit: string; path: string; here: boolean }[] {
+  const dropIn = alertPaths(settings.layout.app).dropIn;
+  return alertedUnits(settings)
+    .map((unit) => ({ unit, dropIn, here: true }))
+    .concat(serverUnits(settings))
+    .map((d) => ({ unit: d.unit, path: `${UNIT_DIR}/${d.unit}.d/${d.dropIn}`, here: d.here }));
+}
+
 export function alertsItem(settings: ProvisionSettings): Item {
   const app = settings.layout.app;
   const alerts = settings.alerts;
   const p = alertPaths(app);
-  const dropIns = alertedUnits(settings).map((u) => `${UNIT_DIR}/${u}.d/${p.dropIn}`);
+  const all = dropIns(settings);
   const units = alertUnits(app);
-  const owned = [p.program, p.webhook, p.heartbeat, ...dropIns].concat(
+  const owned = [p.program, p.webhook, p.heartbeat, ...all.map((d) => d.path)].concat(
     [p.handler, p.check, p.timer].map((u) => `${UNIT_DIR}/${u}`),
   );
   if (!alerts.webhook)
@@ -84,15 +108,16 @@ export function alertsItem(settings: ProvisionSettings): Item {
       file(`${UNIT_DIR}/${p.handler}`, units.handler, { label: 'alert unit', ...reload }),
       file(`${UNIT_DIR}/${p.check}`, units.check, { label: 'alert check service', ...reload }),
       file(`${UNIT_DIR}/${p.timer}`, units.timer, { label: 'alert check timer', ...reload }),
-      ...alertedUnits(settings).map((u) =>
-        [
-          sh`if [ ! -d ${`${UNIT_DIR}/${u}.d`} ]; then ms_apply mkdir -p ${`${UNIT_DIR}/${u}.d`}; fi`,
-          file(`${UNIT_DIR}/${u}.d/${p.dropIn}`, onFailureDropIn(app), {
-            label: `alert on failure of ${u}`,
-            ...reload,
-          }),
-        ].join('\n'),
-      ),
+      ...all.map(({ unit, path, here }) => {
+        const dir = `${UNIT_DIR}/${unit}.d`;
+        return here
+          ? [
+              sh`if [ ! -d ${dir} ]; then ms_apply mkdir -p ${dir}; fi`,
+              file(path, onFailureDropIn(app), { label: `alert on failure of ${unit}`, ...reload }),
+            ].join('\n')
+          : // Not served here (any more): no alert of this app on it.
+            sh`if [ -e ${path} ]; then ms_changed ${`alert on failure of ${unit} removed`}; ms_apply rm -f ${path}; reload=1; fi`;
+      }),
       'if [ "$reload" = 1 ] && [ "$CHECK" != 1 ]; then systemctl daemon-reload; fi',
       sh`if ! systemctl is-enabled --quiet ${p.timer} 2>/dev/null; then ms_changed "alert check timer enabled"; ms_apply systemctl enable --now --quiet ${p.timer}; fi`,
     ),

@@ -5,7 +5,7 @@
 
 import { sh } from '../sh.js';
 import { itemScript, type Item } from './common.js';
-import { hasSite, type ProvisionSettings } from './settings.js';
+import { hasSite, postgresqlHere, type ProvisionSettings } from './settings.js';
 
 /** Bash that sets $ssh_ports to the TCP ports sshd listens on: ssh.socket's when it is in use, else sshd -T's. */
 export const SSH_PORTS = [
@@ -29,13 +29,12 @@ export function firewallRules(s: ProvisionSettings): string[] {
 
 /** Sources and ports opened to them alone: PostgreSQL and Redis on their own hosts, remote PostgreSQL networks. */
 export function sourceRules(s: ProvisionSettings): { from: string; port: number }[] {
-  const pgHere = s.serves.db || (!s.balancer && !s.serves.redis && !s.serves.backup && !s.topology.db);
   return [
     ...(s.postgresql.enabled && s.serves.db ? s.topology.appAddresses : []).map((from) => ({
       from,
       port: 5432,
     })),
-    ...(s.postgresql.enabled && pgHere ? s.postgresql.remoteCidrs : []).map((from) => ({ from, port: 5432 })),
+    ...(postgresqlHere(s) ? s.postgresql.remoteCidrs : []).map((from) => ({ from, port: 5432 })),
     ...(s.redis.enabled && s.serves.redis ? s.topology.appAddresses : []).map((from) => ({
       from,
       port: 6379,

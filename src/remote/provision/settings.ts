@@ -88,3 +88,19 @@ export interface ProvisionSettings {
 export function hasSite(s: Pick<ProvisionSettings, 'serves'>): boolean {
   return !s.serves.db && !s.serves.redis && !s.serves.backup;
 }
+
+/** PostgreSQL runs here: a db host, or an app host when no host has roles=db. */
+export function postgresqlHere(
+  s: Pick<ProvisionSettings, 'serves' | 'balancer' | 'topology' | 'postgresql'>,
+): boolean {
+  return s.postgresql.enabled && (s.serves.db || (appHost(s) && !s.topology.db));
+}
+
+/** Redis runs here: a redis host, or an app host when no host has roles=redis. */
+export function redisHere(s: Pick<ProvisionSettings, 'serves' | 'balancer' | 'topology' | 'redis'>): boolean {
+  return s.redis.enabled && (s.serves.redis || (appHost(s) && !s.topology.redis));
+}
+
+function appHost(s: Pick<ProvisionSettings, 'serves' | 'balancer'>): boolean {
+  return !s.balancer && hasSite(s);
+}
