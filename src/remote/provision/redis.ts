@@ -276,12 +276,11 @@ export function redisItem(settings: ProvisionSettings): Item {
       'ms_install redis-server',
       REDIS_VERSION_LINES,
       keepsPasswordsInUse(settings),
-      ensureEtcDir(),
-      recordRedisApp(settings.layout.app),
       'restart=0',
       'acl_changed=0',
       tls ? redisTlsLines(settings.redis.tls ?? null) : null,
       ensureEtcDir(),
+      recordRedisApp(settings.layout.app),
       sh`if [ ! -s ${REDIS_ADMIN_SECRET} ] && [ "$CHECK" != 1 ]; then (umask 077 && head -c 32 /dev/urandom | base64 -w0 > ${REDIS_ADMIN_SECRET + '.new'}) && mv -f ${REDIS_ADMIN_SECRET + '.new'} ${REDIS_ADMIN_SECRET}; fi`,
       sh`admin_hash=$(if [ -s ${REDIS_ADMIN_SECRET} ]; then sha256sum < ${REDIS_ADMIN_SECRET} | cut -d ' ' -f 1; fi)`,
       ...(['6.0', '6.2'] as const).map((syntax) =>
