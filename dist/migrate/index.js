@@ -66252,13 +66252,25 @@ function verifyStep(settings) {
     const text = script(pyToolDefinition(), 'rc=0', 'failed=""', 
     // A unit not yet active with no job queued is waited for, up to the timeout.
     units
-        ? script('settled() {', '  local i=0 s jobs', '  while :; do', '    s=$(systemctl is-active "$1" 2>/dev/null || true)', '    jobs=$(systemctl list-jobs --no-legend "$1" 2>/dev/null || true)', '    if [ "$s" = active ] && [ -z "$jobs" ]; then return 0; fi', 
-        // No early failure: around a restart the switch did not wait for, a unit
-        // passes through inactive (and its job through states list-jobs may not
-        // show); a unit that is really down fails at the timeout.
-        sh `    i=$((i + 1)); if [ "$i" -ge ${settings.timeout * 10} ]; then`, 
+        ? script(
+        // Seconds since boot, in hundredths (the clock /proc/PID/stat counts a start in).
+        'uptime_cs() { local u _; read -r u _ < /proc/uptime; u=${u/./}; echo $((10#$u)); }', 'hz=$(getconf CLK_TCK 2>/dev/null || echo 100)', 
+        // How long the process has run, in hundredths of a second.
+        'proc_age() {', '  local stat f', '  stat=$(cat /proc/"$1"/stat 2>/dev/null) || return 1', 
+        // Fields after the command name, which may hold spaces and parentheses: starttime is the 20th.
+        '  read -ra f <<< "${stat##*) }"', '  echo $(( $(uptime_cs) - f[19] * 100 / hz ))', '}', 
+        // CPU time the unit's processes used, in microseconds (cgroup v2).
+        'cg_usage() {', '  local k v', '  [ -n "$1" ] && [ -r "/sys/fs/cgroup$1/cpu.stat" ] || return 1', '  while read -r k v; do if [ "$k" = usage_usec ]; then echo "$v"; return 0; fi; done < "/sys/fs/cgroup$1/cpu.stat"', '  return 1', '}', 
+        // Settled: active, no job queued, and its process has run units-stable-seconds,
+        // or has run a second and then used almost no CPU (under 2% of a core) for
+        // 0.3 s: started, waiting for work. A process that exits meanwhile fails it at
+        // once (systemd is restarting it: a crash at start would otherwise pass
+        // between restarts). Around a restart the switch did not wait for, a unit
+        // passes through inactive: a unit that stays down fails at the timeout.
+        // systemd's view of a unit, on one line.
+        `unit_state() { systemctl show -p ActiveState -p SubState -p Result -p NRestarts -p ExecMainStatus "$1" 2>/dev/null | tr '\\n' ' '; }`, 'settled() {', '  local show s sub pid restarts cg base="" age usage now sample_pid="" sample_at=0 sample_usage=0 jobs', '  while :; do', '    jobs=$(systemctl list-jobs --no-legend "$1" 2>/dev/null || true)', '    if [ -z "$jobs" ]; then', '      show=$(systemctl show -p ActiveState -p SubState -p MainPID -p NRestarts -p ControlGroup "$1" 2>/dev/null || true)', '      s=$(sed -n "s/^ActiveState=//p" <<< "$show"); sub=$(sed -n "s/^SubState=//p" <<< "$show")', '      pid=$(sed -n "s/^MainPID=//p" <<< "$show"); restarts=$(sed -n "s/^NRestarts=//p" <<< "$show")', '      cg=$(sed -n "s/^ControlGroup=//p" <<< "$show")', '      if [ -z "$base" ]; then base=$restarts; fi', '      case "$sub" in auto-restart|failed)', '        echo "UNIT_STATE $1: its process exited and systemd is restarting it (does it crash as it starts?); $(unit_state "$1")"', '        return 1 ;;', '      esac', '      if [ "$restarts" != "$base" ]; then', '        echo "UNIT_STATE $1: its process exited and systemd restarted it while it was checked (does it crash as it starts?); $(unit_state "$1")"', '        return 1', '      fi', '      if [ "$s" = active ] && [ "${pid:-0}" != 0 ] && age=$(proc_age "$pid"); then', sh `        if [ "$age" -ge ${settings.stableSeconds * 100} ]; then return 0; fi`, '        if [ "$age" -ge 100 ] && usage=$(cg_usage "$cg"); then', '          now=$(uptime_cs)', '          if [ "$sample_pid" != "$pid" ]; then sample_pid=$pid; sample_at=$now; sample_usage=$usage', '          elif [ $((now - sample_at)) -ge 30 ]; then', '            if [ $((usage - sample_usage)) -lt $(( (now - sample_at) * 200 )) ]; then return 0; fi', '            sample_at=$now; sample_usage=$usage', '          fi', '        fi', '      fi', '    fi', '    if [ "$SECONDS" -ge "$units_deadline" ]; then', 
         // What the unit was doing when given up on, so a failure explains itself.
-        '      echo "UNIT_STATE $1: is-active=${s:-?} jobs=${jobs:-none}; $(systemctl show -p ActiveState -p SubState -p Result -p NRestarts -p ExecMainStatus "$1" 2>/dev/null | tr \'\\n\' \' \')"', '      return 1', '    fi', '    sleep 0.1', '  done', '}', 'units_check() {', '  local down=""', ...settings.units.map((u) => sh `  if ! settled ${u}; then down="$down ${u}"; fi`), '  if [ -n "$down" ]; then echo "UNITS_DOWN$down"; fi', '}', 
+        '      echo "UNIT_STATE $1: is-active=${s:-?} jobs=${jobs:-none}; $(unit_state "$1")"', '      return 1', '    fi', '    sleep 0.1', '  done', '}', 'units_check() {', '  local down=""', sh `  units_deadline=$((SECONDS + ${settings.timeout}))`, ...settings.units.map((u) => sh `  if ! settled ${u}; then down="$down ${u}"; fi`), '  if [ -n "$down" ]; then echo "UNITS_DOWN$down"; fi', '}', 
         // Its output goes to a file, read once it is done: its lines never mix with the probes'.
         'units_out=$(mktemp)').trimEnd()
         : null, settings.api === false
@@ -66271,7 +66283,13 @@ function verifyStep(settings) {
         ? script('cat -- "$units_out"', `failed=$(sed -n 's/^UNITS_DOWN//p' "$units_out")`, 'rm -f -- "$units_out"').trimEnd()
         : null, settings.list
         ? sh `if [ "$rc" = 0 ] && [ -z "$failed" ]; then echo "LISTING $(mstool releases ${layout.root} | tail -n 1)"; fi`
-        : null, 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', sh `  journalctl ${journalOf(layout)} -u ${layout.units.api('blue')} -u ${layout.units.api('green')} ${settings.units.flatMap((u) => ['-u', u])} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true`, 'fi');
+        : null, 'if [ "$rc" != 0 ] || [ -n "$failed" ]; then', 
+    // The units given up on, on their own: under load the api's lines would push theirs out.
+    units
+        ? sh `  for u in $failed; do journalctl ${journalOf(layout)} -u "$u" -n 20 --no-pager -o short-iso 2>/dev/null | sed 's/^/JOURNAL /' || true; done`
+        : null, settings.api === false
+        ? null
+        : sh `  if [ "$rc" != 0 ]; then journalctl ${journalOf(layout)} -u ${layout.units.api('blue')} -u ${layout.units.api('green')} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true; fi`, 'fi');
     return step('health check', text, (stdout) => {
         const out = keyLines(stdout);
         const unitsDown = (out.get('UNITS_DOWN') ?? '').split(' ').filter(Boolean);
@@ -77393,6 +77411,13 @@ const verifyInputs = {
         default: '1',
         min: 1,
         max: 300,
+        unit: 'seconds',
+    }),
+    'units-stable-seconds': fields_int({
+        description: 'Seconds the worker and the scheduler must run without exiting before they count as healthy, so a process that crashes as it starts (an import error, a refused connection) fails the check rather than passing it between restarts. One that is up for a second and then idle (waiting for tasks) counts sooner. 0: running is enough.',
+        default: '5',
+        min: 0,
+        max: 600,
         unit: 'seconds',
     }),
 };

@@ -503,6 +503,14 @@ export const verifyInputs = {
     max: 300,
     unit: 'seconds',
   }),
+  'units-stable-seconds': int({
+    description:
+      'Seconds the worker and the scheduler must run without exiting before they count as healthy, so a process that crashes as it starts (an import error, a refused connection) fails the check rather than passing it between restarts. One that is up for a second and then idle (waiting for tasks) counts sooner. 0: running is enough.',
+    default: '5',
+    min: 0,
+    max: 600,
+    unit: 'seconds',
+  }),
 } satisfies Record<string, Field>;
 
 export const switchOnlyInputs = {

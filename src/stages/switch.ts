@@ -47,6 +47,7 @@ export interface VerifySettings {
   'expect-body': string;
   'verify-timeout': number;
   'verify-interval': number;
+  'units-stable-seconds': number;
   'worker-command': string[];
   'scheduler-command': string[];
 }
@@ -320,6 +321,7 @@ export async function verifyHost(
       path,
       timeout: settings['verify-timeout'],
       interval: settings['verify-interval'],
+      stableSeconds: settings['units-stable-seconds'],
       expectStatus: settings['expect-status'],
       expectBody: settings.url ? '' : settings['expect-body'],
       units,

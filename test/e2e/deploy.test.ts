@@ -166,6 +166,51 @@ test('a release whose app cannot import never takes traffic: its start in the st
   expect((await onHost(state, host, `cat /opt/${APP}/releases/${id}/.metalship/status`)).trim()).toBe('bad');
 });
 
+test('a release whose worker crashes as it starts is switched back: the deploy fails naming the worker, and the serving release keeps its own', async () => {
+  const before = await serving();
+  await setVersion('v-crashing-worker');
+  // Busy for a second and a half (as an app importing), then gone: active at
+  // first, never settled. A check that passes on "active" passes this release.
+  await writeFile(
+    path.join(source, 'crashing_worker.py'),
+    [
+      'import time',
+      'started = time.time()',
+      'while time.time() - started < 1.5:',
+      '    pass',
+      'raise SystemExit("metalship-e2e: this worker cannot start")',
+      '',
+    ].join('\n'),
+  );
+  const unit = `/etc/systemd/system/${APP}-worker.service`;
+  const unitBefore = await onHost(state, host, `sha256sum ${unit}`);
+  const load = startLoad(`http://${host.address}/`, { workers: 2, pauseMs: 10 });
+  let r;
+  try {
+    r = await runBundle('deploy', inputs({ 'worker-command': 'python crashing_worker.py' }));
+  } finally {
+    await rm(path.join(source, 'crashing_worker.py'), { force: true });
+    const report = await load.stop();
+    expect(report.failures).toEqual({});
+  }
+  expect(r.code).toBe(1);
+  expect(r.outputs['rolled-back']).toBe('true');
+  expect(r.stdout).toMatch(
+    new RegExp(`${APP}-worker\\.service: its process exited and systemd (is restarting|restarted) it`),
+  );
+  expect(r.stdout).toContain('metalship-e2e: this worker cannot start');
+  expect(await serving()).toEqual(before);
+  expect(await onHost(state, host, `sha256sum ${unit}`)).toBe(unitBefore);
+  const worker = await onHost(
+    state,
+    host,
+    `systemctl is-active ${APP}-worker; readlink /proc/$(systemctl show -p MainPID --value ${APP}-worker)/cwd`,
+  );
+  expect(worker).toBe(`active\n/opt/${APP}/releases/${before.release}\n`);
+  const id = r.outputs['release-id']!;
+  expect((await onHost(state, host, `cat /opt/${APP}/releases/${id}/.metalship/status`)).trim()).toBe('bad');
+});
+
 test("the api starts through the app's real lifespan and stops gracefully where the host's FastAPI and uvicorn have them", async () => {
   // Debian 13's FastAPI 0.115 takes lifespan= (0.93+) and its uvicorn 0.32 has
   // --timeout-graceful-shutdown (0.21+); Debian 11's and 12's have neither.

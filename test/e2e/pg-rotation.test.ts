@@ -239,3 +239,75 @@ test("a second app naming the first app's owner or login role, or using its Redi
   expect(outcome(again)).toBe('succeeded');
   expect(items(again).postgresql!.status).toBe('ok');
 });
+
+test('nginx is never left refusing its configuration by a second app: a second default server is refused before any change, and a site nginx -t refuses is taken back', async () => {
+  const other = (extra: Record<string, string>) =>
+    inputs({
+      app: 'shop2',
+      'db-user': 'shop2',
+      'db-name': 'shop2',
+      'db-password': OTHER,
+      env: `DATABASE_URL=postgresql://shop2:${OTHER}@127.0.0.1/shop2\n`,
+      redis: 'false',
+      ...extra,
+    });
+  const nginxState = () =>
+    on(
+      'ls /etc/nginx/sites-enabled /etc/nginx/conf.d; sha256sum /etc/nginx/sites-enabled/* /etc/nginx/conf.d/*; nginx -t 2>&1',
+    );
+  const before = await nginxState();
+  // No domains: its site would be a second default server beside shop's.
+  const second = await runBundle('provision', other({}));
+  expect(second.code).toBe(1);
+  expect(items(second).nginx!.detail).toMatch(
+    /another site already is the default server \(\/etc\/nginx\/sites-enabled\/shop\)\. This app has no domains.*Nothing was changed\./,
+  );
+  expect(await on('id -u shop2 >/dev/null 2>&1 && echo user || echo none')).toBe('none\n');
+  expect(await nginxState()).toBe(before);
+
+  // With its own name, but a leftover of another setup defines its upstream:
+  // nginx -t refuses only once its files are in, and they go again.
+  await on(
+    "printf 'upstream shop2_api { server 127.0.0.1:9; }\\n' > /etc/nginx/conf.d/zz-leftover.conf && nginx -t 2>/dev/null",
+  );
+  try {
+    const withLeftover = await nginxState();
+    const refused = await runBundle(
+      'provision',
+      other({ domains: 'shop2.example.test', 'acme-email': 'ops@example.test' }),
+      { idleMs: 400000 },
+    );
+    expect(refused.code).toBe(1);
+    expect(items(refused).nginx!.detail).toContain("this app's nginx files are back as they were");
+    expect(items(refused).nginx!.detail).toMatch(/duplicate upstream "shop2_api"/);
+    expect(await nginxState()).toBe(withLeftover);
+    expect(await on('ls /etc/nginx/sites-available')).not.toContain('shop2');
+    // shop is served as before, nginx reloads cleanly.
+    expect(
+      await on(
+        'systemctl reload nginx && curl -s -o /dev/null -w "%{http_code}" http://127.0.0.1/health/ready',
+      ),
+    ).toBe('200');
+  } finally {
+    await on('rm -f /etc/nginx/conf.d/zz-leftover.conf');
+  }
+});
+
+test('a stopped PostgreSQL is refused before any change: its roles are not judged after the run has started it', async () => {
+  const before = await state();
+  await on('systemctl stop postgresql');
+  try {
+    const r = await runBundle(
+      'provision',
+      inputs({ env: ROTATED_ENV, 'db-password': NEW, 'db-login-user': 'shop_b' }),
+    );
+    expect(r.code).toBe(1);
+    expect(items(r).postgresql!.detail).toMatch(
+      /PostgreSQL is installed on this host but does not answer \(.*\d+ +main.*down.*\)\..*start it first .*Nothing was changed\./,
+    );
+    expect(await on('systemctl is-active postgresql || true')).toBe('inactive\n');
+  } finally {
+    await on('systemctl start postgresql');
+  }
+  expect(await state()).toBe(before);
+});

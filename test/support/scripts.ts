@@ -124,6 +124,7 @@ export const scripts: Record<string, string> = {
     path: '/health',
     timeout: 5,
     interval: 1,
+    stableSeconds: 5,
     expectStatus: 200,
     expectBody: HOSTILE,
     units: ['shop-worker.service'],

@@ -182,6 +182,7 @@ test('a host without the api role switches current and its followers only, and i
     path: '/health',
     timeout: 5,
     interval: 1,
+    stableSeconds: 5,
     expectStatus: 200,
     expectBody: '',
   };

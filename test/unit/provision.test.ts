@@ -148,6 +148,10 @@ describe('provision scripts', () => {
       'logs in to Redis as $user with a password this change would take away',
     );
     expect(precheck('python')).toContain('python-version asks for 3.11');
+    // Installed but stopped: its roles cannot be judged, so refused rather than skipped.
+    expect(precheck('postgresql')).toContain('PostgreSQL is installed on this host but does not answer');
+    // No domains: the site would be a default server, and nginx takes one only.
+    expect(precheck('nginx')).toContain('another site already is the default server');
     for (const { item } of plan) {
       if (!item?.precheck) continue;
       expect(bashErrors(item.precheck)).toBe('');

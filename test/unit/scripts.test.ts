@@ -118,6 +118,7 @@ test('the health check reports, the caller decides: its output reads as what it 
     path: '/h',
     timeout: 1,
     interval: 1,
+    stableSeconds: 5,
     expectStatus: 200,
     expectBody: '',
     units: [],

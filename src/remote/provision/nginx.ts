@@ -4,7 +4,7 @@
 
 import { balancerUpstreamConf, balancerUpstreamName } from '../balancer.js';
 import { ACME_WEBROOT, siteConf, upstreamConf } from '../nginx.js';
-import { sh } from '../sh.js';
+import { raw, sh } from '../sh.js';
 import { file, itemScript, type Item } from './common.js';
 import { nginxLogLines } from './logs.js';
 import type { ProvisionSettings } from './settings.js';
@@ -30,6 +30,43 @@ export const NGINX_VERSION_LINES = [
   'if dpkg --compare-versions "$nginx_version" lt 1.25.1; then nginx_http2=listen; else nginx_http2=directive; fi',
 ].join('\n');
 
+/** The nginx files provision writes or removes for the app. */
+function nginxFiles(settings: ProvisionSettings): string[] {
+  const layout = settings.layout;
+  return [
+    layout.nginxSite,
+    layout.nginxSiteEnabled,
+    settings.balancer ? layout.balancerUpstream : layout.nginxUpstream,
+    DEFAULT_SITE,
+  ];
+}
+
+const DEFAULT_SITE = '/etc/nginx/sites-enabled/default';
+
+/**
+ * Saves the app's nginx files as they are, and defines ms_nginx_restore, which
+ * puts them back: a configuration `nginx -t` refuses (NGINX_RELOAD) is undone,
+ * so the next reload, by anyone, or a boot does not find nginx broken for every site.
+ */
+function snapshotLines(paths: string[]): string {
+  const saved = (i: number) => raw(`"$ms_nginx_saved/${i}"`);
+  return [
+    'ms_nginx_saved=""',
+    'if [ "$CHECK" != 1 ]; then',
+    '  ms_nginx_saved=$(mktemp -d)',
+    ...paths.map((p, i) => sh`  if [ -e ${p} ] || [ -L ${p} ]; then cp -a -- ${p} ${saved(i)}; fi`),
+    'fi',
+    // Called only on a failed nginx -t.
+    '# shellcheck disable=SC2317',
+    'ms_nginx_restore() {',
+    ...paths.map(
+      (p, i) =>
+        sh`  rm -f -- ${p}; if [ -e ${saved(i)} ] || [ -L ${saved(i)} ]; then cp -a -- ${saved(i)} ${p}; fi`,
+    ),
+    '}',
+  ].join('\n');
+}
+
 /** Lines that write the site (TLS when its certificate exists), enable it and set nginx_changed. */
 export function siteLines(settings: ProvisionSettings): string {
   const layout = settings.layout;
@@ -45,6 +82,7 @@ export function siteLines(settings: ProvisionSettings): string {
   });
   return [
     cert ? NGINX_VERSION_LINES : null,
+    snapshotLines(nginxFiles(settings)),
     sh`if [ ! -d ${ACME_WEBROOT} ]; then ms_apply mkdir -p ${ACME_WEBROOT}; fi`,
     // Before the site that names it: nginx -t opens the log files.
     nginxLogLines(layout),
@@ -74,7 +112,7 @@ export function siteLines(settings: ProvisionSettings): string {
         ].join('\n')
       : http,
     sh`if [ "$(readlink ${layout.nginxSiteEnabled} 2>/dev/null)" != ${layout.nginxSite} ]; then ms_changed "nginx site enabled"; ms_apply ln -sfn ${layout.nginxSite} ${layout.nginxSiteEnabled}; nginx_changed=1; fi`,
-    'if [ -e /etc/nginx/sites-enabled/default ]; then ms_changed "nginx default site disabled"; ms_apply rm -f /etc/nginx/sites-enabled/default; nginx_changed=1; fi',
+    sh`if [ -e ${DEFAULT_SITE} ]; then ms_changed "nginx default site disabled"; ms_apply rm -f ${DEFAULT_SITE}; nginx_changed=1; fi`,
   ]
     .filter((line) => line !== null)
     .join('\n');
@@ -84,19 +122,47 @@ export function siteLines(settings: ProvisionSettings): string {
 export const NGINX_RELOAD = [
   'if [ "$CHECK" != 1 ]; then',
   '  if [ "$nginx_changed" = 1 ] || ! systemctl is-active --quiet nginx; then',
-  '    if ! out=$(nginx -t 2>&1); then echo "nginx -t failed, nginx was not reloaded: $out" >&2; exit 1; fi',
+  '    if ! out=$(nginx -t 2>&1); then',
+  '      if [ -n "${ms_nginx_saved:-}" ]; then ms_nginx_restore; rm -rf -- "$ms_nginx_saved"; echo "nginx -t refused the configuration: this app\'s nginx files are back as they were" >&2; fi',
+  '      echo "nginx -t failed, nginx was not reloaded: $out" >&2; exit 1',
+  '    fi',
   '    if systemctl is-active --quiet nginx; then systemctl reload nginx; else systemctl start nginx; ms_changed "nginx started"; fi',
   '  fi',
   '  if ! systemctl is-enabled --quiet nginx; then systemctl enable --quiet nginx; ms_changed "nginx enabled at boot"; fi',
   'fi',
+  'if [ -n "${ms_nginx_saved:-}" ]; then rm -rf -- "$ms_nginx_saved"; fi',
 ].join('\n');
 
+/**
+ * An app without domains gets the default server (server_name _). Another
+ * enabled site that already is one would make nginx refuse both: refused before
+ * the run changes anything, naming that site.
+ */
+function defaultServerPrecheck(s: ProvisionSettings): string {
+  return [
+    'others=""',
+    'for f in /etc/nginx/sites-enabled/* /etc/nginx/conf.d/*.conf; do',
+    '  [ -e "$f" ] || continue',
+    sh`  if [ "$f" = ${DEFAULT_SITE} ] || [ "$f" = ${s.layout.nginxSiteEnabled} ]; then continue; fi`,
+    '  if grep -Eq \'^[[:space:]]*listen[[:space:]][^;#]*default_server\' "$f"; then others="$others $f"; fi',
+    'done',
+    'if [ -n "$others" ]; then',
+    '  echo "nginx: another site already is the default server (${others# }). This app has no domains, so its site would be a second default server and nginx would refuse the configuration for every site. Give the app its domains (input domains), or remove that site. Nothing was changed." >&2',
+    '  exit 1',
+    'fi',
+  ].join('\n');
+}
+
 export function nginxItem(s: ProvisionSettings): Item {
+  const prechecks = [
+    // An nginx already there that the TLS site cannot use is refused before the run changes anything.
+    certPaths(s) ? NGINX_VERSION_LINES : null,
+    s.tls.domains.length ? null : defaultServerPrecheck(s),
+  ].filter((p) => p !== null);
   return {
     name: 'nginx',
-    // An nginx already there that the TLS site cannot use is refused before the run changes anything.
-    precheck: certPaths(s)
-      ? ['if command -v nginx >/dev/null; then', NGINX_VERSION_LINES, 'fi'].join('\n')
+    precheck: prechecks.length
+      ? ['if command -v nginx >/dev/null; then', ...prechecks, 'fi'].join('\n')
       : undefined,
     script: itemScript(s.check, 'ms_install nginx', 'nginx_changed=0', siteLines(s), NGINX_RELOAD),
   };

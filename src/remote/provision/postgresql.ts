@@ -251,8 +251,16 @@ export function postgresqlItem(settings: ProvisionSettings): Item {
   const listen = listenAddresses(settings);
   return {
     name: 'postgresql',
-    // Nothing to refuse before PostgreSQL runs: no role exists yet.
-    precheck: [`if ${PSQL} -c 'select 1' >/dev/null 2>&1; then`, ...decisionLines(settings), 'fi'].join('\n'),
+    // Nothing to refuse where PostgreSQL is not installed: no role exists yet. One
+    // installed but stopped has roles the run could only judge after starting it.
+    precheck: [
+      `if ${PSQL} -c 'select 1' >/dev/null 2>&1; then`,
+      ...decisionLines(settings),
+      'elif command -v pg_lsclusters >/dev/null 2>&1 && [ -n "$(pg_lsclusters -h 2>/dev/null)" ]; then',
+      "  echo \"PostgreSQL is installed on this host but does not answer ($(pg_lsclusters -h 2>/dev/null | head -n 3 | tr '\\n' ';')). Its roles decide what provision may change, so start it first (systemctl start postgresql) and run provision again. Nothing was changed.\" >&2",
+      '  exit 1',
+      'fi',
+    ].join('\n'),
     script: itemScript(
       settings.check,
       'ms_install postgresql',
