@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseEnvText } from '../../src/inputs/dotenv.js';
@@ -174,6 +174,32 @@ describe('provision scripts', () => {
     expect(py).toContain('git clone --quiet --depth 1 https://github.com/pyenv/pyenv.git /opt/pyenv');
     expect(py).toContain('/opt/pyenv/bin/pyenv install --skip-existing "$full"');
     expect(py).toContain('echo "python /opt/pyenv/versions/$full/bin/python3"');
+  });
+  test('check mode compares a file without writing anything beside it, and reports missing, differing and equal files', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'msfile-'));
+    try {
+      writeFileSync(path.join(dir, 'same'), 'a\n', { mode: 0o644 });
+      writeFileSync(path.join(dir, 'other'), 'b\n', { mode: 0o644 });
+      const owner = `${spawnSync('id', ['-un'], { encoding: 'utf8' }).stdout.trim()}:${spawnSync('id', ['-gn'], { encoding: 'utf8' }).stdout.trim()}`;
+      const call = (name: string) =>
+        `ms_file ${dir}/${name} 644 ${owner} ${name} <<< a; echo "${name} wrote=$MS_WROTE"`;
+      // A file made and removed beside them would change the directory's mtime.
+      const before = statSync(dir, { bigint: true }).mtimeNs;
+      const r = spawnSync(
+        'bash',
+        ['-c', [prelude(true), call('same'), call('other'), call('missing')].join('\n')],
+        {
+          encoding: 'utf8',
+        },
+      );
+      expect(r.stdout).toBe(
+        'same wrote=0\nchanged other differs\nother wrote=1\nchanged missing missing\nmissing wrote=1\n',
+      );
+      expect(spawnSync('ls', ['-A', dir], { encoding: 'utf8' }).stdout).toBe('other\nsame\n');
+      expect(statSync(dir, { bigint: true }).mtimeNs).toBe(before);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
   test('check mode changes nothing', () => {
     const item = planItems(settings({ check: 'true' }), BOOKWORM);
