@@ -74679,8 +74679,8 @@ const verifyInputs = {
         unit: 'seconds',
     }),
     'units-stable-seconds': fields_int({
-        description: 'Seconds the worker and the scheduler must run without exiting before they count as healthy, so a process that crashes as it starts (an import error, a refused connection) fails the check rather than passing it between restarts. One that is up for a second and then idle (waiting for tasks) counts sooner. 0: running is enough.',
-        default: '5',
+        description: 'Seconds the worker and the scheduler must run without exiting before they count as healthy (on top of verify-timeout to start), so a process that crashes as it starts (an import error, a refused connection) fails the check rather than passing it between restarts; after a deploy or rollback, systemd restarting one fails it at once. Raise it for a worker that retries its broker for longer. 0: running is enough.',
+        default: '3',
         min: 0,
         max: 600,
         unit: 'seconds',
@@ -77596,25 +77596,30 @@ function verifyStep(settings) {
     const text = sh_script(pytool_pyToolDefinition(), 'rc=0', 'failed=""', 
     // A unit not yet active with no job queued is waited for, up to the timeout.
     units
-        ? sh_script(
-        // Seconds since boot, in hundredths (the clock /proc/PID/stat counts a start in).
-        'uptime_cs() { local u _; read -r u _ < /proc/uptime; u=${u/./}; echo $((10#$u)); }', 'hz=$(getconf CLK_TCK 2>/dev/null || echo 100)', 
-        // How long the process has run, in hundredths of a second.
-        'proc_age() {', '  local stat f', '  stat=$(cat /proc/"$1"/stat 2>/dev/null) || return 1', 
+        ? sh_script('hz=$(getconf CLK_TCK 2>/dev/null || echo 100)', 
+        // When process $1 started, in clock ticks since the kernel booted ("self": now, as
+        // the reading process starts). Both ends of an age from the same per-process
+        // clock: a container's own /proc/uptime (lxcfs) would not match it.
+        'started_at() {', '  local stat f', '  stat=$(cat /proc/"$1"/stat 2>/dev/null) || return 1', 
         // Fields after the command name, which may hold spaces and parentheses: starttime is the 20th.
-        '  read -ra f <<< "${stat##*) }"', '  echo $(( $(uptime_cs) - f[19] * 100 / hz ))', '}', 
-        // CPU time the unit's processes used, in microseconds (cgroup v2).
-        'cg_usage() {', '  local k v', '  [ -n "$1" ] && [ -r "/sys/fs/cgroup$1/cpu.stat" ] || return 1', '  while read -r k v; do if [ "$k" = usage_usec ]; then echo "$v"; return 0; fi; done < "/sys/fs/cgroup$1/cpu.stat"', '  return 1', '}', 
-        // Settled: active, no job queued, and its process has run units-stable-seconds,
-        // or has run a second and then used almost no CPU (under 2% of a core) for
-        // 0.3 s: started, waiting for work. A process that exits meanwhile fails it at
-        // once (systemd is restarting it: a crash at start would otherwise pass
-        // between restarts). Around a restart the switch did not wait for, a unit
-        // passes through inactive: a unit that stays down fails at the timeout.
+        '  read -ra f <<< "${stat##*) }"', '  echo "${f[19]}"', '}', 
+        // How long process $1 has run, in hundredths of a second.
+        'proc_age() { local a b; a=$(started_at "$1") && b=$(started_at self) && echo $(( (b - a) * 100 / hz )); }', 
         // systemd's view of a unit, on one line.
-        `unit_state() { systemctl show -p ActiveState -p SubState -p Result -p NRestarts -p ExecMainStatus "$1" 2>/dev/null | tr '\\n' ' '; }`, 'settled() {', '  local show s sub pid restarts cg base="" age usage now sample_pid="" sample_at=0 sample_usage=0 jobs', '  while :; do', '    jobs=$(systemctl list-jobs --no-legend "$1" 2>/dev/null || true)', '    if [ -z "$jobs" ]; then', '      show=$(systemctl show -p ActiveState -p SubState -p MainPID -p NRestarts -p ControlGroup "$1" 2>/dev/null || true)', '      s=$(sed -n "s/^ActiveState=//p" <<< "$show"); sub=$(sed -n "s/^SubState=//p" <<< "$show")', '      pid=$(sed -n "s/^MainPID=//p" <<< "$show"); restarts=$(sed -n "s/^NRestarts=//p" <<< "$show")', '      cg=$(sed -n "s/^ControlGroup=//p" <<< "$show")', '      if [ -z "$base" ]; then base=$restarts; fi', '      case "$sub" in auto-restart|failed)', '        echo "UNIT_STATE $1: its process exited and systemd is restarting it (does it crash as it starts?); $(unit_state "$1")"', '        return 1 ;;', '      esac', '      if [ "$restarts" != "$base" ]; then', '        echo "UNIT_STATE $1: its process exited and systemd restarted it while it was checked (does it crash as it starts?); $(unit_state "$1")"', '        return 1', '      fi', '      if [ "$s" = active ] && [ "${pid:-0}" != 0 ] && age=$(proc_age "$pid"); then', sh_sh `        if [ "$age" -ge ${settings.stableSeconds * 100} ]; then return 0; fi`, '        if [ "$age" -ge 100 ] && usage=$(cg_usage "$cg"); then', '          now=$(uptime_cs)', '          if [ "$sample_pid" != "$pid" ]; then sample_pid=$pid; sample_at=$now; sample_usage=$usage', '          elif [ $((now - sample_at)) -ge 30 ]; then', '            if [ $((usage - sample_usage)) -lt $(( (now - sample_at) * 200 )) ]; then return 0; fi', '            sample_at=$now; sample_usage=$usage', '          fi', '        fi', '      fi', '    fi', '    if [ "$SECONDS" -ge "$units_deadline" ]; then', 
+        `unit_state() { systemctl show -p ActiveState -p SubState -p Result -p NRestarts -p ExecMainStatus "$1" 2>/dev/null | tr '\\n' ' '; }`, 
+        // Settled: active, no job queued, and its process has run units-stable-seconds.
+        // A process seen running that exits meanwhile fails it at once, as does, right
+        // after the deploy restarted the unit, systemd restarting it: a crash at start
+        // would otherwise pass between restarts. (No shortcut for an idle process: one
+        // sleeping in a retry is idle too.) Around a restart the switch did not wait
+        // for, a unit passes through inactive: a unit that stays down fails at the timeout.
+        'settled() {', '  local show s sub pid seen="" age="" jobs', '  while :; do', '    jobs=$(systemctl list-jobs --no-legend "$1" 2>/dev/null || true)', '    if [ -z "$jobs" ]; then', '      show=$(systemctl show -p ActiveState -p SubState -p MainPID "$1" 2>/dev/null || true)', '      s=$(sed -n "s/^ActiveState=//p" <<< "$show"); sub=$(sed -n "s/^SubState=//p" <<< "$show")', '      pid=$(sed -n "s/^MainPID=//p" <<< "$show")', '      if [ -n "$seen" ] && [ "${pid:-0}" != "$seen" ]; then', '        echo "UNIT_STATE $1: its process exited while it was checked, ${age:-0}0 ms after it started (does it crash as it starts?); $(unit_state "$1")"', '        return 1', '      fi', settings.restarted
+            ? sh_script('      if [ "$sub" = auto-restart ]; then', '        echo "UNIT_STATE $1: its process exited after the restart, and systemd is restarting it (does it crash as it starts?); $(unit_state "$1")"', '        return 1', '      fi').trimEnd()
+            : null, '      if [ "$s" = active ] && [ "${pid:-0}" != 0 ]; then', '        seen=$pid', sh_sh `        if age=$(proc_age "$pid") && [ "$age" -ge ${settings.stableSeconds * 100} ]; then return 0; fi`, '      fi', '    fi', '    if [ "$SECONDS" -ge "$units_deadline" ]; then', 
         // What the unit was doing when given up on, so a failure explains itself.
-        '      echo "UNIT_STATE $1: is-active=${s:-?} jobs=${jobs:-none}; $(unit_state "$1")"', '      return 1', '    fi', '    sleep 0.1', '  done', '}', 'units_check() {', '  local down=""', sh_sh `  units_deadline=$((SECONDS + ${settings.timeout}))`, ...settings.units.map((u) => sh_sh `  if ! settled ${u}; then down="$down ${u}"; fi`), '  if [ -n "$down" ]; then echo "UNITS_DOWN$down"; fi', '}', 
+        '      if [ -n "$seen" ]; then', sh_sh `        echo "UNIT_STATE $1: running, but for $(( \${age:-0} / 100 )) s only of the ${settings.stableSeconds} s it must stay up (units-stable-seconds) when the check ended; $(unit_state "$1")"`, '      else', '        echo "UNIT_STATE $1: not running (${s:-?}, ${sub:-?}, jobs: ${jobs:-none}); $(unit_state "$1")"', '      fi', '      return 1', '    fi', '    sleep 0.1', '  done', '}', 'units_check() {', '  local down=""', 
+        // verify-timeout to come up, then units-stable-seconds to stay up.
+        sh_sh `  units_deadline=$((SECONDS + ${settings.timeout + settings.stableSeconds}))`, ...settings.units.map((u) => sh_sh `  if ! settled ${u}; then down="$down ${u}"; fi`), '  if [ -n "$down" ]; then echo "UNITS_DOWN$down"; fi', '}', 
         // Its output goes to a file, read once it is done: its lines never mix with the probes'.
         'units_out=$(mktemp)').trimEnd()
         : null, settings.api === false
@@ -89498,7 +89503,7 @@ async function verifyUrl(settings) {
 }
 /** Health checks on one host until healthy or timed out; throws naming the host and why. */
 async function verifyHost(host, settings, log, 
-/** Also list the releases once healthy (see the remote VerifySettings.list). */
+/** Also list the releases once healthy (see the remote VerifySettings.list); the switch just restarted the units. */
 opts = {}) {
     const units = [
         host.roles.worker && settings['worker-command'].length ? host.layout.units.worker : null,
@@ -89516,7 +89521,8 @@ opts = {}) {
         units,
         api: host.roles.api,
         list: opts.list,
-    }), { timeoutMs: (settings['verify-timeout'] + 60) * 1000 });
+        restarted: opts.restarted,
+    }), { timeoutMs: (settings['verify-timeout'] + settings['units-stable-seconds'] + 60) * 1000 });
     const answer = health.answer;
     if (!health.healthy) {
         const why = [
@@ -89731,7 +89737,10 @@ opts) {
             ({ failure, failedIn } = describe(bad));
         const verify = opts.verify;
         if (!failure && verify) {
-            const checks = await log.group(`Verify ${batch.map((h) => h.spec.label).join(', ')}${title}`, () => Promise.all(batch.map((host) => verifyHost(host, { ...verify, ...runtimeChecks(results, host) }, log, { list: opts.list }).then((ok) => {
+            const checks = await log.group(`Verify ${batch.map((h) => h.spec.label).join(', ')}${title}`, () => Promise.all(batch.map((host) => verifyHost(host, { ...verify, ...runtimeChecks(results, host) }, log, {
+                list: opts.list,
+                restarted: true,
+            }).then((ok) => {
                 const row = results.find((r) => r.host === host.spec.label);
                 if (row && ok.listing)
                     row.listing = ok.listing;

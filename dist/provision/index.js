@@ -65991,25 +65991,30 @@ function verify_verifyStep(settings) {
     const text = script(pyToolDefinition(), 'rc=0', 'failed=""', 
     // A unit not yet active with no job queued is waited for, up to the timeout.
     units
-        ? script(
-        // Seconds since boot, in hundredths (the clock /proc/PID/stat counts a start in).
-        'uptime_cs() { local u _; read -r u _ < /proc/uptime; u=${u/./}; echo $((10#$u)); }', 'hz=$(getconf CLK_TCK 2>/dev/null || echo 100)', 
-        // How long the process has run, in hundredths of a second.
-        'proc_age() {', '  local stat f', '  stat=$(cat /proc/"$1"/stat 2>/dev/null) || return 1', 
+        ? script('hz=$(getconf CLK_TCK 2>/dev/null || echo 100)', 
+        // When process $1 started, in clock ticks since the kernel booted ("self": now, as
+        // the reading process starts). Both ends of an age from the same per-process
+        // clock: a container's own /proc/uptime (lxcfs) would not match it.
+        'started_at() {', '  local stat f', '  stat=$(cat /proc/"$1"/stat 2>/dev/null) || return 1', 
         // Fields after the command name, which may hold spaces and parentheses: starttime is the 20th.
-        '  read -ra f <<< "${stat##*) }"', '  echo $(( $(uptime_cs) - f[19] * 100 / hz ))', '}', 
-        // CPU time the unit's processes used, in microseconds (cgroup v2).
-        'cg_usage() {', '  local k v', '  [ -n "$1" ] && [ -r "/sys/fs/cgroup$1/cpu.stat" ] || return 1', '  while read -r k v; do if [ "$k" = usage_usec ]; then echo "$v"; return 0; fi; done < "/sys/fs/cgroup$1/cpu.stat"', '  return 1', '}', 
-        // Settled: active, no job queued, and its process has run units-stable-seconds,
-        // or has run a second and then used almost no CPU (under 2% of a core) for
-        // 0.3 s: started, waiting for work. A process that exits meanwhile fails it at
-        // once (systemd is restarting it: a crash at start would otherwise pass
-        // between restarts). Around a restart the switch did not wait for, a unit
-        // passes through inactive: a unit that stays down fails at the timeout.
+        '  read -ra f <<< "${stat##*) }"', '  echo "${f[19]}"', '}', 
+        // How long process $1 has run, in hundredths of a second.
+        'proc_age() { local a b; a=$(started_at "$1") && b=$(started_at self) && echo $(( (b - a) * 100 / hz )); }', 
         // systemd's view of a unit, on one line.
-        `unit_state() { systemctl show -p ActiveState -p SubState -p Result -p NRestarts -p ExecMainStatus "$1" 2>/dev/null | tr '\\n' ' '; }`, 'settled() {', '  local show s sub pid restarts cg base="" age usage now sample_pid="" sample_at=0 sample_usage=0 jobs', '  while :; do', '    jobs=$(systemctl list-jobs --no-legend "$1" 2>/dev/null || true)', '    if [ -z "$jobs" ]; then', '      show=$(systemctl show -p ActiveState -p SubState -p MainPID -p NRestarts -p ControlGroup "$1" 2>/dev/null || true)', '      s=$(sed -n "s/^ActiveState=//p" <<< "$show"); sub=$(sed -n "s/^SubState=//p" <<< "$show")', '      pid=$(sed -n "s/^MainPID=//p" <<< "$show"); restarts=$(sed -n "s/^NRestarts=//p" <<< "$show")', '      cg=$(sed -n "s/^ControlGroup=//p" <<< "$show")', '      if [ -z "$base" ]; then base=$restarts; fi', '      case "$sub" in auto-restart|failed)', '        echo "UNIT_STATE $1: its process exited and systemd is restarting it (does it crash as it starts?); $(unit_state "$1")"', '        return 1 ;;', '      esac', '      if [ "$restarts" != "$base" ]; then', '        echo "UNIT_STATE $1: its process exited and systemd restarted it while it was checked (does it crash as it starts?); $(unit_state "$1")"', '        return 1', '      fi', '      if [ "$s" = active ] && [ "${pid:-0}" != 0 ] && age=$(proc_age "$pid"); then', sh `        if [ "$age" -ge ${settings.stableSeconds * 100} ]; then return 0; fi`, '        if [ "$age" -ge 100 ] && usage=$(cg_usage "$cg"); then', '          now=$(uptime_cs)', '          if [ "$sample_pid" != "$pid" ]; then sample_pid=$pid; sample_at=$now; sample_usage=$usage', '          elif [ $((now - sample_at)) -ge 30 ]; then', '            if [ $((usage - sample_usage)) -lt $(( (now - sample_at) * 200 )) ]; then return 0; fi', '            sample_at=$now; sample_usage=$usage', '          fi', '        fi', '      fi', '    fi', '    if [ "$SECONDS" -ge "$units_deadline" ]; then', 
+        `unit_state() { systemctl show -p ActiveState -p SubState -p Result -p NRestarts -p ExecMainStatus "$1" 2>/dev/null | tr '\\n' ' '; }`, 
+        // Settled: active, no job queued, and its process has run units-stable-seconds.
+        // A process seen running that exits meanwhile fails it at once, as does, right
+        // after the deploy restarted the unit, systemd restarting it: a crash at start
+        // would otherwise pass between restarts. (No shortcut for an idle process: one
+        // sleeping in a retry is idle too.) Around a restart the switch did not wait
+        // for, a unit passes through inactive: a unit that stays down fails at the timeout.
+        'settled() {', '  local show s sub pid seen="" age="" jobs', '  while :; do', '    jobs=$(systemctl list-jobs --no-legend "$1" 2>/dev/null || true)', '    if [ -z "$jobs" ]; then', '      show=$(systemctl show -p ActiveState -p SubState -p MainPID "$1" 2>/dev/null || true)', '      s=$(sed -n "s/^ActiveState=//p" <<< "$show"); sub=$(sed -n "s/^SubState=//p" <<< "$show")', '      pid=$(sed -n "s/^MainPID=//p" <<< "$show")', '      if [ -n "$seen" ] && [ "${pid:-0}" != "$seen" ]; then', '        echo "UNIT_STATE $1: its process exited while it was checked, ${age:-0}0 ms after it started (does it crash as it starts?); $(unit_state "$1")"', '        return 1', '      fi', settings.restarted
+            ? script('      if [ "$sub" = auto-restart ]; then', '        echo "UNIT_STATE $1: its process exited after the restart, and systemd is restarting it (does it crash as it starts?); $(unit_state "$1")"', '        return 1', '      fi').trimEnd()
+            : null, '      if [ "$s" = active ] && [ "${pid:-0}" != 0 ]; then', '        seen=$pid', sh `        if age=$(proc_age "$pid") && [ "$age" -ge ${settings.stableSeconds * 100} ]; then return 0; fi`, '      fi', '    fi', '    if [ "$SECONDS" -ge "$units_deadline" ]; then', 
         // What the unit was doing when given up on, so a failure explains itself.
-        '      echo "UNIT_STATE $1: is-active=${s:-?} jobs=${jobs:-none}; $(unit_state "$1")"', '      return 1', '    fi', '    sleep 0.1', '  done', '}', 'units_check() {', '  local down=""', sh `  units_deadline=$((SECONDS + ${settings.timeout}))`, ...settings.units.map((u) => sh `  if ! settled ${u}; then down="$down ${u}"; fi`), '  if [ -n "$down" ]; then echo "UNITS_DOWN$down"; fi', '}', 
+        '      if [ -n "$seen" ]; then', sh `        echo "UNIT_STATE $1: running, but for $(( \${age:-0} / 100 )) s only of the ${settings.stableSeconds} s it must stay up (units-stable-seconds) when the check ended; $(unit_state "$1")"`, '      else', '        echo "UNIT_STATE $1: not running (${s:-?}, ${sub:-?}, jobs: ${jobs:-none}); $(unit_state "$1")"', '      fi', '      return 1', '    fi', '    sleep 0.1', '  done', '}', 'units_check() {', '  local down=""', 
+        // verify-timeout to come up, then units-stable-seconds to stay up.
+        sh `  units_deadline=$((SECONDS + ${settings.timeout + settings.stableSeconds}))`, ...settings.units.map((u) => sh `  if ! settled ${u}; then down="$down ${u}"; fi`), '  if [ -n "$down" ]; then echo "UNITS_DOWN$down"; fi', '}', 
         // Its output goes to a file, read once it is done: its lines never mix with the probes'.
         'units_out=$(mktemp)').trimEnd()
         : null, settings.api === false
@@ -77477,8 +77482,8 @@ const verifyInputs = {
         unit: 'seconds',
     }),
     'units-stable-seconds': fields_int({
-        description: 'Seconds the worker and the scheduler must run without exiting before they count as healthy, so a process that crashes as it starts (an import error, a refused connection) fails the check rather than passing it between restarts. One that is up for a second and then idle (waiting for tasks) counts sooner. 0: running is enough.',
-        default: '5',
+        description: 'Seconds the worker and the scheduler must run without exiting before they count as healthy (on top of verify-timeout to start), so a process that crashes as it starts (an import error, a refused connection) fails the check rather than passing it between restarts; after a deploy or rollback, systemd restarting one fails it at once. Raise it for a worker that retries its broker for longer. 0: running is enough.',
+        default: '3',
         min: 0,
         max: 600,
         unit: 'seconds',
@@ -78003,7 +78008,7 @@ async function verifyUrl(settings) {
 }
 /** Health checks on one host until healthy or timed out; throws naming the host and why. */
 async function switch_verifyHost(host, settings, log, 
-/** Also list the releases once healthy (see the remote VerifySettings.list). */
+/** Also list the releases once healthy (see the remote VerifySettings.list); the switch just restarted the units. */
 opts = {}) {
     const units = [
         host.roles.worker && settings['worker-command'].length ? host.layout.units.worker : null,
@@ -78021,7 +78026,8 @@ opts = {}) {
         units,
         api: host.roles.api,
         list: opts.list,
-    }), { timeoutMs: (settings['verify-timeout'] + 60) * 1000 });
+        restarted: opts.restarted,
+    }), { timeoutMs: (settings['verify-timeout'] + settings['units-stable-seconds'] + 60) * 1000 });
     const answer = health.answer;
     if (!health.healthy) {
         const why = [
@@ -78236,7 +78242,10 @@ opts) {
             ({ failure, failedIn } = describe(bad));
         const verify = opts.verify;
         if (!failure && verify) {
-            const checks = await log.group(`Verify ${batch.map((h) => h.spec.label).join(', ')}${title}`, () => Promise.all(batch.map((host) => verifyHost(host, { ...verify, ...runtimeChecks(results, host) }, log, { list: opts.list }).then((ok) => {
+            const checks = await log.group(`Verify ${batch.map((h) => h.spec.label).join(', ')}${title}`, () => Promise.all(batch.map((host) => verifyHost(host, { ...verify, ...runtimeChecks(results, host) }, log, {
+                list: opts.list,
+                restarted: true,
+            }).then((ok) => {
                 const row = results.find((r) => r.host === host.spec.label);
                 if (row && ok.listing)
                     row.listing = ok.listing;
@@ -79020,21 +79029,48 @@ const NGINX_RELOAD = [
     'if [ -n "${ms_nginx_saved:-}" ]; then rm -rf -- "$ms_nginx_saved"; fi',
 ].join('\n');
 /**
- * An app without domains gets the default server (server_name _). Another
- * enabled site that already is one would make nginx refuse both: refused before
- * the run changes anything, naming that site.
+ * Reads `nginx -T` (every file nginx loads, each after a "# configuration file
+ * PATH:" line) and prints the files, other than the app's own site and Debian's
+ * default one (provision removes it), with a `listen` on port 80 of every
+ * address (`80`, `*:80`, `0.0.0.0:80`, `[::]:80`, or an address-less one) that
+ * is a default server: statements split at ; { and }, whatever the lines.
+ */
+const DEFAULT_SERVERS_AWK = String.raw `
+/^# configuration file .*:$/ { file = substr($0, 22, length($0) - 22); next }
+{ sub(/#.*/, ""); text[file] = text[file] " " $0 }
+END {
+  for (f in text) {
+    if (f == ours || f == oursEnabled || f == debian) continue
+    n = split(text[f], statements, /[;{}]/)
+    for (i = 1; i <= n; i++) {
+      m = split(statements[i], w, /[ \t\r\n]+/)
+      k = 1; while (k <= m && w[k] == "") k++
+      if (w[k] != "listen") continue
+      addr = w[k + 1]; isDefault = 0
+      for (j = k + 2; j <= m; j++) if (w[j] == "default_server" || w[j] == "default") isDefault = 1
+      if (!isDefault || addr ~ /^unix:/) continue
+      if (addr ~ /^[0-9]+$/) { host = ""; port = addr }
+      else if (addr ~ /:[0-9]+$/) { host = addr; sub(/:[0-9]+$/, "", host); port = addr; sub(/.*:/, "", port) }
+      else { host = addr; port = 80 }
+      if (port == 80 && (host == "" || host == "*" || host == "0.0.0.0" || host == "[::]")) { print f; break }
+    }
+  }
+}`;
+/**
+ * An app without domains gets the default server (server_name _) on port 80.
+ * Another site that already is one would make nginx refuse both: refused
+ * before the run changes anything, naming that site. (When nginx refuses its
+ * configuration already, there is nothing to read: the item's own nginx -t
+ * stops it, and its files go back.)
  */
 function defaultServerPrecheck(s) {
     return [
-        'others=""',
-        'for f in /etc/nginx/sites-enabled/* /etc/nginx/conf.d/*.conf; do',
-        '  [ -e "$f" ] || continue',
-        sh_sh `  if [ "$f" = ${DEFAULT_SITE} ] || [ "$f" = ${s.layout.nginxSiteEnabled} ]; then continue; fi`,
-        '  if grep -Eq \'^[[:space:]]*listen[[:space:]][^;#]*default_server\' "$f"; then others="$others $f"; fi',
-        'done',
-        'if [ -n "$others" ]; then',
-        '  echo "nginx: another site already is the default server (${others# }). This app has no domains, so its site would be a second default server and nginx would refuse the configuration for every site. Give the app its domains (input domains), or remove that site. Nothing was changed." >&2',
-        '  exit 1',
+        sh_sh `if config=$(nginx -T 2>/dev/null); then`,
+        sh_sh `  others=$(awk -v ours=${s.layout.nginxSite} -v oursEnabled=${s.layout.nginxSiteEnabled} -v debian=${DEFAULT_SITE} ${DEFAULT_SERVERS_AWK} <<< "$config" | sort -u | tr '\n' ' ')`,
+        '  if [ -n "$others" ]; then',
+        '    echo "nginx: another site already is the default server on port 80 (${others% }). This app has no domains, so its site would be a second default server there and nginx would refuse the configuration for every site. Give the app its domains (input domains), or remove that site. Nothing was changed." >&2',
+        '    exit 1',
+        '  fi',
         'fi',
     ].join('\n');
 }
@@ -79674,7 +79710,7 @@ function postgresqlItem(settings) {
             `if ${PSQL} -c 'select 1' >/dev/null 2>&1; then`,
             ...decisionLines(settings),
             'elif command -v pg_lsclusters >/dev/null 2>&1 && [ -n "$(pg_lsclusters -h 2>/dev/null)" ]; then',
-            "  echo \"PostgreSQL is installed on this host but does not answer ($(pg_lsclusters -h 2>/dev/null | head -n 3 | tr '\\n' ';')). Its roles decide what provision may change, so start it first (systemctl start postgresql) and run provision again. Nothing was changed.\" >&2",
+            String.raw `  echo "PostgreSQL is installed on this host but does not answer ($(pg_lsclusters -h 2>/dev/null | head -n 3 | tr '\n' ';')). Its roles decide what provision may change, so start it first ($(pg_lsclusters -h 2>/dev/null | awk '$4 != "online" { printf "%sunmask and start postgresql@%s-%s.service, or pg_ctlcluster %s %s start", sep, $1, $2, $1, $2; sep = "; " }')) and run provision again. Nothing was changed." >&2`,
             '  exit 1',
             'fi',
         ].join('\n'),

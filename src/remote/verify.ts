@@ -11,8 +11,10 @@ export interface VerifySettings {
   path: string;
   timeout: number;
   interval: number;
-  /** Seconds a worker or scheduler process must run (or run a second, then idle) to count as settled; 0: active is enough. */
+  /** Seconds a worker or scheduler process must run to count as settled; 0: active is enough. */
   stableSeconds: number;
+  /** The units were just restarted (a deploy or rollback): systemd restarting one means it crashed. */
+  restarted?: boolean;
   expectStatus: number;
   expectBody: string;
   units: string[];
@@ -79,65 +81,59 @@ export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
     // A unit not yet active with no job queued is waited for, up to the timeout.
     units
       ? script(
-          // Seconds since boot, in hundredths (the clock /proc/PID/stat counts a start in).
-          'uptime_cs() { local u _; read -r u _ < /proc/uptime; u=${u/./}; echo $((10#$u)); }',
           'hz=$(getconf CLK_TCK 2>/dev/null || echo 100)',
-          // How long the process has run, in hundredths of a second.
-          'proc_age() {',
+          // When process $1 started, in clock ticks since the kernel booted ("self": now, as
+          // the reading process starts). Both ends of an age from the same per-process
+          // clock: a container's own /proc/uptime (lxcfs) would not match it.
+          'started_at() {',
           '  local stat f',
           '  stat=$(cat /proc/"$1"/stat 2>/dev/null) || return 1',
           // Fields after the command name, which may hold spaces and parentheses: starttime is the 20th.
           '  read -ra f <<< "${stat##*) }"',
-          '  echo $(( $(uptime_cs) - f[19] * 100 / hz ))',
+          '  echo "${f[19]}"',
           '}',
-          // CPU time the unit's processes used, in microseconds (cgroup v2).
-          'cg_usage() {',
-          '  local k v',
-          '  [ -n "$1" ] && [ -r "/sys/fs/cgroup$1/cpu.stat" ] || return 1',
-          '  while read -r k v; do if [ "$k" = usage_usec ]; then echo "$v"; return 0; fi; done < "/sys/fs/cgroup$1/cpu.stat"',
-          '  return 1',
-          '}',
-          // Settled: active, no job queued, and its process has run units-stable-seconds,
-          // or has run a second and then used almost no CPU (under 2% of a core) for
-          // 0.3 s: started, waiting for work. A process that exits meanwhile fails it at
-          // once (systemd is restarting it: a crash at start would otherwise pass
-          // between restarts). Around a restart the switch did not wait for, a unit
-          // passes through inactive: a unit that stays down fails at the timeout.
+          // How long process $1 has run, in hundredths of a second.
+          'proc_age() { local a b; a=$(started_at "$1") && b=$(started_at self) && echo $(( (b - a) * 100 / hz )); }',
           // systemd's view of a unit, on one line.
           `unit_state() { systemctl show -p ActiveState -p SubState -p Result -p NRestarts -p ExecMainStatus "$1" 2>/dev/null | tr '\\n' ' '; }`,
+          // Settled: active, no job queued, and its process has run units-stable-seconds.
+          // A process seen running that exits meanwhile fails it at once, as does, right
+          // after the deploy restarted the unit, systemd restarting it: a crash at start
+          // would otherwise pass between restarts. (No shortcut for an idle process: one
+          // sleeping in a retry is idle too.) Around a restart the switch did not wait
+          // for, a unit passes through inactive: a unit that stays down fails at the timeout.
           'settled() {',
-          '  local show s sub pid restarts cg base="" age usage now sample_pid="" sample_at=0 sample_usage=0 jobs',
+          '  local show s sub pid seen="" age="" jobs',
           '  while :; do',
           '    jobs=$(systemctl list-jobs --no-legend "$1" 2>/dev/null || true)',
           '    if [ -z "$jobs" ]; then',
-          '      show=$(systemctl show -p ActiveState -p SubState -p MainPID -p NRestarts -p ControlGroup "$1" 2>/dev/null || true)',
+          '      show=$(systemctl show -p ActiveState -p SubState -p MainPID "$1" 2>/dev/null || true)',
           '      s=$(sed -n "s/^ActiveState=//p" <<< "$show"); sub=$(sed -n "s/^SubState=//p" <<< "$show")',
-          '      pid=$(sed -n "s/^MainPID=//p" <<< "$show"); restarts=$(sed -n "s/^NRestarts=//p" <<< "$show")',
-          '      cg=$(sed -n "s/^ControlGroup=//p" <<< "$show")',
-          '      if [ -z "$base" ]; then base=$restarts; fi',
-          '      case "$sub" in auto-restart|failed)',
-          '        echo "UNIT_STATE $1: its process exited and systemd is restarting it (does it crash as it starts?); $(unit_state "$1")"',
-          '        return 1 ;;',
-          '      esac',
-          '      if [ "$restarts" != "$base" ]; then',
-          '        echo "UNIT_STATE $1: its process exited and systemd restarted it while it was checked (does it crash as it starts?); $(unit_state "$1")"',
+          '      pid=$(sed -n "s/^MainPID=//p" <<< "$show")',
+          '      if [ -n "$seen" ] && [ "${pid:-0}" != "$seen" ]; then',
+          '        echo "UNIT_STATE $1: its process exited while it was checked, ${age:-0}0 ms after it started (does it crash as it starts?); $(unit_state "$1")"',
           '        return 1',
           '      fi',
-          '      if [ "$s" = active ] && [ "${pid:-0}" != 0 ] && age=$(proc_age "$pid"); then',
-          sh`        if [ "$age" -ge ${settings.stableSeconds * 100} ]; then return 0; fi`,
-          '        if [ "$age" -ge 100 ] && usage=$(cg_usage "$cg"); then',
-          '          now=$(uptime_cs)',
-          '          if [ "$sample_pid" != "$pid" ]; then sample_pid=$pid; sample_at=$now; sample_usage=$usage',
-          '          elif [ $((now - sample_at)) -ge 30 ]; then',
-          '            if [ $((usage - sample_usage)) -lt $(( (now - sample_at) * 200 )) ]; then return 0; fi',
-          '            sample_at=$now; sample_usage=$usage',
-          '          fi',
-          '        fi',
+          settings.restarted
+            ? script(
+                '      if [ "$sub" = auto-restart ]; then',
+                '        echo "UNIT_STATE $1: its process exited after the restart, and systemd is restarting it (does it crash as it starts?); $(unit_state "$1")"',
+                '        return 1',
+                '      fi',
+              ).trimEnd()
+            : null,
+          '      if [ "$s" = active ] && [ "${pid:-0}" != 0 ]; then',
+          '        seen=$pid',
+          sh`        if age=$(proc_age "$pid") && [ "$age" -ge ${settings.stableSeconds * 100} ]; then return 0; fi`,
           '      fi',
           '    fi',
           '    if [ "$SECONDS" -ge "$units_deadline" ]; then',
           // What the unit was doing when given up on, so a failure explains itself.
-          '      echo "UNIT_STATE $1: is-active=${s:-?} jobs=${jobs:-none}; $(unit_state "$1")"',
+          '      if [ -n "$seen" ]; then',
+          sh`        echo "UNIT_STATE $1: running, but for $(( \${age:-0} / 100 )) s only of the ${settings.stableSeconds} s it must stay up (units-stable-seconds) when the check ended; $(unit_state "$1")"`,
+          '      else',
+          '        echo "UNIT_STATE $1: not running (${s:-?}, ${sub:-?}, jobs: ${jobs:-none}); $(unit_state "$1")"',
+          '      fi',
           '      return 1',
           '    fi',
           '    sleep 0.1',
@@ -145,7 +141,8 @@ export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
           '}',
           'units_check() {',
           '  local down=""',
-          sh`  units_deadline=$((SECONDS + ${settings.timeout}))`,
+          // verify-timeout to come up, then units-stable-seconds to stay up.
+          sh`  units_deadline=$((SECONDS + ${settings.timeout + settings.stableSeconds}))`,
           ...settings.units.map((u) => sh`  if ! settled ${u}; then down="$down ${u}"; fi`),
           '  if [ -n "$down" ]; then echo "UNITS_DOWN$down"; fi',
           '}',

@@ -166,7 +166,10 @@ export async function rollOut(
       const checks = await log.group(`Verify ${batch.map((h) => h.spec.label).join(', ')}${title}`, () =>
         Promise.all(
           batch.map((host) =>
-            verifyHost(host, { ...verify, ...runtimeChecks(results, host) }, log, { list: opts.list }).then(
+            verifyHost(host, { ...verify, ...runtimeChecks(results, host) }, log, {
+              list: opts.list,
+              restarted: true,
+            }).then(
               (ok) => {
                 const row = results.find((r) => r.host === host.spec.label);
                 if (row && ok.listing) row.listing = ok.listing;

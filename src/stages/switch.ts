@@ -307,8 +307,8 @@ export async function verifyHost(
   host: Host,
   settings: VerifySettings,
   log: Log,
-  /** Also list the releases once healthy (see the remote VerifySettings.list). */
-  opts: { list?: boolean } = {},
+  /** Also list the releases once healthy (see the remote VerifySettings.list); the switch just restarted the units. */
+  opts: { list?: boolean; restarted?: boolean } = {},
 ): Promise<{ healthy: true; attempts: number; seconds: number; listing?: ReleaseListing }> {
   const units = [
     host.roles.worker && settings['worker-command'].length ? host.layout.units.worker : null,
@@ -327,8 +327,9 @@ export async function verifyHost(
       units,
       api: host.roles.api,
       list: opts.list,
+      restarted: opts.restarted,
     }),
-    { timeoutMs: (settings['verify-timeout'] + 60) * 1000 },
+    { timeoutMs: (settings['verify-timeout'] + settings['units-stable-seconds'] + 60) * 1000 },
   );
   const answer = health.answer;
   if (!health.healthy) {

@@ -166,49 +166,86 @@ test('a release whose app cannot import never takes traffic: its start in the st
   expect((await onHost(state, host, `cat /opt/${APP}/releases/${id}/.metalship/status`)).trim()).toBe('bad');
 });
 
-test('a release whose worker crashes as it starts is switched back: the deploy fails naming the worker, and the serving release keeps its own', async () => {
-  const before = await serving();
-  await setVersion('v-crashing-worker');
-  // Busy for a second and a half (as an app importing), then gone: active at
-  // first, never settled. A check that passes on "active" passes this release.
-  await writeFile(
-    path.join(source, 'crashing_worker.py'),
-    [
-      'import time',
-      'started = time.time()',
-      'while time.time() - started < 1.5:',
-      '    pass',
-      'raise SystemExit("metalship-e2e: this worker cannot start")',
-      '',
-    ].join('\n'),
-  );
-  const unit = `/etc/systemd/system/${APP}-worker.service`;
-  const unitBefore = await onHost(state, host, `sha256sum ${unit}`);
-  const load = startLoad(`http://${host.address}/`, { workers: 2, pauseMs: 10 });
-  let r;
-  try {
-    r = await runBundle('deploy', inputs({ 'worker-command': 'python crashing_worker.py' }));
-  } finally {
-    await rm(path.join(source, 'crashing_worker.py'), { force: true });
-    const report = await load.stop();
-    expect(report.failures).toEqual({});
-  }
-  expect(r.code).toBe(1);
-  expect(r.outputs['rolled-back']).toBe('true');
-  expect(r.stdout).toMatch(
-    new RegExp(`${APP}-worker\\.service: its process exited and systemd (is restarting|restarted) it`),
-  );
-  expect(r.stdout).toContain('metalship-e2e: this worker cannot start');
-  expect(await serving()).toEqual(before);
-  expect(await onHost(state, host, `sha256sum ${unit}`)).toBe(unitBefore);
-  const worker = await onHost(
+// Active at first, never settled: a check that passes on "active" passes these
+// releases. Busy for a second and a half (an app importing), or idle as long (a
+// worker sleeping between attempts to reach its broker), then gone.
+const CRASHING_WORKERS = {
+  busy: ['import time', 'started = time.time()', 'while time.time() - started < 1.5:', '    pass'],
+  idle: ['import time', 'time.sleep(1.5)'],
+};
+
+test.each(Object.keys(CRASHING_WORKERS) as (keyof typeof CRASHING_WORKERS)[])(
+  'a release whose worker crashes as it starts (%s first) is switched back: the deploy fails naming the worker, and the serving release keeps its own',
+  async (kind) => {
+    const before = await serving();
+    await setVersion(`v-crashing-worker-${kind}`);
+    await writeFile(
+      path.join(source, 'crashing_worker.py'),
+      [...CRASHING_WORKERS[kind], 'raise SystemExit("metalship-e2e: this worker cannot start")', ''].join(
+        '\n',
+      ),
+    );
+    const unit = `/etc/systemd/system/${APP}-worker.service`;
+    const unitBefore = await onHost(state, host, `sha256sum ${unit}`);
+    const load = startLoad(`http://${host.address}/`, { workers: 2, pauseMs: 10 });
+    let r;
+    try {
+      r = await runBundle('deploy', inputs({ 'worker-command': 'python crashing_worker.py' }));
+    } finally {
+      await rm(path.join(source, 'crashing_worker.py'), { force: true });
+      const report = await load.stop();
+      expect(report.failures).toEqual({});
+    }
+    expect(r.code).toBe(1);
+    expect(r.outputs['rolled-back']).toBe('true');
+    expect(r.stdout).toMatch(
+      new RegExp(`${APP}-worker\\.service: its process exited (while it was checked|after the restart)`),
+    );
+    expect(r.stdout).toContain('metalship-e2e: this worker cannot start');
+    expect(await serving()).toEqual(before);
+    expect(await onHost(state, host, `sha256sum ${unit}`)).toBe(unitBefore);
+    const worker = await onHost(
+      state,
+      host,
+      `systemctl is-active ${APP}-worker; readlink /proc/$(systemctl show -p MainPID --value ${APP}-worker)/cwd`,
+    );
+    expect(worker).toBe(`active\n/opt/${APP}/releases/${before.release}\n`);
+    const id = r.outputs['release-id']!;
+    expect((await onHost(state, host, `cat /opt/${APP}/releases/${id}/.metalship/status`)).trim()).toBe(
+      'bad',
+    );
+  },
+);
+
+test("verify waits for a worker just restarted to stay up units-stable-seconds, beyond a shorter verify-timeout, and reads its age right where the container's /proc/uptime is its own", async () => {
+  // As lxcfs does: an uptime of half the kernel's, which a process's start time is not counted in.
+  await onHost(
     state,
     host,
-    `systemctl is-active ${APP}-worker; readlink /proc/$(systemctl show -p MainPID --value ${APP}-worker)/cwd`,
+    `awk '{ printf "%.2f %.2f\\n", $1 / 2, $2 / 2 }' /proc/uptime > /run/fake-uptime && mount --bind /run/fake-uptime /proc/uptime && systemctl restart ${APP}-worker`,
   );
-  expect(worker).toBe(`active\n/opt/${APP}/releases/${before.release}\n`);
-  const id = r.outputs['release-id']!;
-  expect((await onHost(state, host, `cat /opt/${APP}/releases/${id}/.metalship/status`)).trim()).toBe('bad');
+  let r;
+  try {
+    r = await runBundle('verify', {
+      ...connectionInputs(state, [host]),
+      app: APP,
+      'worker-command': 'python -m worker',
+      'scheduler-command': 'python -m scheduler',
+      'verify-timeout': '1',
+      'units-stable-seconds': '3',
+    });
+  } finally {
+    await onHost(state, host, 'umount /proc/uptime; rm -f /run/fake-uptime');
+  }
+  if (r.code !== 0) process.stdout.write(r.stdout);
+  expect(outcome(r)).toBe('succeeded');
+  // It waited: the worker has run the 3 s by the time verify is done.
+  const age = await onHost(
+    state,
+    host,
+    `ps -o etimes= -p $(systemctl show -p MainPID --value ${APP}-worker)`,
+  );
+  expect(Number(age)).toBeGreaterThanOrEqual(3);
 });
 
 test("the api starts through the app's real lifespan and stops gracefully where the host's FastAPI and uvicorn have them", async () => {

@@ -260,7 +260,7 @@ test('nginx is never left refusing its configuration by a second app: a second d
   const second = await runBundle('provision', other({}));
   expect(second.code).toBe(1);
   expect(items(second).nginx!.detail).toMatch(
-    /another site already is the default server \(\/etc\/nginx\/sites-enabled\/shop\)\. This app has no domains.*Nothing was changed\./,
+    /another site already is the default server on port 80 \(\/etc\/nginx\/sites-enabled\/shop\)\. This app has no domains.*Nothing was changed\./,
   );
   expect(await on('id -u shop2 >/dev/null 2>&1 && echo user || echo none')).toBe('none\n');
   expect(await nginxState()).toBe(before);

@@ -128,6 +128,7 @@ export const scripts: Record<string, string> = {
     expectStatus: 200,
     expectBody: HOSTILE,
     units: ['shop-worker.service'],
+    restarted: true,
   }).script,
   list: listStep(shopLayout).script,
   cleanup: cleanupStep(shopLayout, { releases: ['a', 'b'], venvs: ['py-1'] }).script,

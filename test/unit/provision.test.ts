@@ -167,6 +167,41 @@ describe('provision scripts', () => {
         expect(item.precheck).not.toContain(change);
     }
   });
+  test('the default-server pre-check reads nginx -T whatever the lines, and only port 80 of every address conflicts', () => {
+    const precheck = planItems(settings(), BOOKWORM).find((p) => p.name === 'nginx')!.item!.precheck!;
+    const run = (files: Record<string, string>) => {
+      const dump = Object.entries(files)
+        .map(([f, text]) => `# configuration file ${f}:\n${text}\n`)
+        .join('');
+      const r = spawnSync('bash', ['-c', `nginx() { printf '%s' "$DUMP"; }\n${precheck}\necho passed`], {
+        encoding: 'utf8',
+        env: { ...process.env, DUMP: dump },
+      });
+      return r.stdout.includes('passed') ? 'passed' : r.stderr.replace(/.*\((.*)\)\. This app.*\n?/s, '$1');
+    };
+    const base = {
+      '/etc/nginx/nginx.conf': 'http {\n  include /etc/nginx/sites-enabled/*;\n}',
+      '/etc/nginx/sites-enabled/shop': 'server {\n    listen 80 default_server;\n    server_name _;\n}',
+      '/etc/nginx/sites-enabled/default': 'server { listen 80 default_server; }',
+    };
+    expect(run(base)).toBe('passed');
+    const site = '/etc/nginx/sites-enabled/catchall';
+    for (const refused of [
+      'server { listen 80 default_server; return 444; }',
+      'server {\n  listen\n    [::]:80\n    default_server;\n}',
+      'server { listen *:80 default; }',
+      'server { listen 0.0.0.0 default_server reuseport; }',
+    ])
+      expect([refused, run({ ...base, [site]: refused })]).toEqual([refused, site]);
+    for (const allowed of [
+      'server { listen 443 ssl default_server; ssl_reject_handshake on; }',
+      'server { listen 8080 default_server; }',
+      'server { listen 10.0.0.1:80 default_server; }',
+      'server {\n  # listen 80 default_server;\n  listen 80;\n}',
+      'server { listen unix:/run/x.sock default_server; }',
+    ])
+      expect([allowed, run({ ...base, [site]: allowed })]).toEqual([allowed, 'passed']);
+  });
   test('pyenv path: clone, build and the interpreter it prints', () => {
     const py = planItems(settings({ 'python-install': 'pyenv', 'python-version': '3.12.4' }), BOOKWORM).find(
       (p) => p.name === 'python',

@@ -134,21 +134,49 @@ export const NGINX_RELOAD = [
 ].join('\n');
 
 /**
- * An app without domains gets the default server (server_name _). Another
- * enabled site that already is one would make nginx refuse both: refused before
- * the run changes anything, naming that site.
+ * Reads `nginx -T` (every file nginx loads, each after a "# configuration file
+ * PATH:" line) and prints the files, other than the app's own site and Debian's
+ * default one (provision removes it), with a `listen` on port 80 of every
+ * address (`80`, `*:80`, `0.0.0.0:80`, `[::]:80`, or an address-less one) that
+ * is a default server: statements split at ; { and }, whatever the lines.
+ */
+const DEFAULT_SERVERS_AWK = String.raw`
+/^# configuration file .*:$/ { file = substr($0, 22, length($0) - 22); next }
+{ sub(/#.*/, ""); text[file] = text[file] " " $0 }
+END {
+  for (f in text) {
+    if (f == ours || f == oursEnabled || f == debian) continue
+    n = split(text[f], statements, /[;{}]/)
+    for (i = 1; i <= n; i++) {
+      m = split(statements[i], w, /[ \t\r\n]+/)
+      k = 1; while (k <= m && w[k] == "") k++
+      if (w[k] != "listen") continue
+      addr = w[k + 1]; isDefault = 0
+      for (j = k + 2; j <= m; j++) if (w[j] == "default_server" || w[j] == "default") isDefault = 1
+      if (!isDefault || addr ~ /^unix:/) continue
+      if (addr ~ /^[0-9]+$/) { host = ""; port = addr }
+      else if (addr ~ /:[0-9]+$/) { host = addr; sub(/:[0-9]+$/, "", host); port = addr; sub(/.*:/, "", port) }
+      else { host = addr; port = 80 }
+      if (port == 80 && (host == "" || host == "*" || host == "0.0.0.0" || host == "[::]")) { print f; break }
+    }
+  }
+}`;
+
+/**
+ * An app without domains gets the default server (server_name _) on port 80.
+ * Another site that already is one would make nginx refuse both: refused
+ * before the run changes anything, naming that site. (When nginx refuses its
+ * configuration already, there is nothing to read: the item's own nginx -t
+ * stops it, and its files go back.)
  */
 function defaultServerPrecheck(s: ProvisionSettings): string {
   return [
-    'others=""',
-    'for f in /etc/nginx/sites-enabled/* /etc/nginx/conf.d/*.conf; do',
-    '  [ -e "$f" ] || continue',
-    sh`  if [ "$f" = ${DEFAULT_SITE} ] || [ "$f" = ${s.layout.nginxSiteEnabled} ]; then continue; fi`,
-    '  if grep -Eq \'^[[:space:]]*listen[[:space:]][^;#]*default_server\' "$f"; then others="$others $f"; fi',
-    'done',
-    'if [ -n "$others" ]; then',
-    '  echo "nginx: another site already is the default server (${others# }). This app has no domains, so its site would be a second default server and nginx would refuse the configuration for every site. Give the app its domains (input domains), or remove that site. Nothing was changed." >&2',
-    '  exit 1',
+    sh`if config=$(nginx -T 2>/dev/null); then`,
+    sh`  others=$(awk -v ours=${s.layout.nginxSite} -v oursEnabled=${s.layout.nginxSiteEnabled} -v debian=${DEFAULT_SITE} ${DEFAULT_SERVERS_AWK} <<< "$config" | sort -u | tr '\n' ' ')`,
+    '  if [ -n "$others" ]; then',
+    '    echo "nginx: another site already is the default server on port 80 (${others% }). This app has no domains, so its site would be a second default server there and nginx would refuse the configuration for every site. Give the app its domains (input domains), or remove that site. Nothing was changed." >&2',
+    '    exit 1',
+    '  fi',
     'fi',
   ].join('\n');
 }

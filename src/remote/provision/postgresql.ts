@@ -257,7 +257,7 @@ export function postgresqlItem(settings: ProvisionSettings): Item {
       `if ${PSQL} -c 'select 1' >/dev/null 2>&1; then`,
       ...decisionLines(settings),
       'elif command -v pg_lsclusters >/dev/null 2>&1 && [ -n "$(pg_lsclusters -h 2>/dev/null)" ]; then',
-      "  echo \"PostgreSQL is installed on this host but does not answer ($(pg_lsclusters -h 2>/dev/null | head -n 3 | tr '\\n' ';')). Its roles decide what provision may change, so start it first (systemctl start postgresql) and run provision again. Nothing was changed.\" >&2",
+      String.raw`  echo "PostgreSQL is installed on this host but does not answer ($(pg_lsclusters -h 2>/dev/null | head -n 3 | tr '\n' ';')). Its roles decide what provision may change, so start it first ($(pg_lsclusters -h 2>/dev/null | awk '$4 != "online" { printf "%sunmask and start postgresql@%s-%s.service, or pg_ctlcluster %s %s start", sep, $1, $2, $1, $2; sep = "; " }')) and run provision again. Nothing was changed." >&2`,
       '  exit 1',
       'fi',
     ].join('\n'),
