@@ -74679,8 +74679,8 @@ const verifyInputs = {
         unit: 'seconds',
     }),
     'units-stable-seconds': fields_int({
-        description: 'Seconds the worker and the scheduler must run without exiting before they count as healthy (on top of verify-timeout to start), so a process that crashes as it starts (an import error, a refused connection) fails the check rather than passing it between restarts; after a deploy or rollback, systemd restarting one fails it at once. Raise it for a worker that retries its broker for longer. 0: running is enough.',
-        default: '3',
+        description: 'Seconds the worker and the scheduler must run without exiting before they count as healthy (on top of verify-timeout to start), so a process that crashes as it starts (an import error, a refused connection) fails the check rather than passing it between restarts; after a deploy or rollback, systemd restarting one fails it at once. Each second of it adds about a second to a deploy or rollback of a host with a worker; raise it for a worker that takes longer to start or retries its broker for longer. 0: running is enough.',
+        default: '2',
         min: 0,
         max: 600,
         unit: 'seconds',
