@@ -103,7 +103,7 @@ export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
           // sleeping in a retry is idle too.) Around a restart the switch did not wait
           // for, a unit passes through inactive: a unit that stays down fails at the timeout.
           'settled() {',
-          '  local show s sub pid seen="" age="" jobs',
+          '  local show s sub pid seen="" age="" jobs restarts',
           '  while :; do',
           '    jobs=$(systemctl list-jobs --no-legend "$1" 2>/dev/null || true)',
           '    if [ -z "$jobs" ]; then',
@@ -124,7 +124,20 @@ export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
             : null,
           '      if [ "$s" = active ] && [ "${pid:-0}" != 0 ]; then',
           '        seen=$pid',
-          sh`        if age=$(proc_age "$pid") && [ "$age" -ge ${settings.stableSeconds * 100} ]; then return 0; fi`,
+          sh`        if age=$(proc_age "$pid") && [ "$age" -ge ${settings.stableSeconds * 100} ]; then`,
+          // Up long enough; after the restart, systemd must not have restarted it since
+          // (a crash once while nobody looked: the restart resets the count).
+          settings.restarted
+            ? script(
+                '          restarts=$(systemctl show -p NRestarts --value "$1" 2>/dev/null || echo 0)',
+                '          if [ "${restarts:-0}" != 0 ]; then',
+                '            echo "UNIT_STATE $1: its process exited after the restart and systemd restarted it ($restarts time(s)): it crashed as it started; $(unit_state "$1")"',
+                '            return 1',
+                '          fi',
+              ).trimEnd()
+            : null,
+          '          return 0',
+          '        fi',
           '      fi',
           '    fi',
           '    if [ "$SECONDS" -ge "$units_deadline" ]; then',
@@ -139,11 +152,21 @@ export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
           '    sleep 0.1',
           '  done',
           '}',
+          // Each unit watched on its own, at once: one crashing while another is waited
+          // for is seen when it happens.
           'units_check() {',
-          '  local down=""',
+          '  local dir down="" i=0 u',
           // verify-timeout to come up, then units-stable-seconds to stay up.
           sh`  units_deadline=$((SECONDS + ${settings.timeout + settings.stableSeconds}))`,
-          ...settings.units.map((u) => sh`  if ! settled ${u}; then down="$down ${u}"; fi`),
+          '  dir=$(mktemp -d)',
+          sh`  local units=(${settings.units})`,
+          '  for u in "${units[@]}"; do',
+          '    i=$((i + 1))',
+          '    { if ! settled "$u"; then echo "$u" > "$dir/$i.down"; fi; } > "$dir/$i.out" &',
+          '  done',
+          '  wait',
+          '  for ((u = 1; u <= i; u++)); do cat -- "$dir/$u.out"; if [ -f "$dir/$u.down" ]; then down="$down $(cat -- "$dir/$u.down")"; fi; done',
+          '  rm -rf -- "$dir"',
           '  if [ -n "$down" ]; then echo "UNITS_DOWN$down"; fi',
           '}',
           // Its output goes to a file, read once it is done: its lines never mix with the probes'.

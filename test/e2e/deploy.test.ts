@@ -217,6 +217,40 @@ test.each(Object.keys(CRASHING_WORKERS) as (keyof typeof CRASHING_WORKERS)[])(
   },
 );
 
+test('a scheduler that crashes once as it starts, while the worker is still being waited for, fails the deploy: each unit is watched on its own', async () => {
+  const before = await serving();
+  await setVersion('v-scheduler-crashing-once');
+  // Crashes on its first start in this release only; systemd's restart (5 s later) then runs.
+  await writeFile(
+    path.join(source, 'once_scheduler.py'),
+    [
+      'import os, sys, time',
+      'marker = "/opt/shop/shared/metalship-e2e-once-" + os.path.basename(os.getcwd())',
+      'if not os.path.exists(marker):',
+      '    open(marker, "w").close()',
+      '    time.sleep(0.3)',
+      '    sys.exit("metalship-e2e: the scheduler crashes once")',
+      'while True:',
+      '    time.sleep(1)',
+      '',
+    ].join('\n'),
+  );
+  let r;
+  try {
+    // The worker's check lasts past the scheduler's restart.
+    r = await runBundle(
+      'deploy',
+      inputs({ 'scheduler-command': 'python once_scheduler.py', 'units-stable-seconds': '7' }),
+    );
+  } finally {
+    await rm(path.join(source, 'once_scheduler.py'), { force: true });
+  }
+  expect(r.code).toBe(1);
+  expect(r.stdout).toMatch(new RegExp(`${APP}-scheduler\\.service: its process exited`));
+  expect(r.stdout).toContain('metalship-e2e: the scheduler crashes once');
+  expect(await serving()).toEqual(before);
+});
+
 test("verify waits for a worker just restarted to stay up units-stable-seconds, beyond a shorter verify-timeout, and reads its age right where the container's /proc/uptime is its own", async () => {
   // As lxcfs does: an uptime of half the kernel's, which a process's start time is not counted in.
   await onHost(
