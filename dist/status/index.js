@@ -81714,11 +81714,25 @@ class Log {
 function envInputs(env = process.env) {
     return (name) => env[`INPUT_${name.replace(/ /g, '_').toUpperCase()}`];
 }
+/**
+ * Text that came from a host (an app's answer, its journal lines) shown in the
+ * job summary as text: a code block, its fence longer than any run of backticks
+ * inside, so no link, image or HTML in it renders.
+ */
+function codeBlock(text) {
+    const longest = Math.max(2, ...[...text.matchAll(/`+/g)].map((m) => m[0].length));
+    const fence = '`'.repeat(longest + 1);
+    return `${fence}text\n${text}\n${fence}`;
+}
+/** A table cell's text with the characters of emphasis, links, images, code, HTML and cells escaped (an intraword _ emphasizes nothing). */
+function cellText(text) {
+    return text.replace(/[\\`*[\]()<>!|~&]/g, '\\$&');
+}
 function resultsTable(results, columns) {
     const head = `| host | ok | ${columns.map(([, t]) => t).join(' | ')} | error |\n|---|---|${columns.map(() => '---|').join('')}---|`;
     const rows = results.map((r) => {
         const cells = columns.map(([k]) => (r[k] === undefined || r[k] === '' ? '–' : String(r[k])));
-        const err = r.error ? r.error.split('\n')[0].replace(/\|/g, '\\|').slice(0, 300) : '';
+        const err = r.error ? cellText(r.error.split('\n')[0].slice(0, 300)) : '';
         return `| ${r.host} | ${r.ok ? '✅' : '❌'} | ${cells.join(' | ')} | ${err} |`;
     });
     return [head, ...rows].join('\n');
@@ -81742,7 +81756,7 @@ async function runAction(name, body, raw = envInputs(), log = new Log()) {
     catch (err) {
         const message = err instanceof InputError ? err.message : String(err);
         log.error(message);
-        log.summary(`## ${actions[name].title}: invalid input\n\nNo host was contacted.\n\n${message.replace(/^/gm, '> ')}`);
+        log.summary(`## ${actions[name].title}: invalid input\n\nNo host was contacted.\n\n${codeBlock(message)}`);
         log.flushSummary(true);
         process.exitCode = 1;
         return { ok: false, outputs: {}, error: message };
@@ -81756,7 +81770,7 @@ async function runAction(name, body, raw = envInputs(), log = new Log()) {
         const status = outcome.failure ? `❌ failed after ${seconds} s` : `✅ done in ${seconds} s`;
         log.printTimeline();
         const stages = log.stagesSummary();
-        log.summary(`## ${actions[name].title}: ${status}\n\n${outcome.summary}${outcome.failure ? `\n\n**Why:** ${outcome.failure}` : ''}${stages ? `\n\n${stages}` : ''}`);
+        log.summary(`## ${actions[name].title}: ${status}\n\n${outcome.summary}${outcome.failure ? `\n\n**Why:**\n\n${codeBlock(outcome.failure)}` : ''}${stages ? `\n\n${stages}` : ''}`);
         log.flushSummary(Boolean(outcome.failure));
         if (outcome.failure) {
             log.error(outcome.failure);
@@ -81770,7 +81784,7 @@ async function runAction(name, body, raw = envInputs(), log = new Log()) {
         const message = errorMessage(err);
         log.printTimeline();
         log.error(message);
-        log.summary(`## ${actions[name].title}: ❌ failed\n\n${message.replace(/^/gm, '> ')}`);
+        log.summary(`## ${actions[name].title}: ❌ failed\n\n${codeBlock(message)}`);
         log.flushSummary(true);
         process.exitCode = 1;
         return { ok: false, outputs: log.outputs, error: log.redact(message) };

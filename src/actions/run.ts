@@ -23,11 +23,27 @@ export interface ActionOutcome {
   failure?: string;
 }
 
+/**
+ * Text that came from a host (an app's answer, its journal lines) shown in the
+ * job summary as text: a code block, its fence longer than any run of backticks
+ * inside, so no link, image or HTML in it renders.
+ */
+export function codeBlock(text: string): string {
+  const longest = Math.max(2, ...[...text.matchAll(/`+/g)].map((m) => m[0].length));
+  const fence = '`'.repeat(longest + 1);
+  return `${fence}text\n${text}\n${fence}`;
+}
+
+/** A table cell's text with the characters of emphasis, links, images, code, HTML and cells escaped (an intraword _ emphasizes nothing). */
+export function cellText(text: string): string {
+  return text.replace(/[\\`*[\]()<>!|~&]/g, '\\$&');
+}
+
 export function resultsTable(results: HostResult[], columns: [string, string][]): string {
   const head = `| host | ok | ${columns.map(([, t]) => t).join(' | ')} | error |\n|---|---|${columns.map(() => '---|').join('')}---|`;
   const rows = results.map((r) => {
     const cells = columns.map(([k]) => (r[k] === undefined || r[k] === '' ? '–' : String(r[k])));
-    const err = r.error ? r.error.split('\n')[0]!.replace(/\|/g, '\\|').slice(0, 300) : '';
+    const err = r.error ? cellText(r.error.split('\n')[0]!.slice(0, 300)) : '';
     return `| ${r.host} | ${r.ok ? '✅' : '❌'} | ${cells.join(' | ')} | ${err} |`;
   });
   return [head, ...rows].join('\n');
@@ -57,7 +73,7 @@ export async function runAction<A extends ActionName>(
     const message = err instanceof InputError ? err.message : String(err);
     log.error(message);
     log.summary(
-      `## ${actions[name].title}: invalid input\n\nNo host was contacted.\n\n${message.replace(/^/gm, '> ')}`,
+      `## ${actions[name].title}: invalid input\n\nNo host was contacted.\n\n${codeBlock(message)}`,
     );
     log.flushSummary(true);
     process.exitCode = 1;
@@ -72,7 +88,7 @@ export async function runAction<A extends ActionName>(
     log.printTimeline();
     const stages = log.stagesSummary();
     log.summary(
-      `## ${actions[name].title}: ${status}\n\n${outcome.summary}${outcome.failure ? `\n\n**Why:** ${outcome.failure}` : ''}${stages ? `\n\n${stages}` : ''}`,
+      `## ${actions[name].title}: ${status}\n\n${outcome.summary}${outcome.failure ? `\n\n**Why:**\n\n${codeBlock(outcome.failure)}` : ''}${stages ? `\n\n${stages}` : ''}`,
     );
     log.flushSummary(Boolean(outcome.failure));
     if (outcome.failure) {
@@ -86,7 +102,7 @@ export async function runAction<A extends ActionName>(
     const message = errorMessage(err);
     log.printTimeline();
     log.error(message);
-    log.summary(`## ${actions[name].title}: ❌ failed\n\n${message.replace(/^/gm, '> ')}`);
+    log.summary(`## ${actions[name].title}: ❌ failed\n\n${codeBlock(message)}`);
     log.flushSummary(true);
     process.exitCode = 1;
     return { ok: false, outputs: log.outputs, error: log.redact(message) };

@@ -61,3 +61,17 @@ test.each([
   expect(lines[0]!.slice('::group::'.length)).not.toMatch(/^\s*::/);
   expect(lines[1]).toBe('::endgroup::');
 });
+
+describe('text from a host in the job summary', () => {
+  test('a code block whose fence no backtick run inside can close, and table cells with markdown and HTML escaped', async () => {
+    const { codeBlock, cellText } = await import('../../src/actions/run.js');
+    const journal = 'JOURNAL x ```\n![img](https://x/y.png) <b>bold</b> ``````';
+    const block = codeBlock(journal);
+    expect(block.startsWith('```````text\n')).toBe(true);
+    expect(block.endsWith('\n```````')).toBe(true);
+    expect(block).toContain(journal);
+    expect(cellText('[link](https://x) <img src=x> *a* | b')).toBe(
+      '\\[link\\]\\(https://x\\) \\<img src=x\\> \\*a\\* \\| b',
+    );
+  });
+});
