@@ -81714,25 +81714,39 @@ class Log {
 function envInputs(env = process.env) {
     return (name) => env[`INPUT_${name.replace(/ /g, '_').toUpperCase()}`];
 }
+/** The longest run of backticks in text (a loop: a spread of many runs would overflow the stack). */
+function longestBacktickRun(text) {
+    let longest = 0;
+    for (const m of text.matchAll(/`+/g))
+        longest = Math.max(longest, m[0].length);
+    return longest;
+}
 /**
  * Text that came from a host (an app's answer, its journal lines) shown in the
  * job summary as text: a code block, its fence longer than any run of backticks
  * inside, so no link, image or HTML in it renders.
  */
 function codeBlock(text) {
-    const longest = Math.max(2, ...[...text.matchAll(/`+/g)].map((m) => m[0].length));
-    const fence = '`'.repeat(longest + 1);
+    const fence = '`'.repeat(Math.max(3, longestBacktickRun(text) + 1));
     return `${fence}text\n${text}\n${fence}`;
 }
-/** A table cell's text with the characters of emphasis, links, images, code, HTML and cells escaped (an intraword _ emphasizes nothing). */
+/**
+ * One line of text from a host in a table cell: an inline code span (no link,
+ * autolink, image or HTML renders in one), cut at the first line ending of any
+ * kind, its pipes escaped (GFM splits cells at them even in code).
+ */
 function cellText(text) {
-    return text.replace(/[\\`*[\]()<>!|~&]/g, '\\$&');
+    const line = text.split(/\r\n|\r|\n/)[0].replace(/\|/g, '\\|');
+    if (!line)
+        return '';
+    const ticks = '`'.repeat(longestBacktickRun(line) + 1);
+    return `${ticks} ${line} ${ticks}`;
 }
 function resultsTable(results, columns) {
     const head = `| host | ok | ${columns.map(([, t]) => t).join(' | ')} | error |\n|---|---|${columns.map(() => '---|').join('')}---|`;
     const rows = results.map((r) => {
         const cells = columns.map(([k]) => (r[k] === undefined || r[k] === '' ? '–' : String(r[k])));
-        const err = r.error ? cellText(r.error.split('\n')[0].slice(0, 300)) : '';
+        const err = r.error ? cellText(r.error.slice(0, 300)) : '';
         return `| ${r.host} | ${r.ok ? '✅' : '❌'} | ${cells.join(' | ')} | ${err} |`;
     });
     return [head, ...rows].join('\n');

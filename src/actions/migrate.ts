@@ -4,7 +4,7 @@ import { MIGRATE_LOCK_EXIT } from '../remote/migrate.js';
 import { withHosts } from '../stages/hosts.js';
 import { RemoteError } from '../transport/ssh.js';
 import { markFailedEverywhere, migrateOnHost, pickMigrateHost } from '../stages/migrate.js';
-import { resultsTable, runAction, type ActionOutcome } from './run.js';
+import { codeBlock, resultsTable, runAction, type ActionOutcome } from './run.js';
 import { errorMessage } from '../errors.js';
 
 export async function migrate(settings: Settings<'migrate'>, log: Log): Promise<ActionOutcome> {
@@ -43,7 +43,7 @@ export async function migrate(settings: Settings<'migrate'>, log: Log): Promise<
       return {
         outputs: { 'revision-before': '', 'revision-after': '', 'backup-path': '', changed: 'false' },
         results: [{ host: host.spec.label, ok: false, error: message }],
-        summary: `Migrations for **${settings['release-id']}** failed on ${host.spec.label}; the release is marked failed and current is unchanged.\n\n\`\`\`\n${message.slice(-3000)}\n\`\`\``,
+        summary: `Migrations for **${settings['release-id']}** failed on ${host.spec.label}; the release is marked failed and current is unchanged.\n\n${codeBlock(message.slice(-3000))}`,
         failure: message,
       };
     }

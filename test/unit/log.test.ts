@@ -70,8 +70,13 @@ describe('text from a host in the job summary', () => {
     expect(block.startsWith('```````text\n')).toBe(true);
     expect(block.endsWith('\n```````')).toBe(true);
     expect(block).toContain(journal);
-    expect(cellText('[link](https://x) <img src=x> *a* | b')).toBe(
-      '\\[link\\]\\(https://x\\) \\<img src=x\\> \\*a\\* \\| b',
+    // Many runs: counted without a spread (which overflowed the stack).
+    const many = '`a'.repeat(200000);
+    expect(codeBlock(many).startsWith('```text\n`a')).toBe(true);
+    // A cell: one line (a CR ends one too), a code span, pipes escaped.
+    expect(cellText('[link](https://x) <img src=x> | b ``c``\r\r# PASSED\nnext')).toBe(
+      '``` [link](https://x) <img src=x> \\| b ``c`` ```',
     );
+    expect(cellText('')).toBe('');
   });
 });
