@@ -77282,7 +77282,7 @@ const serviceInputs = {
         unit: 'hosts',
     }),
     'server-name': pattern({
-        description: 'nginx server_name of the minimal HTTP site the deploy creates when no site exists yet (provision replaces it).',
+        description: "nginx server_name of the app's site: of the minimal HTTP site the deploy creates when no site exists yet, and of provision's site when domains is empty (with domains, the site is theirs). _ (the default): nginx's default server, which only one site on a host can be.",
         default: '_',
         regex: /^(_|[A-Za-z0-9.*-]+( [A-Za-z0-9.*-]+)*)$/,
         expected: 'host names separated by spaces, or _',
@@ -78939,6 +78939,7 @@ const actions = {
             'worker-command': serviceInputs['worker-command'],
             'scheduler-command': serviceInputs['scheduler-command'],
             'health-path': serviceInputs['health-path'],
+            'server-name': serviceInputs['server-name'],
             ...provisionInputs,
             ...configInputs,
         },

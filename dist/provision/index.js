@@ -77345,7 +77345,7 @@ const serviceInputs = {
         unit: 'hosts',
     }),
     'server-name': pattern({
-        description: 'nginx server_name of the minimal HTTP site the deploy creates when no site exists yet (provision replaces it).',
+        description: "nginx server_name of the app's site: of the minimal HTTP site the deploy creates when no site exists yet, and of provision's site when domains is empty (with domains, the site is theirs). _ (the default): nginx's default server, which only one site on a host can be.",
         default: '_',
         regex: /^(_|[A-Za-z0-9.*-]+( [A-Za-z0-9.*-]+)*)$/,
         expected: 'host names separated by spaces, or _',
@@ -78976,7 +78976,7 @@ function snapshotLines(paths) {
 function siteLines(settings) {
     const layout = settings.layout;
     const cert = certPaths(settings);
-    const serverName = settings.tls.domains.length ? settings.tls.domains.join(' ') : '_';
+    const serverName = settings.tls.domains.length ? settings.tls.domains.join(' ') : settings.nginx.serverName;
     const logDir = layout.nginxLogs;
     const base = settings.balancer
         ? { serverName, logDir, acmeWebroot: ACME_WEBROOT, upstream: balancerUpstreamName(layout) }
@@ -79076,7 +79076,7 @@ function defaultServerPrecheck(s) {
         sh_sh `if config=$(nginx -T 2>/dev/null); then`,
         sh_sh `  others=$(awk -v ours=${s.layout.nginxSite} -v oursEnabled=${s.layout.nginxSiteEnabled} -v debian=${DEFAULT_SITE} ${DEFAULT_SERVERS_AWK} <<< "$config" | sort -u | tr '\n' ' ')`,
         '  if [ -n "$others" ]; then',
-        '    echo "nginx: another site already is the default server on port 80 (${others% }). This app has no domains, so its site would be a second default server there and nginx would refuse the configuration for every site. Give the app its domains (input domains), or remove that site. Nothing was changed." >&2',
+        '    echo "nginx: another site already is the default server on port 80 (${others% }). This app has neither domains nor a server-name, so its site would be a second default server there and nginx would refuse the configuration for every site. Give the app its server-name (or domains, for TLS), or remove that site. Nothing was changed." >&2',
         '    exit 1',
         '  fi',
         'fi',
@@ -79086,7 +79086,7 @@ function nginxItem(s) {
     const prechecks = [
         // An nginx already there that the TLS site cannot use is refused before the run changes anything.
         certPaths(s) ? NGINX_VERSION_LINES : null,
-        s.tls.domains.length ? null : defaultServerPrecheck(s),
+        s.tls.domains.length || s.nginx.serverName !== '_' ? null : defaultServerPrecheck(s),
     ].filter((p) => p !== null);
     return {
         name: 'nginx',
@@ -81175,6 +81175,7 @@ const actions = {
             'worker-command': serviceInputs['worker-command'],
             'scheduler-command': serviceInputs['scheduler-command'],
             'health-path': serviceInputs['health-path'],
+            'server-name': serviceInputs['server-name'],
             ...provisionInputs,
             ...configInputs,
         },
@@ -84880,7 +84881,7 @@ function provisionSettings(settings, roles, balancer = null, offsite, elsewhere 
         deployUser: settings['deploy-user'] ? { name: settings['deploy-user'], keys: settings['deploy-user-keys'] } : null,
         python: { install: settings['python-install'], version: settings['python-version'] },
         env: settings.env.text,
-        nginx: { enabled: settings.nginx, staticDir: settings['static-dir'] },
+        nginx: { enabled: settings.nginx, staticDir: settings['static-dir'], serverName: settings['server-name'] },
         tls: { domains: settings.domains, email: settings['acme-email'], server: settings['acme-server'], caBundle: settings['acme-ca-bundle'] },
         postgresql: {
             enabled: settings.postgresql,

@@ -56,7 +56,7 @@ export function provisionSettings(
     deployUser: settings['deploy-user'] ? { name: settings['deploy-user'], keys: settings['deploy-user-keys'] } : null,
     python: { install: settings['python-install'], version: settings['python-version'] },
     env: settings.env.text,
-    nginx: { enabled: settings.nginx, staticDir: settings['static-dir'] },
+    nginx: { enabled: settings.nginx, staticDir: settings['static-dir'], serverName: settings['server-name'] },
     tls: { domains: settings.domains, email: settings['acme-email'], server: settings['acme-server'], caBundle: settings['acme-ca-bundle'] },
     postgresql: {
       enabled: settings.postgresql,

@@ -222,6 +222,7 @@ export const actions = {
       'worker-command': serviceInputs['worker-command'],
       'scheduler-command': serviceInputs['scheduler-command'],
       'health-path': serviceInputs['health-path'],
+      'server-name': serviceInputs['server-name'],
       ...provisionInputs,
       ...configInputs,
     },

@@ -260,7 +260,7 @@ test('nginx is never left refusing its configuration by a second app: a second d
   const second = await runBundle('provision', other({}));
   expect(second.code).toBe(1);
   expect(items(second).nginx!.detail).toMatch(
-    /another site already is the default server on port 80 \(\/etc\/nginx\/sites-enabled\/shop\)\. This app has no domains.*Nothing was changed\./,
+    /another site already is the default server on port 80 \(\/etc\/nginx\/sites-enabled\/shop\)\. This app has neither domains nor a server-name.*Nothing was changed\./,
   );
   expect(await on('id -u shop2 >/dev/null 2>&1 && echo user || echo none')).toBe('none\n');
   expect(await nginxState()).toBe(before);
@@ -295,7 +295,10 @@ test('nginx is never left refusing its configuration by a second app: a second d
 
 test('a stopped PostgreSQL is refused before any change: its roles are not judged after the run has started it', async () => {
   const before = await state();
-  await on('systemctl stop postgresql');
+  // systemctl waits for postgresql.service, not for the cluster its stop propagates to.
+  await on(
+    'systemctl stop postgresql; for _ in $(seq 1 60); do pg_lsclusters -h | grep -q online || break; sleep 0.5; done',
+  );
   try {
     const r = await runBundle(
       'provision',

@@ -202,6 +202,13 @@ describe('provision scripts', () => {
     ])
       expect([allowed, run({ ...base, [site]: allowed })]).toEqual([allowed, 'passed']);
   });
+  test('a server-name without domains names the HTTP site, which is then no default server and needs no pre-check', () => {
+    const plan = planItems(settings({ 'server-name': 'shop.test www.shop.test' }), BOOKWORM);
+    const nginx = plan.find((p) => p.name === 'nginx')!.item!;
+    expect(nginx.script).toContain('server_name shop.test www.shop.test;');
+    expect(nginx.script).not.toContain('default_server');
+    expect(nginx.precheck ?? '').not.toContain('already is the default server');
+  });
   test('pyenv path: clone, build and the interpreter it prints', () => {
     const py = planItems(settings({ 'python-install': 'pyenv', 'python-version': '3.12.4' }), BOOKWORM).find(
       (p) => p.name === 'python',

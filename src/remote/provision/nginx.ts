@@ -71,7 +71,7 @@ function snapshotLines(paths: string[]): string {
 export function siteLines(settings: ProvisionSettings): string {
   const layout = settings.layout;
   const cert = certPaths(settings);
-  const serverName = settings.tls.domains.length ? settings.tls.domains.join(' ') : '_';
+  const serverName = settings.tls.domains.length ? settings.tls.domains.join(' ') : settings.nginx.serverName;
   const logDir = layout.nginxLogs;
   const base = settings.balancer
     ? { serverName, logDir, acmeWebroot: ACME_WEBROOT, upstream: balancerUpstreamName(layout) }
@@ -174,7 +174,7 @@ function defaultServerPrecheck(s: ProvisionSettings): string {
     sh`if config=$(nginx -T 2>/dev/null); then`,
     sh`  others=$(awk -v ours=${s.layout.nginxSite} -v oursEnabled=${s.layout.nginxSiteEnabled} -v debian=${DEFAULT_SITE} ${DEFAULT_SERVERS_AWK} <<< "$config" | sort -u | tr '\n' ' ')`,
     '  if [ -n "$others" ]; then',
-    '    echo "nginx: another site already is the default server on port 80 (${others% }). This app has no domains, so its site would be a second default server there and nginx would refuse the configuration for every site. Give the app its domains (input domains), or remove that site. Nothing was changed." >&2',
+    '    echo "nginx: another site already is the default server on port 80 (${others% }). This app has neither domains nor a server-name, so its site would be a second default server there and nginx would refuse the configuration for every site. Give the app its server-name (or domains, for TLS), or remove that site. Nothing was changed." >&2',
     '    exit 1',
     '  fi',
     'fi',
@@ -185,7 +185,7 @@ export function nginxItem(s: ProvisionSettings): Item {
   const prechecks = [
     // An nginx already there that the TLS site cannot use is refused before the run changes anything.
     certPaths(s) ? NGINX_VERSION_LINES : null,
-    s.tls.domains.length ? null : defaultServerPrecheck(s),
+    s.tls.domains.length || s.nginx.serverName !== '_' ? null : defaultServerPrecheck(s),
   ].filter((p) => p !== null);
   return {
     name: 'nginx',

@@ -44,7 +44,8 @@ export interface ProvisionSettings {
   python: { install: 'system' | 'pyenv'; version: string };
   /** .env text; '' leaves .env as it is. */
   env: string;
-  nginx: { enabled: boolean; staticDir: string };
+  /** serverName: the site's server_name when there are no domains ('_': the default server). */
+  nginx: { enabled: boolean; staticDir: string; serverName: string };
   tls: { domains: string[]; email: string; server: string; caBundle: string };
   postgresql: {
     enabled: boolean;
