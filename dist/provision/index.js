@@ -63695,8 +63695,10 @@ function prelude(check) {
     CALLED_BY_ITEMS, 'ms_install() {', '  local missing; missing=$(ms_missing "$@")', '  [ -z "$missing" ] && return 0', '  if [ "$CHECK" = 1 ]; then ms_changed "would install ${missing% } and configure it"; exit 0; fi', '  ms_refresh_index', '  # shellcheck disable=SC2086', '  apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold $missing >/dev/null', '  ms_changed "installed ${missing% }"', '}', 
     // ms_file PATH MODE OWNER LABEL < content: writes PATH (atomically) when it differs; MS_WROTE=1 when it did (or would).
     '# shellcheck disable=SC2034,SC2317 # MS_WROTE is read by the item after the call (file() onChange)', 'ms_file() {', '  local path=$1 mode=$2 owner=$3 label=$4 tmp', '  MS_WROTE=0', 
+    // PATH has SOURCE's content ("-": stdin), the mode and the owner.
+    '  same() { [ -f "$path" ] && cmp -s "$1" "$path" && [ "$(stat -c %a:%U:%G "$path")" = "$mode:${owner%%:*}:${owner#*:}" ]; }', 
     // Check mode compares the content as it comes: no temporary file on the host.
-    '  if [ "$CHECK" = 1 ]; then', '    if [ -f "$path" ] && cmp -s - "$path" && [ "$(stat -c %a:%U:%G "$path")" = "$mode:${owner%%:*}:${owner#*:}" ]; then return 0; fi', '    MS_WROTE=1', '    if [ -f "$path" ]; then ms_changed "$label differs"; else ms_changed "$label missing"; fi', '    return 0', '  fi', '  tmp=$(mktemp "${path%/*}/.metalship-XXXXXX" 2>/dev/null || mktemp)', '  cat > "$tmp"', '  if [ -f "$path" ] && cmp -s "$tmp" "$path" && [ "$(stat -c %a:%U:%G "$path")" = "$mode:${owner%%:*}:${owner#*:}" ]; then rm -f "$tmp"; return 0; fi', '  MS_WROTE=1', '  chmod "$mode" "$tmp"; chown "$owner" "$tmp"', '  mv -f "$tmp" "$path"', '  ms_changed "$label written"', '}');
+    '  if [ "$CHECK" = 1 ]; then', '    same - && return 0', '    MS_WROTE=1', '    if [ -f "$path" ]; then ms_changed "$label differs"; else ms_changed "$label missing"; fi', '    return 0', '  fi', '  tmp=$(mktemp "${path%/*}/.metalship-XXXXXX" 2>/dev/null || mktemp)', '  cat > "$tmp"', '  if same "$tmp"; then rm -f "$tmp"; return 0; fi', '  MS_WROTE=1', '  chmod "$mode" "$tmp"; chown "$owner" "$tmp"', '  mv -f "$tmp" "$path"', '  ms_changed "$label written"', '}');
 }
 /** metalship's own root-only settings on a host (URLs and secrets it keeps: root's, 755, files 600). */
 const ETC_DIR = '/etc/metalship';
@@ -66008,7 +66010,9 @@ function verify_verifyStep(settings) {
         // would otherwise pass between restarts. (No shortcut for an idle process: one
         // sleeping in a retry is idle too.) Around a restart the switch did not wait
         // for, a unit passes through inactive: a unit that stays down fails at the timeout.
-        'settled() {', '  local show s sub pid seen="" age="" jobs restarts', '  while :; do', '    jobs=$(systemctl list-jobs --no-legend "$1" 2>/dev/null || true)', '    if [ -z "$jobs" ]; then', '      show=$(systemctl show -p ActiveState -p SubState -p MainPID "$1" 2>/dev/null || true)', '      s=$(sed -n "s/^ActiveState=//p" <<< "$show"); sub=$(sed -n "s/^SubState=//p" <<< "$show")', '      pid=$(sed -n "s/^MainPID=//p" <<< "$show")', '      if [ -n "$seen" ] && [ "${pid:-0}" != "$seen" ]; then', '        echo "UNIT_STATE $1: its process exited while it was checked, ${age:-0}0 ms after it started (does it crash as it starts?); $(unit_state "$1")"', '        return 1', '      fi', settings.restarted
+        'settled() {', '  local show s sub pid seen="" age="" jobs restarts k v', '  while :; do', '    jobs=$(systemctl list-jobs --no-legend "$1" 2>/dev/null || true)', '    if [ -z "$jobs" ]; then', '      show=$(systemctl show -p ActiveState -p SubState -p MainPID "$1" 2>/dev/null || true)', 
+        // Read in the shell: three seds a poll were six processes every tenth of a second.
+        '      s="" sub="" pid=""', '      while IFS="=" read -r k v; do case $k in ActiveState) s=$v ;; SubState) sub=$v ;; MainPID) pid=$v ;; esac; done <<< "$show"', '      if [ -n "$seen" ] && [ "${pid:-0}" != "$seen" ]; then', '        echo "UNIT_STATE $1: its process exited while it was checked, ${age:-0}0 ms after it started (does it crash as it starts?); $(unit_state "$1")"', '        return 1', '      fi', settings.restarted
             ? script('      if [ "$sub" = auto-restart ]; then', '        echo "UNIT_STATE $1: its process exited after the restart, and systemd is restarting it (does it crash as it starts?); $(unit_state "$1")"', '        return 1', '      fi').trimEnd()
             : null, '      if [ "$s" = active ] && [ "${pid:-0}" != 0 ]; then', '        seen=$pid', sh `        if age=$(proc_age "$pid") && [ "$age" -ge ${settings.stableSeconds * 100} ]; then`, 
         // Up long enough; after the restart, systemd must not have restarted it since
@@ -79717,8 +79721,8 @@ function postgresqlItem(settings) {
         precheck: [
             `if ${PSQL} -c 'select 1' >/dev/null 2>&1; then`,
             ...decisionLines(settings),
-            'elif command -v pg_lsclusters >/dev/null 2>&1 && [ -n "$(pg_lsclusters -h 2>/dev/null)" ]; then',
-            String.raw `  echo "PostgreSQL is installed on this host but does not answer ($(pg_lsclusters -h 2>/dev/null | head -n 3 | tr '\n' ';')). Its roles decide what provision may change, so start it first ($(pg_lsclusters -h 2>/dev/null | awk '$4 != "online" { printf "%sunmask and start postgresql@%s-%s.service, or pg_ctlcluster %s %s start", sep, $1, $2, $1, $2; sep = "; " }')) and run provision again. Nothing was changed." >&2`,
+            'elif command -v pg_lsclusters >/dev/null 2>&1 && clusters=$(pg_lsclusters -h 2>/dev/null) && [ -n "$clusters" ]; then',
+            String.raw `  echo "PostgreSQL is installed on this host but does not answer ($(head -n 3 <<< "$clusters" | tr '\n' ';')). Its roles decide what provision may change, so start it first ($(awk '$4 != "online" { printf "%sunmask and start postgresql@%s-%s.service, or pg_ctlcluster %s %s start", sep, $1, $2, $1, $2; sep = "; " }' <<< "$clusters")) and run provision again. Nothing was changed." >&2`,
             '  exit 1',
             'fi',
         ].join('\n'),

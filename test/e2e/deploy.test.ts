@@ -42,6 +42,30 @@ async function serving(): Promise<{ release: string; version: string }> {
   return (await res.json()) as { release: string; version: string };
 }
 
+/**
+ * A deploy with one more file in the source (gone again after it), under a
+ * light load that must see no failed request; without it when load is false.
+ */
+async function deployWithFile(
+  file: string,
+  text: string,
+  extra: Record<string, string>,
+  { load = true }: { load?: boolean } = {},
+) {
+  await writeFile(path.join(source, file), text);
+  const traffic = load ? startLoad(`http://${host.address}/`, { workers: 2, pauseMs: 10 }) : null;
+  try {
+    return await runBundle('deploy', inputs(extra));
+  } finally {
+    await rm(path.join(source, file), { force: true });
+    if (traffic) expect((await traffic.stop()).failures).toEqual({});
+  }
+}
+
+async function releaseStatus(id: string): Promise<string> {
+  return (await onHost(state, host, `cat /opt/${APP}/releases/${id}/.metalship/status`)).trim();
+}
+
 beforeAll(async () => {
   state = e2eState();
   host = state.hosts[0]!;
@@ -100,9 +124,7 @@ test('v1, v2, a failing v3 rolled back by itself, and a rollback to v1: zero fai
     );
     expect(third.summary).toContain('**Why:**');
     expect(await serving()).toEqual({ release: ids.v2, version: 'v2' });
-    expect((await onHost(state, host, `cat /opt/${APP}/releases/${ids.v3}/.metalship/status`)).trim()).toBe(
-      'bad',
-    );
+    expect(await releaseStatus(ids.v3)).toBe('bad');
 
     const back = await runBundle('rollback', { ...inputs(), 'release-id': ids.v1 });
     expect(outcome(back)).toBe('succeeded');
@@ -139,19 +161,11 @@ test('a release whose app cannot import never takes traffic: its start in the st
   // start of the release in the standby slot is the check.
   const before = await serving();
   await setVersion('v-unimportable');
-  await writeFile(
-    path.join(source, 'broken_app.py'),
+  const r = await deployWithFile(
+    'broken_app.py',
     'raise ImportError("metalship-e2e: this release cannot import")\n',
+    { 'app-module': 'broken_app:app' },
   );
-  const load = startLoad(`http://${host.address}/`, { workers: 2, pauseMs: 10 });
-  let r;
-  try {
-    r = await runBundle('deploy', inputs({ 'app-module': 'broken_app:app' }));
-  } finally {
-    await rm(path.join(source, 'broken_app.py'), { force: true });
-    const report = await load.stop();
-    expect(report.failures).toEqual({});
-  }
   expect(r.code).toBe(1);
   // Its unit file (another app-module) is back as the serving release's.
   expect(
@@ -162,8 +176,7 @@ test('a release whose app cannot import never takes traffic: its start in the st
   expect(r.stdout).toContain('metalship-e2e: this release cannot import');
   expect(r.stdout).toContain('failed to switch');
   expect(await serving()).toEqual(before);
-  const id = r.outputs['release-id']!;
-  expect((await onHost(state, host, `cat /opt/${APP}/releases/${id}/.metalship/status`)).trim()).toBe('bad');
+  expect(await releaseStatus(r.outputs['release-id']!)).toBe('bad');
 });
 
 // Active at first, never settled: a check that passes on "active" passes these
@@ -179,23 +192,15 @@ test.each(Object.keys(CRASHING_WORKERS) as (keyof typeof CRASHING_WORKERS)[])(
   async (kind) => {
     const before = await serving();
     await setVersion(`v-crashing-worker-${kind}`);
-    await writeFile(
-      path.join(source, 'crashing_worker.py'),
+    const unit = `/etc/systemd/system/${APP}-worker.service`;
+    const unitBefore = await onHost(state, host, `sha256sum ${unit}`);
+    const r = await deployWithFile(
+      'crashing_worker.py',
       [...CRASHING_WORKERS[kind], 'raise SystemExit("metalship-e2e: this worker cannot start")', ''].join(
         '\n',
       ),
+      { 'worker-command': 'python crashing_worker.py' },
     );
-    const unit = `/etc/systemd/system/${APP}-worker.service`;
-    const unitBefore = await onHost(state, host, `sha256sum ${unit}`);
-    const load = startLoad(`http://${host.address}/`, { workers: 2, pauseMs: 10 });
-    let r;
-    try {
-      r = await runBundle('deploy', inputs({ 'worker-command': 'python crashing_worker.py' }));
-    } finally {
-      await rm(path.join(source, 'crashing_worker.py'), { force: true });
-      const report = await load.stop();
-      expect(report.failures).toEqual({});
-    }
     expect(r.code).toBe(1);
     expect(r.outputs['rolled-back']).toBe('true');
     expect(r.stdout).toMatch(
@@ -210,10 +215,7 @@ test.each(Object.keys(CRASHING_WORKERS) as (keyof typeof CRASHING_WORKERS)[])(
       `systemctl is-active ${APP}-worker; readlink /proc/$(systemctl show -p MainPID --value ${APP}-worker)/cwd`,
     );
     expect(worker).toBe(`active\n/opt/${APP}/releases/${before.release}\n`);
-    const id = r.outputs['release-id']!;
-    expect((await onHost(state, host, `cat /opt/${APP}/releases/${id}/.metalship/status`)).trim()).toBe(
-      'bad',
-    );
+    expect(await releaseStatus(r.outputs['release-id']!)).toBe('bad');
   },
 );
 
@@ -221,8 +223,9 @@ test('a scheduler that crashes once as it starts, while the worker is still bein
   const before = await serving();
   await setVersion('v-scheduler-crashing-once');
   // Crashes on its first start in this release only; systemd's restart (5 s later) then runs.
-  await writeFile(
-    path.join(source, 'once_scheduler.py'),
+  // The worker's check lasts past the scheduler's restart.
+  const r = await deployWithFile(
+    'once_scheduler.py',
     [
       'import os, sys, time',
       'marker = "/opt/shop/shared/metalship-e2e-once-" + os.path.basename(os.getcwd())',
@@ -234,17 +237,9 @@ test('a scheduler that crashes once as it starts, while the worker is still bein
       '    time.sleep(1)',
       '',
     ].join('\n'),
+    { 'scheduler-command': 'python once_scheduler.py', 'units-stable-seconds': '7' },
+    { load: false },
   );
-  let r;
-  try {
-    // The worker's check lasts past the scheduler's restart.
-    r = await runBundle(
-      'deploy',
-      inputs({ 'scheduler-command': 'python once_scheduler.py', 'units-stable-seconds': '7' }),
-    );
-  } finally {
-    await rm(path.join(source, 'once_scheduler.py'), { force: true });
-  }
   expect(r.code).toBe(1);
   expect(r.stdout).toMatch(new RegExp(`${APP}-scheduler\\.service: its process exited`));
   expect(r.stdout).toContain('metalship-e2e: the scheduler crashes once');

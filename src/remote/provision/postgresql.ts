@@ -256,8 +256,8 @@ export function postgresqlItem(settings: ProvisionSettings): Item {
     precheck: [
       `if ${PSQL} -c 'select 1' >/dev/null 2>&1; then`,
       ...decisionLines(settings),
-      'elif command -v pg_lsclusters >/dev/null 2>&1 && [ -n "$(pg_lsclusters -h 2>/dev/null)" ]; then',
-      String.raw`  echo "PostgreSQL is installed on this host but does not answer ($(pg_lsclusters -h 2>/dev/null | head -n 3 | tr '\n' ';')). Its roles decide what provision may change, so start it first ($(pg_lsclusters -h 2>/dev/null | awk '$4 != "online" { printf "%sunmask and start postgresql@%s-%s.service, or pg_ctlcluster %s %s start", sep, $1, $2, $1, $2; sep = "; " }')) and run provision again. Nothing was changed." >&2`,
+      'elif command -v pg_lsclusters >/dev/null 2>&1 && clusters=$(pg_lsclusters -h 2>/dev/null) && [ -n "$clusters" ]; then',
+      String.raw`  echo "PostgreSQL is installed on this host but does not answer ($(head -n 3 <<< "$clusters" | tr '\n' ';')). Its roles decide what provision may change, so start it first ($(awk '$4 != "online" { printf "%sunmask and start postgresql@%s-%s.service, or pg_ctlcluster %s %s start", sep, $1, $2, $1, $2; sep = "; " }' <<< "$clusters")) and run provision again. Nothing was changed." >&2`,
       '  exit 1',
       'fi',
     ].join('\n'),
