@@ -75038,6 +75038,188 @@ function sh_keyLines(stdout) {
     return { all, get: (key) => all(key)[0] };
 }
 
+;// CONCATENATED MODULE: ./src/remote/step.ts
+// A step on a host: what it does, the script that does it, and how its output
+// reads. Built together and tested together (a unit test runs the script's
+// parser on what the script prints), the way Kamal pairs a command with its use.
+function step_step(what, script, parse) {
+    return { what, script, parse: (stdout) => parse(stdout) };
+}
+/** A step whose exit code and stderr are part of its result: parse gets them. */
+function reportingStep(what, script, parse) {
+    return {
+        what,
+        script,
+        parse: (stdout, ending = { code: 0, stderr: '' }) => parse(stdout, ending),
+        reportsFailure: true,
+    };
+}
+/** A step whose output says nothing the caller needs. */
+function plainStep(what, script) {
+    return step_step(what, script, () => undefined);
+}
+
+;// CONCATENATED MODULE: ./src/remote/provision/common.ts
+// What every provision item shares: the protocol its script speaks (lines
+// `changed <what>` and `warning <what>` on stdout; a non-zero exit is a failure,
+// its stderr the reason), the CHECK flag every script honours (CHECK=1 reports
+// what would change and changes nothing), and bash helpers for packages and files.
+
+
+/** Each helper is defined for every item and called by those that need it. */
+const CALLED_BY_ITEMS = '# shellcheck disable=SC2317 # called by the items that need it';
+/** Bash helpers every item script starts with. */
+function prelude(check) {
+    return sh_script(`CHECK=${check ? 1 : 0}`, 'export DEBIAN_FRONTEND=noninteractive LC_ALL=C', 
+    // Ubuntu's needrestart would restart services (sshd, the app) after each
+    // install, or ask: provision restarts what it changes itself.
+    'export NEEDRESTART_SUSPEND=1 NEEDRESTART_MODE=l', 
+    // A change, or with CHECK=1 a change that would be made.
+    CALLED_BY_ITEMS, 'ms_changed() { echo "changed $*"; }', CALLED_BY_ITEMS, 'ms_warn() { echo "warning $*"; }', CALLED_BY_ITEMS, 'ms_apply() { [ "$CHECK" = 1 ] || "$@"; }', CALLED_BY_ITEMS, 'ms_installed() { dpkg-query -W -f=\'${Status}\' "$1" 2>/dev/null | grep -q "install ok installed"; }', CALLED_BY_ITEMS, 'ms_missing() { local p; for p in "$@"; do ms_installed "$p" || printf \'%s \' "$p"; done; }', 
+    // The package index is refreshed when older than a day (or absent).
+    CALLED_BY_ITEMS, 'ms_index_fresh() { [ -n "$(find /var/lib/apt/lists -maxdepth 1 -name \'*Packages*\' -mmin -1440 -print -quit 2>/dev/null)" ]; }', CALLED_BY_ITEMS, 'ms_refresh_index() {', '  ms_index_fresh && return 0', '  if [ "$CHECK" = 1 ]; then ms_changed "package index is older than a day (would refresh)"; return 0; fi', 
+    // A fresh file of our own (mktemp): a fixed name in /tmp could be another user's link.
+    '  local err; err=$(mktemp)', '  apt-get update -qq -o Dpkg::Use-Pty=0 >/dev/null 2>"$err" || { cat "$err" >&2; rm -f "$err"; return 1; }', '  if grep -q "^[WE]:" "$err"; then ms_warn "apt-get update: $(grep -m1 "^[WE]:" "$err" | cut -c1-200)"; fi', '  rm -f "$err"', '  ms_changed "package index refreshed"', '}', 
+    // Installs what is missing. With CHECK=1 it reports what it would install and ends
+    // the item there: what follows needs the packages to be checked.
+    CALLED_BY_ITEMS, 'ms_install() {', '  local missing; missing=$(ms_missing "$@")', '  [ -z "$missing" ] && return 0', '  if [ "$CHECK" = 1 ]; then ms_changed "would install ${missing% } and configure it"; exit 0; fi', '  ms_refresh_index', '  # shellcheck disable=SC2086', '  apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold $missing >/dev/null', '  ms_changed "installed ${missing% }"', '}', 
+    // ms_file PATH MODE OWNER LABEL < content: writes PATH (atomically) when it differs; MS_WROTE=1 when it did (or would).
+    '# shellcheck disable=SC2034,SC2317 # MS_WROTE is read by the item after the call (file() onChange)', 'ms_file() {', '  local path=$1 mode=$2 owner=$3 label=$4 tmp', '  MS_WROTE=0', 
+    // PATH has SOURCE's content ("-": stdin), the mode and the owner.
+    '  same() { [ -f "$path" ] && cmp -s "$1" "$path" && [ "$(stat -c %a:%U:%G "$path")" = "$mode:${owner%%:*}:${owner#*:}" ]; }', 
+    // Check mode compares the content as it comes: no temporary file on the host.
+    '  if [ "$CHECK" = 1 ]; then', '    same - && return 0', '    MS_WROTE=1', '    if [ -f "$path" ]; then ms_changed "$label differs"; else ms_changed "$label missing"; fi', '    return 0', '  fi', '  tmp=$(mktemp "${path%/*}/.metalship-XXXXXX" 2>/dev/null || mktemp)', '  cat > "$tmp"', '  if same "$tmp"; then rm -f "$tmp"; return 0; fi', '  MS_WROTE=1', '  chmod "$mode" "$tmp"; chown "$owner" "$tmp"', '  mv -f "$tmp" "$path"', '  ms_changed "$label written"', '}');
+}
+/** metalship's own root-only settings on a host (URLs and secrets it keeps: root's, 755, files 600). */
+const ETC_DIR = '/etc/metalship';
+/** Script lines that make ETC_DIR when missing (not in check mode). */
+function ensureEtcDir() {
+    return sh_sh `if [ ! -d ${ETC_DIR} ]; then ms_apply install -d -m 755 -o root -g root ${ETC_DIR}; fi`;
+}
+/** Script lines: write content to path when it differs (honours CHECK); runs onChange when it did. */
+function common_file(path, content, opts = {}) {
+    const doc = sh_heredoc(content);
+    return sh_script(sh_sh `ms_file ${path} ${opts.mode ?? '644'} ${opts.owner ?? 'root:root'} ${opts.label ?? (typeof path === 'string' ? path : 'file')} ${raw(doc.open)}`, doc.body, opts.onChange ? `if [ "$MS_WROTE" = 1 ]; then ${opts.onChange}; fi` : null).trimEnd();
+}
+/** A whole item script: prelude plus body. */
+function itemScript(check, ...parts) {
+    return sh_script(prelude(check), ...parts);
+}
+/** An item as a step: it reports its own failure (exit code and stderr) rather than throwing. */
+function itemStep(item) {
+    return reportingStep(`provision ${item.name}`, item.script, (stdout, ending) => {
+        const out = sh_keyLines(stdout);
+        return {
+            outcome: parseItemOutput(ending.code, stdout, ending.stderr),
+            python: out.get('python') ?? null,
+            notes: out.all('note'),
+            guarded: out.all('guard').length > 0,
+        };
+    });
+}
+/** An item's pre-check as a step: its refusal (stderr), or '' when it has none. */
+function precheckStep(item) {
+    return reportingStep(`pre-checking ${item.name}`, itemScript(true, item.precheck), (stdout, ending) => ending.code === 0 ? '' : parseItemOutput(ending.code, stdout, ending.stderr).detail);
+}
+/** Keeps a guarded change, or undoes it. */
+function guardStep(item, action) {
+    return plainStep(`${action === 'confirm' ? 'confirming' : 'reverting'} the ${item.name} change`, item.guard[action]);
+}
+function parseItemOutput(code, stdout, stderr) {
+    const out = sh_keyLines(stdout);
+    const changes = out.all('changed').map((c) => c.trim());
+    const warnings = out.all('warning').map((w) => w.trim());
+    if (code !== 0) {
+        const why = stderr.trim().split('\n').slice(-5).join(' / ') || `exit code ${code}`;
+        return { status: 'failed', changes, warnings, detail: why };
+    }
+    const status = changes.length ? 'changed' : warnings.length ? 'warning' : 'ok';
+    return { status, changes, warnings, detail: [...changes, ...warnings.map((w) => `⚠ ${w}`)].join('; ') };
+}
+
+;// CONCATENATED MODULE: ./src/remote/provision/service-tls.ts
+// The certificate a redis or db host serves its app hosts with over the private
+// network: self-signed, for its private address and loopback, made on the host
+// (the key never leaves it) and trusted alone by the app hosts, which provision
+// gives a copy in the same run. No public CA names a private address, and a
+// certificate any CA could issue would be trusted for more than this host.
+
+
+
+function serviceTlsFiles(service, name) {
+    const dir = `${ETC_DIR}/${name}-tls`;
+    return { service, dir, cert: `${dir}/cert.pem`, key: `${dir}/key.pem` };
+}
+/**
+ * On an app host: the db host's certificate, the one root its DATABASE_URL
+ * trusts (`sslrootcert=`). Here, not in postgresql.ts, so that the input checks
+ * read it without the backup programs that module bundles.
+ */
+function postgresqlCaPath(app) {
+    return `${ETC_DIR}/${app}-postgresql-ca.pem`;
+}
+/** Made anew when it expires within this many days (the alert warns before, at alert-certificate-days). */
+const SERVICE_TLS_RENEW_DAYS = 30;
+const SERVICE_TLS_VALID_DAYS = 3650;
+/**
+ * On the service's host, before the items (the app hosts need its certificate
+ * in the same run): makes the certificate when missing, not for this address,
+ * or expiring within SERVICE_TLS_RENEW_DAYS (not in check mode), and prints it.
+ * One in use is replaced only when every app host is in the run (replace): one
+ * left out would keep trusting the old one alone.
+ */
+function serviceTlsStep(files, address, check, replace = true) {
+    const valid = [
+        sh_sh `[ -s ${files.key} ] && [ -s ${files.cert} ]`,
+        sh_sh `openssl x509 -noout -checkend ${SERVICE_TLS_RENEW_DAYS * 86400} -in ${files.cert} >/dev/null 2>&1`,
+        sh_sh `[[ "$(openssl x509 -noout -checkip ${address} -in ${files.cert} 2>/dev/null)" == *'does match'* ]]`,
+    ].join(' && ');
+    return step_step(`the ${files.service} TLS certificate`, sh_script(check
+        ? null
+        : sh_script(sh_sh `if ! command -v openssl >/dev/null; then echo ${`openssl is missing: the ${files.service} TLS certificate is made with it (apt-get install openssl)`} >&2; exit 1; fi`, sh_sh `if [ ! -d ${ETC_DIR} ]; then install -d -m 755 -o root -g root ${ETC_DIR}; fi`, sh_sh `if [ ! -d ${files.dir} ]; then install -d -m 750 -o root -g root ${files.dir}; fi`, `if ! { ${valid}; }${replace ? '' : sh_sh ` && [ ! -s ${files.cert} ]`}; then`, 
+        // CN is the address too: libpq before 14 matches the host against the CN alone when the SAN has no DNS name.
+        sh_sh `  (umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days ${String(SERVICE_TLS_VALID_DAYS)} -subj ${`/O=metalship ${files.service}/CN=${address}`} -addext ${'subjectAltName=IP:' + address + ',IP:127.0.0.1'} -addext 'keyUsage=critical,digitalSignature,keyCertSign' -addext 'extendedKeyUsage=serverAuth' -keyout ${files.key + '.new'} -out ${files.cert + '.new'} 2>&1) >&2`, sh_sh `  chmod 644 ${files.cert + '.new'}`, 
+        // The key keeps the group the service reads it through (set by the service's item).
+        sh_sh `  if [ -e ${files.key} ]; then chown --reference=${files.key} ${files.key + '.new'}; chmod --reference=${files.key} ${files.key + '.new'}; fi`, sh_sh `  mv -f ${files.key + '.new'} ${files.key} && mv -f ${files.cert + '.new'} ${files.cert}`, '  echo MADE', 'fi'), `if [ -s ${files.cert} ] && ! { ${valid}; }; then echo STALE; fi`, sh_sh `if [ -s ${files.cert} ]; then cat ${files.cert}; fi`), (stdout) => ({
+        certificate: /-----BEGIN CERTIFICATE-----\n[\s\S]+?\n-----END CERTIFICATE-----\n/.exec(stdout)?.[0] ?? null,
+        made: /^MADE$/m.test(stdout),
+        stale: /^STALE$/m.test(stdout),
+    }));
+}
+/**
+ * On the service's host, in its item: the service reads the key through its
+ * group. Missing files fail the item (not in check mode); a new certificate
+ * sets `$tls_made` for the item to reload or restart the service.
+ */
+function serviceTlsLines(files, group, tls) {
+    return [
+        sh_sh `if [ "$CHECK" != 1 ] && { [ ! -s ${files.cert} ] || [ ! -s ${files.key} ]; }; then echo ${`the ${files.service} TLS certificate is missing from ${files.dir}`} >&2; exit 1; fi`,
+        sh_sh `if [ -d ${files.dir} ] && [ "$(stat -c %a:%U:%G ${files.dir} ${files.key} 2>/dev/null | tr '\\n' ' ')" != ${`750:root:${group} 640:root:${group} `} ]; then ms_changed ${`${files.service} may read its TLS key`}; ms_apply chown ${'root:' + group} ${files.dir} ${files.key}; ms_apply chmod 750 ${files.dir}; ms_apply chmod 640 ${files.key}; fi`,
+        tls?.made ? 'ms_changed "TLS certificate made"; tls_made=1' : 'tls_made=0',
+        tls?.stale
+            ? sh_sh `ms_warn ${`the TLS certificate expires within ${SERVICE_TLS_RENEW_DAYS} days or is not for this address: provision with every app host in the run to replace it (one left out would keep trusting the old one)`}`
+            : null,
+    ]
+        .filter((l) => l !== null)
+        .join('\n');
+}
+/**
+ * On an app host whose service is on a host of its own: that host's
+ * certificate at `path`, the one CA its URL trusts. Unknown (the host is not in
+ * this run, or check mode before it has one): the file is left as it is.
+ */
+function serviceCaLines(files, path, where, tls) {
+    return [
+        ensureEtcDir(),
+        tls?.certificate
+            ? [
+                textVar('pem', tls.certificate),
+                sh_sh `ms_file ${path} 644 root:root ${`the certificate of ${where} (${files.service} TLS)`} < <(printf '%s\\n' "$pem")`,
+            ].join('\n')
+            : sh_sh `if [ ! -s ${path} ]; then ms_warn ${`the certificate of ${where} is unknown (not in this run, or made by its first run): provision with it to write ${path}`}; fi`,
+    ].join('\n');
+}
+
 ;// CONCATENATED MODULE: ./src/remote/quoting.ts
 // Quoting for the files we generate, each in its own syntax: a value from the
 // settings is escaped for where it goes, the way sh`` quotes it in a script.
@@ -75239,105 +75421,6 @@ function defaultsValue(value) {
     return `"${value.replace(/[\\"$`]/g, '\\$&')}"`;
 }
 
-;// CONCATENATED MODULE: ./src/remote/step.ts
-// A step on a host: what it does, the script that does it, and how its output
-// reads. Built together and tested together (a unit test runs the script's
-// parser on what the script prints), the way Kamal pairs a command with its use.
-function step_step(what, script, parse) {
-    return { what, script, parse: (stdout) => parse(stdout) };
-}
-/** A step whose exit code and stderr are part of its result: parse gets them. */
-function reportingStep(what, script, parse) {
-    return {
-        what,
-        script,
-        parse: (stdout, ending = { code: 0, stderr: '' }) => parse(stdout, ending),
-        reportsFailure: true,
-    };
-}
-/** A step whose output says nothing the caller needs. */
-function plainStep(what, script) {
-    return step_step(what, script, () => undefined);
-}
-
-;// CONCATENATED MODULE: ./src/remote/provision/common.ts
-// What every provision item shares: the protocol its script speaks (lines
-// `changed <what>` and `warning <what>` on stdout; a non-zero exit is a failure,
-// its stderr the reason), the CHECK flag every script honours (CHECK=1 reports
-// what would change and changes nothing), and bash helpers for packages and files.
-
-
-/** Each helper is defined for every item and called by those that need it. */
-const CALLED_BY_ITEMS = '# shellcheck disable=SC2317 # called by the items that need it';
-/** Bash helpers every item script starts with. */
-function prelude(check) {
-    return sh_script(`CHECK=${check ? 1 : 0}`, 'export DEBIAN_FRONTEND=noninteractive LC_ALL=C', 
-    // Ubuntu's needrestart would restart services (sshd, the app) after each
-    // install, or ask: provision restarts what it changes itself.
-    'export NEEDRESTART_SUSPEND=1 NEEDRESTART_MODE=l', 
-    // A change, or with CHECK=1 a change that would be made.
-    CALLED_BY_ITEMS, 'ms_changed() { echo "changed $*"; }', CALLED_BY_ITEMS, 'ms_warn() { echo "warning $*"; }', CALLED_BY_ITEMS, 'ms_apply() { [ "$CHECK" = 1 ] || "$@"; }', CALLED_BY_ITEMS, 'ms_installed() { dpkg-query -W -f=\'${Status}\' "$1" 2>/dev/null | grep -q "install ok installed"; }', CALLED_BY_ITEMS, 'ms_missing() { local p; for p in "$@"; do ms_installed "$p" || printf \'%s \' "$p"; done; }', 
-    // The package index is refreshed when older than a day (or absent).
-    CALLED_BY_ITEMS, 'ms_index_fresh() { [ -n "$(find /var/lib/apt/lists -maxdepth 1 -name \'*Packages*\' -mmin -1440 -print -quit 2>/dev/null)" ]; }', CALLED_BY_ITEMS, 'ms_refresh_index() {', '  ms_index_fresh && return 0', '  if [ "$CHECK" = 1 ]; then ms_changed "package index is older than a day (would refresh)"; return 0; fi', 
-    // A fresh file of our own (mktemp): a fixed name in /tmp could be another user's link.
-    '  local err; err=$(mktemp)', '  apt-get update -qq -o Dpkg::Use-Pty=0 >/dev/null 2>"$err" || { cat "$err" >&2; rm -f "$err"; return 1; }', '  if grep -q "^[WE]:" "$err"; then ms_warn "apt-get update: $(grep -m1 "^[WE]:" "$err" | cut -c1-200)"; fi', '  rm -f "$err"', '  ms_changed "package index refreshed"', '}', 
-    // Installs what is missing. With CHECK=1 it reports what it would install and ends
-    // the item there: what follows needs the packages to be checked.
-    CALLED_BY_ITEMS, 'ms_install() {', '  local missing; missing=$(ms_missing "$@")', '  [ -z "$missing" ] && return 0', '  if [ "$CHECK" = 1 ]; then ms_changed "would install ${missing% } and configure it"; exit 0; fi', '  ms_refresh_index', '  # shellcheck disable=SC2086', '  apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold $missing >/dev/null', '  ms_changed "installed ${missing% }"', '}', 
-    // ms_file PATH MODE OWNER LABEL < content: writes PATH (atomically) when it differs; MS_WROTE=1 when it did (or would).
-    '# shellcheck disable=SC2034,SC2317 # MS_WROTE is read by the item after the call (file() onChange)', 'ms_file() {', '  local path=$1 mode=$2 owner=$3 label=$4 tmp', '  MS_WROTE=0', 
-    // PATH has SOURCE's content ("-": stdin), the mode and the owner.
-    '  same() { [ -f "$path" ] && cmp -s "$1" "$path" && [ "$(stat -c %a:%U:%G "$path")" = "$mode:${owner%%:*}:${owner#*:}" ]; }', 
-    // Check mode compares the content as it comes: no temporary file on the host.
-    '  if [ "$CHECK" = 1 ]; then', '    same - && return 0', '    MS_WROTE=1', '    if [ -f "$path" ]; then ms_changed "$label differs"; else ms_changed "$label missing"; fi', '    return 0', '  fi', '  tmp=$(mktemp "${path%/*}/.metalship-XXXXXX" 2>/dev/null || mktemp)', '  cat > "$tmp"', '  if same "$tmp"; then rm -f "$tmp"; return 0; fi', '  MS_WROTE=1', '  chmod "$mode" "$tmp"; chown "$owner" "$tmp"', '  mv -f "$tmp" "$path"', '  ms_changed "$label written"', '}');
-}
-/** metalship's own root-only settings on a host (URLs and secrets it keeps: root's, 755, files 600). */
-const ETC_DIR = '/etc/metalship';
-/** Script lines that make ETC_DIR when missing (not in check mode). */
-function ensureEtcDir() {
-    return sh_sh `if [ ! -d ${ETC_DIR} ]; then ms_apply install -d -m 755 -o root -g root ${ETC_DIR}; fi`;
-}
-/** Script lines: write content to path when it differs (honours CHECK); runs onChange when it did. */
-function common_file(path, content, opts = {}) {
-    const doc = sh_heredoc(content);
-    return sh_script(sh_sh `ms_file ${path} ${opts.mode ?? '644'} ${opts.owner ?? 'root:root'} ${opts.label ?? (typeof path === 'string' ? path : 'file')} ${raw(doc.open)}`, doc.body, opts.onChange ? `if [ "$MS_WROTE" = 1 ]; then ${opts.onChange}; fi` : null).trimEnd();
-}
-/** A whole item script: prelude plus body. */
-function itemScript(check, ...parts) {
-    return sh_script(prelude(check), ...parts);
-}
-/** An item as a step: it reports its own failure (exit code and stderr) rather than throwing. */
-function itemStep(item) {
-    return reportingStep(`provision ${item.name}`, item.script, (stdout, ending) => {
-        const out = sh_keyLines(stdout);
-        return {
-            outcome: parseItemOutput(ending.code, stdout, ending.stderr),
-            python: out.get('python') ?? null,
-            notes: out.all('note'),
-            guarded: out.all('guard').length > 0,
-        };
-    });
-}
-/** An item's pre-check as a step: its refusal (stderr), or '' when it has none. */
-function precheckStep(item) {
-    return reportingStep(`pre-checking ${item.name}`, itemScript(true, item.precheck), (stdout, ending) => ending.code === 0 ? '' : parseItemOutput(ending.code, stdout, ending.stderr).detail);
-}
-/** Keeps a guarded change, or undoes it. */
-function guardStep(item, action) {
-    return plainStep(`${action === 'confirm' ? 'confirming' : 'reverting'} the ${item.name} change`, item.guard[action]);
-}
-function parseItemOutput(code, stdout, stderr) {
-    const out = sh_keyLines(stdout);
-    const changes = out.all('changed').map((c) => c.trim());
-    const warnings = out.all('warning').map((w) => w.trim());
-    if (code !== 0) {
-        const why = stderr.trim().split('\n').slice(-5).join(' / ') || `exit code ${code}`;
-        return { status: 'failed', changes, warnings, detail: why };
-    }
-    const status = changes.length ? 'changed' : warnings.length ? 'warning' : 'ok';
-    return { status, changes, warnings, detail: [...changes, ...warnings.map((w) => `⚠ ${w}`)].join('; ') };
-}
-
 // EXTERNAL MODULE: external "node:zlib"
 var external_node_zlib_ = __nccwpck_require__(8522);
 ;// CONCATENATED MODULE: ./src/remote/pytool.ts
@@ -75480,58 +75563,28 @@ function recordRedisApp(app) {
     return sh_sh `if [ -z "$redis_app" ] && [ "$CHECK" != 1 ]; then printf '%s\n' ${app} > ${REDIS_APP}.new && mv -f ${REDIS_APP}.new ${REDIS_APP}; fi`;
 }
 /**
- * The redis host's TLS certificate and key: self-signed, for its private
- * address and loopback. Root's directory; Redis reads the key through its
- * group (set by the redis item, once the package has made that group).
+ * The redis host's TLS certificate and key (see service-tls.ts). Redis reads
+ * the key through its group (set by the redis item, once the package has made that group).
  */
-const REDIS_TLS_DIR = `${ETC_DIR}/redis-tls`;
-const REDIS_TLS_CERT = `${REDIS_TLS_DIR}/cert.pem`;
-const REDIS_TLS_KEY = `${REDIS_TLS_DIR}/key.pem`;
-/** Made anew when it expires within this many days (the alert warns before, at alert-certificate-days). */
-const REDIS_TLS_RENEW_DAYS = 30;
-const REDIS_TLS_VALID_DAYS = 3650;
+const REDIS_TLS_FILES = serviceTlsFiles('Redis', 'redis');
+const REDIS_TLS_DIR = REDIS_TLS_FILES.dir;
+const REDIS_TLS_CERT = REDIS_TLS_FILES.cert;
+const REDIS_TLS_KEY = REDIS_TLS_FILES.key;
 /** On an app host: the redis host's certificate, the one CA its REDIS_URL trusts (`?ssl_ca_certs=`). */
 function redisCaPath(app) {
     return `${ETC_DIR}/${app}-redis-ca.pem`;
 }
-/**
- * On the redis host, before the items (the app hosts need its certificate in
- * the same run): makes the certificate when missing, not for this address, or
- * expiring within REDIS_TLS_RENEW_DAYS (not in check mode), and prints it.
- * One in use is replaced only when every app host is in the run (replace):
- * one left out would keep trusting the old one alone. The key never leaves the host.
- */
+/** The redis host's certificate, made before the items (see serviceTlsStep). */
 function redisTlsStep(address, check, replace = true) {
-    const valid = [
-        sh_sh `[ -s ${REDIS_TLS_KEY} ] && [ -s ${REDIS_TLS_CERT} ]`,
-        sh_sh `openssl x509 -noout -checkend ${REDIS_TLS_RENEW_DAYS * 86400} -in ${REDIS_TLS_CERT} >/dev/null 2>&1`,
-        sh_sh `[[ "$(openssl x509 -noout -checkip ${address} -in ${REDIS_TLS_CERT} 2>/dev/null)" == *'does match'* ]]`,
-    ].join(' && ');
-    return step_step('the Redis TLS certificate', sh_script(check
-        ? null
-        : sh_script(sh_sh `if ! command -v openssl >/dev/null; then echo 'openssl is missing: the Redis TLS certificate is made with it (apt-get install openssl)' >&2; exit 1; fi`, sh_sh `if [ ! -d ${ETC_DIR} ]; then install -d -m 755 -o root -g root ${ETC_DIR}; fi`, sh_sh `if [ ! -d ${REDIS_TLS_DIR} ]; then install -d -m 750 -o root -g root ${REDIS_TLS_DIR}; fi`, `if ! { ${valid}; }${replace ? '' : sh_sh ` && [ ! -s ${REDIS_TLS_CERT} ]`}; then`, sh_sh `  (umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days ${String(REDIS_TLS_VALID_DAYS)} -subj ${'/CN=metalship Redis ' + address} -addext ${'subjectAltName=IP:' + address + ',IP:127.0.0.1'} -addext 'keyUsage=critical,digitalSignature,keyCertSign' -addext 'extendedKeyUsage=serverAuth' -keyout ${REDIS_TLS_KEY + '.new'} -out ${REDIS_TLS_CERT + '.new'} 2>&1) >&2`, sh_sh `  chmod 644 ${REDIS_TLS_CERT + '.new'}`, sh_sh `  mv -f ${REDIS_TLS_KEY + '.new'} ${REDIS_TLS_KEY} && mv -f ${REDIS_TLS_CERT + '.new'} ${REDIS_TLS_CERT}`, '  echo MADE', 'fi'), `if [ -s ${REDIS_TLS_CERT} ] && ! { ${valid}; }; then echo STALE; fi`, sh_sh `if [ -s ${REDIS_TLS_CERT} ]; then cat ${REDIS_TLS_CERT}; fi`), (stdout) => ({
-        certificate: /-----BEGIN CERTIFICATE-----\n[\s\S]+?\n-----END CERTIFICATE-----\n/.exec(stdout)?.[0] ?? null,
-        made: /^MADE$/m.test(stdout),
-        stale: /^STALE$/m.test(stdout),
-    }));
+    return serviceTlsStep(REDIS_TLS_FILES, address, check, replace);
 }
-/**
- * On an app host whose Redis is on a redis host: that host's certificate in
- * redisCaPath, the CA of its REDIS_URL. Unknown (the redis host is not in this
- * run, or check mode before it has one): the file is left as it is.
- */
+/** On an app host whose Redis is on a redis host: that host's certificate in redisCaPath, the CA of its REDIS_URL. */
 function redisCaItem(settings) {
     const path = redisCaPath(settings.layout.app);
-    const pem = settings.redis.tls?.certificate;
     const where = settings.topology.redis.label;
     return {
         name: 'redis',
-        script: itemScript(settings.check, sh_sh `echo ${`note on ${where} (roles=redis), over TLS: REDIS_URL=rediss://…?ssl_ca_certs=${path}`}`, ensureEtcDir(), pem
-            ? [
-                textVar('pem', pem),
-                sh_sh `ms_file ${path} 644 root:root ${`the certificate of ${where} (Redis TLS)`} < <(printf '%s\\n' "$pem")`,
-            ].join('\n')
-            : sh_sh `if [ ! -s ${path} ]; then ms_warn ${`the certificate of ${where} is unknown (not in this run, or made by its first run): provision with it to write ${path}`}; fi`),
+        script: itemScript(settings.check, sh_sh `echo ${`note on ${where} (roles=redis), over TLS: REDIS_URL=rediss://…?ssl_ca_certs=${path}`}`, serviceCaLines(REDIS_TLS_FILES, path, where, settings.redis.tls)),
     };
 }
 /**
@@ -75623,15 +75676,9 @@ function redisTlsLines(tls) {
         'case "$(ldd "$(command -v redis-server)" 2>/dev/null)" in *libssl*) ;; *)',
         '  echo "redis-server $redis_version was built without TLS: a redis host (roles=redis) serves the app hosts over TLS only. Nothing was changed." >&2; exit 1;;',
         'esac',
-        sh_sh `if [ "$CHECK" != 1 ] && { [ ! -s ${REDIS_TLS_CERT} ] || [ ! -s ${REDIS_TLS_KEY} ]; }; then echo ${'the Redis TLS certificate is missing from ' + REDIS_TLS_DIR} >&2; exit 1; fi`,
-        sh_sh `if [ -d ${REDIS_TLS_DIR} ] && [ "$(stat -c %a:%U:%G ${REDIS_TLS_DIR} ${REDIS_TLS_KEY} 2>/dev/null | tr '\\n' ' ')" != '750:root:redis 640:root:redis ' ]; then ms_changed "Redis may read its TLS key"; ms_apply chown root:redis ${REDIS_TLS_DIR} ${REDIS_TLS_KEY}; ms_apply chmod 750 ${REDIS_TLS_DIR}; ms_apply chmod 640 ${REDIS_TLS_KEY}; fi`,
-        tls?.made ? 'ms_changed "TLS certificate made"; restart=1' : null,
-        tls?.stale
-            ? sh_sh `ms_warn ${`the TLS certificate expires within ${REDIS_TLS_RENEW_DAYS} days or is not for this address: provision with every app host in the run to replace it (one left out would keep trusting the old one)`}`
-            : null,
-    ]
-        .filter((l) => l !== null)
-        .join('\n');
+        serviceTlsLines(REDIS_TLS_FILES, 'redis', tls),
+        'if [ "$tls_made" = 1 ]; then restart=1; fi',
+    ].join('\n');
 }
 function redisItem(settings) {
     const redis = settings.redis;
@@ -75672,6 +75719,7 @@ function redisItem(settings) {
 // Inputs that must agree with each other, checked on typed settings: each check
 // names the inputs it reads, and each action (src/inputs/actions.ts) lists the
 // checks that apply to it. Messages name the input, the problem and what is expected.
+
 
 
 
@@ -75792,34 +75840,65 @@ function scratchCheck(s) {
         : [];
 }
 /**
+ * A URL's parts as a client reads them: the hosts of its authority (libpq
+ * takes a list: a,b:5433,[::1]), its path and its query. Read by hand: the
+ * WHATWG parser refuses what libpq takes (credentials with no host, host lists).
+ */
+function urlParts(url) {
+    const m = /^([A-Za-z][\w+.-]*):\/\/(?:[^@/?#]*@)?([^/?#]*)([^?#]*)(?:\?([^#]*))?/.exec(url);
+    if (!m)
+        return null;
+    const hosts = m[2]
+        .split(',')
+        .map((h) => decodeURIComponent(h.replace(/^\[([^\]]*)\].*$|:\d*$/, '$1')))
+        .filter(Boolean);
+    return { scheme: m[1], authority: m[2], hosts, path: m[3], query: new URLSearchParams(m[4] ?? '') };
+}
+/**
  * A redis host serves TLS alone: a REDIS_URL to its address must say rediss://
  * and trust its certificate, which provision writes to redisCaPath on each app host.
  */
 function redisUrlProblem(settings) {
     const redis = topology(settings.hosts).redis;
     const url = settings.env.values.REDIS_URL;
-    if (!redis || !settings.redis || !url)
-        return null;
-    let parsed;
-    try {
-        parsed = new URL(url);
-    }
-    catch {
-        return null;
-    }
-    if (parsed.hostname.replace(/^\[|\]$/g, '') !== redis.address)
+    const at = url ? urlParts(url) : null;
+    if (!redis || !settings.redis || !at || !at.hosts.includes(redis.address))
         return null;
     const ca = redisCaPath(settings.app);
-    if (parsed.protocol === 'rediss:' && parsed.searchParams.get('ssl_ca_certs') === ca)
+    if (at.scheme === 'rediss' && at.query.getAll('ssl_ca_certs').join('\n') === ca)
         return null;
-    return `Input 'env': REDIS_URL points at the redis host ${redis.label} (${redis.address}), which serves Redis over TLS only, trusting its own certificate; expected rediss://<user>:<password>@${parsed.host}${parsed.pathname}?ssl_ca_certs=${ca} (provision writes that certificate there on each app host).`;
+    return `Input 'env': REDIS_URL points at the redis host ${redis.label} (${redis.address}), which serves Redis over TLS only, trusting its own certificate; expected rediss://<user>:<password>@${at.authority}${at.path}?ssl_ca_certs=${ca} (provision writes that certificate there on each app host).`;
+}
+/**
+ * A db host serves its own certificate: a DATABASE_URL to its address must
+ * verify it (sslmode=verify-full) against the copy provision writes to
+ * postgresqlCaPath on each app host. Anything less lets a machine on the
+ * private network stand in for the database and read the password.
+ */
+function databaseUrlProblem(settings) {
+    const db = topology(settings.hosts).db;
+    const url = settings.env.values.DATABASE_URL;
+    const at = url ? urlParts(url) : null;
+    if (!db || !settings.postgresql || !at)
+        return null;
+    const query = at.query;
+    // libpq reads host (and hostaddr) from the query too, over the URL's own.
+    const named = [...query.getAll('host'), ...query.getAll('hostaddr')].flatMap((h) => h.split(','));
+    if (![...at.hosts, ...named].includes(db.address))
+        return null;
+    const ca = postgresqlCaPath(settings.app);
+    // libpq takes the last of a repeated parameter; a URL saying two things is refused.
+    const one = (name) => (query.getAll(name).length === 1 ? query.get(name) : null);
+    if (one('sslmode') === 'verify-full' && one('sslrootcert') === ca)
+        return null;
+    return `Input 'env': DATABASE_URL points at the db host ${db.label} (${db.address}), which serves PostgreSQL with a certificate of its own that the app hosts must verify; expected ${at.scheme}://<user>:<password>@${at.authority}${at.path}?sslmode=verify-full&sslrootcert=${ca} (provision writes that certificate there on each app host).`;
 }
 /** Provision's inputs that depend on each other. */
 function provisionCheck(settings) {
     const problems = [];
-    const redisTls = redisUrlProblem(settings);
-    if (redisTls)
-        problems.push(redisTls);
+    for (const problem of [redisUrlProblem(settings), databaseUrlProblem(settings)])
+        if (problem)
+            problems.push(problem);
     for (const item of settings.limit) {
         // As written only: src/actions/provision.ts selects the limited hosts by label.
         if (!ROLES.includes(item) && !settings.hosts.some((h) => h.label === item))
@@ -94577,6 +94656,318 @@ async function backupVerify(settings, log) {
 }
 const backup_verify_run = () => runAction('backup-verify', backupVerify);
 
+;// CONCATENATED MODULE: ./src/remote/provision/postgresql.ts
+// PostgreSQL: the app's role and database, pg_hba rules for local access (and
+// SSL-only remote access for the app hosts when this is the db host, and for
+// networks given), and the daily backups of the backup module (pg_dump -Fc plus
+// a manifest, kept for a number of days). An app host whose database is on a db
+// host gets the client alone (the pre-migration backup's pg_dump).
+
+
+
+
+
+
+
+/**
+ * The db host's TLS certificate and key (see service-tls.ts), which PostgreSQL
+ * serves the app hosts with instead of Debian's snakeoil one: the app hosts
+ * trust it alone (sslmode=verify-full), so a machine in the middle on the
+ * private network cannot stand in for the database.
+ */
+const POSTGRESQL_TLS_FILES = serviceTlsFiles('PostgreSQL', 'postgresql');
+
+/** The db host's certificate, made before the items (see serviceTlsStep). */
+function postgresqlTlsStep(address, check, replace = true) {
+    return serviceTlsStep(POSTGRESQL_TLS_FILES, address, check, replace);
+}
+/** Who may connect over the network (SSL only): each app host's address, when this is the db host, and db-remote-cidrs. */
+function remoteNetworks(settings) {
+    const hosts = settings.serves.db
+        ? settings.topology.appAddresses.map((a) => ((0,external_node_net_.isIP)(a) === 6 ? `${a}/128` : `${a}/32`))
+        : [];
+    return [...hosts, ...settings.postgresql.remoteCidrs];
+}
+/**
+ * listen_addresses: every address for db-remote-cidrs (as before), the private
+ * address and loopback on a db host, loopback alone (the packaged default) otherwise.
+ */
+function listenAddresses(settings) {
+    if (settings.postgresql.remoteCidrs.length)
+        return '*';
+    if (settings.serves.db && settings.topology.db)
+        return `localhost,${settings.topology.db.address}`;
+    return null;
+}
+function postgresqlClientItem(settings) {
+    const path = postgresqlCaPath(settings.layout.app);
+    const where = settings.topology.db.label;
+    return {
+        name: 'postgresql',
+        script: itemScript(settings.check, sh_sh `echo ${`note on ${where} (roles=db), over TLS: DATABASE_URL=postgresql://…?sslmode=verify-full&sslrootcert=${path}`}`, 
+        // Any client the distribution has will do (the server's packages bring one along).
+        'if ! command -v pg_dump >/dev/null; then ms_install postgresql-client; fi', 
+        // The db host's certificate, the one root DATABASE_URL trusts.
+        serviceCaLines(POSTGRESQL_TLS_FILES, path, where, settings.postgresql.tls)),
+    };
+}
+/** The app's roles pg_hba lets in: the owner, the login role and, while rotating, the previous one. */
+function appRoles(settings) {
+    const pg = settings.postgresql;
+    return [...new Set([pg.user, pg.loginUser, pg.previousUser].filter(Boolean))];
+}
+function hbaBlock(settings) {
+    const pg = settings.postgresql;
+    const db = hbaName(pg.database);
+    return [
+        `# BEGIN metalship ${settings.layout.app}`,
+        ...appRoles(settings).flatMap((role) => {
+            const user = hbaName(role);
+            return [
+                `host    ${db} ${user} 127.0.0.1/32 scram-sha-256`,
+                `host    ${db} ${user} ::1/128 scram-sha-256`,
+                ...remoteNetworks(settings).map((c) => `hostssl ${db} ${user} ${hbaAddress(c)} scram-sha-256`),
+            ];
+        }),
+        `# END metalship ${settings.layout.app}`,
+    ].join('\n');
+}
+/**
+ * The comments that mark the roles provision manages the passwords of, naming
+ * the app: a rotation takes passwords away only from this app's roles, and a
+ * second app naming one of them is refused.
+ */
+function loginRoleMarker(app, owner) {
+    return `metalship login role of app ${app} for ${owner}`;
+}
+function ownerRoleMarker(app) {
+    return `metalship owner role of app ${app}`;
+}
+/**
+ * The owner is a plain role: the app (and a login role acting as it) must
+ * never hold a superuser's or a role maker's powers, whatever role db-user names.
+ */
+function plainOwnerCheck() {
+    return [
+        `priv=$(echo "select string_agg(p, ', ') from pg_roles, unnest(array[case when rolsuper then 'superuser' end, case when rolcreaterole then 'createrole' end, case when rolreplication then 'replication' end, case when rolbypassrls then 'bypassrls' end]) p where rolname = :'u'" | q)`,
+        'if [ -n "$priv" ]; then',
+        '  echo "db-user $u is a privileged role ($priv): the app\'s owner must be a plain role, so choose another db-user. Nothing was changed." >&2',
+        '  exit 1',
+        'fi',
+    ].join('\n');
+}
+/**
+ * Decides, before any change, what happens to the passwords of the app's roles:
+ * the login role's is set when db-password does not log in yet, the previous
+ * role's is kept, every other app role's is removed. Refuses when a serving
+ * unit would fail its next connection, or when a role named is not the app's.
+ * Leaves setpw (1 or 0) and remove (an array of role names) for the changes.
+ */
+function passwordDecision(settings) {
+    const pg = settings.postgresql;
+    const other = pg.loginUser === pg.user ? `${pg.user}_b` : pg.user;
+    const unread = unreadNote(settings.elsewhere);
+    return [
+        // The password is right when it logs in; it goes to psql on stdin, never on a command line.
+        'pgpass=$(mktemp); chmod 600 "$pgpass"; trap \'rm -f "$pgpass"\' EXIT',
+        sh_sh `printf '%s\\n' ${'127.0.0.1:*:' + pg.database + ':' + pg.loginUser + ':' + pg.password.replace(/\\/g, '\\\\').replace(/:/g, '\\:')} > "$pgpass"`,
+        'setpw=0',
+        sh_sh `if ! PGPASSFILE="$pgpass" psql -XAtq -w -h 127.0.0.1 -U ${pg.loginUser} -d ${pg.database} -c 'select 1' >/dev/null 2>&1; then setpw=1; fi`,
+        // One line per role named or marked for the app: name, has a password, whose it is
+        // (this app's owner or login role, another app's, or nobody's).
+        `roles=$(echo "select rolname || ' ' || (rolpassword is not null) || ' ' || case when d = :'marker' then 'login' when d = :'owner_marker' then 'owner' when d is null then 'none' else coalesce('app:' || substring(d from '^metalship (?:owner|login) role of app (\\S+)'), 'other') end from pg_authid, shobj_description(oid, 'pg_authid') d where rolname in (:'u', :'l', :'p') or d = :'marker'" | q)`,
+        unread ? 'remove=(); previous_pw=0; login_pw=0' : 'remove=(); previous_pw=0',
+        'while read -r name haspw whose; do',
+        '  [ -n "$name" ] || continue',
+        '  if [ "$name" = "$u" ]; then input="db-user"; elif [ "$name" = "$l" ]; then input="db-login-user"; else input="db-previous-user"; fi',
+        // Two apps on one role would each take the other's passwords away on a rotation.
+        '  if [[ "$whose" == app:* ]]; then',
+        "    echo \"Input '$input' names role $name, whose passwords provision manages for the app ${whose#app:}: two apps sharing a role would take each other's passwords away, so choose another $input for $app. Nothing was changed.\" >&2",
+        '    exit 1',
+        '  fi',
+        '  if [ "$name" != "$u" ] && [ "$whose" != login ]; then',
+        // Else provision could grant the owner to, and set a password on, a role it did not make.
+        '    echo "Input \'$input\' names role $name, which exists and is not a login role of $app: choose another name. Nothing was changed." >&2',
+        '    exit 1',
+        '  fi',
+        '  if [ "$name" = "$u" ]; then owner_whose=$whose; fi',
+        '  if [ "$name" = "$p" ] && [ "$haspw" = true ]; then previous_pw=1; fi',
+        unread ? '  if [ "$name" = "$l" ] && [ "$haspw" = true ]; then login_pw=1; fi' : null,
+        '  if [ "$haspw" = true ] && [ "$name" != "$l" ] && [ "$name" != "$p" ]; then remove+=("$name"); fi',
+        'done <<<"$roles"',
+        'if [ -n "$p" ]; then',
+        '  if [ "$previous_pw" = 1 ]; then ms_warn "rotation under way: $p still accepted"; else ms_warn "db-previous-user $p has no password: nothing logs in with it"; fi',
+        'fi',
+        // A running service that logs in with a password this run changes or removes would fail its next connection.
+        unread
+            ? [
+                // Adding a password to a role without one takes nothing away; changing or removing one may.
+                'if { [ "$setpw" = 1 ] && [ "$login_pw" = 1 ]; } || [ "${#remove[@]}" != 0 ]; then',
+                sh_sh `  echo ${unread + ': changing or removing a password they may log in with needs them in the run. Nothing was changed.'} >&2`,
+                '  exit 1',
+                'fi',
+            ].join('\n')
+            : null,
+        // The app hosts' logins come with the hash of db-password or `-`: no other password's hash reaches this host.
+        inUseLines(settings, 'DATABASE_URL', (h) => (h === passwordHash(pg.password) ? h : '-')),
+        'while read -r var user hash unit; do',
+        '  [ "$var" = DATABASE_URL ] || continue',
+        sh_sh `  if [ "$setpw" = 1 ] && [ "$user" = "$l" ] && [ "$hash" != ${passwordHash(pg.password)} ]; then`,
+        sh_sh `    echo "$unit logs in to PostgreSQL as $l with another password: changing it would fail its next connection. Rotate with no failed request: provision with db-login-user: ${other}, the new db-password, db-previous-user: $l and the new DATABASE_URL (user ${other}) in env; deploy; provision again without db-previous-user. Nothing was changed." >&2`,
+        '    exit 1',
+        '  fi',
+        '  for r in "${remove[@]}"; do',
+        '    if [ "$user" = "$r" ]; then',
+        '      echo "$unit logs in to PostgreSQL as $r, whose password this run takes away (db-previous-user is not $r): it would fail its next connection. Deploy the app with DATABASE_URL as $l first, or keep db-previous-user: $r. Nothing was changed." >&2',
+        '      exit 1',
+        '    fi',
+        '  done',
+        'done < <(in_use)',
+    ]
+        .filter((l) => l !== null)
+        .join('\n');
+}
+/** The login role, when it is not the owner: a member of the owner whose sessions start as the owner. */
+function loginRoleScript() {
+    return [
+        `if [ -z "$(echo "select 1 from pg_roles where rolname = :'l'" | q)" ]; then`,
+        '  ms_changed "login role $l created"',
+        `  if [ "$CHECK" != 1 ]; then echo 'create role :"l" login inherit nosuperuser nocreatedb nocreaterole noreplication nobypassrls password null' | q; fi`,
+        'fi',
+        `if [ -z "$(echo "select 1 from pg_roles where rolname = :'l' and shobj_description(oid, 'pg_authid') = :'marker'" | q)" ]; then`,
+        '  ms_changed "role $l marked as a login role of $u"',
+        sh_sh `  if [ "$CHECK" != 1 ]; then echo ${`comment on role :"l" is :'marker'`} | q; fi`,
+        'fi',
+        `if [ -z "$(echo "select 1 from pg_auth_members m join pg_roles g on g.oid = m.roleid join pg_roles r on r.oid = m.member where g.rolname = :'u' and r.rolname = :'l'" | q)" ]; then`,
+        '  ms_changed "role $l made a member of $u"',
+        `  if [ "$CHECK" != 1 ]; then echo 'grant :"u" to :"l"' | q; fi`,
+        'fi',
+        // Role-wide (not IN DATABASE): pg_dumpall --globals-only keeps it with the membership.
+        `if [ -z "$(echo "select 1 from pg_db_role_setting s join pg_roles r on r.oid = s.setrole where r.rolname = :'l' and s.setdatabase = 0 and 'role=' || :'u' = any(s.setconfig)" | q)" ]; then`,
+        '  ms_changed "sessions of $l start as $u (SET ROLE)"',
+        sh_sh `  if [ "$CHECK" != 1 ]; then echo ${`alter role :"l" set role = :'u'`} | q; fi`,
+        'fi',
+    ].join('\n');
+}
+/** Sets the login role's password when it does not log in yet, and removes the passwords decided on. */
+function passwordChanges(settings) {
+    const pg = settings.postgresql;
+    return [
+        'if [ "$setpw" = 1 ]; then',
+        '  ms_changed "password of role $l set"',
+        // printf is a builtin: the password is never on a command line. Stored as
+        // SCRAM whatever the server's default (md5 before PostgreSQL 14): the
+        // app's pg_hba rules accept only scram-sha-256.
+        sh_sh `  if [ "$CHECK" != 1 ]; then printf '%s\\n' ${"set password_encryption = 'scram-sha-256';"} ${`alter role :"l" password '${pg.password.replace(/'/g, "''")}'`} | q; fi`,
+        'fi',
+        'for r in "${remove[@]}"; do',
+        // The role keeps LOGIN: the app user's peer login over the socket still works.
+        '  ms_changed "password of role $r removed"',
+        `  if [ "$CHECK" != 1 ]; then echo 'alter role :"r" password null' | q -v r="$r"; fi`,
+        // Authentication happens at connection start only: open sessions live on.
+        `  read -r n from <<<"$(echo "select count(*) || ' ' || coalesce(string_agg(distinct coalesce(host(client_addr), 'local'), ','), '') from pg_stat_activity where usename = :'r'" | q -v r="$r")"`,
+        '  if [ "${n:-0}" != 0 ]; then ms_warn "$n sessions are still connected as $r (from $from): they keep working, but a new connection as $r fails from now on"; fi',
+        'done',
+        // ALTER OWNER takes ACCESS EXCLUSIVE locks under load: named, not done.
+        `drift=$(echo "select count(*) from pg_class where relowner in (select oid from pg_roles where shobj_description(oid, 'pg_authid') = :'marker')" | q -d "$db" 2>/dev/null || true)`,
+        'if [ "${drift:-0}" != 0 ]; then ms_warn "$drift objects are owned by a login role, not $u (a session left SET ROLE): run REASSIGN OWNED BY <role> TO $u"; fi',
+    ].join('\n');
+}
+const PSQL = 'runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1';
+/**
+ * Remote clients: listen_addresses (a restart) and SSL on; on a db host with
+ * the certificate of POSTGRESQL_TLS_FILES (a reload: PostgreSQL reloads its SSL
+ * files on SIGHUP since 10, and keeps the old ones if the new fail to load).
+ */
+function pgServerSsl(listen, own) {
+    const want = own
+        ? [
+            ['listen_addresses', listen],
+            ['ssl', 'on'],
+            ['ssl_cert_file', POSTGRESQL_TLS_FILES.cert],
+            ['ssl_key_file', POSTGRESQL_TLS_FILES.key],
+        ]
+        : [
+            ['listen_addresses', listen],
+            // Debian's cluster has the snakeoil certificate of ssl-cert configured.
+            ['ssl', 'on'],
+        ];
+    const differs = want.map(([name, value]) => `[ "$(${PSQL} -c ${sh_quote('show ' + name)})" != ${sh_quote(value)} ]`);
+    return [
+        'pg_restart=0',
+        `if [ "$(${PSQL} -c 'show listen_addresses')" != ${sh_quote(listen)} ]; then pg_restart=1; fi`,
+        `if [ "$pg_restart" = 1 ] || ${differs.join(' || ')}${own ? ' || [ "$tls_made" = 1 ]' : ''}; then`,
+        sh_sh `  ms_changed ${`listening on ${listen} for remote clients, SSL on${own ? " with this host's own certificate" : ''}`}`,
+        '  if [ "$CHECK" != 1 ]; then',
+        `    printf '%s\\n' ${want.map(([name, value]) => sh_quote(`alter system set ${name} = '${value}';`)).join(' ')} | q`,
+        sh_sh `    if [ "$pg_restart" = 1 ]; then systemctl restart postgresql; else echo 'select pg_reload_conf()' | q >/dev/null; fi`,
+        '  fi',
+        'fi',
+    ].join('\n');
+}
+/**
+ * The item's variables, `q` (psql as postgres with them) and every refusal,
+ * read-only: the item runs them first, and the run's pre-check on every host
+ * before any item changes anything (see Item.precheck).
+ */
+function decisionLines(settings) {
+    const pg = settings.postgresql;
+    const app = settings.layout.app;
+    return [
+        sh_sh `u=${pg.user} l=${pg.loginUser} p=${pg.previousUser} db=${pg.database} app=${app} marker=${loginRoleMarker(app, pg.user)} owner_marker=${ownerRoleMarker(app)}`,
+        `# shellcheck disable=SC2120 # arguments are optional: most calls feed it stdin only\nq() { ${PSQL} -v u="$u" -v l="$l" -v p="$p" -v db="$db" -v marker="$marker" -v owner_marker="$owner_marker" "$@"; }`,
+        plainOwnerCheck(),
+        pg.password ? passwordDecision(settings) : '',
+    ];
+}
+/** The owner is marked as this app's (when it carries no comment): another app naming it is then refused. */
+function ownerClaimScript() {
+    return [
+        'if [ "${owner_whose:-none}" = none ]; then',
+        '  ms_changed "role $u marked as the owner role of $app"',
+        sh_sh `  if [ "$CHECK" != 1 ]; then echo ${`comment on role :"u" is :'owner_marker'`} | q; fi`,
+        'fi',
+    ].join('\n');
+}
+function postgresqlItem(settings) {
+    const pg = settings.postgresql;
+    const backup = {
+        app: settings.layout.app,
+        database: pg.database,
+        backupDir: pg.backupDir,
+        retentionDays: pg.keepDays,
+    };
+    const units = backupUnitNames(settings.layout.app);
+    const psql = PSQL;
+    const listen = listenAddresses(settings);
+    // A db host serves its own certificate; db-remote-cidrs alone keeps the cluster's (snakeoil on Debian).
+    const own = settings.serves.db && !!settings.topology.db;
+    return {
+        name: 'postgresql',
+        // Nothing to refuse where PostgreSQL is not installed: no role exists yet. One
+        // installed but stopped has roles the run could only judge after starting it.
+        precheck: [
+            `if ${PSQL} -c 'select 1' >/dev/null 2>&1; then`,
+            ...decisionLines(settings),
+            'elif command -v pg_lsclusters >/dev/null 2>&1 && clusters=$(pg_lsclusters -h 2>/dev/null) && [ -n "$clusters" ]; then',
+            String.raw `  echo "PostgreSQL is installed on this host but does not answer ($(head -n 3 <<< "$clusters" | tr '\n' ';')). Its roles decide what provision may change, so start it first ($(awk '$4 != "online" { printf "%sunmask and start postgresql@%s-%s.service, or pg_ctlcluster %s %s start", sep, $1, $2, $1, $2; sep = "; " }' <<< "$clusters")) and run provision again. Nothing was changed." >&2`,
+            '  exit 1',
+            'fi',
+        ].join('\n'),
+        script: itemScript(settings.check, 'ms_install postgresql', 'if ! systemctl is-active --quiet postgresql; then ms_changed "postgresql started"; ms_apply systemctl enable --now --quiet postgresql; fi', 
+        // Clusters take a moment to accept connections after a start.
+        `for _ in $(seq 1 30); do ${psql} -c 'select 1' >/dev/null 2>&1 && break; sleep 1; done`, 
+        // Every refusal is decided before the first change.
+        ...decisionLines(settings), sh_sh `if [ -z "$(echo "select 1 from pg_roles where rolname = :'u'" | q)" ]; then ms_changed ${'role ' + pg.user + ' created'}; if [ "$CHECK" != 1 ]; then echo 'create role :"u" login' | q; fi; fi`, sh_sh `if [ -z "$(echo "select 1 from pg_database where datname = :'db'" | q)" ]; then ms_changed ${'database ' + pg.database + ' created'}; if [ "$CHECK" != 1 ]; then echo 'create database :"db" owner :"u"' | q; fi; fi`, pg.password ? ownerClaimScript() : null, pg.password && pg.loginUser !== pg.user ? loginRoleScript() : null, pg.password ? passwordChanges(settings) : null, `hba=$(${psql} -c 'show hba_file')`, sh_sh `block=$(cat <<'MS_HBA_EOF'`, hbaBlock(settings), 'MS_HBA_EOF', ')', 
+        // Our rules first (pg_hba: the first matching line wins); the rest as it was.
+        sh_sh `new=$( { printf '%s\\n' "$block"; awk -v b=${'# BEGIN metalship ' + settings.layout.app} -v e=${'# END metalship ' + settings.layout.app} '$0 == b { skip = 1; next } $0 == e { skip = 0; next } !skip' "$hba"; } )`, 'if [ "$new" != "$(cat "$hba")" ]; then', '  ms_changed "pg_hba rules for the app"', '  if [ "$CHECK" != 1 ]; then printf "%s\\n" "$new" > "$hba.metalship-new"; chown --reference="$hba" "$hba.metalship-new"; chmod --reference="$hba" "$hba.metalship-new"; mv -f "$hba.metalship-new" "$hba"; echo "select pg_reload_conf()" | q >/dev/null; fi', 'fi', 
+        // The cluster's settings are readable by the server's account only (the
+        // packages leave postgresql.conf, start.conf and pg_ctl.conf world-readable;
+        // lynis 3.1+ warns of it as DBS-1828).
+        `conf_dir=$(dirname "$(${psql} -c 'show config_file')")`, 'open_confs=$(find "$conf_dir" -maxdepth 1 -name "*.conf" -perm /o=rwx -printf "%f " | sed "s/ $//")', 'if [ -n "$open_confs" ]; then ms_changed "PostgreSQL configuration files no longer world-readable: $open_confs"; ms_apply find "$conf_dir" -maxdepth 1 -name "*.conf" -perm /o=rwx -exec chmod o-rwx {} +; fi', own ? serviceTlsLines(POSTGRESQL_TLS_FILES, 'postgres', pg.tls) : null, listen ? pgServerSsl(listen, own) : null, 'if [ "$CHECK" = 1 ]; then', sh_sh `  prog=$(mktemp); cat > "$prog" <<'MS_PROG_EOF'`, backupProgram(backup).replace(/\n$/, ''), 'MS_PROG_EOF', sh_sh `  if ! cmp -s "$prog" ${backupProgramPath(settings.layout.app)}; then ms_changed "backup program differs or is missing"; fi; rm -f "$prog"`, sh_sh `  if ! systemctl is-enabled --quiet ${units.timer} 2>/dev/null; then ms_changed ${'backup timer ' + units.timer + ' not enabled'}; fi`, 'else', backupInstallScript({ ...backup, onCalendar: pg.schedule }), 'fi'),
+    };
+}
+
 ;// CONCATENATED MODULE: ./src/stages/offsite.ts
 // Before provision's items: the link between the hosts that take backups and
 // the backup host (roles=backup), which both sides need in one run. Each pusher
@@ -95089,6 +95480,7 @@ function appHost(s) {
 
 
 
+
 const UNIT_DIR = '/etc/systemd/system';
 /** The units a failure of which is an alert: the app's and metalship's (a drop-in for a unit not here is inert). */
 function alertedUnits(settings) {
@@ -95150,6 +95542,7 @@ function alertsItem(settings) {
         certificates: [
             ...(hasSite(settings) && certPaths(settings) ? [certPaths(settings).certificate] : []),
             ...(settings.serves.redis && settings.redis.enabled ? [REDIS_TLS_CERT] : []),
+            ...(settings.serves.db && settings.topology.db && pg.enabled ? [POSTGRESQL_TLS_FILES.cert] : []),
         ],
         certificateDays: alerts.certificateDays,
         restoreRecord: backupsHere ? lastVerifiedPath(pg.backupDir) : null,
@@ -95430,275 +95823,6 @@ function receiverItem(settings) {
             ].join('\n'), 
         // The copies: a directory of the receiving user's in one of root's.
         rootOnly(parent), sh_sh `if [ ! -d ${parent} ]; then ms_apply install -d -m 755 -o root -g root ${parent}; fi`, sh_sh `if [ "$(stat -c %a:%U:%G -- ${dir} 2>/dev/null)" != ${'700:' + RECEIVER_USER + ':' + RECEIVER_USER} ]; then ms_changed ${dir}; if [ "$CHECK" != 1 ]; then install -d -m 700 -o ${RECEIVER_USER} -g ${RECEIVER_USER} ${dir}; chown -h ${RECEIVER_USER + ':' + RECEIVER_USER} ${dir}; chmod 700 ${dir}; fi; fi`),
-    };
-}
-
-;// CONCATENATED MODULE: ./src/remote/provision/postgresql.ts
-// PostgreSQL: the app's role and database, pg_hba rules for local access (and
-// SSL-only remote access for the app hosts when this is the db host, and for
-// networks given), and the daily backups of the backup module (pg_dump -Fc plus
-// a manifest, kept for a number of days). An app host whose database is on a db
-// host gets the client alone (the pre-migration backup's pg_dump).
-
-
-
-
-
-
-/** Who may connect over the network (SSL only): each app host's address, when this is the db host, and db-remote-cidrs. */
-function remoteNetworks(settings) {
-    const hosts = settings.serves.db
-        ? settings.topology.appAddresses.map((a) => ((0,external_node_net_.isIP)(a) === 6 ? `${a}/128` : `${a}/32`))
-        : [];
-    return [...hosts, ...settings.postgresql.remoteCidrs];
-}
-/**
- * listen_addresses: every address for db-remote-cidrs (as before), the private
- * address and loopback on a db host, loopback alone (the packaged default) otherwise.
- */
-function listenAddresses(settings) {
-    if (settings.postgresql.remoteCidrs.length)
-        return '*';
-    if (settings.serves.db && settings.topology.db)
-        return `localhost,${settings.topology.db.address}`;
-    return null;
-}
-function postgresqlClientItem(settings) {
-    // Any client the distribution has will do (the server's packages bring one along).
-    return {
-        name: 'postgresql',
-        script: itemScript(settings.check, 'if ! command -v pg_dump >/dev/null; then ms_install postgresql-client; fi'),
-    };
-}
-/** The app's roles pg_hba lets in: the owner, the login role and, while rotating, the previous one. */
-function appRoles(settings) {
-    const pg = settings.postgresql;
-    return [...new Set([pg.user, pg.loginUser, pg.previousUser].filter(Boolean))];
-}
-function hbaBlock(settings) {
-    const pg = settings.postgresql;
-    const db = hbaName(pg.database);
-    return [
-        `# BEGIN metalship ${settings.layout.app}`,
-        ...appRoles(settings).flatMap((role) => {
-            const user = hbaName(role);
-            return [
-                `host    ${db} ${user} 127.0.0.1/32 scram-sha-256`,
-                `host    ${db} ${user} ::1/128 scram-sha-256`,
-                ...remoteNetworks(settings).map((c) => `hostssl ${db} ${user} ${hbaAddress(c)} scram-sha-256`),
-            ];
-        }),
-        `# END metalship ${settings.layout.app}`,
-    ].join('\n');
-}
-/**
- * The comments that mark the roles provision manages the passwords of, naming
- * the app: a rotation takes passwords away only from this app's roles, and a
- * second app naming one of them is refused.
- */
-function loginRoleMarker(app, owner) {
-    return `metalship login role of app ${app} for ${owner}`;
-}
-function ownerRoleMarker(app) {
-    return `metalship owner role of app ${app}`;
-}
-/**
- * The owner is a plain role: the app (and a login role acting as it) must
- * never hold a superuser's or a role maker's powers, whatever role db-user names.
- */
-function plainOwnerCheck() {
-    return [
-        `priv=$(echo "select string_agg(p, ', ') from pg_roles, unnest(array[case when rolsuper then 'superuser' end, case when rolcreaterole then 'createrole' end, case when rolreplication then 'replication' end, case when rolbypassrls then 'bypassrls' end]) p where rolname = :'u'" | q)`,
-        'if [ -n "$priv" ]; then',
-        '  echo "db-user $u is a privileged role ($priv): the app\'s owner must be a plain role, so choose another db-user. Nothing was changed." >&2',
-        '  exit 1',
-        'fi',
-    ].join('\n');
-}
-/**
- * Decides, before any change, what happens to the passwords of the app's roles:
- * the login role's is set when db-password does not log in yet, the previous
- * role's is kept, every other app role's is removed. Refuses when a serving
- * unit would fail its next connection, or when a role named is not the app's.
- * Leaves setpw (1 or 0) and remove (an array of role names) for the changes.
- */
-function passwordDecision(settings) {
-    const pg = settings.postgresql;
-    const other = pg.loginUser === pg.user ? `${pg.user}_b` : pg.user;
-    const unread = unreadNote(settings.elsewhere);
-    return [
-        // The password is right when it logs in; it goes to psql on stdin, never on a command line.
-        'pgpass=$(mktemp); chmod 600 "$pgpass"; trap \'rm -f "$pgpass"\' EXIT',
-        sh_sh `printf '%s\\n' ${'127.0.0.1:*:' + pg.database + ':' + pg.loginUser + ':' + pg.password.replace(/\\/g, '\\\\').replace(/:/g, '\\:')} > "$pgpass"`,
-        'setpw=0',
-        sh_sh `if ! PGPASSFILE="$pgpass" psql -XAtq -w -h 127.0.0.1 -U ${pg.loginUser} -d ${pg.database} -c 'select 1' >/dev/null 2>&1; then setpw=1; fi`,
-        // One line per role named or marked for the app: name, has a password, whose it is
-        // (this app's owner or login role, another app's, or nobody's).
-        `roles=$(echo "select rolname || ' ' || (rolpassword is not null) || ' ' || case when d = :'marker' then 'login' when d = :'owner_marker' then 'owner' when d is null then 'none' else coalesce('app:' || substring(d from '^metalship (?:owner|login) role of app (\\S+)'), 'other') end from pg_authid, shobj_description(oid, 'pg_authid') d where rolname in (:'u', :'l', :'p') or d = :'marker'" | q)`,
-        unread ? 'remove=(); previous_pw=0; login_pw=0' : 'remove=(); previous_pw=0',
-        'while read -r name haspw whose; do',
-        '  [ -n "$name" ] || continue',
-        '  if [ "$name" = "$u" ]; then input="db-user"; elif [ "$name" = "$l" ]; then input="db-login-user"; else input="db-previous-user"; fi',
-        // Two apps on one role would each take the other's passwords away on a rotation.
-        '  if [[ "$whose" == app:* ]]; then',
-        "    echo \"Input '$input' names role $name, whose passwords provision manages for the app ${whose#app:}: two apps sharing a role would take each other's passwords away, so choose another $input for $app. Nothing was changed.\" >&2",
-        '    exit 1',
-        '  fi',
-        '  if [ "$name" != "$u" ] && [ "$whose" != login ]; then',
-        // Else provision could grant the owner to, and set a password on, a role it did not make.
-        '    echo "Input \'$input\' names role $name, which exists and is not a login role of $app: choose another name. Nothing was changed." >&2',
-        '    exit 1',
-        '  fi',
-        '  if [ "$name" = "$u" ]; then owner_whose=$whose; fi',
-        '  if [ "$name" = "$p" ] && [ "$haspw" = true ]; then previous_pw=1; fi',
-        unread ? '  if [ "$name" = "$l" ] && [ "$haspw" = true ]; then login_pw=1; fi' : null,
-        '  if [ "$haspw" = true ] && [ "$name" != "$l" ] && [ "$name" != "$p" ]; then remove+=("$name"); fi',
-        'done <<<"$roles"',
-        'if [ -n "$p" ]; then',
-        '  if [ "$previous_pw" = 1 ]; then ms_warn "rotation under way: $p still accepted"; else ms_warn "db-previous-user $p has no password: nothing logs in with it"; fi',
-        'fi',
-        // A running service that logs in with a password this run changes or removes would fail its next connection.
-        unread
-            ? [
-                // Adding a password to a role without one takes nothing away; changing or removing one may.
-                'if { [ "$setpw" = 1 ] && [ "$login_pw" = 1 ]; } || [ "${#remove[@]}" != 0 ]; then',
-                sh_sh `  echo ${unread + ': changing or removing a password they may log in with needs them in the run. Nothing was changed.'} >&2`,
-                '  exit 1',
-                'fi',
-            ].join('\n')
-            : null,
-        // The app hosts' logins come with the hash of db-password or `-`: no other password's hash reaches this host.
-        inUseLines(settings, 'DATABASE_URL', (h) => (h === passwordHash(pg.password) ? h : '-')),
-        'while read -r var user hash unit; do',
-        '  [ "$var" = DATABASE_URL ] || continue',
-        sh_sh `  if [ "$setpw" = 1 ] && [ "$user" = "$l" ] && [ "$hash" != ${passwordHash(pg.password)} ]; then`,
-        sh_sh `    echo "$unit logs in to PostgreSQL as $l with another password: changing it would fail its next connection. Rotate with no failed request: provision with db-login-user: ${other}, the new db-password, db-previous-user: $l and the new DATABASE_URL (user ${other}) in env; deploy; provision again without db-previous-user. Nothing was changed." >&2`,
-        '    exit 1',
-        '  fi',
-        '  for r in "${remove[@]}"; do',
-        '    if [ "$user" = "$r" ]; then',
-        '      echo "$unit logs in to PostgreSQL as $r, whose password this run takes away (db-previous-user is not $r): it would fail its next connection. Deploy the app with DATABASE_URL as $l first, or keep db-previous-user: $r. Nothing was changed." >&2',
-        '      exit 1',
-        '    fi',
-        '  done',
-        'done < <(in_use)',
-    ]
-        .filter((l) => l !== null)
-        .join('\n');
-}
-/** The login role, when it is not the owner: a member of the owner whose sessions start as the owner. */
-function loginRoleScript() {
-    return [
-        `if [ -z "$(echo "select 1 from pg_roles where rolname = :'l'" | q)" ]; then`,
-        '  ms_changed "login role $l created"',
-        `  if [ "$CHECK" != 1 ]; then echo 'create role :"l" login inherit nosuperuser nocreatedb nocreaterole noreplication nobypassrls password null' | q; fi`,
-        'fi',
-        `if [ -z "$(echo "select 1 from pg_roles where rolname = :'l' and shobj_description(oid, 'pg_authid') = :'marker'" | q)" ]; then`,
-        '  ms_changed "role $l marked as a login role of $u"',
-        sh_sh `  if [ "$CHECK" != 1 ]; then echo ${`comment on role :"l" is :'marker'`} | q; fi`,
-        'fi',
-        `if [ -z "$(echo "select 1 from pg_auth_members m join pg_roles g on g.oid = m.roleid join pg_roles r on r.oid = m.member where g.rolname = :'u' and r.rolname = :'l'" | q)" ]; then`,
-        '  ms_changed "role $l made a member of $u"',
-        `  if [ "$CHECK" != 1 ]; then echo 'grant :"u" to :"l"' | q; fi`,
-        'fi',
-        // Role-wide (not IN DATABASE): pg_dumpall --globals-only keeps it with the membership.
-        `if [ -z "$(echo "select 1 from pg_db_role_setting s join pg_roles r on r.oid = s.setrole where r.rolname = :'l' and s.setdatabase = 0 and 'role=' || :'u' = any(s.setconfig)" | q)" ]; then`,
-        '  ms_changed "sessions of $l start as $u (SET ROLE)"',
-        sh_sh `  if [ "$CHECK" != 1 ]; then echo ${`alter role :"l" set role = :'u'`} | q; fi`,
-        'fi',
-    ].join('\n');
-}
-/** Sets the login role's password when it does not log in yet, and removes the passwords decided on. */
-function passwordChanges(settings) {
-    const pg = settings.postgresql;
-    return [
-        'if [ "$setpw" = 1 ]; then',
-        '  ms_changed "password of role $l set"',
-        // printf is a builtin: the password is never on a command line. Stored as
-        // SCRAM whatever the server's default (md5 before PostgreSQL 14): the
-        // app's pg_hba rules accept only scram-sha-256.
-        sh_sh `  if [ "$CHECK" != 1 ]; then printf '%s\\n' ${"set password_encryption = 'scram-sha-256';"} ${`alter role :"l" password '${pg.password.replace(/'/g, "''")}'`} | q; fi`,
-        'fi',
-        'for r in "${remove[@]}"; do',
-        // The role keeps LOGIN: the app user's peer login over the socket still works.
-        '  ms_changed "password of role $r removed"',
-        `  if [ "$CHECK" != 1 ]; then echo 'alter role :"r" password null' | q -v r="$r"; fi`,
-        // Authentication happens at connection start only: open sessions live on.
-        `  read -r n from <<<"$(echo "select count(*) || ' ' || coalesce(string_agg(distinct coalesce(host(client_addr), 'local'), ','), '') from pg_stat_activity where usename = :'r'" | q -v r="$r")"`,
-        '  if [ "${n:-0}" != 0 ]; then ms_warn "$n sessions are still connected as $r (from $from): they keep working, but a new connection as $r fails from now on"; fi',
-        'done',
-        // ALTER OWNER takes ACCESS EXCLUSIVE locks under load: named, not done.
-        `drift=$(echo "select count(*) from pg_class where relowner in (select oid from pg_roles where shobj_description(oid, 'pg_authid') = :'marker')" | q -d "$db" 2>/dev/null || true)`,
-        'if [ "${drift:-0}" != 0 ]; then ms_warn "$drift objects are owned by a login role, not $u (a session left SET ROLE): run REASSIGN OWNED BY <role> TO $u"; fi',
-    ].join('\n');
-}
-const PSQL = 'runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1';
-/**
- * The item's variables, `q` (psql as postgres with them) and every refusal,
- * read-only: the item runs them first, and the run's pre-check on every host
- * before any item changes anything (see Item.precheck).
- */
-function decisionLines(settings) {
-    const pg = settings.postgresql;
-    const app = settings.layout.app;
-    return [
-        sh_sh `u=${pg.user} l=${pg.loginUser} p=${pg.previousUser} db=${pg.database} app=${app} marker=${loginRoleMarker(app, pg.user)} owner_marker=${ownerRoleMarker(app)}`,
-        `# shellcheck disable=SC2120 # arguments are optional: most calls feed it stdin only\nq() { ${PSQL} -v u="$u" -v l="$l" -v p="$p" -v db="$db" -v marker="$marker" -v owner_marker="$owner_marker" "$@"; }`,
-        plainOwnerCheck(),
-        pg.password ? passwordDecision(settings) : '',
-    ];
-}
-/** The owner is marked as this app's (when it carries no comment): another app naming it is then refused. */
-function ownerClaimScript() {
-    return [
-        'if [ "${owner_whose:-none}" = none ]; then',
-        '  ms_changed "role $u marked as the owner role of $app"',
-        sh_sh `  if [ "$CHECK" != 1 ]; then echo ${`comment on role :"u" is :'owner_marker'`} | q; fi`,
-        'fi',
-    ].join('\n');
-}
-function postgresqlItem(settings) {
-    const pg = settings.postgresql;
-    const backup = {
-        app: settings.layout.app,
-        database: pg.database,
-        backupDir: pg.backupDir,
-        retentionDays: pg.keepDays,
-    };
-    const units = backupUnitNames(settings.layout.app);
-    const psql = PSQL;
-    const listen = listenAddresses(settings);
-    return {
-        name: 'postgresql',
-        // Nothing to refuse where PostgreSQL is not installed: no role exists yet. One
-        // installed but stopped has roles the run could only judge after starting it.
-        precheck: [
-            `if ${PSQL} -c 'select 1' >/dev/null 2>&1; then`,
-            ...decisionLines(settings),
-            'elif command -v pg_lsclusters >/dev/null 2>&1 && clusters=$(pg_lsclusters -h 2>/dev/null) && [ -n "$clusters" ]; then',
-            String.raw `  echo "PostgreSQL is installed on this host but does not answer ($(head -n 3 <<< "$clusters" | tr '\n' ';')). Its roles decide what provision may change, so start it first ($(awk '$4 != "online" { printf "%sunmask and start postgresql@%s-%s.service, or pg_ctlcluster %s %s start", sep, $1, $2, $1, $2; sep = "; " }' <<< "$clusters")) and run provision again. Nothing was changed." >&2`,
-            '  exit 1',
-            'fi',
-        ].join('\n'),
-        script: itemScript(settings.check, 'ms_install postgresql', 'if ! systemctl is-active --quiet postgresql; then ms_changed "postgresql started"; ms_apply systemctl enable --now --quiet postgresql; fi', 
-        // Clusters take a moment to accept connections after a start.
-        `for _ in $(seq 1 30); do ${psql} -c 'select 1' >/dev/null 2>&1 && break; sleep 1; done`, 
-        // Every refusal is decided before the first change.
-        ...decisionLines(settings), sh_sh `if [ -z "$(echo "select 1 from pg_roles where rolname = :'u'" | q)" ]; then ms_changed ${'role ' + pg.user + ' created'}; if [ "$CHECK" != 1 ]; then echo 'create role :"u" login' | q; fi; fi`, sh_sh `if [ -z "$(echo "select 1 from pg_database where datname = :'db'" | q)" ]; then ms_changed ${'database ' + pg.database + ' created'}; if [ "$CHECK" != 1 ]; then echo 'create database :"db" owner :"u"' | q; fi; fi`, pg.password ? ownerClaimScript() : null, pg.password && pg.loginUser !== pg.user ? loginRoleScript() : null, pg.password ? passwordChanges(settings) : null, `hba=$(${psql} -c 'show hba_file')`, sh_sh `block=$(cat <<'MS_HBA_EOF'`, hbaBlock(settings), 'MS_HBA_EOF', ')', 
-        // Our rules first (pg_hba: the first matching line wins); the rest as it was.
-        sh_sh `new=$( { printf '%s\\n' "$block"; awk -v b=${'# BEGIN metalship ' + settings.layout.app} -v e=${'# END metalship ' + settings.layout.app} '$0 == b { skip = 1; next } $0 == e { skip = 0; next } !skip' "$hba"; } )`, 'if [ "$new" != "$(cat "$hba")" ]; then', '  ms_changed "pg_hba rules for the app"', '  if [ "$CHECK" != 1 ]; then printf "%s\\n" "$new" > "$hba.metalship-new"; chown --reference="$hba" "$hba.metalship-new"; chmod --reference="$hba" "$hba.metalship-new"; mv -f "$hba.metalship-new" "$hba"; echo "select pg_reload_conf()" | q >/dev/null; fi', 'fi', 
-        // The cluster's settings are readable by the server's account only (the
-        // packages leave postgresql.conf, start.conf and pg_ctl.conf world-readable;
-        // lynis 3.1+ warns of it as DBS-1828).
-        `conf_dir=$(dirname "$(${psql} -c 'show config_file')")`, 'open_confs=$(find "$conf_dir" -maxdepth 1 -name "*.conf" -perm /o=rwx -printf "%f " | sed "s/ $//")', 'if [ -n "$open_confs" ]; then ms_changed "PostgreSQL configuration files no longer world-readable: $open_confs"; ms_apply find "$conf_dir" -maxdepth 1 -name "*.conf" -perm /o=rwx -exec chmod o-rwx {} +; fi', listen
-            ? [
-                `if [ "$(${psql} -c 'show listen_addresses')" != ${sh_quote(listen)} ] || [ "$(${psql} -c 'show ssl')" != on ]; then`,
-                sh_sh `  ms_changed ${'listening on ' + listen + ' for remote clients, SSL on'}`,
-                // ssl: Debian's cluster has the snakeoil certificate of ssl-cert configured.
-                sh_sh `  if [ "$CHECK" != 1 ]; then printf '%s\\n' ${`alter system set listen_addresses = '${listen}';`} 'alter system set ssl = on;' | q; systemctl restart postgresql; fi`,
-                'fi',
-            ].join('\n')
-            : null, 'if [ "$CHECK" = 1 ]; then', sh_sh `  prog=$(mktemp); cat > "$prog" <<'MS_PROG_EOF'`, backupProgram(backup).replace(/\n$/, ''), 'MS_PROG_EOF', sh_sh `  if ! cmp -s "$prog" ${backupProgramPath(settings.layout.app)}; then ms_changed "backup program differs or is missing"; fi; rm -f "$prog"`, sh_sh `  if ! systemctl is-enabled --quiet ${units.timer} 2>/dev/null; then ms_changed ${'backup timer ' + units.timer + ' not enabled'}; fi`, 'else', backupInstallScript({ ...backup, onCalendar: pg.schedule }), 'fi'),
     };
 }
 
@@ -96343,7 +96467,8 @@ async function provisionHost(host, facts, settings, test, log) {
 
 
 
-function provisionSettings(settings, roles, balancer = null, offsite, elsewhere = null, redisTls = null) {
+
+function provisionSettings(settings, roles, balancer = null, offsite, elsewhere = null, serviceTls = {}) {
     const where = topology(settings.hosts);
     const pusher = takesBackups({ db: false, redis: false, backup: false, ...roles, lb: balancer !== null }, !!where.db, settings.postgresql);
     return {
@@ -96380,6 +96505,7 @@ function provisionSettings(settings, roles, balancer = null, offsite, elsewhere 
             backupDir: settings['backup-dir'],
             keepDays: settings['backup-keep-days'],
             schedule: settings['backup-schedule'],
+            tls: where.db ? (serviceTls.postgresql ?? null) : null,
         },
         redis: {
             enabled: settings.redis,
@@ -96388,7 +96514,7 @@ function provisionSettings(settings, roles, balancer = null, offsite, elsewhere 
             previousPassword: settings['redis-previous-password'],
             maxmemory: settings['redis-maxmemory'],
             memoryPercent: settings['redis-memory-percent'],
-            tls: where.redis ? redisTls : null,
+            tls: where.redis ? (serviceTls.redis ?? null) : null,
         },
         logs: { enabled: settings['log-rotation'] },
         monitoring: {
@@ -96441,7 +96567,7 @@ async function provision(opts, log) {
             ? { logins: hosts.flatMap((h, i) => inUse[i].map((l) => ({ ...l, unit: `${l.unit} on ${h.spec.label}` }))), unread }
             : null;
         const all = [...hosts, ...balancers];
-        const settingsOf = (host, links, redisTls = null) => provisionSettings(opts, host.roles, host.roles.lb ? members : null, links?.get(host), elsewhere, redisTls);
+        const settingsOf = (host, links, certificates = {}) => provisionSettings(opts, host.roles, host.roles.lb ? members : null, links?.get(host), elsewhere, certificates);
         // Every refusal on every host before the first change on any: before the
         // backup push keys and the Redis certificate too (no refusal reads them).
         const prechecks = await onEachHost(all, async (host) => ({
@@ -96464,13 +96590,20 @@ async function provision(opts, log) {
                     : { error: r.error }),
             }))
             : await (async () => {
-                // The redis host's certificate, made before any item: its app hosts trust it in the same run.
-                const redisHost = opts.redis ? balancers.find((h) => h.roles.redis) : undefined;
-                const redisTls = redisHost
-                    ? await log.group(`The Redis TLS certificate of ${redisHost.spec.label}`, () => redisHost.conn.step(redisTlsStep(where.redis.address, opts.check, unread.length === 0)))
-                    : null;
+                // The redis and db hosts' certificates, made before any item: their app hosts trust them in the same run.
+                const certificate = async (role, make) => {
+                    const host = balancers.find((h) => h.roles[role]);
+                    const service = role === 'db' ? 'PostgreSQL' : 'Redis';
+                    return host
+                        ? await log.group(`The ${service} TLS certificate of ${host.spec.label}`, () => host.conn.step(make(where[role].address, opts.check, unread.length === 0)))
+                        : null;
+                };
+                const certificates = {
+                    redis: opts.redis ? await certificate('redis', redisTlsStep) : null,
+                    postgresql: opts.postgresql ? await certificate('db', postgresqlTlsStep) : null,
+                };
                 const links = await offsiteLinks(opts, all, log);
-                return (await onEachHost(all, (host) => log.group(`Provision ${host.spec.label}`, () => provisionHost(host, facts.get(host), settingsOf(host, links, redisTls), freshConnectionTest(host, opts, log), log))));
+                return (await onEachHost(all, (host) => log.group(`Provision ${host.spec.label}`, () => provisionHost(host, facts.get(host), settingsOf(host, links, certificates), freshConnectionTest(host, opts, log), log))));
             })();
         const changed = results.reduce((n, r) => n + (r.changed ?? 0), 0);
         const failed = results.reduce((n, r) => n + (r.failed ?? 0), 0) + results.filter((r) => !r.items).length;

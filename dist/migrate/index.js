@@ -77733,6 +77733,89 @@ function parseItemOutput(code, stdout, stderr) {
     return { status, changes, warnings, detail: [...changes, ...warnings.map((w) => `⚠ ${w}`)].join('; ') };
 }
 
+;// CONCATENATED MODULE: ./src/remote/provision/service-tls.ts
+// The certificate a redis or db host serves its app hosts with over the private
+// network: self-signed, for its private address and loopback, made on the host
+// (the key never leaves it) and trusted alone by the app hosts, which provision
+// gives a copy in the same run. No public CA names a private address, and a
+// certificate any CA could issue would be trusted for more than this host.
+
+
+
+function serviceTlsFiles(service, name) {
+    const dir = `${common_ETC_DIR}/${name}-tls`;
+    return { service, dir, cert: `${dir}/cert.pem`, key: `${dir}/key.pem` };
+}
+/**
+ * On an app host: the db host's certificate, the one root its DATABASE_URL
+ * trusts (`sslrootcert=`). Here, not in postgresql.ts, so that the input checks
+ * read it without the backup programs that module bundles.
+ */
+function postgresqlCaPath(app) {
+    return `${common_ETC_DIR}/${app}-postgresql-ca.pem`;
+}
+/** Made anew when it expires within this many days (the alert warns before, at alert-certificate-days). */
+const SERVICE_TLS_RENEW_DAYS = 30;
+const SERVICE_TLS_VALID_DAYS = 3650;
+/**
+ * On the service's host, before the items (the app hosts need its certificate
+ * in the same run): makes the certificate when missing, not for this address,
+ * or expiring within SERVICE_TLS_RENEW_DAYS (not in check mode), and prints it.
+ * One in use is replaced only when every app host is in the run (replace): one
+ * left out would keep trusting the old one alone.
+ */
+function service_tls_serviceTlsStep(files, address, check, replace = true) {
+    const valid = [
+        sh `[ -s ${files.key} ] && [ -s ${files.cert} ]`,
+        sh `openssl x509 -noout -checkend ${SERVICE_TLS_RENEW_DAYS * 86400} -in ${files.cert} >/dev/null 2>&1`,
+        sh `[[ "$(openssl x509 -noout -checkip ${address} -in ${files.cert} 2>/dev/null)" == *'does match'* ]]`,
+    ].join(' && ');
+    return step(`the ${files.service} TLS certificate`, script(check
+        ? null
+        : script(sh `if ! command -v openssl >/dev/null; then echo ${`openssl is missing: the ${files.service} TLS certificate is made with it (apt-get install openssl)`} >&2; exit 1; fi`, sh `if [ ! -d ${ETC_DIR} ]; then install -d -m 755 -o root -g root ${ETC_DIR}; fi`, sh `if [ ! -d ${files.dir} ]; then install -d -m 750 -o root -g root ${files.dir}; fi`, `if ! { ${valid}; }${replace ? '' : sh ` && [ ! -s ${files.cert} ]`}; then`, 
+        // CN is the address too: libpq before 14 matches the host against the CN alone when the SAN has no DNS name.
+        sh `  (umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days ${String(SERVICE_TLS_VALID_DAYS)} -subj ${`/O=metalship ${files.service}/CN=${address}`} -addext ${'subjectAltName=IP:' + address + ',IP:127.0.0.1'} -addext 'keyUsage=critical,digitalSignature,keyCertSign' -addext 'extendedKeyUsage=serverAuth' -keyout ${files.key + '.new'} -out ${files.cert + '.new'} 2>&1) >&2`, sh `  chmod 644 ${files.cert + '.new'}`, 
+        // The key keeps the group the service reads it through (set by the service's item).
+        sh `  if [ -e ${files.key} ]; then chown --reference=${files.key} ${files.key + '.new'}; chmod --reference=${files.key} ${files.key + '.new'}; fi`, sh `  mv -f ${files.key + '.new'} ${files.key} && mv -f ${files.cert + '.new'} ${files.cert}`, '  echo MADE', 'fi'), `if [ -s ${files.cert} ] && ! { ${valid}; }; then echo STALE; fi`, sh `if [ -s ${files.cert} ]; then cat ${files.cert}; fi`), (stdout) => ({
+        certificate: /-----BEGIN CERTIFICATE-----\n[\s\S]+?\n-----END CERTIFICATE-----\n/.exec(stdout)?.[0] ?? null,
+        made: /^MADE$/m.test(stdout),
+        stale: /^STALE$/m.test(stdout),
+    }));
+}
+/**
+ * On the service's host, in its item: the service reads the key through its
+ * group. Missing files fail the item (not in check mode); a new certificate
+ * sets `$tls_made` for the item to reload or restart the service.
+ */
+function service_tls_serviceTlsLines(files, group, tls) {
+    return [
+        sh `if [ "$CHECK" != 1 ] && { [ ! -s ${files.cert} ] || [ ! -s ${files.key} ]; }; then echo ${`the ${files.service} TLS certificate is missing from ${files.dir}`} >&2; exit 1; fi`,
+        sh `if [ -d ${files.dir} ] && [ "$(stat -c %a:%U:%G ${files.dir} ${files.key} 2>/dev/null | tr '\\n' ' ')" != ${`750:root:${group} 640:root:${group} `} ]; then ms_changed ${`${files.service} may read its TLS key`}; ms_apply chown ${'root:' + group} ${files.dir} ${files.key}; ms_apply chmod 750 ${files.dir}; ms_apply chmod 640 ${files.key}; fi`,
+        tls?.made ? 'ms_changed "TLS certificate made"; tls_made=1' : 'tls_made=0',
+        tls?.stale
+            ? sh `ms_warn ${`the TLS certificate expires within ${SERVICE_TLS_RENEW_DAYS} days or is not for this address: provision with every app host in the run to replace it (one left out would keep trusting the old one)`}`
+            : null,
+    ]
+        .filter((l) => l !== null)
+        .join('\n');
+}
+/**
+ * On an app host whose service is on a host of its own: that host's
+ * certificate at `path`, the one CA its URL trusts. Unknown (the host is not in
+ * this run, or check mode before it has one): the file is left as it is.
+ */
+function service_tls_serviceCaLines(files, path, where, tls) {
+    return [
+        ensureEtcDir(),
+        tls?.certificate
+            ? [
+                textVar('pem', tls.certificate),
+                sh `ms_file ${path} 644 root:root ${`the certificate of ${where} (${files.service} TLS)`} < <(printf '%s\\n' "$pem")`,
+            ].join('\n')
+            : sh `if [ ! -s ${path} ]; then ms_warn ${`the certificate of ${where} is unknown (not in this run, or made by its first run): provision with it to write ${path}`}; fi`,
+    ].join('\n');
+}
+
 ;// CONCATENATED MODULE: ./src/remote/provision/in-use.ts
 // Credentials the app's services log in with: provision must not change one
 // under them (they would fail on their next connection and stay broken until
@@ -77839,58 +77922,28 @@ function recordRedisApp(app) {
     return sh `if [ -z "$redis_app" ] && [ "$CHECK" != 1 ]; then printf '%s\n' ${app} > ${REDIS_APP}.new && mv -f ${REDIS_APP}.new ${REDIS_APP}; fi`;
 }
 /**
- * The redis host's TLS certificate and key: self-signed, for its private
- * address and loopback. Root's directory; Redis reads the key through its
- * group (set by the redis item, once the package has made that group).
+ * The redis host's TLS certificate and key (see service-tls.ts). Redis reads
+ * the key through its group (set by the redis item, once the package has made that group).
  */
-const REDIS_TLS_DIR = `${common_ETC_DIR}/redis-tls`;
-const REDIS_TLS_CERT = `${REDIS_TLS_DIR}/cert.pem`;
-const REDIS_TLS_KEY = `${REDIS_TLS_DIR}/key.pem`;
-/** Made anew when it expires within this many days (the alert warns before, at alert-certificate-days). */
-const REDIS_TLS_RENEW_DAYS = 30;
-const REDIS_TLS_VALID_DAYS = 3650;
+const REDIS_TLS_FILES = serviceTlsFiles('Redis', 'redis');
+const REDIS_TLS_DIR = REDIS_TLS_FILES.dir;
+const REDIS_TLS_CERT = REDIS_TLS_FILES.cert;
+const REDIS_TLS_KEY = REDIS_TLS_FILES.key;
 /** On an app host: the redis host's certificate, the one CA its REDIS_URL trusts (`?ssl_ca_certs=`). */
 function redisCaPath(app) {
     return `${common_ETC_DIR}/${app}-redis-ca.pem`;
 }
-/**
- * On the redis host, before the items (the app hosts need its certificate in
- * the same run): makes the certificate when missing, not for this address, or
- * expiring within REDIS_TLS_RENEW_DAYS (not in check mode), and prints it.
- * One in use is replaced only when every app host is in the run (replace):
- * one left out would keep trusting the old one alone. The key never leaves the host.
- */
+/** The redis host's certificate, made before the items (see serviceTlsStep). */
 function redisTlsStep(address, check, replace = true) {
-    const valid = [
-        sh `[ -s ${REDIS_TLS_KEY} ] && [ -s ${REDIS_TLS_CERT} ]`,
-        sh `openssl x509 -noout -checkend ${REDIS_TLS_RENEW_DAYS * 86400} -in ${REDIS_TLS_CERT} >/dev/null 2>&1`,
-        sh `[[ "$(openssl x509 -noout -checkip ${address} -in ${REDIS_TLS_CERT} 2>/dev/null)" == *'does match'* ]]`,
-    ].join(' && ');
-    return step('the Redis TLS certificate', script(check
-        ? null
-        : script(sh `if ! command -v openssl >/dev/null; then echo 'openssl is missing: the Redis TLS certificate is made with it (apt-get install openssl)' >&2; exit 1; fi`, sh `if [ ! -d ${ETC_DIR} ]; then install -d -m 755 -o root -g root ${ETC_DIR}; fi`, sh `if [ ! -d ${REDIS_TLS_DIR} ]; then install -d -m 750 -o root -g root ${REDIS_TLS_DIR}; fi`, `if ! { ${valid}; }${replace ? '' : sh ` && [ ! -s ${REDIS_TLS_CERT} ]`}; then`, sh `  (umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days ${String(REDIS_TLS_VALID_DAYS)} -subj ${'/CN=metalship Redis ' + address} -addext ${'subjectAltName=IP:' + address + ',IP:127.0.0.1'} -addext 'keyUsage=critical,digitalSignature,keyCertSign' -addext 'extendedKeyUsage=serverAuth' -keyout ${REDIS_TLS_KEY + '.new'} -out ${REDIS_TLS_CERT + '.new'} 2>&1) >&2`, sh `  chmod 644 ${REDIS_TLS_CERT + '.new'}`, sh `  mv -f ${REDIS_TLS_KEY + '.new'} ${REDIS_TLS_KEY} && mv -f ${REDIS_TLS_CERT + '.new'} ${REDIS_TLS_CERT}`, '  echo MADE', 'fi'), `if [ -s ${REDIS_TLS_CERT} ] && ! { ${valid}; }; then echo STALE; fi`, sh `if [ -s ${REDIS_TLS_CERT} ]; then cat ${REDIS_TLS_CERT}; fi`), (stdout) => ({
-        certificate: /-----BEGIN CERTIFICATE-----\n[\s\S]+?\n-----END CERTIFICATE-----\n/.exec(stdout)?.[0] ?? null,
-        made: /^MADE$/m.test(stdout),
-        stale: /^STALE$/m.test(stdout),
-    }));
+    return serviceTlsStep(REDIS_TLS_FILES, address, check, replace);
 }
-/**
- * On an app host whose Redis is on a redis host: that host's certificate in
- * redisCaPath, the CA of its REDIS_URL. Unknown (the redis host is not in this
- * run, or check mode before it has one): the file is left as it is.
- */
+/** On an app host whose Redis is on a redis host: that host's certificate in redisCaPath, the CA of its REDIS_URL. */
 function redisCaItem(settings) {
     const path = redisCaPath(settings.layout.app);
-    const pem = settings.redis.tls?.certificate;
     const where = settings.topology.redis.label;
     return {
         name: 'redis',
-        script: itemScript(settings.check, sh `echo ${`note on ${where} (roles=redis), over TLS: REDIS_URL=rediss://…?ssl_ca_certs=${path}`}`, ensureEtcDir(), pem
-            ? [
-                textVar('pem', pem),
-                sh `ms_file ${path} 644 root:root ${`the certificate of ${where} (Redis TLS)`} < <(printf '%s\\n' "$pem")`,
-            ].join('\n')
-            : sh `if [ ! -s ${path} ]; then ms_warn ${`the certificate of ${where} is unknown (not in this run, or made by its first run): provision with it to write ${path}`}; fi`),
+        script: itemScript(settings.check, sh `echo ${`note on ${where} (roles=redis), over TLS: REDIS_URL=rediss://…?ssl_ca_certs=${path}`}`, serviceCaLines(REDIS_TLS_FILES, path, where, settings.redis.tls)),
     };
 }
 /**
@@ -77982,15 +78035,9 @@ function redisTlsLines(tls) {
         'case "$(ldd "$(command -v redis-server)" 2>/dev/null)" in *libssl*) ;; *)',
         '  echo "redis-server $redis_version was built without TLS: a redis host (roles=redis) serves the app hosts over TLS only. Nothing was changed." >&2; exit 1;;',
         'esac',
-        sh `if [ "$CHECK" != 1 ] && { [ ! -s ${REDIS_TLS_CERT} ] || [ ! -s ${REDIS_TLS_KEY} ]; }; then echo ${'the Redis TLS certificate is missing from ' + REDIS_TLS_DIR} >&2; exit 1; fi`,
-        sh `if [ -d ${REDIS_TLS_DIR} ] && [ "$(stat -c %a:%U:%G ${REDIS_TLS_DIR} ${REDIS_TLS_KEY} 2>/dev/null | tr '\\n' ' ')" != '750:root:redis 640:root:redis ' ]; then ms_changed "Redis may read its TLS key"; ms_apply chown root:redis ${REDIS_TLS_DIR} ${REDIS_TLS_KEY}; ms_apply chmod 750 ${REDIS_TLS_DIR}; ms_apply chmod 640 ${REDIS_TLS_KEY}; fi`,
-        tls?.made ? 'ms_changed "TLS certificate made"; restart=1' : null,
-        tls?.stale
-            ? sh `ms_warn ${`the TLS certificate expires within ${REDIS_TLS_RENEW_DAYS} days or is not for this address: provision with every app host in the run to replace it (one left out would keep trusting the old one)`}`
-            : null,
-    ]
-        .filter((l) => l !== null)
-        .join('\n');
+        serviceTlsLines(REDIS_TLS_FILES, 'redis', tls),
+        'if [ "$tls_made" = 1 ]; then restart=1; fi',
+    ].join('\n');
 }
 function redisItem(settings) {
     const redis = settings.redis;
@@ -78031,6 +78078,7 @@ function redisItem(settings) {
 // Inputs that must agree with each other, checked on typed settings: each check
 // names the inputs it reads, and each action (src/inputs/actions.ts) lists the
 // checks that apply to it. Messages name the input, the problem and what is expected.
+
 
 
 
@@ -78151,34 +78199,65 @@ function scratchCheck(s) {
         : [];
 }
 /**
+ * A URL's parts as a client reads them: the hosts of its authority (libpq
+ * takes a list: a,b:5433,[::1]), its path and its query. Read by hand: the
+ * WHATWG parser refuses what libpq takes (credentials with no host, host lists).
+ */
+function urlParts(url) {
+    const m = /^([A-Za-z][\w+.-]*):\/\/(?:[^@/?#]*@)?([^/?#]*)([^?#]*)(?:\?([^#]*))?/.exec(url);
+    if (!m)
+        return null;
+    const hosts = m[2]
+        .split(',')
+        .map((h) => decodeURIComponent(h.replace(/^\[([^\]]*)\].*$|:\d*$/, '$1')))
+        .filter(Boolean);
+    return { scheme: m[1], authority: m[2], hosts, path: m[3], query: new URLSearchParams(m[4] ?? '') };
+}
+/**
  * A redis host serves TLS alone: a REDIS_URL to its address must say rediss://
  * and trust its certificate, which provision writes to redisCaPath on each app host.
  */
 function redisUrlProblem(settings) {
     const redis = topology(settings.hosts).redis;
     const url = settings.env.values.REDIS_URL;
-    if (!redis || !settings.redis || !url)
-        return null;
-    let parsed;
-    try {
-        parsed = new URL(url);
-    }
-    catch {
-        return null;
-    }
-    if (parsed.hostname.replace(/^\[|\]$/g, '') !== redis.address)
+    const at = url ? urlParts(url) : null;
+    if (!redis || !settings.redis || !at || !at.hosts.includes(redis.address))
         return null;
     const ca = redisCaPath(settings.app);
-    if (parsed.protocol === 'rediss:' && parsed.searchParams.get('ssl_ca_certs') === ca)
+    if (at.scheme === 'rediss' && at.query.getAll('ssl_ca_certs').join('\n') === ca)
         return null;
-    return `Input 'env': REDIS_URL points at the redis host ${redis.label} (${redis.address}), which serves Redis over TLS only, trusting its own certificate; expected rediss://<user>:<password>@${parsed.host}${parsed.pathname}?ssl_ca_certs=${ca} (provision writes that certificate there on each app host).`;
+    return `Input 'env': REDIS_URL points at the redis host ${redis.label} (${redis.address}), which serves Redis over TLS only, trusting its own certificate; expected rediss://<user>:<password>@${at.authority}${at.path}?ssl_ca_certs=${ca} (provision writes that certificate there on each app host).`;
+}
+/**
+ * A db host serves its own certificate: a DATABASE_URL to its address must
+ * verify it (sslmode=verify-full) against the copy provision writes to
+ * postgresqlCaPath on each app host. Anything less lets a machine on the
+ * private network stand in for the database and read the password.
+ */
+function databaseUrlProblem(settings) {
+    const db = topology(settings.hosts).db;
+    const url = settings.env.values.DATABASE_URL;
+    const at = url ? urlParts(url) : null;
+    if (!db || !settings.postgresql || !at)
+        return null;
+    const query = at.query;
+    // libpq reads host (and hostaddr) from the query too, over the URL's own.
+    const named = [...query.getAll('host'), ...query.getAll('hostaddr')].flatMap((h) => h.split(','));
+    if (![...at.hosts, ...named].includes(db.address))
+        return null;
+    const ca = postgresqlCaPath(settings.app);
+    // libpq takes the last of a repeated parameter; a URL saying two things is refused.
+    const one = (name) => (query.getAll(name).length === 1 ? query.get(name) : null);
+    if (one('sslmode') === 'verify-full' && one('sslrootcert') === ca)
+        return null;
+    return `Input 'env': DATABASE_URL points at the db host ${db.label} (${db.address}), which serves PostgreSQL with a certificate of its own that the app hosts must verify; expected ${at.scheme}://<user>:<password>@${at.authority}${at.path}?sslmode=verify-full&sslrootcert=${ca} (provision writes that certificate there on each app host).`;
 }
 /** Provision's inputs that depend on each other. */
 function provisionCheck(settings) {
     const problems = [];
-    const redisTls = redisUrlProblem(settings);
-    if (redisTls)
-        problems.push(redisTls);
+    for (const problem of [redisUrlProblem(settings), databaseUrlProblem(settings)])
+        if (problem)
+            problems.push(problem);
     for (const item of settings.limit) {
         // As written only: src/actions/provision.ts selects the limited hosts by label.
         if (!ROLES.includes(item) && !settings.hosts.some((h) => h.label === item))

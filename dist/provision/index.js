@@ -63669,6 +63669,398 @@ function defaultsValue(value) {
     return `"${value.replace(/[\\"$`]/g, '\\$&')}"`;
 }
 
+;// CONCATENATED MODULE: ./src/remote/offsite.ts
+// Backups that leave the host: after each daily backup the database's host
+// pushes the dump and its manifest to the backup host (roles=backup) over SSH,
+// with a key of its own (root's) that the backup host accepts for one thing
+// only: `restrict,command=` runs the receiver (src/remote/sh/backup-receive.sh)
+// as an unprivileged user, which adds a new copy after checking it against its
+// manifest, never replaces, reads or deletes one on request, and prunes its own
+// copies by age. The pusher (src/remote/sh/backup-push.sh) trusts only the
+// backup host's key as provision read it over the runner's pinned connection.
+
+
+
+
+/** The receiving user on the backup host: no password, its one key line per pusher runs the receiver. */
+const RECEIVER_USER = 'metalship-backup';
+const RECEIVER_HOME = '/var/lib/metalship-backup';
+const RECEIVER_AUTHORIZED_KEYS = `${RECEIVER_HOME}/.ssh/authorized_keys`;
+/** How the receiver ends when it refuses: told apart by these, never by the message. */
+const RECEIVE_EXIT = {
+    /** Anything but `put <name of a backup of this database>`. */
+    refused: 2,
+    /** A copy of that name is there: never replaced. */
+    exists: 3,
+    /** The dump is not what its manifest says (size, sha256), or the manifest is not ours. */
+    mismatch: 4,
+    /** Storing it would cross a limit: the most copies kept, or the free space left. */
+    full: 5,
+    /** Something else is under its name (not the same dump), or it could not be stored. */
+    failed: 6,
+};
+/** A copy's stamp may be this far ahead of the backup host's clock (s), and this old at most (s): a push comes right after its backup. */
+const STAMP_SKEW = 300;
+const STAMP_WINDOW = 86400;
+function receiveLimits(retentionDays) {
+    return { maxCopies: 2 * retentionDays + 10, minFreeMb: 1024 };
+}
+function receiverProgramPath(app) {
+    return `/usr/local/sbin/metalship-backup-receive-${app}`;
+}
+function pushProgramPath(app) {
+    return `/usr/local/sbin/metalship-backup-push-${app}`;
+}
+/** Root's push key and the backup host's pinned keys, on the database's host (700, root). */
+function pushPaths(app) {
+    const dir = `/etc/metalship/backup-push-${app}`;
+    return { dir, key: `${dir}/id_ed25519`, knownHosts: `${dir}/known_hosts` };
+}
+/** The comment that marks an app's key lines in the receiving user's authorized_keys. */
+function keyMarker(app) {
+    return `metalship-backup-push:${app}`;
+}
+/** Where the record of the last restore test of the copies is: beside their directory (which the receiving user owns), root's. */
+function copyVerifiedPath(backupDir) {
+    const cut = backupDir.lastIndexOf('/');
+    return `${backupDir.slice(0, cut) || '/'}/.${backupDir.slice(cut + 1)}.last-verified.json`.replace('//', '/');
+}
+const RECEIVE_SH = shellFile((0,external_node_fs_namespaceObject.readFileSync)(__nccwpck_require__.ab + "backup-receive.sh", 'utf8'));
+const CHECK_MANIFEST = (0,external_node_fs_namespaceObject.readFileSync)(__nccwpck_require__.ab + "receive_manifest.py", 'utf8');
+const PUSH_SH = shellFile((0,external_node_fs_namespaceObject.readFileSync)(__nccwpck_require__.ab + "backup-push.sh", 'utf8'));
+/** What follows `<database>_` in the name a put may carry: a stamp (checked as a time by the receiver) and the daily label, the only one pushed. */
+const NAME_PATTERN = '[0-9]{8}T[0-9]{6}Z_daily';
+/** The receiver program on the backup host (the push key's forced command). */
+function receiverProgram(opts, limits = receiveLimits(opts.retentionDays)) {
+    return sh_script('#!/bin/bash', sh_sh `# metalship-backup-receive-${opts.app}: adds a pushed copy of a backup of ${opts.database}. Managed by metalship; changes are overwritten.`, assignments({
+        DB: opts.database,
+        DIR: opts.backupDir,
+        RETENTION_DAYS: opts.retentionDays,
+        NAME_PATTERN,
+        SKEW: STAMP_SKEW,
+        WINDOW: STAMP_WINDOW,
+        MAX_COPIES: limits.maxCopies,
+        MIN_FREE_MB: limits.minFreeMb,
+        EXIT_REFUSED: RECEIVE_EXIT.refused,
+        EXIT_EXISTS: RECEIVE_EXIT.exists,
+        EXIT_MISMATCH: RECEIVE_EXIT.mismatch,
+        EXIT_FULL: RECEIVE_EXIT.full,
+        EXIT_FAILED: RECEIVE_EXIT.failed,
+    }), textVar('CHECK_MANIFEST', CHECK_MANIFEST), RECEIVE_SH);
+}
+/** The push program on the database's host. Usage: `metalship-backup-push-{app} DUMP`. */
+function pushProgram(app, backupDir, target) {
+    const p = pushPaths(app);
+    return sh_script('#!/bin/bash', sh_sh `# metalship-backup-push-${app}: copies a backup to ${target.address}. Managed by metalship; changes are overwritten.`, assignments({
+        DIR: backupDir,
+        TARGET_HOST: target.address,
+        TARGET_PORT: target.port,
+        TARGET_USER: RECEIVER_USER,
+        KEY: p.key,
+        KNOWN_HOSTS: p.knownHosts,
+        EXIT_EXISTS: RECEIVE_EXIT.exists,
+    }), PUSH_SH);
+}
+/** The pinned known_hosts of the push: the backup host's keys under the address the push connects to. */
+function pushKnownHosts(target) {
+    const name = target.port === 22 ? target.address : `[${target.address}]:${target.port}`;
+    return target.hostKeys.map((k) => `${name} ${k}\n`).join('');
+}
+/** One pusher's line in the receiving user's authorized_keys: it runs the receiver, nothing else, and only from its address when known. */
+function receiverKeyLine(app, pusher) {
+    const [type, body] = pusher.key.trim().split(/\s+/);
+    if (!type || !body || !/^ssh-ed25519$/.test(type) || !/^[A-Za-z0-9+/]+=*$/.test(body))
+        throw new Error(`the push key of ${pusher.from} is not an ed25519 public key`);
+    const address = pusher.address;
+    if (address !== undefined && !(0,external_node_net_.isIP)(address))
+        throw new Error(`${address} is not an IP address`);
+    return `restrict,${address ? `from="${address}",` : ''}command="${receiverProgramPath(app)}" ${type} ${body} ${keyMarker(app)}:${pusher.from.replace(/[^A-Za-z0-9.:_@[\]-]/g, '_')}`;
+}
+/**
+ * On the database's host: root's push key, made when missing (not in check
+ * mode); gives its public half, or null when there is none yet.
+ */
+function pushKeyStep(app, check) {
+    const p = pushPaths(app);
+    return step_step('the backup push key', sh_script(check
+        ? null
+        : sh_script(sh_sh `install -d -m 700 -o root -g root ${p.dir}`, sh_sh `if [ ! -f ${p.key} ]; then ssh-keygen -q -t ed25519 -N '' -C ${keyMarker(app)} -f ${p.key} >/dev/null; fi`, sh_sh `chmod 600 ${p.key}`), sh_sh `if [ -f ${p.key + '.pub'} ]; then echo "PUBKEY $(cut -d' ' -f1,2 ${p.key + '.pub'})"; fi`), (stdout) => sh_keyLines(stdout).get('PUBKEY') ?? null);
+}
+/** On the backup host: its SSH host keys (`type base64`), for the pusher to pin. */
+function hostKeysStep() {
+    return step_step('the backup host keys', sh_script('for f in /etc/ssh/ssh_host_*_key.pub; do [ -f "$f" ] && echo "HOSTKEY $(cut -d\' \' -f1,2 "$f")"; done; true'), (stdout) => sh_keyLines(stdout)
+        .all('HOSTKEY')
+        .filter((k) => /^[a-z0-9-]+ [A-Za-z0-9+/]+=*$/.test(k)));
+}
+
+;// CONCATENATED MODULE: ./src/remote/paths.ts
+// Paths root acts on. Root writes, chowns or deletes below a path only when no
+// other user can swap a directory on the way there (a symlink planted by the
+// app user would otherwise redirect root anywhere).
+
+/**
+ * Defines `ms_root_only PATH...`: fails, naming the culprit, unless every
+ * existing directory on the way to each PATH is root's and writable by root
+ * alone: as written (each directory that holds a component, links included:
+ * its owner could re-point them), as resolved, and through every link on the
+ * way, whose own target is walked as written too (a hop through another
+ * user's directory is caught). Missing components are fine: root creates them.
+ * One readlink and one stat for all of them (plus a readlink per link met):
+ * a process per directory made this the slowest part of a deploy's first step.
+ */
+const ROOT_ONLY_FUNCTION = [
+    'ms_root_only() {',
+    '  [ "$#" -gt 0 ] || return 0',
+    '  local path dir part rest owner mode target k i=0 hops=0 ro_stats',
+    '  local -a ro_resolved=() ro_paths=() ro_names=() ro_dirs=() ro_of=()',
+    // NUL-separated: a resolved path holding a newline cannot stand in for another.
+    '  mapfile -d "" -t ro_resolved < <(readlink -zm -- "$@")',
+    '  if [ "${#ro_resolved[@]}" != "$#" ]; then echo "could not resolve $*" >&2; return 1; fi',
+    '  ro_paths=("$@" "${ro_resolved[@]}")',
+    '  ro_names=("$@" "$@")',
+    // The list grows while it is walked: each link met adds its target.
+    '  for ((k = 0; k < ${#ro_paths[@]}; k++)); do',
+    '    path=${ro_paths[$k]}',
+    '    dir=/',
+    '    rest=${path#/}',
+    '    while [ -e "$dir" ]; do',
+    '      ro_dirs+=("$dir")',
+    '      ro_of+=("${ro_names[$k]}")',
+    '      if [ -L "$dir" ]; then',
+    '        hops=$((hops + 1))',
+    '        if [ "$hops" -gt 40 ]; then echo "too many links on the way to ${ro_names[$k]}" >&2; return 1; fi',
+    '        target=$(readlink -- "$dir")',
+    '        case "$target" in /*) ;; *) target=${dir%/*}/$target ;; esac',
+    '        ro_paths+=("$target")',
+    '        ro_names+=("${ro_names[$k]}")',
+    '      fi',
+    '      [ -n "$rest" ] || break',
+    '      part=${rest%%/*}',
+    '      rest=${rest#"$part"}',
+    '      rest=${rest#/}',
+    '      dir=${dir%/}/$part',
+    '    done',
+    '  done',
+    '  ro_stats=$(stat -L -c "%u %a" -- "${ro_dirs[@]}") || return 1',
+    '  while read -r owner mode; do',
+    '    if [ "$owner" != 0 ] || [ $(( 8#$mode & 8#022 )) != 0 ]; then',
+    '      echo "${ro_dirs[$i]} is owned by uid $owner with mode $mode: ${ro_of[$i]} must be owned by root and writable by root alone, or another user could redirect what root does there" >&2',
+    '      return 1',
+    '    fi',
+    '    i=$((i + 1))',
+    '  done <<<"$ro_stats"',
+    '}',
+].join('\n');
+/** Script lines that fail unless each path is safe for root to act below (see ROOT_ONLY_FUNCTION). */
+function paths_rootOnly(...paths) {
+    return [ROOT_ONLY_FUNCTION, sh_sh `ms_root_only ${paths}`].join('\n');
+}
+/** The state directory's mode, one everywhere: the lock, the history and the serving slot are root's. */
+const paths_STATE_MODE = '700';
+
+;// CONCATENATED MODULE: ./src/remote/backup.ts
+// PostgreSQL backups: the backup program installed on a database host (its
+// settings, then src/remote/sh/backup.sh), its daily timer, and the steps that
+// take a backup now and read the last restore test. Pure functions from
+// settings to bash.
+//
+// One backup is three files in the backup directory (700, root):
+//   <database>_<YYYYmmddTHHMMSSZ>_<label>.dump            pg_dump -Fc
+//   <database>_<YYYYmmddTHHMMSSZ>_<label>.globals.sql     pg_dumpall --globals-only
+//   <database>_<YYYYmmddTHHMMSSZ>_<label>.manifest.json   written last, atomically
+// The manifest's row counts are taken in the same snapshot as the dump, so a
+// restore must reproduce them exactly.
+
+
+
+
+
+
+const DEFAULT_BACKUP_LABEL = 'manual';
+const DEFAULT_RETENTION_DAYS = 30;
+function defaultBackupDir(app) {
+    return `/var/backups/metalship/${app}`;
+}
+function backupProgramPath(app) {
+    return `/usr/local/sbin/metalship-backup-${app}`;
+}
+function backupUnitNames(app) {
+    return { service: `metalship-backup-${app}.service`, timer: `metalship-backup-${app}.timer` };
+}
+/** The file with the record of the last successful restore test, beside the backups. */
+function lastVerifiedPath(backupDir) {
+    return `${backupDir}/.last-verified.json`;
+}
+const NAME_RE = /^[A-Za-z0-9_][A-Za-z0-9_-]{0,62}$/;
+const LABEL_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$/;
+const APP_RE = /^[a-z][a-z0-9_-]{0,31}$/;
+/** Backup file names: <database>_<UTC stamp>_<label>.dump (the label may hold '_'). */
+const BACKUP_NAME_RE = /^([A-Za-z0-9_][A-Za-z0-9_-]{0,62})_(\d{8}T\d{6}Z)_([A-Za-z0-9][A-Za-z0-9._-]{0,79})\.dump$/;
+function validDatabaseName(name) {
+    return NAME_RE.test(name) ? null : 'letters, digits, _ and - only (1 to 63, not starting with -)';
+}
+function validBackupLabel(label) {
+    return LABEL_RE.test(label)
+        ? null
+        : 'letters, digits, ., _ and - only (1 to 80, starting with a letter or digit)';
+}
+function check(opts) {
+    if (!APP_RE.test(opts.app))
+        throw new Error(`backup: app ${JSON.stringify(opts.app)} is not a valid app name`);
+    const db = validDatabaseName(opts.database);
+    if (db)
+        throw new Error(`backup: database ${JSON.stringify(opts.database)}: ${db}`);
+    if (!/^\/[^\0\n]*$/.test(opts.backupDir) ||
+        opts.backupDir === '/' ||
+        /(^|\/)\.\.?(\/|$)/.test(opts.backupDir))
+        throw new Error(`backup: backup directory ${JSON.stringify(opts.backupDir)} must be an absolute path, not /`);
+    if (!Number.isInteger(opts.retentionDays) || opts.retentionDays < 1 || opts.retentionDays > 3650)
+        throw new Error(`backup: retention ${opts.retentionDays} must be a whole number of days from 1 to 3650`);
+}
+/**
+ * SQL that prints one JSON object line {"schema.table": rows, ...} for every
+ * table whose data pg_dump dumps (ordinary tables and partitions, not the
+ * catalogs or extension members). Used at backup time, inside the snapshot, and
+ * after a restore, so both sides count the same way.
+ */
+const ROW_COUNTS_SQL = `SELECT coalesce(json_object_agg(t.name, t.n ORDER BY t.name), '{}')::text FROM (` +
+    `SELECT n.nspname || '.' || c.relname AS name, ` +
+    `(xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', n.nspname, c.relname), false, true, '')))[1]::text::bigint AS n ` +
+    `FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace ` +
+    `WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' ` +
+    `AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')` +
+    `) t;`;
+const BACKUP_SH = shellFile((0,external_node_fs_namespaceObject.readFileSync)(__nccwpck_require__.ab + "backup.sh", 'utf8'));
+/**
+ * The backup program (/usr/local/sbin/metalship-backup-{app}): its settings as
+ * quoted assignments, then src/remote/sh/backup.sh. Usage:
+ * `metalship-backup-{app} [label]`; prints the dump's path on its last line.
+ */
+function backupProgram(opts) {
+    check(opts);
+    return sh_script('#!/bin/bash', sh_sh `# metalship-backup-${opts.app}: PostgreSQL backup of ${opts.database}. Managed by metalship; changes are overwritten.`, '# Usage: metalship-backup-APP [label]   (label: daily, manual, pre-migrate-<release>, ...)', assignments({
+        DB: opts.database,
+        DIR: opts.backupDir,
+        RETENTION_DAYS: opts.retentionDays,
+        DEFAULT_LABEL: DEFAULT_BACKUP_LABEL,
+        LABEL_PATTERN: LABEL_RE.source,
+        PUSH: pushProgramPath(opts.app),
+    }), textVar('COUNTS_SQL', ROW_COUNTS_SQL), ROOT_ONLY_FUNCTION, BACKUP_SH);
+}
+/** The backup's oneshot service and its timer. */
+function backup_unitFiles(opts) {
+    const onCalendar = opts.onCalendar ?? 'daily';
+    if (!/^[A-Za-z0-9 *:,./~+-]{1,100}$/.test(onCalendar))
+        throw new Error(`backup: OnCalendar ${JSON.stringify(onCalendar)} has characters a calendar spec cannot have`);
+    const prog = backupProgramPath(opts.app);
+    const service = [
+        '# Managed by metalship.',
+        '[Unit]',
+        `Description=${unitText(`metalship: PostgreSQL backup of ${opts.database} (${opts.app})`)}`,
+        'After=postgresql.service',
+        'Wants=postgresql.service',
+        '',
+        '[Service]',
+        'Type=oneshot',
+        `ExecStart=${execLine([prog, 'daily'])}`,
+        'Nice=10',
+        'IOSchedulingClass=best-effort',
+        'IOSchedulingPriority=7',
+        'PrivateTmp=true',
+        'ProtectHome=true',
+        'ProtectSystem=full',
+        'TimeoutStartSec=6h',
+        '',
+    ].join('\n');
+    const timer = [
+        '# Managed by metalship.',
+        '[Unit]',
+        `Description=${unitText(`metalship: daily PostgreSQL backup of ${opts.database} (${opts.app})`)}`,
+        '',
+        '[Timer]',
+        `OnCalendar=${unitText(onCalendar)}`,
+        'RandomizedDelaySec=30min',
+        'Persistent=true',
+        '',
+        '[Install]',
+        'WantedBy=timers.target',
+        '',
+    ].join('\n');
+    return { service, timer };
+}
+/**
+ * Installs the backup program, its oneshot service and timer (idempotent). Prints
+ * `changed <what>` for each thing it changed, nothing when all was in place.
+ */
+function backupInstallScript(opts) {
+    const program = backupProgram(opts);
+    const names = backupUnitNames(opts.app);
+    const units = backup_unitFiles(opts);
+    const unitDir = '/etc/systemd/system';
+    return sh_script('reload=""', paths_rootOnly(opts.backupDir), sh_sh `if [ ! -d ${opts.backupDir} ]; then mkdir -p -- ${opts.backupDir}; chmod 700 -- ${opts.backupDir}; echo ${'changed ' + opts.backupDir}; fi`, sh_sh `if [ "$(stat -c %a:%U -- ${opts.backupDir})" != 700:root ]; then chown -h root:root -- ${opts.backupDir}; chmod 700 -- ${opts.backupDir}; echo ${'changed ' + opts.backupDir + ' mode'}; fi`, sh_ensureFile(backupProgramPath(opts.app), program, {
+        mode: '755',
+        owner: 'root:root',
+        label: backupProgramPath(opts.app),
+    }), sh_ensureFile(`${unitDir}/${names.service}`, units.service, {
+        mode: '644',
+        label: names.service,
+        onChange: 'reload=1',
+    }), sh_ensureFile(`${unitDir}/${names.timer}`, units.timer, {
+        mode: '644',
+        label: names.timer,
+        onChange: 'reload=1',
+    }), 'if [ -n "$reload" ]; then systemctl daemon-reload; fi', sh_sh `if ! systemctl is-enabled --quiet ${names.timer}; then systemctl enable --quiet ${names.timer}; echo ${'changed ' + names.timer + ' enabled'}; fi`, sh_sh `if ! systemctl is-active --quiet ${names.timer}; then systemctl start ${names.timer}; echo ${'changed ' + names.timer + ' started'};`, sh_sh `elif [ -n "$reload" ]; then systemctl restart ${names.timer}; fi`);
+}
+/**
+ * Takes a backup now with the given label: the installed program, or this
+ * program run inline when it is not installed. Gives the dump's path.
+ */
+function backupNowStep(opts, label) {
+    const bad = validBackupLabel(label);
+    if (bad)
+        throw new Error(`backup: label ${JSON.stringify(label)}: ${bad}`);
+    const doc = heredoc(backupProgram(opts));
+    const prog = backupProgramPath(opts.app);
+    return step(`taking a backup of ${opts.database} (${label})`, script(sh `if [ -x ${prog} ]; then`, sh `  dump=$(${prog} ${label})`, 'else', '  inline=$(mktemp)', '  trap \'rm -f -- "$inline"\' EXIT', `  cat > "$inline" ${doc.open}`, doc.body, sh `  dump=$(bash "$inline" ${label})`, 'fi', 
+    // The program prints the path on its last line.
+    'echo "DUMP $(printf \'%s\\n\' "$dump" | tail -n 1)"'), (stdout) => {
+        const dump = keyLines(stdout).get('DUMP');
+        if (!dump)
+            throw new Error('the backup printed no dump path');
+        return dump;
+    });
+}
+/**
+ * For other actions (deploy), on the database host: a warning for the log when
+ * the backups were never proven to restore, or not for longer than maxDays (the
+ * monthly restore test stopped?); null when fine or when the host keeps no
+ * backups in backupDir.
+ */
+function restoreProofStep(backupDir, maxDays = 45) {
+    return step('reading the last restore test', script(sh `if [ ! -d ${backupDir} ]; then echo NO_BACKUPS; exit 0; fi`, sh `record=${lastVerifiedPath(backupDir)}`, 'if [ -f "$record" ]; then echo "LAST_VERIFIED $(head -c 10000 -- "$record" | tr -d \'\\n\')"; fi', 'echo "NOW $(date -u +%s)"'), (stdout) => {
+        const out = keyLines(stdout);
+        if (out.get('NO_BACKUPS') !== undefined)
+            return null;
+        const now = Number(out.get('NOW'));
+        const record = out.get('LAST_VERIFIED');
+        if (!record)
+            return 'no restore test of the backups is recorded on this host: run the backup-verify action';
+        let when = NaN;
+        try {
+            when = Date.parse(JSON.parse(record).verified ?? '') / 1000;
+        }
+        catch {
+            // unreadable record: treated as missing
+        }
+        if (Number.isNaN(when))
+            return 'the record of the last restore test is unreadable: run the backup-verify action';
+        const days = (now - when) / 86400;
+        return days > maxDays
+            ? `the backups were last proven to restore ${days.toFixed(0)} days ago: is the monthly restore test still running?`
+            : null;
+    });
+}
+
 ;// CONCATENATED MODULE: ./src/remote/provision/common.ts
 // What every provision item shares: the protocol its script speaks (lines
 // `changed <what>` and `warning <what>` on stdout; a non-zero exit is a failure,
@@ -63747,6 +64139,401 @@ function parseItemOutput(code, stdout, stderr) {
     return { status, changes, warnings, detail: [...changes, ...warnings.map((w) => `⚠ ${w}`)].join('; ') };
 }
 
+;// CONCATENATED MODULE: ./src/remote/provision/service-tls.ts
+// The certificate a redis or db host serves its app hosts with over the private
+// network: self-signed, for its private address and loopback, made on the host
+// (the key never leaves it) and trusted alone by the app hosts, which provision
+// gives a copy in the same run. No public CA names a private address, and a
+// certificate any CA could issue would be trusted for more than this host.
+
+
+
+function serviceTlsFiles(service, name) {
+    const dir = `${ETC_DIR}/${name}-tls`;
+    return { service, dir, cert: `${dir}/cert.pem`, key: `${dir}/key.pem` };
+}
+/**
+ * On an app host: the db host's certificate, the one root its DATABASE_URL
+ * trusts (`sslrootcert=`). Here, not in postgresql.ts, so that the input checks
+ * read it without the backup programs that module bundles.
+ */
+function postgresqlCaPath(app) {
+    return `${ETC_DIR}/${app}-postgresql-ca.pem`;
+}
+/** Made anew when it expires within this many days (the alert warns before, at alert-certificate-days). */
+const SERVICE_TLS_RENEW_DAYS = 30;
+const SERVICE_TLS_VALID_DAYS = 3650;
+/**
+ * On the service's host, before the items (the app hosts need its certificate
+ * in the same run): makes the certificate when missing, not for this address,
+ * or expiring within SERVICE_TLS_RENEW_DAYS (not in check mode), and prints it.
+ * One in use is replaced only when every app host is in the run (replace): one
+ * left out would keep trusting the old one alone.
+ */
+function serviceTlsStep(files, address, check, replace = true) {
+    const valid = [
+        sh_sh `[ -s ${files.key} ] && [ -s ${files.cert} ]`,
+        sh_sh `openssl x509 -noout -checkend ${SERVICE_TLS_RENEW_DAYS * 86400} -in ${files.cert} >/dev/null 2>&1`,
+        sh_sh `[[ "$(openssl x509 -noout -checkip ${address} -in ${files.cert} 2>/dev/null)" == *'does match'* ]]`,
+    ].join(' && ');
+    return step_step(`the ${files.service} TLS certificate`, sh_script(check
+        ? null
+        : sh_script(sh_sh `if ! command -v openssl >/dev/null; then echo ${`openssl is missing: the ${files.service} TLS certificate is made with it (apt-get install openssl)`} >&2; exit 1; fi`, sh_sh `if [ ! -d ${ETC_DIR} ]; then install -d -m 755 -o root -g root ${ETC_DIR}; fi`, sh_sh `if [ ! -d ${files.dir} ]; then install -d -m 750 -o root -g root ${files.dir}; fi`, `if ! { ${valid}; }${replace ? '' : sh_sh ` && [ ! -s ${files.cert} ]`}; then`, 
+        // CN is the address too: libpq before 14 matches the host against the CN alone when the SAN has no DNS name.
+        sh_sh `  (umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days ${String(SERVICE_TLS_VALID_DAYS)} -subj ${`/O=metalship ${files.service}/CN=${address}`} -addext ${'subjectAltName=IP:' + address + ',IP:127.0.0.1'} -addext 'keyUsage=critical,digitalSignature,keyCertSign' -addext 'extendedKeyUsage=serverAuth' -keyout ${files.key + '.new'} -out ${files.cert + '.new'} 2>&1) >&2`, sh_sh `  chmod 644 ${files.cert + '.new'}`, 
+        // The key keeps the group the service reads it through (set by the service's item).
+        sh_sh `  if [ -e ${files.key} ]; then chown --reference=${files.key} ${files.key + '.new'}; chmod --reference=${files.key} ${files.key + '.new'}; fi`, sh_sh `  mv -f ${files.key + '.new'} ${files.key} && mv -f ${files.cert + '.new'} ${files.cert}`, '  echo MADE', 'fi'), `if [ -s ${files.cert} ] && ! { ${valid}; }; then echo STALE; fi`, sh_sh `if [ -s ${files.cert} ]; then cat ${files.cert}; fi`), (stdout) => ({
+        certificate: /-----BEGIN CERTIFICATE-----\n[\s\S]+?\n-----END CERTIFICATE-----\n/.exec(stdout)?.[0] ?? null,
+        made: /^MADE$/m.test(stdout),
+        stale: /^STALE$/m.test(stdout),
+    }));
+}
+/**
+ * On the service's host, in its item: the service reads the key through its
+ * group. Missing files fail the item (not in check mode); a new certificate
+ * sets `$tls_made` for the item to reload or restart the service.
+ */
+function serviceTlsLines(files, group, tls) {
+    return [
+        sh_sh `if [ "$CHECK" != 1 ] && { [ ! -s ${files.cert} ] || [ ! -s ${files.key} ]; }; then echo ${`the ${files.service} TLS certificate is missing from ${files.dir}`} >&2; exit 1; fi`,
+        sh_sh `if [ -d ${files.dir} ] && [ "$(stat -c %a:%U:%G ${files.dir} ${files.key} 2>/dev/null | tr '\\n' ' ')" != ${`750:root:${group} 640:root:${group} `} ]; then ms_changed ${`${files.service} may read its TLS key`}; ms_apply chown ${'root:' + group} ${files.dir} ${files.key}; ms_apply chmod 750 ${files.dir}; ms_apply chmod 640 ${files.key}; fi`,
+        tls?.made ? 'ms_changed "TLS certificate made"; tls_made=1' : 'tls_made=0',
+        tls?.stale
+            ? sh_sh `ms_warn ${`the TLS certificate expires within ${SERVICE_TLS_RENEW_DAYS} days or is not for this address: provision with every app host in the run to replace it (one left out would keep trusting the old one)`}`
+            : null,
+    ]
+        .filter((l) => l !== null)
+        .join('\n');
+}
+/**
+ * On an app host whose service is on a host of its own: that host's
+ * certificate at `path`, the one CA its URL trusts. Unknown (the host is not in
+ * this run, or check mode before it has one): the file is left as it is.
+ */
+function serviceCaLines(files, path, where, tls) {
+    return [
+        ensureEtcDir(),
+        tls?.certificate
+            ? [
+                textVar('pem', tls.certificate),
+                sh_sh `ms_file ${path} 644 root:root ${`the certificate of ${where} (${files.service} TLS)`} < <(printf '%s\\n' "$pem")`,
+            ].join('\n')
+            : sh_sh `if [ ! -s ${path} ]; then ms_warn ${`the certificate of ${where} is unknown (not in this run, or made by its first run): provision with it to write ${path}`}; fi`,
+    ].join('\n');
+}
+
+;// CONCATENATED MODULE: ./src/remote/provision/postgresql.ts
+// PostgreSQL: the app's role and database, pg_hba rules for local access (and
+// SSL-only remote access for the app hosts when this is the db host, and for
+// networks given), and the daily backups of the backup module (pg_dump -Fc plus
+// a manifest, kept for a number of days). An app host whose database is on a db
+// host gets the client alone (the pre-migration backup's pg_dump).
+
+
+
+
+
+
+
+/**
+ * The db host's TLS certificate and key (see service-tls.ts), which PostgreSQL
+ * serves the app hosts with instead of Debian's snakeoil one: the app hosts
+ * trust it alone (sslmode=verify-full), so a machine in the middle on the
+ * private network cannot stand in for the database.
+ */
+const POSTGRESQL_TLS_FILES = serviceTlsFiles('PostgreSQL', 'postgresql');
+
+/** The db host's certificate, made before the items (see serviceTlsStep). */
+function postgresqlTlsStep(address, check, replace = true) {
+    return serviceTlsStep(POSTGRESQL_TLS_FILES, address, check, replace);
+}
+/** Who may connect over the network (SSL only): each app host's address, when this is the db host, and db-remote-cidrs. */
+function remoteNetworks(settings) {
+    const hosts = settings.serves.db
+        ? settings.topology.appAddresses.map((a) => ((0,external_node_net_.isIP)(a) === 6 ? `${a}/128` : `${a}/32`))
+        : [];
+    return [...hosts, ...settings.postgresql.remoteCidrs];
+}
+/**
+ * listen_addresses: every address for db-remote-cidrs (as before), the private
+ * address and loopback on a db host, loopback alone (the packaged default) otherwise.
+ */
+function listenAddresses(settings) {
+    if (settings.postgresql.remoteCidrs.length)
+        return '*';
+    if (settings.serves.db && settings.topology.db)
+        return `localhost,${settings.topology.db.address}`;
+    return null;
+}
+function postgresqlClientItem(settings) {
+    const path = postgresqlCaPath(settings.layout.app);
+    const where = settings.topology.db.label;
+    return {
+        name: 'postgresql',
+        script: itemScript(settings.check, sh_sh `echo ${`note on ${where} (roles=db), over TLS: DATABASE_URL=postgresql://…?sslmode=verify-full&sslrootcert=${path}`}`, 
+        // Any client the distribution has will do (the server's packages bring one along).
+        'if ! command -v pg_dump >/dev/null; then ms_install postgresql-client; fi', 
+        // The db host's certificate, the one root DATABASE_URL trusts.
+        serviceCaLines(POSTGRESQL_TLS_FILES, path, where, settings.postgresql.tls)),
+    };
+}
+/** The app's roles pg_hba lets in: the owner, the login role and, while rotating, the previous one. */
+function appRoles(settings) {
+    const pg = settings.postgresql;
+    return [...new Set([pg.user, pg.loginUser, pg.previousUser].filter(Boolean))];
+}
+function hbaBlock(settings) {
+    const pg = settings.postgresql;
+    const db = hbaName(pg.database);
+    return [
+        `# BEGIN metalship ${settings.layout.app}`,
+        ...appRoles(settings).flatMap((role) => {
+            const user = hbaName(role);
+            return [
+                `host    ${db} ${user} 127.0.0.1/32 scram-sha-256`,
+                `host    ${db} ${user} ::1/128 scram-sha-256`,
+                ...remoteNetworks(settings).map((c) => `hostssl ${db} ${user} ${hbaAddress(c)} scram-sha-256`),
+            ];
+        }),
+        `# END metalship ${settings.layout.app}`,
+    ].join('\n');
+}
+/**
+ * The comments that mark the roles provision manages the passwords of, naming
+ * the app: a rotation takes passwords away only from this app's roles, and a
+ * second app naming one of them is refused.
+ */
+function loginRoleMarker(app, owner) {
+    return `metalship login role of app ${app} for ${owner}`;
+}
+function ownerRoleMarker(app) {
+    return `metalship owner role of app ${app}`;
+}
+/**
+ * The owner is a plain role: the app (and a login role acting as it) must
+ * never hold a superuser's or a role maker's powers, whatever role db-user names.
+ */
+function plainOwnerCheck() {
+    return [
+        `priv=$(echo "select string_agg(p, ', ') from pg_roles, unnest(array[case when rolsuper then 'superuser' end, case when rolcreaterole then 'createrole' end, case when rolreplication then 'replication' end, case when rolbypassrls then 'bypassrls' end]) p where rolname = :'u'" | q)`,
+        'if [ -n "$priv" ]; then',
+        '  echo "db-user $u is a privileged role ($priv): the app\'s owner must be a plain role, so choose another db-user. Nothing was changed." >&2',
+        '  exit 1',
+        'fi',
+    ].join('\n');
+}
+/**
+ * Decides, before any change, what happens to the passwords of the app's roles:
+ * the login role's is set when db-password does not log in yet, the previous
+ * role's is kept, every other app role's is removed. Refuses when a serving
+ * unit would fail its next connection, or when a role named is not the app's.
+ * Leaves setpw (1 or 0) and remove (an array of role names) for the changes.
+ */
+function passwordDecision(settings) {
+    const pg = settings.postgresql;
+    const other = pg.loginUser === pg.user ? `${pg.user}_b` : pg.user;
+    const unread = unreadNote(settings.elsewhere);
+    return [
+        // The password is right when it logs in; it goes to psql on stdin, never on a command line.
+        'pgpass=$(mktemp); chmod 600 "$pgpass"; trap \'rm -f "$pgpass"\' EXIT',
+        sh_sh `printf '%s\\n' ${'127.0.0.1:*:' + pg.database + ':' + pg.loginUser + ':' + pg.password.replace(/\\/g, '\\\\').replace(/:/g, '\\:')} > "$pgpass"`,
+        'setpw=0',
+        sh_sh `if ! PGPASSFILE="$pgpass" psql -XAtq -w -h 127.0.0.1 -U ${pg.loginUser} -d ${pg.database} -c 'select 1' >/dev/null 2>&1; then setpw=1; fi`,
+        // One line per role named or marked for the app: name, has a password, whose it is
+        // (this app's owner or login role, another app's, or nobody's).
+        `roles=$(echo "select rolname || ' ' || (rolpassword is not null) || ' ' || case when d = :'marker' then 'login' when d = :'owner_marker' then 'owner' when d is null then 'none' else coalesce('app:' || substring(d from '^metalship (?:owner|login) role of app (\\S+)'), 'other') end from pg_authid, shobj_description(oid, 'pg_authid') d where rolname in (:'u', :'l', :'p') or d = :'marker'" | q)`,
+        unread ? 'remove=(); previous_pw=0; login_pw=0' : 'remove=(); previous_pw=0',
+        'while read -r name haspw whose; do',
+        '  [ -n "$name" ] || continue',
+        '  if [ "$name" = "$u" ]; then input="db-user"; elif [ "$name" = "$l" ]; then input="db-login-user"; else input="db-previous-user"; fi',
+        // Two apps on one role would each take the other's passwords away on a rotation.
+        '  if [[ "$whose" == app:* ]]; then',
+        "    echo \"Input '$input' names role $name, whose passwords provision manages for the app ${whose#app:}: two apps sharing a role would take each other's passwords away, so choose another $input for $app. Nothing was changed.\" >&2",
+        '    exit 1',
+        '  fi',
+        '  if [ "$name" != "$u" ] && [ "$whose" != login ]; then',
+        // Else provision could grant the owner to, and set a password on, a role it did not make.
+        '    echo "Input \'$input\' names role $name, which exists and is not a login role of $app: choose another name. Nothing was changed." >&2',
+        '    exit 1',
+        '  fi',
+        '  if [ "$name" = "$u" ]; then owner_whose=$whose; fi',
+        '  if [ "$name" = "$p" ] && [ "$haspw" = true ]; then previous_pw=1; fi',
+        unread ? '  if [ "$name" = "$l" ] && [ "$haspw" = true ]; then login_pw=1; fi' : null,
+        '  if [ "$haspw" = true ] && [ "$name" != "$l" ] && [ "$name" != "$p" ]; then remove+=("$name"); fi',
+        'done <<<"$roles"',
+        'if [ -n "$p" ]; then',
+        '  if [ "$previous_pw" = 1 ]; then ms_warn "rotation under way: $p still accepted"; else ms_warn "db-previous-user $p has no password: nothing logs in with it"; fi',
+        'fi',
+        // A running service that logs in with a password this run changes or removes would fail its next connection.
+        unread
+            ? [
+                // Adding a password to a role without one takes nothing away; changing or removing one may.
+                'if { [ "$setpw" = 1 ] && [ "$login_pw" = 1 ]; } || [ "${#remove[@]}" != 0 ]; then',
+                sh_sh `  echo ${unread + ': changing or removing a password they may log in with needs them in the run. Nothing was changed.'} >&2`,
+                '  exit 1',
+                'fi',
+            ].join('\n')
+            : null,
+        // The app hosts' logins come with the hash of db-password or `-`: no other password's hash reaches this host.
+        inUseLines(settings, 'DATABASE_URL', (h) => (h === passwordHash(pg.password) ? h : '-')),
+        'while read -r var user hash unit; do',
+        '  [ "$var" = DATABASE_URL ] || continue',
+        sh_sh `  if [ "$setpw" = 1 ] && [ "$user" = "$l" ] && [ "$hash" != ${passwordHash(pg.password)} ]; then`,
+        sh_sh `    echo "$unit logs in to PostgreSQL as $l with another password: changing it would fail its next connection. Rotate with no failed request: provision with db-login-user: ${other}, the new db-password, db-previous-user: $l and the new DATABASE_URL (user ${other}) in env; deploy; provision again without db-previous-user. Nothing was changed." >&2`,
+        '    exit 1',
+        '  fi',
+        '  for r in "${remove[@]}"; do',
+        '    if [ "$user" = "$r" ]; then',
+        '      echo "$unit logs in to PostgreSQL as $r, whose password this run takes away (db-previous-user is not $r): it would fail its next connection. Deploy the app with DATABASE_URL as $l first, or keep db-previous-user: $r. Nothing was changed." >&2',
+        '      exit 1',
+        '    fi',
+        '  done',
+        'done < <(in_use)',
+    ]
+        .filter((l) => l !== null)
+        .join('\n');
+}
+/** The login role, when it is not the owner: a member of the owner whose sessions start as the owner. */
+function loginRoleScript() {
+    return [
+        `if [ -z "$(echo "select 1 from pg_roles where rolname = :'l'" | q)" ]; then`,
+        '  ms_changed "login role $l created"',
+        `  if [ "$CHECK" != 1 ]; then echo 'create role :"l" login inherit nosuperuser nocreatedb nocreaterole noreplication nobypassrls password null' | q; fi`,
+        'fi',
+        `if [ -z "$(echo "select 1 from pg_roles where rolname = :'l' and shobj_description(oid, 'pg_authid') = :'marker'" | q)" ]; then`,
+        '  ms_changed "role $l marked as a login role of $u"',
+        sh_sh `  if [ "$CHECK" != 1 ]; then echo ${`comment on role :"l" is :'marker'`} | q; fi`,
+        'fi',
+        `if [ -z "$(echo "select 1 from pg_auth_members m join pg_roles g on g.oid = m.roleid join pg_roles r on r.oid = m.member where g.rolname = :'u' and r.rolname = :'l'" | q)" ]; then`,
+        '  ms_changed "role $l made a member of $u"',
+        `  if [ "$CHECK" != 1 ]; then echo 'grant :"u" to :"l"' | q; fi`,
+        'fi',
+        // Role-wide (not IN DATABASE): pg_dumpall --globals-only keeps it with the membership.
+        `if [ -z "$(echo "select 1 from pg_db_role_setting s join pg_roles r on r.oid = s.setrole where r.rolname = :'l' and s.setdatabase = 0 and 'role=' || :'u' = any(s.setconfig)" | q)" ]; then`,
+        '  ms_changed "sessions of $l start as $u (SET ROLE)"',
+        sh_sh `  if [ "$CHECK" != 1 ]; then echo ${`alter role :"l" set role = :'u'`} | q; fi`,
+        'fi',
+    ].join('\n');
+}
+/** Sets the login role's password when it does not log in yet, and removes the passwords decided on. */
+function passwordChanges(settings) {
+    const pg = settings.postgresql;
+    return [
+        'if [ "$setpw" = 1 ]; then',
+        '  ms_changed "password of role $l set"',
+        // printf is a builtin: the password is never on a command line. Stored as
+        // SCRAM whatever the server's default (md5 before PostgreSQL 14): the
+        // app's pg_hba rules accept only scram-sha-256.
+        sh_sh `  if [ "$CHECK" != 1 ]; then printf '%s\\n' ${"set password_encryption = 'scram-sha-256';"} ${`alter role :"l" password '${pg.password.replace(/'/g, "''")}'`} | q; fi`,
+        'fi',
+        'for r in "${remove[@]}"; do',
+        // The role keeps LOGIN: the app user's peer login over the socket still works.
+        '  ms_changed "password of role $r removed"',
+        `  if [ "$CHECK" != 1 ]; then echo 'alter role :"r" password null' | q -v r="$r"; fi`,
+        // Authentication happens at connection start only: open sessions live on.
+        `  read -r n from <<<"$(echo "select count(*) || ' ' || coalesce(string_agg(distinct coalesce(host(client_addr), 'local'), ','), '') from pg_stat_activity where usename = :'r'" | q -v r="$r")"`,
+        '  if [ "${n:-0}" != 0 ]; then ms_warn "$n sessions are still connected as $r (from $from): they keep working, but a new connection as $r fails from now on"; fi',
+        'done',
+        // ALTER OWNER takes ACCESS EXCLUSIVE locks under load: named, not done.
+        `drift=$(echo "select count(*) from pg_class where relowner in (select oid from pg_roles where shobj_description(oid, 'pg_authid') = :'marker')" | q -d "$db" 2>/dev/null || true)`,
+        'if [ "${drift:-0}" != 0 ]; then ms_warn "$drift objects are owned by a login role, not $u (a session left SET ROLE): run REASSIGN OWNED BY <role> TO $u"; fi',
+    ].join('\n');
+}
+const PSQL = 'runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1';
+/**
+ * Remote clients: listen_addresses (a restart) and SSL on; on a db host with
+ * the certificate of POSTGRESQL_TLS_FILES (a reload: PostgreSQL reloads its SSL
+ * files on SIGHUP since 10, and keeps the old ones if the new fail to load).
+ */
+function pgServerSsl(listen, own) {
+    const want = own
+        ? [
+            ['listen_addresses', listen],
+            ['ssl', 'on'],
+            ['ssl_cert_file', POSTGRESQL_TLS_FILES.cert],
+            ['ssl_key_file', POSTGRESQL_TLS_FILES.key],
+        ]
+        : [
+            ['listen_addresses', listen],
+            // Debian's cluster has the snakeoil certificate of ssl-cert configured.
+            ['ssl', 'on'],
+        ];
+    const differs = want.map(([name, value]) => `[ "$(${PSQL} -c ${quote('show ' + name)})" != ${quote(value)} ]`);
+    return [
+        'pg_restart=0',
+        `if [ "$(${PSQL} -c 'show listen_addresses')" != ${quote(listen)} ]; then pg_restart=1; fi`,
+        `if [ "$pg_restart" = 1 ] || ${differs.join(' || ')}${own ? ' || [ "$tls_made" = 1 ]' : ''}; then`,
+        sh_sh `  ms_changed ${`listening on ${listen} for remote clients, SSL on${own ? " with this host's own certificate" : ''}`}`,
+        '  if [ "$CHECK" != 1 ]; then',
+        `    printf '%s\\n' ${want.map(([name, value]) => quote(`alter system set ${name} = '${value}';`)).join(' ')} | q`,
+        sh_sh `    if [ "$pg_restart" = 1 ]; then systemctl restart postgresql; else echo 'select pg_reload_conf()' | q >/dev/null; fi`,
+        '  fi',
+        'fi',
+    ].join('\n');
+}
+/**
+ * The item's variables, `q` (psql as postgres with them) and every refusal,
+ * read-only: the item runs them first, and the run's pre-check on every host
+ * before any item changes anything (see Item.precheck).
+ */
+function decisionLines(settings) {
+    const pg = settings.postgresql;
+    const app = settings.layout.app;
+    return [
+        sh_sh `u=${pg.user} l=${pg.loginUser} p=${pg.previousUser} db=${pg.database} app=${app} marker=${loginRoleMarker(app, pg.user)} owner_marker=${ownerRoleMarker(app)}`,
+        `# shellcheck disable=SC2120 # arguments are optional: most calls feed it stdin only\nq() { ${PSQL} -v u="$u" -v l="$l" -v p="$p" -v db="$db" -v marker="$marker" -v owner_marker="$owner_marker" "$@"; }`,
+        plainOwnerCheck(),
+        pg.password ? passwordDecision(settings) : '',
+    ];
+}
+/** The owner is marked as this app's (when it carries no comment): another app naming it is then refused. */
+function ownerClaimScript() {
+    return [
+        'if [ "${owner_whose:-none}" = none ]; then',
+        '  ms_changed "role $u marked as the owner role of $app"',
+        sh_sh `  if [ "$CHECK" != 1 ]; then echo ${`comment on role :"u" is :'owner_marker'`} | q; fi`,
+        'fi',
+    ].join('\n');
+}
+function postgresqlItem(settings) {
+    const pg = settings.postgresql;
+    const backup = {
+        app: settings.layout.app,
+        database: pg.database,
+        backupDir: pg.backupDir,
+        retentionDays: pg.keepDays,
+    };
+    const units = backupUnitNames(settings.layout.app);
+    const psql = PSQL;
+    const listen = listenAddresses(settings);
+    // A db host serves its own certificate; db-remote-cidrs alone keeps the cluster's (snakeoil on Debian).
+    const own = settings.serves.db && !!settings.topology.db;
+    return {
+        name: 'postgresql',
+        // Nothing to refuse where PostgreSQL is not installed: no role exists yet. One
+        // installed but stopped has roles the run could only judge after starting it.
+        precheck: [
+            `if ${PSQL} -c 'select 1' >/dev/null 2>&1; then`,
+            ...decisionLines(settings),
+            'elif command -v pg_lsclusters >/dev/null 2>&1 && clusters=$(pg_lsclusters -h 2>/dev/null) && [ -n "$clusters" ]; then',
+            String.raw `  echo "PostgreSQL is installed on this host but does not answer ($(head -n 3 <<< "$clusters" | tr '\n' ';')). Its roles decide what provision may change, so start it first ($(awk '$4 != "online" { printf "%sunmask and start postgresql@%s-%s.service, or pg_ctlcluster %s %s start", sep, $1, $2, $1, $2; sep = "; " }' <<< "$clusters")) and run provision again. Nothing was changed." >&2`,
+            '  exit 1',
+            'fi',
+        ].join('\n'),
+        script: itemScript(settings.check, 'ms_install postgresql', 'if ! systemctl is-active --quiet postgresql; then ms_changed "postgresql started"; ms_apply systemctl enable --now --quiet postgresql; fi', 
+        // Clusters take a moment to accept connections after a start.
+        `for _ in $(seq 1 30); do ${psql} -c 'select 1' >/dev/null 2>&1 && break; sleep 1; done`, 
+        // Every refusal is decided before the first change.
+        ...decisionLines(settings), sh_sh `if [ -z "$(echo "select 1 from pg_roles where rolname = :'u'" | q)" ]; then ms_changed ${'role ' + pg.user + ' created'}; if [ "$CHECK" != 1 ]; then echo 'create role :"u" login' | q; fi; fi`, sh_sh `if [ -z "$(echo "select 1 from pg_database where datname = :'db'" | q)" ]; then ms_changed ${'database ' + pg.database + ' created'}; if [ "$CHECK" != 1 ]; then echo 'create database :"db" owner :"u"' | q; fi; fi`, pg.password ? ownerClaimScript() : null, pg.password && pg.loginUser !== pg.user ? loginRoleScript() : null, pg.password ? passwordChanges(settings) : null, `hba=$(${psql} -c 'show hba_file')`, sh_sh `block=$(cat <<'MS_HBA_EOF'`, hbaBlock(settings), 'MS_HBA_EOF', ')', 
+        // Our rules first (pg_hba: the first matching line wins); the rest as it was.
+        sh_sh `new=$( { printf '%s\\n' "$block"; awk -v b=${'# BEGIN metalship ' + settings.layout.app} -v e=${'# END metalship ' + settings.layout.app} '$0 == b { skip = 1; next } $0 == e { skip = 0; next } !skip' "$hba"; } )`, 'if [ "$new" != "$(cat "$hba")" ]; then', '  ms_changed "pg_hba rules for the app"', '  if [ "$CHECK" != 1 ]; then printf "%s\\n" "$new" > "$hba.metalship-new"; chown --reference="$hba" "$hba.metalship-new"; chmod --reference="$hba" "$hba.metalship-new"; mv -f "$hba.metalship-new" "$hba"; echo "select pg_reload_conf()" | q >/dev/null; fi', 'fi', 
+        // The cluster's settings are readable by the server's account only (the
+        // packages leave postgresql.conf, start.conf and pg_ctl.conf world-readable;
+        // lynis 3.1+ warns of it as DBS-1828).
+        `conf_dir=$(dirname "$(${psql} -c 'show config_file')")`, 'open_confs=$(find "$conf_dir" -maxdepth 1 -name "*.conf" -perm /o=rwx -printf "%f " | sed "s/ $//")', 'if [ -n "$open_confs" ]; then ms_changed "PostgreSQL configuration files no longer world-readable: $open_confs"; ms_apply find "$conf_dir" -maxdepth 1 -name "*.conf" -perm /o=rwx -exec chmod o-rwx {} +; fi', own ? serviceTlsLines(POSTGRESQL_TLS_FILES, 'postgres', pg.tls) : null, listen ? pgServerSsl(listen, own) : null, 'if [ "$CHECK" = 1 ]; then', sh_sh `  prog=$(mktemp); cat > "$prog" <<'MS_PROG_EOF'`, backupProgram(backup).replace(/\n$/, ''), 'MS_PROG_EOF', sh_sh `  if ! cmp -s "$prog" ${backupProgramPath(settings.layout.app)}; then ms_changed "backup program differs or is missing"; fi; rm -f "$prog"`, sh_sh `  if ! systemctl is-enabled --quiet ${units.timer} 2>/dev/null; then ms_changed ${'backup timer ' + units.timer + ' not enabled'}; fi`, 'else', backupInstallScript({ ...backup, onCalendar: pg.schedule }), 'fi'),
+    };
+}
+
 ;// CONCATENATED MODULE: ./src/remote/provision/redis.ts
 // Redis: loopback only, the default user off, an ACL user for the app that may
 // not run dangerous commands (ACLs, not the deprecated rename-command),
@@ -63785,58 +64572,28 @@ function recordRedisApp(app) {
     return sh_sh `if [ -z "$redis_app" ] && [ "$CHECK" != 1 ]; then printf '%s\n' ${app} > ${REDIS_APP}.new && mv -f ${REDIS_APP}.new ${REDIS_APP}; fi`;
 }
 /**
- * The redis host's TLS certificate and key: self-signed, for its private
- * address and loopback. Root's directory; Redis reads the key through its
- * group (set by the redis item, once the package has made that group).
+ * The redis host's TLS certificate and key (see service-tls.ts). Redis reads
+ * the key through its group (set by the redis item, once the package has made that group).
  */
-const REDIS_TLS_DIR = `${ETC_DIR}/redis-tls`;
-const REDIS_TLS_CERT = `${REDIS_TLS_DIR}/cert.pem`;
-const REDIS_TLS_KEY = `${REDIS_TLS_DIR}/key.pem`;
-/** Made anew when it expires within this many days (the alert warns before, at alert-certificate-days). */
-const REDIS_TLS_RENEW_DAYS = 30;
-const REDIS_TLS_VALID_DAYS = 3650;
+const REDIS_TLS_FILES = serviceTlsFiles('Redis', 'redis');
+const REDIS_TLS_DIR = REDIS_TLS_FILES.dir;
+const REDIS_TLS_CERT = REDIS_TLS_FILES.cert;
+const REDIS_TLS_KEY = REDIS_TLS_FILES.key;
 /** On an app host: the redis host's certificate, the one CA its REDIS_URL trusts (`?ssl_ca_certs=`). */
 function redisCaPath(app) {
     return `${ETC_DIR}/${app}-redis-ca.pem`;
 }
-/**
- * On the redis host, before the items (the app hosts need its certificate in
- * the same run): makes the certificate when missing, not for this address, or
- * expiring within REDIS_TLS_RENEW_DAYS (not in check mode), and prints it.
- * One in use is replaced only when every app host is in the run (replace):
- * one left out would keep trusting the old one alone. The key never leaves the host.
- */
+/** The redis host's certificate, made before the items (see serviceTlsStep). */
 function redisTlsStep(address, check, replace = true) {
-    const valid = [
-        sh_sh `[ -s ${REDIS_TLS_KEY} ] && [ -s ${REDIS_TLS_CERT} ]`,
-        sh_sh `openssl x509 -noout -checkend ${REDIS_TLS_RENEW_DAYS * 86400} -in ${REDIS_TLS_CERT} >/dev/null 2>&1`,
-        sh_sh `[[ "$(openssl x509 -noout -checkip ${address} -in ${REDIS_TLS_CERT} 2>/dev/null)" == *'does match'* ]]`,
-    ].join(' && ');
-    return step_step('the Redis TLS certificate', sh_script(check
-        ? null
-        : sh_script(sh_sh `if ! command -v openssl >/dev/null; then echo 'openssl is missing: the Redis TLS certificate is made with it (apt-get install openssl)' >&2; exit 1; fi`, sh_sh `if [ ! -d ${ETC_DIR} ]; then install -d -m 755 -o root -g root ${ETC_DIR}; fi`, sh_sh `if [ ! -d ${REDIS_TLS_DIR} ]; then install -d -m 750 -o root -g root ${REDIS_TLS_DIR}; fi`, `if ! { ${valid}; }${replace ? '' : sh_sh ` && [ ! -s ${REDIS_TLS_CERT} ]`}; then`, sh_sh `  (umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days ${String(REDIS_TLS_VALID_DAYS)} -subj ${'/CN=metalship Redis ' + address} -addext ${'subjectAltName=IP:' + address + ',IP:127.0.0.1'} -addext 'keyUsage=critical,digitalSignature,keyCertSign' -addext 'extendedKeyUsage=serverAuth' -keyout ${REDIS_TLS_KEY + '.new'} -out ${REDIS_TLS_CERT + '.new'} 2>&1) >&2`, sh_sh `  chmod 644 ${REDIS_TLS_CERT + '.new'}`, sh_sh `  mv -f ${REDIS_TLS_KEY + '.new'} ${REDIS_TLS_KEY} && mv -f ${REDIS_TLS_CERT + '.new'} ${REDIS_TLS_CERT}`, '  echo MADE', 'fi'), `if [ -s ${REDIS_TLS_CERT} ] && ! { ${valid}; }; then echo STALE; fi`, sh_sh `if [ -s ${REDIS_TLS_CERT} ]; then cat ${REDIS_TLS_CERT}; fi`), (stdout) => ({
-        certificate: /-----BEGIN CERTIFICATE-----\n[\s\S]+?\n-----END CERTIFICATE-----\n/.exec(stdout)?.[0] ?? null,
-        made: /^MADE$/m.test(stdout),
-        stale: /^STALE$/m.test(stdout),
-    }));
+    return serviceTlsStep(REDIS_TLS_FILES, address, check, replace);
 }
-/**
- * On an app host whose Redis is on a redis host: that host's certificate in
- * redisCaPath, the CA of its REDIS_URL. Unknown (the redis host is not in this
- * run, or check mode before it has one): the file is left as it is.
- */
+/** On an app host whose Redis is on a redis host: that host's certificate in redisCaPath, the CA of its REDIS_URL. */
 function redisCaItem(settings) {
     const path = redisCaPath(settings.layout.app);
-    const pem = settings.redis.tls?.certificate;
     const where = settings.topology.redis.label;
     return {
         name: 'redis',
-        script: itemScript(settings.check, sh_sh `echo ${`note on ${where} (roles=redis), over TLS: REDIS_URL=rediss://…?ssl_ca_certs=${path}`}`, ensureEtcDir(), pem
-            ? [
-                textVar('pem', pem),
-                sh_sh `ms_file ${path} 644 root:root ${`the certificate of ${where} (Redis TLS)`} < <(printf '%s\\n' "$pem")`,
-            ].join('\n')
-            : sh_sh `if [ ! -s ${path} ]; then ms_warn ${`the certificate of ${where} is unknown (not in this run, or made by its first run): provision with it to write ${path}`}; fi`),
+        script: itemScript(settings.check, sh_sh `echo ${`note on ${where} (roles=redis), over TLS: REDIS_URL=rediss://…?ssl_ca_certs=${path}`}`, serviceCaLines(REDIS_TLS_FILES, path, where, settings.redis.tls)),
     };
 }
 /**
@@ -63928,15 +64685,9 @@ function redisTlsLines(tls) {
         'case "$(ldd "$(command -v redis-server)" 2>/dev/null)" in *libssl*) ;; *)',
         '  echo "redis-server $redis_version was built without TLS: a redis host (roles=redis) serves the app hosts over TLS only. Nothing was changed." >&2; exit 1;;',
         'esac',
-        sh_sh `if [ "$CHECK" != 1 ] && { [ ! -s ${REDIS_TLS_CERT} ] || [ ! -s ${REDIS_TLS_KEY} ]; }; then echo ${'the Redis TLS certificate is missing from ' + REDIS_TLS_DIR} >&2; exit 1; fi`,
-        sh_sh `if [ -d ${REDIS_TLS_DIR} ] && [ "$(stat -c %a:%U:%G ${REDIS_TLS_DIR} ${REDIS_TLS_KEY} 2>/dev/null | tr '\\n' ' ')" != '750:root:redis 640:root:redis ' ]; then ms_changed "Redis may read its TLS key"; ms_apply chown root:redis ${REDIS_TLS_DIR} ${REDIS_TLS_KEY}; ms_apply chmod 750 ${REDIS_TLS_DIR}; ms_apply chmod 640 ${REDIS_TLS_KEY}; fi`,
-        tls?.made ? 'ms_changed "TLS certificate made"; restart=1' : null,
-        tls?.stale
-            ? sh_sh `ms_warn ${`the TLS certificate expires within ${REDIS_TLS_RENEW_DAYS} days or is not for this address: provision with every app host in the run to replace it (one left out would keep trusting the old one)`}`
-            : null,
-    ]
-        .filter((l) => l !== null)
-        .join('\n');
+        serviceTlsLines(REDIS_TLS_FILES, 'redis', tls),
+        'if [ "$tls_made" = 1 ]; then restart=1; fi',
+    ].join('\n');
 }
 function redisItem(settings) {
     const redis = settings.redis;
@@ -63972,71 +64723,6 @@ function redisItem(settings) {
         `  for _ in $(seq 1 20); do ${cli} ping >/dev/null 2>&1 && break; sleep 0.5; done`, sh_sh `  if [ "$(REDISCLI_AUTH=${redis.password} ${sh_raw(cli)} --no-auth-warning --user ${redis.user} ping 2>&1)" != PONG ]; then echo "the app's Redis user cannot log in after the change" >&2; exit 1; fi`, `  case "$(${cli} ping 2>&1)" in *NOAUTH*|*NOPERM*|*WRONGPASS*|*"authentication"*) ;; *) echo "Redis still answers unauthenticated clients" >&2; exit 1;; esac`, 'fi'),
     };
 }
-
-;// CONCATENATED MODULE: ./src/remote/paths.ts
-// Paths root acts on. Root writes, chowns or deletes below a path only when no
-// other user can swap a directory on the way there (a symlink planted by the
-// app user would otherwise redirect root anywhere).
-
-/**
- * Defines `ms_root_only PATH...`: fails, naming the culprit, unless every
- * existing directory on the way to each PATH is root's and writable by root
- * alone: as written (each directory that holds a component, links included:
- * its owner could re-point them), as resolved, and through every link on the
- * way, whose own target is walked as written too (a hop through another
- * user's directory is caught). Missing components are fine: root creates them.
- * One readlink and one stat for all of them (plus a readlink per link met):
- * a process per directory made this the slowest part of a deploy's first step.
- */
-const ROOT_ONLY_FUNCTION = [
-    'ms_root_only() {',
-    '  [ "$#" -gt 0 ] || return 0',
-    '  local path dir part rest owner mode target k i=0 hops=0 ro_stats',
-    '  local -a ro_resolved=() ro_paths=() ro_names=() ro_dirs=() ro_of=()',
-    // NUL-separated: a resolved path holding a newline cannot stand in for another.
-    '  mapfile -d "" -t ro_resolved < <(readlink -zm -- "$@")',
-    '  if [ "${#ro_resolved[@]}" != "$#" ]; then echo "could not resolve $*" >&2; return 1; fi',
-    '  ro_paths=("$@" "${ro_resolved[@]}")',
-    '  ro_names=("$@" "$@")',
-    // The list grows while it is walked: each link met adds its target.
-    '  for ((k = 0; k < ${#ro_paths[@]}; k++)); do',
-    '    path=${ro_paths[$k]}',
-    '    dir=/',
-    '    rest=${path#/}',
-    '    while [ -e "$dir" ]; do',
-    '      ro_dirs+=("$dir")',
-    '      ro_of+=("${ro_names[$k]}")',
-    '      if [ -L "$dir" ]; then',
-    '        hops=$((hops + 1))',
-    '        if [ "$hops" -gt 40 ]; then echo "too many links on the way to ${ro_names[$k]}" >&2; return 1; fi',
-    '        target=$(readlink -- "$dir")',
-    '        case "$target" in /*) ;; *) target=${dir%/*}/$target ;; esac',
-    '        ro_paths+=("$target")',
-    '        ro_names+=("${ro_names[$k]}")',
-    '      fi',
-    '      [ -n "$rest" ] || break',
-    '      part=${rest%%/*}',
-    '      rest=${rest#"$part"}',
-    '      rest=${rest#/}',
-    '      dir=${dir%/}/$part',
-    '    done',
-    '  done',
-    '  ro_stats=$(stat -L -c "%u %a" -- "${ro_dirs[@]}") || return 1',
-    '  while read -r owner mode; do',
-    '    if [ "$owner" != 0 ] || [ $(( 8#$mode & 8#022 )) != 0 ]; then',
-    '      echo "${ro_dirs[$i]} is owned by uid $owner with mode $mode: ${ro_of[$i]} must be owned by root and writable by root alone, or another user could redirect what root does there" >&2',
-    '      return 1',
-    '    fi',
-    '    i=$((i + 1))',
-    '  done <<<"$ro_stats"',
-    '}',
-].join('\n');
-/** Script lines that fail unless each path is safe for root to act below (see ROOT_ONLY_FUNCTION). */
-function paths_rootOnly(...paths) {
-    return [ROOT_ONLY_FUNCTION, sh_sh `ms_root_only ${paths}`].join('\n');
-}
-/** The state directory's mode, one everywhere: the lock, the history and the serving slot are root's. */
-const paths_STATE_MODE = '700';
 
 ;// CONCATENATED MODULE: ./src/remote/session.ts
 // What runs around every script on a host: the wrapper that makes bash read the
@@ -76529,7 +77215,7 @@ const ZodCustom = /*@__PURE__*/ $constructor("ZodCustom", (inst, def) => {
     inst._zod.processJSONSchema = (ctx, json, params) => customProcessor(inst, ctx, json, params);
 });
 // custom checks
-function check(fn) {
+function schemas_check(fn) {
     const ch = new core.$ZodCheck({
         check: "custom",
         // ...util.normalizeParams(params),
@@ -78296,130 +78982,6 @@ async function revertRollout(hosts, rollout, settings, log) {
     return revertHosts(hosts, rollout.results.filter((r) => r.switched), settings, log);
 }
 
-;// CONCATENATED MODULE: ./src/remote/offsite.ts
-// Backups that leave the host: after each daily backup the database's host
-// pushes the dump and its manifest to the backup host (roles=backup) over SSH,
-// with a key of its own (root's) that the backup host accepts for one thing
-// only: `restrict,command=` runs the receiver (src/remote/sh/backup-receive.sh)
-// as an unprivileged user, which adds a new copy after checking it against its
-// manifest, never replaces, reads or deletes one on request, and prunes its own
-// copies by age. The pusher (src/remote/sh/backup-push.sh) trusts only the
-// backup host's key as provision read it over the runner's pinned connection.
-
-
-
-
-/** The receiving user on the backup host: no password, its one key line per pusher runs the receiver. */
-const RECEIVER_USER = 'metalship-backup';
-const RECEIVER_HOME = '/var/lib/metalship-backup';
-const RECEIVER_AUTHORIZED_KEYS = `${RECEIVER_HOME}/.ssh/authorized_keys`;
-/** How the receiver ends when it refuses: told apart by these, never by the message. */
-const RECEIVE_EXIT = {
-    /** Anything but `put <name of a backup of this database>`. */
-    refused: 2,
-    /** A copy of that name is there: never replaced. */
-    exists: 3,
-    /** The dump is not what its manifest says (size, sha256), or the manifest is not ours. */
-    mismatch: 4,
-    /** Storing it would cross a limit: the most copies kept, or the free space left. */
-    full: 5,
-    /** Something else is under its name (not the same dump), or it could not be stored. */
-    failed: 6,
-};
-/** A copy's stamp may be this far ahead of the backup host's clock (s), and this old at most (s): a push comes right after its backup. */
-const STAMP_SKEW = 300;
-const STAMP_WINDOW = 86400;
-function receiveLimits(retentionDays) {
-    return { maxCopies: 2 * retentionDays + 10, minFreeMb: 1024 };
-}
-function receiverProgramPath(app) {
-    return `/usr/local/sbin/metalship-backup-receive-${app}`;
-}
-function pushProgramPath(app) {
-    return `/usr/local/sbin/metalship-backup-push-${app}`;
-}
-/** Root's push key and the backup host's pinned keys, on the database's host (700, root). */
-function pushPaths(app) {
-    const dir = `/etc/metalship/backup-push-${app}`;
-    return { dir, key: `${dir}/id_ed25519`, knownHosts: `${dir}/known_hosts` };
-}
-/** The comment that marks an app's key lines in the receiving user's authorized_keys. */
-function keyMarker(app) {
-    return `metalship-backup-push:${app}`;
-}
-/** Where the record of the last restore test of the copies is: beside their directory (which the receiving user owns), root's. */
-function copyVerifiedPath(backupDir) {
-    const cut = backupDir.lastIndexOf('/');
-    return `${backupDir.slice(0, cut) || '/'}/.${backupDir.slice(cut + 1)}.last-verified.json`.replace('//', '/');
-}
-const RECEIVE_SH = shellFile((0,external_node_fs_namespaceObject.readFileSync)(__nccwpck_require__.ab + "backup-receive.sh", 'utf8'));
-const CHECK_MANIFEST = (0,external_node_fs_namespaceObject.readFileSync)(__nccwpck_require__.ab + "receive_manifest.py", 'utf8');
-const PUSH_SH = shellFile((0,external_node_fs_namespaceObject.readFileSync)(__nccwpck_require__.ab + "backup-push.sh", 'utf8'));
-/** What follows `<database>_` in the name a put may carry: a stamp (checked as a time by the receiver) and the daily label, the only one pushed. */
-const NAME_PATTERN = '[0-9]{8}T[0-9]{6}Z_daily';
-/** The receiver program on the backup host (the push key's forced command). */
-function receiverProgram(opts, limits = receiveLimits(opts.retentionDays)) {
-    return sh_script('#!/bin/bash', sh_sh `# metalship-backup-receive-${opts.app}: adds a pushed copy of a backup of ${opts.database}. Managed by metalship; changes are overwritten.`, assignments({
-        DB: opts.database,
-        DIR: opts.backupDir,
-        RETENTION_DAYS: opts.retentionDays,
-        NAME_PATTERN,
-        SKEW: STAMP_SKEW,
-        WINDOW: STAMP_WINDOW,
-        MAX_COPIES: limits.maxCopies,
-        MIN_FREE_MB: limits.minFreeMb,
-        EXIT_REFUSED: RECEIVE_EXIT.refused,
-        EXIT_EXISTS: RECEIVE_EXIT.exists,
-        EXIT_MISMATCH: RECEIVE_EXIT.mismatch,
-        EXIT_FULL: RECEIVE_EXIT.full,
-        EXIT_FAILED: RECEIVE_EXIT.failed,
-    }), textVar('CHECK_MANIFEST', CHECK_MANIFEST), RECEIVE_SH);
-}
-/** The push program on the database's host. Usage: `metalship-backup-push-{app} DUMP`. */
-function pushProgram(app, backupDir, target) {
-    const p = pushPaths(app);
-    return sh_script('#!/bin/bash', sh_sh `# metalship-backup-push-${app}: copies a backup to ${target.address}. Managed by metalship; changes are overwritten.`, assignments({
-        DIR: backupDir,
-        TARGET_HOST: target.address,
-        TARGET_PORT: target.port,
-        TARGET_USER: RECEIVER_USER,
-        KEY: p.key,
-        KNOWN_HOSTS: p.knownHosts,
-        EXIT_EXISTS: RECEIVE_EXIT.exists,
-    }), PUSH_SH);
-}
-/** The pinned known_hosts of the push: the backup host's keys under the address the push connects to. */
-function pushKnownHosts(target) {
-    const name = target.port === 22 ? target.address : `[${target.address}]:${target.port}`;
-    return target.hostKeys.map((k) => `${name} ${k}\n`).join('');
-}
-/** One pusher's line in the receiving user's authorized_keys: it runs the receiver, nothing else, and only from its address when known. */
-function receiverKeyLine(app, pusher) {
-    const [type, body] = pusher.key.trim().split(/\s+/);
-    if (!type || !body || !/^ssh-ed25519$/.test(type) || !/^[A-Za-z0-9+/]+=*$/.test(body))
-        throw new Error(`the push key of ${pusher.from} is not an ed25519 public key`);
-    const address = pusher.address;
-    if (address !== undefined && !(0,external_node_net_.isIP)(address))
-        throw new Error(`${address} is not an IP address`);
-    return `restrict,${address ? `from="${address}",` : ''}command="${receiverProgramPath(app)}" ${type} ${body} ${keyMarker(app)}:${pusher.from.replace(/[^A-Za-z0-9.:_@[\]-]/g, '_')}`;
-}
-/**
- * On the database's host: root's push key, made when missing (not in check
- * mode); gives its public half, or null when there is none yet.
- */
-function pushKeyStep(app, check) {
-    const p = pushPaths(app);
-    return step_step('the backup push key', sh_script(check
-        ? null
-        : sh_script(sh_sh `install -d -m 700 -o root -g root ${p.dir}`, sh_sh `if [ ! -f ${p.key} ]; then ssh-keygen -q -t ed25519 -N '' -C ${keyMarker(app)} -f ${p.key} >/dev/null; fi`, sh_sh `chmod 600 ${p.key}`), sh_sh `if [ -f ${p.key + '.pub'} ]; then echo "PUBKEY $(cut -d' ' -f1,2 ${p.key + '.pub'})"; fi`), (stdout) => sh_keyLines(stdout).get('PUBKEY') ?? null);
-}
-/** On the backup host: its SSH host keys (`type base64`), for the pusher to pin. */
-function hostKeysStep() {
-    return step_step('the backup host keys', sh_script('for f in /etc/ssh/ssh_host_*_key.pub; do [ -f "$f" ] && echo "HOSTKEY $(cut -d\' \' -f1,2 "$f")"; done; true'), (stdout) => sh_keyLines(stdout)
-        .all('HOSTKEY')
-        .filter((k) => /^[a-z0-9-]+ [A-Za-z0-9+/]+=*$/.test(k)));
-}
-
 ;// CONCATENATED MODULE: ./src/stages/offsite.ts
 // Before provision's items: the link between the hosts that take backups and
 // the backup host (roles=backup), which both sides need in one run. Each pusher
@@ -78482,209 +79044,6 @@ async function offsiteLinks(opts, connected, log) {
     if (backupHost)
         links.set(backupHost, { pusher: false, ...(all ? { receive: keys } : {}) });
     return links;
-}
-
-;// CONCATENATED MODULE: ./src/remote/backup.ts
-// PostgreSQL backups: the backup program installed on a database host (its
-// settings, then src/remote/sh/backup.sh), its daily timer, and the steps that
-// take a backup now and read the last restore test. Pure functions from
-// settings to bash.
-//
-// One backup is three files in the backup directory (700, root):
-//   <database>_<YYYYmmddTHHMMSSZ>_<label>.dump            pg_dump -Fc
-//   <database>_<YYYYmmddTHHMMSSZ>_<label>.globals.sql     pg_dumpall --globals-only
-//   <database>_<YYYYmmddTHHMMSSZ>_<label>.manifest.json   written last, atomically
-// The manifest's row counts are taken in the same snapshot as the dump, so a
-// restore must reproduce them exactly.
-
-
-
-
-
-
-const DEFAULT_BACKUP_LABEL = 'manual';
-const DEFAULT_RETENTION_DAYS = 30;
-function defaultBackupDir(app) {
-    return `/var/backups/metalship/${app}`;
-}
-function backupProgramPath(app) {
-    return `/usr/local/sbin/metalship-backup-${app}`;
-}
-function backupUnitNames(app) {
-    return { service: `metalship-backup-${app}.service`, timer: `metalship-backup-${app}.timer` };
-}
-/** The file with the record of the last successful restore test, beside the backups. */
-function lastVerifiedPath(backupDir) {
-    return `${backupDir}/.last-verified.json`;
-}
-const NAME_RE = /^[A-Za-z0-9_][A-Za-z0-9_-]{0,62}$/;
-const LABEL_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$/;
-const APP_RE = /^[a-z][a-z0-9_-]{0,31}$/;
-/** Backup file names: <database>_<UTC stamp>_<label>.dump (the label may hold '_'). */
-const BACKUP_NAME_RE = /^([A-Za-z0-9_][A-Za-z0-9_-]{0,62})_(\d{8}T\d{6}Z)_([A-Za-z0-9][A-Za-z0-9._-]{0,79})\.dump$/;
-function validDatabaseName(name) {
-    return NAME_RE.test(name) ? null : 'letters, digits, _ and - only (1 to 63, not starting with -)';
-}
-function validBackupLabel(label) {
-    return LABEL_RE.test(label)
-        ? null
-        : 'letters, digits, ., _ and - only (1 to 80, starting with a letter or digit)';
-}
-function backup_check(opts) {
-    if (!APP_RE.test(opts.app))
-        throw new Error(`backup: app ${JSON.stringify(opts.app)} is not a valid app name`);
-    const db = validDatabaseName(opts.database);
-    if (db)
-        throw new Error(`backup: database ${JSON.stringify(opts.database)}: ${db}`);
-    if (!/^\/[^\0\n]*$/.test(opts.backupDir) ||
-        opts.backupDir === '/' ||
-        /(^|\/)\.\.?(\/|$)/.test(opts.backupDir))
-        throw new Error(`backup: backup directory ${JSON.stringify(opts.backupDir)} must be an absolute path, not /`);
-    if (!Number.isInteger(opts.retentionDays) || opts.retentionDays < 1 || opts.retentionDays > 3650)
-        throw new Error(`backup: retention ${opts.retentionDays} must be a whole number of days from 1 to 3650`);
-}
-/**
- * SQL that prints one JSON object line {"schema.table": rows, ...} for every
- * table whose data pg_dump dumps (ordinary tables and partitions, not the
- * catalogs or extension members). Used at backup time, inside the snapshot, and
- * after a restore, so both sides count the same way.
- */
-const ROW_COUNTS_SQL = `SELECT coalesce(json_object_agg(t.name, t.n ORDER BY t.name), '{}')::text FROM (` +
-    `SELECT n.nspname || '.' || c.relname AS name, ` +
-    `(xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', n.nspname, c.relname), false, true, '')))[1]::text::bigint AS n ` +
-    `FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace ` +
-    `WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' ` +
-    `AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')` +
-    `) t;`;
-const BACKUP_SH = shellFile((0,external_node_fs_namespaceObject.readFileSync)(__nccwpck_require__.ab + "backup.sh", 'utf8'));
-/**
- * The backup program (/usr/local/sbin/metalship-backup-{app}): its settings as
- * quoted assignments, then src/remote/sh/backup.sh. Usage:
- * `metalship-backup-{app} [label]`; prints the dump's path on its last line.
- */
-function backupProgram(opts) {
-    backup_check(opts);
-    return sh_script('#!/bin/bash', sh_sh `# metalship-backup-${opts.app}: PostgreSQL backup of ${opts.database}. Managed by metalship; changes are overwritten.`, '# Usage: metalship-backup-APP [label]   (label: daily, manual, pre-migrate-<release>, ...)', assignments({
-        DB: opts.database,
-        DIR: opts.backupDir,
-        RETENTION_DAYS: opts.retentionDays,
-        DEFAULT_LABEL: DEFAULT_BACKUP_LABEL,
-        LABEL_PATTERN: LABEL_RE.source,
-        PUSH: pushProgramPath(opts.app),
-    }), textVar('COUNTS_SQL', ROW_COUNTS_SQL), ROOT_ONLY_FUNCTION, BACKUP_SH);
-}
-/** The backup's oneshot service and its timer. */
-function backup_unitFiles(opts) {
-    const onCalendar = opts.onCalendar ?? 'daily';
-    if (!/^[A-Za-z0-9 *:,./~+-]{1,100}$/.test(onCalendar))
-        throw new Error(`backup: OnCalendar ${JSON.stringify(onCalendar)} has characters a calendar spec cannot have`);
-    const prog = backupProgramPath(opts.app);
-    const service = [
-        '# Managed by metalship.',
-        '[Unit]',
-        `Description=${unitText(`metalship: PostgreSQL backup of ${opts.database} (${opts.app})`)}`,
-        'After=postgresql.service',
-        'Wants=postgresql.service',
-        '',
-        '[Service]',
-        'Type=oneshot',
-        `ExecStart=${execLine([prog, 'daily'])}`,
-        'Nice=10',
-        'IOSchedulingClass=best-effort',
-        'IOSchedulingPriority=7',
-        'PrivateTmp=true',
-        'ProtectHome=true',
-        'ProtectSystem=full',
-        'TimeoutStartSec=6h',
-        '',
-    ].join('\n');
-    const timer = [
-        '# Managed by metalship.',
-        '[Unit]',
-        `Description=${unitText(`metalship: daily PostgreSQL backup of ${opts.database} (${opts.app})`)}`,
-        '',
-        '[Timer]',
-        `OnCalendar=${unitText(onCalendar)}`,
-        'RandomizedDelaySec=30min',
-        'Persistent=true',
-        '',
-        '[Install]',
-        'WantedBy=timers.target',
-        '',
-    ].join('\n');
-    return { service, timer };
-}
-/**
- * Installs the backup program, its oneshot service and timer (idempotent). Prints
- * `changed <what>` for each thing it changed, nothing when all was in place.
- */
-function backupInstallScript(opts) {
-    const program = backupProgram(opts);
-    const names = backupUnitNames(opts.app);
-    const units = backup_unitFiles(opts);
-    const unitDir = '/etc/systemd/system';
-    return sh_script('reload=""', paths_rootOnly(opts.backupDir), sh_sh `if [ ! -d ${opts.backupDir} ]; then mkdir -p -- ${opts.backupDir}; chmod 700 -- ${opts.backupDir}; echo ${'changed ' + opts.backupDir}; fi`, sh_sh `if [ "$(stat -c %a:%U -- ${opts.backupDir})" != 700:root ]; then chown -h root:root -- ${opts.backupDir}; chmod 700 -- ${opts.backupDir}; echo ${'changed ' + opts.backupDir + ' mode'}; fi`, sh_ensureFile(backupProgramPath(opts.app), program, {
-        mode: '755',
-        owner: 'root:root',
-        label: backupProgramPath(opts.app),
-    }), sh_ensureFile(`${unitDir}/${names.service}`, units.service, {
-        mode: '644',
-        label: names.service,
-        onChange: 'reload=1',
-    }), sh_ensureFile(`${unitDir}/${names.timer}`, units.timer, {
-        mode: '644',
-        label: names.timer,
-        onChange: 'reload=1',
-    }), 'if [ -n "$reload" ]; then systemctl daemon-reload; fi', sh_sh `if ! systemctl is-enabled --quiet ${names.timer}; then systemctl enable --quiet ${names.timer}; echo ${'changed ' + names.timer + ' enabled'}; fi`, sh_sh `if ! systemctl is-active --quiet ${names.timer}; then systemctl start ${names.timer}; echo ${'changed ' + names.timer + ' started'};`, sh_sh `elif [ -n "$reload" ]; then systemctl restart ${names.timer}; fi`);
-}
-/**
- * Takes a backup now with the given label: the installed program, or this
- * program run inline when it is not installed. Gives the dump's path.
- */
-function backupNowStep(opts, label) {
-    const bad = validBackupLabel(label);
-    if (bad)
-        throw new Error(`backup: label ${JSON.stringify(label)}: ${bad}`);
-    const doc = heredoc(backupProgram(opts));
-    const prog = backupProgramPath(opts.app);
-    return step(`taking a backup of ${opts.database} (${label})`, script(sh `if [ -x ${prog} ]; then`, sh `  dump=$(${prog} ${label})`, 'else', '  inline=$(mktemp)', '  trap \'rm -f -- "$inline"\' EXIT', `  cat > "$inline" ${doc.open}`, doc.body, sh `  dump=$(bash "$inline" ${label})`, 'fi', 
-    // The program prints the path on its last line.
-    'echo "DUMP $(printf \'%s\\n\' "$dump" | tail -n 1)"'), (stdout) => {
-        const dump = keyLines(stdout).get('DUMP');
-        if (!dump)
-            throw new Error('the backup printed no dump path');
-        return dump;
-    });
-}
-/**
- * For other actions (deploy), on the database host: a warning for the log when
- * the backups were never proven to restore, or not for longer than maxDays (the
- * monthly restore test stopped?); null when fine or when the host keeps no
- * backups in backupDir.
- */
-function restoreProofStep(backupDir, maxDays = 45) {
-    return step('reading the last restore test', script(sh `if [ ! -d ${backupDir} ]; then echo NO_BACKUPS; exit 0; fi`, sh `record=${lastVerifiedPath(backupDir)}`, 'if [ -f "$record" ]; then echo "LAST_VERIFIED $(head -c 10000 -- "$record" | tr -d \'\\n\')"; fi', 'echo "NOW $(date -u +%s)"'), (stdout) => {
-        const out = keyLines(stdout);
-        if (out.get('NO_BACKUPS') !== undefined)
-            return null;
-        const now = Number(out.get('NOW'));
-        const record = out.get('LAST_VERIFIED');
-        if (!record)
-            return 'no restore test of the backups is recorded on this host: run the backup-verify action';
-        let when = NaN;
-        try {
-            when = Date.parse(JSON.parse(record).verified ?? '') / 1000;
-        }
-        catch {
-            // unreadable record: treated as missing
-        }
-        if (Number.isNaN(when))
-            return 'the record of the last restore test is unreadable: run the backup-verify action';
-        const days = (now - when) / 86400;
-        return days > maxDays
-            ? `the backups were last proven to restore ${days.toFixed(0)} days ago: is the monthly restore test still running?`
-            : null;
-    });
 }
 
 ;// CONCATENATED MODULE: ./src/remote/alert.ts
@@ -79135,6 +79494,7 @@ function appHost(s) {
 
 
 
+
 const UNIT_DIR = '/etc/systemd/system';
 /** The units a failure of which is an alert: the app's and metalship's (a drop-in for a unit not here is inert). */
 function alertedUnits(settings) {
@@ -79196,6 +79556,7 @@ function alertsItem(settings) {
         certificates: [
             ...(hasSite(settings) && certPaths(settings) ? [certPaths(settings).certificate] : []),
             ...(settings.serves.redis && settings.redis.enabled ? [REDIS_TLS_CERT] : []),
+            ...(settings.serves.db && settings.topology.db && pg.enabled ? [POSTGRESQL_TLS_FILES.cert] : []),
         ],
         certificateDays: alerts.certificateDays,
         restoreRecord: backupsHere ? lastVerifiedPath(pg.backupDir) : null,
@@ -79476,275 +79837,6 @@ function receiverItem(settings) {
             ].join('\n'), 
         // The copies: a directory of the receiving user's in one of root's.
         paths_rootOnly(parent), sh_sh `if [ ! -d ${parent} ]; then ms_apply install -d -m 755 -o root -g root ${parent}; fi`, sh_sh `if [ "$(stat -c %a:%U:%G -- ${dir} 2>/dev/null)" != ${'700:' + RECEIVER_USER + ':' + RECEIVER_USER} ]; then ms_changed ${dir}; if [ "$CHECK" != 1 ]; then install -d -m 700 -o ${RECEIVER_USER} -g ${RECEIVER_USER} ${dir}; chown -h ${RECEIVER_USER + ':' + RECEIVER_USER} ${dir}; chmod 700 ${dir}; fi; fi`),
-    };
-}
-
-;// CONCATENATED MODULE: ./src/remote/provision/postgresql.ts
-// PostgreSQL: the app's role and database, pg_hba rules for local access (and
-// SSL-only remote access for the app hosts when this is the db host, and for
-// networks given), and the daily backups of the backup module (pg_dump -Fc plus
-// a manifest, kept for a number of days). An app host whose database is on a db
-// host gets the client alone (the pre-migration backup's pg_dump).
-
-
-
-
-
-
-/** Who may connect over the network (SSL only): each app host's address, when this is the db host, and db-remote-cidrs. */
-function remoteNetworks(settings) {
-    const hosts = settings.serves.db
-        ? settings.topology.appAddresses.map((a) => ((0,external_node_net_.isIP)(a) === 6 ? `${a}/128` : `${a}/32`))
-        : [];
-    return [...hosts, ...settings.postgresql.remoteCidrs];
-}
-/**
- * listen_addresses: every address for db-remote-cidrs (as before), the private
- * address and loopback on a db host, loopback alone (the packaged default) otherwise.
- */
-function listenAddresses(settings) {
-    if (settings.postgresql.remoteCidrs.length)
-        return '*';
-    if (settings.serves.db && settings.topology.db)
-        return `localhost,${settings.topology.db.address}`;
-    return null;
-}
-function postgresqlClientItem(settings) {
-    // Any client the distribution has will do (the server's packages bring one along).
-    return {
-        name: 'postgresql',
-        script: itemScript(settings.check, 'if ! command -v pg_dump >/dev/null; then ms_install postgresql-client; fi'),
-    };
-}
-/** The app's roles pg_hba lets in: the owner, the login role and, while rotating, the previous one. */
-function appRoles(settings) {
-    const pg = settings.postgresql;
-    return [...new Set([pg.user, pg.loginUser, pg.previousUser].filter(Boolean))];
-}
-function hbaBlock(settings) {
-    const pg = settings.postgresql;
-    const db = hbaName(pg.database);
-    return [
-        `# BEGIN metalship ${settings.layout.app}`,
-        ...appRoles(settings).flatMap((role) => {
-            const user = hbaName(role);
-            return [
-                `host    ${db} ${user} 127.0.0.1/32 scram-sha-256`,
-                `host    ${db} ${user} ::1/128 scram-sha-256`,
-                ...remoteNetworks(settings).map((c) => `hostssl ${db} ${user} ${hbaAddress(c)} scram-sha-256`),
-            ];
-        }),
-        `# END metalship ${settings.layout.app}`,
-    ].join('\n');
-}
-/**
- * The comments that mark the roles provision manages the passwords of, naming
- * the app: a rotation takes passwords away only from this app's roles, and a
- * second app naming one of them is refused.
- */
-function loginRoleMarker(app, owner) {
-    return `metalship login role of app ${app} for ${owner}`;
-}
-function ownerRoleMarker(app) {
-    return `metalship owner role of app ${app}`;
-}
-/**
- * The owner is a plain role: the app (and a login role acting as it) must
- * never hold a superuser's or a role maker's powers, whatever role db-user names.
- */
-function plainOwnerCheck() {
-    return [
-        `priv=$(echo "select string_agg(p, ', ') from pg_roles, unnest(array[case when rolsuper then 'superuser' end, case when rolcreaterole then 'createrole' end, case when rolreplication then 'replication' end, case when rolbypassrls then 'bypassrls' end]) p where rolname = :'u'" | q)`,
-        'if [ -n "$priv" ]; then',
-        '  echo "db-user $u is a privileged role ($priv): the app\'s owner must be a plain role, so choose another db-user. Nothing was changed." >&2',
-        '  exit 1',
-        'fi',
-    ].join('\n');
-}
-/**
- * Decides, before any change, what happens to the passwords of the app's roles:
- * the login role's is set when db-password does not log in yet, the previous
- * role's is kept, every other app role's is removed. Refuses when a serving
- * unit would fail its next connection, or when a role named is not the app's.
- * Leaves setpw (1 or 0) and remove (an array of role names) for the changes.
- */
-function passwordDecision(settings) {
-    const pg = settings.postgresql;
-    const other = pg.loginUser === pg.user ? `${pg.user}_b` : pg.user;
-    const unread = unreadNote(settings.elsewhere);
-    return [
-        // The password is right when it logs in; it goes to psql on stdin, never on a command line.
-        'pgpass=$(mktemp); chmod 600 "$pgpass"; trap \'rm -f "$pgpass"\' EXIT',
-        sh_sh `printf '%s\\n' ${'127.0.0.1:*:' + pg.database + ':' + pg.loginUser + ':' + pg.password.replace(/\\/g, '\\\\').replace(/:/g, '\\:')} > "$pgpass"`,
-        'setpw=0',
-        sh_sh `if ! PGPASSFILE="$pgpass" psql -XAtq -w -h 127.0.0.1 -U ${pg.loginUser} -d ${pg.database} -c 'select 1' >/dev/null 2>&1; then setpw=1; fi`,
-        // One line per role named or marked for the app: name, has a password, whose it is
-        // (this app's owner or login role, another app's, or nobody's).
-        `roles=$(echo "select rolname || ' ' || (rolpassword is not null) || ' ' || case when d = :'marker' then 'login' when d = :'owner_marker' then 'owner' when d is null then 'none' else coalesce('app:' || substring(d from '^metalship (?:owner|login) role of app (\\S+)'), 'other') end from pg_authid, shobj_description(oid, 'pg_authid') d where rolname in (:'u', :'l', :'p') or d = :'marker'" | q)`,
-        unread ? 'remove=(); previous_pw=0; login_pw=0' : 'remove=(); previous_pw=0',
-        'while read -r name haspw whose; do',
-        '  [ -n "$name" ] || continue',
-        '  if [ "$name" = "$u" ]; then input="db-user"; elif [ "$name" = "$l" ]; then input="db-login-user"; else input="db-previous-user"; fi',
-        // Two apps on one role would each take the other's passwords away on a rotation.
-        '  if [[ "$whose" == app:* ]]; then',
-        "    echo \"Input '$input' names role $name, whose passwords provision manages for the app ${whose#app:}: two apps sharing a role would take each other's passwords away, so choose another $input for $app. Nothing was changed.\" >&2",
-        '    exit 1',
-        '  fi',
-        '  if [ "$name" != "$u" ] && [ "$whose" != login ]; then',
-        // Else provision could grant the owner to, and set a password on, a role it did not make.
-        '    echo "Input \'$input\' names role $name, which exists and is not a login role of $app: choose another name. Nothing was changed." >&2',
-        '    exit 1',
-        '  fi',
-        '  if [ "$name" = "$u" ]; then owner_whose=$whose; fi',
-        '  if [ "$name" = "$p" ] && [ "$haspw" = true ]; then previous_pw=1; fi',
-        unread ? '  if [ "$name" = "$l" ] && [ "$haspw" = true ]; then login_pw=1; fi' : null,
-        '  if [ "$haspw" = true ] && [ "$name" != "$l" ] && [ "$name" != "$p" ]; then remove+=("$name"); fi',
-        'done <<<"$roles"',
-        'if [ -n "$p" ]; then',
-        '  if [ "$previous_pw" = 1 ]; then ms_warn "rotation under way: $p still accepted"; else ms_warn "db-previous-user $p has no password: nothing logs in with it"; fi',
-        'fi',
-        // A running service that logs in with a password this run changes or removes would fail its next connection.
-        unread
-            ? [
-                // Adding a password to a role without one takes nothing away; changing or removing one may.
-                'if { [ "$setpw" = 1 ] && [ "$login_pw" = 1 ]; } || [ "${#remove[@]}" != 0 ]; then',
-                sh_sh `  echo ${unread + ': changing or removing a password they may log in with needs them in the run. Nothing was changed.'} >&2`,
-                '  exit 1',
-                'fi',
-            ].join('\n')
-            : null,
-        // The app hosts' logins come with the hash of db-password or `-`: no other password's hash reaches this host.
-        inUseLines(settings, 'DATABASE_URL', (h) => (h === passwordHash(pg.password) ? h : '-')),
-        'while read -r var user hash unit; do',
-        '  [ "$var" = DATABASE_URL ] || continue',
-        sh_sh `  if [ "$setpw" = 1 ] && [ "$user" = "$l" ] && [ "$hash" != ${passwordHash(pg.password)} ]; then`,
-        sh_sh `    echo "$unit logs in to PostgreSQL as $l with another password: changing it would fail its next connection. Rotate with no failed request: provision with db-login-user: ${other}, the new db-password, db-previous-user: $l and the new DATABASE_URL (user ${other}) in env; deploy; provision again without db-previous-user. Nothing was changed." >&2`,
-        '    exit 1',
-        '  fi',
-        '  for r in "${remove[@]}"; do',
-        '    if [ "$user" = "$r" ]; then',
-        '      echo "$unit logs in to PostgreSQL as $r, whose password this run takes away (db-previous-user is not $r): it would fail its next connection. Deploy the app with DATABASE_URL as $l first, or keep db-previous-user: $r. Nothing was changed." >&2',
-        '      exit 1',
-        '    fi',
-        '  done',
-        'done < <(in_use)',
-    ]
-        .filter((l) => l !== null)
-        .join('\n');
-}
-/** The login role, when it is not the owner: a member of the owner whose sessions start as the owner. */
-function loginRoleScript() {
-    return [
-        `if [ -z "$(echo "select 1 from pg_roles where rolname = :'l'" | q)" ]; then`,
-        '  ms_changed "login role $l created"',
-        `  if [ "$CHECK" != 1 ]; then echo 'create role :"l" login inherit nosuperuser nocreatedb nocreaterole noreplication nobypassrls password null' | q; fi`,
-        'fi',
-        `if [ -z "$(echo "select 1 from pg_roles where rolname = :'l' and shobj_description(oid, 'pg_authid') = :'marker'" | q)" ]; then`,
-        '  ms_changed "role $l marked as a login role of $u"',
-        sh_sh `  if [ "$CHECK" != 1 ]; then echo ${`comment on role :"l" is :'marker'`} | q; fi`,
-        'fi',
-        `if [ -z "$(echo "select 1 from pg_auth_members m join pg_roles g on g.oid = m.roleid join pg_roles r on r.oid = m.member where g.rolname = :'u' and r.rolname = :'l'" | q)" ]; then`,
-        '  ms_changed "role $l made a member of $u"',
-        `  if [ "$CHECK" != 1 ]; then echo 'grant :"u" to :"l"' | q; fi`,
-        'fi',
-        // Role-wide (not IN DATABASE): pg_dumpall --globals-only keeps it with the membership.
-        `if [ -z "$(echo "select 1 from pg_db_role_setting s join pg_roles r on r.oid = s.setrole where r.rolname = :'l' and s.setdatabase = 0 and 'role=' || :'u' = any(s.setconfig)" | q)" ]; then`,
-        '  ms_changed "sessions of $l start as $u (SET ROLE)"',
-        sh_sh `  if [ "$CHECK" != 1 ]; then echo ${`alter role :"l" set role = :'u'`} | q; fi`,
-        'fi',
-    ].join('\n');
-}
-/** Sets the login role's password when it does not log in yet, and removes the passwords decided on. */
-function passwordChanges(settings) {
-    const pg = settings.postgresql;
-    return [
-        'if [ "$setpw" = 1 ]; then',
-        '  ms_changed "password of role $l set"',
-        // printf is a builtin: the password is never on a command line. Stored as
-        // SCRAM whatever the server's default (md5 before PostgreSQL 14): the
-        // app's pg_hba rules accept only scram-sha-256.
-        sh_sh `  if [ "$CHECK" != 1 ]; then printf '%s\\n' ${"set password_encryption = 'scram-sha-256';"} ${`alter role :"l" password '${pg.password.replace(/'/g, "''")}'`} | q; fi`,
-        'fi',
-        'for r in "${remove[@]}"; do',
-        // The role keeps LOGIN: the app user's peer login over the socket still works.
-        '  ms_changed "password of role $r removed"',
-        `  if [ "$CHECK" != 1 ]; then echo 'alter role :"r" password null' | q -v r="$r"; fi`,
-        // Authentication happens at connection start only: open sessions live on.
-        `  read -r n from <<<"$(echo "select count(*) || ' ' || coalesce(string_agg(distinct coalesce(host(client_addr), 'local'), ','), '') from pg_stat_activity where usename = :'r'" | q -v r="$r")"`,
-        '  if [ "${n:-0}" != 0 ]; then ms_warn "$n sessions are still connected as $r (from $from): they keep working, but a new connection as $r fails from now on"; fi',
-        'done',
-        // ALTER OWNER takes ACCESS EXCLUSIVE locks under load: named, not done.
-        `drift=$(echo "select count(*) from pg_class where relowner in (select oid from pg_roles where shobj_description(oid, 'pg_authid') = :'marker')" | q -d "$db" 2>/dev/null || true)`,
-        'if [ "${drift:-0}" != 0 ]; then ms_warn "$drift objects are owned by a login role, not $u (a session left SET ROLE): run REASSIGN OWNED BY <role> TO $u"; fi',
-    ].join('\n');
-}
-const PSQL = 'runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1';
-/**
- * The item's variables, `q` (psql as postgres with them) and every refusal,
- * read-only: the item runs them first, and the run's pre-check on every host
- * before any item changes anything (see Item.precheck).
- */
-function decisionLines(settings) {
-    const pg = settings.postgresql;
-    const app = settings.layout.app;
-    return [
-        sh_sh `u=${pg.user} l=${pg.loginUser} p=${pg.previousUser} db=${pg.database} app=${app} marker=${loginRoleMarker(app, pg.user)} owner_marker=${ownerRoleMarker(app)}`,
-        `# shellcheck disable=SC2120 # arguments are optional: most calls feed it stdin only\nq() { ${PSQL} -v u="$u" -v l="$l" -v p="$p" -v db="$db" -v marker="$marker" -v owner_marker="$owner_marker" "$@"; }`,
-        plainOwnerCheck(),
-        pg.password ? passwordDecision(settings) : '',
-    ];
-}
-/** The owner is marked as this app's (when it carries no comment): another app naming it is then refused. */
-function ownerClaimScript() {
-    return [
-        'if [ "${owner_whose:-none}" = none ]; then',
-        '  ms_changed "role $u marked as the owner role of $app"',
-        sh_sh `  if [ "$CHECK" != 1 ]; then echo ${`comment on role :"u" is :'owner_marker'`} | q; fi`,
-        'fi',
-    ].join('\n');
-}
-function postgresqlItem(settings) {
-    const pg = settings.postgresql;
-    const backup = {
-        app: settings.layout.app,
-        database: pg.database,
-        backupDir: pg.backupDir,
-        retentionDays: pg.keepDays,
-    };
-    const units = backupUnitNames(settings.layout.app);
-    const psql = PSQL;
-    const listen = listenAddresses(settings);
-    return {
-        name: 'postgresql',
-        // Nothing to refuse where PostgreSQL is not installed: no role exists yet. One
-        // installed but stopped has roles the run could only judge after starting it.
-        precheck: [
-            `if ${PSQL} -c 'select 1' >/dev/null 2>&1; then`,
-            ...decisionLines(settings),
-            'elif command -v pg_lsclusters >/dev/null 2>&1 && clusters=$(pg_lsclusters -h 2>/dev/null) && [ -n "$clusters" ]; then',
-            String.raw `  echo "PostgreSQL is installed on this host but does not answer ($(head -n 3 <<< "$clusters" | tr '\n' ';')). Its roles decide what provision may change, so start it first ($(awk '$4 != "online" { printf "%sunmask and start postgresql@%s-%s.service, or pg_ctlcluster %s %s start", sep, $1, $2, $1, $2; sep = "; " }' <<< "$clusters")) and run provision again. Nothing was changed." >&2`,
-            '  exit 1',
-            'fi',
-        ].join('\n'),
-        script: itemScript(settings.check, 'ms_install postgresql', 'if ! systemctl is-active --quiet postgresql; then ms_changed "postgresql started"; ms_apply systemctl enable --now --quiet postgresql; fi', 
-        // Clusters take a moment to accept connections after a start.
-        `for _ in $(seq 1 30); do ${psql} -c 'select 1' >/dev/null 2>&1 && break; sleep 1; done`, 
-        // Every refusal is decided before the first change.
-        ...decisionLines(settings), sh_sh `if [ -z "$(echo "select 1 from pg_roles where rolname = :'u'" | q)" ]; then ms_changed ${'role ' + pg.user + ' created'}; if [ "$CHECK" != 1 ]; then echo 'create role :"u" login' | q; fi; fi`, sh_sh `if [ -z "$(echo "select 1 from pg_database where datname = :'db'" | q)" ]; then ms_changed ${'database ' + pg.database + ' created'}; if [ "$CHECK" != 1 ]; then echo 'create database :"db" owner :"u"' | q; fi; fi`, pg.password ? ownerClaimScript() : null, pg.password && pg.loginUser !== pg.user ? loginRoleScript() : null, pg.password ? passwordChanges(settings) : null, `hba=$(${psql} -c 'show hba_file')`, sh_sh `block=$(cat <<'MS_HBA_EOF'`, hbaBlock(settings), 'MS_HBA_EOF', ')', 
-        // Our rules first (pg_hba: the first matching line wins); the rest as it was.
-        sh_sh `new=$( { printf '%s\\n' "$block"; awk -v b=${'# BEGIN metalship ' + settings.layout.app} -v e=${'# END metalship ' + settings.layout.app} '$0 == b { skip = 1; next } $0 == e { skip = 0; next } !skip' "$hba"; } )`, 'if [ "$new" != "$(cat "$hba")" ]; then', '  ms_changed "pg_hba rules for the app"', '  if [ "$CHECK" != 1 ]; then printf "%s\\n" "$new" > "$hba.metalship-new"; chown --reference="$hba" "$hba.metalship-new"; chmod --reference="$hba" "$hba.metalship-new"; mv -f "$hba.metalship-new" "$hba"; echo "select pg_reload_conf()" | q >/dev/null; fi', 'fi', 
-        // The cluster's settings are readable by the server's account only (the
-        // packages leave postgresql.conf, start.conf and pg_ctl.conf world-readable;
-        // lynis 3.1+ warns of it as DBS-1828).
-        `conf_dir=$(dirname "$(${psql} -c 'show config_file')")`, 'open_confs=$(find "$conf_dir" -maxdepth 1 -name "*.conf" -perm /o=rwx -printf "%f " | sed "s/ $//")', 'if [ -n "$open_confs" ]; then ms_changed "PostgreSQL configuration files no longer world-readable: $open_confs"; ms_apply find "$conf_dir" -maxdepth 1 -name "*.conf" -perm /o=rwx -exec chmod o-rwx {} +; fi', listen
-            ? [
-                `if [ "$(${psql} -c 'show listen_addresses')" != ${quote(listen)} ] || [ "$(${psql} -c 'show ssl')" != on ]; then`,
-                sh_sh `  ms_changed ${'listening on ' + listen + ' for remote clients, SSL on'}`,
-                // ssl: Debian's cluster has the snakeoil certificate of ssl-cert configured.
-                sh_sh `  if [ "$CHECK" != 1 ]; then printf '%s\\n' ${`alter system set listen_addresses = '${listen}';`} 'alter system set ssl = on;' | q; systemctl restart postgresql; fi`,
-                'fi',
-            ].join('\n')
-            : null, 'if [ "$CHECK" = 1 ]; then', sh_sh `  prog=$(mktemp); cat > "$prog" <<'MS_PROG_EOF'`, backupProgram(backup).replace(/\n$/, ''), 'MS_PROG_EOF', sh_sh `  if ! cmp -s "$prog" ${backupProgramPath(settings.layout.app)}; then ms_changed "backup program differs or is missing"; fi; rm -f "$prog"`, sh_sh `  if ! systemctl is-enabled --quiet ${units.timer} 2>/dev/null; then ms_changed ${'backup timer ' + units.timer + ' not enabled'}; fi`, 'else', backupInstallScript({ ...backup, onCalendar: pg.schedule }), 'fi'),
     };
 }
 
@@ -80386,6 +80478,7 @@ async function provisionHost(host, facts, settings, test, log) {
 
 
 
+
 /** The SSH key opens with its passphrase, and every host (and the jump host) has a pinned key. */
 function connectionCheck(hosts, settings) {
     const problems = [];
@@ -80501,34 +80594,65 @@ function scratchCheck(s) {
         : [];
 }
 /**
+ * A URL's parts as a client reads them: the hosts of its authority (libpq
+ * takes a list: a,b:5433,[::1]), its path and its query. Read by hand: the
+ * WHATWG parser refuses what libpq takes (credentials with no host, host lists).
+ */
+function urlParts(url) {
+    const m = /^([A-Za-z][\w+.-]*):\/\/(?:[^@/?#]*@)?([^/?#]*)([^?#]*)(?:\?([^#]*))?/.exec(url);
+    if (!m)
+        return null;
+    const hosts = m[2]
+        .split(',')
+        .map((h) => decodeURIComponent(h.replace(/^\[([^\]]*)\].*$|:\d*$/, '$1')))
+        .filter(Boolean);
+    return { scheme: m[1], authority: m[2], hosts, path: m[3], query: new URLSearchParams(m[4] ?? '') };
+}
+/**
  * A redis host serves TLS alone: a REDIS_URL to its address must say rediss://
  * and trust its certificate, which provision writes to redisCaPath on each app host.
  */
 function redisUrlProblem(settings) {
     const redis = topology(settings.hosts).redis;
     const url = settings.env.values.REDIS_URL;
-    if (!redis || !settings.redis || !url)
-        return null;
-    let parsed;
-    try {
-        parsed = new URL(url);
-    }
-    catch {
-        return null;
-    }
-    if (parsed.hostname.replace(/^\[|\]$/g, '') !== redis.address)
+    const at = url ? urlParts(url) : null;
+    if (!redis || !settings.redis || !at || !at.hosts.includes(redis.address))
         return null;
     const ca = redisCaPath(settings.app);
-    if (parsed.protocol === 'rediss:' && parsed.searchParams.get('ssl_ca_certs') === ca)
+    if (at.scheme === 'rediss' && at.query.getAll('ssl_ca_certs').join('\n') === ca)
         return null;
-    return `Input 'env': REDIS_URL points at the redis host ${redis.label} (${redis.address}), which serves Redis over TLS only, trusting its own certificate; expected rediss://<user>:<password>@${parsed.host}${parsed.pathname}?ssl_ca_certs=${ca} (provision writes that certificate there on each app host).`;
+    return `Input 'env': REDIS_URL points at the redis host ${redis.label} (${redis.address}), which serves Redis over TLS only, trusting its own certificate; expected rediss://<user>:<password>@${at.authority}${at.path}?ssl_ca_certs=${ca} (provision writes that certificate there on each app host).`;
+}
+/**
+ * A db host serves its own certificate: a DATABASE_URL to its address must
+ * verify it (sslmode=verify-full) against the copy provision writes to
+ * postgresqlCaPath on each app host. Anything less lets a machine on the
+ * private network stand in for the database and read the password.
+ */
+function databaseUrlProblem(settings) {
+    const db = topology(settings.hosts).db;
+    const url = settings.env.values.DATABASE_URL;
+    const at = url ? urlParts(url) : null;
+    if (!db || !settings.postgresql || !at)
+        return null;
+    const query = at.query;
+    // libpq reads host (and hostaddr) from the query too, over the URL's own.
+    const named = [...query.getAll('host'), ...query.getAll('hostaddr')].flatMap((h) => h.split(','));
+    if (![...at.hosts, ...named].includes(db.address))
+        return null;
+    const ca = postgresqlCaPath(settings.app);
+    // libpq takes the last of a repeated parameter; a URL saying two things is refused.
+    const one = (name) => (query.getAll(name).length === 1 ? query.get(name) : null);
+    if (one('sslmode') === 'verify-full' && one('sslrootcert') === ca)
+        return null;
+    return `Input 'env': DATABASE_URL points at the db host ${db.label} (${db.address}), which serves PostgreSQL with a certificate of its own that the app hosts must verify; expected ${at.scheme}://<user>:<password>@${at.authority}${at.path}?sslmode=verify-full&sslrootcert=${ca} (provision writes that certificate there on each app host).`;
 }
 /** Provision's inputs that depend on each other. */
 function provisionCheck(settings) {
     const problems = [];
-    const redisTls = redisUrlProblem(settings);
-    if (redisTls)
-        problems.push(redisTls);
+    for (const problem of [redisUrlProblem(settings), databaseUrlProblem(settings)])
+        if (problem)
+            problems.push(problem);
     for (const item of settings.limit) {
         // As written only: src/actions/provision.ts selects the limited hosts by label.
         if (!ROLES.includes(item) && !settings.hosts.some((h) => h.label === item))
@@ -84861,7 +84985,8 @@ async function runAction(name, body, raw = envInputs(), log = new Log()) {
 
 
 
-function provisionSettings(settings, roles, balancer = null, offsite, elsewhere = null, redisTls = null) {
+
+function provisionSettings(settings, roles, balancer = null, offsite, elsewhere = null, serviceTls = {}) {
     const where = topology(settings.hosts);
     const pusher = takesBackups({ db: false, redis: false, backup: false, ...roles, lb: balancer !== null }, !!where.db, settings.postgresql);
     return {
@@ -84898,6 +85023,7 @@ function provisionSettings(settings, roles, balancer = null, offsite, elsewhere 
             backupDir: settings['backup-dir'],
             keepDays: settings['backup-keep-days'],
             schedule: settings['backup-schedule'],
+            tls: where.db ? (serviceTls.postgresql ?? null) : null,
         },
         redis: {
             enabled: settings.redis,
@@ -84906,7 +85032,7 @@ function provisionSettings(settings, roles, balancer = null, offsite, elsewhere 
             previousPassword: settings['redis-previous-password'],
             maxmemory: settings['redis-maxmemory'],
             memoryPercent: settings['redis-memory-percent'],
-            tls: where.redis ? redisTls : null,
+            tls: where.redis ? (serviceTls.redis ?? null) : null,
         },
         logs: { enabled: settings['log-rotation'] },
         monitoring: {
@@ -84959,7 +85085,7 @@ async function provision(opts, log) {
             ? { logins: hosts.flatMap((h, i) => inUse[i].map((l) => ({ ...l, unit: `${l.unit} on ${h.spec.label}` }))), unread }
             : null;
         const all = [...hosts, ...balancers];
-        const settingsOf = (host, links, redisTls = null) => provisionSettings(opts, host.roles, host.roles.lb ? members : null, links?.get(host), elsewhere, redisTls);
+        const settingsOf = (host, links, certificates = {}) => provisionSettings(opts, host.roles, host.roles.lb ? members : null, links?.get(host), elsewhere, certificates);
         // Every refusal on every host before the first change on any: before the
         // backup push keys and the Redis certificate too (no refusal reads them).
         const prechecks = await hosts_onEachHost(all, async (host) => ({
@@ -84982,13 +85108,20 @@ async function provision(opts, log) {
                     : { error: r.error }),
             }))
             : await (async () => {
-                // The redis host's certificate, made before any item: its app hosts trust it in the same run.
-                const redisHost = opts.redis ? balancers.find((h) => h.roles.redis) : undefined;
-                const redisTls = redisHost
-                    ? await log.group(`The Redis TLS certificate of ${redisHost.spec.label}`, () => redisHost.conn.step(redisTlsStep(where.redis.address, opts.check, unread.length === 0)))
-                    : null;
+                // The redis and db hosts' certificates, made before any item: their app hosts trust them in the same run.
+                const certificate = async (role, make) => {
+                    const host = balancers.find((h) => h.roles[role]);
+                    const service = role === 'db' ? 'PostgreSQL' : 'Redis';
+                    return host
+                        ? await log.group(`The ${service} TLS certificate of ${host.spec.label}`, () => host.conn.step(make(where[role].address, opts.check, unread.length === 0)))
+                        : null;
+                };
+                const certificates = {
+                    redis: opts.redis ? await certificate('redis', redisTlsStep) : null,
+                    postgresql: opts.postgresql ? await certificate('db', postgresqlTlsStep) : null,
+                };
                 const links = await offsiteLinks(opts, all, log);
-                return (await hosts_onEachHost(all, (host) => log.group(`Provision ${host.spec.label}`, () => provisionHost(host, facts.get(host), settingsOf(host, links, redisTls), freshConnectionTest(host, opts, log), log))));
+                return (await hosts_onEachHost(all, (host) => log.group(`Provision ${host.spec.label}`, () => provisionHost(host, facts.get(host), settingsOf(host, links, certificates), freshConnectionTest(host, opts, log), log))));
             })();
         const changed = results.reduce((n, r) => n + (r.changed ?? 0), 0);
         const failed = results.reduce((n, r) => n + (r.failed ?? 0), 0) + results.filter((r) => !r.items).length;

@@ -7,7 +7,9 @@ import { isAppHost, topology } from '../inputs/hosts.js';
 import { layout } from '../remote/layout.js';
 import type { HostFacts, ProvisionSettings } from '../remote/provision/index.js';
 import { inUseStep, type InUse } from '../remote/provision/in-use.js';
-import { redisTlsStep, type RedisTls } from '../remote/provision/redis.js';
+import { postgresqlTlsStep } from '../remote/provision/postgresql.js';
+import { redisTlsStep } from '../remote/provision/redis.js';
+import type { ServiceTls } from '../remote/provision/service-tls.js';
 import type { BalancerMember } from '../remote/balancer.js';
 import { onEachHost, resolveRoles, withHosts, type Host } from '../stages/hosts.js';
 import { balancerMembers } from '../stages/rollout.js';
@@ -21,13 +23,19 @@ import {
 } from '../stages/provision.js';
 import { runAction, type ActionOutcome } from './run.js';
 
+/** The certificates of the redis and db hosts as the runner read them, for their app hosts. */
+export interface ServiceCertificates {
+  redis?: ServiceTls | null;
+  postgresql?: ServiceTls | null;
+}
+
 export function provisionSettings(
   settings: Settings<'provision'>,
   roles: { worker: boolean; scheduler: boolean; db?: boolean; redis?: boolean; backup?: boolean },
   balancer: BalancerMember[] | null = null,
   offsite?: ProvisionSettings['offsite'],
   elsewhere: ProvisionSettings['elsewhere'] = null,
-  redisTls: RedisTls | null = null,
+  serviceTls: ServiceCertificates = {},
 ): ProvisionSettings {
   const where = topology(settings.hosts);
   const pusher = takesBackups(
@@ -69,6 +77,7 @@ export function provisionSettings(
       backupDir: settings['backup-dir'],
       keepDays: settings['backup-keep-days'],
       schedule: settings['backup-schedule'],
+      tls: where.db ? (serviceTls.postgresql ?? null) : null,
     },
     redis: {
       enabled: settings.redis,
@@ -77,7 +86,7 @@ export function provisionSettings(
       previousPassword: settings['redis-previous-password'],
       maxmemory: settings['redis-maxmemory'],
       memoryPercent: settings['redis-memory-percent'],
-      tls: where.redis ? redisTls : null,
+      tls: where.redis ? (serviceTls.redis ?? null) : null,
     },
     logs: { enabled: settings['log-rotation'] },
     monitoring: {
@@ -140,7 +149,7 @@ export async function provision(opts: Settings<'provision'>, log: Log): Promise<
       const settingsOf = (
         host: Host,
         links?: Map<Host, ProvisionSettings['offsite']>,
-        redisTls: RedisTls | null = null,
+        certificates: ServiceCertificates = {},
       ) =>
         provisionSettings(
           opts,
@@ -148,7 +157,7 @@ export async function provision(opts: Settings<'provision'>, log: Log): Promise<
           host.roles.lb ? members : null,
           links?.get(host),
           elsewhere,
-          redisTls,
+          certificates,
         );
       // Every refusal on every host before the first change on any: before the
       // backup push keys and the Redis certificate too (no refusal reads them).
@@ -174,13 +183,20 @@ export async function provision(opts: Settings<'provision'>, log: Log): Promise<
             }),
           )
         : await (async () => {
-            // The redis host's certificate, made before any item: its app hosts trust it in the same run.
-            const redisHost = opts.redis ? balancers.find((h) => h.roles.redis) : undefined;
-            const redisTls = redisHost
-              ? await log.group(`The Redis TLS certificate of ${redisHost.spec.label}`, () =>
-                  redisHost.conn.step(redisTlsStep(where.redis!.address, opts.check, unread.length === 0)),
-                )
-              : null;
+            // The redis and db hosts' certificates, made before any item: their app hosts trust them in the same run.
+            const certificate = async (role: 'redis' | 'db', make: typeof redisTlsStep) => {
+              const host = balancers.find((h) => h.roles[role]);
+              const service = role === 'db' ? 'PostgreSQL' : 'Redis';
+              return host
+                ? await log.group(`The ${service} TLS certificate of ${host.spec.label}`, () =>
+                    host.conn.step(make(where[role]!.address, opts.check, unread.length === 0)),
+                  )
+                : null;
+            };
+            const certificates: ServiceCertificates = {
+              redis: opts.redis ? await certificate('redis', redisTlsStep) : null,
+              postgresql: opts.postgresql ? await certificate('db', postgresqlTlsStep) : null,
+            };
             const links = await offsiteLinks(opts, all, log);
             return (await onEachHost(
               all,
@@ -189,7 +205,7 @@ export async function provision(opts: Settings<'provision'>, log: Log): Promise<
                   provisionHost(
                     host,
                     facts.get(host)!,
-                    settingsOf(host, links, redisTls),
+                    settingsOf(host, links, certificates),
                     freshConnectionTest(host, opts, log),
                     log,
                   ),

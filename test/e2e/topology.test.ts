@@ -37,6 +37,9 @@ const TOKEN = 'topo-alert-token-6b1d';
 /** Where provision puts the redis host's certificate on each app host: REDIS_URL's one CA. */
 const REDIS_CA = `/etc/metalship/${APP}-redis-ca.pem`;
 const REDIS_TLS = `--tls --cacert ${REDIS_CA}`;
+/** Where provision puts the db host's certificate on each app host: DATABASE_URL's one root. */
+const PG_CA = `/etc/metalship/${APP}-postgresql-ca.pem`;
+const PG_VERIFY = `sslmode=verify-full&sslrootcert=${PG_CA}`;
 
 let key: HostKeyPair;
 let db: TestHost;
@@ -71,7 +74,7 @@ function connection(): Record<string, string> {
 }
 
 const ENV =
-  `DATABASE_URL=postgresql://${APP}:${DB_PASSWORD}@${DB_ADDRESS}:5432/${APP}?sslmode=require\n` +
+  `DATABASE_URL=postgresql://${APP}:${DB_PASSWORD}@${DB_ADDRESS}:5432/${APP}?${PG_VERIFY}\n` +
   `REDIS_URL=rediss://${APP}:${REDIS_PASSWORD}@${DB_ADDRESS}:6379/0?ssl_ca_certs=${REDIS_CA}\n`;
 
 function provisionInputs(extra: Record<string, string> = {}): Record<string, string> {
@@ -161,11 +164,16 @@ test('provision: PostgreSQL and Redis on the db host for the app hosts alone; th
   const certificate = await on(db, 'cat /etc/metalship/redis-tls/cert.pem');
   expect(certificate).toMatch(/^-----BEGIN CERTIFICATE-----\n/);
   expect(await on(db, 'stat -c %a:%U:%G /etc/metalship/redis-tls/key.pem')).toBe('640:root:redis\n');
+  const pgCertificate = await on(db, 'cat /etc/metalship/postgresql-tls/cert.pem');
+  expect(pgCertificate).toMatch(/^-----BEGIN CERTIFICATE-----\n/);
+  expect(pgCertificate).not.toBe(certificate);
+  expect(await on(db, 'stat -c %a:%U:%G /etc/metalship/postgresql-tls/key.pem')).toBe('640:root:postgres\n');
   for (const h of apps) {
     const items = itemsOf(r, h);
     expect(items.redis!.detail).toContain(`on ${db.address} (roles=redis)`);
-    // The redis host's certificate, the CA the app's REDIS_URL names.
+    // The redis host's certificate, the CA the app's REDIS_URL names; the db host's, DATABASE_URL's root.
     expect(await on(h, `cat ${REDIS_CA}`)).toBe(certificate);
+    expect(await on(h, `cat ${PG_CA}`)).toBe(pgCertificate);
     expect(items.postgresql!.status).not.toBe('failed');
     expect(await on(h, 'systemctl is-active postgresql redis-server || true')).not.toMatch(/^active/m);
   }
@@ -173,6 +181,7 @@ test('provision: PostgreSQL and Redis on the db host for the app hosts alone; th
   const psql = (sql: string) => on(db, `cd / && runuser -u postgres -- psql -XAtq -c "${sql}"`);
   expect((await psql('show listen_addresses')).trim()).toBe(`localhost,${DB_ADDRESS}`);
   expect((await psql('show ssl')).trim()).toBe('on');
+  expect((await psql('show ssl_cert_file')).trim()).toBe('/etc/metalship/postgresql-tls/cert.pem');
   const hba = await on(db, `cat "$(runuser -u postgres -- psql -XAtq -c 'show hba_file')"`);
   for (const n of [2, 3])
     expect(hba).toContain(`hostssl "${APP}" "${APP}" ${LAN.address(n)}/32 scram-sha-256`);
@@ -186,6 +195,24 @@ test('provision: PostgreSQL and Redis on the db host for the app hosts alone; th
   const again = await runBundle('provision', provisionInputs());
   expect(outcome(again)).toBe('succeeded');
   expect(again.outputs.changed).toBe('0');
+
+  // A db host provisioned before it had a certificate of its own (Debian's snakeoil one):
+  // the next provision sets its own with a reload, not a restart (sessions stay up).
+  // One statement per call: ALTER SYSTEM refuses to run inside a transaction block.
+  await psql("alter system set ssl_cert_file = '/etc/ssl/certs/ssl-cert-snakeoil.pem'");
+  await psql("alter system set ssl_key_file = '/etc/ssl/private/ssl-cert-snakeoil.key'");
+  await psql('select pg_reload_conf()');
+  const started = await psql('select pg_postmaster_start_time()');
+  const upgraded = await runBundle('provision', provisionInputs());
+  expect(outcome(upgraded)).toBe('succeeded');
+  expect(itemsOf(upgraded, db).postgresql!.detail).toContain("SSL on with this host's own certificate");
+  expect((await psql('show ssl_cert_file')).trim()).toBe('/etc/metalship/postgresql-tls/cert.pem');
+  expect(await psql('select pg_postmaster_start_time()')).toBe(started);
+  const verified = await attempt(
+    apps[0],
+    `cd / && PGPASSWORD='${DB_PASSWORD}' PGCONNECT_TIMEOUT=5 psql -XAtq "host=${DB_ADDRESS} user=${APP} dbname=${APP} sslmode=verify-full sslrootcert=${PG_CA}" -c 'select 1'`,
+  );
+  expect(verified).toMatchObject({ code: 0, out: '1\n' });
 });
 
 test('the network admits the app hosts alone: ufw per source address, pg_hba per source and SSL only', async () => {
@@ -200,6 +227,19 @@ test('the network admits the app hosts alone: ufw per source address, pg_hba per
       `cd / && PGPASSWORD='${DB_PASSWORD}' PGCONNECT_TIMEOUT=5 psql -XAtq "host=${DB_ADDRESS} user=${APP} dbname=${APP} sslmode=${ssl}" -c 'select ssl from pg_stat_ssl where pid = pg_backend_pid()'`,
     );
   expect(await login(apps[1], 'require')).toMatchObject({ code: 0, out: 't\n' });
+  // The app's URL verifies the db host's own certificate; another root (the system's CAs, as a client
+  // talking to a machine in the middle would have to trust) is refused before any password is sent.
+  expect(await login(apps[1], `verify-full sslrootcert=${PG_CA}`)).toMatchObject({ code: 0, out: 't\n' });
+  const untrustedPg = await login(apps[1], 'verify-full sslrootcert=/etc/ssl/certs/ca-certificates.crt');
+  expect(untrustedPg.code).not.toBe(0);
+  expect(untrustedPg.out).toMatch(/certificate verify failed/);
+  // The certificate names the private address alone (and loopback): another name for the host is refused.
+  const otherName = await attempt(
+    apps[1],
+    `cd / && PGPASSWORD='${DB_PASSWORD}' PGCONNECT_TIMEOUT=5 psql -XAtq "host=${db.name} hostaddr=${DB_ADDRESS} user=${APP} dbname=${APP} sslmode=verify-full sslrootcert=${PG_CA}" -c 'select 1'`,
+  );
+  expect(otherName.code).not.toBe(0);
+  expect(otherName.out).toMatch(/does not match host name/);
   const plain = await login(apps[1], 'disable');
   expect(plain.code).not.toBe(0);
   expect(plain.out).toMatch(
@@ -392,7 +432,7 @@ const NEW_REDIS = 'topo-Redis-Rotated-10';
 const pgLogin = (user: string, password: string) =>
   attempt(
     apps[0],
-    `cd / && PGPASSWORD='${password}' PGCONNECT_TIMEOUT=5 psql -XAtq "host=${DB_ADDRESS} user=${user} dbname=${APP} sslmode=require" -c 'select current_user, session_user'`,
+    `cd / && PGPASSWORD='${password}' PGCONNECT_TIMEOUT=5 psql -XAtq "host=${DB_ADDRESS} user=${user} dbname=${APP} sslmode=verify-full sslrootcert=${PG_CA}" -c 'select current_user, session_user'`,
   );
 const redisLogin = (password: string) =>
   attempt(
@@ -453,7 +493,7 @@ test('the db host refuses a PostgreSQL or Redis password the app hosts still log
 
 test('the documented rotations go through on the db host: db-login-user with db-previous-user, redis-previous-password', async () => {
   const rotatedEnv =
-    `DATABASE_URL=postgresql://${APP}_b:${NEW_DB}@${DB_ADDRESS}:5432/${APP}?sslmode=require\n` +
+    `DATABASE_URL=postgresql://${APP}_b:${NEW_DB}@${DB_ADDRESS}:5432/${APP}?${PG_VERIFY}\n` +
     `REDIS_URL=rediss://${APP}:${NEW_REDIS}@${DB_ADDRESS}:6379/0?ssl_ca_certs=${REDIS_CA}\n`;
   const adding = {
     'db-login-user': `${APP}_b`,

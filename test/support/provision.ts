@@ -1,11 +1,10 @@
 // Provision settings from hostile inputs, and every script of their items: for
 // test/unit/provision.test.ts and shellcheck (scripts/lint-scripts.ts).
-import { provisionSettings } from '../../src/actions/provision.js';
+import { provisionSettings, type ServiceCertificates } from '../../src/actions/provision.js';
 import { parseInputs } from '../../src/inputs/parse.js';
 import { planItems, type Item, type ProvisionSettings } from '../../src/remote/provision/index.js';
 import type { PushKey } from '../../src/remote/offsite.js';
 import { offsiteItem } from '../../src/remote/provision/offsite.js';
-import type { RedisTls } from '../../src/remote/provision/redis.js';
 import { resolveRoles } from '../../src/stages/hosts.js';
 import { FIXTURE_KEY } from './keys.js';
 
@@ -27,12 +26,17 @@ export const raw =
 
 /** A redis host's certificate as the runner reads it (the PEM's shape; not a real certificate). */
 export const REDIS_PEM = "-----BEGIN CERTIFICATE-----\nMIIBfake$(id)'x'\n-----END CERTIFICATE-----\n";
+/** A db host's, likewise. */
+export const POSTGRESQL_PEM = "-----BEGIN CERTIFICATE-----\nMIIBpg'$(id)\n-----END CERTIFICATE-----\n";
 
 /** The settings of the first host in hosts (its roles as the action resolves them); a redis host's certificate read (this run made it). */
 export function settings(
   extra: Record<string, string> = {},
   elsewhere: ProvisionSettings['elsewhere'] = null,
-  redisTls: RedisTls | null = { certificate: REDIS_PEM, made: true },
+  certificates: ServiceCertificates = {
+    redis: { certificate: REDIS_PEM, made: true },
+    postgresql: { certificate: POSTGRESQL_PEM, made: true },
+  },
 ): ProvisionSettings {
   const s = parseInputs('provision', raw({ ...base, ...extra }));
   const roles = resolveRoles(s.hosts)[0]!;
@@ -42,7 +46,7 @@ export function settings(
     null,
     undefined,
     elsewhere,
-    redisTls,
+    certificates,
   );
 }
 

@@ -7,7 +7,8 @@ import { firewallItem } from '../../src/remote/provision/firewall.js';
 import { hbaBlock } from '../../src/remote/provision/postgresql.js';
 import { resolveRoles } from '../../src/stages/hosts.js';
 import { redisTlsStep } from '../../src/remote/provision/redis.js';
-import { base, raw, REDIS_PEM, settings, topologyInputs } from '../support/provision.js';
+import { postgresqlTlsStep } from '../../src/remote/provision/postgresql.js';
+import { base, POSTGRESQL_PEM, raw, REDIS_PEM, settings, topologyInputs } from '../support/provision.js';
 
 const BOOKWORM = { os: 'Debian GNU/Linux 12 (bookworm)', id: 'debian', version: '12' };
 
@@ -80,6 +81,15 @@ test('the db/redis host: PostgreSQL and Redis for the app hosts alone, no app an
   expect(plan.postgresql!.item!.script).toMatch(
     /alter system set listen_addresses = .*localhost,10\.1\.0\.9/,
   );
+  // PostgreSQL serves the certificate made before the items (a new one reloads it), not Debian's snakeoil.
+  expect(plan.postgresql!.item!.script).toContain(
+    "'alter system set ssl_cert_file = '\\''/etc/metalship/postgresql-tls/cert.pem'\\'';'",
+  );
+  expect(plan.postgresql!.item!.script).toContain(
+    'chown root:postgres /etc/metalship/postgresql-tls /etc/metalship/postgresql-tls/key.pem',
+  );
+  expect(plan.postgresql!.item!.script).toContain('ms_changed "TLS certificate made"; tls_made=1');
+  expect(plan.postgresql!.item!.script).toContain('|| [ "$tls_made" = 1 ]; then');
   expect(plan.redis!.item!.script).toContain("redis_bind='127.0.0.1 -::1 10.1.0.9'");
   // TLS alone on the Redis port, with the certificate made before the items (a new one restarts Redis).
   expect(plan.redis!.item!.script).toContain(
@@ -87,7 +97,8 @@ test('the db/redis host: PostgreSQL and Redis for the app hosts alone, no app an
   );
   expect(plan.redis!.item!.script).toContain("'tls-auth-clients no'");
   expect(plan.redis!.item!.script).not.toContain("'port 6379'");
-  expect(plan.redis!.item!.script).toContain('ms_changed "TLS certificate made"; restart=1');
+  expect(plan.redis!.item!.script).toContain('ms_changed "TLS certificate made"; tls_made=1');
+  expect(plan.redis!.item!.script).toContain('if [ "$tls_made" = 1 ]; then restart=1; fi');
   expect(plan.redis!.item!.script).toContain(
     'redis-cli -h 127.0.0.1 --tls --cacert /etc/metalship/redis-tls/cert.pem',
   );
@@ -112,6 +123,7 @@ test('the db/redis host: PostgreSQL and Redis for the app hosts alone, no app an
   expect(alerts).toContain('/var/backups/metalship/shop/.last-verified.json');
   expect(alerts).not.toContain('/etc/letsencrypt');
   expect(alerts).toContain('/etc/metalship/redis-tls/cert.pem');
+  expect(alerts).toContain('/etc/metalship/postgresql-tls/cert.pem');
   // PostgreSQL's clusters (by their template) and Redis are served here: their failures alert.
   expect(alerts).toContain('ms_file /etc/systemd/system/postgresql@.service.d/metalship-alert-shop.conf ');
   expect(alerts).toContain('ms_file /etc/systemd/system/redis-server.service.d/metalship-alert-shop.conf ');
@@ -149,11 +161,18 @@ test('an app host beside a db/redis host: the PostgreSQL client alone, no Redis,
   expect(ca).toContain(REDIS_PEM.trimEnd());
   expect(ca).not.toMatch(/ms_install redis-server|redis-cli/);
   // Its certificate unknown (not in the run): the file is left as it is.
-  const unknown = planItems(settings(topologyInputs(false), null, null), BOOKWORM).find(
-    (p) => p.name === 'redis',
-  )!;
-  expect(unknown.item!.script).not.toContain('ms_file /etc/metalship/shop-redis-ca.pem');
-  expect(unknown.item!.script).toContain('ms_warn');
+  const unknownPlan = Object.fromEntries(
+    planItems(settings(topologyInputs(false), null, {}), BOOKWORM).map((p) => [p.name, p]),
+  );
+  expect(unknownPlan.redis!.item!.script).not.toContain('ms_file /etc/metalship/shop-redis-ca.pem');
+  expect(unknownPlan.redis!.item!.script).toContain('ms_warn');
+  // Likewise the db host's certificate, the root DATABASE_URL trusts.
+  const pg = plan.postgresql!.item!.script;
+  expect(pg).toContain('on 10.0.0.9 (roles=db), over TLS');
+  expect(pg).toContain('ms_file /etc/metalship/shop-postgresql-ca.pem 644 root:root');
+  expect(pg).toContain(POSTGRESQL_PEM.trimEnd());
+  expect(unknownPlan.postgresql!.item!.script).not.toContain('ms_file /etc/metalship/shop-postgresql-ca.pem');
+  expect(unknownPlan.postgresql!.item!.script).toContain('ms_warn');
   expect(firewallItem(s).script).not.toMatch(/5432|6379/);
   expect(plan.app!.item).not.toBeNull();
 });
@@ -172,6 +191,31 @@ test('a REDIS_URL to the redis host must be rediss:// trusting its certificate, 
   expect(withUrl('redis://shop:pw123@10.1.0.77:6379/0')).not.toThrow();
 });
 
+test('a DATABASE_URL to the db host must verify its certificate (verify-full, its copy as root), before any host is contacted', () => {
+  const withUrl = (url: string) => () =>
+    parseInputs('provision', raw({ ...base, ...topologyInputs(false), env: `DATABASE_URL=${url}\n` }));
+  const good =
+    'postgresql://shop:pw123@10.1.0.9:5432/shop?sslmode=verify-full&sslrootcert=/etc/metalship/shop-postgresql-ca.pem';
+  expect(withUrl('postgresql://shop:pw123@10.1.0.9:5432/shop?sslmode=require')).toThrow(
+    /Input 'env': DATABASE_URL points at the db host 10\.0\.0\.9 \(10\.1\.0\.9\), which serves PostgreSQL with a certificate of its own.*expected postgresql:\/\/<user>:<password>@10\.1\.0\.9:5432\/shop\?sslmode=verify-full&sslrootcert=\/etc\/metalship\/shop-postgresql-ca\.pem/,
+  );
+  for (const bad of [
+    'postgresql://shop:pw123@10.1.0.9:5432/shop',
+    'postgresql://shop:pw123@10.1.0.9/shop?sslmode=verify-ca&sslrootcert=/etc/metalship/shop-postgresql-ca.pem',
+    'postgresql://shop:pw123@10.1.0.9/shop?sslmode=verify-full&sslrootcert=/tmp/mine.pem',
+    'postgresql://shop:pw123@10.1.0.9/shop?sslmode=verify-full&sslrootcert=system',
+    `${good}&sslmode=disable`,
+    // The host in the query (libpq reads it over the URL's), or one of several.
+    'postgresql://shop:pw123@/shop?host=10.1.0.9&sslmode=prefer',
+    'postgresql://shop:pw123@/shop?host=10.1.0.8,10.1.0.9',
+  ])
+    expect(withUrl(bad)).toThrow(/DATABASE_URL points at the db host/);
+  expect(withUrl(good)).not.toThrow();
+  expect(withUrl(good.replace('postgresql:', 'postgresql+psycopg2:'))).not.toThrow();
+  // Another database than the db host's is the user's to configure.
+  expect(withUrl('postgresql://shop:pw123@10.1.0.77:5432/shop?sslmode=require')).not.toThrow();
+});
+
 test("the redis host's certificate step: made only when needed, never in check mode; its PEM read back", () => {
   const made = redisTlsStep('10.1.0.9', false);
   expect(made.script).toContain('-checkip 10.1.0.9');
@@ -186,4 +230,9 @@ test("the redis host's certificate step: made only when needed, never in check m
   expect(redisTlsStep('10.1.0.9', false, false).script).toContain(
     "*'does match'* ]]; } && [ ! -s /etc/metalship/redis-tls/cert.pem ]; then",
   );
+  // The db host's: the same step, its own files; the CN is the address too (libpq before 14 matches the CN alone).
+  const pg = postgresqlTlsStep('10.1.0.9', false).script;
+  expect(pg).toContain("-subj '/O=metalship PostgreSQL/CN=10.1.0.9'");
+  expect(pg).toContain('-keyout /etc/metalship/postgresql-tls/key.pem.new');
+  expect(pg).not.toContain('redis');
 });

@@ -11,6 +11,7 @@ import { alertPaths, alertProgram, alertUnits, curlConfig, onFailureDropIn } fro
 import { sh } from '../sh.js';
 import { ensureEtcDir, file, itemScript, type Item } from './common.js';
 import { certPaths } from './nginx.js';
+import { POSTGRESQL_TLS_FILES } from './postgresql.js';
 import { REDIS_TLS_CERT } from './redis.js';
 import { hasSite, postgresqlHere, redisHere, type ProvisionSettings } from './settings.js';
 
@@ -85,6 +86,7 @@ export function alertsItem(settings: ProvisionSettings): Item {
     certificates: [
       ...(hasSite(settings) && certPaths(settings) ? [certPaths(settings)!.certificate] : []),
       ...(settings.serves.redis && settings.redis.enabled ? [REDIS_TLS_CERT] : []),
+      ...(settings.serves.db && settings.topology.db && pg.enabled ? [POSTGRESQL_TLS_FILES.cert] : []),
     ],
     certificateDays: alerts.certificateDays,
     restoreRecord: backupsHere ? lastVerifiedPath(pg.backupDir) : null,

@@ -10,7 +10,31 @@ import { hbaAddress, hbaName } from '../quoting.js';
 import { quote, sh } from '../sh.js';
 import { itemScript, type Item } from './common.js';
 import { inUseLines, passwordHash, unreadNote } from './in-use.js';
+import {
+  postgresqlCaPath,
+  serviceCaLines,
+  serviceTlsFiles,
+  serviceTlsLines,
+  serviceTlsStep,
+  type ServiceTls,
+} from './service-tls.js';
 import type { ProvisionSettings } from './settings.js';
+import type { Step } from '../step.js';
+
+/**
+ * The db host's TLS certificate and key (see service-tls.ts), which PostgreSQL
+ * serves the app hosts with instead of Debian's snakeoil one: the app hosts
+ * trust it alone (sslmode=verify-full), so a machine in the middle on the
+ * private network cannot stand in for the database.
+ */
+export const POSTGRESQL_TLS_FILES = serviceTlsFiles('PostgreSQL', 'postgresql');
+
+export { postgresqlCaPath };
+
+/** The db host's certificate, made before the items (see serviceTlsStep). */
+export function postgresqlTlsStep(address: string, check: boolean, replace = true): Step<ServiceTls> {
+  return serviceTlsStep(POSTGRESQL_TLS_FILES, address, check, replace);
+}
 
 /** Who may connect over the network (SSL only): each app host's address, when this is the db host, and db-remote-cidrs. */
 function remoteNetworks(settings: ProvisionSettings): string[] {
@@ -31,12 +55,17 @@ function listenAddresses(settings: ProvisionSettings): string | null {
 }
 
 export function postgresqlClientItem(settings: ProvisionSettings): Item {
-  // Any client the distribution has will do (the server's packages bring one along).
+  const path = postgresqlCaPath(settings.layout.app);
+  const where = settings.topology.db!.label;
   return {
     name: 'postgresql',
     script: itemScript(
       settings.check,
+      sh`echo ${`note on ${where} (roles=db), over TLS: DATABASE_URL=postgresql://…?sslmode=verify-full&sslrootcert=${path}`}`,
+      // Any client the distribution has will do (the server's packages bring one along).
       'if ! command -v pg_dump >/dev/null; then ms_install postgresql-client; fi',
+      // The db host's certificate, the one root DATABASE_URL trusts.
+      serviceCaLines(POSTGRESQL_TLS_FILES, path, where, settings.postgresql.tls),
     ),
   };
 }
@@ -213,6 +242,40 @@ function passwordChanges(settings: ProvisionSettings): string {
 const PSQL = 'runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1';
 
 /**
+ * Remote clients: listen_addresses (a restart) and SSL on; on a db host with
+ * the certificate of POSTGRESQL_TLS_FILES (a reload: PostgreSQL reloads its SSL
+ * files on SIGHUP since 10, and keeps the old ones if the new fail to load).
+ */
+function pgServerSsl(listen: string, own: boolean): string {
+  const want = own
+    ? [
+        ['listen_addresses', listen],
+        ['ssl', 'on'],
+        ['ssl_cert_file', POSTGRESQL_TLS_FILES.cert],
+        ['ssl_key_file', POSTGRESQL_TLS_FILES.key],
+      ]
+    : [
+        ['listen_addresses', listen],
+        // Debian's cluster has the snakeoil certificate of ssl-cert configured.
+        ['ssl', 'on'],
+      ];
+  const differs = want.map(
+    ([name, value]) => `[ "$(${PSQL} -c ${quote('show ' + name!)})" != ${quote(value!)} ]`,
+  );
+  return [
+    'pg_restart=0',
+    `if [ "$(${PSQL} -c 'show listen_addresses')" != ${quote(listen)} ]; then pg_restart=1; fi`,
+    `if [ "$pg_restart" = 1 ] || ${differs.join(' || ')}${own ? ' || [ "$tls_made" = 1 ]' : ''}; then`,
+    sh`  ms_changed ${`listening on ${listen} for remote clients, SSL on${own ? " with this host's own certificate" : ''}`}`,
+    '  if [ "$CHECK" != 1 ]; then',
+    `    printf '%s\\n' ${want.map(([name, value]) => quote(`alter system set ${name} = '${value}';`)).join(' ')} | q`,
+    sh`    if [ "$pg_restart" = 1 ]; then systemctl restart postgresql; else echo 'select pg_reload_conf()' | q >/dev/null; fi`,
+    '  fi',
+    'fi',
+  ].join('\n');
+}
+
+/**
  * The item's variables, `q` (psql as postgres with them) and every refusal,
  * read-only: the item runs them first, and the run's pre-check on every host
  * before any item changes anything (see Item.precheck).
@@ -249,6 +312,8 @@ export function postgresqlItem(settings: ProvisionSettings): Item {
   const units = backupUnitNames(settings.layout.app);
   const psql = PSQL;
   const listen = listenAddresses(settings);
+  // A db host serves its own certificate; db-remote-cidrs alone keeps the cluster's (snakeoil on Debian).
+  const own = settings.serves.db && !!settings.topology.db;
   return {
     name: 'postgresql',
     // Nothing to refuse where PostgreSQL is not installed: no role exists yet. One
@@ -291,15 +356,8 @@ export function postgresqlItem(settings: ProvisionSettings): Item {
       `conf_dir=$(dirname "$(${psql} -c 'show config_file')")`,
       'open_confs=$(find "$conf_dir" -maxdepth 1 -name "*.conf" -perm /o=rwx -printf "%f " | sed "s/ $//")',
       'if [ -n "$open_confs" ]; then ms_changed "PostgreSQL configuration files no longer world-readable: $open_confs"; ms_apply find "$conf_dir" -maxdepth 1 -name "*.conf" -perm /o=rwx -exec chmod o-rwx {} +; fi',
-      listen
-        ? [
-            `if [ "$(${psql} -c 'show listen_addresses')" != ${quote(listen)} ] || [ "$(${psql} -c 'show ssl')" != on ]; then`,
-            sh`  ms_changed ${'listening on ' + listen + ' for remote clients, SSL on'}`,
-            // ssl: Debian's cluster has the snakeoil certificate of ssl-cert configured.
-            sh`  if [ "$CHECK" != 1 ]; then printf '%s\\n' ${`alter system set listen_addresses = '${listen}';`} 'alter system set ssl = on;' | q; systemctl restart postgresql; fi`,
-            'fi',
-          ].join('\n')
-        : null,
+      own ? serviceTlsLines(POSTGRESQL_TLS_FILES, 'postgres', pg.tls) : null,
+      listen ? pgServerSsl(listen, own) : null,
       'if [ "$CHECK" = 1 ]; then',
       sh`  prog=$(mktemp); cat > "$prog" <<'MS_PROG_EOF'`,
       backupProgram(backup).replace(/\n$/, ''),

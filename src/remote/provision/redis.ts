@@ -7,8 +7,15 @@
 
 import { bareWord } from '../quoting.js';
 import { quote, raw, script, sh, textVar } from '../sh.js';
-import { step, type Step } from '../step.js';
+import type { Step } from '../step.js';
 import { ensureEtcDir, ETC_DIR, itemScript, type Item } from './common.js';
+import {
+  serviceCaLines,
+  serviceTlsFiles,
+  serviceTlsLines,
+  serviceTlsStep,
+  type ServiceTls,
+} from './service-tls.js';
 import { inUseLines, passwordHash, unreadNote } from './in-use.js';
 import type { ProvisionSettings } from './settings.js';
 
@@ -47,94 +54,36 @@ function recordRedisApp(app: string): string {
 }
 
 /**
- * The redis host's TLS certificate and key: self-signed, for its private
- * address and loopback. Root's directory; Redis reads the key through its
- * group (set by the redis item, once the package has made that group).
+ * The redis host's TLS certificate and key (see service-tls.ts). Redis reads
+ * the key through its group (set by the redis item, once the package has made that group).
  */
-export const REDIS_TLS_DIR = `${ETC_DIR}/redis-tls`;
-export const REDIS_TLS_CERT = `${REDIS_TLS_DIR}/cert.pem`;
-export const REDIS_TLS_KEY = `${REDIS_TLS_DIR}/key.pem`;
-/** Made anew when it expires within this many days (the alert warns before, at alert-certificate-days). */
-const REDIS_TLS_RENEW_DAYS = 30;
-const REDIS_TLS_VALID_DAYS = 3650;
+export const REDIS_TLS_FILES = serviceTlsFiles('Redis', 'redis');
+export const REDIS_TLS_DIR = REDIS_TLS_FILES.dir;
+export const REDIS_TLS_CERT = REDIS_TLS_FILES.cert;
+export const REDIS_TLS_KEY = REDIS_TLS_FILES.key;
 
 /** On an app host: the redis host's certificate, the one CA its REDIS_URL trusts (`?ssl_ca_certs=`). */
 export function redisCaPath(app: string): string {
   return `${ETC_DIR}/${app}-redis-ca.pem`;
 }
 
-/**
- * The redis host's certificate as the runner read it, for the app hosts; made:
- * this run made it; stale: it needs replacing, which waits for every app host.
- */
-export interface RedisTls {
-  certificate: string | null;
-  made: boolean;
-  stale?: boolean;
-}
+export type RedisTls = ServiceTls;
 
-/**
- * On the redis host, before the items (the app hosts need its certificate in
- * the same run): makes the certificate when missing, not for this address, or
- * expiring within REDIS_TLS_RENEW_DAYS (not in check mode), and prints it.
- * One in use is replaced only when every app host is in the run (replace):
- * one left out would keep trusting the old one alone. The key never leaves the host.
- */
+/** The redis host's certificate, made before the items (see serviceTlsStep). */
 export function redisTlsStep(address: string, check: boolean, replace = true): Step<RedisTls> {
-  const valid = [
-    sh`[ -s ${REDIS_TLS_KEY} ] && [ -s ${REDIS_TLS_CERT} ]`,
-    sh`openssl x509 -noout -checkend ${REDIS_TLS_RENEW_DAYS * 86400} -in ${REDIS_TLS_CERT} >/dev/null 2>&1`,
-    sh`[[ "$(openssl x509 -noout -checkip ${address} -in ${REDIS_TLS_CERT} 2>/dev/null)" == *'does match'* ]]`,
-  ].join(' && ');
-  return step(
-    'the Redis TLS certificate',
-    script(
-      check
-        ? null
-        : script(
-            sh`if ! command -v openssl >/dev/null; then echo 'openssl is missing: the Redis TLS certificate is made with it (apt-get install openssl)' >&2; exit 1; fi`,
-            sh`if [ ! -d ${ETC_DIR} ]; then install -d -m 755 -o root -g root ${ETC_DIR}; fi`,
-            sh`if [ ! -d ${REDIS_TLS_DIR} ]; then install -d -m 750 -o root -g root ${REDIS_TLS_DIR}; fi`,
-            `if ! { ${valid}; }${replace ? '' : sh` && [ ! -s ${REDIS_TLS_CERT} ]`}; then`,
-            sh`  (umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days ${String(REDIS_TLS_VALID_DAYS)} -subj ${'/CN=metalship Redis ' + address} -addext ${'subjectAltName=IP:' + address + ',IP:127.0.0.1'} -addext 'keyUsage=critical,digitalSignature,keyCertSign' -addext 'extendedKeyUsage=serverAuth' -keyout ${REDIS_TLS_KEY + '.new'} -out ${REDIS_TLS_CERT + '.new'} 2>&1) >&2`,
-            sh`  chmod 644 ${REDIS_TLS_CERT + '.new'}`,
-            sh`  mv -f ${REDIS_TLS_KEY + '.new'} ${REDIS_TLS_KEY} && mv -f ${REDIS_TLS_CERT + '.new'} ${REDIS_TLS_CERT}`,
-            '  echo MADE',
-            'fi',
-          ),
-      `if [ -s ${REDIS_TLS_CERT} ] && ! { ${valid}; }; then echo STALE; fi`,
-      sh`if [ -s ${REDIS_TLS_CERT} ]; then cat ${REDIS_TLS_CERT}; fi`,
-    ),
-    (stdout) => ({
-      certificate:
-        /-----BEGIN CERTIFICATE-----\n[\s\S]+?\n-----END CERTIFICATE-----\n/.exec(stdout)?.[0] ?? null,
-      made: /^MADE$/m.test(stdout),
-      stale: /^STALE$/m.test(stdout),
-    }),
-  );
+  return serviceTlsStep(REDIS_TLS_FILES, address, check, replace);
 }
 
-/**
- * On an app host whose Redis is on a redis host: that host's certificate in
- * redisCaPath, the CA of its REDIS_URL. Unknown (the redis host is not in this
- * run, or check mode before it has one): the file is left as it is.
- */
+/** On an app host whose Redis is on a redis host: that host's certificate in redisCaPath, the CA of its REDIS_URL. */
 export function redisCaItem(settings: ProvisionSettings): Item {
   const path = redisCaPath(settings.layout.app);
-  const pem = settings.redis.tls?.certificate;
   const where = settings.topology.redis!.label;
   return {
     name: 'redis',
     script: itemScript(
       settings.check,
       sh`echo ${`note on ${where} (roles=redis), over TLS: REDIS_URL=rediss://…?ssl_ca_certs=${path}`}`,
-      ensureEtcDir(),
-      pem
-        ? [
-            textVar('pem', pem),
-            sh`ms_file ${path} 644 root:root ${`the certificate of ${where} (Redis TLS)`} < <(printf '%s\\n' "$pem")`,
-          ].join('\n')
-        : sh`if [ ! -s ${path} ]; then ms_warn ${`the certificate of ${where} is unknown (not in this run, or made by its first run): provision with it to write ${path}`}; fi`,
+      serviceCaLines(REDIS_TLS_FILES, path, where, settings.redis.tls),
     ),
   };
 }
@@ -241,15 +190,9 @@ function redisTlsLines(tls: RedisTls | null): string {
     'case "$(ldd "$(command -v redis-server)" 2>/dev/null)" in *libssl*) ;; *)',
     '  echo "redis-server $redis_version was built without TLS: a redis host (roles=redis) serves the app hosts over TLS only. Nothing was changed." >&2; exit 1;;',
     'esac',
-    sh`if [ "$CHECK" != 1 ] && { [ ! -s ${REDIS_TLS_CERT} ] || [ ! -s ${REDIS_TLS_KEY} ]; }; then echo ${'the Redis TLS certificate is missing from ' + REDIS_TLS_DIR} >&2; exit 1; fi`,
-    sh`if [ -d ${REDIS_TLS_DIR} ] && [ "$(stat -c %a:%U:%G ${REDIS_TLS_DIR} ${REDIS_TLS_KEY} 2>/dev/null | tr '\\n' ' ')" != '750:root:redis 640:root:redis ' ]; then ms_changed "Redis may read its TLS key"; ms_apply chown root:redis ${REDIS_TLS_DIR} ${REDIS_TLS_KEY}; ms_apply chmod 750 ${REDIS_TLS_DIR}; ms_apply chmod 640 ${REDIS_TLS_KEY}; fi`,
-    tls?.made ? 'ms_changed "TLS certificate made"; restart=1' : null,
-    tls?.stale
-      ? sh`ms_warn ${`the TLS certificate expires within ${REDIS_TLS_RENEW_DAYS} days or is not for this address: provision with every app host in the run to replace it (one left out would keep trusting the old one)`}`
-      : null,
-  ]
-    .filter((l) => l !== null)
-    .join('\n');
+    serviceTlsLines(REDIS_TLS_FILES, 'redis', tls),
+    'if [ "$tls_made" = 1 ]; then restart=1; fi',
+  ].join('\n');
 }
 
 export function redisItem(settings: ProvisionSettings): Item {

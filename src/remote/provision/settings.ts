@@ -6,7 +6,7 @@ import type { Layout } from '../layout.js';
 import type { Topology } from '../../inputs/hosts.js';
 import type { PushKey, PushTarget } from '../offsite.js';
 import type { Elsewhere } from './in-use.js';
-import type { RedisTls } from './redis.js';
+import type { ServiceTls } from './service-tls.js';
 
 export interface ProvisionSettings {
   layout: Layout;
@@ -61,6 +61,8 @@ export interface ProvisionSettings {
     backupDir: string;
     keepDays: number;
     schedule: string;
+    /** The db host's certificate when the app's database is on one (read by the runner), else null. */
+    tls: ServiceTls | null;
   };
   redis: {
     enabled: boolean;
@@ -71,7 +73,7 @@ export interface ProvisionSettings {
     maxmemory: string;
     memoryPercent: number;
     /** The redis host's certificate when the app's Redis is on one (read by the runner), else null. */
-    tls: RedisTls | null;
+    tls: ServiceTls | null;
   };
   logs: { enabled: boolean };
   monitoring: { pingUrl: string; pingPath: string; nodeExporter: boolean; nodeExporterListen: string };
