@@ -139,20 +139,6 @@ def certificate_problem(path):
         return [("certificate", path, "%s %s (%s), under %d days"
                  % (path, what, end, SETTINGS["certificate_days"]))]
     return []
-    if not os.path.exists(path):
-        return [("certificate", path, "%s is missing" % path)]
-    out = subprocess.run(["openssl", "x509", "-noout", "-enddate", "-in", path],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
-    end = out.stdout.strip().partition("=")[2]
-    try:
-        days = (ssl.cert_time_to_seconds(end) - time.time()) / 86400
-    except ValueError:
-        return [("certificate", path, "%s is unreadable: %s" % (path, out.stderr.strip()[-200:]))]
-    if days < SETTINGS["certificate_days"]:
-        what = "expired %.1f days ago" % -days if days < 0 else "expires in %.1f days" % days
-        return [("certificate", path, "%s %s (%s), under %d days"
-                 % (path, what, end, SETTINGS["certificate_days"]))]
-    return []
 
 
 def restore_problems():

@@ -63783,6 +63783,1233 @@ function errorMessage(err) {
     return err instanceof Error ? err.message : String(err);
 }
 
+// EXTERNAL MODULE: external "node:net"
+var external_node_net_ = __nccwpck_require__(7030);
+;// CONCATENATED MODULE: ./src/remote/sh.ts
+// Shell script building where quoting is the default: every value interpolated
+// into `sh` is single-quoted unless explicitly wrapped in raw().
+class Raw {
+    text;
+    constructor(text) {
+        this.text = text;
+    }
+}
+/** Marks text as already-safe shell (a fragment we built ourselves, never user input). */
+function raw(text) {
+    return new Raw(text);
+}
+/** POSIX single-quote a value: the result is one shell word with the exact bytes of value. */
+function quote(value) {
+    const text = String(value);
+    if (text.includes('\0'))
+        throw new Error('a shell value cannot contain a NUL byte');
+    if (text !== '' && /^[A-Za-z0-9_@%+=:,./-]+$/.test(text))
+        return text;
+    return `'${text.replace(/'/g, `'\\''`)}'`;
+}
+function render(value) {
+    if (value instanceof Raw)
+        return value.text;
+    if (Array.isArray(value))
+        return value.map((v) => render(v)).join(' ');
+    return quote(value);
+}
+/** Tagged template: sh`rm -rf ${dir}` quotes dir; sh`${raw('$HOME')}` does not. */
+function sh_sh(strings, ...values) {
+    let out = strings[0] ?? '';
+    values.forEach((value, i) => {
+        out += render(value) + (strings[i + 1] ?? '');
+    });
+    return out;
+}
+/** Joins script fragments into one script, one fragment per line block. */
+function sh_script(...parts) {
+    return parts.filter((p) => typeof p === 'string' && p.length > 0).join('\n') + '\n';
+}
+/**
+ * A heredoc that writes content to a file exactly (no expansion); the delimiter
+ * is chosen so that it cannot occur in the content.
+ */
+function sh_heredoc(content) {
+    let delimiter = 'METALSHIP_EOF';
+    let n = 0;
+    while (content.split('\n').includes(delimiter))
+        delimiter = `METALSHIP_EOF_${++n}`;
+    const body = content.endsWith('\n') ? content : content + '\n';
+    return { open: `<<'${delimiter}'`, body: `${body}${delimiter}` };
+}
+/** Script lines that write content to a temporary file beside path, with its mode and owner. */
+function stageFile(tmp, content, opts) {
+    const doc = sh_heredoc(content);
+    return [
+        sh_sh `cat > ${tmp} ${raw(doc.open)}`,
+        doc.body,
+        opts.mode ? sh_sh `chmod ${opts.mode} ${tmp}` : '',
+        opts.owner ? sh_sh `chown ${opts.owner} ${tmp}` : '',
+    ];
+}
+/**
+ * `name=<exact text>` as a bash assignment through a quoted heredoc: nothing in
+ * the text is expanded, and it reads as itself (SQL, a program) in the script.
+ * Trailing newlines are dropped, as by any command substitution.
+ */
+function textVar(name, text) {
+    const doc = sh_heredoc(text);
+    return `${name}=$(cat ${doc.open}\n${doc.body}\n)`;
+}
+/**
+ * Settings for one of our .sh files: a bash assignment a line, each value
+ * quoted (a list becomes an array of quoted words).
+ */
+function assignments(values) {
+    return Object.entries(values)
+        .map(([name, value]) => {
+        if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
+            throw new Error(`${name} is not a shell variable name`);
+        return typeof value === 'object'
+            ? `${name}=(${value.map(quote).join(' ')})`
+            : `${name}=${quote(value)}`;
+    })
+        .join('\n');
+}
+/**
+ * The text of one of our .sh files (src/remote/sh/) as script lines: without its
+ * first line, the `#!/bin/bash` that lets shellcheck read the file on its own.
+ */
+function shellFile(text) {
+    return text.replace(/^#!.*\n/, '').trimEnd();
+}
+/** Script lines that write content to path atomically (temp file + rename) with mode and owner. */
+function writeFileAtomic(path, content, opts = {}) {
+    const tmp = `${path}.metalship-tmp`;
+    return sh_script(...stageFile(tmp, content, opts), sh_sh `mv -f ${tmp} ${path}`).trimEnd();
+}
+/**
+ * Script lines that write content to path only when it differs, and print
+ * "changed <label>" when they did; nothing otherwise. Used for idempotent config.
+ */
+function ensureFile(path, content, opts = {}) {
+    const tmp = `${path}.metalship-new`;
+    const doc = sh_heredoc(content);
+    // Compared first, from the script itself: an unchanged file costs one process.
+    return sh_script(sh_sh `if [ -f ${path} ] && cmp -s -- ${path} - ${raw(doc.open)}`, doc.body, 
+    // What an interrupted run left beside it goes (a test, no process, when there is none).
+    sh_sh `then if [ -e ${tmp} ]; then rm -f ${tmp}; fi; else`, ...stageFile(tmp, content, opts), sh_sh `mv -f ${tmp} ${path}; echo ${'changed ' + (opts.label ?? path)}; ${raw(opts.onChange ?? ':')}; fi`).trimEnd();
+}
+/**
+ * The `KEY value` lines a script printed (its way of reporting): `get` gives
+ * the first value of a key, `all` every one, in order; a line that is the key
+ * alone has the value ''.
+ */
+function sh_keyLines(stdout) {
+    const lines = stdout.split('\n');
+    const all = (key) => lines.filter((l) => l === key || l.startsWith(key + ' ')).map((l) => l.slice(key.length + 1));
+    return { all, get: (key) => all(key)[0] };
+}
+
+;// CONCATENATED MODULE: ./src/remote/quoting.ts
+// Quoting for the files we generate, each in its own syntax: a value from the
+// settings is escaped for where it goes, the way sh`` quotes it in a script.
+// raw() marks text we wrote ourselves (a %i specifier, a $VAR meant to expand).
+// A value that a syntax cannot hold is refused with an error naming it, never
+// written half-escaped: the file would otherwise fail to load, or mean something else.
+
+
+function literal(parts) {
+    return parts.map((p) => (p instanceof Raw ? p.text : p)).join('');
+}
+function refuse(value, where, why) {
+    throw new Error(`${JSON.stringify(value)} cannot be written in ${where}: ${why}`);
+}
+// ---- systemd unit files ----------------------------------------------------
+/** A systemd specifier such as %i (the instance) or %n (the unit), kept where the values around it are escaped. */
+function specifier(letter) {
+    return new Raw(`%${letter}`);
+}
+/** $NAME as a whole ExecStart= word: systemd splits the variable's value into words when it runs the command. */
+function splitVariable(name) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
+        throw new Error(`${JSON.stringify(name)} is not a variable name`);
+    return new Raw(`$${name}`);
+}
+const UNIT_PLAIN = /^[A-Za-z0-9_@%+=:,./{}~-]+$/;
+/** C escape of one character inside systemd's double quotes (its word splitting unescapes them). */
+function cEscape(c) {
+    if (c === '\\' || c === '"')
+        return `\\${c}`;
+    if (c === '\n')
+        return '\\n';
+    if (c === '\t')
+        return '\\t';
+    const code = c.charCodeAt(0);
+    return code < 0x20 || code === 0x7f ? `\\x${code.toString(16).padStart(2, '0')}` : c;
+}
+/**
+ * One word of a setting systemd splits into words (ExecStart=, Environment=,
+ * ReadWritePaths=...): double-quoted with C escapes unless plain, % doubled
+ * (systemd resolves specifiers after unquoting, so quotes do not protect a %),
+ * and with dollar true (ExecStart=) $ doubled too, since $VAR expands when the
+ * command runs, quoted or not.
+ */
+function unitWordOf(parts, dollar) {
+    const text = literal(parts);
+    if (text === '')
+        return '""';
+    if (text.includes('\0'))
+        refuse(text, 'a unit file', 'it holds a NUL byte');
+    // Our raw() fragments need no quotes; a word of only raw() stays as written.
+    const values = parts.filter((p) => typeof p === 'string').join('');
+    const plain = values === '' || UNIT_PLAIN.test(values);
+    const body = parts
+        .map((p) => {
+        if (p instanceof Raw)
+            return p.text;
+        let t = p.replace(/%/g, '%%');
+        if (dollar)
+            t = t.replace(/\$/g, '$$$$');
+        return plain ? t : [...t].map(cEscape).join('');
+    })
+        .join('');
+    return plain ? body : `"${body}"`;
+}
+/** A word of a list setting that unquotes (ReadWritePaths=, RuntimeDirectory=, WantedBy=, Environment=). */
+function unitWord(...parts) {
+    return unitWordOf(parts, false);
+}
+/** Environment=NAME=value as one quoted word (Environment= expands specifiers, not variables). */
+function unitEnv(name, ...value) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
+        throw new Error(`${JSON.stringify(name)} is not a variable name`);
+    return unitWord(`${name}=`, ...value);
+}
+/**
+ * An ExecStart= command line: one word per argument. The program must be an
+ * absolute path: a first word starting with - @ : + ! would be read as
+ * prefixes, whatever its quotes.
+ */
+function execLine(words) {
+    const list = words.map((w) => (Array.isArray(w) ? w : [w]));
+    const program = literal(list[0] ?? []);
+    if (!program.startsWith('/'))
+        refuse(program, 'ExecStart=', 'the program must be an absolute path');
+    return list.map((w) => unitWordOf(w, true)).join(' ');
+}
+/**
+ * A setting systemd takes whole, without unquoting (Description=, User=,
+ * WorkingDirectory=, EnvironmentFile=, OnCalendar=): % doubled; the value
+ * must stay on its line and keep its ends (systemd trims them, and a final
+ * backslash would continue the line).
+ */
+function unitText(...parts) {
+    const text = literal(parts);
+    // eslint-disable-next-line no-control-regex
+    if (/[\0-\x1f\x7f]/.test(text))
+        refuse(text, 'a unit file setting', 'it holds a control character');
+    if (text !== text.trim() || text.endsWith('\\'))
+        refuse(text, 'a unit file setting', 'it starts or ends with white space or a backslash');
+    return parts.map((p) => (p instanceof Raw ? p.text : p.replace(/%/g, '%%'))).join('');
+}
+// ---- nginx -----------------------------------------------------------------
+const NGINX_PLAIN = /^[A-Za-z0-9_@%+=:,./*~[\]-]+$/;
+/**
+ * One nginx argument: plain, or double-quoted with \ and " escaped (inside
+ * quotes ; { } # and white space are text). A $ is refused: nginx reads $name
+ * as a variable in many directives, quoted or not, and has no escape for it.
+ */
+function nginxWord(value) {
+    if (value.includes('$'))
+        refuse(value, 'an nginx argument', 'nginx would read $ as a variable');
+    // eslint-disable-next-line no-control-regex
+    if (/[\0-\x1f\x7f]/.test(value))
+        refuse(value, 'an nginx argument', 'it holds a control character');
+    return NGINX_PLAIN.test(value) ? value : `"${value.replace(/[\\"]/g, '\\$&')}"`;
+}
+/**
+ * server_name's arguments from names separated by white space (the server-name
+ * input's form) or "_". A name starting with ~ would be a regular expression.
+ * A misplaced * wildcard (only server-name allows a *) is left to the nginx -t
+ * the deploy runs before it uses a new site: refusing it here would fail every
+ * switch, also where the site exists and the name is never written.
+ */
+function nginxServerNames(names) {
+    const list = names.split(/\s+/).filter(Boolean);
+    if (list.length === 0)
+        refuse(names, 'server_name', 'no name');
+    for (const n of list)
+        if (n.startsWith('~'))
+            refuse(n, 'server_name', 'nginx would read it as a regular expression');
+    return list.map(nginxWord).join(' ');
+}
+/** host:port of an nginx upstream server, [addr]:port for IPv6; nginx has no IPv6 zone index (fe80::1%eth0). */
+function nginxAddress(host, port) {
+    if (host.includes('%'))
+        refuse(host, 'an nginx upstream', 'nginx cannot use an IPv6 zone index');
+    return nginxWord((0,external_node_net_.isIP)(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`);
+}
+// ---- other daemons' files --------------------------------------------------
+/**
+ * A directory in a logrotate file list. logrotate reads the list up to the
+ * first { and refuses a } before it, whatever the quotes, and globs each
+ * pattern: only characters that mean themselves there are accepted.
+ */
+function logrotateDir(dir, setting) {
+    if (!/^\/[A-Za-z0-9_@+,:=./-]*$/.test(dir))
+        refuse(dir, 'a logrotate file list', `${setting} may only hold letters, digits and _@+,:=./- there`);
+    return dir;
+}
+/**
+ * A word in a file with no quoting at all, split on white space: the Redis 7
+ * ACL file, logrotate's su user group.
+ */
+function bareWord(value, where) {
+    // eslint-disable-next-line no-control-regex
+    if (!value || /[\s\0-\x1f\x7f]/.test(value))
+        refuse(value, where, 'empty, or white space in it');
+    return value;
+}
+/**
+ * A database or role name in pg_hba.conf: always quoted, so all, replication,
+ * sameuser... and a leading + or @ are names, not keywords; "" is a quote.
+ * A leading / would still be a regular expression (PostgreSQL 16).
+ */
+function hbaName(value) {
+    // eslint-disable-next-line no-control-regex
+    if (!value || /[\0-\x1f\x7f]/.test(value) || value.startsWith('/'))
+        refuse(value, 'pg_hba.conf', 'empty, a control character, or a leading / (a regular expression)');
+    return `"${value.replace(/"/g, '""')}"`;
+}
+/**
+ * An address field of pg_hba.conf: an IPv4 or IPv6 network in CIDR form. Any
+ * other text makes PostgreSQL refuse the whole file, and then refuse to start.
+ */
+function hbaAddress(cidr) {
+    const m = /^([0-9A-Fa-f:.]+)\/(\d{1,3})$/.exec(cidr);
+    const family = m ? (0,external_node_net_.isIP)(m[1]) : 0;
+    if (!m || !family || Number(m[2]) > (family === 4 ? 32 : 128))
+        refuse(cidr, 'pg_hba.conf', 'not an IPv4 or IPv6 network (address/prefix)');
+    return cidr;
+}
+/** A user name in sudoers: the characters sudoers gives a meaning to are escaped with a backslash. */
+function sudoersName(value) {
+    // eslint-disable-next-line no-control-regex
+    if (!value || /[\s\0-\x1f\x7f]/.test(value) || /^[#%+]/.test(value))
+        refuse(value, 'sudoers', 'empty, white space, or a leading # % + (a uid, group or netgroup)');
+    return value.replace(/[!=:,()\\]/g, '\\$&');
+}
+/**
+ * A value of an /etc/default file, read both by the shell (init scripts) and
+ * by systemd's EnvironmentFile=: in double quotes, \ " $ ` are escaped the
+ * same way for both.
+ */
+function defaultsValue(value) {
+    // eslint-disable-next-line no-control-regex
+    if (/[\0-\x1f\x7f]/.test(value))
+        refuse(value, 'an /etc/default file', 'it holds a control character');
+    return `"${value.replace(/[\\"$`]/g, '\\$&')}"`;
+}
+
+;// CONCATENATED MODULE: ./src/remote/step.ts
+// A step on a host: what it does, the script that does it, and how its output
+// reads. Built together and tested together (a unit test runs the script's
+// parser on what the script prints), the way Kamal pairs a command with its use.
+function step_step(what, script, parse) {
+    return { what, script, parse: (stdout) => parse(stdout) };
+}
+/** A step whose exit code and stderr are part of its result: parse gets them. */
+function reportingStep(what, script, parse) {
+    return {
+        what,
+        script,
+        parse: (stdout, ending = { code: 0, stderr: '' }) => parse(stdout, ending),
+        reportsFailure: true,
+    };
+}
+/** A step whose output says nothing the caller needs. */
+function plainStep(what, script) {
+    return step_step(what, script, () => undefined);
+}
+
+;// CONCATENATED MODULE: ./src/remote/provision/common.ts
+// What every provision item shares: the protocol its script speaks (lines
+// `changed <what>` and `warning <what>` on stdout; a non-zero exit is a failure,
+// its stderr the reason), the CHECK flag every script honours (CHECK=1 reports
+// what would change and changes nothing), and bash helpers for packages and files.
+
+
+/** Each helper is defined for every item and called by those that need it. */
+const CALLED_BY_ITEMS = '# shellcheck disable=SC2317 # called by the items that need it';
+/** Bash helpers every item script starts with. */
+function prelude(check) {
+    return sh_script(`CHECK=${check ? 1 : 0}`, 'export DEBIAN_FRONTEND=noninteractive LC_ALL=C', 
+    // Ubuntu's needrestart would restart services (sshd, the app) after each
+    // install, or ask: provision restarts what it changes itself.
+    'export NEEDRESTART_SUSPEND=1 NEEDRESTART_MODE=l', 
+    // A change, or with CHECK=1 a change that would be made.
+    CALLED_BY_ITEMS, 'ms_changed() { echo "changed $*"; }', CALLED_BY_ITEMS, 'ms_warn() { echo "warning $*"; }', CALLED_BY_ITEMS, 'ms_apply() { [ "$CHECK" = 1 ] || "$@"; }', CALLED_BY_ITEMS, 'ms_installed() { dpkg-query -W -f=\'${Status}\' "$1" 2>/dev/null | grep -q "install ok installed"; }', CALLED_BY_ITEMS, 'ms_missing() { local p; for p in "$@"; do ms_installed "$p" || printf \'%s \' "$p"; done; }', 
+    // The package index is refreshed when older than a day (or absent).
+    CALLED_BY_ITEMS, 'ms_index_fresh() { [ -n "$(find /var/lib/apt/lists -maxdepth 1 -name \'*Packages*\' -mmin -1440 -print -quit 2>/dev/null)" ]; }', CALLED_BY_ITEMS, 'ms_refresh_index() {', '  ms_index_fresh && return 0', '  if [ "$CHECK" = 1 ]; then ms_changed "package index is older than a day (would refresh)"; return 0; fi', 
+    // A fresh file of our own (mktemp): a fixed name in /tmp could be another user's link.
+    '  local err; err=$(mktemp)', '  apt-get update -qq -o Dpkg::Use-Pty=0 >/dev/null 2>"$err" || { cat "$err" >&2; rm -f "$err"; return 1; }', '  if grep -q "^[WE]:" "$err"; then ms_warn "apt-get update: $(grep -m1 "^[WE]:" "$err" | cut -c1-200)"; fi', '  rm -f "$err"', '  ms_changed "package index refreshed"', '}', 
+    // Installs what is missing. With CHECK=1 it reports what it would install and ends
+    // the item there: what follows needs the packages to be checked.
+    CALLED_BY_ITEMS, 'ms_install() {', '  local missing; missing=$(ms_missing "$@")', '  [ -z "$missing" ] && return 0', '  if [ "$CHECK" = 1 ]; then ms_changed "would install ${missing% } and configure it"; exit 0; fi', '  ms_refresh_index', '  # shellcheck disable=SC2086', '  apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold $missing >/dev/null', '  ms_changed "installed ${missing% }"', '}', 
+    // ms_file PATH MODE OWNER LABEL < content: writes PATH (atomically) when it differs; MS_WROTE=1 when it did (or would).
+    '# shellcheck disable=SC2034,SC2317 # MS_WROTE is read by the item after the call (file() onChange)', 'ms_file() {', '  local path=$1 mode=$2 owner=$3 label=$4 tmp', '  MS_WROTE=0', 
+    // PATH has SOURCE's content ("-": stdin), the mode and the owner.
+    '  same() { [ -f "$path" ] && cmp -s "$1" "$path" && [ "$(stat -c %a:%U:%G "$path")" = "$mode:${owner%%:*}:${owner#*:}" ]; }', 
+    // Check mode compares the content as it comes: no temporary file on the host.
+    '  if [ "$CHECK" = 1 ]; then', '    same - && return 0', '    MS_WROTE=1', '    if [ -f "$path" ]; then ms_changed "$label differs"; else ms_changed "$label missing"; fi', '    return 0', '  fi', '  tmp=$(mktemp "${path%/*}/.metalship-XXXXXX" 2>/dev/null || mktemp)', '  cat > "$tmp"', '  if same "$tmp"; then rm -f "$tmp"; return 0; fi', '  MS_WROTE=1', '  chmod "$mode" "$tmp"; chown "$owner" "$tmp"', '  mv -f "$tmp" "$path"', '  ms_changed "$label written"', '}');
+}
+/** metalship's own root-only settings on a host (URLs and secrets it keeps: root's, 755, files 600). */
+const ETC_DIR = '/etc/metalship';
+/** Script lines that make ETC_DIR when missing (not in check mode). */
+function ensureEtcDir() {
+    return sh_sh `if [ ! -d ${ETC_DIR} ]; then ms_apply install -d -m 755 -o root -g root ${ETC_DIR}; fi`;
+}
+/** Script lines: write content to path when it differs (honours CHECK); runs onChange when it did. */
+function file(path, content, opts = {}) {
+    const doc = sh_heredoc(content);
+    return sh_script(sh_sh `ms_file ${path} ${opts.mode ?? '644'} ${opts.owner ?? 'root:root'} ${opts.label ?? (typeof path === 'string' ? path : 'file')} ${raw(doc.open)}`, doc.body, opts.onChange ? `if [ "$MS_WROTE" = 1 ]; then ${opts.onChange}; fi` : null).trimEnd();
+}
+/** A whole item script: prelude plus body. */
+function itemScript(check, ...parts) {
+    return sh_script(prelude(check), ...parts);
+}
+/** An item as a step: it reports its own failure (exit code and stderr) rather than throwing. */
+function itemStep(item) {
+    return reportingStep(`provision ${item.name}`, item.script, (stdout, ending) => {
+        const out = sh_keyLines(stdout);
+        return {
+            outcome: parseItemOutput(ending.code, stdout, ending.stderr),
+            python: out.get('python') ?? null,
+            notes: out.all('note'),
+            guarded: out.all('guard').length > 0,
+        };
+    });
+}
+/** An item's pre-check as a step: its refusal (stderr), or '' when it has none. */
+function precheckStep(item) {
+    return reportingStep(`pre-checking ${item.name}`, itemScript(true, item.precheck), (stdout, ending) => ending.code === 0 ? '' : parseItemOutput(ending.code, stdout, ending.stderr).detail);
+}
+/** Keeps a guarded change, or undoes it. */
+function guardStep(item, action) {
+    return plainStep(`${action === 'confirm' ? 'confirming' : 'reverting'} the ${item.name} change`, item.guard[action]);
+}
+function parseItemOutput(code, stdout, stderr) {
+    const out = sh_keyLines(stdout);
+    const changes = out.all('changed').map((c) => c.trim());
+    const warnings = out.all('warning').map((w) => w.trim());
+    if (code !== 0) {
+        const why = stderr.trim().split('\n').slice(-5).join(' / ') || `exit code ${code}`;
+        return { status: 'failed', changes, warnings, detail: why };
+    }
+    const status = changes.length ? 'changed' : warnings.length ? 'warning' : 'ok';
+    return { status, changes, warnings, detail: [...changes, ...warnings.map((w) => `⚠ ${w}`)].join('; ') };
+}
+
+;// CONCATENATED MODULE: ./src/remote/provision/service-tls.ts
+// The TLS a redis or db host serves its app hosts with over the private
+// network: a CA of the host's own (its key never leaves the host and no service
+// reads it) and a server certificate it signs, for the host's private
+// addresses and loopback. The app hosts trust that CA alone; provision gives
+// them a copy in the same run. No public CA names a private address, and a
+// certificate any CA could issue would be trusted for more than this host.
+// Because the app hosts trust the CA, not the server certificate, renewing the
+// server certificate (expiry, another address) needs nothing of them: no app
+// host, of this app or another one sharing the host, loses its connections.
+
+
+
+function serviceTlsFiles(service, name) {
+    const dir = `${ETC_DIR}/${name}-tls`;
+    return {
+        service,
+        dir,
+        ca: `${dir}/ca.pem`,
+        caKey: `${dir}/ca.key`,
+        cert: `${dir}/cert.pem`,
+        key: `${dir}/key.pem`,
+    };
+}
+/**
+ * On an app host: the db host's CA, the one root its DATABASE_URL trusts
+ * (`sslrootcert=`). Here, not in postgresql.ts, so that the input checks
+ * read it without the backup programs that module bundles.
+ */
+function postgresqlCaPath(app) {
+    return `${ETC_DIR}/${app}-postgresql-ca.pem`;
+}
+/** The server certificate is made anew when it expires within this many days (the alert warns before, at alert-certificate-days). */
+const SERVICE_TLS_RENEW_DAYS = 30;
+const SERVER_VALID_DAYS = 3650;
+const CA_VALID_DAYS = 7300;
+/**
+ * On the service's host, before the items (the app hosts need its CA in the
+ * same run). Not in check mode: makes the CA when missing or expiring within
+ * SERVICE_TLS_RENEW_DAYS, and the server certificate when missing, expiring,
+ * not for this address or not signed by the CA (keeping the addresses it had:
+ * another app may reach the host at one of them). A CA in use, or the
+ * self-signed certificate of before, is replaced only when every app host is
+ * in the run (replace): one left out would keep trusting the old one alone.
+ * Prints the certificate the app hosts trust.
+ */
+function serviceTlsStep(files, address, check, replace = true) {
+    const renew = String(SERVICE_TLS_RENEW_DAYS * 86400);
+    const ec = raw('-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes');
+    const replacing = raw(replace ? 'true' : 'false');
+    return step_step(`the ${files.service} TLS certificate`, sh_script(sh_sh `ca_valid() { [ -s ${files.caKey} ] && [ -s ${files.ca} ] && openssl x509 -noout -checkend ${renew} -in ${files.ca} >/dev/null 2>&1; }`, sh_sh `server_valid() { [ -s ${files.key} ] && [ -s ${files.cert} ] && openssl x509 -noout -checkend ${renew} -in ${files.cert} >/dev/null 2>&1 && [[ "$(openssl x509 -noout -checkip ${address} -in ${files.cert} 2>/dev/null)" == *'does match'* ]] && openssl verify -CAfile ${files.ca} ${files.cert} >/dev/null 2>&1; }`, check
+        ? sh_script(sh_sh `if ! ca_valid && { ${replacing} || [ ! -s ${files.cert} ]; }; then echo RENEW; elif ca_valid && ! server_valid; then echo RENEW; fi`)
+        : sh_script(sh_sh `if ! command -v openssl >/dev/null; then echo ${`openssl is missing: the ${files.service} TLS certificate is made with it (apt-get install openssl)`} >&2; exit 1; fi`, sh_sh `if [ ! -d ${ETC_DIR} ]; then install -d -m 755 -o root -g root ${ETC_DIR}; fi`, sh_sh `if [ ! -d ${files.dir} ]; then install -d -m 750 -o root -g root ${files.dir}; fi`, 
+        // No CA (a host set up before there was one: its server certificate is what the app hosts trust) or one expiring.
+        sh_sh `if ! ca_valid && { ${replacing} || [ ! -s ${files.cert} ]; }; then`, sh_sh `  (umask 077 && openssl req -x509 ${ec} -days ${String(CA_VALID_DAYS)} -subj ${`/O=metalship ${files.service}/CN=metalship ${files.service} CA ${address}`} -addext 'basicConstraints=critical,CA:TRUE,pathlen:0' -addext 'keyUsage=critical,keyCertSign,cRLSign' -keyout ${files.caKey + '.new'} -out ${files.ca + '.new'} 2>&1) >&2`, sh_sh `  chmod 644 ${files.ca + '.new'}`, sh_sh `  mv -f ${files.caKey + '.new'} ${files.caKey} && mv -f ${files.ca + '.new'} ${files.ca}`, 'fi', 'if ca_valid && ! server_valid; then', 
+        // The addresses it was for stay: another app may reach this host at one of them.
+        sh_sh `  sans=$({ if [ -s ${files.cert} ]; then openssl x509 -noout -ext subjectAltName -in ${files.cert} 2>/dev/null | grep -o 'IP Address:[0-9A-Fa-f.:]*' | cut -d : -f 2-; fi; echo ${address}; echo 127.0.0.1; } | sort -u | sed 's/^/IP:/' | paste -sd ,)`, sh_sh `  work=$(mktemp -d -p ${files.dir})`, "  printf '%s\\n' \"subjectAltName=$sans\" 'basicConstraints=critical,CA:FALSE' 'keyUsage=critical,digitalSignature' 'extendedKeyUsage=serverAuth' > \"$work/ext\"", 
+        // CN is the address too: libpq before 14 matches the host against the CN alone when the SAN has no DNS name.
+        sh_sh `  (umask 077 && openssl req -new ${ec} -subj ${`/O=metalship ${files.service}/CN=${address}`} -keyout "$work/key.pem" -out "$work/csr.pem" 2>&1) >&2`, sh_sh `  openssl x509 -req -in "$work/csr.pem" -CA ${files.ca} -CAkey ${files.caKey} -set_serial "0x$(openssl rand -hex 16)" -days ${String(SERVER_VALID_DAYS)} -extfile "$work/ext" -out "$work/cert.pem" 2>&1 >&2`, '  chmod 644 "$work/cert.pem"', 
+        // The key keeps the group the service reads it through (set by the service's item).
+        sh_sh `  if [ -e ${files.key} ]; then chown --reference=${files.key} "$work/key.pem"; chmod --reference=${files.key} "$work/key.pem"; fi`, sh_sh `  mv -f "$work/key.pem" ${files.key} && mv -f "$work/cert.pem" ${files.cert}`, '  rm -rf -- "$work"', '  echo MADE', 'fi'), sh_sh `if ! ca_valid && [ -s ${files.cert} ]; then echo STALE; fi`, sh_sh `if [ -s ${files.ca} ]; then cat ${files.ca}; elif [ -s ${files.cert} ]; then cat ${files.cert}; fi`), (stdout) => ({
+        certificate: /-----BEGIN CERTIFICATE-----\n[\s\S]+?\n-----END CERTIFICATE-----\n/.exec(stdout)?.[0] ?? null,
+        made: /^MADE$/m.test(stdout),
+        stale: /^STALE$/m.test(stdout),
+        renew: /^RENEW$/m.test(stdout),
+    }));
+}
+/**
+ * On the service's host, in its item: the service reads the server key
+ * through its group; the CA's key is root's alone. Missing files fail the item
+ * (not in check mode). `$tls_made` is set for the item to reload or restart the
+ * service when what it serves is not the server certificate on disk (read from
+ * the service itself with `openssl s_client <probe>`): a run that made one and
+ * was stopped before the reload is mended by the next.
+ */
+function serviceTlsLines(files, group, tls, probe) {
+    return [
+        sh_sh `if [ "$CHECK" != 1 ] && { [ ! -s ${files.cert} ] || [ ! -s ${files.key} ]; }; then echo ${`the ${files.service} TLS certificate is missing from ${files.dir}`} >&2; exit 1; fi`,
+        sh_sh `if [ -d ${files.dir} ] && [ "$(stat -c %a:%U:%G ${files.dir} ${files.key} 2>/dev/null | tr '\n' ' ')" != ${`750:root:${group} 640:root:${group} `} ]; then ms_changed ${`${files.service} may read its TLS key`}; ms_apply chown ${'root:' + group} ${files.dir} ${files.key}; ms_apply chmod 750 ${files.dir}; ms_apply chmod 640 ${files.key}; fi`,
+        sh_sh `if [ -e ${files.caKey} ] && [ "$(stat -c %a:%U:%G ${files.caKey})" != 600:root:root ]; then ms_changed ${`the ${files.service} CA key is root's alone`}; ms_apply chown root:root ${files.caKey}; ms_apply chmod 600 ${files.caKey}; fi`,
+        tls?.made ? 'ms_changed "TLS certificate made"' : null,
+        tls?.renew ? 'ms_changed "TLS certificate made anew"' : null,
+        'tls_made=0',
+        `served=$(timeout 10 openssl s_client ${probe} </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256 2>/dev/null || true)`,
+        sh_sh `if [ -s ${files.cert} ] && [ "$served" != "$(openssl x509 -noout -fingerprint -sha256 -in ${files.cert})" ]; then ms_changed ${`${files.service} serves its current TLS certificate`}; tls_made=1; fi`,
+        tls?.stale
+            ? sh_sh `ms_warn ${`the TLS CA expires within ${SERVICE_TLS_RENEW_DAYS} days, or this host still has the self-signed certificate of before: provision with every app host in the run to replace it (one left out would keep trusting the old one)`}`
+            : null,
+    ]
+        .filter((l) => l !== null)
+        .join('\n');
+}
+/**
+ * On an app host whose service is on a host of its own: that host's CA at
+ * `path`, the one its URL trusts. Unknown (the host is not in
+ * this run, or check mode before it has one): the file is left as it is.
+ */
+function serviceCaLines(files, path, where, tls) {
+    return [
+        ensureEtcDir(),
+        tls?.certificate
+            ? [
+                textVar('pem', tls.certificate),
+                sh_sh `ms_file ${path} 644 root:root ${`the CA of ${where} (${files.service} TLS)`} < <(printf '%s\\n' "$pem")`,
+            ].join('\n')
+            : sh_sh `if [ ! -s ${path} ]; then ms_warn ${`the certificate of ${where} is unknown (not in this run, or made by its first run): provision with it to write ${path}`}; fi`,
+    ].join('\n');
+}
+
+// EXTERNAL MODULE: external "node:crypto"
+var external_node_crypto_ = __nccwpck_require__(7598);
+// EXTERNAL MODULE: external "node:zlib"
+var external_node_zlib_ = __nccwpck_require__(8522);
+;// CONCATENATED MODULE: ./src/remote/pytool.ts
+// The Python tool the scripts run on the host: src/remote/py/mstool.py, read as
+// text here (ncc ships it beside each bundle that needs it), sent inside the
+// script and run with python3 -I. Scripts define it once with pyToolDefinition()
+// and call `mstool <cmd> ...`.
+
+
+
+const PY_TOOL = (0,external_node_fs_namespaceObject.readFileSync)(__nccwpck_require__.ab + "mstool.py", 'utf8');
+/**
+ * The tool as sent: a line of Python that unpacks and runs it. bash reads a
+ * script on stdin a byte at a time (it must leave what follows for the
+ * script's commands), and the plain source, in nearly every script, cost tens
+ * of milliseconds each: packed it is a third of the size.
+ */
+const PY_TOOL_PACKED = `import base64, zlib; exec(zlib.decompress(base64.b64decode('${(0,external_node_zlib_.deflateSync)(PY_TOOL, { level: 9 }).toString('base64')}')))`;
+/** The user health probes connect as: an app controls its socket's directory, so root never follows it. */
+const PROBE_USER = 'nobody';
+/**
+ * Script lines that define `mstool`, a shell function running the Python tool
+ * with python3 (isolated: neither the working directory nor PYTHON* variables
+ * can bring other code in), and `mstool_as USER ...` for the same as another user.
+ */
+function pyToolDefinition() {
+    return [
+        textVar('MSTOOL_SRC', PY_TOOL_PACKED),
+        // Each script calls one of the two or both: the other is there unused.
+        '# shellcheck disable=SC2317',
+        'mstool() { python3 -I -c "$MSTOOL_SRC" "$@"; }',
+        '# shellcheck disable=SC2317',
+        'mstool_as() { local user=$1; shift; runuser -u "$user" -- python3 -I -c "$MSTOOL_SRC" "$@"; }',
+    ].join('\n');
+}
+
+;// CONCATENATED MODULE: ./src/remote/provision/in-use.ts
+// Credentials the app's services log in with: provision must not change one
+// under them (they would fail on their next connection and stay broken until
+// someone deploys). Read as the app user (mstool in-use): the environment of
+// each serving process, and the env files they start from, so that a unit
+// restarting at that moment, or a process that rewrote its own environment,
+// is counted too. Only a hash of each password is printed.
+
+
+
+
+/** The hash the in-use lines carry for a password. */
+function passwordHash(password) {
+    return (0,external_node_crypto_.createHash)('sha256').update(password, 'utf8').digest('hex');
+}
+/**
+ * Script lines defining `in_use`, which prints a line per login a serving
+ * service of the app uses: `<DATABASE_URL|REDIS_URL> <user, %-encoded> <sha256 of the password> <unit or file>`.
+ * Serving: the api slot that takes traffic (the standby keeps the previous
+ * release's env for a rollback), the worker and the scheduler.
+ */
+function inUseFunction(layout, user) {
+    return [
+        pyToolDefinition(),
+        'in_use() {',
+        '  local u slot sources=()',
+        sh_sh `  slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`,
+        sh_sh `  case "$slot" in blue|green) sources+=(file ${layout.slots}/"$slot"/.env "the $slot api slot's release .env") ;; *) slot='*' ;; esac`,
+        sh_sh `  if [ -e ${layout.current} ]; then sources+=(file ${layout.current}/.env 'the current release .env'); fi`,
+        sh_sh `  for u in $(systemctl list-units --state=active --plain --no-legend --type=service ${`${layout.app}-api@`}"$slot".service ${layout.units.worker} ${layout.units.scheduler} 2>/dev/null | awk '{ print $1 }'); do`,
+        '    sources+=(env "$(systemctl show -p MainPID --value "$u")" "$u")',
+        '  done',
+        sh_sh `  if id -u ${user} >/dev/null 2>&1; then mstool_as ${user} in-use "\${sources[@]}"; fi`,
+        '}',
+    ].join('\n');
+}
+/** Reads, as the app user, what the app's serving services on this host log in with. */
+function inUseStep(layout, user) {
+    return step_step('reading the credentials the serving services use', [inUseFunction(layout, user), 'in_use'].join('\n'), (out) => out.split('\n').flatMap((line) => {
+        const m = /^(DATABASE_URL|REDIS_URL) (\S+) ([0-9a-f]{64}) (.+)$/.exec(line);
+        return m ? [{ variable: m[1], user: m[2], hash: m[3], unit: m[4] }] : [];
+    }));
+}
+/** The app hosts not read, for a refusal: `the app hosts a, b were not read (limit: …)`. */
+function unreadNote(elsewhere) {
+    return elsewhere?.unread.length
+        ? `the app hosts ${elsewhere.unread.join(', ')} are not in this run (limit), so which passwords their services log in with is unknown`
+        : '';
+}
+/**
+ * Script lines defining `in_use` for an item: this host's logins of `variable`,
+ * then the app hosts'. A hash only leaves the runner when `keep` says so (the
+ * item compares it with what the host holds already); others become `-`, or
+ * the hash of `known` when they match it.
+ */
+function inUseLines(settings, variable, keep) {
+    const local = inUseFunction(settings.layout, settings.user);
+    const logins = settings.elsewhere?.logins.filter((l) => l.variable === variable) ?? [];
+    if (!logins.length)
+        return local;
+    const lines = logins.map((l) => `${l.variable} ${l.user} ${keep(l.hash)} ${l.unit}`).join('\n');
+    return [
+        local.replace(/^in_use\(\) \{$/m, 'in_use_here() {'),
+        textVar('elsewhere', lines),
+        'in_use() { in_use_here; printf \'%s\\n\' "$elsewhere"; }',
+    ].join('\n');
+}
+
+;// CONCATENATED MODULE: ./src/remote/provision/redis.ts
+// Redis: loopback only, the default user off, an ACL user for the app that may
+// not run dangerous commands (ACLs, not the deprecated rename-command),
+// maxmemory (given, or a share of RAM) with allkeys-lru, appendonly. The syntax
+// follows the version found on the host (see RedisSyntax). On a redis host
+// (roles=redis) it listens on loopback and the private address too, over TLS
+// only: a certificate of its own, which the app hosts trust alone (see redisTlsStep).
+
+
+
+
+
+const REDIS_CONF = '/etc/redis/redis.conf';
+const REDIS_DROPIN = '/etc/redis/metalship.conf';
+const REDIS_ACL = '/etc/redis/users.acl';
+/**
+ * metalship's own Redis user: with it provision loads an ACL change (ACL LOAD)
+ * instead of restarting Redis, which would fail every client's next request.
+ * Its password is made on the host and stays there, root's (600, in a
+ * directory only root can write: /etc/redis is the redis user's).
+ */
+const REDIS_ADMIN = 'metalship-admin';
+const REDIS_ADMIN_SECRET = `${ETC_DIR}/redis-admin.secret`;
+/** The app whose users the ACL file holds: one app per Redis server (root's, 644). */
+const REDIS_APP = `${ETC_DIR}/redis-app`;
+/**
+ * Refuses, before anything is written, an app other than the one whose users
+ * the ACL file holds: the file is written whole, so provisioning a second app
+ * would take the first app's Redis user away.
+ */
+function oneAppPerRedis(app) {
+    return sh_script(sh_sh `redis_app=$(cat ${REDIS_APP} 2>/dev/null || true)`, sh_sh `if [ -n "$redis_app" ] && [ "$redis_app" != ${app} ]; then`, sh_sh `  echo "Redis on this host serves the app $redis_app"${`: its ACL file holds that app's users, and provisioning ${app} would replace them. Give ${app} a Redis server of its own (a roles=redis host), or set redis: false and point its REDIS_URL at the one it has. Nothing was changed.`} >&2`, '  exit 1', 'fi').trimEnd();
+}
+/** Records the app whose users the ACL file holds, when none is (see oneAppPerRedis). */
+function recordRedisApp(app) {
+    return sh_sh `if [ -z "$redis_app" ] && [ "$CHECK" != 1 ]; then printf '%s\n' ${app} > ${REDIS_APP}.new && mv -f ${REDIS_APP}.new ${REDIS_APP}; fi`;
+}
+/**
+ * The redis host's TLS certificate and key (see service-tls.ts). Redis reads
+ * the key through its group (set by the redis item, once the package has made that group).
+ */
+const REDIS_TLS_FILES = serviceTlsFiles('Redis', 'redis');
+const REDIS_TLS_DIR = REDIS_TLS_FILES.dir;
+const REDIS_TLS_CERT = REDIS_TLS_FILES.cert;
+const REDIS_TLS_KEY = REDIS_TLS_FILES.key;
+/** On an app host: the redis host's certificate, the one CA its REDIS_URL trusts (`?ssl_ca_certs=`). */
+function redisCaPath(app) {
+    return `${ETC_DIR}/${app}-redis-ca.pem`;
+}
+/** The redis host's certificate, made before the items (see serviceTlsStep). */
+function redisTlsStep(address, check, replace = true) {
+    return serviceTlsStep(REDIS_TLS_FILES, address, check, replace);
+}
+/** On an app host whose Redis is on a redis host: that host's certificate in redisCaPath, the CA of its REDIS_URL. */
+function redisCaItem(settings) {
+    const path = redisCaPath(settings.layout.app);
+    const where = settings.topology.redis.label;
+    return {
+        name: 'redis',
+        script: itemScript(settings.check, sh_sh `echo ${`note on ${where} (roles=redis), over TLS: REDIS_URL=rediss://…?ssl_ca_certs=${path}`}`, serviceCaLines(REDIS_TLS_FILES, path, where, settings.redis.tls)),
+    };
+}
+/**
+ * The ACL file: passwords only as SHA-256, never in clear on disk. During a
+ * rotation the user has two (Redis accepts any of a user's passwords).
+ */
+function aclFile(user, passwords, syntax = '6.2') {
+    // A second `user default` line would be the default user again, on: Redis refuses the file.
+    if (user === 'default')
+        throw new Error("redis-user cannot be 'default': that user is turned off");
+    if (user === REDIS_ADMIN)
+        throw new Error(`redis-user cannot be '${REDIS_ADMIN}': that user is metalship's`);
+    const hashes = [...new Set(passwords.filter(Boolean).map(passwordHash))].map((h) => `#${h}`).join(' ');
+    const channels = syntax === '6.2';
+    return `user default off${channels ? ' resetchannels' : ''} -@all
+user ${bareWord(user, 'the Redis ACL file')} on ${hashes} ~*${channels ? ' &*' : ''} +@all -@dangerous
+`;
+}
+/**
+ * Refuses, before anything is written, a change that would take away the Redis
+ * password the app's running services log in with (one the ACL accepts now).
+ */
+function keepsPasswordsInUse(settings) {
+    const accepted = [settings.redis.password, settings.redis.previousPassword]
+        .filter(Boolean)
+        .map(passwordHash);
+    const unread = unreadNote(settings.elsewhere);
+    return [
+        sh_sh `accepted=${` ${accepted.join(' ')} `}`,
+        unread
+            ? [
+                // A password the ACL accepts now and would not after: some unread service may use it.
+                'while read -r hash; do',
+                '  if [ -n "$hash" ] && [[ "$accepted" != *" $hash "* ]]; then',
+                sh_sh `    echo ${unread + ': changing or removing a Redis password they may log in with needs them in the run. Nothing was changed.'} >&2`,
+                '    exit 1',
+                '  fi',
+                sh_sh `done < <(awk -v u=${settings.redis.user} '$1 == "user" && $2 == u { for (i = 3; i <= NF; i++) if ($i ~ /^#/) print substr($i, 2) }' ${REDIS_ACL} 2>/dev/null)`,
+            ].join('\n')
+            : null,
+        // The app hosts' hashes as they are: the ACL file holds the SHA-256 of each password Redis accepts.
+        inUseLines(settings, 'REDIS_URL', (h) => h),
+        'while read -r var user hash unit; do',
+        sh_sh `  if [ "$var" != REDIS_URL ] || { [ "$user" = ${settings.redis.user} ] && [[ "$accepted" == *" $hash "* ]]; }; then continue; fi`,
+        // Refused only when Redis accepts that login now: a login already failing is not this change's doing.
+        sh_sh `  if awk -v u="$user" -v h="#$hash" '$1 == "user" && $2 == u { for (i = 3; i <= NF; i++) if ($i == h) f = 1 } END { exit !f }' ${REDIS_ACL} 2>/dev/null; then`,
+        sh_sh `    echo "$unit logs in to Redis as $user with a password this change would take away (REDIS_URL): it would fail on its next connection. Rotate without a failed request: provision with the new redis-password and the old one as redis-previous-password, deploy the app with the new REDIS_URL, then provision again without redis-previous-password. Nothing was changed." >&2`,
+        '    exit 1',
+        '  fi',
+        'done < <(in_use)',
+    ]
+        .filter((l) => l !== null)
+        .join('\n');
+}
+/** Loopback, IPv6 where the host has it; and the private address on the redis host (not optional: it must listen there). */
+function redisBind(syntax, own = null) {
+    return `${syntax === '6.2' ? '127.0.0.1 -::1' : '127.0.0.1 ::1'}${own ? ` ${own}` : ''}`;
+}
+/**
+ * Sets redis_syntax from the installed redis-server, or stops the item before
+ * anything is written when provision does not know how to configure it.
+ */
+const REDIS_VERSION_LINES = [
+    "redis_version=$(redis-server --version 2>/dev/null | sed -n 's/.* v=\\([0-9][0-9]*\\.[0-9][0-9.]*\\) .*/\\1/p')",
+    'if [ -z "$redis_version" ] || dpkg --compare-versions "$redis_version" lt 6.0; then',
+    '  echo "redis-server ${redis_version:-of unknown version (redis-server --version says: $(redis-server --version 2>&1 | head -c 200))} is not supported: provision needs Redis 6.0 or newer (ACL users); nothing was changed" >&2; exit 1',
+    'fi',
+    'if dpkg --compare-versions "$redis_version" lt 6.2; then redis_syntax=6.0; else redis_syntax=6.2; fi',
+].join('\n');
+/** On a redis host: TLS on the Redis port, nothing in plain; clients are not asked for certificates (they log in with the ACL password). */
+const TLS_SETTINGS = [
+    'port 0',
+    'tls-port 6379',
+    `tls-cert-file ${REDIS_TLS_CERT}`,
+    `tls-key-file ${REDIS_TLS_KEY}`,
+    // Redis 6.0 wants a CA even when it asks clients for no certificate.
+    `tls-ca-cert-file ${REDIS_TLS_CERT}`,
+    'tls-auth-clients no',
+    'tls-protocols "TLSv1.2 TLSv1.3"',
+];
+/**
+ * The redis host's certificate, as redisTlsStep made it: Redis reads the key
+ * through its group; a new certificate restarts it. A build without TLS is
+ * refused before anything is written.
+ */
+function redisTlsLines(tls) {
+    return [
+        // Read whole, not piped to grep -q: under pipefail, ldd killed by SIGPIPE would read as no TLS.
+        'case "$(ldd "$(command -v redis-server)" 2>/dev/null)" in *libssl*) ;; *)',
+        '  echo "redis-server $redis_version was built without TLS: a redis host (roles=redis) serves the app hosts over TLS only. Nothing was changed." >&2; exit 1;;',
+        'esac',
+        serviceTlsLines(REDIS_TLS_FILES, 'redis', tls, '-connect 127.0.0.1:6379'),
+        sh_sh `redis_ca=${REDIS_TLS_FILES.ca}; if [ ! -s "$redis_ca" ]; then redis_ca=${REDIS_TLS_CERT}; fi`,
+        'if [ "$tls_made" = 1 ]; then restart=1; fi',
+    ].join('\n');
+}
+function redisItem(settings) {
+    const redis = settings.redis;
+    const maxmemory = redis.maxmemory
+        ? quote(redis.maxmemory)
+        : `$(awk '/^MemTotal:/ { printf "%d", $2 * 1024 * ${redis.memoryPercent} / 100 }' /proc/meminfo)`;
+    const tls = settings.serves.redis;
+    // metalship's own checks: over TLS where Redis serves nothing else (trusting its certificate alone).
+    // The CA that signs its certificate (a host set up before there was one: that self-signed certificate).
+    const cli = `redis-cli -h 127.0.0.1${tls ? ' --tls --cacert "$redis_ca"' : ''}`;
+    return {
+        name: 'redis',
+        // Before Redis is installed, only another app's claim on it refuses: no password is accepted yet.
+        precheck: [
+            oneAppPerRedis(settings.layout.app),
+            'if command -v redis-server >/dev/null; then',
+            REDIS_VERSION_LINES,
+            keepsPasswordsInUse(settings),
+            'fi',
+        ].join('\n'),
+        script: itemScript(settings.check, oneAppPerRedis(settings.layout.app), 'ms_install redis-server', REDIS_VERSION_LINES, keepsPasswordsInUse(settings), 'restart=0', 'acl_changed=0', tls ? redisTlsLines(settings.redis.tls ?? null) : null, ensureEtcDir(), recordRedisApp(settings.layout.app), sh_sh `if [ ! -s ${REDIS_ADMIN_SECRET} ] && [ "$CHECK" != 1 ]; then (umask 077 && head -c 32 /dev/urandom | base64 -w0 > ${REDIS_ADMIN_SECRET + '.new'}) && mv -f ${REDIS_ADMIN_SECRET + '.new'} ${REDIS_ADMIN_SECRET}; fi`, sh_sh `admin_hash=$(if [ -s ${REDIS_ADMIN_SECRET} ]; then sha256sum < ${REDIS_ADMIN_SECRET} | cut -d ' ' -f 1; fi)`, ...['6.0', '6.2'].map((syntax) => [
+            sh_sh `if [ "$redis_syntax" = ${syntax} ]; then`,
+            textVar('acl', aclFile(redis.user, [redis.password, redis.previousPassword], syntax)),
+            sh_sh `  ms_file ${REDIS_ACL} 640 redis:redis ${'Redis ACL users'} < <(printf '%s\n' "$acl"; if [ -n "$admin_hash" ]; then printf 'user %s on #%s ~*%s +@all\n' ${REDIS_ADMIN} "$admin_hash" ${syntax === '6.2' ? ' &*' : ''}; fi)`,
+            '  if [ "$MS_WROTE" = 1 ]; then acl_changed=1; fi',
+            sh_sh `  redis_bind=${redisBind(syntax, settings.serves.redis ? (settings.topology.redis?.address ?? null) : null)}`,
+            'fi',
+        ].join('\n')), `maxmemory=${maxmemory}`, sh_sh `ms_file ${REDIS_DROPIN} 640 redis:redis ${'Redis settings'} < <(printf '%s\\n' '# Managed by metalship.' "bind $redis_bind" 'protected-mode yes' ${tls ? TLS_SETTINGS : ['port 6379']} "maxmemory $maxmemory" 'maxmemory-policy allkeys-lru' 'appendonly yes' ${'aclfile ' + REDIS_ACL})`, 'if [ "$MS_WROTE" = 1 ]; then restart=1; fi', 
+        // Included last, so its values override the packaged file's.
+        sh_sh `if [ "$(grep -v '^[[:space:]]*\\(#\\|$\\)' ${REDIS_CONF} | tail -n 1)" != ${'include ' + REDIS_DROPIN} ]; then`, sh_sh `  ms_changed "Redis includes the metalship settings last"`, sh_sh `  if [ "$CHECK" != 1 ]; then sed -i ${'\\#^include ' + REDIS_DROPIN + '$#d'} ${REDIS_CONF}; printf '\\n%s\\n' ${'include ' + REDIS_DROPIN} >> ${REDIS_CONF}; restart=1; fi`, 'fi', 'if [ "$CHECK" != 1 ]; then', '  if [ "$restart" = 1 ] || ! systemctl is-active --quiet redis-server; then systemctl enable --quiet redis-server; systemctl restart redis-server;', 
+        // Only the users changed: loaded in place, no client loses its connection (a restart only when Redis does not know our user yet).
+        sh_sh `  elif [ "$acl_changed" = 1 ] && [ "$(REDISCLI_AUTH=$(cat ${REDIS_ADMIN_SECRET}) ${raw(cli)} --no-auth-warning --user ${REDIS_ADMIN} ACL LOAD 2>&1)" != OK ]; then systemctl restart redis-server; fi`, 
+        // The app's user must work, and nobody else may run anything.
+        `  for _ in $(seq 1 20); do ${cli} ping >/dev/null 2>&1 && break; sleep 0.5; done`, sh_sh `  if [ "$(REDISCLI_AUTH=${redis.password} ${raw(cli)} --no-auth-warning --user ${redis.user} ping 2>&1)" != PONG ]; then echo "the app's Redis user cannot log in after the change" >&2; exit 1; fi`, `  case "$(${cli} ping 2>&1)" in *NOAUTH*|*NOPERM*|*WRONGPASS*|*"authentication"*) ;; *) echo "Redis still answers unauthenticated clients" >&2; exit 1;; esac`, 'fi'),
+    };
+}
+
+;// CONCATENATED MODULE: ./src/inputs/hosts.ts
+// Parses the `hosts` input: one or more hosts, newline- or comma-separated, each
+// `host`, `host:port`, `user@host`, `user@host:port` or a bracketed IPv6 address
+// (`[::1]:2222`), optionally followed by attributes (then one host per line):
+// `roles=api,worker,scheduler,migrate`, `roles=lb` (a load balancer in front
+// of the api hosts), `roles=db` and/or `roles=redis` (the app's PostgreSQL or
+// Redis on a host of its own), `roles=backup` (receives a copy of every daily
+// backup, pushed by the database's host), `upstream=addr:port` (where the load balancer
+// reaches this host, when not at its SSH address on port 80), and
+// `private=addr` (the host's address on the private network: where the app
+// hosts reach a db or redis host, and the source address a db or redis host
+// lets in from an app host).
+
+const ROLES = ['api', 'worker', 'scheduler', 'migrate', 'lb', 'db', 'redis', 'backup'];
+const ATTRIBUTES = ['roles', 'upstream', 'private'];
+/** Roles of hosts that run none of the app: a load balancer, the database, Redis, the backup copies. */
+const APART_ROLES = ['lb', 'db', 'redis', 'backup'];
+// A trailing dot (the absolute form of a name) is allowed.
+const HOSTNAME = /^(?=.{1,253}\.?$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
+/** A name whose last label is a number: the resolver reads it as an IPv4 address (inet_aton). */
+const NUMERIC_NAME = /(^|\.)(\d+|0x[0-9a-f]*)\.?$/i;
+const USER = /^[a-z_][a-z0-9_-]{0,31}$/;
+function parsePort(text) {
+    if (!/^\d{1,5}$/.test(text))
+        return `port '${text}' is not a number`;
+    const port = Number(text);
+    if (port < 1 || port > 65535)
+        return `port ${port} is out of range`;
+    return port;
+}
+/** Parses one `user@host:port` address; returns an error text instead of throwing. */
+function parseAddress(text, defaultPort = 22) {
+    let rest = text;
+    let user;
+    const at = rest.lastIndexOf('@');
+    if (at >= 0) {
+        user = rest.slice(0, at);
+        rest = rest.slice(at + 1);
+        if (!USER.test(user))
+            return `'${text}' has an invalid user name '${user}'`;
+    }
+    let host;
+    let port = defaultPort;
+    if (rest.startsWith('[')) {
+        const end = rest.indexOf(']');
+        if (end < 0)
+            return `'${text}' has an unclosed '[' (IPv6 addresses are written [addr] or [addr]:port)`;
+        host = rest.slice(1, end);
+        const after = rest.slice(end + 1);
+        if (after) {
+            if (!after.startsWith(':'))
+                return `'${text}' has text after ']' that is not ':port'`;
+            const p = parsePort(after.slice(1));
+            if (typeof p === 'string')
+                return `'${text}': ${p}`;
+            port = p;
+        }
+        if ((0,external_node_net_.isIP)(host) !== 6)
+            return `'${text}': '${host}' is not an IPv6 address`;
+    }
+    else {
+        const parts = rest.split(':');
+        if (parts.length > 2)
+            return `'${text}' looks like an IPv6 address: write it in brackets, e.g. [${rest}]:22`;
+        host = parts[0] ?? '';
+        if (parts.length === 2) {
+            const p = parsePort(parts[1] ?? '');
+            if (typeof p === 'string')
+                return `'${text}': ${p}`;
+            port = p;
+        }
+        if (!host)
+            return `'${text}' has no host name`;
+        if ((0,external_node_net_.isIP)(host) !== 4 && NUMERIC_NAME.test(host)) {
+            // getaddrinfo reads 127.1, 0x7f.1, 2130706433 and 0177.0.0.1 all as 127.0.0.1
+            // (and 010.0.0.1 as 8.0.0.1): one host in two spellings would escape the
+            // duplicate check and the known_hosts lookup, so only the dotted quad is taken.
+            let read = '';
+            try {
+                read = ` (read as ${new URL(`http://${host}`).hostname})`;
+            }
+            catch {
+                // Not an address at all; the message says what is expected anyway.
+            }
+            return `'${text}': '${host}' is an IPv4 address in a shorthand, octal or hex form${read}; write it as a dotted quad of decimal numbers without leading zeros`;
+        }
+        if ((0,external_node_net_.isIP)(host) !== 4 && !HOSTNAME.test(host))
+            return `'${text}': '${host}' is not a valid host name or IP address`;
+    }
+    return { label: text, host, port, ...(user ? { user } : {}) };
+}
+/** Parses the whole `hosts` input; returns the hosts or a list of problems. */
+function parseHosts(text, defaultPort = 22) {
+    const lines = text
+        .replace(/\r\n?/g, '\n')
+        .split('\n')
+        .map((l) => l.trim())
+        .filter((l) => l && !l.startsWith('#'));
+    const hosts = [];
+    for (const line of lines) {
+        const words = line.split(/\s+/);
+        if (words.slice(1).some((w) => /^[a-z-]+=/.test(w))) {
+            const parsed = parseLine(line, words, defaultPort);
+            if (typeof parsed === 'string')
+                return parsed;
+            hosts.push(parsed);
+            continue;
+        }
+        for (const item of line.split(',').map((s) => s.trim())) {
+            if (!item)
+                continue;
+            if (/\s/.test(item))
+                return `'${item}' contains white space`;
+            const parsed = parseAddress(item, defaultPort);
+            if (typeof parsed === 'string')
+                return parsed;
+            hosts.push({ ...parsed, roles: [] });
+        }
+    }
+    if (hosts.length === 0)
+        return 'no host given';
+    const seen = new Map();
+    for (const h of hosts) {
+        const key = `${canonicalHost(h.host)}:${h.port}`;
+        const first = seen.get(key);
+        if (first !== undefined)
+            return first === h.label ? `'${h.label}' is listed twice` : `'${h.label}' is '${first}' listed twice`;
+        seen.set(key, h.label);
+    }
+    return hosts;
+}
+/**
+ * The one spelling of a host that its other spellings share: IPv6 compressed in
+ * lower case (an IPv4-mapped address as IPv4), a name in lower case without a
+ * trailing dot. For finding duplicates and matching names, never for connecting.
+ */
+function canonicalHost(host) {
+    if ((0,external_node_net_.isIP)(host) !== 6) {
+        const name = host.toLowerCase().replace(/\.$/, '');
+        // The loopback name is the loopback address (ssh and libc resolve it so).
+        return name === 'localhost' ? '127.0.0.1' : name;
+    }
+    let h;
+    try {
+        h = new URL(`http://[${host}]`).hostname.slice(1, -1);
+    }
+    catch {
+        return host.toLowerCase(); // a zone id (fe80::1%eth0) is no URL host
+    }
+    const mapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(h);
+    if (!mapped)
+        return h;
+    const [hi, lo] = [parseInt(mapped[1], 16), parseInt(mapped[2], 16)];
+    return [hi >> 8, hi & 255, lo >> 8, lo & 255].join('.');
+}
+/**
+ * The host a name refers to: as written in hosts, or the same address in another
+ * spelling (user@ and :port optional; with several ports, the port named).
+ */
+function findHost(hosts, named) {
+    const byLabel = hosts.find((h) => h.label === named);
+    if (byLabel)
+        return byLabel;
+    const address = (0,external_node_net_.isIP)(named) === 6 ? { host: named, port: 22 } : parseAddress(named);
+    if (typeof address === 'string')
+        return undefined;
+    const same = hosts.filter((h) => canonicalHost(h.host) === canonicalHost(address.host));
+    return same.find((h) => h.port === address.port) ?? same[0];
+}
+/** One `address attr=value ...` line. */
+function parseLine(line, words, defaultPort) {
+    const address = words[0];
+    if (address.includes(',') || !words.slice(1).every((w) => /^[a-z-]+=/.test(w)))
+        return `'${line}': with attributes, write one host per line`;
+    const attrs = new Map();
+    for (const w of words.slice(1)) {
+        const eq = w.indexOf('=');
+        const key = w.slice(0, eq);
+        if (!ATTRIBUTES.includes(key))
+            return `'${line}': unknown attribute '${key}' (expected ${ATTRIBUTES.map((a) => `${a}=`).join(' or ')})`;
+        if (attrs.has(key))
+            return `'${line}': ${key}= is given twice`;
+        attrs.set(key, w.slice(eq + 1));
+    }
+    const parsed = parseAddress(address, defaultPort);
+    if (typeof parsed === 'string')
+        return parsed;
+    const roles = [];
+    if (attrs.has('roles')) {
+        const names = attrs.get('roles').split(',').filter(Boolean);
+        if (names.length === 0)
+            return `'${line}': roles= is empty (expected some of ${ROLES.join(', ')})`;
+        for (const role of names) {
+            if (!ROLES.includes(role))
+                return `'${line}': unknown role '${role}' (expected some of ${ROLES.join(', ')})`;
+            if (!roles.includes(role))
+                roles.push(role);
+        }
+        if (roles.includes('lb') && roles.length > 1)
+            return `'${line}': a load balancer (roles=lb) runs no app role; expected roles=lb alone`;
+        // Apart from the database: a copy on the database's own host would be lost with it.
+        if (roles.includes('backup') && roles.length > 1)
+            return `'${line}': the backup host (roles=backup) keeps the copies of a database that is elsewhere; expected roles=backup alone`;
+        const apart = roles.filter((r) => r === 'db' || r === 'redis');
+        if (apart.length && apart.length < roles.length)
+            return `'${line}': a database or Redis host (roles=db, roles=redis) runs no app role and no load balancer; expected roles=db, roles=redis or roles=db,redis`;
+    }
+    const spec = { ...parsed, roles };
+    const upstream = attrs.get('upstream');
+    if (upstream !== undefined) {
+        if (roles.includes('lb'))
+            return `'${line}': upstream= is for app hosts, not for the load balancer`;
+        const u = parseAddress(upstream, 80);
+        if (typeof u === 'string' || u.user)
+            return `'${line}': upstream= ${typeof u === 'string' ? u.replace(/^'[^']*'/, `'${upstream}'`) : 'takes no user'} (expected addr or addr:port, e.g. upstream=10.0.0.5:80)`;
+        spec.upstream = { host: u.host, port: u.port };
+    }
+    const own = attrs.get('private');
+    if (own !== undefined) {
+        // pg_hba and ufw take addresses, not names.
+        if (!(0,external_node_net_.isIP)(own))
+            return `'${line}': private= '${own}' is not an IP address (expected e.g. private=10.0.0.5)`;
+        spec.private = own;
+    }
+    return spec;
+}
+/** Does this host run the app (any role but lb, db and redis)? */
+function isAppHost(h) {
+    return !h.roles.some((r) => APART_ROLES.includes(r));
+}
+function privateAddress(h) {
+    return h.private ?? (isAppHost(h) ? h.upstream?.host : undefined) ?? h.host;
+}
+function topology(hosts) {
+    const find = (role) => {
+        const h = hosts.find((x) => x.roles.includes(role));
+        return h ? { label: h.label, address: privateAddress(h) } : null;
+    };
+    const backup = hosts.find((x) => x.roles.includes('backup'));
+    return {
+        db: find('db'),
+        redis: find('redis'),
+        backup: backup ? { label: backup.label, address: privateAddress(backup), port: backup.port } : null,
+        appAddresses: [...new Set(hosts.filter(isAppHost).map(privateAddress))],
+    };
+}
+/** Problems of the hosts input with db or redis hosts (none without them). */
+function topologyProblems(hosts) {
+    const problems = [];
+    for (const role of ['db', 'redis', 'backup']) {
+        const holders = hosts.filter((h) => h.roles.includes(role));
+        if (holders.length > 1)
+            problems.push(`Input 'hosts' gives roles=${role} to ${holders.length} hosts (${holders.map((h) => h.label).join(', ')}); expected at most one.`);
+    }
+    if (!hosts.some((h) => h.roles.includes('db') || h.roles.includes('redis')))
+        return problems;
+    for (const h of hosts.filter((x) => !x.roles.includes('lb'))) {
+        const address = privateAddress(h);
+        if (!(0,external_node_net_.isIP)(address))
+            problems.push(`Input 'hosts': '${h.label}' has no IP address on the private network ('${address}' is a name); expected private=<address>, e.g. '${h.label} private=10.0.0.5' (the database and Redis hosts let app hosts in by address).`);
+    }
+    return problems;
+}
+/** Is a load balancer (roles=lb) in front of the app hosts? */
+function hasBalancer(hosts) {
+    return hosts.some((h) => h.roles.includes('lb'));
+}
+
+;// CONCATENATED MODULE: ./src/inputs/service-urls.ts
+// The app's DATABASE_URL and REDIS_URL, when they point at the app's db or
+// redis host: those serve TLS with a CA of the host's own, and a client that
+// does not verify it would hand its password to whoever stands in the middle
+// on the private network. Clients read URLs differently (libpq ends the
+// credentials at the first '@' or '/', SQLAlchemy at the first '@', redis-py
+// at the last '@' before the path; libpq and SQLAlchemy read '#' as text,
+// redis-py as a fragment), so every reading is checked: a URL refused under
+// any of them is refused.
+
+
+
+function decoded(text) {
+    try {
+        return decodeURIComponent(text);
+    }
+    catch {
+        return text;
+    }
+}
+/** A host as an address compares: IPv4 in any form inet_aton takes, IPv6 compressed, IPv4-mapped IPv6 as IPv4. */
+function normalHost(host) {
+    const bare = decoded(host).replace(/^\[(.*)\]$/, '$1');
+    try {
+        const name = new URL(`http://${bare.includes(':') ? `[${bare}]` : bare}/`).hostname;
+        const mapped = /^\[::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})\]$/.exec(name);
+        if (mapped) {
+            const [hi, lo] = [parseInt(mapped[1], 16), parseInt(mapped[2], 16)];
+            return [hi >> 8, hi & 255, lo >> 8, lo & 255].join('.');
+        }
+        return name.replace(/^\[(.*)\]$/, '$1');
+    }
+    catch {
+        return bare.toLowerCase();
+    }
+}
+/** The hosts of an authority (libpq takes a list: a,b:5433,[::1]:5434). */
+function authorityHosts(authority) {
+    return authority
+        .split(',')
+        .map((h) => h.replace(/^(\[[^\]]*\]).*$|:[^:]*$/, '$1'))
+        .filter(Boolean);
+}
+function queryParams(query) {
+    return query
+        .split('&')
+        .filter(Boolean)
+        .map((pair) => {
+        const i = pair.indexOf('=');
+        return [decoded(i < 0 ? pair : pair.slice(0, i)), decoded(i < 0 ? '' : pair.slice(i + 1))];
+    });
+}
+/** Every reading of a URL: credentials ending at each '@' (or none), the query with '#' as text and as a fragment. */
+function urlReadings(url) {
+    const m = /^([A-Za-z][\w+.-]*):\/\/(.*)$/s.exec(url);
+    if (!m)
+        return [];
+    const [scheme, rest] = [m[1].toLowerCase(), m[2]];
+    const starts = [0, ...[...rest.matchAll(/@/g)].map((a) => a.index + 1)];
+    return starts.flatMap((start) => {
+        const tail = rest.slice(start);
+        const end = tail.search(/[/?]/);
+        const authority = end < 0 ? tail : tail.slice(0, end);
+        const afterAuthority = end < 0 ? '' : tail.slice(end);
+        const q = afterAuthority.indexOf('?');
+        const query = q < 0 ? '' : afterAuthority.slice(q + 1);
+        const hosts = authorityHosts(authority.split('#')[0]);
+        return [query, query.split('#')[0]].map((text) => {
+            const params = queryParams(text);
+            // libpq takes host and hostaddr from the query too, over the URL's own.
+            const named = params.filter(([k]) => k === 'host' || k === 'hostaddr').flatMap(([, v]) => v.split(','));
+            return { scheme, hosts: [...hosts, ...named], params };
+        });
+    });
+}
+/** A libpq key=value connection string's parameters (values bare or in single quotes, with backslash escapes). */
+function conninfoParams(text) {
+    const params = [];
+    const re = /\s*([A-Za-z_]+)\s*=\s*('((?:[^'\\]|\\.)*)'|\S*)/gy;
+    for (let m = re.exec(text); m; m = re.exec(text))
+        params.push([m[1], m[3] !== undefined ? m[3].replace(/\\(.)/g, '$1') : m[2]]);
+    return params;
+}
+function conninfoReading(text) {
+    if (text.includes('://'))
+        return [];
+    const params = conninfoParams(text);
+    const hosts = params.filter(([k]) => k === 'host' || k === 'hostaddr').flatMap(([, v]) => v.split(','));
+    return hosts.length ? [{ scheme: 'postgresql', hosts, params }] : [];
+}
+/** The one value of a parameter, or null when it is missing or given more than once. */
+function one(params, name) {
+    const values = params.filter(([k]) => k === name).map(([, v]) => v);
+    return values.length === 1 ? values[0] : null;
+}
+function pointsAt(reading, address) {
+    const at = normalHost(address);
+    return reading.hosts.some((h) => normalHost(h.trim()) === at);
+}
+const FALSE = /^(0|f|false|n|no|off)$/i;
+/** Refusals of the app's service URLs in env (provision's shared .env, a release's own). */
+function serviceUrlCheck(settings) {
+    const where = topology(settings.hosts);
+    const problems = [];
+    const db = settings.postgresql === false ? undefined : where.db;
+    const databaseUrl = settings.env.values.DATABASE_URL;
+    if (db && databaseUrl) {
+        const ca = postgresqlCaPath(settings.app);
+        const readings = [...urlReadings(databaseUrl), ...conninfoReading(databaseUrl)];
+        const unverified = readings.some((r) => pointsAt(r, db.address) &&
+            !(one(r.params, 'sslmode') === 'verify-full' && one(r.params, 'sslrootcert') === ca));
+        if (unverified)
+            problems.push(`Input 'env': DATABASE_URL points at the db host ${db.label} (${db.address}), which serves PostgreSQL with a CA of its own that the app hosts must verify; expected postgresql://<user>:<password>@${db.address.includes(':') ? `[${db.address}]` : db.address}:5432/<database>?sslmode=verify-full&sslrootcert=${ca} (provision writes that CA there on each app host), with no other sslmode or sslrootcert.`);
+    }
+    const redis = settings.redis === false ? undefined : where.redis;
+    const redisUrl = settings.env.values.REDIS_URL;
+    if (redis && redisUrl) {
+        const ca = redisCaPath(settings.app);
+        const unverified = urlReadings(redisUrl).some((r) => pointsAt(r, redis.address) &&
+            !(r.scheme === 'rediss' &&
+                one(r.params, 'ssl_ca_certs') === ca &&
+                r.params.every(([k, v]) => !(k === 'ssl_cert_reqs' && v !== 'required') && !(k === 'ssl_check_hostname' && FALSE.test(v)))));
+        if (unverified)
+            problems.push(`Input 'env': REDIS_URL points at the redis host ${redis.label} (${redis.address}), which serves Redis over TLS only, with a CA of its own that the app hosts must verify; expected rediss://<user>:<password>@${redis.address.includes(':') ? `[${redis.address}]` : redis.address}:6379/<db>?ssl_ca_certs=${ca} (provision writes that CA there on each app host), with no ssl_cert_reqs other than required and no ssl_check_hostname turned off.`);
+    }
+    return problems;
+}
+
 ;// CONCATENATED MODULE: ./node_modules/zod/v4/core/util.js
 
 // functions
@@ -72955,7 +74182,7 @@ const ZodLiteral = /*@__PURE__*/ (/* unused pure expression or super */ null && 
         },
     });
 })));
-function literal(value, params) {
+function schemas_literal(value, params) {
     return new ZodLiteral({
         type: "literal",
         values: Array.isArray(value) ? value : [value],
@@ -72970,7 +74197,7 @@ const ZodFile = /*@__PURE__*/ (/* unused pure expression or super */ null && (co
     inst.max = (size, params) => inst.check(core._maxSize(size, params));
     inst.mime = (types, params) => inst.check(core._mime(Array.isArray(types) ? types : [types], params));
 })));
-function file(params) {
+function schemas_file(params) {
     return core._file(ZodFile, params);
 }
 const ZodTransform = /*@__PURE__*/ $constructor("ZodTransform", (inst, def) => {
@@ -73323,7 +74550,7 @@ function preprocess(fn, schema) {
 // that error messages and action.yml show. All parsing of raw inputs lives here.
 
 /** A value as error messages quote it (never used for secrets). */
-const quote = (v, max = 60) => `'${v.length > max ? v.slice(0, max) + '...' : v}'`;
+const fields_quote = (v, max = 60) => `'${v.length > max ? v.slice(0, max) + '...' : v}'`;
 // A line break or other control character (C1 and U+2028/9 included) in a
 // one-line input would end a command, a config line or a log line; multi-line
 // inputs may have line breaks and tabs only.
@@ -73394,7 +74621,7 @@ const pattern = (opts) => field(opts, opts.expected, schemas_string().transform(
         return NEVER;
     }
     if (!opts.regex.test(v)) {
-        ctx.addIssue({ code: 'custom', message: `${quote(v)} is not valid` });
+        ctx.addIssue({ code: 'custom', message: `${fields_quote(v)} is not valid` });
         return NEVER;
     }
     const lower = v.toLowerCase();
@@ -73404,7 +74631,7 @@ const pattern = (opts) => field(opts, opts.expected, schemas_string().transform(
         r.prefixes?.some((p) => lower.startsWith(p)) ||
         r.suffixes?.some((p) => lower.endsWith(p)));
     if (r) {
-        ctx.addIssue({ code: 'custom', message: `${quote(v)} is reserved: ${r.why}` });
+        ctx.addIssue({ code: 'custom', message: `${fields_quote(v)} is reserved: ${r.why}` });
         return NEVER;
     }
     return v;
@@ -73448,7 +74675,7 @@ function checkCommand(v) {
             };
         if (!/^[A-Za-z0-9_.:/=@,+%{}-]+$/.test(w)) {
             return {
-                error: `word ${quote(w, 40)} contains characters other than letters, digits and _.:/=@,+%{}-`,
+                error: `word ${fields_quote(w, 40)} contains characters other than letters, digits and _.:/=@,+%{}-`,
             };
         }
     }
@@ -73470,7 +74697,7 @@ const fields_url = (opts) => {
         if (!v)
             return '';
         // Quoted with user:password@ hidden, so a refused URL never prints its credentials.
-        const shown = opts.secret ? 'the value' : quote(v.replace(/^([^:/?#]*:\/\/)[^/?#]*@/, '$1***@'));
+        const shown = opts.secret ? 'the value' : fields_quote(v.replace(/^([^:/?#]*:\/\/)[^/?#]*@/, '$1***@'));
         let u;
         try {
             u = new URL(v);
@@ -73583,15 +74810,15 @@ const directory = (opts) => fields_custom(opts, {
     if (!v && opts.optional)
         return '';
     if (!v.startsWith('/'))
-        return { error: `${quote(v)} is not absolute` };
+        return { error: `${fields_quote(v)} is not absolute` };
     const parts = v.split('/').filter(Boolean);
     if (parts.some((s) => s === '.' || s === '..'))
-        return { error: `${quote(v)} contains . or ..` };
+        return { error: `${fields_quote(v)} contains . or ..` };
     if (!/^[A-Za-z0-9._/-]+$/.test(v))
-        return { error: `${quote(v)} contains characters other than letters, digits and ._/-` };
+        return { error: `${fields_quote(v)} contains characters other than letters, digits and ._/-` };
     const p = '/' + parts.join('/');
     const problem = systemDirectoryProblem(p);
-    return problem ? { error: `${quote(p)} ${problem}` } : p;
+    return problem ? { error: `${fields_quote(p)} ${problem}` } : p;
 });
 
 ;// CONCATENATED MODULE: ./src/inputs/dotenv.ts
@@ -73724,278 +74951,6 @@ function envField(description) {
     }, (v) => parseEnvText(v));
 }
 
-// EXTERNAL MODULE: external "node:net"
-var external_node_net_ = __nccwpck_require__(7030);
-;// CONCATENATED MODULE: ./src/inputs/hosts.ts
-// Parses the `hosts` input: one or more hosts, newline- or comma-separated, each
-// `host`, `host:port`, `user@host`, `user@host:port` or a bracketed IPv6 address
-// (`[::1]:2222`), optionally followed by attributes (then one host per line):
-// `roles=api,worker,scheduler,migrate`, `roles=lb` (a load balancer in front
-// of the api hosts), `roles=db` and/or `roles=redis` (the app's PostgreSQL or
-// Redis on a host of its own), `roles=backup` (receives a copy of every daily
-// backup, pushed by the database's host), `upstream=addr:port` (where the load balancer
-// reaches this host, when not at its SSH address on port 80), and
-// `private=addr` (the host's address on the private network: where the app
-// hosts reach a db or redis host, and the source address a db or redis host
-// lets in from an app host).
-
-const ROLES = ['api', 'worker', 'scheduler', 'migrate', 'lb', 'db', 'redis', 'backup'];
-const ATTRIBUTES = ['roles', 'upstream', 'private'];
-/** Roles of hosts that run none of the app: a load balancer, the database, Redis, the backup copies. */
-const APART_ROLES = ['lb', 'db', 'redis', 'backup'];
-// A trailing dot (the absolute form of a name) is allowed.
-const HOSTNAME = /^(?=.{1,253}\.?$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
-/** A name whose last label is a number: the resolver reads it as an IPv4 address (inet_aton). */
-const NUMERIC_NAME = /(^|\.)(\d+|0x[0-9a-f]*)\.?$/i;
-const USER = /^[a-z_][a-z0-9_-]{0,31}$/;
-function parsePort(text) {
-    if (!/^\d{1,5}$/.test(text))
-        return `port '${text}' is not a number`;
-    const port = Number(text);
-    if (port < 1 || port > 65535)
-        return `port ${port} is out of range`;
-    return port;
-}
-/** Parses one `user@host:port` address; returns an error text instead of throwing. */
-function parseAddress(text, defaultPort = 22) {
-    let rest = text;
-    let user;
-    const at = rest.lastIndexOf('@');
-    if (at >= 0) {
-        user = rest.slice(0, at);
-        rest = rest.slice(at + 1);
-        if (!USER.test(user))
-            return `'${text}' has an invalid user name '${user}'`;
-    }
-    let host;
-    let port = defaultPort;
-    if (rest.startsWith('[')) {
-        const end = rest.indexOf(']');
-        if (end < 0)
-            return `'${text}' has an unclosed '[' (IPv6 addresses are written [addr] or [addr]:port)`;
-        host = rest.slice(1, end);
-        const after = rest.slice(end + 1);
-        if (after) {
-            if (!after.startsWith(':'))
-                return `'${text}' has text after ']' that is not ':port'`;
-            const p = parsePort(after.slice(1));
-            if (typeof p === 'string')
-                return `'${text}': ${p}`;
-            port = p;
-        }
-        if ((0,external_node_net_.isIP)(host) !== 6)
-            return `'${text}': '${host}' is not an IPv6 address`;
-    }
-    else {
-        const parts = rest.split(':');
-        if (parts.length > 2)
-            return `'${text}' looks like an IPv6 address: write it in brackets, e.g. [${rest}]:22`;
-        host = parts[0] ?? '';
-        if (parts.length === 2) {
-            const p = parsePort(parts[1] ?? '');
-            if (typeof p === 'string')
-                return `'${text}': ${p}`;
-            port = p;
-        }
-        if (!host)
-            return `'${text}' has no host name`;
-        if ((0,external_node_net_.isIP)(host) !== 4 && NUMERIC_NAME.test(host)) {
-            // getaddrinfo reads 127.1, 0x7f.1, 2130706433 and 0177.0.0.1 all as 127.0.0.1
-            // (and 010.0.0.1 as 8.0.0.1): one host in two spellings would escape the
-            // duplicate check and the known_hosts lookup, so only the dotted quad is taken.
-            let read = '';
-            try {
-                read = ` (read as ${new URL(`http://${host}`).hostname})`;
-            }
-            catch {
-                // Not an address at all; the message says what is expected anyway.
-            }
-            return `'${text}': '${host}' is an IPv4 address in a shorthand, octal or hex form${read}; write it as a dotted quad of decimal numbers without leading zeros`;
-        }
-        if ((0,external_node_net_.isIP)(host) !== 4 && !HOSTNAME.test(host))
-            return `'${text}': '${host}' is not a valid host name or IP address`;
-    }
-    return { label: text, host, port, ...(user ? { user } : {}) };
-}
-/** Parses the whole `hosts` input; returns the hosts or a list of problems. */
-function parseHosts(text, defaultPort = 22) {
-    const lines = text
-        .replace(/\r\n?/g, '\n')
-        .split('\n')
-        .map((l) => l.trim())
-        .filter((l) => l && !l.startsWith('#'));
-    const hosts = [];
-    for (const line of lines) {
-        const words = line.split(/\s+/);
-        if (words.slice(1).some((w) => /^[a-z-]+=/.test(w))) {
-            const parsed = parseLine(line, words, defaultPort);
-            if (typeof parsed === 'string')
-                return parsed;
-            hosts.push(parsed);
-            continue;
-        }
-        for (const item of line.split(',').map((s) => s.trim())) {
-            if (!item)
-                continue;
-            if (/\s/.test(item))
-                return `'${item}' contains white space`;
-            const parsed = parseAddress(item, defaultPort);
-            if (typeof parsed === 'string')
-                return parsed;
-            hosts.push({ ...parsed, roles: [] });
-        }
-    }
-    if (hosts.length === 0)
-        return 'no host given';
-    const seen = new Map();
-    for (const h of hosts) {
-        const key = `${canonicalHost(h.host)}:${h.port}`;
-        const first = seen.get(key);
-        if (first !== undefined)
-            return first === h.label ? `'${h.label}' is listed twice` : `'${h.label}' is '${first}' listed twice`;
-        seen.set(key, h.label);
-    }
-    return hosts;
-}
-/**
- * The one spelling of a host that its other spellings share: IPv6 compressed in
- * lower case (an IPv4-mapped address as IPv4), a name in lower case without a
- * trailing dot. For finding duplicates and matching names, never for connecting.
- */
-function canonicalHost(host) {
-    if ((0,external_node_net_.isIP)(host) !== 6) {
-        const name = host.toLowerCase().replace(/\.$/, '');
-        // The loopback name is the loopback address (ssh and libc resolve it so).
-        return name === 'localhost' ? '127.0.0.1' : name;
-    }
-    let h;
-    try {
-        h = new URL(`http://[${host}]`).hostname.slice(1, -1);
-    }
-    catch {
-        return host.toLowerCase(); // a zone id (fe80::1%eth0) is no URL host
-    }
-    const mapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(h);
-    if (!mapped)
-        return h;
-    const [hi, lo] = [parseInt(mapped[1], 16), parseInt(mapped[2], 16)];
-    return [hi >> 8, hi & 255, lo >> 8, lo & 255].join('.');
-}
-/**
- * The host a name refers to: as written in hosts, or the same address in another
- * spelling (user@ and :port optional; with several ports, the port named).
- */
-function findHost(hosts, named) {
-    const byLabel = hosts.find((h) => h.label === named);
-    if (byLabel)
-        return byLabel;
-    const address = (0,external_node_net_.isIP)(named) === 6 ? { host: named, port: 22 } : parseAddress(named);
-    if (typeof address === 'string')
-        return undefined;
-    const same = hosts.filter((h) => canonicalHost(h.host) === canonicalHost(address.host));
-    return same.find((h) => h.port === address.port) ?? same[0];
-}
-/** One `address attr=value ...` line. */
-function parseLine(line, words, defaultPort) {
-    const address = words[0];
-    if (address.includes(',') || !words.slice(1).every((w) => /^[a-z-]+=/.test(w)))
-        return `'${line}': with attributes, write one host per line`;
-    const attrs = new Map();
-    for (const w of words.slice(1)) {
-        const eq = w.indexOf('=');
-        const key = w.slice(0, eq);
-        if (!ATTRIBUTES.includes(key))
-            return `'${line}': unknown attribute '${key}' (expected ${ATTRIBUTES.map((a) => `${a}=`).join(' or ')})`;
-        if (attrs.has(key))
-            return `'${line}': ${key}= is given twice`;
-        attrs.set(key, w.slice(eq + 1));
-    }
-    const parsed = parseAddress(address, defaultPort);
-    if (typeof parsed === 'string')
-        return parsed;
-    const roles = [];
-    if (attrs.has('roles')) {
-        const names = attrs.get('roles').split(',').filter(Boolean);
-        if (names.length === 0)
-            return `'${line}': roles= is empty (expected some of ${ROLES.join(', ')})`;
-        for (const role of names) {
-            if (!ROLES.includes(role))
-                return `'${line}': unknown role '${role}' (expected some of ${ROLES.join(', ')})`;
-            if (!roles.includes(role))
-                roles.push(role);
-        }
-        if (roles.includes('lb') && roles.length > 1)
-            return `'${line}': a load balancer (roles=lb) runs no app role; expected roles=lb alone`;
-        // Apart from the database: a copy on the database's own host would be lost with it.
-        if (roles.includes('backup') && roles.length > 1)
-            return `'${line}': the backup host (roles=backup) keeps the copies of a database that is elsewhere; expected roles=backup alone`;
-        const apart = roles.filter((r) => r === 'db' || r === 'redis');
-        if (apart.length && apart.length < roles.length)
-            return `'${line}': a database or Redis host (roles=db, roles=redis) runs no app role and no load balancer; expected roles=db, roles=redis or roles=db,redis`;
-    }
-    const spec = { ...parsed, roles };
-    const upstream = attrs.get('upstream');
-    if (upstream !== undefined) {
-        if (roles.includes('lb'))
-            return `'${line}': upstream= is for app hosts, not for the load balancer`;
-        const u = parseAddress(upstream, 80);
-        if (typeof u === 'string' || u.user)
-            return `'${line}': upstream= ${typeof u === 'string' ? u.replace(/^'[^']*'/, `'${upstream}'`) : 'takes no user'} (expected addr or addr:port, e.g. upstream=10.0.0.5:80)`;
-        spec.upstream = { host: u.host, port: u.port };
-    }
-    const own = attrs.get('private');
-    if (own !== undefined) {
-        // pg_hba and ufw take addresses, not names.
-        if (!(0,external_node_net_.isIP)(own))
-            return `'${line}': private= '${own}' is not an IP address (expected e.g. private=10.0.0.5)`;
-        spec.private = own;
-    }
-    return spec;
-}
-/** Does this host run the app (any role but lb, db and redis)? */
-function isAppHost(h) {
-    return !h.roles.some((r) => APART_ROLES.includes(r));
-}
-function privateAddress(h) {
-    return h.private ?? (isAppHost(h) ? h.upstream?.host : undefined) ?? h.host;
-}
-function topology(hosts) {
-    const find = (role) => {
-        const h = hosts.find((x) => x.roles.includes(role));
-        return h ? { label: h.label, address: privateAddress(h) } : null;
-    };
-    const backup = hosts.find((x) => x.roles.includes('backup'));
-    return {
-        db: find('db'),
-        redis: find('redis'),
-        backup: backup ? { label: backup.label, address: privateAddress(backup), port: backup.port } : null,
-        appAddresses: [...new Set(hosts.filter(isAppHost).map(privateAddress))],
-    };
-}
-/** Problems of the hosts input with db or redis hosts (none without them). */
-function topologyProblems(hosts) {
-    const problems = [];
-    for (const role of ['db', 'redis', 'backup']) {
-        const holders = hosts.filter((h) => h.roles.includes(role));
-        if (holders.length > 1)
-            problems.push(`Input 'hosts' gives roles=${role} to ${holders.length} hosts (${holders.map((h) => h.label).join(', ')}); expected at most one.`);
-    }
-    if (!hosts.some((h) => h.roles.includes('db') || h.roles.includes('redis')))
-        return problems;
-    for (const h of hosts.filter((x) => !x.roles.includes('lb'))) {
-        const address = privateAddress(h);
-        if (!(0,external_node_net_.isIP)(address))
-            problems.push(`Input 'hosts': '${h.label}' has no IP address on the private network ('${address}' is a name); expected private=<address>, e.g. '${h.label} private=10.0.0.5' (the database and Redis hosts let app hosts in by address).`);
-    }
-    return problems;
-}
-/** Is a load balancer (roles=lb) in front of the app hosts? */
-function hasBalancer(hosts) {
-    return hosts.some((h) => h.roles.includes('lb'));
-}
-
-// EXTERNAL MODULE: external "node:crypto"
-var external_node_crypto_ = __nccwpck_require__(7598);
 ;// CONCATENATED MODULE: ./src/inputs/known-hosts.ts
 // OpenSSH known_hosts lines: parsed once, matched per host, compared on the raw key.
 
@@ -74567,16 +75522,16 @@ function parseSharedPaths(v) {
         const parts = item.split('/').filter((s) => s && s !== '.');
         const p = parts.join('/');
         if (!p)
-            return { error: `${quote(item)} is the release itself` };
+            return { error: `${fields_quote(item)} is the release itself` };
         if (RELEASE_INTERNALS.includes(parts[0]))
-            return { error: `${quote(item)} is metalship's ${parts[0]} in the release, not the app's` };
+            return { error: `${fields_quote(item)} is metalship's ${parts[0]} in the release, not the app's` };
         if (parts[0] === '.env' && parts.length > 1)
-            return { error: `${quote(item)} is inside .env, a file` };
+            return { error: `${fields_quote(item)} is inside .env, a file` };
         const other = paths.find((q) => q === p || p.startsWith(q + '/') || q.startsWith(p + '/'));
         if (other === p)
-            return { error: `${quote(item)} is listed twice` };
+            return { error: `${fields_quote(item)} is listed twice` };
         if (other)
-            return { error: `${quote(item)} and '${other}' are inside one another` };
+            return { error: `${fields_quote(item)} and '${other}' are inside one another` };
         paths.push(p);
     }
     return paths;
@@ -74602,7 +75557,7 @@ const releaseInputs = {
         const items = splitList(v, false);
         for (const p of items)
             if (!/^[A-Za-z0-9._/*?@+-]+$/.test(p))
-                return { error: `pattern ${quote(p)} has odd characters` };
+                return { error: `pattern ${fields_quote(p)} has odd characters` };
         return items;
     }),
     env: envField("The release's own .env (KEY=value lines), typically a secret: written into the release, mode 600, the app user's, and kept as long as the release. " +
@@ -74916,810 +75871,10 @@ const githubDeploymentInputs = {
     }),
 };
 
-;// CONCATENATED MODULE: ./src/remote/sh.ts
-// Shell script building where quoting is the default: every value interpolated
-// into `sh` is single-quoted unless explicitly wrapped in raw().
-class Raw {
-    text;
-    constructor(text) {
-        this.text = text;
-    }
-}
-/** Marks text as already-safe shell (a fragment we built ourselves, never user input). */
-function raw(text) {
-    return new Raw(text);
-}
-/** POSIX single-quote a value: the result is one shell word with the exact bytes of value. */
-function sh_quote(value) {
-    const text = String(value);
-    if (text.includes('\0'))
-        throw new Error('a shell value cannot contain a NUL byte');
-    if (text !== '' && /^[A-Za-z0-9_@%+=:,./-]+$/.test(text))
-        return text;
-    return `'${text.replace(/'/g, `'\\''`)}'`;
-}
-function render(value) {
-    if (value instanceof Raw)
-        return value.text;
-    if (Array.isArray(value))
-        return value.map((v) => render(v)).join(' ');
-    return sh_quote(value);
-}
-/** Tagged template: sh`rm -rf ${dir}` quotes dir; sh`${raw('$HOME')}` does not. */
-function sh_sh(strings, ...values) {
-    let out = strings[0] ?? '';
-    values.forEach((value, i) => {
-        out += render(value) + (strings[i + 1] ?? '');
-    });
-    return out;
-}
-/** Joins script fragments into one script, one fragment per line block. */
-function sh_script(...parts) {
-    return parts.filter((p) => typeof p === 'string' && p.length > 0).join('\n') + '\n';
-}
-/**
- * A heredoc that writes content to a file exactly (no expansion); the delimiter
- * is chosen so that it cannot occur in the content.
- */
-function sh_heredoc(content) {
-    let delimiter = 'METALSHIP_EOF';
-    let n = 0;
-    while (content.split('\n').includes(delimiter))
-        delimiter = `METALSHIP_EOF_${++n}`;
-    const body = content.endsWith('\n') ? content : content + '\n';
-    return { open: `<<'${delimiter}'`, body: `${body}${delimiter}` };
-}
-/** Script lines that write content to a temporary file beside path, with its mode and owner. */
-function stageFile(tmp, content, opts) {
-    const doc = sh_heredoc(content);
-    return [
-        sh_sh `cat > ${tmp} ${raw(doc.open)}`,
-        doc.body,
-        opts.mode ? sh_sh `chmod ${opts.mode} ${tmp}` : '',
-        opts.owner ? sh_sh `chown ${opts.owner} ${tmp}` : '',
-    ];
-}
-/**
- * `name=<exact text>` as a bash assignment through a quoted heredoc: nothing in
- * the text is expanded, and it reads as itself (SQL, a program) in the script.
- * Trailing newlines are dropped, as by any command substitution.
- */
-function textVar(name, text) {
-    const doc = sh_heredoc(text);
-    return `${name}=$(cat ${doc.open}\n${doc.body}\n)`;
-}
-/**
- * Settings for one of our .sh files: a bash assignment a line, each value
- * quoted (a list becomes an array of quoted words).
- */
-function assignments(values) {
-    return Object.entries(values)
-        .map(([name, value]) => {
-        if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
-            throw new Error(`${name} is not a shell variable name`);
-        return typeof value === 'object'
-            ? `${name}=(${value.map(sh_quote).join(' ')})`
-            : `${name}=${sh_quote(value)}`;
-    })
-        .join('\n');
-}
-/**
- * The text of one of our .sh files (src/remote/sh/) as script lines: without its
- * first line, the `#!/bin/bash` that lets shellcheck read the file on its own.
- */
-function shellFile(text) {
-    return text.replace(/^#!.*\n/, '').trimEnd();
-}
-/** Script lines that write content to path atomically (temp file + rename) with mode and owner. */
-function writeFileAtomic(path, content, opts = {}) {
-    const tmp = `${path}.metalship-tmp`;
-    return sh_script(...stageFile(tmp, content, opts), sh_sh `mv -f ${tmp} ${path}`).trimEnd();
-}
-/**
- * Script lines that write content to path only when it differs, and print
- * "changed <label>" when they did; nothing otherwise. Used for idempotent config.
- */
-function ensureFile(path, content, opts = {}) {
-    const tmp = `${path}.metalship-new`;
-    const doc = sh_heredoc(content);
-    // Compared first, from the script itself: an unchanged file costs one process.
-    return sh_script(sh_sh `if [ -f ${path} ] && cmp -s -- ${path} - ${raw(doc.open)}`, doc.body, 
-    // What an interrupted run left beside it goes (a test, no process, when there is none).
-    sh_sh `then if [ -e ${tmp} ]; then rm -f ${tmp}; fi; else`, ...stageFile(tmp, content, opts), sh_sh `mv -f ${tmp} ${path}; echo ${'changed ' + (opts.label ?? path)}; ${raw(opts.onChange ?? ':')}; fi`).trimEnd();
-}
-/**
- * The `KEY value` lines a script printed (its way of reporting): `get` gives
- * the first value of a key, `all` every one, in order; a line that is the key
- * alone has the value ''.
- */
-function sh_keyLines(stdout) {
-    const lines = stdout.split('\n');
-    const all = (key) => lines.filter((l) => l === key || l.startsWith(key + ' ')).map((l) => l.slice(key.length + 1));
-    return { all, get: (key) => all(key)[0] };
-}
-
-;// CONCATENATED MODULE: ./src/remote/step.ts
-// A step on a host: what it does, the script that does it, and how its output
-// reads. Built together and tested together (a unit test runs the script's
-// parser on what the script prints), the way Kamal pairs a command with its use.
-function step_step(what, script, parse) {
-    return { what, script, parse: (stdout) => parse(stdout) };
-}
-/** A step whose exit code and stderr are part of its result: parse gets them. */
-function reportingStep(what, script, parse) {
-    return {
-        what,
-        script,
-        parse: (stdout, ending = { code: 0, stderr: '' }) => parse(stdout, ending),
-        reportsFailure: true,
-    };
-}
-/** A step whose output says nothing the caller needs. */
-function plainStep(what, script) {
-    return step_step(what, script, () => undefined);
-}
-
-;// CONCATENATED MODULE: ./src/remote/provision/common.ts
-// What every provision item shares: the protocol its script speaks (lines
-// `changed <what>` and `warning <what>` on stdout; a non-zero exit is a failure,
-// its stderr the reason), the CHECK flag every script honours (CHECK=1 reports
-// what would change and changes nothing), and bash helpers for packages and files.
-
-
-/** Each helper is defined for every item and called by those that need it. */
-const CALLED_BY_ITEMS = '# shellcheck disable=SC2317 # called by the items that need it';
-/** Bash helpers every item script starts with. */
-function prelude(check) {
-    return sh_script(`CHECK=${check ? 1 : 0}`, 'export DEBIAN_FRONTEND=noninteractive LC_ALL=C', 
-    // Ubuntu's needrestart would restart services (sshd, the app) after each
-    // install, or ask: provision restarts what it changes itself.
-    'export NEEDRESTART_SUSPEND=1 NEEDRESTART_MODE=l', 
-    // A change, or with CHECK=1 a change that would be made.
-    CALLED_BY_ITEMS, 'ms_changed() { echo "changed $*"; }', CALLED_BY_ITEMS, 'ms_warn() { echo "warning $*"; }', CALLED_BY_ITEMS, 'ms_apply() { [ "$CHECK" = 1 ] || "$@"; }', CALLED_BY_ITEMS, 'ms_installed() { dpkg-query -W -f=\'${Status}\' "$1" 2>/dev/null | grep -q "install ok installed"; }', CALLED_BY_ITEMS, 'ms_missing() { local p; for p in "$@"; do ms_installed "$p" || printf \'%s \' "$p"; done; }', 
-    // The package index is refreshed when older than a day (or absent).
-    CALLED_BY_ITEMS, 'ms_index_fresh() { [ -n "$(find /var/lib/apt/lists -maxdepth 1 -name \'*Packages*\' -mmin -1440 -print -quit 2>/dev/null)" ]; }', CALLED_BY_ITEMS, 'ms_refresh_index() {', '  ms_index_fresh && return 0', '  if [ "$CHECK" = 1 ]; then ms_changed "package index is older than a day (would refresh)"; return 0; fi', 
-    // A fresh file of our own (mktemp): a fixed name in /tmp could be another user's link.
-    '  local err; err=$(mktemp)', '  apt-get update -qq -o Dpkg::Use-Pty=0 >/dev/null 2>"$err" || { cat "$err" >&2; rm -f "$err"; return 1; }', '  if grep -q "^[WE]:" "$err"; then ms_warn "apt-get update: $(grep -m1 "^[WE]:" "$err" | cut -c1-200)"; fi', '  rm -f "$err"', '  ms_changed "package index refreshed"', '}', 
-    // Installs what is missing. With CHECK=1 it reports what it would install and ends
-    // the item there: what follows needs the packages to be checked.
-    CALLED_BY_ITEMS, 'ms_install() {', '  local missing; missing=$(ms_missing "$@")', '  [ -z "$missing" ] && return 0', '  if [ "$CHECK" = 1 ]; then ms_changed "would install ${missing% } and configure it"; exit 0; fi', '  ms_refresh_index', '  # shellcheck disable=SC2086', '  apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold $missing >/dev/null', '  ms_changed "installed ${missing% }"', '}', 
-    // ms_file PATH MODE OWNER LABEL < content: writes PATH (atomically) when it differs; MS_WROTE=1 when it did (or would).
-    '# shellcheck disable=SC2034,SC2317 # MS_WROTE is read by the item after the call (file() onChange)', 'ms_file() {', '  local path=$1 mode=$2 owner=$3 label=$4 tmp', '  MS_WROTE=0', 
-    // PATH has SOURCE's content ("-": stdin), the mode and the owner.
-    '  same() { [ -f "$path" ] && cmp -s "$1" "$path" && [ "$(stat -c %a:%U:%G "$path")" = "$mode:${owner%%:*}:${owner#*:}" ]; }', 
-    // Check mode compares the content as it comes: no temporary file on the host.
-    '  if [ "$CHECK" = 1 ]; then', '    same - && return 0', '    MS_WROTE=1', '    if [ -f "$path" ]; then ms_changed "$label differs"; else ms_changed "$label missing"; fi', '    return 0', '  fi', '  tmp=$(mktemp "${path%/*}/.metalship-XXXXXX" 2>/dev/null || mktemp)', '  cat > "$tmp"', '  if same "$tmp"; then rm -f "$tmp"; return 0; fi', '  MS_WROTE=1', '  chmod "$mode" "$tmp"; chown "$owner" "$tmp"', '  mv -f "$tmp" "$path"', '  ms_changed "$label written"', '}');
-}
-/** metalship's own root-only settings on a host (URLs and secrets it keeps: root's, 755, files 600). */
-const ETC_DIR = '/etc/metalship';
-/** Script lines that make ETC_DIR when missing (not in check mode). */
-function ensureEtcDir() {
-    return sh_sh `if [ ! -d ${ETC_DIR} ]; then ms_apply install -d -m 755 -o root -g root ${ETC_DIR}; fi`;
-}
-/** Script lines: write content to path when it differs (honours CHECK); runs onChange when it did. */
-function common_file(path, content, opts = {}) {
-    const doc = sh_heredoc(content);
-    return sh_script(sh_sh `ms_file ${path} ${opts.mode ?? '644'} ${opts.owner ?? 'root:root'} ${opts.label ?? (typeof path === 'string' ? path : 'file')} ${raw(doc.open)}`, doc.body, opts.onChange ? `if [ "$MS_WROTE" = 1 ]; then ${opts.onChange}; fi` : null).trimEnd();
-}
-/** A whole item script: prelude plus body. */
-function itemScript(check, ...parts) {
-    return sh_script(prelude(check), ...parts);
-}
-/** An item as a step: it reports its own failure (exit code and stderr) rather than throwing. */
-function itemStep(item) {
-    return reportingStep(`provision ${item.name}`, item.script, (stdout, ending) => {
-        const out = sh_keyLines(stdout);
-        return {
-            outcome: parseItemOutput(ending.code, stdout, ending.stderr),
-            python: out.get('python') ?? null,
-            notes: out.all('note'),
-            guarded: out.all('guard').length > 0,
-        };
-    });
-}
-/** An item's pre-check as a step: its refusal (stderr), or '' when it has none. */
-function precheckStep(item) {
-    return reportingStep(`pre-checking ${item.name}`, itemScript(true, item.precheck), (stdout, ending) => ending.code === 0 ? '' : parseItemOutput(ending.code, stdout, ending.stderr).detail);
-}
-/** Keeps a guarded change, or undoes it. */
-function guardStep(item, action) {
-    return plainStep(`${action === 'confirm' ? 'confirming' : 'reverting'} the ${item.name} change`, item.guard[action]);
-}
-function parseItemOutput(code, stdout, stderr) {
-    const out = sh_keyLines(stdout);
-    const changes = out.all('changed').map((c) => c.trim());
-    const warnings = out.all('warning').map((w) => w.trim());
-    if (code !== 0) {
-        const why = stderr.trim().split('\n').slice(-5).join(' / ') || `exit code ${code}`;
-        return { status: 'failed', changes, warnings, detail: why };
-    }
-    const status = changes.length ? 'changed' : warnings.length ? 'warning' : 'ok';
-    return { status, changes, warnings, detail: [...changes, ...warnings.map((w) => `⚠ ${w}`)].join('; ') };
-}
-
-;// CONCATENATED MODULE: ./src/remote/provision/service-tls.ts
-// The certificate a redis or db host serves its app hosts with over the private
-// network: self-signed, for its private address and loopback, made on the host
-// (the key never leaves it) and trusted alone by the app hosts, which provision
-// gives a copy in the same run. No public CA names a private address, and a
-// certificate any CA could issue would be trusted for more than this host.
-
-
-
-function serviceTlsFiles(service, name) {
-    const dir = `${ETC_DIR}/${name}-tls`;
-    return { service, dir, cert: `${dir}/cert.pem`, key: `${dir}/key.pem` };
-}
-/**
- * On an app host: the db host's certificate, the one root its DATABASE_URL
- * trusts (`sslrootcert=`). Here, not in postgresql.ts, so that the input checks
- * read it without the backup programs that module bundles.
- */
-function postgresqlCaPath(app) {
-    return `${ETC_DIR}/${app}-postgresql-ca.pem`;
-}
-/** Made anew when it expires within this many days (the alert warns before, at alert-certificate-days). */
-const SERVICE_TLS_RENEW_DAYS = 30;
-const SERVICE_TLS_VALID_DAYS = 3650;
-/**
- * On the service's host, before the items (the app hosts need its certificate
- * in the same run): makes the certificate when missing, not for this address,
- * or expiring within SERVICE_TLS_RENEW_DAYS (not in check mode), and prints it.
- * One in use is replaced only when every app host is in the run (replace): one
- * left out would keep trusting the old one alone.
- */
-function serviceTlsStep(files, address, check, replace = true) {
-    const valid = [
-        sh_sh `[ -s ${files.key} ] && [ -s ${files.cert} ]`,
-        sh_sh `openssl x509 -noout -checkend ${SERVICE_TLS_RENEW_DAYS * 86400} -in ${files.cert} >/dev/null 2>&1`,
-        sh_sh `[[ "$(openssl x509 -noout -checkip ${address} -in ${files.cert} 2>/dev/null)" == *'does match'* ]]`,
-    ].join(' && ');
-    return step_step(`the ${files.service} TLS certificate`, sh_script(check
-        ? null
-        : sh_script(sh_sh `if ! command -v openssl >/dev/null; then echo ${`openssl is missing: the ${files.service} TLS certificate is made with it (apt-get install openssl)`} >&2; exit 1; fi`, sh_sh `if [ ! -d ${ETC_DIR} ]; then install -d -m 755 -o root -g root ${ETC_DIR}; fi`, sh_sh `if [ ! -d ${files.dir} ]; then install -d -m 750 -o root -g root ${files.dir}; fi`, `if ! { ${valid}; }${replace ? '' : sh_sh ` && [ ! -s ${files.cert} ]`}; then`, 
-        // CN is the address too: libpq before 14 matches the host against the CN alone when the SAN has no DNS name.
-        sh_sh `  (umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days ${String(SERVICE_TLS_VALID_DAYS)} -subj ${`/O=metalship ${files.service}/CN=${address}`} -addext ${'subjectAltName=IP:' + address + ',IP:127.0.0.1'} -addext 'keyUsage=critical,digitalSignature,keyCertSign' -addext 'extendedKeyUsage=serverAuth' -keyout ${files.key + '.new'} -out ${files.cert + '.new'} 2>&1) >&2`, sh_sh `  chmod 644 ${files.cert + '.new'}`, 
-        // The key keeps the group the service reads it through (set by the service's item).
-        sh_sh `  if [ -e ${files.key} ]; then chown --reference=${files.key} ${files.key + '.new'}; chmod --reference=${files.key} ${files.key + '.new'}; fi`, sh_sh `  mv -f ${files.key + '.new'} ${files.key} && mv -f ${files.cert + '.new'} ${files.cert}`, '  echo MADE', 'fi'), `if [ -s ${files.cert} ] && ! { ${valid}; }; then echo STALE; fi`, sh_sh `if [ -s ${files.cert} ]; then cat ${files.cert}; fi`), (stdout) => ({
-        certificate: /-----BEGIN CERTIFICATE-----\n[\s\S]+?\n-----END CERTIFICATE-----\n/.exec(stdout)?.[0] ?? null,
-        made: /^MADE$/m.test(stdout),
-        stale: /^STALE$/m.test(stdout),
-    }));
-}
-/**
- * On the service's host, in its item: the service reads the key through its
- * group. Missing files fail the item (not in check mode); a new certificate
- * sets `$tls_made` for the item to reload or restart the service.
- */
-function serviceTlsLines(files, group, tls) {
-    return [
-        sh_sh `if [ "$CHECK" != 1 ] && { [ ! -s ${files.cert} ] || [ ! -s ${files.key} ]; }; then echo ${`the ${files.service} TLS certificate is missing from ${files.dir}`} >&2; exit 1; fi`,
-        sh_sh `if [ -d ${files.dir} ] && [ "$(stat -c %a:%U:%G ${files.dir} ${files.key} 2>/dev/null | tr '\\n' ' ')" != ${`750:root:${group} 640:root:${group} `} ]; then ms_changed ${`${files.service} may read its TLS key`}; ms_apply chown ${'root:' + group} ${files.dir} ${files.key}; ms_apply chmod 750 ${files.dir}; ms_apply chmod 640 ${files.key}; fi`,
-        tls?.made ? 'ms_changed "TLS certificate made"; tls_made=1' : 'tls_made=0',
-        tls?.stale
-            ? sh_sh `ms_warn ${`the TLS certificate expires within ${SERVICE_TLS_RENEW_DAYS} days or is not for this address: provision with every app host in the run to replace it (one left out would keep trusting the old one)`}`
-            : null,
-    ]
-        .filter((l) => l !== null)
-        .join('\n');
-}
-/**
- * On an app host whose service is on a host of its own: that host's
- * certificate at `path`, the one CA its URL trusts. Unknown (the host is not in
- * this run, or check mode before it has one): the file is left as it is.
- */
-function serviceCaLines(files, path, where, tls) {
-    return [
-        ensureEtcDir(),
-        tls?.certificate
-            ? [
-                textVar('pem', tls.certificate),
-                sh_sh `ms_file ${path} 644 root:root ${`the certificate of ${where} (${files.service} TLS)`} < <(printf '%s\\n' "$pem")`,
-            ].join('\n')
-            : sh_sh `if [ ! -s ${path} ]; then ms_warn ${`the certificate of ${where} is unknown (not in this run, or made by its first run): provision with it to write ${path}`}; fi`,
-    ].join('\n');
-}
-
-;// CONCATENATED MODULE: ./src/remote/quoting.ts
-// Quoting for the files we generate, each in its own syntax: a value from the
-// settings is escaped for where it goes, the way sh`` quotes it in a script.
-// raw() marks text we wrote ourselves (a %i specifier, a $VAR meant to expand).
-// A value that a syntax cannot hold is refused with an error naming it, never
-// written half-escaped: the file would otherwise fail to load, or mean something else.
-
-
-function quoting_literal(parts) {
-    return parts.map((p) => (p instanceof Raw ? p.text : p)).join('');
-}
-function refuse(value, where, why) {
-    throw new Error(`${JSON.stringify(value)} cannot be written in ${where}: ${why}`);
-}
-// ---- systemd unit files ----------------------------------------------------
-/** A systemd specifier such as %i (the instance) or %n (the unit), kept where the values around it are escaped. */
-function specifier(letter) {
-    return new Raw(`%${letter}`);
-}
-/** $NAME as a whole ExecStart= word: systemd splits the variable's value into words when it runs the command. */
-function splitVariable(name) {
-    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
-        throw new Error(`${JSON.stringify(name)} is not a variable name`);
-    return new Raw(`$${name}`);
-}
-const UNIT_PLAIN = /^[A-Za-z0-9_@%+=:,./{}~-]+$/;
-/** C escape of one character inside systemd's double quotes (its word splitting unescapes them). */
-function cEscape(c) {
-    if (c === '\\' || c === '"')
-        return `\\${c}`;
-    if (c === '\n')
-        return '\\n';
-    if (c === '\t')
-        return '\\t';
-    const code = c.charCodeAt(0);
-    return code < 0x20 || code === 0x7f ? `\\x${code.toString(16).padStart(2, '0')}` : c;
-}
-/**
- * One word of a setting systemd splits into words (ExecStart=, Environment=,
- * ReadWritePaths=...): double-quoted with C escapes unless plain, % doubled
- * (systemd resolves specifiers after unquoting, so quotes do not protect a %),
- * and with dollar true (ExecStart=) $ doubled too, since $VAR expands when the
- * command runs, quoted or not.
- */
-function unitWordOf(parts, dollar) {
-    const text = quoting_literal(parts);
-    if (text === '')
-        return '""';
-    if (text.includes('\0'))
-        refuse(text, 'a unit file', 'it holds a NUL byte');
-    // Our raw() fragments need no quotes; a word of only raw() stays as written.
-    const values = parts.filter((p) => typeof p === 'string').join('');
-    const plain = values === '' || UNIT_PLAIN.test(values);
-    const body = parts
-        .map((p) => {
-        if (p instanceof Raw)
-            return p.text;
-        let t = p.replace(/%/g, '%%');
-        if (dollar)
-            t = t.replace(/\$/g, '$$$$');
-        return plain ? t : [...t].map(cEscape).join('');
-    })
-        .join('');
-    return plain ? body : `"${body}"`;
-}
-/** A word of a list setting that unquotes (ReadWritePaths=, RuntimeDirectory=, WantedBy=, Environment=). */
-function unitWord(...parts) {
-    return unitWordOf(parts, false);
-}
-/** Environment=NAME=value as one quoted word (Environment= expands specifiers, not variables). */
-function unitEnv(name, ...value) {
-    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
-        throw new Error(`${JSON.stringify(name)} is not a variable name`);
-    return unitWord(`${name}=`, ...value);
-}
-/**
- * An ExecStart= command line: one word per argument. The program must be an
- * absolute path: a first word starting with - @ : + ! would be read as
- * prefixes, whatever its quotes.
- */
-function execLine(words) {
-    const list = words.map((w) => (Array.isArray(w) ? w : [w]));
-    const program = quoting_literal(list[0] ?? []);
-    if (!program.startsWith('/'))
-        refuse(program, 'ExecStart=', 'the program must be an absolute path');
-    return list.map((w) => unitWordOf(w, true)).join(' ');
-}
-/**
- * A setting systemd takes whole, without unquoting (Description=, User=,
- * WorkingDirectory=, EnvironmentFile=, OnCalendar=): % doubled; the value
- * must stay on its line and keep its ends (systemd trims them, and a final
- * backslash would continue the line).
- */
-function unitText(...parts) {
-    const text = quoting_literal(parts);
-    // eslint-disable-next-line no-control-regex
-    if (/[\0-\x1f\x7f]/.test(text))
-        refuse(text, 'a unit file setting', 'it holds a control character');
-    if (text !== text.trim() || text.endsWith('\\'))
-        refuse(text, 'a unit file setting', 'it starts or ends with white space or a backslash');
-    return parts.map((p) => (p instanceof Raw ? p.text : p.replace(/%/g, '%%'))).join('');
-}
-// ---- nginx -----------------------------------------------------------------
-const NGINX_PLAIN = /^[A-Za-z0-9_@%+=:,./*~[\]-]+$/;
-/**
- * One nginx argument: plain, or double-quoted with \ and " escaped (inside
- * quotes ; { } # and white space are text). A $ is refused: nginx reads $name
- * as a variable in many directives, quoted or not, and has no escape for it.
- */
-function nginxWord(value) {
-    if (value.includes('$'))
-        refuse(value, 'an nginx argument', 'nginx would read $ as a variable');
-    // eslint-disable-next-line no-control-regex
-    if (/[\0-\x1f\x7f]/.test(value))
-        refuse(value, 'an nginx argument', 'it holds a control character');
-    return NGINX_PLAIN.test(value) ? value : `"${value.replace(/[\\"]/g, '\\$&')}"`;
-}
-/**
- * server_name's arguments from names separated by white space (the server-name
- * input's form) or "_". A name starting with ~ would be a regular expression.
- * A misplaced * wildcard (only server-name allows a *) is left to the nginx -t
- * the deploy runs before it uses a new site: refusing it here would fail every
- * switch, also where the site exists and the name is never written.
- */
-function nginxServerNames(names) {
-    const list = names.split(/\s+/).filter(Boolean);
-    if (list.length === 0)
-        refuse(names, 'server_name', 'no name');
-    for (const n of list)
-        if (n.startsWith('~'))
-            refuse(n, 'server_name', 'nginx would read it as a regular expression');
-    return list.map(nginxWord).join(' ');
-}
-/** host:port of an nginx upstream server, [addr]:port for IPv6; nginx has no IPv6 zone index (fe80::1%eth0). */
-function nginxAddress(host, port) {
-    if (host.includes('%'))
-        refuse(host, 'an nginx upstream', 'nginx cannot use an IPv6 zone index');
-    return nginxWord((0,external_node_net_.isIP)(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`);
-}
-// ---- other daemons' files --------------------------------------------------
-/**
- * A directory in a logrotate file list. logrotate reads the list up to the
- * first { and refuses a } before it, whatever the quotes, and globs each
- * pattern: only characters that mean themselves there are accepted.
- */
-function logrotateDir(dir, setting) {
-    if (!/^\/[A-Za-z0-9_@+,:=./-]*$/.test(dir))
-        refuse(dir, 'a logrotate file list', `${setting} may only hold letters, digits and _@+,:=./- there`);
-    return dir;
-}
-/**
- * A word in a file with no quoting at all, split on white space: the Redis 7
- * ACL file, logrotate's su user group.
- */
-function bareWord(value, where) {
-    // eslint-disable-next-line no-control-regex
-    if (!value || /[\s\0-\x1f\x7f]/.test(value))
-        refuse(value, where, 'empty, or white space in it');
-    return value;
-}
-/**
- * A database or role name in pg_hba.conf: always quoted, so all, replication,
- * sameuser... and a leading + or @ are names, not keywords; "" is a quote.
- * A leading / would still be a regular expression (PostgreSQL 16).
- */
-function hbaName(value) {
-    // eslint-disable-next-line no-control-regex
-    if (!value || /[\0-\x1f\x7f]/.test(value) || value.startsWith('/'))
-        refuse(value, 'pg_hba.conf', 'empty, a control character, or a leading / (a regular expression)');
-    return `"${value.replace(/"/g, '""')}"`;
-}
-/**
- * An address field of pg_hba.conf: an IPv4 or IPv6 network in CIDR form. Any
- * other text makes PostgreSQL refuse the whole file, and then refuse to start.
- */
-function hbaAddress(cidr) {
-    const m = /^([0-9A-Fa-f:.]+)\/(\d{1,3})$/.exec(cidr);
-    const family = m ? (0,external_node_net_.isIP)(m[1]) : 0;
-    if (!m || !family || Number(m[2]) > (family === 4 ? 32 : 128))
-        refuse(cidr, 'pg_hba.conf', 'not an IPv4 or IPv6 network (address/prefix)');
-    return cidr;
-}
-/** A user name in sudoers: the characters sudoers gives a meaning to are escaped with a backslash. */
-function sudoersName(value) {
-    // eslint-disable-next-line no-control-regex
-    if (!value || /[\s\0-\x1f\x7f]/.test(value) || /^[#%+]/.test(value))
-        refuse(value, 'sudoers', 'empty, white space, or a leading # % + (a uid, group or netgroup)');
-    return value.replace(/[!=:,()\\]/g, '\\$&');
-}
-/**
- * A value of an /etc/default file, read both by the shell (init scripts) and
- * by systemd's EnvironmentFile=: in double quotes, \ " $ ` are escaped the
- * same way for both.
- */
-function defaultsValue(value) {
-    // eslint-disable-next-line no-control-regex
-    if (/[\0-\x1f\x7f]/.test(value))
-        refuse(value, 'an /etc/default file', 'it holds a control character');
-    return `"${value.replace(/[\\"$`]/g, '\\$&')}"`;
-}
-
-// EXTERNAL MODULE: external "node:zlib"
-var external_node_zlib_ = __nccwpck_require__(8522);
-;// CONCATENATED MODULE: ./src/remote/pytool.ts
-// The Python tool the scripts run on the host: src/remote/py/mstool.py, read as
-// text here (ncc ships it beside each bundle that needs it), sent inside the
-// script and run with python3 -I. Scripts define it once with pyToolDefinition()
-// and call `mstool <cmd> ...`.
-
-
-
-const PY_TOOL = (0,external_node_fs_namespaceObject.readFileSync)(__nccwpck_require__.ab + "mstool.py", 'utf8');
-/**
- * The tool as sent: a line of Python that unpacks and runs it. bash reads a
- * script on stdin a byte at a time (it must leave what follows for the
- * script's commands), and the plain source, in nearly every script, cost tens
- * of milliseconds each: packed it is a third of the size.
- */
-const PY_TOOL_PACKED = `import base64, zlib; exec(zlib.decompress(base64.b64decode('${(0,external_node_zlib_.deflateSync)(PY_TOOL, { level: 9 }).toString('base64')}')))`;
-/** The user health probes connect as: an app controls its socket's directory, so root never follows it. */
-const PROBE_USER = 'nobody';
-/**
- * Script lines that define `mstool`, a shell function running the Python tool
- * with python3 (isolated: neither the working directory nor PYTHON* variables
- * can bring other code in), and `mstool_as USER ...` for the same as another user.
- */
-function pyToolDefinition() {
-    return [
-        textVar('MSTOOL_SRC', PY_TOOL_PACKED),
-        // Each script calls one of the two or both: the other is there unused.
-        '# shellcheck disable=SC2317',
-        'mstool() { python3 -I -c "$MSTOOL_SRC" "$@"; }',
-        '# shellcheck disable=SC2317',
-        'mstool_as() { local user=$1; shift; runuser -u "$user" -- python3 -I -c "$MSTOOL_SRC" "$@"; }',
-    ].join('\n');
-}
-
-;// CONCATENATED MODULE: ./src/remote/provision/in-use.ts
-// Credentials the app's services log in with: provision must not change one
-// under them (they would fail on their next connection and stay broken until
-// someone deploys). Read as the app user (mstool in-use): the environment of
-// each serving process, and the env files they start from, so that a unit
-// restarting at that moment, or a process that rewrote its own environment,
-// is counted too. Only a hash of each password is printed.
-
-
-
-
-/** The hash the in-use lines carry for a password. */
-function passwordHash(password) {
-    return (0,external_node_crypto_.createHash)('sha256').update(password, 'utf8').digest('hex');
-}
-/**
- * Script lines defining `in_use`, which prints a line per login a serving
- * service of the app uses: `<DATABASE_URL|REDIS_URL> <user, %-encoded> <sha256 of the password> <unit or file>`.
- * Serving: the api slot that takes traffic (the standby keeps the previous
- * release's env for a rollback), the worker and the scheduler.
- */
-function inUseFunction(layout, user) {
-    return [
-        pyToolDefinition(),
-        'in_use() {',
-        '  local u slot sources=()',
-        sh_sh `  slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`,
-        sh_sh `  case "$slot" in blue|green) sources+=(file ${layout.slots}/"$slot"/.env "the $slot api slot's release .env") ;; *) slot='*' ;; esac`,
-        sh_sh `  if [ -e ${layout.current} ]; then sources+=(file ${layout.current}/.env 'the current release .env'); fi`,
-        sh_sh `  for u in $(systemctl list-units --state=active --plain --no-legend --type=service ${`${layout.app}-api@`}"$slot".service ${layout.units.worker} ${layout.units.scheduler} 2>/dev/null | awk '{ print $1 }'); do`,
-        '    sources+=(env "$(systemctl show -p MainPID --value "$u")" "$u")',
-        '  done',
-        sh_sh `  if id -u ${user} >/dev/null 2>&1; then mstool_as ${user} in-use "\${sources[@]}"; fi`,
-        '}',
-    ].join('\n');
-}
-/** Reads, as the app user, what the app's serving services on this host log in with. */
-function inUseStep(layout, user) {
-    return step_step('reading the credentials the serving services use', [inUseFunction(layout, user), 'in_use'].join('\n'), (out) => out.split('\n').flatMap((line) => {
-        const m = /^(DATABASE_URL|REDIS_URL) (\S+) ([0-9a-f]{64}) (.+)$/.exec(line);
-        return m ? [{ variable: m[1], user: m[2], hash: m[3], unit: m[4] }] : [];
-    }));
-}
-/** The app hosts not read, for a refusal: `the app hosts a, b were not read (limit: …)`. */
-function unreadNote(elsewhere) {
-    return elsewhere?.unread.length
-        ? `the app hosts ${elsewhere.unread.join(', ')} are not in this run (limit), so which passwords their services log in with is unknown`
-        : '';
-}
-/**
- * Script lines defining `in_use` for an item: this host's logins of `variable`,
- * then the app hosts'. A hash only leaves the runner when `keep` says so (the
- * item compares it with what the host holds already); others become `-`, or
- * the hash of `known` when they match it.
- */
-function inUseLines(settings, variable, keep) {
-    const local = inUseFunction(settings.layout, settings.user);
-    const logins = settings.elsewhere?.logins.filter((l) => l.variable === variable) ?? [];
-    if (!logins.length)
-        return local;
-    const lines = logins.map((l) => `${l.variable} ${l.user} ${keep(l.hash)} ${l.unit}`).join('\n');
-    return [
-        local.replace(/^in_use\(\) \{$/m, 'in_use_here() {'),
-        textVar('elsewhere', lines),
-        'in_use() { in_use_here; printf \'%s\\n\' "$elsewhere"; }',
-    ].join('\n');
-}
-
-;// CONCATENATED MODULE: ./src/remote/provision/redis.ts
-// Redis: loopback only, the default user off, an ACL user for the app that may
-// not run dangerous commands (ACLs, not the deprecated rename-command),
-// maxmemory (given, or a share of RAM) with allkeys-lru, appendonly. The syntax
-// follows the version found on the host (see RedisSyntax). On a redis host
-// (roles=redis) it listens on loopback and the private address too, over TLS
-// only: a certificate of its own, which the app hosts trust alone (see redisTlsStep).
-
-
-
-
-
-const REDIS_CONF = '/etc/redis/redis.conf';
-const REDIS_DROPIN = '/etc/redis/metalship.conf';
-const REDIS_ACL = '/etc/redis/users.acl';
-/**
- * metalship's own Redis user: with it provision loads an ACL change (ACL LOAD)
- * instead of restarting Redis, which would fail every client's next request.
- * Its password is made on the host and stays there, root's (600, in a
- * directory only root can write: /etc/redis is the redis user's).
- */
-const REDIS_ADMIN = 'metalship-admin';
-const REDIS_ADMIN_SECRET = `${ETC_DIR}/redis-admin.secret`;
-/** The app whose users the ACL file holds: one app per Redis server (root's, 644). */
-const REDIS_APP = `${ETC_DIR}/redis-app`;
-/**
- * Refuses, before anything is written, an app other than the one whose users
- * the ACL file holds: the file is written whole, so provisioning a second app
- * would take the first app's Redis user away.
- */
-function oneAppPerRedis(app) {
-    return sh_script(sh_sh `redis_app=$(cat ${REDIS_APP} 2>/dev/null || true)`, sh_sh `if [ -n "$redis_app" ] && [ "$redis_app" != ${app} ]; then`, sh_sh `  echo "Redis on this host serves the app $redis_app"${`: its ACL file holds that app's users, and provisioning ${app} would replace them. Give ${app} a Redis server of its own (a roles=redis host), or set redis: false and point its REDIS_URL at the one it has. Nothing was changed.`} >&2`, '  exit 1', 'fi').trimEnd();
-}
-/** Records the app whose users the ACL file holds, when none is (see oneAppPerRedis). */
-function recordRedisApp(app) {
-    return sh_sh `if [ -z "$redis_app" ] && [ "$CHECK" != 1 ]; then printf '%s\n' ${app} > ${REDIS_APP}.new && mv -f ${REDIS_APP}.new ${REDIS_APP}; fi`;
-}
-/**
- * The redis host's TLS certificate and key (see service-tls.ts). Redis reads
- * the key through its group (set by the redis item, once the package has made that group).
- */
-const REDIS_TLS_FILES = serviceTlsFiles('Redis', 'redis');
-const REDIS_TLS_DIR = REDIS_TLS_FILES.dir;
-const REDIS_TLS_CERT = REDIS_TLS_FILES.cert;
-const REDIS_TLS_KEY = REDIS_TLS_FILES.key;
-/** On an app host: the redis host's certificate, the one CA its REDIS_URL trusts (`?ssl_ca_certs=`). */
-function redisCaPath(app) {
-    return `${ETC_DIR}/${app}-redis-ca.pem`;
-}
-/** The redis host's certificate, made before the items (see serviceTlsStep). */
-function redisTlsStep(address, check, replace = true) {
-    return serviceTlsStep(REDIS_TLS_FILES, address, check, replace);
-}
-/** On an app host whose Redis is on a redis host: that host's certificate in redisCaPath, the CA of its REDIS_URL. */
-function redisCaItem(settings) {
-    const path = redisCaPath(settings.layout.app);
-    const where = settings.topology.redis.label;
-    return {
-        name: 'redis',
-        script: itemScript(settings.check, sh_sh `echo ${`note on ${where} (roles=redis), over TLS: REDIS_URL=rediss://…?ssl_ca_certs=${path}`}`, serviceCaLines(REDIS_TLS_FILES, path, where, settings.redis.tls)),
-    };
-}
-/**
- * The ACL file: passwords only as SHA-256, never in clear on disk. During a
- * rotation the user has two (Redis accepts any of a user's passwords).
- */
-function aclFile(user, passwords, syntax = '6.2') {
-    // A second `user default` line would be the default user again, on: Redis refuses the file.
-    if (user === 'default')
-        throw new Error("redis-user cannot be 'default': that user is turned off");
-    if (user === REDIS_ADMIN)
-        throw new Error(`redis-user cannot be '${REDIS_ADMIN}': that user is metalship's`);
-    const hashes = [...new Set(passwords.filter(Boolean).map(passwordHash))].map((h) => `#${h}`).join(' ');
-    const channels = syntax === '6.2';
-    return `user default off${channels ? ' resetchannels' : ''} -@all
-user ${bareWord(user, 'the Redis ACL file')} on ${hashes} ~*${channels ? ' &*' : ''} +@all -@dangerous
-`;
-}
-/**
- * Refuses, before anything is written, a change that would take away the Redis
- * password the app's running services log in with (one the ACL accepts now).
- */
-function keepsPasswordsInUse(settings) {
-    const accepted = [settings.redis.password, settings.redis.previousPassword]
-        .filter(Boolean)
-        .map(passwordHash);
-    const unread = unreadNote(settings.elsewhere);
-    return [
-        sh_sh `accepted=${` ${accepted.join(' ')} `}`,
-        unread
-            ? [
-                // A password the ACL accepts now and would not after: some unread service may use it.
-                'while read -r hash; do',
-                '  if [ -n "$hash" ] && [[ "$accepted" != *" $hash "* ]]; then',
-                sh_sh `    echo ${unread + ': changing or removing a Redis password they may log in with needs them in the run. Nothing was changed.'} >&2`,
-                '    exit 1',
-                '  fi',
-                sh_sh `done < <(awk -v u=${settings.redis.user} '$1 == "user" && $2 == u { for (i = 3; i <= NF; i++) if ($i ~ /^#/) print substr($i, 2) }' ${REDIS_ACL} 2>/dev/null)`,
-            ].join('\n')
-            : null,
-        // The app hosts' hashes as they are: the ACL file holds the SHA-256 of each password Redis accepts.
-        inUseLines(settings, 'REDIS_URL', (h) => h),
-        'while read -r var user hash unit; do',
-        sh_sh `  if [ "$var" != REDIS_URL ] || { [ "$user" = ${settings.redis.user} ] && [[ "$accepted" == *" $hash "* ]]; }; then continue; fi`,
-        // Refused only when Redis accepts that login now: a login already failing is not this change's doing.
-        sh_sh `  if awk -v u="$user" -v h="#$hash" '$1 == "user" && $2 == u { for (i = 3; i <= NF; i++) if ($i == h) f = 1 } END { exit !f }' ${REDIS_ACL} 2>/dev/null; then`,
-        sh_sh `    echo "$unit logs in to Redis as $user with a password this change would take away (REDIS_URL): it would fail on its next connection. Rotate without a failed request: provision with the new redis-password and the old one as redis-previous-password, deploy the app with the new REDIS_URL, then provision again without redis-previous-password. Nothing was changed." >&2`,
-        '    exit 1',
-        '  fi',
-        'done < <(in_use)',
-    ]
-        .filter((l) => l !== null)
-        .join('\n');
-}
-/** Loopback, IPv6 where the host has it; and the private address on the redis host (not optional: it must listen there). */
-function redisBind(syntax, own = null) {
-    return `${syntax === '6.2' ? '127.0.0.1 -::1' : '127.0.0.1 ::1'}${own ? ` ${own}` : ''}`;
-}
-/**
- * Sets redis_syntax from the installed redis-server, or stops the item before
- * anything is written when provision does not know how to configure it.
- */
-const REDIS_VERSION_LINES = [
-    "redis_version=$(redis-server --version 2>/dev/null | sed -n 's/.* v=\\([0-9][0-9]*\\.[0-9][0-9.]*\\) .*/\\1/p')",
-    'if [ -z "$redis_version" ] || dpkg --compare-versions "$redis_version" lt 6.0; then',
-    '  echo "redis-server ${redis_version:-of unknown version (redis-server --version says: $(redis-server --version 2>&1 | head -c 200))} is not supported: provision needs Redis 6.0 or newer (ACL users); nothing was changed" >&2; exit 1',
-    'fi',
-    'if dpkg --compare-versions "$redis_version" lt 6.2; then redis_syntax=6.0; else redis_syntax=6.2; fi',
-].join('\n');
-/** On a redis host: TLS on the Redis port, nothing in plain; clients are not asked for certificates (they log in with the ACL password). */
-const TLS_SETTINGS = [
-    'port 0',
-    'tls-port 6379',
-    `tls-cert-file ${REDIS_TLS_CERT}`,
-    `tls-key-file ${REDIS_TLS_KEY}`,
-    // Redis 6.0 wants a CA even when it asks clients for no certificate.
-    `tls-ca-cert-file ${REDIS_TLS_CERT}`,
-    'tls-auth-clients no',
-    'tls-protocols "TLSv1.2 TLSv1.3"',
-];
-/**
- * The redis host's certificate, as redisTlsStep made it: Redis reads the key
- * through its group; a new certificate restarts it. A build without TLS is
- * refused before anything is written.
- */
-function redisTlsLines(tls) {
-    return [
-        // Read whole, not piped to grep -q: under pipefail, ldd killed by SIGPIPE would read as no TLS.
-        'case "$(ldd "$(command -v redis-server)" 2>/dev/null)" in *libssl*) ;; *)',
-        '  echo "redis-server $redis_version was built without TLS: a redis host (roles=redis) serves the app hosts over TLS only. Nothing was changed." >&2; exit 1;;',
-        'esac',
-        serviceTlsLines(REDIS_TLS_FILES, 'redis', tls),
-        'if [ "$tls_made" = 1 ]; then restart=1; fi',
-    ].join('\n');
-}
-function redisItem(settings) {
-    const redis = settings.redis;
-    const maxmemory = redis.maxmemory
-        ? sh_quote(redis.maxmemory)
-        : `$(awk '/^MemTotal:/ { printf "%d", $2 * 1024 * ${redis.memoryPercent} / 100 }' /proc/meminfo)`;
-    const tls = settings.serves.redis;
-    // metalship's own checks: over TLS where Redis serves nothing else (trusting its certificate alone).
-    const cli = `redis-cli -h 127.0.0.1${tls ? sh_sh ` --tls --cacert ${REDIS_TLS_CERT}` : ''}`;
-    return {
-        name: 'redis',
-        // Before Redis is installed, only another app's claim on it refuses: no password is accepted yet.
-        precheck: [
-            oneAppPerRedis(settings.layout.app),
-            'if command -v redis-server >/dev/null; then',
-            REDIS_VERSION_LINES,
-            keepsPasswordsInUse(settings),
-            'fi',
-        ].join('\n'),
-        script: itemScript(settings.check, oneAppPerRedis(settings.layout.app), 'ms_install redis-server', REDIS_VERSION_LINES, keepsPasswordsInUse(settings), 'restart=0', 'acl_changed=0', tls ? redisTlsLines(settings.redis.tls ?? null) : null, ensureEtcDir(), recordRedisApp(settings.layout.app), sh_sh `if [ ! -s ${REDIS_ADMIN_SECRET} ] && [ "$CHECK" != 1 ]; then (umask 077 && head -c 32 /dev/urandom | base64 -w0 > ${REDIS_ADMIN_SECRET + '.new'}) && mv -f ${REDIS_ADMIN_SECRET + '.new'} ${REDIS_ADMIN_SECRET}; fi`, sh_sh `admin_hash=$(if [ -s ${REDIS_ADMIN_SECRET} ]; then sha256sum < ${REDIS_ADMIN_SECRET} | cut -d ' ' -f 1; fi)`, ...['6.0', '6.2'].map((syntax) => [
-            sh_sh `if [ "$redis_syntax" = ${syntax} ]; then`,
-            textVar('acl', aclFile(redis.user, [redis.password, redis.previousPassword], syntax)),
-            sh_sh `  ms_file ${REDIS_ACL} 640 redis:redis ${'Redis ACL users'} < <(printf '%s\n' "$acl"; if [ -n "$admin_hash" ]; then printf 'user %s on #%s ~*%s +@all\n' ${REDIS_ADMIN} "$admin_hash" ${syntax === '6.2' ? ' &*' : ''}; fi)`,
-            '  if [ "$MS_WROTE" = 1 ]; then acl_changed=1; fi',
-            sh_sh `  redis_bind=${redisBind(syntax, settings.serves.redis ? (settings.topology.redis?.address ?? null) : null)}`,
-            'fi',
-        ].join('\n')), `maxmemory=${maxmemory}`, sh_sh `ms_file ${REDIS_DROPIN} 640 redis:redis ${'Redis settings'} < <(printf '%s\\n' '# Managed by metalship.' "bind $redis_bind" 'protected-mode yes' ${tls ? TLS_SETTINGS : ['port 6379']} "maxmemory $maxmemory" 'maxmemory-policy allkeys-lru' 'appendonly yes' ${'aclfile ' + REDIS_ACL})`, 'if [ "$MS_WROTE" = 1 ]; then restart=1; fi', 
-        // Included last, so its values override the packaged file's.
-        sh_sh `if [ "$(grep -v '^[[:space:]]*\\(#\\|$\\)' ${REDIS_CONF} | tail -n 1)" != ${'include ' + REDIS_DROPIN} ]; then`, sh_sh `  ms_changed "Redis includes the metalship settings last"`, sh_sh `  if [ "$CHECK" != 1 ]; then sed -i ${'\\#^include ' + REDIS_DROPIN + '$#d'} ${REDIS_CONF}; printf '\\n%s\\n' ${'include ' + REDIS_DROPIN} >> ${REDIS_CONF}; restart=1; fi`, 'fi', 'if [ "$CHECK" != 1 ]; then', '  if [ "$restart" = 1 ] || ! systemctl is-active --quiet redis-server; then systemctl enable --quiet redis-server; systemctl restart redis-server;', 
-        // Only the users changed: loaded in place, no client loses its connection (a restart only when Redis does not know our user yet).
-        sh_sh `  elif [ "$acl_changed" = 1 ] && [ "$(REDISCLI_AUTH=$(cat ${REDIS_ADMIN_SECRET}) ${raw(cli)} --no-auth-warning --user ${REDIS_ADMIN} ACL LOAD 2>&1)" != OK ]; then systemctl restart redis-server; fi`, 
-        // The app's user must work, and nobody else may run anything.
-        `  for _ in $(seq 1 20); do ${cli} ping >/dev/null 2>&1 && break; sleep 0.5; done`, sh_sh `  if [ "$(REDISCLI_AUTH=${redis.password} ${raw(cli)} --no-auth-warning --user ${redis.user} ping 2>&1)" != PONG ]; then echo "the app's Redis user cannot log in after the change" >&2; exit 1; fi`, `  case "$(${cli} ping 2>&1)" in *NOAUTH*|*NOPERM*|*WRONGPASS*|*"authentication"*) ;; *) echo "Redis still answers unauthenticated clients" >&2; exit 1;; esac`, 'fi'),
-    };
-}
-
 ;// CONCATENATED MODULE: ./src/inputs/checks.ts
 // Inputs that must agree with each other, checked on typed settings: each check
 // names the inputs it reads, and each action (src/inputs/actions.ts) lists the
 // checks that apply to it. Messages name the input, the problem and what is expected.
-
 
 
 
@@ -75839,66 +75994,10 @@ function scratchCheck(s) {
         ]
         : [];
 }
-/**
- * A URL's parts as a client reads them: the hosts of its authority (libpq
- * takes a list: a,b:5433,[::1]), its path and its query. Read by hand: the
- * WHATWG parser refuses what libpq takes (credentials with no host, host lists).
- */
-function urlParts(url) {
-    const m = /^([A-Za-z][\w+.-]*):\/\/(?:[^@/?#]*@)?([^/?#]*)([^?#]*)(?:\?([^#]*))?/.exec(url);
-    if (!m)
-        return null;
-    const hosts = m[2]
-        .split(',')
-        .map((h) => decodeURIComponent(h.replace(/^\[([^\]]*)\].*$|:\d*$/, '$1')))
-        .filter(Boolean);
-    return { scheme: m[1], authority: m[2], hosts, path: m[3], query: new URLSearchParams(m[4] ?? '') };
-}
-/**
- * A redis host serves TLS alone: a REDIS_URL to its address must say rediss://
- * and trust its certificate, which provision writes to redisCaPath on each app host.
- */
-function redisUrlProblem(settings) {
-    const redis = topology(settings.hosts).redis;
-    const url = settings.env.values.REDIS_URL;
-    const at = url ? urlParts(url) : null;
-    if (!redis || !settings.redis || !at || !at.hosts.includes(redis.address))
-        return null;
-    const ca = redisCaPath(settings.app);
-    if (at.scheme === 'rediss' && at.query.getAll('ssl_ca_certs').join('\n') === ca)
-        return null;
-    return `Input 'env': REDIS_URL points at the redis host ${redis.label} (${redis.address}), which serves Redis over TLS only, trusting its own certificate; expected rediss://<user>:<password>@${at.authority}${at.path}?ssl_ca_certs=${ca} (provision writes that certificate there on each app host).`;
-}
-/**
- * A db host serves its own certificate: a DATABASE_URL to its address must
- * verify it (sslmode=verify-full) against the copy provision writes to
- * postgresqlCaPath on each app host. Anything less lets a machine on the
- * private network stand in for the database and read the password.
- */
-function databaseUrlProblem(settings) {
-    const db = topology(settings.hosts).db;
-    const url = settings.env.values.DATABASE_URL;
-    const at = url ? urlParts(url) : null;
-    if (!db || !settings.postgresql || !at)
-        return null;
-    const query = at.query;
-    // libpq reads host (and hostaddr) from the query too, over the URL's own.
-    const named = [...query.getAll('host'), ...query.getAll('hostaddr')].flatMap((h) => h.split(','));
-    if (![...at.hosts, ...named].includes(db.address))
-        return null;
-    const ca = postgresqlCaPath(settings.app);
-    // libpq takes the last of a repeated parameter; a URL saying two things is refused.
-    const one = (name) => (query.getAll(name).length === 1 ? query.get(name) : null);
-    if (one('sslmode') === 'verify-full' && one('sslrootcert') === ca)
-        return null;
-    return `Input 'env': DATABASE_URL points at the db host ${db.label} (${db.address}), which serves PostgreSQL with a certificate of its own that the app hosts must verify; expected ${at.scheme}://<user>:<password>@${at.authority}${at.path}?sslmode=verify-full&sslrootcert=${ca} (provision writes that certificate there on each app host).`;
-}
 /** Provision's inputs that depend on each other. */
 function provisionCheck(settings) {
     const problems = [];
-    for (const problem of [redisUrlProblem(settings), databaseUrlProblem(settings)])
-        if (problem)
-            problems.push(problem);
+    problems.push(...serviceUrlCheck(settings));
     for (const item of settings.limit) {
         // As written only: src/actions/provision.ts selects the limited hosts by label.
         if (!ROLES.includes(item) && !settings.hosts.some((h) => h.label === item))
@@ -75975,14 +76074,14 @@ function parsePorts(v) {
     for (const p of splitList(v)) {
         const match = /^(\d+)(?::(\d+))?(?:\/(tcp|udp))?$/.exec(p);
         if (!match)
-            return { error: `${quote(p, 40)} is not a port, range or port/protocol` };
+            return { error: `${fields_quote(p, 40)} is not a port, range or port/protocol` };
         const ports = [match[1], match[2]].filter((x) => x !== undefined).map(parsePort);
         const bad = ports.find((x) => typeof x === 'string');
         if (bad)
-            return { error: `${quote(p, 40)}: ${bad}` };
+            return { error: `${fields_quote(p, 40)}: ${bad}` };
         const [start, end] = ports;
         if (end !== undefined && end < start)
-            return { error: `${quote(p, 40)}: the range ends before it starts` };
+            return { error: `${fields_quote(p, 40)}: the range ends before it starts` };
         rules.push(`${ports.join(':')}/${match[3] ?? 'tcp'}`);
     }
     return rules;
@@ -75991,18 +76090,18 @@ function parsePorts(v) {
 function parseCidr(c) {
     const match = /^([^/]+)\/(\d{1,3})$/.exec(c);
     if (!match)
-        return { error: `${quote(c)} is not a CIDR network (address/prefix)` };
+        return { error: `${fields_quote(c)} is not a CIDR network (address/prefix)` };
     const family = (0,external_node_net_.isIP)(match[1]);
     if (!family)
-        return { error: `${quote(c)}: '${match[1]}' is not an IP address` };
+        return { error: `${fields_quote(c)}: '${match[1]}' is not an IP address` };
     const max = family === 4 ? 32 : 128;
     const prefix = Number(match[2]);
     if (prefix > max)
-        return { error: `${quote(c)}: prefix /${match[2]} is over ${max}` };
+        return { error: `${fields_quote(c)}: prefix /${match[2]} is over ${max}` };
     // A network, not an address in one: 10.0.0.5/8 reads as a typo for 10.0.0.0/8 or 10.0.0.5/32.
     const network = networkAddress(match[1], family, prefix);
     if (network !== null)
-        return { error: `${quote(c)} has host bits set: the network is ${network}/${prefix}` };
+        return { error: `${fields_quote(c)} has host bits set: the network is ${network}/${prefix}` };
     return c;
 }
 /** The network address of ip/prefix when ip has bits set past the prefix; null when it has none. */
@@ -76037,14 +76136,14 @@ function ipv6Value(ip) {
 function parseListen(v) {
     const match = /^(.*):([^:\]]*)$/.exec(v);
     if (!match)
-        return { error: `${quote(v)} has no :port` };
+        return { error: `${fields_quote(v)} has no :port` };
     const port = parsePort(match[2]);
     if (typeof port === 'string')
-        return { error: `${quote(v)}: ${port}` };
+        return { error: `${fields_quote(v)}: ${port}` };
     const host = match[1];
     const v6 = /^\[(.*)\]$/.exec(host);
     if (host && (v6 ? (0,external_node_net_.isIP)(v6[1]) !== 6 : (0,external_node_net_.isIP)(host) !== 4))
-        return { error: `${quote(v)}: '${host}' is not an IPv4 address or a bracketed IPv6 address` };
+        return { error: `${fields_quote(v)}: '${host}' is not an IPv4 address or a bracketed IPv6 address` };
     return v;
 }
 const DOMAIN = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$/;
@@ -76153,9 +76252,9 @@ const provisionInputs = {
         const items = splitList(v).map((d) => d.toLowerCase());
         for (const [i, d] of items.entries()) {
             if (!DOMAIN.test(d))
-                return { error: `${quote(d)} is not a domain name` };
+                return { error: `${fields_quote(d)} is not a domain name` };
             if (items.indexOf(d) < i)
-                return { error: `${quote(d)} is listed twice (names are compared in lower case)` };
+                return { error: `${fields_quote(d)} is listed twice (names are compared in lower case)` };
         }
         return items;
     }),
@@ -76615,6 +76714,7 @@ function runtimeDefaults(app) {
 
 
 
+
 // backup-verify names its two hosts itself (backup-host, restore-host) and takes no deploy lock.
 const { hosts: _hosts, 'lock-timeout': actions_lock, ...backupVerifyConnection } = connectionInputs;
 void _hosts;
@@ -76645,7 +76745,12 @@ const actions = {
             'bytes-uploaded': { description: 'Bytes sent to each host for the code (summed over hosts).' },
             ...commonOutputs,
         },
-        check: (s) => [...connectionCheck(s.hosts, s), ...rolesCheck(s), ...appUserCheck(s.hosts, s)],
+        check: (s) => [
+            ...connectionCheck(s.hosts, s),
+            ...rolesCheck(s),
+            ...appUserCheck(s.hosts, s),
+            ...serviceUrlCheck(s),
+        ],
     }),
     switch: defineAction({
         name: 'switch',
@@ -76749,7 +76854,7 @@ const actions = {
             },
             ...commonOutputs,
         },
-        check: (s) => [...migratingHostsCheck(s), ...directoriesCheck(s)],
+        check: (s) => [...migratingHostsCheck(s), ...directoriesCheck(s), ...serviceUrlCheck(s)],
     }),
     'backup-verify': defineAction({
         name: 'backup-verify',
@@ -77145,7 +77250,7 @@ function parseConfig(name, text) {
             if (prefix.length === 0 && key === ENVIRONMENTS)
                 continue;
             const keyPath = [...prefix, key];
-            const where = `${keyLine(keyPath)}: key ${quote(keyPath.join('.'))}`;
+            const where = `${keyLine(keyPath)}: key ${fields_quote(keyPath.join('.'))}`;
             const entry = checkKey(key, value, where, defs, known, app, prefix.length > 0);
             if (typeof entry === 'string')
                 problems.push(entry);
@@ -77165,7 +77270,7 @@ function parseConfig(name, text) {
         const lower = new Map();
         for (const [env, body] of envs) {
             const keyPath = [ENVIRONMENTS, String(env)];
-            const where = `${keyLine(keyPath)}: environment ${quote(String(env))}`;
+            const where = `${keyLine(keyPath)}: environment ${fields_quote(String(env))}`;
             const valid = typeof env === 'string' && configInputs.environment.schema.safeParse(env).success && env !== '';
             if (!valid) {
                 problems.push(`${where}: is not a valid name; expected ${configInputs.environment.expected}.`);
@@ -93388,7 +93493,7 @@ async function recorded(record, run, describe) {
  */
 function rollbackPlanStep(layout, requested, max) {
     // runtimePath's file for the release named in $of, the rest quoted as always.
-    const file = `${sh_quote(layout.release(''))}"$of"${runtimePath(layout, '').slice(layout.release('').length)}`;
+    const file = `${quote(layout.release(''))}"$of"${runtimePath(layout, '').slice(layout.release('').length)}`;
     return step_step('reading the releases, the freeze and the rollback target', sh_script(pyToolDefinition(), rootOnly(layout.state), sh_sh `listing=$(mstool releases ${layout.root} | tail -n 1)`, 'echo "LISTING $listing"', readFreezeLine(layout), requested
         ? sh_sh `of=${requested}`
         : sh_script(sh_sh `active=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$active" in blue) standby=green ;; green) standby=blue ;; *) standby="" ;; esac', sh_sh `of=$(if [ -n "$standby" ]; then basename "$(readlink ${layout.slots}/"$standby" 2>/dev/null)" 2>/dev/null; fi || true)`).trimEnd(), 'case "$of" in ""|.|..|*/*) of="" ;; esac', 'echo "RECORD_OF $of"', 
@@ -94878,28 +94983,35 @@ const PSQL = 'runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1';
  * Remote clients: listen_addresses (a restart) and SSL on; on a db host with
  * the certificate of POSTGRESQL_TLS_FILES (a reload: PostgreSQL reloads its SSL
  * files on SIGHUP since 10, and keeps the old ones if the new fail to load).
+ * Addresses it listens on stay: another app on this host may be reached at one
+ * of them ('*', all of them, stays '*').
  */
 function pgServerSsl(listen, own) {
     const want = own
         ? [
-            ['listen_addresses', listen],
             ['ssl', 'on'],
             ['ssl_cert_file', POSTGRESQL_TLS_FILES.cert],
             ['ssl_key_file', POSTGRESQL_TLS_FILES.key],
         ]
-        : [
-            ['listen_addresses', listen],
-            // Debian's cluster has the snakeoil certificate of ssl-cert configured.
-            ['ssl', 'on'],
-        ];
-    const differs = want.map(([name, value]) => `[ "$(${PSQL} -c ${sh_quote('show ' + name)})" != ${sh_quote(value)} ]`);
+        : // Debian's cluster has the snakeoil certificate of ssl-cert configured.
+            [['ssl', 'on']];
+    const differs = want.map(([name, value]) => `[ "$(${PSQL} -c ${quote('show ' + name)})" != ${quote(value)} ]`);
     return [
+        `listen_now=$(${PSQL} -c 'show listen_addresses'); listen_now=\${listen_now// /}`,
+        'listen_want=$listen_now',
+        `listen_add=(${listen
+            .split(',')
+            .map((a) => quote(a))
+            .join(' ')})`,
+        'for a in "${listen_add[@]}"; do',
+        '  case ",$listen_want," in *",*,"*|*",$a,"*) ;; *) if [ "$a" = "*" ]; then listen_want="*"; else listen_want="${listen_want:+$listen_want,}$a"; fi;; esac',
+        'done',
         'pg_restart=0',
-        `if [ "$(${PSQL} -c 'show listen_addresses')" != ${sh_quote(listen)} ]; then pg_restart=1; fi`,
+        'if [ "$listen_now" != "$listen_want" ]; then pg_restart=1; fi',
         `if [ "$pg_restart" = 1 ] || ${differs.join(' || ')}${own ? ' || [ "$tls_made" = 1 ]' : ''}; then`,
         sh_sh `  ms_changed ${`listening on ${listen} for remote clients, SSL on${own ? " with this host's own certificate" : ''}`}`,
         '  if [ "$CHECK" != 1 ]; then',
-        `    printf '%s\\n' ${want.map(([name, value]) => sh_quote(`alter system set ${name} = '${value}';`)).join(' ')} | q`,
+        `    { printf '%s\n' "alter system set listen_addresses = :'listen_want';"; printf '%s\n' ${want.map(([name, value]) => quote(`alter system set ${name} = '${value}';`)).join(' ')}; } | q -v listen_want="$listen_want"`,
         sh_sh `    if [ "$pg_restart" = 1 ]; then systemctl restart postgresql; else echo 'select pg_reload_conf()' | q >/dev/null; fi`,
         '  fi',
         'fi',
@@ -94959,12 +95071,15 @@ function postgresqlItem(settings) {
         `for _ in $(seq 1 30); do ${psql} -c 'select 1' >/dev/null 2>&1 && break; sleep 1; done`, 
         // Every refusal is decided before the first change.
         ...decisionLines(settings), sh_sh `if [ -z "$(echo "select 1 from pg_roles where rolname = :'u'" | q)" ]; then ms_changed ${'role ' + pg.user + ' created'}; if [ "$CHECK" != 1 ]; then echo 'create role :"u" login' | q; fi; fi`, sh_sh `if [ -z "$(echo "select 1 from pg_database where datname = :'db'" | q)" ]; then ms_changed ${'database ' + pg.database + ' created'}; if [ "$CHECK" != 1 ]; then echo 'create database :"db" owner :"u"' | q; fi; fi`, pg.password ? ownerClaimScript() : null, pg.password && pg.loginUser !== pg.user ? loginRoleScript() : null, pg.password ? passwordChanges(settings) : null, `hba=$(${psql} -c 'show hba_file')`, sh_sh `block=$(cat <<'MS_HBA_EOF'`, hbaBlock(settings), 'MS_HBA_EOF', ')', 
-        // Our rules first (pg_hba: the first matching line wins); the rest as it was.
-        sh_sh `new=$( { printf '%s\\n' "$block"; awk -v b=${'# BEGIN metalship ' + settings.layout.app} -v e=${'# END metalship ' + settings.layout.app} '$0 == b { skip = 1; next } $0 == e { skip = 0; next } !skip' "$hba"; } )`, 'if [ "$new" != "$(cat "$hba")" ]; then', '  ms_changed "pg_hba rules for the app"', '  if [ "$CHECK" != 1 ]; then printf "%s\\n" "$new" > "$hba.metalship-new"; chown --reference="$hba" "$hba.metalship-new"; chmod --reference="$hba" "$hba.metalship-new"; mv -f "$hba.metalship-new" "$hba"; echo "select pg_reload_conf()" | q >/dev/null; fi', 'fi', 
+        // Our rules first (pg_hba: the first matching line wins), the rest as it was;
+        // rules already there stay where they are (another app's block may be above: runs of each app then agree).
+        sh_sh `if grep -qxF -- ${'# BEGIN metalship ' + settings.layout.app} "$hba"; then new=$(BLOCK="$block" awk -v b=${'# BEGIN metalship ' + settings.layout.app} -v e=${'# END metalship ' + settings.layout.app} '$0 == b { if (!done) print ENVIRON["BLOCK"]; done = 1; skip = 1; next } $0 == e { skip = 0; next } !skip' "$hba"); else new=$( { printf '%s\\n' "$block"; cat "$hba"; } ); fi`, 'if [ "$new" != "$(cat "$hba")" ]; then', '  ms_changed "pg_hba rules for the app"', '  if [ "$CHECK" != 1 ]; then printf "%s\\n" "$new" > "$hba.metalship-new"; chown --reference="$hba" "$hba.metalship-new"; chmod --reference="$hba" "$hba.metalship-new"; mv -f "$hba.metalship-new" "$hba"; echo "select pg_reload_conf()" | q >/dev/null; fi', 'fi', 
         // The cluster's settings are readable by the server's account only (the
         // packages leave postgresql.conf, start.conf and pg_ctl.conf world-readable;
         // lynis 3.1+ warns of it as DBS-1828).
-        `conf_dir=$(dirname "$(${psql} -c 'show config_file')")`, 'open_confs=$(find "$conf_dir" -maxdepth 1 -name "*.conf" -perm /o=rwx -printf "%f " | sed "s/ $//")', 'if [ -n "$open_confs" ]; then ms_changed "PostgreSQL configuration files no longer world-readable: $open_confs"; ms_apply find "$conf_dir" -maxdepth 1 -name "*.conf" -perm /o=rwx -exec chmod o-rwx {} +; fi', own ? serviceTlsLines(POSTGRESQL_TLS_FILES, 'postgres', pg.tls) : null, listen ? pgServerSsl(listen, own) : null, 'if [ "$CHECK" = 1 ]; then', sh_sh `  prog=$(mktemp); cat > "$prog" <<'MS_PROG_EOF'`, backupProgram(backup).replace(/\n$/, ''), 'MS_PROG_EOF', sh_sh `  if ! cmp -s "$prog" ${backupProgramPath(settings.layout.app)}; then ms_changed "backup program differs or is missing"; fi; rm -f "$prog"`, sh_sh `  if ! systemctl is-enabled --quiet ${units.timer} 2>/dev/null; then ms_changed ${'backup timer ' + units.timer + ' not enabled'}; fi`, 'else', backupInstallScript({ ...backup, onCalendar: pg.schedule }), 'fi'),
+        `conf_dir=$(dirname "$(${psql} -c 'show config_file')")`, 'open_confs=$(find "$conf_dir" -maxdepth 1 -name "*.conf" -perm /o=rwx -printf "%f " | sed "s/ $//")', 'if [ -n "$open_confs" ]; then ms_changed "PostgreSQL configuration files no longer world-readable: $open_confs"; ms_apply find "$conf_dir" -maxdepth 1 -name "*.conf" -perm /o=rwx -exec chmod o-rwx {} +; fi', own
+            ? serviceTlsLines(POSTGRESQL_TLS_FILES, 'postgres', pg.tls, `-starttls postgres -connect "127.0.0.1:$(${PSQL} -c 'show port')"`)
+            : null, listen ? pgServerSsl(listen, own) : null, 'if [ "$CHECK" = 1 ]; then', sh_sh `  prog=$(mktemp); cat > "$prog" <<'MS_PROG_EOF'`, backupProgram(backup).replace(/\n$/, ''), 'MS_PROG_EOF', sh_sh `  if ! cmp -s "$prog" ${backupProgramPath(settings.layout.app)}; then ms_changed "backup program differs or is missing"; fi; rm -f "$prog"`, sh_sh `  if ! systemctl is-enabled --quiet ${units.timer} 2>/dev/null; then ms_changed ${'backup timer ' + units.timer + ' not enabled'}; fi`, 'else', backupInstallScript({ ...backup, onCalendar: pg.schedule }), 'fi'),
     };
 }
 
@@ -95239,7 +95354,7 @@ function nginxLogLines(layout) {
         sh_sh `if [ ! -d ${layout.nginxLogs} ]; then ms_changed ${'nginx log directory ' + layout.nginxLogs}; ms_apply mkdir -p -m 755 ${layout.nginxLogs}; fi`,
         // As the rotation makes them (and Debian makes nginx's own): nginx would make them root's, readable by all.
         sh_sh `for f in access.log error.log; do [ -e ${layout.nginxLogs}/"$f" ] || ms_apply install -m 640 -o www-data -g adm /dev/null ${layout.nginxLogs}/"$f"; done`,
-        common_file(layout.logrotateNginx, nginxLogrotateConf(layout), {
+        file(layout.logrotateNginx, nginxLogrotateConf(layout), {
             label: 'logrotate rules (nginx)',
             onChange: checked(layout.logrotateNginx),
         }),
@@ -95250,10 +95365,10 @@ function logsItem(settings) {
     const journald = sh_sh `systemd-journald@${layout.journalNamespace}.service`;
     return {
         name: 'logs',
-        script: itemScript(settings.check, 'ms_install logrotate', common_file(layout.logrotateApp, logrotateConf(settings), {
+        script: itemScript(settings.check, 'ms_install logrotate', file(layout.logrotateApp, logrotateConf(settings), {
             label: 'logrotate rules',
             onChange: checked(layout.logrotateApp),
-        }), common_file(layout.journaldConf, JOURNALD_CONF, {
+        }), file(layout.journaldConf, JOURNALD_CONF, {
             label: 'journald settings of the app',
             // A running namespace journald reads its settings when it starts; the services' streams survive its restart.
             onChange: `[ "$CHECK" = 1 ] || ! systemctl is-active --quiet ${journald} || systemctl restart ${journald}`,
@@ -95330,7 +95445,7 @@ function siteLines(settings) {
     const base = settings.balancer
         ? { serverName, logDir, acmeWebroot: ACME_WEBROOT, upstream: balancerUpstreamName(layout) }
         : { serverName, logDir, staticDir: settings.nginx.staticDir || undefined, acmeWebroot: ACME_WEBROOT };
-    const http = common_file(layout.nginxSite, siteConf(layout, { ...base, tls: null }), {
+    const http = file(layout.nginxSite, siteConf(layout, { ...base, tls: null }), {
         label: 'nginx site (HTTP only)',
         onChange: 'nginx_changed=1',
     });
@@ -95341,11 +95456,11 @@ function siteLines(settings) {
         // Before the site that names it: nginx -t opens the log files.
         nginxLogLines(layout),
         settings.balancer
-            ? common_file(layout.balancerUpstream, balancerUpstreamConf(layout, settings.balancer), {
+            ? file(layout.balancerUpstream, balancerUpstreamConf(layout, settings.balancer), {
                 label: 'load balancer upstream (the app hosts)',
                 onChange: 'nginx_changed=1',
             })
-            : common_file(layout.nginxUpstream, upstreamConf(layout), {
+            : file(layout.nginxUpstream, upstreamConf(layout), {
                 label: 'nginx upstream',
                 onChange: 'nginx_changed=1',
             }),
@@ -95354,7 +95469,7 @@ function siteLines(settings) {
                 sh_sh `if [ -f ${cert.certificate} ]; then`,
                 ...['listen', 'directive'].flatMap((http2) => [
                     sh_sh `if [ "$nginx_http2" = ${http2} ]; then`,
-                    common_file(layout.nginxSite, siteConf(layout, { ...base, tls: cert, http2 }), {
+                    file(layout.nginxSite, siteConf(layout, { ...base, tls: cert, http2 }), {
                         label: 'nginx site (TLS)',
                         onChange: 'nginx_changed=1',
                     }),
@@ -95470,9 +95585,10 @@ function appHost(s) {
 // root-only curl config files, an OnFailure= handler on the app's units and
 // metalship's own (the backup, the health ping, the checks), and an hourly
 // timer for the checks (disk, certificate, restore test); where PostgreSQL or
-// Redis runs, an OnFailure= handler on them too. Without it, all of
-// that is removed. App hosts and the db/redis host have them (there the
-// backup's failure, the disk and the restore test), a load balancer not.
+// Redis runs, an OnFailure= handler on them too, and on nginx where a site is.
+// Without it, all of that is removed. Every host has them: an app host; the
+// db/redis host (the backup's failure, the disk, the restore test); a load
+// balancer (nginx, the disk, the certificate when TLS ends there).
 
 
 
@@ -95485,6 +95601,9 @@ const UNIT_DIR = '/etc/systemd/system';
 /** The units a failure of which is an alert: the app's and metalship's (a drop-in for a unit not here is inert). */
 function alertedUnits(settings) {
     const layout = settings.layout;
+    // A load balancer runs none of them.
+    if (settings.balancer)
+        return [];
     return [
         layout.units.apiTemplate,
         layout.units.worker,
@@ -95494,7 +95613,7 @@ function alertedUnits(settings) {
     ];
 }
 /**
- * The database and Redis servers, alerted on where they run. PostgreSQL's by
+ * The database and Redis servers and nginx, alerted on where they run. PostgreSQL's by
  * its clusters' template (postgresql@13-main on Debian 11, @15-main on 12,
  * @17-main on 13; postgresql.service only starts them). Their drop-ins are
  * named after the app: apps sharing a host's PostgreSQL each add their own.
@@ -95504,6 +95623,7 @@ function serverUnits(settings) {
     return [
         { unit: 'postgresql@.service', dropIn, here: postgresqlHere(settings) },
         { unit: 'redis-server.service', dropIn, here: redisHere(settings) },
+        { unit: 'nginx.service', dropIn, here: hasSite(settings) && settings.nginx.enabled },
     ];
 }
 /** Every drop-in of the item: those of the units alerted on here and those to remove. */
@@ -95541,7 +95661,8 @@ function alertsItem(settings) {
         diskPercent: alerts.diskPercent,
         certificates: [
             ...(hasSite(settings) && certPaths(settings) ? [certPaths(settings).certificate] : []),
-            ...(settings.serves.redis && settings.redis.enabled ? [REDIS_TLS_CERT] : []),
+            // The server certificates (their CAs live 20 years; provision warns of one expiring).
+            ...(settings.serves.redis && settings.redis.enabled ? [REDIS_TLS_FILES.cert] : []),
             ...(settings.serves.db && settings.topology.db && pg.enabled ? [POSTGRESQL_TLS_FILES.cert] : []),
         ],
         certificateDays: alerts.certificateDays,
@@ -95553,14 +95674,14 @@ function alertsItem(settings) {
     const reload = { onChange: 'reload=1' };
     return {
         name: 'alerts',
-        script: itemScript(settings.check, 'reload=0', 'ms_install curl python3 openssl', ensureEtcDir(), common_file(p.program, program, { mode: '700', label: 'alert program' }), common_file(p.webhook, curlConfig(alerts.webhook), { mode: '600', label: 'alert webhook' }), alerts.heartbeat
-            ? common_file(p.heartbeat, curlConfig(alerts.heartbeat), { mode: '600', label: 'alert heartbeat' })
-            : sh_sh `if [ -e ${p.heartbeat} ]; then ms_changed "alert heartbeat removed"; ms_apply rm -f ${p.heartbeat}; fi`, common_file(`${UNIT_DIR}/${p.handler}`, units.handler, { label: 'alert unit', ...reload }), common_file(`${UNIT_DIR}/${p.check}`, units.check, { label: 'alert check service', ...reload }), common_file(`${UNIT_DIR}/${p.timer}`, units.timer, { label: 'alert check timer', ...reload }), ...all.map(({ unit, path, here }) => {
+        script: itemScript(settings.check, 'reload=0', 'ms_install curl python3 openssl', ensureEtcDir(), file(p.program, program, { mode: '700', label: 'alert program' }), file(p.webhook, curlConfig(alerts.webhook), { mode: '600', label: 'alert webhook' }), alerts.heartbeat
+            ? file(p.heartbeat, curlConfig(alerts.heartbeat), { mode: '600', label: 'alert heartbeat' })
+            : sh_sh `if [ -e ${p.heartbeat} ]; then ms_changed "alert heartbeat removed"; ms_apply rm -f ${p.heartbeat}; fi`, file(`${UNIT_DIR}/${p.handler}`, units.handler, { label: 'alert unit', ...reload }), file(`${UNIT_DIR}/${p.check}`, units.check, { label: 'alert check service', ...reload }), file(`${UNIT_DIR}/${p.timer}`, units.timer, { label: 'alert check timer', ...reload }), ...all.map(({ unit, path, here }) => {
             const dir = `${UNIT_DIR}/${unit}.d`;
             return here
                 ? [
                     sh_sh `if [ ! -d ${dir} ]; then ms_apply mkdir -p ${dir}; fi`,
-                    common_file(path, onFailureDropIn(app), { label: `alert on failure of ${unit}`, ...reload }),
+                    file(path, onFailureDropIn(app), { label: `alert on failure of ${unit}`, ...reload }),
                 ].join('\n')
                 : // Not served here (any more): no alert of this app on it.
                     sh_sh `if [ -e ${path} ]; then ms_changed ${`alert on failure of ${unit} removed`}; ms_apply rm -f ${path}; reload=1; fi`;
@@ -95588,14 +95709,14 @@ function appItem(settings) {
     return {
         name: 'app',
         script: itemScript(settings.check, sh_sh `if [ "$CHECK" = 1 ] && [ ! -d ${layout.root} ]; then ms_changed ${'app tree ' + layout.root + ' missing (users item creates it)'}; fi`, settings.env
-            ? common_file(layout.env, settings.env, {
+            ? file(layout.env, settings.env, {
                 mode: '600',
                 owner: `${settings.user}:${settings.user}`,
                 label: '.env',
             })
             : null, unitsOurs(Object.keys(units)), 'units_changed=0', ...Object.entries(units).map(([name, content]) => content === null
             ? sh_sh `if [ -f ${layout.unitDir}/${name} ]; then ms_changed ${'unit ' + name + ' removed (not on this host)'}; if [ "$CHECK" != 1 ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${layout.unitDir}/${name}; fi; units_changed=1; fi`
-            : common_file(`${layout.unitDir}/${name}`, content, {
+            : file(`${layout.unitDir}/${name}`, content, {
                 label: `unit ${name}`,
                 onChange: 'units_changed=1',
             })), 'if [ "$units_changed" = 1 ] && [ "$CHECK" != 1 ]; then systemctl daemon-reload; fi'),
@@ -95726,11 +95847,11 @@ function monitoringItem(settings) {
         script: itemScript(settings.check, monitoring2.pingUrl ? 'reload=0' : null, monitoring2.pingUrl
             ? [
                 'ms_install curl',
-                common_file(`/etc/systemd/system/metalship-${app}-ping.service`, ping.service, {
+                file(`/etc/systemd/system/metalship-${app}-ping.service`, ping.service, {
                     label: 'health ping service',
                     onChange: 'reload=1',
                 }),
-                common_file(`/etc/systemd/system/metalship-${app}-ping.timer`, ping.timer, {
+                file(`/etc/systemd/system/metalship-${app}-ping.timer`, ping.timer, {
                     label: 'health ping timer',
                     onChange: 'reload=1',
                 }),
@@ -95740,7 +95861,7 @@ function monitoringItem(settings) {
             : sh_sh `if [ -f ${`/etc/systemd/system/metalship-${app}-ping.timer`} ]; then ms_changed "health ping removed"; if [ "$CHECK" != 1 ]; then systemctl disable --now ${`metalship-${app}-ping.timer`} 2>/dev/null || true; rm -f ${`/etc/systemd/system/metalship-${app}-ping.timer`} ${`/etc/systemd/system/metalship-${app}-ping.service`}; systemctl daemon-reload; fi; fi`, monitoring2.nodeExporter
             ? [
                 'ms_install prometheus-node-exporter',
-                common_file('/etc/default/prometheus-node-exporter', nodeExporterDefaults(monitoring2.nodeExporterListen), {
+                file('/etc/default/prometheus-node-exporter', nodeExporterDefaults(monitoring2.nodeExporterListen), {
                     label: 'node_exporter listen address',
                     onChange: '[ "$CHECK" = 1 ] || systemctl restart prometheus-node-exporter',
                 }),
@@ -95787,7 +95908,7 @@ function offsiteItem(settings) {
     return {
         item: {
             name: 'offsite',
-            script: itemScript(settings.check, 'ms_install openssh-client', common_file(p.knownHosts, pushKnownHosts(offsite.push), { mode: '600', label: 'backup host keys' }), common_file(pushProgramPath(app), pushProgram(app, pg.backupDir, offsite.push), {
+            script: itemScript(settings.check, 'ms_install openssh-client', file(p.knownHosts, pushKnownHosts(offsite.push), { mode: '600', label: 'backup host keys' }), file(pushProgramPath(app), pushProgram(app, pg.backupDir, offsite.push), {
                 mode: '755',
                 label: 'backup push program',
             }), sh_sh `echo ${`note each daily backup is copied to ${offsite.push.address}`}`),
@@ -95808,7 +95929,7 @@ function receiverItem(settings) {
         // A system user whose shell runs the forced command; no password (* : not locked, which sshd would refuse) and no key but ours.
         sh_sh `if ! id -u ${RECEIVER_USER} >/dev/null 2>&1; then ms_changed ${'user ' + RECEIVER_USER + ' created'}; ms_apply useradd --system --user-group --password '*' --home-dir ${RECEIVER_HOME} --no-create-home --shell /bin/sh ${RECEIVER_USER}; fi`, 
         // Its home and keys are root's: the receiving user cannot add a key of its own.
-        sh_sh `for d in ${RECEIVER_HOME} ${RECEIVER_HOME + '/.ssh'}; do if [ "$(stat -c %a:%U -- "$d" 2>/dev/null)" != 755:root ]; then ms_changed "$d"; ms_apply install -d -m 755 -o root -g root "$d"; fi; done`, common_file(receiverProgramPath(app), receiverProgram({ app, database: pg.database, backupDir: dir, retentionDays: pg.keepDays }), {
+        sh_sh `for d in ${RECEIVER_HOME} ${RECEIVER_HOME + '/.ssh'}; do if [ "$(stat -c %a:%U -- "$d" 2>/dev/null)" != 755:root ]; then ms_changed "$d"; ms_apply install -d -m 755 -o root -g root "$d"; fi; done`, file(receiverProgramPath(app), receiverProgram({ app, database: pg.database, backupDir: dir, retentionDays: pg.keepDays }), {
             mode: '755',
             label: 'backup receiver',
         }), keys === undefined
@@ -96037,7 +96158,7 @@ Unattended-Upgrade::Automatic-Reboot "false";
 function systemItem(settings) {
     return {
         name: 'system',
-        script: itemScript(settings.check, 'ms_refresh_index', `ms_install ${BASE_PACKAGES.join(' ')}`, common_file('/etc/apt/apt.conf.d/20auto-upgrades', AUTO_UPGRADES, { label: 'unattended-upgrades schedule' }), common_file('/etc/apt/apt.conf.d/52metalship-unattended-upgrades', UNATTENDED, {
+        script: itemScript(settings.check, 'ms_refresh_index', `ms_install ${BASE_PACKAGES.join(' ')}`, file('/etc/apt/apt.conf.d/20auto-upgrades', AUTO_UPGRADES, { label: 'unattended-upgrades schedule' }), file('/etc/apt/apt.conf.d/52metalship-unattended-upgrades', UNATTENDED, {
             label: 'unattended-upgrades security origins',
         }), 'for t in apt-daily.timer apt-daily-upgrade.timer; do', '  if systemctl list-unit-files "$t" >/dev/null 2>&1 && ! systemctl is-enabled --quiet "$t" 2>/dev/null; then', '    ms_changed "$t enabled"; ms_apply systemctl enable --now --quiet "$t"', '  fi', 'done', settings.system.securityUpdates
             ? [
@@ -96084,7 +96205,7 @@ function sysctlItem(settings) {
         '\n';
     return {
         name: 'sysctl',
-        script: itemScript(settings.check, common_file(SYSCTL_FILE, content, { label: 'sysctl hardening file' }), 'differ=""', ...Object.entries(SYSCTLS).map(([k, v]) => `cur=$(sysctl -n ${k} 2>/dev/null || echo absent); if [ "$cur" != absent ] && [ "$cur" != ${v} ]; then differ="$differ ${k}"; fi`), 'if [ -n "$differ" ]; then', '  if [ ! -w /proc/sys/kernel ]; then ms_warn "cannot set kernel parameters here (/proc/sys is read-only, a container?):$differ"', '  elif [ "$CHECK" = 1 ]; then ms_changed "sysctls to apply:$differ"', `  elif sysctl -q -p ${SYSCTL_FILE} >/dev/null 2>&1; then ms_changed "sysctls applied:$differ"`, '  else ms_warn "some kernel parameters could not be set:$differ"; fi', 'fi'),
+        script: itemScript(settings.check, file(SYSCTL_FILE, content, { label: 'sysctl hardening file' }), 'differ=""', ...Object.entries(SYSCTLS).map(([k, v]) => `cur=$(sysctl -n ${k} 2>/dev/null || echo absent); if [ "$cur" != absent ] && [ "$cur" != ${v} ]; then differ="$differ ${k}"; fi`), 'if [ -n "$differ" ]; then', '  if [ ! -w /proc/sys/kernel ]; then ms_warn "cannot set kernel parameters here (/proc/sys is read-only, a container?):$differ"', '  elif [ "$CHECK" = 1 ]; then ms_changed "sysctls to apply:$differ"', `  elif sysctl -q -p ${SYSCTL_FILE} >/dev/null 2>&1; then ms_changed "sysctls applied:$differ"`, '  else ms_warn "some kernel parameters could not be set:$differ"; fi', 'fi'),
     };
 }
 
@@ -96108,7 +96229,7 @@ function caDropIn(path) {
     const dir = path.replace(/\/[^/]+$/, '');
     return [
         sh_sh `if [ ! -d ${dir} ]; then ms_apply mkdir -p ${dir}; fi`,
-        common_file(path, CA_DROPIN, {
+        file(path, CA_DROPIN, {
             label: 'certbot renewal CA',
             onChange: '[ "$CHECK" = 1 ] || systemctl daemon-reload',
         }),
@@ -96133,7 +96254,7 @@ function tlsItem(settings) {
         'if ! command -v certbot >/dev/null 2>&1; then ms_install certbot; fi', 'command -v nginx >/dev/null || { echo "nginx is not installed: TLS needs the nginx item" >&2; exit 1; }', tls.caBundle
             ? [
                 ensureEtcDir(),
-                common_file(ACME_CA_FILE, tls.caBundle, { label: 'ACME CA bundle' }),
+                file(ACME_CA_FILE, tls.caBundle, { label: 'ACME CA bundle' }),
                 'if [ -x /snap/bin/certbot ]; then',
                 caDropIn(CERTBOT_DROPINS.snap),
                 'else',
@@ -96195,7 +96316,7 @@ function usersItem(settings) {
                 sh_sh `if [ "$CHECK" = 1 ] && ! id -u ${deployUser.name} >/dev/null 2>&1; then exit 0; fi`,
                 sh_sh `home=$(getent passwd ${deployUser.name} | cut -d: -f6)`,
                 sh_sh `if [ ! -d "$home/.ssh" ]; then ms_apply install -d -m 700 -o ${deployUser.name} -g ${deployUser.name} "$home/.ssh"; fi`,
-                common_file(raw('"$home/.ssh/authorized_keys"'), deployUser.keys.join('\n') + '\n', {
+                file(raw('"$home/.ssh/authorized_keys"'), deployUser.keys.join('\n') + '\n', {
                     mode: '600',
                     owner: `${deployUser.name}:${deployUser.name}`,
                     label: `authorized keys of ${deployUser.name}`,
@@ -96317,8 +96438,8 @@ function planItems(settings, _facts) {
                 : on(settings.logs.enabled, 'log-rotation: false', () => logsItem(settings))),
         },
         { name: 'monitoring', ...app(() => monitoringItem(settings)) },
-        // The db host's backups fail there: its alerts are the app's too.
-        { name: 'alerts', ...(settings.balancer ? app(() => null) : { item: alertsItem(settings) }) },
+        // Every host's: the db host's backups fail there, a load balancer's nginx and certificate there.
+        { name: 'alerts', item: alertsItem(settings) },
         // After the firewall and sshd: the receiving user logs in through them.
         { name: 'offsite', ...offsiteItem(settings) },
     ];

@@ -67003,6 +67003,581 @@ async function markFailedEverywhere(hosts, releaseId, reason) {
     await Promise.all(hosts.map((h) => h.conn.step(markStep(h.layout, releaseId, 'failed', reason)).catch(() => undefined)));
 }
 
+;// CONCATENATED MODULE: ./src/remote/provision/common.ts
+// What every provision item shares: the protocol its script speaks (lines
+// `changed <what>` and `warning <what>` on stdout; a non-zero exit is a failure,
+// its stderr the reason), the CHECK flag every script honours (CHECK=1 reports
+// what would change and changes nothing), and bash helpers for packages and files.
+
+
+/** Each helper is defined for every item and called by those that need it. */
+const CALLED_BY_ITEMS = '# shellcheck disable=SC2317 # called by the items that need it';
+/** Bash helpers every item script starts with. */
+function common_prelude(check) {
+    return script(`CHECK=${check ? 1 : 0}`, 'export DEBIAN_FRONTEND=noninteractive LC_ALL=C', 
+    // Ubuntu's needrestart would restart services (sshd, the app) after each
+    // install, or ask: provision restarts what it changes itself.
+    'export NEEDRESTART_SUSPEND=1 NEEDRESTART_MODE=l', 
+    // A change, or with CHECK=1 a change that would be made.
+    CALLED_BY_ITEMS, 'ms_changed() { echo "changed $*"; }', CALLED_BY_ITEMS, 'ms_warn() { echo "warning $*"; }', CALLED_BY_ITEMS, 'ms_apply() { [ "$CHECK" = 1 ] || "$@"; }', CALLED_BY_ITEMS, 'ms_installed() { dpkg-query -W -f=\'${Status}\' "$1" 2>/dev/null | grep -q "install ok installed"; }', CALLED_BY_ITEMS, 'ms_missing() { local p; for p in "$@"; do ms_installed "$p" || printf \'%s \' "$p"; done; }', 
+    // The package index is refreshed when older than a day (or absent).
+    CALLED_BY_ITEMS, 'ms_index_fresh() { [ -n "$(find /var/lib/apt/lists -maxdepth 1 -name \'*Packages*\' -mmin -1440 -print -quit 2>/dev/null)" ]; }', CALLED_BY_ITEMS, 'ms_refresh_index() {', '  ms_index_fresh && return 0', '  if [ "$CHECK" = 1 ]; then ms_changed "package index is older than a day (would refresh)"; return 0; fi', 
+    // A fresh file of our own (mktemp): a fixed name in /tmp could be another user's link.
+    '  local err; err=$(mktemp)', '  apt-get update -qq -o Dpkg::Use-Pty=0 >/dev/null 2>"$err" || { cat "$err" >&2; rm -f "$err"; return 1; }', '  if grep -q "^[WE]:" "$err"; then ms_warn "apt-get update: $(grep -m1 "^[WE]:" "$err" | cut -c1-200)"; fi', '  rm -f "$err"', '  ms_changed "package index refreshed"', '}', 
+    // Installs what is missing. With CHECK=1 it reports what it would install and ends
+    // the item there: what follows needs the packages to be checked.
+    CALLED_BY_ITEMS, 'ms_install() {', '  local missing; missing=$(ms_missing "$@")', '  [ -z "$missing" ] && return 0', '  if [ "$CHECK" = 1 ]; then ms_changed "would install ${missing% } and configure it"; exit 0; fi', '  ms_refresh_index', '  # shellcheck disable=SC2086', '  apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold $missing >/dev/null', '  ms_changed "installed ${missing% }"', '}', 
+    // ms_file PATH MODE OWNER LABEL < content: writes PATH (atomically) when it differs; MS_WROTE=1 when it did (or would).
+    '# shellcheck disable=SC2034,SC2317 # MS_WROTE is read by the item after the call (file() onChange)', 'ms_file() {', '  local path=$1 mode=$2 owner=$3 label=$4 tmp', '  MS_WROTE=0', 
+    // PATH has SOURCE's content ("-": stdin), the mode and the owner.
+    '  same() { [ -f "$path" ] && cmp -s "$1" "$path" && [ "$(stat -c %a:%U:%G "$path")" = "$mode:${owner%%:*}:${owner#*:}" ]; }', 
+    // Check mode compares the content as it comes: no temporary file on the host.
+    '  if [ "$CHECK" = 1 ]; then', '    same - && return 0', '    MS_WROTE=1', '    if [ -f "$path" ]; then ms_changed "$label differs"; else ms_changed "$label missing"; fi', '    return 0', '  fi', '  tmp=$(mktemp "${path%/*}/.metalship-XXXXXX" 2>/dev/null || mktemp)', '  cat > "$tmp"', '  if same "$tmp"; then rm -f "$tmp"; return 0; fi', '  MS_WROTE=1', '  chmod "$mode" "$tmp"; chown "$owner" "$tmp"', '  mv -f "$tmp" "$path"', '  ms_changed "$label written"', '}');
+}
+/** metalship's own root-only settings on a host (URLs and secrets it keeps: root's, 755, files 600). */
+const common_ETC_DIR = '/etc/metalship';
+/** Script lines that make ETC_DIR when missing (not in check mode). */
+function common_ensureEtcDir() {
+    return sh `if [ ! -d ${common_ETC_DIR} ]; then ms_apply install -d -m 755 -o root -g root ${common_ETC_DIR}; fi`;
+}
+/** Script lines: write content to path when it differs (honours CHECK); runs onChange when it did. */
+function file(path, content, opts = {}) {
+    const doc = heredoc(content);
+    return script(sh `ms_file ${path} ${opts.mode ?? '644'} ${opts.owner ?? 'root:root'} ${opts.label ?? (typeof path === 'string' ? path : 'file')} ${raw(doc.open)}`, doc.body, opts.onChange ? `if [ "$MS_WROTE" = 1 ]; then ${opts.onChange}; fi` : null).trimEnd();
+}
+/** A whole item script: prelude plus body. */
+function common_itemScript(check, ...parts) {
+    return script(common_prelude(check), ...parts);
+}
+/** An item as a step: it reports its own failure (exit code and stderr) rather than throwing. */
+function itemStep(item) {
+    return reportingStep(`provision ${item.name}`, item.script, (stdout, ending) => {
+        const out = keyLines(stdout);
+        return {
+            outcome: parseItemOutput(ending.code, stdout, ending.stderr),
+            python: out.get('python') ?? null,
+            notes: out.all('note'),
+            guarded: out.all('guard').length > 0,
+        };
+    });
+}
+/** An item's pre-check as a step: its refusal (stderr), or '' when it has none. */
+function precheckStep(item) {
+    return reportingStep(`pre-checking ${item.name}`, common_itemScript(true, item.precheck), (stdout, ending) => ending.code === 0 ? '' : parseItemOutput(ending.code, stdout, ending.stderr).detail);
+}
+/** Keeps a guarded change, or undoes it. */
+function guardStep(item, action) {
+    return plainStep(`${action === 'confirm' ? 'confirming' : 'reverting'} the ${item.name} change`, item.guard[action]);
+}
+function parseItemOutput(code, stdout, stderr) {
+    const out = keyLines(stdout);
+    const changes = out.all('changed').map((c) => c.trim());
+    const warnings = out.all('warning').map((w) => w.trim());
+    if (code !== 0) {
+        const why = stderr.trim().split('\n').slice(-5).join(' / ') || `exit code ${code}`;
+        return { status: 'failed', changes, warnings, detail: why };
+    }
+    const status = changes.length ? 'changed' : warnings.length ? 'warning' : 'ok';
+    return { status, changes, warnings, detail: [...changes, ...warnings.map((w) => `⚠ ${w}`)].join('; ') };
+}
+
+;// CONCATENATED MODULE: ./src/remote/provision/service-tls.ts
+// The TLS a redis or db host serves its app hosts with over the private
+// network: a CA of the host's own (its key never leaves the host and no service
+// reads it) and a server certificate it signs, for the host's private
+// addresses and loopback. The app hosts trust that CA alone; provision gives
+// them a copy in the same run. No public CA names a private address, and a
+// certificate any CA could issue would be trusted for more than this host.
+// Because the app hosts trust the CA, not the server certificate, renewing the
+// server certificate (expiry, another address) needs nothing of them: no app
+// host, of this app or another one sharing the host, loses its connections.
+
+
+
+function serviceTlsFiles(service, name) {
+    const dir = `${common_ETC_DIR}/${name}-tls`;
+    return {
+        service,
+        dir,
+        ca: `${dir}/ca.pem`,
+        caKey: `${dir}/ca.key`,
+        cert: `${dir}/cert.pem`,
+        key: `${dir}/key.pem`,
+    };
+}
+/**
+ * On an app host: the db host's CA, the one root its DATABASE_URL trusts
+ * (`sslrootcert=`). Here, not in postgresql.ts, so that the input checks
+ * read it without the backup programs that module bundles.
+ */
+function postgresqlCaPath(app) {
+    return `${common_ETC_DIR}/${app}-postgresql-ca.pem`;
+}
+/** The server certificate is made anew when it expires within this many days (the alert warns before, at alert-certificate-days). */
+const SERVICE_TLS_RENEW_DAYS = 30;
+const SERVER_VALID_DAYS = 3650;
+const CA_VALID_DAYS = 7300;
+/**
+ * On the service's host, before the items (the app hosts need its CA in the
+ * same run). Not in check mode: makes the CA when missing or expiring within
+ * SERVICE_TLS_RENEW_DAYS, and the server certificate when missing, expiring,
+ * not for this address or not signed by the CA (keeping the addresses it had:
+ * another app may reach the host at one of them). A CA in use, or the
+ * self-signed certificate of before, is replaced only when every app host is
+ * in the run (replace): one left out would keep trusting the old one alone.
+ * Prints the certificate the app hosts trust.
+ */
+function service_tls_serviceTlsStep(files, address, check, replace = true) {
+    const renew = String(SERVICE_TLS_RENEW_DAYS * 86400);
+    const ec = raw('-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes');
+    const replacing = raw(replace ? 'true' : 'false');
+    return step(`the ${files.service} TLS certificate`, script(sh `ca_valid() { [ -s ${files.caKey} ] && [ -s ${files.ca} ] && openssl x509 -noout -checkend ${renew} -in ${files.ca} >/dev/null 2>&1; }`, sh `server_valid() { [ -s ${files.key} ] && [ -s ${files.cert} ] && openssl x509 -noout -checkend ${renew} -in ${files.cert} >/dev/null 2>&1 && [[ "$(openssl x509 -noout -checkip ${address} -in ${files.cert} 2>/dev/null)" == *'does match'* ]] && openssl verify -CAfile ${files.ca} ${files.cert} >/dev/null 2>&1; }`, check
+        ? script(sh `if ! ca_valid && { ${replacing} || [ ! -s ${files.cert} ]; }; then echo RENEW; elif ca_valid && ! server_valid; then echo RENEW; fi`)
+        : script(sh `if ! command -v openssl >/dev/null; then echo ${`openssl is missing: the ${files.service} TLS certificate is made with it (apt-get install openssl)`} >&2; exit 1; fi`, sh `if [ ! -d ${ETC_DIR} ]; then install -d -m 755 -o root -g root ${ETC_DIR}; fi`, sh `if [ ! -d ${files.dir} ]; then install -d -m 750 -o root -g root ${files.dir}; fi`, 
+        // No CA (a host set up before there was one: its server certificate is what the app hosts trust) or one expiring.
+        sh `if ! ca_valid && { ${replacing} || [ ! -s ${files.cert} ]; }; then`, sh `  (umask 077 && openssl req -x509 ${ec} -days ${String(CA_VALID_DAYS)} -subj ${`/O=metalship ${files.service}/CN=metalship ${files.service} CA ${address}`} -addext 'basicConstraints=critical,CA:TRUE,pathlen:0' -addext 'keyUsage=critical,keyCertSign,cRLSign' -keyout ${files.caKey + '.new'} -out ${files.ca + '.new'} 2>&1) >&2`, sh `  chmod 644 ${files.ca + '.new'}`, sh `  mv -f ${files.caKey + '.new'} ${files.caKey} && mv -f ${files.ca + '.new'} ${files.ca}`, 'fi', 'if ca_valid && ! server_valid; then', 
+        // The addresses it was for stay: another app may reach this host at one of them.
+        sh `  sans=$({ if [ -s ${files.cert} ]; then openssl x509 -noout -ext subjectAltName -in ${files.cert} 2>/dev/null | grep -o 'IP Address:[0-9A-Fa-f.:]*' | cut -d : -f 2-; fi; echo ${address}; echo 127.0.0.1; } | sort -u | sed 's/^/IP:/' | paste -sd ,)`, sh `  work=$(mktemp -d -p ${files.dir})`, "  printf '%s\\n' \"subjectAltName=$sans\" 'basicConstraints=critical,CA:FALSE' 'keyUsage=critical,digitalSignature' 'extendedKeyUsage=serverAuth' > \"$work/ext\"", 
+        // CN is the address too: libpq before 14 matches the host against the CN alone when the SAN has no DNS name.
+        sh `  (umask 077 && openssl req -new ${ec} -subj ${`/O=metalship ${files.service}/CN=${address}`} -keyout "$work/key.pem" -out "$work/csr.pem" 2>&1) >&2`, sh `  openssl x509 -req -in "$work/csr.pem" -CA ${files.ca} -CAkey ${files.caKey} -set_serial "0x$(openssl rand -hex 16)" -days ${String(SERVER_VALID_DAYS)} -extfile "$work/ext" -out "$work/cert.pem" 2>&1 >&2`, '  chmod 644 "$work/cert.pem"', 
+        // The key keeps the group the service reads it through (set by the service's item).
+        sh `  if [ -e ${files.key} ]; then chown --reference=${files.key} "$work/key.pem"; chmod --reference=${files.key} "$work/key.pem"; fi`, sh `  mv -f "$work/key.pem" ${files.key} && mv -f "$work/cert.pem" ${files.cert}`, '  rm -rf -- "$work"', '  echo MADE', 'fi'), sh `if ! ca_valid && [ -s ${files.cert} ]; then echo STALE; fi`, sh `if [ -s ${files.ca} ]; then cat ${files.ca}; elif [ -s ${files.cert} ]; then cat ${files.cert}; fi`), (stdout) => ({
+        certificate: /-----BEGIN CERTIFICATE-----\n[\s\S]+?\n-----END CERTIFICATE-----\n/.exec(stdout)?.[0] ?? null,
+        made: /^MADE$/m.test(stdout),
+        stale: /^STALE$/m.test(stdout),
+        renew: /^RENEW$/m.test(stdout),
+    }));
+}
+/**
+ * On the service's host, in its item: the service reads the server key
+ * through its group; the CA's key is root's alone. Missing files fail the item
+ * (not in check mode). `$tls_made` is set for the item to reload or restart the
+ * service when what it serves is not the server certificate on disk (read from
+ * the service itself with `openssl s_client <probe>`): a run that made one and
+ * was stopped before the reload is mended by the next.
+ */
+function service_tls_serviceTlsLines(files, group, tls, probe) {
+    return [
+        sh `if [ "$CHECK" != 1 ] && { [ ! -s ${files.cert} ] || [ ! -s ${files.key} ]; }; then echo ${`the ${files.service} TLS certificate is missing from ${files.dir}`} >&2; exit 1; fi`,
+        sh `if [ -d ${files.dir} ] && [ "$(stat -c %a:%U:%G ${files.dir} ${files.key} 2>/dev/null | tr '\n' ' ')" != ${`750:root:${group} 640:root:${group} `} ]; then ms_changed ${`${files.service} may read its TLS key`}; ms_apply chown ${'root:' + group} ${files.dir} ${files.key}; ms_apply chmod 750 ${files.dir}; ms_apply chmod 640 ${files.key}; fi`,
+        sh `if [ -e ${files.caKey} ] && [ "$(stat -c %a:%U:%G ${files.caKey})" != 600:root:root ]; then ms_changed ${`the ${files.service} CA key is root's alone`}; ms_apply chown root:root ${files.caKey}; ms_apply chmod 600 ${files.caKey}; fi`,
+        tls?.made ? 'ms_changed "TLS certificate made"' : null,
+        tls?.renew ? 'ms_changed "TLS certificate made anew"' : null,
+        'tls_made=0',
+        `served=$(timeout 10 openssl s_client ${probe} </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256 2>/dev/null || true)`,
+        sh `if [ -s ${files.cert} ] && [ "$served" != "$(openssl x509 -noout -fingerprint -sha256 -in ${files.cert})" ]; then ms_changed ${`${files.service} serves its current TLS certificate`}; tls_made=1; fi`,
+        tls?.stale
+            ? sh `ms_warn ${`the TLS CA expires within ${SERVICE_TLS_RENEW_DAYS} days, or this host still has the self-signed certificate of before: provision with every app host in the run to replace it (one left out would keep trusting the old one)`}`
+            : null,
+    ]
+        .filter((l) => l !== null)
+        .join('\n');
+}
+/**
+ * On an app host whose service is on a host of its own: that host's CA at
+ * `path`, the one its URL trusts. Unknown (the host is not in
+ * this run, or check mode before it has one): the file is left as it is.
+ */
+function service_tls_serviceCaLines(files, path, where, tls) {
+    return [
+        ensureEtcDir(),
+        tls?.certificate
+            ? [
+                textVar('pem', tls.certificate),
+                sh `ms_file ${path} 644 root:root ${`the CA of ${where} (${files.service} TLS)`} < <(printf '%s\\n' "$pem")`,
+            ].join('\n')
+            : sh `if [ ! -s ${path} ]; then ms_warn ${`the certificate of ${where} is unknown (not in this run, or made by its first run): provision with it to write ${path}`}; fi`,
+    ].join('\n');
+}
+
+;// CONCATENATED MODULE: ./src/remote/provision/in-use.ts
+// Credentials the app's services log in with: provision must not change one
+// under them (they would fail on their next connection and stay broken until
+// someone deploys). Read as the app user (mstool in-use): the environment of
+// each serving process, and the env files they start from, so that a unit
+// restarting at that moment, or a process that rewrote its own environment,
+// is counted too. Only a hash of each password is printed.
+
+
+
+
+/** The hash the in-use lines carry for a password. */
+function in_use_passwordHash(password) {
+    return createHash('sha256').update(password, 'utf8').digest('hex');
+}
+/**
+ * Script lines defining `in_use`, which prints a line per login a serving
+ * service of the app uses: `<DATABASE_URL|REDIS_URL> <user, %-encoded> <sha256 of the password> <unit or file>`.
+ * Serving: the api slot that takes traffic (the standby keeps the previous
+ * release's env for a rollback), the worker and the scheduler.
+ */
+function inUseFunction(layout, user) {
+    return [
+        pyToolDefinition(),
+        'in_use() {',
+        '  local u slot sources=()',
+        sh `  slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`,
+        sh `  case "$slot" in blue|green) sources+=(file ${layout.slots}/"$slot"/.env "the $slot api slot's release .env") ;; *) slot='*' ;; esac`,
+        sh `  if [ -e ${layout.current} ]; then sources+=(file ${layout.current}/.env 'the current release .env'); fi`,
+        sh `  for u in $(systemctl list-units --state=active --plain --no-legend --type=service ${`${layout.app}-api@`}"$slot".service ${layout.units.worker} ${layout.units.scheduler} 2>/dev/null | awk '{ print $1 }'); do`,
+        '    sources+=(env "$(systemctl show -p MainPID --value "$u")" "$u")',
+        '  done',
+        sh `  if id -u ${user} >/dev/null 2>&1; then mstool_as ${user} in-use "\${sources[@]}"; fi`,
+        '}',
+    ].join('\n');
+}
+/** Reads, as the app user, what the app's serving services on this host log in with. */
+function inUseStep(layout, user) {
+    return step('reading the credentials the serving services use', [inUseFunction(layout, user), 'in_use'].join('\n'), (out) => out.split('\n').flatMap((line) => {
+        const m = /^(DATABASE_URL|REDIS_URL) (\S+) ([0-9a-f]{64}) (.+)$/.exec(line);
+        return m ? [{ variable: m[1], user: m[2], hash: m[3], unit: m[4] }] : [];
+    }));
+}
+/** The app hosts not read, for a refusal: `the app hosts a, b were not read (limit: …)`. */
+function in_use_unreadNote(elsewhere) {
+    return elsewhere?.unread.length
+        ? `the app hosts ${elsewhere.unread.join(', ')} are not in this run (limit), so which passwords their services log in with is unknown`
+        : '';
+}
+/**
+ * Script lines defining `in_use` for an item: this host's logins of `variable`,
+ * then the app hosts'. A hash only leaves the runner when `keep` says so (the
+ * item compares it with what the host holds already); others become `-`, or
+ * the hash of `known` when they match it.
+ */
+function in_use_inUseLines(settings, variable, keep) {
+    const local = inUseFunction(settings.layout, settings.user);
+    const logins = settings.elsewhere?.logins.filter((l) => l.variable === variable) ?? [];
+    if (!logins.length)
+        return local;
+    const lines = logins.map((l) => `${l.variable} ${l.user} ${keep(l.hash)} ${l.unit}`).join('\n');
+    return [
+        local.replace(/^in_use\(\) \{$/m, 'in_use_here() {'),
+        textVar('elsewhere', lines),
+        'in_use() { in_use_here; printf \'%s\\n\' "$elsewhere"; }',
+    ].join('\n');
+}
+
+;// CONCATENATED MODULE: ./src/remote/provision/redis.ts
+// Redis: loopback only, the default user off, an ACL user for the app that may
+// not run dangerous commands (ACLs, not the deprecated rename-command),
+// maxmemory (given, or a share of RAM) with allkeys-lru, appendonly. The syntax
+// follows the version found on the host (see RedisSyntax). On a redis host
+// (roles=redis) it listens on loopback and the private address too, over TLS
+// only: a certificate of its own, which the app hosts trust alone (see redisTlsStep).
+
+
+
+
+
+const REDIS_CONF = '/etc/redis/redis.conf';
+const REDIS_DROPIN = '/etc/redis/metalship.conf';
+const REDIS_ACL = '/etc/redis/users.acl';
+/**
+ * metalship's own Redis user: with it provision loads an ACL change (ACL LOAD)
+ * instead of restarting Redis, which would fail every client's next request.
+ * Its password is made on the host and stays there, root's (600, in a
+ * directory only root can write: /etc/redis is the redis user's).
+ */
+const REDIS_ADMIN = 'metalship-admin';
+const REDIS_ADMIN_SECRET = (/* unused pure expression or super */ null && (`${ETC_DIR}/redis-admin.secret`));
+/** The app whose users the ACL file holds: one app per Redis server (root's, 644). */
+const REDIS_APP = (/* unused pure expression or super */ null && (`${ETC_DIR}/redis-app`));
+/**
+ * Refuses, before anything is written, an app other than the one whose users
+ * the ACL file holds: the file is written whole, so provisioning a second app
+ * would take the first app's Redis user away.
+ */
+function oneAppPerRedis(app) {
+    return script(sh `redis_app=$(cat ${REDIS_APP} 2>/dev/null || true)`, sh `if [ -n "$redis_app" ] && [ "$redis_app" != ${app} ]; then`, sh `  echo "Redis on this host serves the app $redis_app"${`: its ACL file holds that app's users, and provisioning ${app} would replace them. Give ${app} a Redis server of its own (a roles=redis host), or set redis: false and point its REDIS_URL at the one it has. Nothing was changed.`} >&2`, '  exit 1', 'fi').trimEnd();
+}
+/** Records the app whose users the ACL file holds, when none is (see oneAppPerRedis). */
+function recordRedisApp(app) {
+    return sh `if [ -z "$redis_app" ] && [ "$CHECK" != 1 ]; then printf '%s\n' ${app} > ${REDIS_APP}.new && mv -f ${REDIS_APP}.new ${REDIS_APP}; fi`;
+}
+/**
+ * The redis host's TLS certificate and key (see service-tls.ts). Redis reads
+ * the key through its group (set by the redis item, once the package has made that group).
+ */
+const REDIS_TLS_FILES = serviceTlsFiles('Redis', 'redis');
+const REDIS_TLS_DIR = REDIS_TLS_FILES.dir;
+const REDIS_TLS_CERT = REDIS_TLS_FILES.cert;
+const REDIS_TLS_KEY = REDIS_TLS_FILES.key;
+/** On an app host: the redis host's certificate, the one CA its REDIS_URL trusts (`?ssl_ca_certs=`). */
+function redisCaPath(app) {
+    return `${common_ETC_DIR}/${app}-redis-ca.pem`;
+}
+/** The redis host's certificate, made before the items (see serviceTlsStep). */
+function redisTlsStep(address, check, replace = true) {
+    return serviceTlsStep(REDIS_TLS_FILES, address, check, replace);
+}
+/** On an app host whose Redis is on a redis host: that host's certificate in redisCaPath, the CA of its REDIS_URL. */
+function redisCaItem(settings) {
+    const path = redisCaPath(settings.layout.app);
+    const where = settings.topology.redis.label;
+    return {
+        name: 'redis',
+        script: itemScript(settings.check, sh `echo ${`note on ${where} (roles=redis), over TLS: REDIS_URL=rediss://…?ssl_ca_certs=${path}`}`, serviceCaLines(REDIS_TLS_FILES, path, where, settings.redis.tls)),
+    };
+}
+/**
+ * The ACL file: passwords only as SHA-256, never in clear on disk. During a
+ * rotation the user has two (Redis accepts any of a user's passwords).
+ */
+function aclFile(user, passwords, syntax = '6.2') {
+    // A second `user default` line would be the default user again, on: Redis refuses the file.
+    if (user === 'default')
+        throw new Error("redis-user cannot be 'default': that user is turned off");
+    if (user === REDIS_ADMIN)
+        throw new Error(`redis-user cannot be '${REDIS_ADMIN}': that user is metalship's`);
+    const hashes = [...new Set(passwords.filter(Boolean).map(passwordHash))].map((h) => `#${h}`).join(' ');
+    const channels = syntax === '6.2';
+    return `user default off${channels ? ' resetchannels' : ''} -@all
+user ${bareWord(user, 'the Redis ACL file')} on ${hashes} ~*${channels ? ' &*' : ''} +@all -@dangerous
+`;
+}
+/**
+ * Refuses, before anything is written, a change that would take away the Redis
+ * password the app's running services log in with (one the ACL accepts now).
+ */
+function keepsPasswordsInUse(settings) {
+    const accepted = [settings.redis.password, settings.redis.previousPassword]
+        .filter(Boolean)
+        .map(passwordHash);
+    const unread = unreadNote(settings.elsewhere);
+    return [
+        sh `accepted=${` ${accepted.join(' ')} `}`,
+        unread
+            ? [
+                // A password the ACL accepts now and would not after: some unread service may use it.
+                'while read -r hash; do',
+                '  if [ -n "$hash" ] && [[ "$accepted" != *" $hash "* ]]; then',
+                sh `    echo ${unread + ': changing or removing a Redis password they may log in with needs them in the run. Nothing was changed.'} >&2`,
+                '    exit 1',
+                '  fi',
+                sh `done < <(awk -v u=${settings.redis.user} '$1 == "user" && $2 == u { for (i = 3; i <= NF; i++) if ($i ~ /^#/) print substr($i, 2) }' ${REDIS_ACL} 2>/dev/null)`,
+            ].join('\n')
+            : null,
+        // The app hosts' hashes as they are: the ACL file holds the SHA-256 of each password Redis accepts.
+        inUseLines(settings, 'REDIS_URL', (h) => h),
+        'while read -r var user hash unit; do',
+        sh `  if [ "$var" != REDIS_URL ] || { [ "$user" = ${settings.redis.user} ] && [[ "$accepted" == *" $hash "* ]]; }; then continue; fi`,
+        // Refused only when Redis accepts that login now: a login already failing is not this change's doing.
+        sh `  if awk -v u="$user" -v h="#$hash" '$1 == "user" && $2 == u { for (i = 3; i <= NF; i++) if ($i == h) f = 1 } END { exit !f }' ${REDIS_ACL} 2>/dev/null; then`,
+        sh `    echo "$unit logs in to Redis as $user with a password this change would take away (REDIS_URL): it would fail on its next connection. Rotate without a failed request: provision with the new redis-password and the old one as redis-previous-password, deploy the app with the new REDIS_URL, then provision again without redis-previous-password. Nothing was changed." >&2`,
+        '    exit 1',
+        '  fi',
+        'done < <(in_use)',
+    ]
+        .filter((l) => l !== null)
+        .join('\n');
+}
+/** Loopback, IPv6 where the host has it; and the private address on the redis host (not optional: it must listen there). */
+function redisBind(syntax, own = null) {
+    return `${syntax === '6.2' ? '127.0.0.1 -::1' : '127.0.0.1 ::1'}${own ? ` ${own}` : ''}`;
+}
+/**
+ * Sets redis_syntax from the installed redis-server, or stops the item before
+ * anything is written when provision does not know how to configure it.
+ */
+const REDIS_VERSION_LINES = [
+    "redis_version=$(redis-server --version 2>/dev/null | sed -n 's/.* v=\\([0-9][0-9]*\\.[0-9][0-9.]*\\) .*/\\1/p')",
+    'if [ -z "$redis_version" ] || dpkg --compare-versions "$redis_version" lt 6.0; then',
+    '  echo "redis-server ${redis_version:-of unknown version (redis-server --version says: $(redis-server --version 2>&1 | head -c 200))} is not supported: provision needs Redis 6.0 or newer (ACL users); nothing was changed" >&2; exit 1',
+    'fi',
+    'if dpkg --compare-versions "$redis_version" lt 6.2; then redis_syntax=6.0; else redis_syntax=6.2; fi',
+].join('\n');
+/** On a redis host: TLS on the Redis port, nothing in plain; clients are not asked for certificates (they log in with the ACL password). */
+const TLS_SETTINGS = [
+    'port 0',
+    'tls-port 6379',
+    `tls-cert-file ${REDIS_TLS_CERT}`,
+    `tls-key-file ${REDIS_TLS_KEY}`,
+    // Redis 6.0 wants a CA even when it asks clients for no certificate.
+    `tls-ca-cert-file ${REDIS_TLS_CERT}`,
+    'tls-auth-clients no',
+    'tls-protocols "TLSv1.2 TLSv1.3"',
+];
+/**
+ * The redis host's certificate, as redisTlsStep made it: Redis reads the key
+ * through its group; a new certificate restarts it. A build without TLS is
+ * refused before anything is written.
+ */
+function redisTlsLines(tls) {
+    return [
+        // Read whole, not piped to grep -q: under pipefail, ldd killed by SIGPIPE would read as no TLS.
+        'case "$(ldd "$(command -v redis-server)" 2>/dev/null)" in *libssl*) ;; *)',
+        '  echo "redis-server $redis_version was built without TLS: a redis host (roles=redis) serves the app hosts over TLS only. Nothing was changed." >&2; exit 1;;',
+        'esac',
+        serviceTlsLines(REDIS_TLS_FILES, 'redis', tls, '-connect 127.0.0.1:6379'),
+        sh `redis_ca=${REDIS_TLS_FILES.ca}; if [ ! -s "$redis_ca" ]; then redis_ca=${REDIS_TLS_CERT}; fi`,
+        'if [ "$tls_made" = 1 ]; then restart=1; fi',
+    ].join('\n');
+}
+function redisItem(settings) {
+    const redis = settings.redis;
+    const maxmemory = redis.maxmemory
+        ? quote(redis.maxmemory)
+        : `$(awk '/^MemTotal:/ { printf "%d", $2 * 1024 * ${redis.memoryPercent} / 100 }' /proc/meminfo)`;
+    const tls = settings.serves.redis;
+    // metalship's own checks: over TLS where Redis serves nothing else (trusting its certificate alone).
+    // The CA that signs its certificate (a host set up before there was one: that self-signed certificate).
+    const cli = `redis-cli -h 127.0.0.1${tls ? ' --tls --cacert "$redis_ca"' : ''}`;
+    return {
+        name: 'redis',
+        // Before Redis is installed, only another app's claim on it refuses: no password is accepted yet.
+        precheck: [
+            oneAppPerRedis(settings.layout.app),
+            'if command -v redis-server >/dev/null; then',
+            REDIS_VERSION_LINES,
+            keepsPasswordsInUse(settings),
+            'fi',
+        ].join('\n'),
+        script: itemScript(settings.check, oneAppPerRedis(settings.layout.app), 'ms_install redis-server', REDIS_VERSION_LINES, keepsPasswordsInUse(settings), 'restart=0', 'acl_changed=0', tls ? redisTlsLines(settings.redis.tls ?? null) : null, ensureEtcDir(), recordRedisApp(settings.layout.app), sh `if [ ! -s ${REDIS_ADMIN_SECRET} ] && [ "$CHECK" != 1 ]; then (umask 077 && head -c 32 /dev/urandom | base64 -w0 > ${REDIS_ADMIN_SECRET + '.new'}) && mv -f ${REDIS_ADMIN_SECRET + '.new'} ${REDIS_ADMIN_SECRET}; fi`, sh `admin_hash=$(if [ -s ${REDIS_ADMIN_SECRET} ]; then sha256sum < ${REDIS_ADMIN_SECRET} | cut -d ' ' -f 1; fi)`, ...['6.0', '6.2'].map((syntax) => [
+            sh `if [ "$redis_syntax" = ${syntax} ]; then`,
+            textVar('acl', aclFile(redis.user, [redis.password, redis.previousPassword], syntax)),
+            sh `  ms_file ${REDIS_ACL} 640 redis:redis ${'Redis ACL users'} < <(printf '%s\n' "$acl"; if [ -n "$admin_hash" ]; then printf 'user %s on #%s ~*%s +@all\n' ${REDIS_ADMIN} "$admin_hash" ${syntax === '6.2' ? ' &*' : ''}; fi)`,
+            '  if [ "$MS_WROTE" = 1 ]; then acl_changed=1; fi',
+            sh `  redis_bind=${redisBind(syntax, settings.serves.redis ? (settings.topology.redis?.address ?? null) : null)}`,
+            'fi',
+        ].join('\n')), `maxmemory=${maxmemory}`, sh `ms_file ${REDIS_DROPIN} 640 redis:redis ${'Redis settings'} < <(printf '%s\\n' '# Managed by metalship.' "bind $redis_bind" 'protected-mode yes' ${tls ? TLS_SETTINGS : ['port 6379']} "maxmemory $maxmemory" 'maxmemory-policy allkeys-lru' 'appendonly yes' ${'aclfile ' + REDIS_ACL})`, 'if [ "$MS_WROTE" = 1 ]; then restart=1; fi', 
+        // Included last, so its values override the packaged file's.
+        sh `if [ "$(grep -v '^[[:space:]]*\\(#\\|$\\)' ${REDIS_CONF} | tail -n 1)" != ${'include ' + REDIS_DROPIN} ]; then`, sh `  ms_changed "Redis includes the metalship settings last"`, sh `  if [ "$CHECK" != 1 ]; then sed -i ${'\\#^include ' + REDIS_DROPIN + '$#d'} ${REDIS_CONF}; printf '\\n%s\\n' ${'include ' + REDIS_DROPIN} >> ${REDIS_CONF}; restart=1; fi`, 'fi', 'if [ "$CHECK" != 1 ]; then', '  if [ "$restart" = 1 ] || ! systemctl is-active --quiet redis-server; then systemctl enable --quiet redis-server; systemctl restart redis-server;', 
+        // Only the users changed: loaded in place, no client loses its connection (a restart only when Redis does not know our user yet).
+        sh `  elif [ "$acl_changed" = 1 ] && [ "$(REDISCLI_AUTH=$(cat ${REDIS_ADMIN_SECRET}) ${raw(cli)} --no-auth-warning --user ${REDIS_ADMIN} ACL LOAD 2>&1)" != OK ]; then systemctl restart redis-server; fi`, 
+        // The app's user must work, and nobody else may run anything.
+        `  for _ in $(seq 1 20); do ${cli} ping >/dev/null 2>&1 && break; sleep 0.5; done`, sh `  if [ "$(REDISCLI_AUTH=${redis.password} ${raw(cli)} --no-auth-warning --user ${redis.user} ping 2>&1)" != PONG ]; then echo "the app's Redis user cannot log in after the change" >&2; exit 1; fi`, `  case "$(${cli} ping 2>&1)" in *NOAUTH*|*NOPERM*|*WRONGPASS*|*"authentication"*) ;; *) echo "Redis still answers unauthenticated clients" >&2; exit 1;; esac`, 'fi'),
+    };
+}
+
+;// CONCATENATED MODULE: ./src/inputs/service-urls.ts
+// The app's DATABASE_URL and REDIS_URL, when they point at the app's db or
+// redis host: those serve TLS with a CA of the host's own, and a client that
+// does not verify it would hand its password to whoever stands in the middle
+// on the private network. Clients read URLs differently (libpq ends the
+// credentials at the first '@' or '/', SQLAlchemy at the first '@', redis-py
+// at the last '@' before the path; libpq and SQLAlchemy read '#' as text,
+// redis-py as a fragment), so every reading is checked: a URL refused under
+// any of them is refused.
+
+
+
+function decoded(text) {
+    try {
+        return decodeURIComponent(text);
+    }
+    catch {
+        return text;
+    }
+}
+/** A host as an address compares: IPv4 in any form inet_aton takes, IPv6 compressed, IPv4-mapped IPv6 as IPv4. */
+function normalHost(host) {
+    const bare = decoded(host).replace(/^\[(.*)\]$/, '$1');
+    try {
+        const name = new URL(`http://${bare.includes(':') ? `[${bare}]` : bare}/`).hostname;
+        const mapped = /^\[::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})\]$/.exec(name);
+        if (mapped) {
+            const [hi, lo] = [parseInt(mapped[1], 16), parseInt(mapped[2], 16)];
+            return [hi >> 8, hi & 255, lo >> 8, lo & 255].join('.');
+        }
+        return name.replace(/^\[(.*)\]$/, '$1');
+    }
+    catch {
+        return bare.toLowerCase();
+    }
+}
+/** The hosts of an authority (libpq takes a list: a,b:5433,[::1]:5434). */
+function authorityHosts(authority) {
+    return authority
+        .split(',')
+        .map((h) => h.replace(/^(\[[^\]]*\]).*$|:[^:]*$/, '$1'))
+        .filter(Boolean);
+}
+function queryParams(query) {
+    return query
+        .split('&')
+        .filter(Boolean)
+        .map((pair) => {
+        const i = pair.indexOf('=');
+        return [decoded(i < 0 ? pair : pair.slice(0, i)), decoded(i < 0 ? '' : pair.slice(i + 1))];
+    });
+}
+/** Every reading of a URL: credentials ending at each '@' (or none), the query with '#' as text and as a fragment. */
+function urlReadings(url) {
+    const m = /^([A-Za-z][\w+.-]*):\/\/(.*)$/s.exec(url);
+    if (!m)
+        return [];
+    const [scheme, rest] = [m[1].toLowerCase(), m[2]];
+    const starts = [0, ...[...rest.matchAll(/@/g)].map((a) => a.index + 1)];
+    return starts.flatMap((start) => {
+        const tail = rest.slice(start);
+        const end = tail.search(/[/?]/);
+        const authority = end < 0 ? tail : tail.slice(0, end);
+        const afterAuthority = end < 0 ? '' : tail.slice(end);
+        const q = afterAuthority.indexOf('?');
+        const query = q < 0 ? '' : afterAuthority.slice(q + 1);
+        const hosts = authorityHosts(authority.split('#')[0]);
+        return [query, query.split('#')[0]].map((text) => {
+            const params = queryParams(text);
+            // libpq takes host and hostaddr from the query too, over the URL's own.
+            const named = params.filter(([k]) => k === 'host' || k === 'hostaddr').flatMap(([, v]) => v.split(','));
+            return { scheme, hosts: [...hosts, ...named], params };
+        });
+    });
+}
+/** A libpq key=value connection string's parameters (values bare or in single quotes, with backslash escapes). */
+function conninfoParams(text) {
+    const params = [];
+    const re = /\s*([A-Za-z_]+)\s*=\s*('((?:[^'\\]|\\.)*)'|\S*)/gy;
+    for (let m = re.exec(text); m; m = re.exec(text))
+        params.push([m[1], m[3] !== undefined ? m[3].replace(/\\(.)/g, '$1') : m[2]]);
+    return params;
+}
+function conninfoReading(text) {
+    if (text.includes('://'))
+        return [];
+    const params = conninfoParams(text);
+    const hosts = params.filter(([k]) => k === 'host' || k === 'hostaddr').flatMap(([, v]) => v.split(','));
+    return hosts.length ? [{ scheme: 'postgresql', hosts, params }] : [];
+}
+/** The one value of a parameter, or null when it is missing or given more than once. */
+function one(params, name) {
+    const values = params.filter(([k]) => k === name).map(([, v]) => v);
+    return values.length === 1 ? values[0] : null;
+}
+function pointsAt(reading, address) {
+    const at = normalHost(address);
+    return reading.hosts.some((h) => normalHost(h.trim()) === at);
+}
+const FALSE = /^(0|f|false|n|no|off)$/i;
+/** Refusals of the app's service URLs in env (provision's shared .env, a release's own). */
+function serviceUrlCheck(settings) {
+    const where = topology(settings.hosts);
+    const problems = [];
+    const db = settings.postgresql === false ? undefined : where.db;
+    const databaseUrl = settings.env.values.DATABASE_URL;
+    if (db && databaseUrl) {
+        const ca = postgresqlCaPath(settings.app);
+        const readings = [...urlReadings(databaseUrl), ...conninfoReading(databaseUrl)];
+        const unverified = readings.some((r) => pointsAt(r, db.address) &&
+            !(one(r.params, 'sslmode') === 'verify-full' && one(r.params, 'sslrootcert') === ca));
+        if (unverified)
+            problems.push(`Input 'env': DATABASE_URL points at the db host ${db.label} (${db.address}), which serves PostgreSQL with a CA of its own that the app hosts must verify; expected postgresql://<user>:<password>@${db.address.includes(':') ? `[${db.address}]` : db.address}:5432/<database>?sslmode=verify-full&sslrootcert=${ca} (provision writes that CA there on each app host), with no other sslmode or sslrootcert.`);
+    }
+    const redis = settings.redis === false ? undefined : where.redis;
+    const redisUrl = settings.env.values.REDIS_URL;
+    if (redis && redisUrl) {
+        const ca = redisCaPath(settings.app);
+        const unverified = urlReadings(redisUrl).some((r) => pointsAt(r, redis.address) &&
+            !(r.scheme === 'rediss' &&
+                one(r.params, 'ssl_ca_certs') === ca &&
+                r.params.every(([k, v]) => !(k === 'ssl_cert_reqs' && v !== 'required') && !(k === 'ssl_check_hostname' && FALSE.test(v)))));
+        if (unverified)
+            problems.push(`Input 'env': REDIS_URL points at the redis host ${redis.label} (${redis.address}), which serves Redis over TLS only, with a CA of its own that the app hosts must verify; expected rediss://<user>:<password>@${redis.address.includes(':') ? `[${redis.address}]` : redis.address}:6379/<db>?ssl_ca_certs=${ca} (provision writes that CA there on each app host), with no ssl_cert_reqs other than required and no ssl_check_hostname turned off.`);
+    }
+    return problems;
+}
+
 ;// CONCATENATED MODULE: ./node_modules/zod/v4/core/util.js
 
 // functions
@@ -76190,7 +76765,7 @@ const ZodFile = /*@__PURE__*/ (/* unused pure expression or super */ null && (co
     inst.max = (size, params) => inst.check(core._maxSize(size, params));
     inst.mime = (types, params) => inst.check(core._mime(Array.isArray(types) ? types : [types], params));
 })));
-function file(params) {
+function schemas_file(params) {
     return core._file(ZodFile, params);
 }
 const ZodTransform = /*@__PURE__*/ $constructor("ZodTransform", (inst, def) => {
@@ -77655,430 +78230,10 @@ const githubDeploymentInputs = {
     }),
 };
 
-;// CONCATENATED MODULE: ./src/remote/provision/common.ts
-// What every provision item shares: the protocol its script speaks (lines
-// `changed <what>` and `warning <what>` on stdout; a non-zero exit is a failure,
-// its stderr the reason), the CHECK flag every script honours (CHECK=1 reports
-// what would change and changes nothing), and bash helpers for packages and files.
-
-
-/** Each helper is defined for every item and called by those that need it. */
-const CALLED_BY_ITEMS = '# shellcheck disable=SC2317 # called by the items that need it';
-/** Bash helpers every item script starts with. */
-function common_prelude(check) {
-    return script(`CHECK=${check ? 1 : 0}`, 'export DEBIAN_FRONTEND=noninteractive LC_ALL=C', 
-    // Ubuntu's needrestart would restart services (sshd, the app) after each
-    // install, or ask: provision restarts what it changes itself.
-    'export NEEDRESTART_SUSPEND=1 NEEDRESTART_MODE=l', 
-    // A change, or with CHECK=1 a change that would be made.
-    CALLED_BY_ITEMS, 'ms_changed() { echo "changed $*"; }', CALLED_BY_ITEMS, 'ms_warn() { echo "warning $*"; }', CALLED_BY_ITEMS, 'ms_apply() { [ "$CHECK" = 1 ] || "$@"; }', CALLED_BY_ITEMS, 'ms_installed() { dpkg-query -W -f=\'${Status}\' "$1" 2>/dev/null | grep -q "install ok installed"; }', CALLED_BY_ITEMS, 'ms_missing() { local p; for p in "$@"; do ms_installed "$p" || printf \'%s \' "$p"; done; }', 
-    // The package index is refreshed when older than a day (or absent).
-    CALLED_BY_ITEMS, 'ms_index_fresh() { [ -n "$(find /var/lib/apt/lists -maxdepth 1 -name \'*Packages*\' -mmin -1440 -print -quit 2>/dev/null)" ]; }', CALLED_BY_ITEMS, 'ms_refresh_index() {', '  ms_index_fresh && return 0', '  if [ "$CHECK" = 1 ]; then ms_changed "package index is older than a day (would refresh)"; return 0; fi', 
-    // A fresh file of our own (mktemp): a fixed name in /tmp could be another user's link.
-    '  local err; err=$(mktemp)', '  apt-get update -qq -o Dpkg::Use-Pty=0 >/dev/null 2>"$err" || { cat "$err" >&2; rm -f "$err"; return 1; }', '  if grep -q "^[WE]:" "$err"; then ms_warn "apt-get update: $(grep -m1 "^[WE]:" "$err" | cut -c1-200)"; fi', '  rm -f "$err"', '  ms_changed "package index refreshed"', '}', 
-    // Installs what is missing. With CHECK=1 it reports what it would install and ends
-    // the item there: what follows needs the packages to be checked.
-    CALLED_BY_ITEMS, 'ms_install() {', '  local missing; missing=$(ms_missing "$@")', '  [ -z "$missing" ] && return 0', '  if [ "$CHECK" = 1 ]; then ms_changed "would install ${missing% } and configure it"; exit 0; fi', '  ms_refresh_index', '  # shellcheck disable=SC2086', '  apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold $missing >/dev/null', '  ms_changed "installed ${missing% }"', '}', 
-    // ms_file PATH MODE OWNER LABEL < content: writes PATH (atomically) when it differs; MS_WROTE=1 when it did (or would).
-    '# shellcheck disable=SC2034,SC2317 # MS_WROTE is read by the item after the call (file() onChange)', 'ms_file() {', '  local path=$1 mode=$2 owner=$3 label=$4 tmp', '  MS_WROTE=0', 
-    // PATH has SOURCE's content ("-": stdin), the mode and the owner.
-    '  same() { [ -f "$path" ] && cmp -s "$1" "$path" && [ "$(stat -c %a:%U:%G "$path")" = "$mode:${owner%%:*}:${owner#*:}" ]; }', 
-    // Check mode compares the content as it comes: no temporary file on the host.
-    '  if [ "$CHECK" = 1 ]; then', '    same - && return 0', '    MS_WROTE=1', '    if [ -f "$path" ]; then ms_changed "$label differs"; else ms_changed "$label missing"; fi', '    return 0', '  fi', '  tmp=$(mktemp "${path%/*}/.metalship-XXXXXX" 2>/dev/null || mktemp)', '  cat > "$tmp"', '  if same "$tmp"; then rm -f "$tmp"; return 0; fi', '  MS_WROTE=1', '  chmod "$mode" "$tmp"; chown "$owner" "$tmp"', '  mv -f "$tmp" "$path"', '  ms_changed "$label written"', '}');
-}
-/** metalship's own root-only settings on a host (URLs and secrets it keeps: root's, 755, files 600). */
-const common_ETC_DIR = '/etc/metalship';
-/** Script lines that make ETC_DIR when missing (not in check mode). */
-function common_ensureEtcDir() {
-    return sh `if [ ! -d ${common_ETC_DIR} ]; then ms_apply install -d -m 755 -o root -g root ${common_ETC_DIR}; fi`;
-}
-/** Script lines: write content to path when it differs (honours CHECK); runs onChange when it did. */
-function common_file(path, content, opts = {}) {
-    const doc = heredoc(content);
-    return script(sh `ms_file ${path} ${opts.mode ?? '644'} ${opts.owner ?? 'root:root'} ${opts.label ?? (typeof path === 'string' ? path : 'file')} ${raw(doc.open)}`, doc.body, opts.onChange ? `if [ "$MS_WROTE" = 1 ]; then ${opts.onChange}; fi` : null).trimEnd();
-}
-/** A whole item script: prelude plus body. */
-function common_itemScript(check, ...parts) {
-    return script(common_prelude(check), ...parts);
-}
-/** An item as a step: it reports its own failure (exit code and stderr) rather than throwing. */
-function itemStep(item) {
-    return reportingStep(`provision ${item.name}`, item.script, (stdout, ending) => {
-        const out = keyLines(stdout);
-        return {
-            outcome: parseItemOutput(ending.code, stdout, ending.stderr),
-            python: out.get('python') ?? null,
-            notes: out.all('note'),
-            guarded: out.all('guard').length > 0,
-        };
-    });
-}
-/** An item's pre-check as a step: its refusal (stderr), or '' when it has none. */
-function precheckStep(item) {
-    return reportingStep(`pre-checking ${item.name}`, common_itemScript(true, item.precheck), (stdout, ending) => ending.code === 0 ? '' : parseItemOutput(ending.code, stdout, ending.stderr).detail);
-}
-/** Keeps a guarded change, or undoes it. */
-function guardStep(item, action) {
-    return plainStep(`${action === 'confirm' ? 'confirming' : 'reverting'} the ${item.name} change`, item.guard[action]);
-}
-function parseItemOutput(code, stdout, stderr) {
-    const out = keyLines(stdout);
-    const changes = out.all('changed').map((c) => c.trim());
-    const warnings = out.all('warning').map((w) => w.trim());
-    if (code !== 0) {
-        const why = stderr.trim().split('\n').slice(-5).join(' / ') || `exit code ${code}`;
-        return { status: 'failed', changes, warnings, detail: why };
-    }
-    const status = changes.length ? 'changed' : warnings.length ? 'warning' : 'ok';
-    return { status, changes, warnings, detail: [...changes, ...warnings.map((w) => `⚠ ${w}`)].join('; ') };
-}
-
-;// CONCATENATED MODULE: ./src/remote/provision/service-tls.ts
-// The certificate a redis or db host serves its app hosts with over the private
-// network: self-signed, for its private address and loopback, made on the host
-// (the key never leaves it) and trusted alone by the app hosts, which provision
-// gives a copy in the same run. No public CA names a private address, and a
-// certificate any CA could issue would be trusted for more than this host.
-
-
-
-function serviceTlsFiles(service, name) {
-    const dir = `${common_ETC_DIR}/${name}-tls`;
-    return { service, dir, cert: `${dir}/cert.pem`, key: `${dir}/key.pem` };
-}
-/**
- * On an app host: the db host's certificate, the one root its DATABASE_URL
- * trusts (`sslrootcert=`). Here, not in postgresql.ts, so that the input checks
- * read it without the backup programs that module bundles.
- */
-function postgresqlCaPath(app) {
-    return `${common_ETC_DIR}/${app}-postgresql-ca.pem`;
-}
-/** Made anew when it expires within this many days (the alert warns before, at alert-certificate-days). */
-const SERVICE_TLS_RENEW_DAYS = 30;
-const SERVICE_TLS_VALID_DAYS = 3650;
-/**
- * On the service's host, before the items (the app hosts need its certificate
- * in the same run): makes the certificate when missing, not for this address,
- * or expiring within SERVICE_TLS_RENEW_DAYS (not in check mode), and prints it.
- * One in use is replaced only when every app host is in the run (replace): one
- * left out would keep trusting the old one alone.
- */
-function service_tls_serviceTlsStep(files, address, check, replace = true) {
-    const valid = [
-        sh `[ -s ${files.key} ] && [ -s ${files.cert} ]`,
-        sh `openssl x509 -noout -checkend ${SERVICE_TLS_RENEW_DAYS * 86400} -in ${files.cert} >/dev/null 2>&1`,
-        sh `[[ "$(openssl x509 -noout -checkip ${address} -in ${files.cert} 2>/dev/null)" == *'does match'* ]]`,
-    ].join(' && ');
-    return step(`the ${files.service} TLS certificate`, script(check
-        ? null
-        : script(sh `if ! command -v openssl >/dev/null; then echo ${`openssl is missing: the ${files.service} TLS certificate is made with it (apt-get install openssl)`} >&2; exit 1; fi`, sh `if [ ! -d ${ETC_DIR} ]; then install -d -m 755 -o root -g root ${ETC_DIR}; fi`, sh `if [ ! -d ${files.dir} ]; then install -d -m 750 -o root -g root ${files.dir}; fi`, `if ! { ${valid}; }${replace ? '' : sh ` && [ ! -s ${files.cert} ]`}; then`, 
-        // CN is the address too: libpq before 14 matches the host against the CN alone when the SAN has no DNS name.
-        sh `  (umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days ${String(SERVICE_TLS_VALID_DAYS)} -subj ${`/O=metalship ${files.service}/CN=${address}`} -addext ${'subjectAltName=IP:' + address + ',IP:127.0.0.1'} -addext 'keyUsage=critical,digitalSignature,keyCertSign' -addext 'extendedKeyUsage=serverAuth' -keyout ${files.key + '.new'} -out ${files.cert + '.new'} 2>&1) >&2`, sh `  chmod 644 ${files.cert + '.new'}`, 
-        // The key keeps the group the service reads it through (set by the service's item).
-        sh `  if [ -e ${files.key} ]; then chown --reference=${files.key} ${files.key + '.new'}; chmod --reference=${files.key} ${files.key + '.new'}; fi`, sh `  mv -f ${files.key + '.new'} ${files.key} && mv -f ${files.cert + '.new'} ${files.cert}`, '  echo MADE', 'fi'), `if [ -s ${files.cert} ] && ! { ${valid}; }; then echo STALE; fi`, sh `if [ -s ${files.cert} ]; then cat ${files.cert}; fi`), (stdout) => ({
-        certificate: /-----BEGIN CERTIFICATE-----\n[\s\S]+?\n-----END CERTIFICATE-----\n/.exec(stdout)?.[0] ?? null,
-        made: /^MADE$/m.test(stdout),
-        stale: /^STALE$/m.test(stdout),
-    }));
-}
-/**
- * On the service's host, in its item: the service reads the key through its
- * group. Missing files fail the item (not in check mode); a new certificate
- * sets `$tls_made` for the item to reload or restart the service.
- */
-function service_tls_serviceTlsLines(files, group, tls) {
-    return [
-        sh `if [ "$CHECK" != 1 ] && { [ ! -s ${files.cert} ] || [ ! -s ${files.key} ]; }; then echo ${`the ${files.service} TLS certificate is missing from ${files.dir}`} >&2; exit 1; fi`,
-        sh `if [ -d ${files.dir} ] && [ "$(stat -c %a:%U:%G ${files.dir} ${files.key} 2>/dev/null | tr '\\n' ' ')" != ${`750:root:${group} 640:root:${group} `} ]; then ms_changed ${`${files.service} may read its TLS key`}; ms_apply chown ${'root:' + group} ${files.dir} ${files.key}; ms_apply chmod 750 ${files.dir}; ms_apply chmod 640 ${files.key}; fi`,
-        tls?.made ? 'ms_changed "TLS certificate made"; tls_made=1' : 'tls_made=0',
-        tls?.stale
-            ? sh `ms_warn ${`the TLS certificate expires within ${SERVICE_TLS_RENEW_DAYS} days or is not for this address: provision with every app host in the run to replace it (one left out would keep trusting the old one)`}`
-            : null,
-    ]
-        .filter((l) => l !== null)
-        .join('\n');
-}
-/**
- * On an app host whose service is on a host of its own: that host's
- * certificate at `path`, the one CA its URL trusts. Unknown (the host is not in
- * this run, or check mode before it has one): the file is left as it is.
- */
-function service_tls_serviceCaLines(files, path, where, tls) {
-    return [
-        ensureEtcDir(),
-        tls?.certificate
-            ? [
-                textVar('pem', tls.certificate),
-                sh `ms_file ${path} 644 root:root ${`the certificate of ${where} (${files.service} TLS)`} < <(printf '%s\\n' "$pem")`,
-            ].join('\n')
-            : sh `if [ ! -s ${path} ]; then ms_warn ${`the certificate of ${where} is unknown (not in this run, or made by its first run): provision with it to write ${path}`}; fi`,
-    ].join('\n');
-}
-
-;// CONCATENATED MODULE: ./src/remote/provision/in-use.ts
-// Credentials the app's services log in with: provision must not change one
-// under them (they would fail on their next connection and stay broken until
-// someone deploys). Read as the app user (mstool in-use): the environment of
-// each serving process, and the env files they start from, so that a unit
-// restarting at that moment, or a process that rewrote its own environment,
-// is counted too. Only a hash of each password is printed.
-
-
-
-
-/** The hash the in-use lines carry for a password. */
-function in_use_passwordHash(password) {
-    return createHash('sha256').update(password, 'utf8').digest('hex');
-}
-/**
- * Script lines defining `in_use`, which prints a line per login a serving
- * service of the app uses: `<DATABASE_URL|REDIS_URL> <user, %-encoded> <sha256 of the password> <unit or file>`.
- * Serving: the api slot that takes traffic (the standby keeps the previous
- * release's env for a rollback), the worker and the scheduler.
- */
-function inUseFunction(layout, user) {
-    return [
-        pyToolDefinition(),
-        'in_use() {',
-        '  local u slot sources=()',
-        sh `  slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`,
-        sh `  case "$slot" in blue|green) sources+=(file ${layout.slots}/"$slot"/.env "the $slot api slot's release .env") ;; *) slot='*' ;; esac`,
-        sh `  if [ -e ${layout.current} ]; then sources+=(file ${layout.current}/.env 'the current release .env'); fi`,
-        sh `  for u in $(systemctl list-units --state=active --plain --no-legend --type=service ${`${layout.app}-api@`}"$slot".service ${layout.units.worker} ${layout.units.scheduler} 2>/dev/null | awk '{ print $1 }'); do`,
-        '    sources+=(env "$(systemctl show -p MainPID --value "$u")" "$u")',
-        '  done',
-        sh `  if id -u ${user} >/dev/null 2>&1; then mstool_as ${user} in-use "\${sources[@]}"; fi`,
-        '}',
-    ].join('\n');
-}
-/** Reads, as the app user, what the app's serving services on this host log in with. */
-function inUseStep(layout, user) {
-    return step('reading the credentials the serving services use', [inUseFunction(layout, user), 'in_use'].join('\n'), (out) => out.split('\n').flatMap((line) => {
-        const m = /^(DATABASE_URL|REDIS_URL) (\S+) ([0-9a-f]{64}) (.+)$/.exec(line);
-        return m ? [{ variable: m[1], user: m[2], hash: m[3], unit: m[4] }] : [];
-    }));
-}
-/** The app hosts not read, for a refusal: `the app hosts a, b were not read (limit: …)`. */
-function in_use_unreadNote(elsewhere) {
-    return elsewhere?.unread.length
-        ? `the app hosts ${elsewhere.unread.join(', ')} are not in this run (limit), so which passwords their services log in with is unknown`
-        : '';
-}
-/**
- * Script lines defining `in_use` for an item: this host's logins of `variable`,
- * then the app hosts'. A hash only leaves the runner when `keep` says so (the
- * item compares it with what the host holds already); others become `-`, or
- * the hash of `known` when they match it.
- */
-function in_use_inUseLines(settings, variable, keep) {
-    const local = inUseFunction(settings.layout, settings.user);
-    const logins = settings.elsewhere?.logins.filter((l) => l.variable === variable) ?? [];
-    if (!logins.length)
-        return local;
-    const lines = logins.map((l) => `${l.variable} ${l.user} ${keep(l.hash)} ${l.unit}`).join('\n');
-    return [
-        local.replace(/^in_use\(\) \{$/m, 'in_use_here() {'),
-        textVar('elsewhere', lines),
-        'in_use() { in_use_here; printf \'%s\\n\' "$elsewhere"; }',
-    ].join('\n');
-}
-
-;// CONCATENATED MODULE: ./src/remote/provision/redis.ts
-// Redis: loopback only, the default user off, an ACL user for the app that may
-// not run dangerous commands (ACLs, not the deprecated rename-command),
-// maxmemory (given, or a share of RAM) with allkeys-lru, appendonly. The syntax
-// follows the version found on the host (see RedisSyntax). On a redis host
-// (roles=redis) it listens on loopback and the private address too, over TLS
-// only: a certificate of its own, which the app hosts trust alone (see redisTlsStep).
-
-
-
-
-
-const REDIS_CONF = '/etc/redis/redis.conf';
-const REDIS_DROPIN = '/etc/redis/metalship.conf';
-const REDIS_ACL = '/etc/redis/users.acl';
-/**
- * metalship's own Redis user: with it provision loads an ACL change (ACL LOAD)
- * instead of restarting Redis, which would fail every client's next request.
- * Its password is made on the host and stays there, root's (600, in a
- * directory only root can write: /etc/redis is the redis user's).
- */
-const REDIS_ADMIN = 'metalship-admin';
-const REDIS_ADMIN_SECRET = (/* unused pure expression or super */ null && (`${ETC_DIR}/redis-admin.secret`));
-/** The app whose users the ACL file holds: one app per Redis server (root's, 644). */
-const REDIS_APP = (/* unused pure expression or super */ null && (`${ETC_DIR}/redis-app`));
-/**
- * Refuses, before anything is written, an app other than the one whose users
- * the ACL file holds: the file is written whole, so provisioning a second app
- * would take the first app's Redis user away.
- */
-function oneAppPerRedis(app) {
-    return script(sh `redis_app=$(cat ${REDIS_APP} 2>/dev/null || true)`, sh `if [ -n "$redis_app" ] && [ "$redis_app" != ${app} ]; then`, sh `  echo "Redis on this host serves the app $redis_app"${`: its ACL file holds that app's users, and provisioning ${app} would replace them. Give ${app} a Redis server of its own (a roles=redis host), or set redis: false and point its REDIS_URL at the one it has. Nothing was changed.`} >&2`, '  exit 1', 'fi').trimEnd();
-}
-/** Records the app whose users the ACL file holds, when none is (see oneAppPerRedis). */
-function recordRedisApp(app) {
-    return sh `if [ -z "$redis_app" ] && [ "$CHECK" != 1 ]; then printf '%s\n' ${app} > ${REDIS_APP}.new && mv -f ${REDIS_APP}.new ${REDIS_APP}; fi`;
-}
-/**
- * The redis host's TLS certificate and key (see service-tls.ts). Redis reads
- * the key through its group (set by the redis item, once the package has made that group).
- */
-const REDIS_TLS_FILES = serviceTlsFiles('Redis', 'redis');
-const REDIS_TLS_DIR = REDIS_TLS_FILES.dir;
-const REDIS_TLS_CERT = REDIS_TLS_FILES.cert;
-const REDIS_TLS_KEY = REDIS_TLS_FILES.key;
-/** On an app host: the redis host's certificate, the one CA its REDIS_URL trusts (`?ssl_ca_certs=`). */
-function redisCaPath(app) {
-    return `${common_ETC_DIR}/${app}-redis-ca.pem`;
-}
-/** The redis host's certificate, made before the items (see serviceTlsStep). */
-function redisTlsStep(address, check, replace = true) {
-    return serviceTlsStep(REDIS_TLS_FILES, address, check, replace);
-}
-/** On an app host whose Redis is on a redis host: that host's certificate in redisCaPath, the CA of its REDIS_URL. */
-function redisCaItem(settings) {
-    const path = redisCaPath(settings.layout.app);
-    const where = settings.topology.redis.label;
-    return {
-        name: 'redis',
-        script: itemScript(settings.check, sh `echo ${`note on ${where} (roles=redis), over TLS: REDIS_URL=rediss://…?ssl_ca_certs=${path}`}`, serviceCaLines(REDIS_TLS_FILES, path, where, settings.redis.tls)),
-    };
-}
-/**
- * The ACL file: passwords only as SHA-256, never in clear on disk. During a
- * rotation the user has two (Redis accepts any of a user's passwords).
- */
-function aclFile(user, passwords, syntax = '6.2') {
-    // A second `user default` line would be the default user again, on: Redis refuses the file.
-    if (user === 'default')
-        throw new Error("redis-user cannot be 'default': that user is turned off");
-    if (user === REDIS_ADMIN)
-        throw new Error(`redis-user cannot be '${REDIS_ADMIN}': that user is metalship's`);
-    const hashes = [...new Set(passwords.filter(Boolean).map(passwordHash))].map((h) => `#${h}`).join(' ');
-    const channels = syntax === '6.2';
-    return `user default off${channels ? ' resetchannels' : ''} -@all
-user ${bareWord(user, 'the Redis ACL file')} on ${hashes} ~*${channels ? ' &*' : ''} +@all -@dangerous
-`;
-}
-/**
- * Refuses, before anything is written, a change that would take away the Redis
- * password the app's running services log in with (one the ACL accepts now).
- */
-function keepsPasswordsInUse(settings) {
-    const accepted = [settings.redis.password, settings.redis.previousPassword]
-        .filter(Boolean)
-        .map(passwordHash);
-    const unread = unreadNote(settings.elsewhere);
-    return [
-        sh `accepted=${` ${accepted.join(' ')} `}`,
-        unread
-            ? [
-                // A password the ACL accepts now and would not after: some unread service may use it.
-                'while read -r hash; do',
-                '  if [ -n "$hash" ] && [[ "$accepted" != *" $hash "* ]]; then',
-                sh `    echo ${unread + ': changing or removing a Redis password they may log in with needs them in the run. Nothing was changed.'} >&2`,
-                '    exit 1',
-                '  fi',
-                sh `done < <(awk -v u=${settings.redis.user} '$1 == "user" && $2 == u { for (i = 3; i <= NF; i++) if ($i ~ /^#/) print substr($i, 2) }' ${REDIS_ACL} 2>/dev/null)`,
-            ].join('\n')
-            : null,
-        // The app hosts' hashes as they are: the ACL file holds the SHA-256 of each password Redis accepts.
-        inUseLines(settings, 'REDIS_URL', (h) => h),
-        'while read -r var user hash unit; do',
-        sh `  if [ "$var" != REDIS_URL ] || { [ "$user" = ${settings.redis.user} ] && [[ "$accepted" == *" $hash "* ]]; }; then continue; fi`,
-        // Refused only when Redis accepts that login now: a login already failing is not this change's doing.
-        sh `  if awk -v u="$user" -v h="#$hash" '$1 == "user" && $2 == u { for (i = 3; i <= NF; i++) if ($i == h) f = 1 } END { exit !f }' ${REDIS_ACL} 2>/dev/null; then`,
-        sh `    echo "$unit logs in to Redis as $user with a password this change would take away (REDIS_URL): it would fail on its next connection. Rotate without a failed request: provision with the new redis-password and the old one as redis-previous-password, deploy the app with the new REDIS_URL, then provision again without redis-previous-password. Nothing was changed." >&2`,
-        '    exit 1',
-        '  fi',
-        'done < <(in_use)',
-    ]
-        .filter((l) => l !== null)
-        .join('\n');
-}
-/** Loopback, IPv6 where the host has it; and the private address on the redis host (not optional: it must listen there). */
-function redisBind(syntax, own = null) {
-    return `${syntax === '6.2' ? '127.0.0.1 -::1' : '127.0.0.1 ::1'}${own ? ` ${own}` : ''}`;
-}
-/**
- * Sets redis_syntax from the installed redis-server, or stops the item before
- * anything is written when provision does not know how to configure it.
- */
-const REDIS_VERSION_LINES = [
-    "redis_version=$(redis-server --version 2>/dev/null | sed -n 's/.* v=\\([0-9][0-9]*\\.[0-9][0-9.]*\\) .*/\\1/p')",
-    'if [ -z "$redis_version" ] || dpkg --compare-versions "$redis_version" lt 6.0; then',
-    '  echo "redis-server ${redis_version:-of unknown version (redis-server --version says: $(redis-server --version 2>&1 | head -c 200))} is not supported: provision needs Redis 6.0 or newer (ACL users); nothing was changed" >&2; exit 1',
-    'fi',
-    'if dpkg --compare-versions "$redis_version" lt 6.2; then redis_syntax=6.0; else redis_syntax=6.2; fi',
-].join('\n');
-/** On a redis host: TLS on the Redis port, nothing in plain; clients are not asked for certificates (they log in with the ACL password). */
-const TLS_SETTINGS = [
-    'port 0',
-    'tls-port 6379',
-    `tls-cert-file ${REDIS_TLS_CERT}`,
-    `tls-key-file ${REDIS_TLS_KEY}`,
-    // Redis 6.0 wants a CA even when it asks clients for no certificate.
-    `tls-ca-cert-file ${REDIS_TLS_CERT}`,
-    'tls-auth-clients no',
-    'tls-protocols "TLSv1.2 TLSv1.3"',
-];
-/**
- * The redis host's certificate, as redisTlsStep made it: Redis reads the key
- * through its group; a new certificate restarts it. A build without TLS is
- * refused before anything is written.
- */
-function redisTlsLines(tls) {
-    return [
-        // Read whole, not piped to grep -q: under pipefail, ldd killed by SIGPIPE would read as no TLS.
-        'case "$(ldd "$(command -v redis-server)" 2>/dev/null)" in *libssl*) ;; *)',
-        '  echo "redis-server $redis_version was built without TLS: a redis host (roles=redis) serves the app hosts over TLS only. Nothing was changed." >&2; exit 1;;',
-        'esac',
-        serviceTlsLines(REDIS_TLS_FILES, 'redis', tls),
-        'if [ "$tls_made" = 1 ]; then restart=1; fi',
-    ].join('\n');
-}
-function redisItem(settings) {
-    const redis = settings.redis;
-    const maxmemory = redis.maxmemory
-        ? quote(redis.maxmemory)
-        : `$(awk '/^MemTotal:/ { printf "%d", $2 * 1024 * ${redis.memoryPercent} / 100 }' /proc/meminfo)`;
-    const tls = settings.serves.redis;
-    // metalship's own checks: over TLS where Redis serves nothing else (trusting its certificate alone).
-    const cli = `redis-cli -h 127.0.0.1${tls ? sh ` --tls --cacert ${REDIS_TLS_CERT}` : ''}`;
-    return {
-        name: 'redis',
-        // Before Redis is installed, only another app's claim on it refuses: no password is accepted yet.
-        precheck: [
-            oneAppPerRedis(settings.layout.app),
-            'if command -v redis-server >/dev/null; then',
-            REDIS_VERSION_LINES,
-            keepsPasswordsInUse(settings),
-            'fi',
-        ].join('\n'),
-        script: itemScript(settings.check, oneAppPerRedis(settings.layout.app), 'ms_install redis-server', REDIS_VERSION_LINES, keepsPasswordsInUse(settings), 'restart=0', 'acl_changed=0', tls ? redisTlsLines(settings.redis.tls ?? null) : null, ensureEtcDir(), recordRedisApp(settings.layout.app), sh `if [ ! -s ${REDIS_ADMIN_SECRET} ] && [ "$CHECK" != 1 ]; then (umask 077 && head -c 32 /dev/urandom | base64 -w0 > ${REDIS_ADMIN_SECRET + '.new'}) && mv -f ${REDIS_ADMIN_SECRET + '.new'} ${REDIS_ADMIN_SECRET}; fi`, sh `admin_hash=$(if [ -s ${REDIS_ADMIN_SECRET} ]; then sha256sum < ${REDIS_ADMIN_SECRET} | cut -d ' ' -f 1; fi)`, ...['6.0', '6.2'].map((syntax) => [
-            sh `if [ "$redis_syntax" = ${syntax} ]; then`,
-            textVar('acl', aclFile(redis.user, [redis.password, redis.previousPassword], syntax)),
-            sh `  ms_file ${REDIS_ACL} 640 redis:redis ${'Redis ACL users'} < <(printf '%s\n' "$acl"; if [ -n "$admin_hash" ]; then printf 'user %s on #%s ~*%s +@all\n' ${REDIS_ADMIN} "$admin_hash" ${syntax === '6.2' ? ' &*' : ''}; fi)`,
-            '  if [ "$MS_WROTE" = 1 ]; then acl_changed=1; fi',
-            sh `  redis_bind=${redisBind(syntax, settings.serves.redis ? (settings.topology.redis?.address ?? null) : null)}`,
-            'fi',
-        ].join('\n')), `maxmemory=${maxmemory}`, sh `ms_file ${REDIS_DROPIN} 640 redis:redis ${'Redis settings'} < <(printf '%s\\n' '# Managed by metalship.' "bind $redis_bind" 'protected-mode yes' ${tls ? TLS_SETTINGS : ['port 6379']} "maxmemory $maxmemory" 'maxmemory-policy allkeys-lru' 'appendonly yes' ${'aclfile ' + REDIS_ACL})`, 'if [ "$MS_WROTE" = 1 ]; then restart=1; fi', 
-        // Included last, so its values override the packaged file's.
-        sh `if [ "$(grep -v '^[[:space:]]*\\(#\\|$\\)' ${REDIS_CONF} | tail -n 1)" != ${'include ' + REDIS_DROPIN} ]; then`, sh `  ms_changed "Redis includes the metalship settings last"`, sh `  if [ "$CHECK" != 1 ]; then sed -i ${'\\#^include ' + REDIS_DROPIN + '$#d'} ${REDIS_CONF}; printf '\\n%s\\n' ${'include ' + REDIS_DROPIN} >> ${REDIS_CONF}; restart=1; fi`, 'fi', 'if [ "$CHECK" != 1 ]; then', '  if [ "$restart" = 1 ] || ! systemctl is-active --quiet redis-server; then systemctl enable --quiet redis-server; systemctl restart redis-server;', 
-        // Only the users changed: loaded in place, no client loses its connection (a restart only when Redis does not know our user yet).
-        sh `  elif [ "$acl_changed" = 1 ] && [ "$(REDISCLI_AUTH=$(cat ${REDIS_ADMIN_SECRET}) ${raw(cli)} --no-auth-warning --user ${REDIS_ADMIN} ACL LOAD 2>&1)" != OK ]; then systemctl restart redis-server; fi`, 
-        // The app's user must work, and nobody else may run anything.
-        `  for _ in $(seq 1 20); do ${cli} ping >/dev/null 2>&1 && break; sleep 0.5; done`, sh `  if [ "$(REDISCLI_AUTH=${redis.password} ${raw(cli)} --no-auth-warning --user ${redis.user} ping 2>&1)" != PONG ]; then echo "the app's Redis user cannot log in after the change" >&2; exit 1; fi`, `  case "$(${cli} ping 2>&1)" in *NOAUTH*|*NOPERM*|*WRONGPASS*|*"authentication"*) ;; *) echo "Redis still answers unauthenticated clients" >&2; exit 1;; esac`, 'fi'),
-    };
-}
-
 ;// CONCATENATED MODULE: ./src/inputs/checks.ts
 // Inputs that must agree with each other, checked on typed settings: each check
 // names the inputs it reads, and each action (src/inputs/actions.ts) lists the
 // checks that apply to it. Messages name the input, the problem and what is expected.
-
 
 
 
@@ -78198,66 +78353,10 @@ function scratchCheck(s) {
         ]
         : [];
 }
-/**
- * A URL's parts as a client reads them: the hosts of its authority (libpq
- * takes a list: a,b:5433,[::1]), its path and its query. Read by hand: the
- * WHATWG parser refuses what libpq takes (credentials with no host, host lists).
- */
-function urlParts(url) {
-    const m = /^([A-Za-z][\w+.-]*):\/\/(?:[^@/?#]*@)?([^/?#]*)([^?#]*)(?:\?([^#]*))?/.exec(url);
-    if (!m)
-        return null;
-    const hosts = m[2]
-        .split(',')
-        .map((h) => decodeURIComponent(h.replace(/^\[([^\]]*)\].*$|:\d*$/, '$1')))
-        .filter(Boolean);
-    return { scheme: m[1], authority: m[2], hosts, path: m[3], query: new URLSearchParams(m[4] ?? '') };
-}
-/**
- * A redis host serves TLS alone: a REDIS_URL to its address must say rediss://
- * and trust its certificate, which provision writes to redisCaPath on each app host.
- */
-function redisUrlProblem(settings) {
-    const redis = topology(settings.hosts).redis;
-    const url = settings.env.values.REDIS_URL;
-    const at = url ? urlParts(url) : null;
-    if (!redis || !settings.redis || !at || !at.hosts.includes(redis.address))
-        return null;
-    const ca = redisCaPath(settings.app);
-    if (at.scheme === 'rediss' && at.query.getAll('ssl_ca_certs').join('\n') === ca)
-        return null;
-    return `Input 'env': REDIS_URL points at the redis host ${redis.label} (${redis.address}), which serves Redis over TLS only, trusting its own certificate; expected rediss://<user>:<password>@${at.authority}${at.path}?ssl_ca_certs=${ca} (provision writes that certificate there on each app host).`;
-}
-/**
- * A db host serves its own certificate: a DATABASE_URL to its address must
- * verify it (sslmode=verify-full) against the copy provision writes to
- * postgresqlCaPath on each app host. Anything less lets a machine on the
- * private network stand in for the database and read the password.
- */
-function databaseUrlProblem(settings) {
-    const db = topology(settings.hosts).db;
-    const url = settings.env.values.DATABASE_URL;
-    const at = url ? urlParts(url) : null;
-    if (!db || !settings.postgresql || !at)
-        return null;
-    const query = at.query;
-    // libpq reads host (and hostaddr) from the query too, over the URL's own.
-    const named = [...query.getAll('host'), ...query.getAll('hostaddr')].flatMap((h) => h.split(','));
-    if (![...at.hosts, ...named].includes(db.address))
-        return null;
-    const ca = postgresqlCaPath(settings.app);
-    // libpq takes the last of a repeated parameter; a URL saying two things is refused.
-    const one = (name) => (query.getAll(name).length === 1 ? query.get(name) : null);
-    if (one('sslmode') === 'verify-full' && one('sslrootcert') === ca)
-        return null;
-    return `Input 'env': DATABASE_URL points at the db host ${db.label} (${db.address}), which serves PostgreSQL with a certificate of its own that the app hosts must verify; expected ${at.scheme}://<user>:<password>@${at.authority}${at.path}?sslmode=verify-full&sslrootcert=${ca} (provision writes that certificate there on each app host).`;
-}
 /** Provision's inputs that depend on each other. */
 function provisionCheck(settings) {
     const problems = [];
-    for (const problem of [redisUrlProblem(settings), databaseUrlProblem(settings)])
-        if (problem)
-            problems.push(problem);
+    problems.push(...serviceUrlCheck(settings));
     for (const item of settings.limit) {
         // As written only: src/actions/provision.ts selects the limited hosts by label.
         if (!ROLES.includes(item) && !settings.hosts.some((h) => h.label === item))
@@ -78843,6 +78942,7 @@ function runtimeDefaults(app) {
 
 
 
+
 // backup-verify names its two hosts itself (backup-host, restore-host) and takes no deploy lock.
 const { hosts: _hosts, 'lock-timeout': actions_lock, ...backupVerifyConnection } = connectionInputs;
 void _hosts;
@@ -78873,7 +78973,12 @@ const actions = {
             'bytes-uploaded': { description: 'Bytes sent to each host for the code (summed over hosts).' },
             ...commonOutputs,
         },
-        check: (s) => [...connectionCheck(s.hosts, s), ...rolesCheck(s), ...appUserCheck(s.hosts, s)],
+        check: (s) => [
+            ...connectionCheck(s.hosts, s),
+            ...rolesCheck(s),
+            ...appUserCheck(s.hosts, s),
+            ...serviceUrlCheck(s),
+        ],
     }),
     switch: defineAction({
         name: 'switch',
@@ -78977,7 +79082,7 @@ const actions = {
             },
             ...commonOutputs,
         },
-        check: (s) => [...migratingHostsCheck(s), ...directoriesCheck(s)],
+        check: (s) => [...migratingHostsCheck(s), ...directoriesCheck(s), ...serviceUrlCheck(s)],
     }),
     'backup-verify': defineAction({
         name: 'backup-verify',

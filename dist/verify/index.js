@@ -77880,74 +77880,100 @@ function parseItemOutput(code, stdout, stderr) {
 }
 
 ;// CONCATENATED MODULE: ./src/remote/provision/service-tls.ts
-// The certificate a redis or db host serves its app hosts with over the private
-// network: self-signed, for its private address and loopback, made on the host
-// (the key never leaves it) and trusted alone by the app hosts, which provision
-// gives a copy in the same run. No public CA names a private address, and a
+// The TLS a redis or db host serves its app hosts with over the private
+// network: a CA of the host's own (its key never leaves the host and no service
+// reads it) and a server certificate it signs, for the host's private
+// addresses and loopback. The app hosts trust that CA alone; provision gives
+// them a copy in the same run. No public CA names a private address, and a
 // certificate any CA could issue would be trusted for more than this host.
+// Because the app hosts trust the CA, not the server certificate, renewing the
+// server certificate (expiry, another address) needs nothing of them: no app
+// host, of this app or another one sharing the host, loses its connections.
 
 
 
 function serviceTlsFiles(service, name) {
     const dir = `${common_ETC_DIR}/${name}-tls`;
-    return { service, dir, cert: `${dir}/cert.pem`, key: `${dir}/key.pem` };
+    return {
+        service,
+        dir,
+        ca: `${dir}/ca.pem`,
+        caKey: `${dir}/ca.key`,
+        cert: `${dir}/cert.pem`,
+        key: `${dir}/key.pem`,
+    };
 }
 /**
- * On an app host: the db host's certificate, the one root its DATABASE_URL
- * trusts (`sslrootcert=`). Here, not in postgresql.ts, so that the input checks
+ * On an app host: the db host's CA, the one root its DATABASE_URL trusts
+ * (`sslrootcert=`). Here, not in postgresql.ts, so that the input checks
  * read it without the backup programs that module bundles.
  */
 function postgresqlCaPath(app) {
     return `${common_ETC_DIR}/${app}-postgresql-ca.pem`;
 }
-/** Made anew when it expires within this many days (the alert warns before, at alert-certificate-days). */
+/** The server certificate is made anew when it expires within this many days (the alert warns before, at alert-certificate-days). */
 const SERVICE_TLS_RENEW_DAYS = 30;
-const SERVICE_TLS_VALID_DAYS = 3650;
+const SERVER_VALID_DAYS = 3650;
+const CA_VALID_DAYS = 7300;
 /**
- * On the service's host, before the items (the app hosts need its certificate
- * in the same run): makes the certificate when missing, not for this address,
- * or expiring within SERVICE_TLS_RENEW_DAYS (not in check mode), and prints it.
- * One in use is replaced only when every app host is in the run (replace): one
- * left out would keep trusting the old one alone.
+ * On the service's host, before the items (the app hosts need its CA in the
+ * same run). Not in check mode: makes the CA when missing or expiring within
+ * SERVICE_TLS_RENEW_DAYS, and the server certificate when missing, expiring,
+ * not for this address or not signed by the CA (keeping the addresses it had:
+ * another app may reach the host at one of them). A CA in use, or the
+ * self-signed certificate of before, is replaced only when every app host is
+ * in the run (replace): one left out would keep trusting the old one alone.
+ * Prints the certificate the app hosts trust.
  */
 function service_tls_serviceTlsStep(files, address, check, replace = true) {
-    const valid = [
-        sh `[ -s ${files.key} ] && [ -s ${files.cert} ]`,
-        sh `openssl x509 -noout -checkend ${SERVICE_TLS_RENEW_DAYS * 86400} -in ${files.cert} >/dev/null 2>&1`,
-        sh `[[ "$(openssl x509 -noout -checkip ${address} -in ${files.cert} 2>/dev/null)" == *'does match'* ]]`,
-    ].join(' && ');
-    return step(`the ${files.service} TLS certificate`, script(check
-        ? null
-        : script(sh `if ! command -v openssl >/dev/null; then echo ${`openssl is missing: the ${files.service} TLS certificate is made with it (apt-get install openssl)`} >&2; exit 1; fi`, sh `if [ ! -d ${ETC_DIR} ]; then install -d -m 755 -o root -g root ${ETC_DIR}; fi`, sh `if [ ! -d ${files.dir} ]; then install -d -m 750 -o root -g root ${files.dir}; fi`, `if ! { ${valid}; }${replace ? '' : sh ` && [ ! -s ${files.cert} ]`}; then`, 
+    const renew = String(SERVICE_TLS_RENEW_DAYS * 86400);
+    const ec = raw('-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes');
+    const replacing = raw(replace ? 'true' : 'false');
+    return step(`the ${files.service} TLS certificate`, script(sh `ca_valid() { [ -s ${files.caKey} ] && [ -s ${files.ca} ] && openssl x509 -noout -checkend ${renew} -in ${files.ca} >/dev/null 2>&1; }`, sh `server_valid() { [ -s ${files.key} ] && [ -s ${files.cert} ] && openssl x509 -noout -checkend ${renew} -in ${files.cert} >/dev/null 2>&1 && [[ "$(openssl x509 -noout -checkip ${address} -in ${files.cert} 2>/dev/null)" == *'does match'* ]] && openssl verify -CAfile ${files.ca} ${files.cert} >/dev/null 2>&1; }`, check
+        ? script(sh `if ! ca_valid && { ${replacing} || [ ! -s ${files.cert} ]; }; then echo RENEW; elif ca_valid && ! server_valid; then echo RENEW; fi`)
+        : script(sh `if ! command -v openssl >/dev/null; then echo ${`openssl is missing: the ${files.service} TLS certificate is made with it (apt-get install openssl)`} >&2; exit 1; fi`, sh `if [ ! -d ${ETC_DIR} ]; then install -d -m 755 -o root -g root ${ETC_DIR}; fi`, sh `if [ ! -d ${files.dir} ]; then install -d -m 750 -o root -g root ${files.dir}; fi`, 
+        // No CA (a host set up before there was one: its server certificate is what the app hosts trust) or one expiring.
+        sh `if ! ca_valid && { ${replacing} || [ ! -s ${files.cert} ]; }; then`, sh `  (umask 077 && openssl req -x509 ${ec} -days ${String(CA_VALID_DAYS)} -subj ${`/O=metalship ${files.service}/CN=metalship ${files.service} CA ${address}`} -addext 'basicConstraints=critical,CA:TRUE,pathlen:0' -addext 'keyUsage=critical,keyCertSign,cRLSign' -keyout ${files.caKey + '.new'} -out ${files.ca + '.new'} 2>&1) >&2`, sh `  chmod 644 ${files.ca + '.new'}`, sh `  mv -f ${files.caKey + '.new'} ${files.caKey} && mv -f ${files.ca + '.new'} ${files.ca}`, 'fi', 'if ca_valid && ! server_valid; then', 
+        // The addresses it was for stay: another app may reach this host at one of them.
+        sh `  sans=$({ if [ -s ${files.cert} ]; then openssl x509 -noout -ext subjectAltName -in ${files.cert} 2>/dev/null | grep -o 'IP Address:[0-9A-Fa-f.:]*' | cut -d : -f 2-; fi; echo ${address}; echo 127.0.0.1; } | sort -u | sed 's/^/IP:/' | paste -sd ,)`, sh `  work=$(mktemp -d -p ${files.dir})`, "  printf '%s\\n' \"subjectAltName=$sans\" 'basicConstraints=critical,CA:FALSE' 'keyUsage=critical,digitalSignature' 'extendedKeyUsage=serverAuth' > \"$work/ext\"", 
         // CN is the address too: libpq before 14 matches the host against the CN alone when the SAN has no DNS name.
-        sh `  (umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days ${String(SERVICE_TLS_VALID_DAYS)} -subj ${`/O=metalship ${files.service}/CN=${address}`} -addext ${'subjectAltName=IP:' + address + ',IP:127.0.0.1'} -addext 'keyUsage=critical,digitalSignature,keyCertSign' -addext 'extendedKeyUsage=serverAuth' -keyout ${files.key + '.new'} -out ${files.cert + '.new'} 2>&1) >&2`, sh `  chmod 644 ${files.cert + '.new'}`, 
+        sh `  (umask 077 && openssl req -new ${ec} -subj ${`/O=metalship ${files.service}/CN=${address}`} -keyout "$work/key.pem" -out "$work/csr.pem" 2>&1) >&2`, sh `  openssl x509 -req -in "$work/csr.pem" -CA ${files.ca} -CAkey ${files.caKey} -set_serial "0x$(openssl rand -hex 16)" -days ${String(SERVER_VALID_DAYS)} -extfile "$work/ext" -out "$work/cert.pem" 2>&1 >&2`, '  chmod 644 "$work/cert.pem"', 
         // The key keeps the group the service reads it through (set by the service's item).
-        sh `  if [ -e ${files.key} ]; then chown --reference=${files.key} ${files.key + '.new'}; chmod --reference=${files.key} ${files.key + '.new'}; fi`, sh `  mv -f ${files.key + '.new'} ${files.key} && mv -f ${files.cert + '.new'} ${files.cert}`, '  echo MADE', 'fi'), `if [ -s ${files.cert} ] && ! { ${valid}; }; then echo STALE; fi`, sh `if [ -s ${files.cert} ]; then cat ${files.cert}; fi`), (stdout) => ({
+        sh `  if [ -e ${files.key} ]; then chown --reference=${files.key} "$work/key.pem"; chmod --reference=${files.key} "$work/key.pem"; fi`, sh `  mv -f "$work/key.pem" ${files.key} && mv -f "$work/cert.pem" ${files.cert}`, '  rm -rf -- "$work"', '  echo MADE', 'fi'), sh `if ! ca_valid && [ -s ${files.cert} ]; then echo STALE; fi`, sh `if [ -s ${files.ca} ]; then cat ${files.ca}; elif [ -s ${files.cert} ]; then cat ${files.cert}; fi`), (stdout) => ({
         certificate: /-----BEGIN CERTIFICATE-----\n[\s\S]+?\n-----END CERTIFICATE-----\n/.exec(stdout)?.[0] ?? null,
         made: /^MADE$/m.test(stdout),
         stale: /^STALE$/m.test(stdout),
+        renew: /^RENEW$/m.test(stdout),
     }));
 }
 /**
- * On the service's host, in its item: the service reads the key through its
- * group. Missing files fail the item (not in check mode); a new certificate
- * sets `$tls_made` for the item to reload or restart the service.
+ * On the service's host, in its item: the service reads the server key
+ * through its group; the CA's key is root's alone. Missing files fail the item
+ * (not in check mode). `$tls_made` is set for the item to reload or restart the
+ * service when what it serves is not the server certificate on disk (read from
+ * the service itself with `openssl s_client <probe>`): a run that made one and
+ * was stopped before the reload is mended by the next.
  */
-function service_tls_serviceTlsLines(files, group, tls) {
+function service_tls_serviceTlsLines(files, group, tls, probe) {
     return [
         sh `if [ "$CHECK" != 1 ] && { [ ! -s ${files.cert} ] || [ ! -s ${files.key} ]; }; then echo ${`the ${files.service} TLS certificate is missing from ${files.dir}`} >&2; exit 1; fi`,
-        sh `if [ -d ${files.dir} ] && [ "$(stat -c %a:%U:%G ${files.dir} ${files.key} 2>/dev/null | tr '\\n' ' ')" != ${`750:root:${group} 640:root:${group} `} ]; then ms_changed ${`${files.service} may read its TLS key`}; ms_apply chown ${'root:' + group} ${files.dir} ${files.key}; ms_apply chmod 750 ${files.dir}; ms_apply chmod 640 ${files.key}; fi`,
-        tls?.made ? 'ms_changed "TLS certificate made"; tls_made=1' : 'tls_made=0',
+        sh `if [ -d ${files.dir} ] && [ "$(stat -c %a:%U:%G ${files.dir} ${files.key} 2>/dev/null | tr '\n' ' ')" != ${`750:root:${group} 640:root:${group} `} ]; then ms_changed ${`${files.service} may read its TLS key`}; ms_apply chown ${'root:' + group} ${files.dir} ${files.key}; ms_apply chmod 750 ${files.dir}; ms_apply chmod 640 ${files.key}; fi`,
+        sh `if [ -e ${files.caKey} ] && [ "$(stat -c %a:%U:%G ${files.caKey})" != 600:root:root ]; then ms_changed ${`the ${files.service} CA key is root's alone`}; ms_apply chown root:root ${files.caKey}; ms_apply chmod 600 ${files.caKey}; fi`,
+        tls?.made ? 'ms_changed "TLS certificate made"' : null,
+        tls?.renew ? 'ms_changed "TLS certificate made anew"' : null,
+        'tls_made=0',
+        `served=$(timeout 10 openssl s_client ${probe} </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256 2>/dev/null || true)`,
+        sh `if [ -s ${files.cert} ] && [ "$served" != "$(openssl x509 -noout -fingerprint -sha256 -in ${files.cert})" ]; then ms_changed ${`${files.service} serves its current TLS certificate`}; tls_made=1; fi`,
         tls?.stale
-            ? sh `ms_warn ${`the TLS certificate expires within ${SERVICE_TLS_RENEW_DAYS} days or is not for this address: provision with every app host in the run to replace it (one left out would keep trusting the old one)`}`
+            ? sh `ms_warn ${`the TLS CA expires within ${SERVICE_TLS_RENEW_DAYS} days, or this host still has the self-signed certificate of before: provision with every app host in the run to replace it (one left out would keep trusting the old one)`}`
             : null,
     ]
         .filter((l) => l !== null)
         .join('\n');
 }
 /**
- * On an app host whose service is on a host of its own: that host's
- * certificate at `path`, the one CA its URL trusts. Unknown (the host is not in
+ * On an app host whose service is on a host of its own: that host's CA at
+ * `path`, the one its URL trusts. Unknown (the host is not in
  * this run, or check mode before it has one): the file is left as it is.
  */
 function service_tls_serviceCaLines(files, path, where, tls) {
@@ -77956,7 +77982,7 @@ function service_tls_serviceCaLines(files, path, where, tls) {
         tls?.certificate
             ? [
                 textVar('pem', tls.certificate),
-                sh `ms_file ${path} 644 root:root ${`the certificate of ${where} (${files.service} TLS)`} < <(printf '%s\\n' "$pem")`,
+                sh `ms_file ${path} 644 root:root ${`the CA of ${where} (${files.service} TLS)`} < <(printf '%s\\n' "$pem")`,
             ].join('\n')
             : sh `if [ ! -s ${path} ]; then ms_warn ${`the certificate of ${where} is unknown (not in this run, or made by its first run): provision with it to write ${path}`}; fi`,
     ].join('\n');
@@ -78181,7 +78207,8 @@ function redisTlsLines(tls) {
         'case "$(ldd "$(command -v redis-server)" 2>/dev/null)" in *libssl*) ;; *)',
         '  echo "redis-server $redis_version was built without TLS: a redis host (roles=redis) serves the app hosts over TLS only. Nothing was changed." >&2; exit 1;;',
         'esac',
-        serviceTlsLines(REDIS_TLS_FILES, 'redis', tls),
+        serviceTlsLines(REDIS_TLS_FILES, 'redis', tls, '-connect 127.0.0.1:6379'),
+        sh `redis_ca=${REDIS_TLS_FILES.ca}; if [ ! -s "$redis_ca" ]; then redis_ca=${REDIS_TLS_CERT}; fi`,
         'if [ "$tls_made" = 1 ]; then restart=1; fi',
     ].join('\n');
 }
@@ -78192,7 +78219,8 @@ function redisItem(settings) {
         : `$(awk '/^MemTotal:/ { printf "%d", $2 * 1024 * ${redis.memoryPercent} / 100 }' /proc/meminfo)`;
     const tls = settings.serves.redis;
     // metalship's own checks: over TLS where Redis serves nothing else (trusting its certificate alone).
-    const cli = `redis-cli -h 127.0.0.1${tls ? sh ` --tls --cacert ${REDIS_TLS_CERT}` : ''}`;
+    // The CA that signs its certificate (a host set up before there was one: that self-signed certificate).
+    const cli = `redis-cli -h 127.0.0.1${tls ? ' --tls --cacert "$redis_ca"' : ''}`;
     return {
         name: 'redis',
         // Before Redis is installed, only another app's claim on it refuses: no password is accepted yet.
@@ -78220,11 +78248,138 @@ function redisItem(settings) {
     };
 }
 
+;// CONCATENATED MODULE: ./src/inputs/service-urls.ts
+// The app's DATABASE_URL and REDIS_URL, when they point at the app's db or
+// redis host: those serve TLS with a CA of the host's own, and a client that
+// does not verify it would hand its password to whoever stands in the middle
+// on the private network. Clients read URLs differently (libpq ends the
+// credentials at the first '@' or '/', SQLAlchemy at the first '@', redis-py
+// at the last '@' before the path; libpq and SQLAlchemy read '#' as text,
+// redis-py as a fragment), so every reading is checked: a URL refused under
+// any of them is refused.
+
+
+
+function decoded(text) {
+    try {
+        return decodeURIComponent(text);
+    }
+    catch {
+        return text;
+    }
+}
+/** A host as an address compares: IPv4 in any form inet_aton takes, IPv6 compressed, IPv4-mapped IPv6 as IPv4. */
+function normalHost(host) {
+    const bare = decoded(host).replace(/^\[(.*)\]$/, '$1');
+    try {
+        const name = new URL(`http://${bare.includes(':') ? `[${bare}]` : bare}/`).hostname;
+        const mapped = /^\[::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})\]$/.exec(name);
+        if (mapped) {
+            const [hi, lo] = [parseInt(mapped[1], 16), parseInt(mapped[2], 16)];
+            return [hi >> 8, hi & 255, lo >> 8, lo & 255].join('.');
+        }
+        return name.replace(/^\[(.*)\]$/, '$1');
+    }
+    catch {
+        return bare.toLowerCase();
+    }
+}
+/** The hosts of an authority (libpq takes a list: a,b:5433,[::1]:5434). */
+function authorityHosts(authority) {
+    return authority
+        .split(',')
+        .map((h) => h.replace(/^(\[[^\]]*\]).*$|:[^:]*$/, '$1'))
+        .filter(Boolean);
+}
+function queryParams(query) {
+    return query
+        .split('&')
+        .filter(Boolean)
+        .map((pair) => {
+        const i = pair.indexOf('=');
+        return [decoded(i < 0 ? pair : pair.slice(0, i)), decoded(i < 0 ? '' : pair.slice(i + 1))];
+    });
+}
+/** Every reading of a URL: credentials ending at each '@' (or none), the query with '#' as text and as a fragment. */
+function urlReadings(url) {
+    const m = /^([A-Za-z][\w+.-]*):\/\/(.*)$/s.exec(url);
+    if (!m)
+        return [];
+    const [scheme, rest] = [m[1].toLowerCase(), m[2]];
+    const starts = [0, ...[...rest.matchAll(/@/g)].map((a) => a.index + 1)];
+    return starts.flatMap((start) => {
+        const tail = rest.slice(start);
+        const end = tail.search(/[/?]/);
+        const authority = end < 0 ? tail : tail.slice(0, end);
+        const afterAuthority = end < 0 ? '' : tail.slice(end);
+        const q = afterAuthority.indexOf('?');
+        const query = q < 0 ? '' : afterAuthority.slice(q + 1);
+        const hosts = authorityHosts(authority.split('#')[0]);
+        return [query, query.split('#')[0]].map((text) => {
+            const params = queryParams(text);
+            // libpq takes host and hostaddr from the query too, over the URL's own.
+            const named = params.filter(([k]) => k === 'host' || k === 'hostaddr').flatMap(([, v]) => v.split(','));
+            return { scheme, hosts: [...hosts, ...named], params };
+        });
+    });
+}
+/** A libpq key=value connection string's parameters (values bare or in single quotes, with backslash escapes). */
+function conninfoParams(text) {
+    const params = [];
+    const re = /\s*([A-Za-z_]+)\s*=\s*('((?:[^'\\]|\\.)*)'|\S*)/gy;
+    for (let m = re.exec(text); m; m = re.exec(text))
+        params.push([m[1], m[3] !== undefined ? m[3].replace(/\\(.)/g, '$1') : m[2]]);
+    return params;
+}
+function conninfoReading(text) {
+    if (text.includes('://'))
+        return [];
+    const params = conninfoParams(text);
+    const hosts = params.filter(([k]) => k === 'host' || k === 'hostaddr').flatMap(([, v]) => v.split(','));
+    return hosts.length ? [{ scheme: 'postgresql', hosts, params }] : [];
+}
+/** The one value of a parameter, or null when it is missing or given more than once. */
+function one(params, name) {
+    const values = params.filter(([k]) => k === name).map(([, v]) => v);
+    return values.length === 1 ? values[0] : null;
+}
+function pointsAt(reading, address) {
+    const at = normalHost(address);
+    return reading.hosts.some((h) => normalHost(h.trim()) === at);
+}
+const FALSE = /^(0|f|false|n|no|off)$/i;
+/** Refusals of the app's service URLs in env (provision's shared .env, a release's own). */
+function serviceUrlCheck(settings) {
+    const where = topology(settings.hosts);
+    const problems = [];
+    const db = settings.postgresql === false ? undefined : where.db;
+    const databaseUrl = settings.env.values.DATABASE_URL;
+    if (db && databaseUrl) {
+        const ca = postgresqlCaPath(settings.app);
+        const readings = [...urlReadings(databaseUrl), ...conninfoReading(databaseUrl)];
+        const unverified = readings.some((r) => pointsAt(r, db.address) &&
+            !(one(r.params, 'sslmode') === 'verify-full' && one(r.params, 'sslrootcert') === ca));
+        if (unverified)
+            problems.push(`Input 'env': DATABASE_URL points at the db host ${db.label} (${db.address}), which serves PostgreSQL with a CA of its own that the app hosts must verify; expected postgresql://<user>:<password>@${db.address.includes(':') ? `[${db.address}]` : db.address}:5432/<database>?sslmode=verify-full&sslrootcert=${ca} (provision writes that CA there on each app host), with no other sslmode or sslrootcert.`);
+    }
+    const redis = settings.redis === false ? undefined : where.redis;
+    const redisUrl = settings.env.values.REDIS_URL;
+    if (redis && redisUrl) {
+        const ca = redisCaPath(settings.app);
+        const unverified = urlReadings(redisUrl).some((r) => pointsAt(r, redis.address) &&
+            !(r.scheme === 'rediss' &&
+                one(r.params, 'ssl_ca_certs') === ca &&
+                r.params.every(([k, v]) => !(k === 'ssl_cert_reqs' && v !== 'required') && !(k === 'ssl_check_hostname' && FALSE.test(v)))));
+        if (unverified)
+            problems.push(`Input 'env': REDIS_URL points at the redis host ${redis.label} (${redis.address}), which serves Redis over TLS only, with a CA of its own that the app hosts must verify; expected rediss://<user>:<password>@${redis.address.includes(':') ? `[${redis.address}]` : redis.address}:6379/<db>?ssl_ca_certs=${ca} (provision writes that CA there on each app host), with no ssl_cert_reqs other than required and no ssl_check_hostname turned off.`);
+    }
+    return problems;
+}
+
 ;// CONCATENATED MODULE: ./src/inputs/checks.ts
 // Inputs that must agree with each other, checked on typed settings: each check
 // names the inputs it reads, and each action (src/inputs/actions.ts) lists the
 // checks that apply to it. Messages name the input, the problem and what is expected.
-
 
 
 
@@ -78344,66 +78499,10 @@ function scratchCheck(s) {
         ]
         : [];
 }
-/**
- * A URL's parts as a client reads them: the hosts of its authority (libpq
- * takes a list: a,b:5433,[::1]), its path and its query. Read by hand: the
- * WHATWG parser refuses what libpq takes (credentials with no host, host lists).
- */
-function urlParts(url) {
-    const m = /^([A-Za-z][\w+.-]*):\/\/(?:[^@/?#]*@)?([^/?#]*)([^?#]*)(?:\?([^#]*))?/.exec(url);
-    if (!m)
-        return null;
-    const hosts = m[2]
-        .split(',')
-        .map((h) => decodeURIComponent(h.replace(/^\[([^\]]*)\].*$|:\d*$/, '$1')))
-        .filter(Boolean);
-    return { scheme: m[1], authority: m[2], hosts, path: m[3], query: new URLSearchParams(m[4] ?? '') };
-}
-/**
- * A redis host serves TLS alone: a REDIS_URL to its address must say rediss://
- * and trust its certificate, which provision writes to redisCaPath on each app host.
- */
-function redisUrlProblem(settings) {
-    const redis = topology(settings.hosts).redis;
-    const url = settings.env.values.REDIS_URL;
-    const at = url ? urlParts(url) : null;
-    if (!redis || !settings.redis || !at || !at.hosts.includes(redis.address))
-        return null;
-    const ca = redisCaPath(settings.app);
-    if (at.scheme === 'rediss' && at.query.getAll('ssl_ca_certs').join('\n') === ca)
-        return null;
-    return `Input 'env': REDIS_URL points at the redis host ${redis.label} (${redis.address}), which serves Redis over TLS only, trusting its own certificate; expected rediss://<user>:<password>@${at.authority}${at.path}?ssl_ca_certs=${ca} (provision writes that certificate there on each app host).`;
-}
-/**
- * A db host serves its own certificate: a DATABASE_URL to its address must
- * verify it (sslmode=verify-full) against the copy provision writes to
- * postgresqlCaPath on each app host. Anything less lets a machine on the
- * private network stand in for the database and read the password.
- */
-function databaseUrlProblem(settings) {
-    const db = topology(settings.hosts).db;
-    const url = settings.env.values.DATABASE_URL;
-    const at = url ? urlParts(url) : null;
-    if (!db || !settings.postgresql || !at)
-        return null;
-    const query = at.query;
-    // libpq reads host (and hostaddr) from the query too, over the URL's own.
-    const named = [...query.getAll('host'), ...query.getAll('hostaddr')].flatMap((h) => h.split(','));
-    if (![...at.hosts, ...named].includes(db.address))
-        return null;
-    const ca = postgresqlCaPath(settings.app);
-    // libpq takes the last of a repeated parameter; a URL saying two things is refused.
-    const one = (name) => (query.getAll(name).length === 1 ? query.get(name) : null);
-    if (one('sslmode') === 'verify-full' && one('sslrootcert') === ca)
-        return null;
-    return `Input 'env': DATABASE_URL points at the db host ${db.label} (${db.address}), which serves PostgreSQL with a certificate of its own that the app hosts must verify; expected ${at.scheme}://<user>:<password>@${at.authority}${at.path}?sslmode=verify-full&sslrootcert=${ca} (provision writes that certificate there on each app host).`;
-}
 /** Provision's inputs that depend on each other. */
 function provisionCheck(settings) {
     const problems = [];
-    for (const problem of [redisUrlProblem(settings), databaseUrlProblem(settings)])
-        if (problem)
-            problems.push(problem);
+    problems.push(...serviceUrlCheck(settings));
     for (const item of settings.limit) {
         // As written only: src/actions/provision.ts selects the limited hosts by label.
         if (!ROLES.includes(item) && !settings.hosts.some((h) => h.label === item))
@@ -78875,6 +78974,7 @@ const lockInputs = {
 
 
 
+
 // backup-verify names its two hosts itself (backup-host, restore-host) and takes no deploy lock.
 const { hosts: _hosts, 'lock-timeout': actions_lock, ...backupVerifyConnection } = connectionInputs;
 void _hosts;
@@ -78905,7 +79005,12 @@ const actions = {
             'bytes-uploaded': { description: 'Bytes sent to each host for the code (summed over hosts).' },
             ...commonOutputs,
         },
-        check: (s) => [...connectionCheck(s.hosts, s), ...rolesCheck(s), ...appUserCheck(s.hosts, s)],
+        check: (s) => [
+            ...connectionCheck(s.hosts, s),
+            ...rolesCheck(s),
+            ...appUserCheck(s.hosts, s),
+            ...serviceUrlCheck(s),
+        ],
     }),
     switch: defineAction({
         name: 'switch',
@@ -79009,7 +79114,7 @@ const actions = {
             },
             ...commonOutputs,
         },
-        check: (s) => [...migratingHostsCheck(s), ...directoriesCheck(s)],
+        check: (s) => [...migratingHostsCheck(s), ...directoriesCheck(s), ...serviceUrlCheck(s)],
     }),
     'backup-verify': defineAction({
         name: 'backup-verify',

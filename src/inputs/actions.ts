@@ -1,6 +1,7 @@
 // Every action's inputs and outputs, defined once. action.yml files are
 // generated from this (npm run gen) and a test checks they match.
 
+import { serviceUrlCheck } from './service-urls.js';
 import {
   backupVerifyInputs,
   commonOutputs,
@@ -65,7 +66,12 @@ export const actions = {
       'bytes-uploaded': { description: 'Bytes sent to each host for the code (summed over hosts).' },
       ...commonOutputs,
     },
-    check: (s) => [...connectionCheck(s.hosts, s), ...rolesCheck(s), ...appUserCheck(s.hosts, s)],
+    check: (s) => [
+      ...connectionCheck(s.hosts, s),
+      ...rolesCheck(s),
+      ...appUserCheck(s.hosts, s),
+      ...serviceUrlCheck(s),
+    ],
   }),
   switch: defineAction({
     name: 'switch',
@@ -174,7 +180,7 @@ export const actions = {
       },
       ...commonOutputs,
     },
-    check: (s) => [...migratingHostsCheck(s), ...directoriesCheck(s)],
+    check: (s) => [...migratingHostsCheck(s), ...directoriesCheck(s), ...serviceUrlCheck(s)],
   }),
   'backup-verify': defineAction({
     name: 'backup-verify',

@@ -3,9 +3,8 @@
 // checks that apply to it. Messages name the input, the problem and what is expected.
 
 import { within } from './fields.js';
-import { postgresqlCaPath } from '../remote/provision/service-tls.js';
-import { redisCaPath } from '../remote/provision/redis.js';
-import { findHost, isAppHost, ROLES, topology, topologyProblems, type HostSpec, type Role } from './hosts.js';
+import { serviceUrlCheck } from './service-urls.js';
+import { findHost, isAppHost, ROLES, topologyProblems, type HostSpec, type Role } from './hosts.js';
 import { entriesFor, knownHostsName, type KnownHostEntry } from './known-hosts.js';
 import { passphraseProblem } from './ssh-key.js';
 
@@ -163,69 +162,6 @@ export function scratchCheck(s: { database: string; 'scratch-database': string }
     : [];
 }
 
-/**
- * A URL's parts as a client reads them: the hosts of its authority (libpq
- * takes a list: a,b:5433,[::1]), its path and its query. Read by hand: the
- * WHATWG parser refuses what libpq takes (credentials with no host, host lists).
- */
-function urlParts(
-  url: string,
-): { scheme: string; authority: string; hosts: string[]; path: string; query: URLSearchParams } | null {
-  const m = /^([A-Za-z][\w+.-]*):\/\/(?:[^@/?#]*@)?([^/?#]*)([^?#]*)(?:\?([^#]*))?/.exec(url);
-  if (!m) return null;
-  const hosts = m[2]!
-    .split(',')
-    .map((h) => decodeURIComponent(h.replace(/^\[([^\]]*)\].*$|:\d*$/, '$1')))
-    .filter(Boolean);
-  return { scheme: m[1]!, authority: m[2]!, hosts, path: m[3]!, query: new URLSearchParams(m[4] ?? '') };
-}
-
-/**
- * A redis host serves TLS alone: a REDIS_URL to its address must say rediss://
- * and trust its certificate, which provision writes to redisCaPath on each app host.
- */
-function redisUrlProblem(settings: {
-  hosts: HostSpec[];
-  redis: boolean;
-  app: string;
-  env: { values: Record<string, string> };
-}): string | null {
-  const redis = topology(settings.hosts).redis;
-  const url = settings.env.values.REDIS_URL;
-  const at = url ? urlParts(url) : null;
-  if (!redis || !settings.redis || !at || !at.hosts.includes(redis.address)) return null;
-  const ca = redisCaPath(settings.app);
-  if (at.scheme === 'rediss' && at.query.getAll('ssl_ca_certs').join('\n') === ca) return null;
-  return `Input 'env': REDIS_URL points at the redis host ${redis.label} (${redis.address}), which serves Redis over TLS only, trusting its own certificate; expected rediss://<user>:<password>@${at.authority}${at.path}?ssl_ca_certs=${ca} (provision writes that certificate there on each app host).`;
-}
-
-/**
- * A db host serves its own certificate: a DATABASE_URL to its address must
- * verify it (sslmode=verify-full) against the copy provision writes to
- * postgresqlCaPath on each app host. Anything less lets a machine on the
- * private network stand in for the database and read the password.
- */
-function databaseUrlProblem(settings: {
-  hosts: HostSpec[];
-  postgresql: boolean;
-  app: string;
-  env: { values: Record<string, string> };
-}): string | null {
-  const db = topology(settings.hosts).db;
-  const url = settings.env.values.DATABASE_URL;
-  const at = url ? urlParts(url) : null;
-  if (!db || !settings.postgresql || !at) return null;
-  const query = at.query;
-  // libpq reads host (and hostaddr) from the query too, over the URL's own.
-  const named = [...query.getAll('host'), ...query.getAll('hostaddr')].flatMap((h) => h.split(','));
-  if (![...at.hosts, ...named].includes(db.address)) return null;
-  const ca = postgresqlCaPath(settings.app);
-  // libpq takes the last of a repeated parameter; a URL saying two things is refused.
-  const one = (name: string) => (query.getAll(name).length === 1 ? query.get(name) : null);
-  if (one('sslmode') === 'verify-full' && one('sslrootcert') === ca) return null;
-  return `Input 'env': DATABASE_URL points at the db host ${db.label} (${db.address}), which serves PostgreSQL with a certificate of its own that the app hosts must verify; expected ${at.scheme}://<user>:<password>@${at.authority}${at.path}?sslmode=verify-full&sslrootcert=${ca} (provision writes that certificate there on each app host).`;
-}
-
 /** Provision's inputs that depend on each other. */
 export function provisionCheck(settings: {
   hosts: HostSpec[];
@@ -248,8 +184,7 @@ export function provisionCheck(settings: {
   env: { values: Record<string, string> };
 }): string[] {
   const problems: string[] = [];
-  for (const problem of [redisUrlProblem(settings), databaseUrlProblem(settings)])
-    if (problem) problems.push(problem);
+  problems.push(...serviceUrlCheck(settings));
   for (const item of settings.limit) {
     // As written only: src/actions/provision.ts selects the limited hosts by label.
     if (!ROLES.includes(item as Role) && !settings.hosts.some((h) => h.label === item))

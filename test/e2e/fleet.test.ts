@@ -12,6 +12,7 @@ import {
   httpGet,
   onHost,
   outcome,
+  registerSecret,
   runBundle,
   sampleAppCopy,
   sampleAppInputs,
@@ -20,6 +21,7 @@ import {
 } from '../support/e2e.js';
 import { bootHosts, shutdownHosts, type TestHost } from '../support/hosts.js';
 import { startLoad } from '../support/load.js';
+import { startReceiver, type Receiver } from '../support/alerts.js';
 
 const APP = 'fleet';
 const SERVER_NAME = 'fleet.test';
@@ -28,6 +30,8 @@ let state: E2EState;
 let apps: TestHost[];
 let lb: TestHost;
 let source: string;
+let receiver: Receiver;
+const ALERT_TOKEN = 'fleet-alert-token-5c2e';
 
 function connection(): Record<string, string> {
   const lines = [
@@ -82,8 +86,12 @@ beforeAll(async () => {
   )[0]!;
   for (const h of apps) await setUpAppOnHost(state, h, APP, { redisDb: 3 });
   source = await sampleAppCopy('fleet');
+  registerSecret('the fleet alert token', ALERT_TOKEN);
+  // On the machine side of the balancer's veth.
+  receiver = await startReceiver(`10.213.${E2E_INDEX + 5}.1`);
 });
 afterAll(async () => {
+  await receiver?.stop();
   if (process.env.METALSHIP_KEEP_HOSTS) return;
   await shutdownHosts([LB_NAME]);
   if (source) await rm(source, { recursive: true, force: true });
@@ -100,6 +108,7 @@ test('provision with limit: lb sets up the balancer alone, every api host an ups
     redis: 'false',
     'worker-command': 'python -m worker',
     'scheduler-command': 'python -m scheduler',
+    'alert-webhook': `${receiver.base}/alert/${ALERT_TOKEN}`,
   });
   expect(outcome(r)).toBe('succeeded');
   const results = JSON.parse(r.outputs.results!) as {
@@ -114,6 +123,31 @@ test('provision with limit: lb sets up the balancer alone, every api host an ups
     expect(conf).toContain(`server ${h.lan}:80 max_fails=2 fail_timeout=1s; # ${h.address}`);
   // the app hosts were not touched: no firewall came up on them
   expect(await onHost(state, apps[0]!, 'ufw status | head -1')).toMatch(/inactive/);
+});
+
+test('nginx failing on the load balancer reaches the alert webhook', async () => {
+  expect(await onHost(state, lb, 'systemctl show -p OnFailure --value nginx.service')).toContain(
+    `metalship-alert-${APP}@nginx.service.service`,
+  );
+  const from = receiver.received.length;
+  try {
+    await onHost(state, lb, 'kill -KILL "$(systemctl show -p MainPID --value nginx.service)"');
+    let alert;
+    for (let i = 0; i < 300 && !alert; i++) {
+      alert = receiver
+        .alerts(from)
+        .find((a) => a.kind === 'unit' && a.detail.startsWith('nginx.service failed'));
+      if (!alert) await onHost(state, lb, 'sleep 0.2');
+    }
+    expect(alert).toMatchObject({ app: APP, kind: 'unit' });
+  } finally {
+    // Its workers may still hold port 80 for a moment after the master's death.
+    await onHost(
+      state,
+      lb,
+      'systemctl reset-failed nginx.service; for _ in $(seq 1 60); do systemctl start nginx.service 2>/dev/null && exit 0; sleep 0.5; done; systemctl start nginx.service',
+    );
+  }
 });
 
 const ids: Record<string, string> = {};

@@ -161,17 +161,24 @@ test('provision: PostgreSQL and Redis on the db host for the app hosts alone; th
     expect(dbItems[item]!.detail).toMatch(/roles=db,redis: no (app|site) here/);
   expect(dbItems.postgresql!.status).toBe('changed');
   expect(dbItems.redis!.status).toBe('changed');
-  const certificate = await on(db, 'cat /etc/metalship/redis-tls/cert.pem');
+  // Each service's CA (its key root's alone) and the server certificate it signs (its key the service's to read).
+  const certificate = await on(db, 'cat /etc/metalship/redis-tls/ca.pem');
   expect(certificate).toMatch(/^-----BEGIN CERTIFICATE-----\n/);
-  expect(await on(db, 'stat -c %a:%U:%G /etc/metalship/redis-tls/key.pem')).toBe('640:root:redis\n');
-  const pgCertificate = await on(db, 'cat /etc/metalship/postgresql-tls/cert.pem');
+  const pgCertificate = await on(db, 'cat /etc/metalship/postgresql-tls/ca.pem');
   expect(pgCertificate).toMatch(/^-----BEGIN CERTIFICATE-----\n/);
   expect(pgCertificate).not.toBe(certificate);
-  expect(await on(db, 'stat -c %a:%U:%G /etc/metalship/postgresql-tls/key.pem')).toBe('640:root:postgres\n');
+  expect(
+    await on(
+      db,
+      'cd /etc/metalship && stat -c "%n %a:%U:%G" redis-tls/key.pem redis-tls/ca.key postgresql-tls/key.pem postgresql-tls/ca.key && openssl verify -CAfile redis-tls/ca.pem redis-tls/cert.pem && openssl verify -CAfile postgresql-tls/ca.pem postgresql-tls/cert.pem',
+    ),
+  ).toBe(
+    'redis-tls/key.pem 640:root:redis\nredis-tls/ca.key 600:root:root\npostgresql-tls/key.pem 640:root:postgres\npostgresql-tls/ca.key 600:root:root\nredis-tls/cert.pem: OK\npostgresql-tls/cert.pem: OK\n',
+  );
   for (const h of apps) {
     const items = itemsOf(r, h);
     expect(items.redis!.detail).toContain(`on ${db.address} (roles=redis)`);
-    // The redis host's certificate, the CA the app's REDIS_URL names; the db host's, DATABASE_URL's root.
+    // The redis host's CA, the one the app's REDIS_URL names; the db host's, DATABASE_URL's root.
     expect(await on(h, `cat ${REDIS_CA}`)).toBe(certificate);
     expect(await on(h, `cat ${PG_CA}`)).toBe(pgCertificate);
     expect(items.postgresql!.status).not.toBe('failed');
@@ -213,6 +220,41 @@ test('provision: PostgreSQL and Redis on the db host for the app hosts alone; th
     `cd / && PGPASSWORD='${DB_PASSWORD}' PGCONNECT_TIMEOUT=5 psql -XAtq "host=${DB_ADDRESS} user=${APP} dbname=${APP} sslmode=verify-full sslrootcert=${PG_CA}" -c 'select 1'`,
   );
   expect(verified).toMatchObject({ code: 0, out: '1\n' });
+
+  // A run that made a new server certificate and was stopped before PostgreSQL and Redis took it
+  // (made here by hand, from the same CA): the next run sees what they serve and has them take it.
+  const served = (probe: string) =>
+    on(
+      apps[0],
+      `timeout 10 openssl s_client ${probe} </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256`,
+    );
+  const onDisk = (service: string) =>
+    on(db, `openssl x509 -noout -fingerprint -sha256 -in /etc/metalship/${service}-tls/cert.pem`);
+  const pgProbe = `-starttls postgres -connect ${DB_ADDRESS}:5432`;
+  const redisProbe = `-connect ${DB_ADDRESS}:6379`;
+  for (const service of ['postgresql', 'redis'])
+    await on(
+      db,
+      `set -e; cd /etc/metalship/${service}-tls; (umask 077; openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=${DB_ADDRESS} -keyout k.new -out r.new 2>/dev/null); printf 'subjectAltName=IP:${DB_ADDRESS},IP:127.0.0.1\n' > e.new; openssl x509 -req -in r.new -CA ca.pem -CAkey ca.key -set_serial 7 -days 90 -extfile e.new -out c.new 2>/dev/null; chown --reference=key.pem k.new; chmod --reference=key.pem k.new; chmod 644 c.new; mv k.new key.pem; mv c.new cert.pem; rm r.new e.new`,
+    );
+  expect(await served(pgProbe)).not.toBe(await onDisk('postgresql'));
+  expect(await served(redisProbe)).not.toBe(await onDisk('redis'));
+  const mended = await runBundle('provision', provisionInputs());
+  expect(outcome(mended)).toBe('succeeded');
+  expect(itemsOf(mended, db).postgresql!.detail).toContain('PostgreSQL serves its current TLS certificate');
+  expect(await served(pgProbe)).toBe(await onDisk('postgresql'));
+  expect(await served(redisProbe)).toBe(await onDisk('redis'));
+  // The app hosts' CAs did not change, and they verify the new certificates.
+  for (const h of apps) expect(await on(h, `cat ${PG_CA}`)).toBe(pgCertificate);
+  expect(
+    await attempt(
+      apps[1],
+      `cd / && PGPASSWORD='${DB_PASSWORD}' PGCONNECT_TIMEOUT=5 psql -XAtq "host=${DB_ADDRESS} user=${APP} dbname=${APP} sslmode=verify-full sslrootcert=${PG_CA}" -c 'select 1'`,
+    ),
+  ).toMatchObject({ code: 0, out: '1\n' });
+  const settled = await runBundle('provision', provisionInputs());
+  expect(outcome(settled)).toBe('succeeded');
+  expect(settled.outputs.changed).toBe('0');
 });
 
 test('the network admits the app hosts alone: ufw per source address, pg_hba per source and SSL only', async () => {

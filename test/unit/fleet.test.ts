@@ -151,6 +151,25 @@ test('provision on a load balancer: nginx in front of the api hosts, none of the
   expect(tls).toContain('ssl_certificate /etc/letsencrypt/live/shop.example.com/fullchain.pem;');
   expect(tls).toContain('proxy_pass http://shop_fleet;');
   expect(tls).not.toContain('proxy_pass http://shop_api;');
+  // Alerts: nginx's failure, the disk and, where TLS ends here, the certificate; none of the app's units.
+  const alerts = (extra: Partial<typeof settings>) =>
+    planItems(
+      { ...settings, alerts: { ...settings.alerts, webhook: 'https://hooks.example.com/x' }, ...extra },
+      { os: 'Debian GNU/Linux 12 (bookworm)', id: 'debian', version: '12' },
+    ).find((p) => p.name === 'alerts')!.item!.script;
+  const lbAlerts = alerts({ tls: { ...settings.tls, domains: ['shop.example.com'], email: 'a@b.c' } });
+  expect(lbAlerts).toContain('ms_file /etc/systemd/system/nginx.service.d/metalship-alert-shop.conf ');
+  expect(lbAlerts).toContain('/etc/letsencrypt/live/shop.example.com/fullchain.pem');
+  expect(lbAlerts).not.toMatch(
+    /shop-api@\.service\.d|shop-worker\.service\.d|metalship-backup-shop\.service\.d/,
+  );
+  expect(bashErrors(lbAlerts)).toBe('');
+  // Without nginx (nginx: false) there is none to alert on.
+  expect(alerts({ nginx: { ...settings.nginx, enabled: false } })).toContain(
+    'ms_apply rm -f /etc/systemd/system/nginx.service.d/metalship-alert-shop.conf',
+  );
+  // Without alert-webhook, nothing.
+  expect(plan.find((p) => p.name === 'alerts')!.item!.script).toContain('no alerts');
 });
 
 /** A switch of the shop app on one host, as the tests below vary it. */

@@ -78,18 +78,22 @@ test('the db/redis host: PostgreSQL and Redis for the app hosts alone, no app an
   for (const name of ['python', 'app', 'logs', 'monitoring'] as const)
     expect(plan[name]).toMatchObject({ item: null, off: 'roles=db,redis: no app here' });
   expect(plan.nginx).toMatchObject({ item: null, off: 'roles=db,redis: no site here' });
-  expect(plan.postgresql!.item!.script).toMatch(
-    /alter system set listen_addresses = .*localhost,10\.1\.0\.9/,
-  );
-  // PostgreSQL serves the certificate made before the items (a new one reloads it), not Debian's snakeoil.
-  expect(plan.postgresql!.item!.script).toContain(
+  // Listening on the private address too, keeping any address it listens on already (another app's).
+  const pgItem = plan.postgresql!.item!.script;
+  expect(pgItem).toContain('listen_add=(localhost 10.1.0.9)');
+  expect(pgItem).toContain(`alter system set listen_addresses = :'listen_want';`);
+  // PostgreSQL serves the certificate made before the items, not Debian's snakeoil; it is reloaded
+  // whenever what it serves (read over TLS from it) is not that certificate.
+  expect(pgItem).toContain(
     "'alter system set ssl_cert_file = '\\''/etc/metalship/postgresql-tls/cert.pem'\\'';'",
   );
-  expect(plan.postgresql!.item!.script).toContain(
+  expect(pgItem).toContain(
     'chown root:postgres /etc/metalship/postgresql-tls /etc/metalship/postgresql-tls/key.pem',
   );
-  expect(plan.postgresql!.item!.script).toContain('ms_changed "TLS certificate made"; tls_made=1');
-  expect(plan.postgresql!.item!.script).toContain('|| [ "$tls_made" = 1 ]; then');
+  expect(pgItem).toContain('ms_apply chmod 600 /etc/metalship/postgresql-tls/ca.key');
+  expect(pgItem).toContain('ms_changed "TLS certificate made"');
+  expect(pgItem).toContain('openssl s_client -starttls postgres -connect "127.0.0.1:$(');
+  expect(pgItem).toContain('|| [ "$tls_made" = 1 ]; then');
   expect(plan.redis!.item!.script).toContain("redis_bind='127.0.0.1 -::1 10.1.0.9'");
   // TLS alone on the Redis port, with the certificate made before the items (a new one restarts Redis).
   expect(plan.redis!.item!.script).toContain(
@@ -97,11 +101,10 @@ test('the db/redis host: PostgreSQL and Redis for the app hosts alone, no app an
   );
   expect(plan.redis!.item!.script).toContain("'tls-auth-clients no'");
   expect(plan.redis!.item!.script).not.toContain("'port 6379'");
-  expect(plan.redis!.item!.script).toContain('ms_changed "TLS certificate made"; tls_made=1');
+  expect(plan.redis!.item!.script).toContain('ms_changed "TLS certificate made"');
+  expect(plan.redis!.item!.script).toContain('openssl s_client -connect 127.0.0.1:6379');
   expect(plan.redis!.item!.script).toContain('if [ "$tls_made" = 1 ]; then restart=1; fi');
-  expect(plan.redis!.item!.script).toContain(
-    'redis-cli -h 127.0.0.1 --tls --cacert /etc/metalship/redis-tls/cert.pem',
-  );
+  expect(plan.redis!.item!.script).toContain('redis-cli -h 127.0.0.1 --tls --cacert "$redis_ca"');
   expect(hbaBlock(s)).toContain(
     'hostssl "shop" "shop" 10.1.0.5/32 scram-sha-256\nhostssl "shop" "shop" 10.1.0.6/32 scram-sha-256',
   );
@@ -146,6 +149,10 @@ test('alerts on PostgreSQL and Redis where they run: a single host has them, an 
   }
   const off = alertsOf({ postgresql: 'false', redis: 'false' });
   for (const d of dropIns) expect(off).toContain(`ms_apply rm -f ${d}`);
+  // nginx's failure alerts wherever a site is: a single host, an app host; not the db/redis host.
+  const nginx = '/etc/systemd/system/nginx.service.d/metalship-alert-shop.conf';
+  for (const script of [single, beside]) expect(script).toContain(`ms_file ${nginx} `);
+  expect(alertsOf(topologyInputs(true))).toContain(`ms_apply rm -f ${nginx}`);
 });
 
 test('an app host beside a db/redis host: the PostgreSQL client alone, no Redis, nothing opened', () => {
@@ -177,62 +184,135 @@ test('an app host beside a db/redis host: the PostgreSQL client alone, no Redis,
   expect(plan.app!.item).not.toBeNull();
 });
 
-test('a REDIS_URL to the redis host must be rediss:// trusting its certificate, before any host is contacted', () => {
-  const withUrl = (url: string) => () =>
-    parseInputs('provision', raw({ ...base, ...topologyInputs(false), env: `REDIS_URL=${url}\n` }));
-  expect(withUrl('redis://shop:pw123@10.1.0.9:6379/0')).toThrow(
-    /Input 'env': REDIS_URL points at the redis host 10\.0\.0\.9 \(10\.1\.0\.9\), which serves Redis over TLS only.*expected rediss:\/\/<user>:<password>@10\.1\.0\.9:6379\/0\?ssl_ca_certs=\/etc\/metalship\/shop-redis-ca\.pem/,
+const withEnv = (action: 'provision' | 'deploy' | 'release', env: string) => () =>
+  parseInputs(
+    action,
+    raw({
+      ...base,
+      ...topologyInputs(false),
+      env,
+      ...(action === 'provision' ? {} : { source: '.', 'python-bin': '/usr/bin/python3' }),
+    }),
   );
-  expect(withUrl('rediss://shop:pw123@10.1.0.9:6379/0')).toThrow(/ssl_ca_certs=/);
-  expect(
-    withUrl('rediss://shop:pw123@10.1.0.9:6379/0?ssl_ca_certs=/etc/metalship/shop-redis-ca.pem'),
-  ).not.toThrow();
+
+test('a REDIS_URL to the redis host must be rediss:// verifying its CA, before any host is contacted', () => {
+  const withUrl = (url: string) => withEnv('provision', `REDIS_URL='${url}'\n`);
+  expect(withUrl('redis://shop:pw123@10.1.0.9:6379/0')).toThrow(
+    /Input 'env': REDIS_URL points at the redis host 10\.0\.0\.9 \(10\.1\.0\.9\), which serves Redis over TLS only.*expected rediss:\/\/<user>:<password>@10\.1\.0\.9:6379\/<db>\?ssl_ca_certs=\/etc\/metalship\/shop-redis-ca\.pem/,
+  );
+  const good = 'rediss://shop:pw123@10.1.0.9:6379/0?ssl_ca_certs=/etc/metalship/shop-redis-ca.pem';
+  for (const bad of [
+    'rediss://shop:pw123@10.1.0.9:6379/0',
+    // Verification turned off, or the CA hidden behind a fragment (redis-py reads '#' as one).
+    `${good}&ssl_cert_reqs=none`,
+    `${good}&ssl_check_hostname=false`,
+    'rediss://shop:pw123@10.1.0.9:6379/0?x=#&ssl_ca_certs=/etc/metalship/shop-redis-ca.pem',
+    // Other spellings of the address.
+    'redis://shop:pw123@167837705:6379/0',
+    'redis://shop:pw@x@10.1.0.9:6379/0',
+  ])
+    expect(withUrl(bad)).toThrow(/REDIS_URL points at the redis host/);
+  expect(withUrl(good)).not.toThrow();
+  expect(withUrl(`${good}&ssl_cert_reqs=required`)).not.toThrow();
   // Another Redis than the redis host's is the user's to configure.
   expect(withUrl('redis://shop:pw123@10.1.0.77:6379/0')).not.toThrow();
 });
 
-test('a DATABASE_URL to the db host must verify its certificate (verify-full, its copy as root), before any host is contacted', () => {
-  const withUrl = (url: string) => () =>
-    parseInputs('provision', raw({ ...base, ...topologyInputs(false), env: `DATABASE_URL=${url}\n` }));
-  const good =
-    'postgresql://shop:pw123@10.1.0.9:5432/shop?sslmode=verify-full&sslrootcert=/etc/metalship/shop-postgresql-ca.pem';
-  expect(withUrl('postgresql://shop:pw123@10.1.0.9:5432/shop?sslmode=require')).toThrow(
-    /Input 'env': DATABASE_URL points at the db host 10\.0\.0\.9 \(10\.1\.0\.9\), which serves PostgreSQL with a certificate of its own.*expected postgresql:\/\/<user>:<password>@10\.1\.0\.9:5432\/shop\?sslmode=verify-full&sslrootcert=\/etc\/metalship\/shop-postgresql-ca\.pem/,
+test('a DATABASE_URL to the db host must verify its CA (verify-full, its copy as root) in every reading of it, before any host is contacted', () => {
+  // Quoted as .env values with '#' or spaces must be (double quotes around single ones).
+  const withUrl = (url: string) =>
+    withEnv('provision', `DATABASE_URL=${url.includes("'") ? `"${url}"` : `'${url}'`}\n`);
+  const ca = '/etc/metalship/shop-postgresql-ca.pem';
+  const good = `postgresql://shop:pw123@10.1.0.9:5432/shop?sslmode=verify-full&sslrootcert=${ca}`;
+  const refusal = withUrl('postgresql://shop:S3cret-pw@10.1.0.9:5432/shop?sslmode=require');
+  expect(refusal).toThrow(
+    /Input 'env': DATABASE_URL points at the db host 10\.0\.0\.9 \(10\.1\.0\.9\), which serves PostgreSQL with a CA of its own.*expected postgresql:\/\/<user>:<password>@10\.1\.0\.9:5432\/<database>\?sslmode=verify-full&sslrootcert=\/etc\/metalship\/shop-postgresql-ca\.pem/,
   );
+  // The message repeats nothing of the URL: no password, whatever its spelling.
+  expect(refusal).not.toThrow(/S3cret/);
+  const slashed = withUrl('postgresql://shop:Sec/ret-Pw@/shop?host=10.1.0.9');
+  expect(slashed).toThrow(/DATABASE_URL points at the db host/);
+  expect(slashed).not.toThrow(/Sec\/ret|ret-Pw/);
   for (const bad of [
     'postgresql://shop:pw123@10.1.0.9:5432/shop',
-    'postgresql://shop:pw123@10.1.0.9/shop?sslmode=verify-ca&sslrootcert=/etc/metalship/shop-postgresql-ca.pem',
+    `postgresql://shop:pw123@10.1.0.9/shop?sslmode=verify-ca&sslrootcert=${ca}`,
     'postgresql://shop:pw123@10.1.0.9/shop?sslmode=verify-full&sslrootcert=/tmp/mine.pem',
     'postgresql://shop:pw123@10.1.0.9/shop?sslmode=verify-full&sslrootcert=system',
     `${good}&sslmode=disable`,
     // The host in the query (libpq reads it over the URL's), or one of several.
     'postgresql://shop:pw123@/shop?host=10.1.0.9&sslmode=prefer',
     'postgresql://shop:pw123@/shop?host=10.1.0.8,10.1.0.9',
+    'postgresql://shop:pw123@db.example/shop?hostaddr=167837705',
+    // Characters some clients read as text in a password or a value: '?' and '#'.
+    'postgresql://shop:pw?x@10.1.0.9/shop?sslmode=require',
+    `postgresql://shop:pw123@10.1.0.9/shop?sslrootcert=${ca}#&sslmode=require`,
+    `postgresql://shop:pw123@10.1.0.9/shop?sslmode=verify-full&sslrootcert=${ca}#&sslmode=require`,
+    // Other spellings of the address: inet_aton's forms, IPv4-mapped IPv6, %-encoding.
+    'postgresql://shop:pw123@167837705/shop',
+    'postgresql://shop:pw123@10.1.9/shop',
+    'postgresql://shop:pw123@0xa.1.0.9/shop',
+    'postgresql://shop:pw123@[::ffff:10.1.0.9]/shop',
+    'postgresql://shop:pw123@%31%30.1.0.9/shop',
+    // A key=value connection string.
+    'host=10.1.0.9 dbname=shop user=shop sslmode=require',
+    `host='10.1.0.9' sslmode=verify-full sslrootcert='/tmp/x.pem'`,
+    // A malformed %-escape does not crash the check.
+    'postgresql://shop:pw123@[fe80::1%eth0],10.1.0.9/shop',
   ])
     expect(withUrl(bad)).toThrow(/DATABASE_URL points at the db host/);
   expect(withUrl(good)).not.toThrow();
   expect(withUrl(good.replace('postgresql:', 'postgresql+psycopg2:'))).not.toThrow();
+  expect(withUrl(good.replace('postgresql:', 'postgres:'))).not.toThrow();
+  expect(withUrl(good.replace('pw123', 'p%40ss'))).not.toThrow();
+  expect(withUrl(`host=10.1.0.9 dbname=shop sslmode=verify-full sslrootcert='${ca}'`)).not.toThrow();
   // Another database than the db host's is the user's to configure.
   expect(withUrl('postgresql://shop:pw123@10.1.0.77:5432/shop?sslmode=require')).not.toThrow();
+  expect(withUrl('postgresql://shop:pw123@[fe80::1%eth0]/shop')).not.toThrow();
 });
 
-test("the redis host's certificate step: made only when needed, never in check mode; its PEM read back", () => {
+test("a release's own env is checked as provision's is (deploy and release)", () => {
+  for (const action of ['deploy', 'release'] as const) {
+    expect(withEnv(action, 'DATABASE_URL=postgresql://shop:pw@10.1.0.9/shop?sslmode=require\n')).toThrow(
+      /Input 'env': DATABASE_URL points at the db host/,
+    );
+    expect(withEnv(action, 'REDIS_URL=redis://shop:pw@10.1.0.9:6379/0\n')).toThrow(
+      /Input 'env': REDIS_URL points at the redis host/,
+    );
+  }
+});
+
+test("the redis and db hosts' certificate step: a CA of their own, never made in check mode; the CA read back", () => {
   const made = redisTlsStep('10.1.0.9', false);
   expect(made.script).toContain('-checkip 10.1.0.9');
-  expect(made.script).toContain('-addext subjectAltName=IP:10.1.0.9,IP:127.0.0.1 ');
-  expect(redisTlsStep('10.1.0.9', true).script).not.toContain('openssl req');
+  expect(made.script).toContain(
+    'openssl verify -CAfile /etc/metalship/redis-tls/ca.pem /etc/metalship/redis-tls/cert.pem',
+  );
+  expect(made.script).toContain("-addext 'basicConstraints=critical,CA:TRUE,pathlen:0'");
+  // The server certificate keeps the addresses it had (another app may use one) and adds this one.
+  expect(made.script).toContain('echo 10.1.0.9; echo 127.0.0.1; } | sort -u');
+  expect(made.script).toContain('-CA /etc/metalship/redis-tls/ca.pem -CAkey /etc/metalship/redis-tls/ca.key');
+  const check = redisTlsStep('10.1.0.9', true).script;
+  expect(check).not.toContain('openssl req');
+  expect(check).toContain('echo RENEW');
   const pem = '-----BEGIN CERTIFICATE-----\nMIIB\nAbC=\n-----END CERTIFICATE-----\n';
-  expect(made.parse(`MADE\n${pem}`)).toEqual({ certificate: pem, made: true, stale: false });
-  expect(made.parse(pem)).toEqual({ certificate: pem, made: false, stale: false });
-  expect(made.parse('')).toEqual({ certificate: null, made: false, stale: false });
-  expect(made.parse(`STALE\n${pem}`)).toEqual({ certificate: pem, made: false, stale: true });
-  // With app hosts left out (limit), one in use is kept, and said to be stale.
+  const parsed = (made: boolean, stale: boolean, renew: boolean) => ({
+    certificate: pem,
+    made,
+    stale,
+    renew,
+  });
+  expect(made.parse(`MADE\n${pem}`)).toEqual(parsed(true, false, false));
+  expect(made.parse(pem)).toEqual(parsed(false, false, false));
+  expect(made.parse('')).toEqual({ certificate: null, made: false, stale: false, renew: false });
+  expect(made.parse(`STALE\n${pem}`)).toEqual(parsed(false, true, false));
+  expect(made.parse(`RENEW\n${pem}`)).toEqual(parsed(false, false, true));
+  // With app hosts left out (limit), a CA in use (or the self-signed certificate of before) is kept.
   expect(redisTlsStep('10.1.0.9', false, false).script).toContain(
-    "*'does match'* ]]; } && [ ! -s /etc/metalship/redis-tls/cert.pem ]; then",
+    'if ! ca_valid && { false || [ ! -s /etc/metalship/redis-tls/cert.pem ]; }; then',
   );
   // The db host's: the same step, its own files; the CN is the address too (libpq before 14 matches the CN alone).
   const pg = postgresqlTlsStep('10.1.0.9', false).script;
   expect(pg).toContain("-subj '/O=metalship PostgreSQL/CN=10.1.0.9'");
-  expect(pg).toContain('-keyout /etc/metalship/postgresql-tls/key.pem.new');
+  expect(pg).toContain('-keyout /etc/metalship/postgresql-tls/ca.key.new');
   expect(pg).not.toContain('redis');
 });

@@ -2,9 +2,10 @@
 // root-only curl config files, an OnFailure= handler on the app's units and
 // metalship's own (the backup, the health ping, the checks), and an hourly
 // timer for the checks (disk, certificate, restore test); where PostgreSQL or
-// Redis runs, an OnFailure= handler on them too. Without it, all of
-// that is removed. App hosts and the db/redis host have them (there the
-// backup's failure, the disk and the restore test), a load balancer not.
+// Redis runs, an OnFailure= handler on them too, and on nginx where a site is.
+// Without it, all of that is removed. Every host has them: an app host; the
+// db/redis host (the backup's failure, the disk, the restore test); a load
+// balancer (nginx, the disk, the certificate when TLS ends there).
 
 import { lastVerifiedPath, backupUnitNames } from '../backup.js';
 import { alertPaths, alertProgram, alertUnits, curlConfig, onFailureDropIn } from '../alert.js';
@@ -12,7 +13,7 @@ import { sh } from '../sh.js';
 import { ensureEtcDir, file, itemScript, type Item } from './common.js';
 import { certPaths } from './nginx.js';
 import { POSTGRESQL_TLS_FILES } from './postgresql.js';
-import { REDIS_TLS_CERT } from './redis.js';
+import { REDIS_TLS_FILES } from './redis.js';
 import { hasSite, postgresqlHere, redisHere, type ProvisionSettings } from './settings.js';
 
 const UNIT_DIR = '/etc/systemd/system';
@@ -20,6 +21,8 @@ const UNIT_DIR = '/etc/systemd/system';
 /** The units a failure of which is an alert: the app's and metalship's (a drop-in for a unit not here is inert). */
 export function alertedUnits(settings: ProvisionSettings): string[] {
   const layout = settings.layout;
+  // A load balancer runs none of them.
+  if (settings.balancer) return [];
   return [
     layout.units.apiTemplate,
     layout.units.worker,
@@ -30,7 +33,7 @@ export function alertedUnits(settings: ProvisionSettings): string[] {
 }
 
 /**
- * The database and Redis servers, alerted on where they run. PostgreSQL's by
+ * The database and Redis servers and nginx, alerted on where they run. PostgreSQL's by
  * its clusters' template (postgresql@13-main on Debian 11, @15-main on 12,
  * @17-main on 13; postgresql.service only starts them). Their drop-ins are
  * named after the app: apps sharing a host's PostgreSQL each add their own.
@@ -40,6 +43,7 @@ function serverUnits(settings: ProvisionSettings): { unit: string; dropIn: strin
   return [
     { unit: 'postgresql@.service', dropIn, here: postgresqlHere(settings) },
     { unit: 'redis-server.service', dropIn, here: redisHere(settings) },
+    { unit: 'nginx.service', dropIn, here: hasSite(settings) && settings.nginx.enabled },
   ];
 }
 
@@ -85,7 +89,8 @@ export function alertsItem(settings: ProvisionSettings): Item {
     diskPercent: alerts.diskPercent,
     certificates: [
       ...(hasSite(settings) && certPaths(settings) ? [certPaths(settings)!.certificate] : []),
-      ...(settings.serves.redis && settings.redis.enabled ? [REDIS_TLS_CERT] : []),
+      // The server certificates (their CAs live 20 years; provision warns of one expiring).
+      ...(settings.serves.redis && settings.redis.enabled ? [REDIS_TLS_FILES.cert] : []),
       ...(settings.serves.db && settings.topology.db && pg.enabled ? [POSTGRESQL_TLS_FILES.cert] : []),
     ],
     certificateDays: alerts.certificateDays,

@@ -136,8 +136,8 @@ export function planItems(
         : on(settings.logs.enabled, 'log-rotation: false', () => logsItem(settings))),
     },
     { name: 'monitoring', ...app(() => monitoringItem(settings)) },
-    // The db host's backups fail there: its alerts are the app's too.
-    { name: 'alerts', ...(settings.balancer ? app(() => null) : { item: alertsItem(settings) }) },
+    // Every host's: the db host's backups fail there, a load balancer's nginx and certificate there.
+    { name: 'alerts', item: alertsItem(settings) },
     // After the firewall and sshd: the receiving user logs in through them.
     { name: 'offsite', ...offsiteItem(settings) },
   ];

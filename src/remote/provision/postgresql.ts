@@ -245,30 +245,37 @@ const PSQL = 'runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1';
  * Remote clients: listen_addresses (a restart) and SSL on; on a db host with
  * the certificate of POSTGRESQL_TLS_FILES (a reload: PostgreSQL reloads its SSL
  * files on SIGHUP since 10, and keeps the old ones if the new fail to load).
+ * Addresses it listens on stay: another app on this host may be reached at one
+ * of them ('*', all of them, stays '*').
  */
 function pgServerSsl(listen: string, own: boolean): string {
   const want = own
     ? [
-        ['listen_addresses', listen],
         ['ssl', 'on'],
         ['ssl_cert_file', POSTGRESQL_TLS_FILES.cert],
         ['ssl_key_file', POSTGRESQL_TLS_FILES.key],
       ]
-    : [
-        ['listen_addresses', listen],
-        // Debian's cluster has the snakeoil certificate of ssl-cert configured.
-        ['ssl', 'on'],
-      ];
+    : // Debian's cluster has the snakeoil certificate of ssl-cert configured.
+      [['ssl', 'on']];
   const differs = want.map(
     ([name, value]) => `[ "$(${PSQL} -c ${quote('show ' + name!)})" != ${quote(value!)} ]`,
   );
   return [
+    `listen_now=$(${PSQL} -c 'show listen_addresses'); listen_now=\${listen_now// /}`,
+    'listen_want=$listen_now',
+    `listen_add=(${listen
+      .split(',')
+      .map((a) => quote(a))
+      .join(' ')})`,
+    'for a in "${listen_add[@]}"; do',
+    '  case ",$listen_want," in *",*,"*|*",$a,"*) ;; *) if [ "$a" = "*" ]; then listen_want="*"; else listen_want="${listen_want:+$listen_want,}$a"; fi;; esac',
+    'done',
     'pg_restart=0',
-    `if [ "$(${PSQL} -c 'show listen_addresses')" != ${quote(listen)} ]; then pg_restart=1; fi`,
+    'if [ "$listen_now" != "$listen_want" ]; then pg_restart=1; fi',
     `if [ "$pg_restart" = 1 ] || ${differs.join(' || ')}${own ? ' || [ "$tls_made" = 1 ]' : ''}; then`,
     sh`  ms_changed ${`listening on ${listen} for remote clients, SSL on${own ? " with this host's own certificate" : ''}`}`,
     '  if [ "$CHECK" != 1 ]; then',
-    `    printf '%s\\n' ${want.map(([name, value]) => quote(`alter system set ${name} = '${value}';`)).join(' ')} | q`,
+    `    { printf '%s\n' "alter system set listen_addresses = :'listen_want';"; printf '%s\n' ${want.map(([name, value]) => quote(`alter system set ${name} = '${value}';`)).join(' ')}; } | q -v listen_want="$listen_want"`,
     sh`    if [ "$pg_restart" = 1 ]; then systemctl restart postgresql; else echo 'select pg_reload_conf()' | q >/dev/null; fi`,
     '  fi',
     'fi',
@@ -344,8 +351,9 @@ export function postgresqlItem(settings: ProvisionSettings): Item {
       hbaBlock(settings),
       'MS_HBA_EOF',
       ')',
-      // Our rules first (pg_hba: the first matching line wins); the rest as it was.
-      sh`new=$( { printf '%s\\n' "$block"; awk -v b=${'# BEGIN metalship ' + settings.layout.app} -v e=${'# END metalship ' + settings.layout.app} '$0 == b { skip = 1; next } $0 == e { skip = 0; next } !skip' "$hba"; } )`,
+      // Our rules first (pg_hba: the first matching line wins), the rest as it was;
+      // rules already there stay where they are (another app's block may be above: runs of each app then agree).
+      sh`if grep -qxF -- ${'# BEGIN metalship ' + settings.layout.app} "$hba"; then new=$(BLOCK="$block" awk -v b=${'# BEGIN metalship ' + settings.layout.app} -v e=${'# END metalship ' + settings.layout.app} '$0 == b { if (!done) print ENVIRON["BLOCK"]; done = 1; skip = 1; next } $0 == e { skip = 0; next } !skip' "$hba"); else new=$( { printf '%s\\n' "$block"; cat "$hba"; } ); fi`,
       'if [ "$new" != "$(cat "$hba")" ]; then',
       '  ms_changed "pg_hba rules for the app"',
       '  if [ "$CHECK" != 1 ]; then printf "%s\\n" "$new" > "$hba.metalship-new"; chown --reference="$hba" "$hba.metalship-new"; chmod --reference="$hba" "$hba.metalship-new"; mv -f "$hba.metalship-new" "$hba"; echo "select pg_reload_conf()" | q >/dev/null; fi',
@@ -356,7 +364,14 @@ export function postgresqlItem(settings: ProvisionSettings): Item {
       `conf_dir=$(dirname "$(${psql} -c 'show config_file')")`,
       'open_confs=$(find "$conf_dir" -maxdepth 1 -name "*.conf" -perm /o=rwx -printf "%f " | sed "s/ $//")',
       'if [ -n "$open_confs" ]; then ms_changed "PostgreSQL configuration files no longer world-readable: $open_confs"; ms_apply find "$conf_dir" -maxdepth 1 -name "*.conf" -perm /o=rwx -exec chmod o-rwx {} +; fi',
-      own ? serviceTlsLines(POSTGRESQL_TLS_FILES, 'postgres', pg.tls) : null,
+      own
+        ? serviceTlsLines(
+            POSTGRESQL_TLS_FILES,
+            'postgres',
+            pg.tls,
+            `-starttls postgres -connect "127.0.0.1:$(${PSQL} -c 'show port')"`,
+          )
+        : null,
       listen ? pgServerSsl(listen, own) : null,
       'if [ "$CHECK" = 1 ]; then',
       sh`  prog=$(mktemp); cat > "$prog" <<'MS_PROG_EOF'`,

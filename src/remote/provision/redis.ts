@@ -190,7 +190,8 @@ function redisTlsLines(tls: RedisTls | null): string {
     'case "$(ldd "$(command -v redis-server)" 2>/dev/null)" in *libssl*) ;; *)',
     '  echo "redis-server $redis_version was built without TLS: a redis host (roles=redis) serves the app hosts over TLS only. Nothing was changed." >&2; exit 1;;',
     'esac',
-    serviceTlsLines(REDIS_TLS_FILES, 'redis', tls),
+    serviceTlsLines(REDIS_TLS_FILES, 'redis', tls, '-connect 127.0.0.1:6379'),
+    sh`redis_ca=${REDIS_TLS_FILES.ca}; if [ ! -s "$redis_ca" ]; then redis_ca=${REDIS_TLS_CERT}; fi`,
     'if [ "$tls_made" = 1 ]; then restart=1; fi',
   ].join('\n');
 }
@@ -202,7 +203,8 @@ export function redisItem(settings: ProvisionSettings): Item {
     : `$(awk '/^MemTotal:/ { printf "%d", $2 * 1024 * ${redis.memoryPercent} / 100 }' /proc/meminfo)`;
   const tls = settings.serves.redis;
   // metalship's own checks: over TLS where Redis serves nothing else (trusting its certificate alone).
-  const cli = `redis-cli -h 127.0.0.1${tls ? sh` --tls --cacert ${REDIS_TLS_CERT}` : ''}`;
+  // The CA that signs its certificate (a host set up before there was one: that self-signed certificate).
+  const cli = `redis-cli -h 127.0.0.1${tls ? ' --tls --cacert "$redis_ca"' : ''}`;
   return {
     name: 'redis',
     // Before Redis is installed, only another app's claim on it refuses: no password is accepted yet.
