@@ -84400,7 +84400,12 @@ function common_prelude(check) {
     // PATH has SOURCE's content ("-": stdin), the mode and the owner.
     '  same() { [ -f "$path" ] && cmp -s "$1" "$path" && [ "$(stat -c %a:%U:%G "$path")" = "$mode:${owner%%:*}:${owner#*:}" ]; }', 
     // Check mode compares the content as it comes: no temporary file on the host.
-    '  if [ "$CHECK" = 1 ]; then', '    same - && return 0', '    MS_WROTE=1', '    if [ -f "$path" ]; then ms_changed "$label differs"; else ms_changed "$label missing"; fi', '    return 0', '  fi', '  tmp=$(mktemp "${path%/*}/.metalship-XXXXXX" 2>/dev/null || mktemp)', '  cat > "$tmp"', '  if same "$tmp"; then rm -f "$tmp"; return 0; fi', '  MS_WROTE=1', '  chmod "$mode" "$tmp"; chown "$owner" "$tmp"', '  mv -f "$tmp" "$path"', '  ms_changed "$label written"', '}');
+    '  if [ "$CHECK" = 1 ]; then', '    same - && return 0', '    MS_WROTE=1', '    if [ -f "$path" ]; then ms_changed "$label differs"; else ms_changed "$label missing"; fi', '    return 0', '  fi', 
+    // The content first goes to root's own temporary file (in /tmp: sticky, nobody swaps it).
+    '  tmp=$(mktemp)', '  cat > "$tmp"', '  if same "$tmp"; then rm -f "$tmp"; return 0; fi', '  MS_WROTE=1', '  local dir=${path%/*} dir_owner dir_mode', '  read -r dir_owner dir_mode < <(stat -c "%U %a" "$dir")', '  if [ "$dir_owner" = root ] && (( (8#$dir_mode & 8#022) == 0 )); then', '    local final; final=$(mktemp "$dir/.metalship-XXXXXX")', '    cat "$tmp" > "$final"; rm -f "$tmp"', '    chmod "$mode" "$final"; chown "$owner" "$final"', '    mv -f "$final" "$path"', 
+    // A directory another account may change (/etc/redis is redis's): root acts on nothing
+    // there; the file's owner writes it (a link there leads only where that account may go).
+    '  elif [ "${owner%%:*}" != root ]; then', '    # shellcheck disable=SC2016 # the inner script expands its own arguments', '    runuser -u "${owner%%:*}" -- bash -c \'umask 077; t=$(mktemp "$1/.metalship-XXXXXX") && cat > "$t" && chgrp "$2" "$t" && chmod "$3" "$t" && mv -f "$t" "$4"\' _ "$dir" "${owner#*:}" "$mode" "$path" < "$tmp"', '    rm -f "$tmp"', '  else', '    rm -f "$tmp"', String.raw `    echo "$path: its directory $dir is $dir_owner's (mode $dir_mode), so another account may change it: root writes no file there" >&2`, '    return 1', '  fi', '  ms_changed "$label written"', '}');
 }
 /** metalship's own root-only settings on a host (URLs and secrets it keeps: root's, 755, files 600). */
 const common_ETC_DIR = '/etc/metalship';
@@ -84495,24 +84500,32 @@ const CA_VALID_DAYS = 7300;
  * in the run (replace): one left out would keep trusting the old one alone.
  * Prints the certificate the app hosts trust.
  */
-function service_tls_serviceTlsStep(files, address, check, replace = true) {
+function service_tls_serviceTlsStep(files, address, check, replace = true, 
+/** Shell lines that set `$others` to the other apps using this host's CA (their hosts are not in this run). */
+others = 'others=') {
     const renew = String(SERVICE_TLS_RENEW_DAYS * 86400);
     const ec = raw('-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes');
-    const replacing = raw(replace ? 'true' : 'false');
-    return step(`the ${files.service} TLS certificate`, script(sh `ca_valid() { [ -s ${files.caKey} ] && [ -s ${files.ca} ] && openssl x509 -noout -checkend ${renew} -in ${files.ca} >/dev/null 2>&1; }`, sh `server_valid() { [ -s ${files.key} ] && [ -s ${files.cert} ] && openssl x509 -noout -checkend ${renew} -in ${files.cert} >/dev/null 2>&1 && [[ "$(openssl x509 -noout -checkip ${address} -in ${files.cert} 2>/dev/null)" == *'does match'* ]] && openssl verify -CAfile ${files.ca} ${files.cert} >/dev/null 2>&1; }`, check
+    // A CA in use is replaced only with every app host of every app using it in the run.
+    const replacing = raw(`{ ${replace ? 'true' : 'false'} && [ -z "$others" ]; }`);
+    return step(`the ${files.service} TLS certificate`, script(sh `ca_valid() { [ -s ${files.caKey} ] && [ -s ${files.ca} ] && openssl x509 -noout -checkend ${renew} -in ${files.ca} >/dev/null 2>&1; }`, 
+    // Valid: not expiring, for this address, signed by the CA, and its key is the one beside it.
+    sh `server_valid() { [ -s ${files.key} ] && [ -s ${files.cert} ] && openssl x509 -noout -checkend ${renew} -in ${files.cert} >/dev/null 2>&1 && [[ "$(openssl x509 -noout -checkip ${address} -in ${files.cert} 2>/dev/null)" == *'does match'* ]] && openssl verify -CAfile ${files.ca} ${files.cert} >/dev/null 2>&1 && [ "$(openssl x509 -noout -pubkey -in ${files.cert} 2>/dev/null)" = "$(openssl pkey -pubout -in ${files.key} 2>/dev/null)" ]; }`, others, check
         ? script(sh `if ! ca_valid && { ${replacing} || [ ! -s ${files.cert} ]; }; then echo RENEW; elif ca_valid && ! server_valid; then echo RENEW; fi`)
         : script(sh `if ! command -v openssl >/dev/null; then echo ${`openssl is missing: the ${files.service} TLS certificate is made with it (apt-get install openssl)`} >&2; exit 1; fi`, sh `if [ ! -d ${ETC_DIR} ]; then install -d -m 755 -o root -g root ${ETC_DIR}; fi`, sh `if [ ! -d ${files.dir} ]; then install -d -m 750 -o root -g root ${files.dir}; fi`, 
         // No CA (a host set up before there was one: its server certificate is what the app hosts trust) or one expiring.
-        sh `if ! ca_valid && { ${replacing} || [ ! -s ${files.cert} ]; }; then`, sh `  (umask 077 && openssl req -x509 ${ec} -days ${String(CA_VALID_DAYS)} -subj ${`/O=metalship ${files.service}/CN=metalship ${files.service} CA ${address}`} -addext 'basicConstraints=critical,CA:TRUE,pathlen:0' -addext 'keyUsage=critical,keyCertSign,cRLSign' -keyout ${files.caKey + '.new'} -out ${files.ca + '.new'} 2>&1) >&2`, sh `  chmod 644 ${files.ca + '.new'}`, sh `  mv -f ${files.caKey + '.new'} ${files.caKey} && mv -f ${files.ca + '.new'} ${files.ca}`, 'fi', 'if ca_valid && ! server_valid; then', 
+        sh `if ! ca_valid && { ${replacing} || [ ! -s ${files.cert} ]; }; then`, 
+        // A configuration of its own: the distribution's adds extensions of its own (OpenSSL 1.1 then repeats basicConstraints, and the CA is refused).
+        sh `  work=$(mktemp -d -p ${files.dir})`, `  printf '%s\\n' '[req]' 'distinguished_name = dn' 'x509_extensions = ca' '[dn]' '[ca]' 'basicConstraints = critical,CA:TRUE,pathlen:0' 'keyUsage = critical,keyCertSign,cRLSign' 'subjectKeyIdentifier = hash' > "$work/ca.cnf"`, sh `  (umask 077 && openssl req -config "$work/ca.cnf" -x509 ${ec} -days ${String(CA_VALID_DAYS)} -subj ${`/O=metalship ${files.service}/CN=metalship ${files.service} CA ${address}`} -keyout ${files.caKey + '.new'} -out ${files.ca + '.new'} 2>&1) >&2`, sh `  chmod 644 ${files.ca + '.new'}`, sh `  mv -f ${files.caKey + '.new'} ${files.caKey} && mv -f ${files.ca + '.new'} ${files.ca}`, '  rm -rf -- "$work"', 'fi', 'if ca_valid && ! server_valid; then', 
         // The addresses it was for stay: another app may reach this host at one of them.
-        sh `  sans=$({ if [ -s ${files.cert} ]; then openssl x509 -noout -ext subjectAltName -in ${files.cert} 2>/dev/null | grep -o 'IP Address:[0-9A-Fa-f.:]*' | cut -d : -f 2-; fi; echo ${address}; echo 127.0.0.1; } | sort -u | sed 's/^/IP:/' | paste -sd ,)`, sh `  work=$(mktemp -d -p ${files.dir})`, "  printf '%s\\n' \"subjectAltName=$sans\" 'basicConstraints=critical,CA:FALSE' 'keyUsage=critical,digitalSignature' 'extendedKeyUsage=serverAuth' > \"$work/ext\"", 
+        sh `  sans=$({ if [ -s ${files.cert} ]; then openssl x509 -noout -ext subjectAltName -in ${files.cert} 2>/dev/null | grep -o 'IP Address:[0-9A-Fa-f.:]*' | cut -d : -f 2-; fi; echo ${address}; echo 127.0.0.1; } | sort -u | sed 's/^/IP:/' | paste -sd ,)`, sh `  work=$(mktemp -d -p ${files.dir})`, "  printf '%s\\n' \"subjectAltName=$sans\" 'basicConstraints=critical,CA:FALSE' 'keyUsage=critical,digitalSignature' 'extendedKeyUsage=serverAuth' 'subjectKeyIdentifier=hash' 'authorityKeyIdentifier=keyid:always' > \"$work/ext\"", 
         // CN is the address too: libpq before 14 matches the host against the CN alone when the SAN has no DNS name.
         sh `  (umask 077 && openssl req -new ${ec} -subj ${`/O=metalship ${files.service}/CN=${address}`} -keyout "$work/key.pem" -out "$work/csr.pem" 2>&1) >&2`, sh `  openssl x509 -req -in "$work/csr.pem" -CA ${files.ca} -CAkey ${files.caKey} -set_serial "0x$(openssl rand -hex 16)" -days ${String(SERVER_VALID_DAYS)} -extfile "$work/ext" -out "$work/cert.pem" 2>&1 >&2`, '  chmod 644 "$work/cert.pem"', 
         // The key keeps the group the service reads it through (set by the service's item).
-        sh `  if [ -e ${files.key} ]; then chown --reference=${files.key} "$work/key.pem"; chmod --reference=${files.key} "$work/key.pem"; fi`, sh `  mv -f "$work/key.pem" ${files.key} && mv -f "$work/cert.pem" ${files.cert}`, '  rm -rf -- "$work"', '  echo MADE', 'fi'), sh `if ! ca_valid && [ -s ${files.cert} ]; then echo STALE; fi`, sh `if [ -s ${files.ca} ]; then cat ${files.ca}; elif [ -s ${files.cert} ]; then cat ${files.cert}; fi`), (stdout) => ({
+        sh `  if [ -e ${files.key} ]; then chown --reference=${files.key} "$work/key.pem"; chmod --reference=${files.key} "$work/key.pem"; fi`, sh `  mv -f "$work/key.pem" ${files.key} && mv -f "$work/cert.pem" ${files.cert}`, '  rm -rf -- "$work"', '  echo MADE', 'fi'), sh `if ! ca_valid && [ -s ${files.cert} ]; then echo STALE; if [ -n "$others" ]; then echo "SHARED $others"; fi; fi`, sh `if [ -s ${files.ca} ]; then cat ${files.ca}; elif [ -s ${files.cert} ]; then cat ${files.cert}; fi`), (stdout) => ({
         certificate: /-----BEGIN CERTIFICATE-----\n[\s\S]+?\n-----END CERTIFICATE-----\n/.exec(stdout)?.[0] ?? null,
         made: /^MADE$/m.test(stdout),
         stale: /^STALE$/m.test(stdout),
+        shared: /^SHARED (.+)$/m.exec(stdout)?.[1] ?? '',
         renew: /^RENEW$/m.test(stdout),
     }));
 }
@@ -84535,7 +84548,7 @@ function service_tls_serviceTlsLines(files, group, tls, probe) {
         `served=$(timeout 10 openssl s_client ${probe} </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256 2>/dev/null || true)`,
         sh `if [ -s ${files.cert} ] && [ "$served" != "$(openssl x509 -noout -fingerprint -sha256 -in ${files.cert})" ]; then ms_changed ${`${files.service} serves its current TLS certificate`}; tls_made=1; fi`,
         tls?.stale
-            ? sh `ms_warn ${`the TLS CA expires within ${SERVICE_TLS_RENEW_DAYS} days, or this host still has the self-signed certificate of before: provision with every app host in the run to replace it (one left out would keep trusting the old one)`}`
+            ? sh `ms_warn ${`the TLS CA expires within ${SERVICE_TLS_RENEW_DAYS} days, or this host still has the self-signed certificate of before: ${tls.shared ? `other apps use it too (${tls.shared}), whose app hosts would keep trusting the old one alone: replace it by hand (see the README's TLS between the hosts) and provision every app` : 'provision with every app host in the run to replace it (one left out would keep trusting the old one)'}`}`
             : null,
     ]
         .filter((l) => l !== null)
@@ -84856,7 +84869,8 @@ function normalHost(host) {
 }
 /** The hosts of an authority (libpq takes a list: a,b:5433,[::1]:5434). */
 function authorityHosts(authority) {
-    return authority
+    // libpq decodes before it splits: %2C is a comma too.
+    return decoded(authority)
         .split(',')
         .map((h) => h.replace(/^(\[[^\]]*\]).*$|:[^:]*$/, '$1'))
         .filter(Boolean);
@@ -84906,16 +84920,18 @@ function conninfoReading(text) {
         return [];
     const params = conninfoParams(text);
     const hosts = params.filter(([k]) => k === 'host' || k === 'hostaddr').flatMap(([, v]) => v.split(','));
-    return hosts.length ? [{ scheme: 'postgresql', hosts, params }] : [];
+    return params.length ? [{ scheme: 'postgresql', hosts, params }] : [];
 }
 /** The one value of a parameter, or null when it is missing or given more than once. */
 function one(params, name) {
     const values = params.filter(([k]) => k === name).map(([, v]) => v);
     return values.length === 1 ? values[0] : null;
 }
-function pointsAt(reading, address) {
+function pointsAt(reading, address, fallback) {
     const at = normalHost(address);
-    return reading.hosts.some((h) => normalHost(h.trim()) === at);
+    // No host in it: libpq takes PGHOST/PGHOSTADDR from the environment (which env may set).
+    const hosts = reading.hosts.length ? reading.hosts : fallback;
+    return hosts.some((h) => normalHost(h.trim()) === at);
 }
 const FALSE = /^(0|f|false|n|no|off)$/i;
 /** Refusals of the app's service URLs in env (provision's shared .env, a release's own). */
@@ -84927,21 +84943,31 @@ function serviceUrlCheck(settings) {
     if (db && databaseUrl) {
         const ca = postgresqlCaPath(settings.app);
         const readings = [...urlReadings(databaseUrl), ...conninfoReading(databaseUrl)];
-        const unverified = readings.some((r) => pointsAt(r, db.address) &&
-            !(one(r.params, 'sslmode') === 'verify-full' && one(r.params, 'sslrootcert') === ca));
+        const values = settings.env.values;
+        const fallback = [values.PGHOST, values.PGHOSTADDR].filter(Boolean).flatMap((v) => v.split(','));
+        const unverified = 
+        // A service file names hosts and settings out of sight: not with a db host.
+        [values.PGSERVICE, values.PGSERVICEFILE].some(Boolean) ||
+            readings.some((r) => r.params.some(([k]) => k === 'service') ||
+                (pointsAt(r, db.address, fallback) &&
+                    !(one(r.params, 'sslmode') === 'verify-full' && one(r.params, 'sslrootcert') === ca)));
         if (unverified)
-            problems.push(`Input 'env': DATABASE_URL points at the db host ${db.label} (${db.address}), which serves PostgreSQL with a CA of its own that the app hosts must verify; expected postgresql://<user>:<password>@${db.address.includes(':') ? `[${db.address}]` : db.address}:5432/<database>?sslmode=verify-full&sslrootcert=${ca} (provision writes that CA there on each app host), with no other sslmode or sslrootcert.`);
+            problems.push(`Input 'env': DATABASE_URL points at the db host ${db.label} (${db.address}), which serves PostgreSQL with a CA of its own that the app hosts must verify; expected postgresql://<user>:<password>@${db.address.includes(':') ? `[${db.address}]` : db.address}:5432/<database>?sslmode=verify-full&sslrootcert=${ca} (provision writes that CA there on each app host), with no other sslmode or sslrootcert, and no PGSERVICE or service=.`);
     }
     const redis = settings.redis === false ? undefined : where.redis;
     const redisUrl = settings.env.values.REDIS_URL;
     if (redis && redisUrl) {
         const ca = redisCaPath(settings.app);
-        const unverified = urlReadings(redisUrl).some((r) => pointsAt(r, redis.address) &&
+        const unverified = urlReadings(redisUrl).some((r) => pointsAt(r, redis.address, []) &&
             !(r.scheme === 'rediss' &&
                 one(r.params, 'ssl_ca_certs') === ca &&
-                r.params.every(([k, v]) => !(k === 'ssl_cert_reqs' && v !== 'required') && !(k === 'ssl_check_hostname' && FALSE.test(v)))));
+                r.params.every(([k, v]) => !(k === 'ssl_cert_reqs' && v !== 'required') &&
+                    !(k === 'ssl_check_hostname' && FALSE.test(v)) &&
+                    // More CAs beside it would be trusted too.
+                    k !== 'ssl_ca_path' &&
+                    k !== 'ssl_ca_data')));
         if (unverified)
-            problems.push(`Input 'env': REDIS_URL points at the redis host ${redis.label} (${redis.address}), which serves Redis over TLS only, with a CA of its own that the app hosts must verify; expected rediss://<user>:<password>@${redis.address.includes(':') ? `[${redis.address}]` : redis.address}:6379/<db>?ssl_ca_certs=${ca} (provision writes that CA there on each app host), with no ssl_cert_reqs other than required and no ssl_check_hostname turned off.`);
+            problems.push(`Input 'env': REDIS_URL points at the redis host ${redis.label} (${redis.address}), which serves Redis over TLS only, with a CA of its own that the app hosts must verify; expected rediss://<user>:<password>@${redis.address.includes(':') ? `[${redis.address}]` : redis.address}:6379/<db>?ssl_ca_certs=${ca} (provision writes that CA there on each app host), with no ssl_cert_reqs other than required, no ssl_check_hostname turned off and no other CA (ssl_ca_path, ssl_ca_data).`);
     }
     return problems;
 }

@@ -195,7 +195,11 @@ export async function provision(opts: Settings<'provision'>, log: Log): Promise<
             };
             const certificates: ServiceCertificates = {
               redis: opts.redis ? await certificate('redis', redisTlsStep) : null,
-              postgresql: opts.postgresql ? await certificate('db', postgresqlTlsStep) : null,
+              postgresql: opts.postgresql
+                ? await certificate('db', (address, check, replace) =>
+                    postgresqlTlsStep(address, check, replace, opts.app),
+                  )
+                : null,
             };
             const links = await offsiteLinks(opts, all, log);
             return (await onEachHost(

@@ -44,7 +44,8 @@ export function normalHost(host: string): string {
 
 /** The hosts of an authority (libpq takes a list: a,b:5433,[::1]:5434). */
 function authorityHosts(authority: string): string[] {
-  return authority
+  // libpq decodes before it splits: %2C is a comma too.
+  return decoded(authority)
     .split(',')
     .map((h) => h.replace(/^(\[[^\]]*\]).*$|:[^:]*$/, '$1'))
     .filter(Boolean);
@@ -96,7 +97,7 @@ function conninfoReading(text: string): Reading[] {
   if (text.includes('://')) return [];
   const params = conninfoParams(text);
   const hosts = params.filter(([k]) => k === 'host' || k === 'hostaddr').flatMap(([, v]) => v.split(','));
-  return hosts.length ? [{ scheme: 'postgresql', hosts, params }] : [];
+  return params.length ? [{ scheme: 'postgresql', hosts, params }] : [];
 }
 
 /** The one value of a parameter, or null when it is missing or given more than once. */
@@ -105,9 +106,11 @@ function one(params: [string, string][], name: string): string | null {
   return values.length === 1 ? values[0]! : null;
 }
 
-function pointsAt(reading: Reading, address: string): boolean {
+function pointsAt(reading: Reading, address: string, fallback: string[]): boolean {
   const at = normalHost(address);
-  return reading.hosts.some((h) => normalHost(h.trim()) === at);
+  // No host in it: libpq takes PGHOST/PGHOSTADDR from the environment (which env may set).
+  const hosts = reading.hosts.length ? reading.hosts : fallback;
+  return hosts.some((h) => normalHost(h.trim()) === at);
 }
 
 const FALSE = /^(0|f|false|n|no|off)$/i;
@@ -127,14 +130,20 @@ export function serviceUrlCheck(settings: {
   if (db && databaseUrl) {
     const ca = postgresqlCaPath(settings.app);
     const readings = [...urlReadings(databaseUrl), ...conninfoReading(databaseUrl)];
-    const unverified = readings.some(
-      (r) =>
-        pointsAt(r, db.address) &&
-        !(one(r.params, 'sslmode') === 'verify-full' && one(r.params, 'sslrootcert') === ca),
-    );
+    const values = settings.env.values;
+    const fallback = [values.PGHOST, values.PGHOSTADDR].filter(Boolean).flatMap((v) => v!.split(','));
+    const unverified =
+      // A service file names hosts and settings out of sight: not with a db host.
+      [values.PGSERVICE, values.PGSERVICEFILE].some(Boolean) ||
+      readings.some(
+        (r) =>
+          r.params.some(([k]) => k === 'service') ||
+          (pointsAt(r, db.address, fallback) &&
+            !(one(r.params, 'sslmode') === 'verify-full' && one(r.params, 'sslrootcert') === ca)),
+      );
     if (unverified)
       problems.push(
-        `Input 'env': DATABASE_URL points at the db host ${db.label} (${db.address}), which serves PostgreSQL with a CA of its own that the app hosts must verify; expected postgresql://<user>:<password>@${db.address.includes(':') ? `[${db.address}]` : db.address}:5432/<database>?sslmode=verify-full&sslrootcert=${ca} (provision writes that CA there on each app host), with no other sslmode or sslrootcert.`,
+        `Input 'env': DATABASE_URL points at the db host ${db.label} (${db.address}), which serves PostgreSQL with a CA of its own that the app hosts must verify; expected postgresql://<user>:<password>@${db.address.includes(':') ? `[${db.address}]` : db.address}:5432/<database>?sslmode=verify-full&sslrootcert=${ca} (provision writes that CA there on each app host), with no other sslmode or sslrootcert, and no PGSERVICE or service=.`,
       );
   }
   const redis = settings.redis === false ? undefined : where.redis;
@@ -143,19 +152,23 @@ export function serviceUrlCheck(settings: {
     const ca = redisCaPath(settings.app);
     const unverified = urlReadings(redisUrl).some(
       (r) =>
-        pointsAt(r, redis.address) &&
+        pointsAt(r, redis.address, []) &&
         !(
           r.scheme === 'rediss' &&
           one(r.params, 'ssl_ca_certs') === ca &&
           r.params.every(
             ([k, v]) =>
-              !(k === 'ssl_cert_reqs' && v !== 'required') && !(k === 'ssl_check_hostname' && FALSE.test(v)),
+              !(k === 'ssl_cert_reqs' && v !== 'required') &&
+              !(k === 'ssl_check_hostname' && FALSE.test(v)) &&
+              // More CAs beside it would be trusted too.
+              k !== 'ssl_ca_path' &&
+              k !== 'ssl_ca_data',
           )
         ),
     );
     if (unverified)
       problems.push(
-        `Input 'env': REDIS_URL points at the redis host ${redis.label} (${redis.address}), which serves Redis over TLS only, with a CA of its own that the app hosts must verify; expected rediss://<user>:<password>@${redis.address.includes(':') ? `[${redis.address}]` : redis.address}:6379/<db>?ssl_ca_certs=${ca} (provision writes that CA there on each app host), with no ssl_cert_reqs other than required and no ssl_check_hostname turned off.`,
+        `Input 'env': REDIS_URL points at the redis host ${redis.label} (${redis.address}), which serves Redis over TLS only, with a CA of its own that the app hosts must verify; expected rediss://<user>:<password>@${redis.address.includes(':') ? `[${redis.address}]` : redis.address}:6379/<db>?ssl_ca_certs=${ca} (provision writes that CA there on each app host), with no ssl_cert_reqs other than required, no ssl_check_hostname turned off and no other CA (ssl_ca_path, ssl_ca_data).`,
       );
   }
   return problems;

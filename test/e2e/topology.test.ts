@@ -257,6 +257,38 @@ test('provision: PostgreSQL and Redis on the db host for the app hosts alone; th
   expect(settled.outputs.changed).toBe('0');
 });
 
+test("provision acts on the postgres account's files as that account: its links lead root nowhere", async () => {
+  // As postgres (superuser of the cluster, owner of its configuration directory): a link named like a
+  // configuration file to a root file any user may read, and this app's pg_hba rules removed so that
+  // provision rewrites the file. Root used to chmod through the link and write the rules through a
+  // link at a name it chose.
+  const confDir = (
+    await on(db, 'dirname "$(runuser -u postgres -- psql -XAtq -c \'show config_file\')"')
+  ).trim();
+  await on(db, 'printf "victim\\n" > /etc/metalship-victim && chmod 644 /etc/metalship-victim');
+  await on(
+    db,
+    `runuser -u postgres -- bash -c 'ln -sfn /etc/metalship-victim ${confDir}/zz-victim.conf; ln -sfn /etc/metalship-victim ${confDir}/pg_hba.conf.metalship-new; hba=$(psql -XAtq -c "show hba_file"); sed -i "/# BEGIN metalship ${APP}/,/# END metalship ${APP}/d" "$hba"'`,
+  );
+  try {
+    const r = await runBundle('provision', provisionInputs());
+    expect(outcome(r)).toBe('succeeded');
+    expect(itemsOf(r, db).postgresql!.detail).toContain('pg_hba rules for the app');
+    expect(await on(db, 'stat -c "%a %U:%G" /etc/metalship-victim; cat /etc/metalship-victim')).toBe(
+      '644 root:root\nvictim\n',
+    );
+    // The rules are back, in a file of the postgres account's own.
+    const hba = await on(db, `stat -c "%U %F" "$(runuser -u postgres -- psql -XAtq -c 'show hba_file')"`);
+    expect(hba).toBe('postgres regular file\n');
+    expect(await pgLogin(APP, DB_PASSWORD)).toMatchObject({ code: 0, out: 'topo|topo\n' });
+  } finally {
+    await on(
+      db,
+      `rm -f ${confDir}/zz-victim.conf ${confDir}/pg_hba.conf.metalship-new /etc/metalship-victim`,
+    );
+  }
+});
+
 test('the network admits the app hosts alone: ufw per source address, pg_hba per source and SSL only', async () => {
   // Same LAN, another source: ufw drops it.
   expect(await reaches(apps[1], 5432)).toBe(true);

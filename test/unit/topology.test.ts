@@ -206,6 +206,9 @@ test('a REDIS_URL to the redis host must be rediss:// verifying its CA, before a
     // Verification turned off, or the CA hidden behind a fragment (redis-py reads '#' as one).
     `${good}&ssl_cert_reqs=none`,
     `${good}&ssl_check_hostname=false`,
+    // Another CA beside it.
+    `${good}&ssl_ca_path=/etc/ssl/certs`,
+    `${good}&ssl_ca_data=x`,
     'rediss://shop:pw123@10.1.0.9:6379/0?x=#&ssl_ca_certs=/etc/metalship/shop-redis-ca.pem',
     // Other spellings of the address.
     'redis://shop:pw123@167837705:6379/0',
@@ -258,8 +261,20 @@ test('a DATABASE_URL to the db host must verify its CA (verify-full, its copy as
     `host='10.1.0.9' sslmode=verify-full sslrootcert='/tmp/x.pem'`,
     // A malformed %-escape does not crash the check.
     'postgresql://shop:pw123@[fe80::1%eth0],10.1.0.9/shop',
+    // A comma %-encoded in the host list (libpq decodes, then splits).
+    'postgresql://shop:pw123@x.invalid%2C10.1.0.9:5432/shop?sslmode=require',
+    'postgresql://shop:pw123@10.1.0.9%2C/shop?sslmode=require',
   ])
     expect(withUrl(bad)).toThrow(/DATABASE_URL points at the db host/);
+  // No host in it: libpq takes PGHOST or PGHOSTADDR, which env may set; a service file is refused.
+  for (const env of [
+    'DATABASE_URL=postgresql://shop:pw@/shop?sslmode=require\nPGHOST=10.1.0.9\n',
+    "DATABASE_URL='user=shop dbname=shop sslmode=require'\nPGHOSTADDR=10.1.0.9\n",
+    'DATABASE_URL=postgresql://shop:pw@10.1.0.9/shop?service=x\n',
+    `DATABASE_URL=${good}\nPGSERVICE=x\n`,
+  ])
+    expect(withEnv('provision', env)).toThrow(/DATABASE_URL points at the db host/);
+  expect(withEnv('provision', 'DATABASE_URL=postgresql://shop:pw@/shop\n')).not.toThrow();
   expect(withUrl(good)).not.toThrow();
   expect(withUrl(good.replace('postgresql:', 'postgresql+psycopg2:'))).not.toThrow();
   expect(withUrl(good.replace('postgresql:', 'postgres:'))).not.toThrow();
@@ -287,7 +302,7 @@ test("the redis and db hosts' certificate step: a CA of their own, never made in
   expect(made.script).toContain(
     'openssl verify -CAfile /etc/metalship/redis-tls/ca.pem /etc/metalship/redis-tls/cert.pem',
   );
-  expect(made.script).toContain("-addext 'basicConstraints=critical,CA:TRUE,pathlen:0'");
+  expect(made.script).toContain("'basicConstraints = critical,CA:TRUE,pathlen:0'");
   // The server certificate keeps the addresses it had (another app may use one) and adds this one.
   expect(made.script).toContain('echo 10.1.0.9; echo 127.0.0.1; } | sort -u');
   expect(made.script).toContain('-CA /etc/metalship/redis-tls/ca.pem -CAkey /etc/metalship/redis-tls/ca.key');
@@ -300,19 +315,28 @@ test("the redis and db hosts' certificate step: a CA of their own, never made in
     made,
     stale,
     renew,
+    shared: '',
   });
   expect(made.parse(`MADE\n${pem}`)).toEqual(parsed(true, false, false));
   expect(made.parse(pem)).toEqual(parsed(false, false, false));
-  expect(made.parse('')).toEqual({ certificate: null, made: false, stale: false, renew: false });
+  expect(made.parse('')).toEqual({ certificate: null, made: false, stale: false, renew: false, shared: '' });
+  // Other apps using the CA keep it from being replaced, and are named.
+  expect(made.parse(`STALE\nSHARED shop2 shop3\n${pem}`)).toMatchObject({
+    stale: true,
+    shared: 'shop2 shop3',
+  });
   expect(made.parse(`STALE\n${pem}`)).toEqual(parsed(false, true, false));
   expect(made.parse(`RENEW\n${pem}`)).toEqual(parsed(false, false, true));
   // With app hosts left out (limit), a CA in use (or the self-signed certificate of before) is kept.
   expect(redisTlsStep('10.1.0.9', false, false).script).toContain(
-    'if ! ca_valid && { false || [ ! -s /etc/metalship/redis-tls/cert.pem ]; }; then',
+    'if ! ca_valid && { { false && [ -z "$others" ]; } || [ ! -s /etc/metalship/redis-tls/cert.pem ]; }; then',
   );
   // The db host's: the same step, its own files; the CN is the address too (libpq before 14 matches the CN alone).
   const pg = postgresqlTlsStep('10.1.0.9', false).script;
   expect(pg).toContain("-subj '/O=metalship PostgreSQL/CN=10.1.0.9'");
   expect(pg).toContain('-keyout /etc/metalship/postgresql-tls/ca.key.new');
   expect(pg).not.toContain('redis');
+  expect(postgresqlTlsStep('10.1.0.9', false, true, 'shop').script).toContain('grep -vxF -- shop');
+  // A key beside the certificate that is not its own makes the certificate anew.
+  expect(pg).toContain('openssl pkey -pubout -in /etc/metalship/postgresql-tls/key.pem');
 });

@@ -32,8 +32,18 @@ export const POSTGRESQL_TLS_FILES = serviceTlsFiles('PostgreSQL', 'postgresql');
 export { postgresqlCaPath };
 
 /** The db host's certificate, made before the items (see serviceTlsStep). */
-export function postgresqlTlsStep(address: string, check: boolean, replace = true): Step<ServiceTls> {
-  return serviceTlsStep(POSTGRESQL_TLS_FILES, address, check, replace);
+export function postgresqlTlsStep(
+  address: string,
+  check: boolean,
+  replace = true,
+  app = '',
+): Step<ServiceTls> {
+  // Other apps on this db host (their pg_hba blocks, read as the postgres account) trust its CA too.
+  const others = [
+    `hba=$(cd / && ${PSQL} -c 'show hba_file' 2>/dev/null || true)`,
+    sh`others=$(if [ -n "$hba" ]; then runuser -u postgres -- cat -- "$hba" 2>/dev/null | sed -n 's/^# BEGIN metalship //p' | grep -vxF -- ${app} | sort -u | paste -sd ' '; fi || true)`,
+  ].join('\n');
+  return serviceTlsStep(POSTGRESQL_TLS_FILES, address, check, replace, others);
 }
 
 /** Who may connect over the network (SSL only): each app host's address, when this is the db host, and db-remote-cidrs. */
@@ -353,17 +363,22 @@ export function postgresqlItem(settings: ProvisionSettings): Item {
       ')',
       // Our rules first (pg_hba: the first matching line wins), the rest as it was;
       // rules already there stay where they are (another app's block may be above: runs of each app then agree).
-      sh`if grep -qxF -- ${'# BEGIN metalship ' + settings.layout.app} "$hba"; then new=$(BLOCK="$block" awk -v b=${'# BEGIN metalship ' + settings.layout.app} -v e=${'# END metalship ' + settings.layout.app} '$0 == b { if (!done) print ENVIRON["BLOCK"]; done = 1; skip = 1; next } $0 == e { skip = 0; next } !skip' "$hba"); else new=$( { printf '%s\\n' "$block"; cat "$hba"; } ); fi`,
-      'if [ "$new" != "$(cat "$hba")" ]; then',
+      // The file, its directory and the hba_file setting are the postgres account's: root
+      // reads and writes none of them, the account does (links there lead only where it may go).
+      'hba_now=$(runuser -u postgres -- cat -- "$hba")',
+      sh`if grep -qxF -- ${'# BEGIN metalship ' + settings.layout.app} <<< "$hba_now"; then new=$(BLOCK="$block" awk -v b=${'# BEGIN metalship ' + settings.layout.app} -v e=${'# END metalship ' + settings.layout.app} '$0 == b { if (!done) print ENVIRON["BLOCK"]; done = 1; skip = 1; next } $0 == e { skip = 0; next } !skip' <<< "$hba_now"); else new=$(printf '%s\\n' "$block" "$hba_now"); fi`,
+      'if [ "$new" != "$hba_now" ]; then',
       '  ms_changed "pg_hba rules for the app"',
-      '  if [ "$CHECK" != 1 ]; then printf "%s\\n" "$new" > "$hba.metalship-new"; chown --reference="$hba" "$hba.metalship-new"; chmod --reference="$hba" "$hba.metalship-new"; mv -f "$hba.metalship-new" "$hba"; echo "select pg_reload_conf()" | q >/dev/null; fi',
+      '  # shellcheck disable=SC2016 # the inner script expands its own arguments',
+      String.raw`  if [ "$CHECK" != 1 ]; then printf '%s\n' "$new" | runuser -u postgres -- bash -c 'umask 077; t=$(mktemp "$1.metalship-XXXXXX") && cat > "$t" && chmod --reference="$1" "$t" && mv -f "$t" "$1"' _ "$hba"; echo "select pg_reload_conf()" | q >/dev/null; fi`,
       'fi',
       // The cluster's settings are readable by the server's account only (the
       // packages leave postgresql.conf, start.conf and pg_ctl.conf world-readable;
       // lynis 3.1+ warns of it as DBS-1828).
       `conf_dir=$(dirname "$(${psql} -c 'show config_file')")`,
-      'open_confs=$(find "$conf_dir" -maxdepth 1 -name "*.conf" -perm /o=rwx -printf "%f " | sed "s/ $//")',
-      'if [ -n "$open_confs" ]; then ms_changed "PostgreSQL configuration files no longer world-readable: $open_confs"; ms_apply find "$conf_dir" -maxdepth 1 -name "*.conf" -perm /o=rwx -exec chmod o-rwx {} +; fi',
+      // Regular files only, changed by the account that owns them (never root through a link).
+      'open_confs=$(runuser -u postgres -- find "$conf_dir" -maxdepth 1 -type f -name "*.conf" -perm /o=rwx -printf "%f " | sed "s/ $//")',
+      'if [ -n "$open_confs" ]; then ms_changed "PostgreSQL configuration files no longer world-readable: $open_confs"; ms_apply runuser -u postgres -- find "$conf_dir" -maxdepth 1 -type f -name "*.conf" -perm /o=rwx -exec chmod o-rwx {} +; fi',
       own
         ? serviceTlsLines(
             POSTGRESQL_TLS_FILES,

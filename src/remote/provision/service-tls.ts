@@ -58,6 +58,8 @@ export interface ServiceTls {
   made: boolean;
   stale?: boolean;
   renew?: boolean;
+  /** With stale: the other apps using the CA, which keep it from being replaced. */
+  shared?: string;
 }
 
 /** The server certificate is made anew when it expires within this many days (the alert warns before, at alert-certificate-days). */
@@ -80,15 +82,20 @@ export function serviceTlsStep(
   address: string,
   check: boolean,
   replace = true,
+  /** Shell lines that set `$others` to the other apps using this host's CA (their hosts are not in this run). */
+  others = 'others=',
 ): Step<ServiceTls> {
   const renew = String(SERVICE_TLS_RENEW_DAYS * 86400);
   const ec = raw('-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes');
-  const replacing = raw(replace ? 'true' : 'false');
+  // A CA in use is replaced only with every app host of every app using it in the run.
+  const replacing = raw(`{ ${replace ? 'true' : 'false'} && [ -z "$others" ]; }`);
   return step(
     `the ${files.service} TLS certificate`,
     script(
       sh`ca_valid() { [ -s ${files.caKey} ] && [ -s ${files.ca} ] && openssl x509 -noout -checkend ${renew} -in ${files.ca} >/dev/null 2>&1; }`,
-      sh`server_valid() { [ -s ${files.key} ] && [ -s ${files.cert} ] && openssl x509 -noout -checkend ${renew} -in ${files.cert} >/dev/null 2>&1 && [[ "$(openssl x509 -noout -checkip ${address} -in ${files.cert} 2>/dev/null)" == *'does match'* ]] && openssl verify -CAfile ${files.ca} ${files.cert} >/dev/null 2>&1; }`,
+      // Valid: not expiring, for this address, signed by the CA, and its key is the one beside it.
+      sh`server_valid() { [ -s ${files.key} ] && [ -s ${files.cert} ] && openssl x509 -noout -checkend ${renew} -in ${files.cert} >/dev/null 2>&1 && [[ "$(openssl x509 -noout -checkip ${address} -in ${files.cert} 2>/dev/null)" == *'does match'* ]] && openssl verify -CAfile ${files.ca} ${files.cert} >/dev/null 2>&1 && [ "$(openssl x509 -noout -pubkey -in ${files.cert} 2>/dev/null)" = "$(openssl pkey -pubout -in ${files.key} 2>/dev/null)" ]; }`,
+      others,
       check
         ? script(
             sh`if ! ca_valid && { ${replacing} || [ ! -s ${files.cert} ]; }; then echo RENEW; elif ca_valid && ! server_valid; then echo RENEW; fi`,
@@ -99,15 +106,19 @@ export function serviceTlsStep(
             sh`if [ ! -d ${files.dir} ]; then install -d -m 750 -o root -g root ${files.dir}; fi`,
             // No CA (a host set up before there was one: its server certificate is what the app hosts trust) or one expiring.
             sh`if ! ca_valid && { ${replacing} || [ ! -s ${files.cert} ]; }; then`,
-            sh`  (umask 077 && openssl req -x509 ${ec} -days ${String(CA_VALID_DAYS)} -subj ${`/O=metalship ${files.service}/CN=metalship ${files.service} CA ${address}`} -addext 'basicConstraints=critical,CA:TRUE,pathlen:0' -addext 'keyUsage=critical,keyCertSign,cRLSign' -keyout ${files.caKey + '.new'} -out ${files.ca + '.new'} 2>&1) >&2`,
+            // A configuration of its own: the distribution's adds extensions of its own (OpenSSL 1.1 then repeats basicConstraints, and the CA is refused).
+            sh`  work=$(mktemp -d -p ${files.dir})`,
+            `  printf '%s\\n' '[req]' 'distinguished_name = dn' 'x509_extensions = ca' '[dn]' '[ca]' 'basicConstraints = critical,CA:TRUE,pathlen:0' 'keyUsage = critical,keyCertSign,cRLSign' 'subjectKeyIdentifier = hash' > "$work/ca.cnf"`,
+            sh`  (umask 077 && openssl req -config "$work/ca.cnf" -x509 ${ec} -days ${String(CA_VALID_DAYS)} -subj ${`/O=metalship ${files.service}/CN=metalship ${files.service} CA ${address}`} -keyout ${files.caKey + '.new'} -out ${files.ca + '.new'} 2>&1) >&2`,
             sh`  chmod 644 ${files.ca + '.new'}`,
             sh`  mv -f ${files.caKey + '.new'} ${files.caKey} && mv -f ${files.ca + '.new'} ${files.ca}`,
+            '  rm -rf -- "$work"',
             'fi',
             'if ca_valid && ! server_valid; then',
             // The addresses it was for stay: another app may reach this host at one of them.
             sh`  sans=$({ if [ -s ${files.cert} ]; then openssl x509 -noout -ext subjectAltName -in ${files.cert} 2>/dev/null | grep -o 'IP Address:[0-9A-Fa-f.:]*' | cut -d : -f 2-; fi; echo ${address}; echo 127.0.0.1; } | sort -u | sed 's/^/IP:/' | paste -sd ,)`,
             sh`  work=$(mktemp -d -p ${files.dir})`,
-            "  printf '%s\\n' \"subjectAltName=$sans\" 'basicConstraints=critical,CA:FALSE' 'keyUsage=critical,digitalSignature' 'extendedKeyUsage=serverAuth' > \"$work/ext\"",
+            "  printf '%s\\n' \"subjectAltName=$sans\" 'basicConstraints=critical,CA:FALSE' 'keyUsage=critical,digitalSignature' 'extendedKeyUsage=serverAuth' 'subjectKeyIdentifier=hash' 'authorityKeyIdentifier=keyid:always' > \"$work/ext\"",
             // CN is the address too: libpq before 14 matches the host against the CN alone when the SAN has no DNS name.
             sh`  (umask 077 && openssl req -new ${ec} -subj ${`/O=metalship ${files.service}/CN=${address}`} -keyout "$work/key.pem" -out "$work/csr.pem" 2>&1) >&2`,
             sh`  openssl x509 -req -in "$work/csr.pem" -CA ${files.ca} -CAkey ${files.caKey} -set_serial "0x$(openssl rand -hex 16)" -days ${String(SERVER_VALID_DAYS)} -extfile "$work/ext" -out "$work/cert.pem" 2>&1 >&2`,
@@ -119,7 +130,7 @@ export function serviceTlsStep(
             '  echo MADE',
             'fi',
           ),
-      sh`if ! ca_valid && [ -s ${files.cert} ]; then echo STALE; fi`,
+      sh`if ! ca_valid && [ -s ${files.cert} ]; then echo STALE; if [ -n "$others" ]; then echo "SHARED $others"; fi; fi`,
       sh`if [ -s ${files.ca} ]; then cat ${files.ca}; elif [ -s ${files.cert} ]; then cat ${files.cert}; fi`,
     ),
     (stdout) => ({
@@ -127,6 +138,7 @@ export function serviceTlsStep(
         /-----BEGIN CERTIFICATE-----\n[\s\S]+?\n-----END CERTIFICATE-----\n/.exec(stdout)?.[0] ?? null,
       made: /^MADE$/m.test(stdout),
       stale: /^STALE$/m.test(stdout),
+      shared: /^SHARED (.+)$/m.exec(stdout)?.[1] ?? '',
       renew: /^RENEW$/m.test(stdout),
     }),
   );
@@ -156,7 +168,7 @@ export function serviceTlsLines(
     `served=$(timeout 10 openssl s_client ${probe} </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256 2>/dev/null || true)`,
     sh`if [ -s ${files.cert} ] && [ "$served" != "$(openssl x509 -noout -fingerprint -sha256 -in ${files.cert})" ]; then ms_changed ${`${files.service} serves its current TLS certificate`}; tls_made=1; fi`,
     tls?.stale
-      ? sh`ms_warn ${`the TLS CA expires within ${SERVICE_TLS_RENEW_DAYS} days, or this host still has the self-signed certificate of before: provision with every app host in the run to replace it (one left out would keep trusting the old one)`}`
+      ? sh`ms_warn ${`the TLS CA expires within ${SERVICE_TLS_RENEW_DAYS} days, or this host still has the self-signed certificate of before: ${tls.shared ? `other apps use it too (${tls.shared}), whose app hosts would keep trusting the old one alone: replace it by hand (see the README's TLS between the hosts) and provision every app` : 'provision with every app host in the run to replace it (one left out would keep trusting the old one)'}`}`
       : null,
   ]
     .filter((l) => l !== null)
