@@ -66565,7 +66565,7 @@ function keepsPasswordsInUse(settings) {
                 sh `    echo ${unread + ': changing or removing a Redis password they may log in with needs them in the run. Nothing was changed.'} >&2`,
                 '    exit 1',
                 '  fi',
-                sh `done < <(awk -v u=${settings.redis.user} '$1 == "user" && $2 == u { for (i = 3; i <= NF; i++) if ($i ~ /^#/) print substr($i, 2) }' ${REDIS_ACL} 2>/dev/null)`,
+                sh `done < <(awk -v u=${settings.redis.user} '$1 == "user" && $2 == u { for (i = 3; i <= NF; i++) if ($i ~ /^#/) print substr($i, 2) }' < <(runuser -u redis -- cat ${REDIS_ACL} 2>/dev/null))`,
             ].join('\n')
             : null,
         // The app hosts' hashes as they are: the ACL file holds the SHA-256 of each password Redis accepts.
@@ -66573,7 +66573,7 @@ function keepsPasswordsInUse(settings) {
         'while read -r var user hash unit; do',
         sh `  if [ "$var" != REDIS_URL ] || { [ "$user" = ${settings.redis.user} ] && [[ "$accepted" == *" $hash "* ]]; }; then continue; fi`,
         // Refused only when Redis accepts that login now: a login already failing is not this change's doing.
-        sh `  if awk -v u="$user" -v h="#$hash" '$1 == "user" && $2 == u { for (i = 3; i <= NF; i++) if ($i == h) f = 1 } END { exit !f }' ${REDIS_ACL} 2>/dev/null; then`,
+        sh `  if awk -v u="$user" -v h="#$hash" '$1 == "user" && $2 == u { for (i = 3; i <= NF; i++) if ($i == h) f = 1 } END { exit !f }' < <(runuser -u redis -- cat ${REDIS_ACL} 2>/dev/null); then`,
         sh `    echo "$unit logs in to Redis as $user with a password this change would take away (REDIS_URL): it would fail on its next connection. Rotate without a failed request: provision with the new redis-password and the old one as redis-previous-password, deploy the app with the new REDIS_URL, then provision again without redis-previous-password. Nothing was changed." >&2`,
         '    exit 1',
         '  fi',
@@ -66652,7 +66652,8 @@ function redisItem(settings) {
             'fi',
         ].join('\n')), `maxmemory=${maxmemory}`, sh `ms_file ${REDIS_DROPIN} 640 redis:redis ${'Redis settings'} < <(printf '%s\\n' '# Managed by metalship.' "bind $redis_bind" 'protected-mode yes' ${tls ? TLS_SETTINGS : ['port 6379']} "maxmemory $maxmemory" 'maxmemory-policy allkeys-lru' 'appendonly yes' ${'aclfile ' + REDIS_ACL})`, 'if [ "$MS_WROTE" = 1 ]; then restart=1; fi', 
         // Included last, so its values override the packaged file's.
-        sh `if [ "$(grep -v '^[[:space:]]*\\(#\\|$\\)' ${REDIS_CONF} | tail -n 1)" != ${'include ' + REDIS_DROPIN} ]; then`, sh `  ms_changed "Redis includes the metalship settings last"`, sh `  if [ "$CHECK" != 1 ]; then sed -i ${'\\#^include ' + REDIS_DROPIN + '$#d'} ${REDIS_CONF}; printf '\\n%s\\n' ${'include ' + REDIS_DROPIN} >> ${REDIS_CONF}; restart=1; fi`, 'fi', 'if [ "$CHECK" != 1 ]; then', '  if [ "$restart" = 1 ] || ! systemctl is-active --quiet redis-server; then systemctl enable --quiet redis-server; systemctl restart redis-server;', 
+        // /etc/redis is the redis account's: it reads and edits redis.conf there, never root (a link there would lead root anywhere).
+        sh `if [ "$(runuser -u redis -- grep -v '^[[:space:]]*\\(#\\|$\\)' ${REDIS_CONF} | tail -n 1)" != ${'include ' + REDIS_DROPIN} ]; then`, sh `  ms_changed "Redis includes the metalship settings last"`, '  # shellcheck disable=SC2016 # the inner script expands its own arguments', sh `  if [ "$CHECK" != 1 ]; then runuser -u redis -- bash -c 'sed -i "\\#^$2\\$#d" "$1" && printf "\\n%s\\n" "$2" >> "$1"' _ ${REDIS_CONF} ${'include ' + REDIS_DROPIN}; restart=1; fi`, 'fi', 'if [ "$CHECK" != 1 ]; then', '  if [ "$restart" = 1 ] || ! systemctl is-active --quiet redis-server; then systemctl enable --quiet redis-server; systemctl restart redis-server;', 
         // Only the users changed: loaded in place, no client loses its connection (a restart only when Redis does not know our user yet).
         sh `  elif [ "$acl_changed" = 1 ] && [ "$(REDISCLI_AUTH=$(cat ${REDIS_ADMIN_SECRET}) ${raw(cli)} --no-auth-warning --user ${REDIS_ADMIN} ACL LOAD 2>&1)" != OK ]; then systemctl restart redis-server; fi`, 
         // The app's user must work, and nobody else may run anything.
@@ -66758,8 +66759,9 @@ function one(params, name) {
 }
 function pointsAt(reading, address, fallback) {
     const at = normalHost(address);
-    // No host in it: libpq takes PGHOST/PGHOSTADDR from the environment (which env may set).
-    const hosts = reading.hosts.length ? reading.hosts : fallback;
+    // libpq takes PGHOST/PGHOSTADDR from the environment (which env may set) where the URL has none,
+    // and hostaddr is where it connects whatever host names: both count.
+    const hosts = [...reading.hosts, ...fallback];
     return hosts.some((h) => normalHost(h.trim()) === at);
 }
 const FALSE = /^(0|f|false|n|no|off)$/i;

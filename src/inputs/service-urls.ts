@@ -108,8 +108,9 @@ function one(params: [string, string][], name: string): string | null {
 
 function pointsAt(reading: Reading, address: string, fallback: string[]): boolean {
   const at = normalHost(address);
-  // No host in it: libpq takes PGHOST/PGHOSTADDR from the environment (which env may set).
-  const hosts = reading.hosts.length ? reading.hosts : fallback;
+  // libpq takes PGHOST/PGHOSTADDR from the environment (which env may set) where the URL has none,
+  // and hostaddr is where it connects whatever host names: both count.
+  const hosts = [...reading.hosts, ...fallback];
   return hosts.some((h) => normalHost(h.trim()) === at);
 }
 

@@ -272,6 +272,8 @@ test('a DATABASE_URL to the db host must verify its CA (verify-full, its copy as
     "DATABASE_URL='user=shop dbname=shop sslmode=require'\nPGHOSTADDR=10.1.0.9\n",
     'DATABASE_URL=postgresql://shop:pw@10.1.0.9/shop?service=x\n',
     `DATABASE_URL=${good}\nPGSERVICE=x\n`,
+    // hostaddr from the environment beside a URL naming a host: libpq connects there.
+    'DATABASE_URL=postgresql://shop:pw@db.internal/shop\nPGHOSTADDR=10.1.0.9\n',
   ])
     expect(withEnv('provision', env)).toThrow(/DATABASE_URL points at the db host/);
   expect(withEnv('provision', 'DATABASE_URL=postgresql://shop:pw@/shop\n')).not.toThrow();
