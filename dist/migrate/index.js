@@ -67180,7 +67180,7 @@ function service_tls_serviceTlsLines(files, group, tls, probe) {
         `served=$(timeout 10 openssl s_client ${probe} </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256 2>/dev/null || true)`,
         sh `if [ -s ${files.cert} ] && [ "$served" != "$(openssl x509 -noout -fingerprint -sha256 -in ${files.cert})" ]; then ms_changed ${`${files.service} serves its current TLS certificate`}; tls_made=1; fi`,
         tls?.stale
-            ? sh `ms_warn ${`the TLS CA expires within ${SERVICE_TLS_RENEW_DAYS} days, or this host still has the self-signed certificate of before: ${tls.shared ? `other apps use it too (${tls.shared}), whose app hosts would keep trusting the old one alone: replace it by hand (see the README's TLS between the hosts) and provision every app` : 'provision with every app host in the run to replace it (one left out would keep trusting the old one)'}`}`
+            ? sh `ms_warn ${`the TLS CA expires within ${SERVICE_TLS_RENEW_DAYS} days, or this host still has the self-signed certificate of before: ${tls.shared ? `other apps use it too (${tls.shared}), whose app hosts would keep trusting the old one alone, so it is kept` : 'provision with every app host in the run to replace it (one left out would keep trusting the old one)'}`}`
             : null,
     ]
         .filter((l) => l !== null)
@@ -67313,9 +67313,6 @@ function recordRedisApp(app) {
  * the key through its group (set by the redis item, once the package has made that group).
  */
 const REDIS_TLS_FILES = serviceTlsFiles('Redis', 'redis');
-const REDIS_TLS_DIR = REDIS_TLS_FILES.dir;
-const REDIS_TLS_CERT = REDIS_TLS_FILES.cert;
-const REDIS_TLS_KEY = REDIS_TLS_FILES.key;
 /** On an app host: the redis host's certificate, the one CA its REDIS_URL trusts (`?ssl_ca_certs=`). */
 function redisCaPath(app) {
     return `${common_ETC_DIR}/${app}-redis-ca.pem`;
@@ -67404,10 +67401,10 @@ const REDIS_VERSION_LINES = [
 const TLS_SETTINGS = [
     'port 0',
     'tls-port 6379',
-    `tls-cert-file ${REDIS_TLS_CERT}`,
-    `tls-key-file ${REDIS_TLS_KEY}`,
+    `tls-cert-file ${REDIS_TLS_FILES.cert}`,
+    `tls-key-file ${REDIS_TLS_FILES.key}`,
     // Redis 6.0 wants a CA even when it asks clients for no certificate.
-    `tls-ca-cert-file ${REDIS_TLS_CERT}`,
+    `tls-ca-cert-file ${REDIS_TLS_FILES.cert}`,
     'tls-auth-clients no',
     'tls-protocols "TLSv1.2 TLSv1.3"',
 ];
@@ -67423,7 +67420,7 @@ function redisTlsLines(tls) {
         '  echo "redis-server $redis_version was built without TLS: a redis host (roles=redis) serves the app hosts over TLS only. Nothing was changed." >&2; exit 1;;',
         'esac',
         serviceTlsLines(REDIS_TLS_FILES, 'redis', tls, '-connect 127.0.0.1:6379'),
-        sh `redis_ca=${REDIS_TLS_FILES.ca}; if [ ! -s "$redis_ca" ]; then redis_ca=${REDIS_TLS_CERT}; fi`,
+        sh `redis_ca=${REDIS_TLS_FILES.ca}; if [ ! -s "$redis_ca" ]; then redis_ca=${REDIS_TLS_FILES.cert}; fi`,
         'if [ "$tls_made" = 1 ]; then restart=1; fi',
     ].join('\n');
 }

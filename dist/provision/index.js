@@ -64238,7 +64238,7 @@ function serviceTlsLines(files, group, tls, probe) {
         `served=$(timeout 10 openssl s_client ${probe} </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256 2>/dev/null || true)`,
         sh_sh `if [ -s ${files.cert} ] && [ "$served" != "$(openssl x509 -noout -fingerprint -sha256 -in ${files.cert})" ]; then ms_changed ${`${files.service} serves its current TLS certificate`}; tls_made=1; fi`,
         tls?.stale
-            ? sh_sh `ms_warn ${`the TLS CA expires within ${SERVICE_TLS_RENEW_DAYS} days, or this host still has the self-signed certificate of before: ${tls.shared ? `other apps use it too (${tls.shared}), whose app hosts would keep trusting the old one alone: replace it by hand (see the README's TLS between the hosts) and provision every app` : 'provision with every app host in the run to replace it (one left out would keep trusting the old one)'}`}`
+            ? sh_sh `ms_warn ${`the TLS CA expires within ${SERVICE_TLS_RENEW_DAYS} days, or this host still has the self-signed certificate of before: ${tls.shared ? `other apps use it too (${tls.shared}), whose app hosts would keep trusting the old one alone, so it is kept` : 'provision with every app host in the run to replace it (one left out would keep trusting the old one)'}`}`
             : null,
     ]
         .filter((l) => l !== null)
@@ -64281,7 +64281,6 @@ function serviceCaLines(files, path, where, tls) {
  * private network cannot stand in for the database.
  */
 const POSTGRESQL_TLS_FILES = serviceTlsFiles('PostgreSQL', 'postgresql');
-
 /** The db host's certificate, made before the items (see serviceTlsStep). */
 function postgresqlTlsStep(address, check, replace = true, app = '') {
     // Other apps on this db host (their pg_hba blocks, read as the postgres account) trust its CA too.
@@ -64514,7 +64513,8 @@ function pgServerSsl(listen, own) {
         'pg_restart=0',
         'if [ "$listen_now" != "$listen_want" ]; then pg_restart=1; fi',
         `if [ "$pg_restart" = 1 ] || ${differs.join(' || ')}${own ? ' || [ "$tls_made" = 1 ]' : ''}; then`,
-        sh_sh `  ms_changed ${`listening on ${listen} for remote clients, SSL on${own ? " with this host's own certificate" : ''}`}`,
+        // The addresses it will listen on: those it had are kept.
+        `  ms_changed "listening on $listen_want for remote clients, SSL on${own ? " with this host's own certificate" : ''}"`,
         '  if [ "$CHECK" != 1 ]; then',
         `    { printf '%s\n' "alter system set listen_addresses = :'listen_want';"; printf '%s\n' ${want.map(([name, value]) => quote(`alter system set ${name} = '${value}';`)).join(' ')}; } | q -v listen_want="$listen_want"`,
         sh_sh `    if [ "$pg_restart" = 1 ]; then systemctl restart postgresql; else echo 'select pg_reload_conf()' | q >/dev/null; fi`,
@@ -64634,9 +64634,6 @@ function recordRedisApp(app) {
  * the key through its group (set by the redis item, once the package has made that group).
  */
 const REDIS_TLS_FILES = serviceTlsFiles('Redis', 'redis');
-const REDIS_TLS_DIR = REDIS_TLS_FILES.dir;
-const REDIS_TLS_CERT = REDIS_TLS_FILES.cert;
-const REDIS_TLS_KEY = REDIS_TLS_FILES.key;
 /** On an app host: the redis host's certificate, the one CA its REDIS_URL trusts (`?ssl_ca_certs=`). */
 function redisCaPath(app) {
     return `${ETC_DIR}/${app}-redis-ca.pem`;
@@ -64725,10 +64722,10 @@ const REDIS_VERSION_LINES = [
 const TLS_SETTINGS = [
     'port 0',
     'tls-port 6379',
-    `tls-cert-file ${REDIS_TLS_CERT}`,
-    `tls-key-file ${REDIS_TLS_KEY}`,
+    `tls-cert-file ${REDIS_TLS_FILES.cert}`,
+    `tls-key-file ${REDIS_TLS_FILES.key}`,
     // Redis 6.0 wants a CA even when it asks clients for no certificate.
-    `tls-ca-cert-file ${REDIS_TLS_CERT}`,
+    `tls-ca-cert-file ${REDIS_TLS_FILES.cert}`,
     'tls-auth-clients no',
     'tls-protocols "TLSv1.2 TLSv1.3"',
 ];
@@ -64744,7 +64741,7 @@ function redisTlsLines(tls) {
         '  echo "redis-server $redis_version was built without TLS: a redis host (roles=redis) serves the app hosts over TLS only. Nothing was changed." >&2; exit 1;;',
         'esac',
         serviceTlsLines(REDIS_TLS_FILES, 'redis', tls, '-connect 127.0.0.1:6379'),
-        sh_sh `redis_ca=${REDIS_TLS_FILES.ca}; if [ ! -s "$redis_ca" ]; then redis_ca=${REDIS_TLS_CERT}; fi`,
+        sh_sh `redis_ca=${REDIS_TLS_FILES.ca}; if [ ! -s "$redis_ca" ]; then redis_ca=${REDIS_TLS_FILES.cert}; fi`,
         'if [ "$tls_made" = 1 ]; then restart=1; fi',
     ].join('\n');
 }

@@ -27,7 +27,7 @@ function decoded(text: string): string {
 }
 
 /** A host as an address compares: IPv4 in any form inet_aton takes, IPv6 compressed, IPv4-mapped IPv6 as IPv4. */
-export function normalHost(host: string): string {
+function normalHost(host: string): string {
   const bare = decoded(host).replace(/^\[(.*)\]$/, '$1');
   try {
     const name = new URL(`http://${bare.includes(':') ? `[${bare}]` : bare}/`).hostname;

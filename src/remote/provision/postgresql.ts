@@ -29,8 +29,6 @@ import type { Step } from '../step.js';
  */
 export const POSTGRESQL_TLS_FILES = serviceTlsFiles('PostgreSQL', 'postgresql');
 
-export { postgresqlCaPath };
-
 /** The db host's certificate, made before the items (see serviceTlsStep). */
 export function postgresqlTlsStep(
   address: string,
@@ -283,7 +281,8 @@ function pgServerSsl(listen: string, own: boolean): string {
     'pg_restart=0',
     'if [ "$listen_now" != "$listen_want" ]; then pg_restart=1; fi',
     `if [ "$pg_restart" = 1 ] || ${differs.join(' || ')}${own ? ' || [ "$tls_made" = 1 ]' : ''}; then`,
-    sh`  ms_changed ${`listening on ${listen} for remote clients, SSL on${own ? " with this host's own certificate" : ''}`}`,
+    // The addresses it will listen on: those it had are kept.
+    `  ms_changed "listening on $listen_want for remote clients, SSL on${own ? " with this host's own certificate" : ''}"`,
     '  if [ "$CHECK" != 1 ]; then',
     `    { printf '%s\n' "alter system set listen_addresses = :'listen_want';"; printf '%s\n' ${want.map(([name, value]) => quote(`alter system set ${name} = '${value}';`)).join(' ')}; } | q -v listen_want="$listen_want"`,
     sh`    if [ "$pg_restart" = 1 ]; then systemctl restart postgresql; else echo 'select pg_reload_conf()' | q >/dev/null; fi`,

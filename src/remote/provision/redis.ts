@@ -58,19 +58,14 @@ function recordRedisApp(app: string): string {
  * the key through its group (set by the redis item, once the package has made that group).
  */
 export const REDIS_TLS_FILES = serviceTlsFiles('Redis', 'redis');
-export const REDIS_TLS_DIR = REDIS_TLS_FILES.dir;
-export const REDIS_TLS_CERT = REDIS_TLS_FILES.cert;
-export const REDIS_TLS_KEY = REDIS_TLS_FILES.key;
 
 /** On an app host: the redis host's certificate, the one CA its REDIS_URL trusts (`?ssl_ca_certs=`). */
 export function redisCaPath(app: string): string {
   return `${ETC_DIR}/${app}-redis-ca.pem`;
 }
 
-export type RedisTls = ServiceTls;
-
 /** The redis host's certificate, made before the items (see serviceTlsStep). */
-export function redisTlsStep(address: string, check: boolean, replace = true): Step<RedisTls> {
+export function redisTlsStep(address: string, check: boolean, replace = true): Step<ServiceTls> {
   return serviceTlsStep(REDIS_TLS_FILES, address, check, replace);
 }
 
@@ -171,10 +166,10 @@ export const REDIS_VERSION_LINES = [
 const TLS_SETTINGS = [
   'port 0',
   'tls-port 6379',
-  `tls-cert-file ${REDIS_TLS_CERT}`,
-  `tls-key-file ${REDIS_TLS_KEY}`,
+  `tls-cert-file ${REDIS_TLS_FILES.cert}`,
+  `tls-key-file ${REDIS_TLS_FILES.key}`,
   // Redis 6.0 wants a CA even when it asks clients for no certificate.
-  `tls-ca-cert-file ${REDIS_TLS_CERT}`,
+  `tls-ca-cert-file ${REDIS_TLS_FILES.cert}`,
   'tls-auth-clients no',
   'tls-protocols "TLSv1.2 TLSv1.3"',
 ];
@@ -184,14 +179,14 @@ const TLS_SETTINGS = [
  * through its group; a new certificate restarts it. A build without TLS is
  * refused before anything is written.
  */
-function redisTlsLines(tls: RedisTls | null): string {
+function redisTlsLines(tls: ServiceTls | null): string {
   return [
     // Read whole, not piped to grep -q: under pipefail, ldd killed by SIGPIPE would read as no TLS.
     'case "$(ldd "$(command -v redis-server)" 2>/dev/null)" in *libssl*) ;; *)',
     '  echo "redis-server $redis_version was built without TLS: a redis host (roles=redis) serves the app hosts over TLS only. Nothing was changed." >&2; exit 1;;',
     'esac',
     serviceTlsLines(REDIS_TLS_FILES, 'redis', tls, '-connect 127.0.0.1:6379'),
-    sh`redis_ca=${REDIS_TLS_FILES.ca}; if [ ! -s "$redis_ca" ]; then redis_ca=${REDIS_TLS_CERT}; fi`,
+    sh`redis_ca=${REDIS_TLS_FILES.ca}; if [ ! -s "$redis_ca" ]; then redis_ca=${REDIS_TLS_FILES.cert}; fi`,
     'if [ "$tls_made" = 1 ]; then restart=1; fi',
   ].join('\n');
 }

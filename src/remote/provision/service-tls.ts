@@ -63,7 +63,7 @@ export interface ServiceTls {
 }
 
 /** The server certificate is made anew when it expires within this many days (the alert warns before, at alert-certificate-days). */
-export const SERVICE_TLS_RENEW_DAYS = 30;
+const SERVICE_TLS_RENEW_DAYS = 30;
 const SERVER_VALID_DAYS = 3650;
 const CA_VALID_DAYS = 7300;
 
@@ -168,7 +168,7 @@ export function serviceTlsLines(
     `served=$(timeout 10 openssl s_client ${probe} </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256 2>/dev/null || true)`,
     sh`if [ -s ${files.cert} ] && [ "$served" != "$(openssl x509 -noout -fingerprint -sha256 -in ${files.cert})" ]; then ms_changed ${`${files.service} serves its current TLS certificate`}; tls_made=1; fi`,
     tls?.stale
-      ? sh`ms_warn ${`the TLS CA expires within ${SERVICE_TLS_RENEW_DAYS} days, or this host still has the self-signed certificate of before: ${tls.shared ? `other apps use it too (${tls.shared}), whose app hosts would keep trusting the old one alone: replace it by hand (see the README's TLS between the hosts) and provision every app` : 'provision with every app host in the run to replace it (one left out would keep trusting the old one)'}`}`
+      ? sh`ms_warn ${`the TLS CA expires within ${SERVICE_TLS_RENEW_DAYS} days, or this host still has the self-signed certificate of before: ${tls.shared ? `other apps use it too (${tls.shared}), whose app hosts would keep trusting the old one alone, so it is kept` : 'provision with every app host in the run to replace it (one left out would keep trusting the old one)'}`}`
       : null,
   ]
     .filter((l) => l !== null)
