@@ -64353,7 +64353,10 @@ PartOf=${unitWord(layout.units.target)}
 StartLimitIntervalSec=0
 
 [Service]
-Type=simple
+${own.notify
+        ? // all: a worker started through a wrapper, or whose pool sends it, is heard as well.
+            'Type=notify\nNotifyAccess=all'
+        : 'Type=simple'}
 ${[
         `User=${unitText(settings.user)}`,
         `Group=${unitText(settings.user)}`,
@@ -64420,6 +64423,7 @@ function currentReleaseUnit(settings, options) {
         note: options.note,
         workdir: [layout.current],
         service: [`ExecStart=${execLine(inVenv(`${layout.current}/.venv/bin`, options.command))}`],
+        notify: settings.unitsReady === 'notify',
     });
 }
 function workerUnit(settings) {
@@ -64498,6 +64502,8 @@ function throughNginx(settings) {
 function verifyStep(settings) {
     const layout = settings.layout;
     const units = settings.units.length > 0;
+    // A notify unit turns active when its process says it is ready: that is the settling.
+    const stableSeconds = settings.notify ? 0 : settings.stableSeconds;
     const text = sh_script(pytool_pyToolDefinition(), 'rc=0', 'failed=""', 
     // A unit not yet active with no job queued is waited for, up to the timeout.
     units
@@ -64522,19 +64528,21 @@ function verifyStep(settings) {
         // Read in the shell: three seds a poll were six processes every tenth of a second.
         '      s="" sub="" pid=""', '      while IFS="=" read -r k v; do case $k in ActiveState) s=$v ;; SubState) sub=$v ;; MainPID) pid=$v ;; esac; done <<< "$show"', '      if [ -n "$seen" ] && [ "${pid:-0}" != "$seen" ]; then', '        echo "UNIT_STATE $1: its process exited while it was checked, ${age:-0}0 ms after it started (does it crash as it starts?); $(unit_state "$1")"', '        return 1', '      fi', settings.restarted
             ? sh_script('      if [ "$sub" = auto-restart ]; then', '        echo "UNIT_STATE $1: its process exited after the restart, and systemd is restarting it (does it crash as it starts?); $(unit_state "$1")"', '        return 1', '      fi').trimEnd()
-            : null, '      if [ "$s" = active ] && [ "${pid:-0}" != 0 ]; then', '        seen=$pid', sh_sh `        if age=$(proc_age "$pid") && [ "$age" -ge ${settings.stableSeconds * 100} ]; then`, 
+            : null, '      if [ "$s" = active ] && [ "${pid:-0}" != 0 ]; then', '        seen=$pid', sh_sh `        if age=$(proc_age "$pid") && [ "$age" -ge ${stableSeconds * 100} ]; then`, 
         // Up long enough; after the restart, systemd must not have restarted it since
         // (a crash once while nobody looked: the restart resets the count).
         settings.restarted
             ? sh_script('          restarts=$(systemctl show -p NRestarts --value "$1" 2>/dev/null || echo 0)', '          if [ "${restarts:-0}" != 0 ]; then', '            echo "UNIT_STATE $1: its process exited after the restart and systemd restarted it ($restarts time(s)): it crashed as it started; $(unit_state "$1")"', '            return 1', '          fi').trimEnd()
             : null, '          return 0', '        fi', '      fi', '    fi', '    if [ "$SECONDS" -ge "$units_deadline" ]; then', 
         // What the unit was doing when given up on, so a failure explains itself.
-        '      if [ -n "$seen" ]; then', sh_sh `        echo "UNIT_STATE $1: running, but for $(( \${age:-0} / 100 )) s only of the ${settings.stableSeconds} s it must stay up (units-stable-seconds) when the check ended; $(unit_state "$1")"`, '      else', '        echo "UNIT_STATE $1: not running (${s:-?}, ${sub:-?}, jobs: ${jobs:-none}); $(unit_state "$1")"', '      fi', '      return 1', '    fi', '    sleep 0.1', '  done', '}', 
+        '      if [ -n "$seen" ]; then', sh_sh `        echo "UNIT_STATE $1: running, but for $(( \${age:-0} / 100 )) s only of the ${stableSeconds} s it must stay up (units-stable-seconds) when the check ended; $(unit_state "$1")"`, '      else', settings.notify
+            ? '        echo "UNIT_STATE $1: not ready (${s:-?}, ${sub:-?}, jobs: ${jobs:-none}; with units-ready: notify, systemd waits for its process to send READY=1); $(unit_state "$1")"'
+            : '        echo "UNIT_STATE $1: not running (${s:-?}, ${sub:-?}, jobs: ${jobs:-none}); $(unit_state "$1")"', '      fi', '      return 1', '    fi', '    sleep 0.1', '  done', '}', 
         // Each unit watched on its own, at once: one crashing while another is waited
         // for is seen when it happens.
         'units_check() {', '  local dir down="" i=0 u', 
         // verify-timeout to come up, then units-stable-seconds to stay up.
-        sh_sh `  units_deadline=$((SECONDS + ${settings.timeout + settings.stableSeconds}))`, '  dir=$(mktemp -d)', sh_sh `  local units=(${settings.units})`, '  for u in "${units[@]}"; do', '    i=$((i + 1))', '    { if ! settled "$u"; then echo "$u" > "$dir/$i.down"; fi; } > "$dir/$i.out" &', '  done', '  wait', '  for ((u = 1; u <= i; u++)); do cat -- "$dir/$u.out"; if [ -f "$dir/$u.down" ]; then down="$down $(cat -- "$dir/$u.down")"; fi; done', '  rm -rf -- "$dir"', '  if [ -n "$down" ]; then echo "UNITS_DOWN$down"; fi', '}', 
+        sh_sh `  units_deadline=$((SECONDS + ${settings.timeout + stableSeconds}))`, '  dir=$(mktemp -d)', sh_sh `  local units=(${settings.units})`, '  for u in "${units[@]}"; do', '    i=$((i + 1))', '    { if ! settled "$u"; then echo "$u" > "$dir/$i.down"; fi; } > "$dir/$i.out" &', '  done', '  wait', '  for ((u = 1; u <= i; u++)); do cat -- "$dir/$u.out"; if [ -f "$dir/$u.down" ]; then down="$down $(cat -- "$dir/$u.down")"; fi; done', '  rm -rf -- "$dir"', '  if [ -n "$down" ]; then echo "UNITS_DOWN$down"; fi', '}', 
         // Its output goes to a file, read once it is done: its lines never mix with the probes'.
         'units_out=$(mktemp)').trimEnd()
         : null, settings.api === false
@@ -82345,10 +82353,13 @@ function switchScript(settings) {
         : null, 
     // Traffic moves only now, by renaming the socket link nginx connects through:
     // requests already on the old slot finish there, new ones reach the new slot.
-    sh_sh `swap_link "$sock" ${layout.apiLink}`, 'echo "MARK traffic moved to the $slot slot"', 'rm -rf -- "$units_saved"', settings.clearDrainPort ? clearDrainLines(layout, settings.clearDrainPort) : null, sh_sh `echo "$slot" > ${layout.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh_sh `rm -f ${layout.nginxReloadPending}`, sh_sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `swap_link ${rel} ${layout.current}`, sh_sh `swap_link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', ...removals('units_removed'), 'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi', 
+    sh_sh `swap_link "$sock" ${layout.apiLink}`, 'echo "MARK traffic moved to the $slot slot"', 'rm -rf -- "$units_saved"', settings.clearDrainPort ? clearDrainLines(layout, settings.clearDrainPort) : null, sh_sh `echo "$slot" > ${layout.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh_sh `rm -f ${layout.nginxReloadPending}`, sh_sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `swap_link ${rel} ${layout.current}`, sh_sh `swap_link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, 
+    // The worker and the scheduler run from current: restarted as soon as it moved
+    // (the check after waits for them; the bookkeeping below runs meanwhile).
+    followers.length && settings.checksFollow ? sh_sh `systemctl restart --no-block ${followers}` : null, servedLines(settings), 'echo "PREVIOUS $prev"', ...removals('units_removed'), 'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi', 
     // On boot only the serving slot starts; the standby is a warm spare for this boot only.
     // The boot reads the links: no daemon reload now (each costs as much as the rest of the switch).
-    sh_sh `systemctl enable --no-reload --quiet ${layout.units.target} ${api} ${followers}`, sh_sh `systemctl disable --no-reload --quiet ${standbyApi} 2>/dev/null || true`, followers.length && settings.checksFollow ? sh_sh `systemctl restart --no-block ${followers}` : null, followers.length && !settings.checksFollow
+    sh_sh `systemctl enable --no-reload --quiet ${layout.units.target} ${api} ${followers}`, sh_sh `systemctl disable --no-reload --quiet ${standbyApi} 2>/dev/null || true`, followers.length && !settings.checksFollow
         ? sh_script(sh_sh `systemctl restart ${followers}`, 'echo "MARK worker and scheduler restarted"')
         : null, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout.history}`);
 }
@@ -83370,6 +83381,11 @@ const serviceInputs = {
     'uvicorn-args': commandField('Extra uvicorn arguments, e.g. "--workers 2".', ''),
     'worker-command': unitCommandField('Background worker command, run in the release; its program is the virtualenv\'s (python, taskiq, ...) unless given as an absolute path, e.g. "taskiq worker tasks.broker:broker" (the standard\'s). `none`: no worker, the default (an app has one only when it says which); to turn off one the config file names, give none.', 'none'),
     'scheduler-command': unitCommandField('Scheduler command (exactly one runs, on the first host or the host with the scheduler role), e.g. "taskiq scheduler tasks.scheduler:scheduler". `none`: no scheduler, the default (to turn off one the config file names, give none).', 'none'),
+    'units-ready': choice({
+        description: "How the worker and the scheduler show they have started. `stable` (the default): their process has run units-stable-seconds without exiting. `notify`: they say so themselves, with sd_notify READY=1 once they can take work (from Celery's worker_ready signal, or a few lines of Python once connected to the broker: see the README); their units are Type=notify, and a deploy or rollback waits for that signal, not for a time window. A release records it: a rollback runs its worker as it was deployed.",
+        default: 'stable',
+        choices: ['stable', 'notify'],
+    }),
     'health-path': pattern({
         description: 'Readiness endpoint of the app, checked on each host before it gets traffic and after a switch.',
         default: '/health/ready',
@@ -83536,7 +83552,7 @@ const verifyInputs = {
         unit: 'seconds',
     }),
     'units-stable-seconds': fields_int({
-        description: 'Seconds the worker and the scheduler must run without exiting before they count as healthy (on top of verify-timeout to start), so a process that crashes as it starts (an import error, a refused connection) fails the check rather than passing it between restarts; after a deploy or rollback, systemd restarting one fails it at once. Each second of it adds about a second to a deploy or rollback of a host with a worker; raise it for a worker that takes longer to start or retries its broker for longer. 0: running is enough.',
+        description: "Seconds the worker and the scheduler must run without exiting before they count as healthy (on top of verify-timeout to start), so a process that crashes as it starts (an import error, a refused connection) fails the check rather than passing it between restarts; after a deploy or rollback, systemd restarting one fails it at once. Each second of it adds about a second to a deploy or rollback of a host with a worker; raise it for a worker that takes longer to start or retries its broker for longer. 0: running is enough. Not used with units-ready: notify (the units' own signal is the check).",
         default: '2',
         min: 0,
         max: 600,
@@ -83776,10 +83792,13 @@ const RUNTIME_KEYS = [
     'uvicorn-args',
     'worker-command',
     'scheduler-command',
+    'units-ready',
     'health-path',
 ];
 const runtimeFields = Object.fromEntries(RUNTIME_KEYS.map((k) => [k, serviceInputs[k]]));
 const RUNTIME_RECORD_FORMAT = 1;
+/** Settings added after format 1's first records: a record without one ran as its value here says. */
+const ADDED_LATER = { 'units-ready': 'stable' };
 /** Larger than any record we write; a larger file is refused unread. */
 const RUNTIME_RECORD_MAX = 16384;
 /** The config file gives runtime settings to the releases made, which record them; a switch or rollback takes the record. */
@@ -83804,6 +83823,7 @@ const recordedRuntimeInputs = {
     'uvicorn-args': fromRelease(serviceInputs['uvicorn-args'], ''),
     'worker-command': fromRelease(serviceInputs['worker-command'], '; `none` turns the worker off'),
     'scheduler-command': fromRelease(serviceInputs['scheduler-command'], '; `none` turns the scheduler off'),
+    'units-ready': fromRelease(serviceInputs['units-ready'], ''),
     'health-path': fromRelease(serviceInputs['health-path'], ''),
 };
 /** The runtime settings out of an action's settings. */
@@ -83851,7 +83871,7 @@ function parseRuntimeRecord(text) {
     for (const key of RUNTIME_KEYS) {
         const value = Object.hasOwn(settings, key)
             ? settings[key]
-            : undefined;
+            : ADDED_LATER[key];
         if (typeof value !== 'string')
             throw new Error(`its ${key} is ${value === undefined ? 'missing' : 'not a string'}`);
         const r = runtimeFields[key].schema.safeParse(value);
@@ -83960,6 +83980,7 @@ async function switchHost(host, releaseId, settings, log, opts = {}) {
         uvicornArgs: runtime['uvicorn-args'],
         workerCommand: runtime['worker-command'],
         schedulerCommand: runtime['scheduler-command'],
+        unitsReady: runtime['units-ready'],
     }, { worker: host.roles.worker, scheduler: host.roles.scheduler });
     const precheck = opts.precheck && host.roles.api ? precheckOf(opts.precheck, runtime) : null;
     const switching = host.conn.step(switchStep({
@@ -84075,6 +84096,7 @@ opts = {}) {
         timeout: settings['verify-timeout'],
         interval: settings['verify-interval'],
         stableSeconds: settings['units-stable-seconds'],
+        notify: settings['units-ready'] === 'notify',
         expectStatus: settings['expect-status'],
         expectBody: settings.url ? '' : settings['expect-body'],
         units,
@@ -84213,6 +84235,7 @@ function runtimeChecks(results, host) {
         'health-path': rt['health-path'],
         'worker-command': rt['worker-command'],
         'scheduler-command': rt['scheduler-command'],
+        'units-ready': rt['units-ready'],
     };
 }
 function batches(items, size) {
@@ -85562,6 +85585,7 @@ const actions = {
             'uvicorn-args': serviceInputs['uvicorn-args'],
             'worker-command': serviceInputs['worker-command'],
             'scheduler-command': serviceInputs['scheduler-command'],
+            'units-ready': serviceInputs['units-ready'],
             'health-path': serviceInputs['health-path'],
             ...configInputs,
         },
@@ -85608,6 +85632,7 @@ const actions = {
             'health-path': recordedRuntimeInputs['health-path'],
             'worker-command': recordedRuntimeInputs['worker-command'],
             'scheduler-command': recordedRuntimeInputs['scheduler-command'],
+            'units-ready': recordedRuntimeInputs['units-ready'],
             ...verifyInputs,
             ...configInputs,
         },
@@ -85727,6 +85752,7 @@ const actions = {
             'uvicorn-args': serviceInputs['uvicorn-args'],
             'worker-command': serviceInputs['worker-command'],
             'scheduler-command': serviceInputs['scheduler-command'],
+            'units-ready': serviceInputs['units-ready'],
             'health-path': serviceInputs['health-path'],
             'server-name': serviceInputs['server-name'],
             ...provisionInputs,

@@ -22,6 +22,8 @@ import socket
 import sys
 import time
 
+from ready import notify_ready
+
 APP = os.environ.get("APP_NAME") or "sample"
 RELEASE = os.path.basename(os.getcwd())
 IDENT = "%s:%d" % (socket.gethostname(), os.getpid())
@@ -64,6 +66,7 @@ def run():
     url = os.environ.get("REDIS_URL")
     if not url:
         log.warning("REDIS_URL is not set: nothing to schedule, idling until stopped")
+        notify_ready()
         while not _stop:
             _sleep_until(time.monotonic() + 60)
         return
@@ -93,6 +96,7 @@ def run():
                 starts = pipe.execute()[0]
                 registered = True
                 log.info("registered as %s in %s (starts=%s)", IDENT, RUNNING_KEY, starts)
+                notify_ready()
             if acquire(keys=[LOCK_KEY], args=[IDENT, lock_ttl]) == 1:
                 if holding is not True:
                     log.info("holding scheduler lock %s", LOCK_KEY)

@@ -19,6 +19,8 @@ import signal
 import sys
 import time
 
+from ready import notify_ready
+
 APP = os.environ.get("APP_NAME") or "sample"
 RELEASE = os.path.basename(os.getcwd())
 JOBS_KEY = "%s:jobs" % APP
@@ -71,6 +73,7 @@ def run():
     url = os.environ.get("REDIS_URL")
     if not url:
         log.warning("REDIS_URL is not set: nothing to do, idling until stopped")
+        notify_ready()
         while not _stop:
             _sleep(60)
         return
@@ -82,12 +85,17 @@ def run():
     client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=BLPOP_TIMEOUT + 4)
     log.info("worker started: app=%s release=%s pid=%s queue=%s", APP, RELEASE, os.getpid(), JOBS_KEY)
     connected = None
+    notified = False
     while not _stop:
         try:
-            item = client.blpop([JOBS_KEY], timeout=BLPOP_TIMEOUT)
             if connected is not True:
+                client.ping()
                 log.info("connected to Redis")
+                if not notified:
+                    notify_ready()  # ready once it reaches its queue
+                    notified = True
                 connected = True
+            item = client.blpop([JOBS_KEY], timeout=BLPOP_TIMEOUT)
             if item is not None:
                 _process(client, item[1], job_seconds)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:

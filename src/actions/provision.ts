@@ -56,6 +56,7 @@ export function provisionSettings(
     appModule: settings['app-module'],
     uvicornArgs: settings['uvicorn-args'],
     workerCommand: settings['worker-command'],
+    unitsReady: settings['units-ready'],
     schedulerCommand: settings['scheduler-command'],
     healthPath: settings['health-path'],
     system: { enabled: settings.system, securityUpdates: settings['security-updates'] },

@@ -317,6 +317,12 @@ export const serviceInputs = {
     'Scheduler command (exactly one runs, on the first host or the host with the scheduler role), e.g. "taskiq scheduler tasks.scheduler:scheduler". `none`: no scheduler, the default (to turn off one the config file names, give none).',
     'none',
   ),
+  'units-ready': choice({
+    description:
+      "How the worker and the scheduler show they have started. `stable` (the default): their process has run units-stable-seconds without exiting. `notify`: they say so themselves, with sd_notify READY=1 once they can take work (from Celery's worker_ready signal, or a few lines of Python once connected to the broker: see the README); their units are Type=notify, and a deploy or rollback waits for that signal, not for a time window. A release records it: a rollback runs its worker as it was deployed.",
+    default: 'stable',
+    choices: ['stable', 'notify'] as const,
+  }),
   'health-path': pattern({
     description:
       'Readiness endpoint of the app, checked on each host before it gets traffic and after a switch.',
@@ -505,7 +511,7 @@ export const verifyInputs = {
   }),
   'units-stable-seconds': int({
     description:
-      'Seconds the worker and the scheduler must run without exiting before they count as healthy (on top of verify-timeout to start), so a process that crashes as it starts (an import error, a refused connection) fails the check rather than passing it between restarts; after a deploy or rollback, systemd restarting one fails it at once. Each second of it adds about a second to a deploy or rollback of a host with a worker; raise it for a worker that takes longer to start or retries its broker for longer. 0: running is enough.',
+      "Seconds the worker and the scheduler must run without exiting before they count as healthy (on top of verify-timeout to start), so a process that crashes as it starts (an import error, a refused connection) fails the check rather than passing it between restarts; after a deploy or rollback, systemd restarting one fails it at once. Each second of it adds about a second to a deploy or rollback of a host with a worker; raise it for a worker that takes longer to start or retries its broker for longer. 0: running is enough. Not used with units-ready: notify (the units' own signal is the check).",
     default: '2',
     min: 0,
     max: 600,

@@ -13,6 +13,7 @@ export const RUNTIME_KEYS = [
   'uvicorn-args',
   'worker-command',
   'scheduler-command',
+  'units-ready',
   'health-path',
 ] as const;
 export type RuntimeKey = (typeof RUNTIME_KEYS)[number];
@@ -28,6 +29,9 @@ export type Runtime = SettingsOf<typeof runtimeFields>;
 export type RuntimeOverrides = { [K in RuntimeKey]?: Runtime[K] | undefined };
 
 export const RUNTIME_RECORD_FORMAT = 1;
+/** Settings added after format 1's first records: a record without one ran as its value here says. */
+const ADDED_LATER: Partial<Record<RuntimeKey, string>> = { 'units-ready': 'stable' };
+
 /** Larger than any record we write; a larger file is refused unread. */
 export const RUNTIME_RECORD_MAX = 16384;
 
@@ -59,6 +63,7 @@ export const recordedRuntimeInputs = {
   'uvicorn-args': fromRelease(serviceInputs['uvicorn-args'], ''),
   'worker-command': fromRelease(serviceInputs['worker-command'], '; `none` turns the worker off'),
   'scheduler-command': fromRelease(serviceInputs['scheduler-command'], '; `none` turns the scheduler off'),
+  'units-ready': fromRelease(serviceInputs['units-ready'], ''),
   'health-path': fromRelease(serviceInputs['health-path'], ''),
 } satisfies Record<RuntimeKey, Field>;
 
@@ -109,7 +114,7 @@ export function parseRuntimeRecord(text: string): Runtime {
   for (const key of RUNTIME_KEYS) {
     const value: unknown = Object.hasOwn(settings, key)
       ? (settings as Record<string, unknown>)[key]
-      : undefined;
+      : ADDED_LATER[key];
     if (typeof value !== 'string')
       throw new Error(`its ${key} is ${value === undefined ? 'missing' : 'not a string'}`);
     const r = runtimeFields[key].schema.safeParse(value);

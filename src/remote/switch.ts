@@ -263,6 +263,9 @@ export function switchScript(settings: SwitchSettings): string {
     sh`prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`,
     sh`swap_link ${rel} ${layout.current}`,
     sh`swap_link "$(readlink ${rel}/.venv)" ${layout.venvLink}`,
+    // The worker and the scheduler run from current: restarted as soon as it moved
+    // (the check after waits for them; the bookkeeping below runs meanwhile).
+    followers.length && settings.checksFollow ? sh`systemctl restart --no-block ${followers}` : null,
     servedLines(settings),
     'echo "PREVIOUS $prev"',
     ...removals('units_removed'),
@@ -271,7 +274,6 @@ export function switchScript(settings: SwitchSettings): string {
     // The boot reads the links: no daemon reload now (each costs as much as the rest of the switch).
     sh`systemctl enable --no-reload --quiet ${layout.units.target} ${api} ${followers}`,
     sh`systemctl disable --no-reload --quiet ${standbyApi} 2>/dev/null || true`,
-    followers.length && settings.checksFollow ? sh`systemctl restart --no-block ${followers}` : null,
     followers.length && !settings.checksFollow
       ? script(sh`systemctl restart ${followers}`, 'echo "MARK worker and scheduler restarted"')
       : null,

@@ -13,6 +13,8 @@ export interface UnitSettings {
   uvicornArgs: string[];
   workerCommand: string[];
   schedulerCommand: string[];
+  /** How the worker and the scheduler show they have started (the units-ready input): notify makes them Type=notify. */
+  unitsReady: 'stable' | 'notify';
 }
 
 /** systemd's sandboxing: the app reads its release and writes only shared/ (field notes, systemd hardening). */
@@ -71,7 +73,15 @@ function inVenv(venvBin: string, words: string[]): string[] {
  */
 function serviceUnit(
   settings: UnitSettings,
-  own: { description: string; after: string; note?: string; workdir: Part[]; service: string[] },
+  own: {
+    description: string;
+    after: string;
+    note?: string;
+    workdir: Part[];
+    service: string[];
+    /** The process says when it is ready (sd_notify READY=1); else it is started once it runs. */
+    notify?: boolean;
+  },
 ): string {
   const layout = settings.layout;
   const workdir = own.workdir;
@@ -85,7 +95,12 @@ PartOf=${unitWord(layout.units.target)}
 StartLimitIntervalSec=0
 
 [Service]
-Type=simple
+${
+  own.notify
+    ? // all: a worker started through a wrapper, or whose pool sends it, is heard as well.
+      'Type=notify\nNotifyAccess=all'
+    : 'Type=simple'
+}
 ${[
   `User=${unitText(settings.user)}`,
   `Group=${unitText(settings.user)}`,
@@ -156,6 +171,7 @@ function currentReleaseUnit(
     note: options.note,
     workdir: [layout.current],
     service: [`ExecStart=${execLine(inVenv(`${layout.current}/.venv/bin`, options.command))}`],
+    notify: settings.unitsReady === 'notify',
   });
 }
 

@@ -13,6 +13,8 @@ export interface VerifySettings {
   interval: number;
   /** Seconds a worker or scheduler process must run to count as settled; 0: active is enough. */
   stableSeconds: number;
+  /** The units are Type=notify (units-ready: notify): active means they said they are ready, no time window. */
+  notify?: boolean;
   /** The units were just restarted (a deploy or rollback): systemd restarting one means it crashed. */
   restarted?: boolean;
   expectStatus: number;
@@ -74,6 +76,8 @@ function throughNginx(settings: VerifySettings): string {
 export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
   const layout = settings.layout;
   const units = settings.units.length > 0;
+  // A notify unit turns active when its process says it is ready: that is the settling.
+  const stableSeconds = settings.notify ? 0 : settings.stableSeconds;
   const text = script(
     pyToolDefinition(),
     'rc=0',
@@ -125,7 +129,7 @@ export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
             : null,
           '      if [ "$s" = active ] && [ "${pid:-0}" != 0 ]; then',
           '        seen=$pid',
-          sh`        if age=$(proc_age "$pid") && [ "$age" -ge ${settings.stableSeconds * 100} ]; then`,
+          sh`        if age=$(proc_age "$pid") && [ "$age" -ge ${stableSeconds * 100} ]; then`,
           // Up long enough; after the restart, systemd must not have restarted it since
           // (a crash once while nobody looked: the restart resets the count).
           settings.restarted
@@ -144,9 +148,11 @@ export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
           '    if [ "$SECONDS" -ge "$units_deadline" ]; then',
           // What the unit was doing when given up on, so a failure explains itself.
           '      if [ -n "$seen" ]; then',
-          sh`        echo "UNIT_STATE $1: running, but for $(( \${age:-0} / 100 )) s only of the ${settings.stableSeconds} s it must stay up (units-stable-seconds) when the check ended; $(unit_state "$1")"`,
+          sh`        echo "UNIT_STATE $1: running, but for $(( \${age:-0} / 100 )) s only of the ${stableSeconds} s it must stay up (units-stable-seconds) when the check ended; $(unit_state "$1")"`,
           '      else',
-          '        echo "UNIT_STATE $1: not running (${s:-?}, ${sub:-?}, jobs: ${jobs:-none}); $(unit_state "$1")"',
+          settings.notify
+            ? '        echo "UNIT_STATE $1: not ready (${s:-?}, ${sub:-?}, jobs: ${jobs:-none}; with units-ready: notify, systemd waits for its process to send READY=1); $(unit_state "$1")"'
+            : '        echo "UNIT_STATE $1: not running (${s:-?}, ${sub:-?}, jobs: ${jobs:-none}); $(unit_state "$1")"',
           '      fi',
           '      return 1',
           '    fi',
@@ -158,7 +164,7 @@ export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
           'units_check() {',
           '  local dir down="" i=0 u',
           // verify-timeout to come up, then units-stable-seconds to stay up.
-          sh`  units_deadline=$((SECONDS + ${settings.timeout + settings.stableSeconds}))`,
+          sh`  units_deadline=$((SECONDS + ${settings.timeout + stableSeconds}))`,
           '  dir=$(mktemp -d)',
           sh`  local units=(${settings.units})`,
           '  for u in "${units[@]}"; do',

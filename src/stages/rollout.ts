@@ -47,19 +47,18 @@ export interface Rollout {
 }
 
 /** The verify settings that are not the release's own (those come from its switch). */
-export type VerifyChecks = Omit<VerifySettings, 'health-path' | 'worker-command' | 'scheduler-command'>;
+export type VerifyChecks = Omit<VerifySettings, ReleaseChecks>;
+type ReleaseChecks = 'health-path' | 'worker-command' | 'scheduler-command' | 'units-ready';
 
 /** The health path and units to check on a host: those its switch ran the release with. */
-function runtimeChecks(
-  results: HostRollout[],
-  host: Host,
-): Pick<VerifySettings, 'health-path' | 'worker-command' | 'scheduler-command'> {
+function runtimeChecks(results: HostRollout[], host: Host): Pick<VerifySettings, ReleaseChecks> {
   const rt = results.find((r) => r.host === host.spec.label)?.runtime;
   if (!rt) throw new Error(`no switch result for ${host.spec.label}`);
   return {
     'health-path': rt['health-path'],
     'worker-command': rt['worker-command'],
     'scheduler-command': rt['scheduler-command'],
+    'units-ready': rt['units-ready'],
   };
 }
 

@@ -48,6 +48,7 @@ export interface VerifySettings {
   'verify-timeout': number;
   'verify-interval': number;
   'units-stable-seconds': number;
+  'units-ready': 'stable' | 'notify';
   'worker-command': string[];
   'scheduler-command': string[];
 }
@@ -172,6 +173,7 @@ export async function switchHost(
       uvicornArgs: runtime['uvicorn-args'],
       workerCommand: runtime['worker-command'],
       schedulerCommand: runtime['scheduler-command'],
+      unitsReady: runtime['units-ready'],
     },
     { worker: host.roles.worker, scheduler: host.roles.scheduler },
   );
@@ -322,6 +324,7 @@ export async function verifyHost(
       timeout: settings['verify-timeout'],
       interval: settings['verify-interval'],
       stableSeconds: settings['units-stable-seconds'],
+      notify: settings['units-ready'] === 'notify',
       expectStatus: settings['expect-status'],
       expectBody: settings.url ? '' : settings['expect-body'],
       units,
@@ -386,7 +389,7 @@ export async function verifyUrlStage(settings: UrlChecks, log: Log): Promise<Ver
  */
 export async function verifyStage(
   hosts: Host[],
-  s: Omit<VerifySettings, 'health-path' | 'worker-command' | 'scheduler-command'> &
+  s: Omit<VerifySettings, 'health-path' | 'worker-command' | 'scheduler-command' | 'units-ready'> &
     RuntimeOverrides & { app: string },
   log: Log,
 ): Promise<VerifyResult[]> {

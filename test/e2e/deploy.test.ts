@@ -277,6 +277,51 @@ test("verify waits for a worker just restarted to stay up units-stable-seconds, 
   expect(Number(age)).toBeGreaterThanOrEqual(3);
 });
 
+test('units-ready: notify: the worker and the scheduler count as started when they say so, with no time window; a worker that never says so fails the deploy, and the release before serves on with its own', async () => {
+  const unitType = () =>
+    onHost(
+      state,
+      host,
+      `for u in ${APP}-worker ${APP}-scheduler; do systemctl show -p Type --value $u; done; systemctl is-active ${APP}-worker ${APP}-scheduler`,
+    );
+  // The sample's worker and scheduler send READY=1 once they reach Redis (ready.py).
+  await setVersion('v-notify');
+  const ready = await runBundle('deploy', inputs({ 'units-ready': 'notify', 'units-stable-seconds': '120' }));
+  if (ready.code !== 0) process.stdout.write(ready.stdout);
+  expect(outcome(ready)).toBe('succeeded');
+  expect(await unitType()).toBe('notify\nnotify\nactive\nactive\n');
+  // Had the check waited for the 120 s window, the worker would be that old by now.
+  const age = await onHost(
+    state,
+    host,
+    `ps -o etimes= -p $(systemctl show -p MainPID --value ${APP}-worker)`,
+  );
+  expect(Number(age)).toBeLessThan(120);
+  const before = await serving();
+
+  // Runs, never sends READY=1: systemd keeps it starting, and the deploy does not pass it.
+  await setVersion('v-never-ready');
+  const silent = await deployWithFile(
+    'silent_worker.py',
+    ['import time', 'while True:', '    time.sleep(1)', ''].join('\n'),
+    { 'units-ready': 'notify', 'worker-command': 'python silent_worker.py', 'verify-timeout': '3' },
+  );
+  expect(silent.code).toBe(1);
+  expect(silent.outputs['rolled-back']).toBe('true');
+  expect(silent.stdout).toMatch(new RegExp(`${APP}-worker\\.service: not ready \\(.*READY=1`));
+  expect(await serving()).toEqual(before);
+  expect(await unitType()).toBe('notify\nnotify\nactive\nactive\n');
+  expect(
+    await onHost(state, host, `readlink /proc/$(systemctl show -p MainPID --value ${APP}-worker)/cwd`),
+  ).toBe(`/opt/${APP}/releases/${before.release}\n`);
+
+  // Back to the default: plain units again.
+  await setVersion('v-stable');
+  const stable = await runBundle('deploy', inputs());
+  expect(outcome(stable)).toBe('succeeded');
+  expect(await unitType()).toBe('simple\nsimple\nactive\nactive\n');
+});
+
 test("the api starts through the app's real lifespan and stops gracefully where the host's FastAPI and uvicorn have them", async () => {
   // Debian 13's FastAPI 0.115 takes lifespan= (0.93+) and its uvicorn 0.32 has
   // --timeout-graceful-shutdown (0.21+); Debian 11's and 12's have neither.

@@ -23,6 +23,7 @@ export const units = unitFiles(
     uvicornArgs: ['--workers', '2'],
     workerCommand: ['python', '-m', 'worker'],
     schedulerCommand: ['taskiq', 'scheduler', 'x:y'],
+    unitsReady: 'stable',
   },
   { worker: true, scheduler: false },
 );

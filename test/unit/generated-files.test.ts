@@ -162,7 +162,15 @@ describe('systemd units of the app (units.ts): the exact argv systemd runs', () 
   test.each(APPS)('%s', (_label, name, root) => {
     const layout = app(name, root);
     const files = unitFiles(
-      { layout: layout, user, appModule, uvicornArgs, workerCommand: worker, schedulerCommand: scheduler },
+      {
+        layout: layout,
+        user,
+        appModule,
+        uvicornArgs,
+        workerCommand: worker,
+        schedulerCommand: scheduler,
+        unitsReady: 'stable',
+      },
       { worker: true, scheduler: true },
     );
     const slot = `${layout.slots}/blue`;

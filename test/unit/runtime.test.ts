@@ -17,6 +17,7 @@ const custom: Runtime = {
   'uvicorn-args': ['--workers', '2', '--limit-concurrency', '50'],
   'worker-command': ['python', '-m', 'worker', '--queue=fast'],
   'scheduler-command': [],
+  'units-ready': 'notify',
   'health-path': '/healthz?deep=1',
 };
 
@@ -98,6 +99,37 @@ test('what a switch is told wins; then the record; then, for a release without o
   });
 });
 
+test('a record written before units-ready existed reads as stable; notify makes the worker and the scheduler, not the api, Type=notify', () => {
+  const old = JSON.parse(runtimeRecord(custom)) as { settings: Record<string, string> };
+  delete old.settings['units-ready'];
+  expect(parseRuntimeRecord(record(old.settings))['units-ready']).toBe('stable');
+  expect(() => parseRuntimeRecord(record({ ...old.settings, 'units-ready': 'soon' }))).toThrow(
+    /its units-ready 'soon' is not a known value/,
+  );
+  const l = layout('shop', '/opt/shop');
+  const files = (unitsReady: 'stable' | 'notify') =>
+    unitFiles(
+      {
+        layout: l,
+        user: 'shop',
+        appModule: 'main:app',
+        uvicornArgs: [],
+        workerCommand: ['python', '-m', 'worker'],
+        schedulerCommand: ['python', '-m', 'scheduler'],
+        unitsReady,
+      },
+      { worker: true, scheduler: true },
+    );
+  const notify = files('notify');
+  for (const u of [l.units.worker, l.units.scheduler]) {
+    expect(notify[u]).toMatch(/^Type=notify\nNotifyAccess=all$/m);
+    expect(files('stable')[u]).toMatch(/^Type=simple$/m);
+    expect(files('stable')[u]).not.toContain('NotifyAccess');
+  }
+  expect(notify[l.units.apiTemplate]).toBe(files('stable')[l.units.apiTemplate]);
+  expect(notify[l.units.apiTemplate]).toMatch(/^Type=simple$/m);
+});
+
 test('the same record renders the same unit files', () => {
   const l = layout('shop', '/opt/shop');
   const render = (r: Runtime) =>
@@ -109,6 +141,7 @@ test('the same record renders the same unit files', () => {
         uvicornArgs: r['uvicorn-args'],
         workerCommand: r['worker-command'],
         schedulerCommand: r['scheduler-command'],
+        unitsReady: r['units-ready'],
       },
       { worker: true, scheduler: true },
     );
@@ -121,6 +154,7 @@ test('the same record renders the same unit files', () => {
       uvicornArgs: custom['uvicorn-args'],
       workerCommand: [],
       schedulerCommand: [],
+      unitsReady: 'notify',
     }),
   ).toContain('--workers 2 --limit-concurrency 50');
 });

@@ -17,6 +17,7 @@ export function appItem(settings: ProvisionSettings): Item {
       uvicornArgs: settings.uvicornArgs,
       workerCommand: settings.workerCommand,
       schedulerCommand: settings.schedulerCommand,
+      unitsReady: settings.unitsReady,
     },
     settings.roles,
   );

@@ -16,6 +16,7 @@ export interface ProvisionSettings {
   appModule: string;
   uvicornArgs: string[];
   workerCommand: string[];
+  unitsReady: 'stable' | 'notify';
   schedulerCommand: string[];
   healthPath: string;
   /** A load balancer host (roles=lb): nginx in front of these app hosts, and no app of its own. */
