@@ -147,6 +147,11 @@ async function measure(
 
 // ---- metalship ------------------------------------------------------------
 
+/** The sample app's inputs; its worker and scheduler say when they are ready (ready.py). The default's window is measured apart. */
+function appInputs(app: string, source: string): Record<string, string> {
+  return { ...sampleAppInputs(app, source), 'units-ready': 'notify' };
+}
+
 async function metalshipRun(
   host: TestHost,
   key: HostKeyPair,
@@ -160,9 +165,7 @@ async function metalshipRun(
       hosts: host.address,
       'ssh-key': key.privateKey,
       'known-hosts': host.knownHosts,
-      ...sampleAppInputs('bench', source),
-      // The sample worker and scheduler say when they are ready (ready.py); the default's window is measured apart.
-      'units-ready': 'notify',
+      ...appInputs('bench', source),
       ...extra,
     },
     { env: { GITHUB_ACTIONS: '' } },
@@ -531,7 +534,7 @@ async function main(): Promise<void> {
             hosts: host.address,
             'ssh-key': key.privateKey,
             'known-hosts': host.knownHosts,
-            ...sampleAppInputs(app, source),
+            ...appInputs(app, source),
             'server-name': `${app}.bench`,
           },
           { env: { GITHUB_ACTIONS: '' } },
@@ -701,9 +704,8 @@ async function fleetRounds(
       'deploy',
       {
         ...connection,
-        ...sampleAppInputs('fleet', source),
+        ...appInputs('fleet', source),
         'server-name': 'fleet.bench',
-        'units-ready': 'notify',
         ...extra,
       },
       { env: { GITHUB_ACTIONS: '' } },
