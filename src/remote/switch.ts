@@ -216,7 +216,7 @@ export function switchScript(settings: SwitchSettings): string {
     sh`  restarts=$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)`,
     sh`  deadline=$((SECONDS + ${settings.readyTimeout})); why=''`,
     '  while :; do',
-    sh`    if ready=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.healthPath} 1 0.1 200 ''); then break; fi`,
+    sh`    if ready=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.healthPath} 1 0.05 200 ''); then break; fi`,
     sh`    sub=$(systemctl show -p SubState --value ${api} 2>/dev/null || true)`,
     // 219/CGROUP is systemd failing to place the process (seen when the
     // slot's previous cgroup is still being torn down), not the app: started again, twice at most.
