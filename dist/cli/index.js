@@ -75505,7 +75505,7 @@ const serviceInputs = {
     'worker-command': unitCommandField('Background worker command, run in the release; its program is the virtualenv\'s (python, taskiq, ...) unless given as an absolute path, e.g. "taskiq worker tasks.broker:broker" (the standard\'s). `none`: no worker, the default (an app has one only when it says which); to turn off one the config file names, give none.', 'none'),
     'scheduler-command': unitCommandField('Scheduler command (exactly one runs, on the first host or the host with the scheduler role), e.g. "taskiq scheduler tasks.scheduler:scheduler". `none`: no scheduler, the default (to turn off one the config file names, give none).', 'none'),
     'units-ready': choice({
-        description: "How the worker and the scheduler show they have started. `stable` (the default): their process has run units-stable-seconds without exiting. `notify`: they say so themselves, with sd_notify READY=1 once they can take work (from Celery's worker_ready signal, or a few lines of Python once connected to the broker: see the README); their units are Type=notify, and a deploy or rollback waits for that signal, not for a time window. A release records it: a rollback runs its worker as it was deployed.",
+        description: "How the worker and the scheduler show they have started. `stable` (the default): their process has run units-stable-seconds without exiting. `notify`: they say so themselves, with sd_notify READY=1 once they can take work (from Celery's worker_ready signal, or a few lines of Python once connected to the broker: see the README); their units are Type=notify, and a deploy or rollback waits for that signal, not for a time window (the verify action alone, long after a restart, still checks their process has run units-stable-seconds). Send it once what can fail at start is done: a crash after it is not seen. systemd stops and restarts a process that has not sent it within 90 s. A release records it: a rollback runs its worker as it was deployed.",
         default: 'stable',
         choices: ['stable', 'notify'],
     }),
@@ -82338,8 +82338,10 @@ function throughNginx(settings) {
 function verifyStep(settings) {
     const layout = settings.layout;
     const units = settings.units.length > 0;
-    // A notify unit turns active when its process says it is ready: that is the settling.
-    const stableSeconds = settings.notify ? 0 : settings.stableSeconds;
+    // Right after a restart, a notify unit turns active when its new process says it is
+    // ready: that is the settling. At any other time (the verify action alone) active
+    // says nothing of a process caught in a crash loop, between two restarts: its age does.
+    const stableSeconds = settings.notify && settings.restarted ? 0 : settings.stableSeconds;
     const text = sh_script(pyToolDefinition(), 'rc=0', 'failed=""', 
     // A unit not yet active with no job queued is waited for, up to the timeout.
     units
@@ -82372,7 +82374,7 @@ function verifyStep(settings) {
             : null, '          return 0', '        fi', '      fi', '    fi', '    if [ "$SECONDS" -ge "$units_deadline" ]; then', 
         // What the unit was doing when given up on, so a failure explains itself.
         '      if [ -n "$seen" ]; then', sh_sh `        echo "UNIT_STATE $1: running, but for $(( \${age:-0} / 100 )) s only of the ${stableSeconds} s it must stay up (units-stable-seconds) when the check ended; $(unit_state "$1")"`, '      else', settings.notify
-            ? '        echo "UNIT_STATE $1: not ready (${s:-?}, ${sub:-?}, jobs: ${jobs:-none}; with units-ready: notify, systemd waits for its process to send READY=1); $(unit_state "$1")"'
+            ? '        echo "UNIT_STATE $1: not ready (jobs: ${jobs:-none}; with units-ready: notify, systemd waits for its process to send READY=1); $(unit_state "$1")"'
             : '        echo "UNIT_STATE $1: not running (${s:-?}, ${sub:-?}, jobs: ${jobs:-none}); $(unit_state "$1")"', '      fi', '      return 1', '    fi', '    sleep 0.1', '  done', '}', 
         // Each unit watched on its own, at once: one crashing while another is waited
         // for is seen when it happens.
@@ -83064,6 +83066,16 @@ ${common}
 
 
 /**
+ * The worker's and scheduler's restart. Counted from zero: systemd keeps the
+ * restart count of a unit caught in a crash loop across a restart, and the
+ * check after reads any restart as a crash of the release just started.
+ */
+function restartFollowers(followers, wait) {
+    return sh_script(sh_sh `systemctl reset-failed ${followers} 2>/dev/null || true`, wait
+        ? sh_script(sh_sh `systemctl restart ${followers}`, 'echo "MARK worker and scheduler restarted"').trimEnd()
+        : sh_sh `systemctl restart --no-block ${followers}`).trimEnd();
+}
+/**
  * Removes the rule by which metalship before 1.1 took a host out of a load
  * balancer's rotation during a rolling switch (a killed run could leave it).
  */
@@ -83171,12 +83183,10 @@ function switchScript(settings) {
     sh_sh `swap_link "$sock" ${layout.apiLink}`, 'echo "MARK traffic moved to the $slot slot"', 'rm -rf -- "$units_saved"', settings.clearDrainPort ? clearDrainLines(layout, settings.clearDrainPort) : null, sh_sh `echo "$slot" > ${layout.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh_sh `rm -f ${layout.nginxReloadPending}`, sh_sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `swap_link ${rel} ${layout.current}`, sh_sh `swap_link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, 
     // The worker and the scheduler run from current: restarted as soon as it moved
     // (the check after waits for them; the bookkeeping below runs meanwhile).
-    followers.length && settings.checksFollow ? sh_sh `systemctl restart --no-block ${followers}` : null, servedLines(settings), 'echo "PREVIOUS $prev"', ...removals('units_removed'), 'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi', 
+    followers.length ? restartFollowers(followers, !settings.checksFollow && !settings.notify) : null, servedLines(settings), 'echo "PREVIOUS $prev"', ...removals('units_removed'), 'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi', 
     // On boot only the serving slot starts; the standby is a warm spare for this boot only.
     // The boot reads the links: no daemon reload now (each costs as much as the rest of the switch).
-    sh_sh `systemctl enable --no-reload --quiet ${layout.units.target} ${api} ${followers}`, sh_sh `systemctl disable --no-reload --quiet ${standbyApi} 2>/dev/null || true`, followers.length && !settings.checksFollow
-        ? sh_script(sh_sh `systemctl restart ${followers}`, 'echo "MARK worker and scheduler restarted"')
-        : null, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout.history}`);
+    sh_sh `systemctl enable --no-reload --quiet ${layout.units.target} ${api} ${followers}`, sh_sh `systemctl disable --no-reload --quiet ${standbyApi} 2>/dev/null || true`, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout.history}`);
 }
 /**
  * `restore_units`: puts back the unit files this switch changed, as saved in
@@ -83225,7 +83235,7 @@ function followersOnlyScript(settings, unitLines, followers) {
     const rel = layout.release(settings.releaseId);
     return sh_script(pyToolDefinition(), sh_sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'echo "SLOT none"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
     // an api that ran here before the host lost the role stops
-    sh_sh `systemctl disable --now --quiet ${layout.units.api('blue')} ${layout.units.api('green')} 2>/dev/null || true`, sh_sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `mstool link ${rel} ${layout.current}`, sh_sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', sh_sh `systemctl enable --no-reload --quiet ${layout.units.target} ${followers}`, followers.length ? sh_sh `systemctl restart ${followers}` : null, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout.history}`);
+    sh_sh `systemctl disable --now --quiet ${layout.units.api('blue')} ${layout.units.api('green')} 2>/dev/null || true`, sh_sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `mstool link ${rel} ${layout.current}`, sh_sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', sh_sh `systemctl enable --no-reload --quiet ${layout.units.target} ${followers}`, followers.length ? restartFollowers(followers, !settings.checksFollow && !settings.notify) : null, sh_sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout.history}`);
 }
 /**
  * The uvicorn flags a release's uvicorn accepts, recorded at release time:
@@ -83387,9 +83397,11 @@ function venvScript(settings) {
         ? sh_script(sh_sh `  as_build "$venv/bin/python" -m pip install --no-input -r ${settings.requirements} ${settings.pipArgs}`, "  echo 'MARK requirements installed'").trimEnd()
         : null, 
     // Bytecode on every core (-j 0): the services cannot write it later.
-    '  as_build "$venv/bin/python" -m compileall -q -j 0 "$venv" >/dev/null 2>&1 || true', sh_sh `  mstool stop-user ${user}`, '  rm -f -- "$envfile"', 
-    // An editable install (-e) points into the build's copy, gone in a moment.
-    '  editable=$(grep -lsF -- "$work" "$venv"/lib/python*/site-packages/*.pth "$venv"/lib/python*/site-packages/*.egg-link "$venv"/lib/python*/site-packages/__editable__* || true)', '  rm -rf -- "$work"', `  if [ -n "$editable" ]; then echo "the requirements install a package in editable mode (-e): a release is read-only, so install it normally ('.' instead of '-e .')" >&2; exit 1; fi`, '  rm -f -- "$venv/.metalship-complete"', '  chown -hR root:root -- "$venv"', '  chmod -R u+rwX,go+rX,go-w,ug-s -- "$venv"', '  mstool check-sealed "$venv"', '  touch -- "$venv/.metalship-complete"', "  echo 'MARK virtualenv sealed'", 'fi');
+    '  as_build "$venv/bin/python" -m compileall -q -j 0 "$venv" >/dev/null 2>&1 || true', sh_sh `  mstool stop-user ${user}`, '  rm -f -- "$envfile"', '  rm -rf -- "$work"', '  rm -f -- "$venv/.metalship-complete"', '  chown -hR root:root -- "$venv"', '  chmod -R u+rwX,go+rX,go-w,ug-s -- "$venv"', 
+    // An editable install (-e) points into the build's copy, gone now. Searched once
+    // the venv is root's, in regular files only: a link or a FIFO a package planted
+    // is never opened by root (a FIFO would hang the deploy, which holds the lock).
+    '  editable=$(find "$venv"/lib/python*/site-packages -maxdepth 1 -type f \\( -name "*.pth" -o -name "*.egg-link" -o -name "__editable__*" \\) -exec grep -lsF -- "$work" {} + 2>/dev/null || true)', `  if [ -n "$editable" ]; then echo "the requirements install a package in editable mode (-e): a release is read-only, so install it normally ('.' instead of '-e .')" >&2; exit 1; fi`, '  mstool check-sealed "$venv"', '  touch -- "$venv/.metalship-complete"', "  echo 'MARK virtualenv sealed'", 'fi');
 }
 /**
  * The release's own .env, which every process of the release reads (the
@@ -87881,6 +87893,7 @@ async function switchHost(host, releaseId, settings, log, opts = {}) {
         scheduler: host.roles.scheduler && runtime['scheduler-command'].length > 0,
         api: host.roles.api,
         record: runtimeRecord(runtime),
+        notify: runtime['units-ready'] === 'notify',
         checksFollow: opts.checksFollow,
         precheck,
         clearDrainPort: opts.clearDrainPort,

@@ -65622,8 +65622,10 @@ function throughNginx(settings) {
 function verifyStep(settings) {
     const layout = settings.layout;
     const units = settings.units.length > 0;
-    // A notify unit turns active when its process says it is ready: that is the settling.
-    const stableSeconds = settings.notify ? 0 : settings.stableSeconds;
+    // Right after a restart, a notify unit turns active when its new process says it is
+    // ready: that is the settling. At any other time (the verify action alone) active
+    // says nothing of a process caught in a crash loop, between two restarts: its age does.
+    const stableSeconds = settings.notify && settings.restarted ? 0 : settings.stableSeconds;
     const text = script(pyToolDefinition(), 'rc=0', 'failed=""', 
     // A unit not yet active with no job queued is waited for, up to the timeout.
     units
@@ -65656,7 +65658,7 @@ function verifyStep(settings) {
             : null, '          return 0', '        fi', '      fi', '    fi', '    if [ "$SECONDS" -ge "$units_deadline" ]; then', 
         // What the unit was doing when given up on, so a failure explains itself.
         '      if [ -n "$seen" ]; then', sh `        echo "UNIT_STATE $1: running, but for $(( \${age:-0} / 100 )) s only of the ${stableSeconds} s it must stay up (units-stable-seconds) when the check ended; $(unit_state "$1")"`, '      else', settings.notify
-            ? '        echo "UNIT_STATE $1: not ready (${s:-?}, ${sub:-?}, jobs: ${jobs:-none}; with units-ready: notify, systemd waits for its process to send READY=1); $(unit_state "$1")"'
+            ? '        echo "UNIT_STATE $1: not ready (jobs: ${jobs:-none}; with units-ready: notify, systemd waits for its process to send READY=1); $(unit_state "$1")"'
             : '        echo "UNIT_STATE $1: not running (${s:-?}, ${sub:-?}, jobs: ${jobs:-none}); $(unit_state "$1")"', '      fi', '      return 1', '    fi', '    sleep 0.1', '  done', '}', 
         // Each unit watched on its own, at once: one crashing while another is waited
         // for is seen when it happens.
@@ -77069,7 +77071,7 @@ const serviceInputs = {
     'worker-command': unitCommandField('Background worker command, run in the release; its program is the virtualenv\'s (python, taskiq, ...) unless given as an absolute path, e.g. "taskiq worker tasks.broker:broker" (the standard\'s). `none`: no worker, the default (an app has one only when it says which); to turn off one the config file names, give none.', 'none'),
     'scheduler-command': unitCommandField('Scheduler command (exactly one runs, on the first host or the host with the scheduler role), e.g. "taskiq scheduler tasks.scheduler:scheduler". `none`: no scheduler, the default (to turn off one the config file names, give none).', 'none'),
     'units-ready': choice({
-        description: "How the worker and the scheduler show they have started. `stable` (the default): their process has run units-stable-seconds without exiting. `notify`: they say so themselves, with sd_notify READY=1 once they can take work (from Celery's worker_ready signal, or a few lines of Python once connected to the broker: see the README); their units are Type=notify, and a deploy or rollback waits for that signal, not for a time window. A release records it: a rollback runs its worker as it was deployed.",
+        description: "How the worker and the scheduler show they have started. `stable` (the default): their process has run units-stable-seconds without exiting. `notify`: they say so themselves, with sd_notify READY=1 once they can take work (from Celery's worker_ready signal, or a few lines of Python once connected to the broker: see the README); their units are Type=notify, and a deploy or rollback waits for that signal, not for a time window (the verify action alone, long after a restart, still checks their process has run units-stable-seconds). Send it once what can fail at start is done: a crash after it is not seen. systemd stops and restarts a process that has not sent it within 90 s. A release records it: a rollback runs its worker as it was deployed.",
         default: 'stable',
         choices: ['stable', 'notify'],
     }),

@@ -693,6 +693,9 @@ def check_sealed(venv):
                 bad.append('%s is not sealed (owner %d, mode %o)' % (p, st.st_uid, st.st_mode & 0o7777))
             elif os.path.islink(p) and not root_only(p):
                 bad.append('%s leads to %s' % (p, os.path.realpath(p)))
+            elif name.endswith('.pth') and os.path.islink(p):
+                # Python reads what it leads to; root does not (its text could be anything).
+                bad.append('%s is a link: a .pth file must be a file of the venv' % p)
             elif name.endswith('.pth') and os.path.isfile(p):
                 with open(p, encoding='utf-8', errors='replace') as f:
                     for line in f:

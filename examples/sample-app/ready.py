@@ -6,6 +6,7 @@ deploy waits for the signal rather than for a time window. Elsewhere
 NOTIFY_SOCKET is unset and this does nothing. (Celery: call it from the
 worker_ready signal.)
 """
+import logging
 import os
 import socket
 
@@ -16,6 +17,9 @@ def notify_ready():
         return
     if address.startswith("@"):  # an abstract socket
         address = "\0" + address[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.connect(address)
-        sock.sendall(b"READY=1")
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(b"READY=1")
+    except OSError as exc:  # systemd then never counts it started: the deploy says so
+        logging.getLogger("ready").warning("could not tell systemd it is ready: %s", exc)

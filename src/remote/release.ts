@@ -232,13 +232,15 @@ function venvScript(settings: BuildSettings): string {
     '  as_build "$venv/bin/python" -m compileall -q -j 0 "$venv" >/dev/null 2>&1 || true',
     sh`  mstool stop-user ${user}`,
     '  rm -f -- "$envfile"',
-    // An editable install (-e) points into the build's copy, gone in a moment.
-    '  editable=$(grep -lsF -- "$work" "$venv"/lib/python*/site-packages/*.pth "$venv"/lib/python*/site-packages/*.egg-link "$venv"/lib/python*/site-packages/__editable__* || true)',
     '  rm -rf -- "$work"',
-    `  if [ -n "$editable" ]; then echo "the requirements install a package in editable mode (-e): a release is read-only, so install it normally ('.' instead of '-e .')" >&2; exit 1; fi`,
     '  rm -f -- "$venv/.metalship-complete"',
     '  chown -hR root:root -- "$venv"',
     '  chmod -R u+rwX,go+rX,go-w,ug-s -- "$venv"',
+    // An editable install (-e) points into the build's copy, gone now. Searched once
+    // the venv is root's, in regular files only: a link or a FIFO a package planted
+    // is never opened by root (a FIFO would hang the deploy, which holds the lock).
+    '  editable=$(find "$venv"/lib/python*/site-packages -maxdepth 1 -type f \\( -name "*.pth" -o -name "*.egg-link" -o -name "__editable__*" \\) -exec grep -lsF -- "$work" {} + 2>/dev/null || true)',
+    `  if [ -n "$editable" ]; then echo "the requirements install a package in editable mode (-e): a release is read-only, so install it normally ('.' instead of '-e .')" >&2; exit 1; fi`,
     '  mstool check-sealed "$venv"',
     '  touch -- "$venv/.metalship-complete"',
     "  echo 'MARK virtualenv sealed'",

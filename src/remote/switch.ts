@@ -49,6 +49,26 @@ export interface SwitchSettings {
   startOnly?: boolean;
   /** Behind a load balancer: the port it reaches the host on, where an old drain rule is cleared. */
   clearDrainPort?: number;
+  /**
+   * The worker and scheduler units are Type=notify (units-ready: notify): a
+   * restart that waited for them would wait for their READY=1, up to systemd's
+   * start timeout, after traffic moved. They are restarted without waiting.
+   */
+  notify?: boolean;
+}
+
+/**
+ * The worker's and scheduler's restart. Counted from zero: systemd keeps the
+ * restart count of a unit caught in a crash loop across a restart, and the
+ * check after reads any restart as a crash of the release just started.
+ */
+function restartFollowers(followers: string[], wait: boolean): string {
+  return script(
+    sh`systemctl reset-failed ${followers} 2>/dev/null || true`,
+    wait
+      ? script(sh`systemctl restart ${followers}`, 'echo "MARK worker and scheduler restarted"').trimEnd()
+      : sh`systemctl restart --no-block ${followers}`,
+  ).trimEnd();
 }
 
 export interface Precheck {
@@ -265,7 +285,7 @@ export function switchScript(settings: SwitchSettings): string {
     sh`swap_link "$(readlink ${rel}/.venv)" ${layout.venvLink}`,
     // The worker and the scheduler run from current: restarted as soon as it moved
     // (the check after waits for them; the bookkeeping below runs meanwhile).
-    followers.length && settings.checksFollow ? sh`systemctl restart --no-block ${followers}` : null,
+    followers.length ? restartFollowers(followers, !settings.checksFollow && !settings.notify) : null,
     servedLines(settings),
     'echo "PREVIOUS $prev"',
     ...removals('units_removed'),
@@ -274,9 +294,6 @@ export function switchScript(settings: SwitchSettings): string {
     // The boot reads the links: no daemon reload now (each costs as much as the rest of the switch).
     sh`systemctl enable --no-reload --quiet ${layout.units.target} ${api} ${followers}`,
     sh`systemctl disable --no-reload --quiet ${standbyApi} 2>/dev/null || true`,
-    followers.length && !settings.checksFollow
-      ? script(sh`systemctl restart ${followers}`, 'echo "MARK worker and scheduler restarted"')
-      : null,
     sh`printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout.history}`,
   );
 }
@@ -385,7 +402,7 @@ function followersOnlyScript(settings: SwitchSettings, unitLines: string[], foll
     servedLines(settings),
     'echo "PREVIOUS $prev"',
     sh`systemctl enable --no-reload --quiet ${layout.units.target} ${followers}`,
-    followers.length ? sh`systemctl restart ${followers}` : null,
+    followers.length ? restartFollowers(followers, !settings.checksFollow && !settings.notify) : null,
     sh`printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout.history}`,
   );
 }

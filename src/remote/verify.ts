@@ -13,7 +13,7 @@ export interface VerifySettings {
   interval: number;
   /** Seconds a worker or scheduler process must run to count as settled; 0: active is enough. */
   stableSeconds: number;
-  /** The units are Type=notify (units-ready: notify): active means they said they are ready, no time window. */
+  /** The units are Type=notify (units-ready: notify): right after a restart, active means the new process said it is ready. */
   notify?: boolean;
   /** The units were just restarted (a deploy or rollback): systemd restarting one means it crashed. */
   restarted?: boolean;
@@ -76,8 +76,10 @@ function throughNginx(settings: VerifySettings): string {
 export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
   const layout = settings.layout;
   const units = settings.units.length > 0;
-  // A notify unit turns active when its process says it is ready: that is the settling.
-  const stableSeconds = settings.notify ? 0 : settings.stableSeconds;
+  // Right after a restart, a notify unit turns active when its new process says it is
+  // ready: that is the settling. At any other time (the verify action alone) active
+  // says nothing of a process caught in a crash loop, between two restarts: its age does.
+  const stableSeconds = settings.notify && settings.restarted ? 0 : settings.stableSeconds;
   const text = script(
     pyToolDefinition(),
     'rc=0',
@@ -151,7 +153,7 @@ export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
           sh`        echo "UNIT_STATE $1: running, but for $(( \${age:-0} / 100 )) s only of the ${stableSeconds} s it must stay up (units-stable-seconds) when the check ended; $(unit_state "$1")"`,
           '      else',
           settings.notify
-            ? '        echo "UNIT_STATE $1: not ready (${s:-?}, ${sub:-?}, jobs: ${jobs:-none}; with units-ready: notify, systemd waits for its process to send READY=1); $(unit_state "$1")"'
+            ? '        echo "UNIT_STATE $1: not ready (jobs: ${jobs:-none}; with units-ready: notify, systemd waits for its process to send READY=1); $(unit_state "$1")"'
             : '        echo "UNIT_STATE $1: not running (${s:-?}, ${sub:-?}, jobs: ${jobs:-none}); $(unit_state "$1")"',
           '      fi',
           '      return 1',

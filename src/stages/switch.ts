@@ -190,6 +190,7 @@ export async function switchHost(
       scheduler: host.roles.scheduler && runtime['scheduler-command'].length > 0,
       api: host.roles.api,
       record: runtimeRecord(runtime),
+      notify: runtime['units-ready'] === 'notify',
       checksFollow: opts.checksFollow,
       precheck,
       clearDrainPort: opts.clearDrainPort,

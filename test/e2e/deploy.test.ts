@@ -315,11 +315,54 @@ test('units-ready: notify: the worker and the scheduler count as started when th
     await onHost(state, host, `readlink /proc/$(systemctl show -p MainPID --value ${APP}-worker)/cwd`),
   ).toBe(`/opt/${APP}/releases/${before.release}\n`);
 
+  // The verify action alone, not right after a restart: active alone is not enough,
+  // the worker's process (restarted by the switch back) must have run the window too.
+  const verified = await runBundle('verify', {
+    ...connectionInputs(state, [host]),
+    app: APP,
+    'units-stable-seconds': '2',
+  });
+  expect(outcome(verified)).toBe('succeeded');
+  const settledAge = await onHost(
+    state,
+    host,
+    `ps -o etimes= -p $(systemctl show -p MainPID --value ${APP}-worker)`,
+  );
+  expect(Number(settledAge)).toBeGreaterThanOrEqual(2);
+
   // Back to the default: plain units again.
   await setVersion('v-stable');
   const stable = await runBundle('deploy', inputs());
   expect(outcome(stable)).toBe('succeeded');
   expect(await unitType()).toBe('simple\nsimple\nactive\nactive\n');
+});
+
+test('a deploy that mends a worker caught in a crash loop succeeds: the restarts before it are not counted as its own', async () => {
+  // A release whose worker exits at once, made current by the switch action alone (no checks).
+  await setVersion('v-crash-loop');
+  await writeFile(path.join(source, 'loop_worker.py'), 'import sys\nsys.exit("metalship-e2e: crash loop")\n');
+  let id: string;
+  try {
+    const made = await runBundle('release', inputs({ 'worker-command': 'python loop_worker.py' }));
+    expect(outcome(made)).toBe('succeeded');
+    id = made.outputs['release-id']!;
+  } finally {
+    await rm(path.join(source, 'loop_worker.py'), { force: true });
+  }
+  const sw = await runBundle('switch', { ...connectionInputs(state, [host]), app: APP, 'release-id': id });
+  expect(outcome(sw)).toBe('succeeded');
+  // systemd restarts it (RestartSec=5) and counts each restart.
+  await onHost(
+    state,
+    host,
+    `for i in $(seq 1 300); do [ "$(systemctl show -p NRestarts --value ${APP}-worker)" -ge 1 ] && exit 0; sleep 0.1; done; exit 1`,
+  );
+  await setVersion('v-mended');
+  const mended = await runBundle('deploy', inputs());
+  if (mended.code !== 0) process.stdout.write(mended.stdout);
+  expect(outcome(mended)).toBe('succeeded');
+  expect(await serving()).toEqual({ release: mended.outputs['release-id'], version: 'v-mended' });
+  expect(await onHost(state, host, `systemctl show -p NRestarts --value ${APP}-worker`)).toBe('0\n');
 });
 
 test("the api starts through the app's real lifespan and stops gracefully where the host's FastAPI and uvicorn have them", async () => {

@@ -291,6 +291,55 @@ test('a venv that would lead to a place another user can change is refused', asy
   expect(r.log).toMatch(/zz_trust\.pth adds \/var\/tmp\/trust-plant to the path/);
 });
 
+test("a FIFO or a link a package plants among the venv's packages is never opened by root: the release is refused, and nothing of what the link leads to reaches the log", async () => {
+  // Root opening the FIFO would wait for a writer for ever, holding the deploy lock. (Named
+  // as root's check looks for them, and as neither Python, pip nor compileall opens: a FIFO
+  // .pth, .egg-link or .py hangs the build's own Python first, the package hanging its own build.)
+  // A root-only file whose line, read as a .pth line, names a place anyone can change:
+  // the seal check reading it through the link would quote it in its refusal.
+  const secret = `metalship-e2e-secret-${process.pid}-${Date.now()}`;
+  await onHost(state, host, `umask 077; echo /var/tmp/${secret} > /etc/metalship-e2e-secret`);
+  const r = await releaseWithPackage(
+    'trust-build-4',
+    `purelib = sysconfig.get_paths()['purelib']
+if not os.path.exists(os.path.join(purelib, '__editable__zz_fifo')):
+    os.mkfifo(os.path.join(purelib, '__editable__zz_fifo'))
+    os.symlink('/etc/metalship-e2e-secret', os.path.join(purelib, 'zz_link.pth'))`,
+  );
+  expect(r.code).toBe(1);
+  expect(r.log).toMatch(/zz_link\.pth is a link: a \.pth file must be a file of the venv/);
+  expect(r.log).not.toContain(secret);
+});
+
+test('a package installed in editable mode (-e) is refused: it would point into the build copy, which goes', async () => {
+  const pkg = path.join(source, 'edpkg');
+  await mkdir(pkg, { recursive: true });
+  await writeFile(
+    path.join(pkg, 'setup.py'),
+    "from setuptools import setup\nsetup(name='edpkg', version='1.0', py_modules=['edpkg'])\n",
+  );
+  await writeFile(path.join(pkg, 'edpkg.py'), 'VALUE = 1\n');
+  const requirements = await readFile(path.join(source, 'requirements.txt'), 'utf8');
+  await writeFile(path.join(source, 'requirements.txt'), `${requirements}-e ./edpkg\n`);
+  try {
+    const r = await runBundle(
+      'release',
+      {
+        ...connectionInputs(state, [host]),
+        ...sampleAppInputs(APP, source),
+        'release-id': 'trust-editable',
+        'pip-args': '--no-index --no-build-isolation',
+      },
+      { idleMs: 300000 },
+    );
+    expect(r.code).toBe(1);
+    expect(r.log).toMatch(/the requirements install a package in editable mode \(-e\)/);
+  } finally {
+    await writeFile(path.join(source, 'requirements.txt'), requirements);
+    await rm(pkg, { recursive: true, force: true });
+  }
+});
+
 test("a user or unit of the app's names that is not metalship's is refused, never taken over", async () => {
   // Someone's account named like the build user of an app, and a unit of its name.
   await onHost(state, host, 'useradd --system --no-create-home someones-build 2>/dev/null || true');

@@ -185,6 +185,26 @@ const SWITCH: SwitchSettings = {
   record: '{}\n',
 };
 
+test('the worker and the scheduler restart counted from zero; without waiting when checks follow or when they are notify units (a wait would last until their READY=1)', () => {
+  const settings = { ...SWITCH, worker: true, scheduler: true };
+  const restarts = (s: SwitchSettings) =>
+    switchScript(s)
+      .split('\n')
+      .filter((l) => /^systemctl (restart|reset-failed)/.test(l));
+  for (const api of [true, false]) {
+    const both = 'shop-worker.service shop-scheduler.service';
+    expect(restarts({ ...settings, api })).toEqual([
+      `systemctl reset-failed ${both} 2>/dev/null || true`,
+      `systemctl restart ${both}`,
+    ]);
+    for (const s of [{ checksFollow: true }, { notify: true }, { checksFollow: true, notify: true }])
+      expect(restarts({ ...settings, api, ...s })).toEqual([
+        `systemctl reset-failed ${both} 2>/dev/null || true`,
+        `systemctl restart --no-block ${both}`,
+      ]);
+  }
+});
+
 test('a host without the api role switches current and its followers only, and its check skips HTTP', () => {
   const settings = { ...SWITCH, worker: true };
   const workerOnly = switchScript({ ...settings, api: false });
