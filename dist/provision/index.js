@@ -78096,7 +78096,7 @@ const serviceInputs = {
     'worker-command': unitCommandField('Background worker command, run in the release; its program is the virtualenv\'s (python, taskiq, ...) unless given as an absolute path, e.g. "taskiq worker tasks.broker:broker" (the standard\'s). `none`: no worker, the default (an app has one only when it says which); to turn off one the config file names, give none.', 'none'),
     'scheduler-command': unitCommandField('Scheduler command (exactly one runs, on the first host or the host with the scheduler role), e.g. "taskiq scheduler tasks.scheduler:scheduler". `none`: no scheduler, the default (to turn off one the config file names, give none).', 'none'),
     'units-ready': choice({
-        description: "How the worker and the scheduler show they have started. `stable` (the default): their process has run units-stable-seconds without exiting. `notify`: they say so themselves, with sd_notify READY=1 once they can take work (from Celery's worker_ready signal, or a few lines of Python once connected to the broker: see the README); their units are Type=notify, and a deploy or rollback waits for that signal, not for a time window (the verify action alone, long after a restart, still checks their process has run units-stable-seconds). Send it once what can fail at start is done: a crash after it is not seen. systemd stops and restarts a process that has not sent it within 90 s. A release records it: a rollback runs its worker as it was deployed.",
+        description: "How the worker and the scheduler show they have started. `stable` (the default): their process has run units-stable-seconds without exiting. `notify`: they say so themselves, with sd_notify READY=1 once they can take work (from Celery's worker_ready signal, or a few lines of Python once connected to the broker: see the README); their units are Type=notify, and a deploy or rollback waits for that signal, not for a time window (the verify action alone, long after a restart, still checks their process has run units-stable-seconds). Send it once what can fail at start is done: a crash after it is not seen. systemd stops and restarts a process that has not sent it within 90 s. A release records it: a rollback runs its worker as it was deployed, and provision writes the units as the serving release's record says.",
         default: 'stable',
         choices: ['stable', 'notify'],
     }),
@@ -79691,15 +79691,27 @@ function alertsItem(settings) {
 
 function appItem(settings) {
     const layout = settings.layout;
-    const units = units_unitFiles({
+    const render = (unitsReady) => units_unitFiles({
         layout: layout,
         user: settings.user,
         appModule: settings.appModule,
         uvicornArgs: settings.uvicornArgs,
         workerCommand: settings.workerCommand,
         schedulerCommand: settings.schedulerCommand,
-        unitsReady: settings.unitsReady,
+        unitsReady,
     }, settings.roles);
+    const units = render(settings.unitsReady);
+    const notify = render('notify');
+    const stable = render('stable');
+    // The worker and the scheduler run the serving release, as its record says they
+    // show they started: a release whose worker sends no READY=1 must not run as a
+    // notify unit (it would never count as started). No release serving: the input.
+    const record = `${layout.current}/.metalship/runtime.json`;
+    const servedReady = [
+        sh_sh `units_ready=${settings.unitsReady}`,
+        sh_sh `if [ -f ${record} ] && [ ! -L ${record} ]; then if grep -Fq '"units-ready": "notify"' ${record}; then units_ready=notify; else units_ready=stable; fi; fi`,
+    ];
+    const unitFile = (name, content) => file(`${layout.unitDir}/${name}`, content, { label: `unit ${name}`, onChange: 'units_changed=1' });
     return {
         name: 'app',
         script: itemScript(settings.check, sh_sh `if [ "$CHECK" = 1 ] && [ ! -d ${layout.root} ]; then ms_changed ${'app tree ' + layout.root + ' missing (users item creates it)'}; fi`, settings.env
@@ -79708,12 +79720,17 @@ function appItem(settings) {
                 owner: `${settings.user}:${settings.user}`,
                 label: '.env',
             })
-            : null, units_unitsOurs(Object.keys(units)), 'units_changed=0', ...Object.entries(units).map(([name, content]) => content === null
+            : null, units_unitsOurs(Object.keys(units)), 'units_changed=0', ...(Object.keys(units).some((n) => units[n] !== null && notify[n] !== stable[n]) ? servedReady : []), ...Object.entries(units).map(([name, content]) => content === null
             ? sh_sh `if [ -f ${layout.unitDir}/${name} ]; then ms_changed ${'unit ' + name + ' removed (not on this host)'}; if [ "$CHECK" != 1 ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${layout.unitDir}/${name}; fi; units_changed=1; fi`
-            : file(`${layout.unitDir}/${name}`, content, {
-                label: `unit ${name}`,
-                onChange: 'units_changed=1',
-            })), 'if [ "$units_changed" = 1 ] && [ "$CHECK" != 1 ]; then systemctl daemon-reload; fi'),
+            : notify[name] === stable[name]
+                ? unitFile(name, content)
+                : [
+                    'if [ "$units_ready" = notify ]; then',
+                    unitFile(name, notify[name]),
+                    'else',
+                    unitFile(name, stable[name]),
+                    'fi',
+                ].join('\n')), 'if [ "$units_changed" = 1 ] && [ "$CHECK" != 1 ]; then systemctl daemon-reload; fi'),
     };
 }
 

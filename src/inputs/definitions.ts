@@ -319,7 +319,7 @@ export const serviceInputs = {
   ),
   'units-ready': choice({
     description:
-      "How the worker and the scheduler show they have started. `stable` (the default): their process has run units-stable-seconds without exiting. `notify`: they say so themselves, with sd_notify READY=1 once they can take work (from Celery's worker_ready signal, or a few lines of Python once connected to the broker: see the README); their units are Type=notify, and a deploy or rollback waits for that signal, not for a time window (the verify action alone, long after a restart, still checks their process has run units-stable-seconds). Send it once what can fail at start is done: a crash after it is not seen. systemd stops and restarts a process that has not sent it within 90 s. A release records it: a rollback runs its worker as it was deployed.",
+      "How the worker and the scheduler show they have started. `stable` (the default): their process has run units-stable-seconds without exiting. `notify`: they say so themselves, with sd_notify READY=1 once they can take work (from Celery's worker_ready signal, or a few lines of Python once connected to the broker: see the README); their units are Type=notify, and a deploy or rollback waits for that signal, not for a time window (the verify action alone, long after a restart, still checks their process has run units-stable-seconds). Send it once what can fail at start is done: a crash after it is not seen. systemd stops and restarts a process that has not sent it within 90 s. A release records it: a rollback runs its worker as it was deployed, and provision writes the units as the serving release's record says.",
     default: 'stable',
     choices: ['stable', 'notify'] as const,
   }),

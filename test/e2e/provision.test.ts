@@ -411,6 +411,12 @@ test('release, switch and verify work on the provisioned host', async () => {
   const again = await runBundle('provision', inputs());
   expect(Object.values(items(again)).filter((i) => i.status === 'changed')).toEqual([]);
   expect(again.outputs.changed).toBe('0');
+  // units-ready: notify given to provision: the serving release was made stable (its worker
+  // sends no READY=1), and its record decides how its worker and scheduler run.
+  const notify = await runBundle('provision', inputs({ 'units-ready': 'notify' }));
+  expect(outcome(notify)).toBe('succeeded');
+  expect(notify.outputs.changed).toBe('0');
+  expect(await on('systemctl show -p Type --value shop-worker')).toBe('simple\n');
 });
 
 test("the services' output is kept in the app's own journal, 30 days, persistent; the system journal's settings are untouched", async () => {

@@ -9,18 +9,32 @@ import type { ProvisionSettings } from './settings.js';
 
 export function appItem(settings: ProvisionSettings): Item {
   const layout = settings.layout;
-  const units = unitFiles(
-    {
-      layout: layout,
-      user: settings.user,
-      appModule: settings.appModule,
-      uvicornArgs: settings.uvicornArgs,
-      workerCommand: settings.workerCommand,
-      schedulerCommand: settings.schedulerCommand,
-      unitsReady: settings.unitsReady,
-    },
-    settings.roles,
-  );
+  const render = (unitsReady: 'stable' | 'notify') =>
+    unitFiles(
+      {
+        layout: layout,
+        user: settings.user,
+        appModule: settings.appModule,
+        uvicornArgs: settings.uvicornArgs,
+        workerCommand: settings.workerCommand,
+        schedulerCommand: settings.schedulerCommand,
+        unitsReady,
+      },
+      settings.roles,
+    );
+  const units = render(settings.unitsReady);
+  const notify = render('notify');
+  const stable = render('stable');
+  // The worker and the scheduler run the serving release, as its record says they
+  // show they started: a release whose worker sends no READY=1 must not run as a
+  // notify unit (it would never count as started). No release serving: the input.
+  const record = `${layout.current}/.metalship/runtime.json`;
+  const servedReady = [
+    sh`units_ready=${settings.unitsReady}`,
+    sh`if [ -f ${record} ] && [ ! -L ${record} ]; then if grep -Fq '"units-ready": "notify"' ${record}; then units_ready=notify; else units_ready=stable; fi; fi`,
+  ];
+  const unitFile = (name: string, content: string) =>
+    file(`${layout.unitDir}/${name}`, content, { label: `unit ${name}`, onChange: 'units_changed=1' });
   return {
     name: 'app',
     script: itemScript(
@@ -35,13 +49,19 @@ export function appItem(settings: ProvisionSettings): Item {
         : null,
       unitsOurs(Object.keys(units)),
       'units_changed=0',
+      ...(Object.keys(units).some((n) => units[n] !== null && notify[n] !== stable[n]) ? servedReady : []),
       ...Object.entries(units).map(([name, content]) =>
         content === null
           ? sh`if [ -f ${layout.unitDir}/${name} ]; then ms_changed ${'unit ' + name + ' removed (not on this host)'}; if [ "$CHECK" != 1 ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${layout.unitDir}/${name}; fi; units_changed=1; fi`
-          : file(`${layout.unitDir}/${name}`, content, {
-              label: `unit ${name}`,
-              onChange: 'units_changed=1',
-            }),
+          : notify[name] === stable[name]
+            ? unitFile(name, content)
+            : [
+                'if [ "$units_ready" = notify ]; then',
+                unitFile(name, notify[name]!),
+                'else',
+                unitFile(name, stable[name]!),
+                'fi',
+              ].join('\n'),
       ),
       'if [ "$units_changed" = 1 ] && [ "$CHECK" != 1 ]; then systemctl daemon-reload; fi',
     ),
