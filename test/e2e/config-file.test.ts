@@ -101,6 +101,7 @@ test('a deploy given only the key and the environment takes every setting from .
     'uvicorn-args': '',
     'worker-command': 'python -u -m worker',
     'scheduler-command': 'python -m scheduler',
+    'units-ready': 'stable',
     'health-path': '/health',
   });
   expect(await httpGet(host.address, '/version', SERVER)).toMatchObject({
