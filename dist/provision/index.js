@@ -67540,7 +67540,10 @@ function switchScript(settings) {
     // A configuration nginx refuses (say a second default_server) fails the switch before anything moves.
     'if [ "$nginx_changed" = 1 ] && ! nginx_errors=$(nginx -t 2>&1); then', sh `  if [ "$site_new" = 1 ]; then rm -f ${layout.nginxSite} ${layout.nginxSiteEnabled}; fi`, '  echo "nginx refuses the configuration for this app: $nginx_errors" >&2', '  echo "(with several apps on one server, give each its own server-name)" >&2', '  restore_units', '  exit 1', 'fi', 'echo "MARK units and nginx configuration in place"', 
     // Start the release beside the serving one (unless the slot already runs it, unchanged).
-    'was=$(slot_release "$slot")', sh `if [ "$was" != ${settings.releaseId} ]; then swap_link ${rel} ${layout.slots}/"$slot"; fi`, sh `sock=/run/${layout.app}-api-"$slot"/api.sock`, 'warm=0', sh `if [ "$units_changed" = 1 ] || [ "$was" != ${settings.releaseId} ] || ! systemctl is-active --quiet ${api}; then`, sh `  echo "starting ${settings.releaseId} in the $slot slot"`, sh `  systemctl restart ${api}`, settings.checksFollow
+    'was=$(slot_release "$slot")', sh `if [ "$was" != ${settings.releaseId} ]; then swap_link ${rel} ${layout.slots}/"$slot"; fi`, sh `sock=/run/${layout.app}-api-"$slot"/api.sock`, 'warm=0', sh `if [ "$units_changed" = 1 ] || [ "$was" != ${settings.releaseId} ] || ! systemctl is-active --quiet ${api}; then`, sh `  echo "starting ${settings.releaseId} in the $slot slot"`, 
+    // A start refused outright ("unavailable resources": seen on systemd 257 when the
+    // slot's previous cgroup is still being torn down) is tried once more, a second on.
+    sh `  if ! systemctl restart ${api}; then echo "systemd could not start the $slot slot: starting it again in a second"; sleep 1; systemctl restart ${api}; fi`, settings.checksFollow
         ? sh `elif [ -S "$sock" ]; then
   warm=1
   echo "the $slot slot already runs ${settings.releaseId} (a warm standby): traffic moves to it now, its checks follow"`

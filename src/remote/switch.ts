@@ -219,7 +219,9 @@ export function switchScript(settings: SwitchSettings): string {
     'warm=0',
     sh`if [ "$units_changed" = 1 ] || [ "$was" != ${settings.releaseId} ] || ! systemctl is-active --quiet ${api}; then`,
     sh`  echo "starting ${settings.releaseId} in the $slot slot"`,
-    sh`  systemctl restart ${api}`,
+    // A start refused outright ("unavailable resources": seen on systemd 257 when the
+    // slot's previous cgroup is still being torn down) is tried once more, a second on.
+    sh`  if ! systemctl restart ${api}; then echo "systemd could not start the $slot slot: starting it again in a second"; sleep 1; systemctl restart ${api}; fi`,
     settings.checksFollow
       ? sh`elif [ -S "$sock" ]; then
   warm=1

@@ -310,6 +310,12 @@ test('units-ready: notify: the worker and the scheduler count as started when th
   expect(silent.outputs['rolled-back']).toBe('true');
   expect(silent.stdout).toMatch(new RegExp(`${APP}-worker\\.service: not ready \\(.*READY=1`));
   expect(await serving()).toEqual(before);
+  // The switch back restarts them without waiting for their signal: they come up on their own.
+  await onHost(
+    state,
+    host,
+    `for i in $(seq 1 300); do systemctl is-active -q ${APP}-worker && systemctl is-active -q ${APP}-scheduler && exit 0; sleep 0.1; done; exit 1`,
+  );
   expect(await unitType()).toBe('notify\nnotify\nactive\nactive\n');
   expect(
     await onHost(state, host, `readlink /proc/$(systemctl show -p MainPID --value ${APP}-worker)/cwd`),
