@@ -63201,7 +63201,10 @@ function layout(app, root) {
         units: {
             api: (s) => `${app}-api@${s}.service`,
             apiTemplate: `${app}-api@.service`,
-            worker: `${app}-worker.service`,
+            worker: (id) => `${app}-worker@${id}.service`,
+            workerTemplate: `${app}-worker@.service`,
+            workerGlob: `${app}-worker@*.service`,
+            legacyWorker: `${app}-worker.service`,
             scheduler: `${app}-scheduler.service`,
             target: `${app}.target`,
         },
@@ -65408,6 +65411,8 @@ function defaultsValue(value) {
 // and a target grouping them. Shared by the deploy path and provision.
 
 
+/** How long a stopping service may take to finish its work (the standard's 30 s, plus a margin) before systemd kills it. */
+const STOP_TIMEOUT_SECONDS = 35;
 /** systemd's sandboxing: the app reads its release and writes only shared/ (field notes, systemd hardening). */
 function hardening(layout) {
     return [
@@ -65448,12 +65453,12 @@ function hardening(layout) {
 function units_journalOf(layout) {
     return `--namespace=+${layout.journalNamespace}`;
 }
-/** A command's program resolved inside a venv unless it is absolute. */
-function inVenv(venvBin, words) {
+/** A command's program resolved inside a release's venv unless it is absolute. */
+function inVenv(release, words) {
     const [program, ...args] = words;
     if (!program)
         return [];
-    return [program.startsWith('/') ? program : `${venvBin}/${program}`, ...args];
+    return [program.startsWith('/') ? program : [...release, `/.venv/bin/${program}`], ...args];
 }
 /**
  * An app service unit: what every one has (the user, the release as working
@@ -65492,7 +65497,7 @@ ${[
         // 30 days): no host-wide journald setting, and no file root would open in shared/.
         `LogNamespace=${unitWord(layout.journalNamespace)}`,
         ...own.service,
-        'TimeoutStopSec=35',
+        `TimeoutStopSec=${STOP_TIMEOUT_SECONDS}`,
         'KillMode=mixed',
         'KillSignal=SIGTERM',
     ].join('\n')}
@@ -65532,33 +65537,42 @@ function apiUnit(settings) {
         ],
     });
 }
-/** A unit running a command from the current release: the worker and the scheduler. */
-function currentReleaseUnit(settings, options) {
+/** A unit running a command from a release: the worker and the scheduler. */
+function releaseUnit(settings, options) {
     if (options.command.length === 0)
         return null;
     const layout = settings.layout;
     return serviceUnit(settings, {
-        description: unitText(layout.app, ' ', options.what),
+        description: unitText(layout.app, ' ', ...options.what),
         after: options.after,
         note: options.note,
-        workdir: [layout.current],
-        service: [`ExecStart=${execLine(inVenv(`${layout.current}/.venv/bin`, options.command))}`],
+        workdir: options.release,
+        service: [`ExecStart=${execLine(inVenv(options.release, options.command))}`],
         notify: settings.unitsReady === 'notify',
     });
 }
+/**
+ * The worker, a template with an instance per release (its id): the switch
+ * starts the new release's worker beside the old one's and stops the old one
+ * without waiting, so a job in progress delays neither the new worker nor the
+ * deploy, and jobs keep being taken meanwhile.
+ */
 function workerUnit(settings) {
-    return currentReleaseUnit(settings, {
-        what: 'worker',
+    return releaseUnit(settings, {
+        what: ['worker (release ', specifier('i'), ')'],
         command: settings.workerCommand,
         after: 'network.target postgresql.service redis-server.service',
+        note: 'One instance per release (its id): the release current points at runs; an old one finishes its jobs, then stops.',
+        release: [settings.layout.releases, '/', specifier('i')],
     });
 }
 function schedulerUnit(settings) {
-    return currentReleaseUnit(settings, {
-        what: 'scheduler',
+    return releaseUnit(settings, {
+        what: ['scheduler'],
         command: settings.schedulerCommand,
         after: 'network.target redis-server.service',
         note: 'Exactly one scheduler runs fleet-wide: it is installed on one host only.',
+        release: [settings.layout.current],
     });
 }
 function targetUnit(layout) {
@@ -65576,7 +65590,7 @@ function units_unitFiles(settings, roles) {
     return {
         [layout.units.target]: targetUnit(layout),
         [layout.units.apiTemplate]: apiUnit(settings),
-        [layout.units.worker]: roles.worker ? workerUnit(settings) : null,
+        [layout.units.workerTemplate]: roles.worker ? workerUnit(settings) : null,
         [layout.units.scheduler]: roles.scheduler ? schedulerUnit(settings) : null,
     };
 }
@@ -65621,7 +65635,7 @@ function throughNginx(settings) {
  */
 function verifyStep(settings) {
     const layout = settings.layout;
-    const units = settings.units.length > 0;
+    const units = settings.units.length > 0 || !!settings.worker;
     // Right after a restart, a notify unit turns active when its new process says it is
     // ready: that is the settling. At any other time (the verify action alone) active
     // says nothing of a process caught in a crash loop, between two restarts: its age does.
@@ -65646,25 +65660,35 @@ function verifyStep(settings) {
         // would otherwise pass between restarts. (No shortcut for an idle process: one
         // sleeping in a retry is idle too.) Around a restart the switch did not wait
         // for, a unit passes through inactive: a unit that stays down fails at the timeout.
-        'settled() {', '  local show s sub pid seen="" age="" jobs restarts k v', '  while :; do', '    jobs=$(systemctl list-jobs --no-legend "$1" 2>/dev/null || true)', '    if [ -z "$jobs" ]; then', '      show=$(systemctl show -p ActiveState -p SubState -p MainPID "$1" 2>/dev/null || true)', 
+        'settled() {', '  local show s sub pid seen="" age="" jobs restarts k v cgroup_retries=0 draining=""', '  while :; do', '    jobs=$(systemctl list-jobs --no-legend "$1" 2>/dev/null || true)', '    if [ -z "$jobs" ]; then', '      show=$(systemctl show -p ActiveState -p SubState -p MainPID "$1" 2>/dev/null || true)', 
         // Read in the shell: three seds a poll were six processes every tenth of a second.
-        '      s="" sub="" pid=""', '      while IFS="=" read -r k v; do case $k in ActiveState) s=$v ;; SubState) sub=$v ;; MainPID) pid=$v ;; esac; done <<< "$show"', '      if [ -n "$seen" ] && [ "${pid:-0}" != "$seen" ]; then', '        echo "UNIT_STATE $1: its process exited while it was checked, ${age:-0}0 ms after it started (does it crash as it starts?); $(unit_state "$1")"', '        return 1', '      fi', settings.restarted
+        '      s="" sub="" pid=""', '      while IFS="=" read -r k v; do case $k in ActiveState) s=$v ;; SubState) sub=$v ;; MainPID) pid=$v ;; esac; done <<< "$show"', settings.restarted
+            ? sh_script(
+            // 219/CGROUP is systemd failing to place the process (seen in these
+            // containers when a unit's earlier cgroup could not be removed), not
+            // the app: part of the restart, started again, twice at most.
+            '      if [ "$sub" = auto-restart ] && [ "$(systemctl show -p ExecMainStatus --value "$1" 2>/dev/null)" = 219 ] && [ "${cgroup_retries:-0}" -lt 2 ]; then', '        cgroup_retries=$(( ${cgroup_retries:-0} + 1 ))', '        echo "UNIT_NOTE systemd could not start $1\'s process (219/CGROUP): starting it again"', '        systemctl reset-failed "$1" 2>/dev/null || true', '        systemctl restart --no-block "$1" 2>/dev/null || true', '        seen=""', '        sleep 0.1', '        continue', '      fi').trimEnd()
+            : null, '      if [ -n "$seen" ] && [ "${pid:-0}" != "$seen" ]; then', '        echo "UNIT_STATE $1: its process exited while it was checked, ${age:-0}0 ms after it started (does it crash as it starts?); $(unit_state "$1")"', '        return 1', '      fi', settings.restarted
             ? sh_script('      if [ "$sub" = auto-restart ]; then', '        echo "UNIT_STATE $1: its process exited after the restart, and systemd is restarting it (does it crash as it starts?); $(unit_state "$1")"', '        return 1', '      fi').trimEnd()
             : null, '      if [ "$s" = active ] && [ "${pid:-0}" != 0 ]; then', '        seen=$pid', sh_sh `        if age=$(proc_age "$pid") && [ "$age" -ge ${stableSeconds * 100} ]; then`, 
         // Up long enough; after the restart, systemd must not have restarted it since
         // (a crash once while nobody looked: the restart resets the count).
         settings.restarted
             ? sh_script('          restarts=$(systemctl show -p NRestarts --value "$1" 2>/dev/null || echo 0)', '          if [ "${restarts:-0}" != 0 ]; then', '            echo "UNIT_STATE $1: its process exited after the restart and systemd restarted it ($restarts time(s)): it crashed as it started; $(unit_state "$1")"', '            return 1', '          fi').trimEnd()
-            : null, '          return 0', '        fi', '      fi', '    fi', '    if [ "$SECONDS" -ge "$units_deadline" ]; then', 
+            : null, '          return 0', '        fi', '      fi', '    fi', 
+        // Its start waits behind an earlier run of the same unit still finishing a job
+        // (a rollback to the release just left, whose worker drains): that run's stop
+        // bound is added to the wait, once.
+        '    if [ -n "$jobs" ] && [ -z "$draining" ] && [ "$(systemctl show -p ActiveState --value "$1" 2>/dev/null)" = deactivating ]; then', '      draining=1', sh_sh `      units_deadline=$((units_deadline + ${STOP_TIMEOUT_SECONDS}))`, sh_sh `      echo "UNIT_NOTE $1: its earlier run is finishing a job (up to ${STOP_TIMEOUT_SECONDS} s) before it starts again"`, '    fi', '    if [ "$SECONDS" -ge "$units_deadline" ]; then', 
         // What the unit was doing when given up on, so a failure explains itself.
-        '      if [ -n "$seen" ]; then', sh_sh `        echo "UNIT_STATE $1: running, but for $(( \${age:-0} / 100 )) s only of the ${stableSeconds} s it must stay up (units-stable-seconds) when the check ended; $(unit_state "$1")"`, '      else', settings.notify
+        '      if [ -n "$seen" ]; then', sh_sh `        echo "UNIT_STATE $1: running, but for $(( \${age:-0} / 100 )) s only of the ${stableSeconds} s it must stay up (units-stable-seconds) when the check ended; $(unit_state "$1")"`, '      elif [ "$(systemctl show -p ActiveState --value "$1" 2>/dev/null)" = deactivating ]; then', '        echo "UNIT_STATE $1: its earlier run was still finishing a job when the check ended; $(unit_state "$1")"', '      else', settings.notify
             ? '        echo "UNIT_STATE $1: not ready (jobs: ${jobs:-none}; with units-ready: notify, systemd waits for its process to send READY=1); $(unit_state "$1")"'
             : '        echo "UNIT_STATE $1: not running (${s:-?}, ${sub:-?}, jobs: ${jobs:-none}); $(unit_state "$1")"', '      fi', '      return 1', '    fi', '    sleep 0.1', '  done', '}', 
         // Each unit watched on its own, at once: one crashing while another is waited
         // for is seen when it happens.
         'units_check() {', '  local dir down="" i=0 u', 
         // verify-timeout to come up, then units-stable-seconds to stay up.
-        sh_sh `  units_deadline=$((SECONDS + ${settings.timeout + stableSeconds}))`, '  dir=$(mktemp -d)', sh_sh `  local units=(${settings.units})`, '  for u in "${units[@]}"; do', '    i=$((i + 1))', '    { if ! settled "$u"; then echo "$u" > "$dir/$i.down"; fi; } > "$dir/$i.out" &', '  done', '  wait', '  for ((u = 1; u <= i; u++)); do cat -- "$dir/$u.out"; if [ -f "$dir/$u.down" ]; then down="$down $(cat -- "$dir/$u.down")"; fi; done', '  rm -rf -- "$dir"', '  if [ -n "$down" ]; then echo "UNITS_DOWN$down"; fi', '}', 
+        sh_sh `  units_deadline=$((SECONDS + ${settings.timeout + stableSeconds}))`, '  dir=$(mktemp -d)', sh_sh `  local units=(${settings.units})`, settings.worker ? workerOfCurrent(layout) : null, '  for u in "${units[@]}"; do', '    i=$((i + 1))', '    { if ! settled "$u"; then echo "$u" > "$dir/$i.down"; fi; } > "$dir/$i.out" &', '  done', '  wait', '  for ((u = 1; u <= i; u++)); do cat -- "$dir/$u.out"; if [ -f "$dir/$u.down" ]; then down="$down $(cat -- "$dir/$u.down")"; fi; done', '  rm -rf -- "$dir"', '  if [ -n "$down" ]; then echo "UNITS_DOWN$down"; fi', '}', 
         // Its output goes to a file, read once it is done: its lines never mix with the probes'.
         'units_out=$(mktemp)').trimEnd()
         : null, settings.api === false
@@ -65705,11 +65729,21 @@ function verifyStep(settings) {
             nginx,
             unitsDown,
             unitStates: out.all('UNIT_STATE'),
+            unitNotes: out.all('UNIT_NOTE'),
             journal: out.all('JOURNAL'),
             problem,
             listing: parseListing(out.get('LISTING')),
         };
     });
+}
+/**
+ * Adds to the `units` array the worker of the release current points at: its
+ * instance, or the single worker unit a host keeps until its first switch
+ * under worker instances.
+ */
+function workerOfCurrent(layout) {
+    const [prefix, suffix] = layout.units.workerGlob.split('*');
+    return sh_script(sh_sh `  if [ -f ${layout.unitDir}/${layout.units.legacyWorker} ]; then units+=(${layout.units.legacyWorker})`, sh_sh `  else units+=(${prefix}"$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null)"${suffix}); fi`).trimEnd();
 }
 /**
  * The probe's answer. A probe that printed nothing, something else, or exited
@@ -65778,14 +65812,21 @@ function verify_planCleanup(listing, keep) {
     const venvs = listing.venvs.filter((v) => !usedVenvs.has(v));
     return { releases: remove, venvs };
 }
-/** Removes what the plan names; reads back what it removed. */
+/** Removes what the plan names; reads back what it removed, and what it kept (a release whose worker still runs). */
 function verify_cleanupStep(layout, plan) {
-    const removed = (stdout) => keyLines(stdout).all('removed');
+    const outcome = (stdout) => {
+        const out = keyLines(stdout);
+        return { removed: out.all('removed'), kept: out.all('kept') };
+    };
     if (plan.releases.length === 0 && plan.venvs.length === 0)
-        return step('cleanup', script('echo "nothing to clean up"'), removed);
+        return step('cleanup', script('echo "nothing to clean up"'), outcome);
     return step('cleanup', script(
     // Marked first: a removal cut short (the run stopped, the host rebooted) leaves no "ready" half.
-    ...plan.releases.map((id) => sh `if [ -d ${layout.release(id)}/.metalship ]; then echo removing > ${layout.release(id)}/.metalship/status; fi; rm -rf -- ${layout.release(id)} && echo "removed release ${id}"`), ...plan.venvs.map((v) => sh `rm -rf -- ${layout.venvs}/${v} && echo "removed virtualenv ${v}"`)), removed);
+    'kept=0', 
+    // Not a release whose worker still finishes its jobs (it runs from there): a later cleanup takes it.
+    ...plan.releases.map((id) => script(sh `case "$(systemctl show -p ActiveState --value ${layout.units.worker(id)} 2>/dev/null)" in`, sh `  active|activating|deactivating|reloading) kept=1; echo "kept release ${id}: its worker is still finishing its jobs" ;;`, sh `  *) if [ -d ${layout.release(id)}/.metalship ]; then echo removing > ${layout.release(id)}/.metalship/status; fi; rm -rf -- ${layout.release(id)} && echo "removed release ${id}" ;;`, 'esac').trimEnd()), 
+    // Nor, then, a virtualenv (that worker's may be among them).
+    ...plan.venvs.map((v) => sh `if [ "$kept" = 0 ]; then rm -rf -- ${layout.venvs}/${v} && echo "removed virtualenv ${v}"; fi`)), outcome);
 }
 /**
  * The release a rollback goes to: the named one (must be complete and not
@@ -66328,14 +66369,57 @@ ${common}
 
 
 /**
- * The worker's and scheduler's restart. Counted from zero: systemd keeps the
- * restart count of a unit caught in a crash loop across a restart, and the
- * check after reads any restart as a crash of the release just started.
+ * The followers of a release: its own worker (an instance of the template) and
+ * the single scheduler.
  */
-function restartFollowers(followers, wait) {
-    return script(sh `systemctl reset-failed ${followers} 2>/dev/null || true`, wait
-        ? script(sh `systemctl restart ${followers}`, 'echo "MARK worker and scheduler restarted"').trimEnd()
-        : sh `systemctl restart --no-block ${followers}`).trimEnd();
+function followersOf(settings) {
+    const layout = settings.layout;
+    const worker = settings.worker ? layout.units.worker(settings.releaseId) : null;
+    const units = [worker, settings.scheduler ? layout.units.scheduler : null].filter((u) => !!u);
+    return { worker, units };
+}
+/**
+ * The release's worker started (its instance restarted if it already runs, say
+ * after a change of its unit) and the scheduler restarted, counted from zero:
+ * systemd keeps the restart count of a unit caught in a crash loop across a
+ * restart, and the check after reads any restart as a crash of the release
+ * just started. Then every other release's worker is told to stop, without
+ * waiting: it finishes the job it has while the new one already takes jobs
+ * (the scheduler is single: its restart stops the old one first).
+ */
+function restartFollowers(settings, wait) {
+    const layout = settings.layout;
+    const { worker, units } = followersOf(settings);
+    return script(
+    // The boot follows current at once: a run cut short after this still starts the right worker.
+    bootWorker(layout, worker), units.length ? sh `systemctl reset-failed ${units} 2>/dev/null || true` : null, units.length
+        ? wait
+            ? script(sh `systemctl restart ${units}`, 'echo "MARK worker and scheduler restarted"').trimEnd()
+            : sh `systemctl restart --no-block ${units}`
+        : null, stopOtherWorkers(layout, worker)).trimEnd();
+}
+/**
+ * Stops, without waiting, every worker but `keep` (null: all): the instances
+ * of other releases (also one crash-looping between restarts, or still
+ * finishing a job) and the single worker unit of metalship before instances,
+ * which goes (its file, and its enabling). Sets units_removed when a unit
+ * file went.
+ */
+function stopOtherWorkers(layout, keep) {
+    const legacy = `${layout.unitDir}/${layout.units.legacyWorker}`;
+    return script(sh `for u in $(systemctl list-units --all --plain --no-legend --type=service ${layout.units.workerGlob} 2>/dev/null | awk '$3 != "inactive" && $3 != "failed" { print $1 }'); do`, sh `  if [ "$u" != ${keep ?? ''} ]; then systemctl stop --no-block "$u"; fi`, 'done', sh `if [ -f ${legacy} ]; then systemctl disable --no-reload --quiet ${layout.units.legacyWorker} 2>/dev/null || true; systemctl stop --no-block ${layout.units.legacyWorker} 2>/dev/null || true; rm -f ${legacy}; units_removed=1; fi`).trimEnd();
+}
+/**
+ * Script lines making the boot start this release's worker (`worker`) and no
+ * other release's: the links `systemctl enable` makes, made and removed
+ * directly (no daemon to ask; the boot reads them). Null: no worker at boot.
+ */
+function bootWorker(layout, worker) {
+    const wants = `${layout.unitDir}/${layout.units.target}.wants`;
+    const [prefix, suffix] = layout.units.workerGlob.split('*');
+    return script(worker
+        ? sh `mkdir -p ${wants} && ln -sfn ${layout.unitDir}/${layout.units.workerTemplate} ${wants}/${worker}`
+        : null, sh `for f in ${raw(quote(`${wants}/${prefix}`) + '*' + quote(suffix))}; do if [ -L "$f" ] && [ "\${f##*/}" != ${worker ?? ''} ]; then rm -f -- "$f"; fi; done`).trimEnd();
 }
 /**
  * Removes the rule by which metalship before 1.1 took a host out of a load
@@ -66394,16 +66478,13 @@ function switchScript(settings) {
     const removals = (flag) => entries
         .filter(([, content]) => content === null)
         .map(([name]) => sh `if [ -f ${layout.unitDir}/${name} ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${layout.unitDir}/${name}; ${raw(flag)}=1; fi`);
-    const followers = [
-        settings.worker ? layout.units.worker : null,
-        settings.scheduler ? layout.units.scheduler : null,
-    ].filter((u) => !!u);
+    const { units: followers } = followersOf(settings);
     const written = entries.filter(([, content]) => content !== null).map(([name]) => name);
     const saved = `${layout.state}/units-before`;
     const api = raw(apiUnitOf(layout, '$slot'));
     const standbyApi = raw(apiUnitOf(layout, '$standby'));
     if (settings.api === false)
-        return followersOnlyScript(settings, [...unitLines, ...removals('units_changed')], followers);
+        return followersOnlyScript(settings, [...unitLines, ...removals('units_changed')]);
     return script(pyToolDefinition(), SWAP_LINK, sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'command -v nginx >/dev/null 2>&1 || { echo "nginx is not installed: run the provision action first" >&2; exit 1; }', 
     // The serving slot keeps serving; the release goes to the other one, unless the serving one already runs it.
     sh `active=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$active" in blue) idle=green ;; green) idle=blue ;; *) active=""; idle=blue ;; esac', sh `slot_release() { basename "$(readlink ${layout.slots}/"$1" 2>/dev/null)" 2>/dev/null || true; }`, sh `if [ -n "$active" ] && [ "$(slot_release "$active")" = ${settings.releaseId} ] && systemctl is-active --quiet ${raw(apiUnitOf(layout, '$active'))}; then slot=$active; else slot=$idle; fi`, 'if [ "$slot" = blue ]; then standby=green; else standby=blue; fi', 'echo "SLOT $slot"', 'units_changed=0', 
@@ -66448,7 +66529,7 @@ function switchScript(settings) {
     sh `swap_link "$sock" ${layout.apiLink}`, 'echo "MARK traffic moved to the $slot slot"', 'rm -rf -- "$units_saved"', settings.clearDrainPort ? clearDrainLines(layout, settings.clearDrainPort) : null, sh `echo "$slot" > ${layout.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh `rm -f ${layout.nginxReloadPending}`, sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `swap_link ${rel} ${layout.current}`, sh `swap_link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, 
     // The worker and the scheduler run from current: restarted as soon as it moved
     // (the check after waits for them; the bookkeeping below runs meanwhile).
-    followers.length ? restartFollowers(followers, !settings.checksFollow && !settings.notify) : null, servedLines(settings), 'echo "PREVIOUS $prev"', ...removals('units_removed'), 'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi', 
+    restartFollowers(settings, !settings.checksFollow && !settings.notify), servedLines(settings), 'echo "PREVIOUS $prev"', ...removals('units_removed'), 'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi', 
     // On boot only the serving slot starts; the standby is a warm spare for this boot only.
     // The boot reads the links: no daemon reload now (each costs as much as the rest of the switch).
     sh `systemctl enable --no-reload --quiet ${layout.units.target} ${api} ${followers}`, sh `systemctl disable --no-reload --quiet ${standbyApi} 2>/dev/null || true`, sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout.history}`);
@@ -66495,12 +66576,13 @@ function switch_switchStep(settings) {
     });
 }
 /** The switch on a host without the api role: current, the venv link, and the worker or scheduler. */
-function followersOnlyScript(settings, unitLines, followers) {
+function followersOnlyScript(settings, unitLines) {
     const layout = settings.layout;
+    const { units: followers } = followersOf(settings);
     const rel = layout.release(settings.releaseId);
     return script(pyToolDefinition(), sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'echo "SLOT none"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
     // an api that ran here before the host lost the role stops
-    sh `systemctl disable --now --quiet ${layout.units.api('blue')} ${layout.units.api('green')} 2>/dev/null || true`, sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `mstool link ${rel} ${layout.current}`, sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', sh `systemctl enable --no-reload --quiet ${layout.units.target} ${followers}`, followers.length ? restartFollowers(followers, !settings.checksFollow && !settings.notify) : null, sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout.history}`);
+    sh `systemctl disable --now --quiet ${layout.units.api('blue')} ${layout.units.api('green')} 2>/dev/null || true`, sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `mstool link ${rel} ${layout.current}`, sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', sh `systemctl enable --no-reload --quiet ${layout.units.target} ${followers}`, restartFollowers(settings, !settings.checksFollow && !settings.notify), 'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi', sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout.history}`);
 }
 /**
  * The uvicorn flags a release's uvicorn accepts, recorded at release time:
@@ -66533,10 +66615,10 @@ function switch_unserveStep(layout) {
     const units = [
         layout.units.api('blue'),
         layout.units.api('green'),
-        layout.units.worker,
+        layout.units.legacyWorker,
         layout.units.scheduler,
     ];
-    return plainStep('taking the failed first release out of service', script(sh `was=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `systemctl disable --now --quiet ${layout.units.target} ${units} 2>/dev/null || true`, sh `rm -f ${layout.apiLink} ${layout.activeSlot} ${layout.current} ${layout.venvLink}`, sh `printf '%s\n' "$(date -u +%FT%TZ) stopped serving \${was:-nothing}: it failed and nothing served before it" >> ${layout.history}`));
+    return plainStep('taking the failed first release out of service', script(sh `was=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `systemctl disable --now --quiet ${layout.units.target} ${units} 2>/dev/null || true`, sh `systemctl stop ${layout.units.workerGlob} 2>/dev/null || true`, bootWorker(layout, null), sh `rm -f ${layout.apiLink} ${layout.activeSlot} ${layout.current} ${layout.venvLink}`, sh `printf '%s\n' "$(date -u +%FT%TZ) stopped serving \${was:-nothing}: it failed and nothing served before it" >> ${layout.history}`));
 }
 
 ;// CONCATENATED MODULE: ./src/remote/release.ts
@@ -77709,10 +77791,7 @@ async function verifyUrl(settings) {
 async function verifyHost(host, settings, log, 
 /** Also list the releases once healthy (see the remote VerifySettings.list); the switch just restarted the units. */
 opts = {}) {
-    const units = [
-        host.roles.worker && settings['worker-command'].length ? host.layout.units.worker : null,
-        host.roles.scheduler && settings['scheduler-command'].length ? host.layout.units.scheduler : null,
-    ].filter((u) => !!u);
+    const units = host.roles.scheduler && settings['scheduler-command'].length ? [host.layout.units.scheduler] : [];
     const path = settings['verify-path'] || settings['health-path'];
     const health = await host.conn.step(verifyStep({
         layout: host.layout,
@@ -77724,11 +77803,14 @@ opts = {}) {
         expectStatus: settings['expect-status'],
         expectBody: settings.url ? '' : settings['expect-body'],
         units,
+        worker: host.roles.worker && settings['worker-command'].length > 0,
         api: host.roles.api,
         list: opts.list,
         restarted: opts.restarted,
     }), { timeoutMs: (settings['verify-timeout'] + settings['units-stable-seconds'] + 60) * 1000 });
     const answer = health.answer;
+    for (const note of health.unitNotes)
+        log.info(`[${host.spec.label}] ${note}`);
     if (!health.healthy) {
         const why = [
             health.problem,
@@ -77801,9 +77883,11 @@ async function cleanupStage(hosts, keep, log,
 listings = new Map()) {
     await onEachHost(hosts, async (host) => {
         const plan = planCleanup(listings.get(host.spec.label) ?? (await listReleases(host)), keep);
-        const removed = await host.conn.step(cleanupStep(host.layout, plan));
+        const { removed, kept } = await host.conn.step(cleanupStep(host.layout, plan));
         if (removed.length)
             log.info(`[${host.spec.label}] removed ${removed.join('; ')}`);
+        if (kept.length)
+            log.info(`[${host.spec.label}] kept ${kept.join('; ')} (a later cleanup removes it)`);
         return {};
     }).then((rs) => rs.filter((r) => !r.ok).forEach((r) => log.warn(`cleanup on ${r.host} failed: ${r.error}`)));
 }
@@ -78058,7 +78142,7 @@ function in_use_passwordHash(password) {
  * Script lines defining `in_use`, which prints a line per login a serving
  * service of the app uses: `<DATABASE_URL|REDIS_URL> <user, %-encoded> <sha256 of the password> <unit or file>`.
  * Serving: the api slot that takes traffic (the standby keeps the previous
- * release's env for a rollback), the worker and the scheduler.
+ * release's env for a rollback), the workers (one still finishing its jobs too) and the scheduler.
  */
 function inUseFunction(layout, user) {
     return [
@@ -78068,7 +78152,7 @@ function inUseFunction(layout, user) {
         sh `  slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`,
         sh `  case "$slot" in blue|green) sources+=(file ${layout.slots}/"$slot"/.env "the $slot api slot's release .env") ;; *) slot='*' ;; esac`,
         sh `  if [ -e ${layout.current} ]; then sources+=(file ${layout.current}/.env 'the current release .env'); fi`,
-        sh `  for u in $(systemctl list-units --state=active --plain --no-legend --type=service ${`${layout.app}-api@`}"$slot".service ${layout.units.worker} ${layout.units.scheduler} 2>/dev/null | awk '{ print $1 }'); do`,
+        sh `  for u in $(systemctl list-units --state=active,activating,deactivating,reloading --plain --no-legend --type=service ${`${layout.app}-api@`}"$slot".service ${layout.units.workerGlob} ${layout.units.legacyWorker} ${layout.units.scheduler} 2>/dev/null | awk '{ print $1 }'); do`,
         '    sources+=(env "$(systemctl show -p MainPID --value "$u")" "$u")',
         '  done',
         sh `  if id -u ${user} >/dev/null 2>&1; then mstool_as ${user} in-use "\${sources[@]}"; fi`,

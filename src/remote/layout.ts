@@ -34,7 +34,19 @@ export interface Layout {
   /** The socket nginx connects to: a link to the serving slot's socket, switched by rename. */
   apiLink: string;
   runDir: string;
-  units: { api(slot: Slot): string; apiTemplate: string; worker: string; scheduler: string; target: string };
+  units: {
+    api(slot: Slot): string;
+    apiTemplate: string;
+    /** The worker of one release: a new release's starts beside the old one's, which finishes its jobs meanwhile. */
+    worker(releaseId: string): string;
+    workerTemplate: string;
+    /** Every release's worker, as systemctl matches names. */
+    workerGlob: string;
+    /** The one worker unit of metalship before worker instances: a switch replaces it. */
+    legacyWorker: string;
+    scheduler: string;
+    target: string;
+  };
   unitDir: string;
   nginxSite: string;
   nginxSiteEnabled: string;
@@ -89,7 +101,10 @@ export function layout(app: string, root: string): Layout {
     units: {
       api: (s) => `${app}-api@${s}.service`,
       apiTemplate: `${app}-api@.service`,
-      worker: `${app}-worker.service`,
+      worker: (id) => `${app}-worker@${id}.service`,
+      workerTemplate: `${app}-worker@.service`,
+      workerGlob: `${app}-worker@*.service`,
+      legacyWorker: `${app}-worker.service`,
       scheduler: `${app}-scheduler.service`,
       target: `${app}.target`,
     },

@@ -8,7 +8,7 @@ import type { Layout, Slot } from './layout.js';
 import { siteConf, upstreamConf } from './nginx.js';
 import { PROBE_USER, pyToolDefinition } from './pytool.js';
 import { runtimePath } from './runtime.js';
-import { ensureFile, keyLines, raw, script, sh, writeFileAtomic, type Raw } from './sh.js';
+import { ensureFile, keyLines, quote, raw, script, sh, writeFileAtomic, type Raw } from './sh.js';
 import { plainStep, step, type Step } from './step.js';
 import { journalOf, unitsOurs } from './units.js';
 
@@ -58,16 +58,71 @@ export interface SwitchSettings {
 }
 
 /**
- * The worker's and scheduler's restart. Counted from zero: systemd keeps the
- * restart count of a unit caught in a crash loop across a restart, and the
- * check after reads any restart as a crash of the release just started.
+ * The followers of a release: its own worker (an instance of the template) and
+ * the single scheduler.
  */
-function restartFollowers(followers: string[], wait: boolean): string {
+function followersOf(settings: SwitchSettings): { worker: string | null; units: string[] } {
+  const layout = settings.layout;
+  const worker = settings.worker ? layout.units.worker(settings.releaseId) : null;
+  const units = [worker, settings.scheduler ? layout.units.scheduler : null].filter((u): u is string => !!u);
+  return { worker, units };
+}
+
+/**
+ * The release's worker started (its instance restarted if it already runs, say
+ * after a change of its unit) and the scheduler restarted, counted from zero:
+ * systemd keeps the restart count of a unit caught in a crash loop across a
+ * restart, and the check after reads any restart as a crash of the release
+ * just started. Then every other release's worker is told to stop, without
+ * waiting: it finishes the job it has while the new one already takes jobs
+ * (the scheduler is single: its restart stops the old one first).
+ */
+function restartFollowers(settings: SwitchSettings, wait: boolean): string {
+  const layout = settings.layout;
+  const { worker, units } = followersOf(settings);
   return script(
-    sh`systemctl reset-failed ${followers} 2>/dev/null || true`,
-    wait
-      ? script(sh`systemctl restart ${followers}`, 'echo "MARK worker and scheduler restarted"').trimEnd()
-      : sh`systemctl restart --no-block ${followers}`,
+    // The boot follows current at once: a run cut short after this still starts the right worker.
+    bootWorker(layout, worker),
+    units.length ? sh`systemctl reset-failed ${units} 2>/dev/null || true` : null,
+    units.length
+      ? wait
+        ? script(sh`systemctl restart ${units}`, 'echo "MARK worker and scheduler restarted"').trimEnd()
+        : sh`systemctl restart --no-block ${units}`
+      : null,
+    stopOtherWorkers(layout, worker),
+  ).trimEnd();
+}
+
+/**
+ * Stops, without waiting, every worker but `keep` (null: all): the instances
+ * of other releases (also one crash-looping between restarts, or still
+ * finishing a job) and the single worker unit of metalship before instances,
+ * which goes (its file, and its enabling). Sets units_removed when a unit
+ * file went.
+ */
+function stopOtherWorkers(layout: Layout, keep: string | null): string {
+  const legacy = `${layout.unitDir}/${layout.units.legacyWorker}`;
+  return script(
+    sh`for u in $(systemctl list-units --all --plain --no-legend --type=service ${layout.units.workerGlob} 2>/dev/null | awk '$3 != "inactive" && $3 != "failed" { print $1 }'); do`,
+    sh`  if [ "$u" != ${keep ?? ''} ]; then systemctl stop --no-block "$u"; fi`,
+    'done',
+    sh`if [ -f ${legacy} ]; then systemctl disable --no-reload --quiet ${layout.units.legacyWorker} 2>/dev/null || true; systemctl stop --no-block ${layout.units.legacyWorker} 2>/dev/null || true; rm -f ${legacy}; units_removed=1; fi`,
+  ).trimEnd();
+}
+
+/**
+ * Script lines making the boot start this release's worker (`worker`) and no
+ * other release's: the links `systemctl enable` makes, made and removed
+ * directly (no daemon to ask; the boot reads them). Null: no worker at boot.
+ */
+function bootWorker(layout: Layout, worker: string | null): string {
+  const wants = `${layout.unitDir}/${layout.units.target}.wants`;
+  const [prefix, suffix] = layout.units.workerGlob.split('*') as [string, string];
+  return script(
+    worker
+      ? sh`mkdir -p ${wants} && ln -sfn ${layout.unitDir}/${layout.units.workerTemplate} ${wants}/${worker}`
+      : null,
+    sh`for f in ${raw(quote(`${wants}/${prefix}`) + '*' + quote(suffix))}; do if [ -L "$f" ] && [ "\${f##*/}" != ${worker ?? ''} ]; then rm -f -- "$f"; fi; done`,
   ).trimEnd();
 }
 
@@ -152,16 +207,13 @@ export function switchScript(settings: SwitchSettings): string {
         ([name]) =>
           sh`if [ -f ${layout.unitDir}/${name} ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${layout.unitDir}/${name}; ${raw(flag)}=1; fi`,
       );
-  const followers = [
-    settings.worker ? layout.units.worker : null,
-    settings.scheduler ? layout.units.scheduler : null,
-  ].filter((u): u is string => !!u);
+  const { units: followers } = followersOf(settings);
   const written = entries.filter(([, content]) => content !== null).map(([name]) => name);
   const saved = `${layout.state}/units-before`;
   const api = raw(apiUnitOf(layout, '$slot'));
   const standbyApi = raw(apiUnitOf(layout, '$standby'));
   if (settings.api === false)
-    return followersOnlyScript(settings, [...unitLines, ...removals('units_changed')], followers);
+    return followersOnlyScript(settings, [...unitLines, ...removals('units_changed')]);
   return script(
     pyToolDefinition(),
     SWAP_LINK,
@@ -287,7 +339,7 @@ export function switchScript(settings: SwitchSettings): string {
     sh`swap_link "$(readlink ${rel}/.venv)" ${layout.venvLink}`,
     // The worker and the scheduler run from current: restarted as soon as it moved
     // (the check after waits for them; the bookkeeping below runs meanwhile).
-    followers.length ? restartFollowers(followers, !settings.checksFollow && !settings.notify) : null,
+    restartFollowers(settings, !settings.checksFollow && !settings.notify),
     servedLines(settings),
     'echo "PREVIOUS $prev"',
     ...removals('units_removed'),
@@ -385,8 +437,9 @@ export function switchStep(settings: SwitchSettings): Step<Switched> {
 }
 
 /** The switch on a host without the api role: current, the venv link, and the worker or scheduler. */
-function followersOnlyScript(settings: SwitchSettings, unitLines: string[], followers: string[]): string {
+function followersOnlyScript(settings: SwitchSettings, unitLines: string[]): string {
   const layout = settings.layout;
+  const { units: followers } = followersOf(settings);
   const rel = layout.release(settings.releaseId);
   return script(
     pyToolDefinition(),
@@ -404,7 +457,8 @@ function followersOnlyScript(settings: SwitchSettings, unitLines: string[], foll
     servedLines(settings),
     'echo "PREVIOUS $prev"',
     sh`systemctl enable --no-reload --quiet ${layout.units.target} ${followers}`,
-    followers.length ? restartFollowers(followers, !settings.checksFollow && !settings.notify) : null,
+    restartFollowers(settings, !settings.checksFollow && !settings.notify),
+    'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi',
     sh`printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout.history}`,
   );
 }
@@ -450,7 +504,7 @@ export function unserveStep(layout: Layout): Step<void> {
   const units = [
     layout.units.api('blue'),
     layout.units.api('green'),
-    layout.units.worker,
+    layout.units.legacyWorker,
     layout.units.scheduler,
   ];
   return plainStep(
@@ -458,6 +512,8 @@ export function unserveStep(layout: Layout): Step<void> {
     script(
       sh`was=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`,
       sh`systemctl disable --now --quiet ${layout.units.target} ${units} 2>/dev/null || true`,
+      sh`systemctl stop ${layout.units.workerGlob} 2>/dev/null || true`,
+      bootWorker(layout, null),
       sh`rm -f ${layout.apiLink} ${layout.activeSlot} ${layout.current} ${layout.venvLink}`,
       sh`printf '%s\n' "$(date -u +%FT%TZ) stopped serving \${was:-nothing}: it failed and nothing served before it" >> ${layout.history}`,
     ),

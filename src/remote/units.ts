@@ -17,6 +17,9 @@ export interface UnitSettings {
   unitsReady: 'stable' | 'notify';
 }
 
+/** How long a stopping service may take to finish its work (the standard's 30 s, plus a margin) before systemd kills it. */
+export const STOP_TIMEOUT_SECONDS = 35;
+
 /** systemd's sandboxing: the app reads its release and writes only shared/ (field notes, systemd hardening). */
 export function hardening(layout: Layout): string {
   return [
@@ -59,11 +62,11 @@ export function journalOf(layout: Layout): string {
   return `--namespace=+${layout.journalNamespace}`;
 }
 
-/** A command's program resolved inside a venv unless it is absolute. */
-function inVenv(venvBin: string, words: string[]): string[] {
+/** A command's program resolved inside a release's venv unless it is absolute. */
+function inVenv(release: Part[], words: string[]): (string | Part[])[] {
   const [program, ...args] = words;
   if (!program) return [];
-  return [program.startsWith('/') ? program : `${venvBin}/${program}`, ...args];
+  return [program.startsWith('/') ? program : [...release, `/.venv/bin/${program}`], ...args];
 }
 
 /**
@@ -116,7 +119,7 @@ ${[
   // 30 days): no host-wide journald setting, and no file root would open in shared/.
   `LogNamespace=${unitWord(layout.journalNamespace)}`,
   ...own.service,
-  'TimeoutStopSec=35',
+  `TimeoutStopSec=${STOP_TIMEOUT_SECONDS}`,
   'KillMode=mixed',
   'KillSignal=SIGTERM',
 ].join('\n')}
@@ -158,37 +161,46 @@ export function apiUnit(settings: UnitSettings): string {
   });
 }
 
-/** A unit running a command from the current release: the worker and the scheduler. */
-function currentReleaseUnit(
+/** A unit running a command from a release: the worker and the scheduler. */
+function releaseUnit(
   settings: UnitSettings,
-  options: { what: string; command: string[]; after: string; note?: string },
+  options: { what: Part[]; command: string[]; after: string; note?: string; release: Part[] },
 ): string | null {
   if (options.command.length === 0) return null;
   const layout = settings.layout;
   return serviceUnit(settings, {
-    description: unitText(layout.app, ' ', options.what),
+    description: unitText(layout.app, ' ', ...options.what),
     after: options.after,
     note: options.note,
-    workdir: [layout.current],
-    service: [`ExecStart=${execLine(inVenv(`${layout.current}/.venv/bin`, options.command))}`],
+    workdir: options.release,
+    service: [`ExecStart=${execLine(inVenv(options.release, options.command))}`],
     notify: settings.unitsReady === 'notify',
   });
 }
 
+/**
+ * The worker, a template with an instance per release (its id): the switch
+ * starts the new release's worker beside the old one's and stops the old one
+ * without waiting, so a job in progress delays neither the new worker nor the
+ * deploy, and jobs keep being taken meanwhile.
+ */
 export function workerUnit(settings: UnitSettings): string | null {
-  return currentReleaseUnit(settings, {
-    what: 'worker',
+  return releaseUnit(settings, {
+    what: ['worker (release ', specifier('i'), ')'],
     command: settings.workerCommand,
     after: 'network.target postgresql.service redis-server.service',
+    note: 'One instance per release (its id): the release current points at runs; an old one finishes its jobs, then stops.',
+    release: [settings.layout.releases, '/', specifier('i')],
   });
 }
 
 export function schedulerUnit(settings: UnitSettings): string | null {
-  return currentReleaseUnit(settings, {
-    what: 'scheduler',
+  return releaseUnit(settings, {
+    what: ['scheduler'],
     command: settings.schedulerCommand,
     after: 'network.target redis-server.service',
     note: 'Exactly one scheduler runs fleet-wide: it is installed on one host only.',
+    release: [settings.layout.current],
   });
 }
 
@@ -211,7 +223,7 @@ export function unitFiles(
   return {
     [layout.units.target]: targetUnit(layout),
     [layout.units.apiTemplate]: apiUnit(settings),
-    [layout.units.worker]: roles.worker ? workerUnit(settings) : null,
+    [layout.units.workerTemplate]: roles.worker ? workerUnit(settings) : null,
     [layout.units.scheduler]: roles.scheduler ? schedulerUnit(settings) : null,
   };
 }

@@ -4,7 +4,7 @@ import type { Layout } from './layout.js';
 import { PROBE_USER, pyToolDefinition } from './pytool.js';
 import { keyLines, script, sh } from './sh.js';
 import { step, type Step } from './step.js';
-import { journalOf } from './units.js';
+import { journalOf, STOP_TIMEOUT_SECONDS } from './units.js';
 
 export interface VerifySettings {
   layout: Layout;
@@ -19,7 +19,10 @@ export interface VerifySettings {
   restarted?: boolean;
   expectStatus: number;
   expectBody: string;
+  /** Units checked by name (the scheduler). */
   units: string[];
+  /** Also check the worker of the release current points at (its instance of the template). */
+  worker?: boolean;
   /** The host serves the api (false: a worker-only host, only its units are checked). */
   api?: boolean;
   /** Also list the releases, once healthy (a deploy's cleanup plans from it: one round trip fewer). */
@@ -36,6 +39,8 @@ export interface HealthOutcome {
   unitsDown: string[];
   /** systemd's view of each unit given up on, for the error message. */
   unitStates: string[];
+  /** What the units check saw on the way (a start waiting behind an earlier run's job, a start tried again). */
+  unitNotes: string[];
   /** The services' recent journal lines, when unhealthy. */
   journal: string[];
   /** Why there was nothing to check. */
@@ -75,7 +80,7 @@ function throughNginx(settings: VerifySettings): string {
  */
 export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
   const layout = settings.layout;
-  const units = settings.units.length > 0;
+  const units = settings.units.length > 0 || !!settings.worker;
   // Right after a restart, a notify unit turns active when its new process says it is
   // ready: that is the settling. At any other time (the verify action alone) active
   // says nothing of a process caught in a crash loop, between two restarts: its age does.
@@ -109,7 +114,7 @@ export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
           // sleeping in a retry is idle too.) Around a restart the switch did not wait
           // for, a unit passes through inactive: a unit that stays down fails at the timeout.
           'settled() {',
-          '  local show s sub pid seen="" age="" jobs restarts k v',
+          '  local show s sub pid seen="" age="" jobs restarts k v cgroup_retries=0 draining=""',
           '  while :; do',
           '    jobs=$(systemctl list-jobs --no-legend "$1" 2>/dev/null || true)',
           '    if [ -z "$jobs" ]; then',
@@ -117,6 +122,22 @@ export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
           // Read in the shell: three seds a poll were six processes every tenth of a second.
           '      s="" sub="" pid=""',
           '      while IFS="=" read -r k v; do case $k in ActiveState) s=$v ;; SubState) sub=$v ;; MainPID) pid=$v ;; esac; done <<< "$show"',
+          settings.restarted
+            ? script(
+                // 219/CGROUP is systemd failing to place the process (seen in these
+                // containers when a unit's earlier cgroup could not be removed), not
+                // the app: part of the restart, started again, twice at most.
+                '      if [ "$sub" = auto-restart ] && [ "$(systemctl show -p ExecMainStatus --value "$1" 2>/dev/null)" = 219 ] && [ "${cgroup_retries:-0}" -lt 2 ]; then',
+                '        cgroup_retries=$(( ${cgroup_retries:-0} + 1 ))',
+                '        echo "UNIT_NOTE systemd could not start $1\'s process (219/CGROUP): starting it again"',
+                '        systemctl reset-failed "$1" 2>/dev/null || true',
+                '        systemctl restart --no-block "$1" 2>/dev/null || true',
+                '        seen=""',
+                '        sleep 0.1',
+                '        continue',
+                '      fi',
+              ).trimEnd()
+            : null,
           '      if [ -n "$seen" ] && [ "${pid:-0}" != "$seen" ]; then',
           '        echo "UNIT_STATE $1: its process exited while it was checked, ${age:-0}0 ms after it started (does it crash as it starts?); $(unit_state "$1")"',
           '        return 1',
@@ -147,10 +168,20 @@ export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
           '        fi',
           '      fi',
           '    fi',
+          // Its start waits behind an earlier run of the same unit still finishing a job
+          // (a rollback to the release just left, whose worker drains): that run's stop
+          // bound is added to the wait, once.
+          '    if [ -n "$jobs" ] && [ -z "$draining" ] && [ "$(systemctl show -p ActiveState --value "$1" 2>/dev/null)" = deactivating ]; then',
+          '      draining=1',
+          sh`      units_deadline=$((units_deadline + ${STOP_TIMEOUT_SECONDS}))`,
+          sh`      echo "UNIT_NOTE $1: its earlier run is finishing a job (up to ${STOP_TIMEOUT_SECONDS} s) before it starts again"`,
+          '    fi',
           '    if [ "$SECONDS" -ge "$units_deadline" ]; then',
           // What the unit was doing when given up on, so a failure explains itself.
           '      if [ -n "$seen" ]; then',
           sh`        echo "UNIT_STATE $1: running, but for $(( \${age:-0} / 100 )) s only of the ${stableSeconds} s it must stay up (units-stable-seconds) when the check ended; $(unit_state "$1")"`,
+          '      elif [ "$(systemctl show -p ActiveState --value "$1" 2>/dev/null)" = deactivating ]; then',
+          '        echo "UNIT_STATE $1: its earlier run was still finishing a job when the check ended; $(unit_state "$1")"',
           '      else',
           settings.notify
             ? '        echo "UNIT_STATE $1: not ready (jobs: ${jobs:-none}; with units-ready: notify, systemd waits for its process to send READY=1); $(unit_state "$1")"'
@@ -169,6 +200,7 @@ export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
           sh`  units_deadline=$((SECONDS + ${settings.timeout + stableSeconds}))`,
           '  dir=$(mktemp -d)',
           sh`  local units=(${settings.units})`,
+          settings.worker ? workerOfCurrent(layout) : null,
           '  for u in "${units[@]}"; do',
           '    i=$((i + 1))',
           '    { if ! settled "$u"; then echo "$u" > "$dir/$i.down"; fi; } > "$dir/$i.out" &',
@@ -242,11 +274,25 @@ export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
       nginx,
       unitsDown,
       unitStates: out.all('UNIT_STATE'),
+      unitNotes: out.all('UNIT_NOTE'),
       journal: out.all('JOURNAL'),
       problem,
       listing: parseListing(out.get('LISTING')),
     };
   });
+}
+
+/**
+ * Adds to the `units` array the worker of the release current points at: its
+ * instance, or the single worker unit a host keeps until its first switch
+ * under worker instances.
+ */
+function workerOfCurrent(layout: Layout): string {
+  const [prefix, suffix] = layout.units.workerGlob.split('*') as [string, string];
+  return script(
+    sh`  if [ -f ${layout.unitDir}/${layout.units.legacyWorker} ]; then units+=(${layout.units.legacyWorker})`,
+    sh`  else units+=(${prefix}"$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null)"${suffix}); fi`,
+  ).trimEnd();
 }
 
 type Answer = NonNullable<HealthOutcome['answer']>;
@@ -336,22 +382,38 @@ export function planCleanup(listing: ReleaseListing, keep: number): { releases: 
   return { releases: remove, venvs };
 }
 
-/** Removes what the plan names; reads back what it removed. */
-export function cleanupStep(layout: Layout, plan: { releases: string[]; venvs: string[] }): Step<string[]> {
-  const removed = (stdout: string) => keyLines(stdout).all('removed');
+/** Removes what the plan names; reads back what it removed, and what it kept (a release whose worker still runs). */
+export function cleanupStep(
+  layout: Layout,
+  plan: { releases: string[]; venvs: string[] },
+): Step<{ removed: string[]; kept: string[] }> {
+  const outcome = (stdout: string) => {
+    const out = keyLines(stdout);
+    return { removed: out.all('removed'), kept: out.all('kept') };
+  };
   if (plan.releases.length === 0 && plan.venvs.length === 0)
-    return step('cleanup', script('echo "nothing to clean up"'), removed);
+    return step('cleanup', script('echo "nothing to clean up"'), outcome);
   return step(
     'cleanup',
     script(
       // Marked first: a removal cut short (the run stopped, the host rebooted) leaves no "ready" half.
-      ...plan.releases.map(
-        (id) =>
-          sh`if [ -d ${layout.release(id)}/.metalship ]; then echo removing > ${layout.release(id)}/.metalship/status; fi; rm -rf -- ${layout.release(id)} && echo "removed release ${id}"`,
+      'kept=0',
+      // Not a release whose worker still finishes its jobs (it runs from there): a later cleanup takes it.
+      ...plan.releases.map((id) =>
+        script(
+          sh`case "$(systemctl show -p ActiveState --value ${layout.units.worker(id)} 2>/dev/null)" in`,
+          sh`  active|activating|deactivating|reloading) kept=1; echo "kept release ${id}: its worker is still finishing its jobs" ;;`,
+          sh`  *) if [ -d ${layout.release(id)}/.metalship ]; then echo removing > ${layout.release(id)}/.metalship/status; fi; rm -rf -- ${layout.release(id)} && echo "removed release ${id}" ;;`,
+          'esac',
+        ).trimEnd(),
       ),
-      ...plan.venvs.map((v) => sh`rm -rf -- ${layout.venvs}/${v} && echo "removed virtualenv ${v}"`),
+      // Nor, then, a virtualenv (that worker's may be among them).
+      ...plan.venvs.map(
+        (v) =>
+          sh`if [ "$kept" = 0 ]; then rm -rf -- ${layout.venvs}/${v} && echo "removed virtualenv ${v}"; fi`,
+      ),
     ),
-    removed,
+    outcome,
   );
 }
 

@@ -313,10 +313,8 @@ export async function verifyHost(
   /** Also list the releases once healthy (see the remote VerifySettings.list); the switch just restarted the units. */
   opts: { list?: boolean; restarted?: boolean } = {},
 ): Promise<{ healthy: true; attempts: number; seconds: number; listing?: ReleaseListing }> {
-  const units = [
-    host.roles.worker && settings['worker-command'].length ? host.layout.units.worker : null,
-    host.roles.scheduler && settings['scheduler-command'].length ? host.layout.units.scheduler : null,
-  ].filter((u): u is string => !!u);
+  const units =
+    host.roles.scheduler && settings['scheduler-command'].length ? [host.layout.units.scheduler] : [];
   const path = settings['verify-path'] || settings['health-path'];
   const health = await host.conn.step(
     verifyStep({
@@ -329,6 +327,7 @@ export async function verifyHost(
       expectStatus: settings['expect-status'],
       expectBody: settings.url ? '' : settings['expect-body'],
       units,
+      worker: host.roles.worker && settings['worker-command'].length > 0,
       api: host.roles.api,
       list: opts.list,
       restarted: opts.restarted,
@@ -336,6 +335,7 @@ export async function verifyHost(
     { timeoutMs: (settings['verify-timeout'] + settings['units-stable-seconds'] + 60) * 1000 },
   );
   const answer = health.answer;
+  for (const note of health.unitNotes) log.info(`[${host.spec.label}] ${note}`);
   if (!health.healthy) {
     const why = [
       health.problem,
@@ -422,8 +422,9 @@ export async function cleanupStage(
 ): Promise<void> {
   await onEachHost(hosts, async (host) => {
     const plan = planCleanup(listings.get(host.spec.label) ?? (await listReleases(host)), keep);
-    const removed = await host.conn.step(cleanupStep(host.layout, plan));
+    const { removed, kept } = await host.conn.step(cleanupStep(host.layout, plan));
     if (removed.length) log.info(`[${host.spec.label}] removed ${removed.join('; ')}`);
+    if (kept.length) log.info(`[${host.spec.label}] kept ${kept.join('; ')} (a later cleanup removes it)`);
     return {};
   }).then((rs) =>
     rs.filter((r) => !r.ok).forEach((r) => log.warn(`cleanup on ${r.host} failed: ${r.error}`)),

@@ -125,13 +125,16 @@ test("the runbook: freeze, stop, set the damaged database aside, restore the pre
   // 3. Nothing writes: the app's services stop.
   const stopped = Date.now();
   await sh(
-    `systemctl stop ${APP}.target '${APP}-api@*.service' ${APP}-worker.service ${APP}-scheduler.service`,
+    `systemctl stop ${APP}.target '${APP}-api@*.service' '${APP}-worker@*.service' ${APP}-scheduler.service`,
   );
   expect(
     await sh(
-      `systemctl is-active ${APP}-api@blue.service ${APP}-api@green.service ${APP}-worker.service ${APP}-scheduler.service || true`,
+      `systemctl is-active ${APP}-api@blue.service ${APP}-api@green.service ${APP}-worker@${ids.v1}.service ${APP}-scheduler.service || true`,
     ),
   ).toBe('inactive\ninactive\ninactive\ninactive');
+  expect(await sh(`systemctl list-units --state=active --plain --no-legend '${APP}-worker@*.service'`)).toBe(
+    '',
+  );
   // 4. The damaged database set aside, an empty one as provision makes it (postgres runs only these statements).
   await sh(
     `cd / && runuser -u postgres -- psql -qAtX -v ON_ERROR_STOP=1 -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '${APP}' AND pid <> pg_backend_pid()" -c "ALTER DATABASE ${APP} RENAME TO ${DAMAGED}" -c "CREATE DATABASE ${APP} OWNER ${APP}"`,

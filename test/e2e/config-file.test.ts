@@ -108,9 +108,9 @@ test('a deploy given only the key and the environment takes every setting from .
     status: 200,
     body: expect.stringContaining(v1),
   });
-  expect(await onHost(state, host, `systemctl show -p ExecStart --value ${APP}-worker.service`)).toMatch(
-    /python -u -m worker/,
-  );
+  expect(
+    await onHost(state, host, `systemctl show -p ExecStart --value ${APP}-worker@${v1}.service`),
+  ).toMatch(/python -u -m worker/);
 });
 
 test('an input given overrides the file; a rollback given only the key and the environment brings back what served', async () => {
@@ -135,9 +135,9 @@ test('an input given overrides the file; a rollback given only the key and the e
     status: 200,
     body: expect.stringContaining(v1),
   });
-  expect(await onHost(state, host, `systemctl show -p ExecStart --value ${APP}-worker.service`)).toMatch(
-    /python -u -m worker/,
-  );
+  expect(
+    await onHost(state, host, `systemctl show -p ExecStart --value ${APP}-worker@${v1}.service`),
+  ).toMatch(/python -u -m worker/);
 });
 
 test('the command line reads the same file: status in the repository, given the key and the environment', async () => {

@@ -18,6 +18,8 @@ import { debianRelease } from '../support/hosts.js';
 import { startLoad } from '../support/load.js';
 
 const APP = 'shop';
+/** The worker of the release current points at (an instance per release), as a shell word. */
+const WORKER = `"${APP}-worker@$(basename "$(readlink /opt/${APP}/current)").service"`;
 let state: E2EState;
 let source: string;
 let host: E2EState['hosts'][0];
@@ -96,7 +98,7 @@ test('v1, v2, a failing v3 rolled back by itself, and a rollback to v1: zero fai
     expect(await serving()).toEqual({ release: ids.v2, version: 'v2' });
 
     await setVersion('v3', { failHealth: true });
-    const units = `sha256sum /etc/systemd/system/${APP}-api@.service /etc/systemd/system/${APP}-worker.service`;
+    const units = `sha256sum /etc/systemd/system/${APP}-api@.service /etc/systemd/system/${APP}-worker@.service`;
     const unitsBefore = await onHost(state, host, units);
     // Other settings too: its unit files change, and must come back.
     const third = await runBundle(
@@ -119,9 +121,7 @@ test('v1, v2, a failing v3 rolled back by itself, and a rollback to v1: zero fai
     expect(third.stdout).toMatch(/\/version answered 500/);
     expect(third.stdout).not.toMatch(/traffic moved to the/);
     expect(await onHost(state, host, units)).toBe(unitsBefore);
-    expect((await onHost(state, host, `systemctl is-active ${APP}-worker.service || true`)).trim()).toBe(
-      'active',
-    );
+    expect((await onHost(state, host, `systemctl is-active ${WORKER} || true`)).trim()).toBe('active');
     expect(third.summary).toContain('**Why:**');
     expect(await serving()).toEqual({ release: ids.v2, version: 'v2' });
     expect(await releaseStatus(ids.v3)).toBe('bad');
@@ -148,12 +148,61 @@ test('the worker and exactly one scheduler run from the current release', async 
   const out = await onHost(
     state,
     host,
-    `systemctl is-active ${APP}-worker ${APP}-scheduler; readlink /proc/$(systemctl show -p MainPID --value ${APP}-worker)/cwd`,
+    `systemctl is-active ${WORKER} ${APP}-scheduler; readlink /proc/$(systemctl show -p MainPID --value ${WORKER})/cwd`,
   );
   expect(out).toBe(`active\nactive\n/opt/${APP}/releases/${ids.v1}\n`);
+  // One worker: the other releases' stopped once their jobs were done.
+  const workers = await onHost(
+    state,
+    host,
+    `systemctl list-units --state=active --plain --no-legend '${APP}-worker@*.service'`,
+  );
+  expect(
+    workers
+      .trim()
+      .split('\n')
+      .map((l) => l.split(' ')[0]),
+  ).toEqual([`${APP}-worker@${ids.v1}.service`]);
   // Each running sample scheduler registers itself in Redis and leaves on exit.
   const schedulers = await onHost(state, host, `redis-cli scard ${APP}:scheduler:running`);
   expect(schedulers.trim()).toBe('1');
+});
+
+test("a host from before worker instances (one worker unit, run from current): verify checks that unit, and the next deploy replaces it with the release's instance", async () => {
+  const template = `/etc/systemd/system/${APP}-worker@.service`;
+  const legacy = `/etc/systemd/system/${APP}-worker.service`;
+  const wants = `/etc/systemd/system/${APP}.target.wants`;
+  // What metalship wrote before: the same unit, from current; enabled, running; no instance.
+  await onHost(
+    state,
+    host,
+    `set -e; sed -e 's#/opt/${APP}/releases/%i#/opt/${APP}/current#g' -e 's/ (release %i)//' ${template} > ${legacy}; ` +
+      `systemctl stop '${APP}-worker@*.service'; rm -f ${wants}/${APP}-worker@*.service; ` +
+      `systemctl daemon-reload; systemctl enable --quiet --now ${APP}-worker.service`,
+  );
+  const verified = await runBundle('verify', {
+    ...connectionInputs(state, [host]),
+    app: APP,
+    'units-stable-seconds': '1',
+  });
+  if (verified.code !== 0) process.stdout.write(verified.stdout);
+  expect(outcome(verified)).toBe('succeeded');
+
+  await setVersion('v-instances');
+  const run = await runBundle('deploy', inputs());
+  if (run.code !== 0) process.stdout.write(run.stdout);
+  expect(outcome(run)).toBe('succeeded');
+  const id = run.outputs['release-id']!;
+  expect(
+    await onHost(
+      state,
+      host,
+      `test -e ${legacy} && echo FILE; systemctl is-active ${APP}-worker.service ${APP}-worker@${id}.service || true; ls ${wants} | grep worker`,
+    ),
+  ).toBe(`inactive\nactive\n${APP}-worker@${id}.service\n`);
+  // One worker process in all: the old unit's stopped.
+  expect((await onHost(state, host, `pgrep -u ${APP} -fc 'python -m worker' || true`)).trim()).toBe('1');
+  ids.instances = id;
 });
 
 test('a release whose app cannot import never takes traffic: its start in the standby slot fails at once, and the serving release keeps serving', async () => {
@@ -192,7 +241,7 @@ test.each(Object.keys(CRASHING_WORKERS) as (keyof typeof CRASHING_WORKERS)[])(
   async (kind) => {
     const before = await serving();
     await setVersion(`v-crashing-worker-${kind}`);
-    const unit = `/etc/systemd/system/${APP}-worker.service`;
+    const unit = `/etc/systemd/system/${APP}-worker@.service`;
     const unitBefore = await onHost(state, host, `sha256sum ${unit}`);
     const r = await deployWithFile(
       'crashing_worker.py',
@@ -204,7 +253,9 @@ test.each(Object.keys(CRASHING_WORKERS) as (keyof typeof CRASHING_WORKERS)[])(
     expect(r.code).toBe(1);
     expect(r.outputs['rolled-back']).toBe('true');
     expect(r.stdout).toMatch(
-      new RegExp(`${APP}-worker\\.service: its process exited (while it was checked|after the restart)`),
+      new RegExp(
+        `${APP}-worker@[0-9_]+\\.service: its process exited (while it was checked|after the restart)`,
+      ),
     );
     expect(r.stdout).toContain('metalship-e2e: this worker cannot start');
     expect(await serving()).toEqual(before);
@@ -212,7 +263,7 @@ test.each(Object.keys(CRASHING_WORKERS) as (keyof typeof CRASHING_WORKERS)[])(
     const worker = await onHost(
       state,
       host,
-      `systemctl is-active ${APP}-worker; readlink /proc/$(systemctl show -p MainPID --value ${APP}-worker)/cwd`,
+      `systemctl is-active ${WORKER}; readlink /proc/$(systemctl show -p MainPID --value ${WORKER})/cwd`,
     );
     expect(worker).toBe(`active\n/opt/${APP}/releases/${before.release}\n`);
     expect(await releaseStatus(r.outputs['release-id']!)).toBe('bad');
@@ -251,7 +302,7 @@ test("verify waits for a worker just restarted to stay up units-stable-seconds, 
   await onHost(
     state,
     host,
-    `awk '{ printf "%.2f %.2f\\n", $1 / 2, $2 / 2 }' /proc/uptime > /run/fake-uptime && mount --bind /run/fake-uptime /proc/uptime && systemctl restart ${APP}-worker`,
+    `awk '{ printf "%.2f %.2f\\n", $1 / 2, $2 / 2 }' /proc/uptime > /run/fake-uptime && mount --bind /run/fake-uptime /proc/uptime && systemctl restart ${WORKER}`,
   );
   let r;
   try {
@@ -269,11 +320,7 @@ test("verify waits for a worker just restarted to stay up units-stable-seconds, 
   if (r.code !== 0) process.stdout.write(r.stdout);
   expect(outcome(r)).toBe('succeeded');
   // It waited: the worker has run the 3 s by the time verify is done.
-  const age = await onHost(
-    state,
-    host,
-    `ps -o etimes= -p $(systemctl show -p MainPID --value ${APP}-worker)`,
-  );
+  const age = await onHost(state, host, `ps -o etimes= -p $(systemctl show -p MainPID --value ${WORKER})`);
   expect(Number(age)).toBeGreaterThanOrEqual(3);
 });
 
@@ -282,7 +329,7 @@ test('units-ready: notify: the worker and the scheduler count as started when th
     onHost(
       state,
       host,
-      `for u in ${APP}-worker ${APP}-scheduler; do systemctl show -p Type --value $u; done; systemctl is-active ${APP}-worker ${APP}-scheduler`,
+      `for u in ${WORKER} ${APP}-scheduler; do systemctl show -p Type --value $u; done; systemctl is-active ${WORKER} ${APP}-scheduler`,
     );
   // The sample's worker and scheduler send READY=1 once they reach Redis (ready.py).
   await setVersion('v-notify');
@@ -291,11 +338,7 @@ test('units-ready: notify: the worker and the scheduler count as started when th
   expect(outcome(ready)).toBe('succeeded');
   expect(await unitType()).toBe('notify\nnotify\nactive\nactive\n');
   // Had the check waited for the 120 s window, the worker would be that old by now.
-  const age = await onHost(
-    state,
-    host,
-    `ps -o etimes= -p $(systemctl show -p MainPID --value ${APP}-worker)`,
-  );
+  const age = await onHost(state, host, `ps -o etimes= -p $(systemctl show -p MainPID --value ${WORKER})`);
   expect(Number(age)).toBeLessThan(120);
   const before = await serving();
 
@@ -308,18 +351,18 @@ test('units-ready: notify: the worker and the scheduler count as started when th
   );
   expect(silent.code).toBe(1);
   expect(silent.outputs['rolled-back']).toBe('true');
-  expect(silent.stdout).toMatch(new RegExp(`${APP}-worker\\.service: not ready \\(.*READY=1`));
+  expect(silent.stdout).toMatch(new RegExp(`${APP}-worker@[0-9_]+\\.service: not ready \\(.*READY=1`));
   expect(await serving()).toEqual(before);
   // The switch back restarts them without waiting for their signal: they come up on their own.
   await onHost(
     state,
     host,
-    `for i in $(seq 1 300); do systemctl is-active -q ${APP}-worker && systemctl is-active -q ${APP}-scheduler && exit 0; sleep 0.1; done; exit 1`,
+    `for i in $(seq 1 300); do systemctl is-active -q ${WORKER} && systemctl is-active -q ${APP}-scheduler && exit 0; sleep 0.1; done; exit 1`,
   );
   expect(await unitType()).toBe('notify\nnotify\nactive\nactive\n');
-  expect(
-    await onHost(state, host, `readlink /proc/$(systemctl show -p MainPID --value ${APP}-worker)/cwd`),
-  ).toBe(`/opt/${APP}/releases/${before.release}\n`);
+  expect(await onHost(state, host, `readlink /proc/$(systemctl show -p MainPID --value ${WORKER})/cwd`)).toBe(
+    `/opt/${APP}/releases/${before.release}\n`,
+  );
 
   // The verify action alone, not right after a restart: active alone is not enough,
   // the worker's process (restarted by the switch back) must have run the window too.
@@ -332,7 +375,7 @@ test('units-ready: notify: the worker and the scheduler count as started when th
   const settledAge = await onHost(
     state,
     host,
-    `ps -o etimes= -p $(systemctl show -p MainPID --value ${APP}-worker)`,
+    `ps -o etimes= -p $(systemctl show -p MainPID --value ${WORKER})`,
   );
   expect(Number(settledAge)).toBeGreaterThanOrEqual(2);
 
@@ -361,14 +404,14 @@ test('a deploy that mends a worker caught in a crash loop succeeds: the restarts
   await onHost(
     state,
     host,
-    `for i in $(seq 1 300); do [ "$(systemctl show -p NRestarts --value ${APP}-worker)" -ge 1 ] && exit 0; sleep 0.1; done; exit 1`,
+    `for i in $(seq 1 300); do [ "$(systemctl show -p NRestarts --value ${WORKER})" -ge 1 ] && exit 0; sleep 0.1; done; exit 1`,
   );
   await setVersion('v-mended');
   const mended = await runBundle('deploy', inputs());
   if (mended.code !== 0) process.stdout.write(mended.stdout);
   expect(outcome(mended)).toBe('succeeded');
   expect(await serving()).toEqual({ release: mended.outputs['release-id'], version: 'v-mended' });
-  expect(await onHost(state, host, `systemctl show -p NRestarts --value ${APP}-worker`)).toBe('0\n');
+  expect(await onHost(state, host, `systemctl show -p NRestarts --value ${WORKER}`)).toBe('0\n');
 });
 
 test("the api starts through the app's real lifespan and stops gracefully where the host's FastAPI and uvicorn have them", async () => {

@@ -56,7 +56,7 @@ async function workerGreeting(): Promise<string> {
     await onHost(
       state,
       host,
-      `pid=$(systemctl show -p MainPID --value ${APP}-worker.service); tr '\\0' '\\n' < /proc/$pid/environ | sed -n 's/^GREETING=//p'`,
+      `pid=$(systemctl show -p MainPID --value "${APP}-worker@$(basename "$(readlink /opt/${APP}/current)").service"); tr '\\0' '\\n' < /proc/$pid/environ | sed -n 's/^GREETING=//p'`,
     )
   ).trim();
 }
@@ -132,7 +132,11 @@ test('a deploy without env copies the shared .env: a later change reaches the se
   expect(await workerGreeting()).toBe('shared');
   // Changed under running services (a provision run): a worker restarting on its own keeps the release's env.
   await shared('changed');
-  await onHost(state, host, `systemctl restart ${APP}-worker.service`);
+  await onHost(
+    state,
+    host,
+    `systemctl restart "${APP}-worker@$(basename "$(readlink /opt/${APP}/current)").service"`,
+  );
   expect(await workerGreeting()).toBe('shared');
   const next = await deploy(null, 'v4');
   expect(await served()).toEqual({ release: next, greeting: 'changed' });
@@ -179,7 +183,7 @@ test('each value reaches the processes as the env input is read: #, quotes, spac
     await onHost(
       state,
       host,
-      `pid=$(systemctl show -p MainPID --value ${APP}-worker.service); base64 -w0 < /proc/$pid/environ`,
+      `pid=$(systemctl show -p MainPID --value "${APP}-worker@$(basename "$(readlink /opt/${APP}/current)").service"); base64 -w0 < /proc/$pid/environ`,
     ),
     'base64',
   ).toString('utf8');

@@ -1,7 +1,8 @@
 // Graceful stops, proven on a real host: when a deploy or a rollback restarts
 // the api slot a slow request is still running in, the request finishes with
-// 200 from the release it started on; a worker job in progress when a deploy
-// restarts the worker finishes, exactly once. The bound on a stop is 30 s in
+// 200 from the release it started on; a worker job in progress during a deploy
+// finishes, exactly once, on the old release's worker while the new release's
+// worker already takes jobs. The bound on a stop is 30 s in
 // uvicorn where it has --timeout-graceful-shutdown (0.21+), and 35 s in
 // systemd everywhere (TimeoutStopSec, then SIGKILL).
 import { rm, writeFile } from 'node:fs/promises';
@@ -136,34 +137,60 @@ test('a request in flight when a rollback restarts its slot finishes with 200 fr
   expect(await serving()).toBe(ids[1]);
 });
 
-test('a worker job in progress when a deploy restarts the worker finishes, exactly once', async () => {
+test("a worker job in progress during a deploy finishes, exactly once, on the old release's worker; the new release's worker takes jobs meanwhile, and the deploy does not wait", async () => {
   const token = `hold-${Date.now()}`;
   const job = `hold:${token}`;
-  const before = Number((await onHost(state, host, `redis-cli -n 4 get ${APP}:done`)).trim() || 0);
-  const oldPid = (await onHost(state, host, `systemctl show -p MainPID --value ${APP}-worker`)).trim();
+  const quick = `quick-${token}`;
+  const redis = (cmd: string) => onHost(state, host, `redis-cli -n 4 ${cmd}`);
+  const before = Number((await redis(`get ${APP}:done`)).trim() || 0);
   const oldRelease = await serving();
-  await onHost(state, host, `redis-cli -n 4 lpush ${APP}:jobs ${job} >/dev/null`);
+  const oldWorker = `${APP}-worker@${oldRelease}.service`;
+  const oldPid = (await onHost(state, host, `systemctl show -p MainPID --value ${oldWorker}`)).trim();
+  expect(oldPid).not.toBe('0');
+  await redis(`lpush ${APP}:jobs ${job} >/dev/null`);
   // Taken: the queue is empty and the job is in progress until the test lets it go.
   await onHost(
     state,
     host,
     `for i in $(seq 300); do [ "$(redis-cli -n 4 llen ${APP}:jobs)" = 0 ] && exit 0; sleep 0.1; done; ` +
-      `systemctl status --no-pager ${APP}-worker >&2; journalctl --namespace=+${APP} -u ${APP}-worker -n 20 --no-pager -o cat >&2; exit 1`,
+      `systemctl status --no-pager ${oldWorker} >&2; journalctl --namespace=+${APP} -u ${oldWorker} -n 20 --no-pager -o cat >&2; exit 1`,
   );
-  // Let the job go once the deploy is stopping the worker.
-  const watcher = onHost(
+  try {
+    // The deploy ends with the job still held: it never waited for the old worker.
+    const newRelease = await deploy('g5');
+    ids.push(newRelease);
+    const newWorker = `${APP}-worker@${newRelease}.service`;
+    expect(await onHost(state, host, `systemctl is-active ${oldWorker} ${newWorker} || true`)).toBe(
+      'deactivating\nactive\n',
+    );
+    // The new release's worker takes a job while the old one still finishes its own.
+    await redis(`lpush ${APP}:jobs ${quick} >/dev/null`);
+    await onHost(
+      state,
+      host,
+      `for i in $(seq 300); do redis-cli -n 4 lrange ${APP}:results 0 -1 | grep -qx ${quick} && exit 0; sleep 0.1; done; exit 1`,
+    );
+    expect(
+      await onHost(
+        state,
+        host,
+        `journalctl --namespace=${APP} _SYSTEMD_UNIT=${newWorker} --no-pager -o cat | grep -c 'processed job ${quick}'`,
+      ),
+    ).toBe('1\n');
+    expect((await onHost(state, host, `systemctl is-active ${oldWorker} || true`)).trim()).toBe(
+      'deactivating',
+    );
+  } finally {
+    await onHost(state, host, `touch /opt/${APP}/releases/${oldRelease}/${token}`);
+  }
+  // Let go, the job finishes and the old worker exits.
+  await onHost(
     state,
     host,
-    `for i in $(seq 1500); do if [ "$(systemctl is-active ${APP}-worker)" = deactivating ]; then ` +
-      `touch /opt/${APP}/releases/${oldRelease}/${token}; echo SEEN-STOPPING; exit 0; fi; ` +
-      `[ $((i % 10)) = 0 ] && echo .; sleep 0.1; done; touch /opt/${APP}/releases/${oldRelease}/${token}; echo NEVER-STOPPED`,
+    `for i in $(seq 300); do systemctl is-active -q ${oldWorker} || exit 0; sleep 0.1; done; exit 1`,
   );
-  ids.push(await deploy('g5'));
-  expect(await watcher).toContain('SEEN-STOPPING');
-  const newPid = (await onHost(state, host, `systemctl show -p MainPID --value ${APP}-worker`)).trim();
-  expect(newPid).not.toBe(oldPid);
-  expect(Number((await onHost(state, host, `redis-cli -n 4 get ${APP}:done`)).trim())).toBe(before + 1);
-  const results = (await onHost(state, host, `redis-cli -n 4 lrange ${APP}:results 0 -1`)).split('\n');
+  expect(Number((await redis(`get ${APP}:done`)).trim())).toBe(before + 2);
+  const results = (await redis(`lrange ${APP}:results 0 -1`)).split('\n');
   expect(results.filter((r) => r === job)).toHaveLength(1);
   // The old worker was told to stop while the job ran, and finished it before exiting.
   const log = await onHost(
@@ -174,8 +201,53 @@ test('a worker job in progress when a deploy restarts the worker finishes, exact
   expect(log).toMatch(new RegExp(`stop requested[^\\n]*\\n[^\\n]*processed job ${job}`));
 });
 
+test("a rollback to the release just left, while its worker still finishes a job, waits for that job and succeeds: the job runs once, that release's worker starts after it", async () => {
+  const token = `hold-back-${Date.now()}`;
+  const job = `hold:${token}`;
+  const redis = (cmd: string) => onHost(state, host, `redis-cli -n 4 ${cmd}`);
+  const before = Number((await redis(`get ${APP}:done`)).trim() || 0);
+  const left = await serving();
+  const leftWorker = `${APP}-worker@${left}.service`;
+  await redis(`lpush ${APP}:jobs ${job} >/dev/null`);
+  await onHost(
+    state,
+    host,
+    `for i in $(seq 300); do [ "$(redis-cli -n 4 llen ${APP}:jobs)" = 0 ] && exit 0; sleep 0.1; done; exit 1`,
+  );
+  let back: ReturnType<typeof runBundle> | null = null;
+  try {
+    const next = await deploy('g6');
+    ids.push(next);
+    expect((await onHost(state, host, `systemctl is-active ${leftWorker} || true`)).trim()).toBe(
+      'deactivating',
+    );
+    // Back to the release just left: its worker can start only once its job is done,
+    // which takes longer than the check's own verify-timeout here.
+    back = runBundle('rollback', { ...inputs(), 'release-id': left, 'verify-timeout': '3' });
+    await onHost(
+      state,
+      host,
+      `for i in $(seq 600); do systemctl list-jobs --no-legend ${leftWorker} | grep -q . && exit 0; sleep 0.1; done; exit 1`,
+    );
+    await onHost(state, host, 'sleep 6');
+  } finally {
+    await onHost(state, host, `touch /opt/${APP}/releases/${left}/${token}`);
+  }
+  const r = await back!;
+  if (r.code !== 0) process.stdout.write(r.stdout);
+  expect(outcome(r)).toBe('succeeded');
+  expect(r.stdout).toContain(`${leftWorker}: its earlier run is finishing a job`);
+  expect(await serving()).toBe(left);
+  expect((await onHost(state, host, `cat /opt/${APP}/releases/${left}/.metalship/status`)).trim()).toBe(
+    'ready',
+  );
+  expect((await onHost(state, host, `systemctl is-active ${leftWorker} || true`)).trim()).toBe('active');
+  expect(Number((await redis(`get ${APP}:done`)).trim())).toBe(before + 1);
+  expect((await redis(`lrange ${APP}:results 0 -1`)).split('\n').filter((r) => r === job)).toHaveLength(1);
+});
+
 test("a stop's bound: systemd kills after 35 s everywhere, uvicorn cuts at 30 s where it can", async () => {
-  const unit = `${APP}-api@blue.service ${APP}-api@green.service ${APP}-worker.service`;
+  const unit = `${APP}-api@blue.service ${APP}-api@green.service ${APP}-worker@${await serving()}.service`;
   const out = await onHost(state, host, `systemctl show -p TimeoutStopUSec -p KillMode --value ${unit}`);
   expect(out.trim().split('\n').filter(Boolean)).toEqual(Array(3).fill(['35s', 'mixed']).flat());
   const args = await onHost(

@@ -288,7 +288,8 @@ test('Redis refuses unauthenticated clients and dangerous commands; a backup run
 
 test('the units rate 3.0 or better in systemd-analyze security', async () => {
   figures.units = [];
-  for (const unit of ['shop-api@blue.service', 'shop-worker.service', 'shop-scheduler.service']) {
+  const current = (await on('basename "$(readlink /opt/shop/current)"')).trim();
+  for (const unit of ['shop-api@blue.service', `shop-worker@${current}.service`, 'shop-scheduler.service']) {
     const out = await on(`systemd-analyze security ${unit} 2>&1 | tail -1`);
     const match = /exposure level for \S+: ([\d.]+) (\S+)/.exec(out);
     process.stdout.write(`${out.trim()}\n`);
@@ -416,7 +417,11 @@ test('release, switch and verify work on the provisioned host', async () => {
   const notify = await runBundle('provision', inputs({ 'units-ready': 'notify' }));
   expect(outcome(notify)).toBe('succeeded');
   expect(notify.outputs.changed).toBe('0');
-  expect(await on('systemctl show -p Type --value shop-worker')).toBe('simple\n');
+  expect(
+    await on(
+      'systemctl show -p Type --value "shop-worker@$(basename "$(readlink /opt/shop/current)").service"',
+    ),
+  ).toBe('simple\n');
 });
 
 test("the services' output is kept in the app's own journal, 30 days, persistent; the system journal's settings are untouched", async () => {
@@ -577,7 +582,7 @@ test('a hostile .env value arrives byte for byte, as the services and migrations
   // The running services' environment, as systemd gave it to them.
   for (const unit of [
     `shop-api@${(await on('cat /opt/shop/.metalship/active-slot')).trim()}`,
-    'shop-worker',
+    `shop-worker@${(await on('basename "$(readlink /opt/shop/current)"')).trim()}`,
   ]) {
     const pid = (await on(`systemctl show -p MainPID --value ${unit}`)).trim();
     const environ = Buffer.from(await on(`base64 -w0 /proc/${pid}/environ`), 'base64').toString('utf8');

@@ -38,7 +38,12 @@ function inputs(extra: Record<string, string> = {}) {
 
 /** The app's unit files as they are on the host (ABSENT for one that is not). */
 async function unitFiles(app: string): Promise<string> {
-  const names = [`${app}.target`, `${app}-api@.service`, `${app}-worker.service`, `${app}-scheduler.service`];
+  const names = [
+    `${app}.target`,
+    `${app}-api@.service`,
+    `${app}-worker@.service`,
+    `${app}-scheduler.service`,
+  ];
   return onHost(
     state,
     host,
@@ -104,12 +109,12 @@ test('a rollback given no settings brings back the unit files, settings and code
   expect(back.outputs['release-id']).toBe(v1);
   expect(await unitFiles(APP)).toBe(unitsOfV1);
   expect(await serving(APP, SERVER)).toMatchObject({ status: 200, body: expect.stringContaining(v1) });
-  for (const unit of [`${APP}-worker.service`, `${APP}-scheduler.service`])
+  for (const unit of [`${APP}-worker@${v1}.service`, `${APP}-scheduler.service`])
     expect(await active(unit)).toBe('active');
   const ps = await onHost(
     state,
     host,
-    `systemctl show -p MainPID --value ${APP}-worker.service | xargs -r ps -o args= -p`,
+    `systemctl show -p MainPID --value ${APP}-worker@${v1}.service | xargs -r ps -o args= -p`,
   );
   expect(ps).toMatch(/python -u -m worker/);
 });
@@ -121,10 +126,10 @@ test('an empty worker-command and scheduler-command none: the deploy succeeds wi
   expect(outcome(off)).toBe('succeeded');
   expect(off.outputs.healthy).toBe('true');
   const units = await unitFiles(APP);
-  expect(units).toContain(`== ${APP}-worker.service\nABSENT`);
+  expect(units).toContain(`== ${APP}-worker@.service\nABSENT`);
   expect(units).toContain(`== ${APP}-scheduler.service\nABSENT`);
-  for (const unit of [`${APP}-worker.service`, `${APP}-scheduler.service`])
-    expect(await active(unit)).not.toBe('active');
+  for (const unit of [`'${APP}-worker@*.service'`, `${APP}-scheduler.service`])
+    expect(await active(unit)).not.toMatch(/^active$/m);
   expect(await serving(APP, SERVER)).toMatchObject({
     status: 200,
     body: expect.stringContaining(off.outputs['release-id']!),
@@ -153,8 +158,8 @@ test('a first release that fails verification never serves: nothing does, and th
     );
     expect(run.stdout).not.toMatch(/may still serve/);
     expect((await onHost(state, host, `readlink /opt/${app}/current || echo NONE`)).trim()).toBe('NONE');
-    for (const unit of [`${app}-api@blue.service`, `${app}-api@green.service`, `${app}-worker.service`])
-      expect(await active(unit)).not.toBe('active');
+    for (const unit of [`${app}-api@blue.service`, `${app}-api@green.service`, `'${app}-worker@*.service'`])
+      expect(await active(unit)).not.toMatch(/^active$/m);
     // As before the deploy (the site is not loaded: the release failed its checks
     // before the switch): whatever answered then (another app's default site,
     // nginx's own) answers now, and never this release.

@@ -109,7 +109,7 @@ async function reaches(from: TestHost, port: number): Promise<boolean> {
 const processed = (h: TestHost, prefix: string) =>
   on(
     h,
-    `journalctl --namespace=${APP} -u ${APP}-worker.service --no-pager -o cat | grep -o 'processed job ${prefix}[0-9]*' | sort || true`,
+    `journalctl --namespace=${APP} -u '${APP}-worker@*.service' --no-pager -o cat | grep -o 'processed job ${prefix}[0-9]*' | sort || true`,
   ).then((s) =>
     s
       .split('\n')
@@ -403,11 +403,11 @@ test('one queue: a task enqueued on host A runs on host B exactly once; both wor
     }
   };
   // A's worker is stopped: the task A enqueues can only run on B.
-  await on(a, `systemctl stop ${APP}-worker.service`);
+  await on(a, `systemctl stop "${APP}-worker@$(basename "$(readlink /opt/${APP}/current)").service"`);
   await redisAs(a, `lpush ${APP}:jobs ab-1`);
   await waitFor('ab-', 1);
   expect(await ran('ab-')).toEqual({ a: [], b: ['ab-1'] });
-  await on(a, `systemctl start ${APP}-worker.service`);
+  await on(a, `systemctl start "${APP}-worker@$(basename "$(readlink /opt/${APP}/current)").service"`);
   // Both workers wait on the queue now; tasks enqueued one by one from A each run once, on one of them.
   await on(
     a,

@@ -192,7 +192,7 @@ test('the worker and the scheduler restart counted from zero; without waiting wh
       .split('\n')
       .filter((l) => /^systemctl (restart|reset-failed)/.test(l));
   for (const api of [true, false]) {
-    const both = 'shop-worker.service shop-scheduler.service';
+    const both = 'shop-worker@20250101_000000.service shop-scheduler.service';
     expect(restarts({ ...settings, api })).toEqual([
       `systemctl reset-failed ${both} 2>/dev/null || true`,
       `systemctl restart ${both}`,
@@ -202,6 +202,34 @@ test('the worker and the scheduler restart counted from zero; without waiting wh
         `systemctl reset-failed ${both} 2>/dev/null || true`,
         `systemctl restart --no-block ${both}`,
       ]);
+    // Every other release's worker is told to stop without the switch waiting: it finishes its job meanwhile.
+    const text = switchScript({ ...settings, api });
+    const start = text.indexOf(`systemctl restart ${both}`);
+    const others = text.indexOf(
+      "systemctl list-units --all --plain --no-legend --type=service 'shop-worker@*.service'",
+    );
+    expect(others).toBeGreaterThan(start);
+    expect(text.slice(others)).toMatch(
+      /^ {2}if \[ "\$u" != shop-worker@20250101_000000\.service \]; then systemctl stop --no-block "\$u"; fi$/m,
+    );
+    // The single worker unit of before goes, without waiting either; at boot only this release's worker starts.
+    expect(text).toContain(
+      'if [ -f /etc/systemd/system/shop-worker.service ]; then systemctl disable --no-reload --quiet shop-worker.service 2>/dev/null || true; systemctl stop --no-block shop-worker.service 2>/dev/null || true; rm -f /etc/systemd/system/shop-worker.service; units_removed=1; fi',
+    );
+    expect(text).toContain(
+      `for f in /etc/systemd/system/shop.target.wants/shop-worker@*.service; do if [ -L "$f" ] && [ "\${f##*/}" != shop-worker@20250101_000000.service ]; then rm -f -- "$f"; fi; done`,
+    );
+    // The boot's link moves before the restart: a run cut short after current moved still boots this release's worker.
+    expect(
+      text.indexOf(
+        'ln -sfn /etc/systemd/system/shop-worker@.service /etc/systemd/system/shop.target.wants/shop-worker@20250101_000000.service',
+      ),
+    ).toBeGreaterThan(text.indexOf('swap_link /opt/shop/releases/20250101_000000 /opt/shop/current'));
+    expect(text.indexOf('ln -sfn /etc/systemd/system/shop-worker@.service')).toBeLessThan(start);
+    expect(text).toMatch(
+      /^systemctl enable --no-reload --quiet shop\.target .*shop-worker@20250101_000000\.service shop-scheduler\.service$/m,
+    );
+    expect(bashErrors(text)).toBe('');
   }
 });
 
@@ -214,7 +242,7 @@ test('a host without the api role switches current and its followers only, and i
   expect(workerOnly).toContain(
     'systemctl disable --now --quiet shop-api@blue.service shop-api@green.service',
   );
-  expect(workerOnly).toContain('systemctl restart shop-worker.service');
+  expect(workerOnly).toContain('systemctl restart shop-worker@20250101_000000.service');
   expect(body(switchScript(settings))).toContain('wait-ready');
   const check = {
     layout: shopLayout,
@@ -225,8 +253,13 @@ test('a host without the api role switches current and its followers only, and i
     expectStatus: 200,
     expectBody: '',
   };
-  expect(body(verifyStep({ ...check, units: ['shop-worker.service'], api: false }).script)).not.toContain(
-    'wait-ready',
+  const workerCheckScript = verifyStep({ ...check, units: [], worker: true, api: false }).script;
+  expect(bashErrors(workerCheckScript)).toBe('');
+  const workerCheck = body(workerCheckScript);
+  expect(workerCheck).not.toContain('wait-ready');
+  // The worker checked is the instance of the release current points at (or the single unit of before).
+  expect(workerCheck).toContain(
+    '  else units+=(shop-worker@"$(basename "$(readlink /opt/shop/current 2>/dev/null)" 2>/dev/null)".service); fi',
   );
   expect(body(verifyStep({ ...check, units: [] }).script)).toContain('wait-ready');
 });

@@ -213,25 +213,37 @@ describe('systemd units of the app (units.ts): the exact argv systemd runs', () 
     expect(resolveSpecifiers(value(api, 'Unit', 'Description'), apiSpec)).toBe(`${name} API (blue slot)`);
     expect(listValue(value(api, 'Install', 'WantedBy'), apiSpec)).toEqual([layout.units.target]);
 
-    for (const [unit, command] of [
-      [layout.units.worker, worker],
-      [layout.units.scheduler, scheduler],
+    // The worker: an instance per release, run from that release; the scheduler from current.
+    const releaseId = '20261202_010203';
+    for (const [unit, spec, command, dir] of [
+      [
+        layout.units.workerTemplate,
+        specifiers(layout.units.worker(releaseId), releaseId),
+        worker,
+        layout.release(releaseId),
+      ],
+      [layout.units.scheduler, specifiers(layout.units.scheduler), scheduler, layout.current],
     ] as const) {
       const parsed = parseUnit(files[unit]!);
-      const spec = specifiers(unit);
       const [program, ...args] = command;
       expect(execs(parsed, spec)).toEqual([
-        [program!.startsWith('/') ? program! : `${layout.current}/.venv/bin/${program}`, ...args],
+        [program!.startsWith('/') ? program! : `${dir}/.venv/bin/${program}`, ...args],
       ]);
-      expect(resolveSpecifiers(value(parsed, 'Service', 'WorkingDirectory'), spec)).toBe(layout.current);
+      expect(resolveSpecifiers(value(parsed, 'Service', 'WorkingDirectory'), spec)).toBe(dir);
       expect(values(parsed, 'Service', 'EnvironmentFile').map((v) => resolveSpecifiers(v, spec))).toEqual([
-        `-${layout.current}/.env`,
+        `-${dir}/.env`,
       ]);
       expect(resolveSpecifiers(value(parsed, 'Service', 'LogNamespace'), spec)).toBe(name);
       expect(environmentValue(values(parsed, 'Service', 'Environment')[0]!, spec)).toEqual({
-        PATH: `${layout.current}/.venv/bin:/usr/local/bin:/usr/bin:/bin`,
+        PATH: `${dir}/.venv/bin:/usr/local/bin:/usr/bin:/bin`,
       });
     }
+    expect(
+      resolveSpecifiers(
+        value(parseUnit(files[layout.units.workerTemplate]!), 'Unit', 'Description'),
+        specifiers(layout.units.worker(releaseId), releaseId),
+      ),
+    ).toBe(`${name} worker (release ${releaseId})`);
     verifyUnits(files);
     expect(parseUnit(files[layout.units.target]!)).toEqual([
       { section: 'Unit', key: 'Description', value: `${name} (all services)` },

@@ -121,7 +121,7 @@ test('a record written before units-ready existed reads as stable; notify makes 
       { worker: true, scheduler: true },
     );
   const notify = files('notify');
-  for (const u of [l.units.worker, l.units.scheduler]) {
+  for (const u of [l.units.workerTemplate, l.units.scheduler]) {
     expect(notify[u]).toMatch(/^Type=notify\nNotifyAccess=all$/m);
     expect(files('stable')[u]).toMatch(/^Type=simple$/m);
     expect(files('stable')[u]).not.toContain('NotifyAccess');

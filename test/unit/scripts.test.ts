@@ -1,6 +1,7 @@
 // The remote scripts as text: every builder's output parses with bash -n, and
 // values from inputs arrive quoted. Their behaviour is tested on real hosts (e2e).
 import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { layout } from '../../src/remote/layout.js';
 import { lockEvent, lockScript } from '../../src/remote/lock.js';
 import { migrateStep } from '../../src/remote/migrate.js';
@@ -105,8 +106,100 @@ test('cleanup marks a release before removing it, so a removal cut short leaves 
     );
     const cleanup = cleanupStep(sandbox, { releases: ['old'], venvs: [] });
     const out = execFileSync('bash', ['-se'], { input: wrapScript(cleanup.script), encoding: 'utf8' });
-    expect(cleanup.parse(out)).toEqual(['release old']);
+    expect(cleanup.parse(out)).toEqual({ removed: ['release old'], kept: [] });
     expect(execFileSync('ls', [`${root}/releases`], { encoding: 'utf8' })).toBe('');
+  } finally {
+    execFileSync('rm', ['-rf', root]);
+  }
+});
+
+test('cleanup keeps a release whose worker still finishes its jobs, and every virtualenv then', () => {
+  const root = execFileSync('mktemp', ['-d'], { encoding: 'utf8' }).trim();
+  const sandbox = layout('shop', root);
+  try {
+    execFileSync('bash', [
+      '-c',
+      `mkdir -p ${root}/bin ${root}/venvs/py-old ${root}/releases/busy/.metalship ${root}/releases/idle/.metalship && ` +
+        // systemd as a draining worker shows it: the busy release's still stopping.
+        `printf '#!/bin/sh\\ncase "$*" in *shop-worker@busy.service*) echo deactivating ;; *) echo inactive ;; esac\\n' > ${root}/bin/systemctl && chmod +x ${root}/bin/systemctl`,
+    ]);
+    const cleanup = cleanupStep(sandbox, { releases: ['busy', 'idle'], venvs: ['py-old'] });
+    const out = execFileSync('bash', ['-se'], {
+      input: wrapScript(cleanup.script),
+      encoding: 'utf8',
+      env: { ...process.env, PATH: `${root}/bin:${process.env.PATH}` },
+    });
+    expect(cleanup.parse(out)).toEqual({
+      removed: ['release idle'],
+      kept: ['release busy: its worker is still finishing its jobs'],
+    });
+    expect(execFileSync('ls', [`${root}/releases`, `${root}/venvs`], { encoding: 'utf8' })).toContain('busy');
+    expect(execFileSync('ls', [`${root}/venvs`], { encoding: 'utf8' })).toBe('py-old\n');
+  } finally {
+    execFileSync('rm', ['-rf', root]);
+  }
+});
+
+test('right after a restart, a unit systemd could not place (219/CGROUP) is started again, twice at most; an app that exits is not', () => {
+  const root = execFileSync('mktemp', ['-d'], { encoding: 'utf8' }).trim();
+  // systemd as seen after a start that failed to place the process: auto-restart, status 219;
+  // a restart brings it up unless STUCK.
+  const fake = [
+    '#!/bin/bash',
+    `state=${root}/state`,
+    'case "$1" in',
+    '  list-jobs) exit 0 ;;',
+    `  reset-failed|restart) echo "$*" >> ${root}/calls; if [ "$1" = restart ] && [ -z "$STUCK" ]; then echo up > "$state"; fi ;;`,
+    '  show)',
+    '    if [ "$(cat "$state" 2>/dev/null)" = up ]; then status=0; shown="ActiveState=active\\nSubState=running\\nMainPID=$LIVE_PID\\n";',
+    '    else status=${EXIT_STATUS:-219}; shown="ActiveState=activating\\nSubState=auto-restart\\nMainPID=0\\n"; fi',
+    '    case "$*" in *--value*ExecMainStatus*|*ExecMainStatus*--value*) echo "$status" ;; *--value*NRestarts*|*NRestarts*--value*) echo 0 ;; *) printf "$shown" ;; esac ;;',
+    'esac',
+    '',
+  ].join('\n');
+  const check = verifyStep({
+    layout: shopLayout,
+    path: '/h',
+    timeout: 3,
+    interval: 1,
+    stableSeconds: 0,
+    notify: true,
+    restarted: true,
+    expectStatus: 200,
+    expectBody: '',
+    units: ['shop-scheduler.service'],
+    api: false,
+  });
+  const run = (env: Record<string, string>) => {
+    execFileSync('bash', ['-c', `mkdir -p ${root}/bin && rm -f ${root}/state ${root}/calls`]);
+    writeFileSync(`${root}/bin/systemctl`, fake, { mode: 0o755 });
+    const out = execFileSync('bash', ['-se'], {
+      input: wrapScript(check.script),
+      encoding: 'utf8',
+      env: { ...process.env, ...env, LIVE_PID: String(process.pid), PATH: `${root}/bin:${process.env.PATH}` },
+    });
+    const calls = execFileSync('bash', ['-c', `cat ${root}/calls 2>/dev/null || true`], { encoding: 'utf8' });
+    return { outcome: check.parse(out), out, calls };
+  };
+  try {
+    const once = run({});
+    expect(once.out).toContain(
+      "systemd could not start shop-scheduler.service's process (219/CGROUP): starting it again",
+    );
+    expect(once.outcome.unitsDown).toEqual([]);
+    expect(once.outcome.unitNotes).toEqual([
+      "systemd could not start shop-scheduler.service's process (219/CGROUP): starting it again",
+    ]);
+    expect(once.calls).toBe(
+      'reset-failed shop-scheduler.service\nrestart --no-block shop-scheduler.service\n',
+    );
+    const stuck = run({ STUCK: '1' });
+    expect(stuck.outcome.unitsDown).toEqual(['shop-scheduler.service']);
+    expect(stuck.calls.match(/^restart /gm)).toHaveLength(2);
+    // The app's own exit status is the app's: no second chance.
+    const crashed = run({ EXIT_STATUS: '1' });
+    expect(crashed.outcome.unitsDown).toEqual(['shop-scheduler.service']);
+    expect(crashed.calls).toBe('');
   } finally {
     execFileSync('rm', ['-rf', root]);
   }
@@ -126,13 +219,14 @@ test('the health check reports, the caller decides: its output reads as what it 
   const answer = { ok: false, attempts: 3, seconds: 2.1, status: 502, body: 'bad gateway' };
   expect(
     check.parse(
-      `RESULT ${JSON.stringify(answer)}\nUNITS_DOWN a.service b.service\nUNIT_STATE a.service: is-active=failed jobs=none\nJOURNAL one\nJOURNAL two\n`,
+      `RESULT ${JSON.stringify(answer)}\nUNITS_DOWN a.service b.service\nUNIT_STATE a.service: is-active=failed jobs=none\nUNIT_NOTE a.service: waited\nJOURNAL one\nJOURNAL two\n`,
     ),
   ).toEqual({
     healthy: false,
     answer,
     unitsDown: ['a.service', 'b.service'],
     unitStates: ['a.service: is-active=failed jobs=none'],
+    unitNotes: ['a.service: waited'],
     journal: ['one', 'two'],
     problem: '',
     nginx: null,
@@ -187,7 +281,10 @@ test('units: hardened, the api a blue/green template on a Unix socket, worker pr
   ]) {
     expect(api).toContain(dir);
   }
-  expect(units['shop-worker.service']).toContain('ExecStart=/opt/shop/current/.venv/bin/python -m worker');
+  expect(units['shop-worker@.service']).toContain(
+    'ExecStart=/opt/shop/releases/%i/.venv/bin/python -m worker',
+  );
+  expect(units['shop-worker@.service']).toContain('WorkingDirectory=/opt/shop/releases/%i\n');
   expect(units['shop-scheduler.service']).toBeNull();
 });
 

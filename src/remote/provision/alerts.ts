@@ -25,7 +25,9 @@ export function alertedUnits(settings: ProvisionSettings): string[] {
   if (settings.balancer) return [];
   return [
     layout.units.apiTemplate,
-    layout.units.worker,
+    // The template's drop-in is every release's worker's.
+    layout.units.workerTemplate,
+    layout.units.legacyWorker,
     layout.units.scheduler,
     backupUnitNames(layout.app).service,
     `metalship-${layout.app}-ping.service`,

@@ -3,7 +3,7 @@
 // deploy path uses, so a switch after provision rewrites nothing.
 
 import { unitFiles, unitsOurs } from '../units.js';
-import { sh } from '../sh.js';
+import { quote, raw, sh } from '../sh.js';
 import { file, itemScript, type Item } from './common.js';
 import type { ProvisionSettings } from './settings.js';
 
@@ -63,7 +63,27 @@ export function appItem(settings: ProvisionSettings): Item {
                 'fi',
               ].join('\n'),
       ),
+      units[layout.units.workerTemplate] === null ? noWorkerHere(settings) : null,
       'if [ "$units_changed" = 1 ] && [ "$CHECK" != 1 ]; then systemctl daemon-reload; fi',
     ),
   };
+}
+
+/**
+ * A host without the worker role: every release's worker stops, and goes from
+ * the boot (the template itself goes with the other units not on the host), as
+ * does the single worker unit of metalship before worker instances.
+ */
+function noWorkerHere(settings: ProvisionSettings): string {
+  const layout = settings.layout;
+  const glob = layout.units.workerGlob;
+  const [prefix, suffix] = glob.split('*') as [string, string];
+  const wants = `${layout.unitDir}/${layout.units.target}.wants/`;
+  const legacy = `${layout.unitDir}/${layout.units.legacyWorker}`;
+  return [
+    // Any loaded but inactive (a failed one is reset: it would be listed on every run).
+    sh`if [ -n "$(systemctl list-units --all --plain --no-legend --type=service ${glob} 2>/dev/null | awk '$3 != "inactive"')" ]; then ms_changed ${'workers stopped (not on this host)'}; if [ "$CHECK" != 1 ]; then systemctl stop ${glob} 2>/dev/null || true; systemctl reset-failed ${glob} 2>/dev/null || true; fi; fi`,
+    sh`if [ "$CHECK" != 1 ]; then rm -f -- ${raw(quote(wants + prefix) + '*' + quote(suffix))}; fi`,
+    sh`if [ -f ${legacy} ]; then ms_changed ${'unit ' + layout.units.legacyWorker + ' removed (not on this host)'}; if [ "$CHECK" != 1 ]; then systemctl disable --now ${layout.units.legacyWorker} 2>/dev/null || true; rm -f ${legacy}; fi; units_changed=1; fi`,
+  ].join('\n');
 }
