@@ -63203,7 +63203,6 @@ function layout(app, root) {
             apiTemplate: `${app}-api@.service`,
             worker: (id) => `${app}-worker@${id}.service`,
             workerTemplate: `${app}-worker@.service`,
-            workerGlob: `${app}-worker@*.service`,
             legacyWorker: `${app}-worker.service`,
             scheduler: `${app}-scheduler.service`,
             target: `${app}.target`,
@@ -65413,6 +65412,14 @@ function defaultsValue(value) {
 
 /** How long a stopping service may take to finish its work (the standard's 30 s, plus a margin) before systemd kills it. */
 const units_STOP_TIMEOUT_SECONDS = 35;
+/**
+ * A worker instance's name as shell text, its release id given as shell text
+ * (an expansion, or * for every release's), the name under dir when given.
+ */
+function units_workerUnitShell(layout, idShell, dir = '') {
+    const [prefix, suffix] = layout.units.worker('\0').split('\0');
+    return quote(dir + prefix) + idShell + quote(suffix);
+}
 /** systemd's sandboxing: the app reads its release and writes only shared/ (field notes, systemd hardening). */
 function hardening(layout) {
     return [
@@ -65678,8 +65685,9 @@ function verifyStep(settings) {
             : null, '          return 0', '        fi', '      fi', '    fi', 
         // Its start waits behind an earlier run of the same unit still finishing a job
         // (a rollback to the release just left, whose worker drains): that run's stop
-        // bound is added to the wait, once.
-        '    if [ -n "$jobs" ] && [ -z "$draining" ] && [ "$(systemctl show -p ActiveState --value "$1" 2>/dev/null)" = deactivating ]; then', '      draining=1', sh `      units_deadline=$((units_deadline + ${STOP_TIMEOUT_SECONDS}))`, sh `      echo "UNIT_NOTE $1: its earlier run is finishing a job (up to ${STOP_TIMEOUT_SECONDS} s) before it starts again"`, '    fi', '    if [ "$SECONDS" -ge "$units_deadline" ]; then', 
+        // bound is added to the wait. Looked at once, the first time a job is seen: the
+        // switch, before this check, already asked for the start.
+        '    if [ -n "$jobs" ] && [ -z "$draining" ]; then', '      draining=0', '      if [ "$(systemctl show -p ActiveState --value "$1" 2>/dev/null)" = deactivating ]; then', '      draining=1', sh `      units_deadline=$((units_deadline + ${STOP_TIMEOUT_SECONDS}))`, sh `      echo "UNIT_NOTE $1: its earlier run is finishing a job (up to ${STOP_TIMEOUT_SECONDS} s) before it starts again"`, '      fi', '    fi', '    if [ "$SECONDS" -ge "$units_deadline" ]; then', 
         // What the unit was doing when given up on, so a failure explains itself.
         '      if [ -n "$seen" ]; then', sh `        echo "UNIT_STATE $1: running, but for $(( \${age:-0} / 100 )) s only of the ${stableSeconds} s it must stay up (units-stable-seconds) when the check ended; $(unit_state "$1")"`, '      elif [ "$(systemctl show -p ActiveState --value "$1" 2>/dev/null)" = deactivating ]; then', '        echo "UNIT_STATE $1: its earlier run was still finishing a job when the check ended; $(unit_state "$1")"', '      else', settings.notify
             ? '        echo "UNIT_STATE $1: not ready (jobs: ${jobs:-none}; with units-ready: notify, systemd waits for its process to send READY=1); $(unit_state "$1")"'
@@ -65742,8 +65750,8 @@ function verifyStep(settings) {
  * under worker instances.
  */
 function workerOfCurrent(layout) {
-    const [prefix, suffix] = layout.units.workerGlob.split('*');
-    return script(sh `  if [ -f ${layout.unitDir}/${layout.units.legacyWorker} ]; then units+=(${layout.units.legacyWorker})`, sh `  else units+=(${prefix}"$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null)"${suffix}); fi`).trimEnd();
+    const currentId = sh `"$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null)"`;
+    return script(sh `  if [ -f ${layout.unitDir}/${layout.units.legacyWorker} ]; then units+=(${layout.units.legacyWorker})`, sh `  else units+=(${raw(workerUnitShell(layout, currentId))}); fi`).trimEnd();
 }
 /**
  * The probe's answer. A probe that printed nothing, something else, or exited
@@ -66480,7 +66488,7 @@ function inUseFunction(layout, user) {
         sh `  slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`,
         sh `  case "$slot" in blue|green) sources+=(file ${layout.slots}/"$slot"/.env "the $slot api slot's release .env") ;; *) slot='*' ;; esac`,
         sh `  if [ -e ${layout.current} ]; then sources+=(file ${layout.current}/.env 'the current release .env'); fi`,
-        sh `  for u in $(systemctl list-units --state=active,activating,deactivating,reloading --plain --no-legend --type=service ${`${layout.app}-api@`}"$slot".service ${layout.units.workerGlob} ${layout.units.legacyWorker} ${layout.units.scheduler} 2>/dev/null | awk '{ print $1 }'); do`,
+        sh `  for u in $(systemctl list-units --state=active,activating,deactivating,reloading --plain --no-legend --type=service ${`${layout.app}-api@`}"$slot".service ${layout.units.worker('*')} ${layout.units.legacyWorker} ${layout.units.scheduler} 2>/dev/null | awk '{ print $1 }'); do`,
         '    sources+=(env "$(systemctl show -p MainPID --value "$u")" "$u")',
         '  done',
         sh `  if id -u ${user} >/dev/null 2>&1; then mstool_as ${user} in-use "\${sources[@]}"; fi`,

@@ -63203,7 +63203,6 @@ function layout(app, root) {
             apiTemplate: `${app}-api@.service`,
             worker: (id) => `${app}-worker@${id}.service`,
             workerTemplate: `${app}-worker@.service`,
-            workerGlob: `${app}-worker@*.service`,
             legacyWorker: `${app}-worker.service`,
             scheduler: `${app}-scheduler.service`,
             target: `${app}.target`,
@@ -65413,6 +65412,14 @@ function defaultsValue(value) {
 
 /** How long a stopping service may take to finish its work (the standard's 30 s, plus a margin) before systemd kills it. */
 const STOP_TIMEOUT_SECONDS = 35;
+/**
+ * A worker instance's name as shell text, its release id given as shell text
+ * (an expansion, or * for every release's), the name under dir when given.
+ */
+function units_workerUnitShell(layout, idShell, dir = '') {
+    const [prefix, suffix] = layout.units.worker('\0').split('\0');
+    return sh_quote(dir + prefix) + idShell + sh_quote(suffix);
+}
 /** systemd's sandboxing: the app reads its release and writes only shared/ (field notes, systemd hardening). */
 function hardening(layout) {
     return [
@@ -65678,8 +65685,9 @@ function verifyStep(settings) {
             : null, '          return 0', '        fi', '      fi', '    fi', 
         // Its start waits behind an earlier run of the same unit still finishing a job
         // (a rollback to the release just left, whose worker drains): that run's stop
-        // bound is added to the wait, once.
-        '    if [ -n "$jobs" ] && [ -z "$draining" ] && [ "$(systemctl show -p ActiveState --value "$1" 2>/dev/null)" = deactivating ]; then', '      draining=1', sh_sh `      units_deadline=$((units_deadline + ${STOP_TIMEOUT_SECONDS}))`, sh_sh `      echo "UNIT_NOTE $1: its earlier run is finishing a job (up to ${STOP_TIMEOUT_SECONDS} s) before it starts again"`, '    fi', '    if [ "$SECONDS" -ge "$units_deadline" ]; then', 
+        // bound is added to the wait. Looked at once, the first time a job is seen: the
+        // switch, before this check, already asked for the start.
+        '    if [ -n "$jobs" ] && [ -z "$draining" ]; then', '      draining=0', '      if [ "$(systemctl show -p ActiveState --value "$1" 2>/dev/null)" = deactivating ]; then', '      draining=1', sh_sh `      units_deadline=$((units_deadline + ${STOP_TIMEOUT_SECONDS}))`, sh_sh `      echo "UNIT_NOTE $1: its earlier run is finishing a job (up to ${STOP_TIMEOUT_SECONDS} s) before it starts again"`, '      fi', '    fi', '    if [ "$SECONDS" -ge "$units_deadline" ]; then', 
         // What the unit was doing when given up on, so a failure explains itself.
         '      if [ -n "$seen" ]; then', sh_sh `        echo "UNIT_STATE $1: running, but for $(( \${age:-0} / 100 )) s only of the ${stableSeconds} s it must stay up (units-stable-seconds) when the check ended; $(unit_state "$1")"`, '      elif [ "$(systemctl show -p ActiveState --value "$1" 2>/dev/null)" = deactivating ]; then', '        echo "UNIT_STATE $1: its earlier run was still finishing a job when the check ended; $(unit_state "$1")"', '      else', settings.notify
             ? '        echo "UNIT_STATE $1: not ready (jobs: ${jobs:-none}; with units-ready: notify, systemd waits for its process to send READY=1); $(unit_state "$1")"'
@@ -65742,8 +65750,8 @@ function verifyStep(settings) {
  * under worker instances.
  */
 function workerOfCurrent(layout) {
-    const [prefix, suffix] = layout.units.workerGlob.split('*');
-    return sh_script(sh_sh `  if [ -f ${layout.unitDir}/${layout.units.legacyWorker} ]; then units+=(${layout.units.legacyWorker})`, sh_sh `  else units+=(${prefix}"$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null)"${suffix}); fi`).trimEnd();
+    const currentId = sh_sh `"$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null)"`;
+    return sh_script(sh_sh `  if [ -f ${layout.unitDir}/${layout.units.legacyWorker} ]; then units+=(${layout.units.legacyWorker})`, sh_sh `  else units+=(${sh_raw(units_workerUnitShell(layout, currentId))}); fi`).trimEnd();
 }
 /**
  * The probe's answer. A probe that printed nothing, something else, or exited
@@ -66407,7 +66415,7 @@ function restartFollowers(settings, wait) {
  */
 function stopOtherWorkers(layout, keep) {
     const legacy = `${layout.unitDir}/${layout.units.legacyWorker}`;
-    return script(sh `for u in $(systemctl list-units --all --plain --no-legend --type=service ${layout.units.workerGlob} 2>/dev/null | awk '$3 != "inactive" && $3 != "failed" { print $1 }'); do`, sh `  if [ "$u" != ${keep ?? ''} ]; then systemctl stop --no-block "$u"; fi`, 'done', sh `if [ -f ${legacy} ]; then systemctl disable --no-reload --quiet ${layout.units.legacyWorker} 2>/dev/null || true; systemctl stop --no-block ${layout.units.legacyWorker} 2>/dev/null || true; rm -f ${legacy}; units_removed=1; fi`).trimEnd();
+    return script(sh `for u in $(systemctl list-units --all --plain --no-legend --type=service ${layout.units.worker('*')} 2>/dev/null | awk '$3 != "inactive" && $3 != "failed" { print $1 }'); do`, sh `  if [ "$u" != ${keep ?? ''} ]; then systemctl stop --no-block "$u"; fi`, 'done', sh `if [ -f ${legacy} ]; then systemctl disable --no-reload --quiet ${layout.units.legacyWorker} 2>/dev/null || true; systemctl stop --no-block ${layout.units.legacyWorker} 2>/dev/null || true; rm -f ${legacy}; units_removed=1; fi`).trimEnd();
 }
 /**
  * Script lines making the boot start this release's worker (`worker`) and no
@@ -66416,10 +66424,9 @@ function stopOtherWorkers(layout, keep) {
  */
 function bootWorker(layout, worker) {
     const wants = `${layout.unitDir}/${layout.units.target}.wants`;
-    const [prefix, suffix] = layout.units.workerGlob.split('*');
     return script(worker
         ? sh `mkdir -p ${wants} && ln -sfn ${layout.unitDir}/${layout.units.workerTemplate} ${wants}/${worker}`
-        : null, sh `for f in ${raw(quote(`${wants}/${prefix}`) + '*' + quote(suffix))}; do if [ -L "$f" ] && [ "\${f##*/}" != ${worker ?? ''} ]; then rm -f -- "$f"; fi; done`).trimEnd();
+        : null, sh `for f in ${raw(workerUnitShell(layout, '*', `${wants}/`))}; do if [ -L "$f" ] && [ "\${f##*/}" != ${worker ?? ''} ]; then rm -f -- "$f"; fi; done`).trimEnd();
 }
 /**
  * Removes the rule by which metalship before 1.1 took a host out of a load
@@ -66478,7 +66485,8 @@ function switchScript(settings) {
     const removals = (flag) => entries
         .filter(([, content]) => content === null)
         .map(([name]) => sh `if [ -f ${layout.unitDir}/${name} ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${layout.unitDir}/${name}; ${raw(flag)}=1; fi`);
-    const { units: followers } = followersOf(settings);
+    // At boot: the scheduler by systemctl enable, the worker by its link (restartFollowers).
+    const bootScheduler = settings.scheduler ? [layout.units.scheduler] : [];
     const written = entries.filter(([, content]) => content !== null).map(([name]) => name);
     const saved = `${layout.state}/units-before`;
     const api = raw(apiUnitOf(layout, '$slot'));
@@ -66532,7 +66540,7 @@ function switchScript(settings) {
     restartFollowers(settings, !settings.checksFollow && !settings.notify), servedLines(settings), 'echo "PREVIOUS $prev"', ...removals('units_removed'), 'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi', 
     // On boot only the serving slot starts; the standby is a warm spare for this boot only.
     // The boot reads the links: no daemon reload now (each costs as much as the rest of the switch).
-    sh `systemctl enable --no-reload --quiet ${layout.units.target} ${api} ${followers}`, sh `systemctl disable --no-reload --quiet ${standbyApi} 2>/dev/null || true`, sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout.history}`);
+    sh `systemctl enable --no-reload --quiet ${layout.units.target} ${api} ${bootScheduler}`, sh `systemctl disable --no-reload --quiet ${standbyApi} 2>/dev/null || true`, sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout.history}`);
 }
 /**
  * `restore_units`: puts back the unit files this switch changed, as saved in
@@ -66578,11 +66586,11 @@ function switch_switchStep(settings) {
 /** The switch on a host without the api role: current, the venv link, and the worker or scheduler. */
 function followersOnlyScript(settings, unitLines) {
     const layout = settings.layout;
-    const { units: followers } = followersOf(settings);
+    const bootScheduler = settings.scheduler ? [layout.units.scheduler] : [];
     const rel = layout.release(settings.releaseId);
     return script(pyToolDefinition(), sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'echo "SLOT none"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
     // an api that ran here before the host lost the role stops
-    sh `systemctl disable --now --quiet ${layout.units.api('blue')} ${layout.units.api('green')} 2>/dev/null || true`, sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `mstool link ${rel} ${layout.current}`, sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', sh `systemctl enable --no-reload --quiet ${layout.units.target} ${followers}`, restartFollowers(settings, !settings.checksFollow && !settings.notify), 'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi', sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout.history}`);
+    sh `systemctl disable --now --quiet ${layout.units.api('blue')} ${layout.units.api('green')} 2>/dev/null || true`, sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `mstool link ${rel} ${layout.current}`, sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', sh `systemctl enable --no-reload --quiet ${layout.units.target} ${bootScheduler}`, restartFollowers(settings, !settings.checksFollow && !settings.notify), 'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi', sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout.history}`);
 }
 /**
  * The uvicorn flags a release's uvicorn accepts, recorded at release time:
@@ -66618,7 +66626,7 @@ function switch_unserveStep(layout) {
         layout.units.legacyWorker,
         layout.units.scheduler,
     ];
-    return plainStep('taking the failed first release out of service', script(sh `was=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `systemctl disable --now --quiet ${layout.units.target} ${units} 2>/dev/null || true`, sh `systemctl stop ${layout.units.workerGlob} 2>/dev/null || true`, bootWorker(layout, null), sh `rm -f ${layout.apiLink} ${layout.activeSlot} ${layout.current} ${layout.venvLink}`, sh `printf '%s\n' "$(date -u +%FT%TZ) stopped serving \${was:-nothing}: it failed and nothing served before it" >> ${layout.history}`));
+    return plainStep('taking the failed first release out of service', script(sh `was=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `systemctl disable --now --quiet ${layout.units.target} ${units} 2>/dev/null || true`, sh `systemctl stop ${layout.units.worker('*')} 2>/dev/null || true`, bootWorker(layout, null), sh `rm -f ${layout.apiLink} ${layout.activeSlot} ${layout.current} ${layout.venvLink}`, sh `printf '%s\n' "$(date -u +%FT%TZ) stopped serving \${was:-nothing}: it failed and nothing served before it" >> ${layout.history}`));
 }
 
 ;// CONCATENATED MODULE: ./src/remote/release.ts
@@ -78152,7 +78160,7 @@ function inUseFunction(layout, user) {
         sh `  slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`,
         sh `  case "$slot" in blue|green) sources+=(file ${layout.slots}/"$slot"/.env "the $slot api slot's release .env") ;; *) slot='*' ;; esac`,
         sh `  if [ -e ${layout.current} ]; then sources+=(file ${layout.current}/.env 'the current release .env'); fi`,
-        sh `  for u in $(systemctl list-units --state=active,activating,deactivating,reloading --plain --no-legend --type=service ${`${layout.app}-api@`}"$slot".service ${layout.units.workerGlob} ${layout.units.legacyWorker} ${layout.units.scheduler} 2>/dev/null | awk '{ print $1 }'); do`,
+        sh `  for u in $(systemctl list-units --state=active,activating,deactivating,reloading --plain --no-legend --type=service ${`${layout.app}-api@`}"$slot".service ${layout.units.worker('*')} ${layout.units.legacyWorker} ${layout.units.scheduler} 2>/dev/null | awk '{ print $1 }'); do`,
         '    sources+=(env "$(systemctl show -p MainPID --value "$u")" "$u")',
         '  done',
         sh `  if id -u ${user} >/dev/null 2>&1; then mstool_as ${user} in-use "\${sources[@]}"; fi`,

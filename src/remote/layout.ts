@@ -37,11 +37,9 @@ export interface Layout {
   units: {
     api(slot: Slot): string;
     apiTemplate: string;
-    /** The worker of one release: a new release's starts beside the old one's, which finishes its jobs meanwhile. */
+    /** The worker of one release: a new release's starts beside the old one's, which finishes its jobs meanwhile. worker('*'): every release's, as systemctl matches names. */
     worker(releaseId: string): string;
     workerTemplate: string;
-    /** Every release's worker, as systemctl matches names. */
-    workerGlob: string;
     /** The one worker unit of metalship before worker instances: a switch replaces it. */
     legacyWorker: string;
     scheduler: string;
@@ -103,7 +101,6 @@ export function layout(app: string, root: string): Layout {
       apiTemplate: `${app}-api@.service`,
       worker: (id) => `${app}-worker@${id}.service`,
       workerTemplate: `${app}-worker@.service`,
-      workerGlob: `${app}-worker@*.service`,
       legacyWorker: `${app}-worker.service`,
       scheduler: `${app}-scheduler.service`,
       target: `${app}.target`,

@@ -8,9 +8,9 @@ import type { Layout, Slot } from './layout.js';
 import { siteConf, upstreamConf } from './nginx.js';
 import { PROBE_USER, pyToolDefinition } from './pytool.js';
 import { runtimePath } from './runtime.js';
-import { ensureFile, keyLines, quote, raw, script, sh, writeFileAtomic, type Raw } from './sh.js';
+import { ensureFile, keyLines, raw, script, sh, writeFileAtomic, type Raw } from './sh.js';
 import { plainStep, step, type Step } from './step.js';
-import { journalOf, unitsOurs } from './units.js';
+import { journalOf, unitsOurs, workerUnitShell } from './units.js';
 
 export interface SwitchSettings {
   layout: Layout;
@@ -103,7 +103,7 @@ function restartFollowers(settings: SwitchSettings, wait: boolean): string {
 function stopOtherWorkers(layout: Layout, keep: string | null): string {
   const legacy = `${layout.unitDir}/${layout.units.legacyWorker}`;
   return script(
-    sh`for u in $(systemctl list-units --all --plain --no-legend --type=service ${layout.units.workerGlob} 2>/dev/null | awk '$3 != "inactive" && $3 != "failed" { print $1 }'); do`,
+    sh`for u in $(systemctl list-units --all --plain --no-legend --type=service ${layout.units.worker('*')} 2>/dev/null | awk '$3 != "inactive" && $3 != "failed" { print $1 }'); do`,
     sh`  if [ "$u" != ${keep ?? ''} ]; then systemctl stop --no-block "$u"; fi`,
     'done',
     sh`if [ -f ${legacy} ]; then systemctl disable --no-reload --quiet ${layout.units.legacyWorker} 2>/dev/null || true; systemctl stop --no-block ${layout.units.legacyWorker} 2>/dev/null || true; rm -f ${legacy}; units_removed=1; fi`,
@@ -117,12 +117,11 @@ function stopOtherWorkers(layout: Layout, keep: string | null): string {
  */
 function bootWorker(layout: Layout, worker: string | null): string {
   const wants = `${layout.unitDir}/${layout.units.target}.wants`;
-  const [prefix, suffix] = layout.units.workerGlob.split('*') as [string, string];
   return script(
     worker
       ? sh`mkdir -p ${wants} && ln -sfn ${layout.unitDir}/${layout.units.workerTemplate} ${wants}/${worker}`
       : null,
-    sh`for f in ${raw(quote(`${wants}/${prefix}`) + '*' + quote(suffix))}; do if [ -L "$f" ] && [ "\${f##*/}" != ${worker ?? ''} ]; then rm -f -- "$f"; fi; done`,
+    sh`for f in ${raw(workerUnitShell(layout, '*', `${wants}/`))}; do if [ -L "$f" ] && [ "\${f##*/}" != ${worker ?? ''} ]; then rm -f -- "$f"; fi; done`,
   ).trimEnd();
 }
 
@@ -207,7 +206,8 @@ export function switchScript(settings: SwitchSettings): string {
         ([name]) =>
           sh`if [ -f ${layout.unitDir}/${name} ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${layout.unitDir}/${name}; ${raw(flag)}=1; fi`,
       );
-  const { units: followers } = followersOf(settings);
+  // At boot: the scheduler by systemctl enable, the worker by its link (restartFollowers).
+  const bootScheduler = settings.scheduler ? [layout.units.scheduler] : [];
   const written = entries.filter(([, content]) => content !== null).map(([name]) => name);
   const saved = `${layout.state}/units-before`;
   const api = raw(apiUnitOf(layout, '$slot'));
@@ -346,7 +346,7 @@ export function switchScript(settings: SwitchSettings): string {
     'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi',
     // On boot only the serving slot starts; the standby is a warm spare for this boot only.
     // The boot reads the links: no daemon reload now (each costs as much as the rest of the switch).
-    sh`systemctl enable --no-reload --quiet ${layout.units.target} ${api} ${followers}`,
+    sh`systemctl enable --no-reload --quiet ${layout.units.target} ${api} ${bootScheduler}`,
     sh`systemctl disable --no-reload --quiet ${standbyApi} 2>/dev/null || true`,
     sh`printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout.history}`,
   );
@@ -439,7 +439,7 @@ export function switchStep(settings: SwitchSettings): Step<Switched> {
 /** The switch on a host without the api role: current, the venv link, and the worker or scheduler. */
 function followersOnlyScript(settings: SwitchSettings, unitLines: string[]): string {
   const layout = settings.layout;
-  const { units: followers } = followersOf(settings);
+  const bootScheduler = settings.scheduler ? [layout.units.scheduler] : [];
   const rel = layout.release(settings.releaseId);
   return script(
     pyToolDefinition(),
@@ -456,7 +456,7 @@ function followersOnlyScript(settings: SwitchSettings, unitLines: string[]): str
     sh`mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`,
     servedLines(settings),
     'echo "PREVIOUS $prev"',
-    sh`systemctl enable --no-reload --quiet ${layout.units.target} ${followers}`,
+    sh`systemctl enable --no-reload --quiet ${layout.units.target} ${bootScheduler}`,
     restartFollowers(settings, !settings.checksFollow && !settings.notify),
     'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi',
     sh`printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout.history}`,
@@ -512,7 +512,7 @@ export function unserveStep(layout: Layout): Step<void> {
     script(
       sh`was=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`,
       sh`systemctl disable --now --quiet ${layout.units.target} ${units} 2>/dev/null || true`,
-      sh`systemctl stop ${layout.units.workerGlob} 2>/dev/null || true`,
+      sh`systemctl stop ${layout.units.worker('*')} 2>/dev/null || true`,
       bootWorker(layout, null),
       sh`rm -f ${layout.apiLink} ${layout.activeSlot} ${layout.current} ${layout.venvLink}`,
       sh`printf '%s\n' "$(date -u +%FT%TZ) stopped serving \${was:-nothing}: it failed and nothing served before it" >> ${layout.history}`,

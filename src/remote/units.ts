@@ -3,7 +3,7 @@
 // and a target grouping them. Shared by the deploy path and provision.
 
 import type { Layout } from './layout.js';
-import { sh } from './sh.js';
+import { quote, sh } from './sh.js';
 import { execLine, specifier, splitVariable, unitEnv, unitText, unitWord, type Part } from './quoting.js';
 
 export interface UnitSettings {
@@ -19,6 +19,15 @@ export interface UnitSettings {
 
 /** How long a stopping service may take to finish its work (the standard's 30 s, plus a margin) before systemd kills it. */
 export const STOP_TIMEOUT_SECONDS = 35;
+
+/**
+ * A worker instance's name as shell text, its release id given as shell text
+ * (an expansion, or * for every release's), the name under dir when given.
+ */
+export function workerUnitShell(layout: Layout, idShell: string, dir = ''): string {
+  const [prefix, suffix] = layout.units.worker('\0').split('\0') as [string, string];
+  return quote(dir + prefix) + idShell + quote(suffix);
+}
 
 /** systemd's sandboxing: the app reads its release and writes only shared/ (field notes, systemd hardening). */
 export function hardening(layout: Layout): string {

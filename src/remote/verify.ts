@@ -2,9 +2,9 @@
 
 import type { Layout } from './layout.js';
 import { PROBE_USER, pyToolDefinition } from './pytool.js';
-import { keyLines, script, sh } from './sh.js';
+import { keyLines, raw, script, sh } from './sh.js';
 import { step, type Step } from './step.js';
-import { journalOf, STOP_TIMEOUT_SECONDS } from './units.js';
+import { journalOf, STOP_TIMEOUT_SECONDS, workerUnitShell } from './units.js';
 
 export interface VerifySettings {
   layout: Layout;
@@ -170,11 +170,15 @@ export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
           '    fi',
           // Its start waits behind an earlier run of the same unit still finishing a job
           // (a rollback to the release just left, whose worker drains): that run's stop
-          // bound is added to the wait, once.
-          '    if [ -n "$jobs" ] && [ -z "$draining" ] && [ "$(systemctl show -p ActiveState --value "$1" 2>/dev/null)" = deactivating ]; then',
+          // bound is added to the wait. Looked at once, the first time a job is seen: the
+          // switch, before this check, already asked for the start.
+          '    if [ -n "$jobs" ] && [ -z "$draining" ]; then',
+          '      draining=0',
+          '      if [ "$(systemctl show -p ActiveState --value "$1" 2>/dev/null)" = deactivating ]; then',
           '      draining=1',
           sh`      units_deadline=$((units_deadline + ${STOP_TIMEOUT_SECONDS}))`,
           sh`      echo "UNIT_NOTE $1: its earlier run is finishing a job (up to ${STOP_TIMEOUT_SECONDS} s) before it starts again"`,
+          '      fi',
           '    fi',
           '    if [ "$SECONDS" -ge "$units_deadline" ]; then',
           // What the unit was doing when given up on, so a failure explains itself.
@@ -288,10 +292,10 @@ export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
  * under worker instances.
  */
 function workerOfCurrent(layout: Layout): string {
-  const [prefix, suffix] = layout.units.workerGlob.split('*') as [string, string];
+  const currentId = sh`"$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null)"`;
   return script(
     sh`  if [ -f ${layout.unitDir}/${layout.units.legacyWorker} ]; then units+=(${layout.units.legacyWorker})`,
-    sh`  else units+=(${prefix}"$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null)"${suffix}); fi`,
+    sh`  else units+=(${raw(workerUnitShell(layout, currentId))}); fi`,
   ).trimEnd();
 }
 

@@ -2,8 +2,8 @@
 // systemd units of api, worker and scheduler, from the same units module the
 // deploy path uses, so a switch after provision rewrites nothing.
 
-import { unitFiles, unitsOurs } from '../units.js';
-import { quote, raw, sh } from '../sh.js';
+import { unitFiles, unitsOurs, workerUnitShell } from '../units.js';
+import { raw, sh } from '../sh.js';
 import { file, itemScript, type Item } from './common.js';
 import type { ProvisionSettings } from './settings.js';
 
@@ -22,9 +22,10 @@ export function appItem(settings: ProvisionSettings): Item {
       },
       settings.roles,
     );
-  const units = render(settings.unitsReady);
   const notify = render('notify');
   const stable = render('stable');
+  // The unit names, and which are not on this host, are the same in both.
+  const units = stable;
   // The worker and the scheduler run the serving release, as its record says they
   // show they started: a release whose worker sends no READY=1 must not run as a
   // notify unit (it would never count as started). No release serving: the input.
@@ -53,7 +54,7 @@ export function appItem(settings: ProvisionSettings): Item {
       ...Object.entries(units).map(([name, content]) =>
         content === null
           ? sh`if [ -f ${layout.unitDir}/${name} ]; then ms_changed ${'unit ' + name + ' removed (not on this host)'}; if [ "$CHECK" != 1 ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${layout.unitDir}/${name}; fi; units_changed=1; fi`
-          : notify[name] === stable[name]
+          : notify[name] === content
             ? unitFile(name, content)
             : [
                 'if [ "$units_ready" = notify ]; then',
@@ -76,14 +77,13 @@ export function appItem(settings: ProvisionSettings): Item {
  */
 function noWorkerHere(settings: ProvisionSettings): string {
   const layout = settings.layout;
-  const glob = layout.units.workerGlob;
-  const [prefix, suffix] = glob.split('*') as [string, string];
+  const glob = layout.units.worker('*');
   const wants = `${layout.unitDir}/${layout.units.target}.wants/`;
   const legacy = `${layout.unitDir}/${layout.units.legacyWorker}`;
   return [
     // Any loaded but inactive (a failed one is reset: it would be listed on every run).
     sh`if [ -n "$(systemctl list-units --all --plain --no-legend --type=service ${glob} 2>/dev/null | awk '$3 != "inactive"')" ]; then ms_changed ${'workers stopped (not on this host)'}; if [ "$CHECK" != 1 ]; then systemctl stop ${glob} 2>/dev/null || true; systemctl reset-failed ${glob} 2>/dev/null || true; fi; fi`,
-    sh`if [ "$CHECK" != 1 ]; then rm -f -- ${raw(quote(wants + prefix) + '*' + quote(suffix))}; fi`,
+    sh`if [ "$CHECK" != 1 ]; then rm -f -- ${raw(workerUnitShell(layout, '*', wants))}; fi`,
     sh`if [ -f ${legacy} ]; then ms_changed ${'unit ' + layout.units.legacyWorker + ' removed (not on this host)'}; if [ "$CHECK" != 1 ]; then systemctl disable --now ${layout.units.legacyWorker} 2>/dev/null || true; rm -f ${legacy}; fi; units_changed=1; fi`,
   ].join('\n');
 }

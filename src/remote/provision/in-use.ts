@@ -31,7 +31,7 @@ export function inUseFunction(layout: Layout, user: string): string {
     sh`  slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`,
     sh`  case "$slot" in blue|green) sources+=(file ${layout.slots}/"$slot"/.env "the $slot api slot's release .env") ;; *) slot='*' ;; esac`,
     sh`  if [ -e ${layout.current} ]; then sources+=(file ${layout.current}/.env 'the current release .env'); fi`,
-    sh`  for u in $(systemctl list-units --state=active,activating,deactivating,reloading --plain --no-legend --type=service ${`${layout.app}-api@`}"$slot".service ${layout.units.workerGlob} ${layout.units.legacyWorker} ${layout.units.scheduler} 2>/dev/null | awk '{ print $1 }'); do`,
+    sh`  for u in $(systemctl list-units --state=active,activating,deactivating,reloading --plain --no-legend --type=service ${`${layout.app}-api@`}"$slot".service ${layout.units.worker('*')} ${layout.units.legacyWorker} ${layout.units.scheduler} 2>/dev/null | awk '{ print $1 }'); do`,
     '    sources+=(env "$(systemctl show -p MainPID --value "$u")" "$u")',
     '  done',
     sh`  if id -u ${user} >/dev/null 2>&1; then mstool_as ${user} in-use "\${sources[@]}"; fi`,
