@@ -59,19 +59,33 @@ export async function ensureCapistrano(): Promise<void> {
   }
 }
 
-function unitOf(app: CapApp): string {
-  return `[Unit]
-Description=${app.unit} (Capistrano baseline)
+/**
+ * The app's units as such a deploy has them: the api, and beside it the
+ * sample's worker and scheduler (the app shape metalship deploys), each
+ * restarted by deploy:restart. Their Redis keys are the app's own (APP_NAME).
+ */
+function unitsOf(app: CapApp): Record<string, string> {
+  const unit = (what: string, command: string, extra = '') => `[Unit]
+Description=${app.unit} ${what} (Capistrano baseline)
 [Service]
 User=www-data
 WorkingDirectory=${app.deployTo}/current
 EnvironmentFile=${app.deployTo}/shared/.env
-ExecStart=${app.deployTo}/shared/venv/bin/python -m uvicorn main:app --uds /run/${app.unit}/api.sock
-RuntimeDirectory=${app.unit}
-Restart=always
+Environment=APP_NAME=${app.unit}
+ExecStart=${app.deployTo}/shared/venv/bin/python -m ${command}
+${extra}Restart=always
 [Install]
 WantedBy=multi-user.target
 `;
+  return {
+    [app.unit]: unit(
+      'api',
+      `uvicorn main:app --uds /run/${app.unit}/api.sock`,
+      `RuntimeDirectory=${app.unit}\n`,
+    ),
+    [`${app.unit}-worker`]: unit('worker', 'worker'),
+    [`${app.unit}-scheduler`]: unit('scheduler', 'scheduler'),
+  };
 }
 
 async function onHost(ctx: CapContext, cmd: string): Promise<void> {
@@ -120,13 +134,15 @@ export async function capSetup(ctx: CapContext, app: CapApp): Promise<void> {
   await capPrepare(ctx, app);
 }
 
-/** What is there before a first deploy: the unit and the shared .env (deploy:check wants linked_files). */
+/** What is there before a first deploy: the units and the shared .env (deploy:check wants linked_files). */
 export async function capPrepare(ctx: CapContext, app: CapApp): Promise<void> {
   await onHost(
     ctx,
     `set -e; mkdir -p ${app.deployTo}/shared; ` +
       `printf 'REDIS_URL=redis://127.0.0.1:6379/3\\nDATABASE_URL=postgresql:///${CAP_DATABASE}\\n' > ${app.deployTo}/shared/.env; ` +
-      `cat > /etc/systemd/system/${app.unit}.service <<'EOF'\n${unitOf(app)}EOF\n` +
+      Object.entries(unitsOf(app))
+        .map(([name, text]) => `cat > /etc/systemd/system/${name}.service <<'EOF'\n${text}EOF\n`)
+        .join('') +
       `systemctl daemon-reload`,
   );
 }

@@ -1,9 +1,10 @@
 // npm run bench: timings on a local test host, metalship beside two baselines on
 // the same host in the same run, each under the same steady load through nginx:
 // real Capistrano 3 (scripts/bench-capistrano.ts: git, a shared venv, pip,
-// migrations, symlink, systemctl restart, cleanup), and what most SSH deploy
-// actions do (upload a tarball, extract into a new directory, `ln -sfn`,
-// `systemctl restart`). Prints figures; asserts nothing.
+// migrations, symlink, systemctl restart of the api, worker and scheduler,
+// cleanup), and what most SSH deploy actions do (upload a tarball, extract
+// into a new directory, `ln -sfn`, `systemctl restart`). Prints figures;
+// asserts nothing.
 
 import { execFile } from 'node:child_process';
 import { cp, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -641,7 +642,7 @@ async function main(): Promise<void> {
       '"action" is the whole action (process start to exit, including SSH setup); "serving" is when the expected version first answered through nginx (for a rollback: when traffic was back on the previous release).',
     );
     out.push(
-      'Capistrano: `cap production deploy` (Capistrano 3, git from a bare repository on the host, pushed to untimed before each deploy; linked .env and log/; a shared venv made once, pip install --no-index -r requirements.txt; alembic upgrade head as the app user except cold; symlink; systemctl restart; cleanup keeping 5) and `cap production deploy:rollback` (symlink back, restart). ' +
+      'Capistrano: `cap production deploy` (Capistrano 3, git from a bare repository on the host, pushed to untimed before each deploy; linked .env and log/; a shared venv made once, pip install --no-index -r requirements.txt; alembic upgrade head as the app user except cold; symlink; systemctl restart of the api, the worker and the scheduler; cleanup keeping 5) and `cap production deploy:rollback` (symlink back, the same restart). ' +
         'tarball action: what most SSH deploy actions do: upload a tarball, extract into a new directory, (migrations,) ln -sfn, systemctl restart.',
     );
     for (const [name, timeline] of timelines) {

@@ -63436,6 +63436,19 @@ function wrapScript(script, token) {
     const named = token ? `__metalship_token=${token}\n` : '';
     return `set -euo pipefail\numask 022\ncd /\n${named}${record}${forget}__metalship_main() {\n${body}\n}\n{ __metalship_main; exit $?; }\n`;
 }
+/**
+ * What the transport sends on stdin: a line that reads the wrapped script
+ * whole (its length in bytes first) and runs it, then the script. bash reads
+ * a script from a pipe a byte at a time (it must leave what follows for the
+ * script's commands): a read per byte, tens of thousands a step, on every
+ * step's path. `head -c` reads it in blocks and no further. A script cut short
+ * still never runs in part: it is one function, parsed whole. The command
+ * stays `bash -se`, the one the deploy user's sudoers rule names.
+ */
+function remoteScript(script, token) {
+    const wrapped = wrapScript(script, token);
+    return `IFS= read -r __metalship_n && __metalship_s=$(head -c "$__metalship_n") && eval "$__metalship_s"\n${Buffer.byteLength(wrapped)}\n${wrapped}`;
+}
 const SESSION_DIR = '/run/metalship-sessions';
 /**
  * Stops every process of the scripts whose tokens match `pattern` (a token or a
@@ -63492,8 +63505,11 @@ const FIRST_STEP_LIMIT = 120;
 function firstUnderLock(first) {
     return sh_script(sh_textVar('__metalship_first', wrapScript(first)), 'first_dir=$(mktemp -d)', 'first_rc=0', 
     // Bounded (it reads, briefly), without the lock's descriptor (nothing it
-    // leaves behind may hold the lock), its text on a descriptor (not in ps).
-    `timeout -k 5 ${FIRST_STEP_LIMIT} bash /dev/fd/3 3<<<"$__metalship_first" 9>&- </dev/null >"$first_dir/out" 2>"$first_dir/err" || first_rc=$?`, 'echo "FIRST_OUT $(base64 -w0 < "$first_dir/out")"', 'echo "FIRST_ERR $(tail -c 8000 "$first_dir/err" | base64 -w0)"', 'echo "FIRST_RC $first_rc"', 'rm -rf -- "$first_dir"').trimEnd();
+    // leaves behind may hold the lock), its text in its environment (not in ps;
+    // root's alone to read, and out of it before anything else starts), parsed
+    // from memory: bash reads a script from a pipe (a here-string is one) a
+    // byte at a time.
+    '# shellcheck disable=SC2016', `__metalship_first="$__metalship_first" timeout -k 5 ${FIRST_STEP_LIMIT} bash -c 'first=$__metalship_first; unset __metalship_first; eval "$first"' 9>&- </dev/null >"$first_dir/out" 2>"$first_dir/err" || first_rc=$?`, 'echo "FIRST_OUT $(base64 -w0 < "$first_dir/out")"', 'echo "FIRST_ERR $(tail -c 8000 "$first_dir/err" | base64 -w0)"', 'echo "FIRST_RC $first_rc"', 'rm -rf -- "$first_dir"').trimEnd();
 }
 /** How the first step under the lock ended, from the lock script's lines (null: it printed none). */
 function firstEnding(lines) {
@@ -64569,7 +64585,7 @@ class Connection {
         const idleMs = opts.idleTimeoutMs ?? this.options.idleTimeoutMs;
         const totalMs = opts.timeoutMs ?? this.options.commandTimeoutMs;
         const token = `${this.runTag}-${(0,external_node_crypto_.randomBytes)(8).toString('hex')}`;
-        const wrapped = wrapScript(script, token);
+        const wrapped = remoteScript(script, token);
         const stdin = new external_node_stream_.PassThrough();
         stdin.write(wrapped);
         if (opts.input instanceof external_node_stream_.Readable)
@@ -64588,7 +64604,7 @@ class Connection {
             timedOut = reason;
             // Closing the channel does not stop the remote processes: kill the script's session.
             void this.ssh
-                .execCommand(remoteCommand(this.endpoint.user), { stdin: wrapScript(killSessionScript(token)) })
+                .execCommand(remoteCommand(this.endpoint.user), { stdin: remoteScript(killSessionScript(token)) })
                 .catch(() => undefined)
                 .finally(() => {
                 channel?.close();
@@ -64689,7 +64705,7 @@ class Connection {
                     stderr.end();
                     resolve({ code: code ?? -1, stdout: '', stderr: this.log.redact(stderr.text) });
                 });
-                channel.end(wrapScript(script));
+                channel.end(remoteScript(script));
             });
         });
     }
@@ -64699,7 +64715,7 @@ class Connection {
      */
     openSession(script, onStdout) {
         const stdin = new external_node_stream_.PassThrough();
-        stdin.write(wrapScript(script));
+        stdin.write(remoteScript(script));
         const out = new StreamText();
         const err = new StreamText();
         const done = this.ssh
@@ -65660,16 +65676,17 @@ function verifyStep(settings) {
         // How long process $1 has run, in hundredths of a second.
         'proc_age() { local a b; a=$(started_at "$1") && b=$(started_at self) && echo $(( (b - a) * 100 / hz )); }', 
         // systemd's view of a unit, on one line.
-        `unit_state() { systemctl show -p ActiveState -p SubState -p Result -p NRestarts -p ExecMainStatus "$1" 2>/dev/null | tr '\\n' ' '; }`, 
+        // Its queued job, described (for a failure's message).
+        'unit_jobs() { local j; j=$(systemctl list-jobs --no-legend "$1" 2>/dev/null | tr -s " " | tr "\\n" " ") || true; echo "${j:-none}"; }', `unit_state() { systemctl show -p ActiveState -p SubState -p Result -p NRestarts -p ExecMainStatus "$1" 2>/dev/null | tr '\\n' ' '; }`, 
         // Settled: active, no job queued, and its process has run units-stable-seconds.
         // A process seen running that exits meanwhile fails it at once, as does, right
         // after the deploy restarted the unit, systemd restarting it: a crash at start
         // would otherwise pass between restarts. (No shortcut for an idle process: one
         // sleeping in a retry is idle too.) Around a restart the switch did not wait
         // for, a unit passes through inactive: a unit that stays down fails at the timeout.
-        'settled() {', '  local show s sub pid seen="" age="" jobs restarts k v cgroup_retries=0 draining=""', '  while :; do', '    jobs=$(systemctl list-jobs --no-legend "$1" 2>/dev/null || true)', '    if [ -z "$jobs" ]; then', '      show=$(systemctl show -p ActiveState -p SubState -p MainPID "$1" 2>/dev/null || true)', 
-        // Read in the shell: three seds a poll were six processes every tenth of a second.
-        '      s="" sub="" pid=""', '      while IFS="=" read -r k v; do case $k in ActiveState) s=$v ;; SubState) sub=$v ;; MainPID) pid=$v ;; esac; done <<< "$show"', settings.restarted
+        'settled() {', '  local show s sub pid job seen="" age="" restarts k v cgroup_retries=0 draining="" stopping_since=""', '  while :; do', 
+        // One systemctl a poll, read in the shell (a poll every 50 ms costs little).
+        '    show=$(systemctl show -p Job -p ActiveState -p SubState -p MainPID "$1" 2>/dev/null || true)', '    job="" s="" sub="" pid=""', '    while IFS="=" read -r k v; do case $k in Job) job=$v ;; ActiveState) s=$v ;; SubState) sub=$v ;; MainPID) pid=$v ;; esac; done <<< "$show"', '    if [ -z "$job" ]; then', settings.restarted
             ? script(
             // 219/CGROUP is systemd failing to place the process (seen in these
             // containers when a unit's earlier cgroup could not be removed), not
@@ -65683,15 +65700,15 @@ function verifyStep(settings) {
         settings.restarted
             ? script('          restarts=$(systemctl show -p NRestarts --value "$1" 2>/dev/null || echo 0)', '          if [ "${restarts:-0}" != 0 ]; then', '            echo "UNIT_STATE $1: its process exited after the restart and systemd restarted it ($restarts time(s)): it crashed as it started; $(unit_state "$1")"', '            return 1', '          fi').trimEnd()
             : null, '          return 0', '        fi', '      fi', '    fi', 
-        // Its start waits behind an earlier run of the same unit still finishing a job
-        // (a rollback to the release just left, whose worker drains): that run's stop
-        // bound is added to the wait. Looked at once, the first time a job is seen: the
-        // switch, before this check, already asked for the start.
-        '    if [ -n "$jobs" ] && [ -z "$draining" ]; then', '      draining=0', '      if [ "$(systemctl show -p ActiveState --value "$1" 2>/dev/null)" = deactivating ]; then', '      draining=1', sh `      units_deadline=$((units_deadline + ${STOP_TIMEOUT_SECONDS}))`, sh `      echo "UNIT_NOTE $1: its earlier run is finishing a job (up to ${STOP_TIMEOUT_SECONDS} s) before it starts again"`, '      fi', '    fi', '    if [ "$SECONDS" -ge "$units_deadline" ]; then', 
+        // Its start waits behind an earlier run of the same unit that keeps stopping
+        // (a worker finishing a job: a rollback to the release just left): that run's
+        // stop bound is added to the wait, once, after a second of it or at the
+        // deadline. A restart's own stop, a moment long, passes unremarked.
+        '    if [ -n "$job" ] && [ "$s" = deactivating ] && [ -z "$draining" ]; then', '      now_us=${EPOCHREALTIME/[.,]/}', '      stopping_since=${stopping_since:-$now_us}', '      if [ $((now_us - stopping_since)) -ge 1000000 ] || [ "$SECONDS" -ge "$units_deadline" ]; then', '        draining=1', sh `        units_deadline=$((units_deadline + ${STOP_TIMEOUT_SECONDS}))`, sh `        echo "UNIT_NOTE $1: its earlier run is still stopping (finishing its work, up to ${STOP_TIMEOUT_SECONDS} s) before it starts again"`, '      fi', '    fi', '    if [ "$SECONDS" -ge "$units_deadline" ]; then', 
         // What the unit was doing when given up on, so a failure explains itself.
         '      if [ -n "$seen" ]; then', sh `        echo "UNIT_STATE $1: running, but for $(( \${age:-0} / 100 )) s only of the ${stableSeconds} s it must stay up (units-stable-seconds) when the check ended; $(unit_state "$1")"`, '      elif [ "$(systemctl show -p ActiveState --value "$1" 2>/dev/null)" = deactivating ]; then', '        echo "UNIT_STATE $1: its earlier run was still finishing a job when the check ended; $(unit_state "$1")"', '      else', settings.notify
-            ? '        echo "UNIT_STATE $1: not ready (jobs: ${jobs:-none}; with units-ready: notify, systemd waits for its process to send READY=1); $(unit_state "$1")"'
-            : '        echo "UNIT_STATE $1: not running (${s:-?}, ${sub:-?}, jobs: ${jobs:-none}); $(unit_state "$1")"', '      fi', '      return 1', '    fi', '    sleep 0.1', '  done', '}', 
+            ? '        echo "UNIT_STATE $1: not ready (jobs: $(unit_jobs "$1"); with units-ready: notify, systemd waits for its process to send READY=1); $(unit_state "$1")"'
+            : '        echo "UNIT_STATE $1: not running (${s:-?}, ${sub:-?}, jobs: $(unit_jobs "$1")); $(unit_state "$1")"', '      fi', '      return 1', '    fi', '    sleep 0.05', '  done', '}', 
         // Each unit watched on its own, at once: one crashing while another is waited
         // for is seen when it happens.
         'units_check() {', '  local dir down="" i=0 u', 

@@ -63436,6 +63436,19 @@ function wrapScript(script, token) {
     const named = token ? `__metalship_token=${token}\n` : '';
     return `set -euo pipefail\numask 022\ncd /\n${named}${record}${forget}__metalship_main() {\n${body}\n}\n{ __metalship_main; exit $?; }\n`;
 }
+/**
+ * What the transport sends on stdin: a line that reads the wrapped script
+ * whole (its length in bytes first) and runs it, then the script. bash reads
+ * a script from a pipe a byte at a time (it must leave what follows for the
+ * script's commands): a read per byte, tens of thousands a step, on every
+ * step's path. `head -c` reads it in blocks and no further. A script cut short
+ * still never runs in part: it is one function, parsed whole. The command
+ * stays `bash -se`, the one the deploy user's sudoers rule names.
+ */
+function remoteScript(script, token) {
+    const wrapped = wrapScript(script, token);
+    return `IFS= read -r __metalship_n && __metalship_s=$(head -c "$__metalship_n") && eval "$__metalship_s"\n${Buffer.byteLength(wrapped)}\n${wrapped}`;
+}
 const SESSION_DIR = '/run/metalship-sessions';
 /**
  * Stops every process of the scripts whose tokens match `pattern` (a token or a
@@ -63492,8 +63505,11 @@ const FIRST_STEP_LIMIT = 120;
 function firstUnderLock(first) {
     return sh_script(sh_textVar('__metalship_first', wrapScript(first)), 'first_dir=$(mktemp -d)', 'first_rc=0', 
     // Bounded (it reads, briefly), without the lock's descriptor (nothing it
-    // leaves behind may hold the lock), its text on a descriptor (not in ps).
-    `timeout -k 5 ${FIRST_STEP_LIMIT} bash /dev/fd/3 3<<<"$__metalship_first" 9>&- </dev/null >"$first_dir/out" 2>"$first_dir/err" || first_rc=$?`, 'echo "FIRST_OUT $(base64 -w0 < "$first_dir/out")"', 'echo "FIRST_ERR $(tail -c 8000 "$first_dir/err" | base64 -w0)"', 'echo "FIRST_RC $first_rc"', 'rm -rf -- "$first_dir"').trimEnd();
+    // leaves behind may hold the lock), its text in its environment (not in ps;
+    // root's alone to read, and out of it before anything else starts), parsed
+    // from memory: bash reads a script from a pipe (a here-string is one) a
+    // byte at a time.
+    '# shellcheck disable=SC2016', `__metalship_first="$__metalship_first" timeout -k 5 ${FIRST_STEP_LIMIT} bash -c 'first=$__metalship_first; unset __metalship_first; eval "$first"' 9>&- </dev/null >"$first_dir/out" 2>"$first_dir/err" || first_rc=$?`, 'echo "FIRST_OUT $(base64 -w0 < "$first_dir/out")"', 'echo "FIRST_ERR $(tail -c 8000 "$first_dir/err" | base64 -w0)"', 'echo "FIRST_RC $first_rc"', 'rm -rf -- "$first_dir"').trimEnd();
 }
 /** How the first step under the lock ended, from the lock script's lines (null: it printed none). */
 function firstEnding(lines) {
@@ -64569,7 +64585,7 @@ class Connection {
         const idleMs = opts.idleTimeoutMs ?? this.options.idleTimeoutMs;
         const totalMs = opts.timeoutMs ?? this.options.commandTimeoutMs;
         const token = `${this.runTag}-${(0,external_node_crypto_.randomBytes)(8).toString('hex')}`;
-        const wrapped = wrapScript(script, token);
+        const wrapped = remoteScript(script, token);
         const stdin = new external_node_stream_.PassThrough();
         stdin.write(wrapped);
         if (opts.input instanceof external_node_stream_.Readable)
@@ -64588,7 +64604,7 @@ class Connection {
             timedOut = reason;
             // Closing the channel does not stop the remote processes: kill the script's session.
             void this.ssh
-                .execCommand(remoteCommand(this.endpoint.user), { stdin: wrapScript(killSessionScript(token)) })
+                .execCommand(remoteCommand(this.endpoint.user), { stdin: remoteScript(killSessionScript(token)) })
                 .catch(() => undefined)
                 .finally(() => {
                 channel?.close();
@@ -64689,7 +64705,7 @@ class Connection {
                     stderr.end();
                     resolve({ code: code ?? -1, stdout: '', stderr: this.log.redact(stderr.text) });
                 });
-                channel.end(wrapScript(script));
+                channel.end(remoteScript(script));
             });
         });
     }
@@ -64699,7 +64715,7 @@ class Connection {
      */
     openSession(script, onStdout) {
         const stdin = new external_node_stream_.PassThrough();
-        stdin.write(wrapScript(script));
+        stdin.write(remoteScript(script));
         const out = new StreamText();
         const err = new StreamText();
         const done = this.ssh
@@ -65660,16 +65676,17 @@ function verifyStep(settings) {
         // How long process $1 has run, in hundredths of a second.
         'proc_age() { local a b; a=$(started_at "$1") && b=$(started_at self) && echo $(( (b - a) * 100 / hz )); }', 
         // systemd's view of a unit, on one line.
-        `unit_state() { systemctl show -p ActiveState -p SubState -p Result -p NRestarts -p ExecMainStatus "$1" 2>/dev/null | tr '\\n' ' '; }`, 
+        // Its queued job, described (for a failure's message).
+        'unit_jobs() { local j; j=$(systemctl list-jobs --no-legend "$1" 2>/dev/null | tr -s " " | tr "\\n" " ") || true; echo "${j:-none}"; }', `unit_state() { systemctl show -p ActiveState -p SubState -p Result -p NRestarts -p ExecMainStatus "$1" 2>/dev/null | tr '\\n' ' '; }`, 
         // Settled: active, no job queued, and its process has run units-stable-seconds.
         // A process seen running that exits meanwhile fails it at once, as does, right
         // after the deploy restarted the unit, systemd restarting it: a crash at start
         // would otherwise pass between restarts. (No shortcut for an idle process: one
         // sleeping in a retry is idle too.) Around a restart the switch did not wait
         // for, a unit passes through inactive: a unit that stays down fails at the timeout.
-        'settled() {', '  local show s sub pid seen="" age="" jobs restarts k v cgroup_retries=0 draining=""', '  while :; do', '    jobs=$(systemctl list-jobs --no-legend "$1" 2>/dev/null || true)', '    if [ -z "$jobs" ]; then', '      show=$(systemctl show -p ActiveState -p SubState -p MainPID "$1" 2>/dev/null || true)', 
-        // Read in the shell: three seds a poll were six processes every tenth of a second.
-        '      s="" sub="" pid=""', '      while IFS="=" read -r k v; do case $k in ActiveState) s=$v ;; SubState) sub=$v ;; MainPID) pid=$v ;; esac; done <<< "$show"', settings.restarted
+        'settled() {', '  local show s sub pid job seen="" age="" restarts k v cgroup_retries=0 draining="" stopping_since=""', '  while :; do', 
+        // One systemctl a poll, read in the shell (a poll every 50 ms costs little).
+        '    show=$(systemctl show -p Job -p ActiveState -p SubState -p MainPID "$1" 2>/dev/null || true)', '    job="" s="" sub="" pid=""', '    while IFS="=" read -r k v; do case $k in Job) job=$v ;; ActiveState) s=$v ;; SubState) sub=$v ;; MainPID) pid=$v ;; esac; done <<< "$show"', '    if [ -z "$job" ]; then', settings.restarted
             ? sh_script(
             // 219/CGROUP is systemd failing to place the process (seen in these
             // containers when a unit's earlier cgroup could not be removed), not
@@ -65683,15 +65700,15 @@ function verifyStep(settings) {
         settings.restarted
             ? sh_script('          restarts=$(systemctl show -p NRestarts --value "$1" 2>/dev/null || echo 0)', '          if [ "${restarts:-0}" != 0 ]; then', '            echo "UNIT_STATE $1: its process exited after the restart and systemd restarted it ($restarts time(s)): it crashed as it started; $(unit_state "$1")"', '            return 1', '          fi').trimEnd()
             : null, '          return 0', '        fi', '      fi', '    fi', 
-        // Its start waits behind an earlier run of the same unit still finishing a job
-        // (a rollback to the release just left, whose worker drains): that run's stop
-        // bound is added to the wait. Looked at once, the first time a job is seen: the
-        // switch, before this check, already asked for the start.
-        '    if [ -n "$jobs" ] && [ -z "$draining" ]; then', '      draining=0', '      if [ "$(systemctl show -p ActiveState --value "$1" 2>/dev/null)" = deactivating ]; then', '      draining=1', sh_sh `      units_deadline=$((units_deadline + ${STOP_TIMEOUT_SECONDS}))`, sh_sh `      echo "UNIT_NOTE $1: its earlier run is finishing a job (up to ${STOP_TIMEOUT_SECONDS} s) before it starts again"`, '      fi', '    fi', '    if [ "$SECONDS" -ge "$units_deadline" ]; then', 
+        // Its start waits behind an earlier run of the same unit that keeps stopping
+        // (a worker finishing a job: a rollback to the release just left): that run's
+        // stop bound is added to the wait, once, after a second of it or at the
+        // deadline. A restart's own stop, a moment long, passes unremarked.
+        '    if [ -n "$job" ] && [ "$s" = deactivating ] && [ -z "$draining" ]; then', '      now_us=${EPOCHREALTIME/[.,]/}', '      stopping_since=${stopping_since:-$now_us}', '      if [ $((now_us - stopping_since)) -ge 1000000 ] || [ "$SECONDS" -ge "$units_deadline" ]; then', '        draining=1', sh_sh `        units_deadline=$((units_deadline + ${STOP_TIMEOUT_SECONDS}))`, sh_sh `        echo "UNIT_NOTE $1: its earlier run is still stopping (finishing its work, up to ${STOP_TIMEOUT_SECONDS} s) before it starts again"`, '      fi', '    fi', '    if [ "$SECONDS" -ge "$units_deadline" ]; then', 
         // What the unit was doing when given up on, so a failure explains itself.
         '      if [ -n "$seen" ]; then', sh_sh `        echo "UNIT_STATE $1: running, but for $(( \${age:-0} / 100 )) s only of the ${stableSeconds} s it must stay up (units-stable-seconds) when the check ended; $(unit_state "$1")"`, '      elif [ "$(systemctl show -p ActiveState --value "$1" 2>/dev/null)" = deactivating ]; then', '        echo "UNIT_STATE $1: its earlier run was still finishing a job when the check ended; $(unit_state "$1")"', '      else', settings.notify
-            ? '        echo "UNIT_STATE $1: not ready (jobs: ${jobs:-none}; with units-ready: notify, systemd waits for its process to send READY=1); $(unit_state "$1")"'
-            : '        echo "UNIT_STATE $1: not running (${s:-?}, ${sub:-?}, jobs: ${jobs:-none}); $(unit_state "$1")"', '      fi', '      return 1', '    fi', '    sleep 0.1', '  done', '}', 
+            ? '        echo "UNIT_STATE $1: not ready (jobs: $(unit_jobs "$1"); with units-ready: notify, systemd waits for its process to send READY=1); $(unit_state "$1")"'
+            : '        echo "UNIT_STATE $1: not running (${s:-?}, ${sub:-?}, jobs: $(unit_jobs "$1")); $(unit_state "$1")"', '      fi', '      return 1', '    fi', '    sleep 0.05', '  done', '}', 
         // Each unit watched on its own, at once: one crashing while another is waited
         // for is seen when it happens.
         'units_check() {', '  local dir down="" i=0 u', 
@@ -66391,20 +66408,19 @@ function followersOf(settings) {
  * after a change of its unit) and the scheduler restarted, counted from zero:
  * systemd keeps the restart count of a unit caught in a crash loop across a
  * restart, and the check after reads any restart as a crash of the release
- * just started. Then every other release's worker is told to stop, without
- * waiting: it finishes the job it has while the new one already takes jobs
- * (the scheduler is single: its restart stops the old one first).
+ * just started. The boot links move first: a run cut short after this still
+ * boots the right worker. (Every other release's worker is stopped later, by
+ * stopOtherWorkers: it finishes the job it has while the new one already takes
+ * jobs; the scheduler is single: its restart stops the old one first.)
  */
-function restartFollowers(settings, wait) {
+function restartFollowers(settings, wait, apiSlot) {
     const layout = settings.layout;
     const { worker, units } = followersOf(settings);
-    return script(
-    // The boot follows current at once: a run cut short after this still starts the right worker.
-    bootWorker(layout, worker), units.length ? sh `systemctl reset-failed ${units} 2>/dev/null || true` : null, units.length
+    return script(bootLinks(layout, { worker, apiSlot, scheduler: settings.scheduler, target: true }), units.length ? sh `systemctl reset-failed ${units} 2>/dev/null || true` : null, units.length
         ? wait
             ? script(sh `systemctl restart ${units}`, 'echo "MARK worker and scheduler restarted"').trimEnd()
             : sh `systemctl restart --no-block ${units}`
-        : null, stopOtherWorkers(layout, worker)).trimEnd();
+        : null).trimEnd();
 }
 /**
  * Stops, without waiting, every worker but `keep` (null: all): the instances
@@ -66418,15 +66434,29 @@ function stopOtherWorkers(layout, keep) {
     return script(sh `for u in $(systemctl list-units --all --plain --no-legend --type=service ${layout.units.worker('*')} 2>/dev/null | awk '$3 != "inactive" && $3 != "failed" { print $1 }'); do`, sh `  if [ "$u" != ${keep ?? ''} ]; then systemctl stop --no-block "$u"; fi`, 'done', sh `if [ -f ${legacy} ]; then systemctl disable --no-reload --quiet ${layout.units.legacyWorker} 2>/dev/null || true; systemctl stop --no-block ${layout.units.legacyWorker} 2>/dev/null || true; rm -f ${legacy}; units_removed=1; fi`).trimEnd();
 }
 /**
- * Script lines making the boot start this release's worker (`worker`) and no
- * other release's: the links `systemctl enable` makes, made and removed
- * directly (no daemon to ask; the boot reads them). Null: no worker at boot.
+ * Script lines making the boot start what serves now and no other of the
+ * app's units: the links `systemctl enable` makes from the units' [Install]
+ * sections (the target in multi-user.target's wants; the serving api slot,
+ * the scheduler and this release's worker in the target's), made and removed
+ * directly. No daemon to ask (each systemctl call is a round trip to systemd
+ * on the switch's path); the boot reads them. A link already right costs no
+ * process. `apiSlot`: the serving slot as a shell variable reference (`$slot`) (null: no api here,
+ * its links stay as they are); `worker` null: no worker at boot.
  */
-function bootWorker(layout, worker) {
+function bootLinks(layout, opts) {
     const wants = `${layout.unitDir}/${layout.units.target}.wants`;
-    return script(worker
-        ? sh `mkdir -p ${wants} && ln -sfn ${layout.unitDir}/${layout.units.workerTemplate} ${wants}/${worker}`
-        : null, sh `for f in ${raw(workerUnitShell(layout, '*', `${wants}/`))}; do if [ -L "$f" ] && [ "\${f##*/}" != ${worker ?? ''} ]; then rm -f -- "$f"; fi; done`).trimEnd();
+    const link = (unit, at) => sh `if [ ! ${at} -ef ${unit} ]; then ln -sfn ${unit} ${at}; fi`;
+    // The slot's link, its name a shell variable's value (quoted).
+    const slotLink = (slotVar) => raw(`${sh `${wants}/${layout.app}-api@`}"${slotVar}".service`);
+    return script(sh `if [ ! -d ${wants} ]; then mkdir -p ${wants}; fi`, opts.target
+        ? script(sh `if [ ! -d ${layout.unitDir}/multi-user.target.wants ]; then mkdir -p ${layout.unitDir}/multi-user.target.wants; fi`, link(`${layout.unitDir}/${layout.units.target}`, `${layout.unitDir}/multi-user.target.wants/${layout.units.target}`)).trimEnd()
+        : null, opts.apiSlot
+        ? script(link(`${layout.unitDir}/${layout.units.apiTemplate}`, slotLink(opts.apiSlot)), 
+        // On boot only the serving slot starts; the standby is a warm spare for this boot only.
+        sh `for s in blue green; do if [ "$s" != "${raw(opts.apiSlot)}" ] && [ -L ${slotLink('$s')} ]; then rm -f -- ${slotLink('$s')}; fi; done`).trimEnd()
+        : null, opts.scheduler
+        ? link(`${layout.unitDir}/${layout.units.scheduler}`, `${wants}/${layout.units.scheduler}`)
+        : null, opts.worker ? link(`${layout.unitDir}/${layout.units.workerTemplate}`, `${wants}/${opts.worker}`) : null, sh `for f in ${raw(workerUnitShell(layout, '*', `${wants}/`))}; do if [ -L "$f" ] && [ "\${f##*/}" != ${opts.worker ?? ''} ]; then rm -f -- "$f"; fi; done`).trimEnd();
 }
 /**
  * Removes the rule by which metalship before 1.1 took a host out of a load
@@ -66453,6 +66483,18 @@ const SWAP_LINK = [
     '  ln -s -- "$1" "$tmp"',
     '  mv -Tf -- "$tmp" "$2"',
     '  if [ "$(readlink -- "$2")" != "$1" ]; then echo "link $2 does not point at $1 after the switch" >&2; return 1; fi',
+    '}',
+].join('\n');
+/**
+ * `nginx_running`: whether nginx runs, read from its pid file and the process
+ * it names (no process started: this is on the switch's path), else asked of
+ * systemd (a pid file elsewhere than Debian's and Ubuntu's).
+ */
+const NGINX_RUNNING = [
+    'nginx_running() {',
+    '  local pid="" comm=""',
+    '  if read -r pid 2>/dev/null < /run/nginx.pid && [ -n "$pid" ] && read -r comm 2>/dev/null < "/proc/$pid/comm" && [ "$comm" = nginx ]; then return 0; fi',
+    '  systemctl is-active --quiet nginx',
     '}',
 ].join('\n');
 /**
@@ -66485,17 +66527,14 @@ function switchScript(settings) {
     const removals = (flag) => entries
         .filter(([, content]) => content === null)
         .map(([name]) => sh `if [ -f ${layout.unitDir}/${name} ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${layout.unitDir}/${name}; ${raw(flag)}=1; fi`);
-    // At boot: the scheduler by systemctl enable, the worker by its link (restartFollowers).
-    const bootScheduler = settings.scheduler ? [layout.units.scheduler] : [];
     const written = entries.filter(([, content]) => content !== null).map(([name]) => name);
     const saved = `${layout.state}/units-before`;
     const api = raw(apiUnitOf(layout, '$slot'));
-    const standbyApi = raw(apiUnitOf(layout, '$standby'));
     if (settings.api === false)
         return followersOnlyScript(settings, [...unitLines, ...removals('units_changed')]);
-    return script(pyToolDefinition(), SWAP_LINK, sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'command -v nginx >/dev/null 2>&1 || { echo "nginx is not installed: run the provision action first" >&2; exit 1; }', 
+    return script(pyToolDefinition(), SWAP_LINK, NGINX_RUNNING, sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'command -v nginx >/dev/null 2>&1 || { echo "nginx is not installed: run the provision action first" >&2; exit 1; }', 
     // The serving slot keeps serving; the release goes to the other one, unless the serving one already runs it.
-    sh `active=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$active" in blue) idle=green ;; green) idle=blue ;; *) active=""; idle=blue ;; esac', sh `slot_release() { basename "$(readlink ${layout.slots}/"$1" 2>/dev/null)" 2>/dev/null || true; }`, sh `if [ -n "$active" ] && [ "$(slot_release "$active")" = ${settings.releaseId} ] && systemctl is-active --quiet ${raw(apiUnitOf(layout, '$active'))}; then slot=$active; else slot=$idle; fi`, 'if [ "$slot" = blue ]; then standby=green; else standby=blue; fi', 'echo "SLOT $slot"', 'units_changed=0', 
+    sh `active=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$active" in blue) idle=green ;; green) idle=blue ;; *) active=""; idle=blue ;; esac', sh `slot_release() { basename "$(readlink ${layout.slots}/"$1" 2>/dev/null)" 2>/dev/null || true; }`, sh `if [ -n "$active" ] && [ "$(slot_release "$active")" = ${settings.releaseId} ] && systemctl is-active --quiet ${raw(apiUnitOf(layout, '$active'))}; then slot=$active; else slot=$idle; fi`, 'echo "SLOT $slot"', 'units_changed=0', 
     // The unit files as they were: a release that never takes traffic leaves them so (see restore_units).
     // In root's own state directory (checked at the lock), in place of the last run's.
     sh `units_saved=${saved}; rm -rf -- "$units_saved"; mkdir -m 700 -- "$units_saved"`, sh `for u in ${written}; do if [ -f ${layout.unitDir}/"$u" ]; then cp -p -- ${layout.unitDir}/"$u" "$units_saved/"; fi; done`, sh `printf '%s\n' ${written} > "$units_saved/.written"`, restoreUnits(layout), ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
@@ -66534,13 +66573,10 @@ function switchScript(settings) {
         : null, 
     // Traffic moves only now, by renaming the socket link nginx connects through:
     // requests already on the old slot finish there, new ones reach the new slot.
-    sh `swap_link "$sock" ${layout.apiLink}`, 'echo "MARK traffic moved to the $slot slot"', 'rm -rf -- "$units_saved"', settings.clearDrainPort ? clearDrainLines(layout, settings.clearDrainPort) : null, sh `echo "$slot" > ${layout.activeSlot}`, 'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh `rm -f ${layout.nginxReloadPending}`, sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `swap_link ${rel} ${layout.current}`, sh `swap_link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, 
+    sh `swap_link "$sock" ${layout.apiLink}`, 'echo "MARK traffic moved to the $slot slot"', sh `echo "$slot" > ${layout.activeSlot}`, sh `prev=$(readlink ${layout.current} 2>/dev/null || true); prev=\${prev##*/}`, sh `swap_link ${rel} ${layout.current}`, sh `swap_link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, 
     // The worker and the scheduler run from current: restarted as soon as it moved
     // (the check after waits for them; the bookkeeping below runs meanwhile).
-    restartFollowers(settings, !settings.checksFollow && !settings.notify), servedLines(settings), 'echo "PREVIOUS $prev"', ...removals('units_removed'), 'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi', 
-    // On boot only the serving slot starts; the standby is a warm spare for this boot only.
-    // The boot reads the links: no daemon reload now (each costs as much as the rest of the switch).
-    sh `systemctl enable --no-reload --quiet ${layout.units.target} ${api} ${bootScheduler}`, sh `systemctl disable --no-reload --quiet ${standbyApi} 2>/dev/null || true`, sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout.history}`);
+    restartFollowers(settings, !settings.checksFollow && !settings.notify, '$slot'), 'rm -rf -- "$units_saved"', settings.clearDrainPort ? clearDrainLines(layout, settings.clearDrainPort) : null, 'if ! nginx_running; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh `rm -f ${layout.nginxReloadPending}`, servedLines(settings), 'echo "PREVIOUS $prev"', stopOtherWorkers(layout, followersOf(settings).worker), ...removals('units_removed'), 'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi', sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout.history}`);
 }
 /**
  * `restore_units`: puts back the unit files this switch changed, as saved in
@@ -66586,11 +66622,10 @@ function switch_switchStep(settings) {
 /** The switch on a host without the api role: current, the venv link, and the worker or scheduler. */
 function followersOnlyScript(settings, unitLines) {
     const layout = settings.layout;
-    const bootScheduler = settings.scheduler ? [layout.units.scheduler] : [];
     const rel = layout.release(settings.releaseId);
     return script(pyToolDefinition(), sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'echo "SLOT none"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
     // an api that ran here before the host lost the role stops
-    sh `systemctl disable --now --quiet ${layout.units.api('blue')} ${layout.units.api('green')} 2>/dev/null || true`, sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `mstool link ${rel} ${layout.current}`, sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', sh `systemctl enable --no-reload --quiet ${layout.units.target} ${bootScheduler}`, restartFollowers(settings, !settings.checksFollow && !settings.notify), 'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi', sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout.history}`);
+    sh `systemctl disable --now --quiet ${layout.units.api('blue')} ${layout.units.api('green')} 2>/dev/null || true`, sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `mstool link ${rel} ${layout.current}`, sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', restartFollowers(settings, !settings.checksFollow && !settings.notify, null), stopOtherWorkers(layout, followersOf(settings).worker), 'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi', sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout.history}`);
 }
 /**
  * The uvicorn flags a release's uvicorn accepts, recorded at release time:
@@ -66626,7 +66661,7 @@ function switch_unserveStep(layout) {
         layout.units.legacyWorker,
         layout.units.scheduler,
     ];
-    return plainStep('taking the failed first release out of service', script(sh `was=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `systemctl disable --now --quiet ${layout.units.target} ${units} 2>/dev/null || true`, sh `systemctl stop ${layout.units.worker('*')} 2>/dev/null || true`, bootWorker(layout, null), sh `rm -f ${layout.apiLink} ${layout.activeSlot} ${layout.current} ${layout.venvLink}`, sh `printf '%s\n' "$(date -u +%FT%TZ) stopped serving \${was:-nothing}: it failed and nothing served before it" >> ${layout.history}`));
+    return plainStep('taking the failed first release out of service', script(sh `was=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `systemctl disable --now --quiet ${layout.units.target} ${units} 2>/dev/null || true`, sh `systemctl stop ${layout.units.worker('*')} 2>/dev/null || true`, bootLinks(layout, { worker: null }), sh `rm -f ${layout.apiLink} ${layout.activeSlot} ${layout.current} ${layout.venvLink}`, sh `printf '%s\n' "$(date -u +%FT%TZ) stopped serving \${was:-nothing}: it failed and nothing served before it" >> ${layout.history}`));
 }
 
 ;// CONCATENATED MODULE: ./src/remote/release.ts

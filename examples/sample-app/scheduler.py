@@ -52,14 +52,22 @@ log = logging.getLogger("scheduler")
 _stop = False
 
 
-def _on_signal(signum, frame):
-    global _stop
-    _stop = True  # only set a flag here; the main loop does the rest
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 def _sleep_until(deadline):
-    while not _stop and time.monotonic() < deadline:
-        time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+    """Sleeps until deadline, or until SIGTERM/SIGINT: a stop is seen at once.
+
+    The signals are blocked (see main) and taken here, between ticks: no
+    handler interrupts a Redis call halfway, and none races the sleep.
+    """
+    global _stop
+    while not _stop:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        if signal.sigtimedwait(_STOP_SIGNALS, left) is not None:
+            _stop = True
 
 
 def run():
@@ -142,8 +150,7 @@ def main():
         format="%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s",
         stream=sys.stderr,
     )
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     run()
     log.info("scheduler stopped gracefully")
     return 0

@@ -51,8 +51,12 @@ function firstUnderLock(first: string): string {
     'first_dir=$(mktemp -d)',
     'first_rc=0',
     // Bounded (it reads, briefly), without the lock's descriptor (nothing it
-    // leaves behind may hold the lock), its text on a descriptor (not in ps).
-    `timeout -k 5 ${FIRST_STEP_LIMIT} bash /dev/fd/3 3<<<"$__metalship_first" 9>&- </dev/null >"$first_dir/out" 2>"$first_dir/err" || first_rc=$?`,
+    // leaves behind may hold the lock), its text in its environment (not in ps;
+    // root's alone to read, and out of it before anything else starts), parsed
+    // from memory: bash reads a script from a pipe (a here-string is one) a
+    // byte at a time.
+    '# shellcheck disable=SC2016',
+    `__metalship_first="$__metalship_first" timeout -k 5 ${FIRST_STEP_LIMIT} bash -c 'first=$__metalship_first; unset __metalship_first; eval "$first"' 9>&- </dev/null >"$first_dir/out" 2>"$first_dir/err" || first_rc=$?`,
     'echo "FIRST_OUT $(base64 -w0 < "$first_dir/out")"',
     'echo "FIRST_ERR $(tail -c 8000 "$first_dir/err" | base64 -w0)"',
     'echo "FIRST_RC $first_rc"',

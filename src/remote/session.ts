@@ -29,6 +29,20 @@ export function wrapScript(script: string, token?: string): string {
   return `set -euo pipefail\numask 022\ncd /\n${named}${record}${forget}__metalship_main() {\n${body}\n}\n{ __metalship_main; exit $?; }\n`;
 }
 
+/**
+ * What the transport sends on stdin: a line that reads the wrapped script
+ * whole (its length in bytes first) and runs it, then the script. bash reads
+ * a script from a pipe a byte at a time (it must leave what follows for the
+ * script's commands): a read per byte, tens of thousands a step, on every
+ * step's path. `head -c` reads it in blocks and no further. A script cut short
+ * still never runs in part: it is one function, parsed whole. The command
+ * stays `bash -se`, the one the deploy user's sudoers rule names.
+ */
+export function remoteScript(script: string, token?: string): string {
+  const wrapped = wrapScript(script, token);
+  return `IFS= read -r __metalship_n && __metalship_s=$(head -c "$__metalship_n") && eval "$__metalship_s"\n${Buffer.byteLength(wrapped)}\n${wrapped}`;
+}
+
 const SESSION_DIR = '/run/metalship-sessions';
 
 /**

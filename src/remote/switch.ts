@@ -73,23 +73,22 @@ function followersOf(settings: SwitchSettings): { worker: string | null; units: 
  * after a change of its unit) and the scheduler restarted, counted from zero:
  * systemd keeps the restart count of a unit caught in a crash loop across a
  * restart, and the check after reads any restart as a crash of the release
- * just started. Then every other release's worker is told to stop, without
- * waiting: it finishes the job it has while the new one already takes jobs
- * (the scheduler is single: its restart stops the old one first).
+ * just started. The boot links move first: a run cut short after this still
+ * boots the right worker. (Every other release's worker is stopped later, by
+ * stopOtherWorkers: it finishes the job it has while the new one already takes
+ * jobs; the scheduler is single: its restart stops the old one first.)
  */
-function restartFollowers(settings: SwitchSettings, wait: boolean): string {
+function restartFollowers(settings: SwitchSettings, wait: boolean, apiSlot: string | null): string {
   const layout = settings.layout;
   const { worker, units } = followersOf(settings);
   return script(
-    // The boot follows current at once: a run cut short after this still starts the right worker.
-    bootWorker(layout, worker),
+    bootLinks(layout, { worker, apiSlot, scheduler: settings.scheduler, target: true }),
     units.length ? sh`systemctl reset-failed ${units} 2>/dev/null || true` : null,
     units.length
       ? wait
         ? script(sh`systemctl restart ${units}`, 'echo "MARK worker and scheduler restarted"').trimEnd()
         : sh`systemctl restart --no-block ${units}`
       : null,
-    stopOtherWorkers(layout, worker),
   ).trimEnd();
 }
 
@@ -111,17 +110,47 @@ function stopOtherWorkers(layout: Layout, keep: string | null): string {
 }
 
 /**
- * Script lines making the boot start this release's worker (`worker`) and no
- * other release's: the links `systemctl enable` makes, made and removed
- * directly (no daemon to ask; the boot reads them). Null: no worker at boot.
+ * Script lines making the boot start what serves now and no other of the
+ * app's units: the links `systemctl enable` makes from the units' [Install]
+ * sections (the target in multi-user.target's wants; the serving api slot,
+ * the scheduler and this release's worker in the target's), made and removed
+ * directly. No daemon to ask (each systemctl call is a round trip to systemd
+ * on the switch's path); the boot reads them. A link already right costs no
+ * process. `apiSlot`: the serving slot as a shell variable reference (`$slot`) (null: no api here,
+ * its links stay as they are); `worker` null: no worker at boot.
  */
-function bootWorker(layout: Layout, worker: string | null): string {
+export function bootLinks(
+  layout: Layout,
+  opts: { worker: string | null; apiSlot?: string | null; scheduler?: boolean; target?: boolean },
+): string {
   const wants = `${layout.unitDir}/${layout.units.target}.wants`;
+  const link = (unit: string, at: string | Raw) =>
+    sh`if [ ! ${at} -ef ${unit} ]; then ln -sfn ${unit} ${at}; fi`;
+  // The slot's link, its name a shell variable's value (quoted).
+  const slotLink = (slotVar: string) => raw(`${sh`${wants}/${layout.app}-api@`}"${slotVar}".service`);
   return script(
-    worker
-      ? sh`mkdir -p ${wants} && ln -sfn ${layout.unitDir}/${layout.units.workerTemplate} ${wants}/${worker}`
+    sh`if [ ! -d ${wants} ]; then mkdir -p ${wants}; fi`,
+    opts.target
+      ? script(
+          sh`if [ ! -d ${layout.unitDir}/multi-user.target.wants ]; then mkdir -p ${layout.unitDir}/multi-user.target.wants; fi`,
+          link(
+            `${layout.unitDir}/${layout.units.target}`,
+            `${layout.unitDir}/multi-user.target.wants/${layout.units.target}`,
+          ),
+        ).trimEnd()
       : null,
-    sh`for f in ${raw(workerUnitShell(layout, '*', `${wants}/`))}; do if [ -L "$f" ] && [ "\${f##*/}" != ${worker ?? ''} ]; then rm -f -- "$f"; fi; done`,
+    opts.apiSlot
+      ? script(
+          link(`${layout.unitDir}/${layout.units.apiTemplate}`, slotLink(opts.apiSlot)),
+          // On boot only the serving slot starts; the standby is a warm spare for this boot only.
+          sh`for s in blue green; do if [ "$s" != "${raw(opts.apiSlot)}" ] && [ -L ${slotLink('$s')} ]; then rm -f -- ${slotLink('$s')}; fi; done`,
+        ).trimEnd()
+      : null,
+    opts.scheduler
+      ? link(`${layout.unitDir}/${layout.units.scheduler}`, `${wants}/${layout.units.scheduler}`)
+      : null,
+    opts.worker ? link(`${layout.unitDir}/${layout.units.workerTemplate}`, `${wants}/${opts.worker}`) : null,
+    sh`for f in ${raw(workerUnitShell(layout, '*', `${wants}/`))}; do if [ -L "$f" ] && [ "\${f##*/}" != ${opts.worker ?? ''} ]; then rm -f -- "$f"; fi; done`,
   ).trimEnd();
 }
 
@@ -160,6 +189,19 @@ const SWAP_LINK = [
   '  ln -s -- "$1" "$tmp"',
   '  mv -Tf -- "$tmp" "$2"',
   '  if [ "$(readlink -- "$2")" != "$1" ]; then echo "link $2 does not point at $1 after the switch" >&2; return 1; fi',
+  '}',
+].join('\n');
+
+/**
+ * `nginx_running`: whether nginx runs, read from its pid file and the process
+ * it names (no process started: this is on the switch's path), else asked of
+ * systemd (a pid file elsewhere than Debian's and Ubuntu's).
+ */
+const NGINX_RUNNING = [
+  'nginx_running() {',
+  '  local pid="" comm=""',
+  '  if read -r pid 2>/dev/null < /run/nginx.pid && [ -n "$pid" ] && read -r comm 2>/dev/null < "/proc/$pid/comm" && [ "$comm" = nginx ]; then return 0; fi',
+  '  systemctl is-active --quiet nginx',
   '}',
 ].join('\n');
 
@@ -206,17 +248,15 @@ export function switchScript(settings: SwitchSettings): string {
         ([name]) =>
           sh`if [ -f ${layout.unitDir}/${name} ]; then systemctl disable --now ${name} 2>/dev/null || true; rm -f ${layout.unitDir}/${name}; ${raw(flag)}=1; fi`,
       );
-  // At boot: the scheduler by systemctl enable, the worker by its link (restartFollowers).
-  const bootScheduler = settings.scheduler ? [layout.units.scheduler] : [];
   const written = entries.filter(([, content]) => content !== null).map(([name]) => name);
   const saved = `${layout.state}/units-before`;
   const api = raw(apiUnitOf(layout, '$slot'));
-  const standbyApi = raw(apiUnitOf(layout, '$standby'));
   if (settings.api === false)
     return followersOnlyScript(settings, [...unitLines, ...removals('units_changed')]);
   return script(
     pyToolDefinition(),
     SWAP_LINK,
+    NGINX_RUNNING,
     sh`status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`,
     sh`if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`,
     'command -v nginx >/dev/null 2>&1 || { echo "nginx is not installed: run the provision action first" >&2; exit 1; }',
@@ -225,7 +265,6 @@ export function switchScript(settings: SwitchSettings): string {
     'case "$active" in blue) idle=green ;; green) idle=blue ;; *) active=""; idle=blue ;; esac',
     sh`slot_release() { basename "$(readlink ${layout.slots}/"$1" 2>/dev/null)" 2>/dev/null || true; }`,
     sh`if [ -n "$active" ] && [ "$(slot_release "$active")" = ${settings.releaseId} ] && systemctl is-active --quiet ${raw(apiUnitOf(layout, '$active'))}; then slot=$active; else slot=$idle; fi`,
-    'if [ "$slot" = blue ]; then standby=green; else standby=blue; fi',
     'echo "SLOT $slot"',
     'units_changed=0',
     // The unit files as they were: a release that never takes traffic leaves them so (see restore_units).
@@ -328,26 +367,23 @@ export function switchScript(settings: SwitchSettings): string {
     // requests already on the old slot finish there, new ones reach the new slot.
     sh`swap_link "$sock" ${layout.apiLink}`,
     'echo "MARK traffic moved to the $slot slot"',
-    'rm -rf -- "$units_saved"',
-    settings.clearDrainPort ? clearDrainLines(layout, settings.clearDrainPort) : null,
     sh`echo "$slot" > ${layout.activeSlot}`,
-    'if ! systemctl is-active --quiet nginx; then nginx -t -q && systemctl start nginx;',
-    'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi',
-    sh`rm -f ${layout.nginxReloadPending}`,
-    sh`prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`,
+    sh`prev=$(readlink ${layout.current} 2>/dev/null || true); prev=\${prev##*/}`,
     sh`swap_link ${rel} ${layout.current}`,
     sh`swap_link "$(readlink ${rel}/.venv)" ${layout.venvLink}`,
     // The worker and the scheduler run from current: restarted as soon as it moved
     // (the check after waits for them; the bookkeeping below runs meanwhile).
-    restartFollowers(settings, !settings.checksFollow && !settings.notify),
+    restartFollowers(settings, !settings.checksFollow && !settings.notify, '$slot'),
+    'rm -rf -- "$units_saved"',
+    settings.clearDrainPort ? clearDrainLines(layout, settings.clearDrainPort) : null,
+    'if ! nginx_running; then nginx -t -q && systemctl start nginx;',
+    'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi',
+    sh`rm -f ${layout.nginxReloadPending}`,
     servedLines(settings),
     'echo "PREVIOUS $prev"',
+    stopOtherWorkers(layout, followersOf(settings).worker),
     ...removals('units_removed'),
     'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi',
-    // On boot only the serving slot starts; the standby is a warm spare for this boot only.
-    // The boot reads the links: no daemon reload now (each costs as much as the rest of the switch).
-    sh`systemctl enable --no-reload --quiet ${layout.units.target} ${api} ${bootScheduler}`,
-    sh`systemctl disable --no-reload --quiet ${standbyApi} 2>/dev/null || true`,
     sh`printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout.history}`,
   );
 }
@@ -439,7 +475,6 @@ export function switchStep(settings: SwitchSettings): Step<Switched> {
 /** The switch on a host without the api role: current, the venv link, and the worker or scheduler. */
 function followersOnlyScript(settings: SwitchSettings, unitLines: string[]): string {
   const layout = settings.layout;
-  const bootScheduler = settings.scheduler ? [layout.units.scheduler] : [];
   const rel = layout.release(settings.releaseId);
   return script(
     pyToolDefinition(),
@@ -456,8 +491,8 @@ function followersOnlyScript(settings: SwitchSettings, unitLines: string[]): str
     sh`mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`,
     servedLines(settings),
     'echo "PREVIOUS $prev"',
-    sh`systemctl enable --no-reload --quiet ${layout.units.target} ${bootScheduler}`,
-    restartFollowers(settings, !settings.checksFollow && !settings.notify),
+    restartFollowers(settings, !settings.checksFollow && !settings.notify, null),
+    stopOtherWorkers(layout, followersOf(settings).worker),
     'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi',
     sh`printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout.history}`,
   );
@@ -513,7 +548,7 @@ export function unserveStep(layout: Layout): Step<void> {
       sh`was=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`,
       sh`systemctl disable --now --quiet ${layout.units.target} ${units} 2>/dev/null || true`,
       sh`systemctl stop ${layout.units.worker('*')} 2>/dev/null || true`,
-      bootWorker(layout, null),
+      bootLinks(layout, { worker: null }),
       sh`rm -f ${layout.apiLink} ${layout.activeSlot} ${layout.current} ${layout.venvLink}`,
       sh`printf '%s\n' "$(date -u +%FT%TZ) stopped serving \${was:-nothing}: it failed and nothing served before it" >> ${layout.history}`,
     ),

@@ -106,6 +106,8 @@ export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
           // How long process $1 has run, in hundredths of a second.
           'proc_age() { local a b; a=$(started_at "$1") && b=$(started_at self) && echo $(( (b - a) * 100 / hz )); }',
           // systemd's view of a unit, on one line.
+          // Its queued job, described (for a failure's message).
+          'unit_jobs() { local j; j=$(systemctl list-jobs --no-legend "$1" 2>/dev/null | tr -s " " | tr "\\n" " ") || true; echo "${j:-none}"; }',
           `unit_state() { systemctl show -p ActiveState -p SubState -p Result -p NRestarts -p ExecMainStatus "$1" 2>/dev/null | tr '\\n' ' '; }`,
           // Settled: active, no job queued, and its process has run units-stable-seconds.
           // A process seen running that exits meanwhile fails it at once, as does, right
@@ -114,14 +116,13 @@ export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
           // sleeping in a retry is idle too.) Around a restart the switch did not wait
           // for, a unit passes through inactive: a unit that stays down fails at the timeout.
           'settled() {',
-          '  local show s sub pid seen="" age="" jobs restarts k v cgroup_retries=0 draining=""',
+          '  local show s sub pid job seen="" age="" restarts k v cgroup_retries=0 draining="" stopping_since=""',
           '  while :; do',
-          '    jobs=$(systemctl list-jobs --no-legend "$1" 2>/dev/null || true)',
-          '    if [ -z "$jobs" ]; then',
-          '      show=$(systemctl show -p ActiveState -p SubState -p MainPID "$1" 2>/dev/null || true)',
-          // Read in the shell: three seds a poll were six processes every tenth of a second.
-          '      s="" sub="" pid=""',
-          '      while IFS="=" read -r k v; do case $k in ActiveState) s=$v ;; SubState) sub=$v ;; MainPID) pid=$v ;; esac; done <<< "$show"',
+          // One systemctl a poll, read in the shell (a poll every 50 ms costs little).
+          '    show=$(systemctl show -p Job -p ActiveState -p SubState -p MainPID "$1" 2>/dev/null || true)',
+          '    job="" s="" sub="" pid=""',
+          '    while IFS="=" read -r k v; do case $k in Job) job=$v ;; ActiveState) s=$v ;; SubState) sub=$v ;; MainPID) pid=$v ;; esac; done <<< "$show"',
+          '    if [ -z "$job" ]; then',
           settings.restarted
             ? script(
                 // 219/CGROUP is systemd failing to place the process (seen in these
@@ -168,16 +169,17 @@ export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
           '        fi',
           '      fi',
           '    fi',
-          // Its start waits behind an earlier run of the same unit still finishing a job
-          // (a rollback to the release just left, whose worker drains): that run's stop
-          // bound is added to the wait. Looked at once, the first time a job is seen: the
-          // switch, before this check, already asked for the start.
-          '    if [ -n "$jobs" ] && [ -z "$draining" ]; then',
-          '      draining=0',
-          '      if [ "$(systemctl show -p ActiveState --value "$1" 2>/dev/null)" = deactivating ]; then',
-          '      draining=1',
-          sh`      units_deadline=$((units_deadline + ${STOP_TIMEOUT_SECONDS}))`,
-          sh`      echo "UNIT_NOTE $1: its earlier run is finishing a job (up to ${STOP_TIMEOUT_SECONDS} s) before it starts again"`,
+          // Its start waits behind an earlier run of the same unit that keeps stopping
+          // (a worker finishing a job: a rollback to the release just left): that run's
+          // stop bound is added to the wait, once, after a second of it or at the
+          // deadline. A restart's own stop, a moment long, passes unremarked.
+          '    if [ -n "$job" ] && [ "$s" = deactivating ] && [ -z "$draining" ]; then',
+          '      now_us=${EPOCHREALTIME/[.,]/}',
+          '      stopping_since=${stopping_since:-$now_us}',
+          '      if [ $((now_us - stopping_since)) -ge 1000000 ] || [ "$SECONDS" -ge "$units_deadline" ]; then',
+          '        draining=1',
+          sh`        units_deadline=$((units_deadline + ${STOP_TIMEOUT_SECONDS}))`,
+          sh`        echo "UNIT_NOTE $1: its earlier run is still stopping (finishing its work, up to ${STOP_TIMEOUT_SECONDS} s) before it starts again"`,
           '      fi',
           '    fi',
           '    if [ "$SECONDS" -ge "$units_deadline" ]; then',
@@ -188,12 +190,12 @@ export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
           '        echo "UNIT_STATE $1: its earlier run was still finishing a job when the check ended; $(unit_state "$1")"',
           '      else',
           settings.notify
-            ? '        echo "UNIT_STATE $1: not ready (jobs: ${jobs:-none}; with units-ready: notify, systemd waits for its process to send READY=1); $(unit_state "$1")"'
-            : '        echo "UNIT_STATE $1: not running (${s:-?}, ${sub:-?}, jobs: ${jobs:-none}); $(unit_state "$1")"',
+            ? '        echo "UNIT_STATE $1: not ready (jobs: $(unit_jobs "$1"); with units-ready: notify, systemd waits for its process to send READY=1); $(unit_state "$1")"'
+            : '        echo "UNIT_STATE $1: not running (${s:-?}, ${sub:-?}, jobs: $(unit_jobs "$1")); $(unit_state "$1")"',
           '      fi',
           '      return 1',
           '    fi',
-          '    sleep 0.1',
+          '    sleep 0.05',
           '  done',
           '}',
           // Each unit watched on its own, at once: one crashing while another is waited

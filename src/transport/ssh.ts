@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { connect as netConnect, type Socket } from 'node:net';
 import { PassThrough, Readable, type Writable } from 'node:stream';
 import type { Log } from '../log.js';
-import { killSessionScript, remoteCommand, wrapScript } from '../remote/session.js';
+import { killSessionScript, remoteCommand, remoteScript } from '../remote/session.js';
 import type { Step } from '../remote/step.js';
 import { errorMessage } from '../errors.js';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -159,7 +159,7 @@ export class Connection {
     const idleMs = opts.idleTimeoutMs ?? this.options.idleTimeoutMs;
     const totalMs = opts.timeoutMs ?? this.options.commandTimeoutMs;
     const token = `${this.runTag}-${randomBytes(8).toString('hex')}`;
-    const wrapped = wrapScript(script, token);
+    const wrapped = remoteScript(script, token);
     const stdin = new PassThrough();
     stdin.write(wrapped);
     if (opts.input instanceof Readable) opts.input.pipe(stdin);
@@ -177,7 +177,7 @@ export class Connection {
       timedOut = reason;
       // Closing the channel does not stop the remote processes: kill the script's session.
       void this.ssh
-        .execCommand(remoteCommand(this.endpoint.user), { stdin: wrapScript(killSessionScript(token)) })
+        .execCommand(remoteCommand(this.endpoint.user), { stdin: remoteScript(killSessionScript(token)) })
         .catch(() => undefined)
         .finally(() => {
           channel?.close();
@@ -301,7 +301,7 @@ export class Connection {
           stderr.end();
           resolve({ code: code ?? -1, stdout: '', stderr: this.log.redact(stderr.text) });
         });
-        channel.end(wrapScript(script));
+        channel.end(remoteScript(script));
       });
     });
   }
@@ -315,7 +315,7 @@ export class Connection {
     onStdout: (text: string) => void,
   ): { stdin: PassThrough; done: Promise<RunResult> } {
     const stdin = new PassThrough();
-    stdin.write(wrapScript(script));
+    stdin.write(remoteScript(script));
     const out = new StreamText();
     const err = new StreamText();
     const done = this.ssh

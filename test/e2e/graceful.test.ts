@@ -236,7 +236,7 @@ test("a rollback to the release just left, while its worker still finishes a job
   const r = await back!;
   if (r.code !== 0) process.stdout.write(r.stdout);
   expect(outcome(r)).toBe('succeeded');
-  expect(r.stdout).toContain(`${leftWorker}: its earlier run is finishing a job`);
+  expect(r.stdout).toContain(`${leftWorker}: its earlier run is still stopping`);
   expect(await serving()).toBe(left);
   expect((await onHost(state, host, `cat /opt/${APP}/releases/${left}/.metalship/status`)).trim()).toBe(
     'ready',

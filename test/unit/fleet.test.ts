@@ -1,13 +1,14 @@
 // Fleets as text: roles with load balancers, the balancer's upstream, the
 // batches, and what provision does on a load balancer. The
 // rolling deploy itself is tested on real hosts (test/e2e/fleet.test.ts).
+import { execFileSync } from 'node:child_process';
 import { provisionSettings } from '../../src/actions/provision.js';
 import { parseHosts, type HostSpec } from '../../src/inputs/hosts.js';
 import { parseInputs } from '../../src/inputs/parse.js';
 import { balancerUpstreamConf } from '../../src/remote/balancer.js';
 import { layout } from '../../src/remote/layout.js';
 import { planItems } from '../../src/remote/provision/index.js';
-import { standDownStep, switchScript, type SwitchSettings } from '../../src/remote/switch.js';
+import { bootLinks, standDownStep, switchScript, type SwitchSettings } from '../../src/remote/switch.js';
 import { verifyStep } from '../../src/remote/verify.js';
 import { lockOrder, resolveRoles, type Host } from '../../src/stages/hosts.js';
 import { balancerMembers, batches } from '../../src/stages/rollout.js';
@@ -231,9 +232,12 @@ test('the worker and the scheduler restart counted from zero; without waiting wh
     expect(currentMoved).toBeGreaterThan(0);
     expect(link).toBeGreaterThan(currentMoved);
     expect(link).toBeLessThan(start);
-    // The scheduler is enabled as before; the worker only by that link, not twice.
-    expect(text).toMatch(/^systemctl enable --no-reload --quiet shop\.target .*shop-scheduler\.service$/m);
-    expect(text).not.toMatch(/^systemctl enable .*shop-worker@/m);
+    // At boot by their links alone (bootLinks), none by a systemctl call on the switch's path.
+    expect(text).not.toMatch(/systemctl enable [^\n]*(shop\.target|shop-api@|shop-scheduler|shop-worker@)/);
+    expect(text).not.toMatch(/systemctl disable --no-reload --quiet shop-api@/);
+    expect(text).toContain(
+      'ln -sfn /etc/systemd/system/shop-scheduler.service /etc/systemd/system/shop.target.wants/shop-scheduler.service',
+    );
     expect(bashErrors(text)).toBe('');
   }
 });
@@ -319,4 +323,51 @@ test('a start-only switch stops before traffic moves, and its stand-down never s
   expect(bashErrors(down)).toBe('');
   expect(down).toContain('if [ "$s" != "$active" ]');
   expect(down).toContain('/opt/shop/.metalship/units-before');
+});
+
+test('the boot starts what serves and nothing else of the app: the links systemctl enable makes, made directly', () => {
+  const dir = execFileSync('mktemp', ['-d'], { encoding: 'utf8' }).trim();
+  const sandbox = { ...shopLayout, unitDir: dir };
+  const links = () =>
+    execFileSync('bash', ['-c', `cd ${dir} && find . -type l -printf '%p -> %l\\n' | sort`], {
+      encoding: 'utf8',
+    });
+  const run = (text: string) => execFileSync('bash', ['-euc', `slot=blue\n${text}`], { encoding: 'utf8' });
+  try {
+    execFileSync('bash', [
+      '-c',
+      `cd ${dir} && touch shop.target shop-api@.service shop-scheduler.service shop-worker@.service other.service && ` +
+        // The last switch's: the green slot served, an older release's worker ran; another app's link stays.
+        'mkdir shop.target.wants && ln -s ' +
+        `${dir}/shop-api@.service shop.target.wants/shop-api@green.service && ln -s ${dir}/shop-worker@.service shop.target.wants/shop-worker@old.service && ` +
+        `ln -s ${dir}/other.service shop.target.wants/other.service`,
+    ]);
+    const text = bootLinks(sandbox, {
+      worker: 'shop-worker@new.service',
+      apiSlot: '$slot',
+      scheduler: true,
+      target: true,
+    });
+    run(text);
+    const want = [
+      `./multi-user.target.wants/shop.target -> ${dir}/shop.target`,
+      `./shop.target.wants/other.service -> ${dir}/other.service`,
+      `./shop.target.wants/shop-api@blue.service -> ${dir}/shop-api@.service`,
+      `./shop.target.wants/shop-scheduler.service -> ${dir}/shop-scheduler.service`,
+      `./shop.target.wants/shop-worker@new.service -> ${dir}/shop-worker@.service`,
+      '',
+    ].join('\n');
+    expect(links()).toBe(want);
+    // Run again: nothing changes, and no link is made anew (their inodes stay).
+    const inodes = () =>
+      execFileSync('bash', ['-c', `find ${dir} -type l -printf '%i %p\\n' | sort`], { encoding: 'utf8' });
+    const before = inodes();
+    run(text);
+    expect(inodes()).toBe(before);
+    // Taken out of service: no worker at boot; the rest is unserve's systemctl disable.
+    run(bootLinks(sandbox, { worker: null }));
+    expect(links()).not.toContain('shop-worker@');
+  } finally {
+    execFileSync('rm', ['-rf', dir]);
+  }
 });

@@ -3,7 +3,7 @@
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { layout } from '../../src/remote/layout.js';
-import { lockEvent, lockScript } from '../../src/remote/lock.js';
+import { firstEnding, lockEvent, lockScript } from '../../src/remote/lock.js';
 import { migrateStep } from '../../src/remote/migrate.js';
 import { siteConf, upstreamConf } from '../../src/remote/nginx.js';
 import { markStep } from '../../src/remote/release.js';
@@ -14,7 +14,7 @@ import {
   verifyStep,
   type ReleaseListing,
 } from '../../src/remote/verify.js';
-import { killSessionScript, wrapScript } from '../../src/remote/session.js';
+import { killSessionScript, remoteScript, wrapScript } from '../../src/remote/session.js';
 import { bashErrors } from '../support/bash.js';
 import { rootSandbox } from '../support/sandbox.js';
 import { HOSTILE, shopLayout, MIGRATE, scripts, units } from '../support/scripts.js';
@@ -59,6 +59,20 @@ test('the lock holder stops what the run left running before it lets the lock go
   execFileSync('rm', ['-rf', root]);
   expect(abandoned).toBe('stopped leftovers; holder: deploy by a since now (no run URL)\n');
   expect(after).toBe(abandoned);
+});
+
+test("the first step under the lock runs whole, bounded, and its text reaches none of its commands' environments", () => {
+  const root = rootSandbox('lock-first');
+  const sandbox = layout('shop', root);
+  const holder = { action: 'rollback', actor: 'a', runUrl: '', startedAt: 'now' };
+  const first = "echo 'read ✓'; env | grep -c __metalship || true; echo oops >&2; exit 3";
+  const out = execFileSync('bash', ['-se'], {
+    input: remoteScript(lockScript(sandbox, holder, 5, '', first)) + 'release\n',
+    encoding: 'utf8',
+  });
+  execFileSync('rm', ['-rf', root]);
+  expect(out).toMatch(/\nLOCKED\n/);
+  expect(firstEnding(out)).toEqual({ code: 3, stdout: 'read ✓\n0\n', stderr: 'oops\n' });
 });
 
 // Writes into /run/metalship-sessions, as the scripts do on a host.
@@ -200,6 +214,67 @@ test('right after a restart, a unit systemd could not place (219/CGROUP) is star
     const crashed = run({ EXIT_STATUS: '1' });
     expect(crashed.outcome.unitsDown).toEqual(['shop-scheduler.service']);
     expect(crashed.calls).toBe('');
+  } finally {
+    execFileSync('rm', ['-rf', root]);
+  }
+});
+
+test("a restart's own stop passes unremarked; a start held behind a run that keeps stopping gets its stop bound, once, and says so", () => {
+  const root = execFileSync('mktemp', ['-d'], { encoding: 'utf8' }).trim();
+  // systemd after `restart --no-block`: the old run stops for STOP_MS with the start job
+  // queued, then the new run is active.
+  const fake = [
+    '#!/bin/bash',
+    'case "$1" in',
+    '  show)',
+    `    since=$(cat ${root}/since); now=\${EPOCHREALTIME/[.,]/}`,
+    '    if [ $(( (now - since) / 1000 )) -lt "$STOP_MS" ]; then printf "Job=7\\nActiveState=deactivating\\nSubState=stop-sigterm\\nMainPID=1\\n";',
+    '    else case "$*" in *--value*) echo 0 ;; *) printf "Job=\\nActiveState=active\\nSubState=running\\nMainPID=$LIVE_PID\\n" ;; esac; fi ;;',
+    '  list-jobs) echo "7 shop-scheduler.service restart running" ;;',
+    'esac',
+    '',
+  ].join('\n');
+  const check = (timeout: number) =>
+    verifyStep({
+      layout: shopLayout,
+      path: '/h',
+      timeout,
+      interval: 1,
+      stableSeconds: 0,
+      notify: true,
+      restarted: true,
+      expectStatus: 200,
+      expectBody: '',
+      units: ['shop-scheduler.service'],
+      api: false,
+    });
+  const run = (stopMs: number, timeout: number) => {
+    execFileSync('bash', ['-c', `mkdir -p ${root}/bin && echo \${EPOCHREALTIME/[.,]/} > ${root}/since`]);
+    writeFileSync(`${root}/bin/systemctl`, fake, { mode: 0o755 });
+    const step = check(timeout);
+    return step.parse(
+      execFileSync('bash', ['-se'], {
+        input: wrapScript(step.script),
+        encoding: 'utf8',
+        env: {
+          ...process.env,
+          STOP_MS: String(stopMs),
+          LIVE_PID: String(process.pid),
+          PATH: `${root}/bin:${process.env.PATH}`,
+        },
+      }),
+    );
+  };
+  try {
+    const restart = run(300, 5);
+    expect(restart.unitsDown).toEqual([]);
+    expect(restart.unitNotes).toEqual([]);
+    // Stopping for 2.5 s against a 1 s verify-timeout: the stop bound is added, and said.
+    const held = run(2500, 1);
+    expect(held.unitsDown).toEqual([]);
+    expect(held.unitNotes).toEqual([
+      'shop-scheduler.service: its earlier run is still stopping (finishing its work, up to 35 s) before it starts again',
+    ]);
   } finally {
     execFileSync('rm', ['-rf', root]);
   }

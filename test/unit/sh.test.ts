@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { quote, raw, sh, ensureFile, writeFileAtomic } from '../../src/remote/sh.js';
-import { wrapScript } from '../../src/remote/session.js';
+import { remoteScript, wrapScript } from '../../src/remote/session.js';
 
 const HOSTILE = [
   `it's`,
@@ -68,6 +68,27 @@ describe('shell quoting', () => {
       encoding: 'utf8',
     });
     expect(out).toBe('HELLO');
+  });
+
+  test('as sent (bash -se reading a length, then the script whole): what follows is data, a script cut short runs none of itself', () => {
+    const dir = execFileSync('mktemp', ['-d'], { encoding: 'utf8' }).trim();
+    try {
+      // Multibyte text counts in bytes: the data after it still starts where it should.
+      const sent = remoteScript(`echo 'é ✓'; head -c 5; touch ${dir}/ran`);
+      const out = execFileSync('bash', ['-se'], {
+        input: sent + `HELLO; touch ${dir}/never`,
+        encoding: 'utf8',
+      });
+      expect(out).toBe('é ✓\nHELLO');
+      expect(execFileSync('ls', [dir], { encoding: 'utf8' })).toBe('ran\n');
+      execFileSync('rm', ['-f', `${dir}/ran`]);
+      // Cut anywhere after the length line: nothing of it runs.
+      for (const cut of [40, sent.length - 30, sent.length - 3])
+        expect(() => execFileSync('bash', ['-se'], { input: sent.slice(0, cut), stdio: 'pipe' })).toThrow();
+      expect(execFileSync('ls', [dir], { encoding: 'utf8' })).toBe('');
+    } finally {
+      execFileSync('rm', ['-rf', dir]);
+    }
   });
 
   test('wrapped scripts run with errexit, nounset and pipefail', () => {

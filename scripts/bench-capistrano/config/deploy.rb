@@ -1,6 +1,7 @@
 # A Capistrano 3 deploy of a Python web service as such deploys are usually
 # written: a git repository, a shared virtualenv, pip after the code is in
-# place, migrations every deploy, a systemd restart after the symlink switch.
+# place, migrations every deploy, a systemd restart of the api, worker and
+# scheduler after the symlink switch.
 # The bench passes the host and the app through CAP_* variables.
 lock "~> 3.17"
 
@@ -48,10 +49,11 @@ namespace :python do
 end
 
 namespace :deploy do
-  desc "Restart the app's unit"
+  desc "Restart the app's units: the api, its worker and its scheduler"
   task :restart do
     on roles(:app) do
-      execute :systemctl, "restart", fetch(:application)
+      app = fetch(:application)
+      execute :systemctl, "restart", app, "#{app}-worker", "#{app}-scheduler"
     end
   end
   after :updated, "python:venv"
