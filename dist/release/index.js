@@ -63483,11 +63483,12 @@ function wrapScript(script, token) {
  * a script from a pipe a byte at a time (it must leave what follows for the
  * script's commands): a read per byte, tens of thousands a step, on every
  * step's path. `head -c` reads it in blocks and no further. A script cut short
- * still never runs in part: it is one function, parsed whole. The command
+ * never runs in part: it is one compound command, parsed whole. The command
  * stays `bash -se`, the one the deploy user's sudoers rule names.
  */
 function remoteScript(script, token) {
-    const wrapped = wrapScript(script, token);
+    // In braces: eval parses the whole text before it runs any of it, the preamble too.
+    const wrapped = `{\n${wrapScript(script, token)}}\n`;
     return `IFS= read -r __metalship_n && __metalship_s=$(head -c "$__metalship_n") && eval "$__metalship_s"\n${Buffer.byteLength(wrapped)}\n${wrapped}`;
 }
 const SESSION_DIR = '/run/metalship-sessions';
@@ -63535,6 +63536,8 @@ function lockEvent(line) {
         return { kind: 'stale', holder: stale.trim() };
     return line === 'LOCKED' ? { kind: 'locked' } : null;
 }
+/** The longest first step's text (it goes in an environment string, which holds 128 KiB). */
+const FIRST_STEP_MAX_BYTES = 96 * 1024;
 /** Seconds the first step under the lock may take before it is stopped (it only reads). */
 const FIRST_STEP_LIMIT = 120;
 /**
@@ -63544,12 +63547,15 @@ const FIRST_STEP_LIMIT = 120;
  * first costs no round trip of its own.
  */
 function firstUnderLock(first) {
+    // One environment string holds at most 128 KiB (MAX_ARG_STRLEN); the first steps are reads of a few.
+    if (Buffer.byteLength(wrapScript(first)) > FIRST_STEP_MAX_BYTES)
+        throw new Error(`the first step under the lock is longer than ${FIRST_STEP_MAX_BYTES} bytes`);
     return sh_script(sh_textVar('__metalship_first', wrapScript(first)), 'first_dir=$(mktemp -d)', 'first_rc=0', 
     // Bounded (it reads, briefly), without the lock's descriptor (nothing it
-    // leaves behind may hold the lock), its text in its environment (not in ps;
-    // root's alone to read, and out of it before anything else starts), parsed
-    // from memory: bash reads a script from a pipe (a here-string is one) a
-    // byte at a time.
+    // leaves behind may hold the lock), its text in the environment of timeout
+    // and its bash (not in ps; root's alone to read, for the step's life; unset
+    // before any command of the step starts), parsed from memory: bash reads a
+    // script from a pipe (a here-string is one) a byte at a time.
     '# shellcheck disable=SC2016', `__metalship_first="$__metalship_first" timeout -k 5 ${FIRST_STEP_LIMIT} bash -c 'first=$__metalship_first; unset __metalship_first; eval "$first"' 9>&- </dev/null >"$first_dir/out" 2>"$first_dir/err" || first_rc=$?`, 'echo "FIRST_OUT $(base64 -w0 < "$first_dir/out")"', 'echo "FIRST_ERR $(tail -c 8000 "$first_dir/err" | base64 -w0)"', 'echo "FIRST_RC $first_rc"', 'rm -rf -- "$first_dir"').trimEnd();
 }
 /** How the first step under the lock ended, from the lock script's lines (null: it printed none). */
@@ -65470,6 +65476,20 @@ function defaultsValue(value) {
 /** How long a stopping service may take to finish its work (the standard's 30 s, plus a margin) before systemd kills it. */
 const units_STOP_TIMEOUT_SECONDS = 35;
 /**
+ * `systemd_refused UNIT`: prints why, and succeeds, when systemd itself could
+ * not start the unit's process, not the app: 219/CGROUP (it could not place
+ * the process) or result 'resources' (it could not spawn it: "Failed to spawn
+ * executor"). Both are seen in these containers right after a unit's earlier
+ * cgroup went, on systemd 252 and 257; a start a moment later succeeds.
+ */
+const units_SYSTEMD_REFUSED = [
+    'systemd_refused() {',
+    '  local k v status="" result=""',
+    '  while IFS="=" read -r k v; do case $k in ExecMainStatus) status=$v ;; Result) result=$v ;; esac; done < <(systemctl show -p ExecMainStatus -p Result "$1" 2>/dev/null || true)',
+    '  if [ "$status" = 219 ]; then echo 219/CGROUP; elif [ "$result" = resources ]; then echo "result: resources"; else return 1; fi',
+    '}',
+].join('\n');
+/**
  * A worker instance's name as shell text, its release id given as shell text
  * (an expansion, or * for every release's), the name under dir when given.
  */
@@ -65715,24 +65735,24 @@ function verifyStep(settings) {
         // Fields after the command name, which may hold spaces and parentheses: starttime is the 20th.
         '  read -ra f <<< "${stat##*) }"', '  echo "${f[19]}"', '}', 
         // How long process $1 has run, in hundredths of a second.
-        'proc_age() { local a b; a=$(started_at "$1") && b=$(started_at self) && echo $(( (b - a) * 100 / hz )); }', 
+        'proc_age() { local a b; a=$(started_at "$1") && b=$(started_at self) && echo $(( (b - a) * 100 / hz )); }', SYSTEMD_REFUSED, 
+        // A unit's queued job, described (for a failure's message).
+        'unit_jobs() { local j; j=$(systemctl list-jobs --no-legend "$1" 2>/dev/null | tr -s " " | tr "\\n" " ") || true; echo "${j:-none}"; }', 
         // systemd's view of a unit, on one line.
-        // Its queued job, described (for a failure's message).
-        'unit_jobs() { local j; j=$(systemctl list-jobs --no-legend "$1" 2>/dev/null | tr -s " " | tr "\\n" " ") || true; echo "${j:-none}"; }', `unit_state() { systemctl show -p ActiveState -p SubState -p Result -p NRestarts -p ExecMainStatus "$1" 2>/dev/null | tr '\\n' ' '; }`, 
+        `unit_state() { systemctl show -p ActiveState -p SubState -p Result -p NRestarts -p ExecMainStatus "$1" 2>/dev/null | tr '\\n' ' '; }`, 
         // Settled: active, no job queued, and its process has run units-stable-seconds.
         // A process seen running that exits meanwhile fails it at once, as does, right
         // after the deploy restarted the unit, systemd restarting it: a crash at start
         // would otherwise pass between restarts. (No shortcut for an idle process: one
         // sleeping in a retry is idle too.) Around a restart the switch did not wait
         // for, a unit passes through inactive: a unit that stays down fails at the timeout.
-        'settled() {', '  local show s sub pid job seen="" age="" restarts k v cgroup_retries=0 draining="" stopping_since=""', '  while :; do', 
+        'settled() {', '  local show s sub pid job seen="" age="" restarts k v now_us refused cgroup_retries=0 draining="" stopping_since=""', '  while :; do', 
         // One systemctl a poll, read in the shell (a poll every 50 ms costs little).
         '    show=$(systemctl show -p Job -p ActiveState -p SubState -p MainPID "$1" 2>/dev/null || true)', '    job="" s="" sub="" pid=""', '    while IFS="=" read -r k v; do case $k in Job) job=$v ;; ActiveState) s=$v ;; SubState) sub=$v ;; MainPID) pid=$v ;; esac; done <<< "$show"', '    if [ -z "$job" ]; then', settings.restarted
             ? script(
-            // 219/CGROUP is systemd failing to place the process (seen in these
-            // containers when a unit's earlier cgroup could not be removed), not
-            // the app: part of the restart, started again, twice at most.
-            '      if [ "$sub" = auto-restart ] && [ "$(systemctl show -p ExecMainStatus --value "$1" 2>/dev/null)" = 219 ] && [ "${cgroup_retries:-0}" -lt 2 ]; then', '        cgroup_retries=$(( ${cgroup_retries:-0} + 1 ))', '        echo "UNIT_NOTE systemd could not start $1\'s process (219/CGROUP): starting it again"', '        systemctl reset-failed "$1" 2>/dev/null || true', '        systemctl restart --no-block "$1" 2>/dev/null || true', '        seen=""', '        sleep 0.1', '        continue', '      fi').trimEnd()
+            // systemd refusing the start (see SYSTEMD_REFUSED), not the app:
+            // part of the restart, started again, twice at most.
+            '      if [ "$sub" = auto-restart ] && [ "${cgroup_retries:-0}" -lt 2 ] && refused=$(systemd_refused "$1"); then', '        cgroup_retries=$(( ${cgroup_retries:-0} + 1 ))', '        echo "UNIT_NOTE systemd could not start $1\'s process ($refused): starting it again"', '        systemctl reset-failed "$1" 2>/dev/null || true', '        systemctl restart --no-block "$1" 2>/dev/null || true', '        seen=""', '        sleep 0.1', '        continue', '      fi').trimEnd()
             : null, '      if [ -n "$seen" ] && [ "${pid:-0}" != "$seen" ]; then', '        echo "UNIT_STATE $1: its process exited while it was checked, ${age:-0}0 ms after it started (does it crash as it starts?); $(unit_state "$1")"', '        return 1', '      fi', settings.restarted
             ? script('      if [ "$sub" = auto-restart ]; then', '        echo "UNIT_STATE $1: its process exited after the restart, and systemd is restarting it (does it crash as it starts?); $(unit_state "$1")"', '        return 1', '      fi').trimEnd()
             : null, '      if [ "$s" = active ] && [ "${pid:-0}" != 0 ]; then', '        seen=$pid', sh `        if age=$(proc_age "$pid") && [ "$age" -ge ${stableSeconds * 100} ]; then`, 
@@ -65745,7 +65765,7 @@ function verifyStep(settings) {
         // (a worker finishing a job: a rollback to the release just left): that run's
         // stop bound is added to the wait, once, after a second of it or at the
         // deadline. A restart's own stop, a moment long, passes unremarked.
-        '    if [ -n "$job" ] && [ "$s" = deactivating ] && [ -z "$draining" ]; then', '      now_us=${EPOCHREALTIME/[.,]/}', '      stopping_since=${stopping_since:-$now_us}', '      if [ $((now_us - stopping_since)) -ge 1000000 ] || [ "$SECONDS" -ge "$units_deadline" ]; then', '        draining=1', sh `        units_deadline=$((units_deadline + ${STOP_TIMEOUT_SECONDS}))`, sh `        echo "UNIT_NOTE $1: its earlier run is still stopping (finishing its work, up to ${STOP_TIMEOUT_SECONDS} s) before it starts again"`, '      fi', '    fi', '    if [ "$SECONDS" -ge "$units_deadline" ]; then', 
+        '    if [ -n "$job" ] && [ "$s" = deactivating ]; then', '      now_us=${EPOCHREALTIME/[.,]/}', '      stopping_since=${stopping_since:-$now_us}', '      if [ -z "$draining" ] && { [ $((now_us - stopping_since)) -ge 1000000 ] || [ "$SECONDS" -ge "$units_deadline" ]; }; then', '        draining=1', sh `        units_deadline=$((units_deadline + ${STOP_TIMEOUT_SECONDS}))`, sh `        echo "UNIT_NOTE $1: its earlier run is still stopping (finishing its work, up to ${STOP_TIMEOUT_SECONDS} s) before it starts again"`, '      fi', '    else', '      stopping_since=""', '    fi', '    if [ "$SECONDS" -ge "$units_deadline" ]; then', 
         // What the unit was doing when given up on, so a failure explains itself.
         '      if [ -n "$seen" ]; then', sh `        echo "UNIT_STATE $1: running, but for $(( \${age:-0} / 100 )) s only of the ${stableSeconds} s it must stay up (units-stable-seconds) when the check ended; $(unit_state "$1")"`, '      elif [ "$(systemctl show -p ActiveState --value "$1" 2>/dev/null)" = deactivating ]; then', '        echo "UNIT_STATE $1: its earlier run was still finishing a job when the check ended; $(unit_state "$1")"', '      else', settings.notify
             ? '        echo "UNIT_STATE $1: not ready (jobs: $(unit_jobs "$1"); with units-ready: notify, systemd waits for its process to send READY=1); $(unit_state "$1")"'
@@ -77246,17 +77266,19 @@ function followersOf(settings) {
  * after a change of its unit) and the scheduler restarted, counted from zero:
  * systemd keeps the restart count of a unit caught in a crash loop across a
  * restart, and the check after reads any restart as a crash of the release
- * just started. The boot links move first: a run cut short after this still
- * boots the right worker. (Every other release's worker is stopped later, by
- * stopOtherWorkers: it finishes the job it has while the new one already takes
- * jobs; the scheduler is single: its restart stops the old one first.)
+ * just started. (The callers move the boot links first, so a run cut short
+ * after this still boots the right worker; every other release's worker is
+ * stopped later, by stopOtherWorkers: it finishes the job it has while the new
+ * one already takes jobs. The scheduler is single: its restart stops the old
+ * one first.)
  */
-function restartFollowers(settings, wait, apiSlot) {
-    const layout = settings.layout;
-    const { worker, units } = followersOf(settings);
-    return script(bootLinks(layout, { worker, apiSlot, scheduler: settings.scheduler, target: true }), units.length ? sh `systemctl reset-failed ${units} 2>/dev/null || true` : null, units.length
+function restartFollowers(settings, wait) {
+    const { units } = followersOf(settings);
+    return script(units.length ? sh `systemctl reset-failed ${units} 2>/dev/null || true` : null, units.length
         ? wait
-            ? script(sh `systemctl restart ${units}`, 'echo "MARK worker and scheduler restarted"').trimEnd()
+            ? script(
+            // Refused by systemd itself (see SYSTEMD_REFUSED; a simple unit's own start never fails here): once more, a second on.
+            sh `if ! systemctl restart ${units}; then echo "systemd could not start the worker or the scheduler: starting them again in a second"; sleep 1; systemctl restart ${units}; fi`, 'echo "MARK worker and scheduler restarted"').trimEnd()
             : sh `systemctl restart --no-block ${units}`
         : null).trimEnd();
 }
@@ -77278,20 +77300,19 @@ function stopOtherWorkers(layout, keep) {
  * the scheduler and this release's worker in the target's), made and removed
  * directly. No daemon to ask (each systemctl call is a round trip to systemd
  * on the switch's path); the boot reads them. A link already right costs no
- * process. `apiSlot`: the serving slot as a shell variable reference (`$slot`) (null: no api here,
- * its links stay as they are); `worker` null: no worker at boot.
+ * process. `api`: the serving slot, in the script's $slot, boots and the other
+ * does not (false: its links stay as they are); `worker` null: no worker at boot.
  */
 function bootLinks(layout, opts) {
     const wants = `${layout.unitDir}/${layout.units.target}.wants`;
     const link = (unit, at) => sh `if [ ! ${at} -ef ${unit} ]; then ln -sfn ${unit} ${at}; fi`;
-    // The slot's link, its name a shell variable's value (quoted).
-    const slotLink = (slotVar) => raw(`${sh `${wants}/${layout.app}-api@`}"${slotVar}".service`);
+    const slotLink = (slotVar) => raw(`${sh `${wants}`}/${apiUnitOf(layout, slotVar)}`);
     return script(sh `if [ ! -d ${wants} ]; then mkdir -p ${wants}; fi`, opts.target
         ? script(sh `if [ ! -d ${layout.unitDir}/multi-user.target.wants ]; then mkdir -p ${layout.unitDir}/multi-user.target.wants; fi`, link(`${layout.unitDir}/${layout.units.target}`, `${layout.unitDir}/multi-user.target.wants/${layout.units.target}`)).trimEnd()
-        : null, opts.apiSlot
-        ? script(link(`${layout.unitDir}/${layout.units.apiTemplate}`, slotLink(opts.apiSlot)), 
+        : null, opts.api
+        ? script(link(`${layout.unitDir}/${layout.units.apiTemplate}`, slotLink('$slot')), 
         // On boot only the serving slot starts; the standby is a warm spare for this boot only.
-        sh `for s in blue green; do if [ "$s" != "${raw(opts.apiSlot)}" ] && [ -L ${slotLink('$s')} ]; then rm -f -- ${slotLink('$s')}; fi; done`).trimEnd()
+        sh `for s in blue green; do if [ "$s" != "$slot" ] && [ -L ${slotLink('$s')} ]; then rm -f -- ${slotLink('$s')}; fi; done`).trimEnd()
         : null, opts.scheduler
         ? link(`${layout.unitDir}/${layout.units.scheduler}`, `${wants}/${layout.units.scheduler}`)
         : null, opts.worker ? link(`${layout.unitDir}/${layout.units.workerTemplate}`, `${wants}/${opts.worker}`) : null, sh `for f in ${raw(workerUnitShell(layout, '*', `${wants}/`))}; do if [ -L "$f" ] && [ "\${f##*/}" != ${opts.worker ?? ''} ]; then rm -f -- "$f"; fi; done`).trimEnd();
@@ -77325,13 +77346,14 @@ const SWAP_LINK = [
 ].join('\n');
 /**
  * `nginx_running`: whether nginx runs, read from its pid file and the process
- * it names (no process started: this is on the switch's path), else asked of
- * systemd (a pid file elsewhere than Debian's and Ubuntu's).
+ * it names, root's and called nginx (no process started: this is on the
+ * switch's path), else asked of systemd (a pid file elsewhere than Debian's
+ * and Ubuntu's, or stale: systemd removes it when nginx dies).
  */
 const NGINX_RUNNING = [
     'nginx_running() {',
     '  local pid="" comm=""',
-    '  if read -r pid 2>/dev/null < /run/nginx.pid && [ -n "$pid" ] && read -r comm 2>/dev/null < "/proc/$pid/comm" && [ "$comm" = nginx ]; then return 0; fi',
+    '  if read -r pid 2>/dev/null < /run/nginx.pid && [ -n "$pid" ] && [ -O "/proc/$pid" ] && read -r comm 2>/dev/null < "/proc/$pid/comm" && [ "$comm" = nginx ]; then return 0; fi',
     '  systemctl is-active --quiet nginx',
     '}',
 ].join('\n');
@@ -77370,7 +77392,7 @@ function switchScript(settings) {
     const api = raw(apiUnitOf(layout, '$slot'));
     if (settings.api === false)
         return followersOnlyScript(settings, [...unitLines, ...removals('units_changed')]);
-    return script(pyToolDefinition(), SWAP_LINK, NGINX_RUNNING, sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'command -v nginx >/dev/null 2>&1 || { echo "nginx is not installed: run the provision action first" >&2; exit 1; }', 
+    return script(pyToolDefinition(), SWAP_LINK, NGINX_RUNNING, SYSTEMD_REFUSED, sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'command -v nginx >/dev/null 2>&1 || { echo "nginx is not installed: run the provision action first" >&2; exit 1; }', 
     // The serving slot keeps serving; the release goes to the other one, unless the serving one already runs it.
     sh `active=$(cat ${layout.activeSlot} 2>/dev/null || true)`, 'case "$active" in blue) idle=green ;; green) idle=blue ;; *) active=""; idle=blue ;; esac', sh `slot_release() { basename "$(readlink ${layout.slots}/"$1" 2>/dev/null)" 2>/dev/null || true; }`, sh `if [ -n "$active" ] && [ "$(slot_release "$active")" = ${settings.releaseId} ] && systemctl is-active --quiet ${raw(apiUnitOf(layout, '$active'))}; then slot=$active; else slot=$idle; fi`, 'echo "SLOT $slot"', 'units_changed=0', 
     // The unit files as they were: a release that never takes traffic leaves them so (see restore_units).
@@ -77402,19 +77424,25 @@ function switchScript(settings) {
     // (an app that cannot import, a bad uvicorn flag) fails the switch at once,
     // not after the whole ready-timeout.
     sh `  restarts=$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)`, sh `  deadline=$((SECONDS + ${settings.readyTimeout})); why=''`, '  while :; do', sh `    if ready=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.healthPath} 1 0.05 200 ''); then break; fi`, sh `    sub=$(systemctl show -p SubState --value ${api} 2>/dev/null || true)`, 
-    // 219/CGROUP is systemd failing to place the process (seen when the
-    // slot's previous cgroup is still being torn down), not the app: started again, twice at most.
-    sh `    if [ "$sub" = auto-restart ] && [ "$(systemctl show -p ExecMainStatus --value ${api} 2>/dev/null)" = 219 ] && [ "\${cgroup_retries:-0}" -lt 2 ]; then`, '      cgroup_retries=$(( ${cgroup_retries:-0} + 1 ))', sh `      echo "systemd could not start the $slot slot's process (219/CGROUP): starting it again"`, sh `      systemctl restart ${api} || true`, sh `      restarts=$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)`, '      continue', '    fi', sh `    case "$sub" in auto-restart|failed|dead|exited) why="its process exited ($sub)" ;; esac`, sh `    if [ -z "$why" ] && [ "$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)" != "$restarts" ]; then why='its process exited and was restarted'; fi`, sh `    if [ -z "$why" ] && [ "$SECONDS" -ge "$deadline" ]; then why=${`it did not answer within ${settings.readyTimeout} s`}; fi`, '    if [ -n "$why" ]; then', '      echo "$ready" >&2', sh `      journalctl ${journalOf(layout)} -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh `      systemctl stop ${api} || true`, '      restore_units', sh `      echo "release ${settings.releaseId} did not become ready in the $slot slot: $why; traffic stays on the serving release" >&2`, '      exit 1', '    fi', '  done', '  echo "READY $ready"', 'fi', settings.precheck ? precheckLines(settings.precheck, settings.releaseId, api, layout) : null, 
+    // systemd refusing the start (see SYSTEMD_REFUSED), not the app: started again, twice at most.
+    sh `    if [ "$sub" = auto-restart ] && [ "\${cgroup_retries:-0}" -lt 2 ] && refused=$(systemd_refused ${api}); then`, '      cgroup_retries=$(( ${cgroup_retries:-0} + 1 ))', sh `      echo "systemd could not start the $slot slot's process ($refused): starting it again"`, sh `      systemctl restart ${api} || true`, sh `      restarts=$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)`, '      continue', '    fi', sh `    case "$sub" in auto-restart|failed|dead|exited) why="its process exited ($sub)" ;; esac`, sh `    if [ -z "$why" ] && [ "$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)" != "$restarts" ]; then why='its process exited and was restarted'; fi`, sh `    if [ -z "$why" ] && [ "$SECONDS" -ge "$deadline" ]; then why=${`it did not answer within ${settings.readyTimeout} s`}; fi`, '    if [ -n "$why" ]; then', '      echo "$ready" >&2', sh `      journalctl ${journalOf(layout)} -u ${api} -n 30 --no-pager -o cat >&2 || true`, sh `      systemctl stop ${api} || true`, '      restore_units', sh `      echo "release ${settings.releaseId} did not become ready in the $slot slot: $why; traffic stays on the serving release" >&2`, '      exit 1', '    fi', '  done', '  echo "READY $ready"', 'fi', settings.precheck ? precheckLines(settings.precheck, settings.releaseId, api, layout) : null, 
     // Started and checked, not moved: the unit files as they were stay saved for standDownStep.
     settings.startOnly
         ? script('if [ "$units_changed" != 1 ]; then rm -rf -- "$units_saved"; fi', 'echo "STARTED"', 'exit 0').trimEnd()
         : null, 
     // Traffic moves only now, by renaming the socket link nginx connects through:
     // requests already on the old slot finish there, new ones reach the new slot.
-    sh `swap_link "$sock" ${layout.apiLink}`, 'echo "MARK traffic moved to the $slot slot"', sh `echo "$slot" > ${layout.activeSlot}`, sh `prev=$(readlink ${layout.current} 2>/dev/null || true); prev=\${prev##*/}`, sh `swap_link ${rel} ${layout.current}`, sh `swap_link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, 
+    sh `swap_link "$sock" ${layout.apiLink}`, 'echo "MARK traffic moved to the $slot slot"', sh `echo "$slot" > ${layout.activeSlot}`, sh `prev=$(readlink ${layout.current} 2>/dev/null || true); prev=\${prev##*/}`, sh `swap_link ${rel} ${layout.current}`, sh `swap_link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, 'rm -rf -- "$units_saved"', settings.clearDrainPort ? clearDrainLines(layout, settings.clearDrainPort) : null, 
+    // nginx before the followers: a restart that waits (the switch action's) must not hold it back.
+    'if ! nginx_running; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh `rm -f ${layout.nginxReloadPending}`, 
     // The worker and the scheduler run from current: restarted as soon as it moved
     // (the check after waits for them; the bookkeeping below runs meanwhile).
-    restartFollowers(settings, !settings.checksFollow && !settings.notify, '$slot'), 'rm -rf -- "$units_saved"', settings.clearDrainPort ? clearDrainLines(layout, settings.clearDrainPort) : null, 'if ! nginx_running; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh `rm -f ${layout.nginxReloadPending}`, servedLines(settings), 'echo "PREVIOUS $prev"', stopOtherWorkers(layout, followersOf(settings).worker), ...removals('units_removed'), 'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi', sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout.history}`);
+    bootLinks(layout, {
+        worker: followersOf(settings).worker,
+        api: true,
+        scheduler: settings.scheduler,
+        target: true,
+    }), restartFollowers(settings, !settings.checksFollow && !settings.notify), servedLines(settings), 'echo "PREVIOUS $prev"', stopOtherWorkers(layout, followersOf(settings).worker), ...removals('units_removed'), 'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi', sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout.history}`);
 }
 /**
  * `restore_units`: puts back the unit files this switch changed, as saved in
@@ -77463,7 +77491,7 @@ function followersOnlyScript(settings, unitLines) {
     const rel = layout.release(settings.releaseId);
     return script(pyToolDefinition(), sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'echo "SLOT none"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
     // an api that ran here before the host lost the role stops
-    sh `systemctl disable --now --quiet ${layout.units.api('blue')} ${layout.units.api('green')} 2>/dev/null || true`, sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `mstool link ${rel} ${layout.current}`, sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', restartFollowers(settings, !settings.checksFollow && !settings.notify, null), stopOtherWorkers(layout, followersOf(settings).worker), 'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi', sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout.history}`);
+    sh `systemctl disable --now --quiet ${layout.units.api('blue')} ${layout.units.api('green')} 2>/dev/null || true`, sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `mstool link ${rel} ${layout.current}`, sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', bootLinks(layout, { worker: followersOf(settings).worker, scheduler: settings.scheduler, target: true }), restartFollowers(settings, !settings.checksFollow && !settings.notify), stopOtherWorkers(layout, followersOf(settings).worker), 'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi', sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout.history}`);
 }
 /**
  * The uvicorn flags a release's uvicorn accepts, recorded at release time:

@@ -63442,11 +63442,12 @@ function wrapScript(script, token) {
  * a script from a pipe a byte at a time (it must leave what follows for the
  * script's commands): a read per byte, tens of thousands a step, on every
  * step's path. `head -c` reads it in blocks and no further. A script cut short
- * still never runs in part: it is one function, parsed whole. The command
+ * never runs in part: it is one compound command, parsed whole. The command
  * stays `bash -se`, the one the deploy user's sudoers rule names.
  */
 function remoteScript(script, token) {
-    const wrapped = wrapScript(script, token);
+    // In braces: eval parses the whole text before it runs any of it, the preamble too.
+    const wrapped = `{\n${wrapScript(script, token)}}\n`;
     return `IFS= read -r __metalship_n && __metalship_s=$(head -c "$__metalship_n") && eval "$__metalship_s"\n${Buffer.byteLength(wrapped)}\n${wrapped}`;
 }
 const SESSION_DIR = '/run/metalship-sessions';
@@ -63494,6 +63495,8 @@ function lockEvent(line) {
         return { kind: 'stale', holder: stale.trim() };
     return line === 'LOCKED' ? { kind: 'locked' } : null;
 }
+/** The longest first step's text (it goes in an environment string, which holds 128 KiB). */
+const FIRST_STEP_MAX_BYTES = 96 * 1024;
 /** Seconds the first step under the lock may take before it is stopped (it only reads). */
 const FIRST_STEP_LIMIT = 120;
 /**
@@ -63503,12 +63506,15 @@ const FIRST_STEP_LIMIT = 120;
  * first costs no round trip of its own.
  */
 function firstUnderLock(first) {
+    // One environment string holds at most 128 KiB (MAX_ARG_STRLEN); the first steps are reads of a few.
+    if (Buffer.byteLength(wrapScript(first)) > FIRST_STEP_MAX_BYTES)
+        throw new Error(`the first step under the lock is longer than ${FIRST_STEP_MAX_BYTES} bytes`);
     return sh_script(sh_textVar('__metalship_first', wrapScript(first)), 'first_dir=$(mktemp -d)', 'first_rc=0', 
     // Bounded (it reads, briefly), without the lock's descriptor (nothing it
-    // leaves behind may hold the lock), its text in its environment (not in ps;
-    // root's alone to read, and out of it before anything else starts), parsed
-    // from memory: bash reads a script from a pipe (a here-string is one) a
-    // byte at a time.
+    // leaves behind may hold the lock), its text in the environment of timeout
+    // and its bash (not in ps; root's alone to read, for the step's life; unset
+    // before any command of the step starts), parsed from memory: bash reads a
+    // script from a pipe (a here-string is one) a byte at a time.
     '# shellcheck disable=SC2016', `__metalship_first="$__metalship_first" timeout -k 5 ${FIRST_STEP_LIMIT} bash -c 'first=$__metalship_first; unset __metalship_first; eval "$first"' 9>&- </dev/null >"$first_dir/out" 2>"$first_dir/err" || first_rc=$?`, 'echo "FIRST_OUT $(base64 -w0 < "$first_dir/out")"', 'echo "FIRST_ERR $(tail -c 8000 "$first_dir/err" | base64 -w0)"', 'echo "FIRST_RC $first_rc"', 'rm -rf -- "$first_dir"').trimEnd();
 }
 /** How the first step under the lock ended, from the lock script's lines (null: it printed none). */
@@ -65429,6 +65435,20 @@ function defaultsValue(value) {
 /** How long a stopping service may take to finish its work (the standard's 30 s, plus a margin) before systemd kills it. */
 const units_STOP_TIMEOUT_SECONDS = 35;
 /**
+ * `systemd_refused UNIT`: prints why, and succeeds, when systemd itself could
+ * not start the unit's process, not the app: 219/CGROUP (it could not place
+ * the process) or result 'resources' (it could not spawn it: "Failed to spawn
+ * executor"). Both are seen in these containers right after a unit's earlier
+ * cgroup went, on systemd 252 and 257; a start a moment later succeeds.
+ */
+const units_SYSTEMD_REFUSED = [
+    'systemd_refused() {',
+    '  local k v status="" result=""',
+    '  while IFS="=" read -r k v; do case $k in ExecMainStatus) status=$v ;; Result) result=$v ;; esac; done < <(systemctl show -p ExecMainStatus -p Result "$1" 2>/dev/null || true)',
+    '  if [ "$status" = 219 ]; then echo 219/CGROUP; elif [ "$result" = resources ]; then echo "result: resources"; else return 1; fi',
+    '}',
+].join('\n');
+/**
  * A worker instance's name as shell text, its release id given as shell text
  * (an expansion, or * for every release's), the name under dir when given.
  */
@@ -65674,24 +65694,24 @@ function verifyStep(settings) {
         // Fields after the command name, which may hold spaces and parentheses: starttime is the 20th.
         '  read -ra f <<< "${stat##*) }"', '  echo "${f[19]}"', '}', 
         // How long process $1 has run, in hundredths of a second.
-        'proc_age() { local a b; a=$(started_at "$1") && b=$(started_at self) && echo $(( (b - a) * 100 / hz )); }', 
+        'proc_age() { local a b; a=$(started_at "$1") && b=$(started_at self) && echo $(( (b - a) * 100 / hz )); }', SYSTEMD_REFUSED, 
+        // A unit's queued job, described (for a failure's message).
+        'unit_jobs() { local j; j=$(systemctl list-jobs --no-legend "$1" 2>/dev/null | tr -s " " | tr "\\n" " ") || true; echo "${j:-none}"; }', 
         // systemd's view of a unit, on one line.
-        // Its queued job, described (for a failure's message).
-        'unit_jobs() { local j; j=$(systemctl list-jobs --no-legend "$1" 2>/dev/null | tr -s " " | tr "\\n" " ") || true; echo "${j:-none}"; }', `unit_state() { systemctl show -p ActiveState -p SubState -p Result -p NRestarts -p ExecMainStatus "$1" 2>/dev/null | tr '\\n' ' '; }`, 
+        `unit_state() { systemctl show -p ActiveState -p SubState -p Result -p NRestarts -p ExecMainStatus "$1" 2>/dev/null | tr '\\n' ' '; }`, 
         // Settled: active, no job queued, and its process has run units-stable-seconds.
         // A process seen running that exits meanwhile fails it at once, as does, right
         // after the deploy restarted the unit, systemd restarting it: a crash at start
         // would otherwise pass between restarts. (No shortcut for an idle process: one
         // sleeping in a retry is idle too.) Around a restart the switch did not wait
         // for, a unit passes through inactive: a unit that stays down fails at the timeout.
-        'settled() {', '  local show s sub pid job seen="" age="" restarts k v cgroup_retries=0 draining="" stopping_since=""', '  while :; do', 
+        'settled() {', '  local show s sub pid job seen="" age="" restarts k v now_us refused cgroup_retries=0 draining="" stopping_since=""', '  while :; do', 
         // One systemctl a poll, read in the shell (a poll every 50 ms costs little).
         '    show=$(systemctl show -p Job -p ActiveState -p SubState -p MainPID "$1" 2>/dev/null || true)', '    job="" s="" sub="" pid=""', '    while IFS="=" read -r k v; do case $k in Job) job=$v ;; ActiveState) s=$v ;; SubState) sub=$v ;; MainPID) pid=$v ;; esac; done <<< "$show"', '    if [ -z "$job" ]; then', settings.restarted
             ? script(
-            // 219/CGROUP is systemd failing to place the process (seen in these
-            // containers when a unit's earlier cgroup could not be removed), not
-            // the app: part of the restart, started again, twice at most.
-            '      if [ "$sub" = auto-restart ] && [ "$(systemctl show -p ExecMainStatus --value "$1" 2>/dev/null)" = 219 ] && [ "${cgroup_retries:-0}" -lt 2 ]; then', '        cgroup_retries=$(( ${cgroup_retries:-0} + 1 ))', '        echo "UNIT_NOTE systemd could not start $1\'s process (219/CGROUP): starting it again"', '        systemctl reset-failed "$1" 2>/dev/null || true', '        systemctl restart --no-block "$1" 2>/dev/null || true', '        seen=""', '        sleep 0.1', '        continue', '      fi').trimEnd()
+            // systemd refusing the start (see SYSTEMD_REFUSED), not the app:
+            // part of the restart, started again, twice at most.
+            '      if [ "$sub" = auto-restart ] && [ "${cgroup_retries:-0}" -lt 2 ] && refused=$(systemd_refused "$1"); then', '        cgroup_retries=$(( ${cgroup_retries:-0} + 1 ))', '        echo "UNIT_NOTE systemd could not start $1\'s process ($refused): starting it again"', '        systemctl reset-failed "$1" 2>/dev/null || true', '        systemctl restart --no-block "$1" 2>/dev/null || true', '        seen=""', '        sleep 0.1', '        continue', '      fi').trimEnd()
             : null, '      if [ -n "$seen" ] && [ "${pid:-0}" != "$seen" ]; then', '        echo "UNIT_STATE $1: its process exited while it was checked, ${age:-0}0 ms after it started (does it crash as it starts?); $(unit_state "$1")"', '        return 1', '      fi', settings.restarted
             ? script('      if [ "$sub" = auto-restart ]; then', '        echo "UNIT_STATE $1: its process exited after the restart, and systemd is restarting it (does it crash as it starts?); $(unit_state "$1")"', '        return 1', '      fi').trimEnd()
             : null, '      if [ "$s" = active ] && [ "${pid:-0}" != 0 ]; then', '        seen=$pid', sh `        if age=$(proc_age "$pid") && [ "$age" -ge ${stableSeconds * 100} ]; then`, 
@@ -65704,7 +65724,7 @@ function verifyStep(settings) {
         // (a worker finishing a job: a rollback to the release just left): that run's
         // stop bound is added to the wait, once, after a second of it or at the
         // deadline. A restart's own stop, a moment long, passes unremarked.
-        '    if [ -n "$job" ] && [ "$s" = deactivating ] && [ -z "$draining" ]; then', '      now_us=${EPOCHREALTIME/[.,]/}', '      stopping_since=${stopping_since:-$now_us}', '      if [ $((now_us - stopping_since)) -ge 1000000 ] || [ "$SECONDS" -ge "$units_deadline" ]; then', '        draining=1', sh `        units_deadline=$((units_deadline + ${STOP_TIMEOUT_SECONDS}))`, sh `        echo "UNIT_NOTE $1: its earlier run is still stopping (finishing its work, up to ${STOP_TIMEOUT_SECONDS} s) before it starts again"`, '      fi', '    fi', '    if [ "$SECONDS" -ge "$units_deadline" ]; then', 
+        '    if [ -n "$job" ] && [ "$s" = deactivating ]; then', '      now_us=${EPOCHREALTIME/[.,]/}', '      stopping_since=${stopping_since:-$now_us}', '      if [ -z "$draining" ] && { [ $((now_us - stopping_since)) -ge 1000000 ] || [ "$SECONDS" -ge "$units_deadline" ]; }; then', '        draining=1', sh `        units_deadline=$((units_deadline + ${STOP_TIMEOUT_SECONDS}))`, sh `        echo "UNIT_NOTE $1: its earlier run is still stopping (finishing its work, up to ${STOP_TIMEOUT_SECONDS} s) before it starts again"`, '      fi', '    else', '      stopping_since=""', '    fi', '    if [ "$SECONDS" -ge "$units_deadline" ]; then', 
         // What the unit was doing when given up on, so a failure explains itself.
         '      if [ -n "$seen" ]; then', sh `        echo "UNIT_STATE $1: running, but for $(( \${age:-0} / 100 )) s only of the ${stableSeconds} s it must stay up (units-stable-seconds) when the check ended; $(unit_state "$1")"`, '      elif [ "$(systemctl show -p ActiveState --value "$1" 2>/dev/null)" = deactivating ]; then', '        echo "UNIT_STATE $1: its earlier run was still finishing a job when the check ended; $(unit_state "$1")"', '      else', settings.notify
             ? '        echo "UNIT_STATE $1: not ready (jobs: $(unit_jobs "$1"); with units-ready: notify, systemd waits for its process to send READY=1); $(unit_state "$1")"'

@@ -59,7 +59,8 @@ def _sleep_until(deadline):
     """Sleeps until deadline, or until SIGTERM/SIGINT: a stop is seen at once.
 
     The signals are blocked (see main) and taken here, between ticks: no
-    handler interrupts a Redis call halfway, and none races the sleep.
+    handler interrupts a Redis call halfway, and none races the sleep. (A
+    child process would inherit the block: this scheduler starts none.)
     """
     global _stop
     while not _stop:

@@ -36,6 +36,9 @@ export function lockEvent(line: string): LockEvent {
   return line === 'LOCKED' ? { kind: 'locked' } : null;
 }
 
+/** The longest first step's text (it goes in an environment string, which holds 128 KiB). */
+const FIRST_STEP_MAX_BYTES = 96 * 1024;
+
 /** Seconds the first step under the lock may take before it is stopped (it only reads). */
 export const FIRST_STEP_LIMIT = 120;
 
@@ -46,15 +49,18 @@ export const FIRST_STEP_LIMIT = 120;
  * first costs no round trip of its own.
  */
 function firstUnderLock(first: string): string {
+  // One environment string holds at most 128 KiB (MAX_ARG_STRLEN); the first steps are reads of a few.
+  if (Buffer.byteLength(wrapScript(first)) > FIRST_STEP_MAX_BYTES)
+    throw new Error(`the first step under the lock is longer than ${FIRST_STEP_MAX_BYTES} bytes`);
   return script(
     textVar('__metalship_first', wrapScript(first)),
     'first_dir=$(mktemp -d)',
     'first_rc=0',
     // Bounded (it reads, briefly), without the lock's descriptor (nothing it
-    // leaves behind may hold the lock), its text in its environment (not in ps;
-    // root's alone to read, and out of it before anything else starts), parsed
-    // from memory: bash reads a script from a pipe (a here-string is one) a
-    // byte at a time.
+    // leaves behind may hold the lock), its text in the environment of timeout
+    // and its bash (not in ps; root's alone to read, for the step's life; unset
+    // before any command of the step starts), parsed from memory: bash reads a
+    // script from a pipe (a here-string is one) a byte at a time.
     '# shellcheck disable=SC2016',
     `__metalship_first="$__metalship_first" timeout -k 5 ${FIRST_STEP_LIMIT} bash -c 'first=$__metalship_first; unset __metalship_first; eval "$first"' 9>&- </dev/null >"$first_dir/out" 2>"$first_dir/err" || first_rc=$?`,
     'echo "FIRST_OUT $(base64 -w0 < "$first_dir/out")"',

@@ -35,11 +35,12 @@ export function wrapScript(script: string, token?: string): string {
  * a script from a pipe a byte at a time (it must leave what follows for the
  * script's commands): a read per byte, tens of thousands a step, on every
  * step's path. `head -c` reads it in blocks and no further. A script cut short
- * still never runs in part: it is one function, parsed whole. The command
+ * never runs in part: it is one compound command, parsed whole. The command
  * stays `bash -se`, the one the deploy user's sudoers rule names.
  */
 export function remoteScript(script: string, token?: string): string {
-  const wrapped = wrapScript(script, token);
+  // In braces: eval parses the whole text before it runs any of it, the preamble too.
+  const wrapped = `{\n${wrapScript(script, token)}}\n`;
   return `IFS= read -r __metalship_n && __metalship_s=$(head -c "$__metalship_n") && eval "$__metalship_s"\n${Buffer.byteLength(wrapped)}\n${wrapped}`;
 }
 

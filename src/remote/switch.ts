@@ -10,7 +10,7 @@ import { PROBE_USER, pyToolDefinition } from './pytool.js';
 import { runtimePath } from './runtime.js';
 import { ensureFile, keyLines, raw, script, sh, writeFileAtomic, type Raw } from './sh.js';
 import { plainStep, step, type Step } from './step.js';
-import { journalOf, unitsOurs, workerUnitShell } from './units.js';
+import { journalOf, SYSTEMD_REFUSED, unitsOurs, workerUnitShell } from './units.js';
 
 export interface SwitchSettings {
   layout: Layout;
@@ -73,20 +73,23 @@ function followersOf(settings: SwitchSettings): { worker: string | null; units: 
  * after a change of its unit) and the scheduler restarted, counted from zero:
  * systemd keeps the restart count of a unit caught in a crash loop across a
  * restart, and the check after reads any restart as a crash of the release
- * just started. The boot links move first: a run cut short after this still
- * boots the right worker. (Every other release's worker is stopped later, by
- * stopOtherWorkers: it finishes the job it has while the new one already takes
- * jobs; the scheduler is single: its restart stops the old one first.)
+ * just started. (The callers move the boot links first, so a run cut short
+ * after this still boots the right worker; every other release's worker is
+ * stopped later, by stopOtherWorkers: it finishes the job it has while the new
+ * one already takes jobs. The scheduler is single: its restart stops the old
+ * one first.)
  */
-function restartFollowers(settings: SwitchSettings, wait: boolean, apiSlot: string | null): string {
-  const layout = settings.layout;
-  const { worker, units } = followersOf(settings);
+function restartFollowers(settings: SwitchSettings, wait: boolean): string {
+  const { units } = followersOf(settings);
   return script(
-    bootLinks(layout, { worker, apiSlot, scheduler: settings.scheduler, target: true }),
     units.length ? sh`systemctl reset-failed ${units} 2>/dev/null || true` : null,
     units.length
       ? wait
-        ? script(sh`systemctl restart ${units}`, 'echo "MARK worker and scheduler restarted"').trimEnd()
+        ? script(
+            // Refused by systemd itself (see SYSTEMD_REFUSED; a simple unit's own start never fails here): once more, a second on.
+            sh`if ! systemctl restart ${units}; then echo "systemd could not start the worker or the scheduler: starting them again in a second"; sleep 1; systemctl restart ${units}; fi`,
+            'echo "MARK worker and scheduler restarted"',
+          ).trimEnd()
         : sh`systemctl restart --no-block ${units}`
       : null,
   ).trimEnd();
@@ -116,18 +119,17 @@ function stopOtherWorkers(layout: Layout, keep: string | null): string {
  * the scheduler and this release's worker in the target's), made and removed
  * directly. No daemon to ask (each systemctl call is a round trip to systemd
  * on the switch's path); the boot reads them. A link already right costs no
- * process. `apiSlot`: the serving slot as a shell variable reference (`$slot`) (null: no api here,
- * its links stay as they are); `worker` null: no worker at boot.
+ * process. `api`: the serving slot, in the script's $slot, boots and the other
+ * does not (false: its links stay as they are); `worker` null: no worker at boot.
  */
 export function bootLinks(
   layout: Layout,
-  opts: { worker: string | null; apiSlot?: string | null; scheduler?: boolean; target?: boolean },
+  opts: { worker: string | null; api?: boolean; scheduler?: boolean; target?: boolean },
 ): string {
   const wants = `${layout.unitDir}/${layout.units.target}.wants`;
   const link = (unit: string, at: string | Raw) =>
     sh`if [ ! ${at} -ef ${unit} ]; then ln -sfn ${unit} ${at}; fi`;
-  // The slot's link, its name a shell variable's value (quoted).
-  const slotLink = (slotVar: string) => raw(`${sh`${wants}/${layout.app}-api@`}"${slotVar}".service`);
+  const slotLink = (slotVar: string) => raw(`${sh`${wants}`}/${apiUnitOf(layout, slotVar)}`);
   return script(
     sh`if [ ! -d ${wants} ]; then mkdir -p ${wants}; fi`,
     opts.target
@@ -139,11 +141,11 @@ export function bootLinks(
           ),
         ).trimEnd()
       : null,
-    opts.apiSlot
+    opts.api
       ? script(
-          link(`${layout.unitDir}/${layout.units.apiTemplate}`, slotLink(opts.apiSlot)),
+          link(`${layout.unitDir}/${layout.units.apiTemplate}`, slotLink('$slot')),
           // On boot only the serving slot starts; the standby is a warm spare for this boot only.
-          sh`for s in blue green; do if [ "$s" != "${raw(opts.apiSlot)}" ] && [ -L ${slotLink('$s')} ]; then rm -f -- ${slotLink('$s')}; fi; done`,
+          sh`for s in blue green; do if [ "$s" != "$slot" ] && [ -L ${slotLink('$s')} ]; then rm -f -- ${slotLink('$s')}; fi; done`,
         ).trimEnd()
       : null,
     opts.scheduler
@@ -194,13 +196,14 @@ const SWAP_LINK = [
 
 /**
  * `nginx_running`: whether nginx runs, read from its pid file and the process
- * it names (no process started: this is on the switch's path), else asked of
- * systemd (a pid file elsewhere than Debian's and Ubuntu's).
+ * it names, root's and called nginx (no process started: this is on the
+ * switch's path), else asked of systemd (a pid file elsewhere than Debian's
+ * and Ubuntu's, or stale: systemd removes it when nginx dies).
  */
 const NGINX_RUNNING = [
   'nginx_running() {',
   '  local pid="" comm=""',
-  '  if read -r pid 2>/dev/null < /run/nginx.pid && [ -n "$pid" ] && read -r comm 2>/dev/null < "/proc/$pid/comm" && [ "$comm" = nginx ]; then return 0; fi',
+  '  if read -r pid 2>/dev/null < /run/nginx.pid && [ -n "$pid" ] && [ -O "/proc/$pid" ] && read -r comm 2>/dev/null < "/proc/$pid/comm" && [ "$comm" = nginx ]; then return 0; fi',
   '  systemctl is-active --quiet nginx',
   '}',
 ].join('\n');
@@ -257,6 +260,7 @@ export function switchScript(settings: SwitchSettings): string {
     pyToolDefinition(),
     SWAP_LINK,
     NGINX_RUNNING,
+    SYSTEMD_REFUSED,
     sh`status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`,
     sh`if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`,
     'command -v nginx >/dev/null 2>&1 || { echo "nginx is not installed: run the provision action first" >&2; exit 1; }',
@@ -331,11 +335,10 @@ export function switchScript(settings: SwitchSettings): string {
     '  while :; do',
     sh`    if ready=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.healthPath} 1 0.05 200 ''); then break; fi`,
     sh`    sub=$(systemctl show -p SubState --value ${api} 2>/dev/null || true)`,
-    // 219/CGROUP is systemd failing to place the process (seen when the
-    // slot's previous cgroup is still being torn down), not the app: started again, twice at most.
-    sh`    if [ "$sub" = auto-restart ] && [ "$(systemctl show -p ExecMainStatus --value ${api} 2>/dev/null)" = 219 ] && [ "\${cgroup_retries:-0}" -lt 2 ]; then`,
+    // systemd refusing the start (see SYSTEMD_REFUSED), not the app: started again, twice at most.
+    sh`    if [ "$sub" = auto-restart ] && [ "\${cgroup_retries:-0}" -lt 2 ] && refused=$(systemd_refused ${api}); then`,
     '      cgroup_retries=$(( ${cgroup_retries:-0} + 1 ))',
-    sh`      echo "systemd could not start the $slot slot's process (219/CGROUP): starting it again"`,
+    sh`      echo "systemd could not start the $slot slot's process ($refused): starting it again"`,
     sh`      systemctl restart ${api} || true`,
     sh`      restarts=$(systemctl show -p NRestarts --value ${api} 2>/dev/null || echo 0)`,
     '      continue',
@@ -371,14 +374,21 @@ export function switchScript(settings: SwitchSettings): string {
     sh`prev=$(readlink ${layout.current} 2>/dev/null || true); prev=\${prev##*/}`,
     sh`swap_link ${rel} ${layout.current}`,
     sh`swap_link "$(readlink ${rel}/.venv)" ${layout.venvLink}`,
-    // The worker and the scheduler run from current: restarted as soon as it moved
-    // (the check after waits for them; the bookkeeping below runs meanwhile).
-    restartFollowers(settings, !settings.checksFollow && !settings.notify, '$slot'),
     'rm -rf -- "$units_saved"',
     settings.clearDrainPort ? clearDrainLines(layout, settings.clearDrainPort) : null,
+    // nginx before the followers: a restart that waits (the switch action's) must not hold it back.
     'if ! nginx_running; then nginx -t -q && systemctl start nginx;',
     'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi',
     sh`rm -f ${layout.nginxReloadPending}`,
+    // The worker and the scheduler run from current: restarted as soon as it moved
+    // (the check after waits for them; the bookkeeping below runs meanwhile).
+    bootLinks(layout, {
+      worker: followersOf(settings).worker,
+      api: true,
+      scheduler: settings.scheduler,
+      target: true,
+    }),
+    restartFollowers(settings, !settings.checksFollow && !settings.notify),
     servedLines(settings),
     'echo "PREVIOUS $prev"',
     stopOtherWorkers(layout, followersOf(settings).worker),
@@ -491,7 +501,8 @@ function followersOnlyScript(settings: SwitchSettings, unitLines: string[]): str
     sh`mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`,
     servedLines(settings),
     'echo "PREVIOUS $prev"',
-    restartFollowers(settings, !settings.checksFollow && !settings.notify, null),
+    bootLinks(layout, { worker: followersOf(settings).worker, scheduler: settings.scheduler, target: true }),
+    restartFollowers(settings, !settings.checksFollow && !settings.notify),
     stopOtherWorkers(layout, followersOf(settings).worker),
     'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi',
     sh`printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout.history}`,

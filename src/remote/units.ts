@@ -21,6 +21,21 @@ export interface UnitSettings {
 export const STOP_TIMEOUT_SECONDS = 35;
 
 /**
+ * `systemd_refused UNIT`: prints why, and succeeds, when systemd itself could
+ * not start the unit's process, not the app: 219/CGROUP (it could not place
+ * the process) or result 'resources' (it could not spawn it: "Failed to spawn
+ * executor"). Both are seen in these containers right after a unit's earlier
+ * cgroup went, on systemd 252 and 257; a start a moment later succeeds.
+ */
+export const SYSTEMD_REFUSED = [
+  'systemd_refused() {',
+  '  local k v status="" result=""',
+  '  while IFS="=" read -r k v; do case $k in ExecMainStatus) status=$v ;; Result) result=$v ;; esac; done < <(systemctl show -p ExecMainStatus -p Result "$1" 2>/dev/null || true)',
+  '  if [ "$status" = 219 ]; then echo 219/CGROUP; elif [ "$result" = resources ]; then echo "result: resources"; else return 1; fi',
+  '}',
+].join('\n');
+
+/**
  * A worker instance's name as shell text, its release id given as shell text
  * (an expansion, or * for every release's), the name under dir when given.
  */

@@ -4,7 +4,7 @@ import type { Layout } from './layout.js';
 import { PROBE_USER, pyToolDefinition } from './pytool.js';
 import { keyLines, raw, script, sh } from './sh.js';
 import { step, type Step } from './step.js';
-import { journalOf, STOP_TIMEOUT_SECONDS, workerUnitShell } from './units.js';
+import { journalOf, STOP_TIMEOUT_SECONDS, SYSTEMD_REFUSED, workerUnitShell } from './units.js';
 
 export interface VerifySettings {
   layout: Layout;
@@ -105,9 +105,10 @@ export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
           '}',
           // How long process $1 has run, in hundredths of a second.
           'proc_age() { local a b; a=$(started_at "$1") && b=$(started_at self) && echo $(( (b - a) * 100 / hz )); }',
-          // systemd's view of a unit, on one line.
-          // Its queued job, described (for a failure's message).
+          SYSTEMD_REFUSED,
+          // A unit's queued job, described (for a failure's message).
           'unit_jobs() { local j; j=$(systemctl list-jobs --no-legend "$1" 2>/dev/null | tr -s " " | tr "\\n" " ") || true; echo "${j:-none}"; }',
+          // systemd's view of a unit, on one line.
           `unit_state() { systemctl show -p ActiveState -p SubState -p Result -p NRestarts -p ExecMainStatus "$1" 2>/dev/null | tr '\\n' ' '; }`,
           // Settled: active, no job queued, and its process has run units-stable-seconds.
           // A process seen running that exits meanwhile fails it at once, as does, right
@@ -116,7 +117,7 @@ export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
           // sleeping in a retry is idle too.) Around a restart the switch did not wait
           // for, a unit passes through inactive: a unit that stays down fails at the timeout.
           'settled() {',
-          '  local show s sub pid job seen="" age="" restarts k v cgroup_retries=0 draining="" stopping_since=""',
+          '  local show s sub pid job seen="" age="" restarts k v now_us refused cgroup_retries=0 draining="" stopping_since=""',
           '  while :; do',
           // One systemctl a poll, read in the shell (a poll every 50 ms costs little).
           '    show=$(systemctl show -p Job -p ActiveState -p SubState -p MainPID "$1" 2>/dev/null || true)',
@@ -125,12 +126,11 @@ export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
           '    if [ -z "$job" ]; then',
           settings.restarted
             ? script(
-                // 219/CGROUP is systemd failing to place the process (seen in these
-                // containers when a unit's earlier cgroup could not be removed), not
-                // the app: part of the restart, started again, twice at most.
-                '      if [ "$sub" = auto-restart ] && [ "$(systemctl show -p ExecMainStatus --value "$1" 2>/dev/null)" = 219 ] && [ "${cgroup_retries:-0}" -lt 2 ]; then',
+                // systemd refusing the start (see SYSTEMD_REFUSED), not the app:
+                // part of the restart, started again, twice at most.
+                '      if [ "$sub" = auto-restart ] && [ "${cgroup_retries:-0}" -lt 2 ] && refused=$(systemd_refused "$1"); then',
                 '        cgroup_retries=$(( ${cgroup_retries:-0} + 1 ))',
-                '        echo "UNIT_NOTE systemd could not start $1\'s process (219/CGROUP): starting it again"',
+                '        echo "UNIT_NOTE systemd could not start $1\'s process ($refused): starting it again"',
                 '        systemctl reset-failed "$1" 2>/dev/null || true',
                 '        systemctl restart --no-block "$1" 2>/dev/null || true',
                 '        seen=""',
@@ -173,14 +173,16 @@ export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
           // (a worker finishing a job: a rollback to the release just left): that run's
           // stop bound is added to the wait, once, after a second of it or at the
           // deadline. A restart's own stop, a moment long, passes unremarked.
-          '    if [ -n "$job" ] && [ "$s" = deactivating ] && [ -z "$draining" ]; then',
+          '    if [ -n "$job" ] && [ "$s" = deactivating ]; then',
           '      now_us=${EPOCHREALTIME/[.,]/}',
           '      stopping_since=${stopping_since:-$now_us}',
-          '      if [ $((now_us - stopping_since)) -ge 1000000 ] || [ "$SECONDS" -ge "$units_deadline" ]; then',
+          '      if [ -z "$draining" ] && { [ $((now_us - stopping_since)) -ge 1000000 ] || [ "$SECONDS" -ge "$units_deadline" ]; }; then',
           '        draining=1',
           sh`        units_deadline=$((units_deadline + ${STOP_TIMEOUT_SECONDS}))`,
           sh`        echo "UNIT_NOTE $1: its earlier run is still stopping (finishing its work, up to ${STOP_TIMEOUT_SECONDS} s) before it starts again"`,
           '      fi',
+          '    else',
+          '      stopping_since=""',
           '    fi',
           '    if [ "$SECONDS" -ge "$units_deadline" ]; then',
           // What the unit was doing when given up on, so a failure explains itself.

@@ -154,7 +154,7 @@ test('cleanup keeps a release whose worker still finishes its jobs, and every vi
   }
 });
 
-test('right after a restart, a unit systemd could not place (219/CGROUP) is started again, twice at most; an app that exits is not', () => {
+test('right after a restart, a unit systemd could not place (219/CGROUP) or spawn (result: resources) is started again, twice at most; an app that exits is not', () => {
   const root = execFileSync('mktemp', ['-d'], { encoding: 'utf8' }).trim();
   // systemd as seen after a start that failed to place the process: auto-restart, status 219;
   // a restart brings it up unless STUCK.
@@ -167,7 +167,7 @@ test('right after a restart, a unit systemd could not place (219/CGROUP) is star
     '  show)',
     '    if [ "$(cat "$state" 2>/dev/null)" = up ]; then status=0; shown="ActiveState=active\\nSubState=running\\nMainPID=$LIVE_PID\\n";',
     '    else status=${EXIT_STATUS:-219}; shown="ActiveState=activating\\nSubState=auto-restart\\nMainPID=0\\n"; fi',
-    '    case "$*" in *--value*ExecMainStatus*|*ExecMainStatus*--value*) echo "$status" ;; *--value*NRestarts*|*NRestarts*--value*) echo 0 ;; *) printf "$shown" ;; esac ;;',
+    '    case "$*" in *ExecMainStatus*Result*) printf "ExecMainStatus=%s\\nResult=%s\\n" "$status" "${RESULT:-exit-code}" ;; *--value*NRestarts*|*NRestarts*--value*) echo 0 ;; *) printf "$shown" ;; esac ;;',
     'esac',
     '',
   ].join('\n');
@@ -214,6 +214,12 @@ test('right after a restart, a unit systemd could not place (219/CGROUP) is star
     const crashed = run({ EXIT_STATUS: '1' });
     expect(crashed.outcome.unitsDown).toEqual(['shop-scheduler.service']);
     expect(crashed.calls).toBe('');
+    // systemd could not spawn the process at all (systemd 257: "Failed to spawn executor"): the same.
+    const unspawned = run({ EXIT_STATUS: '0', RESULT: 'resources' });
+    expect(unspawned.outcome.unitsDown).toEqual([]);
+    expect(unspawned.outcome.unitNotes).toEqual([
+      "systemd could not start shop-scheduler.service's process (result: resources): starting it again",
+    ]);
   } finally {
     execFileSync('rm', ['-rf', root]);
   }

@@ -82,10 +82,22 @@ describe('shell quoting', () => {
       expect(out).toBe('é ✓\nHELLO');
       expect(execFileSync('ls', [dir], { encoding: 'utf8' })).toBe('ran\n');
       execFileSync('rm', ['-f', `${dir}/ran`]);
-      // Cut anywhere after the length line: nothing of it runs.
-      for (const cut of [40, sent.length - 30, sent.length - 3])
-        expect(() => execFileSync('bash', ['-se'], { input: sent.slice(0, cut), stdio: 'pipe' })).toThrow();
+      // Cut anywhere, the preamble included: nothing of it runs (bash fails, or reads nothing),
+      // not even its session record (a cut name would leave a file; 'z' starts no run's token).
+      const session = remoteScript(`touch ${dir}/ran`, `zz${process.pid}`);
+      const cuts = [session.length - 2, session.length - 3];
+      for (let cut = 1; cut < session.length - 1; cut += 7) cuts.push(cut);
+      for (const cut of cuts) {
+        try {
+          execFileSync('bash', ['-se'], { input: session.slice(0, cut), stdio: 'pipe' });
+        } catch {
+          // a syntax error, as expected
+        }
+      }
+      // (Only its last newline missing, the script is whole, and runs.)
       expect(execFileSync('ls', [dir], { encoding: 'utf8' })).toBe('');
+      const records = 'ls /run/metalship-sessions 2>/dev/null | grep ^z || true';
+      expect(execFileSync('bash', ['-c', records], { encoding: 'utf8' })).toBe('');
     } finally {
       execFileSync('rm', ['-rf', dir]);
     }
