@@ -154,6 +154,33 @@ test('cleanup keeps a release whose worker still finishes its jobs, and every vi
   }
 });
 
+/**
+ * The units check of the scheduler right after a restart (notify), run here
+ * against `fake` as systemctl (written into root/bin): its parsed outcome and output.
+ */
+function schedulerCheckWithFake(root: string, fake: string, timeout: number, env: Record<string, string>) {
+  writeFileSync(`${root}/bin/systemctl`, fake, { mode: 0o755 });
+  const check = verifyStep({
+    layout: shopLayout,
+    path: '/h',
+    timeout,
+    interval: 1,
+    stableSeconds: 0,
+    notify: true,
+    restarted: true,
+    expectStatus: 200,
+    expectBody: '',
+    units: ['shop-scheduler.service'],
+    api: false,
+  });
+  const out = execFileSync('bash', ['-se'], {
+    input: wrapScript(check.script),
+    encoding: 'utf8',
+    env: { ...process.env, ...env, LIVE_PID: String(process.pid), PATH: `${root}/bin:${process.env.PATH}` },
+  });
+  return { outcome: check.parse(out), out };
+}
+
 test('right after a restart, a unit systemd could not place (219/CGROUP) or spawn (result: resources) is started again, twice at most; an app that exits is not', () => {
   const root = execFileSync('mktemp', ['-d'], { encoding: 'utf8' }).trim();
   // systemd as seen after a start that failed to place the process: auto-restart, status 219;
@@ -171,29 +198,11 @@ test('right after a restart, a unit systemd could not place (219/CGROUP) or spaw
     'esac',
     '',
   ].join('\n');
-  const check = verifyStep({
-    layout: shopLayout,
-    path: '/h',
-    timeout: 3,
-    interval: 1,
-    stableSeconds: 0,
-    notify: true,
-    restarted: true,
-    expectStatus: 200,
-    expectBody: '',
-    units: ['shop-scheduler.service'],
-    api: false,
-  });
   const run = (env: Record<string, string>) => {
     execFileSync('bash', ['-c', `mkdir -p ${root}/bin && rm -f ${root}/state ${root}/calls`]);
-    writeFileSync(`${root}/bin/systemctl`, fake, { mode: 0o755 });
-    const out = execFileSync('bash', ['-se'], {
-      input: wrapScript(check.script),
-      encoding: 'utf8',
-      env: { ...process.env, ...env, LIVE_PID: String(process.pid), PATH: `${root}/bin:${process.env.PATH}` },
-    });
+    const ran = schedulerCheckWithFake(root, fake, 3, env);
     const calls = execFileSync('bash', ['-c', `cat ${root}/calls 2>/dev/null || true`], { encoding: 'utf8' });
-    return { outcome: check.parse(out), out, calls };
+    return { ...ran, calls };
   };
   try {
     const once = run({});
@@ -240,36 +249,9 @@ test("a restart's own stop passes unremarked; a start held behind a run that kee
     'esac',
     '',
   ].join('\n');
-  const check = (timeout: number) =>
-    verifyStep({
-      layout: shopLayout,
-      path: '/h',
-      timeout,
-      interval: 1,
-      stableSeconds: 0,
-      notify: true,
-      restarted: true,
-      expectStatus: 200,
-      expectBody: '',
-      units: ['shop-scheduler.service'],
-      api: false,
-    });
   const run = (stopMs: number, timeout: number) => {
     execFileSync('bash', ['-c', `mkdir -p ${root}/bin && echo \${EPOCHREALTIME/[.,]/} > ${root}/since`]);
-    writeFileSync(`${root}/bin/systemctl`, fake, { mode: 0o755 });
-    const step = check(timeout);
-    return step.parse(
-      execFileSync('bash', ['-se'], {
-        input: wrapScript(step.script),
-        encoding: 'utf8',
-        env: {
-          ...process.env,
-          STOP_MS: String(stopMs),
-          LIVE_PID: String(process.pid),
-          PATH: `${root}/bin:${process.env.PATH}`,
-        },
-      }),
-    );
+    return schedulerCheckWithFake(root, fake, timeout, { STOP_MS: String(stopMs) }).outcome;
   };
   try {
     const restart = run(300, 5);
