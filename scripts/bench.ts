@@ -712,6 +712,7 @@ async function fleetRounds(
       { env: { GITHUB_ACTIONS: '' } },
     );
     if (r.code !== 0) throw new Error(`fleet deploy failed:\n${r.stdout}`);
+    return r;
   };
   let version = 1000;
   const setVersion = () => writeFile(path.join(source, 'version.py'), `VERSION = "v${++version}"\n`);
@@ -737,8 +738,9 @@ async function fleetRounds(
       });
       await sleep(500);
       const started = Date.now();
-      await deploy(row.extra);
+      const r = await deploy(row.extra);
       row.seconds.push((Date.now() - started) / 1000);
+      timelines.set(`fleet ${row.name}`, timelineOf(r.stdout));
       await sleep(500);
       const report = await load.stop();
       row.failed.push(report.failed);

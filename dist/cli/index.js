@@ -80618,6 +80618,12 @@ async function run_runAction(name, body, raw = envInputs(), log = new Log()) {
 
 /** Transient units that run builds: `metalship-build-<script token>-<n>`, stopped with the script's session. */
 const BUILD_UNIT_PREFIX = 'metalship-build-';
+/**
+ * Where pip is kept unpacked and byte-compiled, per wheel and interpreter, to
+ * build venvs made without one (mstool pip-runner). Root's, shared by the
+ * host's apps; a dot name no app name can take.
+ */
+const PIP_RUNNER_ROOT = '/var/cache/metalship/.pip-runner';
 /** `{app}-build`, shortened with a hash where that would pass the 32 characters of a user name. */
 function buildUserName(app) {
     if (app.length <= 26)
@@ -82888,6 +82894,13 @@ function lockHolder(action) {
  * Takes the app's deploy lock on a host, and runs `first` (a short, read-only
  * step) under it in the same round trip; the returned function releases the lock.
  */
+/** Another run held the lock for all of the wait. */
+class LockHeldError extends Error {
+    constructor(message) {
+        super(message);
+        this.name = 'LockHeldError';
+    }
+}
 async function acquireLock(host, holder, waitSeconds, log, first) {
     let buffer = '';
     let seen = '';
@@ -82902,7 +82915,8 @@ async function acquireLock(host, holder, waitSeconds, log, first) {
             buffer = buffer.slice(nl + 1);
             seen += line + '\n';
             const event = lockEvent(line);
-            if (event?.kind === 'waiting')
+            // A try that waits for nothing (see withHosts) is not waiting.
+            if (event?.kind === 'waiting' && waitSeconds > 0)
                 log.info(`[${host.spec.label}] waiting for the deploy lock, held by ${event.holder || 'another run'}`);
             if (event?.kind === 'stale')
                 log.warn(`[${host.spec.label}] recovered a stale deploy lock left by a run that ended without releasing it: ${event.holder}`);
@@ -82913,7 +82927,7 @@ async function acquireLock(host, holder, waitSeconds, log, first) {
     void session.done.then((r) => {
         if (r.code === LOCK_EXIT_HELD) {
             const held = sh_keyLines(r.stdout).get('HELD') || 'another run';
-            settle?.(new Error(`${host.spec.label}: another deploy holds the lock of ${host.layout.app} and did not finish within ${waitSeconds} s: ${held}`));
+            settle?.(new LockHeldError(`${host.spec.label}: another deploy holds the lock of ${host.layout.app} and did not finish within ${waitSeconds} s: ${held}`));
         }
         else {
             settle?.(new Error(`${host.spec.label}: could not take the deploy lock (exit ${r.code}): ${r.stderr.trim().slice(-500)}`));
@@ -82983,20 +82997,49 @@ async function withHosts(settings, log, action, fn, opts = {}) {
         const freezes = new Map();
         if (opts.lock !== false) {
             const holder = lockHolder(action);
-            // One at a time, in the same order for every run: two overlapping runs
-            // then never each hold half of the locks and wait out the timeout.
             const deadline = Date.now() + settings['lock-timeout'] * 1000;
-            for (const h of [...hosts].sort((a, b) => lockOrder(a).localeCompare(lockOrder(b)))) {
-                const wait = Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
+            const take = (h, wait, together = false) => {
                 const first = opts.underLock?.(h) ?? (freezeFirst ? freezeCheckStep(h.layout) : undefined);
-                const what = first ? `taking the deploy lock, then ${first.what}` : 'taking the deploy lock';
-                const locked = await log.timed({ kind: 'remote', what, host: h.spec.label }, () => acquireLock(h, holder, wait, log, first));
+                const taking = together
+                    ? 'taking the deploy lock (every host at once, if none is held)'
+                    : 'taking the deploy lock';
+                const what = first ? `${taking}, then ${first.what}` : taking;
+                return log.timed({ kind: 'remote', what, host: h.spec.label }, () => acquireLock(h, holder, wait, log, first));
+            };
+            const keep = (h, locked) => {
                 releases.push(locked.release);
                 if (opts.underLock)
                     underLock.set(h, locked.first);
                 else if (freezeFirst)
                     freezes.set(h, locked.first);
+            };
+            // First all at once, waiting for none: the usual case, no other run on
+            // these hosts. If one is held, those taken go back, and the locks are
+            // taken one at a time, in the same order for every run: two overlapping
+            // runs then never each hold half of them and wait out the timeout.
+            let taken = false;
+            if (hosts.length > 1) {
+                const tries = await Promise.allSettled(hosts.map((h) => take(h, 0, true)));
+                const got = tries.flatMap((t, i) => t.status === 'fulfilled' ? [{ h: hosts[i], locked: t.value }] : []);
+                const failed = tries.flatMap((t) => (t.status === 'rejected' ? [t.reason] : []));
+                if (failed.length === 0) {
+                    for (const g of got)
+                        keep(g.h, g.locked);
+                    taken = true;
+                }
+                else {
+                    await Promise.allSettled(got.map((g) => g.locked.release()));
+                    const other = failed.find((e) => !(e instanceof LockHeldError));
+                    if (other !== undefined)
+                        throw other;
+                    // No time to wait: one at a time would only find it held again.
+                    if (settings['lock-timeout'] === 0)
+                        throw failed[0];
+                }
             }
+            if (!taken)
+                for (const h of [...hosts].sort((a, b) => lockOrder(a).localeCompare(lockOrder(b))))
+                    keep(h, await take(h, Math.max(0, Math.ceil((deadline - Date.now()) / 1000))));
         }
         else if (opts.underLock) {
             const steps = opts.underLock;
@@ -83549,8 +83592,21 @@ function venvScript(settings) {
     sh_sh `  mstool stop-user ${user}`, '  rm -rf -- "$venv"', sh_sh `  install -d -m 755 -o ${user} -g ${user} "$venv"`, sh_sh `  install -d -m 755 ${cacheRoot}`, sh_sh `  install -d -m 700 -o ${user} -g ${user} ${layout.pipCache}`, sh_sh `  find ${cacheRoot} -maxdepth 1 -name 'build.*' -exec rm -rf -- {} +`, sh_sh `  work=$(mktemp -d ${cacheRoot + '/build.XXXXXX'})`, sh_sh `  tar -C ${rel} --exclude=./.metalship -cf - . | tar -C "$work" -xf - --no-same-owner`, sh_sh `  chown -R ${user}:${user} "$work"`, 
     // The unit's environment from a root-only file (a proxy URL may hold a
     // password: never on a command line), quoted as systemd reads it.
-    '  envfile=$(mktemp)', '  ms_env() { local v=$2 bs="\\\\" q=\'"\' d=\'$\' bt=\'`\'; v=${v//"$bs"/"$bs$bs"}; v=${v//"$q"/"$bs$q"}; v=${v//"$d"/"$bs$d"}; v=${v//"$bt"/"$bs$bt"}; printf \'%s="%s"\\n\' "$1" "$v" >> "$envfile"; }', sh_sh `  ms_env HOME "$work"; ms_env LANG C.UTF-8; ms_env PIP_CACHE_DIR ${layout.pipCache}`, '  ms_env PIP_DISABLE_PIP_VERSION_CHECK 1; ms_env PIP_NO_INPUT 1', '  for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do if [ -n "${!v:-}" ]; then ms_env "$v" "${!v}"; fi; done', '  step=0', sh_sh `  as_build() { step=$((step + 1)); systemd-run --quiet --wait --pipe --collect --unit="${raw(BUILD_UNIT_PREFIX)}\${__metalship_token:-$$}-$step" ${sandbox} -p EnvironmentFile="$envfile" -p ReadWritePaths="$venv $work ${raw(layout.pipCache)}" --working-directory="$work" -- "$@" < /dev/null; }`, sh_sh `  as_build ${settings.python} -m venv ${venvFlags} "$venv"`, "  echo 'MARK virtualenv created'", settings.requirements
-        ? sh_script(sh_sh `  as_build "$venv/bin/python" -m pip install --no-input -r ${settings.requirements} ${settings.pipArgs}`, "  echo 'MARK requirements installed'").trimEnd()
+    '  envfile=$(mktemp)', '  ms_env() { local v=$2 bs="\\\\" q=\'"\' d=\'$\' bt=\'`\'; v=${v//"$bs"/"$bs$bs"}; v=${v//"$q"/"$bs$q"}; v=${v//"$d"/"$bs$d"}; v=${v//"$bt"/"$bs$bt"}; printf \'%s="%s"\\n\' "$1" "$v" >> "$envfile"; }', sh_sh `  ms_env HOME "$work"; ms_env LANG C.UTF-8; ms_env PIP_CACHE_DIR ${layout.pipCache}`, '  ms_env PIP_DISABLE_PIP_VERSION_CHECK 1; ms_env PIP_NO_INPUT 1', '  for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do if [ -n "${!v:-}" ]; then ms_env "$v" "${!v}"; fi; done', '  step=0', sh_sh `  as_build() { step=$((step + 1)); systemd-run --quiet --wait --pipe --collect --unit="${raw(BUILD_UNIT_PREFIX)}\${__metalship_token:-$$}-$step" ${sandbox} -p EnvironmentFile="$envfile" -p ReadWritePaths="$venv $work ${raw(layout.pipCache)}" --working-directory="$work" -- "$@" < /dev/null; }`, 
+    // No pip copied into the venv (ensurepip's 2 s): pip runs from root's
+    // unpacked, compiled copy of the interpreter's own wheel (mstool pip-runner),
+    // else (no such wheel, or it could not be unpacked) from the pip ensurepip
+    // puts in the venv, as before. So a venv has no pip of its own: it is
+    // sealed, and nothing is installed into it after its build.
+    settings.requirements
+        ? sh_script(sh_sh `  mapfile -t found < <(${settings.python} -I -c "$MSTOOL_SRC" pip-runner ${PIP_RUNNER_ROOT} ${settings.systemSitePackages ? ['system-site'] : []} || true)`, '  runner=${found[0]:-}', sh_sh `  if [ -n "$runner" ]; then as_build ${settings.python} -m venv ${venvFlags} --without-pip "$venv"; else as_build ${settings.python} -m venv ${venvFlags} "$venv"; fi`).trimEnd()
+        : sh_sh `  as_build ${settings.python} -m venv ${venvFlags} --without-pip "$venv"`, "  echo 'MARK virtualenv created'", settings.requirements
+        ? sh_script(
+        // ensurepip gave a venv setuptools too before Python 3.12 (sdists built
+        // without build isolation, code importing pkg_resources): so does this,
+        // but where the venv sees the system's. As ensurepip, not reading
+        // pip's settings (a constraint on setuptools is for the app's).
+        '  if [ "${#found[@]}" -gt 1 ]; then as_build "$venv/bin/python" "$runner/pip" install --isolated --no-input --no-index --no-deps "${found[@]:1}" >/dev/null; fi', '  if [ -n "$runner" ]; then pip=("$runner/pip"); else pip=(-m pip); fi', sh_sh `  as_build "$venv/bin/python" "\${pip[@]}" install --no-input -r ${settings.requirements} ${settings.pipArgs}`, "  echo 'MARK requirements installed'").trimEnd()
         : null, 
     // Bytecode on every core (-j 0): the services cannot write it later.
     '  as_build "$venv/bin/python" -m compileall -q -j 0 "$venv" >/dev/null 2>&1 || true', sh_sh `  mstool stop-user ${user}`, '  rm -f -- "$envfile"', '  rm -rf -- "$work"', '  rm -f -- "$venv/.metalship-complete"', '  chown -hR root:root -- "$venv"', '  chmod -R u+rwX,go+rX,go-w,ug-s -- "$venv"', 
@@ -96223,6 +96279,8 @@ function receiverItem(settings) {
 // links the current one).
 
 
+
+
 const PYENV_ROOT = '/opt/pyenv';
 const PYENV_REPO = 'https://github.com/pyenv/pyenv.git';
 /** What CPython needs to build (pyenv's wiki, Debian and Ubuntu). */
@@ -96243,6 +96301,17 @@ const PYENV_BUILD_DEPS = [
     'libffi-dev',
     'liblzma-dev',
 ];
+/**
+ * pip unpacked and compiled for the interpreter now (mstool pip-runner), so
+ * that the first deploy's venv does not wait for it. A cache: a failure here
+ * only leaves it to the deploy.
+ */
+function pipRunnerLines(python) {
+    return [
+        pyToolDefinition(),
+        sh_sh `if [ "$CHECK" != 1 ]; then ${python} -I -c "$MSTOOL_SRC" pip-runner ${PIP_RUNNER_ROOT} >/dev/null || true; fi`,
+    ].join('\n');
+}
 function pythonItem(settings) {
     const v = settings.python.version;
     if (settings.python.install === 'system') {
@@ -96253,14 +96322,14 @@ case "$have." in ${v}.*) ;; *) echo "python3 is $have, python-version asks for $
         return {
             name: 'python',
             precheck: matches ? `if command -v python3 >/dev/null; then\n${matches}\nfi` : undefined,
-            script: itemScript(settings.check, 'ms_install python3 python3-venv python3-pip', matches, 'echo "python /usr/bin/python3"'),
+            script: itemScript(settings.check, 'ms_install python3 python3-venv python3-pip', matches, pipRunnerLines('/usr/bin/python3'), 'echo "python /usr/bin/python3"'),
         };
     }
     return {
         name: 'python',
         script: itemScript(settings.check, `ms_install ${PYENV_BUILD_DEPS.join(' ')}`, sh_sh `export PYENV_ROOT=${PYENV_ROOT}`, sh_sh `if [ ! -x ${PYENV_ROOT}/bin/pyenv ]; then`, sh_sh `  ms_changed ${'pyenv installed in ' + PYENV_ROOT}`, '  if [ "$CHECK" = 1 ]; then exit 0; fi', sh_sh `  git clone --quiet --depth 1 ${PYENV_REPO} ${PYENV_ROOT} >&2`, 'fi', 
         // A version such as 3.12 means the newest 3.12.x pyenv knows.
-        sh_sh `full=$(${PYENV_ROOT}/bin/pyenv latest -k ${v} 2>/dev/null || echo ${v})`, sh_sh `if [ ! -x ${PYENV_ROOT}/versions/"$full"/bin/python3 ]; then`, '  ms_changed "Python $full built with pyenv"', '  if [ "$CHECK" = 1 ]; then exit 0; fi', sh_sh `  ${PYENV_ROOT}/bin/pyenv install --skip-existing "$full" >&2`, 'fi', sh_sh `chmod -R go+rX,go-w ${PYENV_ROOT}`, sh_sh `echo "python ${PYENV_ROOT}/versions/$full/bin/python3"`),
+        sh_sh `full=$(${PYENV_ROOT}/bin/pyenv latest -k ${v} 2>/dev/null || echo ${v})`, sh_sh `if [ ! -x ${PYENV_ROOT}/versions/"$full"/bin/python3 ]; then`, '  ms_changed "Python $full built with pyenv"', '  if [ "$CHECK" = 1 ]; then exit 0; fi', sh_sh `  ${PYENV_ROOT}/bin/pyenv install --skip-existing "$full" >&2`, 'fi', sh_sh `chmod -R go+rX,go-w ${PYENV_ROOT}`, pipRunnerLines(raw(`${sh_sh `${PYENV_ROOT}/versions/`}"$full"/bin/python3`)), sh_sh `echo "python ${PYENV_ROOT}/versions/$full/bin/python3"`),
     };
 }
 

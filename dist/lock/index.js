@@ -63168,6 +63168,12 @@ var external_node_crypto_ = __nccwpck_require__(7598);
 
 /** Transient units that run builds: `metalship-build-<script token>-<n>`, stopped with the script's session. */
 const BUILD_UNIT_PREFIX = 'metalship-build-';
+/**
+ * Where pip is kept unpacked and byte-compiled, per wheel and interpreter, to
+ * build venvs made without one (mstool pip-runner). Root's, shared by the
+ * host's apps; a dot name no app name can take.
+ */
+const PIP_RUNNER_ROOT = '/var/cache/metalship/.pip-runner';
 /** `{app}-build`, shortened with a hash where that would pass the 32 characters of a user name. */
 function buildUserName(app) {
     if (app.length <= 26)
@@ -66172,6 +66178,13 @@ function lockHolder(action) {
  * Takes the app's deploy lock on a host, and runs `first` (a short, read-only
  * step) under it in the same round trip; the returned function releases the lock.
  */
+/** Another run held the lock for all of the wait. */
+class LockHeldError extends Error {
+    constructor(message) {
+        super(message);
+        this.name = 'LockHeldError';
+    }
+}
 async function acquireLock(host, holder, waitSeconds, log, first) {
     let buffer = '';
     let seen = '';
@@ -66186,7 +66199,8 @@ async function acquireLock(host, holder, waitSeconds, log, first) {
             buffer = buffer.slice(nl + 1);
             seen += line + '\n';
             const event = lockEvent(line);
-            if (event?.kind === 'waiting')
+            // A try that waits for nothing (see withHosts) is not waiting.
+            if (event?.kind === 'waiting' && waitSeconds > 0)
                 log.info(`[${host.spec.label}] waiting for the deploy lock, held by ${event.holder || 'another run'}`);
             if (event?.kind === 'stale')
                 log.warn(`[${host.spec.label}] recovered a stale deploy lock left by a run that ended without releasing it: ${event.holder}`);
@@ -66197,7 +66211,7 @@ async function acquireLock(host, holder, waitSeconds, log, first) {
     void session.done.then((r) => {
         if (r.code === LOCK_EXIT_HELD) {
             const held = sh_keyLines(r.stdout).get('HELD') || 'another run';
-            settle?.(new Error(`${host.spec.label}: another deploy holds the lock of ${host.layout.app} and did not finish within ${waitSeconds} s: ${held}`));
+            settle?.(new LockHeldError(`${host.spec.label}: another deploy holds the lock of ${host.layout.app} and did not finish within ${waitSeconds} s: ${held}`));
         }
         else {
             settle?.(new Error(`${host.spec.label}: could not take the deploy lock (exit ${r.code}): ${r.stderr.trim().slice(-500)}`));
@@ -66267,20 +66281,49 @@ async function hosts_withHosts(settings, log, action, fn, opts = {}) {
         const freezes = new Map();
         if (opts.lock !== false) {
             const holder = lockHolder(action);
-            // One at a time, in the same order for every run: two overlapping runs
-            // then never each hold half of the locks and wait out the timeout.
             const deadline = Date.now() + settings['lock-timeout'] * 1000;
-            for (const h of [...hosts].sort((a, b) => lockOrder(a).localeCompare(lockOrder(b)))) {
-                const wait = Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
+            const take = (h, wait, together = false) => {
                 const first = opts.underLock?.(h) ?? (freezeFirst ? freezeCheckStep(h.layout) : undefined);
-                const what = first ? `taking the deploy lock, then ${first.what}` : 'taking the deploy lock';
-                const locked = await log.timed({ kind: 'remote', what, host: h.spec.label }, () => acquireLock(h, holder, wait, log, first));
+                const taking = together
+                    ? 'taking the deploy lock (every host at once, if none is held)'
+                    : 'taking the deploy lock';
+                const what = first ? `${taking}, then ${first.what}` : taking;
+                return log.timed({ kind: 'remote', what, host: h.spec.label }, () => acquireLock(h, holder, wait, log, first));
+            };
+            const keep = (h, locked) => {
                 releases.push(locked.release);
                 if (opts.underLock)
                     underLock.set(h, locked.first);
                 else if (freezeFirst)
                     freezes.set(h, locked.first);
+            };
+            // First all at once, waiting for none: the usual case, no other run on
+            // these hosts. If one is held, those taken go back, and the locks are
+            // taken one at a time, in the same order for every run: two overlapping
+            // runs then never each hold half of them and wait out the timeout.
+            let taken = false;
+            if (hosts.length > 1) {
+                const tries = await Promise.allSettled(hosts.map((h) => take(h, 0, true)));
+                const got = tries.flatMap((t, i) => t.status === 'fulfilled' ? [{ h: hosts[i], locked: t.value }] : []);
+                const failed = tries.flatMap((t) => (t.status === 'rejected' ? [t.reason] : []));
+                if (failed.length === 0) {
+                    for (const g of got)
+                        keep(g.h, g.locked);
+                    taken = true;
+                }
+                else {
+                    await Promise.allSettled(got.map((g) => g.locked.release()));
+                    const other = failed.find((e) => !(e instanceof LockHeldError));
+                    if (other !== undefined)
+                        throw other;
+                    // No time to wait: one at a time would only find it held again.
+                    if (settings['lock-timeout'] === 0)
+                        throw failed[0];
+                }
             }
+            if (!taken)
+                for (const h of [...hosts].sort((a, b) => lockOrder(a).localeCompare(lockOrder(b))))
+                    keep(h, await take(h, Math.max(0, Math.ceil((deadline - Date.now()) / 1000))));
         }
         else if (opts.underLock) {
             const steps = opts.underLock;

@@ -707,7 +707,85 @@ def check_sealed(venv):
     if bad:
         sys.exit('the virtualenv leads to places another user could change (a package put them there):\n' + '\n'.join(bad[:20]))
 
+def pip_runner(cache, *flags):
+    # pip for building a venv made without one (python -m venv --without-pip):
+    # ensurepip copying pip into each new venv took 2 s of a cold deploy, and
+    # pip run from its wheel compiles its modules on every start (1 s). So the
+    # wheel ensurepip would use (the interpreter's own _bundled one, else
+    # Debian's in /usr/share/python-wheels) is unpacked once per interpreter
+    # and wheel content (an update Debian ships under the same file name is a
+    # new one), root's and byte-compiled, and run as `python DIR/pip`. Only
+    # pip/ is unpacked: no dist-info, so the venv's pip sees no pip installed
+    # there. Prints DIR, or nothing when there is no wheel root alone could
+    # have put there (the venv then gets ensurepip's pip); then, before Python
+    # 3.12, the other wheels ensurepip installed beside pip's: setuptools (and
+    # Debian 11's pkg_resources, a wheel of its own), but for a venv with the
+    # system's site-packages (flag system-site) those the system has: this
+    # interpreter, as root and isolated, sees what that venv will (locating a
+    # module runs none of its code).
+    import compileall, importlib.util, fcntl, glob, hashlib, shutil, tempfile, zipfile
+    dirs = []
+    try:
+        import ensurepip
+        dirs.append(os.path.join(os.path.dirname(ensurepip.__file__), '_bundled'))
+    except ImportError:
+        pass
+    dirs.append('/usr/share/python-wheels')
+    def version(path, project='pip'):
+        m = re.match(project + r'-([0-9.]+)-', os.path.basename(path))
+        return tuple(int(x) for x in m.group(1).split('.') if x) if m else ()
+    def usable(d, project):
+        found = [w for w in glob.glob(os.path.join(d, project + '-*.whl')) if version(w, project) and root_only(w) and os.path.isfile(w)]
+        return max(found, key=lambda w: version(w, project)) if found else None
+    wheel = next((w for w in (usable(d, 'pip') for d in dirs) if w), None)
+    if not wheel:
+        return
+    with open(wheel, 'rb') as f:
+        digest = hashlib.sha256(f.read()).hexdigest()[:16]
+    name = '%s-%s-%s' % (sys.implementation.cache_tag, os.path.basename(wheel)[:-len('.whl')], digest)
+    if not root_only(cache):
+        sys.exit('%s is not root\'s alone' % cache)
+    os.makedirs(cache, mode=0o755, exist_ok=True)
+    final = os.path.join(cache, name)
+    def done():
+        print(final)
+        if sys.version_info < (3, 12):
+            for project in ('setuptools', 'pkg_resources'):
+                if 'system-site' in flags and importlib.util.find_spec(project) is not None:
+                    continue
+                extra = usable(os.path.dirname(wheel), project)
+                if extra:
+                    print(extra)
+    if os.path.isfile(os.path.join(final, '.complete')):
+        return done()
+    # One build at a time on the host: whatever else is here unfinished was
+    # left by a run cut short, and goes (a complete one is never removed: a
+    # build may be running pip from it).
+    with open(os.path.join(cache, '.lock'), 'a') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if os.path.isfile(os.path.join(final, '.complete')):
+            return done()
+        for left in glob.glob(os.path.join(cache, '.tmp-*')):
+            shutil.rmtree(left, ignore_errors=True)
+        shutil.rmtree(final, ignore_errors=True)
+        tmp = tempfile.mkdtemp(dir=cache, prefix='.tmp-')
+        try:
+            with zipfile.ZipFile(wheel) as z:
+                z.extractall(tmp, [m for m in z.namelist() if m.startswith('pip/')])
+            compileall.compile_dir(os.path.join(tmp, 'pip'), quiet=1, workers=0)
+            for top, ds, fs in os.walk(tmp):
+                for n in ds:
+                    os.chmod(os.path.join(top, n), 0o755)
+                for n in fs:
+                    os.chmod(os.path.join(top, n), 0o644)
+            os.chmod(tmp, 0o755)
+            open(os.path.join(tmp, '.complete'), 'w').close()
+            os.rename(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    done()
+
 cmd, args = sys.argv[1], sys.argv[2:]
 {'link': link, 'stage-files': stage_files, 'check-files': check_files, 'import-check': import_check,
  'wait-ready': wait_ready, 'releases': releases, 'exec': exec_in_release, 'pg-exec': pg_exec, 'stop-user': stop_user, 'check-sealed': check_sealed,
- 'in-use': in_use}[cmd](*args)
+ 'in-use': in_use, 'pip-runner': pip_runner}[cmd](*args)

@@ -65,6 +65,12 @@ export interface Layout {
 
 /** Transient units that run builds: `metalship-build-<script token>-<n>`, stopped with the script's session. */
 export const BUILD_UNIT_PREFIX = 'metalship-build-';
+/**
+ * Where pip is kept unpacked and byte-compiled, per wheel and interpreter, to
+ * build venvs made without one (mstool pip-runner). Root's, shared by the
+ * host's apps; a dot name no app name can take.
+ */
+export const PIP_RUNNER_ROOT = '/var/cache/metalship/.pip-runner';
 
 /** `{app}-build`, shortened with a hash where that would pass the 32 characters of a user name. */
 export function buildUserName(app: string): string {

@@ -2,7 +2,7 @@
 // unchanged files from the previous release, then unpack the new files, build
 // (or reuse) the virtualenv, link shared paths, compile and import-check.
 
-import { BUILD_UNIT_PREFIX, type Layout } from './layout.js';
+import { BUILD_UNIT_PREFIX, PIP_RUNNER_ROOT, type Layout } from './layout.js';
 import { rootOnly, STATE_MODE } from './paths.js';
 import { pyToolDefinition } from './pytool.js';
 import { runtimePath } from './runtime.js';
@@ -220,11 +220,28 @@ function venvScript(settings: BuildSettings): string {
     '  for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do if [ -n "${!v:-}" ]; then ms_env "$v" "${!v}"; fi; done',
     '  step=0',
     sh`  as_build() { step=$((step + 1)); systemd-run --quiet --wait --pipe --collect --unit="${raw(BUILD_UNIT_PREFIX)}\${__metalship_token:-$$}-$step" ${sandbox} -p EnvironmentFile="$envfile" -p ReadWritePaths="$venv $work ${raw(layout.pipCache)}" --working-directory="$work" -- "$@" < /dev/null; }`,
-    sh`  as_build ${settings.python} -m venv ${venvFlags} "$venv"`,
+    // No pip copied into the venv (ensurepip's 2 s): pip runs from root's
+    // unpacked, compiled copy of the interpreter's own wheel (mstool pip-runner),
+    // else (no such wheel, or it could not be unpacked) from the pip ensurepip
+    // puts in the venv, as before. So a venv has no pip of its own: it is
+    // sealed, and nothing is installed into it after its build.
+    settings.requirements
+      ? script(
+          sh`  mapfile -t found < <(${settings.python} -I -c "$MSTOOL_SRC" pip-runner ${PIP_RUNNER_ROOT} ${settings.systemSitePackages ? ['system-site'] : []} || true)`,
+          '  runner=${found[0]:-}',
+          sh`  if [ -n "$runner" ]; then as_build ${settings.python} -m venv ${venvFlags} --without-pip "$venv"; else as_build ${settings.python} -m venv ${venvFlags} "$venv"; fi`,
+        ).trimEnd()
+      : sh`  as_build ${settings.python} -m venv ${venvFlags} --without-pip "$venv"`,
     "  echo 'MARK virtualenv created'",
     settings.requirements
       ? script(
-          sh`  as_build "$venv/bin/python" -m pip install --no-input -r ${settings.requirements} ${settings.pipArgs}`,
+          // ensurepip gave a venv setuptools too before Python 3.12 (sdists built
+          // without build isolation, code importing pkg_resources): so does this,
+          // but where the venv sees the system's. As ensurepip, not reading
+          // pip's settings (a constraint on setuptools is for the app's).
+          '  if [ "${#found[@]}" -gt 1 ]; then as_build "$venv/bin/python" "$runner/pip" install --isolated --no-input --no-index --no-deps "${found[@]:1}" >/dev/null; fi',
+          '  if [ -n "$runner" ]; then pip=("$runner/pip"); else pip=(-m pip); fi',
+          sh`  as_build "$venv/bin/python" "\${pip[@]}" install --no-input -r ${settings.requirements} ${settings.pipArgs}`,
           "  echo 'MARK requirements installed'",
         ).trimEnd()
       : null,

@@ -161,6 +161,14 @@ export function lockHolder(action: string): LockHolder {
  * Takes the app's deploy lock on a host, and runs `first` (a short, read-only
  * step) under it in the same round trip; the returned function releases the lock.
  */
+/** Another run held the lock for all of the wait. */
+export class LockHeldError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'LockHeldError';
+  }
+}
+
 export async function acquireLock<F = undefined>(
   host: Host,
   holder: LockHolder,
@@ -181,7 +189,8 @@ export async function acquireLock<F = undefined>(
       buffer = buffer.slice(nl + 1);
       seen += line + '\n';
       const event = lockEvent(line);
-      if (event?.kind === 'waiting')
+      // A try that waits for nothing (see withHosts) is not waiting.
+      if (event?.kind === 'waiting' && waitSeconds > 0)
         log.info(
           `[${host.spec.label}] waiting for the deploy lock, held by ${event.holder || 'another run'}`,
         );
@@ -196,7 +205,7 @@ export async function acquireLock<F = undefined>(
     if (r.code === LOCK_EXIT_HELD) {
       const held = keyLines(r.stdout).get('HELD') || 'another run';
       settle?.(
-        new Error(
+        new LockHeldError(
           `${host.spec.label}: another deploy holds the lock of ${host.layout.app} and did not finish within ${waitSeconds} s: ${held}`,
         ),
       );
@@ -292,21 +301,48 @@ export async function withHosts<T, F = undefined>(
     const freezes = new Map<Host, Freeze | null>();
     if (opts.lock !== false) {
       const holder = lockHolder(action);
-      // One at a time, in the same order for every run: two overlapping runs
-      // then never each hold half of the locks and wait out the timeout.
       const deadline = Date.now() + settings['lock-timeout'] * 1000;
-      for (const h of [...hosts].sort((a, b) => lockOrder(a).localeCompare(lockOrder(b)))) {
-        const wait = Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
+      const take = (h: Host, wait: number, together = false) => {
         const first: Step<unknown> | undefined =
           opts.underLock?.(h) ?? (freezeFirst ? freezeCheckStep(h.layout) : undefined);
-        const what = first ? `taking the deploy lock, then ${first.what}` : 'taking the deploy lock';
-        const locked = await log.timed({ kind: 'remote', what, host: h.spec.label }, () =>
+        const taking = together
+          ? 'taking the deploy lock (every host at once, if none is held)'
+          : 'taking the deploy lock';
+        const what = first ? `${taking}, then ${first.what}` : taking;
+        return log.timed({ kind: 'remote', what, host: h.spec.label }, () =>
           acquireLock(h, holder, wait, log, first),
         );
+      };
+      const keep = (h: Host, locked: Awaited<ReturnType<typeof take>>) => {
         releases.push(locked.release);
         if (opts.underLock) underLock.set(h, locked.first as F);
         else if (freezeFirst) freezes.set(h, locked.first as Freeze | null);
+      };
+      // First all at once, waiting for none: the usual case, no other run on
+      // these hosts. If one is held, those taken go back, and the locks are
+      // taken one at a time, in the same order for every run: two overlapping
+      // runs then never each hold half of them and wait out the timeout.
+      let taken = false;
+      if (hosts.length > 1) {
+        const tries = await Promise.allSettled(hosts.map((h) => take(h, 0, true)));
+        const got = tries.flatMap((t, i) =>
+          t.status === 'fulfilled' ? [{ h: hosts[i]!, locked: t.value }] : [],
+        );
+        const failed = tries.flatMap((t) => (t.status === 'rejected' ? [t.reason as unknown] : []));
+        if (failed.length === 0) {
+          for (const g of got) keep(g.h, g.locked);
+          taken = true;
+        } else {
+          await Promise.allSettled(got.map((g) => g.locked.release()));
+          const other = failed.find((e) => !(e instanceof LockHeldError));
+          if (other !== undefined) throw other;
+          // No time to wait: one at a time would only find it held again.
+          if (settings['lock-timeout'] === 0) throw failed[0];
+        }
       }
+      if (!taken)
+        for (const h of [...hosts].sort((a, b) => lockOrder(a).localeCompare(lockOrder(b))))
+          keep(h, await take(h, Math.max(0, Math.ceil((deadline - Date.now()) / 1000))));
     } else if (opts.underLock) {
       const steps = opts.underLock;
       await Promise.all(hosts.map(async (h) => underLock.set(h, await h.conn.step(steps(h)))));

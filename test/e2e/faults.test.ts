@@ -158,7 +158,8 @@ const PHASES: Phase[] = [
     faults: ['kill', 'cut', 'reboot'],
     marker: /building virtualenv/,
     probe: (app) => (cmd) =>
-      cmd.includes(`/opt/${app}/venvs/`) && /(^|\s)-I?m (venv|pip|ensurepip)(\s|$)/.test(cmd),
+      cmd.includes(`/opt/${app}/venvs/`) &&
+      /(^|\s)(-I?m (venv|pip|ensurepip)|\S+\/\.pip-runner\/\S+\/pip install)(\s|$)/.test(cmd),
     // New requirements, so a new virtualenv is built.
     prepare: async (lane) =>
       appendFile(path.join(lane.source, 'requirements.txt'), `# fault run ${lane.version}\n`),

@@ -303,3 +303,30 @@ test('a host without the api role: its api stops, its worker runs the new releas
   ).toBe('');
   expect((await httpGet(web2.address, '/version', SERVER_NAME)).body).toContain(f4);
 });
+
+test("another run holding one host's lock: a run with no time to wait fails naming it and holds no other host's; a patient one waits for it, then deploys", async () => {
+  const lockFile = `/opt/${APP}/.metalship/deploy.lock`;
+  const holderFile = `/opt/${APP}/.metalship/lock-holder`;
+  const held = apps[1]!;
+  // Another run's lock on the second host, for 8 s.
+  await onHost(
+    state,
+    held,
+    `nohup sh -c 'exec 9>>${lockFile}; flock 9; echo "deploy by someone-else" > ${holderFile}; sleep 8; : > ${holderFile}' >/dev/null 2>&1 &
+for i in $(seq 50); do if ! flock -n ${lockFile} true; then exit 0; fi; sleep 0.1; done; exit 1`,
+  );
+  await setVersion('f-lock');
+  const impatient = await runBundle('deploy', deployInputs({ 'lock-timeout': '0' }));
+  expect(impatient.code).toBe(1);
+  expect(impatient.stdout).toMatch(/another deploy holds the lock of fleet .*someone-else/);
+  for (const h of apps.filter((a) => a !== held))
+    expect(await onHost(state, h, `flock -n ${lockFile} true && echo free`)).toBe('free\n');
+  const patient = await runBundle('deploy', deployInputs({ 'lock-timeout': '60' }));
+  expect(outcome(patient)).toBe('succeeded');
+  expect(patient.stdout).toMatch(
+    new RegExp(
+      `\\[${held.address.replace(/\./g, '\\.')}\\] waiting for the deploy lock, held by deploy by someone-else`,
+    ),
+  );
+  for (const h of apps) expect(await currentOn(h)).toBe(patient.outputs['release-id']);
+});

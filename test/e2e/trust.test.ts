@@ -232,12 +232,26 @@ test('package build code (setup.py) never runs as root, nor as the app user', as
   const r = await releaseWithPackage(
     'trust-build-1',
     `open(os.path.join(sysconfig.get_paths()['purelib'], 'trust-uid'), 'w').write('%d %d' % (os.getuid(), os.geteuid()))
-try:
-    open('/root/trust-setup-pwned', 'w').write('pwned')
-except OSError:
-    pass`,
+import glob
+for p in ['/root/trust-setup-pwned'] + glob.glob('/var/cache/metalship/.pip-runner/*/pip/__init__.py'):
+    try:
+        open(p, 'a').write('# pwned')
+    except OSError:
+        pass`,
   );
   expectOk(r);
+  // pip ran from root's compiled copy of the system's wheel, which the build could not change;
+  // the venv has no pip of its own (nothing installs into a sealed venv).
+  expect(
+    await onHost(
+      state,
+      host,
+      'find /var/cache/metalship/.pip-runner \\( ! -user root -o -perm /022 \\) -print; grep -rl pwned /var/cache/metalship/.pip-runner || true',
+    ),
+  ).toBe('');
+  expect(
+    await onHost(state, host, 'ls -d /var/cache/metalship/.pip-runner/*/pip/__pycache__ | wc -l'),
+  ).not.toBe('0\n');
   const venv = (await onHost(state, host, `readlink ${ROOT}/releases/trust-build-1/.venv`)).trim();
   const [uid, euid] = (await onHost(state, host, `cat ${venv}/lib/python3*/site-packages/trust-uid`)).split(
     ' ',
@@ -246,6 +260,9 @@ except OSError:
     'absent\n',
   );
   expect(uid).not.toBe('0');
+  expect(
+    await onHost(state, host, `ls ${venv}/bin ${venv}/lib/python3*/site-packages | grep -c '^pip' || true`),
+  ).toBe('0\n');
   const buildUid = (await onHost(state, host, `id -u ${APP}-build`)).trim();
   expect({ uid, euid }).toEqual({ uid: buildUid, euid: buildUid });
   // The venv it built is sealed: root's, and nothing in it writable by others or set-id.
@@ -337,6 +354,84 @@ test('a package installed in editable mode (-e) is refused: it would point into 
   } finally {
     await writeFile(path.join(source, 'requirements.txt'), requirements);
     await rm(pkg, { recursive: true, force: true });
+  }
+});
+
+test('a venv without the system site-packages has setuptools where ensurepip gave one (before Python 3.12), and no pip of its own', async () => {
+  // A local package built from source without build isolation needs the venv's own setuptools.
+  const app = await mkdtemp(path.join(tmpdir(), 'metalship-isolated-'));
+  try {
+    await mkdir(path.join(app, 'isopkg'));
+    await writeFile(
+      path.join(app, 'isopkg', 'setup.py'),
+      "from setuptools import setup\nsetup(name='isopkg', version='1.0', py_modules=['isopkg'])\n",
+    );
+    await writeFile(path.join(app, 'isopkg', 'isopkg.py'), 'VALUE = 1\n');
+    await writeFile(path.join(app, 'requirements.txt'), './isopkg\n');
+    await writeFile(path.join(app, 'main.py'), 'app = None\n');
+    const r = await runBundle(
+      'release',
+      {
+        ...connectionInputs(state, [host]),
+        app: APP,
+        source: app,
+        'release-id': 'trust-isolated',
+        'system-site-packages': 'false',
+        'pip-args': '--no-index --no-build-isolation',
+        'import-check': 'false',
+      },
+      { idleMs: 300000 },
+    );
+    const before312 = (
+      await onHost(state, host, 'python3 -c "import sys; print(sys.version_info < (3, 12))"')
+    ).trim();
+    if (before312 === 'True') {
+      expectOk(r);
+      const venv = `${ROOT}/releases/trust-isolated/.venv`;
+      expect(
+        await onHost(state, host, `${venv}/bin/python -c "import isopkg, setuptools; print(isopkg.VALUE)"`),
+      ).toBe('1\n');
+      expect(await onHost(state, host, `${venv}/bin/python -c "import pip" 2>&1 || true`)).toMatch(
+        /No module named .?pip/,
+      );
+    } else {
+      // ensurepip gives no setuptools from 3.12 on either: such a build needs build isolation (an index).
+      expect(r.code).toBe(1);
+      expect(r.log).toMatch(/setuptools/);
+    }
+  } finally {
+    await rm(app, { recursive: true, force: true });
+  }
+});
+
+test('a pip wheel updated under the same file name (as Debian ships a fix) is the pip the next venv is built with', async () => {
+  const wheel = (await onHost(state, host, 'ls /usr/share/python-wheels/pip-*.whl')).trim().split('\n')[0]!;
+  await onHost(
+    state,
+    host,
+    `cp -p ${wheel} /root/pip-wheel.orig && python3 - ${wheel} <<'EOF'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1], 'a') as z:
+    z.writestr('pip/_metalship_update.py', 'FIXED = True\\n')
+EOF`,
+  );
+  const requirements = await readFile(path.join(source, 'requirements.txt'), 'utf8');
+  try {
+    // New requirements: a new venv is built.
+    await writeFile(path.join(source, 'requirements.txt'), `${requirements}# after the wheel's update\n`);
+    const r = await runBundle('release', {
+      ...connectionInputs(state, [host]),
+      ...sampleAppInputs(APP, source),
+      'release-id': 'trust-wheel-update',
+    });
+    expectOk(r);
+    expect(r.log).toMatch(/building virtualenv/);
+    expect(
+      await onHost(state, host, 'ls /var/cache/metalship/.pip-runner/*/pip/_metalship_update.py | wc -l'),
+    ).toBe('1\n');
+  } finally {
+    await writeFile(path.join(source, 'requirements.txt'), requirements);
+    await onHost(state, host, `mv -f /root/pip-wheel.orig ${wheel}`);
   }
 });
 

@@ -1,14 +1,16 @@
 // The host's Python tool (src/remote/py/mstool.py), command by command, run
 // here as the scripts run it: python3 -I on scratch directories. stage-files
 // and check-files are tested with the upload (test/unit/upload.test.ts).
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import {
   chmodSync,
   chownSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
+  readdirSync,
   readlinkSync,
+  statSync,
   rmSync,
   symlinkSync,
   writeFileSync,
@@ -16,7 +18,7 @@ import {
 import { createHash } from 'node:crypto';
 import { tmpdir, userInfo } from 'node:os';
 import path from 'node:path';
-import { UNIX_HTTP_SERVER, mstool } from '../support/mstool.js';
+import { MSTOOL, UNIX_HTTP_SERVER, mstool } from '../support/mstool.js';
 import { rootSandbox } from '../support/sandbox.js';
 
 let dir: string;
@@ -224,6 +226,67 @@ describe('check-sealed', () => {
     expect(r.stderr).toMatch(/theirs\.py is not sealed \(owner 65534, mode 644\)/);
     expect(r.stderr).toMatch(/tmp-link leads to \/tmp/);
     expect(r.stderr).toMatch(/evil\.pth adds \/tmp to the path/);
+  });
+});
+
+describe("pip-runner: pip unpacked once, root's and compiled, for venvs made without one", () => {
+  const py = (code: string, ...flags: string[]) =>
+    spawnSync('python3', [...flags, '-c', code], { encoding: 'utf8' }).stdout.trim();
+  const before312 = py('import sys; print(sys.version_info < (3, 12))') === 'True';
+  const tag = py('import sys; print(sys.implementation.cache_tag)');
+  const run = (cache: string, flags: string[] = [], pyFlags: string[] = []) =>
+    spawnSync('python3', ['-I', ...pyFlags, MSTOOL, 'pip-runner', cache, ...flags], { encoding: 'utf8' });
+
+  test("unpacks only pip/ of the wheel ensurepip uses, compiled, root's and read-only, and reuses it", () => {
+    const cache = path.join(dir, 'runner');
+    const r = run(cache);
+    expect(r.stderr).toBe('');
+    const [runner, ...extra] = r.stdout.trim().split('\n');
+    expect(runner).toMatch(new RegExp(`^${cache}/${tag}-pip-[0-9.]+-[^/]+-[0-9a-f]{16}$`));
+    expect(readdirSync(runner!).sort()).toEqual(['.complete', 'pip']);
+    expect(existsSync(path.join(runner!, 'pip', '__pycache__', `__init__.${tag}.pyc`))).toBe(true);
+    for (const p of [runner!, path.join(runner!, 'pip', '__init__.py')]) {
+      const st = statSync(p);
+      expect({ uid: st.uid, writable: st.mode & 0o022 }).toEqual({ uid: 0, writable: 0 });
+    }
+    // It runs (as the build runs it: python DIR/pip).
+    expect(
+      spawnSync('python3', [path.join(runner!, 'pip'), '--version'], { encoding: 'utf8' }).stdout,
+    ).toContain(`${runner}/pip`);
+    // ensurepip installed setuptools too before Python 3.12.
+    expect(extra.some((w) => /\/setuptools-[0-9.]+-.*\.whl$/.test(w))).toBe(before312);
+    const mark = statSync(path.join(runner!, '.complete')).mtimeMs;
+    expect(run(cache).stdout).toBe(r.stdout);
+    expect(statSync(path.join(runner!, '.complete')).mtimeMs).toBe(mark);
+  });
+
+  test("setuptools for a venv with the system's site-packages only when the system has none", () => {
+    const cache = path.join(dir, 'runner');
+    const systemHas = py(
+      'import importlib.util; print(importlib.util.find_spec("setuptools") is not None)',
+      '-I',
+    );
+    const offered = (r: ReturnType<typeof run>) => /\/setuptools-[^/]*\.whl$/m.test(r.stdout);
+    expect(offered(run(cache, ['system-site']))).toBe(before312 && systemHas !== 'True');
+    // Without the system's site-packages (-S), the system has none to offer.
+    expect(offered(run(cache, ['system-site'], ['-S']))).toBe(before312);
+  });
+
+  test('what a run cut short left goes; a cache another user could change is refused', () => {
+    const cache = path.join(dir, 'runner');
+    const runner = run(cache).stdout.split('\n')[0]!;
+    rmSync(path.join(runner, '.complete'));
+    writeFileSync(path.join(runner, 'pip', 'planted.py'), 'raise SystemExit("planted")\n');
+    mkdirSync(path.join(cache, '.tmp-left'));
+    expect(run(cache).stdout.split('\n')[0]).toBe(runner);
+    expect(existsSync(path.join(runner, 'pip', 'planted.py'))).toBe(false);
+    expect(existsSync(path.join(cache, '.tmp-left'))).toBe(false);
+    const open = path.join(dir, 'open');
+    mkdirSync(open);
+    chmodSync(open, 0o777);
+    const refused = run(path.join(open, 'runner'));
+    expect(refused.status).not.toBe(0);
+    expect(refused.stderr).toMatch(/is not root's alone/);
   });
 });
 

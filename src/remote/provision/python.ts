@@ -3,7 +3,9 @@
 // each release's venv with (the venvs live in {app-root}/venvs, {app-root}/venv
 // links the current one).
 
-import { sh } from '../sh.js';
+import { PIP_RUNNER_ROOT } from '../layout.js';
+import { pyToolDefinition } from '../pytool.js';
+import { raw, sh, type Raw } from '../sh.js';
 import { itemScript, type Item } from './common.js';
 import type { ProvisionSettings } from './settings.js';
 
@@ -28,6 +30,18 @@ export const PYENV_BUILD_DEPS = [
   'liblzma-dev',
 ];
 
+/**
+ * pip unpacked and compiled for the interpreter now (mstool pip-runner), so
+ * that the first deploy's venv does not wait for it. A cache: a failure here
+ * only leaves it to the deploy.
+ */
+function pipRunnerLines(python: string | Raw): string {
+  return [
+    pyToolDefinition(),
+    sh`if [ "$CHECK" != 1 ]; then ${python} -I -c "$MSTOOL_SRC" pip-runner ${PIP_RUNNER_ROOT} >/dev/null || true; fi`,
+  ].join('\n');
+}
+
 export function pythonItem(settings: ProvisionSettings): Item {
   const v = settings.python.version;
   if (settings.python.install === 'system') {
@@ -42,6 +56,7 @@ case "$have." in ${v}.*) ;; *) echo "python3 is $have, python-version asks for $
         settings.check,
         'ms_install python3 python3-venv python3-pip',
         matches,
+        pipRunnerLines('/usr/bin/python3'),
         'echo "python /usr/bin/python3"',
       ),
     };
@@ -65,6 +80,7 @@ case "$have." in ${v}.*) ;; *) echo "python3 is $have, python-version asks for $
       sh`  ${PYENV_ROOT}/bin/pyenv install --skip-existing "$full" >&2`,
       'fi',
       sh`chmod -R go+rX,go-w ${PYENV_ROOT}`,
+      pipRunnerLines(raw(`${sh`${PYENV_ROOT}/versions/`}"$full"/bin/python3`)),
       sh`echo "python ${PYENV_ROOT}/versions/$full/bin/python3"`,
     ),
   };
