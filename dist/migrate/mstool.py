@@ -747,6 +747,7 @@ def pip_runner(cache, *flags):
         sys.exit('%s is not root\'s alone' % cache)
     os.makedirs(cache, mode=0o755, exist_ok=True)
     final = os.path.join(cache, name)
+    complete = lambda: os.path.isfile(os.path.join(final, '.complete'))
     def done():
         print(final)
         if sys.version_info < (3, 12):
@@ -756,14 +757,14 @@ def pip_runner(cache, *flags):
                 extra = usable(os.path.dirname(wheel), project)
                 if extra:
                     print(extra)
-    if os.path.isfile(os.path.join(final, '.complete')):
+    if complete():
         return done()
     # One build at a time on the host: whatever else is here unfinished was
     # left by a run cut short, and goes (a complete one is never removed: a
     # build may be running pip from it).
     with open(os.path.join(cache, '.lock'), 'a') as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if os.path.isfile(os.path.join(final, '.complete')):
+        if complete():
             return done()
         for left in glob.glob(os.path.join(cache, '.tmp-*')):
             shutil.rmtree(left, ignore_errors=True)

@@ -67290,10 +67290,6 @@ function hosts_lockHolder(action) {
         startedAt: new Date().toISOString(),
     };
 }
-/**
- * Takes the app's deploy lock on a host, and runs `first` (a short, read-only
- * step) under it in the same round trip; the returned function releases the lock.
- */
 /** Another run held the lock for all of the wait. */
 class LockHeldError extends Error {
     constructor(message) {
@@ -67301,6 +67297,10 @@ class LockHeldError extends Error {
         this.name = 'LockHeldError';
     }
 }
+/**
+ * Takes the app's deploy lock on a host, and runs `first` (a short, read-only
+ * step) under it in the same round trip; the returned function releases the lock.
+ */
 async function acquireLock(host, holder, waitSeconds, log, first) {
     let buffer = '';
     let seen = '';
@@ -67417,27 +67417,25 @@ async function withHosts(settings, log, action, fn, opts = {}) {
             // these hosts. If one is held, those taken go back, and the locks are
             // taken one at a time, in the same order for every run: two overlapping
             // runs then never each hold half of them and wait out the timeout.
-            let taken = false;
-            if (hosts.length > 1) {
+            const takenTogether = async () => {
                 const tries = await Promise.allSettled(hosts.map((h) => take(h, 0, true)));
-                const got = tries.flatMap((t, i) => t.status === 'fulfilled' ? [{ h: hosts[i], locked: t.value }] : []);
                 const failed = tries.flatMap((t) => (t.status === 'rejected' ? [t.reason] : []));
+                const got = tries.flatMap((t, i) => t.status === 'fulfilled' ? [{ h: hosts[i], locked: t.value }] : []);
                 if (failed.length === 0) {
                     for (const g of got)
                         keep(g.h, g.locked);
-                    taken = true;
+                    return true;
                 }
-                else {
-                    await Promise.allSettled(got.map((g) => g.locked.release()));
-                    const other = failed.find((e) => !(e instanceof LockHeldError));
-                    if (other !== undefined)
-                        throw other;
-                    // No time to wait: one at a time would only find it held again.
-                    if (settings['lock-timeout'] === 0)
-                        throw failed[0];
-                }
-            }
-            if (!taken)
+                await Promise.allSettled(got.map((g) => g.locked.release()));
+                const other = failed.find((e) => !(e instanceof LockHeldError));
+                if (other !== undefined)
+                    throw other;
+                // No time to wait: one at a time would only find it held again.
+                if (settings['lock-timeout'] === 0)
+                    throw failed[0];
+                return false;
+            };
+            if (!(hosts.length > 1 && (await takenTogether())))
                 for (const h of [...hosts].sort((a, b) => lockOrder(a).localeCompare(lockOrder(b))))
                     keep(h, await take(h, Math.max(0, Math.ceil((deadline - Date.now()) / 1000))));
         }

@@ -157,10 +157,6 @@ export function lockHolder(action: string): LockHolder {
   };
 }
 
-/**
- * Takes the app's deploy lock on a host, and runs `first` (a short, read-only
- * step) under it in the same round trip; the returned function releases the lock.
- */
 /** Another run held the lock for all of the wait. */
 export class LockHeldError extends Error {
   constructor(message: string) {
@@ -169,6 +165,10 @@ export class LockHeldError extends Error {
   }
 }
 
+/**
+ * Takes the app's deploy lock on a host, and runs `first` (a short, read-only
+ * step) under it in the same round trip; the returned function releases the lock.
+ */
 export async function acquireLock<F = undefined>(
   host: Host,
   holder: LockHolder,
@@ -322,25 +322,24 @@ export async function withHosts<T, F = undefined>(
       // these hosts. If one is held, those taken go back, and the locks are
       // taken one at a time, in the same order for every run: two overlapping
       // runs then never each hold half of them and wait out the timeout.
-      let taken = false;
-      if (hosts.length > 1) {
+      const takenTogether = async (): Promise<boolean> => {
         const tries = await Promise.allSettled(hosts.map((h) => take(h, 0, true)));
+        const failed = tries.flatMap((t) => (t.status === 'rejected' ? [t.reason as unknown] : []));
         const got = tries.flatMap((t, i) =>
           t.status === 'fulfilled' ? [{ h: hosts[i]!, locked: t.value }] : [],
         );
-        const failed = tries.flatMap((t) => (t.status === 'rejected' ? [t.reason as unknown] : []));
         if (failed.length === 0) {
           for (const g of got) keep(g.h, g.locked);
-          taken = true;
-        } else {
-          await Promise.allSettled(got.map((g) => g.locked.release()));
-          const other = failed.find((e) => !(e instanceof LockHeldError));
-          if (other !== undefined) throw other;
-          // No time to wait: one at a time would only find it held again.
-          if (settings['lock-timeout'] === 0) throw failed[0];
+          return true;
         }
-      }
-      if (!taken)
+        await Promise.allSettled(got.map((g) => g.locked.release()));
+        const other = failed.find((e) => !(e instanceof LockHeldError));
+        if (other !== undefined) throw other;
+        // No time to wait: one at a time would only find it held again.
+        if (settings['lock-timeout'] === 0) throw failed[0];
+        return false;
+      };
+      if (!(hosts.length > 1 && (await takenTogether())))
         for (const h of [...hosts].sort((a, b) => lockOrder(a).localeCompare(lockOrder(b))))
           keep(h, await take(h, Math.max(0, Math.ceil((deadline - Date.now()) / 1000))));
     } else if (opts.underLock) {
