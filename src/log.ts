@@ -1,9 +1,9 @@
 // Logging, outputs and the job summary. Every line goes through redact(), so a
 // secret never reaches the log even outside GitHub (where ::add-mask:: does nothing).
 
-import * as core from '@actions/core';
 import { randomBytes } from 'node:crypto';
 import { appendFileSync } from 'node:fs';
+import { issue, setOutput } from './workflow-commands.js';
 
 /** One entry of the run's timeline: a stage (a log group) or a remote command, in seconds since the run began. */
 export interface TimelineEntry {
@@ -40,7 +40,7 @@ export class Log {
     for (const form of forms) {
       if (form.length < 3 || this.secrets.has(form)) continue;
       this.secrets.add(form);
-      if (this.onGitHub) core.setSecret(form);
+      if (this.onGitHub) issue('add-mask', form);
     }
   }
 
@@ -74,20 +74,20 @@ export class Log {
 
   warn(message: string): void {
     const m = this.redact(message);
-    if (this.onGitHub) core.warning(m);
+    if (this.onGitHub) issue('warning', m);
     else this.write(`warning: ${m}`);
   }
 
   /** Something skipped that the user may want to know about, but no problem: an annotation on GitHub. */
   notice(message: string): void {
     const m = this.redact(message);
-    if (this.onGitHub) core.notice(m);
+    if (this.onGitHub) issue('notice', m);
     else this.write(`notice: ${m}`);
   }
 
   error(message: string): void {
     const m = this.redact(message);
-    if (this.onGitHub) core.error(m);
+    if (this.onGitHub) issue('error', m);
     else this.write(`error: ${m}`);
   }
 
@@ -163,7 +163,7 @@ export class Log {
   output(name: string, value: string): void {
     const v = this.redact(value);
     this.outputs[name] = v;
-    if (process.env.GITHUB_OUTPUT) core.setOutput(name, v);
+    if (process.env.GITHUB_OUTPUT) setOutput(name, v);
   }
 
   summary(markdown: string): void {

@@ -7,7 +7,7 @@ import { rootOnly, STATE_MODE } from './paths.js';
 import { pyToolDefinition } from './pytool.js';
 import { runtimePath } from './runtime.js';
 import { plainStep, step, type Step } from './step.js';
-import { uvicornFlagsScript } from './switch.js';
+import { stopStandbyLines, uvicornFlagsScript } from './switch.js';
 import { heredoc, keyLines, raw, script, sh, writeFileAtomic } from './sh.js';
 
 export const RELEASE_EXISTS_EXIT = 73;
@@ -25,6 +25,8 @@ export interface PrepareSettings {
   releaseId: string;
   user: string;
   sharedPaths: string[];
+  /** A switch follows in this run: the api slot it will start the release in stops now (see stopStandbyLines). */
+  stopStandby?: boolean;
 }
 
 /** Where a shared path of the release points: into shared/ (.env is the release's own, see releaseEnvScript). */
@@ -91,6 +93,7 @@ export function prepareStep(settings: PrepareSettings, manifest: Manifest): Step
     pyToolDefinition(),
     ensureAppTree(layout, settings.user, settings.sharedPaths),
     sh`if [ -e ${rel} ]; then echo "release ${settings.releaseId} exists already" >&2; exit ${RELEASE_EXISTS_EXIT}; fi`,
+    settings.stopStandby ? stopStandbyLines(layout) : null,
     sh`mkdir ${rel} ${rel}/.metalship`,
     sh`echo building > ${rel}/.metalship/status`,
     sh`prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`,

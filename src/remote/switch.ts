@@ -10,6 +10,7 @@ import { PROBE_USER, pyToolDefinition } from './pytool.js';
 import { runtimePath } from './runtime.js';
 import { ensureFile, keyLines, raw, script, sh, writeFileAtomic, type Raw } from './sh.js';
 import { plainStep, step, type Step } from './step.js';
+import { parseHealth, verifyScript, type HealthOutcome, type VerifySettings } from './verify.js';
 import { journalOf, SYSTEMD_REFUSED, unitsOurs, workerUnitShell } from './units.js';
 
 export interface SwitchSettings {
@@ -55,6 +56,13 @@ export interface SwitchSettings {
    * start timeout, after traffic moved. They are restarted without waiting.
    */
   notify?: boolean;
+  /**
+   * The checks to make once traffic moved (a deploy's and a rollback's verify):
+   * run in the same script, started as soon as the worker and the scheduler
+   * restart, while the switch's bookkeeping goes on. Their answer is the
+   * step's `health`; the caller decides, and switches back.
+   */
+  checks?: VerifySettings | null;
 }
 
 /**
@@ -171,6 +179,26 @@ export interface Precheck {
 function clearDrainLines(layout: Layout, port: number): string {
   const rule = sh`INPUT ! -i lo -p tcp --dport ${String(port)} --syn -m comment --comment ${'metalship-drain-' + layout.app} -j REJECT --reject-with tcp-reset`;
   return `for t in iptables ip6tables; do if command -v "$t" >/dev/null 2>&1; then while "$t" -w -D ${rule} 2>/dev/null; do :; done; fi; done`;
+}
+
+/**
+ * Stops, without waiting for it, the api slot a deploy's switch will start the
+ * new release in: the standby, which serves nothing. uvicorn takes a few
+ * tenths of a second to stop even when idle; stopped while the release is
+ * built and migrated, the switch's restart is a start. Only when the link
+ * nginx connects through points at the active slot's socket: a slot that may
+ * still take traffic is never touched. A run that fails before its switch
+ * leaves the standby stopped (a rollback to it then starts it first), as a
+ * release failing its checks on that slot always did.
+ */
+export function stopStandbyLines(layout: Layout): string {
+  return script(
+    sh`active=$(cat ${layout.activeSlot} 2>/dev/null || true)`,
+    'case "$active" in blue) standby=green ;; green) standby=blue ;; *) standby="" ;; esac',
+    sh`if [ -n "$standby" ] && [ "$(readlink ${layout.apiLink} 2>/dev/null)" = /run/${layout.app}-api-"$active"/api.sock ]; then`,
+    sh`  systemctl stop --no-block ${raw(apiUnitOf(layout, '$standby'))} 2>/dev/null || true`,
+    'fi',
+  ).trimEnd();
 }
 
 /** The switch's exit code when the release failed its precheck (nothing moved). */
@@ -389,13 +417,45 @@ export function switchScript(settings: SwitchSettings): string {
       target: true,
     }),
     restartFollowers(settings, !settings.checksFollow && !settings.notify),
+    checksStart(settings),
     servedLines(settings),
     'echo "PREVIOUS $prev"',
     stopOtherWorkers(layout, followersOf(settings).worker),
     ...removals('units_removed'),
     'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi',
     sh`printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout.history}`,
+    checksEnd(settings),
   );
+}
+
+/** The prefix of the checks' lines in a switch's output. */
+const CHECK_PREFIX = 'VERIFY';
+
+/**
+ * Starts the checks (settings.checks) in the background, into a file of
+ * root's: they wait for the followers just restarted while the rest of the
+ * switch runs.
+ */
+function checksStart(settings: SwitchSettings): string | null {
+  if (!settings.checks) return null;
+  return script(
+    // A function whose body is a subshell: the checks' variables stay theirs.
+    `run_checks() (\n${verifyScript(settings.checks)}\n)`,
+    'checks_out=$(mktemp)',
+    'run_checks > "$checks_out" 2>&1 &',
+    'checks_pid=$!',
+  ).trimEnd();
+}
+
+/** Waits for the checks and prints what they found, each line prefixed. */
+function checksEnd(settings: SwitchSettings): string | null {
+  if (!settings.checks) return null;
+  return script(
+    'checks_rc=0; wait "$checks_pid" || checks_rc=$?',
+    `sed 's/^/${CHECK_PREFIX} /' "$checks_out"`,
+    'rm -f -- "$checks_out"',
+    'echo "CHECKS_EXIT $checks_rc"',
+  ).trimEnd();
 }
 
 /**
@@ -468,16 +528,32 @@ export interface Switched {
   slot: Slot | null;
   /** The release current pointed at before ('' on a first deploy). */
   previous: string;
+  /** What the checks found once traffic moved (null: none were asked for). */
+  health: HealthOutcome | null;
 }
 
-/** The switch as a step: the slot it serves from and the release it left. */
+/** What the checks in a switch found: checks that did not end well (or at all) are unhealthy, never a pass. */
+function checksFound(checks: VerifySettings, out: ReturnType<typeof keyLines>): HealthOutcome {
+  const health = parseHealth(checks, out.all(CHECK_PREFIX).join('\n'));
+  const exit = out.get('CHECKS_EXIT')?.trim();
+  if (exit === '0') return health;
+  return {
+    ...health,
+    healthy: false,
+    problem: health.problem || `the checks stopped before their end (exit ${exit ?? 'unknown'})`,
+  };
+}
+
+/** The switch as a step: the slot it serves from, the release it left, and its checks' findings. */
 export function switchStep(settings: SwitchSettings): Step<Switched> {
-  return step(`switching to ${settings.releaseId}`, switchScript(settings), (stdout) => {
+  const what = `switching to ${settings.releaseId}${settings.checks ? ', then checking it' : ''}`;
+  return step(what, switchScript(settings), (stdout) => {
     const out = keyLines(stdout);
     const slot = out.get('SLOT');
     return {
       slot: slot === 'blue' || slot === 'green' ? slot : null,
       previous: out.get('PREVIOUS')?.trim() ?? '',
+      health: settings.checks ? checksFound(settings.checks, out) : null,
     };
   });
 }
@@ -503,9 +579,11 @@ function followersOnlyScript(settings: SwitchSettings, unitLines: string[]): str
     'echo "PREVIOUS $prev"',
     bootLinks(layout, { worker: followersOf(settings).worker, scheduler: settings.scheduler, target: true }),
     restartFollowers(settings, !settings.checksFollow && !settings.notify),
+    checksStart(settings),
     stopOtherWorkers(layout, followersOf(settings).worker),
     'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi',
     sh`printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout.history}`,
+    checksEnd(settings),
   );
 }
 

@@ -79,14 +79,24 @@ function throughNginx(settings: VerifySettings): string {
  * uvicorn's access log). It reports, and the caller decides: it exits 0.
  */
 export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
+  return step('health check', script(pyToolDefinition(), verifyScript(settings)), (stdout) =>
+    parseHealth(settings, stdout),
+  );
+}
+
+/**
+ * The checks as script lines, for a script that defines the Python tool
+ * (pyToolDefinition) first: the verify step's, or a switch's once its traffic
+ * moved (switchScript's checks).
+ */
+export function verifyScript(settings: VerifySettings): string {
   const layout = settings.layout;
   const units = settings.units.length > 0 || !!settings.worker;
   // Right after a restart, a notify unit turns active when its new process says it is
   // ready: that is the settling. At any other time (the verify action alone) active
   // says nothing of a process caught in a crash loop, between two restarts: its age does.
   const stableSeconds = settings.notify && settings.restarted ? 0 : settings.stableSeconds;
-  const text = script(
-    pyToolDefinition(),
+  return script(
     'rc=0',
     'failed=""',
     // A unit not yet active with no job queued is waited for, up to the timeout.
@@ -227,11 +237,11 @@ export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
         ? 'units_check > "$units_out"'
         : null
       : script(
-          sh`slot=$(cat ${layout.activeSlot} 2>/dev/null || true)`,
-          `case "$slot" in blue|green) ;; *) echo "PROBLEM no api slot is serving on this host (nothing deployed yet?)"; ${units ? 'rm -f -- "$units_out"; ' : ''}exit 0;; esac`,
+          sh`serving=$(cat ${layout.activeSlot} 2>/dev/null || true)`,
+          `case "$serving" in blue|green) ;; *) echo "PROBLEM no api slot is serving on this host (nothing deployed yet?)"; ${units ? 'rm -f -- "$units_out"; ' : ''}exit 0;; esac`,
           // The units settle (a worker's restart waits for its tasks) while the probes run.
           units ? 'units_check > "$units_out" & units_pid=$!' : null,
-          sh`sock=/run/${layout.app}-api-$slot/api.sock`,
+          sh`sock=/run/${layout.app}-api-$serving/api.sock`,
           sh`out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`,
           'echo "RESULT $out"',
           'echo "PROBE_RC $rc"',
@@ -258,36 +268,38 @@ export function verifyStep(settings: VerifySettings): Step<HealthOutcome> {
       : sh`  if [ "$rc" != 0 ]; then journalctl ${journalOf(layout)} -u ${layout.units.api('blue')} -u ${layout.units.api('green')} -n 300 --no-pager -o short-iso 2>/dev/null | grep -v 'HTTP/1\.[01]" [0-9]' | tail -n 20 | sed 's/^/JOURNAL /' || true; fi`,
     'fi',
   );
-  return step('health check', text, (stdout) => {
-    const out = keyLines(stdout);
-    const unitsDown = (out.get('UNITS_DOWN') ?? '').split(' ').filter(Boolean);
-    const problem = out.get('PROBLEM') ?? '';
-    const answer =
-      settings.api === false || problem
-        ? null
-        : probeAnswer(out.get('RESULT') ?? '', out.get('PROBE_RC') ?? '');
-    // Once the site's name is out, the probe through nginx must answer too.
-    const nginxHost = out.get('NGINX_HOST');
-    const nginx =
-      nginxHost === undefined
-        ? null
-        : { host: nginxHost, answer: probeAnswer(out.get('NGINX') ?? '', out.get('NGINX_RC') ?? '') };
-    return {
-      healthy:
-        !problem &&
-        (answer === null || answer.ok) &&
-        (nginx === null || nginx.answer.ok) &&
-        unitsDown.length === 0,
-      answer,
-      nginx,
-      unitsDown,
-      unitStates: out.all('UNIT_STATE'),
-      unitNotes: out.all('UNIT_NOTE'),
-      journal: out.all('JOURNAL'),
-      problem,
-      listing: parseListing(out.get('LISTING')),
-    };
-  });
+}
+
+/** What the checks printed (verifyScript), read. */
+export function parseHealth(settings: Pick<VerifySettings, 'api'>, stdout: string): HealthOutcome {
+  const out = keyLines(stdout);
+  const unitsDown = (out.get('UNITS_DOWN') ?? '').split(' ').filter(Boolean);
+  const problem = out.get('PROBLEM') ?? '';
+  const answer =
+    settings.api === false || problem
+      ? null
+      : probeAnswer(out.get('RESULT') ?? '', out.get('PROBE_RC') ?? '');
+  // Once the site's name is out, the probe through nginx must answer too.
+  const nginxHost = out.get('NGINX_HOST');
+  const nginx =
+    nginxHost === undefined
+      ? null
+      : { host: nginxHost, answer: probeAnswer(out.get('NGINX') ?? '', out.get('NGINX_RC') ?? '') };
+  return {
+    healthy:
+      !problem &&
+      (answer === null || answer.ok) &&
+      (nginx === null || nginx.answer.ok) &&
+      unitsDown.length === 0,
+    answer,
+    nginx,
+    unitsDown,
+    unitStates: out.all('UNIT_STATE'),
+    unitNotes: out.all('UNIT_NOTE'),
+    journal: out.all('JOURNAL'),
+    problem,
+    listing: parseListing(out.get('LISTING')),
+  };
 }
 
 /**

@@ -1,10 +1,11 @@
 // GitHub Deployments: each deploy and rollback recorded for its environment, so
 // the repository's Environments page shows what is live where. Advisory: no
 // answer of GitHub's fails or stops a deploy, and the token never leaves here
-// but in the Authorization header.
+// but in the Authorization header. Four REST calls, made with Node's own fetch:
+// @actions/github (Octokit, and an HTTP client of its own) was a megabyte of
+// every bundle, compiled at every start, for them.
 
 import { readFileSync } from 'node:fs';
-import { getOctokit } from '@actions/github';
 import type { Log } from '../log.js';
 import { errorMessage } from '../errors.js';
 import { configInputs } from '../inputs/config.js';
@@ -40,7 +41,6 @@ const CALL_MS = 10000;
 const BUDGET_MS = 20000;
 /** Earlier deployments of the environment looked at for one still active. */
 const EARLIER = 10;
-const quiet = { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} };
 
 /** The environment: as given, else that of the deployment event that started the workflow, else production. */
 export function environmentName(
@@ -101,6 +101,60 @@ export async function startDeployment(
   }
 }
 
+/** A call's failure: GitHub's HTTP status, when it answered. */
+class ApiError extends Error {
+  constructor(
+    message: string,
+    readonly status: number,
+  ) {
+    super(message);
+    this.name = 'ApiError';
+  }
+}
+
+/**
+ * Calls to the repository's deployments endpoints: the body as JSON, the
+ * answer's body parsed when it is JSON (as it came otherwise, for the caller's
+ * checks); an answer other than 2xx throws with its status. No redirect is
+ * followed: the token goes to the API's own host only.
+ */
+function restClient(base: string, token: string, owner: string, repo: string) {
+  const root = `${base.replace(/\/+$/, '')}/repos/${encodeURIComponent(owner)}/${encodeURIComponent(repo)}`;
+  return async (
+    method: 'GET' | 'POST',
+    route: string,
+    signal: AbortSignal,
+    body?: Record<string, unknown>,
+  ): Promise<{ data: unknown }> => {
+    const res = await fetch(root + route, {
+      method,
+      headers: {
+        accept: 'application/vnd.github+json',
+        authorization: `token ${token}`,
+        'user-agent': 'metalship',
+        'x-github-api-version': '2022-11-28',
+        ...(body ? { 'content-type': 'application/json; charset=utf-8' } : {}),
+      },
+      body: body ? JSON.stringify(body) : undefined,
+      redirect: 'error',
+      signal,
+    });
+    const text = await res.text();
+    let data: unknown = text;
+    try {
+      data = JSON.parse(text);
+    } catch {
+      // not JSON: the caller's checks find no id, no list
+    }
+    if (!res.ok) {
+      const message =
+        typeof data === 'object' && data !== null && 'message' in data ? String(data.message) : text;
+      throw new ApiError(`HTTP ${res.status}: ${message.slice(0, 200)}`, res.status);
+    }
+    return { data };
+  };
+}
+
 async function recordDeployment(
   settings: DeploymentSettings,
   request: DeploymentRequest,
@@ -109,8 +163,8 @@ async function recordDeployment(
   budgetMs: number,
 ): Promise<DeploymentRecord> {
   if (!settings['github-deployments']) return NOTHING;
-  const [owner, repo, ...rest] = (env.GITHUB_REPOSITORY ?? '').split('/');
-  if (!owner || !repo || rest.length) {
+  const [owner, repo, ...more] = (env.GITHUB_REPOSITORY ?? '').split('/');
+  if (!owner || !repo || more.length) {
     log.notice(
       `${SKIPPED}: not running on GitHub (no GITHUB_REPOSITORY); github-deployments: false turns this off`,
     );
@@ -126,8 +180,7 @@ async function recordDeployment(
     return NOTHING;
   }
   log.secret(token);
-  // @actions/github reads GITHUB_API_URL (GHES) once, when loaded; given here from the same env as the rest.
-  const octokit = getOctokit(token, { baseUrl: env.GITHUB_API_URL || 'https://api.github.com', log: quiet });
+  const api = restClient(env.GITHUB_API_URL || 'https://api.github.com', token, owner, repo);
   let refused = false;
   let deadline = Date.now() + budgetMs;
   /** One API call; a failure is reported once and ends the recording, never the deploy. */
@@ -163,9 +216,7 @@ async function recordDeployment(
     environment_url: settings['environment-url'] || settings.url || undefined,
   };
   const created = await call('creating the deployment', (signal) =>
-    octokit.rest.repos.createDeployment({
-      owner,
-      repo,
+    api('POST', '/deployments', signal, {
       ref: request.ref,
       environment,
       description: clip(log.redact(request.description)),
@@ -174,7 +225,6 @@ async function recordDeployment(
       auto_merge: false,
       required_contexts: [],
       transient_environment: false,
-      request: { signal },
     }),
   );
   const data: unknown = created?.data;
@@ -187,14 +237,7 @@ async function recordDeployment(
     extra = {},
   ) =>
     call(`setting deployment ${deployment} ${state}`, (signal) =>
-      octokit.rest.repos.createDeploymentStatus({
-        owner,
-        repo,
-        deployment_id: deployment,
-        state,
-        request: { signal },
-        ...extra,
-      }),
+      api('POST', `/deployments/${deployment}/statuses`, signal, { state, ...extra }),
     );
   await status('in_progress', id, { ...shown, description: clip(log.redact(request.description)) });
   log.info(`GitHub deployment ${id} of ${request.ref.slice(0, 12)} to ${environment}: in progress`);
@@ -205,13 +248,11 @@ async function recordDeployment(
    */
   const inactivateEarlier = async (id: number): Promise<void> => {
     const listed = await call('listing earlier deployments', (signal) =>
-      octokit.rest.repos.listDeployments({
-        owner,
-        repo,
-        environment,
-        per_page: EARLIER + 1,
-        request: { signal },
-      }),
+      api(
+        'GET',
+        `/deployments?${new URLSearchParams({ environment, per_page: String(EARLIER + 1) })}`,
+        signal,
+      ),
     );
     const earlier: unknown[] = Array.isArray(listed?.data) ? listed.data : [];
     const ids = earlier
@@ -222,13 +263,7 @@ async function recordDeployment(
     await Promise.all(
       ids.map(async (earlierId) => {
         const latest = await call(`reading deployment ${earlierId}`, (signal) =>
-          octokit.rest.repos.listDeploymentStatuses({
-            owner,
-            repo,
-            deployment_id: earlierId,
-            per_page: 1,
-            request: { signal },
-          }),
+          api('GET', `/deployments/${earlierId}/statuses?per_page=1`, signal),
         );
         const statuses: unknown = latest?.data;
         const state = Array.isArray(statuses)

@@ -70,7 +70,13 @@ async function releaseOnHost(
   const started = Date.now();
   const layout = host.layout;
   const prepare = prepareStep(
-    { layout: layout, releaseId, user: settings['app-user'], sharedPaths: settings['shared-paths'] },
+    {
+      layout: layout,
+      releaseId,
+      user: settings['app-user'],
+      sharedPaths: settings['shared-paths'],
+      stopStandby: switchFollows && host.roles.api,
+    },
     manifest,
   );
   const answer = await host.conn.run(prepare.script, {

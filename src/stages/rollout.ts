@@ -16,10 +16,9 @@ import {
   revertHosts,
   standDown,
   switchHost,
-  verifyHost,
   type ServiceSettings,
   type SwitchResult,
-  type VerifySettings,
+  type VerifyChecks,
 } from './switch.js';
 import { errorMessage } from '../errors.js';
 
@@ -46,21 +45,7 @@ export interface Rollout {
   failedIn?: 'switch' | 'verification';
 }
 
-/** The verify settings that are not the release's own (those come from its switch). */
-export type VerifyChecks = Omit<VerifySettings, ReleaseChecks>;
-type ReleaseChecks = 'health-path' | 'worker-command' | 'scheduler-command' | 'units-ready';
-
-/** The health path and units to check on a host: those its switch ran the release with. */
-function runtimeChecks(results: HostRollout[], host: Host): Pick<VerifySettings, ReleaseChecks> {
-  const rt = results.find((r) => r.host === host.spec.label)?.runtime;
-  if (!rt) throw new Error(`no switch result for ${host.spec.label}`);
-  return {
-    'health-path': rt['health-path'],
-    'worker-command': rt['worker-command'],
-    'scheduler-command': rt['scheduler-command'],
-    'units-ready': rt['units-ready'],
-  };
-}
+export type { VerifyChecks };
 
 export function batches<T>(items: T[], size: number): T[][] {
   const out: T[][] = [];
@@ -109,8 +94,18 @@ export async function rollOut(
       precheck: opts.verify,
       clearDrainPort: balanced && host.roles.api ? upstreamOf(host.spec).port : undefined,
       startOnly,
+      // Verified by the switch's own script, once traffic moved.
+      checks: opts.verify ? { settings: opts.verify, list: opts.list } : undefined,
     })
-      .then((r): HostRollout => ({ ...r, ...(batch ? { batch } : {}), switched: !startOnly }))
+      .then(({ checked, ...r }): HostRollout => {
+        // Its checks after traffic moved: a host that fails them did switch (and goes back).
+        const verdict = !checked
+          ? {}
+          : checked.error !== undefined
+            ? { ok: false, healthy: false, error: checked.error }
+            : { healthy: true, ...(checked.listing ? { listing: checked.listing } : {}) };
+        return { ...r, ...(batch ? { batch } : {}), switched: !startOnly, ...verdict };
+      })
       .catch((err): HostRollout => ({
         host: host.spec.label,
         ok: false,
@@ -153,43 +148,14 @@ export async function rollOut(
     let failure: string | undefined;
     let failedIn: Rollout['failedIn'];
     const names = batch.map((h) => h.spec.label).join(', ');
-    const switched = await log.group(`Switch ${names} to ${releaseId}${title}`, () =>
-      Promise.all(batch.map((host) => switchRow(host, index + 1, false))),
+    const switched = await log.group(
+      `Switch ${names} to ${releaseId}${opts.verify ? ', then verify' : ''}${title}`,
+      () => Promise.all(batch.map((host) => switchRow(host, index + 1, false))),
     );
     results.push(...switched);
-    for (const r of switched) if (r.ok) waiting.delete(r.host);
+    for (const r of switched) if (r.switched) waiting.delete(r.host);
     const bad = switched.filter((r) => !r.ok);
     if (bad.length) ({ failure, failedIn } = describe(bad));
-    const verify = opts.verify;
-    if (!failure && verify) {
-      const checks = await log.group(`Verify ${batch.map((h) => h.spec.label).join(', ')}${title}`, () =>
-        Promise.all(
-          batch.map((host) =>
-            verifyHost(host, { ...verify, ...runtimeChecks(results, host) }, log, {
-              list: opts.list,
-              restarted: true,
-            }).then(
-              (ok) => {
-                const row = results.find((r) => r.host === host.spec.label);
-                if (row && ok.listing) row.listing = ok.listing;
-                return null;
-              },
-              (err: unknown) => ({ host: host.spec.label, error: errorMessage(err) }),
-            ),
-          ),
-        ),
-      );
-      for (const r of results) if (batch.some((h) => h.spec.label === r.host)) r.healthy = true;
-      const sick = checks.filter((c): c is { host: string; error: string } => c !== null);
-      for (const c of sick) {
-        const row = results.find((r) => r.host === c.host)!;
-        Object.assign(row, { ok: false, healthy: false, error: c.error });
-      }
-      if (sick.length) {
-        failure = sick.map((c) => c.error).join('\n');
-        failedIn = 'verification';
-      }
-    }
     if (failure) {
       const switched = results.filter((r) => r.switched);
       const reverted = opts.revertOnFailure ? await revertHosts(hosts, switched, settings, log) : [];

@@ -24,7 +24,9 @@ import {
   pickRollbackTarget,
   planCleanup,
   verifyStep,
+  type HealthOutcome,
   type ReleaseListing,
+  type VerifySettings as RemoteVerifySettings,
 } from '../remote/verify.js';
 import { onEachHost, type Host, type HostResult } from './hosts.js';
 import { errorMessage } from '../errors.js';
@@ -59,6 +61,8 @@ export interface SwitchResult extends HostResult {
   seconds?: number;
   /** The settings the release now runs with on the host. */
   runtime?: Runtime;
+  /** The checks after traffic moved (SwitchOptions.checks): why it is unhealthy, or the listing they made. */
+  checked?: { error?: string; listing?: ReleaseListing };
 }
 
 /**
@@ -109,6 +113,27 @@ export interface SwitchOptions {
   clearDrainPort?: number;
   /** See SwitchSettings.startOnly. */
   startOnly?: boolean;
+  /**
+   * The verify checks after traffic moves, made by the switch's own script
+   * (see SwitchSettings.checks), of the health path and units the release runs
+   * with; list: it also lists the releases once healthy. Their verdict is the
+   * result's `checked`.
+   */
+  checks?: { settings: VerifyChecks; list?: boolean };
+}
+
+/** The verify settings that are not the release's own (those come from its runtime). */
+export type VerifyChecks = Omit<VerifySettings, ReleaseChecks>;
+type ReleaseChecks = 'health-path' | 'worker-command' | 'scheduler-command' | 'units-ready';
+
+/** The health path and units a release's checks look at: those it runs with. */
+export function releaseChecks(rt: Runtime): Pick<VerifySettings, ReleaseChecks> {
+  return {
+    'health-path': rt['health-path'],
+    'worker-command': rt['worker-command'],
+    'scheduler-command': rt['scheduler-command'],
+    'units-ready': rt['units-ready'],
+  };
 }
 
 type PrecheckSettings = Pick<
@@ -178,6 +203,17 @@ export async function switchHost(
     { worker: host.roles.worker, scheduler: host.roles.scheduler },
   );
   const precheck = opts.precheck && host.roles.api ? precheckOf(opts.precheck, runtime) : null;
+  const checks =
+    opts.checks && !opts.startOnly
+      ? checksOf(
+          host,
+          { ...opts.checks.settings, ...releaseChecks(runtime) },
+          { list: opts.checks.list, restarted: true, release: releaseId },
+        )
+      : null;
+  const checksSeconds = opts.checks
+    ? opts.checks.settings['verify-timeout'] + opts.checks.settings['units-stable-seconds']
+    : 0;
   const switching = host.conn.step(
     switchStep({
       layout: host.layout,
@@ -195,17 +231,18 @@ export async function switchHost(
       precheck,
       clearDrainPort: opts.clearDrainPort,
       startOnly: opts.startOnly,
+      checks,
     }),
     // Its waits print nothing until they end: the idle limit leaves room for both.
     {
       stream: true,
       idleTimeoutMs: Math.max(
         host.conn.idleTimeoutMs,
-        (settings['ready-timeout'] + (precheck?.timeout ?? 0) + 60) * 1000,
+        (settings['ready-timeout'] + (precheck?.timeout ?? 0) + checksSeconds + 60) * 1000,
       ),
     },
   );
-  const { slot, previous } = await switching.catch((err: unknown) => {
+  const { slot, previous, health } = await switching.catch((err: unknown) => {
     if (precheck && err instanceof RemoteError && err.code === PRECHECK_FAILED)
       throw new PrecheckFailure(precheckMessage(host, precheck, err));
     throw err;
@@ -217,6 +254,15 @@ export async function switchHost(
         ? `[${host.spec.label}] ${releaseId} serves from the ${slot} slot (was ${previous || 'nothing'})`
         : `[${host.spec.label}] ${releaseId} is current, no api on this host (was ${previous || 'nothing'})`,
   );
+  let checked: SwitchResult['checked'];
+  if (checks && health) {
+    try {
+      const { listing } = judgeHealth(host, checks.path, health, log);
+      checked = listing ? { listing } : {};
+    } catch (err) {
+      checked = { error: errorMessage(err) };
+    }
+  }
   return {
     host: host.spec.label,
     ok: true,
@@ -224,6 +270,7 @@ export async function switchHost(
     slot: slot ?? undefined,
     seconds: (Date.now() - started) / 1000,
     runtime,
+    ...(checked ? { checked } : {}),
   };
 }
 
@@ -305,35 +352,43 @@ async function verifyUrl(
   }
 }
 
-/** Health checks on one host until healthy or timed out; throws naming the host and why. */
-export async function verifyHost(
+/** The remote checks of a host, from the verify settings (the release's own health path and units among them). */
+function checksOf(
   host: Host,
   settings: VerifySettings,
+  /** release: the checks run in its switch, which names its worker (no unit file is read for it). */
+  opts: { list?: boolean; restarted?: boolean; release?: string },
+): RemoteVerifySettings {
+  const worker = host.roles.worker && settings['worker-command'].length > 0;
+  const scheduler = host.roles.scheduler && settings['scheduler-command'].length > 0;
+  return {
+    layout: host.layout,
+    path: settings['verify-path'] || settings['health-path'],
+    timeout: settings['verify-timeout'],
+    interval: settings['verify-interval'],
+    stableSeconds: settings['units-stable-seconds'],
+    notify: settings['units-ready'] === 'notify',
+    expectStatus: settings['expect-status'],
+    expectBody: settings.url ? '' : settings['expect-body'],
+    units: [
+      ...(scheduler ? [host.layout.units.scheduler] : []),
+      ...(worker && opts.release ? [host.layout.units.worker(opts.release)] : []),
+    ],
+    // Else the worker of the release current points at, as found on the host.
+    worker: worker && !opts.release,
+    api: host.roles.api,
+    list: opts.list,
+    restarted: opts.restarted,
+  };
+}
+
+/** Reads what a host's checks found: logs it, and throws naming the host and why when unhealthy. */
+function judgeHealth(
+  host: Host,
+  path: string,
+  health: HealthOutcome,
   log: Log,
-  /** Also list the releases once healthy (see the remote VerifySettings.list); the switch just restarted the units. */
-  opts: { list?: boolean; restarted?: boolean } = {},
-): Promise<{ healthy: true; attempts: number; seconds: number; listing?: ReleaseListing }> {
-  const units =
-    host.roles.scheduler && settings['scheduler-command'].length ? [host.layout.units.scheduler] : [];
-  const path = settings['verify-path'] || settings['health-path'];
-  const health = await host.conn.step(
-    verifyStep({
-      layout: host.layout,
-      path,
-      timeout: settings['verify-timeout'],
-      interval: settings['verify-interval'],
-      stableSeconds: settings['units-stable-seconds'],
-      notify: settings['units-ready'] === 'notify',
-      expectStatus: settings['expect-status'],
-      expectBody: settings.url ? '' : settings['expect-body'],
-      units,
-      worker: host.roles.worker && settings['worker-command'].length > 0,
-      api: host.roles.api,
-      list: opts.list,
-      restarted: opts.restarted,
-    }),
-    { timeoutMs: (settings['verify-timeout'] + settings['units-stable-seconds'] + 60) * 1000 },
-  );
+): { healthy: true; attempts: number; seconds: number; listing?: ReleaseListing } {
   const answer = health.answer;
   for (const note of health.unitNotes) log.info(`[${host.spec.label}] ${note}`);
   if (!health.healthy) {
@@ -365,6 +420,21 @@ export async function verifyHost(
     seconds: answer?.seconds ?? 0,
     ...(health.listing ? { listing: health.listing } : {}),
   };
+}
+
+/** Health checks on one host until healthy or timed out; throws naming the host and why. */
+export async function verifyHost(
+  host: Host,
+  settings: VerifySettings,
+  log: Log,
+  /** Also list the releases once healthy (see the remote VerifySettings.list); the switch just restarted the units. */
+  opts: { list?: boolean; restarted?: boolean } = {},
+): Promise<{ healthy: true; attempts: number; seconds: number; listing?: ReleaseListing }> {
+  const checks = checksOf(host, settings, opts);
+  const health = await host.conn.step(verifyStep(checks), {
+    timeoutMs: (settings['verify-timeout'] + settings['units-stable-seconds'] + 60) * 1000,
+  });
+  return judgeHealth(host, checks.path, health, log);
 }
 
 /** The url input checked from the runner (through whatever serves it: a load balancer, a CDN). */

@@ -193,7 +193,8 @@ const PHASES: Phase[] = [
     name: 'verify',
     lane: 1,
     faults: ['kill', 'cut'],
-    marker: /::group::Verify/,
+    // The checks after traffic moved, in the switch's own script.
+    marker: /MARK traffic moved to the (blue|green) slot/,
     probe: () => (cmd) => cmd.includes('wait-ready') && cmd.includes('/slow?seconds=4'),
     inputs: { 'verify-path': '/slow?seconds=4' },
   },

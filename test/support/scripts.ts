@@ -10,7 +10,7 @@ import { runtimeDefaults, runtimeRecord } from '../../src/inputs/runtime.js';
 import { unitFiles } from '../../src/remote/units.js';
 import { freezeCheckStep, freezeStep, unfreezeStep } from '../../src/remote/freeze.js';
 import { statusStep } from '../../src/remote/status.js';
-import { cleanupStep, listStep, verifyStep } from '../../src/remote/verify.js';
+import { cleanupStep, listStep, verifyStep, type VerifySettings } from '../../src/remote/verify.js';
 
 export const shopLayout = layout('shop', '/opt/shop');
 export const HOSTILE = `it's $(touch /tmp/pwned) \`id\` ; rm -rf / "x"\nnext`;
@@ -41,6 +41,20 @@ export const MIGRATE: MigrateScriptSettings = {
   actor: HOSTILE,
 };
 
+/** The checks of a deploy's verify, with a hostile body to expect. */
+const VERIFY: VerifySettings = {
+  layout: shopLayout,
+  path: '/health',
+  timeout: 5,
+  interval: 1,
+  stableSeconds: 5,
+  expectStatus: 200,
+  expectBody: HOSTILE,
+  units: ['shop-scheduler.service'],
+  worker: true,
+  restarted: true,
+};
+
 export const scripts: Record<string, string> = {
   lock: lockScript(shopLayout, { action: 'deploy', actor: HOSTILE, runUrl: HOSTILE, startedAt: 'now' }, 30),
   lockWithFirst: lockScript(
@@ -56,6 +70,7 @@ export const scripts: Record<string, string> = {
       releaseId: '20250101_000000',
       user: 'shop',
       sharedPaths: ['logs', 'uploads', '.env'],
+      stopStandby: true,
     },
     { files: [], links: [] },
   ).script,
@@ -116,22 +131,39 @@ export const scripts: Record<string, string> = {
     record: runtimeRecord(runtimeDefaults('shop')),
     checksFollow: true,
   }),
+  'switch-then-check': switchScript({
+    layout: shopLayout,
+    releaseId: '20250101_000000',
+    units,
+    healthPath: '/health/ready',
+    readyTimeout: 30,
+    serverName: '_',
+    worker: true,
+    scheduler: true,
+    record: runtimeRecord(runtimeDefaults('shop')),
+    checksFollow: true,
+    notify: true,
+    checks: VERIFY,
+  }),
+  'switch-then-check-worker-only': switchScript({
+    layout: shopLayout,
+    releaseId: '20250101_000000',
+    units,
+    healthPath: '/health/ready',
+    readyTimeout: 30,
+    serverName: '_',
+    worker: true,
+    scheduler: false,
+    api: false,
+    record: runtimeRecord(runtimeDefaults('shop')),
+    checksFollow: true,
+    checks: { ...VERIFY, api: false, units: [] },
+  }),
   'rollback-plan': rollbackPlanStep(shopLayout, '', 20000).script,
   'rollback-plan-named': rollbackPlanStep(shopLayout, HOSTILE, 20000).script,
   unserve: unserveStep(shopLayout).script,
   flags: uvicornFlagsScript(shopLayout.release('x'), 'shop', `${shopLayout.venvs}/py-x`),
-  verify: verifyStep({
-    layout: shopLayout,
-    path: '/health',
-    timeout: 5,
-    interval: 1,
-    stableSeconds: 5,
-    expectStatus: 200,
-    expectBody: HOSTILE,
-    units: ['shop-scheduler.service'],
-    worker: true,
-    restarted: true,
-  }).script,
+  verify: verifyStep(VERIFY).script,
   list: listStep(shopLayout).script,
   cleanup: cleanupStep(shopLayout, { releases: ['a', 'b'], venvs: ['py-1'] }).script,
   migrate: migrateScript(MIGRATE),
