@@ -26,7 +26,14 @@ export interface FakeGitHub {
   /** Answer every call with this status (403: a token without deployments: write). */
   refuse: number | null;
   /** Answer a call otherwise: a status and a raw body (any shape, any type), after a delay. */
-  odd: ((call: ApiCall) => { status: number; body: string; delayMs?: number } | null) | null;
+  odd:
+    | ((call: ApiCall) => {
+        status: number;
+        body: string;
+        delayMs?: number;
+        headers?: Record<string, string>;
+      } | null)
+    | null;
   /** Calls as `METHOD path state`, for asserting a sequence. */
   sequence(): string[];
   close(): Promise<void>;
@@ -56,7 +63,7 @@ export async function fakeGitHub(): Promise<FakeGitHub> {
       const odd = fake.odd?.(calls[calls.length - 1]!);
       if (odd) {
         setTimeout(() => {
-          res.writeHead(odd.status, { 'content-type': 'text/plain' });
+          res.writeHead(odd.status, { 'content-type': 'text/plain', ...odd.headers });
           res.end(odd.body);
         }, odd.delayMs ?? 0);
         return;

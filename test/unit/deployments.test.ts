@@ -254,6 +254,23 @@ describe('whatever GitHub answers, the run goes on', () => {
     expect(lines.join('\n')).not.toContain(TOKEN);
   });
 
+  test('a redirect is not followed: the token never reaches the other server, and the run goes on', async () => {
+    const elsewhere = await fakeGitHub();
+    try {
+      api.odd = (c) =>
+        c.method === 'POST' && c.path.endsWith('/deployments')
+          ? { status: 307, body: '', headers: { location: `${elsewhere.url}/repos/acme/shop/deployments` } }
+          : null;
+      const record = await startDeployment(settings(), request, log, ENV);
+      await record.finish(true, 'r1 serves');
+      expect(lines.join('\n')).toMatch(/GitHub deployment not recorded: creating the deployment failed/);
+      expect(elsewhere.calls).toEqual([]);
+      expect(lines.join('\n')).not.toContain(TOKEN);
+    } finally {
+      await elsewhere.close();
+    }
+  });
+
   test('listing earlier deployments answers an object, and their statuses text: the success stands', async () => {
     const record = await startDeployment(settings(), request, log, ENV);
     api.odd = (c) =>
