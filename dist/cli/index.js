@@ -49504,11 +49504,15 @@ class RemoteError extends Error {
     host;
     code;
     stderrTail;
-    constructor(message, host, code, stderrTail) {
+    stdout;
+    constructor(message, host, code, stderrTail, 
+    /** What the script printed on stdout before it failed (redacted): how far it got. */
+    stdout = '') {
         super(message);
         this.host = host;
         this.code = code;
         this.stderrTail = stderrTail;
+        this.stdout = stdout;
         this.name = 'RemoteError';
     }
 }
@@ -49552,6 +49556,10 @@ class Connection {
     get idleTimeoutMs() {
         return this.options.idleTimeoutMs;
     }
+    /** How long a script may run (the command-timeout input), unless a step says otherwise. */
+    get commandTimeoutMs() {
+        return this.options.commandTimeoutMs;
+    }
     /** Runs a step and reads its output; throws RemoteError when its script fails. */
     async step(s, opts = {}) {
         return this.readStep(s, await this.exec(s.script, { ...opts, what: s.what }));
@@ -49574,7 +49582,7 @@ class Connection {
     }
     failure(what, result) {
         return new RemoteError(this.log.redact(`${what} failed on ${this.label} with exit code ${result.code}` +
-            (result.stderr.trim() ? `:\n${tail(result.stderr)}` : '')), this.label, result.code, this.log.redact(tail(result.stderr)));
+            (result.stderr.trim() ? `:\n${tail(result.stderr)}` : '')), this.label, result.code, this.log.redact(tail(result.stderr)), this.log.redact(result.stdout));
     }
     /** Runs a script and resolves with its exit code whatever it is (timeouts and lost connections still throw). */
     async exec(script, opts = {}) {
@@ -49661,10 +49669,10 @@ class Connection {
             const stderr = text.err.text;
             if (timedOut) {
                 throw new RemoteError(this.log.redact(`${what} on ${this.label} ${timedOut}; its processes were stopped` +
-                    (stderr.trim() ? `; last output:\n${tail(stderr)}` : '')), this.label, null, this.log.redact(tail(stderr)));
+                    (stderr.trim() ? `; last output:\n${tail(stderr)}` : '')), this.label, null, this.log.redact(tail(stderr)), this.log.redact(stdout));
             }
             if (res.code === null) {
-                throw new RemoteError(this.log.redact(`${what} on ${this.label} ended without an exit code (${this.lostReason ?? (res.signal ? 'signal ' + res.signal : 'connection lost')})`), this.label, null, this.log.redact(tail(stderr)));
+                throw new RemoteError(this.log.redact(`${what} on ${this.label} ended without an exit code (${this.lostReason ?? (res.signal ? 'signal ' + res.signal : 'connection lost')})`), this.label, null, this.log.redact(tail(stderr)), this.log.redact(stdout));
             }
             return { code: res.code, stdout, stderr };
         }
@@ -51138,7 +51146,10 @@ function switchScript(settings) {
         : null, 
     // Traffic moves only now, by renaming the socket link nginx connects through:
     // requests already on the old slot finish there, new ones reach the new slot.
-    sh_sh `swap_link "$sock" ${layout.apiLink}`, 'echo "MARK traffic moved to the $slot slot"', sh_sh `echo "$slot" > ${layout.activeSlot}`, sh_sh `prev=$(readlink ${layout.current} 2>/dev/null || true); prev=\${prev##*/}`, sh_sh `swap_link ${rel} ${layout.current}`, sh_sh `swap_link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, 'rm -rf -- "$units_saved"', settings.clearDrainPort ? clearDrainLines(layout, settings.clearDrainPort) : null, 
+    sh_sh `prev=$(readlink ${layout.current} 2>/dev/null || true); prev=\${prev##*/}`, sh_sh `swap_link "$sock" ${layout.apiLink}`, 'echo "MARK traffic moved to the $slot slot"', 
+    // Printed as soon as traffic moved: a switch that fails from here on (its
+    // checks timing out, the connection lost) did switch, and is switched back.
+    'echo "PREVIOUS $prev"', sh_sh `echo "$slot" > ${layout.activeSlot}`, sh_sh `swap_link ${rel} ${layout.current}`, sh_sh `swap_link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, 'rm -rf -- "$units_saved"', settings.clearDrainPort ? clearDrainLines(layout, settings.clearDrainPort) : null, 
     // nginx before the followers: a restart that waits (the switch action's) must not hold it back.
     'if ! nginx_running; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh_sh `rm -f ${layout.nginxReloadPending}`, 
     // The worker and the scheduler run from current: restarted as soon as it moved
@@ -51148,7 +51159,7 @@ function switchScript(settings) {
         api: true,
         scheduler: settings.scheduler,
         target: true,
-    }), restartFollowers(settings, !settings.checksFollow && !settings.notify), checksStart(settings), servedLines(settings), 'echo "PREVIOUS $prev"', stopOtherWorkers(layout, followersOf(settings).worker), ...removals('units_removed'), 'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi', sh_sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout.history}`, checksEnd(settings));
+    }), restartFollowers(settings, !settings.checksFollow && !settings.notify), checksStart(settings), servedLines(settings), stopOtherWorkers(layout, followersOf(settings).worker), ...removals('units_removed'), 'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi', sh_sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout.history}`, checksEnd(settings));
 }
 /** The prefix of the checks' lines in a switch's output. */
 const CHECK_PREFIX = 'VERIFY';
@@ -51231,7 +51242,9 @@ function followersOnlyScript(settings, unitLines) {
     const rel = layout.release(settings.releaseId);
     return sh_script(pyToolDefinition(), sh_sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh_sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'echo "SLOT none"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
     // an api that ran here before the host lost the role stops
-    sh_sh `systemctl disable --now --quiet ${layout.units.api('blue')} ${layout.units.api('green')} 2>/dev/null || true`, sh_sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `mstool link ${rel} ${layout.current}`, sh_sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', bootLinks(layout, { worker: followersOf(settings).worker, scheduler: settings.scheduler, target: true }), restartFollowers(settings, !settings.checksFollow && !settings.notify), checksStart(settings), stopOtherWorkers(layout, followersOf(settings).worker), 'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi', sh_sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout.history}`, checksEnd(settings));
+    sh_sh `systemctl disable --now --quiet ${layout.units.api('blue')} ${layout.units.api('green')} 2>/dev/null || true`, sh_sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh_sh `mstool link ${rel} ${layout.current}`, 
+    // As soon as current moved (see the api switch).
+    'echo "PREVIOUS $prev"', sh_sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), bootLinks(layout, { worker: followersOf(settings).worker, scheduler: settings.scheduler, target: true }), restartFollowers(settings, !settings.checksFollow && !settings.notify), checksStart(settings), stopOtherWorkers(layout, followersOf(settings).worker), 'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi', sh_sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout.history}`, checksEnd(settings));
 }
 /**
  * The uvicorn flags a release's uvicorn accepts, recorded at release time:
@@ -56952,6 +56965,7 @@ const migrate_run = () => runAction('migrate', migrate);
 
 
 
+
 /**
  * The settings a release runs with on a host: those given, else those recorded
  * with it, else (a release made before releases recorded them) the defaults.
@@ -56994,6 +57008,22 @@ class PrecheckFailure extends Error {
     constructor(message) {
         super(message);
         this.name = 'PrecheckFailure';
+    }
+}
+/**
+ * A switch that failed after traffic moved (or current, on a host without the
+ * api): its checks ran past the time limit, the connection was lost, a later
+ * line failed. The host did switch: it is switched back like one whose checks
+ * failed.
+ */
+class SwitchedThenFailed extends Error {
+    previous;
+    constructor(message, 
+    /** The release current pointed at before ('' on a first deploy). */
+    previous) {
+        super(message);
+        this.previous = previous;
+        this.name = 'SwitchedThenFailed';
     }
 }
 /** The verify checks a host's switch makes before the rename: null when its readiness wait already is that check. */
@@ -57039,7 +57069,7 @@ async function switchHost(host, releaseId, settings, log, opts = {}) {
     const checks = opts.checks && !opts.startOnly
         ? checksOf(host, { ...opts.checks.settings, ...releaseChecks(runtime) }, { list: opts.checks.list, restarted: true, release: releaseId })
         : null;
-    const checksSeconds = opts.checks
+    const checksSeconds = checks
         ? opts.checks.settings['verify-timeout'] + opts.checks.settings['units-stable-seconds']
         : 0;
     const switching = host.conn.step(switchStep({
@@ -57064,10 +57094,16 @@ async function switchHost(host, releaseId, settings, log, opts = {}) {
     {
         stream: true,
         idleTimeoutMs: Math.max(host.conn.idleTimeoutMs, (settings['ready-timeout'] + (precheck?.timeout ?? 0) + checksSeconds + 60) * 1000),
+        // The checks have the time they had as a step of their own, on top of the switch's.
+        ...(checks ? { timeoutMs: host.conn.commandTimeoutMs + (checksSeconds + 60) * 1000 } : {}),
     });
     const { slot, previous, health } = await switching.catch((err) => {
         if (precheck && err instanceof RemoteError && err.code === PRECHECK_FAILED)
             throw new PrecheckFailure(precheckMessage(host, precheck, err));
+        // The script says when traffic (or current) moved: PREVIOUS, right after.
+        const moved = err instanceof RemoteError ? sh_keyLines(err.stdout).get('PREVIOUS') : undefined;
+        if (moved !== undefined)
+            throw new SwitchedThenFailed(`${errorMessage(err)} (after traffic moved to ${releaseId})`, moved.trim());
         throw err;
     });
     log.info(opts.startOnly
@@ -57368,6 +57404,8 @@ opts) {
         error: errorMessage(err),
         // It never took traffic: its checks failed on the standby's socket.
         ...(err instanceof PrecheckFailure ? { healthy: false } : {}),
+        // It did switch before it failed: it goes back with the others.
+        ...(err instanceof SwitchedThenFailed ? { switched: true, previous: err.previous } : {}),
     }));
     const describe = (bad) => ({
         failure: bad
@@ -57492,13 +57530,21 @@ async function verify(settings, log) {
 }
 const verify_run = () => runAction('verify', verify);
 
+;// CONCATENATED MODULE: external "node:http"
+const external_node_http_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:http");
+var external_node_http_default = /*#__PURE__*/__nccwpck_require__.n(external_node_http_namespaceObject);
+;// CONCATENATED MODULE: external "node:https"
+const external_node_https_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:https");
+var external_node_https_default = /*#__PURE__*/__nccwpck_require__.n(external_node_https_namespaceObject);
 ;// CONCATENATED MODULE: ./src/stages/deployments.ts
 // GitHub Deployments: each deploy and rollback recorded for its environment, so
 // the repository's Environments page shows what is live where. Advisory: no
 // answer of GitHub's fails or stops a deploy, and the token never leaves here
-// but in the Authorization header. Four REST calls, made with Node's own fetch:
-// @actions/github (Octokit, and an HTTP client of its own) was a megabyte of
-// every bundle, compiled at every start, for them.
+// but in the Authorization header. Four REST calls, made with Node's own HTTP
+// client: @actions/github (Octokit, and an HTTP client of its own) was a
+// megabyte of every bundle, compiled at every start, for them.
+
+
 
 
 
@@ -57566,38 +57612,66 @@ class ApiError extends Error {
         this.name = 'ApiError';
     }
 }
+/** The most of an answer's body read: a listing of eleven deployments is a few kilobytes. */
+const BODY_MAX = 1 << 20;
+/**
+ * One HTTP request with Node's own client, through the runner's proxy when
+ * it has one (https_proxy, http_proxy, no_proxy, as @actions/github honoured
+ * them: Node's agents read them with proxyEnv). No redirect is followed: the
+ * token goes to the API's own host only.
+ */
+function request(url, init, env) {
+    const client = url.protocol === 'https:' ? (external_node_https_default()) : (external_node_http_default());
+    const proxied = ['https_proxy', 'HTTPS_PROXY', 'http_proxy', 'HTTP_PROXY'].some((k) => env[k]);
+    // proxyEnv: Node 24.5 and later (the runner's node24); older ones go direct.
+    const agent = new client.Agent((proxied ? { proxyEnv: env } : {}));
+    return new Promise((resolve, reject) => {
+        const req = client.request(url, { method: init.method, headers: init.headers, agent, signal: init.signal }, (res) => {
+            let text = '';
+            res.setEncoding('utf8');
+            res.on('data', (chunk) => {
+                text += chunk;
+                if (text.length > BODY_MAX)
+                    req.destroy(new Error(`the answer is over ${BODY_MAX} bytes`));
+            });
+            res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+            res.on('error', reject);
+        });
+        req.on('error', reject);
+        req.on('close', () => agent.destroy());
+        req.end(init.body);
+    });
+}
 /**
  * Calls to the repository's deployments endpoints: the body as JSON, the
  * answer's body parsed when it is JSON (as it came otherwise, for the caller's
- * checks); an answer other than 2xx throws with its status. No redirect is
- * followed: the token goes to the API's own host only.
+ * checks); an answer other than 2xx (a redirect too) throws with its status.
  */
-function restClient(base, token, owner, repo) {
+function restClient(base, token, owner, repo, env) {
     const root = `${base.replace(/\/+$/, '')}/repos/${encodeURIComponent(owner)}/${encodeURIComponent(repo)}`;
     return async (method, route, signal, body) => {
-        const res = await fetch(root + route, {
+        const text = body ? JSON.stringify(body) : undefined;
+        const res = await request(new URL(root + route), {
             method,
             headers: {
                 accept: 'application/vnd.github+json',
                 authorization: `token ${token}`,
                 'user-agent': 'metalship',
                 'x-github-api-version': '2022-11-28',
-                ...(body ? { 'content-type': 'application/json; charset=utf-8' } : {}),
+                ...(text ? { 'content-type': 'application/json; charset=utf-8' } : {}),
             },
-            body: body ? JSON.stringify(body) : undefined,
-            redirect: 'error',
+            body: text,
             signal,
-        });
-        const text = await res.text();
-        let data = text;
+        }, env);
+        let data = res.text;
         try {
-            data = JSON.parse(text);
+            data = JSON.parse(res.text);
         }
         catch {
             // not JSON: the caller's checks find no id, no list
         }
-        if (!res.ok) {
-            const message = typeof data === 'object' && data !== null && 'message' in data ? String(data.message) : text;
+        if (res.status < 200 || res.status > 299) {
+            const message = typeof data === 'object' && data !== null && 'message' in data ? String(data.message) : res.text;
             throw new ApiError(`HTTP ${res.status}: ${message.slice(0, 200)}`, res.status);
         }
         return { data };
@@ -57621,7 +57695,7 @@ async function recordDeployment(settings, request, log, env, budgetMs) {
         return NOTHING;
     }
     log.secret(token);
-    const api = restClient(env.GITHUB_API_URL || 'https://api.github.com', token, owner, repo);
+    const api = restClient(env.GITHUB_API_URL || 'https://api.github.com', token, owner, repo, env);
     let refused = false;
     let deadline = Date.now() + budgetMs;
     /** One API call; a failure is reported once and ends the recording, never the deploy. */

@@ -35998,11 +35998,15 @@ class RemoteError extends Error {
     host;
     code;
     stderrTail;
-    constructor(message, host, code, stderrTail) {
+    stdout;
+    constructor(message, host, code, stderrTail, 
+    /** What the script printed on stdout before it failed (redacted): how far it got. */
+    stdout = '') {
         super(message);
         this.host = host;
         this.code = code;
         this.stderrTail = stderrTail;
+        this.stdout = stdout;
         this.name = 'RemoteError';
     }
 }
@@ -36046,6 +36050,10 @@ class Connection {
     get idleTimeoutMs() {
         return this.options.idleTimeoutMs;
     }
+    /** How long a script may run (the command-timeout input), unless a step says otherwise. */
+    get commandTimeoutMs() {
+        return this.options.commandTimeoutMs;
+    }
     /** Runs a step and reads its output; throws RemoteError when its script fails. */
     async step(s, opts = {}) {
         return this.readStep(s, await this.exec(s.script, { ...opts, what: s.what }));
@@ -36068,7 +36076,7 @@ class Connection {
     }
     failure(what, result) {
         return new RemoteError(this.log.redact(`${what} failed on ${this.label} with exit code ${result.code}` +
-            (result.stderr.trim() ? `:\n${tail(result.stderr)}` : '')), this.label, result.code, this.log.redact(tail(result.stderr)));
+            (result.stderr.trim() ? `:\n${tail(result.stderr)}` : '')), this.label, result.code, this.log.redact(tail(result.stderr)), this.log.redact(result.stdout));
     }
     /** Runs a script and resolves with its exit code whatever it is (timeouts and lost connections still throw). */
     async exec(script, opts = {}) {
@@ -36155,10 +36163,10 @@ class Connection {
             const stderr = text.err.text;
             if (timedOut) {
                 throw new RemoteError(this.log.redact(`${what} on ${this.label} ${timedOut}; its processes were stopped` +
-                    (stderr.trim() ? `; last output:\n${tail(stderr)}` : '')), this.label, null, this.log.redact(tail(stderr)));
+                    (stderr.trim() ? `; last output:\n${tail(stderr)}` : '')), this.label, null, this.log.redact(tail(stderr)), this.log.redact(stdout));
             }
             if (res.code === null) {
-                throw new RemoteError(this.log.redact(`${what} on ${this.label} ended without an exit code (${this.lostReason ?? (res.signal ? 'signal ' + res.signal : 'connection lost')})`), this.label, null, this.log.redact(tail(stderr)));
+                throw new RemoteError(this.log.redact(`${what} on ${this.label} ended without an exit code (${this.lostReason ?? (res.signal ? 'signal ' + res.signal : 'connection lost')})`), this.label, null, this.log.redact(tail(stderr)), this.log.redact(stdout));
             }
             return { code: res.code, stdout, stderr };
         }

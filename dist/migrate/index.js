@@ -35697,7 +35697,10 @@ function switchScript(settings) {
         : null, 
     // Traffic moves only now, by renaming the socket link nginx connects through:
     // requests already on the old slot finish there, new ones reach the new slot.
-    sh `swap_link "$sock" ${layout.apiLink}`, 'echo "MARK traffic moved to the $slot slot"', sh `echo "$slot" > ${layout.activeSlot}`, sh `prev=$(readlink ${layout.current} 2>/dev/null || true); prev=\${prev##*/}`, sh `swap_link ${rel} ${layout.current}`, sh `swap_link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, 'rm -rf -- "$units_saved"', settings.clearDrainPort ? clearDrainLines(layout, settings.clearDrainPort) : null, 
+    sh `prev=$(readlink ${layout.current} 2>/dev/null || true); prev=\${prev##*/}`, sh `swap_link "$sock" ${layout.apiLink}`, 'echo "MARK traffic moved to the $slot slot"', 
+    // Printed as soon as traffic moved: a switch that fails from here on (its
+    // checks timing out, the connection lost) did switch, and is switched back.
+    'echo "PREVIOUS $prev"', sh `echo "$slot" > ${layout.activeSlot}`, sh `swap_link ${rel} ${layout.current}`, sh `swap_link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, 'rm -rf -- "$units_saved"', settings.clearDrainPort ? clearDrainLines(layout, settings.clearDrainPort) : null, 
     // nginx before the followers: a restart that waits (the switch action's) must not hold it back.
     'if ! nginx_running; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh `rm -f ${layout.nginxReloadPending}`, 
     // The worker and the scheduler run from current: restarted as soon as it moved
@@ -35707,7 +35710,7 @@ function switchScript(settings) {
         api: true,
         scheduler: settings.scheduler,
         target: true,
-    }), restartFollowers(settings, !settings.checksFollow && !settings.notify), checksStart(settings), servedLines(settings), 'echo "PREVIOUS $prev"', stopOtherWorkers(layout, followersOf(settings).worker), ...removals('units_removed'), 'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi', sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout.history}`, checksEnd(settings));
+    }), restartFollowers(settings, !settings.checksFollow && !settings.notify), checksStart(settings), servedLines(settings), stopOtherWorkers(layout, followersOf(settings).worker), ...removals('units_removed'), 'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi', sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout.history}`, checksEnd(settings));
 }
 /** The prefix of the checks' lines in a switch's output. */
 const CHECK_PREFIX = 'VERIFY';
@@ -35790,7 +35793,9 @@ function followersOnlyScript(settings, unitLines) {
     const rel = layout.release(settings.releaseId);
     return script(pyToolDefinition(), sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'echo "SLOT none"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
     // an api that ran here before the host lost the role stops
-    sh `systemctl disable --now --quiet ${layout.units.api('blue')} ${layout.units.api('green')} 2>/dev/null || true`, sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `mstool link ${rel} ${layout.current}`, sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', bootLinks(layout, { worker: followersOf(settings).worker, scheduler: settings.scheduler, target: true }), restartFollowers(settings, !settings.checksFollow && !settings.notify), checksStart(settings), stopOtherWorkers(layout, followersOf(settings).worker), 'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi', sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout.history}`, checksEnd(settings));
+    sh `systemctl disable --now --quiet ${layout.units.api('blue')} ${layout.units.api('green')} 2>/dev/null || true`, sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `mstool link ${rel} ${layout.current}`, 
+    // As soon as current moved (see the api switch).
+    'echo "PREVIOUS $prev"', sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), bootLinks(layout, { worker: followersOf(settings).worker, scheduler: settings.scheduler, target: true }), restartFollowers(settings, !settings.checksFollow && !settings.notify), checksStart(settings), stopOtherWorkers(layout, followersOf(settings).worker), 'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi', sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout.history}`, checksEnd(settings));
 }
 /**
  * The uvicorn flags a release's uvicorn accepts, recorded at release time:
@@ -37528,11 +37533,15 @@ class RemoteError extends Error {
     host;
     code;
     stderrTail;
-    constructor(message, host, code, stderrTail) {
+    stdout;
+    constructor(message, host, code, stderrTail, 
+    /** What the script printed on stdout before it failed (redacted): how far it got. */
+    stdout = '') {
         super(message);
         this.host = host;
         this.code = code;
         this.stderrTail = stderrTail;
+        this.stdout = stdout;
         this.name = 'RemoteError';
     }
 }
@@ -37576,6 +37585,10 @@ class Connection {
     get idleTimeoutMs() {
         return this.options.idleTimeoutMs;
     }
+    /** How long a script may run (the command-timeout input), unless a step says otherwise. */
+    get commandTimeoutMs() {
+        return this.options.commandTimeoutMs;
+    }
     /** Runs a step and reads its output; throws RemoteError when its script fails. */
     async step(s, opts = {}) {
         return this.readStep(s, await this.exec(s.script, { ...opts, what: s.what }));
@@ -37598,7 +37611,7 @@ class Connection {
     }
     failure(what, result) {
         return new RemoteError(this.log.redact(`${what} failed on ${this.label} with exit code ${result.code}` +
-            (result.stderr.trim() ? `:\n${tail(result.stderr)}` : '')), this.label, result.code, this.log.redact(tail(result.stderr)));
+            (result.stderr.trim() ? `:\n${tail(result.stderr)}` : '')), this.label, result.code, this.log.redact(tail(result.stderr)), this.log.redact(result.stdout));
     }
     /** Runs a script and resolves with its exit code whatever it is (timeouts and lost connections still throw). */
     async exec(script, opts = {}) {
@@ -37685,10 +37698,10 @@ class Connection {
             const stderr = text.err.text;
             if (timedOut) {
                 throw new RemoteError(this.log.redact(`${what} on ${this.label} ${timedOut}; its processes were stopped` +
-                    (stderr.trim() ? `; last output:\n${tail(stderr)}` : '')), this.label, null, this.log.redact(tail(stderr)));
+                    (stderr.trim() ? `; last output:\n${tail(stderr)}` : '')), this.label, null, this.log.redact(tail(stderr)), this.log.redact(stdout));
             }
             if (res.code === null) {
-                throw new RemoteError(this.log.redact(`${what} on ${this.label} ended without an exit code (${this.lostReason ?? (res.signal ? 'signal ' + res.signal : 'connection lost')})`), this.label, null, this.log.redact(tail(stderr)));
+                throw new RemoteError(this.log.redact(`${what} on ${this.label} ended without an exit code (${this.lostReason ?? (res.signal ? 'signal ' + res.signal : 'connection lost')})`), this.label, null, this.log.redact(tail(stderr)), this.log.redact(stdout));
             }
             return { code: res.code, stdout, stderr };
         }

@@ -35998,11 +35998,15 @@ class ssh_RemoteError extends Error {
     host;
     code;
     stderrTail;
-    constructor(message, host, code, stderrTail) {
+    stdout;
+    constructor(message, host, code, stderrTail, 
+    /** What the script printed on stdout before it failed (redacted): how far it got. */
+    stdout = '') {
         super(message);
         this.host = host;
         this.code = code;
         this.stderrTail = stderrTail;
+        this.stdout = stdout;
         this.name = 'RemoteError';
     }
 }
@@ -36046,6 +36050,10 @@ class Connection {
     get idleTimeoutMs() {
         return this.options.idleTimeoutMs;
     }
+    /** How long a script may run (the command-timeout input), unless a step says otherwise. */
+    get commandTimeoutMs() {
+        return this.options.commandTimeoutMs;
+    }
     /** Runs a step and reads its output; throws RemoteError when its script fails. */
     async step(s, opts = {}) {
         return this.readStep(s, await this.exec(s.script, { ...opts, what: s.what }));
@@ -36068,7 +36076,7 @@ class Connection {
     }
     failure(what, result) {
         return new ssh_RemoteError(this.log.redact(`${what} failed on ${this.label} with exit code ${result.code}` +
-            (result.stderr.trim() ? `:\n${tail(result.stderr)}` : '')), this.label, result.code, this.log.redact(tail(result.stderr)));
+            (result.stderr.trim() ? `:\n${tail(result.stderr)}` : '')), this.label, result.code, this.log.redact(tail(result.stderr)), this.log.redact(result.stdout));
     }
     /** Runs a script and resolves with its exit code whatever it is (timeouts and lost connections still throw). */
     async exec(script, opts = {}) {
@@ -36155,10 +36163,10 @@ class Connection {
             const stderr = text.err.text;
             if (timedOut) {
                 throw new ssh_RemoteError(this.log.redact(`${what} on ${this.label} ${timedOut}; its processes were stopped` +
-                    (stderr.trim() ? `; last output:\n${tail(stderr)}` : '')), this.label, null, this.log.redact(tail(stderr)));
+                    (stderr.trim() ? `; last output:\n${tail(stderr)}` : '')), this.label, null, this.log.redact(tail(stderr)), this.log.redact(stdout));
             }
             if (res.code === null) {
-                throw new ssh_RemoteError(this.log.redact(`${what} on ${this.label} ended without an exit code (${this.lostReason ?? (res.signal ? 'signal ' + res.signal : 'connection lost')})`), this.label, null, this.log.redact(tail(stderr)));
+                throw new ssh_RemoteError(this.log.redact(`${what} on ${this.label} ended without an exit code (${this.lostReason ?? (res.signal ? 'signal ' + res.signal : 'connection lost')})`), this.label, null, this.log.redact(tail(stderr)), this.log.redact(stdout));
             }
             return { code: res.code, stdout, stderr };
         }
@@ -38142,7 +38150,10 @@ function switchScript(settings) {
         : null, 
     // Traffic moves only now, by renaming the socket link nginx connects through:
     // requests already on the old slot finish there, new ones reach the new slot.
-    sh `swap_link "$sock" ${layout.apiLink}`, 'echo "MARK traffic moved to the $slot slot"', sh `echo "$slot" > ${layout.activeSlot}`, sh `prev=$(readlink ${layout.current} 2>/dev/null || true); prev=\${prev##*/}`, sh `swap_link ${rel} ${layout.current}`, sh `swap_link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, 'rm -rf -- "$units_saved"', settings.clearDrainPort ? clearDrainLines(layout, settings.clearDrainPort) : null, 
+    sh `prev=$(readlink ${layout.current} 2>/dev/null || true); prev=\${prev##*/}`, sh `swap_link "$sock" ${layout.apiLink}`, 'echo "MARK traffic moved to the $slot slot"', 
+    // Printed as soon as traffic moved: a switch that fails from here on (its
+    // checks timing out, the connection lost) did switch, and is switched back.
+    'echo "PREVIOUS $prev"', sh `echo "$slot" > ${layout.activeSlot}`, sh `swap_link ${rel} ${layout.current}`, sh `swap_link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, 'rm -rf -- "$units_saved"', settings.clearDrainPort ? clearDrainLines(layout, settings.clearDrainPort) : null, 
     // nginx before the followers: a restart that waits (the switch action's) must not hold it back.
     'if ! nginx_running; then nginx -t -q && systemctl start nginx;', 'elif [ "$nginx_changed" = 1 ]; then systemctl reload nginx; fi', sh `rm -f ${layout.nginxReloadPending}`, 
     // The worker and the scheduler run from current: restarted as soon as it moved
@@ -38152,7 +38163,7 @@ function switchScript(settings) {
         api: true,
         scheduler: settings.scheduler,
         target: true,
-    }), restartFollowers(settings, !settings.checksFollow && !settings.notify), checksStart(settings), servedLines(settings), 'echo "PREVIOUS $prev"', stopOtherWorkers(layout, followersOf(settings).worker), ...removals('units_removed'), 'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi', sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout.history}`, checksEnd(settings));
+    }), restartFollowers(settings, !settings.checksFollow && !settings.notify), checksStart(settings), servedLines(settings), stopOtherWorkers(layout, followersOf(settings).worker), ...removals('units_removed'), 'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi', sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout.history}`, checksEnd(settings));
 }
 /** The prefix of the checks' lines in a switch's output. */
 const CHECK_PREFIX = 'VERIFY';
@@ -38235,7 +38246,9 @@ function followersOnlyScript(settings, unitLines) {
     const rel = layout.release(settings.releaseId);
     return script(pyToolDefinition(), sh `status=$(cat ${rel}/.metalship/status 2>/dev/null || echo missing)`, sh `if [ "$status" != ready ] && [ "$status" != bad ]; then echo "release ${settings.releaseId} is $status, not a complete release: refusing to switch to it" >&2; exit 1; fi`, 'echo "SLOT none"', 'units_changed=0', ...unitLines, 'if [ "$units_changed" = 1 ]; then systemctl daemon-reload; fi', 
     // an api that ran here before the host lost the role stops
-    sh `systemctl disable --now --quiet ${layout.units.api('blue')} ${layout.units.api('green')} 2>/dev/null || true`, sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `mstool link ${rel} ${layout.current}`, sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), 'echo "PREVIOUS $prev"', bootLinks(layout, { worker: followersOf(settings).worker, scheduler: settings.scheduler, target: true }), restartFollowers(settings, !settings.checksFollow && !settings.notify), checksStart(settings), stopOtherWorkers(layout, followersOf(settings).worker), 'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi', sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout.history}`, checksEnd(settings));
+    sh `systemctl disable --now --quiet ${layout.units.api('blue')} ${layout.units.api('green')} 2>/dev/null || true`, sh `prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`, sh `mstool link ${rel} ${layout.current}`, 
+    // As soon as current moved (see the api switch).
+    'echo "PREVIOUS $prev"', sh `mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`, servedLines(settings), bootLinks(layout, { worker: followersOf(settings).worker, scheduler: settings.scheduler, target: true }), restartFollowers(settings, !settings.checksFollow && !settings.notify), checksStart(settings), stopOtherWorkers(layout, followersOf(settings).worker), 'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi', sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} (no api here) from \${prev:-nothing}" >> ${layout.history}`, checksEnd(settings));
 }
 /**
  * The uvicorn flags a release's uvicorn accepts, recorded at release time:
@@ -49279,6 +49292,7 @@ function runtimeDefaults(app) {
 
 
 
+
 /**
  * The settings a release runs with on a host: those given, else those recorded
  * with it, else (a release made before releases recorded them) the defaults.
@@ -49321,6 +49335,22 @@ class PrecheckFailure extends Error {
     constructor(message) {
         super(message);
         this.name = 'PrecheckFailure';
+    }
+}
+/**
+ * A switch that failed after traffic moved (or current, on a host without the
+ * api): its checks ran past the time limit, the connection was lost, a later
+ * line failed. The host did switch: it is switched back like one whose checks
+ * failed.
+ */
+class SwitchedThenFailed extends Error {
+    previous;
+    constructor(message, 
+    /** The release current pointed at before ('' on a first deploy). */
+    previous) {
+        super(message);
+        this.previous = previous;
+        this.name = 'SwitchedThenFailed';
     }
 }
 /** The verify checks a host's switch makes before the rename: null when its readiness wait already is that check. */
@@ -49366,7 +49396,7 @@ async function switchHost(host, releaseId, settings, log, opts = {}) {
     const checks = opts.checks && !opts.startOnly
         ? checksOf(host, { ...opts.checks.settings, ...releaseChecks(runtime) }, { list: opts.checks.list, restarted: true, release: releaseId })
         : null;
-    const checksSeconds = opts.checks
+    const checksSeconds = checks
         ? opts.checks.settings['verify-timeout'] + opts.checks.settings['units-stable-seconds']
         : 0;
     const switching = host.conn.step(switchStep({
@@ -49391,10 +49421,16 @@ async function switchHost(host, releaseId, settings, log, opts = {}) {
     {
         stream: true,
         idleTimeoutMs: Math.max(host.conn.idleTimeoutMs, (settings['ready-timeout'] + (precheck?.timeout ?? 0) + checksSeconds + 60) * 1000),
+        // The checks have the time they had as a step of their own, on top of the switch's.
+        ...(checks ? { timeoutMs: host.conn.commandTimeoutMs + (checksSeconds + 60) * 1000 } : {}),
     });
     const { slot, previous, health } = await switching.catch((err) => {
         if (precheck && err instanceof RemoteError && err.code === PRECHECK_FAILED)
             throw new PrecheckFailure(precheckMessage(host, precheck, err));
+        // The script says when traffic (or current) moved: PREVIOUS, right after.
+        const moved = err instanceof RemoteError ? keyLines(err.stdout).get('PREVIOUS') : undefined;
+        if (moved !== undefined)
+            throw new SwitchedThenFailed(`${errorMessage(err)} (after traffic moved to ${releaseId})`, moved.trim());
         throw err;
     });
     log.info(opts.startOnly

@@ -396,10 +396,13 @@ export function switchScript(settings: SwitchSettings): string {
       : null,
     // Traffic moves only now, by renaming the socket link nginx connects through:
     // requests already on the old slot finish there, new ones reach the new slot.
+    sh`prev=$(readlink ${layout.current} 2>/dev/null || true); prev=\${prev##*/}`,
     sh`swap_link "$sock" ${layout.apiLink}`,
     'echo "MARK traffic moved to the $slot slot"',
+    // Printed as soon as traffic moved: a switch that fails from here on (its
+    // checks timing out, the connection lost) did switch, and is switched back.
+    'echo "PREVIOUS $prev"',
     sh`echo "$slot" > ${layout.activeSlot}`,
-    sh`prev=$(readlink ${layout.current} 2>/dev/null || true); prev=\${prev##*/}`,
     sh`swap_link ${rel} ${layout.current}`,
     sh`swap_link "$(readlink ${rel}/.venv)" ${layout.venvLink}`,
     'rm -rf -- "$units_saved"',
@@ -419,7 +422,6 @@ export function switchScript(settings: SwitchSettings): string {
     restartFollowers(settings, !settings.checksFollow && !settings.notify),
     checksStart(settings),
     servedLines(settings),
-    'echo "PREVIOUS $prev"',
     stopOtherWorkers(layout, followersOf(settings).worker),
     ...removals('units_removed'),
     'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi',
@@ -574,9 +576,10 @@ function followersOnlyScript(settings: SwitchSettings, unitLines: string[]): str
     sh`systemctl disable --now --quiet ${layout.units.api('blue')} ${layout.units.api('green')} 2>/dev/null || true`,
     sh`prev=$(basename "$(readlink ${layout.current} 2>/dev/null)" 2>/dev/null || true)`,
     sh`mstool link ${rel} ${layout.current}`,
+    // As soon as current moved (see the api switch).
+    'echo "PREVIOUS $prev"',
     sh`mstool link "$(readlink ${rel}/.venv)" ${layout.venvLink}`,
     servedLines(settings),
-    'echo "PREVIOUS $prev"',
     bootLinks(layout, { worker: followersOf(settings).worker, scheduler: settings.scheduler, target: true }),
     restartFollowers(settings, !settings.checksFollow && !settings.notify),
     checksStart(settings),

@@ -1,11 +1,13 @@
 // GitHub Deployments: each deploy and rollback recorded for its environment, so
 // the repository's Environments page shows what is live where. Advisory: no
 // answer of GitHub's fails or stops a deploy, and the token never leaves here
-// but in the Authorization header. Four REST calls, made with Node's own fetch:
-// @actions/github (Octokit, and an HTTP client of its own) was a megabyte of
-// every bundle, compiled at every start, for them.
+// but in the Authorization header. Four REST calls, made with Node's own HTTP
+// client: @actions/github (Octokit, and an HTTP client of its own) was a
+// megabyte of every bundle, compiled at every start, for them.
 
 import { readFileSync } from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
 import type { Log } from '../log.js';
 import { errorMessage } from '../errors.js';
 import { configInputs } from '../inputs/config.js';
@@ -112,13 +114,51 @@ class ApiError extends Error {
   }
 }
 
+/** The most of an answer's body read: a listing of eleven deployments is a few kilobytes. */
+const BODY_MAX = 1 << 20;
+
+/**
+ * One HTTP request with Node's own client, through the runner's proxy when
+ * it has one (https_proxy, http_proxy, no_proxy, as @actions/github honoured
+ * them: Node's agents read them with proxyEnv). No redirect is followed: the
+ * token goes to the API's own host only.
+ */
+function request(
+  url: URL,
+  init: { method: string; headers: Record<string, string>; body?: string; signal: AbortSignal },
+  env: NodeJS.ProcessEnv,
+): Promise<{ status: number; text: string }> {
+  const client = url.protocol === 'https:' ? https : http;
+  const proxied = ['https_proxy', 'HTTPS_PROXY', 'http_proxy', 'HTTP_PROXY'].some((k) => env[k]);
+  // proxyEnv: Node 24.5 and later (the runner's node24); older ones go direct.
+  const agent = new client.Agent((proxied ? { proxyEnv: env } : {}) as http.AgentOptions);
+  return new Promise((resolve, reject) => {
+    const req = client.request(
+      url,
+      { method: init.method, headers: init.headers, agent, signal: init.signal },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => {
+          text += chunk;
+          if (text.length > BODY_MAX) req.destroy(new Error(`the answer is over ${BODY_MAX} bytes`));
+        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    req.on('close', () => agent.destroy());
+    req.end(init.body);
+  });
+}
+
 /**
  * Calls to the repository's deployments endpoints: the body as JSON, the
  * answer's body parsed when it is JSON (as it came otherwise, for the caller's
- * checks); an answer other than 2xx throws with its status. No redirect is
- * followed: the token goes to the API's own host only.
+ * checks); an answer other than 2xx (a redirect too) throws with its status.
  */
-function restClient(base: string, token: string, owner: string, repo: string) {
+function restClient(base: string, token: string, owner: string, repo: string, env: NodeJS.ProcessEnv) {
   const root = `${base.replace(/\/+$/, '')}/repos/${encodeURIComponent(owner)}/${encodeURIComponent(repo)}`;
   return async (
     method: 'GET' | 'POST',
@@ -126,29 +166,32 @@ function restClient(base: string, token: string, owner: string, repo: string) {
     signal: AbortSignal,
     body?: Record<string, unknown>,
   ): Promise<{ data: unknown }> => {
-    const res = await fetch(root + route, {
-      method,
-      headers: {
-        accept: 'application/vnd.github+json',
-        authorization: `token ${token}`,
-        'user-agent': 'metalship',
-        'x-github-api-version': '2022-11-28',
-        ...(body ? { 'content-type': 'application/json; charset=utf-8' } : {}),
+    const text = body ? JSON.stringify(body) : undefined;
+    const res = await request(
+      new URL(root + route),
+      {
+        method,
+        headers: {
+          accept: 'application/vnd.github+json',
+          authorization: `token ${token}`,
+          'user-agent': 'metalship',
+          'x-github-api-version': '2022-11-28',
+          ...(text ? { 'content-type': 'application/json; charset=utf-8' } : {}),
+        },
+        body: text,
+        signal,
       },
-      body: body ? JSON.stringify(body) : undefined,
-      redirect: 'error',
-      signal,
-    });
-    const text = await res.text();
-    let data: unknown = text;
+      env,
+    );
+    let data: unknown = res.text;
     try {
-      data = JSON.parse(text);
+      data = JSON.parse(res.text);
     } catch {
       // not JSON: the caller's checks find no id, no list
     }
-    if (!res.ok) {
+    if (res.status < 200 || res.status > 299) {
       const message =
-        typeof data === 'object' && data !== null && 'message' in data ? String(data.message) : text;
+        typeof data === 'object' && data !== null && 'message' in data ? String(data.message) : res.text;
       throw new ApiError(`HTTP ${res.status}: ${message.slice(0, 200)}`, res.status);
     }
     return { data };
@@ -180,7 +223,7 @@ async function recordDeployment(
     return NOTHING;
   }
   log.secret(token);
-  const api = restClient(env.GITHUB_API_URL || 'https://api.github.com', token, owner, repo);
+  const api = restClient(env.GITHUB_API_URL || 'https://api.github.com', token, owner, repo, env);
   let refused = false;
   let deadline = Date.now() + budgetMs;
   /** One API call; a failure is reported once and ends the recording, never the deploy. */

@@ -14,6 +14,7 @@ import type { ReleaseListing } from '../remote/verify.js';
 import {
   PrecheckFailure,
   revertHosts,
+  SwitchedThenFailed,
   standDown,
   switchHost,
   type ServiceSettings,
@@ -113,6 +114,8 @@ export async function rollOut(
         error: errorMessage(err),
         // It never took traffic: its checks failed on the standby's socket.
         ...(err instanceof PrecheckFailure ? { healthy: false } : {}),
+        // It did switch before it failed: it goes back with the others.
+        ...(err instanceof SwitchedThenFailed ? { switched: true, previous: err.previous } : {}),
       }));
   const describe = (bad: HostRollout[]) => ({
     failure: bad

@@ -6,6 +6,7 @@ import { markStep } from '../remote/release.js';
 import { readRuntimeStep, runtimePath } from '../remote/runtime.js';
 import { PRECHECK_FAILED, standDownStep, switchStep, unserveStep, type Precheck } from '../remote/switch.js';
 import { RemoteError } from '../transport/ssh.js';
+import { keyLines } from '../remote/sh.js';
 import type { Step } from '../remote/step.js';
 import {
   effectiveRuntime,
@@ -149,6 +150,23 @@ export class PrecheckFailure extends Error {
   }
 }
 
+/**
+ * A switch that failed after traffic moved (or current, on a host without the
+ * api): its checks ran past the time limit, the connection was lost, a later
+ * line failed. The host did switch: it is switched back like one whose checks
+ * failed.
+ */
+export class SwitchedThenFailed extends Error {
+  constructor(
+    message: string,
+    /** The release current pointed at before ('' on a first deploy). */
+    readonly previous: string,
+  ) {
+    super(message);
+    this.name = 'SwitchedThenFailed';
+  }
+}
+
 /** The verify checks a host's switch makes before the rename: null when its readiness wait already is that check. */
 function precheckOf(s: PrecheckSettings, runtime: Runtime): Precheck | null {
   const p: Precheck = {
@@ -211,8 +229,8 @@ export async function switchHost(
           { list: opts.checks.list, restarted: true, release: releaseId },
         )
       : null;
-  const checksSeconds = opts.checks
-    ? opts.checks.settings['verify-timeout'] + opts.checks.settings['units-stable-seconds']
+  const checksSeconds = checks
+    ? opts.checks!.settings['verify-timeout'] + opts.checks!.settings['units-stable-seconds']
     : 0;
   const switching = host.conn.step(
     switchStep({
@@ -240,11 +258,20 @@ export async function switchHost(
         host.conn.idleTimeoutMs,
         (settings['ready-timeout'] + (precheck?.timeout ?? 0) + checksSeconds + 60) * 1000,
       ),
+      // The checks have the time they had as a step of their own, on top of the switch's.
+      ...(checks ? { timeoutMs: host.conn.commandTimeoutMs + (checksSeconds + 60) * 1000 } : {}),
     },
   );
   const { slot, previous, health } = await switching.catch((err: unknown) => {
     if (precheck && err instanceof RemoteError && err.code === PRECHECK_FAILED)
       throw new PrecheckFailure(precheckMessage(host, precheck, err));
+    // The script says when traffic (or current) moved: PREVIOUS, right after.
+    const moved = err instanceof RemoteError ? keyLines(err.stdout).get('PREVIOUS') : undefined;
+    if (moved !== undefined)
+      throw new SwitchedThenFailed(
+        `${errorMessage(err)} (after traffic moved to ${releaseId})`,
+        moved.trim(),
+      );
     throw err;
   });
   log.info(

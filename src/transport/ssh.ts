@@ -65,6 +65,8 @@ export class RemoteError extends Error {
     readonly host: string,
     readonly code: number | null,
     readonly stderrTail: string,
+    /** What the script printed on stdout before it failed (redacted): how far it got. */
+    readonly stdout = '',
   ) {
     super(message);
     this.name = 'RemoteError';
@@ -112,6 +114,11 @@ export class Connection {
     return this.options.idleTimeoutMs;
   }
 
+  /** How long a script may run (the command-timeout input), unless a step says otherwise. */
+  get commandTimeoutMs(): number {
+    return this.options.commandTimeoutMs;
+  }
+
   /** Runs a step and reads its output; throws RemoteError when its script fails. */
   async step<T>(s: Step<T>, opts: Omit<RunOptions, 'what'> = {}): Promise<T> {
     return this.readStep(s, await this.exec(s.script, { ...opts, what: s.what }));
@@ -142,6 +149,7 @@ export class Connection {
       this.label,
       result.code,
       this.log.redact(tail(result.stderr)),
+      this.log.redact(result.stdout),
     );
   }
 
@@ -243,6 +251,7 @@ export class Connection {
           this.label,
           null,
           this.log.redact(tail(stderr)),
+          this.log.redact(stdout),
         );
       }
       if (res.code === null) {
@@ -253,6 +262,7 @@ export class Connection {
           this.label,
           null,
           this.log.redact(tail(stderr)),
+          this.log.redact(stdout),
         );
       }
       return { code: res.code, stdout, stderr };

@@ -297,6 +297,57 @@ test('a scheduler that crashes once as it starts, while the worker is still bein
   expect(await serving()).toEqual(before);
 });
 
+test('checks longer than command-timeout still decide once traffic moved: a scheduler that exits during them is switched back', async () => {
+  const before = await serving();
+  await setVersion('v-checks-past-command-timeout');
+  // The switch and its checks (up to units-stable-seconds) outlast the 6 s command-timeout.
+  const r = await deployWithFile(
+    'late_exit_scheduler.py',
+    'import sys, time\ntime.sleep(8)\nsys.exit("metalship-e2e: the scheduler exits late")\n',
+    {
+      'scheduler-command': 'python late_exit_scheduler.py',
+      'units-stable-seconds': '10',
+      'command-timeout': '6',
+    },
+    { load: false },
+  );
+  expect(r.code).toBe(1);
+  expect(r.stdout).toMatch(/failed verification and was rolled back to /);
+  expect(r.stdout).toMatch(new RegExp(`${APP}-scheduler\\.service: its process exited`));
+  expect(await serving()).toEqual(before);
+});
+
+test('a switch whose script dies after traffic moved (killed during its checks) is switched back', async () => {
+  const before = await serving();
+  await setVersion('v-switch-killed-after-move');
+  await writeFile(path.join(source, 'steady_scheduler.py'), 'import time\nwhile True:\n    time.sleep(1)\n');
+  let killing: Promise<string> | null = null;
+  try {
+    const r = await runBundle(
+      'deploy',
+      inputs({ 'scheduler-command': 'python steady_scheduler.py', 'units-stable-seconds': '20' }),
+      {
+        onOutput: (out) => {
+          // The newest script session on the host is the switch's: all its processes go.
+          if (!killing && out.includes('MARK traffic moved'))
+            killing = onHost(
+              state,
+              host,
+              'f=$(ls -t /run/metalship-sessions/* | head -n 1); pkill -KILL -s "$(cat "$f")"',
+            );
+        },
+      },
+    );
+    await killing;
+    expect(r.code).toBe(1);
+    expect(r.stdout).toMatch(/\(after traffic moved to \S+\)/);
+    expect(r.stdout).toMatch(new RegExp(`and was rolled back to ${before.release} on ${host.address}`));
+    expect(await serving()).toEqual(before);
+  } finally {
+    await rm(path.join(source, 'steady_scheduler.py'), { force: true });
+  }
+});
+
 test("verify waits for a worker just restarted to stay up units-stable-seconds, beyond a shorter verify-timeout, and reads its age right where the container's /proc/uptime is its own", async () => {
   // As lxcfs does: an uptime of half the kernel's, which a process's start time is not counted in.
   await onHost(

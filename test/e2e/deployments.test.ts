@@ -5,6 +5,8 @@
 // release it restores at that release's own revision; a token that may not
 // write deployments changes nothing but a notice.
 import { execFileSync } from 'node:child_process';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import {
@@ -203,4 +205,56 @@ test('a token that may not write deployments (403): one notice, and the deploy s
   expect(r.stdout.match(/^::notice::.*$/gm)).toEqual([
     '::notice::GitHub deployment not recorded: the token may not write deployments (HTTP 403 creating the deployment); give it deployments: write, or set github-deployments: false',
   ]);
+});
+
+/**
+ * A runner's forward proxy for plain HTTP (absolute-form requests), on
+ * 127.0.0.1: the one place that knows where `name` is (127.0.0.1).
+ */
+async function forwardProxy(name: string): Promise<{ url: string; seen: string[]; close(): Promise<void> }> {
+  const seen: string[] = [];
+  const server = http.createServer((req, res) => {
+    const target = new URL(req.url ?? '/', 'http://invalid.invalid');
+    seen.push(`${req.method} ${target.host}${target.pathname}`);
+    const upstream = http.request(
+      {
+        host: target.hostname === name ? '127.0.0.1' : target.hostname,
+        port: target.port,
+        path: target.pathname + target.search,
+        method: req.method,
+        headers: req.headers,
+      },
+      (up) => {
+        res.writeHead(up.statusCode ?? 502, up.headers);
+        up.pipe(res);
+      },
+    );
+    upstream.on('error', () => res.writeHead(502).end());
+    req.pipe(upstream);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    seen,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+test("behind the runner's proxy (http_proxy), the calls go through it, as @actions/github's did", async () => {
+  api.refuse = null;
+  const name = 'ghdep-api.invalid';
+  const proxy = await forwardProxy(name);
+  try {
+    await setVersion('v5');
+    const port = new URL(api.url).port;
+    // The API's name resolves nowhere: only through the proxy do the calls arrive.
+    const r = await runBundle('deploy', inputs(), {
+      env: { GITHUB_API_URL: `http://${name}:${port}`, GITHUB_SHA: '5'.repeat(40), http_proxy: proxy.url },
+    });
+    expect(outcome(r)).toBe('succeeded');
+    expect(r.log).toMatch(/GitHub deployment \d+ to production: success/);
+    expect(proxy.seen).toContain(`POST ${name}:${port}/repos/metalship/e2e/deployments`);
+  } finally {
+    await proxy.close();
+  }
 });

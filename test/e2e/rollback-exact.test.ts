@@ -224,7 +224,10 @@ test('a rollback to the warm standby moves traffic before its checks, after the 
     const steps = warm.timeline;
     const at = (re: RegExp) => steps.findIndex((l) => re.test(l));
     expect(at(/• \[.*\] traffic moved/)).toBeGreaterThan(0);
-    expect(at(/• \[.*\] traffic moved/)).toBeLessThan(at(/\] health check$/));
+    // The checks run in the switch's own script, once traffic moved: no step of their own.
+    expect(at(/\] switching to \S+, then checking it$/)).toBeGreaterThan(0);
+    expect(at(/\] health check$/)).toBe(-1);
+    expect(moved).toBeLessThan(log.findIndex((l) => /\] healthy after \d+ check/.test(l)));
     // Before the switch: the connection, and the lock taken with all the rollback needs read under it.
     const before = steps.slice(0, at(/\] switching to /)).filter((l) => /^\+\S+\s+\S+ {4}\[/.test(l));
     expect(before.map((l) => l.replace(/^.*\] /, ''))).toEqual([
