@@ -57405,7 +57405,9 @@ opts) {
         // It never took traffic: its checks failed on the standby's socket.
         ...(err instanceof PrecheckFailure ? { healthy: false } : {}),
         // It did switch before it failed: it goes back with the others.
-        ...(err instanceof SwitchedThenFailed ? { switched: true, previous: err.previous } : {}),
+        ...(err instanceof SwitchedThenFailed
+            ? { switched: true, previous: err.previous, interrupted: true }
+            : {}),
     }));
     const describe = (bad) => ({
         failure: bad
@@ -57624,21 +57626,36 @@ function request(url, init, env) {
     const client = url.protocol === 'https:' ? (external_node_https_default()) : (external_node_http_default());
     const proxied = ['https_proxy', 'HTTPS_PROXY', 'http_proxy', 'HTTP_PROXY'].some((k) => env[k]);
     // proxyEnv: Node 24.5 and later (the runner's node24); older ones go direct.
-    const agent = new client.Agent((proxied ? { proxyEnv: env } : {}));
+    // The socket's own timeout ends a tunnel its proxy never answers (an abort alone leaves it open).
+    const agent = new client.Agent({
+        ...(proxied ? { proxyEnv: env } : {}),
+        timeout: CALL_MS,
+    });
     return new Promise((resolve, reject) => {
-        const req = client.request(url, { method: init.method, headers: init.headers, agent, signal: init.signal }, (res) => {
+        const req = client.request(url, { method: init.method, headers: init.headers, agent }, (res) => {
             let text = '';
             res.setEncoding('utf8');
             res.on('data', (chunk) => {
                 text += chunk;
                 if (text.length > BODY_MAX)
-                    req.destroy(new Error(`the answer is over ${BODY_MAX} bytes`));
+                    done(() => reject(new Error(`the answer is over ${BODY_MAX} bytes`)));
             });
-            res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
-            res.on('error', reject);
+            res.on('end', () => done(() => resolve({ status: res.statusCode ?? 0, text })));
+            res.on('error', (err) => done(() => reject(err)));
         });
-        req.on('error', reject);
-        req.on('close', () => agent.destroy());
+        const done = (settle) => {
+            init.signal.removeEventListener('abort', abort);
+            req.destroy();
+            agent.destroy();
+            settle();
+        };
+        // Settled here on the abort: a request still waiting for its proxy's tunnel reports nothing.
+        const abort = () => done(() => reject(init.signal.reason ?? new Error('aborted')));
+        req.on('timeout', () => done(() => reject(new Error(`no answer within ${CALL_MS / 1000} s`))));
+        req.on('error', (err) => done(() => reject(err)));
+        if (init.signal.aborted)
+            return abort();
+        init.signal.addEventListener('abort', abort, { once: true });
         req.end(init.body);
     });
 }
@@ -57911,7 +57928,11 @@ async function restore(hosts, plans, settings, target, from, log) {
         revertOnFailure: true,
         records,
     });
-    let failure = sw.failure ? `rolling back to ${target} failed; the hosts are back on ${from}:\n${sw.failure}` : undefined;
+    const stuck = sw.results.filter((r) => r.switched && !sw.reverted.includes(r.host)).map((r) => r.host);
+    const back = stuck.length
+        ? `the hosts are back on ${from || 'nothing'} but ${stuck.join(', ')}, which could not be switched back and may still serve ${target}`
+        : `the hosts are back on ${from || 'nothing'}`;
+    let failure = sw.failure ? `rolling back to ${target} failed; ${back}:\n${sw.failure}` : undefined;
     if (!failure && settings.url) {
         const check = await log.group('Verify the url', () => verifyUrlStage(expect, log));
         if (!check.ok) {
@@ -57922,8 +57943,10 @@ async function restore(hosts, plans, settings, target, from, log) {
     const healthy = !failure;
     if (!failure && from)
         await markBad(hosts, from, `rolled back to ${target}`, log);
-    // The target served with this run's settings (its record says so) and failed: never a default target again.
-    if (failure)
+    // The target served with this run's settings (its record says so) and failed: never a default target
+    // again. Not when its switch was only cut short after traffic moved (killed, cut): that says nothing of it.
+    const interruptedOnly = !!sw.failure && sw.results.filter((r) => !r.ok).every((r) => r.interrupted);
+    if (failure && !interruptedOnly)
         await markBad(hosts, target, `failed after a rollback to it`, log);
     return {
         outputs: { 'release-id': failure ? from : target, 'rolled-back-from': failure ? '' : from },

@@ -55166,21 +55166,36 @@ function request(url, init, env) {
     const client = url.protocol === 'https:' ? (external_node_https_default()) : (external_node_http_default());
     const proxied = ['https_proxy', 'HTTPS_PROXY', 'http_proxy', 'HTTP_PROXY'].some((k) => env[k]);
     // proxyEnv: Node 24.5 and later (the runner's node24); older ones go direct.
-    const agent = new client.Agent((proxied ? { proxyEnv: env } : {}));
+    // The socket's own timeout ends a tunnel its proxy never answers (an abort alone leaves it open).
+    const agent = new client.Agent({
+        ...(proxied ? { proxyEnv: env } : {}),
+        timeout: CALL_MS,
+    });
     return new Promise((resolve, reject) => {
-        const req = client.request(url, { method: init.method, headers: init.headers, agent, signal: init.signal }, (res) => {
+        const req = client.request(url, { method: init.method, headers: init.headers, agent }, (res) => {
             let text = '';
             res.setEncoding('utf8');
             res.on('data', (chunk) => {
                 text += chunk;
                 if (text.length > BODY_MAX)
-                    req.destroy(new Error(`the answer is over ${BODY_MAX} bytes`));
+                    done(() => reject(new Error(`the answer is over ${BODY_MAX} bytes`)));
             });
-            res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
-            res.on('error', reject);
+            res.on('end', () => done(() => resolve({ status: res.statusCode ?? 0, text })));
+            res.on('error', (err) => done(() => reject(err)));
         });
-        req.on('error', reject);
-        req.on('close', () => agent.destroy());
+        const done = (settle) => {
+            init.signal.removeEventListener('abort', abort);
+            req.destroy();
+            agent.destroy();
+            settle();
+        };
+        // Settled here on the abort: a request still waiting for its proxy's tunnel reports nothing.
+        const abort = () => done(() => reject(init.signal.reason ?? new Error('aborted')));
+        req.on('timeout', () => done(() => reject(new Error(`no answer within ${CALL_MS / 1000} s`))));
+        req.on('error', (err) => done(() => reject(err)));
+        if (init.signal.aborted)
+            return abort();
+        init.signal.addEventListener('abort', abort, { once: true });
         req.end(init.body);
     });
 }
@@ -55799,7 +55814,9 @@ opts) {
         // It never took traffic: its checks failed on the standby's socket.
         ...(err instanceof PrecheckFailure ? { healthy: false } : {}),
         // It did switch before it failed: it goes back with the others.
-        ...(err instanceof SwitchedThenFailed ? { switched: true, previous: err.previous } : {}),
+        ...(err instanceof SwitchedThenFailed
+            ? { switched: true, previous: err.previous, interrupted: true }
+            : {}),
     }));
     const describe = (bad) => ({
         failure: bad

@@ -49732,7 +49732,9 @@ opts) {
         // It never took traffic: its checks failed on the standby's socket.
         ...(err instanceof PrecheckFailure ? { healthy: false } : {}),
         // It did switch before it failed: it goes back with the others.
-        ...(err instanceof SwitchedThenFailed ? { switched: true, previous: err.previous } : {}),
+        ...(err instanceof SwitchedThenFailed
+            ? { switched: true, previous: err.previous, interrupted: true }
+            : {}),
     }));
     const describe = (bad) => ({
         failure: bad

@@ -115,7 +115,11 @@ async function restore(
     revertOnFailure: true,
     records,
   });
-  let failure = sw.failure ? `rolling back to ${target} failed; the hosts are back on ${from}:\n${sw.failure}` : undefined;
+  const stuck = sw.results.filter((r) => r.switched && !sw.reverted.includes(r.host)).map((r) => r.host);
+  const back = stuck.length
+    ? `the hosts are back on ${from || 'nothing'} but ${stuck.join(', ')}, which could not be switched back and may still serve ${target}`
+    : `the hosts are back on ${from || 'nothing'}`;
+  let failure = sw.failure ? `rolling back to ${target} failed; ${back}:\n${sw.failure}` : undefined;
   if (!failure && settings.url) {
     const check = await log.group('Verify the url', () => verifyUrlStage(expect, log));
     if (!check.ok) {
@@ -125,8 +129,10 @@ async function restore(
   }
   const healthy = !failure;
   if (!failure && from) await markBad(hosts, from, `rolled back to ${target}`, log);
-  // The target served with this run's settings (its record says so) and failed: never a default target again.
-  if (failure) await markBad(hosts, target, `failed after a rollback to it`, log);
+  // The target served with this run's settings (its record says so) and failed: never a default target
+  // again. Not when its switch was only cut short after traffic moved (killed, cut): that says nothing of it.
+  const interruptedOnly = !!sw.failure && sw.results.filter((r) => !r.ok).every((r) => r.interrupted);
+  if (failure && !interruptedOnly) await markBad(hosts, target, `failed after a rollback to it`, log);
   return {
     outputs: { 'release-id': failure ? from : target, 'rolled-back-from': failure ? '' : from },
     results: sw.results.map((r) => ({ ...r, healthy: healthy && r.healthy !== false })),

@@ -131,24 +131,34 @@ function request(
   const client = url.protocol === 'https:' ? https : http;
   const proxied = ['https_proxy', 'HTTPS_PROXY', 'http_proxy', 'HTTP_PROXY'].some((k) => env[k]);
   // proxyEnv: Node 24.5 and later (the runner's node24); older ones go direct.
-  const agent = new client.Agent((proxied ? { proxyEnv: env } : {}) as http.AgentOptions);
+  // The socket's own timeout ends a tunnel its proxy never answers (an abort alone leaves it open).
+  const agent = new client.Agent({
+    ...(proxied ? { proxyEnv: env } : {}),
+    timeout: CALL_MS,
+  } as http.AgentOptions);
   return new Promise((resolve, reject) => {
-    const req = client.request(
-      url,
-      { method: init.method, headers: init.headers, agent, signal: init.signal },
-      (res) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (chunk: string) => {
-          text += chunk;
-          if (text.length > BODY_MAX) req.destroy(new Error(`the answer is over ${BODY_MAX} bytes`));
-        });
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
-        res.on('error', reject);
-      },
-    );
-    req.on('error', reject);
-    req.on('close', () => agent.destroy());
+    const req = client.request(url, { method: init.method, headers: init.headers, agent }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => {
+        text += chunk;
+        if (text.length > BODY_MAX) done(() => reject(new Error(`the answer is over ${BODY_MAX} bytes`)));
+      });
+      res.on('end', () => done(() => resolve({ status: res.statusCode ?? 0, text })));
+      res.on('error', (err) => done(() => reject(err)));
+    });
+    const done = (settle: () => void) => {
+      init.signal.removeEventListener('abort', abort);
+      req.destroy();
+      agent.destroy();
+      settle();
+    };
+    // Settled here on the abort: a request still waiting for its proxy's tunnel reports nothing.
+    const abort = () => done(() => reject(init.signal.reason ?? new Error('aborted')));
+    req.on('timeout', () => done(() => reject(new Error(`no answer within ${CALL_MS / 1000} s`))));
+    req.on('error', (err) => done(() => reject(err)));
+    if (init.signal.aborted) return abort();
+    init.signal.addEventListener('abort', abort, { once: true });
     req.end(init.body);
   });
 }

@@ -34,6 +34,8 @@ export interface HostRollout extends SwitchResult {
   switched?: boolean;
   /** The releases, listed by its health check (see the list option of rollOut). */
   listing?: ReleaseListing;
+  /** Its switch stopped after traffic moved (killed, cut, out of time): no verdict on the release. */
+  interrupted?: boolean;
 }
 
 export interface Rollout {
@@ -115,7 +117,9 @@ export async function rollOut(
         // It never took traffic: its checks failed on the standby's socket.
         ...(err instanceof PrecheckFailure ? { healthy: false } : {}),
         // It did switch before it failed: it goes back with the others.
-        ...(err instanceof SwitchedThenFailed ? { switched: true, previous: err.previous } : {}),
+        ...(err instanceof SwitchedThenFailed
+          ? { switched: true, previous: err.previous, interrupted: true }
+          : {}),
       }));
   const describe = (bad: HostRollout[]) => ({
     failure: bad

@@ -317,28 +317,37 @@ test('checks longer than command-timeout still decide once traffic moved: a sche
   expect(await serving()).toEqual(before);
 });
 
+/**
+ * Kills the switch's script on the host (its whole session: the newest on the
+ * host) once the run says traffic moved; `killed` resolves when it is done.
+ */
+function killSwitchAfterMove(): { onOutput: (out: string) => void; killed: () => Promise<unknown> } {
+  let killing: Promise<string> | null = null;
+  return {
+    onOutput: (out) => {
+      if (!killing && out.includes('MARK traffic moved'))
+        killing = onHost(
+          state,
+          host,
+          'f=$(ls -t /run/metalship-sessions/* | head -n 1); pkill -KILL -s "$(cat "$f")"',
+        );
+    },
+    killed: async () => killing,
+  };
+}
+
 test('a switch whose script dies after traffic moved (killed during its checks) is switched back', async () => {
   const before = await serving();
   await setVersion('v-switch-killed-after-move');
   await writeFile(path.join(source, 'steady_scheduler.py'), 'import time\nwhile True:\n    time.sleep(1)\n');
-  let killing: Promise<string> | null = null;
   try {
+    const kill = killSwitchAfterMove();
     const r = await runBundle(
       'deploy',
       inputs({ 'scheduler-command': 'python steady_scheduler.py', 'units-stable-seconds': '20' }),
-      {
-        onOutput: (out) => {
-          // The newest script session on the host is the switch's: all its processes go.
-          if (!killing && out.includes('MARK traffic moved'))
-            killing = onHost(
-              state,
-              host,
-              'f=$(ls -t /run/metalship-sessions/* | head -n 1); pkill -KILL -s "$(cat "$f")"',
-            );
-        },
-      },
+      { onOutput: kill.onOutput },
     );
-    await killing;
+    expect(await kill.killed()).toBeDefined();
     expect(r.code).toBe(1);
     expect(r.stdout).toMatch(/\(after traffic moved to \S+\)/);
     expect(r.stdout).toMatch(new RegExp(`and was rolled back to ${before.release} on ${host.address}`));
@@ -346,6 +355,29 @@ test('a switch whose script dies after traffic moved (killed during its checks) 
   } finally {
     await rm(path.join(source, 'steady_scheduler.py'), { force: true });
   }
+});
+
+test('a rollback whose switch dies after traffic moved goes back, and its target stays a good release to roll back to', async () => {
+  await setVersion('v-rollback-a');
+  const a = await runBundle('deploy', inputs());
+  expect(outcome(a)).toBe('succeeded');
+  await setVersion('v-rollback-b');
+  const b = await runBundle('deploy', inputs());
+  expect(outcome(b)).toBe('succeeded');
+  const before = await serving();
+  const [ida, idb] = [a.outputs['release-id']!, b.outputs['release-id']!];
+  const kill = killSwitchAfterMove();
+  const r = await runBundle('rollback', inputs({ 'units-stable-seconds': '20' }), {
+    onOutput: kill.onOutput,
+  });
+  expect(await kill.killed()).toBeDefined();
+  expect(r.code).toBe(1);
+  expect(r.stdout).toContain(`rolling back to ${ida} failed; the hosts are back on ${idb}`);
+  expect(await serving()).toEqual(before);
+  expect(await releaseStatus(ida)).toBe('ready');
+  const again = await runBundle('rollback', inputs());
+  expect(outcome(again)).toBe('succeeded');
+  expect(again.outputs['release-id']).toBe(ida);
 });
 
 test("verify waits for a worker just restarted to stay up units-stable-seconds, beyond a shorter verify-timeout, and reads its age right where the container's /proc/uptime is its own", async () => {

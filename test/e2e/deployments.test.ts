@@ -6,7 +6,7 @@
 // write deployments changes nothing but a notice.
 import { execFileSync } from 'node:child_process';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import { rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import {
@@ -256,5 +256,29 @@ test("behind the runner's proxy (http_proxy), the calls go through it, as @actio
     expect(proxy.seen).toContain(`POST ${name}:${port}/repos/metalship/e2e/deployments`);
   } finally {
     await proxy.close();
+  }
+});
+
+test('an HTTPS API behind a proxy that never answers its tunnel: the call gives up within its 10 s, and the deploy succeeds', async () => {
+  const sockets: net.Socket[] = [];
+  const blackhole = net.createServer((socket) => void sockets.push(socket));
+  await new Promise<void>((resolve) => blackhole.listen(0, '127.0.0.1', resolve));
+  try {
+    await setVersion('v6');
+    const r = await runBundle('deploy', inputs(), {
+      env: {
+        GITHUB_API_URL: 'https://ghdep-api.invalid',
+        GITHUB_SHA: '6'.repeat(40),
+        https_proxy: `http://127.0.0.1:${(blackhole.address() as AddressInfo).port}`,
+      },
+    });
+    expect(outcome(r)).toBe('succeeded');
+    expect(sockets.length).toBeGreaterThan(0);
+    expect(r.stdout).toMatch(
+      /GitHub deployment not recorded: GitHub did not answer within 10 s \(creating the deployment\)/,
+    );
+  } finally {
+    for (const s of sockets) s.destroy();
+    await new Promise<void>((resolve) => blackhole.close(() => resolve()));
   }
 });
