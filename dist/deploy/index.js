@@ -55478,9 +55478,7 @@ async function switchHost(host, releaseId, settings, log, opts = {}) {
     const checks = opts.checks && !opts.startOnly
         ? checksOf(host, { ...opts.checks.settings, ...releaseChecks(runtime) }, { list: opts.checks.list, restarted: true, release: releaseId })
         : null;
-    const checksSeconds = checks
-        ? opts.checks.settings['verify-timeout'] + opts.checks.settings['units-stable-seconds']
-        : 0;
+    const checksSeconds = checks ? checks.timeout + checks.stableSeconds : 0;
     const switching = host.conn.step(switchStep({
         layout: host.layout,
         releaseId,

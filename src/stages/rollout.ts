@@ -48,8 +48,6 @@ export interface Rollout {
   failedIn?: 'switch' | 'verification';
 }
 
-export type { VerifyChecks };
-
 export function batches<T>(items: T[], size: number): T[][] {
   const out: T[][] = [];
   for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));

@@ -128,7 +128,7 @@ export type VerifyChecks = Omit<VerifySettings, ReleaseChecks>;
 type ReleaseChecks = 'health-path' | 'worker-command' | 'scheduler-command' | 'units-ready';
 
 /** The health path and units a release's checks look at: those it runs with. */
-export function releaseChecks(rt: Runtime): Pick<VerifySettings, ReleaseChecks> {
+function releaseChecks(rt: Runtime): Pick<VerifySettings, ReleaseChecks> {
   return {
     'health-path': rt['health-path'],
     'worker-command': rt['worker-command'],
@@ -229,9 +229,7 @@ export async function switchHost(
           { list: opts.checks.list, restarted: true, release: releaseId },
         )
       : null;
-  const checksSeconds = checks
-    ? opts.checks!.settings['verify-timeout'] + opts.checks!.settings['units-stable-seconds']
-    : 0;
+  const checksSeconds = checks ? checks.timeout + checks.stableSeconds : 0;
   const switching = host.conn.step(
     switchStep({
       layout: host.layout,
