@@ -55,6 +55,17 @@ const VERIFY: VerifySettings = {
   restarted: true,
 };
 
+/** What every switch variant below shares. */
+const SWITCH = {
+  layout: shopLayout,
+  releaseId: '20250101_000000',
+  units,
+  healthPath: '/health/ready',
+  readyTimeout: 30,
+  serverName: '_',
+  worker: true,
+};
+
 export const scripts: Record<string, string> = {
   lock: lockScript(shopLayout, { action: 'deploy', actor: HOSTILE, runUrl: HOSTILE, startedAt: 'now' }, 30),
   lockWithFirst: lockScript(
@@ -109,36 +120,18 @@ export const scripts: Record<string, string> = {
   mark: markStep(shopLayout, '20250101_000000', 'failed', HOSTILE).script,
   tree: ensureAppTree(shopLayout, 'shop', ['logs']),
   switch: switchScript({
-    layout: shopLayout,
-    releaseId: '20250101_000000',
-    units,
-    healthPath: '/health/ready',
-    readyTimeout: 30,
-    serverName: '_',
-    worker: true,
+    ...SWITCH,
     scheduler: false,
     record: runtimeRecord(runtimeDefaults('shop')),
   }),
   'switch-checks-follow': switchScript({
-    layout: shopLayout,
-    releaseId: '20250101_000000',
-    units,
-    healthPath: '/health/ready',
-    readyTimeout: 30,
-    serverName: '_',
-    worker: true,
+    ...SWITCH,
     scheduler: true,
     record: runtimeRecord(runtimeDefaults('shop')),
     checksFollow: true,
   }),
   'switch-then-check': switchScript({
-    layout: shopLayout,
-    releaseId: '20250101_000000',
-    units,
-    healthPath: '/health/ready',
-    readyTimeout: 30,
-    serverName: '_',
-    worker: true,
+    ...SWITCH,
     scheduler: true,
     record: runtimeRecord(runtimeDefaults('shop')),
     checksFollow: true,
@@ -146,13 +139,7 @@ export const scripts: Record<string, string> = {
     checks: VERIFY,
   }),
   'switch-then-check-worker-only': switchScript({
-    layout: shopLayout,
-    releaseId: '20250101_000000',
-    units,
-    healthPath: '/health/ready',
-    readyTimeout: 30,
-    serverName: '_',
-    worker: true,
+    ...SWITCH,
     scheduler: false,
     api: false,
     record: runtimeRecord(runtimeDefaults('shop')),
