@@ -46026,7 +46026,7 @@ const connectionInputs = {
     hosts: fields_custom({
         description: 'Hosts to act on, newline- or comma-separated: host, host:port, user@host:port or [ipv6]:port. ' +
             'Optionally, one host per line then, `roles=api,worker,scheduler,migrate` (hosts without roles run api and worker), ' +
-            '`roles=lb` for an nginx load balancer in front of the api hosts (provision sets it up; deploys take each batch out of its rotation), ' +
+            '`roles=lb` for an nginx load balancer in front of the api hosts (provision sets it up; a deploy keeps every host in its rotation: a switch drops no request), ' +
             "`roles=db` and/or `roles=redis` for a host of its own with the app's PostgreSQL or Redis (provision sets it up, reachable from the app hosts alone; the deploy path never contacts it), " +
             '`roles=backup` for a host of its own that receives a copy of every daily backup (provision links it to the host that takes them), ' +
             '`upstream=addr:port`: where the load balancer reaches that host (default: its address, port 80), ' +
@@ -46166,7 +46166,7 @@ const serviceInputs = {
         unit: 'seconds',
     }),
     'batch-size': fields_int({
-        description: "Hosts switched at a time in a rolling switch. A deploy or rollback first starts and checks the release in every host's standby slot, in parallel; then each batch moves traffic and is verified before the next (no host leaves the load balancer's rotation: the move is a rename that drops no request). A failing batch stops the rollout and returns every switched host to its previous release.",
+        description: "Hosts switched at a time in a rolling switch. A deploy or rollback first starts and checks the release in every host's standby slot, in parallel; then each batch moves traffic, and the next follows once its api answers its checks (no host leaves the load balancer's rotation: the move is a rename that drops no request). The worker's and the scheduler's checks go on meanwhile; the rollout succeeds once every host passed all of its checks. A failure on any host moves no further batch and returns every switched host to its previous release.",
         default: '1',
         min: 1,
         max: 1000,
@@ -49638,8 +49638,10 @@ class Connection {
                 return;
             for (const line of lines[kind].push(added)) {
                 // A streamed script's `MARK <what>` is a point in the run's timeline, as it happens.
-                if (kind === 'out' && line.startsWith('MARK '))
+                if (kind === 'out' && line.startsWith('MARK ')) {
                     this.log.mark(line.slice(5), this.label);
+                    opts.onMark?.(line.slice(5));
+                }
                 this.log.info(`[${this.label}] ${line}`);
             }
         };
@@ -50131,6 +50133,8 @@ function unitsOurs(names) {
 
 
 
+/** The mark a switch's checks print once the api answered (VerifySettings.markApi). */
+const API_VERIFIED = 'api verified';
 /**
  * The path users take: the same check through nginx on the host, with the
  * Host (and, for a TLS site, the SNI name) of the app's site, when the host has
@@ -50222,7 +50226,7 @@ function verifyScript(settings) {
             : null
         : sh_script(sh_sh `serving=$(cat ${layout.activeSlot} 2>/dev/null || true)`, `case "$serving" in blue|green) ;; *) echo "PROBLEM no api slot is serving on this host (nothing deployed yet?)"; ${units ? 'rm -f -- "$units_out"; ' : ''}exit 0;; esac`, 
         // The units settle (a worker's restart waits for its tasks) while the probes run.
-        units ? 'units_check > "$units_out" & units_pid=$!' : null, sh_sh `sock=/run/${layout.app}-api-$serving/api.sock`, sh_sh `out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'echo "PROBE_RC $rc"', throughNginx(settings), units ? 'wait "$units_pid" || true' : null), units
+        units ? 'units_check > "$units_out" & units_pid=$!' : null, sh_sh `sock=/run/${layout.app}-api-$serving/api.sock`, sh_sh `out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'echo "PROBE_RC $rc"', throughNginx(settings), settings.markApi ? `if [ "$rc" = 0 ]; then echo "MARK ${API_VERIFIED}" >&7; fi` : null, units ? 'wait "$units_pid" || true' : null), units
         ? sh_script('cat -- "$units_out"', `failed=$(sed -n 's/^UNITS_DOWN//p' "$units_out")`, 'rm -f -- "$units_out"').trimEnd()
         : null, settings.list
         ? sh_sh `if [ "$rc" = 0 ] && [ -z "$failed" ]; then echo "LISTING $(mstool releases ${layout.root} | tail -n 1)"; fi`
@@ -51173,7 +51177,9 @@ function checksStart(settings) {
         return null;
     return sh_script(
     // A function whose body is a subshell: the checks' variables stay theirs.
-    `run_checks() (\n${verifyScript(settings.checks)}\n)`, 'checks_out=$(mktemp)', 'run_checks > "$checks_out" 2>&1 &', 'checks_pid=$!').trimEnd();
+    `run_checks() (\n${verifyScript({ ...settings.checks, markApi: true })}\n)`, 'checks_out=$(mktemp)', 
+    // Their lines go to a file, read at the end; their mark (the api answered) goes out at once, on 7.
+    'run_checks 7>&1 > "$checks_out" 2>&1 &', 'checks_pid=$!').trimEnd();
 }
 /** Waits for the checks and prints what they found, each line prefixed. */
 function checksEnd(settings) {
@@ -57091,6 +57097,10 @@ async function switchHost(host, releaseId, settings, log, opts = {}) {
     // Its waits print nothing until they end: the idle limit leaves room for both.
     {
         stream: true,
+        onMark: (what) => {
+            if (what === API_VERIFIED)
+                opts.onApiVerified?.();
+        },
         idleTimeoutMs: Math.max(host.conn.idleTimeoutMs, (settings['ready-timeout'] + (precheck?.timeout ?? 0) + checksSeconds + 60) * 1000),
         // The checks have the time they had as a step of their own, on top of the switch's.
         ...(checks ? { timeoutMs: host.conn.commandTimeoutMs + (checksSeconds + 60) * 1000 } : {}),
@@ -57342,13 +57352,14 @@ function markBad(hosts, releaseId, reason, log) {
 
 ;// CONCATENATED MODULE: ./src/stages/rollout.ts
 // The rolling switch over a fleet: every host first starts the release in its
-// standby slot, then batches of `batch-size` hosts are switched and verified,
-// each before the next. No host needs taking out of the load
+// standby slot, then batches of `batch-size` hosts are switched, each once the
+// api of the one before answers its checks (the workers' and schedulers'
+// checks go on meanwhile). No host needs taking out of the load
 // balancers' rotation: each checks the release on its standby slot's own socket
 // before traffic moves (a release failing that never serves), and the move is a
-// rename that drops no request. A batch that fails stops the rollout and every
-// host switched so far goes back to its previous release, so that the fleet
-// serves one release.
+// rename that drops no request. A failure on any host stops the rollout and
+// every host switched so far goes back to its previous release, so that the
+// fleet serves one release.
 
 
 function batches(items, size) {
@@ -57375,7 +57386,7 @@ balanced, releaseId, settings, log,
 opts) {
     const results = [];
     const groups = batches(hosts, settings['batch-size']);
-    const switchRow = (host, batch, startOnly) => switchHost(host, releaseId, settings, log, {
+    const switchRow = (host, batch, startOnly, onApiVerified) => switchHost(host, releaseId, settings, log, {
         record: opts.records?.get(host.spec.label),
         // The checks follow: the switch leaves them to the verify step,
         // but for those on the standby's socket before traffic moves.
@@ -57385,6 +57396,7 @@ opts) {
         startOnly,
         // Verified by the switch's own script, once traffic moved.
         checks: opts.verify ? { settings: opts.verify, list: opts.list } : undefined,
+        onApiVerified,
     })
         .then(({ checked, ...r }) => {
         // Its checks after traffic moved: a host that fails them did switch (and goes back).
@@ -57431,31 +57443,57 @@ opts) {
             return { results, reverted: [], ...describe(bad) };
         }
     }
-    for (const [index, batch] of groups.entries()) {
-        const title = groups.length > 1 ? ` (batch ${index + 1} of ${groups.length})` : '';
-        let failure;
-        let failedIn;
-        const names = batch.map((h) => h.spec.label).join(', ');
-        const switched = await log.group(`Switch ${names} to ${releaseId}${opts.verify ? ', then verify' : ''}${title}`, () => Promise.all(batch.map((host) => switchRow(host, index + 1, false))));
-        results.push(...switched);
-        for (const r of switched)
-            if (r.switched)
-                waiting.delete(r.host);
-        const bad = switched.filter((r) => !r.ok);
-        if (bad.length)
-            ({ failure, failedIn } = describe(bad));
-        if (failure) {
-            const switched = results.filter((r) => r.switched);
-            const reverted = opts.revertOnFailure ? await revertHosts(hosts, switched, settings, log) : [];
-            // Started, never moved: their standby slots stop, their unit files go back.
-            await standDown(hosts.filter((h) => waiting.has(h.spec.label)), releaseId, log);
-            return {
-                results,
-                reverted,
-                failedIn,
-                failure: `${groups.length > 1 ? `batch ${index + 1} of ${groups.length}: ` : ''}${failure}`,
-            };
+    // The batches, in order. The next batch moves once this one's api answers
+    // (its checks' mark: through the slot's socket and nginx); its worker's and
+    // scheduler's checks, which wait for their start, go on meanwhile. The rollout
+    // succeeds only once every host passed all of its checks; a failure anywhere
+    // moves no further batch, lets those under way end, and every host switched
+    // goes back. (Without checks, or in one batch, each batch ends before the next.)
+    const rows = [];
+    const ended = [];
+    const timing = groups.length > 1 ? ` in ${groups.length} batches` : '';
+    await log.group(`Switch ${hosts.map((h) => h.spec.label).join(', ')} to ${releaseId}${timing}${opts.verify ? ', then verify' : ''}`, async () => {
+        for (const [index, batch] of groups.entries()) {
+            if (ended.some((r) => !r.ok))
+                break;
+            const names = batch.map((h) => h.spec.label).join(', ');
+            if (groups.length > 1)
+                log.info(`batch ${index + 1} of ${groups.length}: ${names}`);
+            const gates = [];
+            const batchRows = batch.map((host) => {
+                let open = () => { };
+                gates.push(new Promise((resolve) => (open = resolve)));
+                return switchRow(host, index + 1, false, open).then((r) => {
+                    ended.push(r);
+                    if (r.switched)
+                        waiting.delete(r.host);
+                    open();
+                    return r;
+                });
+            });
+            rows.push(...batchRows);
+            // In the timeline: each batch from its switch to its last check.
+            if (groups.length > 1)
+                void log.timed({ kind: 'stage', what: `batch ${index + 1} of ${groups.length}: ${names}` }, () => Promise.all(batchRows));
+            await Promise.all(gates);
         }
+        await Promise.all(rows);
+    });
+    results.push(...(await Promise.all(rows)));
+    const bad = results.filter((r) => !r.ok);
+    if (bad.length) {
+        const { failure, failedIn } = describe(bad);
+        const first = Math.min(...bad.map((r) => r.batch ?? 1));
+        const switched = results.filter((r) => r.switched);
+        const reverted = opts.revertOnFailure ? await revertHosts(hosts, switched, settings, log) : [];
+        // Started, never moved: their standby slots stop, their unit files go back.
+        await standDown(hosts.filter((h) => waiting.has(h.spec.label)), releaseId, log);
+        return {
+            results,
+            reverted,
+            failedIn,
+            failure: `${groups.length > 1 ? `batch ${first} of ${groups.length}: ` : ''}${failure}`,
+        };
     }
     return { results, reverted: [] };
 }

@@ -36132,8 +36132,10 @@ class Connection {
                 return;
             for (const line of lines[kind].push(added)) {
                 // A streamed script's `MARK <what>` is a point in the run's timeline, as it happens.
-                if (kind === 'out' && line.startsWith('MARK '))
+                if (kind === 'out' && line.startsWith('MARK ')) {
                     this.log.mark(line.slice(5), this.label);
+                    opts.onMark?.(line.slice(5));
+                }
                 this.log.info(`[${this.label}] ${line}`);
             }
         };
@@ -37157,6 +37159,8 @@ function unitsOurs(names) {
 
 
 
+/** The mark a switch's checks print once the api answered (VerifySettings.markApi). */
+const API_VERIFIED = 'api verified';
 /**
  * The path users take: the same check through nginx on the host, with the
  * Host (and, for a TLS site, the SNI name) of the app's site, when the host has
@@ -37248,7 +37252,7 @@ function verifyScript(settings) {
             : null
         : script(sh `serving=$(cat ${layout.activeSlot} 2>/dev/null || true)`, `case "$serving" in blue|green) ;; *) echo "PROBLEM no api slot is serving on this host (nothing deployed yet?)"; ${units ? 'rm -f -- "$units_out"; ' : ''}exit 0;; esac`, 
         // The units settle (a worker's restart waits for its tasks) while the probes run.
-        units ? 'units_check > "$units_out" & units_pid=$!' : null, sh `sock=/run/${layout.app}-api-$serving/api.sock`, sh `out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'echo "PROBE_RC $rc"', throughNginx(settings), units ? 'wait "$units_pid" || true' : null), units
+        units ? 'units_check > "$units_out" & units_pid=$!' : null, sh `sock=/run/${layout.app}-api-$serving/api.sock`, sh `out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'echo "PROBE_RC $rc"', throughNginx(settings), settings.markApi ? `if [ "$rc" = 0 ]; then echo "MARK ${API_VERIFIED}" >&7; fi` : null, units ? 'wait "$units_pid" || true' : null), units
         ? script('cat -- "$units_out"', `failed=$(sed -n 's/^UNITS_DOWN//p' "$units_out")`, 'rm -f -- "$units_out"').trimEnd()
         : null, settings.list
         ? sh `if [ "$rc" = 0 ] && [ -z "$failed" ]; then echo "LISTING $(mstool releases ${layout.root} | tail -n 1)"; fi`
@@ -48577,7 +48581,7 @@ const connectionInputs = {
     hosts: fields_custom({
         description: 'Hosts to act on, newline- or comma-separated: host, host:port, user@host:port or [ipv6]:port. ' +
             'Optionally, one host per line then, `roles=api,worker,scheduler,migrate` (hosts without roles run api and worker), ' +
-            '`roles=lb` for an nginx load balancer in front of the api hosts (provision sets it up; deploys take each batch out of its rotation), ' +
+            '`roles=lb` for an nginx load balancer in front of the api hosts (provision sets it up; a deploy keeps every host in its rotation: a switch drops no request), ' +
             "`roles=db` and/or `roles=redis` for a host of its own with the app's PostgreSQL or Redis (provision sets it up, reachable from the app hosts alone; the deploy path never contacts it), " +
             '`roles=backup` for a host of its own that receives a copy of every daily backup (provision links it to the host that takes them), ' +
             '`upstream=addr:port`: where the load balancer reaches that host (default: its address, port 80), ' +
@@ -48717,7 +48721,7 @@ const serviceInputs = {
         unit: 'seconds',
     }),
     'batch-size': fields_int({
-        description: "Hosts switched at a time in a rolling switch. A deploy or rollback first starts and checks the release in every host's standby slot, in parallel; then each batch moves traffic and is verified before the next (no host leaves the load balancer's rotation: the move is a rename that drops no request). A failing batch stops the rollout and returns every switched host to its previous release.",
+        description: "Hosts switched at a time in a rolling switch. A deploy or rollback first starts and checks the release in every host's standby slot, in parallel; then each batch moves traffic, and the next follows once its api answers its checks (no host leaves the load balancer's rotation: the move is a rename that drops no request). The worker's and the scheduler's checks go on meanwhile; the rollout succeeds once every host passed all of its checks. A failure on any host moves no further batch and returns every switched host to its previous release.",
         default: '1',
         min: 1,
         max: 1000,

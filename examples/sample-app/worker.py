@@ -16,6 +16,7 @@ HOLD_SECONDS), so a test can keep it in progress exactly as long as it needs.
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 
@@ -107,6 +108,11 @@ def run():
 
 
 def main():
+    # A release whose worker cannot start, on the host named in a
+    # FAIL_WORKER_ON_<hostname> file only (its api serves as usual).
+    if os.path.exists("FAIL_WORKER_ON_" + socket.gethostname()):
+        print("worker: FAIL_WORKER_ON_%s: exiting" % socket.gethostname(), file=sys.stderr)
+        return 1
     logging.basicConfig(
         level=os.environ.get("LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s",

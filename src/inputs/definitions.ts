@@ -159,7 +159,7 @@ export const connectionInputs = {
       description:
         'Hosts to act on, newline- or comma-separated: host, host:port, user@host:port or [ipv6]:port. ' +
         'Optionally, one host per line then, `roles=api,worker,scheduler,migrate` (hosts without roles run api and worker), ' +
-        '`roles=lb` for an nginx load balancer in front of the api hosts (provision sets it up; deploys take each batch out of its rotation), ' +
+        '`roles=lb` for an nginx load balancer in front of the api hosts (provision sets it up; a deploy keeps every host in its rotation: a switch drops no request), ' +
         "`roles=db` and/or `roles=redis` for a host of its own with the app's PostgreSQL or Redis (provision sets it up, reachable from the app hosts alone; the deploy path never contacts it), " +
         '`roles=backup` for a host of its own that receives a copy of every daily backup (provision links it to the host that takes them), ' +
         '`upstream=addr:port`: where the load balancer reaches that host (default: its address, port 80), ' +
@@ -339,7 +339,7 @@ export const serviceInputs = {
   }),
   'batch-size': int({
     description:
-      "Hosts switched at a time in a rolling switch. A deploy or rollback first starts and checks the release in every host's standby slot, in parallel; then each batch moves traffic and is verified before the next (no host leaves the load balancer's rotation: the move is a rename that drops no request). A failing batch stops the rollout and returns every switched host to its previous release.",
+      "Hosts switched at a time in a rolling switch. A deploy or rollback first starts and checks the release in every host's standby slot, in parallel; then each batch moves traffic, and the next follows once its api answers its checks (no host leaves the load balancer's rotation: the move is a rename that drops no request). The worker's and the scheduler's checks go on meanwhile; the rollout succeeds once every host passed all of its checks. A failure on any host moves no further batch and returns every switched host to its previous release.",
     default: '1',
     min: 1,
     max: 1000,

@@ -442,9 +442,10 @@ function checksStart(settings: SwitchSettings): string | null {
   if (!settings.checks) return null;
   return script(
     // A function whose body is a subshell: the checks' variables stay theirs.
-    `run_checks() (\n${verifyScript(settings.checks)}\n)`,
+    `run_checks() (\n${verifyScript({ ...settings.checks, markApi: true })}\n)`,
     'checks_out=$(mktemp)',
-    'run_checks > "$checks_out" 2>&1 &',
+    // Their lines go to a file, read at the end; their mark (the api answered) goes out at once, on 7.
+    'run_checks 7>&1 > "$checks_out" 2>&1 &',
     'checks_pid=$!',
   ).trimEnd();
 }

@@ -27,7 +27,16 @@ export interface VerifySettings {
   api?: boolean;
   /** Also list the releases, once healthy (a deploy's cleanup plans from it: one round trip fewer). */
   list?: boolean;
+  /**
+   * Says so on file descriptor 7 (`MARK api verified`, see API_VERIFIED) as
+   * soon as the api answered, while the units are still checked: a switch's
+   * checks, whose script keeps its own output on 7.
+   */
+  markApi?: boolean;
 }
+
+/** The mark a switch's checks print once the api answered (VerifySettings.markApi). */
+export const API_VERIFIED = 'api verified';
 
 /** What a health check found on a host. */
 export interface HealthOutcome {
@@ -246,6 +255,7 @@ export function verifyScript(settings: VerifySettings): string {
           'echo "RESULT $out"',
           'echo "PROBE_RC $rc"',
           throughNginx(settings),
+          settings.markApi ? `if [ "$rc" = 0 ]; then echo "MARK ${API_VERIFIED}" >&7; fi` : null,
           units ? 'wait "$units_pid" || true' : null,
         ),
     units

@@ -1,11 +1,12 @@
 // The rolling switch over a fleet: every host first starts the release in its
-// standby slot, then batches of `batch-size` hosts are switched and verified,
-// each before the next. No host needs taking out of the load
+// standby slot, then batches of `batch-size` hosts are switched, each once the
+// api of the one before answers its checks (the workers' and schedulers'
+// checks go on meanwhile). No host needs taking out of the load
 // balancers' rotation: each checks the release on its standby slot's own socket
 // before traffic moves (a release failing that never serves), and the move is a
-// rename that drops no request. A batch that fails stops the rollout and every
-// host switched so far goes back to its previous release, so that the fleet
-// serves one release.
+// rename that drops no request. A failure on any host stops the rollout and
+// every host switched so far goes back to its previous release, so that the
+// fleet serves one release.
 
 import type { Log } from '../log.js';
 import type { BalancerMember } from '../remote/balancer.js';
@@ -86,7 +87,12 @@ export async function rollOut(
 ): Promise<Rollout> {
   const results: HostRollout[] = [];
   const groups = batches(hosts, settings['batch-size']);
-  const switchRow = (host: Host, batch: number | undefined, startOnly: boolean): Promise<HostRollout> =>
+  const switchRow = (
+    host: Host,
+    batch: number | undefined,
+    startOnly: boolean,
+    onApiVerified?: () => void,
+  ): Promise<HostRollout> =>
     switchHost(host, releaseId, settings, log, {
       record: opts.records?.get(host.spec.label),
       // The checks follow: the switch leaves them to the verify step,
@@ -97,6 +103,7 @@ export async function rollOut(
       startOnly,
       // Verified by the switch's own script, once traffic moved.
       checks: opts.verify ? { settings: opts.verify, list: opts.list } : undefined,
+      onApiVerified,
     })
       .then(({ checked, ...r }): HostRollout => {
         // Its checks after traffic moved: a host that fails them did switch (and goes back).
@@ -148,35 +155,63 @@ export async function rollOut(
       return { results, reverted: [], ...describe(bad) };
     }
   }
-  for (const [index, batch] of groups.entries()) {
-    const title = groups.length > 1 ? ` (batch ${index + 1} of ${groups.length})` : '';
-    let failure: string | undefined;
-    let failedIn: Rollout['failedIn'];
-    const names = batch.map((h) => h.spec.label).join(', ');
-    const switched = await log.group(
-      `Switch ${names} to ${releaseId}${opts.verify ? ', then verify' : ''}${title}`,
-      () => Promise.all(batch.map((host) => switchRow(host, index + 1, false))),
+  // The batches, in order. The next batch moves once this one's api answers
+  // (its checks' mark: through the slot's socket and nginx); its worker's and
+  // scheduler's checks, which wait for their start, go on meanwhile. The rollout
+  // succeeds only once every host passed all of its checks; a failure anywhere
+  // moves no further batch, lets those under way end, and every host switched
+  // goes back. (Without checks, or in one batch, each batch ends before the next.)
+  const rows: Promise<HostRollout>[] = [];
+  const ended: HostRollout[] = [];
+  const timing = groups.length > 1 ? ` in ${groups.length} batches` : '';
+  await log.group(
+    `Switch ${hosts.map((h) => h.spec.label).join(', ')} to ${releaseId}${timing}${opts.verify ? ', then verify' : ''}`,
+    async () => {
+      for (const [index, batch] of groups.entries()) {
+        if (ended.some((r) => !r.ok)) break;
+        const names = batch.map((h) => h.spec.label).join(', ');
+        if (groups.length > 1) log.info(`batch ${index + 1} of ${groups.length}: ${names}`);
+        const gates: Promise<void>[] = [];
+        const batchRows = batch.map((host) => {
+          let open = (): void => {};
+          gates.push(new Promise<void>((resolve) => (open = resolve)));
+          return switchRow(host, index + 1, false, open).then((r) => {
+            ended.push(r);
+            if (r.switched) waiting.delete(r.host);
+            open();
+            return r;
+          });
+        });
+        rows.push(...batchRows);
+        // In the timeline: each batch from its switch to its last check.
+        if (groups.length > 1)
+          void log.timed({ kind: 'stage', what: `batch ${index + 1} of ${groups.length}: ${names}` }, () =>
+            Promise.all(batchRows),
+          );
+        await Promise.all(gates);
+      }
+      await Promise.all(rows);
+    },
+  );
+  results.push(...(await Promise.all(rows)));
+  const bad = results.filter((r) => !r.ok);
+  if (bad.length) {
+    const { failure, failedIn } = describe(bad);
+    const first = Math.min(...bad.map((r) => r.batch ?? 1));
+    const switched = results.filter((r) => r.switched);
+    const reverted = opts.revertOnFailure ? await revertHosts(hosts, switched, settings, log) : [];
+    // Started, never moved: their standby slots stop, their unit files go back.
+    await standDown(
+      hosts.filter((h) => waiting.has(h.spec.label)),
+      releaseId,
+      log,
     );
-    results.push(...switched);
-    for (const r of switched) if (r.switched) waiting.delete(r.host);
-    const bad = switched.filter((r) => !r.ok);
-    if (bad.length) ({ failure, failedIn } = describe(bad));
-    if (failure) {
-      const switched = results.filter((r) => r.switched);
-      const reverted = opts.revertOnFailure ? await revertHosts(hosts, switched, settings, log) : [];
-      // Started, never moved: their standby slots stop, their unit files go back.
-      await standDown(
-        hosts.filter((h) => waiting.has(h.spec.label)),
-        releaseId,
-        log,
-      );
-      return {
-        results,
-        reverted,
-        failedIn,
-        failure: `${groups.length > 1 ? `batch ${index + 1} of ${groups.length}: ` : ''}${failure}`,
-      };
-    }
+    return {
+      results,
+      reverted,
+      failedIn,
+      failure: `${groups.length > 1 ? `batch ${first} of ${groups.length}: ` : ''}${failure}`,
+    };
   }
   return { results, reverted: [] };
 }

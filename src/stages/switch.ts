@@ -20,6 +20,7 @@ import {
 } from '../inputs/runtime.js';
 import { unitFiles } from '../remote/units.js';
 import {
+  API_VERIFIED,
   cleanupStep,
   listStep,
   pickRollbackTarget,
@@ -121,6 +122,8 @@ export interface SwitchOptions {
    * result's `checked`.
    */
   checks?: { settings: VerifyChecks; list?: boolean };
+  /** With checks: called once they found the api answering (through its socket and nginx), before the units' verdict. */
+  onApiVerified?: () => void;
 }
 
 /** The verify settings that are not the release's own (those come from its runtime). */
@@ -252,6 +255,9 @@ export async function switchHost(
     // Its waits print nothing until they end: the idle limit leaves room for both.
     {
       stream: true,
+      onMark: (what) => {
+        if (what === API_VERIFIED) opts.onApiVerified?.();
+      },
       idleTimeoutMs: Math.max(
         host.conn.idleTimeoutMs,
         (settings['ready-timeout'] + (precheck?.timeout ?? 0) + checksSeconds + 60) * 1000,

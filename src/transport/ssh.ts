@@ -47,6 +47,8 @@ export interface RunOptions {
   input?: Buffer | Readable;
   /** Streams output live into the log, prefixed with the host. */
   stream?: boolean;
+  /** With stream: called with each `MARK <what>` the script prints, as it prints it. */
+  onMark?: (what: string) => void;
   idleTimeoutMs?: number;
   timeoutMs?: number;
   /** What the step is, for error messages. */
@@ -215,7 +217,10 @@ export class Connection {
       if (!opts.stream) return;
       for (const line of lines[kind].push(added)) {
         // A streamed script's `MARK <what>` is a point in the run's timeline, as it happens.
-        if (kind === 'out' && line.startsWith('MARK ')) this.log.mark(line.slice(5), this.label);
+        if (kind === 'out' && line.startsWith('MARK ')) {
+          this.log.mark(line.slice(5), this.label);
+          opts.onMark?.(line.slice(5));
+        }
         this.log.info(`[${this.label}] ${line}`);
       }
     };

@@ -56,10 +56,15 @@ function deployInputs(extra: Record<string, string> = {}): Record<string, string
   };
 }
 
-async function setVersion(version: string, failOn?: TestHost): Promise<void> {
+/** The version the app answers; failOn: the host where it fails its checks, workerFailsOn: where its worker cannot start. */
+async function setVersion(version: string, failOn?: TestHost, workerFailsOn?: TestHost): Promise<void> {
   await writeFile(path.join(source, 'version.py'), `VERSION = "${version}"\n`);
-  for (const h of apps) await rm(path.join(source, `FAIL_HEALTH_ON_${h.name}`), { force: true });
+  for (const h of apps) {
+    await rm(path.join(source, `FAIL_HEALTH_ON_${h.name}`), { force: true });
+    await rm(path.join(source, `FAIL_WORKER_ON_${h.name}`), { force: true });
+  }
   if (failOn) await writeFile(path.join(source, `FAIL_HEALTH_ON_${failOn.name}`), '');
+  if (workerFailsOn) await writeFile(path.join(source, `FAIL_WORKER_ON_${workerFailsOn.name}`), '');
 }
 
 /** When requests failed: the balancer's view of it, for the test's failure message. */
@@ -329,4 +334,50 @@ for i in $(seq 50); do if ! flock -n ${lockFile} true; then exit 0; fi; sleep 0.
     ),
   );
   for (const h of apps) expect(await currentOn(h)).toBe(patient.outputs['release-id']);
+});
+
+test('rolling: each batch moves once the one before answers, its worker checked meanwhile; a worker that cannot start on the last host puts every host back', async () => {
+  const before = await currentOn(apps[0]!);
+  await setVersion('f-worker', undefined, apps[2]);
+  const load = startLoad(`http://${lb.address}/version`, {
+    workers: 4,
+    pauseMs: 5,
+    headers: { Host: SERVER_NAME },
+  });
+  let r;
+  try {
+    // Each worker must run 6 s to pass (units-stable-seconds): far longer than a warm standby's move.
+    r = await runBundle('deploy', deployInputs({ 'units-stable-seconds': '6' }));
+  } finally {
+    const report = await load.stop();
+    expect(report.failures).toEqual({});
+  }
+  expect(r.code).toBe(1);
+  expect(r.outputs['rolled-back']).toBe('true');
+  const id = r.outputs['release-id']!;
+  const said = (h: TestHost, line: string) => r.stdout.indexOf(`[${h.address}] ${line}`);
+  // Batch 1's api answered, then batch 2 moved, while batch 1's worker was still being checked.
+  expect(said(apps[0]!, 'MARK api verified')).toBeGreaterThan(-1);
+  expect(said(apps[0]!, 'MARK api verified')).toBeLessThan(said(apps[1]!, 'MARK traffic moved'));
+  expect(said(apps[1]!, 'MARK traffic moved')).toBeLessThan(said(apps[0]!, 'CHECKS_EXIT'));
+  expect(said(apps[2]!, 'MARK traffic moved')).toBeGreaterThan(-1);
+  // The last host's api passed, its worker did not: the rollout failed there, every host went back.
+  expect(r.stdout).toContain(`${apps[2]!.address} is unhealthy`);
+  expect(r.stdout).toMatch(new RegExp(`${APP}-worker@${id}\\.service: its process exited`));
+  expect(r.stdout).toMatch(/batch 3 of 3: /);
+  for (const h of apps) expect(await currentOn(h)).toBe(before);
+  for (const h of apps) expect((await httpGet(h.address, '/version', SERVER_NAME)).body).toContain(before);
+  expect((await onHost(state, apps[0]!, `cat /opt/${APP}/releases/${id}/.metalship/status`)).trim()).toBe(
+    'bad',
+  );
+  // No host runs the failed release's worker; each runs its previous one's.
+  for (const h of apps) {
+    expect(
+      await onHost(
+        state,
+        h,
+        `systemctl list-units --state=active --plain --no-legend '${APP}-worker@*.service'`,
+      ),
+    ).toMatch(new RegExp(`^${APP}-worker@${before}\\.service`));
+  }
 });
