@@ -34595,7 +34595,8 @@ function pytool_pyToolDefinition() {
         '# shellcheck disable=SC2317',
         'mstool() { python3 -I -c "$MSTOOL_SRC" "$@"; }',
         '# shellcheck disable=SC2317',
-        'mstool_as() { local user=$1; shift; runuser -u "$user" -- python3 -I -c "$MSTOOL_SRC" "$@"; }',
+        // Another user's process gets no copy of a switch's mark channel (descriptor 7: see checksStart).
+        'mstool_as() { local user=$1; shift; runuser -u "$user" -- python3 -I -c "$MSTOOL_SRC" "$@" 7>&-; }',
     ].join('\n');
 }
 
@@ -35316,12 +35317,14 @@ function verify_verifyScript(settings) {
         // Its output goes to a file, read once it is done: its lines never mix with the probes'.
         'units_out=$(mktemp)').trimEnd()
         : null, settings.api === false
-        ? units
-            ? 'units_check > "$units_out"'
-            : null
+        ? script(settings.beforeUnits ?? null, units ? 'units_check > "$units_out"' : null).trimEnd() || null
         : script(sh `serving=$(cat ${layout.activeSlot} 2>/dev/null || true)`, `case "$serving" in blue|green) ;; *) echo "PROBLEM no api slot is serving on this host (nothing deployed yet?)"; ${units ? 'rm -f -- "$units_out"; ' : ''}exit 0;; esac`, 
         // The units settle (a worker's restart waits for its tasks) while the probes run.
-        units ? 'units_check > "$units_out" & units_pid=$!' : null, sh `sock=/run/${layout.app}-api-$serving/api.sock`, sh `out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'echo "PROBE_RC $rc"', throughNginx(settings), settings.markApi ? `if [ "$rc" = 0 ]; then echo "MARK ${API_VERIFIED}" >&7; fi` : null, units ? 'wait "$units_pid" || true' : null), units
+        units && !settings.beforeUnits ? 'units_check > "$units_out" & units_pid=$!' : null, sh `sock=/run/${layout.app}-api-$serving/api.sock`, sh `out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'echo "PROBE_RC $rc"', throughNginx(settings), settings.markApi ? `if [ "$rc" = 0 ]; then echo "MARK ${API_VERIFIED}" >&7; fi` : null, settings.beforeUnits
+            ? script('if [ "$rc" = 0 ]; then', '  :', settings.beforeUnits, units ? '  units_check > "$units_out"' : null, 'fi').trimEnd()
+            : units
+                ? 'wait "$units_pid" || true'
+                : null), units
         ? script('cat -- "$units_out"', `failed=$(sed -n 's/^UNITS_DOWN//p' "$units_out")`, 'rm -f -- "$units_out"').trimEnd()
         : null, settings.list
         ? sh `if [ "$rc" = 0 ] && [ -z "$failed" ]; then echo "LISTING $(mstool releases ${layout.root} | tail -n 1)"; fi`
@@ -35712,7 +35715,24 @@ function switchScript(settings) {
         api: true,
         scheduler: settings.scheduler,
         target: true,
-    }), restartFollowers(settings, !settings.checksFollow && !settings.notify), checksStart(settings), servedLines(settings), stopOtherWorkers(layout, followersOf(settings).worker), ...removals('units_removed'), 'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi', sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout.history}`, checksEnd(settings));
+    }), ...(settings.checks && settings.followersAfterApi
+        ? [checksStart(settings, followersLines(settings)), servedLines(settings)]
+        : [
+            restartFollowers(settings, !settings.checksFollow && !settings.notify),
+            checksStart(settings),
+            servedLines(settings),
+            stopOtherWorkers(layout, followersOf(settings).worker),
+        ]), ...removals('units_removed'), 'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi', sh `printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout.history}`, checksEnd(settings));
+}
+/**
+ * The followers' start once the api answered (SwitchSettings.followersAfterApi),
+ * run by the checks: the release's worker and the scheduler restart, then every
+ * other worker stops (it finishes its job while the new one takes jobs).
+ */
+function followersLines(settings) {
+    return script(restartFollowers(settings, false), stopOtherWorkers(settings.layout, followersOf(settings).worker), 
+    // The legacy worker unit's file went: systemd forgets it.
+    'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi').trimEnd();
 }
 /** The prefix of the checks' lines in a switch's output. */
 const CHECK_PREFIX = 'VERIFY';
@@ -35721,12 +35741,12 @@ const CHECK_PREFIX = 'VERIFY';
  * root's: they wait for the followers just restarted while the rest of the
  * switch runs.
  */
-function checksStart(settings) {
+function checksStart(settings, beforeUnits) {
     if (!settings.checks)
         return null;
     return script(
     // A function whose body is a subshell: the checks' variables stay theirs.
-    `run_checks() (\n${verifyScript({ ...settings.checks, markApi: true })}\n)`, 'checks_out=$(mktemp)', 
+    `run_checks() (\n${verifyScript({ ...settings.checks, markApi: true, beforeUnits })}\n)`, 'checks_out=$(mktemp)', 
     // Their lines go to a file, read at the end; their mark (the api answered) goes out at once, on 7.
     'run_checks 7>&1 > "$checks_out" 2>&1 &', 'checks_pid=$!').trimEnd();
 }
@@ -49675,7 +49695,7 @@ const serviceInputs = {
         unit: 'seconds',
     }),
     'batch-size': fields_int({
-        description: "Hosts switched at a time in a rolling switch. A deploy or rollback first starts and checks the release in every host's standby slot, in parallel; then each batch moves traffic, and the next follows once its api answers its checks (no host leaves the load balancer's rotation: the move is a rename that drops no request). The worker's and the scheduler's checks go on meanwhile; the rollout succeeds once every host passed all of its checks. A failure on any host moves no further batch and returns every switched host to its previous release.",
+        description: "Hosts switched at a time in a rolling switch. A deploy or rollback first starts and checks the release in every host's standby slot, in parallel; then each batch moves traffic, and the next follows once its api answers its checks (no host leaves the load balancer's rotation: the move is a rename that drops no request). Each host starts the release's worker and scheduler once its api answered; their checks go on while the next batches move, and the rollout succeeds once every host passed all of its checks. A failure on any host moves no further batch and returns every switched host to its previous release.",
         default: '1',
         min: 1,
         max: 1000,

@@ -32,6 +32,7 @@ export function pyToolDefinition(): string {
     '# shellcheck disable=SC2317',
     'mstool() { python3 -I -c "$MSTOOL_SRC" "$@"; }',
     '# shellcheck disable=SC2317',
-    'mstool_as() { local user=$1; shift; runuser -u "$user" -- python3 -I -c "$MSTOOL_SRC" "$@"; }',
+    // Another user's process gets no copy of a switch's mark channel (descriptor 7: see checksStart).
+    'mstool_as() { local user=$1; shift; runuser -u "$user" -- python3 -I -c "$MSTOOL_SRC" "$@" 7>&-; }',
   ].join('\n');
 }

@@ -63,6 +63,13 @@ export interface SwitchSettings {
    * step's `health`; the caller decides, and switches back.
    */
   checks?: VerifySettings | null;
+  /**
+   * With checks: the worker and the scheduler start once the api answered its
+   * checks, and the other releases' workers stop then (a rolling switch: its
+   * next batch waits for this api's checks alone, which so have the host's CPU
+   * to themselves). Else they start as soon as traffic moved, beside the checks.
+   */
+  followersAfterApi?: boolean;
 }
 
 /**
@@ -419,15 +426,33 @@ export function switchScript(settings: SwitchSettings): string {
       scheduler: settings.scheduler,
       target: true,
     }),
-    restartFollowers(settings, !settings.checksFollow && !settings.notify),
-    checksStart(settings),
-    servedLines(settings),
-    stopOtherWorkers(layout, followersOf(settings).worker),
+    ...(settings.checks && settings.followersAfterApi
+      ? [checksStart(settings, followersLines(settings)), servedLines(settings)]
+      : [
+          restartFollowers(settings, !settings.checksFollow && !settings.notify),
+          checksStart(settings),
+          servedLines(settings),
+          stopOtherWorkers(layout, followersOf(settings).worker),
+        ]),
     ...removals('units_removed'),
     'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi',
     sh`printf '%s\n' "$(date -u +%FT%TZ) switched to ${settings.releaseId} ($slot slot) from \${prev:-nothing}" >> ${layout.history}`,
     checksEnd(settings),
   );
+}
+
+/**
+ * The followers' start once the api answered (SwitchSettings.followersAfterApi),
+ * run by the checks: the release's worker and the scheduler restart, then every
+ * other worker stops (it finishes its job while the new one takes jobs).
+ */
+function followersLines(settings: SwitchSettings): string {
+  return script(
+    restartFollowers(settings, false),
+    stopOtherWorkers(settings.layout, followersOf(settings).worker),
+    // The legacy worker unit's file went: systemd forgets it.
+    'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi',
+  ).trimEnd();
 }
 
 /** The prefix of the checks' lines in a switch's output. */
@@ -438,11 +463,11 @@ const CHECK_PREFIX = 'VERIFY';
  * root's: they wait for the followers just restarted while the rest of the
  * switch runs.
  */
-function checksStart(settings: SwitchSettings): string | null {
+function checksStart(settings: SwitchSettings, beforeUnits?: string): string | null {
   if (!settings.checks) return null;
   return script(
     // A function whose body is a subshell: the checks' variables stay theirs.
-    `run_checks() (\n${verifyScript({ ...settings.checks, markApi: true })}\n)`,
+    `run_checks() (\n${verifyScript({ ...settings.checks, markApi: true, beforeUnits })}\n)`,
     'checks_out=$(mktemp)',
     // Their lines go to a file, read at the end; their mark (the api answered) goes out at once, on 7.
     'run_checks 7>&1 > "$checks_out" 2>&1 &',

@@ -33,6 +33,13 @@ export interface VerifySettings {
    * checks, whose script keeps its own output on 7.
    */
   markApi?: boolean;
+  /**
+   * Script lines run once the api answered, before the units are checked: a
+   * rolling switch starts the worker and the scheduler so (the api's check has
+   * the host to itself, and a release whose api fails never starts them). The
+   * units are then checked only if the api answered.
+   */
+  beforeUnits?: string;
 }
 
 /** The mark a switch's checks print once the api answered (VerifySettings.markApi). */
@@ -242,21 +249,29 @@ export function verifyScript(settings: VerifySettings): string {
         ).trimEnd()
       : null,
     settings.api === false
-      ? units
-        ? 'units_check > "$units_out"'
-        : null
+      ? script(settings.beforeUnits ?? null, units ? 'units_check > "$units_out"' : null).trimEnd() || null
       : script(
           sh`serving=$(cat ${layout.activeSlot} 2>/dev/null || true)`,
           `case "$serving" in blue|green) ;; *) echo "PROBLEM no api slot is serving on this host (nothing deployed yet?)"; ${units ? 'rm -f -- "$units_out"; ' : ''}exit 0;; esac`,
           // The units settle (a worker's restart waits for its tasks) while the probes run.
-          units ? 'units_check > "$units_out" & units_pid=$!' : null,
+          units && !settings.beforeUnits ? 'units_check > "$units_out" & units_pid=$!' : null,
           sh`sock=/run/${layout.app}-api-$serving/api.sock`,
           sh`out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`,
           'echo "RESULT $out"',
           'echo "PROBE_RC $rc"',
           throughNginx(settings),
           settings.markApi ? `if [ "$rc" = 0 ]; then echo "MARK ${API_VERIFIED}" >&7; fi` : null,
-          units ? 'wait "$units_pid" || true' : null,
+          settings.beforeUnits
+            ? script(
+                'if [ "$rc" = 0 ]; then',
+                '  :',
+                settings.beforeUnits,
+                units ? '  units_check > "$units_out"' : null,
+                'fi',
+              ).trimEnd()
+            : units
+              ? 'wait "$units_pid" || true'
+              : null,
         ),
     units
       ? script(

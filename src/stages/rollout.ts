@@ -104,6 +104,8 @@ export async function rollOut(
       // Verified by the switch's own script, once traffic moved.
       checks: opts.verify ? { settings: opts.verify, list: opts.list } : undefined,
       onApiVerified,
+      // Rolling: the next batch waits for this one's api alone; its worker and scheduler start after it.
+      followersAfterApi: groups.length > 1,
     })
       .then(({ checked, ...r }): HostRollout => {
         // Its checks after traffic moved: a host that fails them did switch (and goes back).

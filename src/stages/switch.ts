@@ -124,6 +124,8 @@ export interface SwitchOptions {
   checks?: { settings: VerifyChecks; list?: boolean };
   /** With checks: called once they found the api answering (through its socket and nginx), before the units' verdict. */
   onApiVerified?: () => void;
+  /** See SwitchSettings.followersAfterApi. */
+  followersAfterApi?: boolean;
 }
 
 /** The verify settings that are not the release's own (those come from its runtime). */
@@ -251,6 +253,7 @@ export async function switchHost(
       clearDrainPort: opts.clearDrainPort,
       startOnly: opts.startOnly,
       checks,
+      followersAfterApi: opts.followersAfterApi,
     }),
     // Its waits print nothing until they end: the idle limit leaves room for both.
     {

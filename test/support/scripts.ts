@@ -138,6 +138,15 @@ export const scripts: Record<string, string> = {
     notify: true,
     checks: VERIFY,
   }),
+  'switch-then-check-rolling': switchScript({
+    ...SWITCH,
+    scheduler: true,
+    record: runtimeRecord(runtimeDefaults('shop')),
+    checksFollow: true,
+    notify: true,
+    checks: VERIFY,
+    followersAfterApi: true,
+  }),
   'switch-then-check-worker-only': switchScript({
     ...SWITCH,
     scheduler: false,
