@@ -5,6 +5,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { connect } from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -29,8 +30,29 @@ async function waitPort(url: string, ms: number): Promise<void> {
   throw new Error(`pebble did not answer at ${url}`);
 }
 
+/** Whether something accepts TCP connections on host:port (within a second). */
+function answers(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host, port, timeout: 1000 });
+    const done = (yes: boolean) => {
+      socket.destroy();
+      resolve(yes);
+    };
+    socket.once('connect', () => done(true));
+    socket.once('timeout', () => done(false));
+    socket.once('error', () => done(false));
+  });
+}
+
 /** Starts pebble on `listen` (the machine side of the host's veth); names resolve to `hostAddress`. */
 export async function startPebble(listen: string, hostAddress: string): Promise<Pebble> {
+  // A pebble that an earlier run left (killed before it could stop it) would
+  // answer in this one's place, with another CA: a clear failure instead.
+  for (const port of [14000, 8055])
+    if (await answers(listen, port))
+      throw new Error(
+        `port ${port} on ${listen} is taken, likely by a pebble an earlier test run left running (killed before it stopped it): stop it (pkill -x pebble; pkill -x pebble-challtestsrv) and run again`,
+      );
   if (spawnSync('sh', ['-c', 'command -v pebble && command -v pebble-challtestsrv']).status !== 0) {
     const r = spawnSync('apt-get', ['install', '-y', '-qq', 'pebble'], { stdio: 'inherit' });
     if (r.status !== 0) throw new Error('apt-get install pebble failed');
