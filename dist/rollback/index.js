@@ -35250,7 +35250,9 @@ function verifyScript(settings) {
         ? sh_script(settings.beforeUnits ?? null, units ? 'units_check > "$units_out"' : null).trimEnd() || null
         : sh_script(sh_sh `serving=$(cat ${layout.activeSlot} 2>/dev/null || true)`, `case "$serving" in blue|green) ;; *) echo "PROBLEM no api slot is serving on this host (nothing deployed yet?)"; ${units ? 'rm -f -- "$units_out"; ' : ''}exit 0;; esac`, 
         // The units settle (a worker's restart waits for its tasks) while the probes run.
-        units && !settings.beforeUnits ? 'units_check > "$units_out" & units_pid=$!' : null, sh_sh `sock=/run/${layout.app}-api-$serving/api.sock`, sh_sh `out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'echo "PROBE_RC $rc"', throughNginx(settings), settings.markApi ? `if [ "$rc" = 0 ]; then echo "MARK ${API_VERIFIED}" >&7; fi` : null, settings.beforeUnits
+        units && !settings.beforeUnits ? 'units_check > "$units_out" & units_pid=$!' : null, sh_sh `sock=/run/${layout.app}-api-$serving/api.sock`, sh_sh `out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'echo "PROBE_RC $rc"', throughNginx(settings), settings.markApi
+            ? `if [ "$rc" = 0 ]; then { echo "MARK ${API_VERIFIED}" >&7; } 2>/dev/null || true; fi`
+            : null, settings.beforeUnits
             ? sh_script('if [ "$rc" = 0 ]; then', '  :', settings.beforeUnits, units ? '  units_check > "$units_out"' : null, 'fi').trimEnd()
             : units
                 ? 'wait "$units_pid" || true'
@@ -48339,7 +48341,9 @@ function switchScript(settings) {
  * other worker stops (it finishes its job while the new one takes jobs).
  */
 function followersLines(settings) {
-    return sh_script(restartFollowers(settings, false), stopOtherWorkers(settings.layout, followersOf(settings).worker), 
+    return sh_script(restartFollowers(settings, false), followersOf(settings).units.length
+        ? `{ echo "MARK worker and scheduler restarted" >&7; } 2>/dev/null || true`
+        : null, stopOtherWorkers(settings.layout, followersOf(settings).worker), 
     // The legacy worker unit's file went: systemd forgets it.
     'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi').trimEnd();
 }
@@ -48355,7 +48359,9 @@ function checksStart(settings, beforeUnits) {
         return null;
     return sh_script(
     // A function whose body is a subshell: the checks' variables stay theirs.
-    `run_checks() (\n${verifyScript({ ...settings.checks, markApi: true, beforeUnits })}\n)`, 'checks_out=$(mktemp)', 
+    // They go on if the runner goes away (its channel closed): a host whose
+    // traffic moved still starts its worker and scheduler.
+    `run_checks() (\ntrap '' PIPE HUP\n${verifyScript({ ...settings.checks, markApi: true, beforeUnits })}\n)`, 'checks_out=$(mktemp)', 
     // Their lines go to a file, read at the end; their mark (the api answered) goes out at once, on 7.
     'run_checks 7>&1 > "$checks_out" 2>&1 &', 'checks_pid=$!').trimEnd();
 }
@@ -49433,7 +49439,7 @@ const serviceInputs = {
         unit: 'seconds',
     }),
     'batch-size': fields_int({
-        description: "Hosts switched at a time in a rolling switch. A deploy or rollback first starts and checks the release in every host's standby slot, in parallel; then each batch moves traffic, and the next follows once its api answers its checks (no host leaves the load balancer's rotation: the move is a rename that drops no request). Each host starts the release's worker and scheduler once its api answered; their checks go on while the next batches move, and the rollout succeeds once every host passed all of its checks. A failure on any host moves no further batch and returns every switched host to its previous release.",
+        description: "Hosts switched at a time in a rolling switch. A deploy or rollback first starts and checks the release in every host's standby slot, in parallel; then each batch moves traffic (no host leaves the load balancer's rotation: the move is a rename that drops no request). The first batch is verified whole before any other moves; from the second on, the next follows once this one's api answers its checks. Each host starts the release's worker and scheduler once its api answered; their checks go on while the next batches move, and the rollout succeeds once every host passed all of its checks. A failure on any host moves no further batch and returns every switched host to its previous release.",
         default: '1',
         min: 1,
         max: 1000,
@@ -50323,9 +50329,10 @@ function markBad(hosts, releaseId, reason, log) {
 
 ;// CONCATENATED MODULE: ./src/stages/rollout.ts
 // The rolling switch over a fleet: every host first starts the release in its
-// standby slot, then batches of `batch-size` hosts are switched, each once the
-// api of the one before answers its checks (the workers' and schedulers'
-// checks go on meanwhile). No host needs taking out of the load
+// standby slot, then batches of `batch-size` hosts are switched: the second
+// once the first passed all of its checks, each later one once the api of the
+// one before answers its checks (the workers' and schedulers' checks go on
+// meanwhile). No host needs taking out of the load
 // balancers' rotation: each checks the release on its standby slot's own socket
 // before traffic moves (a release failing that never serves), and the move is a
 // rename that drops no request. A failure on any host stops the rollout and
@@ -50394,7 +50401,8 @@ opts) {
     }));
     const describe = (bad) => ({
         failure: bad
-            .map((r) => (r.healthy === false ? r.error : `${r.host}: switch failed: ${r.error}`))
+            .map((r) => (groups.length > 1 && r.batch ? `batch ${r.batch} of ${groups.length}: ` : '') +
+            (r.healthy === false ? r.error : `${r.host}: switch failed: ${r.error}`))
             .join('\n'),
         failedIn: bad.every((r) => r.healthy === false) ? 'verification' : 'switch',
     });
@@ -50416,12 +50424,14 @@ opts) {
             return { results, reverted: [], ...describe(bad) };
         }
     }
-    // The batches, in order. The next batch moves once this one's api answers
-    // (its checks' mark: through the slot's socket and nginx); its worker's and
-    // scheduler's checks, which wait for their start, go on meanwhile. The rollout
-    // succeeds only once every host passed all of its checks; a failure anywhere
-    // moves no further batch, lets those under way end, and every host switched
-    // goes back. (Without checks, or in one batch, each batch ends before the next.)
+    // The batches, in order. The first is checked whole before any other moves
+    // (the canary). From the second on, the next batch moves once this one's api
+    // answers (its checks' mark: through the slot's socket and nginx); its
+    // worker's and scheduler's checks, which wait for their start, go on
+    // meanwhile. The rollout succeeds only once every host passed all of its
+    // checks; a failure anywhere moves no further batch, lets those under way
+    // end, and every host switched goes back. (Without checks, each batch ends
+    // before the next.)
     const rows = [];
     const ended = [];
     const timing = groups.length > 1 ? ` in ${groups.length} batches` : '';
@@ -50436,7 +50446,9 @@ opts) {
             const batchRows = batch.map((host) => {
                 let open = () => { };
                 gates.push(new Promise((resolve) => (open = resolve)));
-                return switchRow(host, index + 1, false, open).then((r) => {
+                // The first batch is checked whole (the canary): a release whose worker
+                // fails everywhere stops there. From the second on, the api's answer lets the next move.
+                return switchRow(host, index + 1, false, index > 0 ? open : undefined).then((r) => {
                     ended.push(r);
                     if (r.switched)
                         waiting.delete(r.host);
@@ -50456,7 +50468,6 @@ opts) {
     const bad = results.filter((r) => !r.ok);
     if (bad.length) {
         const { failure, failedIn } = describe(bad);
-        const first = Math.min(...bad.map((r) => r.batch ?? 1));
         const switched = results.filter((r) => r.switched);
         const reverted = opts.revertOnFailure ? await revertHosts(hosts, switched, settings, log) : [];
         // Started, never moved: their standby slots stop, their unit files go back.
@@ -50465,7 +50476,7 @@ opts) {
             results,
             reverted,
             failedIn,
-            failure: `${groups.length > 1 ? `batch ${first} of ${groups.length}: ` : ''}${failure}`,
+            failure,
         };
     }
     return { results, reverted: [] };

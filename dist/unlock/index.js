@@ -37251,7 +37251,9 @@ function verifyScript(settings) {
         ? script(settings.beforeUnits ?? null, units ? 'units_check > "$units_out"' : null).trimEnd() || null
         : script(sh `serving=$(cat ${layout.activeSlot} 2>/dev/null || true)`, `case "$serving" in blue|green) ;; *) echo "PROBLEM no api slot is serving on this host (nothing deployed yet?)"; ${units ? 'rm -f -- "$units_out"; ' : ''}exit 0;; esac`, 
         // The units settle (a worker's restart waits for its tasks) while the probes run.
-        units && !settings.beforeUnits ? 'units_check > "$units_out" & units_pid=$!' : null, sh `sock=/run/${layout.app}-api-$serving/api.sock`, sh `out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'echo "PROBE_RC $rc"', throughNginx(settings), settings.markApi ? `if [ "$rc" = 0 ]; then echo "MARK ${API_VERIFIED}" >&7; fi` : null, settings.beforeUnits
+        units && !settings.beforeUnits ? 'units_check > "$units_out" & units_pid=$!' : null, sh `sock=/run/${layout.app}-api-$serving/api.sock`, sh `out=$(mstool_as ${PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'echo "PROBE_RC $rc"', throughNginx(settings), settings.markApi
+            ? `if [ "$rc" = 0 ]; then { echo "MARK ${API_VERIFIED}" >&7; } 2>/dev/null || true; fi`
+            : null, settings.beforeUnits
             ? script('if [ "$rc" = 0 ]; then', '  :', settings.beforeUnits, units ? '  units_check > "$units_out"' : null, 'fi').trimEnd()
             : units
                 ? 'wait "$units_pid" || true'
@@ -48724,7 +48726,7 @@ const serviceInputs = {
         unit: 'seconds',
     }),
     'batch-size': fields_int({
-        description: "Hosts switched at a time in a rolling switch. A deploy or rollback first starts and checks the release in every host's standby slot, in parallel; then each batch moves traffic, and the next follows once its api answers its checks (no host leaves the load balancer's rotation: the move is a rename that drops no request). Each host starts the release's worker and scheduler once its api answered; their checks go on while the next batches move, and the rollout succeeds once every host passed all of its checks. A failure on any host moves no further batch and returns every switched host to its previous release.",
+        description: "Hosts switched at a time in a rolling switch. A deploy or rollback first starts and checks the release in every host's standby slot, in parallel; then each batch moves traffic (no host leaves the load balancer's rotation: the move is a rename that drops no request). The first batch is verified whole before any other moves; from the second on, the next follows once this one's api answers its checks. Each host starts the release's worker and scheduler once its api answered; their checks go on while the next batches move, and the rollout succeeds once every host passed all of its checks. A failure on any host moves no further batch and returns every switched host to its previous release.",
         default: '1',
         min: 1,
         max: 1000,

@@ -37251,7 +37251,9 @@ function verify_verifyScript(settings) {
         ? sh_script(settings.beforeUnits ?? null, units ? 'units_check > "$units_out"' : null).trimEnd() || null
         : sh_script(sh_sh `serving=$(cat ${layout.activeSlot} 2>/dev/null || true)`, `case "$serving" in blue|green) ;; *) echo "PROBLEM no api slot is serving on this host (nothing deployed yet?)"; ${units ? 'rm -f -- "$units_out"; ' : ''}exit 0;; esac`, 
         // The units settle (a worker's restart waits for its tasks) while the probes run.
-        units && !settings.beforeUnits ? 'units_check > "$units_out" & units_pid=$!' : null, sh_sh `sock=/run/${layout.app}-api-$serving/api.sock`, sh_sh `out=$(mstool_as ${pytool_PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'echo "PROBE_RC $rc"', throughNginx(settings), settings.markApi ? `if [ "$rc" = 0 ]; then echo "MARK ${verify_API_VERIFIED}" >&7; fi` : null, settings.beforeUnits
+        units && !settings.beforeUnits ? 'units_check > "$units_out" & units_pid=$!' : null, sh_sh `sock=/run/${layout.app}-api-$serving/api.sock`, sh_sh `out=$(mstool_as ${pytool_PROBE_USER} wait-ready "$sock" ${settings.path} ${settings.timeout} ${settings.interval} ${settings.expectStatus} ${settings.expectBody}) || rc=$?`, 'echo "RESULT $out"', 'echo "PROBE_RC $rc"', throughNginx(settings), settings.markApi
+            ? `if [ "$rc" = 0 ]; then { echo "MARK ${verify_API_VERIFIED}" >&7; } 2>/dev/null || true; fi`
+            : null, settings.beforeUnits
             ? sh_script('if [ "$rc" = 0 ]; then', '  :', settings.beforeUnits, units ? '  units_check > "$units_out"' : null, 'fi').trimEnd()
             : units
                 ? 'wait "$units_pid" || true'
@@ -38185,7 +38187,9 @@ function switchScript(settings) {
  * other worker stops (it finishes its job while the new one takes jobs).
  */
 function followersLines(settings) {
-    return script(restartFollowers(settings, false), stopOtherWorkers(settings.layout, followersOf(settings).worker), 
+    return script(restartFollowers(settings, false), followersOf(settings).units.length
+        ? `{ echo "MARK worker and scheduler restarted" >&7; } 2>/dev/null || true`
+        : null, stopOtherWorkers(settings.layout, followersOf(settings).worker), 
     // The legacy worker unit's file went: systemd forgets it.
     'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi').trimEnd();
 }
@@ -38201,7 +38205,9 @@ function checksStart(settings, beforeUnits) {
         return null;
     return script(
     // A function whose body is a subshell: the checks' variables stay theirs.
-    `run_checks() (\n${verifyScript({ ...settings.checks, markApi: true, beforeUnits })}\n)`, 'checks_out=$(mktemp)', 
+    // They go on if the runner goes away (its channel closed): a host whose
+    // traffic moved still starts its worker and scheduler.
+    `run_checks() (\ntrap '' PIPE HUP\n${verifyScript({ ...settings.checks, markApi: true, beforeUnits })}\n)`, 'checks_out=$(mktemp)', 
     // Their lines go to a file, read at the end; their mark (the api answered) goes out at once, on 7.
     'run_checks 7>&1 > "$checks_out" 2>&1 &', 'checks_pid=$!').trimEnd();
 }
@@ -48810,7 +48816,7 @@ const serviceInputs = {
         unit: 'seconds',
     }),
     'batch-size': fields_int({
-        description: "Hosts switched at a time in a rolling switch. A deploy or rollback first starts and checks the release in every host's standby slot, in parallel; then each batch moves traffic, and the next follows once its api answers its checks (no host leaves the load balancer's rotation: the move is a rename that drops no request). Each host starts the release's worker and scheduler once its api answered; their checks go on while the next batches move, and the rollout succeeds once every host passed all of its checks. A failure on any host moves no further batch and returns every switched host to its previous release.",
+        description: "Hosts switched at a time in a rolling switch. A deploy or rollback first starts and checks the release in every host's standby slot, in parallel; then each batch moves traffic (no host leaves the load balancer's rotation: the move is a rename that drops no request). The first batch is verified whole before any other moves; from the second on, the next follows once this one's api answers its checks. Each host starts the release's worker and scheduler once its api answered; their checks go on while the next batches move, and the rollout succeeds once every host passed all of its checks. A failure on any host moves no further batch and returns every switched host to its previous release.",
         default: '1',
         min: 1,
         max: 1000,

@@ -339,7 +339,7 @@ export const serviceInputs = {
   }),
   'batch-size': int({
     description:
-      "Hosts switched at a time in a rolling switch. A deploy or rollback first starts and checks the release in every host's standby slot, in parallel; then each batch moves traffic, and the next follows once its api answers its checks (no host leaves the load balancer's rotation: the move is a rename that drops no request). Each host starts the release's worker and scheduler once its api answered; their checks go on while the next batches move, and the rollout succeeds once every host passed all of its checks. A failure on any host moves no further batch and returns every switched host to its previous release.",
+      "Hosts switched at a time in a rolling switch. A deploy or rollback first starts and checks the release in every host's standby slot, in parallel; then each batch moves traffic (no host leaves the load balancer's rotation: the move is a rename that drops no request). The first batch is verified whole before any other moves; from the second on, the next follows once this one's api answers its checks. Each host starts the release's worker and scheduler once its api answered; their checks go on while the next batches move, and the rollout succeeds once every host passed all of its checks. A failure on any host moves no further batch and returns every switched host to its previous release.",
     default: '1',
     min: 1,
     max: 1000,

@@ -449,6 +449,9 @@ export function switchScript(settings: SwitchSettings): string {
 function followersLines(settings: SwitchSettings): string {
   return script(
     restartFollowers(settings, false),
+    followersOf(settings).units.length
+      ? `{ echo "MARK worker and scheduler restarted" >&7; } 2>/dev/null || true`
+      : null,
     stopOtherWorkers(settings.layout, followersOf(settings).worker),
     // The legacy worker unit's file went: systemd forgets it.
     'if [ "${units_removed:-0}" = 1 ]; then systemctl daemon-reload; fi',
@@ -467,7 +470,9 @@ function checksStart(settings: SwitchSettings, beforeUnits?: string): string | n
   if (!settings.checks) return null;
   return script(
     // A function whose body is a subshell: the checks' variables stay theirs.
-    `run_checks() (\n${verifyScript({ ...settings.checks, markApi: true, beforeUnits })}\n)`,
+    // They go on if the runner goes away (its channel closed): a host whose
+    // traffic moved still starts its worker and scheduler.
+    `run_checks() (\ntrap '' PIPE HUP\n${verifyScript({ ...settings.checks, markApi: true, beforeUnits })}\n)`,
     'checks_out=$(mktemp)',
     // Their lines go to a file, read at the end; their mark (the api answered) goes out at once, on 7.
     'run_checks 7>&1 > "$checks_out" 2>&1 &',

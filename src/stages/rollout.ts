@@ -1,7 +1,8 @@
 // The rolling switch over a fleet: every host first starts the release in its
-// standby slot, then batches of `batch-size` hosts are switched, each once the
-// api of the one before answers its checks (the workers' and schedulers'
-// checks go on meanwhile). No host needs taking out of the load
+// standby slot, then batches of `batch-size` hosts are switched: the second
+// once the first passed all of its checks, each later one once the api of the
+// one before answers its checks (the workers' and schedulers' checks go on
+// meanwhile). No host needs taking out of the load
 // balancers' rotation: each checks the release on its standby slot's own socket
 // before traffic moves (a release failing that never serves), and the move is a
 // rename that drops no request. A failure on any host stops the rollout and
@@ -130,7 +131,11 @@ export async function rollOut(
       }));
   const describe = (bad: HostRollout[]) => ({
     failure: bad
-      .map((r) => (r.healthy === false ? r.error! : `${r.host}: switch failed: ${r.error}`))
+      .map(
+        (r) =>
+          (groups.length > 1 && r.batch ? `batch ${r.batch} of ${groups.length}: ` : '') +
+          (r.healthy === false ? r.error! : `${r.host}: switch failed: ${r.error}`),
+      )
       .join('\n'),
     failedIn: bad.every((r) => r.healthy === false) ? ('verification' as const) : ('switch' as const),
   });
@@ -157,12 +162,14 @@ export async function rollOut(
       return { results, reverted: [], ...describe(bad) };
     }
   }
-  // The batches, in order. The next batch moves once this one's api answers
-  // (its checks' mark: through the slot's socket and nginx); its worker's and
-  // scheduler's checks, which wait for their start, go on meanwhile. The rollout
-  // succeeds only once every host passed all of its checks; a failure anywhere
-  // moves no further batch, lets those under way end, and every host switched
-  // goes back. (Without checks, or in one batch, each batch ends before the next.)
+  // The batches, in order. The first is checked whole before any other moves
+  // (the canary). From the second on, the next batch moves once this one's api
+  // answers (its checks' mark: through the slot's socket and nginx); its
+  // worker's and scheduler's checks, which wait for their start, go on
+  // meanwhile. The rollout succeeds only once every host passed all of its
+  // checks; a failure anywhere moves no further batch, lets those under way
+  // end, and every host switched goes back. (Without checks, each batch ends
+  // before the next.)
   const rows: Promise<HostRollout>[] = [];
   const ended: HostRollout[] = [];
   const timing = groups.length > 1 ? ` in ${groups.length} batches` : '';
@@ -177,7 +184,9 @@ export async function rollOut(
         const batchRows = batch.map((host) => {
           let open = (): void => {};
           gates.push(new Promise<void>((resolve) => (open = resolve)));
-          return switchRow(host, index + 1, false, open).then((r) => {
+          // The first batch is checked whole (the canary): a release whose worker
+          // fails everywhere stops there. From the second on, the api's answer lets the next move.
+          return switchRow(host, index + 1, false, index > 0 ? open : undefined).then((r) => {
             ended.push(r);
             if (r.switched) waiting.delete(r.host);
             open();
@@ -199,7 +208,6 @@ export async function rollOut(
   const bad = results.filter((r) => !r.ok);
   if (bad.length) {
     const { failure, failedIn } = describe(bad);
-    const first = Math.min(...bad.map((r) => r.batch ?? 1));
     const switched = results.filter((r) => r.switched);
     const reverted = opts.revertOnFailure ? await revertHosts(hosts, switched, settings, log) : [];
     // Started, never moved: their standby slots stop, their unit files go back.
@@ -212,7 +220,7 @@ export async function rollOut(
       results,
       reverted,
       failedIn,
-      failure: `${groups.length > 1 ? `batch ${first} of ${groups.length}: ` : ''}${failure}`,
+      failure,
     };
   }
   return { results, reverted: [] };

@@ -336,7 +336,7 @@ for i in $(seq 50); do if ! flock -n ${lockFile} true; then exit 0; fi; sleep 0.
   for (const h of apps) expect(await currentOn(h)).toBe(patient.outputs['release-id']);
 });
 
-test('rolling: each batch moves once the one before answers, its worker checked meanwhile; a worker that cannot start on the last host puts every host back', async () => {
+test('rolling: the first batch checked whole, each later one moving once the one before answers; a worker that cannot start on the last host puts every host back', async () => {
   const before = await currentOn(apps[0]!);
   await setVersion('f-worker', undefined, apps[2]);
   const load = startLoad(`http://${lb.address}/version`, {
@@ -356,15 +356,19 @@ test('rolling: each batch moves once the one before answers, its worker checked 
   expect(r.outputs['rolled-back']).toBe('true');
   const id = r.outputs['release-id']!;
   const said = (h: TestHost, line: string) => r.stdout.indexOf(`[${h.address}] ${line}`);
-  // Batch 1's api answered, then batch 2 moved, while batch 1's worker was still being checked.
-  expect(said(apps[0]!, 'MARK api verified')).toBeGreaterThan(-1);
-  expect(said(apps[0]!, 'MARK api verified')).toBeLessThan(said(apps[1]!, 'MARK traffic moved'));
-  expect(said(apps[1]!, 'MARK traffic moved')).toBeLessThan(said(apps[0]!, 'CHECKS_EXIT'));
-  expect(said(apps[2]!, 'MARK traffic moved')).toBeGreaterThan(-1);
+  // The canary: batch 2 moved only once batch 1's checks had ended.
+  expect(said(apps[0]!, 'CHECKS_EXIT 0')).toBeGreaterThan(-1);
+  expect(said(apps[0]!, 'CHECKS_EXIT 0')).toBeLessThan(said(apps[1]!, 'MARK traffic moved'));
+  // Then batch 3 moved once batch 2's api answered, while batch 2's worker was still being checked.
+  expect(said(apps[1]!, 'MARK api verified')).toBeGreaterThan(-1);
+  expect(said(apps[1]!, 'MARK api verified')).toBeLessThan(said(apps[2]!, 'MARK traffic moved'));
+  expect(said(apps[2]!, 'MARK traffic moved')).toBeLessThan(said(apps[1]!, 'CHECKS_EXIT'));
+  // Each host started its worker once its api answered.
+  for (const h of apps.slice(1))
+    expect(said(h, 'MARK api verified')).toBeLessThan(said(h, 'MARK worker and scheduler restarted'));
   // The last host's api passed, its worker did not: the rollout failed there, every host went back.
-  expect(r.stdout).toContain(`${apps[2]!.address} is unhealthy`);
+  expect(r.stdout).toContain(`batch 3 of 3: ${apps[2]!.address} is unhealthy`);
   expect(r.stdout).toMatch(new RegExp(`${APP}-worker@${id}\\.service: its process exited`));
-  expect(r.stdout).toMatch(/batch 3 of 3: /);
   for (const h of apps) expect(await currentOn(h)).toBe(before);
   for (const h of apps) expect((await httpGet(h.address, '/version', SERVER_NAME)).body).toContain(before);
   expect((await onHost(state, apps[0]!, `cat /opt/${APP}/releases/${id}/.metalship/status`)).trim()).toBe(
@@ -380,4 +384,51 @@ test('rolling: each batch moves once the one before answers, its worker checked 
       ),
     ).toMatch(new RegExp(`^${APP}-worker@${before}\\.service`));
   }
+});
+
+test('rolling: a worker that cannot start on the first batch stops the rollout there; the other hosts never move', async () => {
+  const before = await currentOn(apps[0]!);
+  await setVersion('f-canary', undefined, apps[0]);
+  const r = await runBundle('deploy', deployInputs());
+  expect(r.code).toBe(1);
+  const id = r.outputs['release-id']!;
+  expect(r.stdout).toContain(`batch 1 of 3: ${apps[0]!.address} is unhealthy`);
+  for (const h of apps.slice(1)) expect(r.stdout).not.toContain(`[${h.address}] MARK traffic moved`);
+  for (const h of apps) expect(await currentOn(h)).toBe(before);
+  // The others had started it in their standby slots only: stopped again.
+  for (const h of apps.slice(1))
+    expect(
+      await onHost(
+        state,
+        h,
+        `for s in blue green; do if [ "$(basename "$(readlink /opt/${APP}/slots/$s)")" = ${id} ]; then systemctl is-active ${APP}-api@$s.service || true; fi; done`,
+      ),
+    ).not.toMatch(/^active$/m);
+});
+
+test('rolling: a runner gone once a later batch moved leaves that host on the release with its worker; a re-run deploys', async () => {
+  await setVersion('f-gone');
+  const second = apps[1]!;
+  const r = await runBundle('deploy', deployInputs(), {
+    // Cancelled as the second batch's traffic moved, before its api's checks ended.
+    onOutput: (out, kill) => out.includes(`[${second.address}] MARK traffic moved`) && kill(),
+  });
+  expect(r.code).not.toBe(0);
+  const id = /Release (\d{8}_\d{6}) on /.exec(r.stdout)?.[1] ?? 'none';
+  expect(await currentOn(second)).toBe(id);
+  // Its checks went on without the runner: the release's worker started there.
+  let worker = '';
+  for (let i = 0; i < 100 && !worker.includes(id); i++) {
+    worker = await onHost(
+      state,
+      second,
+      `systemctl list-units --state=active --plain --no-legend '${APP}-worker@*.service'; sleep 0.2`,
+    );
+  }
+  expect(worker).toMatch(new RegExp(`^${APP}-worker@${id}\\.service`, 'm'));
+  await setVersion('f-after-gone');
+  // The killed run's sessions may hold the locks a moment longer.
+  const again = await runBundle('deploy', deployInputs({ 'lock-timeout': '60' }));
+  expect(outcome(again)).toBe('succeeded');
+  for (const h of apps) expect(await currentOn(h)).toBe(again.outputs['release-id']);
 });
