@@ -35750,9 +35750,7 @@ function checksStart(settings, beforeUnits) {
         return null;
     return script(
     // A function whose body is a subshell: the checks' variables stay theirs.
-    // They go on if the runner goes away (its channel closed): a host whose
-    // traffic moved still starts its worker and scheduler.
-    `run_checks() (\ntrap '' PIPE HUP\n${verifyScript({ ...settings.checks, markApi: true, beforeUnits })}\n)`, 'checks_out=$(mktemp)', 
+    `run_checks() (\n${verifyScript({ ...settings.checks, markApi: true, beforeUnits })}\n)`, 'checks_out=$(mktemp)', 
     // Their lines go to a file, read at the end; their mark (the api answered) goes out at once, on 7.
     'run_checks 7>&1 > "$checks_out" 2>&1 &', 'checks_pid=$!').trimEnd();
 }
